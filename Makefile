@@ -1,0 +1,37 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all demo lint bench e2e clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the project's dependencies changed since the last install.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ''
+
+lint: $(STAMP)
+	$(PY) -m ruff check shared domains apps tests benchmarks
+
+demo: $(STAMP)
+	$(PY) -m domains.medical fit -c domains/medical/configs/quick.yaml
+	$(PY) -m domains.medical test -c domains/medical/configs/quick.yaml --ckpt_path best
+
+bench: $(STAMP)
+	$(PY) benchmarks/backbones.py
+
+clean:
+	rm -rf lightning_logs .pytest_cache

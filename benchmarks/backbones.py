@@ -1,0 +1,73 @@
+"""Backbone speed on this machine: parameters, forward and forward+backward images/s at two sizes.
+
+    .venv/bin/python benchmarks/backbones.py [--sizes 128 256] [--batch 4] [--iters 3] [--out benchmarks/results/backbones.md]
+
+Prints a markdown table (and writes it with --out). Numbers are CPU throughput unless a GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from shared.backbones import create_backbone, list_backbones
+
+
+def throughput(net, x, iters: int, backward: bool) -> float:
+    def step():
+        if backward:
+            sum(f.float().mean() for f in net.forward_features(x)).backward()
+        else:
+            with torch.inference_mode():
+                net.forward_features(x)
+
+    step()  # warm-up (allocations, kernel selection)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return iters * x.shape[0] / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--names", nargs="*", default=None, help="backbones to run (default: all registered)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    header = "| backbone | params (M) | " + " | ".join(f"fwd img/s @{s} | fwd+bwd img/s @{s}" for s in args.sizes) + " |"
+    lines = [
+        f"Device: {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), batch {args.batch}",
+        "",
+        header,
+        "|" + "---|" * (2 + 2 * len(args.sizes)),
+    ]
+    for name in args.names or list_backbones():
+        cells = []
+        for size in args.sizes:
+            kwargs = {"image_size": size} if name.startswith("vit") else {}
+            net = create_backbone(name, in_channels=3, **kwargs).to(device)
+            x = torch.randn(args.batch, 3, size, size, device=device)
+            net.eval()
+            fwd = throughput(net, x, args.iters, backward=False)
+            net.train()
+            bwd = throughput(net, x, args.iters, backward=True)
+            cells += [f"{fwd:.1f}", f"{bwd:.1f}"]
+        params = sum(p.numel() for p in net.parameters()) / 1e6
+        lines.append(f"| {name} | {params:.2f} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The one place that defines driving classes: KITTI object types, detector classes, semantic ids, anomaly kinds.
+
+Decisions (so that readers, the synthetic generator, the detector and the demos agree):
+
+* The detector trains on five classes, ``DETECTION_CLASSES``; Van and Truck are kept apart from Car as in
+  KITTI, whose evaluation treats Van as a *neighbour* of Car (a Car detection on a Van is ignored, neither a
+  hit nor a false positive), so keeping them separate loses nothing and keeps the information.
+  ``Person_sitting`` is trained as Pedestrian; ``Tram`` and ``Misc`` are not trained on (readers accept them,
+  the dataset drops them and counts them); ``DontCare`` boxes are ignore regions.
+* Detection labels are 0-based indices into ``DETECTION_CLASSES``; models that reserve 0 for background
+  (torchvision's Faster R-CNN / RetinaNet / FCOS) add 1 themselves.
+* Semantic ids are 0..11 with 255 = void. "truck" covers vans and trucks, "pole" covers poles, street lamps
+  and sign plates, "vegetation" covers trees, hedges and grass. Road anomalies have no semantic class: they are
+  void (255) in the anomaly set's semantic maps.
+"""
+
+from __future__ import annotations
+
+# --- KITTI object types --------------------------------------------------------------------------------------
+KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
+DONTCARE = "DontCare"
+
+# Types the synthetic generator draws (and labels); the other KITTI types are only read from real data.
+GENERATED_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Cyclist")
+
+# --- detector classes ----------------------------------------------------------------------------------------
+DETECTION_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Cyclist")
+DETECTION_CLASS_TO_ID = {name: i for i, name in enumerate(DETECTION_CLASSES)}
+
+# KITTI type -> detector class name; None = not trained on (dropped and counted by the dataset, or an ignore box).
+KITTI_TO_DETECTION: dict[str, str | None] = {
+    "Car": "Car",
+    "Van": "Van",
+    "Truck": "Truck",
+    "Pedestrian": "Pedestrian",
+    "Person_sitting": "Pedestrian",
+    "Cyclist": "Cyclist",
+    "Tram": None,
+    "Misc": None,
+    "DontCare": None,
+}
+
+
+def detection_label(kitti_type: str) -> int | None:
+    """0-based detector label of a KITTI type, None for types not trained on; unknown names raise ValueError."""
+    if kitti_type not in KITTI_TO_DETECTION:
+        raise ValueError(f"unknown KITTI object type {kitti_type!r}; expected one of {list(KITTI_TYPES)}")
+    name = KITTI_TO_DETECTION[kitti_type]
+    return None if name is None else DETECTION_CLASS_TO_ID[name]
+
+
+# --- KITTI evaluation protocol (devkit, full-resolution 1242x375 images) -----------------------------------------
+KITTI_EVAL_CLASSES = ("Car", "Pedestrian", "Cyclist")
+# Detections matched to a neighbour class are ignored rather than counted as false positives.
+KITTI_NEIGHBOUR_CLASSES = {"Car": ("Van",), "Pedestrian": ("Person_sitting",), "Cyclist": ()}
+KITTI_MIN_IOU = {"Car": 0.7, "Van": 0.7, "Truck": 0.7, "Pedestrian": 0.5, "Cyclist": 0.5}
+# min box height in pixels of a 375-px-high image: scale by image_height / 375 for resized images.
+KITTI_DIFFICULTIES = {
+    "easy": {"min_height": 40, "max_occlusion": 0, "max_truncation": 0.15},
+    "moderate": {"min_height": 25, "max_occlusion": 1, "max_truncation": 0.30},
+    "hard": {"min_height": 25, "max_occlusion": 2, "max_truncation": 0.50},
+}
+KITTI_IMAGE_HEIGHT = 375
+
+# Mean and standard deviation of (height, width, length) in metres per type, from KITTI training statistics.
+OBJECT_DIMENSIONS: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    "Car": ((1.53, 0.14), (1.63, 0.10), (3.88, 0.43)),
+    "Van": ((2.21, 0.32), (1.90, 0.13), (5.08, 0.60)),
+    "Truck": ((3.25, 0.45), (2.59, 0.19), (10.1, 2.80)),
+    "Pedestrian": ((1.76, 0.11), (0.66, 0.14), (0.84, 0.23)),
+    "Person_sitting": ((1.27, 0.13), (0.59, 0.10), (0.80, 0.18)),
+    "Cyclist": ((1.74, 0.09), (0.60, 0.12), (1.76, 0.18)),
+    "Tram": ((3.53, 0.17), (2.54, 0.11), (16.1, 5.50)),
+}
+
+# --- semantic segmentation -----------------------------------------------------------------------------------
+SEMANTIC_CLASSES = (
+    "road",  # 0
+    "lane_marking",  # 1
+    "sidewalk",  # 2
+    "kerb",  # 3
+    "building",  # 4
+    "vegetation",  # 5 (trees, hedges, grass)
+    "sky",  # 6
+    "pole",  # 7 (poles, street lamps, sign plates)
+    "car",  # 8
+    "truck",  # 9 (vans and trucks)
+    "person",  # 10
+    "cyclist",  # 11 (rider and bicycle)
+)
+SEMANTIC_ID = {name: i for i, name in enumerate(SEMANTIC_CLASSES)}
+VOID = 255
+# RGB, Cityscapes palette where Cityscapes has the class.
+SEMANTIC_COLORS = (
+    (128, 64, 128),  # road
+    (255, 255, 255),  # lane_marking
+    (244, 35, 232),  # sidewalk
+    (102, 102, 156),  # kerb
+    (70, 70, 70),  # building
+    (107, 142, 35),  # vegetation
+    (70, 130, 180),  # sky
+    (153, 153, 153),  # pole
+    (0, 0, 142),  # car
+    (0, 0, 70),  # truck
+    (220, 20, 60),  # person
+    (255, 0, 0),  # cyclist
+)
+VOID_COLOR = (0, 0, 0)
+
+# KITTI type -> semantic class name (for Tram/Misc: the closest class, used only for visualisation).
+KITTI_TO_SEMANTIC = {
+    "Car": "car",
+    "Van": "truck",
+    "Truck": "truck",
+    "Tram": "truck",
+    "Misc": "truck",
+    "Pedestrian": "person",
+    "Person_sitting": "person",
+    "Cyclist": "cyclist",
+}
+
+# --- road anomalies ------------------------------------------------------------------------------------------
+# Objects the anomaly generator puts on the road and the training generator must never draw.
+ANOMALY_KINDS = ("cardboard_box", "tyre", "rock", "animal", "cone", "odd_shape")
+# Background "stuff" drawn as separate items in both generators (no boxes, no instances).
+STUFF_KINDS = ("tree", "streetlight", "sign")
+# SegmentMeIfYouCan labels_masks values.
+ANOMALY_MASK_NORMAL, ANOMALY_MASK_ANOMALY, ANOMALY_MASK_VOID = 0, 1, 255
+ANOMALY_COLOR = (255, 140, 0)  # RGB overlay colour for anomaly masks in demos
+
+assert len(SEMANTIC_COLORS) == len(SEMANTIC_CLASSES)
+assert not set(ANOMALY_KINDS) & (set(KITTI_TYPES) | set(STUFF_KINDS)), "anomaly kinds must be unknown classes"
+
+
+def semantic_palette() -> list[tuple[int, int, int]]:
+    """256-entry RGB palette (void and unused ids black) for colouring a semantic id map by indexing."""
+    pal = [VOID_COLOR] * 256
+    for i, c in enumerate(SEMANTIC_COLORS):
+        pal[i] = c
+    return pal

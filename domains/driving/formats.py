@@ -1,0 +1,756 @@
+"""Driving annotation file formats: KITTI 2D object labels, COCO detection JSON and YOLO txt.
+
+Everything is read into one in-memory record (:class:`ImageAnnotation` holding :class:`ObjectLabel` s) so a
+dataset, a converter or an evaluator needs to know one shape only. Boxes are ``(left, top, right, bottom)``
+in pixels, continuous coordinates, so a box may reach ``right == width``.
+
+Bad input policy (shared by every reader):
+
+* structural problems (wrong field count, non-numeric value, undecodable image, label file without image,
+  broken JSON/YAML) always raise :class:`LabelFormatError`, whose message starts with ``path:line:``
+  (``path:`` alone where a whole file is wrong, ``path:annotations[i]:`` inside a COCO JSON);
+* problems that only spoil one object or one image (degenerate/inverted box, box more than 1 px outside the
+  image, unknown class, image without label file) drop that object/image and are *counted*: one
+  :class:`LabelWarning` per read summarises the counts per kind with the first few locations.
+  ``strict=True`` turns each of them into a :class:`LabelFormatError`;
+* boxes at most 1 px outside the image (rounding in annotation tools) are clipped silently.
+
+The parsers are hand-written: no maintained library reads KITTI labels, and pycocotools / ultralytics would
+bring heavy dependencies for a few lines of parsing (and neither reports file:line).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+BOX_TOLERANCE_PX = 1.0  # boxes this far outside the image are clipped silently, further out they are dropped
+DROP_KINDS = ("bad_box", "outside_image", "unknown_class", "image_without_label")
+
+# KITTI's "not available" values for the 3D fields of 2D-only objects (see the devkit readme: DontCare).
+_NO_ALPHA = -10.0
+_NO_DIMENSIONS = (-1.0, -1.0, -1.0)
+_NO_LOCATION = (-1000.0, -1000.0, -1000.0)
+_NO_ROTATION = -10.0
+
+
+class LabelFormatError(ValueError):
+    """A label or image file that cannot be read; the message starts with ``path:line:``."""
+
+    def __init__(self, path: str | os.PathLike, line: int | str | None, message: str):
+        self.path = str(path)
+        self.line = line
+        self.reason = message
+        where = f"{self.path}:{line}:" if line is not None else f"{self.path}:"
+        super().__init__(f"{where} {message}")
+
+
+class LabelWarning(UserWarning):
+    """Objects or images were dropped while reading labels (counts are in the message)."""
+
+
+class DropLog:
+    """Counts what a reader dropped, per problem kind, keeping the first few locations of each.
+
+    With ``strict=True`` the first problem raises :class:`LabelFormatError` instead of being counted.
+    """
+
+    max_examples = 3
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, kind: str, path: str | os.PathLike, line: int | str | None, message: str) -> None:
+        if self.strict:
+            raise LabelFormatError(path, line, f"{message} [{kind}; strict mode]")
+        self.counts[kind] += 1
+        where = f"{path}:{line}" if line is not None else str(path)
+        examples = self.examples.setdefault(kind, [])
+        if len(examples) < self.max_examples:
+            examples.append(f"{where}: {message}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def merge(self, other: DropLog) -> None:
+        for kind, n in other.counts.items():
+            self.counts[kind] += n
+            room = self.max_examples - len(self.examples.setdefault(kind, []))
+            self.examples[kind].extend(other.examples.get(kind, [])[: max(room, 0)])
+
+    def summary(self) -> str:
+        if not self.counts:
+            return "nothing dropped"
+        parts = []
+        for kind, n in sorted(self.counts.items()):
+            shown = "; ".join(self.examples.get(kind, []))
+            more = f"; ... {n - len(self.examples[kind])} more" if n > len(self.examples.get(kind, [])) else ""
+            parts.append(f"{kind}: {n} ({shown}{more})")
+        return "dropped " + ", ".join(parts)
+
+    def warn(self, what: str, stacklevel: int = 3) -> None:
+        """Emit one summarising :class:`LabelWarning` if anything was dropped."""
+        if self.counts:
+            warnings.warn(f"{what}: {self.summary()}", LabelWarning, stacklevel=stacklevel)
+
+
+@dataclass
+class ObjectLabel:
+    """One object, with KITTI's fields (the 3D ones keep KITTI's 'not available' values when unknown)."""
+
+    type: str
+    bbox: tuple[float, float, float, float]  # left, top, right, bottom in pixels
+    truncated: float = 0.0
+    occluded: int = 0
+    alpha: float = _NO_ALPHA
+    dimensions: tuple[float, float, float] = _NO_DIMENSIONS  # height, width, length (m)
+    location: tuple[float, float, float] = _NO_LOCATION  # x, y, z in camera coordinates (m)
+    rotation_y: float = _NO_ROTATION
+    score: float | None = None
+
+
+@dataclass
+class ImageAnnotation:
+    """One image and its objects. ``image_id`` is the file stem (KITTI's ``000123``)."""
+
+    image_path: str
+    width: int
+    height: int
+    objects: list[ObjectLabel] = field(default_factory=list)
+
+    @property
+    def image_id(self) -> str:
+        return Path(self.image_path).stem
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` from the image header; :class:`LabelFormatError` if it cannot be decoded.
+
+    Only the header is read (fast on 7k KITTI images); a file damaged after its header is caught when the
+    dataset decodes it.
+    """
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except FileNotFoundError:
+        raise LabelFormatError(path, None, "image file not found") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise LabelFormatError(path, None, f"cannot decode image ({e})") from None
+    return height, width
+
+
+def _fmt(value: float) -> str:
+    """KITTI-style 2 decimals where that is exact, otherwise enough digits to round-trip within 1e-6."""
+    if abs(value - round(value, 2)) < 1e-9:
+        return f"{value:.2f}"
+    text = f"{value:.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _parse_float(text: str, path, line, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise LabelFormatError(path, line, f"non-numeric value {text!r} for {what}") from None
+    if not math.isfinite(value):
+        raise LabelFormatError(path, line, f"non-finite value {text!r} for {what}")
+    return value
+
+
+def _parse_int(text: str, path, line, what: str) -> int:
+    value = _parse_float(text, path, line, what)
+    if value != int(value):
+        raise LabelFormatError(path, line, f"expected an integer for {what}, got {text!r}")
+    return int(value)
+
+
+def check_box(
+    box: Sequence[float],
+    size: tuple[int, int] | None,
+    log: DropLog,
+    path,
+    line,
+) -> tuple[float, float, float, float] | None:
+    """Validate one ``(l, t, r, b)`` box against an image of ``size=(H, W)``; ``None`` if dropped.
+
+    Inverted/degenerate boxes and boxes more than 1 px outside the image go to ``log``; boxes within 1 px are
+    clipped. Without ``size`` only the left/top edges can be checked.
+    """
+    left, top, right, bottom = (float(v) for v in box)
+    shown = f"({_fmt(left)}, {_fmt(top)}, {_fmt(right)}, {_fmt(bottom)})"
+    if not (right > left and bottom > top):
+        log.add("bad_box", path, line, f"degenerate or inverted box {shown} (need left < right, top < bottom)")
+        return None
+    height, width = size if size is not None else (math.inf, math.inf)
+    tol = BOX_TOLERANCE_PX
+    if left < -tol or top < -tol or right > width + tol or bottom > height + tol:
+        extent = f"{width}x{height} image" if size is not None else "image"
+        log.add("outside_image", path, line, f"box {shown} lies more than {tol:g} px outside the {extent}")
+        return None
+    left, top = max(left, 0.0), max(top, 0.0)
+    right, bottom = min(right, float(width)), min(bottom, float(height))
+    if not (right > left and bottom > top):  # only possible for a box hugging the border from outside
+        log.add("bad_box", path, line, f"box {shown} is empty after clipping to the image")
+        return None
+    return left, top, right, bottom
+
+
+def _owned_log(log: DropLog | None, strict: bool) -> tuple[DropLog, bool]:
+    """A caller-supplied log (the caller reports it) or a fresh one this reader reports itself."""
+    if log is None:
+        return DropLog(strict=strict), True
+    if strict:
+        log.strict = True
+    return log, False
+
+
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    images: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            if p.stem in images:
+                raise LabelFormatError(p, None, f"two images share the id {p.stem!r}: {images[p.stem].name}, {p.name}")
+            images[p.stem] = p
+    return images
+
+
+def place_image(src: str | os.PathLike, dst: str | os.PathLike, mode: str = "copy") -> None:
+    """Put an image file at ``dst``: ``copy``, ``hardlink`` (falls back to copy across devices) or ``symlink``."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "copy":
+        shutil.copy2(src, dst)
+    elif mode == "hardlink":
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    elif mode == "symlink":
+        dst.symlink_to(src.resolve())
+    else:
+        raise ValueError(f"place_image: unknown mode {mode!r} (copy, hardlink, symlink)")
+
+
+def _unique_names(annotations: Iterable[ImageAnnotation], where: str) -> None:
+    seen: dict[str, str] = {}
+    for ann in annotations:
+        if ann.image_id in seen:
+            raise ValueError(f"{where}: two images share the id {ann.image_id!r}: {seen[ann.image_id]}, {ann.image_path}")
+        seen[ann.image_id] = ann.image_path
+
+
+def _split_by_class(objects: Iterable[ObjectLabel], class_names: Sequence[str], dropped: Counter) -> list[ObjectLabel]:
+    keep = []
+    for obj in objects:
+        if obj.type in class_names:
+            keep.append(obj)
+        else:
+            dropped[obj.type] += 1
+    return keep
+
+
+def _warn_not_written(dropped: Counter, where: str) -> None:
+    if dropped:
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
+        warnings.warn(f"{where}: objects whose type is not in class_names were not written ({counts})",
+                      LabelWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------------------------------------- KITTI
+
+_KITTI_FIELDS = ("type", "truncated", "occluded", "alpha", "bbox left", "bbox top", "bbox right", "bbox bottom",
+                 "height", "width", "length", "x", "y", "z", "rotation_y", "score")
+
+
+def read_kitti_label(
+    path: str | os.PathLike,
+    image_size: tuple[int, int] | None = None,
+    strict: bool = False,
+    known_types: Sequence[str] | None = KITTI_TYPES,
+    log: DropLog | None = None,
+) -> list[ObjectLabel]:
+    """Read one KITTI label file (15 fields a line, 16 with a result score).
+
+    ``image_size=(height, width)`` enables the outside-the-image check. ``known_types=None`` accepts any type
+    name (for KITTI-layout data with other classes).
+    """
+    path = Path(path)
+    log, own = _owned_log(log, strict)
+    objects: list[ObjectLabel] = []
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise LabelFormatError(path, None, "not a text file") from None
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        fields = raw.split()
+        if not fields:
+            continue
+        if len(fields) not in (15, 16):
+            raise LabelFormatError(path, lineno, f"expected 15 fields (16 with a score), got {len(fields)}: {raw.strip()!r}")
+        name = fields[0]
+        nums = [_parse_float(v, path, lineno, _KITTI_FIELDS[i + 1]) for i, v in enumerate(fields[1:])]
+        occluded = _parse_int(fields[2], path, lineno, "occluded")
+        if known_types is not None and name not in known_types:
+            log.add("unknown_class", path, lineno, f"unknown type {name!r} (known: {', '.join(known_types)})")
+            continue
+        box = check_box(nums[3:7], image_size, log, path, lineno)
+        if box is None:
+            continue
+        objects.append(ObjectLabel(
+            type=name, bbox=box, truncated=nums[0], occluded=occluded, alpha=nums[2],
+            dimensions=tuple(nums[7:10]), location=tuple(nums[10:13]), rotation_y=nums[13],
+            score=nums[14] if len(nums) == 15 else None,
+        ))
+    if own:
+        log.warn(f"read_kitti_label({path})")
+    return objects
+
+
+def write_kitti_label(path: str | os.PathLike, objects: Iterable[ObjectLabel], with_score: bool = False) -> None:
+    """Write one KITTI label file; ``with_score=True`` writes the 16th field (result files for evaluation)."""
+    path = Path(path)
+    lines = []
+    for i, obj in enumerate(objects):
+        if not obj.type or any(c.isspace() for c in obj.type):
+            raise ValueError(f"{path}: object {i}: KITTI type names cannot be empty or contain spaces: {obj.type!r}")
+        values = [obj.truncated, obj.alpha, *obj.bbox, *obj.dimensions, *obj.location, obj.rotation_y]
+        parts = [obj.type, _fmt(values[0]), str(int(obj.occluded)), *(_fmt(v) for v in values[1:])]
+        if with_score:
+            if obj.score is None:
+                raise ValueError(f"{path}: object {i} ({obj.type}) has no score but with_score=True")
+            parts.append(_fmt(obj.score))
+        lines.append(" ".join(parts))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def resolve_kitti_split(root: str | os.PathLike, split_dir: str | None = "training", image_dir: str = "image_2") -> Path:
+    """The folder holding ``image_2/``: ``root/split_dir`` if present, else ``root`` itself."""
+    root = Path(root)
+    if split_dir and (root / split_dir / image_dir).is_dir():
+        return root / split_dir
+    if (root / image_dir).is_dir():
+        return root
+    tried = [str(root / split_dir / image_dir)] if split_dir else []
+    tried.append(str(root / image_dir))
+    raise FileNotFoundError(f"{root}: no KITTI image folder (tried {', '.join(tried)})")
+
+
+def read_kitti_dir(
+    root: str | os.PathLike,
+    split_dir: str | None = "training",
+    strict: bool = False,
+    known_types: Sequence[str] | None = KITTI_TYPES,
+    log: DropLog | None = None,
+    image_dir: str = "image_2",
+    label_dir: str = "label_2",
+) -> list[ImageAnnotation]:
+    """Read a KITTI object split (``root/split_dir/{image_2,label_2}``, or ``root/{image_2,label_2}``).
+
+    A label file without an image is an error; an image without a label file is dropped and counted.
+    """
+    base = resolve_kitti_split(root, split_dir, image_dir)
+    labels_path = base / label_dir
+    if not labels_path.is_dir():
+        raise FileNotFoundError(f"{labels_path}: KITTI label folder not found (next to {base / image_dir})")
+    log, own = _owned_log(log, strict)
+    images = images_by_stem(base / image_dir)
+    labels = {p.stem: p for p in sorted(labels_path.glob("*.txt"))}
+    for stem, label in labels.items():
+        if stem not in images:
+            raise LabelFormatError(label, None, f"label file has no image {stem}.* in {base / image_dir}")
+    if not images:
+        raise FileNotFoundError(f"{base / image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    out = []
+    for stem, img in images.items():
+        if stem not in labels:
+            log.add("image_without_label", img, None, f"no label file {labels_path / (stem + '.txt')}")
+            continue
+        height, width = image_size(img)
+        objects = read_kitti_label(labels[stem], (height, width), known_types=known_types, log=log)
+        out.append(ImageAnnotation(str(img), width, height, objects))
+    if own:
+        log.warn(f"read_kitti_dir({root})")
+    return out
+
+
+def write_kitti_dir(
+    annotations: Sequence[ImageAnnotation],
+    root: str | os.PathLike,
+    split_dir: str | None = "training",
+    with_score: bool = False,
+    image_mode: str = "copy",
+) -> Path:
+    """Write ``root/split_dir/image_2`` (images placed with ``image_mode``) and ``label_2``; returns the split dir."""
+    base = Path(root) / split_dir if split_dir else Path(root)
+    _unique_names(annotations, str(base))
+    for ann in annotations:
+        src = Path(ann.image_path)
+        place_image(src, base / "image_2" / (ann.image_id + src.suffix.lower()), image_mode)
+        write_kitti_label(base / "label_2" / f"{ann.image_id}.txt", ann.objects, with_score=with_score)
+    return base
+
+
+# -------------------------------------------------------------------------------------------------- COCO
+
+
+def _load_json(path: Path):
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: COCO JSON file not found") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LabelFormatError(path, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
+
+
+def _require(item, keys: Sequence[str], path, where: str) -> None:
+    if not isinstance(item, dict):
+        raise LabelFormatError(path, where, f"expected an object, got {type(item).__name__}")
+    missing = [k for k in keys if k not in item]
+    if missing:
+        raise LabelFormatError(path, where, f"missing key(s) {', '.join(missing)}")
+
+
+def coco_category_names(json_path: str | os.PathLike) -> list[str]:
+    """Category names of a COCO JSON in id order (used to keep class order when converting)."""
+    data = _load_json(Path(json_path))
+    cats = data.get("categories", []) if isinstance(data, dict) else []
+    return [c["name"] for c in sorted(cats, key=lambda c: c.get("id", 0)) if isinstance(c, dict) and "name" in c]
+
+
+def read_coco(
+    json_path: str | os.PathLike,
+    images_root: str | os.PathLike | None = None,
+    strict: bool = False,
+    log: DropLog | None = None,
+) -> list[ImageAnnotation]:
+    """Read a COCO detection JSON; ``file_name`` is relative to ``images_root`` (default: the JSON's folder).
+
+    ``iscrowd=1`` annotations become ``DontCare`` objects (COCO's evaluation ignores them, as KITTI's does
+    DontCare). Extra KITTI fields written by :func:`write_coco` (key ``kitti``) and ``score`` are restored.
+    Locations in errors are ``path:images[i]:`` / ``path:annotations[i]:`` (JSON has no useful lines).
+    """
+    path = Path(json_path)
+    root = Path(images_root) if images_root is not None else path.parent
+    log, own = _owned_log(log, strict)
+    data = _load_json(path)
+    _require(data, ("images", "annotations", "categories"), path, None)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data[key], list):
+            raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
+
+    categories: dict[int, str] = {}
+    for i, cat in enumerate(data["categories"]):
+        where = f"categories[{i}]"
+        _require(cat, ("id", "name"), path, where)
+        cid = _parse_int(str(cat["id"]), path, where, "category id")
+        if cid in categories:
+            raise LabelFormatError(path, where, f"duplicate category id {cid}")
+        categories[cid] = str(cat["name"])
+
+    records: dict[int, ImageAnnotation] = {}
+    for i, img in enumerate(data["images"]):
+        where = f"images[{i}]"
+        _require(img, ("id", "file_name"), path, where)
+        iid = _parse_int(str(img["id"]), path, where, "image id")
+        if iid in records:
+            raise LabelFormatError(path, where, f"duplicate image id {iid}")
+        file = root / img["file_name"]
+        if not file.is_file():
+            raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
+        height, width = image_size(file)
+        for key, actual in (("width", width), ("height", height)):
+            if key in img and _parse_int(str(img[key]), path, where, key) != actual:
+                raise LabelFormatError(path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}")
+        records[iid] = ImageAnnotation(str(file), width, height, [])
+
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        _require(ann, ("image_id", "bbox", "category_id"), path, where)
+        iid = _parse_int(str(ann["image_id"]), path, where, "image_id")
+        if iid not in records:
+            raise LabelFormatError(path, where, f"image_id {iid} is not in 'images'")
+        bbox = ann["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise LabelFormatError(path, where, f"bbox must be a list [x, y, width, height], got {bbox!r}")
+        x, y, w, h = (_parse_float(str(v), path, where, "bbox") for v in bbox)
+        cid = _parse_int(str(ann["category_id"]), path, where, "category_id")
+        if cid not in categories:
+            log.add("unknown_class", path, where, f"category_id {cid} is not in 'categories'")
+            continue
+        rec = records[iid]
+        box = check_box((x, y, x + w, y + h), (rec.height, rec.width), log, path, where)
+        if box is None:
+            continue
+        name = "DontCare" if ann.get("iscrowd", 0) else categories[cid]
+        extra = ann.get("kitti", {}) if isinstance(ann.get("kitti", {}), dict) else {}
+        obj = ObjectLabel(type=name, bbox=box, score=float(ann["score"]) if "score" in ann else None)
+        for key in ("truncated", "alpha", "rotation_y"):
+            if key in extra:
+                setattr(obj, key, _parse_float(str(extra[key]), path, where, f"kitti.{key}"))
+        if "occluded" in extra:
+            obj.occluded = _parse_int(str(extra["occluded"]), path, where, "kitti.occluded")
+        for key in ("dimensions", "location"):
+            if key in extra:
+                setattr(obj, key, tuple(_parse_float(str(v), path, where, f"kitti.{key}") for v in extra[key]))
+        rec.objects.append(obj)
+    if own:
+        log.warn(f"read_coco({path})")
+    return list(records.values())
+
+
+def write_coco(
+    annotations: Sequence[ImageAnnotation],
+    json_path: str | os.PathLike,
+    class_names: Sequence[str],
+    images_root: str | os.PathLike | None = None,
+) -> Counter:
+    """Write a COCO detection JSON (category ids 1..C in ``class_names`` order).
+
+    ``file_name`` is relative to ``images_root`` (default: the JSON's folder) when the image lies under it.
+    ``DontCare`` objects are written with ``iscrowd=1``. KITTI's extra fields go to an ``kitti`` key so a
+    KITTI -> COCO -> KITTI trip keeps them. Returns the count of objects not written (type not in
+    ``class_names``), also reported by one warning.
+    """
+    path = Path(json_path)
+    root = Path(images_root) if images_root is not None else path.parent
+    cat_ids = {name: i + 1 for i, name in enumerate(class_names)}
+    dropped: Counter = Counter()
+    images, anns = [], []
+    for img_id, rec in enumerate(annotations, start=1):
+        try:
+            file_name = Path(os.path.relpath(Path(rec.image_path).resolve(), root.resolve())).as_posix()
+            if file_name.startswith(".."):
+                raise ValueError
+        except ValueError:
+            file_name = str(Path(rec.image_path).resolve())
+        images.append({"id": img_id, "file_name": file_name, "width": rec.width, "height": rec.height})
+        for obj in _split_by_class(rec.objects, class_names, dropped):
+            left, top, right, bottom = obj.bbox
+            w, h = right - left, bottom - top
+            ann = {
+                "id": len(anns) + 1, "image_id": img_id, "category_id": cat_ids[obj.type],
+                "bbox": [left, top, w, h], "area": w * h, "iscrowd": int(obj.type == "DontCare"),
+                "segmentation": [[left, top, right, top, right, bottom, left, bottom]],
+            }
+            extra = {}
+            for key, default in (("truncated", 0.0), ("occluded", 0), ("alpha", _NO_ALPHA),
+                                 ("dimensions", _NO_DIMENSIONS), ("location", _NO_LOCATION),
+                                 ("rotation_y", _NO_ROTATION)):
+                value = getattr(obj, key)
+                if value != default:
+                    extra[key] = list(value) if isinstance(value, tuple) else value
+            if extra:
+                ann["kitti"] = extra
+            if obj.score is not None:
+                ann["score"] = obj.score
+            anns.append(ann)
+    data = {
+        "info": {"description": "written by domains.driving.formats.write_coco"},
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i, "name": n, "supercategory": "object"} for n, i in cat_ids.items()],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    _warn_not_written(dropped, f"write_coco({path})")
+    return dropped
+
+
+# -------------------------------------------------------------------------------------------------- YOLO
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: dataset yaml not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise LabelFormatError(path, mark.line + 1 if mark else None, f"invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise LabelFormatError(path, None, "dataset yaml must be a mapping with keys path, train, val, test, names")
+    return data
+
+
+def yolo_names(dataset_yaml: str | os.PathLike) -> list[str]:
+    """Class names of a YOLO dataset yaml in index order (``names`` as a list or an ``{index: name}`` dict)."""
+    path = Path(dataset_yaml)
+    return list(_yolo_name_map(_load_yaml(path), path).values())
+
+
+def _yolo_name_map(data: dict, path: Path) -> dict[int, str]:
+    names = data.get("names")
+    if isinstance(names, list):
+        return {i: str(n) for i, n in enumerate(names)}
+    if isinstance(names, dict):
+        try:
+            return {int(k): str(v) for k, v in sorted(names.items(), key=lambda kv: int(kv[0]))}
+        except (TypeError, ValueError):
+            raise LabelFormatError(path, None, f"'names' keys must be class indices, got {list(names)}") from None
+    raise LabelFormatError(path, None, "'names' must be a list or an {index: name} mapping")
+
+
+def _yolo_root(data: dict, path: Path) -> Path:
+    """Dataset root: ``path`` key (relative to the yaml's folder, else the working dir), default the yaml's folder."""
+    if not data.get("path"):
+        return path.parent
+    root = Path(str(data["path"])).expanduser()
+    if root.is_absolute():
+        return root
+    if (path.parent / root).exists() or not root.exists():
+        return path.parent / root
+    return root
+
+
+def yolo_label_path(image_path: str | os.PathLike) -> Path:
+    """Ultralytics' rule: the last ``/images/`` in the path becomes ``/labels/``, the suffix ``.txt``."""
+    text = str(image_path)
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    if sa in text:
+        head, tail = text.rsplit(sa, 1)
+        text = head + sb + tail
+    return Path(text).with_suffix(".txt")
+
+
+def _yolo_sources(data: dict, split: str, path: Path) -> list[Path]:
+    if split not in data or data[split] in (None, ""):
+        raise LabelFormatError(path, None, f"no '{split}' entry (has: {', '.join(k for k in data if k != 'names')})")
+    entries = data[split] if isinstance(data[split], list) else [data[split]]
+    root = _yolo_root(data, path)
+    return [Path(str(e)) if Path(str(e)).is_absolute() else root / str(e) for e in entries]
+
+
+def read_yolo(
+    dataset_yaml: str | os.PathLike,
+    split: str = "train",
+    strict: bool = False,
+    log: DropLog | None = None,
+) -> list[ImageAnnotation]:
+    """Read one split of a YOLO dataset (Ultralytics layout): ``class cx cy w h`` normalised, a line per box.
+
+    The split entry may be a folder of images (searched recursively), a ``.txt`` list of image paths, or a
+    list of those. An image without a label file is a background image (no objects), as in Ultralytics; a
+    label file without an image is an error. A 6th field is read as a score (Ultralytics ``save_conf``).
+    """
+    path = Path(dataset_yaml)
+    log, own = _owned_log(log, strict)
+    data = _load_yaml(path)
+    names = _yolo_name_map(data, path)
+    image_files: list[Path] = []
+    for src in _yolo_sources(data, split, path):
+        if src.is_dir():
+            found = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            labels_dir = yolo_label_path(src / "x.png").parent
+            if labels_dir != src and labels_dir.is_dir():
+                stems = {yolo_label_path(p) for p in found}
+                for label in sorted(labels_dir.rglob("*.txt")):
+                    if label not in stems:
+                        raise LabelFormatError(label, None, f"label file has no image in {src}")
+            image_files += found
+        elif src.is_file() and src.suffix == ".txt":
+            for lineno, raw in enumerate(src.read_text().splitlines(), start=1):
+                entry = raw.strip()
+                if not entry:
+                    continue
+                p = Path(entry) if Path(entry).is_absolute() else src.parent / entry
+                if not p.is_file():
+                    raise LabelFormatError(src, lineno, f"listed image {entry!r} not found ({p})")
+                image_files.append(p)
+        else:
+            raise FileNotFoundError(f"{path}: '{split}' entry {src} is neither an image folder nor a .txt list")
+    if not image_files:
+        raise FileNotFoundError(f"{path}: no images found for split '{split}'")
+    out = []
+    for img in image_files:
+        height, width = image_size(img)
+        label = yolo_label_path(img)
+        objects = _read_yolo_label(label, (height, width), names, log) if label.is_file() else []
+        out.append(ImageAnnotation(str(img), width, height, objects))
+    if own:
+        log.warn(f"read_yolo({path}, split={split!r})")
+    return out
+
+
+def _read_yolo_label(path: Path, size: tuple[int, int], names: dict[int, str], log: DropLog) -> list[ObjectLabel]:
+    height, width = size
+    objects = []
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        fields = raw.split()
+        if not fields:
+            continue
+        if len(fields) not in (5, 6):
+            raise LabelFormatError(path, lineno, f"expected 5 fields 'class cx cy w h' (6 with a score), got {len(fields)}")
+        cls = _parse_int(fields[0], path, lineno, "class index")
+        cx, cy, w, h = (_parse_float(v, path, lineno, k) for v, k in zip(fields[1:5], ("cx", "cy", "w", "h")))
+        score = _parse_float(fields[5], path, lineno, "score") if len(fields) == 6 else None
+        if cls not in names:
+            log.add("unknown_class", path, lineno, f"class index {cls} not in names (0..{max(names, default=-1)})")
+            continue
+        box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        box = check_box(box, size, log, path, lineno)
+        if box is not None:
+            objects.append(ObjectLabel(type=names[cls], bbox=box, score=score))
+    return objects
+
+
+def write_yolo(
+    annotations: Sequence[ImageAnnotation],
+    out_root: str | os.PathLike,
+    class_names: Sequence[str],
+    split: str = "train",
+    image_mode: str = "copy",
+    yaml_name: str = "data.yaml",
+) -> Path:
+    """Write ``out_root/images/<split>/``, ``out_root/labels/<split>/`` and the dataset yaml; returns its path.
+
+    The yaml has no ``path`` key, so readers (ours and Ultralytics) take its folder as the root and the
+    dataset can be moved. An existing yaml gains the new split; its names must match ``class_names``.
+    """
+    root = Path(out_root)
+    _unique_names(annotations, str(root / "images" / split))
+    index = {name: i for i, name in enumerate(class_names)}
+    dropped: Counter = Counter()
+    for ann in annotations:
+        src = Path(ann.image_path)
+        place_image(src, root / "images" / split / (ann.image_id + src.suffix.lower()), image_mode)
+        lines = []
+        for obj in _split_by_class(ann.objects, class_names, dropped):
+            left, top, right, bottom = obj.bbox
+            vals = ((left + right) / 2 / ann.width, (top + bottom) / 2 / ann.height,
+                    (right - left) / ann.width, (bottom - top) / ann.height)
+            line = " ".join([str(index[obj.type]), *(f"{v:.10g}" for v in vals)])
+            lines.append(line + (f" {obj.score:.6g}" if obj.score is not None else ""))
+        label = root / "labels" / split / f"{ann.image_id}.txt"
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text("\n".join(lines) + ("\n" if lines else ""))
+    yaml_path = root / yaml_name
+    data = _load_yaml(yaml_path) if yaml_path.is_file() else {}
+    if data.get("names") is not None and list(_yolo_name_map(data, yaml_path).values()) != list(class_names):
+        raise ValueError(f"{yaml_path}: existing names {data['names']} differ from class_names {list(class_names)}")
+    data.update({split: f"images/{split}", "nc": len(class_names), "names": dict(enumerate(class_names))})
+    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    _warn_not_written(dropped, f"write_yolo({root}, split={split!r})")
+    return yaml_path

@@ -1,0 +1,1 @@
+"""Medical imaging domain: multi-reader lesion segmentation with calibrated uncertainty."""

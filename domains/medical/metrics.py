@@ -1,0 +1,261 @@
+"""Metrics for multi-reader segmentation with sampled predictions (LIDC-style, handbook section 5).
+
+A probabilistic segmenter draws N plausible masks per image; M readers outlined the same image (some
+outlined nothing). The set-to-set metrics below compare those two distributions:
+
+- ``generalized_energy_distance``: squared GED, ``D2 = 2 E[d(S,Y)] - E[d(S,S')] - E[d(Y,Y')]`` with
+  ``d = 1 - IoU`` of the foreground, IoU = 1 when both masks are empty and 0 when exactly one is.
+  Expectations run over *all* pairs including self-pairs (the convention of Kohl et al. and the HPU-Net
+  paper), so identical sets give exactly 0.
+- ``hungarian_matched_iou``: readers replicated to the N samples, optimal one-to-one matching on 1 - IoU.
+- ``sample_diversity``: ``E[d(S,S')]``, the GED's diversity term on its own.
+
+These set metrics are written by hand: no maintained library implements GED / Hungarian IoU with the
+empty-mask convention. Dice and calibration come from MONAI. ``SegmentationUncertaintyMetrics`` is a
+``torchmetrics.Metric`` holding only sums, so it resets per epoch and reduces across DDP ranks by summing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torchmetrics
+from monai.metrics import CalibrationErrorMetric, compute_dice
+from scipy.optimize import linear_sum_assignment
+
+__all__ = [
+    "SegmentationUncertaintyMetrics",
+    "generalized_energy_distance",
+    "hungarian_matched_iou",
+    "majority_vote",
+    "pairwise_iou",
+    "sample_diversity",
+]
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _as_mask_stack(x: ArrayLike, name: str) -> torch.Tensor:
+    """Validate a (K, H, W) binary stack and return it as a float64 tensor (exact counts up to 2**53)."""
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(x)
+    elif isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+    if t.ndim != 3:
+        raise ValueError(
+            f"{name}: expected a stack of binary masks with shape (K, H, W), got shape {tuple(t.shape)}"
+            " (for a single mask use mask[None])"
+        )
+    if t.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one mask, got an empty stack of shape {tuple(t.shape)}")
+    if t.dtype != torch.bool:
+        if not bool(((t == 0) | (t == 1)).all()):
+            bad = t[(t != 0) & (t != 1)].flatten()[:5].tolist()
+            raise ValueError(f"{name}: expected binary masks with values in {{0, 1}}, found e.g. {bad}")
+    return t.to(torch.float64)
+
+
+def _pairwise_iou_tensor(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU matrix of flattened float masks via one matrix product; both-empty pairs -> 1."""
+    a = a.flatten(1)
+    b = b.flatten(1).to(a.device)
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    # union == 0 only when both masks are empty: perfect agreement (handbook convention).
+    # One-empty pairs have inter == 0 and union > 0, hence IoU 0 with no special case.
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+
+
+def _check_same_size(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(
+            f"{name_a} and {name_b} must share (H, W): got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}"
+        )
+
+
+def pairwise_iou(a: ArrayLike, b: ArrayLike) -> ArrayLike:
+    """Foreground IoU between every mask of ``a`` (N, H, W) and every mask of ``b`` (M, H, W) -> (N, M).
+
+    IoU is 1 for two empty masks and 0 when exactly one is empty. Returns a numpy array when ``a`` is a
+    numpy array, else a float64 tensor on ``a``'s device.
+    """
+    ta, tb = _as_mask_stack(a, "a"), _as_mask_stack(b, "b")
+    _check_same_size(ta, tb, "a", "b")
+    iou = _pairwise_iou_tensor(ta, tb)
+    return iou.cpu().numpy() if isinstance(a, np.ndarray) else iou
+
+
+def generalized_energy_distance(samples: ArrayLike, annotations: ArrayLike) -> float:
+    """Squared GED of one image between N samples (N, H, W) and M reader masks (M, H, W).
+
+    ``2 E[d(S,Y)] - E[d(S,S')] - E[d(Y,Y')]``, d = 1 - IoU, all pairs including self-pairs.
+    """
+    s, y = _as_mask_stack(samples, "samples"), _as_mask_stack(annotations, "annotations")
+    _check_same_size(s, y, "samples", "annotations")
+    d_sy = 1.0 - _pairwise_iou_tensor(s, y)
+    d_ss = 1.0 - _pairwise_iou_tensor(s, s)
+    d_yy = 1.0 - _pairwise_iou_tensor(y, y)
+    return float(2.0 * d_sy.mean() - d_ss.mean() - d_yy.mean())
+
+
+def sample_diversity(samples: ArrayLike) -> float:
+    """Mean pairwise distance ``E[d(S,S')]`` of N samples (self-pairs included, as in the GED)."""
+    s = _as_mask_stack(samples, "samples")
+    return float((1.0 - _pairwise_iou_tensor(s, s)).mean())
+
+
+def hungarian_matched_iou(samples: ArrayLike, annotations: ArrayLike) -> float:
+    """Mean IoU of the optimal one-to-one matching between N samples and the M readers replicated to N.
+
+    The M annotations are tiled ``ceil(N / M)`` times, giving K >= N targets, and
+    ``scipy.optimize.linear_sum_assignment`` matches each sample to a distinct target on cost 1 - IoU.
+    When N is a multiple of M (16 samples, 4 readers) every reader is used exactly N / M times, the
+    usual protocol. Otherwise the assignment itself chooses which K - N surplus copies stay unused
+    (rather than truncating the tile, which would favour the first readers by their order); when
+    N < M this means the best N distinct readers are matched.
+    """
+    s, y = _as_mask_stack(samples, "samples"), _as_mask_stack(annotations, "annotations")
+    _check_same_size(s, y, "samples", "annotations")
+    n, m = s.shape[0], y.shape[0]
+    reps = -(-n // m)  # ceil(n / m)
+    iou = _pairwise_iou_tensor(s, y).cpu().numpy()  # (N, M)
+    iou_tiled = np.tile(iou, (1, reps))  # (N, M * reps): columns are replicated readers
+    rows, cols = linear_sum_assignment(1.0 - iou_tiled)
+    return float(iou_tiled[rows, cols].mean())
+
+
+def majority_vote(reader_masks: torch.Tensor) -> torch.Tensor:
+    """Consensus of M readers along dim 1: foreground where at least half of them marked it.
+
+    Ties (2 of 4 readers) count as foreground, so a lesion half the panel saw is not dropped.
+    Input (B, M, H, W) binary, output (B, 1, H, W) float.
+    """
+    m = reader_masks.shape[1]
+    votes = reader_masks.to(torch.float64).sum(dim=1, keepdim=True)
+    return (2.0 * votes >= m).to(torch.float32)
+
+
+def _check_batch(sample_masks: torch.Tensor, mean_prob: torch.Tensor, reader_masks: torch.Tensor) -> None:
+    for name, t in (("sample_masks", sample_masks), ("mean_prob", mean_prob), ("reader_masks", reader_masks)):
+        if t.ndim != 4:
+            raise ValueError(f"{name}: expected shape (B, C, H, W), got {tuple(t.shape)}")
+    b, _, h, w = sample_masks.shape
+    if mean_prob.shape != (b, 1, h, w):
+        raise ValueError(f"mean_prob: expected shape {(b, 1, h, w)}, got {tuple(mean_prob.shape)}")
+    if reader_masks.shape[0] != b or reader_masks.shape[2:] != (h, w):
+        raise ValueError(
+            f"reader_masks: expected shape ({b}, M, {h}, {w}) to match sample_masks, "
+            f"got {tuple(reader_masks.shape)}"
+        )
+    if sample_masks.shape[1] == 0 or reader_masks.shape[1] == 0:
+        raise ValueError("sample_masks and reader_masks need at least one mask per image (N >= 1, M >= 1)")
+    # Checked for the whole batch up front so that a bad image cannot leave half-updated sums behind.
+    for name, t in (("sample_masks", sample_masks), ("reader_masks", reader_masks)):
+        if t.dtype != torch.bool and not bool(((t == 0) | (t == 1)).all()):
+            raise ValueError(f"{name}: expected binary masks with values in {{0, 1}}")
+    if not bool(torch.isfinite(mean_prob).all()) or bool((mean_prob < 0).any()) or bool((mean_prob > 1).any()):
+        raise ValueError("mean_prob: expected finite probabilities in [0, 1] (apply sigmoid to logits first)")
+
+
+class SegmentationUncertaintyMetrics(torchmetrics.Metric):
+    """Per-image GED, Hungarian IoU, diversity, Dice and ECE, averaged over images.
+
+    ``update(sample_masks (B,N,H,W), mean_prob (B,1,H,W) or None, reader_masks (B,M,H,W))``; ``mean_prob``
+    defaults to the pixel-wise mean of the samples. ``compute()`` returns floats:
+
+    - ``ged``, ``hungarian_iou``, ``diversity``: the functions of this module, per image.
+    - ``dice_readers``: Dice of ``mean_prob >= threshold`` against each reader, averaged over readers.
+    - ``dice_majority``: the same against ``majority_vote`` (foreground if >= half of the readers).
+    - ``ece``: MONAI ``CalibrationErrorMetric`` (expected, ``ece_bins`` equal bins) of ``mean_prob`` against
+      the majority mask, per image.
+    - ``num_samples``: mean N per image (the handbook asks to report it); ``num_images``.
+
+    Dice uses MONAI ``compute_dice(include_background=True, ignore_empty=False)`` on the single
+    foreground channel: an empty prediction on an empty reader mask scores 1, a non-empty one 0, which
+    matters on LIDC where some readers mark nothing.
+
+    All states are float64 sums (``dist_reduce_fx="sum"``): ``reset()`` between epochs and DDP
+    reduction need nothing else.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, threshold: float = 0.5, ece_bins: int = 20, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+        self.threshold = float(threshold)
+        self.ece_bins = int(ece_bins)
+        self._sum_names = (
+            "ged",
+            "hungarian_iou",
+            "diversity",
+            "dice_readers",
+            "dice_majority",
+            "ece",
+            "num_samples",
+            "num_images",
+        )
+        for name in self._sum_names:
+            self.add_state(f"{name}_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(  # type: ignore[override]
+        self,
+        sample_masks: torch.Tensor,
+        mean_prob: torch.Tensor | None,
+        reader_masks: torch.Tensor,
+    ) -> None:
+        sample_masks = torch.as_tensor(sample_masks).detach()
+        reader_masks = torch.as_tensor(reader_masks).detach().to(sample_masks.device)
+        if mean_prob is None:
+            if sample_masks.ndim != 4:
+                raise ValueError(f"sample_masks: expected shape (B, N, H, W), got {tuple(sample_masks.shape)}")
+            mean_prob = sample_masks.float().mean(dim=1, keepdim=True)
+        mean_prob = torch.as_tensor(mean_prob).detach().to(sample_masks.device).float()
+        _check_batch(sample_masks, mean_prob, reader_masks)
+
+        b, n = sample_masks.shape[:2]
+        m = reader_masks.shape[1]
+        for i in range(b):
+            s, y = sample_masks[i], reader_masks[i]  # binary validation happens inside
+            self.ged_sum += generalized_energy_distance(s, y)
+            self.hungarian_iou_sum += hungarian_matched_iou(s, y)
+            self.diversity_sum += sample_diversity(s)
+
+        pred = (mean_prob >= self.threshold).float()  # (B,1,H,W)
+        readers = reader_masks.float()
+        # One (prediction, reader) pair per row, foreground channel only.
+        dice_pairs = compute_dice(
+            y_pred=pred.expand(b, m, *pred.shape[2:]).reshape(b * m, 1, *pred.shape[2:]),
+            y=readers.reshape(b * m, 1, *readers.shape[2:]),
+            include_background=True,
+            ignore_empty=False,
+        ).reshape(b, m)
+        self.dice_readers_sum += dice_pairs.to(torch.float64).mean(dim=1).sum()
+
+        majority = majority_vote(reader_masks)
+        dice_major = compute_dice(y_pred=pred, y=majority, include_background=True, ignore_empty=False)
+        self.dice_majority_sum += dice_major.to(torch.float64).sum()
+
+        ece = CalibrationErrorMetric(
+            num_bins=self.ece_bins, include_background=True, calibration_reduction="expected",
+            metric_reduction="none",
+        )(y_pred=mean_prob, y=majority)  # (B, 1), one value per image
+        self.ece_sum += ece.to(torch.float64).sum()
+
+        self.num_samples_sum += float(n * b)
+        self.num_images_sum += float(b)
+
+    def compute(self) -> dict[str, float]:
+        n_img = float(self.num_images_sum)
+        out = {"num_images": int(n_img)}
+        for name in self._sum_names[:-1]:
+            total = float(getattr(self, f"{name}_sum"))
+            out[name] = total / n_img if n_img > 0 else float("nan")
+        return out

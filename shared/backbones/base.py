@@ -1,0 +1,72 @@
+"""The one feature interface every backbone shares, and the one registry that builds them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """A feature extractor: ``forward_features(x)`` returns feature maps, finest first.
+
+    Subclasses set ``in_channels``, ``feature_channels`` and ``feature_strides`` (one entry per returned map)
+    and implement ``_forward_features``. Decoders, FPNs and heads are built from these declarations, so a
+    backbone can be swapped by name without touching the model that sits on it.
+    """
+
+    in_channels: int
+    feature_channels: list[int]
+    feature_strides: list[int]
+    #: Prefix under which a torchvision state dict's keys live in this module (for transfer learning).
+    torchvision_prefix: str = ""
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.ndim != 4:
+            raise ValueError(
+                f"{type(self).__name__} expects a 4D batch (B, C, H, W), got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} was built for in_channels={self.in_channels} but got an input with "
+                f"{x.shape[1]} channels (shape {tuple(x.shape)}); build it with "
+                f"create_backbone(..., in_channels={x.shape[1]}) or convert the input"
+            )
+        return self._forward_features(x)
+
+    def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_features(x)
+
+
+_REGISTRY: dict[str, tuple[Callable[..., Backbone], str]] = {}
+
+
+def register_backbone(name: str, family: str) -> Callable:
+    """Decorator adding a backbone factory (a class or function returning a ``Backbone``) to the registry."""
+
+    def wrap(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _REGISTRY[name] = (factory, family)
+        return factory
+
+    return wrap
+
+
+def list_backbones(family: str | None = None) -> list[str]:
+    """Registered backbone names, optionally of one family ("cnn", "transformer", "unet")."""
+    return sorted(n for n, (_, fam) in _REGISTRY.items() if family is None or fam == family)
+
+
+def create_backbone(name: str, in_channels: int = 3, **kwargs) -> Backbone:
+    """Build a registered backbone by name. Unknown names raise an error listing the available ones."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown backbone {name!r}; available backbones: {', '.join(list_backbones())}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    factory, _ = _REGISTRY[name]
+    return factory(in_channels=in_channels, **kwargs)

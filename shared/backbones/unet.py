@@ -1,0 +1,149 @@
+"""U-Net encoder and a decoder that sits on any registered backbone, built from MONAI's dynunet blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
+from torch import nn
+
+from .base import Backbone, create_backbone, register_backbone
+
+
+def _block(in_ch: int, out_ch: int, stride: int, residual: bool, norm: str) -> nn.Module:
+    cls = UnetResBlock if residual else UnetBasicBlock
+    return cls(
+        spatial_dims=2, in_channels=in_ch, out_channels=out_ch, kernel_size=3, stride=stride, norm_name=norm
+    )
+
+
+class UNetEncoder(Backbone):
+    """The plain U-Net contracting path: one MONAI conv block per level, strided conv down (strides 1..16)."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        residual: bool = False,
+        norm: str = "instance",
+    ):
+        super().__init__()
+        blocks, prev = [], in_channels
+        for i, c in enumerate(channels):
+            blocks.append(_block(prev, c, stride=1 if i == 0 else 2, residual=residual, norm=norm))
+            prev = c
+        self.blocks = nn.ModuleList(blocks)
+        self.in_channels = in_channels
+        self.feature_channels = list(channels)
+        self.feature_strides = [2**i for i in range(len(channels))]
+
+    def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
+        return feats
+
+
+class UNetDecoder(nn.Module):
+    """Expanding path for any encoder that declares ``feature_channels`` and ``feature_strides``.
+
+    From the coarsest map up: nearest-neighbour upsampling to the next finer map's size, concatenation with it
+    (the skip connection) and a MONAI conv block. When the encoder's finest map is coarser than the input
+    (ResNet: stride 2, ViT pyramid: stride 4), extra blocks without skips upsample to full resolution.
+    ``forward(features, output_size)`` returns the decoder maps finest first (full resolution first).
+    """
+
+    def __init__(
+        self,
+        feature_channels: Sequence[int],
+        feature_strides: Sequence[int],
+        decoder_channels: Sequence[int] | None = None,
+        residual: bool = False,
+        norm: str = "instance",
+    ):
+        super().__init__()
+        n = len(feature_channels)
+        if len(feature_strides) != n:
+            raise ValueError(f"{n} feature channels but {len(feature_strides)} strides")
+        if decoder_channels is None:
+            decoder_channels = [max(16, min(c, 256)) for c in feature_channels[:-1]]
+        if len(decoder_channels) != n - 1:
+            raise ValueError(
+                f"decoder_channels needs {n - 1} entries (one per skip level), got {len(decoder_channels)}"
+            )
+        self.up_blocks = nn.ModuleList()
+        prev = feature_channels[-1]
+        for i in range(n - 2, -1, -1):
+            out = decoder_channels[i]
+            self.up_blocks.append(_block(prev + feature_channels[i], out, 1, residual, norm))
+            prev = out
+        self.extra_blocks = nn.ModuleList()
+        extra_out_channels = []
+        stride = feature_strides[0]
+        while stride > 1:
+            out = max(16, prev // 2)
+            self.extra_blocks.append(_block(prev, out, 1, residual, norm))
+            extra_out_channels.append(out)
+            prev, stride = out, stride // 2
+        # Declared outputs, finest first: the extra full-resolution blocks, the skip levels, the bottleneck.
+        extra_channels = [ch for ch in extra_out_channels][::-1]
+        extra_strides = [feature_strides[0] // 2 ** (k + 1) for k in range(len(self.extra_blocks))][::-1]
+        self.output_channels = extra_channels + list(decoder_channels) + [feature_channels[-1]]
+        self.output_strides = extra_strides + list(feature_strides)
+
+    def forward(
+        self, features: Sequence[torch.Tensor], output_size: tuple[int, int] | None = None
+    ) -> list[torch.Tensor]:
+        x = features[-1]
+        outs = [x]
+        for block, skip in zip(self.up_blocks, reversed(features[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = block(torch.cat([x, skip], dim=1))
+            outs.append(x)
+        for k, block in enumerate(self.extra_blocks):
+            last = k == len(self.extra_blocks) - 1
+            size = output_size if (last and output_size is not None) else (x.shape[-2] * 2, x.shape[-1] * 2)
+            x = block(F.interpolate(x, size=size, mode="nearest"))
+            outs.append(x)
+        return outs[::-1]
+
+
+class UNet(Backbone):
+    """Encoder + U-Net decoder. ``forward_features`` returns the decoder's maps, finest (full resolution) first.
+
+    ``encoder`` is any registered backbone name (a plain U-Net encoder by default) or a ``Backbone`` instance.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        encoder: str | Backbone = "unet_encoder",
+        encoder_kwargs: dict | None = None,
+        decoder_channels: Sequence[int] | None = None,
+        residual: bool = False,
+        norm: str = "instance",
+    ):
+        super().__init__()
+        if isinstance(encoder, str):
+            encoder = create_backbone(encoder, in_channels=in_channels, **(encoder_kwargs or {}))
+        elif encoder.in_channels != in_channels:
+            raise ValueError(
+                f"encoder takes {encoder.in_channels} input channels but the U-Net was asked for {in_channels}"
+            )
+        self.encoder = encoder
+        self.decoder = UNetDecoder(
+            encoder.feature_channels, encoder.feature_strides, decoder_channels, residual, norm
+        )
+        self.in_channels = in_channels
+        self.feature_channels = self.decoder.output_channels
+        self.feature_strides = self.decoder.output_strides
+
+    def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.decoder(self.encoder.forward_features(x), output_size=tuple(x.shape[-2:]))
+
+
+register_backbone("unet_encoder", "unet")(UNetEncoder)
+register_backbone("unet", "unet")(UNet)

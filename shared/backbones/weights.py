@@ -1,0 +1,165 @@
+"""Transfer learning from local weight files: load by key prefix, report mismatches by name, freeze/unfreeze.
+
+Nothing here downloads: ImageNet weights are used only from a path the user gives (e.g. a torchvision
+``resnet18-f37072fd.pth`` copied onto the machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pytorch_lightning.callbacks import BaseFinetuning
+from torch import nn
+
+
+class WeightLoadingError(RuntimeError):
+    """Raised when a weight file cannot be used for the module it is loaded into."""
+
+
+@dataclass
+class LoadReport:
+    """What happened when weights were loaded: every key that did not load cleanly, by name."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def summary(self, limit: int = 10) -> str:
+        parts = [f"{len(self.loaded)} tensors loaded"]
+        for label, keys in (
+            ("adapted to the input channels", self.adapted),
+            ("missing in the file", self.missing),
+            ("unexpected in the file", self.unexpected),
+            ("shape mismatch", self.shape_mismatch),
+        ):
+            if keys:
+                shown = ", ".join(keys[:limit]) + (
+                    f", ... (+{len(keys) - limit})" if len(keys) > limit else ""
+                )
+                parts.append(f"{len(keys)} {label}: {shown}")
+        return "; ".join(parts)
+
+
+def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Read a state dict from a torchvision ``.pth`` or a Lightning ``.ckpt`` with ``weights_only=True``.
+
+    ``prefix`` selects a sub-module of a checkpoint (e.g. ``"model.backbone."``) and is stripped from the keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, non-torch files
+        raise WeightLoadingError(f"{path}: cannot be read as a weights-only torch file ({err})") from err
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightLoadingError(
+            f"{path}: holds no state dict of tensors (top-level keys: {list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__})"
+        )
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise WeightLoadingError(f"{path}: no key starts with the prefix {prefix!r}")
+    return state
+
+
+def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    # timm's recipe: average RGB filters for 1 channel, tile-and-rescale for more, so activations keep their scale.
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_channels // weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
+
+
+def load_backbone_weights(
+    module: nn.Module, path: str | Path, prefix: str = "", strict: bool = False
+) -> LoadReport:
+    """Load weights from a local file into ``module`` and report every key that did not load, by name.
+
+    Source keys are matched as they are, or under the module's ``torchvision_prefix`` (so a plain torchvision
+    state dict loads into the suite's wrappers). An RGB first-conv weight is adapted to a backbone with another
+    number of input channels. Shape mismatches are never loaded; with ``strict=True`` any problem is an error.
+    """
+    source = read_state_dict(path, prefix)
+    target = module.state_dict()
+    tv_prefix = getattr(module, "torchvision_prefix", "")
+    report, to_load = LoadReport(), {}
+    for key, value in source.items():
+        name = key if key in target else (tv_prefix + key if tv_prefix + key in target else None)
+        if name is None:
+            report.unexpected.append(key)
+            continue
+        expected = target[name].shape
+        if value.shape != expected:
+            is_input_conv = (
+                value.ndim == 4 and value.shape[0] == expected[0] and value.shape[2:] == expected[2:]
+            )
+            if is_input_conv and value.shape[1] == 3 and expected[1] == getattr(module, "in_channels", -1):
+                value = _adapt_input_conv(value, expected[1])
+                report.adapted.append(name)
+            else:
+                report.shape_mismatch.append(f"{name} (file {tuple(value.shape)}, model {tuple(expected)})")
+                continue
+        to_load[name] = value
+    report.missing = [k for k in target if k not in to_load and not k.endswith("num_batches_tracked")]
+    report.missing = [
+        k for k in report.missing if not any(m.startswith(k + " ") for m in report.shape_mismatch)
+    ]
+    if strict and not report.clean:
+        raise WeightLoadingError(f"{path}: weights do not match {type(module).__name__}: {report.summary()}")
+    module.load_state_dict(to_load, strict=False)
+    report.loaded = sorted(to_load)
+    return report
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> None:
+    """Freeze (``False``) or unfreeze (``True``) all parameters; frozen BatchNorm layers also stop updating stats."""
+    for p in module.parameters():
+        p.requires_grad_(trainable)
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train(trainable and module.training)
+
+
+def _resolve(root: nn.Module, dotted: str) -> nn.Module:
+    obj = root
+    for part in dotted.split("."):
+        if not hasattr(obj, part):
+            raise AttributeError(f"{type(root).__name__} has no sub-module {dotted!r} (stopped at {part!r})")
+        obj = getattr(obj, part)
+    return obj
+
+
+class BackboneFreezeUnfreeze(BaseFinetuning):
+    """Freeze the backbone for the first ``unfreeze_at_epoch`` epochs, then train it with ``lr * lr_factor``.
+
+    Lightning's ``BackboneFinetuning`` expects ``pl_module.backbone``; this one takes a dotted path
+    (``backbone_attr``) because the suite's backbones sit inside plain ``nn.Module`` models.
+    """
+
+    def __init__(
+        self, backbone_attr: str = "model.backbone", unfreeze_at_epoch: int = 1, lr_factor: float = 0.1
+    ):
+        super().__init__()
+        self.backbone_attr = backbone_attr
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.lr_factor = lr_factor
+
+    def freeze_before_training(self, pl_module) -> None:
+        self.freeze(_resolve(pl_module, self.backbone_attr), train_bn=False)
+
+    def finetune_function(self, pl_module, current_epoch: int, optimizer) -> None:
+        if current_epoch == self.unfreeze_at_epoch:
+            lr = optimizer.param_groups[0]["lr"] * self.lr_factor
+            self.unfreeze_and_add_param_group(
+                _resolve(pl_module, self.backbone_attr), optimizer, lr=lr, train_bn=True, initial_denom_lr=1.0
+            )

@@ -1,0 +1,146 @@
+"""Domain-free data helpers: group-aware splits, albumentations pipelines, worker counts.
+
+Splits are by *group* (patient, sequence, series) so that no patient or drive leaks between
+train, validation and test: the classic failure of slice-level splits on LIDC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Hashable, Sequence
+
+import albumentations as A
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def default_num_workers(max_workers: int = 4) -> int:
+    """DataLoader workers from the CPU count, leaving one core to the training process."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        cpus = os.cpu_count() or 1
+    return max(0, min(max_workers, cpus - 1))
+
+
+def _stable_rank(group: Hashable, seed: int) -> str:
+    # Python's hash() is salted per process; a digest keeps the split identical across runs and machines.
+    return hashlib.sha1(f"{seed}:{group}".encode()).hexdigest()
+
+
+def group_split(
+    groups: Sequence[Hashable],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    names: Sequence[str] = SPLIT_NAMES,
+    verbose: bool = True,
+) -> dict[str, list[int]]:
+    """Deterministically split item indices so that every group lands in exactly one split.
+
+    ``groups[i]`` is the group (patient id, sequence id, ...) of item ``i``. Groups are ordered by a
+    seeded digest and cut by the cumulative fractions, so the split depends only on the group names and the
+    seed, not on item order. Returns ``{split_name: [item indices]}`` and prints a breakdown table.
+    """
+    if len(fractions) != len(names):
+        raise ValueError(
+            f"group_split: {len(fractions)} fractions given for {len(names)} splits {list(names)}"
+        )
+    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"group_split: fractions must be non-negative and sum to 1, got {list(fractions)}")
+    if len(groups) == 0:
+        raise ValueError("group_split: no items to split (empty group list)")
+    unique = sorted(set(groups), key=lambda g: _stable_rank(g, seed))
+    n = len(unique)
+    bounds, acc = [], 0.0
+    for f in fractions:
+        acc += f
+        bounds.append(round(acc * n))
+    assignment: dict[Hashable, str] = {}
+    start = 0
+    for name, stop in zip(names, bounds):
+        for g in unique[start:stop]:
+            assignment[g] = name
+        start = stop
+    out: dict[str, list[int]] = {name: [] for name in names}
+    for i, g in enumerate(groups):
+        out[assignment[g]].append(i)
+    if verbose:
+        print(split_table(out, groups))
+    return out
+
+
+def split_table(split: dict[str, list[int]], groups: Sequence[Hashable]) -> str:
+    """Markdown table of items and groups per split (printed so a leak is visible at a glance)."""
+    lines = ["| split | groups | items | share |", "|---|---:|---:|---:|"]
+    total = sum(len(v) for v in split.values()) or 1
+    for name, idx in split.items():
+        n_groups = len({groups[i] for i in idx})
+        lines.append(f"| {name} | {n_groups} | {len(idx)} | {len(idx) / total:.1%} |")
+    return "\n".join(lines)
+
+
+def segmentation_augmentations(
+    flip: bool = True,
+    vertical_flip: bool = False,
+    rotate_limit: float = 10.0,
+    scale_limit: float = 0.1,
+    p: float = 0.5,
+    seed: int | None = None,
+) -> A.Compose:
+    """Geometric augmentation applied identically to an image and all of its masks.
+
+    Pass extra masks with ``masks=[...]``: albumentations moves every mask with the image.
+    Masks are resampled with nearest neighbour, so labels stay binary.
+    """
+    transforms: list = []
+    if flip:
+        transforms.append(A.HorizontalFlip(p=0.5))
+    if vertical_flip:
+        transforms.append(A.VerticalFlip(p=0.5))
+    if rotate_limit or scale_limit:
+        transforms.append(
+            A.Affine(
+                rotate=(-rotate_limit, rotate_limit),
+                scale=(1 - scale_limit, 1 + scale_limit),
+                border_mode=0,
+                fill=0,
+                fill_mask=0,
+                p=p,
+            )
+        )
+    return A.Compose(transforms, seed=seed)
+
+
+def detection_augmentations(
+    min_visibility: float = 0.3,
+    flip: bool = True,
+    crop_scale: tuple[float, float] = (0.6, 1.0),
+    height: int | None = None,
+    width: int | None = None,
+    photometric: bool = True,
+    seed: int | None = None,
+) -> A.Compose:
+    """Bounding-box-aware augmentation (pascal_voc boxes, labels in ``labels``).
+
+    ``min_visibility`` drops boxes mostly cut away by a crop, so targets stay right after crops and flips.
+    """
+    transforms: list = []
+    if height and width:
+        transforms.append(
+            A.RandomResizedCrop(
+                size=(height, width),
+                scale=crop_scale,
+                ratio=(width / height * 0.8, width / height * 1.25),
+                p=0.5,
+            )
+        )
+    if flip:
+        transforms.append(A.HorizontalFlip(p=0.5))
+    if photometric:
+        transforms.append(A.RandomBrightnessContrast(p=0.3))
+    return A.Compose(
+        transforms,
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility),
+        seed=seed,
+    )

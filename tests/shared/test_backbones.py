@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from shared.backbones import UNet, create_backbone, list_backbones
+
+# vit_b_16 is the full 86M-parameter ViT-B preset (for loading real weights): too slow for every-case tests.
+FAST = [n for n in list_backbones() if n != "vit_b_16"]
+
+
+def _kwargs(name):
+    return {"image_size": 64, "patch_size": 16} if name == "vit" else {}
+
+
+@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_backbone_returns_declared_features(name, in_channels):
+    net = create_backbone(name, in_channels=in_channels, **_kwargs(name)).eval()
+    assert len(net.feature_channels) == len(net.feature_strides)
+    for size in (64, 96):
+        with torch.no_grad():
+            feats = net.forward_features(torch.randn(2, in_channels, size, size))
+        assert [f.shape[1] for f in feats] == net.feature_channels
+        assert [tuple(f.shape[-2:]) for f in feats] == [(size // s, size // s) for s in net.feature_strides]
+        assert net.feature_strides == sorted(net.feature_strides), "features must be finest first"
+
+
+def test_vit_b_16_preset_builds_with_torchvision_shapes():
+    net = create_backbone("vit_b_16", in_channels=3)
+    assert net.net.encoder.pos_embedding.shape == (1, 197, 768)
+    assert net.feature_strides == [4, 8, 16, 32]
+
+
+def test_unknown_backbone_lists_available_names():
+    with pytest.raises(KeyError) as err:
+        create_backbone("resnet1000")
+    assert "resnet18" in str(err.value) and "vit" in str(err.value)
+
+
+def test_channel_mismatch_says_what_was_expected():
+    net = create_backbone("resnet18", in_channels=1)
+    with pytest.raises(ValueError, match="in_channels=1 .* 3 channels"):
+        net.forward_features(torch.zeros(1, 3, 64, 64))
+
+
+def test_bad_in_channels_argument():
+    with pytest.raises(ValueError, match="in_channels"):
+        create_backbone("tiny_cnn", in_channels=0)
+
+
+@pytest.mark.parametrize("encoder,kw", [("resnet18", {}), ("vit", {"image_size": 64, "patch_size": 16}), ("unet_encoder", {})])
+def test_unet_decoder_on_cnn_and_transformer_encoders(encoder, kw):
+    net = UNet(in_channels=3, encoder=encoder, encoder_kwargs=kw).eval()
+    with torch.no_grad():
+        feats = net.forward_features(torch.randn(1, 3, 64, 64))
+    assert net.feature_strides[0] == 1 and feats[0].shape[-2:] == (64, 64)
+    assert [f.shape[1] for f in feats] == net.feature_channels
+    assert [f.shape[-1] for f in feats] == [64 // s for s in net.feature_strides]

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from shared.cli import run_cli
+from shared.data import default_num_workers, group_split, segmentation_augmentations
+from tests.shared.tiny_task import SquaresDataModule, TinySegTask
+
+
+def test_cli_fast_dev_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["fit", "--trainer.fast_dev_run", "1"])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+
+
+def test_cli_short_fit_lowers_loss_and_writes_last_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--trainer.max_epochs", "6", "--trainer.enable_progress_bar", "false", "--model.lr", "0.02"]
+    args += ["--trainer.log_every_n_steps", "1"]
+    cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
+    metrics = cli.trainer.callback_metrics
+    assert (tmp_path / "lightning_logs/tiny/checkpoints/last.ckpt").is_file()
+    import csv
+
+    rows = list(csv.DictReader(open(next((tmp_path / "lightning_logs/tiny/csv").glob("version_*/metrics.csv")))))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert torch.isfinite(metrics["val/loss"])
+
+
+def test_group_split_keeps_groups_whole_and_is_deterministic(capsys):
+    groups = [f"patient{i // 3}" for i in range(60)]
+    a = group_split(groups, seed=1)
+    b = group_split(list(reversed(groups)), seed=1, verbose=False)
+    assert "| train |" in capsys.readouterr().out
+    seen = {}
+    for name, idx in a.items():
+        for i in idx:
+            assert seen.setdefault(groups[i], name) == name
+    assert sorted(i for v in a.values() for i in v) == list(range(60))
+    assert {groups[i] for i in a["test"]} == {list(reversed(groups))[i] for i in b["test"]}
+    assert len({groups[i] for i in a["train"]}) == 14  # 70 % of 20 patients
+
+
+def test_group_split_bad_fractions():
+    with pytest.raises(ValueError, match="sum to 1"):
+        group_split(["a", "b"], fractions=(0.5, 0.6, 0.1))
+
+
+def test_segmentation_augmentation_moves_masks_with_image():
+    import numpy as np
+
+    image = np.zeros((32, 32), np.float32)
+    image[4:10, 2:6] = 1.0
+    masks = [(image > 0).astype(np.uint8), (image > 0).astype(np.uint8)]
+    aug = segmentation_augmentations(rotate_limit=15, scale_limit=0.1, p=1.0, seed=3)
+    for _ in range(5):
+        out = aug(image=image, masks=masks)
+        assert np.array_equal(out["masks"][0], out["masks"][1])
+        bright, m = out["image"] > 0.5, out["masks"][0].astype(bool)
+        # the image is resampled bilinearly and the masks by nearest neighbour: edges may differ by a pixel
+        assert (bright & m).sum() / max(1, (bright | m).sum()) > 0.7
+
+
+def test_num_workers_is_bounded():
+    assert 0 <= default_num_workers() <= 4

@@ -1,0 +1,78 @@
+import pytest
+import torch
+import torchvision
+
+from shared.backbones import WeightLoadingError, create_backbone, load_backbone_weights, set_trainable
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    src = create_backbone("resnet18", in_channels=3).eval()
+    path = tmp_path / "backbone.pt"
+    torch.save(src.state_dict(), path)
+    dst = create_backbone("resnet18", in_channels=3).eval()
+    report = load_backbone_weights(dst, path, strict=True)
+    assert report.clean and report.loaded
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(src.forward_features(x), dst.forward_features(x)):
+            assert torch.equal(a, b)
+
+
+def test_torchvision_state_dict_loads_and_adapts_to_one_channel(tmp_path):
+    tv = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(tv.state_dict(), path)
+    net = create_backbone("resnet18", in_channels=1)
+    report = load_backbone_weights(net, path)
+    assert report.adapted == ["net.conv1.weight"]
+    assert report.unexpected == ["fc.weight", "fc.bias"]  # the classifier head is not part of a backbone
+    assert report.missing == [] and report.shape_mismatch == []
+    assert torch.allclose(net.net.conv1.weight, tv.conv1.weight.sum(1, keepdim=True))
+    assert torch.equal(net.net.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
+
+
+def test_checkpoint_prefix_selects_submodule(tmp_path):
+    net = create_backbone("tiny_cnn", in_channels=1)
+    ckpt = {"state_dict": {f"model.backbone.{k}": v for k, v in net.state_dict().items()}, "epoch": 3}
+    path = tmp_path / "suite.ckpt"
+    torch.save(ckpt, path)
+    other = create_backbone("tiny_cnn", in_channels=1)
+    assert load_backbone_weights(other, path, prefix="model.backbone.", strict=True).clean
+    with pytest.raises(WeightLoadingError, match="prefix 'encoder.'"):
+        load_backbone_weights(other, path, prefix="encoder.")
+
+
+def test_mismatches_are_reported_by_name(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save(create_backbone("tiny_cnn", in_channels=1, width=16).state_dict(), path)
+    net = create_backbone("tiny_cnn", in_channels=1, width=8)
+    report = load_backbone_weights(net, path)
+    assert any(m.startswith("stages.0.0.weight (file (16, 1, 3, 3), model (8, 1, 3, 3))") for m in report.shape_mismatch)
+    with pytest.raises(WeightLoadingError, match="shape mismatch: .*stages.0.0.weight"):
+        load_backbone_weights(net, path, strict=True)
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        load_backbone_weights(create_backbone("tiny_cnn"), tmp_path / "nowhere.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(WeightLoadingError, match="junk.pt"):
+        load_backbone_weights(create_backbone("tiny_cnn"), junk)
+
+
+def test_frozen_parameters_stay_frozen():
+    net = create_backbone("tiny_cnn", in_channels=1)
+    head = torch.nn.Conv2d(net.feature_channels[-1], 1, 1)
+    set_trainable(net, False)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.SGD([p for p in list(net.parameters()) + list(head.parameters()) if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        loss = head(net.forward_features(torch.randn(2, 1, 32, 32))[-1]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a frozen parameter or BN statistic changed"
+    set_trainable(net, True)
+    assert all(p.requires_grad for p in net.parameters())

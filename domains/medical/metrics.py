@@ -52,10 +52,9 @@ def _as_mask_stack(x: ArrayLike, name: str) -> torch.Tensor:
         )
     if t.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one mask, got an empty stack of shape {tuple(t.shape)}")
-    if t.dtype != torch.bool:
-        if not bool(((t == 0) | (t == 1)).all()):
-            bad = t[(t != 0) & (t != 1)].flatten()[:5].tolist()
-            raise ValueError(f"{name}: expected binary masks with values in {{0, 1}}, found e.g. {bad}")
+    if t.dtype != torch.bool and not bool(((t == 0) | (t == 1)).all()):
+        bad = t[(t != 0) & (t != 1)].flatten()[:5].tolist()
+        raise ValueError(f"{name}: expected binary masks with values in {{0, 1}}, found e.g. {bad}")
     return t.to(torch.float64)
 
 
@@ -157,7 +156,11 @@ def _check_batch(sample_masks: torch.Tensor, mean_prob: torch.Tensor, reader_mas
     for name, t in (("sample_masks", sample_masks), ("reader_masks", reader_masks)):
         if t.dtype != torch.bool and not bool(((t == 0) | (t == 1)).all()):
             raise ValueError(f"{name}: expected binary masks with values in {{0, 1}}")
-    if not bool(torch.isfinite(mean_prob).all()) or bool((mean_prob < 0).any()) or bool((mean_prob > 1).any()):
+    if (
+        not bool(torch.isfinite(mean_prob).all())
+        or bool((mean_prob < 0).any())
+        or bool((mean_prob > 1).any())
+    ):
         raise ValueError("mean_prob: expected finite probabilities in [0, 1] (apply sigmoid to logits first)")
 
 
@@ -203,7 +206,9 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
             "num_images",
         )
         for name in self._sum_names:
-            self.add_state(f"{name}_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(
+                f"{name}_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+            )
 
     def update(  # type: ignore[override]
         self,
@@ -215,7 +220,9 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
         reader_masks = torch.as_tensor(reader_masks).detach().to(sample_masks.device)
         if mean_prob is None:
             if sample_masks.ndim != 4:
-                raise ValueError(f"sample_masks: expected shape (B, N, H, W), got {tuple(sample_masks.shape)}")
+                raise ValueError(
+                    f"sample_masks: expected shape (B, N, H, W), got {tuple(sample_masks.shape)}"
+                )
             mean_prob = sample_masks.float().mean(dim=1, keepdim=True)
         mean_prob = torch.as_tensor(mean_prob).detach().to(sample_masks.device).float()
         _check_batch(sample_masks, mean_prob, reader_masks)
@@ -244,7 +251,9 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
         self.dice_majority_sum += dice_major.to(torch.float64).sum()
 
         ece = CalibrationErrorMetric(
-            num_bins=self.ece_bins, include_background=True, calibration_reduction="expected",
+            num_bins=self.ece_bins,
+            include_background=True,
+            calibration_reduction="expected",
             metric_reduction="none",
         )(y_pred=mean_prob, y=majority)  # (B, 1), one value per image
         self.ece_sum += ece.to(torch.float64).sum()

@@ -99,11 +99,13 @@ class DropLog:
         parts = []
         for kind, n in sorted(self.counts.items()):
             shown = "; ".join(self.examples.get(kind, []))
-            more = f"; ... {n - len(self.examples[kind])} more" if n > len(self.examples.get(kind, [])) else ""
+            more = (
+                f"; ... {n - len(self.examples[kind])} more" if n > len(self.examples.get(kind, [])) else ""
+            )
             parts.append(f"{kind}: {n} ({shown}{more})")
         return "dropped " + ", ".join(parts)
 
-    def warn(self, what: str, stacklevel: int = 3) -> None:
+    def report(self, what: str, stacklevel: int = 3) -> None:
         """Emit one summarising :class:`LabelWarning` if anything was dropped."""
         if self.counts:
             warnings.warn(f"{what}: {self.summary()}", LabelWarning, stacklevel=stacklevel)
@@ -165,6 +167,13 @@ def _fmt(value: float) -> str:
     return text + "0" if text.endswith(".") else text
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise LabelFormatError(path, None, "not a UTF-8 text file") from None
+
+
 def _parse_float(text: str, path, line, what: str) -> float:
     try:
         value = float(text)
@@ -197,7 +206,9 @@ def check_box(
     left, top, right, bottom = (float(v) for v in box)
     shown = f"({_fmt(left)}, {_fmt(top)}, {_fmt(right)}, {_fmt(bottom)})"
     if not (right > left and bottom > top):
-        log.add("bad_box", path, line, f"degenerate or inverted box {shown} (need left < right, top < bottom)")
+        log.add(
+            "bad_box", path, line, f"degenerate or inverted box {shown} (need left < right, top < bottom)"
+        )
         return None
     height, width = size if size is not None else (math.inf, math.inf)
     tol = BOX_TOLERANCE_PX
@@ -223,17 +234,20 @@ def _owned_log(log: DropLog | None, strict: bool) -> tuple[DropLog, bool]:
 
 
 def images_by_stem(folder: Path) -> dict[str, Path]:
+    """``{stem: path}`` of the images in ``folder``; two images with one stem are an error."""
     images: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
             if p.stem in images:
-                raise LabelFormatError(p, None, f"two images share the id {p.stem!r}: {images[p.stem].name}, {p.name}")
+                raise LabelFormatError(
+                    p, None, f"two images share the id {p.stem!r}: {images[p.stem].name}, {p.name}"
+                )
             images[p.stem] = p
     return images
 
 
 def place_image(src: str | os.PathLike, dst: str | os.PathLike, mode: str = "copy") -> None:
-    """Put an image file at ``dst``: ``copy``, ``hardlink`` (falls back to copy across devices) or ``symlink``."""
+    """Put an image at ``dst``: ``copy``, ``hardlink`` (copies across devices) or ``symlink``."""
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if mode == "copy":
@@ -253,11 +267,15 @@ def _unique_names(annotations: Iterable[ImageAnnotation], where: str) -> None:
     seen: dict[str, str] = {}
     for ann in annotations:
         if ann.image_id in seen:
-            raise ValueError(f"{where}: two images share the id {ann.image_id!r}: {seen[ann.image_id]}, {ann.image_path}")
+            raise ValueError(
+                f"{where}: two images share the id {ann.image_id!r}: {seen[ann.image_id]}, {ann.image_path}"
+            )
         seen[ann.image_id] = ann.image_path
 
 
-def _split_by_class(objects: Iterable[ObjectLabel], class_names: Sequence[str], dropped: Counter) -> list[ObjectLabel]:
+def _split_by_class(
+    objects: Iterable[ObjectLabel], class_names: Sequence[str], dropped: Counter
+) -> list[ObjectLabel]:
     keep = []
     for obj in objects:
         if obj.type in class_names:
@@ -270,14 +288,33 @@ def _split_by_class(objects: Iterable[ObjectLabel], class_names: Sequence[str], 
 def _warn_not_written(dropped: Counter, where: str) -> None:
     if dropped:
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
-        warnings.warn(f"{where}: objects whose type is not in class_names were not written ({counts})",
-                      LabelWarning, stacklevel=3)
+        warnings.warn(
+            f"{where}: objects whose type is not in class_names were not written ({counts})",
+            LabelWarning,
+            stacklevel=3,
+        )
 
 
 # ------------------------------------------------------------------------------------------------- KITTI
 
-_KITTI_FIELDS = ("type", "truncated", "occluded", "alpha", "bbox left", "bbox top", "bbox right", "bbox bottom",
-                 "height", "width", "length", "x", "y", "z", "rotation_y", "score")
+_KITTI_FIELDS = (
+    "type",
+    "truncated",
+    "occluded",
+    "alpha",
+    "bbox left",
+    "bbox top",
+    "bbox right",
+    "bbox bottom",
+    "height",
+    "width",
+    "length",
+    "x",
+    "y",
+    "z",
+    "rotation_y",
+    "score",
+)
 
 
 def read_kitti_label(
@@ -295,16 +332,14 @@ def read_kitti_label(
     path = Path(path)
     log, own = _owned_log(log, strict)
     objects: list[ObjectLabel] = []
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise LabelFormatError(path, None, "not a text file") from None
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(_read_text(path).splitlines(), start=1):
         fields = raw.split()
         if not fields:
             continue
         if len(fields) not in (15, 16):
-            raise LabelFormatError(path, lineno, f"expected 15 fields (16 with a score), got {len(fields)}: {raw.strip()!r}")
+            raise LabelFormatError(
+                path, lineno, f"expected 15 fields (16 with a score), got {len(fields)}: {raw.strip()!r}"
+            )
         name = fields[0]
         nums = [_parse_float(v, path, lineno, _KITTI_FIELDS[i + 1]) for i, v in enumerate(fields[1:])]
         occluded = _parse_int(fields[2], path, lineno, "occluded")
@@ -314,23 +349,35 @@ def read_kitti_label(
         box = check_box(nums[3:7], image_size, log, path, lineno)
         if box is None:
             continue
-        objects.append(ObjectLabel(
-            type=name, bbox=box, truncated=nums[0], occluded=occluded, alpha=nums[2],
-            dimensions=tuple(nums[7:10]), location=tuple(nums[10:13]), rotation_y=nums[13],
-            score=nums[14] if len(nums) == 15 else None,
-        ))
+        objects.append(
+            ObjectLabel(
+                type=name,
+                bbox=box,
+                truncated=nums[0],
+                occluded=occluded,
+                alpha=nums[2],
+                dimensions=tuple(nums[7:10]),
+                location=tuple(nums[10:13]),
+                rotation_y=nums[13],
+                score=nums[14] if len(nums) == 15 else None,
+            )
+        )
     if own:
-        log.warn(f"read_kitti_label({path})")
+        log.report(f"read_kitti_label({path})")
     return objects
 
 
-def write_kitti_label(path: str | os.PathLike, objects: Iterable[ObjectLabel], with_score: bool = False) -> None:
+def write_kitti_label(
+    path: str | os.PathLike, objects: Iterable[ObjectLabel], with_score: bool = False
+) -> None:
     """Write one KITTI label file; ``with_score=True`` writes the 16th field (result files for evaluation)."""
     path = Path(path)
     lines = []
     for i, obj in enumerate(objects):
         if not obj.type or any(c.isspace() for c in obj.type):
-            raise ValueError(f"{path}: object {i}: KITTI type names cannot be empty or contain spaces: {obj.type!r}")
+            raise ValueError(
+                f"{path}: object {i}: KITTI type names cannot be empty or contain spaces: {obj.type!r}"
+            )
         values = [obj.truncated, obj.alpha, *obj.bbox, *obj.dimensions, *obj.location, obj.rotation_y]
         parts = [obj.type, _fmt(values[0]), str(int(obj.occluded)), *(_fmt(v) for v in values[1:])]
         if with_score:
@@ -342,7 +389,9 @@ def write_kitti_label(path: str | os.PathLike, objects: Iterable[ObjectLabel], w
     path.write_text("\n".join(lines) + ("\n" if lines else ""))
 
 
-def resolve_kitti_split(root: str | os.PathLike, split_dir: str | None = "training", image_dir: str = "image_2") -> Path:
+def resolve_kitti_split(
+    root: str | os.PathLike, split_dir: str | None = "training", image_dir: str = "image_2"
+) -> Path:
     """The folder holding ``image_2/``: ``root/split_dir`` if present, else ``root`` itself."""
     root = Path(root)
     if split_dir and (root / split_dir / image_dir).is_dir():
@@ -388,7 +437,7 @@ def read_kitti_dir(
         objects = read_kitti_label(labels[stem], (height, width), known_types=known_types, log=log)
         out.append(ImageAnnotation(str(img), width, height, objects))
     if own:
-        log.warn(f"read_kitti_dir({root})")
+        log.report(f"read_kitti_dir({root})")
     return out
 
 
@@ -399,7 +448,7 @@ def write_kitti_dir(
     with_score: bool = False,
     image_mode: str = "copy",
 ) -> Path:
-    """Write ``root/split_dir/image_2`` (images placed with ``image_mode``) and ``label_2``; returns the split dir."""
+    """Write ``root/split_dir/{image_2,label_2}`` (images placed by ``image_mode``); returns the split dir."""
     base = Path(root) / split_dir if split_dir else Path(root)
     _unique_names(annotations, str(base))
     for ann in annotations:
@@ -435,7 +484,9 @@ def coco_category_names(json_path: str | os.PathLike) -> list[str]:
     """Category names of a COCO JSON in id order (used to keep class order when converting)."""
     data = _load_json(Path(json_path))
     cats = data.get("categories", []) if isinstance(data, dict) else []
-    return [c["name"] for c in sorted(cats, key=lambda c: c.get("id", 0)) if isinstance(c, dict) and "name" in c]
+    return [
+        c["name"] for c in sorted(cats, key=lambda c: c.get("id", 0)) if isinstance(c, dict) and "name" in c
+    ]
 
 
 def read_coco(
@@ -475,13 +526,15 @@ def read_coco(
         iid = _parse_int(str(img["id"]), path, where, "image id")
         if iid in records:
             raise LabelFormatError(path, where, f"duplicate image id {iid}")
-        file = root / img["file_name"]
+        file = root / str(img["file_name"])
         if not file.is_file():
             raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
         height, width = image_size(file)
         for key, actual in (("width", width), ("height", height)):
             if key in img and _parse_int(str(img[key]), path, where, key) != actual:
-                raise LabelFormatError(path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}")
+                raise LabelFormatError(
+                    path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}"
+                )
         records[iid] = ImageAnnotation(str(file), width, height, [])
 
     for i, ann in enumerate(data["annotations"]):
@@ -504,7 +557,8 @@ def read_coco(
             continue
         name = "DontCare" if ann.get("iscrowd", 0) else categories[cid]
         extra = ann.get("kitti", {}) if isinstance(ann.get("kitti", {}), dict) else {}
-        obj = ObjectLabel(type=name, bbox=box, score=float(ann["score"]) if "score" in ann else None)
+        score = _parse_float(str(ann["score"]), path, where, "score") if "score" in ann else None
+        obj = ObjectLabel(type=name, bbox=box, score=score)
         for key in ("truncated", "alpha", "rotation_y"):
             if key in extra:
                 setattr(obj, key, _parse_float(str(extra[key]), path, where, f"kitti.{key}"))
@@ -512,10 +566,14 @@ def read_coco(
             obj.occluded = _parse_int(str(extra["occluded"]), path, where, "kitti.occluded")
         for key in ("dimensions", "location"):
             if key in extra:
-                setattr(obj, key, tuple(_parse_float(str(v), path, where, f"kitti.{key}") for v in extra[key]))
+                if not isinstance(extra[key], list) or len(extra[key]) != 3:
+                    raise LabelFormatError(path, where, f"kitti.{key} must be a list of 3 numbers")
+                setattr(
+                    obj, key, tuple(_parse_float(str(v), path, where, f"kitti.{key}") for v in extra[key])
+                )
         rec.objects.append(obj)
     if own:
-        log.warn(f"read_coco({path})")
+        log.report(f"read_coco({path})")
     return list(records.values())
 
 
@@ -549,14 +607,23 @@ def write_coco(
             left, top, right, bottom = obj.bbox
             w, h = right - left, bottom - top
             ann = {
-                "id": len(anns) + 1, "image_id": img_id, "category_id": cat_ids[obj.type],
-                "bbox": [left, top, w, h], "area": w * h, "iscrowd": int(obj.type == "DontCare"),
+                "id": len(anns) + 1,
+                "image_id": img_id,
+                "category_id": cat_ids[obj.type],
+                "bbox": [left, top, w, h],
+                "area": w * h,
+                "iscrowd": int(obj.type == "DontCare"),
                 "segmentation": [[left, top, right, top, right, bottom, left, bottom]],
             }
             extra = {}
-            for key, default in (("truncated", 0.0), ("occluded", 0), ("alpha", _NO_ALPHA),
-                                 ("dimensions", _NO_DIMENSIONS), ("location", _NO_LOCATION),
-                                 ("rotation_y", _NO_ROTATION)):
+            for key, default in (
+                ("truncated", 0.0),
+                ("occluded", 0),
+                ("alpha", _NO_ALPHA),
+                ("dimensions", _NO_DIMENSIONS),
+                ("location", _NO_LOCATION),
+                ("rotation_y", _NO_ROTATION),
+            ):
                 value = getattr(obj, key)
                 if value != default:
                     extra[key] = list(value) if isinstance(value, tuple) else value
@@ -591,12 +658,14 @@ def _load_yaml(path: Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         raise LabelFormatError(path, mark.line + 1 if mark else None, f"invalid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise LabelFormatError(path, None, "dataset yaml must be a mapping with keys path, train, val, test, names")
+        raise LabelFormatError(
+            path, None, "dataset yaml must be a mapping with keys path, train, val, test, names"
+        )
     return data
 
 
 def yolo_names(dataset_yaml: str | os.PathLike) -> list[str]:
-    """Class names of a YOLO dataset yaml in index order (``names`` as a list or an ``{index: name}`` dict)."""
+    """Class names of a YOLO dataset yaml in index order (``names``: a list or an ``{index: name}`` dict)."""
     path = Path(dataset_yaml)
     return list(_yolo_name_map(_load_yaml(path), path).values())
 
@@ -609,12 +678,14 @@ def _yolo_name_map(data: dict, path: Path) -> dict[int, str]:
         try:
             return {int(k): str(v) for k, v in sorted(names.items(), key=lambda kv: int(kv[0]))}
         except (TypeError, ValueError):
-            raise LabelFormatError(path, None, f"'names' keys must be class indices, got {list(names)}") from None
+            raise LabelFormatError(
+                path, None, f"'names' keys must be class indices, got {list(names)}"
+            ) from None
     raise LabelFormatError(path, None, "'names' must be a list or an {index: name} mapping")
 
 
 def _yolo_root(data: dict, path: Path) -> Path:
-    """Dataset root: ``path`` key (relative to the yaml's folder, else the working dir), default the yaml's folder."""
+    """Dataset root: ``path`` (relative to the yaml's folder, else the cwd); default the yaml's folder."""
     if not data.get("path"):
         return path.parent
     root = Path(str(data["path"])).expanduser()
@@ -637,7 +708,9 @@ def yolo_label_path(image_path: str | os.PathLike) -> Path:
 
 def _yolo_sources(data: dict, split: str, path: Path) -> list[Path]:
     if split not in data or data[split] in (None, ""):
-        raise LabelFormatError(path, None, f"no '{split}' entry (has: {', '.join(k for k in data if k != 'names')})")
+        raise LabelFormatError(
+            path, None, f"no '{split}' entry (has: {', '.join(k for k in data if k != 'names')})"
+        )
     entries = data[split] if isinstance(data[split], list) else [data[split]]
     root = _yolo_root(data, path)
     return [Path(str(e)) if Path(str(e)).is_absolute() else root / str(e) for e in entries]
@@ -671,7 +744,7 @@ def read_yolo(
                         raise LabelFormatError(label, None, f"label file has no image in {src}")
             image_files += found
         elif src.is_file() and src.suffix == ".txt":
-            for lineno, raw in enumerate(src.read_text().splitlines(), start=1):
+            for lineno, raw in enumerate(_read_text(src).splitlines(), start=1):
                 entry = raw.strip()
                 if not entry:
                     continue
@@ -680,7 +753,9 @@ def read_yolo(
                     raise LabelFormatError(src, lineno, f"listed image {entry!r} not found ({p})")
                 image_files.append(p)
         else:
-            raise FileNotFoundError(f"{path}: '{split}' entry {src} is neither an image folder nor a .txt list")
+            raise FileNotFoundError(
+                f"{path}: '{split}' entry {src} is neither an image folder nor a .txt list"
+            )
     if not image_files:
         raise FileNotFoundError(f"{path}: no images found for split '{split}'")
     out = []
@@ -690,24 +765,32 @@ def read_yolo(
         objects = _read_yolo_label(label, (height, width), names, log) if label.is_file() else []
         out.append(ImageAnnotation(str(img), width, height, objects))
     if own:
-        log.warn(f"read_yolo({path}, split={split!r})")
+        log.report(f"read_yolo({path}, split={split!r})")
     return out
 
 
-def _read_yolo_label(path: Path, size: tuple[int, int], names: dict[int, str], log: DropLog) -> list[ObjectLabel]:
+def _read_yolo_label(
+    path: Path, size: tuple[int, int], names: dict[int, str], log: DropLog
+) -> list[ObjectLabel]:
     height, width = size
     objects = []
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(_read_text(path).splitlines(), start=1):
         fields = raw.split()
         if not fields:
             continue
         if len(fields) not in (5, 6):
-            raise LabelFormatError(path, lineno, f"expected 5 fields 'class cx cy w h' (6 with a score), got {len(fields)}")
+            raise LabelFormatError(
+                path, lineno, f"expected 5 fields 'class cx cy w h' (6 with a score), got {len(fields)}"
+            )
         cls = _parse_int(fields[0], path, lineno, "class index")
-        cx, cy, w, h = (_parse_float(v, path, lineno, k) for v, k in zip(fields[1:5], ("cx", "cy", "w", "h")))
+        cx, cy, w, h = (
+            _parse_float(v, path, lineno, k) for v, k in zip(fields[1:5], ("cx", "cy", "w", "h"), strict=True)
+        )
         score = _parse_float(fields[5], path, lineno, "score") if len(fields) == 6 else None
         if cls not in names:
-            log.add("unknown_class", path, lineno, f"class index {cls} not in names (0..{max(names, default=-1)})")
+            log.add(
+                "unknown_class", path, lineno, f"class index {cls} not in names (0..{max(names, default=-1)})"
+            )
             continue
         box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
         box = check_box(box, size, log, path, lineno)
@@ -724,7 +807,7 @@ def write_yolo(
     image_mode: str = "copy",
     yaml_name: str = "data.yaml",
 ) -> Path:
-    """Write ``out_root/images/<split>/``, ``out_root/labels/<split>/`` and the dataset yaml; returns its path.
+    """Write ``out_root/{images,labels}/<split>/`` and the dataset yaml; returns the yaml's path.
 
     The yaml has no ``path`` key, so readers (ours and Ultralytics) take its folder as the root and the
     dataset can be moved. An existing yaml gains the new split; its names must match ``class_names``.
@@ -739,8 +822,12 @@ def write_yolo(
         lines = []
         for obj in _split_by_class(ann.objects, class_names, dropped):
             left, top, right, bottom = obj.bbox
-            vals = ((left + right) / 2 / ann.width, (top + bottom) / 2 / ann.height,
-                    (right - left) / ann.width, (bottom - top) / ann.height)
+            vals = (
+                (left + right) / 2 / ann.width,
+                (top + bottom) / 2 / ann.height,
+                (right - left) / ann.width,
+                (bottom - top) / ann.height,
+            )
             line = " ".join([str(index[obj.type]), *(f"{v:.10g}" for v in vals)])
             lines.append(line + (f" {obj.score:.6g}" if obj.score is not None else ""))
         label = root / "labels" / split / f"{ann.image_id}.txt"
@@ -749,7 +836,9 @@ def write_yolo(
     yaml_path = root / yaml_name
     data = _load_yaml(yaml_path) if yaml_path.is_file() else {}
     if data.get("names") is not None and list(_yolo_name_map(data, yaml_path).values()) != list(class_names):
-        raise ValueError(f"{yaml_path}: existing names {data['names']} differ from class_names {list(class_names)}")
+        raise ValueError(
+            f"{yaml_path}: existing names {data['names']} differ from class_names {list(class_names)}"
+        )
     data.update({split: f"images/{split}", "nc": len(class_names), "names": dict(enumerate(class_names))})
     yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
     _warn_not_written(dropped, f"write_yolo({root}, split={split!r})")

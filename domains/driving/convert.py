@@ -1,0 +1,208 @@
+"""Convert detection labels between KITTI, COCO and YOLO.
+
+    python -m domains.driving.convert --from kitti --to coco --src data/kitti --dst data/kitti_coco
+
+Layouts written: KITTI ``dst/training/{image_2,label_2}``; COCO ``dst/annotations.json`` + ``dst/images/``;
+YOLO ``dst/data.yaml`` + ``dst/{images,labels}/<split>/``. Sources: a KITTI root, a COCO JSON (images relative
+to its folder unless ``--images-root``), a YOLO dataset yaml. Images are copied (``--link``: hard links).
+
+The destination is written into a temporary folder beside it and renamed at the end, so a failure leaves
+nothing half-written; a non-empty destination is refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+from domains.driving.formats import (
+    KITTI_TYPES,
+    DropLog,
+    ImageAnnotation,
+    LabelFormatError,
+    coco_category_names,
+    place_image,
+    read_coco,
+    read_kitti_dir,
+    read_yolo,
+    write_coco,
+    write_kitti_dir,
+    write_yolo,
+    yolo_names,
+)
+
+FORMATS = ("kitti", "coco", "yolo")
+YOLO_SPLITS = ("train", "val", "test")
+
+
+def read_source(
+    fmt: str,
+    src: Path,
+    log: DropLog,
+    split: str | None = None,
+    images_root: str | None = None,
+    extra_types: list[str] | None = None,
+) -> tuple[dict[str, list[ImageAnnotation]], list[str]]:
+    """Read a source into ``{split: annotations}`` plus its class order (for the default ``--classes``)."""
+    if fmt == "kitti":
+        known = (*KITTI_TYPES, *(extra_types or []))
+        items = read_kitti_dir(src, split_dir=split or "training", known_types=known, log=log)
+        present = {o.type for a in items for o in a.objects}
+        order = [t for t in known if t in present] + sorted(present - set(known))
+        return {"train": items}, order
+    if fmt == "coco":
+        items = read_coco(src, images_root=images_root, log=log)
+        return {"train": items}, coco_category_names(src)
+    import yaml
+
+    entries = yaml.safe_load(Path(src).read_text()) or {}
+    splits = [split] if split else [s for s in YOLO_SPLITS if entries.get(s)]
+    if not splits:
+        raise LabelFormatError(src, None, f"no split entries ({', '.join(YOLO_SPLITS)}) in the dataset yaml")
+    return {s: read_yolo(src, s, log=log) for s in splits}, yolo_names(src)
+
+
+def write_destination(
+    fmt: str, splits: dict[str, list[ImageAnnotation]], dst: Path, class_names: list[str], image_mode: str
+) -> Counter:
+    """Write every split (KITTI and COCO hold one set: splits are merged). Returns unwritten counts."""
+    dropped: Counter = Counter()
+    with warnings.catch_warnings():  # the per-writer warning is replaced by the printed summary
+        warnings.simplefilter("ignore")
+        if fmt == "yolo":
+            for name, items in splits.items():
+                write_yolo(items, dst, class_names, split=name, image_mode=image_mode)
+                dropped += Counter(o.type for a in items for o in a.objects if o.type not in class_names)
+            return dropped
+        merged = [a for items in splits.values() for a in items]
+        seen: dict[str, str] = {}
+        for a in merged:
+            if seen.setdefault(a.image_id, a.image_path) != a.image_path:
+                raise ValueError(
+                    f"two source images share the id {a.image_id!r}: {seen[a.image_id]}, {a.image_path}"
+                )
+        dropped += Counter(o.type for a in merged for o in a.objects if o.type not in class_names)
+        if fmt == "kitti":
+            keep = [
+                ImageAnnotation(
+                    a.image_path, a.width, a.height, [o for o in a.objects if o.type in class_names]
+                )
+                for a in merged
+            ]
+            write_kitti_dir(keep, dst, "training", image_mode=image_mode)
+        else:
+            placed = []
+            for a in merged:
+                target = dst / "images" / (a.image_id + Path(a.image_path).suffix.lower())
+                place_image(a.image_path, target, image_mode)
+                placed.append(ImageAnnotation(str(target), a.width, a.height, a.objects))
+            write_coco(placed, dst / "annotations.json", class_names)
+    return dropped
+
+
+def summary(
+    src_fmt: str,
+    dst_fmt: str,
+    splits: dict[str, list[ImageAnnotation]],
+    class_names: list[str],
+    log: DropLog,
+    not_written: Counter,
+) -> str:
+    items = [a for v in splits.values() for a in v]
+    per_class = Counter(o.type for a in items for o in a.objects if o.type in class_names)
+    per_split = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    lines = [
+        f"converted {src_fmt} -> {dst_fmt}: {len(items)} images ({per_split}), "
+        f"{sum(per_class.values())} objects",
+        "| class | objects |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {per_class.get(name, 0)} |" for name in class_names]
+    lines.append(f"images without objects: {sum(1 for a in items if not a.objects)}")
+    lines.append(f"dropped while reading: {dict(log.counts) or 'none'}")
+    for kind, examples in log.examples.items():
+        lines += [f"  {kind}: {e}" for e in examples]
+    lines.append(f"not written (type not in --classes): {dict(not_written) or 'none'}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m domains.driving.convert", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--from", dest="src_format", choices=FORMATS, required=True)
+    parser.add_argument("--to", dest="dst_format", choices=FORMATS, required=True)
+    parser.add_argument("--src", required=True, help="KITTI root, COCO JSON or YOLO dataset yaml")
+    parser.add_argument("--dst", required=True, help="destination folder (must be empty or absent)")
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        default=None,
+        help="types to write, in class-index order (default: all types in the source)",
+    )
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="KITTI: split folder (default training); YOLO: one split (default: all present)",
+    )
+    parser.add_argument(
+        "--images-root", default=None, help="COCO: folder the file_name entries are relative to"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="bad boxes / unknown classes are errors, not dropped"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty destination")
+    parser.add_argument("--link", action="store_true", help="hard-link images instead of copying them")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    src, dst = Path(args.src), Path(args.dst)
+    if not src.exists():
+        print(f"error: {src}: source not found", file=sys.stderr)
+        return 1
+    if dst.exists() and (dst.is_file() or any(dst.iterdir())) and not args.overwrite:
+        print(
+            f"error: {dst}: destination exists and is not empty (use --overwrite to replace it)",
+            file=sys.stderr,
+        )
+        return 1
+    log = DropLog(strict=args.strict)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        splits, source_classes = read_source(
+            args.src_format, src, log, args.split, args.images_root, args.classes
+        )
+        class_names = list(args.classes) if args.classes else source_classes
+        if not class_names:
+            raise ValueError(f"{src}: no classes found; pass --classes")
+        not_written = write_destination(
+            args.dst_format, splits, tmp, class_names, "hardlink" if args.link else "copy"
+        )
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old-{tmp.name[-8:]}")
+            dst.rename(old)
+            tmp.rename(dst)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            tmp.rename(dst)
+    except (LabelFormatError, ValueError, FileNotFoundError, OSError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"error: {e}\nnothing was written to {dst}", file=sys.stderr)
+        return 1
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(summary(args.src_format, args.dst_format, splits, class_names, log, not_written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""Driving datasets and data modules on tiny KITTI / YOLO / SegmentMeIfYouCan fixtures written in tmp_path."""
+
+from __future__ import annotations
+
+import sys
+import types
+import warnings
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from domains.driving.data import (
+    AnomalyDataset,
+    DetectionDataModule,
+    DetectionDataset,
+    SegmentationDataModule,
+    SemanticSegDataset,
+    detection_collate,
+    detection_transforms,
+    pad_collate,
+    read_sequence_groups,
+)
+from domains.driving.formats import ImageAnnotation, LabelFormatError, LabelWarning, ObjectLabel
+
+W, H = 64, 48
+
+
+def _image(path, width=W, height=H, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    assert cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    return path
+
+
+def _annotation(tmp_path, objects, name="000000"):
+    path = _image(tmp_path / f"{name}.png")
+    return ImageAnnotation(str(path), W, H, objects)
+
+
+def _kitti(root, n=8, semantic=True):
+    """n images, two per sequence, with a sequence map, KITTI labels and semantic maps."""
+    split = root / "training"
+    lines = []
+    for i in range(n):
+        stem = f"{i:06d}"
+        _image(split / "image_2" / f"{stem}.png", seed=i)
+        (split / "label_2").mkdir(parents=True, exist_ok=True)
+        (split / "label_2" / f"{stem}.txt").write_text(
+            "Car 0.00 0 -1.57 10.00 5.00 40.00 30.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50\n"
+            "Van 0.00 0 -1.57 2.00 2.00 9.00 9.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50\n"
+            "DontCare -1 -1 -10 45.00 30.00 60.00 44.00 -1 -1 -1 -1000 -1000 -1000 -10\n"
+        )
+        if semantic:
+            (split / "semantic").mkdir(parents=True, exist_ok=True)
+            mask = np.full((H, W), i % 3, np.uint8)
+            mask[:4] = 255
+            cv2.imwrite(str(split / "semantic" / f"{stem}.png"), mask)
+        lines.append(f"{stem} seq{i // 2}")
+    (split / "sequence_map.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _anomaly(root, n=3, size=(H, W)):
+    for i in range(n):
+        _image(root / "images" / f"frame{i}.jpg", width=size[1], height=size[0], seed=i)
+        label = np.zeros(size, np.uint8)
+        label[10:20, 10:30] = 1
+        label[:3] = 255
+        (root / "labels_masks").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "labels_masks" / f"frame{i}.png"), label)
+    return root
+
+
+# -------------------------------------------------------------------------------------------- detection
+
+
+def test_detection_dataset_targets_class_map_ignore_and_counted_drops(tmp_path):
+    ann = _annotation(
+        tmp_path,
+        [
+            ObjectLabel("Car", (10.0, 5.0, 40.0, 30.0)),
+            ObjectLabel("Van", (2.0, 2.0, 9.0, 9.0)),
+            ObjectLabel("Cyclist", (30.0, 10.0, 38.0, 40.0)),
+            ObjectLabel("DontCare", (45.0, 30.0, 60.0, 44.0)),
+            ObjectLabel("Truck", (1.0, 1.0, 5.0, 5.0)),
+            ObjectLabel("Tram", (1.0, 1.0, 5.0, 5.0)),
+        ],
+    )
+    with pytest.warns(LabelWarning) as record:
+        ds = DetectionDataset([ann, ann], ["Car", "Pedestrian", "Cyclist"], class_map={"Van": "Car"})
+    assert len(record) == 1 and "Truck: 2" in str(record[0].message) and "Tram: 2" in str(record[0].message)
+    assert ds.dropped == {"Truck": 2, "Tram": 2}
+    image, target = ds[0]
+    assert image.dtype == torch.float32 and image.shape == (3, H, W)
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert target["boxes"].dtype == torch.float32 and target["boxes"].shape == (3, 4)
+    assert target["labels"].dtype == torch.int64 and target["labels"].tolist() == [0, 0, 2]
+    assert target["ignore_boxes"].tolist() == [[45.0, 30.0, 60.0, 44.0]]
+    assert target["image_id"] == "000000" and target["orig_size"] == (H, W)
+    # pixels come from the file, RGB order
+    bgr = cv2.imread(ann.image_path)
+    assert torch.allclose(image[0], torch.from_numpy(bgr[..., 2]).float() / 255)
+
+    empty = DetectionDataset([_annotation(tmp_path, [], "000001")], ["Car"])
+    _, target = empty[0]
+    assert (
+        target["boxes"].shape == (0, 4)
+        and target["labels"].shape == (0,)
+        and target["ignore_boxes"].shape == (0, 4)
+    )
+
+    with pytest.raises(ValueError, match="class_map targets"):
+        DetectionDataset([ann], ["Car"], class_map={"Van": "Bus"})
+
+
+def test_horizontal_flip_moves_boxes_and_ignore_boxes_inside_the_image(tmp_path):
+    ann = _annotation(
+        tmp_path,
+        [ObjectLabel("Car", (0.0, 5.0, 40.0, 30.0)), ObjectLabel("DontCare", (45.0, 30.0, 64.0, 44.0))],
+    )
+    flip = A.Compose(
+        [A.HorizontalFlip(p=1.0)], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"])
+    )
+    image, target = DetectionDataset([ann], ["Car"], transform=flip)[0]
+    np.testing.assert_allclose(target["boxes"].numpy(), [[W - 40.0, 5.0, W - 0.0, 30.0]], atol=1e-3)
+    np.testing.assert_allclose(target["ignore_boxes"].numpy(), [[0.0, 30.0, W - 45.0, 44.0]], atol=1e-3)
+    assert target["labels"].tolist() == [0]
+    original, _ = DetectionDataset([ann], ["Car"])[0]
+    assert torch.equal(image, original.flip(-1))
+
+
+def test_random_augmentation_keeps_boxes_inside_and_resizes(tmp_path):
+    ann = _annotation(
+        tmp_path, [ObjectLabel("Car", (0.0, 0.0, 64.0, 20.0)), ObjectLabel("Car", (50.0, 30.0, 64.0, 48.0))]
+    )
+    ds = DetectionDataset([ann], ["Car"], transform=detection_transforms(True, image_size=(32, 40), seed=3))
+    for _ in range(12):
+        image, target = ds[0]
+        assert image.shape == (3, 32, 40)
+        boxes = target["boxes"]
+        assert len(boxes) == len(target["labels"])
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 2] <= 40).all() and (boxes[:, 3] <= 32).all()
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+
+
+def test_detection_collate_returns_lists():
+    batch = [(torch.zeros(3, 4, 5), {"image_id": "a"}), (torch.zeros(3, 6, 5), {"image_id": "b"})]
+    images, targets = detection_collate(batch)
+    assert isinstance(images, list) and [i.shape[1] for i in images] == [4, 6]
+    assert [t["image_id"] for t in targets] == ["a", "b"]
+
+
+def test_detection_datamodule_splits_by_sequence_and_resizes(tmp_path):
+    root = _kitti(tmp_path / "kitti", n=12)
+    dm = DetectionDataModule(data_path=str(root), image_size=(32, 40), batch_size=2, num_workers=0, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LabelWarning)  # Van -> Car, DontCare -> ignore: nothing dropped
+        dm.setup("fit")
+    seq = {f"{i:06d}": f"seq{i // 2}" for i in range(12)}
+    seen = [{seq[a.image_id] for a in dm.splits[name]} for name in ("train", "val", "test")]
+    assert sum(len(dm.splits[n]) for n in dm.splits) == 12
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    images, targets = next(iter(dm.train_dataloader()))
+    assert len(images) == 2 and all(i.shape == (3, 32, 40) for i in images)
+    assert all(set(t["labels"].tolist()) <= {0} for t in targets)
+    images, targets = next(iter(dm.val_dataloader()))
+    np.testing.assert_allclose(
+        targets[0]["boxes"][0].numpy(), [10 * 40 / 64, 5 * 32 / 48, 40 * 40 / 64, 30 * 32 / 48], atol=1e-3
+    )
+    assert dm.num_classes == 3
+
+    capped = DetectionDataModule(data_path=str(root), max_items=4, num_workers=0, augment=False)
+    with pytest.warns(UserWarning, match=r"\['test'\] are empty"):  # 4 items = 2 sequences
+        capped.setup()
+    assert sum(len(v) for v in capped.splits.values()) == 4
+
+
+def test_detection_datamodule_yolo_keeps_its_own_split(tmp_path):
+    root = tmp_path / "yolo"
+    for split, stems in (("train", ["a", "b"]), ("val", ["c"])):
+        for stem in stems:
+            _image(root / "images" / split / f"{stem}.png")
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{stem}.txt").write_text("1 0.5 0.5 0.25 0.5\n")
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({"train": "images/train", "val": "images/val", "names": ["Car", "Cyclist"]})
+    )
+    dm = DetectionDataModule(
+        data_format="yolo", data_path=str(root), class_names=["Car", "Cyclist"], num_workers=0
+    )
+    dm.setup()
+    assert sorted(dm.splits) == ["train", "val"] and len(dm.splits["train"]) == 2
+    assert dm.datasets["val"][0][1]["labels"].tolist() == [1]
+    with pytest.raises(RuntimeError, match="no 'test' split"):
+        dm.test_dataloader()
+
+
+def test_datamodules_fall_back_to_the_synthetic_generator(tmp_path, monkeypatch):
+    kitti, anomaly = _kitti(tmp_path / "kitti", n=12), _anomaly(tmp_path / "anomaly", n=2)
+    fake = types.ModuleType("domains.driving.synthetic")
+    fake.ensure_synthetic_kitti = lambda: kitti
+    fake.ensure_synthetic_anomaly = lambda: anomaly
+    monkeypatch.setitem(sys.modules, "domains.driving.synthetic", fake)
+    dm = DetectionDataModule(num_workers=0)
+    dm.prepare_data()
+    dm.setup()
+    assert sum(len(v) for v in dm.splits.values()) == 12
+    seg = SegmentationDataModule(num_workers=0)
+    seg.prepare_data()
+    seg.setup()
+    assert len(seg.datasets["test"]) == 2
+
+
+def test_read_sequence_groups_kitti_devkit_mapping(tmp_path):
+    mapping = tmp_path / "mapping"
+    mapping.mkdir()
+    (mapping / "train_mapping.txt").write_text(
+        "2011_09_26 2011_09_26_drive_0005_sync 0000000109\n2011_09_26 2011_09_26_drive_0009_sync 0000000001\n"
+        "2011_09_26 2011_09_26_drive_0005_sync 0000000110\n"
+    )
+    (mapping / "train_rand.txt").write_text("3,2,1\n")
+    groups = read_sequence_groups(tmp_path / "training", ["000000", "000001", "000002"])
+    assert groups == [
+        "2011_09_26_drive_0005_sync",
+        "2011_09_26_drive_0009_sync",
+        "2011_09_26_drive_0005_sync",
+    ]
+    with pytest.raises(LabelFormatError, match="'000009'"):
+        read_sequence_groups(tmp_path / "training", ["000009"])
+    assert read_sequence_groups(tmp_path / "elsewhere" / "training", ["7"]) == ["7"]
+
+
+# ------------------------------------------------------------------------------------ anomaly / semantic
+
+
+def test_anomaly_dataset_loads_smiyc_layout(tmp_path):
+    root = _anomaly(tmp_path / "a", n=2)
+    # SMIYC's own naming: <name>_labels_semantic.png
+    (root / "labels_masks" / "frame1.png").rename(root / "labels_masks" / "frame1_labels_semantic.png")
+    ds = AnomalyDataset(root)
+    assert len(ds) == 2
+    item = ds[1]
+    assert (
+        item["name"] == "frame1" and item["image"].shape == (3, H, W) and item["image"].dtype == torch.float32
+    )
+    assert item["label"].dtype == torch.int64 and item["label"].shape == (H, W)
+    assert set(item["label"].unique().tolist()) == {0, 1, 255} and int((item["label"] == 1).sum()) == 200
+    flipped = AnomalyDataset(root, transform=A.Compose([A.HorizontalFlip(p=1.0)]))[1]
+    assert torch.equal(flipped["label"], item["label"].flip(-1))
+
+
+def test_anomaly_dataset_errors_name_the_file(tmp_path):
+    root = _anomaly(tmp_path / "a", n=2)
+    bad = np.zeros((H, W), np.uint8)
+    bad[0, 0] = 7
+    cv2.imwrite(str(root / "labels_masks" / "frame0.png"), bad)
+    with pytest.raises(LabelFormatError, match=r"label values \[7\]") as err:
+        AnomalyDataset(root)[0]
+    assert str(err.value).startswith(f"{root / 'labels_masks' / 'frame0.png'}:")
+
+    cv2.imwrite(str(root / "labels_masks" / "frame0.png"), np.zeros((H, W + 2), np.uint8))
+    with pytest.raises(LabelFormatError, match="66x48 but image frame0.jpg is 64x48"):
+        AnomalyDataset(root)[0]
+
+    _image(root / "images" / "orphan.webp")
+    with pytest.raises(LabelFormatError, match="no label mask") as err:
+        AnomalyDataset(root)
+    assert str(err.value).startswith(f"{root / 'images' / 'orphan.webp'}:")
+    with pytest.warns(LabelWarning, match="dropped 1 image"):
+        assert len(AnomalyDataset(root, require_labels=False)) == 2
+
+    with pytest.raises(FileNotFoundError, match="labels_masks"):
+        AnomalyDataset(tmp_path / "nothing")
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "labels_masks").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        AnomalyDataset(tmp_path / "empty")
+
+
+def test_semantic_dataset_and_missing_map(tmp_path):
+    root = _kitti(tmp_path / "kitti", n=3)
+    ds = SemanticSegDataset(root, ["000001", "000002"])
+    item = ds[0]
+    assert item["image"].shape == (3, H, W) and item["mask"].dtype == torch.int64
+    assert item["mask"][10, 10] == 1 and item["mask"][0, 0] == 255 and item["name"] == "000001"
+    (root / "training" / "semantic" / "000002.png").unlink()
+    with pytest.raises(FileNotFoundError, match="semantic map missing") as err:
+        SemanticSegDataset(root, ["000001", "000002"])
+    assert str(root / "training" / "semantic" / "000002.png") in str(err.value)
+
+
+def test_segmentation_datamodule_train_val_by_sequence_and_anomaly_test(tmp_path):
+    root = _kitti(tmp_path / "kitti", n=12)
+    anomaly = _anomaly(tmp_path / "anomaly", n=3, size=(40, 56))
+    dm = SegmentationDataModule(
+        data_path=str(root), anomaly_path=str(anomaly), image_size=(32, 40), batch_size=2, num_workers=0
+    )
+    dm.setup()
+    train_ids = {item[2] for item in dm.datasets["train"].items}
+    val_ids = {item[2] for item in dm.datasets["val"].items}
+    assert len(train_ids) + len(val_ids) == 12 and not (
+        {int(i) // 2 for i in train_ids} & {int(i) // 2 for i in val_ids}
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 32, 40) and batch["mask"].shape == (2, 32, 40)
+    assert set(batch["mask"].unique().tolist()) <= {0, 1, 2, 255}
+    test = next(iter(dm.test_dataloader()))
+    assert (
+        test["image"].shape == (2, 3, 32, 40)
+        and test["label"].shape == (2, 32, 40)
+        and len(test["name"]) == 2
+    )
+    assert set(test["label"].unique().tolist()) <= {0, 1, 255}
+
+
+def test_pad_collate_pads_masks_with_void():
+    batch = [
+        {"image": torch.ones(3, 4, 5), "label": torch.zeros(4, 5, dtype=torch.int64), "name": "a"},
+        {"image": torch.ones(3, 6, 3), "label": torch.ones(6, 3, dtype=torch.int64), "name": "b"},
+    ]
+    out = pad_collate(batch)
+    assert (
+        out["image"].shape == (2, 3, 6, 5) and out["label"].shape == (2, 6, 5) and out["name"] == ["a", "b"]
+    )
+    assert (
+        out["image"][0, :, 4:].sum() == 0
+        and (out["label"][0, 4:] == 255).all()
+        and (out["label"][1, :, 3:] == 255).all()
+    )
+    assert (out["label"][0, :4] == 0).all()

@@ -81,12 +81,12 @@ def _background(rng: np.random.Generator, size: int, patient: dict) -> np.ndarra
         thick0 = rng.uniform(1.5, 4.0) * s
         value = float(rng.uniform(0.5, 1.0))
         for j in range(len(pts) - 1):
-            thickness = max(1, int(round(thick0 * (1 - 0.6 * j / len(pts)))))
+            thickness = max(1, round(thick0 * (1 - 0.6 * j / len(pts))))
             a, b = (tuple(np.round(q * 16).astype(int)) for q in (pts[j], pts[j + 1]))
             cv2.line(vessels, a, b, value, thickness, cv2.LINE_AA, shift=4)
     for _ in range(int(rng.integers(2, 8))):  # vessels cut across: small bright dots, lesion look-alikes
         c = (int(rng.integers(0, size)), int(rng.integers(0, size)))
-        cv2.circle(vessels, c, max(1, int(round(rng.uniform(1.0, 2.5) * s))), float(rng.uniform(0.5, 1.0)), -1)
+        cv2.circle(vessels, c, max(1, round(rng.uniform(1.0, 2.5) * s)), float(rng.uniform(0.5, 1.0)), -1)
     vessels = cv2.GaussianBlur(vessels, (0, 0), 0.7 * s)
     return img + patient["vessel_contrast"] * vessels
 
@@ -144,12 +144,19 @@ def _attachment(rng: np.random.Generator, size: int, center: np.ndarray, radius:
     if rng.random() < 0.5:  # satellite blob joined by a thin bridge
         r_sat = max(2.0 * s, radius * rng.uniform(0.35, 0.6))
         c_sat = center + d * (radius + r_sat * rng.uniform(0.8, 1.4))
-        cv2.circle(shown, tuple(np.round(c_sat * 16).astype(int)), int(round(r_sat * 16)), 1, -1, shift=4)
-        cv2.line(shown, tuple(np.round(center * 16).astype(int)), tuple(np.round(c_sat * 16).astype(int)), 1,
-                 max(1, int(round(1.5 * s))), cv2.LINE_8, shift=4)
+        cv2.circle(shown, tuple(np.round(c_sat * 16).astype(int)), round(r_sat * 16), 1, -1, shift=4)
+        cv2.line(
+            shown,
+            tuple(np.round(center * 16).astype(int)),
+            tuple(np.round(c_sat * 16).astype(int)),
+            1,
+            max(1, round(1.5 * s)),
+            cv2.LINE_8,
+            shift=4,
+        )
         soft = _soft_from_binary(shown.astype(bool), softness)
         return soft, soft
-    thick = max(2, int(round(rng.uniform(2.0, 3.5) * s)))
+    thick = max(2, round(rng.uniform(2.0, 3.5) * s))
     far = center + d * max(radius * 3.0, 20 * s)
     cv2.line(shown, tuple(np.round(center).astype(int)), tuple(np.round(far).astype(int)), 1, thick)
     soft = _soft_from_binary(shown.astype(bool), min(softness, 1.0))
@@ -228,8 +235,13 @@ def synth_lidc_sample(rng: np.random.Generator, size: int, patient: dict, kind: 
             if seen[r]:
                 p = np.maximum(prob, outlined) if include[r] else prob
                 masks[r] = _reader_mask(rng, p, float(patient["thresholds"][r]), s)
-        info.update(radius=round(radius, 2), shape=shape, contrast=round(contrast, 3),
-                    softness=round(softness, 2), readers_marking=int(masks.any(axis=(1, 2)).sum()))
+        info.update(
+            radius=round(radius, 2),
+            shape=shape,
+            contrast=round(contrast, 3),
+            softness=round(softness, 2),
+            readers_marking=int(masks.any(axis=(1, 2)).sum()),
+        )
     img = img + patient["noise"] * rng.standard_normal((size, size)).astype(np.float32)
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.5)
     image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
@@ -255,10 +267,10 @@ def _settings(n_patients: int, images_per_patient: int, size: int, seed: int, sp
 def _kinds(n_images: int, seed: int) -> list[str]:
     """Exact counts of each image kind, placed by a seeded permutation."""
     rng = np.random.default_rng([seed, 2**31 - 1])
-    n_empty = int(round(EMPTY_FRACTION * n_images))
+    n_empty = round(EMPTY_FRACTION * n_images)
     n_lesion = n_images - n_empty
-    n_faint = int(round(FAINT_FRACTION * n_lesion))
-    n_amb = int(round(AMBIGUOUS_FRACTION * n_lesion))
+    n_faint = round(FAINT_FRACTION * n_lesion)
+    n_amb = round(AMBIGUOUS_FRACTION * n_lesion)
     kinds = ["empty"] * n_empty + ["faint"] * n_faint + ["ambiguous"] * n_amb
     kinds += ["normal"] * (n_images - len(kinds))
     return [kinds[i] for i in rng.permutation(n_images)]
@@ -278,8 +290,10 @@ def generate_lidc_png(
     so an interrupted run leaves no marker and :func:`ensure_synthetic_lidc` redoes it.
     """
     if n_patients < 1 or images_per_patient < 1 or size < 32:
-        raise ValueError(f"generate_lidc_png: need n_patients>=1, images_per_patient>=1, size>=32, got "
-                         f"{n_patients}, {images_per_patient}, {size}")
+        raise ValueError(
+            f"generate_lidc_png: need n_patients>=1, images_per_patient>=1, size>=32, got "
+            f"{n_patients}, {images_per_patient}, {size}"
+        )
     root = Path(root)
     settings = _settings(n_patients, images_per_patient, size, seed, splits)
     root.mkdir(parents=True, exist_ok=True)
@@ -287,7 +301,8 @@ def generate_lidc_png(
     # README first: it marks the folder as ours, so a crashed run can be cleaned up and redone.
     (root / "README.txt").write_text(
         "Synthetic LIDC by domains.medical.synthetic: generation in progress or interrupted.\n"
-        + json.dumps(settings, indent=2) + "\n"
+        + json.dumps(settings, indent=2)
+        + "\n"
     )
     for split in SPLIT_NAMES:
         shutil.rmtree(root / split, ignore_errors=True)
@@ -295,8 +310,10 @@ def generate_lidc_png(
     split_idx = group_split(patients, fractions=splits, seed=seed, names=SPLIT_NAMES, verbose=False)
     split_of = {patients[i]: name for name, idx in split_idx.items() for i in idx}
     kinds = _kinds(n_patients * images_per_patient, seed)
-    counts = {name: {"patients": len(idx), "images": 0, "empty_images": 0, "images_with_disagreement": 0}
-              for name, idx in split_idx.items()}
+    counts = {
+        name: {"patients": len(idx), "images": 0, "empty_images": 0, "images_with_disagreement": 0}
+        for name, idx in split_idx.items()
+    }
     start = time.perf_counter()
     for p, patient in enumerate(patients):
         params = _patient_params(seed, p)
@@ -310,7 +327,7 @@ def generate_lidc_png(
             rng = np.random.default_rng([seed, p, i + 2])
             kind = kinds[p * images_per_patient + i]
             sample = synth_lidc_sample(rng, size, params, kind)
-            name = f"z-{z0 + 2.5 * i:.1f}_c{i // 4}"
+            name = f"z{z0 + 2.5 * i:.1f}_c{i // 4}"  # LIDC style, e.g. z-105.0_c0
             _imwrite(img_dir / f"{name}.png", sample["image"])
             for r in range(NUM_READERS):
                 _imwrite(gt_dir / f"{name}_l{r}.png", sample["masks"][r] * 255)
@@ -354,8 +371,13 @@ def is_complete(root: str | Path, **kw) -> bool:
     return found == json.loads(json.dumps(_settings_from_kw(**kw), sort_keys=True))
 
 
-def _settings_from_kw(n_patients: int = 120, images_per_patient: int = 10, size: int = 128, seed: int = 0,
-                      splits=(0.7, 0.15, 0.15)) -> dict:
+def _settings_from_kw(
+    n_patients: int = 120,
+    images_per_patient: int = 10,
+    size: int = 128,
+    seed: int = 0,
+    splits=(0.7, 0.15, 0.15),
+) -> dict:
     return _settings(n_patients, images_per_patient, size, seed, splits)
 
 
@@ -392,8 +414,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits", type=float, nargs=3, default=(0.7, 0.15, 0.15))
     ap.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
     args = ap.parse_args(argv)
-    kw = dict(n_patients=args.n_patients, images_per_patient=args.images_per_patient, size=args.size,
-              seed=args.seed, splits=tuple(args.splits))
+    kw = {
+        "n_patients": args.n_patients,
+        "images_per_patient": args.images_per_patient,
+        "size": args.size,
+        "seed": args.seed,
+        "splits": tuple(args.splits),
+    }
     start = time.perf_counter()
     if args.force:
         root = Path(args.root)

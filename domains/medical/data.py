@@ -1,0 +1,716 @@
+"""Multi-reader lesion segmentation data: LIDC PNG crops, the LIDC pickle, Decathlon NIfTI slices.
+
+Every dataset yields the same item, so models and metrics never care where the data came from:
+
+    {"image": float32 (1,H,W) in [0,1], "masks": float32 (R,H,W) in {0,1}, "id": str, "group": str}
+
+(Decathlon items add ``"source"``, enough to write a predicted slice back into a NIfTI volume.)
+``R`` is the number of readers (4 for LIDC, 1 for Decathlon); an all-zero reader mask means that reader
+marked nothing. Splits are by group (patient / series / case), never by slice, because neighbouring slices
+of one patient are near copies and a slice-level split leaks them into the test set.
+
+:class:`MedicalDataModule` adds the training-time view: ``"mask"`` (1,H,W), the reader a step trains on
+(one random reader per image per step, as in PHiSeg, or every (image, reader) pair), and augmentation
+applied identically to the image and every reader mask.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from shared.data import default_num_workers, group_split, segmentation_augmentations
+
+SPLITS = ("train", "val", "test")
+DATA_FORMATS = ("lidc_png", "lidc_pickle", "decathlon")
+
+
+class MedicalDataError(ValueError):
+    """Bad content in a medical data file; the message starts with the file (and key/slice) at fault."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _check_split(split: str, where: str) -> None:
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"{where}: split must be one of {[*SPLITS, 'all']}, got {split!r}")
+
+
+def _center_crop(array: np.ndarray, crop_size: int | None, where: str) -> np.ndarray:
+    """Centre-crop the last two axes to ``crop_size`` (real LIDC crops are 180x180, models use 128)."""
+    if crop_size is None:
+        return array
+    h, w = array.shape[-2:]
+    if h < crop_size or w < crop_size:
+        raise MedicalDataError(f"{where}: image is {h}x{w}, smaller than crop_size={crop_size}")
+    top, left = (h - crop_size) // 2, (w - crop_size) // 2
+    return array[..., top : top + crop_size, left : left + crop_size]
+
+
+def _binarise(mask: np.ndarray, where: str) -> np.ndarray:
+    """{0, v} -> {0, 1} uint8; any other value set is an error (a soft or multi-label mask is not a reader)."""
+    values = np.unique(mask)
+    fg = values[values != 0]
+    if len(fg) > 1 or (len(fg) == 1 and fg[0] < 0):
+        shown = ", ".join(str(v) for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        raise MedicalDataError(
+            f"{where}: mask is not binary: values {{{shown}}} (expected 0 and one foreground value)"
+        )
+    return (mask != 0).astype(np.uint8)
+
+
+def _to_item(record: dict) -> dict:
+    """numpy record -> tensors (the common item format)."""
+    item = dict(record)
+    item["image"] = torch.from_numpy(np.ascontiguousarray(record["image"], dtype=np.float32))[None]
+    item["masks"] = torch.from_numpy(np.ascontiguousarray(record["masks"], dtype=np.float32))
+    return item
+
+
+class MedicalDataset(Dataset):
+    """Shared API: ``load(i)`` gives numpy arrays (for augmentation), ``__getitem__`` gives tensors.
+
+    Subclasses set ``ids``, ``groups`` and ``num_readers`` and implement ``load``.
+    """
+
+    ids: list[str]
+    groups: list[str]
+    num_readers: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        return _to_item(self.load(index))
+
+
+# ------------------------------------------------------------------------------------------- LIDC PNG
+
+
+class LIDCPngDataset(MedicalDataset):
+    """LIDC crops in the DeepMind HPU-Net PNG layout (also what :mod:`domains.medical.synthetic` writes).
+
+    ``<root>/<split>/images/<patient>/<name>.png`` with readers ``<root>/<split>/gt/<patient>/<name>_l{r}.png``.
+    The file listing (and every reader mask's presence) is checked here; pixel content when an item loads.
+    """
+
+    def __init__(self, root: str | Path, split: str, crop_size: int | None = 128, num_readers: int = 4):
+        self.root = Path(root)
+        self.split = split
+        self.crop_size = crop_size
+        self.num_readers = num_readers
+        img_dir = self.root / split / "images"
+        gt_dir = self.root / split / "gt"
+        if not img_dir.is_dir():
+            raise FileNotFoundError(
+                f"{img_dir}: no such folder (expected <root>/<split>/images/<patient>/*.png)"
+            )
+        if not gt_dir.is_dir():
+            raise FileNotFoundError(
+                f"{gt_dir}: no such folder (expected <root>/<split>/gt/<patient>/*_l0.png)"
+            )
+        self.image_paths: list[Path] = []
+        self.mask_paths: list[list[Path]] = []
+        self.ids, self.groups = [], []
+        ignored: list[Path] = []
+        for patient_dir in sorted(p for p in img_dir.iterdir()):
+            if not patient_dir.is_dir():
+                ignored.append(patient_dir)
+                continue
+            for path in sorted(patient_dir.iterdir()):
+                if path.suffix.lower() != ".png" or not path.is_file():
+                    ignored.append(path)
+                    continue
+                readers = [gt_dir / patient_dir.name / f"{path.stem}_l{r}.png" for r in range(num_readers)]
+                for reader_path in readers:
+                    if not reader_path.is_file():
+                        raise FileNotFoundError(f"{reader_path}: reader mask missing for image {path}")
+                self.image_paths.append(path)
+                self.mask_paths.append(readers)
+                self.ids.append(f"{patient_dir.name}/{path.stem}")
+                self.groups.append(patient_dir.name)
+        if ignored:
+            print(
+                f"[LIDCPngDataset] {img_dir}: ignored {len(ignored)} entries that are not "
+                f"<patient>/<name>.png (e.g. {ignored[0].name})"
+            )
+        if not self.image_paths:
+            raise FileNotFoundError(f"{img_dir}: no images found (expected <patient>/<name>.png below it)")
+
+    @staticmethod
+    def _read(path: Path) -> np.ndarray:
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise MedicalDataError(f"{path}: cannot decode PNG (corrupt or not an image)")
+        if array.ndim == 3:  # grey stored as RGB(A): accept only if the colour channels agree
+            if array.shape[2] in (3, 4) and (array[..., :3] == array[..., :1]).all():
+                array = array[..., 0]
+            else:
+                raise MedicalDataError(
+                    f"{path}: expected a grayscale PNG, got {array.shape[2]} differing channels"
+                )
+        return array
+
+    def load(self, index: int) -> dict:
+        path = self.image_paths[index]
+        raw = self._read(path)
+        if raw.dtype == np.uint8:
+            image = raw.astype(np.float32) / 255.0
+        elif raw.dtype == np.uint16:
+            image = raw.astype(np.float32) / 65535.0
+        else:
+            raise MedicalDataError(f"{path}: unsupported PNG dtype {raw.dtype}")
+        masks = []
+        for mask_path in self.mask_paths[index]:
+            mask = self._read(mask_path)
+            if mask.shape != raw.shape:
+                raise MedicalDataError(
+                    f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but image {path} is "
+                    f"{raw.shape[1]}x{raw.shape[0]}"
+                )
+            masks.append(_binarise(mask, str(mask_path)))
+        return {
+            "image": _center_crop(image, self.crop_size, str(path)),
+            "masks": _center_crop(np.stack(masks), self.crop_size, str(path)),
+            "id": self.ids[index],
+            "group": self.groups[index],
+        }
+
+
+# ---------------------------------------------------------------------------------------- LIDC pickle
+
+_PICKLE_CACHE: dict[tuple, dict] = {}
+
+
+def _load_pickle(path: Path) -> dict:
+    """Unpickle once per (path, mtime, size): train/val/test datasets share one copy in memory."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _PICKLE_CACHE:
+        warnings.warn(
+            f"{path}: unpickling runs arbitrary code; only load LIDC pickles you made or trust, from local disk",
+            UserWarning,
+            stacklevel=3,
+        )
+        try:
+            with open(path, "rb") as fh:
+                data = pickle.load(fh)
+        except Exception as exc:  # UnpicklingError, EOFError, ValueError... all mean a broken file
+            raise MedicalDataError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc})") from exc
+        _PICKLE_CACHE.clear()
+        _PICKLE_CACHE[key] = data
+    return _PICKLE_CACHE[key]
+
+
+class LIDCPickleDataset(MedicalDataset):
+    """The single-pickle LIDC release most PyTorch ports use, split by ``series_uid`` (patient level).
+
+    Structure and shapes are checked at construction, mask values when an item loads.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str,
+        seed: int = 0,
+        fractions: Sequence[float] = (0.7, 0.15, 0.15),
+        crop_size: int | None = 128,
+    ):
+        self.path = Path(path)
+        self.crop_size = crop_size
+        _check_split(split, str(self.path))
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such LIDC pickle file")
+        data = _load_pickle(self.path)
+        if not isinstance(data, dict) or not data:
+            raise MedicalDataError(
+                f"{self.path}: expected a non-empty dict of slices, got {type(data).__name__}"
+            )
+        keys = sorted(data, key=str)
+        num_readers = None
+        for key in keys:
+            entry = data[key]
+            where = f"{self.path} [key {key!r}]"
+            if not isinstance(entry, dict) or not {"image", "masks", "series_uid"} <= set(entry):
+                raise MedicalDataError(f"{where}: expected a dict with 'image', 'masks', 'series_uid'")
+            shape = np.shape(entry["image"])
+            if len(shape) != 2:
+                raise MedicalDataError(f"{where}: image must be HxW, got shape {shape}")
+            masks = entry["masks"]
+            if not isinstance(masks, (list, tuple, np.ndarray)) or len(masks) == 0:
+                raise MedicalDataError(f"{where}: 'masks' must be a list of reader masks")
+            for r, m in enumerate(masks):
+                if np.shape(m) != shape:
+                    raise MedicalDataError(f"{where}: mask {r} has shape {np.shape(m)}, image has {shape}")
+            if num_readers is None:
+                num_readers = len(masks)
+            elif len(masks) != num_readers:
+                raise MedicalDataError(
+                    f"{where}: {len(masks)} reader masks, earlier slices have {num_readers}"
+                )
+        self.num_readers = int(num_readers)
+        groups = [str(data[k]["series_uid"]) for k in keys]
+        if split == "all":
+            chosen = list(range(len(keys)))
+        else:
+            chosen = group_split(groups, fractions=fractions, seed=seed, names=SPLITS, verbose=False)[split]
+        self._entries = [data[keys[i]] for i in chosen]
+        self.ids = [str(keys[i]) for i in chosen]
+        self.groups = [groups[i] for i in chosen]
+
+    def load(self, index: int) -> dict:
+        entry = self._entries[index]
+        where = f"{self.path} [key {self.ids[index]!r}]"
+        image = np.asarray(entry["image"], dtype=np.float32)
+        if not np.isfinite(image).all() or image.min() < -1e-3 or image.max() > 1 + 1e-3:
+            raise MedicalDataError(
+                f"{where}: image values must be finite and in [0, 1], "
+                f"got [{np.nanmin(image):.3g}, {np.nanmax(image):.3g}]"
+            )
+        masks = np.stack(
+            [_binarise(np.asarray(m), f"{where} mask {r}") for r, m in enumerate(entry["masks"])]
+        )
+        return {
+            "image": _center_crop(np.clip(image, 0, 1), self.crop_size, where),
+            "masks": _center_crop(masks, self.crop_size, where),
+            "id": self.ids[index],
+            "group": self.groups[index],
+        }
+
+
+# ------------------------------------------------------------------------------------ Decathlon NIfTI
+
+
+def _select_channel(x, index: int):
+    return x[index : index + 1]
+
+
+class DecathlonSliceDataset(MedicalDataset):
+    """Medical Segmentation Decathlon / BraTS volumes cut into 2D axial slices, one reader.
+
+    Volumes load through MONAI (``LoadImaged``, ``EnsureChannelFirstd``, percentile intensity scaling to
+    [0,1], in-plane resize keeping the aspect ratio, then pad to ``crop_size``). Slices are taken along the
+    third voxel axis (axial in Decathlon files). Every slice with foreground (label > 0) is kept, plus
+    ``round(empty_ratio * n_foreground)`` (at least ``min_empty``) seeded empty slices per volume; the counts
+    are printed and kept in ``stats``. Labels are read at construction to index slices; images when used,
+    with a small per-process volume cache (shuffled access over large sets reloads volumes: pre-slice then).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        crop_size: int = 128,
+        modality_index: int = 0,
+        empty_ratio: float = 0.25,
+        min_empty: int = 1,
+        seed: int = 0,
+        fractions: Sequence[float] = (0.7, 0.15, 0.15),
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        cache_volumes: int = 4,
+    ):
+        from monai.transforms import EnsureChannelFirst, LoadImage
+
+        self.root = Path(root)
+        self.crop_size = int(crop_size)
+        self.modality_index = int(modality_index)
+        self.percentiles = percentiles
+        self.cache_volumes = cache_volumes
+        self.num_readers = 1
+        _check_split(split, str(self.root))
+        meta_path = self.root / "dataset.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: missing (expected a Decathlon folder with dataset.json)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise MedicalDataError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+        training = meta.get("training") if isinstance(meta, dict) else None
+        if not training:
+            raise MedicalDataError(f"{meta_path}: no 'training' list of image/label pairs")
+        self.modalities = meta.get("modality", {})
+        cases = []
+        for n, pair in enumerate(training):
+            if not isinstance(pair, dict) or "image" not in pair or "label" not in pair:
+                raise MedicalDataError(f"{meta_path}: training entry {n} needs 'image' and 'label'")
+            image_path, label_path = (
+                (self.root / pair["image"]).resolve(),
+                (self.root / pair["label"]).resolve(),
+            )
+            for p in (image_path, label_path):
+                if not p.is_file():
+                    raise FileNotFoundError(f"{p}: listed in {meta_path} (training entry {n}) but missing")
+            case = image_path.name.removesuffix(".gz").removesuffix(".nii")
+            cases.append((case, image_path, label_path))
+        groups = [c[0] for c in cases]
+        if split != "all":
+            cases = [
+                cases[i]
+                for i in group_split(groups, fractions, seed=seed, names=SPLITS, verbose=False)[split]
+            ]
+
+        load_label = LoadImage(image_only=True)
+        channel_first = EnsureChannelFirst()
+        rng = np.random.default_rng(seed)
+        self.slices: list[tuple[int, int]] = []  # (case index, slice index along the third voxel axis)
+        self.cases = cases
+        self._sources: list[dict] = []
+        self.stats = {
+            "volumes": len(cases),
+            "foreground_slices": 0,
+            "empty_slices": 0,
+            "empty_slices_kept": 0,
+        }
+        for c, (case, image_path, label_path) in enumerate(cases):
+            label = self._load(load_label, channel_first, label_path)
+            if label.ndim != 4 or label.shape[0] != 1:
+                raise MedicalDataError(
+                    f"{label_path}: expected a 3D single-channel label, got {tuple(label.shape)}"
+                )
+            fg = np.asarray(label[0] > 0).reshape(-1, label.shape[-1]).any(axis=0)
+            fg_idx, empty_idx = np.flatnonzero(fg), np.flatnonzero(~fg)
+            n_keep = min(len(empty_idx), max(min_empty, round(empty_ratio * len(fg_idx))))
+            keep_empty = np.sort(rng.choice(empty_idx, n_keep, replace=False)) if n_keep else empty_idx[:0]
+            self.stats["foreground_slices"] += len(fg_idx)
+            self.stats["empty_slices"] += len(empty_idx)
+            self.stats["empty_slices_kept"] += n_keep
+            affine = np.asarray(label.meta.get("original_affine", label.affine), dtype=np.float64)
+            self._sources.append(
+                {
+                    "image_path": str(image_path),
+                    "label_path": str(label_path),
+                    "affine": affine,
+                    "spatial_shape": np.asarray(label.shape[1:], dtype=np.int64),
+                    "inplane_size": np.asarray(self._inplane_size(*label.shape[1:3]), dtype=np.int64),
+                }
+            )
+            self.slices.extend((c, int(z)) for z in sorted([*fg_idx, *keep_empty]))
+        print(
+            f"[DecathlonSliceDataset] {self.root} {split}: {len(cases)} volumes, "
+            f"{self.stats['foreground_slices']} foreground slices, kept {self.stats['empty_slices_kept']} of "
+            f"{self.stats['empty_slices']} empty slices"
+        )
+        self.ids = [f"{cases[c][0]}/z{z:03d}" for c, z in self.slices]
+        self.groups = [cases[c][0] for c, _ in self.slices]
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def _inplane_size(self, x: int, y: int) -> tuple[int, int]:
+        """In-plane size after the aspect-keeping resize (longest side = crop_size), before padding."""
+        scale = self.crop_size / max(x, y)
+        return max(1, round(x * scale)), max(1, round(y * scale))
+
+    @staticmethod
+    def _load(loader: Callable, channel_first: Callable, path: Path):
+        try:
+            return channel_first(loader(str(path)))
+        except Exception as exc:  # nibabel/MONAI raise many types for truncated or non-NIfTI files
+            raise MedicalDataError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+
+    def _volume(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Processed (image, label) of case ``c`` as (crop, crop, Z) arrays, LRU-cached."""
+        if c in self._cache:
+            self._cache.move_to_end(c)
+            return self._cache[c]
+        from monai.transforms import (
+            Compose,
+            EnsureChannelFirstd,
+            Lambdad,
+            LoadImaged,
+            Resized,
+            ResizeWithPadOrCropd,
+            ScaleIntensityRangePercentilesd,
+        )
+
+        _case, image_path, label_path = self.cases[c]
+        try:
+            data = Compose(
+                [LoadImaged(keys=["image", "label"]), EnsureChannelFirstd(keys=["image", "label"])]
+            )({"image": str(image_path), "label": str(label_path)})
+        except Exception as exc:
+            raise MedicalDataError(f"{image_path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+        if tuple(data["image"].shape[1:]) != tuple(data["label"].shape[1:]):
+            raise MedicalDataError(
+                f"{image_path}: image grid {tuple(data['image'].shape[1:])} differs from "
+                f"label {label_path} grid {tuple(data['label'].shape[1:])}"
+            )
+        if not 0 <= self.modality_index < data["image"].shape[0]:
+            raise MedicalDataError(
+                f"{image_path}: modality_index={self.modality_index} but the image has "
+                f"{data['image'].shape[0]} channel(s) {self.modalities or ''}"
+            )
+        x, y, z = data["image"].shape[1:]
+        size = (*self._inplane_size(x, y), z)
+        scale = size[0] / x
+        crop = (self.crop_size, self.crop_size, z)
+        data = Compose(
+            [
+                Lambdad(
+                    keys="image",
+                    func=partial(_select_channel, index=self.modality_index),
+                ),
+                ScaleIntensityRangePercentilesd(
+                    keys="image",
+                    lower=self.percentiles[0],
+                    upper=self.percentiles[1],
+                    b_min=0.0,
+                    b_max=1.0,
+                    clip=True,
+                ),
+                Resized(
+                    keys=["image", "label"],
+                    spatial_size=size,
+                    mode=("area" if scale < 1 else "trilinear", "nearest"),
+                ),
+                ResizeWithPadOrCropd(keys=["image", "label"], spatial_size=crop),
+            ]
+        )(data)
+        image = np.asarray(data["image"][0], dtype=np.float32)
+        label = (np.asarray(data["label"][0]) > 0).astype(np.uint8)
+        self._cache[c] = (image, label)
+        while len(self._cache) > self.cache_volumes:
+            self._cache.popitem(last=False)
+        return image, label
+
+    def load(self, index: int) -> dict:
+        c, z = self.slices[index]
+        image, label = self._volume(c)
+        # Arrays are (X, Y) in voxel order; transpose to (rows=Y, cols=X) like every other 2D image here.
+        source = dict(self._sources[c], slice_index=z)
+        return {
+            "image": np.ascontiguousarray(image[:, :, z].T),
+            "masks": np.ascontiguousarray(label[None, :, :, z].transpose(0, 2, 1)),
+            "id": self.ids[index],
+            "group": self.groups[index],
+            "source": source,
+        }
+
+
+def slice_to_native(
+    pred: np.ndarray | torch.Tensor, source: dict, interpolation: str = "nearest"
+) -> np.ndarray:
+    """Undo a Decathlon slice's pad and resize: (H, W) prediction (rows = Y) -> (X, Y) slice of the original
+    voxel grid, to go at ``volume[:, :, source["slice_index"]]``. ``source`` is an item's (uncollated) source;
+    use "nearest" for masks, "linear" for probabilities."""
+    pred = np.asarray(pred.detach().cpu() if isinstance(pred, torch.Tensor) else pred, dtype=np.float32)
+    if pred.ndim != 2:
+        raise ValueError(f"slice_to_native: expected an (H, W) slice, got shape {pred.shape}")
+    x2, y2 = (int(v) for v in np.asarray(source["inplane_size"]).reshape(-1)[:2])
+    x, y = (int(v) for v in np.asarray(source["spatial_shape"]).reshape(-1)[:2])
+    top, left = (pred.shape[0] - y2) // 2, (pred.shape[1] - x2) // 2  # MONAI symmetric padding
+    region = pred[top : top + y2, left : left + x2]
+    flag = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR}[interpolation]
+    return cv2.resize(region, (x, y), interpolation=flag).T
+
+
+def save_nifti(volume: np.ndarray, source: dict, path: str | Path) -> Path:
+    """Write an (X, Y, Z) volume (e.g. filled with :func:`slice_to_native`) with the source affine."""
+    import nibabel as nib
+
+    affine = np.asarray(source["affine"], dtype=np.float64).reshape(4, 4)
+    path = Path(path)
+    nib.save(nib.Nifti1Image(np.asarray(volume), affine), str(path))
+    return path
+
+
+# -------------------------------------------------------------------------------------------- factory
+
+
+def build_dataset(format: str, path: str | Path, split: str, **kw) -> MedicalDataset:
+    """Dataset for ``format`` in {"lidc_png", "lidc_pickle", "decathlon"}; ``kw`` go to its constructor."""
+    builders = {
+        "lidc_png": LIDCPngDataset,
+        "lidc_pickle": LIDCPickleDataset,
+        "decathlon": DecathlonSliceDataset,
+    }
+    if format not in builders:
+        raise ValueError(f"unknown medical data format {format!r}; valid formats: {', '.join(DATA_FORMATS)}")
+    return builders[format](path, split, **kw)
+
+
+# ------------------------------------------------------------------------------------- training view
+
+
+class ReaderDataset(Dataset):
+    """Training/evaluation view over a base dataset: adds ``"mask"`` and ``"reader"``, optional augmentation.
+
+    ``reader_sampling``: "random" draws one reader per item per call (PHiSeg); "all" makes every
+    (image, reader) pair an item; "first" always uses reader 0 (evaluation). Randomness comes from torch's
+    generator, which Lightning seeds and DataLoader workers split, so runs repeat and workers differ.
+    """
+
+    def __init__(
+        self,
+        base: MedicalDataset,
+        reader_sampling: str = "random",
+        augment: Callable | None = None,
+        indices: Sequence[int] | None = None,
+    ):
+        if reader_sampling not in ("random", "all", "first"):
+            raise ValueError(f"reader_sampling must be 'random', 'all' or 'first', got {reader_sampling!r}")
+        self.base = base
+        self.reader_sampling = reader_sampling
+        self.augment = augment
+        self.indices = list(range(len(base))) if indices is None else list(indices)
+        self.num_readers = base.num_readers
+        if reader_sampling == "all":
+            self.items = [(i, r) for i in self.indices for r in range(base.num_readers)]
+        else:
+            self.items = [(i, None if reader_sampling == "random" else 0) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        i, reader = self.items[index]
+        record = self.base.load(i)
+        image, masks = record["image"], record["masks"]
+        if self.augment is not None:
+            # albumentations ignores global seeds: reseed it from torch so workers and runs stay reproducible.
+            self.augment.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+            out = self.augment(image=image, masks=list(masks))
+            image = np.asarray(out["image"], dtype=np.float32).reshape(image.shape)
+            masks = np.stack([np.asarray(m) for m in out["masks"]]).reshape(masks.shape)
+        if reader is None:
+            reader = int(torch.randint(0, masks.shape[0], ()).item())
+        item = _to_item(dict(record, image=image, masks=masks))
+        item["mask"] = item["masks"][reader : reader + 1].clone()
+        item["reader"] = reader
+        return item
+
+
+def _cap_indices(n: int, cap: int | None) -> list[int]:
+    """Evenly spread subset (spans many patients rather than the first one)."""
+    if cap is None or cap >= n:
+        return list(range(n))
+    return sorted({round(v) for v in np.linspace(0, n - 1, max(cap, 1))})
+
+
+class MedicalDataModule(pl.LightningDataModule):
+    """Train/val/test loaders for multi-reader lesion segmentation.
+
+    ``data_path=None`` generates (once) and uses the synthetic LIDC set under data/medical/synthetic_lidc.
+    Every batch has ``image`` (B,1,H,W), ``masks`` (B,R,H,W), ``mask`` (B,1,H,W), ``reader`` (B,), ``id``
+    and ``group``. Train: ``mask`` is the sampled reader; val/test: reader 0, never augmented.
+    ``dataset_kwargs`` go to the dataset constructor (e.g. ``{"modality_index": 1}`` for Decathlon).
+    """
+
+    def __init__(
+        self,
+        data_format: str = "lidc_png",
+        data_path: str | None = None,
+        crop_size: int = 128,
+        batch_size: int = 16,
+        num_workers: int | None = None,
+        reader_sampling: str = "random",
+        augment: bool = True,
+        max_items: dict | int | None = None,
+        seed: int = 0,
+        dataset_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        if data_format not in DATA_FORMATS:
+            raise ValueError(
+                f"unknown medical data format {data_format!r}; valid formats: {', '.join(DATA_FORMATS)}"
+            )
+        if reader_sampling not in ("random", "all"):
+            raise ValueError(f"reader_sampling must be 'random' or 'all', got {reader_sampling!r}")
+        if data_path is None and data_format != "lidc_png":
+            raise ValueError(
+                f"data_path is required for data_format={data_format!r} (only lidc_png has a "
+                "synthetic default)"
+            )
+        self.save_hyperparameters()
+        self.data_format = data_format
+        self.data_path = data_path
+        self.crop_size = crop_size
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.reader_sampling = reader_sampling
+        self.augment = augment
+        self.max_items = max_items
+        self.seed = seed
+        self.dataset_kwargs = dict(dataset_kwargs or {})
+        self.datasets: dict[str, ReaderDataset] = {}
+
+    def _path(self) -> Path:
+        if self.data_path is not None:
+            return Path(self.data_path)
+        from domains.medical.synthetic import ensure_synthetic_lidc
+
+        return ensure_synthetic_lidc()
+
+    def prepare_data(self) -> None:
+        if self.data_path is None:  # generate once, on the main process only
+            self._path()
+
+    def _cap(self, split: str) -> int | None:
+        if isinstance(self.max_items, dict):
+            return self.max_items.get(split)
+        return self.max_items
+
+    def dataset(self, split: str) -> ReaderDataset:
+        """The (cached) view of ``split`` the loaders use."""
+        if split not in self.datasets:
+            kw: dict[str, Any] = {"crop_size": self.crop_size}
+            if self.data_format != "lidc_png":
+                kw["seed"] = self.seed
+            kw.update(self.dataset_kwargs)
+            base = build_dataset(self.data_format, self._path(), split, **kw)
+            indices = _cap_indices(len(base), self._cap(split))
+            if len(indices) < len(base):
+                print(f"[MedicalDataModule] {split}: using {len(indices)} of {len(base)} images (max_items)")
+            train = split == "train"
+            augment = segmentation_augmentations(seed=self.seed) if (train and self.augment) else None
+            self.datasets[split] = ReaderDataset(
+                base, self.reader_sampling if train else "first", augment=augment, indices=indices
+            )
+        return self.datasets[split]
+
+    @property
+    def num_readers(self) -> int:
+        """Readers per image (4 for LIDC, 1 for Decathlon); builds the val split if nothing is set up yet."""
+        ds = next(iter(self.datasets.values()), None)
+        return (ds if ds is not None else self.dataset("val")).num_readers
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        for split in wanted.get(stage, list(SPLITS)):
+            self.dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

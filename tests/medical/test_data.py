@@ -1,0 +1,433 @@
+"""Medical data layer: synthetic generator, LIDC PNG / pickle / Decathlon readers, datamodule."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from domains.medical import data as D
+from domains.medical.data import (
+    DecathlonSliceDataset,
+    LIDCPickleDataset,
+    LIDCPngDataset,
+    MedicalDataError,
+    MedicalDataModule,
+    ReaderDataset,
+    build_dataset,
+    save_nifti,
+    slice_to_native,
+)
+from domains.medical.synthetic import MARKER, ensure_synthetic_lidc, generate_lidc_png, main
+from shared.data import segmentation_augmentations
+
+SMALL = {"n_patients": 8, "images_per_patient": 5, "size": 64, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    return generate_lidc_png(tmp_path_factory.mktemp("lidc") / "synth", **SMALL)
+
+
+# ------------------------------------------------------------------------------------------ generator
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("*/*/*/*.png"))}
+
+
+def test_generator_is_deterministic(synth_root, tmp_path):
+    again = _files(generate_lidc_png(tmp_path / "again", **SMALL))
+    first = _files(synth_root)
+    assert again.keys() == first.keys() and len(first) == 40 * 5
+    assert all(again[k] == first[k] for k in first)  # byte-identical images and masks
+    other = _files(generate_lidc_png(tmp_path / "other", **{**SMALL, "seed": 4}))
+    images = {v for k, v in first.items() if "/images/" in k}
+    assert not images & {v for k, v in other.items() if "/images/" in k}  # another seed, other images
+
+
+def test_generator_layout(synth_root):
+    patients = {}
+    for split in ("train", "val", "test"):
+        images = sorted((synth_root / split / "images").glob("*/*.png"))
+        assert images, split
+        patients[split] = {p.parent.name for p in images}
+        for path in images:
+            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            assert img.dtype == np.uint8 and img.shape == (64, 64)
+            for r in range(4):
+                mask = cv2.imread(
+                    str(synth_root / split / "gt" / path.parent.name / f"{path.stem}_l{r}.png"), -1
+                )
+                assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+    assert sum(len(v) for v in patients.values()) == 8  # every patient in exactly one split
+    assert not (patients["train"] & patients["val"]) and not (patients["train"] & patients["test"])
+    assert json.loads((synth_root / MARKER).read_text())["n_patients"] == 8
+    assert '"seed": 3' in (synth_root / "README.txt").read_text()
+
+
+def test_readers_disagree_and_some_images_empty(synth_root):
+    all_empty = missed = differ = lesion = 0
+    inside, outside = [], []
+    for split in ("train", "val", "test"):
+        ds = LIDCPngDataset(synth_root, split, crop_size=64)
+        for i in range(len(ds)):
+            item = ds.load(i)
+            m = item["masks"].reshape(4, -1).astype(bool)
+            marked = m.any(axis=1)
+            if not marked.any():
+                all_empty += 1
+                continue
+            lesion += 1
+            missed += int(not marked.all())
+            differ += int(
+                any((m[a] != m[b]).any() for a in range(4) for b in range(4) if marked[a] and marked[b])
+            )
+            union = m.any(axis=0)
+            inside.append(item["image"].reshape(-1)[union].mean())
+            outside.append(item["image"].reshape(-1)[~union].mean())
+    assert all_empty == round(0.17 * 40)  # exact share of lesion-free images
+    assert missed >= 2  # some readers see nothing where others outline a lesion
+    assert differ >= lesion // 2  # outlines of readers who did mark differ on most lesion images
+    assert np.mean(np.array(inside) > np.array(outside)) > 0.9  # lesions are brighter: the task is learnable
+
+
+def test_ensure_skips_redoes_and_refuses(tmp_path, monkeypatch):
+    kw = {"n_patients": 2, "images_per_patient": 2, "size": 64}
+    root = ensure_synthetic_lidc(tmp_path / "s", **kw)
+    assert (root / MARKER).is_file()
+    import domains.medical.synthetic as S
+
+    def boom(*a, **k):
+        raise AssertionError("regenerated although complete")
+
+    with monkeypatch.context() as m:
+        m.setattr(S, "generate_lidc_png", boom)
+        ensure_synthetic_lidc(root, **kw)  # same settings: skipped
+    (root / MARKER).unlink()  # as after a crash: redone
+    (root / "train" / "images").rename(root / "train" / "broken")
+    ensure_synthetic_lidc(root, **kw)
+    assert (root / MARKER).is_file() and not (root / "train" / "broken").exists()
+    ensure_synthetic_lidc(root, **{**kw, "seed": 1})  # other settings: redone
+    assert json.loads((root / MARKER).read_text())["seed"] == 1
+    foreign = tmp_path / "real"
+    (foreign / "train").mkdir(parents=True)
+    (foreign / "notes.txt").write_text("my data")
+    with pytest.raises(FileExistsError, match="real"):
+        ensure_synthetic_lidc(foreign, **kw)
+
+
+def test_cli(tmp_path):
+    main(["--root", str(tmp_path / "cli"), "--n-patients", "3", "--images-per-patient", "1", "--size", "64"])
+    assert len(list((tmp_path / "cli").glob("*/images/*/*.png"))) == 3
+
+
+# ------------------------------------------------------------------------------------ LIDC PNG errors
+
+
+def _write_lidc(root: Path, size: int = 32, n: int = 2, image=None, masks=None) -> Path:
+    """A hand-made LIDC PNG layout: one patient, ``n`` images, four readers."""
+    for i in range(n):
+        img_dir, gt_dir = root / "train" / "images" / "P1", root / "train" / "gt" / "P1"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        gt_dir.mkdir(parents=True, exist_ok=True)
+        img = image if image is not None else np.full((size, size), 40 * i, np.uint8)
+        cv2.imwrite(str(img_dir / f"s{i}.png"), img)
+        for r in range(4):
+            m = masks[r] if masks is not None else np.zeros((size, size), np.uint8)
+            cv2.imwrite(str(gt_dir / f"s{i}_l{r}.png"), m)
+    return root
+
+
+def test_png_missing_or_empty_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"train[/\\]images"):
+        LIDCPngDataset(tmp_path, "train")
+    (tmp_path / "train" / "images").mkdir(parents=True)
+    (tmp_path / "train" / "gt").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no images"):
+        LIDCPngDataset(tmp_path, "train")
+
+
+def test_png_missing_reader(tmp_path):
+    root = _write_lidc(tmp_path)
+    (root / "train" / "gt" / "P1" / "s1_l2.png").unlink()
+    with pytest.raises(FileNotFoundError, match="s1_l2.png"):
+        LIDCPngDataset(root, "train", crop_size=32)
+
+
+def test_png_size_mismatch(tmp_path):
+    root = _write_lidc(tmp_path)
+    cv2.imwrite(str(root / "train" / "gt" / "P1" / "s0_l3.png"), np.zeros((30, 32), np.uint8))
+    ds = LIDCPngDataset(root, "train", crop_size=32)
+    with pytest.raises(MedicalDataError, match=r"s0_l3\.png.*32x30"):
+        ds[0]
+    assert ds[1]["masks"].shape == (4, 32, 32)
+
+
+def test_png_non_binary_mask(tmp_path):
+    bad = np.zeros((32, 32), np.uint8)
+    bad[:4], bad[4:8] = 128, 255
+    root = _write_lidc(tmp_path, masks=[np.zeros((32, 32), np.uint8)] * 3 + [bad])
+    with pytest.raises(MedicalDataError, match=r"s0_l3\.png.*not binary"):
+        LIDCPngDataset(root, "train", crop_size=32)[0]
+
+
+def test_png_corrupt(tmp_path):
+    root = _write_lidc(tmp_path)
+    (root / "train" / "images" / "P1" / "s1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    ds = LIDCPngDataset(root, "train", crop_size=32)
+    ds[0]
+    with pytest.raises(MedicalDataError, match=r"s1\.png.*cannot decode"):
+        ds[1]
+
+
+def test_png_item_and_centre_crop(tmp_path):
+    image = np.zeros((180, 180), np.uint8)
+    image[90, 90] = 255
+    mask = np.zeros((180, 180), np.uint8)
+    mask[26:30, 26:28] = 255  # lands at the crop's top-left corner
+    root = _write_lidc(tmp_path, size=180, n=1, image=image, masks=[mask, mask * 0, mask, mask])
+    item = LIDCPngDataset(root, "train", crop_size=128)[0]
+    assert item["image"].shape == (1, 128, 128) and item["image"].dtype == torch.float32
+    assert item["image"][0, 64, 64] == 1.0 and item["image"].sum() == 1.0
+    assert item["masks"].shape == (4, 128, 128) and set(item["masks"].unique().tolist()) == {0.0, 1.0}
+    assert item["masks"][0, :4, :2].all() and item["masks"][0].sum() == 8 and item["masks"][1].sum() == 0
+    assert item["id"] == "P1/s0" and item["group"] == "P1"
+    with pytest.raises(MedicalDataError, match="smaller than crop_size"):
+        LIDCPngDataset(root, "train", crop_size=256)[0]
+
+
+# ---------------------------------------------------------------------------------------- LIDC pickle
+
+
+def _write_pickle(path: Path, n_series: int = 10, per_series: int = 3, size: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    data = {}
+    for s in range(n_series):
+        for k in range(per_series):
+            masks = [(rng.random((size, size)) > 0.7).astype(np.uint8) for _ in range(4)]
+            data[f"slice_{s}_{k}"] = {
+                "image": rng.random((size, size)),
+                "masks": masks,
+                "series_uid": f"1.2.{s}",
+            }
+    path.write_bytes(pickle.dumps(data))
+    return path
+
+
+def test_pickle_split_by_series(tmp_path):
+    path = _write_pickle(tmp_path / "lidc.pickle")
+    D._PICKLE_CACHE.clear()
+    with pytest.warns(UserWarning, match="unpickling runs arbitrary code"):
+        train = LIDCPickleDataset(path, "train", crop_size=None)
+    val, test = (LIDCPickleDataset(path, s, crop_size=None) for s in ("val", "test"))
+    series = [set(ds.groups) for ds in (train, val, test)]
+    assert all(series) and not (series[0] & series[1] or series[0] & series[2] or series[1] & series[2])
+    assert len(train) + len(val) + len(test) == 30 and sum(map(len, series)) == 10
+    item = train[0]
+    assert item["image"].shape == (1, 16, 16) and item["masks"].shape == (4, 16, 16)
+    assert LIDCPickleDataset(path, "train", seed=1, crop_size=None).groups != train.groups  # seeded
+
+
+def test_pickle_errors(tmp_path):
+    D._PICKLE_CACHE.clear()
+    broken = tmp_path / "broken.pickle"
+    broken.write_bytes(b"\x80\x04 not really a pickle")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(MedicalDataError, match="broken.pickle"):
+            LIDCPickleDataset(broken, "train")
+        no_uid = tmp_path / "no_uid.pickle"
+        no_uid.write_bytes(pickle.dumps({"a": {"image": np.zeros((4, 4)), "masks": [np.zeros((4, 4))] * 4}}))
+        with pytest.raises(MedicalDataError, match=r"no_uid.pickle \[key 'a'\]"):
+            LIDCPickleDataset(no_uid, "all", crop_size=None)
+        soft = tmp_path / "soft.pickle"
+        masks = [np.zeros((4, 4), np.uint8)] * 3 + [np.arange(16, dtype=np.uint8).reshape(4, 4)]
+        soft.write_bytes(pickle.dumps({"b": {"image": np.zeros((4, 4)), "masks": masks, "series_uid": "x"}}))
+        with pytest.raises(MedicalDataError, match=r"soft.pickle \[key 'b'\] mask 3.*not binary"):
+            LIDCPickleDataset(soft, "all", crop_size=None)[0]
+
+
+# ------------------------------------------------------------------------------------ Decathlon NIfTI
+
+
+def _write_decathlon(root: Path, channels: int = 2) -> Path:
+    """Two 32x24x6 volumes (X, Y, Z); foreground on slices 2 and 3 of case 0, slice 4 of case 1."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    affine[:3, 3] = [-10, 5, 30]
+    training = []
+    for c, fg_slices in enumerate([(2, 3), (4,)]):
+        rng = np.random.default_rng(c)
+        image = rng.random((32, 24, 6, channels)).astype(np.float32) * 100
+        label = np.zeros((32, 24, 6), np.uint8)
+        for z in fg_slices:
+            label[5:12, 3:9, z] = 2  # label value 2: anything > 0 is foreground
+            image[5:12, 3:9, z, 0] += 500
+        name = f"case_{c:03d}.nii.gz"
+        nib.save(
+            nib.Nifti1Image(image if channels > 1 else image[..., 0], affine), str(root / "imagesTr" / name)
+        )
+        nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / name))
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta = {"name": "tiny", "modality": {"0": "FLAIR", "1": "T1"}, "training": training}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_decathlon_slices(tmp_path):
+    root = _write_decathlon(tmp_path / "Task99")
+    ds = DecathlonSliceDataset(root, "all", crop_size=32, empty_ratio=0.5)
+    # case 0: 2 foreground + round(0.5*2)=1 empty; case 1: 1 foreground + max(1, round(0.5)) = 1 empty
+    assert ds.stats == {"volumes": 2, "foreground_slices": 3, "empty_slices": 9, "empty_slices_kept": 2}
+    assert len(ds) == 5 and ds.num_readers == 1 and set(ds.groups) == {"case_000", "case_001"}
+    by_id = {ds.ids[i]: ds[i] for i in range(len(ds))}
+    item = by_id["case_000/z002"]
+    assert item["image"].shape == (1, 32, 32) and item["masks"].shape == (1, 32, 32)
+    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    fg = item["masks"][0].bool()
+    assert item["image"][0][fg].mean() > item["image"][0][~fg].mean() + 0.3  # channel 0 carries the lesion
+    src = item["source"]
+    assert src["slice_index"] == 2 and src["image_path"].endswith("case_000.nii.gz")
+    assert np.allclose(src["affine"][:3, 3], [-10, 5, 30]) and tuple(src["spatial_shape"]) == (32, 24, 6)
+    # a predicted slice goes back onto the original grid exactly (32x24 was padded, not resized)
+    native = slice_to_native(item["masks"][0], src)
+    original = nib.load(src["label_path"]).get_fdata()[:, :, 2] > 0
+    assert native.shape == (32, 24) and np.array_equal(native > 0, original)
+    volume = np.zeros((32, 24, 6), np.uint8)
+    volume[:, :, 2] = native
+    written = nib.load(str(save_nifti(volume, src, tmp_path / "pred.nii.gz")))
+    assert np.allclose(written.affine, nib.load(src["label_path"]).affine)
+    assert written.get_fdata()[:, :, 2].sum() == original.sum()
+    # downsized in-plane (32 -> 16, aspect kept) and the other modality
+    small = DecathlonSliceDataset(root, "all", crop_size=16, modality_index=1)
+    assert small[0]["image"].shape == (1, 16, 16)
+    with pytest.raises(MedicalDataError, match=r"case_000.nii.gz.*modality_index=2"):
+        DecathlonSliceDataset(root, "all", crop_size=16, modality_index=2)[0]
+    splits = [set(DecathlonSliceDataset(root, s, fractions=(0.5, 0.5, 0.0)).groups) for s in ("train", "val")]
+    assert splits[0] and splits[1] and not splits[0] & splits[1]
+
+
+def test_decathlon_corrupt_nifti(tmp_path):
+    root = _write_decathlon(tmp_path / "Task99", channels=1)
+    (root / "labelsTr" / "case_001.nii.gz").write_bytes(b"\x1f\x8b not gzip at all")
+    with pytest.raises(MedicalDataError, match=r"labelsTr[/\\]case_001\.nii\.gz"):
+        DecathlonSliceDataset(root, "all")
+    root2 = _write_decathlon(tmp_path / "Task98", channels=1)
+    (root2 / "imagesTr" / "case_000.nii.gz").write_bytes(b"garbage")
+    ds = DecathlonSliceDataset(root2, "all", crop_size=32)
+    with pytest.raises(MedicalDataError, match=r"imagesTr[/\\]case_000\.nii\.gz"):
+        ds[0]
+    with pytest.raises(FileNotFoundError, match="dataset.json"):
+        DecathlonSliceDataset(tmp_path, "all")
+
+
+def test_build_dataset(synth_root, tmp_path):
+    assert len(build_dataset("lidc_png", synth_root, "val", crop_size=64)) > 0
+    with pytest.raises(ValueError, match="lidc_png, lidc_pickle, decathlon"):
+        build_dataset("nrrd", synth_root, "val")
+    dm = MedicalDataModule(
+        "decathlon",
+        str(_write_decathlon(tmp_path / "T")),
+        crop_size=32,
+        batch_size=2,
+        num_workers=0,
+        seed=0,
+        dataset_kwargs={"fractions": (0.5, 0.5, 0.0)},
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["masks"].shape == (2, 1, 32, 32) and batch["mask"].shape == (2, 1, 32, 32)
+    assert batch["source"]["affine"].shape == (2, 4, 4)
+
+
+# ----------------------------------------------------------------------------------------- datamodule
+
+
+def test_datamodule_random_reader(synth_root):
+    dm = MedicalDataModule(
+        data_path=str(synth_root), crop_size=64, batch_size=4, num_workers=0, max_items={"train": 6, "val": 4}
+    )
+    dm.setup("fit")
+    assert len(dm.dataset("train")) == 6 and dm.num_readers == 4
+    torch.manual_seed(0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 64, 64) and batch["masks"].shape == (4, 4, 64, 64)
+    assert batch["mask"].shape == (4, 1, 64, 64) and batch["reader"].shape == (4,)
+    for b, r in enumerate(batch["reader"].tolist()):
+        assert torch.equal(batch["mask"][b, 0], batch["masks"][b, r])
+    readers = {dm.dataset("train")[0]["reader"] for _ in range(40)}
+    assert readers == {0, 1, 2, 3}  # one random reader per call
+    val = next(iter(dm.val_dataloader()))
+    assert (val["reader"] == 0).all() and torch.equal(val["mask"], val["masks"][:, :1])
+    base = LIDCPngDataset(synth_root, "val", crop_size=64)
+    assert torch.equal(val["image"][0], base[0]["image"])  # validation is never augmented
+
+
+def test_datamodule_all_readers(synth_root):
+    dm = MedicalDataModule(
+        data_path=str(synth_root),
+        crop_size=64,
+        batch_size=8,
+        num_workers=0,
+        reader_sampling="all",
+        max_items=3,
+    )
+    dm.setup("fit")
+    train = dm.dataset("train")
+    assert len(train) == 12 and [it[1] for it in train.items] == [0, 1, 2, 3] * 3
+    batches = list(dm.train_dataloader())
+    assert [len(b["id"]) for b in batches] == [8, 4]
+    batch = batches[0]
+    assert batch["image"].shape == (8, 1, 64, 64) and batch["masks"].shape == (8, 4, 64, 64)
+    for b, r in enumerate(batch["reader"].tolist()):
+        assert torch.equal(batch["mask"][b, 0], batch["masks"][b, r])
+    assert len(dm.dataset("val")) == 3  # evaluation is not expanded
+    with_workers = MedicalDataModule(data_path=str(synth_root), crop_size=64, num_workers=2, max_items=3)
+    assert with_workers.val_dataloader().persistent_workers and not dm.val_dataloader().persistent_workers
+    with pytest.raises(ValueError, match="reader_sampling"):
+        MedicalDataModule(data_path=str(synth_root), reader_sampling="majority")
+    with pytest.raises(ValueError, match="data_path is required"):
+        MedicalDataModule(data_format="decathlon")
+
+
+def test_augmentation_keeps_image_and_masks_aligned(tmp_path):
+    image = np.zeros((48, 48), np.uint8)
+    image[6:40, 6:14] = 255  # an asymmetric "L": flips and rotations are visible
+    image[32:40, 6:30] = 255
+    masks = [(image > 0).astype(np.uint8) * 255] * 3 + [np.zeros_like(image)]
+    base = LIDCPngDataset(
+        _write_lidc(tmp_path, size=48, n=1, image=image, masks=masks), "train", crop_size=48
+    )
+    original = base[0]["masks"][0]
+    torch.manual_seed(0)
+    flip_only = ReaderDataset(
+        base, "random", augment=segmentation_augmentations(rotate_limit=0, scale_limit=0)
+    )
+    flipped = 0
+    for _ in range(20):
+        item = flip_only[0]
+        assert torch.equal(item["image"][0] > 0.5, item["masks"][0].bool())
+        assert torch.equal(item["masks"][0], item["masks"][1]) and item["masks"][3].sum() == 0
+        flipped += int(torch.equal(item["masks"][0], original.flip(-1)))
+    assert 0 < flipped < 20
+    moving = ReaderDataset(
+        base, "all", augment=segmentation_augmentations(rotate_limit=25, scale_limit=0.2, p=1.0)
+    )
+    changed = 0
+    for i in range(8):
+        item = moving[i % len(moving)]
+        m = item["masks"][0]
+        assert set(m.unique().tolist()) <= {0.0, 1.0}  # nearest-neighbour masks stay binary
+        agree = ((item["image"][0] > 0.5) == m.bool()).float().mean()
+        assert agree > 0.97, agree
+        changed += int(not torch.equal(m, original))
+    assert changed >= 6

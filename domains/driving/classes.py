@@ -2,12 +2,14 @@
 
 Decisions (so that readers, the synthetic generator, the detector and the demos agree):
 
-* The detector trains on five classes, ``DETECTION_CLASSES``; Van and Truck are kept apart from Car as in
-  KITTI, whose evaluation treats Van as a *neighbour* of Car (a Car detection on a Van is ignored, neither a
-  hit nor a false positive), so keeping them separate loses nothing and keeps the information.
-  ``Person_sitting`` is trained as Pedestrian; ``Tram`` and ``Misc`` are not trained on (readers accept them,
-  the dataset drops them and counts them); ``DontCare`` boxes are ignore regions.
-* Detection labels are 0-based indices into ``DETECTION_CLASSES``; models that reserve 0 for background
+* The detector trains on the three KITTI benchmark classes, ``DETECTION_CLASSES = (Car, Pedestrian,
+  Cyclist)``. Vans are trained as cars (``DETECTION_CLASS_MAP``): KITTI's evaluation treats Van as a
+  *neighbour* of Car (a Car detection on a van is ignored, neither a hit nor a false positive), so merging
+  costs nothing there and gives the car head more data. ``Person_sitting`` is trained as Pedestrian. Truck,
+  Tram and Misc are not trained on (the dataset drops and counts them); ``DontCare`` boxes are ignore
+  regions. ``ALL_DETECTION_CLASSES`` keeps every generated type apart for a five-class detector.
+  (This matches ``DetectionDataModule``'s defaults ``class_names`` / ``class_map``.)
+* Detection labels are 0-based indices into the class tuple; models that reserve 0 for background
   (torchvision's Faster R-CNN / RetinaNet / FCOS) add 1 themselves.
 * Semantic ids are 0..11 with 255 = void. "truck" covers vans and trucks, "pole" covers poles, street lamps
   and sign plates, "vegetation" covers trees, hedges and grass. Road anomalies have no semantic class: they are
@@ -24,25 +26,24 @@ DONTCARE = "DontCare"
 GENERATED_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Cyclist")
 
 # --- detector classes ----------------------------------------------------------------------------------------
-DETECTION_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Cyclist")
+DETECTION_CLASSES = ("Car", "Pedestrian", "Cyclist")
+ALL_DETECTION_CLASSES = GENERATED_TYPES
+# Renames applied to KITTI types before they are matched to DETECTION_CLASSES.
+DETECTION_CLASS_MAP = {"Van": "Car", "Person_sitting": "Pedestrian"}
 DETECTION_CLASS_TO_ID = {name: i for i, name in enumerate(DETECTION_CLASSES)}
 
 # KITTI type -> detector class name; None = not trained on (dropped and counted by the dataset, or an ignore box).
 KITTI_TO_DETECTION: dict[str, str | None] = {
-    "Car": "Car",
-    "Van": "Van",
-    "Truck": "Truck",
-    "Pedestrian": "Pedestrian",
-    "Person_sitting": "Pedestrian",
-    "Cyclist": "Cyclist",
-    "Tram": None,
-    "Misc": None,
-    "DontCare": None,
+    t: (DETECTION_CLASS_MAP.get(t, t) if DETECTION_CLASS_MAP.get(t, t) in DETECTION_CLASSES else None)
+    for t in KITTI_TYPES
 }
 
 
 def detection_label(kitti_type: str) -> int | None:
-    """0-based detector label of a KITTI type, None for types not trained on; unknown names raise ValueError."""
+    """0-based label of a KITTI type in DETECTION_CLASSES, None for types not trained on (DontCare, Truck...).
+
+    Unknown names raise ValueError.
+    """
     if kitti_type not in KITTI_TO_DETECTION:
         raise ValueError(f"unknown KITTI object type {kitti_type!r}; expected one of {list(KITTI_TYPES)}")
     name = KITTI_TO_DETECTION[kitti_type]

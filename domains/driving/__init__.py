@@ -1,0 +1,1 @@
+"""Driving: road-scene detection and road-anomaly finding (KITTI / SegmentMeIfYouCan layouts)."""

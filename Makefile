@@ -26,9 +26,15 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check shared domains apps tests benchmarks
 
+# Trains the demo checkpoints on the embedded synthetic data when missing (about 10 minutes on 2 CPU cores),
+# then serves the Streamlit app on localhost.
 demo: $(STAMP)
-	$(PY) -m domains.medical fit -c domains/medical/configs/quick.yaml
-	$(PY) -m domains.medical test -c domains/medical/configs/quick.yaml --ckpt_path best
+	$(PY) apps/prepare_demo.py --serve
+
+# Browser check: screenshots of every page in headless Chromium (Debian package `chromium`).
+e2e: $(STAMP)
+	$(PY) apps/prepare_demo.py
+	$(PY) apps/e2e.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/backbones.py

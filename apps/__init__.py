@@ -1,0 +1,1 @@
+"""Streamlit demos of the suite (``streamlit run apps/app.py``; ``make demo`` prepares checkpoints first)."""

@@ -1,0 +1,31 @@
+"""The suite's Streamlit demo: ``streamlit run apps/app.py`` (``make demo`` trains what is missing)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st
+
+# The page scripts live in views/, not pages/: a pages/ folder beside the entry script switches Streamlit to
+# its older multipage mode (MPA v1) until st.navigation has run once, so a deep link such as /medical on a
+# fresh server would run the page alone, with a sidebar listing raw file names.
+PAGES = Path(__file__).resolve().parent / "views"
+
+st.set_page_config(page_title="Applied DL suite", page_icon=":material/biotech:", layout="wide")
+page = st.navigation(
+    [
+        st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
+        st.Page(
+            PAGES / "medical.py", title="Medical: lesions", icon=":material/radiology:", url_path="medical"
+        ),
+        st.Page(
+            PAGES / "driving.py", title="Driving: roads", icon=":material/directions_car:", url_path="driving"
+        ),
+    ]
+)
+page.run()

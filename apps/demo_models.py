@@ -1,0 +1,398 @@
+"""Which demo checkpoints exist, how to load them, and the inference the pages run (no Streamlit here).
+
+Checkpoints live in one folder, ``$SUITE_DEMO_CHECKPOINTS`` (default ``<repo>/demo_checkpoints``), as
+``<key>.ckpt`` plus ``<key>.json`` with the test figures :mod:`apps.prepare_demo` measured. Data roots come
+from ``$SUITE_MEDICAL_DATA`` (LIDC PNG layout) and ``$SUITE_ANOMALY_DATA`` (SegmentMeIfYouCan layout), with
+the synthetic sets under ``data/`` as defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_CHECKPOINTS = "SUITE_DEMO_CHECKPOINTS"
+ENV_MEDICAL_DATA = "SUITE_MEDICAL_DATA"
+ENV_ANOMALY_DATA = "SUITE_ANOMALY_DATA"
+DEFAULT_MEDICAL_DATA = ROOT / "data" / "medical" / "synthetic_lidc"
+DEFAULT_ANOMALY_DATA = ROOT / "data" / "driving" / "synthetic_anomaly"
+
+#: the long side a road photo is brought to before detection (the detector rescales again internally: this
+#: only bounds memory for very large photos)
+DETECTION_MAX_SIDE = 1280
+#: the width road photos are resized to for the anomaly segmenter when its checkpoint does not record the
+#: training size (the synthetic frames' width)
+ANOMALY_WIDTH = 640
+_ANOMALY_LOCK = threading.Lock()
+
+
+_MEDICAL_HEADLINE = ("test/ged", "test/hungarian_iou", "test/dice", "test/diversity", "test/ece")
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """One checkpoint the demo can show, and how ``prepare_demo`` makes it."""
+
+    key: str
+    title: str
+    domain: str  # the CLI's log folder: lightning_logs/<domain>/
+    module: str  # python -m <module> fit|test
+    config: str  # quick config, relative to the repository root
+    task: str  # "module:Class"
+    model_name: str | None = None  # medical: hparams["model"] that identifies the checkpoint
+    fit_args: tuple[str, ...] = ()  # CLI overrides on top of the config (fit and test)
+    weight: float = 1.0  # share of the training-time budget (prepare_demo --minutes)
+    headline: tuple[str, ...] = _MEDICAL_HEADLINE  # test figures shown first (see format_metrics)
+
+
+_MEDICAL_TASK = "domains.medical.task:MedicalSegmentationTask"
+_MEDICAL_QUICK = "domains/medical/configs/quick.yaml"  # a small Prob U-Net on 64 px crops
+_HPU_QUICK_KWARGS = (
+    '{"channels": [16, 32, 64, 64, 64, 64, 64], "latent_channels": [1, 1, 1, 1], "blocks_per_level": 1, '
+    '"convs_per_block": 2}'
+)
+MEDICAL_KEYS = ("medical_unet", "medical_prob_unet", "medical_hpu_net")
+DEMO_MODELS: dict[str, DemoModel] = {
+    "medical_unet": DemoModel(
+        "medical_unet",
+        "U-Net",
+        "medical",
+        "domains.medical",
+        _MEDICAL_QUICK,
+        _MEDICAL_TASK,
+        "unet",
+        ("--model.model", "unet", "--model.model_kwargs", '{"channels": [16, 32, 64, 128]}'),
+    ),
+    "medical_prob_unet": DemoModel(
+        "medical_prob_unet",
+        "Probabilistic U-Net",
+        "medical",
+        "domains.medical",
+        _MEDICAL_QUICK,
+        _MEDICAL_TASK,
+        "prob_unet",
+    ),
+    "medical_hpu_net": DemoModel(
+        "medical_hpu_net",
+        "Hierarchical Probabilistic U-Net",
+        "medical",
+        "domains.medical",
+        _MEDICAL_QUICK,
+        _MEDICAL_TASK,
+        "hpu_net",
+        # hpu_net.yaml's design (residual levels down to 1x1, 4 one-channel latent scales) for 64 px, narrower
+        ("--model.model", "hpu_net", "--model.model_kwargs", _HPU_QUICK_KWARGS),
+    ),
+    "driving_detection": DemoModel(
+        "driving_detection",
+        "FCOS road-object detector",
+        "driving_detection",
+        "domains.driving.detection",
+        "domains/driving/configs/detection_quick.yaml",
+        "domains.driving.detection.task:DetectionTask",
+        weight=1.5,
+        headline=("test/map50", "test/map", "test/kitti_moderate/mean", "test/ap50/"),
+    ),
+    "driving_anomaly": DemoModel(
+        "driving_anomaly",
+        "Road-anomaly segmenter",
+        "driving_anomaly",
+        "domains.driving.anomaly",
+        "domains/driving/configs/anomaly_quick.yaml",
+        "domains.driving.anomaly.task:AnomalySegmentationTask",
+        # outlier exposure from the first step: a time-capped run may end inside the config's plain epoch 0
+        fit_args=("--model.oe_start_epoch", "0"),
+        weight=1.2,
+        headline=("test/ap", "test/auroc", "test/fpr95", "test/mean_F1", "test/image_auroc"),
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------------------ places
+
+
+def checkpoint_dir() -> Path:
+    return Path(os.environ.get(ENV_CHECKPOINTS) or ROOT / "demo_checkpoints")
+
+
+def medical_data_root() -> Path:
+    return Path(os.environ.get(ENV_MEDICAL_DATA) or DEFAULT_MEDICAL_DATA)
+
+
+def anomaly_data_root() -> Path:
+    return Path(os.environ.get(ENV_ANOMALY_DATA) or DEFAULT_ANOMALY_DATA)
+
+
+def checkpoint_path(key: str, folder: Path | None = None) -> Path:
+    return (folder or checkpoint_dir()) / f"{key}.ckpt"
+
+
+def metrics_path(key: str, folder: Path | None = None) -> Path:
+    return (folder or checkpoint_dir()) / f"{key}.json"
+
+
+def find_checkpoint(key: str) -> Path | None:
+    path = checkpoint_path(key)
+    return path if path.is_file() else None
+
+
+def read_metrics(key: str) -> dict | None:
+    """The JSON ``prepare_demo`` wrote next to the checkpoint; ``None`` when absent or unreadable."""
+    path = metrics_path(key)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def train_command(key: str) -> str:
+    """What to run to make the checkpoint ``key`` (shown on the pages when it is missing)."""
+    return f".venv/bin/python apps/prepare_demo.py --only {key}"
+
+
+def format_metrics(metrics: dict | None, names: tuple[str, ...] = ("test/",), limit: int = 8) -> str:
+    """``name value`` pairs of the test figures for a caption, in the order of ``names``, at most ``limit``.
+
+    A name ending in ``/`` stands for every figure under it (``test/ap50/`` -> per-class AP50).
+    """
+    if not metrics or not metrics.get("test"):
+        return "no test figures recorded"
+    figures = metrics["test"]
+
+    def wanted(key: str, name: str) -> bool:
+        return key.startswith(name) if name.endswith("/") else key == name
+
+    items = [
+        (k, figures[k])
+        for name in names
+        for k in sorted(figures)
+        if wanted(k, name) and isinstance(figures[k], (int, float)) and math.isfinite(figures[k])
+    ]
+    shown = [f"{k.removeprefix('test/')} {v:.3f}" for k, v in dict(items).items()][:limit]
+    return ", ".join(shown) if shown else "no test figures recorded"
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _task_class(key: str):
+    module_name, cls_name = DEMO_MODELS[key].task.split(":")
+    module = __import__(module_name, fromlist=[cls_name])
+    return getattr(module, cls_name)
+
+
+def load_task(key: str, path: str | Path):
+    """Load a checkpoint on the CPU in eval mode; ``weights_only=True``: a checkpoint cannot run code.
+
+    Medical tasks get ``demo_input_size``: the data module's ``crop_size`` stored in the checkpoint (the
+    square the model was trained on), 128 when the checkpoint has none.
+    """
+    cls = _task_class(key)
+    task = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    task.eval()
+    if key == "driving_detection":
+        task.model.set_postprocess(score_thresh=0.05)  # the page's slider filters from here up
+    if key in MEDICAL_KEYS:
+        data_hparams = read_checkpoint(path).get("datamodule_hyper_parameters") or {}
+        task.demo_input_size = int(data_hparams.get("crop_size") or 128)
+    if key == "driving_anomaly":
+        size = (read_checkpoint(path).get("datamodule_hyper_parameters") or {}).get("image_size")
+        task.demo_input_size = (int(size[0]), int(size[1])) if size else None
+    return task
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict, loaded with ``weights_only=True`` (tensors and plain containers only)."""
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def checkpoint_model_name(path: str | Path) -> str | None:
+    """``hyper_parameters["model"]`` of a Lightning checkpoint."""
+    return (read_checkpoint(path).get("hyper_parameters") or {}).get("model")
+
+
+# ------------------------------------------------------------------------------------------ medical work
+
+
+def medical_input_size(task) -> int:
+    """The square crop the medical model was trained on (set by :func:`load_task`; LIDC default 128)."""
+    return int(getattr(task, "demo_input_size", 128))
+
+
+@torch.no_grad()
+def medical_predict(task, image: np.ndarray, num_samples: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Sample probabilities (N, H, W), their mean (H, W) and entropy uncertainty (H, W, bits) of a slice."""
+    from domains.medical.predict import uncertainty_map
+
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D slice, got shape {image.shape}")
+    torch.manual_seed(int(seed))
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    probs = task.sample(x, int(num_samples))  # (1, N, H, W)
+    return {
+        "probs": probs[0].cpu().numpy(),
+        "mean": probs.mean(dim=1)[0].cpu().numpy(),
+        "uncertainty": uncertainty_map(probs, "entropy")[0].cpu().numpy(),
+    }
+
+
+def medical_scores(probs: np.ndarray, mean: np.ndarray, readers: np.ndarray, threshold: float = 0.5) -> dict:
+    """GED, Hungarian IoU, diversity, Dice (vs each reader and the majority) of one image's samples."""
+    from domains.medical.metrics import SegmentationUncertaintyMetrics
+
+    metric = SegmentationUncertaintyMetrics(threshold=threshold)
+    samples = torch.from_numpy(probs >= threshold)[None]
+    metric.update(
+        samples, torch.from_numpy(mean.astype(np.float32))[None, None], torch.from_numpy(readers)[None]
+    )
+    return metric.compute()
+
+
+# ------------------------------------------------------------------------------------------ driving work
+
+
+def _resize_long_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+@torch.no_grad()
+def detect_objects(task, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Detections of an RGB uint8 photo of any size, boxes (xyxy) in the photo's own pixels."""
+    from domains.driving.detection.predict import detect
+
+    small, scale = _resize_long_side(image, DETECTION_MAX_SIDE)
+    pred = detect(task.model, small)  # the detector letterboxes internally and maps boxes back to `small`
+    boxes = pred["boxes"].numpy().astype(np.float64) / scale
+    h, w = image.shape[:2]
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    return {
+        "boxes": boxes,
+        "scores": pred["scores"].numpy(),
+        "labels": pred["labels"].numpy().astype(np.int64),
+    }
+
+
+def anomaly_scores(task) -> list[str]:
+    """Scores this checkpoint can give (statistics-based ones only once calibrated, OE only if trained)."""
+    names = list(task.supported_scores())
+    if not bool(task.calibrated):
+        names = [n for n in names if n not in ("sml", "mahalanobis")]
+    if "outlier_prob" in names and not bool(task.oe_trained):
+        names.remove("outlier_prob")
+    default = task.score if task.score in names else (names[0] if names else None)
+    return [default, *[n for n in names if n != default]] if default else names
+
+
+@torch.no_grad()
+def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
+    """Anomaly map (H, W) of ``score`` at the photo's own size, the frame score and the predicted road mask.
+
+    The photo is resized to the training images' width (from the checkpoint; :data:`ANOMALY_WIDTH` if it
+    does not say), keeping its aspect ratio (the model pads to its stride itself), and the map is resized
+    back,
+    so overlays line up with the upload.
+    """
+    from domains.driving.anomaly.predict import image_anomaly_score, road_region
+
+    h, w = image.shape[:2]
+    trained = getattr(task, "demo_input_size", None)
+    width = int(trained[1]) if trained else ANOMALY_WIDTH
+    scale = width / w
+    size = (width, max(32, round(h * scale)))
+    small = (
+        image
+        if (w, h) == size
+        else cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    )
+    x = torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))).float().div_(255.0)[None]
+    usable = anomaly_scores(task)
+    if task.score in usable:
+        out = task.analyze(x, [score])
+    else:  # analyze() always computes the checkpoint's own score: swap in a usable one meanwhile (locked)
+        with _ANOMALY_LOCK:
+            own = task.score
+            task.score = score
+            try:
+                out = task.analyze(x, [score])
+            finally:
+                task.score = own
+    score_map = out["scores"][score][0].float().cpu().numpy()
+    pred = out["pred"][0].cpu().numpy().astype(np.uint8)
+    frame_score = image_anomaly_score(
+        score_map,
+        road_region(pred),
+        getattr(task, "image_score_method", "quantile"),
+        getattr(task, "image_score_q", 0.999),
+        getattr(task, "image_score_k", 50),
+    )
+    if (w, h) != size:
+        score_map = cv2.resize(score_map, (w, h), interpolation=cv2.INTER_LINEAR)
+        pred = cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST)
+    return {
+        "score": score_map.astype(np.float32),
+        "frame_score": float(frame_score),
+        "pred": pred,
+        "analysis_size": size,
+    }
+
+
+def score_range(task, score: str, score_map: np.ndarray) -> tuple[float, float]:
+    """Colour / threshold range of a score: fixed for probabilities, else the map's own min..max."""
+    from domains.driving.anomaly.task import FIXED_RANGES
+
+    if score in FIXED_RANGES:
+        return FIXED_RANGES[score]
+    lo, hi = float(np.min(score_map)), float(np.max(score_map))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def heat_colors(
+    values: np.ndarray, lo: float = 0.0, hi: float = 1.0, colormap: int = cv2.COLORMAP_INFERNO
+) -> np.ndarray:
+    """A float map -> RGB uint8 through an OpenCV colormap (for the uncertainty and probability maps)."""
+    scaled = np.clip((values.astype(np.float32) - lo) / max(hi - lo, 1e-12), 0, 1)
+    bgr = cv2.applyColorMap((scaled * 255 + 0.5).astype(np.uint8), colormap)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8."""
+    return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+__all__ = [
+    "DEMO_MODELS",
+    "ENV_ANOMALY_DATA",
+    "ENV_CHECKPOINTS",
+    "ENV_MEDICAL_DATA",
+    "MEDICAL_KEYS",
+    "DemoModel",
+    "anomaly_analysis",
+    "anomaly_data_root",
+    "anomaly_scores",
+    "checkpoint_dir",
+    "detect_objects",
+    "find_checkpoint",
+    "format_metrics",
+    "load_task",
+    "medical_data_root",
+    "medical_predict",
+    "medical_scores",
+    "read_metrics",
+    "train_command",
+]

@@ -1,0 +1,515 @@
+"""Decoding and validation of files uploaded to the demos (no Streamlit here, so it is testable alone).
+
+Everything a user uploads is untrusted: nothing is unpickled, sizes are checked before decoding, and every
+failure is an :class:`UploadError` whose message names the file and says what to do. Conversions that keep
+the file usable (RGBA -> RGB, grey -> RGB, 16-bit -> 8-bit, colour -> grey for CT) are done and reported as
+``notes`` so the page can show them.
+
+* road photos: PNG / JPEG through OpenCV (``cv2.imdecode``; JPEG EXIF orientation applied) -> RGB uint8;
+* medical images: PNG / JPEG, DICOM (``pydicom`` from bytes, single- or multi-frame) and NIfTI-1/2
+  (``nibabel`` from bytes, ``.nii`` or ``.nii.gz``) -> :class:`MedicalVolume`, a stack of 2D slices.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+MAX_UPLOAD_MB = 50  # keep in step with server.maxUploadSize in .streamlit/config.toml
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+MAX_PIXELS = 40_000_000  # one 2D image (a 40-megapixel photo); larger is refused before decoding
+MAX_VOLUME_BYTES = 512 * 1024 * 1024  # decompressed NIfTI / DICOM pixel data
+MIN_SIDE = 16  # smaller images cannot go through the networks' downsampling
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+MEDICAL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nii.gz")
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used; the message is meant for the user (names the file, says why)."""
+
+
+@dataclass
+class RGBImage:
+    """A decoded road photo: RGB uint8 (H, W, 3) plus the conversions made on the way."""
+
+    name: str
+    image: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    format: str = ""
+
+
+@dataclass
+class MedicalVolume:
+    """A decoded medical upload as display-oriented 2D slices.
+
+    ``data`` is (C, D, H, W) in the file's own dtype (C channels / time points, D slices); ``lo`` / ``hi`` is
+    the intensity window that maps to [0, 1]. A plain 2D image has C = D = 1.
+    """
+
+    name: str
+    format: str
+    data: np.ndarray
+    lo: float
+    hi: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def num_slices(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def is_volume(self) -> bool:
+        return self.num_slices > 1
+
+    @property
+    def shape2d(self) -> tuple[int, int]:
+        return int(self.data.shape[2]), int(self.data.shape[3])
+
+    def slice(self, index: int | None = None, channel: int = 0) -> np.ndarray:
+        """Float32 (H, W) in [0, 1]; ``index`` defaults to the middle slice."""
+        if not 0 <= channel < self.num_channels:
+            raise UploadError(f"{self.name}: channel {channel} outside 0..{self.num_channels - 1}")
+        index = self.num_slices // 2 if index is None else int(index)
+        if not 0 <= index < self.num_slices:
+            raise UploadError(f"{self.name}: slice {index} outside 0..{self.num_slices - 1}")
+        s = np.asarray(self.data[channel, index], dtype=np.float32)
+        scale = self.hi - self.lo
+        out = (s - self.lo) / scale if scale > 0 else np.zeros_like(s)
+        return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def check_size(data: bytes, name: str, limit: int = MAX_UPLOAD_BYTES) -> None:
+    """Refuse empty files and files over ``limit`` bytes (the server has its own limit too)."""
+    if len(data) == 0:
+        raise UploadError(f"{name}: the file is empty")
+    if len(data) > limit:
+        raise UploadError(f"{name}: the file is {_mb(len(data))}; the limit is {_mb(limit)}")
+
+
+def detect_format(data: bytes, name: str = "") -> str:
+    """``png``, ``jpeg``, ``dicom``, ``nifti`` (``.nii``), ``nifti_gz`` or ``unknown``, from the content.
+
+    The content decides (not the extension); a DICOM without the 128-byte preamble is recognised by its
+    ``.dcm`` extension only.
+    """
+    lower = name.lower()
+    if data.startswith(_PNG_MAGIC):
+        return "png"
+    if data.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
+    if data.startswith(_GZIP_MAGIC):
+        return "nifti_gz" if lower.endswith((".nii.gz", ".gz")) else "gzip"
+    if _nifti_version(data):
+        return "nifti"
+    if lower.endswith((".dcm", ".dicom")):
+        return "dicom"
+    return "unknown"
+
+
+def _nifti_version(header: bytes) -> int:
+    """1 or 2 when ``header`` starts like a NIfTI-1 / NIfTI-2 header (sizeof_hdr 348 / 540, magic), else 0."""
+    if len(header) >= 348:
+        for order in ("<", ">"):
+            size = int(np.frombuffer(header[:4], dtype=f"{order}i4")[0])
+            if size == 348 and header[344:347] in (b"n+1", b"ni1"):
+                return 1
+            if size == 540 and len(header) >= 540 and header[4:7] in (b"n+2", b"ni2"):
+                return 2
+    return 0
+
+
+def _check_pixels(height: int, width: int, name: str, max_pixels: int) -> None:
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise UploadError(
+            f"{name}: the image is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed"
+        )
+    if height * width > max_pixels:
+        raise UploadError(
+            f"{name}: the image is {width}x{height} = {height * width / 1e6:.0f} megapixels; the limit is "
+            f"{max_pixels / 1e6:.0f} megapixels (downscale it first)"
+        )
+
+
+def _header_size(data: bytes, name: str) -> tuple[int, int]:
+    """(height, width) from the PNG / JPEG header without decoding pixels (PIL opens lazily)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise UploadError(f"{name}: the image is too large to decode safely ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure means a corrupt header
+        raise UploadError(
+            f"{name}: cannot read the image header; the file is corrupt or truncated ({exc})"
+        ) from None
+    return int(height), int(width)
+
+
+def _exif_orientation(data: bytes) -> int:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - EXIF is optional: no orientation
+        return 1
+
+
+def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation 1..8 -> upright (hand-written: OpenCV's own handling drops alpha / 16-bit)."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(image)) if op else image
+
+
+def _decode_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    """PNG / JPEG -> the stored array (H, W) or (H, W, C) in BGR(A) order and its native dtype."""
+    height, width = _header_size(data, name)
+    _check_pixels(height, width, name, max_pixels)
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise UploadError(
+            f"{name}: the {fmt.upper()} data cannot be decoded; the file is corrupt or truncated"
+        )
+    notes = []
+    if fmt == "jpeg":
+        orientation = _exif_orientation(data)
+        if orientation != 1:
+            array = _apply_orientation(array, orientation)
+            notes.append(f"rotated upright from its EXIF orientation ({orientation})")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise UploadError(f"{name}: unsupported pixel type {array.dtype} (8- or 16-bit images only)")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    return array, notes
+
+
+def _to_uint8(array: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    """16-bit -> 8-bit by the image's own min..max (12-bit sensors rarely fill 16 bits), with a note."""
+    if array.dtype == np.uint8:
+        return array
+    lo, hi = int(array.min()), int(array.max())
+    notes.append(f"16-bit image rescaled to 8-bit (values {lo}..{hi} -> 0..255)")
+    if hi == lo:
+        return np.zeros(array.shape, dtype=np.uint8)
+    return ((array.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
+
+
+# -------------------------------------------------------------------------------------------- road photos
+
+
+def decode_rgb_image(
+    data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS
+) -> RGBImage:
+    """A PNG / JPEG road photo -> RGB uint8 (H, W, 3); grey, RGBA and 16-bit inputs are converted (noted)."""
+    check_size(data, name, max_bytes)
+    fmt = detect_format(data, name)
+    if fmt in ("dicom", "nifti", "nifti_gz"):
+        raise UploadError(
+            f"{name}: this is a {'DICOM' if fmt == 'dicom' else 'NIfTI'} medical file; this page needs a 2D "
+            "road photo (PNG or JPEG). Medical images go to the medical page."
+        )
+    if fmt not in ("png", "jpeg"):
+        raise UploadError(f"{name}: unsupported file type; upload a PNG or JPEG photo")
+    array, notes = _decode_raster(data, name, fmt, max_pixels)
+    array = _to_uint8(array, name, notes)
+    if array.ndim == 2:
+        notes.append("grayscale image converted to RGB (the models expect colour)")
+        rgb = cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
+    elif array.shape[2] == 4:
+        notes.append("RGBA image: the alpha (transparency) channel was dropped")
+        rgb = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
+    elif array.shape[2] == 3:
+        rgb = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    else:
+        raise UploadError(f"{name}: {array.shape[2]} colour channels; expected grey, RGB or RGBA")
+    return RGBImage(name=name, image=np.ascontiguousarray(rgb), notes=notes, format=fmt.upper())
+
+
+# ------------------------------------------------------------------------------------------ medical files
+
+
+def decode_medical(
+    data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS
+) -> MedicalVolume:
+    """PNG / JPEG, DICOM or NIfTI -> :class:`MedicalVolume` (display orientation, intensity window noted)."""
+    check_size(data, name, max_bytes)
+    fmt = detect_format(data, name)
+    if fmt in ("png", "jpeg"):
+        return _medical_raster(data, name, fmt, max_pixels)
+    if fmt == "dicom":
+        return _medical_dicom(data, name, max_pixels)
+    if fmt in ("nifti", "nifti_gz"):
+        return _medical_nifti(data, name, gz=fmt == "nifti_gz", max_pixels=max_pixels)
+    if fmt == "gzip":
+        raise UploadError(f"{name}: a gzip file that is not named .nii.gz; only gzipped NIfTI is supported")
+    raise UploadError(
+        f"{name}: unsupported file type; upload a PNG / JPEG image, a DICOM file (.dcm) or a NIfTI volume "
+        "(.nii / .nii.gz)"
+    )
+
+
+def _medical_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> MedicalVolume:
+    array, notes = _decode_raster(data, name, fmt, max_pixels)
+    if array.ndim == 3:
+        channels = array.shape[2]
+        if channels not in (3, 4):
+            raise UploadError(f"{name}: {channels} channels; expected a grayscale, RGB or RGBA image")
+        if channels == 4:
+            notes.append("RGBA image: the alpha (transparency) channel was dropped")
+        colour = array[..., :3]
+        if (colour == colour[..., :1]).all():
+            array = colour[..., 0]
+        else:
+            notes.append("colour image converted to grayscale (the models read one channel)")
+            array = cv2.cvtColor(np.ascontiguousarray(colour), cv2.COLOR_BGR2GRAY)
+    if array.dtype == np.uint16:
+        lo, hi = float(array.min()), float(array.max())
+        notes.append(f"16-bit image: intensities {lo:.0f}..{hi:.0f} rescaled to 0..1")
+    else:  # 8-bit as the LIDC PNGs the models learnt from: value / 255
+        lo, hi = 0.0, 255.0
+    return MedicalVolume(name, fmt.upper(), array[None, None], lo, hi, notes)
+
+
+def _window_from_percentiles(data: np.ndarray) -> tuple[float, float]:
+    """0.5 / 99.5 percentiles of (a subsample of) the data: robust to a few extreme voxels."""
+    flat = np.asarray(data).reshape(-1)
+    step = max(1, flat.size // 2_000_000)
+    sample = flat[::step].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    return float(lo), float(hi)
+
+
+def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+    except InvalidDicomError as exc:
+        raise UploadError(f"{name}: not a valid DICOM file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - truncated / corrupt files raise many kinds
+        raise UploadError(
+            f"{name}: the DICOM file is corrupt or truncated ({type(exc).__name__}: {exc})"
+        ) from None
+    if "PixelData" not in ds:
+        raise UploadError(
+            f"{name}: the DICOM file holds no image (no PixelData element: truncated, or not an image object)"
+        )
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    _check_pixels(rows, cols, name, max_pixels)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows * cols * frames * 4 > MAX_VOLUME_BYTES:
+        raise UploadError(f"{name}: {frames} frames of {cols}x{rows} are too much to hold for the demo")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - missing codec, bad length, ...
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        syntax_name = getattr(syntax, "name", str(syntax)) if syntax is not None else "unknown"
+        raise UploadError(
+            f"{name}: cannot decode the DICOM pixel data (transfer syntax: {syntax_name}); the file may be "
+            f"truncated or use a compression without an installed decoder ({type(exc).__name__}: {exc})"
+        ) from None
+    notes: list[str] = []
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples == 3:  # colour DICOM (secondary capture): to grey
+        pixels = pixels.reshape(-1, *pixels.shape[-3:])
+        notes.append("colour DICOM converted to grayscale")
+        pixels = np.stack(
+            [cv2.cvtColor(np.ascontiguousarray(f).astype(np.float32), cv2.COLOR_RGB2GRAY) for f in pixels]
+        )
+    elif samples != 1:
+        raise UploadError(f"{name}: DICOM with {samples} samples per pixel is not supported")
+    pixels = pixels.reshape(-1, rows, cols)
+    try:
+        values = apply_modality_lut(pixels, ds).astype(np.float32)
+    except Exception:  # noqa: BLE001 - a malformed rescale: keep stored values, say so
+        values = pixels.astype(np.float32)
+        notes.append("the DICOM rescale slope / intercept could not be applied: stored values used")
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        values = values.max() - values
+        notes.append("MONOCHROME1 (white = low) inverted to the usual grey scale")
+    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centre is not None and width is not None:
+        c = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
+        w = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        lo, hi = c - w / 2.0, c + w / 2.0
+        notes.append(f"DICOM window applied (centre {c:g}, width {w:g})")
+    else:
+        lo, hi = _window_from_percentiles(values)
+        notes.append(f"no DICOM window: intensities {lo:g}..{hi:g} (0.5-99.5 percentiles) mapped to 0..1")
+    if frames > 1:
+        notes.append(f"multi-frame DICOM: {values.shape[0]} frames (use the slice slider)")
+    return MedicalVolume(name, "DICOM", values[None], lo, hi, notes)
+
+
+def _gunzip(data: bytes, name: str, limit: int = MAX_VOLUME_BYTES) -> bytes:
+    """Decompress with an output cap, so a small gzip bomb cannot fill the memory."""
+    decomp = zlib.decompressobj(wbits=31)
+    try:
+        out = decomp.decompress(data, limit)
+        if decomp.unconsumed_tail:
+            raise UploadError(
+                f"{name}: the volume decompresses to more than {_mb(limit)}; too large for the demo"
+            )
+        out += decomp.flush()
+    except zlib.error as exc:
+        raise UploadError(f"{name}: the gzip data is corrupt or truncated ({exc})") from None
+    if not decomp.eof:
+        raise UploadError(f"{name}: the gzip data is truncated")
+    return out
+
+
+def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> MedicalVolume:
+    import nibabel as nib
+
+    raw = _gunzip(data, name) if gz else data
+    version = _nifti_version(raw)
+    if not version:
+        raise UploadError(f"{name}: not a NIfTI-1 / NIfTI-2 file (header magic missing)")
+    cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
+    try:
+        img = cls.from_bytes(raw)
+        shape = tuple(int(s) for s in img.shape)
+        if len(shape) >= 3:
+            img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
+        volume = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - short data, bad header fields, ...
+        raise UploadError(
+            f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})"
+        ) from None
+    notes: list[str] = []
+    if volume.dtype.fields is not None or volume.dtype.kind not in "iufb":
+        raise UploadError(f"{name}: NIfTI data type {volume.dtype} is not supported (scalar volumes only)")
+    while volume.ndim > 4 and volume.shape[-1] == 1:
+        volume = volume[..., 0]
+    if volume.ndim == 2:
+        volume = volume[:, :, None, None]
+    elif volume.ndim == 3:
+        volume = volume[..., None]
+    elif volume.ndim != 4:
+        raise UploadError(f"{name}: a {volume.ndim}D NIfTI array {volume.shape}; 2D, 3D or 4D volumes only")
+    x, y, z, c = volume.shape
+    _check_pixels(y, x, name, max_pixels)
+    # (X, Y, Z, C) -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of [:, :, k])
+    display = np.transpose(volume, (3, 2, 1, 0))[:, :, ::-1, :]
+    if volume.dtype == bool:
+        display = display.astype(np.uint8)
+    lo, hi = _window_from_percentiles(display)
+    notes.append(f"NIfTI intensities {lo:g}..{hi:g} (0.5-99.5 percentiles of the volume) mapped to 0..1")
+    if c > 1:
+        notes.append(f"4D volume: {c} channels / time points (use the channel slider)")
+    if z > 1:
+        notes.append(f"3D volume: {z} axial slices (use the slice slider)")
+    return MedicalVolume(name, "NIfTI", display, lo, hi, notes)
+
+
+# ------------------------------------------------------------------------------------- model input, output
+
+
+def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np.ndarray, str]:
+    """A 2D slice -> (size, size) float32 for the medical models, and a sentence saying what was done.
+
+    ``resize`` scales the whole slice (area interpolation when shrinking); ``crop`` takes the centre
+    ``size`` x ``size`` window (padding with the edge values when the slice is smaller), keeping the pixel
+    scale the models were trained at (LIDC crops are 128 x 128 at 0.5 mm).
+    """
+    if image.ndim != 2:
+        raise UploadError(f"expected a 2D slice, got shape {image.shape}")
+    h, w = image.shape
+    if (h, w) == (size, size):
+        return image.astype(np.float32), f"used as is ({size}x{size})"
+    if mode == "resize":
+        interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
+        out = cv2.resize(image.astype(np.float32), (size, size), interpolation=interp)
+        return out, f"resized from {w}x{h} to {size}x{size}"
+    if mode == "crop":
+        pad_y, pad_x = max(0, size - h), max(0, size - w)
+        padded = np.pad(
+            image, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)), mode="edge"
+        )
+        ph, pw = padded.shape
+        top, left = (ph - size) // 2, (pw - size) // 2
+        out = padded[top : top + size, left : left + size].astype(np.float32)
+        return out, f"centre {size}x{size} window of the {w}x{h} slice" + (
+            " (edge-padded)" if pad_x or pad_y else ""
+        )
+    raise ValueError(f"mode must be 'resize' or 'crop', got {mode!r}")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode a grey (H, W) or RGB (H, W, 3) uint8 array as PNG."""
+    array = np.ascontiguousarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"png_bytes: expected uint8, got {array.dtype}")
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError(f"png_bytes: OpenCV could not encode an array of shape {image.shape}")
+    return buf.tobytes()
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A zip archive (deflated) of ``{name: content}``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for fname, content in files.items():
+            zf.writestr(fname, content)
+    return buf.getvalue()
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_MB",
+    "MEDICAL_EXTENSIONS",
+    "MedicalVolume",
+    "RGBImage",
+    "UploadError",
+    "check_size",
+    "decode_medical",
+    "decode_rgb_image",
+    "detect_format",
+    "fit_to_model",
+    "png_bytes",
+    "zip_bytes",
+]

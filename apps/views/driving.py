@@ -1,0 +1,352 @@
+"""Driving page: road objects (boxes, KITTI text) and road anomalies (heat map, frame score) on one photo."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import cv2
+import numpy as np
+import streamlit as st
+
+from apps import demo_models as dm
+from apps import page_common as pc
+from apps import uploads as up
+
+SYNTHETIC, UPLOAD = "Synthetic scene", "Upload a photo"
+DETECTION, ANOMALY = "driving_detection", "driving_anomaly"
+DISPLAY_WIDTH = 1280  # overlays are drawn at most this wide (downloads use the full size)
+
+
+# ------------------------------------------------------------------------------------------------ caching
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _scene_list(root: str) -> list[tuple[str, str, str | None]]:
+    """(name, image path, label path or None) of the SegmentMeIfYouCan-layout set, sorted."""
+    from domains.driving.data import AnomalyDataset
+
+    images = Path(root) / "images"
+    labels = Path(root) / "labels_masks"
+    found = sorted(p for p in images.iterdir() if p.suffix.lower() in AnomalyDataset.IMAGE_EXTENSIONS)
+    return [
+        (p.stem, str(p), str(labels / f"{p.stem}.png") if (labels / f"{p.stem}.png").is_file() else None)
+        for p in found
+    ]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _read_scene(path: str, label: str | None) -> tuple[bytes, np.ndarray | None]:
+    from domains.driving.data import read_label_map
+
+    return Path(path).read_bytes(), (read_label_map(label) if label else None)
+
+
+@st.cache_resource(show_spinner="Decoding the photo ...", max_entries=4)
+def _decode(digest: str, name: str, _data: bytes) -> up.RGBImage:
+    return up.decode_rgb_image(_data, name)
+
+
+@st.cache_data(max_entries=16, show_spinner="Detecting objects ...")
+def _detect(token: str, digest: str, _image: np.ndarray) -> dict:
+    return dm.detect_objects(pc.load_model(DETECTION), _image)
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring anomalies ...")
+def _analyse(token: str, digest: str, score: str, _image: np.ndarray) -> dict:
+    return dm.anomaly_analysis(pc.load_model(ANOMALY), _image, score)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _display(digest: str, _image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The photo at most DISPLAY_WIDTH wide, and its scale."""
+    h, w = _image.shape[:2]
+    if w <= DISPLAY_WIDTH:
+        return _image, 1.0
+    s = DISPLAY_WIDTH / w
+    return cv2.resize(_image, (DISPLAY_WIDTH, round(h * s)), interpolation=cv2.INTER_AREA), s
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _kitti_text(pred: dict, class_names: list[str]) -> str:
+    """KITTI result lines (16 fields, score last) through the suite's own writer."""
+    import torch
+
+    from domains.driving.detection.predict import detections_to_kitti
+    from domains.driving.formats import write_kitti_label
+
+    tensors = {k: torch.as_tensor(v) for k, v in pred.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "result.txt"
+        write_kitti_label(path, detections_to_kitti(tensors, class_names), with_score=True)
+        return path.read_text()
+
+
+def _filter(pred: dict, threshold: float, keep: list[int]) -> dict:
+    ok = (pred["scores"] >= threshold) & np.isin(pred["labels"], keep)
+    return {k: v[ok] for k, v in pred.items()}
+
+
+def _draw(image: np.ndarray, pred: dict, class_names: list[str], scale: float = 1.0) -> np.ndarray:
+    import torch
+
+    from domains.driving.detection.predict import draw_detections
+
+    tensors = {
+        "boxes": torch.as_tensor(pred["boxes"] * scale),
+        "scores": torch.as_tensor(pred["scores"]),
+        "labels": torch.as_tensor(pred["labels"]),
+    }
+    return draw_detections(image, tensors, class_names, score_thresh=0.0)
+
+
+def _outline(overlay: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np.ndarray:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = overlay.copy()
+    cv2.drawContours(out, contours, -1, color, 1)
+    return out
+
+
+def _stem(name: str) -> str:
+    return Path(name).stem.replace(" ", "_") or "image"
+
+
+def _score_png16(score: np.ndarray, lo: float, hi: float) -> bytes:
+    """The raw score map scaled lo..hi -> 0..65535 (16-bit PNG keeps more levels than the 8-bit overlay)."""
+    scaled = np.clip((score - lo) / max(hi - lo, 1e-12), 0, 1)
+    ok, buf = cv2.imencode(".png", (scaled * 65535 + 0.5).astype(np.uint16))
+    return buf.tobytes() if ok else b""
+
+
+# ------------------------------------------------------------------------------------------------- page
+
+
+st.title("Driving: road objects and road anomalies")
+st.write(
+    "The detector finds cars, pedestrians and cyclists. The anomaly model is a road-scene segmenter whose "
+    "uncertainty flags things that belong to no known class (lost cargo, debris, animals)."
+)
+pc.show_missing([DETECTION, ANOMALY])
+have_det = dm.find_checkpoint(DETECTION) is not None
+have_ano = dm.find_checkpoint(ANOMALY) is not None
+if not (have_det or have_ano):
+    st.error("No driving checkpoint to show yet: run `make demo` (or a command above) and reload this page.")
+    st.stop()
+
+source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="driving_source")
+truth = None
+if source == SYNTHETIC:
+    root = dm.anomaly_data_root()
+    if not root.is_dir() and root == dm.DEFAULT_ANOMALY_DATA:
+        with st.spinner("Generating the synthetic road-anomaly scenes (first run only) ..."):
+            from domains.driving.synthetic import ensure_synthetic_anomaly
+
+            ensure_synthetic_anomaly(root, verbose=False)
+    try:
+        scenes = _scene_list(str(root))
+    except OSError as exc:
+        st.error(f"No synthetic scenes in {root}: {exc}")
+        st.stop()
+    if not scenes:
+        st.error(f"No images in {root / 'images'}.")
+        st.stop()
+    index = st.selectbox("Scene", range(len(scenes)), format_func=lambda i: scenes[i][0], key="driving_scene")
+    name, image_path, label_path = scenes[int(index)]
+    data, truth = _read_scene(image_path, label_path)
+    name = Path(image_path).name
+else:
+    uploaded = st.file_uploader(
+        "Road photo (PNG or JPEG, any size)",
+        key="driving_upload",
+        help=f"Up to {up.MAX_UPLOAD_MB} MB. Grey, RGBA and 16-bit images are converted to 8-bit RGB.",
+    )
+    if uploaded is None:
+        st.info("Upload a road photo, or pick a synthetic scene above.")
+        st.stop()
+    data, name = uploaded.getvalue(), uploaded.name
+try:
+    decoded = _decode(pc.digest(data), name, data)
+except up.UploadError as exc:
+    st.error(str(exc))
+    st.stop()
+pc.show_notes(decoded.notes)
+image = decoded.image
+digest = pc.digest(data)
+height, width = image.shape[:2]
+shown, shown_scale = _display(digest, image)
+st.caption(
+    f"{name}: {width}x{height} pixels" + (f", shown at {shown.shape[1]} px wide" if shown_scale < 1 else "")
+)
+
+objects_tab, anomaly_tab = st.tabs(["Objects", "Road anomalies"])
+
+
+def _objects() -> None:
+    """The detector tab; returns early (with a message) when the model cannot run."""
+    if not have_det:
+        st.warning(f"No detector checkpoint: `{dm.train_command(DETECTION)}`")
+        return
+    try:
+        detector = pc.load_model(DETECTION)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
+        st.error(
+            f"Could not load the detector checkpoint: {type(exc).__name__}: {exc}. Retrain it with "
+            f"`{dm.train_command(DETECTION)} --force`."
+        )
+        return
+    pc.checkpoint_caption(DETECTION, limit=6)
+    in_h, in_w = detector.hparams.get("input_size", (0, 0))
+    st.caption(
+        f"The detector scales every photo into its {in_w}x{in_h} input (aspect ratio kept) and maps the "
+        "boxes back to the photo's pixels."
+    )
+    class_names = list(detector.class_names)
+    try:
+        pred = _detect(pc.model_token(DETECTION), digest, image)
+    except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
+        st.error(f"The detector failed on this image: {type(exc).__name__}: {exc}")
+        return
+    c1, c2 = st.columns([1, 2])
+    threshold = c1.slider("Score threshold", 0.05, 1.0, 0.3, 0.05, key="driving_det_threshold")
+    chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_det_classes")
+    kept = _filter(pred, threshold, [class_names.index(c) for c in chosen])
+    st.image(
+        _draw(shown, kept, class_names, shown_scale),
+        caption=f"{len(kept['scores'])} of {len(pred['scores'])} detections shown",
+        width="stretch",
+    )
+    if len(kept["scores"]):
+        st.dataframe(
+            [
+                {
+                    "class": class_names[int(lab)],
+                    "score": round(float(s), 3),
+                    **{k: round(float(v), 1) for k, v in zip(("left", "top", "right", "bottom"), box)},
+                }
+                for box, s, lab in zip(kept["boxes"], kept["scores"], kept["labels"])
+            ],
+            hide_index=True,
+        )
+    d1, d2 = st.columns(2)
+    d1.download_button(
+        "Detections (KITTI text)",
+        data=_kitti_text(kept, class_names),
+        file_name=f"{_stem(name)}.txt",
+        mime="text/plain",
+        key="driving_dl_kitti",
+    )
+    d2.download_button(
+        "Image with boxes (PNG)",
+        data=lambda: up.png_bytes(_draw(image, kept, class_names)),
+        file_name=f"{_stem(name)}_detections.png",
+        mime="image/png",
+        key="driving_dl_boxes",
+    )
+
+
+def _anomalies() -> None:
+    """The anomaly tab; returns early (with a message) when the model cannot run."""
+    if not have_ano:
+        st.warning(f"No anomaly checkpoint: `{dm.train_command(ANOMALY)}`")
+        return
+    try:
+        segmenter = pc.load_model(ANOMALY)
+    except Exception as exc:  # noqa: BLE001
+        st.error(
+            f"Could not load the anomaly checkpoint: {type(exc).__name__}: {exc}. Retrain it with "
+            f"`{dm.train_command(ANOMALY)} --force`."
+        )
+        return
+    pc.checkpoint_caption(ANOMALY)
+    st.caption(
+        f"Test figures are for the checkpoint's own score, `{segmenter.score}` (pixel AP, AUROC, FPR at "
+        "95 % TPR; component mean F1; frame-level AUROC)."
+    )
+    names = dm.anomaly_scores(segmenter)
+    c1, c2, c3 = st.columns(3)
+    score_name = c1.selectbox("Anomaly score", names, key="driving_ano_score")
+    try:
+        result = _analyse(pc.model_token(ANOMALY), digest, score_name, image)
+    except Exception as exc:  # noqa: BLE001 - e.g. a score this checkpoint cannot give
+        st.error(f"The anomaly model failed on this image ({score_name}): {type(exc).__name__}: {exc}")
+        return
+    lo, hi = dm.score_range(segmenter, score_name, result["score"])
+    default = 0.5 if (lo, hi) == (0.0, 1.0) else float(np.quantile(result["score"], 0.99))
+    step = max((hi - lo) / 100, 1e-6)
+    threshold = c2.slider(
+        "Anomaly threshold",
+        float(lo),
+        float(hi),
+        float(min(max(default, lo), hi)),
+        step,
+        key=f"driving_ano_threshold_{score_name}",
+    )
+    alpha = c3.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="driving_ano_alpha")
+    st.caption(
+        f"The segmenter sees the photo resized to {'x'.join(map(str, result['analysis_size']))} "
+        "(the training frames' width); the map is resized back to the photo."
+    )
+    from domains.driving.anomaly.predict import overlay_heatmap
+
+    score_small = (
+        result["score"]
+        if shown_scale == 1
+        else cv2.resize(result["score"], (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_LINEAR)
+    )
+    mask_small = score_small >= threshold
+    view = _outline(overlay_heatmap(shown, score_small, alpha=alpha, vmin=lo, vmax=hi), mask_small)
+    m1, m2 = st.columns(2)
+    m1.metric(
+        "Frame anomaly score",
+        f"{result['frame_score']:.3f}",
+        help="high pixel scores inside the predicted road (see the model's image_score settings)",
+    )
+    m2.metric("Pixels above the threshold", f"{100 * float((result['score'] >= threshold).mean()):.2f} %")
+    st.image(
+        view,
+        caption=f"{score_name}: blue low .. red high; white outline: score >= {threshold:.3g}",
+        width="stretch",
+    )
+    if truth is not None:
+        vis = np.zeros((*truth.shape, 3), np.uint8)
+        vis[truth == 1] = (255, 80, 0)
+        vis[truth == 255] = (90, 90, 90)
+        if shown_scale < 1:
+            vis = cv2.resize(vis, (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_NEAREST)
+        st.image(vis, caption="Ground truth: orange anomaly, grey void (ignored)", width="stretch")
+    mask_full = ((result["score"] >= threshold) * 255).astype(np.uint8)
+    d1, d2, d3 = st.columns(3)
+    d1.download_button(
+        "Heat-map overlay (PNG)",
+        data=lambda: up.png_bytes(overlay_heatmap(image, result["score"], alpha, lo, hi)),
+        file_name=f"{_stem(name)}_{score_name}_overlay.png",
+        mime="image/png",
+        key="driving_dl_overlay",
+    )
+    d2.download_button(
+        "Anomaly mask (PNG)",
+        data=lambda: up.png_bytes(mask_full),
+        file_name=f"{_stem(name)}_{score_name}_mask.png",
+        mime="image/png",
+        key="driving_dl_mask",
+    )
+    d3.download_button(
+        "Score map (16-bit PNG)",
+        data=lambda: _score_png16(result["score"], lo, hi),
+        file_name=f"{_stem(name)}_{score_name}_score16.png",
+        mime="image/png",
+        key="driving_dl_score",
+    )
+
+
+with objects_tab:
+    _objects()
+with anomaly_tab:
+    _anomalies()

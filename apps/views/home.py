@@ -1,0 +1,57 @@
+"""Home page: what the demos show and which checkpoints they use."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st
+
+from apps import demo_models as dm
+from apps import uploads as up
+
+st.title("Applied deep learning: medical imaging and driving")
+st.write(
+    "Two demos on one set of shared backbones and Lightning pieces. Pick a page in the sidebar. The models "
+    "shown are the quick versions trained on the suite's embedded synthetic data by `make demo`: they show "
+    "the workflow, not state-of-the-art accuracy."
+)
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Medical: lesions")
+    st.write(
+        "U-Net, Probabilistic U-Net and Hierarchical Probabilistic U-Net on four-reader lesion data "
+        "(LIDC-IDRI style): several plausible segmentations per image, their mean, a per-pixel uncertainty "
+        "map, and GED / Dice against the readers. Upload PNG / JPEG, DICOM or NIfTI."
+    )
+with right:
+    st.subheader("Driving: roads")
+    st.write(
+        "FCOS detection of cars, pedestrians and cyclists, and a per-pixel road-anomaly heat map with the "
+        "frame's anomaly score. Upload a road photo of any size; results download as KITTI text and PNG."
+    )
+
+st.subheader("Checkpoints")
+rows = []
+for key, spec in dm.DEMO_MODELS.items():
+    path = dm.find_checkpoint(key)
+    info = dm.read_metrics(key)
+    rows.append(
+        {
+            "model": spec.title,
+            "checkpoint": path.name if path else "missing",
+            "test figures": (
+                dm.format_metrics(info, spec.headline, limit=4) if path else f"train: {dm.train_command(key)}"
+            ),
+        }
+    )
+st.dataframe(rows, hide_index=True, width="stretch")
+st.caption(
+    f"Folder: `{dm.checkpoint_dir()}` (set `{dm.ENV_CHECKPOINTS}` to use another). Uploads up to "
+    f"{up.MAX_UPLOAD_MB} MB are decoded in memory and never stored."
+)

@@ -1,0 +1,256 @@
+"""Medical page: several plausible lesion segmentations per image, their mean; where the model is unsure."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import cv2
+import numpy as np
+import streamlit as st
+
+from apps import demo_models as dm
+from apps import page_common as pc
+from apps import uploads as up
+
+SYNTHETIC, UPLOAD = "Synthetic test image", "Upload a file"
+TILE = 112  # px per sample tile on screen
+
+
+# ------------------------------------------------------------------------------------------------ caching
+
+
+@st.cache_resource(show_spinner="Reading the synthetic test split ...", max_entries=2)
+def _test_split(root: str):
+    from domains.medical.data import LIDCPngDataset
+
+    return LIDCPngDataset(root, "test")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _test_item(root: str, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+    item = _test_split(root).load(index)
+    return item["image"].astype(np.float32), item["masks"].astype(np.uint8), item["id"]
+
+
+@st.cache_resource(show_spinner="Decoding the upload ...", max_entries=2)
+def _decode(digest: str, name: str, _data: bytes) -> up.MedicalVolume:
+    """Keyed on the content digest; the bytes themselves are not hashed again (leading underscore)."""
+    return up.decode_medical(_data, name)
+
+
+@st.cache_data(max_entries=32, show_spinner="Drawing samples ...")
+def _predict(token: str, key: str, image: np.ndarray, num_samples: int, seed: int) -> dict:
+    return dm.medical_predict(pc.load_model(key), image, num_samples, seed)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _scores(probs: np.ndarray, mean: np.ndarray, readers: np.ndarray, threshold: float) -> dict:
+    return dm.medical_scores(probs, mean, readers, threshold)
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+
+
+def _grey_rgb(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(dm.to_uint8(image), cv2.COLOR_GRAY2RGB)
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray, color=(255, 60, 60)) -> np.ndarray:
+    """The grey image with the mask tinted and outlined."""
+    rgb = _grey_rgb(image)
+    m = mask.astype(bool)
+    tint = rgb.copy()
+    tint[m] = (0.5 * rgb[m] + 0.5 * np.array(color)).astype(np.uint8)
+    contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(tint, contours, -1, color, 1)
+    return tint
+
+
+def _big(image: np.ndarray, size: int = 256) -> np.ndarray:
+    """Nearest-neighbour enlargement so small crops stay crisp on screen."""
+    h, w = image.shape[:2]
+    factor = max(1, size // max(h, w))
+    return (
+        cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST) if factor > 1 else image
+    )
+
+
+def _downloads(name: str, image: np.ndarray, result: dict, threshold: float) -> dict[str, bytes]:
+    files = {"input.png": up.png_bytes(dm.to_uint8(image))}
+    for i, p in enumerate(result["probs"]):
+        files[f"sample_{i:02d}.png"] = up.png_bytes(((p >= threshold) * 255).astype(np.uint8))
+    files["mean_prob.png"] = up.png_bytes(dm.to_uint8(result["mean"]))
+    files["mean_mask.png"] = up.png_bytes(((result["mean"] >= threshold) * 255).astype(np.uint8))
+    files["uncertainty_entropy.png"] = up.png_bytes(dm.to_uint8(result["uncertainty"]))
+    files["README.txt"] = (
+        f"Segmentations of {name}.\nsample_NN.png: sampled masks (0/255, probability >= {threshold}).\n"
+        "mean_prob.png: mean foreground probability x 255. mean_mask.png: mean >= threshold.\n"
+        "uncertainty_entropy.png: binary entropy of the mean probability (bits) x 255.\n"
+    ).encode()
+    return files
+
+
+# ------------------------------------------------------------------------------------------------- page
+
+
+st.title("Medical imaging: lesion segmentation that says how sure it is")
+st.write(
+    "Radiologists outline the same lesion differently. The probabilistic models draw several plausible "
+    "segmentations; where they disagree, the model is unsure. The U-Net gives one answer."
+)
+
+pc.show_missing(list(dm.MEDICAL_KEYS))
+available = [k for k in dm.MEDICAL_KEYS if dm.find_checkpoint(k) is not None]
+if not available:
+    st.error("No medical checkpoint to show yet: run `make demo` (or a command above) and reload this page.")
+    st.stop()
+
+c1, c2, c3 = st.columns([2, 2, 1])
+key = c1.selectbox("Model", available, format_func=lambda k: dm.DEMO_MODELS[k].title, key="medical_model")
+num_samples = c2.slider("Samples per image", 1, 32, 16, key="medical_samples")
+seed = int(c3.number_input("Seed", min_value=0, max_value=99_999, value=0, step=1, key="medical_seed"))
+
+try:
+    task = pc.load_model(key)
+except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
+    st.error(
+        f"Could not load the checkpoint for {dm.DEMO_MODELS[key].title}: {type(exc).__name__}: {exc}. "
+        f"Retrain it with `{dm.train_command(key)} --force`."
+    )
+    st.stop()
+pc.checkpoint_caption(key)
+threshold = float(getattr(task, "threshold", 0.5))
+size = dm.medical_input_size(task)
+
+source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="medical_source")
+readers = None
+if source == SYNTHETIC:
+    root = dm.medical_data_root()
+    if not root.is_dir() and root == dm.DEFAULT_MEDICAL_DATA:
+        with st.spinner("Generating the synthetic LIDC-style data set (first run only) ..."):
+            from domains.medical.synthetic import ensure_synthetic_lidc
+
+            ensure_synthetic_lidc(root)
+    try:
+        dataset = _test_split(str(root))
+    except (FileNotFoundError, ValueError) as exc:
+        st.error(f"No synthetic test images: {exc}")
+        st.stop()
+    index = st.selectbox(
+        "Test image", range(len(dataset)), format_func=lambda i: dataset.ids[i], key="medical_item"
+    )
+    image, readers, name = _test_item(str(root), int(index))
+    if image.shape != (size, size):
+        image, how = up.fit_to_model(image, size, "crop")
+        readers = np.stack([up.fit_to_model(r.astype(np.float32), size, "crop")[0] for r in readers]) > 0.5
+        st.caption(f"Image {how}.")
+else:
+    uploaded = st.file_uploader(
+        "PNG / JPEG image, DICOM file (.dcm) or NIfTI volume (.nii, .nii.gz)",
+        key="medical_upload",
+        help=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session.",
+    )
+    if uploaded is None:
+        st.info("Upload a CT slice or volume, or pick a synthetic test image above.")
+        st.stop()
+    data = uploaded.getvalue()
+    try:
+        volume = _decode(pc.digest(data), uploaded.name, data)
+    except up.UploadError as exc:
+        st.error(str(exc))
+        st.stop()
+    pc.show_notes(volume.notes)
+    channel, index = 0, 0
+    if volume.num_channels > 1:
+        channel = st.slider("Channel / time point", 0, volume.num_channels - 1, 0, key="medical_channel")
+    if volume.is_volume:
+        index = st.slider("Slice", 0, volume.num_slices - 1, volume.num_slices // 2, key="medical_slice")
+    raw = volume.slice(index, channel)
+    name = f"{uploaded.name} slice {index}" if volume.is_volume else uploaded.name
+    mode = "resize"
+    if raw.shape != (size, size):
+        mode = st.radio(
+            f"Fit the {raw.shape[1]}x{raw.shape[0]} slice to the model's {size}x{size} input",
+            ["resize", "crop"],
+            format_func=lambda m: {
+                "resize": "resize the whole slice",
+                "crop": "centre crop (keeps the pixel size)",
+            }[m],
+            horizontal=True,
+            key="medical_fit",
+        )
+    image, how = up.fit_to_model(raw, size, mode)
+    st.caption(f"{volume.format} upload, {how}.")
+
+try:
+    result = _predict(
+        pc.model_token(key), key, np.ascontiguousarray(image, dtype=np.float32), num_samples, seed
+    )
+except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
+    st.error(f"The model failed on this image: {type(exc).__name__}: {exc}")
+    st.stop()
+samples = result["probs"] >= threshold
+
+st.subheader(name)
+a, b, c = st.columns(3)
+a.image(_big(_grey_rgb(image)), caption="Input", width=256)
+b.image(
+    _big(dm.heat_colors(result["mean"])),
+    caption="Mean foreground probability (0 black .. 1 yellow)",
+    width=256,
+)
+c.image(
+    _big(dm.heat_colors(result["uncertainty"])),
+    caption="Uncertainty: entropy of the mean, bits (0 .. 1)",
+    width=256,
+)
+if key == "medical_unet":
+    st.caption(
+        "The U-Net is deterministic: its samples are identical; its uncertainty is the entropy of its one "
+        "probability map."
+    )
+
+left, right = st.columns([3, 2]) if readers is not None else (st.container(), None)
+with left:
+    st.markdown(f"**{num_samples} samples** (probability >= {threshold:g})")
+    st.image(
+        [_overlay(image, s) for s in samples], caption=[f"#{i}" for i in range(len(samples))], width=TILE
+    )
+if readers is not None and right is not None:
+    with right:
+        st.markdown(f"**{len(readers)} reader masks**")
+        st.image(
+            [_overlay(image, r, (60, 200, 60)) for r in readers],
+            caption=[f"reader {i}" for i in range(len(readers))],
+            width=TILE,
+        )
+        scores = _scores(result["probs"], result["mean"], readers.astype(np.uint8), threshold)
+        m1, m2 = st.columns(2)
+        m1.metric("GED (lower is better)", f"{scores['ged']:.3f}")
+        m2.metric("Dice of the mean vs readers", f"{scores['dice_readers']:.3f}")
+        m3, m4 = st.columns(2)
+        m3.metric("Hungarian-matched IoU", f"{scores['hungarian_iou']:.3f}")
+        m4.metric("Sample diversity", f"{scores['diversity']:.3f}")
+
+stem = Path(str(name).replace("/", "_")).stem.replace(" ", "_")
+d1, d2 = st.columns(2)
+d1.download_button(
+    "Mean mask (PNG)",
+    data=up.png_bytes(((result["mean"] >= threshold) * 255).astype(np.uint8)),
+    file_name=f"{stem}_mean_mask.png",
+    mime="image/png",
+    key="medical_dl_png",
+)
+files = _downloads(str(name), image, result, threshold)
+d2.download_button(
+    f"All {num_samples} sample masks + maps (zip)",
+    data=lambda: up.zip_bytes(files),
+    file_name=f"{stem}_segmentations.zip",
+    mime="application/zip",
+    key="medical_dl_zip",
+)

@@ -1,0 +1,86 @@
+"""Small upload files built in memory (PNG, JPEG, DICOM, NIfTI, corrupt ones) for the app tests."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import cv2
+import numpy as np
+
+
+def png(array: np.ndarray) -> bytes:
+    """PNG bytes of a grey (H, W), RGB (H, W, 3) or RGBA (H, W, 4) array (uint8 / uint16), given as RGB(A)."""
+    a = np.ascontiguousarray(array)
+    if a.ndim == 3 and a.shape[2] == 3:
+        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA)
+    ok, buf = cv2.imencode(".png", a)
+    assert ok
+    return buf.tobytes()
+
+
+def jpeg(array: np.ndarray, orientation: int | None = None) -> bytes:
+    """JPEG bytes (quality 95) of an RGB or grey uint8 array; optional EXIF orientation tag (via PIL)."""
+    from PIL import Image
+
+    im = Image.fromarray(array)
+    buf = io.BytesIO()
+    if orientation is None:
+        im.save(buf, format="JPEG", quality=95)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        im.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def gradient_rgb(h: int = 40, w: int = 64) -> np.ndarray:
+    """A distinct RGB test pattern: red ramps along x, green along y, blue constant 77."""
+    x = np.linspace(0, 255, w, dtype=np.float32)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.float32)[:, None].repeat(w, 1)
+    return np.stack([x, y, np.full_like(x, 77)], -1).round().astype(np.uint8)
+
+
+def dicom(
+    frames: np.ndarray,
+    window: tuple[float, float] | None = None,
+    intercept: float = -1024.0,
+    photometric: str = "MONOCHROME2",
+) -> bytes:
+    """An uncompressed CT DICOM (int16 stored values) with one frame (H, W) or several (F, H, W)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    frames = np.asarray(frames, dtype=np.int16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = frames.shape[-2:]
+    if frames.ndim == 3:
+        ds.NumberOfFrames = frames.shape[0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = frames.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def nifti(volume: np.ndarray, compressed: bool = False, affine: np.ndarray | None = None) -> bytes:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(volume), np.eye(4) if affine is None else affine)
+    raw = img.to_bytes()
+    return gzip.compress(raw) if compressed else raw

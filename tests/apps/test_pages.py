@@ -1,0 +1,306 @@
+"""Every page through ``streamlit.testing.v1.AppTest``: default view, widgets, each upload type, bad uploads.
+
+Tiny checkpoints and data come from the ``demo_env`` fixture (tests/apps/conftest.py). A page passes when it
+raises nothing (``at.exception`` empty) and shows what it should.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from apps import uploads as up
+from tests.apps import samples as S
+
+APPS = Path(__file__).resolve().parents[2] / "apps"
+TIMEOUT = 60  # seconds per script run (the first run loads torch models)
+
+
+def _page(name: str) -> AppTest:
+    at = AppTest.from_file(str(APPS / "views" / f"{name}.py"), default_timeout=TIMEOUT)
+    return at.run()
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def _upload(at: AppTest, key: str, name: str, data: bytes, mime: str = "application/octet-stream") -> AppTest:
+    at.file_uploader(key=key).set_value((name, data, mime))
+    return at.run()
+
+
+# ------------------------------------------------------------------------------------------------- home
+
+
+def test_home_lists_checkpoints(demo_env):
+    at = _ok(_page("home"))
+    table = at.dataframe[0].value
+    assert list(table["model"]) == [
+        "U-Net",
+        "Probabilistic U-Net",
+        "Hierarchical Probabilistic U-Net",
+        "FCOS road-object detector",
+        "Road-anomaly segmenter",
+    ]
+    checkpoints, figures = list(table["checkpoint"]), list(table["test figures"])
+    assert checkpoints[2] == "missing"
+    assert "prepare_demo.py --only medical_hpu_net" in figures[2]
+    assert "ged 0.500" in figures[0]
+
+
+def test_app_navigation_runs_every_page(demo_env):
+    at = AppTest.from_file(str(APPS / "app.py"), default_timeout=TIMEOUT).run()
+    _ok(at)
+    assert at.title[0].value.startswith("Applied deep learning")
+    at.switch_page(str(APPS / "views" / "medical.py")).run()
+    _ok(at)
+    assert at.title[0].value.startswith("Medical imaging")
+    at.switch_page(str(APPS / "views" / "driving.py")).run()
+    _ok(at)
+    assert at.title[0].value.startswith("Driving")
+
+
+# ---------------------------------------------------------------------------------------------- medical
+
+
+def test_medical_default_sample_renders(demo_env):
+    at = _ok(_page("medical"))
+    # only the checkpoints that exist are offered; the missing one is named with its command
+    assert at.selectbox(key="medical_model").options == ["U-Net", "Probabilistic U-Net"]
+    assert "Hierarchical Probabilistic U-Net" in _texts(at.warning)
+    assert "--only medical_hpu_net" in _texts(at.code)
+    assert "Test figures: ged 0.500, dice 0.250" in _texts(at.caption)
+    labels = {m.label: float(m.value) for m in at.metric}
+    assert {"GED (lower is better)", "Dice of the mean vs readers", "Hungarian-matched IoU"} <= set(labels)
+    assert 0.0 <= labels["Dice of the mean vs readers"] <= 1.0
+    captions = _image_captions(at)
+    assert [c for c in captions if c.startswith("#")] == [f"#{i}" for i in range(16)]
+    assert [c for c in captions if c.startswith("reader")] == [f"reader {i}" for i in range(4)]
+    assert labels["Sample diversity"] == pytest.approx(0.0)  # the U-Net's samples are identical
+    names = [b.proto.label for b in at.get("download_button")]
+    assert names == ["Mean mask (PNG)", "All 16 sample masks + maps (zip)"]
+
+
+def test_medical_widgets_rerun(demo_env):
+    at = _ok(_page("medical"))
+    at.selectbox(key="medical_model").set_value("medical_prob_unet").run()
+    _ok(at)
+    assert "medical_prob_unet.ckpt" in _texts(at.caption)
+    at.slider(key="medical_samples").set_value(4).run()
+    _ok(at)
+    assert [b.proto.label for b in at.get("download_button")][1] == "All 4 sample masks + maps (zip)"
+    at.number_input(key="medical_seed").set_value(3).run()
+    _ok(at)
+    at.selectbox(key="medical_item").set_value(at.selectbox(key="medical_item").options[-1]).run()
+    _ok(at)
+
+
+def _medical_upload_page() -> AppTest:
+    at = _page("medical")
+    at.radio(key="medical_source").set_value("Upload a file").run()
+    return _ok(at)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "note"),
+    [
+        (
+            "slice.png",
+            lambda: S.png((np.random.default_rng(0).random((128, 128)) * 255).astype(np.uint8)),
+            None,
+        ),
+        (
+            "slice16.png",
+            lambda: S.png(np.random.default_rng(0).integers(0, 4000, (96, 96)).astype(np.uint16)),
+            "16-bit",
+        ),
+        ("photo.jpg", lambda: S.jpeg(S.gradient_rgb(100, 140)), "grayscale"),
+        (
+            "slice.dcm",
+            lambda: S.dicom(np.random.default_rng(0).integers(0, 2000, (64, 64)), window=(-600, 1500)),
+            "DICOM window",
+        ),
+    ],
+)
+def test_medical_2d_uploads(demo_env, name, make, note):
+    at = _upload(_medical_upload_page(), "medical_upload", name, make())
+    _ok(at)
+    assert at.subheader[0].value == name
+    infos = _texts(at.info)
+    if note:
+        assert note in infos
+    assert any("GED" in m.label for m in at.metric) is False  # no readers for an upload
+    if name != "slice.png":  # not 128x128: the fit choice is offered
+        at.radio(key="medical_fit").set_value("crop").run()
+        _ok(at)
+        assert "centre 128x128 window" in _texts(at.caption)
+
+
+def test_medical_nifti_volume_has_slice_and_channel_sliders(demo_env):
+    volume = np.random.default_rng(0).random((40, 40, 6, 2)).astype(np.float32)
+    at = _upload(_medical_upload_page(), "medical_upload", "brain.nii.gz", S.nifti(volume, compressed=True))
+    _ok(at)
+    assert at.slider(key="medical_slice").value == 3
+    at.slider(key="medical_slice").set_value(5).run()
+    _ok(at)
+    assert at.subheader[0].value == "brain.nii.gz slice 5"
+    at.slider(key="medical_channel").set_value(1).run()
+    _ok(at)
+    assert "4D volume" in _texts(at.info)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("broken.png", S.png(np.zeros((64, 64), np.uint8))[:70], "corrupt or truncated"),
+        ("notes.txt", b"not an image at all", "unsupported file type"),
+        ("cut.nii", S.nifti(np.random.default_rng(0).random((30, 30, 8)))[:600], "corrupt or truncated"),
+        ("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (up.MAX_UPLOAD_BYTES + 1), "the limit is 50.0 MB"),
+    ],
+)
+def test_medical_bad_uploads_show_a_message(demo_env, name, data, message):
+    at = _upload(_medical_upload_page(), "medical_upload", name, data)
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value and name in at.error[0].value
+    assert not at.subheader  # nothing else was drawn
+
+
+# ---------------------------------------------------------------------------------------------- driving
+
+
+def test_driving_default_scene_renders(demo_env):
+    at = _ok(_page("driving"))
+    captions = _texts(at.caption)
+    assert "driving_detection.ckpt" in captions and "map50 0.200, map 0.100" in captions
+    assert "driving_anomaly.ckpt" in captions
+    assert at.metric[0].label == "Frame anomaly score"
+    float(at.metric[0].value)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == [
+        "Detections (KITTI text)",
+        "Image with boxes (PNG)",
+        "Heat-map overlay (PNG)",
+        "Anomaly mask (PNG)",
+        "Score map (16-bit PNG)",
+    ]
+
+
+def test_driving_widgets_rerun(demo_env):
+    at = _ok(_page("driving"))
+    at.slider(key="driving_det_threshold").set_value(0.05).run()  # the model's own floor: everything shown
+    _ok(at)
+    shown, total = map(int, re.match(r"(\d+) of (\d+) detections shown", _image_captions(at)[0]).groups())
+    assert shown == total > 0, "the tiny detector should give some boxes to filter"
+    table = at.dataframe[0].value
+    assert len(table) == total and (table["score"] >= 0.05).all()
+    cars = int((table["class"] == "Car").sum())
+    above = int((table["score"] >= 0.5).sum())
+    at.multiselect(key="driving_det_classes").set_value(["Car"]).run()
+    _ok(at)
+    assert _image_captions(at)[0] == f"{cars} of {total} detections shown"
+    at.multiselect(key="driving_det_classes").set_value(["Car", "Pedestrian", "Cyclist"])
+    at.slider(key="driving_det_threshold").set_value(0.5).run()
+    _ok(at)
+    assert _image_captions(at)[0] == f"{above} of {total} detections shown"
+    at.slider(key="driving_ano_alpha").set_value(0.9).run()
+    _ok(at)
+    score = at.selectbox(key="driving_ano_score")
+    last = score.options[-1]
+    score.set_value(last).run()
+    _ok(at)
+    threshold = at.slider(key=f"driving_ano_threshold_{last}")
+    threshold.set_value(threshold.max).run()
+    _ok(at)
+    assert _image_captions(at)[1].startswith(f"{last}: ")
+    percent = {m.label: m.value for m in at.metric}["Pixels above the threshold"]
+    assert float(percent.rstrip(" %")) < 1.0  # only the maximum pixel(s) reach the top of the range
+    at.selectbox(key="driving_scene").set_value(1).run()
+    _ok(at)
+    assert "synthetic_00001.png" in _texts(at.caption)
+
+
+def _driving_upload_page() -> AppTest:
+    at = _page("driving")
+    at.radio(key="driving_source").set_value("Upload a photo").run()
+    return _ok(at)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "note"),
+    [
+        ("road.png", lambda: S.png(S.gradient_rgb(90, 300)), None),
+        ("road.jpg", lambda: S.jpeg(S.gradient_rgb(120, 160), orientation=6), "EXIF"),
+        ("rgba.png", lambda: S.png(np.dstack([S.gradient_rgb(), np.full((40, 64), 9, np.uint8)])), "alpha"),
+        ("grey.png", lambda: S.png(np.full((50, 70), 128, np.uint8)), "grayscale image converted to RGB"),
+        (
+            "raw16.png",
+            lambda: S.png(np.random.default_rng(0).integers(0, 60000, (48, 80, 3)).astype(np.uint16)),
+            "16-bit",
+        ),
+    ],
+)
+def test_driving_uploads(demo_env, name, make, note):
+    at = _upload(_driving_upload_page(), "driving_upload", name, make())
+    _ok(at)
+    if note:
+        assert note in _texts(at.info)
+    assert name in _texts(at.caption)
+    assert at.metric[0].label == "Frame anomaly score"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("broken.jpg", S.jpeg(S.gradient_rgb())[:200], "corrupt or truncated"),
+        ("ct.nii.gz", S.nifti(np.zeros((20, 20, 5), np.int16), compressed=True), "needs a 2D road photo"),
+        ("clip.mp4", b"\x00\x00\x00\x18ftypmp42", "unsupported file type"),
+    ],
+)
+def test_driving_bad_uploads_show_a_message(demo_env, name, data, message):
+    at = _upload(_driving_upload_page(), "driving_upload", name, data)
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value
+    assert not at.metric
+
+
+# -------------------------------------------------------------------------------------------- no models
+
+
+def test_pages_without_checkpoints_say_what_to_run(demo_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("SUITE_DEMO_CHECKPOINTS", str(tmp_path / "empty"))
+    for page in ("medical", "driving"):
+        at = _page(page)
+        assert not at.exception
+        assert "make demo" in at.error[0].value
+        assert "prepare_demo.py --only" in _texts(at.code)
+    at = _ok(_page("home"))
+    assert set(at.dataframe[0].value["checkpoint"]) == {"missing"}
+
+
+def test_a_broken_checkpoint_is_reported_and_the_other_tab_still_works(demo_env, tmp_path, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "ckpts"
+    shutil.copytree(demo_env["checkpoints"], folder)
+    (folder / "driving_anomaly.ckpt").write_bytes(b"not a checkpoint")  # e.g. a truncated download
+    monkeypatch.setenv("SUITE_DEMO_CHECKPOINTS", str(folder))
+    at = _page("driving")
+    assert not at.exception
+    assert len(at.error) == 1 and "Could not load the anomaly checkpoint" in at.error[0].value
+    assert "--only driving_anomaly --force" in at.error[0].value
+    assert _image_captions(at)[0].endswith("detections shown")  # the detector tab is unaffected

@@ -1,0 +1,272 @@
+"""The upload layer alone: every supported format decodes to the right pixels, bad files give clear errors."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from apps import uploads as up
+from tests.apps import samples as S
+
+# ------------------------------------------------------------------------------------------- road photos
+
+
+def test_rgb_png_round_trips_exactly():
+    rgb = S.gradient_rgb()
+    out = up.decode_rgb_image(S.png(rgb), "scene.png")
+    assert out.image.dtype == np.uint8 and out.image.shape == (40, 64, 3)
+    np.testing.assert_array_equal(out.image, rgb)  # RGB order, not OpenCV's BGR
+    assert out.notes == [] and out.format == "PNG"
+
+
+def test_rgba_png_drops_alpha_and_says_so():
+    rgb = S.gradient_rgb()
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 100, np.uint8)])
+    out = up.decode_rgb_image(S.png(rgba), "scene.png")
+    np.testing.assert_array_equal(out.image, rgb)
+    assert any("alpha" in n for n in out.notes)
+
+
+def test_grey_png_becomes_rgb_with_a_note():
+    grey = np.tile(np.arange(64, dtype=np.uint8) * 4, (40, 1))
+    out = up.decode_rgb_image(S.png(grey), "grey.png")
+    assert out.image.shape == (40, 64, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out.image[..., c], grey)
+    assert any("grayscale" in n for n in out.notes)
+
+
+def test_16_bit_png_is_rescaled_to_8_bit():
+    values = np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)
+    image = np.kron(values, np.ones((10, 10), dtype=np.uint16))  # 20x20, four flat blocks
+    out = up.decode_rgb_image(S.png(image), "raw16.png")
+    # min..max -> 0..255: 1000 -> 0, 2000 -> 63.75 -> 64, 3000 -> 127.5 -> 128, 5000 -> 255
+    assert out.image[0, 0, 0] == 0 and out.image[0, 15, 0] == 64
+    assert out.image[15, 0, 0] == 128 and out.image[15, 15, 0] == 255
+    assert any("16-bit" in n and "1000..5000" in n for n in out.notes)
+
+
+def test_16_bit_rgb_png_keeps_colour_order():
+    rgb16 = np.zeros((20, 20, 3), np.uint16)
+    rgb16[..., 0] = 60000  # red high
+    rgb16[0, 0, 2] = 1  # so that min is 0 elsewhere
+    out = up.decode_rgb_image(S.png(rgb16), "rgb16.png")
+    assert out.image[5, 5, 0] == 255 and out.image[5, 5, 1] == 0 and out.image[5, 5, 2] == 0
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_exif_orientation_matches_pillow(orientation):
+    from PIL import Image, ImageOps
+
+    data = S.jpeg(S.gradient_rgb(), orientation=orientation)
+    reference = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    out = up.decode_rgb_image(data, "photo.jpg")
+    assert out.image.shape == reference.shape
+    # same decoder family, so only rounding differences are allowed
+    assert np.abs(out.image.astype(int) - reference.astype(int)).max() <= 2
+    assert (orientation != 1) == any("EXIF" in n for n in out.notes)
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "message"),
+    [
+        (b"", "empty.png", "empty"),
+        (b"just some text, no image", "notes.txt", "unsupported file type"),
+        (S.png(S.gradient_rgb())[:60], "cut.png", "corrupt or truncated"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 200, "fake.png", "corrupt"),
+        (S.jpeg(S.gradient_rgb())[:300], "cut.jpg", "corrupt or truncated"),
+        (b"GIF89a" + b"\x00" * 100, "anim.gif", "unsupported file type"),
+    ],
+)
+def test_bad_road_photos_raise_clear_errors(data, name, message):
+    with pytest.raises(up.UploadError, match=message) as info:
+        up.decode_rgb_image(data, name)
+    assert name in str(info.value)
+
+
+def test_medical_volume_on_the_road_page_is_refused_as_such():
+    data = S.nifti(np.zeros((20, 20, 5), np.int16))
+    with pytest.raises(up.UploadError, match="NIfTI medical file.*2D road photo"):
+        up.decode_rgb_image(data, "ct.nii")
+    with pytest.raises(up.UploadError, match="DICOM"):
+        up.decode_rgb_image(S.dicom(np.zeros((20, 20))), "ct.dcm")
+
+
+def test_size_limits():
+    with pytest.raises(up.UploadError, match=r"1\.0 MB; the limit is 0\.5 MB"):
+        up.check_size(b"\0" * (1024 * 1024), "big.png", limit=512 * 1024)
+    up.check_size(b"\0" * 10, "small.png")  # fine
+    with pytest.raises(up.UploadError, match="limit is 50.0 MB"):
+        up.decode_medical(b"\0" * (up.MAX_UPLOAD_BYTES + 1), "huge.nii")
+    with pytest.raises(up.UploadError, match="megapixels"):
+        up.decode_rgb_image(S.png(np.zeros((100, 100), np.uint8)), "wide.png", max_pixels=5000)
+    with pytest.raises(up.UploadError, match="at least 16x16"):
+        up.decode_rgb_image(S.png(np.zeros((8, 30), np.uint8)), "tiny.png")
+
+
+# ------------------------------------------------------------------------------------------ medical files
+
+
+def test_medical_png_8_bit_is_value_over_255():
+    grey = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))  # 32x32
+    vol = up.decode_medical(S.png(grey), "slice.png")
+    assert (vol.num_channels, vol.num_slices) == (1, 1) and not vol.is_volume
+    np.testing.assert_allclose(vol.slice(), grey / 255.0, atol=1e-6)
+    assert vol.notes == []
+
+
+def test_medical_colour_and_rgba_become_grey_with_notes():
+    rgb = S.gradient_rgb(32, 32)
+    vol = up.decode_medical(S.png(rgb), "colour.png")
+    assert vol.slice().shape == (32, 32)
+    assert any("grayscale" in n for n in vol.notes)
+    grey3 = np.repeat(np.full((32, 32, 1), 200, np.uint8), 3, axis=2)
+    rgba = np.dstack([grey3, np.full((32, 32), 255, np.uint8)])
+    vol = up.decode_medical(S.png(rgba), "grey_rgba.png")
+    np.testing.assert_allclose(vol.slice(), 200 / 255.0, atol=1e-6)
+    assert any("alpha" in n for n in vol.notes) and not any("grayscale" in n for n in vol.notes)
+
+
+def test_medical_16_bit_png_uses_its_range():
+    image = np.kron(np.array([[100, 300], [500, 900]], np.uint16), np.ones((16, 16), np.uint16))
+    vol = up.decode_medical(S.png(image), "ct16.png")
+    s = vol.slice()
+    assert s[0, 0] == pytest.approx(0.0) and s[-1, -1] == pytest.approx(1.0)
+    assert s[0, -1] == pytest.approx((300 - 100) / 800)
+
+
+def test_dicom_applies_rescale_and_window():
+    stored = np.full((32, 32), 1024, np.int16)  # 0 HU with intercept -1024
+    stored[:16] = 24  # -1000 HU
+    vol = up.decode_medical(S.dicom(stored, window=(-500, 1000)), "slice.dcm")
+    assert vol.format == "DICOM" and (vol.lo, vol.hi) == (-1000.0, 0.0)
+    s = vol.slice()
+    assert s[0, 0] == pytest.approx(0.0) and s[-1, -1] == pytest.approx(1.0)
+    assert any("window" in n for n in vol.notes)
+
+
+def test_dicom_monochrome1_is_inverted():
+    stored = np.zeros((32, 32), np.int16)
+    stored[:16] = 100
+    vol = up.decode_medical(
+        S.dicom(stored, window=(50, 100), intercept=0.0, photometric="MONOCHROME1"), "m1.dcm"
+    )
+    s = vol.slice()
+    assert s[0, 0] < s[-1, -1]  # high stored values are dark in MONOCHROME1
+    assert any("MONOCHROME1" in n for n in vol.notes)
+
+
+def test_multiframe_dicom_is_a_volume():
+    frames = np.stack([np.full((32, 32), v, np.int16) for v in (0, 500, 1000)])
+    vol = up.decode_medical(S.dicom(frames), "cine.dcm")
+    assert vol.num_slices == 3 and vol.is_volume
+    assert vol.slice(0).mean() < vol.slice(2).mean()
+    with pytest.raises(up.UploadError, match="slice 3 outside"):
+        vol.slice(3)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_nifti_volume_slices_follow_the_axial_axis(compressed):
+    volume = np.zeros((20, 24, 5), np.float32)  # X, Y, Z
+    for k in range(5):
+        volume[:, :, k] = k
+    volume[0, 23, :] = 10  # left (x=0), anterior (y max) corner
+    vol = up.decode_medical(S.nifti(volume, compressed=compressed), "ct.nii.gz" if compressed else "ct.nii")
+    assert (vol.num_channels, vol.num_slices) == (1, 5) and vol.shape2d == (24, 20)
+    raw = vol.data[0]
+    assert raw[3, 5, 5] == 3  # slice index = z
+    assert raw[0, 0, 0] == 10  # anterior up, x = 0 on the left: np.rot90 of [:, :, k]
+    assert any("5 axial slices" in n for n in vol.notes)
+
+
+def test_nifti_4d_has_channels():
+    vol = up.decode_medical(
+        S.nifti(np.random.default_rng(0).random((16, 16, 3, 2)).astype(np.float32)), "t.nii"
+    )
+    assert (vol.num_channels, vol.num_slices) == (2, 3)
+    assert vol.slice(1, channel=1).shape == (16, 16)
+    with pytest.raises(up.UploadError, match="channel 2"):
+        vol.slice(0, channel=2)
+
+
+def test_nifti_2d_is_one_slice():
+    vol = up.decode_medical(S.nifti(np.ones((30, 20), np.int16)), "one.nii")
+    assert (vol.num_channels, vol.num_slices) == (1, 1) and vol.shape2d == (20, 30)
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "message"),
+    [
+        (
+            lambda: S.nifti(np.random.default_rng(0).random((20, 20, 4)))[:500],
+            "cut.nii",
+            "corrupt or truncated",
+        ),
+        (
+            lambda: S.nifti(np.random.default_rng(0).random((20, 20, 4)), compressed=True)[:300],
+            "cut.nii.gz",
+            "truncated",
+        ),
+        (lambda: b"\x1f\x8b" + b"\x00" * 50, "bad.nii.gz", "gzip data is corrupt"),
+        (lambda: b"\x1f\x8b\x08\x00" + b"\x00" * 50, "archive.tar.gz", "not a NIfTI|gzip"),
+        (lambda: S.dicom(np.zeros((32, 32)))[:300], "cut.dcm", "no PixelData|corrupt"),
+        (lambda: S.dicom(np.zeros((32, 32)))[:-100], "short.dcm", "cannot decode the DICOM pixel data"),
+        (lambda: S.png(np.zeros((20, 20), np.uint8))[:-20], "cut_end.png", "corrupt or truncated"),
+        (lambda: b"\x00" * 128 + b"DICM" + b"\xff" * 40, "garbage.dcm", "DICOM"),
+        (lambda: b"%PDF-1.7 ...", "report.pdf", "unsupported file type"),
+    ],
+)
+def test_bad_medical_files_raise_clear_errors(make, name, message):
+    with pytest.raises(up.UploadError, match=message) as info:
+        up.decode_medical(make(), name)
+    assert name in str(info.value)
+
+
+def test_gzip_bomb_is_capped():
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (3 * 1024 * 1024))
+    with pytest.raises(up.UploadError, match="decompresses to more than"):
+        up._gunzip(bomb, "bomb.nii.gz", limit=1024 * 1024)
+
+
+def test_detect_format():
+    assert up.detect_format(S.png(np.zeros((20, 20), np.uint8))) == "png"
+    assert up.detect_format(S.jpeg(S.gradient_rgb())) == "jpeg"
+    assert up.detect_format(S.dicom(np.zeros((20, 20)))) == "dicom"
+    assert up.detect_format(S.nifti(np.zeros((20, 20, 2)))) == "nifti"
+    assert up.detect_format(S.nifti(np.zeros((20, 20, 2)), compressed=True), "a.nii.gz") == "nifti_gz"
+    assert up.detect_format(b"hello", "a.txt") == "unknown"
+
+
+# ----------------------------------------------------------------------------------------- model in / out
+
+
+def test_fit_to_model_resize_and_crop():
+    image = np.arange(200 * 100, dtype=np.float32).reshape(200, 100) / 20000
+    out, how = up.fit_to_model(image, 128, "resize")
+    assert out.shape == (128, 128) and "resized from 100x200" in how
+    out, how = up.fit_to_model(image, 64, "crop")
+    np.testing.assert_array_equal(out, image[68:132, 18:82])
+    small = np.ones((10, 20), np.float32)
+    out, how = up.fit_to_model(small, 32, "crop")
+    assert out.shape == (32, 32) and "edge-padded" in how and (out == 1).all()
+    _, how = up.fit_to_model(np.zeros((32, 32), np.float32), 32)
+    assert "as is" in how
+    with pytest.raises(up.UploadError):
+        up.fit_to_model(np.zeros((2, 32, 32)), 32)
+
+
+def test_png_and_zip_bytes_round_trip():
+    import cv2
+
+    rgb = S.gradient_rgb()
+    back = cv2.cvtColor(
+        cv2.imdecode(np.frombuffer(up.png_bytes(rgb), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+    )
+    np.testing.assert_array_equal(back, rgb)
+    archive = zipfile.ZipFile(io.BytesIO(up.zip_bytes({"a.png": b"1", "b.txt": b"22"})))
+    assert archive.namelist() == ["a.png", "b.txt"] and archive.read("b.txt") == b"22"

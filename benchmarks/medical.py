@@ -1,0 +1,248 @@
+"""U-Net vs Probabilistic U-Net vs HPU-Net on the synthetic four-reader LIDC set, one fixed training budget.
+
+    .venv/bin/python benchmarks/medical.py [--budget-minutes 12] [--out benchmarks/results/medical.md]
+        [--models unet prob_unet hpu_net] [--crop-size 64] [--test-items N] [--threads N] [--cpu]
+
+Each model trains for ``budget / 3`` minutes of wall time (``Trainer(max_time=...)``, constant learning rate,
+no validation) on centre crops of the synthetic training split, then is tested on the synthetic test split
+with 16 samples per image: GED, Hungarian-matched IoU, sample diversity, Dice of the mean prediction (vs each
+reader and vs the majority), ECE. Speed: training images per second, and the time to draw 16 samples for one
+128x128 image (batch 1), next to one forward pass of the U-Net. The U-Net's 16 "samples" are 16 copies of its
+one thresholded mask. The default budget (12 minutes) keeps the whole run within 15 minutes on 2 CPU cores.
+
+Prints a markdown table plus the target checks and writes them to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from domains.medical.data import MedicalDataModule
+from domains.medical.task import MedicalSegmentationTask
+
+# CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
+MODELS: dict[str, dict] = {
+    "unet": {"model_kwargs": {"channels": [16, 32, 64, 128]}},
+    # The prior / posterior nets only output a 6-d Gaussian: half the U-Net's width keeps 16 samples cheap.
+    "prob_unet": {
+        "model_kwargs": {
+            "channels": [16, 32, 64, 128],
+            "latent_dim": 6,
+            "latent_encoder_channels": [8, 16, 32, 64],
+        },
+        "beta": 1.0,
+    },
+    # The paper's objective (GECO kappa 0.05, stochastic top-2 % BCE) on a 7-level pyramid: at 64 px the four
+    # latent scales sit at 1, 2, 4 and 8 px, as the paper's do at 128 px with 8 levels.
+    "hpu_net": {
+        "model_kwargs": {
+            "channels": [16, 32, 64, 64, 64, 64, 64],
+            "blocks_per_level": 1,
+            "latent_channels": [1, 1, 1, 1],
+        },
+        "geco": True,
+        "kappa": 0.05,
+        "geco_rate": 0.01,
+        "top_k_fraction": 0.02,
+        "stochastic_top_k": True,
+    },
+}
+LABELS = {"unet": "U-Net", "prob_unet": "Prob. U-Net", "hpu_net": "HPU-Net"}
+
+
+class _TrainClock(pl.Callback):
+    """Wall time of the training loop alone (no set-up, no evaluation)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up: allocations, kernel selection
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def run_model(name: str, args, datamodule: MedicalDataModule, minutes: float) -> dict:
+    pl.seed_everything(args.seed, verbose=False)
+    task = MedicalSegmentationTask(
+        model=name,
+        num_samples=args.num_samples,
+        lr=args.lr,
+        scheduler="none",
+        predict_dir=None,
+        **MODELS[name],
+    )
+    clock = _TrainClock()
+    trainer = pl.Trainer(
+        max_time={"seconds": max(1.0, minutes * 60)},
+        max_epochs=100_000,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        callbacks=[clock],
+        accelerator="cpu" if args.cpu else "auto",
+        devices=1,
+    )
+    trainer.fit(task, datamodule)
+    images = trainer.global_step * datamodule.batch_size
+    tester = pl.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        devices=1,
+        accelerator="cpu" if args.cpu else "auto",
+    )
+    metrics = tester.test(task, datamodule, verbose=False)[0]
+
+    task.eval()
+    x = torch.rand(1, 1, 128, 128, device=task.device)
+    with torch.inference_mode():
+        sample_ms = _median_ms(lambda: task.sample(x, 16), args.timing_repeats)
+        forward_ms = _median_ms(lambda: task(x), args.timing_repeats)
+    return {
+        "name": name,
+        "steps": trainer.global_step,
+        "images": images,
+        "train_s": clock.seconds,
+        "img_per_s": images / max(clock.seconds, 1e-9),
+        "sample16_ms": sample_ms,
+        "forward_ms": forward_ms,
+        **{k.removeprefix("test/"): float(v) for k, v in metrics.items()},
+    }
+
+
+def report(results: list[dict], args, device: str, minutes: float) -> str:
+    title = f"# Medical benchmark: U-Net vs Prob. U-Net vs HPU-Net ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
+    setup = (
+        f"Synthetic four-reader LIDC set (`domains.medical.synthetic`, {args.data_path or 'default'}), "
+        f"training on {args.crop_size}x{args.crop_size} centre crops with augmentation, batch "
+        f"{args.batch_size}, AdamW lr {args.lr}, {minutes:.2f} min of training per model. Test split, "
+        f"{args.num_samples} samples per image. Device: {device} "
+        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads). "
+        f"Inference: one 128x128 image, batch 1, median of {args.timing_repeats}."
+    )
+    header = (
+        "| model | steps | train img/s | GED | Hungarian IoU | diversity | Dice (mean vs readers) "
+        "| Dice (vs majority) | ECE | 16 samples ms/img | x U-Net forward |"
+    )
+    lines = [title, "", setup, "", header, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = next((r for r in results if r["name"] == "unet"), None)
+    for r in results:
+        ratio = f"{r['sample16_ms'] / base['forward_ms']:.2f}" if base else "-"
+        lines.append(
+            f"| {LABELS[r['name']]} | {r['steps']} | {r['img_per_s']:.1f} | {r['ged']:.3f} "
+            f"| {r['hungarian_iou']:.3f} "
+            f"| {r['diversity']:.3f} | {r['dice']:.3f} | {r['dice_majority']:.3f} | {r['ece']:.3f} "
+            f"| {r['sample16_ms']:.1f} | {ratio} |"
+        )
+    if base:
+        lines += [
+            "",
+            f"U-Net single forward: {base['forward_ms']:.1f} ms per 128x128 image.",
+            "",
+            "Targets:",
+            "",
+        ]
+        for r in results:
+            if r["name"] == "unet":
+                continue
+            drop = 1 - r["ged"] / base["ged"] if base["ged"] > 0 else float("nan")
+            lines.append(
+                f"- {LABELS[r['name']]} GED {r['ged']:.3f} vs U-Net {base['ged']:.3f}: {drop:.0%} lower "
+                f"(target: at least 30% lower): {'PASS' if drop >= 0.30 else 'FAIL'}"
+            )
+            gap = base["dice"] - r["dice"]
+            lines.append(
+                f"- {LABELS[r['name']]} Dice of the mean {r['dice']:.3f} vs U-Net {base['dice']:.3f} "
+                f"(target: at most 0.05 lower): {'PASS' if gap <= 0.05 else 'FAIL'}"
+            )
+        prob = next((r for r in results if r["name"] == "prob_unet"), None)
+        if prob:
+            ratio = prob["sample16_ms"] / base["forward_ms"]
+            lines.append(
+                f"- Prob. U-Net 16 samples = {ratio:.2f}x one U-Net forward (target <= 2x): "
+                f"{'PASS' if ratio <= 2 else 'FAIL'}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=12.0,
+        help="total training time, split evenly between the models (default 12)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/medical.md"))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--data-path", default=None, help="LIDC PNG root (default: the synthetic set)")
+    parser.add_argument("--crop-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument("--test-items", type=int, default=None, help="cap on test images (default: all)")
+    parser.add_argument("--timing-repeats", type=int, default=20)
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    args = parser.parse_args(argv)
+    if args.budget_minutes <= 0:
+        parser.error("--budget-minutes must be positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    datamodule = MedicalDataModule(
+        data_path=args.data_path,
+        crop_size=args.crop_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        max_items={"test": args.test_items} if args.test_items else None,
+        seed=args.seed,
+    )
+    datamodule.prepare_data()
+    minutes = args.budget_minutes / len(args.models)
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    results = []
+    for name in args.models:
+        start = time.perf_counter()
+        results.append(run_model(name, args, datamodule, minutes))
+        r = results[-1]
+        print(
+            f"[{name}] {r['steps']} steps, GED {r['ged']:.3f}, Dice {r['dice']:.3f}, "
+            f"{time.perf_counter() - start:.0f} s in all",
+            flush=True,
+        )
+    table = report(results, args, device, minutes)
+    print("\n" + table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+        print(f"written to {args.out}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Pieces the three segmenters share: input checks, the BCE scales, clamped diagonal Gaussians, top-k CE."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Independent, Normal
+
+# Log-sigma range of every latent Gaussian. Unclamped log-sigmas are the NaN source of public Prob U-Net ports
+# (exp overflows, or sigma underflows to 0 and the KL divides by it); sigma in [e^-6, e^3] covers any useful
+# value.
+LOG_SIGMA_RANGE = (-6.0, 3.0)
+
+
+def init_foreground_bias(conv: torch.nn.Conv2d, prior: float) -> None:
+    """Start the logits layer at ``P(foreground) = prior`` (RetinaNet's prior init).
+
+    Lesions cover a few percent of the pixels; from a zero bias, Adam at lr 1e-3 needs thousands of steps just
+    to move the bias to about -3, which is most of a short CPU run.
+    """
+    if not 0 < prior < 1:
+        raise ValueError(f"foreground_prior must be in (0, 1), got {prior}")
+    torch.nn.init.constant_(conv.bias, math.log(prior / (1 - prior)))
+
+
+def check_images(images: torch.Tensor, in_channels: int) -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != in_channels:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"expected images of shape (B, {in_channels}, H, W), got {shape}")
+
+
+def check_masks(masks: torch.Tensor, images: torch.Tensor) -> None:
+    if (
+        masks.ndim != 4
+        or masks.shape[1] != 1
+        or masks.shape[0] != images.shape[0]
+        or masks.shape[2:] != images.shape[2:]
+    ):
+        raise ValueError(
+            f"expected one mask per image of shape "
+            f"({images.shape[0]}, 1, {images.shape[2]}, {images.shape[3]}) "
+            f"with values in {{0, 1}}, got {tuple(masks.shape)}"
+        )
+
+
+def bce_sum_per_image(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits summed over the pixels of each image, averaged over the batch (the ELBO's scale)."""
+    return (
+        F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype), reduction="none")
+        .flatten(1)
+        .sum(1)
+        .mean()
+    )
+
+
+def diagonal_gaussian(mu: torch.Tensor, log_sigma: torch.Tensor, event_dims: int) -> Independent:
+    """``Independent(Normal)`` over the last ``event_dims`` dims, log-sigma clamped to ``LOG_SIGMA_RANGE``.
+
+    Clamping keeps every KL and sample finite; the analytic KL comes from ``torch.distributions``.
+    """
+    log_sigma = log_sigma.clamp(*LOG_SIGMA_RANGE)
+    return Independent(Normal(mu, log_sigma.exp()), event_dims)
+
+
+def select_top_k(
+    ce: torch.Tensor, fraction: float, stochastic: bool = False, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Indices of ``floor(fraction * ce.numel())`` (at least 1) pixels of a flat per-pixel loss.
+
+    Deterministic: the k largest. Stochastic: k pixels drawn without replacement with probability proportional
+    to their loss (Gumbel top-k, as the DeepMind HPU-Net code does), so easy pixels are still visited now and
+    then.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"top-k fraction must be in (0, 1], got {fraction}")
+    k = max(1, math.floor(ce.numel() * fraction))
+    score = ce.detach()
+    if stochastic:
+        u = torch.rand(score.shape, generator=generator, device=score.device).clamp_(1e-12, 1 - 1e-7)
+        score = torch.log(score / score.sum().clamp_min(1e-12) + 1e-30) - torch.log(-torch.log(u))
+    return torch.topk(score, k, sorted=False).indices
+
+
+def top_k_cross_entropy(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    fraction: float | None,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean BCE over the ``fraction`` of pixels of the whole batch with the highest loss (Kohl et al. 2019).
+
+    Returns ``(mean_ce, flat_indices)``; ``fraction=None`` averages every pixel and returns no indices.
+    Written here because no maintained library offers a top-k pixel loss.
+    """
+    ce = F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype), reduction="none").flatten()
+    if fraction is None:
+        return ce.mean(), None
+    index = select_top_k(ce, fraction, stochastic, generator)
+    return ce[index].mean(), index

@@ -1,0 +1,57 @@
+"""Deterministic U-Net baseline on the shared U-Net (one foreground logit, BCE-with-logits)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from shared.segmentation import SegmentationNet
+
+from .common import bce_sum_per_image, check_images, check_masks, init_foreground_bias
+
+
+class UNetSegmenter(nn.Module):
+    """The plain U-Net: one mask per image. Its N "samples" are N copies of the same logits.
+
+    Shares the interface of the probabilistic models (``loss``, ``sample_logits``) so the task, metrics and
+    benchmark treat all three alike. The loss is BCE summed over pixels per image, averaged over the batch:
+    the same scale as the Prob U-Net's reconstruction term, so their ``train/rec`` curves compare directly.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 64, 128, 192),
+        decoder_channels: Sequence[int] | None = None,
+        foreground_prior: float = 0.05,
+    ):
+        super().__init__()
+        self.net = SegmentationNet(
+            num_classes=1,
+            in_channels=in_channels,
+            encoder="unet_encoder",
+            encoder_kwargs={"channels": list(channels)},
+            decoder_channels=None if decoder_channels is None else list(decoder_channels),
+        )
+        init_foreground_bias(self.net.head, foreground_prior)
+        self.in_channels = in_channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 1, H, W)."""
+        check_images(images, self.in_channels)
+        return self.net(images)
+
+    def loss(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        check_masks(masks, images)
+        logits = self(images)
+        rec = bce_sum_per_image(logits, masks)
+        return rec, {"rec": rec.detach(), "rec_per_pixel": rec.detach() / masks[0].numel()}
+
+    def sample_logits(self, images: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """(B, N, H, W): the one prediction repeated, so set metrics (GED, diversity) apply unchanged."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        logits = self(images)
+        return logits.expand(-1, num_samples, -1, -1)

@@ -1,0 +1,183 @@
+"""Writes what ``predict`` produces: per image, N sample masks, the mean probability and an uncertainty map.
+
+Layout (``<id>`` is the dataset's item id, e.g. ``<patient>/<slice>``; each part is made filesystem-safe):
+
+    <output_dir>/<id>/sample_00.png ... sample_{N-1}.png   binary masks, 0 / 255
+    <output_dir>/<id>/mean_prob.png                          mean foreground probability, 0..255
+    <output_dir>/<id>/uncertainty.png                        uncertainty, 0..255 (see below)
+    <output_dir>/<id>/{samples,mean_prob,uncertainty}.nii.gz only when the input slice came from NIfTI
+
+Uncertainty: ``entropy`` is the binary entropy (bits, in [0, 1]) of the mean probability, written as x 255;
+``variance`` is the variance of the sample probabilities across samples (in [0, 0.25]), written as x 4 x 255.
+For NIfTI inputs the maps are mapped back onto the source volume's in-plane grid (undoing the datamodule's
+aspect-preserving resize and symmetric padding, inverting the label's nearest-neighbour resize)
+and written as one-slice volumes whose affine places them at the source slice, so they overlay the original
+scan in any viewer. NIfTI files hold the raw values (probabilities, bits or variance; masks 0/1).
+
+Use it from the task (``--model.predict_dir DIR``) or as a callback in the YAML
+(``domains.medical.predict.MedicalPredictionWriter``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+
+def uncertainty_map(probs: torch.Tensor, kind: str = "entropy") -> torch.Tensor:
+    """Per-pixel uncertainty (B, H, W) from sample probabilities (B, N, H, W).
+
+    ``entropy``: binary entropy in bits of the mean probability (total predictive uncertainty, 1 at p = 0.5).
+    ``variance``: variance of the N sample probabilities (how much the samples disagree; 0 for one sample).
+    """
+    if probs.ndim != 4:
+        raise ValueError(f"expected sample probabilities (B, N, H, W), got {tuple(probs.shape)}")
+    if kind == "entropy":
+        p = probs.mean(dim=1).clamp(1e-7, 1 - 1e-7)
+        return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+    if kind == "variance":
+        return probs.var(dim=1, unbiased=False)
+    raise ValueError(f"uncertainty kind must be 'entropy' or 'variance', got {kind!r}")
+
+
+def _safe_relpath(item_id: str) -> Path:
+    """Item id -> relative path: '/'-separated parts kept as folders, other odd characters replaced."""
+    parts = [re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in str(item_id).replace("\\", "/").split("/")]
+    parts = [p for p in parts if p not in ("", ".", "..")]
+    if not parts:
+        raise ValueError(f"cannot make an output path from item id {item_id!r}")
+    return Path(*parts)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), np.ascontiguousarray(array, dtype=np.uint8)):
+        raise OSError(f"{path}: cv2.imwrite failed (disk full or unwritable folder?)")
+
+
+def _to_uint8(values: torch.Tensor, scale: float) -> np.ndarray:
+    return np.clip(np.round(values.float().cpu().numpy() * scale), 0, 255).astype(np.uint8)
+
+
+def _inverse_nearest(n_source: int, n_resized: int) -> torch.Tensor:
+    """Index into a nearest-resized axis for every source index, inverting torch's "nearest" resize.
+
+    ``interpolate(mode="nearest")`` (what MONAI ``Resized`` does to labels) fills resized index j from source
+    index floor(j * n_source / n_resized). Each source index i takes the resized pixel read from the source
+    index closest to i (itself when one was read from it; the lower one on ties), so a perfect prediction
+    lands on the source label up to the voxels the downsampling skipped.
+    """
+    i = torch.arange(n_source)
+    lower = (i * n_resized) // n_source
+    upper = (lower + 1).clamp_max(n_resized - 1)
+    read_lower, read_upper = (lower * n_source) // n_resized, (upper * n_source) // n_resized
+    return torch.where((read_upper - i).abs() < (i - read_lower).abs(), upper, lower)
+
+
+def slice_to_source_grid(array: torch.Tensor, spatial_shape) -> torch.Tensor:
+    """Undo the Decathlon slice pipeline for maps (C, crop, crop) with rows = Y, cols = X: -> (C, X, Y).
+
+    The datamodule resized the (X, Y) plane by ``crop / max(X, Y)`` (rounded sizes; labels with nearest
+    neighbours), padded symmetrically to ``crop x crop`` (MONAI ``ResizeWithPadOrCrop``, ``width // 2`` first)
+    and transposed to (Y, X). This transposes back, drops the padding and reads every source voxel from the
+    resized pixel whose label was read nearest to it (see ``_inverse_nearest``).
+    """
+    x_size, y_size = int(spatial_shape[0]), int(spatial_shape[1])
+    crop = array.shape[-1]
+    if array.ndim != 3 or array.shape[-2] != crop:
+        raise ValueError(f"expected square maps (C, crop, crop), got {tuple(array.shape)}")
+    scale = crop / max(x_size, y_size)
+    sx, sy = max(1, round(x_size * scale)), max(1, round(y_size * scale))
+    planes = array.transpose(-1, -2)  # (C, X, Y) on the crop grid
+    px, py = (crop - sx) // 2, (crop - sy) // 2
+    planes = planes[:, px : px + sx, py : py + sy]
+    ix = _inverse_nearest(x_size, sx).to(planes.device)
+    iy = _inverse_nearest(y_size, sy).to(planes.device)
+    return planes[:, ix][:, :, iy]
+
+
+def _slice_affine(affine: np.ndarray, slice_index: int) -> np.ndarray:
+    """Affine of a one-slice volume whose voxel (i, j, 0) is voxel (i, j, slice_index) of the source."""
+    out = np.array(affine, dtype=np.float64, copy=True)
+    out[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(slice_index)]) + affine[:3, 3]
+    return out
+
+
+class MedicalPredictionWriter(BasePredictionWriter):
+    """Writes each predicted batch as it comes (PNG, plus NIfTI for NIfTI inputs).
+
+    Predictions are not also kept in memory by the Trainer (``keep_predictions=False``), so ``predict`` over a
+    large set runs in constant memory.
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "predictions/medical",
+        uncertainty: str = "entropy",
+        keep_predictions: bool = False,
+    ):
+        super().__init__(write_interval="batch")
+        if uncertainty not in ("entropy", "variance"):
+            raise ValueError(f"uncertainty must be 'entropy' or 'variance', got {uncertainty!r}")
+        self.output_dir = Path(output_dir)
+        self.uncertainty = uncertainty
+        self.keep_predictions = keep_predictions
+        self.written: list[Path] = []
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.written = []
+        if not self.keep_predictions:
+            trainer.predict_loop.return_predictions = False
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            print(
+                f"[MedicalPredictionWriter] wrote {len(self.written)} image folders under {self.output_dir}"
+            )
+
+    def write_on_batch_end(
+        self,
+        trainer,
+        pl_module,
+        prediction: dict,
+        batch_indices,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        samples, mean, unc = prediction["samples"], prediction["mean"], prediction["uncertainty"]
+        unc_scale = 255.0 if self.uncertainty == "entropy" else 4 * 255.0
+        source = prediction.get("source")
+        for i, item_id in enumerate(prediction["id"]):
+            folder = self.output_dir / _safe_relpath(item_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            for s in range(samples.shape[1]):
+                _write_png(folder / f"sample_{s:02d}.png", samples[i, s].to(torch.uint8).cpu().numpy() * 255)
+            _write_png(folder / "mean_prob.png", _to_uint8(mean[i], 255.0))
+            _write_png(folder / "uncertainty.png", _to_uint8(unc[i], unc_scale))
+            if source is not None and str(source["image_path"][i]).endswith((".nii", ".nii.gz")):
+                self._write_nifti(folder, samples[i], mean[i], unc[i], source, i)
+            self.written.append(folder)
+
+    @staticmethod
+    def _write_nifti(folder: Path, samples, mean, unc, source: dict, i: int) -> None:
+        import nibabel as nib
+
+        def numpy(value) -> np.ndarray:
+            return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+        shape = [int(v) for v in numpy(source["spatial_shape"][i])]
+        affine = numpy(source["affine"][i]).astype(np.float64)
+        affine = _slice_affine(affine, int(numpy(source["slice_index"][i])))
+        masks = slice_to_source_grid(samples.to(torch.uint8), shape)  # (N, X, Y)
+        maps = slice_to_source_grid(torch.stack([mean, unc]).float(), shape)  # (2, X, Y)
+        vol = masks.permute(1, 2, 0)[:, :, None].cpu().numpy().astype(np.uint8)  # (X, Y, 1, N)
+        nib.save(nib.Nifti1Image(vol, affine), folder / "samples.nii.gz")
+        for name, plane in (("mean_prob", maps[0]), ("uncertainty", maps[1])):
+            data = plane[:, :, None].cpu().numpy().astype(np.float32)
+            nib.save(nib.Nifti1Image(data, affine), folder / f"{name}.nii.gz")

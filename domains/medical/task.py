@@ -1,0 +1,202 @@
+"""One LightningModule for the three medical segmenters: training, set metrics with N samples, prediction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from shared.task import BaseTask
+
+from .metrics import SegmentationUncertaintyMetrics
+from .models import MODELS, build_model
+from .predict import MedicalPredictionWriter, uncertainty_map
+
+# Task arguments that configure each model's loss (passed to its constructor; the others do not take them).
+_LOSS_ARGS = {
+    "unet": (),
+    "prob_unet": ("beta",),
+    "hpu_net": (
+        "beta",
+        "geco",
+        "kappa",
+        "geco_decay",
+        "geco_rate",
+        "geco_init_lambda",
+        "top_k_fraction",
+        "stochastic_top_k",
+    ),
+}
+
+
+# Read at evaluation / prediction time only; not saved with the model (see ``__init__``).
+_RUNTIME_ARGS = ("num_samples", "threshold", "predict_dir", "predict_uncertainty")
+
+
+class MedicalSegmentationTask(BaseTask):
+    """Trains ``unet``, ``prob_unet`` or ``hpu_net`` on batches from ``MedicalDataModule``.
+
+    Training uses the sampled reader's mask (``batch["mask"]``). Validation and test draw ``num_samples``
+    segmentations per image and compare them with all readers (``batch["masks"]``): GED, Hungarian IoU,
+    sample diversity, Dice of the mean prediction against each reader and against the majority, ECE, logged
+    as ``val/ged`` ... together with ``val/num_samples``. ``predict`` writes samples, mean probability and an
+    uncertainty map per image to ``predict_dir`` (see :mod:`domains.medical.predict`).
+
+    Args:
+        model: ``unet`` | ``prob_unet`` | ``hpu_net``.
+        model_kwargs: architecture arguments of that model (e.g. ``channels``, ``latent_dim``,
+            ``latent_channels``, ``blocks_per_level``); see :mod:`domains.medical.models`.
+        in_channels: image channels.
+        num_samples: segmentations drawn per image for metrics and prediction (16 in the papers).
+        threshold: probability above which a sample's pixel is foreground.
+        beta: KL weight (Prob U-Net; HPU-Net with ``geco=False``).
+        geco, kappa, geco_decay, geco_rate, geco_init_lambda: HPU-Net GECO objective (kappa per pixel).
+        top_k_fraction, stochastic_top_k: HPU-Net top-k reconstruction (paper: 0.02; None: every pixel).
+        predict_dir: where ``predict`` writes (None: no files).
+        predict_uncertainty: ``entropy`` (of the mean probability, bits) or ``variance`` (across samples).
+            ``num_samples``, ``threshold`` and the two ``predict_*`` settings are not stored in checkpoints,
+            so ``test``/``predict`` with ``--ckpt_path`` take them from the command line.
+        lr, weight_decay, scheduler, warmup_steps, nonfinite_loss: see ``shared.task.BaseTask``.
+    """
+
+    def __init__(
+        self,
+        model: str = "prob_unet",
+        model_kwargs: dict[str, Any] | None = None,
+        in_channels: int = 1,
+        num_samples: int = 16,
+        threshold: float = 0.5,
+        beta: float = 1.0,
+        geco: bool = True,
+        kappa: float = 0.05,
+        geco_decay: float = 0.99,
+        geco_rate: float = 0.01,
+        geco_init_lambda: float = 1.0,
+        top_k_fraction: float | None = 0.02,
+        stochastic_top_k: bool = True,
+        predict_dir: str | None = "predictions/medical",
+        predict_uncertainty: str = "entropy",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        warmup_steps: int = 0,
+        nonfinite_loss: str = "raise",
+    ):
+        super().__init__(
+            lr=lr,
+            weight_decay=weight_decay,
+            scheduler=scheduler,
+            warmup_steps=warmup_steps,
+            nonfinite_loss=nonfinite_loss,
+        )
+        # Inference-time settings stay out of the checkpoint: LightningCLI lets a checkpoint's hyperparameters
+        # override the command line, so saved ones would silently win over ``--model.predict_dir`` etc.
+        self.save_hyperparameters(ignore=list(_RUNTIME_ARGS))
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if predict_uncertainty not in ("entropy", "variance"):
+            raise ValueError(
+                f"predict_uncertainty must be 'entropy' or 'variance', got {predict_uncertainty!r}"
+            )
+        given = dict(model_kwargs or {})
+        for key in ("in_channels", *_LOSS_ARGS[model]):
+            if key in given:
+                raise ValueError(f"set {key!r} as a task argument (model.{key}), not inside model_kwargs")
+        loss_args = {key: getattr(self.hparams, key) for key in _LOSS_ARGS[model]}
+        self.model = build_model(model, in_channels=in_channels, **given, **loss_args)
+        self.model_name = model
+        self.num_samples = num_samples
+        self.threshold = threshold
+        self.predict_dir = predict_dir
+        self.predict_uncertainty = predict_uncertainty
+        self.val_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
+        self.test_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 1, H, W): the deterministic best guess of the model."""
+        return self.model(images)
+
+    @torch.no_grad()
+    def sample(self, images: torch.Tensor, num_samples: int | None = None, **kwargs) -> torch.Tensor:
+        """Foreground probabilities of ``num_samples`` (default: the task's) segmentations, (B, N, H, W).
+
+        Used by validation, ``predict`` and the demo app. ``kwargs`` go to the model's ``sample_logits``
+        (HPU-Net: ``sample_mode="global" | "local"``). Call ``.eval()`` first outside a Trainer.
+        """
+        n = self.num_samples if num_samples is None else int(num_samples)
+        images = images.to(self.device, torch.float32)
+        return self.model.sample_logits(images, n, **kwargs).float().sigmoid()
+
+    # ------------------------------------------------------------------------------------------- training
+
+    def training_step(self, batch: dict, batch_idx: int):
+        loss, terms = self.model.loss(batch["image"], batch["mask"])
+        batch_size = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        return self.guard_loss(loss, {"loss": loss, **terms})
+
+    def _evaluate(self, batch: dict, stage: str, metrics: SegmentationUncertaintyMetrics) -> None:
+        images = batch["image"]
+        loss, terms = self.model.loss(images, batch["mask"])
+        batch_size = images.shape[0]
+        self.log(f"{stage}/loss", loss, batch_size=batch_size)
+        for name in ("rec_per_pixel", "kl"):
+            if name in terms:
+                self.log(f"{stage}/{name}", terms[name], batch_size=batch_size)
+        probs = self.sample(images)
+        metrics.update(probs >= self.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])
+
+    def _log_metrics(self, stage: str, metrics: SegmentationUncertaintyMetrics) -> None:
+        if int(metrics.num_images_sum) == 0:  # e.g. a sanity check that ran no batch
+            return
+        values = metrics.compute()
+        names = {
+            "ged": "ged",
+            "hungarian_iou": "hungarian_iou",
+            "diversity": "diversity",
+            "dice_readers": "dice",
+            "dice_majority": "dice_majority",
+            "ece": "ece",
+            "num_samples": "num_samples",
+        }
+        for key, name in names.items():
+            self.log(f"{stage}/{name}", float(values[key]), prog_bar=name in ("ged", "dice"))
+        metrics.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    # ----------------------------------------------------------------------------------------- prediction
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Samples (bool), mean probability and uncertainty per image, plus what the writer needs."""
+        probs = self.sample(batch["image"])
+        out = {
+            "id": list(batch["id"]),
+            "samples": (probs >= self.threshold).cpu(),
+            "mean": probs.mean(dim=1).cpu(),
+            "uncertainty": uncertainty_map(probs, self.predict_uncertainty).cpu(),
+        }
+        if "source" in batch:
+            out["source"] = batch["source"]
+        return out
+
+    def configure_callbacks(self):
+        if not self.predict_dir:
+            return []
+        return [MedicalPredictionWriter(self.predict_dir, uncertainty=self.predict_uncertainty)]

@@ -1,0 +1,185 @@
+"""``python -m domains.medical`` end to end on tiny generated data: every config fits, predict writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.utils.data import default_collate
+
+from domains.medical.__main__ import main
+from domains.medical.data import DecathlonSliceDataset
+from domains.medical.predict import MedicalPredictionWriter
+from domains.medical.synthetic import generate_lidc_png
+from domains.medical.task import MedicalSegmentationTask
+
+CONFIGS = Path(__file__).resolve().parents[2] / "domains" / "medical" / "configs"
+TINY_KWARGS = {
+    "unet": "{channels: [8, 16]}",
+    "prob_unet": "{channels: [8, 16], latent_dim: 3}",
+    "hpu_net": "{channels: [8, 8, 8, 8, 8], latent_channels: [1, 1, 1, 1], blocks_per_level: 1}",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two threads per process
+    spin against other processes (5-10x slower here); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lidc(tmp_path_factory) -> Path:
+    return generate_lidc_png(tmp_path_factory.mktemp("lidc"), n_patients=8, images_per_patient=2, size=32)
+
+
+def tiny_args(data: Path, config: str) -> list[str]:
+    model = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]["model"]
+    return [
+        "-c",
+        str(CONFIGS / f"{config}.yaml"),
+        "--model.model_kwargs",
+        TINY_KWARGS[model],
+        "--model.num_samples",
+        "4",
+        "--data.data_path",
+        str(data),
+        "--data.crop_size",
+        "32",
+        "--data.batch_size",
+        "2",
+        "--data.num_workers",
+        "0",
+        "--data.max_items",
+        "8",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+
+
+@pytest.mark.parametrize("config", ["unet", "prob_unet", "hpu_net", "quick"])
+def test_fit_fast_dev_run_every_config(config, lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", *tiny_args(lidc, config), "--trainer.fast_dev_run", "1"])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics
+    for name in ("val/ged", "val/hungarian_iou", "val/diversity", "val/dice", "val/dice_majority", "val/ece"):
+        assert torch.isfinite(metrics[name]), name
+    assert float(metrics["val/num_samples"]) == 4
+    assert torch.isfinite(metrics["train/loss"])
+
+
+def test_configs_name_their_model():
+    expected = {"unet": "unet", "prob_unet": "prob_unet", "hpu_net": "hpu_net", "quick": "prob_unet"}
+    for config, model in expected.items():
+        cfg = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())
+        assert cfg["model"]["model"] == model
+        MedicalSegmentationTask(model=model, model_kwargs=cfg["model"]["model_kwargs"])  # the sizes build
+
+
+def test_fit_checkpoint_then_predict_writes_samples_mean_and_uncertainty(lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = tiny_args(lidc, "quick")
+    main(["fit", *args, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
+    ckpt = tmp_path / "lightning_logs/medical/checkpoints/last.ckpt"
+    assert ckpt.is_file()
+    out = tmp_path / "pred"
+    cli = main(
+        [
+            "predict",
+            *args,
+            "--ckpt_path",
+            str(ckpt),
+            "--model.predict_dir",
+            str(out),
+            "--model.predict_uncertainty",
+            "variance",
+        ]
+    )
+    test_ids = cli.datamodule.dataset("test").base.ids
+    assert len(test_ids) >= 1
+    for item_id in test_ids:
+        folder = out / item_id
+        names = sorted(p.name for p in folder.iterdir())
+        assert names == [
+            "mean_prob.png",
+            "sample_00.png",
+            "sample_01.png",
+            "sample_02.png",
+            "sample_03.png",
+            "uncertainty.png",
+        ], names
+        sample = cv2.imread(str(folder / "sample_00.png"), cv2.IMREAD_UNCHANGED)
+        assert sample.shape == (32, 32) and set(np.unique(sample)) <= {0, 255}
+        assert cv2.imread(str(folder / "mean_prob.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
+    assert cli.trainer.predict_loop.predictions == []  # written as it goes, not kept in memory
+
+
+def _decathlon(root: Path, shape=(24, 20, 3)) -> tuple[np.ndarray, np.ndarray]:
+    """One tiny Decathlon case: a labelled rectangle on slice 1, an oblique affine."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    image = rng.random(shape).astype(np.float32)
+    label = np.zeros(shape, np.uint8)
+    label[5:15, 3:9, 1] = 1
+    label[2:4, 12:18, 1] = 1
+    affine = np.array([[0.0, -0.8, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 2.5, 30.0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / "case_0.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / "case_0.nii.gz")
+    meta = {
+        "training": [{"image": "./imagesTr/case_0.nii.gz", "label": "./labelsTr/case_0.nii.gz"}],
+        "modality": {"0": "CT"},
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return label, affine
+
+
+@pytest.mark.parametrize("shape", [(24, 20, 3), (30, 20, 3)])
+def test_nifti_predictions_land_on_the_source_slice(tmp_path, shape):
+    """Write a slice's own label back: it must match the source volume's voxels at the source slice."""
+    label, affine = _decathlon(tmp_path / "msd", shape)
+    dataset = DecathlonSliceDataset(tmp_path / "msd", "all", crop_size=24)
+    index = next(i for i, (_, z) in enumerate(dataset.slices) if z == 1)
+    item = dataset[index]
+    mask = item["masks"][0]  # (24, 24) on the model's grid
+    prediction = {
+        "id": [item["id"]],
+        "samples": torch.stack([mask, torch.zeros_like(mask)])[None].bool(),
+        "mean": mask[None].float(),
+        "uncertainty": torch.zeros(1, 24, 24),
+        "source": default_collate([item])["source"],
+    }
+    writer = MedicalPredictionWriter(str(tmp_path / "out"))
+    writer.write_on_batch_end(None, None, prediction, None, None, 0, 0)
+    folder = tmp_path / "out" / item["id"]
+    assert (folder / "mean_prob.png").is_file()
+    mean_img = nib.load(folder / "mean_prob.nii.gz")
+    samples_img = nib.load(folder / "samples.nii.gz")
+    assert mean_img.shape == (shape[0], shape[1], 1) and samples_img.shape == (shape[0], shape[1], 1, 2)
+    truth = label[:, :, 1].astype(bool)
+    written = np.asarray(samples_img.dataobj)[:, :, 0, 0].astype(bool)
+    if shape == (24, 20, 3):  # no resize, only padding: exact
+        np.testing.assert_array_equal(written, truth)
+        np.testing.assert_allclose(mean_img.get_fdata()[:, :, 0], truth.astype(float))
+    else:  # (30, 20) -> (24, 16): read back from the pixel whose label was read nearest to each voxel
+        assert (
+            written >= truth
+        ).all()  # every labelled voxel comes back; skipped rows/columns go to a neighbour
+        assert (written & truth).sum() / (written | truth).sum() > 0.75
+    assert not np.asarray(samples_img.dataobj)[:, :, 0, 1].any()
+    voxel = np.array([3, 4, 0])  # voxel (i, j, 0) of the output is voxel (i, j, 1) of the source volume
+    np.testing.assert_allclose(
+        nib.affines.apply_affine(mean_img.affine, voxel), nib.affines.apply_affine(affine, voxel + [0, 0, 1])
+    )

@@ -1,0 +1,284 @@
+"""Medical segmenters as plain nn.Modules: shapes, sampling cost, KL, GECO, top-k CE, short training runs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from domains.medical.models import (
+    GECO,
+    HierarchicalProbUNet,
+    ProbabilisticUNet,
+    UNetSegmenter,
+    build_model,
+    top_k_cross_entropy,
+)
+from domains.medical.predict import uncertainty_map
+
+TINY = {
+    "unet": {"channels": (8, 16)},
+    "prob_unet": {"channels": (8, 16), "latent_dim": 3},
+    "hpu_net": {"channels": (8, 8, 8, 8, 8), "blocks_per_level": 1},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two threads per process
+    spin against other processes (5-10x slower here); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def squares(n: int = 8, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bright squares on noise with the square as the mask: a task any of the models can learn in 30 steps."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, size, size, generator=g) * 0.3
+    masks = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        y, x = torch.randint(2, size - 12, (2,), generator=g).tolist()
+        images[i, 0, y : y + 10, x : x + 10] += 0.6
+        masks[i, 0, y : y + 10, x : x + 10] = 1
+    return images, masks
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_shapes_and_interface(name):
+    net = build_model(name, **TINY[name])
+    images, masks = squares(3)
+    loss, terms = net.loss(images, masks)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in terms.values())
+    assert net.sample_logits(images, 5).shape == (3, 5, 32, 32)
+    assert net(images).shape == (3, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)|one mask per image"):
+        net.loss(images, masks[:, 0])
+
+
+def test_unet_samples_are_copies_and_probabilistic_samples_differ():
+    images, _ = squares(2)
+    u = UNetSegmenter(channels=(8, 16)).sample_logits(images, 4)
+    assert torch.equal(u[:, 0], u[:, 3])
+    p = ProbabilisticUNet(channels=(8, 16), latent_dim=3)
+    torch.nn.init.normal_(p.prior.head.weight, std=1.0)  # a non-degenerate prior (the head starts at zero)
+    s = p.sample_logits(images, 4)
+    assert not torch.allclose(s[:, 0], s[:, 1])
+
+
+def test_build_model_rejects_unknown_arguments():
+    with pytest.raises(TypeError, match="latent_dimm.*valid: .*latent_dim"):
+        build_model("prob_unet", latent_dimm=6)
+    with pytest.raises(ValueError, match="unknown medical model"):
+        build_model("segformer")
+
+
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_prob_unet_draws_n_samples_from_one_unet_pass():
+    net = ProbabilisticUNet(channels=(8, 16), latent_dim=3)
+    torch.nn.init.normal_(net.prior.head.weight, std=1.0)
+    unet_calls, prior_calls, fcomb_calls = (_count_calls(m) for m in (net.unet, net.prior, net.fcomb))
+    images, _ = squares(2)
+    samples = net.sample_logits(images, 16)
+    assert samples.shape == (2, 16, 32, 32)
+    assert unet_calls[0] == 1 and prior_calls[0] == 1 and fcomb_calls[0] == 1
+    assert len({tuple(samples[0, k, :2, :2].flatten().tolist()) for k in range(16)}) == 16
+
+
+def test_fcomb_equals_concatenation_followed_by_1x1_convs():
+    """The cheap f_comb is exactly conv1x1(concat(features, broadcast z)) -> ReLU ... -> logits."""
+    net = ProbabilisticUNet(channels=(8, 16), latent_dim=3)
+    f = net.fcomb
+    c = f.feature_proj.in_channels
+    feats, z = torch.randn(2, c, 6, 5), torch.randn(2, 4, 3)
+    out = f(feats, z)
+    for b in range(2):
+        for n in range(4):
+            x = torch.cat([feats[b : b + 1], z[b, n].view(1, 3, 1, 1).expand(1, 3, 6, 5)], dim=1)
+            weight = torch.cat([f.feature_proj.weight, f.latent_proj.weight[..., None, None]], dim=1)
+            h = torch.relu(torch.nn.functional.conv2d(x, weight, f.feature_proj.bias))
+            for conv in f.hidden:
+                h = torch.relu(conv(h))
+            torch.testing.assert_close(out[b, n], f.out(h)[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_hpu_net_encodes_once_per_sampling_call():
+    net = HierarchicalProbUNet(**TINY["hpu_net"], max_batch=4)
+    encoder_calls = _count_calls(net.prior.encoder[0])
+    head_calls = _count_calls(net.prior.heads[0])
+    out = net.sample_logits(squares(2)[0], 6)
+    assert out.shape == (2, 6, 32, 32)
+    assert encoder_calls[0] == 1
+    assert head_calls[0] == 3  # decoder: 12 maps in chunks of max_batch // B = 2 samples
+
+
+def _copy_prior_into_posterior(prior: torch.nn.Module, posterior: torch.nn.Module) -> None:
+    """Posterior := prior, with zero weight on its extra mask input channel: both give the same Gaussians."""
+    prior_state = prior.state_dict()
+    with torch.no_grad():
+        for name, p in posterior.state_dict().items():
+            q = prior_state[name]
+            p.zero_()
+            p[tuple(slice(0, s) for s in q.shape)] = q
+
+
+def test_prob_unet_kl_is_zero_when_posterior_equals_prior():
+    net = ProbabilisticUNet(channels=(8, 16), latent_dim=3)
+    torch.nn.init.normal_(net.prior.head.weight, std=0.5)
+    torch.nn.init.normal_(net.prior.head.bias, std=0.5)
+    images, masks = squares(3)
+    _, terms = net.loss(images, masks)
+    assert terms["kl"] > 1e-3  # different nets: positive KL
+    _copy_prior_into_posterior(net.prior, net.posterior)
+    _, terms = net.loss(images, masks)
+    assert abs(float(terms["kl"])) < 1e-6
+
+
+def test_hpu_net_kl_is_zero_when_posterior_equals_prior():
+    net = HierarchicalProbUNet(**TINY["hpu_net"], geco=False)
+    images, masks = squares(3)
+    _, terms = net.loss(images, masks)
+    assert terms["kl"] > 1e-6
+    _copy_prior_into_posterior(net.prior, net.posterior)
+    _, terms = net.loss(images, masks)
+    for level in range(4):  # the prior re-run with the posterior's latents gives the same conditionals
+        assert abs(float(terms[f"kl_scale{level}"])) < 1e-7
+
+
+def test_clamped_log_sigma_keeps_the_loss_finite():
+    net = ProbabilisticUNet(channels=(8, 16), latent_dim=3)
+    with torch.no_grad():
+        net.prior.head.bias[3:] = -1e4  # log-sigma of -10000: sigma underflows to 0 without the clamp
+        net.posterior.head.bias[3:] = 1e4  # and overflows here
+    loss, terms = net.loss(*squares(2))
+    assert torch.isfinite(loss) and torch.isfinite(terms["kl"])
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_geco_lambda_rises_above_kappa_and_never_goes_negative():
+    geco = GECO(kappa=0.05, decay=0.99, rate=0.1, init_lambda=1.0)
+    # Hand-computed first two steps: C = 0.55 -> ma = 0.55, lambda = 1 + 0.1 * 0.55 = 1.055.
+    assert float(geco(torch.tensor(0.6), bound=0.5)) == pytest.approx(0.1)  # an explicit bound; then reset
+    geco = GECO(kappa=0.05, decay=0.99, rate=0.1, init_lambda=1.0)
+    term = geco(torch.tensor(0.6))
+    assert float(term) == pytest.approx(1.0 * 0.55)
+    assert float(geco.lagmul) == pytest.approx(1.055)
+    geco(torch.tensor(0.3))  # ma = 0.99 * 0.55 + 0.01 * 0.25 = 0.547
+    assert float(geco.ma) == pytest.approx(0.547)
+    assert float(geco.lagmul) == pytest.approx(1.055 + 0.0547)
+    lambdas = [float(geco.lagmul)]
+    for _ in range(20):  # reconstruction above the bound: lambda keeps rising
+        geco(torch.tensor(0.5))
+        lambdas.append(float(geco.lagmul))
+    assert all(b > a for a, b in itertools.pairwise(lambdas))
+    for _ in range(3000):  # far below the bound: lambda falls to 0 and stays there
+        geco(torch.tensor(0.0))
+        assert float(geco.lagmul) >= 0.0
+    assert float(geco.lagmul) == 0.0
+    # The gradient of the GECO term is lambda times the current batch's reconstruction gradient.
+    geco = GECO(rate=0.0, init_lambda=2.0)
+    rec = torch.tensor(0.4, requires_grad=True)
+    geco(rec).backward()
+    assert float(rec.grad) == pytest.approx(2.0)
+    # Evaluation mode leaves the state alone.
+    geco.eval()
+    before = (float(geco.lagmul), float(geco.ma))
+    geco(torch.tensor(5.0))
+    assert (float(geco.lagmul), float(geco.ma)) == before
+
+
+def test_top_k_cross_entropy_picks_the_k_largest():
+    logits = torch.tensor([[[[4.0, -1.0, 0.0, 2.0], [-3.0, 1.0, 0.5, -0.5]]]])  # (1, 1, 2, 4)
+    masks = torch.zeros_like(logits)  # BCE with target 0 grows with the logit
+    ce = torch.nn.functional.softplus(logits).flatten()
+    mean, index = top_k_cross_entropy(logits, masks, fraction=0.25)  # k = floor(8 * 0.25) = 2
+    assert sorted(index.tolist()) == [0, 3]  # logits 4 and 2
+    assert float(mean) == pytest.approx(float((ce[0] + ce[3]) / 2))
+    full, none = top_k_cross_entropy(logits, masks, fraction=None)
+    assert none is None and float(full) == pytest.approx(float(ce.mean()))
+    # Stochastic: k distinct pixels, chosen in proportion to the loss: the one huge-loss pixel is always in.
+    big = torch.full((1, 1, 10, 10), -8.0)
+    big[0, 0, 3, 7] = 9.0
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        _, index = top_k_cross_entropy(big, torch.zeros_like(big), 0.05, stochastic=True, generator=g)
+        assert len(set(index.tolist())) == 5 and 37 in index.tolist()
+
+
+def test_hpu_net_top_k_reconstruction_and_its_geco_bound():
+    """With top-k the constraint is the chosen pixels' BCE summed per image pixel - kappa x their share."""
+    net = HierarchicalProbUNet(**TINY["hpu_net"], top_k_fraction=0.1, stochastic_top_k=False, kappa=0.05)
+    _, terms = net.loss(*squares(3))  # 3 x 32 x 32 = 3072 pixels, k = 307
+    share = 307 / 3072
+    assert float(net.geco.ma) == pytest.approx(share * (float(terms["rec_top_k"]) - 0.05), rel=1e-5)
+    assert float(terms["rec_top_k"]) > float(terms["rec_per_pixel"])  # the hardest pixels
+    state = (float(net.geco.ma), float(net.geco.lagmul))
+    net.eval()  # evaluation: every pixel, GECO state untouched
+    _, terms = net.loss(*squares(3))
+    assert "rec_top_k" not in terms and (float(net.geco.ma), float(net.geco.lagmul)) == state
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_short_training_lowers_the_loss_and_stays_finite(name):
+    """Plain PyTorch (no Lightning): 40 Adam steps on 8 tiny images."""
+    net = build_model(name, **TINY[name], **({"top_k_fraction": None} if name == "hpu_net" else {}))
+    images, masks = squares(8)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    recs, losses = [], []
+    for step in range(40):
+        idx = torch.arange(4) + 4 * (step % 2)
+        loss, terms = net.loss(images[idx], masks[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert torch.isfinite(loss), f"{name}: non-finite loss at step {step}"
+        losses.append(float(loss))
+        recs.append(float(terms["rec_per_pixel"]))
+    assert sum(recs[-4:]) < 0.5 * sum(recs[:4]), (name, recs)
+    # GECO's value is lambda times a slowly moving average of the constraint: it falls, but more slowly.
+    factor = 0.9 if name == "hpu_net" else 0.5
+    assert sum(losses[-4:]) < factor * sum(losses[:4]), (name, losses)
+
+
+def test_hpu_net_sample_modes_fix_scales_at_the_prior_mean():
+    net = HierarchicalProbUNet(**TINY["hpu_net"])
+    images = squares(2)[0]
+    mean_only = net.sample_logits(images, 3, sample_mode=[True] * 4)
+    torch.testing.assert_close(mean_only[:, 0], mean_only[:, 2])
+    torch.testing.assert_close(mean_only[:, :1], net(images))
+    for mode in ("all", "global", "local"):
+        s = net.sample_logits(images, 3, sample_mode=mode)
+        assert not torch.allclose(s[:, 0], s[:, 1]), mode
+    with pytest.raises(ValueError, match="sample_mode"):
+        net.sample_logits(images, 2, sample_mode="coarse")
+
+
+def test_hpu_net_rejects_images_smaller_than_its_pyramid():
+    net = HierarchicalProbUNet(**TINY["hpu_net"])
+    with pytest.raises(ValueError, match="too small for 5 levels"):
+        net.sample_logits(torch.zeros(1, 1, 8, 8), 2)
+
+
+def test_uncertainty_maps_by_hand():
+    probs = torch.tensor([0.0, 1.0, 0.5, 0.5]).view(1, 4, 1, 1).expand(1, 4, 1, 2).contiguous()
+    probs[0, :, 0, 1] = 0.0  # second pixel: every sample certain of background
+    entropy = uncertainty_map(probs, "entropy")  # mean probability 0.5 -> 1 bit; 0 -> 0 bits
+    torch.testing.assert_close(entropy, torch.tensor([[[1.0, 0.0]]]), atol=1e-5, rtol=0)
+    variance = uncertainty_map(probs, "variance")  # values {0, 1, .5, .5}: mean .5, variance (.25 + .25) / 4
+    torch.testing.assert_close(variance, torch.tensor([[[0.125, 0.0]]]))
+    assert math.isclose(float(uncertainty_map(torch.full((1, 1, 1, 1), 0.5), "variance")), 0.0)

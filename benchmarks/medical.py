@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,13 +85,14 @@ def run_model(name: str, args, datamodule: MedicalDataModule, minutes: float) ->
         model=name,
         num_samples=args.num_samples,
         lr=args.lr,
-        scheduler="none",
+        scheduler="cosine" if args.steps else "none",
         predict_dir=None,
         **MODELS[name],
     )
     clock = _TrainClock()
     trainer = pl.Trainer(
         max_time={"seconds": max(1.0, minutes * 60)},
+        max_steps=args.steps or -1,
         max_epochs=100_000,
         limit_val_batches=0,
         logger=False,
@@ -135,7 +137,13 @@ def report(results: list[dict], args, device: str, minutes: float) -> str:
     setup = (
         f"Synthetic four-reader LIDC set (`domains.medical.synthetic`, {args.data_path or 'default'}), "
         f"training on {args.crop_size}x{args.crop_size} centre crops with augmentation, batch "
-        f"{args.batch_size}, AdamW lr {args.lr}, {minutes:.2f} min of training per model. Test split, "
+        f"{args.batch_size}, AdamW lr {args.lr}, "
+        + (
+            f"{args.steps} steps per model (cosine), capped at {minutes:.2f} min. "
+            if args.steps
+            else f"{minutes:.2f} min of training per model. "
+        )
+        + f"Command: `python benchmarks/medical.py {' '.join(sys.argv[1:])}`. Test split, "
         f"{args.num_samples} samples per image. Device: {device} "
         f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads). "
         f"Inference: one 128x128 image, batch 1, median of {args.timing_repeats}."
@@ -194,6 +202,13 @@ def main(argv: list[str] | None = None) -> str:
         type=float,
         default=12.0,
         help="total training time, split evenly between the models (default 12)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train each model for this many steps (cosine schedule) instead of a wall-clock share; "
+        "the time budget stays as a cap. Steps give the same models on a busy and a quiet machine.",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/medical.md"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+
+from shared.task import check_checkpoint_file
 
 
 def default_trainer_kwargs(domain: str) -> dict:
     """Trainer defaults: CSV + TensorBoard logs under ``lightning_logs/<domain>``, LR monitor, gradient clipping."""
     return {
         "max_epochs": 10,
+        # Keeps config.yaml and other run files out of the working directory even when loggers are off.
+        "default_root_dir": f"lightning_logs/{domain}",
         "log_every_n_steps": 10,
         "gradient_clip_val": 1.0,
         "logger": [
@@ -53,6 +59,16 @@ class SuiteCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", default_trainer_kwargs(domain))
         super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then refuse a ``--ckpt_path`` of another task before LightningCLI re-parses the checkpoint's
+        hyperparameters as this task's arguments (that fails with "does not accept option ...", which does not
+        say what the file holds): :class:`shared.task.CheckpointMismatchError` names the task and model in it."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and self.model_class is not None and Path(ckpt_path).is_file():  # not "last" / "best"
+            check_checkpoint_file(ckpt_path, self.model_class)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")

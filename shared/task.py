@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -10,6 +12,14 @@ import torch
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint holds another task or model than the one asked to load it."""
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class BaseTask(pl.LightningModule):
@@ -44,6 +54,32 @@ class BaseTask(pl.LightningModule):
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
 
+    def describe_model(self) -> str:
+        """A short name of the network inside (stored in checkpoints so a mismatch can name what a file holds)."""
+        return str(getattr(self.hparams, "model", None) or type(getattr(self, "model", self)).__name__)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["suite_task"] = {"task": _qualname(type(self)), "model": self.describe_model()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        _check_task(checkpoint, type(self), source="checkpoint")
+        held = (checkpoint.get("suite_task") or {}).get("model")
+        if held is not None and held != self.describe_model():
+            raise CheckpointMismatchError(
+                f"the checkpoint holds model {held!r} but this {type(self).__name__} was built as "
+                f"{self.describe_model()!r}"
+            )
+
+    @classmethod
+    def load_checked(cls, path: str | Path, map_location: str = "cpu", **kwargs) -> BaseTask:
+        """``load_from_checkpoint`` with ``weights_only=True`` and a clear error when the file holds another task.
+
+        The file is read once as plain tensors and containers (no code runs), its recorded task is compared
+        with ``cls``, and only then is the module built.
+        """
+        check_checkpoint_file(path, cls)
+        return cls.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True, **kwargs)
+
     def guard_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Return ``loss`` if every term is finite; else raise (naming step and term) or return None to skip."""
         bad = [name for name, value in terms.items() if not torch.isfinite(value.detach()).all()]
@@ -74,3 +110,40 @@ class BaseTask(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def check_checkpoint_file(path: str | Path, cls: type) -> dict:
+    """Read a checkpoint as plain tensors and containers (``weights_only``: no code runs, memory-mapped) and
+    check that it holds a ``cls`` task; returns it. Used by ``load_checked`` and by the CLI for ``--ckpt_path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise CheckpointMismatchError(f"{path}: not a weights-only Lightning checkpoint ({err})") from err
+    _check_task(checkpoint, cls, source=str(path))
+    return checkpoint
+
+
+def _check_task(checkpoint: dict, cls: type, source: str) -> None:
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointMismatchError(f"{source}: not a Lightning checkpoint (no state_dict)")
+    info = checkpoint.get("suite_task")
+    if info is None:
+        # Written by another tool (or a task whose on_save_checkpoint skips ours): hyperparameters this task
+        # does not take still show it holds something else; otherwise the state-dict load reports by key.
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(checkpoint.get("hyper_parameters") or {}) - set(params) - {"_instantiator"})
+            if unknown:
+                raise CheckpointMismatchError(
+                    f"{source} holds hyperparameters {unknown} that {_qualname(cls)} does not take: "
+                    "a checkpoint of another task or model"
+                )
+        return
+    if info.get("task") != _qualname(cls):
+        raise CheckpointMismatchError(
+            f"{source} holds a {info.get('task')} checkpoint (model {info.get('model')!r}), "
+            f"not a {_qualname(cls)} one: pass a checkpoint of this domain and task"
+        )

@@ -1,0 +1,175 @@
+"""Test-only helpers shared by the domain tests: a hard kill mid-epoch and a kill-then-resume driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class KillAtStep(pl.Callback):
+    """SIGKILL the training process right after optimizer step ``step`` (no clean-up, like a lost node)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    # One intra-op thread: tiny tensors gain nothing from more, and on a shared machine the threads of two
+    # processes (DDP ranks, or other tests) spin against each other.
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def kill_and_resume(module: str, base_args: list[str], ckpt_dir: Path, cwd: Path, kill_step: int) -> tuple[dict, dict]:
+    """Run ``fit`` until a SIGKILL at ``kill_step``, then ``fit --ckpt_path last``; return both last checkpoints."""
+    kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": kill_step}})
+    common = [*base_args, "--checkpoint.dirpath", str(ckpt_dir), "--checkpoint.every_n_train_steps", "1"]
+    first = run_cli(module, ["fit", *common, f"--trainer.callbacks+={kill}"], cwd)
+    assert first.returncode == -signal.SIGKILL, f"the run was not killed:\n{first.stdout[-2000:]}\n{first.stderr[-4000:]}"
+    killed = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
+    second = run_cli(module, ["fit", *common, "--ckpt_path", "last"], cwd)
+    assert second.returncode == 0, f"resume failed:\n{second.stdout[-2000:]}\n{second.stderr[-4000:]}"
+    resumed = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
+    return killed, resumed
+
+
+# ------------------------------------------------------------------------------------------- fault injection
+
+
+def batch_images(batch):
+    """The image tensor(s) of any suite batch: dict ``image`` (medical, anomaly) or ``(images, targets)``."""
+    if isinstance(batch, dict):
+        return batch["image"]
+    return batch[0]
+
+
+def batch_ids(batch) -> list[str]:
+    """Item ids of any suite batch: ``id`` (medical), ``name`` (anomaly) or the targets' ``image_id`` (detection)."""
+    if isinstance(batch, dict):
+        return [str(v) for v in batch.get("id", batch.get("name"))]
+    return [str(t["image_id"]) for t in batch[1]]
+
+
+class PoisonParameter(pl.Callback):
+    """Fill the parameter called ``name`` with ``value`` (NaN by default) just before optimizer step ``step``."""
+
+    def __init__(self, name: str, value: float = float("nan"), step: int = 0):
+        self.name, self.value, self.step = name, float(value), step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            params = dict(pl_module.named_parameters())
+            if self.name not in params:
+                raise KeyError(f"no parameter {self.name!r}; have e.g. {sorted(params)[:8]}")
+            with torch.no_grad():
+                params[self.name].fill_(self.value)
+
+
+class PoisonBatch(pl.Callback):
+    """Overwrite the images of training batch ``batch_idx`` (of every epoch) with ``value`` (NaN by default)."""
+
+    def __init__(self, batch_idx: int, value: float = float("nan")):
+        self.batch_idx, self.value = batch_idx, float(value)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.batch_idx:
+            images = batch_images(batch)
+            for image in images if isinstance(images, (list, tuple)) else [images]:
+                image.fill_(self.value)
+
+
+# ---------------------------------------------------------------------------------------------- DDP checks
+
+
+def _state_size(value) -> float:
+    """A metric state as one number: the sum of a tensor state, the item count of a list ("cat") state."""
+    if isinstance(value, list):
+        return float(sum(v.numel() if v.ndim else 1 for v in value))
+    return float(value.detach().double().sum())
+
+
+class RecordRankData(pl.Callback):
+    """Writes ``<out_dir>/rank<r>.json`` per process: the training item ids it saw and, optionally, a metric
+    state before and after the cross-rank reduction (``metric``: attribute path of a torchmetrics ``Metric`` on
+    the LightningModule, e.g. ``val_metrics``; ``state``: one of its states, e.g. ``num_images_sum``).
+
+    The state is read in ``on_validation_epoch_end``, which Lightning runs for callbacks before the module's own
+    hook (where the tasks compute and reset their metrics); ``sync_context`` does what ``compute()`` does.
+    """
+
+    def __init__(self, out_dir: str, metric: str | None = None, state: str | None = None):
+        self.out_dir, self.metric, self.state = Path(out_dir), metric, state
+        self.train_ids: list[str] = []
+        self.local: list[float] = []
+        self.synced: list[float] = []
+        self.logged: dict[str, float] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.train_ids.extend(batch_ids(batch))
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self.metric is None or trainer.sanity_checking:
+            return
+        metric = pl_module
+        for part in self.metric.split("."):
+            metric = metric[part] if isinstance(metric, dict) else getattr(metric, part)
+        if isinstance(metric, (tuple, list)):
+            metric = metric[0]
+        self.local.append(_state_size(getattr(metric, self.state)))
+        with metric.sync_context(should_sync=True, should_unsync=True):
+            self.synced.append(_state_size(getattr(metric, self.state)))
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:  # what each rank logged (reduced values agree across ranks)
+            self.logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    def on_fit_end(self, trainer, pl_module):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "strategy": type(trainer.strategy).__name__,
+            "backend": getattr(trainer.strategy, "_process_group_backend", None),
+            "train_ids": self.train_ids,
+            "local": self.local,
+            "synced": self.synced,
+            "logged": self.logged,
+        }
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def run_ddp_fit(
+    module: str,
+    base_args: list[str],
+    out_dir: Path,
+    cwd: Path,
+    metric: str | None = None,
+    state: str | None = None,
+    strategy: str = "ddp",
+    timeout: int = 300,
+) -> list[dict]:
+    """``fit`` on 2 CPU processes (gloo) with :class:`RecordRankData`; returns the two ranks' records."""
+    record = {"class_path": "tests.helpers.RecordRankData", "init_args": {"out_dir": str(out_dir)}}
+    if metric is not None:
+        record["init_args"].update(metric=metric, state=state)
+    ddp = ["--trainer.strategy", strategy, "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    proc = run_cli(module, ["fit", *base_args, *ddp, f"--trainer.callbacks+={json.dumps(record)}"], cwd, timeout)
+    assert proc.returncode == 0, f"DDP fit failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
+    records = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return records

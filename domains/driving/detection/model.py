@@ -1,0 +1,214 @@
+"""Road-scene 2D detector: torchvision's FCOS on any backbone of the shared registry, through an FPN.
+
+Why FCOS (and not RetinaNet or Faster R-CNN):
+
+* anchor-free: one point per feature-map location and a scale range per pyramid level, so there are no anchor
+  shapes to tune for tall, thin pedestrians next to wide trucks (RetinaNet's 9 anchors per location assume
+  COCO's box statistics);
+* better box mAP in torchvision's own COCO table (FCOS R50-FPN 39.2 vs RetinaNet 36.4, Faster R-CNN 37.0), and
+  one stage: no RoI pooling, cheap enough for CPU inference at KITTI-like sizes.
+
+What is torchvision's and what is ours: FCOS (loss, centre sampling, box decoding, NMS), the FPN
+(``torchvision.ops.FeaturePyramidNetwork`` + ``LastLevelP6P7``) and the resize / normalise / map-back
+transform (``GeneralizedRCNNTransform``) are torchvision's. This module only adapts a registry backbone
+(``forward_features`` -> list of maps) to the ``OrderedDict`` + ``out_channels`` interface torchvision
+detectors expect, and sets the point sizes to the real strides of the chosen levels (torchvision's default
+assumes strides 8..128, which VGG's levels do not have).
+
+Labels are 0-based class indices (``domains.driving.classes``): FCOS's sigmoid focal loss has no background
+logit, so no slot is reserved for it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import partial
+
+import torch
+from torch import nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, FCOSRegressionHead
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from shared.backbones import Backbone, create_backbone
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BackboneWithFPN(nn.Module):
+    """A registry backbone + FPN over its last ``num_levels`` feature maps (+ P6, P7 by strided convs).
+
+    ``out_channels`` (one width for every level) and an ``OrderedDict`` output are what torchvision's
+    detectors require of a backbone; ``strides`` lists the stride of every returned map, finest first.
+    """
+
+    def __init__(
+        self, backbone: Backbone, num_levels: int = 3, fpn_channels: int = 128, extra_levels: bool = True
+    ):
+        super().__init__()
+        n = len(backbone.feature_channels)
+        if not 1 <= num_levels <= n:
+            raise ValueError(f"num_levels must be in 1..{n} for {type(backbone).__name__}, got {num_levels}")
+        self.body = backbone
+        self.level_indices = list(range(n - num_levels, n))
+        in_channels = [backbone.feature_channels[i] for i in self.level_indices]
+        extra = LastLevelP6P7(fpn_channels, fpn_channels) if extra_levels else None
+        self.fpn = FeaturePyramidNetwork(in_channels, fpn_channels, extra_blocks=extra)
+        self.out_channels = fpn_channels
+        strides = [backbone.feature_strides[i] for i in self.level_indices]
+        if extra_levels:
+            strides += [strides[-1] * 2, strides[-1] * 4]
+        self.strides = strides
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        feats = self.body.forward_features(x)
+        return self.fpn(OrderedDict((f"c{i}", feats[i]) for i in self.level_indices))
+
+
+class RoadDetector(nn.Module):
+    """FCOS detector on a registry backbone. Plain ``nn.Module``: usable without Lightning.
+
+    ``forward(images, targets=None)``: ``images`` is a list of float (3, H, W) tensors in [0, 1], any sizes.
+    In training mode (with targets holding ``boxes`` xyxy pixels and 0-based ``labels``) it returns FCOS's loss
+    dict (``classification``, ``bbox_regression``, ``bbox_ctrness``); in eval mode one dict per image with
+    ``boxes`` (in the *original* image's pixel coordinates), ``scores`` and ``labels``.
+
+    Args:
+        num_classes: number of object classes (no background slot).
+        backbone: registry name (``resnet18``, ``vgg11``, ``vit``, ...) or a built :class:`Backbone`.
+        backbone_kwargs: passed to ``create_backbone``.
+        input_size: ``(height, width)`` box each image is scaled into, keeping its aspect ratio
+            (``GeneralizedRCNNTransform(min_size=min(h, w), max_size=max(h, w))``): KITTI's 1242x375 and the
+            synthetic 640x192 both become about 640x192 with the default.
+        train_scales: multipliers of ``input_size`` drawn at random per training batch (multi-scale
+            training); evaluation always uses ``input_size``.
+        fpn_levels / fpn_channels: how many of the backbone's coarsest maps feed the FPN, and its width.
+        head_convs: conv + GroupNorm blocks in each FCOS branch (torchvision default 4; fewer is faster on CPU).
+        score_thresh / nms_thresh / detections_per_img / topk_candidates: FCOS post-processing.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str | Backbone = "resnet18",
+        backbone_kwargs: dict | None = None,
+        in_channels: int = 3,
+        input_size: tuple[int, int] = (192, 640),
+        train_scales: tuple[float, ...] = (1.0,),
+        fpn_levels: int = 3,
+        fpn_channels: int = 128,
+        head_convs: int = 2,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.6,
+        detections_per_img: int = 100,
+        topk_candidates: int = 1000,
+        center_sampling_radius: float = 1.5,
+        image_mean: tuple[float, ...] = IMAGENET_MEAN,
+        image_std: tuple[float, ...] = IMAGENET_STD,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if len(input_size) != 2 or min(input_size) < 16:
+            raise ValueError(f"input_size must be (height, width) with both >= 16, got {input_size}")
+        if not train_scales or any(s <= 0 for s in train_scales):
+            raise ValueError(f"train_scales must be positive multipliers, got {train_scales}")
+        # torchvision's GroupNorm(32): kept from 64 channels up; narrower FPNs use 2 channels per group, since
+        # one channel per group cannot be normalised on the 1x1 top level of a small image
+        norm_groups = min(32, fpn_channels // 2)
+        if fpn_channels < 2 or fpn_channels % norm_groups:
+            raise ValueError(
+                f"fpn_channels must be even and, from 64 up, a multiple of 32 (GroupNorm), got {fpn_channels}"
+            )
+        if isinstance(backbone, str):
+            backbone = create_backbone(backbone, in_channels=in_channels, **(backbone_kwargs or {}))
+        self.num_classes = num_classes
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        body = BackboneWithFPN(backbone, num_levels=fpn_levels, fpn_channels=fpn_channels)
+        # FCOS assigns a ground-truth box to a level by the point's distance to the box edges (4x-8x the
+        # "anchor" size), so the anchor size must equal the level's real stride.
+        anchors = AnchorGenerator(tuple((s,) for s in body.strides), ((1.0,),) * len(body.strides))
+        head = FCOSHead(fpn_channels, 1, num_classes, num_convs=head_convs)
+        if norm_groups != 32:
+            norm = partial(nn.GroupNorm, norm_groups)
+            head.classification_head = FCOSClassificationHead(
+                fpn_channels, 1, num_classes, head_convs, norm_layer=norm
+            )
+            head.regression_head = FCOSRegressionHead(fpn_channels, 1, head_convs, norm_layer=norm)
+        short, long = min(self.input_size), max(self.input_size)
+        # GeneralizedRCNNTransform draws one of min_size at random per training batch and evaluates at
+        # min_size[-1]: the nominal size goes last.
+        scales = sorted(set(train_scales) - {1.0}) + [1.0]
+        min_sizes = tuple(round(short * s) for s in scales)
+        max_size = round(long * max(max(scales), 1.0))
+        self.detector = FCOS(
+            body,
+            num_classes,
+            min_size=min_sizes,
+            max_size=max_size,
+            image_mean=list(image_mean),
+            image_std=list(image_std),
+            anchor_generator=anchors,
+            head=head,
+            center_sampling_radius=center_sampling_radius,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+            topk_candidates=topk_candidates,
+        )
+        self._train_max_size, self._eval_max_size = max_size, long
+
+    @property
+    def backbone(self) -> Backbone:
+        """The registry backbone (for freezing / transfer learning: ``model.backbone``)."""
+        return self.detector.backbone.body
+
+    def set_postprocess(
+        self,
+        score_thresh: float | None = None,
+        nms_thresh: float | None = None,
+        detections_per_img: int | None = None,
+    ) -> None:
+        """Change post-processing after construction (e.g. a low threshold for mAP, a high one for display)."""
+        if score_thresh is not None:
+            self.detector.score_thresh = score_thresh
+        if nms_thresh is not None:
+            self.detector.nms_thresh = nms_thresh
+        if detections_per_img is not None:
+            self.detector.detections_per_img = detections_per_img
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        if isinstance(images, torch.Tensor):
+            images = list(images) if images.ndim == 4 else [images]
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[0] != self.detector.backbone.body.in_channels:
+                raise ValueError(
+                    f"image {i}: expected a ({self.detector.backbone.body.in_channels}, H, W) tensor, "
+                    f"got shape {tuple(image.shape)}"
+                )
+        # evaluation at the nominal size: the long side may only exceed it in multi-scale training
+        self.detector.transform.max_size = self._train_max_size if self.training else self._eval_max_size
+        if targets is not None:
+            targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        return self.detector(images, targets)
+
+
+def box_in_ignore_fraction(boxes: torch.Tensor, ignore_boxes: torch.Tensor) -> torch.Tensor:
+    """For each box, the largest fraction of its area covered by any one ignore box (0 when there are none).
+
+    Used to drop detections inside KITTI DontCare regions before scoring: torchvision has IoU but not
+    intersection-over-own-area, so this is the intersection from ``box_iou``'s formula divided by area.
+    """
+    if boxes.numel() == 0 or ignore_boxes.numel() == 0:
+        return boxes.new_zeros(len(boxes))
+    lt = torch.maximum(boxes[:, None, :2], ignore_boxes[None, :, :2])
+    rb = torch.minimum(boxes[:, None, 2:], ignore_boxes[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-6)
+    return (inter / area[:, None]).max(dim=1).values
+
+
+__all__ = ["BackboneWithFPN", "RoadDetector", "box_in_ignore_fraction"]

@@ -1,0 +1,150 @@
+"""Prediction outputs: KITTI result files (16 fields, with score) and images with the boxes drawn.
+
+``KittiPredictionWriter`` is a Lightning ``BasePredictionWriter``; the plain functions
+(:func:`detections_to_kitti`, :func:`draw_detections`, :func:`detect`) serve scripts and the Streamlit demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from domains.driving.formats import ObjectLabel, write_kitti_label
+
+# RGB per class name; other names get a colour from the fallback cycle.
+CLASS_COLORS = {
+    "Car": (0, 160, 255),
+    "Van": (0, 220, 220),
+    "Truck": (120, 80, 255),
+    "Pedestrian": (255, 40, 80),
+    "Cyclist": (255, 200, 0),
+}
+_FALLBACK = ((0, 255, 0), (255, 0, 255), (255, 128, 0), (128, 255, 128))
+
+
+def class_color(name: str, index: int = 0) -> tuple[int, int, int]:
+    return CLASS_COLORS.get(name, _FALLBACK[index % len(_FALLBACK)])
+
+
+def detections_to_kitti(pred: dict, class_names: Sequence[str]) -> list[ObjectLabel]:
+    """One :class:`ObjectLabel` per detection, with KITTI's 'unknown' values for the 3D fields.
+
+    Truncation and occlusion are -1 as in KITTI result files (the evaluation does not read them).
+    """
+    objects = []
+    for box, score, label in zip(pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()):
+        if not 0 <= int(label) < len(class_names):
+            raise ValueError(
+                f"detection label {label} outside 0..{len(class_names) - 1} ({list(class_names)})"
+            )
+        objects.append(
+            ObjectLabel(
+                type=class_names[int(label)], bbox=tuple(box), truncated=-1.0, occluded=-1, score=float(score)
+            )
+        )
+    return objects
+
+
+def draw_detections(
+    image: np.ndarray,
+    pred: dict,
+    class_names: Sequence[str],
+    score_thresh: float = 0.5,
+    thickness: int = 2,
+) -> np.ndarray:
+    """Copy of an RGB uint8 image with the detections at or above ``score_thresh`` drawn (cv2)."""
+    canvas = np.ascontiguousarray(image.copy())
+    scale = max(0.35, min(canvas.shape[:2]) / 500)
+    for box, score, label in zip(pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()):
+        if score < score_thresh:
+            continue
+        name = class_names[int(label)]
+        color = class_color(name, int(label))
+        x1, y1, x2, y2 = (round(v) for v in box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+        text = f"{name} {score:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = max(y1, th + base)
+        cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw, ty), color, -1)
+        cv2.putText(canvas, text, (x1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def tensor_to_rgb(image: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> RGB uint8, resized to ``size`` = (H, W) if given."""
+    array = (image.detach().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    if size is not None and tuple(array.shape[:2]) != tuple(size):
+        array = cv2.resize(array, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(array)
+
+
+@torch.no_grad()
+def detect(model: torch.nn.Module, image: np.ndarray) -> dict:
+    """Run a :class:`RoadDetector` on one RGB uint8 image; boxes come back in its pixel coordinates."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+    was_training = model.training
+    model.eval()
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+    device = next(model.parameters()).device
+    out = model([tensor.to(device)])[0]
+    model.train(was_training)
+    return {k: v.cpu() for k, v in out.items()}
+
+
+class KittiPredictionWriter(BasePredictionWriter):
+    """Writes ``<output_dir>/data/<image_id>.txt`` (KITTI result format) and ``images/<image_id>.png``.
+
+    Every detection goes into the txt file (the evaluation sweeps the score); only those at or above
+    ``draw_score_thresh`` are drawn. Images are drawn on the original file when its path is known,
+    else on the batch tensor resized back to the original size.
+    """
+
+    def __init__(self, output_dir: str, class_names: Sequence[str], draw_score_thresh: float = 0.5):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.class_names = list(class_names)
+        self.draw_score_thresh = draw_score_thresh
+        self.written = 0
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        images = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
+        for image, pred in zip(images, prediction):
+            image_id = str(pred["image_id"])
+            write_kitti_label(
+                self.output_dir / "data" / f"{image_id}.txt",
+                detections_to_kitti(pred, self.class_names),
+                with_score=True,
+            )
+            rgb = None
+            if pred.get("image_path"):
+                bgr = cv2.imread(str(pred["image_path"]), cv2.IMREAD_COLOR)
+                rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if rgb is None:
+                rgb = tensor_to_rgb(image, pred.get("orig_size"))
+            drawn = draw_detections(rgb, pred, self.class_names, self.draw_score_thresh)
+            path = self.output_dir / "images" / f"{image_id}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"{path}: could not write the image")
+            self.written += 1
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        print(f"wrote {self.written} KITTI result files and images to {self.output_dir}")
+
+
+__all__ = [
+    "KittiPredictionWriter",
+    "class_color",
+    "detect",
+    "detections_to_kitti",
+    "draw_detections",
+    "tensor_to_rgb",
+]

@@ -1,0 +1,333 @@
+"""Lightning wrapper of :class:`RoadDetector`: training, COCO / KITTI evaluation and prediction files.
+
+Evaluation happens in the *original* image coordinates: predictions and targets are scaled back from the
+tensor the data module produced (which may be resized) to ``target["orig_size"]``, so KITTI's pixel-height
+difficulty filters mean what the devkit means.
+
+* COCO mAP / mAP50 / mAP75 and per-class AP (torchmetrics ``MeanAveragePrecision`` on the faster-coco-eval
+  backend). COCO has no ignore regions, so detections lying mostly inside a DontCare box (more than
+  ``ignore_overlap`` of their area) are dropped before the update, and counted.
+* KITTI AP|R40 per class and difficulty (:func:`domains.driving.metrics.kitti_average_precision`), on the raw
+  KITTI labels (vans as Car's neighbour class, truncation / occlusion, DontCare) when the data module has
+  them, else on the targets.
+
+Training: FCOS has no ignore label, so points inside DontCare regions are trained as background (they hold
+only tiny or far objects); boxes under 1 px left by crops are dropped and counted
+(``train/dropped_degenerate_boxes``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torchmetrics.detection import MeanAveragePrecision
+
+from domains.driving.classes import DETECTION_CLASSES, KITTI_MIN_IOU
+from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, RoadDetector, box_in_ignore_fraction
+from domains.driving.metrics import KITTI_DIFFICULTY, kitti_average_precision
+from shared.backbones import load_backbone_weights
+from shared.task import BaseTask
+
+# Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, see __init__).
+RUNTIME_ARGS = (
+    "pretrained_backbone",
+    "pretrained_prefix",
+    "score_thresh",
+    "nms_thresh",
+    "detections_per_img",
+    "ignore_overlap",
+    "kitti_difficulties",
+    "predict_dir",
+    "predict_score_thresh",
+)
+
+
+class DetectionTask(BaseTask):
+    """FCOS road-scene detector (see :class:`RoadDetector` for the model arguments).
+
+    Args:
+        class_names: detector classes, in the order of the data module's labels (must match it).
+        pretrained_backbone: local weight file (torchvision ``.pth`` or Lightning ``.ckpt``) for the backbone;
+            nothing is downloaded. The load report is printed.
+        pretrained_prefix: key prefix selecting the backbone inside the file (e.g. ``model.backbone.``).
+        score_thresh / nms_thresh / detections_per_img: post-processing for evaluation (a low threshold, as
+            mAP needs the whole precision-recall curve).
+        ignore_overlap: drop a detection from the COCO metric when this fraction of it lies in a DontCare box.
+        kitti_difficulties: KITTI AP levels computed at validation and test (empty: no KITTI AP).
+        predict_dir: where ``predict`` writes KITTI result files (``data/<id>.txt``) and drawn images
+            (``images/<id>.png``); ``None`` only returns the predictions.
+        predict_score_thresh: detections below this score are not drawn (all are written to the txt files).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        backbone_kwargs: dict | None = None,
+        class_names: list[str] = list(DETECTION_CLASSES),  # noqa: B006 - becomes a CLI default
+        pretrained_backbone: str | None = None,
+        pretrained_prefix: str = "",
+        input_size: tuple[int, int] = (192, 640),
+        train_scales: tuple[float, ...] = (1.0,),
+        fpn_levels: int = 3,
+        fpn_channels: int = 128,
+        head_convs: int = 2,
+        center_sampling_radius: float = 1.5,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.6,
+        detections_per_img: int = 100,
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        ignore_overlap: float = 0.5,
+        kitti_difficulties: list[str] = ["easy", "moderate", "hard"],  # noqa: B006
+        predict_dir: str | None = None,
+        predict_score_thresh: float = 0.5,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        warmup_steps: int = 100,
+        nonfinite_loss: str = "raise",
+    ):
+        super().__init__(lr, weight_decay, scheduler, warmup_steps, nonfinite_loss)
+        # Run-time choices stay out of the checkpoint: LightningCLI re-applies a checkpoint's hyperparameters
+        # over the command line, so a stored predict_dir / score threshold would override the user's, and a
+        # moved pretrained file would break loading weights the checkpoint already holds.
+        self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
+        if not class_names or len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")
+        bad = [d for d in kitti_difficulties if d not in KITTI_DIFFICULTY]
+        if bad:
+            raise ValueError(f"kitti_difficulties {bad} unknown; choose from {list(KITTI_DIFFICULTY)}")
+        self.class_names = list(class_names)
+        self.model = RoadDetector(
+            num_classes=len(self.class_names),
+            backbone=backbone,
+            backbone_kwargs=backbone_kwargs,
+            input_size=tuple(input_size),
+            train_scales=tuple(train_scales),
+            fpn_levels=fpn_levels,
+            fpn_channels=fpn_channels,
+            head_convs=head_convs,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+            center_sampling_radius=center_sampling_radius,
+            image_mean=tuple(image_mean),
+            image_std=tuple(image_std),
+        )
+        if pretrained_backbone:
+            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
+            print(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+        self.ignore_overlap = ignore_overlap
+        self.kitti_difficulties = list(kitti_difficulties)
+        self.predict_dir = predict_dir
+        self.predict_score_thresh = predict_score_thresh
+        self.dropped_degenerate = 0
+        self._metrics: dict[str, tuple[MeanAveragePrecision, MeanAveragePrecision]] = {}
+        self._kitti: dict[str, tuple[list, list]] = {}
+        self._ignored_detections: dict[str, int] = {}
+        self._annotation_index: dict | None = None
+
+    # ---------------------------------------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm_classes = getattr(dm, "class_names", None)
+        if dm_classes is not None and list(dm_classes) != self.class_names:
+            raise ValueError(
+                f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
+                "set both to the same list (the labels are indices into it)"
+            )
+
+    def configure_callbacks(self):
+        if not self.predict_dir:
+            return []
+        from domains.driving.detection.predict import KittiPredictionWriter
+
+        return [KittiPredictionWriter(self.predict_dir, self.class_names, self.predict_score_thresh)]
+
+    # ------------------------------------------------------------------------------------------- training
+    def _clean_targets(self, targets: Sequence[dict]) -> list[dict]:
+        """Boxes narrower or lower than 1 px (left by crops) make FCOS raise: drop them and count them."""
+        out = []
+        for t in targets:
+            boxes = t["boxes"]
+            ok = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+            self.dropped_degenerate += int((~ok).sum())
+            out.append({"boxes": boxes[ok], "labels": t["labels"][ok]})
+        return out
+
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        losses = self.model(images, self._clean_targets(targets))
+        loss = sum(losses.values())
+        loss = self.guard_loss(loss, losses)
+        if loss is None:
+            return None
+        bs = len(images)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        if self.dropped_degenerate:
+            self.log("train/dropped_degenerate_boxes", float(self.dropped_degenerate), batch_size=bs)
+        return loss
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _metric(self, stage: str) -> tuple[MeanAveragePrecision, MeanAveragePrecision]:
+        if stage not in self._metrics:
+            # AP over IoU 0.5:0.95 (COCO) with per-class values, and a 0.5-only copy for per-class AP50
+            coco = MeanAveragePrecision(box_format="xyxy", backend="faster_coco_eval", class_metrics=True)
+            ap50 = MeanAveragePrecision(
+                box_format="xyxy", backend="faster_coco_eval", class_metrics=True, iou_thresholds=[0.5]
+            )
+            self._metrics[stage] = (coco, ap50)
+        return self._metrics[stage]
+
+    def _annotations(self) -> dict:
+        """image_id -> raw :class:`ImageAnnotation` from the data module (empty when it has none)."""
+        if self._annotation_index is None:
+            dm = getattr(self.trainer, "datamodule", None)
+            splits = getattr(dm, "splits", None) or {}
+            self._annotation_index = {a.image_id: a for items in splits.values() for a in items}
+        return self._annotation_index
+
+    def predict_original(
+        self, images: list[torch.Tensor], targets: Sequence[dict] | None = None
+    ) -> list[dict]:
+        """Detections for a batch, in the original image coordinates (``orig_size`` of each target)."""
+        preds = self.model(images)
+        out = []
+        for i, (image, pred) in enumerate(zip(images, preds)):
+            scale = _scale_to_original(image, targets[i] if targets is not None else None)
+            out.append({**pred, "boxes": pred["boxes"] * scale})
+        return out
+
+    def _evaluation_step(self, batch, stage: str) -> None:
+        images, targets = batch
+        preds = self.predict_original(images, targets)
+        coco, ap50 = self._metric(stage)
+        kitti_dets, kitti_gts = self._kitti.setdefault(stage, ([], []))
+        annotations = self._annotations()
+        for image, pred, target in zip(images, preds, targets):
+            scale = _scale_to_original(image, target)
+            gt_boxes = target["boxes"].to(pred["boxes"]) * scale
+            ignore = target.get("ignore_boxes", torch.zeros(0, 4)).to(pred["boxes"]) * scale
+            keep = box_in_ignore_fraction(pred["boxes"], ignore) <= self.ignore_overlap
+            self._ignored_detections[stage] = self._ignored_detections.get(stage, 0) + int((~keep).sum())
+            # metrics live outside the module (not moved with it): feed them CPU tensors
+            kept = {k: pred[k][keep].cpu() for k in ("boxes", "scores", "labels")}
+            gt = {"boxes": gt_boxes.cpu(), "labels": target["labels"].cpu()}
+            coco.update([kept], [gt])
+            ap50.update([kept], [gt])
+            if self.kitti_difficulties:
+                kitti_dets.append(self._kitti_detections(pred))
+                ann = annotations.get(target.get("image_id"))
+                kitti_gts.append(_kitti_ground_truth(ann, gt, ignore, self.class_names))
+
+    def _kitti_detections(self, pred: dict) -> list[dict]:
+        return [
+            {"type": self.class_names[int(label)], "bbox": box.tolist(), "score": float(score)}
+            for box, score, label in zip(pred["boxes"].cpu(), pred["scores"].cpu(), pred["labels"].cpu())
+        ]
+
+    def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
+        if stage not in self._metrics:
+            return {}
+        coco, ap50 = self._metrics.pop(stage)
+        res, res50 = coco.compute(), ap50.compute()
+        values: dict[str, float] = {
+            f"{stage}/map": float(res["map"]),
+            f"{stage}/map50": float(res["map_50"]),
+            f"{stage}/map75": float(res["map_75"]),
+            f"{stage}/mar100": float(res["mar_100"]),
+        }
+        for key, source in (("ap", res), ("ap50", res50)):
+            for cls, value in zip(_as_list(source["classes"]), _as_list(source["map_per_class"])):
+                if value >= 0:  # torchmetrics reports -1 for classes without ground truth
+                    values[f"{stage}/{key}/{self.class_names[int(cls)]}"] = float(value)
+        dets, gts = self._kitti.pop(stage, ([], []))
+        if dets:
+            kitti_classes = [c for c in self.class_names if c.lower() in {k.lower() for k in KITTI_MIN_IOU}]
+            for level in self.kitti_difficulties:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="KITTI AP: no valid")
+                    aps = kitti_average_precision(dets, gts, classes=kitti_classes, difficulty=level)
+                for cls, value in aps.items():
+                    if not math.isnan(value):
+                        values[f"{stage}/kitti_{level}/{cls}"] = value
+                finite = [v for v in aps.values() if not math.isnan(v)]
+                if finite:
+                    values[f"{stage}/kitti_{level}/mean"] = sum(finite) / len(finite)
+        values[f"{stage}/ignored_detections"] = float(self._ignored_detections.pop(stage, 0))
+        headline = f"{stage}/map50"
+        self.log(headline, values[headline], prog_bar=True)
+        self.log_dict({k: v for k, v in values.items() if k != headline})
+        return values
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluation_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluation_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        images, targets = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (batch, None)
+        preds = self.predict_original(images, targets)
+        for i, pred in enumerate(preds):
+            target = targets[i] if targets is not None else {}
+            pred["image_id"] = target.get("image_id", f"{batch_idx:06d}_{i}")
+            ann = self._annotations().get(pred["image_id"]) if self._trainer is not None else None
+            pred["image_path"] = ann.image_path if ann is not None else None
+            pred["orig_size"] = tuple(target.get("orig_size", images[i].shape[-2:]))
+        return preds
+
+
+def _scale_to_original(image: torch.Tensor, target: dict | None) -> torch.Tensor:
+    """xyxy multipliers from the tensor's pixel grid to the original image's (ones without ``orig_size``)."""
+    h, w = image.shape[-2:]
+    if target is None or "orig_size" not in target:
+        return image.new_ones(4)
+    oh, ow = target["orig_size"]
+    sx, sy = float(ow) / w, float(oh) / h
+    return image.new_tensor([sx, sy, sx, sy])
+
+
+def _as_list(x: torch.Tensor) -> list:
+    return x.reshape(-1).tolist()
+
+
+def _kitti_ground_truth(ann, gt: dict, ignore: torch.Tensor, class_names: Sequence[str]) -> list[dict]:
+    """Ground truth for KITTI AP: the raw labels if known (neighbour classes, truncation, occlusion, DontCare),
+    else the targets (no truncation / occlusion information: every object counts at every difficulty)."""
+    if ann is not None:
+        return [
+            {"type": o.type, "bbox": list(o.bbox), "truncated": o.truncated, "occluded": o.occluded}
+            for o in ann.objects
+        ]
+    objects = [
+        {"type": class_names[int(label)], "bbox": box.tolist(), "truncated": 0.0, "occluded": 0}
+        for box, label in zip(gt["boxes"].cpu(), gt["labels"].cpu())
+    ]
+    objects += [
+        {"type": "DontCare", "bbox": b.tolist(), "truncated": -1, "occluded": -1} for b in ignore.cpu()
+    ]
+    return objects
+
+
+def load_detection_task(checkpoint: str | Path, map_location: str = "cpu") -> DetectionTask:
+    """Load a trained detector from a Lightning checkpoint (hyperparameters come from the checkpoint)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return DetectionTask.load_from_checkpoint(path, map_location=map_location)
+
+
+__all__ = ["DetectionTask", "load_detection_task"]

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import shutil
+import sys
+import types
+import typing
 from pathlib import Path
 
+import pytorch_lightning as pl
+import yaml
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.trainer.states import TrainerFn
 
 from shared.task import check_checkpoint_file
+
+
+class ConfigError(ValueError):
+    """A config file or value the parser let through but the run cannot use; the message names file or key."""
+
+
+# --ckpt_path values Lightning resolves itself (besides remote URLs)
+_SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
 
 def default_trainer_kwargs(domain: str) -> dict:
@@ -61,14 +78,29 @@ class SuiteCLI(LightningCLI):
         super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:
-        """Parse, then refuse a ``--ckpt_path`` of another task before LightningCLI re-parses the checkpoint's
-        hyperparameters as this task's arguments (that fails with "does not accept option ...", which does not
-        say what the file holds): :class:`shared.task.CheckpointMismatchError` names the task and model in it."""
+        """Parse, then check ``--ckpt_path`` before anything is built: a missing file is a FileNotFoundError, and a
+        checkpoint of another task a :class:`shared.task.CheckpointMismatchError` naming the task and model it
+        holds (LightningCLI would re-parse its hyperparameters as this task's arguments and fail with "does not
+        accept option ...", which does not say what the file is)."""
+        _check_config_files(args if args is not None else sys.argv[1:])
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
+            _check_nulls(config.get(group), group, cls)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and self.model_class is not None and Path(ckpt_path).is_file():  # not "last" / "best"
+        if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS or "://" in ckpt_path:
+            return  # resolved by Lightning
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+        if self.model_class is not None:
             check_checkpoint_file(ckpt_path, self.model_class)
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, plus :class:`RemovePartialPredictions` (not a CLI option: always on)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(RemovePartialPredictions())
+        return trainer
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -84,6 +116,76 @@ class SuiteCLI(LightningCLI):
         )
 
 
+def _check_config_files(args) -> None:
+    """jsonargparse reports a YAML syntax error at '"<unicode string>", line N': name the file instead."""
+    if not isinstance(args, (list, tuple)):
+        return
+    args = [str(a) for a in args]
+    paths = [b for a, b in itertools.pairwise(args) if a in ("-c", "--config")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue  # jsonargparse names a missing file itself
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+
+
+def _allows_none(hint) -> bool:
+    if hint in (typing.Any, object, type(None)):
+        return True
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _check_nulls(values, group: str, cls) -> None:
+    """jsonargparse accepts ``null`` from a config file for any type (``batch_size: null`` reaches the
+    DataLoader and fails far away); refuse it where the class's signature does not allow None."""
+    if values is None or cls is None:
+        return
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+        params = inspect.signature(cls.__init__).parameters
+    except (AttributeError, NameError, TypeError, ValueError):  # unresolvable annotations: the class checks
+        return
+    for name, value in dict(vars(values)).items():
+        required = name in hints and name in params and params[name].default is not None
+        if value is None and required and not _allows_none(hints[name]):
+            raise ConfigError(f"{group}.{name}: null is not allowed ({cls.__name__} needs {hints[name]})")
+
+
+class RemovePartialPredictions(pl.Callback):
+    """A ``predict`` that fails (a corrupt input half-way, say) removes the files it wrote under the task's
+    ``predict_dir``, so no partial prediction set is left that looks complete. Files that were there before the
+    run are kept (an overwritten one cannot be restored)."""
+
+    def __init__(self):
+        self._root: Path | None = None
+        self._existed = False
+        self._before: set[Path] = set()
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        out = getattr(pl_module, "predict_dir", None)
+        self._root = Path(out) if out else None
+        self._before = set(self._root.rglob("*")) if self._root and self._root.exists() else set()
+        self._existed = bool(self._root and self._root.exists())
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if trainer.state.fn != TrainerFn.PREDICTING or self._root is None or not self._root.exists():
+            return
+        if not self._existed:
+            shutil.rmtree(self._root, ignore_errors=True)
+            return
+        new = sorted(set(self._root.rglob("*")) - self._before, key=lambda p: len(p.parts), reverse=True)
+        for path in new:  # deepest first, so folders are empty when reached
+            if not path.is_dir():
+                path.unlink(missing_ok=True)
+            elif not any(path.iterdir()):
+                path.rmdir()
+
+
 def run_cli(
     model_class, datamodule_class, domain: str, monitor: str, monitor_mode: str = "min", args=None
 ) -> SuiteCLI:
@@ -93,4 +195,4 @@ def run_cli(
     )
 
 
-__all__ = ["SuiteCLI", "default_trainer_kwargs", "run_cli"]
+__all__ = ["ConfigError", "RemovePartialPredictions", "SuiteCLI", "default_trainer_kwargs", "run_cli"]

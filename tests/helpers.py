@@ -32,16 +32,25 @@ def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 240) -> subp
     env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
-def kill_and_resume(module: str, base_args: list[str], ckpt_dir: Path, cwd: Path, kill_step: int) -> tuple[dict, dict]:
+def kill_and_resume(
+    module: str, base_args: list[str], ckpt_dir: Path, cwd: Path, kill_step: int
+) -> tuple[dict, dict]:
     """Run ``fit`` until a SIGKILL at ``kill_step``, then ``fit --ckpt_path last``; return both last checkpoints."""
     kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": kill_step}})
     common = [*base_args, "--checkpoint.dirpath", str(ckpt_dir), "--checkpoint.every_n_train_steps", "1"]
     first = run_cli(module, ["fit", *common, f"--trainer.callbacks+={kill}"], cwd)
-    assert first.returncode == -signal.SIGKILL, f"the run was not killed:\n{first.stdout[-2000:]}\n{first.stderr[-4000:]}"
+    assert first.returncode == -signal.SIGKILL, (
+        f"the run was not killed:\n{first.stdout[-2000:]}\n{first.stderr[-4000:]}"
+    )
     killed = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
     second = run_cli(module, ["fit", *common, "--ckpt_path", "last"], cwd)
     assert second.returncode == 0, f"resume failed:\n{second.stdout[-2000:]}\n{second.stderr[-4000:]}"
@@ -60,14 +69,14 @@ def batch_images(batch):
 
 
 def batch_ids(batch) -> list[str]:
-    """Item ids of any suite batch: ``id`` (medical), ``name`` (anomaly) or the targets' ``image_id`` (detection)."""
+    """Item ids of a suite batch: ``id`` (medical), ``name`` (anomaly), targets' ``image_id`` (detection)."""
     if isinstance(batch, dict):
         return [str(v) for v in batch.get("id", batch.get("name"))]
     return [str(t["image_id"]) for t in batch[1]]
 
 
 class PoisonParameter(pl.Callback):
-    """Fill the parameter called ``name`` with ``value`` (NaN by default) just before optimizer step ``step``."""
+    """Fill the parameter called ``name`` with ``value`` (default NaN) just before optimizer step ``step``."""
 
     def __init__(self, name: str, value: float = float("nan"), step: int = 0):
         self.name, self.value, self.step = name, float(value), step
@@ -82,7 +91,7 @@ class PoisonParameter(pl.Callback):
 
 
 class PoisonBatch(pl.Callback):
-    """Overwrite the images of training batch ``batch_idx`` (of every epoch) with ``value`` (NaN by default)."""
+    """Overwrite the images of training batch ``batch_idx`` (every epoch) with ``value`` (default NaN)."""
 
     def __init__(self, batch_idx: int, value: float = float("nan")):
         self.batch_idx, self.value = batch_idx, float(value)
@@ -106,11 +115,12 @@ def _state_size(value) -> float:
 
 class RecordRankData(pl.Callback):
     """Writes ``<out_dir>/rank<r>.json`` per process: the training item ids it saw and, optionally, a metric
-    state before and after the cross-rank reduction (``metric``: attribute path of a torchmetrics ``Metric`` on
-    the LightningModule, e.g. ``val_metrics``; ``state``: one of its states, e.g. ``num_images_sum``).
+    state before and after the cross-rank reduction (``metric``: attribute path of a torchmetrics ``Metric``
+    on the LightningModule, e.g. ``val_metrics``; ``state``: one of its states, e.g. ``num_images_sum``),
+    plus the ``val/*`` values each rank logged.
 
-    The state is read in ``on_validation_epoch_end``, which Lightning runs for callbacks before the module's own
-    hook (where the tasks compute and reset their metrics); ``sync_context`` does what ``compute()`` does.
+    The state is read in ``on_validation_epoch_end``, which Lightning runs for callbacks before the module's
+    own hook (where the tasks compute and reset their metrics); ``sync_context`` does what ``compute()`` does.
     """
 
     def __init__(self, out_dir: str, metric: str | None = None, state: str | None = None):
@@ -169,7 +179,9 @@ def run_ddp_fit(
     if metric is not None:
         record["init_args"].update(metric=metric, state=state)
     ddp = ["--trainer.strategy", strategy, "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    proc = run_cli(module, ["fit", *base_args, *ddp, f"--trainer.callbacks+={json.dumps(record)}"], cwd, timeout)
+    proc = run_cli(
+        module, ["fit", *base_args, *ddp, f"--trainer.callbacks+={json.dumps(record)}"], cwd, timeout
+    )
     assert proc.returncode == 0, f"DDP fit failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
     records = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     return records

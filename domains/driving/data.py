@@ -404,7 +404,10 @@ class DetectionDataModule(pl.LightningDataModule):
         else:
             import yaml
 
-            entries = yaml.safe_load(source.read_text()) or {}
+            try:
+                entries = yaml.safe_load(source.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise LabelFormatError(source, None, f"not a valid YAML dataset file ({err})") from err
             if entries.get("train") and entries.get("val"):
                 splits = {
                     name: read_yolo(source, name, strict=self.strict)

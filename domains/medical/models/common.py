@@ -61,7 +61,8 @@ def diagonal_gaussian(mu: torch.Tensor, log_sigma: torch.Tensor, event_dims: int
     Clamping keeps every KL and sample finite; the analytic KL comes from ``torch.distributions``.
     """
     log_sigma = log_sigma.clamp(*LOG_SIGMA_RANGE)
-    return Independent(Normal(mu, log_sigma.exp()), event_dims)
+    # validate_args=False: a NaN must reach the loss guard, which names the term, not fail inside Normal first.
+    return Independent(Normal(mu, log_sigma.exp(), validate_args=False), event_dims, validate_args=False)
 
 
 def select_top_k(

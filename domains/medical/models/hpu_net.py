@@ -173,7 +173,8 @@ class GECO(nn.Module):
     def forward(self, rec: torch.Tensor, bound: float | None = None) -> torch.Tensor:
         """``lambda * C_hat`` for ``C = rec - bound`` (``bound`` defaults to ``kappa``)."""
         constraint = rec - (self.kappa if bound is None else bound)
-        if self.training:
+        finite = bool(torch.isfinite(constraint.detach()).all())
+        if self.training and finite:  # a non-finite batch (skipped by the loss guard) must not poison the state
             with torch.no_grad():
                 value = constraint.detach().float()
                 if bool(self.initialised):
@@ -181,7 +182,7 @@ class GECO(nn.Module):
                 else:
                     self.ma.copy_(value)
                     self.initialised.fill_(True)
-        else:  # evaluation: the current batch's constraint, state untouched
+        else:  # evaluation or a non-finite batch: the current batch's constraint, state untouched
             return self.lagmul.detach().clone() * constraint
         term = self.lagmul.detach().clone() * (constraint + (self.ma - constraint).detach())
         with torch.no_grad():

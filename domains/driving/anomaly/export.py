@@ -1,0 +1,197 @@
+"""ONNX export of the anomaly segmenter: ``python -m domains.driving.anomaly.export --ckpt PATH --out DIR``.
+
+``segmenter.onnx``: ``image`` (B, 3, H, W) RGB in [0, 1] (normalisation is inside the graph) ->
+
+* ``logits`` (B, C, H, W) over the known classes (``domains.driving.classes.SEMANTIC_CLASSES``);
+* ``score`` (B, H, W): the per-pixel anomaly score the checkpoint's task selects (``--score``: another),
+  higher = more anomalous, computed in the graph from the logits, the decoder features, the outlier head and
+  the training-set statistics the checkpoint carries (SML / Mahalanobis), exactly as ``task.anomaly_map``.
+
+Batch, H and W are dynamic, but H and W must be multiples of 32: PyTorch pads other sizes (replicate) and
+crops back, a shape-dependent step the export fixes at the traced size, so pad outside the graph.
+The image-level score (a quantile of the pixel score inside the predicted road region) stays outside: see
+``domains.driving.anomaly.predict.image_anomaly_score``. The JSON sidecar ``segmenter.json`` lists the
+classes, the score and its range, the input size, and the largest onnxruntime vs PyTorch difference measured
+at export time (beyond ``--atol`` + ``--rtol`` times the value the export fails and leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES
+from domains.driving.anomaly.task import FIXED_RANGES, AnomalySegmentationTask
+from domains.driving.classes import SEMANTIC_CLASSES
+from shared.export import export_onnx, run_onnx
+from shared.task import check_checkpoint_file
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-5
+SIZE_MULTIPLE = 32
+
+
+class SegmenterWithScore(nn.Module):
+    """image -> (logits, anomaly score map): the task's ``_forward`` and one score function, without the
+    data-dependent input checks of ``compute_score`` (run in PyTorch on the example before exporting)."""
+
+    def __init__(self, task: AnomalySegmentationTask, score: str):
+        super().__init__()
+        self.task, self.score = task, score
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, features, extra = self.task._forward(image, with_outlier=self.task._needs_head([self.score]))
+        fn = SCORES[self.score]
+        score = fn(
+            logits.float(),
+            stats=self.task.stats,
+            features=features if self.score in FEATURE_SCORES else None,
+            outlier_logit=extra if self.score == "outlier_prob" else None,
+        )
+        return logits, score
+
+
+def check_against_pytorch(
+    path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], names: list[str], atol: float, rtol: float
+) -> dict[str, float]:
+    """Largest |onnxruntime - PyTorch| per output; raises if any exceeds ``atol + rtol * |PyTorch|``."""
+    with torch.no_grad():
+        expected = module.eval()(*inputs.values())
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    got = run_onnx(path, {k: v.numpy() for k, v in inputs.items()})
+    measured = {}
+    for name, g, e in zip(names, got, expected, strict=True):
+        e = e.numpy()
+        diff = np.abs(g.astype(np.float64) - e)
+        measured[name] = float(diff.max()) if diff.size else 0.0
+        if diff.size and not (diff <= atol + rtol * np.abs(e)).all():
+            raise ValueError(
+                f"{path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
+                f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
+            )
+    return measured
+
+
+def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
+    return -(-int(value) // multiple) * multiple
+
+
+def _input_size(checkpoint: dict) -> tuple[int, int]:
+    size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("image_size")
+    if not size:
+        from domains.driving.synthetic import DEFAULT_SIZE  # (width, height) of the synthetic scenes
+
+        size = (DEFAULT_SIZE[1], DEFAULT_SIZE[0])
+    return int(size[0]), int(size[1])
+
+
+def export_anomaly(
+    task: AnomalySegmentationTask,
+    out_dir: str | Path,
+    size: tuple[int, int] = (192, 640),
+    score: str | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    opset: int = 17,
+    checkpoint: str | Path | None = None,
+) -> dict:
+    """Export ``task`` with ``score`` (default: the task's) as ``out_dir/segmenter.onnx`` + its JSON."""
+    out_dir = Path(out_dir)
+    task = task.eval()
+    score = score or task.score
+    height, width = _round_up(size[0]), _round_up(size[1])
+    g = torch.Generator().manual_seed(0)
+    example = torch.rand(2, int(task.hparams.in_channels), height, width, generator=g)
+    task.analyze(example, [score])  # a clear AnomalyScoreError now if the model cannot give this score
+    module = SegmenterWithScore(task, score).eval()
+    path = out_dir / "segmenter.onnx"
+    hw = {0: "batch", 2: "height", 3: "width"}
+    axes = {"image": hw, "logits": hw, "score": {0: "batch", 1: "height", 2: "width"}}
+    export_onnx(module, (example,), path, ["image"], ["logits", "score"], dynamic_axes=axes, opset=opset)
+    try:
+        measured = check_against_pytorch(path, module, {"image": example}, ["logits", "score"], atol, rtol)
+        sidecar = {
+            "domain": "driving_anomaly",
+            "model": f"segmentation_net/{task.hparams.encoder}",
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "graph": "segmenter.onnx",
+            "inputs": {"image": list(example.shape)},
+            "outputs": ["logits", "score"],
+            "input_size": [height, width],
+            "size_multiple": SIZE_MULTIPLE,
+            "input": "RGB in [0, 1]; H and W multiples of size_multiple (pad outside, replicate)",
+            "classes": list(SEMANTIC_CLASSES[: task.num_classes]),
+            "score": score,
+            "score_direction": "higher = more anomalous",
+            "score_range": list(FIXED_RANGES[score]) if score in FIXED_RANGES else None,
+            "uses_training_statistics": score in STAT_SCORES,
+            "image_score": {
+                "method": task.image_score_method, "q": task.image_score_q, "k": task.image_score_k,
+                "where": "outside the graph: domains.driving.anomaly.predict.image_anomaly_score",
+            },
+            "opset": opset,
+            "tolerance": {
+                "rule": "|onnxruntime - PyTorch| <= atol + rtol * |PyTorch|", "atol": atol, "rtol": rtol,
+                "max_abs_diff": measured, "measured_on": "random images at input_size",
+            },
+        }  # fmt: skip
+        side = out_dir / "segmenter.json"
+        tmp = side.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(sidecar, indent=2))
+        os.replace(tmp, side)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return sidecar
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m domains.driving.anomaly.export", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of domains.driving.anomaly")
+    parser.add_argument("--out", required=True, help="output folder for segmenter.onnx and segmenter.json")
+    parser.add_argument("--score", choices=list(SCORES), help="anomaly score output (default: the task's)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="example input size, rounded up to multiples of 32 (default: the data module's)",
+    )
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
+    parser.add_argument("--opset", type=int, default=17)
+    args = parser.parse_args(argv)
+    # shape-dependent Python branches are traced as constants on purpose (see the module docstring)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    checkpoint = check_checkpoint_file(args.ckpt, AnomalySegmentationTask)
+    size = tuple(args.size) if args.size else _input_size(checkpoint)
+    task = AnomalySegmentationTask.load_checked(args.ckpt)
+    sidecar = export_anomaly(
+        task,
+        args.out,
+        size=size,
+        score=args.score,
+        atol=args.atol,
+        rtol=args.rtol,
+        opset=args.opset,
+        checkpoint=args.ckpt,
+    )
+    worst = max(sidecar["tolerance"]["max_abs_diff"].values())
+    print(
+        f"wrote segmenter.onnx and segmenter.json ({sidecar['score']}) to {args.out} "
+        f"(onnxruntime vs PyTorch: max abs diff {worst:.2e})"
+    )
+    return sidecar
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Heatmaps and image-level scores for road anomalies: what ``predict`` writes and the demo app shows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from scipy import ndimage
+
+from domains.driving.classes import SEMANTIC_ID
+
+ROAD_CLASS_IDS = (SEMANTIC_ID["road"], SEMANTIC_ID["lane_marking"])
+
+__all__ = ["image_anomaly_score", "overlay_heatmap", "road_region", "write_predictions"]
+
+
+def _to_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def overlay_heatmap(
+    image: np.ndarray | torch.Tensor,
+    score: np.ndarray | torch.Tensor,
+    alpha: float = 0.5,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colormap: int = cv2.COLORMAP_JET,
+) -> np.ndarray:
+    """Blend a score map, coloured with an OpenCV colormap, over an image. Returns RGB uint8 (H, W, 3).
+
+    ``image``: RGB (H, W, 3) uint8 or float in [0, 1], or a (3, H, W) tensor in [0, 1]. ``score``: (H, W).
+    The score is scaled to [0, 1] by ``vmin`` / ``vmax`` (default: the map's own min / max, so per-image
+    contrast; pass fixed values to compare images). ``alpha`` = weight of the heatmap.
+    """
+    img = _to_numpy(image)
+    if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
+        img = img.transpose(1, 2, 0)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"overlay_heatmap: image must be RGB (H, W, 3) or (3, H, W), got shape {img.shape}")
+    if img.dtype != np.uint8:
+        img = (np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    s = _to_numpy(score).astype(np.float32)
+    if s.shape != img.shape[:2]:
+        raise ValueError(f"overlay_heatmap: score map {s.shape} does not match image {img.shape[:2]}")
+    if not np.isfinite(s).all():
+        raise ValueError(f"overlay_heatmap: score map holds {int((~np.isfinite(s)).sum())} NaN/inf values")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"overlay_heatmap: alpha must be in [0, 1], got {alpha}")
+    lo = float(s.min()) if vmin is None else float(vmin)
+    hi = float(s.max()) if vmax is None else float(vmax)
+    scaled = np.clip((s - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(s)
+    heat_bgr = cv2.applyColorMap((scaled * 255.0 + 0.5).astype(np.uint8), colormap)
+    heat = cv2.cvtColor(heat_bgr, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(heat, alpha, img, 1.0 - alpha, 0.0)
+
+
+def road_region(pred: np.ndarray | torch.Tensor, road_ids: Sequence[int] = ROAD_CLASS_IDS) -> np.ndarray:
+    """Bool (H, W): pixels predicted road or lane marking plus everything the road surrounds.
+
+    Objects lying on the road are not predicted "road" themselves, but they are holes in the road mask, so
+    filling holes brings them back. The bottom image edge counts as road (objects close to the car touch
+    it). Empty when no road is predicted.
+    """
+    p = _to_numpy(pred)
+    road = np.isin(p, road_ids)
+    if not road.any():
+        return road
+    padded = np.pad(road, ((0, 1), (0, 0)), constant_values=True)
+    return ndimage.binary_fill_holes(padded)[:-1]
+
+
+def image_anomaly_score(
+    score: np.ndarray | torch.Tensor,
+    region: np.ndarray | torch.Tensor | None = None,
+    method: str = "quantile",
+    q: float = 0.999,
+    k: int = 50,
+) -> float:
+    """One number per frame: does it hold an anomaly? High pixel scores inside ``region`` (default: all).
+
+    ``method="quantile"``: the ``q`` quantile of the region's scores; ``"topk"``: mean of the ``k`` largest.
+    Both ignore a few stray pixels yet react to a small object. An empty region falls back to the whole map.
+    """
+    s = _to_numpy(score).astype(np.float64)
+    if region is not None:
+        r = _to_numpy(region).astype(bool)
+        if r.shape != s.shape:
+            raise ValueError(f"image_anomaly_score: region {r.shape} and score {s.shape} differ")
+        if r.any():
+            s = s[r]
+    s = s.ravel()
+    if s.size == 0:
+        raise ValueError("image_anomaly_score: empty score map")
+    if method == "quantile":
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"image_anomaly_score: q must be in [0, 1], got {q}")
+        return float(np.quantile(s, q))
+    if method == "topk":
+        k = max(1, min(int(k), s.size))
+        return float(np.partition(s, s.size - k)[-k:].mean())
+    raise ValueError(f"image_anomaly_score: method must be 'quantile' or 'topk', got {method!r}")
+
+
+def write_predictions(
+    out_dir: str | Path,
+    names: Sequence[str],
+    images: torch.Tensor,
+    scores: torch.Tensor,
+    alpha: float = 0.5,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> list[dict]:
+    """Write ``<name>_score.npy`` (float32 raw score) and ``<name>_overlay.png`` per image.
+
+    ``images`` (B, 3, H, W) in [0, 1], ``scores`` (B, H, W). Returns one dict of paths per image.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, image, score in zip(names, images, scores, strict=True):
+        safe = Path(str(name)).name
+        score_np = score.detach().float().cpu().numpy()
+        npy = out / f"{safe}_score.npy"
+        np.save(npy, score_np)
+        overlay = overlay_heatmap(image, score_np, alpha=alpha, vmin=vmin, vmax=vmax)
+        png = out / f"{safe}_overlay.png"
+        if not cv2.imwrite(str(png), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{png}: could not write the overlay image")
+        written.append({"name": str(name), "score": str(npy), "overlay": str(png)})
+    return written

@@ -1,0 +1,633 @@
+"""Road-anomaly segmentation: a closed-set road-scene segmenter whose uncertainty flags unknown objects.
+
+The network is ``shared.segmentation.SegmentationNet`` (the shared U-Net decoder on any registered encoder).
+Training is per-pixel cross-entropy on the known classes; with ``oe_weight > 0`` it adds *outlier exposure*:
+made-up objects (:mod:`domains.driving.anomaly.outliers`) are pasted into training scenes and a logistic
+loss on the free energy teaches the network to give them high energy (VOS / energy-bounded OE style, scale
+and bias learnt). After fitting, one pass over training data stores the statistics that standardized max
+logit (SML) and the Mahalanobis feature score need, as buffers, so checkpoints carry them.
+
+Validation: in-distribution mIoU. Test (the anomaly set, SegmentMeIfYouCan layout): pooled pixel AP /
+AUROC / FPR95 for every score, component metrics (sIoU, PPV, mean F1) and image-level AUROC for the
+selected one. Predict: per-image raw score (``.npy``) and colour overlay PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.trainer.states import TrainerFn
+from torch import nn
+from torchmetrics.classification import MulticlassJaccardIndex
+from torchmetrics.functional.classification import binary_auroc
+
+from domains.driving.anomaly.outliers import OUTLIER_LABEL, OutlierHead, outlier_bce, paste_outliers_batch
+from domains.driving.anomaly.predict import image_anomaly_score, road_region, write_predictions
+from domains.driving.anomaly.scores import (
+    FEATURE_SCORES,
+    SCORES,
+    SIMPLE_SCORES,
+    STAT_SCORES,
+    AnomalyScoreError,
+    compute_score,
+    energy,
+)
+from domains.driving.classes import SEMANTIC_CLASSES
+from domains.driving.metrics import PixelAnomalyAccumulator, component_metrics
+from shared.segmentation import SegmentationNet
+from shared.task import BaseTask
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: buffers filled by :meth:`AnomalySegmentationTask.calibrate` (re-written into checkpoints when refreshed)
+STAT_BUFFERS = ("sml_mean", "sml_std", "feat_mean", "feat_precision", "feat_valid", "calibrated")
+#: score maps whose range is fixed, so heatmaps of different images share one colour scale
+FIXED_RANGES = {"msp": (0.0, 1.0), "outlier_prob": (0.0, 1.0)}
+#: arguments chosen at test / predict time, not stored in checkpoints (see __init__)
+RUNTIME_SETTINGS = (
+    "score", "test_scores", "image_score_method", "image_score_q", "image_score_k", "component_metrics",
+    "predict_dir", "overlay_alpha",
+)
+OE_OBJECTIVES = ("extra_logit", "energy", "both")
+#: default score of a model trained without outlier exposure
+DEFAULT_PLAIN_SCORE = "entropy"
+
+__all__ = ["AnomalySegmentationTask"]
+
+
+class AnomalySegmentationTask(BaseTask):
+    """Road-scene segmenter + per-pixel anomaly scores, trained and evaluated through the Lightning CLI.
+
+    Args:
+        encoder: registered backbone under the shared U-Net decoder (``unet_encoder``, ``resnet18``, ``vit``...).
+        encoder_kwargs: keyword arguments of that backbone (e.g. ``channels`` or ``patch_size``).
+        decoder_channels: U-Net decoder widths (one per skip level; ``None``: the shared default).
+        num_classes: known semantic classes (``domains.driving.classes.SEMANTIC_CLASSES``).
+        score: anomaly score used by ``test`` (components, image level), ``predict`` and ``anomaly_map``:
+            ``msp``, ``max_logit``, ``sml``, ``energy``, ``entropy``, ``mahalanobis``, ``outlier_prob``.
+            ``None``: ``outlier_prob`` with outlier exposure, else ``DEFAULT_PLAIN_SCORE``. This and the
+            other test / predict settings (``RUNTIME_SETTINGS``) are not saved in checkpoints, so the command
+            line chooses them for ``test`` / ``predict --ckpt_path``.
+        test_scores: scores whose pixel metrics ``test`` reports (``None``: every score this model supports).
+        oe_weight: weight of the outlier-exposure loss; 0 trains a plain segmenter.
+        oe_objective: ``"extra_logit"``: a small outlier head on the decoder features learns pasted objects vs.
+            known-class pixels (balanced binary cross-entropy); ``"energy"``: the same loss on
+            ``a * energy + b`` of the segmentation logits (a, b learnt), no extra head; ``"both"``: both losses,
+            and ``outlier_prob`` is the sigmoid of the mean of the two logits (a two-member ensemble).
+        oe_start_epoch: first epoch with outlier exposure (before it: plain cross-entropy).
+        oe_prob, oe_num_objects, oe_size_range, oe_road_prob: how often / how many / how large (fraction of
+            the image height) / how often on the road the pasted objects are.
+        oe_hard_fraction: weight of hard-negative mining in the inlier half of the OE loss (see
+            :func:`~domains.driving.anomaly.outliers.outlier_bce`).
+        calibration_batches: training batches used for the SML / Mahalanobis statistics when a checkpoint is
+            written or fit ends (``None``: the whole loader). ``calibrate(loader)`` can be called any time.
+        image_score_method, image_score_q, image_score_k: the image-level score ("quantile" or "topk" of
+            the pixel score inside the predicted road region).
+        component_metrics: compute SMIYC component metrics in ``test`` (keeps the selected score maps in
+            memory until the end of the test epoch: set False for very large test sets).
+        predict_dir: where ``predict`` writes ``<name>_score.npy``, ``<name>_overlay.png``, ``image_scores.csv``.
+        overlay_alpha: heatmap weight in the overlays.
+    """
+
+    def __init__(
+        self,
+        encoder: str = "unet_encoder",
+        encoder_kwargs: dict | None = None,
+        decoder_channels: list[int] | None = None,
+        num_classes: int = len(SEMANTIC_CLASSES),
+        in_channels: int = 3,
+        score: str | None = None,
+        test_scores: list[str] | None = None,
+        oe_weight: float = 0.5,
+        oe_objective: str = "extra_logit",
+        oe_start_epoch: int = 0,
+        oe_prob: float = 0.5,
+        oe_num_objects: tuple[int, int] = (1, 3),
+        oe_size_range: tuple[float, float] = (0.04, 0.18),
+        oe_road_prob: float = 0.8,
+        oe_hard_fraction: float = 0.5,
+        calibration_batches: int | None = 8,
+        image_score_method: str = "quantile",
+        image_score_q: float = 0.999,
+        image_score_k: int = 50,
+        component_metrics: bool = True,
+        predict_dir: str = "predictions/driving_anomaly",
+        overlay_alpha: float = 0.5,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        warmup_steps: int = 0,
+        nonfinite_loss: str = "raise",
+    ):
+        super().__init__(
+            lr=lr,
+            weight_decay=weight_decay,
+            scheduler=scheduler,
+            warmup_steps=warmup_steps,
+            nonfinite_loss=nonfinite_loss,
+        )
+        # Inference-time settings stay out of the checkpoint's hyper-parameters: LightningCLI overlays those on
+        # the command line for ``test/predict --ckpt_path``, which would make ``--model.score`` a no-op.
+        self.save_hyperparameters(ignore=list(RUNTIME_SETTINGS))
+        if oe_weight < 0:
+            raise ValueError(f"oe_weight must be >= 0, got {oe_weight}")
+        self.oe_weight = float(oe_weight)
+        if oe_objective not in OE_OBJECTIVES:
+            raise ValueError(f"oe_objective must be one of {OE_OBJECTIVES}, got {oe_objective!r}")
+        self.oe_objective = oe_objective
+        self.score = self._check_score(score or ("outlier_prob" if self.oe_weight > 0 else DEFAULT_PLAIN_SCORE))
+        self.test_scores = None if test_scores is None else [self._check_score(s) for s in test_scores]
+        if image_score_method not in ("quantile", "topk"):
+            raise ValueError(f"image_score_method must be 'quantile' or 'topk', got {image_score_method!r}")
+        self.image_score_method = image_score_method
+        self.image_score_q = image_score_q
+        self.image_score_k = image_score_k
+        self.component_metrics = component_metrics
+        self.predict_dir = predict_dir
+        self.overlay_alpha = overlay_alpha
+        self.num_classes = num_classes
+        self.model = SegmentationNet(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            encoder=encoder,
+            encoder_kwargs=encoder_kwargs,
+            decoder_channels=decoder_channels,
+        )
+        dim = self.model.backbone.feature_channels[0]
+        if in_channels == 3:
+            self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        else:
+            self.register_buffer("pixel_mean", torch.full((1, in_channels, 1, 1), 0.5), persistent=False)
+            self.register_buffer("pixel_std", torch.full((1, in_channels, 1, 1), 0.25), persistent=False)
+        # Training-set statistics (filled by calibrate()).
+        self.register_buffer("sml_mean", torch.zeros(num_classes))
+        self.register_buffer("sml_std", torch.ones(num_classes))
+        self.register_buffer("feat_mean", torch.zeros(num_classes, dim))
+        self.register_buffer("feat_precision", torch.eye(dim))
+        self.register_buffer("feat_valid", torch.zeros(num_classes, dtype=torch.bool))
+        self.register_buffer("calibrated", torch.tensor(False))
+        # Outlier head (oe_objective="extra_logit"): built always, so plain and OE checkpoints share one layout.
+        self.outlier_head = OutlierHead(self.model.backbone.feature_channels[:3])
+        # Logistic calibration of the energy learnt by energy OE: p(outlier) = sigmoid(a * E + b).
+        self.oe_scale_raw = nn.Parameter(torch.tensor(0.0))  # a = softplus(raw) > 0: higher energy, more outlier
+        self.oe_bias = nn.Parameter(torch.tensor(0.0))
+        self.register_buffer("oe_trained", torch.tensor(False))
+        self.val_miou = MulticlassJaccardIndex(num_classes=num_classes, ignore_index=IGNORE_INDEX)
+        self._stats_stale = False
+        self.test_results: dict = {}
+        self.last_calibration: dict = {}
+        self._size_multiple = 32
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _check_score(self, name: str) -> str:
+        if name not in SCORES:
+            raise ValueError(f"unknown anomaly score {name!r}; available: {', '.join(SCORES)}")
+        if name == "outlier_prob" and self.oe_weight <= 0:
+            raise ValueError(
+                "score 'outlier_prob' needs outlier-exposure training (oe_weight > 0); with a plain segmenter "
+                f"use one of {', '.join(s for s in SCORES if s != 'outlier_prob')}"
+            )
+        return name
+
+    def supported_scores(self) -> list[str]:
+        """Scores this model can give: the simple ones, Mahalanobis, and ``outlier_prob`` after OE training."""
+        names = [*SIMPLE_SCORES, "mahalanobis"]
+        if self.oe_weight > 0:
+            names.append("outlier_prob")
+        return names
+
+    @property
+    def stats(self) -> dict[str, torch.Tensor]:
+        """Everything the scores read besides logits / features."""
+        return {
+            "sml_mean": self.sml_mean,
+            "sml_std": self.sml_std,
+            "feat_mean": self.feat_mean,
+            "feat_precision": self.feat_precision,
+            "feat_valid": self.feat_valid,
+            "oe_scale": F.softplus(self.oe_scale_raw),
+            "oe_bias": self.oe_bias,
+        }
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._forward(images)[0]
+
+    def _forward(
+        self, images: torch.Tensor, with_outlier: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits (B, C, H, W), full-resolution decoder features (B, D, H, W) of images in [0, 1] and, with
+        ``with_outlier``, the outlier head's logit (B, 1, H, W).
+
+        Inputs whose size is not a multiple of 32 are padded (replicate) and the outputs cropped back, so
+        any encoder (ViT patches, ResNet strides) takes any image size.
+        """
+        x = (images - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        m = self._size_multiple
+        pad_h, pad_w = (-h) % m, (-w) % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        logits, feats = self.model.forward_with_features(x)
+        extra = self.outlier_head(feats)[..., :h, :w] if with_outlier else None
+        return logits[..., :h, :w], feats[0][..., :h, :w], extra
+
+    def _needs_head(self, names: Iterable[str]) -> bool:
+        return self.oe_objective in ("extra_logit", "both") and "outlier_prob" in names
+
+    def _oe_logits(self, logits: torch.Tensor, head_logit: torch.Tensor | None) -> torch.Tensor:
+        """The OE objective's outlier logit (B, H, W): head, calibrated energy, or their mean."""
+        parts = []
+        if self.oe_objective in ("extra_logit", "both"):
+            if head_logit is None:
+                raise AnomalyScoreError("score 'outlier_prob' needs the outlier head's logit")
+            parts.append(head_logit[:, 0])
+        if self.oe_objective in ("energy", "both"):
+            parts.append(F.softplus(self.oe_scale_raw) * energy(logits) + self.oe_bias)
+        return parts[0] if len(parts) == 1 else 0.5 * (parts[0] + parts[1])
+
+    def compute_scores(
+        self,
+        logits: torch.Tensor,
+        features: torch.Tensor | None,
+        names: Iterable[str],
+        outlier_logit: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Score maps (B, H, W) by name; statistics-based scores need :meth:`calibrate` first."""
+        out = {}
+        for name in names:
+            if name in STAT_SCORES and not bool(self.calibrated):
+                raise AnomalyScoreError(
+                    f"score {name!r} needs training-set statistics, but this model was never calibrated: "
+                    "train it with fit (which calibrates) or call task.calibrate(train_loader)"
+                )
+            if name == "outlier_prob" and not bool(self.oe_trained):
+                raise AnomalyScoreError(
+                    "score 'outlier_prob' needs a model trained with outlier exposure (oe_weight > 0); "
+                    "this one has not had an OE step yet"
+                )
+            feats = features if name in FEATURE_SCORES else None
+            extra = self._oe_logits(logits, outlier_logit) if name == "outlier_prob" else None
+            out[name] = compute_score(name, logits, self.stats, feats, outlier_logit=extra)
+        return out
+
+    @staticmethod
+    def _images_of(batch) -> torch.Tensor:
+        return batch["image"] if isinstance(batch, dict) else batch[0]
+
+    @staticmethod
+    def _masks_of(batch, key: str = "mask") -> torch.Tensor:
+        return batch[key] if isinstance(batch, dict) else batch[1]
+
+    # ------------------------------------------------------------------------------------------ training
+    def _oe_active(self) -> bool:
+        return self.oe_weight > 0 and self.current_epoch >= self.hparams.oe_start_epoch
+
+    def training_step(self, batch, batch_idx):
+        images, masks = self._images_of(batch), self._masks_of(batch)
+        pasted = 0
+        if self._oe_active():
+            rng = np.random.default_rng((int(torch.initial_seed()) % 2**32, self.global_step, batch_idx))
+            images, masks, pasted = paste_outliers_batch(
+                images,
+                masks,
+                rng,
+                prob=self.hparams.oe_prob,
+                num_objects=self.hparams.oe_num_objects,
+                size_range=self.hparams.oe_size_range,
+                road_prob=self.hparams.oe_road_prob,
+            )
+        use_head = self._oe_active() and self.oe_objective in ("extra_logit", "both")
+        logits, _, extra = self._forward(images, with_outlier=use_head)
+        outlier = masks == OUTLIER_LABEL
+        ce_target = masks.masked_fill(outlier, IGNORE_INDEX)
+        if bool((ce_target != IGNORE_INDEX).any()):
+            ce = F.cross_entropy(logits, ce_target, ignore_index=IGNORE_INDEX)
+        else:  # an all-void batch: no class evidence, but keep the graph (mean over nothing is NaN)
+            ce = logits.sum() * 0.0
+        terms = {"ce": ce}
+        loss = ce
+        if self._oe_active() and bool(outlier.any()):
+            inlier = ce_target != IGNORE_INDEX
+            hard = self.hparams.oe_hard_fraction
+            losses = []
+            if self.oe_objective in ("extra_logit", "both"):
+                losses.append(outlier_bce(extra[:, 0], outlier, inlier, hard_fraction=hard))
+            if self.oe_objective in ("energy", "both"):
+                z = F.softplus(self.oe_scale_raw) * energy(logits) + self.oe_bias
+                losses.append(outlier_bce(z, outlier, inlier, hard_fraction=hard))
+            oe = sum(losses) / len(losses)
+            terms["oe"] = oe
+            loss = ce + self.oe_weight * oe
+            self.oe_trained.fill_(True)
+        batch_size = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        if self.oe_weight > 0:
+            self.log("train/pasted_objects", float(pasted), batch_size=batch_size)
+        return self.guard_loss(loss, terms)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self._stats_stale = True  # weights moved: SML / Mahalanobis statistics must be refreshed
+
+    # ---------------------------------------------------------------------------------------- calibration
+    @torch.no_grad()
+    def calibrate(
+        self, loader: Iterable, max_batches: int | None = None, max_feature_pixels: int = 20000
+    ) -> dict[str, int]:
+        """Fill the SML and Mahalanobis statistics from training batches (dicts with ``image`` and ``mask``).
+
+        SML (Jung et al. 2021): mean / std of the max logit over pixels *predicted* as each class. Mahalanobis
+        (Lee et al. 2018): class means of the decoder feature by *ground-truth* class and one shared
+        covariance; at most ``max_feature_pixels`` random pixels per batch feed it. Void (255) and pasted
+        outlier pixels are left out. Returns pixel counts.
+        """
+        started = time.perf_counter()
+        was_training = self.training
+        self.eval()
+        c, d = self.num_classes, self.feat_mean.shape[1]
+        dev = self.sml_mean.device
+        f64 = {"dtype": torch.float64, "device": dev}
+        cnt, s1, s2 = torch.zeros(c, **f64), torch.zeros(c, **f64), torch.zeros(c, **f64)
+        fcnt, fsum, fouter = torch.zeros(c, **f64), torch.zeros(c, d, **f64), torch.zeros(d, d, **f64)
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        batches = 0
+        try:
+            for i, batch in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                images = self._images_of(batch).to(dev)
+                masks = self._masks_of(batch).to(dev)
+                bad = (masks != IGNORE_INDEX) & (masks != OUTLIER_LABEL) & ((masks < 0) | (masks >= c))
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"calibrate: batch {i} has mask values {torch.unique(masks[bad]).tolist()[:10]} outside "
+                        f"0..{c - 1} (and {IGNORE_INDEX} = void)"
+                    )
+                logits, feats, _ = self._forward(images)
+                valid = (masks != IGNORE_INDEX) & (masks != OUTLIER_LABEL)
+                top, pred = logits.max(dim=1)
+                p, v = pred[valid], top[valid].double()
+                cnt += torch.bincount(p, minlength=c).double()
+                s1 += torch.bincount(p, weights=v, minlength=c)
+                s2 += torch.bincount(p, weights=v * v, minlength=c)
+                f = feats.permute(0, 2, 3, 1)[valid]
+                y = masks[valid]
+                if f.shape[0] > max_feature_pixels:
+                    keep = torch.randperm(f.shape[0], generator=gen)[:max_feature_pixels].to(dev)
+                    f, y = f[keep], y[keep]
+                f = f.double()
+                fcnt += torch.bincount(y, minlength=c).double()
+                fsum.index_add_(0, y, f)
+                fouter += f.T @ f
+                batches += 1
+        finally:
+            self.train(was_training)
+        total = float(cnt.sum())
+        if total == 0:
+            raise ValueError(f"calibrate: no labelled (non-void) pixels in {batches} batch(es)")
+        # SML: classes never predicted on the training data fall back to the statistics of all pixels.
+        g_mean = float(s1.sum()) / total
+        g_std = max(float(s2.sum()) / total - g_mean**2, 1e-12) ** 0.5
+        seen = cnt > 1
+        mean = torch.where(seen, s1 / cnt.clamp_min(1), torch.full_like(s1, g_mean))
+        var = s2 / cnt.clamp_min(1) - mean**2
+        std = torch.where(seen, var.clamp_min(1e-12).sqrt(), torch.full_like(s1, g_std))
+        self.sml_mean.copy_(mean.float())
+        self.sml_std.copy_(std.float())
+        # Mahalanobis: shared covariance around the class means, ridge-regularised before inversion.
+        fvalid = fcnt > 0
+        mu = fsum / fcnt.clamp_min(1).unsqueeze(1)
+        n = float(fcnt.sum())
+        cov = (fouter - (mu * fcnt.unsqueeze(1)).T @ mu) / n
+        ridge = 1e-4 * float(torch.diagonal(cov).mean().clamp_min(1e-12)) + 1e-8
+        precision = torch.linalg.inv(cov + ridge * torch.eye(d, **f64))
+        self.feat_mean.copy_(mu.float())
+        self.feat_precision.copy_(((precision + precision.T) / 2).float())
+        self.feat_valid.copy_(fvalid)
+        self.calibrated.fill_(True)
+        self._stats_stale = False
+        self.last_calibration = {
+            "batches": batches, "pixels": int(total), "feature_pixels": int(n),
+            "seconds": time.perf_counter() - started,
+        }
+        return dict(self.last_calibration)
+
+    def _calibration_loader(self):
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "train_dataloader"):
+            return datamodule.train_dataloader()
+        return getattr(self._trainer, "train_dataloader", None)
+
+    def _refresh_stats(self) -> bool:
+        if not self._stats_stale or self._trainer is None:
+            return False
+        loader = self._calibration_loader()
+        if loader is None:
+            warnings.warn("no training loader to calibrate SML / Mahalanobis statistics on", stacklevel=2)
+            return False
+        info = self.calibrate(loader, max_batches=self.hparams.calibration_batches)
+        self.print(
+            f"calibrated SML / Mahalanobis statistics on {info['batches']} training batch(es), "
+            f"{info['pixels']} pixels in {info['seconds']:.1f} s"
+        )
+        return True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)  # records which task/model the file holds
+        # Checkpoints are written mid-fit, before on_fit_end: calibrate now so every file carries statistics
+        # that match its own weights (the state dict was taken before this hook, so patch it).
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING and self._refresh_stats():
+            for name in STAT_BUFFERS:
+                checkpoint["state_dict"][name] = getattr(self, name).detach().clone()
+
+    def on_fit_end(self) -> None:
+        self._refresh_stats()
+
+    # ---------------------------------------------------------------------------------------- validation
+    def validation_step(self, batch, batch_idx):
+        images, masks = self._images_of(batch), self._masks_of(batch)
+        logits, _, _ = self._forward(images)
+        target = masks.masked_fill(masks == OUTLIER_LABEL, IGNORE_INDEX)
+        if bool((target != IGNORE_INDEX).any()):
+            loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+            self.log("val/loss", loss, batch_size=images.shape[0])
+        self.val_miou.update(logits.argmax(dim=1), target)
+        self.log("val/miou", self.val_miou, prog_bar=True, batch_size=images.shape[0])
+
+    # ---------------------------------------------------------------------------------------------- test
+    def on_test_epoch_start(self) -> None:
+        names = list(self.test_scores or self.supported_scores())
+        if not bool(self.calibrated):
+            skipped = [n for n in names if n in STAT_SCORES]
+            if self.score in STAT_SCORES:
+                raise AnomalyScoreError(
+                    f"score {self.score!r} needs training-set statistics but the model is not calibrated"
+                )
+            if skipped:
+                warnings.warn(f"model not calibrated: not testing {skipped}", stacklevel=2)
+            names = [n for n in names if n not in STAT_SCORES]
+        if self.score not in names:
+            names.append(self.score)
+        self._test_names = names
+        self._pixel_acc = {n: PixelAnomalyAccumulator() for n in names}
+        self._kept_maps: list[tuple[np.ndarray, np.ndarray, str]] = []
+        self._image_scores: dict[str, list[float]] = {n: [] for n in names}
+        self._image_targets: list[int] = []
+        self._image_names: list[str] = []
+        self._test_time = 0.0
+        self._test_images = 0
+
+    def test_step(self, batch, batch_idx):
+        images, labels = self._images_of(batch), self._masks_of(batch, "label")
+        names = batch["name"] if isinstance(batch, dict) else [f"{batch_idx}_{i}" for i in range(len(images))]
+        start = time.perf_counter()
+        logits, feats, extra = self._forward(images, with_outlier=self._needs_head(self._test_names))
+        maps = self.compute_scores(logits, feats, self._test_names, extra)
+        self._test_time += time.perf_counter() - start
+        self._test_images += images.shape[0]
+        y = labels.cpu().numpy()
+        maps = {name: value.cpu().numpy() for name, value in maps.items()}
+        for name, value in maps.items():
+            self._pixel_acc[name].update(value, y, name=f"test batch {batch_idx}")
+        pred = logits.argmax(dim=1).cpu().numpy()
+        for i, image_name in enumerate(names):
+            region = road_region(pred[i])
+            for name, value in maps.items():
+                self._image_scores[name].append(
+                    image_anomaly_score(
+                        value[i], region, self.image_score_method, self.image_score_q, self.image_score_k
+                    )
+                )
+            self._image_targets.append(int((y[i] == 1).any()))
+            self._image_names.append(str(image_name))
+            if self.component_metrics:
+                self._kept_maps.append((maps[self.score][i].astype(np.float32), y[i].astype(np.uint8), str(image_name)))
+
+    def on_test_epoch_end(self) -> None:
+        results: dict = {"pixel": {}, "image_auroc": {}, "score": self.score}
+        targets = torch.tensor(self._image_targets)
+        image_level = 0 < int(targets.sum()) < len(targets)
+        if not image_level:
+            warnings.warn(
+                f"image-level AUROC undefined: {int(targets.sum())} of {len(targets)} test images hold an anomaly "
+                "(needs images with and without)",
+                stacklevel=2,
+            )
+        for name, acc in self._pixel_acc.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = acc.compute()
+            results["pixel"][name] = m
+            image_scores = torch.tensor(self._image_scores[name], dtype=torch.float64)
+            results["image_auroc"][name] = (
+                float(binary_auroc(image_scores, targets)) if image_level else float("nan")
+            )
+            for key in ("ap", "auroc", "fpr95"):
+                self.log(f"test/{name}/{key}", m[key])
+            self.log(f"test/{name}/image_auroc", results["image_auroc"][name])
+        sel = results["pixel"][self.score]
+        for key in ("ap", "auroc", "fpr95"):
+            self.log(f"test/{key}", sel[key])
+        self.log("test/image_auroc", results["image_auroc"][self.score])
+        if self.component_metrics and self._pixel_acc[self.score].num_positive > 0:
+            best = self._pixel_acc[self.score].best_f1_threshold()
+            comp = component_metrics(self._kept_maps, threshold=best["threshold"])
+            comp["best_f1_threshold"] = best
+            results["component"] = comp
+            for key in ("sIoU_gt", "PPV", "mean_F1"):
+                self.log(f"test/{key}", comp[key])
+        results["image_scores"] = {
+            "names": list(self._image_names),
+            "targets": list(self._image_targets),
+            **{n: list(v) for n, v in self._image_scores.items()},
+        }
+        results["seconds_per_image"] = self._test_time / max(1, self._test_images)
+        self.test_results = results
+        self._kept_maps = []
+
+    # ------------------------------------------------------------------------------------------- predict
+    def predict_step(self, batch, batch_idx):
+        images = self._images_of(batch)
+        names = batch["name"] if isinstance(batch, dict) else [f"{batch_idx}_{i}" for i in range(len(images))]
+        out = self.analyze(images)
+        vmin, vmax = FIXED_RANGES.get(self.score, (None, None))
+        written = write_predictions(
+            self.predict_dir, names, images, out["score"], self.overlay_alpha, vmin, vmax
+        )
+        for item, s in zip(written, out["image_score"], strict=True):
+            item["image_score"] = s
+        return written
+
+    def on_predict_epoch_end(self) -> None:
+        outputs = self.trainer.predict_loop.predictions
+        rows = [item for batch in outputs for item in (batch or [])]
+        if not rows:
+            return
+        path = Path(self.predict_dir) / "image_scores.csv"
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["name", f"image_score_{self.score}", "score_npy", "overlay_png"])
+            for r in rows:
+                writer.writerow([r["name"], f"{r['image_score']:.6g}", r["score"], r["overlay"]])
+        self.print(f"wrote {len(rows)} heatmaps and {path}")
+
+    # -------------------------------------------------------------------------------------------- app API
+    @torch.no_grad()
+    def analyze(self, images: torch.Tensor, scores: Sequence[str] | None = None) -> dict:
+        """Segmentation and anomaly maps for a batch of images in [0, 1] (or uint8), any size.
+
+        Returns ``pred`` (B, H, W) class ids, ``score`` (B, H, W) the selected score, ``scores`` {name: map}
+        for ``scores`` (default: the selected one), ``image_score`` list of floats (B,).
+        """
+        images = self._as_batch(images)
+        was_training = self.training
+        self.eval()
+        try:
+            names = list(scores or [self.score])
+            wanted = list(dict.fromkeys([self.score, *names]))
+            logits, feats, extra = self._forward(images, with_outlier=self._needs_head(wanted))
+            maps = self.compute_scores(logits, feats, wanted, extra)
+        finally:
+            self.train(was_training)
+        pred = logits.argmax(dim=1)
+        selected = maps[self.score]
+        image_scores = [
+            image_anomaly_score(
+                s, road_region(p), self.image_score_method,
+                self.image_score_q, self.image_score_k,
+            )
+            for s, p in zip(selected.cpu().numpy(), pred.cpu().numpy(), strict=True)
+        ]
+        return {"pred": pred, "score": selected, "scores": {n: maps[n] for n in names},
+                "image_score": image_scores}
+
+    def anomaly_map(self, images: torch.Tensor, score: str | None = None) -> torch.Tensor:
+        """(B, H, W) anomaly scores (higher = more anomalous) for images (B, 3, H, W) or (3, H, W)."""
+        name = self.score if score is None else score
+        if name not in SCORES:
+            raise ValueError(f"unknown anomaly score {name!r}; available: {', '.join(SCORES)}")
+        return self.analyze(images, [name])["scores"][name]
+
+    def _as_batch(self, images) -> torch.Tensor:
+        x = torch.as_tensor(images)
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        if x.ndim != 4 or x.shape[1] != self.hparams.in_channels:
+            raise ValueError(
+                f"expected images (B, {self.hparams.in_channels}, H, W) or ({self.hparams.in_channels}, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("images contain NaN or inf values")
+        return x.to(self.sml_mean.device)

@@ -1,0 +1,232 @@
+"""ONNX export of the FCOS detector: ``python -m domains.driving.detection.export --ckpt PATH --out DIR``.
+
+What is exported, and what runs outside. The graph ``detector.onnx`` is the network only: backbone, FPN and
+FCOS head, plus the point ("anchor") grid. Pre-processing, box decoding and NMS stay outside, because the
+data-dependent parts (score threshold, per-level top-k, class-wise NMS, a variable number of boxes per
+image) trace to fragile ONNX and are cheap in any runtime; they are torchvision's own code here
+(:func:`detect_with_onnx`).
+
+* input ``image`` (B, 3, H, W): RGB in [0, 1] resized with its aspect ratio kept so that it fits in the
+  model's ``input_size`` (torchvision ``GeneralizedRCNNTransform``: short side to ``min_size`` unless the long
+  side would pass ``max_size``), normalised ``(x - image_mean) / image_std`` and zero-padded bottom / right
+  to a multiple of 32 (``size_divisible``). H and W are dynamic; the batch too (same padded size in a batch).
+* outputs, A = the number of points over all pyramid levels, finest level first:
+
+  - ``cls_logits`` (B, A, num_classes), ``bbox_regression`` (B, A, 4), ``bbox_ctrness`` (B, A, 1): the head;
+  - ``anchors`` (A, 4) xyxy: each point's box of its level's stride (centre = the point);
+  - ``anchors_per_level`` (L,) int64: how A splits into levels (for the per-level top-k).
+
+Post-processing (torchvision ``FCOS.postprocess_detections``, reproduced exactly by :func:`postprocess`):
+per level, ``score = sqrt(sigmoid(cls_logits) * sigmoid(bbox_ctrness))``, keep ``score > score_thresh``, the
+``topk_candidates`` best, decode ``BoxLinearCoder(normalize_by_size=True)`` (box = centre -/+ regression *
+anchor size), clip to the resized image; then class-wise NMS at ``nms_thresh`` over all levels, keep
+``detections_per_img``, and scale the boxes back to the original image (``GeneralizedRCNNTransform.
+postprocess``). The JSON sidecar ``detector.json`` holds every number this needs, the classes, and the
+largest onnxruntime vs PyTorch difference measured at export time (beyond ``--atol`` + ``--rtol`` times
+the value the export fails and leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection._utils import BoxLinearCoder
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from domains.driving.detection.task import DetectionTask
+from shared.export import export_onnx, run_onnx
+from shared.task import check_checkpoint_file
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-5
+OUTPUTS = ["cls_logits", "bbox_regression", "bbox_ctrness", "anchors", "anchors_per_level"]
+SIZE_DIVISIBLE = 32
+
+
+class FCOSRaw(nn.Module):
+    """Normalised, padded batch -> FCOS head outputs + the point grid (torchvision's FCOS.forward, eval part
+    before post-processing)."""
+
+    def __init__(self, task: DetectionTask):
+        super().__init__()
+        self.detector = task.model.detector
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = list(self.detector.backbone(image).values())
+        head = self.detector.head(features)
+        # one image's grid: every image of a padded batch shares it (only the batch's shape is read)
+        anchors = self.detector.anchor_generator(ImageList(image, [tuple(image.shape[-2:])]), features)[0]
+        per_level = torch.stack(
+            [torch._shape_as_tensor(f)[2:].prod() for f in features]
+        )  # traced, not constant
+        return head["cls_logits"], head["bbox_regression"], head["bbox_ctrness"], anchors, per_level
+
+
+def check_against_pytorch(
+    path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], names: list[str], atol: float, rtol: float
+) -> dict[str, float]:
+    """Largest |onnxruntime - PyTorch| per output; raises if any exceeds ``atol + rtol * |PyTorch|``."""
+    with torch.no_grad():
+        expected = module.eval()(*inputs.values())
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    got = run_onnx(path, {k: v.numpy() for k, v in inputs.items()})
+    measured = {}
+    for name, g, e in zip(names, got, expected, strict=True):
+        e = e.numpy()
+        diff = np.abs(g.astype(np.float64) - e)
+        measured[name] = float(diff.max()) if diff.size else 0.0
+        if diff.size and not (diff <= atol + rtol * np.abs(e)).all():
+            raise ValueError(
+                f"{path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
+                f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
+            )
+    return measured
+
+
+def _transform(meta: dict) -> GeneralizedRCNNTransform:
+    return GeneralizedRCNNTransform(
+        min_size=meta["min_size"], max_size=meta["max_size"], image_mean=meta["image_mean"],
+        image_std=meta["image_std"], size_divisible=meta["size_divisible"],
+    ).eval()  # fmt: skip
+
+
+def preprocess(images: list[torch.Tensor], meta: dict) -> tuple[torch.Tensor, list, list]:
+    """RGB [0, 1] images (3, H, W) of any size -> (graph input, resized sizes, original sizes)."""
+    original = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+    with torch.no_grad():
+        batch, _ = _transform(meta)(list(images))
+    return batch.tensors, [tuple(s) for s in batch.image_sizes], original
+
+
+def postprocess(
+    outputs, image_sizes: list, original_sizes: list, meta: dict
+) -> list[dict[str, torch.Tensor]]:
+    """Graph outputs -> per image ``boxes`` (original pixels, xyxy), ``scores``, ``labels`` (0-based)."""
+    cls, reg, ctr, anchors, per_level = (torch.as_tensor(np.asarray(o)) for o in outputs)
+    split = [int(n) for n in per_level]
+    head = {
+        "cls_logits": list(cls.split(split, dim=1)),
+        "bbox_regression": list(reg.split(split, dim=1)),
+        "bbox_ctrness": list(ctr.split(split, dim=1)),
+    }
+    anchors = [list(anchors.split(split))] * cls.shape[0]
+    settings = SimpleNamespace(
+        box_coder=BoxLinearCoder(normalize_by_size=True),
+        **{k: meta[k] for k in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates")},
+    )
+    detections = FCOS.postprocess_detections(settings, head, anchors, image_sizes)  # torchvision's own code
+    return _transform(meta).postprocess(detections, image_sizes, original_sizes)
+
+
+def detect_with_onnx(
+    onnx_path: str | Path, images: list[torch.Tensor], meta: dict
+) -> list[dict[str, torch.Tensor]]:
+    """The whole detector with the network in onnxruntime: preprocess, run the graph, postprocess."""
+    batch, sizes, original = preprocess(images, meta)
+    return postprocess(run_onnx(onnx_path, {"image": batch.numpy()}), sizes, original, meta)
+
+
+def export_detection(
+    task: DetectionTask,
+    out_dir: str | Path,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    opset: int = 17,
+    checkpoint: str | Path | None = None,
+) -> dict:
+    """Export ``task``'s detector to ``out_dir/detector.onnx`` + ``detector.json``; returns the sidecar."""
+    out_dir = Path(out_dir)
+    task = task.eval()
+    detector = task.model.detector
+    height, width = task.model.input_size
+    meta = {
+        "min_size": int(detector.transform.min_size[-1]),
+        "max_size": int(task.model._eval_max_size),
+        "image_mean": [float(v) for v in detector.transform.image_mean],
+        "image_std": [float(v) for v in detector.transform.image_std],
+        "size_divisible": SIZE_DIVISIBLE,
+        "score_thresh": float(detector.score_thresh),
+        "nms_thresh": float(detector.nms_thresh),
+        "detections_per_img": int(detector.detections_per_img),
+        "topk_candidates": int(detector.topk_candidates),
+    }
+    # example: two images shaped like the input box, so the graph is traced at the size it will mostly see
+    g = torch.Generator().manual_seed(0)
+    example, _, _ = preprocess([torch.rand(3, height, width, generator=g) for _ in range(2)], meta)
+    module = FCOSRaw(task).eval()
+    path = out_dir / "detector.onnx"
+    axes = {"image": {0: "batch", 2: "height", 3: "width"}, "cls_logits": {0: "batch", 1: "points"},
+            "bbox_regression": {0: "batch", 1: "points"}, "bbox_ctrness": {0: "batch", 1: "points"},
+            "anchors": {0: "points"}}  # fmt: skip
+    export_onnx(module, (example,), path, ["image"], OUTPUTS, dynamic_axes=axes, opset=opset)
+    try:
+        measured = check_against_pytorch(path, module, {"image": example}, OUTPUTS, atol, rtol)
+        sidecar = {
+            "domain": "driving_detection",
+            "model": f"fcos/{task.hparams.backbone}",
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "graph": "detector.onnx",
+            "inputs": {"image": list(example.shape)},
+            "outputs": OUTPUTS,
+            "input_size": [int(height), int(width)],
+            "input": "RGB in [0, 1], resized into input_size (aspect kept), normalised, zero-padded to a "
+            "multiple of size_divisible (see domains/driving/detection/export.py)",
+            "classes": list(task.class_names),
+            "labels": "0-based index into classes",
+            "score": "sqrt(sigmoid(cls_logits) * sigmoid(bbox_ctrness)) per class, then NMS",
+            "postprocess": "outside the graph: torchvision FCOS.postprocess_detections + "
+            "GeneralizedRCNNTransform.postprocess (domains.driving.detection.export.postprocess)",
+            **meta,
+            "opset": opset,
+            "tolerance": {
+                "rule": "|onnxruntime - PyTorch| <= atol + rtol * |PyTorch|",
+                "atol": atol,
+                "rtol": rtol,
+                "max_abs_diff": measured,
+                "measured_on": "random images at input_size",
+            },
+        }
+        side = out_dir / "detector.json"
+        tmp = side.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(sidecar, indent=2))
+        os.replace(tmp, side)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return sidecar
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m domains.driving.detection.export", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of domains.driving.detection")
+    parser.add_argument("--out", required=True, help="output folder for detector.onnx and detector.json")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
+    parser.add_argument("--opset", type=int, default=17)
+    args = parser.parse_args(argv)
+    # shape-dependent Python branches are traced as constants on purpose (see the module docstring)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    check_checkpoint_file(args.ckpt, DetectionTask)
+    task = DetectionTask.load_checked(args.ckpt)
+    sidecar = export_detection(
+        task, args.out, atol=args.atol, rtol=args.rtol, opset=args.opset, checkpoint=args.ckpt
+    )
+    worst = max(sidecar["tolerance"]["max_abs_diff"].values())
+    print(f"wrote detector.onnx and detector.json to {args.out} (ORT vs PyTorch: max abs diff {worst:.2e})")
+    return sidecar
+
+
+if __name__ == "__main__":
+    main()

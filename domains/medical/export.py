@@ -1,0 +1,349 @@
+"""ONNX export of a trained medical segmenter: ``python -m domains.medical.export --ckpt PATH --out DIR``.
+
+What is written to ``DIR`` (inputs and outputs float32; batch, height, width and sample axes are dynamic):
+
+* ``unet``: ``unet.onnx``: ``image`` (B, C, H, W) in [0, 1] -> ``logits`` (B, 1, H, W). A deterministic model:
+  its "samples" are copies of this one map.
+* ``prob_unet``: two graphs, so N samples cost one U-Net pass and N cheap f_comb passes, as in PyTorch:
+
+  - ``prob_unet_features.onnx``: ``image`` -> ``features`` (B, F, H, W) (the last U-Net map),
+    ``prior_mu`` (B, L) and ``prior_log_sigma`` (B, L) (already clamped to the training range);
+  - ``prob_unet_fcomb.onnx``: ``features``, ``z`` (B, N, L) -> ``logits`` (B, N, H, W).
+
+  Sampling stays outside the graphs (ONNX random ops are not reproducible across runtimes):
+  ``z = prior_mu[:, None] + exp(prior_log_sigma)[:, None] * eps`` with ``eps ~ N(0, I)`` of shape (B, N, L);
+  ``eps = 0`` gives the model's single best guess (its ``forward``).
+* ``hpu_net``: two graphs on the same principle (encoder once, decoder per sample):
+
+  - ``hpu_net_encoder.onnx``: ``image`` -> ``enc0`` ... ``enc{K-1}`` (the prior encoder's maps, finest first);
+  - ``hpu_net_decoder.onnx``: ``enc0`` ... ``enc{K-1}`` (repeat them N times along the batch for N samples),
+    ``eps0`` ... ``eps{S-1}`` -> ``logits`` (B, 1, H, W). ``eps{s}`` is standard normal noise of latent
+    scale ``s`` (coarsest first), shaped (B, latent_channels[s], h, w) with (h, w) the size of
+    ``enc{K-1-s}``; each scale's latent is ``mu + sigma * eps`` from that scale's prior head, so ``eps = 0``
+    puts every scale at its prior mean (the model's ``forward``) and zeros at chosen scales reproduce
+    ``sample_mode`` "global" / "local".
+
+Foreground probability = ``sigmoid(logits)``; a sample's mask is probability >= ``threshold``. The JSON
+sidecar ``<model>.json`` records input size and channels, classes, the score, the graphs' inputs and
+outputs, and the largest difference between onnxruntime and PyTorch measured on random inputs at export
+time (export fails, leaving nothing behind, beyond ``--atol`` + ``--rtol`` times the value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
+from domains.medical.models.common import LOG_SIGMA_RANGE
+from domains.medical.task import MedicalSegmentationTask
+from shared.export import export_onnx, run_onnx
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-5
+
+
+class ProbUNetFeatures(nn.Module):
+    """image -> (U-Net features, prior mu, prior log-sigma): everything f_comb's samples share."""
+
+    def __init__(self, net: ProbabilisticUNet):
+        super().__init__()
+        self.unet, self.prior = net.unet, net.prior
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.unet(image)[0]
+        # AxisAlignedConvGaussian.forward without the torch.distributions object (not traceable to ONNX)
+        pooled = self.prior.encoder(image)[-1].mean(dim=(2, 3), keepdim=True)
+        mu, log_sigma = self.prior.head(pooled).flatten(1).chunk(2, dim=1)
+        return features, mu, log_sigma.clamp(*LOG_SIGMA_RANGE)
+
+
+class ProbUNetFComb(nn.Module):
+    """(features, z) -> logits (B, N, H, W): the model's f_comb in one chunk, so any N runs in one graph."""
+
+    def __init__(self, net: ProbabilisticUNet):
+        super().__init__()
+        self.fcomb = copy.deepcopy(net.fcomb)
+        self.fcomb.chunk_elements = 2**62  # chunking is a CPU cache trick; traced it would fix N
+
+    def forward(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.fcomb(features, z)
+
+
+class HPUNetEncoder(nn.Module):
+    """image -> the prior core's encoder maps (finest first)."""
+
+    def __init__(self, net: HierarchicalProbUNet):
+        super().__init__()
+        self.prior = net.prior
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.prior.encode(image))
+
+
+class HPUNetDecoder(nn.Module):
+    """(encoder maps, per-scale noise) -> logits: the prior decoder with ``z = mu + sigma * eps`` per scale.
+
+    Mirrors ``HierarchicalCore.decode_latents`` + ``HierarchicalProbUNet._likelihood`` with the noise as an
+    input (the only change: ``dist.sample()`` becomes ``mu + sigma * eps``); the tests compare the two.
+    """
+
+    def __init__(self, net: HierarchicalProbUNet):
+        super().__init__()
+        self.net = net
+        self.num_maps = len(net.prior.channels)
+
+    def forward(self, *maps_and_noise: torch.Tensor) -> torch.Tensor:
+        encoded, eps = maps_and_noise[: self.num_maps], maps_and_noise[self.num_maps :]
+        core = self.net.prior
+        rev = list(encoded)[::-1]
+        x = rev[0]
+        for level, (head, block) in enumerate(zip(core.heads, core.decoder)):
+            mu, log_sigma = head(x).chunk(2, dim=1)
+            z = mu + log_sigma.clamp(*LOG_SIGMA_RANGE).exp() * eps[level]
+            skip = rev[level + 1]
+            x = F.interpolate(torch.cat([x, z], dim=1), size=skip.shape[-2:], mode="nearest")
+            x = block(torch.cat([x, skip], dim=1))
+        return self.net._likelihood(x, list(encoded))
+
+
+def check_against_pytorch(
+    path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], names: list[str], atol: float, rtol: float
+) -> dict[str, float]:
+    """Largest |onnxruntime - PyTorch| per output; raises if any exceeds ``atol + rtol * |PyTorch|``."""
+    with torch.no_grad():
+        expected = module.eval()(*inputs.values())
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    got = run_onnx(path, {k: v.numpy() for k, v in inputs.items()})
+    measured = {}
+    for name, g, e in zip(names, got, expected, strict=True):
+        e = e.numpy()
+        diff = np.abs(g.astype(np.float64) - e)
+        measured[name] = float(diff.max()) if diff.size else 0.0
+        if diff.size and not (diff <= atol + rtol * np.abs(e)).all():
+            raise ValueError(
+                f"{path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
+                f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
+            )
+    return measured
+
+
+def _graphs(
+    task: MedicalSegmentationTask, size: tuple[int, int], batch: int = 2, samples: int = 3
+) -> list[dict]:
+    """(file, module, example inputs, input names, output names, dynamic axes) per graph of the model."""
+    net = task.model.eval()
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, task.hparams.in_channels, *size, generator=g)
+    if isinstance(net, UNetSegmenter):
+        return [
+            {
+                "file": "unet.onnx",
+                "module": net,
+                "inputs": {"image": image},
+                "outputs": ["logits"],
+                "dynamic_axes": {
+                    "image": {0: "batch", 2: "height", 3: "width"},
+                    "logits": {0: "batch", 2: "height", 3: "width"},
+                },
+            }
+        ]
+    if isinstance(net, ProbabilisticUNet):
+        feat_net, fcomb = ProbUNetFeatures(net).eval(), ProbUNetFComb(net).eval()
+        with torch.no_grad():
+            features, mu, log_sigma = feat_net(image)
+        z = mu[:, None] + log_sigma.exp()[:, None] * torch.randn(batch, samples, mu.shape[1], generator=g)
+        hw = {0: "batch", 2: "height", 3: "width"}
+        return [
+            {
+                "file": "prob_unet_features.onnx",
+                "module": feat_net,
+                "inputs": {"image": image},
+                "outputs": ["features", "prior_mu", "prior_log_sigma"],
+                "dynamic_axes": {
+                    "image": hw,
+                    "features": hw,
+                    "prior_mu": {0: "batch"},
+                    "prior_log_sigma": {0: "batch"},
+                },
+            },
+            {
+                "file": "prob_unet_fcomb.onnx",
+                "module": fcomb,
+                "inputs": {"features": features, "z": z},
+                "outputs": ["logits"],
+                "dynamic_axes": {
+                    "features": hw,
+                    "z": {0: "batch", 1: "samples"},
+                    "logits": {0: "batch", 1: "samples", 2: "height", 3: "width"},
+                },
+            },
+        ]
+    if isinstance(net, HierarchicalProbUNet):
+        encoder, decoder = HPUNetEncoder(net).eval(), HPUNetDecoder(net).eval()
+        with torch.no_grad():
+            encoded = encoder(image)
+        k = len(encoded)
+        enc_names = [f"enc{i}" for i in range(k)]
+        eps = {
+            f"eps{s}": torch.randn(batch, c, *encoded[k - 1 - s].shape[-2:], generator=g)
+            for s, c in enumerate(net.prior.latent_channels)
+        }
+        axes = {name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in [*enc_names, *eps]}
+        return [
+            {
+                "file": "hpu_net_encoder.onnx",
+                "module": encoder,
+                "inputs": {"image": image},
+                "outputs": enc_names,
+                "dynamic_axes": {
+                    "image": {0: "batch", 2: "height", 3: "width"},
+                    **{n: axes[n] for n in enc_names},
+                },
+            },
+            {
+                "file": "hpu_net_decoder.onnx",
+                "module": decoder,
+                "inputs": {**dict(zip(enc_names, encoded)), **eps},
+                "outputs": ["logits"],
+                "dynamic_axes": {**axes, "logits": {0: "batch", 2: "height", 3: "width"}},
+            },
+        ]
+    raise TypeError(f"no ONNX export for {type(net).__name__}")
+
+
+def export_medical(
+    task: MedicalSegmentationTask,
+    out_dir: str | Path,
+    size: tuple[int, int] = (128, 128),
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    opset: int = 17,
+    checkpoint: str | Path | None = None,
+) -> dict:
+    """Export ``task``'s model as the module docstring describes; returns the sidecar (also written as JSON).
+
+    Every graph is checked with onnxruntime against PyTorch on its example inputs; beyond
+    ``atol + rtol * |value|`` the files of this export are removed and a ``ValueError`` names the graph and
+    output.
+    """
+    out_dir = Path(out_dir)
+    task = task.eval()
+    name = task.model_name
+    written: list[Path] = []
+    measured: dict[str, dict[str, float]] = {}
+    graphs = {}
+    try:
+        for graph in _graphs(task, tuple(size)):
+            path = export_onnx(
+                graph["module"],
+                tuple(graph["inputs"].values()),
+                out_dir / graph["file"],
+                input_names=list(graph["inputs"]),
+                output_names=graph["outputs"],
+                dynamic_axes=graph["dynamic_axes"],
+                opset=opset,
+            )
+            written.append(path)
+            measured[graph["file"]] = check_against_pytorch(
+                path, graph["module"], graph["inputs"], graph["outputs"], atol, rtol
+            )
+            graphs[graph["file"]] = {
+                "inputs": {k: list(v.shape) for k, v in graph["inputs"].items()},
+                "outputs": graph["outputs"],
+                "dynamic_axes": graph["dynamic_axes"],
+            }
+        sidecar = {
+            "domain": "medical",
+            "model": name,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "graphs": graphs,
+            "input_size": list(size),
+            "in_channels": int(task.hparams.in_channels),
+            "input_range": [0.0, 1.0],
+            "classes": ["background", "lesion"],
+            "score": "sigmoid(logits): foreground (lesion) probability per pixel",
+            "threshold": float(task.threshold),
+            "num_samples": int(task.num_samples),
+            "sampling": _SAMPLING[name],
+            "opset": opset,
+            "tolerance": {
+                "rule": "|onnxruntime - PyTorch| <= atol + rtol * |PyTorch|",
+                "atol": atol,
+                "rtol": rtol,
+                "max_abs_diff": measured,
+                "measured_on": "random inputs at input_size",
+            },
+        }
+        side = out_dir / f"{name}.json"
+        tmp = side.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(sidecar, indent=2))
+        os.replace(tmp, side)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return sidecar
+
+
+_SAMPLING = {
+    "unet": "deterministic: every sample is the one mask of unet.onnx",
+    "prob_unet": "z = prior_mu[:, None] + exp(prior_log_sigma)[:, None] * eps, eps ~ N(0, I) (B, N, L); "
+    "prob_unet_fcomb(features, z); eps = 0: the best guess",
+    "hpu_net": "run hpu_net_encoder once, repeat enc* N times along the batch, draw eps{s} ~ N(0, I) shaped "
+    "(B*N, latent_channels[s], *enc{K-1-s}.shape[2:]) and run hpu_net_decoder; eps{s} = 0: scale s at its "
+    "mean",
+}
+
+
+def _input_size(checkpoint: dict, fallback: int = 128) -> tuple[int, int]:
+    crop = (checkpoint.get("datamodule_hyper_parameters") or {}).get("crop_size") or fallback
+    return int(crop), int(crop)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m domains.medical.export", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of domains.medical (any model)")
+    parser.add_argument("--out", required=True, help="output folder for the .onnx files and the JSON sidecar")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="example input size (default: the data module's crop_size from the checkpoint)",
+    )
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
+    parser.add_argument("--opset", type=int, default=17)
+    args = parser.parse_args(argv)
+    # shape-dependent Python branches are traced as constants on purpose (see the module docstring)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    from shared.task import check_checkpoint_file
+
+    checkpoint = check_checkpoint_file(args.ckpt, MedicalSegmentationTask)
+    size = tuple(args.size) if args.size else _input_size(checkpoint)
+    task = MedicalSegmentationTask.load_checked(args.ckpt)
+    sidecar = export_medical(
+        task, args.out, size=size, atol=args.atol, rtol=args.rtol, opset=args.opset, checkpoint=args.ckpt
+    )
+    worst = max(v for graph in sidecar["tolerance"]["max_abs_diff"].values() for v in graph.values())
+    print(
+        f"wrote {', '.join(sidecar['graphs'])} and {sidecar['model']}.json to {args.out} "
+        f"(onnxruntime vs PyTorch: max abs diff {worst:.2e})"
+    )
+    return sidecar
+
+
+if __name__ == "__main__":
+    main()

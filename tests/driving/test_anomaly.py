@@ -1,0 +1,392 @@
+"""Road-anomaly scores, outlier pasting, the segmentation task and its CLI on tiny generated scenes."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from domains.driving.anomaly.outliers import (
+    OUTLIER_LABEL,
+    ROAD_IDS,
+    OutlierHead,
+    outlier_bce,
+    paste_outliers,
+    paste_outliers_batch,
+    random_shape,
+)
+from domains.driving.anomaly.predict import image_anomaly_score, overlay_heatmap, road_region
+from domains.driving.anomaly.scores import SCORES, AnomalyScoreError, compute_score
+from domains.driving.anomaly.task import AnomalySegmentationTask
+from domains.driving.classes import SEMANTIC_CLASSES, SEMANTIC_ID
+
+C = len(SEMANTIC_CLASSES)
+TINY_UNET = {"channels": [4, 8, 16]}
+
+# ------------------------------------------------------------------------------------------------ scores
+
+
+def test_simple_scores_on_uniform_logits():
+    logits = torch.full((2, C, 3, 5), 1.7)
+    assert torch.allclose(compute_score("msp", logits), torch.full((2, 3, 5), 1 - 1 / C))
+    assert torch.allclose(compute_score("entropy", logits), torch.full((2, 3, 5), math.log(C)), atol=1e-6)
+    assert torch.allclose(compute_score("energy", logits), torch.full((2, 3, 5), -(1.7 + math.log(C))), atol=1e-5)
+    assert torch.allclose(compute_score("max_logit", logits), torch.full((2, 3, 5), -1.7))
+
+
+def test_scores_rank_a_confident_pixel_below_an_unsure_one():
+    logits = torch.zeros(1, 3, 1, 2)
+    logits[0, 0, 0, 0] = 3.0  # pixel 0: confident class 0; pixel 1: uniform
+    for name in ("msp", "max_logit", "energy", "entropy"):
+        s = compute_score(name, logits)
+        assert s.shape == (1, 1, 2)
+        assert s[0, 0, 0] < s[0, 0, 1], name
+    # hand values for the confident pixel: p0 = e^3 / (e^3 + 2)
+    p0 = math.exp(3) / (math.exp(3) + 2)
+    assert compute_score("msp", logits)[0, 0, 0].item() == pytest.approx(1 - p0, rel=1e-5)
+    assert compute_score("energy", logits)[0, 0, 0].item() == pytest.approx(-math.log(math.exp(3) + 2), rel=1e-6)
+    entropy = -(p0 * math.log(p0) + 2 * (1 - p0) / 2 * math.log((1 - p0) / 2))
+    assert compute_score("entropy", logits)[0, 0, 0].item() == pytest.approx(entropy, rel=1e-5)
+
+
+def test_sml_uses_the_stored_class_statistics():
+    logits = torch.tensor([[4.0, 1.0], [0.0, 3.0]]).T.reshape(1, 2, 1, 2)  # pixel 0 -> class 0, pixel 1 -> class 1
+    stats = {"sml_mean": torch.tensor([2.0, 5.0]), "sml_std": torch.tensor([0.5, 2.0])}
+    s = compute_score("sml", logits, stats)
+    assert s[0, 0].tolist() == pytest.approx([-(4 - 2) / 0.5, -(3 - 5) / 2.0])
+    with pytest.raises(AnomalyScoreError, match="sml_mean"):
+        compute_score("sml", logits)
+
+
+def test_mahalanobis_hand_values():
+    feats = torch.tensor([[1.0, 0.0], [3.0, 4.0]]).T.reshape(1, 2, 1, 2)
+    stats = {
+        "feat_mean": torch.tensor([[0.0, 0.0], [10.0, 10.0]]),
+        "feat_precision": torch.diag(torch.tensor([1.0, 0.25])),
+        "feat_valid": torch.tensor([True, True]),
+    }
+    s = compute_score("mahalanobis", torch.zeros(1, 2, 1, 2), stats, feats)
+    assert s[0, 0].tolist() == pytest.approx([1.0, 9 + 16 * 0.25])
+    stats["feat_valid"] = torch.tensor([False, True])  # class 0 never seen: only class 1 counts
+    s = compute_score("mahalanobis", torch.zeros(1, 2, 1, 2), stats, feats)
+    assert s[0, 0].tolist() == pytest.approx([81 + 100 * 0.25, 49 + 36 * 0.25])
+
+
+def test_nan_logits_and_unknown_names_give_clear_errors():
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 1, 1, 0] = float("nan")
+    with pytest.raises(AnomalyScoreError, match=r"non-finite logit.*\(0, 1, 1, 0\)"):
+        compute_score("energy", logits)
+    assert issubclass(AnomalyScoreError, ValueError)
+    with pytest.raises(AnomalyScoreError, match="unknown anomaly score 'foo'.*msp"):
+        compute_score("foo", torch.zeros(1, 3, 2, 2))
+    with pytest.raises(AnomalyScoreError, match=r"\(B, C, H, W\)"):
+        compute_score("msp", torch.zeros(3, 2, 2))
+
+
+# --------------------------------------------------------------------------------------------- outliers
+
+
+def _scene(h=48, w=96):
+    image = np.full((h, w, 3), 0.4, np.float32)
+    mask = np.full((h, w), SEMANTIC_ID["sky"], np.int64)
+    mask[h // 2 :] = SEMANTIC_ID["road"]
+    mask[:3] = 255
+    image[h // 2 :] = 0.3
+    return image, mask
+
+
+def test_pasted_outliers_do_not_overlap_and_label_exactly_the_changed_pixels():
+    image, mask = _scene()
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        out_img, out_mask, objects = paste_outliers(
+            image, mask, rng, num_objects=(2, 4), size_range=(0.2, 0.5), shadow_prob=0.0
+        )
+        pasted = out_mask == OUTLIER_LABEL
+        assert sum(o["pixels"] for o in objects) == pasted.sum()  # disjoint: pixel counts add up
+        changed = np.abs(out_img - image).max(axis=-1) > 0
+        assert not (changed & ~pasted).any()  # nothing outside the label changed
+        assert changed[pasted].mean() > 0.95  # (a texture pixel may equal the background by chance)
+        assert (out_mask[mask == 255] == 255).all()  # void stays void
+        assert np.array_equal(out_mask[~pasted], mask[~pasted])
+        for o in objects:  # each object's pixels lie in its own box
+            y0, x0, y1, x1 = o["box"]
+            assert pasted[y0:y1, x0:x1].sum() >= o["pixels"]
+
+
+def test_shadows_only_darken_unlabelled_ground():
+    image, mask = _scene()
+    shadows = 0
+    for seed in range(10):
+        out_img, out_mask, objects = paste_outliers(image, mask, np.random.default_rng(seed), shadow_prob=1.0)
+        outside = out_mask != OUTLIER_LABEL
+        diff = out_img[outside] - image[outside]
+        assert (diff <= 1e-6).all()  # outside the objects pixels can only get darker
+        assert int((diff < 0).any(axis=-1).sum()) == sum(o["shadow"] for o in objects)
+        shadows += sum(o["shadow"] > 0 for o in objects)
+    assert shadows > 5
+
+
+def test_outliers_land_mostly_on_the_road():
+    image, mask = _scene()
+    on_road = total = 0
+    for seed in range(30):
+        _, _, objects = paste_outliers(image, mask, np.random.default_rng(seed), road_prob=1.0)
+        for o in objects:
+            y0, x0, y1, x1 = o["box"]
+            cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+            on_road += mask[min(cy, mask.shape[0] - 1), cx] in ROAD_IDS
+            total += 1
+    assert total > 20 and on_road / total > 0.8
+
+
+def test_random_shapes_are_nonempty_for_every_kind():
+    rng = np.random.default_rng(0)
+    for kind in ("polygon", "ellipse", "blob"):
+        shape = random_shape(rng, 12, 20, kind)
+        assert shape.shape == (12, 20) and shape.any() and not shape.all()
+
+
+def test_paste_batch_keeps_shapes_and_prob_zero_is_identity():
+    images = torch.rand(3, 3, 32, 64)
+    masks = torch.zeros(3, 32, 64, dtype=torch.long)
+    same_i, same_m, n = paste_outliers_batch(images, masks, np.random.default_rng(0), prob=0.0)
+    assert n == 0 and torch.equal(same_i, images) and torch.equal(same_m, masks)
+    new_i, new_m, n = paste_outliers_batch(images, masks, np.random.default_rng(0), prob=1.0)
+    assert n >= 3 and new_i.shape == images.shape and new_i.dtype == images.dtype
+    assert (new_m == OUTLIER_LABEL).any(dim=(1, 2)).all()
+    with pytest.raises(ValueError, match="num_objects"):
+        paste_outliers_batch(images, masks, np.random.default_rng(0), num_objects=(3, 1))
+
+
+def test_outlier_bce_hand_values_and_head_shape():
+    z = torch.tensor([2.0, -1.0, 0.0, 3.0])
+    outlier = torch.tensor([True, False, False, False])
+    inlier = ~outlier
+
+    def bce(x, y):
+        return -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
+
+    losses_in = sorted([bce(-1.0, 0), bce(0.0, 0), bce(3.0, 0)], reverse=True)
+    plain = (bce(2.0, 1) + sum(losses_in) / 3) / 2  # hard_fraction=0: outlier mean and inlier mean, halved
+    assert outlier_bce(z, outlier, inlier, hard_fraction=0.0).item() == pytest.approx(plain, rel=1e-5)
+    z2 = torch.tensor([2.0, -1.0, 0.0, 3.0, -2.0, -3.0, -4.0, -5.0])
+    out2 = torch.zeros(8, dtype=torch.bool)
+    out2[0] = True
+    ins = [bce(v, 0) for v in z2[1:].tolist()]
+    hard = sum(sorted(ins, reverse=True)[:4]) / 4  # k = max(min_hard=1, 4 * 1) = 4
+    expected = (bce(2.0, 1) + 0.5 * sum(ins) / 7 + 0.5 * hard) / 2
+    got = outlier_bce(z2, out2, ~out2, hard_fraction=0.5, min_hard=1).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert outlier_bce(z, torch.zeros(4, dtype=torch.bool), inlier).item() == 0.0  # nothing pasted: no loss
+    head = OutlierHead([4, 8, 16])
+    feats = [torch.rand(2, 4, 16, 32), torch.rand(2, 8, 8, 16), torch.rand(2, 16, 4, 8)]
+    assert head(feats).shape == (2, 1, 16, 32)
+
+
+# ----------------------------------------------------------------------------------- heatmaps, image score
+
+
+def test_overlay_heatmap_blends_and_checks_shapes():
+    image = np.full((8, 10, 3), 100, np.uint8)
+    score = np.linspace(0, 1, 80, dtype=np.float32).reshape(8, 10)
+    assert np.array_equal(overlay_heatmap(image, score, alpha=0.0), image)
+    full = overlay_heatmap(image, score, alpha=1.0)
+    jet = cv2.cvtColor(cv2.applyColorMap((score * 255 + 0.5).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    assert np.abs(full.astype(int) - jet.astype(int)).max() <= 1
+    assert overlay_heatmap(torch.rand(3, 8, 10), torch.from_numpy(score)).shape == (8, 10, 3)
+    with pytest.raises(ValueError, match="does not match"):
+        overlay_heatmap(image, score[:4])
+    with pytest.raises(ValueError, match="NaN"):
+        overlay_heatmap(image, np.full((8, 10), np.nan))
+
+
+def test_road_region_fills_objects_on_the_road_and_the_image_score():
+    pred = np.full((10, 12), SEMANTIC_ID["sky"])
+    pred[5:] = SEMANTIC_ID["road"]
+    pred[6:8, 4:6] = SEMANTIC_ID["car"]  # an object inside the road
+    pred[8:, 9:11] = SEMANTIC_ID["building"]  # touching the bottom edge: counts as on the road
+    region = road_region(pred)
+    assert region[5:].all() and not region[:5].any()
+    score = np.zeros((10, 12))
+    score[0, 0] = 100.0  # a hot pixel in the sky is ignored
+    score[6, 4] = 5.0
+    assert image_anomaly_score(score, region, "quantile", q=1.0) == 5.0
+    assert image_anomaly_score(score, region, "topk", k=2) == 2.5
+    assert image_anomaly_score(score, None, "quantile", q=1.0) == 100.0
+    assert not road_region(np.zeros((4, 4), int) + SEMANTIC_ID["sky"]).any()
+
+
+# ------------------------------------------------------------------------------------------------- task
+
+
+@pytest.mark.parametrize(
+    "encoder, kwargs",
+    [
+        ("unet_encoder", TINY_UNET),
+        ("resnet18", {}),
+        ("vit", {"image_size": 32, "patch_size": 16, "num_layers": 1, "num_heads": 2, "hidden_dim": 16,
+                 "mlp_dim": 32, "pyramid_channels": 16}),
+    ],
+)
+def test_segmenter_builds_on_cnn_unet_and_transformer(encoder, kwargs):
+    task = AnomalySegmentationTask(encoder=encoder, encoder_kwargs=kwargs, oe_weight=0.5)
+    images = torch.rand(2, 3, 32, 96)
+    assert task(images).shape == (2, C, 32, 96)
+    task.oe_trained.fill_(True)
+    maps = task.anomaly_map(images)
+    assert maps.shape == (2, 32, 96) and ((maps >= 0) & (maps <= 1)).all()  # outlier_prob
+    assert task.anomaly_map(torch.rand(3, 30, 90), score="entropy").shape == (1, 30, 90)  # padded inside
+
+
+def _toy_batch(n=4, h=32, w=64, seed=0):
+    """Sky above road, a car box: learnable from colour alone."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 3, h, w)
+    masks = torch.full((n, h, w), SEMANTIC_ID["sky"], dtype=torch.long)
+    images[:, 2, : h // 2] = 0.9
+    images[:, :, h // 2 :] = 0.35
+    masks[:, h // 2 :] = SEMANTIC_ID["road"]
+    for i in range(n):
+        x = int(torch.randint(0, w - 12, (1,), generator=g))
+        images[i, 0, h // 2 : h // 2 + 6, x : x + 12] = 0.9
+        masks[i, h // 2 : h // 2 + 6, x : x + 12] = SEMANTIC_ID["car"]
+    images += 0.03 * torch.randn(images.shape, generator=g)
+    return {"image": images.clamp(0, 1), "mask": masks, "name": [f"t{i}" for i in range(n)]}
+
+
+@pytest.mark.parametrize(("oe_weight", "objective"), [(0.0, "extra_logit"), (0.5, "extra_logit"), (0.5, "both")])
+def test_loss_falls_on_tiny_data(oe_weight, objective):
+    torch.manual_seed(0)
+    task = AnomalySegmentationTask(
+        encoder_kwargs=TINY_UNET, oe_weight=oe_weight, oe_objective=objective, oe_prob=1.0
+    )
+    opt = torch.optim.Adam(task.parameters(), lr=1e-2)
+    batch = _toy_batch()
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        for step in range(25):
+            loss = task.training_step(batch, step)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert bool(task.oe_trained) == (oe_weight > 0)
+
+
+def test_calibration_stores_sml_statistics_that_checkpoints_carry():
+    torch.manual_seed(0)
+    task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
+    batches = [_toy_batch(seed=s) for s in range(2)]
+    with pytest.raises(AnomalyScoreError, match="never calibrated"):
+        task.anomaly_map(batches[0]["image"], score="sml")
+    info = task.calibrate(batches)
+    assert info["batches"] == 2 and info["pixels"] == 2 * 4 * 32 * 64
+    # recompute the SML statistics by hand: max logit over pixels *predicted* as each class
+    task.eval()
+    with torch.no_grad():
+        logits = torch.cat([task(b["image"]) for b in batches])
+    top, pred = logits.max(dim=1)
+    for c in torch.unique(pred).tolist():
+        values = top[pred == c].double()
+        if values.numel() > 1:
+            assert task.sml_mean[c].item() == pytest.approx(values.mean().item(), rel=1e-4, abs=1e-5)
+            assert task.sml_std[c].item() == pytest.approx(values.std(unbiased=False).item(), rel=1e-3, abs=1e-5)
+    sml = task.anomaly_map(batches[0]["image"], score="sml")
+    expected = -(top[:4] - task.sml_mean[pred[:4]]) / task.sml_std[pred[:4]]
+    assert torch.allclose(sml, expected, atol=1e-4)
+    # the buffers travel with the state dict
+    clone = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
+    clone.load_state_dict(task.state_dict())
+    assert bool(clone.calibrated)
+    assert torch.allclose(clone.anomaly_map(batches[0]["image"], score="sml"), sml)
+    assert torch.isfinite(clone.anomaly_map(batches[0]["image"], score="mahalanobis")).all()
+
+
+def test_task_rejects_bad_settings_and_nan_images():
+    with pytest.raises(ValueError, match="unknown anomaly score"):
+        AnomalySegmentationTask(encoder_kwargs=TINY_UNET, score="nope")
+    with pytest.raises(ValueError, match="outlier-exposure"):
+        AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0, score="outlier_prob")
+    task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
+    assert task.score == "entropy"
+    images = torch.rand(1, 3, 32, 32)
+    images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        task.anomaly_map(images)
+    assert set(task.supported_scores()) == set(SCORES) - {"outlier_prob"}
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(tmp_path_factory):
+    from domains.driving.synthetic import generate_anomaly, generate_kitti
+
+    root = tmp_path_factory.mktemp("anomaly_data")
+    kitti = generate_kitti(root / "kitti", n_images=8, size=(96, 32), frames_per_sequence=1, verbose=False)
+    anomaly = generate_anomaly(
+        root / "anomaly", n_images=4, size=(96, 32), anomaly_free_fraction=0.25, verbose=False
+    )
+    return kitti, anomaly
+
+
+def _cli_args(sets):
+    kitti, anomaly = sets
+    return [
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        "--model.encoder_kwargs", '{"channels": [4, 8, 16]}', "--model.oe_start_epoch", "0",
+        "--model.calibration_batches", "2",
+        "--data.data_path", str(kitti), "--data.anomaly_path", str(anomaly),
+        "--data.batch_size", "2", "--data.num_workers", "0", "--data.image_size", "[32, 96]",
+    ]
+
+
+def test_cli_fast_dev_run(tiny_sets, tmp_path, monkeypatch):
+    from domains.driving.anomaly.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", *_cli_args(tiny_sets), "--trainer.fast_dev_run", "1"])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    assert bool(cli.model.calibrated) and bool(cli.model.oe_trained)
+
+
+def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(tiny_sets, tmp_path, monkeypatch):
+    from domains.driving.anomaly.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *_cli_args(tiny_sets), "--trainer.max_epochs", "1"])
+    ckpt = tmp_path / "lightning_logs/driving_anomaly/checkpoints/last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert bool(state["calibrated"]) and bool(state["oe_trained"])  # statistics written into the checkpoint
+    assert not torch.equal(state["sml_std"], torch.ones(C))
+
+    cli = main(["test", *_cli_args(tiny_sets), "--ckpt_path", str(ckpt), "--model.score", "sml"])
+    results = cli.model.test_results
+    assert results["score"] == "sml"  # chosen on the command line, not taken from the checkpoint
+    assert set(results["pixel"]) == set(SCORES)
+    for m in results["pixel"].values():
+        assert 0.0 <= m["ap"] <= 1.0 and 0.0 <= m["fpr95"] <= 1.0
+        assert m["num_positive"] > 0 and m["num_pixels"] + m["num_void"] == 4 * 32 * 96
+    assert {"sIoU_gt", "PPV", "mean_F1"} <= set(results["component"])
+    assert 0.0 <= results["image_auroc"]["sml"] <= 1.0  # 3 images with anomalies, 1 without
+    metrics = cli.trainer.callback_metrics
+    assert {"test/ap", "test/fpr95", "test/image_auroc", "test/msp/ap"} <= set(metrics)
+
+    out = tmp_path / "heatmaps"
+    main(["predict", *_cli_args(tiny_sets), "--ckpt_path", "last", "--model.predict_dir", str(out)])
+    overlays = sorted(out.glob("*_overlay.png"))
+    assert len(overlays) == 4
+    score = np.load(str(overlays[0]).replace("_overlay.png", "_score.npy"))
+    assert score.shape == (32, 96) and np.isfinite(score).all() and (score >= 0).all() and (score <= 1).all()
+    assert cv2.imread(str(overlays[0])).shape == (32, 96, 3)
+    rows = (out / "image_scores.csv").read_text().splitlines()
+    assert rows[0].startswith("name,image_score_outlier_prob") and len(rows) == 5

@@ -1,0 +1,287 @@
+"""Driving training that survives faults: hard kill + resume, NaN losses, foreign checkpoints, DDP on 2 CPUs.
+
+Detection (FCOS) and road-anomaly segmentation, on one tiny generated KITTI-layout set (14 scenes of 128x64,
+one per sequence: detection splits 10/2/2, the segmenter 12/2) and tiny networks. Kill/resume and DDP drive
+the CLIs in subprocesses (marked slow: 20-30 s each on 2 cores); the rest run the CLIs in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from domains.driving.anomaly.__main__ import main as anomaly_main
+from domains.driving.anomaly.task import AnomalySegmentationTask
+from domains.driving.detection.__main__ import main as detection_main
+from domains.driving.detection.task import DetectionTask
+from shared.task import CheckpointMismatchError, NonFiniteLossError
+from tests.helpers import kill_and_resume, run_ddp_fit
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "domains" / "driving" / "configs"
+DETECTION = "domains.driving.detection"
+ANOMALY = "domains.driving.anomaly"
+
+# AnomalySegmentationTask.on_save_checkpoint (domains/driving/anomaly/task.py) does not call
+# super().on_save_checkpoint(checkpoint), so its checkpoints lack the suite record naming task and model; a
+# foreign one is still refused by its hyperparameters. Strict: the marker goes once that call is added.
+# trainer.gradient_clip_val is not yet stated in the driving configs (see the report). Strict, as above.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict[str, Path]:
+    from domains.driving.synthetic import generate_anomaly, generate_kitti
+
+    root = tmp_path_factory.mktemp("driving")
+    kitti = generate_kitti(root / "kitti", n_images=14, size=(128, 64), frames_per_sequence=1, verbose=False)
+    anomaly = generate_anomaly(
+        root / "anomaly", n_images=4, size=(96, 32), anomaly_free_fraction=0.25, verbose=False
+    )
+    return {"kitti": kitti, "anomaly": anomaly}
+
+
+def detection_args(scenes: dict, *extra: str) -> list[str]:
+    return [
+        "-c", str(CONFIGS / "detection_quick.yaml"),
+        "--model.backbone", "tiny_cnn", "--model.backbone_kwargs", "{width: 8}",
+        "--model.fpn_levels", "3", "--model.fpn_channels", "32", "--model.head_convs", "1",
+        "--model.input_size", "[64, 128]", "--model.kitti_difficulties", "[moderate]",
+        "--data.data_path", str(scenes["kitti"]), "--data.image_size", "[64, 128]",
+        "--data.batch_size", "2", "--data.num_workers", "0",
+        "--trainer.limit_train_batches", "1.0", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+def anomaly_args(scenes: dict, *extra: str) -> list[str]:
+    return [
+        "-c", str(CONFIGS / "anomaly_quick.yaml"),
+        "--model.encoder_kwargs", "{channels: [4, 8, 16]}", "--model.oe_start_epoch", "0",
+        "--model.calibration_batches", "1",
+        "--data.data_path", str(scenes["kitti"]), "--data.anomaly_path", str(scenes["anomaly"]),
+        "--data.image_size", "[32, 64]", "--data.batch_size", "2", "--data.num_workers", "0",
+        "--trainer.limit_train_batches", "1.0", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+ARGS = {DETECTION: detection_args, ANOMALY: anomaly_args}
+MAINS = {DETECTION: detection_main, ANOMALY: anomaly_main}
+
+
+def completed_epochs(checkpoint: dict) -> int:
+    return checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"]
+
+
+# --------------------------------------------------------------------------------------------------- resume
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "module, steps_per_epoch",
+    [(DETECTION, 5), (ANOMALY, 6)],  # 10 / 12 training scenes in batches of 2
+)
+def test_hard_killed_run_resumes_at_the_same_step_and_finishes_all_epochs(
+    module, steps_per_epoch, scenes, tmp_path
+):
+    # Step checkpoints (monitored metric) start after the first validation; SIGKILL 2 steps into epoch 2.
+    kill = steps_per_epoch + 2
+    args = ARGS[module](scenes, "--trainer.max_epochs", "2")
+    killed, resumed = kill_and_resume(module, args, tmp_path / "ckpt", tmp_path, kill_step=kill)
+    assert killed["global_step"] == kill - 1 and completed_epochs(killed) == 1
+    assert resumed["global_step"] == 2 * steps_per_epoch and completed_epochs(resumed) == 2
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 2 * steps_per_epoch
+    if module == ANOMALY:  # statistics recomputed for the final weights, as on an uninterrupted run
+        assert bool(resumed["state_dict"]["calibrated"])
+
+
+# ----------------------------------------------------------------------------------------- numerical faults
+
+POISON = {
+    # FCOS: the classification branch's last layer feeds only the focal loss
+    DETECTION: ("model.detector.head.classification_head.cls_logits.bias", "classification", []),
+    # the outlier head feeds only the outlier-exposure loss (objects pasted into every image)
+    ANOMALY: ("outlier_head.net.4.bias", "oe", ["--model.oe_prob", "1.0"]),
+}
+
+
+@pytest.mark.parametrize("module", [DETECTION, ANOMALY])
+def test_nan_parameter_stops_the_run_naming_step_and_loss_term(module, scenes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name, term, extra = POISON[module]
+    poison = {"class_path": "tests.helpers.PoisonParameter", "init_args": {"name": name, "step": 1}}
+    args = ARGS[module](
+        scenes, *extra, "--trainer.max_steps", "3", "--trainer.num_sanity_val_steps", "0",
+        "--checkpoint.dirpath", str(tmp_path / "ckpt"), f"--trainer.callbacks+={json.dumps(poison)}",
+    )  # fmt: skip
+    with pytest.raises(NonFiniteLossError) as err:
+        MAINS[module](["fit", *args])
+    assert str(err.value).startswith(f"non-finite loss at global step 1 (epoch 0) in term(s): {term} ")
+    assert "nonfinite_loss: skip" in str(err.value)
+
+
+@pytest.mark.parametrize("module", [DETECTION, ANOMALY])
+def test_skip_mode_skips_and_counts_bad_batches(module, scenes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    poison = {"class_path": "tests.helpers.PoisonBatch", "init_args": {"batch_idx": 1}}
+    args = ARGS[module](
+        scenes, "--model.nonfinite_loss", "skip", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "3", "--trainer.num_sanity_val_steps", "0",
+        "--checkpoint.dirpath", str(tmp_path / "ckpt"), f"--trainer.callbacks+={json.dumps(poison)}",
+    )  # fmt: skip
+    cli = MAINS[module](["fit", *args])
+    assert cli.trainer.state.finished and cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 3
+    assert cli.model.skipped_batches == 1
+    assert float(cli.trainer.callback_metrics["train/skipped_batches"]) == 1
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+def test_every_config_states_gradient_clipping():
+    missing = [
+        config.name
+        for config in sorted(CONFIGS.glob("*.yaml"))
+        if "gradient_clip_val" not in (yaml.safe_load(config.read_text()).get("trainer") or {})
+    ]
+    assert not missing, f"trainer.gradient_clip_val not stated in {missing}"
+
+
+@pytest.mark.parametrize("module", [DETECTION, ANOMALY])
+def test_cli_applies_the_gradient_clipping_setting(module, scenes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ARGS[module](scenes, "--trainer.gradient_clip_val", "0.25", "--trainer.fast_dev_run", "1")
+    assert math.isclose(MAINS[module](["fit", *args]).trainer.gradient_clip_val, 0.25)
+
+
+# ------------------------------------------------------------------------------------------- safe loading
+
+
+@pytest.fixture(scope="module")
+def checkpoints(scenes, tmp_path_factory) -> dict[str, Path]:
+    """One-step checkpoints of both driving tasks and of the medical one, written by their CLIs."""
+    root = tmp_path_factory.mktemp("ckpts")
+    with contextlib.chdir(root):  # logs land there, not in the repository
+        return _checkpoints(scenes, root)
+
+
+def _checkpoints(scenes: dict, root: Path) -> dict[str, Path]:
+    from domains.medical.__main__ import main as medical_main
+    from domains.medical.synthetic import generate_lidc_png
+
+    out = {}
+    for module in (DETECTION, ANOMALY):
+        folder = root / module.rsplit(".", 1)[-1]
+        once = ["--trainer.max_steps", "1", "--checkpoint.dirpath", str(folder)]
+        MAINS[module](["fit", *ARGS[module](scenes, *once, "--trainer.default_root_dir", str(root))])
+        out[module] = folder / "last.ckpt"
+    lidc = generate_lidc_png(root / "lidc", n_patients=8, images_per_patient=1, size=32)
+    medical_main([
+        "fit", "--model.model", "unet", "--model.model_kwargs", "{channels: [8, 16]}",
+        "--data.data_path", str(lidc), "--data.crop_size", "32", "--data.batch_size", "2",
+        "--data.num_workers", "0", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", str(root / "medical"),
+        "--trainer.default_root_dir", str(root),
+    ])  # fmt: skip
+    out["medical"] = root / "medical" / "last.ckpt"
+    return out
+
+
+def test_detection_refuses_other_domains_checkpoints(checkpoints, scenes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointMismatchError, match=r"MedicalSegmentationTask checkpoint \(model 'unet'\)"):
+        DetectionTask.load_checked(checkpoints["medical"])
+    with pytest.raises(CheckpointMismatchError) as err:
+        detection_main(["test", *detection_args(scenes), "--ckpt_path", str(checkpoints["medical"])])
+    assert "MedicalSegmentationTask" in str(err.value) and "DetectionTask" in str(err.value)
+    # the anomaly checkpoint: named by its task when recorded, else refused by its hyperparameters
+    with pytest.raises(
+        CheckpointMismatchError, match=r"AnomalySegmentationTask checkpoint|hyperparameters \["
+    ):
+        detection_main(["predict", *detection_args(scenes), "--ckpt_path", str(checkpoints[ANOMALY])])
+    assert not (tmp_path / "predictions").exists()
+    assert DetectionTask.load_checked(checkpoints[DETECTION]).class_names == ["Car", "Pedestrian", "Cyclist"]
+
+
+def test_anomaly_and_medical_refuse_a_detection_checkpoint(checkpoints, scenes, tmp_path, monkeypatch):
+    from domains.medical.__main__ import main as medical_main
+
+    monkeypatch.chdir(tmp_path)
+    detection = str(checkpoints[DETECTION])
+    with pytest.raises(CheckpointMismatchError, match=r"DetectionTask checkpoint \(model 'RoadDetector'\)"):
+        AnomalySegmentationTask.load_checked(detection)
+    with pytest.raises(
+        CheckpointMismatchError, match=r"holds a domains\.driving\.detection\.task\.DetectionTask"
+    ):
+        anomaly_main(["test", *anomaly_args(scenes), "--ckpt_path", detection])
+    with pytest.raises(
+        CheckpointMismatchError, match=r"holds a domains\.driving\.detection\.task\.DetectionTask"
+    ):
+        medical_main(["test", "--data.data_path", str(tmp_path), "--ckpt_path", detection])
+    assert not (tmp_path / "lightning_logs").exists()  # refused before a trainer or logger was made
+
+
+def test_anomaly_checkpoints_name_their_task_and_model(checkpoints):
+    held = torch.load(checkpoints[ANOMALY], weights_only=True).get("suite_task") or {}
+    assert held.get("task") == "domains.driving.anomaly.task.AnomalySegmentationTask" and held.get("model")
+
+
+# --------------------------------------------------------------------------------------------------- DDP
+
+
+@pytest.mark.slow
+def test_detection_fit_under_ddp_splits_data_and_reduces_coco_map_states(scenes, tmp_path):
+    args = detection_args(
+        scenes, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--trainer.num_sanity_val_steps", "0", "--checkpoint.dirpath", str(tmp_path / "ckpt"),
+    )  # fmt: skip
+    # the COCO metric is the first of the task's (coco, ap50) pair for "val"; a list ("cat") state
+    ranks = run_ddp_fit(DETECTION, args, tmp_path / "ranks", tmp_path, "_metrics.val", "groundtruth_labels")
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["backend"] for r in ranks} == {"gloo"}
+    ids = [set(r["train_ids"]) for r in ranks]
+    assert len(ids[0]) == len(ids[1]) == 4 and not ids[0] & ids[1]
+    local = [r["local"][0] for r in ranks]  # ground-truth boxes each rank's val image held
+    assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
+    assert ranks[0]["logged"]["val/map50"] == ranks[1]["logged"]["val/map50"]
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_anomaly_fit_under_ddp_splits_data_and_reduces_miou_states(scenes, tmp_path):
+    args = anomaly_args(
+        scenes, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--trainer.num_sanity_val_steps", "0", "--checkpoint.dirpath", str(tmp_path / "ckpt"),
+    )  # fmt: skip
+    # plain "ddp" stops at the first step: the outlier head / energy calibration parameters are not used by
+    # every step's loss (see the report); DDP that looks for unused parameters runs
+    ranks = run_ddp_fit(
+        ANOMALY,
+        args,
+        tmp_path / "ranks",
+        tmp_path,
+        "val_miou",
+        "confmat",
+        strategy="ddp_find_unused_parameters_true",
+    )
+    ids = [set(r["train_ids"]) for r in ranks]
+    assert len(ids[0]) == len(ids[1]) == 4 and not ids[0] & ids[1]
+    local = [r["local"][0] for r in ranks]
+    assert local == [32 * 64] * 2  # one 32x64 val image per rank
+    assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
+    assert ranks[0]["logged"]["val/miou"] == ranks[1]["logged"]["val/miou"]
+    assert bool(torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]["calibrated"])

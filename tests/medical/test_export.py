@@ -1,0 +1,199 @@
+"""ONNX export of the medical segmenters: onnxruntime matches PyTorch (atol 1e-4) at other sizes, batches and
+sample counts than the export used; the CLI writes the sidecar and leaves nothing behind when it fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from domains.medical.export import HPUNetDecoder, export_medical, main
+from domains.medical.task import MedicalSegmentationTask
+from shared.export import run_onnx
+from shared.task import CheckpointMismatchError
+
+ATOL = 1e-4
+TINY = {
+    "unet": {"channels": [8, 16]},
+    "prob_unet": {"channels": [8, 16], "latent_dim": 3},
+    "hpu_net": {"channels": [8, 8, 8, 8, 8], "latent_channels": [1, 2, 1, 1], "blocks_per_level": 1},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_task(model: str) -> MedicalSegmentationTask:
+    torch.manual_seed(0)
+    task = MedicalSegmentationTask(model=model, model_kwargs=TINY[model]).eval()
+    with torch.no_grad():  # the latent heads start at zero: give the prior a real mean and spread to check
+        for name, param in task.model.named_parameters():
+            if "head" in name:
+                param.normal_(0, 0.3)
+    return task
+
+
+def close(got: np.ndarray, expected: torch.Tensor) -> None:
+    assert got.shape == tuple(expected.shape)
+    np.testing.assert_allclose(got, expected.numpy(), atol=ATOL, rtol=0)
+
+
+def test_unet_graph_matches_pytorch_at_another_size_and_batch(tmp_path):
+    task = tiny_task("unet")
+    sidecar = export_medical(task, tmp_path, size=(32, 32))
+    image = torch.rand(3, 1, 48, 40)
+    (logits,) = run_onnx(tmp_path / "unet.onnx", {"image": image.numpy()})
+    with torch.no_grad():
+        close(logits, task.model(image))
+    assert sidecar["tolerance"]["max_abs_diff"]["unet.onnx"]["logits"] <= ATOL
+
+
+def test_prob_unet_feature_net_and_fcomb_sample_like_the_model(tmp_path):
+    task = tiny_task("prob_unet")
+    net = task.model
+    export_medical(task, tmp_path, size=(32, 32))
+    image = torch.rand(2, 1, 48, 40)
+    features, mu, log_sigma = run_onnx(tmp_path / "prob_unet_features.onnx", {"image": image.numpy()})
+    with torch.no_grad():
+        prior = net.prior(image)
+        close(features, net.features(image))
+        close(mu, prior.mean)
+        close(np.exp(log_sigma), prior.stddev)
+        # 5 samples (the export used 3): the caller draws z from the prior, f_comb runs once for all of them
+        eps = torch.randn(2, 5, 3)
+        z = torch.from_numpy(mu)[:, None] + torch.from_numpy(np.exp(log_sigma))[:, None] * eps
+        (logits,) = run_onnx(tmp_path / "prob_unet_fcomb.onnx", {"features": features, "z": z.numpy()})
+        close(logits, net.fcomb(net.features(image), z))
+        assert logits.shape == (2, 5, 48, 40)
+        # eps = 0 is the model's best guess
+        (best,) = run_onnx(tmp_path / "prob_unet_fcomb.onnx", {"features": features, "z": mu[:, None]})
+        close(best, net(image))
+
+
+def test_hpu_net_encoder_and_decoder_reproduce_the_model(tmp_path):
+    task = tiny_task("hpu_net")
+    net = task.model
+    sidecar = export_medical(task, tmp_path, size=(32, 32))
+    assert sidecar["graphs"]["hpu_net_decoder.onnx"]["outputs"] == ["logits"]
+    image = torch.rand(2, 1, 48, 40)
+    encoded = run_onnx(tmp_path / "hpu_net_encoder.onnx", {"image": image.numpy()})
+    with torch.no_grad():
+        for got, expected in zip(encoded, net.prior.encode(image), strict=True):
+            close(got, expected)
+        k = len(encoded)
+        shapes = [(2, c, *encoded[k - 1 - s].shape[-2:]) for s, c in enumerate(net.prior.latent_channels)]
+        feeds = {f"enc{i}": e for i, e in enumerate(encoded)}
+        zeros = {f"eps{s}": np.zeros(shape, np.float32) for s, shape in enumerate(shapes)}
+        (mean,) = run_onnx(tmp_path / "hpu_net_decoder.onnx", {**feeds, **zeros})
+        close(mean, net(image))  # every scale at its prior mean = the model's forward
+        noise = {f"eps{s}": torch.randn(shape) for s, shape in enumerate(shapes)}
+        (sample,) = run_onnx(
+            tmp_path / "hpu_net_decoder.onnx", {**feeds, **{k: v.numpy() for k, v in noise.items()}}
+        )
+        maps = [torch.from_numpy(e) for e in encoded]
+        close(sample, HPUNetDecoder(net)(*maps, *noise.values()))
+        # and that is the model's own decoder given the latents z = mu + sigma * eps, scale by scale
+        zs = [torch.zeros(shape) for shape in shapes]
+        for level in range(len(shapes)):  # a scale's prior depends only on the coarser scales' latents
+            _, dists, _ = net.prior.decode_latents(maps, z_given=zs)
+            zs[level] = dists[level].mean + dists[level].stddev * noise[f"eps{level}"]
+        decoded, _, _ = net.prior.decode_latents(maps, z_given=zs)
+        close(sample, net._likelihood(decoded, maps))
+        assert not np.allclose(sample, mean, atol=1e-3)  # the noise did something
+
+
+@pytest.fixture(scope="module")
+def medical_ckpt(tmp_path_factory) -> Path:
+    from domains.medical.__main__ import main as cli
+    from domains.medical.synthetic import generate_lidc_png
+
+    root = tmp_path_factory.mktemp("export_ckpt")
+    data = generate_lidc_png(root / "lidc", n_patients=8, images_per_patient=1, size=32)
+    cli(
+        [
+            "fit",
+            "--model.model",
+            "prob_unet",
+            "--model.model_kwargs",
+            json.dumps(TINY["prob_unet"]),
+            "--data.data_path",
+            str(data),
+            "--data.crop_size",
+            "24",
+            "--data.batch_size",
+            "2",
+            "--data.num_workers",
+            "0",
+            "--trainer.max_steps",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--checkpoint.dirpath",
+            str(root / "ckpt"),
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.logger",
+            json.dumps(
+                {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(root)}}
+            ),
+        ]
+    )
+    return root / "ckpt" / "last.ckpt"
+
+
+def test_cli_writes_graphs_and_sidecar_with_the_training_crop_size(medical_ckpt, tmp_path):
+    out = tmp_path / "onnx"
+    main(["--ckpt", str(medical_ckpt), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "prob_unet.json",
+        "prob_unet_fcomb.onnx",
+        "prob_unet_features.onnx",
+    ]
+    sidecar = json.loads((out / "prob_unet.json").read_text())
+    assert sidecar["input_size"] == [24, 24] and sidecar["in_channels"] == 1  # crop_size of the run
+    assert sidecar["classes"] == ["background", "lesion"] and "sigmoid" in sidecar["score"]
+    assert sidecar["graphs"]["prob_unet_features.onnx"]["outputs"] == [
+        "features",
+        "prior_mu",
+        "prior_log_sigma",
+    ]
+    assert 0 <= max(sidecar["tolerance"]["max_abs_diff"]["prob_unet_fcomb.onnx"].values()) <= ATOL
+
+
+def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):
+    from domains.medical import export
+
+    out = tmp_path / "onnx"
+    real = export.run_onnx
+    # a runtime that is off by 0.01 on the second graph: the first graph, already written, is removed again
+    monkeypatch.setattr(
+        export,
+        "run_onnx",
+        lambda path, feeds: [o + 0.01 if "fcomb" in str(path) else o for o in real(path, feeds)],
+    )
+    with pytest.raises(
+        ValueError, match=r"prob_unet_fcomb\.onnx: onnxruntime differs from PyTorch in logits"
+    ):
+        main(["--ckpt", str(medical_ckpt), "--out", str(out)])
+    assert list(out.iterdir()) == []
+    other = tmp_path / "other.ckpt"
+    checkpoint = torch.load(medical_ckpt, weights_only=True)
+    checkpoint["suite_task"] = {"task": "domains.driving.detection.task.DetectionTask", "model": "resnet18"}
+    torch.save(checkpoint, other)
+    with pytest.raises(
+        CheckpointMismatchError, match=r"holds a domains\.driving\.detection\.task\.DetectionTask"
+    ):
+        main(["--ckpt", str(other), "--out", str(tmp_path / "x")])
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
+        main(["--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()

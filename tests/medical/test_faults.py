@@ -1,0 +1,272 @@
+"""Medical training that survives faults: hard kill + resume, NaN losses, foreign checkpoints, DDP on 2 CPUs.
+
+All on tiny generated LIDC data (32 px, 8 patients) and tiny networks; the kill/resume and DDP tests drive
+``python -m domains.medical`` in subprocesses, the others run the CLI in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from domains.medical.__main__ import main
+from domains.medical.synthetic import generate_lidc_png
+from domains.medical.task import MedicalSegmentationTask
+from shared.task import CheckpointMismatchError, NonFiniteLossError
+from tests.helpers import kill_and_resume, run_ddp_fit
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "domains" / "medical" / "configs"
+TINY_KWARGS = {
+    "unet": "{channels: [8, 16]}",
+    "prob_unet": "{channels: [8, 16], latent_dim: 3}",
+    "hpu_net": "{channels: [8, 8, 8, 8, 8], latent_channels: [1, 1, 1, 1], blocks_per_level: 1}",
+}
+MODELS = ["unet", "prob_unet", "hpu_net"]
+# A parameter whose NaN poisons one loss term only (the prior nets enter the KL, not the reconstruction).
+POISON = {
+    "unet": ("model.net.head.bias", ["loss", "rec", "rec_per_pixel"]),
+    "prob_unet": ("model.prior.head.bias", ["loss", "kl"]),
+    "hpu_net": ("model.prior.heads.0.bias", ["loss", "kl", "kl_scale0"]),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lidc(tmp_path_factory) -> Path:
+    # 8 patients x 2 images split by patient: 12 train, 2 val, 2 test images
+    return generate_lidc_png(tmp_path_factory.mktemp("lidc"), n_patients=8, images_per_patient=2, size=32)
+
+
+def tiny_args(data: Path, *extra: str, model: str = "prob_unet") -> list[str]:
+    return [
+        "-c",
+        str(CONFIGS / f"{model}.yaml"),
+        "--model.model_kwargs",
+        TINY_KWARGS[model],
+        "--model.num_samples",
+        "2",
+        "--data.data_path",
+        str(data),
+        "--data.crop_size",
+        "32",
+        "--data.batch_size",
+        "2",
+        "--data.num_workers",
+        "0",
+        "--data.augment",
+        "false",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def prob_unet_ckpt(lidc, tmp_path_factory) -> Path:
+    """A real one-step medical checkpoint (tiny Prob U-Net)."""
+    out = tmp_path_factory.mktemp("medical_ckpt")
+    with contextlib.chdir(out):  # logs land there, not in the repository
+        main(["fit", *tiny_args(lidc), "--trainer.max_steps", "1", "--checkpoint.dirpath", str(out)])
+    return out / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def tiny_task_ckpt(tmp_path_factory) -> Path:
+    """A checkpoint of another suite task (the squares task of tests/shared), saved by Lightning."""
+    from tests.shared.tiny_task import SquaresDataModule, TinySegTask
+
+    out = tmp_path_factory.mktemp("tiny_ckpt") / "tiny.ckpt"
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(TinySegTask(), SquaresDataModule(n_train=4, n_val=4))
+    trainer.save_checkpoint(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- resume
+
+
+def test_hard_killed_run_resumes_at_the_same_step_and_finishes_all_epochs(lidc, tmp_path):
+    # 12 train images / batch 2 = 6 steps per epoch, 2 epochs = 12 steps. Step checkpoints (monitor val/ged)
+    # start after the first validation; SIGKILL at step 9 (mid-epoch 2): the last file holds step 8.
+    args = tiny_args(lidc, "--trainer.max_epochs", "2")
+    killed, resumed = kill_and_resume("domains.medical", args, tmp_path / "ckpt", tmp_path, kill_step=9)
+    assert killed["global_step"] == 8
+    assert killed["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1  # inside epoch 2
+    assert resumed["global_step"] == 12  # 4 more steps, not a fresh 12: resumed where it stopped
+    assert resumed["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 2
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 12  # the cosine schedule continued too
+    assert resumed["suite_task"] == {
+        "task": "domains.medical.task.MedicalSegmentationTask",
+        "model": "prob_unet",
+    }
+
+
+# ----------------------------------------------------------------------------------------- numerical faults
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_nan_parameter_stops_the_run_naming_step_and_loss_term(model, lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name, terms = POISON[model]
+    poison = {"class_path": "tests.helpers.PoisonParameter", "init_args": {"name": name, "step": 1}}
+    args = tiny_args(
+        lidc,
+        "--trainer.max_steps",
+        "3",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--checkpoint.dirpath",
+        str(tmp_path / "ckpt"),
+        f"--trainer.callbacks+={json.dumps(poison)}",
+        model=model,
+    )
+    with pytest.raises(NonFiniteLossError) as err:
+        main(["fit", *args])
+    assert str(err.value).startswith(
+        f"non-finite loss at global step 1 (epoch 0) in term(s): {', '.join(terms)} "
+    )
+    assert "nonfinite_loss: skip" in str(err.value)  # says how to skip instead
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_skip_mode_skips_and_counts_bad_batches(model, lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    poison = {"class_path": "tests.helpers.PoisonBatch", "init_args": {"batch_idx": 1}}
+    args = tiny_args(
+        lidc,
+        "--model.nonfinite_loss",
+        "skip",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--checkpoint.dirpath",
+        str(tmp_path / "ckpt"),
+        f"--trainer.callbacks+={json.dumps(poison)}",
+        model=model,
+    )
+    cli = main(["fit", *args])
+    assert cli.trainer.state.finished and cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 3
+    assert cli.model.skipped_batches == 1
+    assert float(cli.trainer.callback_metrics["train/skipped_batches"]) == 1
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])  # the batch after it trained normally
+    # no gradient came from the poisoned batch (Lightning still counts its optimizer call as a step)
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+def test_every_config_states_gradient_clipping():
+    missing = [
+        config.name
+        for config in sorted(CONFIGS.glob("*.yaml"))
+        if "gradient_clip_val" not in (yaml.safe_load(config.read_text()).get("trainer") or {})
+    ]
+    assert not missing, f"trainer.gradient_clip_val not stated in {missing}"
+
+
+def test_cli_applies_the_gradient_clipping_setting(lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(
+        ["fit", *tiny_args(lidc, "--trainer.gradient_clip_val", "0.25", "--trainer.fast_dev_run", "1")]
+    )
+    assert math.isclose(cli.trainer.gradient_clip_val, 0.25)
+
+
+# ------------------------------------------------------------------------------------------- safe loading
+
+
+def test_load_checked_names_the_model_a_checkpoint_holds(prob_unet_ckpt, tiny_task_ckpt):
+    task = MedicalSegmentationTask.load_checked(prob_unet_ckpt)
+    assert task.model_name == "prob_unet" and torch.equal(
+        task.state_dict()["model.fcomb.out.bias"],
+        torch.load(prob_unet_ckpt, weights_only=True)["state_dict"]["model.fcomb.out.bias"],
+    )
+    # same task, another model: the error names both
+    with pytest.raises(CheckpointMismatchError, match=r"holds model 'prob_unet'.*built as 'unet'"):
+        MedicalSegmentationTask.load_checked(prob_unet_ckpt, model="unet", model_kwargs={"channels": [8, 16]})
+    # another task: the error names the task and model in the file
+    with pytest.raises(CheckpointMismatchError, match=r"tests\.shared\.tiny_task\.TinySegTask checkpoint"):
+        MedicalSegmentationTask.load_checked(tiny_task_ckpt)
+
+
+def test_cli_refuses_another_tasks_checkpoint_naming_what_it_holds(
+    lidc, tiny_task_ckpt, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    for subcommand in ("test", "predict"):
+        with pytest.raises(CheckpointMismatchError) as err:
+            main([subcommand, *tiny_args(lidc), "--ckpt_path", str(tiny_task_ckpt)])
+        assert "TinySegTask" in str(err.value) and "MedicalSegmentationTask" in str(err.value)
+        assert str(tiny_task_ckpt) in str(err.value)
+    assert not (tmp_path / "predictions").exists()  # refused before anything ran
+
+
+def test_cli_refuses_a_foreign_checkpoint_without_a_suite_record(lidc, tiny_task_ckpt, tmp_path, monkeypatch):
+    """A checkpoint written by other code: its hyperparameters are not this task's arguments."""
+    monkeypatch.chdir(tmp_path)
+    checkpoint = torch.load(tiny_task_ckpt, weights_only=True)
+    del checkpoint["suite_task"]
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save(checkpoint, foreign)
+    with pytest.raises(
+        CheckpointMismatchError, match=r"hyperparameters \['encoder'\].*MedicalSegmentationTask"
+    ):
+        main(["test", *tiny_args(lidc), "--ckpt_path", str(foreign)])
+
+
+# --------------------------------------------------------------------------------------------------- DDP
+
+
+def test_fit_under_ddp_on_two_cpu_processes_splits_data_and_reduces_metrics(lidc, tmp_path):
+    args = tiny_args(
+        lidc,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--checkpoint.dirpath",
+        str(tmp_path / "ckpt"),
+    )
+    ranks = run_ddp_fit(
+        "domains.medical", args, tmp_path / "ranks", tmp_path, "val_metrics", "num_images_sum"
+    )
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+    assert {r["backend"] for r in ranks} == {"gloo"}
+    ids = [set(r["train_ids"]) for r in ranks]
+    assert len(ranks[0]["train_ids"]) == len(ranks[1]["train_ids"]) == 4  # 2 batches of 2 on each rank
+    assert not ids[0] & ids[1]  # DistributedSampler gave each rank its own images
+    # val: 2 images, one per rank; the synced count is the sum of the ranks' local counts on both ranks
+    local = [r["local"][0] for r in ranks]
+    assert local == [1.0, 1.0]
+    assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()

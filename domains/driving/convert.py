@@ -117,8 +117,10 @@ def summary(
     per_class = Counter(o.type for a in items for o in a.objects if o.type in class_names)
     per_split = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     lines = [
-        f"converted {src_fmt} -> {dst_fmt}: {len(items)} images ({per_split}), "
-        f"{sum(per_class.values())} objects",
+        (
+            f"converted {src_fmt} -> {dst_fmt}: {len(items)} images ({per_split}), "
+            f"{sum(per_class.values())} objects"
+        ),
         "| class | objects |",
         "|---|---:|",
     ]

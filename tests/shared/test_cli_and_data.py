@@ -21,7 +21,8 @@ def test_cli_short_fit_lowers_loss_and_writes_last_checkpoint(tmp_path, monkeypa
     assert (tmp_path / "lightning_logs/tiny/checkpoints/last.ckpt").is_file()
     import csv
 
-    rows = list(csv.DictReader(open(next((tmp_path / "lightning_logs/tiny/csv").glob("version_*/metrics.csv")))))
+    with open(next((tmp_path / "lightning_logs/tiny/csv").glob("version_*/metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert losses[-1] < 0.5 * losses[0], losses
     assert torch.isfinite(metrics["val/loss"])

@@ -327,7 +327,7 @@ def load_detection_task(checkpoint: str | Path, map_location: str = "cpu") -> De
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return DetectionTask.load_from_checkpoint(path, map_location=map_location)
+    return DetectionTask.load_checked(path, map_location=map_location)
 
 
 __all__ = ["DetectionTask", "load_detection_task"]

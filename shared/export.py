@@ -55,11 +55,22 @@ def run_onnx(path: str | Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, inputs)
 
-
-def max_abs_difference(path: str | Path, module: nn.Module, inputs: dict[str, torch.Tensor]) -> list[float]:
-    """Largest absolute difference between onnxruntime and PyTorch, per output."""
+def check_against_pytorch(
+    path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], names: list[str], atol: float, rtol: float
+) -> dict[str, float]:
+    """Largest |onnxruntime - PyTorch| per output; raises if any exceeds ``atol + rtol * |PyTorch|``."""
     with torch.no_grad():
         expected = module.eval()(*inputs.values())
     expected = expected if isinstance(expected, (tuple, list)) else (expected,)
     got = run_onnx(path, {k: v.numpy() for k, v in inputs.items()})
-    return [float(np.abs(g - e.numpy()).max()) if g.size else 0.0 for g, e in zip(got, expected)]
+    measured = {}
+    for name, g, e in zip(names, got, expected, strict=True):
+        e = e.numpy()
+        diff = np.abs(g.astype(np.float64) - e)
+        measured[name] = float(diff.max()) if diff.size else 0.0
+        if diff.size and not (diff <= atol + rtol * np.abs(e)).all():
+            raise ValueError(
+                f"{path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
+                f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
+            )
+    return measured

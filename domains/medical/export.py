@@ -38,7 +38,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +45,7 @@ from torch import nn
 from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
 from domains.medical.models.common import LOG_SIGMA_RANGE
 from domains.medical.task import MedicalSegmentationTask
-from shared.export import export_onnx, run_onnx
+from shared.export import check_against_pytorch, export_onnx
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
@@ -115,26 +114,6 @@ class HPUNetDecoder(nn.Module):
             x = block(torch.cat([x, skip], dim=1))
         return self.net._likelihood(x, list(encoded))
 
-
-def check_against_pytorch(
-    path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], names: list[str], atol: float, rtol: float
-) -> dict[str, float]:
-    """Largest |onnxruntime - PyTorch| per output; raises if any exceeds ``atol + rtol * |PyTorch|``."""
-    with torch.no_grad():
-        expected = module.eval()(*inputs.values())
-    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
-    got = run_onnx(path, {k: v.numpy() for k, v in inputs.items()})
-    measured = {}
-    for name, g, e in zip(names, got, expected, strict=True):
-        e = e.numpy()
-        diff = np.abs(g.astype(np.float64) - e)
-        measured[name] = float(diff.max()) if diff.size else 0.0
-        if diff.size and not (diff <= atol + rtol * np.abs(e)).all():
-            raise ValueError(
-                f"{path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
-                f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
-            )
-    return measured
 
 
 def _graphs(

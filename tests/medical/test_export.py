@@ -171,13 +171,13 @@ def test_cli_writes_graphs_and_sidecar_with_the_training_crop_size(medical_ckpt,
 
 
 def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):
-    from domains.medical import export
+    import shared.export
 
     out = tmp_path / "onnx"
-    real = export.run_onnx
+    real = shared.export.run_onnx
     # a runtime that is off by 0.01 on the second graph: the first graph, already written, is removed again
     monkeypatch.setattr(
-        export,
+        shared.export,
         "run_onnx",
         lambda path, feeds: [o + 0.01 if "fcomb" in str(path) else o for o in real(path, feeds)],
     )

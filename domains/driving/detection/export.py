@@ -44,7 +44,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from domains.driving.detection.task import DetectionTask
-from shared.export import export_onnx, run_onnx
+from shared.export import check_against_pytorch, export_onnx, run_onnx
 from shared.task import check_checkpoint_file
 
 DEFAULT_ATOL = 1e-4
@@ -71,26 +71,6 @@ class FCOSRaw(nn.Module):
         )  # traced, not constant
         return head["cls_logits"], head["bbox_regression"], head["bbox_ctrness"], anchors, per_level
 
-
-def check_against_pytorch(
-    path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], names: list[str], atol: float, rtol: float
-) -> dict[str, float]:
-    """Largest |onnxruntime - PyTorch| per output; raises if any exceeds ``atol + rtol * |PyTorch|``."""
-    with torch.no_grad():
-        expected = module.eval()(*inputs.values())
-    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
-    got = run_onnx(path, {k: v.numpy() for k, v in inputs.items()})
-    measured = {}
-    for name, g, e in zip(names, got, expected, strict=True):
-        e = e.numpy()
-        diff = np.abs(g.astype(np.float64) - e)
-        measured[name] = float(diff.max()) if diff.size else 0.0
-        if diff.size and not (diff <= atol + rtol * np.abs(e)).all():
-            raise ValueError(
-                f"{path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
-                f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
-            )
-    return measured
 
 
 def _transform(meta: dict) -> GeneralizedRCNNTransform:

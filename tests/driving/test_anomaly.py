@@ -316,7 +316,7 @@ def test_task_rejects_bad_settings_and_nan_images():
     with pytest.raises(ValueError, match="outlier-exposure"):
         AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0, score="outlier_prob")
     task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
-    assert task.score == "entropy"
+    assert task.score == "msp"
     images = torch.rand(1, 3, 32, 32)
     images[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):

@@ -317,7 +317,40 @@ def _warn_empty_splits(splits: dict[str, Sequence], owner: str) -> None:
         )
 
 
-class DetectionDataModule(pl.LightningDataModule):
+class _SplitLoaders(pl.LightningDataModule):
+    """train/val/test/predict loaders over ``self.datasets`` (predict reuses test); one place for both modules."""
+
+    collate_fn = None
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if name not in self.datasets:
+            raise RuntimeError(
+                f"{type(self).__name__}: no '{name}' split (have {sorted(self.datasets)}); call setup()"
+            )
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            worker_init_fn=seed_worker_transforms,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class DetectionDataModule(_SplitLoaders):
     """2D detection data from KITTI, COCO or YOLO files, split by sequence.
 
     ``data_path``: KITTI root (``training/{image_2,label_2}`` or ``{image_2,label_2}``),
@@ -435,29 +468,7 @@ class DetectionDataModule(pl.LightningDataModule):
                 items, self.class_names, transform, class_map=self.class_map
             )
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        if name not in self.datasets:
-            raise RuntimeError(
-                f"DetectionDataModule: no '{name}' split (have {sorted(self.datasets)}); call setup()"
-            )
-        return DataLoader(
-            self.datasets[name],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=detection_collate,
-            worker_init_fn=seed_worker_transforms,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    collate_fn = staticmethod(detection_collate)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
@@ -638,7 +649,7 @@ def segmentation_transforms(
     return None
 
 
-class SegmentationDataModule(pl.LightningDataModule):
+class SegmentationDataModule(_SplitLoaders):
     """Semantic segmentation (train/val from a KITTI-layout split by sequence) and road-anomaly test/predict.
 
     ``data_path``: KITTI root with ``image_2/`` and ``semantic/`` (``None``: synthetic set). ``anomaly_path``:
@@ -700,29 +711,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else _default_anomaly_root()
             self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        if name not in self.datasets:
-            raise RuntimeError(
-                f"SegmentationDataModule: no '{name}' set (have {sorted(self.datasets)}); call setup()"
-            )
-        return DataLoader(
-            self.datasets[name],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=pad_collate,
-            worker_init_fn=seed_worker_transforms,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    collate_fn = staticmethod(pad_collate)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

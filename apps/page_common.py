@@ -44,6 +44,23 @@ def show_missing(keys: list[str]) -> None:
     st.code(lines, language="bash")
 
 
+def show_load_error(key: str, what: str, exc: Exception) -> None:
+    """A checkpoint that fails to load (e.g. from another version): why, and how to retrain; no traceback."""
+    st.error(
+        f"Could not load {what}: {type(exc).__name__}: {exc}. "
+        f"Retrain it with `{dm.train_command(key)} --force`."
+    )
+
+
+def upload_or_stop(label: str, key: str, help_text: str, prompt: str):
+    """The uploaded file; until there is one, ``prompt`` and stop the page here."""
+    uploaded = st.file_uploader(label, key=key, help=help_text)
+    if uploaded is None:
+        st.info(prompt)
+        st.stop()
+    return uploaded
+
+
 def checkpoint_caption(key: str, limit: int = 8) -> None:
     """Which checkpoint this is and its test figures from the JSON beside it."""
     path = dm.find_checkpoint(key)

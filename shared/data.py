@@ -1,4 +1,4 @@
-"""Domain-free data helpers: group-aware splits, albumentations pipelines, worker counts.
+"""Domain-free data helpers: group-aware splits, albumentations pipelines, worker counts, split loaders.
 
 Splits are by *group* (patient, sequence, series) so that no patient or drive leaks between
 train, validation and test: the classic failure of slice-level splits on LIDC.
@@ -11,6 +11,9 @@ import os
 from collections.abc import Hashable, Sequence
 
 import albumentations as A
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -22,6 +25,63 @@ def default_num_workers(max_workers: int = 4) -> int:
     except AttributeError:  # macOS / Windows
         cpus = os.cpu_count() or 1
     return max(0, min(max_workers, cpus - 1))
+
+
+def seed_worker_transforms(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
+
+    albumentations 2.0 obeys only ``Compose(seed=...)``, and every worker gets a copy of the same seeded
+    pipeline, so without this all workers (and every epoch with non-persistent workers) replay the same
+    augmentations. torch's per-worker seed differs per worker and epoch and follows ``seed_everything``.
+    """
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed % 2**32)
+
+
+class SplitLoaders(pl.LightningDataModule):
+    """train/val/test/predict loaders over named splits (predict reuses test): one recipe for every domain.
+
+    Subclasses set ``batch_size`` and ``num_workers`` and fill ``self.datasets`` in ``setup`` (or override
+    :meth:`split_dataset` to build a split on first use); ``collate_fn``, ``worker_init_fn`` and
+    ``pin_memory`` are theirs to set.
+    """
+
+    collate_fn = None
+    worker_init_fn = None
+    pin_memory = False
+
+    def split_dataset(self, name: str) -> Dataset:
+        if name not in self.datasets:
+            raise RuntimeError(
+                f"{type(self).__name__}: no '{name}' split (have {sorted(self.datasets)}); call setup()"
+            )
+        return self.datasets[name]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.split_dataset(name),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            worker_init_fn=self.worker_init_fn,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
 
 
 def _stable_rank(group: Hashable, seed: int) -> str:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
 from torch import nn
+
+from shared.task import check_checkpoint_file
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-5
 
 
 def export_onnx(
@@ -55,6 +64,7 @@ def run_onnx(path: str | Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, inputs)
 
+
 def check_against_pytorch(
     path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], names: list[str], atol: float, rtol: float
 ) -> dict[str, float]:
@@ -74,3 +84,93 @@ def check_against_pytorch(
                 f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
             )
     return measured
+
+
+class CheckedExport:
+    """The files of one export: each graph is checked against PyTorch as it is written, and if anything in the
+    ``with`` block fails (a graph, its check, the sidecar), every file written so far is removed."""
+
+    def __init__(self, out_dir: str | Path, opset: int, atol: float, rtol: float):
+        self.out_dir, self.opset, self.atol, self.rtol = Path(out_dir), opset, atol, rtol
+        self.written: list[Path] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            for path in self.written:
+                path.unlink(missing_ok=True)
+
+    def graph(
+        self,
+        file: str,
+        module: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        outputs: list[str],
+        dynamic_axes: dict[str, dict[int, str]],
+    ) -> dict[str, float]:
+        """Export ``module`` to ``out_dir/file``; returns the largest |onnxruntime - PyTorch| per output."""
+        path = export_onnx(
+            module,
+            tuple(inputs.values()),
+            self.out_dir / file,
+            input_names=list(inputs),
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset=self.opset,
+        )
+        self.written.append(path)
+        return check_against_pytorch(path, module, inputs, outputs, self.atol, self.rtol)
+
+    def tolerance(self, measured: dict, measured_on: str) -> dict:
+        """The sidecar's ``tolerance`` entry: the rule, its bounds and what was measured."""
+        return {
+            "rule": "|onnxruntime - PyTorch| <= atol + rtol * |PyTorch|",
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "max_abs_diff": measured,
+            "measured_on": measured_on,
+        }
+
+    def write_sidecar(self, file: str, sidecar: dict) -> None:
+        """Write ``out_dir/file`` through a temp file and a rename, so a reader never sees half of it."""
+        side = self.out_dir / file
+        tmp = side.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(sidecar, indent=2))
+        os.replace(tmp, side)
+
+
+def export_parser(prog: str, doc: str, ckpt_help: str, out_help: str) -> argparse.ArgumentParser:
+    """The ``--ckpt`` and ``--out`` options every export CLI starts with; the domain adds its own next."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("--ckpt", required=True, help=ckpt_help)
+    parser.add_argument("--out", required=True, help=out_help)
+    return parser
+
+
+def parse_and_load(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    task_cls: type,
+    size_help: str | None = None,
+    input_size: Callable[[dict], tuple[int, int]] | None = None,
+) -> tuple[argparse.Namespace, nn.Module, tuple[int, ...] | None]:
+    """Add ``--size`` (with ``size_help``) and the check options, parse, and load ``--ckpt`` as ``task_cls``.
+
+    Returns (args, task, size): ``--size``, else ``input_size(checkpoint)`` (None without ``input_size``).
+    The checkpoint is read as plain tensors first, so a file of another task fails before anything is built.
+    """
+    if size_help is not None:
+        parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help=size_help)
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
+    parser.add_argument("--opset", type=int, default=17)
+    args = parser.parse_args(argv)
+    # shape-dependent Python branches are traced as constants on purpose (see the domains' export docstrings)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    checkpoint = check_checkpoint_file(args.ckpt, task_cls)
+    size = None
+    if input_size is not None:
+        size = tuple(args.size) if args.size else input_size(checkpoint)
+    return args, task_cls.load_checked(args.ckpt), size

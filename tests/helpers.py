@@ -1,4 +1,5 @@
-"""Test-only helpers shared by the domain tests: a hard kill mid-epoch and a kill-then-resume driver."""
+"""Test-only helpers shared by the domain tests: tiny inputs, a hard kill mid-epoch and a kill-then-resume
+driver, fault injection and the checks that follow it, DDP records."""
 
 from __future__ import annotations
 
@@ -9,10 +10,50 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytorch_lightning as pl
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# --model.model_kwargs of tiny medical networks (CLI syntax), per model
+TINY_MEDICAL_KWARGS = {
+    "unet": "{channels: [8, 16]}",
+    "prob_unet": "{channels: [8, 16], latent_dim: 3}",
+    "hpu_net": "{channels: [8, 8, 8, 8, 8], latent_channels: [1, 1, 1, 1], blocks_per_level: 1}",
+}
+
+
+def tiny_medical_args(data: Path, config: Path, model: str, num_samples: int, *settings: str) -> list[str]:
+    """``python -m domains.medical`` arguments: ``config`` with a tiny ``model`` on 32 px crops of ``data`` in
+    batches of 2 loaded in-process, then ``settings``; no progress bar or model summary."""
+    return [
+        "-c", str(config),
+        "--model.model_kwargs", TINY_MEDICAL_KWARGS[model],
+        "--model.num_samples", str(num_samples),
+        "--data.data_path", str(data), "--data.crop_size", "32", "--data.batch_size", "2",
+        "--data.num_workers", "0",
+        *settings,
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+
+
+def write_image(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
+    """A seeded random RGB image file at ``path`` (its folders made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    assert cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    return path
+
+
+def configs_missing(configs: Path, section: str, key: str) -> list[str]:
+    """Names of the YAML configs in ``configs`` whose ``section`` does not state ``key``."""
+    return [
+        config.name
+        for config in sorted(configs.glob("*.yaml"))
+        if key not in (yaml.safe_load(config.read_text()).get(section) or {})
+    ]
 
 
 class KillAtStep(pl.Callback):
@@ -88,6 +129,30 @@ class PoisonParameter(pl.Callback):
                 raise KeyError(f"no parameter {self.name!r}; have e.g. {sorted(params)[:8]}")
             with torch.no_grad():
                 params[self.name].fill_(self.value)
+
+
+def poisoned_fit_args(callback: dict, ckpt_dir: Path) -> list[str]:
+    """CLI arguments adding ``callback`` (a fault injector) to a fit without sanity check, checkpoints in
+    ``ckpt_dir``."""
+    return [
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--checkpoint.dirpath",
+        str(ckpt_dir),
+        f"--trainer.callbacks+={json.dumps(callback)}",
+    ]
+
+
+def assert_one_batch_skipped(cli, batches: int) -> None:
+    """A ``nonfinite_loss: skip`` fit of ``batches`` batches, one poisoned: it finished, counted the bad one
+    and trained on the others."""
+    assert cli.trainer.state.finished
+    assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == batches
+    assert cli.model.skipped_batches == 1
+    assert float(cli.trainer.callback_metrics["train/skipped_batches"]) == 1
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])  # the batch after it trained normally
+    # no gradient came from the poisoned batch (Lightning still counts its optimizer call as a step)
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
 
 
 class PoisonBatch(pl.Callback):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-import torch
 
 from domains.driving.anomaly.__main__ import main as anomaly_main
 from domains.driving.detection.__main__ import main as detection_main
@@ -31,12 +30,7 @@ MEDICAL, DETECTION, ANOMALY = "domains.medical", "domains.driving.detection", "d
 MAINS = {MEDICAL: medical_main, DETECTION: detection_main, ANOMALY: anomaly_main}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

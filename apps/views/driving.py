@@ -162,14 +162,12 @@ if source == SYNTHETIC:
     data, truth = _read_scene(image_path, label_path)
     name = Path(image_path).name
 else:
-    uploaded = st.file_uploader(
+    uploaded = pc.upload_or_stop(
         "Road photo (PNG or JPEG, any size)",
         key="driving_upload",
-        help=f"Up to {up.MAX_UPLOAD_MB} MB. Grey, RGBA and 16-bit images are converted to 8-bit RGB.",
+        help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Grey, RGBA and 16-bit images are converted to 8-bit RGB.",
+        prompt="Upload a road photo, or pick a synthetic scene above.",
     )
-    if uploaded is None:
-        st.info("Upload a road photo, or pick a synthetic scene above.")
-        st.stop()
     data, name = uploaded.getvalue(), uploaded.name
 try:
     decoded = _decode(pc.digest(data), name, data)
@@ -196,10 +194,7 @@ def _objects() -> None:
     try:
         detector = pc.load_model(DETECTION)
     except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
-        st.error(
-            f"Could not load the detector checkpoint: {type(exc).__name__}: {exc}. Retrain it with "
-            f"`{dm.train_command(DETECTION)} --force`."
-        )
+        pc.show_load_error(DETECTION, "the detector checkpoint", exc)
         return
     pc.checkpoint_caption(DETECTION, limit=6)
     in_h, in_w = detector.hparams.get("input_size", (0, 0))
@@ -259,10 +254,7 @@ def _anomalies() -> None:
     try:
         segmenter = pc.load_model(ANOMALY)
     except Exception as exc:  # noqa: BLE001
-        st.error(
-            f"Could not load the anomaly checkpoint: {type(exc).__name__}: {exc}. Retrain it with "
-            f"`{dm.train_command(ANOMALY)} --force`."
-        )
+        pc.show_load_error(ANOMALY, "the anomaly checkpoint", exc)
         return
     pc.checkpoint_caption(ANOMALY)
     st.caption(

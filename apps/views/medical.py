@@ -118,10 +118,7 @@ seed = int(c3.number_input("Seed", min_value=0, max_value=99_999, value=0, step=
 try:
     task = pc.load_model(key)
 except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
-    st.error(
-        f"Could not load the checkpoint for {dm.DEMO_MODELS[key].title}: {type(exc).__name__}: {exc}. "
-        f"Retrain it with `{dm.train_command(key)} --force`."
-    )
+    pc.show_load_error(key, f"the checkpoint for {dm.DEMO_MODELS[key].title}", exc)
     st.stop()
 pc.checkpoint_caption(key)
 threshold = float(getattr(task, "threshold", 0.5))
@@ -150,14 +147,12 @@ if source == SYNTHETIC:
         readers = np.stack([up.fit_to_model(r.astype(np.float32), size, "crop")[0] for r in readers]) > 0.5
         st.caption(f"Image {how}.")
 else:
-    uploaded = st.file_uploader(
+    uploaded = pc.upload_or_stop(
         "PNG / JPEG image, DICOM file (.dcm) or NIfTI volume (.nii, .nii.gz)",
         key="medical_upload",
-        help=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session.",
+        help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session.",
+        prompt="Upload a CT slice or volume, or pick a synthetic test image above.",
     )
-    if uploaded is None:
-        st.info("Upload a CT slice or volume, or pick a synthetic test image above.")
-        st.stop()
     data = uploaded.getvalue()
     try:
         volume = _decode(pc.digest(data), uploaded.name, data)

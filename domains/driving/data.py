@@ -18,9 +18,8 @@ from pathlib import Path
 import albumentations as A
 import cv2
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from domains.driving.formats import (
     KITTI_TYPES,
@@ -33,7 +32,13 @@ from domains.driving.formats import (
     read_yolo,
     resolve_kitti_split,
 )
-from shared.data import default_num_workers, detection_augmentations, group_split
+from shared.data import (
+    SplitLoaders,
+    default_num_workers,
+    detection_augmentations,
+    group_split,
+    seed_worker_transforms,
+)
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
 ANOMALY_LABEL_VALUES = (0, 1, IGNORE_INDEX)
@@ -77,19 +82,6 @@ def to_image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
         return tensor / 255.0 if image.dtype == torch.uint8 else tensor
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     return tensor.float().div_(255.0) if image.dtype == np.uint8 else tensor.float()
-
-
-def seed_worker_transforms(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
-
-    albumentations 2.0 obeys only ``Compose(seed=...)``, and every worker gets a copy of the same seeded
-    pipeline, so without this all workers (and every epoch with non-persistent workers) replay the same
-    augmentations. torch's per-worker seed differs per worker and epoch and follows ``seed_everything``.
-    """
-    info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(info.seed % 2**32)
 
 
 SEQUENCE_MAP_NAMES = ("sequence_map.txt", "sequences.txt", "mapping.txt")
@@ -317,40 +309,7 @@ def _warn_empty_splits(splits: dict[str, Sequence], owner: str) -> None:
         )
 
 
-class _SplitLoaders(pl.LightningDataModule):
-    """train/val/test/predict loaders over ``self.datasets`` (predict reuses test); one place for both modules."""
-
-    collate_fn = None
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        if name not in self.datasets:
-            raise RuntimeError(
-                f"{type(self).__name__}: no '{name}' split (have {sorted(self.datasets)}); call setup()"
-            )
-        return DataLoader(
-            self.datasets[name],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            worker_init_fn=seed_worker_transforms,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-
-class DetectionDataModule(_SplitLoaders):
+class DetectionDataModule(SplitLoaders):
     """2D detection data from KITTI, COCO or YOLO files, split by sequence.
 
     ``data_path``: KITTI root (``training/{image_2,label_2}`` or ``{image_2,label_2}``),
@@ -469,9 +428,7 @@ class DetectionDataModule(_SplitLoaders):
             )
 
     collate_fn = staticmethod(detection_collate)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    worker_init_fn = staticmethod(seed_worker_transforms)
 
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
@@ -496,7 +453,46 @@ def pad_collate(batch: Sequence[dict]) -> dict:
     return out
 
 
-class AnomalyDataset(Dataset):
+class _MaskedImages(Dataset):
+    """Images with one label map each (``self.items``: image path, map path, name), read and checked alike.
+
+    Items are ``{"image": float32 (3, H, W) in [0, 1], <mask_key>: int64 (H, W), "name": str}``; ``transform``
+    (albumentations) sees ``image`` and ``mask``. Subclasses name the map and may check its values.
+    """
+
+    mask_key = "mask"  # the map's key in an item
+    mask_what = "mask"  # the map in error messages
+    transform: A.Compose | None
+    items: list[tuple[Path, Path, str]]
+
+    def _check_values(self, mask: np.ndarray, path: Path) -> None:
+        """Raise on map values the format does not allow (any value by default)."""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        image_path, mask_path, name = self.items[i]
+        image, mask = read_rgb(image_path), read_label_map(mask_path)
+        if image.shape[:2] != mask.shape:
+            raise LabelFormatError(
+                mask_path,
+                None,
+                f"{self.mask_what} is {mask.shape[1]}x{mask.shape[0]} but image "
+                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}",
+            )
+        self._check_values(mask, mask_path)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return {
+            "image": to_image_tensor(image),
+            self.mask_key: torch.as_tensor(np.asarray(mask), dtype=torch.int64),
+            "name": name,
+        }
+
+
+class AnomalyDataset(_MaskedImages):
     """Road anomaly images in the SegmentMeIfYouCan layout.
 
     ``root/images/<name>.{png,jpg,jpeg,webp}`` and ``root/labels_masks/<name>.png`` (or SMIYC's own
@@ -508,6 +504,7 @@ class AnomalyDataset(Dataset):
     """
 
     IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+    mask_key = "label"
 
     def __init__(self, root: str | Path, transform: A.Compose | None = None, require_labels: bool = True):
         self.root = Path(root)
@@ -546,42 +543,24 @@ class AnomalyDataset(Dataset):
         if not self.items:
             raise FileNotFoundError(f"{labels_dir}: no label masks for the images in {images_dir}")
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        image_path, label_path, name = self.items[i]
-        image, label = read_rgb(image_path), read_label_map(label_path)
-        if image.shape[:2] != label.shape:
-            raise LabelFormatError(
-                label_path,
-                None,
-                f"mask is {label.shape[1]}x{label.shape[0]} but image "
-                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}",
-            )
-        bad = np.setdiff1d(np.unique(label), ANOMALY_LABEL_VALUES)
+    def _check_values(self, mask: np.ndarray, path: Path) -> None:
+        bad = np.setdiff1d(np.unique(mask), ANOMALY_LABEL_VALUES)
         if bad.size:
             raise LabelFormatError(
-                label_path,
+                path,
                 None,
                 f"label values {bad.tolist()[:10]} are not allowed (0 = normal, 1 = anomaly, 255 = void)",
             )
-        if self.transform is not None:
-            out = self.transform(image=image, mask=label)
-            image, label = out["image"], out["mask"]
-        return {
-            "image": to_image_tensor(image),
-            "label": torch.as_tensor(np.asarray(label), dtype=torch.int64),
-            "name": name,
-        }
 
 
-class SemanticSegDataset(Dataset):
+class SemanticSegDataset(_MaskedImages):
     """KITTI-layout images with semantic maps: ``image_2/<id>.png``, ``semantic/<id>.png`` (uint8, 255 void).
 
     Trains the closed-set segmenter whose uncertainty flags road anomalies. Returns ``{"image": float32
     (3, H, W), "mask": int64 (H, W), "name": id}``. A missing semantic map is an error at construction.
     """
+
+    mask_what = "semantic map"
 
     def __init__(self, kitti_root: str | Path, ids: Sequence[str], transform: A.Compose | None = None):
         base = resolve_kitti_split(kitti_root)
@@ -595,28 +574,6 @@ class SemanticSegDataset(Dataset):
             if not semantic.is_file():
                 raise FileNotFoundError(f"{semantic}: semantic map missing for image {images[image_id]}")
             self.items.append((images[image_id], semantic, image_id))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        image_path, mask_path, name = self.items[i]
-        image, mask = read_rgb(image_path), read_label_map(mask_path)
-        if image.shape[:2] != mask.shape:
-            raise LabelFormatError(
-                mask_path,
-                None,
-                f"semantic map is {mask.shape[1]}x{mask.shape[0]} but image "
-                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}",
-            )
-        if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
-        return {
-            "image": to_image_tensor(image),
-            "mask": torch.as_tensor(np.asarray(mask), dtype=torch.int64),
-            "name": name,
-        }
 
 
 def segmentation_transforms(
@@ -649,7 +606,7 @@ def segmentation_transforms(
     return None
 
 
-class SegmentationDataModule(_SplitLoaders):
+class SegmentationDataModule(SplitLoaders):
     """Semantic segmentation (train/val from a KITTI-layout split by sequence) and road-anomaly test/predict.
 
     ``data_path``: KITTI root with ``image_2/`` and ``semantic/`` (``None``: synthetic set). ``anomaly_path``:
@@ -712,6 +669,4 @@ class SegmentationDataModule(_SplitLoaders):
             self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
 
     collate_fn = staticmethod(pad_collate)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    worker_init_fn = staticmethod(seed_worker_transforms)

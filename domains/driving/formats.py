@@ -27,7 +27,7 @@ import os
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +172,20 @@ def _read_text(path: Path) -> str:
         return path.read_text()
     except UnicodeDecodeError:
         raise LabelFormatError(path, None, "not a UTF-8 text file") from None
+
+
+def _label_lines(
+    path: Path, counts: tuple[int, ...], expected: str, quote_line: bool = False
+) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank line of a label file; another field count is an error."""
+    for lineno, raw in enumerate(_read_text(path).splitlines(), start=1):
+        fields = raw.split()
+        if not fields:
+            continue
+        if len(fields) not in counts:
+            quoted = f": {raw.strip()!r}" if quote_line else ""
+            raise LabelFormatError(path, lineno, f"expected {expected}, got {len(fields)}{quoted}")
+        yield lineno, fields
 
 
 def _parse_float(text: str, path, line, what: str) -> float:
@@ -332,14 +346,7 @@ def read_kitti_label(
     path = Path(path)
     log, own = _owned_log(log, strict)
     objects: list[ObjectLabel] = []
-    for lineno, raw in enumerate(_read_text(path).splitlines(), start=1):
-        fields = raw.split()
-        if not fields:
-            continue
-        if len(fields) not in (15, 16):
-            raise LabelFormatError(
-                path, lineno, f"expected 15 fields (16 with a score), got {len(fields)}: {raw.strip()!r}"
-            )
+    for lineno, fields in _label_lines(path, (15, 16), "15 fields (16 with a score)", quote_line=True):
         name = fields[0]
         nums = [_parse_float(v, path, lineno, _KITTI_FIELDS[i + 1]) for i, v in enumerate(fields[1:])]
         occluded = _parse_int(fields[2], path, lineno, "occluded")
@@ -480,6 +487,21 @@ def _require(item, keys: Sequence[str], path, where: str) -> None:
         raise LabelFormatError(path, where, f"missing key(s) {', '.join(missing)}")
 
 
+def _coco_entries(
+    entries: list, path: Path, section: str, required: tuple[str, ...], what: str
+) -> Iterator[tuple[str, dict, int]]:
+    """(where, entry, id) of each entry of a COCO section; ids must be integers, unique in the section."""
+    seen: set[int] = set()
+    for i, entry in enumerate(entries):
+        where = f"{section}[{i}]"
+        _require(entry, ("id", *required), path, where)
+        eid = _parse_int(str(entry["id"]), path, where, f"{what} id")
+        if eid in seen:
+            raise LabelFormatError(path, where, f"duplicate {what} id {eid}")
+        seen.add(eid)
+        yield where, entry, eid
+
+
 def coco_category_names(json_path: str | os.PathLike) -> list[str]:
     """Category names of a COCO JSON in id order (used to keep class order when converting)."""
     data = _load_json(Path(json_path))
@@ -511,21 +533,11 @@ def read_coco(
             raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
 
     categories: dict[int, str] = {}
-    for i, cat in enumerate(data["categories"]):
-        where = f"categories[{i}]"
-        _require(cat, ("id", "name"), path, where)
-        cid = _parse_int(str(cat["id"]), path, where, "category id")
-        if cid in categories:
-            raise LabelFormatError(path, where, f"duplicate category id {cid}")
+    for _, cat, cid in _coco_entries(data["categories"], path, "categories", ("name",), "category"):
         categories[cid] = str(cat["name"])
 
     records: dict[int, ImageAnnotation] = {}
-    for i, img in enumerate(data["images"]):
-        where = f"images[{i}]"
-        _require(img, ("id", "file_name"), path, where)
-        iid = _parse_int(str(img["id"]), path, where, "image id")
-        if iid in records:
-            raise LabelFormatError(path, where, f"duplicate image id {iid}")
+    for where, img, iid in _coco_entries(data["images"], path, "images", ("file_name",), "image"):
         file = root / str(img["file_name"])
         if not file.is_file():
             raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
@@ -774,14 +786,7 @@ def _read_yolo_label(
 ) -> list[ObjectLabel]:
     height, width = size
     objects = []
-    for lineno, raw in enumerate(_read_text(path).splitlines(), start=1):
-        fields = raw.split()
-        if not fields:
-            continue
-        if len(fields) not in (5, 6):
-            raise LabelFormatError(
-                path, lineno, f"expected 5 fields 'class cx cy w h' (6 with a score), got {len(fields)}"
-            )
+    for lineno, fields in _label_lines(path, (5, 6), "5 fields 'class cx cy w h' (6 with a score)"):
         cls = _parse_int(fields[0], path, lineno, "class index")
         cx, cy, w, h = (
             _parse_float(v, path, lineno, k) for v, k in zip(fields[1:5], ("cx", "cy", "w", "h"), strict=True)

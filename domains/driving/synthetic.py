@@ -872,6 +872,18 @@ class _Local:
             return None
         return self.cam.project(p)
 
+    def uv_named(self, points: dict[str, tuple]) -> dict[str, np.ndarray] | None:
+        """Pixels of named local points (a, b, y); None when any is too near to draw."""
+        names = list(points)
+        uv = self.uv(*np.array([points[n] for n in names]).T)
+        return None if uv is None else dict(zip(names, uv))
+
+    def poly(self, a, b, y, color, out: list, emit=None) -> None:
+        """Append the polygon with local corners (a, b, y) to ``out`` unless it is too near to draw."""
+        q = self.uv(a, b, y)
+        if q is not None:
+            out.append(("poly", q, color, emit))
+
 
 @dataclass
 class _Ctx:
@@ -946,9 +958,8 @@ def _wheel(fr: _Local, a: float, b: float, r: float, out: list, rim: Color = (15
 
 def _lamps(fr, ctx, a, b_in, b_out, y0, y1, col, emit, out) -> None:
     for s in (-1, 1):
-        q = fr.uv([a, a, a, a], [s * b_in, s * b_out, s * b_out, s * b_in], [y0, y0, y1, y1])
-        if q is not None:
-            out.append(("poly", q, col, emit if ctx.lights_on else None))
+        b = [s * b_in, s * b_out, s * b_out, s * b_in]
+        fr.poly([a, a, a, a], b, [y0, y0, y1, y1], col, out, emit if ctx.lights_on else None)
 
 
 def _vehicle_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx, t: float) -> list:
@@ -958,45 +969,24 @@ def _vehicle_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx, t: float) -> list:
     glass = _col((45, 55, 68), 0.9 + 0.3 * ((spec.style >> 3) % 2))
     dark = (28, 28, 30)
     half_l, half_w = le / 2, w / 2
+
+    def chassis(inset: float, yb: float, ybody: float, shrink: tuple) -> list[str]:
+        """The dark underbody (``inset`` shorter at each end), then the painted body; its visible faces."""
+        a, b = half_l - inset, half_w - 0.15
+        _solid(fr, ctx, -a, a, -b, b, -0.08, yb - 0.05, dark, out=out)
+        return _solid(fr, ctx, -half_l, half_l, -half_w, half_w, yb, ybody, paint, shrink=shrink, out=out)
+
     if spec.kind == "Car":
         r = 0.3 * min(1.15, le / 3.9)
         yb, ybody = -0.22, -0.56 * h
-        _solid(
-            fr,
-            ctx,
-            -half_l + 0.6,
-            half_l - 0.6,
-            -half_w + 0.15,
-            half_w - 0.15,
-            -0.08,
-            yb - 0.05,
-            dark,
-            out=out,
-        )
-        vis = _solid(
-            fr, ctx, -half_l, half_l, -half_w, half_w, yb, ybody, paint, shrink=(0.25, 0.1, 0.05), out=out
-        )
+        vis = chassis(0.6, yb, ybody, (0.25, 0.1, 0.05))
         wheels = [(half_l - 0.78, r), (-half_l + 0.8, r)]
         cab = (-half_l + 0.55, half_l - 1.25, (0.55, 0.3, 0.14))
         top_y = -h
     elif spec.kind == "Van":
         r = 0.34
         yb, ybody = -0.28, -h
-        _solid(
-            fr,
-            ctx,
-            -half_l + 0.7,
-            half_l - 0.7,
-            -half_w + 0.15,
-            half_w - 0.15,
-            -0.08,
-            yb - 0.05,
-            dark,
-            out=out,
-        )
-        vis = _solid(
-            fr, ctx, -half_l, half_l, -half_w, half_w, yb, ybody, paint, shrink=(0.55, 0.0, 0.06), out=out
-        )
+        vis = chassis(0.7, yb, ybody, (0.55, 0.0, 0.06))
         wheels = [(half_l - 0.85, r), (-half_l + 0.95, r)]
         cab = None
         top_y = -h
@@ -1029,29 +1019,29 @@ def _vehicle_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx, t: float) -> list:
     if spec.kind == "Van":
         for side, sgn in (("right", 1), ("left", -1)):
             if side in vis:
-                q = fr.uv(
+                fr.poly(
                     [half_l - 0.65, half_l - 1.7, half_l - 1.7, half_l - 0.95],
                     [sgn * (half_w + 0.01)] * 4,
                     [-0.6 * h, -0.6 * h, -0.9 * h, -0.9 * h],
+                    glass,
+                    out,
                 )
-                if q is not None:
-                    out.append(("poly", q, glass, None))
         if "front" in vis:
-            q = fr.uv(
+            fr.poly(
                 [half_l - 0.06, half_l - 0.06, half_l - 0.5, half_l - 0.5],
                 [half_w - 0.12, -half_w + 0.12, -half_w + 0.12, half_w - 0.12],
                 [-0.58 * h, -0.58 * h, -0.95 * h, -0.95 * h],
+                _col(glass, 1.15),
+                out,
             )
-            if q is not None:
-                out.append(("poly", q, _col(glass, 1.15), None))
     if spec.kind == "Truck" and "front" in vis:
-        q = fr.uv(
+        fr.poly(
             [half_l + 0.01] * 4,
             [half_w - 0.15, -half_w + 0.15, -half_w + 0.2, half_w - 0.2],
             [-0.55 * h, -0.55 * h, -0.8 * h, -0.8 * h],
+            _col(glass, 1.15),
+            out,
         )
-        if q is not None:
-            out.append(("poly", q, _col(glass, 1.15), None))
     # wheels on the visible sides
     for side, sgn in (("right", 1), ("left", -1)):
         if side in vis:
@@ -1072,9 +1062,13 @@ def _vehicle_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx, t: float) -> list:
             (255, 45, 35),
             out,
         )
-        q = fr.uv([-half_l - 0.012] * 4, [0.26, -0.26, -0.26, 0.26], [-0.38, -0.38, -0.49, -0.49])
-        if q is not None:
-            out.append(("poly", q, (225, 225, 215), None))
+        fr.poly(
+            [-half_l - 0.012] * 4,
+            [0.26, -0.26, -0.26, 0.26],
+            [-0.38, -0.38, -0.49, -0.49],
+            (225, 225, 215),
+            out,
+        )
     if "front" in vis:
         _lamps(
             fr,
@@ -1137,11 +1131,9 @@ def _person_prims(fr: _Local, spec: ObjectSpec, t: float, out: list) -> None:
         "head": (0.0, 0.0, -1.62 * k),
         "crown": (0.0, 0.0, -1.64 * k),
     }
-    names = list(j)
-    uv = fr.uv(*np.array([j[n] for n in names]).T)
-    if uv is None:
+    P = fr.uv_named(j)
+    if P is None:
         return
-    P = dict(zip(names, uv))
     legw = max(1.0, 0.15 * s)
     for side in ("l", "r"):
         out.append(("line", P[f"hip_{side}"], P[f"foot_{side}"], legw, trousers, None))
@@ -1184,11 +1176,9 @@ def _cyclist_prims(fr: _Local, spec: ObjectSpec, t: float, out: list) -> None:
         "shoulder": (0.12, 0, -1.46 * k),
         "head": (0.22, 0, -1.62 * k),
     }
-    names = list(pts)
-    uv = fr.uv(*np.array([pts[n] for n in names]).T)
-    if uv is None:
+    P = fr.uv_named(pts)
+    if P is None:
         return
-    P = dict(zip(names, uv))
     frame = spec.color
     for a, b in (
         ("rear", "bb"),
@@ -1290,9 +1280,13 @@ def _anomaly_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx, out: list) -> None:
     kind = spec.kind
     if kind == "cardboard_box":
         _solid(fr, ctx, -le / 2, le / 2, -w / 2, w / 2, 0.0, -h, spec.color, out=out)
-        q = fr.uv([-le / 2, le / 2, le / 2, -le / 2], [-0.03, -0.03, 0.03, 0.03], [-h - 0.002] * 4)
-        if q is not None:
-            out.append(("poly", q, (200, 185, 150), None))
+        fr.poly(
+            [-le / 2, le / 2, le / 2, -le / 2],
+            [-0.03, -0.03, 0.03, 0.03],
+            [-h - 0.002] * 4,
+            (200, 185, 150),
+            out,
+        )
         if spec.style % 3 == 0:  # printed side
             q = fr.uv(
                 [le / 2 + 0.005] * 4, [-w / 3, w / 3, w / 3, -w / 3], [-h * 0.3, -h * 0.3, -h * 0.7, -h * 0.7]
@@ -1373,11 +1367,9 @@ def _anomaly_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx, out: list) -> None:
             swing = 0.08 * L * math.sin(phase + (0 if name in ("fl", "rr") else math.pi))
             j[f"top_{name}"] = (a * L, b * w, -0.6 * H)
             j[f"foot_{name}"] = (a * L + swing, b * w, 0.0)
-        names = list(j)
-        uv = fr.uv(*np.array([j[n] for n in names]).T)
-        if uv is None:
+        P = fr.uv_named(j)
+        if P is None:
             return
-        P = dict(zip(names, uv))
         body = spec.color
         for leg in ("fl", "fr", "rl", "rr"):
             out.append(
@@ -2029,6 +2021,29 @@ def _prepare_root(root: Path, names: tuple[str, ...], settings: dict) -> None:
             p.unlink()
 
 
+def _make_dirs(base: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    dirs = {k: base / k for k in names}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def _finish(root: Path, meta: dict, settings: dict) -> None:
+    """``meta.json``, then the marker: written last, so only a finished set is ever reused."""
+    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (root / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
+
+
+def _ensure(caller: str, root: str | Path, kw: dict, allowed: set[str], settings, generate) -> Path:
+    """Reuse the finished set at ``root`` when its marker holds these settings, else ``generate`` it."""
+    root = Path(root)
+    if set(kw) - allowed - {"verbose"}:
+        raise TypeError(f"{caller}: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})}")
+    if _is_complete(root, settings(**{k: v for k, v in kw.items() if k in allowed})):
+        return root
+    return generate(root, **kw)
+
+
 def _kitti_settings(n_images=1500, size=DEFAULT_SIZE, seed=0, frames_per_sequence=10, density=1.0) -> dict:
     return {
         "kind": "kitti",
@@ -2065,10 +2080,7 @@ def generate_kitti(
     root = Path(root)
     settings = _kitti_settings(n_images, size, seed, frames_per_sequence, density)
     _prepare_root(root, ("training", "sequences.txt", "meta.json"), settings)
-    base = root / "training"
-    dirs = {k: base / k for k in ("image_2", "label_2", "calib", "semantic", "instance")}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+    dirs = _make_dirs(root / "training", ("image_2", "label_2", "calib", "semantic", "instance"))
     start = time.perf_counter()
     seq_lines, per_seq = [], []
     totals = {"objects": 0, "dontcare": 0, "hidden": 0, "behind_camera": 0, "outside_image": 0}
@@ -2123,8 +2135,7 @@ def generate_kitti(
         "instance_ids": "instance/<id>.png value k (1-based) is the object of label line k (DontCare included)",
         "sequences": per_seq,
     }
-    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (root / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
+    _finish(root, meta, settings)
     if verbose:
         print(
             f"synthetic KITTI: {n_images} images in {len(per_seq)} sequences at {root} ({elapsed:.1f} s); "
@@ -2158,15 +2169,8 @@ def _is_complete(root: Path, settings: dict) -> bool:
 
 def ensure_synthetic_kitti(root: str | Path = DEFAULT_KITTI_ROOT, **kw) -> Path:
     """Generate the synthetic KITTI set on first use only (same settings as the marker: reuse); returns root."""
-    root = Path(root)
     allowed = {"n_images", "size", "seed", "frames_per_sequence", "density"}
-    if set(kw) - allowed - {"verbose"}:
-        raise TypeError(
-            f"ensure_synthetic_kitti: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})}"
-        )
-    if _is_complete(root, _kitti_settings(**{k: v for k, v in kw.items() if k in allowed})):
-        return root
-    return generate_kitti(root, **kw)
+    return _ensure("ensure_synthetic_kitti", root, kw, allowed, _kitti_settings, generate_kitti)
 
 
 def _anomaly_settings(
@@ -2212,9 +2216,7 @@ def generate_anomaly(
     root = Path(root)
     settings = _anomaly_settings(n_images, size, seed, anomaly_free_fraction, void_width, density)
     _prepare_root(root, ("images", "labels_masks", "semantic", "meta.json"), settings)
-    dirs = {k: root / k for k in ("images", "labels_masks", "semantic")}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+    dirs = _make_dirs(root, ("images", "labels_masks", "semantic"))
     n_free = round(n_images * anomaly_free_fraction)
     free = set(np.random.default_rng([seed, _ANOMALY_STREAM]).permutation(n_images)[:n_free].tolist())
     start = time.perf_counter()
@@ -2257,8 +2259,7 @@ def generate_anomaly(
         "labels": "0 normal, 1 anomaly, 255 void: a band of void_width px outside each anomaly's visible pixels",
         "images": per_image,
     }
-    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (root / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
+    _finish(root, meta, settings)
     if verbose:
         print(
             f"synthetic road anomalies: {n_images} images ({n_free} anomaly-free) at {root} ({elapsed:.1f} s); "
@@ -2269,15 +2270,8 @@ def generate_anomaly(
 
 def ensure_synthetic_anomaly(root: str | Path = DEFAULT_ANOMALY_ROOT, **kw) -> Path:
     """Generate the synthetic anomaly set on first use only (same settings as the marker: reuse); returns root."""
-    root = Path(root)
     allowed = {"n_images", "size", "seed", "anomaly_free_fraction", "void_width", "density"}
-    if set(kw) - allowed - {"verbose"}:
-        raise TypeError(
-            f"ensure_synthetic_anomaly: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})}"
-        )
-    if _is_complete(root, _anomaly_settings(**{k: v for k, v in kw.items() if k in allowed})):
-        return root
-    return generate_anomaly(root, **kw)
+    return _ensure("ensure_synthetic_anomaly", root, kw, allowed, _anomaly_settings, generate_anomaly)
 
 
 def _preview(out: Path, seed: int, size: tuple[int, int]) -> list[Path]:
@@ -2337,23 +2331,13 @@ def main(argv: list[str] | None = None) -> int:
             print(p)
         return 0
     if args.what == "kitti":
-        kw = {
-            "n_images": args.n_images or 1500,
-            "size": size,
-            "seed": args.seed,
-            "frames_per_sequence": args.frames_per_sequence,
-        }
-        root = args.root or DEFAULT_KITTI_ROOT
-        path = generate_kitti(root, **kw) if args.force else ensure_synthetic_kitti(root, **kw)
+        kw = {"n_images": args.n_images or 1500, "frames_per_sequence": args.frames_per_sequence}
+        root, generate, ensure = args.root or DEFAULT_KITTI_ROOT, generate_kitti, ensure_synthetic_kitti
     else:
-        kw = {
-            "n_images": args.n_images or 200,
-            "size": size,
-            "seed": args.seed,
-            "anomaly_free_fraction": args.anomaly_free_fraction,
-        }
-        root = args.root or DEFAULT_ANOMALY_ROOT
-        path = generate_anomaly(root, **kw) if args.force else ensure_synthetic_anomaly(root, **kw)
+        kw = {"n_images": args.n_images or 200, "anomaly_free_fraction": args.anomaly_free_fraction}
+        root, generate, ensure = args.root or DEFAULT_ANOMALY_ROOT, generate_anomaly, ensure_synthetic_anomaly
+    kw.update(size=size, seed=args.seed)
+    path = generate(root, **kw) if args.force else ensure(root, **kw)
     print(path)
     return 0
 

@@ -27,11 +27,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from shared.data import default_num_workers, group_split, segmentation_augmentations
+from shared.data import SplitLoaders, default_num_workers, group_split, segmentation_augmentations
 
 SPLITS = ("train", "val", "test")
 DATA_FORMATS = ("lidc_png", "lidc_pickle", "decathlon")
@@ -601,7 +600,7 @@ def _cap_indices(n: int, cap: int | None) -> list[int]:
     return sorted({round(v) for v in np.linspace(0, n - 1, max(cap, 1))})
 
 
-class MedicalDataModule(pl.LightningDataModule):
+class MedicalDataModule(SplitLoaders):
     """Train/val/test loaders for multi-reader lesion segmentation.
 
     ``data_path=None`` generates (once) and uses the synthetic LIDC set under data/medical/synthetic_lidc.
@@ -693,24 +692,9 @@ class MedicalDataModule(pl.LightningDataModule):
         for split in wanted.get(stage, list(SPLITS)):
             self.dataset(split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+    def split_dataset(self, name: str) -> ReaderDataset:
+        return self.dataset(name)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    @property
+    def pin_memory(self) -> bool:
+        return torch.cuda.is_available()

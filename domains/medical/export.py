@@ -31,11 +31,7 @@ time (export fails, leaving nothing behind, beyond ``--atol`` + ``--rtol`` times
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -45,10 +41,7 @@ from torch import nn
 from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
 from domains.medical.models.common import LOG_SIGMA_RANGE
 from domains.medical.task import MedicalSegmentationTask
-from shared.export import check_against_pytorch, export_onnx
-
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-5
+from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load
 
 
 class ProbUNetFeatures(nn.Module):
@@ -113,7 +106,6 @@ class HPUNetDecoder(nn.Module):
             x = F.interpolate(torch.cat([x, z], dim=1), size=skip.shape[-2:], mode="nearest")
             x = block(torch.cat([x, skip], dim=1))
         return self.net._likelihood(x, list(encoded))
-
 
 
 def _graphs(
@@ -218,23 +210,12 @@ def export_medical(
     out_dir = Path(out_dir)
     task = task.eval()
     name = task.model_name
-    written: list[Path] = []
     measured: dict[str, dict[str, float]] = {}
     graphs = {}
-    try:
+    with CheckedExport(out_dir, opset, atol, rtol) as export:
         for graph in _graphs(task, tuple(size)):
-            path = export_onnx(
-                graph["module"],
-                tuple(graph["inputs"].values()),
-                out_dir / graph["file"],
-                input_names=list(graph["inputs"]),
-                output_names=graph["outputs"],
-                dynamic_axes=graph["dynamic_axes"],
-                opset=opset,
-            )
-            written.append(path)
-            measured[graph["file"]] = check_against_pytorch(
-                path, graph["module"], graph["inputs"], graph["outputs"], atol, rtol
+            measured[graph["file"]] = export.graph(
+                graph["file"], graph["module"], graph["inputs"], graph["outputs"], graph["dynamic_axes"]
             )
             graphs[graph["file"]] = {
                 "inputs": {k: list(v.shape) for k, v in graph["inputs"].items()},
@@ -255,22 +236,9 @@ def export_medical(
             "num_samples": int(task.num_samples),
             "sampling": _SAMPLING[name],
             "opset": opset,
-            "tolerance": {
-                "rule": "|onnxruntime - PyTorch| <= atol + rtol * |PyTorch|",
-                "atol": atol,
-                "rtol": rtol,
-                "max_abs_diff": measured,
-                "measured_on": "random inputs at input_size",
-            },
+            "tolerance": export.tolerance(measured, "random inputs at input_size"),
         }
-        side = out_dir / f"{name}.json"
-        tmp = side.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(sidecar, indent=2))
-        os.replace(tmp, side)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+        export.write_sidecar(f"{name}.json", sidecar)
     return sidecar
 
 
@@ -290,29 +258,19 @@ def _input_size(checkpoint: dict, fallback: int = 128) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m domains.medical.export", description=__doc__.split("\n")[0]
+    parser = export_parser(
+        "python -m domains.medical.export",
+        __doc__,
+        ckpt_help="Lightning checkpoint of domains.medical (any model)",
+        out_help="output folder for the .onnx files and the JSON sidecar",
     )
-    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of domains.medical (any model)")
-    parser.add_argument("--out", required=True, help="output folder for the .onnx files and the JSON sidecar")
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="example input size (default: the data module's crop_size from the checkpoint)",
+    args, task, size = parse_and_load(
+        parser,
+        argv,
+        MedicalSegmentationTask,
+        size_help="example input size (default: the data module's crop_size from the checkpoint)",
+        input_size=_input_size,
     )
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
-    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
-    parser.add_argument("--opset", type=int, default=17)
-    args = parser.parse_args(argv)
-    # shape-dependent Python branches are traced as constants on purpose (see the module docstring)
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    from shared.task import check_checkpoint_file
-
-    checkpoint = check_checkpoint_file(args.ckpt, MedicalSegmentationTask)
-    size = tuple(args.size) if args.size else _input_size(checkpoint)
-    task = MedicalSegmentationTask.load_checked(args.ckpt)
     sidecar = export_medical(
         task, args.out, size=size, atol=args.atol, rtol=args.rtol, opset=args.opset, checkpoint=args.ckpt
     )

@@ -25,19 +25,13 @@ from domains.driving.data import (
     read_sequence_groups,
 )
 from domains.driving.formats import ImageAnnotation, LabelFormatError, LabelWarning, ObjectLabel
+from tests.helpers import write_image
 
 W, H = 64, 48
 
 
-def _image(path, width=W, height=H, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    assert cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
-    return path
-
-
 def _annotation(tmp_path, objects, name="000000"):
-    path = _image(tmp_path / f"{name}.png")
+    path = write_image(tmp_path / f"{name}.png")
     return ImageAnnotation(str(path), W, H, objects)
 
 
@@ -47,7 +41,7 @@ def _kitti(root, n=8, semantic=True):
     lines = []
     for i in range(n):
         stem = f"{i:06d}"
-        _image(split / "image_2" / f"{stem}.png", seed=i)
+        write_image(split / "image_2" / f"{stem}.png", seed=i)
         (split / "label_2").mkdir(parents=True, exist_ok=True)
         (split / "label_2" / f"{stem}.txt").write_text(
             "Car 0.00 0 -1.57 10.00 5.00 40.00 30.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50\n"
@@ -66,7 +60,7 @@ def _kitti(root, n=8, semantic=True):
 
 def _anomaly(root, n=3, size=(H, W)):
     for i in range(n):
-        _image(root / "images" / f"frame{i}.jpg", width=size[1], height=size[0], seed=i)
+        write_image(root / "images" / f"frame{i}.jpg", width=size[1], height=size[0], seed=i)
         label = np.zeros(size, np.uint8)
         label[10:20, 10:30] = 1
         label[:3] = 255
@@ -184,7 +178,7 @@ def test_detection_datamodule_yolo_keeps_its_own_split(tmp_path):
     root = tmp_path / "yolo"
     for split, stems in (("train", ["a", "b"]), ("val", ["c"])):
         for stem in stems:
-            _image(root / "images" / split / f"{stem}.png")
+            write_image(root / "images" / split / f"{stem}.png")
             (root / "labels" / split).mkdir(parents=True, exist_ok=True)
             (root / "labels" / split / f"{stem}.txt").write_text("1 0.5 0.5 0.25 0.5\n")
     (root / "data.yaml").write_text(
@@ -267,7 +261,7 @@ def test_anomaly_dataset_errors_name_the_file(tmp_path):
     with pytest.raises(LabelFormatError, match="66x48 but image frame0.jpg is 64x48"):
         AnomalyDataset(root)[0]
 
-    _image(root / "images" / "orphan.webp")
+    write_image(root / "images" / "orphan.webp")
     with pytest.raises(LabelFormatError, match="no label mask") as err:
         AnomalyDataset(root)
     assert str(err.value).startswith(f"{root / 'images' / 'orphan.webp'}:")

@@ -31,12 +31,7 @@ from tests.driving.test_faults import ANOMALY, ARGS, DETECTION, MAINS
 ATOL, RTOL = 1e-4, 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def close(got, expected) -> None:

@@ -8,20 +8,24 @@ the CLIs in subprocesses (marked slow: 20-30 s each on 2 cores); the rest run th
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from domains.driving.anomaly.__main__ import main as anomaly_main
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.detection.__main__ import main as detection_main
 from domains.driving.detection.task import DetectionTask
 from shared.task import CheckpointMismatchError, NonFiniteLossError
-from tests.helpers import kill_and_resume, run_ddp_fit
+from tests.helpers import (
+    assert_one_batch_skipped,
+    configs_missing,
+    kill_and_resume,
+    poisoned_fit_args,
+    run_ddp_fit,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "domains" / "driving" / "configs"
@@ -34,12 +38,7 @@ ANOMALY = "domains.driving.anomaly"
 # trainer.gradient_clip_val is not yet stated in the driving configs (see the report). Strict, as above.
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +125,8 @@ def test_nan_parameter_stops_the_run_naming_step_and_loss_term(module, scenes, t
     monkeypatch.chdir(tmp_path)
     name, term, extra = POISON[module]
     poison = {"class_path": "tests.helpers.PoisonParameter", "init_args": {"name": name, "step": 1}}
-    args = ARGS[module](
-        scenes, *extra, "--trainer.max_steps", "3", "--trainer.num_sanity_val_steps", "0",
-        "--checkpoint.dirpath", str(tmp_path / "ckpt"), f"--trainer.callbacks+={json.dumps(poison)}",
-    )  # fmt: skip
+    fault = poisoned_fit_args(poison, tmp_path / "ckpt")
+    args = ARGS[module](scenes, *extra, "--trainer.max_steps", "3", *fault)
     with pytest.raises(NonFiniteLossError) as err:
         MAINS[module](["fit", *args])
     assert str(err.value).startswith(f"non-finite loss at global step 1 (epoch 0) in term(s): {term} ")
@@ -142,23 +139,13 @@ def test_skip_mode_skips_and_counts_bad_batches(module, scenes, tmp_path, monkey
     poison = {"class_path": "tests.helpers.PoisonBatch", "init_args": {"batch_idx": 1}}
     args = ARGS[module](
         scenes, "--model.nonfinite_loss", "skip", "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "3", "--trainer.num_sanity_val_steps", "0",
-        "--checkpoint.dirpath", str(tmp_path / "ckpt"), f"--trainer.callbacks+={json.dumps(poison)}",
+        "--trainer.limit_train_batches", "3", *poisoned_fit_args(poison, tmp_path / "ckpt"),
     )  # fmt: skip
-    cli = MAINS[module](["fit", *args])
-    assert cli.trainer.state.finished and cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 3
-    assert cli.model.skipped_batches == 1
-    assert float(cli.trainer.callback_metrics["train/skipped_batches"]) == 1
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
-    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+    assert_one_batch_skipped(MAINS[module](["fit", *args]), batches=3)
 
 
 def test_every_config_states_gradient_clipping():
-    missing = [
-        config.name
-        for config in sorted(CONFIGS.glob("*.yaml"))
-        if "gradient_clip_val" not in (yaml.safe_load(config.read_text()).get("trainer") or {})
-    ]
+    missing = configs_missing(CONFIGS, "trainer", "gradient_clip_val")
     assert not missing, f"trainer.gradient_clip_val not stated in {missing}"
 
 
@@ -244,12 +231,15 @@ def test_anomaly_checkpoints_name_their_task_and_model(checkpoints):
 # --------------------------------------------------------------------------------------------------- DDP
 
 
+# one epoch of 2 steps per rank, no sanity check
+DDP_FIT = (
+    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.num_sanity_val_steps", "0",
+)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_detection_fit_under_ddp_splits_data_and_reduces_coco_map_states(scenes, tmp_path):
-    args = detection_args(
-        scenes, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-        "--trainer.num_sanity_val_steps", "0", "--checkpoint.dirpath", str(tmp_path / "ckpt"),
-    )  # fmt: skip
+    args = detection_args(scenes, *DDP_FIT, "--checkpoint.dirpath", str(tmp_path / "ckpt"))
     # the COCO metric is the first of the task's (coco, ap50) pair for "val"; a list ("cat") state
     ranks = run_ddp_fit(DETECTION, args, tmp_path / "ranks", tmp_path, "_metrics.val", "groundtruth_labels")
     assert [r["rank"] for r in ranks] == [0, 1] and {r["backend"] for r in ranks} == {"gloo"}
@@ -263,10 +253,7 @@ def test_detection_fit_under_ddp_splits_data_and_reduces_coco_map_states(scenes,
 
 @pytest.mark.slow
 def test_anomaly_fit_under_ddp_splits_data_and_reduces_miou_states(scenes, tmp_path):
-    args = anomaly_args(
-        scenes, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-        "--trainer.num_sanity_val_steps", "0", "--checkpoint.dirpath", str(tmp_path / "ckpt"),
-    )  # fmt: skip
+    args = anomaly_args(scenes, *DDP_FIT, "--checkpoint.dirpath", str(tmp_path / "ckpt"))
     # plain "ddp" stops at the first step: the outlier head / energy calibration parameters are not used by
     # every step's loss (see the report); DDP that looks for unused parameters runs
     ranks = run_ddp_fit(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import warnings
 
-import cv2
 import numpy as np
 import pytest
 import yaml
@@ -26,15 +25,9 @@ from domains.driving.formats import (
     write_yolo,
     yolo_label_path,
 )
+from tests.helpers import write_image
 
 W, H = 64, 48
-
-
-def _image(path, width=W, height=H, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    assert cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
-    return path
 
 
 def _kitti_line(kind, box, trunc=0.0, occ=0, extra=""):
@@ -45,7 +38,7 @@ def _kitti_line(kind, box, trunc=0.0, occ=0, extra=""):
 
 def _kitti_dataset(root, labels: dict[str, list[str]]):
     for i, (stem, lines) in enumerate(labels.items()):
-        _image(root / "training" / "image_2" / f"{stem}.png", seed=i)
+        write_image(root / "training" / "image_2" / f"{stem}.png", seed=i)
         label = root / "training" / "label_2" / f"{stem}.txt"
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("\n".join(lines) + "\n")
@@ -163,7 +156,7 @@ def test_kitti_dir_errors_for_label_without_image_and_undecodable_image(tmp_path
 
 def test_kitti_dir_image_without_label_is_counted(tmp_path):
     root = _kitti_dataset(tmp_path / "k", {"000000": [_kitti_line("Car", (1, 1, 9, 9))]})
-    _image(root / "training" / "image_2" / "000001.png")
+    write_image(root / "training" / "image_2" / "000001.png")
     with pytest.warns(LabelWarning, match="image_without_label: 1"):
         items = read_kitti_dir(root)
     assert [a.image_id for a in items] == ["000000"]
@@ -225,7 +218,7 @@ def test_roundtrip_kitti_coco_yolo_kitti_preserves_boxes_and_classes(tmp_path):
 
 
 def _coco(tmp_path, annotations, images=None, categories=None):
-    _image(tmp_path / "img" / "a.png")
+    write_image(tmp_path / "img" / "a.png")
     data = {
         "images": images
         if images is not None
@@ -286,8 +279,8 @@ def test_coco_unknown_category_and_outside_box_are_counted(tmp_path):
 
 def _yolo(tmp_path, label_lines, names=("Car", "Pedestrian")):
     root = tmp_path / "yolo"
-    _image(root / "images" / "train" / "a.png")
-    _image(root / "images" / "train" / "background.png")
+    write_image(root / "images" / "train" / "a.png")
+    write_image(root / "images" / "train" / "background.png")
     (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
     (root / "labels" / "train" / "a.txt").write_text("\n".join(label_lines) + "\n")
     spec = {"path": ".", "train": "images/train", "names": {i: n for i, n in enumerate(names)}}
@@ -437,8 +430,8 @@ def test_converter_refuses_overwrite_and_leaves_nothing_half_written(tmp_path, c
 
 
 def test_write_refuses_duplicate_ids(tmp_path):
-    a = _image(tmp_path / "x" / "same.png")
-    b = _image(tmp_path / "y" / "same.png")
+    a = write_image(tmp_path / "x" / "same.png")
+    b = write_image(tmp_path / "y" / "same.png")
     anns = [ImageAnnotation(str(a), W, H, []), ImageAnnotation(str(b), W, H, [])]
     with pytest.raises(ValueError, match="share the id 'same'"):
         write_yolo(anns, tmp_path / "yolo", ["Car"])

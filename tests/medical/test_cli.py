@@ -16,56 +16,17 @@ from torch.utils.data import default_collate
 from domains.medical.__main__ import main
 from domains.medical.data import DecathlonSliceDataset
 from domains.medical.predict import MedicalPredictionWriter
-from domains.medical.synthetic import generate_lidc_png
 from domains.medical.task import MedicalSegmentationTask
+from tests.helpers import tiny_medical_args
 
 CONFIGS = Path(__file__).resolve().parents[2] / "domains" / "medical" / "configs"
-TINY_KWARGS = {
-    "unet": "{channels: [8, 16]}",
-    "prob_unet": "{channels: [8, 16], latent_dim: 3}",
-    "hpu_net": "{channels: [8, 8, 8, 8, 8], latent_channels: [1, 1, 1, 1], blocks_per_level: 1}",
-}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two threads per process
-    spin against other processes (5-10x slower here); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def lidc(tmp_path_factory) -> Path:
-    return generate_lidc_png(tmp_path_factory.mktemp("lidc"), n_patients=8, images_per_patient=2, size=32)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_args(data: Path, config: str) -> list[str]:
     model = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]["model"]
-    return [
-        "-c",
-        str(CONFIGS / f"{config}.yaml"),
-        "--model.model_kwargs",
-        TINY_KWARGS[model],
-        "--model.num_samples",
-        "4",
-        "--data.data_path",
-        str(data),
-        "--data.crop_size",
-        "32",
-        "--data.batch_size",
-        "2",
-        "--data.num_workers",
-        "0",
-        "--data.max_items",
-        "8",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-    ]
+    return tiny_medical_args(data, CONFIGS / f"{config}.yaml", model, 4, "--data.max_items", "8")
 
 
 @pytest.mark.parametrize("config", ["unet", "prob_unet", "hpu_net", "quick"])

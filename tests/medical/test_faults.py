@@ -7,28 +7,27 @@ All on tiny generated LIDC data (32 px, 8 patients) and tiny networks; the kill/
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
-import yaml
 
 from domains.medical.__main__ import main
-from domains.medical.synthetic import generate_lidc_png
 from domains.medical.task import MedicalSegmentationTask
 from shared.task import CheckpointMismatchError, NonFiniteLossError
-from tests.helpers import kill_and_resume, run_ddp_fit
+from tests.helpers import (
+    assert_one_batch_skipped,
+    configs_missing,
+    kill_and_resume,
+    poisoned_fit_args,
+    run_ddp_fit,
+    tiny_medical_args,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "domains" / "medical" / "configs"
-TINY_KWARGS = {
-    "unet": "{channels: [8, 16]}",
-    "prob_unet": "{channels: [8, 16], latent_dim: 3}",
-    "hpu_net": "{channels: [8, 8, 8, 8, 8], latent_channels: [1, 1, 1, 1], blocks_per_level: 1}",
-}
 MODELS = ["unet", "prob_unet", "hpu_net"]
 # A parameter whose NaN poisons one loss term only (the prior nets enter the KL, not the reconstruction).
 POISON = {
@@ -38,46 +37,12 @@ POISON = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def lidc(tmp_path_factory) -> Path:
-    # 8 patients x 2 images split by patient: 12 train, 2 val, 2 test images
-    return generate_lidc_png(tmp_path_factory.mktemp("lidc"), n_patients=8, images_per_patient=2, size=32)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_args(data: Path, *extra: str, model: str = "prob_unet") -> list[str]:
-    return [
-        "-c",
-        str(CONFIGS / f"{model}.yaml"),
-        "--model.model_kwargs",
-        TINY_KWARGS[model],
-        "--model.num_samples",
-        "2",
-        "--data.data_path",
-        str(data),
-        "--data.crop_size",
-        "32",
-        "--data.batch_size",
-        "2",
-        "--data.num_workers",
-        "0",
-        "--data.augment",
-        "false",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        *extra,
-    ]
+    quick = ("--data.augment", "false", "--trainer.limit_val_batches", "1")
+    return [*tiny_medical_args(data, CONFIGS / f"{model}.yaml", model, 2, *quick), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -136,17 +101,8 @@ def test_nan_parameter_stops_the_run_naming_step_and_loss_term(model, lidc, tmp_
     monkeypatch.chdir(tmp_path)
     name, terms = POISON[model]
     poison = {"class_path": "tests.helpers.PoisonParameter", "init_args": {"name": name, "step": 1}}
-    args = tiny_args(
-        lidc,
-        "--trainer.max_steps",
-        "3",
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--checkpoint.dirpath",
-        str(tmp_path / "ckpt"),
-        f"--trainer.callbacks+={json.dumps(poison)}",
-        model=model,
-    )
+    fault = poisoned_fit_args(poison, tmp_path / "ckpt")
+    args = tiny_args(lidc, "--trainer.max_steps", "3", *fault, model=model)
     with pytest.raises(NonFiniteLossError) as err:
         main(["fit", *args])
     assert str(err.value).startswith(
@@ -167,28 +123,14 @@ def test_skip_mode_skips_and_counts_bad_batches(model, lidc, tmp_path, monkeypat
         "1",
         "--trainer.limit_train_batches",
         "3",
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--checkpoint.dirpath",
-        str(tmp_path / "ckpt"),
-        f"--trainer.callbacks+={json.dumps(poison)}",
+        *poisoned_fit_args(poison, tmp_path / "ckpt"),
         model=model,
     )
-    cli = main(["fit", *args])
-    assert cli.trainer.state.finished and cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 3
-    assert cli.model.skipped_batches == 1
-    assert float(cli.trainer.callback_metrics["train/skipped_batches"]) == 1
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])  # the batch after it trained normally
-    # no gradient came from the poisoned batch (Lightning still counts its optimizer call as a step)
-    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+    assert_one_batch_skipped(main(["fit", *args]), batches=3)
 
 
 def test_every_config_states_gradient_clipping():
-    missing = [
-        config.name
-        for config in sorted(CONFIGS.glob("*.yaml"))
-        if "gradient_clip_val" not in (yaml.safe_load(config.read_text()).get("trainer") or {})
-    ]
+    missing = configs_missing(CONFIGS, "trainer", "gradient_clip_val")
     assert not missing, f"trainer.gradient_clip_val not stated in {missing}"
 
 

@@ -17,10 +17,6 @@ at export time (beyond ``--atol`` + ``--rtol`` times the value the export fails 
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -29,11 +25,8 @@ from torch import nn
 from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES
 from domains.driving.anomaly.task import FIXED_RANGES, AnomalySegmentationTask
 from domains.driving.classes import SEMANTIC_CLASSES
-from shared.export import check_against_pytorch, export_onnx
-from shared.task import check_checkpoint_file
+from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load
 
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-5
 SIZE_MULTIPLE = 32
 
 
@@ -55,7 +48,6 @@ class SegmenterWithScore(nn.Module):
             outlier_logit=extra if self.score == "outlier_prob" else None,
         )
         return logits, score
-
 
 
 def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
@@ -90,12 +82,10 @@ def export_anomaly(
     example = torch.rand(2, int(task.hparams.in_channels), height, width, generator=g)
     task.analyze(example, [score])  # a clear AnomalyScoreError now if the model cannot give this score
     module = SegmenterWithScore(task, score).eval()
-    path = out_dir / "segmenter.onnx"
     hw = {0: "batch", 2: "height", 3: "width"}
     axes = {"image": hw, "logits": hw, "score": {0: "batch", 1: "height", 2: "width"}}
-    export_onnx(module, (example,), path, ["image"], ["logits", "score"], dynamic_axes=axes, opset=opset)
-    try:
-        measured = check_against_pytorch(path, module, {"image": example}, ["logits", "score"], atol, rtol)
+    with CheckedExport(out_dir, opset, atol, rtol) as export:
+        measured = export.graph("segmenter.onnx", module, {"image": example}, ["logits", "score"], axes)
         sidecar = {
             "domain": "driving_anomaly",
             "model": f"segmentation_net/{task.hparams.encoder}",
@@ -116,44 +106,27 @@ def export_anomaly(
                 "where": "outside the graph: domains.driving.anomaly.predict.image_anomaly_score",
             },
             "opset": opset,
-            "tolerance": {
-                "rule": "|onnxruntime - PyTorch| <= atol + rtol * |PyTorch|", "atol": atol, "rtol": rtol,
-                "max_abs_diff": measured, "measured_on": "random images at input_size",
-            },
+            "tolerance": export.tolerance(measured, "random images at input_size"),
         }  # fmt: skip
-        side = out_dir / "segmenter.json"
-        tmp = side.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(sidecar, indent=2))
-        os.replace(tmp, side)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+        export.write_sidecar("segmenter.json", sidecar)
     return sidecar
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m domains.driving.anomaly.export", description=__doc__.split("\n")[0]
+    parser = export_parser(
+        "python -m domains.driving.anomaly.export",
+        __doc__,
+        ckpt_help="Lightning checkpoint of domains.driving.anomaly",
+        out_help="output folder for segmenter.onnx and segmenter.json",
     )
-    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of domains.driving.anomaly")
-    parser.add_argument("--out", required=True, help="output folder for segmenter.onnx and segmenter.json")
     parser.add_argument("--score", choices=list(SCORES), help="anomaly score output (default: the task's)")
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="example input size, rounded up to multiples of 32 (default: the data module's)",
+    args, task, size = parse_and_load(
+        parser,
+        argv,
+        AnomalySegmentationTask,
+        size_help="example input size, rounded up to multiples of 32 (default: the data module's)",
+        input_size=_input_size,
     )
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
-    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
-    parser.add_argument("--opset", type=int, default=17)
-    args = parser.parse_args(argv)
-    # shape-dependent Python branches are traced as constants on purpose (see the module docstring)
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    checkpoint = check_checkpoint_file(args.ckpt, AnomalySegmentationTask)
-    size = tuple(args.size) if args.size else _input_size(checkpoint)
-    task = AnomalySegmentationTask.load_checked(args.ckpt)
     sidecar = export_anomaly(
         task,
         args.out,

@@ -28,10 +28,6 @@ the value the export fails and leaves nothing behind).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,11 +40,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from domains.driving.detection.task import DetectionTask
-from shared.export import check_against_pytorch, export_onnx, run_onnx
-from shared.task import check_checkpoint_file
+from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load, run_onnx
 
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-5
 OUTPUTS = ["cls_logits", "bbox_regression", "bbox_ctrness", "anchors", "anchors_per_level"]
 SIZE_DIVISIBLE = 32
 
@@ -70,7 +63,6 @@ class FCOSRaw(nn.Module):
             [torch._shape_as_tensor(f)[2:].prod() for f in features]
         )  # traced, not constant
         return head["cls_logits"], head["bbox_regression"], head["bbox_ctrness"], anchors, per_level
-
 
 
 def _transform(meta: dict) -> GeneralizedRCNNTransform:
@@ -144,13 +136,11 @@ def export_detection(
     g = torch.Generator().manual_seed(0)
     example, _, _ = preprocess([torch.rand(3, height, width, generator=g) for _ in range(2)], meta)
     module = FCOSRaw(task).eval()
-    path = out_dir / "detector.onnx"
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "cls_logits": {0: "batch", 1: "points"},
             "bbox_regression": {0: "batch", 1: "points"}, "bbox_ctrness": {0: "batch", 1: "points"},
             "anchors": {0: "points"}}  # fmt: skip
-    export_onnx(module, (example,), path, ["image"], OUTPUTS, dynamic_axes=axes, opset=opset)
-    try:
-        measured = check_against_pytorch(path, module, {"image": example}, OUTPUTS, atol, rtol)
+    with CheckedExport(out_dir, opset, atol, rtol) as export:
+        measured = export.graph("detector.onnx", module, {"image": example}, OUTPUTS, axes)
         sidecar = {
             "domain": "driving_detection",
             "model": f"fcos/{task.hparams.backbone}",
@@ -168,38 +158,20 @@ def export_detection(
             "GeneralizedRCNNTransform.postprocess (domains.driving.detection.export.postprocess)",
             **meta,
             "opset": opset,
-            "tolerance": {
-                "rule": "|onnxruntime - PyTorch| <= atol + rtol * |PyTorch|",
-                "atol": atol,
-                "rtol": rtol,
-                "max_abs_diff": measured,
-                "measured_on": "random images at input_size",
-            },
+            "tolerance": export.tolerance(measured, "random images at input_size"),
         }
-        side = out_dir / "detector.json"
-        tmp = side.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(sidecar, indent=2))
-        os.replace(tmp, side)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+        export.write_sidecar("detector.json", sidecar)
     return sidecar
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m domains.driving.detection.export", description=__doc__.split("\n")[0]
+    parser = export_parser(
+        "python -m domains.driving.detection.export",
+        __doc__,
+        ckpt_help="Lightning checkpoint of domains.driving.detection",
+        out_help="output folder for detector.onnx and detector.json",
     )
-    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of domains.driving.detection")
-    parser.add_argument("--out", required=True, help="output folder for detector.onnx and detector.json")
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
-    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
-    parser.add_argument("--opset", type=int, default=17)
-    args = parser.parse_args(argv)
-    # shape-dependent Python branches are traced as constants on purpose (see the module docstring)
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    check_checkpoint_file(args.ckpt, DetectionTask)
-    task = DetectionTask.load_checked(args.ckpt)
+    args, task, _ = parse_and_load(parser, argv, DetectionTask)
     sidecar = export_detection(
         task, args.out, atol=args.atol, rtol=args.rtol, opset=args.opset, checkpoint=args.ckpt
     )

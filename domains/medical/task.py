@@ -135,11 +135,13 @@ class MedicalSegmentationTask(BaseTask):
 
     def training_step(self, batch: dict, batch_idx: int):
         loss, terms = self.model.loss(batch["image"], batch["mask"])
+        if self.guard_loss(loss, {"loss": loss, **terms}) is None:  # skipped: keep NaN out of the curves
+            return None
         batch_size = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
-        return self.guard_loss(loss, {"loss": loss, **terms})
+        return loss
 
     def _evaluate(self, batch: dict, stage: str, metrics: SegmentationUncertaintyMetrics) -> None:
         images = batch["image"]

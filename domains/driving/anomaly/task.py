@@ -332,13 +332,15 @@ class AnomalySegmentationTask(BaseTask):
             terms["oe"] = oe
             loss = ce + self.oe_weight * oe
             self.oe_trained.fill_(True)
+        if self.guard_loss(loss, terms) is None:  # skipped: a NaN must not reach the logged curves
+            return None
         batch_size = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
         if self.oe_weight > 0:
             self.log("train/pasted_objects", float(pasted), batch_size=batch_size)
-        return self.guard_loss(loss, terms)
+        return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self._stats_stale = True  # weights moved: SML / Mahalanobis statistics must be refreshed

@@ -44,12 +44,12 @@ class SplitLoaders(pl.LightningDataModule):
     """train/val/test/predict loaders over named splits (predict reuses test): one recipe for every domain.
 
     Subclasses set ``batch_size`` and ``num_workers`` and fill ``self.datasets`` in ``setup`` (or override
-    :meth:`split_dataset` to build a split on first use); ``collate_fn``, ``worker_init_fn`` and
-    ``pin_memory`` are theirs to set.
+    :meth:`split_dataset` to build a split on first use); ``collate_fn`` and ``pin_memory`` are theirs to set.
+    Workers reseed a dataset's albumentations ``transform`` (a no-op for datasets without one).
     """
 
     collate_fn = None
-    worker_init_fn = None
+    worker_init_fn = staticmethod(seed_worker_transforms)
     pin_memory = False
 
     def split_dataset(self, name: str) -> Dataset:

@@ -169,8 +169,9 @@ def parse_and_load(
     args = parser.parse_args(argv)
     # shape-dependent Python branches are traced as constants on purpose (see the domains' export docstrings)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    checkpoint = check_checkpoint_file(args.ckpt, task_cls)
+    checkpoint = check_checkpoint_file(args.ckpt, task_cls)  # checked once: load_checked would read it again
     size = None
     if input_size is not None:
         size = tuple(args.size) if args.size else input_size(checkpoint)
-    return args, task_cls.load_checked(args.ckpt), size
+    task = task_cls.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+    return args, task, size

@@ -144,13 +144,13 @@ def poisoned_fit_args(callback: dict, ckpt_dir: Path) -> list[str]:
 
 
 def assert_one_batch_skipped(cli, batches: int) -> None:
-    """A ``nonfinite_loss: skip`` fit of ``batches`` batches, one poisoned: it finished, counted the bad one
-    and trained on the others."""
+    """A ``nonfinite_loss: skip`` fit of ``batches`` batches, the last one poisoned: it finished, counted the
+    bad one, trained on the others, and the skipped batch's NaN never reached the logged ``train/loss``."""
     assert cli.trainer.state.finished
     assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == batches
     assert cli.model.skipped_batches == 1
     assert float(cli.trainer.callback_metrics["train/skipped_batches"]) == 1
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])  # the batch after it trained normally
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])  # still the last good batch's value
     # no gradient came from the poisoned batch (Lightning still counts its optimizer call as a step)
     assert all(torch.isfinite(p).all() for p in cli.model.parameters())
 

@@ -37,7 +37,6 @@ from shared.data import (
     default_num_workers,
     detection_augmentations,
     group_split,
-    seed_worker_transforms,
 )
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
@@ -428,7 +427,6 @@ class DetectionDataModule(SplitLoaders):
             )
 
     collate_fn = staticmethod(detection_collate)
-    worker_init_fn = staticmethod(seed_worker_transforms)
 
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
@@ -669,4 +667,3 @@ class SegmentationDataModule(SplitLoaders):
             self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
 
     collate_fn = staticmethod(pad_collate)
-    worker_init_fn = staticmethod(seed_worker_transforms)

@@ -136,7 +136,7 @@ def test_nan_parameter_stops_the_run_naming_step_and_loss_term(module, scenes, t
 @pytest.mark.parametrize("module", [DETECTION, ANOMALY])
 def test_skip_mode_skips_and_counts_bad_batches(module, scenes, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    poison = {"class_path": "tests.helpers.PoisonBatch", "init_args": {"batch_idx": 1}}
+    poison = {"class_path": "tests.helpers.PoisonBatch", "init_args": {"batch_idx": 2}}
     args = ARGS[module](
         scenes, "--model.nonfinite_loss", "skip", "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "3", *poisoned_fit_args(poison, tmp_path / "ckpt"),

@@ -114,7 +114,7 @@ def test_nan_parameter_stops_the_run_naming_step_and_loss_term(model, lidc, tmp_
 @pytest.mark.parametrize("model", MODELS)
 def test_skip_mode_skips_and_counts_bad_batches(model, lidc, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    poison = {"class_path": "tests.helpers.PoisonBatch", "init_args": {"batch_idx": 1}}
+    poison = {"class_path": "tests.helpers.PoisonBatch", "init_args": {"batch_idx": 2}}
     args = tiny_args(
         lidc,
         "--model.nonfinite_loss",

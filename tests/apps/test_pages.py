@@ -202,6 +202,8 @@ def test_driving_default_scene_renders(demo_env):
 
 def test_driving_widgets_rerun(demo_env):
     at = _ok(_page("driving"))
+    # starts at the checkpoint's predict_score_thresh (the tiny detector keeps the default, 0.5)
+    assert at.slider(key="driving_det_threshold").value == pytest.approx(0.5)
     at.slider(key="driving_det_threshold").set_value(0.05).run()  # the model's own floor: everything shown
     _ok(at)
     shown, total = map(int, re.match(r"(\d+) of (\d+) detections shown", _image_captions(at)[0]).groups())

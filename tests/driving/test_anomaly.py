@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from domains.driving.anomaly.outliers import (
     OUTLIER_LABEL,
@@ -187,6 +188,12 @@ def test_outlier_bce_hand_values_and_head_shape():
     head = OutlierHead([4, 8, 16])
     feats = [torch.rand(2, 4, 16, 32), torch.rand(2, 8, 8, 16), torch.rand(2, 16, 4, 8)]
     assert head(feats).shape == (2, 1, 16, 32)
+    # the per-level projection is the 1x1 conv of the upsampled concatenation, computed cheaply
+    size = feats[0].shape[-2:]
+    stacked = torch.cat(
+        [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]], dim=1
+    )
+    torch.testing.assert_close(head(feats), head.net(stacked), rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------- heatmaps, image score

@@ -264,6 +264,7 @@ class OutlierHead(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], hidden: int = 32):
         super().__init__()
+        self.in_channels = [int(c) for c in in_channels]
         self.num_maps = len(in_channels)
         self.net = nn.Sequential(
             nn.Conv2d(sum(in_channels), hidden, 1),
@@ -276,11 +277,16 @@ class OutlierHead(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(features) < self.num_maps:
             raise ValueError(f"OutlierHead needs {self.num_maps} feature maps, got {len(features)}")
+        # The 1x1 fusion is linear per pixel and bilinear resizing is linear per channel (and keeps constants),
+        # so projecting each map at its own resolution and then upsampling equals projecting the upsampled
+        # concatenation, at a fraction of the cost (the coarse maps hold most channels). Same parameters.
         size = features[0].shape[-2:]
-        maps = [features[0]] + [
-            F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1 : self.num_maps]
-        ]
-        return self.net(torch.cat(maps, dim=1))
+        fuse = self.net[0]
+        weights = fuse.weight.split(self.in_channels, dim=1)
+        x = F.conv2d(features[0], weights[0], fuse.bias)
+        for f, w in zip(features[1 : self.num_maps], weights[1:]):
+            x = x + F.interpolate(F.conv2d(f, w), size=size, mode="bilinear", align_corners=False)
+        return self.net[1:](x)
 
 
 def outlier_bce(

@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "resolution (objects keep their size; lost to resizing on 2 CPU cores: less context)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--oe-fraction", type=float, default=0.5, help="share of the budget for OE fine-tuning")
+    p.add_argument("--oe-fraction", type=float, default=0.7,
+                   help="share of the budget for OE fine-tuning (0.7 beat 0.5: AP 0.485 vs 0.421 on 2026-12-01)")
     p.add_argument("--oe-weight", type=float, default=0.5)
     p.add_argument("--oe-objective", default="both", choices=("extra_logit", "energy", "both"))
     p.add_argument("--oe-lr", type=float, default=None, help="fine-tuning LR (default: lr / 2)")

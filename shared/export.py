@@ -169,7 +169,8 @@ def parse_and_load(
     args = parser.parse_args(argv)
     # shape-dependent Python branches are traced as constants on purpose (see the domains' export docstrings)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    checkpoint = check_checkpoint_file(args.ckpt, task_cls)  # checked once: load_checked would read it again
+    # checked here (the dict also gives the size), then built by Lightning: load_checked would check it twice
+    checkpoint = check_checkpoint_file(args.ckpt, task_cls)
     size = None
     if input_size is not None:
         size = tuple(args.size) if args.size else input_size(checkpoint)

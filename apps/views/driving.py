@@ -209,9 +209,10 @@ def _objects() -> None:
         st.error(f"The detector failed on this image: {type(exc).__name__}: {exc}")
         return
     c1, c2 = st.columns([1, 2])
-    # Start where `predict` draws boxes: a weakly trained detector's near-constant low scores stay hidden.
-    default = round(min(1.0, max(0.05, float(detector.hparams.get("predict_score_thresh", 0.5)))), 2)
-    threshold = c1.slider("Score threshold", 0.05, 1.0, default, 0.05, key="driving_det_threshold")
+    # Start where `predict` draws boxes (a run-time setting, not saved in checkpoints): a weakly trained
+    # detector's near-constant low scores stay hidden.
+    start = round(min(1.0, max(0.05, float(detector.predict_score_thresh))), 2)
+    threshold = c1.slider("Score threshold", 0.05, 1.0, start, 0.05, key="driving_det_threshold")
     chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_det_classes")
     kept = _filter(pred, threshold, [class_names.index(c) for c in chosen])
     st.image(

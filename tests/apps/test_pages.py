@@ -6,6 +6,7 @@ raises nothing (``at.exception`` empty) and shows what it should.
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -202,8 +203,11 @@ def test_driving_default_scene_renders(demo_env):
 
 def test_driving_widgets_rerun(demo_env):
     at = _ok(_page("driving"))
-    # starts at the checkpoint's predict_score_thresh (the tiny detector keeps the default, 0.5)
-    assert at.slider(key="driving_det_threshold").value == pytest.approx(0.5)
+    # starts where `predict` draws boxes: DetectionTask's predict_score_thresh (not the old fixed 0.3)
+    from domains.driving.detection.task import DetectionTask
+
+    drawn = inspect.signature(DetectionTask).parameters["predict_score_thresh"].default
+    assert at.slider(key="driving_det_threshold").value == pytest.approx(drawn) != 0.3
     at.slider(key="driving_det_threshold").set_value(0.05).run()  # the model's own floor: everything shown
     _ok(at)
     shown, total = map(int, re.match(r"(\d+) of (\d+) detections shown", _image_captions(at)[0]).groups())

@@ -58,7 +58,7 @@ _MEDICAL_TASK = "domains.medical.task:MedicalSegmentationTask"
 _MEDICAL_QUICK = "domains/medical/configs/quick.yaml"  # a small Prob U-Net on 64 px crops
 _HPU_QUICK_KWARGS = (
     '{"channels": [16, 32, 64, 64, 64, 64, 64], "latent_channels": [1, 1, 1, 1], "blocks_per_level": 1, '
-    '"convs_per_block": 2}'
+    '"convs_per_block": 2, "norm": "batch"}'
 )
 MEDICAL_KEYS = ("medical_unet", "medical_prob_unet", "medical_hpu_net")
 DEMO_MODELS: dict[str, DemoModel] = {
@@ -89,7 +89,8 @@ DEMO_MODELS: dict[str, DemoModel] = {
         _MEDICAL_QUICK,
         _MEDICAL_TASK,
         "hpu_net",
-        # hpu_net.yaml's design (residual levels down to 1x1, 4 one-channel latent scales) for 64 px, narrower
+        # hpu_net.yaml's design (residual levels down to 1x1, 4 one-channel latent scales) for 64 px, narrower,
+        # with batch norm (as benchmarks/medical.py: without it a one-minute HPU-Net collapses to one answer)
         ("--model.model", "hpu_net", "--model.model_kwargs", _HPU_QUICK_KWARGS),
     ),
     "driving_detection": DemoModel(

@@ -248,6 +248,31 @@ def test_short_training_lowers_the_loss_and_stays_finite(name):
     assert sum(losses[-4:]) < factor * sum(losses[:4]), (name, losses)
 
 
+def test_hpu_net_batch_norm_option_trains_and_samples():
+    """``norm="batch"`` puts a norm in every residual unit; it learns and samples in eval mode (running stats)."""
+    net = build_model("hpu_net", **TINY["hpu_net"], norm="batch", top_k_fraction=None)
+    plain = build_model("hpu_net", **TINY["hpu_net"])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) > len(TINY["hpu_net"]["channels"])
+    images, masks = squares(8)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    recs = []
+    for step in range(30):
+        idx = torch.arange(4) + 4 * (step % 2)
+        loss, terms = net.loss(images[idx], masks[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        recs.append(float(terms["rec_per_pixel"]))
+    assert sum(recs[-4:]) < 0.5 * sum(recs[:4]), recs
+    net.eval()
+    with torch.no_grad():
+        first, second = net(images[:1]), net(images[:2])[:1]  # eval mode: no dependence on the batch
+        samples = net.sample_logits(images[:2], 4)
+    assert torch.allclose(first, second, atol=1e-5)
+    assert samples.shape == (2, 4, 32, 32) and torch.isfinite(samples).all()
+
+
 def test_hpu_net_sample_modes_fix_scales_at_the_prior_mean():
     net = HierarchicalProbUNet(**TINY["hpu_net"])
     images = squares(2)[0]

@@ -31,6 +31,17 @@ def test_torchvision_state_dict_loads_and_adapts_to_one_channel(tmp_path):
     assert torch.equal(net.net.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
 
 
+def test_torchvision_mobilenet_v3_state_dict_loads(tmp_path):
+    tv = torchvision.models.mobilenet_v3_small(weights=None)
+    path = tmp_path / "mobilenet_v3_small.pth"
+    torch.save(tv.state_dict(), path)
+    net = create_backbone("mobilenet_v3_small", in_channels=3)
+    report = load_backbone_weights(net, path)
+    assert report.missing == [] and report.shape_mismatch == [] and report.adapted == []
+    assert report.unexpected and all(k.startswith("classifier.") for k in report.unexpected)
+    assert torch.equal(net.net.features[12][0].weight, tv.features[12][0].weight)
+
+
 def test_checkpoint_prefix_selects_submodule(tmp_path):
     net = create_backbone("tiny_cnn", in_channels=1)
     ckpt = {"state_dict": {f"model.backbone.{k}": v for k, v in net.state_dict().items()}, "epoch": 3}

@@ -10,7 +10,8 @@ segmenter):
 2. *OE* segmenter: the same weights fine-tuned with outlier exposure (random objects pasted on the road,
    outlier head + energy losses with hard-negative mining) for the rest of the budget; scored with
    ``outlier_prob`` and, for reference, the simple scores on it.
-Training length is set in optimiser steps from a timed probe, so the cosine schedule ends with the budget.
+Training length is first set in optimiser steps from a timed probe, then re-fitted to the measured step time
+while training (``shared.budget.FitScheduleToBudget``), so the cosine schedule ends with the budget.
 Frames are resized to ``--image-size`` (96x320 by default: the anomaly split's 192x640 halved). Pixel
 metrics pool every non-void pixel (AP, FPR95, AUROC); component metrics (sIoU, PPV, mean F1) are given for
 the best score; the image-level score is the 99.9th percentile of the pixel score in the predicted road
@@ -41,6 +42,7 @@ import torch
 from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.data import SegmentationDataModule
+from shared.budget import FitScheduleToBudget
 
 TARGET_AP, TARGET_FPR95 = 0.8, 0.1
 
@@ -118,7 +120,9 @@ def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: flo
     steps = max(1, int(minutes * 60 / seconds_per_step))
     trainer = pl.Trainer(
         max_steps=steps,
-        max_time={"seconds": int(minutes * 60 * 1.15) + 30},  # safety net if the probe was optimistic
+        max_time={"seconds": int(minutes * 60 * 1.15) + 30},  # safety net
+        # the probe's guess is only the start: the schedule is re-fitted to the measured step time
+        callbacks=[FitScheduleToBudget(minutes * 60)],
         accelerator="auto",
         devices=1,
         logger=False,

@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 from domains.driving.data import DetectionDataModule
 from domains.driving.detection.task import DetectionTask
+from shared.budget import FitScheduleToBudget
 
 TARGET_MAP50 = 0.8
 TARGET_MS = 250.0
@@ -138,7 +139,8 @@ def run(args) -> dict:
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=args.progress,
-        callbacks=[meter],
+        # the probe's guess is only the start: the schedule is re-fitted to the measured step time
+        callbacks=[meter, FitScheduleToBudget(args.budget_fraction * budget_s)],
         log_every_n_steps=10,
     )
     start = time.perf_counter()

@@ -99,13 +99,15 @@ class BaseTask(pl.LightningModule):
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler_name == "none":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(self.warmup_steps, total - 1)
+        # The cosine's length is read at every step, so a time-budgeted run can re-fit it while training
+        # (``shared.budget.FitScheduleToBudget``); otherwise it is the trainer's planned number of steps.
+        self.schedule_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.warmup_steps, self.schedule_steps - 1)
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / (warmup + 1)
-            progress = (step - warmup) / max(1, total - warmup)
+            progress = (step - warmup) / max(1, self.schedule_steps - warmup)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -226,22 +226,28 @@ def test_hpu_net_top_k_reconstruction_and_its_geco_bound():
     assert "rec_top_k" not in terms and (float(net.geco.ma), float(net.geco.lagmul)) == state
 
 
-@pytest.mark.parametrize("name", list(TINY))
-def test_short_training_lowers_the_loss_and_stays_finite(name):
-    """Plain PyTorch (no Lightning): 40 Adam steps on 8 tiny images."""
-    net = build_model(name, **TINY[name], **({"top_k_fraction": None} if name == "hpu_net" else {}))
-    images, masks = squares(8)
+def _train(net, images: torch.Tensor, masks: torch.Tensor, steps: int) -> tuple[list[float], list[float]]:
+    """Plain PyTorch Adam steps alternating two halves of the batch; returns (rec per pixel, loss) per step."""
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     recs, losses = [], []
-    for step in range(40):
-        idx = torch.arange(4) + 4 * (step % 2)
+    half = len(images) // 2
+    for step in range(steps):
+        idx = torch.arange(half) + half * (step % 2)
         loss, terms = net.loss(images[idx], masks[idx])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        assert torch.isfinite(loss), f"{name}: non-finite loss at step {step}"
+        assert torch.isfinite(loss), f"non-finite loss at step {step}"
         losses.append(float(loss))
         recs.append(float(terms["rec_per_pixel"]))
+    return recs, losses
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_short_training_lowers_the_loss_and_stays_finite(name):
+    """Plain PyTorch (no Lightning): 40 Adam steps on 8 tiny images."""
+    net = build_model(name, **TINY[name], **({"top_k_fraction": None} if name == "hpu_net" else {}))
+    recs, losses = _train(net, *squares(8), steps=40)
     assert sum(recs[-4:]) < 0.5 * sum(recs[:4]), (name, recs)
     # GECO's value is lambda times a slowly moving average of the constraint: it falls, but more slowly.
     factor = 0.9 if name == "hpu_net" else 0.5
@@ -255,15 +261,7 @@ def test_hpu_net_batch_norm_option_trains_and_samples():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) > len(TINY["hpu_net"]["channels"])
     images, masks = squares(8)
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    recs = []
-    for step in range(30):
-        idx = torch.arange(4) + 4 * (step % 2)
-        loss, terms = net.loss(images[idx], masks[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        recs.append(float(terms["rec_per_pixel"]))
+    recs, _ = _train(net, images, masks, steps=30)
     assert sum(recs[-4:]) < 0.5 * sum(recs[:4]), recs
     net.eval()
     with torch.no_grad():

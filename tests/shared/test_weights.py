@@ -18,12 +18,17 @@ def test_round_trip_gives_identical_outputs(tmp_path):
             assert torch.equal(a, b)
 
 
-def test_torchvision_state_dict_loads_and_adapts_to_one_channel(tmp_path):
-    tv = torchvision.models.resnet18(weights=None)
-    path = tmp_path / "resnet18.pth"
+def _load_torchvision(tmp_path, name: str, in_channels: int):
+    """A torchvision model's state dict saved to a file and loaded into the registry backbone of that name."""
+    tv = getattr(torchvision.models, name)(weights=None)
+    path = tmp_path / f"{name}.pth"
     torch.save(tv.state_dict(), path)
-    net = create_backbone("resnet18", in_channels=1)
-    report = load_backbone_weights(net, path)
+    net = create_backbone(name, in_channels=in_channels)
+    return tv, net, load_backbone_weights(net, path)
+
+
+def test_torchvision_state_dict_loads_and_adapts_to_one_channel(tmp_path):
+    tv, net, report = _load_torchvision(tmp_path, "resnet18", in_channels=1)
     assert report.adapted == ["net.conv1.weight"]
     assert report.unexpected == ["fc.weight", "fc.bias"]  # the classifier head is not part of a backbone
     assert report.missing == [] and report.shape_mismatch == []
@@ -32,11 +37,7 @@ def test_torchvision_state_dict_loads_and_adapts_to_one_channel(tmp_path):
 
 
 def test_torchvision_mobilenet_v3_state_dict_loads(tmp_path):
-    tv = torchvision.models.mobilenet_v3_small(weights=None)
-    path = tmp_path / "mobilenet_v3_small.pth"
-    torch.save(tv.state_dict(), path)
-    net = create_backbone("mobilenet_v3_small", in_channels=3)
-    report = load_backbone_weights(net, path)
+    tv, net, report = _load_torchvision(tmp_path, "mobilenet_v3_small", in_channels=3)
     assert report.missing == [] and report.shape_mismatch == [] and report.adapted == []
     assert report.unexpected and all(k.startswith("classifier.") for k in report.unexpected)
     assert torch.equal(net.net.features[12][0].weight, tv.features[12][0].weight)
@@ -58,7 +59,10 @@ def test_mismatches_are_reported_by_name(tmp_path):
     torch.save(create_backbone("tiny_cnn", in_channels=1, width=16).state_dict(), path)
     net = create_backbone("tiny_cnn", in_channels=1, width=8)
     report = load_backbone_weights(net, path)
-    assert any(m.startswith("stages.0.0.weight (file (16, 1, 3, 3), model (8, 1, 3, 3))") for m in report.shape_mismatch)
+    assert any(
+        m.startswith("stages.0.0.weight (file (16, 1, 3, 3), model (8, 1, 3, 3))")
+        for m in report.shape_mismatch
+    )
     with pytest.raises(WeightLoadingError, match="shape mismatch: .*stages.0.0.weight"):
         load_backbone_weights(net, path, strict=True)
 
@@ -77,7 +81,9 @@ def test_frozen_parameters_stay_frozen():
     head = torch.nn.Conv2d(net.feature_channels[-1], 1, 1)
     set_trainable(net, False)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    opt = torch.optim.SGD([p for p in list(net.parameters()) + list(head.parameters()) if p.requires_grad], lr=0.1)
+    opt = torch.optim.SGD(
+        [p for p in list(net.parameters()) + list(head.parameters()) if p.requires_grad], lr=0.1
+    )
     for _ in range(3):
         loss = head(net.forward_features(torch.randn(2, 1, 32, 32))[-1]).mean()
         opt.zero_grad()

@@ -80,6 +80,7 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
     "backbone, kwargs",
     [
         ("resnet18", {}),
+        ("mobilenet_v3_large", {}),
         ("vgg11", {}),
         (
             "vit",

@@ -182,9 +182,8 @@ class GECO(nn.Module):
         """``lambda * C_hat`` for ``C = rec - bound`` (``bound`` defaults to ``kappa``)."""
         constraint = rec - (self.kappa if bound is None else bound)
         finite = bool(torch.isfinite(constraint.detach()).all())
-        if (
-            self.training and finite
-        ):  # a non-finite batch (skipped by the loss guard) must not poison the state
+        # a non-finite batch (skipped by the loss guard) must not poison the state
+        if self.training and finite:
             with torch.no_grad():
                 value = constraint.detach().float()
                 if bool(self.initialised):
@@ -246,6 +245,10 @@ class HierarchicalProbUNet(nn.Module):
         channels = list(channels)
         if top_k_fraction is not None and not 0 < top_k_fraction <= 1:
             raise ValueError(f"top_k_fraction must be in (0, 1] or None, got {top_k_fraction}")
+        if isinstance(norm, str) and norm.lower() == "instance":
+            raise ValueError(
+                "norm='instance' is undefined on the HPU-Net's 1x1 coarsest maps; use 'batch' or None"
+            )
         self.prior = HierarchicalCore(
             in_channels, channels, latent_channels, blocks_per_level, convs_per_block, norm
         )

@@ -29,12 +29,15 @@ class FitScheduleToBudget(pl.Callback):
         window: int = 30,
         clock: Callable[[], float] = time.perf_counter,
     ):
-        if seconds <= 0 or every < 1 or window < 1:
-            raise ValueError(f"need seconds > 0, every >= 1, window >= 1; got {seconds}, {every}, {window}")
+        if seconds <= 0 or every < 1 or window < every:
+            raise ValueError(f"need seconds > 0, every >= 1, window >= every; got {seconds}, {every}, {window}")
         self.seconds, self.every, self.window, self.clock = float(seconds), every, window, clock
         self.start: float | None = None
         self.marks: list[tuple[int, float]] = []  # (global step, time) at each check
         self.adjustments: list[tuple[int, int]] = []  # (at step, new end step)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start, self.marks, self.adjustments = None, [], []  # a reused callback starts afresh
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.start is None:
@@ -46,10 +49,11 @@ class FitScheduleToBudget(pl.Callback):
         if step == 0 or step % self.every or step == self.marks[-1][0]:
             return
         now = self.clock()
+        # keep the marks of the last window (and the one just before it, the window's start)
+        while len(self.marks) > 1 and self.marks[1][0] <= step - self.window:
+            self.marks.pop(0)
+        old_step, old_time = self.marks[0]
         self.marks.append((step, now))
-        old_step, old_time = next((m for m in self.marks if m[0] >= step - self.window), self.marks[0])
-        if step <= old_step:
-            return
         per_step = (now - old_time) / (step - old_step)
         remaining = self.seconds - (now - self.start)
         end = max(step, step + int(remaining / max(per_step, 1e-9)))  # step: the budget is spent, stop

@@ -271,6 +271,8 @@ def test_hpu_net_batch_norm_option_trains_and_samples():
     assert samples.shape == (2, 4, 32, 32) and torch.isfinite(samples).all()
     with pytest.raises(ValueError, match="instance.*1x1"):
         build_model("hpu_net", **TINY["hpu_net"], norm="instance")
+    with pytest.raises(ValueError, match="instance.*1x1"):
+        build_model("hpu_net", **TINY["hpu_net"], norm=("INSTANCE", {"affine": True}))
 
 
 def test_hpu_net_sample_modes_fix_scales_at_the_prior_mean():

@@ -57,3 +57,5 @@ def test_run_is_shortened_when_steps_are_slower_than_planned():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="seconds > 0"):
         FitScheduleToBudget(seconds=0)
+    with pytest.raises(ValueError, match="window >= every"):
+        FitScheduleToBudget(seconds=10, every=10, window=5)

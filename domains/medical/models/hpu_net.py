@@ -245,7 +245,8 @@ class HierarchicalProbUNet(nn.Module):
         channels = list(channels)
         if top_k_fraction is not None and not 0 < top_k_fraction <= 1:
             raise ValueError(f"top_k_fraction must be in (0, 1] or None, got {top_k_fraction}")
-        if isinstance(norm, str) and norm.lower() == "instance":
+        norm_name = norm[0] if isinstance(norm, tuple) else norm  # MONAI also takes ("name", {args})
+        if isinstance(norm_name, str) and norm_name.lower() == "instance":
             raise ValueError(
                 "norm='instance' is undefined on the HPU-Net's 1x1 coarsest maps; use 'batch' or None"
             )

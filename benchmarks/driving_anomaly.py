@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--oe-fraction", type=float, default=0.7,
                    help="share of the budget for OE fine-tuning (0.7 beat 0.5: AP 0.485 vs 0.421 on 2026-12-01)")
+    p.add_argument("--class-weighting", default="enet", choices=("enet", "none"),
+                   help="cross-entropy class weights for both phases (enet beat none: AP 0.497 vs 0.461, "
+                        "mIoU 0.587 vs 0.523 on 2026-12-01; without them person / cyclist / pole were never predicted)")
     p.add_argument("--oe-weight", type=float, default=0.5)
     p.add_argument("--oe-objective", default="both", choices=("extra_logit", "energy", "both"))
     p.add_argument("--oe-lr", type=float, default=None, help="fine-tuning LR (default: lr / 2)")
@@ -73,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--anomaly-path", default=None, help="SegmentMeIfYouCan-layout root (default: synthetic)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--save-weights", default=None, metavar="DIR",
+                   help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis")
     return p.parse_args(argv)
 
 
@@ -201,6 +206,7 @@ def main(argv=None) -> int:
         "encoder": args.encoder,
         "encoder_kwargs": encoder_kwargs,
         "calibration_batches": args.calibration_batches,
+        "class_weighting": None if args.class_weighting == "none" else args.class_weighting,
     }
 
     # ---- phase 1: plain segmenter, post-hoc scores
@@ -226,6 +232,11 @@ def main(argv=None) -> int:
     print(f"oe: {sps_oe:.2f} s/step -> {budget_oe:.1f} min", flush=True)
     fit_oe = fit(oe, dm, budget_oe, sps_oe)
     res_oe, miou_oe = evaluate(oe, dm)
+    if args.save_weights:
+        weights_dir = Path(args.save_weights)
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(plain.state_dict(), weights_dir / "plain.pt")
+        torch.save(oe.state_dict(), weights_dir / "oe.pt")
 
     rows = []
     for model_name, res, task in (("plain", res_plain, plain), ("plain + OE fine-tune", res_oe, oe)):

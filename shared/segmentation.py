@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -38,3 +40,31 @@ class SegmentationNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x)[0]
+
+
+def class_pixel_frequencies(
+    masks: Iterable[torch.Tensor], num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """Share of labelled pixels per class (float64, sums to 1) over label maps; ``ignore_index`` and any value
+    outside ``0..num_classes-1`` (e.g. pasted-outlier labels) are left out."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for mask in masks:
+        m = torch.as_tensor(mask).reshape(-1).long()
+        m = m[(m != ignore_index) & (m >= 0) & (m < num_classes)]
+        counts += torch.bincount(m.cpu(), minlength=num_classes).double()
+    total = float(counts.sum())
+    if total == 0:
+        raise ValueError("class_pixel_frequencies: no labelled pixels in the masks given")
+    return counts / total
+
+
+def enet_class_weights(frequencies: torch.Tensor, c: float = 1.02) -> torch.Tensor:
+    """Cross-entropy class weights ``1 / ln(c + p_class)`` (Paszke et al. 2016, ENet).
+
+    Rare classes get up to ``1 / ln(c) ~ 50x`` the weight while common ones stay near ``1 / ln(1 + c)``: bounded,
+    unlike plain inverse frequency, so a class seen a handful of times does not take over the loss. Written by
+    hand: torch's ``cross_entropy(weight=)`` takes the weights but nothing in torch / MONAI computes them.
+    """
+    if c <= 1:
+        raise ValueError(f"enet_class_weights: c must be > 1 (ln(c) is the weight bound), got {c}")
+    return (1.0 / torch.log(c + frequencies.double())).float()

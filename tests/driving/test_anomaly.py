@@ -288,6 +288,52 @@ def test_loss_falls_on_tiny_data(oe_weight, objective):
     assert bool(task.oe_trained) == (oe_weight > 0)
 
 
+def test_explicit_class_weights_weight_the_cross_entropy():
+    torch.manual_seed(0)
+    weights = [1.0] * len(SEMANTIC_CLASSES)
+    weights[SEMANTIC_ID["car"]] = 5.0
+    task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0, class_weighting=weights)
+    batch = _toy_batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        loss = task.training_step(batch, 0)
+    logits = task(batch["image"])
+    expected = F.cross_entropy(logits, batch["mask"], weight=torch.tensor(weights))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() != pytest.approx(F.cross_entropy(logits, batch["mask"]).item(), rel=1e-3)
+    for bad in ("median", [1.0, 2.0], [0.0] * len(SEMANTIC_CLASSES)):
+        with pytest.raises(ValueError, match="class_weighting"):
+            AnomalySegmentationTask(encoder_kwargs=TINY_UNET, class_weighting=bad)
+
+
+def test_enet_class_weights_are_counted_from_the_training_data_when_fit_starts():
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from shared.segmentation import enet_class_weights
+
+    torch.manual_seed(0)
+    batches = [_toy_batch(seed=s) for s in range(3)]
+    task = AnomalySegmentationTask(
+        encoder_kwargs=TINY_UNET, oe_weight=0.0, class_weighting="enet", class_weight_batches=2, calibration_batches=1
+    )
+    assert torch.equal(task.ce_weight, torch.ones(len(SEMANTIC_CLASSES)))
+    trainer = pl.Trainer(
+        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )
+    trainer.fit(task, DataLoader(batches, batch_size=None))
+    # by hand: half sky, half road, minus the 6x12 car box per image, over the first 2 batches only
+    n = 2 * 4 * 32 * 64
+    car = 2 * 4 * 6 * 12
+    freq = torch.zeros(len(SEMANTIC_CLASSES), dtype=torch.float64)
+    freq[SEMANTIC_ID["sky"]] = (n / 2) / n
+    freq[SEMANTIC_ID["road"]] = (n / 2 - car) / n
+    freq[SEMANTIC_ID["car"]] = car / n
+    assert torch.allclose(task.ce_weight, enet_class_weights(freq), rtol=1e-5)
+    assert task.ce_weight[SEMANTIC_ID["car"]] > task.ce_weight[SEMANTIC_ID["road"]]
+
+
 def test_calibration_stores_sml_statistics_that_checkpoints_carry():
     torch.manual_seed(0)
     task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)

@@ -19,6 +19,7 @@ selected one. Predict: per-image raw score (``.npy``) and colour overlay PNG.
 from __future__ import annotations
 
 import csv
+import math
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -45,7 +46,7 @@ from domains.driving.anomaly.scores import (
 )
 from domains.driving.classes import SEMANTIC_CLASSES
 from domains.driving.metrics import PixelAnomalyAccumulator, component_metrics
-from shared.segmentation import SegmentationNet
+from shared.segmentation import SegmentationNet, class_pixel_frequencies, enet_class_weights
 from shared.task import BaseTask
 
 IGNORE_INDEX = 255
@@ -81,6 +82,11 @@ class AnomalySegmentationTask(BaseTask):
             other test / predict settings (``RUNTIME_SETTINGS``) are not saved in checkpoints, so the command
             line chooses them for ``test`` / ``predict --ckpt_path``.
         test_scores: scores whose pixel metrics ``test`` reports (``None``: every score this model supports).
+        class_weighting: cross-entropy class weights: ``None`` (plain), ``"enet"`` (``1 / ln(1.02 + p)`` from the
+            class pixel shares ``p`` of ``class_weight_batches`` training batches, counted when training starts:
+            without it the rare person, cyclist and pole classes were never predicted in a 15-minute budget and
+            read as anomalies), or an explicit list of ``num_classes`` weights.
+        class_weight_batches: training batches counted for ``"enet"`` weights (``None``: the whole loader).
         oe_weight: weight of the outlier-exposure loss; 0 trains a plain segmenter.
         oe_objective: ``"extra_logit"``: a small outlier head on the decoder features learns pasted objects vs.
             known-class pixels (balanced binary cross-entropy); ``"energy"``: the same loss on
@@ -110,6 +116,8 @@ class AnomalySegmentationTask(BaseTask):
         in_channels: int = 3,
         score: str | None = None,
         test_scores: list[str] | None = None,
+        class_weighting: str | list[float] | None = None,
+        class_weight_batches: int | None = 20,
         oe_weight: float = 0.5,
         oe_objective: str = "both",
         oe_start_epoch: int = 0,
@@ -185,6 +193,11 @@ class AnomalySegmentationTask(BaseTask):
         self.oe_scale_raw = nn.Parameter(torch.tensor(0.0))  # a = softplus(raw) > 0: higher energy, more outlier
         self.oe_bias = nn.Parameter(torch.tensor(0.0))
         self.register_buffer("oe_trained", torch.tensor(False))
+        # Cross-entropy class weights (not saved: recomputed from the data whenever training starts).
+        self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
+        self.class_weighting = self._check_class_weighting(class_weighting, num_classes)
+        if isinstance(self.class_weighting, list):
+            self.ce_weight.copy_(torch.tensor(self.class_weighting, dtype=torch.float32))
         self.val_miou = MulticlassJaccardIndex(num_classes=num_classes, ignore_index=IGNORE_INDEX)
         self._stats_stale = False
         self.test_results: dict = {}
@@ -192,6 +205,21 @@ class AnomalySegmentationTask(BaseTask):
         self._size_multiple = 32
 
     # ------------------------------------------------------------------------------------------- helpers
+    @staticmethod
+    def _check_class_weighting(value, num_classes: int):
+        if value is None or value == "enet":
+            return value
+        if isinstance(value, str):  # an unknown scheme name: a bad value, not a bad type
+            raise ValueError(  # noqa: TRY004
+                f"class_weighting must be None, 'enet' or a list of {num_classes} weights, got {value!r}"
+            )
+        weights = [float(w) for w in value]
+        if len(weights) != num_classes or not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(
+                f"class_weighting: need {num_classes} finite positive weights (one per class), got {weights}"
+            )
+        return weights
+
     def _check_score(self, name: str) -> str:
         if name not in SCORES:
             raise ValueError(f"unknown anomaly score {name!r}; available: {', '.join(SCORES)}")
@@ -314,7 +342,8 @@ class AnomalySegmentationTask(BaseTask):
         outlier = masks == OUTLIER_LABEL
         ce_target = masks.masked_fill(outlier, IGNORE_INDEX)
         if bool((ce_target != IGNORE_INDEX).any()):
-            ce = F.cross_entropy(logits, ce_target, ignore_index=IGNORE_INDEX)
+            weight = self.ce_weight if self.class_weighting is not None else None
+            ce = F.cross_entropy(logits, ce_target, weight=weight, ignore_index=IGNORE_INDEX)
         else:  # an all-void batch: no class evidence, but keep the graph (mean over nothing is NaN)
             ce = logits.sum() * 0.0
         terms = {"ce": ce}
@@ -341,6 +370,27 @@ class AnomalySegmentationTask(BaseTask):
         if self.oe_weight > 0:
             self.log("train/pasted_objects", float(pasted), batch_size=batch_size)
         return loss
+
+    def on_train_start(self) -> None:
+        if self.class_weighting != "enet":
+            return
+        loader = self._calibration_loader()
+        if loader is None:
+            raise ValueError("class_weighting='enet' needs a training loader to count class pixels in")
+        limit = self.hparams.class_weight_batches
+
+        def masks():
+            for i, batch in enumerate(loader):
+                if limit is not None and i >= limit:
+                    break
+                yield self._masks_of(batch)
+
+        freq = class_pixel_frequencies(masks(), self.num_classes, IGNORE_INDEX).to(self.ce_weight.device)
+        freq = self.trainer.strategy.reduce(freq, reduce_op="mean")  # one set of weights on every DDP rank
+        self.ce_weight.copy_(enet_class_weights(freq).to(self.ce_weight.device))
+        names = SEMANTIC_CLASSES if len(SEMANTIC_CLASSES) == self.num_classes else range(self.num_classes)
+        listed = ", ".join(f"{n} {w:.1f}" for n, w in zip(names, self.ce_weight.tolist()))
+        self.print(f"cross-entropy class weights (ENet, {limit or 'all'} training batches): {listed}")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self._stats_stale = True  # weights moved: SML / Mahalanobis statistics must be refreshed

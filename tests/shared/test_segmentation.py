@@ -1,0 +1,27 @@
+"""Class-frequency helpers of the shared segmentation module, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from shared.segmentation import class_pixel_frequencies, enet_class_weights
+
+
+def test_class_pixel_frequencies_skip_void_and_out_of_range_labels():
+    masks = [torch.tensor([[0, 0, 1], [255, 1, 1]]), torch.tensor([[254, 1]])]  # 254: a pasted-outlier label
+    freq = class_pixel_frequencies(masks, num_classes=3)
+    # class 0: 2 pixels, class 1: 4, class 2: 0 -> 6 labelled pixels
+    assert freq.tolist() == pytest.approx([2 / 6, 4 / 6, 0.0])
+    with pytest.raises(ValueError, match="no labelled pixels"):
+        class_pixel_frequencies([torch.full((2, 2), 255)], num_classes=3)
+
+
+def test_enet_weights_hand_values_and_bound():
+    w = enet_class_weights(torch.tensor([0.4, 0.6, 0.0]))
+    assert w.tolist() == pytest.approx([1 / math.log(1.42), 1 / math.log(1.62), 1 / math.log(1.02)], rel=1e-6)
+    assert w[2].item() == pytest.approx(50.498, abs=1e-3)  # an unseen class gets the 1 / ln(1.02) bound
+    with pytest.raises(ValueError, match="c must be > 1"):
+        enet_class_weights(torch.tensor([0.5, 0.5]), c=1.0)

@@ -208,6 +208,11 @@ def load_task(key: str, path: str | Path):
     if key == "driving_anomaly":
         size = (read_checkpoint(path).get("datamodule_hyper_parameters") or {}).get("image_size")
         task.demo_input_size = (int(size[0]), int(size[1])) if size else None
+        # inference settings are not in checkpoints: take the score smoothing of the config it was trained with
+        import yaml
+
+        config = yaml.safe_load((ROOT / DEMO_MODELS[key].config).read_text()) or {}
+        task.score_smoothing = float((config.get("model") or {}).get("score_smoothing") or 0.0)
     return task
 
 

@@ -443,3 +443,30 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     assert cv2.imread(str(overlays[0])).shape == (32, 96, 3)
     rows = (out / "image_scores.csv").read_text().splitlines()
     assert rows[0].startswith("name,image_score_outlier_prob") and len(rows) == 5
+
+
+def test_score_smoothing_is_a_normalised_gaussian_with_hand_values():
+    from domains.driving.anomaly.scores import smooth_score_map
+
+    delta = torch.zeros(1, 15, 15)
+    delta[0, 7, 7] = 1.0
+    out = smooth_score_map(delta, 1.0)
+    # 1-D kernel exp(-x^2 / 2) for x in -3..3 sums to 2.50595: centre 1 / 2.50595, neighbour e^-0.5 / 2.50595
+    g0, g1 = 1 / 2.505949, math.exp(-0.5) / 2.505949
+    assert out[0, 7, 7].item() == pytest.approx(g0 * g0, rel=1e-4)
+    assert out[0, 7, 8].item() == pytest.approx(g0 * g1, rel=1e-4)
+    assert out.sum().item() == pytest.approx(1.0, rel=1e-5)  # mass kept away from the border
+    flat = torch.full((2, 8, 9), 0.3)
+    assert torch.allclose(smooth_score_map(flat, 2.0), flat)  # reflect padding keeps constants
+    assert smooth_score_map(delta, 0.0) is delta
+    from torchvision.transforms.v2.functional import gaussian_blur  # the kernel it writes out for ONNX
+
+    noise = torch.rand(2, 20, 30)
+    assert torch.allclose(smooth_score_map(noise, 1.0), gaussian_blur(noise[:, None], [7, 7], [1.0, 1.0])[:, 0], atol=1e-6)
+    task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0, score_smoothing=1.0)
+    plain = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
+    plain.load_state_dict(task.state_dict())
+    images = torch.rand(2, 3, 32, 64)
+    assert torch.allclose(task.anomaly_map(images), smooth_score_map(plain.anomaly_map(images), 1.0), atol=1e-6)
+    with pytest.raises(ValueError, match="score_smoothing"):
+        AnomalySegmentationTask(encoder_kwargs=TINY_UNET, score_smoothing=-1.0)

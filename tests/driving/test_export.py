@@ -127,9 +127,11 @@ def test_detection_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
 # -------------------------------------------------------------------------------------------------- anomaly
 
 
-def tiny_segmenter(objective: str = "extra_logit") -> AnomalySegmentationTask:
+def tiny_segmenter(objective: str = "extra_logit", smoothing: float = 0.0) -> AnomalySegmentationTask:
     torch.manual_seed(0)
-    task = AnomalySegmentationTask(encoder_kwargs={"channels": [4, 8, 16]}, oe_objective=objective).eval()
+    task = AnomalySegmentationTask(
+        encoder_kwargs={"channels": [4, 8, 16]}, oe_objective=objective, score_smoothing=smoothing
+    ).eval()
     c = task.num_classes
     loader = [{"image": torch.rand(2, 3, 32, 64), "mask": torch.randint(0, c, (2, 32, 64))} for _ in range(2)]
     task.calibrate(loader)  # SML and Mahalanobis statistics
@@ -141,12 +143,13 @@ def tiny_segmenter(objective: str = "extra_logit") -> AnomalySegmentationTask:
 
 
 @pytest.mark.parametrize(
-    "objective, score",
-    [("extra_logit", "outlier_prob"), ("energy", "outlier_prob"), ("extra_logit", "mahalanobis"),
-     ("extra_logit", "sml"), ("extra_logit", "msp")],
+    "objective, score, smoothing",
+    [("extra_logit", "outlier_prob", 0.0), ("energy", "outlier_prob", 0.0), ("both", "outlier_prob", 0.0),
+     ("both", "outlier_prob", 1.0), ("extra_logit", "mahalanobis", 0.0), ("extra_logit", "sml", 0.0),
+     ("extra_logit", "msp", 1.5)],
 )  # fmt: skip
-def test_segmenter_graph_gives_logits_and_the_anomaly_score(objective, score, tmp_path):
-    task = tiny_segmenter(objective)
+def test_segmenter_graph_gives_logits_and_the_anomaly_score(objective, score, smoothing, tmp_path):
+    task = tiny_segmenter(objective, smoothing)
     meta = export_anomaly(task, tmp_path, size=(32, 64), score=score)
     assert meta["outputs"] == ["logits", "score"] and meta["score"] == score
     image = torch.rand(3, 3, 64, 96)  # another batch and size (multiples of 32)

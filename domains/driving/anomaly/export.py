@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES
+from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, smooth_score_map
 from domains.driving.anomaly.task import FIXED_RANGES, AnomalySegmentationTask
 from domains.driving.classes import SEMANTIC_CLASSES
 from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load
@@ -41,13 +41,15 @@ class SegmenterWithScore(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, features, extra = self.task._forward(image, with_outlier=self.task._needs_head([self.score]))
         fn = SCORES[self.score]
+        # outlier_prob reads the OE objective's logit: the head, the calibrated energy or ("both") their mean
+        oe_logit = self.task._oe_logits(logits.float(), extra) if self.score == "outlier_prob" else None
         score = fn(
             logits.float(),
             stats=self.task.stats,
             features=features if self.score in FEATURE_SCORES else None,
-            outlier_logit=extra if self.score == "outlier_prob" else None,
+            outlier_logit=oe_logit,
         )
-        return logits, score
+        return logits, smooth_score_map(score, self.task.score_smoothing)
 
 
 def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:

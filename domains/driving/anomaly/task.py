@@ -43,6 +43,7 @@ from domains.driving.anomaly.scores import (
     AnomalyScoreError,
     compute_score,
     energy,
+    smooth_score_map,
 )
 from domains.driving.classes import SEMANTIC_CLASSES
 from domains.driving.metrics import PixelAnomalyAccumulator, component_metrics
@@ -58,8 +59,8 @@ STAT_BUFFERS = ("sml_mean", "sml_std", "feat_mean", "feat_precision", "feat_vali
 FIXED_RANGES = {"msp": (0.0, 1.0), "outlier_prob": (0.0, 1.0)}
 #: arguments chosen at test / predict time, not stored in checkpoints (see __init__)
 RUNTIME_SETTINGS = (
-    "score", "test_scores", "image_score_method", "image_score_q", "image_score_k", "component_metrics",
-    "predict_dir", "overlay_alpha",
+    "score", "test_scores", "score_smoothing", "image_score_method", "image_score_q", "image_score_k",
+    "component_metrics", "predict_dir", "overlay_alpha",
 )
 OE_OBJECTIVES = ("extra_logit", "energy", "both")
 #: default score of a model trained without outlier exposure
@@ -82,6 +83,8 @@ class AnomalySegmentationTask(BaseTask):
             other test / predict settings (``RUNTIME_SETTINGS``) are not saved in checkpoints, so the command
             line chooses them for ``test`` / ``predict --ckpt_path``.
         test_scores: scores whose pixel metrics ``test`` reports (``None``: every score this model supports).
+        score_smoothing: sigma (px) of a Gaussian blur applied to every score map (0: none); see
+            :func:`~domains.driving.anomaly.scores.smooth_score_map`.
         class_weighting: cross-entropy class weights: ``None`` (plain), ``"enet"`` (``1 / ln(1.02 + p)`` from the
             class pixel shares ``p`` of ``class_weight_batches`` training batches, counted when training starts:
             without it the rare person, cyclist and pole classes were never predicted in a 15-minute budget and
@@ -116,6 +119,7 @@ class AnomalySegmentationTask(BaseTask):
         in_channels: int = 3,
         score: str | None = None,
         test_scores: list[str] | None = None,
+        score_smoothing: float = 0.0,
         class_weighting: str | list[float] | None = None,
         class_weight_batches: int | None = 20,
         oe_weight: float = 0.5,
@@ -157,6 +161,9 @@ class AnomalySegmentationTask(BaseTask):
         self.oe_objective = oe_objective
         self.score = self._check_score(score or ("outlier_prob" if self.oe_weight > 0 else DEFAULT_PLAIN_SCORE))
         self.test_scores = None if test_scores is None else [self._check_score(s) for s in test_scores]
+        if not (score_smoothing >= 0 and math.isfinite(score_smoothing)):
+            raise ValueError(f"score_smoothing must be a finite sigma >= 0 (pixels), got {score_smoothing}")
+        self.score_smoothing = float(score_smoothing)
         if image_score_method not in ("quantile", "topk"):
             raise ValueError(f"image_score_method must be 'quantile' or 'topk', got {image_score_method!r}")
         self.image_score_method = image_score_method
@@ -308,7 +315,9 @@ class AnomalySegmentationTask(BaseTask):
                 )
             feats = features if name in FEATURE_SCORES else None
             extra = self._oe_logits(logits, outlier_logit) if name == "outlier_prob" else None
-            out[name] = compute_score(name, logits, self.stats, feats, outlier_logit=extra)
+            out[name] = smooth_score_map(
+                compute_score(name, logits, self.stats, feats, outlier_logit=extra), self.score_smoothing
+            )
         return out
 
     @staticmethod

@@ -38,6 +38,7 @@ __all__ = [
     "component_stats",
     "kitti_average_precision",
     "pixel_anomaly_metrics",
+    "recall_by_height",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -734,3 +735,74 @@ def kitti_average_precision(
         if not math.isfinite(result[cls_name]):  # pragma: no cover - defensive
             raise RuntimeError(f"KITTI AP for {cls_name} is not finite")
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Detection diagnostics
+# ----------------------------------------------------------------------------------------------------------
+
+#: box-height bins (px) of :func:`recall_by_height`: KITTI's 25 / 40 px difficulty limits among them
+HEIGHT_BINS = (0.0, 15.0, 25.0, 40.0, 80.0, math.inf)
+
+
+def recall_by_height(
+    detections: Sequence[Mapping[str, Any]],
+    ground_truth: Sequence[Mapping[str, Any]],
+    num_classes: int,
+    iou_threshold: float | Sequence[float] = 0.5,
+    min_score: float = 0.05,
+    bins: Sequence[float] = HEIGHT_BINS,
+) -> list[list[dict]]:
+    """Share of ground-truth boxes found, per class and box-height bin: where a detector's AP goes missing.
+
+    ``detections`` / ``ground_truth``: one mapping per image with ``boxes`` (N, 4) xyxy and ``labels`` (N,)
+    (detections also ``scores``). A ground-truth box counts as found when some detection of its class with
+    score >= ``min_score`` overlaps it by IoU >= ``iou_threshold`` (one value, or one per class); detections
+    are not used up, so this is recall as an upper bound, not the matching of AP. Returns, per class, one
+    ``{"low", "high", "n", "found", "recall"}`` per bin (``recall`` NaN for an empty bin). A diagnostic that
+    no library gives per size bin (COCO's small / medium / large areas do not fit KITTI-sized objects).
+    """
+    if len(detections) != len(ground_truth):
+        raise ValueError(
+            f"recall_by_height: {len(detections)} detection sets but {len(ground_truth)} ground-truth sets"
+        )
+    thresholds = [float(iou_threshold)] * num_classes if np.isscalar(iou_threshold) else list(iou_threshold)
+    if len(thresholds) != num_classes:
+        raise ValueError(f"recall_by_height: need {num_classes} IoU thresholds, got {len(thresholds)}")
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"recall_by_height: bins must be increasing edges, got {list(bins)}")
+    n = np.zeros((num_classes, len(edges) - 1), np.int64)
+    found = np.zeros_like(n)
+    for k, (det, gt) in enumerate(zip(detections, ground_truth)):
+        g_boxes = torch.as_tensor(gt["boxes"], dtype=torch.float64).reshape(-1, 4)
+        g_labels = torch.as_tensor(gt["labels"]).reshape(-1).long()
+        d_boxes = torch.as_tensor(det["boxes"], dtype=torch.float64).reshape(-1, 4)
+        d_labels = torch.as_tensor(det["labels"]).reshape(-1).long()
+        d_scores = torch.as_tensor(det["scores"], dtype=torch.float64).reshape(-1)
+        if bool(((g_labels < 0) | (g_labels >= num_classes)).any()):
+            raise ValueError(f"recall_by_height: image {k} has ground-truth labels outside 0..{num_classes - 1}")
+        keep = d_scores >= min_score
+        d_boxes, d_labels = d_boxes[keep], d_labels[keep]
+        ious = box_iou(g_boxes, d_boxes) if len(g_boxes) and len(d_boxes) else torch.zeros(len(g_boxes), 0)
+        heights = (g_boxes[:, 3] - g_boxes[:, 1]).numpy()
+        which = np.searchsorted(edges, heights, side="right") - 1
+        for j in range(len(g_boxes)):
+            b = int(which[j])
+            if not 0 <= b < n.shape[1]:
+                continue  # outside the bins
+            c = int(g_labels[j])
+            n[c, b] += 1
+            same = d_labels == c
+            if bool(same.any()) and float(ious[j][same].max()) >= thresholds[c]:
+                found[c, b] += 1
+    return [
+        [
+            {
+                "low": float(edges[b]), "high": float(edges[b + 1]), "n": int(n[c, b]), "found": int(found[c, b]),
+                "recall": float(found[c, b] / n[c, b]) if n[c, b] else float("nan"),
+            }
+            for b in range(n.shape[1])
+        ]
+        for c in range(num_classes)
+    ]

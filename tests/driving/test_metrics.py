@@ -17,6 +17,7 @@ from domains.driving.metrics import (
     component_stats,
     kitti_average_precision,
     pixel_anomaly_metrics,
+    recall_by_height,
 )
 
 # ------------------------------------------------------------------------------------------------ pixels
@@ -416,3 +417,33 @@ def test_kitti_input_validation():
     gt_arrays = [{"type": ["Car", "Car"], "bbox": boxes, "truncated": [0.0, 0.0], "occluded": [0, 0]}]
     out = kitti_average_precision(as_arrays, gt_arrays, classes=("Car",))
     assert out["Car"] == pytest.approx(1 / 40)  # 2 objects found: the small-set quirk again
+
+
+# -------------------------------------------------------------------------------------- recall by height
+
+
+def test_recall_by_height_hand_made_boxes():
+    gts = [
+        {"boxes": [[0, 0, 20, 10], [100, 0, 110, 30], [200, 0, 205, 20]], "labels": [0, 1, 1]},
+        {"boxes": [[0, 0, 100, 50]], "labels": [0]},
+    ]
+    dets = [
+        {  # car IoU 0.9; pedestrian IoU 200/300; the last pedestrian only by a car box or under min_score
+            "boxes": [[0, 0, 20, 9], [100, 0, 110, 20], [200, 0, 205, 20], [200, 0, 205, 20]],
+            "labels": [0, 1, 1, 0], "scores": [0.9, 0.8, 0.01, 0.9],
+        },
+        {"boxes": [[0, 0, 100, 30]], "labels": [0], "scores": [0.9]},  # IoU 0.6 < the car's 0.7
+    ]
+    out = recall_by_height(dets, gts, num_classes=2, iou_threshold=[0.7, 0.5])
+    car = {(b["low"], b["high"]): (b["n"], b["found"]) for b in out[0]}
+    ped = {(b["low"], b["high"]): (b["n"], b["found"]) for b in out[1]}
+    assert car[(0.0, 15.0)] == (1, 1) and car[(40.0, 80.0)] == (1, 0) and car[(15.0, 25.0)] == (0, 0)
+    assert ped[(15.0, 25.0)] == (1, 0) and ped[(25.0, 40.0)] == (1, 1)
+    assert math.isnan(out[0][1]["recall"]) and out[1][2]["recall"] == 1.0
+    # with one IoU threshold of 0.6 the second car counts as found
+    loose = recall_by_height(dets, gts, num_classes=2, iou_threshold=0.6)
+    assert loose[0][3]["found"] == 1
+    with pytest.raises(ValueError, match="detection sets"):
+        recall_by_height(dets[:1], gts, num_classes=2)
+    with pytest.raises(ValueError, match="outside 0..1"):
+        recall_by_height(dets[:1], [{"boxes": [[0, 0, 1, 1]], "labels": [5]}], num_classes=2)

@@ -69,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Gaussian sigma (px) on every score map (1 beat 0: AP 0.510 vs 0.497 on the same model)")
     p.add_argument("--oe-weight", type=float, default=0.5)
     p.add_argument("--oe-prob", type=float, default=0.5, help="share of OE training images with pasted objects")
+    p.add_argument("--oe-hard-fraction", type=float, default=0.5,
+                   help="weight of hard-negative mining in the OE loss's inlier half")
     p.add_argument("--oe-objective", default="both", choices=("extra_logit", "energy", "both"))
     p.add_argument("--oe-lr", type=float, default=None, help="fine-tuning LR (default: lr / 2)")
     p.add_argument("--calibration-batches", type=int, default=20)
@@ -228,6 +230,7 @@ def main(argv=None) -> int:
         oe_weight=args.oe_weight,
         oe_objective=args.oe_objective,
         oe_prob=args.oe_prob,
+        oe_hard_fraction=args.oe_hard_fraction,
         score="outlier_prob",
         lr=args.oe_lr or args.lr / 2,
         warmup_steps=10,

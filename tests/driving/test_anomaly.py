@@ -397,7 +397,7 @@ def _cli_args(sets):
     return [
         "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
         "--model.encoder_kwargs", '{"channels": [4, 8, 16]}', "--model.oe_start_epoch", "0",
-        "--model.calibration_batches", "2",
+        "--model.calibration_batches", "2", "--model.class_weighting", "enet", "--model.score_smoothing", "1.0",
         "--data.data_path", str(kitti), "--data.anomaly_path", str(anomaly),
         "--data.batch_size", "2", "--data.num_workers", "0", "--data.image_size", "[32, 96]",
     ]

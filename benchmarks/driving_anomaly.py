@@ -225,6 +225,8 @@ def main(argv=None) -> int:
     res_plain, miou_plain = evaluate(plain, dm)
 
     # ---- phase 2: fine-tune the same weights with outlier exposure
+    if plain.class_weighting == "enet":  # the same training data: keep the weights phase 1 counted
+        common["class_weighting"] = plain.ce_weight.tolist()
     oe = AnomalySegmentationTask(
         **common,
         oe_weight=args.oe_weight,

@@ -17,6 +17,20 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def quiet_trainer(**overrides) -> pl.Trainer:
+    """A CPU trainer for tests: no logger, checkpoints, progress bar, model summary or validation."""
+    settings = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+    }
+    return pl.Trainer(**{**settings, **overrides})
 # --model.model_kwargs of tiny medical networks (CLI syntax), per model
 TINY_MEDICAL_KWARGS = {
     "unet": "{channels: [8, 16]}",

@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tests.helpers import quiet_trainer
+
 MEDICAL_BUILT = ("medical_unet", "medical_prob_unet")  # hpu_net left out on purpose: the "missing" path
 SCENE_SIZE = (128, 64)  # (width, height) of the tiny synthetic road scenes
 
@@ -31,16 +33,7 @@ class _ListDataset(Dataset):
 
 
 def _trainer() -> pl.Trainer:
-    return pl.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    return quiet_trainer(max_steps=1)
 
 
 def _fit_and_save(

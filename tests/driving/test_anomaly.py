@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from domains.driving.anomaly.outliers import (
     OUTLIER_LABEL,
@@ -24,6 +25,8 @@ from domains.driving.anomaly.predict import image_anomaly_score, overlay_heatmap
 from domains.driving.anomaly.scores import SCORES, AnomalyScoreError, compute_score
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.classes import SEMANTIC_CLASSES, SEMANTIC_ID
+from shared.segmentation import enet_class_weights
+from tests.helpers import quiet_trainer
 
 C = len(SEMANTIC_CLASSES)
 TINY_UNET = {"channels": [4, 8, 16]}
@@ -307,22 +310,13 @@ def test_explicit_class_weights_weight_the_cross_entropy():
 
 
 def test_enet_class_weights_are_counted_from_the_training_data_when_fit_starts():
-    import pytorch_lightning as pl
-    from torch.utils.data import DataLoader
-
-    from shared.segmentation import enet_class_weights
-
     torch.manual_seed(0)
     batches = [_toy_batch(seed=s) for s in range(3)]
     task = AnomalySegmentationTask(
         encoder_kwargs=TINY_UNET, oe_weight=0.0, class_weighting="enet", class_weight_batches=2, calibration_batches=1
     )
     assert torch.equal(task.ce_weight, torch.ones(len(SEMANTIC_CLASSES)))
-    trainer = pl.Trainer(
-        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu",
-    )
-    trainer.fit(task, DataLoader(batches, batch_size=None))
+    quiet_trainer(max_steps=1).fit(task, DataLoader(batches, batch_size=None))
     # by hand: half sky, half road, minus the 6x12 car box per image, over the first 2 batches only
     n = 2 * 4 * 32 * 64
     car = 2 * 4 * 6 * 12

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from domains.medical.__main__ import main
@@ -22,6 +21,7 @@ from tests.helpers import (
     configs_missing,
     kill_and_resume,
     poisoned_fit_args,
+    quiet_trainer,
     run_ddp_fit,
     tiny_medical_args,
 )
@@ -60,15 +60,7 @@ def tiny_task_ckpt(tmp_path_factory) -> Path:
     from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
     out = tmp_path_factory.mktemp("tiny_ckpt") / "tiny.ckpt"
-    trainer = pl.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(max_steps=1)
     trainer.fit(TinySegTask(), SquaresDataModule(n_train=4, n_val=4))
     trainer.save_checkpoint(out)
     return out

@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 
 from shared.budget import FitScheduleToBudget
+from tests.helpers import quiet_trainer
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
 
@@ -21,15 +22,7 @@ class FakeClock:
 
 def _fit(callback: FitScheduleToBudget, planned_steps: int) -> tuple[pl.Trainer, TinySegTask]:
     task = TinySegTask(scheduler="cosine", warmup_steps=0)
-    trainer = pl.Trainer(
-        max_steps=planned_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[callback],
-    )
+    trainer = quiet_trainer(max_steps=planned_steps, callbacks=[callback])
     trainer.fit(task, SquaresDataModule(n_train=16, batch_size=4))
     return trainer, task
 

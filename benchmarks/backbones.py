@@ -33,7 +33,9 @@ def throughput(net, x, iters: int, backward: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--iters", type=int, default=3)
@@ -41,7 +43,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    header = "| backbone | params (M) | " + " | ".join(f"fwd img/s @{s} | fwd+bwd img/s @{s}" for s in args.sizes) + " |"
+    header = (
+        "| backbone | params (M) | "
+        + " | ".join(f"fwd img/s @{s} | fwd+bwd img/s @{s}" for s in args.sizes)
+        + " |"
+    )
     lines = [
         f"Device: {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), batch {args.batch}",
         "",

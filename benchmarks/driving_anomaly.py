@@ -53,24 +53,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results/driving_anomaly.md")
     p.add_argument("--encoder", default="unet_encoder")
     p.add_argument("--encoder-kwargs", default='{"channels": [16, 32, 64, 128]}', help="JSON")
-    p.add_argument("--image-size", type=int, nargs=2, default=(96, 320), metavar=("H", "W"),
-                   help="frames are resized to this for training and evaluation (crop size with --native-crops)")
-    p.add_argument("--native-crops", action="store_true",
-                   help="train on native-scale crops of --image-size and evaluate whole frames at native "
-                        "resolution (objects keep their size; lost to resizing on 2 CPU cores: less context)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=(96, 320),
+        metavar=("H", "W"),
+        help="frames are resized to this for training and evaluation (crop size with --native-crops)",
+    )
+    p.add_argument(
+        "--native-crops",
+        action="store_true",
+        help="train on native-scale crops of --image-size and evaluate whole frames at native "
+        "resolution (objects keep their size; lost to resizing on 2 CPU cores: less context)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--oe-fraction", type=float, default=0.7,
-                   help="share of the budget for OE fine-tuning (0.7 beat 0.5: AP 0.485 vs 0.421 on 2026-12-01)")
-    p.add_argument("--class-weighting", default="enet", choices=("enet", "none"),
-                   help="cross-entropy class weights for both phases (enet beat none: AP 0.497 vs 0.461, "
-                        "mIoU 0.587 vs 0.523 on 2026-12-01; without them person / cyclist / pole were never predicted)")
-    p.add_argument("--score-smoothing", type=float, default=1.0,
-                   help="Gaussian sigma (px) on every score map (1 beat 0: AP 0.510 vs 0.497 on the same model)")
+    p.add_argument(
+        "--oe-fraction",
+        type=float,
+        default=0.7,
+        help="share of the budget for OE fine-tuning (0.7 beat 0.5: AP 0.485 vs 0.421 on 2026-12-01)",
+    )
+    p.add_argument(
+        "--class-weighting",
+        default="enet",
+        choices=("enet", "none"),
+        help="cross-entropy class weights for both phases (enet beat none: AP 0.497 vs 0.461, "
+        "mIoU 0.587 vs 0.523 on 2026-12-01; without them person / cyclist / pole were never predicted)",
+    )
+    p.add_argument(
+        "--score-smoothing",
+        type=float,
+        default=1.0,
+        help="Gaussian sigma (px) on every score map (1 beat 0: AP 0.510 vs 0.497 on the same model)",
+    )
     p.add_argument("--oe-weight", type=float, default=0.5)
-    p.add_argument("--oe-prob", type=float, default=0.5, help="share of OE training images with pasted objects")
-    p.add_argument("--oe-hard-fraction", type=float, default=0.5,
-                   help="weight of hard-negative mining in the OE loss's inlier half")
+    p.add_argument(
+        "--oe-prob", type=float, default=0.5, help="share of OE training images with pasted objects"
+    )
+    p.add_argument(
+        "--oe-hard-fraction",
+        type=float,
+        default=0.5,
+        help="weight of hard-negative mining in the OE loss's inlier half",
+    )
     p.add_argument("--oe-objective", default="both", choices=("extra_logit", "energy", "both"))
     p.add_argument("--oe-lr", type=float, default=None, help="fine-tuning LR (default: lr / 2)")
     p.add_argument("--calibration-batches", type=int, default=20)
@@ -81,8 +108,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--anomaly-path", default=None, help="SegmentMeIfYouCan-layout root (default: synthetic)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--save-weights", default=None, metavar="DIR",
-                   help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis")
+    p.add_argument(
+        "--save-weights",
+        default=None,
+        metavar="DIR",
+        help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis",
+    )
     return p.parse_args(argv)
 
 
@@ -261,9 +292,15 @@ def main(argv=None) -> int:
         best_res = best_task.test_results
     comp = best_res["component"]
     ms = inference_ms(best_task, dm, best_score)
-    simple_best = max((r for r in rows if r[0] == "plain" and r[1] in SIMPLE_SCORES), key=lambda r: r[2]["ap"])
+    simple_best = max(
+        (r for r in rows if r[0] == "plain" and r[1] in SIMPLE_SCORES), key=lambda r: r[2]["ap"]
+    )
 
-    device = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    device = (
+        f"GPU {torch.cuda.get_device_name(0)}"
+        if torch.cuda.is_available()
+        else f"CPU ({os.cpu_count()} cores)"
+    )
     if not args.native_crops:
         geometry = f"frames resized to {eval_h}x{eval_w} for training and evaluation"
     else:
@@ -349,8 +386,15 @@ def main(argv=None) -> int:
     out.write_text("\n".join(lines))
     raw = {
         "args": vars(args),
-        "rows": [{"model": r[0], "score": r[1], "image_auroc": r[3],
-                  **{k: r[2][k] for k in ("ap", "auroc", "fpr95", "num_positive", "num_negative")}} for r in rows],
+        "rows": [
+            {
+                "model": r[0],
+                "score": r[1],
+                "image_auroc": r[3],
+                **{k: r[2][k] for k in ("ap", "auroc", "fpr95", "num_positive", "num_negative")},
+            }
+            for r in rows
+        ],
         "best": {"model": best_model, "score": best_score},
         "component": {k: v for k, v in comp.items() if not isinstance(v, list)},
         "miou": {"plain": miou_plain, "oe": miou_oe},

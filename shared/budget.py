@@ -30,7 +30,9 @@ class FitScheduleToBudget(pl.Callback):
         clock: Callable[[], float] = time.perf_counter,
     ):
         if seconds <= 0 or every < 1 or window < every:
-            raise ValueError(f"need seconds > 0, every >= 1, window >= every; got {seconds}, {every}, {window}")
+            raise ValueError(
+                f"need seconds > 0, every >= 1, window >= every; got {seconds}, {every}, {window}"
+            )
         self.seconds, self.every, self.window, self.clock = float(seconds), every, window, clock
         self.start: float | None = None
         self.marks: list[tuple[int, float]] = []  # (global step, time) at each check

@@ -31,6 +31,8 @@ def quiet_trainer(**overrides) -> pl.Trainer:
         "num_sanity_val_steps": 0,
     }
     return pl.Trainer(**{**settings, **overrides})
+
+
 # --model.model_kwargs of tiny medical networks (CLI syntax), per model
 TINY_MEDICAL_KWARGS = {
     "unet": "{channels: [8, 16]}",

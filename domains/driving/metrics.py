@@ -781,7 +781,9 @@ def recall_by_height(
         d_labels = torch.as_tensor(det["labels"]).reshape(-1).long()
         d_scores = torch.as_tensor(det["scores"], dtype=torch.float64).reshape(-1)
         if bool(((g_labels < 0) | (g_labels >= num_classes)).any()):
-            raise ValueError(f"recall_by_height: image {k} has ground-truth labels outside 0..{num_classes - 1}")
+            raise ValueError(
+                f"recall_by_height: image {k} has ground-truth labels outside 0..{num_classes - 1}"
+            )
         keep = d_scores >= min_score
         d_boxes, d_labels = d_boxes[keep], d_labels[keep]
         ious = box_iou(g_boxes, d_boxes) if len(g_boxes) and len(d_boxes) else torch.zeros(len(g_boxes), 0)
@@ -799,7 +801,10 @@ def recall_by_height(
     return [
         [
             {
-                "low": float(edges[b]), "high": float(edges[b + 1]), "n": int(n[c, b]), "found": int(found[c, b]),
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "n": int(n[c, b]),
+                "found": int(found[c, b]),
                 "recall": float(found[c, b] / n[c, b]) if n[c, b] else float("nan"),
             }
             for b in range(n.shape[1])

@@ -38,7 +38,9 @@ def test_simple_scores_on_uniform_logits():
     logits = torch.full((2, C, 3, 5), 1.7)
     assert torch.allclose(compute_score("msp", logits), torch.full((2, 3, 5), 1 - 1 / C))
     assert torch.allclose(compute_score("entropy", logits), torch.full((2, 3, 5), math.log(C)), atol=1e-6)
-    assert torch.allclose(compute_score("energy", logits), torch.full((2, 3, 5), -(1.7 + math.log(C))), atol=1e-5)
+    assert torch.allclose(
+        compute_score("energy", logits), torch.full((2, 3, 5), -(1.7 + math.log(C))), atol=1e-5
+    )
     assert torch.allclose(compute_score("max_logit", logits), torch.full((2, 3, 5), -1.7))
 
 
@@ -52,13 +54,17 @@ def test_scores_rank_a_confident_pixel_below_an_unsure_one():
     # hand values for the confident pixel: p0 = e^3 / (e^3 + 2)
     p0 = math.exp(3) / (math.exp(3) + 2)
     assert compute_score("msp", logits)[0, 0, 0].item() == pytest.approx(1 - p0, rel=1e-5)
-    assert compute_score("energy", logits)[0, 0, 0].item() == pytest.approx(-math.log(math.exp(3) + 2), rel=1e-6)
+    assert compute_score("energy", logits)[0, 0, 0].item() == pytest.approx(
+        -math.log(math.exp(3) + 2), rel=1e-6
+    )
     entropy = -(p0 * math.log(p0) + 2 * (1 - p0) / 2 * math.log((1 - p0) / 2))
     assert compute_score("entropy", logits)[0, 0, 0].item() == pytest.approx(entropy, rel=1e-5)
 
 
 def test_sml_uses_the_stored_class_statistics():
-    logits = torch.tensor([[4.0, 1.0], [0.0, 3.0]]).T.reshape(1, 2, 1, 2)  # pixel 0 -> class 0, pixel 1 -> class 1
+    logits = torch.tensor([[4.0, 1.0], [0.0, 3.0]]).T.reshape(
+        1, 2, 1, 2
+    )  # pixel 0 -> class 0, pixel 1 -> class 1
     stats = {"sml_mean": torch.tensor([2.0, 5.0]), "sml_std": torch.tensor([0.5, 2.0])}
     s = compute_score("sml", logits, stats)
     assert s[0, 0].tolist() == pytest.approx([-(4 - 2) / 0.5, -(3 - 5) / 2.0])
@@ -194,7 +200,8 @@ def test_outlier_bce_hand_values_and_head_shape():
     # the per-level projection is the 1x1 conv of the upsampled concatenation, computed cheaply
     size = feats[0].shape[-2:]
     stacked = torch.cat(
-        [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]], dim=1
+        [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]],
+        dim=1,
     )
     torch.testing.assert_close(head(feats), head.net(stacked), rtol=1e-5, atol=1e-5)
 
@@ -207,7 +214,9 @@ def test_overlay_heatmap_blends_and_checks_shapes():
     score = np.linspace(0, 1, 80, dtype=np.float32).reshape(8, 10)
     assert np.array_equal(overlay_heatmap(image, score, alpha=0.0), image)
     full = overlay_heatmap(image, score, alpha=1.0)
-    jet = cv2.cvtColor(cv2.applyColorMap((score * 255 + 0.5).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    jet = cv2.cvtColor(
+        cv2.applyColorMap((score * 255 + 0.5).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
+    )
     assert np.abs(full.astype(int) - jet.astype(int)).max() <= 1
     assert overlay_heatmap(torch.rand(3, 8, 10), torch.from_numpy(score)).shape == (8, 10, 3)
     with pytest.raises(ValueError, match="does not match"):
@@ -240,8 +249,18 @@ def test_road_region_fills_objects_on_the_road_and_the_image_score():
     [
         ("unet_encoder", TINY_UNET),
         ("resnet18", {}),
-        ("vit", {"image_size": 32, "patch_size": 16, "num_layers": 1, "num_heads": 2, "hidden_dim": 16,
-                 "mlp_dim": 32, "pyramid_channels": 16}),
+        (
+            "vit",
+            {
+                "image_size": 32,
+                "patch_size": 16,
+                "num_layers": 1,
+                "num_heads": 2,
+                "hidden_dim": 16,
+                "mlp_dim": 32,
+                "pyramid_channels": 16,
+            },
+        ),
     ],
 )
 def test_segmenter_builds_on_cnn_unet_and_transformer(encoder, kwargs):
@@ -270,7 +289,9 @@ def _toy_batch(n=4, h=32, w=64, seed=0):
     return {"image": images.clamp(0, 1), "mask": masks, "name": [f"t{i}" for i in range(n)]}
 
 
-@pytest.mark.parametrize(("oe_weight", "objective"), [(0.0, "extra_logit"), (0.5, "extra_logit"), (0.5, "both")])
+@pytest.mark.parametrize(
+    ("oe_weight", "objective"), [(0.0, "extra_logit"), (0.5, "extra_logit"), (0.5, "both")]
+)
 def test_loss_falls_on_tiny_data(oe_weight, objective):
     torch.manual_seed(0)
     task = AnomalySegmentationTask(
@@ -313,7 +334,11 @@ def test_enet_class_weights_are_counted_from_the_training_data_when_fit_starts()
     torch.manual_seed(0)
     batches = [_toy_batch(seed=s) for s in range(3)]
     task = AnomalySegmentationTask(
-        encoder_kwargs=TINY_UNET, oe_weight=0.0, class_weighting="enet", class_weight_batches=2, calibration_batches=1
+        encoder_kwargs=TINY_UNET,
+        oe_weight=0.0,
+        class_weighting="enet",
+        class_weight_batches=2,
+        calibration_batches=1,
     )
     assert torch.equal(task.ce_weight, torch.ones(len(SEMANTIC_CLASSES)))
     quiet_trainer(max_steps=1).fit(task, DataLoader(batches, batch_size=None))
@@ -345,7 +370,9 @@ def test_calibration_stores_sml_statistics_that_checkpoints_carry():
         values = top[pred == c].double()
         if values.numel() > 1:
             assert task.sml_mean[c].item() == pytest.approx(values.mean().item(), rel=1e-4, abs=1e-5)
-            assert task.sml_std[c].item() == pytest.approx(values.std(unbiased=False).item(), rel=1e-3, abs=1e-5)
+            assert task.sml_std[c].item() == pytest.approx(
+                values.std(unbiased=False).item(), rel=1e-3, abs=1e-5
+            )
     sml = task.anomaly_map(batches[0]["image"], score="sml")
     expected = -(top[:4] - task.sml_mean[pred[:4]]) / task.sml_std[pred[:4]]
     assert torch.allclose(sml, expected, atol=1e-4)
@@ -389,11 +416,30 @@ def tiny_sets(tmp_path_factory):
 def _cli_args(sets):
     kitti, anomaly = sets
     return [
-        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-        "--model.encoder_kwargs", '{"channels": [4, 8, 16]}', "--model.oe_start_epoch", "0",
-        "--model.calibration_batches", "2", "--model.class_weighting", "enet", "--model.score_smoothing", "1.0",
-        "--data.data_path", str(kitti), "--data.anomaly_path", str(anomaly),
-        "--data.batch_size", "2", "--data.num_workers", "0", "--data.image_size", "[32, 96]",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.encoder_kwargs",
+        '{"channels": [4, 8, 16]}',
+        "--model.oe_start_epoch",
+        "0",
+        "--model.calibration_batches",
+        "2",
+        "--model.class_weighting",
+        "enet",
+        "--model.score_smoothing",
+        "1.0",
+        "--data.data_path",
+        str(kitti),
+        "--data.anomaly_path",
+        str(anomaly),
+        "--data.batch_size",
+        "2",
+        "--data.num_workers",
+        "0",
+        "--data.image_size",
+        "[32, 96]",
     ]
 
 
@@ -406,7 +452,9 @@ def test_cli_fast_dev_run(tiny_sets, tmp_path, monkeypatch):
     assert bool(cli.model.calibrated) and bool(cli.model.oe_trained)
 
 
-def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(tiny_sets, tmp_path, monkeypatch):
+def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
+    tiny_sets, tmp_path, monkeypatch
+):
     from domains.driving.anomaly.__main__ import main
 
     monkeypatch.chdir(tmp_path)
@@ -456,11 +504,15 @@ def test_score_smoothing_is_a_normalised_gaussian_with_hand_values():
     from torchvision.transforms.v2.functional import gaussian_blur  # the kernel it writes out for ONNX
 
     noise = torch.rand(2, 20, 30)
-    assert torch.allclose(smooth_score_map(noise, 1.0), gaussian_blur(noise[:, None], [7, 7], [1.0, 1.0])[:, 0], atol=1e-6)
+    assert torch.allclose(
+        smooth_score_map(noise, 1.0), gaussian_blur(noise[:, None], [7, 7], [1.0, 1.0])[:, 0], atol=1e-6
+    )
     task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0, score_smoothing=1.0)
     plain = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
     plain.load_state_dict(task.state_dict())
     images = torch.rand(2, 3, 32, 64)
-    assert torch.allclose(task.anomaly_map(images), smooth_score_map(plain.anomaly_map(images), 1.0), atol=1e-6)
+    assert torch.allclose(
+        task.anomaly_map(images), smooth_score_map(plain.anomaly_map(images), 1.0), atol=1e-6
+    )
     with pytest.raises(ValueError, match="score_smoothing"):
         AnomalySegmentationTask(encoder_kwargs=TINY_UNET, score_smoothing=-1.0)

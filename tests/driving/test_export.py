@@ -127,7 +127,9 @@ def test_detection_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
 def _by_label_and_box(det: dict) -> dict:
     """Detections in a fixed order (label, then box corners): boxes with tied scores may leave NMS in either
     order, so comparing two runs row by row flaked when two such boxes swapped."""
-    keys = torch.cat([det["labels"][:, None].double(), det["boxes"].double().round(decimals=2)], dim=1).numpy()
+    keys = torch.cat(
+        [det["labels"][:, None].double(), det["boxes"].double().round(decimals=2)], dim=1
+    ).numpy()
     order = torch.as_tensor(np.lexsort(keys.T[::-1].copy()))
     return {k: det[k][order] for k in ("boxes", "labels")}
 

@@ -430,7 +430,8 @@ def test_recall_by_height_hand_made_boxes():
     dets = [
         {  # car IoU 0.9; pedestrian IoU 200/300; the last pedestrian only by a car box or under min_score
             "boxes": [[0, 0, 20, 9], [100, 0, 110, 20], [200, 0, 205, 20], [200, 0, 205, 20]],
-            "labels": [0, 1, 1, 0], "scores": [0.9, 0.8, 0.01, 0.9],
+            "labels": [0, 1, 1, 0],
+            "scores": [0.9, 0.8, 0.01, 0.9],
         },
         {"boxes": [[0, 0, 100, 30]], "labels": [0], "scores": [0.9]},  # IoU 0.6 < the car's 0.7
     ]

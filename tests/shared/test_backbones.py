@@ -47,7 +47,9 @@ def test_bad_in_channels_argument():
         create_backbone("tiny_cnn", in_channels=0)
 
 
-@pytest.mark.parametrize("encoder,kw", [("resnet18", {}), ("vit", {"image_size": 64, "patch_size": 16}), ("unet_encoder", {})])
+@pytest.mark.parametrize(
+    "encoder,kw", [("resnet18", {}), ("vit", {"image_size": 64, "patch_size": 16}), ("unet_encoder", {})]
+)
 def test_unet_decoder_on_cnn_and_transformer_encoders(encoder, kw):
     net = UNet(in_channels=3, encoder=encoder, encoder_kwargs=kw).eval()
     with torch.no_grad():

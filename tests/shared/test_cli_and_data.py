@@ -8,13 +8,27 @@ from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
 def test_cli_fast_dev_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["fit", "--trainer.fast_dev_run", "1"])
+    cli = run_cli(
+        TinySegTask,
+        SquaresDataModule,
+        domain="tiny",
+        monitor="val/loss",
+        args=["fit", "--trainer.fast_dev_run", "1"],
+    )
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
 
 
 def test_cli_fit_without_logger_drops_the_learning_rate_monitor(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--trainer.logger", "false", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"]
+    args = [
+        "fit",
+        "--trainer.logger",
+        "false",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+    ]
     cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
     assert cli.trainer.global_step == 2 and not cli.trainer.loggers
     assert not any(type(c).__name__ == "LearningRateMonitor" for c in cli.trainer.callbacks)
@@ -22,7 +36,15 @@ def test_cli_fit_without_logger_drops_the_learning_rate_monitor(tmp_path, monkey
 
 def test_cli_short_fit_lowers_loss_and_writes_last_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--trainer.max_epochs", "6", "--trainer.enable_progress_bar", "false", "--model.lr", "0.02"]
+    args = [
+        "fit",
+        "--trainer.max_epochs",
+        "6",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.lr",
+        "0.02",
+    ]
     args += ["--trainer.log_every_n_steps", "1"]
     cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
     metrics = cli.trainer.callback_metrics

@@ -148,7 +148,9 @@ def paste_outliers(
     times and then given up (the list is then shorter).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != mask.shape:
-        raise ValueError(f"paste_outliers: image {image.shape} and mask {mask.shape} must be (H, W, 3), (H, W)")
+        raise ValueError(
+            f"paste_outliers: image {image.shape} and mask {mask.shape} must be (H, W, 3), (H, W)"
+        )
     height, width = mask.shape
     image, mask = image.copy(), mask.copy()
     taken = np.zeros((height, width), bool)
@@ -197,8 +199,13 @@ def paste_outliers(
             mask[region] = OUTLIER_LABEL
             taken |= region
             objects.append(
-                {"box": (ys.start, xs.start, ys.stop, xs.stop), "shape": kind, "texture": tex_kind,
-                 "pixels": int(region.sum()), "shadow": shadow_pixels}
+                {
+                    "box": (ys.start, xs.start, ys.stop, xs.stop),
+                    "shape": kind,
+                    "texture": tex_kind,
+                    "pixels": int(region.sum()),
+                    "shadow": shadow_pixels,
+                }
             )
             break
     return image, mask, objects
@@ -290,7 +297,11 @@ class OutlierHead(nn.Module):
 
 
 def outlier_bce(
-    z: torch.Tensor, outlier: torch.Tensor, inlier: torch.Tensor, hard_fraction: float = 0.5, min_hard: int = 1000
+    z: torch.Tensor,
+    outlier: torch.Tensor,
+    inlier: torch.Tensor,
+    hard_fraction: float = 0.5,
+    min_hard: int = 1000,
 ) -> torch.Tensor:
     """Balanced binary cross-entropy of outlier logits ``z`` with hard-negative mining.
 

@@ -68,17 +68,23 @@ def _check_logits(logits: torch.Tensor, name: str) -> torch.Tensor:
     return logits.float()
 
 
-def msp(logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None) -> torch.Tensor:
+def msp(
+    logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None
+) -> torch.Tensor:
     """1 - max softmax probability: 1 - 1/C for uniform logits, 0 for a one-hot certain prediction."""
     return 1.0 - logits.softmax(dim=1).amax(dim=1)
 
 
-def max_logit(logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None) -> torch.Tensor:
+def max_logit(
+    logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None
+) -> torch.Tensor:
     """Minus the largest logit: unlike MSP it is not squashed, so strong evidence for any class lowers it."""
     return -logits.amax(dim=1)
 
 
-def sml(logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None) -> torch.Tensor:
+def sml(
+    logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None
+) -> torch.Tensor:
     """Standardized max logit: the max logit z-scored with its predicted class's training statistics.
 
     ``stats["sml_mean"]``, ``stats["sml_std"]`` (each (C,)): mean / std of the max logit over training pixels
@@ -96,19 +102,26 @@ def sml(logits: torch.Tensor, stats: Mapping | None = None, features=None, outli
     return -(value - mean) / std.clamp_min(1e-6)
 
 
-def energy(logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None) -> torch.Tensor:
+def energy(
+    logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None
+) -> torch.Tensor:
     """Free energy ``-logsumexp(logits)`` (temperature 1): low where some class has a large logit."""
     return -torch.logsumexp(logits, dim=1)
 
 
-def entropy(logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None) -> torch.Tensor:
+def entropy(
+    logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit=None
+) -> torch.Tensor:
     """Softmax entropy in nats: log C for uniform logits, 0 for a certain prediction."""
     logp = F.log_softmax(logits, dim=1)
     return -(logp.exp() * logp).sum(dim=1)
 
 
 def mahalanobis(
-    logits: torch.Tensor, stats: Mapping | None = None, features: torch.Tensor | None = None, outlier_logit=None
+    logits: torch.Tensor,
+    stats: Mapping | None = None,
+    features: torch.Tensor | None = None,
+    outlier_logit=None,
 ) -> torch.Tensor:
     """Min over classes of the squared Mahalanobis distance of the decoder feature (shared covariance).
 
@@ -136,7 +149,10 @@ def mahalanobis(
 
 
 def outlier_prob(
-    logits: torch.Tensor, stats: Mapping | None = None, features=None, outlier_logit: torch.Tensor | None = None
+    logits: torch.Tensor,
+    stats: Mapping | None = None,
+    features=None,
+    outlier_logit: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Probability that a pixel is an outlier, from outlier-exposure training.
 
@@ -206,7 +222,9 @@ def smooth_score_map(score: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return score
     if score.ndim != 3:
-        raise AnomalyScoreError(f"smooth_score_map: expected (B, H, W) scores, got shape {tuple(score.shape)}")
+        raise AnomalyScoreError(
+            f"smooth_score_map: expected (B, H, W) scores, got shape {tuple(score.shape)}"
+        )
     radius = math.ceil(3 * sigma)
     taps = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-radius, radius + 1)]
     kernel_1d = torch.tensor(taps, dtype=score.dtype, device=score.device) / sum(taps)

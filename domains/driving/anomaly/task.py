@@ -59,8 +59,15 @@ STAT_BUFFERS = ("sml_mean", "sml_std", "feat_mean", "feat_precision", "feat_vali
 FIXED_RANGES = {"msp": (0.0, 1.0), "outlier_prob": (0.0, 1.0)}
 #: arguments chosen at test / predict time, not stored in checkpoints (see __init__)
 RUNTIME_SETTINGS = (
-    "score", "test_scores", "score_smoothing", "image_score_method", "image_score_q", "image_score_k",
-    "component_metrics", "predict_dir", "overlay_alpha",
+    "score",
+    "test_scores",
+    "score_smoothing",
+    "image_score_method",
+    "image_score_q",
+    "image_score_k",
+    "component_metrics",
+    "predict_dir",
+    "overlay_alpha",
 )
 OE_OBJECTIVES = ("extra_logit", "energy", "both")
 #: default score of a model trained without outlier exposure
@@ -159,7 +166,9 @@ class AnomalySegmentationTask(BaseTask):
         if oe_objective not in OE_OBJECTIVES:
             raise ValueError(f"oe_objective must be one of {OE_OBJECTIVES}, got {oe_objective!r}")
         self.oe_objective = oe_objective
-        self.score = self._check_score(score or ("outlier_prob" if self.oe_weight > 0 else DEFAULT_PLAIN_SCORE))
+        self.score = self._check_score(
+            score or ("outlier_prob" if self.oe_weight > 0 else DEFAULT_PLAIN_SCORE)
+        )
         self.test_scores = None if test_scores is None else [self._check_score(s) for s in test_scores]
         if not (score_smoothing >= 0 and math.isfinite(score_smoothing)):
             raise ValueError(f"score_smoothing must be a finite sigma >= 0 (pixels), got {score_smoothing}")
@@ -197,7 +206,9 @@ class AnomalySegmentationTask(BaseTask):
         # Outlier head (oe_objective="extra_logit"): built always, so plain and OE checkpoints share one layout.
         self.outlier_head = OutlierHead(self.model.backbone.feature_channels[:3])
         # Logistic calibration of the energy learnt by energy OE: p(outlier) = sigmoid(a * E + b).
-        self.oe_scale_raw = nn.Parameter(torch.tensor(0.0))  # a = softplus(raw) > 0: higher energy, more outlier
+        self.oe_scale_raw = nn.Parameter(
+            torch.tensor(0.0)
+        )  # a = softplus(raw) > 0: higher energy, more outlier
         self.oe_bias = nn.Parameter(torch.tensor(0.0))
         self.register_buffer("oe_trained", torch.tensor(False))
         # Cross-entropy class weights (not saved: recomputed from the data whenever training starts).
@@ -482,7 +493,9 @@ class AnomalySegmentationTask(BaseTask):
         self.calibrated.fill_(True)
         self._stats_stale = False
         self.last_calibration = {
-            "batches": batches, "pixels": int(total), "feature_pixels": int(n),
+            "batches": batches,
+            "pixels": int(total),
+            "feature_pixels": int(n),
             "seconds": time.perf_counter() - started,
         }
         return dict(self.last_calibration)
@@ -576,7 +589,9 @@ class AnomalySegmentationTask(BaseTask):
             self._image_targets.append(int((y[i] == 1).any()))
             self._image_names.append(str(image_name))
             if self.component_metrics:
-                self._kept_maps.append((maps[self.score][i].astype(np.float32), y[i].astype(np.uint8), str(image_name)))
+                self._kept_maps.append(
+                    (maps[self.score][i].astype(np.float32), y[i].astype(np.uint8), str(image_name))
+                )
 
     def on_test_epoch_end(self) -> None:
         results: dict = {"pixel": {}, "image_auroc": {}, "score": self.score}
@@ -668,13 +683,20 @@ class AnomalySegmentationTask(BaseTask):
         selected = maps[self.score]
         image_scores = [
             image_anomaly_score(
-                s, road_region(p), self.image_score_method,
-                self.image_score_q, self.image_score_k,
+                s,
+                road_region(p),
+                self.image_score_method,
+                self.image_score_q,
+                self.image_score_k,
             )
             for s, p in zip(selected.cpu().numpy(), pred.cpu().numpy(), strict=True)
         ]
-        return {"pred": pred, "score": selected, "scores": {n: maps[n] for n in names},
-                "image_score": image_scores}
+        return {
+            "pred": pred,
+            "score": selected,
+            "scores": {n: maps[n] for n in names},
+            "image_score": image_scores,
+        }
 
     def anomaly_map(self, images: torch.Tensor, score: str | None = None) -> torch.Tensor:
         """(B, H, W) anomaly scores (higher = more anomalous) for images (B, 3, H, W) or (3, H, W)."""

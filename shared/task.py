@@ -114,6 +114,20 @@ class BaseTask(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def gather_lists(items: list) -> list:
+    """Every DDP rank's ``items`` concatenated in rank order; ``items`` itself outside distributed runs.
+
+    For epoch-end metrics that need every image at once and are not torchmetrics states (which sync
+    themselves), e.g. KITTI AP: each rank only sees its shard of the evaluation set.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return items
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
 def check_checkpoint_file(path: str | Path, cls: type) -> dict:
     """Read a checkpoint as plain tensors and containers (``weights_only``: no code runs, memory-mapped) and
     check that it holds a ``cls`` task; returns it. Used by ``load_checked`` and by the CLI for ``--ckpt_path``."""

@@ -50,19 +50,6 @@ def detection_label(kitti_type: str) -> int | None:
     return None if name is None else DETECTION_CLASS_TO_ID[name]
 
 
-# --- KITTI evaluation protocol (devkit, full-resolution 1242x375 images) -----------------------------------------
-KITTI_EVAL_CLASSES = ("Car", "Pedestrian", "Cyclist")
-# Detections matched to a neighbour class are ignored rather than counted as false positives.
-KITTI_NEIGHBOUR_CLASSES = {"Car": ("Van",), "Pedestrian": ("Person_sitting",), "Cyclist": ()}
-KITTI_MIN_IOU = {"Car": 0.7, "Van": 0.7, "Truck": 0.7, "Pedestrian": 0.5, "Cyclist": 0.5}
-# min box height in pixels of a 375-px-high image: scale by image_height / 375 for resized images.
-KITTI_DIFFICULTIES = {
-    "easy": {"min_height": 40, "max_occlusion": 0, "max_truncation": 0.15},
-    "moderate": {"min_height": 25, "max_occlusion": 1, "max_truncation": 0.30},
-    "hard": {"min_height": 25, "max_occlusion": 2, "max_truncation": 0.50},
-}
-KITTI_IMAGE_HEIGHT = 375
-
 # Mean and standard deviation of (height, width, length) in metres per type, from KITTI training statistics.
 OBJECT_DIMENSIONS: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
     "Car": ((1.53, 0.14), (1.63, 0.10), (3.88, 0.43)),

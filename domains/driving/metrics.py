@@ -30,6 +30,7 @@ from torchvision.ops import box_iou
 
 __all__ = [
     "KITTI_DIFFICULTY",
+    "KITTI_IMAGE_HEIGHT",
     "KITTI_MIN_OVERLAP",
     "ComponentMetricsAccumulator",
     "PixelAnomalyAccumulator",
@@ -507,6 +508,7 @@ KITTI_MIN_OVERLAP = {
     "person_sitting": 0.5,
     "tram": 0.7,
 }
+KITTI_IMAGE_HEIGHT = 375  # px; the min heights below are in pixels of KITTI's 1242x375 frames
 KITTI_DIFFICULTY = {  # name: (min box height px, max occlusion level, max truncation)
     "easy": (40, 0, 0.15),
     "moderate": (25, 1, 0.30),
@@ -579,7 +581,7 @@ def _inter_over_first_area(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.nan_to_num(inter / area[:, None], nan=0.0)
 
 
-def _clean(img: _Image, cls: str, level: tuple[int, int, float]) -> tuple[np.ndarray, np.ndarray, int]:
+def _clean(img: _Image, cls: str, level: tuple[float, int, float]) -> tuple[np.ndarray, np.ndarray, int]:
     """devkit cleanData: ignored_gt / ignored_det in {-1 not considered, 0 valid, 1 ignored}."""
     min_h, max_occ, max_trunc = level
     height = img.gt_boxes[:, 3] - img.gt_boxes[:, 1]
@@ -668,6 +670,7 @@ def kitti_average_precision(
     classes: Iterable[str] = ("Car", "Pedestrian", "Cyclist"),
     difficulty: str = "moderate",
     min_overlap: Mapping[str, float] | None = None,
+    min_height_scale: float = 1.0,
 ) -> dict[str, float]:
     """KITTI 2D AP|R40 per class in [0, 1] (the devkit prints it times 100).
 
@@ -676,11 +679,17 @@ def kitti_average_precision(
     ``type``, ``bbox`` (left, top, right, bottom in pixels) and ``score`` for detections, ``type``,
     ``bbox``, ``truncated``, ``occluded`` for ground truth (DontCare boxes included, as in label_2).
     ``difficulty``: easy / moderate / hard. A class without any valid ground truth gives NaN (warned).
+    ``min_height_scale`` multiplies the difficulty's minimum box height (40 / 25 px of a 375-px frame), so that
+    images rendered or stored at another resolution keep the same objects: ``image_height / KITTI_IMAGE_HEIGHT``
+    (0.512 for 192-px frames). 1 is the devkit.
     """
     level_name = str(difficulty).lower()
     if level_name not in KITTI_DIFFICULTY:
         raise ValueError(f"difficulty must be one of {list(KITTI_DIFFICULTY)}, got {difficulty!r}")
-    level = KITTI_DIFFICULTY[level_name]
+    if not (math.isfinite(min_height_scale) and min_height_scale > 0):
+        raise ValueError(f"min_height_scale must be a positive number, got {min_height_scale!r}")
+    min_h, max_occ, max_trunc = KITTI_DIFFICULTY[level_name]
+    level = (min_h * min_height_scale, max_occ, max_trunc)
     if isinstance(ground_truths, Mapping):
         if not isinstance(detections, Mapping) or set(detections) != set(ground_truths):
             missing = set(ground_truths) ^ set(detections if isinstance(detections, Mapping) else [])

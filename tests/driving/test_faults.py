@@ -248,6 +248,9 @@ def test_detection_fit_under_ddp_splits_data_and_reduces_coco_map_states(scenes,
     local = [r["local"][0] for r in ranks]  # ground-truth boxes each rank's val image held
     assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
     assert ranks[0]["logged"]["val/map50"] == ranks[1]["logged"]["val/map50"]
+    # KITTI AP and the DontCare count are gathered from both ranks' images, not rank-local
+    kitti = [{k: v for k, v in r["logged"].items() if "kitti" in k or "ignored" in k} for r in ranks]
+    assert "val/ignored_detections" in kitti[0] and kitti[0] == kitti[1]
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
 
 

@@ -300,6 +300,24 @@ def test_kitti_difficulty_filters_ignore_hard_ground_truth():
     assert kitti_average_precision(dets_s, gts_s, classes=("Car",), difficulty="moderate")["Car"] == 0.5
 
 
+def test_kitti_min_height_scale_keeps_the_same_objects_in_smaller_frames():
+    # 100 found cars plus 100 missed 20-px-high cars: at KITTI's 375 px the small ones are under moderate's
+    # 25 px (ignored, AP 1); in a 192-px frame (scale 0.512 -> 12.8 px) they count: recall 1/2 -> 20/40
+    dets, gts = _perfect(100)
+    gts = gts + [[gt(box=(0, 0, 30, 20))] for _ in range(100)]
+    dets = dets + [[] for _ in range(100)]
+    assert kitti_average_precision(dets, gts, classes="Car")["Car"] == pytest.approx(1.0)
+    assert kitti_average_precision(dets, gts, classes="Car", min_height_scale=0.512)["Car"] == pytest.approx(
+        0.5
+    )
+    # easy's 40 px become 20.48 px: the 20-px cars stay ignored
+    assert kitti_average_precision(dets, gts, "Car", "easy", min_height_scale=0.512)["Car"] == pytest.approx(
+        1.0
+    )
+    with pytest.raises(ValueError, match="min_height_scale"):
+        kitti_average_precision(dets, gts, classes="Car", min_height_scale=0)
+
+
 def test_kitti_dontcare_suppresses_false_positive():
     dets, gts = _perfect(100)
     # one extra, higher-scoring Car detection per image inside a DontCare region

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
-from domains.driving.classes import DETECTION_CLASSES, KITTI_MIN_IOU
+from domains.driving.classes import DETECTION_CLASSES
 from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, RoadDetector, box_in_ignore_fraction
-from domains.driving.metrics import KITTI_DIFFICULTY, kitti_average_precision
+from domains.driving.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
 from shared.backbones import load_backbone_weights
-from shared.task import BaseTask
+from shared.task import BaseTask, gather_lists
 
 # Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, see __init__).
 RUNTIME_ARGS = (
@@ -41,6 +41,7 @@ RUNTIME_ARGS = (
     "detections_per_img",
     "ignore_overlap",
     "kitti_difficulties",
+    "kitti_min_height_scale",
     "predict_dir",
     "predict_score_thresh",
 )
@@ -58,6 +59,8 @@ class DetectionTask(BaseTask):
             mAP needs the whole precision-recall curve).
         ignore_overlap: drop a detection from the COCO metric when this fraction of it lies in a DontCare box.
         kitti_difficulties: KITTI AP levels computed at validation and test (empty: no KITTI AP).
+        kitti_min_height_scale: multiplies the levels' minimum box heights (40 / 25 px of KITTI's 375-px
+            frames) for data at another resolution: 192 / 375 = 0.512 for the 192-px synthetic frames.
         predict_dir: where ``predict`` writes KITTI result files (``data/<id>.txt``) and drawn images
             (``images/<id>.png``); ``None`` only returns the predictions.
         predict_score_thresh: detections below this score are not drawn (all are written to the txt files).
@@ -83,6 +86,7 @@ class DetectionTask(BaseTask):
         image_std: tuple[float, float, float] = IMAGENET_STD,
         ignore_overlap: float = 0.5,
         kitti_difficulties: list[str] = ["easy", "moderate", "hard"],  # noqa: B006
+        kitti_min_height_scale: float = 1.0,
         predict_dir: str | None = None,
         predict_score_thresh: float = 0.5,
         lr: float = 1e-3,
@@ -101,6 +105,8 @@ class DetectionTask(BaseTask):
         bad = [d for d in kitti_difficulties if d not in KITTI_DIFFICULTY]
         if bad:
             raise ValueError(f"kitti_difficulties {bad} unknown; choose from {list(KITTI_DIFFICULTY)}")
+        if not kitti_min_height_scale > 0:
+            raise ValueError(f"kitti_min_height_scale must be > 0, got {kitti_min_height_scale}")
         self.class_names = list(class_names)
         self.model = RoadDetector(
             num_classes=len(self.class_names),
@@ -123,6 +129,7 @@ class DetectionTask(BaseTask):
             print(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
         self.ignore_overlap = ignore_overlap
         self.kitti_difficulties = list(kitti_difficulties)
+        self.kitti_min_height_scale = float(kitti_min_height_scale)
         self.predict_dir = predict_dir
         self.predict_score_thresh = predict_score_thresh
         self.dropped_degenerate = 0
@@ -247,20 +254,28 @@ class DetectionTask(BaseTask):
             for cls, value in zip(_as_list(source["classes"]), _as_list(source["map_per_class"])):
                 if value >= 0:  # torchmetrics reports -1 for classes without ground truth
                     values[f"{stage}/{key}/{self.class_names[int(cls)]}"] = float(value)
+        # KITTI AP and the ignored count are plain Python state: every rank needs every image's
         dets, gts = self._kitti.pop(stage, ([], []))
+        pairs = gather_lists(list(zip(dets, gts)))
+        dets, gts = [d for d, _ in pairs], [g for _, g in pairs]
         if dets:
-            kitti_classes = [c for c in self.class_names if c.lower() in {k.lower() for k in KITTI_MIN_IOU}]
+            kitti_classes = [c for c in self.class_names if c.lower() in KITTI_MIN_OVERLAP]
             for level in self.kitti_difficulties:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="KITTI AP: no valid")
-                    aps = kitti_average_precision(dets, gts, classes=kitti_classes, difficulty=level)
+                    aps = kitti_average_precision(
+                        dets, gts, classes=kitti_classes, difficulty=level,
+                        min_height_scale=self.kitti_min_height_scale,
+                    )  # fmt: skip
                 for cls, value in aps.items():
                     if not math.isnan(value):
                         values[f"{stage}/kitti_{level}/{cls}"] = value
                 finite = [v for v in aps.values() if not math.isnan(v)]
                 if finite:
                     values[f"{stage}/kitti_{level}/mean"] = sum(finite) / len(finite)
-        values[f"{stage}/ignored_detections"] = float(self._ignored_detections.pop(stage, 0))
+        values[f"{stage}/ignored_detections"] = float(
+            sum(gather_lists([self._ignored_detections.pop(stage, 0)]))
+        )
         headline = f"{stage}/map50"
         self.log(headline, values[headline], prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k != headline})

@@ -98,6 +98,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0.5,
         help="weight of hard-negative mining in the OE loss's inlier half",
     )
+    p.add_argument(
+        "--repeat-threshold",
+        type=float,
+        default=None,
+        help="repeat-factor sampling of training scenes by the classes they hold (e.g. 0.3; default off)",
+    )
+    p.add_argument(
+        "--outlier-head-channels",
+        type=int,
+        default=32,
+        help="width of the outlier head's full-resolution conv (16: a third of the head's cost)",
+    )
     p.add_argument("--oe-objective", default="both", choices=("extra_logit", "energy", "both"))
     p.add_argument("--oe-lr", type=float, default=None, help="fine-tuning LR (default: lr / 2)")
     p.add_argument("--calibration-batches", type=int, default=20)
@@ -226,6 +238,7 @@ def main(argv=None) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         seed=args.seed,
+        repeat_threshold=args.repeat_threshold,
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -244,6 +257,7 @@ def main(argv=None) -> int:
         "calibration_batches": args.calibration_batches,
         "score_smoothing": args.score_smoothing,
         "class_weighting": None if args.class_weighting == "none" else args.class_weighting,
+        "outlier_head_channels": args.outlier_head_channels,
     }
 
     # ---- phase 1: plain segmenter, post-hoc scores
@@ -324,7 +338,9 @@ def main(argv=None) -> int:
         ),
         (
             f"Training: plain {fit_plain['steps']} steps in {fit_plain['minutes']:.1f} min, then OE fine-tuning "
-            f"({args.oe_objective}, weight {args.oe_weight}) {fit_oe['steps']} steps in {fit_oe['minutes']:.1f} min."
+            f"({args.oe_objective}, weight {args.oe_weight}, outlier head {args.outlier_head_channels} channels) "
+            f"{fit_oe['steps']} steps in {fit_oe['minutes']:.1f} min; repeat-factor sampling "
+            f"{args.repeat_threshold or 'off'}."
         ),
         "",
         (

@@ -125,6 +125,8 @@ def run(args) -> dict:
     data_kw["num_workers"] = args.num_workers
     if args.batch_size:
         data_kw["batch_size"] = args.batch_size
+    if args.repeat_threshold is not None:
+        data_kw["repeat_threshold"] = args.repeat_threshold or None
     model_kw.pop("predict_dir", None)
     dm = DetectionDataModule(**data_kw)
     dm.prepare_data()
@@ -216,7 +218,8 @@ def markdown(result: dict, args) -> str:
         (
             f"Model: backbone {cfg.get('backbone', 'resnet18')}, input {result['model_input'][0]}x{result['model_input'][1]} "
             f"(HxW box), FPN levels {cfg.get('fpn_levels', 3)} x {cfg.get('fpn_channels', 128)} ch, "
-            f"head convs {cfg.get('head_convs', 2)}, lr {cfg.get('lr', 1e-3)}, batch {result['data'].get('batch_size')}."
+            f"head convs {cfg.get('head_convs', 2)}, lr {cfg.get('lr', 1e-3)}, batch {result['data'].get('batch_size')}, "
+            f"repeat-factor sampling {result['data'].get('repeat_threshold') or 'off'}."
         ),
         f"Test split: {result['n_test']} images (by sequence).",
         "",
@@ -289,6 +292,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--repeat-threshold",
+        type=float,
+        default=None,
+        help="repeat-factor sampling threshold for the training images (default: the config's; 0: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calibration-steps", type=int, default=4)
     parser.add_argument(

@@ -7,13 +7,15 @@ train, validation and test: the classic failure of slice-level splits on LIDC.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
-from collections.abc import Hashable, Sequence
+from collections import Counter
+from collections.abc import Collection, Hashable, Sequence
 
 import albumentations as A
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -40,17 +42,63 @@ def seed_worker_transforms(worker_id: int) -> None:
         transform.set_random_seed(info.seed % 2**32)
 
 
+def repeat_factors(image_classes: Sequence[Collection[Hashable]], threshold: float) -> torch.Tensor:
+    """Per-image repeat factors of repeat-factor sampling (LVIS, Gupta et al. 2019), float64 (N,).
+
+    A class present in a share ``f(c)`` of the images gets ``r(c) = max(1, sqrt(threshold / f(c)))``; an image
+    gets the largest ``r`` of its classes (1 if it has none), so images holding rare classes (cyclists) are
+    drawn more often. Written here: torch has the weighted sampler, but the factors only exist in detectron2's
+    ``RepeatFactorTrainingSampler`` (not a dependency).
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"repeat-factor threshold must be in (0, 1], got {threshold}")
+    n = len(image_classes)
+    if n == 0:
+        raise ValueError("repeat_factors: no images")
+    images_with = Counter(c for classes in image_classes for c in set(classes))
+    per_class = {c: max(1.0, math.sqrt(threshold * n / k)) for c, k in images_with.items()}
+    return torch.tensor(
+        [max((per_class[c] for c in set(classes)), default=1.0) for classes in image_classes],
+        dtype=torch.float64,
+    )
+
+
 class SplitLoaders(pl.LightningDataModule):
     """train/val/test/predict loaders over named splits (predict reuses test): one recipe for every domain.
 
     Subclasses set ``batch_size`` and ``num_workers`` and fill ``self.datasets`` in ``setup`` (or override
     :meth:`split_dataset` to build a split on first use); ``collate_fn`` and ``pin_memory`` are theirs to set.
     Workers reseed a dataset's albumentations ``transform`` (a no-op for datasets without one).
+
+    With ``repeat_threshold`` set, the training loader draws images with probability proportional to their
+    :func:`repeat_factors` (with replacement, one epoch = as many draws as images); the training dataset must
+    then have ``image_classes()`` (the class ids present in each image). Lightning shards the sampler under DDP;
+    its generator is seeded with ``seed`` so every rank draws the same sequence.
     """
 
     collate_fn = None
     worker_init_fn = staticmethod(seed_worker_transforms)
     pin_memory = False
+    repeat_threshold: float | None = None
+    seed: int = 0
+
+    def train_sampler(self) -> WeightedRandomSampler | None:
+        """The repeat-factor sampler of the training split (``None`` without ``repeat_threshold``)."""
+        if not self.repeat_threshold:
+            return None
+        dataset = self.split_dataset("train")
+        if not hasattr(dataset, "image_classes"):
+            raise TypeError(
+                f"repeat_threshold needs the training dataset ({type(dataset).__name__}) to list each image's "
+                f"classes (image_classes())"
+            )
+        factors = repeat_factors(dataset.image_classes(), self.repeat_threshold)
+        print(
+            f"repeat-factor sampling (threshold {self.repeat_threshold}): {int((factors > 1).sum())} of "
+            f"{len(factors)} training images weighted up, factors {factors.min():.2f}-{factors.max():.2f}"
+        )
+        generator = torch.Generator().manual_seed(int(self.seed))
+        return WeightedRandomSampler(factors, num_samples=len(factors), replacement=True, generator=generator)
 
     def split_dataset(self, name: str) -> Dataset:
         if name not in self.datasets:
@@ -59,11 +107,12 @@ class SplitLoaders(pl.LightningDataModule):
             )
         return self.datasets[name]
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str, shuffle: bool, sampler: WeightedRandomSampler | None = None) -> DataLoader:
         return DataLoader(
             self.split_dataset(name),
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             worker_init_fn=self.worker_init_fn,
@@ -72,7 +121,7 @@ class SplitLoaders(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, sampler=self.train_sampler())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

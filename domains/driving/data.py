@@ -224,6 +224,10 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.annotations)
 
+    def image_classes(self) -> list[set[int]]:
+        """The class ids each image holds (for repeat-factor sampling)."""
+        return [set(labels.tolist()) for _, labels, _ in self._targets]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         ann = self.annotations[i]
         image = read_rgb(ann.image_path)
@@ -319,6 +323,8 @@ class DetectionDataModule(SplitLoaders):
     ``ignore_boxes``. ``image_size`` (H, W) resizes every image (``None``: native size, batches are lists).
     A YOLO yaml with its own ``train`` and ``val`` entries keeps that split (``test`` if present); otherwise
     items are split by sequence with ``split_fractions``. ``max_items`` caps the items read (smoke tests).
+    ``repeat_threshold`` turns on repeat-factor sampling of training images by class
+    (:func:`shared.data.repeat_factors`): images with rare classes (cyclists) come up more often.
     """
 
     def __init__(
@@ -335,6 +341,7 @@ class DetectionDataModule(SplitLoaders):
         split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
         seed: int = 0,
         max_items: int | None = None,
+        repeat_threshold: float | None = None,
     ):
         super().__init__()
         if data_format not in ("kitti", "coco", "yolo"):
@@ -358,6 +365,7 @@ class DetectionDataModule(SplitLoaders):
         self.split_fractions = tuple(split_fractions)
         self.seed = seed
         self.max_items = max_items
+        self.repeat_threshold = repeat_threshold
         self.splits: dict[str, list[ImageAnnotation]] = {}
         self.datasets: dict[str, DetectionDataset] = {}
 
@@ -573,6 +581,10 @@ class SemanticSegDataset(_MaskedImages):
                 raise FileNotFoundError(f"{semantic}: semantic map missing for image {images[image_id]}")
             self.items.append((images[image_id], semantic, image_id))
 
+    def image_classes(self) -> list[set[int]]:
+        """The class ids each semantic map holds (void left out), for repeat-factor sampling: reads every map."""
+        return [set(np.unique(read_label_map(path)).tolist()) - {IGNORE_INDEX} for _, path, _ in self.items]
+
 
 def segmentation_transforms(
     train: bool, image_size: tuple[int, int] | None = None, augment: bool = True, seed: int | None = None
@@ -610,7 +622,8 @@ class SegmentationDataModule(SplitLoaders):
     ``data_path``: KITTI root with ``image_2/`` and ``semantic/`` (``None``: synthetic set). ``anomaly_path``:
     a SegmentMeIfYouCan-layout folder (``None``: synthetic anomaly set) used as the test and predict set.
     Batches are dicts (``image``, ``mask`` or ``label``, ``name``); with ``image_size=None`` images of
-    different sizes are padded (masks with 255 = void) by :func:`pad_collate`.
+    different sizes are padded (masks with 255 = void) by :func:`pad_collate`. ``repeat_threshold``: repeat-factor
+    sampling of training images by the classes their maps hold (:func:`shared.data.repeat_factors`).
     """
 
     def __init__(
@@ -624,6 +637,7 @@ class SegmentationDataModule(SplitLoaders):
         max_items: int | None = None,
         anomaly_path: str | None = None,
         split_fractions: tuple[float, float] = (0.85, 0.15),
+        repeat_threshold: float | None = None,
     ):
         super().__init__()
         if len(split_fractions) != 2:
@@ -640,6 +654,7 @@ class SegmentationDataModule(SplitLoaders):
         self.max_items = max_items
         self.anomaly_path = anomaly_path
         self.split_fractions = tuple(split_fractions)
+        self.repeat_threshold = repeat_threshold
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:

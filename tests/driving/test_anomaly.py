@@ -396,6 +396,10 @@ def test_task_rejects_bad_settings_and_nan_images():
     with pytest.raises(ValueError, match="NaN"):
         task.anomaly_map(images)
     assert set(task.supported_scores()) == set(SCORES) - {"outlier_prob"}
+    with pytest.raises(ValueError, match="outlier_head_channels"):
+        AnomalySegmentationTask(encoder_kwargs=TINY_UNET, outlier_head_channels=0)
+    narrow = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, outlier_head_channels=16)
+    assert narrow.outlier_head.net[2].weight.shape == (16, 16, 3, 3)  # the full-resolution 3x3 conv
 
 
 # -------------------------------------------------------------------------------------------------- CLI

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch.utils.data import WeightedRandomSampler
 
 from domains.driving.data import (
     AnomalyDataset,
@@ -310,6 +311,27 @@ def test_segmentation_datamodule_train_val_by_sequence_and_anomaly_test(tmp_path
         and len(test["name"]) == 2
     )
     assert set(test["label"].unique().tolist()) <= {0, 1, 255}
+
+
+def test_repeat_factor_sampling_reads_classes_from_labels_and_semantic_maps(tmp_path):
+    root = _kitti(tmp_path / "kitti", n=12)  # every image: Car (and a Van -> Car); maps hold class i % 3
+    det = DetectionDataModule(data_path=str(root), num_workers=0, repeat_threshold=0.5)
+    det.setup("fit")
+    assert det.datasets["train"].image_classes() == [{0}] * len(det.splits["train"])
+    sampler = det.train_dataloader().sampler
+    assert isinstance(sampler, WeightedRandomSampler) and sampler.weights.tolist() == [1.0] * len(
+        det.splits["train"]
+    )  # one class in every image: nothing to weight up
+    seg = SegmentationDataModule(data_path=str(root), num_workers=0, repeat_threshold=0.9)
+    seg.setup("fit")
+    train = seg.datasets["train"]
+    classes = train.image_classes()
+    assert classes == [{int(name) % 3} for _, _, name in train.items]  # the void rows are left out
+    weights = seg.train_dataloader().sampler.weights
+    n = len(classes)
+    for c, w in zip(classes, weights.tolist()):
+        share = sum(k == c for k in classes) / n
+        assert w == pytest.approx(max(1.0, (0.9 / share) ** 0.5))
 
 
 def test_pad_collate_pads_masks_with_void():

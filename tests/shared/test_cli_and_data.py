@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from shared.cli import run_cli
-from shared.data import default_num_workers, group_split, segmentation_augmentations
+from shared.data import (
+    SplitLoaders,
+    default_num_workers,
+    group_split,
+    repeat_factors,
+    segmentation_augmentations,
+)
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
 
@@ -94,3 +100,53 @@ def test_segmentation_augmentation_moves_masks_with_image():
 
 def test_num_workers_is_bounded():
     assert 0 <= default_num_workers() <= 4
+
+
+def test_repeat_factors_hand_values():
+    # 5 images; threshold 0.5. Class 0 in 3/5 images: sqrt(0.5 / 0.6) < 1 -> 1. Classes 1 and 2 in 1/5:
+    # sqrt(0.5 / 0.2) = sqrt(2.5). An image takes its rarest class's factor; no class -> 1.
+    got = repeat_factors([{0}, {0, 1}, [0, 0], {2}, set()], threshold=0.5)
+    assert got.tolist() == pytest.approx([1.0, 2.5**0.5, 1.0, 2.5**0.5, 1.0])
+    with pytest.raises(ValueError, match="threshold"):
+        repeat_factors([{0}], threshold=0.0)
+    with pytest.raises(ValueError, match="no images"):
+        repeat_factors([], threshold=0.5)
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """Image i holds class 1 if i == 0 (rare), else class 0."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return torch.tensor(i)
+
+    def image_classes(self):
+        return [{1} if i == 0 else {0} for i in range(10)]
+
+
+class _Loaders(SplitLoaders):
+    def __init__(self, dataset, threshold, seed=0):
+        super().__init__()
+        self.datasets, self.batch_size, self.num_workers = {"train": dataset}, 10, 0
+        self.repeat_threshold, self.seed = threshold, seed
+
+
+def test_repeat_factor_sampler_draws_rare_images_more_often_and_repeatably():
+    # class 1 in 1/10 images, threshold 0.4: r = sqrt(4) = 2 -> image 0 has weight 2 of a total 11
+    loaders = _Loaders(_Labelled(), threshold=0.4)
+    sampler = loaders.train_dataloader().sampler
+    assert sampler.weights.tolist() == [2.0] + [1.0] * 9 and sampler.num_samples == 10
+    loader = loaders.train_dataloader()  # built once per fit: its generator runs on across epochs
+    draws = torch.cat([batch for _ in range(400) for batch in loader])
+    assert (draws == 0).float().mean().item() == pytest.approx(2 / 11, abs=0.01)
+    again = _Loaders(_Labelled(), threshold=0.4)  # same seed, same sequence (every DDP rank agrees)
+    assert torch.equal(
+        next(iter(again.train_dataloader())), next(iter(_Loaders(_Labelled(), 0.4).train_dataloader()))
+    )
+    assert (
+        _Loaders(_Labelled(), threshold=None).train_dataloader().sampler.__class__.__name__ == "RandomSampler"
+    )
+    with pytest.raises(TypeError, match="image_classes"):
+        _Loaders(torch.utils.data.TensorDataset(torch.zeros(3)), threshold=0.5).train_dataloader()

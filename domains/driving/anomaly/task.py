@@ -107,6 +107,8 @@ class AnomalySegmentationTask(BaseTask):
             the image height) / how often on the road the pasted objects are.
         oe_hard_fraction: weight of hard-negative mining in the inlier half of the OE loss (see
             :func:`~domains.driving.anomaly.outliers.outlier_bce`).
+        outlier_head_channels: width of the outlier head's full-resolution 3x3 conv; its cost grows with the
+            square (on 2 CPU cores a 96x320 batch of 8 spends 0.5 s in a 32-wide head, 0.17 s in a 16-wide one).
         calibration_batches: training batches used for the SML / Mahalanobis statistics when a checkpoint is
             written or fit ends (``None``: the whole loader). ``calibrate(loader)`` can be called any time.
         image_score_method, image_score_q, image_score_k: the image-level score ("quantile" or "topk" of
@@ -137,6 +139,7 @@ class AnomalySegmentationTask(BaseTask):
         oe_size_range: tuple[float, float] = (0.04, 0.18),
         oe_road_prob: float = 0.8,
         oe_hard_fraction: float = 0.5,
+        outlier_head_channels: int = 32,
         calibration_batches: int | None = 8,
         image_score_method: str = "quantile",
         image_score_q: float = 0.999,
@@ -204,7 +207,11 @@ class AnomalySegmentationTask(BaseTask):
         self.register_buffer("feat_valid", torch.zeros(num_classes, dtype=torch.bool))
         self.register_buffer("calibrated", torch.tensor(False))
         # Outlier head (oe_objective="extra_logit"): built always, so plain and OE checkpoints share one layout.
-        self.outlier_head = OutlierHead(self.model.backbone.feature_channels[:3])
+        if outlier_head_channels < 1:
+            raise ValueError(f"outlier_head_channels must be >= 1, got {outlier_head_channels}")
+        self.outlier_head = OutlierHead(
+            self.model.backbone.feature_channels[:3], hidden=outlier_head_channels
+        )
         # Logistic calibration of the energy learnt by energy OE: p(outlier) = sigmoid(a * E + b).
         self.oe_scale_raw = nn.Parameter(
             torch.tensor(0.0)

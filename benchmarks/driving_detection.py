@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 from domains.driving.data import DetectionDataModule
 from domains.driving.detection.task import DetectionTask
-from domains.driving.metrics import recall_by_height
+from domains.driving.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from shared.budget import FitScheduleToBudget
 
 TARGET_MAP50 = 0.8
@@ -206,6 +206,7 @@ def markdown(result: dict, args) -> str:
     classes = result["config"].get("class_names", ["Car", "Pedestrian", "Cyclist"])
     cfg = result["config"]
     height_scale = cfg.get("kitti_min_height_scale", 1.0)
+    moderate_h, easy_h = KITTI_DIFFICULTY["moderate"][0], KITTI_DIFFICULTY["easy"][0]
     lines = [
         "# Driving detection benchmark (FCOS, synthetic KITTI layout)",
         "",
@@ -256,8 +257,8 @@ def markdown(result: dict, args) -> str:
         "Where AP50 goes missing: recall at IoU 0.5 (any detection of the class with score >= 0.05) by box height",
         (
             "in input pixels, ground-truth count in brackets (the KITTI Moderate / Easy filters keep boxes from "
-            f"{25 * height_scale:.1f} / {40 * height_scale:.1f} px: KITTI's 25 / 40 px of a 375-px frame, scaled "
-            "to these frames)."
+            f"{moderate_h * height_scale:.1f} / {easy_h * height_scale:.1f} px: KITTI's {moderate_h} / {easy_h} px "
+            f"of a {KITTI_IMAGE_HEIGHT}-px frame, scaled to these frames)."
         ),
         "",
         "| class | " + " | ".join(_bin_name(b) for b in result["height_recall"][0]) + " |",

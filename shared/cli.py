@@ -100,9 +100,8 @@ class SuiteCLI(LightningCLI):
         """The trainer, plus :class:`RemovePartialPredictions` (not a CLI option: always on)."""
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RemovePartialPredictions())
-        if (
-            not trainer.loggers
-        ):  # --trainer.logger false: the default LearningRateMonitor would refuse to start
+        # --trainer.logger false: the default LearningRateMonitor would refuse to start
+        if not trainer.loggers:
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         return trainer
 

@@ -73,7 +73,9 @@ class SplitLoaders(pl.LightningDataModule):
     With ``repeat_threshold`` set, the training loader draws images with probability proportional to their
     :func:`repeat_factors` (with replacement, one epoch = as many draws as images); the training dataset must
     then have ``image_classes()`` (the class ids present in each image). Lightning shards the sampler under DDP;
-    its generator is seeded with ``seed`` so every rank draws the same sequence.
+    its generator is seeded with ``seed`` so every rank draws the same sequence. The factors are counted once
+    per training dataset: tasks ask for the training loader again (class weights, calibration), and counting can
+    mean reading every label map.
     """
 
     collate_fn = None
@@ -81,6 +83,7 @@ class SplitLoaders(pl.LightningDataModule):
     pin_memory = False
     repeat_threshold: float | None = None
     seed: int = 0
+    _repeat_factors: tuple[Dataset, float, torch.Tensor] | None = None  # (dataset, threshold, factors)
 
     def train_sampler(self) -> WeightedRandomSampler | None:
         """The repeat-factor sampler of the training split (``None`` without ``repeat_threshold``)."""
@@ -92,11 +95,15 @@ class SplitLoaders(pl.LightningDataModule):
                 f"repeat_threshold needs the training dataset ({type(dataset).__name__}) to list each image's "
                 f"classes (image_classes())"
             )
-        factors = repeat_factors(dataset.image_classes(), self.repeat_threshold)
-        print(
-            f"repeat-factor sampling (threshold {self.repeat_threshold}): {int((factors > 1).sum())} of "
-            f"{len(factors)} training images weighted up, factors {factors.min():.2f}-{factors.max():.2f}"
-        )
+        cached = self._repeat_factors
+        if cached is None or cached[0] is not dataset or cached[1] != self.repeat_threshold:
+            factors = repeat_factors(dataset.image_classes(), self.repeat_threshold)
+            print(
+                f"repeat-factor sampling (threshold {self.repeat_threshold}): {int((factors > 1).sum())} of "
+                f"{len(factors)} training images weighted up, factors {factors.min():.2f}-{factors.max():.2f}"
+            )
+            self._repeat_factors = cached = (dataset, self.repeat_threshold, factors)
+        factors = cached[2]
         generator = torch.Generator().manual_seed(int(self.seed))
         return WeightedRandomSampler(factors, num_samples=len(factors), replacement=True, generator=generator)
 

@@ -148,5 +148,12 @@ def test_repeat_factor_sampler_draws_rare_images_more_often_and_repeatably():
     assert (
         _Loaders(_Labelled(), threshold=None).train_dataloader().sampler.__class__.__name__ == "RandomSampler"
     )
+    # counted once per dataset: a second loader (class weights, calibration) does not list the classes again
+    counted = []
+    dataset = _Labelled()
+    dataset.image_classes = lambda: counted.append(1) or _Labelled().image_classes()
+    twice = _Loaders(dataset, threshold=0.4)
+    twice.train_dataloader(), twice.train_dataloader()
+    assert counted == [1]
     with pytest.raises(TypeError, match="image_classes"):
         _Loaders(torch.utils.data.TensorDataset(torch.zeros(3)), threshold=0.5).train_dataloader()

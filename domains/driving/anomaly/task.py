@@ -213,9 +213,8 @@ class AnomalySegmentationTask(BaseTask):
             self.model.backbone.feature_channels[:3], hidden=outlier_head_channels
         )
         # Logistic calibration of the energy learnt by energy OE: p(outlier) = sigmoid(a * E + b).
-        self.oe_scale_raw = nn.Parameter(
-            torch.tensor(0.0)
-        )  # a = softplus(raw) > 0: higher energy, more outlier
+        # a = softplus(raw) > 0: higher energy, more outlier
+        self.oe_scale_raw = nn.Parameter(torch.tensor(0.0))
         self.oe_bias = nn.Parameter(torch.tensor(0.0))
         self.register_buffer("oe_trained", torch.tensor(False))
         # Cross-entropy class weights (not saved: recomputed from the data whenever training starts).

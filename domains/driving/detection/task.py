@@ -254,10 +254,10 @@ class DetectionTask(BaseTask):
             for cls, value in zip(_as_list(source["classes"]), _as_list(source["map_per_class"])):
                 if value >= 0:  # torchmetrics reports -1 for classes without ground truth
                     values[f"{stage}/{key}/{self.class_names[int(cls)]}"] = float(value)
-        # KITTI AP and the ignored count are plain Python state: every rank needs every image's
-        dets, gts = self._kitti.pop(stage, ([], []))
-        pairs = gather_lists(list(zip(dets, gts)))
-        dets, gts = [d for d, _ in pairs], [g for _, g in pairs]
+        # KITTI AP and the ignored count are plain Python state: one gather brings every rank's images
+        ranks = gather_lists([(*self._kitti.pop(stage, ([], [])), self._ignored_detections.pop(stage, 0))])
+        dets = [d for rank_dets, _, _ in ranks for d in rank_dets]
+        gts = [g for _, rank_gts, _ in ranks for g in rank_gts]
         if dets:
             kitti_classes = [c for c in self.class_names if c.lower() in KITTI_MIN_OVERLAP]
             for level in self.kitti_difficulties:
@@ -273,9 +273,7 @@ class DetectionTask(BaseTask):
                 finite = [v for v in aps.values() if not math.isnan(v)]
                 if finite:
                     values[f"{stage}/kitti_{level}/mean"] = sum(finite) / len(finite)
-        values[f"{stage}/ignored_detections"] = float(
-            sum(gather_lists([self._ignored_detections.pop(stage, 0)]))
-        )
+        values[f"{stage}/ignored_detections"] = float(sum(ignored for _, _, ignored in ranks))
         headline = f"{stage}/map50"
         self.log(headline, values[headline], prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k != headline})

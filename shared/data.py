@@ -232,6 +232,7 @@ def detection_augmentations(
     min_visibility: float = 0.3,
     flip: bool = True,
     crop_scale: tuple[float, float] = (0.6, 1.0),
+    crop_prob: float = 0.5,
     height: int | None = None,
     width: int | None = None,
     photometric: bool = True,
@@ -240,6 +241,8 @@ def detection_augmentations(
     """Bounding-box-aware augmentation (pascal_voc boxes, labels in ``labels``).
 
     ``min_visibility`` drops boxes mostly cut away by a crop, so targets stay right after crops and flips.
+    With ``height`` / ``width``, a share ``crop_prob`` of the images is cropped to a ``crop_scale`` share of
+    their area and resized to ``(height, width)``: a zoom-in that makes small objects bigger.
     """
     transforms: list = []
     if height and width:
@@ -248,7 +251,7 @@ def detection_augmentations(
                 size=(height, width),
                 scale=crop_scale,
                 ratio=(width / height * 0.8, width / height * 1.25),
-                p=0.5,
+                p=crop_prob,
             )
         )
     if flip:

@@ -273,7 +273,12 @@ def _bbox_params() -> A.BboxParams:
 
 
 def detection_transforms(
-    train: bool, image_size: tuple[int, int] | None = None, augment: bool = True, seed: int | None = None
+    train: bool,
+    image_size: tuple[int, int] | None = None,
+    augment: bool = True,
+    seed: int | None = None,
+    crop_scale: tuple[float, float] = (0.6, 1.0),
+    crop_prob: float = 0.5,
 ) -> A.Compose | None:
     """Train: flips, photometric jitter and (with ``image_size``) scale crops; eval: resize (or nothing)."""
     resize = [A.Resize(height=image_size[0], width=image_size[1])] if image_size else []
@@ -281,9 +286,11 @@ def detection_transforms(
         base = detection_augmentations(
             height=image_size[0] if image_size else None,
             width=image_size[1] if image_size else None,
+            crop_scale=tuple(crop_scale),
+            crop_prob=crop_prob,
             seed=seed,
         )
-        # the crop in detection_augmentations fires with p=0.5: a final Resize gives every sample one size
+        # the crop may not fire (crop_prob < 1): a final Resize gives every sample one size
         return A.Compose([*base.transforms, *resize], bbox_params=_bbox_params(), seed=seed)
     if resize:
         return A.Compose(resize, bbox_params=_bbox_params(), seed=seed)
@@ -325,6 +332,10 @@ class DetectionDataModule(SplitLoaders):
     items are split by sequence with ``split_fractions``. ``max_items`` caps the items read (smoke tests).
     ``repeat_threshold`` turns on repeat-factor sampling of training images by class
     (:func:`shared.data.repeat_factors`): images with rare classes (cyclists) come up more often.
+    ``crop_scale`` / ``crop_prob``: training crops keep that share of an image's area and are resized to
+    ``image_size`` (a zoom-in), for that share of the images. Always zooming (``crop_prob: 1``) with a model
+    that evaluates at a larger ``input_size`` trains small objects at the size they are tested at, for the
+    cost of ``image_size`` training batches.
     """
 
     def __init__(
@@ -342,6 +353,8 @@ class DetectionDataModule(SplitLoaders):
         seed: int = 0,
         max_items: int | None = None,
         repeat_threshold: float | None = None,
+        crop_scale: tuple[float, float] = (0.6, 1.0),
+        crop_prob: float = 0.5,
     ):
         super().__init__()
         if data_format not in ("kitti", "coco", "yolo"):
@@ -366,6 +379,13 @@ class DetectionDataModule(SplitLoaders):
         self.seed = seed
         self.max_items = max_items
         self.repeat_threshold = repeat_threshold
+        if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(
+                f"DetectionDataModule: crop_scale must be (low, high) in (0, 1], got {crop_scale}"
+            )
+        if not 0 <= crop_prob <= 1:
+            raise ValueError(f"DetectionDataModule: crop_prob must be in [0, 1], got {crop_prob}")
+        self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
         self.splits: dict[str, list[ImageAnnotation]] = {}
         self.datasets: dict[str, DetectionDataset] = {}
 
@@ -429,7 +449,9 @@ class DetectionDataModule(SplitLoaders):
         self.splits = self._read_splits()
         _warn_empty_splits(self.splits, "DetectionDataModule")
         for name, items in self.splits.items():
-            transform = detection_transforms(name == "train", self.image_size, self.augment, self.seed)
+            transform = detection_transforms(
+                name == "train", self.image_size, self.augment, self.seed, self.crop_scale, self.crop_prob
+            )
             self.datasets[name] = DetectionDataset(
                 items, self.class_names, transform, class_map=self.class_map
             )

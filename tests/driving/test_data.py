@@ -26,6 +26,7 @@ from domains.driving.data import (
     read_sequence_groups,
 )
 from domains.driving.formats import ImageAnnotation, LabelFormatError, LabelWarning, ObjectLabel
+from shared.data import detection_augmentations
 from tests.helpers import write_image
 
 W, H = 64, 48
@@ -141,6 +142,41 @@ def test_random_augmentation_keeps_boxes_inside_and_resizes(tmp_path):
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
         assert (boxes[:, 2] <= 40).all() and (boxes[:, 3] <= 32).all()
         assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+
+
+def test_zoom_in_crops_always_fire_with_crop_prob_one_and_keep_the_box_area_ratio():
+    # a 20x20 box in the middle of a 100x200 frame; crops keep exactly a quarter of the area, so a box the
+    # crop holds whole comes out with 4x its area whatever the crop's aspect ratio
+    image = np.zeros((100, 200, 3), np.uint8)
+    box = np.array([[90.0, 40.0, 110.0, 60.0]], np.float32)
+    never = detection_augmentations(
+        crop_prob=0.0, crop_scale=(0.25, 0.25), height=100, width=200, flip=False, photometric=False, seed=0
+    )
+    always = detection_augmentations(
+        crop_prob=1.0, crop_scale=(0.25, 0.25), height=100, width=200, flip=False, photometric=False, seed=0
+    )
+    for _ in range(5):
+        out = never(image=image, bboxes=box, labels=[0])
+        np.testing.assert_allclose(np.asarray(out["bboxes"]), box, atol=1e-3)
+    whole = 0
+    for _ in range(20):
+        out = always(image=image, bboxes=box, labels=[0])
+        assert out["image"].shape == (100, 200, 3)
+        kept = np.asarray(out["bboxes"]).reshape(-1, 4)
+        if len(kept) == 0:  # mostly cut away (min_visibility)
+            continue
+        x0, y0, x1, y1 = kept[0]
+        if 0 < x0 and x1 < 200 and 0 < y0 and y1 < 100:  # not cut by the crop's border
+            whole += 1
+            assert (x1 - x0) * (y1 - y0) == pytest.approx(4 * 400, rel=0.03)
+    assert whole >= 5
+
+
+def test_detection_datamodule_checks_crop_arguments(tmp_path):
+    with pytest.raises(ValueError, match="crop_scale"):
+        DetectionDataModule(data_path=str(tmp_path), crop_scale=(0.8, 0.5))
+    with pytest.raises(ValueError, match="crop_prob"):
+        DetectionDataModule(data_path=str(tmp_path), crop_prob=1.5)
 
 
 def test_detection_collate_returns_lists():

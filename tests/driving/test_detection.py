@@ -127,6 +127,24 @@ def test_model_builds_on_registry_backbones_and_returns_original_coordinates(bac
     assert [s[0] for s in model.detector.anchor_generator.sizes] == strides
 
 
+def test_train_scales_are_the_only_training_sizes_and_evaluation_uses_input_size():
+    # train_scales (0.5,): training batches at half the 64x128 box, evaluation at the box itself
+    model = RoadDetector(
+        3, "tiny_cnn", {"width": 8}, input_size=(64, 128), train_scales=(0.5,), fpn_channels=32
+    )
+    seen = []
+    model.detector.backbone.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    image = torch.rand(3, 64, 128)
+    target = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0]]), "labels": torch.tensor([1])}
+    model.train()
+    for _ in range(3):
+        model([image], [target])
+    model.eval()
+    with torch.no_grad():
+        model([image])
+    assert seen == [(32, 64)] * 3 + [(64, 128)]
+
+
 def test_box_in_ignore_fraction_by_hand():
     boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [5, 0, 15, 10]])
     ignore = torch.tensor([[0.0, 0, 10, 10], [25, 20, 100, 100]])

@@ -122,8 +122,8 @@ def export_detection(
     detector = task.model.detector
     height, width = task.model.input_size
     meta = {
-        "min_size": int(detector.transform.min_size[-1]),
-        "max_size": int(task.model._eval_max_size),
+        "min_size": int(min(height, width)),  # the evaluation sizes (training may draw others)
+        "max_size": int(max(height, width)),
         "image_mean": [float(v) for v in detector.transform.image_mean],
         "image_std": [float(v) for v in detector.transform.image_std],
         "size_divisible": SIZE_DIVISIBLE,

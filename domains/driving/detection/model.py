@@ -83,8 +83,9 @@ class RoadDetector(nn.Module):
         input_size: ``(height, width)`` box each image is scaled into, keeping its aspect ratio
             (``GeneralizedRCNNTransform(min_size=min(h, w), max_size=max(h, w))``): KITTI's 1242x375 and the
             synthetic 640x192 both become about 640x192 with the default.
-        train_scales: multipliers of ``input_size`` drawn at random per training batch (multi-scale
-            training); evaluation always uses ``input_size``.
+        train_scales: multipliers of ``input_size``, one drawn at random per training batch (multi-scale
+            training); evaluation always uses ``input_size``. A scale below 1 trains on smaller batches than
+            it evaluates: with zoom-in crops (the data module's ``crop_prob: 1``) objects keep their test size.
         fpn_levels / fpn_channels: how many of the backbone's coarsest maps feed the FPN, and its width.
         head_convs: conv + GroupNorm blocks in each FCOS branch (torchvision default 4; fewer is faster on CPU).
         score_thresh / nms_thresh / detections_per_img / topk_candidates: FCOS post-processing.
@@ -140,15 +141,17 @@ class RoadDetector(nn.Module):
             head.regression_head = FCOSRegressionHead(fpn_channels, 1, head_convs, norm_layer=norm)
         short, long = min(self.input_size), max(self.input_size)
         # GeneralizedRCNNTransform draws one of min_size at random per training batch and evaluates at
-        # min_size[-1]: the nominal size goes last.
-        scales = sorted(set(train_scales) - {1.0}) + [1.0]
+        # min_size[-1]; forward() swaps in the training or the evaluation sizes.
+        scales = sorted(set(train_scales))
         min_sizes = tuple(round(short * s) for s in scales)
-        max_size = round(long * max(max(scales), 1.0))
+        max_size = round(long * max(scales))
+        self._train_sizes = (min_sizes, max_size)
+        self._eval_sizes = ((short,), long)
         self.detector = FCOS(
             body,
             num_classes,
-            min_size=min_sizes,
-            max_size=max_size,
+            min_size=(short,),
+            max_size=long,
             image_mean=list(image_mean),
             image_std=list(image_std),
             anchor_generator=anchors,
@@ -159,7 +162,6 @@ class RoadDetector(nn.Module):
             detections_per_img=detections_per_img,
             topk_candidates=topk_candidates,
         )
-        self._train_max_size, self._eval_max_size = max_size, long
 
     @property
     def backbone(self) -> Backbone:
@@ -189,8 +191,9 @@ class RoadDetector(nn.Module):
                     f"image {i}: expected a ({self.detector.backbone.body.in_channels}, H, W) tensor, "
                     f"got shape {tuple(image.shape)}"
                 )
-        # evaluation at the nominal size: the long side may only exceed it in multi-scale training
-        self.detector.transform.max_size = self._train_max_size if self.training else self._eval_max_size
+        # evaluation at the nominal size; multi-scale training draws from train_scales only
+        min_size, max_size = self._train_sizes if self.training else self._eval_sizes
+        self.detector.transform.min_size, self.detector.transform.max_size = min_size, max_size
         if targets is not None:
             targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
         return self.detector(images, targets)

@@ -379,12 +379,12 @@ class DetectionDataModule(SplitLoaders):
         self.seed = seed
         self.max_items = max_items
         self.repeat_threshold = repeat_threshold
-        if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        try:  # albumentations checks the crop settings: fail here, naming them, not when setup() builds it
+            detection_augmentations(crop_scale=tuple(crop_scale), crop_prob=crop_prob, height=32, width=32)
+        except ValueError as err:
             raise ValueError(
-                f"DetectionDataModule: crop_scale must be (low, high) in (0, 1], got {crop_scale}"
-            )
-        if not 0 <= crop_prob <= 1:
-            raise ValueError(f"DetectionDataModule: crop_prob must be in [0, 1], got {crop_prob}")
+                f"DetectionDataModule: bad crop_scale {crop_scale} / crop_prob {crop_prob}: {err}"
+            ) from err
         self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
         self.splits: dict[str, list[ImageAnnotation]] = {}
         self.datasets: dict[str, DetectionDataset] = {}

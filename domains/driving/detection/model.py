@@ -146,7 +146,6 @@ class RoadDetector(nn.Module):
         min_sizes = tuple(round(short * s) for s in scales)
         max_size = round(long * max(scales))
         self._train_sizes = (min_sizes, max_size)
-        self._eval_sizes = ((short,), long)
         self.detector = FCOS(
             body,
             num_classes,
@@ -192,7 +191,10 @@ class RoadDetector(nn.Module):
                     f"got shape {tuple(image.shape)}"
                 )
         # evaluation at the nominal size; multi-scale training draws from train_scales only
-        min_size, max_size = self._train_sizes if self.training else self._eval_sizes
+        if self.training:
+            min_size, max_size = self._train_sizes
+        else:
+            min_size, max_size = (min(self.input_size),), max(self.input_size)
         self.detector.transform.min_size, self.detector.transform.max_size = min_size, max_size
         if targets is not None:
             targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]

@@ -163,6 +163,9 @@ class DetectionDataset(Dataset):
     ``transform``: an albumentations ``Compose`` with ``BboxParams(format="pascal_voc",
     label_fields=["labels"])`` (see :func:`shared.data.detection_augmentations`); ignore boxes go through
     it too (label -1), so flips and crops move them with the image.
+    ``semantic_maps``: with ``True``, each target also holds ``semantic`` int64 (H, W), the image's class map
+    read from ``semantic/<stem>.png`` beside its image folder (the synthetic KITTI layout; 255 = void), cropped
+    and flipped with the image, for the detector's auxiliary semantic loss. A missing map is an error here.
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class DetectionDataset(Dataset):
         transform: A.Compose | None = None,
         ignore_types: Sequence[str] = ("DontCare",),
         class_map: dict[str, str] | None = None,
+        semantic_maps: bool = False,
     ):
         self.annotations = list(annotations)
         self.class_names = list(class_names)
@@ -191,6 +195,17 @@ class DetectionDataset(Dataset):
             raise ValueError(
                 f"DetectionDataset: class_map targets {bad} are not in class_names {self.class_names}"
             )
+        self.semantic_paths: list[Path] | None = None
+        if semantic_maps:
+            self.semantic_paths = [semantic_map_path(ann.image_path) for ann in self.annotations]
+            missing = [
+                (a.image_path, p) for a, p in zip(self.annotations, self.semantic_paths) if not p.is_file()
+            ]
+            if missing:
+                raise FileNotFoundError(
+                    f"DetectionDataset: {len(missing)} of {len(self.annotations)} images have no semantic map "
+                    f"(semantic_maps is on), e.g. {missing[0][1]} for {missing[0][0]}"
+                )
         index = {name: i for i, name in enumerate(self.class_names)}
         self.dropped: Counter[str] = Counter()
         self._targets = []
@@ -239,11 +254,22 @@ class DetectionDataset(Dataset):
                 f"annotation says {ann.width}x{ann.height}",
             )
         boxes, labels, ignore = self._targets[i]
+        extra = {}
+        if self.semantic_paths is not None:
+            extra["mask"] = read_label_map(self.semantic_paths[i])
+            if extra["mask"].shape != image.shape[:2]:
+                raise LabelFormatError(
+                    self.semantic_paths[i],
+                    None,
+                    f"semantic map is {extra['mask'].shape[1]}x{extra['mask'].shape[0]} but its image "
+                    f"{ann.image_path} is {image.shape[1]}x{image.shape[0]}",
+                )
         if self.transform is not None:
             all_boxes = np.concatenate([boxes, ignore])
             all_labels = np.concatenate([labels, np.full(len(ignore), -1, dtype=np.int64)])
-            out = self.transform(image=image, bboxes=all_boxes, labels=all_labels)
+            out = self.transform(image=image, bboxes=all_boxes, labels=all_labels, **extra)
             image = out["image"]
+            extra = {k: out[k] for k in extra}
             all_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
             all_labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
             height, width = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
@@ -259,7 +285,15 @@ class DetectionDataset(Dataset):
             "image_id": ann.image_id,
             "orig_size": (ann.height, ann.width),
         }
+        if "mask" in extra:
+            target["semantic"] = torch.as_tensor(np.asarray(extra["mask"]), dtype=torch.int64)
         return to_image_tensor(image), target
+
+
+def semantic_map_path(image_path: str | Path) -> Path:
+    """``<root>/semantic/<stem>.png`` for an image ``<root>/<image folder>/<stem>.<ext>`` (synthetic KITTI)."""
+    image_path = Path(image_path)
+    return image_path.parent.parent / "semantic" / f"{image_path.stem}.png"
 
 
 def detection_collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
@@ -336,6 +370,9 @@ class DetectionDataModule(SplitLoaders):
     ``image_size`` (a zoom-in), for that share of the images. Always zooming (``crop_prob: 1``) with a model
     that evaluates at a larger ``input_size`` trains small objects at the size they are tested at, for the
     cost of ``image_size`` training batches.
+    ``semantic_maps``: training targets carry the per-pixel class maps (``semantic/<id>.png`` beside
+    ``image_2/``, as the synthetic set writes them) for the detector's auxiliary semantic loss
+    (``model.semantic_loss_weight``); evaluation does not read them.
     """
 
     def __init__(
@@ -355,6 +392,7 @@ class DetectionDataModule(SplitLoaders):
         repeat_threshold: float | None = None,
         crop_scale: tuple[float, float] = (0.6, 1.0),
         crop_prob: float = 0.5,
+        semantic_maps: bool = False,
     ):
         super().__init__()
         if data_format not in ("kitti", "coco", "yolo"):
@@ -386,6 +424,7 @@ class DetectionDataModule(SplitLoaders):
                 f"DetectionDataModule: bad crop_scale {crop_scale} / crop_prob {crop_prob}: {err}"
             ) from err
         self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
+        self.semantic_maps = semantic_maps
         self.splits: dict[str, list[ImageAnnotation]] = {}
         self.datasets: dict[str, DetectionDataset] = {}
 
@@ -453,7 +492,11 @@ class DetectionDataModule(SplitLoaders):
                 name == "train", self.image_size, self.augment, self.seed, self.crop_scale, self.crop_prob
             )
             self.datasets[name] = DetectionDataset(
-                items, self.class_names, transform, class_map=self.class_map
+                items,
+                self.class_names,
+                transform,
+                class_map=self.class_map,
+                semantic_maps=self.semantic_maps and name == "train",
             )
 
     collate_fn = staticmethod(detection_collate)

@@ -180,6 +180,57 @@ def test_detection_datamodule_checks_crop_arguments(tmp_path):
         DetectionDataModule(data_path=str(tmp_path), crop_prob=1.5)
 
 
+def test_detection_semantic_maps_move_with_the_image_and_are_checked(tmp_path):
+    # left half dark with class 1, right half bright with class 2: after flips and zoom-in crops, the map
+    # must still say 2 exactly where the image is bright
+    image = np.zeros((H, W, 3), np.uint8)
+    image[:, W // 2 :] = 255
+    label = np.full((H, W), 1, np.uint8)
+    label[:, W // 2 :] = 2
+    (tmp_path / "image_2").mkdir()
+    (tmp_path / "semantic").mkdir()
+    cv2.imwrite(str(tmp_path / "image_2" / "000000.png"), image)
+    cv2.imwrite(str(tmp_path / "semantic" / "000000.png"), label)
+    car = ObjectLabel("Car", bbox=(2, 2, 20, 20))
+    ann = ImageAnnotation(str(tmp_path / "image_2" / "000000.png"), W, H, [car])
+    crops = detection_augmentations(
+        crop_prob=1.0, crop_scale=(0.3, 0.6), height=H, width=W, flip=False, photometric=False, seed=0
+    )
+    transform = A.Compose(
+        [*crops.transforms, A.HorizontalFlip(p=1.0)],
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]),
+        seed=0,
+    )
+    dataset = DetectionDataset([ann], ["Car"], transform, semantic_maps=True)
+    for _ in range(5):
+        tensor, target = dataset[0]
+        semantic = target["semantic"]
+        assert semantic.dtype == torch.int64 and semantic.shape == tensor.shape[1:]
+        bright, dark = tensor.mean(0) > 0.9, tensor.mean(0) < 0.1
+        assert bright.any() or dark.any()
+        assert (semantic[bright] == 2).all() and (semantic[dark] == 1).all()
+    # off by default: no map read, none returned
+    assert "semantic" not in DetectionDataset([ann], ["Car"])[0][1]
+    # a map of the wrong size names the file; a missing one is found at construction
+    cv2.imwrite(str(tmp_path / "semantic" / "000000.png"), label[:10])
+    with pytest.raises(LabelFormatError, match=r"semantic.000000.png.*semantic map is 64x10"):
+        DetectionDataset([ann], ["Car"], semantic_maps=True)[0]
+    (tmp_path / "semantic" / "000000.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of 1 images have no semantic map.*000000.png"):
+        DetectionDataset([ann], ["Car"], semantic_maps=True)
+
+
+def test_detection_datamodule_gives_semantic_maps_to_training_only(tmp_path):
+    root = _kitti(tmp_path / "kitti", n=12)
+    dm = DetectionDataModule(data_path=str(root), batch_size=2, num_workers=0, semantic_maps=True)
+    dm.setup("fit")
+    _, targets = next(iter(dm.train_dataloader()))
+    assert all(t["semantic"].shape == (H, W) for t in targets)
+    assert set(torch.cat([t["semantic"].unique() for t in targets]).tolist()) <= {0, 1, 2, 255}
+    _, targets = next(iter(dm.val_dataloader()))
+    assert all("semantic" not in t for t in targets)
+
+
 def test_detection_collate_returns_lists():
     batch = [(torch.zeros(3, 4, 5), {"image_id": "a"}), (torch.zeros(3, 6, 5), {"image_id": "b"})]
     images, targets = detection_collate(batch)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
+from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction, semantic_targets
 from domains.driving.detection.predict import detections_to_kitti, draw_detections
 from domains.driving.detection.task import DetectionTask
 from domains.driving.formats import read_kitti_label
@@ -55,14 +55,19 @@ def _scene(
     return image, objects
 
 
-def make_kitti(root: Path, n: int = 8, seed: int = 0) -> Path:
-    """``root/training/{image_2,label_2}`` with n scenes and one DontCare box per image."""
+def make_kitti(root: Path, n: int = 8, seed: int = 0, semantic: bool = False) -> Path:
+    """``root/training/{image_2,label_2}`` with n scenes and one DontCare box per image (and with
+    ``semantic``, ``semantic/`` class maps: 1 on the painted objects, 0 elsewhere)."""
     rng = np.random.default_rng(seed)
     (root / "training/image_2").mkdir(parents=True)
     (root / "training/label_2").mkdir(parents=True)
+    (root / "training/semantic").mkdir(parents=True)
     for i in range(n):
         image, objects = _scene(rng)
         cv2.imwrite(str(root / f"training/image_2/{i:06d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if semantic:
+            label = (image.max(axis=2) > 200).astype(np.uint8)
+            cv2.imwrite(str(root / f"training/semantic/{i:06d}.png"), label)
         lines = [
             f"{name} 0.00 0 -10 {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f} 1.5 1.6 3.9 1.0 1.7 20.0 -1.5"
             for name, b in objects
@@ -187,6 +192,58 @@ def test_loss_falls_on_a_few_images(one_thread):
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
 
 
+def test_semantic_targets_resize_like_the_images_and_pad_with_void():
+    # a 2x4 map whose image was resized to 4x8 and padded to 6x8: nearest doubles every pixel, padding is void
+    label = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    (target,) = semantic_targets([label], [(4, 8)], (6, 8))
+    expected = label.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    assert torch.equal(target[:4], expected)
+    assert (target[4:] == 255).all()
+
+
+def test_semantic_head_trains_only_with_maps_and_leaves_detection_outputs_alone(one_thread):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    scenes = [_scene(rng) for _ in range(2)]
+    images = [_tensor(im) for im, _ in scenes]
+    # the class map: 1 on the painted objects (blue or red), 0 on the grey road, void on the top rows
+    maps = []
+    for image, _ in scenes:
+        label = torch.from_numpy((image.max(axis=2) > 200).astype(np.int64))
+        label[:2] = 255
+        maps.append(label)
+    names = {"Car": 0, "Pedestrian": 1}
+    targets = [
+        {"boxes": torch.tensor([b for _, b in objs]), "labels": torch.tensor([names[n] for n, _ in objs])}
+        for _, objs in scenes
+    ]
+    kwargs = {"input_size": (64, 128), "fpn_channels": 32, "head_convs": 1}
+    model = RoadDetector(2, "tiny_cnn", {"width": 8}, semantic_classes=2, semantic_loss_weight=0.5, **kwargs)
+    model.train()
+    with pytest.raises(ValueError, match="no 'semantic' map"):
+        model(images, targets)
+    with_maps = [{**t, "semantic": m} for t, m in zip(targets, maps)]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    semantic = []
+    for _ in range(25):
+        parts = model(images, with_maps)
+        assert set(parts) == {"classification", "bbox_regression", "bbox_ctrness", "semantic"}
+        opt.zero_grad()
+        sum(parts.values()).backward()
+        opt.step()
+        semantic.append(parts["semantic"].item())
+    assert np.mean(semantic[-3:]) < 0.5 * np.mean(semantic[:2]), semantic
+    with pytest.raises(ValueError, match=r"< semantic_classes \(2\)"):
+        model(images, [{**t, "semantic": torch.full_like(m, 5)} for t, m in zip(targets, maps)])
+    model.eval()
+    with torch.no_grad():
+        (out, _) = model(images)
+    assert set(out) == {"boxes", "scores", "labels"}
+    # off by default: no head, and training needs no maps
+    plain = RoadDetector(2, "tiny_cnn", {"width": 8}, **kwargs).train()
+    assert plain.semantic_head is None and "semantic" not in plain(images, targets)
+
+
 class _Oracle(torch.nn.Module):
     """Returns given detections (in the *tensor's* coordinates), to test the evaluation plumbing."""
 
@@ -309,3 +366,16 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
         assert all(0 <= o.score <= 1 and o.bbox[2] <= W and o.bbox[3] <= H for o in objects)
         drawn = cv2.imread(str(out / "images" / f"{image_id}.png"))
         assert drawn is not None and drawn.shape == (H, W, 3)
+
+
+def test_cli_auxiliary_semantic_loss_needs_and_uses_semantic_maps(tmp_path, monkeypatch, one_thread):
+    from domains.driving.detection.__main__ import main
+
+    data = make_kitti(tmp_path / "kitti", n=8, semantic=True)
+    monkeypatch.chdir(tmp_path)
+    weight = ["--model.semantic_loss_weight", "0.5", "--trainer.fast_dev_run", "1"]
+    with pytest.raises(ValueError, match="set data.semantic_maps true"):
+        main(["fit", *_cli_args(data, *weight)])
+    cli = main(["fit", *_cli_args(data, *weight, "--data.semantic_maps", "true")])
+    assert cli.trainer.global_step == 1 and cli.model.model.semantic_head is not None
+    assert float(cli.trainer.callback_metrics["train/semantic"]) > 0

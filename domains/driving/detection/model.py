@@ -17,6 +17,13 @@ assumes strides 8..128, which VGG's levels do not have).
 
 Labels are 0-based class indices (``domains.driving.classes``): FCOS's sigmoid focal loss has no background
 logit, so no slot is reserved for it.
+
+Optional auxiliary semantic segmentation (``semantic_classes`` > 0): a small head on the finest FPN level is
+trained with cross-entropy on per-pixel class maps, where the data has them (the synthetic scenes do; so do
+Cityscapes-style sets). Dense labels give every pixel a training signal, where boxes give a few points per
+object: the multi-task idea of DES (Zhang et al., CVPR 2018) and YOLOP. The head is used only in training; the
+detections, the exported graph and the inference cost do not change. Written by hand: torchvision's FCOS has
+no auxiliary-loss hook, so the transformed batch and the FPN maps are read with forward hooks.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from collections import OrderedDict
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -32,6 +40,7 @@ from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, 
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from domains.driving.classes import VOID
 from shared.backbones import Backbone, create_backbone
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -89,6 +98,9 @@ class RoadDetector(nn.Module):
         fpn_levels / fpn_channels: how many of the backbone's coarsest maps feed the FPN, and its width.
         head_convs: conv + GroupNorm blocks in each FCOS branch (torchvision default 4; fewer is faster on CPU).
         score_thresh / nms_thresh / detections_per_img / topk_candidates: FCOS post-processing.
+        semantic_classes: > 0 adds the auxiliary semantic head (that many classes, 255 = void); training
+            targets must then carry a ``semantic`` (H, W) class map of their image.
+        semantic_loss_weight: weight of its cross-entropy in the training loss (reported as ``semantic``).
     """
 
     def __init__(
@@ -109,6 +121,8 @@ class RoadDetector(nn.Module):
         center_sampling_radius: float = 1.5,
         image_mean: tuple[float, ...] = IMAGENET_MEAN,
         image_std: tuple[float, ...] = IMAGENET_STD,
+        semantic_classes: int = 0,
+        semantic_loss_weight: float = 1.0,
     ):
         super().__init__()
         if num_classes < 1:
@@ -117,6 +131,11 @@ class RoadDetector(nn.Module):
             raise ValueError(f"input_size must be (height, width) with both >= 16, got {input_size}")
         if not train_scales or any(s <= 0 for s in train_scales):
             raise ValueError(f"train_scales must be positive multipliers, got {train_scales}")
+        if semantic_classes < 0 or semantic_loss_weight < 0:
+            raise ValueError(
+                f"semantic_classes and semantic_loss_weight must be >= 0, got {semantic_classes}, "
+                f"{semantic_loss_weight}"
+            )
         # torchvision's GroupNorm(32): kept from 64 channels up; narrower FPNs use 2 channels per group, since
         # one channel per group cannot be normalised on the 1x1 top level of a small image
         norm_groups = min(32, fpn_channels // 2)
@@ -161,6 +180,15 @@ class RoadDetector(nn.Module):
             detections_per_img=detections_per_img,
             topk_candidates=topk_candidates,
         )
+        self.semantic_classes = int(semantic_classes)
+        self.semantic_loss_weight = float(semantic_loss_weight)
+        self.semantic_head = None
+        if self.semantic_classes:
+            self.semantic_head = nn.Sequential(
+                nn.Conv2d(fpn_channels, fpn_channels, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(fpn_channels, self.semantic_classes, 1),
+            )
 
     @property
     def backbone(self) -> Backbone:
@@ -196,9 +224,62 @@ class RoadDetector(nn.Module):
         else:
             min_size, max_size = (min(self.input_size),), max(self.input_size)
         self.detector.transform.min_size, self.detector.transform.max_size = min_size, max_size
-        if targets is not None:
-            targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-        return self.detector(images, targets)
+        if targets is None or self.semantic_head is None or not self.training:
+            if targets is not None:
+                targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+            return self.detector(images, targets)
+        missing = [i for i, t in enumerate(targets) if "semantic" not in t]
+        if missing:
+            raise ValueError(
+                f"targets {missing} have no 'semantic' map, but the detector has an auxiliary semantic head "
+                "(semantic_classes > 0): give the data semantic maps or set semantic_classes 0"
+            )
+        captured: dict = {}
+        hooks = [
+            self.detector.transform.register_forward_hook(lambda m, i, out: captured.update(batch=out[0])),
+            self.detector.backbone.register_forward_hook(lambda m, i, out: captured.update(features=out)),
+        ]
+        try:
+            losses = self.detector(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        finally:
+            for hook in hooks:
+                hook.remove()
+        semantic = self.semantic_loss(
+            captured["features"], captured["batch"], [t["semantic"] for t in targets]
+        )
+        return {**losses, "semantic": self.semantic_loss_weight * semantic}
+
+    def semantic_loss(self, features: OrderedDict, batch, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of the semantic head on the finest FPN map against the class maps (255 = void).
+
+        ``batch`` is the transform's ``ImageList``; the logits are upsampled to its padded size and compared
+        with :func:`semantic_targets` (each map resized and padded like its image).
+        """
+        height, width = batch.tensors.shape[-2:]
+        target = semantic_targets(maps, batch.image_sizes, (height, width)).to(batch.tensors.device)
+        valid = target != VOID
+        if valid.any() and int(target[valid].max()) >= self.semantic_classes:
+            raise ValueError(
+                f"semantic map values must be < semantic_classes ({self.semantic_classes}) or {VOID} "
+                f"(void), found {int(target[valid].max())}"
+            )
+        logits = self.semantic_head(next(iter(features.values())))
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        if not valid.any():  # an all-void batch: nothing to learn, but keep the graph
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, target, ignore_index=VOID)
+
+
+def semantic_targets(
+    maps: list[torch.Tensor], image_sizes: list[tuple[int, int]], padded_size: tuple[int, int]
+) -> torch.Tensor:
+    """(B, H, W) int64 class maps matching a transformed detection batch: each (h, w) map is resized
+    (nearest) to its image's resized size and padded at the bottom / right with void, as the images are."""
+    target = torch.full((len(maps), *padded_size), VOID, dtype=torch.long)
+    for i, (label, (h, w)) in enumerate(zip(maps, image_sizes, strict=True)):
+        resized = F.interpolate(label.cpu()[None, None].float(), size=(h, w), mode="nearest")
+        target[i, :h, :w] = resized[0, 0].long()
+    return target
 
 
 def box_in_ignore_fraction(boxes: torch.Tensor, ignore_boxes: torch.Tensor) -> torch.Tensor:
@@ -216,4 +297,4 @@ def box_in_ignore_fraction(boxes: torch.Tensor, ignore_boxes: torch.Tensor) -> t
     return (inter / area[:, None]).max(dim=1).values
 
 
-__all__ = ["BackboneWithFPN", "RoadDetector", "box_in_ignore_fraction"]
+__all__ = ["BackboneWithFPN", "RoadDetector", "box_in_ignore_fraction", "semantic_targets"]

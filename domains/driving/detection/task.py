@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
-from domains.driving.classes import DETECTION_CLASSES
+from domains.driving.classes import DETECTION_CLASSES, SEMANTIC_CLASSES
 from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, RoadDetector, box_in_ignore_fraction
 from domains.driving.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
 from shared.backbones import load_backbone_weights
@@ -64,6 +64,9 @@ class DetectionTask(BaseTask):
         predict_dir: where ``predict`` writes KITTI result files (``data/<id>.txt``) and drawn images
             (``images/<id>.png``); ``None`` only returns the predictions.
         predict_score_thresh: detections below this score are not drawn (all are written to the txt files).
+        semantic_loss_weight: > 0 trains an auxiliary semantic segmentation head on the finest FPN level with
+            this weight (needs ``data.semantic_maps: true``; see :class:`RoadDetector`); training only.
+        semantic_classes: classes of those maps (default: the synthetic scenes' 12).
     """
 
     def __init__(
@@ -94,6 +97,8 @@ class DetectionTask(BaseTask):
         scheduler: str = "cosine",
         warmup_steps: int = 100,
         nonfinite_loss: str = "raise",
+        semantic_loss_weight: float = 0.0,
+        semantic_classes: int = len(SEMANTIC_CLASSES),
     ):
         super().__init__(lr, weight_decay, scheduler, warmup_steps, nonfinite_loss)
         # Run-time choices stay out of the checkpoint: LightningCLI re-applies a checkpoint's hyperparameters
@@ -123,6 +128,8 @@ class DetectionTask(BaseTask):
             center_sampling_radius=center_sampling_radius,
             image_mean=tuple(image_mean),
             image_std=tuple(image_std),
+            semantic_classes=semantic_classes if semantic_loss_weight > 0 else 0,
+            semantic_loss_weight=semantic_loss_weight,
         )
         if pretrained_backbone:
             report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
@@ -147,6 +154,12 @@ class DetectionTask(BaseTask):
                 f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
                 "set both to the same list (the labels are indices into it)"
             )
+        needs_maps = stage == "fit" and self.model.semantic_head is not None
+        if needs_maps and dm is not None and not getattr(dm, "semantic_maps", False):
+            raise ValueError(
+                f"model.semantic_loss_weight is {self.hparams.semantic_loss_weight} but the data module "
+                "reads no semantic maps: set data.semantic_maps true (or the weight 0)"
+            )
 
     def configure_callbacks(self):
         if not self.predict_dir:
@@ -163,7 +176,10 @@ class DetectionTask(BaseTask):
             boxes = t["boxes"]
             ok = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
             self.dropped_degenerate += int((~ok).sum())
-            out.append({"boxes": boxes[ok], "labels": t["labels"][ok]})
+            kept = {"boxes": boxes[ok], "labels": t["labels"][ok]}
+            if "semantic" in t:
+                kept["semantic"] = t["semantic"]
+            out.append(kept)
         return out
 
     def training_step(self, batch, batch_idx):

@@ -220,7 +220,8 @@ def markdown(result: dict, args) -> str:
             f"Model: backbone {cfg.get('backbone', 'resnet18')}, input {result['model_input'][0]}x{result['model_input'][1]} "
             f"(HxW box), FPN levels {cfg.get('fpn_levels', 3)} x {cfg.get('fpn_channels', 128)} ch, "
             f"head convs {cfg.get('head_convs', 2)}, lr {cfg.get('lr', 1e-3)}, batch {result['data'].get('batch_size')}, "
-            f"repeat-factor sampling {result['data'].get('repeat_threshold') or 'off'}."
+            f"repeat-factor sampling {result['data'].get('repeat_threshold') or 'off'}, "
+            f"auxiliary semantic loss {cfg.get('semantic_loss_weight') or 'off'}."
         ),
         f"Test split: {result['n_test']} images (by sequence).",
         "",

@@ -254,22 +254,22 @@ class DetectionDataset(Dataset):
                 f"annotation says {ann.width}x{ann.height}",
             )
         boxes, labels, ignore = self._targets[i]
-        extra = {}
+        semantic = None
         if self.semantic_paths is not None:
-            extra["mask"] = read_label_map(self.semantic_paths[i])
-            if extra["mask"].shape != image.shape[:2]:
+            semantic = read_label_map(self.semantic_paths[i])
+            if semantic.shape != image.shape[:2]:
                 raise LabelFormatError(
                     self.semantic_paths[i],
                     None,
-                    f"semantic map is {extra['mask'].shape[1]}x{extra['mask'].shape[0]} but its image "
+                    f"semantic map is {semantic.shape[1]}x{semantic.shape[0]} but its image "
                     f"{ann.image_path} is {image.shape[1]}x{image.shape[0]}",
                 )
         if self.transform is not None:
             all_boxes = np.concatenate([boxes, ignore])
             all_labels = np.concatenate([labels, np.full(len(ignore), -1, dtype=np.int64)])
-            out = self.transform(image=image, bboxes=all_boxes, labels=all_labels, **extra)
-            image = out["image"]
-            extra = {k: out[k] for k in extra}
+            mask = {} if semantic is None else {"mask": semantic}  # albumentations crops / flips it too
+            out = self.transform(image=image, bboxes=all_boxes, labels=all_labels, **mask)
+            image, semantic = out["image"], out.get("mask")
             all_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
             all_labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
             height, width = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
@@ -285,8 +285,8 @@ class DetectionDataset(Dataset):
             "image_id": ann.image_id,
             "orig_size": (ann.height, ann.width),
         }
-        if "mask" in extra:
-            target["semantic"] = torch.as_tensor(np.asarray(extra["mask"]), dtype=torch.int64)
+        if semantic is not None:
+            target["semantic"] = torch.as_tensor(np.asarray(semantic), dtype=torch.int64)
         return to_image_tensor(image), target
 
 

@@ -61,7 +61,8 @@ def make_kitti(root: Path, n: int = 8, seed: int = 0, semantic: bool = False) ->
     rng = np.random.default_rng(seed)
     (root / "training/image_2").mkdir(parents=True)
     (root / "training/label_2").mkdir(parents=True)
-    (root / "training/semantic").mkdir(parents=True)
+    if semantic:
+        (root / "training/semantic").mkdir(parents=True)
     for i in range(n):
         image, objects = _scene(rng)
         cv2.imwrite(str(root / f"training/image_2/{i:06d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -235,6 +236,8 @@ def test_semantic_head_trains_only_with_maps_and_leaves_detection_outputs_alone(
     assert np.mean(semantic[-3:]) < 0.5 * np.mean(semantic[:2]), semantic
     with pytest.raises(ValueError, match=r"< semantic_classes \(2\)"):
         model(images, [{**t, "semantic": torch.full_like(m, 5)} for t, m in zip(targets, maps)])
+    all_void = model(images, [{**t, "semantic": torch.full_like(m, 255)} for t, m in zip(targets, maps)])
+    assert all_void["semantic"].item() == 0.0 and all_void["semantic"].requires_grad
     model.eval()
     with torch.no_grad():
         (out, _) = model(images)

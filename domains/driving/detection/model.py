@@ -257,15 +257,15 @@ class RoadDetector(nn.Module):
         """
         height, width = batch.tensors.shape[-2:]
         target = semantic_targets(maps, batch.image_sizes, (height, width)).to(batch.tensors.device)
-        valid = target != VOID
-        if valid.any() and int(target[valid].max()) >= self.semantic_classes:
+        top = int(target.masked_fill(target == VOID, -1).max())  # one device sync checks the whole batch
+        if top >= self.semantic_classes:
             raise ValueError(
                 f"semantic map values must be < semantic_classes ({self.semantic_classes}) or {VOID} "
-                f"(void), found {int(target[valid].max())}"
+                f"(void), found {top}"
             )
         logits = self.semantic_head(next(iter(features.values())))
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        if not valid.any():  # an all-void batch: nothing to learn, but keep the graph
+        if top < 0:  # an all-void batch: nothing to learn, but keep the graph
             return logits.sum() * 0.0
         return F.cross_entropy(logits, target, ignore_index=VOID)
 
@@ -275,9 +275,10 @@ def semantic_targets(
 ) -> torch.Tensor:
     """(B, H, W) int64 class maps matching a transformed detection batch: each (h, w) map is resized
     (nearest) to its image's resized size and padded at the bottom / right with void, as the images are."""
-    target = torch.full((len(maps), *padded_size), VOID, dtype=torch.long)
+    device = maps[0].device if maps else None  # built where the maps are: no host round trip on a GPU
+    target = torch.full((len(maps), *padded_size), VOID, dtype=torch.long, device=device)
     for i, (label, (h, w)) in enumerate(zip(maps, image_sizes, strict=True)):
-        resized = F.interpolate(label.cpu()[None, None].float(), size=(h, w), mode="nearest")
+        resized = F.interpolate(label[None, None].float(), size=(h, w), mode="nearest")
         target[i, :h, :w] = resized[0, 0].long()
     return target
 

@@ -317,7 +317,20 @@ class AnomalySegmentationTask(BaseTask):
         names: Iterable[str],
         outlier_logit: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Score maps (B, H, W) by name; statistics-based scores need :meth:`calibrate` first."""
+        """Score maps (B, H, W) by name, float32; statistics-based scores need :meth:`calibrate` first.
+
+        Computed outside autocast from float32 logits: under bf16 / fp16 mixed precision the logsumexp,
+        softmax and Mahalanobis products would otherwise run in half precision, and numpy has no bfloat16.
+        """
+        with torch.autocast(logits.device.type, enabled=False):
+            return self._compute_scores(
+                logits.float(),
+                None if features is None else features.float(),
+                names,
+                None if outlier_logit is None else outlier_logit.float(),
+            )
+
+    def _compute_scores(self, logits, features, names, outlier_logit) -> dict[str, torch.Tensor]:
         out = {}
         for name in names:
             if name in STAT_SCORES and not bool(self.calibrated):

@@ -1,0 +1,209 @@
+"""Train every task's GPU recipe side by side on one GPU under one wall-clock deadline, test each, and write a
+markdown table (and each run's weights, for the demo) to ``--out-dir``.
+
+    python benchmarks/gpu_recipes.py --out-dir gpu_runs --fit-seconds 420        # on a GPU machine
+    python benchmarks/gpu_recipes.py --out-dir /tmp/smoke --smoke                # CPU dry run, tiny budgets
+
+Each run is the suite's own CLI (``python -m domains.<...> fit -c <config>`` with the task's GPU config) in its
+own process, with :class:`shared.budget.FitScheduleToBudget` so that the cosine schedule ends when the budget
+does; then ``test`` on the written ``last.ckpt``. Runs start as soon as their data set exists (the synthetic sets
+are generated first, one process per domain) and all fits end at the same deadline. Several small runs share a
+large GPU well: none of them fills it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVING = "domains/driving/configs"
+MEDICAL = "domains/medical/configs"
+HPU_DEMO_KWARGS = (
+    "{channels: [16, 32, 64, 64, 64, 64, 64, 64], latent_channels: [1, 1, 1, 1], blocks_per_level: 1, "
+    "convs_per_block: 2, norm: batch}"
+)
+
+#: name -> (CLI module, configs, extra arguments, data set it needs)
+RUNS: dict[str, tuple[str, list[str], list[str], str]] = {
+    "detection": ("domains.driving.detection", [f"{DRIVING}/detection_gpu.yaml"], [], "driving"),
+    "detection_2x": (
+        "domains.driving.detection",
+        [f"{DRIVING}/detection_gpu.yaml"],
+        ["--model.input_size", "[384, 1280]", "--data.batch_size", "16"],
+        "driving",
+    ),
+    "anomaly": ("domains.driving.anomaly", [f"{DRIVING}/anomaly_gpu.yaml"], [], "driving"),
+    "unet": ("domains.medical", [f"{MEDICAL}/unet.yaml", f"{MEDICAL}/gpu.yaml"], [], "medical"),
+    "prob_unet": ("domains.medical", [f"{MEDICAL}/prob_unet.yaml", f"{MEDICAL}/gpu.yaml"], [], "medical"),
+    # the paper's 8 levels at 128 px, 64 channels from level 3 (15 MB as fp16 instead of 80), batch norm
+    "hpu_net": (
+        "domains.medical",
+        [f"{MEDICAL}/hpu_net.yaml", f"{MEDICAL}/gpu.yaml"],
+        ["--model.model_kwargs", HPU_DEMO_KWARGS],
+        "medical",
+    ),
+}
+
+SMOKE_ARGS = [
+    "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_epochs", "1",
+    "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "2",
+    "--trainer.check_val_every_n_epoch", "1", "--data.num_workers", "0", "--data.batch_size", "2",
+]  # fmt: skip
+KEY_METRICS = {
+    "detection": ["test/map50", "test/map", "test/ap50/Car", "test/ap50/Pedestrian", "test/ap50/Cyclist"],
+    "anomaly": ["test/ap", "test/fpr95", "test/auroc", "test/mean_F1"],
+    "medical": ["test/ged", "test/hungarian_iou", "test/diversity", "test/dice", "test/ece"],
+}
+
+
+def _generate(domain: str) -> None:
+    if domain == "driving":
+        from domains.driving.synthetic import ensure_synthetic_anomaly, ensure_synthetic_kitti
+
+        ensure_synthetic_kitti()
+        ensure_synthetic_anomaly()
+    else:
+        from domains.medical.synthetic import ensure_synthetic_lidc
+
+        ensure_synthetic_lidc()
+
+
+def _child(name: str, out_dir: Path, seconds: float, smoke: bool) -> int:
+    """One run: fit under the budget, test ``last.ckpt``, write ``<name>.json`` and ``<name>.safetensors``."""
+    import importlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    module, configs, extra, _ = RUNS[name]
+    main = importlib.import_module(f"{module}.__main__").main
+    run_dir = out_dir / name
+    common = [arg for cfg in configs for arg in ("-c", cfg)] + extra
+    if smoke:  # one short epoch: outlier exposure must start in it for outlier_prob to be testable
+        common += SMOKE_ARGS + (["--model.oe_start_epoch", "0"] if name == "anomaly" else [])
+    common += ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    start = time.perf_counter()
+    fit = main(
+        [
+            "fit", *common,
+            "--checkpoint.dirpath", str(run_dir),
+            "--trainer.callbacks+=shared.budget.FitScheduleToBudget", f"--trainer.callbacks.seconds={seconds}",
+        ]
+    )  # fmt: skip
+    fit_seconds = time.perf_counter() - start
+    steps = int(fit.trainer.global_step)
+    epochs = int(fit.trainer.current_epoch)
+    ckpt = run_dir / "last.ckpt"
+    test = main(["test", *common, "--ckpt_path", str(ckpt)])
+    metrics = {k: float(v) for k, v in test.trainer.callback_metrics.items() if k.startswith("test/")}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and not smoke else "CPU"
+    record = {
+        "name": name,
+        "command": f"python -m {module} fit " + " ".join(common),
+        "device": device,
+        "fit_seconds": round(fit_seconds, 1),
+        "steps": steps,
+        "epochs": epochs,
+        "images_per_second": round(steps * _batch_size(fit) / max(fit_seconds, 1e-9), 1),
+        "metrics": metrics,
+        "hyper_parameters": {k: _plain(v) for k, v in dict(fit.model.hparams).items()},
+        "data_hyper_parameters": {k: _plain(v) for k, v in dict(fit.datamodule.hparams).items()},
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1))
+    # Every weight of the task (fp16 floats): the demo weights are cut from these files.
+    state = {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in test.model.state_dict().items()
+        if "metric" not in k and "miou" not in k
+    }
+    save_file(state, str(out_dir / f"{name}.safetensors"))
+    ckpt.unlink(missing_ok=True)
+    return 0
+
+
+def _batch_size(cli) -> int:
+    return int(getattr(cli.datamodule, "batch_size", 1) or 1)
+
+
+def _plain(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def _table(out_dir: Path, names: list[str]) -> str:
+    rows = ["| run | device | fit min | steps | epochs | train img/s | test metrics |", "|---|---|---:|---:|---:|---:|---|"]
+    for name in names:
+        path = out_dir / f"{name}.json"
+        if not path.is_file():
+            rows.append(f"| {name} | | | | | | failed: see {name}.log |")
+            continue
+        r = json.loads(path.read_text())
+        domain = "detection" if name.startswith("detection") else "anomaly" if name == "anomaly" else "medical"
+        shown = ", ".join(f"{k[5:]} {r['metrics'][k]:.3f}" for k in KEY_METRICS[domain] if k in r["metrics"])
+        rows.append(
+            f"| {name} | {r['device']} | {r['fit_seconds'] / 60:.1f} | {r['steps']} | {r['epochs']} | "
+            f"{r['images_per_second']} | {shown} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument("--fit-seconds", type=float, default=420.0, help="every fit ends this long after the start")
+    ap.add_argument("--smoke", action="store_true", help="CPU, fp32, 3 steps per run: checks the plumbing")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        return _child(args.child, args.out_dir, args.seconds, args.smoke)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    domains = sorted({RUNS[n][3] for n in args.runs})
+    generators = {
+        d: subprocess.Popen(
+            [sys.executable, "-c", f"import benchmarks.gpu_recipes as g; g._generate({d!r})"], cwd=REPO, env=env
+        )
+        for d in domains
+    }
+    children: dict[str, subprocess.Popen] = {}
+    pending = list(args.runs)
+    while pending or any(p.poll() is None for p in children.values()):
+        for name in list(pending):
+            gen = generators[RUNS[name][3]]
+            if gen.poll() is None:
+                continue
+            if gen.returncode != 0:
+                print(f"{name}: data generation failed (exit {gen.returncode})", flush=True)
+                pending.remove(name)
+                continue
+            seconds = max(10.0, args.fit_seconds - (time.perf_counter() - start))
+            log = (args.out_dir / f"{name}.log").open("w")
+            cmd = [sys.executable, __file__, "--out-dir", str(args.out_dir), "--child", name, "--seconds", str(seconds)]
+            children[name] = subprocess.Popen(
+                cmd + (["--smoke"] if args.smoke else []), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            print(f"{time.perf_counter() - start:6.0f} s: started {name} (fit budget {seconds:.0f} s)", flush=True)
+            pending.remove(name)
+        time.sleep(1.0)
+    for name, proc in children.items():
+        print(f"{name}: exit {proc.returncode}", flush=True)
+    table = _table(args.out_dir, args.runs)
+    (args.out_dir / "gpu_recipes.md").write_text(table)
+    print(table)
+    return 0 if all(p.returncode == 0 for p in children.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

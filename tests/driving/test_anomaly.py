@@ -267,7 +267,7 @@ def test_segmenter_builds_on_cnn_unet_and_transformer(encoder, kwargs):
     task = AnomalySegmentationTask(encoder=encoder, encoder_kwargs=kwargs, oe_weight=0.5)
     images = torch.rand(2, 3, 32, 96)
     assert task(images).shape == (2, C, 32, 96)
-    task.oe_trained.fill_(True)
+    task.model.oe_trained.fill_(True)
     maps = task.anomaly_map(images)
     assert maps.shape == (2, 32, 96) and ((maps >= 0) & (maps <= 1)).all()  # outlier_prob
     assert task.anomaly_map(torch.rand(3, 30, 90), score="entropy").shape == (1, 30, 90)  # padded inside
@@ -309,7 +309,7 @@ def test_loss_falls_on_tiny_data(oe_weight, objective):
             opt.step()
             losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
-    assert bool(task.oe_trained) == (oe_weight > 0)
+    assert bool(task.model.oe_trained) == (oe_weight > 0)
 
 
 def test_explicit_class_weights_weight_the_cross_entropy():
@@ -369,17 +369,17 @@ def test_calibration_stores_sml_statistics_that_checkpoints_carry():
     for c in torch.unique(pred).tolist():
         values = top[pred == c].double()
         if values.numel() > 1:
-            assert task.sml_mean[c].item() == pytest.approx(values.mean().item(), rel=1e-4, abs=1e-5)
-            assert task.sml_std[c].item() == pytest.approx(
+            assert task.model.sml_mean[c].item() == pytest.approx(values.mean().item(), rel=1e-4, abs=1e-5)
+            assert task.model.sml_std[c].item() == pytest.approx(
                 values.std(unbiased=False).item(), rel=1e-3, abs=1e-5
             )
     sml = task.anomaly_map(batches[0]["image"], score="sml")
-    expected = -(top[:4] - task.sml_mean[pred[:4]]) / task.sml_std[pred[:4]]
+    expected = -(top[:4] - task.model.sml_mean[pred[:4]]) / task.model.sml_std[pred[:4]]
     assert torch.allclose(sml, expected, atol=1e-4)
     # the buffers travel with the state dict
     clone = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
     clone.load_state_dict(task.state_dict())
-    assert bool(clone.calibrated)
+    assert bool(clone.model.calibrated)
     assert torch.allclose(clone.anomaly_map(batches[0]["image"], score="sml"), sml)
     assert torch.isfinite(clone.anomaly_map(batches[0]["image"], score="mahalanobis")).all()
 
@@ -399,7 +399,7 @@ def test_task_rejects_bad_settings_and_nan_images():
     with pytest.raises(ValueError, match="outlier_head_channels"):
         AnomalySegmentationTask(encoder_kwargs=TINY_UNET, outlier_head_channels=0)
     narrow = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, outlier_head_channels=16)
-    assert narrow.outlier_head.net[2].weight.shape == (16, 16, 3, 3)  # the full-resolution 3x3 conv
+    assert narrow.model.outlier_head.net[2].weight.shape == (16, 16, 3, 3)  # the full-resolution 3x3 conv
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -453,7 +453,7 @@ def test_cli_fast_dev_run(tiny_sets, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = main(["fit", *_cli_args(tiny_sets), "--trainer.fast_dev_run", "1"])
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
-    assert bool(cli.model.calibrated) and bool(cli.model.oe_trained)
+    assert bool(cli.model.model.calibrated) and bool(cli.model.model.oe_trained)
 
 
 def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
@@ -465,8 +465,8 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     main(["fit", *_cli_args(tiny_sets), "--trainer.max_epochs", "1"])
     ckpt = tmp_path / "lightning_logs/driving_anomaly/checkpoints/last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    assert bool(state["calibrated"]) and bool(state["oe_trained"])  # statistics written into the checkpoint
-    assert not torch.equal(state["sml_std"], torch.ones(C))
+    assert bool(state["model.calibrated"]) and bool(state["model.oe_trained"])  # statistics written into the checkpoint
+    assert not torch.equal(state["model.sml_std"], torch.ones(C))
 
     cli = main(["test", *_cli_args(tiny_sets), "--ckpt_path", str(ckpt), "--model.score", "sml"])
     results = cli.model.test_results

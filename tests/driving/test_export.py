@@ -145,10 +145,10 @@ def tiny_segmenter(objective: str = "extra_logit", smoothing: float = 0.0) -> An
     c = task.num_classes
     loader = [{"image": torch.rand(2, 3, 32, 64), "mask": torch.randint(0, c, (2, 32, 64))} for _ in range(2)]
     task.calibrate(loader)  # SML and Mahalanobis statistics
-    task.oe_trained.fill_(True)
+    task.model.oe_trained.fill_(True)
     with torch.no_grad():
-        task.oe_scale_raw.fill_(0.3)
-        task.oe_bias.fill_(-1.0)
+        task.model.oe_scale_raw.fill_(0.3)
+        task.model.oe_bias.fill_(-1.0)
     return task
 
 

@@ -107,7 +107,7 @@ def test_hard_killed_run_resumes_at_the_same_step_and_finishes_all_epochs(
     assert resumed["global_step"] == 2 * steps_per_epoch and completed_epochs(resumed) == 2
     assert resumed["lr_schedulers"][0]["last_epoch"] == 2 * steps_per_epoch
     if module == ANOMALY:  # statistics recomputed for the final weights, as on an uninterrupted run
-        assert bool(resumed["state_dict"]["calibrated"])
+        assert bool(resumed["state_dict"]["model.calibrated"])
 
 
 # ----------------------------------------------------------------------------------------- numerical faults
@@ -116,7 +116,7 @@ POISON = {
     # FCOS: the classification branch's last layer feeds only the focal loss
     DETECTION: ("model.detector.head.classification_head.cls_logits.bias", "classification", []),
     # the outlier head feeds only the outlier-exposure loss (objects pasted into every image)
-    ANOMALY: ("outlier_head.net.4.bias", "oe", ["--model.oe_prob", "1.0"]),
+    ANOMALY: ("model.outlier_head.net.4.bias", "oe", ["--model.oe_prob", "1.0"]),
 }
 
 
@@ -274,4 +274,4 @@ def test_anomaly_fit_under_ddp_splits_data_and_reduces_miou_states(scenes, tmp_p
     assert local == [32 * 64] * 2  # one 32x64 val image per rank
     assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
     assert ranks[0]["logged"]["val/miou"] == ranks[1]["logged"]["val/miou"]
-    assert bool(torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]["calibrated"])
+    assert bool(torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]["model.calibrated"])

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, smooth_score_map
-from domains.driving.anomaly.task import FIXED_RANGES, AnomalySegmentationTask
+from domains.driving.anomaly.model import FIXED_RANGES, AnomalySegmenter
+from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.classes import SEMANTIC_CLASSES
 from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load
 
@@ -31,25 +32,26 @@ SIZE_MULTIPLE = 32
 
 
 class SegmenterWithScore(nn.Module):
-    """image -> (logits, anomaly score map): the task's ``_forward`` and one score function, without the
+    """image -> (logits, anomaly score map): the plain model's features and one score function, without the
     data-dependent input checks of ``compute_score`` (run in PyTorch on the example before exporting)."""
 
-    def __init__(self, task: AnomalySegmentationTask, score: str):
+    def __init__(self, model: AnomalySegmenter, score: str, smoothing: float = 0.0):
         super().__init__()
-        self.task, self.score = task, score
+        self.model, self.score, self.smoothing = model, score, smoothing
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, features, extra = self.task._forward(image, with_outlier=self.task._needs_head([self.score]))
-        fn = SCORES[self.score]
+        logits, features, extra = self.model.features(
+            image, with_outlier=self.model.needs_outlier_head([self.score])
+        )
         # outlier_prob reads the OE objective's logit: the head, the calibrated energy or ("both") their mean
-        oe_logit = self.task._oe_logits(logits.float(), extra) if self.score == "outlier_prob" else None
-        score = fn(
+        oe_logit = self.model.outlier_logit(logits.float(), extra) if self.score == "outlier_prob" else None
+        score = SCORES[self.score](
             logits.float(),
-            stats=self.task.stats,
+            stats=self.model.stats,
             features=features if self.score in FEATURE_SCORES else None,
             outlier_logit=oe_logit,
         )
-        return logits, smooth_score_map(score, self.task.score_smoothing)
+        return logits, smooth_score_map(score, self.smoothing)
 
 
 def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
@@ -82,8 +84,8 @@ def export_anomaly(
     height, width = _round_up(size[0]), _round_up(size[1])
     g = torch.Generator().manual_seed(0)
     example = torch.rand(2, int(task.hparams.in_channels), height, width, generator=g)
-    task.analyze(example, [score])  # a clear AnomalyScoreError now if the model cannot give this score
-    module = SegmenterWithScore(task, score).eval()
+    task.model.scores(example, [score])  # a clear AnomalyScoreError now if the model cannot give this score
+    module = SegmenterWithScore(task.model, score, task.score_smoothing).eval()
     hw = {0: "batch", 2: "height", 3: "width"}
     axes = {"image": hw, "logits": hw, "score": {0: "batch", 1: "height", 2: "width"}}
     with CheckedExport(out_dir, opset, atol, rtol) as export:

@@ -1,6 +1,8 @@
 """Road-anomaly segmentation: a closed-set road-scene segmenter whose uncertainty flags unknown objects.
 
-The network is ``shared.segmentation.SegmentationNet`` (the shared U-Net decoder on any registered encoder).
+The network is :class:`domains.driving.anomaly.model.AnomalySegmenter`, a plain ``nn.Module`` (the shared U-Net
+decoder on any registered encoder, the outlier head, the OE calibration and the score statistics); this module
+only trains and evaluates it.
 Training is per-pixel cross-entropy on the known classes; with ``oe_weight > 0`` it adds *outlier exposure*:
 made-up objects (:mod:`domains.driving.anomaly.outliers`) are pasted into training scenes, and a balanced,
 hard-negative-mined binary loss teaches a small outlier head on the decoder maps (the "void classifier") and/or
@@ -9,7 +11,7 @@ Why OE: post-hoc scores of a closed-set segmenter are high on every class bounda
 pixel, so on the synthetic split they barely beat chance (AP ~0.01 where anomalies are 0.3 % of the pixels);
 OE tells the network what "none of the known classes" looks like (AP ~0.4 at equal CPU budget, see
 ``benchmarks/driving_anomaly.py``). After fitting, one pass over training data stores the statistics that standardized max
-logit (SML) and the Mahalanobis feature score need, as buffers, so checkpoints carry them.
+logit (SML) and the Mahalanobis feature score need, as the model's buffers, so checkpoints carry them.
 
 Validation: in-distribution mIoU. Test (the anomaly set, SegmentMeIfYouCan layout): pooled pixel AP /
 AUROC / FPR95 for every score, component metrics (sIoU, PPV, mean F1) and image-level AUROC for the
@@ -29,34 +31,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
-from torch import nn
 from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.functional.classification import binary_auroc
 
-from domains.driving.anomaly.outliers import OUTLIER_LABEL, OutlierHead, outlier_bce, paste_outliers_batch
-from domains.driving.anomaly.predict import image_anomaly_score, road_region, write_predictions
-from domains.driving.anomaly.scores import (
-    FEATURE_SCORES,
-    SCORES,
-    SIMPLE_SCORES,
-    STAT_SCORES,
-    AnomalyScoreError,
-    compute_score,
-    energy,
-    smooth_score_map,
+from domains.driving.anomaly.model import (
+    FIXED_RANGES,
+    IGNORE_INDEX,
+    OE_OBJECTIVES,
+    STAT_BUFFERS,
+    AnomalySegmenter,
+    batch_images,
+    batch_masks,
 )
+from domains.driving.anomaly.outliers import OUTLIER_LABEL, outlier_bce, paste_outliers_batch
+from domains.driving.anomaly.predict import image_anomaly_score, road_region, write_predictions
+from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
 from domains.driving.classes import SEMANTIC_CLASSES
 from domains.driving.metrics import PixelAnomalyAccumulator, component_metrics
-from shared.segmentation import SegmentationNet, class_pixel_frequencies, enet_class_weights
+from shared.segmentation import class_pixel_frequencies, enet_class_weights
 from shared.task import BaseTask
 
-IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: buffers filled by :meth:`AnomalySegmentationTask.calibrate` (re-written into checkpoints when refreshed)
-STAT_BUFFERS = ("sml_mean", "sml_std", "feat_mean", "feat_precision", "feat_valid", "calibrated")
-#: score maps whose range is fixed, so heatmaps of different images share one colour scale
-FIXED_RANGES = {"msp": (0.0, 1.0), "outlier_prob": (0.0, 1.0)}
 #: arguments chosen at test / predict time, not stored in checkpoints (see __init__)
 RUNTIME_SETTINGS = (
     "score",
@@ -69,11 +63,12 @@ RUNTIME_SETTINGS = (
     "predict_dir",
     "overlay_alpha",
 )
-OE_OBJECTIVES = ("extra_logit", "energy", "both")
+#: checkpoint keys of the task-level layout written before the plain model existed -> their key now
+_MOVED_KEYS = {name: f"model.{name}" for name in (*STAT_BUFFERS, "oe_scale_raw", "oe_bias", "oe_trained")}
 #: default score of a model trained without outlier exposure
 DEFAULT_PLAIN_SCORE = "msp"
 
-__all__ = ["AnomalySegmentationTask"]
+__all__ = ["FIXED_RANGES", "AnomalySegmentationTask"]
 
 
 class AnomalySegmentationTask(BaseTask):
@@ -185,38 +180,17 @@ class AnomalySegmentationTask(BaseTask):
         self.predict_dir = predict_dir
         self.overlay_alpha = overlay_alpha
         self.num_classes = num_classes
-        self.model = SegmentationNet(
-            num_classes=num_classes,
-            in_channels=in_channels,
+        if outlier_head_channels < 1:
+            raise ValueError(f"outlier_head_channels must be >= 1, got {outlier_head_channels}")
+        self.model = AnomalySegmenter(
             encoder=encoder,
             encoder_kwargs=encoder_kwargs,
             decoder_channels=decoder_channels,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            oe_objective=oe_objective,
+            outlier_head_channels=outlier_head_channels,
         )
-        dim = self.model.backbone.feature_channels[0]
-        if in_channels == 3:
-            self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        else:
-            self.register_buffer("pixel_mean", torch.full((1, in_channels, 1, 1), 0.5), persistent=False)
-            self.register_buffer("pixel_std", torch.full((1, in_channels, 1, 1), 0.25), persistent=False)
-        # Training-set statistics (filled by calibrate()).
-        self.register_buffer("sml_mean", torch.zeros(num_classes))
-        self.register_buffer("sml_std", torch.ones(num_classes))
-        self.register_buffer("feat_mean", torch.zeros(num_classes, dim))
-        self.register_buffer("feat_precision", torch.eye(dim))
-        self.register_buffer("feat_valid", torch.zeros(num_classes, dtype=torch.bool))
-        self.register_buffer("calibrated", torch.tensor(False))
-        # Outlier head (oe_objective="extra_logit"): built always, so plain and OE checkpoints share one layout.
-        if outlier_head_channels < 1:
-            raise ValueError(f"outlier_head_channels must be >= 1, got {outlier_head_channels}")
-        self.outlier_head = OutlierHead(
-            self.model.backbone.feature_channels[:3], hidden=outlier_head_channels
-        )
-        # Logistic calibration of the energy learnt by energy OE: p(outlier) = sigmoid(a * E + b).
-        # a = softplus(raw) > 0: higher energy, more outlier
-        self.oe_scale_raw = nn.Parameter(torch.tensor(0.0))
-        self.oe_bias = nn.Parameter(torch.tensor(0.0))
-        self.register_buffer("oe_trained", torch.tensor(False))
         # Cross-entropy class weights (not saved: recomputed from the data whenever training starts).
         self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
         self.class_weighting = self._check_class_weighting(class_weighting, num_classes)
@@ -226,7 +200,6 @@ class AnomalySegmentationTask(BaseTask):
         self._stats_stale = False
         self.test_results: dict = {}
         self.last_calibration: dict = {}
-        self._size_multiple = 32
 
     # ------------------------------------------------------------------------------------------- helpers
     @staticmethod
@@ -261,54 +234,8 @@ class AnomalySegmentationTask(BaseTask):
             names.append("outlier_prob")
         return names
 
-    @property
-    def stats(self) -> dict[str, torch.Tensor]:
-        """Everything the scores read besides logits / features."""
-        return {
-            "sml_mean": self.sml_mean,
-            "sml_std": self.sml_std,
-            "feat_mean": self.feat_mean,
-            "feat_precision": self.feat_precision,
-            "feat_valid": self.feat_valid,
-            "oe_scale": F.softplus(self.oe_scale_raw),
-            "oe_bias": self.oe_bias,
-        }
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._forward(images)[0]
-
-    def _forward(
-        self, images: torch.Tensor, with_outlier: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Logits (B, C, H, W), full-resolution decoder features (B, D, H, W) of images in [0, 1] and, with
-        ``with_outlier``, the outlier head's logit (B, 1, H, W).
-
-        Inputs whose size is not a multiple of 32 are padded (replicate) and the outputs cropped back, so
-        any encoder (ViT patches, ResNet strides) takes any image size.
-        """
-        x = (images - self.pixel_mean) / self.pixel_std
-        h, w = x.shape[-2:]
-        m = self._size_multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        logits, feats = self.model.forward_with_features(x)
-        extra = self.outlier_head(feats)[..., :h, :w] if with_outlier else None
-        return logits[..., :h, :w], feats[0][..., :h, :w], extra
-
-    def _needs_head(self, names: Iterable[str]) -> bool:
-        return self.oe_objective in ("extra_logit", "both") and "outlier_prob" in names
-
-    def _oe_logits(self, logits: torch.Tensor, head_logit: torch.Tensor | None) -> torch.Tensor:
-        """The OE objective's outlier logit (B, H, W): head, calibrated energy, or their mean."""
-        parts = []
-        if self.oe_objective in ("extra_logit", "both"):
-            if head_logit is None:
-                raise AnomalyScoreError("score 'outlier_prob' needs the outlier head's logit")
-            parts.append(head_logit[:, 0])
-        if self.oe_objective in ("energy", "both"):
-            parts.append(F.softplus(self.oe_scale_raw) * energy(logits) + self.oe_bias)
-        return parts[0] if len(parts) == 1 else 0.5 * (parts[0] + parts[1])
+        return self.model(images)
 
     def compute_scores(
         self,
@@ -317,53 +244,15 @@ class AnomalySegmentationTask(BaseTask):
         names: Iterable[str],
         outlier_logit: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Score maps (B, H, W) by name, float32; statistics-based scores need :meth:`calibrate` first.
-
-        Computed outside autocast from float32 logits: under bf16 / fp16 mixed precision the logsumexp,
-        softmax and Mahalanobis products would otherwise run in half precision, and numpy has no bfloat16.
-        """
-        with torch.autocast(logits.device.type, enabled=False):
-            return self._compute_scores(
-                logits.float(),
-                None if features is None else features.float(),
-                names,
-                None if outlier_logit is None else outlier_logit.float(),
-            )
-
-    def _compute_scores(self, logits, features, names, outlier_logit) -> dict[str, torch.Tensor]:
-        out = {}
-        for name in names:
-            if name in STAT_SCORES and not bool(self.calibrated):
-                raise AnomalyScoreError(
-                    f"score {name!r} needs training-set statistics, but this model was never calibrated: "
-                    "train it with fit (which calibrates) or call task.calibrate(train_loader)"
-                )
-            if name == "outlier_prob" and not bool(self.oe_trained):
-                raise AnomalyScoreError(
-                    "score 'outlier_prob' needs a model trained with outlier exposure (oe_weight > 0); "
-                    "this one has not had an OE step yet"
-                )
-            feats = features if name in FEATURE_SCORES else None
-            extra = self._oe_logits(logits, outlier_logit) if name == "outlier_prob" else None
-            out[name] = smooth_score_map(
-                compute_score(name, logits, self.stats, feats, outlier_logit=extra), self.score_smoothing
-            )
-        return out
-
-    @staticmethod
-    def _images_of(batch) -> torch.Tensor:
-        return batch["image"] if isinstance(batch, dict) else batch[0]
-
-    @staticmethod
-    def _masks_of(batch, key: str = "mask") -> torch.Tensor:
-        return batch[key] if isinstance(batch, dict) else batch[1]
+        """Float32 score maps (B, H, W) by name, smoothed as this task is set to (see ``AnomalySegmenter``)."""
+        return self.model.score_maps(logits, features, names, outlier_logit, smoothing=self.score_smoothing)
 
     # ------------------------------------------------------------------------------------------ training
     def _oe_active(self) -> bool:
         return self.oe_weight > 0 and self.current_epoch >= self.hparams.oe_start_epoch
 
     def training_step(self, batch, batch_idx):
-        images, masks = self._images_of(batch), self._masks_of(batch)
+        images, masks = batch_images(batch), batch_masks(batch)
         pasted = 0
         if self._oe_active():
             rng = np.random.default_rng((int(torch.initial_seed()) % 2**32, self.global_step, batch_idx))
@@ -377,7 +266,7 @@ class AnomalySegmentationTask(BaseTask):
                 road_prob=self.hparams.oe_road_prob,
             )
         use_head = self._oe_active() and self.oe_objective in ("extra_logit", "both")
-        logits, _, extra = self._forward(images, with_outlier=use_head)
+        logits, _, extra = self.model.features(images, with_outlier=use_head)
         outlier = masks == OUTLIER_LABEL
         ce_target = masks.masked_fill(outlier, IGNORE_INDEX)
         if bool((ce_target != IGNORE_INDEX).any()):
@@ -394,12 +283,13 @@ class AnomalySegmentationTask(BaseTask):
             if self.oe_objective in ("extra_logit", "both"):
                 losses.append(outlier_bce(extra[:, 0], outlier, inlier, hard_fraction=hard))
             if self.oe_objective in ("energy", "both"):
-                z = F.softplus(self.oe_scale_raw) * energy(logits) + self.oe_bias
-                losses.append(outlier_bce(z, outlier, inlier, hard_fraction=hard))
+                losses.append(
+                    outlier_bce(self.model.energy_logit(logits), outlier, inlier, hard_fraction=hard)
+                )
             oe = sum(losses) / len(losses)
             terms["oe"] = oe
             loss = ce + self.oe_weight * oe
-            self.oe_trained.fill_(True)
+            self.model.oe_trained.fill_(True)
         if self.guard_loss(loss, terms) is None:  # skipped: a NaN must not reach the logged curves
             return None
         batch_size = images.shape[0]
@@ -422,7 +312,7 @@ class AnomalySegmentationTask(BaseTask):
             for i, batch in enumerate(loader):
                 if limit is not None and i >= limit:
                     break
-                yield self._masks_of(batch)
+                yield batch_masks(batch)
 
         freq = class_pixel_frequencies(masks(), self.num_classes, IGNORE_INDEX).to(self.ce_weight.device)
         freq = self.trainer.strategy.reduce(freq, reduce_op="mean")  # one set of weights on every DDP rank
@@ -435,88 +325,12 @@ class AnomalySegmentationTask(BaseTask):
         self._stats_stale = True  # weights moved: SML / Mahalanobis statistics must be refreshed
 
     # ---------------------------------------------------------------------------------------- calibration
-    @torch.no_grad()
     def calibrate(
         self, loader: Iterable, max_batches: int | None = None, max_feature_pixels: int = 20000
-    ) -> dict[str, int]:
-        """Fill the SML and Mahalanobis statistics from training batches (dicts with ``image`` and ``mask``).
-
-        SML (Jung et al. 2021): mean / std of the max logit over pixels *predicted* as each class. Mahalanobis
-        (Lee et al. 2018): class means of the decoder feature by *ground-truth* class and one shared
-        covariance; at most ``max_feature_pixels`` random pixels per batch feed it. Void (255) and pasted
-        outlier pixels are left out. Returns pixel counts.
-        """
-        started = time.perf_counter()
-        was_training = self.training
-        self.eval()
-        c, d = self.num_classes, self.feat_mean.shape[1]
-        dev = self.sml_mean.device
-        f64 = {"dtype": torch.float64, "device": dev}
-        cnt, s1, s2 = torch.zeros(c, **f64), torch.zeros(c, **f64), torch.zeros(c, **f64)
-        fcnt, fsum, fouter = torch.zeros(c, **f64), torch.zeros(c, d, **f64), torch.zeros(d, d, **f64)
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        batches = 0
-        try:
-            for i, batch in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                images = self._images_of(batch).to(dev)
-                masks = self._masks_of(batch).to(dev)
-                bad = (masks != IGNORE_INDEX) & (masks != OUTLIER_LABEL) & ((masks < 0) | (masks >= c))
-                if bool(bad.any()):
-                    raise ValueError(
-                        f"calibrate: batch {i} has mask values {torch.unique(masks[bad]).tolist()[:10]} outside "
-                        f"0..{c - 1} (and {IGNORE_INDEX} = void)"
-                    )
-                logits, feats, _ = self._forward(images)
-                valid = (masks != IGNORE_INDEX) & (masks != OUTLIER_LABEL)
-                top, pred = logits.max(dim=1)
-                p, v = pred[valid], top[valid].double()
-                cnt += torch.bincount(p, minlength=c).double()
-                s1 += torch.bincount(p, weights=v, minlength=c)
-                s2 += torch.bincount(p, weights=v * v, minlength=c)
-                f = feats.permute(0, 2, 3, 1)[valid]
-                y = masks[valid]
-                if f.shape[0] > max_feature_pixels:
-                    keep = torch.randperm(f.shape[0], generator=gen)[:max_feature_pixels].to(dev)
-                    f, y = f[keep], y[keep]
-                f = f.double()
-                fcnt += torch.bincount(y, minlength=c).double()
-                fsum.index_add_(0, y, f)
-                fouter += f.T @ f
-                batches += 1
-        finally:
-            self.train(was_training)
-        total = float(cnt.sum())
-        if total == 0:
-            raise ValueError(f"calibrate: no labelled (non-void) pixels in {batches} batch(es)")
-        # SML: classes never predicted on the training data fall back to the statistics of all pixels.
-        g_mean = float(s1.sum()) / total
-        g_std = max(float(s2.sum()) / total - g_mean**2, 1e-12) ** 0.5
-        seen = cnt > 1
-        mean = torch.where(seen, s1 / cnt.clamp_min(1), torch.full_like(s1, g_mean))
-        var = s2 / cnt.clamp_min(1) - mean**2
-        std = torch.where(seen, var.clamp_min(1e-12).sqrt(), torch.full_like(s1, g_std))
-        self.sml_mean.copy_(mean.float())
-        self.sml_std.copy_(std.float())
-        # Mahalanobis: shared covariance around the class means, ridge-regularised before inversion.
-        fvalid = fcnt > 0
-        mu = fsum / fcnt.clamp_min(1).unsqueeze(1)
-        n = float(fcnt.sum())
-        cov = (fouter - (mu * fcnt.unsqueeze(1)).T @ mu) / n
-        ridge = 1e-4 * float(torch.diagonal(cov).mean().clamp_min(1e-12)) + 1e-8
-        precision = torch.linalg.inv(cov + ridge * torch.eye(d, **f64))
-        self.feat_mean.copy_(mu.float())
-        self.feat_precision.copy_(((precision + precision.T) / 2).float())
-        self.feat_valid.copy_(fvalid)
-        self.calibrated.fill_(True)
+    ) -> dict[str, float]:
+        """Fill the model's SML and Mahalanobis statistics (:meth:`AnomalySegmenter.calibrate`)."""
+        self.last_calibration = self.model.calibrate(loader, max_batches, max_feature_pixels)
         self._stats_stale = False
-        self.last_calibration = {
-            "batches": batches,
-            "pixels": int(total),
-            "feature_pixels": int(n),
-            "seconds": time.perf_counter() - started,
-        }
         return dict(self.last_calibration)
 
     def _calibration_loader(self):
@@ -545,15 +359,34 @@ class AnomalySegmentationTask(BaseTask):
         # that match its own weights (the state dict was taken before this hook, so patch it).
         if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING and self._refresh_stats():
             for name in STAT_BUFFERS:
-                checkpoint["state_dict"][name] = getattr(self, name).detach().clone()
+                checkpoint["state_dict"][f"model.{name}"] = getattr(self.model, name).detach().clone()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the plain :class:`AnomalySegmenter` existed kept the segmenter as
+        ``model.*`` and the head, OE calibration and statistics on the task: their keys are moved into it."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict") or {}
+        if "sml_mean" not in state:
+            return
+        moved = {}
+        for key, value in state.items():
+            if key in _MOVED_KEYS:
+                moved[_MOVED_KEYS[key]] = value
+            elif key.startswith("outlier_head."):
+                moved[f"model.{key}"] = value
+            elif key.startswith("model."):
+                moved[f"model.segmenter.{key[len('model.') :]}"] = value
+            else:
+                moved[key] = value
+        checkpoint["state_dict"] = moved
 
     def on_fit_end(self) -> None:
         self._refresh_stats()
 
     # ---------------------------------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx):
-        images, masks = self._images_of(batch), self._masks_of(batch)
-        logits, _, _ = self._forward(images)
+        images, masks = batch_images(batch), batch_masks(batch)
+        logits, _, _ = self.model.features(images)
         target = masks.masked_fill(masks == OUTLIER_LABEL, IGNORE_INDEX)
         if bool((target != IGNORE_INDEX).any()):
             loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
@@ -564,7 +397,7 @@ class AnomalySegmentationTask(BaseTask):
     # ---------------------------------------------------------------------------------------------- test
     def on_test_epoch_start(self) -> None:
         names = list(self.test_scores or self.supported_scores())
-        if not bool(self.calibrated):
+        if not bool(self.model.calibrated):
             skipped = [n for n in names if n in STAT_SCORES]
             if self.score in STAT_SCORES:
                 raise AnomalyScoreError(
@@ -585,10 +418,12 @@ class AnomalySegmentationTask(BaseTask):
         self._test_images = 0
 
     def test_step(self, batch, batch_idx):
-        images, labels = self._images_of(batch), self._masks_of(batch, "label")
+        images, labels = batch_images(batch), batch_masks(batch, "label")
         names = batch["name"] if isinstance(batch, dict) else [f"{batch_idx}_{i}" for i in range(len(images))]
         start = time.perf_counter()
-        logits, feats, extra = self._forward(images, with_outlier=self._needs_head(self._test_names))
+        logits, feats, extra = self.model.features(
+            images, with_outlier=self.model.needs_outlier_head(self._test_names)
+        )
         maps = self.compute_scores(logits, feats, self._test_names, extra)
         self._test_time += time.perf_counter() - start
         self._test_images += images.shape[0]
@@ -656,7 +491,7 @@ class AnomalySegmentationTask(BaseTask):
 
     # ------------------------------------------------------------------------------------------- predict
     def predict_step(self, batch, batch_idx):
-        images = self._images_of(batch)
+        images = batch_images(batch)
         names = batch["name"] if isinstance(batch, dict) else [f"{batch_idx}_{i}" for i in range(len(images))]
         out = self.analyze(images)
         vmin, vmax = FIXED_RANGES.get(self.score, (None, None))
@@ -694,7 +529,9 @@ class AnomalySegmentationTask(BaseTask):
         try:
             names = list(scores or [self.score])
             wanted = list(dict.fromkeys([self.score, *names]))
-            logits, feats, extra = self._forward(images, with_outlier=self._needs_head(wanted))
+            logits, feats, extra = self.model.features(
+                images, with_outlier=self.model.needs_outlier_head(wanted)
+            )
             maps = self.compute_scores(logits, feats, wanted, extra)
         finally:
             self.train(was_training)
@@ -736,4 +573,4 @@ class AnomalySegmentationTask(BaseTask):
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if not bool(torch.isfinite(x).all()):
             raise ValueError("images contain NaN or inf values")
-        return x.to(self.sml_mean.device)
+        return x.to(self.model.sml_mean.device)

@@ -1,0 +1,74 @@
+"""The plain anomaly segmenter works without Lightning, and task checkpoints of the earlier layout still load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from domains.driving.anomaly.model import STAT_BUFFERS, AnomalySegmenter
+from domains.driving.anomaly.scores import AnomalyScoreError
+from domains.driving.anomaly.task import AnomalySegmentationTask
+
+TINY = {"encoder": "unet_encoder", "encoder_kwargs": {"channels": [4, 8]}, "outlier_head_channels": 4}
+
+
+def _batches(n: int = 2, classes: int = 12):
+    g = torch.Generator().manual_seed(0)
+    return [
+        {"image": torch.rand(2, 3, 32, 64, generator=g), "mask": torch.randint(0, classes, (2, 32, 64), generator=g)}
+        for _ in range(n)
+    ]
+
+
+def test_plain_model_calibrates_and_scores_without_lightning():
+    model = AnomalySegmenter(**TINY).eval()
+    images = _batches(1)[0]["image"]
+    assert model.usable_scores() == ["msp", "max_logit", "energy", "entropy"]  # no statistics, no OE yet
+    with pytest.raises(AnomalyScoreError, match="never calibrated"):
+        model.scores(images, ["sml"])
+    info = model.calibrate(_batches())
+    assert info["batches"] == 2 and info["pixels"] == 2 * 2 * 32 * 64
+    assert bool(model.calibrated) and "sml" in model.usable_scores() and "mahalanobis" in model.usable_scores()
+    out = model.scores(images[:, :, :30, :50], ["sml", "mahalanobis", "energy"], smoothing=1.0)  # padded inside
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "sml": (2, 30, 50), "mahalanobis": (2, 30, 50), "energy": (2, 30, 50), "logits": (2, 12, 30, 50)
+    }  # fmt: skip
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in out.values())
+    # the energy score is minus logsumexp of the returned logits (smoothing 0)
+    plain = model.scores(images, ["energy"])
+    assert torch.allclose(plain["energy"], -torch.logsumexp(plain["logits"], dim=1), atol=1e-5)
+
+
+def test_scores_under_bf16_autocast_are_float32():
+    model = AnomalySegmenter(**TINY).eval()
+    model.calibrate(_batches(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.scores(_batches(1)[0]["image"], ["sml", "mahalanobis", "msp"])
+    assert all(v.dtype == torch.float32 for v in out.values())
+    assert out["msp"].numpy().shape == (2, 32, 64)  # numpy has no bfloat16: this is what crashed on a GPU
+
+
+def test_task_checkpoint_of_the_earlier_layout_loads_into_the_plain_model():
+    task = AnomalySegmentationTask(**TINY, oe_weight=0.5)
+    task.model.calibrate(_batches(1))
+    with torch.no_grad():
+        task.model.oe_bias.fill_(-0.7)
+    state = task.state_dict()
+    # the layout written before the plain model: segmenter as model.*, head / OE / statistics on the task
+    old = {}
+    for key, value in state.items():
+        if key.startswith("model.segmenter."):
+            old["model." + key[len("model.segmenter.") :]] = value
+        elif key.startswith("model.outlier_head."):
+            old[key[len("model.") :]] = value
+        elif key.startswith("model."):
+            old[key[len("model.") :]] = value
+        else:
+            old[key] = value
+    assert "sml_mean" in old and "outlier_head.net.0.weight" in old and "model.segmenter.head.weight" not in old
+    fresh = AnomalySegmentationTask(**TINY, oe_weight=0.5)
+    checkpoint = {"state_dict": old}
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])  # strict: every key found its place
+    for name in (*STAT_BUFFERS, "oe_bias"):
+        assert torch.equal(getattr(fresh.model, name), getattr(task.model, name))

@@ -15,7 +15,10 @@ TINY = {"encoder": "unet_encoder", "encoder_kwargs": {"channels": [4, 8]}, "outl
 def _batches(n: int = 2, classes: int = 12):
     g = torch.Generator().manual_seed(0)
     return [
-        {"image": torch.rand(2, 3, 32, 64, generator=g), "mask": torch.randint(0, classes, (2, 32, 64), generator=g)}
+        {
+            "image": torch.rand(2, 3, 32, 64, generator=g),
+            "mask": torch.randint(0, classes, (2, 32, 64), generator=g),
+        }
         for _ in range(n)
     ]
 
@@ -28,8 +31,12 @@ def test_plain_model_calibrates_and_scores_without_lightning():
         model.scores(images, ["sml"])
     info = model.calibrate(_batches())
     assert info["batches"] == 2 and info["pixels"] == 2 * 2 * 32 * 64
-    assert bool(model.calibrated) and "sml" in model.usable_scores() and "mahalanobis" in model.usable_scores()
-    out = model.scores(images[:, :, :30, :50], ["sml", "mahalanobis", "energy"], smoothing=1.0)  # padded inside
+    assert (
+        bool(model.calibrated) and "sml" in model.usable_scores() and "mahalanobis" in model.usable_scores()
+    )
+    out = model.scores(
+        images[:, :, :30, :50], ["sml", "mahalanobis", "energy"], smoothing=1.0
+    )  # padded inside
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "sml": (2, 30, 50), "mahalanobis": (2, 30, 50), "energy": (2, 30, 50), "logits": (2, 12, 30, 50)
     }  # fmt: skip
@@ -59,13 +66,13 @@ def test_task_checkpoint_of_the_earlier_layout_loads_into_the_plain_model():
     for key, value in state.items():
         if key.startswith("model.segmenter."):
             old["model." + key[len("model.segmenter.") :]] = value
-        elif key.startswith("model.outlier_head."):
-            old[key[len("model.") :]] = value
-        elif key.startswith("model."):
+        elif key.startswith("model."):  # the head, the OE parameters and the statistics
             old[key[len("model.") :]] = value
         else:
             old[key] = value
-    assert "sml_mean" in old and "outlier_head.net.0.weight" in old and "model.segmenter.head.weight" not in old
+    assert (
+        "sml_mean" in old and "outlier_head.net.0.weight" in old and "model.segmenter.head.weight" not in old
+    )
     fresh = AnomalySegmentationTask(**TINY, oe_weight=0.5)
     checkpoint = {"state_dict": old}
     fresh.on_load_checkpoint(checkpoint)

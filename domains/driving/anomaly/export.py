@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, smooth_score_map
 from domains.driving.anomaly.model import FIXED_RANGES, AnomalySegmenter
+from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, smooth_score_map
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.classes import SEMANTIC_CLASSES
 from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo lint bench e2e clean
+.PHONY: install test test-all demo demo-train lint bench e2e clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check shared domains apps tests benchmarks
 
-# Trains the demo checkpoints on the embedded synthetic data when missing (about 10 minutes on 2 CPU cores),
-# then serves the Streamlit app on localhost.
+# Serves the Streamlit app on localhost with the shipped demo weights (apps/weights/; no training).
 demo: $(STAMP)
 	$(PY) apps/prepare_demo.py --serve
+
+# Retrains the demo models locally on the embedded synthetic data (quick configs, about 10 minutes on
+# 2 CPU cores; the pages then prefer these checkpoints), then serves the app.
+demo-train: $(STAMP)
+	$(PY) apps/prepare_demo.py --train --serve
 
 # Browser check: screenshots of every page in headless Chromium (Debian package `chromium`).
 e2e: $(STAMP)

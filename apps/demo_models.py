@@ -8,10 +8,10 @@ the synthetic sets under ``data/`` as defaults.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+#: shipped demo weights: <key>.safetensors (fp16 state dict of the plain network) + <key>.json model card
+SHIPPED_DIR = ROOT / "apps" / "weights"
+ENV_WEIGHTS = "SUITE_DEMO_WEIGHTS"
 ENV_CHECKPOINTS = "SUITE_DEMO_CHECKPOINTS"
 ENV_MEDICAL_DATA = "SUITE_MEDICAL_DATA"
 ENV_ANOMALY_DATA = "SUITE_ANOMALY_DATA"
@@ -32,7 +35,6 @@ DETECTION_MAX_SIDE = 1280
 #: the width road photos are resized to for the anomaly segmenter when its checkpoint does not record the
 #: training size (the synthetic frames' width)
 ANOMALY_WIDTH = 640
-_ANOMALY_LOCK = threading.Lock()
 
 
 _MEDICAL_HEADLINE = ("test/ged", "test/hungarian_iou", "test/dice", "test/diversity", "test/ece")
@@ -141,23 +143,67 @@ def metrics_path(key: str, folder: Path | None = None) -> Path:
     return (folder or checkpoint_dir()) / f"{key}.json"
 
 
+class WeightFileError(ValueError):
+    """A shipped weight file that does not match its model card (sha256, network, keys)."""
+
+
+def shipped_dir() -> Path:
+    """Where the shipped weights are read from: ``$SUITE_DEMO_WEIGHTS`` or ``apps/weights``."""
+    return Path(os.environ.get(ENV_WEIGHTS) or SHIPPED_DIR)
+
+
+def shipped_path(key: str) -> Path:
+    return shipped_dir() / f"{key}.safetensors"
+
+
 def find_checkpoint(key: str) -> Path | None:
-    path = checkpoint_path(key)
-    return path if path.is_file() else None
+    """What the pages load for ``key``: a checkpoint retrained locally (``make demo-train``) if there is one,
+    else the shipped weights; ``None`` when neither exists."""
+    for path in (checkpoint_path(key), shipped_path(key)):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_card(path: str | Path) -> dict:
+    """The model card (JSON) beside a shipped weight file."""
+    card = Path(path).with_suffix(".json")
+    try:
+        return json.loads(card.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WeightFileError(f"{card}: no readable model card for {Path(path).name} ({err})") from err
 
 
 def read_metrics(key: str) -> dict | None:
-    """The JSON ``prepare_demo`` wrote next to the checkpoint; ``None`` when absent or unreadable."""
-    path = metrics_path(key)
+    """Test figures of what :func:`find_checkpoint` gives: the JSON ``prepare_demo`` wrote beside a local
+    checkpoint, or the shipped weights' model card; ``None`` when absent or unreadable."""
+    path = find_checkpoint(key)
+    if path is None:
+        return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        if path.suffix == ".safetensors":
+            card = read_card(path)
+            return {**card, "test": card.get("test", {}), "config": card.get("command", "").split(" -c ")[-1]}
+        return json.loads(metrics_path(key).read_text())
+    except (OSError, json.JSONDecodeError, WeightFileError):
         return None
 
 
+def operating_point(key: str) -> dict:
+    """The threshold the page starts from, recorded with the weights (empty for a checkpoint without one)."""
+    info = read_metrics(key) or {}
+    return dict(info.get("operating_point") or {})
+
+
+def examples(key: str) -> dict:
+    """Best and worst test examples recorded with the weights ({"best": {"id": ...}, "worst": ...})."""
+    info = read_metrics(key) or {}
+    return dict(info.get("examples") or {})
+
+
 def train_command(key: str) -> str:
-    """What to run to make the checkpoint ``key`` (shown on the pages when it is missing)."""
-    return f".venv/bin/python apps/prepare_demo.py --only {key}"
+    """What to run to (re)train the demo model ``key`` locally (shown on the pages when it is missing)."""
+    return f".venv/bin/python apps/prepare_demo.py --train --only {key}"
 
 
 def format_metrics(metrics: dict | None, names: tuple[str, ...] = ("test/",), limit: int = 8) -> str:
@@ -191,29 +237,100 @@ def _task_class(key: str):
     return getattr(module, cls_name)
 
 
-def load_task(key: str, path: str | Path):
-    """Load a checkpoint on the CPU in eval mode; ``weights_only=True``: a checkpoint cannot run code.
-
-    Medical tasks get ``demo_input_size``: the data module's ``crop_size`` stored in the checkpoint (the
-    square the model was trained on), 128 when the checkpoint has none.
-    """
+def build_task(key: str, hyper_parameters: dict, settings: dict | None = None):
+    """The task of ``key`` built from stored hyper-parameters (no weights yet). ``settings``: inference choices
+    that checkpoints do not store (the anomaly score and its smoothing)."""
     cls = _task_class(key)
-    task = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    try:
+        return cls(**hyper_parameters, **(settings or {}))
+    except (TypeError, ValueError, KeyError) as err:  # e.g. a backbone or model name the registry lacks
+        raise WeightFileError(
+            f"{key}: the model card describes a network this suite cannot build: {err}"
+        ) from err
+
+
+def load_shipped_weights(key: str, path: str | Path, card: dict | None = None):
+    """Shipped fp16 weights (safetensors: tensors only, no code runs) into the network their card describes.
+
+    The file's sha256 must match the card's; the state dict must fit the network exactly.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    card = card if card is not None else read_card(path)
+    if "sha256" in card:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != card["sha256"]:
+            raise WeightFileError(
+                f"{path}: sha256 {digest[:12]}... does not match its model card ({card['sha256'][:12]}...): "
+                "the file was changed or truncated; restore it from git or retrain with make demo-train"
+            )
+    task = build_task(key, card.get("hyper_parameters") or {}, card.get("settings"))
+    try:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    except (SafetensorError, OSError) as err:
+        raise WeightFileError(f"{path}: not a readable safetensors file ({err})") from err
+    try:
+        task.model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise WeightFileError(f"{path} does not fit the {card.get('network', key)} network: {err}") from err
+    return _for_demo(key, task.eval(), card.get("data_hyper_parameters") or {})
+
+
+def load_task(key: str, path: str | Path):
+    """Load shipped weights (``.safetensors`` + card) or a Lightning checkpoint on the CPU, in eval mode.
+
+    Checkpoints load with ``weights_only=True`` (a checkpoint cannot run code) and must hold this page's task:
+    a checkpoint of another task is refused naming what it holds. Medical tasks get ``demo_input_size`` (the
+    square the model was trained on), the anomaly task the training frame size and its config's smoothing.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_shipped_weights(key, path)
+    task = _task_class(key).load_checked(path)
     task.eval()
-    if key == "driving_detection":
-        task.model.set_postprocess(score_thresh=0.05)  # the page's slider filters from here up
-    if key in MEDICAL_KEYS:
-        data_hparams = read_checkpoint(path).get("datamodule_hyper_parameters") or {}
-        task.demo_input_size = int(data_hparams.get("crop_size") or 128)
-    if key == "driving_anomaly":
-        size = (read_checkpoint(path).get("datamodule_hyper_parameters") or {}).get("image_size")
-        task.demo_input_size = (int(size[0]), int(size[1])) if size else None
+    data_hparams = read_checkpoint(path).get("datamodule_hyper_parameters") or {}
+    if key == "driving_anomaly" and key in DEMO_MODELS:
         # inference settings are not in checkpoints: take the score smoothing of the config it was trained with
         import yaml
 
         config = yaml.safe_load((ROOT / DEMO_MODELS[key].config).read_text()) or {}
         task.score_smoothing = float((config.get("model") or {}).get("score_smoothing") or 0.0)
+    return _for_demo(key, task, data_hparams)
+
+
+def _for_demo(key: str, task, data_hparams: dict):
+    if key == "driving_detection":
+        task.model.set_postprocess(score_thresh=0.05)  # the page's slider filters from here up
+    if key in MEDICAL_KEYS:
+        task.demo_input_size = int(data_hparams.get("crop_size") or 128)
+    if key == "driving_anomaly":
+        size = data_hparams.get("image_size")
+        task.demo_input_size = (int(size[0]), int(size[1])) if size else None
     return task
+
+
+def network_name(key: str, hparams: dict) -> str:
+    """A short name of the network a card describes (for people; the hyper-parameters build it)."""
+    if key in MEDICAL_KEYS:
+        return f"{hparams.get('model')} {hparams.get('model_kwargs') or {}}"
+    if key == "driving_detection":
+        return f"FCOS on {hparams.get('backbone')}, input {hparams.get('input_size')}"
+    return f"U-Net segmenter on {hparams.get('encoder')} {hparams.get('encoder_kwargs') or {}} + outlier head"
+
+
+def data_description(key: str, data_hp: dict) -> str:
+    """Where the training data of a demo model came from."""
+    if key in MEDICAL_KEYS:
+        return (
+            "synthetic four-reader LIDC set (python -m domains.medical.synthetic defaults, seed 0), "
+            f"{data_hp.get('crop_size')} px crops, split by patient"
+        )
+    what = (
+        "KITTI-layout road scenes (1500 frames)" if key == "driving_detection" else "road-scene semantic maps"
+    )
+    return f"synthetic {what} from domains.driving.synthetic (defaults, seed 0), split by sequence"
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -294,12 +411,9 @@ def detect_objects(task, image: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def anomaly_scores(task) -> list[str]:
-    """Scores this checkpoint can give (statistics-based ones only once calibrated, OE only if trained)."""
-    names = list(task.supported_scores())
-    if not bool(task.calibrated):
-        names = [n for n in names if n not in ("sml", "mahalanobis")]
-    if "outlier_prob" in names and not bool(task.oe_trained):
-        names.remove("outlier_prob")
+    """Scores these weights can give (statistics-based ones only once calibrated, OE only if trained), the
+    task's own first."""
+    names = task.model.usable_scores()
     default = task.score if task.score in names else (names[0] if names else None)
     return [default, *[n for n in names if n != default]] if default else names
 
@@ -326,19 +440,9 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
         else cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     )
     x = torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))).float().div_(255.0)[None]
-    usable = anomaly_scores(task)
-    if task.score in usable:
-        out = task.analyze(x, [score])
-    else:  # analyze() always computes the checkpoint's own score: swap in a usable one meanwhile (locked)
-        with _ANOMALY_LOCK:
-            own = task.score
-            task.score = score
-            try:
-                out = task.analyze(x, [score])
-            finally:
-                task.score = own
-    score_map = out["scores"][score][0].float().cpu().numpy()
-    pred = out["pred"][0].cpu().numpy().astype(np.uint8)
+    out = task.model.scores(x, [score], smoothing=task.score_smoothing)  # the plain model: no shared state
+    score_map = out[score][0].cpu().numpy()
+    pred = out["logits"].argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
     frame_score = image_anomaly_score(
         score_map,
         road_region(pred),
@@ -359,7 +463,7 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
 
 def score_range(task, score: str, score_map: np.ndarray) -> tuple[float, float]:
     """Colour / threshold range of a score: fixed for probabilities, else the map's own min..max."""
-    from domains.driving.anomaly.task import FIXED_RANGES
+    from domains.driving.anomaly.model import FIXED_RANGES
 
     if score in FIXED_RANGES:
         return FIXED_RANGES[score]
@@ -386,8 +490,10 @@ __all__ = [
     "ENV_ANOMALY_DATA",
     "ENV_CHECKPOINTS",
     "ENV_MEDICAL_DATA",
+    "ENV_WEIGHTS",
     "MEDICAL_KEYS",
     "DemoModel",
+    "WeightFileError",
     "anomaly_analysis",
     "anomaly_data_root",
     "anomaly_scores",

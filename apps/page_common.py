@@ -9,37 +9,85 @@ import streamlit as st
 
 from apps import demo_models as dm
 
+OVERRIDES = "own_checkpoints"  # session state: demo key -> a checkpoint path the user chose
+
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=8)
 def _load(key: str, path: str, mtime: float):
-    """One load per checkpoint file version (``mtime`` is part of the key: a retrained file reloads)."""
+    """One load per weight file version (``mtime`` is part of the key: a retrained file reloads)."""
     return dm.load_task(key, path)
 
 
+def model_path(key: str) -> Path | None:
+    """The user's own checkpoint for ``key`` when one was chosen in the sidebar, else the demo's."""
+    own = st.session_state.get(OVERRIDES, {}).get(key)
+    return Path(own) if own else dm.find_checkpoint(key)
+
+
 def load_model(key: str):
-    """The task for ``key`` (loaded once per process), or ``None`` when there is no checkpoint."""
-    path = dm.find_checkpoint(key)
+    """The task for ``key`` (loaded once per file version), or ``None`` when there are no weights.
+
+    A user checkpoint that cannot be loaded (missing, another task, another version) is reported naming the
+    file and what it holds, and the page goes on with the demo's own weights."""
+    path = model_path(key)
     if path is None:
         return None
-    return _load(key, str(path), path.stat().st_mtime)
+    own = st.session_state.get(OVERRIDES, {}).get(key)
+    try:
+        return _load(key, str(path), path.stat().st_mtime)
+    except Exception as exc:
+        if not own:
+            raise
+        st.error(
+            f"Your checkpoint `{own}` was not loaded: {type(exc).__name__}: {exc}. Showing the demo model."
+        )
+        st.session_state[OVERRIDES].pop(key, None)
+        default = dm.find_checkpoint(key)
+        return None if default is None else _load(key, str(default), default.stat().st_mtime)
 
 
 def model_token(key: str) -> str:
-    """Identifies the checkpoint file version, for ``st.cache_data`` keys."""
-    path = dm.find_checkpoint(key)
-    return f"{key}:{path}:{path.stat().st_mtime if path else 0}"
+    """Identifies the weight file version, for ``st.cache_data`` keys."""
+    path = model_path(key)
+    return f"{key}:{path}:{path.stat().st_mtime if path and path.exists() else 0}"
+
+
+def own_checkpoint_picker(keys: list[str], label: str, route=None) -> None:
+    """Sidebar: use your own checkpoint (a path, or one found under ``lightning_logs/``) instead of the demo
+    model. ``route(path) -> key`` picks which of ``keys`` it replaces (default: the first)."""
+    found = sorted(str(p.relative_to(dm.ROOT)) for p in (dm.ROOT / "lightning_logs").glob("**/*.ckpt"))[:100]
+    with st.sidebar.expander(label):
+        picked = st.selectbox(
+            "A checkpoint under lightning_logs/", ["(none)", *found], key=f"own_pick_{keys[0]}"
+        )
+        typed = st.text_input("or its path", key=f"own_path_{keys[0]}", placeholder="/path/to/last.ckpt")
+    overrides = st.session_state.setdefault(OVERRIDES, {})
+    for key in keys:
+        overrides.pop(key, None)
+    path = typed.strip() or (picked if picked != "(none)" else "")
+    if not path:
+        return
+    if not Path(path).is_file():
+        st.sidebar.error(f"No such checkpoint file: `{path}`")
+        return
+    try:
+        key = route(path) if route else keys[0]
+    except Exception as exc:  # noqa: BLE001 - an unreadable file: say what it is
+        st.sidebar.error(f"`{path}` is not a checkpoint this page can use: {type(exc).__name__}: {exc}")
+        return
+    overrides[key] = path
 
 
 def show_missing(keys: list[str]) -> None:
     """Say which checkpoints are missing and how to make them."""
-    missing = [k for k in keys if dm.find_checkpoint(k) is None]
+    missing = [k for k in keys if model_path(k) is None]
     if not missing:
         return
     names = ", ".join(dm.DEMO_MODELS[k].title for k in missing)
     lines = "\n".join(dm.train_command(k) for k in missing)
     st.warning(
-        f"No checkpoint for: {names} (looked in `{dm.checkpoint_dir()}`). Train the quick versions with "
-        "`make demo`, or one by one:"
+        f"No weights for: {names} (looked in `{dm.shipped_dir()}` and `{dm.checkpoint_dir()}`). Restore the "
+        "shipped weights from git, or train quick versions with `make demo-train`, or one by one:"
     )
     st.code(lines, language="bash")
 
@@ -62,12 +110,23 @@ def upload_or_stop(label: str, key: str, help_text: str, prompt: str):
 
 
 def checkpoint_caption(key: str, limit: int = 8) -> None:
-    """Which checkpoint this is and its test figures from the JSON beside it."""
+    """Which weights these are and their test figures (model card, or the JSON beside a local checkpoint)."""
+    own = st.session_state.get(OVERRIDES, {}).get(key)
+    if own:
+        st.caption(f"Your checkpoint `{own}`. Its test figures: run the CLI's `test --ckpt_path {own}`.")
+        return
     path = dm.find_checkpoint(key)
     info = dm.read_metrics(key)
     where = f"`{path.name}` in `{path.parent}`" if path else "none"
     if info is None:
-        st.caption(f"Checkpoint {where}; no test figures recorded (run `{dm.train_command(key)}`).")
+        st.caption(f"Weights {where}; no test figures recorded (run `{dm.train_command(key)}`).")
+        return
+    if path is not None and path.suffix == ".safetensors":
+        st.caption(
+            f"Shipped weights {where} ({info.get('network', '')}; trained {info.get('date', '?')} on "
+            f"{info.get('device', '?')}, model card `{path.with_suffix('.json').name}`). Test figures: "
+            f"{dm.format_metrics(info, dm.DEMO_MODELS[key].headline, limit)}."
+        )
         return
     extra = " (smoke run: a plumbing check, not a trained model)" if info.get("smoke") else ""
     st.caption(

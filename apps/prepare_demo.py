@@ -1,6 +1,11 @@
-"""Make sure every demo checkpoint exists, then (with ``--serve``) start the Streamlit app.
+"""Get the demo ready, then (with ``--serve``) start the Streamlit app.
 
-For each model of :data:`apps.demo_models.DEMO_MODELS` it looks, in order, for
+By default the pages show the **shipped weights** (``apps/weights/<key>.safetensors`` with a model card each:
+trained with the suite's own commands, see ``apps/weights/README.md``), so nothing is trained: this only
+generates the synthetic example sets the pages browse (about 30 s on a fresh clone) and starts the app.
+
+With ``--train`` it makes local checkpoints instead, which the pages then prefer. For each model of
+:data:`apps.demo_models.DEMO_MODELS` it looks, in order, for
 
 1. ``demo_checkpoints/<key>.ckpt`` (``$SUITE_DEMO_CHECKPOINTS``): nothing to do;
 2. a checkpoint the user trained with the CLI in ``lightning_logs/<domain>/checkpoints/`` (the best one,
@@ -13,10 +18,10 @@ Each new checkpoint is then tested through the CLI (``test --ckpt_path``) and it
 ``<key>.json`` beside it, which the pages show. ``--smoke`` trains a couple of steps only (for checking the
 plumbing, not for a useful model).
 
-Time: ``--minutes`` (default 10) is the budget for the whole preparation on a 2-core CPU. About 55 % of it is
-training, shared between the models by their ``weight`` and enforced with ``--trainer.max_time`` (the rest
-is start-up, validation, testing and, on a fresh clone, generating the synthetic data). The quick configs'
-own epoch limits still apply when they are reached first; ``--minutes 0`` keeps only those.
+Time (``--train``): ``--minutes`` (default 10) is the budget for the whole preparation on a 2-core CPU. About
+55 % of it is training, shared between the models by their ``weight`` and enforced with
+``--trainer.max_time``; the quick configs' own epoch limits still apply when they are reached first;
+``--minutes 0`` keeps only those. Quick models are far weaker than the shipped ones.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from apps.demo_models import (
     checkpoint_model_name,
     checkpoint_path,
     metrics_path,
+    read_card,
+    shipped_path,
 )
 
 TRAIN_SHARE = 0.55  # of --minutes; the rest is process start-up, validation, testing and data generation
@@ -212,6 +219,31 @@ def _test_in_process(key: str, ckpt: str, out: str, smoke: bool) -> None:
     Path(out).write_text(json.dumps(figures, indent=2, sort_keys=True))
 
 
+def use_shipped(keys: list[str]) -> list[dict]:
+    """Check the shipped weights (readable card, present file) and generate the example data sets."""
+    report = []
+    for key in keys:
+        local, shipped = checkpoint_path(key), shipped_path(key)
+        if local.is_file():
+            _say(f"  {key}: local checkpoint {local} (preferred over the shipped weights)")
+            report.append({"key": key, "status": "found", "checkpoint": str(local)})
+        elif shipped.is_file():
+            card = read_card(shipped)
+            size = shipped.stat().st_size / 2**20
+            _say(f"  {key}: shipped weights {shipped.name} ({size:.1f} MB, trained {card.get('date')})")
+            report.append({"key": key, "status": "shipped", "checkpoint": str(shipped)})
+        else:
+            _say(f"  {key}: no weights; train them with: apps/prepare_demo.py --train --only {key}")
+            report.append({"key": key, "status": "missing", "checkpoint": None})
+    _say("  generating the synthetic example sets the pages browse (first run only) ...")
+    from domains.driving.synthetic import ensure_synthetic_anomaly
+    from domains.medical.synthetic import ensure_synthetic_lidc
+
+    ensure_synthetic_lidc()
+    ensure_synthetic_anomaly(verbose=False)
+    return report
+
+
 def prepare(keys: list[str], force: bool, smoke: bool, extra: list[str], minutes: float = 10.0) -> list[dict]:
     folder = checkpoint_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -284,8 +316,13 @@ def main(argv: list[str] | None = None) -> None:
         _test_in_process(a.key, a.ckpt, a.out, a.smoke)
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", choices=list(DEMO_MODELS), help="prepare only these checkpoints")
-    ap.add_argument("--force", action="store_true", help="retrain even if a checkpoint exists")
+    ap.add_argument("--only", nargs="+", choices=list(DEMO_MODELS), help="prepare only these models")
+    ap.add_argument(
+        "--train",
+        action="store_true",
+        help="train local checkpoints (quick configs) instead of the shipped weights",
+    )
+    ap.add_argument("--force", action="store_true", help="with --train: retrain even if a checkpoint exists")
     ap.add_argument("--smoke", action="store_true", help="2 training steps per model (plumbing check)")
     ap.add_argument(
         "--minutes",
@@ -304,7 +341,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    prepare(list(args.only or DEMO_MODELS), args.force, args.smoke, args.fit_arg, args.minutes)
+    keys = list(args.only or DEMO_MODELS)
+    if args.train or args.smoke:
+        prepare(keys, args.force, args.smoke, args.fit_arg, args.minutes)
+    else:
+        use_shipped(keys)
     _say(f"prepared in {time.perf_counter() - start:.0f} s")
     if args.serve:
         serve(args.port)

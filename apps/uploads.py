@@ -448,7 +448,8 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
 def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np.ndarray, str]:
     """A 2D slice -> (size, size) float32 for the medical models, and a sentence saying what was done.
 
-    ``resize`` scales the whole slice (area interpolation when shrinking); ``crop`` takes the centre
+    ``resize`` scales the whole slice, first padded to a square with its edge values so that a non-square slice
+    keeps its aspect ratio (never squashed; area interpolation when shrinking); ``crop`` takes the centre
     ``size`` x ``size`` window (padding with the edge values when the slice is smaller), keeping the pixel
     scale the models were trained at (LIDC crops are 128 x 128 at 0.5 mm).
     """
@@ -458,9 +459,17 @@ def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np
     if (h, w) == (size, size):
         return image.astype(np.float32), f"used as is ({size}x{size})"
     if mode == "resize":
-        interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
-        out = cv2.resize(image.astype(np.float32), (size, size), interpolation=interp)
-        return out, f"resized from {w}x{h} to {size}x{size}"
+        side = max(h, w)
+        pad_y, pad_x = side - h, side - w
+        square = np.pad(
+            image.astype(np.float32),
+            ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)),
+            mode="edge",
+        )
+        interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        out = cv2.resize(square, (size, size), interpolation=interp)
+        padded = f", edge-padded to {side}x{side} first (aspect ratio kept)" if pad_x or pad_y else ""
+        return out, f"resized from {w}x{h} to {size}x{size}{padded}"
     if mode == "crop":
         pad_y, pad_x = max(0, size - h), max(0, size - w)
         padded = np.pad(

@@ -140,14 +140,19 @@ def _plain(value):
 
 
 def _table(out_dir: Path, names: list[str]) -> str:
-    rows = ["| run | device | fit min | steps | epochs | train img/s | test metrics |", "|---|---|---:|---:|---:|---:|---|"]
+    rows = [
+        "| run | device | fit min | steps | epochs | train img/s | test metrics |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for name in names:
         path = out_dir / f"{name}.json"
         if not path.is_file():
             rows.append(f"| {name} | | | | | | failed: see {name}.log |")
             continue
         r = json.loads(path.read_text())
-        domain = "detection" if name.startswith("detection") else "anomaly" if name == "anomaly" else "medical"
+        domain = (
+            "detection" if name.startswith("detection") else "anomaly" if name == "anomaly" else "medical"
+        )
         shown = ", ".join(f"{k[5:]} {r['metrics'][k]:.3f}" for k in KEY_METRICS[domain] if k in r["metrics"])
         rows.append(
             f"| {name} | {r['device']} | {r['fit_seconds'] / 60:.1f} | {r['steps']} | {r['epochs']} | "
@@ -160,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    ap.add_argument("--fit-seconds", type=float, default=420.0, help="every fit ends this long after the start")
+    ap.add_argument(
+        "--fit-seconds", type=float, default=420.0, help="every fit ends this long after the start"
+    )
     ap.add_argument("--smoke", action="store_true", help="CPU, fp32, 3 steps per run: checks the plumbing")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
@@ -173,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     domains = sorted({RUNS[n][3] for n in args.runs})
     generators = {
         d: subprocess.Popen(
-            [sys.executable, "-c", f"import benchmarks.gpu_recipes as g; g._generate({d!r})"], cwd=REPO, env=env
+            [sys.executable, "-c", f"import benchmarks.gpu_recipes as g; g._generate({d!r})"],
+            cwd=REPO,
+            env=env,
         )
         for d in domains
     }
@@ -190,11 +199,27 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             seconds = max(10.0, args.fit_seconds - (time.perf_counter() - start))
             log = (args.out_dir / f"{name}.log").open("w")
-            cmd = [sys.executable, __file__, "--out-dir", str(args.out_dir), "--child", name, "--seconds", str(seconds)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--out-dir",
+                str(args.out_dir),
+                "--child",
+                name,
+                "--seconds",
+                str(seconds),
+            ]
             children[name] = subprocess.Popen(
-                cmd + (["--smoke"] if args.smoke else []), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+                cmd + (["--smoke"] if args.smoke else []),
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-            print(f"{time.perf_counter() - start:6.0f} s: started {name} (fit budget {seconds:.0f} s)", flush=True)
+            print(
+                f"{time.perf_counter() - start:6.0f} s: started {name} (fit budget {seconds:.0f} s)",
+                flush=True,
+            )
             pending.remove(name)
         time.sleep(1.0)
     for name, proc in children.items():

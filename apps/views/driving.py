@@ -125,6 +125,42 @@ def _score_png16(score: np.ndarray, lo: float, hi: float) -> bytes:
     return buf.tobytes() if ok else b""
 
 
+def _example_scenes(scenes: list[tuple[str, str, str | None]]) -> list[tuple[str, str, str, str | None]]:
+    """(label, name, image path, label path) of the best and worst test examples the weights recorded: where
+    the models are right (first, the page's default) and where they are wrong."""
+    by_name = {n: (p, lab) for n, p, lab in scenes}
+    out = []
+    for which, what in (("best", "right"), ("worst", "wrong")):
+        example = dm.examples(ANOMALY).get(which) if not _own(ANOMALY) else None
+        if example and example["id"] in by_name:
+            label = f"{example['id']}: where the anomaly model is most {what} (its {which} test scene)"
+            out.append((label, example["id"], *by_name[example["id"]]))
+        example = dm.examples(DETECTION).get(which) if not _own(DETECTION) else None
+        if example and (dm.ROOT / example.get("file", "")).is_file():
+            label = f"{example['id']}: where the detector is most {what} (its {which} test frame, F1 {example['f1']:.2f})"
+            out.append((label, example["id"], str(dm.ROOT / example["file"]), None))
+    return out
+
+
+def _own(key: str) -> bool:
+    return bool(st.session_state.get(pc.OVERRIDES, {}).get(key))
+
+
+def _far_from_training(width: int, height: int) -> str | None:
+    """A plain warning when a photo is unlike the wide dashcam frames the models learnt from."""
+    if height >= width:
+        return (
+            f"This photo is {'portrait' if height > width else 'square'} ({width}x{height}). The models learnt from "
+            "wide dashcam frames (640x192, 3.3:1) of synthetic streets: expect missed objects and false alarms."
+        )
+    if width / height < 1.3:
+        return (
+            f"This photo ({width}x{height}) is much less wide than the dashcam frames the models learnt from "
+            "(640x192): expect missed objects and false alarms."
+        )
+    return None
+
+
 # ------------------------------------------------------------------------------------------------- page
 
 
@@ -133,9 +169,11 @@ st.write(
     "The detector finds cars, pedestrians and cyclists. The anomaly model is a road-scene segmenter whose "
     "uncertainty flags things that belong to no known class (lost cargo, debris, animals)."
 )
+pc.own_checkpoint_picker([DETECTION], "Use your own detector checkpoint")
+pc.own_checkpoint_picker([ANOMALY], "Use your own anomaly checkpoint")
 pc.show_missing([DETECTION, ANOMALY])
-have_det = dm.find_checkpoint(DETECTION) is not None
-have_ano = dm.find_checkpoint(ANOMALY) is not None
+have_det = pc.model_path(DETECTION) is not None
+have_ano = pc.model_path(ANOMALY) is not None
 if not (have_det or have_ano):
     st.error("No driving checkpoint to show yet: run `make demo` (or a command above) and reload this page.")
     st.stop()
@@ -157,8 +195,11 @@ if source == SYNTHETIC:
     if not scenes:
         st.error(f"No images in {root / 'images'}.")
         st.stop()
-    index = st.selectbox("Scene", range(len(scenes)), format_func=lambda i: scenes[i][0], key="driving_scene")
-    name, image_path, label_path = scenes[int(index)]
+    choices = _example_scenes(scenes) + [(n, n, p, lab) for n, p, lab in scenes]
+    index = st.selectbox(
+        "Scene", range(len(choices)), format_func=lambda i: choices[i][0], key="driving_scene"
+    )
+    _, name, image_path, label_path = choices[int(index)]
     data, truth = _read_scene(image_path, label_path)
     name = Path(image_path).name
 else:
@@ -176,6 +217,8 @@ except up.UploadError as exc:
     st.stop()
 pc.show_notes(decoded.notes)
 image = decoded.image
+if source == UPLOAD and (warning := _far_from_training(image.shape[1], image.shape[0])):
+    st.warning(warning)
 digest = pc.digest(data)
 height, width = image.shape[:2]
 shown, shown_scale = _display(digest, image)
@@ -196,6 +239,9 @@ def _objects() -> None:
     except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
         pc.show_load_error(DETECTION, "the detector checkpoint", exc)
         return
+    if detector is None:
+        st.warning(f"No detector weights: `{dm.train_command(DETECTION)}`")
+        return
     pc.checkpoint_caption(DETECTION, limit=6)
     in_h, in_w = detector.hparams.get("input_size", (0, 0))
     st.caption(
@@ -209,17 +255,38 @@ def _objects() -> None:
         st.error(f"The detector failed on this image: {type(exc).__name__}: {exc}")
         return
     c1, c2 = st.columns([1, 2])
-    # Start where `predict` draws boxes (a run-time setting, not saved in checkpoints): a weakly trained
-    # detector's near-constant low scores stay hidden.
-    start = round(min(1.0, max(0.05, float(detector.predict_score_thresh))), 2)
-    threshold = c1.slider("Score threshold", 0.05, 1.0, start, 0.05, key="driving_det_threshold")
+    # Start at the weights' operating point (best F1 on the validation split, recorded in the model card);
+    # without one, where `predict` draws boxes (a run-time setting, not saved in checkpoints).
+    point = {} if _own(DETECTION) else dm.operating_point(DETECTION)
+    start = float(point.get("threshold", detector.predict_score_thresh))
+    start = round(min(1.0, max(0.05, start)) * 20) / 20
+    threshold = c1.slider(
+        "Score threshold",
+        0.05,
+        1.0,
+        start,
+        0.05,
+        key="driving_det_threshold",
+        help=(
+            f"Starts at {point['threshold']:.2f}, where the detector's F1 was best on the validation split "
+            f"(precision {point['precision']:.2f}, recall {point['recall']:.2f})."
+            if point
+            else "Detections below this score are hidden."
+        ),
+    )
     chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_det_classes")
     kept = _filter(pred, threshold, [class_names.index(c) for c in chosen])
+    below = int((pred["scores"] < threshold).sum())
     st.image(
         _draw(shown, kept, class_names, shown_scale),
-        caption=f"{len(kept['scores'])} of {len(pred['scores'])} detections shown",
+        caption=f"{len(kept['scores'])} of {len(pred['scores'])} detections shown; {below} below the score threshold",
         width="stretch",
     )
+    if not len(kept["scores"]) and below:
+        st.info(
+            f"No box reaches the threshold {threshold:.2f}; the best score here is {float(pred['scores'].max()):.2f}. "
+            "Lower the slider to see the weaker detections."
+        )
     if len(kept["scores"]):
         st.dataframe(
             [
@@ -259,6 +326,9 @@ def _anomalies() -> None:
     except Exception as exc:  # noqa: BLE001
         pc.show_load_error(ANOMALY, "the anomaly checkpoint", exc)
         return
+    if segmenter is None:
+        st.warning(f"No anomaly weights: `{dm.train_command(ANOMALY)}`")
+        return
     pc.checkpoint_caption(ANOMALY)
     st.caption(
         f"Test figures are for the checkpoint's own score, `{segmenter.score}` (pixel AP, AUROC, FPR at "
@@ -273,7 +343,13 @@ def _anomalies() -> None:
         st.error(f"The anomaly model failed on this image ({score_name}): {type(exc).__name__}: {exc}")
         return
     lo, hi = dm.score_range(segmenter, score_name, result["score"])
-    default = 0.5 if (lo, hi) == (0.0, 1.0) else float(np.quantile(result["score"], 0.99))
+    # Start at the weights' operating point (95 % of outlier pixels flagged on validation images with pasted
+    # objects, recorded in the model card) for the score it was measured for.
+    point = {} if _own(ANOMALY) else dm.operating_point(ANOMALY)
+    if point.get("score") == score_name:
+        default = float(point["threshold"])
+    else:
+        default = 0.5 if (lo, hi) == (0.0, 1.0) else float(np.quantile(result["score"], 0.99))
     step = max((hi - lo) / 100, 1e-6)
     threshold = c2.slider(
         "Anomaly threshold",
@@ -282,6 +358,12 @@ def _anomalies() -> None:
         float(min(max(default, lo), hi)),
         step,
         key=f"driving_ano_threshold_{score_name}",
+        help=(
+            f"Starts at {point['threshold']:.3g}: on validation images with pasted objects, 95 % of object pixels "
+            f"score at least this, and {100 * point['fpr']:.1f} % of road-scene pixels do."
+            if point.get("score") == score_name
+            else "Pixels at or above it are outlined."
+        ),
     )
     alpha = c3.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="driving_ano_alpha")
     st.caption(

@@ -52,6 +52,8 @@ for key, spec in dm.DEMO_MODELS.items():
     )
 st.dataframe(rows, hide_index=True, width="stretch")
 st.caption(
-    f"Folder: `{dm.checkpoint_dir()}` (set `{dm.ENV_CHECKPOINTS}` to use another). Uploads up to "
-    f"{up.MAX_UPLOAD_MB} MB are decoded in memory and never stored."
+    f"Shipped weights: `{dm.shipped_dir()}` (fp16 safetensors, each with a model card: command, data, date, test "
+    f"figures, sha256). Local checkpoints from `make demo-train` in `{dm.checkpoint_dir()}` (set "
+    f"`{dm.ENV_CHECKPOINTS}` to use another) are preferred when present; each page's sidebar takes your own "
+    f"checkpoint. Uploads up to {up.MAX_UPLOAD_MB} MB are decoded in memory and never stored."
 )

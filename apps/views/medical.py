@@ -104,8 +104,32 @@ st.write(
     "segmentations; where they disagree, the model is unsure. The U-Net gives one answer."
 )
 
+
+def _medical_key(path: str) -> str:
+    """Which of the page's models a user checkpoint replaces: the ``model`` its hyper-parameters name."""
+    name = dm.checkpoint_model_name(path)
+    if f"medical_{name}" not in dm.MEDICAL_KEYS:
+        raise ValueError(
+            f"it holds model {name!r}, not one of unet, prob_unet, hpu_net (a medical checkpoint?)"
+        )
+    return f"medical_{name}"
+
+
+def _far_from_training(volume, image: np.ndarray) -> str | None:
+    """A plain warning when an upload is unlike the grey CT lung crops the models learnt from."""
+    if any("colour" in note for note in volume.notes):
+        return (
+            "This is a colour image: the models learnt from grey CT crops of lung lesions (128x128 at 0.5 mm). "
+            "On a photo their masks mean nothing."
+        )
+    if float(np.std(image)) < 0.02:
+        return "This slice is almost uniform: there is nothing for the models to outline."
+    return None
+
+
+pc.own_checkpoint_picker(list(dm.MEDICAL_KEYS), "Use your own medical checkpoint", route=_medical_key)
 pc.show_missing(list(dm.MEDICAL_KEYS))
-available = [k for k in dm.MEDICAL_KEYS if dm.find_checkpoint(k) is not None]
+available = [k for k in dm.MEDICAL_KEYS if pc.model_path(k) is not None]
 if not available:
     st.error("No medical checkpoint to show yet: run `make demo` (or a command above) and reload this page.")
     st.stop()
@@ -138,10 +162,20 @@ if source == SYNTHETIC:
     except (FileNotFoundError, ValueError) as exc:
         st.error(f"No synthetic test images: {exc}")
         st.stop()
-    index = st.selectbox(
-        "Test image", range(len(dataset)), format_func=lambda i: dataset.ids[i], key="medical_item"
+    # the weights' best test image first (where the model is right), their worst second, then all of them
+    own = bool(st.session_state.get(pc.OVERRIDES, {}).get(key))
+    recorded = {} if own else dm.examples(key)
+    position = {image_id: i for i, image_id in enumerate(dataset.ids)}
+    choices = [
+        (f"{recorded[w]['id']}: where the model is most {what} (its {w} test image, GED {recorded[w]['ged']:.2f})",
+         position[recorded[w]["id"]])
+        for w, what in (("best", "right"), ("worst", "wrong"))
+        if w in recorded and recorded[w]["id"] in position
+    ] + [(image_id, i) for i, image_id in enumerate(dataset.ids)]  # fmt: skip
+    pick = st.selectbox(
+        "Test image", range(len(choices)), format_func=lambda i: choices[i][0], key="medical_item"
     )
-    image, readers, name = _test_item(str(root), int(index))
+    image, readers, name = _test_item(str(root), int(choices[int(pick)][1]))
     if image.shape != (size, size):
         image, how = up.fit_to_model(image, size, "crop")
         readers = np.stack([up.fit_to_model(r.astype(np.float32), size, "crop")[0] for r in readers]) > 0.5
@@ -173,7 +207,7 @@ else:
             f"Fit the {raw.shape[1]}x{raw.shape[0]} slice to the model's {size}x{size} input",
             ["resize", "crop"],
             format_func=lambda m: {
-                "resize": "resize the whole slice",
+                "resize": "resize the whole slice (padded to a square: never squashed)",
                 "crop": "centre crop (keeps the pixel size)",
             }[m],
             horizontal=True,
@@ -181,6 +215,8 @@ else:
         )
     image, how = up.fit_to_model(raw, size, mode)
     st.caption(f"{volume.format} upload, {how}.")
+    if warning := _far_from_training(volume, image):
+        st.warning(warning)
 
 try:
     result = _predict(

@@ -16,6 +16,8 @@ def demo_env(tmp_path_factory):
     paths = tiny.build_all(tmp_path_factory.mktemp("demo"))
     values = {
         dm.ENV_CHECKPOINTS: str(paths["checkpoints"]),
+        # the page tests run the tiny checkpoints; tests/apps/test_shipped_weights.py covers the shipped ones
+        dm.ENV_WEIGHTS: str(paths["checkpoints"] / "no_shipped_weights"),
         dm.ENV_MEDICAL_DATA: str(paths["medical"]),
         dm.ENV_ANOMALY_DATA: str(paths["anomaly"]),
     }

@@ -60,7 +60,7 @@ def test_home_lists_checkpoints(demo_env):
     ]
     checkpoints, figures = list(table["checkpoint"]), list(table["test figures"])
     assert checkpoints[2] == "missing"
-    assert "prepare_demo.py --only medical_hpu_net" in figures[2]
+    assert "prepare_demo.py --train --only medical_hpu_net" in figures[2]
     assert "ged 0.500" in figures[0]
 
 
@@ -218,11 +218,12 @@ def test_driving_widgets_rerun(demo_env):
     above = int((table["score"] >= 0.5).sum())
     at.multiselect(key="driving_det_classes").set_value(["Car"]).run()
     _ok(at)
-    assert _image_captions(at)[0] == f"{cars} of {total} detections shown"
+    assert _image_captions(at)[0] == f"{cars} of {total} detections shown; 0 below the score threshold"
     at.multiselect(key="driving_det_classes").set_value(["Car", "Pedestrian", "Cyclist"])
     at.slider(key="driving_det_threshold").set_value(0.5).run()
     _ok(at)
-    assert _image_captions(at)[0] == f"{above} of {total} detections shown"
+    below = total - above
+    assert _image_captions(at)[0] == f"{above} of {total} detections shown; {below} below the score threshold"
     at.slider(key="driving_ano_alpha").set_value(0.9).run()
     _ok(at)
     score = at.selectbox(key="driving_ano_score")
@@ -293,7 +294,7 @@ def test_pages_without_checkpoints_say_what_to_run(demo_env, tmp_path, monkeypat
         at = _page(page)
         assert not at.exception
         assert "make demo" in at.error[0].value
-        assert "prepare_demo.py --only" in _texts(at.code)
+        assert "prepare_demo.py --train --only" in _texts(at.code)
     at = _ok(_page("home"))
     assert set(at.dataframe[0].value["checkpoint"]) == {"missing"}
 
@@ -308,5 +309,58 @@ def test_a_broken_checkpoint_is_reported_and_the_other_tab_still_works(demo_env,
     at = _page("driving")
     assert not at.exception
     assert len(at.error) == 1 and "Could not load the anomaly checkpoint" in at.error[0].value
-    assert "--only driving_anomaly --force" in at.error[0].value
-    assert _image_captions(at)[0].endswith("detections shown")  # the detector tab is unaffected
+    assert "--train --only driving_anomaly --force" in at.error[0].value
+    assert "detections shown" in _image_captions(at)[0]  # the detector tab is unaffected
+
+
+# ---------------------------------------------------------------------------------------- your own model
+
+
+def test_own_checkpoint_replaces_the_demo_model_and_a_wrong_one_is_named(demo_env):
+    at = _ok(_page("driving"))
+    own = demo_env["checkpoints"] / "driving_detection.ckpt"
+    at.text_input(key="own_path_driving_detection").set_value(str(own)).run()
+    _ok(at)
+    assert any(f"Your checkpoint `{own}`" in c.value for c in at.caption)
+    wrong = demo_env["checkpoints"] / "medical_unet.ckpt"  # a medical checkpoint on the detector
+    at.text_input(key="own_path_driving_detection").set_value(str(wrong)).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "medical_unet.ckpt` was not loaded" in at.error[0].value
+    assert "MedicalSegmentationTask" in at.error[0].value  # says what the file holds
+    assert "detections shown" in _image_captions(at)[0]  # and the page goes on with the demo model
+    at.text_input(key="own_path_driving_detection").set_value("/no/such/file.ckpt").run()
+    assert "No such checkpoint file" in _texts(at.sidebar.error)
+
+
+def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, monkeypatch):
+    """Shipped weights, their operating points and their best examples first. The cards' example ids are
+    pointed at the tiny test sets (the real ones name images of the full synthetic sets)."""
+    import json
+    import shutil
+
+    from apps import demo_models as dm
+    from domains.medical.data import LIDCPngDataset
+
+    weights = tmp_path / "weights"
+    shutil.copytree(dm.SHIPPED_DIR, weights)
+    tiny_medical = LIDCPngDataset(str(demo_env["medical"]), "test").ids
+    for key, best in (("medical_unet", tiny_medical[-1]), ("driving_anomaly", "synthetic_00001")):
+        card = json.loads((weights / f"{key}.json").read_text())
+        card["examples"]["best"]["id"] = best
+        (weights / f"{key}.json").write_text(json.dumps(card))
+    monkeypatch.setenv(dm.ENV_WEIGHTS, str(weights))
+    monkeypatch.setenv(dm.ENV_CHECKPOINTS, str(tmp_path / "no_local_checkpoints"))
+    at = _ok(_page("home"))
+    assert set(at.dataframe[0].value["checkpoint"]) == {f"{k}.safetensors" for k in dm.DEMO_MODELS}
+    at = _ok(_page("driving"))
+    point = dm.operating_point("driving_detection")["threshold"]
+    assert at.slider(key="driving_det_threshold").value == pytest.approx(point)
+    labels = [at.selectbox(key="driving_scene").format_func(i) for i in range(3)]
+    assert labels[0].startswith("synthetic_00001: where the anomaly model is most right")
+    assert labels[1].startswith(dm.examples("driving_detection")["best"]["id"] + ": where the detector")
+    anomaly = dm.operating_point("driving_anomaly")
+    assert at.slider(key=f"driving_ano_threshold_{anomaly['score']}").value == pytest.approx(
+        anomaly["threshold"]
+    )
+    at = _ok(_page("medical"))
+    assert at.selectbox(key="medical_item").format_func(0).startswith(f"{tiny_medical[-1]}: where the model")

@@ -256,6 +256,13 @@ def test_fit_to_model_resize_and_crop():
     assert out.shape == (32, 32) and "edge-padded" in how and (out == 1).all()
     _, how = up.fit_to_model(np.zeros((32, 32), np.float32), 32)
     assert "as is" in how
+    # a non-square slice is padded to a square before resizing: a round lesion stays round, not squashed
+    tall = np.zeros((200, 100), np.float32)
+    tall[80:120, 30:70] = 1.0
+    out, how = up.fit_to_model(tall, 128, "resize")
+    ys, xs = np.nonzero(out > 0.5)
+    assert "aspect ratio kept" in how and abs(np.ptp(ys) - np.ptp(xs)) <= 1
+    assert np.ptp(ys) + 1 == pytest.approx(40 * 128 / 200, abs=1.5)
     with pytest.raises(up.UploadError):
         up.fit_to_model(np.zeros((2, 32, 32)), 32)
 

@@ -465,7 +465,9 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     main(["fit", *_cli_args(tiny_sets), "--trainer.max_epochs", "1"])
     ckpt = tmp_path / "lightning_logs/driving_anomaly/checkpoints/last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    assert bool(state["model.calibrated"]) and bool(state["model.oe_trained"])  # statistics written into the checkpoint
+    assert bool(state["model.calibrated"]) and bool(
+        state["model.oe_trained"]
+    )  # statistics written into the checkpoint
     assert not torch.equal(state["model.sml_std"], torch.ones(C))
 
     cli = main(["test", *_cli_args(tiny_sets), "--ckpt_path", str(ckpt), "--model.score", "sml"])

@@ -274,4 +274,6 @@ def test_anomaly_fit_under_ddp_splits_data_and_reduces_miou_states(scenes, tmp_p
     assert local == [32 * 64] * 2  # one 32x64 val image per rank
     assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
     assert ranks[0]["logged"]["val/miou"] == ranks[1]["logged"]["val/miou"]
-    assert bool(torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]["model.calibrated"])
+    assert bool(
+        torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]["model.calibrated"]
+    )

@@ -59,7 +59,9 @@ def draw_detections(
 ) -> np.ndarray:
     """Copy of an RGB uint8 image with the detections at or above ``score_thresh`` drawn (cv2)."""
     canvas = np.ascontiguousarray(image.copy())
-    scale = max(0.35, min(canvas.shape[:2]) / 500)
+    # labels grow with the image's width but stay small beside the boxes (0.35 at 640 px, at most 0.7)
+    scale = min(0.7, max(0.3, canvas.shape[1] / 1800))
+    thickness = max(1, min(thickness, round(canvas.shape[1] / 640)))
     for box, score, label in zip(pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()):
         if score < score_thresh:
             continue

@@ -1,0 +1,307 @@
+"""Turn finished training runs into the demo's shipped weights: ``apps/weights/<key>.safetensors`` + card.
+
+    python -m apps.ship_weights --runs gpu_runs          # the folder benchmarks/gpu_recipes.py wrote
+
+Per demo model: the plain network's weights (``task.model``) as fp16 safetensors (tensors only: loading runs no
+code), and a JSON model card beside it: the command, data and seed, date, device, the run's test figures, the
+file's sha256, and figures measured here on the CPU with the fp16 weights on a fixed subset of the test split
+(what ``tests/apps/test_shipped_weights.py`` reproduces). The card also carries what the pages start from: the
+detector's best-F1 score threshold on the validation split, the anomaly threshold at 95 % TPR on validation
+images with pasted outliers, and the best and worst test examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from apps import demo_models as dm
+
+ROOT = Path(__file__).resolve().parents[1]
+#: demo key -> the run of benchmarks/gpu_recipes.py it is cut from
+RUN_OF = {
+    "medical_unet": "unet",
+    "medical_prob_unet": "prob_unet",
+    "medical_hpu_net": "hpu_net",
+    "driving_detection": "detection_2x",
+    "driving_anomaly": "anomaly",
+}
+#: test images of the fixed subset the card's CPU figures use (the reproduction test runs the same)
+SUBSET = {"medical": 64, "driving_detection": 40, "driving_anomaly": 40}
+
+
+def _trainer(**overrides) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **overrides,
+    )
+
+
+def medical_datamodule(data_hp: dict, test_items: int):
+    """The run's medical data settings on the CPU, in this process, the test split cut to ``test_items``."""
+    from domains.medical.data import MedicalDataModule
+
+    return MedicalDataModule(**{**data_hp, "num_workers": 0, "max_items": {"test": test_items}})
+
+
+def detection_datamodule(data_hp: dict):
+    from domains.driving.data import DetectionDataModule
+
+    data = DetectionDataModule(**{**data_hp, "num_workers": 0, "batch_size": 4})
+    data.setup("test")
+    return data
+
+
+def anomaly_datamodule(data_hp: dict):
+    from domains.driving.data import SegmentationDataModule
+
+    data = SegmentationDataModule(**{**data_hp, "num_workers": 0, "batch_size": 4})
+    data.setup("fit")
+    data.setup("test")
+    return data
+
+
+def subset_figures(key: str, task, data_hp: dict) -> dict[str, float]:
+    """The card's ``subset`` test figures again (what the reproduction test compares)."""
+    if key.startswith("medical"):
+        data = medical_datamodule(data_hp, SUBSET["medical"])
+        limit = {}
+    else:
+        data = detection_datamodule(data_hp) if key == "driving_detection" else anomaly_datamodule(data_hp)
+        limit = {"limit_test_batches": SUBSET[key] // data.batch_size}
+    pl.seed_everything(0, verbose=False)
+    return _figures(_trainer(**limit).test(task, datamodule=data, verbose=False)[0])
+
+
+def _figures(metrics: dict) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in metrics.items() if k.startswith("test/")}
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_medical(task, data_hp: dict) -> dict:
+    """Test figures on the first ``SUBSET["medical"]`` test images, and the best / worst image by GED."""
+    from domains.medical.metrics import generalized_energy_distance, majority_vote
+
+    n = SUBSET["medical"]
+    figures = subset_figures("medical", task, data_hp)
+    data = medical_datamodule(data_hp, n)
+    data.setup("test")
+    per_image = []
+    torch.manual_seed(0)
+    for batch in data.test_dataloader():
+        samples = task.sample(batch["image"]) >= task.threshold
+        for i, image_id in enumerate(batch["id"]):
+            lesion = bool(majority_vote(batch["masks"][i : i + 1]).any())
+            per_image.append((generalized_energy_distance(samples[i], batch["masks"][i]), lesion, image_id))
+    with_lesion = [p for p in per_image if p[1]] or per_image
+    best, worst = min(with_lesion), max(per_image)
+    return {
+        "subset": {"split": "test", "images": n, "seed": 0, "metrics": figures},
+        "examples": {
+            "best": {"id": best[2], "ged": round(best[0], 4)},
+            "worst": {"id": worst[2], "ged": round(worst[0], 4)},
+        },
+    }
+
+
+def evaluate_detection(task, data_hp: dict, examples_dir: Path) -> dict:
+    """Subset test figures, the best-F1 threshold on the validation split, best / worst test frame (copied)."""
+    from domains.driving.detection.operating_point import best_f1_threshold, per_image_f1
+
+    figures = subset_figures("driving_detection", task, data_hp)
+    data = detection_datamodule(data_hp)
+    batches = SUBSET["driving_detection"] // data.batch_size
+    task.eval()
+    preds, targets = [], []
+    with torch.no_grad():
+        for images, batch_targets in data.val_dataloader():
+            preds += task.predict_original(images, batch_targets)
+            targets += [_original_targets(img, t) for img, t in zip(images, batch_targets)]
+    point = best_f1_threshold(preds, targets)
+    scored = []
+    with torch.no_grad():
+        for b, (images, batch_targets) in enumerate(data.test_dataloader()):
+            if b >= batches:
+                break
+            for img, pred, t in zip(images, task.predict_original(images, batch_targets), batch_targets):
+                if len(t["boxes"]) >= 3:
+                    scored.append(
+                        (per_image_f1(pred, _original_targets(img, t), point["threshold"]), t["image_id"])
+                    )
+    by_id = {a.image_id: a for a in data.splits["test"]}
+    examples = {}
+    for which, (f1, image_id) in (("best", max(scored)), ("worst", min(scored))):
+        source = Path(by_id[image_id].image_path)
+        target = examples_dir / f"detection_{which}{source.suffix}"
+        shutil.copyfile(source, target)
+        label = source.parent.parent / "label_2" / f"{image_id}.txt"
+        if label.is_file():
+            shutil.copyfile(label, target.with_suffix(".txt"))
+        examples[which] = {"id": image_id, "f1": round(f1, 4), "file": target.relative_to(ROOT).as_posix()}
+    return {
+        "subset": {"split": "test", "images": batches * data.batch_size, "seed": 0, "metrics": figures},
+        "operating_point": {"split": "val", "rule": "best pooled F1, IoU 0.5", **_rounded(point)},
+        "examples": examples,
+    }
+
+
+def _original_targets(image: torch.Tensor, target: dict) -> dict:
+    from domains.driving.detection.task import _scale_to_original
+
+    return {"boxes": target["boxes"] * _scale_to_original(image, target), "labels": target["labels"]}
+
+
+def evaluate_anomaly(task, data_hp: dict) -> dict:
+    """Subset test figures, the 95 %-TPR threshold on validation images with pasted outliers, and the best /
+    worst test scene by per-image AP."""
+    from domains.driving.anomaly.outliers import OUTLIER_LABEL, paste_outliers_batch
+    from domains.driving.metrics import PixelAnomalyAccumulator
+
+    figures = subset_figures("driving_anomaly", task, data_hp)
+    data = anomaly_datamodule(data_hp)
+    batches = SUBSET["driving_anomaly"] // data.batch_size
+    model = task.model.eval()
+    rng = np.random.default_rng(0)
+    outlier, inlier = [], []
+    for batch in data.val_dataloader():
+        images, masks, _ = paste_outliers_batch(batch["image"], batch["mask"], rng, prob=1.0)
+        score = model.scores(images, [task.score], smoothing=task.score_smoothing)[task.score]
+        outlier.append(score[masks == OUTLIER_LABEL].numpy())
+        inlier.append(score[(masks != OUTLIER_LABEL) & (masks != 255)].numpy())
+    outlier, inlier = np.concatenate(outlier), np.concatenate(inlier)
+    threshold = float(np.quantile(outlier, 0.05))  # 95 % of outlier pixels score at least this
+    per_image = []
+    for b, batch in enumerate(data.test_dataloader()):
+        if b >= batches:
+            break
+        maps = model.scores(batch["image"], [task.score], smoothing=task.score_smoothing)[task.score]
+        for score, label, name in zip(maps.numpy(), batch["label"].numpy(), batch["name"]):
+            if (label == 1).any():
+                acc = PixelAnomalyAccumulator()
+                acc.update(score, label, name=name)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    per_image.append((acc.compute()["ap"], str(name)))
+    best, worst = max(per_image), min(per_image)
+    return {
+        "subset": {"split": "test", "images": batches * data.batch_size, "seed": 0, "metrics": figures},
+        "operating_point": {
+            "split": "val with pasted outliers (seed 0)",
+            "rule": "95 % of outlier pixels at or above",
+            "score": task.score,
+            "threshold": round(threshold, 4),
+            "tpr": 0.95,
+            "fpr": round(float((inlier >= threshold).mean()), 4),
+        },
+        "examples": {
+            "best": {"id": best[1], "ap": round(best[0], 4)},
+            "worst": {"id": worst[1], "ap": round(worst[0], 4)},
+        },
+    }
+
+
+def _rounded(values: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+
+
+# ------------------------------------------------------------------------------------------------ shipping
+
+
+def ship(key: str, runs: Path, out: Path) -> dict:
+    run_name = RUN_OF[key]
+    record = json.loads((runs / f"{run_name}.json").read_text())
+    hparams = {k: v for k, v in record["hyper_parameters"].items() if not k.startswith("_")}
+    data_hp = {k: v for k, v in record["data_hyper_parameters"].items() if not k.startswith("_")}
+    settings = _settings(key, record)
+    task = dm.build_task(key, hparams, settings)
+    state = {k: v.float() for k, v in load_file(str(runs / f"{run_name}.safetensors")).items()}
+    checkpoint = {"state_dict": state}
+    task.on_load_checkpoint(checkpoint)  # earlier layouts are moved into the plain model here
+    task.load_state_dict(checkpoint["state_dict"], strict=False)
+    missing = set(task.model.state_dict()) - {k[len("model.") :] for k in checkpoint["state_dict"]}
+    if missing:
+        raise KeyError(f"{run_name}.safetensors lacks {sorted(missing)[:5]}")
+    weights = out / f"{key}.safetensors"
+    plain = {
+        k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in task.model.state_dict().items()
+    }
+    save_file(plain, str(weights), metadata={"key": key, "format": "state_dict of task.model, fp16"})
+    task = dm.load_shipped_weights(key, weights, {"hyper_parameters": hparams, "settings": settings})
+    if key.startswith("medical"):
+        evaluation = evaluate_medical(task, data_hp)
+    elif key == "driving_detection":
+        evaluation = evaluate_detection(task, data_hp, out.parent / "examples")
+    else:
+        evaluation = evaluate_anomaly(task, data_hp)
+    card = {
+        "key": key,
+        "title": dm.DEMO_MODELS[key].title,
+        "task": dm.DEMO_MODELS[key].task,
+        "network": dm.network_name(key, hparams),
+        "weights": weights.name,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "dtype": "float16",
+        "date": record.get("date") or datetime.date.today().isoformat(),
+        "command": record["command"],
+        "budget": "python benchmarks/gpu_recipes.py --out-dir gpu_runs --fit-seconds 390 "
+        f"(fit {record['fit_seconds'] / 60:.1f} min, {record['steps']} steps, {record['epochs']} epochs)",
+        "device": record["device"],
+        "data": dm.data_description(key, data_hp),
+        "seed": 0,
+        "hyper_parameters": hparams,
+        "data_hyper_parameters": data_hp,
+        "settings": settings,
+        "test": {k: round(v, 4) for k, v in record["metrics"].items()},
+        "test_note": f"full test split, fp32 weights, on {record['device']} (benchmarks/results/gpu_recipes.md)",
+        **evaluation,
+    }
+    (out / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def _settings(key: str, record: dict) -> dict:
+    """Inference settings the run's config chose that checkpoints do not store (anomaly score, smoothing)."""
+    if key != "driving_anomaly":
+        return {}
+    config = record["command"].split(" -c ")[1].split()[0]
+    model = (yaml.safe_load((ROOT / config).read_text()) or {}).get("model") or {}
+    return {
+        "score": model.get("score", "outlier_prob"),
+        "score_smoothing": float(model.get("score_smoothing", 0.0)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m apps.ship_weights", description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, required=True, help="folder of benchmarks/gpu_recipes.py output")
+    ap.add_argument("--keys", nargs="+", default=list(RUN_OF), choices=list(RUN_OF))
+    ap.add_argument("--out", type=Path, default=dm.SHIPPED_DIR)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out.parent / "examples").mkdir(exist_ok=True)
+    for key in args.keys:
+        card = ship(key, args.runs, args.out)
+        size = (args.out / card["weights"]).stat().st_size / 2**20
+        print(f"{key}: {card['weights']} {size:.1f} MB, subset {card['subset']['metrics']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

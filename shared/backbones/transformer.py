@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 import torchvision
-from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from .base import Backbone, register_backbone
@@ -108,6 +107,9 @@ class SwinBackbone(Backbone):
         window_size: int = 7,
     ):
         super().__init__()
+        # imported here: MONAI takes ~2 s to import, and `--help` or a CNN-only run should not pay for it
+        from monai.networks.nets.swin_unetr import SwinTransformer
+
         self.net = SwinTransformer(
             in_chans=in_channels,
             embed_dim=embed_dim,

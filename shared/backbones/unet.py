@@ -6,13 +6,15 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
 from torch import nn
 
 from .base import Backbone, create_backbone, register_backbone
 
 
 def _block(in_ch: int, out_ch: int, stride: int, residual: bool, norm: str) -> nn.Module:
+    # imported here: MONAI takes ~2 s to import, and `--help` should not pay for it
+    from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
+
     cls = UnetResBlock if residual else UnetBasicBlock
     return cls(
         spatial_dims=2, in_channels=in_ch, out_channels=out_ch, kernel_size=3, stride=stride, norm_name=norm

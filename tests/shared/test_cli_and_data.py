@@ -98,8 +98,15 @@ def test_segmentation_augmentation_moves_masks_with_image():
         assert (bright & m).sum() / max(1, (bright | m).sum()) > 0.7
 
 
-def test_num_workers_is_bounded():
-    assert 0 <= default_num_workers() <= 4
+def test_num_workers_leave_one_core_to_training_and_respect_the_cap(monkeypatch):
+    import os
+
+    for cores, cap, expected in ((1, 4, 0), (2, 4, 1), (3, 4, 2), (16, 4, 4), (16, 8, 8), (16, 0, 0)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert default_num_workers(cap) == expected, (cores, cap)
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS / Windows: the CPU count
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert default_num_workers() == 2
 
 
 def test_repeat_factors_hand_values():

@@ -49,6 +49,15 @@ def default_trainer_kwargs(domain: str) -> dict:
     }
 
 
+#: what each sub-command does, in the suite's words (Lightning's own help cuts its docstrings mid-sentence)
+SUBCOMMAND_HELP = {
+    "fit": "train (and validate) the model; checkpoints: best on the domain's metric + last.ckpt",
+    "validate": "run the validation split through a model (--ckpt_path FILE|best|last)",
+    "test": "compute the test metrics of a model (--ckpt_path FILE|best|last)",
+    "predict": "write predictions for the data module's test / predict images (--ckpt_path ...)",
+}
+
+
 class SuiteCLI(LightningCLI):
     """LightningCLI with the suite's defaults: seeding, overwrite-safe config saving, checkpointing, logging.
 
@@ -65,6 +74,8 @@ class SuiteCLI(LightningCLI):
         domain: str,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
+        description: str | None = None,
+        prog: str | None = None,
         args=None,
         run: bool = True,
         **kwargs,
@@ -72,6 +83,12 @@ class SuiteCLI(LightningCLI):
         self._domain = domain
         self._monitor = monitor
         self._monitor_mode = monitor_mode
+        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        if description:
+            parser_kwargs.setdefault("description", description)
+        if prog:
+            parser_kwargs.setdefault("prog", prog)
+        kwargs["parser_kwargs"] = parser_kwargs
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", default_trainer_kwargs(domain))
@@ -95,6 +112,12 @@ class SuiteCLI(LightningCLI):
             raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         if self.model_class is not None:
             check_checkpoint_file(ckpt_path, self.model_class)
+
+    def _add_subcommands(self, parser, **kwargs) -> None:
+        """Lightning's sub-commands, with whole-sentence help (see ``SUBCOMMAND_HELP``)."""
+        super()._add_subcommands(parser, **kwargs)
+        for choice in parser._subcommands_action._choices_actions:
+            choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, plus :class:`RemovePartialPredictions` (not a CLI option: always on)."""
@@ -190,11 +213,26 @@ class RemovePartialPredictions(pl.Callback):
 
 
 def run_cli(
-    model_class, datamodule_class, domain: str, monitor: str, monitor_mode: str = "min", args=None
+    model_class,
+    datamodule_class,
+    domain: str,
+    monitor: str,
+    monitor_mode: str = "min",
+    args=None,
+    description: str | None = None,
+    prog: str | None = None,
 ) -> SuiteCLI:
-    """Entry point used by each domain's ``__main__`` (and by tests, with ``args``)."""
+    """Entry point used by each domain's ``__main__`` (and by tests, with ``args``). ``description``: the
+    paragraph and example ``--help`` prints; ``prog``: the command (``python -m domains....``)."""
     return SuiteCLI(
-        model_class, datamodule_class, domain=domain, monitor=monitor, monitor_mode=monitor_mode, args=args
+        model_class,
+        datamodule_class,
+        domain=domain,
+        monitor=monitor,
+        monitor_mode=monitor_mode,
+        description=description,
+        prog=prog,
+        args=args,
     )
 
 

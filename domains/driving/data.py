@@ -14,6 +14,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import albumentations as A
 import cv2
@@ -354,30 +355,37 @@ def _warn_empty_splits(splits: dict[str, Sequence], owner: str) -> None:
 
 
 class DetectionDataModule(SplitLoaders):
-    """2D detection data from KITTI, COCO or YOLO files, split by sequence.
+    """2D detection data from KITTI, COCO or YOLO files, split by sequence (``python -m ... fit --help`` lists
+    these arguments as ``--data.*``).
 
-    ``data_path``: KITTI root (``training/{image_2,label_2}`` or ``{image_2,label_2}``),
-    COCO JSON (images relative to its folder; or a folder holding one ``*.json``) or YOLO dataset yaml (or a
-    folder holding one). ``None`` generates / reuses the synthetic KITTI set.
-    ``class_map`` renames source types before they are matched to ``class_names``; the default
-    ``{"Van": "Car"}`` trains KITTI vans as cars (set ``null`` to drop vans). DontCare boxes become
-    ``ignore_boxes``. ``image_size`` (H, W) resizes every image (``None``: native size, batches are lists).
-    A YOLO yaml with its own ``train`` and ``val`` entries keeps that split (``test`` if present); otherwise
-    items are split by sequence with ``split_fractions``. ``max_items`` caps the items read (smoke tests).
-    ``repeat_threshold`` turns on repeat-factor sampling of training images by class
-    (:func:`shared.data.repeat_factors`): images with rare classes (cyclists) come up more often.
-    ``crop_scale`` / ``crop_prob``: training crops keep that share of an image's area and are resized to
-    ``image_size`` (a zoom-in), for that share of the images. Always zooming (``crop_prob: 1``) with a model
-    that evaluates at a larger ``input_size`` trains small objects at the size they are tested at, for the
-    cost of ``image_size`` training batches.
-    ``semantic_maps``: training targets carry the per-pixel class maps (``semantic/<id>.png`` beside
-    ``image_2/``, as the synthetic set writes them) for the detector's auxiliary semantic loss
-    (``model.semantic_loss_weight``); evaluation does not read them.
+    Args:
+        data_format: ``kitti``, ``coco`` or ``yolo``.
+        data_path: KITTI root (``training/{image_2,label_2}`` or ``{image_2,label_2}``), COCO JSON (images
+            relative to its folder; or a folder holding one ``*.json``) or YOLO dataset yaml (or a folder holding
+            one); null: the synthetic KITTI-layout set, generated on first use under data/driving/synthetic_kitti.
+        class_names: the detector's classes, in label order (must equal ``model.class_names``).
+        class_map: renames source types before they are matched to ``class_names`` (``{Van: Car}`` trains KITTI
+            vans as cars; null drops vans). DontCare boxes become ignore regions.
+        image_size: [H, W] every image is resized to; null: native size.
+        batch_size: images per batch.
+        num_workers: loader processes; null: one less than the CPU cores, at most 4.
+        augment: training augmentation (flip, colour, zoom-in crops).
+        strict: a bad label line raises (naming file and line) instead of a counted warning.
+        split_fractions: train / val / test shares, split by sequence (a YOLO yaml with its own train and val
+            entries keeps its split).
+        seed: seed of the split and the augmentation.
+        max_items: read at most this many images (smoke tests).
+        repeat_threshold: repeat-factor sampling (LVIS) of training images by their rarest class; null: off.
+        crop_scale: [min, max] share of the image area a zoom-in training crop keeps (resized back to
+            ``image_size``).
+        crop_prob: share of training images that get a zoom-in crop.
+        semantic_maps: training targets carry the per-pixel class maps (``semantic/<id>.png`` beside
+            ``image_2/``) for the detector's auxiliary semantic loss (``model.semantic_loss_weight``).
     """
 
     def __init__(
         self,
-        data_format: str = "kitti",
+        data_format: Literal["kitti", "coco", "yolo"] = "kitti",
         data_path: str | None = None,
         class_names: list[str] = ["Car", "Pedestrian", "Cyclist"],  # noqa: B006 - becomes a CLI default
         class_map: dict[str, str] | None = {"Van": "Car"},  # noqa: B006
@@ -682,13 +690,24 @@ def segmentation_transforms(
 
 
 class SegmentationDataModule(SplitLoaders):
-    """Semantic segmentation (train/val from a KITTI-layout split by sequence) and road-anomaly test/predict.
+    """Semantic segmentation (train / val from a KITTI-layout split by sequence) and road-anomaly test / predict.
 
-    ``data_path``: KITTI root with ``image_2/`` and ``semantic/`` (``None``: synthetic set). ``anomaly_path``:
-    a SegmentMeIfYouCan-layout folder (``None``: synthetic anomaly set) used as the test and predict set.
-    Batches are dicts (``image``, ``mask`` or ``label``, ``name``); with ``image_size=None`` images of
-    different sizes are padded (masks with 255 = void) by :func:`pad_collate`. ``repeat_threshold``: repeat-factor
-    sampling of training images by the classes their maps hold (:func:`shared.data.repeat_factors`).
+    Batches are dicts (``image``, ``mask`` or ``label``, ``name``); with ``image_size`` null, images of different
+    sizes are padded (masks with 255 = void) by :func:`pad_collate`.
+
+    Args:
+        data_path: KITTI-layout root with ``image_2/`` and ``semantic/`` class maps; null: the synthetic set,
+            generated on first use under data/driving/synthetic_kitti.
+        image_size: [H, W] every image is resized to; null: native size.
+        batch_size: images per batch.
+        num_workers: loader processes; null: one less than the CPU cores, at most 4.
+        augment: training augmentation.
+        seed: seed of the split and the augmentation.
+        max_items: read at most this many training images (smoke tests).
+        anomaly_path: test / predict set in the SegmentMeIfYouCan layout (``images/``, ``labels_masks/`` with
+            0 normal, 1 anomaly, 255 void: RoadAnomaly21, RoadObstacle21, Fishyscapes); null: the synthetic one.
+        split_fractions: train / val shares, split by sequence.
+        repeat_threshold: repeat-factor sampling of training images by the classes their maps hold; null: off.
     """
 
     def __init__(

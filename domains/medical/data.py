@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -556,7 +556,7 @@ class ReaderDataset(Dataset):
     def __init__(
         self,
         base: MedicalDataset,
-        reader_sampling: str = "random",
+        reader_sampling: Literal["random", "all"] = "random",
         augment: Callable | None = None,
         indices: Sequence[int] | None = None,
     ):
@@ -601,22 +601,36 @@ def _cap_indices(n: int, cap: int | None) -> list[int]:
 
 
 class MedicalDataModule(SplitLoaders):
-    """Train/val/test loaders for multi-reader lesion segmentation.
+    """Train / val / test loaders for multi-reader lesion segmentation, split by patient.
 
-    ``data_path=None`` generates (once) and uses the synthetic LIDC set under data/medical/synthetic_lidc.
     Every batch has ``image`` (B,1,H,W), ``masks`` (B,R,H,W), ``mask`` (B,1,H,W), ``reader`` (B,), ``id``
-    and ``group``. Train: ``mask`` is the sampled reader; val/test: reader 0, never augmented.
-    ``dataset_kwargs`` go to the dataset constructor (e.g. ``{"modality_index": 1}`` for Decathlon).
+    and ``group``. Train: ``mask`` is the sampled reader; val / test: reader 0, never augmented.
+
+    Args:
+        data_format: ``lidc_png`` (the DeepMind HPU-Net crop layout), ``lidc_pickle`` (the pickle most PyTorch
+            ports use; unpickling runs code: only files you trust) or ``decathlon`` (Medical Segmentation
+            Decathlon / BraTS NIfTI, one reader).
+        data_path: the data's root folder (or the pickle file); null: the synthetic four-reader LIDC set,
+            generated on first use under data/medical/synthetic_lidc (``lidc_png`` only).
+        crop_size: side of the square centre crop the models see (LIDC: 128).
+        batch_size: images per batch.
+        num_workers: loader processes; null: one less than the CPU cores, at most 4.
+        reader_sampling: ``random`` (each training step a random reader's mask) or ``all`` (every reader as
+            its own item).
+        augment: training augmentation (flips, small rotations, intensity).
+        max_items: at most this many images per split (an int, or ``{val: 48, test: 96}``).
+        seed: seed of the patient split and the augmentation.
+        dataset_kwargs: passed to the dataset (e.g. ``{modality_index: 1}`` for Decathlon).
     """
 
     def __init__(
         self,
-        data_format: str = "lidc_png",
+        data_format: Literal["lidc_png", "lidc_pickle", "decathlon"] = "lidc_png",
         data_path: str | None = None,
         crop_size: int = 128,
         batch_size: int = 16,
         num_workers: int | None = None,
-        reader_sampling: str = "random",
+        reader_sampling: Literal["random", "all"] = "random",
         augment: bool = True,
         max_items: dict | int | None = None,
         seed: int = 0,

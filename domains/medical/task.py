@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -43,25 +43,32 @@ class MedicalSegmentationTask(BaseTask):
     uncertainty map per image to ``predict_dir`` (see :mod:`domains.medical.predict`).
 
     Args:
-        model: ``unet`` | ``prob_unet`` | ``hpu_net``.
-        model_kwargs: architecture arguments of that model (e.g. ``channels``, ``latent_dim``,
-            ``latent_channels``, ``blocks_per_level``); see :mod:`domains.medical.models`.
+        model: ``unet`` (deterministic baseline), ``prob_unet`` (Kohl et al. 2018) or ``hpu_net`` (Kohl et al.
+            2019).
+        model_kwargs: architecture arguments of that model, e.g. ``{channels: [32, 64, 128, 192]}``; Prob. U-Net:
+            ``latent_dim``, ``fcomb_layers``; HPU-Net: ``latent_channels``, ``blocks_per_level``,
+            ``convs_per_block``, ``norm`` (null | batch | group); see :mod:`domains.medical.models`.
         in_channels: image channels.
-        num_samples: segmentations drawn per image for metrics and prediction (16 in the papers).
+        num_samples: segmentations drawn per image for metrics and prediction (16 in the papers); not stored in
+            checkpoints, so ``test`` / ``predict --ckpt_path`` take it from the command line.
         threshold: probability above which a sample's pixel is foreground.
-        beta: KL weight (Prob U-Net; HPU-Net with ``geco=False``).
-        geco, kappa, geco_decay, geco_rate, geco_init_lambda: HPU-Net GECO objective (kappa per pixel).
-        top_k_fraction, stochastic_top_k: HPU-Net top-k reconstruction (paper: 0.02; None: every pixel).
-        predict_dir: where ``predict`` writes (None: no files).
+        beta: KL weight (Prob. U-Net; HPU-Net with ``geco`` false).
+        geco: HPU-Net: GECO (a Lagrange multiplier keeps the reconstruction error at ``kappa``) instead of
+            reconstruction + beta * KL.
+        kappa: GECO reconstruction bound per pixel (paper: 0.05).
+        geco_decay: moving-average decay of GECO's constraint (paper: 0.99).
+        geco_rate: step size of GECO's Lagrange multiplier.
+        geco_init_lambda: GECO's starting Lagrange multiplier.
+        top_k_fraction: HPU-Net: the reconstruction loss uses this fraction of the worst pixels (paper: 0.02;
+            null: every pixel).
+        stochastic_top_k: draw the top-k pixels stochastically (by their loss) instead of taking the k worst.
+        predict_dir: where ``predict`` writes (null: no files).
         predict_uncertainty: ``entropy`` (of the mean probability, bits) or ``variance`` (across samples).
-            ``num_samples``, ``threshold`` and the two ``predict_*`` settings are not stored in checkpoints,
-            so ``test``/``predict`` with ``--ckpt_path`` take them from the command line.
-        lr, weight_decay, scheduler, warmup_steps, nonfinite_loss: see ``shared.task.BaseTask``.
     """
 
     def __init__(
         self,
-        model: str = "prob_unet",
+        model: Literal["unet", "prob_unet", "hpu_net"] = "prob_unet",
         model_kwargs: dict[str, Any] | None = None,
         in_channels: int = 1,
         num_samples: int = 16,

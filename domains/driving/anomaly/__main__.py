@@ -6,6 +6,16 @@ from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.data import SegmentationDataModule
 from shared.cli import run_cli
 
+DESCRIPTION = (
+    "Road-anomaly segmentation: a road-scene segmenter (U-Net decoder on any registered encoder) whose "
+    "per-pixel scores flag objects of no known class (lost cargo, debris, animals); outlier exposure with "
+    "pasted objects, SegmentMeIfYouCan metrics (pixel AP, FPR95, component F1). Trains on the synthetic "
+    "KITTI-layout scenes by default (generated on first use); real data: --data.data_path (KITTI layout with "
+    "semantic maps), --data.anomaly_path (SegmentMeIfYouCan layout). "
+    "Example: python -m domains.driving.anomaly fit -c domains/driving/configs/anomaly_quick.yaml, then "
+    "test -c ... --ckpt_path last. Every option: python -m domains.driving.anomaly fit --help."
+)
+
 
 def main(args=None):
     """Run the suite's LightningCLI on the road-anomaly task (``args``: a list, for tests)."""
@@ -16,6 +26,8 @@ def main(args=None):
         monitor="val/miou",
         monitor_mode="max",
         args=args,
+        description=DESCRIPTION,
+        prog="python -m domains.driving.anomaly",
     )
 
 

@@ -48,6 +48,7 @@ from domains.driving.anomaly.predict import image_anomaly_score, road_region, wr
 from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
 from domains.driving.classes import SEMANTIC_CLASSES
 from domains.driving.metrics import PixelAnomalyAccumulator, component_metrics
+from shared.backbones import list_backbones
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
 from shared.task import BaseTask
 
@@ -75,10 +76,12 @@ class AnomalySegmentationTask(BaseTask):
     """Road-scene segmenter + per-pixel anomaly scores, trained and evaluated through the Lightning CLI.
 
     Args:
-        encoder: registered backbone under the shared U-Net decoder (``unet_encoder``, ``resnet18``, ``vit``...).
-        encoder_kwargs: keyword arguments of that backbone (e.g. ``channels`` or ``patch_size``).
+        encoder: registered backbone under the shared U-Net decoder (``shared.backbones.list_backbones()``):
+            {backbones}.
+        encoder_kwargs: keyword arguments of that backbone (e.g. ``{{channels: [16, 32, 64, 128]}}``).
         decoder_channels: U-Net decoder widths (one per skip level; ``None``: the shared default).
         num_classes: known semantic classes (``domains.driving.classes.SEMANTIC_CLASSES``).
+        in_channels: image channels (3: RGB, normalised with ImageNet's statistics).
         score: anomaly score used by ``test`` (components, image level), ``predict`` and ``anomaly_map``:
             ``msp``, ``max_logit``, ``sml``, ``energy``, ``entropy``, ``mahalanobis``, ``outlier_prob``.
             ``None``: ``outlier_prob`` with outlier exposure, else ``DEFAULT_PLAIN_SCORE``. This and the
@@ -98,16 +101,20 @@ class AnomalySegmentationTask(BaseTask):
             ``a * energy + b`` of the segmentation logits (a, b learnt), no extra head; ``"both"``: both losses,
             and ``outlier_prob`` is the sigmoid of the mean of the two logits (a two-member ensemble).
         oe_start_epoch: first epoch with outlier exposure (before it: plain cross-entropy).
-        oe_prob, oe_num_objects, oe_size_range, oe_road_prob: how often / how many / how large (fraction of
-            the image height) / how often on the road the pasted objects are.
+        oe_prob: share of outlier-exposure training images that get pasted objects.
+        oe_num_objects: [min, max] objects pasted into such an image.
+        oe_size_range: [min, max] size of a pasted object, as a fraction of the image height.
+        oe_road_prob: share of pasted objects placed on the road.
         oe_hard_fraction: weight of hard-negative mining in the inlier half of the OE loss (see
             :func:`~domains.driving.anomaly.outliers.outlier_bce`).
         outlier_head_channels: width of the outlier head's full-resolution 3x3 conv; its cost grows with the
             square (on 2 CPU cores a 96x320 batch of 8 spends 0.5 s in a 32-wide head, 0.17 s in a 16-wide one).
         calibration_batches: training batches used for the SML / Mahalanobis statistics when a checkpoint is
             written or fit ends (``None``: the whole loader). ``calibrate(loader)`` can be called any time.
-        image_score_method, image_score_q, image_score_k: the image-level score ("quantile" or "topk" of
-            the pixel score inside the predicted road region).
+        image_score_method: the image-level score: ``quantile`` or ``topk`` of the pixel score inside the
+            predicted road region.
+        image_score_q: the quantile of ``quantile``.
+        image_score_k: the number of pixels averaged by ``topk``.
         component_metrics: compute SMIYC component metrics in ``test`` (keeps the selected score maps in
             memory until the end of the test epoch: set False for very large test sets).
         predict_dir: where ``predict`` writes ``<name>_score.npy``, ``<name>_overlay.png``, ``image_scores.csv``.
@@ -574,3 +581,11 @@ class AnomalySegmentationTask(BaseTask):
         if not bool(torch.isfinite(x).all()):
             raise ValueError("images contain NaN or inf values")
         return x.to(self.model.sml_mean.device)
+
+
+# the encoder choices in ``--help`` come from the registry, so they never drift from it
+AnomalySegmentationTask.__doc__ = (
+    AnomalySegmentationTask.__doc__.replace("{backbones}", ", ".join(list_backbones()))
+    .replace("{{", "{")
+    .replace("}}", "}")
+)

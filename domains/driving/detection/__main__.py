@@ -6,6 +6,14 @@ from domains.driving.data import DetectionDataModule
 from domains.driving.detection.task import DetectionTask
 from shared.cli import run_cli
 
+DESCRIPTION = (
+    "Road-object detection: FCOS (torchvision) on any registered backbone through an FPN; COCO mAP and KITTI "
+    "AP (Easy / Moderate / Hard). Trains on the synthetic KITTI-layout scenes by default (generated on first "
+    "use); real data: --data.data_format kitti|coco|yolo --data.data_path PATH. "
+    "Example: python -m domains.driving.detection fit -c domains/driving/configs/detection_quick.yaml, then "
+    "test -c ... --ckpt_path best. Every option: python -m domains.driving.detection fit --help."
+)
+
 
 def main(args=None):
     """The suite's LightningCLI for the detector; the best checkpoint is kept on ``val/map50``."""
@@ -16,6 +24,8 @@ def main(args=None):
         monitor="val/map50",
         monitor_mode="max",
         args=args,
+        description=DESCRIPTION,
+        prog="python -m domains.driving.detection",
     )
 
 

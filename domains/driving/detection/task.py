@@ -29,7 +29,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from domains.driving.classes import DETECTION_CLASSES, SEMANTIC_CLASSES
 from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, RoadDetector, box_in_ignore_fraction
 from domains.driving.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
-from shared.backbones import load_backbone_weights
+from shared.backbones import list_backbones, load_backbone_weights
 from shared.task import BaseTask, gather_lists
 
 # Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, see __init__).
@@ -48,15 +48,27 @@ RUNTIME_ARGS = (
 
 
 class DetectionTask(BaseTask):
-    """FCOS road-scene detector (see :class:`RoadDetector` for the model arguments).
+    """FCOS road-scene detector: trains :class:`RoadDetector` and evaluates it with COCO and KITTI AP.
 
     Args:
+        backbone: registered backbone (``shared.backbones.list_backbones()``): {backbones}.
+        backbone_kwargs: keyword arguments of that backbone (e.g. ``{{width: 32}}``); null: its defaults.
         class_names: detector classes, in the order of the data module's labels (must match it).
         pretrained_backbone: local weight file (torchvision ``.pth`` or Lightning ``.ckpt``) for the backbone;
             nothing is downloaded. The load report is printed.
         pretrained_prefix: key prefix selecting the backbone inside the file (e.g. ``model.backbone.``).
-        score_thresh / nms_thresh / detections_per_img: post-processing for evaluation (a low threshold, as
-            mAP needs the whole precision-recall curve).
+        input_size: [H, W] box each image is scaled into, aspect ratio kept (KITTI's 1242x375 and the synthetic
+            640x192 both become about 640x192 with [192, 640]; [384, 1280] doubles small objects, 4x the cost).
+        train_scales: multipliers of ``input_size``, one drawn per training batch (multi-scale training).
+        fpn_levels: how many of the backbone's coarsest feature maps feed the FPN (4: strides 4 to 32).
+        fpn_channels: FPN and head width.
+        head_convs: conv + GroupNorm blocks in each FCOS branch (torchvision: 4; fewer is faster on a CPU).
+        center_sampling_radius: FCOS centre sampling radius, in strides.
+        score_thresh: detections below this score are dropped at evaluation (low: mAP needs the whole curve).
+        nms_thresh: IoU of non-maximum suppression.
+        detections_per_img: at most this many detections per image.
+        image_mean: per-channel mean the images are normalised with (ImageNet's by default).
+        image_std: per-channel standard deviation the images are normalised with.
         ignore_overlap: drop a detection from the COCO metric when this fraction of it lies in a DontCare box.
         kitti_difficulties: KITTI AP levels computed at validation and test (empty: no KITTI AP).
         kitti_min_height_scale: multiplies the levels' minimum box heights (40 / 25 px of KITTI's 375-px
@@ -360,3 +372,11 @@ def load_detection_task(checkpoint: str | Path, map_location: str = "cpu") -> De
 
 
 __all__ = ["DetectionTask", "load_detection_task"]
+
+
+# the backbone choices in ``--help`` come from the registry, so they never drift from it
+DetectionTask.__doc__ = (
+    DetectionTask.__doc__.replace("{backbones}", ", ".join(list_backbones()))
+    .replace("{{", "{")
+    .replace("}}", "}")
+)

@@ -1,0 +1,205 @@
+"""Does the data loader keep up? Images per second of each task's network alone, of its loader alone (per worker
+count) and of a real ``fit``, on whatever device is present; prints a markdown table with fit / network.
+
+    .venv/bin/python benchmarks/throughput.py --out benchmarks/results/throughput.md     # quick configs on a CPU
+    python benchmarks/throughput.py --gpu-configs                                        # the *_gpu recipes
+
+"Network alone" repeats one real training batch already on the device through the task's own
+``training_step`` + backward + optimiser step (what a step costs with no loading); "loader alone" iterates the
+training loader with 0, 1, 2 ... workers; "fit" is ``Trainer.fit`` with the config's own loader, timed from the
+end of the warm-up steps. Target: fit >= 90 % of network alone at the config's batch size and default workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = {
+    # name: (task class, data-module class, quick config, GPU config(s))
+    "medical": ("domains.medical.task:MedicalSegmentationTask", "domains.medical.data:MedicalDataModule",
+                ["domains/medical/configs/quick.yaml"],
+                ["domains/medical/configs/prob_unet.yaml", "domains/medical/configs/gpu.yaml"]),
+    "detection": ("domains.driving.detection.task:DetectionTask", "domains.driving.data:DetectionDataModule",
+                  ["domains/driving/configs/detection_quick.yaml"], ["domains/driving/configs/detection_gpu.yaml"]),
+    "anomaly": ("domains.driving.anomaly.task:AnomalySegmentationTask",
+                "domains.driving.data:SegmentationDataModule",
+                ["domains/driving/configs/anomaly_quick.yaml"], ["domains/driving/configs/anomaly_gpu.yaml"]),
+}  # fmt: skip
+
+
+def _load(path: str):
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _build(name: str, configs: list[str], accelerator: str):
+    """The task and data module exactly as ``python -m <module> fit -c <configs>`` would build them."""
+    from shared.cli import SuiteCLI
+
+    args = [a for c in configs for a in ("-c", str(ROOT / c))] + ["--trainer.accelerator", accelerator]
+    task_cls, data_cls = _load(TASKS[name][0]), _load(TASKS[name][1])
+    cli = SuiteCLI(task_cls, data_cls, domain=f"throughput_{name}", args=args, run=False)
+    return cli.model, cli.datamodule
+
+
+def _to(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
+def _batch_images(batch) -> int:
+    if isinstance(batch, dict):
+        return len(batch["image"])
+    return len(batch[0])
+
+
+def network_alone(task, batch, device, steps: int, warmup: int) -> float:
+    """Images/s of training_step + backward + AdamW on one batch already on the device."""
+    task = task.to(device).train()
+    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
+    batch = _to(batch, device)
+    n = _batch_images(batch)
+    task.log = lambda *a, **k: None  # no trainer attached: logging is not part of the cost
+    task.log_dict = lambda *a, **k: None
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        loss = task.training_step(batch, i)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _sync(device)
+    return steps * n / (time.perf_counter() - start)
+
+
+def loader_alone(data, workers: int, batches: int) -> float:
+    data.num_workers = workers
+    loader = data.train_dataloader()
+    it = iter(loader)
+    first = next(it)  # worker start-up is not throughput
+    n, start = 0, time.perf_counter()
+    for i, batch in enumerate(it):
+        n += _batch_images(batch)
+        if i + 1 >= batches:
+            break
+    del first
+    return n / (time.perf_counter() - start)
+
+
+class _StepClock(pl.Callback):
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.images = warmup, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            _sync(pl_module.device)
+            self.start = time.perf_counter()
+        elif batch_idx > self.warmup:
+            self.images += _batch_images(batch)
+
+    def on_train_end(self, trainer, pl_module):
+        _sync(pl_module.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+def fit_rate(task, data, accelerator: str, steps: int, warmup: int, precision: str) -> float:
+    clock = _StepClock(warmup)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=warmup + steps + 1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision=precision,
+        callbacks=[clock],
+    )
+    trainer.fit(task, datamodule=data)
+    return clock.images / clock.seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--gpu-configs", action="store_true", help="the GPU recipes instead of the quick configs")
+    ap.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
+    ap.add_argument("--precision", default="32-true")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument(
+        "--workers", type=int, nargs="+", default=None, help="loader worker counts (default 0..config)"
+    )
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
+    device = torch.device("cuda" if cuda else "cpu")
+    accelerator = "gpu" if cuda else "cpu"
+    where = (
+        torch.cuda.get_device_name()
+        if cuda
+        else f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
+    )
+    rows = []
+    for name in args.tasks:
+        configs = TASKS[name][3] if args.gpu_configs else TASKS[name][2]
+        task, data = _build(name, configs, accelerator)
+        data.prepare_data()
+        data.setup("fit")
+        default_workers = int(data.num_workers)
+        batch = next(iter(data.train_dataloader()))
+        net = network_alone(task, batch, device, args.steps, args.warmup)
+        loaders = {w: loader_alone(data, w, args.steps) for w in (args.workers or range(default_workers + 1))}
+        data.num_workers = default_workers
+        task, data = _build(name, configs, accelerator)  # a fresh task: fit starts from the config's state
+        fit = fit_rate(task, data, accelerator, args.steps, args.warmup, args.precision)
+        rows.append((name, configs, int(data.batch_size), default_workers, net, loaders, fit))
+        print(f"{name}: network {net:.1f} img/s, loader {loaders}, fit {fit:.1f} img/s", flush=True)
+    lines = [
+        f"# Throughput: does the loader keep up? ({time.strftime('%Y-%m-%d')}, {where}, precision {args.precision})",
+        "",
+        (
+            f"Command: `python benchmarks/throughput.py{' --gpu-configs' if args.gpu_configs else ''}`; "
+            f"{args.steps} timed steps after {args.warmup} warm-up steps per measurement."
+        ),
+        "",
+        "| task | config | batch | workers | network alone img/s | loader alone img/s (by workers) | fit img/s | fit / network |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for name, configs, bs, workers, net, loaders, fit in rows:
+        by_workers = ", ".join(f"{w}: {v:.0f}" for w, v in loaders.items())
+        lines.append(
+            f"| {name} | {' + '.join(Path(c).name for c in configs)} | {bs} | {workers} | {net:.1f} | "
+            f"{by_workers} | {fit:.1f} | {fit / net:.0%} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

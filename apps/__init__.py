@@ -1,1 +1,3 @@
-"""Streamlit demos of the suite (``streamlit run apps/app.py``; ``make demo`` prepares checkpoints first)."""
+"""Streamlit demos of the suite (``streamlit run apps/app.py``; ``make demo`` serves them with the shipped weights)."""
+
+import shared.offline  # noqa: F401 - before anything imports albumentations

@@ -1,0 +1,3 @@
+"""The suite's domains: ``domains.medical`` and ``domains.driving``."""
+
+import shared.offline  # noqa: F401 - before anything imports albumentations

@@ -164,3 +164,33 @@ def test_repeat_factor_sampler_draws_rare_images_more_often_and_repeatably():
     assert counted == [1]
     with pytest.raises(TypeError, match="image_classes"):
         _Loaders(torch.utils.data.TensorDataset(torch.zeros(3)), threshold=0.5).train_dataloader()
+
+
+def test_importing_the_suite_turns_off_albumentations_update_check():
+    """albumentations asks PyPI for its latest version at import unless NO_ALBUMENTATIONS_UPDATE is set: any
+    network connection while the suite's packages import ends the probe (a plain ``import albumentations``
+    without the switch does, so the probe can fail)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    probe = (
+        "import socket\n"
+        "def refuse(*a, **k): raise SystemExit('network connection at import')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "import {module}\n"
+        "import albumentations, os\n"
+        "print(os.environ['NO_ALBUMENTATIONS_UPDATE'])\n"
+    )
+    for module in ("shared", "domains.driving.detection.__main__", "apps.demo_models"):
+        out = subprocess.run(
+            [sys.executable, "-c", probe.format(module=module)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert out.returncode == 0 and out.stdout.strip() == "1", (module, out.stderr[-300:])

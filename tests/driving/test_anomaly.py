@@ -492,6 +492,14 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     rows = (out / "image_scores.csv").read_text().splitlines()
     assert rows[0].startswith("name,image_score_outlier_prob") and len(rows) == 5
 
+    # test and predict under bf16 autocast (CPU here; on a GPU this crashed turning a bf16 map into numpy)
+    bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed"]
+    cli = main(["test", *_cli_args(tiny_sets), *bf16])
+    assert all(0.0 <= m["ap"] <= 1.0 for m in cli.model.test_results["pixel"].values())
+    main(["predict", *_cli_args(tiny_sets), *bf16, "--model.predict_dir", str(tmp_path / "bf16")])
+    score = np.load(next((tmp_path / "bf16").glob("*_score.npy")))
+    assert score.dtype == np.float32 and np.isfinite(score).all()
+
 
 def test_score_smoothing_is_a_normalised_gaussian_with_hand_values():
     from domains.driving.anomaly.scores import smooth_score_map

@@ -370,6 +370,14 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
         drawn = cv2.imread(str(out / "images" / f"{image_id}.png"))
         assert drawn is not None and drawn.shape == (H, W, 3)
 
+    # test and predict under bf16 autocast (CPU here; the same path a GPU takes)
+    bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed", "--model.score_thresh", "0.0"]
+    cli = main(["test", *_cli_args(data, *bf16)])
+    metrics = cli.trainer.callback_metrics
+    assert all(torch.isfinite(metrics[k]) for k in ("test/map50", "test/map", "test/ignored_detections"))
+    main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(tmp_path / "pred_bf16"))])
+    assert {p.stem for p in (tmp_path / "pred_bf16" / "data").glob("*.txt")} == test_ids
+
 
 def test_cli_auxiliary_semantic_loss_needs_and_uses_semantic_maps(tmp_path, monkeypatch, one_thread):
     from domains.driving.detection.__main__ import main

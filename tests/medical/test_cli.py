@@ -86,6 +86,15 @@ def test_fit_checkpoint_then_predict_writes_samples_mean_and_uncertainty(lidc, t
         assert cv2.imread(str(folder / "mean_prob.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
     assert cli.trainer.predict_loop.predictions == []  # written as it goes, not kept in memory
 
+    # test and predict under bf16 autocast (CPU here; the same path a GPU takes): metrics and files in float32
+    bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed"]
+    cli = main(["test", *args, *bf16])
+    for name in ("test/ged", "test/hungarian_iou", "test/dice", "test/ece"):
+        assert torch.isfinite(cli.trainer.callback_metrics[name]), name
+    main(["predict", *args, *bf16, "--model.predict_dir", str(tmp_path / "pred_bf16")])
+    mean = cv2.imread(str(tmp_path / "pred_bf16" / test_ids[0] / "mean_prob.png"), cv2.IMREAD_UNCHANGED)
+    assert mean.shape == (32, 32) and mean.dtype == np.uint8
+
 
 def _decathlon(root: Path, shape=(24, 20, 3)) -> tuple[np.ndarray, np.ndarray]:
     """One tiny Decathlon case: a labelled rectangle on slice 1, an oblique affine."""

@@ -8,16 +8,17 @@ Prints a markdown table (and writes it with --out). Numbers are CPU throughput u
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 from pathlib import Path
 
 import torch
 
 from shared.backbones import create_backbone, list_backbones
+from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 
 
 def throughput(net, x, iters: int, backward: bool) -> float:
+    """Images per second of ``iters`` forward (or forward + backward) passes, the device synchronised."""
+
     def step():
         if backward:
             sum(f.float().mean() for f in net.forward_features(x)).backward()
@@ -26,10 +27,10 @@ def throughput(net, x, iters: int, backward: bool) -> float:
                 net.forward_features(x)
 
     step()  # warm-up (allocations, kernel selection)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    return iters * x.shape[0] / (time.perf_counter() - start)
+    with stopwatch(x.device) as elapsed:
+        for _ in range(iters):
+            step()
+    return iters * x.shape[0] / elapsed()
 
 
 def main() -> None:
@@ -40,16 +41,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--names", nargs="*", default=None, help="backbones to run (default: all registered)")
+    parser.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_accelerator(args.accelerator)[1]
     header = (
         "| backbone | params (M) | "
         + " | ".join(f"fwd img/s @{s} | fwd+bwd img/s @{s}" for s in args.sizes)
         + " |"
     )
     lines = [
-        f"Device: {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), batch {args.batch}",
+        f"Device: {device_name(device)}, batch {args.batch}",
         "",
         header,
         "|" + "---|" * (2 + 2 * len(args.sizes)),

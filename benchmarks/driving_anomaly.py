@@ -24,7 +24,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -43,6 +42,7 @@ from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.data import SegmentationDataModule
 from shared.budget import FitScheduleToBudget
+from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 
 TARGET_AP, TARGET_FPR95 = 0.8, 0.1
 
@@ -121,6 +121,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
+    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    p.add_argument(
         "--save-weights",
         default=None,
         metavar="DIR",
@@ -147,9 +151,9 @@ def native_crops(size: tuple[int, int], frame: tuple[int, int], seed: int) -> A.
     )
 
 
-def time_per_step(task: AnomalySegmentationTask, loader, steps: int = 6) -> float:
+def time_per_step(task: AnomalySegmentationTask, loader, steps: int = 6, device="cpu") -> float:
     """Seconds per optimiser step (data loading included) measured on a throwaway copy of the task."""
-    probe = copy.deepcopy(task)
+    probe = copy.deepcopy(task).to(device)
     probe.train()
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
     times, it = [], iter(loader)
@@ -160,23 +164,26 @@ def time_per_step(task: AnomalySegmentationTask, loader, steps: int = 6) -> floa
         except StopIteration:
             it = iter(loader)
             batch = next(it)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         loss = probe.training_step(batch, i)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        synchronize(device)
         if i:  # the first step pays one-off costs
             times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
 
-def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: float) -> dict:
+def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: float, args) -> dict:
     steps = max(1, int(minutes * 60 / seconds_per_step))
     trainer = pl.Trainer(
         max_steps=steps,
         max_time={"seconds": int(minutes * 60 * 1.15) + 30},  # safety net
         # the probe's guess is only the start: the schedule is re-fitted to the measured step time
         callbacks=[FitScheduleToBudget(minutes * 60)],
-        accelerator="auto",
+        accelerator=resolve_accelerator(args.accelerator)[0],
+        precision=args.precision,
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -197,8 +204,14 @@ def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: flo
     }
 
 
-def evaluate(task: AnomalySegmentationTask, dm) -> tuple[dict, float]:
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
+def evaluate(task: AnomalySegmentationTask, dm, args) -> tuple[dict, float]:
+    trainer = pl.Trainer(
+        accelerator=resolve_accelerator(args.accelerator)[0],
+        precision=args.precision,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+    )
     miou = trainer.validate(task, datamodule=dm, verbose=False)[0]["val/miou"]
     trainer.test(task, datamodule=dm, verbose=False)
     return task.test_results, float(miou)
@@ -264,10 +277,10 @@ def main(argv=None) -> int:
     plain = AnomalySegmentationTask(**common, oe_weight=0.0, score="msp", lr=args.lr, warmup_steps=20)
     budget_plain = args.budget_minutes * (1 - args.oe_fraction)
     budget_oe = args.budget_minutes * args.oe_fraction
-    sps = time_per_step(plain, dm.train_dataloader())
+    sps = time_per_step(plain, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
     print(f"plain: {sps:.2f} s/step -> {budget_plain:.1f} min", flush=True)
-    fit_plain = fit(plain, dm, budget_plain, sps)
-    res_plain, miou_plain = evaluate(plain, dm)
+    fit_plain = fit(plain, dm, budget_plain, sps, args)
+    res_plain, miou_plain = evaluate(plain, dm, args)
 
     # ---- phase 2: fine-tune the same weights with outlier exposure
     if plain.class_weighting == "enet":  # the same training data: keep the weights phase 1 counted
@@ -283,10 +296,10 @@ def main(argv=None) -> int:
         warmup_steps=10,
     )
     oe.load_state_dict(plain.state_dict())
-    sps_oe = time_per_step(oe, dm.train_dataloader())
+    sps_oe = time_per_step(oe, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
     print(f"oe: {sps_oe:.2f} s/step -> {budget_oe:.1f} min", flush=True)
-    fit_oe = fit(oe, dm, budget_oe, sps_oe)
-    res_oe, miou_oe = evaluate(oe, dm)
+    fit_oe = fit(oe, dm, budget_oe, sps_oe, args)
+    res_oe, miou_oe = evaluate(oe, dm, args)
     if args.save_weights:
         weights_dir = Path(args.save_weights)
         weights_dir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +315,7 @@ def main(argv=None) -> int:
     best_res = res_plain if best_task is plain else res_oe
     if best_res.get("score") != best_score or "component" not in best_res:
         best_task.score = best_score
-        _, _ = evaluate(best_task, dm)
+        _, _ = evaluate(best_task, dm, args)
         best_res = best_task.test_results
     comp = best_res["component"]
     ms = inference_ms(best_task, dm, best_score)
@@ -310,11 +323,7 @@ def main(argv=None) -> int:
         (r for r in rows if r[0] == "plain" and r[1] in SIMPLE_SCORES), key=lambda r: r[2]["ap"]
     )
 
-    device = (
-        f"GPU {torch.cuda.get_device_name(0)}"
-        if torch.cuda.is_available()
-        else f"CPU ({os.cpu_count()} cores)"
-    )
+    device = device_name(resolve_accelerator(args.accelerator)[1])
     if not args.native_crops:
         geometry = f"frames resized to {eval_h}x{eval_w} for training and evaluation"
     else:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ from domains.driving.data import DetectionDataModule
 from domains.driving.detection.task import DetectionTask
 from domains.driving.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from shared.budget import FitScheduleToBudget
+from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 
 TARGET_MAP50 = 0.8
 TARGET_MS = 250.0
@@ -63,50 +63,60 @@ class _Throughput(pl.Callback):
             self.start = None
 
 
-def calibrate_seconds_per_step(task: DetectionTask, dm: DetectionDataModule, steps: int) -> float:
+def _on(device, images, targets=None):
+    images = [image.to(device) for image in images]
+    if targets is None:
+        return images
+    return images, [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
+def calibrate_seconds_per_step(task: DetectionTask, dm: DetectionDataModule, steps: int, device) -> float:
     """Median seconds of a training step (forward, backward, AdamW) on real batches, first step excluded."""
-    model = task.model
+    model = task.model.to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     times = []
     loader = iter(dm.train_dataloader())
     for _ in range(steps + 1):
-        images, targets = next(loader)
-        start = time.perf_counter()
-        losses = model(images, task._clean_targets(targets))
-        opt.zero_grad()
-        sum(losses.values()).backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
+        images, targets = _on(device, *next(loader))
+        with stopwatch(device) as elapsed:
+            losses = model(images, task._clean_targets(targets))
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            opt.step()
+        times.append(elapsed())
     model.load_state_dict(state)  # calibration must not count as training
     task.dropped_degenerate = 0
     return statistics.median(times[1:])
 
 
 @torch.inference_mode()
-def inference_ms(task: DetectionTask, dm: DetectionDataModule, n: int) -> tuple[float, tuple[int, int]]:
+def inference_ms(
+    task: DetectionTask, dm: DetectionDataModule, n: int, device
+) -> tuple[float, tuple[int, int]]:
     """Mean milliseconds per image at batch 1 on the test images (2 warm-up images not counted)."""
-    model = task.model.eval()
+    model = task.model.to(device).eval()
     dataset = dm.datasets["test"]
     times, size = [], None
     for i in range(min(n + 2, len(dataset))):
         image, _ = dataset[i]
         size = tuple(image.shape[-2:])
-        start = time.perf_counter()
-        model([image])
+        image = image.to(device)
+        with stopwatch(device) as elapsed:
+            model([image])
         if i >= 2:
-            times.append(time.perf_counter() - start)
+            times.append(elapsed())
     return 1000 * statistics.mean(times), size
 
 
 @torch.inference_mode()
-def height_recall(task: DetectionTask, dm: DetectionDataModule) -> list[list[dict]]:
+def height_recall(task: DetectionTask, dm: DetectionDataModule, device) -> list[list[dict]]:
     """Recall at IoU 0.5 (score >= 0.05) per class and box height on the test split, in model-input pixels."""
-    model = task.model.eval()
+    model = task.model.to(device).eval()
     dets, gts = [], []
     for image, target in dm.datasets["test"]:
-        pred = model([image])[0]
+        pred = model([image.to(device)])[0]
         dets.append({k: pred[k].cpu() for k in ("boxes", "labels", "scores")})
         gts.append({"boxes": target["boxes"], "labels": target["labels"]})
     return recall_by_height(dets, gts, num_classes=len(task.class_names), iou_threshold=0.5, min_score=0.05)
@@ -114,6 +124,7 @@ def height_recall(task: DetectionTask, dm: DetectionDataModule) -> list[list[dic
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
+    accelerator, device = resolve_accelerator(args.accelerator)
     pl.seed_everything(args.seed, workers=True)
     config = yaml.safe_load(Path(args.config).read_text())
     model_kw = dict(config.get("model") or {})
@@ -135,7 +146,7 @@ def run(args) -> dict:
 
     load_before = os.getloadavg()[0]
     budget_s = 60 * args.budget_minutes
-    sec_per_step = calibrate_seconds_per_step(task, dm, args.calibration_steps)
+    sec_per_step = calibrate_seconds_per_step(task, dm, args.calibration_steps, device)
     # keep a margin for the epoch-end overheads and the slower steps of a shared machine
     max_steps = max(1, int(args.budget_fraction * budget_s / sec_per_step))
     print(
@@ -149,7 +160,9 @@ def run(args) -> dict:
         max_steps=max_steps,
         max_epochs=-1,
         max_time={"seconds": budget_s},
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
+        precision=args.precision,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
@@ -169,11 +182,18 @@ def run(args) -> dict:
         args.save_checkpoint.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(args.save_checkpoint)
         print(f"saved the trained model to {args.save_checkpoint}")
-    ms, size = inference_ms(task, dm, args.inference_images)
+    ms, size = inference_ms(task, dm, args.inference_images, device)
     dm.setup("test")
-    test = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    test = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
     (metrics,) = test.test(task, datamodule=dm, verbose=False)
-    recall = height_recall(task, dm)
+    recall = height_recall(task, dm, device)
     return {
         "height_recall": recall,
         "metrics": {k: float(v) for k, v in metrics.items()},
@@ -190,6 +210,7 @@ def run(args) -> dict:
         "n_train": len(dm.datasets["train"]),
         "n_test": len(dm.datasets["test"]),
         "load_average": (load_before, os.getloadavg()[0]),
+        "device": device_name(device),
     }
 
 
@@ -211,7 +232,7 @@ def markdown(result: dict, args) -> str:
         "# Driving detection benchmark (FCOS, synthetic KITTI layout)",
         "",
         (
-            f"Budget {args.budget_minutes:g} min on {args.threads} CPU thread(s) ({platform.processor() or platform.machine()}), "
+            f"Budget {args.budget_minutes:g} min on {result['device']} (precision {args.precision}), "
             f"trained from scratch: {result['steps']} steps, {result['train_images']} images "
             f"({result['train_images'] / max(result['n_train'], 1):.1f} epochs of {result['n_train']}), "
             f"{result['train_seconds'] / 60:.1f} min."
@@ -291,7 +312,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="KITTI difficulty min-height multiplier (default: the config's 0.512 for the 192-px synthetic "
         "frames; 1 for real KITTI)",
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
+    parser.add_argument(
+        "--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed, 16-mixed"
+    )
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument(

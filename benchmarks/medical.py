@@ -1,7 +1,7 @@
 """U-Net vs Probabilistic U-Net vs HPU-Net on the synthetic four-reader LIDC set, one fixed training budget.
 
     .venv/bin/python benchmarks/medical.py [--budget-minutes 12] [--out benchmarks/results/medical.md]
-        [--models unet prob_unet hpu_net] [--crop-size 64] [--test-items N] [--threads N] [--cpu]
+        [--models unet prob_unet hpu_net] [--crop-size 64] [--test-items N] [--threads N] [--accelerator auto|cpu|gpu] [--precision bf16-mixed]
 
 Each model trains for ``budget / 3`` minutes of wall time (``Trainer(max_time=...)``, constant learning rate,
 no validation) on centre crops of the synthetic training split, then is tested on the synthetic test split
@@ -16,7 +16,6 @@ Prints a markdown table plus the target checks and writes them to ``--out``.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import torch
 
 from domains.medical.data import MedicalDataModule
 from domains.medical.task import MedicalSegmentationTask
+from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 
 # CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
 MODELS: dict[str, dict] = {
@@ -72,7 +72,7 @@ class _TrainClock(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def _median_ms(*fns, repeats: int) -> list[float]:
+def _median_ms(*fns, repeats: int, device="cpu") -> list[float]:
     """Median milliseconds of each function, calls interleaved (a, b, a, b, ...).
 
     Interleaving puts every function through the same machine state: on a shared CPU the speed drifts by
@@ -83,9 +83,9 @@ def _median_ms(*fns, repeats: int) -> list[float]:
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, record in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
+            with stopwatch(device) as elapsed:
+                fn()
+            record.append(elapsed())
     return [1000 * statistics.median(t) for t in times]
 
 
@@ -114,7 +114,8 @@ def run_model(
         enable_model_summary=False,
         gradient_clip_val=1.0,
         callbacks=[clock],
-        accelerator="cpu" if args.cpu else "auto",
+        accelerator=resolve_accelerator(args.accelerator)[0],
+        precision=args.precision,
         devices=1,
     )
     trainer.fit(task, datamodule)
@@ -124,7 +125,8 @@ def run_model(
         enable_progress_bar=False,
         enable_model_summary=False,
         devices=1,
-        accelerator="cpu" if args.cpu else "auto",
+        accelerator=resolve_accelerator(args.accelerator)[0],
+        precision=args.precision,
     )
     metrics = tester.test(task, datamodule, verbose=False)[0]
 
@@ -133,7 +135,7 @@ def run_model(
     x = torch.rand(1, 1, 128, 128, device=task.device)
     with torch.inference_mode():
         sample_ms, unet_ms = _median_ms(
-            lambda: task.sample(x, 16), lambda: reference(x), repeats=args.timing_repeats
+            lambda: task.sample(x, 16), lambda: reference(x), repeats=args.timing_repeats, device=task.device
         )
     return {
         "name": name,
@@ -159,8 +161,7 @@ def report(results: list[dict], args, device: str, minutes: float) -> str:
             else f"{minutes:.2f} min of training per model. "
         )
         + f"Command: `python benchmarks/medical.py {' '.join(sys.argv[1:])}`. Test split, "
-        f"{args.num_samples} samples per image. Device: {device} "
-        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads). "
+        f"{args.num_samples} samples per image. Device: {device}, precision {args.precision}. "
         f"Inference: one 128x128 image, batch 1, median of {args.timing_repeats}."
     )
     header = (
@@ -241,7 +242,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    parser.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     args = parser.parse_args(argv)
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> str:
     )
     datamodule.prepare_data()
     minutes = args.budget_minutes / len(args.models)
-    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    device = device_name(resolve_accelerator(args.accelerator)[1])
     # Timing reference for the "x U-Net forward" column: the benchmark's U-Net (untrained: weights do not
     # change its speed), so the ratio exists even when the U-Net itself is not in --models.
     reference = MedicalSegmentationTask(model="unet", predict_dir=None, **MODELS["unet"])

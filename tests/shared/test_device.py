@@ -1,0 +1,29 @@
+"""Device choice and timing helpers of the benchmarks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from shared.device import device_name, resolve_accelerator, stopwatch
+
+
+def test_resolve_accelerator_on_this_machine():
+    assert resolve_accelerator("cpu") == ("cpu", torch.device("cpu"))
+    expected = "gpu" if torch.cuda.is_available() else "cpu"
+    assert resolve_accelerator("auto")[0] == expected
+    with pytest.raises(ValueError, match="--accelerator must be one of auto, cpu, gpu"):
+        resolve_accelerator("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--accelerator gpu: no CUDA device"):
+            resolve_accelerator("gpu")
+
+
+def test_device_name_and_stopwatch():
+    assert device_name("cpu").startswith("CPU (") and "threads" in device_name("cpu")
+    with stopwatch("cpu") as elapsed:
+        time.sleep(0.05)
+    assert 0.04 < elapsed() < 1.0
+    assert elapsed() == elapsed()  # frozen once the block ended

@@ -100,7 +100,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         "FCOS road-object detector",
         "driving_detection",
         "domains.driving.detection",
-        "domains/driving/configs/detection_quick.yaml",
+        "domains/driving/detection/configs/quick.yaml",
         "domains.driving.detection.task:DetectionTask",
         weight=1.5,
         headline=("test/map50", "test/map", "test/kitti_moderate/mean", "test/ap50/"),
@@ -110,7 +110,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         "Road-anomaly segmenter",
         "driving_anomaly",
         "domains.driving.anomaly",
-        "domains/driving/configs/anomaly_quick.yaml",
+        "domains/driving/anomaly/configs/quick.yaml",
         "domains.driving.anomaly.task:AnomalySegmentationTask",
         # outlier exposure from the first step: a time-capped run may end inside the config's plain epoch 0
         fit_args=("--model.oe_start_epoch", "0"),

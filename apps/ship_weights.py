@@ -60,7 +60,7 @@ def medical_datamodule(data_hp: dict, test_items: int):
 
 
 def detection_datamodule(data_hp: dict):
-    from domains.driving.data import DetectionDataModule
+    from domains.driving.detection.data import DetectionDataModule
 
     data = DetectionDataModule(**{**data_hp, "num_workers": 0, "batch_size": 4})
     data.setup("test")
@@ -68,7 +68,7 @@ def detection_datamodule(data_hp: dict):
 
 
 def anomaly_datamodule(data_hp: dict):
-    from domains.driving.data import SegmentationDataModule
+    from domains.driving.anomaly.data import SegmentationDataModule
 
     data = SegmentationDataModule(**{**data_hp, "num_workers": 0, "batch_size": 4})
     data.setup("fit")
@@ -171,8 +171,8 @@ def _original_targets(image: torch.Tensor, target: dict) -> dict:
 def evaluate_anomaly(task, data_hp: dict) -> dict:
     """Subset test figures, the 95 %-TPR threshold on validation images with pasted outliers, and the best /
     worst test scene by per-image AP."""
+    from domains.driving.anomaly.metrics import PixelAnomalyAccumulator
     from domains.driving.anomaly.outliers import OUTLIER_LABEL, paste_outliers_batch
-    from domains.driving.metrics import PixelAnomalyAccumulator
 
     figures = subset_figures("driving_anomaly", task, data_hp)
     data = anomaly_datamodule(data_hp)

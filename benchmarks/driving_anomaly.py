@@ -38,9 +38,9 @@ import albumentations as A
 import pytorch_lightning as pl
 import torch
 
+from domains.driving.anomaly.data import SegmentationDataModule
 from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
-from domains.driving.data import SegmentationDataModule
 from shared.budget import FitScheduleToBudget
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 

@@ -1,7 +1,7 @@
 """Fixed-budget FCOS training on the synthetic KITTI-layout set, then quality and speed on its test split.
 
     .venv/bin/python benchmarks/driving_detection.py [--budget-minutes 15] [--threads 2]
-        [--config domains/driving/configs/detection.yaml] [--out benchmarks/results/driving_detection.md]
+        [--config domains/driving/detection/configs/full.yaml] [--out benchmarks/results/driving_detection.md]
 
 Model and data settings come from the CLI config (``model:`` / ``data:``), so the benchmark measures what
 ``python -m domains.driving.detection fit -c <config>`` trains. The training length is set from the budget: a
@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from domains.driving.data import DetectionDataModule
+from domains.driving.detection.data import DetectionDataModule
+from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from domains.driving.detection.task import DetectionTask
-from domains.driving.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from shared.budget import FitScheduleToBudget
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--budget-minutes", type=float, default=15.0)
-    parser.add_argument("--config", default=str(ROOT / "domains/driving/configs/detection.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "domains/driving/detection/configs/full.yaml"))
     parser.add_argument("--data-path", default=None, help="KITTI root (default: the synthetic set)")
     parser.add_argument(
         "--kitti-min-height-scale",

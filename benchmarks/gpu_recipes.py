@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DRIVING = "domains/driving/configs"
+DRIVING = "domains/driving"
 MEDICAL = "domains/medical/configs"
 HPU_DEMO_KWARGS = (
     "{channels: [16, 32, 64, 64, 64, 64, 64, 64], latent_channels: [1, 1, 1, 1], blocks_per_level: 1, "
@@ -31,14 +31,14 @@ HPU_DEMO_KWARGS = (
 
 #: name -> (CLI module, configs, extra arguments, data set it needs)
 RUNS: dict[str, tuple[str, list[str], list[str], str]] = {
-    "detection": ("domains.driving.detection", [f"{DRIVING}/detection_gpu.yaml"], [], "driving"),
+    "detection": ("domains.driving.detection", [f"{DRIVING}/detection/configs/gpu.yaml"], [], "driving"),
     "detection_2x": (
         "domains.driving.detection",
-        [f"{DRIVING}/detection_gpu.yaml"],
+        [f"{DRIVING}/detection/configs/gpu.yaml"],
         ["--model.input_size", "[384, 1280]", "--data.batch_size", "16"],
         "driving",
     ),
-    "anomaly": ("domains.driving.anomaly", [f"{DRIVING}/anomaly_gpu.yaml"], [], "driving"),
+    "anomaly": ("domains.driving.anomaly", [f"{DRIVING}/anomaly/configs/gpu.yaml"], [], "driving"),
     "unet": ("domains.medical", [f"{MEDICAL}/unet.yaml", f"{MEDICAL}/gpu.yaml"], [], "medical"),
     "prob_unet": ("domains.medical", [f"{MEDICAL}/prob_unet.yaml", f"{MEDICAL}/gpu.yaml"], [], "medical"),
     # the paper's 8 levels at 128 px, 64 channels from level 3 (15 MB as fp16 instead of 80), batch norm

@@ -26,11 +26,11 @@ TASKS = {
     "medical": ("domains.medical.task:MedicalSegmentationTask", "domains.medical.data:MedicalDataModule",
                 ["domains/medical/configs/quick.yaml"],
                 ["domains/medical/configs/prob_unet.yaml", "domains/medical/configs/gpu.yaml"]),
-    "detection": ("domains.driving.detection.task:DetectionTask", "domains.driving.data:DetectionDataModule",
-                  ["domains/driving/configs/detection_quick.yaml"], ["domains/driving/configs/detection_gpu.yaml"]),
+    "detection": ("domains.driving.detection.task:DetectionTask", "domains.driving.detection.data:DetectionDataModule",
+                  ["domains/driving/detection/configs/quick.yaml"], ["domains/driving/detection/configs/gpu.yaml"]),
     "anomaly": ("domains.driving.anomaly.task:AnomalySegmentationTask",
-                "domains.driving.data:SegmentationDataModule",
-                ["domains/driving/configs/anomaly_quick.yaml"], ["domains/driving/configs/anomaly_gpu.yaml"]),
+                "domains.driving.anomaly.data:SegmentationDataModule",
+                ["domains/driving/anomaly/configs/quick.yaml"], ["domains/driving/anomaly/configs/gpu.yaml"]),
 }  # fmt: skip
 
 

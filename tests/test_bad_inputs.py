@@ -340,7 +340,7 @@ def test_detection_predict_on_a_corrupt_image_leaves_no_partial_results(data, ch
 
 
 def _detection_test_split(data):
-    from domains.driving.data import DetectionDataModule
+    from domains.driving.detection.data import DetectionDataModule
 
     dm = DetectionDataModule(data_path=str(data["kitti"]), num_workers=0)
     dm.setup("predict")

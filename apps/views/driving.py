@@ -24,7 +24,7 @@ DISPLAY_WIDTH = 1280  # overlays are drawn at most this wide (downloads use the 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _scene_list(root: str) -> list[tuple[str, str, str | None]]:
     """(name, image path, label path or None) of the SegmentMeIfYouCan-layout set, sorted."""
-    from domains.driving.data import AnomalyDataset
+    from domains.driving.anomaly.data import AnomalyDataset
 
     images = Path(root) / "images"
     labels = Path(root) / "labels_masks"
@@ -37,7 +37,7 @@ def _scene_list(root: str) -> list[tuple[str, str, str | None]]:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _read_scene(path: str, label: str | None) -> tuple[bytes, np.ndarray | None]:
-    from domains.driving.data import read_label_map
+    from domains.driving.common import read_label_map
 
     return Path(path).read_bytes(), (read_label_map(label) if label else None)
 

@@ -76,7 +76,7 @@ def build_medical(folder: Path) -> None:
 
 
 def build_detection(folder: Path) -> None:
-    from domains.driving.data import detection_collate
+    from domains.driving.detection.data import detection_collate
     from domains.driving.detection.task import DetectionTask
 
     g = torch.Generator().manual_seed(0)

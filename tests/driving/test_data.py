@@ -14,16 +14,18 @@ import torch
 import yaml
 from torch.utils.data import WeightedRandomSampler
 
-from domains.driving.data import (
+from domains.driving.anomaly.data import (
     AnomalyDataset,
-    DetectionDataModule,
-    DetectionDataset,
     SegmentationDataModule,
     SemanticSegDataset,
+    pad_collate,
+)
+from domains.driving.common import read_sequence_groups
+from domains.driving.detection.data import (
+    DetectionDataModule,
+    DetectionDataset,
     detection_collate,
     detection_transforms,
-    pad_collate,
-    read_sequence_groups,
 )
 from domains.driving.formats import ImageAnnotation, LabelFormatError, LabelWarning, ObjectLabel
 from shared.data import detection_augmentations

@@ -18,7 +18,7 @@ from domains.driving.detection.task import DetectionTask
 from domains.driving.formats import read_kitti_label
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK_CONFIG = ROOT / "domains/driving/configs/detection_quick.yaml"
+QUICK_CONFIG = ROOT / "domains/driving/detection/configs/quick.yaml"
 W, H = 128, 64
 TINY_MODEL = [
     "--model.backbone",

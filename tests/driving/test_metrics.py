@@ -10,15 +10,14 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from domains.driving.metrics import (
+from domains.driving.anomaly.metrics import (
     PixelAnomalyAccumulator,
     best_f1_threshold,
     component_metrics,
     component_stats,
-    kitti_average_precision,
     pixel_anomaly_metrics,
-    recall_by_height,
 )
+from domains.driving.detection.metrics import kitti_average_precision, recall_by_height
 
 # ------------------------------------------------------------------------------------------------ pixels
 

@@ -1,6 +1,6 @@
 """Road anomaly segmentation: closed-set segmenter, per-pixel anomaly scores, outlier exposure, heatmaps.
 
-``python -m domains.driving.anomaly fit|validate|test|predict -c domains/driving/configs/anomaly.yaml``
+``python -m domains.driving.anomaly fit|validate|test|predict -c domains/driving/anomaly/configs/full.yaml``
 """
 
 from domains.driving.anomaly.predict import (

@@ -1,9 +1,9 @@
-"""``python -m domains.driving.anomaly fit|validate|test|predict -c domains/driving/configs/anomaly.yaml``."""
+"""``python -m domains.driving.anomaly fit|validate|test|predict -c domains/driving/anomaly/configs/full.yaml``."""
 
 from __future__ import annotations
 
+from domains.driving.anomaly.data import SegmentationDataModule
 from domains.driving.anomaly.task import AnomalySegmentationTask
-from domains.driving.data import SegmentationDataModule
 from shared.cli import run_cli
 
 DESCRIPTION = (
@@ -12,7 +12,7 @@ DESCRIPTION = (
     "pasted objects, SegmentMeIfYouCan metrics (pixel AP, FPR95, component F1). Trains on the synthetic "
     "KITTI-layout scenes by default (generated on first use); real data: --data.data_path (KITTI layout with "
     "semantic maps), --data.anomaly_path (SegmentMeIfYouCan layout). "
-    "Example: python -m domains.driving.anomaly fit -c domains/driving/configs/anomaly_quick.yaml, then "
+    "Example: python -m domains.driving.anomaly fit -c domains/driving/anomaly/configs/quick.yaml, then "
     "test -c ... --ckpt_path last. Every option: python -m domains.driving.anomaly fit --help."
 )
 

@@ -34,6 +34,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.functional.classification import binary_auroc
 
+from domains.driving.anomaly.metrics import PixelAnomalyAccumulator, component_metrics
 from domains.driving.anomaly.model import (
     FIXED_RANGES,
     IGNORE_INDEX,
@@ -47,7 +48,6 @@ from domains.driving.anomaly.outliers import OUTLIER_LABEL, outlier_bce, paste_o
 from domains.driving.anomaly.predict import image_anomaly_score, road_region, write_predictions
 from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
 from domains.driving.classes import SEMANTIC_CLASSES
-from domains.driving.metrics import PixelAnomalyAccumulator, component_metrics
 from shared.backbones import list_backbones
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
 from shared.task import BaseTask

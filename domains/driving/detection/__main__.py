@@ -1,8 +1,8 @@
-"""``python -m domains.driving.detection fit|validate|test|predict -c domains/driving/configs/detection.yaml``."""
+"""``python -m domains.driving.detection fit|validate|test|predict -c domains/driving/detection/configs/full.yaml``."""
 
 from __future__ import annotations
 
-from domains.driving.data import DetectionDataModule
+from domains.driving.detection.data import DetectionDataModule
 from domains.driving.detection.task import DetectionTask
 from shared.cli import run_cli
 
@@ -10,7 +10,7 @@ DESCRIPTION = (
     "Road-object detection: FCOS (torchvision) on any registered backbone through an FPN; COCO mAP and KITTI "
     "AP (Easy / Moderate / Hard). Trains on the synthetic KITTI-layout scenes by default (generated on first "
     "use); real data: --data.data_format kitti|coco|yolo --data.data_path PATH. "
-    "Example: python -m domains.driving.detection fit -c domains/driving/configs/detection_quick.yaml, then "
+    "Example: python -m domains.driving.detection fit -c domains/driving/detection/configs/quick.yaml, then "
     "test -c ... --ckpt_path best. Every option: python -m domains.driving.detection fit --help."
 )
 

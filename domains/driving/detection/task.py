@@ -7,7 +7,7 @@ difficulty filters mean what the devkit means.
 * COCO mAP / mAP50 / mAP75 and per-class AP (torchmetrics ``MeanAveragePrecision`` on the faster-coco-eval
   backend). COCO has no ignore regions, so detections lying mostly inside a DontCare box (more than
   ``ignore_overlap`` of their area) are dropped before the update, and counted.
-* KITTI AP|R40 per class and difficulty (:func:`domains.driving.metrics.kitti_average_precision`), on the raw
+* KITTI AP|R40 per class and difficulty (:func:`domains.driving.detection.metrics.kitti_average_precision`), on the raw
   KITTI labels (vans as Car's neighbour class, truncation / occlusion, DontCare) when the data module has
   them, else on the targets.
 
@@ -27,8 +27,8 @@ import torch
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.classes import DETECTION_CLASSES, SEMANTIC_CLASSES
+from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
 from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, RoadDetector, box_in_ignore_fraction
-from domains.driving.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
 from shared.backbones import list_backbones, load_backbone_weights
 from shared.task import BaseTask, gather_lists
 

@@ -1,0 +1,293 @@
+"""Road-anomaly data: semantic maps for training the segmenter, SegmentMeIfYouCan-layout sets for testing."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from domains.driving.common import (
+    ANOMALY_LABEL_VALUES,
+    IGNORE_INDEX,
+    default_anomaly_root,
+    default_kitti_root,
+    read_label_map,
+    read_rgb,
+    read_sequence_groups,
+    to_image_tensor,
+    warn_empty_splits,
+)
+from domains.driving.formats import (
+    LabelFormatError,
+    LabelWarning,
+    images_by_stem,
+    resolve_kitti_split,
+)
+from shared.data import (
+    SplitLoaders,
+    default_num_workers,
+    group_split,
+)
+
+# ------------------------------------------------------------------------------------- anomaly / semantic
+
+
+def pad_collate(batch: Sequence[dict]) -> dict:
+    """Stack dict samples; images of different sizes are zero-padded bottom/right, masks with 255 (void)."""
+    height = max(item["image"].shape[-2] for item in batch)
+    width = max(item["image"].shape[-1] for item in batch)
+    out: dict = {}
+    for key in batch[0]:
+        values = [item[key] for item in batch]
+        if isinstance(values[0], torch.Tensor):
+            fill = 0.0 if key == "image" else IGNORE_INDEX
+            padded = [
+                torch.nn.functional.pad(v, (0, width - v.shape[-1], 0, height - v.shape[-2]), value=fill)
+                for v in values
+            ]
+            out[key] = torch.stack(padded)
+        else:
+            out[key] = values
+    return out
+
+
+class _MaskedImages(Dataset):
+    """Images with one label map each (``self.items``: image path, map path, name), read and checked alike.
+
+    Items are ``{"image": float32 (3, H, W) in [0, 1], <mask_key>: int64 (H, W), "name": str}``; ``transform``
+    (albumentations) sees ``image`` and ``mask``. Subclasses name the map and may check its values.
+    """
+
+    mask_key = "mask"  # the map's key in an item
+    mask_what = "mask"  # the map in error messages
+    transform: A.Compose | None
+    items: list[tuple[Path, Path, str]]
+
+    def _check_values(self, mask: np.ndarray, path: Path) -> None:
+        """Raise on map values the format does not allow (any value by default)."""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        image_path, mask_path, name = self.items[i]
+        image, mask = read_rgb(image_path), read_label_map(mask_path)
+        if image.shape[:2] != mask.shape:
+            raise LabelFormatError(
+                mask_path,
+                None,
+                f"{self.mask_what} is {mask.shape[1]}x{mask.shape[0]} but image "
+                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}",
+            )
+        self._check_values(mask, mask_path)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return {
+            "image": to_image_tensor(image),
+            self.mask_key: torch.as_tensor(np.asarray(mask), dtype=torch.int64),
+            "name": name,
+        }
+
+
+class AnomalyDataset(_MaskedImages):
+    """Road anomaly images in the SegmentMeIfYouCan layout.
+
+    ``root/images/<name>.{png,jpg,jpeg,webp}`` and ``root/labels_masks/<name>.png`` (or SMIYC's own
+    ``<name>_labels_semantic.png``) with 0 = normal, 1 = anomaly, 255 = void. Real RoadAnomaly21,
+    RoadObstacle21 and Fishyscapes laid out this way load the same. Returns ``{"image": float32 (3, H, W) in
+    [0, 1], "label": int64 (H, W), "name": str}``; ``transform`` is an albumentations ``Compose`` applied to
+    ``image`` and ``mask``. SMIYC's test images have no public labels: an image without a label mask is an
+    error unless ``require_labels=False``, which drops such images with a counted warning.
+    """
+
+    IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+    mask_key = "label"
+
+    def __init__(self, root: str | Path, transform: A.Compose | None = None, require_labels: bool = True):
+        self.root = Path(root)
+        self.transform = transform
+        images_dir, labels_dir = self.root / "images", self.root / "labels_masks"
+        for folder in (images_dir, labels_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"{folder}: folder not found (SegmentMeIfYouCan layout: images/, labels_masks/)"
+                )
+        images = sorted(
+            p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in self.IMAGE_EXTENSIONS
+        )
+        if not images:
+            raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)})")
+        self.items: list[tuple[Path, Path, str]] = []
+        unlabelled = []
+        for image in images:
+            candidates = (labels_dir / f"{image.stem}.png", labels_dir / f"{image.stem}_labels_semantic.png")
+            label = next((c for c in candidates if c.is_file()), None)
+            if label is None:
+                if require_labels:
+                    raise LabelFormatError(
+                        image, None, f"no label mask {candidates[0]} (or {candidates[1].name})"
+                    )
+                unlabelled.append(image.name)
+                continue
+            self.items.append((image, label, image.stem))
+        if unlabelled:
+            warnings.warn(
+                f"AnomalyDataset({self.root}): dropped {len(unlabelled)} image(s) without a label mask, "
+                f"e.g. {unlabelled[:3]}",
+                LabelWarning,
+                stacklevel=2,
+            )
+        if not self.items:
+            raise FileNotFoundError(f"{labels_dir}: no label masks for the images in {images_dir}")
+
+    def _check_values(self, mask: np.ndarray, path: Path) -> None:
+        bad = np.setdiff1d(np.unique(mask), ANOMALY_LABEL_VALUES)
+        if bad.size:
+            raise LabelFormatError(
+                path,
+                None,
+                f"label values {bad.tolist()[:10]} are not allowed (0 = normal, 1 = anomaly, 255 = void)",
+            )
+
+
+class SemanticSegDataset(_MaskedImages):
+    """KITTI-layout images with semantic maps: ``image_2/<id>.png``, ``semantic/<id>.png`` (uint8, 255 void).
+
+    Trains the closed-set segmenter whose uncertainty flags road anomalies. Returns ``{"image": float32
+    (3, H, W), "mask": int64 (H, W), "name": id}``. A missing semantic map is an error at construction.
+    """
+
+    mask_what = "semantic map"
+
+    def __init__(self, kitti_root: str | Path, ids: Sequence[str], transform: A.Compose | None = None):
+        base = resolve_kitti_split(kitti_root)
+        images = images_by_stem(base / "image_2")
+        self.transform = transform
+        self.items: list[tuple[Path, Path, str]] = []
+        for image_id in ids:
+            if image_id not in images:
+                raise FileNotFoundError(f"{base / 'image_2'}: no image for id {image_id!r}")
+            semantic = base / "semantic" / f"{image_id}.png"
+            if not semantic.is_file():
+                raise FileNotFoundError(f"{semantic}: semantic map missing for image {images[image_id]}")
+            self.items.append((images[image_id], semantic, image_id))
+
+    def image_classes(self) -> list[set[int]]:
+        """The class ids each semantic map holds (void left out), for repeat-factor sampling: reads every map."""
+        return [set(np.unique(read_label_map(path)).tolist()) - {IGNORE_INDEX} for _, path, _ in self.items]
+
+
+def segmentation_transforms(
+    train: bool, image_size: tuple[int, int] | None = None, augment: bool = True, seed: int | None = None
+) -> A.Compose | None:
+    """Train: horizontal flip and scale crops (to ``image_size``) or scale jitter; eval: resize only.
+
+    Padding fills masks with 255 so invented border pixels are void, not a class (masks use nearest).
+    """
+    if train and augment:
+        if image_size:
+            height, width = image_size
+            geometry = [
+                A.RandomResizedCrop(
+                    size=(height, width),
+                    scale=(0.5, 1.0),
+                    ratio=(width / height * 0.8, width / height * 1.25),
+                    p=1.0,
+                )
+            ]
+        else:
+            geometry = [
+                A.Affine(
+                    scale=(0.8, 1.25), border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=0.5
+                )
+            ]
+        return A.Compose([A.HorizontalFlip(p=0.5), *geometry], seed=seed)
+    if image_size:
+        return A.Compose([A.Resize(height=image_size[0], width=image_size[1])], seed=seed)
+    return None
+
+
+class SegmentationDataModule(SplitLoaders):
+    """Semantic segmentation (train / val from a KITTI-layout split by sequence) and road-anomaly test / predict.
+
+    Batches are dicts (``image``, ``mask`` or ``label``, ``name``); with ``image_size`` null, images of different
+    sizes are padded (masks with 255 = void) by :func:`pad_collate`.
+
+    Args:
+        data_path: KITTI-layout root with ``image_2/`` and ``semantic/`` class maps; null: the synthetic set,
+            generated on first use under data/driving/synthetic_kitti.
+        image_size: [H, W] every image is resized to; null: native size.
+        batch_size: images per batch.
+        num_workers: loader processes; null: one less than the CPU cores, at most 4.
+        augment: training augmentation.
+        seed: seed of the split and the augmentation.
+        max_items: read at most this many training images (smoke tests).
+        anomaly_path: test / predict set in the SegmentMeIfYouCan layout (``images/``, ``labels_masks/`` with
+            0 normal, 1 anomaly, 255 void: RoadAnomaly21, RoadObstacle21, Fishyscapes); null: the synthetic one.
+        split_fractions: train / val shares, split by sequence.
+        repeat_threshold: repeat-factor sampling of training images by the classes their maps hold; null: off.
+    """
+
+    def __init__(
+        self,
+        data_path: str | None = None,
+        image_size: tuple[int, int] | None = None,
+        batch_size: int = 4,
+        num_workers: int | None = None,
+        augment: bool = True,
+        seed: int = 0,
+        max_items: int | None = None,
+        anomaly_path: str | None = None,
+        split_fractions: tuple[float, float] = (0.85, 0.15),
+        repeat_threshold: float | None = None,
+    ):
+        super().__init__()
+        if len(split_fractions) != 2:
+            raise ValueError(
+                f"SegmentationDataModule: split_fractions needs 2 values (train, val), got {split_fractions}"
+            )
+        self.save_hyperparameters()
+        self.data_path = data_path
+        self.image_size = tuple(image_size) if image_size else None
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.augment = augment
+        self.seed = seed
+        self.max_items = max_items
+        self.anomaly_path = anomaly_path
+        self.split_fractions = tuple(split_fractions)
+        self.repeat_threshold = repeat_threshold
+        self.datasets: dict[str, Dataset] = {}
+
+    def prepare_data(self) -> None:
+        if self.data_path is None:
+            default_kitti_root()
+        if self.anomaly_path is None:
+            default_anomaly_root()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
+            base = resolve_kitti_split(root)
+            ids = sorted(images_by_stem(base / "image_2"))
+            ids = ids[: self.max_items] if self.max_items is not None else ids
+            if not ids:
+                raise FileNotFoundError(f"{base / 'image_2'}: no images")
+            groups = read_sequence_groups(base, ids)
+            split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
+            warn_empty_splits(split, "SegmentationDataModule")
+            for name, idx in split.items():
+                transform = segmentation_transforms(name == "train", self.image_size, self.augment, self.seed)
+                self.datasets[name] = SemanticSegDataset(root, [ids[i] for i in idx], transform)
+        if stage in (None, "test", "predict") and "test" not in self.datasets:
+            anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
+            self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
+
+    collate_fn = staticmethod(pad_collate)

@@ -1,0 +1,150 @@
+"""What the driving tasks share: image and label-map readers, sequence groups, the synthetic default roots.
+
+Real data and the built-in synthetic data take one code path: the generator in :mod:`domains.driving.synthetic`
+writes the KITTI and SegmentMeIfYouCan layouts that real data use, and the data modules only call it when no
+``data_path`` is given. Splits are by driving *sequence* (consecutive frames are near duplicates, so a
+frame-level split leaks), read from a sequence mapping file where one exists, else by image id.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from domains.driving.formats import (
+    LabelFormatError,
+)
+
+IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
+ANOMALY_LABEL_VALUES = (0, 1, IGNORE_INDEX)
+
+# --------------------------------------------------------------------------------------------- utilities
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image to RGB uint8 (H, W, 3); :class:`LabelFormatError` naming the file if it cannot."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: image file not found")
+        raise LabelFormatError(path, None, "cannot decode image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label_map(path: str | Path) -> np.ndarray:
+    """Decode a single-channel label PNG (a 3-channel grey PNG is accepted: its channels must agree)."""
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: label mask not found")
+        raise LabelFormatError(path, None, "cannot decode label mask")
+    if label.ndim == 3:
+        if (
+            label.shape[2] >= 3
+            and np.array_equal(label[..., 0], label[..., 1])
+            and np.array_equal(label[..., 0], label[..., 2])
+        ):
+            label = label[..., 0]
+        else:
+            raise LabelFormatError(path, None, f"label mask must be single-channel, got shape {label.shape}")
+    return label
+
+
+def to_image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """HWC uint8 (or float already in [0, 1]) -> float32 (3, H, W) in [0, 1]."""
+    if isinstance(image, torch.Tensor):  # a transform ending in ToTensorV2
+        tensor = image.float()
+        return tensor / 255.0 if image.dtype == torch.uint8 else tensor
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return tensor.float().div_(255.0) if image.dtype == np.uint8 else tensor.float()
+
+
+SEQUENCE_MAP_NAMES = ("sequence_map.txt", "sequences.txt", "mapping.txt")
+
+
+def read_sequence_groups(split_root: str | Path, ids: Sequence[str]) -> list[str]:
+    """Sequence (drive) of each image id, for group-aware splits; falls back to the image id itself.
+
+    Understands two layouts, looked for in ``split_root`` and its parent:
+    * the KITTI devkit pair ``mapping/train_mapping.txt`` (``date drive frame`` per line) and
+      ``mapping/train_rand.txt`` (one comma-separated line; image ``i`` is mapping line ``rand[i]``, 1-based);
+    * a two-column text file ``<image_id> <sequence>`` (``sequence_map.txt``, ``sequences.txt``,
+      ``mapping.txt``; ``#`` comments, commas or whitespace).
+    Ids missing from the mapping are an error naming the file, not silently grouped alone.
+    """
+    split_root = Path(split_root)
+    for folder in (split_root, split_root.parent):
+        for mapping_dir in (folder / "mapping", folder / "devkit_object" / "mapping", folder):
+            mapping, rand = mapping_dir / "train_mapping.txt", mapping_dir / "train_rand.txt"
+            if mapping.is_file() and rand.is_file():
+                return _kitti_devkit_groups(mapping, rand, ids)
+        for name in SEQUENCE_MAP_NAMES:
+            path = folder / name
+            if path.is_file():
+                return _two_column_groups(path, ids)
+    return list(ids)
+
+
+def _kitti_devkit_groups(mapping: Path, rand: Path, ids: Sequence[str]) -> list[str]:
+    drives = [line.split() for line in mapping.read_text().splitlines() if line.strip()]
+    for lineno, parts in enumerate(drives, start=1):
+        if len(parts) != 3:
+            raise LabelFormatError(mapping, lineno, f"expected 'date drive frame', got {' '.join(parts)!r}")
+    try:
+        order = [int(v) for v in rand.read_text().replace("\n", ",").split(",") if v.strip()]
+    except ValueError as e:
+        raise LabelFormatError(rand, 1, f"non-numeric index ({e})") from None
+    groups = []
+    for image_id in ids:
+        try:
+            idx = int(image_id)
+            groups.append(drives[order[idx] - 1][1])
+        except (ValueError, IndexError):
+            raise LabelFormatError(
+                rand, 1, f"image id {image_id!r} has no entry in {rand.name}/{mapping.name}"
+            ) from None
+    return groups
+
+
+def _two_column_groups(path: Path, ids: Sequence[str]) -> list[str]:
+    table: dict[str, str] = {}
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].replace(",", " ").split()
+        if not line:
+            continue
+        if len(line) < 2:
+            raise LabelFormatError(path, lineno, f"expected '<image_id> <sequence>', got {raw.strip()!r}")
+        if line[0].lower() in ("id", "image_id", "image"):  # header row
+            continue
+        table[line[0]] = line[1]
+    missing = [i for i in ids if i not in table]
+    if missing:
+        raise LabelFormatError(path, None, f"{len(missing)} image id(s) have no sequence, e.g. {missing[:3]}")
+    return [table[i] for i in ids]
+
+
+def default_kitti_root() -> Path:
+    from domains.driving.synthetic import ensure_synthetic_kitti  # lazy: the generator is optional at import
+
+    return Path(ensure_synthetic_kitti())
+
+
+def default_anomaly_root() -> Path:
+    from domains.driving.synthetic import ensure_synthetic_anomaly
+
+    return Path(ensure_synthetic_anomaly())
+
+
+def warn_empty_splits(splits: dict[str, Sequence], owner: str) -> None:
+    empty = [name for name, items in splits.items() if len(items) == 0]
+    if empty:
+        warnings.warn(
+            f"{owner}: split(s) {empty} are empty (too few sequences for the split fractions)",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,378 @@
+"""Detection data: KITTI / COCO / YOLO datasets, augmentation that moves boxes, and the Lightning data module."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from domains.driving.common import (
+    default_kitti_root,
+    read_label_map,
+    read_rgb,
+    read_sequence_groups,
+    to_image_tensor,
+    warn_empty_splits,
+)
+from domains.driving.formats import (
+    KITTI_TYPES,
+    ImageAnnotation,
+    LabelFormatError,
+    LabelWarning,
+    read_coco,
+    read_kitti_dir,
+    read_yolo,
+    resolve_kitti_split,
+)
+from shared.data import (
+    SplitLoaders,
+    default_num_workers,
+    detection_augmentations,
+    group_split,
+)
+
+# ------------------------------------------------------------------------------------------- detection
+
+
+class DetectionDataset(Dataset):
+    """Images and torchvision-style detection targets from :class:`ImageAnnotation` records.
+
+    Returns ``(image, target)``: ``image`` float32 (3, H, W) in [0, 1]; ``target`` holds ``boxes`` float32
+    (K, 4) xyxy pixels, ``labels`` int64 (K,) in 0..C-1 (index into ``class_names``), ``ignore_boxes``
+    float32 (J, 4) (``ignore_types`` regions, KITTI DontCare: detections there are neither TP nor FP),
+    ``image_id`` str and ``orig_size`` (H, W) before the transform.
+
+    ``class_map`` renames types before lookup (``{"Van": "Car"}`` trains vans as cars); types neither in
+    ``class_names`` nor in ``ignore_types`` are dropped, counted in ``self.dropped`` and reported once.
+    ``transform``: an albumentations ``Compose`` with ``BboxParams(format="pascal_voc",
+    label_fields=["labels"])`` (see :func:`shared.data.detection_augmentations`); ignore boxes go through
+    it too (label -1), so flips and crops move them with the image.
+    ``semantic_maps``: with ``True``, each target also holds ``semantic`` int64 (H, W), the image's class map
+    read from ``semantic/<stem>.png`` beside its image folder (the synthetic KITTI layout; 255 = void), cropped
+    and flipped with the image, for the detector's auxiliary semantic loss. A missing map is an error here.
+    """
+
+    def __init__(
+        self,
+        annotations: Sequence[ImageAnnotation],
+        class_names: Sequence[str],
+        transform: A.Compose | None = None,
+        ignore_types: Sequence[str] = ("DontCare",),
+        class_map: dict[str, str] | None = None,
+        semantic_maps: bool = False,
+    ):
+        self.annotations = list(annotations)
+        self.class_names = list(class_names)
+        self.transform = transform
+        self.ignore_types = tuple(ignore_types)
+        self.class_map = dict(class_map or {})
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"DetectionDataset: duplicate class names {self.class_names}")
+        if overlap := set(self.class_names) & set(self.ignore_types):
+            raise ValueError(f"DetectionDataset: {sorted(overlap)} are both classes and ignore types")
+        bad = {
+            k: v
+            for k, v in self.class_map.items()
+            if v not in self.class_names and v not in self.ignore_types
+        }
+        if bad:
+            raise ValueError(
+                f"DetectionDataset: class_map targets {bad} are not in class_names {self.class_names}"
+            )
+        self.semantic_paths: list[Path] | None = None
+        if semantic_maps:
+            self.semantic_paths = [semantic_map_path(ann.image_path) for ann in self.annotations]
+            missing = [
+                (a.image_path, p) for a, p in zip(self.annotations, self.semantic_paths) if not p.is_file()
+            ]
+            if missing:
+                raise FileNotFoundError(
+                    f"DetectionDataset: {len(missing)} of {len(self.annotations)} images have no semantic map "
+                    f"(semantic_maps is on), e.g. {missing[0][1]} for {missing[0][0]}"
+                )
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self.dropped: Counter[str] = Counter()
+        self._targets = []
+        for ann in self.annotations:
+            boxes, labels, ignore = [], [], []
+            for obj in ann.objects:
+                name = self.class_map.get(obj.type, obj.type)
+                if name in index:
+                    boxes.append(obj.bbox)
+                    labels.append(index[name])
+                elif name in self.ignore_types:
+                    ignore.append(obj.bbox)
+                else:
+                    self.dropped[obj.type] += 1
+            self._targets.append(
+                (
+                    np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                    np.asarray(labels, dtype=np.int64),
+                    np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
+                )
+            )
+        if self.dropped:
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.dropped.items()))
+            warnings.warn(
+                f"DetectionDataset: dropped objects whose type is not in class_names {self.class_names} "
+                f"(class_map {self.class_map}): {counts}",
+                LabelWarning,
+                stacklevel=2,
+            )
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def image_classes(self) -> list[set[int]]:
+        """The class ids each image holds (for repeat-factor sampling)."""
+        return [set(labels.tolist()) for _, labels, _ in self._targets]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+        ann = self.annotations[i]
+        image = read_rgb(ann.image_path)
+        if image.shape[:2] != (ann.height, ann.width):
+            raise LabelFormatError(
+                ann.image_path,
+                None,
+                f"image is {image.shape[1]}x{image.shape[0]} but its "
+                f"annotation says {ann.width}x{ann.height}",
+            )
+        boxes, labels, ignore = self._targets[i]
+        semantic = None
+        if self.semantic_paths is not None:
+            semantic = read_label_map(self.semantic_paths[i])
+            if semantic.shape != image.shape[:2]:
+                raise LabelFormatError(
+                    self.semantic_paths[i],
+                    None,
+                    f"semantic map is {semantic.shape[1]}x{semantic.shape[0]} but its image "
+                    f"{ann.image_path} is {image.shape[1]}x{image.shape[0]}",
+                )
+        if self.transform is not None:
+            all_boxes = np.concatenate([boxes, ignore])
+            all_labels = np.concatenate([labels, np.full(len(ignore), -1, dtype=np.int64)])
+            mask = {} if semantic is None else {"mask": semantic}  # albumentations crops / flips it too
+            out = self.transform(image=image, bboxes=all_boxes, labels=all_labels, **mask)
+            image, semantic = out["image"], out.get("mask")
+            all_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+            all_labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+            height, width = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
+            # albumentations works in float32 normalised coordinates: clamp its rounding back into the image
+            np.clip(all_boxes[:, 0::2], 0, width, out=all_boxes[:, 0::2])
+            np.clip(all_boxes[:, 1::2], 0, height, out=all_boxes[:, 1::2])
+            keep = all_labels >= 0
+            boxes, labels, ignore = all_boxes[keep], all_labels[keep], all_boxes[~keep]
+        target = {
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+            "ignore_boxes": torch.as_tensor(ignore, dtype=torch.float32).reshape(-1, 4),
+            "image_id": ann.image_id,
+            "orig_size": (ann.height, ann.width),
+        }
+        if semantic is not None:
+            target["semantic"] = torch.as_tensor(np.asarray(semantic), dtype=torch.int64)
+        return to_image_tensor(image), target
+
+
+def semantic_map_path(image_path: str | Path) -> Path:
+    """``<root>/semantic/<stem>.png`` for an image ``<root>/<image folder>/<stem>.<ext>`` (synthetic KITTI)."""
+    image_path = Path(image_path)
+    return image_path.parent.parent / "semantic" / f"{image_path.stem}.png"
+
+
+def detection_collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
+    """Lists of images and targets, as torchvision detectors take them (images may differ in size)."""
+    images, targets = zip(*batch, strict=True) if batch else ((), ())
+    return list(images), list(targets)
+
+
+def _bbox_params() -> A.BboxParams:
+    return A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.3)
+
+
+def detection_transforms(
+    train: bool,
+    image_size: tuple[int, int] | None = None,
+    augment: bool = True,
+    seed: int | None = None,
+    crop_scale: tuple[float, float] = (0.6, 1.0),
+    crop_prob: float = 0.5,
+) -> A.Compose | None:
+    """Train: flips, photometric jitter and (with ``image_size``) scale crops; eval: resize (or nothing)."""
+    resize = [A.Resize(height=image_size[0], width=image_size[1])] if image_size else []
+    if train and augment:
+        base = detection_augmentations(
+            height=image_size[0] if image_size else None,
+            width=image_size[1] if image_size else None,
+            crop_scale=tuple(crop_scale),
+            crop_prob=crop_prob,
+            seed=seed,
+        )
+        # the crop may not fire (crop_prob < 1): a final Resize gives every sample one size
+        return A.Compose([*base.transforms, *resize], bbox_params=_bbox_params(), seed=seed)
+    if resize:
+        return A.Compose(resize, bbox_params=_bbox_params(), seed=seed)
+    return None
+
+
+class DetectionDataModule(SplitLoaders):
+    """2D detection data from KITTI, COCO or YOLO files, split by sequence (``python -m ... fit --help`` lists
+    these arguments as ``--data.*``).
+
+    Args:
+        data_format: ``kitti``, ``coco`` or ``yolo``.
+        data_path: KITTI root (``training/{image_2,label_2}`` or ``{image_2,label_2}``), COCO JSON (images
+            relative to its folder; or a folder holding one ``*.json``) or YOLO dataset yaml (or a folder holding
+            one); null: the synthetic KITTI-layout set, generated on first use under data/driving/synthetic_kitti.
+        class_names: the detector's classes, in label order (must equal ``model.class_names``).
+        class_map: renames source types before they are matched to ``class_names`` (``{Van: Car}`` trains KITTI
+            vans as cars; null drops vans). DontCare boxes become ignore regions.
+        image_size: [H, W] every image is resized to; null: native size.
+        batch_size: images per batch.
+        num_workers: loader processes; null: one less than the CPU cores, at most 4.
+        augment: training augmentation (flip, colour, zoom-in crops).
+        strict: a bad label line raises (naming file and line) instead of a counted warning.
+        split_fractions: train / val / test shares, split by sequence (a YOLO yaml with its own train and val
+            entries keeps its split).
+        seed: seed of the split and the augmentation.
+        max_items: read at most this many images (smoke tests).
+        repeat_threshold: repeat-factor sampling (LVIS) of training images by their rarest class; null: off.
+        crop_scale: [min, max] share of the image area a zoom-in training crop keeps (resized back to
+            ``image_size``).
+        crop_prob: share of training images that get a zoom-in crop.
+        semantic_maps: training targets carry the per-pixel class maps (``semantic/<id>.png`` beside
+            ``image_2/``) for the detector's auxiliary semantic loss (``model.semantic_loss_weight``).
+    """
+
+    def __init__(
+        self,
+        data_format: Literal["kitti", "coco", "yolo"] = "kitti",
+        data_path: str | None = None,
+        class_names: list[str] = ["Car", "Pedestrian", "Cyclist"],  # noqa: B006 - becomes a CLI default
+        class_map: dict[str, str] | None = {"Van": "Car"},  # noqa: B006
+        image_size: tuple[int, int] | None = None,
+        batch_size: int = 4,
+        num_workers: int | None = None,
+        augment: bool = True,
+        strict: bool = False,
+        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        seed: int = 0,
+        max_items: int | None = None,
+        repeat_threshold: float | None = None,
+        crop_scale: tuple[float, float] = (0.6, 1.0),
+        crop_prob: float = 0.5,
+        semantic_maps: bool = False,
+    ):
+        super().__init__()
+        if data_format not in ("kitti", "coco", "yolo"):
+            raise ValueError(
+                f"DetectionDataModule: data_format must be kitti, coco or yolo, got {data_format!r}"
+            )
+        if len(split_fractions) != 3:
+            raise ValueError(
+                f"DetectionDataModule: split_fractions needs 3 values (train/val/test), got {split_fractions}"
+            )
+        self.save_hyperparameters()
+        self.data_format = data_format
+        self.data_path = data_path
+        self.class_names = list(class_names)
+        self.class_map = dict(class_map) if class_map else {}
+        self.image_size = tuple(image_size) if image_size else None
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.augment = augment
+        self.strict = strict
+        self.split_fractions = tuple(split_fractions)
+        self.seed = seed
+        self.max_items = max_items
+        self.repeat_threshold = repeat_threshold
+        try:  # albumentations checks the crop settings: fail here, naming them, not when setup() builds it
+            detection_augmentations(crop_scale=tuple(crop_scale), crop_prob=crop_prob, height=32, width=32)
+        except ValueError as err:
+            raise ValueError(
+                f"DetectionDataModule: bad crop_scale {crop_scale} / crop_prob {crop_prob}: {err}"
+            ) from err
+        self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
+        self.semantic_maps = semantic_maps
+        self.splits: dict[str, list[ImageAnnotation]] = {}
+        self.datasets: dict[str, DetectionDataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def prepare_data(self) -> None:
+        if self.data_path is None:
+            default_kitti_root()
+
+    def _source(self) -> Path:
+        path = Path(self.data_path) if self.data_path is not None else default_kitti_root()
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: data_path does not exist")
+        if path.is_dir() and self.data_format in ("coco", "yolo"):
+            pattern = ("*.json",) if self.data_format == "coco" else ("*.yaml", "*.yml")
+            found = sorted(p for pat in pattern for p in path.glob(pat))
+            if len(found) != 1:
+                raise FileNotFoundError(
+                    f"{path}: expected exactly one {'/'.join(pattern)} file, found "
+                    f"{[p.name for p in found] or 'none'}"
+                )
+            path = found[0]
+        return path
+
+    def _read_splits(self) -> dict[str, list[ImageAnnotation]]:
+        source = self._source()
+        if self.data_format == "kitti":
+            known = (*KITTI_TYPES, *self.class_names, *self.class_map)
+            items = read_kitti_dir(source, strict=self.strict, known_types=known)
+            split_root = resolve_kitti_split(source)
+        elif self.data_format == "coco":
+            items, split_root = read_coco(source, strict=self.strict), source.parent
+        else:
+            import yaml
+
+            try:
+                entries = yaml.safe_load(source.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise LabelFormatError(source, None, f"not a valid YAML dataset file ({err})") from err
+            if entries.get("train") and entries.get("val"):
+                splits = {
+                    name: read_yolo(source, name, strict=self.strict)
+                    for name in ("train", "val", "test")
+                    if entries.get(name)
+                }
+                return {name: self._cap(items) for name, items in splits.items()}
+            items, split_root = read_yolo(source, "train", strict=self.strict), source.parent
+        items = self._cap(sorted(items, key=lambda a: a.image_id))
+        groups = read_sequence_groups(split_root, [a.image_id for a in items])
+        index = group_split(groups, self.split_fractions, seed=self.seed)
+        return {name: [items[i] for i in idx] for name, idx in index.items()}
+
+    def _cap(self, items: list[ImageAnnotation]) -> list[ImageAnnotation]:
+        return items[: self.max_items] if self.max_items is not None else items
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.splits = self._read_splits()
+        warn_empty_splits(self.splits, "DetectionDataModule")
+        for name, items in self.splits.items():
+            transform = detection_transforms(
+                name == "train", self.image_size, self.augment, self.seed, self.crop_scale, self.crop_prob
+            )
+            self.datasets[name] = DetectionDataset(
+                items,
+                self.class_names,
+                transform,
+                class_map=self.class_map,
+                semantic_maps=self.semantic_maps and name == "train",
+            )
+
+    collate_fn = staticmethod(detection_collate)

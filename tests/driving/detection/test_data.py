@@ -1,9 +1,7 @@
-"""Driving datasets and data modules on tiny KITTI / YOLO / SegmentMeIfYouCan fixtures written in tmp_path."""
+"""Detection datasets and data module on tiny KITTI / YOLO fixtures written in tmp_path."""
 
 from __future__ import annotations
 
-import sys
-import types
 import warnings
 
 import albumentations as A
@@ -14,13 +12,6 @@ import torch
 import yaml
 from torch.utils.data import WeightedRandomSampler
 
-from domains.driving.anomaly.data import (
-    AnomalyDataset,
-    SegmentationDataModule,
-    SemanticSegDataset,
-    pad_collate,
-)
-from domains.driving.common import read_sequence_groups
 from domains.driving.detection.data import (
     DetectionDataModule,
     DetectionDataset,
@@ -29,51 +20,13 @@ from domains.driving.detection.data import (
 )
 from domains.driving.formats import ImageAnnotation, LabelFormatError, LabelWarning, ObjectLabel
 from shared.data import detection_augmentations
+from tests.driving.layouts import H, W, fake_synthetic, write_kitti
 from tests.helpers import write_image
-
-W, H = 64, 48
 
 
 def _annotation(tmp_path, objects, name="000000"):
     path = write_image(tmp_path / f"{name}.png")
     return ImageAnnotation(str(path), W, H, objects)
-
-
-def _kitti(root, n=8, semantic=True):
-    """n images, two per sequence, with a sequence map, KITTI labels and semantic maps."""
-    split = root / "training"
-    lines = []
-    for i in range(n):
-        stem = f"{i:06d}"
-        write_image(split / "image_2" / f"{stem}.png", seed=i)
-        (split / "label_2").mkdir(parents=True, exist_ok=True)
-        (split / "label_2" / f"{stem}.txt").write_text(
-            "Car 0.00 0 -1.57 10.00 5.00 40.00 30.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50\n"
-            "Van 0.00 0 -1.57 2.00 2.00 9.00 9.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50\n"
-            "DontCare -1 -1 -10 45.00 30.00 60.00 44.00 -1 -1 -1 -1000 -1000 -1000 -10\n"
-        )
-        if semantic:
-            (split / "semantic").mkdir(parents=True, exist_ok=True)
-            mask = np.full((H, W), i % 3, np.uint8)
-            mask[:4] = 255
-            cv2.imwrite(str(split / "semantic" / f"{stem}.png"), mask)
-        lines.append(f"{stem} seq{i // 2}")
-    (split / "sequence_map.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def _anomaly(root, n=3, size=(H, W)):
-    for i in range(n):
-        write_image(root / "images" / f"frame{i}.jpg", width=size[1], height=size[0], seed=i)
-        label = np.zeros(size, np.uint8)
-        label[10:20, 10:30] = 1
-        label[:3] = 255
-        (root / "labels_masks").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / "labels_masks" / f"frame{i}.png"), label)
-    return root
-
-
-# -------------------------------------------------------------------------------------------- detection
 
 
 def test_detection_dataset_targets_class_map_ignore_and_counted_drops(tmp_path):
@@ -223,7 +176,7 @@ def test_detection_semantic_maps_move_with_the_image_and_are_checked(tmp_path):
 
 
 def test_detection_datamodule_gives_semantic_maps_to_training_only(tmp_path):
-    root = _kitti(tmp_path / "kitti", n=12)
+    root = write_kitti(tmp_path / "kitti", n=12)
     dm = DetectionDataModule(data_path=str(root), batch_size=2, num_workers=0, semantic_maps=True)
     dm.setup("fit")
     _, targets = next(iter(dm.train_dataloader()))
@@ -241,7 +194,7 @@ def test_detection_collate_returns_lists():
 
 
 def test_detection_datamodule_splits_by_sequence_and_resizes(tmp_path):
-    root = _kitti(tmp_path / "kitti", n=12)
+    root = write_kitti(tmp_path / "kitti", n=12)
     dm = DetectionDataModule(data_path=str(root), image_size=(32, 40), batch_size=2, num_workers=0, seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", LabelWarning)  # Van -> Car, DontCare -> ignore: nothing dropped
@@ -285,126 +238,16 @@ def test_detection_datamodule_yolo_keeps_its_own_split(tmp_path):
         dm.test_dataloader()
 
 
-def test_datamodules_fall_back_to_the_synthetic_generator(tmp_path, monkeypatch):
-    kitti, anomaly = _kitti(tmp_path / "kitti", n=12), _anomaly(tmp_path / "anomaly", n=2)
-    fake = types.ModuleType("domains.driving.synthetic")
-    fake.ensure_synthetic_kitti = lambda: kitti
-    fake.ensure_synthetic_anomaly = lambda: anomaly
-    monkeypatch.setitem(sys.modules, "domains.driving.synthetic", fake)
+def test_detection_datamodule_falls_back_to_the_synthetic_generator(tmp_path, monkeypatch):
+    fake_synthetic(monkeypatch, kitti=write_kitti(tmp_path / "kitti", n=12))
     dm = DetectionDataModule(num_workers=0)
     dm.prepare_data()
     dm.setup()
     assert sum(len(v) for v in dm.splits.values()) == 12
-    seg = SegmentationDataModule(num_workers=0)
-    seg.prepare_data()
-    seg.setup()
-    assert len(seg.datasets["test"]) == 2
 
 
-def test_read_sequence_groups_kitti_devkit_mapping(tmp_path):
-    mapping = tmp_path / "mapping"
-    mapping.mkdir()
-    (mapping / "train_mapping.txt").write_text(
-        "2011_09_26 2011_09_26_drive_0005_sync 0000000109\n2011_09_26 2011_09_26_drive_0009_sync 0000000001\n"
-        "2011_09_26 2011_09_26_drive_0005_sync 0000000110\n"
-    )
-    (mapping / "train_rand.txt").write_text("3,2,1\n")
-    groups = read_sequence_groups(tmp_path / "training", ["000000", "000001", "000002"])
-    assert groups == [
-        "2011_09_26_drive_0005_sync",
-        "2011_09_26_drive_0009_sync",
-        "2011_09_26_drive_0005_sync",
-    ]
-    with pytest.raises(LabelFormatError, match="'000009'"):
-        read_sequence_groups(tmp_path / "training", ["000009"])
-    assert read_sequence_groups(tmp_path / "elsewhere" / "training", ["7"]) == ["7"]
-
-
-# ------------------------------------------------------------------------------------ anomaly / semantic
-
-
-def test_anomaly_dataset_loads_smiyc_layout(tmp_path):
-    root = _anomaly(tmp_path / "a", n=2)
-    # SMIYC's own naming: <name>_labels_semantic.png
-    (root / "labels_masks" / "frame1.png").rename(root / "labels_masks" / "frame1_labels_semantic.png")
-    ds = AnomalyDataset(root)
-    assert len(ds) == 2
-    item = ds[1]
-    assert (
-        item["name"] == "frame1" and item["image"].shape == (3, H, W) and item["image"].dtype == torch.float32
-    )
-    assert item["label"].dtype == torch.int64 and item["label"].shape == (H, W)
-    assert set(item["label"].unique().tolist()) == {0, 1, 255} and int((item["label"] == 1).sum()) == 200
-    flipped = AnomalyDataset(root, transform=A.Compose([A.HorizontalFlip(p=1.0)]))[1]
-    assert torch.equal(flipped["label"], item["label"].flip(-1))
-
-
-def test_anomaly_dataset_errors_name_the_file(tmp_path):
-    root = _anomaly(tmp_path / "a", n=2)
-    bad = np.zeros((H, W), np.uint8)
-    bad[0, 0] = 7
-    cv2.imwrite(str(root / "labels_masks" / "frame0.png"), bad)
-    with pytest.raises(LabelFormatError, match=r"label values \[7\]") as err:
-        AnomalyDataset(root)[0]
-    assert str(err.value).startswith(f"{root / 'labels_masks' / 'frame0.png'}:")
-
-    cv2.imwrite(str(root / "labels_masks" / "frame0.png"), np.zeros((H, W + 2), np.uint8))
-    with pytest.raises(LabelFormatError, match="66x48 but image frame0.jpg is 64x48"):
-        AnomalyDataset(root)[0]
-
-    write_image(root / "images" / "orphan.webp")
-    with pytest.raises(LabelFormatError, match="no label mask") as err:
-        AnomalyDataset(root)
-    assert str(err.value).startswith(f"{root / 'images' / 'orphan.webp'}:")
-    with pytest.warns(LabelWarning, match="dropped 1 image"):
-        assert len(AnomalyDataset(root, require_labels=False)) == 2
-
-    with pytest.raises(FileNotFoundError, match="labels_masks"):
-        AnomalyDataset(tmp_path / "nothing")
-    (tmp_path / "empty" / "images").mkdir(parents=True)
-    (tmp_path / "empty" / "labels_masks").mkdir()
-    with pytest.raises(FileNotFoundError, match="no images"):
-        AnomalyDataset(tmp_path / "empty")
-
-
-def test_semantic_dataset_and_missing_map(tmp_path):
-    root = _kitti(tmp_path / "kitti", n=3)
-    ds = SemanticSegDataset(root, ["000001", "000002"])
-    item = ds[0]
-    assert item["image"].shape == (3, H, W) and item["mask"].dtype == torch.int64
-    assert item["mask"][10, 10] == 1 and item["mask"][0, 0] == 255 and item["name"] == "000001"
-    (root / "training" / "semantic" / "000002.png").unlink()
-    with pytest.raises(FileNotFoundError, match="semantic map missing") as err:
-        SemanticSegDataset(root, ["000001", "000002"])
-    assert str(root / "training" / "semantic" / "000002.png") in str(err.value)
-
-
-def test_segmentation_datamodule_train_val_by_sequence_and_anomaly_test(tmp_path):
-    root = _kitti(tmp_path / "kitti", n=12)
-    anomaly = _anomaly(tmp_path / "anomaly", n=3, size=(40, 56))
-    dm = SegmentationDataModule(
-        data_path=str(root), anomaly_path=str(anomaly), image_size=(32, 40), batch_size=2, num_workers=0
-    )
-    dm.setup()
-    train_ids = {item[2] for item in dm.datasets["train"].items}
-    val_ids = {item[2] for item in dm.datasets["val"].items}
-    assert len(train_ids) + len(val_ids) == 12 and not (
-        {int(i) // 2 for i in train_ids} & {int(i) // 2 for i in val_ids}
-    )
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (2, 3, 32, 40) and batch["mask"].shape == (2, 32, 40)
-    assert set(batch["mask"].unique().tolist()) <= {0, 1, 2, 255}
-    test = next(iter(dm.test_dataloader()))
-    assert (
-        test["image"].shape == (2, 3, 32, 40)
-        and test["label"].shape == (2, 32, 40)
-        and len(test["name"]) == 2
-    )
-    assert set(test["label"].unique().tolist()) <= {0, 1, 255}
-
-
-def test_repeat_factor_sampling_reads_classes_from_labels_and_semantic_maps(tmp_path):
-    root = _kitti(tmp_path / "kitti", n=12)  # every image: Car (and a Van -> Car); maps hold class i % 3
+def test_detection_repeat_factor_sampling_reads_classes_from_labels(tmp_path):
+    root = write_kitti(tmp_path / "kitti", n=12)  # every image: Car (and a Van -> Car)
     det = DetectionDataModule(data_path=str(root), num_workers=0, repeat_threshold=0.5)
     det.setup("fit")
     assert det.datasets["train"].image_classes() == [{0}] * len(det.splits["train"])
@@ -412,30 +255,3 @@ def test_repeat_factor_sampling_reads_classes_from_labels_and_semantic_maps(tmp_
     assert isinstance(sampler, WeightedRandomSampler) and sampler.weights.tolist() == [1.0] * len(
         det.splits["train"]
     )  # one class in every image: nothing to weight up
-    seg = SegmentationDataModule(data_path=str(root), num_workers=0, repeat_threshold=0.9)
-    seg.setup("fit")
-    train = seg.datasets["train"]
-    classes = train.image_classes()
-    assert classes == [{int(name) % 3} for _, _, name in train.items]  # the void rows are left out
-    weights = seg.train_dataloader().sampler.weights
-    n = len(classes)
-    for c, w in zip(classes, weights.tolist()):
-        share = sum(k == c for k in classes) / n
-        assert w == pytest.approx(max(1.0, (0.9 / share) ** 0.5))
-
-
-def test_pad_collate_pads_masks_with_void():
-    batch = [
-        {"image": torch.ones(3, 4, 5), "label": torch.zeros(4, 5, dtype=torch.int64), "name": "a"},
-        {"image": torch.ones(3, 6, 3), "label": torch.ones(6, 3, dtype=torch.int64), "name": "b"},
-    ]
-    out = pad_collate(batch)
-    assert (
-        out["image"].shape == (2, 3, 6, 5) and out["label"].shape == (2, 6, 5) and out["name"] == ["a", "b"]
-    )
-    assert (
-        out["image"][0, :, 4:].sum() == 0
-        and (out["label"][0, 4:] == 255).all()
-        and (out["label"][1, :, 3:] == 255).all()
-    )
-    assert (out["label"][0, :4] == 0).all()

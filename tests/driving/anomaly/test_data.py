@@ -1,0 +1,139 @@
+"""Road-anomaly datasets and data module on tiny KITTI / SegmentMeIfYouCan fixtures written in tmp_path."""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from domains.driving.anomaly.data import (
+    AnomalyDataset,
+    SegmentationDataModule,
+    SemanticSegDataset,
+    pad_collate,
+)
+from domains.driving.formats import LabelFormatError, LabelWarning
+from tests.driving.layouts import H, W, fake_synthetic, write_kitti, write_smiyc
+from tests.helpers import write_image
+
+
+def test_anomaly_dataset_loads_smiyc_layout(tmp_path):
+    root = write_smiyc(tmp_path / "a", n=2)
+    # SMIYC's own naming: <name>_labels_semantic.png
+    (root / "labels_masks" / "frame1.png").rename(root / "labels_masks" / "frame1_labels_semantic.png")
+    ds = AnomalyDataset(root)
+    assert len(ds) == 2
+    item = ds[1]
+    assert (
+        item["name"] == "frame1" and item["image"].shape == (3, H, W) and item["image"].dtype == torch.float32
+    )
+    assert item["label"].dtype == torch.int64 and item["label"].shape == (H, W)
+    assert set(item["label"].unique().tolist()) == {0, 1, 255} and int((item["label"] == 1).sum()) == 200
+    flipped = AnomalyDataset(root, transform=A.Compose([A.HorizontalFlip(p=1.0)]))[1]
+    assert torch.equal(flipped["label"], item["label"].flip(-1))
+
+
+def test_anomaly_dataset_errors_name_the_file(tmp_path):
+    root = write_smiyc(tmp_path / "a", n=2)
+    bad = np.zeros((H, W), np.uint8)
+    bad[0, 0] = 7
+    cv2.imwrite(str(root / "labels_masks" / "frame0.png"), bad)
+    with pytest.raises(LabelFormatError, match=r"label values \[7\]") as err:
+        AnomalyDataset(root)[0]
+    assert str(err.value).startswith(f"{root / 'labels_masks' / 'frame0.png'}:")
+
+    cv2.imwrite(str(root / "labels_masks" / "frame0.png"), np.zeros((H, W + 2), np.uint8))
+    with pytest.raises(LabelFormatError, match="66x48 but image frame0.jpg is 64x48"):
+        AnomalyDataset(root)[0]
+
+    write_image(root / "images" / "orphan.webp")
+    with pytest.raises(LabelFormatError, match="no label mask") as err:
+        AnomalyDataset(root)
+    assert str(err.value).startswith(f"{root / 'images' / 'orphan.webp'}:")
+    with pytest.warns(LabelWarning, match="dropped 1 image"):
+        assert len(AnomalyDataset(root, require_labels=False)) == 2
+
+    with pytest.raises(FileNotFoundError, match="labels_masks"):
+        AnomalyDataset(tmp_path / "nothing")
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "labels_masks").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        AnomalyDataset(tmp_path / "empty")
+
+
+def test_semantic_dataset_and_missing_map(tmp_path):
+    root = write_kitti(tmp_path / "kitti", n=3)
+    ds = SemanticSegDataset(root, ["000001", "000002"])
+    item = ds[0]
+    assert item["image"].shape == (3, H, W) and item["mask"].dtype == torch.int64
+    assert item["mask"][10, 10] == 1 and item["mask"][0, 0] == 255 and item["name"] == "000001"
+    (root / "training" / "semantic" / "000002.png").unlink()
+    with pytest.raises(FileNotFoundError, match="semantic map missing") as err:
+        SemanticSegDataset(root, ["000001", "000002"])
+    assert str(root / "training" / "semantic" / "000002.png") in str(err.value)
+
+
+def test_segmentation_datamodule_train_val_by_sequence_and_anomaly_test(tmp_path):
+    root = write_kitti(tmp_path / "kitti", n=12)
+    anomaly = write_smiyc(tmp_path / "anomaly", n=3, size=(40, 56))
+    dm = SegmentationDataModule(
+        data_path=str(root), anomaly_path=str(anomaly), image_size=(32, 40), batch_size=2, num_workers=0
+    )
+    dm.setup()
+    train_ids = {item[2] for item in dm.datasets["train"].items}
+    val_ids = {item[2] for item in dm.datasets["val"].items}
+    assert len(train_ids) + len(val_ids) == 12 and not (
+        {int(i) // 2 for i in train_ids} & {int(i) // 2 for i in val_ids}
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 32, 40) and batch["mask"].shape == (2, 32, 40)
+    assert set(batch["mask"].unique().tolist()) <= {0, 1, 2, 255}
+    test = next(iter(dm.test_dataloader()))
+    assert (
+        test["image"].shape == (2, 3, 32, 40)
+        and test["label"].shape == (2, 32, 40)
+        and len(test["name"]) == 2
+    )
+    assert set(test["label"].unique().tolist()) <= {0, 1, 255}
+
+
+def test_segmentation_datamodule_falls_back_to_the_synthetic_generator(tmp_path, monkeypatch):
+    kitti, anomaly = write_kitti(tmp_path / "kitti", n=12), write_smiyc(tmp_path / "anomaly", n=2)
+    fake_synthetic(monkeypatch, kitti=kitti, anomaly=anomaly)
+    seg = SegmentationDataModule(num_workers=0)
+    seg.prepare_data()
+    seg.setup()
+    assert len(seg.datasets["test"]) == 2
+
+
+def test_segmentation_repeat_factor_sampling_reads_classes_from_semantic_maps(tmp_path):
+    root = write_kitti(tmp_path / "kitti", n=12)  # the maps hold class i % 3
+    seg = SegmentationDataModule(data_path=str(root), num_workers=0, repeat_threshold=0.9)
+    seg.setup("fit")
+    train = seg.datasets["train"]
+    classes = train.image_classes()
+    assert classes == [{int(name) % 3} for _, _, name in train.items]  # the void rows are left out
+    weights = seg.train_dataloader().sampler.weights
+    n = len(classes)
+    for c, w in zip(classes, weights.tolist()):
+        share = sum(k == c for k in classes) / n
+        assert w == pytest.approx(max(1.0, (0.9 / share) ** 0.5))
+
+
+def test_pad_collate_pads_masks_with_void():
+    batch = [
+        {"image": torch.ones(3, 4, 5), "label": torch.zeros(4, 5, dtype=torch.int64), "name": "a"},
+        {"image": torch.ones(3, 6, 3), "label": torch.ones(6, 3, dtype=torch.int64), "name": "b"},
+    ]
+    out = pad_collate(batch)
+    assert (
+        out["image"].shape == (2, 3, 6, 5) and out["label"].shape == (2, 6, 5) and out["name"] == ["a", "b"]
+    )
+    assert (
+        out["image"][0, :, 4:].sum() == 0
+        and (out["label"][0, 4:] == 255).all()
+        and (out["label"][1, :, 3:] == 255).all()
+    )
+    assert (out["label"][0, :4] == 0).all()

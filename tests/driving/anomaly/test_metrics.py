@@ -1,0 +1,229 @@
+"""Road-anomaly metrics: pixel AP/AUROC/FPR95 against sklearn and by hand, SMIYC component metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from domains.driving.anomaly.metrics import (
+    PixelAnomalyAccumulator,
+    best_f1_threshold,
+    component_metrics,
+    component_stats,
+    pixel_anomaly_metrics,
+)
+
+# ------------------------------------------------------------------------------------------------ pixels
+
+
+def _random_set(seed, n_images=4, shape=(24, 32), levels=15):
+    """Score maps with many ties (few levels), labels 0/1 and a void band."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, levels, size=(n_images, *shape)) / levels
+    labels = (rng.random((n_images, *shape)) < 0.15 + 0.5 * scores).astype(np.uint8)
+    labels[:, :3] = 255
+    labels[rng.random(labels.shape) < 0.05] = 255
+    return scores, labels
+
+
+def _sklearn_reference(scores, labels):
+    v = labels != 255
+    y, s = labels[v], scores[v]
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return average_precision_score(y, s), roc_auc_score(y, s), fpr[np.argmax(tpr >= 0.95)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pixel_metrics_match_sklearn_with_ties_and_void(seed):
+    scores, labels = _random_set(seed)
+    ap, auroc, fpr95 = _sklearn_reference(scores, labels)
+    out = pixel_anomaly_metrics(scores, labels)
+    assert out["ap"] == pytest.approx(ap, abs=1e-9)
+    assert out["auroc"] == pytest.approx(auroc, abs=1e-9)
+    assert out["fpr95"] == pytest.approx(fpr95, abs=1e-12)
+    assert out["num_pixels"] == int((labels != 255).sum())
+    assert out["num_void"] == int((labels == 255).sum())
+    assert out["num_images"] == 4 and not out["binned"]
+
+
+def test_pixel_streaming_equals_one_shot_and_accepts_all_input_forms():
+    scores, labels = _random_set(3, n_images=5)
+    one_shot = pixel_anomaly_metrics(scores.reshape(-1), labels.reshape(-1))
+    acc = PixelAnomalyAccumulator()
+    for s, y in zip(scores, labels, strict=True):
+        for half in (slice(0, 12), slice(12, None)):  # several chunks per image
+            acc.update(torch.from_numpy(s[half]), torch.from_numpy(y[half]))
+    streamed = acc.compute()
+    as_pairs = pixel_anomaly_metrics(((s, y, f"img{i}") for i, (s, y) in enumerate(zip(scores, labels))))
+    as_lists = pixel_anomaly_metrics(list(scores), list(labels))
+    for key in ("ap", "auroc", "fpr95", "num_pixels", "num_positive"):
+        assert streamed[key] == one_shot[key] == as_pairs[key] == as_lists[key], key
+
+
+def test_pixel_metrics_by_hand():
+    # descending: 0.9 (+) P=1 R=1/2; 0.8 (-) P=1/2 R=1/2; 0.7 (+) P=2/3 R=1 -> AP = 1/2 * 1 + 1/2 * 2/3
+    out = pixel_anomaly_metrics(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1]))
+    assert out["ap"] == pytest.approx(0.5 + 1 / 3)
+    assert out["auroc"] == pytest.approx(0.5)  # one of the two (pos, neg) pairs ranked right
+    # a tie between a positive and a negative is one threshold: P = 1/2 at R = 1
+    tie = pixel_anomaly_metrics(np.array([0.5, 0.5]), np.array([1, 0]))
+    assert tie["ap"] == pytest.approx(0.5) and tie["auroc"] == pytest.approx(0.5)
+
+
+def test_fpr95_by_hand():
+    # 20 anomaly pixels scored 1..20: TPR first reaches 0.95 (19/20) at threshold 2.
+    # 10 normal pixels: 4 scored 10.5 (above 2), 6 scored 0.5 -> FPR95 = 4/10.
+    scores = np.concatenate([np.arange(1, 21), [10.5] * 4, [0.5] * 6]).astype(float)
+    labels = np.array([1] * 20 + [0] * 10)
+    out = pixel_anomaly_metrics(scores, labels)
+    assert out["fpr95"] == pytest.approx(0.4)
+    assert pixel_anomaly_metrics(scores, labels, tpr_at=1.0)["fpr95"] == pytest.approx(0.4)
+    assert pixel_anomaly_metrics(scores, labels, tpr_at=0.5)["fpr95"] == pytest.approx(0.0)  # 11..20 > 10.5
+
+
+def test_binned_path_stays_close_to_sklearn():
+    rng = np.random.default_rng(0)
+    n = 120_000
+    scores = rng.normal(size=n) + rng.random(n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-2 * scores))).astype(np.uint8)
+    # second half shifted so that later chunks leave the first range and force a re-binning
+    scores[n // 2 :] *= 1.7
+    acc = PixelAnomalyAccumulator(max_distinct=4096)
+    for chunk in np.array_split(np.arange(n), 6):
+        acc.update(scores[chunk], labels[chunk])
+    out = acc.compute()
+    assert out["binned"] and out["num_pixels"] == n
+    assert out["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-3)
+    assert out["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-3)
+
+
+def test_pixel_input_errors_name_the_image():
+    scores, labels = _random_set(0, n_images=3)
+    scores[1, 5, 6] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*image index 1.*\(5, 6\)"):
+        pixel_anomaly_metrics(scores, labels)
+    with pytest.raises(ValueError, match="NaN.*'frame_007'"):
+        pixel_anomaly_metrics([(scores[0], labels[0], "frame_000"), (scores[1], labels[1], "frame_007")])
+    bad = labels.copy()
+    bad[0, 4, 4] = 2
+    with pytest.raises(ValueError, match=r"0 \(normal\), 1 \(anomaly\) or 255.*\[2\]"):
+        pixel_anomaly_metrics(np.zeros(bad.shape), bad)
+    with pytest.raises(ValueError, match="shape"):
+        pixel_anomaly_metrics(np.zeros((4, 4)), np.zeros((4, 5), dtype=np.uint8))
+
+
+def test_no_anomaly_pixels_gives_nan_with_warning():
+    with pytest.warns(UserWarning, match="no anomaly"):
+        out = pixel_anomaly_metrics(np.array([0.1, 0.2]), np.array([0, 0]))
+    assert math.isnan(out["ap"]) and math.isnan(out["auroc"]) and math.isnan(out["fpr95"])
+
+
+def test_best_f1_threshold_by_hand():
+    # score >= 0.9: F1 = 2*1/(1+0+2) = 2/3; >= 0.8: 2/(1+1+2) = 1/2; >= 0.7: 4/(2+1+2) = 4/5; >= 0.1: 4/6
+    scores, labels = np.array([0.9, 0.8, 0.7, 0.1]), np.array([1, 0, 1, 0])
+    best = best_f1_threshold(scores, labels)
+    assert best["threshold"] == pytest.approx(0.7) and best["f1"] == pytest.approx(0.8)
+    assert best["precision"] == pytest.approx(2 / 3) and best["recall"] == pytest.approx(1.0)
+    acc = PixelAnomalyAccumulator()
+    acc.update(scores, labels)
+    assert best_f1_threshold(acc) == best
+
+
+# ------------------------------------------------------------------------------------------- components
+
+
+def _blank(h=12, w=16):
+    return np.zeros((h, w)), np.zeros((h, w), dtype=np.uint8)
+
+
+def test_component_fully_hit_blob():
+    score, label = _blank()
+    label[2:6, 2:6] = 1
+    score[2:6, 2:6] = 1.0
+    out = component_metrics(score, label, threshold=0.5)
+    assert out["sIoU_gt"] == pytest.approx(1.0) and out["PPV"] == pytest.approx(1.0)
+    assert out["mean_F1"] == pytest.approx(1.0)
+    assert out["num_gt_components"] == 1 and out["num_pred_components"] == 1
+
+
+def test_component_half_hit_blob():
+    score, label = _blank()
+    label[2:6, 2:6] = 1  # 16 px
+    score[2:6, 2:4] = 1.0  # left half, 8 px, all on the object
+    out = component_metrics(score, label, threshold=0.5)
+    assert out["sIoU_gt"] == pytest.approx(0.5) and out["PPV"] == pytest.approx(1.0)
+    # TP while sIoU > tau: tau = 0.25 ... 0.45 (5 of 11); FN from tau = 0.5 on; never a FP.
+    assert out["tp"] == [1] * 5 + [0] * 6 and out["fn"] == [0] * 5 + [1] * 6 and out["fp"] == [0] * 11
+    assert out["mean_F1"] == pytest.approx(5 / 11)
+
+
+def test_component_false_positive_blob():
+    score, label = _blank()
+    label[2:6, 2:6] = 1
+    score[2:6, 2:6] = 1.0
+    score[8:10, 10:14] = 0.9  # far from any object: PPV 0
+    out = component_metrics(score, label, threshold=0.5)
+    assert out["PPV"] == pytest.approx(0.5)  # mean of 1 and 0
+    assert out["fp"] == [1] * 11 and out["tp"] == [1] * 11
+    assert out["mean_F1"] == pytest.approx(2 / 3)  # 2 TP / (2 TP + 0 FN + 1 FP)
+
+
+def test_component_adjustment_excludes_other_objects():
+    score, label = _blank()
+    label[2:4, 2:4] = 1  # K1, 4 px
+    label[2:4, 5:7] = 1  # K2, 4 px, separated by column 4
+    score[2:4, 2:7] = 1.0  # one prediction over both and the 2-px gap
+    stats = component_stats(score, label, 0.5)
+    # sIoU(K1) = |K1| / (|K1| + 2 gap px) = 4/6: K2's pixels are excused (adjustment set A)
+    np.testing.assert_allclose(stats["sIoU_gt"], [2 / 3, 2 / 3])
+    np.testing.assert_allclose(stats["PPV"], [8 / 10])
+
+
+def test_component_void_and_connectivity_and_size_filter():
+    score, label = _blank()
+    label[2, 2] = label[3, 3] = 1  # diagonal neighbours: one 8-connected component
+    score[2, 2] = score[3, 3] = 1.0
+    label[8:, :] = 255
+    score[8:, :] = 1.0  # high scores in void make no prediction
+    score[0, 10] = 1.0  # a 1-px false positive
+    stats = component_stats(score, label, 0.5)
+    assert stats["sIoU_gt"].tolist() == [1.0]
+    assert sorted(stats["PPV"].tolist()) == [0.0, 1.0]
+    filtered = component_stats(score, label, 0.5, min_pred_size=2)  # both predictions <= 2 px
+    assert filtered["PPV"].tolist() == [1.0]
+    dropped = component_stats(score, label, 0.5, min_gt_size=3)  # the 2-px object becomes void
+    assert dropped["sIoU_gt"].size == 0 and dropped["PPV"].tolist() == [0.0]
+
+
+def _brute_force_component_stats(score, label, threshold):
+    """Straight from the definitions, one set at a time (reference for the vectorised version)."""
+    from scipy import ndimage
+
+    roi = label != 255
+    gt, n_gt = ndimage.label(label == 1, structure=np.ones((3, 3)))
+    pred, n_pred = ndimage.label((score >= threshold) & roi, structure=np.ones((3, 3)))
+    siou = []
+    for k in range(1, n_gt + 1):
+        K = gt == k
+        P = np.isin(pred, np.unique(pred[K & (pred > 0)]))
+        A = (gt > 0) & ~K
+        siou.append((K & P).sum() / ((K | P) & ~A).sum())
+    ppv = [((pred == j) & (label == 1)).sum() / (pred == j).sum() for j in range(1, n_pred + 1)]
+    return np.array(siou), np.array(ppv)
+
+
+def test_component_stats_match_definition_on_random_maps():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        blobs = rng.random((40, 50)) < 0.25
+        label = blobs.astype(np.uint8)
+        label[rng.random(label.shape) < 0.03] = 255
+        score = blobs * 0.5 + rng.random(label.shape) * 0.7
+        got = component_stats(score, label, 0.6)
+        siou, ppv = _brute_force_component_stats(score, label, 0.6)
+        np.testing.assert_allclose(got["sIoU_gt"], siou)
+        np.testing.assert_allclose(got["PPV"], ppv)

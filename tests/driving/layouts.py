@@ -1,0 +1,56 @@
+"""Tiny driving data sets written in tmp_path, shared by the detection and anomaly data tests."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import cv2
+import numpy as np
+
+from tests.helpers import write_image
+
+W, H = 64, 48
+
+
+def write_kitti(root, n=8, semantic=True):
+    """n images, two per sequence, with a sequence map, KITTI labels and semantic maps."""
+    split = root / "training"
+    lines = []
+    for i in range(n):
+        stem = f"{i:06d}"
+        write_image(split / "image_2" / f"{stem}.png", seed=i)
+        (split / "label_2").mkdir(parents=True, exist_ok=True)
+        (split / "label_2" / f"{stem}.txt").write_text(
+            "Car 0.00 0 -1.57 10.00 5.00 40.00 30.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50\n"
+            "Van 0.00 0 -1.57 2.00 2.00 9.00 9.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50\n"
+            "DontCare -1 -1 -10 45.00 30.00 60.00 44.00 -1 -1 -1 -1000 -1000 -1000 -10\n"
+        )
+        if semantic:
+            (split / "semantic").mkdir(parents=True, exist_ok=True)
+            mask = np.full((H, W), i % 3, np.uint8)
+            mask[:4] = 255
+            cv2.imwrite(str(split / "semantic" / f"{stem}.png"), mask)
+        lines.append(f"{stem} seq{i // 2}")
+    (split / "sequence_map.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_smiyc(root, n=3, size=(H, W)):
+    for i in range(n):
+        write_image(root / "images" / f"frame{i}.jpg", width=size[1], height=size[0], seed=i)
+        label = np.zeros(size, np.uint8)
+        label[10:20, 10:30] = 1
+        label[:3] = 255
+        (root / "labels_masks").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "labels_masks" / f"frame{i}.png"), label)
+    return root
+
+
+def fake_synthetic(monkeypatch, kitti=None, anomaly=None) -> None:
+    """Stand in for :mod:`domains.driving.synthetic`, whose ``ensure_*`` functions the data modules import
+    lazily when no data path is given: they then return these folders."""
+    fake = types.ModuleType("domains.driving.synthetic")
+    fake.ensure_synthetic_kitti = lambda: kitti
+    fake.ensure_synthetic_anomaly = lambda: anomaly
+    monkeypatch.setitem(sys.modules, "domains.driving.synthetic", fake)

@@ -18,6 +18,7 @@ from domains.driving.classes import (
     SEMANTIC_ID,
     VOID,
 )
+from domains.driving.synthetic import writers
 
 SIZE = (320, 96)  # small frames keep the suite fast; the geometry scales with the width
 W, H = SIZE
@@ -250,14 +251,16 @@ def test_ensure_reuses_and_refuses_foreign_folders(tmp_path):
 def test_training_generator_never_draws_anomalies():
     assert not set(ANOMALY_KINDS) & set(S.TRAINING_KINDS)
     for s in range(40):
-        layout = S.sample_layout(S._layout_seed(0, S._KITTI_STREAM, s), SIZE, n_frames=10)
+        layout = S.sample_layout(writers._layout_seed(0, writers._KITTI_STREAM, s), SIZE, n_frames=10)
         assert not layout.allow_anomalies
         assert {o.kind for o in layout.objects} <= set(S.TRAINING_KINDS)
     layout = _blank_layout([S.ObjectSpec("tyre", 0.0, 10.0, 0.0, (0.2, 0.7, 0.7))])
     with pytest.raises(ValueError, match="anomaly"):
         S.render_frame(layout, 0)
-    kitti = {S._layout_seed(0, S._KITTI_STREAM, i) for i in range(500)}
-    anomaly = {S._layout_seed(0, S._ANOMALY_STREAM, i * 1000 + a) for i in range(100) for a in range(3)}
+    kitti = {writers._layout_seed(0, writers._KITTI_STREAM, i) for i in range(500)}
+    anomaly = {
+        writers._layout_seed(0, writers._ANOMALY_STREAM, i * 1000 + a) for i in range(100) for a in range(3)
+    }
     assert not kitti & anomaly
 
 

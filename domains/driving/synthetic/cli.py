@@ -1,0 +1,60 @@
+"""The command line, ``python -m domains.driving.synthetic kitti|anomaly|preview``: argument parsing only.
+
+It lives outside ``__main__.py`` so the package can re-export :func:`main` without importing its own
+``__main__`` module early (which makes ``python -m`` warn about a module found in ``sys.modules`` before it
+runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from domains.driving.synthetic.scene import DEFAULT_SIZE
+from domains.driving.synthetic.writers import (
+    DEFAULT_ANOMALY_ROOT,
+    DEFAULT_KITTI_ROOT,
+    _preview,
+    ensure_synthetic_anomaly,
+    ensure_synthetic_kitti,
+    generate_anomaly,
+    generate_kitti,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m domains.driving.synthetic kitti|anomaly|preview --root ... --n-images ...``."""
+    ap = argparse.ArgumentParser(
+        prog="python -m domains.driving.synthetic",
+        description=sys.modules[__package__].__doc__.splitlines()[0],
+    )
+    ap.add_argument("what", choices=("kitti", "anomaly", "preview"))
+    ap.add_argument(
+        "--root", default=None, help="output folder (default: data/driving/synthetic_{kitti,anomaly})"
+    )
+    ap.add_argument("--n-images", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=int, default=DEFAULT_SIZE[0])
+    ap.add_argument("--height", type=int, default=DEFAULT_SIZE[1])
+    ap.add_argument("--frames-per-sequence", type=int, default=10)
+    ap.add_argument("--anomaly-free-fraction", type=float, default=0.2)
+    ap.add_argument(
+        "--force", action="store_true", help="regenerate even when a finished set with these settings exists"
+    )
+    args = ap.parse_args(argv)
+    size = (args.width, args.height)
+    if args.what == "preview":
+        for p in _preview(Path(args.root or "/tmp/driving_samples"), args.seed, size):
+            print(p)
+        return 0
+    if args.what == "kitti":
+        kw = {"n_images": args.n_images or 1500, "frames_per_sequence": args.frames_per_sequence}
+        root, generate, ensure = args.root or DEFAULT_KITTI_ROOT, generate_kitti, ensure_synthetic_kitti
+    else:
+        kw = {"n_images": args.n_images or 200, "anomaly_free_fraction": args.anomaly_free_fraction}
+        root, generate, ensure = args.root or DEFAULT_ANOMALY_ROOT, generate_anomaly, ensure_synthetic_anomaly
+    kw.update(size=size, seed=args.seed)
+    path = generate(root, **kw) if args.force else ensure(root, **kw)
+    print(path)
+    return 0

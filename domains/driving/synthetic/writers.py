@@ -1,0 +1,348 @@
+"""Writing the data sets: the synthetic KITTI object set and the SegmentMeIfYouCan-style anomaly set.
+
+:func:`generate_kitti` writes sequences of frames (one street per sequence) with images, 15-field label
+lines, calibration files and semantic / instance maps; :func:`generate_anomaly` writes single frames with
+anomalies on the road, their ``labels_masks`` and semantic maps, from a seed stream disjoint from the KITTI
+set's. A folder is stamped as ours before writing and gets its ``.complete`` marker (holding the settings)
+last, so :func:`ensure_synthetic_kitti` / :func:`ensure_synthetic_anomaly` reuse only a finished set made with
+the same settings and never overwrite foreign data. :func:`_preview` writes a few annotated frames for a
+visual check.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from domains.driving.classes import DONTCARE
+from domains.driving.synthetic.labels import DONTCARE_MIN_HEIGHT
+from domains.driving.synthetic.layout import sample_layout
+from domains.driving.synthetic.render import colorize_semantic, render_frame, render_scene
+from domains.driving.synthetic.scene import DEFAULT_SIZE
+
+DEFAULT_KITTI_ROOT = "data/driving/synthetic_kitti"
+DEFAULT_ANOMALY_ROOT = "data/driving/synthetic_anomaly"
+MARKER = ".complete"  # written last: a folder without it is an interrupted generation
+STAMP = ".synthetic_generator"  # written first: marks a folder as ours so it may be cleaned and regenerated
+_KITTI_STREAM, _ANOMALY_STREAM = 0x4B495454, 0x414E4F4D  # separate seed streams: no scene is in both sets
+
+
+def _imwrite(path: Path, array: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), array):
+        raise OSError(f"{path}: cv2.imwrite failed (disk full or unwritable folder?)")
+
+
+def _layout_seed(seed: int, stream: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0])
+
+
+def _prepare_root(root: Path, names: tuple[str, ...], settings: dict) -> None:
+    """Make ``root`` ours: refuse a folder with foreign content, clear our own previous output."""
+    if root.exists() and any(root.iterdir()):
+        present = {p.name for p in root.iterdir()}
+        ours = STAMP in present or MARKER in present
+        foreign = sorted(present - set(names) - {STAMP, MARKER, "meta.json", "README.txt"})
+        if not ours or foreign:
+            raise FileExistsError(
+                f"{root}: folder exists and was not (only) written by domains.driving.synthetic "
+                f"(contains {sorted(present)[:6]}); refusing to overwrite it, choose another root"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).unlink(missing_ok=True)
+    (root / STAMP).write_text(json.dumps(settings, sort_keys=True) + "\n")
+    for name in names:
+        p = root / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def _make_dirs(base: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    dirs = {k: base / k for k in names}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def _finish(root: Path, meta: dict, settings: dict) -> None:
+    """``meta.json``, then the marker: written last, so only a finished set is ever reused."""
+    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (root / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
+
+
+def _ensure(caller: str, root: str | Path, kw: dict, allowed: set[str], settings, generate) -> Path:
+    """Reuse the finished set at ``root`` when its marker holds these settings, else ``generate`` it."""
+    root = Path(root)
+    if set(kw) - allowed - {"verbose"}:
+        raise TypeError(f"{caller}: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})}")
+    if _is_complete(root, settings(**{k: v for k, v in kw.items() if k in allowed})):
+        return root
+    return generate(root, **kw)
+
+
+def _kitti_settings(n_images=1500, size=DEFAULT_SIZE, seed=0, frames_per_sequence=10, density=1.0) -> dict:
+    return {
+        "kind": "kitti",
+        "n_images": int(n_images),
+        "size": [int(size[0]), int(size[1])],
+        "seed": int(seed),
+        "frames_per_sequence": int(frames_per_sequence),
+        "density": float(density),
+    }
+
+
+def generate_kitti(
+    root: str | Path,
+    n_images: int = 1500,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    seed: int = 0,
+    frames_per_sequence: int = 10,
+    density: float = 1.0,
+    verbose: bool = True,
+) -> Path:
+    """Write a synthetic KITTI object set; returns ``root`` (the split lives in ``root/training``).
+
+    Layout: ``training/image_2/<id:06d>.png`` (RGB), ``training/label_2/<id>.txt`` (15 fields),
+    ``training/calib/<id>.txt`` (KITTI P0..P3, R0_rect, Tr_*), ``training/semantic/<id>.png`` (uint8 ids,
+    see ``SEMANTIC_CLASSES``), ``training/instance/<id>.png`` (uint16, 0 = none; instance ``k`` is the
+    object of label line ``k`` counted from 1, DontCare lines included), ``sequences.txt`` (``<id> seqNNNN`` per line: the frames of a sequence share one street and
+    move through it), ``meta.json`` (settings, counts, what was not labelled) and the ``.complete`` marker,
+    written last.
+    """
+    if n_images < 1 or frames_per_sequence < 1:
+        raise ValueError(
+            f"generate_kitti: need n_images >= 1 and frames_per_sequence >= 1, got {n_images}, {frames_per_sequence}"
+        )
+    root = Path(root)
+    settings = _kitti_settings(n_images, size, seed, frames_per_sequence, density)
+    _prepare_root(root, ("training", "sequences.txt", "meta.json"), settings)
+    dirs = _make_dirs(root / "training", ("image_2", "label_2", "calib", "semantic", "instance"))
+    start = time.perf_counter()
+    seq_lines, per_seq = [], []
+    totals = {"objects": 0, "dontcare": 0, "hidden": 0, "behind_camera": 0, "outside_image": 0}
+    per_class: dict[str, int] = {}
+    layout = None
+    for i in range(n_images):
+        s, t = divmod(i, frames_per_sequence)
+        if t == 0:
+            n_frames = min(frames_per_sequence, n_images - i)
+            layout = sample_layout(
+                _layout_seed(seed, _KITTI_STREAM, s), size, n_frames=n_frames, density=density
+            )
+            per_seq.append(
+                {
+                    "sequence": f"seq{s:04d}",
+                    "lighting": layout.lighting,
+                    "weather": layout.weather,
+                    "frames": n_frames,
+                }
+            )
+        frame = render_frame(layout, t)
+        name = f"{i:06d}"
+        _imwrite(dirs["image_2"] / f"{name}.png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+        _imwrite(dirs["semantic"] / f"{name}.png", frame.semantic)
+        _imwrite(dirs["instance"] / f"{name}.png", frame.instance)
+        lines = frame.kitti_lines()
+        (dirs["label_2"] / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
+        _write_calib(dirs["calib"] / f"{name}.txt", frame.calib)
+        seq_lines.append(f"{name} seq{s:04d}")
+        for line in lines:
+            k = line.split(" ", 1)[0]
+            per_class[k] = per_class.get(k, 0) + 1
+        totals["objects"] += len(lines)
+        totals["dontcare"] += sum(line.startswith(DONTCARE) for line in lines)
+        for k in ("hidden", "behind_camera", "outside_image"):
+            totals[k] += frame.stats[k]
+    (root / "sequences.txt").write_text(
+        "# image_id sequence_id (frames of a sequence share one street)\n" + "\n".join(seq_lines) + "\n"
+    )
+    elapsed = time.perf_counter() - start
+    meta = {
+        "generator": "domains.driving.synthetic.generate_kitti",
+        "settings": settings,
+        "seconds": round(elapsed, 1),
+        "label_counts": per_class,
+        "not_labelled": {
+            "hidden": "objects drawn but fully covered by nearer ones",
+            "counts": {k: totals[k] for k in ("hidden", "behind_camera", "outside_image")},
+        },
+        "dontcare_min_height_px": DONTCARE_MIN_HEIGHT,
+        "occlusion_levels": "visible fraction of the in-image silhouette: >=0.9 -> 0, >=0.5 -> 1, >0 -> 2",
+        "instance_ids": "instance/<id>.png value k (1-based) is the object of label line k (DontCare included)",
+        "sequences": per_seq,
+    }
+    _finish(root, meta, settings)
+    if verbose:
+        print(
+            f"synthetic KITTI: {n_images} images in {len(per_seq)} sequences at {root} ({elapsed:.1f} s); "
+            f"labels {per_class}; not labelled: {meta['not_labelled']['counts']}"
+        )
+    return root
+
+
+def _write_calib(path: Path, P2: np.ndarray) -> None:
+    def row(m):
+        return " ".join(f"{v:.12e}" for v in np.asarray(m, np.float64).ravel())
+
+    eye = np.eye(3)
+    velo = np.array(
+        [[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]], np.float64
+    )  # x fwd, y left, z up (no offset)
+    lines = [f"P{k}: {row(P2)}" for k in range(4)]
+    lines += [f"R0_rect: {row(eye)}", f"Tr_velo_to_cam: {row(velo)}", f"Tr_imu_to_velo: {row(np.eye(3, 4))}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _is_complete(root: Path, settings: dict) -> bool:
+    marker = root / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()) == json.loads(json.dumps(settings, sort_keys=True))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def ensure_synthetic_kitti(root: str | Path = DEFAULT_KITTI_ROOT, **kw) -> Path:
+    """Generate the synthetic KITTI set on first use only (same settings as the marker: reuse); returns root."""
+    allowed = {"n_images", "size", "seed", "frames_per_sequence", "density"}
+    return _ensure("ensure_synthetic_kitti", root, kw, allowed, _kitti_settings, generate_kitti)
+
+
+def _anomaly_settings(
+    n_images=200, size=DEFAULT_SIZE, seed=0, anomaly_free_fraction=0.2, void_width=2, density=0.8
+) -> dict:
+    return {
+        "kind": "anomaly",
+        "n_images": int(n_images),
+        "size": [int(size[0]), int(size[1])],
+        "seed": int(seed),
+        "anomaly_free_fraction": float(anomaly_free_fraction),
+        "void_width": int(void_width),
+        "density": float(density),
+    }
+
+
+MIN_ANOMALY_PIXELS = 25  # an anomaly frame is redrawn until this many anomaly pixels are visible
+
+
+def generate_anomaly(
+    root: str | Path,
+    n_images: int = 200,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    seed: int = 0,
+    anomaly_free_fraction: float = 0.2,
+    void_width: int = 2,
+    density: float = 0.8,
+    verbose: bool = True,
+) -> Path:
+    """Write a synthetic road-anomaly set in the SegmentMeIfYouCan layout; returns ``root``.
+
+    ``images/<name>.png`` (RGB), ``labels_masks/<name>.png`` (0 normal, 1 anomaly, 255 void on a
+    ``void_width``-px band outside each anomaly), ``semantic/<name>.png`` (in-distribution ids, anomalies
+    255), ``meta.json`` (per image: anomaly kinds, lighting, weather) and the ``.complete`` marker, written
+    last. Exactly ``round(n_images * anomaly_free_fraction)`` images have no anomaly. Scenes come from a
+    seed stream disjoint from :func:`generate_kitti`'s.
+    """
+    if n_images < 1 or not 0.0 <= anomaly_free_fraction <= 1.0:
+        raise ValueError(
+            f"generate_anomaly: need n_images >= 1 and 0 <= anomaly_free_fraction <= 1, got "
+            f"{n_images}, {anomaly_free_fraction}"
+        )
+    root = Path(root)
+    settings = _anomaly_settings(n_images, size, seed, anomaly_free_fraction, void_width, density)
+    _prepare_root(root, ("images", "labels_masks", "semantic", "meta.json"), settings)
+    dirs = _make_dirs(root, ("images", "labels_masks", "semantic"))
+    n_free = round(n_images * anomaly_free_fraction)
+    free = set(np.random.default_rng([seed, _ANOMALY_STREAM]).permutation(n_images)[:n_free].tolist())
+    start = time.perf_counter()
+    per_image, kinds_total, redraws = [], {}, 0
+    for i in range(n_images):
+        with_anomaly = i not in free
+        for attempt in range(20):
+            layout = sample_layout(
+                _layout_seed(seed, _ANOMALY_STREAM, i * 1000 + attempt),
+                size,
+                anomalies=with_anomaly,
+                density=density,
+            )
+            frame = render_frame(layout, 0)
+            if not with_anomaly or int(frame.anomaly.sum()) >= MIN_ANOMALY_PIXELS:
+                break
+            redraws += 1
+        else:
+            raise RuntimeError(
+                f"generate_anomaly: image {i}: no visible anomaly after 20 layouts (size {size} too small?)"
+            )
+        name = f"synthetic_{i:05d}"
+        _imwrite(dirs["images"] / f"{name}.png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+        _imwrite(dirs["labels_masks"] / f"{name}.png", frame.anomaly_mask(void_width))
+        _imwrite(dirs["semantic"] / f"{name}.png", frame.semantic)
+        kinds = [o.kind for o in frame.objects if o.is_anomaly and not o.hidden]
+        for k in kinds:
+            kinds_total[k] = kinds_total.get(k, 0) + 1
+        per_image.append(
+            {"name": name, "anomalies": kinds, "lighting": frame.lighting, "weather": frame.weather}
+        )
+    elapsed = time.perf_counter() - start
+    meta = {
+        "generator": "domains.driving.synthetic.generate_anomaly",
+        "settings": settings,
+        "seconds": round(elapsed, 1),
+        "anomaly_free_images": n_free,
+        "anomaly_counts": kinds_total,
+        "redrawn_layouts": redraws,
+        "labels": "0 normal, 1 anomaly, 255 void: a band of void_width px outside each anomaly's visible pixels",
+        "images": per_image,
+    }
+    _finish(root, meta, settings)
+    if verbose:
+        print(
+            f"synthetic road anomalies: {n_images} images ({n_free} anomaly-free) at {root} ({elapsed:.1f} s); "
+            f"anomalies {kinds_total}"
+        )
+    return root
+
+
+def ensure_synthetic_anomaly(root: str | Path = DEFAULT_ANOMALY_ROOT, **kw) -> Path:
+    """Generate the synthetic anomaly set on first use only (same settings as the marker: reuse); returns root."""
+    allowed = {"n_images", "size", "seed", "anomaly_free_fraction", "void_width", "density"}
+    return _ensure("ensure_synthetic_anomaly", root, kw, allowed, _anomaly_settings, generate_anomaly)
+
+
+def _preview(out: Path, seed: int, size: tuple[int, int]) -> list[Path]:
+    """Write a few sample frames (image, boxes, semantic colours, anomaly mask) for a visual check."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    cases = [
+        ("day", "clear", 0),
+        ("dusk", "rain", 0),
+        ("night", "clear", 0),
+        ("day", "fog", 0),
+        ("day", "clear", 2),
+        ("night", "clear", 1),
+    ]
+    for k, (lighting, weather, anomalies) in enumerate(cases):
+        frame = render_scene(seed + k, size, anomalies=anomalies, lighting=lighting, weather=weather)
+        boxes = frame.image.copy()
+        for o in frame.objects:
+            if o.hidden:
+                continue
+            col = (255, 140, 0) if o.is_anomaly else (0, 255, 0) if not o.dontcare else (128, 128, 128)
+            x0, y0, x1, y1 = (round(v) for v in o.box)
+            cv2.rectangle(boxes, (x0, y0), (x1 - 1, y1 - 1), col, 1)
+        rows = [frame.image, boxes, colorize_semantic(frame.semantic)]
+        if anomalies:
+            m = frame.anomaly_mask()
+            vis = np.stack([m == 1, m == 255, np.zeros_like(m, bool)], -1).astype(np.uint8) * 255
+            rows.append(vis)
+        path = out / f"{k}_{lighting}_{weather}{'_anomaly' if anomalies else ''}.png"
+        _imwrite(path, cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+        written.append(path)
+    return written

@@ -15,6 +15,7 @@ from collections.abc import Collection, Hashable, Sequence
 import albumentations as A
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -98,7 +99,7 @@ class SplitLoaders(pl.LightningDataModule):
         cached = self._repeat_factors
         if cached is None or cached[0] is not dataset or cached[1] != self.repeat_threshold:
             factors = repeat_factors(dataset.image_classes(), self.repeat_threshold)
-            print(
+            rank_zero_info(
                 f"repeat-factor sampling (threshold {self.repeat_threshold}): {int((factors > 1).sum())} of "
                 f"{len(factors)} training images weighted up, factors {factors.min():.2f}-{factors.max():.2f}"
             )
@@ -182,7 +183,7 @@ def group_split(
     for i, g in enumerate(groups):
         out[assignment[g]].append(i)
     if verbose:
-        print(split_table(out, groups))
+        rank_zero_info(split_table(out, groups))
     return out
 
 

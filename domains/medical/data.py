@@ -28,6 +28,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from shared.data import SplitLoaders, default_num_workers, group_split, segmentation_augmentations
@@ -145,7 +146,7 @@ class LIDCPngDataset(MedicalDataset):
                 self.ids.append(f"{patient_dir.name}/{path.stem}")
                 self.groups.append(patient_dir.name)
         if ignored:
-            print(
+            rank_zero_info(
                 f"[LIDCPngDataset] {img_dir}: ignored {len(ignored)} entries that are not "
                 f"<patient>/<name>.png (e.g. {ignored[0].name})"
             )
@@ -400,7 +401,7 @@ class DecathlonSliceDataset(MedicalDataset):
                 }
             )
             self.slices.extend((c, int(z)) for z in sorted([*fg_idx, *keep_empty]))
-        print(
+        rank_zero_info(
             f"[DecathlonSliceDataset] {self.root} {split}: {len(cases)} volumes, "
             f"{self.stats['foreground_slices']} foreground slices, kept {self.stats['empty_slices_kept']} of "
             f"{self.stats['empty_slices']} empty slices"
@@ -687,7 +688,9 @@ class MedicalDataModule(SplitLoaders):
             base = build_dataset(self.data_format, self._path(), split, **kw)
             indices = _cap_indices(len(base), self._cap(split))
             if len(indices) < len(base):
-                print(f"[MedicalDataModule] {split}: using {len(indices)} of {len(base)} images (max_items)")
+                rank_zero_info(
+                    f"[MedicalDataModule] {split}: using {len(indices)} of {len(base)} images (max_items)"
+                )
             train = split == "train"
             augment = segmentation_augmentations(seed=self.seed) if (train and self.augment) else None
             self.datasets[split] = ReaderDataset(

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities import rank_zero_info
 
 
 def uncertainty_map(probs: torch.Tensor, kind: str = "entropy") -> torch.Tensor:
@@ -136,7 +137,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            print(
+            rank_zero_info(
                 f"[MedicalPredictionWriter] wrote {len(self.written)} image folders under {self.output_dir}"
             )
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.formats import ObjectLabel, write_kitti_label
 
@@ -139,7 +140,7 @@ class KittiPredictionWriter(BasePredictionWriter):
             self.written += 1
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
-        print(f"wrote {self.written} KITTI result files and images to {self.output_dir}")
+        rank_zero_info(f"wrote {self.written} KITTI result files and images to {self.output_dir}")
 
 
 __all__ = [

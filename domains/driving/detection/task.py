@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.classes import DETECTION_CLASSES, SEMANTIC_CLASSES
@@ -145,7 +146,7 @@ class DetectionTask(BaseTask):
         )
         if pretrained_backbone:
             report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
-            print(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
         self.ignore_overlap = ignore_overlap
         self.kitti_difficulties = list(kitti_difficulties)
         self.kitti_min_height_scale = float(kitti_min_height_scale)

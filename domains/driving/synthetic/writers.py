@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.classes import DONTCARE
 from domains.driving.synthetic.labels import DONTCARE_MIN_HEIGHT
@@ -179,7 +180,7 @@ def generate_kitti(
     }
     _finish(root, meta, settings)
     if verbose:
-        print(
+        rank_zero_info(
             f"synthetic KITTI: {n_images} images in {len(per_seq)} sequences at {root} ({elapsed:.1f} s); "
             f"labels {per_class}; not labelled: {meta['not_labelled']['counts']}"
         )
@@ -303,7 +304,7 @@ def generate_anomaly(
     }
     _finish(root, meta, settings)
     if verbose:
-        print(
+        rank_zero_info(
             f"synthetic road anomalies: {n_images} images ({n_free} anomaly-free) at {root} ({elapsed:.1f} s); "
             f"anomalies {kinds_total}"
         )

@@ -194,6 +194,35 @@ def _state_size(value) -> float:
     return float(value.detach().double().sum())
 
 
+class RecordTestMetrics(pl.Callback):
+    """Writes ``<out_dir>/test_rank<r>.json``: the ``test/*`` values this process ended ``test`` with."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = Path(out_dir)
+
+    def on_test_end(self, trainer, pl_module):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "test": values}
+        (self.out_dir / f"test_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def run_test(
+    module: str, base_args: list[str], ckpt: Path, out_dir: Path, cwd: Path, devices: int
+) -> list[dict]:
+    """``test --ckpt_path ckpt`` on ``devices`` CPU processes (gloo DDP when 2) with :class:`RecordTestMetrics`."""
+    record = {"class_path": "tests.helpers.RecordTestMetrics", "init_args": {"out_dir": str(out_dir)}}
+    ddp = (
+        ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+        if devices == 2
+        else ["--trainer.devices", "1"]
+    )
+    args = ["test", *base_args, "--trainer.accelerator", "cpu", *ddp, "--ckpt_path", str(ckpt)]
+    proc = run_cli(module, [*args, f"--trainer.callbacks+={json.dumps(record)}"], cwd)
+    assert proc.returncode == 0, f"test failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
+    return [json.loads((out_dir / f"test_rank{r}.json").read_text()) for r in range(devices)]
+
+
 class RecordRankData(pl.Callback):
     """Writes ``<out_dir>/rank<r>.json`` per process: the training item ids it saw and, optionally, a metric
     state before and after the cross-rank reduction (``metric``: attribute path of a torchmetrics ``Metric``

@@ -25,6 +25,7 @@ from tests.helpers import (
     kill_and_resume,
     poisoned_fit_args,
     run_ddp_fit,
+    run_test,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,3 +280,11 @@ def test_anomaly_fit_under_ddp_splits_data_and_reduces_miou_states(scenes, tmp_p
     assert bool(
         torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]["model.calibrated"]
     )
+    # test under DDP: each rank scores a shard; the pixel counts, image scores and kept maps are pooled, so
+    # both ranks report what one process over the whole test set reports
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    ranks = run_test(ANOMALY, anomaly_args(scenes), ckpt, tmp_path / "test2", tmp_path, devices=2)
+    (single,) = run_test(ANOMALY, anomaly_args(scenes), ckpt, tmp_path / "test1", tmp_path, devices=1)
+    assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["test"] == ranks[1]["test"]
+    for key in ("test/ap", "test/auroc", "test/fpr95", "test/image_auroc"):
+        assert ranks[0]["test"][key] == pytest.approx(single["test"][key]), key

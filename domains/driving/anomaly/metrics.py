@@ -197,7 +197,38 @@ class PixelAnomalyAccumulator:
         self.values = np.empty(0, dtype=np.float64)
         self.binned = True
 
-    def _add_binned(self, s: np.ndarray, is_pos: np.ndarray) -> None:
+    def merge(self, other: PixelAnomalyAccumulator) -> PixelAnomalyAccumulator:
+        """Add another accumulator's counts (e.g. another DDP rank's); exact + exact stays exact, anything with
+        a binned side is binned (the other's bins enter by their centres). Returns ``self``."""
+        self.num_void += other.num_void
+        self.num_images += other.num_images
+        if other.binned:
+            width = (other.hi - other.lo) / other.max_distinct
+            values = other.lo + (np.arange(other.max_distinct) + 0.5) * width
+        else:
+            values = other.values
+        keep = (other.pos + other.neg) > 0
+        values, pos, neg = values[keep], other.pos[keep], other.neg[keep]
+        if values.size == 0:
+            return self
+        if self.binned:
+            self._add_binned(np.concatenate([values, values]), np.repeat([True, False], values.size),
+                             np.concatenate([pos, neg]))  # fmt: skip
+            return self
+        uniq, inv = np.unique(np.concatenate([self.values, values]), return_inverse=True)
+        self.pos = np.bincount(inv, weights=np.concatenate([self.pos, pos]), minlength=uniq.size).astype(
+            np.int64
+        )
+        self.neg = np.bincount(inv, weights=np.concatenate([self.neg, neg]), minlength=uniq.size).astype(
+            np.int64
+        )
+        self.values = uniq
+        if self.values.size > self.max_distinct:
+            self._switch_to_bins()
+        return self
+
+    def _add_binned(self, s: np.ndarray, is_pos: np.ndarray, counts: np.ndarray | None = None) -> None:
+        """Add scores ``s`` (positive where ``is_pos``) to the bins, each ``counts`` times (default once)."""
         s_min, s_max = float(s.min()), float(s.max())
         if s_min < self.lo or s_max > self.hi:
             old_width = (self.hi - self.lo) / self.max_distinct
@@ -207,8 +238,11 @@ class PixelAnomalyAccumulator:
             self.pos = np.bincount(idx, weights=self.pos, minlength=self.max_distinct).astype(np.int64)
             self.neg = np.bincount(idx, weights=self.neg, minlength=self.max_distinct).astype(np.int64)
         idx = self._bin_index(s)
-        self.pos += np.bincount(idx[is_pos], minlength=self.max_distinct)
-        self.neg += np.bincount(idx[~is_pos], minlength=self.max_distinct)
+        w = np.ones(s.size, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+        self.pos += np.bincount(idx[is_pos], weights=w[is_pos], minlength=self.max_distinct).astype(np.int64)
+        self.neg += np.bincount(idx[~is_pos], weights=w[~is_pos], minlength=self.max_distinct).astype(
+            np.int64
+        )
 
     # -- reading ------------------------------------------------------------------------------------------
     def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -50,7 +50,7 @@ from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, A
 from domains.driving.classes import SEMANTIC_CLASSES
 from shared.backbones import list_backbones
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
-from shared.task import BaseTask
+from shared.task import BaseTask, gather_lists
 
 #: arguments chosen at test / predict time, not stored in checkpoints (see __init__)
 RUNTIME_SETTINGS = (
@@ -454,7 +454,29 @@ class AnomalySegmentationTask(BaseTask):
                     (maps[self.score][i].astype(np.float32), y[i].astype(np.uint8), str(image_name))
                 )
 
+    def _gather_test_state(self) -> None:
+        """Under DDP each rank saw a shard of the test images: pool every rank's pixel counts, image scores and
+        kept maps (in rank order) so that every rank computes the metrics of the whole set."""
+        parts = gather_lists(
+            [(self._pixel_acc, self._image_scores, self._image_targets, self._image_names, self._kept_maps)]
+        )
+        if len(parts) == 1:
+            return
+        merged = {name: PixelAnomalyAccumulator() for name in self._pixel_acc}
+        scores: dict[str, list[float]] = {name: [] for name in self._image_scores}
+        targets, names, kept = [], [], []
+        for acc, image_scores, image_targets, image_names, maps in parts:
+            for name, total in merged.items():
+                total.merge(acc[name])
+                scores[name] += image_scores[name]
+            targets += image_targets
+            names += image_names
+            kept += maps
+        self._pixel_acc, self._image_scores, self._image_targets = merged, scores, targets
+        self._image_names, self._kept_maps = names, kept
+
     def on_test_epoch_end(self) -> None:
+        self._gather_test_state()
         results: dict = {"pixel": {}, "image_auroc": {}, "score": self.score}
         targets = torch.tensor(self._image_targets)
         image_level = 0 < int(targets.sum()) < len(targets)

@@ -227,3 +227,28 @@ def test_component_stats_match_definition_on_random_maps():
         siou, ppv = _brute_force_component_stats(score, label, 0.6)
         np.testing.assert_allclose(got["sIoU_gt"], siou)
         np.testing.assert_allclose(got["PPV"], ppv)
+
+
+def test_merging_accumulators_equals_one_accumulator_over_all_images():
+    """What DDP ranks' test shards add up to: the same curve as one pass over every image."""
+    from domains.driving.anomaly.metrics import PixelAnomalyAccumulator
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 40, size=(6, 8, 10)) / 40
+    labels = (rng.random((6, 8, 10)) < 0.3).astype(np.uint8)
+    labels[:, 0] = 255
+    whole, first, second = PixelAnomalyAccumulator(), PixelAnomalyAccumulator(), PixelAnomalyAccumulator()
+    for i in range(6):
+        whole.update(scores[i], labels[i])
+        (first if i < 3 else second).update(scores[i], labels[i])
+    merged = first.merge(second).compute()
+    expected = whole.compute()
+    for key in ("ap", "auroc", "fpr95", "num_positive", "num_void"):
+        assert merged[key] == pytest.approx(expected[key]), key
+    # a binned side (few bins forced) still adds every pixel
+    coarse = PixelAnomalyAccumulator(max_distinct=4)
+    for i in range(3):
+        coarse.update(scores[i], labels[i])
+    assert coarse.binned
+    total = coarse.merge(second).compute()
+    assert total["num_positive"] == expected["num_positive"] and total["num_void"] == expected["num_void"]

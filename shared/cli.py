@@ -76,11 +76,13 @@ class SuiteCLI(LightningCLI):
         monitor_mode: str = "min",
         description: str | None = None,
         prog: str | None = None,
+        links: tuple[tuple[str, str], ...] = (),
         args=None,
         run: bool = True,
         **kwargs,
     ):
         self._domain = domain
+        self._links = tuple(links)
         self._monitor = monitor
         self._monitor_mode = monitor_mode
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
@@ -129,6 +131,9 @@ class SuiteCLI(LightningCLI):
         return trainer
 
     def add_arguments_to_parser(self, parser) -> None:
+        # what the data module and the model share is written once (in data.*) and copied to the model
+        for source, target in self._links:
+            parser.link_arguments(source, target)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -221,9 +226,11 @@ def run_cli(
     args=None,
     description: str | None = None,
     prog: str | None = None,
+    links: tuple[tuple[str, str], ...] = (),
 ) -> SuiteCLI:
     """Entry point used by each domain's ``__main__`` (and by tests, with ``args``). ``description``: the
-    paragraph and example ``--help`` prints; ``prog``: the command (``python -m domains....``)."""
+    paragraph and example ``--help`` prints; ``prog``: the command (``python -m domains....``); ``links``:
+    (``data.x``, ``model.y``) pairs set once in the data section and copied to the model."""
     return SuiteCLI(
         model_class,
         datamodule_class,
@@ -232,6 +239,7 @@ def run_cli(
         monitor_mode=monitor_mode,
         description=description,
         prog=prog,
+        links=links,
         args=args,
     )
 

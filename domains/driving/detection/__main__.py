@@ -26,6 +26,7 @@ def main(args=None):
         args=args,
         description=DESCRIPTION,
         prog="python -m domains.driving.detection",
+        links=(("data.class_names", "model.class_names"),),  # the labels index this list: one source
     )
 
 

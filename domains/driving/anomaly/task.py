@@ -8,9 +8,8 @@ made-up objects (:mod:`domains.driving.anomaly.outliers`) are pasted into traini
 hard-negative-mined binary loss teaches a small outlier head on the decoder maps (the "void classifier") and/or
 the free energy of the segmentation logits (VOS / energy-bounded OE, scale and bias learnt) to flag them.
 Why OE: post-hoc scores of a closed-set segmenter are high on every class boundary, lane marking and dark
-pixel, so on the synthetic split they barely beat chance (AP ~0.01 where anomalies are 0.3 % of the pixels);
-OE tells the network what "none of the known classes" looks like (AP ~0.4 at equal CPU budget, see
-``benchmarks/driving_anomaly.py``). After fitting, one pass over training data stores the statistics that standardized max
+pixel, so on the synthetic split they barely beat chance; OE tells the network what "none of the known classes"
+looks like (the figures: ``benchmarks/results/driving_anomaly.md``). After fitting, one pass over training data stores the statistics that standardized max
 logit (SML) and the Mahalanobis feature score need, as the model's buffers, so checkpoints carry them.
 
 Validation: in-distribution mIoU. Test (the anomaly set, SegmentMeIfYouCan layout): pooled pixel AP /
@@ -108,7 +107,7 @@ class AnomalySegmentationTask(BaseTask):
         oe_hard_fraction: weight of hard-negative mining in the inlier half of the OE loss (see
             :func:`~domains.driving.anomaly.outliers.outlier_bce`).
         outlier_head_channels: width of the outlier head's full-resolution 3x3 conv; its cost grows with the
-            square (on 2 CPU cores a 96x320 batch of 8 spends 0.5 s in a 32-wide head, 0.17 s in a 16-wide one).
+            square (16 costs about a third of 32: see the README's anomaly section).
         calibration_batches: training batches used for the SML / Mahalanobis statistics when a checkpoint is
             written or fit ends (``None``: the whole loader). ``calibrate(loader)`` can be called any time.
         image_score_method: the image-level score: ``quantile`` or ``topk`` of the pixel score inside the

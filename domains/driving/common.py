@@ -26,23 +26,24 @@ ANOMALY_LABEL_VALUES = (0, 1, IGNORE_INDEX)
 # --------------------------------------------------------------------------------------------- utilities
 
 
+def _imread(path: str | Path, flags: int, missing: str, undecodable: str) -> np.ndarray:
+    """``cv2.imread`` that names the file: FileNotFoundError when absent, LabelFormatError when undecodable."""
+    array = cv2.imread(str(path), flags)
+    if array is None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: {missing} not found")
+        raise LabelFormatError(path, None, f"cannot decode {undecodable}")
+    return array
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode an image to RGB uint8 (H, W, 3); :class:`LabelFormatError` naming the file if it cannot."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: image file not found")
-        raise LabelFormatError(path, None, "cannot decode image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR, "image file", "image"), cv2.COLOR_BGR2RGB)
 
 
 def read_label_map(path: str | Path) -> np.ndarray:
     """Decode a single-channel label PNG (a 3-channel grey PNG is accepted: its channels must agree)."""
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: label mask not found")
-        raise LabelFormatError(path, None, "cannot decode label mask")
+    label = _imread(path, cv2.IMREAD_UNCHANGED, "label mask", "label mask")
     if label.ndim == 3:
         if (
             label.shape[2] >= 3

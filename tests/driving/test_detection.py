@@ -390,3 +390,19 @@ def test_cli_auxiliary_semantic_loss_needs_and_uses_semantic_maps(tmp_path, monk
     cli = main(["fit", *_cli_args(data, *weight, "--data.semantic_maps", "true")])
     assert cli.trainer.global_step == 1 and cli.model.model.semantic_head is not None
     assert float(cli.trainer.callback_metrics["train/semantic"]) > 0
+
+
+def test_points_and_boxes_stay_float32_under_bf16_autocast():
+    """bfloat16 keeps 8 significant bits: a point grid or boxes decoded in it round to 4 px beyond x = 512."""
+    torch.manual_seed(0)
+    model = RoadDetector(
+        3, "resnet18", None, input_size=(64, 1280), fpn_channels=32, head_convs=1, score_thresh=0.0
+    ).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        (pred,) = model([torch.rand(3, 64, 1280)])
+        head = model.detector.head([torch.rand(1, 32, 8, 160, dtype=torch.bfloat16)])
+    assert pred["boxes"].dtype == torch.float32 and pred["scores"].dtype == torch.float32
+    assert all(value.dtype == torch.float32 for value in head.values())
+    anchors = model.detector.anchor_generator
+    anchors.set_cell_anchors(torch.bfloat16, torch.device("cpu"))
+    assert all(cell.dtype == torch.float32 for cell in anchors.cell_anchors)

@@ -13,7 +13,9 @@ What is torchvision's and what is ours: FCOS (loss, centre sampling, box decodin
 transform (``GeneralizedRCNNTransform``) are torchvision's. This module only adapts a registry backbone
 (``forward_features`` -> list of maps) to the ``OrderedDict`` + ``out_channels`` interface torchvision
 detectors expect, and sets the point sizes to the real strides of the chosen levels (torchvision's default
-assumes strides 8..128, which VGG's levels do not have).
+assumes strides 8..128, which VGG's levels do not have). Under mixed precision the point grid and the head's
+outputs stay float32 (:class:`Float32Points`, :class:`Float32OutputHead`), so losses, scores and box decoding
+do not run in bfloat16 / float16.
 
 Labels are 0-based class indices (``domains.driving.classes``): FCOS's sigmoid focal loss has no background
 logit, so no slot is reserved for it.
@@ -75,6 +77,26 @@ class BackboneWithFPN(nn.Module):
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         feats = self.body.forward_features(x)
         return self.fpn(OrderedDict((f"c{i}", feats[i]) for i in self.level_indices))
+
+
+class Float32Points(AnchorGenerator):
+    """torchvision's point ("anchor") grid, always float32.
+
+    torchvision builds it in the feature maps' dtype: under bf16-mixed that is bfloat16, whose 8 significant
+    bits round the points' boxes (and every box decoded from them) to 4 px beyond x = 512, 8 px beyond 1024:
+    a stride-4 level, or a full-width KITTI frame (1242 px) at stride 8.
+    """
+
+    def set_cell_anchors(self, dtype: torch.dtype, device: torch.device) -> None:
+        super().set_cell_anchors(torch.float32, device)
+
+
+class Float32OutputHead(FCOSHead):
+    """torchvision's FCOS head with float32 outputs: under mixed precision its convolutions hand out
+    bfloat16 / float16, and the losses, scores and box decoding that follow would run in them."""
+
+    def forward(self, x: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: value.float() for name, value in super().forward(x).items()}
 
 
 class RoadDetector(nn.Module):
@@ -150,8 +172,8 @@ class RoadDetector(nn.Module):
         body = BackboneWithFPN(backbone, num_levels=fpn_levels, fpn_channels=fpn_channels)
         # FCOS assigns a ground-truth box to a level by the point's distance to the box edges (4x-8x the
         # "anchor" size), so the anchor size must equal the level's real stride.
-        anchors = AnchorGenerator(tuple((s,) for s in body.strides), ((1.0,),) * len(body.strides))
-        head = FCOSHead(fpn_channels, 1, num_classes, num_convs=head_convs)
+        anchors = Float32Points(tuple((s,) for s in body.strides), ((1.0,),) * len(body.strides))
+        head = Float32OutputHead(fpn_channels, 1, num_classes, num_convs=head_convs)
         if norm_groups != 32:
             norm = partial(nn.GroupNorm, norm_groups)
             head.classification_head = FCOSClassificationHead(
@@ -298,4 +320,11 @@ def box_in_ignore_fraction(boxes: torch.Tensor, ignore_boxes: torch.Tensor) -> t
     return (inter / area[:, None]).max(dim=1).values
 
 
-__all__ = ["BackboneWithFPN", "RoadDetector", "box_in_ignore_fraction", "semantic_targets"]
+__all__ = [
+    "BackboneWithFPN",
+    "Float32OutputHead",
+    "Float32Points",
+    "RoadDetector",
+    "box_in_ignore_fraction",
+    "semantic_targets",
+]

@@ -318,6 +318,7 @@ def main(argv=None) -> int:
         _, _ = evaluate(best_task, dm, args)
         best_res = best_task.test_results
     comp = best_res["component"]
+    best_task.to(resolve_accelerator(args.accelerator)[1])  # a Trainer hands the model back on the CPU
     ms = inference_ms(best_task, dm, best_score)
     simple_best = max(
         (r for r in rows if r[0] == "plain" and r[1] in SIMPLE_SCORES), key=lambda r: r[2]["ap"]

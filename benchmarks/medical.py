@@ -130,7 +130,7 @@ def run_model(
     )
     metrics = tester.test(task, datamodule, verbose=False)[0]
 
-    task.eval()
+    task.to(resolve_accelerator(args.accelerator)[1]).eval()  # a Trainer hands the model back on the CPU
     reference.to(task.device).eval()
     x = torch.rand(1, 1, 128, 128, device=task.device)
     with torch.inference_mode():

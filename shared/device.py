@@ -11,6 +11,7 @@ import platform
 import time
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 ACCELERATORS = ("auto", "cpu", "gpu")
@@ -52,3 +53,14 @@ def stopwatch(device: torch.device | str):
     yield lambda: (end[0] if end else time.perf_counter()) - start
     synchronize(device)
     end.append(time.perf_counter())
+
+
+def to_numpy(x) -> np.ndarray:
+    """A tensor (any device, any dtype) or array-like as numpy; half precision becomes float32 first (numpy has
+    no bfloat16, and scores and metrics are computed in float32)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        return x.cpu().numpy()
+    return np.asarray(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from shared.task import BaseTask
 
@@ -64,6 +65,8 @@ class MedicalSegmentationTask(BaseTask):
         stochastic_top_k: draw the top-k pixels stochastically (by their loss) instead of taking the k worst.
         predict_dir: where ``predict`` writes (null: no files).
         predict_uncertainty: ``entropy`` (of the mean probability, bits) or ``variance`` (across samples).
+        collapse_kl: a latent scale whose validation KL (nats per image) falls below this has collapsed: its
+            posterior says nothing the prior does not, so its samples do not differ; warned once per scale.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class MedicalSegmentationTask(BaseTask):
         stochastic_top_k: bool = True,
         predict_dir: str | None = "predictions/medical",
         predict_uncertainty: str = "entropy",
+        collapse_kl: float = 0.01,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         scheduler: str = "cosine",
@@ -118,6 +122,9 @@ class MedicalSegmentationTask(BaseTask):
         self.threshold = threshold
         self.predict_dir = predict_dir
         self.predict_uncertainty = predict_uncertainty
+        self.collapse_kl = float(collapse_kl)
+        self._kl_epoch: dict[str, list[float]] = {}  # name -> [sum of per-image nats, images] this validation
+        self._collapse_warned: set[str] = set()
         self.val_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
         self.test_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
 
@@ -158,6 +165,8 @@ class MedicalSegmentationTask(BaseTask):
         for name in ("rec_per_pixel", "kl"):
             if name in terms:
                 self.log(f"{stage}/{name}", terms[name], batch_size=batch_size)
+        if stage == "val":
+            self._track_kl(terms, images, batch_size)
         probs = self.sample(images)
         metrics.update(probs >= self.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])
 
@@ -181,8 +190,37 @@ class MedicalSegmentationTask(BaseTask):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)
 
+    def _track_kl(self, terms: dict, images: torch.Tensor, batch_size: int) -> None:
+        """Log the KL of every latent scale in nats per image (``val/kl_nats``, ``val/kl_scale<i>_nats``)."""
+        per_pixel = getattr(self.model, "kl_per_pixel", False)
+        scale = float(images[0, 0].numel()) if per_pixel else 1.0
+        for name, value in terms.items():
+            if name == "kl" or name.startswith("kl_scale"):
+                nats = float(value) * scale
+                self.log(f"val/{name}_nats", nats, batch_size=batch_size)
+                total = self._kl_epoch.setdefault(name, [0.0, 0.0])
+                total[0] += nats * batch_size
+                total[1] += batch_size
+
+    def _warn_collapse(self) -> None:
+        """Warn once per latent scale whose mean validation KL fell below ``collapse_kl`` (rank 0)."""
+        for name, (total, images) in sorted(self._kl_epoch.items()):
+            mean = total / max(images, 1.0)
+            if mean < self.collapse_kl and name not in self._collapse_warned:
+                self._collapse_warned.add(name)
+                what = "the latent" if name == "kl" else f"latent scale {name.removeprefix('kl_scale')}"
+                rank_zero_warn(
+                    f"posterior collapse: {what} ({name}) has KL {mean:.2e} nats per image at global step "
+                    f"{self.global_step}, below collapse_kl {self.collapse_kl}: its samples no longer differ "
+                    "(sample diversity is logged as val/diversity)"
+                )
+        self._kl_epoch = {}
+
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics)
+        if self._trainer is not None and not self.trainer.sanity_checking:
+            self._warn_collapse()
+        self._kl_epoch = {}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_metrics)

@@ -153,3 +153,35 @@ def test_nifti_predictions_land_on_the_source_slice(tmp_path, shape):
     np.testing.assert_allclose(
         nib.affines.apply_affine(mean_img.affine, voxel), nib.affines.apply_affine(affine, voxel + [0, 0, 1])
     )
+
+
+def test_validation_logs_kl_per_scale_and_warns_once_when_a_scale_collapses(lidc, tmp_path, monkeypatch):
+    """The HPU-Net's per-scale KL is logged in nats per image; a scale whose KL falls below collapse_kl is
+    named once, with the step (here latent scale 1 is forced to zero KL)."""
+    from domains.medical.models.hpu_net import HierarchicalProbUNet
+
+    original = HierarchicalProbUNet.loss
+
+    def collapsed_scale_1(self, images, masks):
+        loss, terms = original(self, images, masks)
+        return loss, {**terms, "kl_scale1": terms["kl_scale1"] * 0.0}
+
+    monkeypatch.setattr(HierarchicalProbUNet, "loss", collapsed_scale_1)
+    monkeypatch.chdir(tmp_path)
+    args = [*tiny_args(lidc, "hpu_net"), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "1"]
+    args += [
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.num_sanity_val_steps",
+        "0",
+    ]
+    with pytest.warns(
+        UserWarning, match=r"posterior collapse: latent scale 1 \(kl_scale1\).*global step 1\b"
+    ) as seen:
+        cli = main(["fit", *args])
+    assert sum("posterior collapse" in str(w.message) for w in seen) == 1  # once, not at every validation
+    metrics = cli.trainer.callback_metrics
+    assert float(metrics["val/kl_scale1_nats"]) == 0.0 and float(metrics["val/kl_scale0_nats"]) > 0.01
+    assert "val/diversity" in metrics

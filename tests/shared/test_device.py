@@ -27,3 +27,16 @@ def test_device_name_and_stopwatch():
         time.sleep(0.05)
     assert 0.04 < elapsed() < 1.0
     assert elapsed() == elapsed()  # frozen once the block ended
+
+
+def test_to_numpy_casts_half_precision_to_float32():
+    import numpy as np
+
+    from domains.driving.anomaly.metrics import pixel_anomaly_metrics
+    from shared.device import to_numpy
+
+    assert to_numpy(torch.tensor([0.5, 1.5], dtype=torch.bfloat16)).dtype == np.float32
+    assert to_numpy(torch.tensor([1, 2])).dtype == np.int64 and to_numpy([1.0]).dtype == np.float64
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.2]], dtype=torch.bfloat16)  # what a bf16 run hands the metric
+    labels = torch.tensor([[1, 0], [1, 0]])
+    assert pixel_anomaly_metrics([scores], [labels])["ap"] == 1.0

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from shared.device import to_numpy
+
 __all__ = [
     "ComponentMetricsAccumulator",
     "PixelAnomalyAccumulator",
@@ -41,7 +43,7 @@ ArrayLike = np.ndarray | torch.Tensor
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        return to_numpy(x)  # bf16 / fp16 become float32
     if isinstance(x, np.ndarray):
         return x
     try:

@@ -11,6 +11,7 @@ import torch
 from scipy import ndimage
 
 from domains.driving.classes import SEMANTIC_ID
+from shared.device import to_numpy
 
 ROAD_CLASS_IDS = (SEMANTIC_ID["road"], SEMANTIC_ID["lane_marking"])
 
@@ -18,7 +19,7 @@ __all__ = ["image_anomaly_score", "overlay_heatmap", "road_region", "write_predi
 
 
 def _to_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return to_numpy(x)  # bf16 / fp16 tensors become float32
 
 
 def overlay_heatmap(

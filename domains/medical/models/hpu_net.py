@@ -222,6 +222,9 @@ class HierarchicalProbUNet(nn.Module):
         foreground_prior: initial foreground probability of the logits layer.
     """
 
+    #: its KL terms are divided by the image's pixel count (see the module docstring)
+    kl_per_pixel = True
+
     def __init__(
         self,
         in_channels: int = 1,

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.trainer.states import TrainerFn
 
+from shared.cli_help import SUBCOMMAND_HELP
 from shared.task import check_checkpoint_file
 
 
@@ -47,15 +48,6 @@ def default_trainer_kwargs(domain: str) -> dict:
         ],
         "callbacks": [LearningRateMonitor(logging_interval="step")],
     }
-
-
-#: what each sub-command does, in the suite's words (Lightning's own help cuts its docstrings mid-sentence)
-SUBCOMMAND_HELP = {
-    "fit": "train (and validate) the model; checkpoints: best on the domain's metric + last.ckpt",
-    "validate": "run the validation split through a model (--ckpt_path FILE|best|last)",
-    "test": "compute the test metrics of a model (--ckpt_path FILE|best|last)",
-    "predict": "write predictions for the data module's test / predict images (--ckpt_path ...)",
-}
 
 
 class SuiteCLI(LightningCLI):

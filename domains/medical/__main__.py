@@ -1,9 +1,10 @@
 """``python -m domains.medical fit|validate|test|predict -c domains/medical/configs/<model>.yaml``."""
 
-from domains.medical.data import MedicalDataModule
-from domains.medical.task import MedicalSegmentationTask
-from shared.cli import run_cli
+import sys
 
+from shared.cli_help import answer_top_level_help
+
+PROG = "python -m domains.medical"
 DESCRIPTION = (
     "Lesion segmentation that says how sure it is: a U-Net baseline, the Probabilistic U-Net and the "
     "Hierarchical Probabilistic U-Net (GECO), trained on four-reader data (LIDC style) and scored with GED, "
@@ -15,6 +16,13 @@ DESCRIPTION = (
 
 
 def main(args=None):
+    argv = sys.argv[1:] if args is None else args
+    if answer_top_level_help(argv, PROG, DESCRIPTION):  # no torch / Lightning import for this
+        raise SystemExit(0)
+    from domains.medical.data import MedicalDataModule
+    from domains.medical.task import MedicalSegmentationTask
+    from shared.cli import run_cli
+
     return run_cli(
         MedicalSegmentationTask,
         MedicalDataModule,
@@ -23,7 +31,7 @@ def main(args=None):
         monitor_mode="min",
         args=args,
         description=DESCRIPTION,
-        prog="python -m domains.medical",
+        prog=PROG,
     )
 
 

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 import torchmetrics
-from monai.metrics import CalibrationErrorMetric, compute_dice
 from scipy.optimize import linear_sum_assignment
 
 __all__ = [
@@ -238,6 +237,9 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
         pred = (mean_prob >= self.threshold).float()  # (B,1,H,W)
         readers = reader_masks.float()
         # One (prediction, reader) pair per row, foreground channel only.
+        # imported here: MONAI takes seconds to import, and `--help` should not pay for it
+        from monai.metrics import CalibrationErrorMetric, compute_dice
+
         dice_pairs = compute_dice(
             y_pred=pred.expand(b, m, *pred.shape[2:]).reshape(b * m, 1, *pred.shape[2:]),
             y=readers.reshape(b * m, 1, *readers.shape[2:]),

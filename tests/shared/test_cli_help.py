@@ -58,3 +58,20 @@ def test_fixed_choices_are_listed(capsys, monkeypatch):
     medical = " ".join(_help(medical_main, ["fit", "--help"], capsys, monkeypatch).split())
     assert "{lidc_png,lidc_pickle,decathlon}" in medical and "{unet,prob_unet,hpu_net}" in medical
     assert "--model.kappa" in medical and "GECO reconstruction bound" in medical
+
+
+@pytest.mark.parametrize("prog", list(MAINS))
+def test_top_level_help_imports_no_torch(prog):
+    """The first thing a newcomer types answers at once: no torch, torchvision or Lightning is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        f"from {prog}.__main__ import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as stop:\n    assert stop.code == 0\n"
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'torchvision') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,24 +1,26 @@
 """Road anomaly segmentation: closed-set segmenter, per-pixel anomaly scores, outlier exposure, heatmaps.
 
-``python -m domains.driving.anomaly fit|validate|test|predict -c domains/driving/anomaly/configs/full.yaml``
+``python -m domains.driving.anomaly fit|validate|test|predict -c domains/driving/anomaly/configs/full.yaml``.
+Names load on first use (PEP 562), so ``--help`` imports no torch.
 """
 
-from domains.driving.anomaly.predict import (
-    image_anomaly_score,
-    overlay_heatmap,
-    road_region,
-    write_predictions,
-)
-from domains.driving.anomaly.scores import SCORES, AnomalyScoreError, compute_score
-from domains.driving.anomaly.task import AnomalySegmentationTask
+from importlib import import_module
 
-__all__ = [
-    "SCORES",
-    "AnomalyScoreError",
-    "AnomalySegmentationTask",
-    "compute_score",
-    "image_anomaly_score",
-    "overlay_heatmap",
-    "road_region",
-    "write_predictions",
-]
+_WHERE = {
+    "AnomalySegmenter": "model",
+    "AnomalySegmentationTask": "task",
+    "SCORES": "scores",
+    "AnomalyScoreError": "scores",
+    "compute_score": "scores",
+    "image_anomaly_score": "predict",
+    "overlay_heatmap": "predict",
+    "road_region": "predict",
+    "write_predictions": "predict",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(name)

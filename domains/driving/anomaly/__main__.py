@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from domains.driving.anomaly.data import SegmentationDataModule
-from domains.driving.anomaly.task import AnomalySegmentationTask
-from shared.cli import run_cli
+import sys
 
+from shared.cli_help import answer_top_level_help
+
+PROG = "python -m domains.driving.anomaly"
 DESCRIPTION = (
     "Road-anomaly segmentation: a road-scene segmenter (U-Net decoder on any registered encoder) whose "
     "per-pixel scores flag objects of no known class (lost cargo, debris, animals); outlier exposure with "
@@ -19,6 +20,13 @@ DESCRIPTION = (
 
 def main(args=None):
     """Run the suite's LightningCLI on the road-anomaly task (``args``: a list, for tests)."""
+    argv = sys.argv[1:] if args is None else args
+    if answer_top_level_help(argv, PROG, DESCRIPTION):  # no torch / Lightning import for this
+        raise SystemExit(0)
+    from domains.driving.anomaly.data import SegmentationDataModule
+    from domains.driving.anomaly.task import AnomalySegmentationTask
+    from shared.cli import run_cli
+
     return run_cli(
         AnomalySegmentationTask,
         SegmentationDataModule,
@@ -27,7 +35,7 @@ def main(args=None):
         monitor_mode="max",
         args=args,
         description=DESCRIPTION,
-        prog="python -m domains.driving.anomaly",
+        prog=PROG,
     )
 
 

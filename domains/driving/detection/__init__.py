@@ -1,20 +1,21 @@
-"""Road-scene 2D detection: FCOS on the shared backbones (``model``), its Lightning task and outputs."""
+"""Road-scene 2D detection: FCOS on the shared backbones (``model``), its Lightning task and outputs.
 
-from domains.driving.detection.model import BackboneWithFPN, RoadDetector, box_in_ignore_fraction
+Names load on first use (PEP 562), so ``python -m domains.driving.detection --help`` imports no torch.
+"""
 
-__all__ = [
-    "BackboneWithFPN",
-    "DetectionTask",
-    "RoadDetector",
-    "box_in_ignore_fraction",
-    "load_detection_task",
-]
+from importlib import import_module
+
+_WHERE = {
+    "BackboneWithFPN": "model",
+    "RoadDetector": "model",
+    "box_in_ignore_fraction": "model",
+    "DetectionTask": "task",
+    "load_detection_task": "task",
+}
+__all__ = list(_WHERE)
 
 
 def __getattr__(name: str):
-    # the Lightning task imports metrics and torchmetrics: load it only when asked for
-    if name in ("DetectionTask", "load_detection_task"):
-        from domains.driving.detection import task
-
-        return getattr(task, name)
+    if name in _WHERE:
+        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
     raise AttributeError(name)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from domains.driving.detection.data import DetectionDataModule
-from domains.driving.detection.task import DetectionTask
-from shared.cli import run_cli
+import sys
 
+from shared.cli_help import answer_top_level_help
+
+PROG = "python -m domains.driving.detection"
 DESCRIPTION = (
     "Road-object detection: FCOS (torchvision) on any registered backbone through an FPN; COCO mAP and KITTI "
     "AP (Easy / Moderate / Hard). Trains on the synthetic KITTI-layout scenes by default (generated on first "
@@ -17,6 +18,13 @@ DESCRIPTION = (
 
 def main(args=None):
     """The suite's LightningCLI for the detector; the best checkpoint is kept on ``val/map50``."""
+    argv = sys.argv[1:] if args is None else args
+    if answer_top_level_help(argv, PROG, DESCRIPTION):  # no torch / Lightning import for this
+        raise SystemExit(0)
+    from domains.driving.detection.data import DetectionDataModule
+    from domains.driving.detection.task import DetectionTask
+    from shared.cli import run_cli
+
     return run_cli(
         DetectionTask,
         DetectionDataModule,
@@ -25,7 +33,7 @@ def main(args=None):
         monitor_mode="max",
         args=args,
         description=DESCRIPTION,
-        prog="python -m domains.driving.detection",
+        prog=PROG,
         links=(("data.class_names", "model.class_names"),),  # the labels index this list: one source
     )
 

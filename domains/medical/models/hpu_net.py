@@ -30,7 +30,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import ResidualUnit
 from torch import nn
 from torch.distributions import Independent, kl_divergence
 
@@ -45,6 +44,8 @@ def _res_stack(
     No normalisation by default, as in the reference. ``norm="batch"`` (or any MONAI norm name) trains
     faster on short budgets; instance norm is undefined on the coarsest levels' 1x1 maps.
     """
+    from monai.networks.blocks import ResidualUnit  # imported here: MONAI takes seconds to import (--help)
+
     units = []
     for i in range(blocks):
         units.append(

@@ -8,7 +8,9 @@ help still come from the real parser, since they list every option of the task a
 from __future__ import annotations
 
 import shutil
+import sys
 import textwrap
+from importlib import import_module
 
 #: what each sub-command does, in the suite's words (Lightning's own help cuts its docstrings mid-sentence)
 SUBCOMMAND_HELP = {
@@ -38,3 +40,36 @@ def answer_top_level_help(argv: list[str], prog: str, description: str) -> bool:
         print(top_level_help(prog, description), end="")
         return True
     return False
+
+
+def _load(path: str):
+    module, name = path.split(":")
+    return getattr(import_module(module), name)
+
+
+def run_domain(
+    args, *, prog: str, description: str, task: str, data: str, domain: str, monitor: str, **cli_kwargs
+):
+    """A domain's entry point: the top-level help at once, else the suite's LightningCLI on ``task`` / ``data``
+    (``"module:Class"``, imported only now). ``cli_kwargs`` go to :func:`shared.cli.run_cli`."""
+    argv = sys.argv[1:] if args is None else args
+    if answer_top_level_help(argv, prog, description):
+        raise SystemExit(0)
+    from shared.cli import run_cli
+
+    return run_cli(
+        _load(task), _load(data), domain=domain, monitor=monitor, args=args, description=description, prog=prog,
+        **cli_kwargs,
+    )  # fmt: skip
+
+
+def lazy_exports(package: str, where: dict[str, str]):
+    """A module ``__getattr__`` (PEP 562) that imports ``package.<where[name]>`` only when ``name`` is asked for,
+    so importing the package (``python -m package --help``) loads no torch."""
+
+    def __getattr__(name: str):
+        if name in where:
+            return getattr(import_module(f"{package}.{where[name]}"), name)
+        raise AttributeError(name)
+
+    return __getattr__

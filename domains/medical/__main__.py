@@ -1,8 +1,6 @@
 """``python -m domains.medical fit|validate|test|predict -c domains/medical/configs/<model>.yaml``."""
 
-import sys
-
-from shared.cli_help import answer_top_level_help
+from shared.cli_help import run_domain
 
 PROG = "python -m domains.medical"
 DESCRIPTION = (
@@ -16,22 +14,16 @@ DESCRIPTION = (
 
 
 def main(args=None):
-    argv = sys.argv[1:] if args is None else args
-    if answer_top_level_help(argv, PROG, DESCRIPTION):  # no torch / Lightning import for this
-        raise SystemExit(0)
-    from domains.medical.data import MedicalDataModule
-    from domains.medical.task import MedicalSegmentationTask
-    from shared.cli import run_cli
-
-    return run_cli(
-        MedicalSegmentationTask,
-        MedicalDataModule,
+    """The suite's LightningCLI for this task (``args``: a list, for tests); ``--help`` alone imports nothing heavy."""
+    return run_domain(
+        args,
+        prog=PROG,
+        description=DESCRIPTION,
+        task="domains.medical.task:MedicalSegmentationTask",
+        data="domains.medical.data:MedicalDataModule",
         domain="medical",
         monitor="val/ged",
         monitor_mode="min",
-        args=args,
-        description=DESCRIPTION,
-        prog=PROG,
     )
 
 

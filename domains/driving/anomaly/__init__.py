@@ -4,7 +4,7 @@
 Names load on first use (PEP 562), so ``--help`` imports no torch.
 """
 
-from importlib import import_module
+from shared.cli_help import lazy_exports
 
 _WHERE = {
     "AnomalySegmenter": "model",
@@ -19,8 +19,4 @@ _WHERE = {
 }
 __all__ = list(_WHERE)
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(name)
+__getattr__ = lazy_exports(__name__, _WHERE)

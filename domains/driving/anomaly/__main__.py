@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from shared.cli_help import answer_top_level_help
+from shared.cli_help import run_domain
 
 PROG = "python -m domains.driving.anomaly"
 DESCRIPTION = (
@@ -19,23 +17,16 @@ DESCRIPTION = (
 
 
 def main(args=None):
-    """Run the suite's LightningCLI on the road-anomaly task (``args``: a list, for tests)."""
-    argv = sys.argv[1:] if args is None else args
-    if answer_top_level_help(argv, PROG, DESCRIPTION):  # no torch / Lightning import for this
-        raise SystemExit(0)
-    from domains.driving.anomaly.data import SegmentationDataModule
-    from domains.driving.anomaly.task import AnomalySegmentationTask
-    from shared.cli import run_cli
-
-    return run_cli(
-        AnomalySegmentationTask,
-        SegmentationDataModule,
+    """The suite's LightningCLI for this task (``args``: a list, for tests); ``--help`` alone imports nothing heavy."""
+    return run_domain(
+        args,
+        prog=PROG,
+        description=DESCRIPTION,
+        task="domains.driving.anomaly.task:AnomalySegmentationTask",
+        data="domains.driving.anomaly.data:SegmentationDataModule",
         domain="driving_anomaly",
         monitor="val/miou",
         monitor_mode="max",
-        args=args,
-        description=DESCRIPTION,
-        prog=PROG,
     )
 
 

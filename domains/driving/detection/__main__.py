@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from shared.cli_help import answer_top_level_help
+from shared.cli_help import run_domain
 
 PROG = "python -m domains.driving.detection"
 DESCRIPTION = (
@@ -17,23 +15,16 @@ DESCRIPTION = (
 
 
 def main(args=None):
-    """The suite's LightningCLI for the detector; the best checkpoint is kept on ``val/map50``."""
-    argv = sys.argv[1:] if args is None else args
-    if answer_top_level_help(argv, PROG, DESCRIPTION):  # no torch / Lightning import for this
-        raise SystemExit(0)
-    from domains.driving.detection.data import DetectionDataModule
-    from domains.driving.detection.task import DetectionTask
-    from shared.cli import run_cli
-
-    return run_cli(
-        DetectionTask,
-        DetectionDataModule,
+    """The suite's LightningCLI for this task (``args``: a list, for tests); ``--help`` alone imports nothing heavy."""
+    return run_domain(
+        args,
+        prog=PROG,
+        description=DESCRIPTION,
+        task="domains.driving.detection.task:DetectionTask",
+        data="domains.driving.detection.data:DetectionDataModule",
         domain="driving_detection",
         monitor="val/map50",
         monitor_mode="max",
-        args=args,
-        description=DESCRIPTION,
-        prog=PROG,
         links=(("data.class_names", "model.class_names"),),  # the labels index this list: one source
     )
 

@@ -13,12 +13,13 @@ end of the warm-up steps. Target: fit >= 90 % of network alone at the config's b
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+
+from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
@@ -39,11 +40,6 @@ def _load(path: str):
 
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _build(name: str, configs: list[str], accelerator: str):
@@ -82,13 +78,13 @@ def network_alone(task, batch, device, steps: int, warmup: int) -> float:
     task.log_dict = lambda *a, **k: None
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
         loss = task.training_step(batch, i)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    _sync(device)
+    synchronize(device)
     return steps * n / (time.perf_counter() - start)
 
 
@@ -112,13 +108,13 @@ class _StepClock(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == self.warmup:
-            _sync(pl_module.device)
+            synchronize(pl_module.device)
             self.start = time.perf_counter()
         elif batch_idx > self.warmup:
             self.images += _batch_images(batch)
 
     def on_train_end(self, trainer, pl_module):
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self.seconds = time.perf_counter() - self.start
 
 
@@ -145,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--gpu-configs", action="store_true", help="the GPU recipes instead of the quick configs")
-    ap.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
+    ap.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
     ap.add_argument("--precision", default="32-true")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=2)
@@ -154,14 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    cuda = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
-    device = torch.device("cuda" if cuda else "cpu")
-    accelerator = "gpu" if cuda else "cpu"
-    where = (
-        torch.cuda.get_device_name()
-        if cuda
-        else f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
-    )
+    accelerator, device = resolve_accelerator(args.accelerator)
+    where = device_name(device)
     rows = []
     for name in args.tasks:
         configs = TASKS[name][3] if args.gpu_configs else TASKS[name][2]

@@ -52,10 +52,19 @@ def model_token(key: str) -> str:
     return f"{key}:{path}:{path.stat().st_mtime if path and path.exists() else 0}"
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def _checkpoints_under_logs() -> list[str]:
+    """Checkpoints under ``lightning_logs/`` (newest 100), looked up at most every 30 s, not on every rerun."""
+    found = sorted(
+        (dm.ROOT / "lightning_logs").glob("**/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    return [str(p.relative_to(dm.ROOT)) for p in found[:100]]
+
+
 def own_checkpoint_picker(keys: list[str], label: str, route=None) -> None:
     """Sidebar: use your own checkpoint (a path, or one found under ``lightning_logs/``) instead of the demo
     model. ``route(path) -> key`` picks which of ``keys`` it replaces (default: the first)."""
-    found = sorted(str(p.relative_to(dm.ROOT)) for p in (dm.ROOT / "lightning_logs").glob("**/*.ckpt"))[:100]
+    found = _checkpoints_under_logs()
     with st.sidebar.expander(label):
         picked = st.selectbox(
             "A checkpoint under lightning_logs/", ["(none)", *found], key=f"own_pick_{keys[0]}"

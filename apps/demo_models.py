@@ -183,7 +183,7 @@ def read_metrics(key: str) -> dict | None:
     try:
         if path.suffix == ".safetensors":
             card = read_card(path)
-            return {**card, "test": card.get("test", {}), "config": card.get("command", "").split(" -c ")[-1]}
+            return {**card, "test": card.get("test", {})}
         return json.loads(metrics_path(key).read_text())
     except (OSError, json.JSONDecodeError, WeightFileError):
         return None

@@ -151,7 +151,3 @@ def digest(data: bytes) -> str:
 def show_notes(notes: list[str]) -> None:
     if notes:
         st.info("Converted on upload: " + "; ".join(notes) + ".")
-
-
-def file_label(path: Path) -> str:
-    return path.name

@@ -260,6 +260,7 @@ def ship(key: str, runs: Path, out: Path) -> dict:
         "dtype": "float16",
         "date": record.get("date") or datetime.date.today().isoformat(),
         "command": record["command"],
+        "config": " + ".join(_configs(record)),
         "budget": "python benchmarks/gpu_recipes.py --out-dir gpu_runs --fit-seconds 390 "
         f"(fit {record['fit_seconds'] / 60:.1f} min, {record['steps']} steps, {record['epochs']} epochs)",
         "device": record["device"],
@@ -276,12 +277,17 @@ def ship(key: str, runs: Path, out: Path) -> dict:
     return card
 
 
+def _configs(record: dict) -> list[str]:
+    """The config files of a run, from its command (``... -c A -c B ...``)."""
+    words = record["command"].split()
+    return [words[i + 1] for i, word in enumerate(words[:-1]) if word == "-c"]
+
+
 def _settings(key: str, record: dict) -> dict:
     """Inference settings the run's config chose that checkpoints do not store (anomaly score, smoothing)."""
     if key != "driving_anomaly":
         return {}
-    config = record["command"].split(" -c ")[1].split()[0]
-    model = (yaml.safe_load((ROOT / config).read_text()) or {}).get("model") or {}
+    model = (yaml.safe_load((ROOT / _configs(record)[0]).read_text()) or {}).get("model") or {}
     return {
         "score": model.get("score", "outlier_prob"),
         "score_smoothing": float(model.get("score_smoothing", 0.0)),

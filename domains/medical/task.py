@@ -123,7 +123,9 @@ class MedicalSegmentationTask(BaseTask):
         self.predict_dir = predict_dir
         self.predict_uncertainty = predict_uncertainty
         self.collapse_kl = float(collapse_kl)
-        self._kl_epoch: dict[str, list[float]] = {}  # name -> [sum of per-image nats, images] this validation
+        self._kl_epoch: dict[
+            str, list
+        ] = {}  # name -> [sum of per-image nats (tensor), images] this validation
         self._collapse_warned: set[str] = set()
         self.val_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
         self.test_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
@@ -196,16 +198,16 @@ class MedicalSegmentationTask(BaseTask):
         scale = float(images[0, 0].numel()) if per_pixel else 1.0
         for name, value in terms.items():
             if name == "kl" or name.startswith("kl_scale"):
-                nats = float(value) * scale
+                nats = value * scale  # a tensor: no device sync per batch, only at the epoch's end
                 self.log(f"val/{name}_nats", nats, batch_size=batch_size)
-                total = self._kl_epoch.setdefault(name, [0.0, 0.0])
-                total[0] += nats * batch_size
+                total = self._kl_epoch.setdefault(name, [0.0, 0])
+                total[0] = total[0] + nats * batch_size
                 total[1] += batch_size
 
     def _warn_collapse(self) -> None:
         """Warn once per latent scale whose mean validation KL fell below ``collapse_kl`` (rank 0)."""
         for name, (total, images) in sorted(self._kl_epoch.items()):
-            mean = total / max(images, 1.0)
+            mean = float(total) / max(images, 1)
             if mean < self.collapse_kl and name not in self._collapse_warned:
                 self._collapse_warned.add(name)
                 what = "the latent" if name == "kl" else f"latent scale {name.removeprefix('kl_scale')}"

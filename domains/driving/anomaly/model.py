@@ -194,16 +194,20 @@ class AnomalySegmenter(nn.Module):
             logits = logits.float()
             features = None if features is None else features.float()
             outlier_logit = None if outlier_logit is None else outlier_logit.float()
+            names = list(names)
+            # read the flags once per call (each bool() of a GPU buffer is a device sync)
+            calibrated = bool(self.calibrated) if any(n in STAT_SCORES for n in names) else True
+            oe_trained = bool(self.oe_trained) if "outlier_prob" in names else True
             out = {}
             for name in names:
                 if name not in SCORES:
                     raise AnomalyScoreError(f"unknown anomaly score {name!r}; available: {', '.join(SCORES)}")
-                if name in STAT_SCORES and not bool(self.calibrated):
+                if name in STAT_SCORES and not calibrated:
                     raise AnomalyScoreError(
                         f"score {name!r} needs training-set statistics, but this model was never calibrated: "
                         "train it with fit (which calibrates) or call calibrate(train_loader)"
                     )
-                if name == "outlier_prob" and not bool(self.oe_trained):
+                if name == "outlier_prob" and not oe_trained:
                     raise AnomalyScoreError(
                         "score 'outlier_prob' needs a model trained with outlier exposure (oe_weight > 0); "
                         "this one has not had an OE step yet"

@@ -9,8 +9,9 @@ hard-negative-mined binary loss teaches a small outlier head on the decoder maps
 the free energy of the segmentation logits (VOS / energy-bounded OE, scale and bias learnt) to flag them.
 Why OE: post-hoc scores of a closed-set segmenter are high on every class boundary, lane marking and dark
 pixel, so on the synthetic split they barely beat chance; OE tells the network what "none of the known classes"
-looks like (the figures: ``benchmarks/results/driving_anomaly.md``). After fitting, one pass over training data stores the statistics that standardized max
-logit (SML) and the Mahalanobis feature score need, as the model's buffers, so checkpoints carry them.
+looks like (the figures: ``benchmarks/results/driving_anomaly.md``). After fitting, one pass over training data
+stores the statistics that standardized max logit (SML) and the Mahalanobis feature score need, as the model's
+buffers, so checkpoints carry them.
 
 Validation: in-distribution mIoU. Test (the anomaly set, SegmentMeIfYouCan layout): pooled pixel AP /
 AUROC / FPR95 for every score, component metrics (sIoU, PPV, mean F1) and image-level AUROC for the
@@ -37,7 +38,6 @@ from domains.driving.anomaly.metrics import PixelAnomalyAccumulator, component_m
 from domains.driving.anomaly.model import (
     FIXED_RANGES,
     IGNORE_INDEX,
-    OE_OBJECTIVES,
     STAT_BUFFERS,
     AnomalySegmenter,
     batch_images,
@@ -167,9 +167,7 @@ class AnomalySegmentationTask(BaseTask):
         if oe_weight < 0:
             raise ValueError(f"oe_weight must be >= 0, got {oe_weight}")
         self.oe_weight = float(oe_weight)
-        if oe_objective not in OE_OBJECTIVES:
-            raise ValueError(f"oe_objective must be one of {OE_OBJECTIVES}, got {oe_objective!r}")
-        self.oe_objective = oe_objective
+        self.oe_objective = oe_objective  # checked by AnomalySegmenter
         self.score = self._check_score(
             score or ("outlier_prob" if self.oe_weight > 0 else DEFAULT_PLAIN_SCORE)
         )
@@ -186,9 +184,7 @@ class AnomalySegmentationTask(BaseTask):
         self.predict_dir = predict_dir
         self.overlay_alpha = overlay_alpha
         self.num_classes = num_classes
-        if outlier_head_channels < 1:
-            raise ValueError(f"outlier_head_channels must be >= 1, got {outlier_head_channels}")
-        self.model = AnomalySegmenter(
+        self.model = AnomalySegmenter(  # checks oe_objective and outlier_head_channels
             encoder=encoder,
             encoder_kwargs=encoder_kwargs,
             decoder_channels=decoder_channels,

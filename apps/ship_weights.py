@@ -27,6 +27,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from apps import demo_models as dm
+from shared.task import drop_moved_hyperparameters
 
 ROOT = Path(__file__).resolve().parents[1]
 #: demo key -> the run of benchmarks/gpu_recipes.py it is cut from
@@ -228,6 +229,7 @@ def ship(key: str, runs: Path, out: Path) -> dict:
     run_name = RUN_OF[key]
     record = json.loads((runs / f"{run_name}.json").read_text())
     hparams = {k: v for k, v in record["hyper_parameters"].items() if not k.startswith("_")}
+    drop_moved_hyperparameters(hparams, source=f"{run_name}.json")  # runs from before model.optimizer
     data_hp = {k: v for k, v in record["data_hyper_parameters"].items() if not k.startswith("_")}
     settings = _settings(key, record)
     task = dm.build_task(key, hparams, settings)
@@ -267,6 +269,7 @@ def ship(key: str, runs: Path, out: Path) -> dict:
         "data": dm.data_description(key, data_hp),
         "seed": 0,
         "hyper_parameters": hparams,
+        "training": _training(record),
         "data_hyper_parameters": data_hp,
         "settings": settings,
         "test": {k: round(v, 4) for k, v in record["metrics"].items()},
@@ -281,6 +284,15 @@ def _configs(record: dict) -> list[str]:
     """The config files of a run, from its command (``... -c A -c B ...``)."""
     words = record["command"].split()
     return [words[i + 1] for i, word in enumerate(words[:-1]) if word == "-c"]
+
+
+def _training(record: dict) -> dict:
+    """The optimiser and LR schedule the run's configs chose (the last config that sets one wins)."""
+    chosen = {}
+    for config in _configs(record):
+        model = (yaml.safe_load((ROOT / config).read_text()) or {}).get("model") or {}
+        chosen.update({k: model[k] for k in ("optimizer", "lr_scheduler") if k in model})
+    return chosen
 
 
 def _settings(key: str, record: dict) -> dict:

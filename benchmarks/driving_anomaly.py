@@ -43,6 +43,7 @@ from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from shared.budget import FitScheduleToBudget
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
+from shared.optim import adamw, warmup_cosine
 
 TARGET_AP, TARGET_FPR95 = 0.8, 0.1
 
@@ -274,7 +275,8 @@ def main(argv=None) -> int:
     }
 
     # ---- phase 1: plain segmenter, post-hoc scores
-    plain = AnomalySegmentationTask(**common, oe_weight=0.0, score="msp", lr=args.lr, warmup_steps=20)
+    plain = AnomalySegmentationTask(**common, oe_weight=0.0, score="msp",
+        optimizer=adamw(args.lr), lr_scheduler=warmup_cosine(20))
     budget_plain = args.budget_minutes * (1 - args.oe_fraction)
     budget_oe = args.budget_minutes * args.oe_fraction
     sps = time_per_step(plain, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
@@ -292,8 +294,8 @@ def main(argv=None) -> int:
         oe_prob=args.oe_prob,
         oe_hard_fraction=args.oe_hard_fraction,
         score="outlier_prob",
-        lr=args.oe_lr or args.lr / 2,
-        warmup_steps=10,
+        optimizer=adamw(args.oe_lr or args.lr / 2),
+        lr_scheduler=warmup_cosine(10),
     )
     oe.load_state_dict(plain.state_dict())
     sps_oe = time_per_step(oe, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])

@@ -37,7 +37,9 @@ from domains.driving.detection.data import DetectionDataModule
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from domains.driving.detection.task import DetectionTask
 from shared.budget import FitScheduleToBudget
+from shared.cli import instantiate_from_config
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
+from shared.optim import warmup_cosine
 
 TARGET_MAP50 = 0.8
 TARGET_MS = 250.0
@@ -142,7 +144,7 @@ def run(args) -> dict:
     dm = DetectionDataModule(**data_kw)
     dm.prepare_data()
     dm.setup("fit")
-    task = DetectionTask(**model_kw)
+    task = instantiate_from_config(DetectionTask, model_kw)
 
     load_before = os.getloadavg()[0]
     budget_s = 60 * args.budget_minutes
@@ -153,8 +155,9 @@ def run(args) -> dict:
         f"calibration: {sec_per_step:.2f} s/step (batch {dm.batch_size}) -> max_steps {max_steps} "
         f"for a {args.budget_minutes:g}-minute budget"
     )
-    if task.warmup_steps >= max_steps:
-        task.warmup_steps = max(0, max_steps // 10)
+    warmup = getattr(task.make_lr_scheduler, "keywords", {}).get("warmup_steps", 0)
+    if warmup >= max_steps:  # a short budget: warm up for a tenth of it
+        task.make_lr_scheduler = warmup_cosine(max(0, max_steps // 10))
     meter = _Throughput()
     trainer = pl.Trainer(
         max_steps=max_steps,

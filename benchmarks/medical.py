@@ -28,6 +28,7 @@ import torch
 from domains.medical.data import MedicalDataModule
 from domains.medical.task import MedicalSegmentationTask
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
+from shared.optim import adamw, warmup_cosine
 
 # CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
 MODELS: dict[str, dict] = {
@@ -97,8 +98,8 @@ def run_model(
     task = MedicalSegmentationTask(
         model=name,
         num_samples=args.num_samples,
-        lr=args.lr,
-        scheduler="cosine" if args.steps else "none",
+        optimizer=adamw(args.lr),
+        lr_scheduler=warmup_cosine() if args.steps else None,
         predict_dir=None,
         **MODELS[name],
     )

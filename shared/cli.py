@@ -11,13 +11,14 @@ import typing
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.trainer.states import TrainerFn
 
 from shared.cli_help import SUBCOMMAND_HELP
-from shared.task import check_checkpoint_file
+from shared.task import check_checkpoint_file, drop_moved_hyperparameters
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,23 @@ class SuiteCLI(LightningCLI):
             raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         if self.model_class is not None:
             check_checkpoint_file(ckpt_path, self.model_class)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's: a checkpoint's hyper-parameters override the config. Ours first drops the arguments
+        that moved into ``model.optimizer`` / ``model.lr_scheduler`` (written by older checkpoints), naming
+        them, instead of failing the parse on an option this task no longer takes."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+        hparams.pop("_instantiator", None)
+        drop_moved_hyperparameters(hparams, source=str(ckpt_path))
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def _add_subcommands(self, parser, **kwargs) -> None:
         """Lightning's sub-commands, with whole-sentence help (see ``SUBCOMMAND_HELP``)."""
@@ -237,3 +255,15 @@ def run_cli(
 
 
 __all__ = ["ConfigError", "RemovePartialPredictions", "SuiteCLI", "default_trainer_kwargs", "run_cli"]
+
+
+def instantiate_from_config(cls: type, values: dict):
+    """Build ``cls`` from a config section (``model:`` or ``data:`` of a YAML file) the way the CLI would:
+    typed, with ``class_path`` / ``init_args`` entries (the optimiser, the schedule) turned into objects.
+    For scripts that build a task outside the CLI (benchmarks)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "section", fail_untyped=False)
+    config = parser.parse_object({"section": values})
+    return parser.instantiate_classes(config).section

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
+
+from shared.optim import WarmupCosine
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -18,6 +21,28 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint holds another task or model than the one asked to load it."""
 
 
+# Task arguments that moved into the optimiser / schedule callables (checkpoints written before keep them as
+# hyper-parameters): they only shaped training, so such checkpoints load and the values are dropped, named.
+MOVED_HYPERPARAMETERS = {
+    "lr": "model.optimizer.init_args.lr",
+    "weight_decay": "model.optimizer.init_args.weight_decay",
+    "scheduler": "model.lr_scheduler (null: constant LR)",
+    "warmup_steps": "model.lr_scheduler.init_args.warmup_steps",
+}
+
+
+def drop_moved_hyperparameters(hparams: dict, source: str) -> dict:
+    """Remove the arguments of ``MOVED_HYPERPARAMETERS`` from ``hparams`` (in place), warning once per call
+    with the option each one moved to."""
+    moved = {key: hparams.pop(key) for key in list(hparams) if key in MOVED_HYPERPARAMETERS}
+    if moved:
+        where = "; ".join(
+            f"{key}={value!r} is now {MOVED_HYPERPARAMETERS[key]}" for key, value in moved.items()
+        )
+        rank_zero_warn(f"{source}: ignoring training settings written before the optimiser moved ({where})")
+    return hparams
+
+
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -25,34 +50,68 @@ def _qualname(cls: type) -> str:
 class BaseTask(pl.LightningModule):
     """Shared training plumbing. Subclasses build their plain ``nn.Module`` as ``self.model``.
 
+    The optimiser and the learning-rate schedule are LightningCLI callables, chosen in a config the same way
+    in every task (``model.optimizer`` / ``model.lr_scheduler`` as ``class_path`` + ``init_args``)::
+
+        optimizer:
+          class_path: torch.optim.AdamW
+          init_args: {lr: 0.001, weight_decay: 0.0001}
+        lr_scheduler:
+          class_path: shared.optim.WarmupCosine   # null: a constant LR
+          init_args: {warmup_steps: 100}
+
     Args:
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        scheduler: ``"cosine"`` (per step, over the whole run) or ``"none"``.
-        warmup_steps: linear warm-up steps before the cosine decay.
+        optimizer: builds the optimiser from the trainable parameters (any ``torch.optim`` class).
+        lr_scheduler: builds the per-step LR schedule from the optimiser; ``WarmupCosine`` without
+            ``total_steps`` runs over the trainer's planned steps (a time budget may move its end while
+            training, see ``schedule_steps``); null: constant LR.
         nonfinite_loss: ``"raise"`` stops the run naming the step and loss term; ``"skip"`` skips the batch and
             counts it (logged as ``train/skipped_batches``).
     """
 
+    # never saved as hyper-parameters: callables are code, and a checkpoint must load with weights_only
+    NOT_SAVED = ("optimizer", "lr_scheduler")
+
     def __init__(
         self,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = WarmupCosine,
         nonfinite_loss: str = "raise",
+        **moved,
     ):
         super().__init__()
-        if scheduler not in ("cosine", "none"):
-            raise ValueError(f"scheduler must be 'cosine' or 'none', got {scheduler!r}")
+        drop_moved_hyperparameters(moved, source=type(self).__name__)
+        if moved:
+            raise TypeError(f"{type(self).__name__} got unexpected argument(s): {', '.join(sorted(moved))}")
         if nonfinite_loss not in ("raise", "skip"):
             raise ValueError(f"nonfinite_loss must be 'raise' or 'skip', got {nonfinite_loss!r}")
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.scheduler_name = scheduler
-        self.warmup_steps = warmup_steps
+        for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be a class or callable (class_path / init_args), got {value!r}")
+        if optimizer is None:
+            raise TypeError("optimizer must be given (class_path / init_args), got None")
+        self.make_optimizer = optimizer
+        self.make_lr_scheduler = lr_scheduler
+        self.lr_schedule: torch.optim.lr_scheduler.LRScheduler | None = None
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
+
+    def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
+        """Lightning's, never saving the optimiser / schedule callables (``NOT_SAVED``)."""
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        frame = frame or inspect.currentframe().f_back
+        super().save_hyperparameters(*args, ignore=[*ignore, *self.NOT_SAVED], frame=frame, logger=logger)
+
+    @property
+    def schedule_steps(self) -> int | None:
+        """The step at which a ``WarmupCosine`` schedule reaches 0 (None before training or for other
+        schedules); setting it moves the end of the running schedule (``shared.budget.FitScheduleToBudget``)."""
+        return getattr(self.lr_schedule, "total_steps", None)
+
+    @schedule_steps.setter
+    def schedule_steps(self, steps: int) -> None:
+        if isinstance(self.lr_schedule, WarmupCosine):
+            self.lr_schedule.total_steps = max(1, int(steps))
 
     def describe_model(self) -> str:
         """A short name of the network inside (stored in checkpoints so a mismatch can name what a file holds)."""
@@ -96,22 +155,13 @@ class BaseTask(pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.scheduler_name == "none":
+        optimizer = self.make_optimizer(params)
+        if self.make_lr_scheduler is None:
             return optimizer
-        # The cosine's length is read at every step, so a time-budgeted run can re-fit it while training
-        # (``shared.budget.FitScheduleToBudget``); otherwise it is the trainer's planned number of steps.
-        self.schedule_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(self.warmup_steps, self.schedule_steps - 1)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = (step - warmup) / max(1, self.schedule_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        self.lr_schedule = self.make_lr_scheduler(optimizer)
+        if isinstance(self.lr_schedule, WarmupCosine) and self.lr_schedule.total_steps is None:
+            self.lr_schedule.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_schedule, "interval": "step"}}
 
 
 def gather_lists(items: list) -> list:
@@ -142,6 +192,20 @@ def check_checkpoint_file(path: str | Path, cls: type) -> dict:
     return checkpoint
 
 
+def _accepted_arguments(cls: type) -> set[str] | None:
+    """The named ``__init__`` arguments of ``cls`` and of the classes its ``**kwargs`` reach (up to
+    ``BaseTask``); None when one of them takes arbitrary keyword arguments of its own."""
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is pl.LightningModule:
+            break
+        params = inspect.signature(klass.__init__).parameters.values()
+        accepted |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params) or klass is BaseTask:
+            return accepted
+    return None
+
+
 def _check_task(checkpoint: dict, cls: type, source: str) -> None:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointMismatchError(f"{source}: not a Lightning checkpoint (no state_dict)")
@@ -149,9 +213,12 @@ def _check_task(checkpoint: dict, cls: type, source: str) -> None:
     if info is None:
         # Written by another tool (or a task whose on_save_checkpoint skips ours): hyperparameters this task
         # does not take still show it holds something else; otherwise the state-dict load reports by key.
-        params = inspect.signature(cls.__init__).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            unknown = sorted(set(checkpoint.get("hyper_parameters") or {}) - set(params) - {"_instantiator"})
+        accepted = _accepted_arguments(cls)
+        if accepted is not None:
+            hparams = checkpoint.get("hyper_parameters") or {}
+            unknown = sorted(
+                set(hparams) - accepted - set(MOVED_HYPERPARAMETERS) - {"_instantiator", "_class_path"}
+            )
             if unknown:
                 raise CheckpointMismatchError(
                     f"{source} holds hyperparameters {unknown} that {_qualname(cls)} does not take: "

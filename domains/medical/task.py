@@ -87,19 +87,9 @@ class MedicalSegmentationTask(BaseTask):
         predict_dir: str | None = "predictions/medical",
         predict_uncertainty: str = "entropy",
         collapse_kl: float = 0.01,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
-        nonfinite_loss: str = "raise",
+        **base_task_args,
     ):
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            scheduler=scheduler,
-            warmup_steps=warmup_steps,
-            nonfinite_loss=nonfinite_loss,
-        )
+        super().__init__(**base_task_args)
         # Inference-time settings stay out of the checkpoint: LightningCLI lets a checkpoint's hyperparameters
         # override the command line, so saved ones would silently win over ``--model.predict_dir`` etc.
         self.save_hyperparameters(ignore=list(_RUNTIME_ARGS))

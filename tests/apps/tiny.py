@@ -71,7 +71,7 @@ def build_medical(folder: Path) -> None:
     }
     for key in MEDICAL_BUILT:
         torch.manual_seed(0)
-        task = MedicalSegmentationTask(**settings[key], num_samples=4, predict_dir=None, scheduler="none")
+        task = MedicalSegmentationTask(**settings[key], num_samples=4, predict_dir=None, lr_scheduler=None)
         _fit_and_save(task, loader, folder / f"{key}.ckpt", {"test/ged": 0.5, "test/dice": 0.25}, "tiny")
 
 
@@ -95,8 +95,7 @@ def build_detection(folder: Path) -> None:
         fpn_channels=32,
         head_convs=1,
         kitti_difficulties=[],
-        scheduler="none",
-        warmup_steps=0,
+        lr_scheduler=None,
     )
     _fit_and_save(
         task, loader, folder / "driving_detection.ckpt", {"test/map": 0.1, "test/map50": 0.2}, "tiny"
@@ -120,7 +119,7 @@ def build_anomaly(folder: Path) -> None:
         decoder_channels=[4],
         score="msp",
         oe_weight=0.0,
-        scheduler="none",
+        lr_scheduler=None,
         calibration_batches=1,
     )
     _fit_and_save(

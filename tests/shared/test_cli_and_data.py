@@ -48,7 +48,7 @@ def test_cli_short_fit_lowers_loss_and_writes_last_checkpoint(tmp_path, monkeypa
         "6",
         "--trainer.enable_progress_bar",
         "false",
-        "--model.lr",
+        "--model.optimizer.init_args.lr",
         "0.02",
     ]
     args += ["--trainer.log_every_n_steps", "1"]

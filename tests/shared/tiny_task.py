@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -37,8 +39,9 @@ class SquaresDataModule(pl.LightningDataModule):
 
 
 class TinySegTask(BaseTask):
-    def __init__(self, encoder: str = "tiny_cnn", lr: float = 1e-2, **kwargs):
-        super().__init__(lr=lr, **kwargs)
+    def __init__(self, encoder: str = "tiny_cnn", **kwargs):
+        kwargs.setdefault("optimizer", functools.partial(torch.optim.AdamW, lr=1e-2))
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.model = SegmentationNet(num_classes=2, in_channels=1, encoder=encoder)
 

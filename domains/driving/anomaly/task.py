@@ -148,19 +148,9 @@ class AnomalySegmentationTask(BaseTask):
         component_metrics: bool = True,
         predict_dir: str = "predictions/driving_anomaly",
         overlay_alpha: float = 0.5,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
-        nonfinite_loss: str = "raise",
+        **base_task_args,
     ):
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            scheduler=scheduler,
-            warmup_steps=warmup_steps,
-            nonfinite_loss=nonfinite_loss,
-        )
+        super().__init__(**base_task_args)
         # Inference-time settings stay out of the checkpoint's hyper-parameters: LightningCLI overlays those on
         # the command line for ``test/predict --ckpt_path``, which would make ``--model.score`` a no-op.
         self.save_hyperparameters(ignore=list(RUNTIME_SETTINGS))

@@ -105,15 +105,11 @@ class DetectionTask(BaseTask):
         kitti_min_height_scale: float = 1.0,
         predict_dir: str | None = None,
         predict_score_thresh: float = 0.5,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        scheduler: str = "cosine",
-        warmup_steps: int = 100,
-        nonfinite_loss: str = "raise",
         semantic_loss_weight: float = 0.0,
         semantic_classes: int = len(SEMANTIC_CLASSES),
+        **base_task_args,
     ):
-        super().__init__(lr, weight_decay, scheduler, warmup_steps, nonfinite_loss)
+        super().__init__(**base_task_args)
         # Run-time choices stay out of the checkpoint: LightningCLI re-applies a checkpoint's hyperparameters
         # over the command line, so a stored predict_dir / score threshold would override the user's, and a
         # moved pretrained file would break loading weights the checkpoint already holds.

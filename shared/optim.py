@@ -1,0 +1,50 @@
+"""The suite's learning-rate schedule, given to tasks through LightningCLI's ``lr_scheduler`` callable.
+
+Written by hand because torch has no warm-up + cosine scheduler whose length can move while training:
+``SequentialLR(LinearLR, CosineAnnealingLR)`` fixes both lengths when it is built, but a time-budgeted run
+(:class:`shared.budget.FitScheduleToBudget`) learns how many steps it will get only while it trains.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+
+class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
+    """Linear warm-up for ``warmup_steps`` optimiser steps, then a cosine from the base LR down to 0 at
+    ``total_steps`` (and 0 after it).
+
+    ``total_steps`` None: the task sets it to the trainer's planned number of steps when training starts.
+    It is read at every step (and saved in the scheduler's state), so it can be moved while training.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, total_steps: int | None = None):
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1 or null (the trainer's planned steps), got {total_steps}")
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = total_steps
+        super().__init__(optimizer, self.factor)
+
+    def factor(self, step: int) -> float:
+        """The LR multiplier at optimiser step ``step``."""
+        total = max(1, int(self.total_steps or 1))
+        warmup = min(self.warmup_steps, total - 1)
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def adamw(lr: float = 1e-3, weight_decay: float = 1e-4):
+    """The ``optimizer`` callable a config's ``torch.optim.AdamW`` block gives, for code that builds a task."""
+    return functools.partial(torch.optim.AdamW, lr=lr, weight_decay=weight_decay)
+
+
+def warmup_cosine(warmup_steps: int = 0, total_steps: int | None = None):
+    """The ``lr_scheduler`` callable a config's ``shared.optim.WarmupCosine`` block gives."""
+    return functools.partial(WarmupCosine, warmup_steps=warmup_steps, total_steps=total_steps)

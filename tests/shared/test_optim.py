@@ -1,0 +1,119 @@
+"""The optimiser / schedule callables every task takes (``model.optimizer``, ``model.lr_scheduler``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from shared.optim import WarmupCosine, adamw, warmup_cosine
+from tests.shared.tiny_task import SquaresDataModule, TinySegTask
+
+
+def _lrs(scheduler: WarmupCosine, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_warmup_then_cosine_by_hand():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    lrs = _lrs(WarmupCosine(optimizer, warmup_steps=2, total_steps=6), 8)
+    # warm-up (step + 1) / 3, then 0.5 (1 + cos(pi (step - 2) / 4)), 0 from step 6 on
+    expected = [
+        1 / 3,
+        2 / 3,
+        1.0,
+        0.5 * (1 + math.cos(math.pi / 4)),
+        0.5,
+        0.5 * (1 + math.cos(3 * math.pi / 4)),
+        0,
+        0,
+    ]
+    assert lrs == pytest.approx(expected)
+
+
+def test_the_end_can_move_while_training_and_is_saved():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = WarmupCosine(optimizer, total_steps=4)
+    _lrs(scheduler, 2)
+    scheduler.total_steps = 8  # a budget found more time: at step 2 of 8 the cosine is at 0.5 (1 + cos(pi/4))
+    assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # set before the move
+    scheduler.optimizer.step()
+    scheduler.step()
+    assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(3 * math.pi / 8)))
+    assert scheduler.state_dict()["total_steps"] == 8
+
+
+@pytest.mark.parametrize(
+    "kwargs, message", [({"warmup_steps": -1}, "warmup_steps"), ({"total_steps": 0}, "total_steps")]
+)
+def test_bad_schedule_arguments_are_named(kwargs, message):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match=message):
+        WarmupCosine(optimizer, **kwargs)
+
+
+def test_task_runs_the_schedule_over_the_planned_steps_and_saves_no_callables(tmp_path):
+    task = TinySegTask(optimizer=adamw(lr=0.01), lr_scheduler=warmup_cosine(warmup_steps=2))
+    trainer = pl.Trainer(
+        max_steps=6,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(task, SquaresDataModule(n_train=8, batch_size=4))
+    assert task.schedule_steps == 6
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert "optimizer" not in task.hparams and "lr_scheduler" not in task.hparams
+    trainer.save_checkpoint(tmp_path / "tiny.ckpt")
+    TinySegTask.load_checked(tmp_path / "tiny.ckpt")  # weights_only: nothing but tensors and containers
+
+
+def test_checkpoints_written_before_the_move_load_and_name_the_moved_options(tmp_path):
+    task = TinySegTask()
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(task, SquaresDataModule(n_train=4, batch_size=4))
+    trainer.save_checkpoint(tmp_path / "old.ckpt")
+    checkpoint = torch.load(tmp_path / "old.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"].update(lr=0.02, weight_decay=1e-4, scheduler="cosine", warmup_steps=100)
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.warns(UserWarning, match=r"lr=0.02 is now model.optimizer.init_args.lr.*warmup_steps=100"):
+        TinySegTask.load_checked(tmp_path / "old.ckpt")
+    with pytest.raises(TypeError, match="unexpected argument.*colour"):
+        TinySegTask(colour="red")
+
+
+def test_cli_validates_an_old_checkpoint_naming_the_moved_options(tmp_path, monkeypatch):
+    from shared.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
+    run_cli(
+        TinySegTask,
+        SquaresDataModule,
+        domain="tiny",
+        monitor="val/loss",
+        args=["fit", "--trainer.max_steps", "1", *quiet],
+    )
+    path = tmp_path / "lightning_logs/tiny/checkpoints/last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"].update(lr=0.02, scheduler="cosine")
+    torch.save(checkpoint, path)
+    with pytest.warns(
+        UserWarning, match=r"last.ckpt: ignoring .*lr=0.02 is now model.optimizer.init_args.lr"
+    ):
+        cli = run_cli(
+            TinySegTask,
+            SquaresDataModule,
+            domain="tiny",
+            monitor="val/loss",
+            args=["validate", "--ckpt_path", str(path), *quiet],
+        )
+    assert "val/loss" in cli.trainer.callback_metrics

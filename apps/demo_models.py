@@ -303,10 +303,12 @@ def load_task(key: str, path: str | Path):
 def _for_demo(key: str, task, data_hparams: dict):
     if key == "driving_detection":
         task.model.set_postprocess(score_thresh=0.05)  # the page's slider filters from here up
+    # the network keeps the size it learnt from; older checkpoints and cards: the data module's setting
+    trained = getattr(task.model, "input_size", None)
     if key in MEDICAL_KEYS:
-        task.demo_input_size = int(data_hparams.get("crop_size") or 128)
+        task.demo_input_size = int(trained[0]) if trained else int(data_hparams.get("crop_size") or 128)
     if key == "driving_anomaly":
-        size = data_hparams.get("image_size")
+        size = trained or data_hparams.get("image_size")
         task.demo_input_size = (int(size[0]), int(size[1])) if size else None
     return task
 

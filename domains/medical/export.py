@@ -253,7 +253,10 @@ _SAMPLING = {
 
 
 def _input_size(checkpoint: dict, fallback: int = 128) -> tuple[int, int]:
-    crop = (checkpoint.get("datamodule_hyper_parameters") or {}).get("crop_size") or fallback
+    """The square the network was trained on: kept with the model (``input_size``); checkpoints from before
+    that read the data module's ``crop_size``."""
+    crop = (checkpoint.get("hyper_parameters") or {}).get("input_size")
+    crop = crop or (checkpoint.get("datamodule_hyper_parameters") or {}).get("crop_size") or fallback
     return int(crop), int(crop)
 
 

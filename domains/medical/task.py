@@ -67,6 +67,9 @@ class MedicalSegmentationTask(BaseTask):
         predict_uncertainty: ``entropy`` (of the mean probability, bits) or ``variance`` (across samples).
         collapse_kl: a latent scale whose validation KL (nats per image) falls below this has collapsed: its
             posterior says nothing the prior does not, so its samples do not differ; warned once per scale.
+        input_size: side (px) of the square crops the network is trained on, kept with it (``model.input_size``)
+            so that export and the demo feed it what it learnt from; the CLI links it from ``data.crop_size``.
+        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class MedicalSegmentationTask(BaseTask):
         predict_dir: str | None = "predictions/medical",
         predict_uncertainty: str = "entropy",
         collapse_kl: float = 0.01,
+        input_size: int | None = None,
         **base_task_args,
     ):
         super().__init__(**base_task_args)
@@ -108,6 +112,7 @@ class MedicalSegmentationTask(BaseTask):
         loss_args = {key: getattr(self.hparams, key) for key in _LOSS_ARGS[model]}
         self.model = build_model(model, in_channels=in_channels, **given, **loss_args)
         self.model_name = model
+        self.model.input_size = (int(input_size), int(input_size)) if input_size else None
         self.num_samples = num_samples
         self.threshold = threshold
         self.predict_dir = predict_dir

@@ -187,6 +187,7 @@ def test_anomaly_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
     assert max(meta["tolerance"]["max_abs_diff"].values()) <= ATOL
     anomaly_export(["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out), "--score", "mahalanobis"])
     task = AnomalySegmentationTask.load_checked(checkpoints[ANOMALY]).eval()
+    assert task.model.input_size == (32, 64)  # linked from data.image_size, kept with the network
     image = torch.rand(1, 3, 32, 64)
     _, score = run_onnx(out / "segmenter.onnx", {"image": image.numpy()})
     close(score, task.anomaly_map(image, "mahalanobis"))

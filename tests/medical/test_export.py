@@ -156,6 +156,10 @@ def test_cli_writes_graphs_and_sidecar_with_the_training_crop_size(medical_ckpt,
     ]
     sidecar = json.loads((out / "prob_unet.json").read_text())
     assert sidecar["input_size"] == [24, 24] and sidecar["in_channels"] == 1  # crop_size of the run
+    # kept with the network (the CLI links data.crop_size to model.input_size), not read from the data module
+    checkpoint = torch.load(medical_ckpt, weights_only=True)
+    assert checkpoint["hyper_parameters"]["input_size"] == 24
+    assert MedicalSegmentationTask.load_checked(medical_ckpt).model.input_size == (24, 24)
     assert sidecar["classes"] == ["background", "lesion"] and "sigmoid" in sidecar["score"]
     assert sidecar["graphs"]["prob_unet_features.onnx"]["outputs"] == [
         "features",

@@ -59,7 +59,10 @@ def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
 
 
 def _input_size(checkpoint: dict) -> tuple[int, int]:
-    size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("image_size")
+    """The frame size the network was trained on: kept with the model (``input_size``); checkpoints from
+    before that read the data module's ``image_size``; native synthetic frames when neither says."""
+    size = (checkpoint.get("hyper_parameters") or {}).get("input_size")
+    size = size or (checkpoint.get("datamodule_hyper_parameters") or {}).get("image_size")
     if not size:
         from domains.driving.synthetic import DEFAULT_SIZE  # (width, height) of the synthetic scenes
 

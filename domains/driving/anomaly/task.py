@@ -118,6 +118,9 @@ class AnomalySegmentationTask(BaseTask):
             memory until the end of the test epoch: set False for very large test sets).
         predict_dir: where ``predict`` writes ``<name>_score.npy``, ``<name>_overlay.png``, ``image_scores.csv``.
         overlay_alpha: heatmap weight in the overlays.
+        input_size: [H, W] of the frames the network is trained on (null: native frames), kept with it
+            (``model.input_size``) for export and the demo; the CLI links it from ``data.image_size``.
+        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class AnomalySegmentationTask(BaseTask):
         component_metrics: bool = True,
         predict_dir: str = "predictions/driving_anomaly",
         overlay_alpha: float = 0.5,
+        input_size: tuple[int, int] | None = None,
         **base_task_args,
     ):
         super().__init__(**base_task_args)
@@ -183,6 +187,7 @@ class AnomalySegmentationTask(BaseTask):
             oe_objective=oe_objective,
             outlier_head_channels=outlier_head_channels,
         )
+        self.model.input_size = (int(input_size[0]), int(input_size[1])) if input_size else None
         # Cross-entropy class weights (not saved: recomputed from the data whenever training starts).
         self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
         self.class_weighting = self._check_class_weighting(class_weighting, num_classes)

@@ -150,6 +150,9 @@ def test_kitti_bad_maps_name_the_file(tmp_path):
     assert [o.type for o in ann.objects] == ["Car"]
     with pytest.raises(LabelFormatError, match=r"instance/000000\.png: instance id 7 .*strict"):
         read_kitti_instances(tmp_path / "b", strict=True)
+    strict = InstanceDataModule("kitti", str(tmp_path / "b"), ["Car"], strict=True, num_workers=0)
+    with pytest.raises(LabelFormatError, match=r"instance id 7 has no label line"):
+        strict.setup("fit")
 
 
 def _coco(tmp_path: Path, annotations: list[dict]) -> Path:
@@ -414,6 +417,8 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
     cli = main(["predict", *_cli_args(data, *predict, "--model.predict_score_thresh", "0.0")])
     test_ids = {a.image_id for a in cli.datamodule.splits["test"]}
     assert test_ids and {p.stem for p in (out / "instances").glob("*.png")} == test_ids
+    written = sum(len((out / "instances" / f"{i}.txt").read_text().splitlines()) for i in test_ids)
+    assert written > 0  # score thresholds 0: the two-step model's detections are all written
     for image_id in test_ids:
         ids = cv2.imread(str(out / "instances" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
         assert ids.dtype == np.uint16 and ids.shape == (H, W)

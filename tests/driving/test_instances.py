@@ -29,7 +29,7 @@ from domains.driving.instances.data import (
 )
 from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
-from domains.driving.instances.task import InstanceTask
+from domains.driving.instances.task import InstanceTask, load_instance_task
 from tests.helpers import write_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -412,6 +412,12 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
     main(["fit", *_cli_args(data, *short)])
     ckpt = tmp_path / "lightning_logs/driving_instances/checkpoints/last.ckpt"
     assert ckpt.is_file()
+    loaded = load_instance_task(ckpt)
+    assert isinstance(loaded.model, RoadInstanceSegmenter) and loaded.class_names == [
+        "Car",
+        "Pedestrian",
+        "Cyclist",
+    ]
     out = tmp_path / "pred"
     predict = ["--ckpt_path", str(ckpt), "--model.predict_dir", str(out), "--model.score_thresh", "0.0"]
     cli = main(["predict", *_cli_args(data, *predict, "--model.predict_score_thresh", "0.0")])

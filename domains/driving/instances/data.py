@@ -54,6 +54,7 @@ from domains.driving.formats import (
     LabelWarning,
     _coco_entries,
     _load_json,
+    _owned_log,
     _parse_int,
     _require,
     image_size,
@@ -139,13 +140,6 @@ def _finish(log: DropLog, own: bool, what: str) -> None:
         log.report(what, stacklevel=4)
 
 
-def _log(log: DropLog | None, strict: bool) -> tuple[DropLog, bool]:
-    if log is None:
-        return DropLog(strict=strict), True
-    log.strict = log.strict or strict
-    return log, False
-
-
 # ------------------------------------------------------------------------------------------ KITTI layout
 
 
@@ -162,7 +156,7 @@ def read_kitti_instances(
     ``k``. Label lines with no pixel (fully hidden objects) have no mask and are skipped.
     """
     base = resolve_kitti_split(root, split_dir)
-    log, own = _log(log, strict)
+    log, own = _owned_log(log, strict)
     maps_dir, labels_dir = base / instance_dir, base / "label_2"
     for folder, what in ((maps_dir, "instance map"), (labels_dir, "KITTI label")):
         if not folder.is_dir():
@@ -225,7 +219,7 @@ def read_png_instances(
     class_ids = dict(CITYSCAPES_INSTANCE_CLASSES if class_ids is None else class_ids)
     if divisor < 2:
         raise ValueError(f"read_png_instances: divisor must be >= 2, got {divisor}")
-    log, own = _log(log, strict)
+    log, own = _owned_log(log, strict)
     image_dir, map_dir = root / "images", root / "instances"
     for folder in (image_dir, map_dir):
         if not folder.is_dir():
@@ -339,7 +333,7 @@ def read_coco_instances(
     """
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else path.parent
-    log, own = _log(log, strict)
+    log, own = _owned_log(log, strict)
     data = _load_json(path)
     _require(data, ("images", "annotations", "categories"), path, None)
     for key in ("images", "annotations", "categories"):

@@ -1,0 +1,117 @@
+"""Convert instance masks (KITTI layout with instance maps, or panoptic PNGs) to a COCO instance JSON.
+
+    python -m domains.driving.instances.convert --from kitti --src data/driving/synthetic_kitti \
+        --dst data/driving/synthetic_instances.json [--classes Car Pedestrian Cyclist] [--strict]
+    python -m domains.driving.instances.convert --from png --src cityscapes_like/ --dst out.json --divisor 1000
+
+Masks are written as COCO compressed RLE (exact: reading the JSON back gives the same pixels), with ``bbox``
+and ``area`` from the RLE (``faster_coco_eval``'s mask API). Images stay where they are: ``file_name`` is
+relative to the JSON's folder when the image lies under it, else absolute. DontCare / crowd regions are written
+as ``iscrowd: 1`` annotations of a ``DontCare`` category, which COCO evaluation ignores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import faster_coco_eval.core.mask as mask_api
+
+from domains.driving.classes import DONTCARE, KITTI_TYPES
+from domains.driving.formats import DropLog, LabelFormatError
+from domains.driving.instances.data import InstanceAnnotation, read_kitti_instances, read_png_instances
+
+
+def write_coco_instances(
+    annotations: Sequence[InstanceAnnotation], json_path: str | Path, class_names: Sequence[str]
+) -> Counter:
+    """Write a COCO instance JSON (category ids 1..C in ``class_names`` order, DontCare last as crowds).
+
+    Returns the count of objects not written (type neither in ``class_names`` nor DontCare).
+    """
+    path = Path(json_path)
+    root = path.parent.resolve()
+    cat_ids = {name: i + 1 for i, name in enumerate(class_names)}
+    crowd_id = len(cat_ids) + 1
+    dropped: Counter = Counter()
+    images, anns = [], []
+    for image_id, rec in enumerate(annotations, start=1):
+        file = Path(rec.image_path).resolve()
+        rel = Path(os.path.relpath(file, root))
+        file_name = rel.as_posix() if not rel.as_posix().startswith("..") else str(file)
+        images.append({"id": image_id, "file_name": file_name, "width": rec.width, "height": rec.height})
+        for obj in rec.objects:
+            crowd = obj.type == DONTCARE
+            if not crowd and obj.type not in cat_ids:
+                dropped[obj.type] += 1
+                continue
+            counts = obj.rle["counts"]
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": crowd_id if crowd else cat_ids[obj.type],
+                    "segmentation": {
+                        "size": list(obj.rle["size"]),
+                        "counts": counts.decode() if isinstance(counts, bytes) else counts,
+                    },
+                    "bbox": [float(v) for v in mask_api.toBbox(obj.rle)],
+                    "area": int(mask_api.area(obj.rle)),
+                    "iscrowd": int(crowd),
+                }
+            )
+    categories = [{"id": i, "name": n, "supercategory": "road_user"} for n, i in cat_ids.items()]
+    categories.append({"id": crowd_id, "name": DONTCARE, "supercategory": "ignore"})
+    data = {
+        "info": {"description": "written by domains.driving.instances.convert"},
+        "images": images,
+        "annotations": anns,
+        "categories": categories,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)  # a failure leaves no half-written JSON
+    return dropped
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--from", dest="source", choices=("kitti", "png"), required=True)
+    parser.add_argument("--src", type=Path, required=True, help="KITTI root or png-layout folder")
+    parser.add_argument("--dst", type=Path, required=True, help="COCO JSON to write")
+    parser.add_argument(
+        "--classes", nargs="+", default=None, help="categories in id order (default: the types present)"
+    )
+    parser.add_argument("--divisor", type=int, default=1000, help="png layout: class multiplier")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad map or id")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    if args.dst.exists() and not args.overwrite:
+        parser.error(f"{args.dst} exists (use --overwrite)")
+    log = DropLog(strict=args.strict)
+    try:
+        if args.source == "kitti":
+            items = read_kitti_instances(args.src, log=log)
+        else:
+            items = read_png_instances(args.src, divisor=args.divisor, log=log)
+    except (LabelFormatError, FileNotFoundError) as err:
+        parser.exit(2, f"error: {err}\n")
+    log.report(f"convert --from {args.source} {args.src}", stacklevel=2)
+    present = {o.type for a in items for o in a.objects} - {DONTCARE}
+    classes = args.classes or [t for t in KITTI_TYPES if t in present] + sorted(present - set(KITTI_TYPES))
+    dropped = write_coco_instances(items, args.dst, classes)
+    n = sum(len(a.objects) for a in items) - sum(dropped.values())
+    skipped = f"; not written (type not in --classes): {dict(dropped)}" if dropped else ""
+    print(f"wrote {args.dst}: {len(items)} images, {n} masks, categories {classes}{skipped}")
+    return args.dst
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,626 @@
+"""Instance-segmentation data: three on-disk layouts read into per-object COCO RLE masks, augmentation that moves
+masks (and the boxes taken from them) together, and the Lightning data module.
+
+Layouts:
+
+* ``kitti``: the synthetic KITTI layout (and any KITTI-style set with instance maps):
+  ``training/{image_2,label_2,instance}/``; ``instance/<id>.png`` (uint16) holds ``k`` where the object of the
+  ``k``-th non-blank line of ``label_2/<id>.txt`` is visible (DontCare lines included, 0 = no object).
+* ``coco``: a COCO instance JSON: polygons, uncompressed or compressed RLE; ``iscrowd`` regions are ignored.
+* ``png``: Cityscapes / KITTI-style panoptic id maps: ``images/<stem>.*`` and ``instances/<stem>.png`` where a
+  pixel holds ``class_id * divisor + instance`` (Cityscapes ``*_instanceIds.png``: divisor 1000; values below the
+  divisor are regions of a class without instance ids: crowds, ignored when the class is listed).
+
+Every mask is kept as a COCO compressed RLE (``faster_coco_eval``'s mask API, the COCO tools already in the
+dependency set): a few hundred bytes per object, so a whole split's annotations sit in memory and travel to
+loader workers cheaply; a mask is decoded only when its image is loaded.
+
+Bad input: an instance map whose size differs from its image is an error naming both files; ids with no label
+line, empty or malformed COCO segmentations, polygons more than 1 px outside the image and unknown classes are
+dropped and counted in one :class:`LabelWarning` per reader (``strict``: the first one raises
+:class:`LabelFormatError` naming the file and line / annotation index and id).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import albumentations as A
+import faster_coco_eval.core.mask as mask_api
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.ops import masks_to_boxes
+
+from domains.driving.classes import DONTCARE
+from domains.driving.common import (
+    default_kitti_root,
+    read_label_map,
+    read_rgb,
+    read_sequence_groups,
+    to_image_tensor,
+    warn_empty_splits,
+)
+from domains.driving.detection.data import detection_collate
+from domains.driving.formats import (
+    BOX_TOLERANCE_PX,
+    DropLog,
+    LabelFormatError,
+    LabelWarning,
+    _coco_entries,
+    _load_json,
+    _owned_log,
+    _parse_int,
+    _require,
+    image_size,
+    images_by_stem,
+    resolve_kitti_split,
+)
+from shared.data import SplitLoaders, default_num_workers, detection_augmentations, group_split
+
+#: Cityscapes label ids of its instance classes, named as the suite's classes where they are the same thing
+#: (person -> Pedestrian, rider -> Cyclist); the others keep Cityscapes' names and are dropped unless listed in
+#: class_names.
+CITYSCAPES_INSTANCE_CLASSES = {
+    24: "Pedestrian",
+    25: "Cyclist",
+    26: "Car",
+    27: "Truck",
+    28: "Bus",
+    31: "Train",
+    32: "Motorcycle",
+    33: "Bicycle",
+}
+#: suffixes stripped from file stems so an image and its map pair up (Cityscapes names both by the frame)
+STEM_SUFFIXES = ("_leftImg8bit", "_gtFine_instanceIds", "_instanceIds")
+
+
+@dataclass
+class InstanceObject:
+    """One object: its type name, its mask as a COCO compressed RLE and where it came from (for messages)."""
+
+    type: str
+    rle: dict
+    source: str = ""
+
+
+@dataclass
+class InstanceAnnotation:
+    """One image and its object masks (``image_id`` is the file stem, as for detection)."""
+
+    image_path: str
+    width: int
+    height: int
+    objects: list[InstanceObject] = field(default_factory=list)
+
+    @property
+    def image_id(self) -> str:
+        return _stem(Path(self.image_path))
+
+
+def _stem(path: Path) -> str:
+    stem = path.stem
+    for suffix in STEM_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """(K, H, W) binary masks -> K COCO compressed RLEs."""
+    if len(masks) == 0:
+        return []
+    return mask_api.encode(np.asfortranarray(np.moveaxis(masks.astype(np.uint8), 0, -1)))
+
+
+def decode_masks(rles: Sequence[dict], height: int, width: int) -> np.ndarray:
+    """K COCO RLEs -> (K, H, W) uint8 masks (``(0, H, W)`` for none)."""
+    if not rles:
+        return np.zeros((0, height, width), np.uint8)
+    return np.ascontiguousarray(np.moveaxis(mask_api.decode(list(rles)), -1, 0))
+
+
+def _check_map_size(map_path: Path, label: np.ndarray, image_path: Path, size: tuple[int, int]) -> None:
+    if label.shape != size:
+        raise LabelFormatError(
+            map_path,
+            None,
+            f"instance map is {label.shape[1]}x{label.shape[0]} but its image {image_path} is "
+            f"{size[1]}x{size[0]}",
+        )
+
+
+def _finish(log: DropLog, own: bool, what: str) -> None:
+    if own:
+        log.report(what, stacklevel=4)
+
+
+# ------------------------------------------------------------------------------------------ KITTI layout
+
+
+def read_kitti_instances(
+    root: str | Path,
+    split_dir: str | None = "training",
+    strict: bool = False,
+    log: DropLog | None = None,
+    instance_dir: str = "instance",
+) -> list[InstanceAnnotation]:
+    """Images, label lines and instance maps of a KITTI-layout split (the synthetic set's layout).
+
+    Object ``k`` of an image is the ``k``-th non-blank line of its label file; its mask is where the map holds
+    ``k``. Label lines with no pixel (fully hidden objects) have no mask and are skipped.
+    """
+    base = resolve_kitti_split(root, split_dir)
+    log, own = _owned_log(log, strict)
+    maps_dir, labels_dir = base / instance_dir, base / "label_2"
+    for folder, what in ((maps_dir, "instance map"), (labels_dir, "KITTI label")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {what} folder not found (next to {base / 'image_2'})")
+    images = images_by_stem(base / "image_2")
+    if not images:
+        raise FileNotFoundError(f"{base / 'image_2'}: no images")
+    out = []
+    for stem, image_path in images.items():
+        label_path, map_path = labels_dir / f"{stem}.txt", maps_dir / f"{stem}.png"
+        if not label_path.is_file() or not map_path.is_file():
+            missing = label_path if not label_path.is_file() else map_path
+            log.add("image_without_label", image_path, None, f"no {missing}")
+            continue
+        size = image_size(image_path)
+        lines = [
+            (n, raw.split()[0])
+            for n, raw in enumerate(label_path.read_text().splitlines(), start=1)
+            if raw.strip()
+        ]
+        instance = read_label_map(map_path)
+        _check_map_size(map_path, instance, image_path, size)
+        ids = np.unique(instance)
+        ids = ids[ids > 0]
+        for bad in ids[ids > len(lines)]:
+            log.add(
+                "instance_without_label",
+                map_path,
+                None,
+                f"instance id {int(bad)} has no label line ({label_path} has {len(lines)})",
+            )
+        ids = ids[ids <= len(lines)]
+        rles = encode_masks(instance[None] == ids[:, None, None])
+        objects = [
+            InstanceObject(lines[k - 1][1], rle, f"{label_path}:{lines[k - 1][0]}")
+            for k, rle in zip(ids.tolist(), rles)
+        ]
+        out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects))
+    _finish(log, own, f"read_kitti_instances({root})")
+    return out
+
+
+# -------------------------------------------------------------------------------------- panoptic PNG layout
+
+
+def read_png_instances(
+    root: str | Path,
+    class_ids: dict[int, str] | None = None,
+    divisor: int = 1000,
+    strict: bool = False,
+    log: DropLog | None = None,
+) -> list[InstanceAnnotation]:
+    """``root/images/*`` with ``root/instances/<stem>.png`` holding ``class_id * divisor + instance`` per pixel.
+
+    ``class_ids`` names the class ids (default: Cityscapes' instance classes); other ids with instances are
+    dropped and counted (``unknown_class``). A value below ``divisor`` that is a listed class id is a region of
+    that class without instances (a Cityscapes crowd): it becomes a ``DontCare`` ignore region.
+    """
+    root = Path(root)
+    class_ids = dict(CITYSCAPES_INSTANCE_CLASSES if class_ids is None else class_ids)
+    if divisor < 2:
+        raise ValueError(f"read_png_instances: divisor must be >= 2, got {divisor}")
+    log, own = _owned_log(log, strict)
+    image_dir, map_dir = root / "images", root / "instances"
+    for folder in (image_dir, map_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: folder not found (the png layout is images/ + instances/)")
+    maps = {_stem(p): p for p in sorted(map_dir.glob("*.png"))}
+    images = {_stem(p): p for p in images_by_stem(image_dir).values()}
+    for stem, map_path in maps.items():
+        if stem not in images:
+            raise LabelFormatError(map_path, None, f"instance map has no image {stem}* in {image_dir}")
+    out = []
+    for stem, image_path in sorted(images.items()):
+        if stem not in maps:
+            log.add("image_without_label", image_path, None, f"no instance map {map_dir / stem}*.png")
+            continue
+        size = image_size(image_path)
+        label = read_label_map(maps[stem]).astype(np.int64)
+        _check_map_size(maps[stem], label, image_path, size)
+        objects = []
+        for value in np.unique(label).tolist():
+            cls = value // divisor if value >= divisor else value
+            if cls not in class_ids:
+                if value >= divisor:
+                    log.add(
+                        "unknown_class",
+                        maps[stem],
+                        None,
+                        f"class id {cls} (value {value}) not in {class_ids}",
+                    )
+                continue
+            name = class_ids[cls] if value >= divisor else DONTCARE
+            (rle,) = encode_masks((label == value)[None])
+            objects.append(InstanceObject(name, rle, f"{maps[stem]}:value {value}"))
+        out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects))
+    _finish(log, own, f"read_png_instances({root})")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- COCO
+
+
+def _segmentation_rle(segm, height: int, width: int, path: Path, where: str, log: DropLog) -> dict | None:
+    """The COCO RLE of one annotation's ``segmentation`` (polygons or RLE), ``None`` if it is dropped."""
+    if isinstance(segm, list):
+        if not segm:
+            log.add("empty_segmentation", path, where, "segmentation is an empty polygon list")
+            return None
+        for polygon in segm:
+            ok = isinstance(polygon, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in polygon
+            )
+            if not ok or len(polygon) % 2:
+                log.add("bad_segmentation", path, where, "a polygon must be a flat list of x, y numbers")
+                return None
+            if len(polygon) < 6:
+                log.add(
+                    "empty_segmentation", path, where, f"polygon with {len(polygon) // 2} points (need 3)"
+                )
+                return None
+            xs, ys = np.asarray(polygon[0::2]), np.asarray(polygon[1::2])
+            tol = BOX_TOLERANCE_PX
+            if xs.min() < -tol or ys.min() < -tol or xs.max() > width + tol or ys.max() > height + tol:
+                log.add(
+                    "outside_image",
+                    path,
+                    where,
+                    f"polygon reaches ({xs.min():g}..{xs.max():g}, {ys.min():g}..{ys.max():g}), more than "
+                    f"{tol:g} px outside the {width}x{height} image",
+                )
+                return None
+        rle = mask_api.merge(mask_api.frPyObjects(segm, height, width))
+    elif isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        if list(segm["size"]) != [height, width]:
+            log.add(
+                "bad_segmentation", path, where, f"RLE size {segm['size']} but the image is {height}x{width}"
+            )
+            return None
+        counts = segm["counts"]
+        try:
+            if isinstance(counts, list):  # uncompressed RLE
+                rle = mask_api.frPyObjects(segm, height, width)
+            elif isinstance(counts, (str, bytes)):
+                rle = {
+                    "size": [height, width],
+                    "counts": counts.encode() if isinstance(counts, str) else counts,
+                }
+            else:
+                raise TypeError(f"counts must be a list or a string, got {type(counts).__name__}")
+            mask_api.decode(rle)  # checks the run lengths add up to the image
+        except (ValueError, RuntimeError, TypeError) as err:
+            log.add("bad_segmentation", path, where, f"malformed RLE ({err})")
+            return None
+    else:
+        log.add("bad_segmentation", path, where, f"segmentation must be polygons or an RLE, got {segm!r:.60}")
+        return None
+    if mask_api.area(rle) == 0:
+        log.add("empty_segmentation", path, where, "segmentation covers no pixel")
+        return None
+    return rle
+
+
+def read_coco_instances(
+    json_path: str | Path,
+    images_root: str | Path | None = None,
+    strict: bool = False,
+    log: DropLog | None = None,
+) -> list[InstanceAnnotation]:
+    """Read a COCO instance JSON (``file_name`` relative to ``images_root``, default the JSON's folder).
+
+    ``iscrowd`` annotations become ``DontCare`` ignore regions. Problem locations read
+    ``path:annotations[i] (id N):``.
+    """
+    path = Path(json_path)
+    root = Path(images_root) if images_root is not None else path.parent
+    log, own = _owned_log(log, strict)
+    data = _load_json(path)
+    _require(data, ("images", "annotations", "categories"), path, None)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data[key], list):
+            raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
+    categories = {
+        cid: str(cat["name"])
+        for _, cat, cid in _coco_entries(data["categories"], path, "categories", ("name",), "category")
+    }
+    records: dict[int, InstanceAnnotation] = {}
+    for where, img, iid in _coco_entries(data["images"], path, "images", ("file_name",), "image"):
+        file = root / str(img["file_name"])
+        if not file.is_file():
+            raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
+        height, width = image_size(file)
+        for key, actual in (("width", width), ("height", height)):
+            if key in img and _parse_int(str(img[key]), path, where, key) != actual:
+                raise LabelFormatError(
+                    path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}"
+                )
+        records[iid] = InstanceAnnotation(str(file), width, height, [])
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
+        _require(ann, ("image_id", "category_id"), path, where)
+        iid = _parse_int(str(ann["image_id"]), path, where, "image_id")
+        if iid not in records:
+            raise LabelFormatError(path, where, f"image_id {iid} is not in 'images'")
+        if "segmentation" not in ann:
+            log.add("empty_segmentation", path, where, "no 'segmentation'")
+            continue
+        cid = _parse_int(str(ann["category_id"]), path, where, "category_id")
+        crowd = bool(ann.get("iscrowd", 0))
+        if cid not in categories and not crowd:
+            log.add("unknown_class", path, where, f"category_id {cid} is not in 'categories'")
+            continue
+        rec = records[iid]
+        rle = _segmentation_rle(ann["segmentation"], rec.height, rec.width, path, where, log)
+        if rle is not None:
+            rec.objects.append(InstanceObject(DONTCARE if crowd else categories[cid], rle, f"{path}:{where}"))
+    _finish(log, own, f"read_coco_instances({path})")
+    return list(records.values())
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(K, H, W) masks -> (K, 4) xyxy boxes in pixel-edge coordinates (right = last column + 1), as KITTI's.
+
+    torchvision's ``masks_to_boxes`` gives pixel centres (a one-pixel mask has a zero-size box): add 1.
+    """
+    boxes = masks_to_boxes(masks) if len(masks) else torch.zeros(0, 4)
+    return boxes + torch.tensor([0.0, 0.0, 1.0, 1.0])
+
+
+class InstanceDataset(Dataset):
+    """Images and Mask R-CNN targets from :class:`InstanceAnnotation` records.
+
+    Returns ``(image, target)``: ``image`` float32 (3, H, W) in [0, 1]; ``target`` holds ``masks`` uint8
+    (K, H, W), ``boxes`` float32 (K, 4) xyxy (the masks' tight boxes, so boxes and masks can never disagree
+    after a crop or flip), ``labels`` int64 (K,) indices into ``class_names``, ``ignore_mask`` bool (H, W)
+    (the union of DontCare / crowd regions), ``image_id`` and ``orig_size`` (H, W) before the transform.
+
+    ``class_map`` renames types first (``{Van: Car}``); types neither in ``class_names`` nor ``ignore_types``
+    are dropped and reported in one warning. ``transform``: an albumentations ``Compose``; every mask (and the
+    ignore mask) goes through it with the image (nearest-neighbour resampling). Masks a crop removes entirely
+    are dropped.
+    """
+
+    def __init__(
+        self,
+        annotations: Sequence[InstanceAnnotation],
+        class_names: Sequence[str],
+        transform: A.Compose | None = None,
+        ignore_types: Sequence[str] = (DONTCARE,),
+        class_map: dict[str, str] | None = None,
+    ):
+        self.annotations = list(annotations)
+        self.class_names = list(class_names)
+        self.transform = transform
+        self.class_map = dict(class_map or {})
+        index = {name: i for i, name in enumerate(self.class_names)}
+        if len(index) != len(self.class_names):
+            raise ValueError(f"InstanceDataset: duplicate class names {self.class_names}")
+        bad = {k: v for k, v in self.class_map.items() if v not in index and v not in ignore_types}
+        if bad:
+            raise ValueError(
+                f"InstanceDataset: class_map targets {bad} are not in class_names {self.class_names}"
+            )
+        self.dropped: Counter[str] = Counter()
+        self._items = []  # per image: (object RLEs, labels, ignore RLEs)
+        for ann in self.annotations:
+            rles, labels, ignore = [], [], []
+            for obj in ann.objects:
+                name = self.class_map.get(obj.type, obj.type)
+                if name in index:
+                    rles.append(obj.rle)
+                    labels.append(index[name])
+                elif name in ignore_types:
+                    ignore.append(obj.rle)
+                else:
+                    self.dropped[obj.type] += 1
+            self._items.append((rles, np.asarray(labels, np.int64), ignore))
+        if self.dropped:
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.dropped.items()))
+            warnings.warn(
+                f"InstanceDataset: dropped objects whose type is not in class_names {self.class_names} "
+                f"(class_map {self.class_map}): {counts}",
+                LabelWarning,
+                stacklevel=2,
+            )
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+        ann = self.annotations[i]
+        image = read_rgb(ann.image_path)
+        if image.shape[:2] != (ann.height, ann.width):
+            raise LabelFormatError(
+                ann.image_path, None, f"image is {image.shape[1]}x{image.shape[0]} but its annotation says "
+                f"{ann.width}x{ann.height}",
+            )  # fmt: skip
+        rles, labels, ignore_rles = self._items[i]
+        masks = decode_masks(rles, ann.height, ann.width)
+        ignore = decode_masks(ignore_rles, ann.height, ann.width).any(axis=0).astype(np.uint8)
+        if self.transform is not None:
+            out = self.transform(image=image, masks=[*masks, ignore])
+            image = out["image"]
+            moved = np.asarray(out["masks"], dtype=np.uint8)
+            masks, ignore = moved[:-1], moved[-1]
+        keep = masks.reshape(len(masks), -1).any(axis=1)
+        masks_t = torch.from_numpy(np.ascontiguousarray(masks[keep]))
+        target = {
+            "masks": masks_t,
+            "boxes": mask_boxes(masks_t),
+            "labels": torch.from_numpy(labels[keep]),
+            "ignore_mask": torch.from_numpy(np.ascontiguousarray(ignore)).bool(),
+            "image_id": ann.image_id,
+            "orig_size": (ann.height, ann.width),
+        }
+        return to_image_tensor(image), target
+
+
+def instance_transforms(
+    train: bool,
+    image_size: tuple[int, int] | None = None,
+    augment: bool = True,
+    seed: int | None = None,
+    crop_scale: tuple[float, float] = (0.6, 1.0),
+    crop_prob: float = 0.5,
+) -> A.Compose | None:
+    """Train: the detector's flips, photometric jitter and zoom-in crops, applied to masks; eval: resize."""
+    resize = [A.Resize(height=image_size[0], width=image_size[1])] if image_size else []
+    if train and augment:
+        base = detection_augmentations(
+            height=image_size[0] if image_size else None,
+            width=image_size[1] if image_size else None,
+            crop_scale=tuple(crop_scale),
+            crop_prob=crop_prob,
+            seed=seed,
+        )
+        # the same steps without the box parameters: boxes are re-derived from the moved masks
+        return A.Compose([*base.transforms, *resize], seed=seed)
+    return A.Compose(resize, seed=seed) if resize else None
+
+
+class InstanceDataModule(SplitLoaders):
+    """Instance masks from the KITTI layout with instance maps, COCO instance JSON or panoptic PNGs, split by
+    sequence (``--data.*``).
+
+    Args:
+        data_format: ``kitti`` (``training/{image_2,label_2,instance}``), ``coco`` (instance JSON, or a folder
+            holding one) or ``png`` (``images/`` + ``instances/`` with ``class_id * png_divisor + instance``).
+        data_path: the root / file; null: the synthetic KITTI-layout set (generated on first use).
+        class_names: the model's classes in label order (must equal ``model.class_names``).
+        class_map: renames source types before lookup (``{Van: Car}``); DontCare / crowd regions are ignored.
+        png_class_ids: class id -> name for ``png`` (null: Cityscapes' person, rider, car, ...).
+        png_divisor: the class multiplier of ``png`` maps (Cityscapes 1000, KITTI-STEP style 256).
+        image_size: [H, W] every image is resized to; null: native size.
+        batch_size: images per batch.
+        num_workers: loader processes; null: one less than the CPU cores, at most 4.
+        augment: training augmentation (flip, colour, zoom-in crops; needs image_size for the crops).
+        strict: the first bad annotation raises (naming file and annotation) instead of a counted warning.
+        split_fractions: train / val / test shares, split by sequence.
+        seed: seed of the split and the augmentation.
+        max_items: read at most this many images (smoke tests).
+        crop_scale: [min, max] image-area share of a zoom-in training crop.
+        crop_prob: share of training images that get a zoom-in crop.
+    """
+
+    def __init__(
+        self,
+        data_format: Literal["kitti", "coco", "png"] = "kitti",
+        data_path: str | None = None,
+        class_names: list[str] = ["Car", "Pedestrian", "Cyclist"],  # noqa: B006 - becomes a CLI default
+        class_map: dict[str, str] | None = {"Van": "Car"},  # noqa: B006
+        png_class_ids: dict[int, str] | None = None,
+        png_divisor: int = 1000,
+        image_size: tuple[int, int] | None = None,
+        batch_size: int = 4,
+        num_workers: int | None = None,
+        augment: bool = True,
+        strict: bool = False,
+        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        seed: int = 0,
+        max_items: int | None = None,
+        crop_scale: tuple[float, float] = (0.6, 1.0),
+        crop_prob: float = 0.5,
+    ):
+        super().__init__()
+        if data_format not in ("kitti", "coco", "png"):
+            raise ValueError(
+                f"InstanceDataModule: data_format must be kitti, coco or png, got {data_format!r}"
+            )
+        if len(split_fractions) != 3:
+            raise ValueError(f"InstanceDataModule: split_fractions needs 3 values, got {split_fractions}")
+        self.save_hyperparameters()
+        self.data_format, self.data_path = data_format, data_path
+        self.class_names = list(class_names)
+        self.class_map = dict(class_map or {})
+        self.png_class_ids = None if png_class_ids is None else {int(k): v for k, v in png_class_ids.items()}
+        self.png_divisor = png_divisor
+        self.image_size = tuple(image_size) if image_size else None
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.augment, self.strict = augment, strict
+        self.split_fractions, self.seed, self.max_items = tuple(split_fractions), seed, max_items
+        self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
+        self.splits: dict[str, list[InstanceAnnotation]] = {}
+        self.datasets: dict[str, InstanceDataset] = {}
+
+    def prepare_data(self) -> None:
+        if self.data_path is None:
+            default_kitti_root()
+
+    def _read(self) -> tuple[list[InstanceAnnotation], Path]:
+        path = Path(self.data_path) if self.data_path is not None else default_kitti_root()
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: data_path does not exist")
+        if self.data_format == "kitti":
+            return read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
+        if self.data_format == "png":
+            items = read_png_instances(path, self.png_class_ids, self.png_divisor, strict=self.strict)
+            return items, path
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if len(found) != 1:
+                raise FileNotFoundError(
+                    f"{path}: expected exactly one *.json file, found {[p.name for p in found]}"
+                )
+            path = found[0]
+        return read_coco_instances(path, strict=self.strict), path.parent
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        items, split_root = self._read()
+        items = sorted(items, key=lambda a: a.image_id)
+        if self.max_items is not None:
+            items = items[: self.max_items]
+        groups = read_sequence_groups(split_root, [a.image_id for a in items])
+        index = group_split(groups, self.split_fractions, seed=self.seed)
+        self.splits = {name: [items[i] for i in idx] for name, idx in index.items()}
+        warn_empty_splits(self.splits, "InstanceDataModule")
+        for name, split in self.splits.items():
+            transform = instance_transforms(
+                name == "train", self.image_size, self.augment, self.seed, self.crop_scale, self.crop_prob
+            )
+            self.datasets[name] = InstanceDataset(
+                split, self.class_names, transform, class_map=self.class_map
+            )
+
+    collate_fn = staticmethod(detection_collate)
+
+
+__all__ = [
+    "CITYSCAPES_INSTANCE_CLASSES",
+    "InstanceAnnotation",
+    "InstanceDataModule",
+    "InstanceDataset",
+    "InstanceObject",
+    "decode_masks",
+    "encode_masks",
+    "instance_transforms",
+    "mask_boxes",
+    "read_coco_instances",
+    "read_kitti_instances",
+    "read_png_instances",
+]

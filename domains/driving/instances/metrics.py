@@ -1,0 +1,78 @@
+"""COCO mask AP and box AP of one instance model, from torchmetrics' ``MeanAveragePrecision``.
+
+Two metric objects, both with ``iou_type=("bbox", "segm")`` on the faster-coco-eval backend: one over IoU
+0.5:0.95 (COCO's AP, AP50, AP75, per-class AP) and one at IoU 0.5 only, whose per-class values are the per-class
+AP50 (torchmetrics reports per-class values only averaged over its IoU thresholds). Nothing is computed by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics.detection import MeanAveragePrecision
+
+#: torchmetrics' prefix -> the suite's name in logged keys
+IOU_TYPES = {"segm": "mask", "bbox": "box"}
+
+
+class InstanceMetrics:
+    """Accumulates predictions and targets; :meth:`compute` returns ``{prefix/mask_map50: ..., ...}``.
+
+    ``update(preds, targets)``: lists of dicts; predictions with ``boxes``, ``scores``, ``labels`` and bool
+    ``masks`` (N, H, W); targets with ``boxes``, ``labels`` and ``masks`` (K, H, W). Tensors may be on any
+    device (they are moved to the CPU: the metric states live outside the Lightning module).
+    """
+
+    def __init__(self, class_names: Sequence[str]):
+        self.class_names = list(class_names)
+        kwargs = {"iou_type": tuple(IOU_TYPES), "backend": "faster_coco_eval", "class_metrics": True}
+        self.coco = MeanAveragePrecision(**kwargs)
+        self.at50 = MeanAveragePrecision(iou_thresholds=[0.5], **kwargs)
+
+    def update(self, preds: Sequence[dict], targets: Sequence[dict]) -> None:
+        p = [
+            {
+                "boxes": x["boxes"].detach().float().cpu(),
+                "scores": x["scores"].detach().float().cpu(),
+                "labels": x["labels"].detach().cpu(),
+                "masks": x["masks"].detach().bool().cpu(),
+            }
+            for x in preds
+        ]
+        t = [
+            {"boxes": x["boxes"].float().cpu(), "labels": x["labels"].cpu(), "masks": x["masks"].bool().cpu()}
+            for x in targets
+        ]
+        self.coco.update(p, t)
+        self.at50.update(p, t)
+
+    def compute(self, prefix: str) -> dict[str, float]:
+        """Mask and box mAP / mAP50 / mAP75, per-class AP and AP50; classes absent from the data are left out."""
+        res, res50 = self.coco.compute(), self.at50.compute()
+        values: dict[str, float] = {}
+        for src, name in IOU_TYPES.items():
+            values[f"{prefix}/{name}_map"] = float(res[f"{src}_map"])
+            values[f"{prefix}/{name}_map50"] = float(res[f"{src}_map_50"])
+            values[f"{prefix}/{name}_map75"] = float(res[f"{src}_map_75"])
+            for key, result, metric in (("ap", res, "map_per_class"), ("ap50", res50, "map_per_class")):
+                classes = result["classes"].reshape(-1).tolist()
+                for cls, value in zip(classes, result[f"{src}_{metric}"].reshape(-1).tolist()):
+                    if value >= 0 and 0 <= int(cls) < len(self.class_names):  # -1: class not in the data
+                        values[f"{prefix}/{name}_{key}/{self.class_names[int(cls)]}"] = value
+        return values
+
+
+def masks_in_ignore_fraction(masks: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+    """For each (N, H, W) bool mask, the share of its pixels inside the (H, W) ignore mask (0 when empty).
+
+    Used to drop detections on DontCare / crowd regions before scoring (COCO has crowd matching, but only for
+    ground truth drawn per object, not for free-form ignore regions).
+    """
+    if masks.numel() == 0 or not bool(ignore.any()):
+        return masks.new_zeros(len(masks), dtype=torch.float32)
+    inside = (masks & ignore.to(masks.device)[None]).flatten(1).sum(1).float()
+    return inside / masks.flatten(1).sum(1).clamp(min=1).float()
+
+
+__all__ = ["IOU_TYPES", "InstanceMetrics", "masks_in_ignore_fraction"]

@@ -1,0 +1,179 @@
+"""Road-user instance segmentation: torchvision's Mask R-CNN on any backbone of the shared registry.
+
+Why Mask R-CNN (of torchvision's instance models it is the only one, but also on its merits):
+
+* its masks are predicted per box (a 28x28 map inside each RoI), so overlapping cars and pedestrians get one
+  mask each by construction; the boxes it scores are the boxes the detection metrics use, so box AP and mask
+  AP come from one model and can be compared;
+* the FPN + RoIAlign design takes any feature pyramid: the detector's :class:`BackboneWithFPN` (a registry
+  backbone + ``torchvision.ops.FeaturePyramidNetwork``) plugs in unchanged, so a detector's trained backbone
+  transfers by state-dict keys (``load_backbone_weights``);
+* it is the reference model of the COCO instance benchmark (torchvision's table: R50-FPN 34.6 mask AP),
+  and CPU-tunable: the RoI sample size, proposal counts and head widths set the cost.
+
+What is torchvision's and what is ours: the RPN, RoIAlign, box and mask heads, their losses, NMS, mask pasting
+and the resize / normalise transform are torchvision's. This module only picks the anchor sizes from the real
+strides of the chosen levels (torchvision's defaults assume strides 4..64 with 32-px anchors at stride 4, too
+large for 10-px pedestrians in a 192-px frame), narrows the heads for CPU budgets, and shifts labels: the suite's
+labels are 0-based class indices, Mask R-CNN reserves 0 for background.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, BackboneWithFPN
+from shared.backbones import Backbone, create_backbone
+
+
+class RoadInstanceSegmenter(nn.Module):
+    """Mask R-CNN on a registry backbone + FPN. Plain ``nn.Module``: usable without Lightning.
+
+    ``forward(images, targets=None)``: ``images`` a list of float (3, H, W) tensors in [0, 1]. Training (targets
+    with ``boxes`` xyxy, 0-based ``labels`` and ``masks`` (K, H, W)) returns torchvision's loss dict
+    (``loss_classifier``, ``loss_box_reg``, ``loss_mask``, ``loss_objectness``, ``loss_rpn_box_reg``); eval
+    returns per image ``boxes``, ``scores``, 0-based ``labels`` and ``masks`` (N, H, W) float probabilities in
+    the input image's pixels.
+
+    Args:
+        num_classes: object classes (no background slot).
+        backbone / backbone_kwargs: registry name (or a built :class:`Backbone`) and its arguments.
+        input_size: ``(height, width)`` box each image is scaled into, aspect ratio kept.
+        fpn_levels / fpn_channels: the backbone's coarsest maps feeding the FPN, and its width.
+        anchor_scale: anchor side = level stride x this (3 aspect ratios per location).
+        proposals_train / proposals_test: RPN proposals kept per image (before and after its NMS).
+        rois_per_image: RoIs sampled per training image for the box and mask heads (torchvision: 512).
+        box_head_dim: width of the two-layer box head (torchvision: 1024).
+        mask_head_channels / mask_head_convs: the mask head's conv width and depth (torchvision: 256 x 4).
+        score_thresh / nms_thresh / detections_per_img: post-processing.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str | Backbone = "resnet18",
+        backbone_kwargs: dict | None = None,
+        in_channels: int = 3,
+        input_size: tuple[int, int] = (192, 640),
+        fpn_levels: int = 4,
+        fpn_channels: int = 64,
+        anchor_scale: float = 4.0,
+        proposals_train: int = 1000,
+        proposals_test: int = 500,
+        rois_per_image: int = 256,
+        box_head_dim: int = 256,
+        mask_head_channels: int = 64,
+        mask_head_convs: int = 2,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        image_mean: tuple[float, ...] = IMAGENET_MEAN,
+        image_std: tuple[float, ...] = IMAGENET_STD,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if len(input_size) != 2 or min(input_size) < 16:
+            raise ValueError(f"input_size must be (height, width) with both >= 16, got {input_size}")
+        for name, value in (
+            ("fpn_channels", fpn_channels),
+            ("proposals_train", proposals_train),
+            ("proposals_test", proposals_test),
+            ("rois_per_image", rois_per_image),
+            ("box_head_dim", box_head_dim),
+            ("mask_head_channels", mask_head_channels),
+            ("mask_head_convs", mask_head_convs),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not anchor_scale > 0:
+            raise ValueError(f"anchor_scale must be > 0, got {anchor_scale}")
+        if isinstance(backbone, str):
+            backbone = create_backbone(backbone, in_channels=in_channels, **(backbone_kwargs or {}))
+        self.num_classes = num_classes
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        body = BackboneWithFPN(backbone, num_levels=fpn_levels, fpn_channels=fpn_channels, extra_levels=False)
+        names = [f"c{i}" for i in body.level_indices]
+        anchors = AnchorGenerator(
+            tuple((float(s * anchor_scale),) for s in body.strides), ((0.5, 1.0, 2.0),) * len(names)
+        )
+        self.segmenter = MaskRCNN(
+            body,
+            num_classes=None,  # the predictors below carry the classes (+1 background)
+            min_size=min(self.input_size),
+            max_size=max(self.input_size),
+            image_mean=list(image_mean),
+            image_std=list(image_std),
+            rpn_anchor_generator=anchors,
+            rpn_head=RPNHead(fpn_channels, anchors.num_anchors_per_location()[0]),
+            rpn_pre_nms_top_n_train=proposals_train,
+            rpn_post_nms_top_n_train=proposals_train,
+            rpn_pre_nms_top_n_test=proposals_test,
+            rpn_post_nms_top_n_test=proposals_test,
+            box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+            box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
+            box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1),
+            box_score_thresh=score_thresh,
+            box_nms_thresh=nms_thresh,
+            box_detections_per_img=detections_per_img,
+            box_batch_size_per_image=rois_per_image,
+            mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+            mask_head=MaskRCNNHeads(fpn_channels, [mask_head_channels] * mask_head_convs, 1),
+            mask_predictor=MaskRCNNPredictor(mask_head_channels, mask_head_channels, num_classes + 1),
+        )
+
+    @property
+    def backbone(self) -> Backbone:
+        """The registry backbone (for freezing / transfer learning)."""
+        return self.segmenter.backbone.body
+
+    def set_postprocess(
+        self,
+        score_thresh: float | None = None,
+        nms_thresh: float | None = None,
+        detections_per_img: int | None = None,
+    ) -> None:
+        """Change post-processing after construction (a low threshold for AP, a high one for display)."""
+        heads = self.segmenter.roi_heads
+        if score_thresh is not None:
+            heads.score_thresh = score_thresh
+        if nms_thresh is not None:
+            heads.nms_thresh = nms_thresh
+        if detections_per_img is not None:
+            heads.detections_per_img = detections_per_img
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        if isinstance(images, torch.Tensor):
+            images = list(images) if images.ndim == 4 else [images]
+        channels = self.backbone.in_channels
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[0] != channels:
+                raise ValueError(
+                    f"image {i}: expected a ({channels}, H, W) tensor, got shape {tuple(image.shape)}"
+                )
+        if targets is not None:
+            for i, (image, t) in enumerate(zip(images, targets, strict=True)):
+                masks = t["masks"]
+                if masks.ndim != 3 or masks.shape[-2:] != image.shape[-2:] or len(masks) != len(t["boxes"]):
+                    raise ValueError(
+                        f"target {i}: masks must be (K, H, W) matching its {len(t['boxes'])} boxes and the "
+                        f"{tuple(image.shape[-2:])} image, got {tuple(masks.shape)}"
+                    )
+            targets = [
+                {"boxes": t["boxes"], "labels": t["labels"] + 1, "masks": t["masks"].to(torch.uint8)}
+                for t in targets
+            ]
+        out = self.segmenter(images, targets)
+        if self.training:
+            return out
+        return [{**o, "labels": o["labels"] - 1, "masks": o["masks"][:, 0].float()} for o in out]
+
+
+__all__ = ["RoadInstanceSegmenter"]

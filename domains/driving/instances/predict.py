@@ -1,0 +1,108 @@
+"""Prediction outputs: an instance-id PNG, an overlay PNG and a text list per image.
+
+``<dir>/instances/<id>.png``: uint16, 0 = no object, ``k`` = the k-th line of ``<dir>/instances/<id>.txt``
+(``k class score left top right bottom``), instances numbered by descending score, a higher-scored instance
+winning the pixels two share. ``<dir>/overlays/<id>.png``: the image with each instance tinted in its class
+colour, outlined, boxed and labelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities import rank_zero_info
+
+from domains.driving.detection.predict import class_color, draw_detections, tensor_to_rgb
+
+
+def instance_id_map(
+    pred: dict, size: tuple[int, int], score_thresh: float = 0.5
+) -> tuple[np.ndarray, list[int]]:
+    """(H, W) uint16 map of the instances at or above ``score_thresh`` and the prediction index of each id.
+
+    ``pred["masks"]`` is (N, H, W) bool; painted from the lowest score up, so the highest score wins overlaps.
+    """
+    scores = pred["scores"].detach().cpu()
+    masks = pred["masks"].detach().cpu().bool()
+    order = [int(i) for i in torch.argsort(scores, descending=True) if float(scores[i]) >= score_thresh]
+    if len(order) > np.iinfo(np.uint16).max:
+        raise ValueError(f"{len(order)} instances do not fit a uint16 id map")
+    ids = np.zeros(size, np.uint16)
+    for k in range(len(order), 0, -1):
+        ids[masks[order[k - 1]].numpy()] = k
+    return ids, order
+
+
+def draw_instances(
+    image: np.ndarray, pred: dict, class_names: Sequence[str], score_thresh: float = 0.5, alpha: float = 0.5
+) -> np.ndarray:
+    """Copy of an RGB uint8 image with the instances at or above ``score_thresh`` tinted, outlined and boxed."""
+    ids, order = instance_id_map(pred, image.shape[:2], score_thresh)
+    canvas = image.astype(np.float32)
+    labels = pred["labels"].tolist()
+    for k, index in enumerate(order, start=1):
+        inside = ids == k
+        color = np.asarray(class_color(class_names[int(labels[index])], int(labels[index])), np.float32)
+        canvas[inside] = (1 - alpha) * canvas[inside] + alpha * color
+    canvas = canvas.round().astype(np.uint8)
+    for k, index in enumerate(order, start=1):
+        contours, _ = cv2.findContours(
+            (ids == k).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        cv2.drawContours(
+            canvas, contours, -1, class_color(class_names[int(labels[index])], int(labels[index])), 1
+        )
+    return draw_detections(canvas, pred, class_names, score_thresh, thickness=1)
+
+
+class InstancePredictionWriter(BasePredictionWriter):
+    """Writes the id map, its text list and the overlay of every predicted image (see the module docstring)."""
+
+    def __init__(self, output_dir: str, class_names: Sequence[str], score_thresh: float = 0.5):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.class_names = list(class_names)
+        self.score_thresh = score_thresh
+        self.written = 0
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        images = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
+        for image, pred in zip(images, prediction):
+            image_id = str(pred["image_id"])
+            size = tuple(pred["masks"].shape[-2:])
+            ids, order = instance_id_map(pred, size, self.score_thresh)
+            folder = self.output_dir / "instances"
+            folder.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(folder / f"{image_id}.png"), ids):
+                raise OSError(f"{folder / f'{image_id}.png'}: could not write the instance map")
+            lines = []
+            for k, i in enumerate(order, start=1):
+                box = " ".join(f"{v:.1f}" for v in pred["boxes"][i].tolist())
+                name = self.class_names[int(pred["labels"][i])]
+                lines.append(f"{k} {name} {float(pred['scores'][i]):.4f} {box}")
+            (folder / f"{image_id}.txt").write_text("".join(line + "\n" for line in lines))
+            rgb = None
+            if pred.get("image_path"):
+                bgr = cv2.imread(str(pred["image_path"]), cv2.IMREAD_COLOR)
+                rgb = None if bgr is None or bgr.shape[:2] != size else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if rgb is None:
+                rgb = tensor_to_rgb(image, size)
+            overlay = draw_instances(rgb, pred, self.class_names, self.score_thresh)
+            path = self.output_dir / "overlays" / f"{image_id}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"{path}: could not write the overlay")
+            self.written += 1
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        rank_zero_info(f"wrote {self.written} instance maps and overlays to {self.output_dir}")
+
+
+__all__ = ["InstancePredictionWriter", "draw_instances", "instance_id_map"]

@@ -1,0 +1,249 @@
+"""Lightning wrapper of :class:`RoadInstanceSegmenter`: training, COCO mask + box AP, prediction files.
+
+Evaluation happens in the pixels of the tensors the data module produced (native size unless
+``data.image_size`` resizes); ``predict`` maps masks and boxes back to each image's original size.
+
+DontCare / crowd regions: Mask R-CNN has no ignore label, so in training they are background (they hold only
+tiny or far objects); in evaluation, detections whose mask lies mostly (more than ``ignore_overlap``) inside
+them are dropped before scoring and counted (``<stage>/ignored_detections``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
+
+from domains.driving.classes import DETECTION_CLASSES
+from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD
+from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
+from domains.driving.instances.model import RoadInstanceSegmenter
+from shared.backbones import list_backbones, load_backbone_weights
+from shared.task import BaseTask
+
+# Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, as for detection).
+RUNTIME_ARGS = (
+    "pretrained_backbone",
+    "pretrained_prefix",
+    "score_thresh",
+    "nms_thresh",
+    "detections_per_img",
+    "mask_thresh",
+    "ignore_overlap",
+    "predict_dir",
+    "predict_score_thresh",
+)
+
+
+class InstanceTask(BaseTask):
+    """Mask R-CNN road-user instance segmentation; validation logs mask AP (headline ``val/mask_map50``) and the
+    same model's box AP.
+
+    Args:
+        backbone: registered backbone (``shared.backbones.list_backbones()``): {backbones}.
+        backbone_kwargs: keyword arguments of that backbone; null: its defaults.
+        class_names: classes in the order of the data module's labels (must match it).
+        pretrained_backbone: local weight file (torchvision ``.pth`` or Lightning ``.ckpt``, e.g. a trained road
+            detector) for the backbone; nothing is downloaded. The load report is printed.
+        pretrained_prefix: key prefix selecting the backbone in that file (a detection checkpoint:
+            ``model.detector.backbone.body.``; an instance checkpoint: ``model.segmenter.backbone.body.``).
+        input_size: [H, W] box each image is scaled into, aspect ratio kept.
+        fpn_levels: how many of the backbone's coarsest feature maps feed the FPN.
+        fpn_channels: FPN and RoI feature width.
+        anchor_scale: RPN anchor side = level stride x this.
+        proposals_train: RPN proposals per training image.
+        proposals_test: RPN proposals per evaluated image.
+        rois_per_image: RoIs sampled per training image for the box and mask heads.
+        box_head_dim: box head width.
+        mask_head_channels: mask head conv width.
+        mask_head_convs: mask head conv layers.
+        score_thresh: detections below this score are dropped at evaluation (low: AP needs the whole curve).
+        nms_thresh: IoU of the per-class non-maximum suppression.
+        detections_per_img: at most this many detections per image.
+        image_mean: per-channel normalisation mean.
+        image_std: per-channel normalisation standard deviation.
+        mask_thresh: a pixel belongs to a predicted instance where its mask probability reaches this.
+        ignore_overlap: drop a detection from the metrics when this share of its mask lies in a DontCare region.
+        predict_dir: where ``predict`` writes ``instances/<id>.png`` (+ ``.txt``) and ``overlays/<id>.png``.
+        predict_score_thresh: instances below this score are left out of the written maps and overlays.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        backbone_kwargs: dict | None = None,
+        class_names: list[str] = list(DETECTION_CLASSES),  # noqa: B006 - becomes a CLI default
+        pretrained_backbone: str | None = None,
+        pretrained_prefix: str = "",
+        input_size: tuple[int, int] = (192, 640),
+        fpn_levels: int = 4,
+        fpn_channels: int = 64,
+        anchor_scale: float = 4.0,
+        proposals_train: int = 1000,
+        proposals_test: int = 500,
+        rois_per_image: int = 256,
+        box_head_dim: int = 256,
+        mask_head_channels: int = 64,
+        mask_head_convs: int = 2,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        mask_thresh: float = 0.5,
+        ignore_overlap: float = 0.5,
+        predict_dir: str | None = None,
+        predict_score_thresh: float = 0.5,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        warmup_steps: int = 100,
+        nonfinite_loss: str = "raise",
+    ):
+        super().__init__(lr, weight_decay, scheduler, warmup_steps, nonfinite_loss)
+        self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
+        if not class_names or len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")
+        if not 0 < mask_thresh < 1:
+            raise ValueError(f"mask_thresh must be in (0, 1), got {mask_thresh}")
+        self.class_names = list(class_names)
+        self.model = RoadInstanceSegmenter(
+            num_classes=len(self.class_names),
+            backbone=backbone,
+            backbone_kwargs=backbone_kwargs,
+            input_size=tuple(input_size),
+            fpn_levels=fpn_levels,
+            fpn_channels=fpn_channels,
+            anchor_scale=anchor_scale,
+            proposals_train=proposals_train,
+            proposals_test=proposals_test,
+            rois_per_image=rois_per_image,
+            box_head_dim=box_head_dim,
+            mask_head_channels=mask_head_channels,
+            mask_head_convs=mask_head_convs,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+            image_mean=tuple(image_mean),
+            image_std=tuple(image_std),
+        )
+        if pretrained_backbone:
+            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
+            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+        self.mask_thresh = mask_thresh
+        self.ignore_overlap = ignore_overlap
+        self.predict_dir = predict_dir
+        self.predict_score_thresh = predict_score_thresh
+        self._metrics: dict[str, InstanceMetrics] = {}
+        self._ignored: dict[str, int] = {}
+        self._paths: dict | None = None
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm_classes = getattr(dm, "class_names", None)
+        if dm_classes is not None and list(dm_classes) != self.class_names:
+            raise ValueError(
+                f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
+                "set both to the same list (the labels are indices into it)"
+            )
+
+    def configure_callbacks(self):
+        if not self.predict_dir:
+            return []
+        from domains.driving.instances.predict import InstancePredictionWriter
+
+        return [InstancePredictionWriter(self.predict_dir, self.class_names, self.predict_score_thresh)]
+
+    # ------------------------------------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        losses = self.model(images, targets)
+        loss = self.guard_loss(sum(losses.values()), losses)
+        if loss is None:
+            return None
+        bs = len(images)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        return loss
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _evaluation_step(self, batch, stage: str) -> None:
+        images, targets = batch
+        preds = self.model(images)
+        metric = self._metrics.setdefault(stage, InstanceMetrics(self.class_names))
+        kept_preds = []
+        for pred, target in zip(preds, targets):
+            masks = pred["masks"] >= self.mask_thresh
+            keep = masks_in_ignore_fraction(masks, target["ignore_mask"]) <= self.ignore_overlap
+            self._ignored[stage] = self._ignored.get(stage, 0) + int((~keep).sum())
+            kept_preds.append(
+                {**{k: pred[k][keep] for k in ("boxes", "scores", "labels")}, "masks": masks[keep]}
+            )
+        metric.update(kept_preds, targets)
+
+    def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
+        if stage not in self._metrics:
+            return {}
+        values = self._metrics.pop(stage).compute(stage)
+        values[f"{stage}/ignored_detections"] = float(self._ignored.pop(stage, 0))
+        headline = f"{stage}/mask_map50"
+        self.log(headline, values[headline], prog_bar=True)
+        self.log_dict({k: v for k, v in values.items() if k != headline})
+        return values
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluation_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluation_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def _image_paths(self) -> dict:
+        if self._paths is None:
+            dm = getattr(self.trainer, "datamodule", None)
+            splits = getattr(dm, "splits", None) or {}
+            self._paths = {a.image_id: a.image_path for items in splits.values() for a in items}
+        return self._paths
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Per image: boxes, scores, labels and bool masks in the *original* image's pixels, plus its id."""
+        images, targets = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (batch, None)
+        out = []
+        for i, (image, pred) in enumerate(zip(images, self.model(images))):
+            target = targets[i] if targets is not None else {}
+            size = tuple(int(v) for v in target.get("orig_size", image.shape[-2:]))
+            probs, boxes = pred["masks"], pred["boxes"]
+            if size != tuple(image.shape[-2:]):
+                h, w = image.shape[-2:]
+                probs = F.interpolate(probs[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+                boxes = boxes * boxes.new_tensor([size[1] / w, size[0] / h] * 2)
+            image_id = target.get("image_id", f"{batch_idx:06d}_{i}")
+            out.append(
+                {
+                    "boxes": boxes.cpu(),
+                    "scores": pred["scores"].cpu(),
+                    "labels": pred["labels"].cpu(),
+                    "masks": (probs >= self.mask_thresh).cpu(),
+                    "image_id": image_id,
+                    "image_path": self._image_paths().get(image_id) if self._trainer is not None else None,
+                    "orig_size": size,
+                }
+            )
+        return out
+
+
+def load_instance_task(checkpoint: str | Path, map_location: str = "cpu") -> InstanceTask:
+    """Load a trained instance model from a Lightning checkpoint (``weights_only``, checked task)."""
+    return InstanceTask.load_checked(Path(checkpoint), map_location=map_location)
+
+
+__all__ = ["InstanceTask", "load_instance_task"]
+
+InstanceTask.__doc__ = InstanceTask.__doc__.replace("{backbones}", ", ".join(list_backbones()))

@@ -1,0 +1,434 @@
+"""Mask R-CNN road-user instances: the three readers and their bad-input reports, the COCO converter, mask
+augmentation, mask / box AP, training signal, detector-backbone transfer, CLI fit and predict.
+
+Everything runs on tiny hand-made data (128x64 images, rectangles as objects) in tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from domains.driving.formats import LabelFormatError, LabelWarning
+from domains.driving.instances.convert import main as convert_main
+from domains.driving.instances.data import (
+    InstanceDataModule,
+    InstanceDataset,
+    decode_masks,
+    mask_boxes,
+    read_coco_instances,
+    read_kitti_instances,
+    read_png_instances,
+)
+from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
+from domains.driving.instances.model import RoadInstanceSegmenter
+from domains.driving.instances.task import InstanceTask, load_instance_task
+from tests.helpers import write_image
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK_CONFIG = ROOT / "domains/driving/instances/configs/quick.yaml"
+W, H = 128, 64
+TINY = {
+    "backbone": "tiny_cnn",
+    "backbone_kwargs": {"width": 8},
+    "input_size": (64, 128),
+    "fpn_levels": 3,
+    "fpn_channels": 16,
+    "anchor_scale": 4.0,
+    "proposals_train": 64,
+    "proposals_test": 32,
+    "rois_per_image": 32,
+    "box_head_dim": 32,
+    "mask_head_channels": 8,
+    "mask_head_convs": 1,
+}
+KITTI_LINE = "{} 0.00 0 -10 {:.2f} {:.2f} {:.2f} {:.2f} 1.5 1.6 3.9 1.0 1.7 20.0 -1.5"
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _scene(rng):
+    """Grey image with 1-3 objects: wide blue 'cars', tall red 'pedestrians'; (image, [(name, box)])."""
+    image = np.full((H, W, 3), 110, np.uint8) + rng.integers(0, 20, (H, W, 3), dtype=np.uint8)
+    objects = []
+    for _ in range(int(rng.integers(1, 4))):
+        if rng.random() < 0.6:
+            name, w, h, color = "Car", int(rng.integers(24, 40)), int(rng.integers(14, 22)), (40, 60, 220)
+        else:
+            name, w, h, color = (
+                "Pedestrian",
+                int(rng.integers(8, 12)),
+                int(rng.integers(22, 34)),
+                (220, 40, 40),
+            )
+        x, y = int(rng.integers(0, W - w)), int(rng.integers(0, H - h))
+        image[y : y + h, x : x + w] = color
+        objects.append((name, (x, y, x + w, y + h)))
+    return image, objects
+
+
+def make_instance_kitti(root: Path, n: int = 8, seed: int = 0) -> Path:
+    """``training/{image_2,label_2,instance}``: object k painted with id k (later ones on top), plus a DontCare
+    line (last) whose 6x6 corner region is painted with its id."""
+    rng = np.random.default_rng(seed)
+    for sub in ("image_2", "label_2", "instance"):
+        (root / "training" / sub).mkdir(parents=True)
+    for i in range(n):
+        image, objects = _scene(rng)
+        objects.append(("DontCare", (0, 0, 6, 6)))
+        ids = np.zeros((H, W), np.uint16)
+        for k, (_, (x1, y1, x2, y2)) in enumerate(objects, start=1):
+            ids[y1:y2, x1:x2] = k
+        cv2.imwrite(str(root / f"training/image_2/{i:06d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / f"training/instance/{i:06d}.png"), ids)
+        lines = [KITTI_LINE.format(name, *box) for name, box in objects]
+        (root / f"training/label_2/{i:06d}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _write_pair(root: Path, ids: np.ndarray, labels: list[tuple[str, tuple]], stem="000000", size=(H, W)):
+    write_image(root / "training/image_2" / f"{stem}.png", width=size[1], height=size[0])
+    (root / "training/label_2").mkdir(parents=True, exist_ok=True)
+    (root / "training/instance").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "training/instance" / f"{stem}.png"), ids.astype(np.uint16))
+    text = "\n".join(KITTI_LINE.format(name, *box) for name, box in labels)
+    (root / "training/label_2" / f"{stem}.txt").write_text(text + "\n\n")  # a blank line is no object
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+
+def test_kitti_instance_maps_pair_ids_with_label_lines_and_dontcare_is_ignored(tmp_path):
+    ids = np.zeros((H, W), np.uint16)
+    ids[10:20, 30:50] = 1  # line 1: Van (trained as Car)
+    ids[5:40, 60:70] = 3  # line 3: Pedestrian; line 2 (a hidden Car) has no pixel
+    ids[50:60, 0:8] = 4  # line 4: DontCare
+    labels = [("Van", (30, 10, 50, 20)), ("Car", (0, 0, 5, 5)), ("Pedestrian", (60, 5, 70, 40))]
+    labels.append(("DontCare", (0, 50, 8, 60)))
+    _write_pair(tmp_path, ids, labels)
+    (ann,) = read_kitti_instances(tmp_path)
+    assert [o.type for o in ann.objects] == ["Van", "Pedestrian", "DontCare"]
+    assert ann.objects[1].source.endswith("000000.txt:3")
+    masks = decode_masks([o.rle for o in ann.objects], H, W)
+    assert masks.sum(axis=(1, 2)).tolist() == [200, 350, 80]
+
+    ds = InstanceDataset([ann], ["Car", "Pedestrian"], class_map={"Van": "Car"})
+    image, target = ds[0]
+    assert image.shape == (3, H, W)
+    assert target["labels"].tolist() == [0, 1]
+    # boxes are the masks' tight boxes in pixel-edge coordinates
+    assert target["boxes"].tolist() == [[30.0, 10.0, 50.0, 20.0], [60.0, 5.0, 70.0, 40.0]]
+    assert target["masks"].shape == (2, H, W) and target["masks"].dtype == torch.uint8
+    assert int(target["ignore_mask"].sum()) == 80 and bool(target["ignore_mask"][55, 3])
+
+
+def test_kitti_bad_maps_name_the_file(tmp_path):
+    ids = np.zeros((H // 2, W), np.uint16)  # half the image's height
+    _write_pair(tmp_path / "a", ids, [("Car", (0, 0, 5, 5))])
+    with pytest.raises(LabelFormatError, match=r"instance/000000\.png.*instance map is 128x32 but its image"):
+        read_kitti_instances(tmp_path / "a")
+
+    ids = np.zeros((H, W), np.uint16)
+    ids[0:5, 0:5] = 1
+    ids[10:15, 10:15] = 7  # no line 7
+    _write_pair(tmp_path / "b", ids, [("Car", (0, 0, 5, 5))])
+    with pytest.warns(LabelWarning, match=r"instance_without_label: 1 .*instance id 7 has no label line"):
+        (ann,) = read_kitti_instances(tmp_path / "b")
+    assert [o.type for o in ann.objects] == ["Car"]
+    with pytest.raises(LabelFormatError, match=r"instance/000000\.png: instance id 7 .*strict"):
+        read_kitti_instances(tmp_path / "b", strict=True)
+    strict = InstanceDataModule("kitti", str(tmp_path / "b"), ["Car"], strict=True, num_workers=0)
+    with pytest.raises(LabelFormatError, match=r"instance id 7 has no label line"):
+        strict.setup("fit")
+
+
+def _coco(tmp_path: Path, annotations: list[dict]) -> Path:
+    write_image(tmp_path / "img.png", width=W, height=H)
+    data = {
+        "images": [{"id": 1, "file_name": "img.png", "width": W, "height": H}],
+        "annotations": [{"image_id": 1, "category_id": 1, **a} for a in annotations],
+        "categories": [{"id": 1, "name": "Car"}, {"id": 2, "name": "Pedestrian"}],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_coco_reads_polygons_and_both_rle_forms_and_crowds(tmp_path):
+    column_major = np.zeros((H, W), np.uint8)
+    column_major[:, 100:102] = 1  # columns 100-101, every row: uncompressed RLE counts in column order
+    counts = [100 * H, 2 * H, (W - 102) * H]
+    from faster_coco_eval.core import mask as mask_api
+
+    compressed = mask_api.encode(np.asfortranarray(column_major[:, :, None]))[0]
+    path = _coco(
+        tmp_path,
+        [
+            {"id": 1, "segmentation": [[10, 10, 30, 10, 30, 20, 10, 20]]},
+            {"id": 2, "category_id": 2, "segmentation": {"size": [H, W], "counts": counts}},
+            {"id": 3, "segmentation": {"size": [H, W], "counts": compressed["counts"].decode()}},
+            {"id": 4, "iscrowd": 1, "category_id": 9, "segmentation": [[0, 0, 5, 0, 5, 5, 0, 5]]},
+        ],
+    )
+    (ann,) = read_coco_instances(path, strict=True)
+    assert [o.type for o in ann.objects] == ["Car", "Pedestrian", "Car", "DontCare"]
+    masks = decode_masks([o.rle for o in ann.objects], H, W)
+    assert masks[1].sum() == 2 * H and np.array_equal(masks[1], masks[2])
+    assert masks[0][10:20, 10:30].all() and masks[0].sum() <= 21 * 11
+
+
+@pytest.mark.parametrize(
+    "segmentation, kind",
+    [
+        ([], "empty_segmentation"),
+        ([[1, 2, 3, 4]], "empty_segmentation"),
+        ([[0, 0, 0, 0, 0, 0]], "empty_segmentation"),
+        ([[1, 2, 3, 4, 5]], "bad_segmentation"),
+        ([["a", 2, 3, 4, 5, 6]], "bad_segmentation"),
+        ({"size": [H, W], "counts": [5, 3]}, "bad_segmentation"),
+        ({"size": [H + 1, W], "counts": [H * W]}, "bad_segmentation"),
+        ({"size": [H, W], "counts": "zz!!"}, "bad_segmentation"),
+        ("oops", "bad_segmentation"),
+        ([[10, 10, 300, 10, 300, 20, 10, 20]], "outside_image"),
+    ],
+)
+def test_coco_bad_segmentations_are_counted_or_raise_naming_the_annotation(tmp_path, segmentation, kind):
+    good = {"id": 1, "segmentation": [[10, 10, 30, 10, 30, 20, 10, 20]]}
+    path = _coco(tmp_path, [good, {"id": 42, "segmentation": segmentation}])
+    with pytest.warns(LabelWarning, match=rf"{kind}: 1 \(.*instances\.json:annotations\[1\] \(id 42\)"):
+        (ann,) = read_coco_instances(path)
+    assert len(ann.objects) == 1
+    with pytest.raises(LabelFormatError, match=r"instances\.json:annotations\[1\] \(id 42\):.*strict"):
+        read_coco_instances(path, strict=True)
+
+
+def test_png_layout_decodes_class_and_instance_and_checks_sizes(tmp_path):
+    label = np.zeros((H, W), np.int32)
+    label[0:10, 0:20] = 26 * 1000 + 1  # car 1
+    label[20:30, 0:20] = 26 * 1000 + 2  # car 2
+    label[40:60, 50:55] = 24 * 1000 + 0  # person 0 (instance id 0 is an instance too)
+    label[0:5, 100:128] = 26  # a car crowd: ignore region
+    label[50:60, 100:110] = 60 * 1000 + 1  # unknown class: counted
+    write_image(tmp_path / "images" / "f_leftImg8bit.png", width=W, height=H)
+    (tmp_path / "instances").mkdir()
+    cv2.imwrite(str(tmp_path / "instances" / "f_gtFine_instanceIds.png"), label.astype(np.uint16))
+    with pytest.warns(LabelWarning, match=r"unknown_class: 1"):
+        (ann,) = read_png_instances(tmp_path)
+    assert ann.image_id == "f"
+    assert sorted(o.type for o in ann.objects) == ["Car", "Car", "DontCare", "Pedestrian"]
+    sizes = {o.source.rsplit(" ", 1)[1]: int(decode_masks([o.rle], H, W).sum()) for o in ann.objects}
+    assert sizes == {"26001": 200, "26002": 200, "24000": 100, "26": 140}
+
+    cv2.imwrite(str(tmp_path / "instances" / "f_gtFine_instanceIds.png"), label[:, :64].astype(np.uint16))
+    with pytest.raises(LabelFormatError, match=r"f_gtFine_instanceIds\.png: instance map is 64x64"):
+        read_png_instances(tmp_path)
+
+
+def test_converter_round_trip_and_data_module_reads_the_json(tmp_path):
+    data = make_instance_kitti(tmp_path / "kitti", n=6)
+    out = tmp_path / "coco" / "instances.json"
+    convert_main(["--from", "kitti", "--src", str(data), "--dst", str(out), "--classes", "Car", "Pedestrian"])
+    original = read_kitti_instances(data)
+    back = read_coco_instances(out, strict=True)
+    assert [a.image_id for a in back] == [a.image_id for a in original]
+    for a, b in zip(original, back):
+        assert [o.type for o in a.objects] == [o.type for o in b.objects]
+        assert np.array_equal(
+            decode_masks([o.rle for o in a.objects], H, W), decode_masks([o.rle for o in b.objects], H, W)
+        )
+    saved = json.loads(out.read_text())
+    first = saved["annotations"][0]
+    assert first["area"] == int(decode_masks([back[0].objects[0].rle], H, W).sum())
+    assert {c["name"] for c in saved["categories"]} == {"Car", "Pedestrian", "DontCare"}
+    with pytest.raises(SystemExit):
+        convert_main(["--from", "kitti", "--src", str(data), "--dst", str(out)])  # exists: refused
+
+    dm = InstanceDataModule("coco", str(out.parent), ["Car", "Pedestrian"], num_workers=0, batch_size=2)
+    dm.setup("fit")
+    assert sum(len(d) for d in dm.datasets.values()) == 6
+    images, targets = next(iter(dm.train_dataloader()))
+    assert len(images) == 2 and all(t["masks"].shape[0] == len(t["boxes"]) for t in targets)
+
+
+def test_augmentation_moves_masks_and_boxes_together(tmp_path):
+    ids = np.zeros((H, W), np.uint16)
+    ids[10:20, 0:30] = 1
+    ids[30:60, 100:110] = 2
+    _write_pair(tmp_path, ids, [("Car", (0, 10, 30, 20)), ("Pedestrian", (100, 30, 110, 60))])
+    (ann,) = read_kitti_instances(tmp_path)
+    flip = A.Compose([A.HorizontalFlip(p=1.0)], seed=0)
+    _, target = InstanceDataset([ann], ["Car", "Pedestrian"], flip)[0]
+    assert target["boxes"].tolist() == [[98.0, 10.0, 128.0, 20.0], [18.0, 30.0, 28.0, 60.0]]
+    # a crop that cuts the pedestrian away drops its mask, box and label together
+    crop = A.Compose([A.Crop(x_min=0, y_min=0, x_max=64, y_max=32)], seed=0)
+    _, target = InstanceDataset([ann], ["Car", "Pedestrian"], crop)[0]
+    assert target["labels"].tolist() == [0] and target["masks"].shape == (1, 32, 64)
+    assert torch.equal(target["boxes"], mask_boxes(target["masks"]))
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def _mask(y1, y2, x1, x2, size=(40, 40)):
+    m = torch.zeros(size, dtype=torch.bool)
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def test_metrics_by_hand():
+    gt_masks = torch.stack([_mask(0, 10, 0, 10), _mask(20, 30, 20, 40)])
+    target = {"boxes": mask_boxes(gt_masks.byte()), "labels": torch.tensor([0, 1]), "masks": gt_masks}
+    # perfect prediction: every AP is 1
+    metric = InstanceMetrics(["Car", "Pedestrian"])
+    metric.update([{**target, "scores": torch.tensor([0.9, 0.8])}], [target])
+    values = metric.compute("val")
+    for key in ("mask_map", "mask_map50", "box_map", "box_map50", "mask_ap50/Car", "mask_ap/Pedestrian"):
+        assert values[f"val/{key}"] == pytest.approx(1.0), key
+    # right box, wrong mask: the car's predicted mask is a quarter of its box (mask IoU 0.25 < 0.5), so its
+    # mask AP50 is 0 while its box AP50 stays 1; the pedestrian is missed (recall 0 in both)
+    quarter = _mask(0, 5, 0, 5)
+    pred = {
+        "boxes": target["boxes"][:1],
+        "scores": torch.tensor([0.9]),
+        "labels": torch.tensor([0]),
+        "masks": quarter[None],
+    }
+    metric = InstanceMetrics(["Car", "Pedestrian"])
+    metric.update([pred], [target])
+    values = metric.compute("test")
+    assert values["test/box_ap50/Car"] == pytest.approx(1.0) and values[
+        "test/mask_ap50/Car"
+    ] == pytest.approx(0.0)
+    assert values["test/box_map50"] == pytest.approx(0.5) and values["test/mask_ap50/Pedestrian"] == 0.0
+    # one of two same-class objects found: precision 1 up to recall 0.5, so 51 of COCO's 101 recall points
+    target2 = {**target, "labels": torch.tensor([0, 0])}
+    metric = InstanceMetrics(["Car"])
+    metric.update([{**target2, "boxes": target2["boxes"][:1], "masks": gt_masks[:1], "labels": torch.tensor([0]),
+                    "scores": torch.tensor([0.9])}], [target2])  # fmt: skip
+    assert metric.compute("val")["val/mask_map50"] == pytest.approx(51 / 101, abs=1e-4)
+
+
+def test_masks_in_ignore_fraction_by_hand():
+    masks = torch.stack([_mask(0, 10, 0, 10), _mask(0, 10, 5, 15), _mask(30, 40, 30, 40)])
+    ignore = _mask(0, 10, 0, 10)
+    assert masks_in_ignore_fraction(masks, ignore).tolist() == [1.0, 0.5, 0.0]
+    assert masks_in_ignore_fraction(masks, torch.zeros(40, 40, dtype=torch.bool)).tolist() == [0.0] * 3
+
+
+# ---------------------------------------------------------------------------------------- model and task
+
+
+def test_loss_falls_on_a_few_images(one_thread):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    scenes = [_scene(rng) for _ in range(3)]
+    images = [torch.from_numpy(im.transpose(2, 0, 1).copy()).float() / 255 for im, _ in scenes]
+    targets = []
+    for _, objects in scenes:
+        masks = torch.zeros(len(objects), H, W, dtype=torch.uint8)
+        for k, (_, (x1, y1, x2, y2)) in enumerate(objects):
+            masks[k, y1:y2, x1:x2] = 1
+        labels = torch.tensor([0 if n == "Car" else 1 for n, _ in objects])
+        targets.append({"masks": masks, "boxes": mask_boxes(masks), "labels": labels})
+    model = RoadInstanceSegmenter(2, **TINY).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses, mask_losses = [], []
+    for _ in range(25):
+        parts = model(images, targets)
+        assert all(torch.isfinite(v) for v in parts.values())
+        loss = sum(parts.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        mask_losses.append(parts["loss_mask"].item())
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+    assert np.mean(mask_losses[-5:]) < np.mean(mask_losses[:3]), mask_losses
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([torch.rand(3, 100, 300)])
+    assert set(out) == {"boxes", "scores", "labels", "masks"}
+    assert out["masks"].shape[1:] == (100, 300) and (out["labels"] < 2).all()
+
+
+def test_detector_backbone_transfers_into_the_instance_model(tmp_path):
+    from domains.driving.detection.task import DetectionTask
+
+    torch.manual_seed(0)
+    detector = DetectionTask(backbone="tiny_cnn", backbone_kwargs={"width": 8}, fpn_channels=32, head_convs=1)
+    ckpt = tmp_path / "detector.ckpt"
+    torch.save({"state_dict": detector.state_dict()}, ckpt)
+    task = InstanceTask(
+        **{**TINY, "input_size": list(TINY["input_size"])},
+        pretrained_backbone=str(ckpt),
+        pretrained_prefix="model.detector.backbone.body.",
+    )
+    source = detector.model.backbone.state_dict()
+    target = task.model.backbone.state_dict()
+    assert source.keys() == target.keys()
+    assert all(torch.equal(source[k], target[k]) for k in source)
+
+
+def _cli_args(data: Path, *extra: str) -> list[str]:
+    args = ["-c", str(QUICK_CONFIG), "--data.data_path", str(data), "--data.num_workers", "0"]
+    args += ["--data.batch_size", "2", "--data.image_size", "null", "--trainer.enable_progress_bar", "false"]
+    args += ["--trainer.enable_model_summary", "false"]
+    for key, value in TINY.items():
+        value = (
+            value
+            if isinstance(value, str)
+            else json.dumps(list(value) if isinstance(value, tuple) else value)
+        )
+        args += [f"--model.{key}", value]
+    return args + list(extra)
+
+
+def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, monkeypatch, one_thread):
+    from domains.driving.instances.__main__ import main
+
+    data = make_instance_kitti(tmp_path / "kitti", n=8)
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = main(["fit", *_cli_args(data, "--trainer.fast_dev_run", "1")])
+    assert cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics
+    assert {"val/mask_map50", "val/box_map50", "train/loss_mask"} <= set(metrics)
+
+    short = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"]
+    main(["fit", *_cli_args(data, *short)])
+    ckpt = tmp_path / "lightning_logs/driving_instances/checkpoints/last.ckpt"
+    assert ckpt.is_file()
+    loaded = load_instance_task(ckpt)
+    assert isinstance(loaded.model, RoadInstanceSegmenter) and loaded.class_names == [
+        "Car",
+        "Pedestrian",
+        "Cyclist",
+    ]
+    out = tmp_path / "pred"
+    predict = ["--ckpt_path", str(ckpt), "--model.predict_dir", str(out), "--model.score_thresh", "0.0"]
+    cli = main(["predict", *_cli_args(data, *predict, "--model.predict_score_thresh", "0.0")])
+    test_ids = {a.image_id for a in cli.datamodule.splits["test"]}
+    assert test_ids and {p.stem for p in (out / "instances").glob("*.png")} == test_ids
+    written = sum(len((out / "instances" / f"{i}.txt").read_text().splitlines()) for i in test_ids)
+    assert written > 0  # score thresholds 0: the two-step model's detections are all written
+    for image_id in test_ids:
+        ids = cv2.imread(str(out / "instances" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
+        assert ids.dtype == np.uint16 and ids.shape == (H, W)
+        lines = (out / "instances" / f"{image_id}.txt").read_text().splitlines()
+        assert ids.max() <= len(lines) and all(len(line.split()) == 7 for line in lines)
+        overlay = cv2.imread(str(out / "overlays" / f"{image_id}.png"))
+        assert overlay is not None and overlay.shape == (H, W, 3)

@@ -50,7 +50,7 @@ class DemoModel:
     module: str  # python -m <module> fit|test
     config: str  # quick config, relative to the repository root
     task: str  # "module:Class"
-    model_name: str | None = None  # medical: hparams["model"] that identifies the checkpoint
+    model_name: str | None = None  # medical: the network class that identifies the checkpoint
     fit_args: tuple[str, ...] = ()  # CLI overrides on top of the config (fit and test)
     weight: float = 1.0  # share of the training-time budget (prepare_demo --minutes)
     headline: tuple[str, ...] = _MEDICAL_HEADLINE  # test figures shown first (see format_metrics)
@@ -58,10 +58,19 @@ class DemoModel:
 
 _MEDICAL_TASK = "domains.medical.task:MedicalSegmentationTask"
 _MEDICAL_QUICK = "domains/medical/configs/quick.yaml"  # a small Prob U-Net on 64 px crops
-_HPU_QUICK_KWARGS = (
-    '{"channels": [16, 32, 64, 64, 64, 64, 64], "latent_channels": [1, 1, 1, 1], "blocks_per_level": 1, '
-    '"convs_per_block": 2, "norm": "batch"}'
-)
+_HPU_QUICK_KWARGS = {
+    "channels": [16, 32, 64, 64, 64, 64, 64],
+    "latent_channels": [1, 1, 1, 1],
+    "blocks_per_level": 1,
+    "convs_per_block": 2,
+    "norm": "batch",
+}
+
+
+def _network(name: str, init_args: dict) -> str:
+    """A ``--model.network`` value: one of domains.medical.models' networks with these arguments."""
+    return json.dumps({"class_path": f"domains.medical.models.{name}", "init_args": init_args})
+
 MEDICAL_KEYS = ("medical_unet", "medical_prob_unet", "medical_hpu_net")
 DEMO_MODELS: dict[str, DemoModel] = {
     "medical_unet": DemoModel(
@@ -71,8 +80,8 @@ DEMO_MODELS: dict[str, DemoModel] = {
         "domains.medical",
         _MEDICAL_QUICK,
         _MEDICAL_TASK,
-        "unet",
-        ("--model.model", "unet", "--model.model_kwargs", '{"channels": [16, 32, 64, 128]}'),
+        "UNetSegmenter",
+        ("--model.network", _network("UNetSegmenter", {"channels": [16, 32, 64, 128]})),
     ),
     "medical_prob_unet": DemoModel(
         "medical_prob_unet",
@@ -81,7 +90,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         "domains.medical",
         _MEDICAL_QUICK,
         _MEDICAL_TASK,
-        "prob_unet",
+        "ProbabilisticUNet",
     ),
     "medical_hpu_net": DemoModel(
         "medical_hpu_net",
@@ -90,10 +99,10 @@ DEMO_MODELS: dict[str, DemoModel] = {
         "domains.medical",
         _MEDICAL_QUICK,
         _MEDICAL_TASK,
-        "hpu_net",
+        "HierarchicalProbUNet",
         # hpu_net.yaml's design (residual levels down to 1x1, 4 one-channel latent scales) for 64 px, narrower,
         # with batch norm (as benchmarks/medical.py: without it a one-minute HPU-Net collapses to one answer)
-        ("--model.model", "hpu_net", "--model.model_kwargs", _HPU_QUICK_KWARGS),
+        ("--model.network", _network("HierarchicalProbUNet", _HPU_QUICK_KWARGS)),
     ),
     "driving_detection": DemoModel(
         "driving_detection",
@@ -315,11 +324,13 @@ def _for_demo(key: str, task, data_hparams: dict):
 
 def network_name(key: str, hparams: dict) -> str:
     """A short name of the network a card describes (for people; the hyper-parameters build it)."""
+    network = hparams.get("network") or {}
+    name, args = str(network.get("class_path", "?")).rsplit(".", 1)[-1], network.get("init_args") or {}
     if key in MEDICAL_KEYS:
-        return f"{hparams.get('model')} {hparams.get('model_kwargs') or {}}"
+        return f"{name} channels {args.get('channels')}"
     if key == "driving_detection":
-        return f"FCOS on {hparams.get('backbone')}, input {hparams.get('input_size')}"
-    return f"U-Net segmenter on {hparams.get('encoder')} {hparams.get('encoder_kwargs') or {}} + outlier head"
+        return f"FCOS on {args.get('backbone')}, input {args.get('input_size')}"
+    return f"U-Net segmenter on {args.get('encoder')} {args.get('encoder_kwargs') or {}} + outlier head"
 
 
 def data_description(key: str, data_hp: dict) -> str:
@@ -341,8 +352,9 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def checkpoint_model_name(path: str | Path) -> str | None:
-    """``hyper_parameters["model"]`` of a Lightning checkpoint."""
-    return (read_checkpoint(path).get("hyper_parameters") or {}).get("model")
+    """The network class a Lightning checkpoint holds (``hyper_parameters["network"]``)."""
+    network = (read_checkpoint(path).get("hyper_parameters") or {}).get("network") or {}
+    return str(network.get("class_path", "")).rsplit(".", 1)[-1] or None
 
 
 # ------------------------------------------------------------------------------------------ medical work

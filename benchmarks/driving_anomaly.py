@@ -39,6 +39,7 @@ import pytorch_lightning as pl
 import torch
 
 from domains.driving.anomaly.data import SegmentationDataModule
+from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from shared.budget import FitScheduleToBudget
@@ -265,18 +266,26 @@ def main(argv=None) -> int:
         if cap is not None:
             dm.datasets[split].items = dm.datasets[split].items[:cap]
     n_train, n_val, n_test = (len(dm.datasets[k]) for k in ("train", "val", "test"))
-    common = {
+    network = {
         "encoder": args.encoder,
         "encoder_kwargs": encoder_kwargs,
+        "outlier_head_channels": args.outlier_head_channels,
+    }
+    common = {
         "calibration_batches": args.calibration_batches,
         "score_smoothing": args.score_smoothing,
         "class_weighting": None if args.class_weighting == "none" else args.class_weighting,
-        "outlier_head_channels": args.outlier_head_channels,
     }
 
     # ---- phase 1: plain segmenter, post-hoc scores
-    plain = AnomalySegmentationTask(**common, oe_weight=0.0, score="msp",
-        optimizer=adamw(args.lr), lr_scheduler=warmup_cosine(20))
+    plain = AnomalySegmentationTask(
+        network=AnomalySegmenter(**network),
+        **common,
+        oe_weight=0.0,
+        score="msp",
+        optimizer=adamw(args.lr),
+        lr_scheduler=warmup_cosine(20),
+    )
     budget_plain = args.budget_minutes * (1 - args.oe_fraction)
     budget_oe = args.budget_minutes * args.oe_fraction
     sps = time_per_step(plain, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
@@ -288,9 +297,9 @@ def main(argv=None) -> int:
     if plain.class_weighting == "enet":  # the same training data: keep the weights phase 1 counted
         common["class_weighting"] = plain.ce_weight.tolist()
     oe = AnomalySegmentationTask(
+        network=AnomalySegmenter(**network, oe_objective=args.oe_objective),
         **common,
         oe_weight=args.oe_weight,
-        oe_objective=args.oe_objective,
         oe_prob=args.oe_prob,
         oe_hard_fraction=args.oe_hard_fraction,
         score="outlier_prob",

@@ -144,6 +144,9 @@ def run(args) -> dict:
     dm = DetectionDataModule(**data_kw)
     dm.prepare_data()
     dm.setup("fit")
+    # what the CLI links from the data module: the class list and its length
+    model_kw["class_names"] = list(dm.class_names)
+    model_kw["network"]["init_args"]["num_classes"] = len(dm.class_names)
     task = instantiate_from_config(DetectionTask, model_kw)
 
     load_before = os.getloadavg()[0]

@@ -35,7 +35,9 @@ if str(ROOT) not in sys.path:
 from domains.driving.instances.data import InstanceDataModule
 from domains.driving.instances.task import InstanceTask
 from shared.budget import FitScheduleToBudget
+from shared.cli import instantiate_from_config
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
+from shared.optim import warmup_cosine
 
 TARGET_CAR_MASK_AP50 = 0.6
 TARGET_MASK_BOX_GAP = 0.1
@@ -103,15 +105,19 @@ def run(args) -> dict:
     dm = InstanceDataModule(**data_kw)
     dm.prepare_data()
     dm.setup("fit")
-    task = InstanceTask(**model_kw)
+    # what the CLI links from the data module: the class list and its length
+    model_kw["class_names"] = list(dm.class_names)
+    model_kw["network"]["init_args"]["num_classes"] = len(dm.class_names)
+    task = instantiate_from_config(InstanceTask, model_kw)
 
     load_before = os.getloadavg()[0]
     budget_s = 60 * args.budget_minutes
     sec_per_step = calibrate_seconds_per_step(task, dm, args.calibration_steps, device)
     max_steps = max(1, int(args.budget_fraction * budget_s / sec_per_step))
     print(f"calibration: {sec_per_step:.2f} s/step (batch {dm.batch_size}) -> first plan {max_steps} steps")
-    if task.warmup_steps >= max_steps:
-        task.warmup_steps = max(0, max_steps // 10)
+    warmup = getattr(task.make_lr_scheduler, "keywords", {}).get("warmup_steps", 0)
+    if warmup >= max_steps:  # a short budget: warm up for a tenth of it
+        task.make_lr_scheduler = warmup_cosine(max(0, max_steps // 10))
     trainer = pl.Trainer(
         max_steps=max_steps,
         max_epochs=-1,

@@ -35,7 +35,7 @@ RUNS: dict[str, tuple[str, list[str], list[str], str]] = {
     "detection_2x": (
         "domains.driving.detection",
         [f"{DRIVING}/detection/configs/gpu.yaml"],
-        ["--model.input_size", "[384, 1280]", "--data.batch_size", "16"],
+        ["--model.network.init_args.input_size", "[384, 1280]", "--data.batch_size", "16"],
         "driving",
     ),
     "anomaly": ("domains.driving.anomaly", [f"{DRIVING}/anomaly/configs/gpu.yaml"], [], "driving"),
@@ -45,7 +45,7 @@ RUNS: dict[str, tuple[str, list[str], list[str], str]] = {
     "hpu_net": (
         "domains.medical",
         [f"{MEDICAL}/hpu_net.yaml", f"{MEDICAL}/gpu.yaml"],
-        ["--model.model_kwargs", HPU_DEMO_KWARGS],
+        ["--model.network.init_args", HPU_DEMO_KWARGS],
         "medical",
     ),
 }

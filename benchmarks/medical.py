@@ -26,20 +26,19 @@ import pytorch_lightning as pl
 import torch
 
 from domains.medical.data import MedicalDataModule
+from domains.medical.models import MODELS as NETWORKS
 from domains.medical.task import MedicalSegmentationTask
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import adamw, warmup_cosine
 
 # CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
-MODELS: dict[str, dict] = {
-    "unet": {"model_kwargs": {"channels": [16, 32, 64, 128]}},
+MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
+    "unet": {"channels": [16, 32, 64, 128]},
     # The prior / posterior nets only output a 6-d Gaussian: half the U-Net's width keeps 16 samples cheap.
     "prob_unet": {
-        "model_kwargs": {
-            "channels": [16, 32, 64, 128],
-            "latent_dim": 6,
-            "latent_encoder_channels": [8, 16, 32, 64],
-        },
+        "channels": [16, 32, 64, 128],
+        "latent_dim": 6,
+        "latent_encoder_channels": [8, 16, 32, 64],
         "beta": 1.0,
     },
     # The paper's objective (GECO kappa 0.05, stochastic top-2 % BCE) on a 7-level pyramid: at 64 px the four
@@ -47,12 +46,10 @@ MODELS: dict[str, dict] = {
     # residual units (the paper has none): without it the same budget gave GED 0.352 / Dice 0.602, with it
     # 0.259 / 0.680 (single-model runs, 2026-12-01).
     "hpu_net": {
-        "model_kwargs": {
-            "channels": [16, 32, 64, 64, 64, 64, 64],
-            "blocks_per_level": 1,
-            "latent_channels": [1, 1, 1, 1],
-            "norm": "batch",
-        },
+        "channels": [16, 32, 64, 64, 64, 64, 64],
+        "blocks_per_level": 1,
+        "latent_channels": [1, 1, 1, 1],
+        "norm": "batch",
         "geco": True,
         "kappa": 0.05,
         "geco_rate": 0.01,
@@ -96,12 +93,11 @@ def run_model(
     """Train and test one model; ``reference`` is the U-Net whose forward pass its sampling is timed against."""
     pl.seed_everything(args.seed, verbose=False)
     task = MedicalSegmentationTask(
-        model=name,
+        network=NETWORKS[name](**MODELS[name]),
         num_samples=args.num_samples,
         optimizer=adamw(args.lr),
         lr_scheduler=warmup_cosine() if args.steps else None,
         predict_dir=None,
-        **MODELS[name],
     )
     clock = _TrainClock()
     trainer = pl.Trainer(
@@ -266,7 +262,7 @@ def main(argv: list[str] | None = None) -> str:
     device = device_name(resolve_accelerator(args.accelerator)[1])
     # Timing reference for the "x U-Net forward" column: the benchmark's U-Net (untrained: weights do not
     # change its speed), so the ratio exists even when the U-Net itself is not in --models.
-    reference = MedicalSegmentationTask(model="unet", predict_dir=None, **MODELS["unet"])
+    reference = MedicalSegmentationTask(network=NETWORKS["unet"](**MODELS["unet"]), predict_dir=None)
     results = []
     for name in args.models:
         start = time.perf_counter()

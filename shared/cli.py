@@ -75,7 +75,8 @@ class SuiteCLI(LightningCLI):
         **kwargs,
     ):
         self._domain = domain
-        self._links = tuple(links)
+        # what the data module and the model share, written once in data.* (the task's CLI_LINKS, then these)
+        self._links = (*getattr(model_class, "CLI_LINKS", ()), *links)
         self._monitor = monitor
         self._monitor_mode = monitor_mode
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
@@ -142,8 +143,8 @@ class SuiteCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         # what the data module and the model share is written once (in data.*) and copied to the model
-        for source, target in self._links:
-            parser.link_arguments(source, target)
+        for source, target, *compute in self._links:  # (source, target[, compute_fn])
+            parser.link_arguments(source, target, *compute)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

@@ -21,11 +21,15 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
     It is read at every step (and saved in the scheduler's state), so it can be moved while training.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, total_steps: int | None = None):
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, total_steps: int | None = None
+    ):
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if total_steps is not None and total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1 or null (the trainer's planned steps), got {total_steps}")
+            raise ValueError(
+                f"total_steps must be >= 1 or null (the trainer's planned steps), got {total_steps}"
+            )
         self.warmup_steps = int(warmup_steps)
         self.total_steps = total_steps
         super().__init__(optimizer, self.factor)

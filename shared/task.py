@@ -9,7 +9,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_warn
+from torch import nn
 
+from shared.networks import build_network, network_spec
 from shared.optim import WarmupCosine
 
 
@@ -69,8 +71,9 @@ class BaseTask(pl.LightningModule):
             counts it (logged as ``train/skipped_batches``).
     """
 
-    # never saved as hyper-parameters: callables are code, and a checkpoint must load with weights_only
-    NOT_SAVED = ("optimizer", "lr_scheduler")
+    # never saved as hyper-parameters as given: callables and modules are code, and a checkpoint must load with
+    # weights_only (the network is saved as its class_path + init_args by ``build_network``)
+    NOT_SAVED = ("optimizer", "lr_scheduler", "network")
 
     def __init__(
         self,
@@ -101,6 +104,14 @@ class BaseTask(pl.LightningModule):
         ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
         frame = frame or inspect.currentframe().f_back
         super().save_hyperparameters(*args, ignore=[*ignore, *self.NOT_SAVED], frame=frame, logger=logger)
+
+    def build_network(self, network: nn.Module | dict, base: type | tuple[type, ...]) -> nn.Module:
+        """The task's network from ``model.network`` (a built ``base`` or a checkpoint's class_path + init_args),
+        saved in the hyper-parameters as class_path + init_args so that a checkpoint rebuilds it. Call it after
+        ``save_hyperparameters``."""
+        model = build_network(network, base)
+        self.hparams["network"] = network_spec(model)
+        return model
 
     @property
     def schedule_steps(self) -> int | None:
@@ -189,7 +200,25 @@ def check_checkpoint_file(path: str | Path, cls: type) -> dict:
     except Exception as err:
         raise CheckpointMismatchError(f"{path}: not a weights-only Lightning checkpoint ({err})") from err
     _check_task(checkpoint, cls, source=str(path))
+    _check_network_layout(checkpoint, cls, source=str(path))
     return checkpoint
+
+
+def _check_network_layout(checkpoint: dict, cls: type, source: str) -> None:
+    """Checkpoints written before the network became ``model.network`` (class_path + init_args) cannot say
+    which class to build: refuse them naming the option that moved."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    takes_network = "network" in inspect.signature(cls.__init__).parameters
+    if takes_network and hparams and "network" not in hparams:
+        old = sorted(
+            set(hparams)
+            & {"model", "model_kwargs", "backbone", "backbone_kwargs", "encoder", "encoder_kwargs"}
+        )
+        raise CheckpointMismatchError(
+            f"{source} was written before the network moved to model.network (class_path + init_args; its "
+            f"{', '.join(old) or 'network settings'} now go there, see the README's configs): retrain it with "
+            "the current configs"
+        )
 
 
 def _accepted_arguments(cls: type) -> set[str] | None:

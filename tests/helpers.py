@@ -3,6 +3,7 @@ driver, fault injection and the checks that follow it, DDP records."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -46,7 +47,7 @@ def tiny_medical_args(data: Path, config: Path, model: str, num_samples: int, *s
     batches of 2 loaded in-process, then ``settings``; no progress bar or model summary."""
     return [
         "-c", str(config),
-        "--model.model_kwargs", TINY_MEDICAL_KWARGS[model],
+        "--model.network.init_args", TINY_MEDICAL_KWARGS[model],
         "--model.num_samples", str(num_samples),
         "--data.data_path", str(data), "--data.crop_size", "32", "--data.batch_size", "2",
         "--data.num_workers", "0",
@@ -295,3 +296,41 @@ def run_ddp_fit(
     assert proc.returncode == 0, f"DDP fit failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
     records = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     return records
+
+
+# Tasks built in Python the way a config builds them (model.network as a plain network); the keyword arguments
+# of the network and of the task are told apart by the network's signature.
+def _split(network_cls: type, kwargs: dict) -> tuple[dict, dict]:
+    names = set(inspect.signature(network_cls.__init__).parameters) - {"self"}
+    return {k: v for k, v in kwargs.items() if k in names}, {
+        k: v for k, v in kwargs.items() if k not in names
+    }
+
+
+def anomaly_task(**kwargs):
+    """An ``AnomalySegmentationTask`` on an ``AnomalySegmenter`` built from the network's keyword arguments."""
+    from domains.driving.anomaly.model import AnomalySegmenter
+    from domains.driving.anomaly.task import AnomalySegmentationTask
+
+    network, task = _split(AnomalySegmenter, kwargs)
+    return AnomalySegmentationTask(network=AnomalySegmenter(**network), **task)
+
+
+def detection_task(class_names=("Car", "Pedestrian", "Cyclist"), **kwargs):
+    """A ``DetectionTask`` on a ``RoadDetector`` built from the network's keyword arguments."""
+    from domains.driving.detection.model import RoadDetector
+    from domains.driving.detection.task import DetectionTask
+
+    network, task = _split(RoadDetector, kwargs)
+    network = RoadDetector(num_classes=len(class_names), **network)
+    return DetectionTask(network=network, class_names=list(class_names), **task)
+
+
+def medical_task(model: str = "prob_unet", model_kwargs: dict | None = None, **kwargs):
+    """A ``MedicalSegmentationTask`` on ``domains.medical.models.MODELS[model]`` (``model_kwargs`` and the
+    network's own keyword arguments build it, the rest go to the task)."""
+    from domains.medical.models import MODELS
+    from domains.medical.task import MedicalSegmentationTask
+
+    network, task = _split(MODELS[model], kwargs)
+    return MedicalSegmentationTask(network=MODELS[model](**(model_kwargs or {}), **network), **task)

@@ -64,7 +64,7 @@ def args_for(module: str, data: dict, data_path: Path | str | None = None) -> li
     """Tiny settings of each domain's CLI (data_path: the domain's tiny set unless given)."""
     if module == MEDICAL:
         return [
-            "--model.model", "unet", "--model.model_kwargs", "{channels: [8, 16]}",
+            "--model.network", "{class_path: domains.medical.models.UNetSegmenter, init_args: {channels: [8, 16]}}",
             "--model.num_samples", "2", "--data.data_path", str(data_path or data["lidc"]),
             "--data.crop_size", "32", "--data.batch_size", "2", "--data.num_workers", "0",
             "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
@@ -72,15 +72,17 @@ def args_for(module: str, data: dict, data_path: Path | str | None = None) -> li
         ]  # fmt: skip
     if module == DETECTION:
         return [
-            "--model.backbone", "tiny_cnn", "--model.backbone_kwargs", "{width: 8}",
-            "--model.fpn_levels", "3", "--model.fpn_channels", "32", "--model.head_convs", "1",
-            "--model.input_size", "[64, 128]", "--model.kitti_difficulties", "[moderate]",
+            "--model.network", "domains.driving.detection.model.RoadDetector",
+            "--model.network.init_args.backbone", "tiny_cnn", "--model.network.init_args.backbone_kwargs", "{width: 8}",
+            "--model.network.init_args.fpn_levels", "3", "--model.network.init_args.fpn_channels", "32", "--model.network.init_args.head_convs", "1",
+            "--model.network.init_args.input_size", "[64, 128]", "--model.kitti_difficulties", "[moderate]",
             "--data.data_path", str(data_path or data["kitti"]), "--data.image_size", "[64, 128]",
             "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.max_steps", "1",
             "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
         ]  # fmt: skip
     return [
-        "--model.encoder_kwargs", "{channels: [4, 8, 16]}", "--model.oe_start_epoch", "0",
+        "--model.network", "domains.driving.anomaly.model.AnomalySegmenter",
+        "--model.network.init_args.encoder_kwargs", "{channels: [4, 8, 16]}", "--model.oe_start_epoch", "0",
         "--model.oe_prob", "1.0", "--model.calibration_batches", "1",
         "--data.data_path", str(data_path or data["kitti"]), "--data.anomaly_path", str(data["anomaly"]),
         "--data.image_size", "[32, 64]", "--data.batch_size", "2", "--data.num_workers", "0",
@@ -383,5 +385,5 @@ def test_the_terminal_shows_the_error_naming_the_file(data, checkpoints, tmp_pat
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("shared.task.CheckpointMismatchError: ") and str(checkpoints[MEDICAL]) in last
-    assert "MedicalSegmentationTask checkpoint (model 'unet')" in last
+    assert "MedicalSegmentationTask checkpoint (model 'UNetSegmenter')" in last
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -24,7 +24,6 @@ def main(args=None):
         domain="medical",
         monitor="val/ged",
         monitor_mode="min",
-        links=(("data.crop_size", "model.input_size"),),  # the network keeps the size it learnt from
     )
 
 

@@ -114,7 +114,7 @@ def _graphs(
     """(file, module, example inputs, input names, output names, dynamic axes) per graph of the model."""
     net = task.model.eval()
     g = torch.Generator().manual_seed(0)
-    image = torch.rand(batch, task.hparams.in_channels, *size, generator=g)
+    image = torch.rand(batch, task.model.init_args["in_channels"], *size, generator=g)
     if isinstance(net, UNetSegmenter):
         return [
             {
@@ -228,7 +228,7 @@ def export_medical(
             "checkpoint": str(checkpoint) if checkpoint else None,
             "graphs": graphs,
             "input_size": list(size),
-            "in_channels": int(task.hparams.in_channels),
+            "in_channels": int(task.model.init_args["in_channels"]),
             "input_range": [0.0, 1.0],
             "classes": ["background", "lesion"],
             "score": "sigmoid(logits): foreground (lesion) probability per pixel",

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from shared.task import BaseTask
 
 from .metrics import SegmentationUncertaintyMetrics
-from .models import MODELS, build_model
+from .models import MODELS, HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
 from .predict import MedicalPredictionWriter, uncertainty_map
-
-# Task arguments that configure each model's loss (passed to its constructor; the others do not take them).
-_LOSS_ARGS = {
-    "unet": (),
-    "prob_unet": ("beta",),
-    "hpu_net": (
-        "beta",
-        "geco",
-        "kappa",
-        "geco_decay",
-        "geco_rate",
-        "geco_init_lambda",
-        "top_k_fraction",
-        "stochastic_top_k",
-    ),
-}
-
 
 # Read at evaluation / prediction time only; not saved with the model (see ``__init__``).
 _RUNTIME_ARGS = ("num_samples", "threshold", "predict_dir", "predict_uncertainty")
@@ -44,25 +25,14 @@ class MedicalSegmentationTask(BaseTask):
     uncertainty map per image to ``predict_dir`` (see :mod:`domains.medical.predict`).
 
     Args:
-        model: ``unet`` (deterministic baseline), ``prob_unet`` (Kohl et al. 2018) or ``hpu_net`` (Kohl et al.
-            2019).
-        model_kwargs: architecture arguments of that model, e.g. ``{channels: [32, 64, 128, 192]}``; Prob. U-Net:
-            ``latent_dim``, ``fcomb_layers``; HPU-Net: ``latent_channels``, ``blocks_per_level``,
-            ``convs_per_block``, ``norm`` (null | batch | group); see :mod:`domains.medical.models`.
-        in_channels: image channels.
+        network: the segmenter with its loss settings, as ``class_path`` + ``init_args``:
+            ``domains.medical.models.UNetSegmenter`` (deterministic baseline), ``...ProbabilisticUNet`` (Kohl et al.
+            2018: ``channels``, ``latent_dim``, ``fcomb_layers``, ``beta``) or ``...HierarchicalProbUNet`` (Kohl
+            et al. 2019: ``latent_channels``, ``blocks_per_level``, GECO ``kappa`` / ``geco_rate`` ..., top-k);
+            every argument: ``--model.network.help HierarchicalProbUNet``.
         num_samples: segmentations drawn per image for metrics and prediction (16 in the papers); not stored in
             checkpoints, so ``test`` / ``predict --ckpt_path`` take it from the command line.
         threshold: probability above which a sample's pixel is foreground.
-        beta: KL weight (Prob. U-Net; HPU-Net with ``geco`` false).
-        geco: HPU-Net: GECO (a Lagrange multiplier keeps the reconstruction error at ``kappa``) instead of
-            reconstruction + beta * KL.
-        kappa: GECO reconstruction bound per pixel (paper: 0.05).
-        geco_decay: moving-average decay of GECO's constraint (paper: 0.99).
-        geco_rate: step size of GECO's Lagrange multiplier.
-        geco_init_lambda: GECO's starting Lagrange multiplier.
-        top_k_fraction: HPU-Net: the reconstruction loss uses this fraction of the worst pixels (paper: 0.02;
-            null: every pixel).
-        stochastic_top_k: draw the top-k pixels stochastically (by their loss) instead of taking the k worst.
         predict_dir: where ``predict`` writes (null: no files).
         predict_uncertainty: ``entropy`` (of the mean probability, bits) or ``variance`` (across samples).
         collapse_kl: a latent scale whose validation KL (nats per image) falls below this has collapsed: its
@@ -72,21 +42,14 @@ class MedicalSegmentationTask(BaseTask):
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
+    #: set by the CLI from the data module: the network keeps the size it learnt from
+    CLI_LINKS = (("data.crop_size", "model.input_size"),)
+
     def __init__(
         self,
-        model: Literal["unet", "prob_unet", "hpu_net"] = "prob_unet",
-        model_kwargs: dict[str, Any] | None = None,
-        in_channels: int = 1,
+        network: UNetSegmenter | ProbabilisticUNet | HierarchicalProbUNet,
         num_samples: int = 16,
         threshold: float = 0.5,
-        beta: float = 1.0,
-        geco: bool = True,
-        kappa: float = 0.05,
-        geco_decay: float = 0.99,
-        geco_rate: float = 0.01,
-        geco_init_lambda: float = 1.0,
-        top_k_fraction: float | None = 0.02,
-        stochastic_top_k: bool = True,
         predict_dir: str | None = "predictions/medical",
         predict_uncertainty: str = "entropy",
         collapse_kl: float = 0.01,
@@ -97,21 +60,14 @@ class MedicalSegmentationTask(BaseTask):
         # Inference-time settings stay out of the checkpoint: LightningCLI lets a checkpoint's hyperparameters
         # override the command line, so saved ones would silently win over ``--model.predict_dir`` etc.
         self.save_hyperparameters(ignore=list(_RUNTIME_ARGS))
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if predict_uncertainty not in ("entropy", "variance"):
             raise ValueError(
                 f"predict_uncertainty must be 'entropy' or 'variance', got {predict_uncertainty!r}"
             )
-        given = dict(model_kwargs or {})
-        for key in ("in_channels", *_LOSS_ARGS[model]):
-            if key in given:
-                raise ValueError(f"set {key!r} as a task argument (model.{key}), not inside model_kwargs")
-        loss_args = {key: getattr(self.hparams, key) for key in _LOSS_ARGS[model]}
-        self.model = build_model(model, in_channels=in_channels, **given, **loss_args)
-        self.model_name = model
+        self.model = self.build_network(network, tuple(MODELS.values()))
+        self.model_name = next(name for name, cls in MODELS.items() if type(self.model) is cls)
         self.model.input_size = (int(input_size), int(input_size)) if input_size else None
         self.num_samples = num_samples
         self.threshold = threshold

@@ -75,7 +75,7 @@ def test_a_card_naming_a_network_the_registry_lacks_is_refused(tmp_path):
     shutil.copytree(dm.SHIPPED_DIR, folder)
     card_path = folder / "driving_detection.json"
     card = json.loads(card_path.read_text())
-    card["hyper_parameters"]["backbone"] = "no_such_backbone"
+    card["hyper_parameters"]["network"]["init_args"]["backbone"] = "no_such_backbone"
     card_path.write_text(json.dumps(card))
     with pytest.raises(dm.WeightFileError, match="no_such_backbone"):
         dm.load_task("driving_detection", folder / "driving_detection.safetensors")

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tests.helpers import quiet_trainer
+from tests.helpers import anomaly_task, detection_task, medical_task, quiet_trainer
 
 MEDICAL_BUILT = ("medical_unet", "medical_prob_unet")  # hpu_net left out on purpose: the "missing" path
 SCENE_SIZE = (128, 64)  # (width, height) of the tiny synthetic road scenes
@@ -62,7 +62,6 @@ def medical_items(n: int = 4, size: int = 128) -> list[dict]:
 
 
 def build_medical(folder: Path) -> None:
-    from domains.medical.task import MedicalSegmentationTask
 
     loader = DataLoader(_ListDataset(medical_items()), batch_size=2)
     settings = {
@@ -71,13 +70,12 @@ def build_medical(folder: Path) -> None:
     }
     for key in MEDICAL_BUILT:
         torch.manual_seed(0)
-        task = MedicalSegmentationTask(**settings[key], num_samples=4, predict_dir=None, lr_scheduler=None)
+        task = medical_task(**settings[key], num_samples=4, predict_dir=None, lr_scheduler=None)
         _fit_and_save(task, loader, folder / f"{key}.ckpt", {"test/ged": 0.5, "test/dice": 0.25}, "tiny")
 
 
 def build_detection(folder: Path) -> None:
     from domains.driving.detection.data import detection_collate
-    from domains.driving.detection.task import DetectionTask
 
     g = torch.Generator().manual_seed(0)
     items = []
@@ -87,7 +85,7 @@ def build_detection(folder: Path) -> None:
         items.append((image, target))
     loader = DataLoader(_ListDataset(items), batch_size=2, collate_fn=detection_collate)
     torch.manual_seed(0)
-    task = DetectionTask(
+    task = detection_task(
         backbone="unet_encoder",
         backbone_kwargs={"channels": [4, 8, 16]},
         input_size=(64, 128),
@@ -103,7 +101,6 @@ def build_detection(folder: Path) -> None:
 
 
 def build_anomaly(folder: Path) -> None:
-    from domains.driving.anomaly.task import AnomalySegmentationTask
 
     g = torch.Generator().manual_seed(0)
     items = []
@@ -113,7 +110,7 @@ def build_anomaly(folder: Path) -> None:
         items.append({"image": image, "mask": mask})
     loader = DataLoader(_ListDataset(items), batch_size=2)
     torch.manual_seed(0)
-    task = AnomalySegmentationTask(
+    task = anomaly_task(
         encoder="unet_encoder",
         encoder_kwargs={"channels": [4, 8]},
         decoder_channels=[4],

@@ -23,10 +23,9 @@ from domains.driving.anomaly.outliers import (
 )
 from domains.driving.anomaly.predict import image_anomaly_score, overlay_heatmap, road_region
 from domains.driving.anomaly.scores import SCORES, AnomalyScoreError, compute_score
-from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.classes import SEMANTIC_CLASSES, SEMANTIC_ID
 from shared.segmentation import enet_class_weights
-from tests.helpers import quiet_trainer
+from tests.helpers import anomaly_task, quiet_trainer
 
 C = len(SEMANTIC_CLASSES)
 TINY_UNET = {"channels": [4, 8, 16]}
@@ -264,7 +263,7 @@ def test_road_region_fills_objects_on_the_road_and_the_image_score():
     ],
 )
 def test_segmenter_builds_on_cnn_unet_and_transformer(encoder, kwargs):
-    task = AnomalySegmentationTask(encoder=encoder, encoder_kwargs=kwargs, oe_weight=0.5)
+    task = anomaly_task(encoder=encoder, encoder_kwargs=kwargs, oe_weight=0.5)
     images = torch.rand(2, 3, 32, 96)
     assert task(images).shape == (2, C, 32, 96)
     task.model.oe_trained.fill_(True)
@@ -294,9 +293,7 @@ def _toy_batch(n=4, h=32, w=64, seed=0):
 )
 def test_loss_falls_on_tiny_data(oe_weight, objective):
     torch.manual_seed(0)
-    task = AnomalySegmentationTask(
-        encoder_kwargs=TINY_UNET, oe_weight=oe_weight, oe_objective=objective, oe_prob=1.0
-    )
+    task = anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=oe_weight, oe_objective=objective, oe_prob=1.0)
     opt = torch.optim.Adam(task.parameters(), lr=1e-2)
     batch = _toy_batch()
     losses = []
@@ -316,7 +313,7 @@ def test_explicit_class_weights_weight_the_cross_entropy():
     torch.manual_seed(0)
     weights = [1.0] * len(SEMANTIC_CLASSES)
     weights[SEMANTIC_ID["car"]] = 5.0
-    task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0, class_weighting=weights)
+    task = anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=0.0, class_weighting=weights)
     batch = _toy_batch()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log without a trainer
@@ -327,13 +324,13 @@ def test_explicit_class_weights_weight_the_cross_entropy():
     assert loss.item() != pytest.approx(F.cross_entropy(logits, batch["mask"]).item(), rel=1e-3)
     for bad in ("median", [1.0, 2.0], [0.0] * len(SEMANTIC_CLASSES)):
         with pytest.raises(ValueError, match="class_weighting"):
-            AnomalySegmentationTask(encoder_kwargs=TINY_UNET, class_weighting=bad)
+            anomaly_task(encoder_kwargs=TINY_UNET, class_weighting=bad)
 
 
 def test_enet_class_weights_are_counted_from_the_training_data_when_fit_starts():
     torch.manual_seed(0)
     batches = [_toy_batch(seed=s) for s in range(3)]
-    task = AnomalySegmentationTask(
+    task = anomaly_task(
         encoder_kwargs=TINY_UNET,
         oe_weight=0.0,
         class_weighting="enet",
@@ -355,7 +352,7 @@ def test_enet_class_weights_are_counted_from_the_training_data_when_fit_starts()
 
 def test_calibration_stores_sml_statistics_that_checkpoints_carry():
     torch.manual_seed(0)
-    task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
+    task = anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=0.0)
     batches = [_toy_batch(seed=s) for s in range(2)]
     with pytest.raises(AnomalyScoreError, match="never calibrated"):
         task.anomaly_map(batches[0]["image"], score="sml")
@@ -377,7 +374,7 @@ def test_calibration_stores_sml_statistics_that_checkpoints_carry():
     expected = -(top[:4] - task.model.sml_mean[pred[:4]]) / task.model.sml_std[pred[:4]]
     assert torch.allclose(sml, expected, atol=1e-4)
     # the buffers travel with the state dict
-    clone = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
+    clone = anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=0.0)
     clone.load_state_dict(task.state_dict())
     assert bool(clone.model.calibrated)
     assert torch.allclose(clone.anomaly_map(batches[0]["image"], score="sml"), sml)
@@ -386,10 +383,10 @@ def test_calibration_stores_sml_statistics_that_checkpoints_carry():
 
 def test_task_rejects_bad_settings_and_nan_images():
     with pytest.raises(ValueError, match="unknown anomaly score"):
-        AnomalySegmentationTask(encoder_kwargs=TINY_UNET, score="nope")
+        anomaly_task(encoder_kwargs=TINY_UNET, score="nope")
     with pytest.raises(ValueError, match="outlier-exposure"):
-        AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0, score="outlier_prob")
-    task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
+        anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=0.0, score="outlier_prob")
+    task = anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=0.0)
     assert task.score == "msp"
     images = torch.rand(1, 3, 32, 32)
     images[0, 0, 0, 0] = float("nan")
@@ -397,8 +394,8 @@ def test_task_rejects_bad_settings_and_nan_images():
         task.anomaly_map(images)
     assert set(task.supported_scores()) == set(SCORES) - {"outlier_prob"}
     with pytest.raises(ValueError, match="outlier_head_channels"):
-        AnomalySegmentationTask(encoder_kwargs=TINY_UNET, outlier_head_channels=0)
-    narrow = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, outlier_head_channels=16)
+        anomaly_task(encoder_kwargs=TINY_UNET, outlier_head_channels=0)
+    narrow = anomaly_task(encoder_kwargs=TINY_UNET, outlier_head_channels=16)
     assert narrow.model.outlier_head.net[2].weight.shape == (16, 16, 3, 3)  # the full-resolution 3x3 conv
 
 
@@ -424,7 +421,7 @@ def _cli_args(sets):
         "cpu",
         "--trainer.enable_progress_bar",
         "false",
-        "--model.encoder_kwargs",
+        "--model.network.init_args.encoder_kwargs",
         '{"channels": [4, 8, 16]}',
         "--model.oe_start_epoch",
         "0",
@@ -521,12 +518,12 @@ def test_score_smoothing_is_a_normalised_gaussian_with_hand_values():
     assert torch.allclose(
         smooth_score_map(noise, 1.0), gaussian_blur(noise[:, None], [7, 7], [1.0, 1.0])[:, 0], atol=1e-6
     )
-    task = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0, score_smoothing=1.0)
-    plain = AnomalySegmentationTask(encoder_kwargs=TINY_UNET, oe_weight=0.0)
+    task = anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=0.0, score_smoothing=1.0)
+    plain = anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=0.0)
     plain.load_state_dict(task.state_dict())
     images = torch.rand(2, 3, 32, 64)
     assert torch.allclose(
         task.anomaly_map(images), smooth_score_map(plain.anomaly_map(images), 1.0), atol=1e-6
     )
     with pytest.raises(ValueError, match="score_smoothing"):
-        AnomalySegmentationTask(encoder_kwargs=TINY_UNET, score_smoothing=-1.0)
+        anomaly_task(encoder_kwargs=TINY_UNET, score_smoothing=-1.0)

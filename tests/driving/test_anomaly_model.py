@@ -7,7 +7,7 @@ import torch
 
 from domains.driving.anomaly.model import STAT_BUFFERS, AnomalySegmenter
 from domains.driving.anomaly.scores import AnomalyScoreError
-from domains.driving.anomaly.task import AnomalySegmentationTask
+from tests.helpers import anomaly_task
 
 TINY = {"encoder": "unet_encoder", "encoder_kwargs": {"channels": [4, 8]}, "outlier_head_channels": 4}
 
@@ -56,7 +56,7 @@ def test_scores_under_bf16_autocast_are_float32():
 
 
 def test_task_checkpoint_of_the_earlier_layout_loads_into_the_plain_model():
-    task = AnomalySegmentationTask(**TINY, oe_weight=0.5)
+    task = anomaly_task(**TINY, oe_weight=0.5)
     task.model.calibrate(_batches(1))
     with torch.no_grad():
         task.model.oe_bias.fill_(-0.7)
@@ -73,7 +73,7 @@ def test_task_checkpoint_of_the_earlier_layout_loads_into_the_plain_model():
     assert (
         "sml_mean" in old and "outlier_head.net.0.weight" in old and "model.segmenter.head.weight" not in old
     )
-    fresh = AnomalySegmentationTask(**TINY, oe_weight=0.5)
+    fresh = anomaly_task(**TINY, oe_weight=0.5)
     checkpoint = {"state_dict": old}
     fresh.on_load_checkpoint(checkpoint)
     fresh.load_state_dict(checkpoint["state_dict"])  # strict: every key found its place

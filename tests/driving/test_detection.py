@@ -16,20 +16,28 @@ from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
 from domains.driving.detection.predict import detections_to_kitti, draw_detections
 from domains.driving.detection.task import DetectionTask
 from domains.driving.formats import read_kitti_label
+from tests.helpers import detection_task
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CONFIG = ROOT / "domains/driving/detection/configs/quick.yaml"
 W, H = 128, 64
 TINY_MODEL = [
-    "--model.backbone",
+    "--model.network.init_args.backbone",
     "tiny_cnn",
-    "--model.backbone_kwargs",
+    "--model.network.init_args.backbone_kwargs",
     "{width: 8}",
-    "--model.fpn_channels",
+    "--model.network.init_args.fpn_channels",
     "32",
 ]
-TINY_MODEL += ["--model.head_convs", "1", "--model.input_size", "[64, 128]", "--model.train_scales", "[1.0]"]
-TINY_MODEL += ["--model.fpn_levels", "3"]
+TINY_MODEL += [
+    "--model.network.init_args.head_convs",
+    "1",
+    "--model.network.init_args.input_size",
+    "[64, 128]",
+    "--model.network.init_args.train_scales",
+    "[1.0]",
+]
+TINY_MODEL += ["--model.network.init_args.fpn_levels", "3"]
 
 
 def _scene(
@@ -259,7 +267,7 @@ class _Oracle(torch.nn.Module):
 
 
 def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
-    task = DetectionTask(
+    task = detection_task(
         backbone="tiny_cnn",
         backbone_kwargs={"width": 8},
         class_names=["Car", "Pedestrian"],
@@ -384,7 +392,13 @@ def test_cli_auxiliary_semantic_loss_needs_and_uses_semantic_maps(tmp_path, monk
 
     data = make_kitti(tmp_path / "kitti", n=8, semantic=True)
     monkeypatch.chdir(tmp_path)
-    weight = ["--model.semantic_loss_weight", "0.5", "--trainer.fast_dev_run", "1"]
+    weight = [
+        "--model.network.init_args.semantic_classes",
+        "12",
+        "--model.network.init_args.semantic_loss_weight",
+        "0.5",
+    ]
+    weight += ["--trainer.fast_dev_run", "1"]
     with pytest.raises(ValueError, match="set data.semantic_maps true"):
         main(["fit", *_cli_args(data, *weight)])
     cli = main(["fit", *_cli_args(data, *weight, "--data.semantic_maps", "true")])

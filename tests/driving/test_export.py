@@ -27,6 +27,7 @@ from domains.driving.detection.export import main as detection_export
 from domains.driving.detection.task import DetectionTask
 from shared.export import run_onnx
 from tests.driving.test_faults import ANOMALY, ARGS, DETECTION, MAINS
+from tests.helpers import anomaly_task, detection_task
 
 ATOL, RTOL = 1e-4, 1e-5
 
@@ -45,7 +46,7 @@ def close(got, expected) -> None:
 
 def tiny_detector() -> DetectionTask:
     torch.manual_seed(0)
-    return DetectionTask(
+    return detection_task(
         backbone="tiny_cnn", backbone_kwargs={"width": 8}, fpn_levels=3, fpn_channels=32, head_convs=1,
         input_size=(64, 128),
     ).eval()  # fmt: skip
@@ -139,7 +140,7 @@ def _by_label_and_box(det: dict) -> dict:
 
 def tiny_segmenter(objective: str = "extra_logit", smoothing: float = 0.0) -> AnomalySegmentationTask:
     torch.manual_seed(0)
-    task = AnomalySegmentationTask(
+    task = anomaly_task(
         encoder_kwargs={"channels": [4, 8, 16]}, oe_objective=objective, score_smoothing=smoothing
     ).eval()
     c = task.num_classes
@@ -171,7 +172,7 @@ def test_segmenter_graph_gives_logits_and_the_anomaly_score(objective, score, sm
 
 
 def test_segmenter_export_refuses_a_score_the_model_cannot_give(tmp_path):
-    task = AnomalySegmentationTask(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0).eval()
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0).eval()
     with pytest.raises(AnomalyScoreError, match="never calibrated"):
         export_anomaly(task, tmp_path / "out", size=(32, 64), score="sml")
     assert not (tmp_path / "out").exists()

@@ -30,6 +30,7 @@ from tests.helpers import (
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "domains" / "driving"  # <task>/configs/*.yaml
+MEDICAL_QUICK = ROOT / "domains" / "medical" / "configs" / "quick.yaml"
 DETECTION = "domains.driving.detection"
 ANOMALY = "domains.driving.anomaly"
 
@@ -57,9 +58,9 @@ def scenes(tmp_path_factory) -> dict[str, Path]:
 def detection_args(scenes: dict, *extra: str) -> list[str]:
     return [
         "-c", str(CONFIGS / "detection" / "configs" / "quick.yaml"),
-        "--model.backbone", "tiny_cnn", "--model.backbone_kwargs", "{width: 8}",
-        "--model.fpn_levels", "3", "--model.fpn_channels", "32", "--model.head_convs", "1",
-        "--model.input_size", "[64, 128]", "--model.kitti_difficulties", "[moderate]",
+        "--model.network.init_args.backbone", "tiny_cnn", "--model.network.init_args.backbone_kwargs", "{width: 8}",
+        "--model.network.init_args.fpn_levels", "3", "--model.network.init_args.fpn_channels", "32", "--model.network.init_args.head_convs", "1",
+        "--model.network.init_args.input_size", "[64, 128]", "--model.kitti_difficulties", "[moderate]",
         "--data.data_path", str(scenes["kitti"]), "--data.image_size", "[64, 128]",
         "--data.batch_size", "2", "--data.num_workers", "0",
         "--trainer.limit_train_batches", "1.0", "--trainer.limit_val_batches", "1",
@@ -71,7 +72,7 @@ def detection_args(scenes: dict, *extra: str) -> list[str]:
 def anomaly_args(scenes: dict, *extra: str) -> list[str]:
     return [
         "-c", str(CONFIGS / "anomaly" / "configs" / "quick.yaml"),
-        "--model.encoder_kwargs", "{channels: [4, 8, 16]}", "--model.oe_start_epoch", "0",
+        "--model.network.init_args.encoder_kwargs", "{channels: [4, 8, 16]}", "--model.oe_start_epoch", "0",
         "--model.calibration_batches", "1",
         "--data.data_path", str(scenes["kitti"]), "--data.anomaly_path", str(scenes["anomaly"]),
         "--data.image_size", "[32, 64]", "--data.batch_size", "2", "--data.num_workers", "0",
@@ -182,7 +183,7 @@ def _checkpoints(scenes: dict, root: Path) -> dict[str, Path]:
         out[module] = folder / "last.ckpt"
     lidc = generate_lidc_png(root / "lidc", n_patients=8, images_per_patient=1, size=32)
     medical_main([
-        "fit", "--model.model", "unet", "--model.model_kwargs", "{channels: [8, 16]}",
+        "fit", "--model.network", "{class_path: domains.medical.models.UNetSegmenter, init_args: {channels: [8, 16]}}",
         "--data.data_path", str(lidc), "--data.crop_size", "32", "--data.batch_size", "2",
         "--data.num_workers", "0", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", str(root / "medical"),
@@ -194,7 +195,9 @@ def _checkpoints(scenes: dict, root: Path) -> dict[str, Path]:
 
 def test_detection_refuses_other_domains_checkpoints(checkpoints, scenes, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(CheckpointMismatchError, match=r"MedicalSegmentationTask checkpoint \(model 'unet'\)"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"MedicalSegmentationTask checkpoint \(model 'UNetSegmenter'\)"
+    ):
         DetectionTask.load_checked(checkpoints["medical"])
     with pytest.raises(CheckpointMismatchError) as err:
         detection_main(["test", *detection_args(scenes), "--ckpt_path", str(checkpoints["medical"])])
@@ -222,7 +225,9 @@ def test_anomaly_and_medical_refuse_a_detection_checkpoint(checkpoints, scenes, 
     with pytest.raises(
         CheckpointMismatchError, match=r"holds a domains\.driving\.detection\.task\.DetectionTask"
     ):
-        medical_main(["test", "--data.data_path", str(tmp_path), "--ckpt_path", detection])
+        medical_main(
+            ["test", "-c", str(MEDICAL_QUICK), "--data.data_path", str(tmp_path), "--ckpt_path", detection]
+        )
     assert not (tmp_path / "lightning_logs").exists()  # refused before a trainer or logger was made
 
 

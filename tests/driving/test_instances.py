@@ -30,7 +30,7 @@ from domains.driving.instances.data import (
 from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
 from domains.driving.instances.task import InstanceTask, load_instance_task
-from tests.helpers import write_image
+from tests.helpers import detection_task, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CONFIG = ROOT / "domains/driving/instances/configs/quick.yaml"
@@ -365,14 +365,15 @@ def test_loss_falls_on_a_few_images(one_thread):
 
 
 def test_detector_backbone_transfers_into_the_instance_model(tmp_path):
-    from domains.driving.detection.task import DetectionTask
 
     torch.manual_seed(0)
-    detector = DetectionTask(backbone="tiny_cnn", backbone_kwargs={"width": 8}, fpn_channels=32, head_convs=1)
+    detector = detection_task(
+        backbone="tiny_cnn", backbone_kwargs={"width": 8}, fpn_channels=32, head_convs=1
+    )
     ckpt = tmp_path / "detector.ckpt"
     torch.save({"state_dict": detector.state_dict()}, ckpt)
     task = InstanceTask(
-        **{**TINY, "input_size": list(TINY["input_size"])},
+        network=RoadInstanceSegmenter(3, **TINY),
         pretrained_backbone=str(ckpt),
         pretrained_prefix="model.detector.backbone.body.",
     )
@@ -392,7 +393,7 @@ def _cli_args(data: Path, *extra: str) -> list[str]:
             if isinstance(value, str)
             else json.dumps(list(value) if isinstance(value, tuple) else value)
         )
-        args += [f"--model.{key}", value]
+        args += [f"--model.network.init_args.{key}", value]
     return args + list(extra)
 
 

@@ -17,6 +17,7 @@ from domains.medical.__main__ import main
 from domains.medical.data import DecathlonSliceDataset
 from domains.medical.predict import MedicalPredictionWriter
 from domains.medical.task import MedicalSegmentationTask
+from shared.cli import instantiate_from_config
 from tests.helpers import tiny_medical_args
 
 CONFIGS = Path(__file__).resolve().parents[2] / "domains" / "medical" / "configs"
@@ -25,7 +26,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_args(data: Path, config: str) -> list[str]:
-    model = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]["model"]
+    network = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]["network"]["class_path"]
+    model = {"UNetSegmenter": "unet", "ProbabilisticUNet": "prob_unet", "HierarchicalProbUNet": "hpu_net"}[
+        network.rsplit(".", 1)[-1]
+    ]
     return tiny_medical_args(data, CONFIGS / f"{config}.yaml", model, 4, "--data.max_items", "8")
 
 
@@ -42,11 +46,17 @@ def test_fit_fast_dev_run_every_config(config, lidc, tmp_path, monkeypatch):
 
 
 def test_configs_name_their_model():
-    expected = {"unet": "unet", "prob_unet": "prob_unet", "hpu_net": "hpu_net", "quick": "prob_unet"}
-    for config, model in expected.items():
+    expected = {
+        "unet": "UNetSegmenter",
+        "prob_unet": "ProbabilisticUNet",
+        "hpu_net": "HierarchicalProbUNet",
+        "quick": "ProbabilisticUNet",
+    }
+    for config, network in expected.items():
         cfg = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())
-        assert cfg["model"]["model"] == model
-        MedicalSegmentationTask(model=model, model_kwargs=cfg["model"]["model_kwargs"])  # the sizes build
+        assert cfg["model"]["network"]["class_path"] == f"domains.medical.models.{network}"
+        task = instantiate_from_config(MedicalSegmentationTask, cfg["model"])  # the sizes build
+        assert type(task.model).__name__ == network and task.hparams.network["class_path"].endswith(network)
 
 
 def test_fit_checkpoint_then_predict_writes_samples_mean_and_uncertainty(lidc, tmp_path, monkeypatch):

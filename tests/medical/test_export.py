@@ -14,6 +14,7 @@ from domains.medical.export import HPUNetDecoder, export_medical, main
 from domains.medical.task import MedicalSegmentationTask
 from shared.export import run_onnx
 from shared.task import CheckpointMismatchError
+from tests.helpers import medical_task
 
 ATOL = 1e-4
 TINY = {
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny_task(model: str) -> MedicalSegmentationTask:
     torch.manual_seed(0)
-    task = MedicalSegmentationTask(model=model, model_kwargs=TINY[model]).eval()
+    task = medical_task(model=model, model_kwargs=TINY[model]).eval()
     with torch.no_grad():  # the latent heads start at zero: give the prior a real mean and spread to check
         for name, param in task.model.named_parameters():
             if "head" in name:
@@ -115,10 +116,10 @@ def medical_ckpt(tmp_path_factory) -> Path:
     cli(
         [
             "fit",
-            "--model.model",
-            "prob_unet",
-            "--model.model_kwargs",
-            json.dumps(TINY["prob_unet"]),
+            "--model.network",
+            json.dumps(
+                {"class_path": "domains.medical.models.ProbabilisticUNet", "init_args": TINY["prob_unet"]}
+            ),
             "--data.data_path",
             str(data),
             "--data.crop_size",

@@ -81,7 +81,7 @@ def test_hard_killed_run_resumes_at_the_same_step_and_finishes_all_epochs(lidc, 
     assert resumed["lr_schedulers"][0]["last_epoch"] == 12  # the cosine schedule continued too
     assert resumed["suite_task"] == {
         "task": "domains.medical.task.MedicalSegmentationTask",
-        "model": "prob_unet",
+        "model": "ProbabilisticUNet",
     }
 
 
@@ -144,8 +144,11 @@ def test_load_checked_names_the_model_a_checkpoint_holds(prob_unet_ckpt, tiny_ta
         torch.load(prob_unet_ckpt, weights_only=True)["state_dict"]["model.fcomb.out.bias"],
     )
     # same task, another model: the error names both
-    with pytest.raises(CheckpointMismatchError, match=r"holds model 'prob_unet'.*built as 'unet'"):
-        MedicalSegmentationTask.load_checked(prob_unet_ckpt, model="unet", model_kwargs={"channels": [8, 16]})
+    unet = {"class_path": "domains.medical.models.UNetSegmenter", "init_args": {"channels": [8, 16]}}
+    with pytest.raises(
+        CheckpointMismatchError, match=r"holds model 'ProbabilisticUNet'.*built as 'UNetSegmenter'"
+    ):
+        MedicalSegmentationTask.load_checked(prob_unet_ckpt, network=unet)
     # another task: the error names the task and model in the file
     with pytest.raises(CheckpointMismatchError, match=r"tests\.shared\.tiny_task\.TinySegTask checkpoint"):
         MedicalSegmentationTask.load_checked(tiny_task_ckpt)

@@ -36,7 +36,10 @@ def test_run_is_stretched_when_steps_are_faster_than_planned():
     assert trainer.global_step == 30
     assert task.schedule_steps == 30
     # the cosine ends with the run: the last LR is near zero, not restarted
-    assert task.trainer.optimizers[0].param_groups[0]["lr"] < 0.02 * task.trainer.optimizers[0].param_groups[0]["initial_lr"]
+    assert (
+        task.trainer.optimizers[0].param_groups[0]["lr"]
+        < 0.02 * task.trainer.optimizers[0].param_groups[0]["initial_lr"]
+    )
 
 
 def test_run_is_shortened_when_steps_are_slower_than_planned():

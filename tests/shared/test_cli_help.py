@@ -56,8 +56,14 @@ def test_fixed_choices_are_listed(capsys, monkeypatch):
     assert "{kitti,coco,yolo}" in detection
     assert all(name in detection for name in list_backbones())  # the backbone choices come from the registry
     medical = " ".join(_help(medical_main, ["fit", "--help"], capsys, monkeypatch).split())
-    assert "{lidc_png,lidc_pickle,decathlon}" in medical and "{unet,prob_unet,hpu_net}" in medical
-    assert "--model.kappa" in medical and "GECO reconstruction bound" in medical
+    assert "{lidc_png,lidc_pickle,decathlon}" in medical
+    assert "{UNetSegmenter,ProbabilisticUNet,HierarchicalProbUNet}" in medical  # the networks to choose from
+    hpu = " ".join(
+        _help(
+            medical_main, ["fit", "--model.network.help", "HierarchicalProbUNet"], capsys, monkeypatch
+        ).split()
+    )
+    assert "--model.network.kappa" in hpu and "GECO reconstruction bound" in hpu
 
 
 @pytest.mark.parametrize("prog", list(MAINS))

@@ -27,7 +27,6 @@ def main(args=None):
         domain="driving_anomaly",
         monitor="val/miou",
         monitor_mode="max",
-        links=(("data.image_size", "model.input_size"),),  # the network keeps the size it learnt from
     )
 
 

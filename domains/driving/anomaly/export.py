@@ -86,7 +86,7 @@ def export_anomaly(
     score = score or task.score
     height, width = _round_up(size[0]), _round_up(size[1])
     g = torch.Generator().manual_seed(0)
-    example = torch.rand(2, int(task.hparams.in_channels), height, width, generator=g)
+    example = torch.rand(2, int(task.model.in_channels), height, width, generator=g)
     task.model.scores(example, [score])  # a clear AnomalyScoreError now if the model cannot give this score
     module = SegmenterWithScore(task.model, score, task.score_smoothing).eval()
     hw = {0: "batch", 2: "height", 3: "width"}
@@ -95,7 +95,7 @@ def export_anomaly(
         measured = export.graph("segmenter.onnx", module, {"image": example}, ["logits", "score"], axes)
         sidecar = {
             "domain": "driving_anomaly",
-            "model": f"segmentation_net/{task.hparams.encoder}",
+            "model": f"segmentation_net/{task.model.init_args['encoder']}",
             "checkpoint": str(checkpoint) if checkpoint else None,
             "graph": "segmenter.onnx",
             "inputs": {"image": list(example.shape)},

@@ -32,6 +32,7 @@ from domains.driving.anomaly.scores import (
     smooth_score_map,
 )
 from domains.driving.classes import SEMANTIC_CLASSES
+from shared.networks import RemembersInitArgs
 from shared.segmentation import SegmentationNet
 
 IGNORE_INDEX = 255
@@ -56,11 +57,13 @@ def batch_masks(batch, key: str = "mask") -> torch.Tensor:
     return batch[key] if isinstance(batch, dict) else batch[1]
 
 
-class AnomalySegmenter(nn.Module):
+class AnomalySegmenter(RemembersInitArgs, nn.Module):
     """Closed-set road-scene segmenter plus per-pixel anomaly scores by name (see ``scores.SCORES``).
 
     Args:
-        encoder, encoder_kwargs, decoder_channels: the shared U-Net decoder on a registered encoder.
+        encoder: registered backbone under the shared U-Net decoder (``shared.backbones.list_backbones()``).
+        encoder_kwargs: keyword arguments of that backbone (e.g. ``{channels: [16, 32, 64, 128]}``).
+        decoder_channels: U-Net decoder widths (one per skip level; None: the shared default).
         num_classes: known semantic classes (``domains.driving.classes.SEMANTIC_CLASSES``).
         in_channels: image channels (3: ImageNet normalisation; else mean 0.5, std 0.25).
         oe_objective: how ``outlier_prob`` reads outlier exposure: the head's logit (``extra_logit``), the

@@ -75,12 +75,10 @@ class AnomalySegmentationTask(BaseTask):
     """Road-scene segmenter + per-pixel anomaly scores, trained and evaluated through the Lightning CLI.
 
     Args:
-        encoder: registered backbone under the shared U-Net decoder (``shared.backbones.list_backbones()``):
-            {backbones}.
-        encoder_kwargs: keyword arguments of that backbone (e.g. ``{{channels: [16, 32, 64, 128]}}``).
-        decoder_channels: U-Net decoder widths (one per skip level; ``None``: the shared default).
-        num_classes: known semantic classes (``domains.driving.classes.SEMANTIC_CLASSES``).
-        in_channels: image channels (3: RGB, normalised with ImageNet's statistics).
+        network: the segmenter, as ``class_path: domains.driving.anomaly.model.AnomalySegmenter`` + ``init_args``
+            (``encoder``: a registered backbone under the shared U-Net decoder: {backbones}; ``encoder_kwargs``,
+            ``decoder_channels``, ``num_classes``, ``oe_objective``, ``outlier_head_channels``: every argument
+            with ``--model.network.help AnomalySegmenter``).
         score: anomaly score used by ``test`` (components, image level), ``predict`` and ``anomaly_map``:
             ``msp``, ``max_logit``, ``sml``, ``energy``, ``entropy``, ``mahalanobis``, ``outlier_prob``.
             ``None``: ``outlier_prob`` with outlier exposure, else ``DEFAULT_PLAIN_SCORE``. This and the
@@ -95,10 +93,6 @@ class AnomalySegmentationTask(BaseTask):
             read as anomalies), or an explicit list of ``num_classes`` weights.
         class_weight_batches: training batches counted for ``"enet"`` weights (``None``: the whole loader).
         oe_weight: weight of the outlier-exposure loss; 0 trains a plain segmenter.
-        oe_objective: ``"extra_logit"``: a small outlier head on the decoder features learns pasted objects vs.
-            known-class pixels (balanced binary cross-entropy); ``"energy"``: the same loss on
-            ``a * energy + b`` of the segmentation logits (a, b learnt), no extra head; ``"both"``: both losses,
-            and ``outlier_prob`` is the sigmoid of the mean of the two logits (a two-member ensemble).
         oe_start_epoch: first epoch with outlier exposure (before it: plain cross-entropy).
         oe_prob: share of outlier-exposure training images that get pasted objects.
         oe_num_objects: [min, max] objects pasted into such an image.
@@ -106,8 +100,6 @@ class AnomalySegmentationTask(BaseTask):
         oe_road_prob: share of pasted objects placed on the road.
         oe_hard_fraction: weight of hard-negative mining in the inlier half of the OE loss (see
             :func:`~domains.driving.anomaly.outliers.outlier_bce`).
-        outlier_head_channels: width of the outlier head's full-resolution 3x3 conv; its cost grows with the
-            square (16 costs about a third of 32: see the README's anomaly section).
         calibration_batches: training batches used for the SML / Mahalanobis statistics when a checkpoint is
             written or fit ends (``None``: the whole loader). ``calibrate(loader)`` can be called any time.
         image_score_method: the image-level score: ``quantile`` or ``topk`` of the pixel score inside the
@@ -123,27 +115,24 @@ class AnomalySegmentationTask(BaseTask):
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
+    #: set by the CLI from the data module: the network keeps the size it learnt from
+    CLI_LINKS = (("data.image_size", "model.input_size"),)
+
     def __init__(
         self,
-        encoder: str = "unet_encoder",
-        encoder_kwargs: dict | None = None,
-        decoder_channels: list[int] | None = None,
-        num_classes: int = len(SEMANTIC_CLASSES),
-        in_channels: int = 3,
+        network: AnomalySegmenter,
         score: str | None = None,
         test_scores: list[str] | None = None,
         score_smoothing: float = 0.0,
         class_weighting: str | list[float] | None = None,
         class_weight_batches: int | None = 20,
         oe_weight: float = 0.5,
-        oe_objective: str = "both",
         oe_start_epoch: int = 0,
         oe_prob: float = 0.5,
         oe_num_objects: tuple[int, int] = (1, 3),
         oe_size_range: tuple[float, float] = (0.04, 0.18),
         oe_road_prob: float = 0.8,
         oe_hard_fraction: float = 0.5,
-        outlier_head_channels: int = 32,
         calibration_batches: int | None = 8,
         image_score_method: str = "quantile",
         image_score_q: float = 0.999,
@@ -161,7 +150,6 @@ class AnomalySegmentationTask(BaseTask):
         if oe_weight < 0:
             raise ValueError(f"oe_weight must be >= 0, got {oe_weight}")
         self.oe_weight = float(oe_weight)
-        self.oe_objective = oe_objective  # checked by AnomalySegmenter
         self.score = self._check_score(
             score or ("outlier_prob" if self.oe_weight > 0 else DEFAULT_PLAIN_SCORE)
         )
@@ -177,16 +165,9 @@ class AnomalySegmentationTask(BaseTask):
         self.component_metrics = component_metrics
         self.predict_dir = predict_dir
         self.overlay_alpha = overlay_alpha
-        self.num_classes = num_classes
-        self.model = AnomalySegmenter(  # checks oe_objective and outlier_head_channels
-            encoder=encoder,
-            encoder_kwargs=encoder_kwargs,
-            decoder_channels=decoder_channels,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            oe_objective=oe_objective,
-            outlier_head_channels=outlier_head_channels,
-        )
+        self.model = self.build_network(network, AnomalySegmenter)
+        self.num_classes = num_classes = self.model.num_classes
+        self.oe_objective = self.model.oe_objective
         self.model.input_size = (int(input_size[0]), int(input_size[1])) if input_size else None
         # Cross-entropy class weights (not saved: recomputed from the data whenever training starts).
         self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
@@ -584,9 +565,9 @@ class AnomalySegmentationTask(BaseTask):
         x = torch.as_tensor(images)
         if x.ndim == 3:
             x = x.unsqueeze(0)
-        if x.ndim != 4 or x.shape[1] != self.hparams.in_channels:
+        if x.ndim != 4 or x.shape[1] != self.model.in_channels:
             raise ValueError(
-                f"expected images (B, {self.hparams.in_channels}, H, W) or ({self.hparams.in_channels}, H, W), "
+                f"expected images (B, {self.model.in_channels}, H, W) or ({self.model.in_channels}, H, W), "
                 f"got shape {tuple(x.shape)}"
             )
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()

@@ -25,7 +25,6 @@ def main(args=None):
         domain="driving_detection",
         monitor="val/map50",
         monitor_mode="max",
-        links=(("data.class_names", "model.class_names"),),  # the labels index this list: one source
     )
 
 

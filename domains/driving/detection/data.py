@@ -248,7 +248,7 @@ class DetectionDataModule(SplitLoaders):
             ``image_size``).
         crop_prob: share of training images that get a zoom-in crop.
         semantic_maps: training targets carry the per-pixel class maps (``semantic/<id>.png`` beside
-            ``image_2/``) for the detector's auxiliary semantic loss (``model.semantic_loss_weight``).
+            ``image_2/``) for the detector's auxiliary semantic loss (``model.network.init_args.semantic_classes`` > 0).
     """
 
     def __init__(

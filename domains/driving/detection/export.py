@@ -143,7 +143,7 @@ def export_detection(
         measured = export.graph("detector.onnx", module, {"image": example}, OUTPUTS, axes)
         sidecar = {
             "domain": "driving_detection",
-            "model": f"fcos/{task.hparams.backbone}",
+            "model": f"fcos/{task.model.init_args['backbone']}",
             "checkpoint": str(checkpoint) if checkpoint else None,
             "graph": "detector.onnx",
             "inputs": {"image": list(example.shape)},

@@ -44,6 +44,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from domains.driving.classes import VOID
 from shared.backbones import Backbone, create_backbone
+from shared.networks import RemembersInitArgs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,7 +100,7 @@ class Float32OutputHead(FCOSHead):
         return {name: value.float() for name, value in super().forward(x).items()}
 
 
-class RoadDetector(nn.Module):
+class RoadDetector(RemembersInitArgs, nn.Module):
     """FCOS detector on a registry backbone. Plain ``nn.Module``: usable without Lightning.
 
     ``forward(images, targets=None)``: ``images`` is a list of float (3, H, W) tensors in [0, 1], any sizes.
@@ -117,9 +118,17 @@ class RoadDetector(nn.Module):
         train_scales: multipliers of ``input_size``, one drawn at random per training batch (multi-scale
             training); evaluation always uses ``input_size``. A scale below 1 trains on smaller batches than
             it evaluates: with zoom-in crops (the data module's ``crop_prob: 1``) objects keep their test size.
-        fpn_levels / fpn_channels: how many of the backbone's coarsest maps feed the FPN, and its width.
+        fpn_levels: how many of the backbone's coarsest maps feed the FPN (4: strides 4 to 32).
+        fpn_channels: FPN and head width.
         head_convs: conv + GroupNorm blocks in each FCOS branch (torchvision default 4; fewer is faster on CPU).
-        score_thresh / nms_thresh / detections_per_img / topk_candidates: FCOS post-processing.
+        score_thresh: FCOS post-processing: detections below this score are dropped (the task's own setting,
+            chosen at test time, replaces it).
+        nms_thresh: IoU of non-maximum suppression (replaced by the task's).
+        detections_per_img: at most this many detections per image (replaced by the task's).
+        topk_candidates: candidates per level before NMS.
+        center_sampling_radius: FCOS centre sampling radius, in strides.
+        image_mean: per-channel mean the images are normalised with (ImageNet's by default).
+        image_std: per-channel standard deviation the images are normalised with.
         semantic_classes: > 0 adds the auxiliary semantic head (that many classes, 255 = void); training
             targets must then carry a ``semantic`` (H, W) class map of their image.
         semantic_loss_weight: weight of its cross-entropy in the training loss (reported as ``semantic``).

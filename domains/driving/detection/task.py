@@ -27,9 +27,9 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
-from domains.driving.classes import DETECTION_CLASSES, SEMANTIC_CLASSES
+from domains.driving.classes import DETECTION_CLASSES
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
-from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, RoadDetector, box_in_ignore_fraction
+from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
 from shared.backbones import list_backbones, load_backbone_weights
 from shared.task import BaseTask, gather_lists
 
@@ -52,24 +52,17 @@ class DetectionTask(BaseTask):
     """FCOS road-scene detector: trains :class:`RoadDetector` and evaluates it with COCO and KITTI AP.
 
     Args:
-        backbone: registered backbone (``shared.backbones.list_backbones()``): {backbones}.
-        backbone_kwargs: keyword arguments of that backbone (e.g. ``{{width: 32}}``); null: its defaults.
+        network: the detector, as ``class_path: domains.driving.detection.model.RoadDetector`` + ``init_args``
+            (``backbone``: a registered backbone: {backbones}; ``input_size``, ``fpn_levels``, ``fpn_channels``,
+            ``head_convs``, ``semantic_classes``, ...: ``--model.network.help RoadDetector``). ``num_classes``
+            comes from ``data.class_names`` (linked by the CLI).
         class_names: detector classes, in the order of the data module's labels (must match it).
         pretrained_backbone: local weight file (torchvision ``.pth`` or Lightning ``.ckpt``) for the backbone;
             nothing is downloaded. The load report is printed.
         pretrained_prefix: key prefix selecting the backbone inside the file (e.g. ``model.backbone.``).
-        input_size: [H, W] box each image is scaled into, aspect ratio kept (KITTI's 1242x375 and the synthetic
-            640x192 both become about 640x192 with [192, 640]; [384, 1280] doubles small objects, 4x the cost).
-        train_scales: multipliers of ``input_size``, one drawn per training batch (multi-scale training).
-        fpn_levels: how many of the backbone's coarsest feature maps feed the FPN (4: strides 4 to 32).
-        fpn_channels: FPN and head width.
-        head_convs: conv + GroupNorm blocks in each FCOS branch (torchvision: 4; fewer is faster on a CPU).
-        center_sampling_radius: FCOS centre sampling radius, in strides.
         score_thresh: detections below this score are dropped at evaluation (low: mAP needs the whole curve).
         nms_thresh: IoU of non-maximum suppression.
         detections_per_img: at most this many detections per image.
-        image_mean: per-channel mean the images are normalised with (ImageNet's by default).
-        image_std: per-channel standard deviation the images are normalised with.
         ignore_overlap: drop a detection from the COCO metric when this fraction of it lies in a DontCare box.
         kitti_difficulties: KITTI AP levels computed at validation and test (empty: no KITTI AP).
         kitti_min_height_scale: multiplies the levels' minimum box heights (40 / 25 px of KITTI's 375-px
@@ -77,36 +70,29 @@ class DetectionTask(BaseTask):
         predict_dir: where ``predict`` writes KITTI result files (``data/<id>.txt``) and drawn images
             (``images/<id>.png``); ``None`` only returns the predictions.
         predict_score_thresh: detections below this score are not drawn (all are written to the txt files).
-        semantic_loss_weight: > 0 trains an auxiliary semantic segmentation head on the finest FPN level with
-            this weight (needs ``data.semantic_maps: true``; see :class:`RoadDetector`); training only.
-        semantic_classes: classes of those maps (default: the synthetic scenes' 12).
+        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
+
+    #: set by the CLI from the data module (one source): the labels index class_names
+    CLI_LINKS = (
+        ("data.class_names", "model.class_names"),
+        ("data.class_names", "model.network.init_args.num_classes", len),
+    )
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        backbone_kwargs: dict | None = None,
+        network: RoadDetector,
         class_names: list[str] = list(DETECTION_CLASSES),  # noqa: B006 - becomes a CLI default
         pretrained_backbone: str | None = None,
         pretrained_prefix: str = "",
-        input_size: tuple[int, int] = (192, 640),
-        train_scales: tuple[float, ...] = (1.0,),
-        fpn_levels: int = 3,
-        fpn_channels: int = 128,
-        head_convs: int = 2,
-        center_sampling_radius: float = 1.5,
         score_thresh: float = 0.05,
         nms_thresh: float = 0.6,
         detections_per_img: int = 100,
-        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        image_std: tuple[float, float, float] = IMAGENET_STD,
         ignore_overlap: float = 0.5,
         kitti_difficulties: list[str] = ["easy", "moderate", "hard"],  # noqa: B006
         kitti_min_height_scale: float = 1.0,
         predict_dir: str | None = None,
         predict_score_thresh: float = 0.5,
-        semantic_loss_weight: float = 0.0,
-        semantic_classes: int = len(SEMANTIC_CLASSES),
         **base_task_args,
     ):
         super().__init__(**base_task_args)
@@ -122,23 +108,14 @@ class DetectionTask(BaseTask):
         if not kitti_min_height_scale > 0:
             raise ValueError(f"kitti_min_height_scale must be > 0, got {kitti_min_height_scale}")
         self.class_names = list(class_names)
-        self.model = RoadDetector(
-            num_classes=len(self.class_names),
-            backbone=backbone,
-            backbone_kwargs=backbone_kwargs,
-            input_size=tuple(input_size),
-            train_scales=tuple(train_scales),
-            fpn_levels=fpn_levels,
-            fpn_channels=fpn_channels,
-            head_convs=head_convs,
-            score_thresh=score_thresh,
-            nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img,
-            center_sampling_radius=center_sampling_radius,
-            image_mean=tuple(image_mean),
-            image_std=tuple(image_std),
-            semantic_classes=semantic_classes if semantic_loss_weight > 0 else 0,
-            semantic_loss_weight=semantic_loss_weight,
+        self.model = self.build_network(network, RoadDetector)
+        if self.model.num_classes != len(self.class_names):
+            raise ValueError(
+                f"model.network has {self.model.num_classes} classes but class_names lists {len(self.class_names)} "
+                f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
+            )
+        self.model.set_postprocess(
+            score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
         )
         if pretrained_backbone:
             report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
@@ -166,7 +143,7 @@ class DetectionTask(BaseTask):
         needs_maps = stage == "fit" and self.model.semantic_head is not None
         if needs_maps and dm is not None and not getattr(dm, "semantic_maps", False):
             raise ValueError(
-                f"model.semantic_loss_weight is {self.hparams.semantic_loss_weight} but the data module "
+                f"model.network.init_args.semantic_classes is {self.model.semantic_classes} but the data module "
                 "reads no semantic maps: set data.semantic_maps true (or the weight 0)"
             )
 

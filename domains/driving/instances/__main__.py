@@ -26,7 +26,6 @@ def main(args=None):
         domain="driving_instances",
         monitor="val/mask_map50",
         monitor_mode="max",
-        links=(("data.class_names", "model.class_names"),),  # the labels index this list: one source
     )
 
 

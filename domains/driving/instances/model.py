@@ -31,9 +31,10 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, BackboneWithFPN
 from shared.backbones import Backbone, create_backbone
+from shared.networks import RemembersInitArgs
 
 
-class RoadInstanceSegmenter(nn.Module):
+class RoadInstanceSegmenter(RemembersInitArgs, nn.Module):
     """Mask R-CNN on a registry backbone + FPN. Plain ``nn.Module``: usable without Lightning.
 
     ``forward(images, targets=None)``: ``images`` a list of float (3, H, W) tensors in [0, 1]. Training (targets

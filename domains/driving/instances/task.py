@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.classes import DETECTION_CLASSES
-from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD
 from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
 from shared.backbones import list_backbones, load_backbone_weights
@@ -41,92 +40,61 @@ class InstanceTask(BaseTask):
     same model's box AP.
 
     Args:
-        backbone: registered backbone (``shared.backbones.list_backbones()``): {backbones}.
-        backbone_kwargs: keyword arguments of that backbone; null: its defaults.
+        network: the Mask R-CNN, as ``class_path: domains.driving.instances.model.RoadInstanceSegmenter`` +
+            ``init_args`` (``backbone``: a registered backbone: {backbones}; ``input_size``, ``fpn_levels``,
+            ``fpn_channels``, ``anchor_scale``, proposals, RoIs and head sizes: ``--model.network.help
+            RoadInstanceSegmenter``). ``num_classes`` comes from ``data.class_names`` (linked by the CLI).
         class_names: classes in the order of the data module's labels (must match it).
         pretrained_backbone: local weight file (torchvision ``.pth`` or Lightning ``.ckpt``, e.g. a trained road
             detector) for the backbone; nothing is downloaded. The load report is printed.
         pretrained_prefix: key prefix selecting the backbone in that file (a detection checkpoint:
             ``model.detector.backbone.body.``; an instance checkpoint: ``model.segmenter.backbone.body.``).
-        input_size: [H, W] box each image is scaled into, aspect ratio kept.
-        fpn_levels: how many of the backbone's coarsest feature maps feed the FPN.
-        fpn_channels: FPN and RoI feature width.
-        anchor_scale: RPN anchor side = level stride x this.
-        proposals_train: RPN proposals per training image.
-        proposals_test: RPN proposals per evaluated image.
-        rois_per_image: RoIs sampled per training image for the box and mask heads.
-        box_head_dim: box head width.
-        mask_head_channels: mask head conv width.
-        mask_head_convs: mask head conv layers.
         score_thresh: detections below this score are dropped at evaluation (low: AP needs the whole curve).
         nms_thresh: IoU of the per-class non-maximum suppression.
         detections_per_img: at most this many detections per image.
-        image_mean: per-channel normalisation mean.
-        image_std: per-channel normalisation standard deviation.
         mask_thresh: a pixel belongs to a predicted instance where its mask probability reaches this.
         ignore_overlap: drop a detection from the metrics when this share of its mask lies in a DontCare region.
         predict_dir: where ``predict`` writes ``instances/<id>.png`` (+ ``.txt``) and ``overlays/<id>.png``.
         predict_score_thresh: instances below this score are left out of the written maps and overlays.
+        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
+
+    #: set by the CLI from the data module (one source): the labels index class_names
+    CLI_LINKS = (
+        ("data.class_names", "model.class_names"),
+        ("data.class_names", "model.network.init_args.num_classes", len),
+    )
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        backbone_kwargs: dict | None = None,
+        network: RoadInstanceSegmenter,
         class_names: list[str] = list(DETECTION_CLASSES),  # noqa: B006 - becomes a CLI default
         pretrained_backbone: str | None = None,
         pretrained_prefix: str = "",
-        input_size: tuple[int, int] = (192, 640),
-        fpn_levels: int = 4,
-        fpn_channels: int = 64,
-        anchor_scale: float = 4.0,
-        proposals_train: int = 1000,
-        proposals_test: int = 500,
-        rois_per_image: int = 256,
-        box_head_dim: int = 256,
-        mask_head_channels: int = 64,
-        mask_head_convs: int = 2,
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
-        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        image_std: tuple[float, float, float] = IMAGENET_STD,
         mask_thresh: float = 0.5,
         ignore_overlap: float = 0.5,
         predict_dir: str | None = None,
         predict_score_thresh: float = 0.5,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        scheduler: str = "cosine",
-        warmup_steps: int = 100,
-        nonfinite_loss: str = "raise",
+        **base_task_args,
     ):
-        super().__init__(lr, weight_decay, scheduler, warmup_steps, nonfinite_loss)
+        super().__init__(**base_task_args)
         self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
         if not class_names or len(set(class_names)) != len(class_names):
             raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")
         if not 0 < mask_thresh < 1:
             raise ValueError(f"mask_thresh must be in (0, 1), got {mask_thresh}")
         self.class_names = list(class_names)
-        self.model = RoadInstanceSegmenter(
-            num_classes=len(self.class_names),
-            backbone=backbone,
-            backbone_kwargs=backbone_kwargs,
-            input_size=tuple(input_size),
-            fpn_levels=fpn_levels,
-            fpn_channels=fpn_channels,
-            anchor_scale=anchor_scale,
-            proposals_train=proposals_train,
-            proposals_test=proposals_test,
-            rois_per_image=rois_per_image,
-            box_head_dim=box_head_dim,
-            mask_head_channels=mask_head_channels,
-            mask_head_convs=mask_head_convs,
-            score_thresh=score_thresh,
-            nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img,
-            image_mean=tuple(image_mean),
-            image_std=tuple(image_std),
+        self.model = self.build_network(network, RoadInstanceSegmenter)
+        if self.model.num_classes != len(self.class_names):
+            raise ValueError(
+                f"model.network has {self.model.num_classes} classes but class_names lists {len(self.class_names)} "
+                f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
+            )
+        self.model.set_postprocess(
+            score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
         )
         if pretrained_backbone:
             report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)

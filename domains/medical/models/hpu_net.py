@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Independent, kl_divergence
 
+from shared.networks import RemembersInitArgs
+
 from .common import check_images, check_masks, diagonal_gaussian, init_foreground_bias, select_top_k
 
 
@@ -203,7 +205,7 @@ class GECO(nn.Module):
 _SAMPLE_MODES = ("all", "global", "local")
 
 
-class HierarchicalProbUNet(nn.Module):
+class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
     """HPU-Net with one foreground logit.
 
     Args:
@@ -212,10 +214,15 @@ class HierarchicalProbUNet(nn.Module):
             The image side must be at least ``2 ** (len(channels) - 1)``.
         latent_channels: latent channels per latent scale, coarsest first; its length is the number of scales
             (paper: 4 scales of 1 channel).
-        blocks_per_level, convs_per_block: residual units per level and 3x3 convs per unit (paper: 3 and 2).
+        blocks_per_level: residual units per level (paper: 3).
+        convs_per_block: 3x3 convs per residual unit (paper: 2).
         norm: normalisation in the residual units (None, the paper's; "batch" learns faster on short budgets).
         geco: GECO objective (True) or a plain ELBO ``rec + beta * KL`` on the same per-pixel scale (False).
-        kappa, geco_decay, geco_rate, geco_init_lambda: GECO settings (kappa per pixel).
+        kappa: GECO reconstruction bound per pixel (paper: 0.05): a Lagrange multiplier keeps the
+            reconstruction error at it.
+        geco_decay: moving-average decay of GECO's constraint (paper: 0.99).
+        geco_rate: step size of GECO's Lagrange multiplier.
+        geco_init_lambda: GECO's starting Lagrange multiplier.
         beta: KL weight of the plain ELBO (unused with GECO, where lambda sets the balance).
         top_k_fraction: fraction of the batch's pixels the reconstruction averages (None: all pixels).
         stochastic_top_k: draw the top-k pixels in proportion to their loss (True) or take the k largest.

@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributions import Independent, kl_divergence
 
 from shared.backbones import UNet, UNetEncoder
+from shared.networks import RemembersInitArgs
 
 from .common import bce_sum_per_image, check_images, check_masks, diagonal_gaussian, init_foreground_bias
 
@@ -106,7 +107,7 @@ class FComb(nn.Module):
         return logits[:, :, 0] if logits.shape[2] == 1 else logits
 
 
-class ProbabilisticUNet(nn.Module):
+class ProbabilisticUNet(RemembersInitArgs, nn.Module):
     """Prob U-Net with one foreground logit (BCE-with-logits).
 
     Args:

@@ -172,7 +172,11 @@ class ClassificationTask(BaseTask):
         maps = []
         with torch.inference_mode(False), torch.enable_grad():
             if self._cam_model is None:
-                self._cam_model = GradCAM(nn_module=copy.deepcopy(self.model).eval(), target_layers="cam_layer")
+                self._cam_model = GradCAM(
+                    nn_module=copy.deepcopy(self.model).eval(),
+                    target_layers="cam_layer",
+                    postprocessing=unit_range,
+                )
             for image, cls in zip(images, classes.tolist(), strict=True):
                 maps.append(self._cam_model(image[None].clone(), class_idx=int(cls)).detach())
         return torch.cat(maps)
@@ -225,6 +229,16 @@ class ClassificationTask(BaseTask):
 
 
 ClassificationTask.__doc__ = ClassificationTask.__doc__.format(backbones=", ".join(list_backbones()))
+
+
+def unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Each map scaled to [0, 1], strongest evidence = 1. (MONAI's default post-processing maps max to 0 and
+    min to 1, i.e. it flips the map; a flat map becomes all 0.)"""
+    flat = maps.flatten(1)
+    low, high = flat.min(1).values, flat.max(1).values
+    scale = torch.where(high > low, high - low, torch.ones_like(high))
+    shape = (-1,) + (1,) * (maps.ndim - 1)
+    return (maps - low.view(shape)) / scale.view(shape)
 
 
 def write_cam_overlay(image_path: str, cam: np.ndarray, out: Path, in_channels: int) -> None:

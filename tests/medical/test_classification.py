@@ -1,0 +1,66 @@
+"""Lesion-present classification: patches labelled by the readers' majority, and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from domains.medical.classification.__main__ import main
+from domains.medical.classification.data import write_lesion_crops
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIG = Path(__file__).resolve().parents[2] / "domains/medical/classification/configs/quick.yaml"
+
+
+def test_patches_are_labelled_by_the_majority_of_readers_and_keep_the_patient_split(lidc, tmp_path):
+    out = write_lesion_crops(lidc, tmp_path / "crops")
+    with (out / "metadata.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16
+    for row in rows:
+        patient, name = Path(row["path"]).stem.split("__")
+        masks = [
+            cv2.imread(str(lidc / row["split"] / "gt" / patient / f"{name}_l{r}.png"), 0) for r in range(4)
+        ]
+        marking = sum(
+            int(m.any()) for m in masks
+        )  # readers who outlined anything, counted here from the files
+        assert int(row["readers_marking"]) == marking
+        assert row["label"] == ("present" if marking >= 3 else "absent")
+        assert (
+            lidc / row["split"] / "images" / patient / f"{name}.png"
+        ).is_file()  # same split as the source
+        assert cv2.imread(str(out / row["path"]), cv2.IMREAD_UNCHANGED).ndim == 2  # grey kept grey
+    lenient = write_lesion_crops(lidc, tmp_path / "lenient", min_readers=1)
+    with (lenient / "metadata.csv").open() as f:
+        labels = [r["label"] for r in csv.DictReader(f)]
+    assert labels.count("present") >= sum(r["label"] == "present" for r in rows)
+    with pytest.raises(ValueError, match="min_readers must be in 1..4"):
+        write_lesion_crops(lidc, tmp_path / "x", min_readers=5)
+
+
+def _args(lidc: Path, crops: Path, *extra: str) -> list[str]:
+    return [
+        "-c", str(CONFIG), "--data.data_path", str(lidc), "--data.crops_dir", str(crops),
+        "--data.min_readers", "1", "--data.num_workers", "0", "--data.batch_size", "4",
+        "--data.image_size", "[32, 32]", "--model.backbone", "tiny_cnn",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
+    ]  # fmt: skip
+
+
+def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crops = tmp_path / "crops"
+    cli = main(["fit", *_args(lidc, crops, "--trainer.fast_dev_run", "1")])
+    assert cli.trainer.state.finished and cli.model.model.in_channels == 1
+    pred = tmp_path / "pred"
+    main(["predict", *_args(lidc, crops, "--trainer.fast_dev_run", "1", "--model.predict_dir", str(pred))])
+    with (pred / "probabilities.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(abs(float(r["p_absent"]) + float(r["p_present"]) - 1) < 1e-4 for r in rows)
+    cam = cv2.imread(str(pred / rows[0]["cam"]))
+    assert cam.shape[2] == 3 and np.ptp(cam) > 0  # a coloured overlay, not a blank image

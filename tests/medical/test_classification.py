@@ -64,3 +64,29 @@ def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(lidc, t
     assert rows and all(abs(float(r["p_absent"]) + float(r["p_present"]) - 1) < 1e-4 for r in rows)
     cam = cv2.imread(str(pred / rows[0]["cam"]))
     assert cam.shape[2] == 3 and np.ptp(cam) > 0  # a coloured overlay, not a blank image
+
+
+@pytest.mark.slow
+def test_transfer_benchmark_runs_scratch_and_suite_source_and_writes_table_json_png(
+    lidc, tmp_path, monkeypatch
+):
+    from benchmarks.transfer import main as transfer
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results" / "transfer.md"
+    rows = transfer([
+        "--domain", "medical", "--data-path", str(lidc), "--backbones", "tiny_cnn", "--fractions", "0.5", "1",
+        "--minutes", "0.3", "--image-size", "32", "--source-size", "32", "--batch-size", "4",
+        "--eval-items", "16", "--threads", "1", "--out", str(out),
+    ])  # fmt: skip
+    assert [(r["source"], r["fraction"]) for r in rows] == [
+        ("scratch", 0.5),
+        ("scratch", 1.0),
+        ("suite", 0.5),
+        ("suite", 1.0),
+    ]
+    assert all(r["steps"] > 0 and 0 <= r["test"]["acc"] <= 1 for r in rows)
+    assert rows[0]["n_train"] < rows[1]["n_train"]
+    assert "| tiny_cnn | suite | 50% |" in out.read_text()
+    assert out.with_suffix(".png").stat().st_size > 1000 and out.with_suffix(".json").is_file()
+    assert (tmp_path / "results/transfer_sources/medical_tiny_cnn_segmenter.pt").is_file()

@@ -257,3 +257,37 @@ def test_cli_append_syntax_adds_the_callback_and_keeps_the_password_out_of_the_c
     config = yaml.safe_load(saved[0].read_text())
     notify_cfg = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("NotifyWhenDone"))
     assert notify_cfg["init_args"]["password_env"] == "SUITE_SMTP_PASSWORD"
+
+
+def test_config_file_form_with_smtp_settings(tmp_path, monkeypatch, smtp_server):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "notify.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "max_steps": 1,
+                    "limit_val_batches": 1,
+                    "enable_progress_bar": False,
+                    "callbacks": [
+                        {
+                            "class_path": "shared.notify.NotifyWhenDone",
+                            "init_args": {
+                                "smtp_host": "127.0.0.1",
+                                "smtp_port": smtp_server.port,
+                                "sender": "trainer@example.org",
+                                "recipients": ["me@example.org"],
+                                "run_name": "yaml-run",
+                            },
+                        }
+                    ],
+                }
+            }
+        )
+    )
+    cli = run_cli(
+        TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["fit", "-c", str(config)]
+    )
+    assert any(isinstance(c, NotifyWhenDone) for c in cli.trainer.callbacks)
+    ((_, to, content),) = smtp_server.messages
+    assert to == ["me@example.org"] and b"yaml-run: finished" in content

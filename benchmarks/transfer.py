@@ -127,7 +127,7 @@ def pretrain_source(backbone: str, seg_set, seconds: float, out: Path, seed: int
         opt.zero_grad()
         loss.backward()
         opt.step()
-        steps, losses = steps + 1, losses + [float(loss)]
+        steps, losses = steps + 1, losses + [loss.item()]
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": net.state_dict()}, out)
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])

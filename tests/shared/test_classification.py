@@ -280,6 +280,19 @@ def test_frozen_backbone_stays_put_for_the_first_epoch(tmp_path):
     assert not torch.equal(before_head, task.model.head.weight)
 
 
+def test_unfreezing_under_the_cosine_schedule_trains_the_backbone_at_a_tenth_of_the_rate(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
+    task = _tiny_task(freeze_backbone_epochs=1, backbone_lr_factor=0.1, scheduler="cosine")
+    before = {k: v.clone() for k, v in task.model.backbone.state_dict().items()}
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(task, _data(root))  # the unfreeze adds a param group the cosine LambdaLR must learn about
+    after = task.model.backbone.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    head, backbone = trainer.optimizers[0].param_groups
+    assert backbone["lr"] == pytest.approx(0.1 * head["lr"])
+    assert backbone["initial_lr"] == pytest.approx(0.1 * head["initial_lr"])
+
+
 def test_backbone_transfers_from_a_suite_checkpoint_by_prefix(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
     source = _tiny_task()

@@ -66,6 +66,35 @@ def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(lidc, t
     assert cam.shape[2] == 3 and np.ptp(cam) > 0  # a coloured overlay, not a blank image
 
 
+def test_cli_checkpoint_round_trip_fit_test_predict(lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crops = tmp_path / "crops"
+    main(["fit", *_args(lidc, crops, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1")])
+    last = tmp_path / "lightning_logs/medical_classification/checkpoints/last.ckpt"
+    assert last.is_file()
+    cli = main(["test", *_args(lidc, crops, "--ckpt_path", str(last))])
+    assert set(cli.model.last_metrics["test"]) >= {"acc", "f1_macro", "recall_present", "confusion"}
+    pred = tmp_path / "pred"
+    main(
+        [
+            "predict",
+            *_args(
+                lidc,
+                crops,
+                "--ckpt_path",
+                str(last),
+                "--model.predict_dir",
+                str(pred),
+                "--model.cam",
+                "false",
+            ),
+        ]
+    )
+    with (pred / "probabilities.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["cam"] == "" for r in rows) and not (pred / "cam").exists()
+
+
 @pytest.mark.slow
 def test_transfer_benchmark_runs_scratch_and_suite_source_and_writes_table_json_png(
     lidc, tmp_path, monkeypatch

@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epoch-batches", type=int, default=25, help="at most this many batches per epoch")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--eval-items", type=int, default=1000, help="images per split scored at the end")
+    parser.add_argument("--eval-items", type=int, default=500, help="images per split scored at the end")
+    parser.add_argument("--min-train-seconds", type=float, default=5.0, help="floor of a run's training time")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -324,18 +325,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     n_sources = {b: 1 + (not args.no_suite_source) + (b in torchvision) for b in args.backbones}
     runs = sum(n_sources.values()) * len(args.fractions)
     make = [b for b in args.backbones if not args.no_suite_source and b not in given]
-    left = budget - (time.perf_counter() - t0)
-    per_backbone = left / len(args.backbones)
-    source_s = args.source_share * per_backbone if make else 0.0
-    per_run = (left - source_s * len(make)) / runs
-    train_s = 0.8 * per_run  # the rest: data loading and the final scoring of three splits
+    deadline = t0 + budget
+    left = deadline - time.perf_counter()
+    source_s = args.source_share * left / len(args.backbones) if make else 0.0
     print(
         f"{args.domain}: {runs} runs ({len(args.backbones)} backbones x {len(args.fractions)} label shares x "
-        f"scratch / suite / torchvision where given), {per_run:.0f} s each ({train_s:.0f} s training); "
+        f"scratch / suite / torchvision where given), about {(left - source_s * len(make)) / runs:.0f} s each; "
         f"{len(make)} source segmenters made here, {source_s:.0f} s each"
     )
     seg_set = source_segmentation_set(args.domain, args, crops) if make else None
-    rows = []
+    rows: list[dict] = []
+    pending_sources, runs_left, overheads = len(make), runs, []
     for backbone in args.backbones:
         sources: list[dict | None] = [None]
         if not args.no_suite_source:
@@ -345,17 +345,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 path = out.parent / "transfer_sources" / f"{args.domain}_{backbone}_segmenter.pt"
                 made = pretrain_source(backbone, seg_set, source_s, path, args.seed)
                 sources.append({"name": "suite", **made})
+                pending_sources -= 1
         if backbone in torchvision:
             sources.append({"name": "torchvision", "path": torchvision[backbone], "prefix": ""})
         for source in sources:
             for fraction in args.fractions:
+                # what is left is shared by the runs still to come, less what a run spends outside training
+                # (data set-up, scoring three splits), measured on the runs so far: the whole fits the budget
+                per_run = (deadline - time.perf_counter() - pending_sources * source_s) / runs_left
+                overhead = float(np.mean(overheads)) if overheads else 0.2 * per_run
+                train_s = max(args.min_train_seconds, per_run - overhead)
                 row = run_one(args.domain, args, crops, backbone, source, fraction, train_s)
+                overheads.append(row["wall_s"] - row["train_s"])
+                runs_left -= 1
                 rows.append(row)
                 print(table([row], "").splitlines()[-1], flush=True)
     total = time.perf_counter() - t0
     header = (
         f"Transfer benchmark, {args.domain} ({crops}): {args.image_size} px, batch {args.batch_size}, "
-        f"{train_s:.0f} s of training per run, {args.threads} CPU threads; whole run {total / 60:.1f} min "
+        f"{min(r['train_s'] for r in rows):.0f}-{max(r['train_s'] for r in rows):.0f} s of training per run, "
+        f"{args.threads} CPU threads; whole run {total / 60:.1f} min "
         f"(budget {args.minutes:g} min). gap = train accuracy - validation accuracy (both without augmentation)."
     )
     out.parent.mkdir(parents=True, exist_ok=True)

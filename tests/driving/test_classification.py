@@ -112,3 +112,60 @@ def test_cli_predict_on_a_folder_of_loose_images_with_a_cam_cap(kitti, tmp_path,
         rows = list(csv.DictReader(f))
     assert [Path(r["path"]).name for r in rows] == ["x0.jpg", "x1.jpg", "x2.jpg"]
     assert [bool(r["cam"]) for r in rows] == [True, True, False] and all(r["label"] == "" for r in rows)
+
+
+def _folder(root: Path) -> Path:
+    for split in ("train", "val"):
+        for c, name in enumerate(("Car", "Pedestrian")):
+            for i in range(2):
+                path = root / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), np.full((24, 24, 3), 80 * c + 40 * i, np.uint8))
+    return root
+
+
+def _folder_args(root: Path, *extra: str) -> list[str]:
+    return [
+        "--data.data_format", "imagefolder", "--data.data_path", str(root), "--data.class_names", "[Car, Pedestrian]",
+        "--data.num_workers", "0", "--data.batch_size", "2", "--data.image_size", "[16, 16]",
+        "--model.backbone", "tiny_cnn", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", *extra,
+    ]  # fmt: skip
+
+
+def test_cli_bad_input_names_the_option_folder_or_row_and_writes_no_checkpoint(tmp_path, monkeypatch):
+    from shared.classification.data import ClassificationDataError
+
+    monkeypatch.chdir(tmp_path)
+    root = _folder(tmp_path / "data")
+    with pytest.raises(ClassificationDataError, match=r"label_fraction: must be in \(0, 1\]"):
+        main(["fit", *_folder_args(root, "--data.label_fraction", "1.5")])
+    (root / "train" / "Cyclist").mkdir()
+    with pytest.raises(
+        ClassificationDataError, match=r"class folder\(s\) \['Cyclist'\] are not in class_names"
+    ):
+        main(["fit", *_folder_args(root)])
+    (root / "train" / "Cyclist").rmdir()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\ndata/train/Car/0.png,Car\ndata/train/Car/1.png,Tram\n")
+    csv_args = ["--data.data_format", "csv", "--data.data_path", str(labels), "--data.strict", "true"]
+    with pytest.raises(ClassificationDataError, match=r"labels\.csv:3: label 'Tram' is not in class_names"):
+        main(["fit", *_folder_args(root), *csv_args])
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_cli_predict_on_a_corrupt_image_leaves_no_partial_predictions(tmp_path, monkeypatch):
+    from shared.classification.data import ClassificationDataError
+
+    monkeypatch.chdir(tmp_path)
+    root = _folder(tmp_path / "data")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(loose / f"a{i}.png"), np.zeros((20, 20, 3), np.uint8))
+    (loose / "b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    pred = tmp_path / "pred"
+    args = _folder_args(root, "--data.predict_path", str(loose), "--model.predict_dir", str(pred))
+    with pytest.raises(ClassificationDataError, match=r"b_corrupt\.png: cannot decode image"):
+        main(["predict", *args, "--data.batch_size", "3"])  # the first batch's CAMs are written, then removed
+    assert not pred.exists()

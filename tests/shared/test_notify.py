@@ -288,6 +288,9 @@ def test_config_file_form_with_smtp_settings(tmp_path, monkeypatch, smtp_server)
     cli = run_cli(
         TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["fit", "-c", str(config)]
     )
-    assert any(isinstance(c, NotifyWhenDone) for c in cli.trainer.callbacks)
+    names = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert (
+        "NotifyWhenDone" in names and "LearningRateMonitor" not in names
+    )  # a config's list replaces the defaults
     ((_, to, content),) = smtp_server.messages
     assert to == ["me@example.org"] and b"yaml-run: finished" in content

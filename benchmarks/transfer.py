@@ -42,6 +42,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
 
 from shared.backbones import list_backbones
 from shared.budget import FitScheduleToBudget
@@ -141,15 +142,15 @@ def pretrain_source(backbone: str, seg_set, seconds: float, out: Path, seed: int
 
 
 @torch.no_grad()
-def evaluate(task: ClassificationTask, loader, max_items: int) -> dict:
+def evaluate(task: ClassificationTask, dataset, max_items: int, batch_size: int, seed: int) -> dict:
+    """Accuracy, macro F1 and ECE on a seeded random subset of at most ``max_items`` images (the splits are
+    stored class by class: the first items alone would hold one class)."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_items]
+    loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size)
     metrics = ClassificationMetrics(task.class_names)
     task.eval()
-    seen = 0
     for batch in loader:
         metrics.update(task(batch["image"]).softmax(1), batch["label"])
-        seen += len(batch["label"])
-        if seen >= max_items:
-            break
     out = metrics.compute()
     return {"acc": float(out["acc"]), "f1_macro": float(out["f1_macro"]), "ece": float(out["ece"])}
 
@@ -192,17 +193,18 @@ def run_one(
     start = time.perf_counter()
     trainer.fit(task, datamodule=dm)
     train_s = time.perf_counter() - start
-    train_eval = dm._loader("train", shuffle=False)
-    train_eval.dataset.transform = dm.datasets["val"].transform  # no augmentation when measuring the fit
+    dm.datasets["train"].transform = dm.datasets["val"].transform  # no augmentation when measuring the fit
+    scored = {
+        split: evaluate(task, dm.datasets[split], args.eval_items, dm.batch_size, args.seed)
+        for split in ("train", "val", "test")
+    }
     result = {
         "backbone": backbone,
         "source": "scratch" if not transferred else source["name"],
         "fraction": fraction,
         "n_train": n_train,
         "steps": trainer.global_step,
-        "train": evaluate(task, train_eval, args.eval_items),
-        "val": evaluate(task, dm.val_dataloader(), args.eval_items),
-        "test": evaluate(task, dm.test_dataloader(), args.eval_items),
+        **scored,
         "train_s": round(train_s, 1),
     }
     result["gap"] = result["train"]["acc"] - result["val"]["acc"]

@@ -289,8 +289,6 @@ def test_config_file_form_with_smtp_settings(tmp_path, monkeypatch, smtp_server)
         TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["fit", "-c", str(config)]
     )
     names = [type(c).__name__ for c in cli.trainer.callbacks]
-    assert (
-        "NotifyWhenDone" in names and "LearningRateMonitor" not in names
-    )  # a config's list replaces the defaults
+    assert "NotifyWhenDone" in names and "LearningRateMonitor" in names  # LightningCLI adds its defaults too
     ((_, to, content),) = smtp_server.messages
     assert to == ["me@example.org"] and b"yaml-run: finished" in content

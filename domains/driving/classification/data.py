@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -147,7 +148,7 @@ class DrivingClassificationData(ClassificationDataModule):
 
     def __init__(
         self,
-        data_format: str = "kitti",
+        data_format: Literal["kitti", "imagefolder", "csv"] = "kitti",
         class_names: list[str] = CLASSES,
         crop_min_height: float = 20.0,
         crop_context: float = 0.15,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -106,7 +107,7 @@ class MedicalClassificationData(ClassificationDataModule):
 
     def __init__(
         self,
-        data_format: str = "lidc_png",
+        data_format: Literal["lidc_png", "imagefolder", "csv"] = "lidc_png",
         class_names: list[str] = CLASSES,
         in_channels: int = 1,
         min_readers: int | None = None,

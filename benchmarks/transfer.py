@@ -294,6 +294,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-suite-source", action="store_true", help="scratch (and torchvision) only")
     parser.add_argument("--suite-checkpoint", nargs="*", default=[], metavar="NAME=PATH[:PREFIX]")
     parser.add_argument("--torchvision-weights", nargs="*", default=[], metavar="NAME=PATH")
+    parser.add_argument(
+        "--sources-dir",
+        default="data/transfer_sources",
+        help="where the source segmenters are saved (git-ignored)",
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--source-size", type=int, default=64, help="height of the source task's images")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -344,7 +349,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if backbone in given:
                 sources.append(given[backbone])
             else:
-                path = out.parent / "transfer_sources" / f"{args.domain}_{backbone}_segmenter.pt"
+                path = Path(args.sources_dir) / f"{args.domain}_{backbone}_segmenter.pt"
                 made = pretrain_source(backbone, seg_set, source_s, path, args.seed)
                 sources.append({"name": "suite", **made})
                 pending_sources -= 1

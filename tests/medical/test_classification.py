@@ -118,4 +118,4 @@ def test_transfer_benchmark_runs_scratch_and_suite_source_and_writes_table_json_
     assert rows[0]["n_train"] < rows[1]["n_train"]
     assert "| tiny_cnn | suite | 50% |" in out.read_text()
     assert out.with_suffix(".png").stat().st_size > 1000 and out.with_suffix(".json").is_file()
-    assert (tmp_path / "results/transfer_sources/medical_tiny_cnn_segmenter.pt").is_file()
+    assert (tmp_path / "data/transfer_sources/medical_tiny_cnn_segmenter.pt").is_file()  # git-ignored

@@ -163,3 +163,20 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
             self.unfreeze_and_add_param_group(
                 _resolve(pl_module, self.backbone_attr), optimizer, lr=lr, train_bn=True, initial_denom_lr=1.0
             )
+            _extend_schedulers(pl_module, optimizer, self.lr_factor)
+
+
+def _extend_schedulers(pl_module, optimizer, lr_factor: float) -> None:
+    """Give a step scheduler built before the unfreeze (e.g. ``BaseTask``'s cosine ``LambdaLR``) the new group:
+    its lists hold one entry per group at construction, and torch's ``step`` then fails ("zip() argument 2 is
+    shorter"). The backbone follows the same schedule at ``lr_factor`` times the first group's base rate."""
+    for config in getattr(pl_module.trainer, "lr_scheduler_configs", []):
+        scheduler = config.scheduler
+        if getattr(scheduler, "optimizer", None) is not optimizer or not hasattr(scheduler, "base_lrs"):
+            continue
+        for group in optimizer.param_groups[len(scheduler.base_lrs) :]:
+            base = scheduler.base_lrs[0] * lr_factor
+            group["initial_lr"] = base
+            scheduler.base_lrs.append(base)
+            if hasattr(scheduler, "lr_lambdas"):  # LambdaLR / MultiplicativeLR: one function per group
+                scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])

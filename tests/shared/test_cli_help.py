@@ -8,14 +8,18 @@ import re
 import pytest
 
 from domains.driving.anomaly.__main__ import main as anomaly_main
+from domains.driving.classification.__main__ import main as driving_classification_main
 from domains.driving.detection.__main__ import main as detection_main
 from domains.medical.__main__ import main as medical_main
+from domains.medical.classification.__main__ import main as medical_classification_main
 from shared.backbones import list_backbones
 
 MAINS = {
     "domains.medical": medical_main,
     "domains.driving.detection": detection_main,
     "domains.driving.anomaly": anomaly_main,
+    "domains.driving.classification": driving_classification_main,
+    "domains.medical.classification": medical_classification_main,
 }
 
 

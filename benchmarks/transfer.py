@@ -1,0 +1,388 @@
+"""From scratch vs transferred, as labelled data grows: the textbook claims about transfer learning, measured.
+
+    .venv/bin/python benchmarks/transfer.py --domain medical --minutes 30
+    .venv/bin/python benchmarks/transfer.py --domain driving --minutes 30 \
+        --torchvision-weights resnet18=/data/weights/resnet18-f37072fd.pth \
+        --suite-checkpoint resnet18=lightning_logs/driving_detection/checkpoints/last.ckpt:model.detector.backbone.body.
+
+For each backbone (default: AlexNet, GoogLeNet, VGG-16, ResNet-18) and each share of the training labels
+(default 1, 5, 25, 100 %), the domain's classification task (``shared.classification``) is trained
+
+* from scratch (random initialisation),
+* from the suite's own backbone trained on another task of the same domain: a checkpoint you name with
+  ``--suite-checkpoint NAME=PATH[:PREFIX]`` (the detector, the medical segmenter), else one made here first: a
+  U-Net segmenter (``shared.segmentation.SegmentationNet``) on that backbone, trained on the domain's training
+  split for ``--source-share`` of the backbone's time (road-scene semantic maps for driving, the readers'
+  consensus lesion masks for medical), so no validation or test image is ever seen,
+* from a local torchvision weights file, for the backbones you give one with ``--torchvision-weights``
+  (nothing is downloaded).
+
+Transferred backbones are frozen for the first (short) epoch and then fine-tuned at a tenth of the head's
+learning rate (``shared.backbones.BackboneFreezeUnfreeze``); an epoch is capped at ``--epoch-batches`` batches so
+that freezing lasts the same number of steps at every label share. Every run gets the same wall-time budget
+(``--minutes`` split evenly over the runs after the sources; the cosine schedule is fitted to it while training
+by ``shared.budget.FitScheduleToBudget``), so small label shares are trained for many epochs: over-fitting shows
+as the gap between training and validation accuracy (both measured at the end, without augmentation).
+
+Writes a markdown table (``--out``), the same rows as JSON, and a PNG of the learning curves (test macro F1 and
+the train-validation gap against the label share, one panel per backbone). Wall time per run is in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+from shared.backbones import list_backbones
+from shared.budget import FitScheduleToBudget
+from shared.classification.metrics import ClassificationMetrics
+from shared.classification.task import ClassificationTask
+from shared.segmentation import SegmentationNet
+
+TEXTBOOK = ["alexnet", "googlenet", "vgg16", "resnet18"]
+FRACTIONS = [0.01, 0.05, 0.25, 1.0]
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def data_module(domain: str, args, **kw):
+    """The domain's classification data module (its crops are cut once on first use)."""
+    common = {
+        "data_path": args.data_path,
+        "image_size": (args.image_size, args.image_size),
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "seed": args.seed,
+    } | kw
+    if domain == "driving":
+        from domains.driving.classification.data import DrivingClassificationData
+
+        return DrivingClassificationData(**common)
+    from domains.medical.classification.data import MedicalClassificationData
+
+    return MedicalClassificationData(**common)
+
+
+def crops_root(domain: str, args) -> Path:
+    dm = data_module(domain, args)
+    return dm.convert_source(dm.data_format, dm.data_path)
+
+
+def source_segmentation_set(domain: str, args, crops: Path) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Training-split images and label maps of the domain's other task: ``(images, labels, classes, channels)``."""
+    with (crops / "metadata.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    images, labels = [], []
+    if domain == "driving":
+        from domains.driving.classes import SEMANTIC_CLASSES
+        from domains.driving.detection.data import semantic_map_path
+
+        h, w = args.source_size, args.source_size * 3  # road frames are wide
+        for path in sorted({r["image"] for r in rows}):
+            image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+            semantic = cv2.imread(str(semantic_map_path(path)), cv2.IMREAD_UNCHANGED)
+            images.append(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
+            labels.append(cv2.resize(semantic, (w, h), interpolation=cv2.INTER_NEAREST))
+        classes, channels = len(SEMANTIC_CLASSES), 3
+    else:
+        from domains.medical.data import LIDCPngDataset
+        from domains.medical.synthetic import ensure_synthetic_lidc
+
+        root = Path(args.data_path) if args.data_path else ensure_synthetic_lidc()
+        data = LIDCPngDataset(root, "train", crop_size=None)
+        size = args.source_size
+        for i in range(len(data)):
+            item = data.load(i)
+            consensus = (np.asarray(item["masks"]).mean(0) >= 0.5).astype(np.uint8)  # the readers' majority
+            images.append(cv2.resize(np.uint8(np.asarray(item["image"]) * 255), (size, size))[..., None])
+            labels.append(cv2.resize(consensus, (size, size), interpolation=cv2.INTER_NEAREST))
+        classes, channels = 2, 1
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
+    return (x - 0.45) / 0.225, torch.from_numpy(np.stack(labels)).long(), classes, channels
+
+
+def pretrain_source(backbone: str, seg_set, seconds: float, out: Path, seed: int) -> dict:
+    """Train a U-Net segmenter on ``backbone`` for ``seconds`` (plain loop); save it where the task loads it."""
+    images, labels, classes, channels = seg_set
+    torch.manual_seed(seed)
+    net = SegmentationNet(classes, in_channels=channels, encoder=backbone)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    start, steps, losses = time.perf_counter(), 0, []
+    net.train()
+    while time.perf_counter() - start < seconds:
+        idx = torch.randint(0, len(images), (8,), generator=g)
+        loss = F.cross_entropy(net(images[idx]), labels[idx], ignore_index=255)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps, losses = steps + 1, losses + [loss.item()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": net.state_dict()}, out)
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    print(
+        f"  source {backbone}: {steps} segmentation steps in {time.perf_counter() - start:.0f} s, loss {first:.3f} -> {last:.3f}"
+    )
+    return {"path": str(out), "prefix": "backbone.encoder.", "steps": steps, "loss": [first, last]}
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+
+@torch.no_grad()
+def evaluate(task: ClassificationTask, dataset, max_items: int, batch_size: int, seed: int) -> dict:
+    """Accuracy, macro F1 and ECE on a seeded random subset of at most ``max_items`` images (the splits are
+    stored class by class: the first items alone would hold one class)."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_items]
+    loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size)
+    metrics = ClassificationMetrics(task.class_names)
+    task.eval()
+    for batch in loader:
+        metrics.update(task(batch["image"]).softmax(1), batch["label"])
+    out = metrics.compute()
+    return {"acc": float(out["acc"]), "f1_macro": float(out["f1_macro"]), "ece": float(out["ece"])}
+
+
+def run_one(
+    domain: str, args, crops: Path, backbone: str, source: dict | None, fraction: float, seconds: float
+) -> dict:
+    pl.seed_everything(args.seed, verbose=False)
+    dm = data_module(domain, args, data_format="imagefolder", data_path=str(crops), label_fraction=fraction)
+    dm.setup("fit")
+    n_train = len(dm.datasets["train"])
+    transferred = source is not None
+    task = ClassificationTask(
+        dm.class_names,
+        backbone=backbone,
+        in_channels=dm.in_channels,
+        dropout=0.2,
+        pretrained_backbone=source["path"] if transferred else None,
+        pretrained_prefix=source["prefix"] if transferred else "",
+        freeze_backbone_epochs=1 if transferred else 0,
+        lr=args.lr,
+        warmup_steps=5,
+    )
+    batches = math.ceil(n_train / dm.batch_size)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=100_000,  # re-fitted to the time budget while training
+        max_epochs=-1,
+        limit_train_batches=min(batches, args.epoch_batches),
+        callbacks=[FitScheduleToBudget(seconds, every=5, window=20)],
+        max_time={"seconds": int(seconds * 1.3) + 20},  # safety net
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+    )
+    start = time.perf_counter()
+    trainer.fit(task, datamodule=dm)
+    train_s = time.perf_counter() - start
+    dm.datasets["train"].transform = dm.datasets["val"].transform  # no augmentation when measuring the fit
+    scored = {
+        split: evaluate(task, dm.datasets[split], args.eval_items, dm.batch_size, args.seed)
+        for split in ("train", "val", "test")
+    }
+    result = {
+        "backbone": backbone,
+        "source": "scratch" if not transferred else source["name"],
+        "fraction": fraction,
+        "n_train": n_train,
+        "steps": trainer.global_step,
+        **scored,
+        "train_s": round(train_s, 1),
+    }
+    result["gap"] = result["train"]["acc"] - result["val"]["acc"]
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def table(rows: list[dict], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| backbone | weights | labels | train images | steps | train acc | val acc | gap | test acc | test macro F1 | wall s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backbone']} | {r['source']} | {r['fraction']:.0%} | {r['n_train']} | {r['steps']} | "
+            f"{r['train']['acc']:.3f} | {r['val']['acc']:.3f} | {r['gap']:+.3f} | {r['test']['acc']:.3f} | "
+            f"{r['test']['f1_macro']:.3f} | {r['wall_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    fig, axes = plt.subplots(2, len(backbones), figsize=(3.6 * len(backbones), 6), squeeze=False, sharex=True)
+    for col, backbone in enumerate(backbones):
+        mine = [r for r in rows if r["backbone"] == backbone]
+        for source in dict.fromkeys(r["source"] for r in mine):
+            pts = sorted(
+                (r["fraction"], r["test"]["f1_macro"], r["gap"]) for r in mine if r["source"] == source
+            )
+            xs = [100 * p[0] for p in pts]
+            axes[0, col].plot(xs, [p[1] for p in pts], marker="o", label=source)
+            axes[1, col].plot(xs, [p[2] for p in pts], marker="o", label=source)
+        axes[0, col].set_title(backbone)
+        axes[1, col].axhline(0, color="grey", lw=0.5)
+        axes[1, col].set_xlabel("training labels (%)")
+        axes[0, col].set_xscale("log")
+    axes[0, 0].set_ylabel("test macro F1")
+    axes[1, 0].set_ylabel("train - val accuracy")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def parse_named_paths(values: list[str], option: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or name not in list_backbones():
+            raise SystemExit(f"{option} {value!r}: expected BACKBONE=PATH with a registered backbone")
+        out[name] = path
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--domain", choices=["driving", "medical"], default="medical")
+    parser.add_argument(
+        "--data-path", default=None, help="KITTI folder / LIDC PNG root; default: the synthetic set"
+    )
+    parser.add_argument("--backbones", nargs="+", default=TEXTBOOK)
+    parser.add_argument("--fractions", nargs="+", type=float, default=FRACTIONS)
+    parser.add_argument(
+        "--minutes", type=float, default=30.0, help="total wall-time budget (2 CPU cores: 30)"
+    )
+    parser.add_argument(
+        "--source-share", type=float, default=0.15, help="share of a backbone's time for its source"
+    )
+    parser.add_argument("--no-suite-source", action="store_true", help="scratch (and torchvision) only")
+    parser.add_argument("--suite-checkpoint", nargs="*", default=[], metavar="NAME=PATH[:PREFIX]")
+    parser.add_argument("--torchvision-weights", nargs="*", default=[], metavar="NAME=PATH")
+    parser.add_argument(
+        "--sources-dir",
+        default="data/transfer_sources",
+        help="where the source segmenters are saved (git-ignored)",
+    )
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--source-size", type=int, default=64, help="height of the source task's images")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epoch-batches", type=int, default=25, help="at most this many batches per epoch")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-items", type=int, default=500, help="images per split scored at the end")
+    parser.add_argument("--min-train-seconds", type=float, default=5.0, help="floor of a run's training time")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="markdown table; .json and .png written beside it"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for f in args.fractions:
+        if not 0 < f <= 1:
+            raise SystemExit(f"--fractions: {f} is outside (0, 1]")
+    unknown = [b for b in args.backbones if b not in list_backbones()]
+    if unknown:
+        raise SystemExit(f"--backbones {unknown}: not registered ({', '.join(list_backbones())})")
+    torchvision = parse_named_paths(args.torchvision_weights, "--torchvision-weights")
+    given = {}
+    for name, spec in parse_named_paths(args.suite_checkpoint, "--suite-checkpoint").items():
+        path, _, prefix = spec.partition(":")
+        given[name] = {"name": "suite", "path": path, "prefix": prefix}
+    out = args.out or Path(f"benchmarks/results/transfer_{args.domain}.md")
+    budget, t0 = args.minutes * 60, time.perf_counter()
+
+    crops = crops_root(args.domain, args)
+    n_sources = {b: 1 + (not args.no_suite_source) + (b in torchvision) for b in args.backbones}
+    runs = sum(n_sources.values()) * len(args.fractions)
+    make = [b for b in args.backbones if not args.no_suite_source and b not in given]
+    deadline = t0 + budget
+    left = deadline - time.perf_counter()
+    source_s = args.source_share * left / len(args.backbones) if make else 0.0
+    print(
+        f"{args.domain}: {runs} runs ({len(args.backbones)} backbones x {len(args.fractions)} label shares x "
+        f"scratch / suite / torchvision where given), about {(left - source_s * len(make)) / runs:.0f} s each; "
+        f"{len(make)} source segmenters made here, {source_s:.0f} s each"
+    )
+    seg_set = source_segmentation_set(args.domain, args, crops) if make else None
+    rows: list[dict] = []
+    pending_sources, runs_left, overheads = len(make), runs, []
+    for backbone in args.backbones:
+        sources: list[dict | None] = [None]
+        if not args.no_suite_source:
+            if backbone in given:
+                sources.append(given[backbone])
+            else:
+                path = Path(args.sources_dir) / f"{args.domain}_{backbone}_segmenter.pt"
+                made = pretrain_source(backbone, seg_set, source_s, path, args.seed)
+                sources.append({"name": "suite", **made})
+                pending_sources -= 1
+        if backbone in torchvision:
+            sources.append({"name": "torchvision", "path": torchvision[backbone], "prefix": ""})
+        for source in sources:
+            for fraction in args.fractions:
+                # what is left is shared by the runs still to come, less what a run spends outside training
+                # (data set-up, scoring three splits), measured on the runs so far: the whole fits the budget
+                per_run = (deadline - time.perf_counter() - pending_sources * source_s) / runs_left
+                overhead = float(np.mean(overheads)) if overheads else 0.2 * per_run
+                train_s = max(args.min_train_seconds, per_run - overhead)
+                row = run_one(args.domain, args, crops, backbone, source, fraction, train_s)
+                overheads.append(row["wall_s"] - row["train_s"])
+                runs_left -= 1
+                rows.append(row)
+                print(table([row], "").splitlines()[-1], flush=True)
+    total = time.perf_counter() - t0
+    header = (
+        f"Transfer benchmark, {args.domain} ({crops}): {args.image_size} px, batch {args.batch_size}, "
+        f"{min(r['train_s'] for r in rows):.0f}-{max(r['train_s'] for r in rows):.0f} s of training per run, "
+        f"{args.threads} CPU threads; whole run {total / 60:.1f} min "
+        f"(budget {args.minutes:g} min). gap = train accuracy - validation accuracy (both without augmentation)."
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table(rows, header))
+    out.with_suffix(".json").write_text(
+        json.dumps({"settings": vars(args) | {"out": str(out)}, "rows": rows}, indent=2, default=str)
+    )
+    plot(rows, out.with_suffix(".png"), header[:110])
+    print(f"wrote {out}, {out.with_suffix('.json')} and {out.with_suffix('.png')} ({total / 60:.1f} min)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

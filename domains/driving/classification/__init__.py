@@ -1,0 +1,9 @@
+"""Road-object classification (Car, Van, Truck, Pedestrian, Cyclist crops): the shared classification task on
+KITTI object crops (``data``). Names load on first use (PEP 562), so ``--help`` imports no torch."""
+
+from shared.cli_help import lazy_exports
+
+_WHERE = {"DrivingClassificationData": "data", "write_kitti_crops": "data"}
+__all__ = list(_WHERE)
+
+__getattr__ = lazy_exports(__name__, _WHERE)

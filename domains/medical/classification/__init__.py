@@ -1,0 +1,9 @@
+"""Lesion-present classification: the shared classification task on multi-reader CT patches labelled by the
+readers' majority (``data``). Names load on first use (PEP 562), so ``--help`` imports no torch."""
+
+from shared.cli_help import lazy_exports
+
+_WHERE = {"MedicalClassificationData": "data", "write_lesion_crops": "data"}
+__all__ = list(_WHERE)
+
+__getattr__ = lazy_exports(__name__, _WHERE)

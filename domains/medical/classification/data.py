@@ -1,0 +1,126 @@
+"""Lesion-present classification data: multi-reader CT patches labelled by what most readers marked.
+
+Source: the LIDC HPU-Net PNG layout (``<split>/images/<patient>/<name>.png`` with four reader masks), the
+synthetic set by default. A patch is ``present`` when at least ``min_readers`` readers outlined something
+(default: a strict majority, 3 of 4), else ``absent``; patches that only a minority marked are thus
+``absent``, the label a majority vote gives. The patches are written once as an ImageFolder tree
+``<crops>/<split>/{absent,present}/<patient>__<name>.png`` keeping the source's patient split, with a
+``metadata.csv`` (patient, readers marking, mean lesion area) and a ``.complete`` marker holding the settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from pytorch_lightning.utilities import rank_zero_info
+
+from domains.medical.data import LIDCPngDataset
+from domains.medical.synthetic import NUM_READERS, ensure_synthetic_lidc
+from shared.classification.data import ClassificationDataModule, source_tag
+
+CLASSES = ["absent", "present"]
+CROPS_ROOT = "data/medical/classification"
+MARKER = ".complete"
+
+
+def write_lesion_crops(
+    lidc_root: str | Path, out: str | Path, min_readers: int | None = None, crop_size: int | None = None
+) -> Path:
+    """Write the labelled patches of ``lidc_root`` as an ImageFolder tree at ``out`` (reused when there)."""
+    out = Path(out)
+    min_readers = NUM_READERS // 2 + 1 if min_readers is None else int(min_readers)
+    if not 1 <= min_readers <= NUM_READERS:
+        raise ValueError(f"min_readers must be in 1..{NUM_READERS}, got {min_readers}")
+    settings = {"source": str(Path(lidc_root).resolve()), "min_readers": min_readers, "crop_size": crop_size}
+    marker = out / MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
+        return out
+    if out.exists() and any(out.iterdir()) and not marker.is_file() and not (out / "metadata.csv").is_file():
+        raise FileExistsError(f"{out}: exists and holds no crops of ours; choose another crops_dir")
+    marker.unlink(missing_ok=True)
+    rows = []
+    for split in ("train", "val", "test"):
+        if not (Path(lidc_root) / split / "images").is_dir():
+            continue
+        data = LIDCPngDataset(lidc_root, split, crop_size=crop_size, num_readers=NUM_READERS)
+        for name in CLASSES:
+            folder = out / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for old in folder.glob("*.png"):
+                old.unlink()
+        for i in range(len(data)):
+            item = data.load(i)
+            masks = np.asarray(item["masks"]) > 0
+            marking = int(masks.reshape(len(masks), -1).any(axis=1).sum())
+            label = CLASSES[int(marking >= min_readers)]
+            rel = Path(split) / label / f"{item['id'].replace('/', '__')}.png"
+            image = np.clip(np.round(np.asarray(item["image"]) * 255), 0, 255).astype(np.uint8)
+            if not cv2.imwrite(str(out / rel), image):
+                raise OSError(f"{out / rel}: cv2.imwrite failed")
+            area = (
+                float(masks.reshape(len(masks), -1).sum(1)[masks.reshape(len(masks), -1).any(1)].mean())
+                if marking
+                else 0.0
+            )
+            rows.append(
+                {
+                    "path": rel.as_posix(),
+                    "label": label,
+                    "group": item["group"],
+                    "split": split,
+                    "readers_marking": marking,
+                    "mean_marked_area_px": round(area, 1),
+                }
+            )
+    if not rows:
+        raise FileNotFoundError(f"{lidc_root}: no <split>/images folders (LIDC HPU-Net PNG layout)")
+    with (out / "metadata.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    marker.write_text(json.dumps(settings))
+    present = sum(r["label"] == "present" for r in rows)
+    rank_zero_info(
+        f"lesion patches: {len(rows)} from {lidc_root} ({present} present by >= {min_readers} of "
+        f"{NUM_READERS} readers) written to {out}"
+    )
+    return out
+
+
+class MedicalClassificationData(ClassificationDataModule):
+    """Lesion-present patches (``--data.*``; the shared module's arguments follow these).
+
+    Args:
+        data_format: ``lidc_png`` (patches of the HPU-Net PNG layout at ``data_path``, or of the synthetic set
+            when null, labelled present when ``min_readers`` readers marked a lesion), ``imagefolder`` or ``csv``.
+        class_names: the labels, in order (also the model's: linked, written once).
+        in_channels: 1: CT patches are grey.
+        min_readers: readers who must mark a lesion for ``present``; null: a strict majority (3 of 4).
+    """
+
+    source_formats = ("lidc_png",)
+
+    def __init__(
+        self,
+        data_format: Literal["lidc_png", "imagefolder", "csv"] = "lidc_png",
+        class_names: list[str] = CLASSES,
+        in_channels: int = 1,
+        min_readers: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(data_format=data_format, class_names=class_names, in_channels=in_channels, **kwargs)
+        self.min_readers = min_readers
+
+    def convert_source(self, data_format: str, data_path: str | None) -> Path:
+        source = Path(data_path) if data_path is not None else ensure_synthetic_lidc()
+        if not source.exists():
+            raise FileNotFoundError(f"data_path {source}: no such LIDC folder")
+        tag = "synthetic_lidc" if data_path is None else f"lidc_{source_tag(source)}"
+        return write_lesion_crops(
+            source, Path(self.crops_dir) if self.crops_dir else Path(CROPS_ROOT) / tag, self.min_readers
+        )

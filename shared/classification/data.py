@@ -1,0 +1,468 @@
+"""Classification data people own: an ImageFolder tree or a CSV of ``path,label[,group]``, and the data module.
+
+* ImageFolder: ``<root>/<split>/<class>/*.png|jpg`` with splits ``train``, ``val`` and (optionally) ``test``.
+* CSV: a header row with ``path`` and ``label`` (and an optional ``group``: patient, sequence); paths relative
+  to the CSV's folder. Rows are split by group (every row its own group without the column) with
+  :func:`shared.data.group_split`, so no patient or drive lands in two splits.
+
+Domains add their own sources (KITTI object crops, multi-reader lesion patches) by subclassing
+:class:`ClassificationDataModule` and converting them once to an ImageFolder tree (``convert_source``).
+Bad input (an empty class folder, a non-image file, a CSV row whose file is missing or whose label is not in
+``class_names``) is counted and reported in one warning, or with ``strict: true`` raised at the first one; the
+message names the folder, file or row.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import Dataset
+
+from shared.data import SPLIT_NAMES, SplitLoaders, default_num_workers, group_split
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ClassificationDataError(ValueError):
+    """A data set that cannot be used as given; the message names the folder, file, row or option."""
+
+
+class ClassificationDataWarning(UserWarning):
+    """Items were skipped while reading a data set (counts and the first locations are in the message)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image: its file, class index and group (patient, sequence, or the file itself)."""
+
+    path: str
+    label: int
+    group: str
+
+
+class Problems:
+    """Counts skipped items per kind with the first few locations; ``strict`` raises at the first one."""
+
+    def __init__(self, strict: bool, what: str):
+        self.strict, self.what = strict, what
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, kind: str, where: str, message: str) -> None:
+        if self.strict:
+            raise ClassificationDataError(f"{where}: {message} [{kind}; strict mode]")
+        self.counts[kind] += 1
+        shown = self.examples.setdefault(kind, [])
+        if len(shown) < 3:
+            shown.append(f"{where}: {message}")
+
+    def report(self) -> None:
+        if not self.counts:
+            return
+        parts = [
+            f"{kind}: {n} (e.g. {'; '.join(self.examples[kind])})" for kind, n in sorted(self.counts.items())
+        ]
+        warnings.warn(
+            f"{self.what}: skipped {', '.join(parts)} (strict: true makes these errors)",
+            ClassificationDataWarning,
+            stacklevel=3,
+        )
+
+
+def check_fraction(value: float, option: str) -> float:
+    """A share in (0, 1]; a :class:`ClassificationDataError` naming ``option`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ClassificationDataError(f"{option}: expected a number in (0, 1], got {value!r}") from None
+    if not 0 < number <= 1:
+        raise ClassificationDataError(f"{option}: must be in (0, 1] (a share of the labels), got {value}")
+    return number
+
+
+def _check_class_names(class_names: list[str]) -> list[str]:
+    names = [str(c) for c in class_names]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ClassificationDataError(f"class_names: need at least 2 distinct names, got {names}")
+    return names
+
+
+def _is_image(path: Path) -> bool:
+    """True when the header decodes as an image (Pillow reads only the header: cheap on large sets)."""
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018 - touching the size parses the header
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return True
+
+
+# -------------------------------------------------------------------------------------------- readers
+
+
+def read_image_folder(
+    root: str | Path, class_names: list[str], strict: bool = False
+) -> dict[str, list[Sample]]:
+    """``{split: [Sample]}`` from ``<root>/<split>/<class>/*``; ``test`` may be absent (then it is ``val``).
+
+    A class folder that is missing or holds no image is an error in ``train`` (the class cannot be learnt);
+    elsewhere a warning (``strict``: an error). A folder not in ``class_names`` is an error (a typo would
+    silently drop a class); a file that is not an image is skipped and counted.
+    """
+    root = Path(root)
+    class_names = _check_class_names(class_names)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: ImageFolder root not found")
+    present = [s for s in SPLIT_NAMES if (root / s).is_dir()]
+    if "train" not in present or "val" not in present:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())[:8]
+        raise ClassificationDataError(
+            f"{root}: expected split folders train/ and val/ (and optionally test/), each holding one folder per "
+            f"class {class_names}; found folders {found}"
+        )
+    problems = Problems(strict, f"ImageFolder {root}")
+    splits: dict[str, list[Sample]] = {}
+    for split in present:
+        folder = root / split
+        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in class_names)
+        if unknown:
+            raise ClassificationDataError(
+                f"{folder}: class folder(s) {unknown} are not in class_names {class_names} (add them to "
+                "class_names or move them out)"
+            )
+        items: list[Sample] = []
+        for label, name in enumerate(class_names):
+            class_dir = folder / name
+            found = 0
+            for path in sorted(class_dir.iterdir()) if class_dir.is_dir() else []:
+                if path.is_dir():
+                    problems.add("subfolder", str(path), "sub-folders inside a class folder are not read")
+                elif path.suffix.lower() not in IMAGE_SUFFIXES or not _is_image(path):
+                    problems.add("not_an_image", str(path), "not a readable image file")
+                else:
+                    items.append(Sample(str(path), label, f"{split}/{name}/{path.stem}"))
+                    found += 1
+            if found == 0:
+                message = f"class {name!r} has no images (empty or missing class folder)"
+                if split == "train":
+                    raise ClassificationDataError(
+                        f"{class_dir}: {message}; every class needs training images"
+                    )
+                problems.add("empty_class", str(class_dir), message)
+        splits[split] = items
+    problems.report()
+    if "test" not in splits:
+        rank_zero_info(f"{root}: no test/ folder: the test split is the validation split")
+        splits["test"] = splits["val"]
+    return splits
+
+
+def read_label_csv(path: str | Path, class_names: list[str], strict: bool = False) -> list[Sample]:
+    """Samples from a CSV with columns ``path,label[,group]`` (header row required); rows are named by line."""
+    path = Path(path)
+    class_names = _check_class_names(class_names)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: label CSV not found")
+    index = {name: i for i, name in enumerate(class_names)}
+    problems = Problems(strict, f"label CSV {path}")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "path" not in columns or "label" not in columns:
+            raise ClassificationDataError(
+                f"{path}:1: the header must name the columns path,label[,group]; got {columns}"
+            )
+        reader.fieldnames = columns
+        items = []
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            if not rel:
+                problems.add("missing_path", where, "empty path")
+                continue
+            image = Path(rel) if Path(rel).is_absolute() else path.parent / rel
+            if not image.is_file():
+                problems.add("missing_file", where, f"image {image} does not exist")
+                continue
+            if label not in index:
+                problems.add("unknown_label", where, f"label {label!r} is not in class_names {class_names}")
+                continue
+            if image.suffix.lower() not in IMAGE_SUFFIXES or not _is_image(image):
+                problems.add("not_an_image", where, f"{image} is not a readable image file")
+                continue
+            group = (row.get("group") or "").strip() or rel
+            items.append(Sample(str(image), index[label], group))
+    problems.report()
+    if not items:
+        raise ClassificationDataError(f"{path}: no usable rows")
+    return items
+
+
+def subsample_labels(items: list[Sample], fraction: float, seed: int = 0) -> list[Sample]:
+    """A seeded, class-stratified share ``fraction`` of ``items`` (at least one item per class present)."""
+    fraction = check_fraction(fraction, "label_fraction")
+    if fraction == 1:
+        return list(items)
+    rng = random.Random(seed)
+    by_class: dict[int, list[Sample]] = {}
+    for item in items:
+        by_class.setdefault(item.label, []).append(item)
+    kept: list[Sample] = []
+    for label in sorted(by_class):
+        group = by_class[label]
+        kept += rng.sample(group, max(1, round(fraction * len(group))))
+    return sorted(kept, key=lambda s: s.path)
+
+
+def class_table(splits: dict[str, list[Sample]], class_names: list[str]) -> str:
+    """Markdown table of images per class and split (printed at setup, so a missing class shows at once)."""
+    names = list(splits)
+    counts = {s: Counter(item.label for item in items) for s, items in splits.items()}
+    lines = ["| class | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for i, name in enumerate(class_names):
+        lines.append(f"| {name} | " + " | ".join(str(counts[s][i]) for s in names) + " |")
+    lines.append("| **all** | " + " | ".join(str(len(splits[s])) for s in names) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- dataset
+
+
+def classification_transforms(
+    train: bool, image_size: tuple[int, int], in_channels: int, augment: bool = True, seed: int | None = None
+) -> A.Compose:
+    """Resize (and on training images flip, small affine, brightness / contrast), then ImageNet-style scaling.
+
+    Grey images use the mean of ImageNet's channel statistics, matching how ``load_backbone_weights`` folds an
+    RGB first conv into one channel.
+    """
+    mean = IMAGENET_MEAN if in_channels == 3 else (float(np.mean(IMAGENET_MEAN)),) * in_channels
+    std = IMAGENET_STD if in_channels == 3 else (float(np.mean(IMAGENET_STD)),) * in_channels
+    steps: list = [A.Resize(height=image_size[0], width=image_size[1])]
+    if train and augment:
+        steps += [
+            A.HorizontalFlip(p=0.5),
+            A.Affine(
+                scale=(0.9, 1.1),
+                translate_percent=(-0.05, 0.05),
+                rotate=(-8, 8),
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=0.5,
+            ),
+            A.RandomBrightnessContrast(p=0.3),
+        ]
+    steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
+    return A.Compose(steps, seed=seed)
+
+
+def read_image(path: str | Path, in_channels: int) -> np.ndarray:
+    """Decode to uint8 (H, W, C) with C = ``in_channels`` (1: grey, 3: RGB); errors name the file."""
+    flags = cv2.IMREAD_GRAYSCALE if in_channels == 1 else cv2.IMREAD_COLOR
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: image file not found")
+        raise ClassificationDataError(f"{path}: cannot decode image")
+    if in_channels == 1:
+        return image[..., None]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class ClassificationDataset(Dataset):
+    """``{"image": float (C, H, W), "label": int64, "path": str}`` per :class:`Sample` (label -1: unknown)."""
+
+    def __init__(self, items: list[Sample], in_channels: int, transform: A.Compose):
+        if in_channels not in (1, 3):
+            raise ClassificationDataError(f"in_channels: 1 (grey) or 3 (RGB), got {in_channels}")
+        self.items, self.in_channels, self.transform = list(items), in_channels, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def labels(self) -> list[int]:
+        return [item.label for item in self.items]
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.items[i]
+        image = self.transform(image=read_image(item.path, self.in_channels))["image"]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
+            "label": torch.tensor(item.label, dtype=torch.long),
+            "path": item.path,
+        }
+
+
+# ------------------------------------------------------------------------------------------ data module
+
+
+def source_tag(path: str | Path) -> str:
+    """A short stable name for a source folder (its resolved path's digest), for the crops it converts to."""
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10]
+
+
+class ClassificationDataModule(SplitLoaders):
+    """Image classification data (``--data.*``).
+
+    Args:
+        data_format: ``imagefolder``, ``csv``, or a source of the domain (see the domain's data module).
+        data_path: the ImageFolder root, the CSV file, or the domain source's folder; null: the domain's
+            built-in synthetic set (converted to crops once under ``data/``).
+        class_names: the classes, in label order (also the model's: linked, written once).
+        in_channels: 1 reads images as grey, 3 as RGB (also the model's).
+        image_size: [H, W] every image is resized to.
+        batch_size: images per batch.
+        num_workers: loader processes; null: one less than the CPU cores, at most 4.
+        augment: flips, small affine and brightness / contrast on training images.
+        strict: bad items (non-images, missing files, unknown labels, empty val/test class folders) raise
+            naming the file or row, instead of being skipped and counted in one warning.
+        split_fractions: train / val / test shares for a CSV (split by its group column).
+        label_fraction: share of the training labels used, in (0, 1] (class-stratified, seeded): learning curves.
+        seed: seed of the split, the label subsample and the augmentation.
+        max_items: at most this many images per split (smoke tests).
+        predict_path: a folder of images (any layout below it) for ``predict``; null: the test split.
+        crops_dir: where a domain source is converted to crops; null: under ``data/<domain>/classification``.
+    """
+
+    #: extra ``data_format`` values a domain understands (converted by :meth:`convert_source`)
+    source_formats: tuple[str, ...] = ()
+    default_format: str = "imagefolder"
+
+    def __init__(
+        self,
+        data_format: str = "imagefolder",
+        data_path: str | None = None,
+        class_names: list[str] | None = None,
+        in_channels: int = 3,
+        image_size: tuple[int, int] = (64, 64),
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        augment: bool = True,
+        strict: bool = False,
+        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        label_fraction: float = 1.0,
+        seed: int = 0,
+        max_items: int | None = None,
+        predict_path: str | None = None,
+        crops_dir: str | None = None,
+    ):
+        super().__init__()
+        formats = ("imagefolder", "csv", *self.source_formats)
+        if data_format not in formats:
+            raise ClassificationDataError(f"data_format: one of {list(formats)}, got {data_format!r}")
+        if data_path is None and data_format in ("imagefolder", "csv"):
+            raise ClassificationDataError(f"data_path: needed with data_format {data_format!r}")
+        if class_names is None:
+            raise ClassificationDataError("class_names: the list of classes, in label order, is needed")
+        self.class_names = _check_class_names(class_names)
+        if in_channels not in (1, 3):
+            raise ClassificationDataError(f"in_channels: 1 (grey) or 3 (RGB), got {in_channels}")
+        if len(image_size) != 2 or min(image_size) < 8:
+            raise ClassificationDataError(f"image_size: [H, W] of at least 8 px, got {image_size}")
+        if len(split_fractions) != 3:
+            raise ClassificationDataError(
+                f"split_fractions: 3 values (train/val/test), got {split_fractions}"
+            )
+        self.label_fraction = check_fraction(label_fraction, "label_fraction")
+        self.save_hyperparameters()
+        self.data_format, self.data_path = data_format, data_path
+        self.in_channels = in_channels
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.augment, self.strict = augment, strict
+        self.split_fractions = tuple(split_fractions)
+        self.seed, self.max_items = seed, max_items
+        self.predict_path, self.crops_dir = predict_path, crops_dir
+        self.splits: dict[str, list[Sample]] = {}
+        self.datasets: dict[str, ClassificationDataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # a domain's hook: convert its own source (or its synthetic default, when data_path is None) to an
+    # ImageFolder tree once and return its root
+    def convert_source(self, data_format: str, data_path: str | None) -> Path:  # pragma: no cover - abstract
+        raise ClassificationDataError(
+            f"data_format {data_format!r} has no converter in {type(self).__name__}"
+        )
+
+    def prepare_data(self) -> None:
+        if self.data_format in self.source_formats:
+            self.convert_source(self.data_format, self.data_path)
+
+    def read_splits(self) -> dict[str, list[Sample]]:
+        if self.data_format == "csv":
+            items = read_label_csv(self.data_path, self.class_names, self.strict)
+            index = group_split([s.group for s in items], self.split_fractions, seed=self.seed)
+            return {name: [items[i] for i in idx] for name, idx in index.items()}
+        root = (
+            Path(self.data_path)
+            if self.data_format == "imagefolder"
+            else self.convert_source(self.data_format, self.data_path)
+        )
+        return read_image_folder(root, self.class_names, self.strict)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        splits = self.read_splits()
+        if self.max_items is not None:
+            splits = {name: items[: self.max_items] for name, items in splits.items()}
+        if not splits.get("train"):
+            raise ClassificationDataError(f"{self.data_path}: the training split is empty")
+        splits["train"] = subsample_labels(splits["train"], self.label_fraction, self.seed)
+        self.splits = splits
+        share = f" ({self.label_fraction:.0%} of the training labels)" if self.label_fraction < 1 else ""
+        rank_zero_info(f"classification data{share}:\n{class_table(splits, self.class_names)}")
+        for name, items in splits.items():
+            transform = classification_transforms(
+                name == "train", self.image_size, self.in_channels, self.augment, self.seed
+            )
+            self.datasets[name] = ClassificationDataset(items, self.in_channels, transform)
+        if self.predict_path is not None:
+            self.datasets["predict"] = ClassificationDataset(
+                self._predict_items(), self.in_channels,
+                classification_transforms(False, self.image_size, self.in_channels),
+            )  # fmt: skip
+
+    def _predict_items(self) -> list[Sample]:
+        root = Path(self.predict_path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"predict_path {root}: no such folder")
+        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise ClassificationDataError(f"predict_path {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        return [Sample(str(p), -1, str(p)) for p in paths]
+
+    def predict_dataloader(self):
+        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
+
+
+__all__ = [
+    "ClassificationDataError",
+    "ClassificationDataModule",
+    "ClassificationDataWarning",
+    "ClassificationDataset",
+    "Sample",
+    "check_fraction",
+    "class_table",
+    "classification_transforms",
+    "read_image_folder",
+    "read_label_csv",
+    "subsample_labels",
+]

@@ -1,0 +1,253 @@
+"""Lightning wrapper of :class:`ImageClassifier`: training, torchmetrics evaluation, and prediction files.
+
+``predict`` (with ``predict_dir``) writes ``probabilities.csv`` (one row per image: file, true label if known,
+predicted class, one probability column per class) and, with ``cam``, a Grad-CAM overlay per image under
+``cam/`` so a person sees where the network looked (MONAI's ``GradCAM`` on the backbone's last feature map).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
+
+from shared.backbones import BackboneFreezeUnfreeze, list_backbones, load_backbone_weights
+from shared.classification.data import read_image
+from shared.classification.metrics import ClassificationMetrics, confusion_table
+from shared.classification.model import ImageClassifier
+from shared.task import BaseTask, gather_lists
+
+# Run-time choices, kept out of checkpoints (LightningCLI would re-apply them over the command line, and a
+# moved weight file would break loading weights the checkpoint already holds).
+RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "cam", "cam_max")
+
+
+class ClassificationTask(BaseTask):
+    """Image classification on any registered backbone (shared by the domains).
+
+    Args:
+        class_names: the classes, in the data module's label order (linked from ``data.class_names``).
+        backbone: registered backbone: {backbones}.
+        backbone_kwargs: keyword arguments of that backbone (e.g. ``{{width: 8}}`` for tiny_cnn); null: defaults.
+        in_channels: image channels (linked from ``data.in_channels``).
+        dropout: dropout before the linear head.
+        label_smoothing: cross-entropy label smoothing.
+        pretrained_backbone: local weight file for the backbone: a torchvision ``.pth`` or a suite ``.ckpt``
+            (e.g. a detector's or segmenter's); nothing is downloaded. The load report is printed.
+        pretrained_prefix: key prefix of the backbone inside that file (``model.backbone.`` for the suite's
+            classifier; see the README for the detector and segmenter).
+        freeze_backbone_epochs: train only the head for this many epochs, then the backbone too with
+            ``lr * backbone_lr_factor`` (``shared.backbones.BackboneFreezeUnfreeze``); 0: no freezing.
+        backbone_lr_factor: the backbone's learning-rate factor after unfreezing.
+        ece_bins: confidence bins of the expected calibration error.
+        predict_dir: where ``predict`` writes ``probabilities.csv`` and ``cam/*.png``; null: nothing written.
+        cam: write a Grad-CAM overlay per predicted image.
+        cam_max: at most this many overlays (null: all).
+    """
+
+    def __init__(
+        self,
+        class_names: list[str],
+        backbone: str = "resnet18",
+        backbone_kwargs: dict | None = None,
+        in_channels: int = 3,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        pretrained_backbone: str | None = None,
+        pretrained_prefix: str = "",
+        freeze_backbone_epochs: int = 0,
+        backbone_lr_factor: float = 0.1,
+        ece_bins: int = 10,
+        predict_dir: str | None = None,
+        cam: bool = True,
+        cam_max: int | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        warmup_steps: int = 0,
+        nonfinite_loss: str = "raise",
+    ):
+        super().__init__(lr, weight_decay, scheduler, warmup_steps, nonfinite_loss)
+        self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
+        if freeze_backbone_epochs < 0:
+            raise ValueError(f"freeze_backbone_epochs must be >= 0, got {freeze_backbone_epochs}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.class_names = list(class_names)
+        self.model = ImageClassifier(len(self.class_names), backbone, in_channels, dropout, backbone_kwargs)
+        if pretrained_backbone:
+            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
+            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+            if not report.loaded:
+                raise ValueError(
+                    f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone {backbone!r} "
+                    f"(prefix {pretrained_prefix!r}): {report.summary()}"
+                )
+            self.load_report = report
+        self.predict_dir = predict_dir
+        self.cam, self.cam_max = cam, cam_max
+        self.metrics = torch.nn.ModuleDict(
+            {stage: ClassificationMetrics(self.class_names, ece_bins) for stage in ("val", "test")}
+        )
+        self.last_metrics: dict[str, dict] = {}
+        self._rows: list[dict] = []
+        self._cam_model = None
+        self._cams_written = 0
+
+    def configure_callbacks(self):
+        epochs = self.hparams.freeze_backbone_epochs
+        if epochs <= 0:
+            return []
+        return [BackboneFreezeUnfreeze("model.backbone", epochs, self.hparams.backbone_lr_factor)]
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm_classes = getattr(dm, "class_names", None)
+        if dm_classes is not None and list(dm_classes) != self.class_names:
+            raise ValueError(
+                f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
+                "set both to the same list (the labels are indices into it)"
+            )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch, batch_idx):
+        logits = self.model(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
+        acc = (logits.argmax(1) == batch["label"]).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=len(logits))
+        return self.guard_loss(loss, {"cross_entropy": loss})
+
+    def _evaluate(self, batch, stage: str) -> None:
+        logits = self.model(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
+        self.metrics[stage].update(logits.softmax(1), batch["label"])
+
+    def _log_epoch(self, stage: str) -> None:
+        values = self.metrics[stage].compute()
+        self.metrics[stage].reset()
+        confusion = values.pop("confusion")
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
+        self.last_metrics[stage] = {
+            **{k: float(v) for k, v in values.items()},
+            "confusion": confusion.tolist(),
+        }
+        if stage == "test" and not self.trainer.sanity_checking:
+            rank_zero_info(f"test confusion matrix:\n{confusion_table(confusion, self.class_names)}")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # ---------------------------------------------------------------------------------------- predict
+
+    def on_predict_start(self) -> None:
+        self._rows, self._cams_written, self._cam_model = [], 0, None
+
+    def grad_cam(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM maps (B, 1, H, W) in [0, 1] for ``classes`` (MONAI ``GradCAM`` on ``cam_layer``).
+
+        One image at a time: MONAI's class score for a batch sums every image's score of every requested class.
+        Its hooks are never removed, so they sit on a copy of the network, made outside inference mode (Lightning
+        predicts under ``torch.inference_mode``, whose tensors cannot take part in a backward pass)."""
+        from monai.visualize import GradCAM
+
+        maps = []
+        with torch.inference_mode(False), torch.enable_grad():
+            if self._cam_model is None:
+                self._cam_model = GradCAM(
+                    nn_module=copy.deepcopy(self.model).eval(),
+                    target_layers="cam_layer",
+                    postprocessing=unit_range,
+                )
+            for image, cls in zip(images, classes.tolist(), strict=True):
+                maps.append(self._cam_model(image[None].clone(), class_idx=int(cls)).detach())
+        return torch.cat(maps)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        probs = self.model(batch["image"]).softmax(1)
+        predicted = probs.argmax(1)
+        if not self.predict_dir:
+            return {"probs": probs, "predicted": predicted, "path": batch["path"]}
+        out = Path(self.predict_dir)
+        cams = None
+        room = None if self.cam_max is None else max(0, self.cam_max - self._cams_written)
+        if self.cam and room != 0:
+            take = len(probs) if room is None else min(room, len(probs))
+            cams = self.grad_cam(batch["image"][:take], predicted[:take])
+            (out / "cam").mkdir(parents=True, exist_ok=True)
+            self._cams_written += take
+        for i, path in enumerate(batch["path"]):
+            label = int(batch["label"][i])
+            row = {
+                "path": path,
+                "label": self.class_names[label] if label >= 0 else "",
+                "predicted": self.class_names[int(predicted[i])],
+                **{
+                    f"p_{name}": f"{float(p):.6f}" for name, p in zip(self.class_names, probs[i], strict=True)
+                },
+                "cam": "",
+            }
+            if cams is not None and i < len(cams):
+                name = f"{batch_idx:05d}_{i:03d}_{Path(path).stem}.png"
+                write_cam_overlay(path, cams[i, 0].cpu().numpy(), out / "cam" / name, self.model.in_channels)
+                row["cam"] = f"cam/{name}"
+            self._rows.append(row)
+        return {"probs": probs, "predicted": predicted, "path": batch["path"]}
+
+    def on_predict_epoch_end(self) -> None:
+        rows = gather_lists(self._rows)
+        self._cam_model = None
+        if not self.predict_dir or not self.trainer.is_global_zero or not rows:
+            return
+        out = Path(self.predict_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "probabilities.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        rank_zero_info(
+            f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {self._cams_written} Grad-CAM maps"
+        )
+
+
+ClassificationTask.__doc__ = ClassificationTask.__doc__.format(backbones=", ".join(list_backbones()))
+
+
+def unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Each map scaled to [0, 1], strongest evidence = 1. (MONAI's default post-processing maps max to 0 and
+    min to 1, i.e. it flips the map; a flat map becomes all 0.)"""
+    flat = maps.flatten(1)
+    low, high = flat.min(1).values, flat.max(1).values
+    scale = torch.where(high > low, high - low, torch.ones_like(high))
+    shape = (-1,) + (1,) * (maps.ndim - 1)
+    return (maps - low.view(shape)) / scale.view(shape)
+
+
+def write_cam_overlay(image_path: str, cam: np.ndarray, out: Path, in_channels: int) -> None:
+    """The image with its Grad-CAM (JET colour map, 40 %) at the image's own resolution, as PNG."""
+    image = read_image(image_path, in_channels)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    heat = cv2.resize(np.clip(cam, 0, 1).astype(np.float32), (image.shape[1], image.shape[0]))
+    colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    blend = cv2.addWeighted(image, 0.6, colour, 0.4, 0)
+    if not cv2.imwrite(str(out), cv2.cvtColor(blend, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{out}: cannot write the Grad-CAM image")

@@ -1,0 +1,319 @@
+"""A message when a run ends: e-mail and / or a JSON webhook, sent by rank 0 at the end of ``fit`` or on failure.
+
+Off unless added as a callback, e.g. on the command line::
+
+    python -m domains.medical fit -c ... \
+        --trainer.callbacks+=shared.notify.NotifyWhenDone \
+        --trainer.callbacks.init_args.webhook_url=https://hooks.example.org/T0/B0
+
+or in a config's ``trainer.callbacks`` list (``class_path: shared.notify.NotifyWhenDone``, ``init_args: ...``).
+
+Written here because Lightning has no notifier; sending uses only the standard library (``smtplib`` with
+STARTTLS when the server offers it, ``urllib`` for the webhook). Nothing sent can change how training ends:
+every failure to deliver (server down, refused, timed out, rejected) becomes a logged warning. The SMTP
+password is read from the environment variable named by ``password_env`` at send time and is never stored on
+the callback, so it cannot reach a saved ``config.yaml``, hyperparameters or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import smtplib
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from email.message import EmailMessage
+from email.utils import parseaddr
+
+import pytorch_lightning as pl
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("finished", "failed", "interrupted")
+
+
+class NotifyConfigError(ValueError):
+    """A notification option that cannot work; the message names the option."""
+
+
+def _check_address(value: str, option: str) -> str:
+    _name, address = parseaddr(value)
+    local, _, domain = address.rpartition("@")
+    if not address or not local or not domain or " " in address or value.strip() != value:
+        raise NotifyConfigError(f"NotifyWhenDone.{option}: {value!r} is not an e-mail address")
+    return value
+
+
+def _check_url(value: str, option: str) -> str:
+    parsed = urllib.parse.urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise NotifyConfigError(
+            f"NotifyWhenDone.{option}: {value!r} is not an http(s) URL (expected e.g. https://host/path)"
+        )
+    try:
+        parsed.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as err:
+        raise NotifyConfigError(f"NotifyWhenDone.{option}: {value!r}: {err}") from None
+    return value
+
+
+def _number(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class NotifyWhenDone(pl.Callback):
+    """Send a short report when ``fit`` ends, fails or is interrupted (rank 0 only; off unless added).
+
+    Args:
+        webhook_url: POST the report as JSON here (http or https); null: no webhook.
+        smtp_host: SMTP server for the e-mail; null: no e-mail.
+        smtp_port: its port (587: submission with STARTTLS; 25: relay).
+        sender: the From address (needed with ``smtp_host``).
+        recipients: the To addresses (at least one with ``smtp_host``).
+        smtp_user: login name; null: send without logging in.
+        password_env: name of the environment variable holding the SMTP password (the password itself is never
+            an option, so it never lands in a saved config).
+        require_tls: refuse to send the e-mail when the server offers no STARTTLS. Without it a message still
+            goes out in clear, but a password is never sent over a connection without TLS.
+        timeout: seconds allowed to each connection before giving up (a warning, not an error).
+        run_name: the name in the message; null: the logger's name/version, else the root folder's name.
+        monitor: the metric reported (last and best value); null: the checkpoint callback's monitor.
+        mode: ``min`` or ``max`` for the best value; null: the checkpoint callback's mode (``min`` without one).
+        notify_on_success: also send when ``fit`` finishes normally (failures and interrupts always send).
+    """
+
+    def __init__(
+        self,
+        webhook_url: str | None = None,
+        smtp_host: str | None = None,
+        smtp_port: int = 587,
+        sender: str | None = None,
+        recipients: list[str] | None = None,
+        smtp_user: str | None = None,
+        password_env: str = "SUITE_SMTP_PASSWORD",
+        require_tls: bool = False,
+        timeout: float = 10.0,
+        run_name: str | None = None,
+        monitor: str | None = None,
+        mode: str | None = None,
+        notify_on_success: bool = True,
+    ):
+        super().__init__()
+        recipients = list(recipients or [])
+        if webhook_url is None and smtp_host is None:
+            raise NotifyConfigError(
+                "NotifyWhenDone: nothing to send to: set webhook_url and / or smtp_host (with sender and recipients)"
+            )
+        if webhook_url is not None:
+            _check_url(webhook_url, "webhook_url")
+        if smtp_host is not None:
+            if not smtp_host.strip() or any(c.isspace() for c in smtp_host):
+                raise NotifyConfigError(f"NotifyWhenDone.smtp_host: {smtp_host!r} is not a host name")
+            if not 0 < int(smtp_port) < 65536:
+                raise NotifyConfigError(f"NotifyWhenDone.smtp_port: {smtp_port} is not a port (1-65535)")
+            if sender is None:
+                raise NotifyConfigError("NotifyWhenDone.sender: needed with smtp_host (the From address)")
+            if not recipients:
+                raise NotifyConfigError(
+                    "NotifyWhenDone.recipients: needed with smtp_host (at least one address)"
+                )
+        elif sender is not None or recipients:
+            raise NotifyConfigError("NotifyWhenDone.smtp_host: sender / recipients given but no SMTP server")
+        if sender is not None:
+            _check_address(sender, "sender")
+        for i, address in enumerate(recipients):
+            _check_address(address, f"recipients[{i}]")
+        if not password_env or not password_env.replace("_", "").isalnum():
+            raise NotifyConfigError(
+                f"NotifyWhenDone.password_env: {password_env!r} is not an environment variable name"
+            )
+        if not timeout > 0:
+            raise NotifyConfigError(f"NotifyWhenDone.timeout: must be > 0 seconds, got {timeout}")
+        if mode not in (None, "min", "max"):
+            raise NotifyConfigError(f"NotifyWhenDone.mode: 'min' or 'max', got {mode!r}")
+        self.webhook_url = webhook_url
+        self.smtp_host = smtp_host
+        self.smtp_port = int(smtp_port)
+        self.sender = sender
+        self.recipients = recipients
+        self.smtp_user = smtp_user
+        self.password_env = password_env
+        self.require_tls = require_tls
+        self.timeout = float(timeout)
+        self.run_name = run_name
+        self.monitor = monitor
+        self.mode = mode
+        self.notify_on_success = notify_on_success
+        self._start: float | None = None
+        self._last: float | None = None
+        self._best: float | None = None
+        self._sent = False
+        #: what was sent last (the report dict), for logs and tests
+        self.last_report: dict | None = None
+
+    # ------------------------------------------------------------------------------------------ hooks
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._start = time.monotonic()
+        self._last = self._best = None
+        self._sent = False
+
+    def _monitor_and_mode(self, trainer) -> tuple[str | None, str]:
+        ckpt = getattr(trainer, "checkpoint_callback", None)
+        monitor = self.monitor or getattr(ckpt, "monitor", None)
+        mode = self.mode
+        if mode is None:
+            same = ckpt is not None and getattr(ckpt, "monitor", None) == monitor
+            mode = getattr(ckpt, "mode", "min") if same else "min"
+        return monitor, mode
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        monitor, mode = self._monitor_and_mode(trainer)
+        value = _number(trainer.callback_metrics.get(monitor)) if monitor else None
+        if value is None:
+            return
+        self._last = value
+        if self._best is None or (value < self._best if mode == "min" else value > self._best):
+            self._best = value
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.notify_on_success:
+            self.notify(trainer, "finished")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self.notify(trainer, status, error=f"{type(exception).__name__}: {exception}")
+
+    # ---------------------------------------------------------------------------------------- report
+
+    def _run_name(self, trainer) -> str:
+        if self.run_name:
+            return self.run_name
+        logger = getattr(trainer, "logger", None)
+        if logger is not None:
+            version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+            return f"{logger.name}/{version}"
+        return os.path.basename(os.path.abspath(trainer.default_root_dir))
+
+    def report(self, trainer, status: str, error: str | None = None) -> dict:
+        """The message's fields as a JSON-ready dict."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        monitor, mode = self._monitor_and_mode(trainer)
+        ckpt = getattr(trainer, "checkpoint_callback", None)
+        best = self._best
+        if ckpt is not None and getattr(ckpt, "monitor", None) == monitor:
+            best = _number(getattr(ckpt, "best_model_score", None)) if best is None else best
+        path = (getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "")) if ckpt else ""
+        state = getattr(trainer, "state", None)
+        return {
+            "run": self._run_name(trainer),
+            "status": status,
+            "stage": str(getattr(getattr(state, "fn", None), "value", "") or "") or None,
+            "duration_s": round(time.monotonic() - self._start, 1) if self._start is not None else None,
+            "epoch": getattr(trainer, "current_epoch", None),
+            "global_step": getattr(trainer, "global_step", None),
+            "monitor": monitor,
+            "mode": mode,
+            "last": self._last,
+            "best": best,
+            "checkpoint": path or None,
+            "error": error,
+            "host": socket.gethostname(),
+        }
+
+    def notify(self, trainer, status: str, error: str | None = None) -> dict | None:
+        """Build the report and send it everywhere configured (rank 0, once per run); never raises."""
+        if not getattr(trainer, "is_global_zero", True) or self._sent:
+            return None
+        self._sent = True
+        try:
+            report = self.report(trainer, status, error)
+        except Exception as err:  # noqa: BLE001 - a report that cannot be built must not mask the run's own outcome
+            log.warning("NotifyWhenDone: could not build the report: %s", err)
+            return None
+        self.last_report = report
+        if self.webhook_url is not None:
+            self._guarded("webhook", self.send_webhook, report)
+        if self.smtp_host is not None:
+            self._guarded("e-mail", self.send_email, report)
+        return report
+
+    def _guarded(self, what: str, send, report: dict) -> None:
+        try:
+            send(report)
+        except Exception as err:  # noqa: BLE001 - down, refused, timed out, rejected: tell, never change how the run ends
+            log.warning("NotifyWhenDone: %s not sent (%s: %s)", what, type(err).__name__, err)
+
+    # ------------------------------------------------------------------------------------------ sending
+
+    def send_webhook(self, report: dict) -> None:
+        request = urllib.request.Request(
+            self.webhook_url,
+            data=json.dumps(report).encode(),
+            headers={"Content-Type": "application/json", "User-Agent": "applied-dl-suite/notify"},
+            method="POST",
+        )
+        with urllib.request.urlopen(
+            request, timeout=self.timeout
+        ) as response:  # the URL's scheme is checked to be http(s)
+            if not 200 <= response.status < 300:
+                raise urllib.error.HTTPError(
+                    self.webhook_url, response.status, "not 2xx", response.headers, None
+                )
+        log.info("NotifyWhenDone: webhook sent (%s)", report["status"])
+
+    def _message(self, report: dict) -> EmailMessage:
+        message = EmailMessage()
+        message["Subject"] = f"[applied-dl-suite] {report['run']}: {report['status']}"
+        message["From"] = self.sender
+        message["To"] = ", ".join(self.recipients)
+        lines = [f"{key}: {value}" for key, value in report.items() if value is not None]
+        message.set_content("\n".join(lines) + "\n\n" + json.dumps(report, indent=2) + "\n")
+        return message
+
+    def send_email(self, report: dict) -> None:
+        password = os.environ.get(self.password_env) if self.smtp_user else None
+        with smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=self.timeout) as server:
+            server.ehlo()
+            tls = server.has_extn("starttls")
+            if tls:
+                server.starttls(context=ssl.create_default_context())
+                server.ehlo()
+            elif self.require_tls:
+                raise ConnectionError(
+                    f"{self.smtp_host}:{self.smtp_port} offers no STARTTLS (require_tls is on)"
+                )
+            if self.smtp_user:
+                if not password:
+                    raise PermissionError(
+                        f"smtp_user is set but the environment variable {self.password_env} is empty"
+                    )
+                if not tls:
+                    raise ConnectionError(
+                        f"{self.smtp_host}:{self.smtp_port} offers no STARTTLS: not sending the password in clear"
+                    )
+                server.login(self.smtp_user, password)
+            refused = server.send_message(self._message(report))
+        if refused:
+            log.warning("NotifyWhenDone: e-mail refused for %s", ", ".join(refused))
+        log.info(
+            "NotifyWhenDone: e-mail sent to %d recipient(s) (%s)", len(self.recipients), report["status"]
+        )
+
+
+__all__ = ["NotifyConfigError", "NotifyWhenDone"]

@@ -1,0 +1,171 @@
+"""Road-object classification: KITTI object crops (split by sequence, metadata kept) and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from domains.driving.classification.__main__ import main
+from domains.driving.classification.data import square_crop, write_kitti_crops
+from domains.driving.synthetic import generate_kitti
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIG = Path(__file__).resolve().parents[2] / "domains/driving/classification/configs/quick.yaml"
+CLASSES = "[Car, Van, Pedestrian, Cyclist]"  # the four the 12 tiny frames below hold in their training split
+
+
+@pytest.fixture(scope="module")
+def kitti(tmp_path_factory) -> Path:
+    """12 synthetic frames of 320x96 in 6 sequences (about 6 s)."""
+    return generate_kitti(
+        tmp_path_factory.mktemp("kitti"), n_images=12, size=(320, 96), frames_per_sequence=2, verbose=False
+    )
+
+
+def test_square_crop_centres_the_box_and_pads_past_the_border():
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[10:20, 50:60] = 255  # a 10 x 10 white box touching the right border
+    crop = square_crop(image, (50, 10, 60, 20), context=0.5, size=20)  # 20 px side around it, half outside
+    assert crop.shape == (20, 20, 3)
+    assert crop[5:15, 5:15].min() == 255  # the box sits in the middle
+    assert crop[5:15, 15:].min() == 255  # replicated border continues it
+    assert crop[:5].max() == 0
+
+
+def test_crops_keep_sequences_apart_and_record_truncation_and_occlusion(kitti, tmp_path):
+    out = write_kitti_crops(kitti, tmp_path / "crops", min_height=16)
+    with (out / "metadata.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"truncated", "occluded", "box_height", "group", "image", "line"} <= set(rows[0])
+    split_of = {}
+    for row in rows:
+        assert split_of.setdefault(row["group"], row["split"]) == row["split"], row["group"]
+        assert float(row["box_height"]) >= 16 and row["label"] in {
+            "Car",
+            "Van",
+            "Truck",
+            "Pedestrian",
+            "Cyclist",
+        }
+        crop = cv2.imread(str(out / row["path"]))
+        assert crop.shape == (64, 64, 3)
+        # the label line the crop came from is that object's line in the KITTI file
+        line = (kitti / "training/label_2" / (Path(row["image"]).stem + ".txt")).read_text().splitlines()
+        fields = line[int(row["line"]) - 1].split()
+        assert fields[0] == row["label"] and float(fields[1]) == pytest.approx(float(row["truncated"]))
+        assert int(fields[2]) == int(row["occluded"])
+    mtime = (out / ".complete").stat().st_mtime_ns
+    assert (
+        write_kitti_crops(kitti, out, min_height=16) == out
+        and (out / ".complete").stat().st_mtime_ns == mtime
+    )
+
+
+def _args(kitti: Path, crops: Path, *extra: str) -> list[str]:
+    return [
+        "-c", str(CONFIG), "--data.data_path", str(kitti), "--data.crops_dir", str(crops),
+        "--data.class_names", CLASSES, "--data.crop_min_height", "16", "--data.num_workers", "0",
+        "--data.batch_size", "4", "--data.image_size", "[32, 32]", "--model.backbone", "tiny_cnn",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
+    ]  # fmt: skip
+
+
+def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(kitti, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crops = tmp_path / "crops"
+    cli = main(["fit", *_args(kitti, crops, "--trainer.fast_dev_run", "1")])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    assert set(cli.model.last_metrics["val"]) >= {"acc", "f1_macro", "ece", "recall_Car", "confusion"}
+    pred = tmp_path / "pred"
+    main(["predict", *_args(kitti, crops, "--trainer.fast_dev_run", "1", "--model.predict_dir", str(pred))])
+    with (pred / "probabilities.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    for row in rows:
+        probs = [float(row[f"p_{c}"]) for c in ("Car", "Van", "Pedestrian", "Cyclist")]
+        assert sum(probs) == pytest.approx(1, abs=1e-4) and row["predicted"] in {
+            "Car",
+            "Van",
+            "Pedestrian",
+            "Cyclist",
+        }
+        cam = cv2.imread(str(pred / row["cam"]))
+        assert cam.shape == cv2.imread(row["path"]).shape  # the overlay at the crop's own size
+
+
+def test_cli_predict_on_a_folder_of_loose_images_with_a_cam_cap(kitti, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(loose / f"x{i}.jpg"), np.full((40, 30, 3), 60 * i, np.uint8))
+    pred = tmp_path / "pred"
+    args = _args(
+        kitti, tmp_path / "crops", "--data.predict_path", str(loose), "--model.predict_dir", str(pred)
+    )
+    main(["predict", *args, "--model.cam_max", "2"])
+    with (pred / "probabilities.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["path"]).name for r in rows] == ["x0.jpg", "x1.jpg", "x2.jpg"]
+    assert [bool(r["cam"]) for r in rows] == [True, True, False] and all(r["label"] == "" for r in rows)
+
+
+def _folder(root: Path) -> Path:
+    for split in ("train", "val"):
+        for c, name in enumerate(("Car", "Pedestrian")):
+            for i in range(2):
+                path = root / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), np.full((24, 24, 3), 80 * c + 40 * i, np.uint8))
+    return root
+
+
+def _folder_args(root: Path, *extra: str) -> list[str]:
+    return [
+        "--data.data_format", "imagefolder", "--data.data_path", str(root), "--data.class_names", "[Car, Pedestrian]",
+        "--data.num_workers", "0", "--data.batch_size", "2", "--data.image_size", "[16, 16]",
+        "--model.backbone", "tiny_cnn", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", *extra,
+    ]  # fmt: skip
+
+
+def test_cli_bad_input_names_the_option_folder_or_row_and_writes_no_checkpoint(tmp_path, monkeypatch):
+    from shared.classification.data import ClassificationDataError
+
+    monkeypatch.chdir(tmp_path)
+    root = _folder(tmp_path / "data")
+    with pytest.raises(ClassificationDataError, match=r"label_fraction: must be in \(0, 1\]"):
+        main(["fit", *_folder_args(root, "--data.label_fraction", "1.5")])
+    (root / "train" / "Cyclist").mkdir()
+    with pytest.raises(
+        ClassificationDataError, match=r"class folder\(s\) \['Cyclist'\] are not in class_names"
+    ):
+        main(["fit", *_folder_args(root)])
+    (root / "train" / "Cyclist").rmdir()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\ndata/train/Car/0.png,Car\ndata/train/Car/1.png,Tram\n")
+    csv_args = ["--data.data_format", "csv", "--data.data_path", str(labels), "--data.strict", "true"]
+    with pytest.raises(ClassificationDataError, match=r"labels\.csv:3: label 'Tram' is not in class_names"):
+        main(["fit", *_folder_args(root), *csv_args])
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_cli_predict_on_a_corrupt_image_leaves_no_partial_predictions(tmp_path, monkeypatch):
+    from shared.classification.data import ClassificationDataError
+
+    monkeypatch.chdir(tmp_path)
+    root = _folder(tmp_path / "data")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(loose / f"a{i}.png"), np.zeros((20, 20, 3), np.uint8))
+    (loose / "b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    pred = tmp_path / "pred"
+    args = _folder_args(root, "--data.predict_path", str(loose), "--model.predict_dir", str(pred))
+    with pytest.raises(ClassificationDataError, match=r"b_corrupt\.png: cannot decode image"):
+        main(["predict", *args, "--data.batch_size", "3"])  # the first batch's CAMs are written, then removed
+    assert not pred.exists()

@@ -1,0 +1,121 @@
+"""Lesion-present classification: patches labelled by the readers' majority, and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from domains.medical.classification.__main__ import main
+from domains.medical.classification.data import write_lesion_crops
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIG = Path(__file__).resolve().parents[2] / "domains/medical/classification/configs/quick.yaml"
+
+
+def test_patches_are_labelled_by_the_majority_of_readers_and_keep_the_patient_split(lidc, tmp_path):
+    out = write_lesion_crops(lidc, tmp_path / "crops")
+    with (out / "metadata.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16
+    for row in rows:
+        patient, name = Path(row["path"]).stem.split("__")
+        masks = [
+            cv2.imread(str(lidc / row["split"] / "gt" / patient / f"{name}_l{r}.png"), 0) for r in range(4)
+        ]
+        marking = sum(
+            int(m.any()) for m in masks
+        )  # readers who outlined anything, counted here from the files
+        assert int(row["readers_marking"]) == marking
+        assert row["label"] == ("present" if marking >= 3 else "absent")
+        assert (
+            lidc / row["split"] / "images" / patient / f"{name}.png"
+        ).is_file()  # same split as the source
+        assert cv2.imread(str(out / row["path"]), cv2.IMREAD_UNCHANGED).ndim == 2  # grey kept grey
+    lenient = write_lesion_crops(lidc, tmp_path / "lenient", min_readers=1)
+    with (lenient / "metadata.csv").open() as f:
+        labels = [r["label"] for r in csv.DictReader(f)]
+    assert labels.count("present") >= sum(r["label"] == "present" for r in rows)
+    with pytest.raises(ValueError, match="min_readers must be in 1..4"):
+        write_lesion_crops(lidc, tmp_path / "x", min_readers=5)
+
+
+def _args(lidc: Path, crops: Path, *extra: str) -> list[str]:
+    return [
+        "-c", str(CONFIG), "--data.data_path", str(lidc), "--data.crops_dir", str(crops),
+        "--data.min_readers", "1", "--data.num_workers", "0", "--data.batch_size", "4",
+        "--data.image_size", "[32, 32]", "--model.backbone", "tiny_cnn",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
+    ]  # fmt: skip
+
+
+def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crops = tmp_path / "crops"
+    cli = main(["fit", *_args(lidc, crops, "--trainer.fast_dev_run", "1")])
+    assert cli.trainer.state.finished and cli.model.model.in_channels == 1
+    pred = tmp_path / "pred"
+    main(["predict", *_args(lidc, crops, "--trainer.fast_dev_run", "1", "--model.predict_dir", str(pred))])
+    with (pred / "probabilities.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(abs(float(r["p_absent"]) + float(r["p_present"]) - 1) < 1e-4 for r in rows)
+    cam = cv2.imread(str(pred / rows[0]["cam"]))
+    assert cam.shape[2] == 3 and np.ptp(cam) > 0  # a coloured overlay, not a blank image
+
+
+def test_cli_checkpoint_round_trip_fit_test_predict(lidc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crops = tmp_path / "crops"
+    main(["fit", *_args(lidc, crops, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1")])
+    last = tmp_path / "lightning_logs/medical_classification/checkpoints/last.ckpt"
+    assert last.is_file()
+    cli = main(["test", *_args(lidc, crops, "--ckpt_path", str(last))])
+    assert set(cli.model.last_metrics["test"]) >= {"acc", "f1_macro", "recall_present", "confusion"}
+    pred = tmp_path / "pred"
+    main(
+        [
+            "predict",
+            *_args(
+                lidc,
+                crops,
+                "--ckpt_path",
+                str(last),
+                "--model.predict_dir",
+                str(pred),
+                "--model.cam",
+                "false",
+            ),
+        ]
+    )
+    with (pred / "probabilities.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["cam"] == "" for r in rows) and not (pred / "cam").exists()
+
+
+@pytest.mark.slow
+def test_transfer_benchmark_runs_scratch_and_suite_source_and_writes_table_json_png(
+    lidc, tmp_path, monkeypatch
+):
+    from benchmarks.transfer import main as transfer
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results" / "transfer.md"
+    rows = transfer([
+        "--domain", "medical", "--data-path", str(lidc), "--backbones", "tiny_cnn", "--fractions", "0.5", "1",
+        "--minutes", "0.3", "--image-size", "32", "--source-size", "32", "--batch-size", "4",
+        "--eval-items", "16", "--threads", "1", "--out", str(out),
+    ])  # fmt: skip
+    assert [(r["source"], r["fraction"]) for r in rows] == [
+        ("scratch", 0.5),
+        ("scratch", 1.0),
+        ("suite", 0.5),
+        ("suite", 1.0),
+    ]
+    assert all(r["steps"] > 0 and 0 <= r["test"]["acc"] <= 1 for r in rows)
+    assert rows[0]["n_train"] < rows[1]["n_train"]
+    assert "| tiny_cnn | suite | 50% |" in out.read_text()
+    assert out.with_suffix(".png").stat().st_size > 1000 and out.with_suffix(".json").is_file()
+    assert (tmp_path / "data/transfer_sources/medical_tiny_cnn_segmenter.pt").is_file()  # git-ignored

@@ -1,0 +1,316 @@
+"""The shared classification pieces: metrics with hand-computed answers, readers and their bad input, the network
+on the textbook backbones, learning on tiny data, Grad-CAM against its formula, freezing and weight transfer."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shared.classification.data import (
+    ClassificationDataError,
+    ClassificationDataModule,
+    ClassificationDataWarning,
+    read_image_folder,
+    read_label_csv,
+    subsample_labels,
+)
+from shared.classification.metrics import ClassificationMetrics
+from shared.classification.model import ImageClassifier
+from shared.classification.task import ClassificationTask, unit_range
+from tests.helpers import quiet_trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CLASSES = ["h", "v"]
+
+
+def stripes(path: Path, vertical: bool, seed: int, size: int = 16) -> Path:
+    """A grey image of horizontal or vertical stripes with noise: two classes a tiny CNN separates quickly."""
+    rng = np.random.default_rng(seed)
+    line = (np.arange(size) // 2 % 2) * 160 + 40
+    image = np.tile(line[None, :] if vertical else line[:, None], (size, 1) if vertical else (1, size))
+    image = np.clip(image + rng.normal(0, 20, (size, size)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def stripes_folder(root: Path, per_class: dict[str, int] | None = None) -> Path:
+    per_class = per_class or {"train": 12, "val": 4, "test": 4}
+    for split, n in per_class.items():
+        for c, name in enumerate(CLASSES):
+            for i in range(n):
+                stripes(root / split / name / f"{i}.png", vertical=bool(c), seed=hash((split, c, i)) % 1000)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def test_metrics_match_hand_computed_values():
+    # true 0,0,1,2; predicted 0 (0.85), 1 (0.65), 1 (0.75), 0 (0.55)
+    probs = torch.tensor([[0.85, 0.1, 0.05], [0.3, 0.65, 0.05], [0.2, 0.75, 0.05], [0.55, 0.1, 0.35]])
+    labels = torch.tensor([0, 0, 1, 2])
+    metrics = ClassificationMetrics(["a", "b", "c"], ece_bins=10)
+    metrics.update(probs[:2], labels[:2])  # two batches: states accumulate
+    metrics.update(probs[2:], labels[2:])
+    out = metrics.compute()
+    assert float(out["acc"]) == pytest.approx(0.5)
+    # per class: precision 1/2, 1/2, 0; recall 1/2, 1, 0 -> F1 1/2, 2/3, 0 -> macro 7/18
+    assert float(out["f1_macro"]) == pytest.approx(7 / 18)
+    assert [float(out[f"recall_{c}"]) for c in "abc"] == pytest.approx([0.5, 1.0, 0.0])
+    assert out["confusion"].tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+    # each confidence alone in its bin: ECE = mean |correct - confidence| = (0.15 + 0.65 + 0.25 + 0.55) / 4
+    assert float(out["ece"]) == pytest.approx(0.4)
+    metrics.reset()
+    metrics.update(probs[:1], labels[:1])
+    assert float(metrics.compute()["acc"]) == 1.0
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+
+def test_image_folder_reads_splits_and_prints_the_class_table(tmp_path, caplog):
+    root = stripes_folder(tmp_path / "data", {"train": 3, "val": 2})  # no test/: test is val
+    splits = read_image_folder(root, CLASSES)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 6, "val": 4, "test": 4}
+    assert sorted({s.label for s in splits["train"]}) == [0, 1]
+    dm = ClassificationDataModule(
+        "imagefolder", str(root), CLASSES, in_channels=1, image_size=(16, 16), num_workers=0
+    )
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape[1:] == (1, 16, 16) and batch["label"].dtype == torch.long
+    assert "| h | 3 | 2 | 2 |" in caplog.text and "| **all** | 6 | 4 | 4 |" in caplog.text
+
+
+def test_empty_training_class_folder_is_an_error_naming_it(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
+    for p in (root / "train" / "v").iterdir():
+        p.unlink()
+    with pytest.raises(ClassificationDataError, match=r"train/v: class 'v' has no images"):
+        read_image_folder(root, CLASSES)
+
+
+def test_empty_validation_class_is_a_counted_warning_or_with_strict_an_error(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
+    (root / "val" / "v" / "0.png").unlink()
+    with pytest.warns(ClassificationDataWarning, match=r"empty_class: 1 .*val/v"):
+        read_image_folder(root, CLASSES)
+    with pytest.raises(ClassificationDataError, match=r"val/v: class 'v' has no images .*strict"):
+        read_image_folder(root, CLASSES, strict=True)
+
+
+def test_non_image_file_is_counted_or_with_strict_an_error_naming_it(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
+    (root / "train" / "h" / "notes.txt").write_text("not an image")
+    (root / "train" / "h" / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(ClassificationDataWarning, match=r"not_an_image: 2 .*broken\.png"):
+        splits = read_image_folder(root, CLASSES)
+    assert len(splits["train"]) == 4
+    with pytest.raises(ClassificationDataError, match=r"train/h/broken\.png: not a readable image"):
+        read_image_folder(root, CLASSES, strict=True)
+
+
+def test_unknown_class_folder_and_missing_split_are_errors(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 1, "val": 1})
+    (root / "train" / "diagonal").mkdir()
+    with pytest.raises(ClassificationDataError, match=r"train: class folder\(s\) \['diagonal'\] are not in"):
+        read_image_folder(root, CLASSES)
+    with pytest.raises(ClassificationDataError, match="expected split folders train/ and val/"):
+        read_image_folder(root / "train", CLASSES)
+
+
+def _csv(tmp_path: Path, rows: list[str]) -> Path:
+    for i in range(4):
+        stripes(tmp_path / "img" / f"{i}.png", vertical=bool(i % 2), seed=i)
+    path = tmp_path / "labels.csv"
+    path.write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_bad_rows_are_counted_by_line_or_strict_errors(tmp_path):
+    path = _csv(
+        tmp_path, ["img/0.png,h,p1", "img/9.png,h,p1", "img/1.png,diagonal,p2", ",v,p2", "img/3.png,v,p2"]
+    )
+    with pytest.warns(ClassificationDataWarning) as record:
+        items = read_label_csv(path, CLASSES)
+    message = str(record[0].message)
+    assert "labels.csv:3: image" in message and "9.png does not exist" in message
+    assert "labels.csv:4: label 'diagonal' is not in class_names" in message
+    assert "labels.csv:5: empty path" in message
+    assert [(Path(s.path).name, s.label, s.group) for s in items] == [("0.png", 0, "p1"), ("3.png", 1, "p2")]
+    with pytest.raises(ClassificationDataError, match=r"labels\.csv:3: image .*9\.png does not exist"):
+        read_label_csv(path, CLASSES, strict=True)
+
+
+def test_csv_split_keeps_each_group_in_one_split(tmp_path):
+    rows = [f"img/{i % 4}.png,{'hv'[i % 2]},patient{i // 3}" for i in range(30)]
+    path = _csv(tmp_path, rows)
+    dm = ClassificationDataModule(
+        "csv", str(path), CLASSES, in_channels=1, image_size=(16, 16), num_workers=0
+    )
+    dm.setup("fit")
+    seen = {}
+    for split, items in dm.splits.items():
+        for item in items:
+            assert seen.setdefault(item.group, split) == split, f"{item.group} in two splits"
+    assert sum(len(v) for v in dm.splits.values()) == 30
+
+
+def test_csv_header_without_path_and_label_is_an_error(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("file,class\na.png,h\n")
+    with pytest.raises(
+        ClassificationDataError, match=r"x\.csv:1: the header must name the columns path,label"
+    ):
+        read_label_csv(path, CLASSES)
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, "half"])
+def test_label_fraction_outside_0_1_is_an_error_naming_the_option(tmp_path, fraction):
+    with pytest.raises(ClassificationDataError, match=r"label_fraction: .*\(0, 1\]"):
+        ClassificationDataModule("imagefolder", str(tmp_path), CLASSES, label_fraction=fraction)
+
+
+def test_label_subsample_is_stratified_seeded_and_keeps_every_class(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 10, "val": 1})
+    train = read_image_folder(root, CLASSES)["train"]
+    few = subsample_labels(train, 0.2, seed=3)
+    assert [s.label for s in few].count(0) == 2 and [s.label for s in few].count(1) == 2
+    assert few == subsample_labels(train, 0.2, seed=3)
+    assert {s.label for s in subsample_labels(train, 0.01)} == {0, 1}  # at least one per class
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    ["alexnet", "googlenet", pytest.param("vgg16", marks=pytest.mark.slow), "resnet18", "tiny_cnn"],
+)
+def test_classifier_on_the_textbook_backbones_gives_logits(backbone):
+    model = ImageClassifier(5, backbone, in_channels=3).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
+
+
+def test_classifier_checks_its_arguments():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ImageClassifier(1, "tiny_cnn")
+    with pytest.raises(KeyError, match="unknown backbone 'lenet'"):
+        ImageClassifier(2, "lenet")
+
+
+def _tiny_task(**kw) -> ClassificationTask:
+    settings = {"backbone": "tiny_cnn", "in_channels": 1, "lr": 0.01, "scheduler": "none"}
+    return ClassificationTask(CLASSES, **{**settings, **kw})
+
+
+def _data(root: Path, **kw) -> ClassificationDataModule:
+    settings = {"in_channels": 1, "image_size": (16, 16), "batch_size": 8, "num_workers": 0, "augment": False}
+    return ClassificationDataModule("imagefolder", str(root), CLASSES, **{**settings, **kw})
+
+
+def test_loss_goes_down_on_tiny_data(tmp_path):
+    torch.manual_seed(0)
+    root = stripes_folder(tmp_path / "data")
+    task, losses = _tiny_task(), []
+
+    trainer = quiet_trainer(max_epochs=15, limit_val_batches=1.0, log_every_n_steps=1)
+    original = task.training_step
+
+    def recording_step(batch, batch_idx):
+        loss = original(batch, batch_idx)
+        losses.append(float(loss))
+        return loss
+
+    task.training_step = recording_step
+    trainer.fit(task, _data(root))
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < 0.5 * first, losses
+    trainer.test(task, _data(root), verbose=False)
+    assert task.last_metrics["test"]["acc"] >= 0.75
+
+
+# ------------------------------------------------------------------------------------------------ Grad-CAM
+
+
+def test_grad_cam_is_the_head_weighted_feature_map_for_the_asked_class():
+    # For pool + linear, d logit_c / d A_k(x, y) = w_ck / (H W), so Grad-CAM = relu(sum_k w_ck A_k), scaled to
+    # [0, 1]; computed here by hand and compared with MONAI's (after our post-processing).
+    torch.manual_seed(0)
+    task = _tiny_task().eval()
+    images = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        features = task.model.backbone.forward_features(images)[-1]
+    for cls in (0, 1):
+        expected = F.relu(torch.einsum("k,bkhw->bhw", task.model.head.weight[cls], features))[:, None]
+        expected = unit_range(F.interpolate(expected, size=(32, 32), mode="bilinear", align_corners=False))
+        cams = task.grad_cam(images, torch.tensor([cls, cls]))
+        assert cams.shape == (2, 1, 32, 32) and float(cams.min()) >= 0 and float(cams.max()) <= 1
+        torch.testing.assert_close(cams, expected.detach(), atol=1e-4, rtol=1e-4)
+    # a batch asking for different classes gets each image's own class (MONAI's batched score mixes them)
+    mixed = task.grad_cam(images, torch.tensor([0, 1]))
+    torch.testing.assert_close(mixed[1:], task.grad_cam(images[1:], torch.tensor([1])))
+
+
+def test_unit_range_keeps_the_strongest_evidence_at_one():
+    maps = torch.tensor([[[[0.0, 2.0], [1.0, 4.0]]], [[[3.0, 3.0], [3.0, 3.0]]]])
+    assert unit_range(maps).tolist() == [[[[0.0, 0.5], [0.25, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]]]
+
+
+# -------------------------------------------------------------------------------------- transfer, freezing
+
+
+def test_frozen_backbone_stays_put_for_the_first_epoch(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
+    task = _tiny_task(freeze_backbone_epochs=1)
+    before_backbone = {k: v.clone() for k, v in task.model.backbone.state_dict().items()}
+    before_head = task.model.head.weight.clone()
+    quiet_trainer(max_epochs=1).fit(task, _data(root))
+    after = task.model.backbone.state_dict()
+    assert all(torch.equal(before_backbone[k], after[k]) for k in before_backbone)
+    assert not torch.equal(before_head, task.model.head.weight)
+
+
+def test_unfreezing_under_the_cosine_schedule_trains_the_backbone_at_a_tenth_of_the_rate(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
+    task = _tiny_task(freeze_backbone_epochs=1, backbone_lr_factor=0.1, scheduler="cosine")
+    before = {k: v.clone() for k, v in task.model.backbone.state_dict().items()}
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(task, _data(root))  # the unfreeze adds a param group the cosine LambdaLR must learn about
+    after = task.model.backbone.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    head, backbone = trainer.optimizers[0].param_groups
+    assert backbone["lr"] == pytest.approx(0.1 * head["lr"])
+    assert backbone["initial_lr"] == pytest.approx(0.1 * head["initial_lr"])
+
+
+def test_backbone_transfers_from_a_suite_checkpoint_by_prefix(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
+    source = _tiny_task()
+    trainer = quiet_trainer(max_steps=1, default_root_dir=str(tmp_path))
+    trainer.fit(source, _data(root))
+    ckpt = tmp_path / "source.ckpt"
+    trainer.save_checkpoint(ckpt)
+    target = _tiny_task(pretrained_backbone=str(ckpt), pretrained_prefix="model.backbone.")
+    for key, value in source.model.backbone.state_dict().items():
+        assert torch.equal(value, target.model.backbone.state_dict()[key]), key
+    assert target.load_report.clean
+    with pytest.raises(Exception, match="no key starts with the prefix 'model.encoder.'"):
+        _tiny_task(pretrained_backbone=str(ckpt), pretrained_prefix="model.encoder.")
+
+
+def test_class_names_of_model_and_data_must_agree(tmp_path):
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
+    task = ClassificationTask(["v", "h"], backbone="tiny_cnn", in_channels=1)
+    with pytest.raises(ValueError, match="differ from data.class_names"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quiet_trainer(max_steps=1).fit(task, _data(root))

@@ -47,7 +47,9 @@ from torch.utils.data import DataLoader, Subset
 from shared.backbones import list_backbones
 from shared.budget import FitScheduleToBudget
 from shared.classification.metrics import ClassificationMetrics
+from shared.classification.model import ImageClassifier
 from shared.classification.task import ClassificationTask
+from shared.optim import adamw, warmup_cosine
 from shared.segmentation import SegmentationNet
 
 TEXTBOOK = ["alexnet", "googlenet", "vgg16", "resnet18"]
@@ -164,15 +166,13 @@ def run_one(
     n_train = len(dm.datasets["train"])
     transferred = source is not None
     task = ClassificationTask(
+        ImageClassifier(len(dm.class_names), backbone, in_channels=dm.in_channels, dropout=0.2),
         dm.class_names,
-        backbone=backbone,
-        in_channels=dm.in_channels,
-        dropout=0.2,
         pretrained_backbone=source["path"] if transferred else None,
         pretrained_prefix=source["prefix"] if transferred else "",
         freeze_backbone_epochs=1 if transferred else 0,
-        lr=args.lr,
-        warmup_steps=5,
+        optimizer=adamw(args.lr),
+        lr_scheduler=warmup_cosine(5),
     )
     batches = math.ceil(n_train / dm.batch_size)
     trainer = pl.Trainer(

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from shared.backbones import create_backbone
+from shared.networks import RemembersInitArgs
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(RemembersInitArgs, nn.Module):
     """Logits ``(B, num_classes)`` from the backbone's coarsest feature map.
 
     ``cam_layer`` is an identity on that map: a stable module name (``"cam_layer"``) for Grad-CAM hooks

@@ -33,10 +33,9 @@ class ClassificationTask(BaseTask):
 
     Args:
         class_names: the classes, in the data module's label order (linked from ``data.class_names``).
-        backbone: registered backbone: {backbones}.
-        backbone_kwargs: keyword arguments of that backbone (e.g. ``{{width: 8}}`` for tiny_cnn); null: defaults.
-        in_channels: image channels (linked from ``data.in_channels``).
-        dropout: dropout before the linear head.
+        network: the classifier, as ``class_path: shared.classification.model.ImageClassifier`` + ``init_args``
+            (``backbone``: a registered backbone: {backbones}; ``backbone_kwargs``, ``dropout``); ``num_classes``
+            and ``in_channels`` come from ``data.class_names`` / ``data.in_channels`` (linked by the CLI).
         label_smoothing: cross-entropy label smoothing.
         pretrained_backbone: local weight file for the backbone: a torchvision ``.pth`` or a suite ``.ckpt``
             (e.g. a detector's or segmenter's); nothing is downloaded. The load report is printed.
@@ -49,15 +48,20 @@ class ClassificationTask(BaseTask):
         predict_dir: where ``predict`` writes ``probabilities.csv`` and ``cam/*.png``; null: nothing written.
         cam: write a Grad-CAM overlay per predicted image.
         cam_max: at most this many overlays (null: all).
+        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
+
+    #: set by the CLI from the data module (one source): the labels index class_names
+    CLI_LINKS = (
+        ("data.class_names", "model.class_names"),
+        ("data.class_names", "model.network.init_args.num_classes", len),
+        ("data.in_channels", "model.network.init_args.in_channels"),
+    )
 
     def __init__(
         self,
+        network: ImageClassifier,
         class_names: list[str],
-        backbone: str = "resnet18",
-        backbone_kwargs: dict | None = None,
-        in_channels: int = 3,
-        dropout: float = 0.0,
         label_smoothing: float = 0.0,
         pretrained_backbone: str | None = None,
         pretrained_prefix: str = "",
@@ -67,26 +71,27 @@ class ClassificationTask(BaseTask):
         predict_dir: str | None = None,
         cam: bool = True,
         cam_max: int | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
-        nonfinite_loss: str = "raise",
+        **base_task_args,
     ):
-        super().__init__(lr, weight_decay, scheduler, warmup_steps, nonfinite_loss)
+        super().__init__(**base_task_args)
         self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
         if freeze_backbone_epochs < 0:
             raise ValueError(f"freeze_backbone_epochs must be >= 0, got {freeze_backbone_epochs}")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.class_names = list(class_names)
-        self.model = ImageClassifier(len(self.class_names), backbone, in_channels, dropout, backbone_kwargs)
+        self.model = self.build_network(network, ImageClassifier)
+        if self.model.num_classes != len(self.class_names):
+            raise ValueError(
+                f"model.network has {self.model.num_classes} classes but class_names lists {len(self.class_names)} "
+                f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
+            )
         if pretrained_backbone:
             report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
             rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
             if not report.loaded:
                 raise ValueError(
-                    f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone {backbone!r} "
+                    f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone {self.model.init_args['backbone']!r} "
                     f"(prefix {pretrained_prefix!r}): {report.summary()}"
                 )
             self.load_report = report

@@ -69,7 +69,7 @@ def _args(kitti: Path, crops: Path, *extra: str) -> list[str]:
     return [
         "-c", str(CONFIG), "--data.data_path", str(kitti), "--data.crops_dir", str(crops),
         "--data.class_names", CLASSES, "--data.crop_min_height", "16", "--data.num_workers", "0",
-        "--data.batch_size", "4", "--data.image_size", "[32, 32]", "--model.backbone", "tiny_cnn",
+        "--data.batch_size", "4", "--data.image_size", "[32, 32]", "--model.network.init_args.backbone", "tiny_cnn",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
     ]  # fmt: skip
 
@@ -128,7 +128,7 @@ def _folder_args(root: Path, *extra: str) -> list[str]:
     return [
         "--data.data_format", "imagefolder", "--data.data_path", str(root), "--data.class_names", "[Car, Pedestrian]",
         "--data.num_workers", "0", "--data.batch_size", "2", "--data.image_size", "[16, 16]",
-        "--model.backbone", "tiny_cnn", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
+        "--model.network.init_args.backbone", "tiny_cnn", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false", *extra,
     ]  # fmt: skip
 

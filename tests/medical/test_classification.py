@@ -47,7 +47,7 @@ def _args(lidc: Path, crops: Path, *extra: str) -> list[str]:
     return [
         "-c", str(CONFIG), "--data.data_path", str(lidc), "--data.crops_dir", str(crops),
         "--data.min_readers", "1", "--data.num_workers", "0", "--data.batch_size", "4",
-        "--data.image_size", "[32, 32]", "--model.backbone", "tiny_cnn",
+        "--data.image_size", "[32, 32]", "--model.network.init_args.backbone", "tiny_cnn",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
     ]  # fmt: skip
 

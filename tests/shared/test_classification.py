@@ -23,6 +23,7 @@ from shared.classification.data import (
 from shared.classification.metrics import ClassificationMetrics
 from shared.classification.model import ImageClassifier
 from shared.classification.task import ClassificationTask, unit_range
+from shared.optim import adamw, warmup_cosine
 from tests.helpers import quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -208,9 +209,9 @@ def test_classifier_checks_its_arguments():
         ImageClassifier(2, "lenet")
 
 
-def _tiny_task(**kw) -> ClassificationTask:
-    settings = {"backbone": "tiny_cnn", "in_channels": 1, "lr": 0.01, "scheduler": "none"}
-    return ClassificationTask(CLASSES, **{**settings, **kw})
+def _tiny_task(lr_scheduler=None, **kw) -> ClassificationTask:
+    network = ImageClassifier(len(CLASSES), "tiny_cnn", in_channels=1)
+    return ClassificationTask(network, CLASSES, optimizer=adamw(lr=0.01), lr_scheduler=lr_scheduler, **kw)
 
 
 def _data(root: Path, **kw) -> ClassificationDataModule:
@@ -282,7 +283,7 @@ def test_frozen_backbone_stays_put_for_the_first_epoch(tmp_path):
 
 def test_unfreezing_under_the_cosine_schedule_trains_the_backbone_at_a_tenth_of_the_rate(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
-    task = _tiny_task(freeze_backbone_epochs=1, backbone_lr_factor=0.1, scheduler="cosine")
+    task = _tiny_task(freeze_backbone_epochs=1, backbone_lr_factor=0.1, lr_scheduler=warmup_cosine())
     before = {k: v.clone() for k, v in task.model.backbone.state_dict().items()}
     trainer = quiet_trainer(max_epochs=2)
     trainer.fit(task, _data(root))  # the unfreeze adds a param group the cosine LambdaLR must learn about
@@ -310,7 +311,7 @@ def test_backbone_transfers_from_a_suite_checkpoint_by_prefix(tmp_path):
 
 def test_class_names_of_model_and_data_must_agree(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
-    task = ClassificationTask(["v", "h"], backbone="tiny_cnn", in_channels=1)
+    task = ClassificationTask(ImageClassifier(2, "tiny_cnn", in_channels=1), ["v", "h"])
     with pytest.raises(ValueError, match="differ from data.class_names"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quiet_trainer(max_steps=1).fit(task, _data(root))

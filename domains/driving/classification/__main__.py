@@ -26,7 +26,6 @@ def main(args=None):
         domain="driving_classification",
         monitor="val/f1_macro",
         monitor_mode="max",
-        links=(("data.class_names", "model.class_names"), ("data.in_channels", "model.in_channels")),
     )
 
 

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from shared.data import SplitLoaders, default_num_workers, group_split, segmentation_augmentations
 
@@ -722,6 +722,28 @@ class MedicalDataModule(SplitLoaders):
 
     def split_dataset(self, name: str) -> ReaderDataset:
         return self.dataset(name)
+
+    def train_dataloader(self) -> DataLoader:
+        """The shared training loader, without a last batch of a single image.
+
+        Batch norm (the HPU-Net's ``norm: batch``) cannot train on one image's 1x1 coarsest map and stops the
+        run with an error at the end of the first epoch; any other remainder is kept.
+        """
+        loader = super().train_dataloader()
+        n = len(loader.dataset)
+        if n <= 1 or n % self.batch_size != 1:
+            return loader
+        return DataLoader(
+            loader.dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            worker_init_fn=self.worker_init_fn,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
 
     @property
     def pin_memory(self) -> bool:

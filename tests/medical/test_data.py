@@ -521,6 +521,22 @@ def test_datamodule_all_readers(synth_root):
         MedicalDataModule(data_format="decathlon")
 
 
+def test_training_never_ends_on_a_batch_of_one(synth_root):
+    """Batch norm cannot train on one image's 1x1 map: a last batch of one image is dropped, others kept."""
+    dm = MedicalDataModule(data_path=str(synth_root), crop_size=64, batch_size=4, num_workers=0, max_items=5)
+    dm.setup("fit")
+    assert [len(b["id"]) for b in dm.train_dataloader()] == [4]  # 5 = 4 + 1: the one is dropped
+    dm = MedicalDataModule(data_path=str(synth_root), crop_size=64, batch_size=4, num_workers=0, max_items=6)
+    dm.setup("fit")
+    assert [len(b["id"]) for b in dm.train_dataloader()] == [4, 2]
+    assert [
+        len(b["id"])
+        for b in MedicalDataModule(
+            data_path=str(synth_root), crop_size=64, batch_size=4, num_workers=0, max_items={"val": 5}
+        ).val_dataloader()
+    ] == [4, 1]  # evaluation sees every image
+
+
 def test_augmentation_keeps_image_and_masks_aligned(tmp_path):
     image = np.zeros((48, 48), np.uint8)
     image[6:40, 6:14] = 255  # an asymmetric "L": flips and rotations are visible

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from domains.medical.models import (
     GECO,
@@ -193,6 +195,24 @@ def test_geco_lambda_rises_above_kappa_and_never_goes_negative():
     before = (float(geco.lagmul), float(geco.ma))
     geco(torch.tensor(5.0))
     assert (float(geco.lagmul), float(geco.ma)) == before
+
+
+def test_shipped_hpu_net_latents_carry_a_signal_at_initialisation():
+    """Regression for the collapse on real LIDC (issue 20): hpu_net.yaml's network, untrained, at 128 px.
+
+    With the paper's norm-free units the posterior's latent means differ across images by 0.0002-0.03 against
+    a sigma of 1, so the decoder learns to ignore them and the KL collapses; batch norm gives 0.1-0.35.
+    """
+    config = Path(__file__).parents[2] / "domains" / "medical" / "configs" / "hpu_net.yaml"
+    kwargs = yaml.safe_load(config.read_text())["model"]["model_kwargs"]
+    net = HierarchicalProbUNet(**kwargs).train()
+    images, masks = squares(4, 128)
+    with torch.no_grad():
+        _, posteriors, _ = net.posterior.decode_latents(
+            net.posterior.encode(torch.cat([images, masks - 0.5], 1))
+        )
+    spread = [float(q.mean.std()) for q in posteriors]
+    assert min(spread) > 0.05, f"posterior latent means spread {spread} across images: latents will collapse"
 
 
 def test_top_k_cross_entropy_picks_the_k_largest():

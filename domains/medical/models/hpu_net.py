@@ -213,7 +213,9 @@ class HierarchicalProbUNet(nn.Module):
         latent_channels: latent channels per latent scale, coarsest first; its length is the number of scales
             (paper: 4 scales of 1 channel).
         blocks_per_level, convs_per_block: residual units per level and 3x3 convs per unit (paper: 3 and 2).
-        norm: normalisation in the residual units (None, the paper's; "batch" learns faster on short budgets).
+        norm: normalisation in the residual units (None, the paper's; "batch" keeps the latents alive: without
+            a norm the posterior's latent means hardly differ between images at initialisation, the decoder
+            learns to ignore them and the KL collapses to 0 on short budgets; see configs/hpu_net.yaml).
         geco: GECO objective (True) or a plain ELBO ``rec + beta * KL`` on the same per-pixel scale (False).
         kappa, geco_decay, geco_rate, geco_init_lambda: GECO settings (kappa per pixel).
         beta: KL weight of the plain ELBO (unused with GECO, where lambda sets the balance).

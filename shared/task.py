@@ -160,9 +160,19 @@ class BaseTask(pl.LightningModule):
         if self.nonfinite_loss == "raise":
             raise NonFiniteLossError(message + " (set nonfinite_loss: skip to skip such batches)")
         self.skipped_batches += 1
+        self._reset_poisoned_norm_statistics()
         self.print(f"skipping batch: {message} (skipped so far: {self.skipped_batches})")
         self.log("train/skipped_batches", float(self.skipped_batches))
         return None
+
+    def _reset_poisoned_norm_statistics(self) -> None:
+        """A skipped batch has already run forward: batch norms folded its NaN / inf into their running
+        statistics, which would poison every later evaluation. Reset those (only those) to their start values."""
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+                stats = (module.running_mean, module.running_var)
+                if any(s is not None and not torch.isfinite(s).all() for s in stats):
+                    module.reset_running_stats()
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from shared.data import SplitLoaders, default_num_workers, group_split, segmentation_augmentations
 
@@ -622,6 +622,9 @@ class MedicalDataModule(SplitLoaders):
         max_items: at most this many images per split (an int, or ``{val: 48, test: 96}``).
         seed: seed of the patient split and the augmentation.
         dataset_kwargs: passed to the dataset (e.g. ``{modality_index: 1}`` for Decathlon).
+        synthetic: settings of the synthetic set generated when ``data_path`` is null (those of
+            :func:`domains.medical.synthetic.generate_lidc_png`), e.g. ``{readers: lidc}`` for readers with
+            the real LIDC statistics (generated under data/medical/synthetic_lidc_lidc_readers); null: the default.
     """
 
     def __init__(
@@ -636,6 +639,7 @@ class MedicalDataModule(SplitLoaders):
         max_items: dict | int | None = None,
         seed: int = 0,
         dataset_kwargs: dict | None = None,
+        synthetic: dict | None = None,
     ):
         super().__init__()
         if data_format not in DATA_FORMATS:
@@ -649,7 +653,14 @@ class MedicalDataModule(SplitLoaders):
                 f"data_path is required for data_format={data_format!r} (only lidc_png has a "
                 "synthetic default)"
             )
+        if synthetic is not None:
+            if data_path is not None:
+                raise ValueError("synthetic: generator settings are used only with data_path null; drop one")
+            from domains.medical.synthetic import check_synthetic_settings
+
+            check_synthetic_settings(synthetic, option="synthetic")
         self.save_hyperparameters()
+        self.synthetic = dict(synthetic or {})
         self.data_format = data_format
         self.data_path = data_path
         self.crop_size = crop_size
@@ -667,7 +678,7 @@ class MedicalDataModule(SplitLoaders):
             return Path(self.data_path)
         from domains.medical.synthetic import ensure_synthetic_lidc
 
-        return ensure_synthetic_lidc()
+        return ensure_synthetic_lidc(**self.synthetic)
 
     def prepare_data(self) -> None:
         if self.data_path is None:  # generate once, on the main process only
@@ -711,6 +722,28 @@ class MedicalDataModule(SplitLoaders):
 
     def split_dataset(self, name: str) -> ReaderDataset:
         return self.dataset(name)
+
+    def train_dataloader(self) -> DataLoader:
+        """The shared training loader, without a last batch of a single image.
+
+        Batch norm (the HPU-Net's ``norm: batch``) cannot train on one image's 1x1 coarsest map and stops the
+        run with an error at the end of the first epoch; any other remainder is kept.
+        """
+        loader = super().train_dataloader()
+        n = len(loader.dataset)
+        if n <= 1 or n % self.batch_size != 1:
+            return loader
+        return DataLoader(
+            loader.dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            worker_init_fn=self.worker_init_fn,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
 
     @property
     def pin_memory(self) -> bool:

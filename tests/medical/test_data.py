@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import warnings
@@ -25,7 +26,16 @@ from domains.medical.data import (
     save_nifti,
     slice_to_native,
 )
-from domains.medical.synthetic import MARKER, ensure_synthetic_lidc, generate_lidc_png, main
+from domains.medical.synthetic import (
+    LIDC_TARGETS,
+    MARKER,
+    ReaderStatistics,
+    check_reader_settings,
+    ensure_synthetic_lidc,
+    generate_lidc_png,
+    main,
+    measure_reader_statistics,
+)
 from shared.data import segmentation_augmentations
 
 SMALL = {"n_patients": 8, "images_per_patient": 5, "size": 64, "seed": 3}
@@ -124,9 +134,121 @@ def test_ensure_skips_redoes_and_refuses(tmp_path, monkeypatch):
         ensure_synthetic_lidc(foreign, **kw)
 
 
-def test_cli(tmp_path):
+def test_cli(tmp_path, capsys):
     main(["--root", str(tmp_path / "cli"), "--n-patients", "3", "--images-per-patient", "1", "--size", "64"])
     assert len(list((tmp_path / "cli").glob("*/images/*/*.png"))) == 3
+    assert "readers=default: 3 images, lesion-free" in capsys.readouterr().out  # the measured statistics
+    argv = ["--root", str(tmp_path / "l"), "--n-patients", "4", "--images-per-patient", "3", "--size", "64"]
+    main([*argv, "--readers", "lidc"])
+    out = capsys.readouterr().out
+    assert (
+        "readers=lidc: 12 images" in out
+        and "mean pairwise IoU" in out
+        and "(target 33.5 / 15 / 17 / 34.5 %" in out
+    )
+
+
+def test_default_preset_is_unchanged(tmp_path):
+    """The default readers' pixels and marker are pinned: shipped demo weights and generated sets rely on them.
+
+    Pixels, not PNG bytes, so another OpenCV's encoder does not fail it; the hash is the set's before the
+    reader presets were added.
+    """
+    root = generate_lidc_png(tmp_path / "d", n_patients=3, images_per_patient=3, size=48, seed=5)
+    h = hashlib.sha256()
+    for path in sorted(root.glob("*/*/*/*.png")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(cv2.imread(str(path), cv2.IMREAD_UNCHANGED).tobytes())
+    h.update((root / MARKER).read_bytes())
+    assert h.hexdigest() == "eec1af7de226b6fbbf81c11935d85d20187d36bbf480c13b50da52914fa1fe91"
+
+
+def test_reader_statistics_hand_computed():
+    stats = ReaderStatistics()
+    a = np.zeros((4, 2, 4), bool)
+    stats.add(a)  # lesion-free
+    a[0, 0, :2] = True  # reader 0: 2 px; reader 1: 4 px holding them -> IoU 2/4; reader 3 alone: 1 px
+    a[1, 0, :4] = True
+    b = np.zeros((4, 2, 4), bool)
+    b[2, 1, 0] = True
+    stats.add(a)  # two readers, one pair, IoU 0.5
+    stats.add(b)  # one reader, no pair
+    c = np.zeros((4, 2, 4), bool)
+    c[:3, 1, :] = True  # three identical readers: three pairs of IoU 1
+    stats.add(c)
+    out = stats.summary()
+    assert out["images"] == 4 and out["lesion_free_share"] == 0.25
+    assert out["reader_shares"] == [round(1 / 3, 4), round(1 / 3, 4), round(1 / 3, 4), 0.0]
+    assert out["mean_pairwise_iou"] == pytest.approx((0.5 + 3 * 1.0) / 4)
+
+
+def test_lidc_reader_preset_matches_the_real_statistics(tmp_path):
+    """80 images at 128 px (about a second): exact reader-count shares, pairwise IoU near LIDC's 0.72."""
+    root = generate_lidc_png(tmp_path / "l", n_patients=16, images_per_patient=5, readers="lidc")
+    stats = measure_reader_statistics(root)
+    assert stats["images"] == 80 and stats["lesion_free_share"] == pytest.approx(0.17, abs=0.01)
+    target = LIDC_TARGETS["reader_shares"]
+    assert all(abs(got - want) < 0.03 for got, want in zip(stats["reader_shares"], target)), stats
+    assert abs(stats["mean_pairwise_iou"] - LIDC_TARGETS["mean_pairwise_iou"]) < 0.04, stats
+    assert json.loads((root / MARKER).read_text())["readers"] == "lidc"
+    assert "readers=lidc" in (root / "README.txt").read_text()
+    # other shares are honoured exactly (largest-remainder counts of the 66 lesion images)
+    other = generate_lidc_png(
+        tmp_path / "o",
+        n_patients=16,
+        images_per_patient=5,
+        readers="lidc",
+        reader_shares=(0.0, 0.5, 0.0, 0.5),
+    )
+    assert measure_reader_statistics(other)["reader_shares"] == [0.0, 0.5, 0.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (
+            {"readers": "radiologists"},
+            r"readers: unknown preset 'radiologists'; valid presets: default, lidc",
+        ),
+        ({"readers": "lidc", "reader_shares": (0.3, 0.3, 0.3, 0.3)}, r"reader_shares: .*sum to 1"),
+        ({"readers": "lidc", "reader_shares": (1.2, -0.2, 0.0, 0.0)}, r"reader_shares: need 4 non-negative"),
+        ({"readers": "lidc", "reader_shares": (0.5, 0.5)}, r"reader_shares: need 4 non-negative"),
+        ({"reader_shares": (0.25, 0.25, 0.25, 0.25)}, r"reader_shares: only the 'lidc' readers preset"),
+    ],
+)
+def test_bad_reader_options(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        check_reader_settings(**kw)
+    with pytest.raises(ValueError, match=match):
+        ensure_synthetic_lidc(tmp_path / "x", n_patients=1, images_per_patient=1, size=32, **kw)
+    assert not (tmp_path / "x").exists()  # checked before anything is written
+    with pytest.raises(ValueError, match="synthetic." + match):
+        MedicalDataModule(synthetic=kw)
+
+
+def test_bad_reader_options_on_the_command_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--root", str(tmp_path / "c"), "--readers", "lidcc"])
+    assert "--readers: unknown preset 'lidcc'; valid presets: default, lidc" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--root",
+                str(tmp_path / "c"),
+                "--readers",
+                "lidc",
+                "--reader-shares",
+                "0.33",
+                "0.15",
+                "0.17",
+                "0.34",
+            ]
+        )
+    assert "--reader-shares: the shares must sum to 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"synthetic: unknown setting\(s\) \['reader'\]; valid settings"):
+        MedicalDataModule(synthetic={"reader": "lidc"})
+    with pytest.raises(ValueError, match="synthetic: generator settings are used only with data_path null"):
+        MedicalDataModule(data_path=str(tmp_path), synthetic={"readers": "lidc"})
 
 
 # ------------------------------------------------------------------------------------ LIDC PNG errors
@@ -397,6 +519,22 @@ def test_datamodule_all_readers(synth_root):
         MedicalDataModule(data_path=str(synth_root), reader_sampling="majority")
     with pytest.raises(ValueError, match="data_path is required"):
         MedicalDataModule(data_format="decathlon")
+
+
+def test_training_never_ends_on_a_batch_of_one(synth_root):
+    """Batch norm cannot train on one image's 1x1 map: a last batch of one image is dropped, others kept."""
+    dm = MedicalDataModule(data_path=str(synth_root), crop_size=64, batch_size=4, num_workers=0, max_items=5)
+    dm.setup("fit")
+    assert [len(b["id"]) for b in dm.train_dataloader()] == [4]  # 5 = 4 + 1: the one is dropped
+    dm = MedicalDataModule(data_path=str(synth_root), crop_size=64, batch_size=4, num_workers=0, max_items=6)
+    dm.setup("fit")
+    assert [len(b["id"]) for b in dm.train_dataloader()] == [4, 2]
+    assert [
+        len(b["id"])
+        for b in MedicalDataModule(
+            data_path=str(synth_root), crop_size=64, batch_size=4, num_workers=0, max_items={"val": 5}
+        ).val_dataloader()
+    ] == [4, 1]  # evaluation sees every image
 
 
 def test_augmentation_keeps_image_and_masks_aligned(tmp_path):

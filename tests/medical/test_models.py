@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from domains.medical.models import (
     GECO,
@@ -16,6 +19,7 @@ from domains.medical.models import (
     build_model,
     top_k_cross_entropy,
 )
+from domains.medical.models.common import instance_norm_as_group_norm
 from domains.medical.predict import uncertainty_map
 
 TINY = {
@@ -193,6 +197,50 @@ def test_geco_lambda_rises_above_kappa_and_never_goes_negative():
     before = (float(geco.lagmul), float(geco.ma))
     geco(torch.tensor(5.0))
     assert (float(geco.lagmul), float(geco.ma)) == before
+
+
+def test_shipped_hpu_net_latents_carry_a_signal_at_initialisation():
+    """Regression for the collapse on real LIDC (issue 20): hpu_net.yaml's network, untrained, at 128 px.
+
+    With the paper's norm-free units the posterior's latent means differ across images by 0.0002-0.03 against
+    a sigma of 1, so the decoder learns to ignore them and the KL collapses; batch norm gives 0.1-0.35.
+    """
+    config = Path(__file__).parents[2] / "domains" / "medical" / "configs" / "hpu_net.yaml"
+    kwargs = yaml.safe_load(config.read_text())["model"]["network"]["init_args"]
+    net = HierarchicalProbUNet(**kwargs).train()
+    images, masks = squares(4, 128)
+    with torch.no_grad():
+        _, posteriors, _ = net.posterior.decode_latents(
+            net.posterior.encode(torch.cat([images, masks - 0.5], 1))
+        )
+    spread = [float(q.mean.std()) for q in posteriors]
+    assert min(spread) > 0.05, f"posterior latent means spread {spread} across images: latents will collapse"
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_as_group_norm_changes_nothing_but_speed(affine):
+    from monai.networks.blocks.dynunet_block import UnetBasicBlock
+
+    block = UnetBasicBlock(2, 3, 6, kernel_size=3, stride=1, norm_name=("instance", {"affine": affine}))
+    block = block.double()  # float64: the two kernels sum in different orders
+    if affine:
+        with torch.no_grad():
+            for norm in (block.norm1, block.norm2):
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.5, 0.5)
+    swapped = instance_norm_as_group_norm(copy.deepcopy(block))
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in swapped.modules())
+    assert block.state_dict().keys() == swapped.state_dict().keys()
+    x = torch.randn(4, 3, 10, 10, dtype=torch.float64)
+    out, out_swapped = block(x), swapped(x)
+    torch.testing.assert_close(out_swapped, out)
+    out.square().sum().backward()
+    out_swapped.square().sum().backward()
+    for a, b in zip(block.parameters(), swapped.parameters()):
+        torch.testing.assert_close(b.grad, a.grad)
+    net = ProbabilisticUNet(**TINY["prob_unet"])  # swaps its own norms; checkpoints keep their keys
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
 
 
 def test_top_k_cross_entropy_picks_the_k_largest():

@@ -117,3 +117,19 @@ def test_cli_validates_an_old_checkpoint_naming_the_moved_options(tmp_path, monk
             args=["validate", "--ckpt_path", str(path), *quiet],
         )
     assert "val/loss" in cli.trainer.callback_metrics
+
+
+def test_a_skipped_batch_leaves_no_nan_in_batch_norm_statistics():
+    """The skipped batch ran forward first: its NaN reached the running statistics, which are reset (only the
+    poisoned ones), so later evaluations are not NaN."""
+    task = TinySegTask(nonfinite_loss="skip")
+    task.log = task.print = lambda *args, **kwargs: None  # no trainer attached
+    task.poisoned, task.clean = torch.nn.BatchNorm2d(2), torch.nn.BatchNorm2d(2)
+    task.poisoned(torch.full((2, 2, 3, 3), float("nan")))
+    task.clean(torch.ones(2, 2, 3, 3) * 3)
+    nan = torch.tensor(float("nan"))
+    assert task.guard_loss(nan, {"ce": nan}) is None and task.skipped_batches == 1
+    assert torch.equal(task.poisoned.running_mean, torch.zeros(2)) and torch.equal(
+        task.poisoned.running_var, torch.ones(2)
+    )
+    assert torch.allclose(task.clean.running_mean, torch.full((2,), 0.3))  # untouched: momentum 0.1 towards 3

@@ -101,3 +101,22 @@ def top_k_cross_entropy(
         return ce.mean(), None
     index = select_top_k(ce, fraction, stochastic, generator)
     return ce[index].mean(), index
+
+
+def instance_norm_as_group_norm(module: torch.nn.Module) -> torch.nn.Module:
+    """Swap every ``InstanceNorm2d`` without running statistics for the equal ``GroupNorm(C, C)``, in place.
+
+    Same output, same parameters (``weight`` / ``bias`` when affine), so state dicts and checkpoints are
+    unchanged. Why: PyTorch runs instance norm as batch norm on a (1, B*C, H, W) view, and the in-place
+    LeakyReLU of MONAI's blocks on that view makes autograd copy each activation map again in backward; the
+    native group-norm kernel does neither. Prob. U-Net training step on CPU (batch 16, 128 px, 32-64-128-192):
+    about 10 % more images per CPU-second (2.11 -> 2.38, 7 interleaved steps; issue 20).
+    """
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.InstanceNorm2d) and not child.track_running_stats:
+                norm = torch.nn.GroupNorm(child.num_features, child.num_features, child.eps, child.affine)
+                if child.affine:
+                    norm.weight, norm.bias = child.weight, child.bias
+                setattr(parent, name, norm)
+    return module

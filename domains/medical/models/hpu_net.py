@@ -216,7 +216,9 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
             (paper: 4 scales of 1 channel).
         blocks_per_level: residual units per level (paper: 3).
         convs_per_block: 3x3 convs per residual unit (paper: 2).
-        norm: normalisation in the residual units (None, the paper's; "batch" learns faster on short budgets).
+        norm: normalisation in the residual units (None, the paper's; "batch" keeps the latents alive: without
+            a norm the posterior's latent means hardly differ between images at initialisation, the decoder
+            learns to ignore them and the KL collapses to 0 on short budgets; see configs/hpu_net.yaml).
         geco: GECO objective (True) or a plain ELBO ``rec + beta * KL`` on the same per-pixel scale (False).
         kappa: GECO reconstruction bound per pixel (paper: 0.05): a Lagrange multiplier keeps the
             reconstruction error at it.

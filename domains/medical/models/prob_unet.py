@@ -23,7 +23,14 @@ from torch.distributions import Independent, kl_divergence
 from shared.backbones import UNet, UNetEncoder
 from shared.networks import RemembersInitArgs
 
-from .common import bce_sum_per_image, check_images, check_masks, diagonal_gaussian, init_foreground_bias
+from .common import (
+    bce_sum_per_image,
+    check_images,
+    check_masks,
+    diagonal_gaussian,
+    init_foreground_bias,
+    instance_norm_as_group_norm,
+)
 
 
 class AxisAlignedConvGaussian(nn.Module):
@@ -144,6 +151,7 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
         self.posterior = AxisAlignedConvGaussian(in_channels + 1, enc_channels, latent_dim, norm)
         self.fcomb = FComb(self.unet.feature_channels[0], latent_dim, fcomb_channels, fcomb_layers)
         init_foreground_bias(self.fcomb.out, foreground_prior)
+        instance_norm_as_group_norm(self)  # same maths, a faster CPU training step (see its docstring)
         self.in_channels = in_channels
         self.latent_dim = latent_dim
         self.beta = beta

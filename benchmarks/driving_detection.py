@@ -37,7 +37,7 @@ from domains.driving.detection.data import DetectionDataModule
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from domains.driving.detection.task import DetectionTask
 from shared.budget import FitScheduleToBudget
-from shared.cli import instantiate_from_config
+from shared.cli import flat_model_config, instantiate_from_config
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import warmup_cosine
 
@@ -231,7 +231,7 @@ def _bin_name(b: dict) -> str:
 def markdown(result: dict, args) -> str:
     m = result["metrics"]
     classes = result["config"].get("class_names", ["Car", "Pedestrian", "Cyclist"])
-    cfg = result["config"]
+    cfg = flat_model_config(result["config"])
     height_scale = cfg.get("kitti_min_height_scale", 1.0)
     moderate_h, easy_h = KITTI_DIFFICULTY["moderate"][0], KITTI_DIFFICULTY["easy"][0]
     lines = [

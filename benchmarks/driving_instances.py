@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 from domains.driving.instances.data import InstanceDataModule
 from domains.driving.instances.task import InstanceTask
 from shared.budget import FitScheduleToBudget
-from shared.cli import instantiate_from_config
+from shared.cli import flat_model_config, instantiate_from_config
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import warmup_cosine
 
@@ -172,7 +172,7 @@ def _fmt(value: float | None) -> str:
 
 
 def markdown(result: dict, args) -> str:
-    m, cfg = result["metrics"], result["config"]
+    m, cfg = result["metrics"], flat_model_config(result["config"])
     classes = result["data"].get("class_names", ["Car", "Pedestrian", "Cyclist"])
     batch = result["data"].get("batch_size")
     lines = [

@@ -268,3 +268,12 @@ def instantiate_from_config(cls: type, values: dict):
     parser.add_class_arguments(cls, "section", fail_untyped=False)
     config = parser.parse_object({"section": values})
     return parser.instantiate_classes(config).section
+
+
+def flat_model_config(model: dict) -> dict:
+    """A config's ``model:`` section with the network's and the optimiser's ``init_args`` lifted to the top level
+    (``backbone``, ``input_size``, ``lr``, ...), for the one-line model descriptions benchmarks print."""
+    flat = {k: v for k, v in model.items() if k not in ("network", "optimizer", "lr_scheduler")}
+    for key in ("network", "optimizer", "lr_scheduler"):
+        flat.update((model.get(key) or {}).get("init_args") or {})
+    return flat

@@ -49,17 +49,24 @@ class LoadReport:
 
 
 def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Read a state dict from a torchvision ``.pth`` or a Lightning ``.ckpt`` with ``weights_only=True``.
+    """Read a state dict from a torchvision ``.pth`` or a Lightning ``.ckpt`` with ``weights_only=True``, or from
+    a ``.safetensors`` file (the demo's shipped weights: tensors only; fp16 ones come back as float32).
 
     ``prefix`` selects a sub-module of a checkpoint (e.g. ``"model.backbone."``) and is stripped from the keys.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, non-torch files
-        raise WeightLoadingError(f"{path}: cannot be read as a weights-only torch file ({err})") from err
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+        except (SafetensorError, OSError) as err:
+            raise WeightLoadingError(f"{path}: not a readable safetensors file ({err})") from err
+    else:
+        obj = _torch_load(path)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightLoadingError(
@@ -70,6 +77,13 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
         if not state:
             raise WeightLoadingError(f"{path}: no key starts with the prefix {prefix!r}")
     return state
+
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, non-torch files
+        raise WeightLoadingError(f"{path}: cannot be read as a weights-only torch file ({err})") from err
 
 
 def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:

@@ -54,6 +54,28 @@ def test_checkpoint_prefix_selects_submodule(tmp_path):
         load_backbone_weights(other, path, prefix="encoder.")
 
 
+def test_safetensors_weights_load_by_prefix_as_float32(tmp_path):
+    """The demo's shipped weights (fp16 safetensors of a whole network) give a backbone by key prefix."""
+    from safetensors.torch import save_file
+
+    net = create_backbone("tiny_cnn", in_channels=1)
+    state = {
+        f"detector.backbone.body.{k}": v.half() if v.is_floating_point() else v
+        for k, v in net.state_dict().items()
+    }
+    save_file(state, str(tmp_path / "detector.safetensors"))
+    other = create_backbone("tiny_cnn", in_channels=1)
+    assert load_backbone_weights(
+        other, tmp_path / "detector.safetensors", prefix="detector.backbone.body."
+    ).clean
+    first = next(k for k, v in net.state_dict().items() if v.is_floating_point())
+    assert other.state_dict()[first].dtype == torch.float32
+    assert torch.equal(other.state_dict()[first], net.state_dict()[first].half().float())
+    (tmp_path / "junk.safetensors").write_bytes(b"nope")
+    with pytest.raises(WeightLoadingError, match="junk.safetensors: not a readable safetensors file"):
+        load_backbone_weights(other, tmp_path / "junk.safetensors")
+
+
 def test_mismatches_are_reported_by_name(tmp_path):
     path = tmp_path / "w.pt"
     torch.save(create_backbone("tiny_cnn", in_channels=1, width=16).state_dict(), path)

@@ -189,7 +189,10 @@ def markdown(result: dict, args) -> str:
             f"x {cfg.get('fpn_channels')} ch, {cfg.get('rois_per_image')} RoIs / image, mask head "
             f"{cfg.get('mask_head_convs')} x {cfg.get('mask_head_channels')} ch, lr {cfg.get('lr')}."
         ),
-        f"Test split: {result['n_test']} images (by sequence).",
+        f"Test split: {result['n_test']} images (by sequence)"
+        + (
+            f"; scored: the first {args.test_batches} batches (--test-batches)." if args.test_batches else "."
+        ),
         "",
         "| class | mask AP50 | box AP50 | mask - box | mask AP (0.5:0.95) |",
         "|---|---:|---:|---:|---:|",

@@ -149,7 +149,8 @@ def run_model(
 def report(results: list[dict], args, device: str, minutes: float) -> str:
     title = f"# Medical benchmark: U-Net vs Prob. U-Net vs HPU-Net ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
     setup = (
-        f"Synthetic four-reader LIDC set (`domains.medical.synthetic`, {args.data_path or 'default'}), "
+        f"Synthetic four-reader LIDC set (`domains.medical.synthetic`, "
+        f"{args.data_path or 'readers preset ' + args.readers}), "
         f"training on {args.crop_size}x{args.crop_size} centre crops with augmentation, batch "
         f"{args.batch_size}, AdamW lr {args.lr}, "
         + (
@@ -201,6 +202,17 @@ def report(results: list[dict], args, device: str, minutes: float) -> str:
                 f"(target: at most 0.05 lower): {'PASS' if gap <= 0.05 else 'FAIL'}"
             )
         prob = next((r for r in results if r["name"] == "prob_unet"), None)
+        hpu = next((r for r in results if r["name"] == "hpu_net"), None)
+        if prob and hpu:  # the HPU-Net paper's order on LIDC (issue 20)
+            lines.append(
+                f"- HPU-Net GED {hpu['ged']:.3f} <= Prob. U-Net GED {prob['ged']:.3f}: "
+                f"{'PASS' if hpu['ged'] <= prob['ged'] else 'FAIL'}"
+            )
+        if hpu:
+            lines.append(
+                f"- HPU-Net sample diversity {hpu['diversity']:.3f} (target >= 0.2: latents alive): "
+                f"{'PASS' if hpu['diversity'] >= 0.2 else 'FAIL'}"
+            )
         if prob:
             ratio = prob["sample16_ms"] / prob["unet_forward_ms"]
             lines.append(
@@ -230,6 +242,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/medical.md"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--data-path", default=None, help="LIDC PNG root (default: the synthetic set)")
+    parser.add_argument(
+        "--readers",
+        default="default",
+        choices=["default", "lidc"],
+        help="reader preset of the synthetic set (lidc: the real LIDC shares of 1-4 readers and their overlap)",
+    )
     parser.add_argument("--crop-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -256,6 +274,7 @@ def main(argv: list[str] | None = None) -> str:
         num_workers=args.num_workers,
         max_items={"test": args.test_items} if args.test_items else None,
         seed=args.seed,
+        synthetic=None if args.data_path or args.readers == "default" else {"readers": args.readers},
     )
     datamodule.prepare_data()
     minutes = args.budget_minutes / len(args.models)

@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.classes import DETECTION_CLASSES
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
-from shared.backbones import list_backbones, load_backbone_weights
-from shared.task import BaseTask, gather_lists
+from shared.backbones import list_backbones
+from shared.labelled_task import LabelledTask, check_distinct_class_names
+from shared.task import gather_lists
 
 # Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, see __init__).
 RUNTIME_ARGS = (
@@ -48,7 +48,7 @@ RUNTIME_ARGS = (
 )
 
 
-class DetectionTask(BaseTask):
+class DetectionTask(LabelledTask):
     """FCOS road-scene detector: trains :class:`RoadDetector` and evaluates it with COCO and KITTI AP.
 
     Args:
@@ -73,12 +73,6 @@ class DetectionTask(BaseTask):
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
-    #: set by the CLI from the data module (one source): the labels index class_names
-    CLI_LINKS = (
-        ("data.class_names", "model.class_names"),
-        ("data.class_names", "model.network.init_args.num_classes", len),
-    )
-
     def __init__(
         self,
         network: RoadDetector,
@@ -100,26 +94,18 @@ class DetectionTask(BaseTask):
         # over the command line, so a stored predict_dir / score threshold would override the user's, and a
         # moved pretrained file would break loading weights the checkpoint already holds.
         self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
-        if not class_names or len(set(class_names)) != len(class_names):
-            raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")
+        check_distinct_class_names(class_names)
         bad = [d for d in kitti_difficulties if d not in KITTI_DIFFICULTY]
         if bad:
             raise ValueError(f"kitti_difficulties {bad} unknown; choose from {list(KITTI_DIFFICULTY)}")
         if not kitti_min_height_scale > 0:
             raise ValueError(f"kitti_min_height_scale must be > 0, got {kitti_min_height_scale}")
-        self.class_names = list(class_names)
-        self.model = self.build_network(network, RoadDetector)
-        if self.model.num_classes != len(self.class_names):
-            raise ValueError(
-                f"model.network has {self.model.num_classes} classes but class_names lists {len(self.class_names)} "
-                f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
-            )
+        self.model = self.build_labelled_network(network, RoadDetector, class_names)
         self.model.set_postprocess(
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
         )
         if pretrained_backbone:
-            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
-            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+            self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.ignore_overlap = ignore_overlap
         self.kitti_difficulties = list(kitti_difficulties)
         self.kitti_min_height_scale = float(kitti_min_height_scale)
@@ -133,13 +119,8 @@ class DetectionTask(BaseTask):
 
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        dm_classes = getattr(dm, "class_names", None)
-        if dm_classes is not None and list(dm_classes) != self.class_names:
-            raise ValueError(
-                f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
-                "set both to the same list (the labels are indices into it)"
-            )
+        super().setup(stage)
+        dm = self.attached_datamodule()
         needs_maps = stage == "fit" and self.model.semantic_head is not None
         if needs_maps and dm is not None and not getattr(dm, "semantic_maps", False):
             raise ValueError(
@@ -280,18 +261,6 @@ class DetectionTask(BaseTask):
         self.log(headline, values[headline], prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k != headline})
         return values
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluation_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluation_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         images, targets = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (batch, None)

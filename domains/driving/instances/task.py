@@ -13,13 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.classes import DETECTION_CLASSES
 from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
-from shared.backbones import list_backbones, load_backbone_weights
-from shared.task import BaseTask
+from shared.backbones import list_backbones
+from shared.labelled_task import LabelledTask, check_distinct_class_names
 
 # Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, as for detection).
 RUNTIME_ARGS = (
@@ -35,7 +34,7 @@ RUNTIME_ARGS = (
 )
 
 
-class InstanceTask(BaseTask):
+class InstanceTask(LabelledTask):
     """Mask R-CNN road-user instance segmentation; validation logs mask AP (headline ``val/mask_map50``) and the
     same model's box AP.
 
@@ -59,12 +58,6 @@ class InstanceTask(BaseTask):
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
-    #: set by the CLI from the data module (one source): the labels index class_names
-    CLI_LINKS = (
-        ("data.class_names", "model.class_names"),
-        ("data.class_names", "model.network.init_args.num_classes", len),
-    )
-
     def __init__(
         self,
         network: RoadInstanceSegmenter,
@@ -82,23 +75,15 @@ class InstanceTask(BaseTask):
     ):
         super().__init__(**base_task_args)
         self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
-        if not class_names or len(set(class_names)) != len(class_names):
-            raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")
+        check_distinct_class_names(class_names)
         if not 0 < mask_thresh < 1:
             raise ValueError(f"mask_thresh must be in (0, 1), got {mask_thresh}")
-        self.class_names = list(class_names)
-        self.model = self.build_network(network, RoadInstanceSegmenter)
-        if self.model.num_classes != len(self.class_names):
-            raise ValueError(
-                f"model.network has {self.model.num_classes} classes but class_names lists {len(self.class_names)} "
-                f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
-            )
+        self.model = self.build_labelled_network(network, RoadInstanceSegmenter, class_names)
         self.model.set_postprocess(
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
         )
         if pretrained_backbone:
-            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
-            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+            self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.mask_thresh = mask_thresh
         self.ignore_overlap = ignore_overlap
         self.predict_dir = predict_dir
@@ -106,15 +91,6 @@ class InstanceTask(BaseTask):
         self._metrics: dict[str, InstanceMetrics] = {}
         self._ignored: dict[str, int] = {}
         self._paths: dict | None = None
-
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        dm_classes = getattr(dm, "class_names", None)
-        if dm_classes is not None and list(dm_classes) != self.class_names:
-            raise ValueError(
-                f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
-                "set both to the same list (the labels are indices into it)"
-            )
 
     def configure_callbacks(self):
         if not self.predict_dir:
@@ -160,18 +136,6 @@ class InstanceTask(BaseTask):
         self.log(headline, values[headline], prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k != headline})
         return values
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluation_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluation_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
 
     def _image_paths(self) -> dict:
         if self._paths is None:

@@ -86,13 +86,16 @@ def domain_main(
     return main
 
 
-def lazy_exports(package: str, where: dict[str, str]):
-    """A module ``__getattr__`` (PEP 562) that imports ``package.<where[name]>`` only when ``name`` is asked for,
-    so importing the package (``python -m package --help``) loads no torch."""
+def lazy_exports(package: str, **modules: str):
+    """A package's ``(__getattr__, __all__)``: the module ``__getattr__`` (PEP 562) imports
+    ``package.<module>`` only when one of its names is asked for, so importing the package (``python -m package
+    --help``) loads no torch. ``modules``: each sub-module and the names it exports, space-separated
+    (``model="RoadDetector BackboneWithFPN"``)."""
+    where = {name: module for module, names in modules.items() for name in names.split()}
 
     def __getattr__(name: str):
         if name in where:
             return getattr(import_module(f"{package}.{where[name]}"), name)
         raise AttributeError(name)
 
-    return __getattr__
+    return __getattr__, list(where)

@@ -228,31 +228,13 @@ class RemovePartialPredictions(pl.Callback):
                 path.rmdir()
 
 
-def run_cli(
-    model_class,
-    datamodule_class,
-    domain: str,
-    monitor: str,
-    monitor_mode: str = "min",
-    args=None,
-    description: str | None = None,
-    prog: str | None = None,
-    links: tuple[tuple[str, str], ...] = (),
-) -> SuiteCLI:
-    """Entry point used by each domain's ``__main__`` (and by tests, with ``args``). ``description``: the
-    paragraph and example ``--help`` prints; ``prog``: the command (``python -m domains....``); ``links``:
-    (``data.x``, ``model.y``) pairs set once in the data section and copied to the model."""
-    return SuiteCLI(
-        model_class,
-        datamodule_class,
-        domain=domain,
-        monitor=monitor,
-        monitor_mode=monitor_mode,
-        description=description,
-        prog=prog,
-        links=links,
-        args=args,
-    )
+def run_cli(model_class, datamodule_class, domain: str, monitor: str, **options) -> SuiteCLI:
+    """Entry point used by each domain's ``__main__`` (and by tests, with ``args``): :class:`SuiteCLI` on the
+    task and data module, which a domain must give a ``monitor`` metric. ``options``: ``monitor_mode``,
+    ``description`` (the paragraph and example ``--help`` prints), ``prog`` (the command, ``python -m
+    domains....``), ``links`` ((``data.x``, ``model.y``) pairs set once in the data section and copied to the
+    model) and ``args``, as :class:`SuiteCLI` takes them."""
+    return SuiteCLI(model_class, datamodule_class, domain=domain, monitor=monitor, **options)
 
 
 __all__ = ["ConfigError", "RemovePartialPredictions", "SuiteCLI", "default_trainer_kwargs", "run_cli"]

@@ -82,6 +82,10 @@ class DetectorTask(LabelledTask):
         writer = getattr(import_module(module), name)
         return [writer(self.predict_dir, self.class_names, self.predict_score_thresh)]
 
+    def training_targets(self, targets: Sequence[dict]) -> list[dict]:
+        """The targets a training step gives the model (as they come; a task may clean them)."""
+        return list(targets)
+
     def log_training_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor | None:
         """The summed loss (None when :meth:`guard_loss` skips the step), logged with each term."""
         loss = self.guard_loss(sum(losses.values()), losses)
@@ -195,7 +199,12 @@ class DetectionTask(DetectorTask):
             )
 
     # ------------------------------------------------------------------------------------------- training
-    def _clean_targets(self, targets: Sequence[dict]) -> list[dict]:
+    def on_train_start(self) -> None:
+        self.dropped_degenerate = (
+            0  # count this fit's boxes only (not, e.g., a benchmark's calibration steps)
+        )
+
+    def training_targets(self, targets: Sequence[dict]) -> list[dict]:
         """Boxes narrower or lower than 1 px (left by crops) make FCOS raise: drop them and count them."""
         out = []
         for t in targets:
@@ -210,7 +219,7 @@ class DetectionTask(DetectorTask):
 
     def training_step(self, batch, batch_idx):
         images, targets = batch
-        losses = self.model(images, self._clean_targets(targets))
+        losses = self.model(images, self.training_targets(targets))
         loss = self.log_training_losses(losses, len(images))
         if loss is not None and self.dropped_degenerate:
             self.log("train/dropped_degenerate_boxes", float(self.dropped_degenerate), batch_size=len(images))

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from benchmarks.common import measuring_trainer
 from shared.budget import FitScheduleToBudget
 from shared.cli import instantiate_from_config
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
@@ -138,19 +139,15 @@ def train_and_test(
     if warmup >= max_steps:  # a short budget: warm up for a tenth of it
         task.make_lr_scheduler = warmup_cosine(max(0, max_steps // 10))
     meter = Throughput()
-    trainer = pl.Trainer(
+    trainer = measuring_trainer(
         max_steps=max_steps,
         max_epochs=-1,
         max_time={"seconds": budget_s},
         accelerator=accelerator,
-        devices=1,
         precision=args.precision,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=args.progress,
+        enable_model_summary=True,
         # the calibration's guess is only the start: the schedule is re-fitted to the measured step time
         callbacks=[meter, FitScheduleToBudget(args.budget_fraction * budget_s, **(schedule or {}))],
         log_every_n_steps=10,

@@ -38,6 +38,7 @@ import albumentations as A
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.common import measuring_trainer
 from domains.driving.anomaly.data import SegmentationDataModule
 from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
@@ -179,20 +180,13 @@ def time_per_step(task: AnomalySegmentationTask, loader, steps: int = 6, device=
 
 def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: float, args) -> dict:
     steps = max(1, int(minutes * 60 / seconds_per_step))
-    trainer = pl.Trainer(
+    trainer = measuring_trainer(
         max_steps=steps,
         max_time={"seconds": int(minutes * 60 * 1.15) + 30},  # safety net
         # the probe's guess is only the start: the schedule is re-fitted to the measured step time
         callbacks=[FitScheduleToBudget(minutes * 60)],
         accelerator=resolve_accelerator(args.accelerator)[0],
         precision=args.precision,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         gradient_clip_val=1.0,
     )
     start = time.perf_counter()

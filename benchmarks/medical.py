@@ -25,6 +25,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.common import measuring_trainer
 from domains.medical.data import MedicalDataModule
 from domains.medical.models import MODELS as NETWORKS
 from domains.medical.task import MedicalSegmentationTask
@@ -100,20 +101,14 @@ def run_model(
         predict_dir=None,
     )
     clock = _TrainClock()
-    trainer = pl.Trainer(
+    trainer = measuring_trainer(
         max_time={"seconds": max(1.0, minutes * 60)},
         max_steps=args.steps or -1,
         max_epochs=100_000,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         gradient_clip_val=1.0,
         callbacks=[clock],
         accelerator=resolve_accelerator(args.accelerator)[0],
         precision=args.precision,
-        devices=1,
     )
     trainer.fit(task, datamodule)
     images = trainer.global_step * datamodule.batch_size

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.common import measuring_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,18 +121,8 @@ class _StepClock(pl.Callback):
 
 def fit_rate(task, data, accelerator: str, steps: int, warmup: int, precision: str) -> float:
     clock = _StepClock(warmup)
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=warmup + steps + 1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        precision=precision,
-        callbacks=[clock],
+    trainer = measuring_trainer(
+        accelerator=accelerator, max_steps=warmup + steps + 1, precision=precision, callbacks=[clock]
     )
     trainer.fit(task, datamodule=data)
     return clock.images / clock.seconds

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
+from benchmarks.common import measuring_trainer
 from shared.backbones import list_backbones
 from shared.budget import FitScheduleToBudget
 from shared.classification.metrics import ClassificationMetrics
@@ -175,19 +176,13 @@ def run_one(
         lr_scheduler=warmup_cosine(5),
     )
     batches = math.ceil(n_train / dm.batch_size)
-    trainer = pl.Trainer(
+    trainer = measuring_trainer(
         accelerator="cpu",
         max_steps=100_000,  # re-fitted to the time budget while training
         max_epochs=-1,
         limit_train_batches=min(batches, args.epoch_batches),
         callbacks=[FitScheduleToBudget(seconds, every=5, window=20)],
         max_time={"seconds": int(seconds * 1.3) + 20},  # safety net
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         gradient_clip_val=1.0,
     )
     start = time.perf_counter()

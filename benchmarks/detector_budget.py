@@ -19,9 +19,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from benchmarks.common import measuring_trainer
 from shared.budget import FitScheduleToBudget
-from shared.cli import instantiate_from_config
+from shared.cli import instantiate_from_config, quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import warmup_cosine
 
@@ -139,7 +138,8 @@ def train_and_test(
     if warmup >= max_steps:  # a short budget: warm up for a tenth of it
         task.make_lr_scheduler = warmup_cosine(max(0, max_steps // 10))
     meter = Throughput()
-    trainer = measuring_trainer(
+    trainer = quiet_trainer(
+        devices=1,
         max_steps=max_steps,
         max_epochs=-1,
         max_time={"seconds": budget_s},

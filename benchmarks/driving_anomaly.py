@@ -38,12 +38,12 @@ import albumentations as A
 import pytorch_lightning as pl
 import torch
 
-from benchmarks.common import measuring_trainer
 from domains.driving.anomaly.data import SegmentationDataModule
 from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from shared.budget import FitScheduleToBudget
+from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 from shared.optim import adamw, warmup_cosine
 
@@ -180,7 +180,8 @@ def time_per_step(task: AnomalySegmentationTask, loader, steps: int = 6, device=
 
 def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: float, args) -> dict:
     steps = max(1, int(minutes * 60 / seconds_per_step))
-    trainer = measuring_trainer(
+    trainer = quiet_trainer(
+        devices=1,
         max_steps=steps,
         max_time={"seconds": int(minutes * 60 * 1.15) + 30},  # safety net
         # the probe's guess is only the start: the schedule is re-fitted to the measured step time

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from benchmarks.common import measuring_trainer
 from domains.medical.data import MedicalDataModule
 from domains.medical.models import MODELS as NETWORKS
 from domains.medical.task import MedicalSegmentationTask
+from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import adamw, warmup_cosine
 
@@ -101,7 +101,8 @@ def run_model(
         predict_dir=None,
     )
     clock = _TrainClock()
-    trainer = measuring_trainer(
+    trainer = quiet_trainer(
+        devices=1,
         max_time={"seconds": max(1.0, minutes * 60)},
         max_steps=args.steps or -1,
         max_epochs=100_000,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from benchmarks.common import measuring_trainer
+from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,8 +121,12 @@ class _StepClock(pl.Callback):
 
 def fit_rate(task, data, accelerator: str, steps: int, warmup: int, precision: str) -> float:
     clock = _StepClock(warmup)
-    trainer = measuring_trainer(
-        accelerator=accelerator, max_steps=warmup + steps + 1, precision=precision, callbacks=[clock]
+    trainer = quiet_trainer(
+        devices=1,
+        accelerator=accelerator,
+        max_steps=warmup + steps + 1,
+        precision=precision,
+        callbacks=[clock],
     )
     trainer.fit(task, datamodule=data)
     return clock.images / clock.seconds

@@ -44,12 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from benchmarks.common import measuring_trainer
 from shared.backbones import list_backbones
 from shared.budget import FitScheduleToBudget
 from shared.classification.metrics import ClassificationMetrics
 from shared.classification.model import ImageClassifier
 from shared.classification.task import ClassificationTask
+from shared.cli import quiet_trainer
 from shared.optim import adamw, warmup_cosine
 from shared.segmentation import SegmentationNet
 
@@ -176,7 +176,8 @@ def run_one(
         lr_scheduler=warmup_cosine(5),
     )
     batches = math.ceil(n_train / dm.batch_size)
-    trainer = measuring_trainer(
+    trainer = quiet_trainer(
+        devices=1,
         accelerator="cpu",
         max_steps=100_000,  # re-fitted to the time budget while training
         max_epochs=-1,

@@ -29,6 +29,20 @@ class ConfigError(ValueError):
 _SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
 
+def quiet_trainer(**overrides) -> pl.Trainer:
+    """A Trainer for tests and benchmarks: no logger, checkpoints, progress bar, model summary or validation;
+    ``overrides`` add to or replace these settings."""
+    settings = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+    }
+    return pl.Trainer(**{**settings, **overrides})
+
+
 def default_trainer_kwargs(domain: str) -> dict:
     """Trainer defaults: CSV + TensorBoard logs under ``lightning_logs/<domain>``, LR monitor, gradient clipping."""
     return {
@@ -237,7 +251,14 @@ def run_cli(model_class, datamodule_class, domain: str, monitor: str, **options)
     return SuiteCLI(model_class, datamodule_class, domain=domain, monitor=monitor, **options)
 
 
-__all__ = ["ConfigError", "RemovePartialPredictions", "SuiteCLI", "default_trainer_kwargs", "run_cli"]
+__all__ = [
+    "ConfigError",
+    "RemovePartialPredictions",
+    "SuiteCLI",
+    "default_trainer_kwargs",
+    "quiet_trainer",
+    "run_cli",
+]
 
 
 def instantiate_from_config(cls: type, values: dict):

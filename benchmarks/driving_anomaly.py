@@ -43,6 +43,7 @@ from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from shared.budget import FitScheduleToBudget
+from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 from shared.optim import adamw, warmup_cosine
 
@@ -179,20 +180,14 @@ def time_per_step(task: AnomalySegmentationTask, loader, steps: int = 6, device=
 
 def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: float, args) -> dict:
     steps = max(1, int(minutes * 60 / seconds_per_step))
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
+        devices=1,
         max_steps=steps,
         max_time={"seconds": int(minutes * 60 * 1.15) + 30},  # safety net
         # the probe's guess is only the start: the schedule is re-fitted to the measured step time
         callbacks=[FitScheduleToBudget(minutes * 60)],
         accelerator=resolve_accelerator(args.accelerator)[0],
         precision=args.precision,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         gradient_clip_val=1.0,
     )
     start = time.perf_counter()

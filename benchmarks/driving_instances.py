@@ -19,152 +19,35 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
-
-import pytorch_lightning as pl
-import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
 from domains.driving.instances.data import InstanceDataModule
 from domains.driving.instances.task import InstanceTask
-from shared.budget import FitScheduleToBudget
-from shared.cli import flat_model_config, instantiate_from_config
-from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
-from shared.optim import warmup_cosine
+from shared.cli import flat_model_config
 
 TARGET_CAR_MASK_AP50 = 0.6
 TARGET_MASK_BOX_GAP = 0.1
 
 
-def _on(device, images, targets):
-    moved = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-    return [image.to(device) for image in images], moved
-
-
-def calibrate_seconds_per_step(task: InstanceTask, dm: InstanceDataModule, steps: int, device) -> float:
-    """Median seconds of a training step (forward, backward, AdamW) on real batches, first step excluded; the
-    weights are restored afterwards, so calibration is not training."""
-    model = task.model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    times, loader = [], iter(dm.train_dataloader())
-    for _ in range(steps + 1):
-        images, targets = _on(device, *next(loader))
-        with stopwatch(device) as elapsed:
-            losses = model(images, targets)
-            opt.zero_grad()
-            sum(losses.values()).backward()
-            opt.step()
-        times.append(elapsed())
-    model.load_state_dict(state)
-    return statistics.median(times[1:])
-
-
-@torch.inference_mode()
-def inference_ms(task: InstanceTask, dm: InstanceDataModule, n: int, device) -> tuple[float, tuple[int, int]]:
-    """Mean milliseconds per image at batch 1 on the test images (2 warm-up images not counted)."""
-    model = task.model.to(device).eval()
-    dataset = dm.datasets["test"]
-    times, size = [], None
-    for i in range(min(n + 2, len(dataset))):
-        image, _ = dataset[i]
-        size = tuple(image.shape[-2:])
-        image = image.to(device)
-        with stopwatch(device) as elapsed:
-            model([image])
-        if i >= 2:
-            times.append(elapsed())
-    return (1000 * statistics.mean(times) if times else float("nan")), size
-
-
 def run(args) -> dict:
-    torch.set_num_threads(args.threads)
-    accelerator, device = resolve_accelerator(args.accelerator)
-    pl.seed_everything(args.seed, workers=True)
-    config = yaml.safe_load(Path(args.config).read_text())
-    model_kw = dict(config.get("model") or {})
-    data_kw = dict(config.get("data") or {})
-    if args.data_path:
-        data_kw["data_path"] = args.data_path
-    data_kw["num_workers"] = args.num_workers
-    if args.batch_size:
-        data_kw["batch_size"] = args.batch_size
+    model_kw, data_kw = read_config(args)
     if args.max_items:
         data_kw["max_items"] = args.max_items
-    model_kw.pop("predict_dir", None)
     if args.pretrained_backbone:
         model_kw["pretrained_backbone"] = args.pretrained_backbone
         model_kw["pretrained_prefix"] = args.pretrained_prefix
-    dm = InstanceDataModule(**data_kw)
-    dm.prepare_data()
-    dm.setup("fit")
-    # what the CLI links from the data module: the class list and its length
-    model_kw["class_names"] = list(dm.class_names)
-    model_kw["network"]["init_args"]["num_classes"] = len(dm.class_names)
-    task = instantiate_from_config(InstanceTask, model_kw)
-
-    load_before = os.getloadavg()[0]
-    budget_s = 60 * args.budget_minutes
-    sec_per_step = calibrate_seconds_per_step(task, dm, args.calibration_steps, device)
-    max_steps = max(1, int(args.budget_fraction * budget_s / sec_per_step))
-    print(f"calibration: {sec_per_step:.2f} s/step (batch {dm.batch_size}) -> first plan {max_steps} steps")
-    warmup = getattr(task.make_lr_scheduler, "keywords", {}).get("warmup_steps", 0)
-    if warmup >= max_steps:  # a short budget: warm up for a tenth of it
-        task.make_lr_scheduler = warmup_cosine(max(0, max_steps // 10))
-    trainer = pl.Trainer(
-        max_steps=max_steps,
-        max_epochs=-1,
-        max_time={"seconds": budget_s},
-        accelerator=accelerator,
-        devices=1,
-        precision=args.precision,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=args.progress,
-        callbacks=[FitScheduleToBudget(args.budget_fraction * budget_s, every=5, window=20)],
-        log_every_n_steps=10,
+    schedule = {"every": 5, "window": 20}
+    limit = args.test_batches or 1.0
+    result, _, _ = train_and_test(
+        args, InstanceTask, InstanceDataModule, model_kw, data_kw, schedule=schedule, limit_test_batches=limit
     )
-    start = time.perf_counter()
-    trainer.fit(task, datamodule=dm)
-    train_wall = time.perf_counter() - start
-    if args.save_checkpoint:
-        args.save_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(args.save_checkpoint)
-        print(f"saved the trained model to {args.save_checkpoint}")
-    ms, size = inference_ms(task, dm, args.inference_images, device)
-    test = pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=args.precision,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        limit_test_batches=args.test_batches or 1.0,
-    )
-    (metrics,) = test.test(task, datamodule=dm, verbose=False)
-    return {
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "steps": trainer.global_step,
-        "train_seconds": train_wall,
-        "inference_ms": ms,
-        "inference_size": size,
-        "config": model_kw,
-        "data": data_kw,
-        "n_train": len(dm.datasets["train"]),
-        "n_test": len(dm.datasets["test"]),
-        "load_average": (load_before, os.getloadavg()[0]),
-        "device": device_name(device),
-    }
+    return result
 
 
 def _fmt(value: float | None) -> str:
@@ -240,29 +123,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="start from this checkpoint's backbone (e.g. a trained road detector's .ckpt)",
     )
     parser.add_argument("--pretrained-prefix", default="model.detector.backbone.body.")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--accelerator", default="auto", choices=ACCELERATORS)
-    parser.add_argument("--precision", default="32-true")
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-items", type=int, default=None, help="read only this many images (dry runs)")
     parser.add_argument("--test-batches", type=int, default=None, help="score only this many test batches")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calibration-steps", type=int, default=3)
-    parser.add_argument("--budget-fraction", type=float, default=0.9)
-    parser.add_argument("--inference-images", type=int, default=20)
-    parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--save-checkpoint", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/driving_instances.md")
-    args = parser.parse_args(argv)
-    result = run(args)
-    table = markdown(result, args)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        print(f"wrote {args.out}")
-    return result
+    add_budget_arguments(parser, calibration_steps=3, inference_images=20)
+    return run_and_report(parser.parse_args(argv), run, markdown)
 
 
 if __name__ == "__main__":

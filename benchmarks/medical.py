@@ -28,6 +28,7 @@ import torch
 from domains.medical.data import MedicalDataModule
 from domains.medical.models import MODELS as NETWORKS
 from domains.medical.task import MedicalSegmentationTask
+from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import adamw, warmup_cosine
 
@@ -100,20 +101,15 @@ def run_model(
         predict_dir=None,
     )
     clock = _TrainClock()
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
+        devices=1,
         max_time={"seconds": max(1.0, minutes * 60)},
         max_steps=args.steps or -1,
         max_epochs=100_000,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         gradient_clip_val=1.0,
         callbacks=[clock],
         accelerator=resolve_accelerator(args.accelerator)[0],
         precision=args.precision,
-        devices=1,
     )
     trainer.fit(task, datamodule)
     images = trainer.global_step * datamodule.batch_size

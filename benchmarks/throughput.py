@@ -19,6 +19,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,16 +121,10 @@ class _StepClock(pl.Callback):
 
 def fit_rate(task, data, accelerator: str, steps: int, warmup: int, precision: str) -> float:
     clock = _StepClock(warmup)
-    trainer = pl.Trainer(
-        accelerator=accelerator,
+    trainer = quiet_trainer(
         devices=1,
+        accelerator=accelerator,
         max_steps=warmup + steps + 1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         precision=precision,
         callbacks=[clock],
     )

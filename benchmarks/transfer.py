@@ -49,6 +49,7 @@ from shared.budget import FitScheduleToBudget
 from shared.classification.metrics import ClassificationMetrics
 from shared.classification.model import ImageClassifier
 from shared.classification.task import ClassificationTask
+from shared.cli import quiet_trainer
 from shared.optim import adamw, warmup_cosine
 from shared.segmentation import SegmentationNet
 
@@ -175,19 +176,14 @@ def run_one(
         lr_scheduler=warmup_cosine(5),
     )
     batches = math.ceil(n_train / dm.batch_size)
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
+        devices=1,
         accelerator="cpu",
         max_steps=100_000,  # re-fitted to the time budget while training
         max_epochs=-1,
         limit_train_batches=min(batches, args.epoch_batches),
         callbacks=[FitScheduleToBudget(seconds, every=5, window=20)],
         max_time={"seconds": int(seconds * 1.3) + 20},  # safety net
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         gradient_clip_val=1.0,
     )
     start = time.perf_counter()

@@ -29,6 +29,20 @@ class ConfigError(ValueError):
 _SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
 
+def quiet_trainer(**overrides) -> pl.Trainer:
+    """A Trainer for tests and benchmarks: no logger, checkpoints, progress bar, model summary or validation;
+    ``overrides`` add to or replace these settings."""
+    settings = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+    }
+    return pl.Trainer(**{**settings, **overrides})
+
+
 def default_trainer_kwargs(domain: str) -> dict:
     """Trainer defaults: CSV + TensorBoard logs under ``lightning_logs/<domain>``, LR monitor, gradient clipping."""
     return {
@@ -228,34 +242,23 @@ class RemovePartialPredictions(pl.Callback):
                 path.rmdir()
 
 
-def run_cli(
-    model_class,
-    datamodule_class,
-    domain: str,
-    monitor: str,
-    monitor_mode: str = "min",
-    args=None,
-    description: str | None = None,
-    prog: str | None = None,
-    links: tuple[tuple[str, str], ...] = (),
-) -> SuiteCLI:
-    """Entry point used by each domain's ``__main__`` (and by tests, with ``args``). ``description``: the
-    paragraph and example ``--help`` prints; ``prog``: the command (``python -m domains....``); ``links``:
-    (``data.x``, ``model.y``) pairs set once in the data section and copied to the model."""
-    return SuiteCLI(
-        model_class,
-        datamodule_class,
-        domain=domain,
-        monitor=monitor,
-        monitor_mode=monitor_mode,
-        description=description,
-        prog=prog,
-        links=links,
-        args=args,
-    )
+def run_cli(model_class, datamodule_class, domain: str, monitor: str, **options) -> SuiteCLI:
+    """Entry point used by each domain's ``__main__`` (and by tests, with ``args``): :class:`SuiteCLI` on the
+    task and data module, which a domain must give a ``monitor`` metric. ``options``: ``monitor_mode``,
+    ``description`` (the paragraph and example ``--help`` prints), ``prog`` (the command, ``python -m
+    domains....``), ``links`` ((``data.x``, ``model.y``) pairs set once in the data section and copied to the
+    model) and ``args``, as :class:`SuiteCLI` takes them."""
+    return SuiteCLI(model_class, datamodule_class, domain=domain, monitor=monitor, **options)
 
 
-__all__ = ["ConfigError", "RemovePartialPredictions", "SuiteCLI", "default_trainer_kwargs", "run_cli"]
+__all__ = [
+    "ConfigError",
+    "RemovePartialPredictions",
+    "SuiteCLI",
+    "default_trainer_kwargs",
+    "quiet_trainer",
+    "run_cli",
+]
 
 
 def instantiate_from_config(cls: type, values: dict):

@@ -63,13 +63,39 @@ def run_domain(
     )  # fmt: skip
 
 
-def lazy_exports(package: str, where: dict[str, str]):
-    """A module ``__getattr__`` (PEP 562) that imports ``package.<where[name]>`` only when ``name`` is asked for,
-    so importing the package (``python -m package --help``) loads no torch."""
+def domain_main(
+    package: str, description: str, task: str, data: str, monitor: str, monitor_mode: str = "max"
+):
+    """The ``main(args=None)`` of ``python -m <package>`` (``args``: a list, for tests): :func:`run_domain` with
+    the program, the domain's name (``domains.driving.detection`` -> ``driving_detection``) and a leading ``.`` in
+    ``task`` / ``data`` all read from ``package``, so each ``__main__.py`` states only what differs."""
+    spec = {
+        "prog": f"python -m {package}",
+        "description": description,
+        "domain": package.removeprefix("domains.").replace(".", "_"),
+        "monitor": monitor,
+        "monitor_mode": monitor_mode,
+    }
+    for key, path in (("task", task), ("data", data)):
+        spec[key] = f"{package}{path}" if path.startswith(".") else path
+
+    def main(args=None):
+        """The suite's LightningCLI for this task; ``--help`` alone imports nothing heavy."""
+        return run_domain(args, **spec)
+
+    return main
+
+
+def lazy_exports(package: str, **modules: str):
+    """A package's ``(__getattr__, __all__)``: the module ``__getattr__`` (PEP 562) imports
+    ``package.<module>`` only when one of its names is asked for, so importing the package (``python -m package
+    --help``) loads no torch. ``modules``: each sub-module and the names it exports, space-separated
+    (``model="RoadDetector BackboneWithFPN"``)."""
+    where = {name: module for module, names in modules.items() for name in names.split()}
 
     def __getattr__(name: str):
         if name in where:
             return getattr(import_module(f"{package}.{where[name]}"), name)
         raise AttributeError(name)
 
-    return __getattr__
+    return __getattr__, list(where)

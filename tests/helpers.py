@@ -17,21 +17,15 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from shared.cli import quiet_trainer as shared_quiet_trainer
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def quiet_trainer(**overrides) -> pl.Trainer:
-    """A CPU trainer for tests: no logger, checkpoints, progress bar, model summary or validation."""
-    settings = {
-        "accelerator": "cpu",
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "limit_val_batches": 0,
-        "num_sanity_val_steps": 0,
-    }
-    return pl.Trainer(**{**settings, **overrides})
+    """A CPU trainer for tests: :func:`shared.cli.quiet_trainer` (no logger, checkpoints, progress bar, model
+    summary or validation)."""
+    return shared_quiet_trainer(**{"accelerator": "cpu", **overrides})
 
 
 # --model.model_kwargs of tiny medical networks (CLI syntax), per model

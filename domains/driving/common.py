@@ -141,6 +141,39 @@ def default_anomaly_root() -> Path:
     return Path(ensure_synthetic_anomaly())
 
 
+def data_source(data_path: str | Path | None, patterns: Sequence[str] = ()) -> Path:
+    """The file or folder a data module reads: ``data_path`` (null: the synthetic KITTI root), which must exist;
+    a folder given where a file matching ``patterns`` (e.g. ``("*.json",)``) is wanted must hold exactly one."""
+    path = Path(data_path) if data_path is not None else default_kitti_root()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: data_path does not exist")
+    if patterns and path.is_dir():
+        found = sorted(p for pattern in patterns for p in path.glob(pattern))
+        if len(found) != 1:
+            raise FileNotFoundError(
+                f"{path}: expected exactly one {'/'.join(patterns)} file, found {[p.name for p in found] or 'none'}"
+            )
+        path = found[0]
+    return path
+
+
+def split_by_sequence(
+    items: Sequence,
+    split_root: str | Path,
+    fractions: Sequence[float],
+    seed: int,
+    max_items: int | None = None,
+) -> dict[str, list]:
+    """Annotations (with ``image_id``) sorted by id, cut to ``max_items``, then split by driving sequence
+    (:func:`read_sequence_groups` under ``split_root``) into ``fractions`` of train / val / test."""
+    from shared.data import group_split
+
+    items = sorted(items, key=lambda a: a.image_id)[:max_items]
+    groups = read_sequence_groups(split_root, [a.image_id for a in items])
+    index = group_split(groups, fractions, seed=seed)
+    return {name: [items[i] for i in idx] for name, idx in index.items()}
+
+
 def warn_empty_splits(splits: dict[str, Sequence], owner: str) -> None:
     empty = [name for name, items in splits.items() if len(items) == 0]
     if empty:

@@ -1,8 +1,7 @@
 """``python -m domains.medical fit|validate|test|predict -c domains/medical/configs/<model>.yaml``."""
 
-from shared.cli_help import run_domain
+from shared.cli_help import domain_main
 
-PROG = "python -m domains.medical"
 DESCRIPTION = (
     "Lesion segmentation that says how sure it is: a U-Net baseline, the Probabilistic U-Net and the "
     "Hierarchical Probabilistic U-Net (GECO), trained on four-reader data (LIDC style) and scored with GED, "
@@ -12,20 +11,9 @@ DESCRIPTION = (
     "test -c ... --ckpt_path best. Every option: python -m domains.medical fit --help."
 )
 
-
-def main(args=None):
-    """The suite's LightningCLI for this task (``args``: a list, for tests); ``--help`` alone imports nothing heavy."""
-    return run_domain(
-        args,
-        prog=PROG,
-        description=DESCRIPTION,
-        task="domains.medical.task:MedicalSegmentationTask",
-        data="domains.medical.data:MedicalDataModule",
-        domain="medical",
-        monitor="val/ged",
-        monitor_mode="min",
-    )
-
+main = domain_main(
+    __package__, DESCRIPTION, ".task:MedicalSegmentationTask", ".data:MedicalDataModule", "val/ged", "min"
+)
 
 if __name__ == "__main__":
     main()

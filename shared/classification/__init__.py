@@ -5,13 +5,10 @@ Names load on first use (PEP 562), so a domain's ``python -m ... --help`` import
 
 from shared.cli_help import lazy_exports
 
-_WHERE = {
-    "ImageClassifier": "model",
-    "ClassificationTask": "task",
-    "ClassificationDataModule": "data",
-    "ClassificationDataError": "data",
-    "ClassificationMetrics": "metrics",
-}
-__all__ = list(_WHERE)
-
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    model="ImageClassifier",
+    task="ClassificationTask",
+    data="ClassificationDataModule ClassificationDataError",
+    metrics="ClassificationMetrics",
+)

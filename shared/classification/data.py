@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import random
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,50 @@ class Problems:
             ClassificationDataWarning,
             stacklevel=3,
         )
+
+
+class CropFolder:
+    """An ImageFolder tree of crops cut once from a source data set (``out/<split>/<class>/*.png`` and
+    ``metadata.csv``), reused while the ``settings`` it was cut with match its ``.complete`` marker, which is
+    written last (a folder without it is an interrupted cut, done again)."""
+
+    MARKER = ".complete"
+
+    def __init__(self, out: str | Path, settings: dict):
+        self.out, self.settings = Path(out), settings
+        self.marker = self.out / self.MARKER
+
+    def is_current(self) -> bool:
+        """True when the crops are there for these settings; refuses a non-empty folder that is not ours."""
+        if self.marker.is_file() and json.loads(self.marker.read_text()) == self.settings:
+            return True
+        out = self.out
+        if (
+            out.exists()
+            and any(out.iterdir())
+            and not self.marker.is_file()
+            and not (out / "metadata.csv").is_file()
+        ):
+            raise FileExistsError(f"{out}: exists and holds no crops of ours; choose another crops_dir")
+        return False
+
+    def empty_class_folders(self, split: str, class_names) -> None:
+        """Create (or empty) ``out/<split>/<class>`` for each class; the crops are stale until :meth:`finish`."""
+        self.marker.unlink(missing_ok=True)
+        for name in class_names:
+            folder = self.out / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for old in folder.glob("*.png"):
+                old.unlink()
+
+    def finish(self, rows: list[dict]) -> Path:
+        """Write ``metadata.csv`` (one row per crop) and then the marker; returns the folder."""
+        with (self.out / "metadata.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        self.marker.write_text(json.dumps(self.settings))
+        return self.out
 
 
 def check_fraction(value: float, option: str) -> float:
@@ -400,6 +446,18 @@ class ClassificationDataModule(SplitLoaders):
         raise ClassificationDataError(
             f"data_format {data_format!r} has no converter in {type(self).__name__}"
         )
+
+    def source_and_crops_dir(
+        self, data_path: str | None, synthetic: Callable[[], str | Path], kind: str, crops_root: str
+    ) -> tuple[Path, Path]:
+        """For :meth:`convert_source`: the source folder (``data_path``, else ``synthetic()``, the domain's
+        generated set) and where its crops go (``crops_dir``, else ``crops_root/synthetic_<kind>`` or
+        ``crops_root/<kind>_<source tag>``)."""
+        source = Path(data_path) if data_path is not None else Path(synthetic())
+        if not source.exists():
+            raise FileNotFoundError(f"data_path {source}: no such {kind.upper()} folder")
+        tag = f"synthetic_{kind}" if data_path is None else f"{kind}_{source_tag(source)}"
+        return source, Path(self.crops_dir) if self.crops_dir else Path(crops_root) / tag
 
     def prepare_data(self) -> None:
         if self.data_format in self.source_formats:

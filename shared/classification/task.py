@@ -17,18 +17,19 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 
-from shared.backbones import BackboneFreezeUnfreeze, list_backbones, load_backbone_weights
+from shared.backbones import BackboneFreezeUnfreeze, list_backbones
 from shared.classification.data import read_image
 from shared.classification.metrics import ClassificationMetrics, confusion_table
 from shared.classification.model import ImageClassifier
-from shared.task import BaseTask, gather_lists
+from shared.labelled_task import LabelledTask
+from shared.task import gather_lists
 
 # Run-time choices, kept out of checkpoints (LightningCLI would re-apply them over the command line, and a
 # moved weight file would break loading weights the checkpoint already holds).
 RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "cam", "cam_max")
 
 
-class ClassificationTask(BaseTask):
+class ClassificationTask(LabelledTask):
     """Image classification on any registered backbone (shared by the domains).
 
     Args:
@@ -52,11 +53,7 @@ class ClassificationTask(BaseTask):
     """
 
     #: set by the CLI from the data module (one source): the labels index class_names
-    CLI_LINKS = (
-        ("data.class_names", "model.class_names"),
-        ("data.class_names", "model.network.init_args.num_classes", len),
-        ("data.in_channels", "model.network.init_args.in_channels"),
-    )
+    CLI_LINKS = (*LabelledTask.CLI_LINKS, ("data.in_channels", "model.network.init_args.in_channels"))
 
     def __init__(
         self,
@@ -79,16 +76,9 @@ class ClassificationTask(BaseTask):
             raise ValueError(f"freeze_backbone_epochs must be >= 0, got {freeze_backbone_epochs}")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.class_names = list(class_names)
-        self.model = self.build_network(network, ImageClassifier)
-        if self.model.num_classes != len(self.class_names):
-            raise ValueError(
-                f"model.network has {self.model.num_classes} classes but class_names lists {len(self.class_names)} "
-                f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
-            )
+        self.model = self.build_labelled_network(network, ImageClassifier, class_names)
         if pretrained_backbone:
-            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
-            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+            report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
             if not report.loaded:
                 raise ValueError(
                     f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone {self.model.init_args['backbone']!r} "
@@ -111,15 +101,6 @@ class ClassificationTask(BaseTask):
             return []
         return [BackboneFreezeUnfreeze("model.backbone", epochs, self.hparams.backbone_lr_factor)]
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        dm_classes = getattr(dm, "class_names", None)
-        if dm_classes is not None and list(dm_classes) != self.class_names:
-            raise ValueError(
-                f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
-                "set both to the same list (the labels are indices into it)"
-            )
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
@@ -131,13 +112,13 @@ class ClassificationTask(BaseTask):
         self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=len(logits))
         return self.guard_loss(loss, {"cross_entropy": loss})
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def _evaluation_step(self, batch, stage: str) -> None:
         logits = self.model(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
         self.metrics[stage].update(logits.softmax(1), batch["label"])
 
-    def _log_epoch(self, stage: str) -> None:
+    def _log_epoch_metrics(self, stage: str) -> None:
         values = self.metrics[stage].compute()
         self.metrics[stage].reset()
         confusion = values.pop("confusion")
@@ -148,18 +129,6 @@ class ClassificationTask(BaseTask):
         }
         if stage == "test" and not self.trainer.sanity_checking:
             rank_zero_info(f"test confusion matrix:\n{confusion_table(confusion, self.class_names)}")
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     # ---------------------------------------------------------------------------------------- predict
 

@@ -1,4 +1,4 @@
-"""Tiny driving data sets written in tmp_path, shared by the detection and anomaly data tests."""
+"""Tiny driving data sets written in tmp_path (and the painted scenes behind some), shared by the driving tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,29 @@ import numpy as np
 from tests.helpers import write_image
 
 W, H = 64, 48
+
+
+def painted_scene(rng: np.random.Generator, height: int, width: int):
+    """Grey road image with 1-3 objects: wide blue 'cars', tall red 'pedestrians'; (image, [(name, box)]) with
+    integer xyxy boxes (the detection and instance tests' scenes)."""
+    image = np.full((height, width, 3), 110, np.uint8) + rng.integers(
+        0, 20, (height, width, 3), dtype=np.uint8
+    )
+    objects = []
+    for _ in range(int(rng.integers(1, 4))):
+        if rng.random() < 0.6:
+            name, w, h, color = "Car", int(rng.integers(24, 40)), int(rng.integers(14, 22)), (40, 60, 220)
+        else:
+            name, w, h, color = (
+                "Pedestrian",
+                int(rng.integers(8, 12)),
+                int(rng.integers(22, 34)),
+                (220, 40, 40),
+            )
+        x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        image[y : y + h, x : x + w] = color
+        objects.append((name, (x, y, x + w, y + h)))
+    return image, objects
 
 
 def write_kitti(root, n=8, semantic=True):

@@ -16,6 +16,7 @@ from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
 from domains.driving.detection.predict import detections_to_kitti, draw_detections
 from domains.driving.detection.task import DetectionTask
 from domains.driving.formats import read_kitti_label
+from tests.driving.layouts import painted_scene
 from tests.helpers import detection_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,27 +41,10 @@ TINY_MODEL += [
 TINY_MODEL += ["--model.network.init_args.fpn_levels", "3"]
 
 
-def _scene(
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, list[tuple[str, tuple[float, float, float, float]]]]:
-    """Grey road image with 1-3 objects: wide blue 'cars', tall red 'pedestrians'."""
-    image = np.full((H, W, 3), 110, np.uint8)
-    image += rng.integers(0, 20, image.shape, dtype=np.uint8)
-    objects = []
-    for _ in range(int(rng.integers(1, 4))):
-        if rng.random() < 0.6:
-            name, w, h, color = "Car", int(rng.integers(24, 40)), int(rng.integers(14, 22)), (40, 60, 220)
-        else:
-            name, w, h, color = (
-                "Pedestrian",
-                int(rng.integers(8, 12)),
-                int(rng.integers(22, 34)),
-                (220, 40, 40),
-            )
-        x, y = int(rng.integers(0, W - w)), int(rng.integers(0, H - h))
-        image[y : y + h, x : x + w] = color
-        objects.append((name, (float(x), float(y), float(x + w), float(y + h))))
-    return image, objects
+def _scene(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, tuple[float, ...]]]]:
+    """:func:`painted_scene` with float boxes, as the detector takes them."""
+    image, objects = painted_scene(rng, H, W)
+    return image, [(name, tuple(float(v) for v in box)) for name, box in objects]
 
 
 def make_kitti(root: Path, n: int = 8, seed: int = 0, semantic: bool = False) -> Path:
@@ -165,15 +149,6 @@ def test_box_in_ignore_fraction_by_hand():
     # box 0 fully inside ignore 0; box 1 half inside ignore 1; box 2: half inside ignore 0
     assert torch.allclose(box_in_ignore_fraction(boxes, ignore), torch.tensor([1.0, 0.5, 0.5]))
     assert box_in_ignore_fraction(boxes, torch.zeros(0, 4)).tolist() == [0.0, 0.0, 0.0]
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models run far faster on one thread than on two contended ones (the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_loss_falls_on_a_few_images(one_thread):

@@ -30,6 +30,7 @@ from domains.driving.instances.data import (
 from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
 from domains.driving.instances.task import InstanceTask, load_instance_task
+from tests.driving.layouts import painted_scene
 from tests.helpers import detection_task, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,34 +53,6 @@ TINY = {
 KITTI_LINE = "{} 0.00 0 -10 {:.2f} {:.2f} {:.2f} {:.2f} 1.5 1.6 3.9 1.0 1.7 20.0 -1.5"
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _scene(rng):
-    """Grey image with 1-3 objects: wide blue 'cars', tall red 'pedestrians'; (image, [(name, box)])."""
-    image = np.full((H, W, 3), 110, np.uint8) + rng.integers(0, 20, (H, W, 3), dtype=np.uint8)
-    objects = []
-    for _ in range(int(rng.integers(1, 4))):
-        if rng.random() < 0.6:
-            name, w, h, color = "Car", int(rng.integers(24, 40)), int(rng.integers(14, 22)), (40, 60, 220)
-        else:
-            name, w, h, color = (
-                "Pedestrian",
-                int(rng.integers(8, 12)),
-                int(rng.integers(22, 34)),
-                (220, 40, 40),
-            )
-        x, y = int(rng.integers(0, W - w)), int(rng.integers(0, H - h))
-        image[y : y + h, x : x + w] = color
-        objects.append((name, (x, y, x + w, y + h)))
-    return image, objects
-
-
 def make_instance_kitti(root: Path, n: int = 8, seed: int = 0) -> Path:
     """``training/{image_2,label_2,instance}``: object k painted with id k (later ones on top), plus a DontCare
     line (last) whose 6x6 corner region is painted with its id."""
@@ -87,7 +60,7 @@ def make_instance_kitti(root: Path, n: int = 8, seed: int = 0) -> Path:
     for sub in ("image_2", "label_2", "instance"):
         (root / "training" / sub).mkdir(parents=True)
     for i in range(n):
-        image, objects = _scene(rng)
+        image, objects = painted_scene(rng, H, W)
         objects.append(("DontCare", (0, 0, 6, 6)))
         ids = np.zeros((H, W), np.uint16)
         for k, (_, (x1, y1, x2, y2)) in enumerate(objects, start=1):
@@ -334,7 +307,7 @@ def test_masks_in_ignore_fraction_by_hand():
 def test_loss_falls_on_a_few_images(one_thread):
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
-    scenes = [_scene(rng) for _ in range(3)]
+    scenes = [painted_scene(rng, H, W) for _ in range(3)]
     images = [torch.from_numpy(im.transpose(2, 0, 1).copy()).float() / 255 for im, _ in scenes]
     targets = []
     for _, objects in scenes:

@@ -6,17 +6,10 @@ Names load on first use (PEP 562), so ``--help`` imports no torch.
 
 from shared.cli_help import lazy_exports
 
-_WHERE = {
-    "AnomalySegmenter": "model",
-    "AnomalySegmentationTask": "task",
-    "SCORES": "scores",
-    "AnomalyScoreError": "scores",
-    "compute_score": "scores",
-    "image_anomaly_score": "predict",
-    "overlay_heatmap": "predict",
-    "road_region": "predict",
-    "write_predictions": "predict",
-}
-__all__ = list(_WHERE)
-
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    model="AnomalySegmenter",
+    task="AnomalySegmentationTask",
+    scores="SCORES AnomalyScoreError compute_score",
+    predict="image_anomaly_score overlay_heatmap road_region write_predictions",
+)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from shared.cli_help import run_domain
+from shared.cli_help import domain_main
 
-PROG = "python -m domains.driving.anomaly"
 DESCRIPTION = (
     "Road-anomaly segmentation: a road-scene segmenter (U-Net decoder on any registered encoder) whose "
     "per-pixel scores flag objects of no known class (lost cargo, debris, animals); outlier exposure with "
@@ -15,20 +14,9 @@ DESCRIPTION = (
     "test -c ... --ckpt_path last. Every option: python -m domains.driving.anomaly fit --help."
 )
 
-
-def main(args=None):
-    """The suite's LightningCLI for this task (``args``: a list, for tests); ``--help`` alone imports nothing heavy."""
-    return run_domain(
-        args,
-        prog=PROG,
-        description=DESCRIPTION,
-        task="domains.driving.anomaly.task:AnomalySegmentationTask",
-        data="domains.driving.anomaly.data:SegmentationDataModule",
-        domain="driving_anomaly",
-        monitor="val/miou",
-        monitor_mode="max",
-    )
-
+main = domain_main(
+    __package__, DESCRIPTION, ".task:AnomalySegmentationTask", ".data:SegmentationDataModule", "val/miou"
+)
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,4 @@ KITTI object crops (``data``). Names load on first use (PEP 562), so ``--help`` 
 
 from shared.cli_help import lazy_exports
 
-_WHERE = {"DrivingClassificationData": "data", "write_kitti_crops": "data"}
-__all__ = list(_WHERE)
-
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(__name__, data="DrivingClassificationData write_kitti_crops")

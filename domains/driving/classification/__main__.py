@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from shared.cli_help import run_domain
+from shared.cli_help import domain_main
 
-PROG = "python -m domains.driving.classification"
 DESCRIPTION = (
     "Road-object classification (Car, Van, Truck, Pedestrian, Cyclist) on any registered backbone; accuracy, "
     "macro F1, per-class recall, confusion matrix and calibration error; predict writes class probabilities and "
@@ -14,20 +13,13 @@ DESCRIPTION = (
     "then test -c ... --ckpt_path best. Every option: python -m domains.driving.classification fit --help."
 )
 
-
-def main(args=None):
-    """The suite's LightningCLI for this task (``args``: a list, for tests); ``--help`` alone imports nothing heavy."""
-    return run_domain(
-        args,
-        prog=PROG,
-        description=DESCRIPTION,
-        task="shared.classification.task:ClassificationTask",
-        data="domains.driving.classification.data:DrivingClassificationData",
-        domain="driving_classification",
-        monitor="val/f1_macro",
-        monitor_mode="max",
-    )
-
+main = domain_main(
+    __package__,
+    DESCRIPTION,
+    "shared.classification.task:ClassificationTask",
+    ".data:DrivingClassificationData",
+    "val/f1_macro",
+)
 
 if __name__ == "__main__":
     main()

@@ -11,8 +11,6 @@ same settings reuse the crops.
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -22,12 +20,11 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.common import default_kitti_root, read_rgb, read_sequence_groups
 from domains.driving.formats import KITTI_TYPES, read_kitti_dir, resolve_kitti_split
-from shared.classification.data import ClassificationDataModule, source_tag
+from shared.classification.data import ClassificationDataModule, CropFolder
 from shared.data import group_split
 
 CLASSES = ["Car", "Van", "Truck", "Pedestrian", "Cyclist"]
 CROPS_ROOT = "data/driving/classification"
-MARKER = ".complete"
 
 
 def square_crop(
@@ -68,11 +65,9 @@ def write_kitti_crops(
         "split_fractions": [float(f) for f in split_fractions],
         "seed": int(seed),
     }
-    marker = out / MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == settings:
+    crops = CropFolder(out, settings)
+    if crops.is_current():
         return out
-    if out.exists() and any(out.iterdir()) and not marker.is_file() and not (out / "metadata.csv").is_file():
-        raise FileExistsError(f"{out}: exists and holds no crops of ours; choose another crops_dir")
     known = (*KITTI_TYPES, *class_names)
     images = sorted(read_kitti_dir(kitti_root, known_types=known), key=lambda a: a.image_id)
     groups = read_sequence_groups(resolve_kitti_split(kitti_root), [a.image_id for a in images])
@@ -82,13 +77,8 @@ def write_kitti_crops(
         for i in idx
     }
     group_of = {a.image_id: g for a, g in zip(images, groups, strict=True)}
-    marker.unlink(missing_ok=True)
     for split in ("train", "val", "test"):
-        for name in class_names:
-            folder = out / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for old in folder.glob("*.png"):
-                old.unlink()
+        crops.empty_class_folders(split, class_names)
     rows, counts = [], {}
     for ann in images:
         objects = [
@@ -121,11 +111,7 @@ def write_kitti_crops(
             counts[(split, obj.type)] = counts.get((split, obj.type), 0) + 1
     if not rows:
         raise ValueError(f"{kitti_root}: no object of {class_names} at least {min_height} px tall")
-    with (out / "metadata.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    marker.write_text(json.dumps(settings))
+    crops.finish(rows)
     rank_zero_info(
         f"KITTI object crops: {len(rows)} from {len(images)} images of {kitti_root} written to {out}"
     )
@@ -163,11 +149,7 @@ class DrivingClassificationData(ClassificationDataModule):
         )
 
     def convert_source(self, data_format: str, data_path: str | None) -> Path:
-        source = Path(data_path) if data_path is not None else default_kitti_root()
-        if not source.exists():
-            raise FileNotFoundError(f"data_path {source}: no such KITTI folder")
-        tag = "synthetic_kitti" if data_path is None else f"kitti_{source_tag(source)}"
-        out = Path(self.crops_dir) if self.crops_dir else Path(CROPS_ROOT) / tag
+        source, out = self.source_and_crops_dir(data_path, default_kitti_root, "kitti", CROPS_ROOT)
         return write_kitti_crops(
             source, out, self.class_names, split_fractions=self.split_fractions, seed=self.seed
         )

@@ -5,13 +5,8 @@ Names load on first use (PEP 562), so ``python -m domains.driving.detection --he
 
 from shared.cli_help import lazy_exports
 
-_WHERE = {
-    "BackboneWithFPN": "model",
-    "RoadDetector": "model",
-    "box_in_ignore_fraction": "model",
-    "DetectionTask": "task",
-    "load_detection_task": "task",
-}
-__all__ = list(_WHERE)
-
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    model="BackboneWithFPN RoadDetector box_in_ignore_fraction",
+    task="DetectionTask load_detection_task",
+)

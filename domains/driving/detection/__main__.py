@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from shared.cli_help import run_domain
+from shared.cli_help import domain_main
 
-PROG = "python -m domains.driving.detection"
 DESCRIPTION = (
     "Road-object detection: FCOS (torchvision) on any registered backbone through an FPN; COCO mAP and KITTI "
     "AP (Easy / Moderate / Hard). Trains on the synthetic KITTI-layout scenes by default (generated on first "
@@ -13,20 +12,7 @@ DESCRIPTION = (
     "test -c ... --ckpt_path best. Every option: python -m domains.driving.detection fit --help."
 )
 
-
-def main(args=None):
-    """The suite's LightningCLI for this task (``args``: a list, for tests); ``--help`` alone imports nothing heavy."""
-    return run_domain(
-        args,
-        prog=PROG,
-        description=DESCRIPTION,
-        task="domains.driving.detection.task:DetectionTask",
-        data="domains.driving.detection.data:DetectionDataModule",
-        domain="driving_detection",
-        monitor="val/map50",
-        monitor_mode="max",
-    )
-
+main = domain_main(__package__, DESCRIPTION, ".task:DetectionTask", ".data:DetectionDataModule", "val/map50")
 
 if __name__ == "__main__":
     main()

@@ -14,10 +14,11 @@ import torch
 from torch.utils.data import Dataset
 
 from domains.driving.common import (
+    data_source,
     default_kitti_root,
     read_label_map,
     read_rgb,
-    read_sequence_groups,
+    split_by_sequence,
     to_image_tensor,
     warn_empty_splits,
 )
@@ -35,7 +36,6 @@ from shared.data import (
     SplitLoaders,
     default_num_workers,
     detection_augmentations,
-    group_split,
 )
 
 # ------------------------------------------------------------------------------------------- detection
@@ -193,10 +193,6 @@ def detection_collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list[
     return list(images), list(targets)
 
 
-def _bbox_params() -> A.BboxParams:
-    return A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.3)
-
-
 def detection_transforms(
     train: bool,
     image_size: tuple[int, int] | None = None,
@@ -204,22 +200,29 @@ def detection_transforms(
     seed: int | None = None,
     crop_scale: tuple[float, float] = (0.6, 1.0),
     crop_prob: float = 0.5,
+    boxes: bool = True,
 ) -> A.Compose | None:
-    """Train: flips, photometric jitter and (with ``image_size``) scale crops; eval: resize (or nothing)."""
+    """Train: flips, photometric jitter and (with ``image_size``) scale crops; eval: resize (or nothing).
+
+    ``boxes``: carry pascal_voc ``bboxes`` (+ ``labels``) through the steps; False for targets that are only
+    masks (the instance task re-derives its boxes from the moved masks)."""
     resize = [A.Resize(height=image_size[0], width=image_size[1])] if image_size else []
+    steps = []
     if train and augment:
-        base = detection_augmentations(
+        steps = detection_augmentations(
             height=image_size[0] if image_size else None,
             width=image_size[1] if image_size else None,
             crop_scale=tuple(crop_scale),
             crop_prob=crop_prob,
             seed=seed,
-        )
-        # the crop may not fire (crop_prob < 1): a final Resize gives every sample one size
-        return A.Compose([*base.transforms, *resize], bbox_params=_bbox_params(), seed=seed)
-    if resize:
-        return A.Compose(resize, bbox_params=_bbox_params(), seed=seed)
-    return None
+        ).transforms
+    if not steps and not resize:
+        return None
+    # the crop may not fire (crop_prob < 1): a final Resize gives every sample one size
+    bbox_params = (
+        A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.3) if boxes else None
+    )
+    return A.Compose([*steps, *resize], bbox_params=bbox_params, seed=seed)
 
 
 class DetectionDataModule(SplitLoaders):
@@ -313,19 +316,8 @@ class DetectionDataModule(SplitLoaders):
             default_kitti_root()
 
     def _source(self) -> Path:
-        path = Path(self.data_path) if self.data_path is not None else default_kitti_root()
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: data_path does not exist")
-        if path.is_dir() and self.data_format in ("coco", "yolo"):
-            pattern = ("*.json",) if self.data_format == "coco" else ("*.yaml", "*.yml")
-            found = sorted(p for pat in pattern for p in path.glob(pat))
-            if len(found) != 1:
-                raise FileNotFoundError(
-                    f"{path}: expected exactly one {'/'.join(pattern)} file, found "
-                    f"{[p.name for p in found] or 'none'}"
-                )
-            path = found[0]
-        return path
+        patterns = {"coco": ("*.json",), "yolo": ("*.yaml", "*.yml")}.get(self.data_format, ())
+        return data_source(self.data_path, patterns)
 
     def _read_splits(self) -> dict[str, list[ImageAnnotation]]:
         source = self._source()
@@ -350,10 +342,7 @@ class DetectionDataModule(SplitLoaders):
                 }
                 return {name: self._cap(items) for name, items in splits.items()}
             items, split_root = read_yolo(source, "train", strict=self.strict), source.parent
-        items = self._cap(sorted(items, key=lambda a: a.image_id))
-        groups = read_sequence_groups(split_root, [a.image_id for a in items])
-        index = group_split(groups, self.split_fractions, seed=self.seed)
-        return {name: [items[i] for i in idx] for name, idx in index.items()}
+        return split_by_sequence(items, split_root, self.split_fractions, self.seed, self.max_items)
 
     def _cap(self, items: list[ImageAnnotation]) -> list[ImageAnnotation]:
         return items[: self.max_items] if self.max_items is not None else items

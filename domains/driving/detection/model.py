@@ -100,7 +100,44 @@ class Float32OutputHead(FCOSHead):
         return {name: value.float() for name, value in super().forward(x).items()}
 
 
-class RoadDetector(RemembersInitArgs, nn.Module):
+def as_image_list(images: list[torch.Tensor] | torch.Tensor, channels: int) -> list[torch.Tensor]:
+    """A torchvision detector's ``images`` (a list, or a (B, C, H, W) / (C, H, W) tensor) as a list of
+    (``channels``, H, W) tensors; anything else is refused naming the image."""
+    if isinstance(images, torch.Tensor):
+        images = list(images) if images.ndim == 4 else [images]
+    for i, image in enumerate(images):
+        if image.ndim != 3 or image.shape[0] != channels:
+            raise ValueError(
+                f"image {i}: expected a ({channels}, H, W) tensor, got shape {tuple(image.shape)}"
+            )
+    return images
+
+
+class AdjustablePostprocess:
+    """Mixin of the torchvision-based road models: :meth:`set_postprocess` changes the thresholds of the module
+    that applies them (:meth:`postprocess_module`) after construction, e.g. a low score threshold for AP and a
+    high one for display."""
+
+    def postprocess_module(self) -> nn.Module:
+        raise NotImplementedError
+
+    def set_postprocess(
+        self,
+        score_thresh: float | None = None,
+        nms_thresh: float | None = None,
+        detections_per_img: int | None = None,
+    ) -> None:
+        module = self.postprocess_module()
+        for name, value in (
+            ("score_thresh", score_thresh),
+            ("nms_thresh", nms_thresh),
+            ("detections_per_img", detections_per_img),
+        ):
+            if value is not None:
+                setattr(module, name, value)
+
+
+class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
     """FCOS detector on a registry backbone. Plain ``nn.Module``: usable without Lightning.
 
     ``forward(images, targets=None)``: ``images`` is a list of float (3, H, W) tensors in [0, 1], any sizes.
@@ -226,29 +263,11 @@ class RoadDetector(RemembersInitArgs, nn.Module):
         """The registry backbone (for freezing / transfer learning: ``model.backbone``)."""
         return self.detector.backbone.body
 
-    def set_postprocess(
-        self,
-        score_thresh: float | None = None,
-        nms_thresh: float | None = None,
-        detections_per_img: int | None = None,
-    ) -> None:
-        """Change post-processing after construction (e.g. a low threshold for mAP, a high one for display)."""
-        if score_thresh is not None:
-            self.detector.score_thresh = score_thresh
-        if nms_thresh is not None:
-            self.detector.nms_thresh = nms_thresh
-        if detections_per_img is not None:
-            self.detector.detections_per_img = detections_per_img
+    def postprocess_module(self) -> nn.Module:
+        return self.detector  # FCOS holds its thresholds itself
 
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        if isinstance(images, torch.Tensor):
-            images = list(images) if images.ndim == 4 else [images]
-        for i, image in enumerate(images):
-            if image.ndim != 3 or image.shape[0] != self.detector.backbone.body.in_channels:
-                raise ValueError(
-                    f"image {i}: expected a ({self.detector.backbone.body.in_channels}, H, W) tensor, "
-                    f"got shape {tuple(image.shape)}"
-                )
+        images = as_image_list(images, self.backbone.in_channels)
         # evaluation at the nominal size; multi-scale training draws from train_scales only
         if self.training:
             min_size, max_size = self._train_sizes

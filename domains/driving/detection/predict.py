@@ -100,51 +100,78 @@ def detect(model: torch.nn.Module, image: np.ndarray) -> dict:
     return {k: v.cpu() for k, v in out.items()}
 
 
-class KittiPredictionWriter(BasePredictionWriter):
-    """Writes ``<output_dir>/data/<image_id>.txt`` (KITTI result format) and ``images/<image_id>.png``.
+class RoadPredictionWriter(BasePredictionWriter):
+    """Base of the driving prediction writers: per predicted image, :meth:`write_image` writes its files; the
+    epoch ends with one line saying how many images went where. ``score_thresh``: only predictions at or above it
+    are drawn."""
 
-    Every detection goes into the txt file (the evaluation sweeps the score); only those at or above
-    ``draw_score_thresh`` are drawn. Images are drawn on the original file when its path is known,
-    else on the batch tensor resized back to the original size.
-    """
+    #: what one written image amounts to, for the closing line
+    WROTE = "predictions"
 
-    def __init__(self, output_dir: str, class_names: Sequence[str], draw_score_thresh: float = 0.5):
+    def __init__(self, output_dir: str, class_names: Sequence[str], score_thresh: float = 0.5):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names)
-        self.draw_score_thresh = draw_score_thresh
+        self.score_thresh = score_thresh
         self.written = 0
+
+    def write_image(self, image: torch.Tensor, pred: dict) -> None:
+        raise NotImplementedError
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
         images = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
         for image, pred in zip(images, prediction):
-            image_id = str(pred["image_id"])
-            write_kitti_label(
-                self.output_dir / "data" / f"{image_id}.txt",
-                detections_to_kitti(pred, self.class_names),
-                with_score=True,
-            )
-            rgb = None
-            if pred.get("image_path"):
-                bgr = cv2.imread(str(pred["image_path"]), cv2.IMREAD_COLOR)
-                rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            if rgb is None:
-                rgb = tensor_to_rgb(image, pred.get("orig_size"))
-            drawn = draw_detections(rgb, pred, self.class_names, self.draw_score_thresh)
-            path = self.output_dir / "images" / f"{image_id}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"{path}: could not write the image")
+            self.write_image(image, pred)
             self.written += 1
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
-        rank_zero_info(f"wrote {self.written} KITTI result files and images to {self.output_dir}")
+        rank_zero_info(f"wrote {self.written} {self.WROTE} to {self.output_dir}")
+
+
+def original_rgb(image: torch.Tensor, pred: dict, size: tuple[int, int] | None) -> np.ndarray:
+    """The RGB picture a prediction is drawn on: the original file when its path is known (and it has ``size``),
+    else the batch tensor resized back to ``size``."""
+    if pred.get("image_path"):
+        bgr = cv2.imread(str(pred["image_path"]), cv2.IMREAD_COLOR)
+        if bgr is not None and (size is None or bgr.shape[:2] == tuple(size)):
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return tensor_to_rgb(image, size)
+
+
+def write_rgb(path: Path, rgb: np.ndarray, what: str = "image") -> None:
+    """Write an RGB uint8 picture (creating its folder); OSError naming ``path`` when OpenCV cannot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write the {what}")
+
+
+class KittiPredictionWriter(RoadPredictionWriter):
+    """Writes ``<output_dir>/data/<image_id>.txt`` (KITTI result format) and ``images/<image_id>.png``.
+
+    Every detection goes into the txt file (the evaluation sweeps the score); only those at or above
+    ``score_thresh`` are drawn. Images are drawn on the original file when its path is known,
+    else on the batch tensor resized back to the original size.
+    """
+
+    WROTE = "KITTI result files and images"
+
+    def write_image(self, image: torch.Tensor, pred: dict) -> None:
+        image_id = str(pred["image_id"])
+        write_kitti_label(
+            self.output_dir / "data" / f"{image_id}.txt",
+            detections_to_kitti(pred, self.class_names),
+            with_score=True,
+        )
+        rgb = original_rgb(image, pred, pred.get("orig_size"))
+        drawn = draw_detections(rgb, pred, self.class_names, self.score_thresh)
+        write_rgb(self.output_dir / "images" / f"{image_id}.png", drawn)
 
 
 __all__ = [
     "KittiPredictionWriter",
+    "RoadPredictionWriter",
     "class_color",
     "detect",
     "detections_to_kitti",

@@ -21,34 +21,102 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.classes import DETECTION_CLASSES
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
-from shared.backbones import list_backbones, load_backbone_weights
-from shared.task import BaseTask, gather_lists
+from shared.backbones import list_backbones
+from shared.labelled_task import LabelledTask, check_distinct_class_names
+from shared.task import gather_lists
 
-# Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, see __init__).
-RUNTIME_ARGS = (
+# Evaluation / prediction choices of every detector task, not part of what was trained (kept out of checkpoints,
+# see DetectionTask.__init__).
+DETECTOR_RUNTIME_ARGS = (
     "pretrained_backbone",
     "pretrained_prefix",
     "score_thresh",
     "nms_thresh",
     "detections_per_img",
     "ignore_overlap",
-    "kitti_difficulties",
-    "kitti_min_height_scale",
     "predict_dir",
     "predict_score_thresh",
 )
+RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "kitti_difficulties", "kitti_min_height_scale")
 
 
-class DetectionTask(BaseTask):
+class DetectorTask(LabelledTask):
+    """What the tasks on a torchvision detector (boxes here, masks in :mod:`domains.driving.instances`) share:
+    building it with its post-processing and pretrained backbone, the training step's loss logging, the
+    prediction writer, the data module's annotations by image id and the epoch's headline metric."""
+
+    #: ``"module:Class"`` of the prediction writer (``predict_dir``), imported only when predicting
+    WRITER = "domains.driving.detection.predict:KittiPredictionWriter"
+
+    def build_detector(
+        self,
+        network,
+        base: type,
+        class_names,
+        pretrained_backbone: str | None,
+        pretrained_prefix: str,
+        **postprocess,
+    ) -> None:
+        """Check ``class_names``, build ``self.model`` (``network``, a ``base``), set its ``postprocess``
+        thresholds and load the pretrained backbone, if one is given."""
+        check_distinct_class_names(class_names)
+        self.model = self.build_labelled_network(network, base, class_names)
+        self.model.set_postprocess(**postprocess)
+        if pretrained_backbone:
+            self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
+        self._annotation_index: dict | None = None
+
+    def configure_callbacks(self):
+        if not self.predict_dir:
+            return []
+        module, name = self.WRITER.split(":")
+        writer = getattr(import_module(module), name)
+        return [writer(self.predict_dir, self.class_names, self.predict_score_thresh)]
+
+    def training_targets(self, targets: Sequence[dict]) -> list[dict]:
+        """The targets a training step gives the model (as they come; a task may clean them)."""
+        return list(targets)
+
+    def log_training_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor | None:
+        """The summed loss (None when :meth:`guard_loss` skips the step), logged with each term."""
+        loss = self.guard_loss(sum(losses.values()), losses)
+        if loss is None:
+            return None
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        return loss
+
+    def _annotations(self) -> dict:
+        """image_id -> raw annotation (with ``image_path``) from the data module (empty when it has none)."""
+        if self._annotation_index is None:
+            dm = getattr(self.trainer, "datamodule", None)
+            splits = getattr(dm, "splits", None) or {}
+            self._annotation_index = {a.image_id: a for items in splits.values() for a in items}
+        return self._annotation_index
+
+    def image_path(self, image_id: str) -> str | None:
+        """The file of a predicted image, when the data module knows it."""
+        ann = self._annotations().get(image_id) if self._trainer is not None else None
+        return ann.image_path if ann is not None else None
+
+    def log_with_headline(self, values: dict[str, float], headline: str) -> dict[str, float]:
+        """Log ``values`` with ``headline`` on the progress bar; return them."""
+        self.log(headline, values[headline], prog_bar=True)
+        self.log_dict({k: v for k, v in values.items() if k != headline})
+        return values
+
+
+class DetectionTask(DetectorTask):
     """FCOS road-scene detector: trains :class:`RoadDetector` and evaluates it with COCO and KITTI AP.
 
     Args:
@@ -73,12 +141,6 @@ class DetectionTask(BaseTask):
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
-    #: set by the CLI from the data module (one source): the labels index class_names
-    CLI_LINKS = (
-        ("data.class_names", "model.class_names"),
-        ("data.class_names", "model.network.init_args.num_classes", len),
-    )
-
     def __init__(
         self,
         network: RoadDetector,
@@ -100,26 +162,21 @@ class DetectionTask(BaseTask):
         # over the command line, so a stored predict_dir / score threshold would override the user's, and a
         # moved pretrained file would break loading weights the checkpoint already holds.
         self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
-        if not class_names or len(set(class_names)) != len(class_names):
-            raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")
         bad = [d for d in kitti_difficulties if d not in KITTI_DIFFICULTY]
         if bad:
             raise ValueError(f"kitti_difficulties {bad} unknown; choose from {list(KITTI_DIFFICULTY)}")
         if not kitti_min_height_scale > 0:
             raise ValueError(f"kitti_min_height_scale must be > 0, got {kitti_min_height_scale}")
-        self.class_names = list(class_names)
-        self.model = self.build_network(network, RoadDetector)
-        if self.model.num_classes != len(self.class_names):
-            raise ValueError(
-                f"model.network has {self.model.num_classes} classes but class_names lists {len(self.class_names)} "
-                f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
-            )
-        self.model.set_postprocess(
-            score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
+        self.build_detector(
+            network,
+            RoadDetector,
+            class_names,
+            pretrained_backbone,
+            pretrained_prefix,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
         )
-        if pretrained_backbone:
-            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
-            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
         self.ignore_overlap = ignore_overlap
         self.kitti_difficulties = list(kitti_difficulties)
         self.kitti_min_height_scale = float(kitti_min_height_scale)
@@ -129,17 +186,11 @@ class DetectionTask(BaseTask):
         self._metrics: dict[str, tuple[MeanAveragePrecision, MeanAveragePrecision]] = {}
         self._kitti: dict[str, tuple[list, list]] = {}
         self._ignored_detections: dict[str, int] = {}
-        self._annotation_index: dict | None = None
 
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        dm_classes = getattr(dm, "class_names", None)
-        if dm_classes is not None and list(dm_classes) != self.class_names:
-            raise ValueError(
-                f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
-                "set both to the same list (the labels are indices into it)"
-            )
+        super().setup(stage)
+        dm = self.attached_datamodule()
         needs_maps = stage == "fit" and self.model.semantic_head is not None
         if needs_maps and dm is not None and not getattr(dm, "semantic_maps", False):
             raise ValueError(
@@ -147,15 +198,13 @@ class DetectionTask(BaseTask):
                 "reads no semantic maps: set data.semantic_maps true (or the weight 0)"
             )
 
-    def configure_callbacks(self):
-        if not self.predict_dir:
-            return []
-        from domains.driving.detection.predict import KittiPredictionWriter
-
-        return [KittiPredictionWriter(self.predict_dir, self.class_names, self.predict_score_thresh)]
-
     # ------------------------------------------------------------------------------------------- training
-    def _clean_targets(self, targets: Sequence[dict]) -> list[dict]:
+    def on_train_start(self) -> None:
+        self.dropped_degenerate = (
+            0  # count this fit's boxes only (not, e.g., a benchmark's calibration steps)
+        )
+
+    def training_targets(self, targets: Sequence[dict]) -> list[dict]:
         """Boxes narrower or lower than 1 px (left by crops) make FCOS raise: drop them and count them."""
         out = []
         for t in targets:
@@ -170,17 +219,10 @@ class DetectionTask(BaseTask):
 
     def training_step(self, batch, batch_idx):
         images, targets = batch
-        losses = self.model(images, self._clean_targets(targets))
-        loss = sum(losses.values())
-        loss = self.guard_loss(loss, losses)
-        if loss is None:
-            return None
-        bs = len(images)
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        for name, value in losses.items():
-            self.log(f"train/{name}", value, batch_size=bs)
-        if self.dropped_degenerate:
-            self.log("train/dropped_degenerate_boxes", float(self.dropped_degenerate), batch_size=bs)
+        losses = self.model(images, self.training_targets(targets))
+        loss = self.log_training_losses(losses, len(images))
+        if loss is not None and self.dropped_degenerate:
+            self.log("train/dropped_degenerate_boxes", float(self.dropped_degenerate), batch_size=len(images))
         return loss
 
     # ----------------------------------------------------------------------------------------- evaluation
@@ -193,14 +235,6 @@ class DetectionTask(BaseTask):
             )
             self._metrics[stage] = (coco, ap50)
         return self._metrics[stage]
-
-    def _annotations(self) -> dict:
-        """image_id -> raw :class:`ImageAnnotation` from the data module (empty when it has none)."""
-        if self._annotation_index is None:
-            dm = getattr(self.trainer, "datamodule", None)
-            splits = getattr(dm, "splits", None) or {}
-            self._annotation_index = {a.image_id: a for items in splits.values() for a in items}
-        return self._annotation_index
 
     def predict_original(
         self, images: list[torch.Tensor], targets: Sequence[dict] | None = None
@@ -276,22 +310,7 @@ class DetectionTask(BaseTask):
                 if finite:
                     values[f"{stage}/kitti_{level}/mean"] = sum(finite) / len(finite)
         values[f"{stage}/ignored_detections"] = float(sum(ignored for _, _, ignored in ranks))
-        headline = f"{stage}/map50"
-        self.log(headline, values[headline], prog_bar=True)
-        self.log_dict({k: v for k, v in values.items() if k != headline})
-        return values
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluation_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluation_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
+        return self.log_with_headline(values, f"{stage}/map50")
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         images, targets = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (batch, None)
@@ -299,8 +318,7 @@ class DetectionTask(BaseTask):
         for i, pred in enumerate(preds):
             target = targets[i] if targets is not None else {}
             pred["image_id"] = target.get("image_id", f"{batch_idx:06d}_{i}")
-            ann = self._annotations().get(pred["image_id"]) if self._trainer is not None else None
-            pred["image_path"] = ann.image_path if ann is not None else None
+            pred["image_path"] = self.image_path(pred["image_id"])
             pred["orig_size"] = tuple(target.get("orig_size", images[i].shape[-2:]))
         return preds
 

@@ -6,13 +6,10 @@ Names load on first use (PEP 562), so ``python -m domains.driving.instances --he
 
 from shared.cli_help import lazy_exports
 
-_WHERE = {
-    "RoadInstanceSegmenter": "model",
-    "InstanceTask": "task",
-    "load_instance_task": "task",
-    "InstanceDataModule": "data",
-    "InstanceMetrics": "metrics",
-}
-__all__ = list(_WHERE)
-
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    model="RoadInstanceSegmenter",
+    task="InstanceTask load_instance_task",
+    data="InstanceDataModule",
+    metrics="InstanceMetrics",
+)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from shared.cli_help import run_domain
+from shared.cli_help import domain_main
 
-PROG = "python -m domains.driving.instances"
 DESCRIPTION = (
     "Road-user instance segmentation: Mask R-CNN (torchvision) on any registered backbone through the "
     "detector's FPN; COCO mask AP and box AP. Trains on the synthetic KITTI-layout scenes and their instance "
@@ -14,20 +13,9 @@ DESCRIPTION = (
     "domains/driving/instances/configs/quick.yaml. Every option: python -m domains.driving.instances fit --help."
 )
 
-
-def main(args=None):
-    """The suite's LightningCLI for this task (``args``: a list, for tests); ``--help`` alone imports nothing heavy."""
-    return run_domain(
-        args,
-        prog=PROG,
-        description=DESCRIPTION,
-        task="domains.driving.instances.task:InstanceTask",
-        data="domains.driving.instances.data:InstanceDataModule",
-        domain="driving_instances",
-        monitor="val/mask_map50",
-        monitor_mode="max",
-    )
-
+main = domain_main(
+    __package__, DESCRIPTION, ".task:InstanceTask", ".data:InstanceDataModule", "val/mask_map50"
+)
 
 if __name__ == "__main__":
     main()

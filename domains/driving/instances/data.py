@@ -39,14 +39,15 @@ from torchvision.ops import masks_to_boxes
 
 from domains.driving.classes import DONTCARE
 from domains.driving.common import (
+    data_source,
     default_kitti_root,
     read_label_map,
     read_rgb,
-    read_sequence_groups,
+    split_by_sequence,
     to_image_tensor,
     warn_empty_splits,
 )
-from domains.driving.detection.data import detection_collate
+from domains.driving.detection.data import detection_collate, detection_transforms
 from domains.driving.formats import (
     BOX_TOLERANCE_PX,
     DropLog,
@@ -61,7 +62,7 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SplitLoaders, default_num_workers, detection_augmentations, group_split
+from shared.data import SplitLoaders, default_num_workers
 
 #: Cityscapes label ids of its instance classes, named as the suite's classes where they are the same thing
 #: (person -> Pedestrian, rider -> Cyclist); the others keep Cityscapes' names and are dropped unless listed in
@@ -478,29 +479,6 @@ class InstanceDataset(Dataset):
         return to_image_tensor(image), target
 
 
-def instance_transforms(
-    train: bool,
-    image_size: tuple[int, int] | None = None,
-    augment: bool = True,
-    seed: int | None = None,
-    crop_scale: tuple[float, float] = (0.6, 1.0),
-    crop_prob: float = 0.5,
-) -> A.Compose | None:
-    """Train: the detector's flips, photometric jitter and zoom-in crops, applied to masks; eval: resize."""
-    resize = [A.Resize(height=image_size[0], width=image_size[1])] if image_size else []
-    if train and augment:
-        base = detection_augmentations(
-            height=image_size[0] if image_size else None,
-            width=image_size[1] if image_size else None,
-            crop_scale=tuple(crop_scale),
-            crop_prob=crop_prob,
-            seed=seed,
-        )
-        # the same steps without the box parameters: boxes are re-derived from the moved masks
-        return A.Compose([*base.transforms, *resize], seed=seed)
-    return A.Compose(resize, seed=seed) if resize else None
-
-
 class InstanceDataModule(SplitLoaders):
     """Instance masks from the KITTI layout with instance maps, COCO instance JSON or panoptic PNGs, split by
     sequence (``--data.*``).
@@ -571,37 +549,30 @@ class InstanceDataModule(SplitLoaders):
             default_kitti_root()
 
     def _read(self) -> tuple[list[InstanceAnnotation], Path]:
-        path = Path(self.data_path) if self.data_path is not None else default_kitti_root()
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: data_path does not exist")
+        path = data_source(self.data_path, ("*.json",) if self.data_format == "coco" else ())
         if self.data_format == "kitti":
             return read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
         if self.data_format == "png":
             items = read_png_instances(path, self.png_class_ids, self.png_divisor, strict=self.strict)
             return items, path
-        if path.is_dir():
-            found = sorted(path.glob("*.json"))
-            if len(found) != 1:
-                raise FileNotFoundError(
-                    f"{path}: expected exactly one *.json file, found {[p.name for p in found]}"
-                )
-            path = found[0]
         return read_coco_instances(path, strict=self.strict), path.parent
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         items, split_root = self._read()
-        items = sorted(items, key=lambda a: a.image_id)
-        if self.max_items is not None:
-            items = items[: self.max_items]
-        groups = read_sequence_groups(split_root, [a.image_id for a in items])
-        index = group_split(groups, self.split_fractions, seed=self.seed)
-        self.splits = {name: [items[i] for i in idx] for name, idx in index.items()}
+        self.splits = split_by_sequence(items, split_root, self.split_fractions, self.seed, self.max_items)
         warn_empty_splits(self.splits, "InstanceDataModule")
         for name, split in self.splits.items():
-            transform = instance_transforms(
-                name == "train", self.image_size, self.augment, self.seed, self.crop_scale, self.crop_prob
+            # the detector's steps on the masks alone: the boxes are re-derived from the moved masks
+            transform = detection_transforms(
+                name == "train",
+                self.image_size,
+                self.augment,
+                self.seed,
+                self.crop_scale,
+                self.crop_prob,
+                boxes=False,
             )
             self.datasets[name] = InstanceDataset(
                 split, self.class_names, transform, class_map=self.class_map
@@ -618,7 +589,6 @@ __all__ = [
     "InstanceObject",
     "decode_masks",
     "encode_masks",
-    "instance_transforms",
     "mask_boxes",
     "read_coco_instances",
     "read_kitti_instances",

@@ -29,12 +29,18 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from domains.driving.detection.model import IMAGENET_MEAN, IMAGENET_STD, BackboneWithFPN
+from domains.driving.detection.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AdjustablePostprocess,
+    BackboneWithFPN,
+    as_image_list,
+)
 from shared.backbones import Backbone, create_backbone
 from shared.networks import RemembersInitArgs
 
 
-class RoadInstanceSegmenter(RemembersInitArgs, nn.Module):
+class RoadInstanceSegmenter(AdjustablePostprocess, RemembersInitArgs, nn.Module):
     """Mask R-CNN on a registry backbone + FPN. Plain ``nn.Module``: usable without Lightning.
 
     ``forward(images, targets=None)``: ``images`` a list of float (3, H, W) tensors in [0, 1]. Training (targets
@@ -135,30 +141,11 @@ class RoadInstanceSegmenter(RemembersInitArgs, nn.Module):
         """The registry backbone (for freezing / transfer learning)."""
         return self.segmenter.backbone.body
 
-    def set_postprocess(
-        self,
-        score_thresh: float | None = None,
-        nms_thresh: float | None = None,
-        detections_per_img: int | None = None,
-    ) -> None:
-        """Change post-processing after construction (a low threshold for AP, a high one for display)."""
-        heads = self.segmenter.roi_heads
-        if score_thresh is not None:
-            heads.score_thresh = score_thresh
-        if nms_thresh is not None:
-            heads.nms_thresh = nms_thresh
-        if detections_per_img is not None:
-            heads.detections_per_img = detections_per_img
+    def postprocess_module(self) -> nn.Module:
+        return self.segmenter.roi_heads  # Mask R-CNN applies its thresholds in the RoI heads
 
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        if isinstance(images, torch.Tensor):
-            images = list(images) if images.ndim == 4 else [images]
-        channels = self.backbone.in_channels
-        for i, image in enumerate(images):
-            if image.ndim != 3 or image.shape[0] != channels:
-                raise ValueError(
-                    f"image {i}: expected a ({channels}, H, W) tensor, got shape {tuple(image.shape)}"
-                )
+        images = as_image_list(images, self.backbone.in_channels)
         if targets is not None:
             for i, (image, t) in enumerate(zip(images, targets, strict=True)):
                 masks = t["masks"]

@@ -9,15 +9,18 @@ colour, outlined, boxed and labelled.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.utilities import rank_zero_info
 
-from domains.driving.detection.predict import class_color, draw_detections, tensor_to_rgb
+from domains.driving.detection.predict import (
+    RoadPredictionWriter,
+    class_color,
+    draw_detections,
+    original_rgb,
+    write_rgb,
+)
 
 
 def instance_id_map(
@@ -60,49 +63,27 @@ def draw_instances(
     return draw_detections(canvas, pred, class_names, score_thresh, thickness=1)
 
 
-class InstancePredictionWriter(BasePredictionWriter):
+class InstancePredictionWriter(RoadPredictionWriter):
     """Writes the id map, its text list and the overlay of every predicted image (see the module docstring)."""
 
-    def __init__(self, output_dir: str, class_names: Sequence[str], score_thresh: float = 0.5):
-        super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
-        self.class_names = list(class_names)
-        self.score_thresh = score_thresh
-        self.written = 0
+    WROTE = "instance maps and overlays"
 
-    def write_on_batch_end(
-        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
-    ) -> None:
-        images = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
-        for image, pred in zip(images, prediction):
-            image_id = str(pred["image_id"])
-            size = tuple(pred["masks"].shape[-2:])
-            ids, order = instance_id_map(pred, size, self.score_thresh)
-            folder = self.output_dir / "instances"
-            folder.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(folder / f"{image_id}.png"), ids):
-                raise OSError(f"{folder / f'{image_id}.png'}: could not write the instance map")
-            lines = []
-            for k, i in enumerate(order, start=1):
-                box = " ".join(f"{v:.1f}" for v in pred["boxes"][i].tolist())
-                name = self.class_names[int(pred["labels"][i])]
-                lines.append(f"{k} {name} {float(pred['scores'][i]):.4f} {box}")
-            (folder / f"{image_id}.txt").write_text("".join(line + "\n" for line in lines))
-            rgb = None
-            if pred.get("image_path"):
-                bgr = cv2.imread(str(pred["image_path"]), cv2.IMREAD_COLOR)
-                rgb = None if bgr is None or bgr.shape[:2] != size else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            if rgb is None:
-                rgb = tensor_to_rgb(image, size)
-            overlay = draw_instances(rgb, pred, self.class_names, self.score_thresh)
-            path = self.output_dir / "overlays" / f"{image_id}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"{path}: could not write the overlay")
-            self.written += 1
-
-    def on_predict_epoch_end(self, trainer, pl_module) -> None:
-        rank_zero_info(f"wrote {self.written} instance maps and overlays to {self.output_dir}")
+    def write_image(self, image: torch.Tensor, pred: dict) -> None:
+        image_id = str(pred["image_id"])
+        size = tuple(pred["masks"].shape[-2:])
+        ids, order = instance_id_map(pred, size, self.score_thresh)
+        folder = self.output_dir / "instances"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(folder / f"{image_id}.png"), ids):
+            raise OSError(f"{folder / f'{image_id}.png'}: could not write the instance map")
+        lines = []
+        for k, i in enumerate(order, start=1):
+            box = " ".join(f"{v:.1f}" for v in pred["boxes"][i].tolist())
+            name = self.class_names[int(pred["labels"][i])]
+            lines.append(f"{k} {name} {float(pred['scores'][i]):.4f} {box}")
+        (folder / f"{image_id}.txt").write_text("".join(line + "\n" for line in lines))
+        overlay = draw_instances(original_rgb(image, pred, size), pred, self.class_names, self.score_thresh)
+        write_rgb(self.output_dir / "overlays" / f"{image_id}.png", overlay, "overlay")
 
 
 __all__ = ["InstancePredictionWriter", "draw_instances", "instance_id_map"]

@@ -13,29 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.classes import DETECTION_CLASSES
+from domains.driving.detection.task import DETECTOR_RUNTIME_ARGS, DetectorTask
 from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
-from shared.backbones import list_backbones, load_backbone_weights
-from shared.task import BaseTask
+from shared.backbones import list_backbones
 
 # Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, as for detection).
-RUNTIME_ARGS = (
-    "pretrained_backbone",
-    "pretrained_prefix",
-    "score_thresh",
-    "nms_thresh",
-    "detections_per_img",
-    "mask_thresh",
-    "ignore_overlap",
-    "predict_dir",
-    "predict_score_thresh",
-)
+RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "mask_thresh")
 
 
-class InstanceTask(BaseTask):
+class InstanceTask(DetectorTask):
     """Mask R-CNN road-user instance segmentation; validation logs mask AP (headline ``val/mask_map50``) and the
     same model's box AP.
 
@@ -59,11 +48,7 @@ class InstanceTask(BaseTask):
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
-    #: set by the CLI from the data module (one source): the labels index class_names
-    CLI_LINKS = (
-        ("data.class_names", "model.class_names"),
-        ("data.class_names", "model.network.init_args.num_classes", len),
-    )
+    WRITER = "domains.driving.instances.predict:InstancePredictionWriter"
 
     def __init__(
         self,
@@ -82,59 +67,30 @@ class InstanceTask(BaseTask):
     ):
         super().__init__(**base_task_args)
         self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
-        if not class_names or len(set(class_names)) != len(class_names):
-            raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")
         if not 0 < mask_thresh < 1:
             raise ValueError(f"mask_thresh must be in (0, 1), got {mask_thresh}")
-        self.class_names = list(class_names)
-        self.model = self.build_network(network, RoadInstanceSegmenter)
-        if self.model.num_classes != len(self.class_names):
-            raise ValueError(
-                f"model.network has {self.model.num_classes} classes but class_names lists {len(self.class_names)} "
-                f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
-            )
-        self.model.set_postprocess(
-            score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
+        self.build_detector(
+            network,
+            RoadInstanceSegmenter,
+            class_names,
+            pretrained_backbone,
+            pretrained_prefix,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
         )
-        if pretrained_backbone:
-            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
-            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
         self.mask_thresh = mask_thresh
         self.ignore_overlap = ignore_overlap
         self.predict_dir = predict_dir
         self.predict_score_thresh = predict_score_thresh
         self._metrics: dict[str, InstanceMetrics] = {}
         self._ignored: dict[str, int] = {}
-        self._paths: dict | None = None
-
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        dm_classes = getattr(dm, "class_names", None)
-        if dm_classes is not None and list(dm_classes) != self.class_names:
-            raise ValueError(
-                f"model.class_names {self.class_names} differ from data.class_names {list(dm_classes)}: "
-                "set both to the same list (the labels are indices into it)"
-            )
-
-    def configure_callbacks(self):
-        if not self.predict_dir:
-            return []
-        from domains.driving.instances.predict import InstancePredictionWriter
-
-        return [InstancePredictionWriter(self.predict_dir, self.class_names, self.predict_score_thresh)]
 
     # ------------------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
         images, targets = batch
         losses = self.model(images, targets)
-        loss = self.guard_loss(sum(losses.values()), losses)
-        if loss is None:
-            return None
-        bs = len(images)
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        for name, value in losses.items():
-            self.log(f"train/{name}", value, batch_size=bs)
-        return loss
+        return self.log_training_losses(losses, len(images))
 
     # ----------------------------------------------------------------------------------------- evaluation
     def _evaluation_step(self, batch, stage: str) -> None:
@@ -156,29 +112,7 @@ class InstanceTask(BaseTask):
             return {}
         values = self._metrics.pop(stage).compute(stage)
         values[f"{stage}/ignored_detections"] = float(self._ignored.pop(stage, 0))
-        headline = f"{stage}/mask_map50"
-        self.log(headline, values[headline], prog_bar=True)
-        self.log_dict({k: v for k, v in values.items() if k != headline})
-        return values
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluation_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluation_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
-
-    def _image_paths(self) -> dict:
-        if self._paths is None:
-            dm = getattr(self.trainer, "datamodule", None)
-            splits = getattr(dm, "splits", None) or {}
-            self._paths = {a.image_id: a.image_path for items in splits.values() for a in items}
-        return self._paths
+        return self.log_with_headline(values, f"{stage}/mask_map50")
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """Per image: boxes, scores, labels and bool masks in the *original* image's pixels, plus its id."""
@@ -200,7 +134,7 @@ class InstanceTask(BaseTask):
                     "labels": pred["labels"].cpu(),
                     "masks": (probs >= self.mask_thresh).cpu(),
                     "image_id": image_id,
-                    "image_path": self._image_paths().get(image_id) if self._trainer is not None else None,
+                    "image_path": self.image_path(image_id),
                     "orig_size": size,
                 }
             )

@@ -3,7 +3,4 @@ readers' majority (``data``). Names load on first use (PEP 562), so ``--help`` i
 
 from shared.cli_help import lazy_exports
 
-_WHERE = {"MedicalClassificationData": "data", "write_lesion_crops": "data"}
-__all__ = list(_WHERE)
-
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(__name__, data="MedicalClassificationData write_lesion_crops")

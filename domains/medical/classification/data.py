@@ -10,8 +10,6 @@ synthetic set by default. A patch is ``present`` when at least ``min_readers`` r
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -21,11 +19,10 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from domains.medical.data import LIDCPngDataset
 from domains.medical.synthetic import NUM_READERS, ensure_synthetic_lidc
-from shared.classification.data import ClassificationDataModule, source_tag
+from shared.classification.data import ClassificationDataModule, CropFolder
 
 CLASSES = ["absent", "present"]
 CROPS_ROOT = "data/medical/classification"
-MARKER = ".complete"
 
 
 def write_lesion_crops(
@@ -37,22 +34,15 @@ def write_lesion_crops(
     if not 1 <= min_readers <= NUM_READERS:
         raise ValueError(f"min_readers must be in 1..{NUM_READERS}, got {min_readers}")
     settings = {"source": str(Path(lidc_root).resolve()), "min_readers": min_readers, "crop_size": crop_size}
-    marker = out / MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == settings:
+    crops = CropFolder(out, settings)
+    if crops.is_current():
         return out
-    if out.exists() and any(out.iterdir()) and not marker.is_file() and not (out / "metadata.csv").is_file():
-        raise FileExistsError(f"{out}: exists and holds no crops of ours; choose another crops_dir")
-    marker.unlink(missing_ok=True)
     rows = []
     for split in ("train", "val", "test"):
         if not (Path(lidc_root) / split / "images").is_dir():
             continue
         data = LIDCPngDataset(lidc_root, split, crop_size=crop_size, num_readers=NUM_READERS)
-        for name in CLASSES:
-            folder = out / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for old in folder.glob("*.png"):
-                old.unlink()
+        crops.empty_class_folders(split, CLASSES)
         for i in range(len(data)):
             item = data.load(i)
             masks = np.asarray(item["masks"]) > 0
@@ -79,11 +69,7 @@ def write_lesion_crops(
             )
     if not rows:
         raise FileNotFoundError(f"{lidc_root}: no <split>/images folders (LIDC HPU-Net PNG layout)")
-    with (out / "metadata.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    marker.write_text(json.dumps(settings))
+    crops.finish(rows)
     present = sum(r["label"] == "present" for r in rows)
     rank_zero_info(
         f"lesion patches: {len(rows)} from {lidc_root} ({present} present by >= {min_readers} of "
@@ -117,10 +103,5 @@ class MedicalClassificationData(ClassificationDataModule):
         self.min_readers = min_readers
 
     def convert_source(self, data_format: str, data_path: str | None) -> Path:
-        source = Path(data_path) if data_path is not None else ensure_synthetic_lidc()
-        if not source.exists():
-            raise FileNotFoundError(f"data_path {source}: no such LIDC folder")
-        tag = "synthetic_lidc" if data_path is None else f"lidc_{source_tag(source)}"
-        return write_lesion_crops(
-            source, Path(self.crops_dir) if self.crops_dir else Path(CROPS_ROOT) / tag, self.min_readers
-        )
+        source, out = self.source_and_crops_dir(data_path, ensure_synthetic_lidc, "lidc", CROPS_ROOT)
+        return write_lesion_crops(source, out, self.min_readers)

@@ -71,6 +71,7 @@ def _network(name: str, init_args: dict) -> str:
     """A ``--model.network`` value: one of domains.medical.models' networks with these arguments."""
     return json.dumps({"class_path": f"domains.medical.models.{name}", "init_args": init_args})
 
+
 MEDICAL_KEYS = ("medical_unet", "medical_prob_unet", "medical_hpu_net")
 DEMO_MODELS: dict[str, DemoModel] = {
     "medical_unet": DemoModel(

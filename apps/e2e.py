@@ -32,6 +32,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from apps.prepare_demo import streamlit_command
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = {
     "home": ("", "Applied deep learning"),
@@ -279,21 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     base = f"http://127.0.0.1:{port}"
     log = (out / "server.log").open("w")
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "apps" / "app.py"),
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        "--browser.gatherUsageStats",
-        "false",
-    ]
+    cmd = streamlit_command(port, "127.0.0.1")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     server = subprocess.Popen(

@@ -279,25 +279,19 @@ def prepare(keys: list[str], force: bool, smoke: bool, extra: list[str], minutes
     return report
 
 
+def streamlit_command(port: int, address: str) -> list[str]:
+    """``python -m streamlit run apps/app.py`` headless on ``address:port``, no usage statistics sent."""
+    app = str(ROOT / "apps" / "app.py")
+    options = {"server.address": address, "server.port": port, "server.headless": "true"}
+    options["browser.gatherUsageStats"] = "false"
+    return [sys.executable, "-m", "streamlit", "run", app, *(f"--{k}={v}" for k, v in options.items())]
+
+
 def serve(port: int) -> None:
     """Replace this process with ``streamlit run apps/app.py`` on localhost."""
     url = f"http://localhost:{port}"
     _say(f"\nStarting the demo at {url}  (Ctrl+C stops it)\n")
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "apps" / "app.py"),
-        "--server.address",
-        "localhost",
-        "--server.port",
-        str(port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
+    cmd = streamlit_command(port, "localhost")
     os.chdir(ROOT)
     os.execve(sys.executable, cmd, _env())
 

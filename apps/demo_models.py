@@ -8,6 +8,8 @@ the synthetic sets under ``data/`` as defaults.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import math
@@ -175,11 +177,22 @@ def find_checkpoint(key: str) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed_json(path: str, mtime_ns: int) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON file, parsed once per version of the file (the pages ask for cards and figures on every rerun);
+    a copy, so callers may change it."""
+    return copy.deepcopy(_parsed_json(str(path), Path(path).stat().st_mtime_ns))
+
+
 def read_card(path: str | Path) -> dict:
     """The model card (JSON) beside a shipped weight file."""
     card = Path(path).with_suffix(".json")
     try:
-        return json.loads(card.read_text())
+        return read_json(card)
     except (OSError, json.JSONDecodeError) as err:
         raise WeightFileError(f"{card}: no readable model card for {Path(path).name} ({err})") from err
 
@@ -194,7 +207,7 @@ def read_metrics(key: str) -> dict | None:
         if path.suffix == ".safetensors":
             card = read_card(path)
             return {**card, "test": card.get("test", {})}
-        return json.loads(metrics_path(key).read_text())
+        return read_json(metrics_path(key))
     except (OSError, json.JSONDecodeError, WeightFileError):
         return None
 

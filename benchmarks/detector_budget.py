@@ -160,7 +160,6 @@ def train_and_test(
         trainer.save_checkpoint(args.save_checkpoint)
         print(f"saved the trained model to {args.save_checkpoint}")
     ms, size = inference_ms(task, dm, args.inference_images, device)
-    dm.setup("test")
     test = pl.Trainer(
         accelerator=accelerator,
         devices=1,

@@ -123,7 +123,7 @@ def pretrain_source(backbone: str, seg_set, seconds: float, out: Path, seed: int
     net = SegmentationNet(classes, in_channels=channels, encoder=backbone)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
-    start, steps, losses = time.perf_counter(), 0, []
+    start, losses = time.perf_counter(), []
     net.train()
     while time.perf_counter() - start < seconds:
         idx = torch.randint(0, len(images), (8,), generator=g)
@@ -131,14 +131,14 @@ def pretrain_source(backbone: str, seg_set, seconds: float, out: Path, seed: int
         opt.zero_grad()
         loss.backward()
         opt.step()
-        steps, losses = steps + 1, losses + [loss.item()]
+        losses.append(loss.item())
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": net.state_dict()}, out)
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     print(
-        f"  source {backbone}: {steps} segmentation steps in {time.perf_counter() - start:.0f} s, loss {first:.3f} -> {last:.3f}"
+        f"  source {backbone}: {len(losses)} segmentation steps in {time.perf_counter() - start:.0f} s, loss {first:.3f} -> {last:.3f}"
     )
-    return {"path": str(out), "prefix": "backbone.encoder.", "steps": steps, "loss": [first, last]}
+    return {"path": str(out), "prefix": "backbone.encoder.", "steps": len(losses), "loss": [first, last]}
 
 
 # ------------------------------------------------------------------------------------------------ runs

@@ -11,7 +11,6 @@ import typing
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 import yaml
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
@@ -110,6 +109,7 @@ class SuiteCLI(LightningCLI):
         holds (LightningCLI would re-parse its hyperparameters as this task's arguments and fail with "does not
         accept option ...", which does not say what the file is)."""
         _check_config_files(args if args is not None else sys.argv[1:])
+        self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
@@ -121,19 +121,17 @@ class SuiteCLI(LightningCLI):
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         if self.model_class is not None:
-            check_checkpoint_file(ckpt_path, self.model_class)
+            checkpoint = check_checkpoint_file(ckpt_path, self.model_class)
+            self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
 
     def _parse_ckpt_path(self) -> None:
         """Lightning's: a checkpoint's hyper-parameters override the config. Ours first drops the arguments
         that moved into ``model.optimizer`` / ``model.lr_scheduler`` (written by older checkpoints), naming
         them, instead of failing the parse on an option this task no longer takes."""
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or not Path(ckpt_path).is_file():
-            return
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+        hparams = dict(getattr(self, "_ckpt_hparams", None) or {})  # what parse_arguments read from the file
         hparams.pop("_instantiator", None)
-        drop_moved_hyperparameters(hparams, source=str(ckpt_path))
+        drop_moved_hyperparameters(hparams, source=str(self.config[subcommand].get("ckpt_path")))
         if not hparams:
             return
         if "_class_path" in hparams:
@@ -251,16 +249,6 @@ def run_cli(model_class, datamodule_class, domain: str, monitor: str, **options)
     return SuiteCLI(model_class, datamodule_class, domain=domain, monitor=monitor, **options)
 
 
-__all__ = [
-    "ConfigError",
-    "RemovePartialPredictions",
-    "SuiteCLI",
-    "default_trainer_kwargs",
-    "quiet_trainer",
-    "run_cli",
-]
-
-
 def instantiate_from_config(cls: type, values: dict):
     """Build ``cls`` from a config section (``model:`` or ``data:`` of a YAML file) the way the CLI would:
     typed, with ``class_path`` / ``init_args`` entries (the optimiser, the schedule) turned into objects.
@@ -280,3 +268,15 @@ def flat_model_config(model: dict) -> dict:
     for key in ("network", "optimizer", "lr_scheduler"):
         flat.update((model.get(key) or {}).get("init_args") or {})
     return flat
+
+
+__all__ = [
+    "ConfigError",
+    "RemovePartialPredictions",
+    "SuiteCLI",
+    "default_trainer_kwargs",
+    "flat_model_config",
+    "instantiate_from_config",
+    "quiet_trainer",
+    "run_cli",
+]

@@ -115,12 +115,15 @@ class SplitLoaders(pl.LightningDataModule):
             )
         return self.datasets[name]
 
-    def _loader(self, name: str, shuffle: bool, sampler: WeightedRandomSampler | None = None) -> DataLoader:
+    def _loader(
+        self, name: str, shuffle: bool, sampler: WeightedRandomSampler | None = None, drop_last: bool = False
+    ) -> DataLoader:
         return DataLoader(
             self.split_dataset(name),
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             worker_init_fn=self.worker_init_fn,

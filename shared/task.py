@@ -126,7 +126,7 @@ class BaseTask(pl.LightningModule):
 
     def describe_model(self) -> str:
         """A short name of the network inside (stored in checkpoints so a mismatch can name what a file holds)."""
-        return str(getattr(self.hparams, "model", None) or type(getattr(self, "model", self)).__name__)
+        return type(getattr(self, "model", self)).__name__
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["suite_task"] = {"task": _qualname(type(self)), "model": self.describe_model()}

@@ -101,13 +101,13 @@ st.write(
 
 
 def _medical_key(path: str) -> str:
-    """Which of the page's models a user checkpoint replaces: the ``model`` its hyper-parameters name."""
+    """Which of the page's models a user checkpoint replaces: the network class its hyper-parameters name."""
     name = dm.checkpoint_model_name(path)
-    if f"medical_{name}" not in dm.MEDICAL_KEYS:
-        raise ValueError(
-            f"it holds model {name!r}, not one of unet, prob_unet, hpu_net (a medical checkpoint?)"
-        )
-    return f"medical_{name}"
+    key = next((k for k in dm.MEDICAL_KEYS if dm.DEMO_MODELS[k].model_name == name), None)
+    if key is None:
+        known = ", ".join(dm.DEMO_MODELS[k].model_name for k in dm.MEDICAL_KEYS)
+        raise ValueError(f"it holds model {name!r}, not one of {known} (a medical checkpoint?)")
+    return key
 
 
 def _far_from_training(volume, image: np.ndarray) -> str | None:

@@ -729,20 +729,10 @@ class MedicalDataModule(SplitLoaders):
         Batch norm (the HPU-Net's ``norm: batch``) cannot train on one image's 1x1 coarsest map and stops the
         run with an error at the end of the first epoch; any other remainder is kept.
         """
-        loader = super().train_dataloader()
-        n = len(loader.dataset)
-        if n <= 1 or n % self.batch_size != 1:
-            return loader
-        return DataLoader(
-            loader.dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            worker_init_fn=self.worker_init_fn,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
+        sampler = self.train_sampler()  # repeat-factor sampling (None without repeat_threshold)
+        n = len(sampler) if sampler is not None else len(self.split_dataset("train"))
+        return self._loader(
+            "train", shuffle=True, sampler=sampler, drop_last=n > 1 and n % self.batch_size == 1
         )
 
     @property

@@ -168,20 +168,20 @@ class ClassificationTask(LabelledTask):
             cams = self.grad_cam(batch["image"][:take], predicted[:take])
             (out / "cam").mkdir(parents=True, exist_ok=True)
             self._cams_written += take
+        # one device-to-host copy per batch, not one per value
+        labels, predicted_ids, prob_rows = batch["label"].tolist(), predicted.tolist(), probs.float().tolist()
+        cam_maps = cams[:, 0].float().cpu().numpy() if cams is not None else []
         for i, path in enumerate(batch["path"]):
-            label = int(batch["label"][i])
             row = {
                 "path": path,
-                "label": self.class_names[label] if label >= 0 else "",
-                "predicted": self.class_names[int(predicted[i])],
-                **{
-                    f"p_{name}": f"{float(p):.6f}" for name, p in zip(self.class_names, probs[i], strict=True)
-                },
+                "label": self.class_names[labels[i]] if labels[i] >= 0 else "",
+                "predicted": self.class_names[predicted_ids[i]],
+                **{f"p_{name}": f"{p:.6f}" for name, p in zip(self.class_names, prob_rows[i], strict=True)},
                 "cam": "",
             }
-            if cams is not None and i < len(cams):
+            if i < len(cam_maps):
                 name = f"{batch_idx:05d}_{i:03d}_{Path(path).stem}.png"
-                write_cam_overlay(path, cams[i, 0].cpu().numpy(), out / "cam" / name, self.model.in_channels)
+                write_cam_overlay(path, cam_maps[i], out / "cam" / name, self.model.in_channels)
                 row["cam"] = f"cam/{name}"
             self._rows.append(row)
         return {"probs": probs, "predicted": predicted, "path": batch["path"]}

@@ -332,6 +332,18 @@ def test_own_checkpoint_replaces_the_demo_model_and_a_wrong_one_is_named(demo_en
     assert "No such checkpoint file" in _texts(at.sidebar.error)
 
 
+def test_own_medical_checkpoint_replaces_the_model_of_its_network_class(demo_env):
+    at = _ok(_page("medical"))
+    own = demo_env["checkpoints"] / "medical_unet.ckpt"  # a UNetSegmenter checkpoint
+    at.text_input(key="own_path_medical_unet").set_value(str(own)).run()
+    _ok(at)
+    assert not at.sidebar.error
+    assert any(f"Your checkpoint `{own}`" in c.value for c in at.caption)
+    wrong = demo_env["checkpoints"] / "driving_detection.ckpt"
+    at.text_input(key="own_path_medical_unet").set_value(str(wrong)).run()
+    assert not at.exception and "is not a checkpoint this page can use" in _texts(at.sidebar.error)
+
+
 def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, monkeypatch):
     """Shipped weights, their operating points and their best examples first. The cards' example ids are
     pointed at the tiny test sets (the real ones name images of the full synthetic sets)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -80,6 +81,8 @@ def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(kitti, 
     cli = main(["fit", *_args(kitti, crops, "--trainer.fast_dev_run", "1")])
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert set(cli.model.last_metrics["val"]) >= {"acc", "f1_macro", "ece", "recall_Car", "confusion"}
+    settings = json.loads(next(crops.rglob(".complete")).read_text())
+    assert settings["min_height"] == 16  # the data module's crop options reach the cut
     pred = tmp_path / "pred"
     main(["predict", *_args(kitti, crops, "--trainer.fast_dev_run", "1", "--model.predict_dir", str(pred))])
     with (pred / "probabilities.csv").open() as f:

@@ -13,10 +13,10 @@ import yaml
 
 from domains.medical.models import (
     GECO,
+    MODELS,
     HierarchicalProbUNet,
     ProbabilisticUNet,
     UNetSegmenter,
-    build_model,
     top_k_cross_entropy,
 )
 from domains.medical.models.common import instance_norm_as_group_norm
@@ -51,7 +51,7 @@ def squares(n: int = 8, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, to
 
 @pytest.mark.parametrize("name", list(TINY))
 def test_shapes_and_interface(name):
-    net = build_model(name, **TINY[name])
+    net = MODELS[name](**TINY[name])
     images, masks = squares(3)
     loss, terms = net.loss(images, masks)
     assert loss.ndim == 0 and torch.isfinite(loss)
@@ -70,13 +70,6 @@ def test_unet_samples_are_copies_and_probabilistic_samples_differ():
     torch.nn.init.normal_(p.prior.head.weight, std=1.0)  # a non-degenerate prior (the head starts at zero)
     s = p.sample_logits(images, 4)
     assert not torch.allclose(s[:, 0], s[:, 1])
-
-
-def test_build_model_rejects_unknown_arguments():
-    with pytest.raises(TypeError, match="latent_dimm.*valid: .*latent_dim"):
-        build_model("prob_unet", latent_dimm=6)
-    with pytest.raises(ValueError, match="unknown medical model"):
-        build_model("segformer")
 
 
 def _count_calls(module: torch.nn.Module) -> list[int]:
@@ -294,7 +287,7 @@ def _train(net, images: torch.Tensor, masks: torch.Tensor, steps: int) -> tuple[
 @pytest.mark.parametrize("name", list(TINY))
 def test_short_training_lowers_the_loss_and_stays_finite(name):
     """Plain PyTorch (no Lightning): 40 Adam steps on 8 tiny images."""
-    net = build_model(name, **TINY[name], **({"top_k_fraction": None} if name == "hpu_net" else {}))
+    net = MODELS[name](**TINY[name], **({"top_k_fraction": None} if name == "hpu_net" else {}))
     recs, losses = _train(net, *squares(8), steps=40)
     assert sum(recs[-4:]) < 0.5 * sum(recs[:4]), (name, recs)
     # GECO's value is lambda times a slowly moving average of the constraint: it falls, but more slowly.
@@ -304,8 +297,8 @@ def test_short_training_lowers_the_loss_and_stays_finite(name):
 
 def test_hpu_net_batch_norm_option_trains_and_samples():
     """``norm="batch"`` puts a norm in every residual unit; it learns and samples in eval mode (running stats)."""
-    net = build_model("hpu_net", **TINY["hpu_net"], norm="batch", top_k_fraction=None)
-    plain = build_model("hpu_net", **TINY["hpu_net"])
+    net = MODELS["hpu_net"](**TINY["hpu_net"], norm="batch", top_k_fraction=None)
+    plain = MODELS["hpu_net"](**TINY["hpu_net"])
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) > len(TINY["hpu_net"]["channels"])
     images, masks = squares(8)
@@ -318,9 +311,9 @@ def test_hpu_net_batch_norm_option_trains_and_samples():
     assert torch.allclose(first, second, atol=1e-5)
     assert samples.shape == (2, 4, 32, 32) and torch.isfinite(samples).all()
     with pytest.raises(ValueError, match="instance.*1x1"):
-        build_model("hpu_net", **TINY["hpu_net"], norm="instance")
+        MODELS["hpu_net"](**TINY["hpu_net"], norm="instance")
     with pytest.raises(ValueError, match="instance.*1x1"):
-        build_model("hpu_net", **TINY["hpu_net"], norm=("INSTANCE", {"affine": True}))
+        MODELS["hpu_net"](**TINY["hpu_net"], norm=("INSTANCE", {"affine": True}))
 
 
 def test_hpu_net_sample_modes_fix_scales_at_the_prior_mean():

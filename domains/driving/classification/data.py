@@ -151,5 +151,12 @@ class DrivingClassificationData(ClassificationDataModule):
     def convert_source(self, data_format: str, data_path: str | None) -> Path:
         source, out = self.source_and_crops_dir(data_path, default_kitti_root, "kitti", CROPS_ROOT)
         return write_kitti_crops(
-            source, out, self.class_names, split_fractions=self.split_fractions, seed=self.seed
+            source,
+            out,
+            self.class_names,
+            crop_size=self.crop_size,
+            min_height=self.crop_min_height,
+            context=self.crop_context,
+            split_fractions=self.split_fractions,
+            seed=self.seed,
         )

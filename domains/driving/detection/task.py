@@ -367,8 +367,4 @@ __all__ = ["DetectionTask", "load_detection_task"]
 
 
 # the backbone choices in ``--help`` come from the registry, so they never drift from it
-DetectionTask.__doc__ = (
-    DetectionTask.__doc__.replace("{backbones}", ", ".join(list_backbones()))
-    .replace("{{", "{")
-    .replace("}}", "}")
-)
+DetectionTask.__doc__ = DetectionTask.__doc__.replace("{backbones}", ", ".join(list_backbones()))

@@ -42,24 +42,28 @@ def instance_id_map(
 
 
 def draw_instances(
-    image: np.ndarray, pred: dict, class_names: Sequence[str], score_thresh: float = 0.5, alpha: float = 0.5
+    image: np.ndarray,
+    pred: dict,
+    class_names: Sequence[str],
+    score_thresh: float = 0.5,
+    alpha: float = 0.5,
+    id_map: tuple[np.ndarray, list[int]] | None = None,
 ) -> np.ndarray:
-    """Copy of an RGB uint8 image with the instances at or above ``score_thresh`` tinted, outlined and boxed."""
-    ids, order = instance_id_map(pred, image.shape[:2], score_thresh)
+    """Copy of an RGB uint8 image with the instances at or above ``score_thresh`` tinted, outlined and boxed.
+    ``id_map``: :func:`instance_id_map`'s result when the caller has it already."""
+    ids, order = id_map if id_map is not None else instance_id_map(pred, image.shape[:2], score_thresh)
     canvas = image.astype(np.float32)
     labels = pred["labels"].tolist()
+    outlines = []
     for k, index in enumerate(order, start=1):
         inside = ids == k
-        color = np.asarray(class_color(class_names[int(labels[index])], int(labels[index])), np.float32)
-        canvas[inside] = (1 - alpha) * canvas[inside] + alpha * color
+        color = class_color(class_names[int(labels[index])], int(labels[index]))
+        canvas[inside] = (1 - alpha) * canvas[inside] + alpha * np.asarray(color, np.float32)
+        contours, _ = cv2.findContours(inside.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        outlines.append((contours, color))
     canvas = canvas.round().astype(np.uint8)
-    for k, index in enumerate(order, start=1):
-        contours, _ = cv2.findContours(
-            (ids == k).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
-        cv2.drawContours(
-            canvas, contours, -1, class_color(class_names[int(labels[index])], int(labels[index])), 1
-        )
+    for contours, color in outlines:  # after all tints, so no outline is tinted over
+        cv2.drawContours(canvas, contours, -1, color, 1)
     return draw_detections(canvas, pred, class_names, score_thresh, thickness=1)
 
 
@@ -82,7 +86,8 @@ class InstancePredictionWriter(RoadPredictionWriter):
             name = self.class_names[int(pred["labels"][i])]
             lines.append(f"{k} {name} {float(pred['scores'][i]):.4f} {box}")
         (folder / f"{image_id}.txt").write_text("".join(line + "\n" for line in lines))
-        overlay = draw_instances(original_rgb(image, pred, size), pred, self.class_names, self.score_thresh)
+        rgb = original_rgb(image, pred, size)
+        overlay = draw_instances(rgb, pred, self.class_names, self.score_thresh, id_map=(ids, order))
         write_rgb(self.output_dir / "overlays" / f"{image_id}.png", overlay, "overlay")
 
 

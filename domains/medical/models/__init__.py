@@ -6,14 +6,12 @@ Every model takes images (B, C, H, W) and one reader's mask (B, 1, H, W) in {0, 
 - ``sample_logits(images, num_samples) -> (B, N, H, W)``: N sampled foreground logits per image;
 - ``forward(images) -> (B, 1, H, W)``: one "best guess" logit map.
 
->>> from domains.medical.models import build_model
->>> net = build_model("prob_unet", channels=(16, 32, 64), latent_dim=6)
+>>> from domains.medical.models import ProbabilisticUNet
+>>> net = ProbabilisticUNet(channels=(16, 32, 64), latent_dim=6)
 >>> probs = net.sample_logits(torch.zeros(2, 1, 64, 64), 16).sigmoid()  # (2, 16, 64, 64)
 """
 
 from __future__ import annotations
-
-import inspect
 
 from torch import nn
 
@@ -22,23 +20,12 @@ from .hpu_net import GECO, HierarchicalCore, HierarchicalProbUNet
 from .prob_unet import AxisAlignedConvGaussian, FComb, ProbabilisticUNet
 from .unet import UNetSegmenter
 
+# the configs' short names (the demo, the benchmarks and the tests): models are built by their class
 MODELS: dict[str, type[nn.Module]] = {
     "unet": UNetSegmenter,
     "prob_unet": ProbabilisticUNet,
     "hpu_net": HierarchicalProbUNet,
 }
-
-
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Build ``name`` (unet | prob_unet | hpu_net); an unknown keyword names the model's valid ones."""
-    if name not in MODELS:
-        raise ValueError(f"unknown medical model {name!r}; choose one of {', '.join(MODELS)}")
-    cls = MODELS[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return cls(**kwargs)
 
 
 __all__ = [
@@ -50,7 +37,6 @@ __all__ = [
     "HierarchicalProbUNet",
     "ProbabilisticUNet",
     "UNetSegmenter",
-    "build_model",
     "select_top_k",
     "top_k_cross_entropy",
 ]

@@ -360,3 +360,19 @@ def recall_by_height(
         ]
         for c in range(num_classes)
     ]
+
+
+def ap50_per_class(result: dict, prefix: str = "") -> dict[int, float]:
+    """Per-class AP at IoU 0.5 from a ``MeanAveragePrecision(extended_summary=True)`` result (``prefix``:
+    ``"bbox_"`` / ``"segm_"`` with several IoU types): torchmetrics' per-class values average all IoU
+    thresholds, but its precision table (IoU, recall, class, area, max detections) keeps each curve, and the
+    first threshold is 0.5. One metric object then gives COCO AP and AP50 per class; classes without ground
+    truth (all -1) are left out."""
+    precision = result[f"{prefix}precision"]
+    out = {}
+    for k, cls in enumerate(result["classes"].reshape(-1).tolist()):
+        curve = precision[0, :, k, 0, -1]
+        curve = curve[curve > -1]
+        if len(curve):
+            out[int(cls)] = float(curve.mean())
+    return out

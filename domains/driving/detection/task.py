@@ -28,7 +28,12 @@ import torch
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.classes import DETECTION_CLASSES
-from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_MIN_OVERLAP, kitti_average_precision
+from domains.driving.detection.metrics import (
+    KITTI_DIFFICULTY,
+    KITTI_MIN_OVERLAP,
+    ap50_per_class,
+    kitti_average_precision,
+)
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
 from shared.backbones import list_backbones
 from shared.labelled_task import LabelledTask, check_distinct_class_names
@@ -226,14 +231,12 @@ class DetectionTask(DetectorTask):
         return loss
 
     # ----------------------------------------------------------------------------------------- evaluation
-    def _metric(self, stage: str) -> tuple[MeanAveragePrecision, MeanAveragePrecision]:
+    def _metric(self, stage: str) -> MeanAveragePrecision:
         if stage not in self._metrics:
-            # AP over IoU 0.5:0.95 (COCO) with per-class values, and a 0.5-only copy for per-class AP50
-            coco = MeanAveragePrecision(box_format="xyxy", backend="faster_coco_eval", class_metrics=True)
-            ap50 = MeanAveragePrecision(
-                box_format="xyxy", backend="faster_coco_eval", class_metrics=True, iou_thresholds=[0.5]
+            # AP over IoU 0.5:0.95 (COCO) with per-class values; the extended summary gives per-class AP50
+            self._metrics[stage] = MeanAveragePrecision(
+                box_format="xyxy", backend="faster_coco_eval", class_metrics=True, extended_summary=True
             )
-            self._metrics[stage] = (coco, ap50)
         return self._metrics[stage]
 
     def predict_original(
@@ -250,7 +253,7 @@ class DetectionTask(DetectorTask):
     def _evaluation_step(self, batch, stage: str) -> None:
         images, targets = batch
         preds = self.predict_original(images, targets)
-        coco, ap50 = self._metric(stage)
+        coco = self._metric(stage)
         kitti_dets, kitti_gts = self._kitti.setdefault(stage, ([], []))
         annotations = self._annotations()
         for image, pred, target in zip(images, preds, targets):
@@ -263,7 +266,6 @@ class DetectionTask(DetectorTask):
             kept = {k: pred[k][keep].cpu() for k in ("boxes", "scores", "labels")}
             gt = {"boxes": gt_boxes.cpu(), "labels": target["labels"].cpu()}
             coco.update([kept], [gt])
-            ap50.update([kept], [gt])
             if self.kitti_difficulties:
                 kitti_dets.append(self._kitti_detections(pred))
                 ann = annotations.get(target.get("image_id"))
@@ -278,18 +280,18 @@ class DetectionTask(DetectorTask):
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
         if stage not in self._metrics:
             return {}
-        coco, ap50 = self._metrics.pop(stage)
-        res, res50 = coco.compute(), ap50.compute()
+        res = self._metrics.pop(stage).compute()
         values: dict[str, float] = {
             f"{stage}/map": float(res["map"]),
             f"{stage}/map50": float(res["map_50"]),
             f"{stage}/map75": float(res["map_75"]),
             f"{stage}/mar100": float(res["mar_100"]),
         }
-        for key, source in (("ap", res), ("ap50", res50)):
-            for cls, value in zip(_as_list(source["classes"]), _as_list(source["map_per_class"])):
-                if value >= 0:  # torchmetrics reports -1 for classes without ground truth
-                    values[f"{stage}/{key}/{self.class_names[int(cls)]}"] = float(value)
+        for cls, value in zip(_as_list(res["classes"]), _as_list(res["map_per_class"])):
+            if value >= 0:  # torchmetrics reports -1 for classes without ground truth
+                values[f"{stage}/ap/{self.class_names[int(cls)]}"] = float(value)
+        for cls, value in ap50_per_class(res).items():
+            values[f"{stage}/ap50/{self.class_names[cls]}"] = value
         # KITTI AP and the ignored count are plain Python state: one gather brings every rank's images
         ranks = gather_lists([(*self._kitti.pop(stage, ([], [])), self._ignored_detections.pop(stage, 0))])
         dets = [d for rank_dets, _, _ in ranks for d in rank_dets]

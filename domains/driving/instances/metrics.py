@@ -1,8 +1,8 @@
 """COCO mask AP and box AP of one instance model, from torchmetrics' ``MeanAveragePrecision``.
 
-Two metric objects, both with ``iou_type=("bbox", "segm")`` on the faster-coco-eval backend: one over IoU
-0.5:0.95 (COCO's AP, AP50, AP75, per-class AP) and one at IoU 0.5 only, whose per-class values are the per-class
-AP50 (torchmetrics reports per-class values only averaged over its IoU thresholds). Nothing is computed by hand.
+One metric object with ``iou_type=("bbox", "segm")`` on the faster-coco-eval backend: COCO's AP, AP50, AP75 and
+per-class AP, and per-class AP50 read from its extended summary
+(:func:`domains.driving.detection.metrics.ap50_per_class`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 from torchmetrics.detection import MeanAveragePrecision
+
+from domains.driving.detection.metrics import ap50_per_class
 
 #: torchmetrics' prefix -> the suite's name in logged keys
 IOU_TYPES = {"segm": "mask", "bbox": "box"}
@@ -26,9 +28,9 @@ class InstanceMetrics:
 
     def __init__(self, class_names: Sequence[str]):
         self.class_names = list(class_names)
-        kwargs = {"iou_type": tuple(IOU_TYPES), "backend": "faster_coco_eval", "class_metrics": True}
-        self.coco = MeanAveragePrecision(**kwargs)
-        self.at50 = MeanAveragePrecision(iou_thresholds=[0.5], **kwargs)
+        self.coco = MeanAveragePrecision(
+            iou_type=tuple(IOU_TYPES), backend="faster_coco_eval", class_metrics=True, extended_summary=True
+        )
 
     def update(self, preds: Sequence[dict], targets: Sequence[dict]) -> None:
         p = [
@@ -45,21 +47,23 @@ class InstanceMetrics:
             for x in targets
         ]
         self.coco.update(p, t)
-        self.at50.update(p, t)
 
     def compute(self, prefix: str) -> dict[str, float]:
         """Mask and box mAP / mAP50 / mAP75, per-class AP and AP50; classes absent from the data are left out."""
-        res, res50 = self.coco.compute(), self.at50.compute()
+        res = self.coco.compute()
         values: dict[str, float] = {}
+        known = range(len(self.class_names))
         for src, name in IOU_TYPES.items():
             values[f"{prefix}/{name}_map"] = float(res[f"{src}_map"])
             values[f"{prefix}/{name}_map50"] = float(res[f"{src}_map_50"])
             values[f"{prefix}/{name}_map75"] = float(res[f"{src}_map_75"])
-            for key, result, metric in (("ap", res, "map_per_class"), ("ap50", res50, "map_per_class")):
-                classes = result["classes"].reshape(-1).tolist()
-                for cls, value in zip(classes, result[f"{src}_{metric}"].reshape(-1).tolist()):
-                    if value >= 0 and 0 <= int(cls) < len(self.class_names):  # -1: class not in the data
-                        values[f"{prefix}/{name}_{key}/{self.class_names[int(cls)]}"] = value
+            classes = res["classes"].reshape(-1).tolist()
+            for cls, value in zip(classes, res[f"{src}_map_per_class"].reshape(-1).tolist()):
+                if value >= 0 and int(cls) in known:  # -1: class not in the data
+                    values[f"{prefix}/{name}_ap/{self.class_names[int(cls)]}"] = value
+            for cls, value in ap50_per_class(res, f"{src}_").items():
+                if cls in known:
+                    values[f"{prefix}/{name}_ap50/{self.class_names[cls]}"] = value
         return values
 
 

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from domains.driving.detection.metrics import kitti_average_precision, recall_by_height
 
@@ -244,3 +245,33 @@ def test_recall_by_height_hand_made_boxes():
         recall_by_height(dets[:1], gts, num_classes=2)
     with pytest.raises(ValueError, match="outside 0..1"):
         recall_by_height(dets[:1], [{"boxes": [[0, 0, 1, 1]], "labels": [5]}], num_classes=2)
+
+
+def test_ap50_per_class_from_the_extended_summary_equals_a_metric_at_iou_half_only():
+    """One COCO metric gives per-class AP50 (precision table, first IoU) exactly as a second metric evaluated at
+    IoU 0.5 alone would; a class predicted but never in the ground truth is left out."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    from domains.driving.detection.metrics import ap50_per_class
+
+    g = torch.Generator().manual_seed(0)
+    preds, targets = [], []
+    for _ in range(6):
+        corner = torch.rand(4, 2, generator=g) * 50
+        boxes = torch.cat([corner, corner + 10 + torch.rand(4, 2, generator=g) * 20], 1)
+        labels = torch.randint(0, 3, (4,), generator=g)
+        noisy = boxes + torch.randn(4, 4, generator=g) * 3
+        predicted = labels.clone()
+        predicted[0] = 3  # a class the ground truth never has
+        preds.append({"boxes": noisy, "scores": torch.rand(4, generator=g), "labels": predicted})
+        targets.append({"boxes": boxes, "labels": labels})
+    full = MeanAveragePrecision(backend="faster_coco_eval", class_metrics=True, extended_summary=True)
+    half = MeanAveragePrecision(backend="faster_coco_eval", class_metrics=True, iou_thresholds=[0.5])
+    full.update(preds, targets)
+    half.update(preds, targets)
+    got, reference = ap50_per_class(full.compute()), half.compute()
+    expected = {
+        int(c): float(v) for c, v in zip(reference["classes"], reference["map_per_class"]) if float(v) >= 0
+    }
+    assert set(got) == set(expected) == {0, 1, 2}
+    assert got == pytest.approx(expected, abs=1e-6)

@@ -1,0 +1,182 @@
+"""Prediction outputs per clip: ``risk.csv`` (per frame), ``objects.csv`` (per frame and object) and a GIF.
+
+The GIF shows each frame with the objects' boxes coloured by their risk (green to red), under it the risk
+curve so far with the alarm threshold (dashed), the alarm moment and, when known, the contact frame. Files are
+written to a temporary name and renamed, so an interrupted run leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities import rank_zero_info
+
+__all__ = ["AccidentPredictionWriter", "alarm_frame", "draw_clip", "write_clip"]
+
+CURVE_HEIGHT = 64
+
+
+def alarm_frame(risk: np.ndarray, threshold: float) -> int | None:
+    """First frame whose risk reaches ``threshold`` (None: no alarm)."""
+    hits = np.flatnonzero(np.asarray(risk) >= threshold)
+    return int(hits[0]) if len(hits) else None
+
+
+def _risk_color(risk: float) -> tuple[int, int, int]:
+    r = float(np.clip(risk, 0, 1))
+    return int(255 * min(1, 2 * r)), int(255 * min(1, 2 * (1 - r))), 0
+
+
+def _curve(
+    risk: np.ndarray, upto: int, width: int, threshold: float, alarm: int | None, toa: int
+) -> np.ndarray:
+    panel = np.full((CURVE_HEIGHT, width, 3), 24, np.uint8)
+    t = len(risk)
+
+    def xy(i, v):
+        return round(i * (width - 1) / max(1, t - 1)), round((1 - v) * (CURVE_HEIGHT - 9)) + 4
+
+    y_thr = xy(0, threshold)[1]
+    for x in range(0, width, 8):
+        cv2.line(panel, (x, y_thr), (min(width - 1, x + 3), y_thr), (200, 200, 200), 1)
+    if toa >= 0:
+        x = xy(toa, 0)[0]
+        cv2.line(panel, (x, 0), (x, CURVE_HEIGHT - 1), (255, 60, 60), 1)
+    points = np.array([xy(i, float(risk[i])) for i in range(upto + 1)], np.int32)
+    if len(points) > 1:
+        cv2.polylines(panel, [points], False, (255, 210, 0), 1, cv2.LINE_AA)
+    if alarm is not None and alarm <= upto:
+        cv2.circle(panel, xy(alarm, float(risk[alarm])), 3, (255, 60, 60), -1)
+    cv2.line(panel, (xy(upto, 0)[0], 0), (xy(upto, 0)[0], CURVE_HEIGHT - 1), (120, 120, 255), 1)
+    return panel
+
+
+def draw_clip(prediction: dict) -> list[np.ndarray]:
+    """RGB uint8 frames of the annotated clip (frame with risk-coloured boxes above the risk curve)."""
+    frames = prediction["frames"]
+    if frames is None:
+        raise ValueError(f"clip {prediction['clip_id']}: no frames to draw (a features-only input)")
+    frames = np.asarray(frames).transpose(0, 2, 3, 1)
+    risk = np.asarray(prediction["risk"], dtype=np.float32)
+    boxes, valid = np.asarray(prediction["boxes"]), np.asarray(prediction["box_valid"])
+    object_risk = np.asarray(prediction["object_risk"], dtype=np.float32)
+    threshold, toa = float(prediction["threshold"]), int(prediction["toa"])
+    alarm = alarm_frame(risk, threshold)
+    out = []
+    for t, frame in enumerate(frames):
+        canvas = np.ascontiguousarray(frame.copy())
+        for n in np.flatnonzero(valid[t]):
+            x1, y1, x2, y2 = (round(v) for v in boxes[t, n])
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), _risk_color(object_risk[t, n]), 1)
+        text = f"t={t / prediction['fps']:.1f}s risk {risk[t]:.2f}" + (
+            "  ALARM" if alarm is not None and t >= alarm else ""
+        )
+        cv2.putText(canvas, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        out.append(np.concatenate([canvas, _curve(risk, t, canvas.shape[1], threshold, alarm, toa)], 0))
+    return out
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    os.replace(tmp, final)
+
+
+def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[Path]:
+    """Write one clip's ``<clip>/risk.csv``, ``<clip>/objects.csv`` and ``<clip>.gif`` under ``out_dir``."""
+    out_dir = Path(out_dir)
+    clip = str(prediction["clip_id"])
+    folder = out_dir / clip
+    folder.mkdir(parents=True, exist_ok=True)
+    probs = np.asarray(prediction["probabilities"], dtype=np.float32)
+    risk = np.asarray(prediction["risk"], dtype=np.float32)
+    ttc = np.asarray(prediction["ttc"], dtype=np.float32)
+    spread = prediction.get("uncertainty")
+    object_risk = np.asarray(prediction["object_risk"], dtype=np.float32)
+    valid = np.asarray(prediction["box_valid"])
+    track_ids = np.asarray(prediction["track_ids"])
+    threshold, fps = float(prediction["threshold"]), float(prediction["fps"])
+    alarm = alarm_frame(risk, threshold)
+    written = []
+
+    tmp = folder / "risk.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        horizons = [f"p_contact_{h:g}s" for h in prediction["horizons"]]
+        writer.writerow(
+            [
+                "frame",
+                "time_s",
+                *horizons,
+                "risk",
+                "uncertainty",
+                "ttc_s",
+                "alarm",
+                "top_track_id",
+                "top_object_risk",
+            ]
+        )
+        for t in range(len(risk)):
+            slots = np.flatnonzero(valid[t])
+            top = slots[np.argmax(object_risk[t, slots])] if len(slots) else None
+            writer.writerow(
+                [
+                    t,
+                    f"{t / fps:.3f}",
+                    *(f"{p:.4f}" for p in probs[t]),
+                    f"{risk[t]:.4f}",
+                    "" if spread is None else f"{float(spread[t]):.4f}",
+                    "" if not math.isfinite(float(ttc[t])) else f"{float(ttc[t]):.3f}",
+                    int(alarm is not None and t >= alarm),
+                    "" if top is None else int(track_ids[top]),
+                    "" if top is None else f"{object_risk[t, top]:.4f}",
+                ]
+            )
+    _replace(tmp, folder / "risk.csv")
+    written.append(folder / "risk.csv")
+
+    tmp = folder / "objects.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["frame", "track_id", "x1", "y1", "x2", "y2", "risk"])
+        boxes = np.asarray(prediction["boxes"], dtype=np.float32)
+        for t in range(len(risk)):
+            for n in np.flatnonzero(valid[t]):
+                writer.writerow(
+                    [t, int(track_ids[n]), *(f"{v:.1f}" for v in boxes[t, n]), f"{object_risk[t, n]:.4f}"]
+                )
+    _replace(tmp, folder / "objects.csv")
+    written.append(folder / "objects.csv")
+
+    if gif and prediction.get("frames") is not None:
+        images = [Image.fromarray(a) for a in draw_clip(prediction)]
+        tmp = out_dir / f"{clip}.gif.tmp"
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
+        )
+        _replace(tmp, out_dir / f"{clip}.gif")
+        written.append(out_dir / f"{clip}.gif")
+    return written
+
+
+class AccidentPredictionWriter(BasePredictionWriter):
+    """Writes :func:`write_clip` outputs for every predicted clip, then prints where."""
+
+    def __init__(self, out_dir: str | Path, gif: bool = True):
+        super().__init__(write_interval="batch")
+        self.out_dir, self.gif, self.count = Path(out_dir), gif, 0
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ):
+        for clip in prediction:
+            write_clip(clip, self.out_dir, gif=self.gif)
+            self.count += 1
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        rank_zero_info(f"accident predictions: {self.count} clips written to {self.out_dir}")

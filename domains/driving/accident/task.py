@@ -1,0 +1,313 @@
+"""Lightning wrapper of :class:`AccidentAnticipator`: training targets, calibration, clip metrics, predictions.
+
+Targets come from the contact frame alone (``toa``): at frame ``t`` of a crash clip, "contact within ``h``
+seconds" is true when ``(toa - t) / fps <= h`` (and stays true after contact); negative clips (near misses and
+ordinary driving) are 0 everywhere. Plain binary cross-entropy per horizon suits these exact labels (UString's
+exponentially weighted loss exists because it has one score and no horizon); the object slots involved in the
+contact are the positives of the per-object risk over the alarm horizon.
+
+Validation fits one temperature (:func:`~domains.driving.accident.metrics.fit_temperature`, all horizons'
+frame labels) and the alarm threshold (the lowest whose false-alarm rate on negative clips stays within
+``max_false_alarm``), both kept in the network's buffers, so ``test``, ``predict``, export and the demo use the
+calibrated risk the validation split chose. Metrics are the clip-level ones of
+:mod:`domains.driving.accident.metrics` (video and frame AP named apart, physical and legacy mTTA, ...).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
+
+from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
+from shared.backbones import list_backbones, load_backbone_weights, set_trainable
+from shared.task import BaseTask, gather_lists
+
+# Run-time choices, kept out of checkpoints (as for the other driving tasks).
+RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "uncertainty_samples", "gif")
+HEADLINE = "video_ap"
+
+
+def horizon_targets(
+    toa: torch.Tensor, fps: torch.Tensor, frames: int, horizons: torch.Tensor
+) -> torch.Tensor:
+    """(B, T, H) bool: contact happens within each horizon of frame t (ongoing contact counts); all false on
+    negative clips (``toa`` < 0)."""
+    t = torch.arange(frames, device=toa.device, dtype=torch.float32)
+    time_to = (toa[:, None].float() - t[None]) / fps[:, None].float()
+    return (toa >= 0)[:, None, None] & (time_to[..., None] <= horizons.to(time_to)[None, None])
+
+
+class AccidentTask(BaseTask):
+    """Accident anticipation on clips; validation logs video AP (headline ``val/video_ap``), frame AP, mTTA,
+    TTA at 80 % recall, AP 0.5 / 1 / 1.5 s ahead, near-miss false alarms, ECE and Brier.
+
+    Args:
+        network: the anticipator, as ``class_path: domains.driving.accident.model.AccidentAnticipator`` +
+            ``init_args`` (``backbone``: a registered backbone: {backbones}; ``temporal``: gru / transformer;
+            ``horizons``; ``input_kind``: frames / features; ``--model.network.help AccidentAnticipator``).
+            ``input_size`` comes from ``data.image_size`` (linked by the CLI).
+        pretrained_backbone: local weight file for the frame backbone (``.pth``, ``.ckpt`` or ``.safetensors``,
+            e.g. the suite's trained road detector: a road-scene backbone beats scratch on small data); nothing
+            is downloaded. The load report is printed.
+        pretrained_prefix: key prefix of the backbone in that file (the shipped detector
+            ``apps/weights/driving_detection.safetensors``: ``detector.backbone.body.``; a detection ``.ckpt``:
+            ``model.detector.backbone.body.``).
+        freeze_backbone: keep the frame backbone's weights fixed (a transferred backbone on little data; also
+            about 3x less compute per step).
+        object_loss_weight: weight of the per-object risk loss beside the horizon loss.
+        calibrate: fit the temperature and the alarm threshold at each validation.
+        max_false_alarm: the alarm threshold's cap on the share of negative validation clips that raise an alarm.
+        uncertainty_samples: Monte Carlo dropout draws of the heads in ``predict`` (their spread is the
+            per-frame uncertainty); 0: none.
+        predict_dir: where ``predict`` writes ``<clip>/risk.csv``, ``<clip>/objects.csv`` and ``<clip>.gif``.
+        gif: write the annotated GIF per clip (boxes coloured by risk, risk curve, alarm moment).
+        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
+    """
+
+    CLI_LINKS = (("data.image_size", "model.network.init_args.input_size"),)
+
+    def __init__(
+        self,
+        network: AccidentAnticipator,
+        pretrained_backbone: str | None = None,
+        pretrained_prefix: str = "",
+        freeze_backbone: bool = False,
+        object_loss_weight: float = 0.5,
+        calibrate: bool = True,
+        max_false_alarm: float = 0.1,
+        uncertainty_samples: int = 8,
+        predict_dir: str | None = None,
+        gif: bool = True,
+        **base_task_args,
+    ):
+        super().__init__(**base_task_args)
+        self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
+        if object_loss_weight < 0:
+            raise ValueError(f"object_loss_weight must be >= 0, got {object_loss_weight}")
+        if not 0 <= max_false_alarm < 1:
+            raise ValueError(f"max_false_alarm must be in [0, 1), got {max_false_alarm}")
+        if uncertainty_samples < 0:
+            raise ValueError(f"uncertainty_samples must be >= 0, got {uncertainty_samples}")
+        self.model = self.build_network(network, AccidentAnticipator)
+        if pretrained_backbone:
+            if self.model.backbone is None:
+                raise ValueError(
+                    "pretrained_backbone needs input_kind: frames (a features network has no backbone)"
+                )
+            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
+            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+            if not report.loaded:
+                raise ValueError(
+                    f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone "
+                    f"{self.model.init_args['backbone']!r} (prefix {pretrained_prefix!r}): {report.summary()}"
+                )
+        if freeze_backbone and self.model.backbone is not None:
+            set_trainable(self.model.backbone, False)
+        self.predict_dir, self.gif = predict_dir, gif
+        self.uncertainty_samples = uncertainty_samples
+        self._records: dict[str, list[dict]] = {}
+        self.last_metrics: dict[str, dict[str, float]] = {}
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def configure_callbacks(self):
+        if not self.predict_dir:
+            return []
+        writer = import_module("domains.driving.accident.predict").AccidentPredictionWriter
+        return [writer(self.predict_dir, gif=self.gif)]
+
+    def forward_batch(self, batch: dict, return_hidden: bool = False) -> dict[str, torch.Tensor]:
+        return self.model(
+            frames=batch.get("frames"),
+            boxes=batch.get("boxes"),
+            box_valid=batch.get("box_valid"),
+            features=batch.get("features"),
+            object_features=batch.get("object_features"),
+            return_hidden=return_hidden,
+        )
+
+    def losses(self, batch: dict, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits, object_logits = out["horizon_logits"].float(), out["object_logits"].float()
+        valid = batch["frame_valid"]
+        targets = horizon_targets(batch["toa"], batch["fps"], logits.shape[1], self.model.horizons)
+        horizon = F.binary_cross_entropy_with_logits(logits[valid], targets[valid].float())
+        slots = batch["box_valid"] & valid[..., None]
+        terms = {"horizon": horizon}
+        if slots.any():
+            involved = batch["involved"][:, None, :] & targets[..., -1:]
+            terms["object"] = F.binary_cross_entropy_with_logits(
+                object_logits[slots], involved[slots].float()
+            )
+        else:
+            terms["object"] = object_logits.sum() * 0.0
+        terms["total"] = horizon + self.hparams.object_loss_weight * terms["object"]
+        return terms
+
+    # ------------------------------------------------------------------------------------------ training
+    def training_step(self, batch, batch_idx):
+        out = self.forward_batch(batch)
+        terms = self.losses(batch, out)
+        size = len(batch["toa"])
+        self.log("train/loss", terms["total"], prog_bar=True, batch_size=size)
+        self.log("train/horizon_loss", terms["horizon"], batch_size=size)
+        self.log("train/object_loss", terms["object"], batch_size=size)
+        return self.guard_loss(terms["total"], terms)
+
+    # ---------------------------------------------------------------------------------------- evaluation
+    def _evaluation_step(self, batch, stage: str) -> None:
+        out = self.forward_batch(batch)
+        terms = self.losses(batch, out)
+        self.log(
+            f"{stage}/loss",
+            terms["total"],
+            prog_bar=stage == "val",
+            batch_size=len(batch["toa"]),
+            sync_dist=True,
+        )
+        # raw log-odds (the temperature undone), so validation can refit it
+        temperature = float(self.model.temperature)
+        logits = out["horizon_logits"].float() * temperature
+        object_logits = out["object_logits"].float() * temperature
+        records = self._records.setdefault(stage, [])
+        for i in range(len(batch["toa"])):
+            n = int(batch["frame_valid"][i].sum())
+            records.append(
+                {
+                    "clip_id": batch["clip_id"][i],
+                    "kind": batch["kind"][i],
+                    "toa": int(batch["toa"][i]),
+                    "fps": float(batch["fps"][i]),
+                    "logits": logits[i, :n].cpu().numpy(),
+                    "object_logits": object_logits[i, :n].cpu().numpy(),
+                    "box_valid": batch["box_valid"][i, :n].cpu().numpy(),
+                    "involved": batch["involved"][i].cpu().numpy(),
+                    "ttc": batch["ttc"][i, :n].float().cpu().numpy(),
+                }
+            )
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluation_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def _calibrate(self, records: list[dict]) -> None:
+        from domains.driving.accident.metrics import fit_temperature
+
+        horizons = self.model.horizons.cpu()
+        logits, labels = [], []
+        for r in records:
+            t = torch.from_numpy(r["logits"])
+            target = horizon_targets(torch.tensor([r["toa"]]), torch.tensor([r["fps"]]), len(t), horizons)[0]
+            logits.append(t.flatten())
+            labels.append(target.flatten().float())
+        temperature = fit_temperature(torch.cat(logits), torch.cat(labels))
+        self.model.temperature.fill_(float(temperature))
+
+    def clip_scores(self, records: list[dict]) -> list:
+        """:class:`~domains.driving.accident.metrics.ClipScores` of the collected clips at the current
+        temperature (alarm horizon: the longest)."""
+        from domains.driving.accident.metrics import ClipScores
+
+        temperature = float(self.model.temperature)
+        horizons = self.model.horizons.cpu()
+        clips = []
+        for r in records:
+            probs = torch.sigmoid(torch.from_numpy(r["logits"]) / temperature)
+            object_probs = torch.sigmoid(torch.from_numpy(r["object_logits"]) / temperature).numpy()
+            object_probs = np.where(r["box_valid"], object_probs, 0.0)
+            ttc = r["ttc"]
+            clips.append(
+                ClipScores(
+                    scores=probs[:, -1].numpy(),
+                    toa=r["toa"],
+                    fps=r["fps"],
+                    kind=r["kind"],
+                    object_scores=object_probs,
+                    involved=r["involved"],
+                    ttc_pred=ttc_from_horizons(probs, horizons).numpy(),
+                    ttc_true=ttc,
+                )
+            )
+        return clips
+
+    def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
+        from domains.driving.accident.metrics import operating_threshold, summarize
+
+        records = gather_lists(self._records.pop(stage, []))
+        if not records:
+            return {}
+        if stage == "val" and self.hparams.calibrate and not self.trainer.sanity_checking:
+            self._calibrate(records)
+            threshold = operating_threshold(
+                self.clip_scores(records), max_false_alarm=self.hparams.max_false_alarm
+            )
+            self.model.alarm_threshold.fill_(float(threshold))
+        clips = self.clip_scores(records)
+        values = summarize(
+            clips, horizon=self.model.alarm_horizon, threshold=float(self.model.alarm_threshold)
+        )
+        values = {f"{stage}/{k}": float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+        values[f"{stage}/temperature"] = float(self.model.temperature)
+        values[f"{stage}/alarm_threshold"] = float(self.model.alarm_threshold)
+        values.setdefault(f"{stage}/{HEADLINE}", 0.0)
+        self.log(f"{stage}/{HEADLINE}", values[f"{stage}/{HEADLINE}"], prog_bar=True, rank_zero_only=True)
+        self.log_dict({k: v for k, v in values.items() if k != f"{stage}/{HEADLINE}"}, rank_zero_only=True)
+        self.last_metrics[stage] = values
+        return values
+
+    # ---------------------------------------------------------------------------------------- prediction
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Per clip: horizon probabilities (T, H), alarm risk and its Monte Carlo spread (T,), median time to
+        contact (T,), object risks (T, N) with boxes and track ids, and the frames as uint8 for the writer."""
+        out = self.forward_batch(batch, return_hidden=self.uncertainty_samples > 0)
+        probs = out["horizon_logits"].float().sigmoid()
+        spread = None
+        if self.uncertainty_samples > 0:
+            spread = self.model.sample_heads(out["hidden"], self.uncertainty_samples).float().std(0)
+        object_probs = out["object_logits"].float().sigmoid()
+        horizons = self.model.horizons
+        results = []
+        for i in range(len(batch["clip_id"])):
+            n = int(batch["frame_valid"][i].sum())
+            frames = batch.get("frames")
+            results.append(
+                {
+                    "clip_id": batch["clip_id"][i],
+                    "fps": float(batch["fps"][i]),
+                    "toa": int(batch["toa"][i]),
+                    "horizons": horizons.tolist(),
+                    "probabilities": probs[i, :n].cpu(),
+                    "risk": probs[i, :n, -1].cpu(),
+                    "uncertainty": None if spread is None else spread[i, :n].cpu(),
+                    "ttc": ttc_from_horizons(probs[i, :n], horizons).cpu(),
+                    "object_risk": object_probs[i, :n].cpu(),
+                    "boxes": batch["boxes"][i, :n].cpu(),
+                    "box_valid": batch["box_valid"][i, :n].cpu(),
+                    "track_ids": batch["track_ids"][i].cpu(),
+                    "threshold": float(self.model.alarm_threshold),
+                    "frames": None if frames is None else (frames[i, :n] * 255).round().byte().cpu(),
+                }
+            )
+        return results
+
+
+AccidentTask.__doc__ = AccidentTask.__doc__.replace("{backbones}", ", ".join(list_backbones()))
+
+
+def load_accident_task(checkpoint: str | Path, map_location: str = "cpu") -> AccidentTask:
+    """Load a trained accident model from a Lightning checkpoint (``weights_only``, checked task)."""
+    return AccidentTask.load_checked(Path(checkpoint), map_location=map_location)
+
+
+__all__ = ["AccidentTask", "horizon_targets", "load_accident_task"]

@@ -1,0 +1,141 @@
+"""The accident network: streaming equals whole-clip, monotone horizons, hand-computed targets and TTC, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
+from domains.driving.accident.task import horizon_targets
+
+SIZE = (32, 64)
+
+
+def tiny(**kw) -> AccidentAnticipator:
+    torch.manual_seed(0)
+    args = {"backbone": "tiny_cnn", "input_size": SIZE, "hidden": 16, "window": 4, "dropout": 0.0}
+    return AccidentAnticipator(**{**args, **kw})
+
+
+def approaching_clips(batch: int = 4, frames: int = 8, slots: int = 2):
+    """Half the clips have a box that grows every frame (an object closing in), half a box that stays put."""
+    boxes = torch.zeros(batch, frames, slots, 4)
+    for b in range(batch):
+        for t in range(frames):
+            h = 4.0 * (1.25**t if b % 2 == 0 else 1.0)
+            boxes[b, t, 0] = torch.tensor([32 - h, 16 - h / 2, 32 + h, 16 + h / 2]).clamp(0, 64)
+            boxes[b, t, 1] = torch.tensor([2.0, 2.0, 8.0, 8.0])
+    valid = torch.ones(batch, frames, slots, dtype=torch.bool)
+    valid[:, :2, 1] = False
+    frames_ = torch.rand(batch, frames, 3, *SIZE)
+    toa = torch.tensor([frames - 1 if b % 2 == 0 else -1 for b in range(batch)])
+    return frames_, boxes, valid, toa
+
+
+@pytest.mark.parametrize("temporal", ["gru", "transformer"])
+def test_streaming_equals_whole_clip_and_horizons_are_monotone(temporal):
+    model = tiny(temporal=temporal).eval()
+    frames, boxes, valid, _ = approaching_clips(frames=6)
+    whole = model(frames=frames, boxes=boxes, box_valid=valid)
+    state, steps = None, []
+    for t in range(frames.shape[1]):
+        out, state = model.step(frames[:, t], boxes[:, t], valid[:, t], state)
+        steps.append(out["horizon_logits"])
+    torch.testing.assert_close(torch.stack(steps, 1), whole["horizon_logits"], atol=1e-5, rtol=1e-4)
+    assert (whole["horizon_logits"].diff(dim=-1) >= 0).all()
+    assert (whole["object_logits"][~valid] == -20.0).all()  # empty slots carry no risk
+
+
+def test_state_size_does_not_grow_with_the_clip():
+    model = tiny(temporal="transformer").eval()
+    frames, boxes, valid, _ = approaching_clips(frames=7)
+    sizes = []
+    state = None
+    for t in range(7):
+        _, state = model.step(frames[:, t], boxes[:, t], valid[:, t], state)
+        sizes.append(sum(v.numel() for v in state.values()))
+    assert len(set(sizes)) == 1
+
+
+def test_temperature_divides_the_log_odds_outside_training():
+    model = tiny().eval()
+    frames, boxes, valid, _ = approaching_clips(frames=3)
+    base = model(frames=frames, boxes=boxes, box_valid=valid)["horizon_logits"]
+    model.temperature.fill_(2.0)
+    torch.testing.assert_close(model(frames=frames, boxes=boxes, box_valid=valid)["horizon_logits"], base / 2)
+    hidden = {
+        "frame": torch.rand(2, 16),
+        "objects": torch.rand(2, 3, 16),
+        "valid": torch.ones(2, 3, dtype=torch.bool),
+    }
+    calibrated = model.heads(hidden)["horizon_logits"]
+    model.train()  # training sees the raw log-odds (heads only: batch norm would change the rest)
+    torch.testing.assert_close(model.heads(hidden)["horizon_logits"], calibrated * 2)
+
+
+def test_ttc_from_horizons_by_hand():
+    horizons = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    probs = torch.tensor([[0.2, 0.4, 0.6, 0.9], [0.6, 0.7, 0.8, 0.9], [0.1, 0.1, 0.2, 0.3]])
+    # row 0: 0.5 crossed between 1.0 s (0.4) and 1.5 s (0.6): 1.0 + 0.5 * 0.5 = 1.25 s
+    # row 1: crossed before the first horizon: the CDF is 0 at 0 s, so 0.5 * 0.5 / 0.6 = 0.4167 s
+    # row 2: never reaches 0.5 within 2 s
+    ttc = ttc_from_horizons(probs, horizons)
+    torch.testing.assert_close(ttc[:2], torch.tensor([1.25, 0.5 * 0.5 / 0.6]))
+    assert torch.isinf(ttc[2])
+
+
+def test_horizon_targets_by_hand():
+    # contact at frame 10 at 10 fps: frame 5 is 0.5 s before (inside 0.5 s), frame 0 is 1 s before
+    targets = horizon_targets(
+        torch.tensor([10, -1]), torch.tensor([10.0, 10.0]), 12, torch.tensor([0.5, 1.0])
+    )
+    assert targets.shape == (2, 12, 2)
+    assert targets[0, :, 0].tolist() == [False] * 5 + [True] * 7
+    assert targets[0, :, 1].tolist() == [True] * 12
+    assert not targets[1].any()
+
+
+def test_feature_input_and_missing_inputs_are_named():
+    model = AccidentAnticipator(input_kind="features", feature_dim=12, hidden=8)
+    out = model(
+        features=torch.rand(2, 5, 12),
+        object_features=torch.rand(2, 5, 3, 12),
+        boxes=torch.rand(2, 5, 3, 4) * 10,
+        box_valid=torch.ones(2, 5, 3, dtype=torch.bool),
+    )
+    assert out["horizon_logits"].shape == (2, 5, 4) and out["object_logits"].shape == (2, 5, 3)
+    with pytest.raises(ValueError, match="features"):
+        model(
+            frames=torch.rand(1, 2, 3, 32, 32),
+            boxes=torch.zeros(1, 2, 1, 4),
+            box_valid=torch.ones(1, 2, 1, dtype=torch.bool),
+        )
+    with pytest.raises(ValueError, match="ascending"):
+        AccidentAnticipator(horizons=(2.0, 1.0))
+
+
+def test_loss_goes_down_on_tiny_clips():
+    """A growing box means contact: the horizon loss must fall well below its start in a few dozen steps."""
+    from domains.driving.accident.task import AccidentTask
+
+    task = AccidentTask(network=tiny(), object_loss_weight=0.5)
+    frames, boxes, valid, toa = approaching_clips()
+    batch = {
+        "frames": frames,
+        "boxes": boxes,
+        "box_valid": valid,
+        "toa": toa,
+        "fps": torch.full((4,), 10.0),
+        "frame_valid": torch.ones(4, frames.shape[1], dtype=torch.bool),
+        "involved": torch.tensor([[True, False], [False, False]] * 2),
+    }
+    optimiser = torch.optim.Adam(task.parameters(), lr=3e-3)
+    losses = []
+    task.train()
+    for _ in range(40):
+        terms = task.losses(batch, task.forward_batch(batch))
+        optimiser.zero_grad()
+        terms["total"].backward()
+        optimiser.step()
+        losses.append(float(terms["total"].detach()))
+    assert losses[-1] < 0.5 * losses[0], losses

@@ -1,0 +1,1 @@
+"""Accident anticipation from dashcam clips (issue #18)."""

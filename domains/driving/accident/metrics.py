@@ -34,7 +34,9 @@ How this differs from UString's ``src/eval_tools.py::evaluation`` (copied by DST
 closer than 0.001 are merged; (2) its AP is a trapezoid between recall levels plus a rectangle from recall 0
 (ours: sklearn's step sum, no interpolation); (3) its TTA is the legacy formula above (relative lead times
 the padded clip length); (4) TTA@R80 is taken at the recall level *nearest* 0.8 (ours: the first level at or
-above it); (5) its top recall level takes the TTA of an arbitrary threshold of that level, not the maximum.
+above it); (5) its top recall level takes the TTA of an arbitrary threshold of that level (unstable sort), not
+the maximum; (6) it drops its lowest recall level, assuming it is the zero padding of its arrays, and its grid
+stops below 1.0. Same on both sides: found = any frame before toa at or above th, the per-level maximum.
 
 ECE uses torchmetrics' ``binary_calibration_error`` (equal-width bins on the positive-class probability,
 L1); Brier is the mean squared error of the same probabilities.

@@ -121,3 +121,20 @@ def test_tracks_to_arrays_reads_the_annotation_schema():
     assert np.isnan(arrays["locations"][1, 0]).all()
     with pytest.raises(ValueError, match="track 3: box has 2 frames, expected 3"):
         tracks_to_arrays(tracks, 3)
+
+
+def test_oracle_scores_go_through_the_metrics():
+    # Crash: the head-on approach above (contact at 3.6 s = frame 36 of 40). Near miss: the crossing pedestrian
+    # that passes before the ego arrives (TTC inf -> risk 0 everywhere). The oracle's risk first exceeds 0
+    # where TTC < 2 s: frame 17 (TTC 1.9 s); at zero false alarms the operating threshold is that risk (0.05)
+    # and the lead time (36 - 17) / 10 = 1.9 s; the crash clip is found, so video AP = 1.
+    from domains.driving.accident.metrics import ClipScores, lead_time_at_false_alarm_rate, video_ap
+
+    k = np.arange(40)
+    head_on = np.stack([np.zeros(40), np.full(40, 1.65), 20.0 - 0.5 * k], axis=1)[:, None, :]
+    crash_risk = ttc_risk(frame_ttc(constant_velocity_oracle(head_on, [[1.5, 1.8, 4.0]], FPS)))
+    miss_risk = ttc_risk(frame_ttc(constant_velocity_oracle(crossing(6.0), [[1.7, 0.6, 0.6]], FPS)))
+    clips = [ClipScores(crash_risk, toa=36, fps=FPS), ClipScores(miss_risk, toa=-1, fps=FPS, kind="near_miss")]
+    assert video_ap(clips) == 1.0
+    out = lead_time_at_false_alarm_rate(clips, max_false_alarm=0.0)
+    assert out == pytest.approx({"threshold": 0.05, "recall": 1.0, "lead_time": 1.9, "false_alarm_rate": 0.0})

@@ -1,0 +1,251 @@
+"""Accident-anticipation metrics against answers computed by hand on 2-4 tiny clips (numbers in comments)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from domains.driving.accident.metrics import (
+    ClipScores,
+    ap_before,
+    brier,
+    clips_from_batch,
+    ece,
+    false_alarm_rate,
+    fit_temperature,
+    frame_ap,
+    frame_labels,
+    lead_time_at_false_alarm_rate,
+    legacy_mtta,
+    mtta,
+    object_hit_rate,
+    operating_threshold,
+    summarize,
+    tta_at_recall,
+    tta_curve,
+    ttc_error,
+    video_ap,
+)
+
+FPS = 10.0
+
+
+def four_clips() -> list[ClipScores]:
+    """Two crashes and two negatives, 10 frames at 10 fps.
+
+    c1 (toa 8): best score before contact 0.9 (first reached at frame 3); frames from toa on do not count.
+    c2 (toa 6): best before contact 0.7 (frame 5); 0.9 only after contact.
+    n1 (near miss): max 0.8.  n2 (normal): max 0.4.
+    """
+    return [
+        ClipScores([0.1, 0.2, 0.6, 0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.0], toa=8, fps=FPS, kind="crash", clip_id="c1"),
+        ClipScores([0.1, 0.1, 0.1, 0.3, 0.5, 0.7, 0.9, 0.9, 0.9, 0.9], toa=6, fps=FPS, kind="crash", clip_id="c2"),
+        ClipScores([0.2] * 5 + [0.8] + [0.2] * 4, toa=-1, fps=FPS, kind="near_miss", clip_id="n1"),
+        ClipScores([0.4] * 10, toa=-1, fps=FPS, kind="normal", clip_id="n2"),
+    ]
+
+
+def test_video_ap_by_hand_and_equal_to_sklearn():
+    # Clip scores: positives 0.9 (c1), 0.7 (c2); negatives 0.8 (n1), 0.4 (n2). Descending thresholds:
+    #   0.9: TP 1 FP 0 -> P 1,   R 0.5
+    #   0.8: TP 1 FP 1 -> P 1/2, R 0.5 (recall unchanged: adds nothing)
+    #   0.7: TP 2 FP 1 -> P 2/3, R 1
+    #   0.4: TP 2 FP 2 -> P 1/2, R 1
+    # AP = 0.5 * 1 + 0.5 * 2/3 = 5/6 (UString's trapezoid would give 0.5 + 0.5 * (1 + 2/3) / 2 = 11/12).
+    clips = four_clips()
+    assert video_ap(clips) == pytest.approx(5 / 6)
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    assert video_ap(clips) == pytest.approx(sklearn_metrics.average_precision_score([1, 1, 0, 0], [0.9, 0.7, 0.8, 0.4]))
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # random clips: the same step sum as sklearn on (max before toa, max) clip scores
+        recs, labels, clip_scores = [], [], []
+        for i in range(12):
+            s = np.round(rng.random(8), 1)  # rounding makes ties
+            if i % 2:
+                recs.append(ClipScores(s, toa=5, fps=FPS, kind="crash"))
+                labels.append(1)
+                clip_scores.append(s[:5].max())
+            else:
+                recs.append(ClipScores(s, toa=-1, fps=FPS, kind="normal"))
+                labels.append(0)
+                clip_scores.append(s.max())
+        assert video_ap(recs) == pytest.approx(sklearn_metrics.average_precision_score(labels, clip_scores))
+
+
+def test_crash_at_frame_zero_is_never_found_but_counts():
+    # c0 has contact at frame 0: no frame before it, never found. With c1 (found at 0.9) and n2 (0.4):
+    # 0.9: TP 1 FP 0 -> P 1, R 1/2; 0.4: TP 1 FP 1, R 1/2 -> AP = 0.5.
+    clips = [four_clips()[0], ClipScores([0.9] * 10, toa=0, fps=FPS), four_clips()[3]]
+    assert video_ap(clips) == pytest.approx(0.5)
+
+
+def test_tta_mtta_legacy_and_r80_by_hand():
+    # Recall levels (clip scores 0.9 and 0.7):
+    #   recall 1/2 (only c1): thresholds in (0.7, 0.9]; the lowest sweep threshold there is 0.8 (n1's max).
+    #     c1's first frame with score > 0.7 is frame 3: TTA = (8 - 3) / 10 = 0.5 s;
+    #     legacy (1 - 3/8) * 10 frames / 10 fps = 0.625 s.
+    #   recall 1: the lowest threshold (0) alarms at frame 0 everywhere: TTA = mean(0.8, 0.6) = 0.7 s;
+    #     legacy (1 - 0) * 1 s = 1.0 s for both.
+    # mTTA = (0.5 + 0.7) / 2 = 0.6 s; legacy = (0.625 + 1.0) / 2 = 0.8125 s; TTA@R80 = 0.7 s (recall 1 level).
+    clips = four_clips()
+    curve = tta_curve(clips)
+    np.testing.assert_allclose(curve.recall, [0.5, 1.0])
+    np.testing.assert_allclose(curve.threshold, [0.8, 0.0])
+    np.testing.assert_allclose(curve.tta, [0.5, 0.7])
+    np.testing.assert_allclose(curve.legacy_tta, [0.625, 1.0])
+    assert mtta(clips) == pytest.approx(0.6)
+    assert legacy_mtta(clips) == pytest.approx(0.8125)
+    assert tta_at_recall(clips, 0.8) == pytest.approx(0.7)
+    assert tta_at_recall(clips, 0.5) == pytest.approx(0.5)
+    assert math.isnan(tta_at_recall(clips[:1] + clips[2:] + [ClipScores([0.5] * 10, toa=0, fps=FPS)], 0.8))
+
+
+def test_legacy_exceeds_the_physical_maximum_on_a_dad_like_clip():
+    # DAD: 100 frames at 20 fps, contact at frame 90: at most 90 / 20 = 4.5 s of warning is possible.
+    # a alarms (0.9) from frame 45, b (0.6) from frame 30; one normal clip at 0.1.
+    #   recall 1/2 (a only): a's first frame > 0.6 is 45: TTA (90 - 45) / 20 = 2.25 s; legacy (1 - 45/90) * 5 = 2.5 s
+    #   recall 1: every frame alarms: TTA 90 / 20 = 4.5 s (the physical maximum); legacy (1 - 0) * 100 / 20 = 5.0 s
+    a = ClipScores([0.0] * 45 + [0.9] * 55, toa=90, fps=20.0)
+    b = ClipScores([0.0] * 30 + [0.6] * 70, toa=90, fps=20.0)
+    n = ClipScores([0.1] * 100, toa=-1, fps=20.0, kind="normal")
+    curve = tta_curve([a, b, n])
+    np.testing.assert_allclose(curve.tta, [2.25, 4.5])
+    np.testing.assert_allclose(curve.legacy_tta, [2.5, 5.0])
+    assert curve.tta.max() <= 90 / 20.0
+    assert curve.legacy_tta.max() > 90 / 20.0  # the legacy formula reports more lead than physically possible
+    assert mtta([a, b, n]) == pytest.approx(3.375)
+    assert legacy_mtta([a, b, n]) == pytest.approx(3.75)
+
+
+def test_ap_before_seconds_by_hand():
+    # 0.5 s = 5 frames: c1 may alarm at t <= 3 (max 0.9), c2 at t <= 1 (max 0.1). Negatives 0.8, 0.4.
+    #   0.9: TP 1 FP 0 (P 1, R 1/2); 0.8, 0.4: no new TP; 0.1: TP 2 FP 2 (P 1/2, R 1) -> AP = 0.5 + 0.25 = 0.75
+    # 1.0 s = 10 frames: no frame early enough in either crash clip -> AP 0.
+    clips = four_clips()
+    assert ap_before(clips, 0.5) == pytest.approx(0.75)
+    assert ap_before(clips, 1.0) == 0.0
+    assert ap_before(clips, 0.0) == pytest.approx(video_ap(clips))
+
+
+def test_false_alarms_and_operating_threshold_by_hand():
+    clips = four_clips()
+    assert false_alarm_rate(clips, 0.5) == 1.0  # n1 reaches 0.8
+    assert false_alarm_rate(clips, 0.85) == 0.0
+    assert false_alarm_rate(clips, 0.5, kind="normal") == 0.0  # n2 peaks at 0.4
+    assert false_alarm_rate(clips, 0.3, kind=("near_miss", "normal")) == 1.0
+    # No false alarm allowed: above n1's 0.8; the lowest score above it is 0.9.
+    assert operating_threshold(clips, 0.0) == pytest.approx(0.9)
+    # One of two negatives may alarm: above n2's 0.4; the lowest score above is 0.5 (c2, frame 4).
+    assert operating_threshold(clips, 0.5) == pytest.approx(0.5)
+    # At 0.5: c1 first >= 0.5 at frame 2 (lead 0.6 s), c2 at frame 4 (0.2 s): recall 1, mean lead 0.4 s.
+    out = lead_time_at_false_alarm_rate(clips, 0.5)
+    assert out == pytest.approx({"threshold": 0.5, "recall": 1.0, "lead_time": 0.4, "false_alarm_rate": 0.5})
+    # At 0.9: only c1 (frame 3, 0.5 s).
+    out = lead_time_at_false_alarm_rate(clips, 0.0)
+    assert out == pytest.approx({"threshold": 0.9, "recall": 0.5, "lead_time": 0.5, "false_alarm_rate": 0.0})
+
+
+def test_frame_ap_by_hand():
+    # a: crash, toa 2, 4 frames at 10 fps; horizon 0.1 s = 1 frame -> labels t >= 1: [0, 1, 1, 1]. b: normal.
+    # Pooled, descending: 0.8+ 0.7- 0.6+ 0.4+ 0.3- 0.2- 0.2- 0.1-
+    #   0.8: P 1 R 1/3; 0.6: P 2/3 R 2/3; 0.4: P 3/4 R 1 -> AP = (1 + 2/3 + 3/4) / 3 = 29/36
+    # Horizon 0.2 s: a's frame 0 (0.2) is positive too; at 0.2 TP 4 FP 3 (0.7, 0.3, b's 0.2):
+    #   AP = (1 + 2/3 + 3/4 + 4/7) / 4 = 251/336
+    a = ClipScores([0.2, 0.6, 0.8, 0.4], toa=2, fps=FPS)
+    b = ClipScores([0.1, 0.7, 0.3, 0.2], toa=-1, fps=FPS, kind="normal")
+    np.testing.assert_array_equal(frame_labels(a, 0.1), [0, 1, 1, 1])
+    assert frame_ap([a, b], horizon=0.1) == pytest.approx(29 / 36)
+    assert frame_ap([a, b], horizon=0.2) == pytest.approx(251 / 336)
+    assert math.isnan(frame_ap([b]))
+
+
+def test_ece_and_brier_by_hand():
+    # One crash clip, toa 1, horizon 0: labels [0, 1, 1, 1] for risks [0.1, 0.3, 0.7, 0.9].
+    # 15 bins: each risk alone in its bin: ECE = (0.1 + 0.7 + 0.3 + 0.1) / 4 = 0.3
+    # 2 bins: [0, .5): mean risk 0.2, mean label 0.5 -> 0.3 * 2/4; [.5, 1]: 0.8 vs 1 -> 0.2 * 2/4. ECE = 0.25
+    # Brier = (0.01 + 0.49 + 0.09 + 0.01) / 4 = 0.15
+    clip = [ClipScores([0.1, 0.3, 0.7, 0.9], toa=1, fps=FPS)]
+    assert ece(clip, horizon=0.0) == pytest.approx(0.3, abs=1e-6)
+    assert ece(clip, horizon=0.0, n_bins=2) == pytest.approx(0.25, abs=1e-6)
+    assert brier(clip, horizon=0.0) == pytest.approx(0.15)
+
+
+def test_ttc_error_by_hand():
+    # Frames with true TTC < 2 s: 1.9, 1.0, 0.5 (3.0 and NaN left out); predictions 1.5, inf, 0.7.
+    # cap 5: |1.5 - 1.9| + |5 - 1| + |0.7 - 0.5| = 0.4 + 4 + 0.2 -> 4.6 / 3; cap 2: 0.4 + 1 + 0.2 -> 1.6 / 3
+    clip = ClipScores([0.0] * 5, toa=4, fps=FPS, ttc_true=[3.0, 1.9, 1.0, 0.5, np.nan],
+                      ttc_pred=[2.0, 1.5, np.inf, 0.7, 1.0])
+    assert ttc_error([clip]) == pytest.approx(4.6 / 3)
+    assert ttc_error([clip], cap=2.0) == pytest.approx(1.6 / 3)
+
+
+def test_object_hit_rate_by_hand():
+    # A (toa 3): involved object 0 peaks only after contact (0.3 before), object 1 reaches 0.7 -> miss.
+    # B (toa 2): involved object 1 reaches 0.9 before contact, object 0 0.8 -> hit.
+    # C: no involved object (left out); N: a negative (left out). Rate = 1/2.
+    nan = np.nan
+    a = ClipScores([0.0] * 5, toa=3, fps=FPS, involved=[True, False, False],
+                   object_scores=[[0.1, 0.5, nan], [0.2, 0.6, nan], [0.3, 0.7, nan], [0.99, 0.1, nan], [0.99, 0.1, nan]])
+    b = ClipScores([0.0] * 3, toa=2, fps=FPS, involved=[False, True],
+                   object_scores=[[0.2, 0.9], [0.8, 0.1], [0.0, 0.0]])
+    c = ClipScores([0.0] * 3, toa=2, fps=FPS, involved=[False, False], object_scores=np.ones((3, 2)))
+    n = ClipScores([0.0] * 3, toa=-1, fps=FPS, kind="normal", involved=[True], object_scores=np.ones((3, 1)))
+    assert object_hit_rate([a, b, c, n]) == 0.5
+    # A tie between the involved and another object is not a hit.
+    tie = ClipScores([0.0] * 3, toa=2, fps=FPS, involved=[True, False], object_scores=np.full((3, 2), 0.5))
+    assert object_hit_rate([tie]) == 0.0
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    # Calibrated logits z, labels ~ Bernoulli(sigmoid(z)); the model reports 2.5 z (over-confident).
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(20000, generator=gen, dtype=torch.float64) * 2.0
+    labels = (torch.rand(20000, generator=gen, dtype=torch.float64) < torch.sigmoid(z)).long()
+    assert fit_temperature(2.5 * z, labels) == pytest.approx(2.5, rel=0.05)
+    # Multi-class form: logits (M, 2) = [0, 2.5 z] has the same softmax as the binary logit.
+    two = torch.stack([torch.zeros_like(z), 2.5 * z], dim=1)
+    assert fit_temperature(two, labels) == pytest.approx(2.5, rel=0.05)
+
+
+def test_summarize_names_and_batch_glue():
+    # A collated batch of two clips, the second padded by 2 frames; object slot 1 empty in clip 0.
+    batch = {
+        "frame_valid": torch.tensor([[True] * 4, [True, True, False, False]]),
+        "toa": torch.tensor([2, -1]),
+        "fps": torch.tensor([10.0, 10.0]),
+        "kind": ["crash", "near_miss"],
+        "clip_id": ["a", "n"],
+        "involved": torch.tensor([[True, False], [False, False]]),
+        "box_valid": torch.tensor([[[True, False]] * 4, [[True, True]] * 4]),
+        "ttc": torch.tensor([[0.2, 0.1, float("nan"), float("nan")], [float("nan")] * 4]),
+    }
+    scores = torch.tensor([[0.2, 0.6, 0.8, 0.4], [0.1, 0.7, 0.9, 0.9]])
+    records = clips_from_batch(batch, scores, object_scores=torch.full((2, 4, 2), 0.5))
+    assert [len(r.scores) for r in records] == [4, 2]  # padding cut: the 0.9s of clip n never count
+    assert np.isnan(records[0].object_scores[:, 1]).all()
+    out = summarize(records, horizon=0.1, threshold=0.65)
+    assert set(out) >= {"video_ap", "frame_ap", "mtta", "tta_r80", "legacy_mtta", "ap_0.5s", "ap_1.0s", "ap_1.5s",
+                        "near_miss_false_alarms", "ece", "brier", "ttc_mae", "object_hit_rate"}
+    # a's clip score 0.6 < n's 0.7 -> AP = P at recall 1 = 1/2; n alarms at 0.65 -> false alarm rate 1.
+    assert out["video_ap"] == pytest.approx(0.5)
+    assert out["near_miss_false_alarms"] == 1.0
+    assert out["object_hit_rate"] == 1.0  # the only visible object is the involved one
+    assert math.isnan(out["ttc_mae"])  # no TTC prediction given
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"scores": [0.1, 0.2], "toa": 2, "fps": 10.0}, "toa < 2"),
+        ({"scores": [0.1, 1.2], "toa": 0, "fps": 10.0}, r"\[0, 1\]"),
+        ({"scores": [0.1], "toa": 0, "fps": 0.0}, "fps"),
+        ({"scores": [0.1], "toa": 0, "fps": 10.0, "kind": "normal"}, "toa must be -1"),
+        ({"scores": [0.1], "toa": 0, "fps": 10.0, "kind": "crashed"}, "kind"),
+    ],
+)
+def test_bad_records_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ClipScores(**kwargs, clip_id="v1")

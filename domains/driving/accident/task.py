@@ -225,7 +225,7 @@ class AccidentTask(BaseTask):
         for r in records:
             probs = torch.sigmoid(torch.from_numpy(r["logits"]) / temperature)
             object_probs = torch.sigmoid(torch.from_numpy(r["object_logits"]) / temperature).numpy()
-            object_probs = np.where(r["box_valid"], object_probs, 0.0)
+            object_probs = np.where(r["box_valid"], object_probs, np.nan)  # empty slots: no score
             ttc = r["ttc"]
             clips.append(
                 ClipScores(
@@ -237,6 +237,7 @@ class AccidentTask(BaseTask):
                     involved=r["involved"],
                     ttc_pred=ttc_from_horizons(probs, horizons).numpy(),
                     ttc_true=ttc,
+                    clip_id=r["clip_id"],
                 )
             )
         return clips

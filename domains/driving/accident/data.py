@@ -51,7 +51,9 @@ def select_slots(clip: AccidentClip, max_objects: int) -> list[int]:
     """Track ids of the clip's object slots: the ``max_objects`` tracks visible in the most frames, ties broken
     by nearness (``clip.depth``, smaller first), then by track id so the choice is deterministic."""
     visible = {tid: int(np.isfinite(arr[:, 0]).sum()) for tid, arr in clip.tracks.items()}
-    order = sorted((t for t, n in visible.items() if n > 0), key=lambda t: (-visible[t], clip.depth.get(t, 0.0), t))
+    order = sorted(
+        (t for t, n in visible.items() if n > 0), key=lambda t: (-visible[t], clip.depth.get(t, 0.0), t)
+    )
     return order[:max_objects]
 
 
@@ -110,14 +112,18 @@ class AccidentDataset(Dataset):
         source = images[0].shape[:2]
         if clip.size is not None and (clip.size[1], clip.size[0]) != source:
             raise LabelFormatError(
-                paths[0], None, f"frame is {source[1]}x{source[0]} but the clip's annotation says "
-                f"{clip.size[0]}x{clip.size[1]} (width x height)"
+                paths[0],
+                None,
+                f"frame is {source[1]}x{source[0]} but the clip's annotation says "
+                f"{clip.size[0]}x{clip.size[1]} (width x height)",
             )
         for path, image in zip(paths, images):
             if image.shape[:2] != source:
                 raise LabelFormatError(
-                    path, None, f"frame is {image.shape[1]}x{image.shape[0]} but the clip's first frame "
-                    f"{paths[0].name} is {source[1]}x{source[0]} (frames of one clip must share a size)"
+                    path,
+                    None,
+                    f"frame is {image.shape[1]}x{image.shape[0]} but the clip's first frame "
+                    f"{paths[0].name} is {source[1]}x{source[0]} (frames of one clip must share a size)",
                 )
         if self.image_size is not None and self.image_size != source:
             height, width = self.image_size
@@ -136,8 +142,10 @@ class AccidentDataset(Dataset):
             n_det = len(clip.tracks)
             if data.ndim != 3 or data.shape[0] != clip.n_frames or data.shape[1] != 1 + n_det:
                 raise LabelFormatError(
-                    clip.npz, None, f"data has shape {data.shape}, expected (T={clip.n_frames}, 1 + {n_det} objects, D) "
-                    "to match det"
+                    clip.npz,
+                    None,
+                    f"data has shape {data.shape}, expected (T={clip.n_frames}, 1 + {n_det} objects, D) "
+                    "to match det",
                 )
             data = data[start:stop]
             item["features"] = torch.from_numpy(np.ascontiguousarray(data[:, 0]))
@@ -268,7 +276,9 @@ def split_breakdown(splits: dict[str, Sequence[AccidentClip]]) -> str:
     lines = ["| split | clips | positives | near misses | negatives |", "|---|---:|---:|---:|---:|"]
     for name, clips in splits.items():
         counts = {k: sum(c.kind == k for c in clips) for k in KINDS}
-        lines.append(f"| {name} | {len(clips)} | {counts['crash']} | {counts['near_miss']} | {counts['normal']} |")
+        lines.append(
+            f"| {name} | {len(clips)} | {counts['crash']} | {counts['near_miss']} | {counts['normal']} |"
+        )
     return "\n".join(lines)
 
 
@@ -323,17 +333,25 @@ class AccidentDataModule(SplitLoaders):
     ):
         super().__init__()
         if data_format not in DATA_FORMATS:
-            raise ValueError(f"AccidentDataModule: data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+            raise ValueError(
+                f"AccidentDataModule: data_format must be one of {DATA_FORMATS}, got {data_format!r}"
+            )
         if data_path is None and data_format != "synthetic":
-            raise ValueError(f"AccidentDataModule: data_format {data_format!r} needs data_path (the data set's root)")
+            raise ValueError(
+                f"AccidentDataModule: data_format {data_format!r} needs data_path (the data set's root)"
+            )
         if synthetic is not None and data_path is not None:
-            raise ValueError("AccidentDataModule: synthetic settings are for generated data; data_path is set")
+            raise ValueError(
+                "AccidentDataModule: synthetic settings are for generated data; data_path is set"
+            )
         if max_objects < 1:
             raise ValueError(f"AccidentDataModule: max_objects must be >= 1, got {max_objects}")
         if clip_length is not None and clip_length < MIN_FRAMES:
             raise ValueError(f"AccidentDataModule: clip_length must be >= {MIN_FRAMES}, got {clip_length}")
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
-            raise ValueError(f"AccidentDataModule: image_size must be [H, W] of positive sizes, got {image_size}")
+            raise ValueError(
+                f"AccidentDataModule: image_size must be [H, W] of positive sizes, got {image_size}"
+            )
         if not feature_fps > 0:
             raise ValueError(f"AccidentDataModule: feature_fps must be > 0, got {feature_fps}")
         split_clips([], val_fraction, test_fraction)  # checks the fractions now, naming them
@@ -377,7 +395,9 @@ class AccidentDataModule(SplitLoaders):
         min_frames = max(MIN_FRAMES, self.clip_length or 0)
         log = DropLog(strict=self.strict)
         if self.data_format in ("synthetic", "ccd"):
-            clips = read_ccd_layout(root, require_json=self.data_format == "synthetic", min_frames=min_frames, log=log)
+            clips = read_ccd_layout(
+                root, require_json=self.data_format == "synthetic", min_frames=min_frames, log=log
+            )
         elif self.data_format == "npz":
             clips = read_npz_clips(root, self.feature_fps, self.feature_toa, min_frames=min_frames, log=log)
         else:

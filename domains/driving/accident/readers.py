@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,12 +104,14 @@ def video_info(path: Path) -> tuple[int, float, int, int]:
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            raise LabelFormatError(path, None, "unreadable video (OpenCV cannot open it; expected an mp4 / avi)")
+            raise LabelFormatError(
+                path, None, "unreadable video (OpenCV cannot open it; expected an mp4 / avi)"
+            )
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if n <= 0 or width <= 0 or height <= 0:
-            ok, frame = cap.read()
+            ok, _ = cap.read()
             if not ok:
                 raise LabelFormatError(path, None, "unreadable video (no frame decodes)")
     finally:
@@ -141,10 +144,20 @@ def read_video_frames(path: Path, expected: int | None = None) -> list[np.ndarra
 def _check_fps(fps, where: Path, line, log: DropLog, expected: float | None = None) -> float | None:
     """A positive finite frame rate (equal to ``expected`` within 1 %), else None after logging the problem."""
     if fps is None or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        log.add("frame_rate", where, line, f"missing or invalid frame rate {fps!r} (expected frames per second > 0)")
+        log.add(
+            "frame_rate",
+            where,
+            line,
+            f"missing or invalid frame rate {fps!r} (expected frames per second > 0)",
+        )
         return None
     if expected is not None and abs(fps - expected) > FPS_TOLERANCE * expected:
-        log.add("frame_rate", where, line, f"frame rate {fps:g} is inconsistent with the annotation's {expected:g} fps")
+        log.add(
+            "frame_rate",
+            where,
+            line,
+            f"frame rate {fps:g} is inconsistent with the annotation's {expected:g} fps",
+        )
         return None
     return float(fps)
 
@@ -179,25 +192,33 @@ def parse_ccd_line(raw: str, path: str | Path, lineno: int) -> CCDLine:
     match = _CCD_LINE.match(raw)
     if match is None:
         raise LabelFormatError(
-            path, lineno, f"expected 'vid,[l0, l1, ...],start_frame,source,timing,weather,ego_involved', got {raw.strip()!r}"
+            path,
+            lineno,
+            f"expected 'vid,[l0, l1, ...],start_frame,source,timing,weather,ego_involved', got {raw.strip()!r}",
         )
     vid, inside, rest = match.groups()
     try:
         labels = [int(v) for v in inside.replace(" ", "").split(",") if v != ""]
     except ValueError:
-        raise LabelFormatError(path, lineno, f"frame labels must be 0/1 integers, got [{inside.strip()}]") from None
+        raise LabelFormatError(
+            path, lineno, f"frame labels must be 0/1 integers, got [{inside.strip()}]"
+        ) from None
     if any(v not in (0, 1) for v in labels):
         raise LabelFormatError(path, lineno, f"frame labels must be 0 or 1, got [{inside.strip()}]")
     others = [v.strip() for v in rest.split(",")]
     if len(others) != 5:
         raise LabelFormatError(
-            path, lineno, f"expected 5 fields after the label list (start_frame,source,timing,weather,ego_involved), "
-            f"got {len(others)}: {rest.strip()!r}"
+            path,
+            lineno,
+            f"expected 5 fields after the label list (start_frame,source,timing,weather,ego_involved), "
+            f"got {len(others)}: {rest.strip()!r}",
         )
     if 1 not in labels:
         raise LabelFormatError(path, lineno, f"crash clip {vid!r} has no frame labelled 1 (no contact frame)")
-    if labels[labels.index(1):].count(0):
-        raise LabelFormatError(path, lineno, f"labels of {vid!r} drop back to 0 after the contact (expected 0...0 1...1)")
+    if labels[labels.index(1) :].count(0):
+        raise LabelFormatError(
+            path, lineno, f"labels of {vid!r} drop back to 0 after the contact (expected 0...0 1...1)"
+        )
     return CCDLine(vid.strip(), labels, *others, lineno=lineno)
 
 
@@ -209,7 +230,9 @@ def read_ccd_annotations(path: Path) -> dict[str, CCDLine]:
             continue
         line = parse_ccd_line(raw, path, lineno)
         if line.vid in out:
-            raise LabelFormatError(path, lineno, f"clip {line.vid!r} is annotated twice (first on line {out[line.vid].lineno})")
+            raise LabelFormatError(
+                path, lineno, f"clip {line.vid!r} is annotated twice (first on line {out[line.vid].lineno})"
+            )
         out[line.vid] = line
     return out
 
@@ -226,19 +249,27 @@ def _clip_entries(folder: Path) -> list[str]:
     return sorted(ids)
 
 
-def _tracks_from_json(meta: dict, n_frames: int, path: Path) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+def _tracks_from_json(
+    meta: dict, n_frames: int, path: Path
+) -> tuple[dict[int, np.ndarray], dict[int, float]]:
     tracks, depth = {}, {}
     for key, track in (meta.get("tracks") or {}).items():
         boxes = track.get("box") or []
         if len(boxes) != n_frames:
-            raise LabelFormatError(path, None, f"track {key}: {len(boxes)} boxes, expected one per frame ({n_frames})")
+            raise LabelFormatError(
+                path, None, f"track {key}: {len(boxes)} boxes, expected one per frame ({n_frames})"
+            )
         arr = np.full((n_frames, 4), np.nan, dtype=np.float32)
         for t, box in enumerate(boxes):
             if box is not None:
                 arr[t] = box
         tracks[int(key)] = arr
         z = [loc[2] for loc in (track.get("location") or []) if loc is not None]
-        depth[int(key)] = float(np.mean(z)) if z else -float(np.nanmean(arr[:, 3] - arr[:, 1]) if np.isfinite(arr).any() else 0.0)
+        depth[int(key)] = (
+            float(np.mean(z))
+            if z
+            else -float(np.nanmean(arr[:, 3] - arr[:, 1]) if np.isfinite(arr).any() else 0.0)
+        )
     return tracks, depth
 
 
@@ -263,7 +294,9 @@ def read_ccd_layout(
     log = log if log is not None else DropLog(strict=strict)
     annotation = root / CCD_ANNOTATION
     if not annotation.is_file():
-        raise FileNotFoundError(f"{annotation}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION})")
+        raise FileNotFoundError(
+            f"{annotation}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION})"
+        )
     lines = read_ccd_annotations(annotation)
     crash_dir, normal_dir = root / CCD_CRASH_DIR, root / CCD_NORMAL_DIR
     entries = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
@@ -278,12 +311,18 @@ def read_ccd_layout(
     return clips
 
 
-def _read_ccd_clip(root, vid, parent, line, annotation, require_json, fps, min_frames, log) -> AccidentClip | None:
+def _read_ccd_clip(
+    root, vid, parent, line, annotation, require_json, fps, min_frames, log
+) -> AccidentClip | None:
     lineno = line.lineno if line else None
     video, frames = locate_clip(parent, vid)
     if video is None and frames is None:
         where = (annotation, lineno) if line else (parent / vid, None)
-        log.add("missing_clip", *where, f"no video or frames for clip {vid!r} (expected {parent}/{vid}.mp4 or {parent}/{vid}/image_2/*.jpg)")
+        log.add(
+            "missing_clip",
+            *where,
+            f"no video or frames for clip {vid!r} (expected {parent}/{vid}.mp4 or {parent}/{vid}/image_2/*.jpg)",
+        )
         return None
     source = video or frames[0].parent
     size = None
@@ -307,7 +346,16 @@ def _read_ccd_clip(root, vid, parent, line, annotation, require_json, fps, min_f
     elif require_json:
         log.add("missing_json", json_path, None, f"synthetic clip {vid!r} has no annotation JSON")
         return None
-    kind, toa, clip_fps, ttc, tracks, depth, involved, scenario = ("crash" if line else "normal"), -1, fps, None, {}, {}, [], None
+    kind, toa, clip_fps, ttc, tracks, depth, involved, scenario = (
+        ("crash" if line else "normal"),
+        -1,
+        fps,
+        None,
+        {},
+        {},
+        [],
+        None,
+    )
     if meta is not None:
         clip_fps = _check_fps(meta.get("fps"), json_path, None, log)
         if clip_fps is None:
@@ -317,11 +365,21 @@ def _read_ccd_clip(root, vid, parent, line, annotation, require_json, fps, min_f
             log.add("bad_json", json_path, None, f"kind {kind!r} is not one of {KINDS}")
             return None
         if (kind == "crash") != (line is not None):
-            log.add("bad_json", json_path, None, f"kind {kind!r} disagrees with {annotation.name} "
-                    f"({'has' if line else 'has no'} a line for {vid!r}, expected {'crash' if line else 'near_miss / normal'})")
+            log.add(
+                "bad_json",
+                json_path,
+                None,
+                f"kind {kind!r} disagrees with {annotation.name} "
+                f"({'has' if line else 'has no'} a line for {vid!r}, expected {'crash' if line else 'near_miss / normal'})",
+            )
             return None
         if meta.get("n_frames") is not None and meta["n_frames"] != n_frames:
-            log.add("frame_count", json_path, None, f"n_frames {meta['n_frames']} but the clip has {n_frames} frames ({source})")
+            log.add(
+                "frame_count",
+                json_path,
+                None,
+                f"n_frames {meta['n_frames']} but the clip has {n_frames} frames ({source})",
+            )
             return None
         if meta.get("size") is not None:
             size = tuple(int(v) for v in meta["size"])
@@ -335,30 +393,60 @@ def _read_ccd_clip(root, vid, parent, line, annotation, require_json, fps, min_f
         raw_ttc = meta.get("ttc")
         if raw_ttc is not None:
             if len(raw_ttc) != n_frames:
-                log.add("frame_count", json_path, None, f"ttc has {len(raw_ttc)} values, expected one per frame ({n_frames})")
+                log.add(
+                    "frame_count",
+                    json_path,
+                    None,
+                    f"ttc has {len(raw_ttc)} values, expected one per frame ({n_frames})",
+                )
                 return None
             ttc = np.array([np.nan if v is None else v for v in raw_ttc], dtype=np.float32)
     if container_fps is not None and _check_fps(container_fps, video, None, log, expected=clip_fps) is None:
         return None
     if line is not None:
         if len(line.labels) != n_frames:
-            log.add("label_count", annotation, lineno,
-                    f"clip {vid!r} has {len(line.labels)} frame labels but {n_frames} frames ({source})")
+            log.add(
+                "label_count",
+                annotation,
+                lineno,
+                f"clip {vid!r} has {len(line.labels)} frame labels but {n_frames} frames ({source})",
+            )
             return None
         toa = line.toa
         if meta is not None and meta.get("contact_frame") is not None and meta["contact_frame"] != toa:
-            log.add("contact_frame", json_path, None,
-                    f"contact_frame {meta['contact_frame']} disagrees with {annotation.name} line {lineno} (first 1 at {toa})")
+            log.add(
+                "contact_frame",
+                json_path,
+                None,
+                f"contact_frame {meta['contact_frame']} disagrees with {annotation.name} line {lineno} (first 1 at {toa})",
+            )
             return None
     elif meta is not None and meta.get("contact_frame") is not None:
-        log.add("contact_frame", json_path, None, f"a {kind} clip has contact_frame {meta['contact_frame']} (expected null)")
+        log.add(
+            "contact_frame",
+            json_path,
+            None,
+            f"a {kind} clip has contact_frame {meta['contact_frame']} (expected null)",
+        )
         return None
     if n_frames < min_frames:
         log.add("too_short", source, None, f"clip has {n_frames} frames, the minimum is {min_frames}")
         return None
     return AccidentClip(
-        clip_id=vid, kind=kind, fps=clip_fps, n_frames=n_frames, toa=toa, source=source, frames=frames,
-        video=video, size=size, tracks=tracks, depth=depth, involved=involved, ttc=ttc, scenario=scenario,
+        clip_id=vid,
+        kind=kind,
+        fps=clip_fps,
+        n_frames=n_frames,
+        toa=toa,
+        source=source,
+        frames=frames,
+        video=video,
+        size=size,
+        tracks=tracks,
+        depth=depth,
+        involved=involved,
+        ttc=ttc,
+        scenario=scenario,
     )
 
 
@@ -394,11 +482,13 @@ def read_npz_clips(
     root = Path(root)
     own = log is None
     log = log if log is not None else DropLog(strict=strict)
-    if _check_fps(fps, root, None, DropLog(strict=True)) is None:  # pragma: no cover - raises
-        return []
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"read_npz_clips: fps must be a positive frame rate, got {fps!r}")
     files = sorted(root.rglob("*.npz"))
     if not files:
-        raise FileNotFoundError(f"{root}: no *.npz feature files (expected <root>/training/*.npz or <root>/*.npz)")
+        raise FileNotFoundError(
+            f"{root}: no *.npz feature files (expected <root>/training/*.npz or <root>/*.npz)"
+        )
     clips, seen = [], {}
     for path in files:
         clip = _read_npz_clip(path, root, fps, toa, min_frames, log)
@@ -413,15 +503,32 @@ def read_npz_clips(
     return clips
 
 
+def _npz_array_shape(path: Path, key: str) -> tuple[int, ...] | None:
+    """Shape of one array of an npz from its .npy header, without reading the array (None if not plain)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            return tuple(read(handle)[0])
+    except (KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
 def _read_npz_clip(path, root, fps, default_toa, min_frames, log) -> AccidentClip | None:
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]
             if missing:
-                log.add("npz_keys", path, None, f"missing key(s) {missing}; expected {list(NPZ_KEYS)} "
-                        f"(+ optional ID, toa), found {npz.files}")
+                log.add(
+                    "npz_keys",
+                    path,
+                    None,
+                    f"missing key(s) {missing}; expected {list(NPZ_KEYS)} "
+                    f"(+ optional ID, toa), found {npz.files}",
+                )
                 return None
             det, labels = npz["det"], np.asarray(npz["labels"]).reshape(-1)
+            data_shape = _npz_array_shape(path, "data")
             clip_id = str(np.asarray(npz["ID"]).reshape(-1)[0]) if "ID" in npz.files else path.stem
             file_toa = int(np.asarray(npz["toa"]).reshape(-1)[0]) if "toa" in npz.files else None
     except (OSError, ValueError) as err:
@@ -434,10 +541,24 @@ def _read_npz_clip(path, root, fps, default_toa, min_frames, log) -> AccidentCli
         log.add("npz_keys", path, None, f"labels has shape {labels.shape}, expected a one-hot (2,)")
         return None
     n_frames = det.shape[0]
+    if data_shape is not None and (len(data_shape) != 3 or data_shape[:2] != (n_frames, 1 + det.shape[1])):
+        log.add(
+            "npz_keys",
+            path,
+            None,
+            f"data has shape {data_shape}, expected (T={n_frames}, 1 + {det.shape[1]} "
+            "objects, D) to match det",
+        )
+        return None
     positive = bool(labels[1] > 0)
     toa = (file_toa if file_toa is not None else default_toa) if positive else -1
     if positive and not 0 <= toa < n_frames:
-        log.add("contact_frame", path, None, f"contact frame {toa} is past the clip's end (frames 0..{n_frames - 1})")
+        log.add(
+            "contact_frame",
+            path,
+            None,
+            f"contact frame {toa} is past the clip's end (frames 0..{n_frames - 1})",
+        )
         return None
     if n_frames < min_frames:
         log.add("too_short", path, None, f"clip has {n_frames} frames, the minimum is {min_frames}")
@@ -450,8 +571,16 @@ def _read_npz_clip(path, root, fps, default_toa, min_frames, log) -> AccidentCli
         tracks[n] = arr
         depth[n] = -float(np.nanmean(arr[:, 3] - arr[:, 1])) if visible[:, n].any() else 0.0
     return AccidentClip(
-        clip_id=clip_id, kind="crash" if positive else "normal", fps=float(fps), n_frames=n_frames, toa=toa,
-        source=path, npz=path, tracks=tracks, depth=depth, subset=_subset_of(path, root),
+        clip_id=clip_id,
+        kind="crash" if positive else "normal",
+        fps=float(fps),
+        n_frames=n_frames,
+        toa=toa,
+        source=path,
+        npz=path,
+        tracks=tracks,
+        depth=depth,
+        subset=_subset_of(path, root),
     )
 
 
@@ -508,7 +637,12 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
         return None
     toa = int(meta["anomaly_start"])
     if not 0 <= toa < n_frames:
-        log.add("contact_frame", path, None, f"anomaly_start {toa} is past the clip's end (frames 0..{n_frames - 1})")
+        log.add(
+            "contact_frame",
+            path,
+            None,
+            f"anomaly_start {toa} is past the clip's end (frames 0..{n_frames - 1})",
+        )
         return None
     frames = []
     for t, entry in enumerate(labels):
@@ -530,13 +664,27 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
             tid = obj.get("obj_track_id", obj.get("trackID"))
             box = obj.get("bbox")
             if tid is None or box is None or len(box) != 4:
-                log.add("bad_json", path, f"labels[{t}]", f"object needs obj_track_id and a 4-value bbox, got {obj}")
+                log.add(
+                    "bad_json",
+                    path,
+                    f"labels[{t}]",
+                    f"object needs obj_track_id and a 4-value bbox, got {obj}",
+                )
                 return None
             tracks.setdefault(int(tid), np.full((n_frames, 4), np.nan, dtype=np.float32))[t] = box
     depth = {k: -float(np.nanmean(v[:, 3] - v[:, 1])) for k, v in tracks.items()}
     return AccidentClip(
-        clip_id=vid, kind="crash", fps=float(fps), n_frames=n_frames, toa=toa, source=path, frames=frames,
-        tracks=tracks, depth=depth, subset=meta.get("subset"), scenario=meta.get("anomaly_class"),
+        clip_id=vid,
+        kind="crash",
+        fps=float(fps),
+        n_frames=n_frames,
+        toa=toa,
+        source=path,
+        frames=frames,
+        tracks=tracks,
+        depth=depth,
+        subset=meta.get("subset"),
+        scenario=meta.get("anomaly_class"),
     )
 
 

@@ -23,14 +23,16 @@ def clip_tracks(n_frames: int) -> dict[int, dict]:
                 locations.append(None)
                 continue
             grow = 4 + t if tid == 1 else 3
-            x0 = 2 + 8 * list((1, 5, 2)).index(tid)
+            x0 = 2 + 8 * [1, 5, 2].index(tid)
             boxes.append([float(x0), 8.0, float(min(x0 + grow, W)), float(min(8 + grow, H))])
             locations.append([0.0, 1.65, z])
         tracks[tid] = {"type": "Car", "dims": [1.5, 1.6, 4.0], "box": boxes, "location": locations}
     return tracks
 
 
-def write_clip_frames(folder: Path, n_frames: int, size: tuple[int, int] = (W, H), seed: int = 0) -> list[Path]:
+def write_clip_frames(
+    folder: Path, n_frames: int, size: tuple[int, int] = (W, H), seed: int = 0
+) -> list[Path]:
     """``folder/image_2/000000.jpg ...`` seeded noise frames of ``size`` (width, height)."""
     rng = np.random.default_rng(seed)
     (folder / "image_2").mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,9 @@ def write_npz_clip(
     return path
 
 
-def write_dota_clip(root: Path, vid: str, n_frames: int = 8, anomaly_start: int = 5, subset: str = "train") -> Path:
+def write_dota_clip(
+    root: Path, vid: str, n_frames: int = 8, anomaly_start: int = 5, subset: str = "train"
+) -> Path:
     """One DoTA clip: ``annotations/<vid>.json`` (the real per-clip keys) and ``frames/<vid>/images/*.jpg``
     at 1280x720 scaled down to 64x36; track 239 in every frame, track 7 in the last two."""
     frames = root / "frames" / vid / "images"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
+import types
 from pathlib import Path
 
 import cv2
@@ -383,3 +385,21 @@ def test_bad_module_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_path does not exist"):
         AccidentDataModule(data_path=str(tmp_path / "nope")).setup()
     assert math.isclose(AccidentDataModule(data_path=str(tmp_path)).feature_fps, 20.0)
+
+
+def test_synthetic_default_calls_the_generator_lazily(clips_root, monkeypatch):
+    # the generator (domains.driving.synthetic.clips) is imported only when no data_path is given
+    calls = []
+
+    def ensure_synthetic_clips(**settings):
+        calls.append(settings)
+        return clips_root
+
+    fake = types.ModuleType("domains.driving.synthetic.clips")
+    fake.ensure_synthetic_clips = ensure_synthetic_clips
+    monkeypatch.setitem(sys.modules, "domains.driving.synthetic.clips", fake)
+    dm = AccidentDataModule(synthetic={"n_clips": 10, "seed": 3}, num_workers=0, image_size=(12, 24))
+    dm.prepare_data()
+    dm.setup()
+    assert calls and calls[0] == {"n_clips": 10, "seed": 3}
+    assert sum(len(v) for v in dm.splits.values()) == 10

@@ -1,0 +1,426 @@
+"""Accident-anticipation data: clips from the synthetic scenarios, CCD, UString / DSTA features or DoTA, split by
+clip, decoded into the padded batch every accident model takes.
+
+Batch (``collate_clips``, padded to the longest clip; B clips, T frames, N = ``max_objects`` slots):
+``frames`` float32 (B, T, 3, H, W) in [0, 1] (absent for feature input), ``features`` float32 (B, T, D) and
+``object_features`` float32 (B, T, N, D) (feature input only), ``boxes`` float32 (B, T, N, 4) xyxy pixels of the
+model input, ``box_valid`` bool (B, T, N), ``track_ids`` long (B, N) (-1: empty slot), ``frame_valid`` bool (B, T),
+``toa`` long (B,) (contact frame, -1 for negatives), ``fps`` float32 (B,), ``involved`` bool (B, N), ``ttc`` float32
+(B, T) (NaN where undefined), ``kind`` list[str], ``clip_id`` list[str].
+
+Object slots: per clip the ``max_objects`` tracks with the most visible frames (ties: nearest first), fixed for
+the whole clip, so a recurrent model's slot n always follows one object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import Dataset
+
+from domains.driving.accident.readers import (
+    DAD_FPS,
+    DAD_TOA,
+    KINDS,
+    MIN_FRAMES,
+    AccidentClip,
+    read_ccd_layout,
+    read_dota,
+    read_npz_clips,
+    read_video_frames,
+)
+from domains.driving.common import read_rgb
+from domains.driving.formats import DropLog, LabelFormatError
+from shared.data import SplitLoaders, default_num_workers
+
+DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
+HELD_OUT_SUBSETS = ("test", "testing", "val")  # a split the source fixes (UString's testing/, DoTA's val)
+
+
+# ---------------------------------------------------------------------------------------------- slots
+
+
+def select_slots(clip: AccidentClip, max_objects: int) -> list[int]:
+    """Track ids of the clip's object slots: the ``max_objects`` tracks visible in the most frames, ties broken
+    by nearness (``clip.depth``, smaller first), then by track id so the choice is deterministic."""
+    visible = {tid: int(np.isfinite(arr[:, 0]).sum()) for tid, arr in clip.tracks.items()}
+    order = sorted(
+        (t for t, n in visible.items() if n > 0), key=lambda t: (-visible[t], clip.depth.get(t, 0.0), t)
+    )
+    return order[:max_objects]
+
+
+# -------------------------------------------------------------------------------------------- dataset
+
+
+class AccidentDataset(Dataset):
+    """Decoded clips as dicts of per-clip tensors (the batch of the module docstring without the B axis).
+
+    ``image_size`` (H, W): frames resized to it (cv2, area interpolation) and boxes scaled with them; None keeps
+    the source size. For feature clips ``feature_image_size`` (H, W) is the size the ``det`` boxes refer to,
+    scaled to ``image_size`` when given. ``clip_length`` with ``train``: a random window of that many frames
+    (torch's RNG, so seeded per worker); a crash clip's window always holds its contact frame, so no positive
+    becomes a negative. Evaluation (``train`` false) always takes whole clips.
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[AccidentClip],
+        image_size: tuple[int, int] | None = None,
+        max_objects: int = 19,
+        clip_length: int | None = None,
+        train: bool = False,
+        feature_image_size: tuple[int, int] | None = None,
+    ):
+        self.clips = list(clips)
+        self.image_size = tuple(image_size) if image_size else None
+        self.max_objects = max_objects
+        self.clip_length = clip_length
+        self.train = train
+        self.feature_image_size = tuple(feature_image_size) if feature_image_size else None
+        self.slots = [select_slots(c, max_objects) for c in self.clips]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def window(self, clip: AccidentClip) -> tuple[int, int]:
+        """``(start, stop)`` frame range of one sample."""
+        length = self.clip_length
+        if not self.train or length is None or clip.n_frames <= length:
+            return 0, clip.n_frames
+        low, high = 0, clip.n_frames - length
+        if clip.toa >= 0:  # keep the contact frame inside the window
+            low, high = max(0, clip.toa - length + 1), min(clip.toa, high)
+        start = int(torch.randint(low, high + 1, ()).item())
+        return start, start + length
+
+    def _frames(self, clip: AccidentClip, start: int, stop: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Frames [start, stop) as float32 (T, 3, H, W) at ``image_size``, and the source (H, W)."""
+        if clip.video is not None:
+            images = read_video_frames(clip.video, expected=clip.n_frames)[start:stop]
+            paths = [clip.video] * len(images)
+        else:
+            paths = clip.frames[start:stop]
+            images = [read_rgb(p) for p in paths]
+        source = images[0].shape[:2]
+        if clip.size is not None and (clip.size[1], clip.size[0]) != source:
+            raise LabelFormatError(
+                paths[0],
+                None,
+                f"frame is {source[1]}x{source[0]} but the clip's annotation says "
+                f"{clip.size[0]}x{clip.size[1]} (width x height)",
+            )
+        for path, image in zip(paths, images):
+            if image.shape[:2] != source:
+                raise LabelFormatError(
+                    path,
+                    None,
+                    f"frame is {image.shape[1]}x{image.shape[0]} but the clip's first frame "
+                    f"{paths[0].name} is {source[1]}x{source[0]} (frames of one clip must share a size)",
+                )
+        if self.image_size is not None and self.image_size != source:
+            height, width = self.image_size
+            images = [cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in images]
+        array = np.stack(images).transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0), source
+
+    def __getitem__(self, i: int) -> dict:
+        clip, slots = self.clips[i], self.slots[i]
+        start, stop = self.window(clip)
+        length, n = stop - start, self.max_objects
+        item: dict = {}
+        if clip.npz is not None:
+            with np.load(clip.npz, allow_pickle=False) as npz:
+                data = np.asarray(npz["data"], dtype=np.float32)
+            n_det = len(clip.tracks)
+            if data.ndim != 3 or data.shape[0] != clip.n_frames or data.shape[1] != 1 + n_det:
+                raise LabelFormatError(
+                    clip.npz,
+                    None,
+                    f"data has shape {data.shape}, expected (T={clip.n_frames}, 1 + {n_det} objects, D) "
+                    "to match det",
+                )
+            data = data[start:stop]
+            item["features"] = torch.from_numpy(np.ascontiguousarray(data[:, 0]))
+            objects = torch.zeros(length, n, data.shape[2])
+            for k, tid in enumerate(slots):
+                objects[:, k] = torch.from_numpy(data[:, 1 + tid])
+            item["object_features"] = objects
+            source = self.feature_image_size
+        else:
+            item["frames"], source = self._frames(clip, start, stop)
+        scale = np.ones(4, dtype=np.float32)
+        if source is not None and self.image_size is not None:
+            sy, sx = self.image_size[0] / source[0], self.image_size[1] / source[1]
+            scale = np.array([sx, sy, sx, sy], dtype=np.float32)
+        boxes = np.zeros((length, n, 4), dtype=np.float32)
+        valid = np.zeros((length, n), dtype=bool)
+        for k, tid in enumerate(slots):
+            track = clip.tracks[tid][start:stop]
+            ok = np.isfinite(track).all(axis=1)
+            boxes[ok, k] = track[ok] * scale
+            valid[:, k] = ok
+        track_ids = torch.full((n,), -1, dtype=torch.long)
+        track_ids[: len(slots)] = torch.tensor(slots, dtype=torch.long)
+        involved = torch.zeros(n, dtype=torch.bool)
+        for k, tid in enumerate(slots):
+            involved[k] = tid in clip.involved
+        ttc = clip.ttc[start:stop] if clip.ttc is not None else np.full(length, np.nan, dtype=np.float32)
+        item.update(
+            boxes=torch.from_numpy(boxes),
+            box_valid=torch.from_numpy(valid),
+            track_ids=track_ids,
+            toa=clip.toa - start if clip.toa >= 0 else -1,
+            fps=float(clip.fps),
+            involved=involved,
+            ttc=torch.as_tensor(np.asarray(ttc, dtype=np.float32)),
+            kind=clip.kind,
+            clip_id=clip.clip_id,
+        )
+        return item
+
+
+def collate_clips(items: Sequence[dict]) -> dict:
+    """Stack clips into the batch of the module docstring, padding time to the longest clip (``frame_valid``
+    false on padding; padded boxes invalid, padded TTC NaN)."""
+    if not items:
+        raise ValueError("collate_clips: empty batch")
+    lengths = [len(item["boxes"]) for item in items]
+    batch, longest = len(items), max(lengths)
+
+    def pad(key: str, fill) -> torch.Tensor:
+        first = items[0][key]
+        out = torch.full((batch, longest, *first.shape[1:]), fill, dtype=first.dtype)
+        for b, item in enumerate(items):
+            out[b, : lengths[b]] = item[key]
+        return out
+
+    for key in ("frames", "features", "object_features"):
+        present = [key in item for item in items]
+        if any(present) and not all(present):
+            raise ValueError(f"collate_clips: '{key}' is in some clips of the batch but not in others")
+    if "frames" in items[0]:
+        shapes = {tuple(item["frames"].shape[1:]) for item in items}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"collate_clips: clips of one batch have frames of sizes {sorted(shapes)}; set data.image_size"
+            )
+    out = {key: pad(key, 0.0) for key in ("frames", "features", "object_features") if key in items[0]}
+    out["boxes"] = pad("boxes", 0.0)
+    out["box_valid"] = pad("box_valid", False)
+    out["ttc"] = pad("ttc", float("nan"))
+    out["frame_valid"] = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+    out["track_ids"] = torch.stack([item["track_ids"] for item in items])
+    out["involved"] = torch.stack([item["involved"] for item in items])
+    out["toa"] = torch.tensor([item["toa"] for item in items], dtype=torch.long)
+    out["fps"] = torch.tensor([item["fps"] for item in items], dtype=torch.float32)
+    out["kind"] = [item["kind"] for item in items]
+    out["clip_id"] = [item["clip_id"] for item in items]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+
+def _rank(clip_id: str, seed: int) -> str:
+    # a digest, not hash(): Python salts hash() per process, and the split must not change between runs
+    return hashlib.sha1(f"{seed}:{clip_id}".encode()).hexdigest()
+
+
+def split_clips(
+    clips: Sequence[AccidentClip], val_fraction: float, test_fraction: float, seed: int = 0
+) -> dict[str, list[AccidentClip]]:
+    """Train / val / test by clip id, stratified by kind (crash, near miss, normal).
+
+    Clips the source puts in a held-out subset (UString's ``testing/``, DoTA's ``val``) form the test split and
+    the others are split into train / val; otherwise each kind is cut by ``val_fraction`` / ``test_fraction`` in a
+    seeded order. A kind with at least 3 clips gets at least one clip in every split with a non-zero fraction.
+    """
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) and sum below 1"
+        )
+    ids = [c.clip_id for c in clips]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"clip ids must be unique to split by clip, repeated: {dupes[:5]}")
+    splits: dict[str, list[AccidentClip]] = {"train": [], "val": [], "test": []}
+    fixed = [c for c in clips if (c.subset or "").lower() in HELD_OUT_SUBSETS]
+    pool = [c for c in clips if (c.subset or "").lower() not in HELD_OUT_SUBSETS]
+    if fixed:
+        splits["test"].extend(fixed)
+        test_fraction = 0.0
+    for kind in KINDS:
+        group = sorted((c for c in pool if c.kind == kind), key=lambda c: _rank(c.clip_id, seed))
+        n = len(group)
+        n_test, n_val = round(test_fraction * n), round(val_fraction * n)
+        if n >= 3:
+            n_test = max(n_test, 1) if test_fraction > 0 else 0
+            n_val = max(n_val, 1) if val_fraction > 0 else 0
+        n_test, n_val = min(n_test, n), min(n_val, n - min(n_test, n))
+        splits["test"].extend(group[:n_test])
+        splits["val"].extend(group[n_test : n_test + n_val])
+        splits["train"].extend(group[n_test + n_val :])
+    return splits
+
+
+def split_breakdown(splits: dict[str, Sequence[AccidentClip]]) -> str:
+    """Markdown table: clips, positives (crash), near misses and negatives (normal) per split."""
+    lines = ["| split | clips | positives | near misses | negatives |", "|---|---:|---:|---:|---:|"]
+    for name, clips in splits.items():
+        counts = {k: sum(c.kind == k for c in clips) for k in KINDS}
+        lines.append(
+            f"| {name} | {len(clips)} | {counts['crash']} | {counts['near_miss']} | {counts['normal']} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- module
+
+
+class AccidentDataModule(SplitLoaders):
+    """Dashcam clips for accident anticipation, split by clip (``python -m ... fit --help`` lists these as
+    ``--data.*``).
+
+    Args:
+        data_format: ``synthetic`` (the generated scenario clips, CCD layout + ``annotations/<vid>.json``), ``ccd``
+            (``Crash-1500.txt`` + ``videos/{Crash-1500,Normal}/<vid>.mp4`` or frame folders; no boxes), ``npz``
+            (UString / DSTA feature files: ``features`` / ``object_features`` instead of frames) or ``dota``
+            (``annotations/<vid>.json`` + ``frames/<vid>/images/*.jpg``).
+        data_path: the data set's root; null (synthetic only): generated on first use under data/driving_accident.
+        synthetic: settings of the clip generator (n_clips, size, fps, seconds, seed, shares) when data_path is null.
+        image_size: [H, W] frames are resized to (boxes scaled with them); null: native size.
+        max_objects: object slots per clip (UString's 19): the tracks visible longest, fixed per clip.
+        val_fraction: share of each kind's clips for validation.
+        test_fraction: share of each kind's clips for test (ignored when the source fixes a test subset).
+        split_seed: seed of the clip split.
+        batch_size: clips per batch.
+        num_workers: loader processes; null: one less than the CPU cores, at most 4.
+        clip_length: frames per training sample (a random window that keeps a crash clip's contact frame); null:
+            whole clips. Validation and test always use whole clips; a clip shorter than this is bad input.
+        strict: a bad clip raises, naming its file (and line); false: it is left out and counted in one warning.
+        feature_fps: frame rate of ``npz`` features (DAD 20, CCD 10).
+        feature_toa: contact frame of positive ``npz`` clips without a ``toa`` key (DAD: 90).
+        feature_image_size: [H, W] of the frames the ``npz`` ``det`` boxes refer to (DAD / CCD: 720 x 1280).
+        max_clips: read at most this many clips, in id order (smoke tests).
+    """
+
+    def __init__(
+        self,
+        data_format: Literal["synthetic", "ccd", "npz", "dota"] = "synthetic",
+        data_path: str | None = None,
+        synthetic: dict | None = None,
+        image_size: tuple[int, int] | None = (96, 320),
+        max_objects: int = 19,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        batch_size: int = 4,
+        num_workers: int | None = None,
+        clip_length: int | None = None,
+        strict: bool = False,
+        feature_fps: float = DAD_FPS,
+        feature_toa: int = DAD_TOA,
+        feature_image_size: tuple[int, int] = (720, 1280),
+        max_clips: int | None = None,
+    ):
+        super().__init__()
+        if data_format not in DATA_FORMATS:
+            raise ValueError(
+                f"AccidentDataModule: data_format must be one of {DATA_FORMATS}, got {data_format!r}"
+            )
+        if data_path is None and data_format != "synthetic":
+            raise ValueError(
+                f"AccidentDataModule: data_format {data_format!r} needs data_path (the data set's root)"
+            )
+        if synthetic is not None and data_path is not None:
+            raise ValueError(
+                "AccidentDataModule: synthetic settings are for generated data; data_path is set"
+            )
+        if max_objects < 1:
+            raise ValueError(f"AccidentDataModule: max_objects must be >= 1, got {max_objects}")
+        if clip_length is not None and clip_length < MIN_FRAMES:
+            raise ValueError(f"AccidentDataModule: clip_length must be >= {MIN_FRAMES}, got {clip_length}")
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise ValueError(
+                f"AccidentDataModule: image_size must be [H, W] of positive sizes, got {image_size}"
+            )
+        if not feature_fps > 0:
+            raise ValueError(f"AccidentDataModule: feature_fps must be > 0, got {feature_fps}")
+        split_clips([], val_fraction, test_fraction)  # checks the fractions now, naming them
+        self.save_hyperparameters()
+        self.data_format = data_format
+        self.data_path = data_path
+        self.synthetic = dict(synthetic or {})
+        self.image_size = tuple(image_size) if image_size else None
+        self.max_objects = max_objects
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.split_seed = self.seed = split_seed
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.clip_length = clip_length
+        self.strict = strict
+        self.feature_fps, self.feature_toa = float(feature_fps), int(feature_toa)
+        self.feature_image_size = tuple(feature_image_size)
+        self.max_clips = max_clips
+        self.splits: dict[str, list[AccidentClip]] = {}
+        self.datasets: dict[str, AccidentDataset] = {}
+        self.dropped: DropLog | None = None
+
+    def root(self) -> Path:
+        """The data set's root: ``data_path``, or the synthetic clips (generated on first use)."""
+        if self.data_path is not None:
+            path = Path(self.data_path)
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: data_path does not exist")
+            return path
+        from domains.driving.synthetic.clips import ensure_synthetic_clips  # lazy: the generator is optional
+
+        return Path(ensure_synthetic_clips(**self.synthetic))
+
+    def prepare_data(self) -> None:
+        if self.data_path is None:
+            self.root()
+
+    def read_clips(self) -> list[AccidentClip]:
+        """Every readable clip of the source, sorted by id (bad ones raise or are counted in ``self.dropped``)."""
+        root = self.root()
+        min_frames = max(MIN_FRAMES, self.clip_length or 0)
+        log = DropLog(strict=self.strict)
+        if self.data_format in ("synthetic", "ccd"):
+            clips = read_ccd_layout(
+                root, require_json=self.data_format == "synthetic", min_frames=min_frames, log=log
+            )
+        elif self.data_format == "npz":
+            clips = read_npz_clips(root, self.feature_fps, self.feature_toa, min_frames=min_frames, log=log)
+        else:
+            clips = read_dota(root, min_frames=min_frames, log=log)
+        log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=3)
+        self.dropped = log
+        if not clips:
+            raise ValueError(f"{root}: no readable {self.data_format} clips ({log.summary()})")
+        return sorted(clips, key=lambda c: c.clip_id)[: self.max_clips]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.splits = split_clips(self.read_clips(), self.val_fraction, self.test_fraction, self.split_seed)
+        rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{split_breakdown(self.splits)}")
+        for name, clips in self.splits.items():
+            self.datasets[name] = AccidentDataset(
+                clips,
+                self.image_size,
+                self.max_objects,
+                self.clip_length,
+                train=name == "train",
+                feature_image_size=self.feature_image_size if self.data_format == "npz" else None,
+            )
+
+    collate_fn = staticmethod(collate_clips)

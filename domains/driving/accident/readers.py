@@ -1,0 +1,694 @@
+"""Readers of accident-anticipation clips: the synthetic / CCD layout, UString-DSTA feature ``npz`` files, DoTA.
+
+Every reader returns :class:`AccidentClip` records (one per clip, nothing decoded yet) so the dataset in
+:mod:`domains.driving.accident.data` has one shape to load. Frames are decoded, resized and windowed there.
+
+Bad input policy (as :mod:`domains.driving.formats`): a problem that spoils one clip (a label line with the
+wrong number of frame labels, a contact frame past the clip's end, a missing or inconsistent frame rate, an
+unreadable video, an ``npz`` without the expected keys, a clip shorter than the minimum) goes to a
+:class:`~domains.driving.formats.DropLog`: with ``strict`` it raises :class:`LabelFormatError` naming the file
+(and line) and what was expected; otherwise the clip is left out, counted, and one :class:`LabelWarning`
+summarises the counts. Problems found only while decoding (frames of mixed sizes, a video that stops early)
+always raise, naming the file. A data set without any readable clip is an error.
+
+The parsers are hand-written: no maintained library reads CCD's annotation lines, the UString feature files
+or DoTA's metadata (their public loaders are scripts inside the papers' repositories).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from domains.driving.formats import IMAGE_EXTENSIONS, DropLog, LabelFormatError
+
+KINDS = ("crash", "near_miss", "normal")
+CCD_FPS = 10.0  # CCD and DoTA clips are 10 fps
+DOTA_FPS = 10.0
+DAD_FPS = 20.0  # DAD: 100 frames at 20 fps, the accident at frame 90
+DAD_TOA = 90
+CCD_ANNOTATION = "Crash-1500.txt"
+CCD_CRASH_DIR = "videos/Crash-1500"
+CCD_NORMAL_DIR = "videos/Normal"
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+NPZ_KEYS = ("data", "det", "labels")  # UString / DSTA feature files; ``ID`` and ``toa`` are optional
+FPS_TOLERANCE = 0.01  # relative: a container saying 29.97 for a 30 fps annotation is the same rate
+MIN_FRAMES = 2  # one frame holds no motion
+
+
+@dataclass
+class AccidentClip:
+    """One clip on disk, not decoded. Boxes are xyxy pixels of the *source* frames (``size``).
+
+    ``tracks``: track id -> float32 (T, 4) boxes, NaN rows where the object is not visible; ``depth``: track id ->
+    a nearness key (smaller = nearer: metres where the source has 3D positions, else minus the mean box
+    height) used to break ties when choosing the object slots. ``ttc``: float32 (T,) seconds, NaN where
+    undefined (None: unknown for the whole clip). ``subset``: a split the source fixes (``train`` / ``test``).
+    """
+
+    clip_id: str
+    kind: str
+    fps: float
+    n_frames: int
+    toa: int  # contact frame, -1 for negatives
+    source: Path  # the file that names this clip in errors (video, frame folder, npz, JSON)
+    frames: list[Path] | None = None
+    video: Path | None = None
+    npz: Path | None = None
+    size: tuple[int, int] | None = None  # (width, height) of the source frames, if known
+    tracks: dict[int, np.ndarray] = field(default_factory=dict)
+    depth: dict[int, float] = field(default_factory=dict)
+    involved: list[int] = field(default_factory=list)
+    ttc: np.ndarray | None = None
+    subset: str | None = None
+    scenario: str | None = None
+
+    @property
+    def is_positive(self) -> bool:
+        return self.toa >= 0
+
+
+# ------------------------------------------------------------------------------------------------ frames
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """Image files of a frame folder, sorted by name (``000000.jpg`` ...)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def locate_clip(parent: Path, vid: str) -> tuple[Path | None, list[Path] | None]:
+    """``(video, None)`` for ``<parent>/<vid>.mp4`` (any of :data:`VIDEO_EXTENSIONS`), else ``(None, frames)``
+    from ``<parent>/<vid>/image_2/*`` or ``<parent>/<vid>/*.{jpg,png}``; ``(None, None)`` if none exists."""
+    for ext in VIDEO_EXTENSIONS:
+        if (parent / f"{vid}{ext}").is_file():
+            return parent / f"{vid}{ext}", None
+    folder = parent / vid
+    for sub in (folder / "image_2", folder / "images", folder):
+        if sub.is_dir():
+            files = frame_files(sub)
+            if files:
+                return None, files
+    return None, None
+
+
+def video_info(path: Path) -> tuple[int, float, int, int]:
+    """``(frame count, fps, width, height)`` from the container (OpenCV); unreadable -> LabelFormatError."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise LabelFormatError(
+                path, None, "unreadable video (OpenCV cannot open it; expected an mp4 / avi)"
+            )
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if n <= 0 or width <= 0 or height <= 0:
+            ok, _ = cap.read()
+            if not ok:
+                raise LabelFormatError(path, None, "unreadable video (no frame decodes)")
+    finally:
+        cap.release()
+    return n, fps, width, height
+
+
+def read_video_frames(path: Path, expected: int | None = None) -> list[np.ndarray]:
+    """Every frame of a video as RGB uint8 (H, W, 3); a video that decodes fewer than ``expected`` frames is an
+    error naming it (the annotation would point past its end)."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        if not cap.isOpened():
+            raise LabelFormatError(path, None, "unreadable video (OpenCV cannot open it)")
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    if not frames:
+        raise LabelFormatError(path, None, "unreadable video (no frame decodes)")
+    if expected is not None and len(frames) < expected:
+        raise LabelFormatError(path, None, f"video decodes {len(frames)} frames, expected {expected}")
+    return frames
+
+
+def _check_fps(fps, where: Path, line, log: DropLog, expected: float | None = None) -> float | None:
+    """A positive finite frame rate (equal to ``expected`` within 1 %), else None after logging the problem."""
+    if fps is None or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        log.add(
+            "frame_rate",
+            where,
+            line,
+            f"missing or invalid frame rate {fps!r} (expected frames per second > 0)",
+        )
+        return None
+    if expected is not None and abs(fps - expected) > FPS_TOLERANCE * expected:
+        log.add(
+            "frame_rate",
+            where,
+            line,
+            f"frame rate {fps:g} is inconsistent with the annotation's {expected:g} fps",
+        )
+        return None
+    return float(fps)
+
+
+# ---------------------------------------------------------------------------------------------- CCD lines
+
+
+@dataclass
+class CCDLine:
+    """One ``Crash-1500.txt`` line: ``vid,[l0, ..., lT-1],start_frame,source,timing,weather,ego_involved``."""
+
+    vid: str
+    labels: list[int]
+    start_frame: str
+    source: str
+    timing: str
+    weather: str
+    ego_involved: str
+    lineno: int
+
+    @property
+    def toa(self) -> int:
+        """The contact frame: the first frame labelled 1."""
+        return self.labels.index(1)
+
+
+_CCD_LINE = re.compile(r"^\s*([^,\[\]]+?)\s*,\s*\[([^\]]*)\]\s*,(.*)$")
+
+
+def parse_ccd_line(raw: str, path: str | Path, lineno: int) -> CCDLine:
+    """Parse one CCD annotation line (the bracket list holds commas, so it is cut out first)."""
+    match = _CCD_LINE.match(raw)
+    if match is None:
+        raise LabelFormatError(
+            path,
+            lineno,
+            f"expected 'vid,[l0, l1, ...],start_frame,source,timing,weather,ego_involved', got {raw.strip()!r}",
+        )
+    vid, inside, rest = match.groups()
+    try:
+        labels = [int(v) for v in inside.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise LabelFormatError(
+            path, lineno, f"frame labels must be 0/1 integers, got [{inside.strip()}]"
+        ) from None
+    if any(v not in (0, 1) for v in labels):
+        raise LabelFormatError(path, lineno, f"frame labels must be 0 or 1, got [{inside.strip()}]")
+    others = [v.strip() for v in rest.split(",")]
+    if len(others) != 5:
+        raise LabelFormatError(
+            path,
+            lineno,
+            f"expected 5 fields after the label list (start_frame,source,timing,weather,ego_involved), "
+            f"got {len(others)}: {rest.strip()!r}",
+        )
+    if 1 not in labels:
+        raise LabelFormatError(path, lineno, f"crash clip {vid!r} has no frame labelled 1 (no contact frame)")
+    if labels[labels.index(1) :].count(0):
+        raise LabelFormatError(
+            path, lineno, f"labels of {vid!r} drop back to 0 after the contact (expected 0...0 1...1)"
+        )
+    return CCDLine(vid.strip(), labels, *others, lineno=lineno)
+
+
+def read_ccd_annotations(path: Path) -> dict[str, CCDLine]:
+    """``{vid: CCDLine}`` of a ``Crash-1500.txt``; a malformed line or a repeated vid is an error."""
+    out: dict[str, CCDLine] = {}
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        line = parse_ccd_line(raw, path, lineno)
+        if line.vid in out:
+            raise LabelFormatError(
+                path, lineno, f"clip {line.vid!r} is annotated twice (first on line {out[line.vid].lineno})"
+            )
+        out[line.vid] = line
+    return out
+
+
+# ------------------------------------------------------------------------------ synthetic / CCD layout
+
+
+def _clip_entries(folder: Path) -> list[str]:
+    """Clip ids in a ``videos/<set>`` folder: video stems and sub-folder names."""
+    if not folder.is_dir():
+        return []
+    ids = {p.stem for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS}
+    ids |= {p.name for p in folder.iterdir() if p.is_dir()}
+    return sorted(ids)
+
+
+def _tracks_from_json(
+    meta: dict, n_frames: int, path: Path
+) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    tracks, depth = {}, {}
+    for key, track in (meta.get("tracks") or {}).items():
+        boxes = track.get("box") or []
+        if len(boxes) != n_frames:
+            raise LabelFormatError(
+                path, None, f"track {key}: {len(boxes)} boxes, expected one per frame ({n_frames})"
+            )
+        arr = np.full((n_frames, 4), np.nan, dtype=np.float32)
+        for t, box in enumerate(boxes):
+            if box is not None:
+                arr[t] = box
+        tracks[int(key)] = arr
+        z = [loc[2] for loc in (track.get("location") or []) if loc is not None]
+        depth[int(key)] = (
+            float(np.mean(z))
+            if z
+            else -float(np.nanmean(arr[:, 3] - arr[:, 1]) if np.isfinite(arr).any() else 0.0)
+        )
+    return tracks, depth
+
+
+def read_ccd_layout(
+    root: str | Path,
+    strict: bool = False,
+    require_json: bool = False,
+    fps: float = CCD_FPS,
+    min_frames: int = MIN_FRAMES,
+    log: DropLog | None = None,
+) -> list[AccidentClip]:
+    """Clips of the CCD layout (real CCD or the synthetic scenario clips).
+
+    ``<root>/Crash-1500.txt`` names the crash clips (``videos/Crash-1500/<vid>.mp4`` or a frame folder); every
+    clip under ``videos/Normal`` is a negative. ``annotations/<vid>.json`` (the synthetic extras; required with
+    ``require_json``) gives the kind (near miss / normal), the frame rate, per-frame TTC, the involved track ids
+    and ground-truth boxes per track. Real CCD has no boxes: its clips get no tracks (``box_valid`` all false; a
+    detector could fill them later) and ``fps`` (10).
+    """
+    root = Path(root)
+    own = log is None
+    log = log if log is not None else DropLog(strict=strict)
+    annotation = root / CCD_ANNOTATION
+    if not annotation.is_file():
+        raise FileNotFoundError(
+            f"{annotation}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION})"
+        )
+    lines = read_ccd_annotations(annotation)
+    crash_dir, normal_dir = root / CCD_CRASH_DIR, root / CCD_NORMAL_DIR
+    entries = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
+    entries += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir) if vid not in lines]
+    clips = []
+    for vid, parent, line in entries:
+        clip = _read_ccd_clip(root, vid, parent, line, annotation, require_json, fps, min_frames, log)
+        if clip is not None:
+            clips.append(clip)
+    if own:
+        log.report(f"read_ccd_layout({root})")
+    return clips
+
+
+def _read_ccd_clip(
+    root, vid, parent, line, annotation, require_json, fps, min_frames, log
+) -> AccidentClip | None:
+    lineno = line.lineno if line else None
+    video, frames = locate_clip(parent, vid)
+    if video is None and frames is None:
+        where = (annotation, lineno) if line else (parent / vid, None)
+        log.add(
+            "missing_clip",
+            *where,
+            f"no video or frames for clip {vid!r} (expected {parent}/{vid}.mp4 or {parent}/{vid}/image_2/*.jpg)",
+        )
+        return None
+    source = video or frames[0].parent
+    size = None
+    if video is not None:
+        try:
+            n_frames, container_fps, width, height = video_info(video)
+        except LabelFormatError as err:
+            log.add("unreadable_video", video, None, err.reason)
+            return None
+        size = (width, height)
+    else:
+        n_frames, container_fps = len(frames), None
+    json_path = root / "annotations" / f"{vid}.json"
+    meta = None
+    if json_path.is_file():
+        try:
+            meta = json.loads(json_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            log.add("bad_json", json_path, None, f"not valid JSON ({err})")
+            return None
+    elif require_json:
+        log.add("missing_json", json_path, None, f"synthetic clip {vid!r} has no annotation JSON")
+        return None
+    kind, toa, clip_fps, ttc, tracks, depth, involved, scenario = (
+        ("crash" if line else "normal"),
+        -1,
+        fps,
+        None,
+        {},
+        {},
+        [],
+        None,
+    )
+    if meta is not None:
+        clip_fps = _check_fps(meta.get("fps"), json_path, None, log)
+        if clip_fps is None:
+            return None
+        kind = meta.get("kind", kind)
+        if kind not in KINDS:
+            log.add("bad_json", json_path, None, f"kind {kind!r} is not one of {KINDS}")
+            return None
+        if (kind == "crash") != (line is not None):
+            log.add(
+                "bad_json",
+                json_path,
+                None,
+                f"kind {kind!r} disagrees with {annotation.name} "
+                f"({'has' if line else 'has no'} a line for {vid!r}, expected {'crash' if line else 'near_miss / normal'})",
+            )
+            return None
+        if meta.get("n_frames") is not None and meta["n_frames"] != n_frames:
+            log.add(
+                "frame_count",
+                json_path,
+                None,
+                f"n_frames {meta['n_frames']} but the clip has {n_frames} frames ({source})",
+            )
+            return None
+        if meta.get("size") is not None:
+            size = tuple(int(v) for v in meta["size"])
+        scenario = meta.get("scenario")
+        try:
+            tracks, depth = _tracks_from_json(meta, n_frames, json_path)
+        except LabelFormatError as err:
+            log.add("bad_json", json_path, None, err.reason)
+            return None
+        involved = [int(v) for v in meta.get("involved") or []]
+        raw_ttc = meta.get("ttc")
+        if raw_ttc is not None:
+            if len(raw_ttc) != n_frames:
+                log.add(
+                    "frame_count",
+                    json_path,
+                    None,
+                    f"ttc has {len(raw_ttc)} values, expected one per frame ({n_frames})",
+                )
+                return None
+            ttc = np.array([np.nan if v is None else v for v in raw_ttc], dtype=np.float32)
+    if container_fps is not None and _check_fps(container_fps, video, None, log, expected=clip_fps) is None:
+        return None
+    if line is not None:
+        if len(line.labels) != n_frames:
+            log.add(
+                "label_count",
+                annotation,
+                lineno,
+                f"clip {vid!r} has {len(line.labels)} frame labels but {n_frames} frames ({source})",
+            )
+            return None
+        toa = line.toa
+        if meta is not None and meta.get("contact_frame") is not None and meta["contact_frame"] != toa:
+            log.add(
+                "contact_frame",
+                json_path,
+                None,
+                f"contact_frame {meta['contact_frame']} disagrees with {annotation.name} line {lineno} (first 1 at {toa})",
+            )
+            return None
+    elif meta is not None and meta.get("contact_frame") is not None:
+        log.add(
+            "contact_frame",
+            json_path,
+            None,
+            f"a {kind} clip has contact_frame {meta['contact_frame']} (expected null)",
+        )
+        return None
+    if n_frames < min_frames:
+        log.add("too_short", source, None, f"clip has {n_frames} frames, the minimum is {min_frames}")
+        return None
+    return AccidentClip(
+        clip_id=vid,
+        kind=kind,
+        fps=clip_fps,
+        n_frames=n_frames,
+        toa=toa,
+        source=source,
+        frames=frames,
+        video=video,
+        size=size,
+        tracks=tracks,
+        depth=depth,
+        involved=involved,
+        ttc=ttc,
+        scenario=scenario,
+    )
+
+
+# ------------------------------------------------------------------------------------- npz features
+
+
+def _subset_of(path: Path, root: Path) -> str | None:
+    for part in path.relative_to(root).parts[:-1]:
+        if part.lower() in ("training", "train"):
+            return "train"
+        if part.lower() in ("testing", "test"):
+            return "test"
+    return None
+
+
+def read_npz_clips(
+    root: str | Path,
+    fps: float = DAD_FPS,
+    toa: int = DAD_TOA,
+    strict: bool = False,
+    min_frames: int = MIN_FRAMES,
+    log: DropLog | None = None,
+) -> list[AccidentClip]:
+    """Clips of the UString / DSTA feature layout: ``<root>/{training,testing}/*.npz`` (or any folder of them).
+
+    Each file: ``data`` (T, 1 + N, D) features of the frame and N detected objects, ``det`` (T, N, 6) boxes
+    ``x1, y1, x2, y2, score, class`` in source pixels, ``labels`` one-hot (2,) (``[0, 1]`` = accident), and
+    optionally ``ID`` (the clip id; else the file stem) and ``toa`` (the contact frame; else ``toa``, DAD's 90).
+    ``fps`` is the features' frame rate (DAD 20, CCD 10). A file under ``training`` / ``testing`` keeps that
+    split. Object slot n is the detector's n-th box of each frame (the layout has no track ids), so slot n's
+    track id is n; an all-zero box is an empty slot.
+    """
+    root = Path(root)
+    own = log is None
+    log = log if log is not None else DropLog(strict=strict)
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"read_npz_clips: fps must be a positive frame rate, got {fps!r}")
+    files = sorted(root.rglob("*.npz"))
+    if not files:
+        raise FileNotFoundError(
+            f"{root}: no *.npz feature files (expected <root>/training/*.npz or <root>/*.npz)"
+        )
+    clips, seen = [], {}
+    for path in files:
+        clip = _read_npz_clip(path, root, fps, toa, min_frames, log)
+        if clip is None:
+            continue
+        if clip.clip_id in seen:
+            raise LabelFormatError(path, None, f"clip id {clip.clip_id!r} also used by {seen[clip.clip_id]}")
+        seen[clip.clip_id] = path
+        clips.append(clip)
+    if own:
+        log.report(f"read_npz_clips({root})")
+    return clips
+
+
+def _npz_array_shape(path: Path, key: str) -> tuple[int, ...] | None:
+    """Shape of one array of an npz from its .npy header, without reading the array (None if not plain)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            return tuple(read(handle)[0])
+    except (KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _read_npz_clip(path, root, fps, default_toa, min_frames, log) -> AccidentClip | None:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            if missing:
+                log.add(
+                    "npz_keys",
+                    path,
+                    None,
+                    f"missing key(s) {missing}; expected {list(NPZ_KEYS)} "
+                    f"(+ optional ID, toa), found {npz.files}",
+                )
+                return None
+            det, labels = npz["det"], np.asarray(npz["labels"]).reshape(-1)
+            data_shape = _npz_array_shape(path, "data")
+            clip_id = str(np.asarray(npz["ID"]).reshape(-1)[0]) if "ID" in npz.files else path.stem
+            file_toa = int(np.asarray(npz["toa"]).reshape(-1)[0]) if "toa" in npz.files else None
+    except (OSError, ValueError) as err:
+        log.add("npz_keys", path, None, f"not a readable npz file ({err})")
+        return None
+    if det.ndim != 3 or det.shape[2] < 4:
+        log.add("npz_keys", path, None, f"det has shape {det.shape}, expected (T, N, 6)")
+        return None
+    if labels.shape != (2,):
+        log.add("npz_keys", path, None, f"labels has shape {labels.shape}, expected a one-hot (2,)")
+        return None
+    n_frames = det.shape[0]
+    if data_shape is not None and (len(data_shape) != 3 or data_shape[:2] != (n_frames, 1 + det.shape[1])):
+        log.add(
+            "npz_keys",
+            path,
+            None,
+            f"data has shape {data_shape}, expected (T={n_frames}, 1 + {det.shape[1]} "
+            "objects, D) to match det",
+        )
+        return None
+    positive = bool(labels[1] > 0)
+    toa = (file_toa if file_toa is not None else default_toa) if positive else -1
+    if positive and not 0 <= toa < n_frames:
+        log.add(
+            "contact_frame",
+            path,
+            None,
+            f"contact frame {toa} is past the clip's end (frames 0..{n_frames - 1})",
+        )
+        return None
+    if n_frames < min_frames:
+        log.add("too_short", path, None, f"clip has {n_frames} frames, the minimum is {min_frames}")
+        return None
+    boxes = det[..., :4].astype(np.float32)
+    visible = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    tracks, depth = {}, {}
+    for n in range(boxes.shape[1]):
+        arr = np.where(visible[:, n, None], boxes[:, n], np.nan).astype(np.float32)
+        tracks[n] = arr
+        depth[n] = -float(np.nanmean(arr[:, 3] - arr[:, 1])) if visible[:, n].any() else 0.0
+    return AccidentClip(
+        clip_id=clip_id,
+        kind="crash" if positive else "normal",
+        fps=float(fps),
+        n_frames=n_frames,
+        toa=toa,
+        source=path,
+        npz=path,
+        tracks=tracks,
+        depth=depth,
+        subset=_subset_of(path, root),
+    )
+
+
+# --------------------------------------------------------------------------------------------------- DoTA
+
+
+def read_dota(
+    root: str | Path,
+    strict: bool = False,
+    fps: float = DOTA_FPS,
+    min_frames: int = MIN_FRAMES,
+    log: DropLog | None = None,
+) -> list[AccidentClip]:
+    """Clips of DoTA (Yao et al. 2020): ``<root>/annotations/<vid>.json`` per clip and frames under
+    ``<root>/frames/<vid>/images/*.jpg`` (10 fps).
+
+    Per-clip JSON keys used: ``num_frames``, ``anomaly_start`` (the contact frame, toa), ``anomaly_end``,
+    ``anomaly_class`` (``"ego: turning"``, ``"other: pedestrian"``, ...), and ``labels``: one entry per frame with
+    ``frame_id``, ``image_path`` (relative to ``root``) and ``objects`` (``obj_track_id``, ``bbox`` xyxy pixels,
+    ``category``). Every DoTA clip holds an anomaly, so all are positives (``crash``); ``subset`` (train / test /
+    val) is kept when the JSON has it. DoTA does not mark the involved objects (``involved`` empty).
+    """
+    root = Path(root)
+    own = log is None
+    log = log if log is not None else DropLog(strict=strict)
+    folder = root / "annotations"
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{folder}: no DoTA per-clip *.json annotations")
+    clips = []
+    for path in files:
+        clip = _read_dota_clip(root, path, fps, min_frames, log)
+        if clip is not None:
+            clips.append(clip)
+    if own:
+        log.report(f"read_dota({root})")
+    return clips
+
+
+def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: DropLog) -> AccidentClip | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        log.add("bad_json", path, None, f"not valid JSON ({err})")
+        return None
+    missing = [k for k in ("anomaly_start", "num_frames", "labels") if k not in meta]
+    if missing:
+        log.add("bad_json", path, None, f"missing key(s) {missing} (expected DoTA's per-clip annotation)")
+        return None
+    vid = str(meta.get("video_name") or path.stem)
+    n_frames, labels = int(meta["num_frames"]), meta["labels"]
+    if len(labels) != n_frames:
+        log.add("label_count", path, None, f"{len(labels)} frame labels but num_frames is {n_frames}")
+        return None
+    toa = int(meta["anomaly_start"])
+    if not 0 <= toa < n_frames:
+        log.add(
+            "contact_frame",
+            path,
+            None,
+            f"anomaly_start {toa} is past the clip's end (frames 0..{n_frames - 1})",
+        )
+        return None
+    frames = []
+    for t, entry in enumerate(labels):
+        image = entry.get("image_path")
+        candidate = root / image if image else None
+        if candidate is None or not candidate.is_file():
+            candidate = root / "frames" / vid / "images" / f"{int(entry.get('frame_id', t)):06d}.jpg"
+        frames.append(candidate)
+    absent = [p for p in frames if not p.is_file()]
+    if absent:
+        log.add("missing_clip", path, None, f"{len(absent)} of {n_frames} frames not found, e.g. {absent[0]}")
+        return None
+    if n_frames < min_frames:
+        log.add("too_short", path, None, f"clip has {n_frames} frames, the minimum is {min_frames}")
+        return None
+    tracks: dict[int, np.ndarray] = {}
+    for t, entry in enumerate(labels):
+        for obj in entry.get("objects") or []:
+            tid = obj.get("obj_track_id", obj.get("trackID"))
+            box = obj.get("bbox")
+            if tid is None or box is None or len(box) != 4:
+                log.add(
+                    "bad_json",
+                    path,
+                    f"labels[{t}]",
+                    f"object needs obj_track_id and a 4-value bbox, got {obj}",
+                )
+                return None
+            tracks.setdefault(int(tid), np.full((n_frames, 4), np.nan, dtype=np.float32))[t] = box
+    depth = {k: -float(np.nanmean(v[:, 3] - v[:, 1])) for k, v in tracks.items()}
+    return AccidentClip(
+        clip_id=vid,
+        kind="crash",
+        fps=float(fps),
+        n_frames=n_frames,
+        toa=toa,
+        source=path,
+        frames=frames,
+        tracks=tracks,
+        depth=depth,
+        subset=meta.get("subset"),
+        scenario=meta.get("anomaly_class"),
+    )
+
+
+def check_kinds(clips: Sequence[AccidentClip]) -> None:
+    bad = [c.clip_id for c in clips if c.kind not in KINDS]
+    if bad:
+        raise ValueError(f"clips with an unknown kind (expected {KINDS}): {bad[:5]}")

@@ -48,8 +48,9 @@ def track_ttc(boxes: Any, valid: Any, fps: float, span: int = 3) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float64)
     valid = np.asarray(valid, dtype=bool)
     if boxes.ndim != 3 or boxes.shape[-1] != 4 or valid.shape != boxes.shape[:2]:
-        raise ValueError(f"track_ttc: boxes must be (T, N, 4) and valid (T, N), got {boxes.shape} and "
-                         f"{valid.shape}")
+        raise ValueError(
+            f"track_ttc: boxes must be (T, N, 4) and valid (T, N), got {boxes.shape} and {valid.shape}"
+        )
     if span < 1:
         raise ValueError(f"track_ttc: span must be >= 1, got {span}")
     dt = 1.0 / _positive_fps(fps)
@@ -104,13 +105,22 @@ class TrackBaseline:
     scores: np.ndarray
 
 
-def track_baseline(boxes: Any, valid: Any, fps: float, image_width: float, horizon: float = 2.0,
-                   span: int = 3, band: tuple[float, float] = (1 / 3, 2 / 3)) -> TrackBaseline:
+def track_baseline(
+    boxes: Any,
+    valid: Any,
+    fps: float,
+    image_width: float,
+    horizon: float = 2.0,
+    span: int = 3,
+    band: tuple[float, float] = (1 / 3, 2 / 3),
+) -> TrackBaseline:
     """The box-scale TTC baseline scored per frame: only objects in the ego path count (box centre within the
     ``band`` of the image width, as fractions: the middle third by default), the frame score is the highest
     :func:`ttc_risk` among them, and the per-object risk is 0 outside the band."""
     if not 0 <= band[0] < band[1] <= 1:
-        raise ValueError(f"track_baseline: band must be 0 <= left < right <= 1 (fractions of the width), got {band}")
+        raise ValueError(
+            f"track_baseline: band must be 0 <= left < right <= 1 (fractions of the width), got {band}"
+        )
     if image_width <= 0:
         raise ValueError(f"track_baseline: image_width must be > 0, got {image_width}")
     boxes = np.asarray(boxes, dtype=np.float64)
@@ -133,8 +143,14 @@ def _interval(p: np.ndarray, v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> t
     return enter, leave
 
 
-def constant_velocity_oracle(locations: Any, dims: Any, fps: float, ego_half_width: float = 0.9,
-                             ego_front: float = 0.0, ego_length: float = 4.5) -> np.ndarray:
+def constant_velocity_oracle(
+    locations: Any,
+    dims: Any,
+    fps: float,
+    ego_half_width: float = 0.9,
+    ego_front: float = 0.0,
+    ego_length: float = 4.5,
+) -> np.ndarray:
     """Per-frame per-object TTC (T, N) of the exact constant-velocity extrapolation of ground-truth positions.
 
     ``locations`` (T, N, 3): KITTI camera coordinates (x right, y down, z forward; the object's bottom centre)
@@ -149,12 +165,17 @@ def constant_velocity_oracle(locations: Any, dims: Any, fps: float, ego_half_wid
     intervals never meet). NaN at a frame where this or the previous position is unknown (frame 0 included).
     """
     fps = _positive_fps(fps)
-    loc = np.array([[[np.nan] * 3 if p is None else p for p in row] for row in locations], dtype=np.float64) \
-        if not isinstance(locations, np.ndarray) else locations.astype(np.float64)
+    loc = (
+        np.array([[[np.nan] * 3 if p is None else p for p in row] for row in locations], dtype=np.float64)
+        if not isinstance(locations, np.ndarray)
+        else locations.astype(np.float64)
+    )
     dims = np.asarray(dims, dtype=np.float64).reshape(-1, 3)
     if loc.ndim != 3 or loc.shape[2] != 3 or loc.shape[1] != len(dims):
-        raise ValueError(f"constant_velocity_oracle: locations must be (T, N, 3) and dims (N, 3) with the same N, "
-                         f"got {loc.shape} and {dims.shape}")
+        raise ValueError(
+            f"constant_velocity_oracle: locations must be (T, N, 3) and dims (N, 3) with the same N, "
+            f"got {loc.shape} and {dims.shape}"
+        )
     x, z = loc[..., 0], loc[..., 2]
     vx, vz = np.full_like(x, np.nan), np.full_like(z, np.nan)
     vx[1:], vz[1:] = (x[1:] - x[:-1]) * fps, (z[1:] - z[:-1]) * fps
@@ -172,8 +193,9 @@ def constant_velocity_oracle(locations: Any, dims: Any, fps: float, ego_half_wid
     return np.where(known, ttc, np.nan)
 
 
-def tracks_to_arrays(tracks: Mapping[str, Mapping[str, Any]], n_frames: int, ids: Sequence[str] | None = None
-                     ) -> dict[str, Any]:
+def tracks_to_arrays(
+    tracks: Mapping[str, Mapping[str, Any]], n_frames: int, ids: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The annotation JSON's ``tracks`` (spec section 1) as arrays for the baselines: ``ids`` (N,),
     ``boxes`` (T, N, 4) px and ``box_valid`` (T, N), ``locations`` (T, N, 3) m (NaN where null), ``dims`` (N, 3)."""
     ids = list(tracks) if ids is None else [str(i) for i in ids]
@@ -192,5 +214,10 @@ def tracks_to_arrays(tracks: Mapping[str, Mapping[str, Any]], n_frames: int, ids
                     if len(value) != width:
                         raise ValueError(f"track {tid}: {key}[{t}] must have {width} numbers, got {value}")
                     out[t, n] = value
-    return {"ids": ids, "boxes": boxes, "box_valid": np.isfinite(boxes).all(axis=2), "locations": locations,
-            "dims": dims}
+    return {
+        "ids": ids,
+        "boxes": boxes,
+        "box_valid": np.isfinite(boxes).all(axis=2),
+        "locations": locations,
+        "dims": dims,
+    }

@@ -110,8 +110,10 @@ class ClipScores:
         if n == 0:
             raise ValueError(f"{name}: scores is empty; expected one score per frame")
         if not np.all(np.isfinite(self.scores)) or self.scores.min() < 0 or self.scores.max() > 1:
-            raise ValueError(f"{name}: scores must be finite probabilities in [0, 1], got range "
-                             f"[{np.nanmin(self.scores):.4g}, {np.nanmax(self.scores):.4g}]")
+            raise ValueError(
+                f"{name}: scores must be finite probabilities in [0, 1], got range "
+                f"[{np.nanmin(self.scores):.4g}, {np.nanmax(self.scores):.4g}]"
+            )
         if self.kind not in CLIP_KINDS:
             raise ValueError(f"{name}: kind must be one of {CLIP_KINDS}, got {self.kind!r}")
         self.toa = int(self.toa)
@@ -129,8 +131,10 @@ class ClipScores:
         if self.involved is not None:
             self.involved = np.asarray(self.involved, dtype=bool).reshape(-1)
             if self.object_scores is not None and len(self.involved) != self.object_scores.shape[1]:
-                raise ValueError(f"{name}: involved has {len(self.involved)} slots, object_scores "
-                                 f"{self.object_scores.shape[1]}")
+                raise ValueError(
+                    f"{name}: involved has {len(self.involved)} slots, object_scores "
+                    f"{self.object_scores.shape[1]}"
+                )
         for key in ("ttc_pred", "ttc_true"):
             value = getattr(self, key)
             if value is not None:
@@ -231,16 +235,24 @@ def tta_curve(records: Sequence[ClipScores]) -> TTACurve:
     # bound: every frame with score > bound alarms. The lowest level's bound is -inf (threshold 0 or the
     # lowest score): every frame alarms.
     bounds = np.concatenate([levels[1:], [-math.inf]])
-    candidates = np.unique(np.concatenate(
-        [[0.0, 1.0]] + [r.scores[: r.toa] for r in crashes] + [[_clip_score(r)] for r in records if not r.is_crash]
-    ))
+    candidates = np.unique(
+        np.concatenate(
+            [[0.0, 1.0]]
+            + [r.scores[: r.toa] for r in crashes]
+            + [[_clip_score(r)] for r in records if not r.is_crash]
+        )
+    )
     thresholds = candidates[np.searchsorted(candidates, bounds, side="right")]
     thresholds[~np.isfinite(bounds)] = candidates[0]
     found = clip_scores[:, None] >= levels[None, :]  # (clips, levels)
-    first = np.stack([  # first frame with score > bound, per clip and level (prefix max is non-decreasing)
-        np.searchsorted(np.maximum.accumulate(r.scores[: r.toa]), bounds, side="right") if r.toa > 0
-        else np.zeros(len(bounds), dtype=np.int64) for r in crashes
-    ]).astype(np.float64)
+    first = np.stack(
+        [  # first frame with score > bound, per clip and level (prefix max is non-decreasing)
+            np.searchsorted(np.maximum.accumulate(r.scores[: r.toa]), bounds, side="right")
+            if r.toa > 0
+            else np.zeros(len(bounds), dtype=np.int64)
+            for r in crashes
+        ]
+    ).astype(np.float64)
     toa = np.array([r.toa for r in crashes], dtype=np.float64)[:, None]
     fps = np.array([r.fps for r in crashes])[:, None]
     length = np.array([len(r.scores) for r in crashes], dtype=np.float64)[:, None]
@@ -250,7 +262,9 @@ def tta_curve(records: Sequence[ClipScores]) -> TTACurve:
         tta = np.where(found, (toa - first) / fps, 0.0).sum(axis=0) / n_found
         legacy = np.where(found, (1.0 - first / toa) * length / fps, 0.0).sum(axis=0) / n_found
     order = np.argsort(recall, kind="stable")
-    return TTACurve(np.asarray(recall)[order], thresholds[order], np.asarray(tta)[order], np.asarray(legacy)[order])
+    return TTACurve(
+        np.asarray(recall)[order], thresholds[order], np.asarray(tta)[order], np.asarray(legacy)[order]
+    )
 
 
 def mtta(records: Sequence[ClipScores]) -> float:
@@ -278,8 +292,9 @@ def tta_at_recall(records: Sequence[ClipScores], recall: float = 0.8) -> float:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def false_alarm_rate(records: Sequence[ClipScores], threshold: float, kind: str | Sequence[str] = "near_miss"
-                     ) -> float:
+def false_alarm_rate(
+    records: Sequence[ClipScores], threshold: float, kind: str | Sequence[str] = "near_miss"
+) -> float:
     """Share of clips of ``kind`` (one kind or several) with any frame >= ``threshold``; NaN if none."""
     records = _check(records)
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
@@ -289,8 +304,9 @@ def false_alarm_rate(records: Sequence[ClipScores], threshold: float, kind: str 
     return float(np.mean(np.asarray(maxima) >= threshold)) if maxima else math.nan
 
 
-def operating_threshold(records: Sequence[ClipScores], max_false_alarm: float = 0.1,
-                        kinds: Sequence[str] = NEGATIVE_KINDS) -> float:
+def operating_threshold(
+    records: Sequence[ClipScores], max_false_alarm: float = 0.1, kinds: Sequence[str] = NEGATIVE_KINDS
+) -> float:
     """Lowest threshold of the sweep (every distinct score, 0, and just above the highest score) whose
     false-alarm rate on the negative clips of ``kinds`` is <= ``max_false_alarm``. Choose it on validation."""
     records = _check(records)
@@ -317,15 +333,20 @@ def _lead_at(records: list[ClipScores], threshold: float) -> tuple[float, float]
     return recall, (float(np.mean(leads)) if leads else math.nan)
 
 
-def lead_time_at_false_alarm_rate(records: Sequence[ClipScores], max_false_alarm: float = 0.1,
-                                  kinds: Sequence[str] = NEGATIVE_KINDS) -> dict[str, float]:
+def lead_time_at_false_alarm_rate(
+    records: Sequence[ClipScores], max_false_alarm: float = 0.1, kinds: Sequence[str] = NEGATIVE_KINDS
+) -> dict[str, float]:
     """Compare methods at the same false-alarm rate: the :func:`operating_threshold` for the cap, and there
     the recall, the mean lead time of the found crash clips (s) and the false-alarm rate reached."""
     records = _check(records)
     threshold = operating_threshold(records, max_false_alarm, kinds)
     recall, lead = _lead_at(records, threshold)
-    return {"threshold": threshold, "recall": recall, "lead_time": lead,
-            "false_alarm_rate": false_alarm_rate(records, threshold, kinds)}
+    return {
+        "threshold": threshold,
+        "recall": recall,
+        "lead_time": lead,
+        "false_alarm_rate": false_alarm_rate(records, threshold, kinds),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -418,7 +439,9 @@ def object_hit_rate(records: Sequence[ClipScores]) -> float:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def summarize(records: Sequence[ClipScores], horizon: float = 2.0, threshold: float = 0.5) -> dict[str, float]:
+def summarize(
+    records: Sequence[ClipScores], horizon: float = 2.0, threshold: float = 0.5
+) -> dict[str, float]:
     """Every metric in one flat dict. ``threshold`` is the operating threshold for the false-alarm and
     lead-time figures: pass :func:`operating_threshold` of the *validation* split (choosing it on the test
     clips would flatter the false-alarm rate)."""
@@ -433,17 +456,19 @@ def summarize(records: Sequence[ClipScores], horizon: float = 2.0, threshold: fl
     }
     for seconds in AP_BEFORE_SECONDS:
         out[f"ap_{seconds:.1f}s"] = ap_before(records, seconds)
-    out.update({
-        "threshold": float(threshold),
-        "recall_at_threshold": recall,
-        "lead_time_at_threshold": lead,
-        "near_miss_false_alarms": false_alarm_rate(records, threshold, "near_miss"),
-        "normal_false_alarms": false_alarm_rate(records, threshold, "normal"),
-        "ece": ece(records, horizon),
-        "brier": brier(records, horizon),
-        "ttc_mae": ttc_error(records),
-        "object_hit_rate": object_hit_rate(records),
-    })
+    out.update(
+        {
+            "threshold": float(threshold),
+            "recall_at_threshold": recall,
+            "lead_time_at_threshold": lead,
+            "near_miss_false_alarms": false_alarm_rate(records, threshold, "near_miss"),
+            "normal_false_alarms": false_alarm_rate(records, threshold, "normal"),
+            "ece": ece(records, horizon),
+            "brier": brier(records, horizon),
+            "ttc_mae": ttc_error(records),
+            "object_hit_rate": object_hit_rate(records),
+        }
+    )
     return out
 
 
@@ -451,14 +476,17 @@ def _np(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def clips_from_batch(batch: Mapping[str, Any], scores: Any, object_scores: Any = None, ttc_pred: Any = None
-                     ) -> list[ClipScores]:
+def clips_from_batch(
+    batch: Mapping[str, Any], scores: Any, object_scores: Any = None, ttc_pred: Any = None
+) -> list[ClipScores]:
     """Cut a collated batch (spec section 2) and the model's (B, T) scores / (B, T, N) object scores /
     (B, T) TTC into per-clip records, padding frames removed, empty object slots set to NaN."""
     valid = _np(batch["frame_valid"]).astype(bool)
     scores = _np(scores)
     if scores.shape != valid.shape:
-        raise ValueError(f"scores must be (B, T) = {valid.shape} like batch['frame_valid'], got {scores.shape}")
+        raise ValueError(
+            f"scores must be (B, T) = {valid.shape} like batch['frame_valid'], got {scores.shape}"
+        )
     toa, fps, kinds = _np(batch["toa"]), _np(batch["fps"]), list(batch["kind"])
     ids = list(batch.get("clip_id", [""] * len(valid)))
     involved = _np(batch["involved"]) if "involved" in batch else None
@@ -470,13 +498,19 @@ def clips_from_batch(batch: Mapping[str, Any], scores: Any, object_scores: Any =
     records = []
     for b in range(len(valid)):
         keep = valid[b]
-        records.append(ClipScores(
-            scores=scores[b][keep], toa=int(toa[b]), fps=float(fps[b]), kind=kinds[b], clip_id=str(ids[b]),
-            object_scores=obj[b][keep] if obj is not None else None,
-            involved=involved[b] if involved is not None else None,
-            ttc_pred=ttc_pred[b][keep] if ttc_pred is not None else None,
-            ttc_true=ttc_true[b][keep] if ttc_true is not None else None,
-        ))
+        records.append(
+            ClipScores(
+                scores=scores[b][keep],
+                toa=int(toa[b]),
+                fps=float(fps[b]),
+                kind=kinds[b],
+                clip_id=str(ids[b]),
+                object_scores=obj[b][keep] if obj is not None else None,
+                involved=involved[b] if involved is not None else None,
+                ttc_pred=ttc_pred[b][keep] if ttc_pred is not None else None,
+                ttc_true=ttc_true[b][keep] if ttc_true is not None else None,
+            )
+        )
     return records
 
 
@@ -490,8 +524,10 @@ def fit_temperature(logits: Any, labels: Any, max_iter: int = 100) -> float:
     logits = torch.as_tensor(_np(logits), dtype=torch.float64)
     labels = torch.as_tensor(_np(labels))
     if logits.numel() == 0 or len(logits) != len(labels):
-        raise ValueError(f"fit_temperature: logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must "
-                         "be non-empty with one label per row")
+        raise ValueError(
+            f"fit_temperature: logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must "
+            "be non-empty with one label per row"
+        )
     if not torch.isfinite(logits).all():
         raise ValueError("fit_temperature: logits must be finite")
     if logits.ndim == 1:

@@ -30,6 +30,7 @@ from shared.task import BaseTask, gather_lists
 # Run-time choices, kept out of checkpoints (as for the other driving tasks).
 RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "uncertainty_samples", "gif")
 HEADLINE = "video_ap"
+TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 def horizon_targets(
@@ -212,7 +213,8 @@ class AccidentTask(BaseTask):
             logits.append(t.flatten())
             labels.append(target.flatten().float())
         temperature = fit_temperature(torch.cat(logits), torch.cat(labels))
-        self.model.temperature.fill_(float(temperature))
+        # bounded: a validation split without signal (a tiny or untrained run) drives the fit towards infinity
+        self.model.temperature.fill_(min(max(float(temperature), TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1]))
 
     def clip_scores(self, records: list[dict]) -> list:
         """:class:`~domains.driving.accident.metrics.ClipScores` of the collected clips at the current

@@ -56,7 +56,9 @@ def link_detections(
     return out
 
 
-def tracks_to_slots(tracks: list[dict[int, np.ndarray]], max_objects: int = 19) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tracks_to_slots(
+    tracks: list[dict[int, np.ndarray]], max_objects: int = 19
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fixed slots for the clip: the ``max_objects`` tracks seen in the most frames (ties: the larger mean box
     first). Returns boxes ``(T, N, 4)``, valid ``(T, N)`` and the slots' track ids ``(N,)`` (-1: empty)."""
     seen: dict[int, list[float]] = {}

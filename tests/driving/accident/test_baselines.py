@@ -18,7 +18,9 @@ from domains.driving.accident.baselines import (
 FPS = 10.0
 
 
-def approaching_boxes(n_frames: int = 25, z0: float = 30.0, speed: float = 10.0, cx: float = 160.0) -> np.ndarray:
+def approaching_boxes(
+    n_frames: int = 25, z0: float = 30.0, speed: float = 10.0, cx: float = 160.0
+) -> np.ndarray:
     """A 1.5 m tall object straight ahead closing at ``speed`` m/s; focal 700 px: h = 700 * 1.5 / z.
     At frame k, z = z0 - speed * k / FPS and the true TTC (to z = 0) is z / speed = 3 - 0.1 k s."""
     z = z0 - speed * np.arange(n_frames) / FPS
@@ -53,7 +55,9 @@ def test_track_ttc_receding_invisible_and_gaps():
 
 def test_ttc_risk_is_the_share_of_the_horizon_used_up():
     # H = 2 s: TTC 3 -> 0, 1.5 -> 0.25, 1 -> 0.5, 0 -> 1, -1 -> 1 (already in contact), inf / NaN -> 0.
-    np.testing.assert_allclose(ttc_risk([3.0, 1.5, 1.0, 0.0, -1.0, np.inf, np.nan]), [0, 0.25, 0.5, 1, 1, 0, 0])
+    np.testing.assert_allclose(
+        ttc_risk([3.0, 1.5, 1.0, 0.0, -1.0, np.inf, np.nan]), [0, 0.25, 0.5, 1, 1, 0, 0]
+    )
 
 
 def test_track_baseline_counts_only_objects_in_the_ego_path():
@@ -98,7 +102,9 @@ def test_oracle_crossing_object_that_misses_and_one_that_hits():
     hit = constant_velocity_oracle(crossing(2.0), dims, FPS)[:, 0]
     k = np.arange(1, 24)
     np.testing.assert_allclose(hit[1:24], 2.4 - 0.1 * k, atol=1e-9)
-    np.testing.assert_allclose(hit[24:], 0.0, atol=1e-9)  # in contact from t = 2.4 s (until the z-window ends at 2.96 s)
+    np.testing.assert_allclose(
+        hit[24:], 0.0, atol=1e-9
+    )  # in contact from t = 2.4 s (until the z-window ends at 2.96 s)
 
 
 def test_oracle_unknown_positions_and_frame_minimum():
@@ -113,8 +119,14 @@ def test_oracle_unknown_positions_and_frame_minimum():
 
 
 def test_tracks_to_arrays_reads_the_annotation_schema():
-    tracks = {"3": {"type": "Car", "dims": [1.5, 1.8, 4.0], "box": [[0, 0, 10, 10], None],
-                    "location": [[0.0, 1.6, 12.0], None]}}
+    tracks = {
+        "3": {
+            "type": "Car",
+            "dims": [1.5, 1.8, 4.0],
+            "box": [[0, 0, 10, 10], None],
+            "location": [[0.0, 1.6, 12.0], None],
+        }
+    }
     arrays = tracks_to_arrays(tracks, 2)
     assert arrays["ids"] == ["3"]
     np.testing.assert_array_equal(arrays["box_valid"], [[True], [False]])
@@ -134,7 +146,10 @@ def test_oracle_scores_go_through_the_metrics():
     head_on = np.stack([np.zeros(40), np.full(40, 1.65), 20.0 - 0.5 * k], axis=1)[:, None, :]
     crash_risk = ttc_risk(frame_ttc(constant_velocity_oracle(head_on, [[1.5, 1.8, 4.0]], FPS)))
     miss_risk = ttc_risk(frame_ttc(constant_velocity_oracle(crossing(6.0), [[1.7, 0.6, 0.6]], FPS)))
-    clips = [ClipScores(crash_risk, toa=36, fps=FPS), ClipScores(miss_risk, toa=-1, fps=FPS, kind="near_miss")]
+    clips = [
+        ClipScores(crash_risk, toa=36, fps=FPS),
+        ClipScores(miss_risk, toa=-1, fps=FPS, kind="near_miss"),
+    ]
     assert video_ap(clips) == 1.0
     out = lead_time_at_false_alarm_rate(clips, max_false_alarm=0.0)
     assert out == pytest.approx({"threshold": 0.05, "recall": 1.0, "lead_time": 1.9, "false_alarm_rate": 0.0})

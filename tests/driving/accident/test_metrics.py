@@ -41,8 +41,12 @@ def four_clips() -> list[ClipScores]:
     n1 (near miss): max 0.8.  n2 (normal): max 0.4.
     """
     return [
-        ClipScores([0.1, 0.2, 0.6, 0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.0], toa=8, fps=FPS, kind="crash", clip_id="c1"),
-        ClipScores([0.1, 0.1, 0.1, 0.3, 0.5, 0.7, 0.9, 0.9, 0.9, 0.9], toa=6, fps=FPS, kind="crash", clip_id="c2"),
+        ClipScores(
+            [0.1, 0.2, 0.6, 0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.0], toa=8, fps=FPS, kind="crash", clip_id="c1"
+        ),
+        ClipScores(
+            [0.1, 0.1, 0.1, 0.3, 0.5, 0.7, 0.9, 0.9, 0.9, 0.9], toa=6, fps=FPS, kind="crash", clip_id="c2"
+        ),
         ClipScores([0.2] * 5 + [0.8] + [0.2] * 4, toa=-1, fps=FPS, kind="near_miss", clip_id="n1"),
         ClipScores([0.4] * 10, toa=-1, fps=FPS, kind="normal", clip_id="n2"),
     ]
@@ -58,7 +62,9 @@ def test_video_ap_by_hand_and_equal_to_sklearn():
     clips = four_clips()
     assert video_ap(clips) == pytest.approx(5 / 6)
     sklearn_metrics = pytest.importorskip("sklearn.metrics")
-    assert video_ap(clips) == pytest.approx(sklearn_metrics.average_precision_score([1, 1, 0, 0], [0.9, 0.7, 0.8, 0.4]))
+    assert video_ap(clips) == pytest.approx(
+        sklearn_metrics.average_precision_score([1, 1, 0, 0], [0.9, 0.7, 0.8, 0.4])
+    )
     rng = np.random.default_rng(0)
     for _ in range(5):  # random clips: the same step sum as sklearn on (max before toa, max) clip scores
         recs, labels, clip_scores = [], [], []
@@ -176,8 +182,13 @@ def test_ece_and_brier_by_hand():
 def test_ttc_error_by_hand():
     # Frames with true TTC < 2 s: 1.9, 1.0, 0.5 (3.0 and NaN left out); predictions 1.5, inf, 0.7.
     # cap 5: |1.5 - 1.9| + |5 - 1| + |0.7 - 0.5| = 0.4 + 4 + 0.2 -> 4.6 / 3; cap 2: 0.4 + 1 + 0.2 -> 1.6 / 3
-    clip = ClipScores([0.0] * 5, toa=4, fps=FPS, ttc_true=[3.0, 1.9, 1.0, 0.5, np.nan],
-                      ttc_pred=[2.0, 1.5, np.inf, 0.7, 1.0])
+    clip = ClipScores(
+        [0.0] * 5,
+        toa=4,
+        fps=FPS,
+        ttc_true=[3.0, 1.9, 1.0, 0.5, np.nan],
+        ttc_pred=[2.0, 1.5, np.inf, 0.7, 1.0],
+    )
     assert ttc_error([clip]) == pytest.approx(4.6 / 3)
     assert ttc_error([clip], cap=2.0) == pytest.approx(1.6 / 3)
 
@@ -187,10 +198,16 @@ def test_object_hit_rate_by_hand():
     # B (toa 2): involved object 1 reaches 0.9 before contact, object 0 0.8 -> hit.
     # C: no involved object (left out); N: a negative (left out). Rate = 1/2.
     nan = np.nan
-    a = ClipScores([0.0] * 5, toa=3, fps=FPS, involved=[True, False, False],
-                   object_scores=[[0.1, 0.5, nan], [0.2, 0.6, nan], [0.3, 0.7, nan], [0.99, 0.1, nan], [0.99, 0.1, nan]])
-    b = ClipScores([0.0] * 3, toa=2, fps=FPS, involved=[False, True],
-                   object_scores=[[0.2, 0.9], [0.8, 0.1], [0.0, 0.0]])
+    a = ClipScores(
+        [0.0] * 5,
+        toa=3,
+        fps=FPS,
+        involved=[True, False, False],
+        object_scores=[[0.1, 0.5, nan], [0.2, 0.6, nan], [0.3, 0.7, nan], [0.99, 0.1, nan], [0.99, 0.1, nan]],
+    )
+    b = ClipScores(
+        [0.0] * 3, toa=2, fps=FPS, involved=[False, True], object_scores=[[0.2, 0.9], [0.8, 0.1], [0.0, 0.0]]
+    )
     c = ClipScores([0.0] * 3, toa=2, fps=FPS, involved=[False, False], object_scores=np.ones((3, 2)))
     n = ClipScores([0.0] * 3, toa=-1, fps=FPS, kind="normal", involved=[True], object_scores=np.ones((3, 1)))
     assert object_hit_rate([a, b, c, n]) == 0.5
@@ -227,8 +244,21 @@ def test_summarize_names_and_batch_glue():
     assert [len(r.scores) for r in records] == [4, 2]  # padding cut: the 0.9s of clip n never count
     assert np.isnan(records[0].object_scores[:, 1]).all()
     out = summarize(records, horizon=0.1, threshold=0.65)
-    assert set(out) >= {"video_ap", "frame_ap", "mtta", "tta_r80", "legacy_mtta", "ap_0.5s", "ap_1.0s", "ap_1.5s",
-                        "near_miss_false_alarms", "ece", "brier", "ttc_mae", "object_hit_rate"}
+    assert set(out) >= {
+        "video_ap",
+        "frame_ap",
+        "mtta",
+        "tta_r80",
+        "legacy_mtta",
+        "ap_0.5s",
+        "ap_1.0s",
+        "ap_1.5s",
+        "near_miss_false_alarms",
+        "ece",
+        "brier",
+        "ttc_mae",
+        "object_hit_rate",
+    }
     # a's clip score 0.6 < n's 0.7 -> AP = P at recall 1 = 1/2; n alarms at 0.65 -> false alarm rate 1.
     assert out["video_ap"] == pytest.approx(0.5)
     assert out["near_miss_false_alarms"] == 1.0

@@ -11,8 +11,13 @@ from domains.driving.accident.tracking import link_detections, tracks_to_slots
 def test_two_objects_keep_their_ids_through_a_missed_frame_and_order():
     car = [[10 + t, 10, 30 + t, 20] for t in range(5)]
     person = [[50, 5, 54, 15 + t] for t in range(5)]
-    frames = [np.array([car[0], person[0]]), np.array([person[1], car[1]]), np.array([car[2]]),
-              np.array([car[3], person[3]]), np.array([person[4], car[4]])]
+    frames = [
+        np.array([car[0], person[0]]),
+        np.array([person[1], car[1]]),
+        np.array([car[2]]),
+        np.array([car[3], person[3]]),
+        np.array([person[4], car[4]]),
+    ]
     tracks = link_detections(frames, min_iou=0.3, max_missed=2)
     ids = [sorted(f) for f in tracks]
     assert ids == [[0, 1], [0, 1], [0], [0, 1], [0, 1]]  # the person skips frame 2 and keeps id 1
@@ -26,7 +31,10 @@ def test_a_track_missing_too_long_ends_and_a_new_id_starts():
 
 
 def test_slots_take_the_longest_tracks_first():
-    tracks = [{0: np.array([0, 0, 2, 2]), 1: np.array([0, 0, 9, 9])}, {1: np.array([0, 0, 9, 9]), 2: np.array([0, 0, 4, 4])}]
+    tracks = [
+        {0: np.array([0, 0, 2, 2]), 1: np.array([0, 0, 9, 9])},
+        {1: np.array([0, 0, 9, 9]), 2: np.array([0, 0, 4, 4])},
+    ]
     boxes, valid, ids = tracks_to_slots(tracks, max_objects=2)
     # track 1 is seen twice; tracks 0 and 2 once each with areas 4 and 16: track 2 wins the tie
     assert ids.tolist() == [1, 2]

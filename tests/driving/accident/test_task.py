@@ -1,0 +1,93 @@
+"""The accident task through its CLI on hand-written clips: fit, calibrated validation metrics, test, predict."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from domains.driving.accident.model import AccidentAnticipator
+from domains.driving.accident.task import AccidentTask, load_accident_task
+from tests.driving.accident.layouts import write_accident_clips
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+QUICK_CONFIG = Path(__file__).resolve().parents[3] / "domains/driving/accident/configs/quick.yaml"
+KINDS = {"crash": 4, "near_miss": 3, "normal": 3}
+
+
+def _cli_args(data: Path, *extra: str) -> list[str]:
+    args = ["-c", str(QUICK_CONFIG), "--data.data_path", str(data), "--data.num_workers", "0"]
+    args += ["--data.batch_size", "2", "--data.image_size", "[24, 48]", "--data.clip_length", "8"]
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    args += ["--model.network.init_args.hidden", "16", "--model.network.init_args.window", "4"]
+    return args + list(extra)
+
+
+def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
+    from domains.driving.accident.__main__ import main
+
+    data = write_accident_clips(tmp_path / "clips", KINDS, n_frames=12, toa=7)
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = main(["fit", *_cli_args(data, "--trainer.max_epochs", "2")])
+        metrics = cli.trainer.callback_metrics
+        for key in (
+            "val/video_ap",
+            "val/frame_ap",
+            "val/mtta",
+            "val/legacy_mtta",
+            "val/ece",
+            "val/temperature",
+        ):
+            assert key in metrics, sorted(metrics)
+        # the link gave the network the data module's frame size
+        assert cli.model.model.input_size == (24, 48)
+        ckpt = tmp_path / "lightning_logs/driving_accident/checkpoints/last.ckpt"
+        assert ckpt.is_file()
+        loaded = load_accident_task(ckpt)
+        assert isinstance(loaded.model, AccidentAnticipator)
+        # calibration lives in the weights: the fitted (bounded) temperature and the alarm threshold come back
+        # with them (last.ckpt is the last *saved* epoch, so compare with the range, not the last log)
+        assert float(loaded.model.temperature) != 1.0 and 0.05 <= float(loaded.model.temperature) <= 20
+        assert 0 <= float(loaded.model.alarm_threshold) <= 1
+
+        cli = main(["test", *_cli_args(data, "--ckpt_path", str(ckpt))])
+        assert "test/video_ap" in cli.trainer.callback_metrics
+
+        out = tmp_path / "pred"
+        cli = main(["predict", *_cli_args(data, "--ckpt_path", str(ckpt), "--model.predict_dir", str(out))])
+    test_clips = cli.datamodule.splits["test"]
+    assert test_clips
+    for clip in test_clips:
+        rows = list(csv.DictReader(open(out / clip.clip_id / "risk.csv")))
+        assert len(rows) == clip.n_frames
+        assert {"p_contact_0.5s", "p_contact_2s", "risk", "uncertainty", "alarm", "top_track_id"} <= set(
+            rows[0]
+        )
+        assert (out / f"{clip.clip_id}.gif").is_file()
+        assert (out / clip.clip_id / "objects.csv").is_file()
+    assert not list(out.rglob("*.tmp"))  # nothing half-written
+
+
+def test_bad_task_arguments_are_named():
+    net = AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8)
+    with pytest.raises(ValueError, match="max_false_alarm"):
+        AccidentTask(network=net, max_false_alarm=1.5)
+    with pytest.raises(ValueError, match="object_loss_weight"):
+        AccidentTask(network=net, object_loss_weight=-1)
+    features = AccidentAnticipator(input_kind="features", feature_dim=8, hidden=8)
+    with pytest.raises(ValueError, match="input_kind: frames"):
+        AccidentTask(network=features, pretrained_backbone="x.pth")
+
+
+def test_frozen_backbone_gets_no_gradient():
+    task = AccidentTask(
+        network=AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8), freeze_backbone=True
+    )
+    assert not any(p.requires_grad for p in task.model.backbone.parameters())
+    assert any(p.requires_grad for p in task.model.horizon_head.parameters())
+    assert torch.is_tensor(task.model.temperature)

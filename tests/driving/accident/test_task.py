@@ -63,7 +63,8 @@ def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
     test_clips = cli.datamodule.splits["test"]
     assert test_clips
     for clip in test_clips:
-        rows = list(csv.DictReader(open(out / clip.clip_id / "risk.csv")))
+        with open(out / clip.clip_id / "risk.csv") as f:
+            rows = list(csv.DictReader(f))
         assert len(rows) == clip.n_frames
         assert {"p_contact_0.5s", "p_contact_2s", "risk", "uncertainty", "alarm", "top_track_id"} <= set(
             rows[0]

@@ -542,14 +542,17 @@ def fit_temperature(logits: Any, labels: Any, max_iter: int = 100) -> float:
             return torch.nn.functional.cross_entropy(z, target)
     else:
         raise ValueError(f"fit_temperature: logits must be (M,) or (M, C), got {tuple(logits.shape)}")
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    # Lightning evaluates under inference mode (no autograd): this small fit needs gradients wherever it runs
+    with torch.inference_mode(False), torch.enable_grad():
+        logits, target = logits.clone(), target.clone()
+        log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = nll(logits / log_t.exp())
-        loss.backward()
-        return loss
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = nll(logits / log_t.exp())
+            loss.backward()
+            return loss
 
-    optimizer.step(closure)
+        optimizer.step(closure)
     return float(log_t.detach().exp())

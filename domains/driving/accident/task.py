@@ -113,6 +113,9 @@ class AccidentTask(BaseTask):
         self.uncertainty_samples = uncertainty_samples
         self._records: dict[str, list[dict]] = {}
         self.last_metrics: dict[str, dict[str, float]] = {}
+        self.last_records: dict[
+            str, list[dict]
+        ] = {}  # the last epoch's clips per stage (benchmarks read them)
 
     # ------------------------------------------------------------------------------------------- helpers
     def configure_callbacks(self):
@@ -244,12 +247,17 @@ class AccidentTask(BaseTask):
             )
         return clips
 
+    def clip_scores_of(self, stage: str) -> list:
+        """:meth:`clip_scores` of the last ``stage`` epoch's clips."""
+        return self.clip_scores(self.last_records.get(stage, []))
+
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
         from domains.driving.accident.metrics import operating_threshold, summarize
 
         records = gather_lists(self._records.pop(stage, []))
         if not records:
             return {}
+        self.last_records[stage] = records
         if stage == "val" and self.hparams.calibrate and not self.trainer.sanity_checking:
             self._calibrate(records)
             threshold = operating_threshold(

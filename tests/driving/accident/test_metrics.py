@@ -225,6 +225,9 @@ def test_temperature_fit_recovers_a_known_temperature():
     # Multi-class form: logits (M, 2) = [0, 2.5 z] has the same softmax as the binary logit.
     two = torch.stack([torch.zeros_like(z), 2.5 * z], dim=1)
     assert fit_temperature(two, labels) == pytest.approx(2.5, rel=0.05)
+    # Lightning's validate / test run under inference mode: the fit must still get its gradients there
+    with torch.inference_mode():
+        assert fit_temperature(2.5 * z, labels) == pytest.approx(2.5, rel=0.05)
 
 
 def test_summarize_names_and_batch_glue():

@@ -54,8 +54,11 @@ class ObjectSpec:
     style: int = 0
     trajectory: np.ndarray | None = field(default=None, repr=False, compare=False)
 
+    def _index(self, t: float) -> int:
+        return min(max(int(np.rint(t)), 0), len(self.trajectory) - 1)
+
     def _row(self, t: float) -> np.ndarray:
-        return self.trajectory[min(max(int(round(t)), 0), len(self.trajectory) - 1)]
+        return self.trajectory[self._index(t)]
 
     def position(self, t: float) -> tuple[float, float]:
         if self.trajectory is not None:
@@ -71,7 +74,7 @@ class ObjectSpec:
         """Whether the item moves at frame ``t`` (walking legs and pedalling are animated only then)."""
         if self.trajectory is None:
             return self.speed > 0
-        i = min(max(int(round(t)), 0), len(self.trajectory) - 1)
+        i = self._index(t)
         j = i + 1 if i + 1 < len(self.trajectory) else i - 1
         return j >= 0 and bool(np.hypot(*(self.trajectory[j, :2] - self.trajectory[i, :2])) > 1e-3)
 

@@ -44,7 +44,9 @@ def _write_kitti_frame(
     """One frame in the KITTI training layout: image, semantic and instance maps, label lines (and the
     calibration when ``dirs`` has a ``calib`` folder); returns the label lines. The still-image set and the
     scenario clips (:mod:`.clips`, JPEG frames) both write through here, so their labels agree."""
-    _imwrite(dirs["image_2"] / f"{name}{image_ext}", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), image_params)
+    _imwrite(
+        dirs["image_2"] / f"{name}{image_ext}", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), image_params
+    )
     _imwrite(dirs["semantic"] / f"{name}.png", frame.semantic)
     _imwrite(dirs["instance"] / f"{name}.png", frame.instance)
     lines = frame.kitti_lines()

@@ -482,9 +482,11 @@ def _check(plan: Plan, kind: str, n_frames: int, fps: float) -> tuple[float | No
         return tc, 0.0
     if not plan.actors:
         return None, None
-    ts = np.arange(0.0, t_last + 0.5, _GRID_DT)
-    gap = min(float(ego_gap(plan.ego, a, ts).min()) for a in plan.actors)
-    if kind == "near_miss" and not NEAR_MISS_GAP[0] <= gap <= NEAR_MISS_GAP[1]:
+    ts = np.arange(0.0, t_last + 1.0, _GRID_DT)
+    inside = ts <= t_last
+    gaps = np.min([ego_gap(plan.ego, a, ts) for a in plan.actors], axis=0)
+    gap = float(gaps[inside].min())  # the closest approach within the clip; none may touch a second later
+    if kind == "near_miss" and not (NEAR_MISS_GAP[0] <= gap <= NEAR_MISS_GAP[1] and gaps.min() > 0):
         return None
     if kind == "normal" and gap < 3.0:
         return None

@@ -229,6 +229,17 @@ def test_same_seed_same_bytes_other_seed_differs(root, tmp_path):
     assert _digest(img_a) != _digest(img_b)
 
 
+@pytest.mark.slow  # two spawned processes import the suite (~25 s on 2 shared cores)
+def test_parallel_workers_write_the_same_bytes(root, tmp_path):
+    again = C.generate_clips(tmp_path / "again", verbose=False, workers=2, **SETTINGS)
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != "meta.json")
+    assert files == sorted(
+        p.relative_to(again) for p in again.rglob("*") if p.is_file() and p.name != "meta.json"
+    )
+    for rel in files:
+        assert _digest(root / rel) == _digest(again / rel), rel
+
+
 def test_cli_prints_counts_and_reuses_the_set(root, capsys):
     w, h = SETTINGS["size"]
     args = [

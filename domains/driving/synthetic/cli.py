@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     clips.add_argument("--n-clips", type=int, default=200)
     clips.add_argument("--fps", type=float, default=10.0)
     clips.add_argument("--seconds", type=float, default=5.0, help="clip length (50 frames at 10 fps)")
+    clips.add_argument("--workers", type=int, default=1, help="processes rendering clips in parallel")
     clips.add_argument(
         "--shares", type=float, nargs=3, default=(0.4, 0.3, 0.3), metavar=("CRASH", "NEAR_MISS", "NORMAL")
     )
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": args.seconds,
             "seed": args.seed,
         }
-        kw["shares"] = tuple(args.shares)
+        kw.update(shares=tuple(args.shares), workers=args.workers)
         root = args.root or DEFAULT_ACCIDENT_ROOT
         path = generate_clips(root, **kw) if args.force else ensure_synthetic_clips(root, **kw)
         counts = json.loads((Path(path) / "meta.json").read_text())["counts"]

@@ -23,7 +23,7 @@ After contact the ego and the actor stay where they touched. Crash contacts fall
 clip (2.5-4.5 s of a 5 s clip), so there is lead time; near misses come between ``NEAR_MISS_GAP`` metres of
 contact at their closest.
 
-On disk (the layout of CCD, section 1 of ``/work/prompts/accident_spec.md``): ``videos/Crash-1500/<vid>/`` and
+On disk (CCD's layout, the data contract of the accident-anticipation task): ``videos/Crash-1500/<vid>/`` and
 ``videos/Normal/<vid>/`` (each a KITTI-layout training folder: ``image_2/*.jpg`` q95, ``label_2``,
 ``semantic``, ``instance``, written by the still-image set's own frame writer), ``Crash-1500.txt`` (CCD
 lines), ``annotations/<vid>.json`` (contact, involved tracks, per-frame TTC, ego motion, tracks),
@@ -35,7 +35,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -597,8 +599,9 @@ def make_clip(
 
 # ------------------------------------------------------------------------------------------------- writing
 def _clip_settings(
-    n_clips=200, size=CLIP_SIZE, fps=10.0, seconds=5.0, seed=0, shares=(0.4, 0.3, 0.3), density=1.0
+    n_clips=200, size=CLIP_SIZE, fps=10.0, seconds=5.0, seed=0, shares=(0.4, 0.3, 0.3), density=1.0, workers=1
 ) -> dict:
+    del workers  # how the set is made, not what it holds
     return {
         "kind": "accident_clips",
         "n_clips": int(n_clips),
@@ -642,8 +645,8 @@ def _r(v, nd=3):
 def _annotation(clip: Clip, vid: str, frames_objects, cams, fps: float, n_frames: int) -> dict:
     layout = clip.layout
     ts = np.arange(n_frames) / fps
-    tc = clip.contact_time
-    contact_frame = None if tc is None else int(np.ceil(tc * fps - 1e-9))
+    tc = None if clip.contact_time is None else round(clip.contact_time, 6)  # as written to the JSON
+    contact_frame = None if tc is None else next(i for i in range(n_frames) if i / fps >= tc)
     _x, ego_z, _h, ego_speed = clip.plan.ego.poses(ts)
     label_tracks, seen = [], set(clip.involved)
     boxes: dict[int, list] = {}
@@ -680,7 +683,7 @@ def _annotation(clip: Clip, vid: str, frames_objects, cams, fps: float, n_frames
         "kind": clip.kind,
         "scenario": clip.plan.scenario,
         "variant": clip.plan.variant,
-        "contact_time": _r(tc, 6),
+        "contact_time": tc,
         "contact_frame": contact_frame,
         "involved": clip.involved,
         "ttc": [_r(tc - t, 4) if tc is not None and i < contact_frame else None for i, t in enumerate(ts)],
@@ -711,6 +714,39 @@ def ccd_line(vid: str, labels: list[int], lighting: str, weather: str) -> str:
     return f"{vid},[{', '.join(str(v) for v in labels)}],0,synthetic,{timing},{_CCD_WEATHER[weather]},Yes"
 
 
+def _write_clip(job) -> tuple[dict, str | None]:
+    """Render and write one clip (frames, annotation JSON); its summary and CCD line (crashes only)."""
+    root, seed, i, kind, scenario, size, n_frames, fps, density = job
+    vid = f"{i:06d}"
+    clip = make_clip(seed, i, kind, scenario, size, n_frames, fps, density)
+    folder = root / "videos" / (CRASH_DIR if kind == "crash" else NORMAL_DIR) / vid
+    dirs = _make_dirs(folder, ("image_2", "label_2", "semantic", "instance"))
+    frames_objects, cams = [], []
+    for t in range(n_frames):
+        frame = render_frame(clip.layout, t)
+        _write_kitti_frame(dirs, f"{t:06d}", frame, ".jpg", (cv2.IMWRITE_JPEG_QUALITY, 95))
+        frames_objects.append(frame.objects)
+        cams.append(clip.layout.camera(t))
+    ann = _annotation(clip, vid, frames_objects, cams, fps, n_frames)
+    (root / "annotations" / f"{vid}.json").write_text(json.dumps(ann) + "\n")
+    line = None
+    if kind == "crash":
+        labels = [int(t >= ann["contact_frame"]) for t in range(n_frames)]
+        line = ccd_line(vid, labels, clip.layout.lighting, clip.layout.weather)
+    summary = {
+        "vid": vid,
+        "kind": kind,
+        "scenario": scenario,
+        "variant": clip.plan.variant,
+        "contact_time": ann["contact_time"],
+        "min_gap": ann["min_gap"],
+        "lighting": clip.layout.lighting,
+        "weather": clip.layout.weather,
+        "background_removed": clip.removed,
+    }
+    return summary, line
+
+
 def generate_clips(
     root: str | Path,
     n_clips: int = 200,
@@ -721,10 +757,12 @@ def generate_clips(
     shares: tuple[float, float, float] = (0.4, 0.3, 0.3),
     density: float = 1.0,
     verbose: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Write ``n_clips`` scenario clips in the CCD-compatible layout (module docstring); returns ``root``.
 
-    ``shares`` are the crash / near-miss / normal proportions; ``seconds * fps`` frames per clip.
+    ``shares`` are the crash / near-miss / normal proportions; ``seconds * fps`` frames per clip. ``workers``
+    processes render clips in parallel (the output does not depend on it, so it is not a setting).
     """
     n_frames = int(np.rint(seconds * fps))
     if n_clips < 1 or fps <= 0 or n_frames < 8:
@@ -741,39 +779,20 @@ def generate_clips(
     _prepare_root(root, ("videos", "annotations", "Crash-1500.txt"), settings)
     (root / "annotations").mkdir()
     start = time.perf_counter()
-    ccd, per_clip = [], []
+    jobs = [
+        (root, seed, i, kind, scenario, tuple(size), n_frames, fps, density)
+        for i, (kind, scenario) in enumerate(clip_plan(n_clips, seed, shares))
+    ]
+    if workers > 1:  # clips are independent (seeded by index) and write disjoint folders: same bytes
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            written = list(pool.map(_write_clip, jobs, chunksize=1))
+    else:
+        written = [_write_clip(job) for job in jobs]
+    ccd = [line for _, line in written if line is not None]
+    per_clip = [summary for summary, _ in written]
     counts: dict[str, dict[str, int]] = {k: {} for k in KINDS}
-    jpeg = (cv2.IMWRITE_JPEG_QUALITY, 95)
-    for i, (kind, scenario) in enumerate(clip_plan(n_clips, seed, shares)):
-        vid = f"{i:06d}"
-        clip = make_clip(seed, i, kind, scenario, tuple(size), n_frames, fps, density)
-        folder = root / "videos" / (CRASH_DIR if kind == "crash" else NORMAL_DIR) / vid
-        dirs = _make_dirs(folder, ("image_2", "label_2", "semantic", "instance"))
-        frames_objects, cams = [], []
-        for t in range(n_frames):
-            frame = render_frame(clip.layout, t)
-            _write_kitti_frame(dirs, f"{t:06d}", frame, ".jpg", jpeg)
-            frames_objects.append(frame.objects)
-            cams.append(clip.layout.camera(t))
-        ann = _annotation(clip, vid, frames_objects, cams, fps, n_frames)
-        (root / "annotations" / f"{vid}.json").write_text(json.dumps(ann) + "\n")
-        if kind == "crash":
-            labels = [int(t >= ann["contact_frame"]) for t in range(n_frames)]
-            ccd.append(ccd_line(vid, labels, clip.layout.lighting, clip.layout.weather))
-        counts[kind][scenario] = counts[kind].get(scenario, 0) + 1
-        per_clip.append(
-            {
-                "vid": vid,
-                "kind": kind,
-                "scenario": scenario,
-                "variant": clip.plan.variant,
-                "contact_time": ann["contact_time"],
-                "min_gap": ann["min_gap"],
-                "lighting": clip.layout.lighting,
-                "weather": clip.layout.weather,
-                "background_removed": clip.removed,
-            }
-        )
+    for c in per_clip:
+        counts[c["kind"]][c["scenario"]] = counts[c["kind"]].get(c["scenario"], 0) + 1
     (root / "Crash-1500.txt").write_text("".join(line + "\n" for line in ccd))
     elapsed = time.perf_counter() - start
     _write_readme(root, settings, counts, n_frames)
@@ -821,5 +840,5 @@ def _write_readme(root: Path, settings: dict, counts: dict, n_frames: int) -> No
 
 def ensure_synthetic_clips(root: str | Path = DEFAULT_ACCIDENT_ROOT, **kw) -> Path:
     """Generate the scenario clips on first use only (same settings as the marker: reuse); returns root."""
-    allowed = {"n_clips", "size", "fps", "seconds", "seed", "shares", "density"}
+    allowed = {"n_clips", "size", "fps", "seconds", "seed", "shares", "density", "workers"}
     return _ensure("ensure_synthetic_clips", root, kw, allowed, _clip_settings, generate_clips)

@@ -27,7 +27,11 @@ On disk (CCD's layout, the data contract of the accident-anticipation task): ``v
 ``videos/Normal/<vid>/`` (each a KITTI-layout training folder: ``image_2/*.jpg`` q95, ``label_2``,
 ``semantic``, ``instance``, written by the still-image set's own frame writer), ``Crash-1500.txt`` (CCD
 lines), ``annotations/<vid>.json`` (contact, involved tracks, per-frame TTC, ego motion, tracks),
-``README.txt``, ``meta.json`` and the ``.complete`` marker, written last.
+``README.txt``, ``meta.json`` and the ``.complete`` marker, written last. A track id is the object's index in
+the clip's layout; ``tracks`` lists every object labelled in some frame (and the involved one): its ``box`` per
+frame (pixels; also when the label line is a ``DontCare``, null when no pixel is visible), ``location`` (KITTI
+camera coordinates of the bottom centre whenever it is in front of the camera, null behind) and ``world``
+(``x, z, heading`` on the ground). ``label_tracks`` gives the track of each label line (-1 for ``DontCare``).
 """
 
 from __future__ import annotations
@@ -831,7 +835,9 @@ def _write_readme(root: Path, settings: dict, counts: dict, n_frames: int) -> No
         "annotations/<vid>.json: kind, scenario, contact_time (s, continuous), contact_frame, involved track ids,",
         "per-frame ttc, ego speed (m/s) and travel z (m), tracks (type, dims, per-frame box, camera location,",
         "world pose), label_tracks (track id of each label line, -1 DontCare). Track id = object index in the",
-        f"clip's layout. Ego footprint: {EGO_WIDTH} m wide, {EGO_LENGTH} m long, front bumper {EGO_FRONT} m ahead",
+        "clip's layout; a track's box is null where none of it is visible (given for DontCare-sized objects too),",
+        "its camera location null where it is behind the camera.",
+        f"Ego footprint: {EGO_WIDTH} m wide, {EGO_LENGTH} m long, front bumper {EGO_FRONT} m ahead",
         "of the camera; contact = first time an actor's footprint touches it (separating-axis gap, 5 ms grid",
         "then bisection to 1e-6 s). After contact both stay where they touched.",
     ]

@@ -558,7 +558,7 @@ def _actor_spec(actor: Actor, trajectory: np.ndarray) -> ObjectSpec:
 
 def make_clip(
     seed: int, index: int, kind: str, scenario: str, size, n_frames: int, fps: float, density: float
-):
+) -> Clip:
     """Draw, check and assemble clip ``index``: new layouts and scenario parameters until one passes."""
     dur = n_frames / fps
     k = min(1.0, dur / 5.0)  # manoeuvre times shrink for clips shorter than 5 s

@@ -34,7 +34,8 @@ pixels), :mod:`.scene` (``ObjectSpec``, ``Building``, ``Layout`` and the scene v
 (``sample_layout`` and its per-stage samplers), :mod:`.primitives` and :mod:`.anomalies` (items as 2D
 primitives), :mod:`.raster` (primitives to pixels), :mod:`.render` (``render_frame``: sky, ground, items,
 lighting, weather), :mod:`.labels` (``LabeledObject``, ``Frame``, KITTI lines), :mod:`.writers` (the data
-sets on disk) and :mod:`.cli` (``python -m domains.driving.synthetic``).
+sets on disk), :mod:`.clips` (accident-anticipation scenario clips: crashes, near misses, ordinary driving,
+with continuous-time contact) and :mod:`.cli` (``python -m domains.driving.synthetic``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from domains.driving.synthetic.camera import (
     Camera,
 )
 from domains.driving.synthetic.cli import main
+from domains.driving.synthetic.clips import DEFAULT_ACCIDENT_ROOT, ensure_synthetic_clips, generate_clips
 from domains.driving.synthetic.labels import DONTCARE_MIN_HEIGHT, Frame, LabeledObject
 from domains.driving.synthetic.layout import sample_layout
 from domains.driving.synthetic.render import MIN_RENDER_DEPTH, colorize_semantic, render_frame, render_scene
@@ -75,6 +77,7 @@ from domains.driving.synthetic.writers import (
 
 __all__ = [
     "CAMERA_HEIGHT",
+    "DEFAULT_ACCIDENT_ROOT",
     "DEFAULT_ANOMALY_ROOT",
     "DEFAULT_KITTI_ROOT",
     "DEFAULT_SIZE",
@@ -99,8 +102,10 @@ __all__ = [
     "ObjectSpec",
     "colorize_semantic",
     "ensure_synthetic_anomaly",
+    "ensure_synthetic_clips",
     "ensure_synthetic_kitti",
     "generate_anomaly",
+    "generate_clips",
     "generate_kitti",
     "main",
     "render_frame",

@@ -1,4 +1,4 @@
-"""The command line, ``python -m domains.driving.synthetic kitti|anomaly|preview``: argument parsing only.
+"""The command line, ``python -m domains.driving.synthetic kitti|anomaly|clips|preview``: argument parsing only.
 
 It lives outside ``__main__.py`` so the package can re-export :func:`main` without importing its own
 ``__main__`` module early (which makes ``python -m`` warn about a module found in ``sys.modules`` before it
@@ -8,9 +8,17 @@ runs).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from domains.driving.synthetic.clips import (
+    CLIP_SIZE,
+    DEFAULT_ACCIDENT_ROOT,
+    KINDS,
+    ensure_synthetic_clips,
+    generate_clips,
+)
 from domains.driving.synthetic.scene import DEFAULT_SIZE
 from domains.driving.synthetic.writers import (
     DEFAULT_ANOMALY_ROOT,
@@ -24,29 +32,61 @@ from domains.driving.synthetic.writers import (
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m domains.driving.synthetic kitti|anomaly|preview --root ... --n-images ...``."""
+    """``python -m domains.driving.synthetic kitti|anomaly|clips|preview --root ... --n-images ...``."""
     ap = argparse.ArgumentParser(
         prog="python -m domains.driving.synthetic",
         description=sys.modules[__package__].__doc__.splitlines()[0],
     )
-    ap.add_argument("what", choices=("kitti", "anomaly", "preview"))
+    ap.add_argument("what", choices=("kitti", "anomaly", "clips", "preview"))
     ap.add_argument(
-        "--root", default=None, help="output folder (default: data/driving/synthetic_{kitti,anomaly})"
+        "--root",
+        default=None,
+        help=f"output folder (default: data/driving/synthetic_{{kitti,anomaly}}, clips: {DEFAULT_ACCIDENT_ROOT})",
     )
     ap.add_argument("--n-images", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--width", type=int, default=DEFAULT_SIZE[0])
-    ap.add_argument("--height", type=int, default=DEFAULT_SIZE[1])
+    ap.add_argument(
+        "--width", type=int, default=None, help=f"default {DEFAULT_SIZE[0]} (clips: {CLIP_SIZE[0]})"
+    )
+    ap.add_argument(
+        "--height", type=int, default=None, help=f"default {DEFAULT_SIZE[1]} (clips: {CLIP_SIZE[1]})"
+    )
     ap.add_argument("--frames-per-sequence", type=int, default=10)
     ap.add_argument("--anomaly-free-fraction", type=float, default=0.2)
+    clips = ap.add_argument_group("clips (accident anticipation scenarios)")
+    clips.add_argument("--n-clips", type=int, default=200)
+    clips.add_argument("--fps", type=float, default=10.0)
+    clips.add_argument("--seconds", type=float, default=5.0, help="clip length (50 frames at 10 fps)")
+    clips.add_argument("--workers", type=int, default=1, help="processes rendering clips in parallel")
+    clips.add_argument(
+        "--shares", type=float, nargs=3, default=(0.4, 0.3, 0.3), metavar=("CRASH", "NEAR_MISS", "NORMAL")
+    )
     ap.add_argument(
         "--force", action="store_true", help="regenerate even when a finished set with these settings exists"
     )
     args = ap.parse_args(argv)
-    size = (args.width, args.height)
+    default = CLIP_SIZE if args.what == "clips" else DEFAULT_SIZE
+    size = (args.width or default[0], args.height or default[1])
     if args.what == "preview":
         for p in _preview(Path(args.root or "/tmp/driving_samples"), args.seed, size):
             print(p)
+        return 0
+    if args.what == "clips":
+        kw = {
+            "n_clips": args.n_clips,
+            "size": size,
+            "fps": args.fps,
+            "seconds": args.seconds,
+            "seed": args.seed,
+        }
+        kw.update(shares=tuple(args.shares), workers=args.workers)
+        root = args.root or DEFAULT_ACCIDENT_ROOT
+        path = generate_clips(root, **kw) if args.force else ensure_synthetic_clips(root, **kw)
+        counts = json.loads((Path(path) / "meta.json").read_text())["counts"]
+        for kind in KINDS:
+            detail = ", ".join(f"{s} {n}" for s, n in sorted(counts[kind].items()))
+            print(f"{kind}: {sum(counts[kind].values())}" + (f" ({detail})" if detail else ""))
+        print(path)
         return 0
     if args.what == "kitti":
         kw = {"n_images": args.n_images or 1500, "frames_per_sequence": args.frames_per_sequence}

@@ -39,6 +39,7 @@ class LabeledObject:
     rotation_y: float
     alpha: float
     ground_point: tuple[float, float]  # pixel of the bottom centre
+    source: int = -1  # index of the drawn ObjectSpec in layout.objects (the clips' track id)
 
     @property
     def visible_fraction(self) -> float:

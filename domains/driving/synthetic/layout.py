@@ -80,7 +80,7 @@ def _extent(o: ObjectSpec, t: float) -> tuple[float, float, float, float]:
         w = le = 0.6
     elif o.kind in ("streetlight", "sign"):
         w = le = 0.3
-    if abs(math.sin(o.heading)) > 0.5:
+    if abs(math.sin(o.heading_at(t))) > 0.5:
         return x, z, le / 2, w / 2
     return x, z, w / 2, le / 2
 

@@ -42,8 +42,9 @@ class _Local:
 
     def __init__(self, cam: Camera, spec: ObjectSpec, t: float):
         px, pz = spec.position(t)
-        hd = np.array([math.sin(spec.heading), 0.0, math.cos(spec.heading)])
-        rd = np.array([math.cos(spec.heading), 0.0, -math.sin(spec.heading)])
+        heading = spec.heading_at(t)
+        hd = np.array([math.sin(heading), 0.0, math.cos(heading)])
+        rd = np.array([math.cos(heading), 0.0, -math.sin(heading)])
         self.cam = cam
         self.o = cam.to_cam(np.array([px, 0.0, pz]))
         self.hd = cam.dir_to_cam(hd)
@@ -304,7 +305,7 @@ def _person_prims(fr: _Local, spec: ObjectSpec, t: float, out: list) -> None:
     k = spec.dims[0] / 1.75
     phase = (spec.style % 100) * 0.37 + t * 0.9
     bw, bl = spec.dims[1] / 0.66, spec.dims[2] / 0.84  # body proportions follow the labelled w and l
-    stride = 0.3 * bl * math.sin(phase) if spec.speed > 0 else 0.04
+    stride = 0.3 * bl * math.sin(phase) if spec.moving(t) else 0.04
     s = fr.scale
     j = {
         "foot_l": (stride, -0.1 * bw, 0.0),
@@ -350,7 +351,7 @@ def _cyclist_prims(fr: _Local, spec: ObjectSpec, t: float, out: list) -> None:
         if ring is None:
             return
         out.append(("ring", ring, max(1.0, 0.05 * s), (20, 20, 20), None))
-    crank = (t * 0.8 + spec.style % 7) if spec.speed > 0 else 0.3
+    crank = (t * 0.8 + spec.style % 7) if spec.moving(t) else 0.3
     pts = {
         "rear": (-base, 0, -r),
         "front": (base, 0, -r),

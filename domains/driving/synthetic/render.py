@@ -369,7 +369,7 @@ def render_frame(layout: Layout, t: int = 0, *, weather: bool = True) -> Frame:
     shadow = np.zeros((height, width), np.uint8)
     ctx = _Ctx(cam.dir_to_cam(np.array(layout.sun)), layout.lighting)
     items, n_behind, n_outside = [], 0, 0
-    for spec in layout.objects:
+    for index, spec in enumerate(layout.objects):
         fr = _Local(cam, spec, t)
         if fr.o[2] < MIN_RENDER_DEPTH:
             n_behind += spec.kind not in STUFF_KINDS
@@ -377,7 +377,7 @@ def render_frame(layout: Layout, t: int = 0, *, weather: bool = True) -> Frame:
         if _off_screen(fr, spec, cam):
             n_outside += spec.kind not in STUFF_KINDS
             continue
-        items.append((float(fr.o[2]), spec, fr))
+        items.append((float(fr.o[2]), spec, fr, index))
         if _casts_shadow(spec):
             _h, w, le = spec.dims
             q = fr.pts(
@@ -394,7 +394,7 @@ def render_frame(layout: Layout, t: int = 0, *, weather: bool = True) -> Frame:
     objects: list[LabeledObject] = []
     next_id = 1
     lamps = []
-    for depth, spec, fr in items:
+    for _depth, spec, fr, index in items:
         if spec.kind == "streetlight":
             px, pz = spec.position(t)
             lamps.append((px + (-1.6 if spec.style % 2 else 1.6), pz, spec.dims[0]))
@@ -451,6 +451,7 @@ def render_frame(layout: Layout, t: int = 0, *, weather: bool = True) -> Frame:
                 rotation_y=ry,
                 alpha=_wrap(ry - math.atan2(x, z)),
                 ground_point=tuple(float(v) for v in cam.project(fr.o)),
+                source=index,
             )
         )
         next_id += 1

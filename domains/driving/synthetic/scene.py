@@ -39,6 +39,9 @@ class ObjectSpec:
     ``x``/``z`` place the bottom centre in world metres at frame 0; ``heading`` is the world yaw (0 = along +z,
     away from the camera, pi = oncoming); ``dims`` are KITTI's (height, width, length) in metres; ``speed`` is
     in metres per frame along the heading; ``style`` selects colours and variants deterministically.
+    ``trajectory`` (optional, used only when set: the scenario clips of :mod:`.clips`) holds one
+    ``(x, z, heading)`` row per frame and replaces the constant-velocity motion, so actors can brake,
+    accelerate and change lanes.
     """
 
     kind: str
@@ -49,10 +52,31 @@ class ObjectSpec:
     speed: float = 0.0
     color: Color = (150, 150, 150)
     style: int = 0
+    trajectory: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def _index(self, t: float) -> int:
+        return min(max(int(np.rint(t)), 0), len(self.trajectory) - 1)
+
+    def _row(self, t: float) -> np.ndarray:
+        return self.trajectory[self._index(t)]
 
     def position(self, t: float) -> tuple[float, float]:
+        if self.trajectory is not None:
+            row = self._row(t)
+            return float(row[0]), float(row[1])
         d = self.speed * t
         return self.x + d * math.sin(self.heading), self.z + d * math.cos(self.heading)
+
+    def heading_at(self, t: float) -> float:
+        return self.heading if self.trajectory is None else float(self._row(t)[2])
+
+    def moving(self, t: float) -> bool:
+        """Whether the item moves at frame ``t`` (walking legs and pedalling are animated only then)."""
+        if self.trajectory is None:
+            return self.speed > 0
+        i = self._index(t)
+        j = i + 1 if i + 1 < len(self.trajectory) else i - 1
+        return j >= 0 and bool(np.hypot(*(self.trajectory[j, :2] - self.trajectory[i, :2])) > 1e-3)
 
 
 @dataclass
@@ -103,7 +127,11 @@ class Layout:
     seed: int = 0
     n_frames: int = 1
     allow_anomalies: bool = False
+    # optional per-frame ego travel (m), used only when set (scenario clips): the camera then follows the
+    # ego's speed profile instead of moving ``ego_speed`` metres per frame
+    ego_z: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def camera(self, t: int = 0, jitter: float = 0.0) -> Camera:
         w, h = self.size
-        return Camera(w, h, self.focal, self.cx, self.cy + jitter, self.cam_x, self.ego_speed * t, self.yaw)
+        z = self.ego_speed * t if self.ego_z is None else float(self.ego_z[int(t)])
+        return Camera(w, h, self.focal, self.cx, self.cy + jitter, self.cam_x, z, self.yaw)

@@ -33,9 +33,27 @@ STAMP = ".synthetic_generator"  # written first: marks a folder as ours so it ma
 _KITTI_STREAM, _ANOMALY_STREAM = 0x4B495454, 0x414E4F4D  # separate seed streams: no scene is in both sets
 
 
-def _imwrite(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array):
+def _imwrite(path: Path, array: np.ndarray, params: tuple[int, ...] = ()) -> None:
+    if not cv2.imwrite(str(path), array, list(params)):
         raise OSError(f"{path}: cv2.imwrite failed (disk full or unwritable folder?)")
+
+
+def _write_kitti_frame(
+    dirs: dict[str, Path], name: str, frame, image_ext: str = ".png", image_params: tuple[int, ...] = ()
+) -> list[str]:
+    """One frame in the KITTI training layout: image, semantic and instance maps, label lines (and the
+    calibration when ``dirs`` has a ``calib`` folder); returns the label lines. The still-image set and the
+    scenario clips (:mod:`.clips`, JPEG frames) both write through here, so their labels agree."""
+    _imwrite(
+        dirs["image_2"] / f"{name}{image_ext}", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), image_params
+    )
+    _imwrite(dirs["semantic"] / f"{name}.png", frame.semantic)
+    _imwrite(dirs["instance"] / f"{name}.png", frame.instance)
+    lines = frame.kitti_lines()
+    (dirs["label_2"] / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
+    if "calib" in dirs:
+        _write_calib(dirs["calib"] / f"{name}.txt", frame.calib)
+    return lines
 
 
 def _layout_seed(seed: int, stream: int, index: int) -> int:
@@ -146,12 +164,7 @@ def generate_kitti(
             )
         frame = render_frame(layout, t)
         name = f"{i:06d}"
-        _imwrite(dirs["image_2"] / f"{name}.png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
-        _imwrite(dirs["semantic"] / f"{name}.png", frame.semantic)
-        _imwrite(dirs["instance"] / f"{name}.png", frame.instance)
-        lines = frame.kitti_lines()
-        (dirs["label_2"] / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
-        _write_calib(dirs["calib"] / f"{name}.txt", frame.calib)
+        lines = _write_kitti_frame(dirs, name, frame)
         seq_lines.append(f"{name} seq{s:04d}")
         for line in lines:
             k = line.split(" ", 1)[0]

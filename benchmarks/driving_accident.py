@@ -48,6 +48,7 @@ from domains.driving.accident.baselines import (
 from domains.driving.accident.data import AccidentDataModule
 from domains.driving.accident.metrics import ClipScores, lead_time_at_false_alarm_rate, summarize
 from domains.driving.accident.task import AccidentTask
+from domains.driving.synthetic.clips import EGO_FRONT, EGO_LENGTH, EGO_WIDTH
 from shared.budget import FitScheduleToBudget
 from shared.cli import flat_model_config, instantiate_from_config, quiet_trainer
 
@@ -281,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the markdown table here as well")
     args = parser.parse_args(argv)
-    args.oracle = {}
+    # the oracle's ego footprint is the generator's (contact is defined on it)
+    args.oracle = {"ego_half_width": EGO_WIDTH / 2, "ego_front": EGO_FRONT, "ego_length": EGO_LENGTH}
     result = run(args)
     text = markdown(result, args)
     print(text)

@@ -179,6 +179,33 @@ def test_lead_braking_gap_from_the_json_is_zero_at_contact(root):
     assert track["location"][cf][2] - length / 2 - C.EGO_FRONT == pytest.approx(0.0, abs=0.05)
 
 
+def _world_gap(ann: dict, track: dict, i: int) -> float:
+    """Footprint gap (m) between the ego and a track at frame ``i`` from the JSON alone."""
+    x, z, heading = track["world"][i]
+    foot = ann["ego"]["footprint"]
+    ego = (ann["ego"]["x"], ann["ego"]["z"][i] + foot["front"] - foot["length"] / 2, 0.0)
+    ego_rect = (*ego, foot["width"] / 2, foot["length"] / 2)
+    return float(C._rect_gap(ego_rect, (x, z, heading, track["dims"][1] / 2, track["dims"][2] / 2)))
+
+
+def test_crash_touches_and_near_misses_stay_apart_from_the_json(root):
+    seen = set()
+    for ann in _annotations(root).values():
+        if ann["kind"] == "normal":
+            continue
+        track = ann["tracks"][str(ann["scenario_tracks"][0])]
+        if ann["kind"] == "crash":
+            assert ann["involved"] == ann["scenario_tracks"][:1]
+            cf = ann["contact_frame"]
+            assert _world_gap(ann, track, cf) == pytest.approx(0.0, abs=2e-3)
+            assert all(_world_gap(ann, track, i) > 0 for i in range(cf))
+        else:
+            gaps = [_world_gap(ann, track, i) for i in range(N_FRAMES)]
+            assert min(gaps) > 0 and min(gaps) == pytest.approx(ann["min_gap"], abs=0.3)
+        seen.add(ann["kind"])
+    assert seen == {"crash", "near_miss"}
+
+
 def test_labels_instances_and_tracks_agree(root):
     for ann in _annotations(root).values():
         folder = _clip_dir(root, ann)

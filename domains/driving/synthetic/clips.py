@@ -31,7 +31,9 @@ lines), ``annotations/<vid>.json`` (contact, involved tracks, per-frame TTC, ego
 the clip's layout; ``tracks`` lists every object labelled in some frame (and the involved one): its ``box`` per
 frame (pixels; also when the label line is a ``DontCare``, null when no pixel is visible), ``location`` (KITTI
 camera coordinates of the bottom centre whenever it is in front of the camera, null behind) and ``world``
-(``x, z, heading`` on the ground). ``label_tracks`` gives the track of each label line (-1 for ``DontCare``).
+(``x, z, heading`` on the ground). ``label_tracks`` gives the track of each label line (-1 for ``DontCare``);
+``scenario_tracks`` (an extra key) the tracks the scenario inserted, its main actor first: the object a near miss
+is about, or the lead car of ordinary driving.
 """
 
 from __future__ import annotations
@@ -470,6 +472,7 @@ class Clip:
     layout: Layout
     contact_time: float | None
     involved: list[int]  # indices into layout.objects
+    actors: list[int]  # the scenario's objects (indices into layout.objects), its main actor first
     min_gap: float | None
     removed: int
 
@@ -594,7 +597,8 @@ def make_clip(
         layout.ego_z = plan.ego.poses(ts)[1]
         layout.ego_speed = float(plan.ego.profile.v0 / fps)
         involved = [len(kept) + main] if tc is not None else []
-        return Clip(kind, plan, layout, tc, involved, gap, removed)
+        order = sorted(range(len(specs)), key=lambda j: not plan.actors[j].main)
+        return Clip(kind, plan, layout, tc, involved, [len(kept) + j for j in order], gap, removed)
     raise RuntimeError(
         f"make_clip: no valid {kind} {scenario} clip for index {index} after {_ATTEMPTS} tries "
         f"({n_frames} frames at {fps} fps: clip too short?)"
@@ -652,7 +656,7 @@ def _annotation(clip: Clip, vid: str, frames_objects, cams, fps: float, n_frames
     tc = None if clip.contact_time is None else round(clip.contact_time, 6)  # as written to the JSON
     contact_frame = None if tc is None else next(i for i in range(n_frames) if i / fps >= tc)
     _x, ego_z, _h, ego_speed = clip.plan.ego.poses(ts)
-    label_tracks, seen = [], set(clip.involved)
+    label_tracks, seen = [], set(clip.involved) | set(clip.actors)
     boxes: dict[int, list] = {}
     for i, objects in enumerate(frames_objects):
         row = []
@@ -690,6 +694,7 @@ def _annotation(clip: Clip, vid: str, frames_objects, cams, fps: float, n_frames
         "contact_time": tc,
         "contact_frame": contact_frame,
         "involved": clip.involved,
+        "scenario_tracks": clip.actors,
         "ttc": [_r(tc - t, 4) if tc is not None and i < contact_frame else None for i, t in enumerate(ts)],
         "ego": {
             "speed": [_r(v) for v in ego_speed],

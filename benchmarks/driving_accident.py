@@ -159,6 +159,8 @@ def run(args) -> dict:
     evaluator = quiet_trainer(accelerator="cpu", limit_val_batches=1.0)
     evaluator.validate(task, dm, verbose=False)
     evaluator.test(task, dm, verbose=False)
+    if args.save_checkpoint:
+        evaluator.save_checkpoint(args.save_checkpoint)  # calibrated: temperature and threshold are buffers
     horizon = task.model.alarm_horizon
     model_records = task.clip_scores_of("test")
     methods = {"model": model_records, **baseline_records(dm, horizon, args.oracle)}
@@ -281,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-false-alarm", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the markdown table here as well")
+    parser.add_argument(
+        "--save-checkpoint", default=None, help="also save the trained, calibrated model as a Lightning checkpoint"
+    )
     args = parser.parse_args(argv)
     # the oracle's ego footprint is the generator's (contact is defined on it)
     args.oracle = {"ego_half_width": EGO_WIDTH / 2, "ego_front": EGO_FRONT, "ego_length": EGO_LENGTH}

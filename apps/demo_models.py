@@ -659,7 +659,9 @@ def detect_clip_objects(
     per_frame, labels = [], []
     for t, frame in enumerate(frames):
         pred = detect_objects(detector, frame)
-        keep = pred["scores"] >= threshold
+        boxes = pred["boxes"]
+        # zero-area boxes (clipped at the frame's edge) have no IoU: link_detections would see NaN
+        keep = (pred["scores"] >= threshold) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         per_frame.append(pred["boxes"][keep].astype(np.float32))
         labels.append(pred["labels"][keep])
         if progress is not None:

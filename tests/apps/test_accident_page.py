@@ -106,7 +106,10 @@ def test_uploaded_zip_runs_with_detector_objects_and_an_asked_frame_rate(demo_en
     assert at.number_input(key="accident_fps").value == 10.0
     assert "does not say its frame rate" in _texts(at.info)
     captions = _texts(at.caption)
-    assert "Objects: the demo detector's boxes scoring >=" in captions and "linked into tracks by IoU" in captions
+    assert (
+        "Objects: the demo detector's boxes scoring >=" in captions
+        and "linked into tracks by IoU" in captions
+    )
     assert "dash.zip: 8 frames at 10 fps (0.8 s), 96x48 pixels" in captions
     assert len(_charts(at)) == 1 and _metrics(at)["Contact"] == "none known"
     at.number_input(key="accident_fps").set_value(4.0).run()
@@ -209,7 +212,14 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
     assert clip["frames"].shape == (50, 96, 320, 3) and clip["toa"] == 36
     assert clip["classes"][int(clip["track_ids"][clip["involved"]][0])] == "Car"
     pred = dm.accident_predict(
-        task, clip["frames"], clip["boxes"], clip["box_valid"], clip["track_ids"], clip["fps"], clip["toa"], "ex"
+        task,
+        clip["frames"],
+        clip["boxes"],
+        clip["box_valid"],
+        clip["track_ids"],
+        clip["fps"],
+        clip["toa"],
+        "ex",
     )
     assert pred["probabilities"].shape == (50, 4) and pred["frames"].shape == (50, 3, 96, 320)
     assert (np.diff(pred["probabilities"], axis=1) >= 0).all()  # monotone in the horizon

@@ -21,6 +21,12 @@ page = st.navigation(
         st.Page(
             PAGES / "driving.py", title="Driving: roads", icon=":material/directions_car:", url_path="driving"
         ),
+        st.Page(
+            PAGES / "accident.py",
+            title="Driving: accident risk",
+            icon=":material/car_crash:",
+            url_path="accident",
+        ),
     ]
 )
 page.run()

@@ -2,8 +2,8 @@
 
 Checkpoints live in one folder, ``$SUITE_DEMO_CHECKPOINTS`` (default ``<repo>/demo_checkpoints``), as
 ``<key>.ckpt`` plus ``<key>.json`` with the test figures :mod:`apps.prepare_demo` measured. Data roots come
-from ``$SUITE_MEDICAL_DATA`` (LIDC PNG layout) and ``$SUITE_ANOMALY_DATA`` (SegmentMeIfYouCan layout), with
-the synthetic sets under ``data/`` as defaults.
+from ``$SUITE_MEDICAL_DATA`` (LIDC PNG layout), ``$SUITE_ANOMALY_DATA`` (SegmentMeIfYouCan layout) and
+``$SUITE_ACCIDENT_DATA`` (the synthetic / CCD clip layout), with the synthetic sets under ``data/`` as defaults.
 """
 
 from __future__ import annotations
@@ -28,8 +28,14 @@ ENV_WEIGHTS = "SUITE_DEMO_WEIGHTS"
 ENV_CHECKPOINTS = "SUITE_DEMO_CHECKPOINTS"
 ENV_MEDICAL_DATA = "SUITE_MEDICAL_DATA"
 ENV_ANOMALY_DATA = "SUITE_ANOMALY_DATA"
+ENV_ACCIDENT_DATA = "SUITE_ACCIDENT_DATA"
 DEFAULT_MEDICAL_DATA = ROOT / "data" / "medical" / "synthetic_lidc"
 DEFAULT_ANOMALY_DATA = ROOT / "data" / "driving" / "synthetic_anomaly"
+DEFAULT_ACCIDENT_DATA = ROOT / "data" / "driving_accident"  # the clip generator's DEFAULT_ACCIDENT_ROOT
+#: two bundled clips in the synthetic layout (a crash and a near miss, mp4), shown when no clips are generated
+ACCIDENT_EXAMPLES = ROOT / "apps" / "examples" / "accident"
+#: object slots of the anticipator (UString's 19; the data module's max_objects default)
+ACCIDENT_SLOTS = 19
 
 #: the long side a road photo is brought to before detection (the detector rescales again internally: this
 #: only bounds memory for very large photos)
@@ -40,6 +46,15 @@ ANOMALY_WIDTH = 640
 
 
 _MEDICAL_HEADLINE = ("test/ged", "test/hungarian_iou", "test/dice", "test/diversity", "test/ece")
+#: what a card / checkpoint JSON of the accident model shows first (issue #18's targets)
+ACCIDENT_HEADLINE = (
+    "test/video_ap",
+    "test/frame_ap",
+    "test/mtta",
+    "test/tta_r80",
+    "test/near_miss_false_alarms",
+    "test/ece",
+)
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,16 @@ DEMO_MODELS: dict[str, DemoModel] = {
         weight=1.2,
         headline=("test/ap", "test/auroc", "test/fpr95", "test/mean_F1", "test/image_auroc"),
     ),
+    "driving_accident": DemoModel(
+        "driving_accident",
+        "Accident anticipator",
+        "driving_accident",
+        "domains.driving.accident",
+        "domains/driving/accident/configs/quick.yaml",
+        "domains.driving.accident.task:AccidentTask",
+        weight=1.0,
+        headline=ACCIDENT_HEADLINE,
+    ),
 }
 
 
@@ -145,6 +170,10 @@ def medical_data_root() -> Path:
 
 def anomaly_data_root() -> Path:
     return Path(os.environ.get(ENV_ANOMALY_DATA) or DEFAULT_ANOMALY_DATA)
+
+
+def accident_data_root() -> Path:
+    return Path(os.environ.get(ENV_ACCIDENT_DATA) or DEFAULT_ACCIDENT_DATA)
 
 
 def checkpoint_path(key: str, folder: Path | None = None) -> Path:
@@ -344,6 +373,11 @@ def network_name(key: str, hparams: dict) -> str:
         return f"{name} channels {args.get('channels')}"
     if key == "driving_detection":
         return f"FCOS on {args.get('backbone')}, input {args.get('input_size')}"
+    if key == "driving_accident":
+        return (
+            f"AccidentAnticipator on {args.get('backbone')} ({args.get('temporal', 'gru')}, hidden "
+            f"{args.get('hidden')}), input {args.get('input_size')}, horizons {args.get('horizons')} s"
+        )
     return f"U-Net segmenter on {args.get('encoder')} {args.get('encoder_kwargs') or {}} + outlier head"
 
 
@@ -353,6 +387,17 @@ def data_description(key: str, data_hp: dict) -> str:
         return (
             "synthetic four-reader LIDC set (python -m domains.medical.synthetic defaults, seed 0), "
             f"{data_hp.get('crop_size')} px crops, split by patient"
+        )
+    if key == "driving_accident":
+        if data_hp.get("data_path"):
+            return (
+                f"{data_hp.get('data_format', 'synthetic')} clips at {data_hp['data_path']}, split by clip "
+                f"(seed {data_hp.get('split_seed', 0)})"
+            )
+        settings = data_hp.get("synthetic") or {}
+        return (
+            "synthetic scenario clips (crashes, near misses, ordinary driving) from "
+            f"domains.driving.synthetic.clips ({settings or 'defaults, seed 0'}), split by clip, stratified by kind"
         )
     what = (
         "KITTI-layout road scenes (1500 frames)" if key == "driving_detection" else "road-scene semantic maps"
@@ -508,27 +553,229 @@ def heat_colors(
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+# ----------------------------------------------------------------------------------------- accident work
+
+#: the accident data module's default split (val / test fractions, seed): the clips the demo lists are the
+#: ones its test split holds, i.e. clips the model did not train on
+ACCIDENT_SPLIT = (0.15, 0.15, 0)
+_KIND_ORDER = {"crash": 0, "near_miss": 1, "normal": 2}
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    """One clip the accident page offers: where it is, and what it is."""
+
+    root: str
+    clip_id: str
+    kind: str
+    scenario: str | None
+    contact_s: float | None  # contact time in seconds (the contact frame / fps), None for negatives
+    bundled: bool = False
+
+    @property
+    def label(self) -> str:
+        what = self.kind.replace("_", " ") + (f", {self.scenario.replace('_', ' ')}" if self.scenario else "")
+        when = f", contact at {self.contact_s:.1f} s" if self.contact_s is not None else ""
+        return f"{'bundled example ' if self.bundled else ''}{self.clip_id}: {what}{when}"
+
+
+def accident_clip_entries(root: str | Path, bundled: bool = False, test_only: bool = True) -> list[ClipEntry]:
+    """Clips of a synthetic-layout root, crashes first (then near misses, ordinary driving; by scenario, id).
+
+    With ``test_only`` only the clips of the data module's default test split (:data:`ACCIDENT_SPLIT`): a
+    model trained on that root with the default split never saw them. Unreadable clips are left out (the
+    readers count them in one warning)."""
+    import warnings
+
+    from domains.driving.accident.data import split_clips
+    from domains.driving.accident.readers import read_ccd_layout
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clips = read_ccd_layout(root, require_json=True)
+    if test_only:
+        val, test, seed = ACCIDENT_SPLIT
+        clips = split_clips(clips, val, test, seed)["test"] or clips
+    entries = [
+        ClipEntry(
+            str(root),
+            c.clip_id,
+            c.kind,
+            c.scenario,
+            c.toa / c.fps if c.toa >= 0 else None,
+            bundled,
+        )
+        for c in clips
+    ]
+    return sorted(entries, key=lambda e: (_KIND_ORDER.get(e.kind, 3), e.scenario or "", e.clip_id))
+
+
+def load_accident_clip(root: str | Path, clip_id: str, max_objects: int = ACCIDENT_SLOTS) -> dict:
+    """One synthetic-layout clip with its ground-truth tracks, through the task's own reader and dataset.
+
+    Returns ``frames`` uint8 (T, H, W, 3) at the source size, ``boxes`` (T, N, 4) source pixels, ``box_valid``
+    (T, N), ``track_ids`` (N,), ``involved`` (N,) bool, ``classes`` {track id: type}, ``fps``, ``toa`` (-1:
+    none), ``kind``, ``scenario``, ``clip_id``. A clip the reader refuses raises its error (naming the file)."""
+    from domains.driving.accident.data import AccidentDataset
+    from domains.driving.accident.readers import read_ccd_layout
+
+    clips = [c for c in read_ccd_layout(root, strict=True, require_json=True) if c.clip_id == clip_id]
+    if not clips:
+        raise FileNotFoundError(f"{root}: no clip {clip_id!r}")
+    clip = clips[0]
+    item = AccidentDataset([clip], image_size=None, max_objects=max_objects)[0]
+    frames = (item["frames"].permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    meta = read_json(Path(root) / "annotations" / f"{clip_id}.json")
+    classes = {int(k): str(v.get("type", "")) for k, v in (meta.get("tracks") or {}).items()}
+    return {
+        "frames": frames,
+        "boxes": item["boxes"].numpy(),
+        "box_valid": item["box_valid"].numpy(),
+        "track_ids": item["track_ids"].numpy(),
+        "involved": item["involved"].numpy(),
+        "classes": classes,
+        "fps": float(clip.fps),
+        "toa": int(clip.toa),
+        "kind": clip.kind,
+        "scenario": clip.scenario,
+        "clip_id": clip.clip_id,
+    }
+
+
+def detect_clip_objects(
+    detector,
+    frames: np.ndarray,
+    threshold: float,
+    max_objects: int = ACCIDENT_SLOTS,
+    progress=None,
+) -> dict:
+    """Objects of a clip without tracks: the detector per frame (boxes scoring >= ``threshold``), linked into
+    tracks by IoU (:func:`~domains.driving.accident.tracking.link_detections`) and cut to ``max_objects`` fixed
+    slots (:func:`~domains.driving.accident.tracking.tracks_to_slots`). ``classes``: each track's most frequent
+    detector class. ``progress(done, total)`` is called after each frame."""
+    from domains.driving.accident.tracking import link_detections, tracks_to_slots
+
+    names = list(getattr(detector, "class_names", []) or [])
+    per_frame, labels = [], []
+    for t, frame in enumerate(frames):
+        pred = detect_objects(detector, frame)
+        boxes = pred["boxes"]
+        # zero-area boxes (clipped at the frame's edge) have no IoU: link_detections would see NaN
+        keep = (pred["scores"] >= threshold) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        per_frame.append(pred["boxes"][keep].astype(np.float32))
+        labels.append(pred["labels"][keep])
+        if progress is not None:
+            progress(t + 1, len(frames))
+    tracks = link_detections(per_frame)
+    boxes, valid, ids = tracks_to_slots(tracks, max_objects)
+    votes: dict[int, list[int]] = {}
+    for t, frame_tracks in enumerate(tracks):
+        for tid, box in frame_tracks.items():  # the track's box is one of this frame's detections
+            match = np.flatnonzero((per_frame[t] == box.astype(np.float32)).all(axis=1))
+            if len(match):
+                votes.setdefault(tid, []).append(int(labels[t][match[0]]))
+    classes = {}
+    for tid, vote in votes.items():
+        label = int(np.bincount(vote).argmax())
+        classes[tid] = names[label] if label < len(names) else str(label)
+    return {
+        "boxes": boxes,
+        "box_valid": valid,
+        "track_ids": ids,
+        "classes": classes,
+        "detections": int(sum(len(b) for b in per_frame)),
+    }
+
+
+def no_objects(n_frames: int, max_objects: int = ACCIDENT_SLOTS) -> dict:
+    """Empty object slots (no detector): the anticipator then reads the frames alone."""
+    return {
+        "boxes": np.zeros((n_frames, max_objects, 4), np.float32),
+        "box_valid": np.zeros((n_frames, max_objects), bool),
+        "track_ids": np.full(max_objects, -1, np.int64),
+        "classes": {},
+    }
+
+
+@torch.no_grad()
+def accident_predict(
+    task,
+    frames: np.ndarray,
+    boxes: np.ndarray,
+    box_valid: np.ndarray,
+    track_ids: np.ndarray,
+    fps: float,
+    toa: int = -1,
+    clip_id: str = "clip",
+) -> dict:
+    """The task's ``predict_step`` on one clip of any frame size: frames (T, H, W, 3) uint8 are resized to the
+    network's ``input_size`` and the boxes (T, N, 4, source pixels) scaled with them.
+
+    Returns the prediction dict of :func:`domains.driving.accident.predict.write_clip` as numpy arrays, with
+    the frames and boxes at the *source* size (so the annotated frames and ``objects.csv`` are in the clip's
+    own pixels)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
+        raise ValueError(f"expected at least 2 RGB frames (T, H, W, 3), got shape {frames.shape}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive frame rate, got {fps}")
+    height, width = task.model.input_size
+    src_h, src_w = frames.shape[1:3]
+    small = np.stack(
+        [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+        if (src_h, src_w) != (height, width)
+        else list(frames)
+    )
+    scale = np.array([width / src_w, height / src_h] * 2, np.float32)
+    t, n = box_valid.shape
+    batch = {
+        "frames": torch.from_numpy(small.transpose(0, 3, 1, 2).copy()).float().div_(255.0)[None],
+        "boxes": torch.from_numpy(np.asarray(boxes, np.float32) * scale)[None],
+        "box_valid": torch.from_numpy(np.asarray(box_valid, bool))[None],
+        "track_ids": torch.from_numpy(np.asarray(track_ids, np.int64))[None],
+        "frame_valid": torch.ones(1, t, dtype=torch.bool),
+        "toa": torch.tensor([int(toa)]),
+        "fps": torch.tensor([float(fps)]),
+        "involved": torch.zeros(1, n, dtype=torch.bool),
+        "ttc": torch.full((1, t), float("nan")),
+        "kind": ["unknown"],
+        "clip_id": [clip_id],
+    }
+    (pred,) = task.predict_step(batch, 0)
+    out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in pred.items()}
+    out["frames"] = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+    out["boxes"] = np.asarray(boxes, np.float32)
+    return out
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """[0, 1] float -> uint8."""
     return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
 __all__ = [
+    "ACCIDENT_EXAMPLES",
     "DEMO_MODELS",
+    "ENV_ACCIDENT_DATA",
     "ENV_ANOMALY_DATA",
     "ENV_CHECKPOINTS",
     "ENV_MEDICAL_DATA",
     "ENV_WEIGHTS",
     "MEDICAL_KEYS",
+    "ClipEntry",
     "DemoModel",
     "WeightFileError",
+    "accident_clip_entries",
+    "accident_data_root",
+    "accident_predict",
     "anomaly_analysis",
     "anomaly_data_root",
     "anomaly_scores",
     "checkpoint_dir",
+    "detect_clip_objects",
     "detect_objects",
     "find_checkpoint",
     "format_metrics",
+    "load_accident_clip",
     "load_task",
     "medical_data_root",
     "medical_predict",

@@ -1,6 +1,8 @@
 """Turn finished training runs into the demo's shipped weights: ``apps/weights/<key>.safetensors`` + card.
 
     python -m apps.ship_weights --runs gpu_runs          # the folder benchmarks/gpu_recipes.py wrote
+    python -m apps.ship_weights --checkpoint driving_accident=lightning_logs/driving_accident/checkpoints/last.ckpt \
+        --command "python -m domains.driving.accident fit -c domains/driving/accident/configs/full.yaml" --device "..."
 
 Per demo model: the plain network's weights (``task.model``) as fp16 safetensors (tensors only: loading runs no
 code), and a JSON model card beside it: the command, data and seed, date, device, the run's test figures, the
@@ -8,6 +10,11 @@ file's sha256, and figures measured here on the CPU with the fp16 weights on a f
 (what ``tests/apps/test_shipped_weights.py`` reproduces). The card also carries what the pages start from: the
 detector's best-F1 score threshold on the validation split, the anomaly threshold at 95 % TPR on validation
 images with pasted outliers, and the best and worst test examples.
+
+A model trained outside ``gpu_recipes`` (the accident anticipator) ships from its Lightning checkpoint
+(``--checkpoint KEY=PATH``, loaded with ``weights_only=True``): its test figures are measured here on the CPU on
+the checkpoint's own data module's test split, once with the fp32 checkpoint (``test``) and once with the fp16
+file (``subset``); the operating point is the alarm threshold the model fitted on validation clips.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ RUN_OF = {
 }
 #: test images of the fixed subset the card's CPU figures use (the reproduction test runs the same)
 SUBSET = {"medical": 64, "driving_detection": 40, "driving_anomaly": 40}
+#: keys shipped from a Lightning checkpoint (ship_checkpoint) rather than a gpu_recipes run
+FROM_CHECKPOINT = ("driving_accident",)
 
 
 def _trainer(**overrides) -> pl.Trainer:
@@ -79,6 +88,8 @@ def anomaly_datamodule(data_hp: dict):
 
 def subset_figures(key: str, task, data_hp: dict) -> dict[str, float]:
     """The card's ``subset`` test figures again (what the reproduction test compares)."""
+    if key == "driving_accident":
+        return accident_figures(task, data_hp)
     if key.startswith("medical"):
         data = medical_datamodule(data_hp, SUBSET["medical"])
         limit = {}
@@ -218,6 +229,95 @@ def evaluate_anomaly(task, data_hp: dict) -> dict:
     }
 
 
+def accident_datamodule(data_hp: dict):
+    """The checkpoint's accident data settings on the CPU, in this process, whole clips."""
+    from domains.driving.accident.data import AccidentDataModule
+
+    return AccidentDataModule(**{**data_hp, "num_workers": 0})
+
+
+def accident_figures(task, data_hp: dict) -> dict[str, float]:
+    """Test figures of the accident task on the whole test split of ``data_hp``'s data (video AP, frame AP,
+    mTTA, TTA@R80, near-miss false alarms, ECE, ...) at the model's own temperature and alarm threshold."""
+    pl.seed_everything(0, verbose=False)
+    return _figures(_trainer().test(task, datamodule=accident_datamodule(data_hp), verbose=False)[0])
+
+
+def _plain_fp16(task) -> dict[str, torch.Tensor]:
+    return {
+        k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in task.model.state_dict().items()
+    }
+
+
+def ship_checkpoint(
+    key: str,
+    checkpoint: Path,
+    out: Path,
+    command: str | None = None,
+    device: str | None = None,
+    date: str | None = None,
+    seed: int = 0,
+    data_overrides: dict | None = None,
+) -> dict:
+    """A Lightning checkpoint of ``key`` -> ``<out>/<key>.safetensors`` (fp16 plain network) + model card.
+
+    ``data_overrides`` change the checkpoint's data-module settings for the evaluation (e.g. ``data_path``
+    where the clips are on this machine); they are recorded in the card."""
+    checkpoint = Path(checkpoint)
+    stored = dm.read_checkpoint(checkpoint)  # weights_only=True
+    hparams = {k: v for k, v in (stored.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+    data_hp = {
+        k: v for k, v in (stored.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")
+    }
+    data_hp.update(data_overrides or {})
+    task = dm.load_task(key, checkpoint)  # the checked load: a checkpoint of another task is refused here
+    weights = out / f"{key}.safetensors"
+    save_file(
+        _plain_fp16(task), str(weights), metadata={"key": key, "format": "state_dict of task.model, fp16"}
+    )
+    hparams = json.loads(json.dumps(hparams))  # tuples -> lists, as the card stores them
+    shipped = dm.load_shipped_weights(key, weights, {"hyper_parameters": hparams})
+    test = accident_figures(task, data_hp)
+    subset = accident_figures(shipped, data_hp)
+    spec = dm.DEMO_MODELS[key]
+    model = shipped.model
+    card = {
+        "key": key,
+        "title": spec.title,
+        "task": spec.task,
+        "network": dm.network_name(key, hparams),
+        "weights": weights.name,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "dtype": "float16",
+        "date": date or datetime.date.fromtimestamp(checkpoint.stat().st_mtime).isoformat(),
+        "command": command or f"python -m {spec.module} fit -c {spec.config}",
+        "config": spec.config
+        if command is None
+        else " + ".join(_configs({"command": command})) or spec.config,
+        "checkpoint": str(checkpoint),
+        "device": device or "not recorded",
+        "data": dm.data_description(key, data_hp),
+        "seed": int(seed),
+        "hyper_parameters": hparams,
+        "training": {k: hparams[k] for k in ("optimizer", "lr_scheduler") if k in hparams},
+        "data_hyper_parameters": json.loads(json.dumps(data_hp)),
+        "settings": {},
+        "test": test,
+        "test_note": "whole test split of the data module above, fp32 checkpoint, on this machine's CPU",
+        "subset": {"split": "test", "clips": "all", "seed": 0, "metrics": subset},
+        "operating_point": {
+            "split": "val",
+            "rule": "lowest alarm threshold whose false-alarm rate on negative validation clips stays within "
+            f"max_false_alarm {hparams.get('max_false_alarm', 0.1)} (fitted by the task, stored in the weights)",
+            "threshold": round(float(model.alarm_threshold), 4),
+            "temperature": round(float(model.temperature), 4),
+            "horizon_s": model.alarm_horizon,
+        },
+    }
+    (out / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
 def _rounded(values: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
 
@@ -308,16 +408,43 @@ def _settings(key: str, record: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m apps.ship_weights", description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, required=True, help="folder of benchmarks/gpu_recipes.py output")
-    ap.add_argument("--keys", nargs="+", default=list(RUN_OF), choices=list(RUN_OF))
+    ap.add_argument("--runs", type=Path, help="folder of benchmarks/gpu_recipes.py output")
+    ap.add_argument("--keys", nargs="+", default=None, choices=list(RUN_OF), help="of --runs (default: all)")
+    ap.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="KEY=PATH",
+        help=f"ship a Lightning checkpoint of {', '.join(FROM_CHECKPOINT)} (repeatable)",
+    )
+    ap.add_argument("--command", help="with --checkpoint: the training command, for the card")
+    ap.add_argument("--device", help="with --checkpoint: where it was trained, for the card")
+    ap.add_argument("--date", help="with --checkpoint: training date (default: the checkpoint's mtime)")
+    ap.add_argument("--seed", type=int, default=0, help="with --checkpoint: the run's seed_everything")
+    ap.add_argument(
+        "--data-path", help="with --checkpoint: the clips' root on this machine, for the evaluation"
+    )
     ap.add_argument("--out", type=Path, default=dm.SHIPPED_DIR)
     args = ap.parse_args(argv)
+    if args.runs is None and not args.checkpoint:
+        ap.error("give --runs (gpu_recipes output) and / or --checkpoint KEY=PATH")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out.parent / "examples").mkdir(exist_ok=True)
-    for key in args.keys:
-        card = ship(key, args.runs, args.out)
+    if args.runs is not None:
+        (args.out.parent / "examples").mkdir(exist_ok=True)
+        for key in args.keys or list(RUN_OF):
+            card = ship(key, args.runs, args.out)
+            size = (args.out / card["weights"]).stat().st_size / 2**20
+            print(f"{key}: {card['weights']} {size:.1f} MB, subset {card['subset']['metrics']}", flush=True)
+    for item in args.checkpoint:
+        key, _, path = item.partition("=")
+        if key not in FROM_CHECKPOINT or not path:
+            ap.error(f"--checkpoint {item!r}: expected KEY=PATH with KEY one of {list(FROM_CHECKPOINT)}")
+        overrides = {"data_path": args.data_path} if args.data_path else None
+        card = ship_checkpoint(
+            key, Path(path), args.out, args.command, args.device, args.date, args.seed, overrides
+        )
         size = (args.out / card["weights"]).stat().st_size / 2**20
-        print(f"{key}: {card['weights']} {size:.1f} MB, subset {card['subset']['metrics']}", flush=True)
+        print(f"{key}: {card['weights']} {size:.2f} MB, test {card['test']}", flush=True)
     return 0
 
 

@@ -7,7 +7,9 @@ the file usable (RGBA -> RGB, grey -> RGB, 16-bit -> 8-bit, colour -> grey for C
 
 * road photos: PNG / JPEG through OpenCV (``cv2.imdecode``; JPEG EXIF orientation applied) -> RGB uint8;
 * medical images: PNG / JPEG, DICOM (``pydicom`` from bytes, single- or multi-frame) and NIfTI-1/2
-  (``nibabel`` from bytes, ``.nii`` or ``.nii.gz``) -> :class:`MedicalVolume`, a stack of 2D slices.
+  (``nibabel`` from bytes, ``.nii`` or ``.nii.gz``) -> :class:`MedicalVolume`, a stack of 2D slices;
+* dashcam clips: a video (mp4 / avi / mov / mkv through OpenCV) or a zip of JPEG / PNG frames (in name order)
+  -> :class:`FrameClip`, RGB uint8 frames of one size and the frame rate when the file gives one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_PIXELS = 40_000_000  # one 2D image (a 40-megapixel photo); larger is refused before decoding
 MAX_VOLUME_BYTES = 512 * 1024 * 1024  # decompressed NIfTI / DICOM pixel data
 MIN_SIDE = 16  # smaller images cannot go through the networks' downsampling
+MAX_CLIP_FRAMES = 300  # 30 s at 10 fps: the page runs the detector on every frame, on the CPU
+MAX_CLIP_SIDE = 640  # longer frame sides are scaled down on upload (the anticipator reads 224-320 px wide)
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MEDICAL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nii.gz")
@@ -36,6 +41,19 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 class UploadError(ValueError):
     """An upload that cannot be used; the message is meant for the user (names the file, says why)."""
+
+
+@dataclass
+class FrameClip:
+    """A decoded dashcam clip: RGB uint8 frames (T, H, W, 3) of one size, and the frame rate if the file says.
+
+    ``fps`` is None for a zip of frames and for a video whose container gives no usable rate: the page asks."""
+
+    name: str
+    frames: np.ndarray
+    fps: float | None
+    notes: list[str] = field(default_factory=list)
+    format: str = ""
 
 
 @dataclass
@@ -256,6 +274,174 @@ def decode_rgb_image(
     else:
         raise UploadError(f"{name}: {array.shape[2]} colour channels; expected grey, RGB or RGBA")
     return RGBImage(name=name, image=np.ascontiguousarray(rgb), notes=notes, format=fmt.upper())
+
+
+# ------------------------------------------------------------------------------------------ dashcam clips
+
+
+def _is_video(data: bytes, name: str) -> bool:
+    """An MP4 / MOV (``ftyp`` box), AVI (RIFF ... AVI), Matroska / WebM (EBML) file, or a video extension."""
+    return (
+        data[4:8] == b"ftyp"
+        or (data[:4] == b"RIFF" and data[8:12] == b"AVI ")
+        or data[:4] == b"\x1a\x45\xdf\xa3"
+        or name.lower().endswith(VIDEO_EXTENSIONS)
+    )
+
+
+def _natural_key(name: str) -> list:
+    """``frame2.jpg`` before ``frame10.jpg``: digit runs compare as numbers."""
+    import re
+
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _shrink(frame: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = frame.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return frame
+    return cv2.resize(
+        frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
+
+
+def decode_clip(
+    data: bytes,
+    name: str,
+    max_frames: int = MAX_CLIP_FRAMES,
+    max_side: int = MAX_CLIP_SIDE,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+) -> FrameClip:
+    """A dashcam video or a zip of frames -> :class:`FrameClip` (frames scaled to at most ``max_side`` on the
+    long side, noted). Errors name the file (and the zip member): unreadable video, empty zip, a member that is
+    not an image, frames of mixed sizes, more than ``max_frames`` frames, fewer than 2."""
+    check_size(data, name, max_bytes)
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06") or name.lower().endswith(".zip"):
+        clip = _zip_clip(data, name, max_frames)
+    elif _is_video(data, name):
+        clip = _video_clip(data, name, max_frames)
+    else:
+        raise UploadError(
+            f"{name}: unsupported file type; upload a dashcam video (mp4) or a zip of JPEG / PNG frames"
+        )
+    if len(clip.frames) < 2:
+        raise UploadError(
+            f"{name}: {len(clip.frames)} frame; a clip needs at least 2 frames (the model reads motion)"
+        )
+    h, w = clip.frames.shape[1:3]
+    if max(h, w) > max_side:
+        clip.frames = np.stack([_shrink(f, max_side) for f in clip.frames])
+        clip.notes.append(
+            f"frames scaled from {w}x{h} to {clip.frames.shape[2]}x{clip.frames.shape[1]} (long side {max_side})"
+        )
+    return clip
+
+
+def _video_clip(data: bytes, name: str, max_frames: int) -> FrameClip:
+    import math
+    import os
+    import tempfile
+
+    suffix = next((e for e in VIDEO_EXTENSIONS if name.lower().endswith(e)), ".mp4")
+    # OpenCV's FFmpeg reader takes a path, not bytes: a private temporary file, removed right after
+    handle, path = tempfile.mkstemp(suffix=suffix)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        cap = cv2.VideoCapture(path)
+        try:
+            if not cap.isOpened():
+                raise UploadError(
+                    f"{name}: unreadable video (OpenCV cannot open it; the file may be truncated or use a codec "
+                    "without a decoder here); upload an H.264 / MPEG-4 mp4, or a zip of its frames"
+                )
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            if count > max_frames:
+                raise UploadError(
+                    f"{name}: {count} frames; the demo takes at most {max_frames} (e.g. {max_frames // 10} s at "
+                    "10 fps): cut the clip to the seconds before the event"
+                )
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            frames = []
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                if len(frames) > max_frames:
+                    raise UploadError(
+                        f"{name}: more than {max_frames} frames; the demo takes at most {max_frames}: cut the "
+                        "clip to the seconds before the event"
+                    )
+        finally:
+            cap.release()
+    finally:
+        os.unlink(path)
+    if not frames:
+        raise UploadError(
+            f"{name}: unreadable video (no frame decodes; truncated, or a codec without a decoder)"
+        )
+    notes = []
+    if not (math.isfinite(fps) and 0 < fps <= 240):
+        fps = None
+        notes.append("the video does not give a usable frame rate: set it below")
+    return FrameClip(name, np.stack(frames), fps, notes, "video")
+
+
+def _zip_clip(data: bytes, name: str, max_frames: int) -> FrameClip:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise UploadError(f"{name}: not a readable zip archive ({exc})") from None
+    with archive:
+        members = [
+            info
+            for info in archive.infolist()
+            if not info.is_dir()
+            and not info.filename.startswith("__MACOSX/")
+            and not info.filename.rsplit("/", 1)[-1].startswith(".")
+        ]
+        if not members:
+            raise UploadError(f"{name}: the zip is empty (expected JPEG / PNG frames, one file per frame)")
+        others = [m.filename for m in members if not m.filename.lower().endswith(IMAGE_EXTENSIONS)]
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise UploadError(
+                f"{name}: {shown} {'is' if len(others) == 1 else 'are'} not an image; the zip must hold only "
+                "JPEG / PNG frames (their names in order give the frame order)"
+            )
+        if len(members) > max_frames:
+            raise UploadError(
+                f"{name}: {len(members)} frames; the demo takes at most {max_frames} (e.g. {max_frames // 10} s "
+                "at 10 fps): keep the frames before the event"
+            )
+        total = sum(m.file_size for m in members)
+        if total > MAX_VOLUME_BYTES:
+            raise UploadError(
+                f"{name}: the frames unpack to {_mb(total)}; the limit is {_mb(MAX_VOLUME_BYTES)}"
+            )
+        members.sort(key=lambda m: _natural_key(m.filename))
+        frames, notes, first = [], [], None
+        for info in members:
+            where = f"{name}: {info.filename}"
+            try:
+                raw = archive.read(info)
+            except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+                raise UploadError(f"{where}: cannot be read from the zip ({exc})") from None
+            image = decode_rgb_image(raw, where)
+            if first is None:
+                first = (info.filename, image.image.shape)
+                notes.extend(f"{info.filename}: {n}" for n in image.notes)
+            elif image.image.shape != first[1]:
+                h, w = image.image.shape[:2]
+                raise UploadError(
+                    f"{where} is {w}x{h} but the first frame {first[0]} is {first[1][1]}x{first[1][0]}; all "
+                    "frames of a clip must share one size"
+                )
+            frames.append(image.image)
+    notes.append(f"{len(frames)} frames in name order ({members[0].filename} ... {members[-1].filename})")
+    return FrameClip(name, np.stack(frames), None, notes, "zip")
 
 
 # ------------------------------------------------------------------------------------------ medical files
@@ -508,13 +694,16 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_CLIP_FRAMES",
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_MB",
     "MEDICAL_EXTENSIONS",
+    "FrameClip",
     "MedicalVolume",
     "RGBImage",
     "UploadError",
     "check_size",
+    "decode_clip",
     "decode_medical",
     "decode_rgb_image",
     "detect_format",

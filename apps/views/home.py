@@ -28,6 +28,10 @@ with right:
         "FCOS detection of cars, pedestrians and cyclists, and a per-pixel road-anomaly heat map with the "
         "frame's anomaly score. Upload a road photo of any size; results download as KITTI text and PNG."
     )
+    st.write(
+        "Accident risk: over a dashcam clip (synthetic, or an uploaded mp4 / zip of frames), the probability "
+        "of contact within 0.5-2 s at every frame, the alarm moment and the object it is about."
+    )
 
 st.subheader("Checkpoints")
 rows = []

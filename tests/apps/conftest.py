@@ -12,7 +12,7 @@ from tests.apps import tiny
 
 @pytest.fixture(scope="session")
 def demo_env(tmp_path_factory):
-    """Build once per session; point SUITE_DEMO_CHECKPOINTS, SUITE_MEDICAL_DATA, SUITE_ANOMALY_DATA at it."""
+    """Build once per session; point SUITE_DEMO_CHECKPOINTS and the SUITE_*_DATA roots at it."""
     paths = tiny.build_all(tmp_path_factory.mktemp("demo"))
     values = {
         dm.ENV_CHECKPOINTS: str(paths["checkpoints"]),
@@ -20,6 +20,7 @@ def demo_env(tmp_path_factory):
         dm.ENV_WEIGHTS: str(paths["checkpoints"] / "no_shipped_weights"),
         dm.ENV_MEDICAL_DATA: str(paths["medical"]),
         dm.ENV_ANOMALY_DATA: str(paths["anomaly"]),
+        dm.ENV_ACCIDENT_DATA: str(paths["accident"]),
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

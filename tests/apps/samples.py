@@ -84,3 +84,42 @@ def nifti(volume: np.ndarray, compressed: bool = False, affine: np.ndarray | Non
     img = nib.Nifti1Image(np.asarray(volume), np.eye(4) if affine is None else affine)
     raw = img.to_bytes()
     return gzip.compress(raw) if compressed else raw
+
+
+def frames_zip(frames: list[np.ndarray], names: list[str] | None = None, extra: dict | None = None) -> bytes:
+    """A zip of PNG frames (``frame_0.png`` ... unless ``names``), plus ``extra`` {member name: bytes}."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, frame in enumerate(frames):
+            zf.writestr(names[i] if names else f"frame_{i}.png", png(frame))
+        for member, data in (extra or {}).items():
+            zf.writestr(member, data)
+    return buf.getvalue()
+
+
+def moving_box_frames(n: int = 8, h: int = 48, w: int = 96) -> list[np.ndarray]:
+    """Grey road frames with a bright box growing towards the camera (frame i: side 10 + 2i)."""
+    out = []
+    for i in range(n):
+        frame = np.full((h, w, 3), 90, np.uint8)
+        side = 10 + 2 * i
+        frame[h - side - 2 : h - 2, w // 2 - side // 2 : w // 2 + side // 2] = (220, 40, 40)
+        out.append(frame)
+    return out
+
+
+def mp4(frames: list[np.ndarray], fps: float = 10.0) -> bytes:
+    """An MPEG-4 (mp4v) video of RGB frames, through OpenCV and a temporary file."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        h, w = frames[0].shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+        return path.read_bytes()

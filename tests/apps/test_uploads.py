@@ -277,3 +277,75 @@ def test_png_and_zip_bytes_round_trip():
     np.testing.assert_array_equal(back, rgb)
     archive = zipfile.ZipFile(io.BytesIO(up.zip_bytes({"a.png": b"1", "b.txt": b"22"})))
     assert archive.namelist() == ["a.png", "b.txt"] and archive.read("b.txt") == b"22"
+
+
+# ------------------------------------------------------------------------------------------ dashcam clips
+
+
+def test_mp4_clip_decodes_with_its_frame_rate():
+    frames = S.moving_box_frames(6)
+    clip = up.decode_clip(S.mp4(frames, fps=12.0), "dash.mp4")
+    assert clip.format == "video" and clip.fps == pytest.approx(12.0)
+    assert clip.frames.shape == (6, 48, 96, 3) and clip.frames.dtype == np.uint8
+    # lossy codec: close to the source, in RGB order (the box is red, not blue)
+    assert np.abs(clip.frames.astype(int) - np.stack(frames).astype(int)).mean() < 8
+    assert clip.frames[-1, 40, 48, 0] > 150 and clip.frames[-1, 40, 48, 2] < 100
+
+
+def test_zip_of_frames_is_read_in_natural_name_order_without_a_frame_rate():
+    frames = [np.full((24, 32, 3), 10 * i, np.uint8) for i in range(11)]
+    names = [f"clip/frame{i}.png" for i in range(11)]  # frame2 before frame10
+    order = [3, 0, 10, 7, 1, 9, 2, 8, 4, 6, 5]
+    data = S.frames_zip([frames[i] for i in order], [names[i] for i in order], {"__MACOSX/._x": b"junk"})
+    clip = up.decode_clip(data, "frames.zip")
+    assert clip.fps is None and clip.format == "zip"
+    np.testing.assert_array_equal(clip.frames[:, 0, 0, 0], [10 * i for i in range(11)])
+    assert any("11 frames in name order" in n for n in clip.notes)
+
+
+def test_large_frames_are_scaled_down_with_a_note():
+    frames = [np.zeros((400, 1280, 3), np.uint8)] * 2
+    clip = up.decode_clip(S.frames_zip(frames), "big.zip")
+    assert clip.frames.shape == (2, 200, 640, 3)
+    assert any("1280x400 to 640x200" in n for n in clip.notes)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("broken.mp4", lambda: b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500, "unreadable video"),
+        ("cut.mp4", lambda: S.mp4(S.moving_box_frames(6))[:400], "unreadable video"),
+        ("empty.zip", lambda: S.frames_zip([]), "the zip is empty"),
+        (
+            "mixed.zip",
+            lambda: S.frames_zip([], extra={"a.png": S.png(S.gradient_rgb()), "notes.txt": b"hello"}),
+            "notes.txt is not an image",
+        ),
+        (
+            "sizes.zip",
+            lambda: S.frames_zip([S.gradient_rgb(40, 64), S.gradient_rgb(40, 64), S.gradient_rgb(48, 64)]),
+            "frame_2.png is 64x48 but the first frame frame_0.png is 64x40",
+        ),
+        (
+            "long.zip",
+            lambda: S.frames_zip([np.zeros((16, 16, 3), np.uint8)] * (up.MAX_CLIP_FRAMES + 1)),
+            f"{up.MAX_CLIP_FRAMES + 1} frames; the demo takes at most {up.MAX_CLIP_FRAMES}",
+        ),
+        ("one.zip", lambda: S.frames_zip([S.gradient_rgb()]), "at least 2 frames"),
+        (
+            "badframe.zip",
+            lambda: S.frames_zip([S.gradient_rgb()], extra={"frame_1.png": S.png(S.gradient_rgb())[:60]}),
+            "badframe.zip: frame_1.png: .*corrupt or truncated",
+        ),
+        ("clip.gif", lambda: b"GIF89a" + b"\x00" * 100, "unsupported file type"),
+    ],
+)
+def test_bad_clips_raise_named_errors(name, make, message):
+    with pytest.raises(up.UploadError, match=message) as info:
+        up.decode_clip(make(), name)
+    assert str(info.value).startswith(name)
+
+
+def test_a_long_video_is_refused_before_decoding_all_of_it():
+    with pytest.raises(up.UploadError, match="6 frames; the demo takes at most 4"):
+        up.decode_clip(S.mp4(S.moving_box_frames(6)), "long.mp4", max_frames=4)

@@ -128,6 +128,39 @@ def build_anomaly(folder: Path) -> None:
     )
 
 
+ACCIDENT_INPUT = (24, 48)  # (height, width) of the tiny anticipator's input: the fixture clips' own size
+ACCIDENT_ALARM = 0.35  # the tiny model's alarm threshold (where the page's slider must start)
+
+
+def accident_clips(root: Path) -> Path:
+    """Hand-written synthetic-layout clips (3 per kind, so the default split has a test clip of each kind)."""
+    from tests.driving.accident.layouts import write_accident_clips
+
+    return write_accident_clips(root, {"crash": 3, "near_miss": 3, "normal": 3}, n_frames=12, toa=7)
+
+
+def build_accident(folder: Path, clips: Path) -> None:
+    """A tiny anticipator fitted one step on the fixture clips; its alarm threshold set to ACCIDENT_ALARM."""
+    from domains.driving.accident.data import AccidentDataset, collate_clips
+    from domains.driving.accident.model import AccidentAnticipator
+    from domains.driving.accident.readers import read_ccd_layout
+    from domains.driving.accident.task import AccidentTask
+
+    dataset = AccidentDataset(read_ccd_layout(clips, require_json=True)[:2], image_size=ACCIDENT_INPUT)
+    loader = DataLoader(dataset, batch_size=2, collate_fn=collate_clips)
+    torch.manual_seed(0)
+    network = AccidentAnticipator(backbone="tiny_cnn", input_size=ACCIDENT_INPUT, hidden=8, window=4)
+    task = AccidentTask(network=network, uncertainty_samples=2)
+    task.model.alarm_threshold.fill_(ACCIDENT_ALARM)
+    _fit_and_save(
+        task,
+        loader,
+        folder / "driving_accident.ckpt",
+        {"test/video_ap": 0.6, "test/frame_ap": 0.4, "test/mtta": 1.2},
+        "tiny",
+    )
+
+
 def build_data(root: Path) -> tuple[Path, Path]:
     """A tiny LIDC-layout set (128 px, a few patients) and a tiny SegmentMeIfYouCan-layout set."""
     from domains.driving.synthetic import generate_anomaly
@@ -146,5 +179,7 @@ def build_all(root: Path) -> dict[str, Path]:
     build_medical(checkpoints)
     build_detection(checkpoints)
     build_anomaly(checkpoints)
+    accident = accident_clips(root / "accident")
+    build_accident(checkpoints, accident)
     medical, anomaly = build_data(root)
-    return {"checkpoints": checkpoints, "medical": medical, "anomaly": anomaly}
+    return {"checkpoints": checkpoints, "medical": medical, "anomaly": anomaly, "accident": accident}

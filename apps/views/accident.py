@@ -1,0 +1,413 @@
+"""Driving page: accident risk over a dashcam clip (issue #18): the risk curve per horizon, the alarm moment
+at an adjustable threshold, which object it is about, and the annotated clip."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from apps import demo_models as dm
+from apps import page_common as pc
+from apps import uploads as up
+
+ACCIDENT, DETECTION = "driving_accident", "driving_detection"
+SYNTHETIC, UPLOAD = "Synthetic clip", "Upload a video or a zip of frames"
+
+
+# ------------------------------------------------------------------------------------------------ caching
+
+
+@st.cache_resource(show_spinner="Reading the clip list ...", max_entries=4)
+def _entries(root: str, bundled: bool, stamp: float) -> list[dm.ClipEntry]:
+    """The clips of a synthetic-layout root (the default test split of a generated set; every bundled one).
+    ``stamp`` (the annotation file's mtime) makes a regenerated set reload."""
+    return dm.accident_clip_entries(root, bundled=bundled, test_only=not bundled)
+
+
+@st.cache_resource(show_spinner="Decoding the clip ...", max_entries=4)
+def _synthetic_clip(root: str, clip_id: str) -> dict:
+    return dm.load_accident_clip(root, clip_id)
+
+
+@st.cache_resource(show_spinner="Decoding the upload ...", max_entries=2)
+def _decode(digest: str, name: str, _data: bytes) -> up.FrameClip:
+    return up.decode_clip(_data, name)
+
+
+@st.cache_data(
+    max_entries=4, show_spinner="Detecting objects in every frame and linking them into tracks ..."
+)
+def _detect(token: str, digest: str, threshold: float, _frames: np.ndarray) -> dict:
+    return dm.detect_clip_objects(pc.load_model(DETECTION), _frames, threshold)
+
+
+@st.cache_data(max_entries=8, show_spinner="Running the anticipator over the clip ...")
+def _predict(token: str, digest: str, fps: float, objects: str, _clip: dict) -> dict:
+    return dm.accident_predict(
+        pc.load_model(ACCIDENT),
+        _clip["frames"],
+        _clip["boxes"],
+        _clip["box_valid"],
+        _clip["track_ids"],
+        fps,
+        _clip.get("toa", -1),
+        _clip["clip_id"],
+    )
+
+
+@st.cache_data(max_entries=4, show_spinner="Drawing the frames ...")
+def _drawn(token: str, digest: str, fps: float, threshold: float, _prediction: dict) -> list[np.ndarray]:
+    from domains.driving.accident.predict import draw_clip
+
+    return draw_clip({**_prediction, "threshold": threshold})
+
+
+def _outputs(prediction: dict, threshold: float, gif: bool) -> dict[str, bytes]:
+    """risk.csv, objects.csv (and the GIF) through the task's own writer, in a temporary folder."""
+    from domains.driving.accident.predict import write_clip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        written = write_clip({**prediction, "threshold": threshold}, tmp, gif=gif)
+        return {p.name: p.read_bytes() for p in written}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _stamp(root: Path) -> float:
+    path = root / "Crash-1500.txt"
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
+def _risk_chart(prediction: dict, threshold: float, alarm: int | None, toa: int, frame: int):
+    """Altair: P(contact within h) per horizon over time, the threshold (dashed), the alarm (red), the contact
+    (black) and the frame shown (blue)."""
+    import altair as alt
+    import pandas as pd
+
+    probs = np.asarray(prediction["probabilities"], dtype=np.float64)
+    fps = float(prediction["fps"])
+    times = np.arange(len(probs)) / fps
+    names = [f"within {h:g} s" for h in prediction["horizons"]]
+    curves = pd.DataFrame(
+        {
+            "time (s)": np.repeat(times, len(names)),
+            "P(contact)": probs.reshape(-1),
+            "horizon": names * len(times),
+        }
+    )
+    x = alt.X("time (s):Q", scale=alt.Scale(domain=[0, float(times[-1])]))
+    layers = [
+        alt.Chart(curves)
+        .mark_line()
+        .encode(
+            x=x,
+            y=alt.Y("P(contact):Q", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("horizon:N", sort=names),
+            tooltip=["time (s)", "horizon", alt.Tooltip("P(contact):Q", format=".3f")],
+        ),
+        alt.Chart(pd.DataFrame({"threshold": [threshold]}))
+        .mark_rule(strokeDash=[5, 4], color="gray")
+        .encode(y="threshold:Q"),
+        alt.Chart(pd.DataFrame({"time (s)": [frame / fps]}))
+        .mark_rule(color="#4c78a8", opacity=0.4)
+        .encode(x="time (s):Q"),
+    ]
+    if alarm is not None:
+        layers.append(
+            alt.Chart(pd.DataFrame({"time (s)": [alarm / fps], "event": ["alarm"]}))
+            .mark_rule(color="red", strokeWidth=2)
+            .encode(x="time (s):Q", tooltip=["event", "time (s)"])
+        )
+    if toa >= 0:
+        layers.append(
+            alt.Chart(pd.DataFrame({"time (s)": [toa / fps], "event": ["contact"]}))
+            .mark_rule(color="black", strokeWidth=2)
+            .encode(x="time (s):Q", tooltip=["event", "time (s)"])
+        )
+    return alt.layer(*layers).properties(height=260)
+
+
+def _top_object(prediction: dict, frame: int) -> tuple[int, float] | None:
+    """(slot, risk) of the highest-risk visible object at ``frame``; None without objects there."""
+    valid = np.asarray(prediction["box_valid"])[frame]
+    slots = np.flatnonzero(valid)
+    if not len(slots):
+        return None
+    risks = np.asarray(prediction["object_risk"])[frame, slots]
+    best = int(np.argmax(risks))
+    return int(slots[best]), float(risks[best])
+
+
+def _which_object(prediction: dict, clip: dict, alarm: int | None, threshold: float) -> None:
+    """The highest-risk object at the alarm (track id, class, risk), and whether it is the involved one."""
+    fps = float(prediction["fps"])
+    risk = np.asarray(prediction["risk"])
+    if alarm is None:
+        peak = int(np.argmax(risk))
+        st.info(
+            f"No alarm: the risk within {prediction['horizons'][-1]:g} s stays below {threshold:.3f} "
+            f"(highest {risk[peak]:.3f} at t = {peak / fps:.1f} s). Lower the threshold to see when it would fire."
+        )
+        return
+    top = _top_object(prediction, alarm)
+    if top is None:
+        st.info(f"Alarm at t = {alarm / fps:.1f} s, with no tracked object in view at that frame.")
+        return
+    slot, object_risk = top
+    track = int(prediction["track_ids"][slot])
+    kind = clip["classes"].get(track)
+    text = (
+        f"At the alarm (t = {alarm / fps:.1f} s) the highest-risk object is **track {track}**"
+        f"{f' ({kind})' if kind else ''}, risk {object_risk:.3f}."
+    )
+    involved = clip.get("involved")
+    if involved is not None and clip.get("toa", -1) >= 0:
+        truth = [int(prediction["track_ids"][n]) for n in np.flatnonzero(involved)]
+        if slot < len(involved) and involved[slot]:
+            text += " It is the object involved in the contact (ground truth)."
+        elif truth:
+            text += (
+                f" The object involved in the contact is track {', '.join(map(str, truth))} (ground truth)."
+            )
+    st.markdown(text)
+
+
+def _own(key: str) -> bool:
+    return bool(st.session_state.get(pc.OVERRIDES, {}).get(key))
+
+
+# ------------------------------------------------------------------------------------------------- page
+
+
+st.title("Driving: accident risk")
+st.write(
+    "The anticipator reads a dashcam clip frame by frame with the tracked road users and gives, at every "
+    "frame, the probability of contact within each horizon (0.5 to 2 s) and a risk per object. An alarm "
+    "fires the first time the 2 s risk reaches the threshold."
+)
+pc.own_checkpoint_picker([ACCIDENT], "Use your own accident checkpoint")
+pc.show_missing([ACCIDENT])
+if pc.model_path(ACCIDENT) is None:
+    st.error(
+        "No accident-anticipation model to run yet: train the quick one with "
+        f"`{dm.train_command(ACCIDENT)}` (or `make demo-train`) and reload this page."
+    )
+    st.stop()
+try:
+    model = pc.load_model(ACCIDENT)
+except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
+    pc.show_load_error(ACCIDENT, "the accident checkpoint", exc)
+    st.stop()
+if model is None:
+    st.error(f"No accident weights: `{dm.train_command(ACCIDENT)}`")
+    st.stop()
+pc.checkpoint_caption(ACCIDENT, limit=6)
+token = pc.model_token(ACCIDENT)
+
+source = st.radio("Clip", [SYNTHETIC, UPLOAD], horizontal=True, key="accident_source")
+if source == SYNTHETIC:
+    root = dm.accident_data_root()
+    entries: list[dm.ClipEntry] = []
+    if (root / "Crash-1500.txt").is_file():
+        try:
+            entries = _entries(str(root), False, _stamp(root))
+        except Exception as exc:  # noqa: BLE001 - a broken generated set: say so, keep the examples
+            st.warning(f"Could not read the generated clips in `{root}`: {type(exc).__name__}: {exc}")
+    if entries:
+        st.caption(
+            f"Clips of the test split of `{root}` (the data module's default split: the model did not train on "
+            "them), crashes first, then the bundled examples."
+        )
+    else:
+        st.caption(
+            f"No generated clips in `{root}` (training the accident model generates them: "
+            f"`{dm.train_command(ACCIDENT)}`); showing the bundled examples."
+        )
+    if (dm.ACCIDENT_EXAMPLES / "Crash-1500.txt").is_file():
+        entries = entries + _entries(str(dm.ACCIDENT_EXAMPLES), True, _stamp(dm.ACCIDENT_EXAMPLES))
+    if not entries:
+        st.error(f"No clips to show: `{root}` is empty and the bundled examples are missing.")
+        st.stop()
+    index = st.selectbox(
+        "Clip", range(len(entries)), format_func=lambda i: entries[i].label, key="accident_clip"
+    )
+    entry = entries[int(index)]
+    try:
+        clip = _synthetic_clip(entry.root, entry.clip_id)
+    except Exception as exc:  # noqa: BLE001 - the reader names the file and what is wrong
+        st.error(f"Could not read clip {entry.clip_id}: {type(exc).__name__}: {exc}")
+        st.stop()
+    fps = clip["fps"]
+    digest = f"{entry.root}:{entry.clip_id}"
+    n_tracks = int((clip["track_ids"] >= 0).sum())
+    st.caption(
+        f"Objects: the clip's ground-truth tracks from its annotation ({n_tracks} in the "
+        f"{dm.ACCIDENT_SLOTS} object slots). {len(clip['frames'])} frames at {fps:g} fps, "
+        f"{clip['frames'].shape[2]}x{clip['frames'].shape[1]} pixels."
+    )
+else:
+    uploaded = pc.upload_or_stop(
+        "Dashcam clip: a video (mp4) or a zip of JPEG / PNG frames",
+        key="accident_upload",
+        help_text=(
+            f"Up to {up.MAX_UPLOAD_MB} MB and {up.MAX_CLIP_FRAMES} frames; frames are scaled to at most "
+            f"{up.MAX_CLIP_SIDE} px on the long side. A zip's frames are read in name order."
+        ),
+        prompt="Upload a dashcam clip, or pick a synthetic clip above.",
+    )
+    data, name = uploaded.getvalue(), uploaded.name
+    digest = pc.digest(data)
+    try:
+        decoded = _decode(digest, name, data)
+    except up.UploadError as exc:
+        st.error(str(exc))
+        st.stop()
+    pc.show_notes(decoded.notes)
+    if decoded.fps is None:
+        st.info(f"{name} does not say its frame rate: set it (the horizons are in seconds).")
+        fps = float(
+            st.number_input(
+                "Frame rate (frames per second)", 1.0, 120.0, 10.0, 1.0, key="accident_fps", format="%.2f"
+            )
+        )
+    else:
+        fps = float(decoded.fps)
+    frames = decoded.frames
+    clip = {"frames": frames, "clip_id": Path(name).stem or "upload", "toa": -1, "involved": None}
+    detector = None
+    if pc.model_path(DETECTION) is not None:
+        try:
+            detector = pc.load_model(DETECTION)
+        except Exception as exc:  # noqa: BLE001
+            st.warning(f"The detector could not be loaded ({type(exc).__name__}: {exc}).")
+    if detector is None:
+        clip.update(dm.no_objects(len(frames)))
+        st.warning(
+            "No road-object detector available: the anticipator runs on the frames alone, with no objects "
+            f"(train the detector with `{dm.train_command(DETECTION)}`)."
+        )
+    else:
+        point = {} if _own(DETECTION) else dm.operating_point(DETECTION)
+        det_threshold = float(point.get("threshold", detector.predict_score_thresh))
+        try:
+            clip.update(_detect(pc.model_token(DETECTION), digest, det_threshold, frames))
+        except Exception as exc:  # noqa: BLE001 - e.g. a detector checkpoint whose code changed since
+            st.warning(
+                f"The detector failed on this clip ({type(exc).__name__}: {exc}): the anticipator runs with no "
+                "objects."
+            )
+            clip.update(dm.no_objects(len(frames)))
+        else:
+            n_tracks = int((clip["track_ids"] >= 0).sum())
+            st.caption(
+                f"Objects: the demo detector's boxes scoring >= {det_threshold:.2f} in every frame "
+                f"({clip['detections']} boxes), linked into tracks by IoU; {n_tracks} tracks in the "
+                f"{dm.ACCIDENT_SLOTS} object slots (the longest-seen first). The contact time is unknown."
+            )
+    st.caption(
+        f"{name}: {len(frames)} frames at {fps:g} fps ({len(frames) / fps:.1f} s), "
+        f"{frames.shape[2]}x{frames.shape[1]} pixels."
+    )
+
+in_h, in_w = model.model.input_size
+try:
+    prediction = _predict(token, digest, fps, str(clip.get("detections", "truth")), clip)
+except Exception as exc:  # noqa: BLE001 - every model failure is a message, not a traceback
+    st.error(f"The accident model failed on this clip: {type(exc).__name__}: {exc}")
+    st.stop()
+st.caption(
+    f"The model sees every frame resized to {in_w}x{in_h} (its training size); boxes are scaled with them."
+)
+
+fps = float(prediction["fps"])
+toa = int(prediction["toa"])
+risk = np.asarray(prediction["risk"])
+start = float(model.model.alarm_threshold)
+threshold = st.slider(
+    "Alarm threshold",
+    0.0,
+    1.0,
+    round(min(max(start, 0.0), 1.0), 3),
+    0.001,
+    format="%.3f",
+    key="accident_threshold",
+    help=(
+        f"Starts at the model's own alarm threshold ({start:.3f}): on validation clips, the lowest one whose "
+        "false-alarm rate on negative clips stayed within the training cap."
+    ),
+)
+from domains.driving.accident.predict import alarm_frame
+
+alarm = alarm_frame(risk, threshold)
+m1, m2, m3 = st.columns(3)
+m1.metric("Alarm", "none" if alarm is None else f"t = {alarm / fps:.1f} s (frame {alarm})")
+if toa >= 0:
+    lead = None if alarm is None else (toa - alarm) / fps
+    m2.metric(
+        "Lead time before contact",
+        "missed" if lead is None else f"{lead:.1f} s",
+        help=f"contact at t = {toa / fps:.1f} s (frame {toa}); negative: the alarm came after the contact",
+    )
+else:
+    m2.metric("Contact", "none known", help="no ground-truth contact for this clip")
+m3.metric("Highest risk", f"{risk.max():.3f}", help=f"P(contact within {prediction['horizons'][-1]:g} s)")
+
+# starts at the alarm of the model's own threshold (a fixed default per clip: the slider keeps its place)
+first = alarm_frame(risk, start)
+frame = st.slider(
+    "Frame", 0, len(risk) - 1, first if first is not None else 0, key=f"accident_frame_{digest}"
+)
+st.altair_chart(_risk_chart(prediction, threshold, alarm, toa, frame), width="stretch")
+events = [f"dashed: threshold {threshold:.3f}"]
+if alarm is not None:
+    events.append(f"red: alarm at {alarm / fps:.1f} s")
+if toa >= 0:
+    events.append(f"black: contact at {toa / fps:.1f} s")
+events.append("blue: the frame below")
+st.caption("Probability of contact within each horizon; " + "; ".join(events) + ".")
+_which_object(prediction, clip, alarm, threshold)
+
+try:
+    drawn = _drawn(token, digest, fps, threshold, prediction)
+except Exception as exc:  # noqa: BLE001
+    st.error(f"Could not draw the clip: {type(exc).__name__}: {exc}")
+    st.stop()
+top = _top_object(prediction, frame)
+what = (
+    ""
+    if top is None
+    else f"; highest-risk object: track {int(prediction['track_ids'][top[0]])} ({top[1]:.2f})"
+)
+st.image(
+    drawn[frame],
+    caption=f"Frame {frame} (t = {frame / fps:.1f} s), risk {risk[frame]:.3f}{what}. Boxes green (low) to red (high risk).",
+    width="stretch",
+)
+
+stem = str(prediction["clip_id"]).replace(" ", "_")
+d1, d2, d3 = st.columns(3)
+d1.download_button(
+    "Risk per frame (CSV)",
+    data=lambda: _outputs(prediction, threshold, gif=False)["risk.csv"],
+    file_name=f"{stem}_risk.csv",
+    mime="text/csv",
+    key="accident_dl_risk",
+)
+d2.download_button(
+    "Object risk per frame (CSV)",
+    data=lambda: _outputs(prediction, threshold, gif=False)["objects.csv"],
+    file_name=f"{stem}_objects.csv",
+    mime="text/csv",
+    key="accident_dl_objects",
+)
+d3.download_button(
+    "Annotated clip (GIF)",
+    data=lambda: _outputs(prediction, threshold, gif=True)[f"{prediction['clip_id']}.gif"],
+    file_name=f"{stem}_risk.gif",
+    mime="image/gif",
+    key="accident_dl_gif",
+)

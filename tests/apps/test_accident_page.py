@@ -1,0 +1,231 @@
+"""The accident page through ``streamlit.testing.v1.AppTest`` with a tiny random-weight anticipator (``demo_env``):
+a fixture clip and the bundled examples, an uploaded zip (detector objects, asked frame rate), bad uploads, own
+checkpoints, no model; and the page's inference helpers alone."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from apps import demo_models as dm
+from tests.apps import samples as S
+from tests.apps.tiny import ACCIDENT_ALARM
+
+APPS = Path(__file__).resolve().parents[2] / "apps"
+TIMEOUT = 60
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(str(APPS / "views" / "accident.py"), default_timeout=TIMEOUT).run()
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def _charts(at: AppTest) -> list:
+    return at.get("vega_lite_chart")
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def test_fixture_clip_shows_the_curve_the_alarm_and_the_object(demo_env):
+    at = _ok(_page())
+    assert "driving_accident.ckpt" in _texts(at.caption) and "video_ap 0.600" in _texts(at.caption)
+    clips = at.selectbox(key="accident_clip")
+    labels = [clips.format_func(i) for i in range(len(clips.options))]
+    # the fixture set's test split (one clip per kind), a crash first, then the two bundled examples
+    assert labels[0].startswith("000001: crash") and "contact at 0.7 s" in labels[0]
+    assert [lab.split(":")[1].split(",")[0].strip() for lab in labels[:3]] == ["crash", "near miss", "normal"]
+    assert labels[3:] == [
+        "bundled example 000000: crash, lead braking, contact at 3.6 s",
+        "bundled example 000003: near miss, pedestrian stepping out",
+    ]
+    assert "ground-truth tracks from its annotation (3 in the 19 object slots)" in _texts(at.caption)
+    assert len(_charts(at)) == 1
+    spec = _charts(at)[0].proto.spec
+    assert "P(contact)" in spec and "threshold" in spec
+    # the threshold starts at the model's own alarm threshold
+    assert at.slider(key="accident_threshold").value == pytest.approx(ACCIDENT_ALARM, abs=1e-3)
+    assert set(_metrics(at)) == {"Alarm", "Lead time before contact", "Highest risk"}
+    # threshold 0: the alarm fires at the first frame, 0.7 s before the contact, on a ground-truth object
+    at.slider(key="accident_threshold").set_value(0.0).run()
+    _ok(at)
+    metrics = _metrics(at)
+    assert metrics["Alarm"] == "t = 0.0 s (frame 0)" and metrics["Lead time before contact"] == "0.7 s"
+    which = _texts(at.markdown)
+    assert re.search(r"highest-risk object is \*\*track (1|5|2)\*\* \(Car\), risk 0\.\d{3}", which)
+    assert "red: alarm at 0.0 s" in _texts(at.caption) and "black: contact at 0.7 s" in _texts(at.caption)
+    # threshold 1: no alarm, said in words
+    at.slider(key="accident_threshold").set_value(1.0).run()
+    _ok(at)
+    assert _metrics(at)["Alarm"] == "none" and _metrics(at)["Lead time before contact"] == "missed"
+    assert "No alarm" in _texts(at.info)
+    frame = next(s for s in at.slider if str(s.key).startswith("accident_frame_"))
+    frame.set_value(5).run()
+    _ok(at)
+    assert _image_captions(at)[0].startswith("Frame 5 (t = 0.5 s), risk ")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Risk per frame (CSV)", "Object risk per frame (CSV)", "Annotated clip (GIF)"]
+
+
+def test_bundled_example_clip_runs(demo_env):
+    at = _ok(_page())
+    at.selectbox(key="accident_clip").set_value(3).run()
+    _ok(at)
+    assert "50 frames at 10 fps, 320x96 pixels" in _texts(at.caption)
+    assert "contact at 3.6 s" in _texts(at.caption) and len(_charts(at)) == 1
+
+
+def _upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.radio(key="accident_source").set_value("Upload a video or a zip of frames").run()
+    at.file_uploader(key="accident_upload").set_value((name, data, "application/zip"))
+    return at.run()
+
+
+def test_uploaded_zip_runs_with_detector_objects_and_an_asked_frame_rate(demo_env):
+    at = _ok(_upload(_page(), "dash.zip", S.frames_zip(S.moving_box_frames(8))))
+    assert at.number_input(key="accident_fps").value == 10.0
+    assert "does not say its frame rate" in _texts(at.info)
+    captions = _texts(at.caption)
+    assert (
+        "Objects: the demo detector's boxes scoring >=" in captions
+        and "linked into tracks by IoU" in captions
+    )
+    assert "dash.zip: 8 frames at 10 fps (0.8 s), 96x48 pixels" in captions
+    assert len(_charts(at)) == 1 and _metrics(at)["Contact"] == "none known"
+    at.number_input(key="accident_fps").set_value(4.0).run()
+    _ok(at)
+    assert "8 frames at 4 fps (2.0 s)" in _texts(at.caption)
+    at.slider(key="accident_threshold").set_value(0.0).run()
+    _ok(at)
+    assert _metrics(at)["Alarm"] == "t = 0.0 s (frame 0)"
+
+
+def test_uploaded_video_keeps_its_frame_rate(demo_env):
+    at = _ok(_upload(_page(), "dash.mp4", S.mp4(S.moving_box_frames(6), fps=5.0)))
+    assert not at.number_input  # the container says 5 fps
+    assert "dash.mp4: 6 frames at 5 fps (1.2 s)" in _texts(at.caption)
+
+
+def test_without_a_detector_the_upload_runs_with_no_objects(demo_env, tmp_path, monkeypatch):
+    folder = tmp_path / "ckpts"
+    shutil.copytree(demo_env["checkpoints"], folder)
+    (folder / "driving_detection.ckpt").unlink()
+    monkeypatch.setenv(dm.ENV_CHECKPOINTS, str(folder))
+    at = _upload(_page(), "dash.zip", S.frames_zip(S.moving_box_frames(6)))
+    assert not at.exception and not at.error
+    assert "runs on the frames alone, with no objects" in _texts(at.warning)
+    assert len(_charts(at)) == 1
+    at.slider(key="accident_threshold").set_value(0.0).run()
+    assert "no tracked object in view" in _texts(at.info)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("empty.zip", S.frames_zip([]), "the zip is empty"),
+        ("notes.zip", S.frames_zip([], extra={"a.txt": b"x"}), "a.txt is not an image"),
+        ("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 300, "unreadable video"),
+    ],
+)
+def test_bad_uploads_show_one_message(demo_env, name, data, message):
+    at = _upload(_page(), name, data)
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value and name in at.error[0].value
+    assert not _charts(at)
+
+
+def test_own_accident_checkpoint_is_used_and_another_task_is_refused(demo_env):
+    at = _ok(_page())
+    own = demo_env["checkpoints"] / "driving_accident.ckpt"
+    at.text_input(key="own_path_driving_accident").set_value(str(own)).run()
+    _ok(at)
+    assert f"Your checkpoint `{own}`" in _texts(at.caption)
+    wrong = demo_env["checkpoints"] / "driving_detection.ckpt"
+    at.text_input(key="own_path_driving_accident").set_value(str(wrong)).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "driving_detection.ckpt` was not loaded" in at.error[0].value
+    assert "DetectionTask" in at.error[0].value  # names what the file holds
+    assert len(_charts(at)) == 1  # and the page goes on with the demo model
+
+
+def test_without_an_accident_model_the_page_says_what_to_run(demo_env, tmp_path, monkeypatch):
+    monkeypatch.setenv(dm.ENV_CHECKPOINTS, str(tmp_path / "empty"))
+    at = _page()
+    assert not at.exception
+    assert "prepare_demo.py --train --only driving_accident" in at.error[0].value
+    assert "prepare_demo.py --train --only driving_accident" in _texts(at.code)
+
+
+def test_broken_accident_checkpoint_is_a_message(demo_env, tmp_path, monkeypatch):
+    folder = tmp_path / "ckpts"
+    shutil.copytree(demo_env["checkpoints"], folder)
+    (folder / "driving_accident.ckpt").write_bytes(b"not a checkpoint")
+    monkeypatch.setenv(dm.ENV_CHECKPOINTS, str(folder))
+    at = _page()
+    assert not at.exception
+    assert len(at.error) == 1 and "Could not load the accident checkpoint" in at.error[0].value
+    assert "--only driving_accident --force" in at.error[0].value
+
+
+# ------------------------------------------------------------------------------------------ helpers alone
+
+
+def test_detected_objects_become_fixed_slots_with_classes(demo_env):
+    detector = dm.load_task("driving_detection", demo_env["checkpoints"] / "driving_detection.ckpt")
+    frames = np.stack(S.moving_box_frames(5))
+    objects = dm.detect_clip_objects(detector, frames, threshold=0.0, max_objects=19)
+    assert objects["boxes"].shape == (5, 19, 4) and objects["box_valid"].shape == (5, 19)
+    ids = objects["track_ids"][objects["track_ids"] >= 0]
+    assert len(ids) and objects["detections"] >= len(ids)
+    assert set(ids.tolist()) <= set(objects["classes"])  # every slotted track has its detector class
+    assert set(objects["classes"].values()) <= set(detector.class_names)
+    # slot n holds one track: each valid box lies inside the frame
+    boxes = objects["boxes"][objects["box_valid"]]
+    assert (boxes[:, 2] <= 96 + 1e-3).all() and (boxes[:, 3] <= 48 + 1e-3).all()
+
+
+def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, tmp_path):
+    from domains.driving.accident.predict import write_clip
+
+    task = dm.load_task("driving_accident", demo_env["checkpoints"] / "driving_accident.ckpt")
+    clip = dm.load_accident_clip(dm.ACCIDENT_EXAMPLES, "000000")
+    assert clip["frames"].shape == (50, 96, 320, 3) and clip["toa"] == 36
+    assert clip["classes"][int(clip["track_ids"][clip["involved"]][0])] == "Car"
+    pred = dm.accident_predict(
+        task,
+        clip["frames"],
+        clip["boxes"],
+        clip["box_valid"],
+        clip["track_ids"],
+        clip["fps"],
+        clip["toa"],
+        "ex",
+    )
+    assert pred["probabilities"].shape == (50, 4) and pred["frames"].shape == (50, 3, 96, 320)
+    assert (np.diff(pred["probabilities"], axis=1) >= 0).all()  # monotone in the horizon
+    np.testing.assert_array_equal(pred["boxes"], clip["boxes"])  # source pixels, not the model's input
+    written = write_clip(pred, tmp_path)
+    assert [p.name for p in written] == ["risk.csv", "objects.csv", "ex.gif"]
+    assert len((tmp_path / "ex" / "risk.csv").read_text().splitlines()) == 51
+    with pytest.raises(ValueError, match="fps must be a positive frame rate"):
+        dm.accident_predict(task, clip["frames"], clip["boxes"], clip["box_valid"], clip["track_ids"], 0.0)

@@ -660,7 +660,7 @@ def detect_clip_objects(
     for t, frame in enumerate(frames):
         pred = detect_objects(detector, frame)
         boxes = pred["boxes"]
-        # zero-area boxes (clipped at the frame's edge) have no IoU: link_detections would see NaN
+        # zero-area boxes (clipped at the frame's edge) cover nothing; dropped here with their labels (kept aligned)
         keep = (pred["scores"] >= threshold) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         per_frame.append(pred["boxes"][keep].astype(np.float32))
         labels.append(pred["labels"][keep])

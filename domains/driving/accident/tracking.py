@@ -22,13 +22,16 @@ def link_detections(
     detections: list[np.ndarray], min_iou: float = 0.3, max_missed: int = 2
 ) -> list[dict[int, np.ndarray]]:
     """Per frame ``{track_id: box}`` from per-frame boxes ``(K_t, 4)`` (xyxy), linked by IoU >= ``min_iou``
-    with the previous box of each live track; a track unseen for more than ``max_missed`` frames ends."""
+    with the previous box of each live track; a track unseen for more than ``max_missed`` frames ends. Boxes
+    of zero width or height are ignored."""
     if not 0 < min_iou <= 1:
         raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
     live: dict[int, tuple[np.ndarray, int]] = {}  # id -> (last box, frames missed)
     next_id, out = 0, []
     for boxes in detections:
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        # empty boxes (zero width or height) cover nothing: they would match nothing (IoU 0/0) and are left out
+        boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
         ids = list(live)
         assigned: dict[int, np.ndarray] = {}
         unmatched = set(range(len(boxes)))

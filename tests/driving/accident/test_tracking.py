@@ -45,3 +45,9 @@ def test_slots_take_the_longest_tracks_first():
 def test_bad_min_iou_is_named():
     with pytest.raises(ValueError, match="min_iou"):
         link_detections([], min_iou=0)
+
+
+def test_empty_boxes_are_ignored_not_fatal():
+    box, flat = [0, 0, 10, 10], [5, 5, 5, 9]  # zero width: IoU 0/0
+    tracks = link_detections([np.array([box, flat]), np.array([flat, box])])
+    assert [list(f) for f in tracks] == [[0], [0]]

@@ -343,3 +343,57 @@ def test_uncertainty_maps_by_hand():
     variance = uncertainty_map(probs, "variance")  # values {0, 1, .5, .5}: mean .5, variance (.25 + .25) / 4
     torch.testing.assert_close(variance, torch.tensor([[[0.125, 0.0]]]))
     assert math.isclose(float(uncertainty_map(torch.full((1, 1, 1, 1), 0.5), "variance")), 0.0)
+
+
+def _gaussian(loc: list[float], requires_grad: bool = False):
+    """A per-image latent map of one 1x1 pixel with sigma 1: KL to N(m, 1) is (loc - m)^2 / 2 nats."""
+    from torch.distributions import Independent, Normal
+
+    mu = torch.tensor(loc).view(-1, 1, 1, 1).requires_grad_(requires_grad)
+    return mu, Independent(Normal(mu, torch.ones_like(mu)), 3)
+
+
+def test_free_bits_floor_each_scale_and_keep_training_the_prior():
+    from domains.medical.models.hpu_net import free_bits_kl
+
+    # Scale 0: posterior means (1, 0) against a prior at 0 -> KL (0.5, 0), batch mean 0.25 nats < floor 1.
+    # Scale 1: posterior means (2, 2) -> KL 2 nats each, above the floor.
+    mq0, q0 = _gaussian([1.0, 0.0], True)
+    mp0, p0 = _gaussian([0.0, 0.0], True)
+    mq1, q1 = _gaussian([2.0, 2.0], True)
+    mp1, p1 = _gaussian([0.0, 0.0], True)
+    value = free_bits_kl([q0, q1], [p0, p1], floor=1.0, scale=4.0)
+    assert float(value) == pytest.approx((max(0.25, 1.0) + max(2.0, 1.0)) / 4)  # 0.75
+    value.backward()
+    # Below the floor the posterior is left alone, but the prior still follows it: d/dm mean((q-m)^2/2) / 4.
+    assert mq0.grad.flatten().tolist() == [0.0, 0.0]
+    assert mp0.grad.flatten().tolist() == pytest.approx([-1 / 8, 0.0])
+    # Above the floor both sides get the plain KL's gradient: +-(2 - 0) / 2 / 4.
+    assert mq1.grad.flatten().tolist() == pytest.approx([0.25, 0.25])
+    assert mp1.grad.flatten().tolist() == pytest.approx([-0.25, -0.25])
+
+
+def test_free_bits_are_off_by_default_and_only_floor_the_training_loss():
+    images, masks = squares(2)
+    assert HierarchicalProbUNet(**TINY["hpu_net"]).free_bits == 0.0
+    torch.manual_seed(1)
+    plain = HierarchicalProbUNet(**TINY["hpu_net"], geco=False, top_k_fraction=None)
+    floored = copy.deepcopy(plain)
+    floored.free_bits = 1e6  # far above any KL here: every scale sits at the floor
+    torch.manual_seed(2)
+    loss, terms = plain.loss(images, masks)
+    torch.manual_seed(2)
+    loss_fb, terms_fb = floored.loss(images, masks)
+    assert "kl_loss" not in terms
+    assert float(terms_fb["kl"]) == pytest.approx(float(terms["kl"]))  # the logged KL stays the true one
+    pixels = masks[0].numel()
+    assert float(loss) == pytest.approx(float(terms["rec_per_pixel"] + terms["kl"]))
+    assert float(loss_fb) == pytest.approx(float(terms["rec_per_pixel"]) + 4 * 1e6 / pixels)
+    floored.eval()  # evaluation reports the plain objective
+    torch.manual_seed(2)
+    loss_eval, _ = floored.loss(images, masks)
+    plain.eval()
+    torch.manual_seed(2)
+    assert float(loss_eval) == pytest.approx(float(plain.loss(images, masks)[0]))
+    with pytest.raises(ValueError, match="free_bits"):
+        HierarchicalProbUNet(**TINY["hpu_net"], free_bits=-1.0)

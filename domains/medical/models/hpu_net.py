@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Independent, kl_divergence
+from torch.distributions import Independent, Normal, kl_divergence
 
 from shared.networks import RemembersInitArgs
 
@@ -202,6 +202,35 @@ class GECO(nn.Module):
         return term
 
 
+def _detached(dist: Independent) -> Independent:
+    base = dist.base_dist
+    return Independent(
+        Normal(base.loc.detach(), base.scale.detach(), validate_args=False),
+        dist.reinterpreted_batch_ndims,
+        validate_args=False,
+    )
+
+
+def free_bits_kl(
+    q_dists: Sequence[Independent], p_dists: Sequence[Independent], floor: float, scale: float = 1.0
+) -> torch.Tensor:
+    """Sum over scales of ``max(KL_l, floor) / scale``, with KL_l the batch mean of ``KL(q_l || p_l)`` (nats per
+    image when ``floor`` is; ``scale`` puts the result on the loss's scale, e.g. the pixel count).
+
+    Value: the floored KL. Gradient: the posterior gets that of ``max(KL(q || stopgrad p), floor)`` (nothing
+    while its scale carries less than ``floor``: free bits, Kingma et al. 2016), the prior always that of
+    ``KL(stopgrad q || p)``, so the prior keeps following the posterior below the floor (that term also reaches
+    the posterior through its coarser latents, on which the prior core is re-run). Written here: no
+    maintained library offers free bits for ``torch.distributions``.
+    """
+    total = 0.0
+    for q, p in zip(q_dists, p_dists):
+        to_posterior = kl_divergence(q, _detached(p)).mean()
+        to_prior = kl_divergence(_detached(q), p).mean()
+        total = total + to_posterior.clamp_min(floor) + (to_prior - to_prior.detach())
+    return total / scale
+
+
 _SAMPLE_MODES = ("all", "global", "local")
 
 
@@ -226,6 +255,12 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
         geco_rate: step size of GECO's Lagrange multiplier.
         geco_init_lambda: GECO's starting Lagrange multiplier.
         beta: KL weight of the plain ELBO (unused with GECO, where lambda sets the balance).
+        free_bits: KL floor per latent scale, in nats per image, batch-averaged ("free bits", Kingma et al.
+            2016): the loss takes ``max(KL_l, free_bits)`` for the posterior, so a scale carrying less than
+            ``free_bits`` nats is not pulled onto the prior while the decoder learns to read it; the prior is
+            still fitted to the posterior by the full ``KL(stopgrad(q) || p)`` (without that, a scale below the
+            floor would train neither side and the prior's samples would stay at their initial noise).
+            0 (default): the plain KL. The logged ``kl_scale<i>`` stay the true KLs.
         top_k_fraction: fraction of the batch's pixels the reconstruction averages (None: all pixels).
         stochastic_top_k: draw the top-k pixels in proportion to their loss (True) or take the k largest.
         max_batch: largest number of decoder maps run at once when sampling.
@@ -249,6 +284,7 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
         geco_rate: float = 0.01,
         geco_init_lambda: float = 1.0,
         beta: float = 1.0,
+        free_bits: float = 0.0,
         top_k_fraction: float | None = 0.02,
         stochastic_top_k: bool = True,
         max_batch: int = 64,
@@ -256,6 +292,8 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
     ):
         super().__init__()
         channels = list(channels)
+        if free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0 (nats per image per latent scale), got {free_bits}")
         if top_k_fraction is not None and not 0 < top_k_fraction <= 1:
             raise ValueError(f"top_k_fraction must be in (0, 1] or None, got {top_k_fraction}")
         norm_name = norm[0] if isinstance(norm, tuple) else norm  # MONAI also takes ("name", {args})
@@ -282,6 +320,7 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
         self.in_channels = in_channels
         self.num_latent_scales = n_latent
         self.beta = beta
+        self.free_bits = float(free_bits)
         self.top_k_fraction = top_k_fraction
         self.stochastic_top_k = stochastic_top_k
         self.max_batch = max_batch
@@ -316,12 +355,16 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
         kl = torch.stack(kls).sum()
         terms["kl"] = kl
         terms.update({f"kl_scale{i}": v for i, v in enumerate(kls)})
+        kl_loss = kl
+        if self.free_bits > 0 and self.training:
+            kl_loss = free_bits_kl(q_dists, p_dists, self.free_bits, scale=pixels)
+            terms["kl_loss"] = kl_loss
         if self.geco is not None:
-            loss = self.geco(rec, bound=self.geco.kappa * share) + kl
+            loss = self.geco(rec, bound=self.geco.kappa * share) + kl_loss
             terms["geco_lambda"] = self.geco.lagmul.detach().clone()
             terms["geco_constraint_ma"] = self.geco.ma.detach().clone()
         else:
-            loss = rec + self.beta * kl
+            loss = rec + self.beta * kl_loss
         return loss, {k: v.detach() for k, v in terms.items()}
 
     def _use_mean(self, sample_mode: str | Sequence[bool]) -> list[bool]:

@@ -66,8 +66,11 @@ class AccidentDataset(Dataset):
     ``image_size`` (H, W): frames resized to it (cv2, area interpolation) and boxes scaled with them; None keeps
     the source size. For feature clips ``feature_image_size`` (H, W) is the size the ``det`` boxes refer to,
     scaled to ``image_size`` when given. ``clip_length`` with ``train``: a random window of that many frames
-    (torch's RNG, so seeded per worker); a crash clip's window always holds its contact frame, so no positive
-    becomes a negative. Evaluation (``train`` false) always takes whole clips.
+    (torch's RNG, so seeded per worker); a crash clip's window starts at or before its contact frame and keeps
+    ``toa`` relative to its start, also when the contact lies past the window's end (the horizon targets are
+    read from it, so early windows teach "no contact within 2 s yet" and no positive becomes a negative).
+    Windows that always held the contact taught a shortcut: a crash window is one that ends in contact.
+    Evaluation (``train`` false) always takes whole clips.
     """
 
     def __init__(
@@ -96,8 +99,8 @@ class AccidentDataset(Dataset):
         if not self.train or length is None or clip.n_frames <= length:
             return 0, clip.n_frames
         low, high = 0, clip.n_frames - length
-        if clip.toa >= 0:  # keep the contact frame inside the window
-            low, high = max(0, clip.toa - length + 1), min(clip.toa, high)
+        if clip.toa >= 0:  # start at or before the contact: the contact may lie past the window's end
+            high = min(clip.toa, high)
         start = int(torch.randint(low, high + 1, ()).item())
         return start, start + length
 
@@ -303,7 +306,7 @@ class AccidentDataModule(SplitLoaders):
         split_seed: seed of the clip split.
         batch_size: clips per batch.
         num_workers: loader processes; null: one less than the CPU cores, at most 4.
-        clip_length: frames per training sample (a random window that keeps a crash clip's contact frame); null:
+        clip_length: frames per training sample (a random window starting at or before a crash clip's contact frame); null:
             whole clips. Validation and test always use whole clips; a clip shorter than this is bad input.
         strict: a bad clip raises, naming its file (and line); false: it is left out and counted in one warning.
         feature_fps: frame rate of ``npz`` features (DAD 20, CCD 10).

@@ -74,8 +74,10 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
         backbone: a registered backbone encoding frames (``input_kind: frames``); its stride-8 map feeds the
             object RoIs and its last map the frame vector.
         backbone_kwargs: extra arguments of that backbone.
-        input_kind: ``frames`` (RGB frames in [0, 1]) or ``features`` (precomputed per-frame and per-object
-            vectors, e.g. the UString / DSTA VGG-16 ``npz`` features; no backbone is built).
+        input_kind: ``frames`` (RGB frames in [0, 1]), ``features`` (precomputed per-frame and per-object
+            vectors, e.g. the UString / DSTA VGG-16 ``npz`` features; no backbone is built) or ``boxes`` (the
+            object tracks' motion alone, no appearance: on a few hundred training clips the scene's look
+            identifies the clip, and a network that sees it memorises which clips crash; boxes generalise).
         feature_dim: size of the precomputed vectors (``input_kind: features``; 4096 for VGG-16).
         input_size: (height, width) of the frames the network was trained on (kept for the demo and export).
         horizons: contact horizons in seconds, ascending; the last one is the alarm's (``alarm_horizon``).
@@ -91,7 +93,7 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
         self,
         backbone: str = "mobilenet_v3_small",
         backbone_kwargs: dict | None = None,
-        input_kind: Literal["frames", "features"] = "frames",
+        input_kind: Literal["frames", "features", "boxes"] = "frames",
         feature_dim: int = 4096,
         input_size: tuple[int, int] = (96, 320),
         horizons: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0),
@@ -105,8 +107,8 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
         horizons = tuple(float(h) for h in horizons)
         if not horizons or any(h <= 0 for h in horizons) or list(horizons) != sorted(set(horizons)):
             raise ValueError(f"horizons must be positive seconds in ascending order, got {horizons}")
-        if input_kind not in ("frames", "features"):
-            raise ValueError(f"input_kind must be 'frames' or 'features', got {input_kind!r}")
+        if input_kind not in ("frames", "features", "boxes"):
+            raise ValueError(f"input_kind must be 'frames', 'features' or 'boxes', got {input_kind!r}")
         if temporal not in ("gru", "transformer"):
             raise ValueError(f"temporal must be 'gru' or 'transformer', got {temporal!r}")
         if len(input_size) != 2 or min(input_size) < 16:
@@ -131,7 +133,7 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
             object_in = self.backbone.feature_channels[self.roi_level] * roi_size * roi_size
         else:
             self.backbone = None
-            frame_in = object_in = feature_dim
+            frame_in = object_in = feature_dim if input_kind == "features" else 1
         self.frame_embed = nn.Sequential(nn.Linear(frame_in, hidden), nn.ReLU(inplace=True))
         self.object_embed = nn.Sequential(nn.Linear(object_in, hidden), nn.ReLU(inplace=True))
         self.geometry_embed = nn.Sequential(
@@ -167,6 +169,10 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
         object_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame vectors (B, T, hidden) and object appearance vectors (B, T, N, hidden), all frames at once."""
+        if self.input_kind == "boxes":  # no appearance: a constant input, the geometry carries the signal
+            ref = boxes if boxes is not None else frames
+            b, t, n = ref.shape[0], ref.shape[1], (boxes.shape[2] if boxes is not None else 1)
+            return self.frame_embed(ref.new_ones(b, t, 1)), self.object_embed(ref.new_ones(b, t, n, 1))
         if self.input_kind == "features":
             if features is None or object_features is None:
                 raise ValueError("this network reads precomputed features: pass features and object_features")

@@ -14,6 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from apps import demo_models as dm
 from tests.apps import samples as S
+from tests.apps.pages import page_ok as _ok
+from tests.apps.pages import texts as _texts
 from tests.apps.tiny import ACCIDENT_ALARM
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
@@ -23,16 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _page() -> AppTest:
     return AppTest.from_file(str(APPS / "views" / "accident.py"), default_timeout=TIMEOUT).run()
-
-
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
-def _texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
 
 
 def _charts(at: AppTest) -> list:

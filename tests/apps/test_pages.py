@@ -16,6 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from apps import uploads as up
 from tests.apps import samples as S
+from tests.apps.pages import page_ok as _ok
+from tests.apps.pages import texts as _texts
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
 TIMEOUT = 60  # seconds per script run (the first run loads torch models)
@@ -24,16 +26,6 @@ TIMEOUT = 60  # seconds per script run (the first run loads torch models)
 def _page(name: str) -> AppTest:
     at = AppTest.from_file(str(APPS / "views" / f"{name}.py"), default_timeout=TIMEOUT)
     return at.run()
-
-
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
-def _texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
 
 
 def _image_captions(at: AppTest) -> list[str]:

@@ -118,8 +118,9 @@ DEMO_MODELS: dict[str, DemoModel] = {
         _MEDICAL_QUICK,
         _MEDICAL_TASK,
         "HierarchicalProbUNet",
-        # hpu_net.yaml's design (residual levels down to 1x1, 4 one-channel latent scales) for 64 px, narrower,
-        # with batch norm (as benchmarks/medical.py: without it a one-minute HPU-Net collapses to one answer)
+        # the HPU-Net design of the shipped demo weights (residual levels down to 1x1, 4 one-channel latent
+        # scales) for 64 px, narrower, with batch norm (as benchmarks/medical.py: without it a one-minute HPU-Net
+        # collapses to one answer); hpu_net.yaml now uses 2 latent scales on the LIDC-like readers (see there)
         ("--model.network", _network("HierarchicalProbUNet", _HPU_QUICK_KWARGS)),
     ),
     "driving_detection": DemoModel(

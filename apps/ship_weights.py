@@ -244,8 +244,11 @@ def accident_figures(task, data_hp: dict) -> dict[str, float]:
 
 
 def _plain_fp16(task) -> dict[str, torch.Tensor]:
+    """The plain network's state dict in fp16, except scalars (a fitted temperature or alarm threshold: an
+    fp16 threshold may round below a validation clip's peak risk and change the false-alarm rate it holds)."""
     return {
-        k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in task.model.state_dict().items()
+        k: (v.half() if v.is_floating_point() and v.dim() > 0 else v).contiguous()
+        for k, v in task.model.state_dict().items()
     }
 
 
@@ -341,10 +344,7 @@ def ship(key: str, runs: Path, out: Path) -> dict:
     if missing:
         raise KeyError(f"{run_name}.safetensors lacks {sorted(missing)[:5]}")
     weights = out / f"{key}.safetensors"
-    plain = {
-        k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in task.model.state_dict().items()
-    }
-    save_file(plain, str(weights), metadata={"key": key, "format": "state_dict of task.model, fp16"})
+    save_file(_plain_fp16(task), str(weights), metadata={"key": key, "format": "state_dict of task.model, fp16"})
     task = dm.load_shipped_weights(key, weights, {"hyper_parameters": hparams, "settings": settings})
     if key.startswith("medical"):
         evaluation = evaluate_medical(task, data_hp)

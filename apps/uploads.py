@@ -29,6 +29,9 @@ MAX_VOLUME_BYTES = 512 * 1024 * 1024  # decompressed NIfTI / DICOM pixel data
 MIN_SIDE = 16  # smaller images cannot go through the networks' downsampling
 MAX_CLIP_FRAMES = 300  # 30 s at 10 fps: the page runs the detector on every frame, on the CPU
 MAX_CLIP_SIDE = 640  # longer frame sides are scaled down on upload (the anticipator reads 224-320 px wide)
+MAX_CLIP_FRAME_PIXELS = (
+    8_300_000  # one clip frame (4K: 3840x2160); each is shrunk to MAX_CLIP_SIDE as decoded
+)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -318,9 +321,9 @@ def decode_clip(
     not an image, frames of mixed sizes, more than ``max_frames`` frames, fewer than 2."""
     check_size(data, name, max_bytes)
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06") or name.lower().endswith(".zip"):
-        clip = _zip_clip(data, name, max_frames)
+        clip = _zip_clip(data, name, max_frames, max_side)
     elif _is_video(data, name):
-        clip = _video_clip(data, name, max_frames)
+        clip = _video_clip(data, name, max_frames, max_side)
     else:
         raise UploadError(
             f"{name}: unsupported file type; upload a dashcam video (mp4) or a zip of JPEG / PNG frames"
@@ -329,16 +332,17 @@ def decode_clip(
         raise UploadError(
             f"{name}: {len(clip.frames)} frame; a clip needs at least 2 frames (the model reads motion)"
         )
-    h, w = clip.frames.shape[1:3]
-    if max(h, w) > max_side:
-        clip.frames = np.stack([_shrink(f, max_side) for f in clip.frames])
-        clip.notes.append(
-            f"frames scaled from {w}x{h} to {clip.frames.shape[2]}x{clip.frames.shape[1]} (long side {max_side})"
-        )
     return clip
 
 
-def _video_clip(data: bytes, name: str, max_frames: int) -> FrameClip:
+def _scaled_note(source: tuple[int, int], frames: np.ndarray, max_side: int) -> list[str]:
+    h, w = source
+    if (h, w) == frames.shape[1:3]:
+        return []
+    return [f"frames scaled from {w}x{h} to {frames.shape[2]}x{frames.shape[1]} (long side {max_side})"]
+
+
+def _video_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameClip:
     import math
     import os
     import tempfile
@@ -363,12 +367,20 @@ def _video_clip(data: bytes, name: str, max_frames: int) -> FrameClip:
                     "10 fps): cut the clip to the seconds before the event"
                 )
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-            frames = []
+            width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if width * height > MAX_CLIP_FRAME_PIXELS:
+                raise UploadError(
+                    f"{name}: {width}x{height} frames; the demo takes at most {MAX_CLIP_FRAME_PIXELS / 1e6:.0f} "
+                    "megapixels per frame (a dashcam video up to 4K)"
+                )
+            frames, source = [], None
             while True:
                 ok, frame = cap.read()
                 if not ok:
                     break
-                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                source = source or frame.shape[:2]
+                # shrunk as decoded: a long full-size clip is never held in memory
+                frames.append(_shrink(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), max_side))
                 if len(frames) > max_frames:
                     raise UploadError(
                         f"{name}: more than {max_frames} frames; the demo takes at most {max_frames}: cut the "
@@ -386,10 +398,11 @@ def _video_clip(data: bytes, name: str, max_frames: int) -> FrameClip:
     if not (math.isfinite(fps) and 0 < fps <= 240):
         fps = None
         notes.append("the video does not give a usable frame rate: set it below")
-    return FrameClip(name, np.stack(frames), fps, notes, "video")
+    stacked = np.stack(frames)
+    return FrameClip(name, stacked, fps, notes + _scaled_note(source, stacked, max_side), "video")
 
 
-def _zip_clip(data: bytes, name: str, max_frames: int) -> FrameClip:
+def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameClip:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -427,11 +440,13 @@ def _zip_clip(data: bytes, name: str, max_frames: int) -> FrameClip:
             where = f"{name}: {info.filename}"
             try:
                 raw = archive.read(info)
-            except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+            except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, NotImplementedError) as exc:
+                # RuntimeError: encrypted member; NotImplementedError: a compression method zipfile lacks
                 raise UploadError(f"{where}: cannot be read from the zip ({exc})") from None
-            image = decode_rgb_image(raw, where)
+            image = decode_rgb_image(raw, where, max_pixels=MAX_CLIP_FRAME_PIXELS)
             if first is None:
                 first = (info.filename, image.image.shape)
+                source = image.image.shape[:2]
                 notes.extend(f"{info.filename}: {n}" for n in image.notes)
             elif image.image.shape != first[1]:
                 h, w = image.image.shape[:2]
@@ -439,9 +454,10 @@ def _zip_clip(data: bytes, name: str, max_frames: int) -> FrameClip:
                     f"{where} is {w}x{h} but the first frame {first[0]} is {first[1][1]}x{first[1][0]}; all "
                     "frames of a clip must share one size"
                 )
-            frames.append(image.image)
+            frames.append(_shrink(image.image, max_side))  # shrunk as decoded
     notes.append(f"{len(frames)} frames in name order ({members[0].filename} ... {members[-1].filename})")
-    return FrameClip(name, np.stack(frames), None, notes, "zip")
+    stacked = np.stack(frames)
+    return FrameClip(name, stacked, None, notes + _scaled_note(source, stacked, max_side), "zip")
 
 
 # ------------------------------------------------------------------------------------------ medical files

@@ -3,6 +3,7 @@ at an adjustable threshold, which object it is about, and the annotated clip."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def _entries(root: str, bundled: bool, stamp: float) -> list[dm.ClipEntry]:
 
 
 @st.cache_resource(show_spinner="Decoding the clip ...", max_entries=4)
-def _synthetic_clip(root: str, clip_id: str) -> dict:
+def _synthetic_clip(root: str, clip_id: str, stamp: float) -> dict:
+    """``stamp``: the set's annotation mtime, so a regenerated set is read again."""
     return dm.load_accident_clip(root, clip_id)
 
 
@@ -44,7 +46,8 @@ def _detect(token: str, digest: str, threshold: float, _frames: np.ndarray) -> d
     return dm.detect_clip_objects(pc.load_model(DETECTION), _frames, threshold)
 
 
-@st.cache_data(max_entries=8, show_spinner="Running the anticipator over the clip ...")
+# cache_resource (shared, not copied on every rerun: the frames are large); callers never modify the results
+@st.cache_resource(max_entries=8, show_spinner="Running the anticipator over the clip ...")
 def _predict(token: str, digest: str, fps: float, objects: str, _clip: dict) -> dict:
     return dm.accident_predict(
         pc.load_model(ACCIDENT),
@@ -58,8 +61,10 @@ def _predict(token: str, digest: str, fps: float, objects: str, _clip: dict) -> 
     )
 
 
-@st.cache_data(max_entries=4, show_spinner="Drawing the frames ...")
-def _drawn(token: str, digest: str, fps: float, threshold: float, _prediction: dict) -> list[np.ndarray]:
+@st.cache_resource(max_entries=4, show_spinner="Drawing the frames ...")
+def _drawn(
+    token: str, digest: str, fps: float, objects: str, threshold: float, _prediction: dict
+) -> list[np.ndarray]:
     from domains.driving.accident.predict import draw_clip
 
     return draw_clip({**_prediction, "threshold": threshold})
@@ -237,12 +242,13 @@ if source == SYNTHETIC:
     )
     entry = entries[int(index)]
     try:
-        clip = _synthetic_clip(entry.root, entry.clip_id)
+        clip = _synthetic_clip(entry.root, entry.clip_id, _stamp(Path(entry.root)))
     except Exception as exc:  # noqa: BLE001 - the reader names the file and what is wrong
         st.error(f"Could not read clip {entry.clip_id}: {type(exc).__name__}: {exc}")
         st.stop()
     fps = clip["fps"]
-    digest = f"{entry.root}:{entry.clip_id}"
+    digest = f"{entry.root}:{entry.clip_id}:{_stamp(Path(entry.root))}"
+    objects = "truth"
     n_tracks = int((clip["track_ids"] >= 0).sum())
     st.caption(
         f"Objects: the clip's ground-truth tracks from its annotation ({n_tracks} in the "
@@ -266,6 +272,9 @@ else:
     except up.UploadError as exc:
         st.error(str(exc))
         st.stop()
+    except Exception as exc:  # noqa: BLE001 - a decoder failure no check foresaw: a message, never a traceback
+        st.error(f"{name}: could not be decoded ({type(exc).__name__}: {exc})")
+        st.stop()
     pc.show_notes(decoded.notes)
     if decoded.fps is None:
         st.info(f"{name} does not say its frame rate: set it (the horizons are in seconds).")
@@ -277,7 +286,10 @@ else:
     else:
         fps = float(decoded.fps)
     frames = decoded.frames
-    clip = {"frames": frames, "clip_id": Path(name).stem or "upload", "toa": -1, "involved": None}
+    # the clip id names output files: letters, digits, '-', '_' and inner dots only (never '..' or a path)
+    clip_id = re.sub(r"[^\w.-]", "_", Path(name).stem).strip(".") or "upload"
+    clip = {"frames": frames, "clip_id": clip_id, "toa": -1, "involved": None}
+    objects = "none"
     detector = None
     if pc.model_path(DETECTION) is not None:
         try:
@@ -295,6 +307,7 @@ else:
         det_threshold = float(point.get("threshold", detector.predict_score_thresh))
         try:
             clip.update(_detect(pc.model_token(DETECTION), digest, det_threshold, frames))
+            objects = f"{pc.model_token(DETECTION)}|{det_threshold:.4f}"  # which detector made the boxes
         except Exception as exc:  # noqa: BLE001 - e.g. a detector checkpoint whose code changed since
             st.warning(
                 f"The detector failed on this clip ({type(exc).__name__}: {exc}): the anticipator runs with no "
@@ -315,7 +328,7 @@ else:
 
 in_h, in_w = model.model.input_size
 try:
-    prediction = _predict(token, digest, fps, str(clip.get("detections", "truth")), clip)
+    prediction = _predict(token, digest, fps, objects, clip)
 except Exception as exc:  # noqa: BLE001 - every model failure is a message, not a traceback
     st.error(f"The accident model failed on this clip: {type(exc).__name__}: {exc}")
     st.stop()
@@ -372,7 +385,7 @@ st.caption("Probability of contact within each horizon; " + "; ".join(events) + 
 _which_object(prediction, clip, alarm, threshold)
 
 try:
-    drawn = _drawn(token, digest, fps, threshold, prediction)
+    drawn = _drawn(token, digest, fps, objects, threshold, prediction)
 except Exception as exc:  # noqa: BLE001
     st.error(f"Could not draw the clip: {type(exc).__name__}: {exc}")
     st.stop()

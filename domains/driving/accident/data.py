@@ -299,7 +299,8 @@ class AccidentDataModule(SplitLoaders):
             (``annotations/<vid>.json`` + ``frames/<vid>/images/*.jpg``).
         data_path: the data set's root; null (synthetic only): generated on first use under data/driving_accident.
         synthetic: settings of the clip generator (n_clips, size, fps, seconds, seed, shares) when data_path is null.
-        image_size: [H, W] frames are resized to (boxes scaled with them); null: native size.
+        image_size: [H, W] frames are resized to (boxes scaled with them); also the network's input size (the
+            CLI links it), by which it normalises box positions, so it must be set.
         max_objects: object slots per clip (UString's 19): the tracks visible longest, fixed per clip.
         val_fraction: share of each kind's clips for validation.
         test_fraction: share of each kind's clips for test (ignored when the source fixes a test subset).
@@ -335,6 +336,11 @@ class AccidentDataModule(SplitLoaders):
         max_clips: int | None = None,
     ):
         super().__init__()
+        if image_size is None or len(image_size) != 2 or min(image_size) < 16:
+            raise ValueError(
+                f"AccidentDataModule: image_size must be [height, width], both >= 16, got {image_size!r}: the "
+                "network reads box positions relative to it (data.image_size is linked to its input_size)"
+            )
         if data_format not in DATA_FORMATS:
             raise ValueError(
                 f"AccidentDataModule: data_format must be one of {DATA_FORMATS}, got {data_format!r}"

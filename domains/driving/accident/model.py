@@ -184,10 +184,11 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
         x = (frames.flatten(0, 1) - self.mean) / self.std
         maps = self.backbone.forward_features(x)
         frame_vec = maps[-1].mean((2, 3))
-        rois = boxes.flatten(0, 1).to(maps[self.roi_level].dtype)  # (B*T, N, 4)
-        index = torch.arange(b * t, device=rois.device, dtype=rois.dtype).repeat_interleave(n)[:, None]
+        # float32 boxes and frame indices: under bf16 autocast the indices above 256 round to other frames
+        rois = boxes.flatten(0, 1).float()  # (B*T, N, 4)
+        index = torch.arange(b * t, device=rois.device, dtype=torch.float32).repeat_interleave(n)[:, None]
         pooled = roi_align(
-            maps[self.roi_level],
+            maps[self.roi_level].float(),
             torch.cat([index, rois.reshape(-1, 4)], 1),
             output_size=self.roi_size,
             spatial_scale=1.0 / self.roi_stride,
@@ -274,7 +275,9 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
         ``temperature`` outside training."""
         frame = self.head_dropout(hidden["frame"])
         objects = self.head_dropout(hidden["objects"])
-        pooled = (objects * hidden["valid"].unsqueeze(-1)).amax(1)
+        valid = hidden["valid"]
+        pooled = objects.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(1)  # the valid slots' maximum
+        pooled = torch.where(valid.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
         raw = self.horizon_head(torch.cat([frame, pooled], -1))
         horizon = torch.cat([raw[:, :1], raw[:, :1] + F.softplus(raw[:, 1:]).cumsum(1)], 1)
         n = objects.shape[1]
@@ -299,12 +302,9 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Whole clips: ``horizon_logits`` (B, T, H) and ``object_logits`` (B, T, N); with ``return_hidden``
         also the per-frame head inputs (for :meth:`sample_heads`)."""
-        if boxes is None:  # no objects known (e.g. CCD without detections): one empty slot
-            ref = frames if frames is not None else features
-            boxes = ref.new_zeros(ref.shape[0], ref.shape[1], 1, 4)
-            box_valid = torch.zeros(boxes.shape[:3], dtype=torch.bool, device=ref.device)
-            if object_features is None and features is not None:
-                object_features = features.new_zeros(*boxes.shape[:3], features.shape[-1])
+        boxes, box_valid, object_features = self._no_objects(
+            frames, features, boxes, box_valid, object_features
+        )
         frame_emb, object_emb = self.encode(frames, boxes, features, object_features)
         b, t, n = boxes.shape[:3]
         state = self.initial_state(b, n, device=boxes.device)
@@ -321,18 +321,37 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
             out["hidden"] = hiddens
         return out
 
+    @staticmethod
+    def _no_objects(frames, features, boxes, box_valid, object_features, clip: bool = True):
+        """Inputs without objects (e.g. CCD without detections: ``boxes`` None) get one empty slot, for
+        whole clips (``clip``: leading B, T) and single frames (leading B) alike."""
+        if boxes is not None:
+            return boxes, box_valid, object_features
+        ref = frames if frames is not None else features
+        if ref is None:
+            raise ValueError("no input: pass frames, features or boxes")
+        lead = ref.shape[:2] if clip else ref.shape[:1]
+        boxes = ref.new_zeros(*lead, 1, 4)
+        box_valid = torch.zeros(boxes.shape[:-1], dtype=torch.bool, device=ref.device)
+        if object_features is None and features is not None:
+            object_features = features.new_zeros(*boxes.shape[:-1], features.shape[-1])
+        return boxes, box_valid, object_features
+
     @torch.no_grad()
     def step(
         self,
         frame: torch.Tensor | None,
-        boxes: torch.Tensor,
-        box_valid: torch.Tensor,
+        boxes: torch.Tensor | None,
+        box_valid: torch.Tensor | None,
         state: dict[str, torch.Tensor] | None = None,
         features: torch.Tensor | None = None,
         object_features: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Streaming: one new frame (B, 3, H, W) with its boxes (B, N, 4) updates the fixed-size ``state``
         (None at a clip's start); returns this frame's horizon and object log-odds and the new state."""
+        boxes, box_valid, object_features = self._no_objects(
+            frame, features, boxes, box_valid, object_features, clip=False
+        )
         frame_emb, object_emb = self.encode(
             None if frame is None else frame[:, None],
             boxes[:, None],

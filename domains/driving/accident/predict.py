@@ -2,7 +2,8 @@
 
 The GIF shows each frame with the objects' boxes coloured by their risk (green to red), under it the risk
 curve so far with the alarm threshold (dashed), the alarm moment and, when known, the contact frame. Files are
-written to a temporary name and renamed, so an interrupted run leaves no half-written output.
+written to unique temporary names and renamed together at the end, so an interrupted run leaves no
+half-written clip.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -83,14 +85,19 @@ def draw_clip(prediction: dict) -> list[np.ndarray]:
     return out
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
+def _temporary(folder: Path, name: str) -> Path:
+    """A unique temporary file beside ``name`` (two processes writing the same clip never share one)."""
+    handle, path = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.close(handle)
+    return Path(path)
 
 
 def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[Path]:
     """Write one clip's ``<clip>/risk.csv``, ``<clip>/objects.csv`` and ``<clip>.gif`` under ``out_dir``."""
     out_dir = Path(out_dir)
     clip = str(prediction["clip_id"])
+    if not clip or clip in (".", "..") or any(sep in clip for sep in ("/", "\\")):
+        raise ValueError(f"clip_id {clip!r} cannot name output files (a path or '..'): rename the clip")
     folder = out_dir / clip
     folder.mkdir(parents=True, exist_ok=True)
     probs = np.asarray(prediction["probabilities"], dtype=np.float32)
@@ -102,9 +109,10 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
     track_ids = np.asarray(prediction["track_ids"])
     threshold, fps = float(prediction["threshold"]), float(prediction["fps"])
     alarm = alarm_frame(risk, threshold)
-    written = []
+    staged: list[tuple[Path, Path]] = []  # (temporary, final): renamed only once every file is written
 
-    tmp = folder / "risk.csv.tmp"
+    tmp = _temporary(folder, "risk.csv")
+    staged.append((tmp, folder / "risk.csv"))
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         horizons = [f"p_contact_{h:g}s" for h in prediction["horizons"]]
@@ -137,10 +145,9 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
                     "" if top is None else f"{object_risk[t, top]:.4f}",
                 ]
             )
-    _replace(tmp, folder / "risk.csv")
-    written.append(folder / "risk.csv")
 
-    tmp = folder / "objects.csv.tmp"
+    tmp = _temporary(folder, "objects.csv")
+    staged.append((tmp, folder / "objects.csv"))
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["frame", "track_id", "x1", "y1", "x2", "y2", "risk"])
@@ -150,18 +157,17 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
                 writer.writerow(
                     [t, int(track_ids[n]), *(f"{v:.1f}" for v in boxes[t, n]), f"{object_risk[t, n]:.4f}"]
                 )
-    _replace(tmp, folder / "objects.csv")
-    written.append(folder / "objects.csv")
 
     if gif and prediction.get("frames") is not None:
         images = [Image.fromarray(a) for a in draw_clip(prediction)]
-        tmp = out_dir / f"{clip}.gif.tmp"
+        tmp = _temporary(out_dir, f"{clip}.gif")
+        staged.append((tmp, out_dir / f"{clip}.gif"))
         images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
         )
-        _replace(tmp, out_dir / f"{clip}.gif")
-        written.append(out_dir / f"{clip}.gif")
-    return written
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    return [final for _, final in staged]
 
 
 class AccidentPredictionWriter(BasePredictionWriter):
@@ -176,6 +182,7 @@ class AccidentPredictionWriter(BasePredictionWriter):
     ):
         for clip in prediction:
             write_clip(clip, self.out_dir, gif=self.gif)
+            clip["frames"] = None  # the predict loop keeps every returned prediction: not their frames
             self.count += 1
 
     def on_predict_end(self, trainer, pl_module) -> None:

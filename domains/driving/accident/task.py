@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
 from shared.backbones import list_backbones, load_backbone_weights, set_trainable
@@ -173,7 +173,7 @@ class AccidentTask(BaseTask):
             sync_dist=True,
         )
         # raw log-odds (the temperature undone), so validation can refit it
-        temperature = float(self.model.temperature)
+        temperature = self.model.temperature.float()
         logits = out["horizon_logits"].float() * temperature
         object_logits = out["object_logits"].float() * temperature
         records = self._records.setdefault(stage, [])
@@ -252,19 +252,27 @@ class AccidentTask(BaseTask):
         return self.clip_scores(self.last_records.get(stage, []))
 
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
-        from domains.driving.accident.metrics import operating_threshold, summarize
+        from domains.driving.accident.metrics import NEGATIVE_KINDS, operating_threshold, summarize
 
-        records = gather_lists(self._records.pop(stage, []))
+        # a distributed sampler pads each rank's share with repeated clips: count each clip once
+        records = list({r["clip_id"]: r for r in gather_lists(self._records.pop(stage, []))}.values())
         if not records:
             return {}
         self.last_records[stage] = records
-        if stage == "val" and self.hparams.calibrate and not self.trainer.sanity_checking:
+        calibrating = stage == "val" and self.hparams.calibrate and not self.trainer.sanity_checking
+        if calibrating:
             self._calibrate(records)
-            threshold = operating_threshold(
-                self.clip_scores(records), max_false_alarm=self.hparams.max_false_alarm
-            )
-            self.model.alarm_threshold.fill_(float(threshold))
         clips = self.clip_scores(records)
+        if calibrating and any(c.kind in NEGATIVE_KINDS for c in clips):
+            threshold = operating_threshold(clips, max_false_alarm=self.hparams.max_false_alarm)
+            self.model.alarm_threshold.fill_(float(threshold))
+        elif (
+            calibrating
+        ):  # e.g. DoTA: every clip is an accident, no false-alarm rate to hold the threshold to
+            rank_zero_warn(
+                f"val: no near-miss or normal clip (kinds {sorted({c.kind for c in clips})}): the alarm "
+                f"threshold stays at {float(self.model.alarm_threshold):.3f}; only the temperature was fitted"
+            )
         values = summarize(
             clips, horizon=self.model.alarm_horizon, threshold=float(self.model.alarm_threshold)
         )

@@ -139,3 +139,35 @@ def test_loss_goes_down_on_tiny_clips():
         optimiser.step()
         losses.append(float(terms["total"].detach()))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_horizon_targets_for_a_window_that_ends_before_the_contact():
+    # a training window of 8 frames whose contact lies at relative frame 15 (10 fps): 0.7 s past its last frame
+    targets = horizon_targets(torch.tensor([15]), torch.tensor([10.0]), 8, torch.tensor([0.5, 1.0]))
+    assert not targets[0, :, 0].any()  # frame 7 is 0.8 s before: never within 0.5 s
+    assert targets[0, :, 1].tolist() == [False] * 5 + [True] * 3  # frames 5-7 are 1.0-0.8 s before
+
+
+def test_streaming_without_boxes_equals_the_whole_clip():
+    model = tiny().eval()
+    frames = torch.rand(2, 4, 3, *SIZE)
+    whole = model(frames=frames)["horizon_logits"]
+    state, steps = None, []
+    for t in range(4):
+        out, state = model.step(frames[:, t], None, None, state)
+        steps.append(out["horizon_logits"])
+    torch.testing.assert_close(torch.stack(steps, 1), whole, atol=1e-5, rtol=1e-4)
+
+
+def test_roi_pooling_keeps_each_frame_under_bf16_autocast():
+    """More than 256 frames in a batch: bfloat16 frame indices would round to neighbouring frames."""
+    model = tiny().eval()
+    frames = torch.rand(1, 300, 3, *SIZE)
+    boxes = torch.tensor([8.0, 4.0, 40.0, 28.0]).expand(1, 300, 1, 4).clone()
+    with torch.no_grad():
+        _, reference = model.encode(frames, boxes)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, mixed = model.encode(frames, boxes)
+    # per frame, the bf16 vector must be nearest to its own frame's fp32 vector, not a neighbour's
+    distance = torch.cdist(mixed[0, :, 0].float(), reference[0, :, 0])
+    assert (distance.argmin(1) == torch.arange(300)).float().mean() > 0.95

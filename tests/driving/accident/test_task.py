@@ -92,3 +92,32 @@ def test_frozen_backbone_gets_no_gradient():
     assert not any(p.requires_grad for p in task.model.backbone.parameters())
     assert any(p.requires_grad for p in task.model.horizon_head.parameters())
     assert torch.is_tensor(task.model.temperature)
+
+
+def test_validation_without_negative_clips_keeps_the_threshold_and_says_so(tmp_path):
+    """DoTA-like validation (accidents only): the temperature is fitted, the alarm threshold is kept, a warning
+    names the kinds."""
+    import numpy as np
+
+    task = AccidentTask(network=AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8))
+    task.model.alarm_threshold.fill_(0.7)
+    rng = np.random.default_rng(0)
+    task._records["val"] = [
+        {
+            "clip_id": f"c{i}", "kind": "crash", "toa": 6, "fps": 10.0,
+            "logits": np.sort(rng.normal(size=(10, 4)), axis=1).astype(np.float32),
+            "object_logits": np.zeros((10, 1), np.float32), "box_valid": np.ones((10, 1), bool),
+            "involved": np.ones(1, bool), "ttc": np.full(10, np.nan, np.float32),
+        }
+        for i in range(4)
+    ]  # fmt: skip
+
+    class _Trainer:
+        sanity_checking = False
+
+    task._trainer = _Trainer()
+    task.log = task.log_dict = lambda *a, **k: None
+    with pytest.warns(UserWarning, match=r"no near-miss or normal clip \(kinds \['crash'\]\)"):
+        values = task._log_epoch_metrics("val")
+    assert float(task.model.alarm_threshold) == pytest.approx(0.7)
+    assert values["val/temperature"] != 1.0

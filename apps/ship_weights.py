@@ -344,7 +344,9 @@ def ship(key: str, runs: Path, out: Path) -> dict:
     if missing:
         raise KeyError(f"{run_name}.safetensors lacks {sorted(missing)[:5]}")
     weights = out / f"{key}.safetensors"
-    save_file(_plain_fp16(task), str(weights), metadata={"key": key, "format": "state_dict of task.model, fp16"})
+    save_file(
+        _plain_fp16(task), str(weights), metadata={"key": key, "format": "state_dict of task.model, fp16"}
+    )
     task = dm.load_shipped_weights(key, weights, {"hyper_parameters": hparams, "settings": settings})
     if key.startswith("medical"):
         evaluation = evaluate_medical(task, data_hp)

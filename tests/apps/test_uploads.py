@@ -349,3 +349,22 @@ def test_bad_clips_raise_named_errors(name, make, message):
 def test_a_long_video_is_refused_before_decoding_all_of_it():
     with pytest.raises(up.UploadError, match="6 frames; the demo takes at most 4"):
         up.decode_clip(S.mp4(S.moving_box_frames(6)), "long.mp4", max_frames=4)
+
+
+def test_encrypted_zip_member_is_named_not_a_traceback():
+    data = bytearray(S.frames_zip(S.moving_box_frames(3)))
+    # set the "encrypted" flag (bit 0) in the first member's local and central headers: zipfile then refuses
+    # to read it with a RuntimeError, as for a real password-protected archive
+    local = data.index(b"PK\x03\x04")
+    central = data.index(b"PK\x01\x02")
+    data[local + 6] |= 1
+    data[central + 8] |= 1
+    with pytest.raises(up.UploadError, match=r"enc\.zip: .*: cannot be read from the zip .*encrypted"):
+        up.decode_clip(bytes(data), "enc.zip")
+
+
+def test_clip_frames_are_shrunk_as_decoded_and_noted():
+    frames = [np.full((700, 1400, 3), i * 40, np.uint8) for i in range(3)]
+    clip = up.decode_clip(S.frames_zip(frames), "wide.zip", max_side=640)
+    assert clip.frames.shape == (3, 320, 640, 3)
+    assert any("scaled from 1400x700 to 640x320" in n for n in clip.notes)

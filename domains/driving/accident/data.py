@@ -336,9 +336,9 @@ class AccidentDataModule(SplitLoaders):
         max_clips: int | None = None,
     ):
         super().__init__()
-        if image_size is None or len(image_size) != 2 or min(image_size) < 16:
+        if image_size is None:
             raise ValueError(
-                f"AccidentDataModule: image_size must be [height, width], both >= 16, got {image_size!r}: the "
+                "AccidentDataModule: image_size must be [height, width] in pixels, not null: the "
                 "network reads box positions relative to it (data.image_size is linked to its input_size)"
             )
         if data_format not in DATA_FORMATS:

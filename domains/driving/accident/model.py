@@ -323,9 +323,12 @@ class AccidentAnticipator(RemembersInitArgs, nn.Module):
 
     @staticmethod
     def _no_objects(frames, features, boxes, box_valid, object_features, clip: bool = True):
-        """Inputs without objects (e.g. CCD without detections: ``boxes`` None) get one empty slot, for
-        whole clips (``clip``: leading B, T) and single frames (leading B) alike."""
-        if boxes is not None:
+        """Inputs without objects (e.g. CCD without detections: ``boxes`` None) get one empty slot, boxes
+        without ``box_valid`` are all valid; for whole clips (``clip``: leading B, T) and single frames (leading
+        B) alike."""
+        if boxes is not None:  # boxes without a validity mask: every box is an object
+            if box_valid is None:
+                box_valid = torch.ones(boxes.shape[:-1], dtype=torch.bool, device=boxes.device)
             return boxes, box_valid, object_features
         ref = frames if frames is not None else features
         if ref is None:

@@ -6,7 +6,7 @@
 """
 
 from . import cnn, transformer, unet  # noqa: F401  (registers the families)
-from .base import Backbone, create_backbone, list_backbones, register_backbone
+from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, create_backbone, list_backbones, register_backbone
 from .unet import UNet, UNetDecoder, UNetEncoder
 from .weights import (
     BackboneFreezeUnfreeze,
@@ -17,6 +17,8 @@ from .weights import (
 )
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "Backbone",
     "BackboneFreezeUnfreeze",
     "LoadReport",

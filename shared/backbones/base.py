@@ -7,6 +7,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+#: the RGB statistics the torchvision weights were trained with; every network that normalises its RGB input
+#: uses them (transferred weights expect them, and from-scratch training does not mind)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 class Backbone(nn.Module):
     """A feature extractor: ``forward_features(x)`` returns feature maps, finest first.

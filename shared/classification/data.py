@@ -32,11 +32,10 @@ from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
+from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.data import SPLIT_NAMES, SplitLoaders, default_num_workers, group_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ClassificationDataError(ValueError):

@@ -31,11 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from shared.backbones import create_backbone
+from shared.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from shared.networks import RemembersInitArgs
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: logit given to empty object slots (a risk of ~2e-9; finite, so losses and sums stay finite)
 EMPTY_SLOT_LOGIT = -20.0
 #: box geometry features per object: centre, size, log scale change (x2), centre shift (x2), seen before

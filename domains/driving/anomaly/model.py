@@ -32,12 +32,11 @@ from domains.driving.anomaly.scores import (
     smooth_score_map,
 )
 from domains.driving.classes import SEMANTIC_CLASSES
+from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.networks import RemembersInitArgs
 from shared.segmentation import SegmentationNet
 
 IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 OE_OBJECTIVES = ("extra_logit", "energy", "both")
 #: buffers filled by :meth:`AnomalySegmenter.calibrate`
 STAT_BUFFERS = ("sml_mean", "sml_std", "feat_mean", "feat_precision", "feat_valid", "calibrated")

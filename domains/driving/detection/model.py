@@ -43,11 +43,8 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from domains.driving.classes import VOID
-from shared.backbones import Backbone, create_backbone
+from shared.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, create_backbone
 from shared.networks import RemembersInitArgs
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BackboneWithFPN(nn.Module):

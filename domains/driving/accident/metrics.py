@@ -45,7 +45,7 @@ L1); Brier is the mean squared error of the same probabilities.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +60,12 @@ __all__ = [
     "TTACurve",
     "ap_before",
     "brier",
-    "clips_from_batch",
     "ece",
     "false_alarm_rate",
     "fit_temperature",
     "frame_ap",
     "frame_labels",
+    "horizon_targets",
     "lead_time_at_false_alarm_rate",
     "legacy_mtta",
     "mtta",
@@ -354,12 +354,23 @@ def lead_time_at_false_alarm_rate(
 # ------------------------------------------------------------------------------------------------------------
 
 
+def horizon_targets(
+    toa: torch.Tensor, fps: torch.Tensor, frames: int, horizons: torch.Tensor
+) -> torch.Tensor:
+    """(B, T, H) bool: contact happens within each horizon of frame t (ongoing contact counts); all false on
+    negative clips (``toa`` < 0). The one frame-label rule: training targets, frame AP, ECE and Brier."""
+    t = torch.arange(frames, device=toa.device, dtype=torch.float64)
+    time_to = (toa[:, None].double() - t[None]) / fps[:, None].double()
+    return (toa >= 0)[:, None, None] & (time_to[..., None] <= horizons.to(time_to)[None, None] + _EPS)
+
+
 def frame_labels(record: ClipScores, horizon: float = 2.0) -> np.ndarray:
-    """1 on crash-clip frames with contact within ``horizon`` s or ongoing (t >= toa - horizon * fps)."""
-    t = np.arange(len(record.scores))
-    if not record.is_crash:
-        return np.zeros(len(t), dtype=np.int64)
-    return (t >= record.toa - horizon * record.fps - _EPS).astype(np.int64)
+    """1 on crash-clip frames with contact within ``horizon`` s or ongoing (:func:`horizon_targets`)."""
+    toa = torch.tensor([record.toa if record.is_crash else -1])
+    labels = horizon_targets(
+        toa, torch.tensor([float(record.fps)]), len(record.scores), torch.tensor([horizon])
+    )
+    return labels[0, :, 0].numpy().astype(np.int64)
 
 
 def _pooled(records: Sequence[ClipScores], horizon: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -474,44 +485,6 @@ def summarize(
 
 def _np(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def clips_from_batch(
-    batch: Mapping[str, Any], scores: Any, object_scores: Any = None, ttc_pred: Any = None
-) -> list[ClipScores]:
-    """Cut a collated batch (spec section 2) and the model's (B, T) scores / (B, T, N) object scores /
-    (B, T) TTC into per-clip records, padding frames removed, empty object slots set to NaN."""
-    valid = _np(batch["frame_valid"]).astype(bool)
-    scores = _np(scores)
-    if scores.shape != valid.shape:
-        raise ValueError(
-            f"scores must be (B, T) = {valid.shape} like batch['frame_valid'], got {scores.shape}"
-        )
-    toa, fps, kinds = _np(batch["toa"]), _np(batch["fps"]), list(batch["kind"])
-    ids = list(batch.get("clip_id", [""] * len(valid)))
-    involved = _np(batch["involved"]) if "involved" in batch else None
-    ttc_true = _np(batch["ttc"]) if "ttc" in batch else None
-    obj = _np(object_scores).astype(np.float64) if object_scores is not None else None
-    if obj is not None and "box_valid" in batch:
-        obj = np.where(_np(batch["box_valid"]).astype(bool), obj, np.nan)
-    ttc_pred = _np(ttc_pred) if ttc_pred is not None else None
-    records = []
-    for b in range(len(valid)):
-        keep = valid[b]
-        records.append(
-            ClipScores(
-                scores=scores[b][keep],
-                toa=int(toa[b]),
-                fps=float(fps[b]),
-                kind=kinds[b],
-                clip_id=str(ids[b]),
-                object_scores=obj[b][keep] if obj is not None else None,
-                involved=involved[b] if involved is not None else None,
-                ttc_pred=ttc_pred[b][keep] if ttc_pred is not None else None,
-                ttc_true=ttc_true[b][keep] if ttc_true is not None else None,
-            )
-        )
-    return records
 
 
 def fit_temperature(logits: Any, labels: Any, max_iter: int = 100) -> float:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from domains.driving.accident.metrics import horizon_targets
 from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
 from shared.backbones import list_backbones, load_backbone_weights, set_trainable
 from shared.task import BaseTask, gather_lists
@@ -31,16 +32,6 @@ from shared.task import BaseTask, gather_lists
 RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "uncertainty_samples", "gif")
 HEADLINE = "video_ap"
 TEMPERATURE_RANGE = (0.05, 20.0)
-
-
-def horizon_targets(
-    toa: torch.Tensor, fps: torch.Tensor, frames: int, horizons: torch.Tensor
-) -> torch.Tensor:
-    """(B, T, H) bool: contact happens within each horizon of frame t (ongoing contact counts); all false on
-    negative clips (``toa`` < 0)."""
-    t = torch.arange(frames, device=toa.device, dtype=torch.float32)
-    time_to = (toa[:, None].float() - t[None]) / fps[:, None].float()
-    return (toa >= 0)[:, None, None] & (time_to[..., None] <= horizons.to(time_to)[None, None])
 
 
 class AccidentTask(BaseTask):
@@ -329,4 +320,4 @@ def load_accident_task(checkpoint: str | Path, map_location: str = "cpu") -> Acc
     return AccidentTask.load_checked(Path(checkpoint), map_location=map_location)
 
 
-__all__ = ["AccidentTask", "horizon_targets", "load_accident_task"]
+__all__ = ["AccidentTask", "load_accident_task"]

@@ -12,7 +12,6 @@ from domains.driving.accident.metrics import (
     ClipScores,
     ap_before,
     brier,
-    clips_from_batch,
     ece,
     false_alarm_rate,
     fit_temperature,
@@ -230,22 +229,16 @@ def test_temperature_fit_recovers_a_known_temperature():
         assert fit_temperature(2.5 * z, labels) == pytest.approx(2.5, rel=0.05)
 
 
-def test_summarize_names_and_batch_glue():
-    # A collated batch of two clips, the second padded by 2 frames; object slot 1 empty in clip 0.
-    batch = {
-        "frame_valid": torch.tensor([[True] * 4, [True, True, False, False]]),
-        "toa": torch.tensor([2, -1]),
-        "fps": torch.tensor([10.0, 10.0]),
-        "kind": ["crash", "near_miss"],
-        "clip_id": ["a", "n"],
-        "involved": torch.tensor([[True, False], [False, False]]),
-        "box_valid": torch.tensor([[[True, False]] * 4, [[True, True]] * 4]),
-        "ttc": torch.tensor([[0.2, 0.1, float("nan"), float("nan")], [float("nan")] * 4]),
-    }
-    scores = torch.tensor([[0.2, 0.6, 0.8, 0.4], [0.1, 0.7, 0.9, 0.9]])
-    records = clips_from_batch(batch, scores, object_scores=torch.full((2, 4, 2), 0.5))
-    assert [len(r.scores) for r in records] == [4, 2]  # padding cut: the 0.9s of clip n never count
-    assert np.isnan(records[0].object_scores[:, 1]).all()
+def test_summarize_names_and_figures():
+    # two clips at 10 fps: a crash with contact at frame 2 (object slot 1 empty), a near miss of 2 frames
+    nan = float("nan")
+    records = [
+        ClipScores(scores=np.array([0.2, 0.6, 0.8, 0.4]), toa=2, fps=10.0, kind="crash", clip_id="a",
+                   object_scores=np.array([[0.5, nan]] * 4), involved=np.array([True, False]),
+                   ttc_true=np.array([0.2, 0.1, nan, nan])),
+        ClipScores(scores=np.array([0.1, 0.7]), toa=-1, fps=10.0, kind="near_miss", clip_id="n",
+                   object_scores=np.full((2, 2), 0.5), involved=np.array([False, False])),
+    ]  # fmt: skip
     out = summarize(records, horizon=0.1, threshold=0.65)
     assert set(out) >= {
         "video_ap",

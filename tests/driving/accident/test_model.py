@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from domains.driving.accident.metrics import horizon_targets
 from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
-from domains.driving.accident.task import horizon_targets
 
 SIZE = (32, 64)
 

@@ -406,3 +406,16 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
         assert ids.max() <= len(lines) and all(len(line.split()) == 7 for line in lines)
         overlay = cv2.imread(str(out / "overlays" / f"{image_id}.png"))
         assert overlay is not None and overlay.shape == (H, W, 3)
+
+    # test and predict under bf16 autocast (CPU here; the path a GPU takes): masks and metrics get float32
+    bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed", "--model.score_thresh", "0.0"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = main(["test", *_cli_args(data, *bf16)])
+        assert 0 <= float(cli.trainer.callback_metrics["test/mask_map50"]) <= 1
+        out = tmp_path / "pred_bf16"
+        main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(out))])
+    assert {p.stem for p in (out / "instances").glob("*.png")} == test_ids
+    for image_id in test_ids:
+        ids = cv2.imread(str(out / "instances" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
+        assert ids.dtype == np.uint16 and ids.shape == (H, W)

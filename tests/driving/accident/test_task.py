@@ -73,6 +73,18 @@ def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
         assert (out / clip.clip_id / "objects.csv").is_file()
     assert not list(out.rglob("*.tmp"))  # nothing half-written
 
+    # test and predict under bf16 autocast (CPU here; the path a GPU takes): metrics and CSVs get float32
+    bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = main(["test", *_cli_args(data, *bf16)])
+        assert 0 <= float(cli.trainer.callback_metrics["test/video_ap"]) <= 1
+        main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(tmp_path / "pred_bf16"))])
+    for clip in test_clips:
+        with open(tmp_path / "pred_bf16" / clip.clip_id / "risk.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == clip.n_frames and all(0 <= float(r["risk"]) <= 1 for r in rows)
+
 
 def test_bad_task_arguments_are_named():
     net = AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8)

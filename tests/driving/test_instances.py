@@ -294,6 +294,28 @@ def test_metrics_by_hand():
     assert metric.compute("val")["val/mask_map50"] == pytest.approx(51 / 101, abs=1e-4)
 
 
+def test_min_height_ignores_small_ground_truth_by_hand():
+    # a 10-px and a 20-px tall car; the model finds only the tall one
+    gt_masks = torch.stack([_mask(0, 10, 0, 10), _mask(20, 40, 20, 30)])
+    target = {"boxes": mask_boxes(gt_masks.byte()), "labels": torch.tensor([0, 0]), "masks": gt_masks}
+    found_tall = {**target, "boxes": target["boxes"][1:], "masks": gt_masks[1:], "labels": torch.tensor([0]),
+                  "scores": torch.tensor([0.9])}  # fmt: skip
+    every, tall = InstanceMetrics(["Car"]), InstanceMetrics(["Car"], min_height=15)
+    for metric in (every, tall):
+        metric.update([found_tall], [target])
+    assert every.compute("test")["test/mask_ap50/Car"] == pytest.approx(51 / 101, abs=1e-4)  # recall 0.5
+    values = tall.compute("test")  # the short car is ignored: recall 1
+    assert values["test/mask_h15_ap50/Car"] == pytest.approx(1.0)
+    assert values["test/box_h15_map50"] == pytest.approx(1.0) and "test/mask_ap50/Car" not in values
+    # a detection on an ignored (short) car is no false alarm: precision stays 1 for the tall one
+    found_both = {**target, "scores": torch.tensor([0.95, 0.9])}
+    tall = InstanceMetrics(["Car"], min_height=15)
+    tall.update([found_both], [target])
+    assert tall.compute("val")["val/mask_h15_map50"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="min_height"):
+        InstanceMetrics(["Car"], min_height=-1)
+
+
 def test_masks_in_ignore_fraction_by_hand():
     masks = torch.stack([_mask(0, 10, 0, 10), _mask(0, 10, 5, 15), _mask(30, 40, 30, 40)])
     ignore = _mask(0, 10, 0, 10)
@@ -411,8 +433,9 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
     bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed", "--model.score_thresh", "0.0"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cli = main(["test", *_cli_args(data, *bf16)])
+        cli = main(["test", *_cli_args(data, *bf16, "--model.min_heights", "[8]")])
         assert 0 <= float(cli.trainer.callback_metrics["test/mask_map50"]) <= 1
+        assert 0 <= float(cli.trainer.callback_metrics["test/mask_h8_map50"]) <= 1
         out = tmp_path / "pred_bf16"
         main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(out))])
     assert {p.stem for p in (out / "instances").glob("*.png")} == test_ids

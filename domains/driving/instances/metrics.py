@@ -3,6 +3,10 @@
 One metric object with ``iou_type=("bbox", "segm")`` on the faster-coco-eval backend: COCO's AP, AP50, AP75 and
 per-class AP, and per-class AP50 read from its extended summary
 (:func:`domains.driving.detection.metrics.ap50_per_class`).
+
+``min_height``: score again with the ground truth shorter than this many pixels marked COCO ``iscrowd`` (a
+detection on such an object is neither a hit nor a false alarm), as KITTI's difficulty levels leave out objects
+under 25 px (Moderate). It says whether the errors sit in the far, tiny objects; keys get ``_h<height>``.
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ class InstanceMetrics:
     device (they are moved to the CPU: the metric states live outside the Lightning module).
     """
 
-    def __init__(self, class_names: Sequence[str]):
+    def __init__(self, class_names: Sequence[str], min_height: float = 0.0):
+        if min_height < 0:
+            raise ValueError(f"min_height must be >= 0, got {min_height}")
         self.class_names = list(class_names)
+        self.min_height = float(min_height)
+        self.suffix = f"_h{self.min_height:g}" if self.min_height else ""
         self.coco = MeanAveragePrecision(
             iou_type=tuple(IOU_TYPES), backend="faster_coco_eval", class_metrics=True, extended_summary=True
         )
@@ -46,6 +54,9 @@ class InstanceMetrics:
             {"boxes": x["boxes"].float().cpu(), "labels": x["labels"].cpu(), "masks": x["masks"].bool().cpu()}
             for x in targets
         ]
+        if self.min_height:
+            for x in t:
+                x["iscrowd"] = ((x["boxes"][:, 3] - x["boxes"][:, 1]) < self.min_height).long()
         self.coco.update(p, t)
 
     def compute(self, prefix: str) -> dict[str, float]:
@@ -54,16 +65,17 @@ class InstanceMetrics:
         values: dict[str, float] = {}
         known = range(len(self.class_names))
         for src, name in IOU_TYPES.items():
-            values[f"{prefix}/{name}_map"] = float(res[f"{src}_map"])
-            values[f"{prefix}/{name}_map50"] = float(res[f"{src}_map_50"])
-            values[f"{prefix}/{name}_map75"] = float(res[f"{src}_map_75"])
+            name = f"{name}_" if not self.suffix else f"{name}{self.suffix}_"
+            values[f"{prefix}/{name}map"] = float(res[f"{src}_map"])
+            values[f"{prefix}/{name}map50"] = float(res[f"{src}_map_50"])
+            values[f"{prefix}/{name}map75"] = float(res[f"{src}_map_75"])
             classes = res["classes"].reshape(-1).tolist()
             for cls, value in zip(classes, res[f"{src}_map_per_class"].reshape(-1).tolist()):
                 if value >= 0 and int(cls) in known:  # -1: class not in the data
-                    values[f"{prefix}/{name}_ap/{self.class_names[int(cls)]}"] = value
+                    values[f"{prefix}/{name}ap/{self.class_names[int(cls)]}"] = value
             for cls, value in ap50_per_class(res, f"{src}_").items():
                 if cls in known:
-                    values[f"{prefix}/{name}_ap50/{self.class_names[cls]}"] = value
+                    values[f"{prefix}/{name}ap50/{self.class_names[cls]}"] = value
         return values
 
 

@@ -21,7 +21,7 @@ from domains.driving.instances.model import RoadInstanceSegmenter
 from shared.backbones import list_backbones
 
 # Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, as for detection).
-RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "mask_thresh")
+RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "mask_thresh", "min_heights")
 
 
 class InstanceTask(DetectorTask):
@@ -43,6 +43,9 @@ class InstanceTask(DetectorTask):
         detections_per_img: at most this many detections per image.
         mask_thresh: a pixel belongs to a predicted instance where its mask probability reaches this.
         ignore_overlap: drop a detection from the metrics when this share of its mask lies in a DontCare region.
+        min_heights: also score with the ground truth shorter than each of these heights (pixels of the
+            evaluated tensors) ignored, as KITTI's difficulty levels do (``<stage>/mask_ap50_h25/Car``, ...):
+            where the errors sit, far and tiny or near and large.
         predict_dir: where ``predict`` writes ``instances/<id>.png`` (+ ``.txt``) and ``overlays/<id>.png``.
         predict_score_thresh: instances below this score are left out of the written maps and overlays.
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
@@ -61,6 +64,7 @@ class InstanceTask(DetectorTask):
         detections_per_img: int = 100,
         mask_thresh: float = 0.5,
         ignore_overlap: float = 0.5,
+        min_heights: list[float] = [],  # noqa: B006 - becomes a CLI default
         predict_dir: str | None = None,
         predict_score_thresh: float = 0.5,
         **base_task_args,
@@ -81,9 +85,12 @@ class InstanceTask(DetectorTask):
         )
         self.mask_thresh = mask_thresh
         self.ignore_overlap = ignore_overlap
+        if any(not h > 0 for h in min_heights):
+            raise ValueError(f"min_heights must be > 0 pixels, got {min_heights}")
+        self.min_heights = [float(h) for h in min_heights]
         self.predict_dir = predict_dir
         self.predict_score_thresh = predict_score_thresh
-        self._metrics: dict[str, InstanceMetrics] = {}
+        self._metrics: dict[str, list[InstanceMetrics]] = {}
         self._ignored: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------------------- training
@@ -96,7 +103,9 @@ class InstanceTask(DetectorTask):
     def _evaluation_step(self, batch, stage: str) -> None:
         images, targets = batch
         preds = self.model(images)
-        metric = self._metrics.setdefault(stage, InstanceMetrics(self.class_names))
+        metrics = self._metrics.setdefault(
+            stage, [InstanceMetrics(self.class_names, h) for h in (0.0, *self.min_heights)]
+        )
         kept_preds = []
         for pred, target in zip(preds, targets):
             masks = pred["masks"] >= self.mask_thresh
@@ -105,12 +114,13 @@ class InstanceTask(DetectorTask):
             kept_preds.append(
                 {**{k: pred[k][keep] for k in ("boxes", "scores", "labels")}, "masks": masks[keep]}
             )
-        metric.update(kept_preds, targets)
+        for metric in metrics:
+            metric.update(kept_preds, targets)
 
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
         if stage not in self._metrics:
             return {}
-        values = self._metrics.pop(stage).compute(stage)
+        values = {k: v for metric in self._metrics.pop(stage) for k, v in metric.compute(stage).items()}
         values[f"{stage}/ignored_detections"] = float(self._ignored.pop(stage, 0))
         return self.log_with_headline(values, f"{stage}/mask_map50")
 

@@ -399,7 +399,10 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cli = main(["fit", *_cli_args(data, "--trainer.fast_dev_run", "1")])
+        # fit + validate under bf16 autocast (the float32 path runs below)
+        cli = main(
+            ["fit", *_cli_args(data, "--trainer.fast_dev_run", "1", "--trainer.precision", "bf16-mixed")]
+        )
     assert cli.trainer.global_step == 1
     metrics = cli.trainer.callback_metrics
     assert {"val/mask_map50", "val/box_map50", "train/loss_mask"} <= set(metrics)

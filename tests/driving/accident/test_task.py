@@ -79,6 +79,10 @@ def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
         warnings.simplefilter("ignore")
         cli = main(["test", *_cli_args(data, *bf16)])
         assert 0 <= float(cli.trainer.callback_metrics["test/video_ap"]) <= 1
+        cli = main(
+            ["fit", *_cli_args(data, "--trainer.fast_dev_run", "1", "--trainer.precision", "bf16-mixed")]
+        )
+        assert "val/video_ap" in cli.trainer.callback_metrics
         main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(tmp_path / "pred_bf16"))])
     for clip in test_clips:
         with open(tmp_path / "pred_bf16" / clip.clip_id / "risk.csv") as f:

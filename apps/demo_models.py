@@ -40,6 +40,11 @@ ACCIDENT_SLOTS = 19
 #: the long side a road photo is brought to before detection (the detector rescales again internally: this
 #: only bounds memory for very large photos)
 DETECTION_MAX_SIDE = 1280
+#: the longest side a road photo is analysed at by the instance segmenter (at most; the network's own input
+#: width when smaller). Mask R-CNN scales every image into its ``input_size`` box anyway and pastes each
+#: instance's 28x28 mask at the size it was given, so a larger photo adds memory (one float map per detection
+#: at that size, up to 100 of them) and no detail; masks stay at this size and only what is drawn is upscaled
+INSTANCE_MAX_SIDE = 1280
 #: the width road photos are resized to for the anomaly segmenter when its checkpoint does not record the
 #: training size (the synthetic frames' width)
 ANOMALY_WIDTH = 640
@@ -132,6 +137,24 @@ DEMO_MODELS: dict[str, DemoModel] = {
         "domains.driving.detection.task:DetectionTask",
         weight=1.5,
         headline=("test/map50", "test/map", "test/kitti_moderate/mean", "test/ap50/"),
+    ),
+    "driving_instances": DemoModel(
+        "driving_instances",
+        "Mask R-CNN road-user instances",
+        "driving_instances",
+        "domains.driving.instances",
+        "domains/driving/instances/configs/quick.yaml",
+        "domains.driving.instances.task:InstanceTask",
+        # the shipped detector's backbone as the start (the same mobilenet_v3_large): minutes of CPU training
+        # from scratch give almost no masks
+        fit_args=(
+            "--model.pretrained_backbone",
+            "apps/weights/driving_detection.safetensors",
+            "--model.pretrained_prefix",
+            "detector.backbone.body.",
+        ),
+        weight=1.5,
+        headline=("test/mask_map50", "test/box_map50", "test/mask_ap50/", "test/mask_map"),
     ),
     "driving_anomaly": DemoModel(
         "driving_anomaly",
@@ -354,7 +377,7 @@ def load_task(key: str, path: str | Path):
 
 
 def _for_demo(key: str, task, data_hparams: dict):
-    if key == "driving_detection":
+    if key in ("driving_detection", "driving_instances"):
         task.model.set_postprocess(score_thresh=0.05)  # the page's slider filters from here up
     # the network keeps the size it learnt from; older checkpoints and cards: the data module's setting
     trained = getattr(task.model, "input_size", None)
@@ -374,6 +397,11 @@ def network_name(key: str, hparams: dict) -> str:
         return f"{name} channels {args.get('channels')}"
     if key == "driving_detection":
         return f"FCOS on {args.get('backbone')}, input {args.get('input_size')}"
+    if key == "driving_instances":
+        return (
+            f"Mask R-CNN on {args.get('backbone')}, input {args.get('input_size')}, FPN {args.get('fpn_levels')} x "
+            f"{args.get('fpn_channels')} ch"
+        )
     if key == "driving_accident":
         return (
             f"AccidentAnticipator on {args.get('backbone')} ({args.get('temporal', 'gru')}, hidden "
@@ -400,9 +428,12 @@ def data_description(key: str, data_hp: dict) -> str:
             "synthetic scenario clips (crashes, near misses, ordinary driving) from "
             f"domains.driving.synthetic.clips ({settings or 'defaults, seed 0'}), split by clip, stratified by kind"
         )
-    what = (
-        "KITTI-layout road scenes (1500 frames)" if key == "driving_detection" else "road-scene semantic maps"
-    )
+    if key == "driving_instances" and data_hp.get("data_path"):
+        return f"{data_hp.get('data_format', 'kitti')} instances at {data_hp['data_path']}, split by sequence"
+    what = {
+        "driving_detection": "KITTI-layout road scenes (1500 frames)",
+        "driving_instances": "KITTI-layout road scenes with per-object instance maps (1500 frames)",
+    }.get(key, "road-scene semantic maps")
     return f"synthetic {what} from domains.driving.synthetic (defaults, seed 0), split by sequence"
 
 
@@ -482,6 +513,89 @@ def detect_objects(task, image: np.ndarray) -> dict[str, np.ndarray]:
         "scores": pred["scores"].numpy(),
         "labels": pred["labels"].numpy().astype(np.int64),
     }
+
+
+@torch.no_grad()
+def segment_instances(task, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Instances of an RGB uint8 photo of any size: ``boxes`` (xyxy) and ``areas`` (mask pixels) in the photo's
+    own pixels, ``scores``, ``labels`` and ``masks`` (N, h, w) bool at the *analysis size*.
+
+    The analysis size is the photo with its long side shrunk to the network's input width (at most
+    :data:`INSTANCE_MAX_SIDE`): Mask R-CNN pastes every detection's mask as a float map at the size it is given
+    (up to ``detections_per_img`` of them), so a 12-MP photo would need gigabytes for no extra detail (the
+    masks are 28x28 per box). Masks stay at that size (a few MB) and :func:`instance_ids` upscales only the ones
+    drawn or downloaded, one at a time."""
+    from domains.driving.detection.predict import detect
+
+    side = min(INSTANCE_MAX_SIDE, max(int(v) for v in task.model.input_size))
+    small, _ = _resize_long_side(image, side)
+    pred = detect(task.model, small)  # the network letterboxes internally and pastes masks back to `small`
+    h, w = image.shape[:2]
+    sh, sw = small.shape[:2]
+    boxes = pred["boxes"].numpy().astype(np.float64)
+    boxes[:, [0, 2]] = (boxes[:, [0, 2]] * (w / sw)).clip(0, w)
+    boxes[:, [1, 3]] = (boxes[:, [1, 3]] * (h / sh)).clip(0, h)
+    masks = (pred["masks"] >= task.mask_thresh).numpy()
+    return {
+        "boxes": boxes,
+        "scores": pred["scores"].numpy(),
+        "labels": pred["labels"].numpy().astype(np.int64),
+        "areas": masks.reshape(len(masks), -1).sum(axis=1) * (h * w) / (sh * sw),
+        "masks": masks,
+    }
+
+
+def instance_ids(pred: dict, size: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
+    """The (H, W) uint16 instance-id map of ``pred`` (:func:`segment_instances`' result, already filtered) at
+    ``size``, and the prediction index of each id (id k: ``pred[...][order[k - 1]]``).
+
+    Numbered as ``domains.driving.instances.predict.instance_id_map`` numbers them (it gives the order: by
+    descending score, the higher score winning shared pixels). Each mask is upscaled on its own from the analysis
+    size, bilinearly over its bounding box only (smooth edges; never N maps at the photo's size in memory)."""
+    from domains.driving.instances.predict import instance_id_map
+
+    masks = np.asarray(pred["masks"], dtype=bool)
+    h, w = masks.shape[1:]
+    small = {"scores": torch.as_tensor(pred["scores"]), "masks": torch.from_numpy(masks)}
+    ids, order = instance_id_map(small, (h, w), score_thresh=float("-inf"))
+    height, width = int(size[0]), int(size[1])
+    if (height, width) == (h, w):
+        return ids, order
+    ids = np.zeros((height, width), np.uint16)
+    sy, sx = height / h, width / w
+    for k in range(len(order), 0, -1):  # the lowest score first: higher scores paint over it
+        mask = masks[order[k - 1]]
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if not len(rows):
+            continue
+        y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h)  # one pixel of margin: the edge ramps
+        x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
+        top, bottom = round(y0 * sy), max(round(y1 * sy), round(y0 * sy) + 1)
+        left, right = round(x0 * sx), max(round(x1 * sx), round(x0 * sx) + 1)
+        crop = mask[y0:y1, x0:x1].astype(np.float32)
+        inside = cv2.resize(crop, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR) >= 0.5
+        ids[top:bottom, left:right][inside] = k
+    return ids, order
+
+
+def instance_text(pred: dict, order: list[int], class_names: list[str]) -> str:
+    """The id map's text list in ``domains.driving.instances.predict``'s format: one line per id,
+    ``k class score left top right bottom`` (the test compares it with the prediction writer's file)."""
+    lines = []
+    for k, i in enumerate(order, start=1):
+        box = " ".join(f"{v:.1f}" for v in np.asarray(pred["boxes"][i], dtype=np.float64).tolist())
+        lines.append(f"{k} {class_names[int(pred['labels'][i])]} {float(pred['scores'][i]):.4f} {box}")
+    return "".join(line + "\n" for line in lines)
+
+
+def id_map_png(ids: np.ndarray) -> bytes:
+    """A uint16 instance-id map as a 16-bit PNG (what ``predict`` writes)."""
+    if ids.dtype != np.uint16 or ids.ndim != 2:
+        raise ValueError(f"id_map_png: expected an (H, W) uint16 map, got {ids.dtype} {ids.shape}")
+    ok, buf = cv2.imencode(".png", ids)
+    if not ok:
+        raise ValueError(f"id_map_png: OpenCV could not encode an array of shape {ids.shape}")
+    return buf.tobytes()
 
 
 def anomaly_scores(task) -> list[str]:
@@ -776,11 +890,15 @@ __all__ = [
     "detect_objects",
     "find_checkpoint",
     "format_metrics",
+    "id_map_png",
+    "instance_ids",
+    "instance_text",
     "load_accident_clip",
     "load_task",
     "medical_data_root",
     "medical_predict",
     "medical_scores",
     "read_metrics",
+    "segment_instances",
     "train_command",
 ]

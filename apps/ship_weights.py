@@ -11,10 +11,16 @@ file's sha256, and figures measured here on the CPU with the fp16 weights on a f
 detector's best-F1 score threshold on the validation split, the anomaly threshold at 95 % TPR on validation
 images with pasted outliers, and the best and worst test examples.
 
-A model trained outside ``gpu_recipes`` (the accident anticipator) ships from its Lightning checkpoint
-(``--checkpoint KEY=PATH``, loaded with ``weights_only=True``): its test figures are measured here on the CPU on
-the checkpoint's own data module's test split, once with the fp32 checkpoint (``test``) and once with the fp16
-file (``subset``); the operating point is the alarm threshold the model fitted on validation clips.
+Models trained outside ``gpu_recipes`` (the accident anticipator, the instance segmenter) ship from their
+Lightning checkpoint (``--checkpoint KEY=PATH``, loaded with ``weights_only=True``): their test figures are
+measured here on the CPU on the checkpoint's own data module's test split, once with the fp32 checkpoint
+(``test``: the whole split) and once with the fp16 file (``subset``: the accident model's whole split, the
+instance model's first ``SUBSET`` images, which the reproduction test runs again in seconds). Operating points:
+the alarm threshold the accident model fitted on validation clips; the instance model's best-F1 score threshold
+on the validation split (the detector's rule, boxes matched at IoU 0.5).
+
+    python -m apps.ship_weights --checkpoint driving_instances=inst.ckpt \
+        --command "python benchmarks/driving_instances.py --config ... --save-checkpoint inst.ckpt" --device "..."
 """
 
 from __future__ import annotations
@@ -46,9 +52,11 @@ RUN_OF = {
     "driving_anomaly": "anomaly",
 }
 #: test images of the fixed subset the card's CPU figures use (the reproduction test runs the same)
-SUBSET = {"medical": 64, "driving_detection": 40, "driving_anomaly": 40}
+SUBSET = {"medical": 64, "driving_detection": 40, "driving_anomaly": 40, "driving_instances": 12}
 #: keys shipped from a Lightning checkpoint (ship_checkpoint) rather than a gpu_recipes run
-FROM_CHECKPOINT = ("driving_accident",)
+FROM_CHECKPOINT = ("driving_accident", "driving_instances")
+#: images per batch of the instance evaluations (SUBSET["driving_instances"] is a multiple of it)
+INSTANCE_BATCH = 4
 
 
 def _trainer(**overrides) -> pl.Trainer:
@@ -86,10 +94,22 @@ def anomaly_datamodule(data_hp: dict):
     return data
 
 
+def instance_datamodule(data_hp: dict):
+    """The checkpoint's instance data settings on the CPU, in this process (splits ready)."""
+    from domains.driving.instances.data import InstanceDataModule
+
+    data = InstanceDataModule(**{**data_hp, "num_workers": 0, "batch_size": INSTANCE_BATCH})
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
 def subset_figures(key: str, task, data_hp: dict) -> dict[str, float]:
     """The card's ``subset`` test figures again (what the reproduction test compares)."""
     if key == "driving_accident":
         return accident_figures(task, data_hp)
+    if key == "driving_instances":
+        return instance_figures(task, data_hp, SUBSET[key])
     if key.startswith("medical"):
         data = medical_datamodule(data_hp, SUBSET["medical"])
         limit = {}
@@ -243,6 +263,41 @@ def accident_figures(task, data_hp: dict) -> dict[str, float]:
     return _figures(_trainer().test(task, datamodule=accident_datamodule(data_hp), verbose=False)[0])
 
 
+def instance_figures(task, data_hp: dict, images: int | None = None) -> dict[str, float]:
+    """Mask and box AP of the instance task on the first ``images`` test images (None: the whole test split)."""
+    data = instance_datamodule(data_hp)
+    limit = {} if images is None else {"limit_test_batches": max(1, images // INSTANCE_BATCH)}
+    pl.seed_everything(0, verbose=False)
+    return _figures(_trainer(**limit).test(task, datamodule=data, verbose=False)[0])
+
+
+@torch.no_grad()
+def instance_operating_point(task, data_hp: dict) -> dict:
+    """The score threshold with the best pooled F1 on the validation split: the detector's rule
+    (:func:`~domains.driving.detection.operating_point.best_f1_threshold`, boxes matched at IoU 0.5 within a
+    class), on the instance model's boxes, after the evaluation's own DontCare filter. IoU does not change when
+    both axes are scaled, so the boxes stay in the tensors' pixels."""
+    from domains.driving.detection.operating_point import best_f1_threshold
+    from domains.driving.instances.metrics import masks_in_ignore_fraction
+
+    data = instance_datamodule(data_hp)
+    model = task.model.eval()
+    preds, targets = [], []
+    for images, batch_targets in data.val_dataloader():
+        for pred, target in zip(model(images), batch_targets):
+            masks = pred["masks"] >= task.mask_thresh
+            keep = masks_in_ignore_fraction(masks, target["ignore_mask"]) <= task.ignore_overlap
+            preds.append({k: pred[k][keep] for k in ("boxes", "scores", "labels")})
+            targets.append({"boxes": target["boxes"], "labels": target["labels"]})
+    point = best_f1_threshold(preds, targets)
+    return {
+        "split": "val",
+        "rule": "best pooled F1, box IoU 0.5 (detections mostly in DontCare regions dropped)",
+        "images": len(preds),
+        **_rounded(point),
+    }
+
+
 def _plain_fp16(task) -> dict[str, torch.Tensor]:
     """The plain network's state dict in fp16, except scalars (a fitted temperature or alarm threshold: an
     fp16 threshold may round below a validation clip's peak risk and change the false-alarm rate it holds)."""
@@ -265,7 +320,7 @@ def ship_checkpoint(
     """A Lightning checkpoint of ``key`` -> ``<out>/<key>.safetensors`` (fp16 plain network) + model card.
 
     ``data_overrides`` change the checkpoint's data-module settings for the evaluation (e.g. ``data_path``
-    where the clips are on this machine); they are recorded in the card."""
+    where the data are on this machine); they are recorded in the card."""
     checkpoint = Path(checkpoint)
     stored = dm.read_checkpoint(checkpoint)  # weights_only=True
     hparams = {k: v for k, v in (stored.get("hyper_parameters") or {}).items() if not k.startswith("_")}
@@ -280,10 +335,12 @@ def ship_checkpoint(
     )
     hparams = json.loads(json.dumps(hparams))  # tuples -> lists, as the card stores them
     shipped = dm.load_shipped_weights(key, weights, {"hyper_parameters": hparams})
-    test = accident_figures(task, data_hp)
-    subset = accident_figures(shipped, data_hp)
     spec = dm.DEMO_MODELS[key]
-    model = shipped.model
+    evaluation = (
+        _accident_evaluation(task, shipped, hparams, data_hp)
+        if key == "driving_accident"
+        else _instance_evaluation(task, shipped, data_hp)
+    )
     card = {
         "key": key,
         "title": spec.title,
@@ -305,9 +362,21 @@ def ship_checkpoint(
         "training": {k: hparams[k] for k in ("optimizer", "lr_scheduler") if k in hparams},
         "data_hyper_parameters": json.loads(json.dumps(data_hp)),
         "settings": {},
-        "test": test,
-        "test_note": "whole test split of the data module above, fp32 checkpoint, on this machine's CPU",
-        "subset": {"split": "test", "clips": "all", "seed": 0, "metrics": subset},
+        **evaluation,
+    }
+    (out / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+_TEST_NOTE = "whole test split of the data module above, fp32 checkpoint, on this machine's CPU"
+
+
+def _accident_evaluation(task, shipped, hparams: dict, data_hp: dict) -> dict:
+    model = shipped.model
+    return {
+        "test": accident_figures(task, data_hp),
+        "test_note": _TEST_NOTE,
+        "subset": {"split": "test", "clips": "all", "seed": 0, "metrics": accident_figures(shipped, data_hp)},
         "operating_point": {
             "split": "val",
             "rule": "lowest alarm threshold whose false-alarm rate on negative validation clips stays within "
@@ -317,8 +386,16 @@ def ship_checkpoint(
             "horizon_s": model.alarm_horizon,
         },
     }
-    (out / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n")
-    return card
+
+
+def _instance_evaluation(task, shipped, data_hp: dict) -> dict:
+    n = SUBSET["driving_instances"]
+    return {
+        "test": instance_figures(task, data_hp),
+        "test_note": _TEST_NOTE,
+        "subset": {"split": "test", "images": n, "seed": 0, "metrics": instance_figures(shipped, data_hp, n)},
+        "operating_point": instance_operating_point(shipped, data_hp),
+    }
 
 
 def _rounded(values: dict) -> dict:
@@ -383,9 +460,9 @@ def ship(key: str, runs: Path, out: Path) -> dict:
 
 
 def _configs(record: dict) -> list[str]:
-    """The config files of a run, from its command (``... -c A -c B ...``)."""
+    """The config files of a run, from its command (``... -c A -c B ...``, or a benchmark's ``--config A``)."""
     words = record["command"].split()
-    return [words[i + 1] for i, word in enumerate(words[:-1]) if word == "-c"]
+    return [words[i + 1] for i, word in enumerate(words[:-1]) if word in ("-c", "--config")]
 
 
 def _training(record: dict) -> dict:
@@ -424,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--date", help="with --checkpoint: training date (default: the checkpoint's mtime)")
     ap.add_argument("--seed", type=int, default=0, help="with --checkpoint: the run's seed_everything")
     ap.add_argument(
-        "--data-path", help="with --checkpoint: the clips' root on this machine, for the evaluation"
+        "--data-path",
+        help="with --checkpoint: the data's root on this machine, for the evaluation (default: the checkpoint's)",
     )
     ap.add_argument("--out", type=Path, default=dm.SHIPPED_DIR)
     args = ap.parse_args(argv)

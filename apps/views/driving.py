@@ -1,7 +1,9 @@
-"""Driving page: road objects (boxes, KITTI text) and road anomalies (heat map, frame score) on one photo."""
+"""Driving page: road objects (boxes, KITTI text), road-user instances (masks, id map) and road anomalies (heat
+map, frame score) on one photo."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from apps import uploads as up
 
 SYNTHETIC, UPLOAD = "Synthetic scene", "Upload a photo"
 DETECTION, ANOMALY = "driving_detection", "driving_anomaly"
+INSTANCES = "driving_instances"
 DISPLAY_WIDTH = 1280  # overlays are drawn at most this wide (downloads use the full size)
 
 
@@ -50,6 +53,11 @@ def _decode(digest: str, name: str, _data: bytes) -> up.RGBImage:
 @st.cache_data(max_entries=16, show_spinner="Detecting objects ...")
 def _detect(token: str, digest: str, _image: np.ndarray) -> dict:
     return dm.detect_objects(pc.load_model(DETECTION), _image)
+
+
+@st.cache_data(max_entries=4, show_spinner="Segmenting instances ...")  # masks: a few MB per photo
+def _segment(token: str, digest: str, _image: np.ndarray) -> dict:
+    return dm.segment_instances(pc.load_model(INSTANCES), _image)
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring anomalies ...")
@@ -100,6 +108,28 @@ def _draw(image: np.ndarray, pred: dict, class_names: list[str], scale: float = 
         "labels": torch.as_tensor(pred["labels"]),
     }
     return draw_detections(image, tensors, class_names, score_thresh=0.0)
+
+
+def _draw_instances(
+    image: np.ndarray,
+    pred: dict,
+    class_names: list[str],
+    ids: tuple[np.ndarray, list[int]],
+    alpha: float,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """The instances tinted, outlined and boxed by the task's own drawing; ``ids``: :func:`dm.instance_ids` at
+    the image's size (so the masks are never held at that size one by one)."""
+    import torch
+
+    from domains.driving.instances.predict import draw_instances
+
+    tensors = {
+        "boxes": torch.as_tensor(pred["boxes"] * scale),
+        "scores": torch.as_tensor(pred["scores"]),
+        "labels": torch.as_tensor(pred["labels"]),
+    }
+    return draw_instances(image, tensors, class_names, score_thresh=0.0, alpha=alpha, id_map=ids)
 
 
 def _outline(overlay: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np.ndarray:
@@ -161,15 +191,18 @@ def _far_from_training(width: int, height: int) -> str | None:
 
 st.title("Driving: road objects and road anomalies")
 st.write(
-    "The detector finds cars, pedestrians and cyclists. The anomaly model is a road-scene segmenter whose "
-    "uncertainty flags things that belong to no known class (lost cargo, debris, animals)."
+    "The detector finds cars, pedestrians and cyclists; the instance segmenter (Mask R-CNN) says which pixels "
+    "are each of them. The anomaly model is a road-scene segmenter whose uncertainty flags things that belong "
+    "to no known class (lost cargo, debris, animals)."
 )
 pc.own_checkpoint_picker([DETECTION], "Use your own detector checkpoint")
+pc.own_checkpoint_picker([INSTANCES], "Use your own instance-segmentation checkpoint")
 pc.own_checkpoint_picker([ANOMALY], "Use your own anomaly checkpoint")
-pc.show_missing([DETECTION, ANOMALY])
+pc.show_missing([DETECTION, INSTANCES, ANOMALY])
 have_det = pc.model_path(DETECTION) is not None
+have_inst = pc.model_path(INSTANCES) is not None
 have_ano = pc.model_path(ANOMALY) is not None
-if not (have_det or have_ano):
+if not (have_det or have_inst or have_ano):
     st.error("No driving checkpoint to show yet: run `make demo` (or a command above) and reload this page.")
     st.stop()
 
@@ -221,7 +254,7 @@ st.caption(
     f"{name}: {width}x{height} pixels" + (f", shown at {shown.shape[1]} px wide" if shown_scale < 1 else "")
 )
 
-objects_tab, anomaly_tab = st.tabs(["Objects", "Road anomalies"])
+objects_tab, instances_tab, anomaly_tab = st.tabs(["Objects", "Instances", "Road anomalies"])
 
 
 def _objects() -> None:
@@ -308,6 +341,114 @@ def _objects() -> None:
         file_name=f"{_stem(name)}_detections.png",
         mime="image/png",
         key="driving_dl_boxes",
+    )
+
+
+def _instances() -> None:
+    """The instance tab (same flow as the detector's); returns early (with a message) when the model cannot
+    run."""
+    if not have_inst:
+        st.warning(f"No instance-segmentation checkpoint: `{dm.train_command(INSTANCES)}`")
+        return
+    try:
+        segmenter = pc.load_model(INSTANCES)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
+        pc.show_load_error(INSTANCES, "the instance-segmentation checkpoint", exc)
+        return
+    if segmenter is None:
+        st.warning(f"No instance-segmentation weights: `{dm.train_command(INSTANCES)}`")
+        return
+    pc.checkpoint_caption(INSTANCES, limit=6)
+    class_names = list(segmenter.class_names)
+    try:
+        pred = _segment(pc.model_token(INSTANCES), digest, image)
+    except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
+        st.error(f"The instance segmenter failed on this image: {type(exc).__name__}: {exc}")
+        return
+    in_h, in_w = segmenter.model.input_size
+    mask_h, mask_w = pred["masks"].shape[1:]
+    st.caption(
+        f"Mask R-CNN scales every photo into its {in_w}x{in_h} input (aspect ratio kept); its masks are kept at "
+        f"{mask_w}x{mask_h} and upscaled for the view and the downloads, boxes in the photo's pixels."
+    )
+    c1, c2, c3 = st.columns([1, 2, 1])
+    # As the detector: start at the weights' operating point (best box F1 on the validation split, in the model
+    # card) if there is one, else where `predict` draws instances (predict_score_thresh, a run-time setting).
+    point = {} if _own(INSTANCES) else dm.operating_point(INSTANCES)
+    start = float(point.get("threshold", segmenter.predict_score_thresh))
+    start = round(min(1.0, max(0.05, start)) * 20) / 20
+    threshold = c1.slider(
+        "Score threshold",
+        0.05,
+        1.0,
+        start,
+        0.05,
+        key="driving_inst_threshold",
+        help=(
+            f"Starts at {point['threshold']:.2f}, where the model's F1 was best on the validation split "
+            f"(precision {point['precision']:.2f}, recall {point['recall']:.2f})."
+            if point
+            else "Instances below this score are hidden."
+        ),
+    )
+    chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_inst_classes")
+    alpha = c3.slider("Mask opacity", 0.0, 1.0, 0.5, 0.05, key="driving_inst_alpha")
+    kept = _filter(pred, threshold, [class_names.index(c) for c in chosen])
+    below = int((pred["scores"] < threshold).sum())
+    ids_shown = dm.instance_ids(kept, shown.shape[:2])
+    st.image(
+        _draw_instances(shown, kept, class_names, ids_shown, alpha, shown_scale),
+        caption=f"{len(kept['scores'])} of {len(pred['scores'])} instances shown; {below} below the score threshold",
+        width="stretch",
+    )
+    if not len(kept["scores"]) and below:
+        st.info(
+            f"No instance reaches the threshold {threshold:.2f}; the best score here is "
+            f"{float(pred['scores'].max()):.2f}. Lower the slider to see the weaker ones."
+        )
+    order = ids_shown[1]  # id k of the table, the PNG and the text list: kept[...][order[k - 1]]
+    if order:
+        st.dataframe(
+            [
+                {
+                    "id": k,
+                    "class": class_names[int(kept["labels"][i])],
+                    "score": round(float(kept["scores"][i]), 3),
+                    "pixel area": round(float(kept["areas"][i])),
+                    **{
+                        k2: round(float(v), 1)
+                        for k2, v in zip(("left", "top", "right", "bottom"), kept["boxes"][i])
+                    },
+                }
+                for k, i in enumerate(order, start=1)
+            ],
+            hide_index=True,
+        )
+    # the photo-size id map only when a download asks for it (deferred callables), computed once
+    full_ids = functools.cache(lambda: dm.instance_ids(kept, image.shape[:2]))
+    d1, d2, d3 = st.columns(3)
+    d1.download_button(
+        "Instance ids (16-bit PNG)",
+        data=lambda: dm.id_map_png(full_ids()[0]),
+        file_name=f"{_stem(name)}_instances.png",
+        mime="image/png",
+        key="driving_dl_instance_ids",
+        help="uint16 at the photo's size: 0 background, k = line k of the instance list (highest score first)",
+    )
+    d2.download_button(
+        "Instance list (text)",
+        data=dm.instance_text(kept, order, class_names),
+        file_name=f"{_stem(name)}_instances.txt",
+        mime="text/plain",
+        key="driving_dl_instance_list",
+        help="one line per id: k class score left top right bottom (as `predict` writes)",
+    )
+    d3.download_button(
+        "Image with masks (PNG)",
+        data=lambda: up.png_bytes(_draw_instances(image, kept, class_names, full_ids(), alpha)),
+        file_name=f"{_stem(name)}_instances_overlay.png",
+        mime="image/png",
+        key="driving_dl_instance_overlay",
     )
 
 
@@ -420,5 +561,7 @@ def _anomalies() -> None:
 
 with objects_tab:
     _objects()
+with instances_tab:
+    _instances()
 with anomaly_tab:
     _anomalies()

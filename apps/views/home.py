@@ -25,8 +25,9 @@ with left:
 with right:
     st.subheader("Driving: roads")
     st.write(
-        "FCOS detection of cars, pedestrians and cyclists, and a per-pixel road-anomaly heat map with the "
-        "frame's anomaly score. Upload a road photo of any size; results download as KITTI text and PNG."
+        "FCOS detection of cars, pedestrians and cyclists, their Mask R-CNN instance masks (with a score "
+        "slider), and a per-pixel road-anomaly heat map with the frame's anomaly score. Upload a road photo of "
+        "any size; results download as KITTI text, 16-bit instance-id maps and PNG."
     )
     st.write(
         "Accident risk: over a dashcam clip (synthetic, or an uploaded mp4 / zip of frames), the probability "

@@ -48,6 +48,7 @@ def test_home_lists_checkpoints(demo_env):
         "Probabilistic U-Net",
         "Hierarchical Probabilistic U-Net",
         "FCOS road-object detector",
+        "Mask R-CNN road-user instances",
         "Road-anomaly segmenter",
         "Accident anticipator",
     ]
@@ -55,7 +56,8 @@ def test_home_lists_checkpoints(demo_env):
     assert checkpoints[2] == "missing"
     assert "prepare_demo.py --train --only medical_hpu_net" in figures[2]
     assert "ged 0.500" in figures[0]
-    assert checkpoints[5] == "driving_accident.ckpt" and "video_ap 0.600, frame_ap 0.400" in figures[5]
+    assert checkpoints[4] == "driving_instances.ckpt" and "mask_map50 0.300, box_map50 0.350" in figures[4]
+    assert checkpoints[6] == "driving_accident.ckpt" and "video_ap 0.600, frame_ap 0.400" in figures[6]
 
 
 def test_app_navigation_runs_every_page(demo_env):
@@ -192,6 +194,9 @@ def test_driving_default_scene_renders(demo_env):
     assert labels == [
         "Detections (KITTI text)",
         "Image with boxes (PNG)",
+        "Instance ids (16-bit PNG)",
+        "Instance list (text)",
+        "Image with masks (PNG)",
         "Heat-map overlay (PNG)",
         "Anomaly mask (PNG)",
         "Score map (16-bit PNG)",
@@ -230,12 +235,96 @@ def test_driving_widgets_rerun(demo_env):
     threshold = at.slider(key=f"driving_ano_threshold_{last}")
     threshold.set_value(threshold.max).run()
     _ok(at)
-    assert _image_captions(at)[1].startswith(f"{last}: ")
+    assert _image_captions(at)[2].startswith(f"{last}: ")  # after the objects' and the instances' images
     percent = {m.label: m.value for m in at.metric}["Pixels above the threshold"]
     assert float(percent.rstrip(" %")) < 1.0  # only the maximum pixel(s) reach the top of the range
     at.selectbox(key="driving_scene").set_value(1).run()
     _ok(at)
     assert "synthetic_00001.png" in _texts(at.caption)
+
+
+def _instance_caption(at: AppTest) -> tuple[int, int, int]:
+    """(shown, total, below) of the Instances tab's image caption (the page's second image)."""
+    caption = _image_captions(at)[1]
+    found = re.match(r"(\d+) of (\d+) instances shown; (\d+) below the score threshold", caption)
+    assert found, caption
+    return tuple(int(v) for v in found.groups())
+
+
+def _instance_table(at: AppTest):
+    """The Instances tab's table (the one with mask areas)."""
+    return next(df.value for df in at.dataframe if "pixel area" in df.value.columns)
+
+
+def test_driving_instances_tab_shows_masks_and_the_slider_filters_them(demo_env):
+    at = _ok(_page("driving"))
+    # no operating point with these weights: the slider starts where `predict` draws (predict_score_thresh)
+    from domains.driving.instances.task import InstanceTask
+
+    drawn = inspect.signature(InstanceTask).parameters["predict_score_thresh"].default
+    assert at.slider(key="driving_inst_threshold").value == pytest.approx(drawn)
+    start_shown, start_total, start_below = _instance_caption(at)
+    assert start_shown + start_below == start_total
+    assert "driving_instances.ckpt" in _texts(at.caption) and "mask_map50 0.300" in _texts(at.caption)
+    # the tiny network's input is 128 px wide: the scene's own size
+    assert "masks are kept at 128x64" in _texts(at.caption)
+    at.slider(key="driving_inst_threshold").set_value(0.05).run()  # the post-processing floor: everything
+    _ok(at)
+    shown, total, below = _instance_caption(at)
+    assert shown == total > 0 and below == 0, "the tiny Mask R-CNN should give some instances to filter"
+    table = _instance_table(at)
+    assert len(table) == total and list(table["id"]) == list(range(1, total + 1))
+    assert (table["score"].diff().dropna() <= 0).all()  # id 1 = the highest score, as `predict` numbers them
+    assert (table["pixel area"] > 0).any()  # masks are drawn, not only boxes
+    assert ((table["right"] <= 128) & (table["bottom"] <= 64) & (table["left"] >= 0)).all()
+    # the tiny model scores every instance about 0.24 (one step from its start): none reach 0.5, all 0.05
+    assert total == start_total and start_shown == int((table["score"] >= drawn).sum()) < total
+    at.slider(key="driving_inst_threshold").set_value(1.0).run()
+    _ok(at)
+    assert _instance_caption(at)[0] == 0 and "No instance reaches the threshold 1.00" in _texts(at.info)
+    at.slider(key="driving_inst_threshold").set_value(0.05)
+    cars = int((table["class"] == "Car").sum())
+    at.multiselect(key="driving_inst_classes").set_value(["Car"]).run()
+    _ok(at)
+    assert _instance_caption(at) == (cars, total, 0)
+    at.slider(key="driving_inst_alpha").set_value(0.9).run()
+    _ok(at)
+
+
+def test_driving_instances_on_an_uploaded_photo(demo_env):
+    at = _upload(_driving_upload_page(), "driving_upload", "road.png", S.png(S.gradient_rgb(90, 300)))
+    _ok(at)
+    assert "masks are kept at 128x38" in _texts(at.caption)  # 300x90 shrunk to the network's 128-px input
+    at.slider(key="driving_inst_threshold").set_value(0.05).run()
+    _ok(at)
+    shown, total, _ = _instance_caption(at)
+    assert shown == total > 0
+    table = _instance_table(at)
+    # boxes and areas come back in the photo's pixels, not the 128-px analysis size
+    assert ((table["right"] <= 300) & (table["bottom"] <= 90)).all() and table["right"].max() > 128
+    assert table["pixel area"].max() <= 300 * 90
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert {"Instance ids (16-bit PNG)", "Instance list (text)", "Image with masks (PNG)"} <= set(labels)
+
+
+def test_driving_instances_missing_or_broken_weights_are_named(demo_env, tmp_path, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "ckpts"
+    shutil.copytree(demo_env["checkpoints"], folder)
+    (folder / "driving_instances.ckpt").unlink()
+    monkeypatch.setenv("SUITE_DEMO_CHECKPOINTS", str(folder))
+    at = _ok(_page("driving"))
+    assert "No instance-segmentation checkpoint: `.venv/bin/python apps/prepare_demo.py --train --only " \
+        "driving_instances`" in _texts(at.warning)  # fmt: skip
+    assert "detections shown" in _image_captions(at)[0]  # the other tabs are unaffected
+    assert at.metric[0].label == "Frame anomaly score"
+    (folder / "driving_instances.ckpt").write_bytes(b"not a checkpoint")  # e.g. a truncated download
+    at = _page("driving")
+    assert not at.exception
+    assert len(at.error) == 1 and "Could not load the instance-segmentation checkpoint" in at.error[0].value
+    assert "--train --only driving_instances --force" in at.error[0].value
+    assert "detections shown" in _image_captions(at)[0] and at.metric[0].label == "Frame anomaly score"
 
 
 def _driving_upload_page() -> AppTest:
@@ -361,7 +450,7 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
     monkeypatch.setenv(dm.ENV_CHECKPOINTS, str(tmp_path / "no_local_checkpoints"))
     at = _ok(_page("home"))
     shipped = {k for k in dm.DEMO_MODELS if (dm.SHIPPED_DIR / f"{k}.safetensors").is_file()}
-    assert shipped >= set(dm.DEMO_MODELS) - {"driving_accident"}  # the accident model ships later
+    assert shipped == set(dm.DEMO_MODELS)  # every demo model ships its weights
     expected = {f"{k}.safetensors" for k in shipped} | (
         {"missing"} if shipped != set(dm.DEMO_MODELS) else set()
     )
@@ -372,6 +461,10 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
     labels = [at.selectbox(key="driving_scene").format_func(i) for i in range(3)]
     assert labels[0].startswith("synthetic_00001: where the anomaly model is most right")
     assert labels[1].startswith(dm.examples("driving_detection")["best"]["id"] + ": where the detector")
+    # the instance tab starts at its card's operating point, as the detector's
+    point = dm.operating_point("driving_instances")["threshold"]
+    assert at.slider(key="driving_inst_threshold").value == pytest.approx(point) != 0.5
+    assert "instances shown" in _image_captions(at)[1]
     anomaly = dm.operating_point("driving_anomaly")
     assert at.slider(key=f"driving_ano_threshold_{anomaly['score']}").value == pytest.approx(
         anomaly["threshold"]

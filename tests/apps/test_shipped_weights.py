@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,12 +17,19 @@ from shared.task import CheckpointMismatchError
 
 KEYS = list(dm.DEMO_MODELS)  # every demo model ships its weights
 #: the card's subset figures, reproduced on another CPU / torch build: sampling and float order differ slightly
-TOLERANCE = {"medical": 0.03, "driving_detection": 0.03, "driving_anomaly": 0.03, "driving_accident": 0.03}
+TOLERANCE = {
+    "medical": 0.03,
+    "driving_detection": 0.03,
+    "driving_anomaly": 0.03,
+    "driving_accident": 0.03,
+    "driving_instances": 0.03,
+}
 HEADLINE = {
     "medical": ("test/ged", "test/hungarian_iou", "test/dice"),
     "driving_detection": ("test/map50", "test/map"),
     "driving_anomaly": ("test/ap", "test/auroc", "test/fpr95"),
     "driving_accident": ("test/video_ap", "test/frame_ap", "test/ece"),
+    "driving_instances": ("test/mask_map50", "test/box_map50"),
 }
 
 
@@ -56,6 +64,11 @@ def test_shipped_weights_match_their_card_and_load_into_their_network(key):
         elif key == "driving_detection":
             (pred,) = task.model([torch.rand(3, 96, 320)])
             assert set(pred) >= {"boxes", "scores", "labels"} and pred["boxes"].shape[-1] == 4
+        elif key == "driving_instances":
+            (pred,) = task.model([torch.rand(3, 96, 320)])
+            assert pred["masks"].shape[1:] == (96, 320) and pred["boxes"].shape[-1] == 4
+            point = card["operating_point"]
+            assert 0.05 <= point["threshold"] <= 0.95 and point["split"] == "val"
         elif key == "driving_accident":
             h, w = task.model.input_size
             out = task.model(frames=torch.rand(1, 3, 3, h, w), boxes=torch.zeros(1, 3, 2, 4))
@@ -136,6 +149,44 @@ def test_an_accident_checkpoint_ships_and_loads_back(demo_env, tmp_path):
         dm.load_task("driving_accident", path)
     with pytest.raises(SystemExit):
         main(["--checkpoint", f"driving_detection={ckpt}", "--out", str(out)])
+
+
+def test_an_instance_checkpoint_ships_with_subset_figures_and_an_operating_point(demo_env, tmp_path):
+    """ship_weights' checkpoint route on the tiny Mask R-CNN: fp16 safetensors + card (whole-split fp32 figures,
+    the fp16 subset figures that subset_figures reproduces, the best-F1 threshold on validation), loaded back
+    into the same network."""
+    from apps.ship_weights import main, subset_figures
+
+    ckpt = demo_env["checkpoints"] / "driving_instances.ckpt"
+    out = tmp_path / "weights"
+    command = "python benchmarks/driving_instances.py --config domains/driving/instances/configs/quick.yaml"
+    assert main(["--checkpoint", f"driving_instances={ckpt}", "--out", str(out), "--command", command,
+                 "--device", "2 CPU cores", "--date", "2026-01-02"]) == 0  # fmt: skip
+    path = out / "driving_instances.safetensors"
+    card = json.loads((out / "driving_instances.json").read_text())
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (
+        card["config"] == "domains/driving/instances/configs/quick.yaml" and card["device"] == "2 CPU cores"
+    )
+    assert card["network"].startswith("Mask R-CNN on tiny_cnn, input [64, 128]")
+    assert card["data_hyper_parameters"]["data_path"] == str(demo_env["instances"])
+    for name in HEADLINE["driving_instances"]:
+        assert 0 <= card["test"][name] <= 1 and 0 <= card["subset"]["metrics"][name] <= 1, name
+    assert card["subset"]["images"] == 12
+    point = card["operating_point"]
+    assert point["split"] == "val" and point["images"] > 0
+    assert point["threshold"] in np.round(np.arange(0.05, 1.0, 0.05), 2) and 0 <= point["f1"] <= 1
+    tensors = load_file(str(path))
+    assert {t.dtype for t in tensors.values() if t.is_floating_point() and t.dim() > 0} == {torch.float16}
+    shipped = dm.load_task("driving_instances", path)  # sha256 check + strict load of the card's network
+    original = dm.load_task("driving_instances", ckpt)
+    for name, value in original.model.state_dict().items():
+        fp16 = value.half().to(value.dtype) if value.is_floating_point() and value.dim() > 0 else value
+        torch.testing.assert_close(shipped.model.state_dict()[name], fp16, msg=name)
+    figures = subset_figures("driving_instances", shipped, card["data_hyper_parameters"])
+    assert {k: figures[k] for k in HEADLINE["driving_instances"]} == {
+        k: card["subset"]["metrics"][k] for k in HEADLINE["driving_instances"]
+    }
 
 
 @pytest.mark.slow

@@ -161,6 +161,72 @@ def build_accident(folder: Path, clips: Path) -> None:
     )
 
 
+#: the tiny Mask R-CNN (tests/driving/test_instances.py's sizes): a tiny CNN, 64x128 input
+INSTANCE_NETWORK = {
+    "backbone": "tiny_cnn",
+    "backbone_kwargs": {"width": 8},
+    "input_size": (64, 128),
+    "fpn_levels": 3,
+    "fpn_channels": 16,
+    "anchor_scale": 4.0,
+    "proposals_train": 64,
+    "proposals_test": 32,
+    "rois_per_image": 32,
+    "box_head_dim": 32,
+    "mask_head_channels": 8,
+    "mask_head_convs": 1,
+}
+KITTI_LINE = "{} 0.00 0 -10 {:.2f} {:.2f} {:.2f} {:.2f} 1.5 1.6 3.9 1.0 1.7 20.0 -1.5"
+
+
+def instance_kitti(root: Path, n: int = 12) -> Path:
+    """``training/{image_2,label_2,instance}`` of painted 128x64 scenes, object k painted with id k, two frames
+    per sequence (so the default split has validation and test frames)."""
+    import cv2
+    import numpy as np
+
+    from tests.driving.layouts import painted_scene
+
+    rng = np.random.default_rng(0)
+    for sub in ("image_2", "label_2", "instance"):
+        (root / "training" / sub).mkdir(parents=True, exist_ok=True)
+    sequences = []
+    for i in range(n):
+        image, objects = painted_scene(rng, SCENE_SIZE[1], SCENE_SIZE[0])
+        ids = np.zeros((SCENE_SIZE[1], SCENE_SIZE[0]), np.uint16)
+        for k, (_, (x1, y1, x2, y2)) in enumerate(objects, start=1):
+            ids[y1:y2, x1:x2] = k
+        cv2.imwrite(str(root / f"training/image_2/{i:06d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / f"training/instance/{i:06d}.png"), ids)
+        lines = [KITTI_LINE.format(name, *box) for name, box in objects]
+        (root / f"training/label_2/{i:06d}.txt").write_text("\n".join(lines) + "\n")
+        sequences.append(f"{i:06d} seq{i // 2:04d}")
+    (root / "sequences.txt").write_text("\n".join(sequences) + "\n")
+    return root
+
+
+def build_instances(folder: Path, data: Path) -> None:
+    """A tiny Mask R-CNN fitted one step on the painted scenes through its data module (so the checkpoint
+    records the data settings, as a real run's does)."""
+    from domains.driving.instances.data import InstanceDataModule
+    from domains.driving.instances.model import RoadInstanceSegmenter
+    from domains.driving.instances.task import InstanceTask
+
+    datamodule = InstanceDataModule(
+        data_path=str(data), image_size=None, batch_size=2, num_workers=0, augment=False
+    )
+    torch.manual_seed(0)
+    task = InstanceTask(network=RoadInstanceSegmenter(3, **INSTANCE_NETWORK), lr_scheduler=None)
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(task, datamodule=datamodule)
+    path = folder / "driving_instances.ckpt"
+    trainer.save_checkpoint(path)
+    figures = {"test/mask_map50": 0.3, "test/box_map50": 0.35, "test/mask_ap50/Car": 0.5}
+    path.with_suffix(".json").write_text(json.dumps({"key": path.stem, "config": "tiny", "test": figures}))
+
+
 def build_data(root: Path) -> tuple[Path, Path]:
     """A tiny LIDC-layout set (128 px, a few patients) and a tiny SegmentMeIfYouCan-layout set."""
     from domains.driving.synthetic import generate_anomaly
@@ -178,8 +244,16 @@ def build_all(root: Path) -> dict[str, Path]:
     checkpoints.mkdir(parents=True, exist_ok=True)
     build_medical(checkpoints)
     build_detection(checkpoints)
+    instances = instance_kitti(root / "instances")
+    build_instances(checkpoints, instances)
     build_anomaly(checkpoints)
     accident = accident_clips(root / "accident")
     build_accident(checkpoints, accident)
     medical, anomaly = build_data(root)
-    return {"checkpoints": checkpoints, "medical": medical, "anomaly": anomaly, "accident": accident}
+    return {
+        "checkpoints": checkpoints,
+        "medical": medical,
+        "anomaly": anomaly,
+        "accident": accident,
+        "instances": instances,
+    }

@@ -140,11 +140,19 @@ class CheckedExport:
         tmp.write_text(json.dumps(sidecar, indent=2))
         os.replace(tmp, side)
 
+    def finish(self, file: str, sidecar: dict, measured: dict, measured_on: str) -> dict:
+        """``sidecar`` with the export's ``opset`` and :meth:`tolerance` appended, written to ``out_dir/file``
+        (:meth:`write_sidecar`); returns it."""
+        sidecar = {**sidecar, "opset": self.opset, "tolerance": self.tolerance(measured, measured_on)}
+        self.write_sidecar(file, sidecar)
+        return sidecar
 
-def export_parser(prog: str, doc: str, ckpt_help: str, out_help: str) -> argparse.ArgumentParser:
-    """The ``--ckpt`` and ``--out`` options every export CLI starts with; the domain adds its own next."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
-    parser.add_argument("--ckpt", required=True, help=ckpt_help)
+
+def export_parser(package: str, doc: str, out_help: str, ckpt_note: str = "") -> argparse.ArgumentParser:
+    """The ``--ckpt`` (a Lightning checkpoint of ``package``) and ``--out`` options every export CLI
+    (``python -m <package>.export``) starts with; the domain adds its own next."""
+    parser = argparse.ArgumentParser(prog=f"python -m {package}.export", description=doc.split("\n")[0])
+    parser.add_argument("--ckpt", required=True, help=f"Lightning checkpoint of {package}{ckpt_note}")
     parser.add_argument("--out", required=True, help=out_help)
     return parser
 

@@ -235,11 +235,8 @@ def export_medical(
             "threshold": float(task.threshold),
             "num_samples": int(task.num_samples),
             "sampling": _SAMPLING[name],
-            "opset": opset,
-            "tolerance": export.tolerance(measured, "random inputs at input_size"),
         }
-        export.write_sidecar(f"{name}.json", sidecar)
-    return sidecar
+        return export.finish(f"{name}.json", sidecar, measured, "random inputs at input_size")
 
 
 _SAMPLING = {
@@ -262,10 +259,10 @@ def _input_size(checkpoint: dict, fallback: int = 128) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = export_parser(
-        "python -m domains.medical.export",
+        "domains.medical",
         __doc__,
-        ckpt_help="Lightning checkpoint of domains.medical (any model)",
         out_help="output folder for the .onnx files and the JSON sidecar",
+        ckpt_note=" (any model)",
     )
     args, task, size = parse_and_load(
         parser,

@@ -112,19 +112,13 @@ def export_anomaly(
                 "method": task.image_score_method, "q": task.image_score_q, "k": task.image_score_k,
                 "where": "outside the graph: domains.driving.anomaly.predict.image_anomaly_score",
             },
-            "opset": opset,
-            "tolerance": export.tolerance(measured, "random images at input_size"),
         }  # fmt: skip
-        export.write_sidecar("segmenter.json", sidecar)
-    return sidecar
+        return export.finish("segmenter.json", sidecar, measured, "random images at input_size")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = export_parser(
-        "python -m domains.driving.anomaly.export",
-        __doc__,
-        ckpt_help="Lightning checkpoint of domains.driving.anomaly",
-        out_help="output folder for segmenter.onnx and segmenter.json",
+        "domains.driving.anomaly", __doc__, out_help="output folder for segmenter.onnx and segmenter.json"
     )
     parser.add_argument("--score", choices=list(SCORES), help="anomaly score output (default: the task's)")
     args, task, size = parse_and_load(

@@ -157,19 +157,13 @@ def export_detection(
             "postprocess": "outside the graph: torchvision FCOS.postprocess_detections + "
             "GeneralizedRCNNTransform.postprocess (domains.driving.detection.export.postprocess)",
             **meta,
-            "opset": opset,
-            "tolerance": export.tolerance(measured, "random images at input_size"),
         }
-        export.write_sidecar("detector.json", sidecar)
-    return sidecar
+        return export.finish("detector.json", sidecar, measured, "random images at input_size")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = export_parser(
-        "python -m domains.driving.detection.export",
-        __doc__,
-        ckpt_help="Lightning checkpoint of domains.driving.detection",
-        out_help="output folder for detector.onnx and detector.json",
+        "domains.driving.detection", __doc__, out_help="output folder for detector.onnx and detector.json"
     )
     args, task, _ = parse_and_load(parser, argv, DetectionTask)
     sidecar = export_detection(

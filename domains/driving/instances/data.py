@@ -48,9 +48,9 @@ from domains.driving.detection.data import DetectorDataModule
 from domains.driving.formats import (
     BOX_TOLERANCE_PX,
     DropLog,
+    ImageAnnotation,
     LabelFormatError,
-    _coco_entries,
-    _load_json,
+    _coco_images,
     _owned_log,
     _parse_int,
     _require,
@@ -86,12 +86,10 @@ class InstanceObject:
 
 
 @dataclass
-class InstanceAnnotation:
-    """One image and its object masks (``image_id`` is the file stem, as for detection)."""
+class InstanceAnnotation(ImageAnnotation):
+    """One image and its object masks (``image_id`` is the file stem, as for detection, less Cityscapes'
+    suffixes)."""
 
-    image_path: str
-    width: int
-    height: int
     objects: list[InstanceObject] = field(default_factory=list)
 
     @property
@@ -330,27 +328,9 @@ def read_coco_instances(
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else path.parent
     log, own = _owned_log(log, strict)
-    data = _load_json(path)
-    _require(data, ("images", "annotations", "categories"), path, None)
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data[key], list):
-            raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
-    categories = {
-        cid: str(cat["name"])
-        for _, cat, cid in _coco_entries(data["categories"], path, "categories", ("name",), "category")
-    }
-    records: dict[int, InstanceAnnotation] = {}
-    for where, img, iid in _coco_entries(data["images"], path, "images", ("file_name",), "image"):
-        file = root / str(img["file_name"])
-        if not file.is_file():
-            raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
-        height, width = image_size(file)
-        for key, actual in (("width", width), ("height", height)):
-            if key in img and _parse_int(str(img[key]), path, where, key) != actual:
-                raise LabelFormatError(
-                    path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}"
-                )
-        records[iid] = InstanceAnnotation(str(file), width, height, [])
+    data, categories, records = _coco_images(
+        path, root, lambda file, w, h: InstanceAnnotation(file, w, h, [])
+    )
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
         _require(ann, ("image_id", "category_id"), path, where)

@@ -32,7 +32,6 @@ from domains.driving.formats import (
 )
 from shared.data import (
     SplitLoaders,
-    default_num_workers,
     detection_augmentations,
 )
 
@@ -246,8 +245,7 @@ class DetectorDataModule(SplitLoaders):
         self.class_names = list(class_names)
         self.class_map = dict(class_map or {})
         self.image_size = tuple(image_size) if image_size else None
-        self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.set_loader_options(batch_size, num_workers)
         self.augment, self.strict = augment, strict
         self.split_fractions, self.seed, self.max_items = tuple(split_fractions), seed, max_items
         try:  # albumentations checks the crop settings: fail here, naming them, not when setup() builds it

@@ -309,11 +309,13 @@ class DetectionDataModule(DetectorDataModule):
         self,
         data_format: Literal["kitti", "coco", "yolo"] = "kitti",
         data_path: str | None = None,
+        *args,
         repeat_threshold: float | None = None,
         semantic_maps: bool = False,
         **kwargs,
     ):
-        super().__init__(data_format=data_format, data_path=data_path, **kwargs)
+        # positional arguments after data_path are DetectorDataModule's, in its order (class_names, class_map...)
+        super().__init__(data_format, data_path, *args, **kwargs)
         self.repeat_threshold = repeat_threshold
         self.semantic_maps = semantic_maps
 

@@ -443,11 +443,13 @@ class InstanceDataModule(DetectorDataModule):
         self,
         data_format: Literal["kitti", "coco", "png"] = "kitti",
         data_path: str | None = None,
+        *args,
         png_class_ids: dict[int, str] | None = None,
         png_divisor: int = 1000,
         **kwargs,
     ):
-        super().__init__(data_format=data_format, data_path=data_path, **kwargs)
+        # positional arguments after data_path are DetectorDataModule's, in its order (class_names, class_map...)
+        super().__init__(data_format, data_path, *args, **kwargs)
         self.png_class_ids = None if png_class_ids is None else {int(k): v for k, v in png_class_ids.items()}
         self.png_divisor = png_divisor
 

@@ -194,14 +194,32 @@ def _allows_none(hint) -> bool:
     return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
 
 
+def _init_parameters(cls) -> tuple[dict, dict]:
+    """Type hints and parameters of ``cls.__init__`` and, while an ``__init__`` passes ``**kwargs`` on, of the
+    bases' (as jsonargparse reads them; a subclass's own declaration wins)."""
+    hints: dict = {}
+    params: dict = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        own = inspect.signature(init).parameters
+        for name, value in typing.get_type_hints(init).items():
+            hints.setdefault(name, value)
+        for name, param in own.items():
+            params.setdefault(name, param)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values()):
+            break
+    return hints, params
+
+
 def _check_nulls(values, group: str, cls) -> None:
     """jsonargparse accepts ``null`` from a config file for any type (``batch_size: null`` reaches the
     DataLoader and fails far away); refuse it where the class's signature does not allow None."""
     if values is None or cls is None:
         return
     try:
-        hints = typing.get_type_hints(cls.__init__)
-        params = inspect.signature(cls.__init__).parameters
+        hints, params = _init_parameters(cls)
     except (AttributeError, NameError, TypeError, ValueError):  # unresolvable annotations: the class checks
         return
     for name, value in dict(vars(values)).items():

@@ -67,8 +67,9 @@ def repeat_factors(image_classes: Sequence[Collection[Hashable]], threshold: flo
 class SplitLoaders(pl.LightningDataModule):
     """train/val/test/predict loaders over named splits (predict reuses test): one recipe for every domain.
 
-    Subclasses set ``batch_size`` and ``num_workers`` and fill ``self.datasets`` in ``setup`` (or override
-    :meth:`split_dataset` to build a split on first use); ``collate_fn`` and ``pin_memory`` are theirs to set.
+    Subclasses set ``batch_size`` and ``num_workers`` (:meth:`set_loader_options`) and fill ``self.datasets`` in
+    ``setup`` (or override :meth:`split_dataset` to build a split on first use); ``collate_fn`` and
+    ``pin_memory`` are theirs to set.
     Workers reseed a dataset's albumentations ``transform`` (a no-op for datasets without one).
 
     With ``repeat_threshold`` set, the training loader draws images with probability proportional to their
@@ -85,6 +86,11 @@ class SplitLoaders(pl.LightningDataModule):
     repeat_threshold: float | None = None
     seed: int = 0
     _repeat_factors: tuple[Dataset, float, torch.Tensor] | None = None  # (dataset, threshold, factors)
+
+    def set_loader_options(self, batch_size: int, num_workers: int | None) -> None:
+        """The ``batch_size`` and ``num_workers`` of every loader (None: :func:`default_num_workers`)."""
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
 
     def train_sampler(self) -> WeightedRandomSampler | None:
         """The repeat-factor sampler of the training split (``None`` without ``repeat_threshold``)."""

@@ -8,6 +8,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -86,12 +87,34 @@ def check_against_pytorch(
     return measured
 
 
+@dataclass(frozen=True)
+class ExportCheck:
+    """The ONNX opset an export writes and the tolerance its graphs must meet against PyTorch:
+    ``|onnxruntime - PyTorch| <= atol + rtol * |PyTorch|`` (the export CLIs' ``--atol --rtol --opset``)."""
+
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    opset: int = 17
+
+
+#: the check an export gets unless told otherwise (frozen: safe to share as a default)
+DEFAULT_CHECK = ExportCheck()
+
+
 class CheckedExport:
     """The files of one export: each graph is checked against PyTorch as it is written, and if anything in the
-    ``with`` block fails (a graph, its check, the sidecar), every file written so far is removed."""
+    ``with`` block fails (a graph, its check, the sidecar), every file written so far is removed. ``domain``,
+    ``model`` and ``checkpoint`` open the sidecar (:meth:`finish`)."""
 
-    def __init__(self, out_dir: str | Path, opset: int, atol: float, rtol: float):
-        self.out_dir, self.opset, self.atol, self.rtol = Path(out_dir), opset, atol, rtol
+    def __init__(
+        self, out_dir: str | Path, check: ExportCheck, domain: str, model: str, checkpoint: str | Path | None
+    ):
+        self.out_dir, self.opset, self.atol, self.rtol = Path(out_dir), check.opset, check.atol, check.rtol
+        self.identity = {
+            "domain": domain,
+            "model": model,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+        }
         self.written: list[Path] = []
 
     def __enter__(self) -> Self:
@@ -140,11 +163,20 @@ class CheckedExport:
         tmp.write_text(json.dumps(sidecar, indent=2))
         os.replace(tmp, side)
 
+    def finish(self, file: str, sidecar: dict, measured: dict, measured_on: str) -> dict:
+        """``sidecar`` between the export's ``domain`` / ``model`` / ``checkpoint`` and its ``opset`` /
+        :meth:`tolerance`, written to ``out_dir/file`` (:meth:`write_sidecar`); returns it."""
+        tolerance = self.tolerance(measured, measured_on)
+        sidecar = {**self.identity, **sidecar, "opset": self.opset, "tolerance": tolerance}
+        self.write_sidecar(file, sidecar)
+        return sidecar
 
-def export_parser(prog: str, doc: str, ckpt_help: str, out_help: str) -> argparse.ArgumentParser:
-    """The ``--ckpt`` and ``--out`` options every export CLI starts with; the domain adds its own next."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
-    parser.add_argument("--ckpt", required=True, help=ckpt_help)
+
+def export_parser(package: str, doc: str, out_help: str, ckpt_note: str = "") -> argparse.ArgumentParser:
+    """The ``--ckpt`` (a Lightning checkpoint of ``package``) and ``--out`` options every export CLI
+    (``python -m <package>.export``) starts with; the domain adds its own next."""
+    parser = argparse.ArgumentParser(prog=f"python -m {package}.export", description=doc.split("\n")[0])
+    parser.add_argument("--ckpt", required=True, help=f"Lightning checkpoint of {package}{ckpt_note}")
     parser.add_argument("--out", required=True, help=out_help)
     return parser
 

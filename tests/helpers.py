@@ -50,6 +50,18 @@ def tiny_medical_args(data: Path, config: Path, model: str, num_samples: int, *s
     ]  # fmt: skip
 
 
+def tiny_classification_args(config: Path, data: Path, crops: Path, *settings: str) -> list[str]:
+    """``python -m domains.<domain>.classification`` arguments: ``config`` with a ``tiny_cnn`` on 32x32 crops of
+    ``data`` (cut to ``crops``) in batches of 4 loaded in-process, then ``settings``; no progress bar or
+    model summary."""
+    return [
+        "-c", str(config), "--data.data_path", str(data), "--data.crops_dir", str(crops),
+        "--data.num_workers", "0", "--data.batch_size", "4", "--data.image_size", "[32, 32]",
+        "--model.network.init_args.backbone", "tiny_cnn",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *settings,
+    ]  # fmt: skip
+
+
 def write_image(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
     """A seeded random RGB image file at ``path`` (its folders made)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,37 +62,25 @@ OBJECT_DIMENSIONS: dict[str, tuple[tuple[float, float], tuple[float, float], tup
 }
 
 # --- semantic segmentation -----------------------------------------------------------------------------------
-SEMANTIC_CLASSES = (
-    "road",  # 0
-    "lane_marking",  # 1
-    "sidewalk",  # 2
-    "kerb",  # 3
-    "building",  # 4
-    "vegetation",  # 5 (trees, hedges, grass)
-    "sky",  # 6
-    "pole",  # 7 (poles, street lamps, sign plates)
-    "car",  # 8
-    "truck",  # 9 (vans and trucks)
-    "person",  # 10
-    "cyclist",  # 11 (rider and bicycle)
+# Each class with its RGB colour (Cityscapes palette where Cityscapes has the class), in label order.
+_SEMANTIC_TABLE = (
+    ("road", (128, 64, 128)),  # 0
+    ("lane_marking", (255, 255, 255)),  # 1
+    ("sidewalk", (244, 35, 232)),  # 2
+    ("kerb", (102, 102, 156)),  # 3
+    ("building", (70, 70, 70)),  # 4
+    ("vegetation", (107, 142, 35)),  # 5 (trees, hedges, grass)
+    ("sky", (70, 130, 180)),  # 6
+    ("pole", (153, 153, 153)),  # 7 (poles, street lamps, sign plates)
+    ("car", (0, 0, 142)),  # 8
+    ("truck", (0, 0, 70)),  # 9 (vans and trucks)
+    ("person", (220, 20, 60)),  # 10
+    ("cyclist", (255, 0, 0)),  # 11 (rider and bicycle)
 )
+SEMANTIC_CLASSES = tuple(name for name, _ in _SEMANTIC_TABLE)
+SEMANTIC_COLORS = tuple(color for _, color in _SEMANTIC_TABLE)
 SEMANTIC_ID = {name: i for i, name in enumerate(SEMANTIC_CLASSES)}
 VOID = 255
-# RGB, Cityscapes palette where Cityscapes has the class.
-SEMANTIC_COLORS = (
-    (128, 64, 128),  # road
-    (255, 255, 255),  # lane_marking
-    (244, 35, 232),  # sidewalk
-    (102, 102, 156),  # kerb
-    (70, 70, 70),  # building
-    (107, 142, 35),  # vegetation
-    (70, 130, 180),  # sky
-    (153, 153, 153),  # pole
-    (0, 0, 142),  # car
-    (0, 0, 70),  # truck
-    (220, 20, 60),  # person
-    (255, 0, 0),  # cyclist
-)
 VOID_COLOR = (0, 0, 0)
 
 # KITTI type -> semantic class name (for Tram/Misc: the closest class, used only for visualisation).

@@ -9,8 +9,10 @@ frame-level split leaks), read from a sequence mapping file where one exists, el
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 
 from domains.driving.formats import (
     LabelFormatError,
+    LabelWarning,
 )
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
@@ -54,6 +57,63 @@ def read_label_map(path: str | Path) -> np.ndarray:
         else:
             raise LabelFormatError(path, None, f"label mask must be single-channel, got shape {label.shape}")
     return label
+
+
+def read_annotated_rgb(ann) -> np.ndarray:
+    """The RGB image of an annotation record (``image_path``, ``width``, ``height``), which must be the size the
+    record says: :class:`LabelFormatError` naming the file otherwise."""
+    image = read_rgb(ann.image_path)
+    if image.shape[:2] != (ann.height, ann.width):
+        raise LabelFormatError(
+            ann.image_path, None, f"image is {image.shape[1]}x{image.shape[0]} but its annotation says "
+            f"{ann.width}x{ann.height}",
+        )  # fmt: skip
+    return image
+
+
+def sort_objects(
+    annotations: Sequence,
+    class_names: Sequence[str],
+    class_map: dict[str, str],
+    ignore_types: Sequence[str],
+    payload: Callable[[Any], Any],
+    owner: str,
+) -> tuple[list[tuple[list, list[int], list]], Counter[str]]:
+    """Each image's objects sorted into what is trained on and what is ignored, per image ``(kept, labels,
+    ignored)``: ``payload(obj)`` (its box, its mask) and label (index into ``class_names``) of each object whose
+    type, renamed by ``class_map``, is a class, and the payloads of those whose type is in ``ignore_types``
+    (KITTI DontCare, COCO crowds). Other types are dropped: counted in the returned Counter and reported in one
+    :class:`LabelWarning`. Duplicate ``class_names`` or ``class_map`` targets that are neither a class nor an
+    ignore type raise ValueError; messages start with ``owner``."""
+    index = {name: i for i, name in enumerate(class_names)}
+    if len(index) != len(class_names):
+        raise ValueError(f"{owner}: duplicate class names {list(class_names)}")
+    bad = {k: v for k, v in class_map.items() if v not in index and v not in ignore_types}
+    if bad:
+        raise ValueError(f"{owner}: class_map targets {bad} are not in class_names {list(class_names)}")
+    dropped: Counter[str] = Counter()
+    per_image = []
+    for ann in annotations:
+        kept, labels, ignored = [], [], []
+        for obj in ann.objects:
+            name = class_map.get(obj.type, obj.type)
+            if name in index:
+                kept.append(payload(obj))
+                labels.append(index[name])
+            elif name in ignore_types:
+                ignored.append(payload(obj))
+            else:
+                dropped[obj.type] += 1
+        per_image.append((kept, labels, ignored))
+    if dropped:
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
+        warnings.warn(
+            f"{owner}: dropped objects whose type is not in class_names {list(class_names)} "
+            f"(class_map {class_map}): {counts}",
+            LabelWarning,
+            stacklevel=3,
+        )
+    return per_image, dropped
 
 
 def to_image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,10 @@ import os
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from PIL import Image
@@ -502,6 +503,36 @@ def _coco_entries(
         yield where, entry, eid
 
 
+def _coco_images(
+    path: Path, root: Path, record: Callable[[str, int, int], Any]
+) -> tuple[dict, dict[int, str], dict[int, Any]]:
+    """A COCO JSON's content, its categories (id -> name) and its images (id -> ``record(file, width,
+    height)``), checked: ``images`` / ``annotations`` / ``categories`` are lists, ids are unique integers, each
+    image exists under ``root`` and has the size the JSON says."""
+    data = _load_json(path)
+    _require(data, ("images", "annotations", "categories"), path, None)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data[key], list):
+            raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
+    categories = {
+        cid: str(cat["name"])
+        for _, cat, cid in _coco_entries(data["categories"], path, "categories", ("name",), "category")
+    }
+    records = {}
+    for where, img, iid in _coco_entries(data["images"], path, "images", ("file_name",), "image"):
+        file = root / str(img["file_name"])
+        if not file.is_file():
+            raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
+        height, width = image_size(file)
+        for key, actual in (("width", width), ("height", height)):
+            if key in img and _parse_int(str(img[key]), path, where, key) != actual:
+                raise LabelFormatError(
+                    path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}"
+                )
+        records[iid] = record(str(file), width, height)
+    return data, categories, records
+
+
 def coco_category_names(json_path: str | os.PathLike) -> list[str]:
     """Category names of a COCO JSON in id order (used to keep class order when converting)."""
     data = _load_json(Path(json_path))
@@ -526,28 +557,7 @@ def read_coco(
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else path.parent
     log, own = _owned_log(log, strict)
-    data = _load_json(path)
-    _require(data, ("images", "annotations", "categories"), path, None)
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data[key], list):
-            raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
-
-    categories: dict[int, str] = {}
-    for _, cat, cid in _coco_entries(data["categories"], path, "categories", ("name",), "category"):
-        categories[cid] = str(cat["name"])
-
-    records: dict[int, ImageAnnotation] = {}
-    for where, img, iid in _coco_entries(data["images"], path, "images", ("file_name",), "image"):
-        file = root / str(img["file_name"])
-        if not file.is_file():
-            raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
-        height, width = image_size(file)
-        for key, actual in (("width", width), ("height", height)):
-            if key in img and _parse_int(str(img[key]), path, where, key) != actual:
-                raise LabelFormatError(
-                    path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}"
-                )
-        records[iid] = ImageAnnotation(str(file), width, height, [])
+    data, categories, records = _coco_images(path, root, lambda file, w, h: ImageAnnotation(file, w, h, []))
 
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]"

@@ -31,7 +31,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from shared.data import SplitLoaders, default_num_workers, group_split, segmentation_augmentations
+from shared.data import SplitLoaders, group_split, segmentation_augmentations
 
 SPLITS = ("train", "val", "test")
 DATA_FORMATS = ("lidc_png", "lidc_pickle", "decathlon")
@@ -664,8 +664,7 @@ class MedicalDataModule(SplitLoaders):
         self.data_format = data_format
         self.data_path = data_path
         self.crop_size = crop_size
-        self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.set_loader_options(batch_size, num_workers)
         self.reader_sampling = reader_sampling
         self.augment = augment
         self.max_items = max_items

@@ -41,7 +41,7 @@ from torch import nn
 from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
 from domains.medical.models.common import LOG_SIGMA_RANGE
 from domains.medical.task import MedicalSegmentationTask
-from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load
+from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
 
 
 class ProbUNetFeatures(nn.Module):
@@ -196,9 +196,7 @@ def export_medical(
     task: MedicalSegmentationTask,
     out_dir: str | Path,
     size: tuple[int, int] = (128, 128),
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    opset: int = 17,
+    check: ExportCheck = DEFAULT_CHECK,
     checkpoint: str | Path | None = None,
 ) -> dict:
     """Export ``task``'s model as the module docstring describes; returns the sidecar (also written as JSON).
@@ -212,7 +210,7 @@ def export_medical(
     name = task.model_name
     measured: dict[str, dict[str, float]] = {}
     graphs = {}
-    with CheckedExport(out_dir, opset, atol, rtol) as export:
+    with CheckedExport(out_dir, check, "medical", name, checkpoint) as export:
         for graph in _graphs(task, tuple(size)):
             measured[graph["file"]] = export.graph(
                 graph["file"], graph["module"], graph["inputs"], graph["outputs"], graph["dynamic_axes"]
@@ -223,9 +221,6 @@ def export_medical(
                 "dynamic_axes": graph["dynamic_axes"],
             }
         sidecar = {
-            "domain": "medical",
-            "model": name,
-            "checkpoint": str(checkpoint) if checkpoint else None,
             "graphs": graphs,
             "input_size": list(size),
             "in_channels": int(task.model.init_args["in_channels"]),
@@ -235,11 +230,8 @@ def export_medical(
             "threshold": float(task.threshold),
             "num_samples": int(task.num_samples),
             "sampling": _SAMPLING[name],
-            "opset": opset,
-            "tolerance": export.tolerance(measured, "random inputs at input_size"),
         }
-        export.write_sidecar(f"{name}.json", sidecar)
-    return sidecar
+        return export.finish(f"{name}.json", sidecar, measured, "random inputs at input_size")
 
 
 _SAMPLING = {
@@ -262,10 +254,10 @@ def _input_size(checkpoint: dict, fallback: int = 128) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = export_parser(
-        "python -m domains.medical.export",
+        "domains.medical",
         __doc__,
-        ckpt_help="Lightning checkpoint of domains.medical (any model)",
         out_help="output folder for the .onnx files and the JSON sidecar",
+        ckpt_note=" (any model)",
     )
     args, task, size = parse_and_load(
         parser,
@@ -274,9 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
         size_help="example input size (default: the data module's crop_size from the checkpoint)",
         input_size=_input_size,
     )
-    sidecar = export_medical(
-        task, args.out, size=size, atol=args.atol, rtol=args.rtol, opset=args.opset, checkpoint=args.ckpt
-    )
+    check = ExportCheck(args.atol, args.rtol, args.opset)
+    sidecar = export_medical(task, args.out, size=size, check=check, checkpoint=args.ckpt)
     worst = max(v for graph in sidecar["tolerance"]["max_abs_diff"].values() for v in graph.values())
     print(
         f"wrote {', '.join(sidecar['graphs'])} and {sidecar['model']}.json to {args.out} "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -42,6 +42,16 @@ class Backbone(nn.Module):
 
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @staticmethod
+    def run_stages(stages: Iterable[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+        """``stages`` applied in turn to ``x``, each one's output a feature map: the ``_forward_features`` of
+        a plain encoder that is a sequence of stages."""
+        feats = []
+        for stage in stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.forward_features(x)

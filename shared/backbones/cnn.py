@@ -215,11 +215,7 @@ class TinyCNN(Backbone):
         self.feature_strides = [2, 4, 8]
 
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
+        return self.run_stages(self.stages, x)
 
 
 for _depth in (18, 34, 50):

@@ -42,11 +42,7 @@ class UNetEncoder(Backbone):
         self.feature_strides = [2**i for i in range(len(channels))]
 
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for block in self.blocks:
-            x = block(x)
-            feats.append(x)
-        return feats
+        return self.run_stages(self.blocks, x)
 
 
 class UNetDecoder(nn.Module):

@@ -33,7 +33,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
-from shared.data import SPLIT_NAMES, SplitLoaders, default_num_workers, group_split
+from shared.data import SPLIT_NAMES, SplitLoaders, group_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -426,8 +426,7 @@ class ClassificationDataModule(SplitLoaders):
         self.data_format, self.data_path = data_format, data_path
         self.in_channels = in_channels
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.set_loader_options(batch_size, num_workers)
         self.augment, self.strict = augment, strict
         self.split_fractions = tuple(split_fractions)
         self.seed, self.max_items = seed, max_items

@@ -13,6 +13,7 @@ import pytest
 from domains.driving.classification.__main__ import main
 from domains.driving.classification.data import square_crop, write_kitti_crops
 from domains.driving.synthetic import generate_kitti
+from tests.helpers import tiny_classification_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIG = Path(__file__).resolve().parents[2] / "domains/driving/classification/configs/quick.yaml"
@@ -67,12 +68,8 @@ def test_crops_keep_sequences_apart_and_record_truncation_and_occlusion(kitti, t
 
 
 def _args(kitti: Path, crops: Path, *extra: str) -> list[str]:
-    return [
-        "-c", str(CONFIG), "--data.data_path", str(kitti), "--data.crops_dir", str(crops),
-        "--data.class_names", CLASSES, "--data.crop_min_height", "16", "--data.num_workers", "0",
-        "--data.batch_size", "4", "--data.image_size", "[32, 32]", "--model.network.init_args.backbone", "tiny_cnn",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
-    ]  # fmt: skip
+    settings = ("--data.class_names", CLASSES, "--data.crop_min_height", "16")
+    return tiny_classification_args(CONFIG, kitti, crops, *settings, *extra)
 
 
 def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(kitti, tmp_path, monkeypatch):

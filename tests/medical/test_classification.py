@@ -11,6 +11,7 @@ import pytest
 
 from domains.medical.classification.__main__ import main
 from domains.medical.classification.data import write_lesion_crops
+from tests.helpers import tiny_classification_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIG = Path(__file__).resolve().parents[2] / "domains/medical/classification/configs/quick.yaml"
@@ -44,12 +45,7 @@ def test_patches_are_labelled_by_the_majority_of_readers_and_keep_the_patient_sp
 
 
 def _args(lidc: Path, crops: Path, *extra: str) -> list[str]:
-    return [
-        "-c", str(CONFIG), "--data.data_path", str(lidc), "--data.crops_dir", str(crops),
-        "--data.min_readers", "1", "--data.num_workers", "0", "--data.batch_size", "4",
-        "--data.image_size", "[32, 32]", "--model.network.init_args.backbone", "tiny_cnn",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
-    ]  # fmt: skip
+    return tiny_classification_args(CONFIG, lidc, crops, "--data.min_readers", "1", *extra)
 
 
 def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(lidc, tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ from domains.driving.accident.readers import (
 )
 from domains.driving.common import read_rgb
 from domains.driving.formats import DropLog, LabelFormatError
-from shared.data import SplitLoaders, default_num_workers
+from shared.data import SplitLoaders
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
 HELD_OUT_SUBSETS = ("test", "testing", "val")  # a split the source fixes (UString's testing/, DoTA's val)
@@ -372,8 +372,7 @@ class AccidentDataModule(SplitLoaders):
         self.max_objects = max_objects
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.split_seed = self.seed = split_seed
-        self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.set_loader_options(batch_size, num_workers)
         self.clip_length = clip_length
         self.strict = strict
         self.feature_fps, self.feature_toa = float(feature_fps), int(feature_toa)

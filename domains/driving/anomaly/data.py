@@ -31,7 +31,6 @@ from domains.driving.formats import (
 )
 from shared.data import (
     SplitLoaders,
-    default_num_workers,
     group_split,
 )
 
@@ -256,8 +255,7 @@ class SegmentationDataModule(SplitLoaders):
         self.save_hyperparameters()
         self.data_path = data_path
         self.image_size = tuple(image_size) if image_size else None
-        self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.set_loader_options(batch_size, num_workers)
         self.augment = augment
         self.seed = seed
         self.max_items = max_items

@@ -26,7 +26,7 @@ from domains.driving.anomaly.model import FIXED_RANGES, AnomalySegmenter
 from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, smooth_score_map
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.classes import SEMANTIC_CLASSES
-from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load
+from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
 
 SIZE_MULTIPLE = 32
 
@@ -75,9 +75,7 @@ def export_anomaly(
     out_dir: str | Path,
     size: tuple[int, int] = (192, 640),
     score: str | None = None,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    opset: int = 17,
+    check: ExportCheck = DEFAULT_CHECK,
     checkpoint: str | Path | None = None,
 ) -> dict:
     """Export ``task`` with ``score`` (default: the task's) as ``out_dir/segmenter.onnx`` + its JSON."""
@@ -91,12 +89,10 @@ def export_anomaly(
     module = SegmenterWithScore(task.model, score, task.score_smoothing).eval()
     hw = {0: "batch", 2: "height", 3: "width"}
     axes = {"image": hw, "logits": hw, "score": {0: "batch", 1: "height", 2: "width"}}
-    with CheckedExport(out_dir, opset, atol, rtol) as export:
+    model = f"segmentation_net/{task.model.init_args['encoder']}"
+    with CheckedExport(out_dir, check, "driving_anomaly", model, checkpoint) as export:
         measured = export.graph("segmenter.onnx", module, {"image": example}, ["logits", "score"], axes)
         sidecar = {
-            "domain": "driving_anomaly",
-            "model": f"segmentation_net/{task.model.init_args['encoder']}",
-            "checkpoint": str(checkpoint) if checkpoint else None,
             "graph": "segmenter.onnx",
             "inputs": {"image": list(example.shape)},
             "outputs": ["logits", "score"],
@@ -112,19 +108,13 @@ def export_anomaly(
                 "method": task.image_score_method, "q": task.image_score_q, "k": task.image_score_k,
                 "where": "outside the graph: domains.driving.anomaly.predict.image_anomaly_score",
             },
-            "opset": opset,
-            "tolerance": export.tolerance(measured, "random images at input_size"),
         }  # fmt: skip
-        export.write_sidecar("segmenter.json", sidecar)
-    return sidecar
+        return export.finish("segmenter.json", sidecar, measured, "random images at input_size")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = export_parser(
-        "python -m domains.driving.anomaly.export",
-        __doc__,
-        ckpt_help="Lightning checkpoint of domains.driving.anomaly",
-        out_help="output folder for segmenter.onnx and segmenter.json",
+        "domains.driving.anomaly", __doc__, out_help="output folder for segmenter.onnx and segmenter.json"
     )
     parser.add_argument("--score", choices=list(SCORES), help="anomaly score output (default: the task's)")
     args, task, size = parse_and_load(
@@ -139,9 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.out,
         size=size,
         score=args.score,
-        atol=args.atol,
-        rtol=args.rtol,
-        opset=args.opset,
+        check=ExportCheck(args.atol, args.rtol, args.opset),
         checkpoint=args.ckpt,
     )
     worst = max(sidecar["tolerance"]["max_abs_diff"].values())

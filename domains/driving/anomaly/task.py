@@ -215,16 +215,6 @@ class AnomalySegmentationTask(BaseTask):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def compute_scores(
-        self,
-        logits: torch.Tensor,
-        features: torch.Tensor | None,
-        names: Iterable[str],
-        outlier_logit: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Float32 score maps (B, H, W) by name, smoothed as this task is set to (see ``AnomalySegmenter``)."""
-        return self.model.score_maps(logits, features, names, outlier_logit, smoothing=self.score_smoothing)
-
     # ------------------------------------------------------------------------------------------ training
     def _oe_active(self) -> bool:
         return self.oe_weight > 0 and self.current_epoch >= self.hparams.oe_start_epoch
@@ -402,7 +392,7 @@ class AnomalySegmentationTask(BaseTask):
         logits, feats, extra = self.model.features(
             images, with_outlier=self.model.needs_outlier_head(self._test_names)
         )
-        maps = self.compute_scores(logits, feats, self._test_names, extra)
+        maps = self.model.score_maps(logits, feats, self._test_names, extra, smoothing=self.score_smoothing)
         self._test_time += time.perf_counter() - start
         self._test_images += images.shape[0]
         y = labels.cpu().numpy()
@@ -532,7 +522,7 @@ class AnomalySegmentationTask(BaseTask):
             logits, feats, extra = self.model.features(
                 images, with_outlier=self.model.needs_outlier_head(wanted)
             )
-            maps = self.compute_scores(logits, feats, wanted, extra)
+            maps = self.model.score_maps(logits, feats, wanted, extra, smoothing=self.score_smoothing)
         finally:
             self.train(was_training)
         pred = logits.argmax(dim=1)

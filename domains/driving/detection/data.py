@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -16,8 +14,9 @@ from torch.utils.data import Dataset
 from domains.driving.common import (
     data_source,
     default_kitti_root,
+    read_annotated_rgb,
     read_label_map,
-    read_rgb,
+    sort_objects,
     split_by_sequence,
     to_image_tensor,
     warn_empty_splits,
@@ -26,7 +25,6 @@ from domains.driving.formats import (
     KITTI_TYPES,
     ImageAnnotation,
     LabelFormatError,
-    LabelWarning,
     read_coco,
     read_kitti_dir,
     read_yolo,
@@ -34,7 +32,6 @@ from domains.driving.formats import (
 )
 from shared.data import (
     SplitLoaders,
-    default_num_workers,
     detection_augmentations,
 )
 
@@ -73,19 +70,20 @@ class DetectionDataset(Dataset):
         self.transform = transform
         self.ignore_types = tuple(ignore_types)
         self.class_map = dict(class_map or {})
-        if len(set(self.class_names)) != len(self.class_names):
-            raise ValueError(f"DetectionDataset: duplicate class names {self.class_names}")
         if overlap := set(self.class_names) & set(self.ignore_types):
             raise ValueError(f"DetectionDataset: {sorted(overlap)} are both classes and ignore types")
-        bad = {
-            k: v
-            for k, v in self.class_map.items()
-            if v not in self.class_names and v not in self.ignore_types
-        }
-        if bad:
-            raise ValueError(
-                f"DetectionDataset: class_map targets {bad} are not in class_names {self.class_names}"
+        per_image, self.dropped = sort_objects(
+            self.annotations, self.class_names, self.class_map, self.ignore_types, lambda obj: obj.bbox,
+            "DetectionDataset",
+        )  # fmt: skip
+        self._targets = [
+            (
+                np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                np.asarray(labels, dtype=np.int64),
+                np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
             )
+            for boxes, labels, ignore in per_image
+        ]
         self.semantic_paths: list[Path] | None = None
         if semantic_maps:
             self.semantic_paths = [semantic_map_path(ann.image_path) for ann in self.annotations]
@@ -97,35 +95,6 @@ class DetectionDataset(Dataset):
                     f"DetectionDataset: {len(missing)} of {len(self.annotations)} images have no semantic map "
                     f"(semantic_maps is on), e.g. {missing[0][1]} for {missing[0][0]}"
                 )
-        index = {name: i for i, name in enumerate(self.class_names)}
-        self.dropped: Counter[str] = Counter()
-        self._targets = []
-        for ann in self.annotations:
-            boxes, labels, ignore = [], [], []
-            for obj in ann.objects:
-                name = self.class_map.get(obj.type, obj.type)
-                if name in index:
-                    boxes.append(obj.bbox)
-                    labels.append(index[name])
-                elif name in self.ignore_types:
-                    ignore.append(obj.bbox)
-                else:
-                    self.dropped[obj.type] += 1
-            self._targets.append(
-                (
-                    np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                    np.asarray(labels, dtype=np.int64),
-                    np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
-                )
-            )
-        if self.dropped:
-            counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.dropped.items()))
-            warnings.warn(
-                f"DetectionDataset: dropped objects whose type is not in class_names {self.class_names} "
-                f"(class_map {self.class_map}): {counts}",
-                LabelWarning,
-                stacklevel=2,
-            )
 
     def __len__(self) -> int:
         return len(self.annotations)
@@ -136,14 +105,7 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         ann = self.annotations[i]
-        image = read_rgb(ann.image_path)
-        if image.shape[:2] != (ann.height, ann.width):
-            raise LabelFormatError(
-                ann.image_path,
-                None,
-                f"image is {image.shape[1]}x{image.shape[0]} but its "
-                f"annotation says {ann.width}x{ann.height}",
-            )
+        image = read_annotated_rgb(ann)
         boxes, labels, ignore = self._targets[i]
         semantic = None
         if self.semantic_paths is not None:
@@ -225,38 +187,36 @@ def detection_transforms(
     return A.Compose([*steps, *resize], bbox_params=bbox_params, seed=seed)
 
 
-class DetectionDataModule(SplitLoaders):
-    """2D detection data from KITTI, COCO or YOLO files, split by sequence (``python -m ... fit --help`` lists
-    these arguments as ``--data.*``).
+class DetectorDataModule(SplitLoaders):
+    """What the data modules of the torchvision detectors (boxes here, masks in :mod:`domains.driving.instances`)
+    share: annotation records split by driving sequence, resized, moved by the detector's augmentation and
+    collated as lists. A subclass names its ``data_formats``, reads its records (:meth:`_read_splits`) and builds
+    a split's dataset (:meth:`make_dataset`). Its own ``--data.*`` arguments come first, then these:
 
     Args:
-        data_format: ``kitti``, ``coco`` or ``yolo``.
-        data_path: KITTI root (``training/{image_2,label_2}`` or ``{image_2,label_2}``), COCO JSON (images
-            relative to its folder; or a folder holding one ``*.json``) or YOLO dataset yaml (or a folder holding
-            one); null: the synthetic KITTI-layout set, generated on first use under data/driving/synthetic_kitti.
-        class_names: the detector's classes, in label order (must equal ``model.class_names``).
+        class_names: the model's classes, in label order (must equal ``model.class_names``).
         class_map: renames source types before they are matched to ``class_names`` (``{Van: Car}`` trains KITTI
-            vans as cars; null drops vans). DontCare boxes become ignore regions.
+            vans as cars; null drops vans). DontCare boxes / crowd regions are ignored.
         image_size: [H, W] every image is resized to; null: native size.
         batch_size: images per batch.
         num_workers: loader processes; null: one less than the CPU cores, at most 4.
-        augment: training augmentation (flip, colour, zoom-in crops).
-        strict: a bad label line raises (naming file and line) instead of a counted warning.
+        augment: training augmentation (flip, colour, zoom-in crops; needs image_size for the crops).
+        strict: a bad label line / annotation raises (naming file and line) instead of a counted warning.
         split_fractions: train / val / test shares, split by sequence (a YOLO yaml with its own train and val
             entries keeps its split).
         seed: seed of the split and the augmentation.
         max_items: read at most this many images (smoke tests).
-        repeat_threshold: repeat-factor sampling (LVIS) of training images by their rarest class; null: off.
         crop_scale: [min, max] share of the image area a zoom-in training crop keeps (resized back to
             ``image_size``).
         crop_prob: share of training images that get a zoom-in crop.
-        semantic_maps: training targets carry the per-pixel class maps (``semantic/<id>.png`` beside
-            ``image_2/``) for the detector's auxiliary semantic loss (``model.network.init_args.semantic_classes`` > 0).
     """
+
+    #: the ``data_format`` values the subclass reads
+    data_formats: tuple[str, ...] = ()
 
     def __init__(
         self,
-        data_format: Literal["kitti", "coco", "yolo"] = "kitti",
+        data_format: str,
         data_path: str | None = None,
         class_names: list[str] = ["Car", "Pedestrian", "Cyclist"],  # noqa: B006 - becomes a CLI default
         class_map: dict[str, str] | None = {"Van": "Car"},  # noqa: B006
@@ -268,44 +228,33 @@ class DetectionDataModule(SplitLoaders):
         split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
         seed: int = 0,
         max_items: int | None = None,
-        repeat_threshold: float | None = None,
         crop_scale: tuple[float, float] = (0.6, 1.0),
         crop_prob: float = 0.5,
-        semantic_maps: bool = False,
     ):
         super().__init__()
-        if data_format not in ("kitti", "coco", "yolo"):
-            raise ValueError(
-                f"DetectionDataModule: data_format must be kitti, coco or yolo, got {data_format!r}"
-            )
+        owner = type(self).__name__
+        if data_format not in self.data_formats:
+            choices = f"{', '.join(self.data_formats[:-1])} or {self.data_formats[-1]}"
+            raise ValueError(f"{owner}: data_format must be {choices}, got {data_format!r}")
         if len(split_fractions) != 3:
             raise ValueError(
-                f"DetectionDataModule: split_fractions needs 3 values (train/val/test), got {split_fractions}"
+                f"{owner}: split_fractions needs 3 values (train/val/test), got {split_fractions}"
             )
         self.save_hyperparameters()
-        self.data_format = data_format
-        self.data_path = data_path
+        self.data_format, self.data_path = data_format, data_path
         self.class_names = list(class_names)
-        self.class_map = dict(class_map) if class_map else {}
+        self.class_map = dict(class_map or {})
         self.image_size = tuple(image_size) if image_size else None
-        self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.augment = augment
-        self.strict = strict
-        self.split_fractions = tuple(split_fractions)
-        self.seed = seed
-        self.max_items = max_items
-        self.repeat_threshold = repeat_threshold
+        self.set_loader_options(batch_size, num_workers)
+        self.augment, self.strict = augment, strict
+        self.split_fractions, self.seed, self.max_items = tuple(split_fractions), seed, max_items
         try:  # albumentations checks the crop settings: fail here, naming them, not when setup() builds it
             detection_augmentations(crop_scale=tuple(crop_scale), crop_prob=crop_prob, height=32, width=32)
         except ValueError as err:
-            raise ValueError(
-                f"DetectionDataModule: bad crop_scale {crop_scale} / crop_prob {crop_prob}: {err}"
-            ) from err
+            raise ValueError(f"{owner}: bad crop_scale {crop_scale} / crop_prob {crop_prob}: {err}") from err
         self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
-        self.semantic_maps = semantic_maps
-        self.splits: dict[str, list[ImageAnnotation]] = {}
-        self.datasets: dict[str, DetectionDataset] = {}
+        self.splits: dict[str, list] = {}
+        self.datasets: dict[str, Dataset] = {}
 
     @property
     def num_classes(self) -> int:
@@ -314,6 +263,61 @@ class DetectionDataModule(SplitLoaders):
     def prepare_data(self) -> None:
         if self.data_path is None:
             default_kitti_root()
+
+    def _read_splits(self) -> dict[str, list]:
+        """The annotation records of each split."""
+        raise NotImplementedError
+
+    def make_dataset(self, name: str, items: list) -> Dataset:
+        """The dataset of split ``name`` over its records ``items``."""
+        raise NotImplementedError
+
+    def transform(self, name: str, boxes: bool = True) -> A.Compose | None:
+        """The :func:`detection_transforms` of split ``name`` (augmented for ``train``)."""
+        return detection_transforms(
+            name == "train", self.image_size, self.augment, self.seed, self.crop_scale, self.crop_prob, boxes
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.splits = self._read_splits()
+        warn_empty_splits(self.splits, type(self).__name__)
+        for name, items in self.splits.items():
+            self.datasets[name] = self.make_dataset(name, items)
+
+    collate_fn = staticmethod(detection_collate)
+
+
+class DetectionDataModule(DetectorDataModule):
+    """2D detection data from KITTI, COCO or YOLO files, split by sequence (``python -m ... fit --help`` lists
+    these arguments as ``--data.*``; the shared ones: :class:`DetectorDataModule`).
+
+    Args:
+        data_format: ``kitti``, ``coco`` or ``yolo``.
+        data_path: KITTI root (``training/{image_2,label_2}`` or ``{image_2,label_2}``), COCO JSON (images
+            relative to its folder; or a folder holding one ``*.json``) or YOLO dataset yaml (or a folder holding
+            one); null: the synthetic KITTI-layout set, generated on first use under data/driving/synthetic_kitti.
+        repeat_threshold: repeat-factor sampling (LVIS) of training images by their rarest class; null: off.
+        semantic_maps: training targets carry the per-pixel class maps (``semantic/<id>.png`` beside
+            ``image_2/``) for the detector's auxiliary semantic loss (``model.network.init_args.semantic_classes`` > 0).
+    """
+
+    data_formats = ("kitti", "coco", "yolo")
+
+    def __init__(
+        self,
+        data_format: Literal["kitti", "coco", "yolo"] = "kitti",
+        data_path: str | None = None,
+        *args,
+        repeat_threshold: float | None = None,
+        semantic_maps: bool = False,
+        **kwargs,
+    ):
+        # positional arguments after data_path are DetectorDataModule's, in its order (class_names, class_map...)
+        super().__init__(data_format, data_path, *args, **kwargs)
+        self.repeat_threshold = repeat_threshold
+        self.semantic_maps = semantic_maps
 
     def _source(self) -> Path:
         patterns = {"coco": ("*.json",), "yolo": ("*.yaml", "*.yml")}.get(self.data_format, ())
@@ -347,21 +351,11 @@ class DetectionDataModule(SplitLoaders):
     def _cap(self, items: list[ImageAnnotation]) -> list[ImageAnnotation]:
         return items[: self.max_items] if self.max_items is not None else items
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        self.splits = self._read_splits()
-        warn_empty_splits(self.splits, "DetectionDataModule")
-        for name, items in self.splits.items():
-            transform = detection_transforms(
-                name == "train", self.image_size, self.augment, self.seed, self.crop_scale, self.crop_prob
-            )
-            self.datasets[name] = DetectionDataset(
-                items,
-                self.class_names,
-                transform,
-                class_map=self.class_map,
-                semantic_maps=self.semantic_maps and name == "train",
-            )
-
-    collate_fn = staticmethod(detection_collate)
+    def make_dataset(self, name: str, items: list[ImageAnnotation]) -> DetectionDataset:
+        return DetectionDataset(
+            items,
+            self.class_names,
+            self.transform(name),
+            class_map=self.class_map,
+            semantic_maps=self.semantic_maps and name == "train",
+        )

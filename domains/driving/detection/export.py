@@ -40,7 +40,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from domains.driving.detection.task import DetectionTask
-from shared.export import DEFAULT_ATOL, DEFAULT_RTOL, CheckedExport, export_parser, parse_and_load, run_onnx
+from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load, run_onnx
 
 OUTPUTS = ["cls_logits", "bbox_regression", "bbox_ctrness", "anchors", "anchors_per_level"]
 SIZE_DIVISIBLE = 32
@@ -111,9 +111,7 @@ def detect_with_onnx(
 def export_detection(
     task: DetectionTask,
     out_dir: str | Path,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    opset: int = 17,
+    check: ExportCheck = DEFAULT_CHECK,
     checkpoint: str | Path | None = None,
 ) -> dict:
     """Export ``task``'s detector to ``out_dir/detector.onnx`` + ``detector.json``; returns the sidecar."""
@@ -139,12 +137,10 @@ def export_detection(
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "cls_logits": {0: "batch", 1: "points"},
             "bbox_regression": {0: "batch", 1: "points"}, "bbox_ctrness": {0: "batch", 1: "points"},
             "anchors": {0: "points"}}  # fmt: skip
-    with CheckedExport(out_dir, opset, atol, rtol) as export:
+    model = f"fcos/{task.model.init_args['backbone']}"
+    with CheckedExport(out_dir, check, "driving_detection", model, checkpoint) as export:
         measured = export.graph("detector.onnx", module, {"image": example}, OUTPUTS, axes)
         sidecar = {
-            "domain": "driving_detection",
-            "model": f"fcos/{task.model.init_args['backbone']}",
-            "checkpoint": str(checkpoint) if checkpoint else None,
             "graph": "detector.onnx",
             "inputs": {"image": list(example.shape)},
             "outputs": OUTPUTS,
@@ -157,24 +153,17 @@ def export_detection(
             "postprocess": "outside the graph: torchvision FCOS.postprocess_detections + "
             "GeneralizedRCNNTransform.postprocess (domains.driving.detection.export.postprocess)",
             **meta,
-            "opset": opset,
-            "tolerance": export.tolerance(measured, "random images at input_size"),
         }
-        export.write_sidecar("detector.json", sidecar)
-    return sidecar
+        return export.finish("detector.json", sidecar, measured, "random images at input_size")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = export_parser(
-        "python -m domains.driving.detection.export",
-        __doc__,
-        ckpt_help="Lightning checkpoint of domains.driving.detection",
-        out_help="output folder for detector.onnx and detector.json",
+        "domains.driving.detection", __doc__, out_help="output folder for detector.onnx and detector.json"
     )
     args, task, _ = parse_and_load(parser, argv, DetectionTask)
-    sidecar = export_detection(
-        task, args.out, atol=args.atol, rtol=args.rtol, opset=args.opset, checkpoint=args.ckpt
-    )
+    check = ExportCheck(args.atol, args.rtol, args.opset)
+    sidecar = export_detection(task, args.out, check=check, checkpoint=args.ckpt)
     worst = max(sidecar["tolerance"]["max_abs_diff"].values())
     print(f"wrote detector.onnx and detector.json to {args.out} (ORT vs PyTorch: max abs diff {worst:.2e})")
     return sidecar

@@ -40,7 +40,7 @@ from shared.labelled_task import LabelledTask, check_distinct_class_names
 from shared.task import gather_lists
 
 # Evaluation / prediction choices of every detector task, not part of what was trained (kept out of checkpoints,
-# see DetectionTask.__init__).
+# see DetectorTask.__init__).
 DETECTOR_RUNTIME_ARGS = (
     "pretrained_backbone",
     "pretrained_prefix",
@@ -51,34 +51,67 @@ DETECTOR_RUNTIME_ARGS = (
     "predict_dir",
     "predict_score_thresh",
 )
-RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "kitti_difficulties", "kitti_min_height_scale")
 
 
 class DetectorTask(LabelledTask):
     """What the tasks on a torchvision detector (boxes here, masks in :mod:`domains.driving.instances`) share:
-    building it with its post-processing and pretrained backbone, the training step's loss logging, the
-    prediction writer, the data module's annotations by image id and the epoch's headline metric."""
+    their common arguments, building the network with its post-processing and pretrained backbone, the training
+    step's loss logging, the prediction writer, the data module's annotations by image id and the epoch's
+    headline metric. A subclass names its network class (``NETWORK``) and its run-time arguments; its own
+    arguments come first, then these:
+
+    Args:
+        class_names: classes in the order of the data module's labels (must match it).
+        pretrained_backbone: local weight file (torchvision ``.pth`` or Lightning ``.ckpt``, e.g. a trained road
+            detector) for the backbone; nothing is downloaded. The load report is printed.
+        pretrained_prefix: key prefix selecting the backbone inside the file (a detection checkpoint:
+            ``model.detector.backbone.body.``; an instance checkpoint: ``model.segmenter.backbone.body.``).
+        score_thresh: detections below this score are dropped at evaluation (low: AP needs the whole curve).
+        nms_thresh: IoU of the (per-class) non-maximum suppression.
+        detections_per_img: at most this many detections per image.
+        ignore_overlap: drop a detection from the metrics when this share of it lies in a DontCare region.
+        predict_dir: where ``predict`` writes its files; ``None`` only returns the predictions.
+        predict_score_thresh: detections below this score are left out of the drawn images and maps.
+        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
+    """
 
     #: ``"module:Class"`` of the prediction writer (``predict_dir``), imported only when predicting
     WRITER = "domains.driving.detection.predict:KittiPredictionWriter"
+    #: the network's base class
+    NETWORK: type = RoadDetector
+    #: evaluation / prediction choices, not part of what was trained (kept out of checkpoints)
+    RUNTIME_ARGS: tuple[str, ...] = DETECTOR_RUNTIME_ARGS
 
-    def build_detector(
+    def __init__(
         self,
         network,
-        base: type,
-        class_names,
-        pretrained_backbone: str | None,
-        pretrained_prefix: str,
-        **postprocess,
-    ) -> None:
-        """Check ``class_names``, build ``self.model`` (``network``, a ``base``), set its ``postprocess``
-        thresholds and load the pretrained backbone, if one is given."""
+        class_names: list[str] = list(DETECTION_CLASSES),  # noqa: B006 - becomes a CLI default
+        pretrained_backbone: str | None = None,
+        pretrained_prefix: str = "",
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        ignore_overlap: float = 0.5,
+        predict_dir: str | None = None,
+        predict_score_thresh: float = 0.5,
+        **base_task_args,
+    ):
+        super().__init__(**base_task_args)
+        # Run-time choices stay out of the checkpoint: LightningCLI re-applies a checkpoint's hyperparameters
+        # over the command line, so a stored predict_dir / score threshold would override the user's, and a
+        # moved pretrained file would break loading weights the checkpoint already holds.
+        self.save_hyperparameters(ignore=list(self.RUNTIME_ARGS))
         check_distinct_class_names(class_names)
-        self.model = self.build_labelled_network(network, base, class_names)
-        self.model.set_postprocess(**postprocess)
+        self.model = self.build_labelled_network(network, self.NETWORK, class_names)
+        self.model.set_postprocess(
+            score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
+        )
         if pretrained_backbone:
             self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self._annotation_index: dict | None = None
+        self.ignore_overlap = ignore_overlap
+        self.predict_dir = predict_dir
+        self.predict_score_thresh = predict_score_thresh
 
     def configure_callbacks(self):
         if not self.predict_dir:
@@ -129,64 +162,32 @@ class DetectionTask(DetectorTask):
             (``backbone``: a registered backbone: {backbones}; ``input_size``, ``fpn_levels``, ``fpn_channels``,
             ``head_convs``, ``semantic_classes``, ...: ``--model.network.help RoadDetector``). ``num_classes``
             comes from ``data.class_names`` (linked by the CLI).
-        class_names: detector classes, in the order of the data module's labels (must match it).
-        pretrained_backbone: local weight file (torchvision ``.pth`` or Lightning ``.ckpt``) for the backbone;
-            nothing is downloaded. The load report is printed.
-        pretrained_prefix: key prefix selecting the backbone inside the file (e.g. ``model.backbone.``).
-        score_thresh: detections below this score are dropped at evaluation (low: mAP needs the whole curve).
         nms_thresh: IoU of non-maximum suppression.
-        detections_per_img: at most this many detections per image.
-        ignore_overlap: drop a detection from the COCO metric when this fraction of it lies in a DontCare box.
         kitti_difficulties: KITTI AP levels computed at validation and test (empty: no KITTI AP).
         kitti_min_height_scale: multiplies the levels' minimum box heights (40 / 25 px of KITTI's 375-px
             frames) for data at another resolution: 192 / 375 = 0.512 for the 192-px synthetic frames.
-        predict_dir: where ``predict`` writes KITTI result files (``data/<id>.txt``) and drawn images
-            (``images/<id>.png``); ``None`` only returns the predictions.
-        predict_score_thresh: detections below this score are not drawn (all are written to the txt files).
-        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
+        detector_args: the arguments of :class:`DetectorTask` (``class_names``, thresholds, ``predict_dir``: KITTI
+            result files ``data/<id>.txt`` and drawn images ``images/<id>.png``, ...).
     """
+
+    RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "kitti_difficulties", "kitti_min_height_scale")
 
     def __init__(
         self,
         network: RoadDetector,
-        class_names: list[str] = list(DETECTION_CLASSES),  # noqa: B006 - becomes a CLI default
-        pretrained_backbone: str | None = None,
-        pretrained_prefix: str = "",
-        score_thresh: float = 0.05,
         nms_thresh: float = 0.6,
-        detections_per_img: int = 100,
-        ignore_overlap: float = 0.5,
         kitti_difficulties: list[str] = ["easy", "moderate", "hard"],  # noqa: B006
         kitti_min_height_scale: float = 1.0,
-        predict_dir: str | None = None,
-        predict_score_thresh: float = 0.5,
-        **base_task_args,
+        **detector_args,
     ):
-        super().__init__(**base_task_args)
-        # Run-time choices stay out of the checkpoint: LightningCLI re-applies a checkpoint's hyperparameters
-        # over the command line, so a stored predict_dir / score threshold would override the user's, and a
-        # moved pretrained file would break loading weights the checkpoint already holds.
-        self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
+        super().__init__(network, nms_thresh=nms_thresh, **detector_args)
         bad = [d for d in kitti_difficulties if d not in KITTI_DIFFICULTY]
         if bad:
             raise ValueError(f"kitti_difficulties {bad} unknown; choose from {list(KITTI_DIFFICULTY)}")
         if not kitti_min_height_scale > 0:
             raise ValueError(f"kitti_min_height_scale must be > 0, got {kitti_min_height_scale}")
-        self.build_detector(
-            network,
-            RoadDetector,
-            class_names,
-            pretrained_backbone,
-            pretrained_prefix,
-            score_thresh=score_thresh,
-            nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img,
-        )
-        self.ignore_overlap = ignore_overlap
         self.kitti_difficulties = list(kitti_difficulties)
         self.kitti_min_height_scale = float(kitti_min_height_scale)
-        self.predict_dir = predict_dir
-        self.predict_score_thresh = predict_score_thresh
         self.dropped_degenerate = 0
         self._metrics: dict[str, tuple[MeanAveragePrecision, MeanAveragePrecision]] = {}
         self._kitti: dict[str, tuple[list, list]] = {}

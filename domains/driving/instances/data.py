@@ -23,8 +23,6 @@ dropped and counted in one :class:`LabelWarning` per reader (``strict``: the fir
 
 from __future__ import annotations
 
-import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,21 +38,19 @@ from torchvision.ops import masks_to_boxes
 from domains.driving.classes import DONTCARE
 from domains.driving.common import (
     data_source,
-    default_kitti_root,
+    read_annotated_rgb,
     read_label_map,
-    read_rgb,
+    sort_objects,
     split_by_sequence,
     to_image_tensor,
-    warn_empty_splits,
 )
-from domains.driving.detection.data import detection_collate, detection_transforms
+from domains.driving.detection.data import DetectorDataModule
 from domains.driving.formats import (
     BOX_TOLERANCE_PX,
     DropLog,
+    ImageAnnotation,
     LabelFormatError,
-    LabelWarning,
-    _coco_entries,
-    _load_json,
+    _coco_images,
     _owned_log,
     _parse_int,
     _require,
@@ -62,7 +58,6 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SplitLoaders, default_num_workers
 
 #: Cityscapes label ids of its instance classes, named as the suite's classes where they are the same thing
 #: (person -> Pedestrian, rider -> Cyclist); the others keep Cityscapes' names and are dropped unless listed in
@@ -91,12 +86,10 @@ class InstanceObject:
 
 
 @dataclass
-class InstanceAnnotation:
-    """One image and its object masks (``image_id`` is the file stem, as for detection)."""
+class InstanceAnnotation(ImageAnnotation):
+    """One image and its object masks (``image_id`` is the file stem, as for detection, less Cityscapes'
+    suffixes)."""
 
-    image_path: str
-    width: int
-    height: int
     objects: list[InstanceObject] = field(default_factory=list)
 
     @property
@@ -335,27 +328,9 @@ def read_coco_instances(
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else path.parent
     log, own = _owned_log(log, strict)
-    data = _load_json(path)
-    _require(data, ("images", "annotations", "categories"), path, None)
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data[key], list):
-            raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
-    categories = {
-        cid: str(cat["name"])
-        for _, cat, cid in _coco_entries(data["categories"], path, "categories", ("name",), "category")
-    }
-    records: dict[int, InstanceAnnotation] = {}
-    for where, img, iid in _coco_entries(data["images"], path, "images", ("file_name",), "image"):
-        file = root / str(img["file_name"])
-        if not file.is_file():
-            raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
-        height, width = image_size(file)
-        for key, actual in (("width", width), ("height", height)):
-            if key in img and _parse_int(str(img[key]), path, where, key) != actual:
-                raise LabelFormatError(
-                    path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}"
-                )
-        records[iid] = InstanceAnnotation(str(file), width, height, [])
+    data, categories, records = _coco_images(
+        path, root, lambda file, w, h: InstanceAnnotation(file, w, h, [])
+    )
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
         _require(ann, ("image_id", "category_id"), path, where)
@@ -416,48 +391,19 @@ class InstanceDataset(Dataset):
         self.class_names = list(class_names)
         self.transform = transform
         self.class_map = dict(class_map or {})
-        index = {name: i for i, name in enumerate(self.class_names)}
-        if len(index) != len(self.class_names):
-            raise ValueError(f"InstanceDataset: duplicate class names {self.class_names}")
-        bad = {k: v for k, v in self.class_map.items() if v not in index and v not in ignore_types}
-        if bad:
-            raise ValueError(
-                f"InstanceDataset: class_map targets {bad} are not in class_names {self.class_names}"
-            )
-        self.dropped: Counter[str] = Counter()
-        self._items = []  # per image: (object RLEs, labels, ignore RLEs)
-        for ann in self.annotations:
-            rles, labels, ignore = [], [], []
-            for obj in ann.objects:
-                name = self.class_map.get(obj.type, obj.type)
-                if name in index:
-                    rles.append(obj.rle)
-                    labels.append(index[name])
-                elif name in ignore_types:
-                    ignore.append(obj.rle)
-                else:
-                    self.dropped[obj.type] += 1
-            self._items.append((rles, np.asarray(labels, np.int64), ignore))
-        if self.dropped:
-            counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.dropped.items()))
-            warnings.warn(
-                f"InstanceDataset: dropped objects whose type is not in class_names {self.class_names} "
-                f"(class_map {self.class_map}): {counts}",
-                LabelWarning,
-                stacklevel=2,
-            )
+        per_image, self.dropped = sort_objects(
+            self.annotations, self.class_names, self.class_map, ignore_types, lambda obj: obj.rle,
+            "InstanceDataset",
+        )  # fmt: skip
+        # per image: (object RLEs, labels, ignore RLEs)
+        self._items = [(rles, np.asarray(labels, np.int64), ignore) for rles, labels, ignore in per_image]
 
     def __len__(self) -> int:
         return len(self.annotations)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         ann = self.annotations[i]
-        image = read_rgb(ann.image_path)
-        if image.shape[:2] != (ann.height, ann.width):
-            raise LabelFormatError(
-                ann.image_path, None, f"image is {image.shape[1]}x{image.shape[0]} but its annotation says "
-                f"{ann.width}x{ann.height}",
-            )  # fmt: skip
+        image = read_annotated_rgb(ann)
         rles, labels, ignore_rles = self._items[i]
         masks = decode_masks(rles, ann.height, ann.width)
         ignore = decode_masks(ignore_rles, ann.height, ann.width).any(axis=0).astype(np.uint8)
@@ -479,106 +425,50 @@ class InstanceDataset(Dataset):
         return to_image_tensor(image), target
 
 
-class InstanceDataModule(SplitLoaders):
+class InstanceDataModule(DetectorDataModule):
     """Instance masks from the KITTI layout with instance maps, COCO instance JSON or panoptic PNGs, split by
-    sequence (``--data.*``).
+    sequence (``--data.*``; the shared ones: :class:`~domains.driving.detection.data.DetectorDataModule`).
 
     Args:
         data_format: ``kitti`` (``training/{image_2,label_2,instance}``), ``coco`` (instance JSON, or a folder
             holding one) or ``png`` (``images/`` + ``instances/`` with ``class_id * png_divisor + instance``).
         data_path: the root / file; null: the synthetic KITTI-layout set (generated on first use).
-        class_names: the model's classes in label order (must equal ``model.class_names``).
-        class_map: renames source types before lookup (``{Van: Car}``); DontCare / crowd regions are ignored.
         png_class_ids: class id -> name for ``png`` (null: Cityscapes' person, rider, car, ...).
         png_divisor: the class multiplier of ``png`` maps (Cityscapes 1000, KITTI-STEP style 256).
-        image_size: [H, W] every image is resized to; null: native size.
-        batch_size: images per batch.
-        num_workers: loader processes; null: one less than the CPU cores, at most 4.
-        augment: training augmentation (flip, colour, zoom-in crops; needs image_size for the crops).
-        strict: the first bad annotation raises (naming file and annotation) instead of a counted warning.
-        split_fractions: train / val / test shares, split by sequence.
-        seed: seed of the split and the augmentation.
-        max_items: read at most this many images (smoke tests).
-        crop_scale: [min, max] image-area share of a zoom-in training crop.
-        crop_prob: share of training images that get a zoom-in crop.
     """
+
+    data_formats = ("kitti", "coco", "png")
 
     def __init__(
         self,
         data_format: Literal["kitti", "coco", "png"] = "kitti",
         data_path: str | None = None,
-        class_names: list[str] = ["Car", "Pedestrian", "Cyclist"],  # noqa: B006 - becomes a CLI default
-        class_map: dict[str, str] | None = {"Van": "Car"},  # noqa: B006
+        *args,
         png_class_ids: dict[int, str] | None = None,
         png_divisor: int = 1000,
-        image_size: tuple[int, int] | None = None,
-        batch_size: int = 4,
-        num_workers: int | None = None,
-        augment: bool = True,
-        strict: bool = False,
-        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-        seed: int = 0,
-        max_items: int | None = None,
-        crop_scale: tuple[float, float] = (0.6, 1.0),
-        crop_prob: float = 0.5,
+        **kwargs,
     ):
-        super().__init__()
-        if data_format not in ("kitti", "coco", "png"):
-            raise ValueError(
-                f"InstanceDataModule: data_format must be kitti, coco or png, got {data_format!r}"
-            )
-        if len(split_fractions) != 3:
-            raise ValueError(f"InstanceDataModule: split_fractions needs 3 values, got {split_fractions}")
-        self.save_hyperparameters()
-        self.data_format, self.data_path = data_format, data_path
-        self.class_names = list(class_names)
-        self.class_map = dict(class_map or {})
+        # positional arguments after data_path are DetectorDataModule's, in its order (class_names, class_map...)
+        super().__init__(data_format, data_path, *args, **kwargs)
         self.png_class_ids = None if png_class_ids is None else {int(k): v for k, v in png_class_ids.items()}
         self.png_divisor = png_divisor
-        self.image_size = tuple(image_size) if image_size else None
-        self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.augment, self.strict = augment, strict
-        self.split_fractions, self.seed, self.max_items = tuple(split_fractions), seed, max_items
-        self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
-        self.splits: dict[str, list[InstanceAnnotation]] = {}
-        self.datasets: dict[str, InstanceDataset] = {}
 
-    def prepare_data(self) -> None:
-        if self.data_path is None:
-            default_kitti_root()
-
-    def _read(self) -> tuple[list[InstanceAnnotation], Path]:
+    def _read_splits(self) -> dict[str, list[InstanceAnnotation]]:
         path = data_source(self.data_path, ("*.json",) if self.data_format == "coco" else ())
         if self.data_format == "kitti":
-            return read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
-        if self.data_format == "png":
+            items, split_root = read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
+        elif self.data_format == "png":
             items = read_png_instances(path, self.png_class_ids, self.png_divisor, strict=self.strict)
-            return items, path
-        return read_coco_instances(path, strict=self.strict), path.parent
+            split_root = path
+        else:
+            items, split_root = read_coco_instances(path, strict=self.strict), path.parent
+        return split_by_sequence(items, split_root, self.split_fractions, self.seed, self.max_items)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        items, split_root = self._read()
-        self.splits = split_by_sequence(items, split_root, self.split_fractions, self.seed, self.max_items)
-        warn_empty_splits(self.splits, "InstanceDataModule")
-        for name, split in self.splits.items():
-            # the detector's steps on the masks alone: the boxes are re-derived from the moved masks
-            transform = detection_transforms(
-                name == "train",
-                self.image_size,
-                self.augment,
-                self.seed,
-                self.crop_scale,
-                self.crop_prob,
-                boxes=False,
-            )
-            self.datasets[name] = InstanceDataset(
-                split, self.class_names, transform, class_map=self.class_map
-            )
-
-    collate_fn = staticmethod(detection_collate)
+    def make_dataset(self, name: str, items: list[InstanceAnnotation]) -> InstanceDataset:
+        # the detector's steps on the masks alone: the boxes are re-derived from the moved masks
+        return InstanceDataset(
+            items, self.class_names, self.transform(name, boxes=False), class_map=self.class_map
+        )
 
 
 __all__ = [

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from domains.driving.classes import DETECTION_CLASSES
 from domains.driving.detection.task import DETECTOR_RUNTIME_ARGS, DetectorTask
 from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
 from shared.backbones import list_backbones
-
-# Evaluation / prediction choices, not part of what was trained (kept out of checkpoints, as for detection).
-RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "mask_thresh", "min_heights")
 
 
 class InstanceTask(DetectorTask):
@@ -33,63 +29,33 @@ class InstanceTask(DetectorTask):
             ``init_args`` (``backbone``: a registered backbone: {backbones}; ``input_size``, ``fpn_levels``,
             ``fpn_channels``, ``anchor_scale``, proposals, RoIs and head sizes: ``--model.network.help
             RoadInstanceSegmenter``). ``num_classes`` comes from ``data.class_names`` (linked by the CLI).
-        class_names: classes in the order of the data module's labels (must match it).
-        pretrained_backbone: local weight file (torchvision ``.pth`` or Lightning ``.ckpt``, e.g. a trained road
-            detector) for the backbone; nothing is downloaded. The load report is printed.
-        pretrained_prefix: key prefix selecting the backbone in that file (a detection checkpoint:
-            ``model.detector.backbone.body.``; an instance checkpoint: ``model.segmenter.backbone.body.``).
-        score_thresh: detections below this score are dropped at evaluation (low: AP needs the whole curve).
-        nms_thresh: IoU of the per-class non-maximum suppression.
-        detections_per_img: at most this many detections per image.
         mask_thresh: a pixel belongs to a predicted instance where its mask probability reaches this.
-        ignore_overlap: drop a detection from the metrics when this share of its mask lies in a DontCare region.
         min_heights: also score with the ground truth shorter than each of these heights (pixels of the
-            evaluated tensors) ignored, as KITTI's difficulty levels do (``<stage>/mask_ap50_h25/Car``, ...):
+            evaluated tensors) ignored, as KITTI's difficulty levels do (``<stage>/mask_h25_ap50/Car``, ...):
             where the errors sit, far and tiny or near and large.
-        predict_dir: where ``predict`` writes ``instances/<id>.png`` (+ ``.txt``) and ``overlays/<id>.png``.
-        predict_score_thresh: instances below this score are left out of the written maps and overlays.
-        base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
+        detector_args: the arguments of :class:`~domains.driving.detection.task.DetectorTask` (``class_names``,
+            thresholds, ``ignore_overlap`` of masks in DontCare regions, ``predict_dir``: ``instances/<id>.png``
+            (+ ``.txt``) and ``overlays/<id>.png``, ...).
     """
 
     WRITER = "domains.driving.instances.predict:InstancePredictionWriter"
+    NETWORK = RoadInstanceSegmenter
+    RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "mask_thresh", "min_heights")
 
     def __init__(
         self,
         network: RoadInstanceSegmenter,
-        class_names: list[str] = list(DETECTION_CLASSES),  # noqa: B006 - becomes a CLI default
-        pretrained_backbone: str | None = None,
-        pretrained_prefix: str = "",
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        detections_per_img: int = 100,
         mask_thresh: float = 0.5,
-        ignore_overlap: float = 0.5,
         min_heights: list[float] = [],  # noqa: B006 - becomes a CLI default
-        predict_dir: str | None = None,
-        predict_score_thresh: float = 0.5,
-        **base_task_args,
+        **detector_args,
     ):
-        super().__init__(**base_task_args)
-        self.save_hyperparameters(ignore=list(RUNTIME_ARGS))
         if not 0 < mask_thresh < 1:
             raise ValueError(f"mask_thresh must be in (0, 1), got {mask_thresh}")
-        self.build_detector(
-            network,
-            RoadInstanceSegmenter,
-            class_names,
-            pretrained_backbone,
-            pretrained_prefix,
-            score_thresh=score_thresh,
-            nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img,
-        )
+        super().__init__(network, **detector_args)
         self.mask_thresh = mask_thresh
-        self.ignore_overlap = ignore_overlap
         if any(not h > 0 for h in min_heights):
             raise ValueError(f"min_heights must be > 0 pixels, got {min_heights}")
         self.min_heights = [float(h) for h in min_heights]
-        self.predict_dir = predict_dir
-        self.predict_score_thresh = predict_score_thresh
         self._metrics: dict[str, list[InstanceMetrics]] = {}
         self._ignored: dict[str, int] = {}
 

@@ -333,6 +333,16 @@ def _braking_ego(rng, v0: float, tp: float, k: float, margin: float) -> Profile 
     return Profile(v0, [(t_b, -decel)])
 
 
+def _crossing_ego(rng, variant: str, v0: float, tp: float, k: float) -> Profile | None:
+    """The ego of a crossing actor's clip: a ``hit`` sometimes brakes too late (the contact still happens at
+    ``tp``), ``ego_brakes_in_time`` stops short (None: no time to), any other variant keeps its speed."""
+    if variant == "hit" and rng.random() < 0.4:
+        return Profile(v0, [(tp - rng.uniform(0.2, 0.5) * k, -rng.uniform(3, 6))])
+    if variant == "ego_brakes_in_time":
+        return _braking_ego(rng, v0, tp, k, rng.uniform(0.5, 1.8))
+    return Profile(v0)
+
+
 def _pedestrian(rng, st: _Street, kind: str, tp: float, dur: float, k: float) -> Plan | None:
     """A pedestrian steps out from between two parked cars: hit (crash), stops at the lane edge, or the ego
     brakes in time (near misses)."""
@@ -368,12 +378,9 @@ def _pedestrian(rng, st: _Street, kind: str, tp: float, dur: float, k: float) ->
             walk, x_start = Profile(v_p), x_tp + side * v_p * tp
         else:
             return None
-        if variant == "hit" and rng.random() < 0.4:
-            ego = Profile(v0, [(tp - rng.uniform(0.2, 0.5) * k, -rng.uniform(3, 6))])
-        elif variant == "ego_brakes_in_time":
-            ego = _braking_ego(rng, v0, tp, k, rng.uniform(0.5, 1.8))
-            if ego is None:
-                return None
+        ego = _crossing_ego(rng, variant, v0, tp, k)
+        if ego is None:
+            return None
     z_p = EGO_FRONT + v0 * tp + half_w
     ped = Actor(
         "Pedestrian",
@@ -408,12 +415,9 @@ def _cyclist(rng, st: _Street, kind: str, tp: float, dur: float, k: float) -> Pl
         x_tp = _crossing_x(st, -side, half_l, -rng.uniform(0.4, 1.5))  # already past the ego's far side
     else:
         x_tp = _crossing_x(st, side, half_l, rng.uniform(0.4, 1.0))
-        if variant == "hit" and rng.random() < 0.4:
-            ego = Profile(v0, [(tp - rng.uniform(0.2, 0.5) * k, -rng.uniform(3, 6))])
-        elif variant == "ego_brakes_in_time":
-            ego = _braking_ego(rng, v0, tp, k, rng.uniform(0.5, 1.8))
-            if ego is None:
-                return None
+        ego = _crossing_ego(rng, variant, v0, tp, k)
+        if ego is None:
+            return None
     x_start = x_tp + side * v_c * tp
     z_c = EGO_FRONT + v0 * tp + half_w
     bike = Actor(

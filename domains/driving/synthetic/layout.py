@@ -14,6 +14,7 @@ the sequence.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -407,52 +408,48 @@ def _sample_cyclists(rng: np.random.Generator, st: _Street, place: _Placer, dens
         )
 
 
+def _row_along_sidewalk(
+    rng: np.random.Generator,
+    chance: float,
+    start: float,
+    spread: float,
+    gap: tuple[float, float],
+    end: float,
+    jitter: bool,
+) -> Iterator[float]:
+    """The z of each item of a row of roadside things on one sidewalk, drawn with probability ``chance``: the
+    first at ``start`` + up to ``spread`` m, then one every ``gap`` m (drawn once per row; ``jitter``: each
+    step varies by +-20 %) until ``end``."""
+    if rng.random() >= chance:
+        return
+    z = start + rng.uniform(0, spread)
+    step = rng.uniform(*gap)
+    while z < end:
+        yield z
+        z += step * rng.uniform(0.8, 1.2) if jitter else step
+
+
 def _sample_trees(
     rng: np.random.Generator, place: _Placer, side: int, edge: float, sw: float, z_end: float
 ) -> None:
     """A row of trees on one sidewalk (60 % of sidewalks), evenly spaced with some jitter."""
-    if rng.random() < 0.6:
-        z = -20 + rng.uniform(0, 8)
-        gap = rng.uniform(7, 16)
-        while z < 150 + z_end:
-            place.add(
-                ObjectSpec(
-                    "tree",
-                    edge + side * min(0.9, sw / 2),
-                    z,
-                    0.0,
-                    (rng.uniform(5, 9), rng.uniform(2.5, 4.5), 0.4),
-                    0.0,
-                    _col((55, 100, 40), rng.uniform(0.7, 1.2)),
-                    int(rng.integers(2**31)),
-                ),
-                margin=0.0,
-            )
-            z += gap * rng.uniform(0.8, 1.2)
+    for z in _row_along_sidewalk(rng, 0.6, -20, 8, (7, 16), 150 + z_end, jitter=True):
+        dims = (rng.uniform(5, 9), rng.uniform(2.5, 4.5), 0.4)
+        color = _col((55, 100, 40), rng.uniform(0.7, 1.2))
+        style = int(rng.integers(2**31))
+        tree = ObjectSpec("tree", edge + side * min(0.9, sw / 2), z, dims=dims, color=color, style=style)
+        place.add(tree, margin=0.0)
 
 
 def _sample_streetlights(
     rng: np.random.Generator, place: _Placer, side: int, edge: float, z_end: float
 ) -> None:
     """A row of street lamps on one sidewalk (70 % of sidewalks); the style's low bit is the side."""
-    if rng.random() < 0.7:
-        z = -25 + rng.uniform(0, 10)
-        gap = rng.uniform(22, 35)
-        while z < 170 + z_end:
-            place.add(
-                ObjectSpec(
-                    "streetlight",
-                    edge + side * 0.4,
-                    z,
-                    0.0,
-                    (rng.uniform(6.5, 8.5), 0.2, 0.2),
-                    0.0,
-                    (110, 110, 115),
-                    int(rng.integers(2**31)) * 2 + (1 if side > 0 else 0),
-                ),
-                margin=0.0,
-            )
-            z += gap
+    for z in _row_along_sidewalk(rng, 0.7, -25, 10, (22, 35), 170 + z_end, jitter=False):
+        dims = (rng.uniform(6.5, 8.5), 0.2, 0.2)
+        style = int(rng.integers(2**31)) * 2 + (1 if side > 0 else 0)
+        lamp = ObjectSpec("streetlight", edge + side * 0.4, z, dims=dims, color=(110, 110, 115), style=style)
+        place.add(lamp, margin=0.0)
 
 
 def _sample_signs(rng: np.random.Generator, place: _Placer, side: int, edge: float) -> None:

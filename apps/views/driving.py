@@ -257,20 +257,60 @@ st.caption(
 objects_tab, instances_tab, anomaly_tab = st.tabs(["Objects", "Instances", "Road anomalies"])
 
 
+def _model_or_warning(key: str, available: bool, what: str, caption_limit: int = 6):
+    """The loaded task of ``key``, or None after a warning (nothing to load) or a load error (never a
+    traceback); ``what`` names the model in the messages ("detector", ...)."""
+    if not available:
+        st.warning(f"No {what} checkpoint: `{dm.train_command(key)}`")
+        return None
+    try:
+        task = pc.load_model(key)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
+        pc.show_load_error(key, f"the {what} checkpoint", exc)
+        return None
+    if task is None:
+        st.warning(f"No {what} weights: `{dm.train_command(key)}`")
+        return None
+    pc.checkpoint_caption(key, limit=caption_limit)
+    return task
+
+
+def _score_slider(column, key: str, task, slider_key: str, judge: str, items: str) -> float:
+    """The score-threshold slider of a box / instance tab. It starts at the weights' operating point (best F1
+    on the validation split, recorded in the model card); without one, where ``predict`` draws (its
+    ``predict_score_thresh``, a run-time setting not saved in checkpoints)."""
+    point = {} if _own(key) else dm.operating_point(key)
+    start = float(point.get("threshold", task.predict_score_thresh))
+    start = round(min(1.0, max(0.05, start)) * 20) / 20
+    return column.slider(
+        "Score threshold",
+        0.05,
+        1.0,
+        start,
+        0.05,
+        key=slider_key,
+        help=(
+            f"Starts at {point['threshold']:.2f}, where the {judge}'s F1 was best on the validation split "
+            f"(precision {point['precision']:.2f}, recall {point['recall']:.2f})."
+            if point
+            else f"{items.capitalize()} below this score are hidden."
+        ),
+    )
+
+
+def _nothing_shown_note(pred: dict, kept: dict, below: int, threshold: float, thing: str) -> None:
+    if not len(kept["scores"]) and below:
+        st.info(
+            f"No {thing} reaches the threshold {threshold:.2f}; the best score here is "
+            f"{float(pred['scores'].max()):.2f}. Lower the slider to see the weaker ones."
+        )
+
+
 def _objects() -> None:
     """The detector tab; returns early (with a message) when the model cannot run."""
-    if not have_det:
-        st.warning(f"No detector checkpoint: `{dm.train_command(DETECTION)}`")
-        return
-    try:
-        detector = pc.load_model(DETECTION)
-    except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
-        pc.show_load_error(DETECTION, "the detector checkpoint", exc)
-        return
+    detector = _model_or_warning(DETECTION, have_det, "detector")
     if detector is None:
-        st.warning(f"No detector weights: `{dm.train_command(DETECTION)}`")
         return
-    pc.checkpoint_caption(DETECTION, limit=6)
     in_h, in_w = detector.hparams.get("input_size", (0, 0))
     st.caption(
         f"The detector scales every photo into its {in_w}x{in_h} input (aspect ratio kept) and maps the "
@@ -283,25 +323,7 @@ def _objects() -> None:
         st.error(f"The detector failed on this image: {type(exc).__name__}: {exc}")
         return
     c1, c2 = st.columns([1, 2])
-    # Start at the weights' operating point (best F1 on the validation split, recorded in the model card);
-    # without one, where `predict` draws boxes (a run-time setting, not saved in checkpoints).
-    point = {} if _own(DETECTION) else dm.operating_point(DETECTION)
-    start = float(point.get("threshold", detector.predict_score_thresh))
-    start = round(min(1.0, max(0.05, start)) * 20) / 20
-    threshold = c1.slider(
-        "Score threshold",
-        0.05,
-        1.0,
-        start,
-        0.05,
-        key="driving_det_threshold",
-        help=(
-            f"Starts at {point['threshold']:.2f}, where the detector's F1 was best on the validation split "
-            f"(precision {point['precision']:.2f}, recall {point['recall']:.2f})."
-            if point
-            else "Detections below this score are hidden."
-        ),
-    )
+    threshold = _score_slider(c1, DETECTION, detector, "driving_det_threshold", "detector", "detections")
     chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_det_classes")
     kept = _filter(pred, threshold, [class_names.index(c) for c in chosen])
     below = int((pred["scores"] < threshold).sum())
@@ -310,11 +332,7 @@ def _objects() -> None:
         caption=f"{len(kept['scores'])} of {len(pred['scores'])} detections shown; {below} below the score threshold",
         width="stretch",
     )
-    if not len(kept["scores"]) and below:
-        st.info(
-            f"No box reaches the threshold {threshold:.2f}; the best score here is {float(pred['scores'].max()):.2f}. "
-            "Lower the slider to see the weaker detections."
-        )
+    _nothing_shown_note(pred, kept, below, threshold, "box")
     if len(kept["scores"]):
         st.dataframe(
             [
@@ -347,18 +365,9 @@ def _objects() -> None:
 def _instances() -> None:
     """The instance tab (same flow as the detector's); returns early (with a message) when the model cannot
     run."""
-    if not have_inst:
-        st.warning(f"No instance-segmentation checkpoint: `{dm.train_command(INSTANCES)}`")
-        return
-    try:
-        segmenter = pc.load_model(INSTANCES)
-    except Exception as exc:  # noqa: BLE001 - a checkpoint from another version: say so, no traceback
-        pc.show_load_error(INSTANCES, "the instance-segmentation checkpoint", exc)
-        return
+    segmenter = _model_or_warning(INSTANCES, have_inst, "instance-segmentation")
     if segmenter is None:
-        st.warning(f"No instance-segmentation weights: `{dm.train_command(INSTANCES)}`")
         return
-    pc.checkpoint_caption(INSTANCES, limit=6)
     class_names = list(segmenter.class_names)
     try:
         pred = _segment(pc.model_token(INSTANCES), digest, image)
@@ -372,25 +381,7 @@ def _instances() -> None:
         f"{mask_w}x{mask_h} and upscaled for the view and the downloads, boxes in the photo's pixels."
     )
     c1, c2, c3 = st.columns([1, 2, 1])
-    # As the detector: start at the weights' operating point (best box F1 on the validation split, in the model
-    # card) if there is one, else where `predict` draws instances (predict_score_thresh, a run-time setting).
-    point = {} if _own(INSTANCES) else dm.operating_point(INSTANCES)
-    start = float(point.get("threshold", segmenter.predict_score_thresh))
-    start = round(min(1.0, max(0.05, start)) * 20) / 20
-    threshold = c1.slider(
-        "Score threshold",
-        0.05,
-        1.0,
-        start,
-        0.05,
-        key="driving_inst_threshold",
-        help=(
-            f"Starts at {point['threshold']:.2f}, where the model's F1 was best on the validation split "
-            f"(precision {point['precision']:.2f}, recall {point['recall']:.2f})."
-            if point
-            else "Instances below this score are hidden."
-        ),
-    )
+    threshold = _score_slider(c1, INSTANCES, segmenter, "driving_inst_threshold", "model", "instances")
     chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_inst_classes")
     alpha = c3.slider("Mask opacity", 0.0, 1.0, 0.5, 0.05, key="driving_inst_alpha")
     kept = _filter(pred, threshold, [class_names.index(c) for c in chosen])
@@ -401,11 +392,7 @@ def _instances() -> None:
         caption=f"{len(kept['scores'])} of {len(pred['scores'])} instances shown; {below} below the score threshold",
         width="stretch",
     )
-    if not len(kept["scores"]) and below:
-        st.info(
-            f"No instance reaches the threshold {threshold:.2f}; the best score here is "
-            f"{float(pred['scores'].max()):.2f}. Lower the slider to see the weaker ones."
-        )
+    _nothing_shown_note(pred, kept, below, threshold, "instance")
     order = ids_shown[1]  # id k of the table, the PNG and the text list: kept[...][order[k - 1]]
     if order:
         st.dataframe(
@@ -454,18 +441,9 @@ def _instances() -> None:
 
 def _anomalies() -> None:
     """The anomaly tab; returns early (with a message) when the model cannot run."""
-    if not have_ano:
-        st.warning(f"No anomaly checkpoint: `{dm.train_command(ANOMALY)}`")
-        return
-    try:
-        segmenter = pc.load_model(ANOMALY)
-    except Exception as exc:  # noqa: BLE001
-        pc.show_load_error(ANOMALY, "the anomaly checkpoint", exc)
-        return
+    segmenter = _model_or_warning(ANOMALY, have_ano, "anomaly", caption_limit=8)
     if segmenter is None:
-        st.warning(f"No anomaly weights: `{dm.train_command(ANOMALY)}`")
         return
-    pc.checkpoint_caption(ANOMALY)
     st.caption(
         f"Test figures are for the checkpoint's own score, `{segmenter.score}` (pixel AP, AUROC, FPR at "
         "95 % TPR; component mean F1; frame-level AUROC)."

@@ -206,9 +206,9 @@ def test_driving_default_scene_renders(demo_env):
 def test_driving_widgets_rerun(demo_env):
     at = _ok(_page("driving"))
     # starts where `predict` draws boxes: DetectionTask's predict_score_thresh (not the old fixed 0.3)
-    from domains.driving.detection.task import DetectionTask
+    from domains.driving.detection.task import DetectorTask
 
-    drawn = inspect.signature(DetectionTask).parameters["predict_score_thresh"].default
+    drawn = inspect.signature(DetectorTask).parameters["predict_score_thresh"].default
     assert at.slider(key="driving_det_threshold").value == pytest.approx(drawn) != 0.3
     at.slider(key="driving_det_threshold").set_value(0.05).run()  # the model's own floor: everything shown
     _ok(at)
@@ -259,9 +259,9 @@ def _instance_table(at: AppTest):
 def test_driving_instances_tab_shows_masks_and_the_slider_filters_them(demo_env):
     at = _ok(_page("driving"))
     # no operating point with these weights: the slider starts where `predict` draws (predict_score_thresh)
-    from domains.driving.instances.task import InstanceTask
+    from domains.driving.detection.task import DetectorTask
 
-    drawn = inspect.signature(InstanceTask).parameters["predict_score_thresh"].default
+    drawn = inspect.signature(DetectorTask).parameters["predict_score_thresh"].default  # InstanceTask's base
     assert at.slider(key="driving_inst_threshold").value == pytest.approx(drawn)
     start_shown, start_total, start_below = _instance_caption(at)
     assert start_shown + start_below == start_total

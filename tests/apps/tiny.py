@@ -161,48 +161,12 @@ def build_accident(folder: Path, clips: Path) -> None:
     )
 
 
-#: the tiny Mask R-CNN (tests/driving/test_instances.py's sizes): a tiny CNN, 64x128 input
-INSTANCE_NETWORK = {
-    "backbone": "tiny_cnn",
-    "backbone_kwargs": {"width": 8},
-    "input_size": (64, 128),
-    "fpn_levels": 3,
-    "fpn_channels": 16,
-    "anchor_scale": 4.0,
-    "proposals_train": 64,
-    "proposals_test": 32,
-    "rois_per_image": 32,
-    "box_head_dim": 32,
-    "mask_head_channels": 8,
-    "mask_head_convs": 1,
-}
-KITTI_LINE = "{} 0.00 0 -10 {:.2f} {:.2f} {:.2f} {:.2f} 1.5 1.6 3.9 1.0 1.7 20.0 -1.5"
-
-
 def instance_kitti(root: Path, n: int = 12) -> Path:
-    """``training/{image_2,label_2,instance}`` of painted 128x64 scenes, object k painted with id k, two frames
-    per sequence (so the default split has validation and test frames)."""
-    import cv2
-    import numpy as np
+    """Painted 128x64 scenes with instance maps, two frames per sequence (so the default split has validation
+    and test frames)."""
+    from tests.driving.layouts import write_instance_kitti
 
-    from tests.driving.layouts import painted_scene
-
-    rng = np.random.default_rng(0)
-    for sub in ("image_2", "label_2", "instance"):
-        (root / "training" / sub).mkdir(parents=True, exist_ok=True)
-    sequences = []
-    for i in range(n):
-        image, objects = painted_scene(rng, SCENE_SIZE[1], SCENE_SIZE[0])
-        ids = np.zeros((SCENE_SIZE[1], SCENE_SIZE[0]), np.uint16)
-        for k, (_, (x1, y1, x2, y2)) in enumerate(objects, start=1):
-            ids[y1:y2, x1:x2] = k
-        cv2.imwrite(str(root / f"training/image_2/{i:06d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / f"training/instance/{i:06d}.png"), ids)
-        lines = [KITTI_LINE.format(name, *box) for name, box in objects]
-        (root / f"training/label_2/{i:06d}.txt").write_text("\n".join(lines) + "\n")
-        sequences.append(f"{i:06d} seq{i // 2:04d}")
-    (root / "sequences.txt").write_text("\n".join(sequences) + "\n")
-    return root
+    return write_instance_kitti(root, n, size=(SCENE_SIZE[1], SCENE_SIZE[0]), dontcare=False, sequences=True)
 
 
 def build_instances(folder: Path, data: Path) -> None:
@@ -211,12 +175,13 @@ def build_instances(folder: Path, data: Path) -> None:
     from domains.driving.instances.data import InstanceDataModule
     from domains.driving.instances.model import RoadInstanceSegmenter
     from domains.driving.instances.task import InstanceTask
+    from tests.driving.layouts import TINY_MASK_RCNN
 
     datamodule = InstanceDataModule(
         data_path=str(data), image_size=None, batch_size=2, num_workers=0, augment=False
     )
     torch.manual_seed(0)
-    task = InstanceTask(network=RoadInstanceSegmenter(3, **INSTANCE_NETWORK), lr_scheduler=None)
+    task = InstanceTask(network=RoadInstanceSegmenter(3, **TINY_MASK_RCNN), lr_scheduler=None)
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -36,6 +36,49 @@ def painted_scene(rng: np.random.Generator, height: int, width: int):
     return image, objects
 
 
+#: a tiny Mask R-CNN (``RoadInstanceSegmenter`` arguments) for 128x64 painted scenes
+TINY_MASK_RCNN = {
+    "backbone": "tiny_cnn",
+    "backbone_kwargs": {"width": 8},
+    "input_size": (64, 128),
+    "fpn_levels": 3,
+    "fpn_channels": 16,
+    "anchor_scale": 4.0,
+    "proposals_train": 64,
+    "proposals_test": 32,
+    "rois_per_image": 32,
+    "box_head_dim": 32,
+    "mask_head_channels": 8,
+    "mask_head_convs": 1,
+}
+KITTI_LINE = "{} 0.00 0 -10 {:.2f} {:.2f} {:.2f} {:.2f} 1.5 1.6 3.9 1.0 1.7 20.0 -1.5"
+
+
+def write_instance_kitti(root, n=8, seed=0, size=(64, 128), dontcare=True, sequences=False):
+    """``training/{image_2,label_2,instance}`` of painted ``size`` (height, width) scenes: object k painted with
+    id k (later ones on top); ``dontcare``: a last DontCare line whose 6x6 corner is painted with its id;
+    ``sequences``: two frames per sequence in ``sequences.txt`` (so the default split has val and test frames)."""
+    rng = np.random.default_rng(seed)
+    for sub in ("image_2", "label_2", "instance"):
+        (root / "training" / sub).mkdir(parents=True, exist_ok=True)
+    groups = []
+    for i in range(n):
+        image, objects = painted_scene(rng, *size)
+        if dontcare:
+            objects.append(("DontCare", (0, 0, 6, 6)))
+        ids = np.zeros(size, np.uint16)
+        for k, (_, (x1, y1, x2, y2)) in enumerate(objects, start=1):
+            ids[y1:y2, x1:x2] = k
+        cv2.imwrite(str(root / f"training/image_2/{i:06d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / f"training/instance/{i:06d}.png"), ids)
+        lines = [KITTI_LINE.format(name, *box) for name, box in objects]
+        (root / f"training/label_2/{i:06d}.txt").write_text("\n".join(lines) + "\n")
+        groups.append(f"{i:06d} seq{i // 2:04d}")
+    if sequences:
+        (root / "sequences.txt").write_text("\n".join(groups) + "\n")
+    return root
+
+
 def write_kitti(root, n=8, semantic=True):
     """n images, two per sequence, with a sequence map, KITTI labels and semantic maps."""
     split = root / "training"

@@ -30,46 +30,18 @@ from domains.driving.instances.data import (
 from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
 from domains.driving.instances.task import InstanceTask, load_instance_task
-from tests.driving.layouts import painted_scene
+from tests.driving.layouts import KITTI_LINE, TINY_MASK_RCNN, painted_scene, write_instance_kitti
 from tests.helpers import detection_task, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CONFIG = ROOT / "domains/driving/instances/configs/quick.yaml"
 W, H = 128, 64
-TINY = {
-    "backbone": "tiny_cnn",
-    "backbone_kwargs": {"width": 8},
-    "input_size": (64, 128),
-    "fpn_levels": 3,
-    "fpn_channels": 16,
-    "anchor_scale": 4.0,
-    "proposals_train": 64,
-    "proposals_test": 32,
-    "rois_per_image": 32,
-    "box_head_dim": 32,
-    "mask_head_channels": 8,
-    "mask_head_convs": 1,
-}
-KITTI_LINE = "{} 0.00 0 -10 {:.2f} {:.2f} {:.2f} {:.2f} 1.5 1.6 3.9 1.0 1.7 20.0 -1.5"
+TINY = TINY_MASK_RCNN
 
 
 def make_instance_kitti(root: Path, n: int = 8, seed: int = 0) -> Path:
-    """``training/{image_2,label_2,instance}``: object k painted with id k (later ones on top), plus a DontCare
-    line (last) whose 6x6 corner region is painted with its id."""
-    rng = np.random.default_rng(seed)
-    for sub in ("image_2", "label_2", "instance"):
-        (root / "training" / sub).mkdir(parents=True)
-    for i in range(n):
-        image, objects = painted_scene(rng, H, W)
-        objects.append(("DontCare", (0, 0, 6, 6)))
-        ids = np.zeros((H, W), np.uint16)
-        for k, (_, (x1, y1, x2, y2)) in enumerate(objects, start=1):
-            ids[y1:y2, x1:x2] = k
-        cv2.imwrite(str(root / f"training/image_2/{i:06d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / f"training/instance/{i:06d}.png"), ids)
-        lines = [KITTI_LINE.format(name, *box) for name, box in objects]
-        (root / f"training/label_2/{i:06d}.txt").write_text("\n".join(lines) + "\n")
-    return root
+    """Painted 128x64 scenes, object k painted with id k, plus a DontCare line (last) painted in its corner."""
+    return write_instance_kitti(root, n, seed, size=(H, W))
 
 
 def _write_pair(root: Path, ids: np.ndarray, labels: list[tuple[str, tuple]], stem="000000", size=(H, W)):

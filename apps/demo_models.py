@@ -94,6 +94,15 @@ def _network(name: str, init_args: dict) -> str:
     return json.dumps({"class_path": f"domains.medical.models.{name}", "init_args": init_args})
 
 
+def _driving(task: str, title: str, task_class: str, **settings) -> DemoModel:
+    """A driving task's demo model: its key and log folder (``driving_<task>``), CLI module, quick config and
+    task class all follow from the task's folder ``domains/driving/<task>/``."""
+    key = f"driving_{task}"
+    module = f"domains.driving.{task}"
+    config = f"domains/driving/{task}/configs/quick.yaml"
+    return DemoModel(key, title, key, module, config, f"{module}.task:{task_class}", **settings)
+
+
 MEDICAL_KEYS = ("medical_unet", "medical_prob_unet", "medical_hpu_net")
 DEMO_MODELS: dict[str, DemoModel] = {
     "medical_unet": DemoModel(
@@ -128,23 +137,17 @@ DEMO_MODELS: dict[str, DemoModel] = {
         # collapses to one answer); hpu_net.yaml now uses 2 latent scales on the LIDC-like readers (see there)
         ("--model.network", _network("HierarchicalProbUNet", _HPU_QUICK_KWARGS)),
     ),
-    "driving_detection": DemoModel(
-        "driving_detection",
+    "driving_detection": _driving(
+        "detection",
         "FCOS road-object detector",
-        "driving_detection",
-        "domains.driving.detection",
-        "domains/driving/detection/configs/quick.yaml",
-        "domains.driving.detection.task:DetectionTask",
+        "DetectionTask",
         weight=1.5,
         headline=("test/map50", "test/map", "test/kitti_moderate/mean", "test/ap50/"),
     ),
-    "driving_instances": DemoModel(
-        "driving_instances",
+    "driving_instances": _driving(
+        "instances",
         "Mask R-CNN road-user instances",
-        "driving_instances",
-        "domains.driving.instances",
-        "domains/driving/instances/configs/quick.yaml",
-        "domains.driving.instances.task:InstanceTask",
+        "InstanceTask",
         # the shipped detector's backbone as the start (the same mobilenet_v3_large): minutes of CPU training
         # from scratch give almost no masks
         fit_args=(
@@ -156,25 +159,19 @@ DEMO_MODELS: dict[str, DemoModel] = {
         weight=1.5,
         headline=("test/mask_map50", "test/box_map50", "test/mask_ap50/", "test/mask_map"),
     ),
-    "driving_anomaly": DemoModel(
-        "driving_anomaly",
+    "driving_anomaly": _driving(
+        "anomaly",
         "Road-anomaly segmenter",
-        "driving_anomaly",
-        "domains.driving.anomaly",
-        "domains/driving/anomaly/configs/quick.yaml",
-        "domains.driving.anomaly.task:AnomalySegmentationTask",
+        "AnomalySegmentationTask",
         # outlier exposure from the first step: a time-capped run may end inside the config's plain epoch 0
         fit_args=("--model.oe_start_epoch", "0"),
         weight=1.2,
         headline=("test/ap", "test/auroc", "test/fpr95", "test/mean_F1", "test/image_auroc"),
     ),
-    "driving_accident": DemoModel(
-        "driving_accident",
+    "driving_accident": _driving(
+        "accident",
         "Accident anticipator",
-        "driving_accident",
-        "domains.driving.accident",
-        "domains/driving/accident/configs/quick.yaml",
-        "domains.driving.accident.task:AccidentTask",
+        "AccidentTask",
         weight=1.0,
         headline=ACCIDENT_HEADLINE,
     ),

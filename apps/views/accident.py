@@ -402,25 +402,23 @@ st.image(
 )
 
 stem = str(prediction["clip_id"]).replace(" ", "_")
-d1, d2, d3 = st.columns(3)
-d1.download_button(
-    "Risk per frame (CSV)",
-    data=lambda: _outputs(prediction, threshold, gif=False)["risk.csv"],
-    file_name=f"{stem}_risk.csv",
-    mime="text/csv",
-    key="accident_dl_risk",
+downloads = (  # label, the file among predict's outputs, download name, MIME type, widget key
+    ("Risk per frame (CSV)", "risk.csv", f"{stem}_risk.csv", "text/csv", "accident_dl_risk"),
+    ("Object risk per frame (CSV)", "objects.csv", f"{stem}_objects.csv", "text/csv", "accident_dl_objects"),
+    (
+        "Annotated clip (GIF)",
+        f"{prediction['clip_id']}.gif",
+        f"{stem}_risk.gif",
+        "image/gif",
+        "accident_dl_gif",
+    ),
 )
-d2.download_button(
-    "Object risk per frame (CSV)",
-    data=lambda: _outputs(prediction, threshold, gif=False)["objects.csv"],
-    file_name=f"{stem}_objects.csv",
-    mime="text/csv",
-    key="accident_dl_objects",
-)
-d3.download_button(
-    "Annotated clip (GIF)",
-    data=lambda: _outputs(prediction, threshold, gif=True)[f"{prediction['clip_id']}.gif"],
-    file_name=f"{stem}_risk.gif",
-    mime="image/gif",
-    key="accident_dl_gif",
-)
+for column, (label, output, file_name, mime, key) in zip(st.columns(3), downloads):
+    column.download_button(
+        label,
+        # written only when clicked (the GIF takes a while)
+        data=lambda output=output: _outputs(prediction, threshold, gif=output.endswith(".gif"))[output],
+        file_name=file_name,
+        mime=mime,
+        key=key,
+    )

@@ -306,6 +306,16 @@ def _nothing_shown_note(pred: dict, kept: dict, below: int, threshold: float, th
         )
 
 
+def _result_or_error(run, what: str):
+    """``run()``, or None after an error message naming ``what`` (e.g. a checkpoint whose task code changed
+    since, or a score these weights cannot give): the page shows a message, never a traceback."""
+    try:
+        return run()
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"The {what} failed on this image: {type(exc).__name__}: {exc}")
+        return None
+
+
 def _objects() -> None:
     """The detector tab; returns early (with a message) when the model cannot run."""
     detector = _model_or_warning(DETECTION, have_det, "detector")
@@ -317,10 +327,8 @@ def _objects() -> None:
         "boxes back to the photo's pixels."
     )
     class_names = list(detector.class_names)
-    try:
-        pred = _detect(pc.model_token(DETECTION), digest, image)
-    except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
-        st.error(f"The detector failed on this image: {type(exc).__name__}: {exc}")
+    pred = _result_or_error(lambda: _detect(pc.model_token(DETECTION), digest, image), "detector")
+    if pred is None:
         return
     c1, c2 = st.columns([1, 2])
     threshold = _score_slider(c1, DETECTION, detector, "driving_det_threshold", "detector", "detections")
@@ -369,10 +377,8 @@ def _instances() -> None:
     if segmenter is None:
         return
     class_names = list(segmenter.class_names)
-    try:
-        pred = _segment(pc.model_token(INSTANCES), digest, image)
-    except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
-        st.error(f"The instance segmenter failed on this image: {type(exc).__name__}: {exc}")
+    pred = _result_or_error(lambda: _segment(pc.model_token(INSTANCES), digest, image), "instance segmenter")
+    if pred is None:
         return
     in_h, in_w = segmenter.model.input_size
     mask_h, mask_w = pred["masks"].shape[1:]
@@ -451,10 +457,10 @@ def _anomalies() -> None:
     names = dm.anomaly_scores(segmenter)
     c1, c2, c3 = st.columns(3)
     score_name = c1.selectbox("Anomaly score", names, key="driving_ano_score")
-    try:
-        result = _analyse(pc.model_token(ANOMALY), digest, score_name, image)
-    except Exception as exc:  # noqa: BLE001 - e.g. a score this checkpoint cannot give
-        st.error(f"The anomaly model failed on this image ({score_name}): {type(exc).__name__}: {exc}")
+    result = _result_or_error(
+        lambda: _analyse(pc.model_token(ANOMALY), digest, score_name, image), f"anomaly model ({score_name})"
+    )
+    if result is None:
         return
     lo, hi = dm.score_range(segmenter, score_name, result["score"])
     # Start at the weights' operating point (95 % of outlier pixels flagged on validation images with pasted

@@ -327,6 +327,25 @@ def test_driving_instances_missing_or_broken_weights_are_named(demo_env, tmp_pat
     assert "detections shown" in _image_captions(at)[0] and at.metric[0].label == "Frame anomaly score"
 
 
+def test_a_model_failing_on_the_image_is_a_message_and_the_other_tabs_still_work(demo_env, monkeypatch):
+    import streamlit as st
+
+    from apps import demo_models as dm
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shapes do not match")
+
+    monkeypatch.setattr(dm, "segment_instances", broken)
+    st.cache_data.clear()  # an earlier test's cached masks for the same scene would hide the failure
+    at = _page("driving")
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "The instance segmenter failed on this image: RuntimeError: shapes do not match"
+    ]
+    assert "detections shown" in _image_captions(at)[0] and at.metric[0].label == "Frame anomaly score"
+    st.cache_data.clear()
+
+
 def _driving_upload_page() -> AppTest:
     at = _page("driving")
     at.radio(key="driving_source").set_value("Upload a photo").run()

@@ -55,7 +55,7 @@ def _detect(token: str, digest: str, _image: np.ndarray) -> dict:
     return dm.detect_objects(pc.load_model(DETECTION), _image)
 
 
-@st.cache_data(max_entries=4, show_spinner="Segmenting instances ...")  # masks: a few MB per photo
+@st.cache_data(max_entries=4, show_spinner="Segmenting instances ...")  # masks: up to ~30 MB per photo
 def _segment(token: str, digest: str, _image: np.ndarray) -> dict:
     return dm.segment_instances(pc.load_model(INSTANCES), _image)
 
@@ -407,7 +407,7 @@ def _instances() -> None:
                     "id": k,
                     "class": class_names[int(kept["labels"][i])],
                     "score": round(float(kept["scores"][i]), 3),
-                    "pixel area": round(float(kept["areas"][i])),
+                    "mask area (px, before overlaps)": round(float(kept["areas"][i])),
                     **{
                         k2: round(float(v), 1)
                         for k2, v in zip(("left", "top", "right", "bottom"), kept["boxes"][i])

@@ -79,3 +79,18 @@ def test_segment_instances_keeps_masks_small_and_maps_boxes_and_areas_to_the_pho
     scale = 600 * 2000 / (38 * 128)
     np.testing.assert_allclose(pred["areas"], pred["masks"].reshape(n, -1).sum(1) * scale)
     assert (pred["scores"] >= 0.05).all()
+
+
+def test_segment_instances_of_a_photo_without_objects(demo_env, monkeypatch):
+    import torch
+
+    from domains.driving.detection import predict
+
+    task = dm.load_task("driving_instances", demo_env["checkpoints"] / "driving_instances.ckpt")
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long),
+             "masks": torch.zeros(0, 38, 128)}  # fmt: skip
+    monkeypatch.setattr(predict, "detect", lambda model, image: empty)
+    pred = dm.segment_instances(task, np.zeros((600, 2000, 3), np.uint8))
+    assert pred["masks"].shape == (0, 38, 128) and pred["areas"].shape == (0,) and pred["boxes"].shape == (0, 4)
+    ids, order = dm.instance_ids(pred, (600, 2000))
+    assert order == [] and ids.shape == (600, 2000) and not ids.any()

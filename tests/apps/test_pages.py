@@ -253,7 +253,7 @@ def _instance_caption(at: AppTest) -> tuple[int, int, int]:
 
 def _instance_table(at: AppTest):
     """The Instances tab's table (the one with mask areas)."""
-    return next(df.value for df in at.dataframe if "pixel area" in df.value.columns)
+    return next(df.value for df in at.dataframe if "mask area (px, before overlaps)" in df.value.columns)
 
 
 def test_driving_instances_tab_shows_masks_and_the_slider_filters_them(demo_env):
@@ -275,7 +275,7 @@ def test_driving_instances_tab_shows_masks_and_the_slider_filters_them(demo_env)
     table = _instance_table(at)
     assert len(table) == total and list(table["id"]) == list(range(1, total + 1))
     assert (table["score"].diff().dropna() <= 0).all()  # id 1 = the highest score, as `predict` numbers them
-    assert (table["pixel area"] > 0).any()  # masks are drawn, not only boxes
+    assert (table["mask area (px, before overlaps)"] > 0).any()  # masks are drawn, not only boxes
     assert ((table["right"] <= 128) & (table["bottom"] <= 64) & (table["left"] >= 0)).all()
     # the tiny model scores every instance about 0.24 (one step from its start): none reach 0.5, all 0.05
     assert total == start_total and start_shown == int((table["score"] >= drawn).sum()) < total
@@ -302,7 +302,7 @@ def test_driving_instances_on_an_uploaded_photo(demo_env):
     table = _instance_table(at)
     # boxes and areas come back in the photo's pixels, not the 128-px analysis size
     assert ((table["right"] <= 300) & (table["bottom"] <= 90)).all() and table["right"].max() > 128
-    assert table["pixel area"].max() <= 300 * 90
+    assert table["mask area (px, before overlaps)"].max() <= 300 * 90
     labels = [b.proto.label for b in at.get("download_button")]
     assert {"Instance ids (16-bit PNG)", "Instance list (text)", "Image with masks (PNG)"} <= set(labels)
 

@@ -5,8 +5,10 @@ per-class AP, and per-class AP50 read from its extended summary
 (:func:`domains.driving.detection.metrics.ap50_per_class`).
 
 ``min_height``: score again with the ground truth shorter than this many pixels marked COCO ``iscrowd`` (a
-detection on such an object is neither a hit nor a false alarm), as KITTI's difficulty levels leave out objects
-under 25 px (Moderate). It says whether the errors sit in the far, tiny objects; keys get ``_h<height>``.
+detection mostly on such an object is neither a hit nor a false alarm; other small detections still count as
+false alarms), as KITTI's difficulty levels leave out objects under 25 px of a 375-px frame (Moderate). It says
+whether the errors sit in the far, tiny objects; keys get ``_h<height>``. A class whose objects are all shorter
+has no value there (COCO's -1), so the ``_h`` means may average fewer classes.
 """
 
 from __future__ import annotations

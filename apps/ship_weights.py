@@ -508,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.runs is None and not args.checkpoint:
         ap.error("give --runs (gpu_recipes output) and / or --checkpoint KEY=PATH")
+    if args.data_path and len(args.checkpoint) > 1:  # each task reads its own layout (clips, KITTI, ...)
+        ap.error("--data-path applies to one --checkpoint: ship the checkpoints one command each")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.runs is not None:
         (args.out.parent / "examples").mkdir(exist_ok=True)

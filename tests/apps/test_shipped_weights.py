@@ -149,6 +149,10 @@ def test_an_accident_checkpoint_ships_and_loads_back(demo_env, tmp_path):
         dm.load_task("driving_accident", path)
     with pytest.raises(SystemExit):
         main(["--checkpoint", f"driving_detection={ckpt}", "--out", str(out)])
+    # one data root cannot serve two tasks' layouts
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", f"driving_accident={ckpt}", "--checkpoint", f"driving_instances={ckpt}",
+              "--data-path", str(tmp_path), "--out", str(out)])  # fmt: skip
 
 
 def test_an_instance_checkpoint_ships_with_subset_figures_and_an_operating_point(demo_env, tmp_path):

@@ -68,10 +68,11 @@ def domain_main(
 ):
     """The ``main(args=None)`` of ``python -m <package>`` (``args``: a list, for tests): :func:`run_domain` with
     the program, the domain's name (``domains.driving.detection`` -> ``driving_detection``) and a leading ``.`` in
-    ``task`` / ``data`` all read from ``package``, so each ``__main__.py`` states only what differs."""
+    ``task`` / ``data`` all read from ``package``, so each ``__main__.py`` states only what differs (the
+    description gets the pointer to ``fit --help``)."""
     spec = {
         "prog": f"python -m {package}",
-        "description": description,
+        "description": f"{description.rstrip()} Every option: python -m {package} fit --help.",
         "domain": package.removeprefix("domains.").replace(".", "_"),
         "monitor": monitor,
         "monitor_mode": monitor_mode,

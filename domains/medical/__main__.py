@@ -8,7 +8,7 @@ DESCRIPTION = (
     "Hungarian IoU, Dice and calibration. Trains on a synthetic four-reader set by default (generated on first "
     "use); real data: --data.data_format lidc_png|lidc_pickle|decathlon --data.data_path PATH. "
     "Example: python -m domains.medical fit -c domains/medical/configs/prob_unet.yaml, then "
-    "test -c ... --ckpt_path best. Every option: python -m domains.medical fit --help."
+    "test -c ... --ckpt_path best."
 )
 
 main = domain_main(

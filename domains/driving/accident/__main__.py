@@ -12,7 +12,7 @@ DESCRIPTION = (
     "synthetic scenario clips by default (braking, cut-ins, pedestrians, cyclists, near misses; generated on "
     "first use); real data: --data.data_format ccd|npz|dota --data.data_path PATH. "
     "Example: python -m domains.driving.accident fit -c domains/driving/accident/configs/quick.yaml, then "
-    "test -c ... --ckpt_path best. Every option: python -m domains.driving.accident fit --help."
+    "test -c ... --ckpt_path best."
 )
 
 main = domain_main(__package__, DESCRIPTION, ".task:AccidentTask", ".data:AccidentDataModule", "val/video_ap")

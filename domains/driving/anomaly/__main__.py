@@ -11,7 +11,7 @@ DESCRIPTION = (
     "KITTI-layout scenes by default (generated on first use); real data: --data.data_path (KITTI layout with "
     "semantic maps), --data.anomaly_path (SegmentMeIfYouCan layout). "
     "Example: python -m domains.driving.anomaly fit -c domains/driving/anomaly/configs/quick.yaml, then "
-    "test -c ... --ckpt_path last. Every option: python -m domains.driving.anomaly fit --help."
+    "test -c ... --ckpt_path last."
 )
 
 main = domain_main(

@@ -10,7 +10,7 @@ DESCRIPTION = (
     "a Grad-CAM per image. Trains on object crops cut once from the synthetic KITTI set by default; real data: "
     "--data.data_format kitti|imagefolder|csv --data.data_path PATH. "
     "Example: python -m domains.driving.classification fit -c domains/driving/classification/configs/quick.yaml, "
-    "then test -c ... --ckpt_path best. Every option: python -m domains.driving.classification fit --help."
+    "then test -c ... --ckpt_path best."
 )
 
 main = domain_main(

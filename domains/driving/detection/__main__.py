@@ -9,7 +9,7 @@ DESCRIPTION = (
     "AP (Easy / Moderate / Hard). Trains on the synthetic KITTI-layout scenes by default (generated on first "
     "use); real data: --data.data_format kitti|coco|yolo --data.data_path PATH. "
     "Example: python -m domains.driving.detection fit -c domains/driving/detection/configs/quick.yaml, then "
-    "test -c ... --ckpt_path best. Every option: python -m domains.driving.detection fit --help."
+    "test -c ... --ckpt_path best."
 )
 
 main = domain_main(__package__, DESCRIPTION, ".task:DetectionTask", ".data:DetectionDataModule", "val/map50")

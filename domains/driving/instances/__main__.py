@@ -10,7 +10,7 @@ DESCRIPTION = (
     "maps by default; real data: --data.data_format kitti|coco|png --data.data_path PATH. A detector's "
     "backbone transfers with --model.pretrained_backbone CKPT --model.pretrained_prefix "
     "model.detector.backbone.body. Example: python -m domains.driving.instances fit -c "
-    "domains/driving/instances/configs/quick.yaml. Every option: python -m domains.driving.instances fit --help."
+    "domains/driving/instances/configs/quick.yaml."
 )
 
 main = domain_main(

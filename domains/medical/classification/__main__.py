@@ -10,7 +10,7 @@ DESCRIPTION = (
     "writes class probabilities and a Grad-CAM per image. Trains on the synthetic four-reader set by default; "
     "real data: --data.data_format lidc_png|imagefolder|csv --data.data_path PATH. "
     "Example: python -m domains.medical.classification fit -c domains/medical/classification/configs/quick.yaml, "
-    "then test -c ... --ckpt_path best. Every option: python -m domains.medical.classification fit --help."
+    "then test -c ... --ckpt_path best."
 )
 
 main = domain_main(

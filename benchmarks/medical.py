@@ -79,10 +79,18 @@ LABELS = {"unet": "U-Net", "prob_unet": "Prob. U-Net", "hpu_net": "HPU-Net"}
 
 
 class _TrainClock(pl.Callback):
-    """Wall time of the training loop alone (no set-up, no evaluation)."""
+    """Wall time of the training loop alone (no set-up, no evaluation) and the images it trained on.
+
+    Images are counted batch by batch: ``global_step * batch_size`` would count a short last batch of an
+    epoch as a full one.
+    """
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = time.perf_counter()
+        self.images = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.images += len(batch["image"])
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.seconds = time.perf_counter() - self.start
@@ -134,7 +142,7 @@ def run_model(
         precision=args.precision,
     )
     trainer.fit(task, datamodule)
-    images = trainer.global_step * datamodule.batch_size
+    images = clock.images
     tester = pl.Trainer(
         logger=False,
         enable_progress_bar=False,

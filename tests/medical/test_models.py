@@ -236,6 +236,28 @@ def test_instance_norm_as_group_norm_changes_nothing_but_speed(affine):
     assert any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
 
 
+def test_prob_unet_channels_last_option_changes_nothing_but_the_layout():
+    """The CPU layout option (benchmarks/prob_unet_speed.py) keeps the state dict, the loss and the gradients."""
+    nets = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        # float32: float64 convolutions do not run on oneDNN and ignore the layout
+        nets[channels_last] = ProbabilisticUNet(**TINY["prob_unet"], channels_last=channels_last)
+    assert nets[False].state_dict().keys() == nets[True].state_dict().keys()
+    images = torch.randn(3, 1, 16, 16)
+    masks = (torch.rand(3, 1, 16, 16) < 0.3).float()
+    losses = {}
+    for channels_last, net in nets.items():
+        torch.manual_seed(1)  # the same posterior sample
+        losses[channels_last], _ = net.loss(images, masks)
+        losses[channels_last].backward()
+    assert nets[True].features(images).is_contiguous(memory_format=torch.channels_last)
+    assert not nets[False].features(images).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=1e-4)
+    for a, b in zip(nets[False].parameters(), nets[True].parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_top_k_cross_entropy_picks_the_k_largest():
     logits = torch.tensor([[[[4.0, -1.0, 0.0, 2.0], [-3.0, 1.0, 0.5, -0.5]]]])  # (1, 1, 2, 4)
     masks = torch.zeros_like(logits)  # BCE with target 0 grows with the logit

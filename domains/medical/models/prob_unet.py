@@ -126,6 +126,10 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
         beta: KL weight.
         norm: normalisation of the MONAI blocks.
         foreground_prior: initial foreground probability of the logits layer.
+        channels_last: run the three conv nets on channels-last (NHWC) weights and, on the CPU, activations.
+            Same state dict keys and maths. Off by default: see ``benchmarks/results/prob_unet_speed.md``
+            for what it buys on 2 CPU cores (oneDNN's convolutions gain in that layout, its group norm
+            loses).
     """
 
     def __init__(
@@ -139,6 +143,7 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
         beta: float = 1.0,
         norm: str = "instance",
         foreground_prior: float = 0.05,
+        channels_last: bool = False,
     ):
         super().__init__()
         if beta < 0:
@@ -155,20 +160,31 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
         self.in_channels = in_channels
         self.latent_dim = latent_dim
         self.beta = beta
+        self.channels_last = channels_last
+        if channels_last:
+            # the weights too: a 1-channel image has the same strides in both layouts, so the input alone
+            # would not tell the first convolutions which layout to run in
+            self.to(memory_format=torch.channels_last)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the layout the convolutions run fastest in (see ``channels_last``)."""
+        if self.channels_last and x.device.type == "cpu":
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The last (full-resolution) U-Net feature map: the one f_comb reads."""
         check_images(images, self.in_channels)
-        return self.unet(images)[0]
+        return self.unet(self._layout(images))[0]
 
     def posterior_input(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return torch.cat([images, masks.to(images.dtype) - 0.5], dim=1)
+        return self._layout(torch.cat([images, masks.to(images.dtype) - 0.5], dim=1))
 
     def loss(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Negative ELBO per image: BCE summed over pixels + beta * KL, both averaged over the batch."""
         check_masks(masks, images)
         features = self.features(images)
-        prior = self.prior(images)
+        prior = self.prior(self._layout(images))
         posterior = self.posterior(self.posterior_input(images, masks))
         z = posterior.rsample()  # (B, L)
         logits = self.fcomb(features, z[:, None])[:, :1]  # (B, 1, H, W)
@@ -186,7 +202,7 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         features = self.features(images)
-        prior = self.prior(images)
+        prior = self.prior(self._layout(images))
         if use_mean:
             z = prior.mean[:, None].expand(-1, num_samples, -1)
         else:

@@ -1,0 +1,240 @@
+"""Training speed of the suite's Prob. U-Net against the public PyTorch port, side by side in one process.
+
+    .venv/bin/python benchmarks/prob_unet_speed.py --peer-dir /tmp/peer-probunet [--rounds 7] [--threads 2]
+        [--compile] [--out benchmarks/results/prob_unet_speed.md]
+
+One training step = forward + negative ELBO + backward + Adam step (lr 1e-4, the port's optimiser), batch 16,
+1x128x128 images, random masks; both models at four levels 32-64-128-192, latent 6, beta 1, four 1x1 convs
+in f_comb. The variants run interleaved (a, b, c, a, b, c, ...) for ``--rounds`` rounds of ``--steps`` steps,
+so load from other processes hits them all alike; the table gives the median images/s per variant.
+
+The suite rows are cumulative, each one adding one change to the row above, so the table says what each
+change bought:
+
+- ``InstanceNorm2d``: the model as it was when issue 20 was filed (MONAI's instance norm);
+- ``GroupNorm(C, C)``: the same norm as the native group-norm kernel (``instance_norm_as_group_norm``);
+- ``channels_last``: ``ProbabilisticUNet(channels_last=True)``, NHWC activations on the CPU (an option, off by
+  default);
+- ``torch.compile`` (``--compile``): the loss compiled by inductor; not shipped (minutes of compilation on
+  2 cores, see the results file).
+
+The peer is the widely used port github.com/stefanknegt/Probabilistic-Unet-Pytorch, not copied into this
+project: fetch it and point ``--peer-dir`` at the folder holding ``probabilistic_unet.py``. Its module
+picks ``cuda`` when a GPU is visible (``probabilistic_unet.device``); this script sets that attribute to the
+CPU at run time (monkeypatch, its files stay untouched). Its loss is its own ``-elbo(mask)`` (BCE summed over
+pixels and batch + beta * KL), without the optional L2 term of its ``train_model.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from domains.medical.models.prob_unet import ProbabilisticUNet
+
+CONFIG = {"channels": (32, 64, 128, 192), "latent_dim": 6, "beta": 1.0, "fcomb_layers": 3}
+
+
+def _group_norm_as_instance_norm(module: torch.nn.Module) -> torch.nn.Module:
+    """Undo ``instance_norm_as_group_norm`` (the model as issue 20 measured it)."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.GroupNorm) and child.num_groups == child.num_channels:
+                setattr(
+                    parent, name, torch.nn.InstanceNorm2d(child.num_channels, child.eps, affine=child.affine)
+                )
+    return module
+
+
+def suite_step(
+    images: torch.Tensor, masks: torch.Tensor, norm: str, channels_last: bool, compile_loss: bool = False
+) -> Callable[[], None]:
+    torch.manual_seed(0)
+    net = ProbabilisticUNet(in_channels=1, **CONFIG, channels_last=channels_last)
+    if norm == "instance":
+        _group_norm_as_instance_norm(net)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss_fn = torch.compile(net.loss) if compile_loss else net.loss
+
+    def step() -> None:
+        loss, _ = loss_fn(images, masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def load_peer(peer_dir: Path | None):
+    """The port's module, or None (with the reason printed) when ``--peer-dir`` is missing."""
+    if peer_dir is None:
+        print("no --peer-dir given: the peer rows are skipped", flush=True)
+        return None
+    if not (peer_dir / "probabilistic_unet.py").is_file():
+        print(f"--peer-dir {peer_dir}: no probabilistic_unet.py there, the peer rows are skipped", flush=True)
+        return None
+    sys.path.insert(0, str(peer_dir))  # its modules import each other by bare name (unet_blocks, utils)
+    module = importlib.import_module("probabilistic_unet")
+    module.device = torch.device(
+        "cpu"
+    )  # it would move itself and its tile indices to cuda when one is visible
+    return module
+
+
+def peer_step(module, images: torch.Tensor, masks: torch.Tensor) -> Callable[[], None]:
+    torch.manual_seed(0)
+    net = module.ProbabilisticUnet(
+        input_channels=1,
+        num_classes=1,
+        num_filters=[32, 64, 128, 192],
+        latent_dim=6,
+        no_convs_fcomb=4,
+        beta=1.0,
+    )
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=0)
+
+    def step() -> None:
+        net.forward(images, masks, training=True)
+        loss = -net.elbo(masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], rounds: int, per_round: int
+) -> dict[str, list[float]]:
+    """Seconds per step of every variant, variants interleaved within each round."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(rounds):
+        for name, step in steps.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+        print(
+            f"round {r + 1}/{rounds}: " + ", ".join(f"{name} {times[name][-1]:.2f} s" for name in steps),
+            flush=True,
+        )
+    return times
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--peer-dir", type=Path, default=None, help="folder with the port's probabilistic_unet.py"
+    )
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=1, help="steps per variant per round")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the issue's 2 cores)")
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile row (minutes to compile)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prob_unet_speed.md"))
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.steps < 1 or args.batch_size < 1 or args.size < 16:
+        parser.error("--rounds, --steps and --batch-size must be >= 1 and --size >= 16")
+    torch.set_num_threads(args.threads)
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.batch_size, 1, args.size, args.size, generator=generator)
+    masks = (torch.rand(args.batch_size, 1, args.size, args.size, generator=generator) < 0.1).float()
+
+    rows: list[tuple[str, str]] = []  # (key, label)
+    builders: dict[str, Callable[[], Callable[[], None]]] = {}
+    peer = load_peer(args.peer_dir)
+    if peer is not None:
+        rows.append(("peer", "PyTorch port (stefanknegt/Probabilistic-Unet-Pytorch)"))
+        builders["peer"] = lambda: peer_step(peer, images, masks)
+    suite_rows = [
+        # key, label, norm, channels_last, compile, the row it changes
+        ("instance", "suite, MONAI blocks, InstanceNorm2d (as in issue 20)", "instance", False, False, None),
+        (
+            "group",
+            "suite as shipped: instance norm run as GroupNorm(C, C)",
+            "group",
+            False,
+            False,
+            "instance",
+        ),
+        ("channels_last", "shipped + channels_last activations (option, off)", "group", True, False, "group"),
+    ]
+    if args.compile:
+        suite_rows.append(
+            ("compile", "shipped + torch.compile of the loss (not shipped)", "group", False, True, "group")
+        )
+    reference: dict[str, str | None] = {"peer": None}
+    for key, label, norm, cl, comp, ref in suite_rows:
+        rows.append((key, label))
+        reference[key] = ref
+        builders[key] = lambda norm=norm, cl=cl, comp=comp: suite_step(images, masks, norm, cl, comp)
+
+    steps, warmup_s = {}, {}
+    for key, _ in rows:
+        start = time.perf_counter()
+        steps[key] = builders[key]()
+        steps[key]()  # warm-up (and compilation): kernel selection, allocator
+        steps[key]()
+        warmup_s[key] = time.perf_counter() - start
+        print(f"{key}: built and warmed up in {warmup_s[key]:.0f} s", flush=True)
+    times = time_interleaved(steps, args.rounds, args.steps)
+
+    speed = {key: args.batch_size / statistics.median(t) for key, t in times.items()}
+    best = {key: args.batch_size / min(t) for key, t in times.items()}  # the least disturbed step
+    lines = [
+        f"# Prob. U-Net training speed vs the PyTorch port ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        (
+            f"Training step (forward + negative ELBO + backward + Adam step), batch {args.batch_size}, "
+            f"1x{args.size}x{args.size}, levels 32-64-128-192, latent 6, beta 1, fp32, {args.threads} threads "
+            f"(`torch.set_num_threads`), CPU: {_cpu_name()}. Median of {args.rounds} interleaved rounds of "
+            f"{args.steps} step(s) per variant. Command: `python benchmarks/prob_unet_speed.py "
+            f"{' '.join(sys.argv[1:] if argv is None else argv)}`. The port runs unmodified, its loss "
+            "`-elbo(mask)`; only its module-level `device` is set to the CPU at run time (monkeypatch)."
+        ),
+        "",
+        "| variant | train img/s (median) | what the change bought | x port | best step img/s | first 2 steps s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in rows:
+        ref = reference[key]
+        bought = f"x{speed[key] / speed[ref]:.2f} vs `{ref}`" if ref else ""
+        vs_peer = f"{speed[key] / speed['peer']:.2f}" if "peer" in speed else "n/a"
+        lines.append(
+            f"| {label} (`{key}`) | {speed[key]:.2f} | {bought} | {vs_peer} | {best[key]:.2f} | {warmup_s[key]:.0f} |"
+        )
+    if peer is None:
+        lines += ["", "Peer rows skipped: no `--peer-dir` with the port's `probabilistic_unet.py`."]
+    table = "\n".join(lines) + "\n"
+    print("\n" + table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+        print(f"written to {args.out}")
+    return table
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -39,6 +39,8 @@ RUNS: dict[str, tuple[str, list[str], list[str], str]] = {
         "driving",
     ),
     "anomaly": ("domains.driving.anomaly", [f"{DRIVING}/anomaly/configs/gpu.yaml"], [], "driving"),
+    "instances": ("domains.driving.instances", [f"{DRIVING}/instances/configs/gpu.yaml"], [], "driving"),
+    "accident": ("domains.driving.accident", [f"{DRIVING}/accident/configs/gpu.yaml"], [], "accident"),
     "unet": ("domains.medical", [f"{MEDICAL}/unet.yaml", f"{MEDICAL}/gpu.yaml"], [], "medical"),
     "prob_unet": ("domains.medical", [f"{MEDICAL}/prob_unet.yaml", f"{MEDICAL}/gpu.yaml"], [], "medical"),
     # the paper's 8 levels at 128 px, 64 channels from level 3 (15 MB as fp16 instead of 80), batch norm
@@ -58,12 +60,18 @@ SMOKE_ARGS = [
 KEY_METRICS = {
     "detection": ["test/map50", "test/map", "test/ap50/Car", "test/ap50/Pedestrian", "test/ap50/Cyclist"],
     "anomaly": ["test/ap", "test/fpr95", "test/auroc", "test/mean_F1"],
+    "instances": ["test/mask_map50", "test/box_map50", "test/mask_ap50/Car", "test/mask_map"],
+    "accident": ["test/video_ap", "test/frame_ap", "test/mtta", "test/tta_r80", "test/ece"],
     "medical": ["test/ged", "test/hungarian_iou", "test/diversity", "test/dice", "test/ece"],
 }
 
 
 def _generate(domain: str) -> None:
-    if domain == "driving":
+    if domain == "accident":
+        from domains.driving.synthetic import ensure_synthetic_clips
+
+        ensure_synthetic_clips(workers=max(1, min(8, (os.cpu_count() or 2) - 2)))
+    elif domain == "driving":
         from domains.driving.synthetic import ensure_synthetic_anomaly, ensure_synthetic_kitti
 
         ensure_synthetic_kitti()
@@ -150,9 +158,7 @@ def _table(out_dir: Path, names: list[str]) -> str:
             rows.append(f"| {name} | | | | | | failed: see {name}.log |")
             continue
         r = json.loads(path.read_text())
-        domain = (
-            "detection" if name.startswith("detection") else "anomaly" if name == "anomaly" else "medical"
-        )
+        domain = "detection" if name.startswith("detection") else name if name in KEY_METRICS else "medical"
         shown = ", ".join(f"{k[5:]} {r['metrics'][k]:.3f}" for k in KEY_METRICS[domain] if k in r["metrics"])
         rows.append(
             f"| {name} | {r['device']} | {r['fit_seconds'] / 60:.1f} | {r['steps']} | {r['epochs']} | "

@@ -33,6 +33,10 @@ TASKS = {
     "anomaly": ("domains.driving.anomaly.task:AnomalySegmentationTask",
                 "domains.driving.anomaly.data:SegmentationDataModule",
                 ["domains/driving/anomaly/configs/quick.yaml"], ["domains/driving/anomaly/configs/gpu.yaml"]),
+    "instances": ("domains.driving.instances.task:InstanceTask", "domains.driving.instances.data:InstanceDataModule",
+                  ["domains/driving/instances/configs/quick.yaml"], ["domains/driving/instances/configs/gpu.yaml"]),
+    "accident": ("domains.driving.accident.task:AccidentTask", "domains.driving.accident.data:AccidentDataModule",
+                 ["domains/driving/accident/configs/quick.yaml"], ["domains/driving/accident/configs/gpu.yaml"]),
 }  # fmt: skip
 
 
@@ -64,8 +68,9 @@ def _to(batch, device):
 
 
 def _batch_images(batch) -> int:
+    """Images in a batch; for clips (the accident task), their frames."""
     if isinstance(batch, dict):
-        return len(batch["image"])
+        return int(batch["frame_valid"].sum()) if "frame_valid" in batch else len(batch["image"])
     return len(batch[0])
 
 

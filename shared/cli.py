@@ -131,6 +131,8 @@ class SuiteCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         hparams = dict(getattr(self, "_ckpt_hparams", None) or {})  # what parse_arguments read from the file
         hparams.pop("_instantiator", None)
+        if not hparams:  # no checkpoint given (or built with run=False: no subcommand)
+            return
         drop_moved_hyperparameters(hparams, source=str(self.config[subcommand].get("ckpt_path")))
         if not hparams:
             return

@@ -116,6 +116,11 @@ class AccidentTask(BaseTask):
         return [writer(self.predict_dir, gif=self.gif)]
 
     def forward_batch(self, batch: dict, return_hidden: bool = False) -> dict[str, torch.Tensor]:
+        if self.model.input_kind == "frames" and "frames" not in batch and "features" not in batch:
+            raise ValueError(
+                "the network reads frames (input_kind: frames) but the batch has none: set data.train_frames "
+                "true (false is for input_kind: boxes)"
+            )
         return self.model(
             frames=batch.get("frames"),
             boxes=batch.get("boxes"),

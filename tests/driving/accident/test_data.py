@@ -118,6 +118,23 @@ def test_boxes_are_scaled_with_the_resize(clips_root):
     assert resized["boxes"][0, 0].tolist() == [4.0, 4.0, 12.0, 6.0]
 
 
+def test_boxes_only_training_clips_skip_the_frames_but_scale_the_boxes_alike(clips_root, monkeypatch):
+    clip = read_ccd_layout(clips_root, require_json=True)[0]
+    with_frames = AccidentDataset([clip], image_size=(12, 96), max_objects=3)[0]
+    monkeypatch.setattr(AccidentDataset, "_frames", lambda *a: pytest.fail("a frame was decoded"))
+    without = AccidentDataset([clip], image_size=(12, 96), max_objects=3, decode_frames=False)[0]
+    assert "frames" not in without and torch.equal(without["boxes"], with_frames["boxes"])
+    clip.size = None  # no annotated size: read from the first image's header
+    assert torch.equal(
+        AccidentDataset([clip], (12, 96), 3, decode_frames=False)[0]["boxes"], with_frames["boxes"]
+    )
+    # the data module: only the training split goes without frames (validation and test draw the GIFs)
+    monkeypatch.undo()
+    dm = module(clips_root, train_frames=False)
+    dm.setup("fit")
+    assert not dm.datasets["train"].decode_frames and dm.datasets["val"].decode_frames
+
+
 def test_collate_pads_to_the_longest_clip(clips_root):
     clip = read_ccd_layout(clips_root, require_json=True)[0]
     long = AccidentDataset([clip], max_objects=3)[0]

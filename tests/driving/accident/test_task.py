@@ -99,6 +99,10 @@ def test_bad_task_arguments_are_named():
     features = AccidentAnticipator(input_kind="features", feature_dim=8, hidden=8)
     with pytest.raises(ValueError, match="input_kind: frames"):
         AccidentTask(network=features, pretrained_backbone="x.pth")
+    # a frames network fed a boxes-only loader (data.train_frames false) says which switch to turn
+    boxes_batch = {"boxes": torch.zeros(1, 4, 2, 4), "box_valid": torch.ones(1, 4, 2, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="data.train_frames true"):
+        AccidentTask(network=net).forward_batch(boxes_batch)
 
 
 def test_frozen_backbone_gets_no_gradient():

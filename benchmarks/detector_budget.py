@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from benchmarks.report import print_and_write
 from shared.budget import FitScheduleToBudget
 from shared.cli import instantiate_from_config, quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
@@ -216,10 +217,5 @@ def add_budget_arguments(
 def run_and_report(args, run: Callable[..., dict], markdown: Callable[..., str]) -> dict:
     """Run the benchmark, print its markdown table and write it to ``args.out`` (when set)."""
     result = run(args)
-    table = markdown(result, args)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        print(f"wrote {args.out}")
+    print_and_write(markdown(result, args), args.out)
     return result

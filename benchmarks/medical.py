@@ -32,6 +32,11 @@ from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import adamw, warmup_cosine
 
+ROOT_DIR = Path(__file__).resolve().parents[1]
+if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
+    sys.path.insert(0, str(ROOT_DIR))
+from benchmarks.report import print_and_write
+
 # CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
 MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
     "unet": {"channels": [16, 32, 64, 128]},
@@ -325,12 +330,7 @@ def main(argv: list[str] | None = None) -> str:
             flush=True,
         )
     table = report(results, args, device, minutes)
-    print("\n" + table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        print(f"written to {args.out}")
-    return table
+    return print_and_write(table, args.out)
 
 
 if __name__ == "__main__":

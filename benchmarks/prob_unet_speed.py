@@ -40,6 +40,11 @@ import torch
 
 from domains.medical.models.prob_unet import ProbabilisticUNet
 
+ROOT_DIR = Path(__file__).resolve().parents[1]
+if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
+    sys.path.insert(0, str(ROOT_DIR))
+from benchmarks.report import print_and_write
+
 CONFIG = {"channels": (32, 64, 128, 192), "latent_dim": 6, "beta": 1.0, "fcomb_layers": 3}
 
 
@@ -218,12 +223,7 @@ def main(argv: list[str] | None = None) -> str:
     if peer is None:
         lines += ["", "Peer rows skipped: no `--peer-dir` with the port's `probabilistic_unet.py`."]
     table = "\n".join(lines) + "\n"
-    print("\n" + table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        print(f"written to {args.out}")
-    return table
+    return print_and_write(table, args.out)
 
 
 def _cpu_name() -> str:

@@ -134,6 +134,24 @@ class AdjustablePostprocess:
                 setattr(module, name, value)
 
 
+def checked_backbone(
+    num_classes: int,
+    input_size: tuple[int, int],
+    backbone: str | Backbone,
+    in_channels: int = 3,
+    backbone_kwargs: dict | None = None,
+) -> Backbone:
+    """The argument checks every road-object network (detector, instance segmenter) starts with, and its
+    registry backbone built from a name (or a built :class:`Backbone` passed through)."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if len(input_size) != 2 or min(input_size) < 16:
+        raise ValueError(f"input_size must be (height, width) with both >= 16, got {input_size}")
+    if isinstance(backbone, str):
+        backbone = create_backbone(backbone, in_channels=in_channels, **(backbone_kwargs or {}))
+    return backbone
+
+
 class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
     """FCOS detector on a registry backbone. Plain ``nn.Module``: usable without Lightning.
 
@@ -190,10 +208,7 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
         semantic_loss_weight: float = 1.0,
     ):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if len(input_size) != 2 or min(input_size) < 16:
-            raise ValueError(f"input_size must be (height, width) with both >= 16, got {input_size}")
+        backbone = checked_backbone(num_classes, input_size, backbone, in_channels, backbone_kwargs)
         if not train_scales or any(s <= 0 for s in train_scales):
             raise ValueError(f"train_scales must be positive multipliers, got {train_scales}")
         if semantic_classes < 0 or semantic_loss_weight < 0:
@@ -208,8 +223,6 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
             raise ValueError(
                 f"fpn_channels must be even and, from 64 up, a multiple of 32 (GroupNorm), got {fpn_channels}"
             )
-        if isinstance(backbone, str):
-            backbone = create_backbone(backbone, in_channels=in_channels, **(backbone_kwargs or {}))
         self.num_classes = num_classes
         self.input_size = (int(input_size[0]), int(input_size[1]))
         body = BackboneWithFPN(backbone, num_levels=fpn_levels, fpn_channels=fpn_channels)

@@ -35,8 +35,9 @@ from domains.driving.detection.model import (
     AdjustablePostprocess,
     BackboneWithFPN,
     as_image_list,
+    checked_backbone,
 )
-from shared.backbones import Backbone, create_backbone
+from shared.backbones import Backbone
 from shared.networks import RemembersInitArgs
 
 
@@ -85,10 +86,7 @@ class RoadInstanceSegmenter(AdjustablePostprocess, RemembersInitArgs, nn.Module)
         image_std: tuple[float, ...] = IMAGENET_STD,
     ):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if len(input_size) != 2 or min(input_size) < 16:
-            raise ValueError(f"input_size must be (height, width) with both >= 16, got {input_size}")
+        backbone = checked_backbone(num_classes, input_size, backbone, in_channels, backbone_kwargs)
         for name, value in (
             ("fpn_channels", fpn_channels),
             ("proposals_train", proposals_train),
@@ -102,8 +100,6 @@ class RoadInstanceSegmenter(AdjustablePostprocess, RemembersInitArgs, nn.Module)
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not anchor_scale > 0:
             raise ValueError(f"anchor_scale must be > 0, got {anchor_scale}")
-        if isinstance(backbone, str):
-            backbone = create_backbone(backbone, in_channels=in_channels, **(backbone_kwargs or {}))
         self.num_classes = num_classes
         self.input_size = (int(input_size[0]), int(input_size[1]))
         body = BackboneWithFPN(backbone, num_levels=fpn_levels, fpn_channels=fpn_channels, extra_levels=False)

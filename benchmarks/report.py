@@ -1,0 +1,16 @@
+"""What every benchmark does with its markdown table: print it, and write it where ``--out`` says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def print_and_write(table: str, out: Path | None) -> str:
+    """Print ``table``; when ``out`` is set, write it there (folders made) and say so. Returns the table."""
+    print("\n" + table)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+        print(f"written to {out}")
+    return table

@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the issue's 2 cores)")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (minutes to compile)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prob_unet_speed.md"))
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the table here (benchmarks/results/prob_unet_speed.md)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.steps < 1 or args.batch_size < 1 or args.size < 16:
         parser.error("--rounds, --steps and --batch-size must be >= 1 and --size >= 16")

@@ -13,6 +13,8 @@ end of the warm-up steps. Target: fit >= 90 % of network alone at the config's b
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,10 @@ import torch
 
 from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: the repository's benchmarks
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import print_and_write
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
@@ -57,6 +63,25 @@ def _build(name: str, configs: list[str], accelerator: str):
     return cli.model, cli.datamodule
 
 
+def config_precision(name: str, configs: list[str]) -> str:
+    """The ``trainer.precision`` the configs ask for (the GPU recipes: bf16 / fp16), else ``32-true``."""
+    import yaml
+
+    precision = "32-true"
+    for config in configs:
+        trainer = (yaml.safe_load((ROOT / config).read_text()) or {}).get("trainer") or {}
+        precision = str(trainer.get("precision", precision))
+    return precision
+
+
+def _autocast(device, precision: str):
+    """The autocast a Lightning ``precision`` means for a bare training step (none for 32-bit)."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def _to(batch, device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
@@ -74,8 +99,9 @@ def _batch_images(batch) -> int:
     return len(batch[0])
 
 
-def network_alone(task, batch, device, steps: int, warmup: int) -> float:
-    """Images/s of training_step + backward + AdamW on one batch already on the device."""
+def network_alone(task, batch, device, steps: int, warmup: int, precision: str = "32-true") -> float:
+    """Images/s of training_step (under the run's autocast) + backward + AdamW on one batch already on the
+    device."""
     task = task.to(device).train()
     optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
     batch = _to(batch, device)
@@ -86,7 +112,8 @@ def network_alone(task, batch, device, steps: int, warmup: int) -> float:
         if i == warmup:
             synchronize(device)
             start = time.perf_counter()
-        loss = task.training_step(batch, i)
+        with _autocast(device, precision):
+            loss = task.training_step(batch, i)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -109,14 +136,18 @@ def loader_alone(data, workers: int, batches: int) -> float:
 
 
 class _StepClock(pl.Callback):
+    """Times the optimiser steps after ``warmup`` by the trainer's global step (batch indices restart each
+    epoch): from the end of step ``warmup`` to the end of the last, counting the images of exactly those steps
+    (loading the next batch included, as in a real fit)."""
+
     def __init__(self, warmup: int):
         self.warmup, self.start, self.images = warmup, None, 0
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == self.warmup:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.warmup:
             synchronize(pl_module.device)
             self.start = time.perf_counter()
-        elif batch_idx > self.warmup:
+        elif trainer.global_step > self.warmup:
             self.images += _batch_images(batch)
 
     def on_train_end(self, trainer, pl_module):
@@ -129,7 +160,7 @@ def fit_rate(task, data, accelerator: str, steps: int, warmup: int, precision: s
     trainer = quiet_trainer(
         devices=1,
         accelerator=accelerator,
-        max_steps=warmup + steps + 1,
+        max_steps=warmup + steps,
         precision=precision,
         callbacks=[clock],
     )
@@ -144,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
     )
-    ap.add_argument("--precision", default="32-true")
+    ap.add_argument("--precision", default=None, help="default: the configs' trainer.precision, else 32-true")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument(
@@ -157,39 +188,40 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.tasks:
         configs = TASKS[name][3] if args.gpu_configs else TASKS[name][2]
+        precision = args.precision or config_precision(name, configs)
         task, data = _build(name, configs, accelerator)
         data.prepare_data()
         data.setup("fit")
         default_workers = int(data.num_workers)
         batch = next(iter(data.train_dataloader()))
-        net = network_alone(task, batch, device, args.steps, args.warmup)
+        net = network_alone(task, batch, device, args.steps, args.warmup, precision)
         loaders = {w: loader_alone(data, w, args.steps) for w in (args.workers or range(default_workers + 1))}
         data.num_workers = default_workers
         task, data = _build(name, configs, accelerator)  # a fresh task: fit starts from the config's state
-        fit = fit_rate(task, data, accelerator, args.steps, args.warmup, args.precision)
-        rows.append((name, configs, int(data.batch_size), default_workers, net, loaders, fit))
+        fit = fit_rate(task, data, accelerator, args.steps, args.warmup, precision)
+        rows.append((name, configs, precision, int(data.batch_size), default_workers, net, loaders, fit))
         print(f"{name}: network {net:.1f} img/s, loader {loaders}, fit {fit:.1f} img/s", flush=True)
     lines = [
-        f"# Throughput: does the loader keep up? ({time.strftime('%Y-%m-%d')}, {where}, precision {args.precision})",
+        f"# Throughput: does the loader keep up? ({time.strftime('%Y-%m-%d')}, {where})",
         "",
         (
             f"Command: `python benchmarks/throughput.py{' --gpu-configs' if args.gpu_configs else ''}`; "
             f"{args.steps} timed steps after {args.warmup} warm-up steps per measurement."
         ),
         "",
-        "| task | config | batch | workers | network alone img/s | loader alone img/s (by workers) | fit img/s | fit / network |",
-        "|---|---|---:|---:|---:|---|---:|---:|",
+        (
+            "| task | config | precision | batch | workers | network alone img/s | loader alone img/s (by workers) "
+            "| fit img/s | fit / network |"
+        ),
+        "|---|---|---|---:|---:|---:|---|---:|---:|",
     ]
-    for name, configs, bs, workers, net, loaders, fit in rows:
+    for name, configs, precision, bs, workers, net, loaders, fit in rows:
         by_workers = ", ".join(f"{w}: {v:.0f}" for w, v in loaders.items())
         lines.append(
-            f"| {name} | {' + '.join(Path(c).name for c in configs)} | {bs} | {workers} | {net:.1f} | "
+            f"| {name} | {' + '.join(Path(c).name for c in configs)} | {precision} | {bs} | {workers} | {net:.1f} | "
             f"{by_workers} | {fit:.1f} | {fit / net:.0%} |"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        args.out.write_text(table)
+    print_and_write("\n".join(lines) + "\n", args.out)
     return 0
 
 

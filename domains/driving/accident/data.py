@@ -22,7 +22,6 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
@@ -38,7 +37,7 @@ from domains.driving.accident.readers import (
     read_video_frames,
 )
 from domains.driving.common import read_rgb
-from domains.driving.formats import DropLog, LabelFormatError
+from domains.driving.formats import DropLog, LabelFormatError, image_size
 from shared.data import SplitLoaders
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
@@ -152,8 +151,7 @@ class AccidentDataset(Dataset):
             if min(size) < 1:
                 raise LabelFormatError(clip.video, None, "cannot read the video's frame size")
             return size
-        with Image.open(clip.frames[0]) as image:  # reads the header only
-            return image.height, image.width
+        return image_size(clip.frames[0])  # the header only; an unreadable one is a LabelFormatError
 
     def __getitem__(self, i: int) -> dict:
         clip, slots = self.clips[i], self.slots[i]

@@ -115,6 +115,16 @@ class AccidentTask(BaseTask):
         writer = import_module("domains.driving.accident.predict").AccidentPredictionWriter
         return [writer(self.predict_dir, gif=self.gif)]
 
+    def setup(self, stage: str) -> None:
+        """Refuse a frames network on a boxes-only training loader before any step (``forward_batch`` says it
+        again for loaders built by hand)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self.model.input_kind == "frames" and not getattr(datamodule, "train_frames", True):
+            raise ValueError(
+                "the network reads frames (input_kind: frames) but data.train_frames is false: set it true "
+                "(false is for input_kind: boxes)"
+            )
+
     def forward_batch(self, batch: dict, return_hidden: bool = False) -> dict[str, torch.Tensor]:
         if self.model.input_kind == "frames" and "frames" not in batch and "features" not in batch:
             raise ValueError(

@@ -126,7 +126,8 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
         beta: KL weight.
         norm: normalisation of the MONAI blocks.
         foreground_prior: initial foreground probability of the logits layer.
-        channels_last: run the three conv nets on channels-last (NHWC) weights and, on the CPU, activations.
+        channels_last: run the three conv nets on channels-last (NHWC) weights and activations (on a GPU cuDNN
+            then picks NHWC kernels too; measured on the CPU only).
             Same state dict keys and maths. Off by default: see ``benchmarks/results/prob_unet_speed.md``
             for what it buys on 2 CPU cores (oneDNN's convolutions gain in that layout, its group norm
             loses).

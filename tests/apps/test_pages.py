@@ -37,6 +37,16 @@ def _upload(at: AppTest, key: str, name: str, data: bytes, mime: str = "applicat
     return at.run()
 
 
+UPLOAD_CHOICE = {"medical": "Upload a file", "driving": "Upload a photo"}  # each page's source radio
+
+
+def _upload_on(page: str, name: str, data: bytes) -> AppTest:
+    """The page with its source switched to an upload (``<page>_source``), then ``data`` uploaded as ``name``."""
+    at = _page(page)
+    at.radio(key=f"{page}_source").set_value(UPLOAD_CHOICE[page]).run()
+    return _upload(_ok(at), f"{page}_upload", name, data)
+
+
 # ------------------------------------------------------------------------------------------------- home
 
 
@@ -110,12 +120,6 @@ def test_medical_widgets_rerun(demo_env):
     _ok(at)
 
 
-def _medical_upload_page() -> AppTest:
-    at = _page("medical")
-    at.radio(key="medical_source").set_value("Upload a file").run()
-    return _ok(at)
-
-
 @pytest.mark.parametrize(
     ("name", "make", "note"),
     [
@@ -138,7 +142,7 @@ def _medical_upload_page() -> AppTest:
     ],
 )
 def test_medical_2d_uploads(demo_env, name, make, note):
-    at = _upload(_medical_upload_page(), "medical_upload", name, make())
+    at = _upload_on("medical", name, make())
     _ok(at)
     assert at.subheader[0].value == name
     infos = _texts(at.info)
@@ -153,7 +157,7 @@ def test_medical_2d_uploads(demo_env, name, make, note):
 
 def test_medical_nifti_volume_has_slice_and_channel_sliders(demo_env):
     volume = np.random.default_rng(0).random((40, 40, 6, 2)).astype(np.float32)
-    at = _upload(_medical_upload_page(), "medical_upload", "brain.nii.gz", S.nifti(volume, compressed=True))
+    at = _upload_on("medical", "brain.nii.gz", S.nifti(volume, compressed=True))
     _ok(at)
     assert at.slider(key="medical_slice").value == 3
     at.slider(key="medical_slice").set_value(5).run()
@@ -174,7 +178,7 @@ def test_medical_nifti_volume_has_slice_and_channel_sliders(demo_env):
     ],
 )
 def test_medical_bad_uploads_show_a_message(demo_env, name, data, message):
-    at = _upload(_medical_upload_page(), "medical_upload", name, data)
+    at = _upload_on("medical", name, data)
     assert not at.exception
     assert len(at.error) == 1 and message in at.error[0].value and name in at.error[0].value
     assert not at.subheader  # nothing else was drawn
@@ -292,7 +296,7 @@ def test_driving_instances_tab_shows_masks_and_the_slider_filters_them(demo_env)
 
 
 def test_driving_instances_on_an_uploaded_photo(demo_env):
-    at = _upload(_driving_upload_page(), "driving_upload", "road.png", S.png(S.gradient_rgb(90, 300)))
+    at = _upload_on("driving", "road.png", S.png(S.gradient_rgb(90, 300)))
     _ok(at)
     assert "masks are kept at 128x38" in _texts(at.caption)  # 300x90 shrunk to the network's 128-px input
     at.slider(key="driving_inst_threshold").set_value(0.05).run()
@@ -346,12 +350,6 @@ def test_a_model_failing_on_the_image_is_a_message_and_the_other_tabs_still_work
     st.cache_data.clear()
 
 
-def _driving_upload_page() -> AppTest:
-    at = _page("driving")
-    at.radio(key="driving_source").set_value("Upload a photo").run()
-    return _ok(at)
-
-
 @pytest.mark.parametrize(
     ("name", "make", "note"),
     [
@@ -367,7 +365,7 @@ def _driving_upload_page() -> AppTest:
     ],
 )
 def test_driving_uploads(demo_env, name, make, note):
-    at = _upload(_driving_upload_page(), "driving_upload", name, make())
+    at = _upload_on("driving", name, make())
     _ok(at)
     if note:
         assert note in _texts(at.info)
@@ -384,7 +382,7 @@ def test_driving_uploads(demo_env, name, make, note):
     ],
 )
 def test_driving_bad_uploads_show_a_message(demo_env, name, data, message):
-    at = _upload(_driving_upload_page(), "driving_upload", name, data)
+    at = _upload_on("driving", name, data)
     assert not at.exception
     assert len(at.error) == 1 and message in at.error[0].value
     assert not at.metric

@@ -263,16 +263,17 @@ def accident_figures(task, data_hp: dict) -> dict[str, float]:
     return _figures(_trainer().test(task, datamodule=accident_datamodule(data_hp), verbose=False)[0])
 
 
-def instance_figures(task, data_hp: dict, images: int | None = None) -> dict[str, float]:
-    """Mask and box AP of the instance task on the first ``images`` test images (None: the whole test split)."""
-    data = instance_datamodule(data_hp)
+def instance_figures(task, data_hp: dict, images: int | None = None, data=None) -> dict[str, float]:
+    """Mask and box AP of the instance task on the first ``images`` test images (None: the whole test split);
+    ``data``: :func:`instance_datamodule`'s result when the caller has it (reading the set takes seconds)."""
+    data = data or instance_datamodule(data_hp)
     limit = {} if images is None else {"limit_test_batches": max(1, images // INSTANCE_BATCH)}
     pl.seed_everything(0, verbose=False)
     return _figures(_trainer(**limit).test(task, datamodule=data, verbose=False)[0])
 
 
 @torch.no_grad()
-def instance_operating_point(task, data_hp: dict) -> dict:
+def instance_operating_point(task, data_hp: dict, data=None) -> dict:
     """The score threshold with the best pooled F1 on the validation split: the detector's rule
     (:func:`~domains.driving.detection.operating_point.best_f1_threshold`, boxes matched at IoU 0.5 within a
     class), on the instance model's boxes, after the evaluation's own DontCare filter. IoU does not change when
@@ -280,7 +281,7 @@ def instance_operating_point(task, data_hp: dict) -> dict:
     from domains.driving.detection.operating_point import best_f1_threshold
     from domains.driving.instances.metrics import masks_in_ignore_fraction
 
-    data = instance_datamodule(data_hp)
+    data = data or instance_datamodule(data_hp)
     model = task.model.eval()
     preds, targets = [], []
     for images, batch_targets in data.val_dataloader():
@@ -390,11 +391,17 @@ def _accident_evaluation(task, shipped, hparams: dict, data_hp: dict) -> dict:
 
 def _instance_evaluation(task, shipped, data_hp: dict) -> dict:
     n = SUBSET["driving_instances"]
+    data = instance_datamodule(data_hp)  # read once for the three evaluations
     return {
-        "test": instance_figures(task, data_hp),
+        "test": instance_figures(task, data_hp, data=data),
         "test_note": _TEST_NOTE,
-        "subset": {"split": "test", "images": n, "seed": 0, "metrics": instance_figures(shipped, data_hp, n)},
-        "operating_point": instance_operating_point(shipped, data_hp),
+        "subset": {
+            "split": "test",
+            "images": n,
+            "seed": 0,
+            "metrics": instance_figures(shipped, data_hp, n, data=data),
+        },
+        "operating_point": instance_operating_point(shipped, data_hp, data=data),
     }
 
 

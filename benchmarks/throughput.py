@@ -63,7 +63,7 @@ def _build(name: str, configs: list[str], accelerator: str):
     return cli.model, cli.datamodule
 
 
-def config_precision(name: str, configs: list[str]) -> str:
+def config_precision(configs: list[str]) -> str:
     """The ``trainer.precision`` the configs ask for (the GPU recipes: bf16 / fp16), else ``32-true``."""
     import yaml
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.tasks:
         configs = TASKS[name][3] if args.gpu_configs else TASKS[name][2]
-        precision = args.precision or config_precision(name, configs)
+        precision = args.precision or config_precision(configs)
         task, data = _build(name, configs, accelerator)
         data.prepare_data()
         data.setup("fit")

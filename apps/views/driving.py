@@ -417,8 +417,13 @@ def _instances() -> None:
             ],
             hide_index=True,
         )
-    # the photo-size id map only when a download asks for it (deferred callables), computed once
-    full_ids = functools.cache(lambda: dm.instance_ids(kept, image.shape[:2]))
+    # the photo-size id map only when a download asks for it (deferred callables), computed once; the shown
+    # map when the photo is shown at its own size
+    full_ids = (
+        (lambda: ids_shown)
+        if shown_scale == 1
+        else functools.cache(lambda: dm.instance_ids(kept, image.shape[:2]))
+    )
     d1, d2, d3 = st.columns(3)
     d1.download_button(
         "Instance ids (16-bit PNG)",

@@ -118,8 +118,12 @@ class AccidentTask(BaseTask):
     def setup(self, stage: str) -> None:
         """Refuse a frames network on a boxes-only training loader before any step (``forward_batch`` says it
         again for loaders built by hand)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and self.model.input_kind == "frames" and not getattr(datamodule, "train_frames", True):
+        datamodule = getattr(self.trainer, "datamodule", None)  # setup runs with a trainer attached
+        if (
+            stage == "fit"
+            and self.model.input_kind == "frames"
+            and not getattr(datamodule, "train_frames", True)
+        ):
             raise ValueError(
                 "the network reads frames (input_kind: frames) but data.train_frames is false: set it true "
                 "(false is for input_kind: boxes)"

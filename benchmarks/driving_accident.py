@@ -41,6 +41,7 @@ import torch
 import yaml
 
 from domains.driving.accident.baselines import (
+    constant_acceleration_oracle,
     constant_velocity_oracle,
     frame_ttc,
     track_baseline,
@@ -99,26 +100,29 @@ def read_config(path: str) -> tuple[dict, dict]:
 
 
 def baseline_records(dm: AccidentDataModule, horizon: float, oracle_kw: dict) -> dict[str, list[ClipScores]]:
-    """Per test clip the track-TTC baseline's and the constant-velocity oracle's frame scores, from the
-    clip's annotation JSON (ground-truth tracks and 3D positions)."""
+    """Per test clip the track-TTC baseline's and the two oracles' frame scores, from the clip's annotation
+    JSON (ground-truth tracks and 3D positions)."""
     root = Path(dm.root())
-    tracks_rec, oracle_rec = [], []
+    oracles = {
+        "constant-velocity oracle (GT 3D)": constant_velocity_oracle,
+        "constant-acceleration oracle (GT 3D)": constant_acceleration_oracle,
+    }
+    records: dict[str, list[ClipScores]] = {"track TTC (GT boxes)": [], **{name: [] for name in oracles}}
     for clip in dm.splits["test"]:
         meta = json.loads((root / "annotations" / f"{clip.clip_id}.json").read_text())
         arrays = tracks_to_arrays(meta["tracks"], clip.n_frames)
         width = float(meta["size"][0])
         track = track_baseline(arrays["boxes"], arrays["box_valid"], clip.fps, width, horizon=horizon)
-        oracle_ttc = constant_velocity_oracle(arrays["locations"], arrays["dims"], clip.fps, **oracle_kw)
-        oracle_scores = ttc_risk(np.nan_to_num(frame_ttc(oracle_ttc), nan=np.inf), horizon)
         common = {"toa": clip.toa, "fps": clip.fps, "kind": clip.kind, "clip_id": clip.clip_id}
         ttc_true = clip.ttc if clip.ttc is not None else np.full(clip.n_frames, np.nan)
-        tracks_rec.append(
+        records["track TTC (GT boxes)"].append(
             ClipScores(scores=track.scores, ttc_pred=track.frame_ttc, ttc_true=ttc_true, **common)
         )
-        oracle_rec.append(
-            ClipScores(scores=oracle_scores, ttc_pred=frame_ttc(oracle_ttc), ttc_true=ttc_true, **common)
-        )
-    return {"track TTC (GT boxes)": tracks_rec, "constant-velocity oracle (GT 3D)": oracle_rec}
+        for name, oracle in oracles.items():
+            ttc = frame_ttc(oracle(arrays["locations"], arrays["dims"], clip.fps, **oracle_kw))
+            scores = ttc_risk(np.nan_to_num(ttc, nan=np.inf), horizon)
+            records[name].append(ClipScores(scores=scores, ttc_pred=ttc, ttc_true=ttc_true, **common))
+    return records
 
 
 def streaming_ms(task: AccidentTask, dm: AccidentDataModule, frames: int = 50) -> float:

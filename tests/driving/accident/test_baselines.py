@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from domains.driving.accident.baselines import (
+    constant_acceleration_oracle,
     constant_velocity_oracle,
     frame_ttc,
     track_baseline,
@@ -81,6 +82,26 @@ def test_oracle_on_a_head_on_approach():
     assert np.isnan(ttc[0])
     np.testing.assert_allclose(ttc[1:36], 3.6 - 0.1 * k[1:36], atol=1e-9)
     assert (ttc[36:] == 0).all()
+
+
+def test_constant_acceleration_oracle_on_a_lead_car_braking():
+    # A car (l = 4 m) 12 m ahead at the ego's speed brakes at 4 m/s^2 from t = 0: z = 12 - 2 t^2. Its rear
+    # (z - 2) reaches the ego's front (z = 0) at 12 - 2 t^2 = 2: t = sqrt(5) = 2.236 s. Frames 0 and 1: NaN
+    # (no acceleration yet); from frame 2 the TTC is sqrt(5) - k / 10, found on the 0.01-s grid (rounded up
+    # by less than one step). The constant-velocity oracle, blind to the braking, answers later.
+    k = np.arange(25)
+    t = k / FPS
+    locations = np.stack([np.zeros(25), np.full(25, 1.65), 12.0 - 2.0 * t * t], axis=1)[:, None, :]
+    dims = [[1.5, 1.8, 4.0]]
+    ca = constant_acceleration_oracle(locations, dims, FPS, ego_half_width=0.9)[:, 0]
+    assert np.isnan(ca[:2]).all()
+    expected = np.sqrt(5.0) - t[2:23]
+    assert (ca[2:23] >= expected - 1e-9).all() and (ca[2:23] < expected + 0.01).all()
+    assert (ca[23:] == 0).all()  # overlapping from t = 2.3 s
+    cv = constant_velocity_oracle(locations, dims, FPS, ego_half_width=0.9)[:, 0]
+    assert (cv[2:22] > ca[2:22]).all() and cv[2] > ca[2] + 10.0
+    with pytest.raises(ValueError, match="step <= max_time"):
+        constant_acceleration_oracle(locations, dims, FPS, step=0.0)
 
 
 def crossing(vx: float, n_frames: int = 30) -> list[list[list[float] | None]]:

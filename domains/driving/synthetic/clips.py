@@ -19,9 +19,22 @@ Actors' footprints are their KITTI width x length, turned by their heading. The 
 is the separating-axis distance (largest gap over the four edge normals; > 0 apart, <= 0 touching). Contact
 time is solved in continuous time: the gap is evaluated on a 5 ms grid over the clip, and the first grid step
 where it reaches zero is bisected to 1e-6 s (a root finder: the lane change makes the gap non-polynomial).
-After contact the ego and the actor stay where they touched. Crash contacts fall between 50 % and 90 % of the
-clip (2.5-4.5 s of a 5 s clip), so there is lead time; near misses come between ``NEAR_MISS_GAP`` metres of
+After contact the ego and the actor stay where they touched. Crash contacts fall between 60 % and 90 % of the
+clip (3.0-4.5 s of a 5 s clip), so there is lead time; near misses come between ``NEAR_MISS_GAP`` metres of
 contact at their closest.
+
+Timing: when a near miss parts from its crash. A near miss is the crash's manoeuvre where someone acts in
+time, and that action is what a model (or a physics oracle) can see, so its timing bounds any lead time at a
+low near-miss false-alarm rate. It follows pre-crash data rather than a last-second coin flip: a lead car
+starts braking ``ONSET_LEAD`` (2.6-3.4 s) before contact, both kinds following at the same headway, and a
+near miss's ego brakes after an attentive driver's reaction time (``REACTION``, 0.4-0.8 s) just hard enough
+to stop behind it, a crash's ego 1.4-2.2 s late and weakly or never; a
+near miss's cutter is barely slower than the ego (a crash's 3.5-6.5 m/s slower) and starts its 2.2-3 s lane
+change 1.7-2.5 s before the would-be contact; a pedestrian who stops does so 1.3-2.2 s before the ego
+arrives; an ego that brakes for a crossing actor starts ``EVASION_LEAD`` (1.8-2.8 s) ahead, never before a
+reaction time after the actor starts to move. (Version 1 of this generator parted them 0.3-1.6 s before
+contact: even the constant-acceleration oracle on ground-truth 3D could not warn earlier at 10 % false
+alarms; ``benchmarks/driving_accident.py`` prints that oracle beside the model.)
 
 On disk (CCD's layout, the data contract of the accident-anticipation task): ``videos/Crash-1500/<vid>/`` and
 ``videos/Normal/<vid>/`` (each a KITTI-layout training folder: ``image_2/*.jpg`` q95, ``label_2``,
@@ -80,7 +93,11 @@ EGO_WIDTH = 1.8  # m
 EGO_LENGTH = 4.5  # m
 EGO_FRONT = 2.0  # m: front bumper ahead of the camera (the objects' bottom centres stay >= 2 m: drawn)
 NEAR_MISS_GAP = (0.3, 2.5)  # m: closest footprint gap of a near miss
-CONTACT_WINDOW = (0.5, 0.9)  # crash contact between these fractions of the clip's duration
+CONTACT_WINDOW = (0.6, 0.9)  # crash contact between these fractions of the clip's duration
+SCENARIO_VERSION = 2  # timing of near misses against crashes (module docstring)
+ONSET_LEAD = (2.6, 3.4)  # s: a lead car starts braking this long before the (would-be) contact
+REACTION = (0.4, 0.8)  # s: an attentive driver's brake reaction time (near misses)
+EVASION_LEAD = (1.8, 2.8)  # s: a near miss's ego starts braking for a crossing actor this long before it
 CRASH_DIR, NORMAL_DIR = "Crash-1500", "Normal"
 _CLIP_STREAM = 0x434C4950
 _GRID_DT = 0.005  # s: contact search grid
@@ -263,18 +280,46 @@ def _closing_max(ego: Profile, other: Profile, t_end: float) -> float:
     return float(np.max(ego.states(ts)[0] - other.states(ts)[0]))
 
 
+def _stopping_behind(v0: float, lead: Profile, t_r: float, closing: float, t_end: float) -> Profile | None:
+    """The ego braking from ``t_r`` at the one deceleration (2-9.5 m/s^2, bisection: the closest approach
+    shrinks as it grows) that closes ``closing`` m on ``lead`` at most; None when none in that range does."""
+    lo, hi = 2.0, 9.5
+    if (
+        not _closing_max(Profile(v0, [(t_r, -hi)]), lead, t_end)
+        <= closing
+        <= _closing_max(Profile(v0, [(t_r, -lo)]), lead, t_end)
+    ):
+        return None
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if _closing_max(Profile(v0, [(t_r, -mid)]), lead, t_end) > closing:
+            lo = mid
+        else:
+            hi = mid
+    return Profile(v0, [(t_r, -hi)])
+
+
 def _lead_braking(rng, st: _Street, kind: str, tp: float, dur: float, k: float) -> Plan | None:
-    """A lead car in the ego lane brakes hard; the ego reacts late and weakly (crash) or in time (near miss)."""
+    """A lead car in the ego lane brakes hard 2.6-3.4 s before the (would-be) contact; the ego reacts late and
+    weakly (crash) or after an attentive driver's reaction time (near miss)."""
     v0 = rng.uniform(10, 17)
-    t_b = max(0.1 * k, tp - rng.uniform(1.3, 2.3) * k)
-    lead = Profile(v0 + rng.uniform(-1.5, 1.0), [(t_b, -rng.uniform(6, 9))])
-    if kind == "crash":
-        late = [] if rng.random() < 0.35 else [(t_b + rng.uniform(0.7, 1.3) * k, -rng.uniform(2.0, 4.5))]
-        ego = Profile(v0, [p for p in late if p[0] < tp])
-        gap0, variant = float(ego.states(tp)[0] - lead.states(tp)[0]), "late_reaction"
-    else:
-        ego = Profile(v0, [(t_b + rng.uniform(0.3, 0.7) * k, -rng.uniform(7, 9))])
-        gap0, variant = _closing_max(ego, lead, dur + 1) + rng.uniform(0.5, 1.8), "ego_brakes_in_time"
+    t_b = tp - rng.uniform(*ONSET_LEAD) * k
+    if t_b < 0.1 * k:
+        return None
+    lead = Profile(v0 + rng.uniform(-1.5, 1.0), [(t_b, -rng.uniform(5, 8))])
+    # Both kinds follow at the gap a late-reacting ego closes by tp, so the headway does not give the outcome
+    # away; a near miss's ego brakes after a reaction time just hard enough to stop 0.5-1.8 m behind.
+    late = [] if rng.random() < 0.35 else [(t_b + rng.uniform(1.4, 2.2) * k, -rng.uniform(2.0, 4.5))]
+    ego = Profile(v0, [p for p in late if p[0] < tp])
+    gap0, variant = float(ego.states(tp)[0] - lead.states(tp)[0]), "late_reaction"
+    if kind != "crash":
+        t_r = t_b + rng.uniform(*REACTION) * k
+        ego, variant = (
+            _stopping_behind(v0, lead, t_r, gap0 - rng.uniform(0.5, 1.8), dur + 1),
+            "ego_brakes_in_time",
+        )
+        if ego is None:
+            return None
     if not 3.0 * k <= gap0 <= 70.0:
         return None
     vk, dims, paint, style = _vehicle(rng)
@@ -292,16 +337,17 @@ def _cut_in(rng, st: _Street, kind: str, tp: float, dur: float, k: float) -> Pla
     vk, dims, paint, style = _vehicle(rng, ("Car", "Van"), (0.85, 0.15))
     x_from = (lane + 0.5) * st.lane_w + rng.uniform(-0.2, 0.2)
     shift = st.cam_x + rng.uniform(-0.25, 0.25) - x_from
-    span = rng.uniform(1.5, 2.5) * max(k, 0.3)
+    span = rng.uniform(2.2, 3.0) * max(k, 0.3)
     # the cutter's side reaches the ego's side at fraction u* of the lane change (ignoring its turn)
     frac = np.clip((abs(shift) - (dims[1] + EGO_WIDTH) / 2) / abs(shift), 0.0, 1.0)
     u_star = math.acos(1 - 2 * frac) / math.pi
-    t_lat = tp - rng.uniform(0.3, 0.7) * k
+    t_lat = tp - rng.uniform(0.6, 1.0) * k
     t_s = t_lat - u_star * span
     if t_s < 0.05:
         return None
     v0 = rng.uniform(11, 17)
-    v_c = v0 - rng.uniform(3, 6.5)
+    # the outcome shows from the start: a crash's cutter is much slower than the ego, a near miss's barely
+    v_c = v0 - (rng.uniform(3.5, 6.5) if kind == "crash" else rng.uniform(0.5, 2.5))
     if kind == "crash":
         cutter = Profile(v_c, [(t_lat + rng.uniform(0, 0.3) * k, -rng.uniform(0, 3))])
         ego = Profile(
@@ -310,7 +356,7 @@ def _cut_in(rng, st: _Street, kind: str, tp: float, dur: float, k: float) -> Pla
         gap0, variant = float(ego.states(tp)[0] - cutter.states(tp)[0]), "gap_closes"
     else:
         cutter = Profile(v_c, [(t_lat + rng.uniform(0, 0.3) * k, rng.uniform(0.5, 2.0))], v_max=v0 + 2)
-        ego = Profile(v0, [(t_s + rng.uniform(0.4, 0.8) * k, -rng.uniform(3.5, 6))])
+        ego = Profile(v0, [(t_s + rng.uniform(*REACTION) * k, -rng.uniform(3.5, 6))])
         gap0, variant = _closing_max(ego, cutter, dur + 1) + rng.uniform(0.5, 1.8), "gap_stays_open"
     if not 2.0 * k <= gap0 <= 70.0:
         return None
@@ -324,22 +370,26 @@ def _crossing_x(st: _Street, side: int, half_len: float, overlap: float) -> floa
     return st.cam_x + side * (EGO_WIDTH / 2 + half_len - overlap)
 
 
-def _braking_ego(rng, v0: float, tp: float, k: float, margin: float) -> Profile | None:
-    """Constant speed, then braking to stand ``margin`` m short of where the constant-speed ego is at ``tp``."""
-    decel = rng.uniform(6, 8.5)
-    t_b = tp - margin / v0 - v0 / (2 * decel)
-    if t_b < 0.1 * k:
+def _braking_ego(v0: float, tp: float, t_b: float, k: float, margin: float) -> Profile | None:
+    """Constant speed, braking from ``t_b`` to stand ``margin`` m short of where the constant-speed ego is at
+    ``tp`` (None when that needs a deceleration outside 2-9 m/s^2 or starts before the clip)."""
+    room = v0 * (tp - t_b) - margin
+    if t_b < 0.1 * k or room <= 0:
         return None
-    return Profile(v0, [(t_b, -decel)])
+    decel = v0 * v0 / (2 * room)
+    return Profile(v0, [(t_b, -decel)]) if 2.0 <= decel <= 9.0 else None
 
 
-def _crossing_ego(rng, variant: str, v0: float, tp: float, k: float) -> Profile | None:
+def _crossing_ego(rng, variant: str, v0: float, tp: float, k: float, seen: float = 0.0) -> Profile | None:
     """The ego of a crossing actor's clip: a ``hit`` sometimes brakes too late (the contact still happens at
-    ``tp``), ``ego_brakes_in_time`` stops short (None: no time to), any other variant keeps its speed."""
+    ``tp``), ``ego_brakes_in_time`` starts braking 1.8-2.8 s before ``tp`` but no sooner than a reaction time
+    after ``seen`` (when the actor starts to move) and stops short (None: cannot), any other variant keeps
+    its speed."""
     if variant == "hit" and rng.random() < 0.4:
         return Profile(v0, [(tp - rng.uniform(0.2, 0.5) * k, -rng.uniform(3, 6))])
     if variant == "ego_brakes_in_time":
-        return _braking_ego(rng, v0, tp, k, rng.uniform(0.5, 1.8))
+        t_b = max(tp - rng.uniform(*EVASION_LEAD) * k, seen + rng.uniform(*REACTION) * k)
+        return _braking_ego(v0, tp, t_b, k, rng.uniform(0.5, 1.8))
     return Profile(v0)
 
 
@@ -355,14 +405,14 @@ def _pedestrian(rng, st: _Street, kind: str, tp: float, dur: float, k: float) ->
     half_w, half_l = dims[1] / 2, dims[2] / 2  # walking across: length along x, width along z
     x_start = x_park + side * rng.uniform(0.0, 0.4)
     v0 = rng.uniform(7, 12)
-    v_p, a_p = rng.uniform(1.4, 2.6), rng.uniform(2, 4)
+    v_p, a_p = rng.uniform(1.2, 2.0), rng.uniform(1.5, 3)  # walking pace
     variant = "hit" if kind == "crash" else str(rng.choice(["stops_at_lane_edge", "ego_brakes_in_time"]))
     ego = Profile(v0)
     # clips shorter than 5 s (tests) have no time to step out from rest: the pedestrian is already walking
     short = k < 1.0
     if variant == "stops_at_lane_edge":
         x_stop = _crossing_x(st, side, half_l, -rng.uniform(0.4, 1.2))
-        a_down, t_stop = rng.uniform(2.5, 4), tp - rng.uniform(0, 0.6) * k
+        a_down, t_stop = rng.uniform(2.5, 4), tp - rng.uniform(1.3, 2.2) * k
         walk = _stop_profile(abs(x_start - x_stop), a_p, a_down, v_p, t_stop)
         if walk is None and short:
             walk = Profile(v_p, [(max(t_stop - v_p / a_down, 0.0), -a_down)])
@@ -378,7 +428,7 @@ def _pedestrian(rng, st: _Street, kind: str, tp: float, dur: float, k: float) ->
             walk, x_start = Profile(v_p), x_tp + side * v_p * tp
         else:
             return None
-        ego = _crossing_ego(rng, variant, v0, tp, k)
+        ego = _crossing_ego(rng, variant, v0, tp, k, seen=t_s)
         if ego is None:
             return None
     z_p = EGO_FRONT + v0 * tp + half_w
@@ -616,6 +666,7 @@ def _clip_settings(
     del workers  # how the set is made, not what it holds
     return {
         "kind": "accident_clips",
+        "scenario_version": SCENARIO_VERSION,  # a set written by another version is regenerated
         "n_clips": int(n_clips),
         "size": [int(size[0]), int(size[1])],
         "fps": float(fps),

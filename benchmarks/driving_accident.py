@@ -119,7 +119,10 @@ def baseline_records(dm: AccidentDataModule, horizon: float, oracle_kw: dict) ->
             ClipScores(scores=track.scores, ttc_pred=track.frame_ttc, ttc_true=ttc_true, **common)
         )
         for name, oracle in oracles.items():
-            ttc = frame_ttc(oracle(arrays["locations"], arrays["dims"], clip.fps, **oracle_kw))
+            ttc = oracle(
+                arrays["locations"], arrays["dims"], clip.fps, headings=arrays["headings"], **oracle_kw
+            )
+            ttc = frame_ttc(ttc)
             scores = ttc_risk(np.nan_to_num(ttc, nan=np.inf), horizon)
             records[name].append(ClipScores(scores=scores, ttc_pred=ttc, ttc_true=ttc_true, **common))
     return records

@@ -71,16 +71,28 @@ def test_first_contact_matches_a_hand_solved_lead_braking():
     assert float(C.ego_gap(ego, beside, 0.8).min()) == pytest.approx(0.3)
 
 
+def test_stopping_behind_closes_exactly_the_asked_distance():
+    # Lead at rest 20 m ahead of an ego at 10 m/s that reacts at t = 1 s: it has 10 m of travel before
+    # braking, so to close 18 m it must stop within 8 m: v^2 / (2 d) = 8 -> d = 100 / 16 = 6.25 m/s^2.
+    lead = C.Profile(0.0)
+    ego = C._stopping_behind(10.0, lead, 1.0, 18.0, 10.0)
+    assert ego.phases[0][0] == 1.0 and ego.phases[0][1] == pytest.approx(-6.25, abs=0.02)
+    assert C._closing_max(ego, lead, 10.0) == pytest.approx(18.0, abs=0.05)
+    # 11 m would need 100 / 2 = 50 m/s^2 (over 9.5); 40 m cannot be closed braking at 2 m/s^2 or more (35 m)
+    assert C._stopping_behind(10.0, lead, 1.0, 11.0, 10.0) is None
+    assert C._stopping_behind(10.0, lead, 1.0, 40.0, 10.0) is None
+
+
 @pytest.mark.parametrize("scenario", C.SCENARIOS)
 @pytest.mark.parametrize(("n_frames", "size"), [(50, (320, 96)), (N_FRAMES, (160, 48))])
 def test_scenarios_crash_in_window_and_near_misses_never_touch(scenario, n_frames, size):
-    """Plans only (no rendering): crashes touch between 50 % and 90 % of the clip, positive gap before; near
-    misses keep a gap within NEAR_MISS_GAP over the whole clip."""
+    """Plans only (no rendering): crashes touch within CONTACT_WINDOW (60-90 % of the clip), positive gap
+    before; near misses keep a gap within NEAR_MISS_GAP over the whole clip."""
     dur, ts = n_frames / 10.0, np.arange(0.0, (n_frames - 1) / 10.0, 0.001)
     for index in range(3):
         crash = C.make_clip(0, index, "crash", scenario, size, n_frames, 10.0, 1.0)
         tc = crash.contact_time
-        assert 0.5 * dur <= tc <= 0.9 * dur
+        assert C.CONTACT_WINDOW[0] * dur <= tc <= C.CONTACT_WINDOW[1] * dur
         (main_actor,) = [a for a in crash.plan.actors if a.main]
         assert float(C.ego_gap(crash.plan.ego, main_actor, tc)) == pytest.approx(0.0, abs=1e-4)
         before = ts[ts < tc - 1e-4]

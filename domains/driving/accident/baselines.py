@@ -164,6 +164,18 @@ def _locations_and_dims(locations: Any, dims: Any, caller: str) -> tuple[np.ndar
     return loc, dims
 
 
+def _half_extents(dims: np.ndarray, headings: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(T, N) half extents along x and z of each object's footprint turned by its heading relative to the ego
+    (0: along z, as a car ahead; pi/2: across, as a crossing cyclist): the axis-aligned box around it. Without
+    headings the footprint lies along z."""
+    half_w, half_l = dims[:, 1] / 2.0, dims[:, 2] / 2.0
+    if headings is None:
+        return np.broadcast_to(half_w, shape), np.broadcast_to(half_l, shape)
+    h = np.nan_to_num(np.asarray(headings, dtype=np.float64).reshape(shape))
+    sin, cos = np.abs(np.sin(h)), np.abs(np.cos(h))
+    return half_w * cos + half_l * sin, half_w * sin + half_l * cos
+
+
 def constant_velocity_oracle(
     locations: Any,
     dims: Any,
@@ -171,6 +183,7 @@ def constant_velocity_oracle(
     ego_half_width: float = 0.9,
     ego_front: float = 0.0,
     ego_length: float = 4.5,
+    headings: Any = None,
 ) -> np.ndarray:
     """Per-frame per-object TTC (T, N) of the exact constant-velocity extrapolation of ground-truth positions.
 
@@ -184,13 +197,15 @@ def constant_velocity_oracle(
     ``ego_front - ego_length - l / 2 <= z_c <= ego_front + l / 2``: one interval of t per axis, solved in
     closed form; the TTC is the start of their intersection with t >= 0 (0 if overlapping now, inf if the
     intervals never meet). NaN at a frame where this or the previous position is unknown (frame 0 included).
+    ``headings`` (T, N), radians relative to the ego's (optional): w and l are then the half extents of the
+    footprint turned by it (:func:`_half_extents`), so a crossing cyclist reaches its length across the lane.
     """
     fps = _positive_fps(fps)
     loc, dims = _locations_and_dims(locations, dims, "constant_velocity_oracle")
     x, z = loc[..., 0], loc[..., 2]
     vx, vz = np.full_like(x, np.nan), np.full_like(z, np.nan)
     vx[1:], vz[1:] = (x[1:] - x[:-1]) * fps, (z[1:] - z[:-1]) * fps
-    half_w, half_l = dims[:, 1] / 2.0, dims[:, 2] / 2.0
+    half_w, half_l = _half_extents(dims, headings, x.shape)
     known = np.isfinite(x) & np.isfinite(z) & np.isfinite(vx) & np.isfinite(vz)
     x, z, vx, vz = (np.where(known, a, 0.0) for a in (x, z, vx, vz))
     x_hi = np.broadcast_to(ego_half_width + half_w, x.shape)
@@ -213,6 +228,7 @@ def constant_acceleration_oracle(
     ego_length: float = 4.5,
     max_time: float = 5.0,
     step: float = 0.01,
+    headings: Any = None,
 ) -> np.ndarray:
     """Per-frame per-object TTC (T, N) of the constant-acceleration extrapolation of ground-truth positions.
 
@@ -234,14 +250,19 @@ def constant_acceleration_oracle(
     a[2:] = (p[2:] - 2 * p[1:-1] + p[:-2]) * fps * fps
     v[2:] = (p[2:] - p[1:-1]) * fps + a[2:] / (2 * fps)
     known = np.isfinite(p).all(-1) & np.isfinite(v).all(-1) & np.isfinite(a).all(-1)
-    half_w, half_l = dims[:, 1] / 2.0, dims[:, 2] / 2.0
+    half_w, half_l = _half_extents(dims, headings, known.shape)
     ts = np.arange(0.0, max_time + step / 2, step)
     ttc = np.full(known.shape, np.inf)
     for n in range(len(dims)):  # (T, G) per object keeps the memory small
         x = p[:, n, 0, None] + v[:, n, 0, None] * ts + 0.5 * a[:, n, 0, None] * ts * ts
         z = p[:, n, 1, None] + v[:, n, 1, None] * ts + 0.5 * a[:, n, 1, None] * ts * ts
-        touch = (np.abs(x) <= ego_half_width + half_w[n]) & (z >= ego_front - ego_length - half_l[n])
-        touch &= z <= ego_front + half_l[n]
+        hw, hl = (
+            half_w[:, n, None],
+            half_l[:, n, None],
+        )  # the footprint as at frame k, kept while extrapolating
+        touch = (
+            (np.abs(x) <= ego_half_width + hw) & (z >= ego_front - ego_length - hl) & (z <= ego_front + hl)
+        )
         first = touch.argmax(axis=1)
         ttc[:, n] = np.where(touch.any(axis=1), ts[first], np.inf)
     return np.where(known, ttc, np.nan)
@@ -251,15 +272,20 @@ def tracks_to_arrays(
     tracks: Mapping[str, Mapping[str, Any]], n_frames: int, ids: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """The annotation JSON's ``tracks`` (spec section 1) as arrays for the baselines: ``ids`` (N,),
-    ``boxes`` (T, N, 4) px and ``box_valid`` (T, N), ``locations`` (T, N, 3) m (NaN where null), ``dims`` (N, 3)."""
+    ``boxes`` (T, N, 4) px and ``box_valid`` (T, N), ``locations`` (T, N, 3) m (NaN where null), ``dims`` (N, 3),
+    ``headings`` (T, N) rad from the optional ``world`` poses (NaN where absent: read as along the road)."""
     ids = list(tracks) if ids is None else [str(i) for i in ids]
     boxes = np.full((n_frames, len(ids), 4), np.nan)
     locations = np.full((n_frames, len(ids), 3), np.nan)
     dims = np.zeros((len(ids), 3))
+    world = np.full((n_frames, len(ids), 3), np.nan)
     for n, tid in enumerate(ids):
         track = tracks[tid]
         dims[n] = track["dims"]
-        for key, out, width in (("box", boxes, 4), ("location", locations, 3)):
+        fields = (("box", boxes, 4), ("location", locations, 3)) + (
+            (("world", world, 3),) if "world" in track else ()
+        )
+        for key, out, width in fields:
             values = track.get(key) or []
             if len(values) != n_frames:
                 raise ValueError(f"track {tid}: {key} has {len(values)} frames, expected {n_frames}")
@@ -274,4 +300,5 @@ def tracks_to_arrays(
         "box_valid": np.isfinite(boxes).all(axis=2),
         "locations": locations,
         "dims": dims,
+        "headings": world[..., 2],
     }

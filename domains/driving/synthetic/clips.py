@@ -29,12 +29,14 @@ low near-miss false-alarm rate. It follows pre-crash data rather than a last-sec
 starts braking ``ONSET_LEAD`` (2.6-3.4 s) before contact, both kinds following at the same headway, and a
 near miss's ego brakes after an attentive driver's reaction time (``REACTION``, 0.4-0.8 s) just hard enough
 to stop behind it, a crash's ego 1.4-2.2 s late and weakly or never; a
-near miss's cutter is barely slower than the ego (a crash's 3.5-6.5 m/s slower) and starts its 2.2-3 s lane
-change 1.7-2.5 s before the would-be contact; a pedestrian who stops does so 1.3-2.2 s before the ego
-arrives; an ego that brakes for a crossing actor starts ``EVASION_LEAD`` (1.8-2.8 s) ahead, never before a
-reaction time after the actor starts to move. (Version 1 of this generator parted them 0.3-1.6 s before
-contact: even the constant-acceleration oracle on ground-truth 3D could not warn earlier at 10 % false
-alarms; ``benchmarks/driving_accident.py`` prints that oracle beside the model.)
+cut-in's 2.2-3 s lane change starts 1.7-2.5 s before the would-be contact, both kinds at the same gap and
+speeds, and a near miss's ego brakes a reaction time after it starts while its cutter speeds up; a
+pedestrian who stops does so 1.3-2.2 s before the ego arrives; an ego that brakes for a crossing actor starts
+``EVASION_LEAD`` (1.8-2.8 s) ahead but never before a reaction time after the actor starts to move (for a
+pedestrian stepping out from the kerb, that rule usually decides), at 2-9 m/s^2 (else the variant is drawn
+again: a cyclist's near miss is then mostly one that passes ahead). (Version 1 of this generator parted them
+0.3-1.6 s before contact: even the constant-acceleration oracle on ground-truth 3D could not warn earlier at
+10 % false alarms; ``benchmarks/driving_accident.py`` prints that oracle beside the model.)
 
 On disk (CCD's layout, the data contract of the accident-anticipation task): ``videos/Crash-1500/<vid>/`` and
 ``videos/Normal/<vid>/`` (each a KITTI-layout training folder: ``image_2/*.jpg`` q95, ``label_2``,
@@ -315,7 +317,7 @@ def _lead_braking(rng, st: _Street, kind: str, tp: float, dur: float, k: float) 
     if kind != "crash":
         t_r = t_b + rng.uniform(*REACTION) * k
         ego, variant = (
-            _stopping_behind(v0, lead, t_r, gap0 - rng.uniform(0.5, 1.8), dur + 1),
+            _stopping_behind(v0, lead, t_r, gap0 - rng.uniform(0.5, 1.8), dur + 10),
             "ego_brakes_in_time",
         )
         if ego is None:
@@ -329,7 +331,8 @@ def _lead_braking(rng, st: _Street, kind: str, tp: float, dur: float, k: float) 
 
 
 def _cut_in(rng, st: _Street, kind: str, tp: float, dur: float, k: float) -> Plan | None:
-    """A slower car in the next lane changes into the ego lane; the gap closes (crash) or stays open."""
+    """A slower car in the next lane changes into the ego lane; the gap closes (crash) or stays open: the cutter
+    speeds up and the ego, after a reaction time from the start of the lane change, brakes just enough."""
     lanes = [lane for lane in (st.ego_lane - 1, st.ego_lane + 1) if 0 <= lane < st.n_right]
     if not lanes:
         return None
@@ -346,18 +349,20 @@ def _cut_in(rng, st: _Street, kind: str, tp: float, dur: float, k: float) -> Pla
     if t_s < 0.05:
         return None
     v0 = rng.uniform(11, 17)
-    # the outcome shows from the start: a crash's cutter is much slower than the ego, a near miss's barely
-    v_c = v0 - (rng.uniform(3.5, 6.5) if kind == "crash" else rng.uniform(0.5, 2.5))
-    if kind == "crash":
-        cutter = Profile(v_c, [(t_lat + rng.uniform(0, 0.3) * k, -rng.uniform(0, 3))])
-        ego = Profile(
-            v0, [(tp - rng.uniform(0.2, 0.5) * k, -rng.uniform(2, 4))] if rng.random() < 0.4 else []
-        )
-        gap0, variant = float(ego.states(tp)[0] - cutter.states(tp)[0]), "gap_closes"
-    else:
-        cutter = Profile(v_c, [(t_lat + rng.uniform(0, 0.3) * k, rng.uniform(0.5, 2.0))], v_max=v0 + 2)
-        ego = Profile(v0, [(t_s + rng.uniform(*REACTION) * k, -rng.uniform(3.5, 6))])
-        gap0, variant = _closing_max(ego, cutter, dur + 1) + rng.uniform(0.5, 1.8), "gap_stays_open"
+    v_c = v0 - rng.uniform(3, 6.5)
+    # both kinds start at the gap the crash closes by tp, at the same speeds: the first frames do not give the
+    # outcome away
+    t_c = t_lat + rng.uniform(0, 0.3) * k
+    cutter = Profile(v_c, [(t_c, -rng.uniform(0, 3))])
+    ego = Profile(v0, [(tp - rng.uniform(0.2, 0.5) * k, -rng.uniform(2, 4))] if rng.random() < 0.4 else [])
+    gap0, variant = float(ego.states(tp)[0] - cutter.states(tp)[0]), "gap_closes"
+    if kind != "crash":
+        cutter = Profile(v_c, [(t_c, rng.uniform(0.5, 2.0))], v_max=v0 + 2)
+        t_r = t_s + rng.uniform(*REACTION) * k
+        ego = _stopping_behind(v0, cutter, t_r, gap0 - rng.uniform(0.5, 1.8), dur + 10)
+        variant = "gap_stays_open"
+        if ego is None:
+            return None
     if not 2.0 * k <= gap0 <= 70.0:
         return None
     motion = Motion(x_from, EGO_FRONT + gap0 + dims[2] / 2, 0.0, cutter, (t_s, span, shift))
@@ -403,7 +408,7 @@ def _pedestrian(rng, st: _Street, kind: str, tp: float, dur: float, k: float) ->
     x_park = st.road_right - 1.15 if side > 0 else st.road_left + 1.15
     dims = _dims(rng, "Pedestrian")
     half_w, half_l = dims[1] / 2, dims[2] / 2  # walking across: length along x, width along z
-    x_start = x_park + side * rng.uniform(0.0, 0.4)
+    x_start = x_park + side * rng.uniform(0.8, 2.0)  # from the kerb, hidden behind the parked cars
     v0 = rng.uniform(7, 12)
     v_p, a_p = rng.uniform(1.2, 2.0), rng.uniform(1.5, 3)  # walking pace
     variant = "hit" if kind == "crash" else str(rng.choice(["stops_at_lane_edge", "ego_brakes_in_time"]))

@@ -128,6 +128,22 @@ def test_oracle_crossing_object_that_misses_and_one_that_hits():
     )  # in contact from t = 2.4 s (until the z-window ends at 2.96 s)
 
 
+def test_oracle_turns_the_footprint_by_the_heading():
+    # A cyclist (h, w, l) = (1.7, 0.6, 1.8) crossing at 2 m/s (the crossing() path). Riding across the lane
+    # (heading pi/2) its length lies along x: overlap needs |x| <= 0.9 + 0.9 -> t in [(6 - 1.8) / 2, (6 + 1.8) / 2]
+    # = [2.1, 3.9], and along z its half width 0.3: 10 - 5 t in [-4.8, 0.3] -> t in [1.94, 2.96]: contact at
+    # 2.1 s. Read along the road (no headings) the same object meets the ego only at 2.4 s (|x| <= 1.2).
+    dims = [[1.7, 0.6, 1.8]]
+    across = np.full((30, 1), np.pi / 2)
+    k = np.arange(1, 21)
+    turned = constant_velocity_oracle(crossing(2.0), dims, FPS, headings=across)[:, 0]
+    np.testing.assert_allclose(turned[1:21], 2.1 - 0.1 * k, atol=1e-9)
+    along = constant_velocity_oracle(crossing(2.0), dims, FPS)[:, 0]
+    np.testing.assert_allclose(along[1:21], 2.4 - 0.1 * k, atol=1e-9)
+    accel = constant_acceleration_oracle(crossing(2.0), dims, FPS, headings=across)[:, 0]
+    assert (np.abs(accel[2:21] - (2.1 - 0.1 * k[1:])) < 0.011).all()
+
+
 def test_oracle_unknown_positions_and_frame_minimum():
     # A missing position (None) at frame 5: NaN there and at frame 6 (no velocity); back to exact at 7.
     locs = crossing(2.0)
@@ -150,6 +166,9 @@ def test_tracks_to_arrays_reads_the_annotation_schema():
     }
     arrays = tracks_to_arrays(tracks, 2)
     assert arrays["ids"] == ["3"]
+    assert np.isnan(arrays["headings"]).all()  # no world poses: read as along the road
+    tracks["3"]["world"] = [[0.0, 12.0, 0.25], [0.0, 13.0, 0.5]]
+    np.testing.assert_array_equal(tracks_to_arrays(tracks, 2)["headings"], [[0.25], [0.5]])
     np.testing.assert_array_equal(arrays["box_valid"], [[True], [False]])
     assert np.isnan(arrays["locations"][1, 0]).all()
     with pytest.raises(ValueError, match="track 3: box has 2 frames, expected 3"):

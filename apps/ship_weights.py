@@ -360,7 +360,7 @@ def ship_checkpoint(
         "data": dm.data_description(key, data_hp),
         "seed": int(seed),
         "hyper_parameters": hparams,
-        "training": {k: hparams[k] for k in ("optimizer", "lr_scheduler") if k in hparams},
+        "training": _checkpoint_training(stored, hparams, command, spec.config),
         "data_hyper_parameters": json.loads(json.dumps(data_hp)),
         "settings": {},
         **evaluation,
@@ -479,6 +479,16 @@ def _training(record: dict) -> dict:
         model = (yaml.safe_load((ROOT / config).read_text()) or {}).get("model") or {}
         chosen.update({k: model[k] for k in ("optimizer", "lr_scheduler") if k in model})
     return chosen
+
+
+def _checkpoint_training(stored: dict, hparams: dict, command: str | None, config: str) -> dict:
+    """What trained a checkpoint: optimiser and schedule (the hyper-parameters if saved there, else the
+    configs of its command, else the task's own config) and how far it got (optimiser steps, epochs; left out
+    when 0: a checkpoint written by an evaluating trainer, as the benchmarks do, does not know them)."""
+    chosen = _training({"command": command or ""}) or _training({"command": f"-c {config}"})
+    chosen.update({k: hparams[k] for k in ("optimizer", "lr_scheduler") if k in hparams})
+    progress = {"global_step": stored.get("global_step"), "epoch": stored.get("epoch")}
+    return {**chosen, **{k: int(v) for k, v in progress.items() if v}}
 
 
 def _settings(key: str, record: dict) -> dict:

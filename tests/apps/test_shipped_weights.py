@@ -127,6 +127,9 @@ def test_an_accident_checkpoint_ships_and_loads_back(demo_env, tmp_path):
     assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert {"command", "data", "seed", "date", "test", "subset", "sha256", "operating_point"} <= set(card)
     assert card["date"] == "2026-01-02" and card["command"] == "python -m x fit" and card["seed"] == 0
+    # the command names no config: the optimiser comes from the task's own config, the steps from the checkpoint
+    assert card["training"]["optimizer"]["class_path"] == "torch.optim.AdamW"
+    assert card["training"].get("global_step", 0) == torch.load(ckpt, weights_only=True)["global_step"]
     assert card["operating_point"]["threshold"] == pytest.approx(ACCIDENT_ALARM, abs=1e-3)
     for name in ("test/video_ap", "test/frame_ap", "test/mtta", "test/tta_r80", "test/near_miss_false_alarms",
                  "test/ece"):  # fmt: skip

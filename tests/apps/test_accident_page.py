@@ -48,7 +48,7 @@ def test_fixture_clip_shows_the_curve_the_alarm_and_the_object(demo_env):
     assert labels[0].startswith("000001: crash") and "contact at 0.7 s" in labels[0]
     assert [lab.split(":")[1].split(",")[0].strip() for lab in labels[:3]] == ["crash", "near miss", "normal"]
     assert labels[3:] == [
-        "bundled example 000000: crash, lead braking, contact at 3.6 s",
+        "bundled example 000000: crash, lead braking, contact at 3.9 s",
         "bundled example 000003: near miss, pedestrian stepping out",
     ]
     assert "ground-truth tracks from its annotation (3 in the 19 object slots)" in _texts(at.caption)
@@ -84,7 +84,7 @@ def test_bundled_example_clip_runs(demo_env):
     at.selectbox(key="accident_clip").set_value(3).run()
     _ok(at)
     assert "50 frames at 10 fps, 320x96 pixels" in _texts(at.caption)
-    assert "contact at 3.6 s" in _texts(at.caption) and len(_charts(at)) == 1
+    assert "contact at 3.9 s" in _texts(at.caption) and len(_charts(at)) == 1
 
 
 def _upload(at: AppTest, name: str, data: bytes) -> AppTest:
@@ -201,7 +201,7 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
 
     task = dm.load_task("driving_accident", demo_env["checkpoints"] / "driving_accident.ckpt")
     clip = dm.load_accident_clip(dm.ACCIDENT_EXAMPLES, "000000")
-    assert clip["frames"].shape == (50, 96, 320, 3) and clip["toa"] == 36
+    assert clip["frames"].shape == (50, 96, 320, 3) and clip["toa"] == 39
     assert clip["classes"][int(clip["track_ids"][clip["involved"]][0])] == "Car"
     pred = dm.accident_predict(
         task,
@@ -221,3 +221,18 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
     assert len((tmp_path / "ex" / "risk.csv").read_text().splitlines()) == 51
     with pytest.raises(ValueError, match="fps must be a positive frame rate"):
         dm.accident_predict(task, clip["frames"], clip["boxes"], clip["box_valid"], clip["track_ids"], 0.0)
+
+
+@pytest.mark.slow
+def test_bundled_examples_are_what_the_generator_writes(tmp_path):
+    """apps.accident_examples rebuilds the two bundled clips: same annotations and CCD lines as shipped (the
+    videos are re-encoded, so only their presence is compared)."""
+    from apps.accident_examples import build
+
+    out = tmp_path / "accident"
+    described = build(out)
+    assert [line.split()[0] for line in described] == ["000000", "000003"]
+    for name in ("Crash-1500.txt", "annotations/000000.json", "annotations/000003.json"):
+        assert (out / name).read_text() == (dm.ACCIDENT_EXAMPLES / name).read_text(), name
+    assert (out / "videos/Crash-1500/000000.mp4").stat().st_size > 0
+    assert (out / "videos/Normal/000003.mp4").stat().st_size > 0

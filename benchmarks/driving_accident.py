@@ -7,7 +7,7 @@ baselines.
 Model and data settings come from the CLI config (``model:`` / ``data:``), so the benchmark measures what
 ``python -m domains.driving.accident fit -c <config>`` trains. Training runs for the budget
 (:class:`shared.budget.FitScheduleToBudget` fits the cosine schedule to it), validating each epoch and keeping
-the weights of the best validation video AP (as the CLI's checkpoint does); then one validation pass fits the
+the weights of the best validation frame AP (as the CLI's checkpoint does); then one validation pass fits the
 temperature and the alarm threshold (false alarms on negative validation clips within
 ``max_false_alarm``), and the test split (clips never seen in training, near misses included) is scored once.
 
@@ -40,6 +40,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from domains.driving.accident.__main__ import MONITOR as ACCIDENT_MONITOR
 from domains.driving.accident.baselines import (
     constant_acceleration_oracle,
     constant_velocity_oracle,
@@ -167,7 +168,7 @@ def run(args) -> dict:
     dm.setup("fit")
     task = instantiate_from_config(AccidentTask, model_kw)
     budget = FitScheduleToBudget(60 * args.budget_minutes, every=5, window=20)
-    best = KeepBest("val/video_ap")
+    best = KeepBest(ACCIDENT_MONITOR)  # the CLI checkpoint's metric (domains.driving.accident.__main__)
     trainer = quiet_trainer(
         accelerator="cpu",
         max_steps=10**6,

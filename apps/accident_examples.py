@@ -52,7 +52,7 @@ def _describe(meta: dict) -> str:
         return f"{meta['vid']}  {kind}, {scenario} (no contact), {meta['lighting']}, {meta['weather']}"
     track = str(meta["involved"][0])
     return (
-        f"{meta['vid']}  {kind}, {scenario} (contact at {meta['contact_time']:.1f} s, frame "
+        f"{meta['vid']}  {kind}, {scenario} (contact at {meta['contact_time']:.2f} s, frame "
         f"{meta['contact_frame']}; involved track {track}, a {meta['tracks'][track]['type'].lower()}), "
         f"{meta['lighting']}, {meta['weather']}"
     )
@@ -94,6 +94,11 @@ def build(out: Path) -> list[str]:
         ]
         (staged / "README.txt").write_text("\n".join(readme) + "\n")
         if out.exists():
+            strays = {p.name for p in out.iterdir()} - {p.name for p in staged.iterdir()}
+            if strays:  # never wipe a folder that is not an earlier set of examples
+                raise FileExistsError(
+                    f"{out} holds {sorted(strays)[:5]}: not an example set; give an empty --out"
+                )
             shutil.rmtree(out)
         shutil.copytree(staged, out)
     return described

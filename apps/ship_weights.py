@@ -476,7 +476,10 @@ def _training(record: dict) -> dict:
     """The optimiser and LR schedule the run's configs chose (the last config that sets one wins)."""
     chosen = {}
     for config in _configs(record):
-        model = (yaml.safe_load((ROOT / config).read_text()) or {}).get("model") or {}
+        try:
+            model = (yaml.safe_load((ROOT / config).read_text()) or {}).get("model") or {}
+        except OSError:  # a run's temporary config (e.g. /tmp/...) that is gone: nothing to read
+            continue
         chosen.update({k: model[k] for k in ("optimizer", "lr_scheduler") if k in model})
     return chosen
 

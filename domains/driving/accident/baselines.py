@@ -190,7 +190,7 @@ def constant_velocity_oracle(
     ``locations`` (T, N, 3): KITTI camera coordinates (x right, y down, z forward; the object's bottom centre)
     with None / NaN where unknown; ``dims`` (N, 3): (h, w, l). Camera coordinates already move with the ego,
     so at frame k the relative velocity is ``(p_k - p_{k-1}) * fps`` and the object is extrapolated as
-    ``p_k + v t``. Footprints, on the ground plane (x, z), axis-aligned (object length along z; no rotation):
+    ``p_k + v t``. Footprints, on the ground plane (x, z), axis-aligned (object length along z unless ``headings``):
     the ego occupies ``|x| <= ego_half_width``, ``ego_front - ego_length <= z <= ego_front`` (``ego_front``:
     camera to front bumper, m), the object ``|x - x_c| <= w / 2``, ``|z - z_c| <= l / 2``. They overlap iff the
     object centre is in the Minkowski sum ``|x_c| <= ego_half_width + w / 2`` and

@@ -145,3 +145,32 @@ def test_validation_without_negative_clips_keeps_the_threshold_and_says_so(tmp_p
         values = task._log_epoch_metrics("val")
     assert float(task.model.alarm_threshold) == pytest.approx(0.7)
     assert values["val/temperature"] != 1.0
+
+
+def test_validation_without_crashes_still_logs_the_checkpoint_monitor():
+    """Validation clips without a crash (frame AP and video AP undefined): both are logged as 0, so the CLI's
+    checkpoint on val/frame_ap (domains.driving.accident.__main__.MONITOR) never finds its key missing."""
+    import numpy as np
+
+    from domains.driving.accident.__main__ import MONITOR
+
+    task = AccidentTask(network=AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8))
+    task._records["val"] = [
+        {
+            "clip_id": f"n{i}", "kind": "normal", "toa": -1, "fps": 10.0,
+            "logits": np.full((10, 4), -2.0, np.float32),
+            "object_logits": np.zeros((10, 1), np.float32), "box_valid": np.ones((10, 1), bool),
+            "involved": np.zeros(1, bool), "ttc": np.full(10, np.nan, np.float32),
+        }
+        for i in range(3)
+    ]  # fmt: skip
+
+    class _Trainer:
+        sanity_checking = False
+
+    task._trainer = _Trainer()
+    logged = {}
+    task.log = lambda name, value, **k: logged.update({name: value})
+    task.log_dict = lambda values, **k: logged.update(values)
+    task._log_epoch_metrics("val")
+    assert MONITOR == "val/frame_ap" and logged[MONITOR] == 0.0 and logged["val/video_ap"] == 0.0

@@ -17,7 +17,8 @@ measured here on the CPU on the checkpoint's own data module's test split, once 
 (``test``: the whole split) and once with the fp16 file (``subset``: the accident model's whole split, the
 instance model's first ``SUBSET`` images, which the reproduction test runs again in seconds). Operating points:
 the alarm threshold the accident model fitted on validation clips; the instance model's best-F1 score threshold
-on the validation split (the detector's rule, boxes matched at IoU 0.5).
+on the validation split (the detector's rule, boxes matched at IoU 0.5). The instance model's best and worst
+test frames (copied to ``apps/examples/instances_*``, as the detector's) rank by per-image box F1 there.
 
     python -m apps.ship_weights --checkpoint driving_instances=inst.ckpt \
         --command "python benchmarks/driving_instances.py --config ... --save-checkpoint inst.ckpt" --device "..."
@@ -173,25 +174,38 @@ def evaluate_detection(task, data_hp: dict, examples_dir: Path) -> dict:
             if b >= batches:
                 break
             for img, pred, t in zip(images, task.predict_original(images, batch_targets), batch_targets):
-                if len(t["boxes"]) >= 3:
-                    scored.append(
-                        (per_image_f1(pred, _original_targets(img, t), point["threshold"]), t["image_id"])
-                    )
-    by_id = {a.image_id: a for a in data.splits["test"]}
+                f1 = per_image_f1(pred, _original_targets(img, t), point["threshold"])
+                scored.append((f1, t["image_id"], len(t["boxes"])))
+    return {
+        "subset": {"split": "test", "images": batches * data.batch_size, "seed": 0, "metrics": figures},
+        "operating_point": {"split": "val", "rule": "best pooled F1, IoU 0.5", **_rounded(point)},
+        "examples": copy_examples(scored, data.splits["test"], examples_dir, "detection"),
+    }
+
+
+#: frames with fewer ground-truth objects are not offered as examples (a one-car frame shows little)
+EXAMPLE_MIN_OBJECTS = 3
+
+
+def copy_examples(scored: list[tuple[float, str, int]], annotations, examples_dir: Path, name: str) -> dict:
+    """The best and worst of ``scored`` (per-image F1, image id, ground-truth objects) among frames with at
+    least ``EXAMPLE_MIN_OBJECTS`` objects (all frames when none has), copied to ``<name>_best.png`` /
+    ``<name>_worst.png`` in ``examples_dir`` with their KITTI label files; their card record (the file
+    relative to the repository when it lies inside it, as the pages read it)."""
+    crowded = [s[:2] for s in scored if s[2] >= EXAMPLE_MIN_OBJECTS] or [s[:2] for s in scored]
+    by_id = {a.image_id: a for a in annotations}
     examples = {}
-    for which, (f1, image_id) in (("best", max(scored)), ("worst", min(scored))):
+    for which, (f1, image_id) in (("best", max(crowded)), ("worst", min(crowded))):
         source = Path(by_id[image_id].image_path)
-        target = examples_dir / f"detection_{which}{source.suffix}"
+        target = examples_dir / f"{name}_{which}{source.suffix}"
         shutil.copyfile(source, target)
         label = source.parent.parent / "label_2" / f"{image_id}.txt"
         if label.is_file():
             shutil.copyfile(label, target.with_suffix(".txt"))
-        examples[which] = {"id": image_id, "f1": round(f1, 4), "file": target.relative_to(ROOT).as_posix()}
-    return {
-        "subset": {"split": "test", "images": batches * data.batch_size, "seed": 0, "metrics": figures},
-        "operating_point": {"split": "val", "rule": "best pooled F1, IoU 0.5", **_rounded(point)},
-        "examples": examples,
-    }
+        file = target.resolve()
+        file = file.relative_to(ROOT) if file.is_relative_to(ROOT) else file
+        examples[which] = {"id": image_id, "f1": round(f1, 4), "file": file.as_posix()}
+    return examples
 
 
 def _original_targets(image: torch.Tensor, target: dict) -> dict:
@@ -279,17 +293,9 @@ def instance_operating_point(task, data_hp: dict, data=None) -> dict:
     class), on the instance model's boxes, after the evaluation's own DontCare filter. IoU does not change when
     both axes are scaled, so the boxes stay in the tensors' pixels."""
     from domains.driving.detection.operating_point import best_f1_threshold
-    from domains.driving.instances.metrics import masks_in_ignore_fraction
 
     data = data or instance_datamodule(data_hp)
-    model = task.model.eval()
-    preds, targets = [], []
-    for images, batch_targets in data.val_dataloader():
-        for pred, target in zip(model(images), batch_targets):
-            masks = pred["masks"] >= task.mask_thresh
-            keep = masks_in_ignore_fraction(masks, target["ignore_mask"]) <= task.ignore_overlap
-            preds.append({k: pred[k][keep] for k in ("boxes", "scores", "labels")})
-            targets.append({"boxes": target["boxes"], "labels": target["labels"]})
+    preds, targets = _instance_boxes(task, data.val_dataloader())
     point = best_f1_threshold(preds, targets)
     return {
         "split": "val",
@@ -297,6 +303,38 @@ def instance_operating_point(task, data_hp: dict, data=None) -> dict:
         "images": len(preds),
         **_rounded(point),
     }
+
+
+def _instance_boxes(task, loader) -> tuple[list[dict], list[dict]]:
+    """Per image of ``loader``: the instance model's boxes after the evaluation's DontCare filter (detections
+    mostly inside ignore regions dropped, as the task's test step does), and the ground truth's boxes."""
+    from domains.driving.instances.metrics import masks_in_ignore_fraction
+
+    model = task.model.eval()
+    preds, targets = [], []
+    for images, batch_targets in loader:
+        for pred, target in zip(model(images), batch_targets):
+            masks = pred["masks"] >= task.mask_thresh
+            keep = masks_in_ignore_fraction(masks, target["ignore_mask"]) <= task.ignore_overlap
+            preds.append({k: pred[k][keep] for k in ("boxes", "scores", "labels")})
+            targets.append({k: target[k] for k in ("boxes", "labels", "image_id")})
+    return preds, targets
+
+
+@torch.no_grad()
+def instance_examples(task, data, threshold: float, examples_dir: Path) -> dict:
+    """The best and worst test frame of the instance model, copied to ``instances_best`` / ``_worst``: ranked
+    by per-image box F1 at the card's operating point (``threshold``; boxes matched at IoU 0.5 within a class,
+    the rule that chose the threshold), over the whole test split. Box F1 rather than mask AP50: it is what a
+    viewer sees at the page's starting slider (kept or missed objects), and a frame's AP over a handful of
+    objects jumps with one score swap."""
+    from domains.driving.detection.operating_point import per_image_f1
+
+    preds, targets = _instance_boxes(task, data.test_dataloader())
+    scored = [(per_image_f1(p, t, threshold), t["image_id"], len(t["boxes"])) for p, t in zip(preds, targets)]
+    examples_dir.mkdir(parents=True, exist_ok=True)
+    examples = copy_examples(scored, data.splits["test"], examples_dir, "instances")
+    return {**examples, "rule": f"per-image box F1 at score >= {threshold:g}, IoU 0.5, whole test split"}
 
 
 def _plain_fp16(task) -> dict[str, torch.Tensor]:
@@ -340,7 +378,7 @@ def ship_checkpoint(
     evaluation = (
         _accident_evaluation(task, shipped, hparams, data_hp)
         if key == "driving_accident"
-        else _instance_evaluation(task, shipped, data_hp)
+        else _instance_evaluation(task, shipped, data_hp, out.parent / "examples")
     )
     card = {
         "key": key,
@@ -389,10 +427,10 @@ def _accident_evaluation(task, shipped, hparams: dict, data_hp: dict) -> dict:
     }
 
 
-def _instance_evaluation(task, shipped, data_hp: dict) -> dict:
+def _instance_evaluation(task, shipped, data_hp: dict, examples_dir: Path) -> dict:
     n = SUBSET["driving_instances"]
-    data = instance_datamodule(data_hp)  # read once for the three evaluations
-    return {
+    data = instance_datamodule(data_hp)  # read once for the four evaluations
+    evaluation = {
         "test": instance_figures(task, data_hp, data=data),
         "test_note": _TEST_NOTE,
         "subset": {
@@ -403,6 +441,8 @@ def _instance_evaluation(task, shipped, data_hp: dict) -> dict:
         },
         "operating_point": instance_operating_point(shipped, data_hp, data=data),
     }
+    threshold = evaluation["operating_point"]["threshold"]
+    return {**evaluation, "examples": instance_examples(shipped, data, threshold, examples_dir)}
 
 
 def _rounded(values: dict) -> dict:

@@ -18,6 +18,8 @@ from apps import uploads as up
 SYNTHETIC, UPLOAD = "Synthetic scene", "Upload a photo"
 DETECTION, ANOMALY = "driving_detection", "driving_anomaly"
 INSTANCES = "driving_instances"
+#: models whose best / worst test frames (shipped in apps/examples) the scene list offers, and their names
+FRAME_EXAMPLES = {DETECTION: "detector", INSTANCES: "instance segmenter"}
 DISPLAY_WIDTH = 1280  # overlays are drawn at most this wide (downloads use the full size)
 
 
@@ -160,11 +162,35 @@ def _example_scenes(scenes: list[tuple[str, str, str | None]]) -> list[tuple[str
         if example and example["id"] in by_name:
             label = f"{example['id']}: where the anomaly model is most {what} (its {which} test scene)"
             out.append((label, example["id"], *by_name[example["id"]]))
-        example = dm.examples(DETECTION).get(which) if not _own(DETECTION) else None
-        if example and (dm.ROOT / example.get("file", "")).is_file():
-            label = f"{example['id']}: where the detector is most {what} (its {which} test frame, F1 {example['f1']:.2f})"
-            out.append((label, example["id"], str(dm.ROOT / example["file"]), None))
+        for key, model in FRAME_EXAMPLES.items():
+            example = dm.examples(key).get(which) if not _own(key) else None
+            if example and (dm.ROOT / example.get("file", "")).is_file():
+                label = f"{example['id']}: where the {model} is most {what} (its {which} test frame, F1 {example['f1']:.2f})"
+                out.append((label, example["id"], str(dm.ROOT / example["file"]), None))
     return out
+
+
+def _example_truth(key: str, path: str | None) -> str | None:
+    """When ``path`` is one of ``key``'s recorded test frames: which one, its F1 at the card's operating point
+    and what its KITTI labels hold, to hold against what the tab finds (None otherwise)."""
+    from collections import Counter
+
+    from domains.driving.formats import read_kitti_label
+
+    if path is None or _own(key):
+        return None
+    for which, example in dm.examples(key).items():
+        if isinstance(example, dict) and Path(path) == dm.ROOT / example.get("file", "?"):
+            label = Path(path).with_suffix(".txt")
+            objects = Counter(
+                o.type for o in (read_kitti_label(label, known_types=None) if label.is_file() else [])
+            )
+            listed = ", ".join(f"{n} {t}" for t, n in sorted(objects.items())) or "no label file shipped"
+            return (
+                f"The {FRAME_EXAMPLES[key]}'s {which} test frame: F1 {example['f1']:.2f} at the slider's "
+                f"starting threshold (boxes matched at IoU 0.5). Its ground-truth labels: {listed}."
+            )
+    return None
 
 
 def _own(key: str) -> bool:
@@ -207,7 +233,7 @@ if not (have_det or have_inst or have_ano):
     st.stop()
 
 source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="driving_source")
-truth = None
+truth = image_path = None
 if source == SYNTHETIC:
     root = dm.anomaly_data_root()
     if not root.is_dir() and root == dm.DEFAULT_ANOMALY_DATA:
@@ -330,6 +356,8 @@ def _objects() -> None:
     pred = _result_or_error(lambda: _detect(pc.model_token(DETECTION), digest, image), "detector")
     if pred is None:
         return
+    if note := _example_truth(DETECTION, image_path):
+        st.caption(note)
     c1, c2 = st.columns([1, 2])
     threshold = _score_slider(c1, DETECTION, detector, "driving_det_threshold", "detector", "detections")
     chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_det_classes")
@@ -386,6 +414,8 @@ def _instances() -> None:
         f"Mask R-CNN scales every photo into its {in_w}x{in_h} input (aspect ratio kept); its masks are kept at "
         f"{mask_w}x{mask_h} and upscaled for the view and the downloads, boxes in the photo's pixels."
     )
+    if note := _example_truth(INSTANCES, image_path):
+        st.caption(note)
     c1, c2, c3 = st.columns([1, 2, 1])
     threshold = _score_slider(c1, INSTANCES, segmenter, "driving_inst_threshold", "model", "instances")
     chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_inst_classes")

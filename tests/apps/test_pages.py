@@ -452,6 +452,7 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
     pointed at the tiny test sets (the real ones name images of the full synthetic sets)."""
     import json
     import shutil
+    from collections import Counter
 
     from apps import demo_models as dm
     from domains.medical.data import LIDCPngDataset
@@ -482,6 +483,29 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
     point = dm.operating_point("driving_instances")["threshold"]
     assert at.slider(key="driving_inst_threshold").value == pytest.approx(point) != 0.5
     assert "instances shown" in _image_captions(at)[1]
+    # the instance segmenter's best and worst test frames are offered beside the detector's; chosen, its tab
+    # names the frame, its F1 at the slider's start and its ground truth, beside what the model finds
+    scene = at.selectbox(key="driving_scene")
+    labels = [scene.format_func(i) for i in range(len(scene.options))]
+    for which, what in (("best", "right"), ("worst", "wrong")):
+        example = dm.examples("driving_instances")[which]
+        index = labels.index(
+            f"{example['id']}: where the instance segmenter is most {what} "
+            f"(its {which} test frame, F1 {example['f1']:.2f})"
+        )
+        # the best ones first: the anomaly model's, the detector's, this
+        assert which == "worst" or index == 2
+        at.selectbox(key="driving_scene").set_value(index).run()
+        _ok(at)
+        label = (dm.ROOT / example["file"]).with_suffix(".txt").read_text().splitlines()
+        types = Counter(line.split()[0] for line in label if line.strip())
+        truth = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
+        note = next(c.value for c in at.caption if "instance segmenter's" in c.value)
+        assert note.startswith(f"The instance segmenter's {which} test frame: F1 {example['f1']:.2f} ")
+        assert note.endswith(f"Its ground-truth labels: {truth}.") and truth
+        assert f"instances_{which}.png: " in _texts(at.caption)
+        assert "instances shown" in _image_captions(at)[1]
+    assert dm.examples("driving_instances")["best"]["f1"] > dm.examples("driving_instances")["worst"]["f1"]
     anomaly = dm.operating_point("driving_anomaly")
     assert at.slider(key=f"driving_ano_threshold_{anomaly['score']}").value == pytest.approx(
         anomaly["threshold"]

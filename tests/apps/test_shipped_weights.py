@@ -160,9 +160,9 @@ def test_an_accident_checkpoint_ships_and_loads_back(demo_env, tmp_path):
 
 def test_an_instance_checkpoint_ships_with_subset_figures_and_an_operating_point(demo_env, tmp_path):
     """ship_weights' checkpoint route on the tiny Mask R-CNN: fp16 safetensors + card (whole-split fp32 figures,
-    the fp16 subset figures that subset_figures reproduces, the best-F1 threshold on validation), loaded back
-    into the same network."""
-    from apps.ship_weights import main, subset_figures
+    the fp16 subset figures that subset_figures reproduces, the best-F1 threshold on validation, the best and
+    worst test frames), loaded back into the same network."""
+    from apps.ship_weights import instance_datamodule, main, subset_figures
 
     ckpt = demo_env["checkpoints"] / "driving_instances.ckpt"
     out = tmp_path / "weights"
@@ -194,6 +194,63 @@ def test_an_instance_checkpoint_ships_with_subset_figures_and_an_operating_point
     assert {k: figures[k] for k in HEADLINE["driving_instances"]} == {
         k: card["subset"]["metrics"][k] for k in HEADLINE["driving_instances"]
     }
+    # the best and worst test frame, copied beside the weights' folder with their KITTI labels (as the
+    # detector's); recorded as absolute paths here, the folder lying outside the repository
+    examples = card["examples"]
+    assert examples["rule"].startswith(f"per-image box F1 at score >= {point['threshold']:g}")
+    test_ids = {a.image_id for a in instance_datamodule(card["data_hyper_parameters"]).splits["test"]}
+    for which in ("best", "worst"):
+        example = examples[which]
+        copied = dm.ROOT / example["file"]
+        assert copied == (tmp_path / "examples" / f"instances_{which}.png").resolve(), example
+        assert example["id"] in test_ids and 0 <= example["f1"] <= 1
+        source = demo_env["instances"] / "training"
+        assert copied.read_bytes() == (source / "image_2" / f"{example['id']}.png").read_bytes()
+        label = (source / "label_2" / f"{example['id']}.txt").read_text()
+        assert copied.with_suffix(".txt").read_text() == label
+    best, worst = examples["best"], examples["worst"]
+    assert best["f1"] >= worst["f1"] and best["id"] != worst["id"]
+
+
+def test_examples_are_the_best_and_worst_crowded_frames_copied_with_their_labels(tmp_path, monkeypatch):
+    """copy_examples on hand-made scores: frames with fewer than EXAMPLE_MIN_OBJECTS objects are passed over
+    (unless no frame has that many), the image and its KITTI label are copied, the path is kept relative to
+    the repository when the folder lies in it."""
+    from apps import ship_weights
+    from apps.ship_weights import EXAMPLE_MIN_OBJECTS, copy_examples
+    from domains.driving.instances.data import InstanceAnnotation
+
+    tmp_path = tmp_path.resolve()  # the recorded paths are resolved ones
+    images, labels = tmp_path / "training" / "image_2", tmp_path / "training" / "label_2"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    annotations = []
+    for image_id in ("a", "b", "c", "d"):
+        (images / f"{image_id}.png").write_bytes(image_id.encode())
+        (labels / f"{image_id}.txt").write_text(f"label of {image_id}\n")
+        annotations.append(InstanceAnnotation(str(images / f"{image_id}.png"), 4, 2))
+    crowd = EXAMPLE_MIN_OBJECTS
+    # "a" scores best and "d" worst, but each has too few objects: "b" (0.8) and "c" (0.3) are the examples
+    scored = [(1.0, "a", crowd - 1), (0.8, "b", crowd), (0.3, "c", crowd + 2), (0.0, "d", 1)]
+    out = tmp_path / "examples"
+    out.mkdir()
+    examples = copy_examples(scored, annotations, out, "instances")
+    assert examples == {
+        "best": {"id": "b", "f1": 0.8, "file": (out / "instances_best.png").as_posix()},
+        "worst": {"id": "c", "f1": 0.3, "file": (out / "instances_worst.png").as_posix()},
+    }
+    assert (out / "instances_best.png").read_bytes() == b"b"
+    assert (out / "instances_worst.txt").read_text() == "label of c\n"
+    # no crowded frame: every frame counts
+    sparse = [(1.0, "a", 1), (0.0, "d", 1)]
+    assert {w: e["id"] for w, e in copy_examples(sparse, annotations, out, "x").items()} == {
+        "best": "a",
+        "worst": "d",
+    }
+    # a folder inside the repository: the path relative to it, as the shipped cards record it
+    monkeypatch.setattr(ship_weights, "ROOT", tmp_path)
+    inside = copy_examples(scored, annotations, out, "instances")
+    assert inside["best"]["file"] == "examples/instances_best.png"
 
 
 @pytest.mark.slow

@@ -219,20 +219,20 @@ def constant_velocity_oracle(
     return np.where(known, ttc, np.nan)
 
 
+def _footprint(
+    ego_half_width: float = 0.9, ego_front: float = 0.0, ego_length: float = 4.5, headings: Any = None
+) -> tuple[float, float, float, Any]:
+    """The ego footprint and object headings of :func:`constant_velocity_oracle`, with its defaults."""
+    return ego_half_width, ego_front, ego_length, headings
+
+
 def constant_acceleration_oracle(
-    locations: Any,
-    dims: Any,
-    fps: float,
-    ego_half_width: float = 0.9,
-    ego_front: float = 0.0,
-    ego_length: float = 4.5,
-    max_time: float = 5.0,
-    step: float = 0.01,
-    headings: Any = None,
+    locations: Any, dims: Any, fps: float, max_time: float = 5.0, step: float = 0.01, **footprint: Any
 ) -> np.ndarray:
     """Per-frame per-object TTC (T, N) of the constant-acceleration extrapolation of ground-truth positions.
 
-    As :func:`constant_velocity_oracle` (same coordinates and footprints), but the relative motion is
+    As :func:`constant_velocity_oracle` (same coordinates, footprints and ``footprint`` keywords:
+    ``ego_half_width``, ``ego_front``, ``ego_length``, ``headings``), but the relative motion is
     extrapolated as ``p_k + v_k t + a_k t^2 / 2`` with ``a_k = (p_k - 2 p_{k-1} + p_{k-2}) fps^2`` and
     ``v_k = (p_k - p_{k-1}) fps + a_k / (2 fps)``: both exact while the acceleration is constant. The overlap
     is a quadratic in t on each axis, so the first contact is searched on a ``step`` grid up to ``max_time``
@@ -241,6 +241,7 @@ def constant_acceleration_oracle(
     halts it errs early, as a cautious driver would.
     """
     fps = _positive_fps(fps)
+    ego_half_width, ego_front, ego_length, headings = _footprint(**footprint)
     if not (max_time > 0 and 0 < step <= max_time):
         raise ValueError(f"constant_acceleration_oracle: need 0 < step <= max_time, got {step}, {max_time}")
     loc, dims = _locations_and_dims(locations, dims, "constant_acceleration_oracle")
@@ -256,10 +257,8 @@ def constant_acceleration_oracle(
     for n in range(len(dims)):  # (T, G) per object keeps the memory small
         x = p[:, n, 0, None] + v[:, n, 0, None] * ts + 0.5 * a[:, n, 0, None] * ts * ts
         z = p[:, n, 1, None] + v[:, n, 1, None] * ts + 0.5 * a[:, n, 1, None] * ts * ts
-        hw, hl = (
-            half_w[:, n, None],
-            half_l[:, n, None],
-        )  # the footprint as at frame k, kept while extrapolating
+        # the footprint as at frame k, kept while extrapolating
+        hw, hl = half_w[:, n, None], half_l[:, n, None]
         touch = (
             (np.abs(x) <= ego_half_width + hw) & (z >= ego_front - ego_length - hl) & (z <= ego_front + hl)
         )

@@ -118,6 +118,20 @@ def test_frozen_backbone_gets_no_gradient():
     assert torch.is_tensor(task.model.temperature)
 
 
+def _val_records(kind: str, toa: int, logits) -> list[dict]:
+    """Four validation clips of one kind as the task gathers them (10 frames, one object slot)."""
+    import numpy as np
+
+    return [
+        {
+            "clip_id": f"c{i}", "kind": kind, "toa": toa, "fps": 10.0, "logits": logits[i],
+            "object_logits": np.zeros((10, 1), np.float32), "box_valid": np.ones((10, 1), bool),
+            "involved": np.full(1, toa >= 0), "ttc": np.full(10, np.nan, np.float32),
+        }
+        for i in range(len(logits))
+    ]  # fmt: skip
+
+
 def test_validation_without_negative_clips_keeps_the_threshold_and_says_so(tmp_path):
     """DoTA-like validation (accidents only): the temperature is fitted, the alarm threshold is kept, a warning
     names the kinds."""
@@ -126,15 +140,8 @@ def test_validation_without_negative_clips_keeps_the_threshold_and_says_so(tmp_p
     task = AccidentTask(network=AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8))
     task.model.alarm_threshold.fill_(0.7)
     rng = np.random.default_rng(0)
-    task._records["val"] = [
-        {
-            "clip_id": f"c{i}", "kind": "crash", "toa": 6, "fps": 10.0,
-            "logits": np.sort(rng.normal(size=(10, 4)), axis=1).astype(np.float32),
-            "object_logits": np.zeros((10, 1), np.float32), "box_valid": np.ones((10, 1), bool),
-            "involved": np.ones(1, bool), "ttc": np.full(10, np.nan, np.float32),
-        }
-        for i in range(4)
-    ]  # fmt: skip
+    logits = [np.sort(rng.normal(size=(10, 4)), axis=1).astype(np.float32) for _ in range(4)]
+    task._records["val"] = _val_records("crash", 6, logits)
 
     class _Trainer:
         sanity_checking = False
@@ -155,15 +162,7 @@ def test_validation_without_crashes_still_logs_the_checkpoint_monitor():
     from domains.driving.accident.__main__ import MONITOR
 
     task = AccidentTask(network=AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8))
-    task._records["val"] = [
-        {
-            "clip_id": f"n{i}", "kind": "normal", "toa": -1, "fps": 10.0,
-            "logits": np.full((10, 4), -2.0, np.float32),
-            "object_logits": np.zeros((10, 1), np.float32), "box_valid": np.ones((10, 1), bool),
-            "involved": np.zeros(1, bool), "ttc": np.full(10, np.nan, np.float32),
-        }
-        for i in range(3)
-    ]  # fmt: skip
+    task._records["val"] = _val_records("normal", -1, [np.full((10, 4), -2.0, np.float32)] * 3)
 
     class _Trainer:
         sanity_checking = False

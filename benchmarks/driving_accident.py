@@ -100,6 +100,14 @@ def read_config(path: str) -> tuple[dict, dict]:
     return dict(config.get("model") or {}), dict(config.get("data") or {})
 
 
+def read_settings(args) -> tuple[dict, dict]:
+    """The config's model and data settings, with ``--synthetic`` merged into the generator's."""
+    model_kw, data_kw = read_config(args.config)
+    if args.synthetic:
+        data_kw["synthetic"] = {**(data_kw.get("synthetic") or {}), **json.loads(args.synthetic)}
+    return model_kw, data_kw
+
+
 def baseline_records(dm: AccidentDataModule, horizon: float, oracle_kw: dict) -> dict[str, list[ClipScores]]:
     """Per test clip the track-TTC baseline's and the two oracles' frame scores, from the clip's annotation
     JSON (ground-truth tracks and 3D positions)."""
@@ -152,9 +160,7 @@ def streaming_ms(task: AccidentTask, dm: AccidentDataModule, frames: int = 50) -
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    model_kw, data_kw = read_config(args.config)
-    if args.synthetic:
-        data_kw["synthetic"] = {**(data_kw.get("synthetic") or {}), **json.loads(args.synthetic)}
+    model_kw, data_kw = read_settings(args)
     network = model_kw.setdefault("network", {})
     network.setdefault("init_args", {})["input_size"] = list(data_kw.get("image_size") or (96, 320))
     if args.pretrained_backbone:
@@ -303,9 +309,7 @@ def markdown(result: dict, args) -> str:
 def baselines_markdown(args) -> str:
     """The physics baselines on every clip of the set (all splits: nothing is trained), overall and per
     scenario (that scenario's crashes and near misses with all ordinary clips), at the same false-alarm rate."""
-    _, data_kw = read_config(args.config)
-    if args.synthetic:
-        data_kw["synthetic"] = {**(data_kw.get("synthetic") or {}), **json.loads(args.synthetic)}
+    _, data_kw = read_settings(args)
     dm = AccidentDataModule(**data_kw)
     dm.prepare_data()
     dm.setup("fit")

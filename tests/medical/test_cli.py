@@ -195,3 +195,59 @@ def test_validation_logs_kl_per_scale_and_warns_once_when_a_scale_collapses(lidc
     metrics = cli.trainer.callback_metrics
     assert float(metrics["val/kl_scale1_nats"]) == 0.0 and float(metrics["val/kl_scale0_nats"]) > 0.01
     assert "val/diversity" in metrics
+
+
+def test_compile_loss_compiles_the_training_loss_once_and_stays_out_of_checkpoints(lidc, tmp_path, monkeypatch):
+    """``--model.compile_loss true`` trains through ``torch.compile(network.loss)``, built once; validation runs
+    the eager loss, and the checkpoint does not carry the switch (a resumed or tested model decides anew).
+    ``torch.compile`` is replaced by a recorder: a real compilation takes minutes (slow test below)."""
+    monkeypatch.chdir(tmp_path)
+    compiled, calls = [], []
+
+    def fake_compile(fn):
+        compiled.append(fn)
+
+        def run(*args, **kwargs):
+            calls.append(args[0].shape)
+            return fn(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    ckpt = tmp_path / "ckpt"
+    args = [*tiny_args(lidc, "prob_unet"), "--model.compile_loss", "true", "--checkpoint.dirpath", str(ckpt)]
+    cli = main(["fit", *args, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1"])
+    task = cli.model
+    assert len(compiled) == 1 and compiled[0].__self__ is task.model and compiled[0].__name__ == "loss"
+    assert len(calls) == 3  # the three training steps, not the validation batch
+    saved = torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert "compile_loss" not in saved
+
+
+@pytest.mark.slow
+def test_compiled_loss_matches_the_eager_loss(monkeypatch):
+    """A real inductor compilation of the tiny Prob. U-Net's loss: same value and gradients as eager (with
+    eager's random numbers: inductor draws the posterior sample from its own generator otherwise)."""
+    import torch._inductor.config as inductor_config
+
+    from domains.medical.models import ProbabilisticUNet
+    from tests.medical.test_models import TINY
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+
+    images = torch.randn(2, 1, 16, 16)
+    masks = (torch.rand(2, 1, 16, 16) < 0.3).float()
+    tasks = {}
+    for compile_loss in (False, True):
+        torch.manual_seed(0)
+        tasks[compile_loss] = MedicalSegmentationTask(
+            network=ProbabilisticUNet(**TINY["prob_unet"]), compile_loss=compile_loss, predict_dir=None
+        )
+    losses = {}
+    for compile_loss, task in tasks.items():
+        torch.manual_seed(1)  # the same posterior sample
+        losses[compile_loss], _ = task.training_loss()(images, masks)
+        losses[compile_loss].backward()
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-4, atol=1e-4)
+    for a, b in zip(tasks[False].parameters(), tasks[True].parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-4)

@@ -208,3 +208,24 @@ def test_metric_class_validation():
         metric.update(samples, prob * 3, readers)
     with pytest.raises(ValueError, match="binary"):
         metric.update(samples * 2, prob, readers)
+
+
+def test_benchmark_majority_reference_by_hand():
+    """benchmarks/medical.py's no-model row: three readers mark A, one marks nothing, so the majority is A.
+
+    GED = 2 E d(S,Y) - E d(S,S') - E d(Y,Y') = 2 * 1/4 - 0 - 6/16 = 0.125 (A vs the empty reader: d = 1,
+    6 of the 16 reader pairs); reader diversity 6/16; Dice of A vs the readers (1 + 1 + 1 + 0) / 4.
+    """
+    from benchmarks.medical import majority_reference
+
+    readers = torch.from_numpy(stack(A, A, A, EMPTY)).float()[None]  # (1, 4, 2, 2)
+
+    class OneBatch:
+        def test_dataloader(self):
+            return [{"masks": readers}]
+
+    ref = majority_reference(OneBatch(), num_samples=5)
+    assert ref["ged"] == pytest.approx(0.125)
+    assert ref["reader_diversity"] == pytest.approx(0.375)
+    assert ref["dice_readers"] == pytest.approx(0.75)
+    assert ref["diversity"] == 0.0

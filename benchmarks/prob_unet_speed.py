@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import statistics
 import sys
 import time
@@ -149,6 +150,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the issue's 2 cores)")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (minutes to compile)")
     parser.add_argument(
+        "--peer-source",
+        default=None,
+        help="where the port's files came from (repository, commit, date), quoted under the table",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="write the table here (benchmarks/results/prob_unet_speed.md)"
     )
     args = parser.parse_args(argv)
@@ -181,7 +187,14 @@ def main(argv: list[str] | None = None) -> str:
     ]
     if args.compile:
         suite_rows += [
-            ("compile", "shipped + torch.compile of the loss (compile_loss option, off)", "group", False, True, "group"),
+            (
+                "compile",
+                "shipped + torch.compile of the loss (compile_loss option, off)",
+                "group",
+                False,
+                True,
+                "group",
+            ),
             ("compile_cl", "channels_last + torch.compile of the loss", "group", True, True, "compile"),
         ]
     reference: dict[str, str | None] = {"peer": None}
@@ -210,7 +223,7 @@ def main(argv: list[str] | None = None) -> str:
             f"1x{args.size}x{args.size}, levels 32-64-128-192, latent 6, beta 1, fp32, {args.threads} threads "
             f"(`torch.set_num_threads`), CPU: {_cpu_name()}. Median of {args.rounds} interleaved rounds of "
             f"{args.steps} step(s) per variant. Command: `python benchmarks/prob_unet_speed.py "
-            f"{' '.join(sys.argv[1:] if argv is None else argv)}`. The port runs unmodified, its loss "
+            f"{shlex.join(sys.argv[1:] if argv is None else argv)}`. The port runs unmodified, its loss "
             "`-elbo(mask)`; only its module-level `device` is set to the CPU at run time (monkeypatch)."
         ),
         "",
@@ -224,8 +237,25 @@ def main(argv: list[str] | None = None) -> str:
         lines.append(
             f"| {label} (`{key}`) | {speed[key]:.2f} | {bought} | {vs_peer} | {best[key]:.2f} | {warmup_s[key]:.0f} |"
         )
+    lines += ["", "Per round, seconds per step (" + ", ".join(key for key, _ in rows) + "):", ""]
+    lines += [
+        f"    round {r + 1}/{args.rounds}: "
+        + ", ".join(
+            f"{key} {sum(times[key][r * args.steps : (r + 1) * args.steps]):.2f} s" for key, _ in rows
+        )
+        for r in range(args.rounds)
+    ]
+    lines += [
+        "",
+        (
+            "First 2 steps: build, kernel selection and, for the compiled rows, compilation (inductor caches "
+            "it on disk: a first compilation on 2 cores took 55-134 s in earlier runs)."
+        ),
+    ]
     if peer is None:
         lines += ["", "Peer rows skipped: no `--peer-dir` with the port's `probabilistic_unet.py`."]
+    elif args.peer_source:
+        lines += ["", f"Port snapshot: {args.peer_source}."]
     table = "\n".join(lines) + "\n"
     return print_and_write(table, args.out)
 

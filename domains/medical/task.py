@@ -11,7 +11,7 @@ from .metrics import SegmentationUncertaintyMetrics
 from .models import MODELS, HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
 from .predict import MedicalPredictionWriter, uncertainty_map
 
-# Read at evaluation / prediction time only; not saved with the model (see ``__init__``).
+# How this run evaluates, predicts or trains, not what the model is: not saved with it (see ``__init__``).
 _RUNTIME_ARGS = ("num_samples", "threshold", "predict_dir", "predict_uncertainty", "compile_loss")
 
 
@@ -42,8 +42,10 @@ class MedicalSegmentationTask(BaseTask):
         compile_loss: train through ``torch.compile(network.loss)`` (inductor fuses the norms and activations
             around the convolutions): the Prob. U-Net's CPU training step ran 1.33x faster
             (``benchmarks/results/prob_unet_speed.md``) after a one-off compilation of 10 s (cached) to about
-            2 min on 2 cores, so it pays on runs of more than a few minutes. Validation and sampling stay
-            eager. Off by default; not stored in checkpoints.
+            2 min on 2 cores, so it pays on runs of more than a few minutes. The graph is built for the first
+            batch's shape; a batch of another shape (an epoch's short last batch) runs eager rather than
+            compiling a second, dynamic-shape graph. Validation and sampling stay eager. Off by default; not
+            stored in checkpoints.
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
@@ -81,7 +83,7 @@ class MedicalSegmentationTask(BaseTask):
         self.predict_uncertainty = predict_uncertainty
         self.collapse_kl = float(collapse_kl)
         self.compile_loss = bool(compile_loss)
-        self._compiled_loss = None  # built on the first training step (see training_loss)
+        self._compiled_loss = None  # (input shapes, compiled loss), built on the first training step
         self._kl_epoch: dict[
             str, list
         ] = {}  # name -> [sum of per-image nats (tensor), images] this validation
@@ -108,16 +110,24 @@ class MedicalSegmentationTask(BaseTask):
 
     # ------------------------------------------------------------------------------------------- training
 
-    def training_loss(self):
-        """The network's loss as training calls it: compiled once when ``compile_loss`` is set."""
-        if not self.compile_loss:
-            return self.model.loss
-        if self._compiled_loss is None:
-            self._compiled_loss = torch.compile(self.model.loss)
-        return self._compiled_loss
+    def training_loss(self, images: torch.Tensor, masks: torch.Tensor):
+        """The network's loss as training calls it: with ``compile_loss``, compiled for the first batch's
+        shapes (``dynamic=False``) and used for every batch of those shapes; other batches run eager."""
+        shapes = (images.shape, masks.shape)
+        if self.compile_loss and self._compiled_loss is None:
+            self._compiled_loss = (shapes, torch.compile(self.model.loss, dynamic=False))
+        if self._compiled_loss is not None and self._compiled_loss[0] == shapes:
+            return self._compiled_loss[1](images, masks)
+        return self.model.loss(images, masks)
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the compiled loss behind: it is bound to this task's network."""
+        state = dict(super().__getstate__())
+        state["_compiled_loss"] = None
+        return state
 
     def training_step(self, batch: dict, batch_idx: int):
-        loss, terms = self.training_loss()(batch["image"], batch["mask"])
+        loss, terms = self.training_loss(batch["image"], batch["mask"])
         if self.guard_loss(loss, {"loss": loss, **terms}) is None:  # skipped: keep NaN out of the curves
             return None
         batch_size = batch["image"].shape[0]

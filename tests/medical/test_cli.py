@@ -197,14 +197,16 @@ def test_validation_logs_kl_per_scale_and_warns_once_when_a_scale_collapses(lidc
     assert "val/diversity" in metrics
 
 
-def test_compile_loss_compiles_the_training_loss_once_and_stays_out_of_checkpoints(lidc, tmp_path, monkeypatch):
-    """``--model.compile_loss true`` trains through ``torch.compile(network.loss)``, built once; validation runs
-    the eager loss, and the checkpoint does not carry the switch (a resumed or tested model decides anew).
-    ``torch.compile`` is replaced by a recorder: a real compilation takes minutes (slow test below)."""
+def test_compile_loss_compiles_the_loss_once_and_stays_out_of_checkpoints(lidc, tmp_path, monkeypatch):
+    """``--model.compile_loss true`` trains through ``torch.compile(network.loss, dynamic=False)``, built once
+    for the first batch's shapes; the epoch's short last batch and validation run the eager loss, and the
+    checkpoint does not carry the switch (a resumed or tested model decides anew). ``torch.compile`` is
+    replaced by a recorder: a real compilation takes minutes (slow test below)."""
     monkeypatch.chdir(tmp_path)
     compiled, calls = [], []
 
-    def fake_compile(fn):
+    def fake_compile(fn, dynamic=None):
+        assert dynamic is False
         compiled.append(fn)
 
         def run(*args, **kwargs):
@@ -216,10 +218,12 @@ def test_compile_loss_compiles_the_training_loss_once_and_stays_out_of_checkpoin
     monkeypatch.setattr(torch, "compile", fake_compile)
     ckpt = tmp_path / "ckpt"
     args = [*tiny_args(lidc, "prob_unet"), "--model.compile_loss", "true", "--checkpoint.dirpath", str(ckpt)]
-    cli = main(["fit", *args, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1"])
+    steps = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "1"]
+    cli = main(["fit", *args, "--data.batch_size", "3", *steps])  # 8 training images: batches of 3, 3, 2
     task = cli.model
+    assert cli.trainer.global_step == 3
     assert len(compiled) == 1 and compiled[0].__self__ is task.model and compiled[0].__name__ == "loss"
-    assert len(calls) == 3  # the three training steps, not the validation batch
+    assert [shape[0] for shape in calls] == [3, 3]  # not the batch of 2, not the validation batch
     saved = torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=False)["hyper_parameters"]
     assert "compile_loss" not in saved
 
@@ -246,8 +250,9 @@ def test_compiled_loss_matches_the_eager_loss(monkeypatch):
     losses = {}
     for compile_loss, task in tasks.items():
         torch.manual_seed(1)  # the same posterior sample
-        losses[compile_loss], _ = task.training_loss()(images, masks)
+        losses[compile_loss], _ = task.training_loss(images, masks)
         losses[compile_loss].backward()
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-4, atol=1e-4)
     for a, b in zip(tasks[False].parameters(), tasks[True].parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-4)
+    assert tasks[True]._compiled_loss is not None and tasks[False]._compiled_loss is None

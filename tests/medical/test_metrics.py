@@ -218,14 +218,26 @@ def test_benchmark_majority_reference_by_hand():
     """
     from benchmarks.medical import majority_reference
 
-    readers = torch.from_numpy(stack(A, A, A, EMPTY)).float()[None]  # (1, 4, 2, 2)
+    class OneBatch:  # the test split of a data module: one batch of one image's readers (1, 4, 2, 2)
+        def __init__(self, *readers):
+            self.readers = torch.from_numpy(stack(*readers)).float()[None]
 
-    class OneBatch:
         def test_dataloader(self):
-            return [{"masks": readers}]
+            return [{"masks": self.readers}]
 
-    ref = majority_reference(OneBatch(), num_samples=5)
+    ref = majority_reference(OneBatch(A, A, A, EMPTY), num_samples=5)
     assert ref["ged"] == pytest.approx(0.125)
     assert ref["reader_diversity"] == pytest.approx(0.375)
     assert ref["dice_readers"] == pytest.approx(0.75)
     assert ref["diversity"] == 0.0
+    assert ref["hungarian_iou"] == pytest.approx(1.0)  # 5 samples, 6 of the 8 tiled targets are A
+
+    # Readers split 2-2: A, B, nothing, nothing. The majority (at least 2 of 4) is A & B, one pixel M.
+    # d(M, A) = d(M, B) = 1 - 1/2, d(M, empty) = 1: E d(S,Y) = 3/4. Reader pairs: A-B twice at 2/3, eight
+    # lesion-empty pairs at 1: E d(Y,Y') = (4/3 + 8) / 16 = 7/12. GED = 3/2 - 7/12 = 11/12, while the empty
+    # mask would score 2 * 1/2 - 7/12 = 5/12: the majority is not always the GED-best deterministic answer.
+    ref = majority_reference(OneBatch(A, B, EMPTY, EMPTY), num_samples=4)
+    assert ref["ged"] == pytest.approx(11 / 12)
+    assert ref["reader_diversity"] == pytest.approx(7 / 12)
+    empty_ged = generalized_energy_distance(stack(EMPTY, EMPTY), stack(A, B, EMPTY, EMPTY))
+    assert empty_ged == pytest.approx(5 / 12)

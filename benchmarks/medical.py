@@ -144,10 +144,14 @@ def _median_ms(*fns, repeats: int, device="cpu") -> list[float]:
     return [1000 * statistics.median(t) for t in times]
 
 
+def _settings_set(changes: dict) -> dict:
+    """The settings a preset sets (the ones it unsets fall back to the network's defaults, unused there)."""
+    return {key: value for key, value in changes.items() if value is not UNSET}
+
+
 def network_args(name: str, readers: str = "default") -> dict:
     """``MODELS[name]`` with the changes of the reader preset (``READER_PRESETS``)."""
-    merged = {**MODELS[name], **READER_PRESETS.get(readers, {}).get(name, {})}
-    return {key: value for key, value in merged.items() if value is not UNSET}
+    return _settings_set({**MODELS[name], **READER_PRESETS.get(readers, {}).get(name, {})})
 
 
 def run_model(
@@ -234,7 +238,7 @@ def report(results: list[dict], args, device: str, minutes: float, reference: di
         f"{args.num_samples} samples per image. Device: {device}, precision {args.precision}. "
         f"Inference: one 128x128 image, batch 1, median of {args.timing_repeats}."
         + "".join(
-            f" {LABELS[name]} settings for these readers: {changes}."
+            f" {LABELS[name]} settings for these readers: {_settings_set(changes)}."
             for name, changes in READER_PRESETS.get(args.readers, {}).items()
             if name in args.models
         )

@@ -40,11 +40,11 @@ class MedicalSegmentationTask(BaseTask):
         input_size: side (px) of the square crops the network is trained on, kept with it (``model.input_size``)
             so that export and the demo feed it what it learnt from; the CLI links it from ``data.crop_size``.
         compile_loss: train through ``torch.compile(network.loss)`` (inductor fuses the norms and activations
-            around the convolutions): the Prob. U-Net's CPU training step ran 1.33x faster
+            around the convolutions): the Prob. U-Net's CPU training step ran 1.32x faster
             (``benchmarks/results/prob_unet_speed.md``) after a one-off compilation of 10 s (cached) to about
-            2 min on 2 cores, so it pays on runs of more than a few minutes. The graph is built for the first
-            batch's shape; a batch of another shape (an epoch's short last batch) runs eager rather than
-            compiling a second, dynamic-shape graph. Validation and sampling stay eager. Off by default; not
+            2 min on 2 cores, so it pays on runs of more than a few minutes. The graph is built for the largest
+            batch seen so far (static shapes); a smaller batch (an epoch's short last one) runs eager rather
+            than compiling a dynamic-shape graph. Validation and sampling stay eager. Off by default; not
             stored in checkpoints.
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
@@ -111,10 +111,13 @@ class MedicalSegmentationTask(BaseTask):
     # ------------------------------------------------------------------------------------------- training
 
     def training_loss(self, images: torch.Tensor, masks: torch.Tensor):
-        """The network's loss as training calls it: with ``compile_loss``, compiled for the first batch's
-        shapes (``dynamic=False``) and used for every batch of those shapes; other batches run eager."""
+        """The network's loss as training calls it: with ``compile_loss``, compiled (``dynamic=False``) for
+        the shapes of the largest batch so far and used for every batch of those shapes; other batches run
+        eager. A run that starts on a short batch (resumed at an epoch's end) compiles once more."""
         shapes = (images.shape, masks.shape)
-        if self.compile_loss and self._compiled_loss is None:
+        if self.compile_loss and (
+            self._compiled_loss is None or images.shape[0] > self._compiled_loss[0][0][0]
+        ):
             self._compiled_loss = (shapes, torch.compile(self.model.loss, dynamic=False))
         if self._compiled_loss is not None and self._compiled_loss[0] == shapes:
             return self._compiled_loss[1](images, masks)

@@ -228,31 +228,60 @@ def test_compile_loss_compiles_the_loss_once_and_stays_out_of_checkpoints(lidc, 
     assert "compile_loss" not in saved
 
 
-@pytest.mark.slow
-def test_compiled_loss_matches_the_eager_loss(monkeypatch):
-    """A real inductor compilation of the tiny Prob. U-Net's loss: same value and gradients as eager (with
-    eager's random numbers: inductor draws the posterior sample from its own generator otherwise)."""
-    import torch._inductor.config as inductor_config
-
-    from domains.medical.models import ProbabilisticUNet
+def test_compile_loss_builds_for_the_largest_batch_so_far(monkeypatch):
+    """A run that starts on a short batch (resumed at an epoch's end) compiles again for the first full one;
+    smaller batches after that run eager."""
+    from domains.medical.models import UNetSegmenter
     from tests.medical.test_models import TINY
 
-    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    compiled, calls = [], []
 
+    def fake_compile(fn, dynamic=None):
+        compiled.append(fn)
+        return lambda images, masks: calls.append(len(compiled)) or fn(images, masks)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    task = MedicalSegmentationTask(network=UNetSegmenter(**TINY["unet"]), compile_loss=True, predict_dir=None)
+    for size in (2, 3, 3, 2, 3):
+        images = torch.rand(size, 1, 16, 16)
+        task.training_loss(images, (images > 0.5).float())
+    assert len(compiled) == 2  # for the batch of 2, then for the batch of 3
+    assert calls == [1, 2, 2, 2]  # the later batch of 2 ran eager
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["prob_unet", "hpu_net_geco"])
+def test_compiled_loss_matches_the_eager_loss(model):
+    """A real inductor compilation of a tiny network's loss: same value, gradients and (HPU-Net) GECO state as
+    eager (with eager's random numbers: inductor draws the posterior sample from its own generator otherwise;
+    GECO's in-place buffer updates must survive compilation)."""
+    import torch._inductor.config as inductor_config
+
+    from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet
+    from tests.medical.test_models import TINY
+
+    build = {
+        "prob_unet": lambda: ProbabilisticUNet(**TINY["prob_unet"]),
+        "hpu_net_geco": lambda: HierarchicalProbUNet(**TINY["hpu_net"], geco=True),
+    }[model]
     images = torch.randn(2, 1, 16, 16)
     masks = (torch.rand(2, 1, 16, 16) < 0.3).float()
     tasks = {}
     for compile_loss in (False, True):
         torch.manual_seed(0)
         tasks[compile_loss] = MedicalSegmentationTask(
-            network=ProbabilisticUNet(**TINY["prob_unet"]), compile_loss=compile_loss, predict_dir=None
+            network=build(), compile_loss=compile_loss, predict_dir=None
         )
     losses = {}
     for compile_loss, task in tasks.items():
-        torch.manual_seed(1)  # the same posterior sample
-        losses[compile_loss], _ = task.training_loss(images, masks)
+        for step in range(2):  # GECO's moving average starts on the first step, then moves
+            torch.manual_seed(step + 1)  # the same posterior sample
+            with inductor_config.patch(fallback_random=True):
+                losses[compile_loss], _ = task.training_loss(images, masks)
         losses[compile_loss].backward()
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-4, atol=1e-4)
     for a, b in zip(tasks[False].parameters(), tasks[True].parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-4)
+    for a, b in zip(tasks[False].buffers(), tasks[True].buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     assert tasks[True]._compiled_loss is not None and tasks[False]._compiled_loss is None

@@ -78,9 +78,10 @@ MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
 # third of the steps a quiet one gives).
 # - a plain ELBO with beta 2, not GECO: over all pixels the mean BCE (~0.015) sits far below kappa 0.05, so
 #   after the first ~250 steps GECO's constraint stays slack and lambda only drifts down (peak 1.12, 0.94 at
-#   step 900): GECO is then about the beta-1 ELBO, whose samples were less exact (Dice 0.58, GED 0.291).
-#   beta 2 cut the KL by a quarter (6.1 -> 4.5 nats per image) and gave GED 0.257, Dice 0.62 (one 4-min run
-#   each, 2026-12-05; beta 4: GED 0.259). The Prob. U-Net keeps beta 1: beta 2 took it from 0.25 to 0.30.
+#   step 900): GECO is then about the beta-1 ELBO. beta 2 cut the KL by a quarter (6.1 -> 4.5 nats per
+#   image); 4-min probes: GED 0.257 / Dice 0.62 against GECO's 0.291 / 0.58 (beta 4: GED 0.259). In this
+#   script's runs (benchmarks/results/medical_lidc_readers*.md: 0.261, 0.284, 0.292 against GECO's 0.269)
+#   the gain is within run-to-run spread. The Prob. U-Net keeps beta 1: beta 2 took it from 0.25 to 0.30.
 # The default readers keep the paper's settings, with which that benchmark's targets were met.
 
 

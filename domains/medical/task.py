@@ -41,7 +41,7 @@ class MedicalSegmentationTask(BaseTask):
             so that export and the demo feed it what it learnt from; the CLI links it from ``data.crop_size``.
         compile_loss: train through ``torch.compile(network.loss)`` (inductor fuses the norms and activations
             around the convolutions): the Prob. U-Net's CPU training step ran 1.32x faster
-            (``benchmarks/results/prob_unet_speed.md``) after a one-off compilation of 10 s (cached) to about
+            (``benchmarks/results/prob_unet_speed.md``) after a one-off compilation of 6-26 s (cached) to about
             2 min on 2 cores, so it pays on runs of more than a few minutes. The graph is built for the largest
             batch seen so far (static shapes); a smaller batch (an epoch's short last one) runs eager rather
             than compiling a dynamic-shape graph. Validation and sampling stay eager. Off by default; not
@@ -83,7 +83,8 @@ class MedicalSegmentationTask(BaseTask):
         self.predict_uncertainty = predict_uncertainty
         self.collapse_kl = float(collapse_kl)
         self.compile_loss = bool(compile_loss)
-        self._compiled_loss = None  # (input shapes, compiled loss), built on the first training step
+        self._compiled_loss = None  # built on the first training step (see training_loss) ...
+        self._compiled_shapes: tuple | None = None  # ... for these (images, masks) shapes
         self._kl_epoch: dict[
             str, list
         ] = {}  # name -> [sum of per-image nats (tensor), images] this validation
@@ -115,18 +116,17 @@ class MedicalSegmentationTask(BaseTask):
         the shapes of the largest batch so far and used for every batch of those shapes; other batches run
         eager. A run that starts on a short batch (resumed at an epoch's end) compiles once more."""
         shapes = (images.shape, masks.shape)
-        if self.compile_loss and (
-            self._compiled_loss is None or images.shape[0] > self._compiled_loss[0][0][0]
-        ):
-            self._compiled_loss = (shapes, torch.compile(self.model.loss, dynamic=False))
-        if self._compiled_loss is not None and self._compiled_loss[0] == shapes:
-            return self._compiled_loss[1](images, masks)
+        if self.compile_loss and (self._compiled_loss is None or len(images) > self._compiled_shapes[0][0]):
+            self._compiled_loss = torch.compile(self.model.loss, dynamic=False)
+            self._compiled_shapes = shapes
+        if self._compiled_loss is not None and self._compiled_shapes == shapes:
+            return self._compiled_loss(images, masks)
         return self.model.loss(images, masks)
 
     def __getstate__(self) -> dict:
         """Copies and pickles leave the compiled loss behind: it is bound to this task's network."""
         state = dict(super().__getstate__())
-        state["_compiled_loss"] = None
+        state["_compiled_loss"] = state["_compiled_shapes"] = None
         return state
 
     def training_step(self, batch: dict, batch_idx: int):

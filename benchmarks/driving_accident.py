@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -40,6 +41,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from benchmarks.report import print_and_write
 from domains.driving.accident.__main__ import MONITOR as ACCIDENT_MONITOR
 from domains.driving.accident.baselines import (
     constant_acceleration_oracle,
@@ -106,6 +108,11 @@ def read_settings(args) -> tuple[dict, dict]:
     if args.synthetic:
         data_kw["synthetic"] = {**(data_kw.get("synthetic") or {}), **json.loads(args.synthetic)}
     return model_kw, data_kw
+
+
+def _command() -> str:
+    """This run's command line, quoted so that it can be pasted back."""
+    return f".venv/bin/python benchmarks/driving_accident.py {shlex.join(sys.argv[1:])}"
 
 
 def baseline_records(dm: AccidentDataModule, horizon: float, oracle_kw: dict) -> dict[str, list[ClipScores]]:
@@ -302,7 +309,7 @@ def markdown(result: dict, args) -> str:
     lines.append(
         f"- streaming <= {TARGET_MS_PER_FRAME:g} ms per frame: {ms:.1f} ({'met' if ms <= TARGET_MS_PER_FRAME else 'not met'})"
     )
-    lines += ["", f"Command: `.venv/bin/python benchmarks/driving_accident.py {' '.join(sys.argv[1:])}`", ""]
+    lines += ["", f"Command: `{_command()}`", ""]
     return "\n".join(lines)
 
 
@@ -347,7 +354,7 @@ def baselines_markdown(args) -> str:
                 f"| {name} | {group} | {a['threshold']:.3f} | {a['false_alarm_rate']:.3f} | {a['recall']:.3f} "
                 f"| {_fmt(a['lead_time'])} |"
             )
-    lines += ["", f"Command: `.venv/bin/python benchmarks/driving_accident.py {' '.join(sys.argv[1:])}`", ""]
+    lines += ["", f"Command: `{_command()}`", ""]
     return "\n".join(lines)
 
 
@@ -380,18 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     # the oracle's ego footprint is the generator's (contact is defined on it)
     args.oracle = {"ego_half_width": EGO_WIDTH / 2, "ego_front": EGO_FRONT, "ego_length": EGO_LENGTH}
     if args.baselines_only:
-        text = baselines_markdown(args)
-        print(text)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(text)
+        print_and_write(baselines_markdown(args), args.out)
         return 0
     result = run(args)
-    text = markdown(result, args)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    print_and_write(markdown(result, args), args.out)
+    if args.out:  # the figures behind the table, for other scripts
         Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     return 0
 

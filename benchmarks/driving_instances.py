@@ -38,10 +38,11 @@ TARGET_MASK_BOX_GAP = 0.1
 KITTI_MODERATE_HEIGHT, KITTI_FRAME_HEIGHT = 25, 375
 
 
-def moderate_height(model_kw: dict) -> float:
-    """KITTI Moderate's minimum object height in the pixels of the network's input."""
-    input_height = model_kw["network"]["init_args"]["input_size"][0]
-    return round(KITTI_MODERATE_HEIGHT * input_height / KITTI_FRAME_HEIGHT, 1)
+def moderate_height(model_kw: dict, data_kw: dict) -> float:
+    """KITTI Moderate's minimum object height in the pixels scoring happens in: the data module's tensors
+    (``data.image_size``), or the network's input when the data keeps the files' own size."""
+    size = data_kw.get("image_size") or model_kw["network"]["init_args"]["input_size"]
+    return round(KITTI_MODERATE_HEIGHT * size[0] / KITTI_FRAME_HEIGHT, 1)
 
 
 def run(args) -> dict:
@@ -51,7 +52,7 @@ def run(args) -> dict:
     if args.pretrained_backbone:
         model_kw["pretrained_backbone"] = args.pretrained_backbone
         model_kw["pretrained_prefix"] = args.pretrained_prefix
-    model_kw["min_heights"] = [moderate_height(model_kw)]  # scored at test only
+    model_kw["min_heights"] = [moderate_height(model_kw, data_kw)]  # scored at test only
     schedule = {"every": 5, "window": 20}
     limit = args.test_batches or 1.0
     result, _, _ = train_and_test(
@@ -68,7 +69,8 @@ def markdown(result: dict, args) -> str:
     m, cfg = result["metrics"], flat_model_config(result["config"])
     classes = result["data"].get("class_names", ["Car", "Pedestrian", "Cyclist"])
     batch = result["data"].get("batch_size")
-    height = moderate_height(result["config"])
+    height = moderate_height(result["config"], result["data"])
+    scored_size = list(result["data"].get("image_size") or cfg.get("input_size"))
     lines = [
         "# Driving instance segmentation benchmark (Mask R-CNN, synthetic KITTI layout)",
         "",
@@ -79,7 +81,7 @@ def markdown(result: dict, args) -> str:
             f"epochs of {result['n_train']}), {result['train_seconds'] / 60:.1f} min."
         ),
         (
-            f"Model: backbone {cfg.get('backbone')}, input {cfg.get('input_size')}, FPN {cfg.get('fpn_levels')} levels "
+            f"Model: backbone {cfg.get('backbone')}{' (frozen)' if cfg.get('freeze_backbone') else ''}, input {cfg.get('input_size')}, FPN {cfg.get('fpn_levels')} levels "
             f"x {cfg.get('fpn_channels')} ch, {cfg.get('rois_per_image')} RoIs / image, mask head "
             f"{cfg.get('mask_head_convs')} x {cfg.get('mask_head_channels')} ch, lr {cfg.get('lr')}."
         ),
@@ -122,7 +124,7 @@ def markdown(result: dict, args) -> str:
         f"({os.cpu_count()} CPUs visible)."
     )
     where = (
-        f"The last two columns ignore objects under {height:g} px tall in the {cfg.get('input_size')} input "
+        f"The last two columns ignore objects under {height:g} px tall in the scored {scored_size} images "
         f"(KITTI Moderate's {KITTI_MODERATE_HEIGHT} px of a {KITTI_FRAME_HEIGHT}-px frame; COCO crowd: a detection "
         "mostly on one is neither a hit nor a false alarm, other small detections still count as false alarms)."
     )

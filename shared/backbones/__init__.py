@@ -10,6 +10,7 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, create_backbone, list_b
 from .unet import UNet, UNetDecoder, UNetEncoder
 from .weights import (
     BackboneFreezeUnfreeze,
+    FreezableBackbone,
     LoadReport,
     WeightLoadingError,
     load_backbone_weights,
@@ -21,6 +22,7 @@ __all__ = [
     "IMAGENET_STD",
     "Backbone",
     "BackboneFreezeUnfreeze",
+    "FreezableBackbone",
     "LoadReport",
     "UNet",
     "UNetDecoder",

@@ -35,6 +35,8 @@ from tests.helpers import detection_task, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CONFIG = ROOT / "domains/driving/instances/configs/quick.yaml"
+TRANSFER_CONFIG = ROOT / "domains/driving/instances/configs/transfer.yaml"
+SHIPPED_DETECTOR = ROOT / "apps/weights/driving_detection.safetensors"
 W, H = 128, 64
 TINY = TINY_MASK_RCNN
 
@@ -300,16 +302,7 @@ def test_masks_in_ignore_fraction_by_hand():
 
 def test_loss_falls_on_a_few_images(one_thread):
     torch.manual_seed(0)
-    rng = np.random.default_rng(1)
-    scenes = [painted_scene(rng, H, W) for _ in range(3)]
-    images = [torch.from_numpy(im.transpose(2, 0, 1).copy()).float() / 255 for im, _ in scenes]
-    targets = []
-    for _, objects in scenes:
-        masks = torch.zeros(len(objects), H, W, dtype=torch.uint8)
-        for k, (_, (x1, y1, x2, y2)) in enumerate(objects):
-            masks[k, y1:y2, x1:x2] = 1
-        labels = torch.tensor([0 if n == "Car" else 1 for n, _ in objects])
-        targets.append({"masks": masks, "boxes": mask_boxes(masks), "labels": labels})
+    images, targets = _painted_batch(3, seed=1)
     model = RoadInstanceSegmenter(2, **TINY).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses, mask_losses = [], []
@@ -348,6 +341,56 @@ def test_detector_backbone_transfers_into_the_instance_model(tmp_path):
     target = task.model.backbone.state_dict()
     assert source.keys() == target.keys()
     assert all(torch.equal(source[k], target[k]) for k in source)
+
+
+def _painted_batch(n: int, seed: int) -> tuple[list[torch.Tensor], list[dict]]:
+    rng = np.random.default_rng(seed)
+    images, targets = [], []
+    for image, objects in (painted_scene(rng, H, W) for _ in range(n)):
+        images.append(torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255)
+        masks = torch.zeros(len(objects), H, W, dtype=torch.uint8)
+        for k, (_, (x1, y1, x2, y2)) in enumerate(objects):
+            masks[k, y1:y2, x1:x2] = 1
+        labels = torch.tensor([0 if name == "Car" else 1 for name, _ in objects])
+        targets.append({"masks": masks, "boxes": mask_boxes(masks), "labels": labels})
+    return images, targets
+
+
+def _train_steps(model: RoadInstanceSegmenter, steps: int) -> None:
+    images, targets = _painted_batch(2, seed=3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        loss = sum(model(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_frozen_backbone_keeps_its_weights_and_batchnorm_statistics_while_the_heads_learn(one_thread):
+    torch.manual_seed(0)
+    frozen = RoadInstanceSegmenter(2, **TINY, freeze_backbone=True)
+    trained = RoadInstanceSegmenter(2, **TINY)
+    trained.load_state_dict(frozen.state_dict())  # same keys: checkpoints of either load into the other
+    assert not any(p.requires_grad for p in frozen.backbone.parameters())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.backbone.modules())
+    for model in (frozen, trained):
+        model.eval().train()  # Lightning calls train() after every validation
+    assert not frozen.backbone.training and frozen.segmenter.rpn.training and trained.backbone.training
+    start = {k: v.clone() for k, v in frozen.state_dict().items()}
+    for model in (frozen, trained):
+        _train_steps(model, steps=2)
+
+    def changed(model, part):
+        after = model.state_dict()
+        return [k for k in start if k.startswith(part) and not torch.equal(after[k], start[k])]
+
+    backbone = "segmenter.backbone.body."
+    assert changed(frozen, backbone) == []  # weights, running means and variances, batch counts
+    assert changed(frozen, "segmenter.roi_heads.mask_head") and changed(frozen, "segmenter.backbone.fpn")
+    # the same steps move an unfrozen backbone and its statistics
+    trained_changes = changed(trained, backbone)
+    assert any(k.endswith("running_mean") for k in trained_changes)
+    assert any(k.endswith("weight") for k in trained_changes)
 
 
 def _cli_args(data: Path, *extra: str) -> list[str]:
@@ -417,3 +460,38 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
     for image_id in test_ids:
         ids = cv2.imread(str(out / "instances" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
         assert ids.dtype == np.uint16 and ids.shape == (H, W)
+
+
+def test_cli_frozen_backbone_needs_pretrained_weights(tmp_path, monkeypatch, one_thread):
+    from domains.driving.instances.__main__ import main
+
+    data = make_instance_kitti(tmp_path / "kitti", n=8)
+    monkeypatch.chdir(tmp_path)
+    frozen = ["--model.network.init_args.freeze_backbone", "true", "--trainer.fast_dev_run", "1"]
+    with pytest.raises(ValueError, match=r"freeze_backbone is true but no --model.pretrained_backbone"):
+        main(["fit", *_cli_args(data, *frozen)])
+
+
+def test_transfer_config_trains_heads_on_the_shipped_detector_backbone(tmp_path, monkeypatch, one_thread):
+    """transfer.yaml as shipped (mobilenet_v3_large at 384x1280, the demo detector's backbone, frozen): one step on
+    tiny scenes leaves the backbone equal to the file's weights."""
+    from safetensors.torch import load_file
+
+    from domains.driving.instances.__main__ import main
+
+    data = make_instance_kitti(tmp_path / "kitti", n=8)
+    monkeypatch.chdir(tmp_path)
+    args = ["-c", str(TRANSFER_CONFIG), "--data.data_path", str(data), "--data.num_workers", "0"]
+    args += ["--data.image_size", "null", "--trainer.fast_dev_run", "1"]
+    args += ["--trainer.enable_progress_bar", "false", "--model.pretrained_backbone", str(SHIPPED_DETECTOR)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = main(["fit", *args])
+    assert cli.trainer.global_step == 1 and cli.model.model.backbone_frozen
+    prefix = "detector.backbone.body."
+    shipped = {
+        k.removeprefix(prefix): v for k, v in load_file(SHIPPED_DETECTOR).items() if k.startswith(prefix)
+    }
+    after = cli.model.model.backbone.state_dict()
+    kept = [k for k in shipped if k in after and torch.equal(after[k], shipped[k])]
+    assert len(kept) == len(shipped) > 100, (len(kept), len(shipped))

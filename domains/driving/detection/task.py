@@ -25,6 +25,7 @@ from importlib import import_module
 from pathlib import Path
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.classes import DETECTION_CLASSES
@@ -108,10 +109,28 @@ class DetectorTask(LabelledTask):
         )
         if pretrained_backbone:
             self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
+        self._backbone_given = bool(pretrained_backbone)
         self._annotation_index: dict | None = None
         self.ignore_overlap = ignore_overlap
         self.predict_dir = predict_dir
         self.predict_score_thresh = predict_score_thresh
+
+    def on_fit_start(self) -> None:
+        """A frozen backbone must come from somewhere: a new fit needs ``pretrained_backbone``."""
+        super().on_fit_start()
+        frozen = getattr(self.model, "backbone_frozen", False)
+        if frozen and not self._backbone_given and not self.trainer.ckpt_path:
+            raise ValueError(
+                "network.init_args.freeze_backbone is true but no --model.pretrained_backbone was given: the FPN "
+                "and heads would train on a randomly initialised backbone that never learns. Give the trained "
+                "weights (e.g. apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
+                "detector.backbone.body.) or set freeze_backbone false."
+            )
+        if frozen:
+            rank_zero_info(
+                "freeze_backbone: only the FPN and heads train; the backbone's weights and BatchNorm statistics stay "
+                "as loaded (its modules stay in eval mode, hence Lightning's 'modules in eval mode' note)"
+            )
 
     def configure_callbacks(self):
         if not self.predict_dir:

@@ -37,11 +37,11 @@ from domains.driving.detection.model import (
     as_image_list,
     checked_backbone,
 )
-from shared.backbones import Backbone
+from shared.backbones import Backbone, FreezableBackbone
 from shared.networks import RemembersInitArgs
 
 
-class RoadInstanceSegmenter(AdjustablePostprocess, RemembersInitArgs, nn.Module):
+class RoadInstanceSegmenter(FreezableBackbone, AdjustablePostprocess, RemembersInitArgs, nn.Module):
     """Mask R-CNN on a registry backbone + FPN. Plain ``nn.Module``: usable without Lightning.
 
     ``forward(images, targets=None)``: ``images`` a list of float (3, H, W) tensors in [0, 1]. Training (targets
@@ -61,6 +61,9 @@ class RoadInstanceSegmenter(AdjustablePostprocess, RemembersInitArgs, nn.Module)
         box_head_dim: width of the two-layer box head (torchvision: 1024).
         mask_head_channels / mask_head_convs: the mask head's conv width and depth (torchvision: 256 x 4).
         score_thresh / nms_thresh / detections_per_img: post-processing.
+        freeze_backbone: train only the FPN and heads; the backbone keeps the weights it was given (a trained
+            road detector's, through the task's ``pretrained_backbone``) and its BatchNorm statistics. No
+            backward pass through it: the budget buys a larger input at the same step count.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class RoadInstanceSegmenter(AdjustablePostprocess, RemembersInitArgs, nn.Module)
         detections_per_img: int = 100,
         image_mean: tuple[float, ...] = IMAGENET_MEAN,
         image_std: tuple[float, ...] = IMAGENET_STD,
+        freeze_backbone: bool = False,
     ):
         super().__init__()
         backbone = checked_backbone(num_classes, input_size, backbone, in_channels, backbone_kwargs)
@@ -131,6 +135,7 @@ class RoadInstanceSegmenter(AdjustablePostprocess, RemembersInitArgs, nn.Module)
             mask_head=MaskRCNNHeads(fpn_channels, [mask_head_channels] * mask_head_convs, 1),
             mask_predictor=MaskRCNNPredictor(mask_head_channels, mask_head_channels, num_classes + 1),
         )
+        self.set_backbone_frozen(freeze_backbone)
 
     @property
     def backbone(self) -> Backbone:

@@ -70,7 +70,7 @@ class DemoModel:
     title: str
     domain: str  # the CLI's log folder: lightning_logs/<domain>/
     module: str  # python -m <module> fit|test
-    config: str  # quick config, relative to the repository root
+    config: str  # the (quick, minutes-long) config it trains, relative to the repository root
     task: str  # "module:Class"
     model_name: str | None = None  # medical: the network class that identifies the checkpoint
     fit_args: tuple[str, ...] = ()  # CLI overrides on top of the config (fit and test)
@@ -94,12 +94,12 @@ def _network(name: str, init_args: dict) -> str:
     return json.dumps({"class_path": f"domains.medical.models.{name}", "init_args": init_args})
 
 
-def _driving(task: str, title: str, task_class: str, **settings) -> DemoModel:
-    """A driving task's demo model: its key and log folder (``driving_<task>``), CLI module, quick config and
-    task class all follow from the task's folder ``domains/driving/<task>/``."""
+def _driving(task: str, title: str, task_class: str, config: str = "quick", **settings) -> DemoModel:
+    """A driving task's demo model: its key and log folder (``driving_<task>``), CLI module, config (``quick``
+    unless named) and task class all follow from the task's folder ``domains/driving/<task>/``."""
     key = f"driving_{task}"
     module = f"domains.driving.{task}"
-    config = f"domains/driving/{task}/configs/quick.yaml"
+    config = f"domains/driving/{task}/configs/{config}.yaml"
     return DemoModel(key, title, key, module, config, f"{module}.task:{task_class}", **settings)
 
 
@@ -148,14 +148,9 @@ DEMO_MODELS: dict[str, DemoModel] = {
         "instances",
         "Mask R-CNN road-user instances",
         "InstanceTask",
-        # the shipped detector's backbone as the start (the same mobilenet_v3_large): minutes of CPU training
-        # from scratch give almost no masks
-        fit_args=(
-            "--model.pretrained_backbone",
-            "apps/weights/driving_detection.safetensors",
-            "--model.pretrained_prefix",
-            "detector.backbone.body.",
-        ),
+        # the shipped detector's backbone, frozen, at its own input size (minutes of CPU training from scratch
+        # give almost no masks; the config names the weights file)
+        config="transfer",
         weight=1.5,
         headline=("test/mask_map50", "test/box_map50", "test/mask_ap50/", "test/mask_map"),
     ),

@@ -147,7 +147,7 @@ def train(key: str, smoke: bool, extra: list[str], minutes: float = 10.0) -> tup
     spec = DEMO_MODELS[key]
     config = ROOT / spec.config
     if not config.is_file():
-        raise SystemExit(f"prepare_demo: quick config {config} not found (needed to train {key})")
+        raise SystemExit(f"prepare_demo: config {config} not found (needed to train {key})")
     work = ROOT / "lightning_logs" / "demo" / key
     shutil.rmtree(work, ignore_errors=True)
     cmd = [
@@ -258,7 +258,7 @@ def prepare(keys: list[str], force: bool, smoke: bool, extra: list[str], minutes
         info: dict = {"key": key, "title": spec.title, "config": spec.config}
         source = None if force or smoke else (target if target.is_file() else _adoptable(key))
         if source is None:
-            _say(f"  no checkpoint: training the quick config {spec.config} on the synthetic data")
+            _say(f"  no checkpoint: training {spec.config} on the synthetic data")
             source, seconds = train(key, smoke, extra, minutes)
             info.update(trained=True, train_seconds=round(seconds, 1), smoke=smoke)
         else:

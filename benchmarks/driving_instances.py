@@ -1,7 +1,7 @@
 """Fixed-budget Mask R-CNN training on the synthetic KITTI-layout set, then mask / box AP and speed on its test split.
 
     .venv/bin/python benchmarks/driving_instances.py [--budget-minutes 15] [--threads 2]
-        [--config domains/driving/instances/configs/full.yaml] [--out benchmarks/results/driving_instances.md]
+        [--config domains/driving/instances/configs/transfer.yaml] [--out benchmarks/results/driving_instances.md]
 
 Model and data settings come from the CLI config (``model:`` / ``data:``), so the benchmark measures what
 ``python -m domains.driving.instances fit -c <config>`` trains. The run length follows the budget: a few
@@ -81,8 +81,8 @@ def markdown(result: dict, args) -> str:
             f"epochs of {result['n_train']}), {result['train_seconds'] / 60:.1f} min."
         ),
         (
-            f"Model: backbone {cfg.get('backbone')}{' (frozen)' if cfg.get('freeze_backbone') else ''}, input {cfg.get('input_size')}, FPN {cfg.get('fpn_levels')} levels "
-            f"x {cfg.get('fpn_channels')} ch, {cfg.get('rois_per_image')} RoIs / image, mask head "
+            f"Model: backbone {cfg.get('backbone')}{' (frozen)' if cfg.get('freeze_backbone') else ''}, input "
+            f"{cfg.get('input_size')}, FPN {cfg.get('fpn_levels')} levels x {cfg.get('fpn_channels')} ch, {cfg.get('rois_per_image')} RoIs / image, mask head "
             f"{cfg.get('mask_head_convs')} x {cfg.get('mask_head_channels')} ch, lr {cfg.get('lr')}."
         ),
         f"Test split: {result['n_test']} images (by sequence)"
@@ -110,10 +110,12 @@ def markdown(result: dict, args) -> str:
         f"{_fmt(m.get('test/mask_map'))} | {_fmt(m.get(f'test/mask{tall}_map50'))} | "
         f"{_fmt(m.get(f'test/box{tall}_map50'))} |"
     )
+    image_h, image_w = result["inference_size"]
+    net_h, net_w = cfg.get("input_size")
+    scaled = "" if (image_h, image_w) == (net_h, net_w) else f", scaled to the network's {net_w}x{net_h}"
     speed = (
-        f"Inference: {result['inference_ms']:.1f} ms / image (batch 1, {result['inference_size'][1]}x"
-        f"{result['inference_size'][0]} input). Detections mostly inside DontCare regions dropped: "
-        f"{int(m.get('test/ignored_detections', 0))}."
+        f"Inference: {result['inference_ms']:.1f} ms / image (batch 1, {image_w}x{image_h} images{scaled}). "
+        f"Detections mostly inside DontCare regions dropped: {int(m.get('test/ignored_detections', 0))}."
     )
     targets = (
         f"Targets: Car mask AP50 >= {TARGET_CAR_MASK_AP50}; every class's mask AP50 within "
@@ -137,7 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--budget-minutes", "--minutes", type=float, default=15.0)
-    parser.add_argument("--config", default=str(ROOT / "domains/driving/instances/configs/full.yaml"))
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "domains/driving/instances/configs/transfer.yaml"),
+        help="CLI config (default: the shipped detector's frozen backbone; quick.yaml / full.yaml train it too)",
+    )
     parser.add_argument(
         "--data-path", default=None, help="KITTI root with instance/ maps (default: synthetic)"
     )

@@ -495,3 +495,35 @@ def test_transfer_config_trains_heads_on_the_shipped_detector_backbone(tmp_path,
     after = cli.model.model.backbone.state_dict()
     kept = [k for k in shipped if k in after and torch.equal(after[k], shipped[k])]
     assert len(kept) == len(shipped) > 100, (len(kept), len(shipped))
+
+
+def test_benchmark_table_names_the_frozen_backbone_and_scores_heights_in_the_scored_pixels():
+    """benchmarks/driving_instances.py on transfer.yaml: KITTI Moderate's 25 px of a 375-px frame are 12.8 px of
+    the 192-px tensors the metrics see (not of the 384-px network input), and the table says what was frozen and
+    what size the network ran at."""
+    from argparse import Namespace
+
+    import yaml
+
+    from benchmarks.driving_instances import markdown, moderate_height
+
+    config = yaml.safe_load(TRANSFER_CONFIG.read_text())
+    model_kw, data_kw = config["model"], config["data"]
+    assert moderate_height(model_kw, data_kw) == 12.8
+    assert moderate_height(model_kw, {**data_kw, "image_size": None}) == 25.6  # files kept at their own size
+    metrics = {
+        "test/mask_ap50/Car": 0.6,
+        "test/box_ap50/Car": 0.65,
+        "test/mask_map50": 0.3,
+        "test/box_map50": 0.4,
+    }
+    result = {
+        "metrics": metrics, "config": model_kw, "data": data_kw, "device": "CPU", "steps": 10, "n_train": 20,
+        "train_seconds": 60.0, "n_test": 5, "inference_ms": 100.0, "inference_size": (192, 640),
+        "load_average": (0.5, 1.5),
+    }  # fmt: skip
+    text = markdown(result, Namespace(budget_minutes=1, precision="32-true", test_batches=None))
+    assert "backbone mobilenet_v3_large (frozen), input [384, 1280]" in text
+    assert "(batch 1, 640x192 images, scaled to the network's 1280x384)" in text
+    assert "| Car | 0.600 | 0.650 | -0.050 |" in text and "| **mean** | 0.300 | 0.400 | -0.100 |" in text
+    assert "under 12.8 px tall in the scored [192, 640] images" in text

@@ -10,8 +10,8 @@ With ``--train`` it makes local checkpoints instead, which the pages then prefer
 1. ``demo_checkpoints/<key>.ckpt`` (``$SUITE_DEMO_CHECKPOINTS``): nothing to do;
 2. a checkpoint the user trained with the CLI in ``lightning_logs/<domain>/checkpoints/`` (the best one,
    newest first; for medical ones the checkpoint's ``model`` must match): copied;
-3. nothing: the quick config is trained through the suite's CLI
-   (``python -m <module> fit -c <quick.yaml>``) on the embedded synthetic data, into
+3. nothing: the model's quick config (``DemoModel.config``) is trained through the suite's CLI
+   (``python -m <module> fit -c <config>``) on the embedded synthetic data, into
    ``lightning_logs/demo/<key>/``, and its best checkpoint copied.
 
 Each new checkpoint is then tested through the CLI (``test --ckpt_path``) and its test figures written to

@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from benchmarks.report import print_and_write
+from benchmarks.report import command_line, print_and_write
 from domains.driving.accident.__main__ import MONITOR as ACCIDENT_MONITOR
 from domains.driving.accident.baselines import (
     constant_acceleration_oracle,
@@ -108,11 +107,6 @@ def read_settings(args) -> tuple[dict, dict]:
     if args.synthetic:
         data_kw["synthetic"] = {**(data_kw.get("synthetic") or {}), **json.loads(args.synthetic)}
     return model_kw, data_kw
-
-
-def _command() -> str:
-    """This run's command line, quoted so that it can be pasted back."""
-    return f".venv/bin/python benchmarks/driving_accident.py {shlex.join(sys.argv[1:])}"
 
 
 def baseline_records(dm: AccidentDataModule, horizon: float, oracle_kw: dict) -> dict[str, list[ClipScores]]:
@@ -309,7 +303,7 @@ def markdown(result: dict, args) -> str:
     lines.append(
         f"- streaming <= {TARGET_MS_PER_FRAME:g} ms per frame: {ms:.1f} ({'met' if ms <= TARGET_MS_PER_FRAME else 'not met'})"
     )
-    lines += ["", f"Command: `{_command()}`", ""]
+    lines += ["", f"Command: `{command_line('benchmarks/driving_accident.py')}`", ""]
     return "\n".join(lines)
 
 
@@ -354,7 +348,7 @@ def baselines_markdown(args) -> str:
                 f"| {name} | {group} | {a['threshold']:.3f} | {a['false_alarm_rate']:.3f} | {a['recall']:.3f} "
                 f"| {_fmt(a['lead_time'])} |"
             )
-    lines += ["", f"Command: `{_command()}`", ""]
+    lines += ["", f"Command: `{command_line('benchmarks/driving_accident.py')}`", ""]
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
+from benchmarks.report import command_line
 from domains.driving.instances.data import InstanceDataModule
 from domains.driving.instances.task import InstanceTask
 from shared.cli import flat_model_config
@@ -34,15 +35,26 @@ from shared.cli import flat_model_config
 TARGET_CAR_MASK_AP50 = 0.6
 TARGET_MASK_BOX_GAP = 0.1
 #: also scored with the ground truth shorter than KITTI Moderate's 25 px (of a 375-px-tall frame, scaled to the
-#: input's height) ignored: where the errors sit, far and tiny or near and large
+#: scored frames' height) ignored: where the errors sit, far and tiny or near and large
 KITTI_MODERATE_HEIGHT, KITTI_FRAME_HEIGHT = 25, 375
 
 
-def moderate_height(model_kw: dict, data_kw: dict) -> float:
-    """KITTI Moderate's minimum object height in the pixels scoring happens in: the data module's tensors
-    (``data.image_size``), or the network's input when the data keeps the files' own size."""
-    size = data_kw.get("image_size") or model_kw["network"]["init_args"]["input_size"]
-    return round(KITTI_MODERATE_HEIGHT * size[0] / KITTI_FRAME_HEIGHT, 1)
+def scored_size(data_kw: dict, config: str) -> tuple[int, int]:
+    """(height, width) of the frames the metrics see: the data module's ``image_size``. Required here: with
+    ``null`` the files keep their own sizes, which the config does not say (the synthetic frames are 192 px
+    tall, KITTI's 375)."""
+    size = data_kw.get("image_size")
+    if not size:
+        raise ValueError(
+            f"{config}: data.image_size is null; the benchmark needs the scored frames' size to place KITTI "
+            "Moderate's height in their pixels (e.g. [192, 640], as the shipped configs set)"
+        )
+    return int(size[0]), int(size[1])
+
+
+def moderate_height(data_kw: dict, config: str = "the config") -> float:
+    """KITTI Moderate's minimum object height in the pixels of the scored frames (:func:`scored_size`)."""
+    return round(KITTI_MODERATE_HEIGHT * scored_size(data_kw, config)[0] / KITTI_FRAME_HEIGHT, 1)
 
 
 def run(args) -> dict:
@@ -52,7 +64,7 @@ def run(args) -> dict:
     if args.pretrained_backbone:
         model_kw["pretrained_backbone"] = args.pretrained_backbone
         model_kw["pretrained_prefix"] = args.pretrained_prefix
-    model_kw["min_heights"] = [moderate_height(model_kw, data_kw)]  # scored at test only
+    model_kw["min_heights"] = [moderate_height(data_kw, args.config)]  # scored at test only
     schedule = {"every": 5, "window": 20}
     limit = args.test_batches or 1.0
     result, _, _ = train_and_test(
@@ -69,8 +81,9 @@ def markdown(result: dict, args) -> str:
     m, cfg = result["metrics"], flat_model_config(result["config"])
     classes = result["data"].get("class_names", ["Car", "Pedestrian", "Cyclist"])
     batch = result["data"].get("batch_size")
-    height = moderate_height(result["config"], result["data"])
-    scored_size = list(result["data"].get("image_size") or cfg.get("input_size"))
+    height = moderate_height(result["data"])
+    scored_h, scored_w = scored_size(result["data"], "config")
+    frozen = " (frozen)" if cfg.get("freeze_backbone") else ""
     lines = [
         "# Driving instance segmentation benchmark (Mask R-CNN, synthetic KITTI layout)",
         "",
@@ -81,9 +94,10 @@ def markdown(result: dict, args) -> str:
             f"epochs of {result['n_train']}), {result['train_seconds'] / 60:.1f} min."
         ),
         (
-            f"Model: backbone {cfg.get('backbone')}{' (frozen)' if cfg.get('freeze_backbone') else ''}, input "
-            f"{cfg.get('input_size')}, FPN {cfg.get('fpn_levels')} levels x {cfg.get('fpn_channels')} ch, {cfg.get('rois_per_image')} RoIs / image, mask head "
-            f"{cfg.get('mask_head_convs')} x {cfg.get('mask_head_channels')} ch, lr {cfg.get('lr')}."
+            f"Model: backbone {cfg.get('backbone')}{frozen}, input {cfg.get('input_size')}, "
+            f"FPN {cfg.get('fpn_levels')} levels x {cfg.get('fpn_channels')} ch, "
+            f"{cfg.get('rois_per_image')} RoIs / image, "
+            f"mask head {cfg.get('mask_head_convs')} x {cfg.get('mask_head_channels')} ch, lr {cfg.get('lr')}."
         ),
         f"Test split: {result['n_test']} images (by sequence)"
         + (
@@ -126,11 +140,12 @@ def markdown(result: dict, args) -> str:
         f"({os.cpu_count()} CPUs visible)."
     )
     where = (
-        f"The last two columns ignore objects under {height:g} px tall in the scored {scored_size} images "
+        f"The last two columns ignore objects under {height:g} px tall in the scored {scored_w}x{scored_h} frames "
         f"(KITTI Moderate's {KITTI_MODERATE_HEIGHT} px of a {KITTI_FRAME_HEIGHT}-px frame; COCO crowd: a detection "
         "mostly on one is neither a hit nor a false alarm, other small detections still count as false alarms)."
     )
-    lines += [mean_row, "", where, "", speed, "", targets, "", load]
+    command = f"Command: `{command_line('benchmarks/driving_instances.py')}`"
+    lines += [mean_row, "", where, "", speed, "", targets, "", load, "", command]
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
+
+
+def command_line(script: str) -> str:
+    """This run's command line (``script`` is the benchmark's path from the repository root), quoted so that it
+    can be pasted back."""
+    return f".venv/bin/python {script} {shlex.join(sys.argv[1:])}".rstrip()
 
 
 def print_and_write(table: str, out: Path | None) -> str:

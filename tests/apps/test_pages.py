@@ -464,7 +464,7 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
         card = json.loads((weights / f"{key}.json").read_text())
         card["examples"]["best"]["id"] = best
         (weights / f"{key}.json").write_text(json.dumps(card))
-    # the instance card's point moved off the task's default 0.5, so the slider's start shows where it comes from
+    # the shipped instance card's point is the task's default 0.5: moved here, the slider's start shows its source
     card = json.loads((weights / "driving_instances.json").read_text())
     card["operating_point"]["threshold"] = 0.45
     (weights / "driving_instances.json").write_text(json.dumps(card))

@@ -374,7 +374,7 @@ def test_frozen_backbone_keeps_its_weights_and_batchnorm_statistics_while_the_he
     assert not any(p.requires_grad for p in frozen.backbone.parameters())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.backbone.modules())
     for model in (frozen, trained):
-        model.eval().train()  # Lightning calls train() after every validation
+        model.eval().train()  # as Lightning's fit starts
     assert not frozen.backbone.training and frozen.segmenter.rpn.training and trained.backbone.training
     start = {k: v.clone() for k, v in frozen.state_dict().items()}
     for model in (frozen, trained):
@@ -462,19 +462,45 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
         assert ids.dtype == np.uint16 and ids.shape == (H, W)
 
 
-def test_cli_frozen_backbone_needs_pretrained_weights(tmp_path, monkeypatch, one_thread):
+def test_cli_frozen_backbone_needs_all_its_weights_from_a_file_or_a_checkpoint(
+    tmp_path, monkeypatch, one_thread
+):
+    """A new fit with a frozen backbone is refused without weights for it, or with a file that leaves part of it
+    unloaded (a wrong prefix); resuming from a checkpoint, which holds the backbone, is not."""
     from domains.driving.instances.__main__ import main
 
     data = make_instance_kitti(tmp_path / "kitti", n=8)
     monkeypatch.chdir(tmp_path)
-    frozen = ["--model.network.init_args.freeze_backbone", "true", "--trainer.fast_dev_run", "1"]
-    with pytest.raises(ValueError, match=r"freeze_backbone is true but no --model.pretrained_backbone"):
-        main(["fit", *_cli_args(data, *frozen)])
+    frozen = ["--model.network.init_args.freeze_backbone", "true"]
+    with pytest.raises(
+        ValueError, match=r"freeze_backbone is true but no --model.pretrained_backbone was given"
+    ):
+        main(["fit", *_cli_args(data, *frozen, "--trainer.fast_dev_run", "1")])
+    short = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
+    main(["fit", *_cli_args(data, *short)])  # trained, not frozen: the checkpoint holds a whole backbone
+    ckpt = tmp_path / "lightning_logs/driving_instances/checkpoints/last.ckpt"
+    wrong_prefix = ["--model.pretrained_backbone", str(ckpt), "--model.pretrained_prefix", "model.segmenter."]
+    with pytest.raises(ValueError, match=r"left \d+ backbone tensors unloaded \(e\.g\. stages\.0"):
+        main(["fit", *_cli_args(data, *frozen, *wrong_prefix, "--trainer.fast_dev_run", "1")])
+    right_prefix = [
+        "--model.pretrained_backbone",
+        str(ckpt),
+        "--model.pretrained_prefix",
+        "model.segmenter.backbone.body.",
+    ]
+    frozen_dir = ["--checkpoint.dirpath", str(tmp_path / "frozen")]
+    cli = main(["fit", *_cli_args(data, *frozen, *right_prefix, *short, *frozen_dir)])
+    assert cli.trainer.global_step == 1 and cli.model.model.backbone_frozen
+    resume = ["--ckpt_path", str(tmp_path / "frozen/last.ckpt"), "--trainer.max_steps", "2"]
+    resume += ["--trainer.max_epochs", "3", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
+    cli = main(["fit", *_cli_args(data, *resume, *frozen_dir)])  # no weights file: the checkpoint has them
+    assert cli.trainer.global_step == 2 and cli.model.model.backbone_frozen
 
 
 def test_transfer_config_trains_heads_on_the_shipped_detector_backbone(tmp_path, monkeypatch, one_thread):
-    """transfer.yaml as shipped (mobilenet_v3_large at 384x1280, the demo detector's backbone, frozen): one step on
-    tiny scenes leaves the backbone equal to the file's weights."""
+    """transfer.yaml (mobilenet_v3_large at 384x1280, the demo detector's backbone, frozen; the weights file given
+    by its absolute path, as the test runs elsewhere): one step on tiny scenes leaves the backbone equal to the
+    file's weights."""
     from safetensors.torch import load_file
 
     from domains.driving.instances.__main__ import main
@@ -509,8 +535,9 @@ def test_benchmark_table_names_the_frozen_backbone_and_scores_heights_in_the_sco
 
     config = yaml.safe_load(TRANSFER_CONFIG.read_text())
     model_kw, data_kw = config["model"], config["data"]
-    assert moderate_height(model_kw, data_kw) == 12.8
-    assert moderate_height(model_kw, {**data_kw, "image_size": None}) == 25.6  # files kept at their own size
+    assert moderate_height(data_kw) == 12.8
+    with pytest.raises(ValueError, match=r"x.yaml: data.image_size is null"):  # the files' own sizes: unknown
+        moderate_height({**data_kw, "image_size": None}, "x.yaml")
     metrics = {
         "test/mask_ap50/Car": 0.6,
         "test/box_ap50/Car": 0.65,
@@ -526,4 +553,9 @@ def test_benchmark_table_names_the_frozen_backbone_and_scores_heights_in_the_sco
     assert "backbone mobilenet_v3_large (frozen), input [384, 1280]" in text
     assert "(batch 1, 640x192 images, scaled to the network's 1280x384)" in text
     assert "| Car | 0.600 | 0.650 | -0.050 |" in text and "| **mean** | 0.300 | 0.400 | -0.100 |" in text
-    assert "under 12.8 px tall in the scored [192, 640] images" in text
+    assert "under 12.8 px tall in the scored 640x192 frames" in text
+    assert (
+        text.rstrip()
+        .splitlines()[-1]
+        .startswith("Command: `.venv/bin/python benchmarks/driving_instances.py")
+    )

@@ -107,25 +107,39 @@ class DetectorTask(LabelledTask):
         self.model.set_postprocess(
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
         )
+        # what the file gave the backbone: a frozen backbone must be given all of it (checked at fit start)
+        self._backbone_missing: list[str] | None = None
         if pretrained_backbone:
-            self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
-        self._backbone_given = bool(pretrained_backbone)
+            report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
+            self._backbone_missing = report.missing
         self._annotation_index: dict | None = None
         self.ignore_overlap = ignore_overlap
         self.predict_dir = predict_dir
         self.predict_score_thresh = predict_score_thresh
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._backbone_missing = []  # the checkpoint holds the whole backbone
+
     def on_fit_start(self) -> None:
-        """A frozen backbone must come from somewhere: a new fit needs ``pretrained_backbone``."""
+        """A frozen backbone must come from somewhere: a new fit needs ``pretrained_backbone`` and all of it."""
         super().on_fit_start()
         frozen = getattr(self.model, "backbone_frozen", False)
-        if frozen and not self._backbone_given and not self.trainer.ckpt_path:
-            raise ValueError(
-                "network.init_args.freeze_backbone is true but no --model.pretrained_backbone was given: the FPN "
-                "and heads would train on a randomly initialised backbone that never learns. Give the trained "
-                "weights (e.g. apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
-                "detector.backbone.body.) or set freeze_backbone false."
-            )
+        if frozen and not self.trainer.ckpt_path:
+            missing = self._backbone_missing
+            if missing is None or missing:
+                what = (
+                    "no --model.pretrained_backbone was given"
+                    if missing is None
+                    else f"--model.pretrained_backbone left {len(missing)} backbone tensors unloaded (e.g. "
+                    f"{missing[0]}: a wrong --model.pretrained_prefix or another network's file?)"
+                )
+                raise ValueError(
+                    f"network.init_args.freeze_backbone is true but {what}: the FPN and heads would train on a "
+                    "backbone that is partly or wholly random and never learns. Give the trained weights (e.g. "
+                    "apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
+                    "detector.backbone.body.) or set freeze_backbone false."
+                )
         if frozen:
             rank_zero_info(
                 "freeze_backbone: only the FPN and heads train; the backbone's weights and BatchNorm statistics stay "

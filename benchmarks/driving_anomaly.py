@@ -38,6 +38,7 @@ import albumentations as A
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.report import command_line
 from domains.driving.anomaly.data import SegmentationDataModule
 from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
@@ -343,7 +344,7 @@ def main(argv=None) -> int:
         "# Road anomaly benchmark (synthetic SegmentMeIfYouCan-layout split)",
         "",
         (
-            f"`python benchmarks/driving_anomaly.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
+            f"`{command_line('benchmarks/driving_anomaly.py', argv)}` on "
             f"{device}, torch {torch.__version__} ({torch.get_num_threads()} threads), Python "
             f"{platform.python_version()}."
         ),

@@ -36,7 +36,7 @@ from shared.optim import adamw, warmup_cosine
 ROOT_DIR = Path(__file__).resolve().parents[1]
 if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
     sys.path.insert(0, str(ROOT_DIR))
-from benchmarks.report import print_and_write
+from benchmarks.report import command_line, print_and_write
 
 # CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
 MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
@@ -235,7 +235,7 @@ def report(results: list[dict], args, device: str, minutes: float, reference: di
             if args.steps
             else f"{minutes:.2f} min of training per model. "
         )
-        + f"Command: `python benchmarks/medical.py {' '.join(sys.argv[1:])}`. Test split, "
+        + f"Command: `{command_line('benchmarks/medical.py')}`. Test split, "
         f"{args.num_samples} samples per image. Device: {device}, precision {args.precision}. "
         f"Inference: one 128x128 image, batch 1, median of {args.timing_repeats}."
         + "".join(

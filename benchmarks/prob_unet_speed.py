@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import shlex
 import statistics
 import sys
 import time
@@ -45,7 +44,7 @@ from domains.medical.models.prob_unet import ProbabilisticUNet
 ROOT_DIR = Path(__file__).resolve().parents[1]
 if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
     sys.path.insert(0, str(ROOT_DIR))
-from benchmarks.report import print_and_write
+from benchmarks.report import command_line, print_and_write
 
 CONFIG = {"channels": (32, 64, 128, 192), "latent_dim": 6, "beta": 1.0, "fcomb_layers": 3}
 
@@ -222,8 +221,8 @@ def main(argv: list[str] | None = None) -> str:
             f"Training step (forward + negative ELBO + backward + Adam step), batch {args.batch_size}, "
             f"1x{args.size}x{args.size}, levels 32-64-128-192, latent 6, beta 1, fp32, {args.threads} threads "
             f"(`torch.set_num_threads`), CPU: {_cpu_name()}. Median of {args.rounds} interleaved rounds of "
-            f"{args.steps} step(s) per variant. Command: `python benchmarks/prob_unet_speed.py "
-            f"{shlex.join(sys.argv[1:] if argv is None else argv)}`. The port runs unmodified, its loss "
+            f"{args.steps} step(s) per variant. Command: `{command_line('benchmarks/prob_unet_speed.py', argv)}`. "
+            "The port runs unmodified, its loss "
             "`-elbo(mask)`; only its module-level `device` is set to the CPU at run time (monkeypatch)."
         ),
         "",

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 
-def command_line(script: str) -> str:
-    """This run's command line (``script`` is the benchmark's path from the repository root), quoted so that it
-    can be pasted back."""
-    return f".venv/bin/python {script} {shlex.join(sys.argv[1:])}".rstrip()
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """This run's command line (``script`` is the benchmark's path from the repository root; ``argv`` its
+    arguments, default ``sys.argv[1:]``), quoted so that it can be pasted back."""
+    return f".venv/bin/python {script} {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
 
 
 def print_and_write(table: str, out: Path | None) -> str:

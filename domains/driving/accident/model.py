@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from shared.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
+from shared.backbones import IMAGENET_MEAN, IMAGENET_STD, FreezableBackbone, create_backbone
 from shared.networks import RemembersInitArgs
 
 #: logit given to empty object slots (a risk of ~2e-9; finite, so losses and sums stay finite)
@@ -65,7 +65,7 @@ def ttc_from_horizons(probabilities: torch.Tensor, horizons: torch.Tensor) -> to
     return torch.where(first >= 0, ttc, torch.full_like(ttc, float("inf")))
 
 
-class AccidentAnticipator(RemembersInitArgs, nn.Module):
+class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
     """Per-frame contact risk within each horizon and per-object risk, from frames or precomputed features.
 
     Args:

@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from domains.driving.accident.metrics import horizon_targets
 from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
-from shared.backbones import list_backbones, load_backbone_weights, set_trainable
+from shared.backbones import list_backbones, load_backbone_weights
 from shared.task import BaseTask, gather_lists
 
 # Run-time choices, kept out of checkpoints (as for the other driving tasks).
@@ -99,7 +99,7 @@ class AccidentTask(BaseTask):
                     f"{self.model.init_args['backbone']!r} (prefix {pretrained_prefix!r}): {report.summary()}"
                 )
         if freeze_backbone and self.model.backbone is not None:
-            set_trainable(self.model.backbone, False)
+            self.model.set_backbone_frozen(True)  # BatchNorm stays in eval mode through Lightning's train()
         self.predict_dir, self.gif = predict_dir, gif
         self.uncertainty_samples = uncertainty_samples
         self._records: dict[str, list[dict]] = {}

@@ -125,21 +125,20 @@ class DetectorTask(LabelledTask):
         """A frozen backbone must come from somewhere: a new fit needs ``pretrained_backbone`` and all of it."""
         super().on_fit_start()
         frozen = getattr(self.model, "backbone_frozen", False)
-        if frozen and not self.trainer.ckpt_path:
-            missing = self._backbone_missing
-            if missing is None or missing:
-                what = (
-                    "no --model.pretrained_backbone was given"
-                    if missing is None
-                    else f"--model.pretrained_backbone left {len(missing)} backbone tensors unloaded (e.g. "
-                    f"{missing[0]}: a wrong --model.pretrained_prefix or another network's file?)"
-                )
-                raise ValueError(
-                    f"network.init_args.freeze_backbone is true but {what}: the FPN and heads would train on a "
-                    "backbone that is partly or wholly random and never learns. Give the trained weights (e.g. "
-                    "apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
-                    "detector.backbone.body.) or set freeze_backbone false."
-                )
+        missing = self._backbone_missing  # [] after a checkpoint is restored (before this hook)
+        if frozen and (missing is None or missing):
+            what = (
+                "no --model.pretrained_backbone was given"
+                if missing is None
+                else f"--model.pretrained_backbone left {len(missing)} backbone tensors unloaded (e.g. "
+                f"{missing[0]}: a wrong --model.pretrained_prefix or another network's file?)"
+            )
+            raise ValueError(
+                f"network.init_args.freeze_backbone is true but {what}: the FPN and heads would train on a "
+                "backbone that is partly or wholly random and never learns. Give the trained weights (e.g. "
+                "apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
+                "detector.backbone.body.) or set freeze_backbone false."
+            )
         if frozen:
             rank_zero_info(
                 "freeze_backbone: only the FPN and heads train; the backbone's weights and BatchNorm statistics stay "

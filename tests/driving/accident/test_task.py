@@ -116,6 +116,9 @@ def test_frozen_backbone_gets_no_gradient():
     assert not any(p.requires_grad for p in task.model.backbone.parameters())
     assert any(p.requires_grad for p in task.model.horizon_head.parameters())
     assert torch.is_tensor(task.model.temperature)
+    task.eval().train()  # as Lightning's fit starts: the frozen backbone's BatchNorm keeps its statistics
+    norms = [m for m in task.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms) and task.model.horizon_head.training
 
 
 def _val_records(kind: str, toa: int, logits) -> list[dict]:

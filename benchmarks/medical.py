@@ -57,11 +57,8 @@ MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
         "blocks_per_level": 1,
         "latent_channels": [1, 1, 1, 1],
         "norm": "batch",
-        "geco": True,
-        "kappa": 0.05,
-        "geco_rate": 0.01,
+        "geco": True,  # with the network's defaults kappa 0.05, geco_rate 0.01, stochastic_top_k True
         "top_k_fraction": 0.02,
-        "stochastic_top_k": True,
     },
 }
 # Changes to MODELS per reader preset (--readers). The LIDC-like readers disagree globally (a lesion marked by
@@ -84,26 +81,14 @@ MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
 #   the gain is within run-to-run spread. The Prob. U-Net keeps beta 1: beta 2 took it from 0.25 to 0.30.
 # The default readers keep the paper's settings, with which that benchmark's targets were met.
 
-
-class _Unset:
-    """A READER_PRESETS value that removes the setting (GECO's, under a plain ELBO)."""
-
-    def __repr__(self) -> str:
-        return "unset"
-
-
-UNSET = _Unset()
 READER_PRESETS: dict[str, dict[str, dict]] = {
     "default": {},
     "lidc": {
         "hpu_net": {
             "latent_channels": [1, 1],
             "top_k_fraction": None,
-            "stochastic_top_k": UNSET,
             "geco": False,
             "beta": 2.0,
-            "kappa": UNSET,
-            "geco_rate": UNSET,
         }
     },
 }
@@ -145,14 +130,9 @@ def _median_ms(*fns, repeats: int, device="cpu") -> list[float]:
     return [1000 * statistics.median(t) for t in times]
 
 
-def _settings_set(changes: dict) -> dict:
-    """The settings a preset sets (the ones it unsets fall back to the network's defaults, unused there)."""
-    return {key: value for key, value in changes.items() if value is not UNSET}
-
-
 def network_args(name: str, readers: str = "default") -> dict:
     """``MODELS[name]`` with the changes of the reader preset (``READER_PRESETS``)."""
-    return _settings_set({**MODELS[name], **READER_PRESETS.get(readers, {}).get(name, {})})
+    return {**MODELS[name], **READER_PRESETS.get(readers, {}).get(name, {})}
 
 
 def run_model(
@@ -239,7 +219,7 @@ def report(results: list[dict], args, device: str, minutes: float, reference: di
         f"{args.num_samples} samples per image. Device: {device}, precision {args.precision}. "
         f"Inference: one 128x128 image, batch 1, median of {args.timing_repeats}."
         + "".join(
-            f" {LABELS[name]} settings for these readers: {_settings_set(changes)}."
+            f" {LABELS[name]} settings for these readers: {changes}."
             for name, changes in READER_PRESETS.get(args.readers, {}).items()
             if name in args.models
         )

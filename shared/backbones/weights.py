@@ -151,9 +151,10 @@ class FreezableBackbone:
 
     Frozen, the backbone's parameters take no gradient (no backward pass through it: the instance benchmark's
     Mask R-CNN at 384x1280 takes as many steps in 15 CPU minutes as one with a trained backbone at 192x640) and
-    ``train()`` leaves it in eval mode, so BatchNorm keeps the transferred running statistics. torchvision's detection models get the same with
-    ``FrozenBatchNorm2d``; keeping the BatchNorm modules instead keeps the state-dict keys, so checkpoints and
-    shipped weights of frozen and trained backbones load into each other.
+    ``train()`` leaves it in eval mode, so BatchNorm keeps the transferred running statistics. torchvision's
+    detection models get the same with ``FrozenBatchNorm2d`` and Lightning's ``BaseFinetuning.freeze`` stops the
+    statistics by normalising with each batch's; keeping the BatchNorm modules in eval mode keeps both the
+    transferred statistics and the state-dict keys, so frozen and trained checkpoints load into each other.
     """
 
     backbone_frozen: bool = False

@@ -101,9 +101,27 @@ def read_config(path: str) -> tuple[dict, dict]:
     return dict(config.get("model") or {}), dict(config.get("data") or {})
 
 
+def apply_overrides(model_kw: dict, data_kw: dict, overrides: list[str]) -> None:
+    """``--set`` items ``model.a.b=value`` / ``data.a=value`` (the value read as YAML) into the settings, as the
+    CLI's ``--model.a.b value`` would set them."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or parts[0] not in ("model", "data") or not all(parts):
+            raise ValueError(f"--set {item!r}: expected model.<key>...=<value> or data.<key>=<value>")
+        node = model_kw if parts[0] == "model" else data_kw
+        for part in parts[1:-1]:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise TypeError(f"--set {item!r}: {part!r} is not a mapping in the config")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(raw)
+
+
 def read_settings(args) -> tuple[dict, dict]:
-    """The config's model and data settings, with ``--synthetic`` merged into the generator's."""
+    """The config's model and data settings, with ``--set`` overrides and ``--synthetic`` merged into the
+    generator's."""
     model_kw, data_kw = read_config(args.config)
+    apply_overrides(model_kw, data_kw, args.set or [])
     if args.synthetic:
         data_kw["synthetic"] = {**(data_kw.get("synthetic") or {}), **json.loads(args.synthetic)}
     return model_kw, data_kw
@@ -359,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "domains/driving/accident/configs/quick.yaml"))
     parser.add_argument(
         "--synthetic", default=None, help="JSON of generator settings, e.g. '{\"n_clips\": 120}'"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config setting, e.g. data.hflip=0.5 or model.network.init_args.motion_lags=[1,5] "
+        "(repeatable; the value is read as YAML)",
     )
     parser.add_argument("--pretrained-backbone", default=None)
     parser.add_argument("--pretrained-prefix", default="")

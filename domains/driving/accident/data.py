@@ -70,7 +70,9 @@ class AccidentDataset(Dataset):
     ``toa`` relative to its start, also when the contact lies past the window's end (the horizon targets are
     read from it, so early windows teach "no contact within 2 s yet" and no positive becomes a negative).
     Windows that always held the contact taught a shortcut: a crash window is one that ends in contact.
-    Evaluation (``train`` false) always takes whole clips.
+    ``hflip`` with ``train``: the probability of mirroring a sample left to right (frames and boxes; the
+    traffic of a left-driving country, cut-ins and crossings from the other side), against overfitting a few
+    hundred clips. Evaluation (``train`` false) always takes whole clips, unflipped.
     """
 
     def __init__(
@@ -82,8 +84,12 @@ class AccidentDataset(Dataset):
         train: bool = False,
         feature_image_size: tuple[int, int] | None = None,
         decode_frames: bool = True,
+        hflip: float = 0.0,
     ):
+        if not 0.0 <= hflip <= 1.0:
+            raise ValueError(f"AccidentDataset: hflip must be a probability in [0, 1], got {hflip}")
         self.clips = list(clips)
+        self.hflip = float(hflip)
         self.decode_frames = decode_frames
         self.image_size = tuple(image_size) if image_size else None
         self.max_objects = max_objects
@@ -181,9 +187,11 @@ class AccidentDataset(Dataset):
         else:  # a boxes-only network: the boxes are scaled from the frames' size, read from the first one only
             source = self._frame_size(clip)
         scale = np.ones(4, dtype=np.float32)
+        width = None if source is None else source[1]  # of the frame the boxes end up in
         if source is not None and self.image_size is not None:
             sy, sx = self.image_size[0] / source[0], self.image_size[1] / source[1]
             scale = np.array([sx, sy, sx, sy], dtype=np.float32)
+            width = self.image_size[1]
         boxes = np.zeros((length, n, 4), dtype=np.float32)
         valid = np.zeros((length, n), dtype=bool)
         for k, tid in enumerate(slots):
@@ -193,6 +201,17 @@ class AccidentDataset(Dataset):
             valid[:, k] = ok
         track_ids = torch.full((n,), -1, dtype=torch.long)
         track_ids[: len(slots)] = torch.tensor(slots, dtype=torch.long)
+        # precomputed appearance features cannot be mirrored (the data module refuses hflip for them)
+        if (
+            self.train
+            and self.hflip > 0
+            and width is not None
+            and "features" not in item
+            and torch.rand(()) < self.hflip
+        ):
+            boxes[..., [0, 2]] = np.where(valid[..., None], width - boxes[..., [2, 0]], 0.0)
+            if "frames" in item:
+                item["frames"] = item["frames"].flip(-1)
         involved = torch.zeros(n, dtype=torch.bool)
         for k, tid in enumerate(slots):
             involved[k] = tid in clip.involved
@@ -338,6 +357,8 @@ class AccidentDataModule(SplitLoaders):
         train_frames: decode the training clips' frames; false for a network that reads only boxes
             (``input_kind: boxes``): its loader then reads no image (validation, test and predict still decode
             them, for the prediction GIFs), several times faster on a CPU.
+        hflip: probability of mirroring a training clip left to right (frames and boxes); 0: never. Not for
+            ``npz`` features (a precomputed appearance vector cannot be mirrored).
     """
 
     def __init__(
@@ -359,6 +380,7 @@ class AccidentDataModule(SplitLoaders):
         feature_image_size: tuple[int, int] = (720, 1280),
         max_clips: int | None = None,
         train_frames: bool = True,
+        hflip: float = 0.0,
     ):
         super().__init__()
         if image_size is None:
@@ -388,6 +410,12 @@ class AccidentDataModule(SplitLoaders):
             )
         if not feature_fps > 0:
             raise ValueError(f"AccidentDataModule: feature_fps must be > 0, got {feature_fps}")
+        if not 0.0 <= hflip <= 1.0:
+            raise ValueError(f"AccidentDataModule: hflip must be a probability in [0, 1], got {hflip}")
+        if hflip > 0 and data_format == "npz":
+            raise ValueError(
+                "AccidentDataModule: hflip needs frames; npz features cannot be mirrored (set hflip 0)"
+            )
         split_clips([], val_fraction, test_fraction)  # checks the fractions now, naming them
         self.save_hyperparameters()
         self.data_format = data_format
@@ -404,6 +432,7 @@ class AccidentDataModule(SplitLoaders):
         self.feature_image_size = tuple(feature_image_size)
         self.max_clips = max_clips
         self.train_frames = bool(train_frames)
+        self.hflip = float(hflip)
         self.splits: dict[str, list[AccidentClip]] = {}
         self.datasets: dict[str, AccidentDataset] = {}
         self.dropped: DropLog | None = None
@@ -456,6 +485,7 @@ class AccidentDataModule(SplitLoaders):
                 train=name == "train",
                 feature_image_size=self.feature_image_size if self.data_format == "npz" else None,
                 decode_frames=self.train_frames or name != "train",
+                hflip=self.hflip,
             )
 
     collate_fn = staticmethod(collate_clips)

@@ -38,6 +38,9 @@ from shared.networks import RemembersInitArgs
 EMPTY_SLOT_LOGIT = -20.0
 #: box geometry features per object: centre, size, log scale change (x2), centre shift (x2), seen before
 GEOMETRY_FEATURES = 9
+#: per extra motion lag (``motion_lags`` beyond 1): log scale change and centre shift per frame over that lag
+#: (x2 each) and whether the object was seen that many frames ago
+LAG_FEATURES = 5
 #: the per-frame box scale change is a few percent; this brings it to about unit range
 MOTION_GAIN = 10.0
 
@@ -84,6 +87,11 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         hidden: width of the frame and object states.
         roi_size: RoIAlign output size per object.
         window: frames the transformer sees (``temporal: transformer``).
+        motion_lags: frame lags of the box motion features; 1 (always first) compares each box with the
+            object's last seen one, each longer lag k with its box k frames ago, as a rate per frame. A lag of
+            half a second averages the looming (scale change) and the sideways drift over several frames:
+            the acceleration behind a hard brake shows as lags that disagree. The state keeps the last
+            ``max(motion_lags)`` boxes per slot (still a fixed size).
         dropout: dropout before the heads; also what :meth:`sample_heads` samples for the uncertainty estimate.
     """
 
@@ -100,8 +108,13 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         roi_size: int = 3,
         window: int = 16,
         dropout: float = 0.1,
+        motion_lags: tuple[int, ...] = (1,),
     ):
         super().__init__()
+        motion_lags = tuple(int(k) for k in motion_lags)
+        if not motion_lags or motion_lags[0] != 1 or list(motion_lags) != sorted(set(motion_lags)):
+            raise ValueError(f"motion_lags must start at 1 and ascend (frames), got {motion_lags}")
+        self.motion_lags = motion_lags
         horizons = tuple(float(h) for h in horizons)
         if not horizons or any(h <= 0 for h in horizons) or list(horizons) != sorted(set(horizons)):
             raise ValueError(f"horizons must be positive seconds in ascending order, got {horizons}")
@@ -135,7 +148,9 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         self.frame_embed = nn.Sequential(nn.Linear(frame_in, hidden), nn.ReLU(inplace=True))
         self.object_embed = nn.Sequential(nn.Linear(object_in, hidden), nn.ReLU(inplace=True))
         self.geometry_embed = nn.Sequential(
-            nn.Linear(GEOMETRY_FEATURES, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden)
+            nn.Linear(GEOMETRY_FEATURES + LAG_FEATURES * (len(motion_lags) - 1), hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
         )
         self.object_cell = nn.GRUCell(3 * hidden, hidden)
         self.attention = nn.Linear(hidden, hidden, bias=False)
@@ -205,6 +220,10 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
             "prev_boxes": torch.zeros(batch, slots, 4, device=device),
             "prev_valid": torch.zeros(batch, slots, dtype=torch.bool, device=device),
         }
+        if len(self.motion_lags) > 1:  # the last max-lag frames' boxes, newest first
+            depth = self.motion_lags[-1]
+            state["history"] = torch.zeros(batch, slots, depth, 4, device=device)
+            state["history_valid"] = torch.zeros(batch, slots, depth, dtype=torch.bool, device=device)
         if self.temporal == "gru":
             state["frame"] = torch.zeros(batch, self.hidden, device=device)
         else:
@@ -224,7 +243,18 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         seen = (valid & state["prev_valid"]).unsqueeze(-1).to(boxes.dtype)
         growth = torch.log(size / prev_size) * MOTION_GAIN * seen
         shift = (centre - prev_centre) * MOTION_GAIN * seen
-        return torch.cat([centre, size, growth, shift, seen], -1) * valid.unsqueeze(-1).to(boxes.dtype)
+        features = [centre, size, growth, shift, seen]
+        for lag in self.motion_lags[1:]:  # the box `lag` frames ago (history[..., 0] is the previous frame's)
+            old = state["history"][:, :, lag - 1] / scale
+            old_centre = (old[..., :2] + old[..., 2:]) / 2
+            old_size = (old[..., 2:] - old[..., :2]).clamp(min=1e-4)
+            seen_then = (valid & state["history_valid"][:, :, lag - 1]).unsqueeze(-1).to(boxes.dtype)
+            features += [
+                torch.log(size / old_size) * (MOTION_GAIN / lag) * seen_then,
+                (centre - old_centre) * (MOTION_GAIN / lag) * seen_then,
+                seen_then,
+            ]
+        return torch.cat(features, -1) * valid.unsqueeze(-1).to(boxes.dtype)
 
     def temporal_step(
         self,
@@ -257,6 +287,9 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
             "prev_boxes": torch.where(mask, boxes, state["prev_boxes"]),
             "prev_valid": valid | state["prev_valid"],
         }
+        if "history" in state:
+            new_state["history"] = torch.cat([boxes[:, :, None], state["history"][:, :, :-1]], 2)
+            new_state["history_valid"] = torch.cat([valid[:, :, None], state["history_valid"][:, :, :-1]], 2)
         if self.temporal == "gru":
             frame = self.frame_cell(frame_in, state["frame"])
             new_state["frame"] = frame

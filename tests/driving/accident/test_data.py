@@ -159,6 +159,27 @@ def test_training_windows_start_at_or_before_the_contact(clips_root):
     assert evaluation["frames"].shape[0] == 12 and evaluation["toa"] == 7  # evaluation: whole clips
 
 
+def test_hflip_mirrors_training_frames_and_boxes_only(clips_root):
+    clip = read_ccd_layout(clips_root, require_json=True)[0]
+    plain = AccidentDataset([clip], image_size=(12, 96), max_objects=3)[0]
+    flipped = AccidentDataset([clip], image_size=(12, 96), max_objects=3, train=True, hflip=1.0)[0]
+    valid = plain["box_valid"]
+    assert valid.any() and torch.equal(flipped["box_valid"], valid)
+    # first box (4, 4, 12, 6) in a 96-wide frame: x1' = 96 - 12, x2' = 96 - 4, y unchanged
+    assert flipped["boxes"][0, 0].tolist() == [84.0, 4.0, 92.0, 6.0]
+    assert torch.equal(flipped["boxes"][valid][:, [0, 2]], 96 - plain["boxes"][valid][:, [2, 0]])
+    assert (flipped["boxes"][~valid] == 0).all()  # empty slots stay empty
+    assert torch.equal(flipped["frames"], plain["frames"].flip(-1))
+    # boxes-only training samples (no frames decoded) mirror the same way
+    boxes_only = AccidentDataset([clip], (12, 96), 3, train=True, hflip=1.0, decode_frames=False)[0]
+    assert torch.equal(boxes_only["boxes"], flipped["boxes"])
+    # evaluation is never flipped, and hflip 0 never flips
+    assert torch.equal(AccidentDataset([clip], (12, 96), 3, hflip=1.0)[0]["boxes"], plain["boxes"])
+    assert torch.equal(AccidentDataset([clip], (12, 96), 3, train=True)[0]["boxes"], plain["boxes"])
+    with pytest.raises(ValueError, match="hflip must be a probability"):
+        AccidentDataset([clip], hflip=1.5)
+
+
 # ----------------------------------------------------------------------------------------------- split
 
 
@@ -403,6 +424,10 @@ def test_bad_module_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_path does not exist"):
         AccidentDataModule(data_path=str(tmp_path / "nope")).setup()
     assert math.isclose(AccidentDataModule(data_path=str(tmp_path)).feature_fps, 20.0)
+    with pytest.raises(ValueError, match="hflip must be a probability"):
+        AccidentDataModule(data_path=str(tmp_path), hflip=-0.1)
+    with pytest.raises(ValueError, match="npz features cannot be mirrored"):
+        AccidentDataModule(data_format="npz", data_path=str(tmp_path), hflip=0.5)
 
 
 def test_synthetic_default_calls_the_generator_lazily(clips_root, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -55,6 +57,44 @@ def test_state_size_does_not_grow_with_the_clip():
         _, state = model.step(frames[:, t], boxes[:, t], valid[:, t], state)
         sizes.append(sum(v.numel() for v in state.values()))
     assert len(set(sizes)) == 1
+
+
+def test_motion_lags_stream_like_the_whole_clip_in_a_fixed_state():
+    model = tiny(motion_lags=(1, 3)).eval()
+    frames, boxes, valid, _ = approaching_clips(frames=7)
+    whole = model(frames=frames, boxes=boxes, box_valid=valid)
+    state, steps, sizes = None, [], []
+    for t in range(frames.shape[1]):
+        out, state = model.step(frames[:, t], boxes[:, t], valid[:, t], state)
+        steps.append(out["horizon_logits"])
+        sizes.append(sum(v.numel() for v in state.values()))
+    torch.testing.assert_close(torch.stack(steps, 1), whole["horizon_logits"], atol=1e-5, rtol=1e-4)
+    assert len(set(sizes)) == 1 and state["history"].shape == (4, 2, 3, 4)
+    with pytest.raises(ValueError, match="motion_lags must start at 1"):
+        tiny(motion_lags=(2, 5))
+    with pytest.raises(ValueError, match="motion_lags must start at 1"):
+        tiny(motion_lags=(1, 5, 3))
+
+
+def test_motion_lag_features_by_hand():
+    """A box 4 px wide (of a 64-px frame) that was 2 px wide 2 frames ago: growth log(2) / 2 per frame, times
+    the gain 10; its centre moved 4 px right: 4 / 64 / 2 per frame, times 10; seen then: 1. An object not
+    seen 2 frames ago gets zeros."""
+    model = tiny(motion_lags=(1, 2))
+    state = model.initial_state(1, 2)
+    old = torch.tensor([[[10.0, 8.0, 12.0, 10.0], [0.0, 0.0, 0.0, 0.0]]])
+    mid = torch.tensor([[[11.0, 8.0, 14.0, 10.0], [20.0, 8.0, 24.0, 10.0]]])
+    for boxes, valid in ((old, torch.tensor([[True, False]])), (mid, torch.tensor([[True, True]]))):
+        _, state = model.temporal_step(torch.zeros(1, 16), torch.zeros(1, 2, 16), boxes, valid, state)
+    now = torch.tensor([[[13.0, 8.0, 17.0, 10.0], [21.0, 8.0, 25.0, 10.0]]])
+    features = model._geometry(now, torch.tensor([[True, True]]), state)
+    assert features.shape == (1, 2, 14)
+    lag2 = features[0, 0, 9:]
+    torch.testing.assert_close(
+        lag2, torch.tensor([5 * math.log(2), 0.0, 10 * (4 / 64) / 2, 0.0, 1.0]), atol=1e-5, rtol=1e-5
+    )
+    assert (features[0, 1, 9:] == 0).all()  # not seen 2 frames ago
+    assert features[0, 1, 8] == 1.0  # but seen in the previous frame
 
 
 def test_temperature_divides_the_log_odds_outside_training():

@@ -176,3 +176,22 @@ def test_validation_without_crashes_still_logs_the_checkpoint_monitor():
     task.log_dict = lambda values, **k: logged.update(values)
     task._log_epoch_metrics("val")
     assert MONITOR == "val/frame_ap" and logged[MONITOR] == 0.0 and logged["val/video_ap"] == 0.0
+
+
+def test_benchmark_set_overrides_reach_the_config():
+    from benchmarks.driving_accident import apply_overrides
+
+    model_kw = {"network": {"init_args": {"hidden": 64}}}
+    data_kw = {"batch_size": 8}
+    apply_overrides(
+        model_kw,
+        data_kw,
+        ["model.network.init_args.motion_lags=[1, 5]", "data.hflip=0.5", "model.seedless=x"],
+    )
+    assert model_kw == {"network": {"init_args": {"hidden": 64, "motion_lags": [1, 5]}}, "seedless": "x"}
+    assert data_kw == {"batch_size": 8, "hflip": 0.5}
+    for bad in ("hflip=0.5", "trainer.max_epochs=3", "data.hflip"):
+        with pytest.raises(ValueError, match="expected model"):
+            apply_overrides({}, {}, [bad])
+    with pytest.raises(TypeError, match="'batch_size' is not a mapping"):
+        apply_overrides({}, {"batch_size": 8}, ["data.batch_size.x=1"])

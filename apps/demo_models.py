@@ -395,9 +395,11 @@ def network_name(key: str, hparams: dict) -> str:
             f"{args.get('fpn_channels')} ch"
         )
     if key == "driving_accident":
+        lags = list(args.get("motion_lags") or [1])
         return (
             f"AccidentAnticipator on {args.get('backbone')} ({args.get('temporal', 'gru')}, hidden "
             f"{args.get('hidden')}), input {args.get('input_size')}, horizons {args.get('horizons')} s"
+            + (f", motion lags {lags} frames" if lags != [1] else "")
         )
     return f"U-Net segmenter on {args.get('encoder')} {args.get('encoder_kwargs') or {}} + outlier head"
 

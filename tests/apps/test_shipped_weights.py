@@ -265,3 +265,14 @@ def test_shipped_weights_reproduce_their_card_figures(key):
     group = "medical" if key in dm.MEDICAL_KEYS else key
     for name in HEADLINE[group]:
         assert figures[name] == pytest.approx(card["subset"]["metrics"][name], abs=TOLERANCE[group]), name
+
+
+def test_accident_card_names_its_motion_lags_only_when_set():
+    args = {"backbone": "tiny_cnn", "hidden": 64, "input_size": [64, 224], "horizons": [0.5, 2.0]}
+    plain = dm.network_name("driving_accident", {"network": {"init_args": args}})
+    assert plain == "AccidentAnticipator on tiny_cnn (gru, hidden 64), input [64, 224], horizons [0.5, 2.0] s"
+    lagged = dm.network_name("driving_accident", {"network": {"init_args": {**args, "motion_lags": [1, 5]}}})
+    assert lagged == plain + ", motion lags [1, 5] frames"
+    assert (
+        dm.network_name("driving_accident", {"network": {"init_args": {**args, "motion_lags": [1]}}}) == plain
+    )

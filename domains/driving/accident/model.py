@@ -88,8 +88,9 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         roi_size: RoIAlign output size per object.
         window: frames the transformer sees (``temporal: transformer``).
         motion_lags: frame lags of the box motion features; 1 (always first) compares each box with the
-            object's last seen one, each longer lag k with its box k frames ago, as a rate per frame. A lag of
-            half a second averages the looming (scale change) and the sideways drift over several frames:
+            object's last seen one, each longer lag k with its box k frames ago, as a rate per frame. Lags
+            count frames, not seconds (5 is half a second at the synthetic clips' 10 fps, a quarter at DAD's
+            20). A lag of half a second averages the looming (scale change) and the sideways drift over several frames:
             the acceleration behind a hard brake shows as lags that disagree. The state keeps the last
             ``max(motion_lags)`` boxes per slot (still a fixed size).
         dropout: dropout before the heads; also what :meth:`sample_heads` samples for the uncertainty estimate.
@@ -288,7 +289,8 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
             "prev_valid": valid | state["prev_valid"],
         }
         if "history" in state:
-            new_state["history"] = torch.cat([boxes[:, :, None], state["history"][:, :, :-1]], 2)
+            kept = torch.where(mask, boxes, torch.zeros_like(boxes))  # an empty slot's box may be anything
+            new_state["history"] = torch.cat([kept[:, :, None], state["history"][:, :, :-1]], 2)
             new_state["history_valid"] = torch.cat([valid[:, :, None], state["history_valid"][:, :, :-1]], 2)
         if self.temporal == "gru":
             frame = self.frame_cell(frame_in, state["frame"])

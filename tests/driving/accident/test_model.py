@@ -77,23 +77,29 @@ def test_motion_lags_stream_like_the_whole_clip_in_a_fixed_state():
 
 
 def test_motion_lag_features_by_hand():
-    """A box 4 px wide (of a 64-px frame) that was 2 px wide 2 frames ago: growth log(2) / 2 per frame, times
-    the gain 10; its centre moved 4 px right: 4 / 64 / 2 per frame, times 10; seen then: 1. An object not
-    seen 2 frames ago gets zeros."""
-    model = tiny(motion_lags=(1, 2))
+    """Lags (1, 2, 4) after three frames. Object 0: 4 px wide (of a 64-px frame) now, 2 px wide 2 frames ago:
+    growth log(2) / 2 per frame, times the gain 10; its centre moved 4 px right: 4 / 64 / 2 per frame, times 10;
+    seen then: 1. Nothing was seen 4 frames ago: zeros. Object 1 was not seen 2 frames ago (its box there is
+    NaN, as an empty slot's may be): zeros, no NaN."""
+    model = tiny(motion_lags=(1, 2, 4))
     state = model.initial_state(1, 2)
-    old = torch.tensor([[[10.0, 8.0, 12.0, 10.0], [0.0, 0.0, 0.0, 0.0]]])
-    mid = torch.tensor([[[11.0, 8.0, 14.0, 10.0], [20.0, 8.0, 24.0, 10.0]]])
-    for boxes, valid in ((old, torch.tensor([[True, False]])), (mid, torch.tensor([[True, True]]))):
+    nan = float("nan")
+    frames = (
+        (torch.tensor([[[0.0, 8.0, 40.0, 10.0], [nan] * 4]]), torch.tensor([[True, False]])),  # t - 3
+        (torch.tensor([[[10.0, 8.0, 12.0, 10.0], [nan] * 4]]), torch.tensor([[True, False]])),  # t - 2
+        (torch.tensor([[[11.0, 8.0, 14.0, 10.0], [20.0, 8.0, 24.0, 10.0]]]), torch.tensor([[True, True]])),
+    )
+    for boxes, valid in frames:
         _, state = model.temporal_step(torch.zeros(1, 16), torch.zeros(1, 2, 16), boxes, valid, state)
     now = torch.tensor([[[13.0, 8.0, 17.0, 10.0], [21.0, 8.0, 25.0, 10.0]]])
     features = model._geometry(now, torch.tensor([[True, True]]), state)
-    assert features.shape == (1, 2, 14)
-    lag2 = features[0, 0, 9:]
+    assert features.shape == (1, 2, 19) and torch.isfinite(features).all()
+    lag2 = features[0, 0, 9:14]
     torch.testing.assert_close(
         lag2, torch.tensor([5 * math.log(2), 0.0, 10 * (4 / 64) / 2, 0.0, 1.0]), atol=1e-5, rtol=1e-5
     )
-    assert (features[0, 1, 9:] == 0).all()  # not seen 2 frames ago
+    assert (features[0, 0, 14:] == 0).all()  # 4 frames ago: before the clip
+    assert (features[0, 1, 9:] == 0).all()  # not seen 2 or 4 frames ago
     assert features[0, 1, 8] == 1.0  # but seen in the previous frame
 
 

@@ -55,7 +55,7 @@ from domains.driving.accident.metrics import (
     ClipScores,
     lead_time_at_false_alarm_rate,
     summarize,
-    tta_curve,
+    threshold_at_recall,
 )
 from domains.driving.accident.task import AccidentTask
 from domains.driving.synthetic.clips import EGO_FRONT, EGO_LENGTH, EGO_WIDTH
@@ -164,11 +164,9 @@ def baseline_records(dm: AccidentDataModule, horizon: float, oracle_kw: dict) ->
 def tta_r80_reading(records: list[ClipScores]) -> dict:
     """Where TTA@R80 is read: the threshold of its recall level and the crash clips' highest risk before
     contact (a model sure of every crash at the end puts that threshold near 1, crossed only late)."""
-    curve = tta_curve(records)
-    reached = np.flatnonzero(curve.recall >= 0.8 - 1e-9)
     peaks = [float(r.scores[: r.toa].max()) for r in records if r.is_crash and r.toa > 0]
     return {
-        "threshold": float(curve.threshold[reached[0]]) if len(reached) else math.nan,
+        "threshold": threshold_at_recall(records, 0.8),
         "crash_peak_min": min(peaks) if peaks else math.nan,
         "crash_peak_median": statistics.median(peaks) if peaks else math.nan,
     }
@@ -354,7 +352,11 @@ def markdown(result: dict, args) -> str:
     lines.append(
         f"- streaming <= {TARGET_MS_PER_FRAME:g} ms per frame: {ms:.1f} ({'met' if ms <= TARGET_MS_PER_FRAME else 'not met'})"
     )
-    lines += ["", f"Command: `{command_line('benchmarks/driving_accident.py')}`", ""]
+    lines += [
+        "",
+        f"Command: `{command_line('benchmarks/driving_accident.py', getattr(args, 'argv', None))}`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -399,7 +401,11 @@ def baselines_markdown(args) -> str:
                 f"| {name} | {group} | {a['threshold']:.3f} | {a['false_alarm_rate']:.3f} | {a['recall']:.3f} "
                 f"| {_fmt(a['lead_time'])} |"
             )
-    lines += ["", f"Command: `{command_line('benchmarks/driving_accident.py')}`", ""]
+    lines += [
+        "",
+        f"Command: `{command_line('benchmarks/driving_accident.py', getattr(args, 'argv', None))}`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -436,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "clips' outcome can be told at all)",
     )
     args = parser.parse_args(argv)
+    args.argv = argv  # the Command line of the report: these arguments, not the caller's sys.argv
     # the oracle's ego footprint is the generator's (contact is defined on it)
     args.oracle = {"ego_half_width": EGO_WIDTH / 2, "ego_front": EGO_FRONT, "ego_length": EGO_LENGTH}
     if args.baselines_only:

@@ -144,7 +144,7 @@ def markdown(result: dict, args) -> str:
         f"(KITTI Moderate's {KITTI_MODERATE_HEIGHT} px of a {KITTI_FRAME_HEIGHT}-px frame; COCO crowd: a detection "
         "mostly on one is neither a hit nor a false alarm, other small detections still count as false alarms)."
     )
-    command = f"Command: `{command_line('benchmarks/driving_instances.py')}`"
+    command = f"Command: `{command_line('benchmarks/driving_instances.py', getattr(args, 'argv', None))}`"
     lines += [mean_row, "", where, "", speed, "", targets, "", load, "", command]
     return "\n".join(lines) + "\n"
 
@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test-batches", type=int, default=None, help="score only this many test batches")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/driving_instances.md")
     add_budget_arguments(parser, calibration_steps=3, inference_images=20)
-    return run_and_report(parser.parse_args(argv), run, markdown)
+    args = parser.parse_args(argv)
+    args.argv = argv  # the Command line of the report: these arguments, not the caller's sys.argv
+    return run_and_report(args, run, markdown)
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ def report(results: list[dict], args, device: str, minutes: float, reference: di
             if args.steps
             else f"{minutes:.2f} min of training per model. "
         )
-        + f"Command: `{command_line('benchmarks/medical.py')}`. Test split, "
+        + f"Command: `{command_line('benchmarks/medical.py', getattr(args, 'argv', None))}`. Test split, "
         f"{args.num_samples} samples per image. Device: {device}, precision {args.precision}. "
         f"Inference: one 128x128 image, batch 1, median of {args.timing_repeats}."
         + "".join(
@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     args = parser.parse_args(argv)
+    args.argv = argv  # the Command line of the report: these arguments, not the caller's sys.argv
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
     if args.threads:

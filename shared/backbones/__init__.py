@@ -13,6 +13,7 @@ from .weights import (
     FreezableBackbone,
     LoadReport,
     WeightLoadingError,
+    frozen_backbone_gap,
     load_backbone_weights,
     set_trainable,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "UNetEncoder",
     "WeightLoadingError",
     "create_backbone",
+    "frozen_backbone_gap",
     "list_backbones",
     "load_backbone_weights",
     "register_backbone",

@@ -137,7 +137,8 @@ def load_backbone_weights(
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:
-    """Freeze (``False``) or unfreeze (``True``) all parameters; frozen BatchNorm layers also stop updating stats."""
+    """Freeze (``False``) or unfreeze (``True``) all parameters; frozen BatchNorm layers go to eval mode now,
+    but the next ``.train()`` (Lightning's at fit start) puts them back: :class:`FreezableBackbone` keeps them."""
     for p in module.parameters():
         p.requires_grad_(trainable)
     for m in module.modules():
@@ -161,7 +162,7 @@ class FreezableBackbone:
 
     def set_backbone_frozen(self, frozen: bool = True) -> None:
         self.backbone_frozen = bool(frozen)
-        set_trainable(self.backbone, not frozen)
+        self.backbone.requires_grad_(not frozen)
         self.backbone.train(self.training and not frozen)  # unfrozen, it follows the network's mode again
 
     def train(self, mode: bool = True):
@@ -169,6 +170,20 @@ class FreezableBackbone:
         if self.backbone_frozen:
             self.backbone.eval()
         return self
+
+
+def frozen_backbone_gap(missing: list[str] | None) -> str | None:
+    """Why a frozen backbone would train as (partly) random weights, or None when it is whole. ``missing``: the
+    backbone tensors a ``pretrained_backbone`` file left unloaded; None when no file was given, [] after a whole
+    load or a restored checkpoint. Tasks call it at fit start and raise with their own option names."""
+    if missing is None:
+        return "no --model.pretrained_backbone was given"
+    if missing:
+        return (
+            f"--model.pretrained_backbone left {len(missing)} backbone tensors unloaded (e.g. {missing[0]}: a "
+            "wrong --model.pretrained_prefix or another network's file?)"
+        )
+    return None
 
 
 def _resolve(root: nn.Module, dotted: str) -> nn.Module:

@@ -549,13 +549,12 @@ def test_benchmark_table_names_the_frozen_backbone_and_scores_heights_in_the_sco
         "train_seconds": 60.0, "n_test": 5, "inference_ms": 100.0, "inference_size": (192, 640),
         "load_average": (0.5, 1.5),
     }  # fmt: skip
-    text = markdown(result, Namespace(budget_minutes=1, precision="32-true", test_batches=None))
+    argv = ["--budget-minutes", "1", "--config", "my config.yaml"]  # main(argv)'s own, not pytest's sys.argv
+    text = markdown(result, Namespace(budget_minutes=1, precision="32-true", test_batches=None, argv=argv))
     assert "backbone mobilenet_v3_large (frozen), input [384, 1280]" in text
     assert "(batch 1, 640x192 images, scaled to the network's 1280x384)" in text
     assert "| Car | 0.600 | 0.650 | -0.050 |" in text and "| **mean** | 0.300 | 0.400 | -0.100 |" in text
     assert "under 12.8 px tall in the scored 640x192 frames" in text
-    assert (
-        text.rstrip()
-        .splitlines()[-1]
-        .startswith("Command: `.venv/bin/python benchmarks/driving_instances.py")
+    assert text.rstrip().splitlines()[-1] == (
+        "Command: `.venv/bin/python benchmarks/driving_instances.py --budget-minutes 1 --config 'my config.yaml'`"
     )

@@ -72,6 +72,7 @@ __all__ = [
     "object_hit_rate",
     "operating_threshold",
     "summarize",
+    "threshold_at_recall",
     "tta_at_recall",
     "tta_curve",
     "ttc_error",
@@ -280,11 +281,25 @@ def legacy_mtta(records: Sequence[ClipScores]) -> float:
     return float(curve.legacy_tta.mean()) if len(curve.legacy_tta) else math.nan
 
 
+def _recall_level(curve: TTACurve, recall: float) -> int | None:
+    """Index of the lowest recall level >= ``recall`` in ``curve`` (None if never reached)."""
+    reached = np.flatnonzero(curve.recall >= recall - _EPS)
+    return int(reached[0]) if len(reached) else None
+
+
 def tta_at_recall(records: Sequence[ClipScores], recall: float = 0.8) -> float:
     """Physical TTA (s) at the lowest recall level >= ``recall``; NaN if that recall is never reached."""
     curve = tta_curve(records)
-    reached = np.flatnonzero(curve.recall >= recall - _EPS)
-    return float(curve.tta[reached[0]]) if len(reached) else math.nan
+    level = _recall_level(curve, recall)
+    return float(curve.tta[level]) if level is not None else math.nan
+
+
+def threshold_at_recall(records: Sequence[ClipScores], recall: float = 0.8) -> float:
+    """The alarm threshold :func:`tta_at_recall` reads its TTA at (a model sure of every crash near contact
+    puts it close to 1, crossed only late); NaN if that recall is never reached."""
+    curve = tta_curve(records)
+    level = _recall_level(curve, recall)
+    return float(curve.threshold[level]) if level is not None else math.nan
 
 
 # ------------------------------------------------------------------------------------------------------------

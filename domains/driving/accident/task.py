@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from domains.driving.accident.metrics import horizon_targets
 from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
-from shared.backbones import list_backbones, load_backbone_weights
+from shared.backbones import frozen_backbone_gap, list_backbones, load_backbone_weights
 from shared.task import BaseTask, gather_lists
 
 # Run-time choices, kept out of checkpoints (as for the other driving tasks).
@@ -86,6 +86,8 @@ class AccidentTask(BaseTask):
         if uncertainty_samples < 0:
             raise ValueError(f"uncertainty_samples must be >= 0, got {uncertainty_samples}")
         self.model = self.build_network(network, AccidentAnticipator)
+        # what the file gave the backbone: a frozen backbone must be given all of it (checked at fit start)
+        self._backbone_missing: list[str] | None = None
         if pretrained_backbone:
             if self.model.backbone is None:
                 raise ValueError(
@@ -93,6 +95,7 @@ class AccidentTask(BaseTask):
                 )
             report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
             rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
+            self._backbone_missing = report.missing
             if not report.loaded:
                 raise ValueError(
                     f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone "
@@ -114,6 +117,22 @@ class AccidentTask(BaseTask):
             return []
         writer = import_module("domains.driving.accident.predict").AccidentPredictionWriter
         return [writer(self.predict_dir, gif=self.gif)]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._backbone_missing = []  # the checkpoint holds the whole backbone
+
+    def on_fit_start(self) -> None:
+        """A frozen frame backbone must come from somewhere: a new fit needs ``pretrained_backbone``, all of it."""
+        super().on_fit_start()
+        what = frozen_backbone_gap(self._backbone_missing) if self.model.backbone_frozen else None
+        if what:
+            raise ValueError(
+                f"--model.freeze_backbone is true but {what}: the temporal model would read a backbone that is "
+                "partly or wholly random and never learns. Give trained weights (e.g. "
+                "apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
+                "detector.backbone.body.) or set --model.freeze_backbone false."
+            )
 
     def setup(self, stage: str) -> None:
         """Refuse a frames network on a boxes-only training loader before any step (``forward_batch`` says it

@@ -36,7 +36,7 @@ from domains.driving.detection.metrics import (
     kitti_average_precision,
 )
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
-from shared.backbones import list_backbones
+from shared.backbones import frozen_backbone_gap, list_backbones
 from shared.labelled_task import LabelledTask, check_distinct_class_names
 from shared.task import gather_lists
 
@@ -125,14 +125,9 @@ class DetectorTask(LabelledTask):
         """A frozen backbone must come from somewhere: a new fit needs ``pretrained_backbone`` and all of it."""
         super().on_fit_start()
         frozen = getattr(self.model, "backbone_frozen", False)
-        missing = self._backbone_missing  # [] after a checkpoint is restored (before this hook)
-        if frozen and (missing is None or missing):
-            what = (
-                "no --model.pretrained_backbone was given"
-                if missing is None
-                else f"--model.pretrained_backbone left {len(missing)} backbone tensors unloaded (e.g. "
-                f"{missing[0]}: a wrong --model.pretrained_prefix or another network's file?)"
-            )
+        # _backbone_missing is [] after a checkpoint is restored (before this hook)
+        what = frozen_backbone_gap(self._backbone_missing) if frozen else None
+        if what:
             raise ValueError(
                 f"network.init_args.freeze_backbone is true but {what}: the FPN and heads would train on a "
                 "backbone that is partly or wholly random and never learns. Give the trained weights (e.g. "

@@ -23,6 +23,7 @@ from domains.driving.accident.metrics import (
     object_hit_rate,
     operating_threshold,
     summarize,
+    threshold_at_recall,
     tta_at_recall,
     tta_curve,
     ttc_error,
@@ -105,6 +106,7 @@ def test_tta_mtta_legacy_and_r80_by_hand():
     assert legacy_mtta(clips) == pytest.approx(0.8125)
     assert tta_at_recall(clips, 0.8) == pytest.approx(0.7)
     assert tta_at_recall(clips, 0.5) == pytest.approx(0.5)
+    assert threshold_at_recall(clips, 0.8) == 0.0 and threshold_at_recall(clips, 0.5) == pytest.approx(0.8)
     assert math.isnan(tta_at_recall(clips[:1] + clips[2:] + [ClipScores([0.5] * 10, toa=0, fps=FPS)], 0.8))
 
 

@@ -121,6 +121,35 @@ def test_frozen_backbone_gets_no_gradient():
     assert norms and not any(m.training for m in norms) and task.model.horizon_head.training
 
 
+def test_a_frozen_backbone_needs_its_weights_at_fit_start(tmp_path):
+    """A new fit of a frozen, random frame backbone is refused by name; whole weights or a restored checkpoint
+    pass (the shared rule of shared.backbones.frozen_backbone_gap)."""
+    from safetensors.torch import save_file
+
+    def task(**kw):
+        network = AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8)
+        return AccidentTask(network=network, freeze_backbone=True, **kw)
+
+    with pytest.raises(
+        ValueError, match="freeze_backbone is true but no --model.pretrained_backbone was given"
+    ):
+        task().on_fit_start()
+    donor = AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8).backbone.state_dict()
+    whole, partial = tmp_path / "whole.safetensors", tmp_path / "partial.safetensors"
+    save_file({f"net.{k}": v.contiguous() for k, v in donor.items()}, str(whole))
+    save_file({f"net.{k}": v.contiguous() for k, v in list(donor.items())[:2]}, str(partial))
+    task(pretrained_backbone=str(whole), pretrained_prefix="net.").on_fit_start()  # nothing missing
+    with pytest.raises(ValueError, match="backbone tensors unloaded"):
+        task(pretrained_backbone=str(partial), pretrained_prefix="net.").on_fit_start()
+    restored = task()
+    checkpoint = {"state_dict": restored.state_dict()}
+    restored.on_save_checkpoint(checkpoint)
+    restored.on_load_checkpoint(checkpoint)
+    restored.on_fit_start()  # a resumed fit: the checkpoint held the backbone
+    plain = AccidentTask(network=AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8))
+    plain.on_fit_start()  # not frozen: nothing to check
+
+
 def _val_records(kind: str, toa: int, logits) -> list[dict]:
     """Four validation clips of one kind as the task gathers them (10 frames, one object slot)."""
     import numpy as np

@@ -81,8 +81,8 @@ def markdown(result: dict, args) -> str:
     m, cfg = result["metrics"], flat_model_config(result["config"])
     classes = result["data"].get("class_names", ["Car", "Pedestrian", "Cyclist"])
     batch = result["data"].get("batch_size")
-    height = moderate_height(result["data"])
-    scored_h, scored_w = scored_size(result["data"], "config")
+    height = result["config"]["min_heights"][0]  # what run() scored with (data.image_size checked there)
+    scored_h, scored_w = result["data"]["image_size"]
     frozen = " (frozen)" if cfg.get("freeze_backbone") else ""
     lines = [
         "# Driving instance segmentation benchmark (Mask R-CNN, synthetic KITTI layout)",

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from shared.backbones.weights import frozen_backbone_gap
 from shared.networks import build_network, network_spec
 from shared.optim import WarmupCosine
 
@@ -47,6 +48,41 @@ def drop_moved_hyperparameters(hparams: dict, source: str) -> dict:
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class FrozenBackboneCheck:
+    """Task mixin (before :class:`BaseTask` in the bases) for networks with :class:`~shared.backbones.FreezableBackbone`:
+    a new fit of a frozen backbone needs all of it from ``pretrained_backbone``, or the layers on it train on
+    random features that never learn. ``__init__`` passes the load report to :meth:`record_backbone_load`; a
+    restored checkpoint counts as whole. ``FROZEN_OPTION`` and ``TRAINED_PART`` word the fit-start error."""
+
+    FROZEN_OPTION = "--model.freeze_backbone"
+    TRAINED_PART = "the layers on it"
+    _backbone_missing: list[str] | None = None  # None: no file given; [] whole
+
+    def record_backbone_load(self, report) -> None:
+        self._backbone_missing = list(report.missing)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._backbone_missing = []  # the checkpoint holds the whole backbone (restored before on_fit_start)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if not getattr(self.model, "backbone_frozen", False):
+            return
+        what = frozen_backbone_gap(self._backbone_missing)
+        if what:
+            raise ValueError(
+                f"{self.FROZEN_OPTION} is true but {what}: {self.TRAINED_PART} would train on a backbone that is "
+                "partly or wholly random and never learns. Give trained weights (e.g. "
+                "apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
+                f"detector.backbone.body.) or set {self.FROZEN_OPTION} false."
+            )
+        rank_zero_info(
+            f"{self.FROZEN_OPTION}: only {self.TRAINED_PART} train; the backbone's weights and BatchNorm statistics "
+            "stay as loaded (its modules stay in eval mode, hence Lightning's 'modules in eval mode' note)"
+        )
 
 
 class BaseTask(pl.LightningModule):

@@ -536,6 +536,7 @@ def test_benchmark_table_names_the_frozen_backbone_and_scores_heights_in_the_sco
     config = yaml.safe_load(TRANSFER_CONFIG.read_text())
     model_kw, data_kw = config["model"], config["data"]
     assert moderate_height(data_kw) == 12.8
+    model_kw["min_heights"] = [moderate_height(data_kw)]  # as run() sets it
     with pytest.raises(ValueError, match=r"x.yaml: data.image_size is null"):  # the files' own sizes: unknown
         moderate_height({**data_kw, "image_size": None}, "x.yaml")
     metrics = {

@@ -25,8 +25,8 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from domains.driving.accident.metrics import horizon_targets
 from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
-from shared.backbones import frozen_backbone_gap, list_backbones, load_backbone_weights
-from shared.task import BaseTask, gather_lists
+from shared.backbones import list_backbones, load_backbone_weights
+from shared.task import BaseTask, FrozenBackboneCheck, gather_lists
 
 # Run-time choices, kept out of checkpoints (as for the other driving tasks).
 RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "uncertainty_samples", "gif")
@@ -34,7 +34,7 @@ HEADLINE = "video_ap"
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
-class AccidentTask(BaseTask):
+class AccidentTask(FrozenBackboneCheck, BaseTask):
     """Accident anticipation on clips; validation logs video AP (headline ``val/video_ap``), frame AP, mTTA,
     TTA at 80 % recall, AP 0.5 / 1 / 1.5 s ahead, near-miss false alarms, ECE and Brier.
 
@@ -61,6 +61,8 @@ class AccidentTask(BaseTask):
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
+    TRAINED_PART = "the object and temporal layers"
+
     CLI_LINKS = (("data.image_size", "model.network.init_args.input_size"),)
 
     def __init__(
@@ -86,16 +88,14 @@ class AccidentTask(BaseTask):
         if uncertainty_samples < 0:
             raise ValueError(f"uncertainty_samples must be >= 0, got {uncertainty_samples}")
         self.model = self.build_network(network, AccidentAnticipator)
-        # what the file gave the backbone: a frozen backbone must be given all of it (checked at fit start)
-        self._backbone_missing: list[str] | None = None
-        if pretrained_backbone:
+        if pretrained_backbone:  # a frozen backbone must be given whole (FrozenBackboneCheck, at fit start)
             if self.model.backbone is None:
                 raise ValueError(
                     "pretrained_backbone needs input_kind: frames (a features network has no backbone)"
                 )
             report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
             rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
-            self._backbone_missing = report.missing
+            self.record_backbone_load(report)
             if not report.loaded:
                 raise ValueError(
                     f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone "
@@ -117,22 +117,6 @@ class AccidentTask(BaseTask):
             return []
         writer = import_module("domains.driving.accident.predict").AccidentPredictionWriter
         return [writer(self.predict_dir, gif=self.gif)]
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._backbone_missing = []  # the checkpoint holds the whole backbone
-
-    def on_fit_start(self) -> None:
-        """A frozen frame backbone must come from somewhere: a new fit needs ``pretrained_backbone``, all of it."""
-        super().on_fit_start()
-        what = frozen_backbone_gap(self._backbone_missing) if self.model.backbone_frozen else None
-        if what:
-            raise ValueError(
-                f"--model.freeze_backbone is true but {what}: the temporal model would read a backbone that is "
-                "partly or wholly random and never learns. Give trained weights (e.g. "
-                "apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
-                "detector.backbone.body.) or set --model.freeze_backbone false."
-            )
 
     def setup(self, stage: str) -> None:
         """Refuse a frames network on a boxes-only training loader before any step (``forward_batch`` says it

@@ -25,7 +25,6 @@ from importlib import import_module
 from pathlib import Path
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.classes import DETECTION_CLASSES
@@ -36,9 +35,9 @@ from domains.driving.detection.metrics import (
     kitti_average_precision,
 )
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
-from shared.backbones import frozen_backbone_gap, list_backbones
+from shared.backbones import list_backbones
 from shared.labelled_task import LabelledTask, check_distinct_class_names
-from shared.task import gather_lists
+from shared.task import FrozenBackboneCheck, gather_lists
 
 # Evaluation / prediction choices of every detector task, not part of what was trained (kept out of checkpoints,
 # see DetectorTask.__init__).
@@ -54,7 +53,7 @@ DETECTOR_RUNTIME_ARGS = (
 )
 
 
-class DetectorTask(LabelledTask):
+class DetectorTask(FrozenBackboneCheck, LabelledTask):
     """What the tasks on a torchvision detector (boxes here, masks in :mod:`domains.driving.instances`) share:
     their common arguments, building the network with its post-processing and pretrained backbone, the training
     step's loss logging, the prediction writer, the data module's annotations by image id and the epoch's
@@ -75,6 +74,9 @@ class DetectorTask(LabelledTask):
         predict_score_thresh: detections below this score are left out of the drawn images and maps.
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
+
+    FROZEN_OPTION = "--model.network.init_args.freeze_backbone"
+    TRAINED_PART = "the FPN and heads"
 
     #: ``"module:Class"`` of the prediction writer (``predict_dir``), imported only when predicting
     WRITER = "domains.driving.detection.predict:KittiPredictionWriter"
@@ -107,38 +109,12 @@ class DetectorTask(LabelledTask):
         self.model.set_postprocess(
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
         )
-        # what the file gave the backbone: a frozen backbone must be given all of it (checked at fit start)
-        self._backbone_missing: list[str] | None = None
-        if pretrained_backbone:
-            report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
-            self._backbone_missing = report.missing
+        if pretrained_backbone:  # a frozen backbone must be given whole (FrozenBackboneCheck, at fit start)
+            self.record_backbone_load(self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix))
         self._annotation_index: dict | None = None
         self.ignore_overlap = ignore_overlap
         self.predict_dir = predict_dir
         self.predict_score_thresh = predict_score_thresh
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._backbone_missing = []  # the checkpoint holds the whole backbone
-
-    def on_fit_start(self) -> None:
-        """A frozen backbone must come from somewhere: a new fit needs ``pretrained_backbone`` and all of it."""
-        super().on_fit_start()
-        frozen = getattr(self.model, "backbone_frozen", False)
-        # _backbone_missing is [] after a checkpoint is restored (before this hook)
-        what = frozen_backbone_gap(self._backbone_missing) if frozen else None
-        if what:
-            raise ValueError(
-                f"network.init_args.freeze_backbone is true but {what}: the FPN and heads would train on a "
-                "backbone that is partly or wholly random and never learns. Give the trained weights (e.g. "
-                "apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
-                "detector.backbone.body.) or set freeze_backbone false."
-            )
-        if frozen:
-            rank_zero_info(
-                "freeze_backbone: only the FPN and heads train; the backbone's weights and BatchNorm statistics stay "
-                "as loaded (its modules stay in eval mode, hence Lightning's 'modules in eval mode' note)"
-            )
 
     def configure_callbacks(self):
         if not self.predict_dir:

@@ -1,7 +1,7 @@
 """Training speed of the suite's Prob. U-Net against the public PyTorch port, side by side in one process.
 
     .venv/bin/python benchmarks/prob_unet_speed.py --peer-dir /tmp/peer-probunet [--rounds 7] [--threads 2]
-        [--compile] [--out benchmarks/results/prob_unet_speed.md]
+        [--compile] [--profile KEY] [--out benchmarks/results/prob_unet_speed.md]
 
 One training step = forward + negative ELBO + backward + Adam step (lr 1e-4, the port's optimiser), batch 16,
 1x128x128 images, random masks; both models at four levels 32-64-128-192, latent 6, beta 1, four 1x1 convs
@@ -17,7 +17,11 @@ change bought:
   default);
 - ``torch.compile`` (``--compile``): the loss compiled by inductor, as the medical task's ``compile_loss``
   option does (off by default: minutes of compilation on 2 cores, see the results file); also both together
-  (``compile_cl``).
+  (``compile_cl``). Compiled, the U-Net decoder upsamples by a broadcast instead of ``F.interpolate``
+  (``shared.backbones.upsample_nearest``: same values, a fused gradient instead of a scatter-add).
+
+``--profile KEY`` adds where one variant's step spends its time (``torch.profiler``, self CPU time by kind of
+operation; inductor's fused kernels are named when profiling is on).
 
 The peer is the widely used port github.com/stefanknegt/Probabilistic-Unet-Pytorch, not copied into this
 project: fetch it and point ``--peer-dir`` at the folder holding ``probabilistic_unet.py``. Its module
@@ -149,6 +153,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the issue's 2 cores)")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (minutes to compile)")
     parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="KEY",
+        help="profile this variant after the timing (peer, instance, group, channels_last, compile, compile_cl)",
+    )
+    parser.add_argument(
         "--peer-source",
         default=None,
         help="where the port's files came from (repository, commit, date), quoted under the table",
@@ -160,6 +170,10 @@ def main(argv: list[str] | None = None) -> str:
     if args.rounds < 1 or args.steps < 1 or args.batch_size < 1 or args.size < 16:
         parser.error("--rounds, --steps and --batch-size must be >= 1 and --size >= 16")
     torch.set_num_threads(args.threads)
+    if args.profile:  # inductor's kernels get a profiler record each, so the profile can name them
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch_size, 1, args.size, args.size, generator=generator)
@@ -202,6 +216,8 @@ def main(argv: list[str] | None = None) -> str:
         reference[key] = ref
         builders[key] = lambda norm=norm, cl=cl, comp=comp: suite_step(images, masks, norm, cl, comp)
 
+    if args.profile and args.profile not in builders:
+        parser.error(f"--profile {args.profile}: not among this run's variants ({', '.join(builders)})")
     steps, warmup_s = {}, {}
     for key, _ in rows:
         start = time.perf_counter()
@@ -256,8 +272,49 @@ def main(argv: list[str] | None = None) -> str:
         lines += ["", "Peer rows skipped: no `--peer-dir` with the port's `probabilistic_unet.py`."]
     elif args.peer_source:
         lines += ["", f"Port snapshot: {args.peer_source}."]
+    if args.profile:
+        lines += ["", *profile_lines(args.profile, steps[args.profile])]
     table = "\n".join(lines) + "\n"
     return print_and_write(table, args.out)
+
+
+def profile_kind(name: str) -> str:
+    """The kind of operation a profiler event belongs to, for the profile table."""
+    if name == "aten::convolution_backward":
+        return "convolution backward (oneDNN)"
+    if name == "aten::mkldnn_convolution":
+        return "convolution forward (oneDNN)"
+    if name.startswith("graph_") and "_cpp_fused_" in name:
+        return "inductor's fused kernels (norm, activation, loss, upsampling)"
+    if name in ("aten::mm", "aten::addmm", "aten::bmm"):
+        return "matrix products (f_comb)"
+    if "Optimizer.step" in name or name.startswith("aten::_foreach") or name in ("aten::lerp_", "aten::addcdiv_"):
+        return "Adam"
+    return "the rest (copies, allocation, graph calls)"
+
+
+def profile_lines(key: str, step: Callable[[], None], n_steps: int = 2) -> list[str]:
+    """Self CPU time of ``n_steps`` steps of one variant by kind of operation, as a markdown table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n_steps):
+            step()
+    per_kind: dict[str, float] = {}
+    for event in prof.key_averages():
+        kind = profile_kind(event.key)
+        per_kind[kind] = per_kind.get(kind, 0.0) + event.self_cpu_time_total / 1e6 / n_steps
+    total = sum(per_kind.values())
+    lines = [
+        f"Profile of `{key}` (`torch.profiler`, self CPU time per step, mean of {n_steps} steps, "
+        f"{total:.2f} s in all with the profiler's overhead):",
+        "",
+        "| kind of operation | s per step | share |",
+        "|---|---:|---:|",
+    ]
+    for kind, seconds in sorted(per_kind.items(), key=lambda item: -item[1]):
+        lines.append(f"| {kind} | {seconds:.3f} | {100 * seconds / total:.1f} % |")
+    return lines
 
 
 def _cpu_name() -> str:

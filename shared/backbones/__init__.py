@@ -7,7 +7,7 @@
 
 from . import cnn, transformer, unet  # noqa: F401  (registers the families)
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, create_backbone, list_backbones, register_backbone
-from .unet import UNet, UNetDecoder, UNetEncoder
+from .unet import UNet, UNetDecoder, UNetEncoder, upsample_nearest
 from .weights import (
     BackboneFreezeUnfreeze,
     FreezableBackbone,
@@ -35,4 +35,5 @@ __all__ = [
     "load_backbone_weights",
     "register_backbone",
     "set_trainable",
+    "upsample_nearest",
 ]

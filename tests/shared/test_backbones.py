@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from shared.backbones import UNet, create_backbone, list_backbones
+from shared.backbones import UNet, create_backbone, list_backbones, upsample_nearest
 
 # vit_b_16 is the full 86M-parameter ViT-B preset (for loading real weights): too slow for every-case tests.
 FAST = [n for n in list_backbones() if n != "vit_b_16"]
@@ -57,3 +57,24 @@ def test_unet_decoder_on_cnn_and_transformer_encoders(encoder, kw):
     assert net.feature_strides[0] == 1 and feats[0].shape[-2:] == (64, 64)
     assert [f.shape[1] for f in feats] == net.feature_channels
     assert [f.shape[-1] for f in feats] == [64 // s for s in net.feature_strides]
+
+
+@pytest.mark.parametrize(
+    "shape, size", [((2, 3, 4, 5), (8, 10)), ((1, 2, 3, 3), (9, 6)), ((1, 1, 4, 4), (7, 9))]
+)
+def test_upsample_nearest_broadcast_equals_interpolate(monkeypatch, shape, size):
+    """The compiled path (a broadcast, used for whole factors) gives F.interpolate's values and gradients."""
+    x = torch.randn(*shape, requires_grad=True)
+    expected = torch.nn.functional.interpolate(x, size=size, mode="nearest")
+    (expected * torch.arange(expected.numel()).view_as(expected)).sum().backward()
+    expected_grad, x.grad = x.grad.clone(), None
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    out = upsample_nearest(x, size)
+    (out * torch.arange(out.numel()).view_as(out)).sum().backward()
+    assert out.shape == expected.shape
+    assert torch.equal(out, expected)
+    assert torch.equal(x.grad, expected_grad)
+    whole_factors = size[0] % shape[2] == 0 and size[1] % shape[3] == 0
+    took_interpolate = out.grad_fn.name() == "UpsampleNearest2DBackward0"
+    assert took_interpolate != whole_factors  # the broadcast for whole factors, F.interpolate otherwise

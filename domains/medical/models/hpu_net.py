@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
+from shared.backbones import upsample_nearest
 from shared.networks import RemembersInitArgs
 
 from .common import check_images, check_masks, diagonal_gaussian, init_foreground_bias, select_top_k
@@ -148,7 +149,7 @@ class HierarchicalCore(nn.Module):
             dists.append(dist)
             used.append(z)
             skip = rev[level + 1]
-            x = F.interpolate(torch.cat([x, z], dim=1), size=skip.shape[-2:], mode="nearest")
+            x = upsample_nearest(torch.cat([x, z], dim=1), skip.shape[-2:])
             x = block(torch.cat([x, skip], dim=1))
         return x, dists, used
 
@@ -330,7 +331,7 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
         x = decoded
         for j, block in zip(range(self.num_latent_scales + 1, len(rev)), self.stitch):
             skip = rev[j]
-            x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
+            x = block(torch.cat([upsample_nearest(x, skip.shape[-2:]), skip], dim=1))
         return self.logits(x)
 
     def loss(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -306,8 +306,10 @@ def profile_lines(key: str, step: Callable[[], None], n_steps: int = 2) -> list[
         per_kind[kind] = per_kind.get(kind, 0.0) + event.self_cpu_time_total / 1e6 / n_steps
     total = sum(per_kind.values())
     lines = [
-        f"Profile of `{key}` (`torch.profiler`, self CPU time per step, mean of {n_steps} steps, "
-        f"{total:.2f} s in all with the profiler's overhead):",
+        (
+            f"Profile of `{key}` (`torch.profiler`, self CPU time per step, mean of {n_steps} steps, "
+            f"{total:.2f} s in all with the profiler's overhead):"
+        ),
         "",
         "| kind of operation | s per step | share |",
         "|---|---:|---:|",

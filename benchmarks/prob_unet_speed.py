@@ -1,7 +1,7 @@
 """Training speed of the suite's Prob. U-Net against the public PyTorch port, side by side in one process.
 
     .venv/bin/python benchmarks/prob_unet_speed.py --peer-dir /tmp/peer-probunet [--rounds 7] [--threads 2]
-        [--compile] [--profile KEY] [--out benchmarks/results/prob_unet_speed.md]
+        [--compile] [--profile KEY] [--keep-freed-memory] [--out benchmarks/results/prob_unet_speed.md]
 
 One training step = forward + negative ELBO + backward + Adam step (lr 1e-4, the port's optimiser), batch 16,
 1x128x128 images, random masks; both models at four levels 32-64-128-192, latent 6, beta 1, four 1x1 convs
@@ -18,10 +18,13 @@ change bought:
 - ``torch.compile`` (``--compile``): the loss compiled by inductor, as the medical task's ``compile_loss``
   option does (off by default: minutes of compilation on 2 cores, see the results file); also both together
   (``compile_cl``). Compiled, the U-Net decoder upsamples by a broadcast instead of ``F.interpolate``
-  (``shared.backbones.upsample_nearest``: same values, a fused gradient instead of a scatter-add).
+  (``shared.backbones.upsample_nearest``: same values, a fused gradient instead of a scatter-add); the
+  ``compile_interp`` row compiles the loss with ``F.interpolate`` as before, to show what that bought.
 
 ``--profile KEY`` adds where one variant's step spends its time (``torch.profiler``, self CPU time by kind of
-operation; inductor's fused kernels are named when profiling is on).
+operation), measured after the timing on a step built anew with inductor's per-kernel records on, so the
+timed steps run without them. ``--keep-freed-memory`` tells glibc's allocator to keep freed buffers
+(``mallopt``: no ``mmap`` below 1 GiB, no trimming below 16 GiB) for the whole process, port included.
 
 The peer is the widely used port github.com/stefanknegt/Probabilistic-Unet-Pytorch, not copied into this
 project: fetch it and point ``--peer-dir`` at the folder holding ``probabilistic_unet.py``. Its module
@@ -33,6 +36,7 @@ pixels and batch + beta * KL), without the optional L2 term of its ``train_model
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import statistics
 import sys
@@ -44,6 +48,7 @@ from pathlib import Path
 import torch
 
 from domains.medical.models.prob_unet import ProbabilisticUNet
+from shared.backbones import unet as unet_module
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
@@ -64,9 +69,21 @@ def _group_norm_as_instance_norm(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def _interpolate_nearest(x: torch.Tensor, size) -> torch.Tensor:
+    return torch.nn.functional.interpolate(x, size=size, mode="nearest")
+
+
 def suite_step(
-    images: torch.Tensor, masks: torch.Tensor, norm: str, channels_last: bool, compile_loss: bool = False
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    norm: str,
+    channels_last: bool,
+    compile_loss: bool = False,
+    upsample: str = "broadcast",
 ) -> Callable[[], None]:
+    """One training step of the suite's model. ``upsample="interpolate"`` runs the decoder's upsampling as
+    ``F.interpolate`` even when compiled (the code before ``upsample_nearest``): the module's function is
+    swapped for the step, and torch.compile keeps one graph per function (it guards on that global)."""
     torch.manual_seed(0)
     net = ProbabilisticUNet(in_channels=1, **CONFIG, channels_last=channels_last)
     if norm == "instance":
@@ -80,7 +97,28 @@ def suite_step(
         loss.backward()
         optimizer.step()
 
-    return step
+    if upsample == "broadcast":
+        return step
+
+    def step_with_interpolate() -> None:
+        kept = unet_module.upsample_nearest
+        unet_module.upsample_nearest = _interpolate_nearest
+        try:
+            step()
+        finally:
+            unet_module.upsample_nearest = kept
+
+    return step_with_interpolate
+
+
+def keep_freed_memory() -> bool:
+    """glibc: keep freed buffers in the heap instead of returning them to the system (False elsewhere)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 34))
 
 
 def load_peer(peer_dir: Path | None):
@@ -159,6 +197,11 @@ def main(argv: list[str] | None = None) -> str:
         help="profile this variant after the timing (peer, instance, group, channels_last, compile, compile_cl)",
     )
     parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed buffers for the whole process (mallopt), port included",
+    )
+    parser.add_argument(
         "--peer-source",
         default=None,
         help="where the port's files came from (repository, commit, date), quoted under the table",
@@ -170,10 +213,8 @@ def main(argv: list[str] | None = None) -> str:
     if args.rounds < 1 or args.steps < 1 or args.batch_size < 1 or args.size < 16:
         parser.error("--rounds, --steps and --batch-size must be >= 1 and --size >= 16")
     torch.set_num_threads(args.threads)
-    if args.profile:  # inductor's kernels get a profiler record each, so the profile can name them
-        import torch._inductor.config as inductor_config
-
-        inductor_config.cpp.enable_kernel_profile = True
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory: this C library has no glibc mallopt")
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch_size, 1, args.size, args.size, generator=generator)
@@ -201,12 +242,20 @@ def main(argv: list[str] | None = None) -> str:
     if args.compile:
         suite_rows += [
             (
+                "compile_interp",
+                "shipped + torch.compile of the loss, upsampling by F.interpolate (before)",
+                "group",
+                False,
+                True,
+                "group",
+            ),
+            (
                 "compile",
                 "shipped + torch.compile of the loss (compile_loss option, off)",
                 "group",
                 False,
                 True,
-                "group",
+                "compile_interp",
             ),
             ("compile_cl", "channels_last + torch.compile of the loss", "group", True, True, "compile"),
         ]
@@ -214,7 +263,10 @@ def main(argv: list[str] | None = None) -> str:
     for key, label, norm, cl, comp, ref in suite_rows:
         rows.append((key, label))
         reference[key] = ref
-        builders[key] = lambda norm=norm, cl=cl, comp=comp: suite_step(images, masks, norm, cl, comp)
+        upsample = "interpolate" if key == "compile_interp" else "broadcast"
+        builders[key] = lambda norm=norm, cl=cl, comp=comp, up=upsample: suite_step(
+            images, masks, norm, cl, comp, up
+        )
 
     if args.profile and args.profile not in builders:
         parser.error(f"--profile {args.profile}: not among this run's variants ({', '.join(builders)})")
@@ -272,8 +324,13 @@ def main(argv: list[str] | None = None) -> str:
         lines += ["", "Peer rows skipped: no `--peer-dir` with the port's `probabilistic_unet.py`."]
     elif args.peer_source:
         lines += ["", f"Port snapshot: {args.peer_source}."]
+    if args.keep_freed_memory:
+        lines += [
+            "",
+            "Run with `--keep-freed-memory`: glibc kept freed buffers (mallopt) for the whole process.",
+        ]
     if args.profile:
-        lines += ["", *profile_lines(args.profile, steps[args.profile])]
+        lines += ["", *profile_lines(args.profile, builders[args.profile])]
     table = "\n".join(lines) + "\n"
     return print_and_write(table, args.out)
 
@@ -288,18 +345,30 @@ def profile_kind(name: str) -> str:
         return "inductor's fused kernels (norm, activation, loss, upsampling)"
     if name in ("aten::mm", "aten::addmm", "aten::bmm"):
         return "matrix products (f_comb)"
-    if "Optimizer.step" in name or name.startswith("aten::_foreach") or name in ("aten::lerp_", "aten::addcdiv_"):
+    if (
+        "Optimizer.step" in name
+        or name.startswith("aten::_foreach")
+        or name in ("aten::lerp_", "aten::addcdiv_")
+    ):
         return "Adam"
     return "the rest (copies, allocation, graph calls)"
 
 
-def profile_lines(key: str, step: Callable[[], None], n_steps: int = 2) -> list[str]:
-    """Self CPU time of ``n_steps`` steps of one variant by kind of operation, as a markdown table."""
+def profile_lines(key: str, build: Callable[[], Callable[[], None]], n_steps: int = 2) -> list[str]:
+    """Self CPU time of ``n_steps`` steps of one variant by kind of operation, as a markdown table.
+
+    The step is built anew (after 2 warm-up steps) with inductor's per-kernel profiler records on, so the
+    fused kernels are named; the setting is restored afterwards."""
+    import torch._inductor.config as inductor_config
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(n_steps):
-            step()
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+        step = build()
+        step()
+        step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(n_steps):
+                step()
     per_kind: dict[str, float] = {}
     for event in prof.key_averages():
         kind = profile_kind(event.key)

@@ -35,12 +35,12 @@ import copy
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
 from domains.medical.models.common import LOG_SIGMA_RANGE
 from domains.medical.task import MedicalSegmentationTask
+from shared.backbones import upsample_nearest
 from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
 
 
@@ -103,7 +103,7 @@ class HPUNetDecoder(nn.Module):
             mu, log_sigma = head(x).chunk(2, dim=1)
             z = mu + log_sigma.clamp(*LOG_SIGMA_RANGE).exp() * eps[level]
             skip = rev[level + 1]
-            x = F.interpolate(torch.cat([x, z], dim=1), size=skip.shape[-2:], mode="nearest")
+            x = upsample_nearest(torch.cat([x, z], dim=1), skip.shape[-2:])  # as decode_latents
             x = block(torch.cat([x, skip], dim=1))
         return self.net._likelihood(x, list(encoded))
 

@@ -12,17 +12,19 @@ from .base import Backbone, create_backbone, register_backbone
 
 
 def upsample_nearest(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """``F.interpolate(x, size, mode="nearest")``, written as a broadcast when compiled and the factor is whole.
+    """``F.interpolate(x, size, mode="nearest")``, written as a broadcast when compiled for the CPU and the
+    factor is whole.
 
-    Same values either way. Under ``torch.compile`` on the CPU, inductor turns the gradient of an
-    interpolation into a scatter-add that took ~100 ms per 128x128 decoder level of a batch-16 step; the
-    gradient of a broadcast is a sum that it fuses (about 10x faster in ``benchmarks/prob_unet_speed.py``'s
-    setting). Eager mode keeps ``F.interpolate``, whose own kernels are the faster ones there.
+    Same values either way (gradients equal up to float rounding). Compiled for the CPU, inductor turns the
+    gradient of an interpolation into a scatter-add that took about 100 ms per batch-16 step at the 128x128
+    decoder level alone; the gradient of a broadcast is a sum that it fuses, and the whole Prob. U-Net step is
+    1.07x faster (``benchmarks/prob_unet_speed.py``, rows ``compile_interp`` and ``compile``). Eager mode keeps
+    ``F.interpolate``, whose own kernels are the faster ones there; so do tracing and export (their graphs
+    keep a resize that follows the input's size) and GPUs (not measured there). The broadcast's output is
+    contiguous NCHW whatever ``x``'s layout; inductor picks its own layouts.
     """
-    if not torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        # eager, ONNX tracing and export: ``size`` passes through untouched, so a traced graph keeps its resize
-        # following the input's size
-        return F.interpolate(x, size=size, mode="nearest")
+    if not torch.compiler.is_compiling() or torch.compiler.is_exporting() or x.device.type != "cpu":
+        return F.interpolate(x, size=size, mode="nearest")  # ``size`` untouched: traced graphs stay dynamic
     (h, w), (out_h, out_w) = x.shape[-2:], size
     if out_h % h or out_w % w:
         return F.interpolate(x, size=size, mode="nearest")

@@ -1,8 +1,18 @@
-"""benchmarks/prob_unet_speed.py: its table and its profile, on a tiny run without the port."""
+"""benchmarks/prob_unet_speed.py: its table, its profile and its upsampling variant, on tiny runs."""
 
 import pytest
+import torch
 
-from benchmarks.prob_unet_speed import main, profile_kind
+from benchmarks.prob_unet_speed import main, profile_kind, profile_lines, suite_step
+from shared.backbones import unet as unet_module
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """main() sets the thread count for its run; later tests get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_profile_kinds_by_hand():
@@ -14,6 +24,47 @@ def test_profile_kinds_by_hand():
     assert profile_kind("aten::copy_").startswith("the rest")
 
 
+def test_profile_table_of_a_tiny_step_adds_up_and_restores_inductor_settings():
+    import torch._inductor.config as inductor_config
+
+    conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+    x = torch.randn(2, 2, 16, 16)
+    built = []
+
+    def build():
+        built.append(inductor_config.cpp.enable_kernel_profile)  # on while the profiled step is built
+        return lambda: conv(x).sum().backward()
+
+    lines = profile_lines("tiny", build)
+    rows = [line.split("|") for line in lines if line.startswith("| ") and "%" in line]
+    kinds = {row[1].strip() for row in rows}
+    assert {"convolution backward (oneDNN)", "convolution forward (oneDNN)"} <= kinds
+    assert sum(float(row[3].strip(" %")) for row in rows) == pytest.approx(100, abs=0.5)
+    assert built == [True] and inductor_config.cpp.enable_kernel_profile is False
+
+
+def test_interpolate_variant_swaps_the_upsampling_for_its_step_only(monkeypatch):
+    seen = []
+    original = unet_module.upsample_nearest
+    monkeypatch.setattr(unet_module.UNetDecoder, "forward", _recording_forward(seen))
+    images = torch.randn(2, 1, 16, 16)
+    masks = (torch.rand(2, 1, 16, 16) < 0.3).float()
+    suite_step(images, masks, "group", False, upsample="interpolate")()
+    suite_step(images, masks, "group", False)()
+    assert seen[0] is not original and seen[0].__name__ == "_interpolate_nearest"
+    assert seen[1] is original and unet_module.upsample_nearest is original
+
+
+def _recording_forward(seen):
+    forward = unet_module.UNetDecoder.forward
+
+    def recording(self, *args, **kwargs):
+        seen.append(unet_module.upsample_nearest)
+        return forward(self, *args, **kwargs)
+
+    return recording
+
+
 def test_tiny_run_prints_the_table_and_the_profile(tmp_path):
     out = tmp_path / "speed.md"
     text = main(
@@ -22,11 +73,7 @@ def test_tiny_run_prints_the_table_and_the_profile(tmp_path):
     assert out.read_text() == text
     assert "| suite as shipped: instance norm run as GroupNorm(C, C) (`group`) |" in text
     assert "Peer rows skipped" in text
-    profile = text.split("Profile of `group`")[1]
-    rows = [line.split("|") for line in profile.splitlines() if line.startswith("| ") and "%" in line]
-    kinds = {row[1].strip() for row in rows}
-    assert {"convolution backward (oneDNN)", "convolution forward (oneDNN)"} <= kinds
-    assert sum(float(row[3].strip(" %")) for row in rows) == pytest.approx(100, abs=0.5)
+    assert "Profile of `group`" in text
 
 
 def test_profile_of_a_variant_not_run_is_refused(capsys):

@@ -78,3 +78,29 @@ def test_upsample_nearest_broadcast_equals_interpolate(monkeypatch, shape, size)
     whole_factors = size[0] % shape[2] == 0 and size[1] % shape[3] == 0
     took_interpolate = out.grad_fn.name() == "UpsampleNearest2DBackward0"
     assert took_interpolate != whole_factors  # the broadcast for whole factors, F.interpolate otherwise
+
+
+def test_upsample_nearest_under_torch_compile_takes_the_broadcast_and_matches():
+    """Really compiled (dynamic shapes, one graph): no interpolation left in the graph for whole factors,
+    F.interpolate's values, gradients equal up to rounding; a 7 -> 9 resize keeps the interpolation."""
+    graphs = []
+
+    def capture(gm, example_inputs):  # the graph dynamo traced, run as it is
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(upsample_nearest, backend=capture, fullgraph=True, dynamic=True)
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    weights = torch.randn(2, 3, 8, 15)
+    out = compiled(x, (8, 15))
+    (grad,) = torch.autograd.grad((out * weights).sum(), x)
+    expected = torch.nn.functional.interpolate(x, size=(8, 15), mode="nearest")
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), x)
+    assert torch.equal(out, expected)
+    torch.testing.assert_close(grad, expected_grad)
+    assert "interpolate" not in graphs[-1] and "expand" in graphs[-1]
+
+    compiled(torch.randn(1, 1, 7, 7), (9, 9))
+    assert "interpolate" in graphs[-1]
+    torch._dynamo.reset()

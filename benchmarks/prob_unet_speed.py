@@ -24,7 +24,8 @@ change bought:
 ``--profile KEY`` adds where one variant's step spends its time (``torch.profiler``, self CPU time by kind of
 operation), measured after the timing on a step built anew with inductor's per-kernel records on, so the
 timed steps run without them. ``--keep-freed-memory`` tells glibc's allocator to keep freed buffers
-(``mallopt``: no ``mmap`` below 1 GiB, no trimming below 16 GiB) for the whole process, port included.
+(``shared.allocator``, as the suite's command lines do: no ``mmap`` below 1 GiB, no trimming below 16 GiB)
+for the whole process, port included; without it the run keeps glibc's defaults.
 
 The peer is the widely used port github.com/stefanknegt/Probabilistic-Unet-Pytorch, not copied into this
 project: fetch it and point ``--peer-dir`` at the folder holding ``probabilistic_unet.py``. Its module
@@ -36,7 +37,6 @@ pixels and batch + beta * KL), without the optional L2 term of its ``train_model
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import statistics
 import sys
@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 
 from domains.medical.models.prob_unet import ProbabilisticUNet
+from shared.allocator import keep_freed_memory
 from shared.backbones import unet as unet_module
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
@@ -109,16 +110,6 @@ def suite_step(
             unet_module.upsample_nearest = kept
 
     return step_with_interpolate
-
-
-def keep_freed_memory() -> bool:
-    """glibc: keep freed buffers in the heap instead of returning them to the system (False elsewhere)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 34))
 
 
 def load_peer(peer_dir: Path | None):
@@ -214,7 +205,10 @@ def main(argv: list[str] | None = None) -> str:
         parser.error("--rounds, --steps and --batch-size must be >= 1 and --size >= 16")
     torch.set_num_threads(args.threads)
     if args.keep_freed_memory and not keep_freed_memory():
-        parser.error("--keep-freed-memory: this C library has no glibc mallopt")
+        parser.error(
+            "--keep-freed-memory: not set (no glibc mallopt, SUITE_KEEP_FREED_MEMORY=0, or MALLOC_*_THRESHOLD_ "
+            "set in the environment)"
+        )
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch_size, 1, args.size, args.size, generator=generator)
@@ -357,11 +351,12 @@ def profile_kind(name: str) -> str:
 def profile_lines(key: str, build: Callable[[], Callable[[], None]], n_steps: int = 2) -> list[str]:
     """Self CPU time of ``n_steps`` steps of one variant by kind of operation, as a markdown table.
 
-    The step is built anew (after 2 warm-up steps) with inductor's per-kernel profiler records on, so the
-    fused kernels are named; the setting is restored afterwards."""
+    The step is built and compiled anew (2 warm-up steps) with inductor's per-kernel profiler records on, so
+    the fused kernels are named; the setting is restored afterwards, torch.compile's caches are not."""
     import torch._inductor.config as inductor_config
     from torch.profiler import ProfilerActivity, profile
 
+    torch._dynamo.reset()  # else a variant timed before reuses its compiled graph, built without the records
     with inductor_config.patch({"cpp.enable_kernel_profile": True}):
         step = build()
         step()

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from importlib import import_module
 
+from shared.allocator import keep_freed_memory
+
 #: what each sub-command does, in the suite's words (Lightning's own help cuts its docstrings mid-sentence)
 SUBCOMMAND_HELP = {
     "fit": "train (and validate) the model; checkpoints: best on the domain's metric + last.ckpt",
@@ -81,7 +83,10 @@ def domain_main(
         spec[key] = f"{package}{path}" if path.startswith(".") else path
 
     def main(args=None):
-        """The suite's LightningCLI for this task; ``--help`` alone imports nothing heavy."""
+        """The suite's LightningCLI for this task; ``--help`` alone imports nothing heavy. Run as a program
+        (``args`` None), the process keeps freed memory for reuse (:mod:`shared.allocator`)."""
+        if args is None:
+            keep_freed_memory()
         return run_domain(args, **spec)
 
     return main

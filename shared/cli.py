@@ -155,6 +155,13 @@ class SuiteCLI(LightningCLI):
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         return trainer
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """Lightning's, except that ``--trainer.enable_checkpointing false`` drops the suite's own checkpoint
+        callback (the ``checkpoint.*`` group) instead of failing on it."""
+        if config.get("enable_checkpointing") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def add_arguments_to_parser(self, parser) -> None:
         # what the data module and the model share is written once (in data.*) and copied to the model
         for source, target, *compute in self._links:  # (source, target[, compute_fn])

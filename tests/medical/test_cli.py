@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import default_collate
 
 from domains.medical.__main__ import main
@@ -285,3 +286,13 @@ def test_compiled_loss_matches_the_eager_loss(model):
     for a, b in zip(tasks[False].buffers(), tasks[True].buffers()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     assert tasks[True]._compiled_loss is not None and tasks[False]._compiled_loss is None
+
+
+def test_fit_without_checkpointing_keeps_no_checkpoint_callback(lidc, tmp_path, monkeypatch):
+    """``--trainer.enable_checkpointing false`` drops the suite's checkpoint group (Lightning refused it)."""
+    monkeypatch.chdir(tmp_path)
+    no_checkpoints = ["--trainer.enable_checkpointing", "false"]
+    cli = main(["fit", *tiny_args(lidc, "unet"), "--trainer.fast_dev_run", "1", *no_checkpoints])
+    assert cli.trainer.state.finished
+    assert not [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert not (tmp_path / "lightning_logs" / "medical" / "checkpoints").exists()

@@ -24,7 +24,7 @@ change bought:
 ``--profile KEY`` adds where one variant's step spends its time (``torch.profiler``, self CPU time by kind of
 operation), measured after the timing on a step built anew with inductor's per-kernel records on, so the
 timed steps run without them. ``--keep-freed-memory`` tells glibc's allocator to keep freed buffers
-(``shared.allocator``, as the suite's command lines do: no ``mmap`` below 1 GiB, no trimming below 16 GiB)
+(``shared.allocator``, as the suite's command lines do: no ``mmap`` below 1 GiB, no trimming below 2 GiB)
 for the whole process, port included; without it the run keeps glibc's defaults.
 
 The peer is the widely used port github.com/stefanknegt/Probabilistic-Unet-Pytorch, not copied into this
@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> str:
         "--profile",
         default=None,
         metavar="KEY",
-        help="profile this variant after the timing (peer, instance, group, channels_last, compile, compile_cl)",
+        help="profile this variant after the timing (peer, instance, group, channels_last, compile_interp, "
+        "compile, compile_cl)",
     )
     parser.add_argument(
         "--keep-freed-memory",
@@ -206,8 +207,8 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(args.threads)
     if args.keep_freed_memory and not keep_freed_memory():
         parser.error(
-            "--keep-freed-memory: not set (no glibc mallopt, SUITE_KEEP_FREED_MEMORY=0, or MALLOC_*_THRESHOLD_ "
-            "set in the environment)"
+            "--keep-freed-memory: not set (see shared.allocator: not glibc, SUITE_KEEP_FREED_MEMORY=0, your own "
+            "MALLOC_*_THRESHOLD_ or GLIBC_TUNABLES, or a glibc that refuses a 1 GiB mmap threshold)"
         )
 
     generator = torch.Generator().manual_seed(0)

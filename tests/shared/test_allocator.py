@@ -18,18 +18,29 @@ class FakeLibc:
 def calls(monkeypatch):
     calls = []
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: FakeLibc(calls))
-    for name in (allocator.OPT_OUT, "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+    for name in (allocator.OPT_OUT, "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
     return calls
 
 
+def test_thresholds_fit_mallopts_c_int():
+    """ctypes passes a Python int as a C int and silently wraps a larger one (1 << 34 became 0)."""
+    for value in (allocator.MMAP_THRESHOLD, allocator.TRIM_THRESHOLD):
+        assert allocator.ctypes.c_int(value).value == value
+
+
 def test_sets_both_thresholds(calls):
     assert allocator.keep_freed_memory() is True
-    assert calls == [(-3, 1 << 30), (-1, 1 << 34)]  # M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 16 GiB
+    assert calls == [(-3, 1 << 30), (-1, 2**31 - 1)]  # M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 2 GiB (C int)
 
 
 @pytest.mark.parametrize(
-    "name, value", [("SUITE_KEEP_FREED_MEMORY", "0"), ("MALLOC_MMAP_THRESHOLD_", "65536")]
+    "name, value",
+    [
+        ("SUITE_KEEP_FREED_MEMORY", "0"),
+        ("MALLOC_MMAP_THRESHOLD_", "65536"),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=65536"),
+    ],
 )
 def test_leaves_glibc_alone_when_told_or_already_tuned(calls, monkeypatch, name, value):
     monkeypatch.setenv(name, value)

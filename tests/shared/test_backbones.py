@@ -90,17 +90,19 @@ def test_upsample_nearest_under_torch_compile_takes_the_broadcast_and_matches():
         return gm.forward
 
     torch._dynamo.reset()
-    compiled = torch.compile(upsample_nearest, backend=capture, fullgraph=True, dynamic=True)
-    x = torch.randn(2, 3, 4, 5, requires_grad=True)
-    weights = torch.randn(2, 3, 8, 15)
-    out = compiled(x, (8, 15))
-    (grad,) = torch.autograd.grad((out * weights).sum(), x)
-    expected = torch.nn.functional.interpolate(x, size=(8, 15), mode="nearest")
-    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), x)
-    assert torch.equal(out, expected)
-    torch.testing.assert_close(grad, expected_grad)
-    assert "interpolate" not in graphs[-1] and "expand" in graphs[-1]
+    try:
+        compiled = torch.compile(upsample_nearest, backend=capture, fullgraph=True, dynamic=True)
+        x = torch.randn(2, 3, 4, 5, requires_grad=True)
+        weights = torch.randn(2, 3, 8, 15)
+        out = compiled(x, (8, 15))
+        (grad,) = torch.autograd.grad((out * weights).sum(), x)
+        expected = torch.nn.functional.interpolate(x, size=(8, 15), mode="nearest")
+        (expected_grad,) = torch.autograd.grad((expected * weights).sum(), x)
+        assert torch.equal(out, expected)
+        torch.testing.assert_close(grad, expected_grad)
+        assert "interpolate" not in graphs[-1] and "expand" in graphs[-1]
 
-    compiled(torch.randn(1, 1, 7, 7), (9, 9))
-    assert "interpolate" in graphs[-1]
-    torch._dynamo.reset()
+        compiled(torch.randn(1, 1, 7, 7), (9, 9))
+        assert "interpolate" in graphs[-1]
+    finally:
+        torch._dynamo.reset()

@@ -18,7 +18,7 @@ def upsample_nearest(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     Same values either way (gradients equal up to float rounding). Compiled for the CPU, inductor turns the
     gradient of an interpolation into a scatter-add that took about 100 ms per batch-16 step at the 128x128
     decoder level alone; the gradient of a broadcast is a sum that it fuses, and the whole Prob. U-Net step is
-    1.07x faster (``benchmarks/prob_unet_speed.py``, rows ``compile_interp`` and ``compile``). Eager mode keeps
+    1.09x faster (``benchmarks/prob_unet_speed.py``, rows ``compile_interp`` and ``compile``). Eager mode keeps
     ``F.interpolate``, whose own kernels are the faster ones there; so do tracing and export (their graphs
     keep a resize that follows the input's size) and GPUs (not measured there). The broadcast's output is
     contiguous NCHW whatever ``x``'s layout; inductor picks its own layouts.

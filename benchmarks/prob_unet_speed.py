@@ -80,9 +80,9 @@ def suite_step(
     norm: str,
     channels_last: bool,
     compile_loss: bool = False,
-    upsample: str = "broadcast",
+    interpolate: bool = False,
 ) -> Callable[[], None]:
-    """One training step of the suite's model. ``upsample="interpolate"`` runs the decoder's upsampling as
+    """One training step of the suite's model. ``interpolate=True`` runs the decoder's upsampling as
     ``F.interpolate`` even when compiled (the code before ``upsample_nearest``): the module's function is
     swapped for the step, and torch.compile keeps one graph per function (it guards on that global)."""
     torch.manual_seed(0)
@@ -98,7 +98,7 @@ def suite_step(
         loss.backward()
         optimizer.step()
 
-    if upsample == "broadcast":
+    if not interpolate:
         return step
 
     def step_with_interpolate() -> None:
@@ -222,45 +222,63 @@ def main(argv: list[str] | None = None) -> str:
         rows.append(("peer", "PyTorch port (stefanknegt/Probabilistic-Unet-Pytorch)"))
         builders["peer"] = lambda: peer_step(peer, images, masks)
     suite_rows = [
-        # key, label, norm, channels_last, compile, the row it changes
-        ("instance", "suite, MONAI blocks, InstanceNorm2d (as in issue 20)", "instance", False, False, None),
+        # key, label, norm, channels_last, compile, F.interpolate when compiled, the row it changes
+        (
+            "instance",
+            "suite, MONAI blocks, InstanceNorm2d (as in issue 20)",
+            "instance",
+            False,
+            False,
+            False,
+            None,
+        ),
         (
             "group",
             "suite as shipped: instance norm run as GroupNorm(C, C)",
             "group",
             False,
             False,
+            False,
             "instance",
         ),
-        ("channels_last", "shipped + channels_last activations (option, off)", "group", True, False, "group"),
+        (
+            "channels_last",
+            "shipped + channels_last activations (option, off)",
+            "group",
+            True,
+            False,
+            False,
+            "group",
+        ),
     ]
     if args.compile:
         suite_rows += [
             (
                 "compile_interp",
                 "shipped + torch.compile of the loss, upsampling by F.interpolate (before)",
-                "group",
-                False,
-                True,
-                "group",
+                *("group", False, True, True, "group"),
             ),
             (
                 "compile",
                 "shipped + torch.compile of the loss (compile_loss option, off)",
-                "group",
-                False,
-                True,
-                "compile_interp",
+                *("group", False, True, False, "compile_interp"),
             ),
-            ("compile_cl", "channels_last + torch.compile of the loss", "group", True, True, "compile"),
+            (
+                "compile_cl",
+                "channels_last + torch.compile of the loss",
+                "group",
+                True,
+                True,
+                False,
+                "compile",
+            ),
         ]
     reference: dict[str, str | None] = {"peer": None}
-    for key, label, norm, cl, comp, ref in suite_rows:
+    for key, label, norm, cl, comp, interp, ref in suite_rows:
         rows.append((key, label))
         reference[key] = ref
-        upsample = "interpolate" if key == "compile_interp" else "broadcast"
-        builders[key] = lambda norm=norm, cl=cl, comp=comp, up=upsample: suite_step(
-            images, masks, norm, cl, comp, up
+        builders[key] = lambda norm=norm, cl=cl, comp=comp, interp=interp: suite_step(
+            images, masks, norm, cl, comp, interp
         )
 
     if args.profile and args.profile not in builders:

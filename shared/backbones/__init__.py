@@ -15,7 +15,6 @@ from .weights import (
     WeightLoadingError,
     frozen_backbone_gap,
     load_backbone_weights,
-    set_trainable,
 )
 
 __all__ = [
@@ -34,6 +33,5 @@ __all__ = [
     "list_backbones",
     "load_backbone_weights",
     "register_backbone",
-    "set_trainable",
     "upsample_nearest",
 ]

@@ -136,16 +136,6 @@ def load_backbone_weights(
     return report
 
 
-def set_trainable(module: nn.Module, trainable: bool) -> None:
-    """Freeze (``False``) or unfreeze (``True``) all parameters; frozen BatchNorm layers go to eval mode now,
-    but the next ``.train()`` (Lightning's at fit start) puts them back: :class:`FreezableBackbone` keeps them."""
-    for p in module.parameters():
-        p.requires_grad_(trainable)
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train(trainable and module.training)
-
-
 class FreezableBackbone:
     """Mixin for a network with a ``backbone`` (before ``nn.Module`` in the bases): :meth:`set_backbone_frozen`
     stops the backbone's training, so only what sits on it (FPN, heads) learns on transferred features.

@@ -50,7 +50,7 @@ def test_interpolate_variant_swaps_the_upsampling_for_its_step_only(monkeypatch)
     monkeypatch.setattr(unet_module.UNetDecoder, "forward", _recording_forward(seen))
     images = torch.randn(2, 1, 16, 16)
     masks = (torch.rand(2, 1, 16, 16) < 0.3).float()
-    suite_step(images, masks, "group", False, upsample="interpolate")()
+    suite_step(images, masks, "group", False, interpolate=True)()
     suite_step(images, masks, "group", False)()
     assert seen[0] is not original and seen[0].__name__ == "_interpolate_nearest"
     assert seen[1] is original and unet_module.upsample_nearest is original

@@ -40,7 +40,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from benchmarks.report import command_line, print_and_write
+from benchmarks.report import command_line, parse_keeping_argv, print_and_write
 from domains.driving.accident.__main__ import MONITOR as ACCIDENT_MONITOR
 from domains.driving.accident.baselines import (
     constant_acceleration_oracle,
@@ -441,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         help="no training: score the physics baselines on every clip of the set, per scenario (how early the "
         "clips' outcome can be told at all)",
     )
-    args = parser.parse_args(argv)
-    args.argv = argv  # the Command line of the report: these arguments, not the caller's sys.argv
+    args = parse_keeping_argv(parser, argv)
     # the oracle's ego footprint is the generator's (contact is defined on it)
     args.oracle = {"ego_half_width": EGO_WIDTH / 2, "ego_front": EGO_FRONT, "ego_length": EGO_LENGTH}
     if args.baselines_only:

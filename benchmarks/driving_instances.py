@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
-from benchmarks.report import command_line
+from benchmarks.report import command_line, parse_keeping_argv
 from domains.driving.instances.data import InstanceDataModule
 from domains.driving.instances.task import InstanceTask
 from shared.cli import flat_model_config
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test-batches", type=int, default=None, help="score only this many test batches")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/driving_instances.md")
     add_budget_arguments(parser, calibration_steps=3, inference_images=20)
-    args = parser.parse_args(argv)
-    args.argv = argv  # the Command line of the report: these arguments, not the caller's sys.argv
+    args = parse_keeping_argv(parser, argv)
     return run_and_report(args, run, markdown)
 
 

@@ -36,7 +36,7 @@ from shared.optim import adamw, warmup_cosine
 ROOT_DIR = Path(__file__).resolve().parents[1]
 if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
     sys.path.insert(0, str(ROOT_DIR))
-from benchmarks.report import command_line, print_and_write
+from benchmarks.report import command_line, parse_keeping_argv, print_and_write
 
 # CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
 MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
@@ -334,8 +334,7 @@ def main(argv: list[str] | None = None) -> str:
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
     )
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
-    args = parser.parse_args(argv)
-    args.argv = argv  # the Command line of the report: these arguments, not the caller's sys.argv
+    args = parse_keeping_argv(parser, argv)
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
     if args.threads:

@@ -7,10 +7,8 @@ refused with the option to fix, and a pretrained backbone is loaded from a local
 
 from __future__ import annotations
 
-from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
-from shared.backbones import load_backbone_weights
 from shared.task import BaseTask
 
 
@@ -34,13 +32,6 @@ class LabelledTask(BaseTask):
                 f"({self.class_names}); the CLI sets num_classes from data.class_names, leave it out of configs"
             )
         return model
-
-    def load_pretrained_backbone(self, path: str, prefix: str):
-        """Load ``self.model.backbone`` from the local file ``path`` (keys under ``prefix``), print and return the
-        :func:`shared.backbones.load_backbone_weights` report."""
-        report = load_backbone_weights(self.model.backbone, path, prefix=prefix)
-        rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
-        return report
 
     # validation and test: each task updates its metrics per batch and logs them once per epoch
     def _evaluation_step(self, batch, stage: str) -> None:

@@ -11,7 +11,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from shared.backbones.weights import frozen_backbone_gap
+from shared.backbones import load_backbone_weights
 from shared.networks import build_network, network_spec
 from shared.optim import WarmupCosine
 
@@ -53,25 +53,39 @@ def _qualname(cls: type) -> str:
 class FrozenBackboneCheck:
     """Task mixin (before :class:`BaseTask` in the bases) for networks with :class:`~shared.backbones.FreezableBackbone`:
     a new fit of a frozen backbone needs all of it from ``pretrained_backbone``, or the layers on it train on
-    random features that never learn. ``__init__`` passes the load report to :meth:`record_backbone_load`; a
+    random features that never learn. :meth:`load_pretrained_backbone` keeps what a file left unloaded; a
     restored checkpoint counts as whole. ``FROZEN_OPTION`` and ``TRAINED_PART`` word the fit-start error."""
 
     FROZEN_OPTION = "--model.freeze_backbone"
     TRAINED_PART = "the layers on it"
     _backbone_missing: list[str] | None = None  # None: no file given; [] whole
 
-    def record_backbone_load(self, report) -> None:
+    def load_pretrained_backbone(self, path: str, prefix: str):
+        report = super().load_pretrained_backbone(path, prefix)
         self._backbone_missing = list(report.missing)
+        return report
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self._backbone_missing = []  # the checkpoint holds the whole backbone (restored before on_fit_start)
 
+    def _frozen_backbone_gap(self) -> str | None:
+        """Why the frozen backbone would train as (partly) random weights, or None when it is whole."""
+        missing = self._backbone_missing
+        if missing is None:
+            return "no --model.pretrained_backbone was given"
+        if missing:
+            return (
+                f"--model.pretrained_backbone left {len(missing)} backbone tensors unloaded (e.g. {missing[0]}: a "
+                "wrong --model.pretrained_prefix or another network's file?)"
+            )
+        return None
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
         if not getattr(self.model, "backbone_frozen", False):
             return
-        what = frozen_backbone_gap(self._backbone_missing)
+        what = self._frozen_backbone_gap()
         if what:
             raise ValueError(
                 f"{self.FROZEN_OPTION} is true but {what}: {self.TRAINED_PART} would train on a backbone that is "
@@ -110,6 +124,13 @@ class BaseTask(pl.LightningModule):
     # never saved as hyper-parameters as given: callables and modules are code, and a checkpoint must load with
     # weights_only (the network is saved as its class_path + init_args by ``build_network``)
     NOT_SAVED = ("optimizer", "lr_scheduler", "network")
+
+    def load_pretrained_backbone(self, path: str, prefix: str):
+        """Load ``self.model.backbone`` from the local file ``path`` (keys under ``prefix``), print and return the
+        :func:`shared.backbones.load_backbone_weights` report."""
+        report = load_backbone_weights(self.model.backbone, path, prefix=prefix)
+        rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
+        return report
 
     def __init__(
         self,

@@ -13,7 +13,6 @@ from .weights import (
     FreezableBackbone,
     LoadReport,
     WeightLoadingError,
-    frozen_backbone_gap,
     load_backbone_weights,
 )
 
@@ -29,7 +28,6 @@ __all__ = [
     "UNetEncoder",
     "WeightLoadingError",
     "create_backbone",
-    "frozen_backbone_gap",
     "list_backbones",
     "load_backbone_weights",
     "register_backbone",

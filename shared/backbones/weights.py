@@ -162,20 +162,6 @@ class FreezableBackbone:
         return self
 
 
-def frozen_backbone_gap(missing: list[str] | None) -> str | None:
-    """Why a frozen backbone would train as (partly) random weights, or None when it is whole. ``missing``: the
-    backbone tensors a ``pretrained_backbone`` file left unloaded; None when no file was given, [] after a whole
-    load or a restored checkpoint. Tasks call it at fit start and raise with their own option names."""
-    if missing is None:
-        return "no --model.pretrained_backbone was given"
-    if missing:
-        return (
-            f"--model.pretrained_backbone left {len(missing)} backbone tensors unloaded (e.g. {missing[0]}: a "
-            "wrong --model.pretrained_prefix or another network's file?)"
-        )
-    return None
-
-
 def _resolve(root: nn.Module, dotted: str) -> nn.Module:
     obj = root
     for part in dotted.split("."):

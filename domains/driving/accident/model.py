@@ -235,26 +235,22 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
     def _geometry(self, boxes: torch.Tensor, valid: torch.Tensor, state: dict) -> torch.Tensor:
         h_img, w_img = self.input_size
         scale = boxes.new_tensor([w_img, h_img, w_img, h_img])
-        b = boxes / scale
-        centre = (b[..., :2] + b[..., 2:]) / 2
-        size = (b[..., 2:] - b[..., :2]).clamp(min=1e-4)
-        p = state["prev_boxes"] / scale
-        prev_centre = (p[..., :2] + p[..., 2:]) / 2
-        prev_size = (p[..., 2:] - p[..., :2]).clamp(min=1e-4)
-        seen = (valid & state["prev_valid"]).unsqueeze(-1).to(boxes.dtype)
-        growth = torch.log(size / prev_size) * MOTION_GAIN * seen
-        shift = (centre - prev_centre) * MOTION_GAIN * seen
-        features = [centre, size, growth, shift, seen]
+
+        def centre_size(pixel_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            b = pixel_boxes / scale
+            return (b[..., :2] + b[..., 2:]) / 2, (b[..., 2:] - b[..., :2]).clamp(min=1e-4)
+
+        def motion(old_boxes: torch.Tensor, old_valid: torch.Tensor, frames: int) -> list[torch.Tensor]:
+            """Scale change and drift since a box ``frames`` ago, per frame; zeros where either is missing."""
+            old_centre, old_size = centre_size(old_boxes)
+            seen = (valid & old_valid).unsqueeze(-1).to(boxes.dtype)
+            gain = MOTION_GAIN / frames * seen
+            return [torch.log(size / old_size) * gain, (centre - old_centre) * gain, seen]
+
+        centre, size = centre_size(boxes)
+        features = [centre, size, *motion(state["prev_boxes"], state["prev_valid"], 1)]
         for lag in self.motion_lags[1:]:  # the box `lag` frames ago (history[..., 0] is the previous frame's)
-            old = state["history"][:, :, lag - 1] / scale
-            old_centre = (old[..., :2] + old[..., 2:]) / 2
-            old_size = (old[..., 2:] - old[..., :2]).clamp(min=1e-4)
-            seen_then = (valid & state["history_valid"][:, :, lag - 1]).unsqueeze(-1).to(boxes.dtype)
-            features += [
-                torch.log(size / old_size) * (MOTION_GAIN / lag) * seen_then,
-                (centre - old_centre) * (MOTION_GAIN / lag) * seen_then,
-                seen_then,
-            ]
+            features += motion(state["history"][:, :, lag - 1], state["history_valid"][:, :, lag - 1], lag)
         return torch.cat(features, -1) * valid.unsqueeze(-1).to(boxes.dtype)
 
     def temporal_step(

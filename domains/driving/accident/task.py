@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_warn
 
 from domains.driving.accident.metrics import horizon_targets
 from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
-from shared.backbones import list_backbones, load_backbone_weights
+from shared.backbones import list_backbones
 from shared.task import BaseTask, FrozenBackboneCheck, gather_lists
 
 # Run-time choices, kept out of checkpoints (as for the other driving tasks).
@@ -93,9 +93,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
                 raise ValueError(
                     "pretrained_backbone needs input_kind: frames (a features network has no backbone)"
                 )
-            report = load_backbone_weights(self.model.backbone, pretrained_backbone, prefix=pretrained_prefix)
-            rank_zero_info(f"pretrained backbone {pretrained_backbone}: {report.summary()}")
-            self.record_backbone_load(report)
+            report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
             if not report.loaded:
                 raise ValueError(
                     f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone "

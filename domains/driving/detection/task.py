@@ -110,7 +110,7 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img
         )
         if pretrained_backbone:  # a frozen backbone must be given whole (FrozenBackboneCheck, at fit start)
-            self.record_backbone_load(self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix))
+            self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self._annotation_index: dict | None = None
         self.ignore_overlap = ignore_overlap
         self.predict_dir = predict_dir

@@ -60,6 +60,9 @@ def test_state_size_does_not_grow_with_the_clip():
 
 
 def test_motion_lags_stream_like_the_whole_clip_in_a_fixed_state():
+    """The caller-held state carries the lag history between step() calls at a fixed size. forward() runs the
+    same per-frame step, so equality alone would not catch a wrong history: the lag features' values are
+    checked by hand in test_motion_lag_features_by_hand."""
     model = tiny(motion_lags=(1, 3)).eval()
     frames, boxes, valid, _ = approaching_clips(frames=7)
     whole = model(frames=frames, boxes=boxes, box_valid=valid)

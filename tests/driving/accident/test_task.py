@@ -123,7 +123,7 @@ def test_frozen_backbone_gets_no_gradient():
 
 def test_a_frozen_backbone_needs_its_weights_at_fit_start(tmp_path):
     """A new fit of a frozen, random frame backbone is refused by name; whole weights or a restored checkpoint
-    pass (the shared rule of shared.backbones.frozen_backbone_gap)."""
+    pass (the shared rule of shared.task.FrozenBackboneCheck)."""
     from safetensors.torch import save_file
 
     def task(**kw):

@@ -1,7 +1,7 @@
 """Training speed of the suite's Prob. U-Net against the public PyTorch port, side by side in one process.
 
     .venv/bin/python benchmarks/prob_unet_speed.py --peer-dir /tmp/peer-probunet [--rounds 7] [--threads 2]
-        [--compile] [--profile KEY] [--keep-freed-memory] [--out benchmarks/results/prob_unet_speed.md]
+        [--compile] [--bf16] [--profile KEY] [--keep-freed-memory] [--out benchmarks/results/prob_unet_speed.md]
 
 One training step = forward + negative ELBO + backward + Adam step (lr 1e-4, the port's optimiser), batch 16,
 1x128x128 images, random masks; both models at four levels 32-64-128-192, latent 6, beta 1, four 1x1 convs
@@ -20,6 +20,10 @@ change bought:
   (``compile_cl``). Compiled, the U-Net decoder upsamples by a broadcast instead of ``F.interpolate``
   (``shared.backbones.upsample_nearest``: same values, a fused gradient instead of a scatter-add); the
   ``compile_interp`` row compiles the loss with ``F.interpolate`` as before, to show what that bought.
+
+``--bf16`` adds the shipped step under bf16 autocast (``--trainer.precision bf16-mixed``), eager and, with
+``--compile``, compiled. The numerics change (bfloat16 convolutions), so these rows answer a different
+question than the fp32 comparison with the port: how much faster a CPU with AVX512-BF16 / AMX trains.
 
 ``--profile KEY`` adds where one variant's step spends its time (``torch.profiler``, self CPU time by kind of
 operation), measured after the timing on a step built anew with inductor's per-kernel records on, so the
@@ -44,6 +48,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -74,6 +79,19 @@ def _interpolate_nearest(x: torch.Tensor, size) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=size, mode="nearest")
 
 
+class SuiteVariant(NamedTuple):
+    """One suite row of the table: what it changes, and the row whose speed it is compared with."""
+
+    key: str
+    label: str
+    norm: str = "group"
+    channels_last: bool = False
+    compile_loss: bool = False
+    interpolate: bool = False  # F.interpolate instead of the broadcast upsampling when compiled
+    bf16: bool = False  # forward and loss under torch.autocast("cpu", bfloat16), as bf16-mixed runs them
+    ref: str | None = "group"
+
+
 def suite_step(
     images: torch.Tensor,
     masks: torch.Tensor,
@@ -81,10 +99,13 @@ def suite_step(
     channels_last: bool,
     compile_loss: bool = False,
     interpolate: bool = False,
+    bf16: bool = False,
 ) -> Callable[[], None]:
     """One training step of the suite's model. ``interpolate=True`` runs the decoder's upsampling as
     ``F.interpolate`` even when compiled (the code before ``upsample_nearest``): the module's function is
-    swapped for the step, and torch.compile keeps one graph per function (it guards on that global)."""
+    swapped for the step, and torch.compile keeps one graph per function (it guards on that global).
+    ``bf16=True`` runs the forward and the loss under CPU autocast to bfloat16, as Lightning's ``bf16-mixed``
+    precision does (weights, gradients and Adam stay float32)."""
     torch.manual_seed(0)
     net = ProbabilisticUNet(in_channels=1, **CONFIG, channels_last=channels_last)
     if norm == "instance":
@@ -93,7 +114,8 @@ def suite_step(
     loss_fn = torch.compile(net.loss, dynamic=False) if compile_loss else net.loss  # as compile_loss does
 
     def step() -> None:
-        loss, _ = loss_fn(images, masks)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = loss_fn(images, masks)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -186,7 +208,13 @@ def main(argv: list[str] | None = None) -> str:
         default=None,
         metavar="KEY",
         help="profile this variant after the timing (peer, instance, group, channels_last, compile_interp, "
-        "compile, compile_cl)",
+        "compile, compile_cl, bf16, compile_bf16)",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="add bf16 autocast rows (bf16-mixed precision: faster where the CPU has AVX512-BF16 / AMX; the "
+        "numerics change, so these rows are not the fp32 comparison)",
     )
     parser.add_argument(
         "--keep-freed-memory",
@@ -222,63 +250,68 @@ def main(argv: list[str] | None = None) -> str:
         rows.append(("peer", "PyTorch port (stefanknegt/Probabilistic-Unet-Pytorch)"))
         builders["peer"] = lambda: peer_step(peer, images, masks)
     suite_rows = [
-        # key, label, norm, channels_last, compile, F.interpolate when compiled, the row it changes
-        (
-            "instance",
-            "suite, MONAI blocks, InstanceNorm2d (as in issue 20)",
-            "instance",
-            False,
-            False,
-            False,
-            None,
+        SuiteVariant(
+            "instance", "suite, MONAI blocks, InstanceNorm2d (as in issue 20)", "instance", ref=None
         ),
-        (
-            "group",
-            "suite as shipped: instance norm run as GroupNorm(C, C)",
-            "group",
-            False,
-            False,
-            False,
-            "instance",
-        ),
-        (
+        SuiteVariant("group", "suite as shipped: instance norm run as GroupNorm(C, C)", ref="instance"),
+        SuiteVariant(
             "channels_last",
             "shipped + channels_last activations (option, off)",
-            "group",
-            True,
-            False,
-            False,
-            "group",
+            channels_last=True,
+            ref="group",
         ),
     ]
     if args.compile:
         suite_rows += [
-            (
+            SuiteVariant(
                 "compile_interp",
                 "shipped + torch.compile of the loss, upsampling by F.interpolate (before)",
-                *("group", False, True, True, "group"),
+                compile_loss=True,
+                interpolate=True,
+                ref="group",
             ),
-            (
+            SuiteVariant(
                 "compile",
                 "shipped + torch.compile of the loss (compile_loss option, off)",
-                *("group", False, True, False, "compile_interp"),
+                compile_loss=True,
+                ref="compile_interp",
             ),
-            (
+            SuiteVariant(
                 "compile_cl",
                 "channels_last + torch.compile of the loss",
-                "group",
-                True,
-                True,
-                False,
-                "compile",
+                channels_last=True,
+                compile_loss=True,
+                ref="compile",
             ),
         ]
+    if args.bf16:
+        suite_rows.append(
+            SuiteVariant(
+                "bf16", "shipped + bf16 autocast (bf16-mixed: numerics change)", bf16=True, ref="group"
+            )
+        )
+        if args.compile:
+            suite_rows.append(
+                SuiteVariant(
+                    "compile_bf16",
+                    "torch.compile of the loss + bf16 autocast (numerics change)",
+                    compile_loss=True,
+                    bf16=True,
+                    ref="compile",
+                )
+            )
     reference: dict[str, str | None] = {"peer": None}
-    for key, label, norm, cl, comp, interp, ref in suite_rows:
-        rows.append((key, label))
-        reference[key] = ref
-        builders[key] = lambda norm=norm, cl=cl, comp=comp, interp=interp: suite_step(
-            images, masks, norm, cl, comp, interp
+    for variant in suite_rows:
+        rows.append((variant.key, variant.label))
+        reference[variant.key] = variant.ref
+        builders[variant.key] = lambda variant=variant: suite_step(
+            images,
+            masks,
+            variant.norm,
+            variant.channels_last,
+            variant.compile_loss,
+            variant.interpolate,
+            variant.bf16,
         )
 
     if args.profile and args.profile not in builders:
@@ -300,7 +333,7 @@ def main(argv: list[str] | None = None) -> str:
         "",
         (
             f"Training step (forward + negative ELBO + backward + Adam step), batch {args.batch_size}, "
-            f"1x{args.size}x{args.size}, levels 32-64-128-192, latent 6, beta 1, fp32, {args.threads} threads "
+            f"1x{args.size}x{args.size}, levels 32-64-128-192, latent 6, beta 1, fp32 (bf16 autocast only in the `bf16` rows), {args.threads} threads "
             f"(`torch.set_num_threads`), CPU: {_cpu_name()}. Median of {args.rounds} interleaved rounds of "
             f"{args.steps} step(s) per variant. Command: `{command_line('benchmarks/prob_unet_speed.py', argv)}`. "
             "The port runs unmodified, its loss "

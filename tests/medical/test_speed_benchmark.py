@@ -56,6 +56,30 @@ def test_interpolate_variant_swaps_the_upsampling_for_its_step_only(monkeypatch)
     assert seen[1] is original and unet_module.upsample_nearest is original
 
 
+def test_bf16_variant_runs_the_forward_in_bfloat16_and_only_its_step(monkeypatch):
+    dtypes = []
+    forward = unet_module.UNetDecoder.forward
+
+    def recording(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        dtypes.append({t.dtype for t in (out if isinstance(out, (list, tuple)) else [out])})
+        return out
+
+    monkeypatch.setattr(unet_module.UNetDecoder, "forward", recording)
+    images = torch.randn(2, 1, 16, 16)
+    masks = (torch.rand(2, 1, 16, 16) < 0.3).float()
+    suite_step(images, masks, "group", False)()
+    suite_step(images, masks, "group", False, bf16=True)()
+    assert dtypes == [{torch.float32}, {torch.bfloat16}]
+    assert not torch.is_autocast_enabled("cpu")  # left off after the step
+
+
+def test_bf16_rows_are_added_on_request(tmp_path):
+    text = main(["--rounds", "1", "--size", "16", "--batch-size", "2", "--bf16"])
+    assert "(`bf16`) |" in text and "vs `group`" in text
+    assert "compile_bf16" not in text  # only with --compile
+
+
 def _recording_forward(seen):
     forward = unet_module.UNetDecoder.forward
 

@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
@@ -104,7 +105,8 @@ class SuiteCLI(LightningCLI):
         super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:
-        """Parse, then check ``--ckpt_path`` before anything is built: a missing file is a FileNotFoundError, and a
+        """Parse, then check ``--ckpt_path`` before anything is built: ``best`` / ``last`` outside ``fit`` become
+        files of ``--checkpoint.dirpath`` (:func:`saved_checkpoint`), a missing file is a FileNotFoundError, and a
         checkpoint of another task a :class:`shared.task.CheckpointMismatchError` naming the task and model it
         holds (LightningCLI would re-parse its hyperparameters as this task's arguments and fail with "does not
         accept option ...", which does not say what the file is)."""
@@ -116,6 +118,9 @@ class SuiteCLI(LightningCLI):
         for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             _check_nulls(config.get(group), group, cls)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand in ("validate", "test", "predict") and ckpt_path in ("best", "last"):
+            ckpt_path = saved_checkpoint(ckpt_path, config.get("checkpoint.dirpath"))
+            self.config[subcommand]["ckpt_path"] = ckpt_path
         if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS or "://" in ckpt_path:
             return  # resolved by Lightning
         if not Path(ckpt_path).is_file():
@@ -177,6 +182,54 @@ class SuiteCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+
+def saved_checkpoint(alias: str, dirpath) -> str:
+    """The file ``--ckpt_path best`` or ``last`` means for ``validate`` / ``test`` / ``predict``.
+
+    Lightning knows "best" only inside the ``fit`` process that wrote it (a later command fails with "ModelCheckpoint
+    is not configured to save the best model"), and when "last" finds no file it warns and runs the untrained
+    model. Here both come from the checkpoint folder: ``last.ckpt``, and the best model that ``last.ckpt``'s
+    ModelCheckpoint state records (else the one ``best-*.ckpt`` there); no file is an error naming the folder."""
+    folder = Path(dirpath or ".")
+    last = folder / "last.ckpt"
+    hint = "(--checkpoint.dirpath; run fit first, or give --ckpt_path FILE)"
+    if alias == "last":
+        if not last.is_file():
+            raise FileNotFoundError(f"--ckpt_path last: no last.ckpt in {folder} {hint}")
+        return str(last)
+    recorded = _best_model_path(last) if last.is_file() else ""
+    if recorded:
+        for candidate in (Path(recorded), folder / Path(recorded).name):  # the folder may have moved since
+            if candidate.is_file():
+                return str(candidate)
+    best = sorted(folder.glob("best-*.ckpt"))  # the suite's checkpoint.filename
+    if len(best) == 1:
+        return str(best[0])
+    if best:
+        raise FileNotFoundError(
+            f"--ckpt_path best: {len(best)} best-*.ckpt files in {folder} and no last.ckpt recording which is "
+            f"the best: give --ckpt_path FILE ({', '.join(p.name for p in best)})"
+        )
+    if recorded:
+        why = f"last.ckpt records {recorded}, which is gone"
+    elif last.is_file():
+        why = "last.ckpt records none (no validation metric logged?)"
+    else:
+        why = "nor a last.ckpt"
+    raise FileNotFoundError(f"--ckpt_path best: no best checkpoint in {folder}, {why} {hint}")
+
+
+def _best_model_path(last: Path) -> str:
+    """The best model path that ``last.ckpt``'s ModelCheckpoint state records ("" if none); read weights-only."""
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not readable as plain data: the caller falls back to the folder
+        return ""
+    for name, state in (checkpoint.get("callbacks") or {}).items():
+        if name.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("best_model_path"):
+            return str(state["best_model_path"])
+    return ""
 
 
 def _check_config_files(args) -> None:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -191,3 +193,48 @@ def test_importing_the_suite_turns_off_albumentations_update_check():
         [sys.executable, "-c", probe], check=False, capture_output=True, text=True, env=env, timeout=120
     )
     assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr[-300:]
+
+
+def test_best_and_last_checkpoints_are_found_by_a_later_command(tmp_path, monkeypatch):
+    """``validate --ckpt_path best`` in a new command (Lightning knows "best" only inside the fit that wrote it), and
+    ``last`` with no file is an error instead of a test of the untrained model."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    fit = ["fit", *common, "--trainer.max_epochs", "3", "--model.optimizer.init_args.lr", "0.02"]
+    fitted = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=fit)
+    best = fitted.trainer.checkpoint_callback.best_model_path
+    folder = tmp_path / "lightning_logs/tiny/checkpoints"
+    assert best and Path(best).parent.resolve() == folder.resolve() and (folder / "last.ckpt").is_file()
+
+    for alias, expected in (("best", Path(best).name), ("last", "last.ckpt")):
+        cli = run_cli(
+            TinySegTask,
+            SquaresDataModule,
+            domain="tiny",
+            monitor="val/loss",
+            args=["validate", *common, "--ckpt_path", alias],
+        )
+        assert Path(cli.config["validate"]["ckpt_path"]).name == expected
+        assert Path(cli.trainer.ckpt_path).name == expected  # the weights tested are that file's
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for alias in ("best", "last"):
+        with pytest.raises(FileNotFoundError, match=rf"--ckpt_path {alias}: no .* in {empty}"):
+            run_cli(
+                TinySegTask,
+                SquaresDataModule,
+                domain="tiny",
+                monitor="val/loss",
+                args=["validate", *common, "--ckpt_path", alias, "--checkpoint.dirpath", str(empty)],
+            )
+
+
+def test_best_checkpoint_without_last_is_the_single_best_file(tmp_path):
+    from shared.cli import saved_checkpoint
+
+    (tmp_path / "best-00-5.ckpt").write_bytes(b"")
+    assert saved_checkpoint("best", tmp_path) == str(tmp_path / "best-00-5.ckpt")
+    (tmp_path / "best-01-9.ckpt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"2 best-\*\.ckpt files .* give --ckpt_path FILE"):
+        saved_checkpoint("best", tmp_path)

@@ -101,13 +101,15 @@ class MedicalVolume:
         return int(self.data.shape[2]), int(self.data.shape[3])
 
     def slice(self, index: int | None = None, channel: int = 0) -> np.ndarray:
-        """Float32 (H, W) in [0, 1]; ``index`` defaults to the middle slice."""
+        """Float32 (H, W) in [0, 1], always finite; ``index`` defaults to the middle slice."""
         if not 0 <= channel < self.num_channels:
             raise UploadError(f"{self.name}: channel {channel} outside 0..{self.num_channels - 1}")
         index = self.num_slices // 2 if index is None else int(index)
         if not 0 <= index < self.num_slices:
             raise UploadError(f"{self.name}: slice {index} outside 0..{self.num_slices - 1}")
         s = np.asarray(self.data[channel, index], dtype=np.float32)
+        # NaN (no data) shows as the window's low end, +-inf as its ends; decode notes how many there are
+        s = np.nan_to_num(s, nan=self.lo, posinf=self.hi, neginf=self.lo)
         scale = self.hi - self.lo
         out = (s - self.lo) / scale if scale > 0 else np.zeros_like(s)
         return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
@@ -519,6 +521,20 @@ def _window_from_percentiles(data: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _non_finite_note(values: np.ndarray) -> list[str]:
+    """A note counting NaN / infinite voxels (float data only), which ``MedicalVolume.slice`` shows as the
+    window's ends: the models would otherwise turn them into NaN probabilities or a sampling error."""
+    if values.dtype.kind != "f":
+        return []
+    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if not count:
+        return []
+    note = (
+        f"{count:,} of {values.size:,} voxels are NaN or infinite: shown as the window's low (NaN, -inf) or "
+    )
+    return [note + "high (+inf) end"]
+
+
 def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -566,9 +582,6 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     except Exception:  # noqa: BLE001 - a malformed rescale: keep stored values, say so
         values = pixels.astype(np.float32)
         notes.append("the DICOM rescale slope / intercept could not be applied: stored values used")
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        values = values.max() - values
-        notes.append("MONOCHROME1 (white = low) inverted to the usual grey scale")
     centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if centre is not None and width is not None:
         c = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
@@ -578,6 +591,12 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     else:
         lo, hi = _window_from_percentiles(values)
         notes.append(f"no DICOM window: intensities {lo:g}..{hi:g} (0.5-99.5 percentiles) mapped to 0..1")
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        # the window was set on the stored scale: mirror values and window together, so the slice shows
+        # 1 - (the windowed value), as a MONOCHROME1 viewer does
+        values = (hi + lo) - values
+        notes.append("MONOCHROME1 (white = low) inverted to the usual grey scale")
+    notes += _non_finite_note(values)
     if frames > 1:
         notes.append(f"multi-frame DICOM: {values.shape[0]} frames (use the slice slider)")
     return MedicalVolume(name, "DICOM", values[None], lo, hi, notes)
@@ -637,6 +656,7 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         display = display.astype(np.uint8)
     lo, hi = _window_from_percentiles(display)
     notes.append(f"NIfTI intensities {lo:g}..{hi:g} (0.5-99.5 percentiles of the volume) mapped to 0..1")
+    notes += _non_finite_note(volume)
     if c > 1:
         notes.append(f"4D volume: {c} channels / time points (use the channel slider)")
     if z > 1:
@@ -650,8 +670,8 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
 def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np.ndarray, str]:
     """A 2D slice -> (size, size) float32 for the medical models, and a sentence saying what was done.
 
-    ``resize`` scales the whole slice, first padded to a square with its edge values so that a non-square slice
-    keeps its aspect ratio (never squashed; area interpolation when shrinking); ``crop`` takes the centre
+    ``resize`` scales the whole slice so its long side fits, then pads it to a square with its edge values, so
+    that a non-square slice keeps its aspect ratio (never squashed; area interpolation when shrinking); ``crop`` takes the centre
     ``size`` x ``size`` window (padding with the edge values when the slice is smaller), keeping the pixel
     scale the models were trained at (LIDC crops are 128 x 128 at 0.5 mm).
     """
@@ -661,16 +681,17 @@ def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np
     if (h, w) == (size, size):
         return image.astype(np.float32), f"used as is ({size}x{size})"
     if mode == "resize":
+        # scaled first, then edge-padded to the square: padding a 40000x1000 slice to 40000x40000 first would
+        # take gigabytes for a 128x128 input
         side = max(h, w)
-        pad_y, pad_x = side - h, side - w
-        square = np.pad(
-            image.astype(np.float32),
-            ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)),
-            mode="edge",
-        )
+        new_h, new_w = max(1, round(h * size / side)), max(1, round(w * size / side))
         interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-        out = cv2.resize(square, (size, size), interpolation=interp)
-        padded = f", edge-padded to {side}x{side} first (aspect ratio kept)" if pad_x or pad_y else ""
+        scaled = cv2.resize(image.astype(np.float32), (new_w, new_h), interpolation=interp)
+        pad_y, pad_x = size - new_h, size - new_w
+        out = np.pad(
+            scaled, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)), mode="edge"
+        )
+        padded = ", edge-padded to a square (aspect ratio kept)" if pad_x or pad_y else ""
         return out, f"resized from {w}x{h} to {size}x{size}{padded}"
     if mode == "crop":
         pad_y, pad_x = max(0, size - h), max(0, size - w)

@@ -454,6 +454,14 @@ class DecathlonSliceDataset(MedicalDataset):
                 f"{image_path}: modality_index={self.modality_index} but the image has "
                 f"{data['image'].shape[0]} channel(s) {self.modalities or ''}"
             )
+        channel = np.asarray(data["image"][self.modality_index])
+        if channel.dtype.kind == "f" and not np.isfinite(channel).all():
+            bad = int(channel.size - np.count_nonzero(np.isfinite(channel)))
+            raise MedicalDataError(
+                f"{image_path}: {bad:,} of {channel.size:,} voxels are NaN or infinite (modality_index="
+                f"{self.modality_index}); the intensity scaling and the models need finite values: fix or "
+                "remove this case"
+            )
         x, y, z = data["image"].shape[1:]
         size = (*self._inplane_size(x, y), z)
         scale = size[0] / x

@@ -159,6 +159,31 @@ def test_dicom_monochrome1_is_inverted():
     assert any("MONOCHROME1" in n for n in vol.notes)
 
 
+def test_dicom_monochrome1_is_one_minus_the_windowed_monochrome2():
+    """The file's window is on the stored scale: inverting before windowing turned most of a slice white."""
+    stored = np.linspace(-1000, 2000, 32 * 32).reshape(32, 32).astype(np.int16)
+    window = (-600, 1500)  # centre, width: -1350 .. 150
+    mono2 = up.decode_medical(S.dicom(stored, window=window, intercept=0.0), "m2.dcm").slice()
+    mono1 = up.decode_medical(
+        S.dicom(stored, window=window, intercept=0.0, photometric="MONOCHROME1"), "m1.dcm"
+    ).slice()
+    np.testing.assert_allclose(mono1, 1.0 - mono2, atol=1e-6)
+    # by hand: -1000 is (-1000 + 1350) / 1500 = 0.2333 of the window, shown 0.7667 in MONOCHROME1
+    assert mono1[0, 0] == pytest.approx(1 - 350 / 1500, abs=1e-5)
+
+
+def test_nifti_non_finite_voxels_are_counted_and_shown_as_the_window_ends():
+    volume = np.linspace(0, 1, 20 * 20 * 3, dtype=np.float32).reshape(20, 20, 3)
+    volume[0, 0, 1], volume[1, 0, 1], volume[2, 0, 1] = np.nan, np.inf, -np.inf
+    vol = up.decode_medical(S.nifti(volume), "nan.nii")
+    assert any(n.startswith("3 of 1,200 voxels are NaN or infinite") for n in vol.notes)
+    s = vol.slice(1)
+    assert np.isfinite(s).all()
+    # display (C, Z, Y, X) with Y flipped: voxel (x, y=0, z=1) is row 19
+    assert s[19, 0] == 0.0 and s[19, 1] == 1.0 and s[19, 2] == 0.0
+    assert not any("NaN" in n for n in up.decode_medical(S.nifti(volume[:, :, :1] * 0 + 1), "ok.nii").notes)
+
+
 def test_multiframe_dicom_is_a_volume():
     frames = np.stack([np.full((32, 32), v, np.int16) for v in (0, 500, 1000)])
     vol = up.decode_medical(S.dicom(frames), "cine.dcm")
@@ -263,6 +288,18 @@ def test_fit_to_model_resize_and_crop():
     ys, xs = np.nonzero(out > 0.5)
     assert "aspect ratio kept" in how and abs(np.ptp(ys) - np.ptp(xs)) <= 1
     assert np.ptp(ys) + 1 == pytest.approx(40 * 128 / 200, abs=1.5)
+    # a very long slice is scaled before it is padded: no 40000x40000 square in memory
+    import tracemalloc
+
+    long = np.zeros((1000, 40000), np.float32)
+    long[:, 18000:22000] = 1.0  # a band 4000 px wide: 12.8 px at 128 / 40000
+    tracemalloc.start()
+    out, how = up.fit_to_model(long, 128, "resize")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.shape == (128, 128) and peak < 200e6  # the long slice itself is 160 MB; the square was 6.4 GB
+    xs = np.nonzero(out[64] > 0.5)[0]
+    assert 12 <= len(xs) <= 14 and abs(xs.mean() - 63.5) <= 1  # the band keeps its place and width
     with pytest.raises(up.UploadError):
         up.fit_to_model(np.zeros((2, 32, 32)), 32)
 

@@ -452,6 +452,20 @@ def test_decathlon_corrupt_nifti(tmp_path):
         DecathlonSliceDataset(tmp_path, "all")
 
 
+def test_decathlon_non_finite_voxels_name_the_file(tmp_path):
+    root = _write_decathlon(tmp_path / "Task99", channels=2)
+    path = root / "imagesTr" / "case_001.nii.gz"
+    image = nib.load(str(path))
+    data = image.get_fdata().astype(np.float32)
+    data[0, 0, 0, 0], data[1, 1, 1, 0] = np.nan, np.inf  # modality 0 only
+    nib.save(nib.Nifti1Image(data, image.affine), str(path))
+    ds = DecathlonSliceDataset(root, "all", crop_size=32)
+    case_1 = next(i for i, g in enumerate(ds.groups) if g == "case_001")
+    with pytest.raises(MedicalDataError, match=r"case_001\.nii\.gz: 2 of 4,608 voxels are NaN or infinite"):
+        ds[case_1]
+    assert DecathlonSliceDataset(root, "all", crop_size=32, modality_index=1)[case_1]["image"].isfinite().all()
+
+
 def test_build_dataset(synth_root, tmp_path):
     assert len(build_dataset("lidc_png", synth_root, "val", crop_size=64)) > 0
     with pytest.raises(ValueError, match="lidc_png, lidc_pickle, decathlon"):

@@ -61,9 +61,11 @@ def _checkpoints_under_logs() -> list[str]:
     return [str(p.relative_to(dm.ROOT)) for p in found[:100]]
 
 
-def own_checkpoint_picker(keys: list[str], label: str, route=None) -> None:
+def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: str | None = None) -> None:
     """Sidebar: use your own checkpoint (a path, or one found under ``lightning_logs/``) instead of the demo
-    model. ``route(path) -> key`` picks which of ``keys`` it replaces (default: the first)."""
+    model. ``route(path) -> key`` picks which of ``keys`` it replaces (default: the first); with several keys
+    the sidebar says which, and a newly given checkpoint selects its model in the page's ``select_key`` box
+    (which must come after this call)."""
     found = _checkpoints_under_logs()
     with st.sidebar.expander(label):
         picked = st.selectbox(
@@ -85,6 +87,12 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None) -> None:
         st.sidebar.error(f"`{path}` is not a checkpoint this page can use: {type(exc).__name__}: {exc}")
         return
     overrides[key] = path
+    if len(keys) > 1:
+        st.sidebar.caption(f"Used as the {dm.DEMO_MODELS[key].title}.")
+        routed = f"own_routed_{keys[0]}"
+        if select_key and st.session_state.get(routed) != (path, key):  # new: show it; later the user picks
+            st.session_state[select_key] = key
+        st.session_state[routed] = (path, key)
 
 
 def show_missing(keys: list[str]) -> None:

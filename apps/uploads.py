@@ -15,6 +15,7 @@ the file usable (RGBA -> RGB, grey -> RGB, 16-bit -> 8-bit, colour -> grey for C
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -705,6 +706,18 @@ def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np
             " (edge-padded)" if pad_x or pad_y else ""
         )
     raise ValueError(f"mode must be 'resize' or 'crop', got {mode!r}")
+
+
+_FILE_SUFFIX = re.compile(
+    r"\.(nii\.gz|nii|dcm|dicom|png|jpe?g|bmp|tiff?|webp|mp4|avi|mov|mkv|webm|zip)$", re.IGNORECASE
+)
+
+
+def download_stem(name: str) -> str:
+    """A file-name stem for downloads: the upload's known extension removed (``.nii.gz`` whole), any other
+    dot kept (``z-136.0_c0`` stays distinct from ``z-136.0_c1``), unsafe characters as ``_``."""
+    stem = _FILE_SUFFIX.sub("", str(name).strip())
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._") or "image"
 
 
 def png_bytes(image: np.ndarray) -> bytes:

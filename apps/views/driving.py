@@ -141,10 +141,6 @@ def _outline(overlay: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np
     return out
 
 
-def _stem(name: str) -> str:
-    return Path(name).stem.replace(" ", "_") or "image"
-
-
 def _score_png16(score: np.ndarray, lo: float, hi: float) -> bytes:
     """The raw score map scaled lo..hi -> 0..65535 (16-bit PNG keeps more levels than the 8-bit overlay)."""
     scaled = np.clip((score - lo) / max(hi - lo, 1e-12), 0, 1)
@@ -385,14 +381,14 @@ def _objects() -> None:
     d1.download_button(
         "Detections (KITTI text)",
         data=_kitti_text(kept, class_names),
-        file_name=f"{_stem(name)}.txt",
+        file_name=f"{up.download_stem(name)}.txt",
         mime="text/plain",
         key="driving_dl_kitti",
     )
     d2.download_button(
         "Image with boxes (PNG)",
         data=lambda: up.png_bytes(_draw(image, kept, class_names)),
-        file_name=f"{_stem(name)}_detections.png",
+        file_name=f"{up.download_stem(name)}_detections.png",
         mime="image/png",
         key="driving_dl_boxes",
     )
@@ -458,7 +454,7 @@ def _instances() -> None:
     d1.download_button(
         "Instance ids (16-bit PNG)",
         data=lambda: dm.id_map_png(full_ids()[0]),
-        file_name=f"{_stem(name)}_instances.png",
+        file_name=f"{up.download_stem(name)}_instances.png",
         mime="image/png",
         key="driving_dl_instance_ids",
         help="uint16 at the photo's size: 0 background, k = line k of the instance list (highest score first)",
@@ -466,7 +462,7 @@ def _instances() -> None:
     d2.download_button(
         "Instance list (text)",
         data=dm.instance_text(kept, order, class_names),
-        file_name=f"{_stem(name)}_instances.txt",
+        file_name=f"{up.download_stem(name)}_instances.txt",
         mime="text/plain",
         key="driving_dl_instance_list",
         help="one line per id: k class score left top right bottom (as `predict` writes)",
@@ -474,7 +470,7 @@ def _instances() -> None:
     d3.download_button(
         "Image with masks (PNG)",
         data=lambda: up.png_bytes(_draw_instances(image, kept, class_names, full_ids(), alpha)),
-        file_name=f"{_stem(name)}_instances_overlay.png",
+        file_name=f"{up.download_stem(name)}_instances_overlay.png",
         mime="image/png",
         key="driving_dl_instance_overlay",
     )
@@ -558,21 +554,21 @@ def _anomalies() -> None:
     d1.download_button(
         "Heat-map overlay (PNG)",
         data=lambda: up.png_bytes(overlay_heatmap(image, result["score"], alpha, lo, hi)),
-        file_name=f"{_stem(name)}_{score_name}_overlay.png",
+        file_name=f"{up.download_stem(name)}_{score_name}_overlay.png",
         mime="image/png",
         key="driving_dl_overlay",
     )
     d2.download_button(
         "Anomaly mask (PNG)",
         data=lambda: up.png_bytes(mask_full),
-        file_name=f"{_stem(name)}_{score_name}_mask.png",
+        file_name=f"{up.download_stem(name)}_{score_name}_mask.png",
         mime="image/png",
         key="driving_dl_mask",
     )
     d3.download_button(
         "Score map (16-bit PNG)",
         data=lambda: _score_png16(result["score"], lo, hi),
-        file_name=f"{_stem(name)}_{score_name}_score16.png",
+        file_name=f"{up.download_stem(name)}_{score_name}_score16.png",
         mime="image/png",
         key="driving_dl_score",
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import streamlit as st
@@ -122,7 +120,9 @@ def _far_from_training(volume, image: np.ndarray) -> str | None:
     return None
 
 
-pc.own_checkpoint_picker(list(dm.MEDICAL_KEYS), "Use your own medical checkpoint", route=_medical_key)
+pc.own_checkpoint_picker(
+    list(dm.MEDICAL_KEYS), "Use your own medical checkpoint", route=_medical_key, select_key="medical_model"
+)
 pc.show_missing(list(dm.MEDICAL_KEYS))
 available = [k for k in dm.MEDICAL_KEYS if pc.model_path(k) is not None]
 if not available:
@@ -161,16 +161,16 @@ if source == SYNTHETIC:
     own = bool(st.session_state.get(pc.OVERRIDES, {}).get(key))
     recorded = {} if own else dm.examples(key)
     position = {image_id: i for i, image_id in enumerate(dataset.ids)}
-    choices = [
-        (f"{recorded[w]['id']}: where the model is most {what} (its {w} test image, GED {recorded[w]['ged']:.2f})",
-         position[recorded[w]["id"]])
+    # options are labels, not list positions: switching model (whose best / worst differ) keeps the image
+    choices = {
+        f"{recorded[w]['id']}: where the model is most {what} (its {w} test image, GED {recorded[w]['ged']:.2f})":
+            position[recorded[w]["id"]]
         for w, what in (("best", "right"), ("worst", "wrong"))
         if w in recorded and recorded[w]["id"] in position
-    ] + [(image_id, i) for i, image_id in enumerate(dataset.ids)]  # fmt: skip
-    pick = st.selectbox(
-        "Test image", range(len(choices)), format_func=lambda i: choices[i][0], key="medical_item"
-    )
-    image, readers, name = _test_item(str(root), int(choices[int(pick)][1]))
+    } | {image_id: i for i, image_id in enumerate(dataset.ids)}  # fmt: skip
+    pick = st.selectbox("Test image", list(choices), key="medical_item")
+    image, readers, name = _test_item(str(root), choices[pick])
+    stem = up.download_stem(name)
     if image.shape != (size, size):
         image, how = up.fit_to_model(image, size, "crop")
         readers = np.stack([up.fit_to_model(r.astype(np.float32), size, "crop")[0] for r in readers]) > 0.5
@@ -196,6 +196,8 @@ else:
         index = st.slider("Slice", 0, volume.num_slices - 1, volume.num_slices // 2, key="medical_slice")
     raw = volume.slice(index, channel)
     name = f"{uploaded.name} slice {index}" if volume.is_volume else uploaded.name
+    stem = up.download_stem(uploaded.name) + (f"_slice_{index}" if volume.is_volume else "")
+    stem += f"_channel_{channel}" if volume.num_channels > 1 else ""
     mode = "resize"
     if raw.shape != (size, size):
         mode = st.radio(
@@ -263,7 +265,6 @@ if readers is not None and right is not None:
         m3.metric("Hungarian-matched IoU", f"{scores['hungarian_iou']:.3f}")
         m4.metric("Sample diversity", f"{scores['diversity']:.3f}")
 
-stem = Path(str(name).replace("/", "_")).stem.replace(" ", "_")
 d1, d2 = st.columns(2)
 d1.download_button(
     "Mean mask (PNG)",

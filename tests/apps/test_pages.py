@@ -447,6 +447,30 @@ def test_own_medical_checkpoint_replaces_the_model_of_its_network_class(demo_env
     assert not at.exception and "is not a checkpoint this page can use" in _texts(at.sidebar.error)
 
 
+def test_own_medical_checkpoint_of_another_model_selects_that_model(demo_env):
+    at = _ok(_page("medical"))
+    assert at.selectbox(key="medical_model").value == "medical_unet"
+    own = demo_env["checkpoints"] / "medical_prob_unet.ckpt"
+    at.text_input(key="own_path_medical_unet").set_value(str(own)).run()
+    _ok(at)
+    assert at.selectbox(key="medical_model").value == "medical_prob_unet"
+    assert "Used as the Probabilistic U-Net." in _texts(at.sidebar.caption)
+    at.selectbox(key="medical_model").set_value("medical_unet").run()  # the user can still go back
+    _ok(at)
+    assert at.selectbox(key="medical_model").value == "medical_unet"
+
+
+def test_medical_test_image_stays_when_the_model_changes(demo_env):
+    at = _ok(_page("medical"))
+    image_id = at.selectbox(key="medical_item").options[-1]
+    at.selectbox(key="medical_item").set_value(image_id).run()
+    _ok(at)
+    assert at.subheader[0].value == image_id
+    at.selectbox(key="medical_model").set_value("medical_prob_unet").run()
+    _ok(at)
+    assert at.subheader[0].value == image_id
+
+
 def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, monkeypatch):
     """Shipped weights, their operating points and their best examples first. The cards' example ids are
     pointed at the tiny test sets (the real ones name images of the full synthetic sets)."""
@@ -515,4 +539,4 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
         anomaly["threshold"]
     )
     at = _ok(_page("medical"))
-    assert at.selectbox(key="medical_item").format_func(0).startswith(f"{tiny_medical[-1]}: where the model")
+    assert at.selectbox(key="medical_item").options[0].startswith(f"{tiny_medical[-1]}: where the model")

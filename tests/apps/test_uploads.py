@@ -304,6 +304,15 @@ def test_fit_to_model_resize_and_crop():
         up.fit_to_model(np.zeros((2, 32, 32)), 32)
 
 
+def test_download_stems_keep_names_apart():
+    # by hand: only a known extension goes, whole (.nii.gz); other dots and the reader index stay
+    assert up.download_stem("LIDC-SYN-0048/z-136.0_c0") == "LIDC-SYN-0048_z-136.0_c0"
+    assert up.download_stem("LIDC-SYN-0048/z-136.0_c1") == "LIDC-SYN-0048_z-136.0_c1"
+    assert up.download_stem("ct.nii.gz") == "ct" and up.download_stem("scan.v2.DCM") == "scan.v2"
+    assert up.download_stem("road scene (1).jpg") == "road_scene_1"
+    assert up.download_stem("...") == "image" and up.download_stem(".png") == "image"
+
+
 def test_png_and_zip_bytes_round_trip():
     import cv2
 

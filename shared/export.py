@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shared.files import temporary_file
 from shared.task import check_checkpoint_file
 
 DEFAULT_ATOL = 1e-4
@@ -35,8 +35,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
+    tmp = str(temporary_file(path.parent, path.name, suffix=".onnx"))
     try:
         with torch.no_grad():
             # The TorchScript-based exporter handles the suite's control flow (interpolate to a skip's size,

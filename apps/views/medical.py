@@ -245,7 +245,7 @@ if key == "medical_unet":
 
 left, right = st.columns([3, 2]) if readers is not None else (st.container(), None)
 with left:
-    st.markdown(f"**{num_samples} samples** (probability >= {threshold:g})")
+    st.markdown(f"**{num_samples} sample{'s' * (num_samples != 1)}** (probability >= {threshold:g})")
     st.image(
         [_overlay(image, s) for s in samples], caption=[f"#{i}" for i in range(len(samples))], width=TILE
     )
@@ -275,7 +275,7 @@ d1.download_button(
 )
 files = _downloads(str(name), image, result, threshold)
 d2.download_button(
-    f"All {num_samples} sample masks + maps (zip)",
+    f"All {num_samples} sample masks + maps (zip)" if num_samples > 1 else "The sample mask + maps (zip)",
     data=lambda: up.zip_bytes(files),
     file_name=f"{stem}_segmentations.zip",
     mime="application/zip",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -19,6 +18,8 @@ import numpy as np
 from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
+
+from shared.files import temporary_file
 
 __all__ = ["AccidentPredictionWriter", "alarm_frame", "draw_clip", "write_clip"]
 
@@ -85,13 +86,6 @@ def draw_clip(prediction: dict) -> list[np.ndarray]:
     return out
 
 
-def _temporary(folder: Path, name: str) -> Path:
-    """A unique temporary file beside ``name`` (two processes writing the same clip never share one)."""
-    handle, path = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    os.close(handle)
-    return Path(path)
-
-
 def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[Path]:
     """Write one clip's ``<clip>/risk.csv``, ``<clip>/objects.csv`` and ``<clip>.gif`` under ``out_dir``."""
     out_dir = Path(out_dir)
@@ -111,7 +105,7 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
     alarm = alarm_frame(risk, threshold)
     staged: list[tuple[Path, Path]] = []  # (temporary, final): renamed only once every file is written
 
-    tmp = _temporary(folder, "risk.csv")
+    tmp = temporary_file(folder, "risk.csv")
     staged.append((tmp, folder / "risk.csv"))
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -146,7 +140,7 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
                 ]
             )
 
-    tmp = _temporary(folder, "objects.csv")
+    tmp = temporary_file(folder, "objects.csv")
     staged.append((tmp, folder / "objects.csv"))
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -160,7 +154,7 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
 
     if gif and prediction.get("frames") is not None:
         images = [Image.fromarray(a) for a in draw_clip(prediction)]
-        tmp = _temporary(out_dir, f"{clip}.gif")
+        tmp = temporary_file(out_dir, f"{clip}.gif")
         staged.append((tmp, out_dir / f"{clip}.gif"))
         images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0

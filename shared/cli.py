@@ -189,16 +189,19 @@ def saved_checkpoint(alias: str, dirpath) -> str:
 
     Lightning knows "best" only inside the ``fit`` process that wrote it (a later command fails with "ModelCheckpoint
     is not configured to save the best model"), and when "last" finds no file it warns and runs the untrained
-    model. Here both come from the checkpoint folder: ``last.ckpt``, and the best model that ``last.ckpt``'s
-    ModelCheckpoint state records (else the one ``best-*.ckpt`` there); no file is an error naming the folder."""
+    model. Here both come from the checkpoint folder: "last" is the newest ``last*.ckpt`` (a second ``fit`` into
+    the same folder writes ``last-v1.ckpt`` beside the first run's ``last.ckpt``; Lightning's own lookup also takes
+    the newest), "best" the best model that file's ModelCheckpoint state records (else the one ``best-*.ckpt``
+    there); no file is an error naming the folder."""
     folder = Path(dirpath or ".")
-    last = folder / "last.ckpt"
     hint = "(--checkpoint.dirpath; run fit first, or give --ckpt_path FILE)"
+    lasts = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    last = lasts[-1] if lasts else None
     if alias == "last":
-        if not last.is_file():
+        if last is None:
             raise FileNotFoundError(f"--ckpt_path last: no last.ckpt in {folder} {hint}")
         return str(last)
-    recorded = _best_model_path(last) if last.is_file() else ""
+    recorded = _best_model_path(last) if last is not None else ""
     if recorded:
         for candidate in (Path(recorded), folder / Path(recorded).name):  # the folder may have moved since
             if candidate.is_file():
@@ -212,9 +215,9 @@ def saved_checkpoint(alias: str, dirpath) -> str:
             f"the best: give --ckpt_path FILE ({', '.join(p.name for p in best)})"
         )
     if recorded:
-        why = f"last.ckpt records {recorded}, which is gone"
-    elif last.is_file():
-        why = "last.ckpt records none (no validation metric logged?)"
+        why = f"{last.name} records {recorded}, which is gone"
+    elif last is not None:
+        why = f"{last.name} records none (no validation metric logged?)"
     else:
         why = "nor a last.ckpt"
     raise FileNotFoundError(f"--ckpt_path best: no best checkpoint in {folder}, {why} {hint}")

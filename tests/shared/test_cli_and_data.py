@@ -217,6 +217,20 @@ def test_best_and_last_checkpoints_are_found_by_a_later_command(tmp_path, monkey
         assert Path(cli.config["validate"]["ckpt_path"]).name == expected
         assert Path(cli.trainer.ckpt_path).name == expected  # the weights tested are that file's
 
+    # a second fit into the same folder writes last-v1.ckpt (Lightning's version counter): the newest run wins
+    refitted = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=fit)
+    newest_best = Path(refitted.trainer.checkpoint_callback.best_model_path).name
+    assert (folder / "last-v1.ckpt").is_file() and newest_best != Path(best).name
+    for alias, expected in (("best", newest_best), ("last", "last-v1.ckpt")):
+        cli = run_cli(
+            TinySegTask,
+            SquaresDataModule,
+            domain="tiny",
+            monitor="val/loss",
+            args=["validate", *common, "--ckpt_path", alias],
+        )
+        assert Path(cli.config["validate"]["ckpt_path"]).name == expected
+
     empty = tmp_path / "empty"
     empty.mkdir()
     for alias in ("best", "last"):

@@ -396,10 +396,14 @@ def network_name(key: str, hparams: dict) -> str:
         )
     if key == "driving_accident":
         lags = list(args.get("motion_lags") or [1])
+        kind = args.get("input_kind", "frames")
+        reads = {
+            "frames": f"on {args.get('backbone')} frames, input {args.get('input_size')}",
+            "boxes": "on object boxes and motion (no pixels)",
+        }.get(kind, "on precomputed features")
         return (
-            f"AccidentAnticipator on {args.get('backbone')} ({args.get('temporal', 'gru')}, hidden "
-            f"{args.get('hidden')}), input {args.get('input_size')}, horizons {args.get('horizons')} s"
-            + (f", motion lags {lags} frames" if lags != [1] else "")
+            f"AccidentAnticipator ({args.get('temporal', 'gru')}, hidden {args.get('hidden')}) {reads}, "
+            f"horizons {args.get('horizons')} s" + (f", motion lags {lags} frames" if lags != [1] else "")
         )
     return f"U-Net segmenter on {args.get('encoder')} {args.get('encoder_kwargs') or {}} + outlier head"
 

@@ -332,9 +332,15 @@ try:
 except Exception as exc:  # noqa: BLE001 - every model failure is a message, not a traceback
     st.error(f"The accident model failed on this clip: {type(exc).__name__}: {exc}")
     st.stop()
-st.caption(
-    f"The model sees every frame resized to {in_w}x{in_h} (its training size); boxes are scaled with them."
-)
+if model.model.input_kind == "frames":
+    st.caption(
+        f"The model sees every frame resized to {in_w}x{in_h} (its training size); boxes are scaled with them."
+    )
+else:
+    st.caption(
+        f"The model reads the objects' boxes and their motion, not the pixels; boxes are scaled to its "
+        f"{in_w}x{in_h} training frame."
+    )
 
 fps = float(prediction["fps"])
 toa = int(prediction["toa"])

@@ -343,7 +343,7 @@ def _objects() -> None:
     detector = _model_or_warning(DETECTION, have_det, "detector")
     if detector is None:
         return
-    in_h, in_w = detector.hparams.get("input_size", (0, 0))
+    in_h, in_w = detector.model.input_size
     st.caption(
         f"The detector scales every photo into its {in_w}x{in_h} input (aspect ratio kept) and maps the "
         "boxes back to the photo's pixels."

@@ -10,8 +10,9 @@ from apps import uploads as up
 st.title("Applied deep learning: medical imaging and driving")
 st.write(
     "Two demos on one set of shared backbones and Lightning pieces. Pick a page in the sidebar. The models "
-    "shown are the quick versions trained on the suite's embedded synthetic data by `make demo`: they show "
-    "the workflow, not state-of-the-art accuracy."
+    "shown are the shipped demo weights (`apps/weights/`, each with a model card: command, data, test "
+    "figures), trained on the suite's embedded synthetic data: they show the workflow, not state-of-the-art "
+    "accuracy on real scans or roads. `make demo-train` retrains quick versions here."
 )
 
 left, right = st.columns(2)

@@ -209,6 +209,8 @@ def test_driving_default_scene_renders(demo_env):
 
 def test_driving_widgets_rerun(demo_env):
     at = _ok(_page("driving"))
+    size = re.search(r"scales every photo into its (\d+)x(\d+) input", _texts(at.caption))
+    assert size and min(map(int, size.groups())) >= 16  # the model's input_size, not "0x0"
     # starts where `predict` draws boxes: DetectionTask's predict_score_thresh (not the old fixed 0.3)
     from domains.driving.detection.task import DetectorTask
 

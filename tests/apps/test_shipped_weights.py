@@ -134,7 +134,7 @@ def test_an_accident_checkpoint_ships_and_loads_back(demo_env, tmp_path):
     for name in ("test/video_ap", "test/frame_ap", "test/mtta", "test/tta_r80", "test/near_miss_false_alarms",
                  "test/ece"):  # fmt: skip
         assert name in card["test"] and name in card["subset"]["metrics"], name
-    assert "AccidentAnticipator on tiny_cnn" in card["network"]
+    assert card["network"].startswith("AccidentAnticipator (gru, hidden 8) on tiny_cnn frames, input [24, 48]")
     tensors = load_file(str(path))  # safetensors: plain tensors, nothing unpickled
     # fp16 weights; scalars (a fitted temperature, an alarm threshold) stay fp32 so their rounding moves nothing
     assert {t.dtype for t in tensors.values() if t.is_floating_point() and t.dim() > 0} == {torch.float16}
@@ -270,7 +270,15 @@ def test_shipped_weights_reproduce_their_card_figures(key):
 def test_accident_card_names_its_motion_lags_only_when_set():
     args = {"backbone": "tiny_cnn", "hidden": 64, "input_size": [64, 224], "horizons": [0.5, 2.0]}
     plain = dm.network_name("driving_accident", {"network": {"init_args": args}})
-    assert plain == "AccidentAnticipator on tiny_cnn (gru, hidden 64), input [64, 224], horizons [0.5, 2.0] s"
+    assert (
+        plain
+        == "AccidentAnticipator (gru, hidden 64) on tiny_cnn frames, input [64, 224], horizons [0.5, 2.0] s"
+    )
+    boxes = dm.network_name("driving_accident", {"network": {"init_args": {**args, "input_kind": "boxes"}}})
+    assert (
+        boxes
+        == "AccidentAnticipator (gru, hidden 64) on object boxes and motion (no pixels), horizons [0.5, 2.0] s"
+    )
     lagged = dm.network_name("driving_accident", {"network": {"init_args": {**args, "motion_lags": [1, 5]}}})
     assert lagged == plain + ", motion lags [1, 5] frames"
     assert (

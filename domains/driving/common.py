@@ -128,17 +128,46 @@ def to_image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
 SEQUENCE_MAP_NAMES = ("sequence_map.txt", "sequences.txt", "mapping.txt")
 
 
-def read_sequence_groups(split_root: str | Path, ids: Sequence[str]) -> list[str]:
-    """Sequence (drive) of each image id, for group-aware splits; falls back to the image id itself.
+def read_sequence_groups(
+    split_root: str | Path, ids: Sequence[str], source_file: str | Path | None = None
+) -> list[str]:
+    """Sequence (drive) of each image id, for group-aware splits (:func:`find_sequence_groups`). With no
+    mapping every image is its own group, and a warning says so: frames of one drive can then land in train
+    and test, which flatters the test figures."""
+    groups = find_sequence_groups(split_root, ids, source_file)
+    if groups is not None:
+        return groups
+    if ids:
+        warnings.warn(
+            f"{split_root}: no sequence map ({', '.join(SEQUENCE_MAP_NAMES)} or KITTI's mapping/ files): each of "
+            f"the {len(ids)} images is its own group, so frames of one drive may land in train and test. Add an "
+            "'<image_id> <sequence>' file to split by drive",
+            UserWarning,
+            stacklevel=2,
+        )
+    return list(ids)
 
-    Understands two layouts, looked for in ``split_root`` and its parent:
-    * the KITTI devkit pair ``mapping/train_mapping.txt`` (``date drive frame`` per line) and
-      ``mapping/train_rand.txt`` (one comma-separated line; image ``i`` is mapping line ``rand[i]``, 1-based);
-    * a two-column text file ``<image_id> <sequence>`` (``sequence_map.txt``, ``sequences.txt``,
+
+def find_sequence_groups(
+    split_root: str | Path, ids: Sequence[str], source_file: str | Path | None = None
+) -> list[str] | None:
+    """Sequence (drive) of each image id, or None when no mapping is found.
+
+    Understands three layouts:
+    * beside a label file (a COCO JSON, a YOLO yaml) given as ``source_file``: ``<its stem>.sequences.txt``,
+      two columns as below (what ``domains.driving.instances.convert`` writes beside its JSON);
+    * in ``split_root`` or its parent, the KITTI devkit pair ``mapping/train_mapping.txt`` (``date drive frame``
+      per line) and ``mapping/train_rand.txt`` (one comma-separated line; image ``i`` is mapping line
+      ``rand[i]``, 1-based);
+    * there too, a two-column text file ``<image_id> <sequence>`` (``sequence_map.txt``, ``sequences.txt``,
       ``mapping.txt``; ``#`` comments, commas or whitespace).
-    Ids missing from the mapping are an error naming the file, not silently grouped alone.
+    Ids missing from a mapping are an error naming the file, not silently grouped alone.
     """
     split_root = Path(split_root)
+    if source_file is not None:
+        beside = Path(source_file).with_suffix(".sequences.txt")
+        if beside.is_file():
+            return _two_column_groups(beside, ids)
     for folder in (split_root, split_root.parent):
         for mapping_dir in (folder / "mapping", folder / "devkit_object" / "mapping", folder):
             mapping, rand = mapping_dir / "train_mapping.txt", mapping_dir / "train_rand.txt"
@@ -148,7 +177,14 @@ def read_sequence_groups(split_root: str | Path, ids: Sequence[str]) -> list[str
             path = folder / name
             if path.is_file():
                 return _two_column_groups(path, ids)
-    return list(ids)
+    return None
+
+
+def write_sequence_map(path: str | Path, ids: Sequence[str], groups: Sequence[str]) -> Path:
+    """A two-column ``<image_id> <sequence>`` file that :func:`find_sequence_groups` reads back."""
+    path = Path(path)
+    path.write_text("".join(f"{i} {g}\n" for i, g in zip(ids, groups, strict=True)))
+    return path
 
 
 def _kitti_devkit_groups(mapping: Path, rand: Path, ids: Sequence[str]) -> list[str]:
@@ -223,13 +259,15 @@ def split_by_sequence(
     fractions: Sequence[float],
     seed: int,
     max_items: int | None = None,
+    source_file: str | Path | None = None,
 ) -> dict[str, list]:
     """Annotations (with ``image_id``) sorted by id, cut to ``max_items``, then split by driving sequence
-    (:func:`read_sequence_groups` under ``split_root``) into ``fractions`` of train / val / test."""
+    (:func:`read_sequence_groups` under ``split_root`` or beside ``source_file``) into ``fractions`` of
+    train / val / test."""
     from shared.data import group_split
 
     items = sorted(items, key=lambda a: a.image_id)[:max_items]
-    groups = read_sequence_groups(split_root, [a.image_id for a in items])
+    groups = read_sequence_groups(split_root, [a.image_id for a in items], source_file)
     index = group_split(groups, fractions, seed=seed)
     return {name: [items[i] for i in idx] for name, idx in index.items()}
 

@@ -20,6 +20,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from domains.driving.common import find_sequence_groups, write_sequence_map
 from domains.driving.formats import (
     KITTI_TYPES,
     DropLog,
@@ -30,6 +31,7 @@ from domains.driving.formats import (
     read_coco,
     read_kitti_dir,
     read_yolo,
+    resolve_kitti_split,
     write_coco,
     write_kitti_dir,
     write_yolo,
@@ -103,6 +105,23 @@ def write_destination(
                 placed.append(ImageAnnotation(str(target), a.width, a.height, a.objects))
             write_coco(placed, dst / "annotations.json", class_names)
     return dropped
+
+
+def carry_sequence_map(
+    fmt: str, src: Path, split: str | None, splits: dict[str, list[ImageAnnotation]], dst: Path
+) -> int:
+    """The source's sequence map (``find_sequence_groups``) written as ``dst/sequences.txt``, which the
+    destination's reader finds, so the converted set still splits by drive; returns the number of sequences
+    (0: the source has no map)."""
+    ids = [a.image_id for items in splits.values() for a in items]
+    if fmt == "kitti":
+        groups = find_sequence_groups(resolve_kitti_split(src, split or "training"), ids)
+    else:
+        groups = find_sequence_groups(src.parent, ids, source_file=src)
+    if groups is None:
+        return 0
+    write_sequence_map(dst / "sequences.txt", ids, groups)
+    return len(set(groups))
 
 
 def summary(
@@ -188,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         not_written = write_destination(
             args.dst_format, splits, tmp, class_names, "hardlink" if args.link else "copy"
         )
+        carried = carry_sequence_map(args.src_format, src, args.split, splits, tmp)
         if dst.exists():
             old = dst.with_name(f".{dst.name}.old-{tmp.name[-8:]}")
             dst.rename(old)
@@ -203,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print(summary(args.src_format, args.dst_format, splits, class_names, log, not_written))
+    print(
+        f"sequence map: {carried} sequences, written to {dst / 'sequences.txt'} (splits stay by drive)"
+        if carried
+        else "sequence map: none in the source, so the converted set splits image by image"
+    )
     return 0
 
 

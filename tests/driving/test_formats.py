@@ -380,6 +380,39 @@ def test_converter_chain_kitti_coco_yolo_kitti(tmp_path, capsys):
     }
 
 
+def test_converters_carry_the_sequence_map_so_splits_stay_by_drive(tmp_path, capsys):
+    from domains.driving.common import find_sequence_groups, read_sequence_groups
+
+    src = _sample_kitti(tmp_path / "kitti")
+    (src / "sequences.txt").write_text("000000 drive_a\n000001 drive_a\n000002 drive_b\n")
+    ids = ["000000", "000001", "000002"]
+    expected = ["drive_a", "drive_a", "drive_b"]
+    chain = [
+        ("kitti", src, "coco", "c"),
+        ("coco", "c/annotations.json", "yolo", "y"),
+        ("yolo", "y/data.yaml", "kitti", "k"),
+    ]
+    for src_fmt, source, dst_fmt, dst in chain:
+        source = tmp_path / source if isinstance(source, str) else source
+        assert (
+            convert.main(
+                ["--from", src_fmt, "--to", dst_fmt, "--src", str(source), "--dst", str(tmp_path / dst)]
+            )
+            == 0
+        )
+        assert "sequence map: 2 sequences" in capsys.readouterr().out
+        assert find_sequence_groups(tmp_path / dst, ids) == expected  # where the destination's reader looks
+    (src / "sequences.txt").unlink()
+    assert (
+        convert.main(["--from", "kitti", "--to", "coco", "--src", str(src), "--dst", str(tmp_path / "c2")])
+        == 0
+    )
+    assert "sequence map: none in the source" in capsys.readouterr().out
+    assert not (tmp_path / "c2" / "sequences.txt").exists()
+    with pytest.warns(UserWarning, match=r"no sequence map .* each of the 3 images is its own group"):
+        assert read_sequence_groups(tmp_path / "c2", ids) == ids
+
+
 def test_converter_counts_dropped_types(tmp_path, capsys):
     src = _sample_kitti(tmp_path / "kitti")
     assert (

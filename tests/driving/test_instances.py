@@ -186,6 +186,8 @@ def test_png_layout_decodes_class_and_instance_and_checks_sizes(tmp_path):
 
 def test_converter_round_trip_and_data_module_reads_the_json(tmp_path):
     data = make_instance_kitti(tmp_path / "kitti", n=6)
+    ids = [f"{i:06d}" for i in range(6)]
+    (data / "sequences.txt").write_text("".join(f"{i} drive{int(i) // 2}\n" for i in ids))  # 3 drives of 2
     out = tmp_path / "coco" / "instances.json"
     convert_main(["--from", "kitti", "--src", str(data), "--dst", str(out), "--classes", "Car", "Pedestrian"])
     original = read_kitti_instances(data)
@@ -203,9 +205,14 @@ def test_converter_round_trip_and_data_module_reads_the_json(tmp_path):
     with pytest.raises(SystemExit):
         convert_main(["--from", "kitti", "--src", str(data), "--dst", str(out)])  # exists: refused
 
+    # the source's drives ride along beside the JSON, and the data module splits by them
+    assert out.with_suffix(".sequences.txt").read_text() == (data / "sequences.txt").read_text()
+
     dm = InstanceDataModule("coco", str(out.parent), ["Car", "Pedestrian"], num_workers=0, batch_size=2)
     dm.setup("fit")
     assert sum(len(d) for d in dm.datasets.values()) == 6
+    drives = [{int(a.image_id) // 2 for a in d.annotations} for d in dm.datasets.values() if len(d)]
+    assert sum(len(d) for d in drives) == 3  # each drive in one split only
     images, targets = next(iter(dm.train_dataloader()))
     assert len(images) == 2 and all(t["masks"].shape[0] == len(t["boxes"]) for t in targets)
 

@@ -325,6 +325,7 @@ class DetectionDataModule(DetectorDataModule):
 
     def _read_splits(self) -> dict[str, list[ImageAnnotation]]:
         source = self._source()
+        label_file = None if self.data_format == "kitti" else source  # a JSON / yaml: its .sequences.txt
         if self.data_format == "kitti":
             known = (*KITTI_TYPES, *self.class_names, *self.class_map)
             items = read_kitti_dir(source, strict=self.strict, known_types=known)
@@ -346,7 +347,9 @@ class DetectionDataModule(DetectorDataModule):
                 }
                 return {name: self._cap(items) for name, items in splits.items()}
             items, split_root = read_yolo(source, "train", strict=self.strict), source.parent
-        return split_by_sequence(items, split_root, self.split_fractions, self.seed, self.max_items)
+        return split_by_sequence(
+            items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file
+        )
 
     def _cap(self, items: list[ImageAnnotation]) -> list[ImageAnnotation]:
         return items[: self.max_items] if self.max_items is not None else items

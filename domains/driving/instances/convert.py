@@ -1,4 +1,4 @@
-"""Convert instance masks (KITTI layout with instance maps, or panoptic PNGs) to a COCO instance JSON.
+r"""Convert instance masks (KITTI layout with instance maps, or panoptic PNGs) to a COCO instance JSON.
 
     python -m domains.driving.instances.convert --from kitti --src data/driving/synthetic_kitti \
         --dst data/driving/synthetic_instances.json [--classes Car Pedestrian Cyclist] [--strict]
@@ -7,7 +7,9 @@
 Masks are written as COCO compressed RLE (exact: reading the JSON back gives the same pixels), with ``bbox``
 and ``area`` from the RLE (``faster_coco_eval``'s mask API). Images stay where they are: ``file_name`` is
 relative to the JSON's folder when the image lies under it, else absolute. DontCare / crowd regions are written
-as ``iscrowd: 1`` annotations of a ``DontCare`` category, which COCO evaluation ignores.
+as ``iscrowd: 1`` annotations of a ``DontCare`` category, which COCO evaluation ignores. The source's sequence
+map (drives) is written beside the JSON as ``<stem>.sequences.txt``, which the instance data module reads, so
+the converted set still splits by drive.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 import faster_coco_eval.core.mask as mask_api
 
 from domains.driving.classes import DONTCARE, KITTI_TYPES
-from domains.driving.formats import DropLog, LabelFormatError
+from domains.driving.common import find_sequence_groups, write_sequence_map
+from domains.driving.formats import DropLog, LabelFormatError, resolve_kitti_split
 from domains.driving.instances.data import InstanceAnnotation, read_kitti_instances, read_png_instances
 
 
@@ -81,7 +84,9 @@ def write_coco_instances(
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m domains.driving.instances.convert",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--from", dest="source", choices=("kitti", "png"), required=True)
     parser.add_argument("--src", type=Path, required=True, help="KITTI root or png-layout folder")
@@ -107,9 +112,23 @@ def main(argv: list[str] | None = None) -> Path:
     present = {o.type for a in items for o in a.objects} - {DONTCARE}
     classes = args.classes or [t for t in KITTI_TYPES if t in present] + sorted(present - set(KITTI_TYPES))
     dropped = write_coco_instances(items, args.dst, classes)
+    # the source's drives beside the JSON (<stem>.sequences.txt), so the converted set still splits by drive
+    ids = [a.image_id for a in items]
+    split_root = resolve_kitti_split(args.src) if args.source == "kitti" else args.src
+    groups = find_sequence_groups(split_root, ids)
+    sequences = args.dst.with_suffix(".sequences.txt")
+    if groups is not None:
+        write_sequence_map(sequences, ids, groups)
+    elif sequences.is_file():  # an older conversion's map would not match these images
+        sequences.unlink()
     n = sum(len(a.objects) for a in items) - sum(dropped.values())
     skipped = f"; not written (type not in --classes): {dict(dropped)}" if dropped else ""
     print(f"wrote {args.dst}: {len(items)} images, {n} masks, categories {classes}{skipped}")
+    print(
+        f"sequence map: {len(set(groups))} sequences, written to {sequences} (splits stay by drive)"
+        if groups is not None
+        else "sequence map: none in the source, so the converted set splits image by image"
+    )
     return args.dst
 
 

@@ -462,7 +462,10 @@ class InstanceDataModule(DetectorDataModule):
             split_root = path
         else:
             items, split_root = read_coco_instances(path, strict=self.strict), path.parent
-        return split_by_sequence(items, split_root, self.split_fractions, self.seed, self.max_items)
+        label_file = path if self.data_format == "coco" else None  # its .sequences.txt, if any
+        return split_by_sequence(
+            items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file
+        )
 
     def make_dataset(self, name: str, items: list[InstanceAnnotation]) -> InstanceDataset:
         # the detector's steps on the masks alone: the boxes are re-derived from the moved masks

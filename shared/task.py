@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import zipfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -262,6 +263,11 @@ def check_checkpoint_file(path: str | Path, cls: type) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error talks of mmap
+        raise CheckpointMismatchError(
+            f"{path}: not a weights-only Lightning checkpoint (not a file torch.save wrote: a checkpoint is a zip "
+            "archive, e.g. lightning_logs/<domain>/checkpoints/last.ckpt)"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:

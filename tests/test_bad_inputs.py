@@ -287,7 +287,8 @@ def test_missing_or_foreign_checkpoint_files_are_refused_before_anything_runs(da
             main(["test", *args_for(module, data), "--ckpt_path", str(work / "nope.ckpt")])
         with pytest.raises(
             CheckpointMismatchError,
-            match=re.escape(str(garbage)) + r": not a weights-only Lightning checkpoint",
+            match=re.escape(str(garbage))
+            + r": not a weights-only Lightning checkpoint \(not a file torch\.save wrote",
         ):
             main(["predict", *args_for(module, data), "--ckpt_path", str(garbage)])
     assert sorted(p.name for p in work.iterdir()) == ["garbage.ckpt"]  # no logs, no predictions

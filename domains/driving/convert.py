@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             args.src_format, src, log, args.split, args.images_root, args.classes
         )
         class_names = list(args.classes) if args.classes else source_classes
+        if args.dst_format == "yolo" and not args.classes:  # YOLO has no ignore regions: not a class to learn
+            class_names = [name for name in class_names if name != "DontCare"]
         if not class_names:
             raise ValueError(f"{src}: no classes found; pass --classes")
         not_written = write_destination(

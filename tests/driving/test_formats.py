@@ -357,12 +357,12 @@ def test_converter_chain_kitti_coco_yolo_kitti(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 images" in out and "| Car | 1 |" in out and "dropped while reading: none" in out
     coco_json = tmp_path / "c" / "annotations.json"
-    assert (
-        convert.main(
-            ["--from", "coco", "--to", "yolo", "--src", str(coco_json), "--dst", str(tmp_path / "y")]
-        )
-        == 0
-    )
+    # by default YOLO gets no DontCare class (it has no ignore regions): counted as not written
+    coco_to_yolo = ["--from", "coco", "--to", "yolo", "--src", str(coco_json)]
+    assert convert.main([*coco_to_yolo, "--dst", str(tmp_path / "y0")]) == 0
+    assert "not written (type not in --classes): {'DontCare': 1}" in capsys.readouterr().out
+    assert "DontCare" not in yaml.safe_load((tmp_path / "y0" / "data.yaml").read_text())["names"].values()
+    assert convert.main([*coco_to_yolo, "--dst", str(tmp_path / "y"), *args]) == 0  # asked for: kept
     yolo_yaml = tmp_path / "y" / "data.yaml"
     assert (
         convert.main(

@@ -91,7 +91,8 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         if pretrained_backbone:  # a frozen backbone must be given whole (FrozenBackboneCheck, at fit start)
             if self.model.backbone is None:
                 raise ValueError(
-                    "pretrained_backbone needs input_kind: frames (a features network has no backbone)"
+                    f"pretrained_backbone needs input_kind: frames (a {self.model.input_kind} network reads no "
+                    "pixels, so it has no backbone to load; full.yaml reads frames)"
                 )
             report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
             if not report.loaded:

@@ -13,11 +13,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import yaml
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info
 
 from shared.cli_help import SUBCOMMAND_HELP
+from shared.device import cpu_has_bf16_units
 from shared.task import check_checkpoint_file, drop_moved_hyperparameters
 
 
@@ -144,6 +147,19 @@ class SuiteCLI(LightningCLI):
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def before_fit(self) -> None:
+        """A hint, once per fit: fp32 training on a CPU with bfloat16 units leaves most of its speed unused."""
+        trainer = self.trainer
+        if (
+            trainer.precision == "32-true"
+            and isinstance(trainer.accelerator, CPUAccelerator)
+            and cpu_has_bf16_units()
+        ):
+            rank_zero_info(
+                "This CPU has bfloat16 units (AMX / AVX512-BF16): --trainer.precision bf16-mixed trains several "
+                "times faster (the Prob. U-Net 3x; the numerics change, see the README's 'bf16 on CPUs that have it')"
+            )
 
     def _add_subcommands(self, parser, **kwargs) -> None:
         """Lightning's sub-commands, with whole-sentence help (see ``SUBCOMMAND_HELP``)."""

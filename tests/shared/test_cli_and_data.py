@@ -252,3 +252,22 @@ def test_best_checkpoint_without_last_is_the_single_best_file(tmp_path):
     (tmp_path / "best-01-9.ckpt").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"2 best-\*\.ckpt files .* give --ckpt_path FILE"):
         saved_checkpoint("best", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("units", "precision", "hinted"),
+    [(True, "32-true", True), (False, "32-true", False), (True, "bf16-mixed", False)],
+)
+def test_fit_on_a_cpu_with_bf16_units_hints_at_bf16_mixed(
+    tmp_path, monkeypatch, caplog, units, precision, hinted
+):
+    import logging
+
+    import shared.cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(shared.cli, "cpu_has_bf16_units", lambda: units)
+    args = ["fit", "--trainer.fast_dev_run", "1", "--trainer.precision", precision]
+    with caplog.at_level(logging.INFO):
+        run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
+    assert ("--trainer.precision bf16-mixed trains several times faster" in caplog.text) == hinted

@@ -40,3 +40,21 @@ def test_to_numpy_casts_half_precision_to_float32():
     scores = torch.tensor([[0.9, 0.1], [0.8, 0.2]], dtype=torch.bfloat16)  # what a bf16 run hands the metric
     labels = torch.tensor([[1, 0], [1, 0]])
     assert pixel_anomaly_metrics([scores], [labels])["ap"] == 1.0
+
+
+def test_bf16_units_probe_follows_torch_and_never_raises(monkeypatch):
+    import torch
+
+    from shared.device import cpu_has_bf16_units
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert cpu_has_bf16_units() is True
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert cpu_has_bf16_units() is False
+
+    def broken():
+        raise RuntimeError("no cpuinfo")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken)
+    assert cpu_has_bf16_units() is False

@@ -206,14 +206,17 @@ def test_best_and_last_checkpoints_are_found_by_a_later_command(tmp_path, monkey
     folder = tmp_path / "lightning_logs/tiny/checkpoints"
     assert best and Path(best).parent.resolve() == folder.resolve() and (folder / "last.ckpt").is_file()
 
-    for alias, expected in (("best", Path(best).name), ("last", "last.ckpt")):
-        cli = run_cli(
+    def validate(alias: str):
+        return run_cli(
             TinySegTask,
             SquaresDataModule,
             domain="tiny",
             monitor="val/loss",
             args=["validate", *common, "--ckpt_path", alias],
         )
+
+    for alias, expected in (("best", Path(best).name), ("last", "last.ckpt")):
+        cli = validate(alias)
         assert Path(cli.config["validate"]["ckpt_path"]).name == expected
         assert Path(cli.trainer.ckpt_path).name == expected  # the weights tested are that file's
 
@@ -222,14 +225,7 @@ def test_best_and_last_checkpoints_are_found_by_a_later_command(tmp_path, monkey
     newest_best = Path(refitted.trainer.checkpoint_callback.best_model_path).name
     assert (folder / "last-v1.ckpt").is_file() and newest_best != Path(best).name
     for alias, expected in (("best", newest_best), ("last", "last-v1.ckpt")):
-        cli = run_cli(
-            TinySegTask,
-            SquaresDataModule,
-            domain="tiny",
-            monitor="val/loss",
-            args=["validate", *common, "--ckpt_path", alias],
-        )
-        assert Path(cli.config["validate"]["ckpt_path"]).name == expected
+        assert Path(validate(alias).config["validate"]["ckpt_path"]).name == expected
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -76,7 +76,9 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: s
     for key in keys:
         overrides.pop(key, None)
     path = typed.strip() or (picked if picked != "(none)" else "")
+    routed = f"own_routed_{keys[0]}"
     if not path:
+        st.session_state.pop(routed, None)  # given again later, it selects its model again
         return
     if not Path(path).is_file():
         st.sidebar.error(f"No such checkpoint file: `{path}`")
@@ -89,7 +91,6 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: s
     overrides[key] = path
     if len(keys) > 1:
         st.sidebar.caption(f"Used as the {dm.DEMO_MODELS[key].title}.")
-        routed = f"own_routed_{keys[0]}"
         if select_key and st.session_state.get(routed) != (path, key):  # new: show it; later the user picks
             st.session_state[select_key] = key
         st.session_state[routed] = (path, key)

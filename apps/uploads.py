@@ -708,9 +708,12 @@ def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np
     raise ValueError(f"mode must be 'resize' or 'crop', got {mode!r}")
 
 
-_FILE_SUFFIX = re.compile(
-    r"\.(nii\.gz|nii|dcm|dicom|png|jpe?g|bmp|tiff?|webp|mp4|avi|mov|mkv|webm|zip)$", re.IGNORECASE
+_UPLOAD_SUFFIXES = sorted(
+    {*VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS, *MEDICAL_EXTENSIONS, ".zip"}, key=len, reverse=True
 )
+_FILE_SUFFIX = re.compile(
+    "(" + "|".join(map(re.escape, _UPLOAD_SUFFIXES)) + ")$", re.IGNORECASE
+)  # .nii.gz first
 
 
 def download_stem(name: str) -> str:

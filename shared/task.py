@@ -265,8 +265,8 @@ def check_checkpoint_file(path: str | Path, cls: type) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error talks of mmap
         raise CheckpointMismatchError(
-            f"{path}: not a weights-only Lightning checkpoint (not a file torch.save wrote: a checkpoint is a zip "
-            "archive, e.g. lightning_logs/<domain>/checkpoints/last.ckpt)"
+            f"{path}: not a weights-only Lightning checkpoint (not a zip archive: truncated, or not written by "
+            "torch.save; checkpoints are e.g. lightning_logs/<domain>/checkpoints/last.ckpt)"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

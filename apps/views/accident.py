@@ -336,7 +336,7 @@ if model.model.input_kind == "frames":
     st.caption(
         f"The model sees every frame resized to {in_w}x{in_h} (its training size); boxes are scaled with them."
     )
-else:
+elif model.model.input_kind == "boxes":
     st.caption(
         f"The model reads the objects' boxes and their motion, not the pixels; boxes are scaled to its "
         f"{in_w}x{in_h} training frame."

@@ -160,15 +160,23 @@ if source == SYNTHETIC:
     # the weights' best test image first (where the model is right), their worst second, then all of them
     own = bool(st.session_state.get(pc.OVERRIDES, {}).get(key))
     recorded = {} if own else dm.examples(key)
+    # options are what they mean ("best", "worst" or an image id), not list positions or per-model labels:
+    # switching model keeps the image, or shows the new model's own best / worst
     position = {image_id: i for i, image_id in enumerate(dataset.ids)}
-    # options are labels, not list positions: switching model (whose best / worst differ) keeps the image
-    choices = {
-        f"{recorded[w]['id']}: where the model is most {what} (its {w} test image, GED {recorded[w]['ged']:.2f})":
-            position[recorded[w]["id"]]
-        for w, what in (("best", "right"), ("worst", "wrong"))
-        if w in recorded and recorded[w]["id"] in position
-    } | {image_id: i for i, image_id in enumerate(dataset.ids)}  # fmt: skip
-    pick = st.selectbox("Test image", list(choices), key="medical_item")
+    ranked = {w: recorded[w] for w in ("best", "worst") if w in recorded and recorded[w]["id"] in position}
+    choices = {w: position[example["id"]] for w, example in ranked.items()} | position
+    what = {"best": "right", "worst": "wrong"}
+
+    def _label(option: str) -> str:
+        if option not in ranked:
+            return option
+        example = ranked[option]
+        return (
+            f"{example['id']}: where the model is most {what[option]} (its {option} test image, GED "
+            f"{example['ged']:.2f})"
+        )
+
+    pick = st.selectbox("Test image", list(choices), format_func=_label, key="medical_item")
     image, readers, name = _test_item(str(root), choices[pick])
     stem = up.download_stem(name)
     if image.shape != (size, size):

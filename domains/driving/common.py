@@ -183,6 +183,11 @@ def find_sequence_groups(
 def write_sequence_map(path: str | Path, ids: Sequence[str], groups: Sequence[str]) -> Path:
     """A two-column ``<image_id> <sequence>`` file that :func:`find_sequence_groups` reads back."""
     path = Path(path)
+    unreadable = [v for v in (*ids, *groups) if not v or any(c in v for c in " \t\n,#")]
+    if unreadable:  # the reader splits on whitespace and commas and cuts at '#'
+        raise ValueError(
+            f"{path}: ids and sequences must not hold spaces, commas or '#', got {unreadable[:3]}"
+        )
     path.write_text("".join(f"{i} {g}\n" for i, g in zip(ids, groups, strict=True)))
     return path
 

@@ -52,8 +52,9 @@ def test_fixture_clip_shows_the_curve_the_alarm_and_the_object(demo_env):
         "bundled example 000003: near miss, pedestrian stepping out",
     ]
     assert "ground-truth tracks from its annotation (3 in the 19 object slots)" in _texts(at.caption)
-    # what the model reads follows its input_kind: frames, or the boxes alone (the shipped model)
-    assert ("sees every frame resized" in _texts(at.caption)) != ("reads the objects' boxes" in _texts(at.caption))
+    # what the model reads follows its input_kind: this fixture's reads frames (the shipped one reads boxes)
+    assert "sees every frame resized" in _texts(at.caption)
+    assert "reads the objects' boxes" not in _texts(at.caption)
     assert len(_charts(at)) == 1
     spec = _charts(at)[0].proto.spec
     assert "P(contact)" in spec and "threshold" in spec

@@ -74,10 +74,12 @@ def test_bf16_variant_runs_the_forward_in_bfloat16_and_only_its_step(monkeypatch
     assert not torch.is_autocast_enabled("cpu")  # left off after the step
 
 
-def test_bf16_rows_are_added_on_request(tmp_path):
+def test_bf16_rows_are_added_on_request():
     text = main(["--rounds", "1", "--size", "16", "--batch-size", "2", "--bf16"])
-    assert "(`bf16`) |" in text and "vs `group`" in text
+    row = next(line for line in text.splitlines() if "(`bf16`) |" in line)
+    assert row.startswith("| shipped + bf16 autocast (bf16-mixed: numerics change)") and "vs `group`" in row
     assert "compile_bf16" not in text  # only with --compile
+    assert "(`bf16`)" not in main(["--rounds", "1", "--size", "16", "--batch-size", "2"])
 
 
 def _recording_forward(seen):

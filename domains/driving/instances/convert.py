@@ -111,16 +111,21 @@ def main(argv: list[str] | None = None) -> Path:
     log.report(f"convert --from {args.source} {args.src}", stacklevel=2)
     present = {o.type for a in items for o in a.objects} - {DONTCARE}
     classes = args.classes or [t for t in KITTI_TYPES if t in present] + sorted(present - set(KITTI_TYPES))
-    dropped = write_coco_instances(items, args.dst, classes)
-    # the source's drives beside the JSON (<stem>.sequences.txt), so the converted set still splits by drive
+    # the source's drives go beside the JSON (<stem>.sequences.txt), so the converted set still splits by
+    # drive; read before anything is written, so a bad map leaves no JSON behind
     ids = [a.image_id for a in items]
     split_root = resolve_kitti_split(args.src) if args.source == "kitti" else args.src
-    groups = find_sequence_groups(split_root, ids)
     sequences = args.dst.with_suffix(".sequences.txt")
-    if groups is not None:
-        write_sequence_map(sequences, ids, groups)
-    elif sequences.is_file():  # an older conversion's map would not match these images
+    try:
+        groups = find_sequence_groups(split_root, ids)
+        if groups is not None:
+            args.dst.parent.mkdir(parents=True, exist_ok=True)
+            write_sequence_map(sequences, ids, groups)
+    except (LabelFormatError, ValueError) as err:
+        parser.exit(2, f"error: {err}\nnothing was written to {args.dst}\n")
+    if groups is None and sequences.is_file():  # an older conversion's map would not match these images
         sequences.unlink()
+    dropped = write_coco_instances(items, args.dst, classes)
     n = sum(len(a.objects) for a in items) - sum(dropped.values())
     skipped = f"; not written (type not in --classes): {dict(dropped)}" if dropped else ""
     print(f"wrote {args.dst}: {len(items)} images, {n} masks, categories {classes}{skipped}")

@@ -7,9 +7,11 @@ help still come from the real parser, since they list every option of the task a
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import textwrap
+from contextlib import contextmanager
 from importlib import import_module
 
 from shared.allocator import keep_freed_memory
@@ -84,12 +86,39 @@ def domain_main(
 
     def main(args=None):
         """The suite's LightningCLI for this task; ``--help`` alone imports nothing heavy. Run as a program
-        (``args`` None), the process keeps freed memory for reuse (:mod:`shared.allocator`)."""
-        if args is None:
-            keep_freed_memory()
-        return run_domain(args, **spec)
+        (``args`` None), the process keeps freed memory for reuse (:mod:`shared.allocator`) and bad input ends
+        in one line (:func:`report_input_errors`); called with ``args`` (tests, scripts), errors are raised."""
+        if args is not None:
+            return run_domain(args, **spec)
+        keep_freed_memory()
+        with report_input_errors():
+            return run_domain(args, **spec)
 
     return main
+
+
+@contextmanager
+def report_input_errors():
+    """Bad input (a missing file, a malformed label line, a checkpoint of another task, a setting Lightning
+    refuses) ends the command with ``error: <type>: <message>`` on stderr and exit status 1, not a 30-line
+    traceback whose last line is the message. The suite's errors name the file, line or option themselves.
+    Other exceptions (bugs) keep their traceback; ``SUITE_TRACEBACK=1`` keeps it for all."""
+    try:
+        yield
+    except Exception as err:
+        if os.environ.get("SUITE_TRACEBACK") == "1" or not _is_input_error(err):
+            raise
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        print("(SUITE_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _is_input_error(err: Exception) -> bool:
+    """The suite's input errors are ValueErrors (LabelFormatError, ConfigError, CheckpointMismatchError, ...)
+    or OSErrors (FileNotFoundError, ...); Lightning's and the backbone loader's have their own classes."""
+    if isinstance(err, (ValueError, OSError)):
+        return True
+    return type(err).__name__ in ("MisconfigurationException", "WeightLoadingError")
 
 
 def lazy_exports(package: str, **modules: str):

@@ -379,12 +379,14 @@ def test_export_entries_refuse_missing_garbage_and_foreign_checkpoints(module, c
 
 
 def test_the_terminal_shows_the_error_naming_the_file(data, checkpoints, tmp_path):
-    """The real command: non-zero exit, and the last line of stderr names the checkpoint and what it holds."""
+    """The real command: exit status 1, no traceback, and one line naming the checkpoint and what it holds."""
     proc = run_cli(
         DETECTION, ["test", *args_for(DETECTION, data), "--ckpt_path", str(checkpoints[MEDICAL])], tmp_path
     )
-    assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("shared.task.CheckpointMismatchError: ") and str(checkpoints[MEDICAL]) in last
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == "(SUITE_TRACEBACK=1 shows where it was raised)"
+    last = lines[-2]
+    assert last.startswith("error: CheckpointMismatchError: ") and str(checkpoints[MEDICAL]) in last
     assert "MedicalSegmentationTask checkpoint (model 'UNetSegmenter')" in last
     assert sorted(p.name for p in tmp_path.iterdir()) == []

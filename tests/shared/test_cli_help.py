@@ -4,6 +4,7 @@ text (with the valid values where there is a fixed set) for every --model.* and 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,41 @@ def test_top_level_help_imports_no_torch(prog):
     )
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bad_input_ends_the_command_in_one_line_and_bugs_keep_their_traceback(capsys, monkeypatch):
+    from shared.cli_help import report_input_errors
+
+    monkeypatch.delenv("SUITE_TRACEBACK", raising=False)
+    for err in (FileNotFoundError("--ckpt_path x.ckpt: no such checkpoint file"), ValueError("bad line 3")):
+        with pytest.raises(SystemExit) as stop, report_input_errors():
+            raise err
+        assert stop.value.code == 1
+        assert capsys.readouterr().err.splitlines()[0] == f"error: {type(err).__name__}: {err}"
+    with pytest.raises(RuntimeError, match="a bug"), report_input_errors():
+        raise RuntimeError("a bug")
+    monkeypatch.setenv("SUITE_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="bad line"), report_input_errors():
+        raise ValueError("bad line 3")
+
+
+def test_a_real_command_line_error_is_one_line_without_a_traceback(tmp_path):
+    """As a person meets it: ``python -m domains.medical test`` with a checkpoint that is not there."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "SUITE_TRACEBACK"}
+    command = [sys.executable, "-m", "domains.medical", "test", "-c", "domains/medical/configs/quick.yaml"]
+    missing = tmp_path / "nope.ckpt"
+    out = subprocess.run(
+        [*command, "--ckpt_path", str(missing)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-800:]
+    assert f"error: FileNotFoundError: --ckpt_path {missing}: no such checkpoint file" in out.stderr

@@ -656,6 +656,8 @@ class MedicalDataModule(SplitLoaders):
             )
         if reader_sampling not in ("random", "all"):
             raise ValueError(f"reader_sampling must be 'random' or 'all', got {reader_sampling!r}")
+        if crop_size < 16:  # the networks halve the image at least four times
+            raise ValueError(f"crop_size must be at least 16 pixels, got {crop_size}")
         if data_path is None and data_format != "lidc_png":
             raise ValueError(
                 f"data_path is required for data_format={data_format!r} (only lidc_png has a "

@@ -249,6 +249,8 @@ def test_bad_reader_options_on_the_command_line(tmp_path, capsys):
         MedicalDataModule(synthetic={"reader": "lidc"})
     with pytest.raises(ValueError, match="synthetic: generator settings are used only with data_path null"):
         MedicalDataModule(data_path=str(tmp_path), synthetic={"readers": "lidc"})
+    with pytest.raises(ValueError, match="crop_size must be at least 16 pixels, got 0"):
+        MedicalDataModule(crop_size=0)  # was a convolution's RuntimeError at the first batch
 
 
 # ------------------------------------------------------------------------------------ LIDC PNG errors

@@ -273,7 +273,7 @@ def decode_rgb_image(
         notes.append("grayscale image converted to RGB (the models expect colour)")
         rgb = cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
     elif array.shape[2] == 4:
-        notes.append("RGBA image: the alpha (transparency) channel was dropped")
+        notes.append("the alpha (transparency) channel was dropped")
         rgb = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
     elif array.shape[2] == 3:
         rgb = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
@@ -493,7 +493,7 @@ def _medical_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> Medica
         if channels not in (3, 4):
             raise UploadError(f"{name}: {channels} channels; expected a grayscale, RGB or RGBA image")
         if channels == 4:
-            notes.append("RGBA image: the alpha (transparency) channel was dropped")
+            notes.append("the alpha (transparency) channel was dropped")
         colour = array[..., :3]
         if (colour == colour[..., :1]).all():
             array = colour[..., 0]

@@ -273,6 +273,45 @@ def subsample_labels(items: list[Sample], fraction: float, seed: int = 0) -> lis
     return sorted(kept, key=lambda s: s.path)
 
 
+def interleave_classes(items: list[Sample]) -> list[Sample]:
+    """The items round-robin across classes (each class keeping its order), so that any prefix is balanced:
+    Lightning's ``limit_val_batches`` / ``limit_test_batches`` take the first batches of an unshuffled loader,
+    and folder readers list the items class by class (the first 10 validation batches were all one class)."""
+    by_class: dict[int, list[Sample]] = {}
+    for item in items:
+        by_class.setdefault(item.label, []).append(item)
+    queues = [iter(by_class[label]) for label in sorted(by_class)]
+    out: list[Sample] = []
+    while queues:
+        kept = []
+        for queue in queues:
+            item = next(queue, None)
+            if item is not None:
+                out.append(item)
+                kept.append(queue)
+        queues = kept
+    return out
+
+
+def check_split_classes(splits: dict[str, list[Sample]], class_names: list[str], source) -> None:
+    """A class with no training item cannot be learnt: an error naming it (a group split can starve one when
+    its groups are few); an empty validation or test split is a warning."""
+    trained = {item.label for item in splits.get("train", [])}
+    missing = [name for label, name in enumerate(class_names) if label not in trained]
+    if missing:
+        raise ClassificationDataError(
+            f"{source}: no training item of class(es) {missing} after the split (their groups all went to "
+            "val / test): add items, give those classes more groups, or change split_fractions"
+        )
+    for name in ("val", "test"):
+        if name in splits and not splits[name]:
+            warnings.warn(
+                f"{source}: the {name} split is empty (too few groups for the split fractions)",
+                ClassificationDataWarning,
+                stacklevel=3,
+            )
+
+
 def class_table(splits: dict[str, list[Sample]], class_names: list[str]) -> str:
     """Markdown table of images per class and split (printed at setup, so a missing class shows at once)."""
     names = list(splits)
@@ -476,11 +515,12 @@ class ClassificationDataModule(SplitLoaders):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        splits = self.read_splits()
+        splits = {name: interleave_classes(items) for name, items in self.read_splits().items()}
         if self.max_items is not None:
             splits = {name: items[: self.max_items] for name, items in splits.items()}
         if not splits.get("train"):
             raise ClassificationDataError(f"{self.data_path}: the training split is empty")
+        check_split_classes(splits, self.class_names, self.data_path)
         splits["train"] = subsample_labels(splits["train"], self.label_fraction, self.seed)
         self.splits = splits
         share = f" ({self.label_fraction:.0%} of the training labels)" if self.label_fraction < 1 else ""

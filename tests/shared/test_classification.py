@@ -16,6 +16,9 @@ from shared.classification.data import (
     ClassificationDataError,
     ClassificationDataModule,
     ClassificationDataWarning,
+    Sample,
+    check_split_classes,
+    interleave_classes,
     read_image_folder,
     read_label_csv,
     subsample_labels,
@@ -315,3 +318,23 @@ def test_class_names_of_model_and_data_must_agree(tmp_path):
     with pytest.raises(ValueError, match="differ from data.class_names"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quiet_trainer(max_steps=1).fit(task, _data(root))
+
+
+def test_splits_are_interleaved_by_class_so_a_limited_loader_sees_every_class():
+    items = [
+        Sample(f"{c}{i}.png", label, "g")
+        for c, label, n in (("a", 0, 3), ("b", 1, 1), ("c", 2, 2))
+        for i in range(n)
+    ]
+    order = [item.path for item in interleave_classes(items)]
+    assert order == ["a0.png", "b0.png", "c0.png", "a1.png", "c1.png", "a2.png"]  # by hand: round-robin
+
+
+def test_a_class_the_split_leaves_out_of_training_is_an_error():
+    train = [Sample("d.png", 1, "two")]
+    with pytest.raises(ClassificationDataError, match=r"few\.csv: no training item of class\(es\) \['cat'\]"):
+        check_split_classes({"train": train, "val": [Sample("c.png", 0, "one")]}, ["cat", "dog"], "few.csv")
+    with pytest.warns(ClassificationDataWarning, match="the test split is empty"):
+        check_split_classes(
+            {"train": [Sample("c.png", 0, "one"), *train], "test": []}, ["cat", "dog"], "few.csv"
+        )

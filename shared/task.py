@@ -261,6 +261,10 @@ def check_checkpoint_file(path: str | Path, cls: type) -> dict:
     """Read a checkpoint as plain tensors and containers (``weights_only``: no code runs, memory-mapped) and
     check that it holds a ``cls`` task; returns it. Used by ``load_checked`` and by the CLI for ``--ckpt_path``."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder; give the checkpoint file in it (e.g. {path / 'last.ckpt'})"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error talks of mmap

@@ -390,3 +390,13 @@ def test_the_terminal_shows_the_error_naming_the_file(data, checkpoints, tmp_pat
     assert last.startswith("error: CheckpointMismatchError: ") and str(checkpoints[MEDICAL]) in last
     assert "MedicalSegmentationTask checkpoint (model 'UNetSegmenter')" in last
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_export_command_reports_bad_input_in_one_line(tmp_path):
+    """``python -m domains.medical.export --ckpt <a folder>``: exit status 1, the error in one line, nothing written."""
+    proc = run_cli(
+        "domains.medical.export", ["--ckpt", str(tmp_path), "--out", str(tmp_path / "out")], tmp_path
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"error: IsADirectoryError: {tmp_path} is a folder; give the checkpoint file in it" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -277,4 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input in one line, as the training command lines
+        main()

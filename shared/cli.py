@@ -21,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from shared.cli_help import SUBCOMMAND_HELP
 from shared.device import cpu_has_bf16_units
-from shared.task import check_checkpoint_file, drop_moved_hyperparameters
+from shared.task import CheckpointMismatchError, check_checkpoint_file, drop_moved_hyperparameters
 
 
 class ConfigError(ValueError):
@@ -131,6 +131,27 @@ class SuiteCLI(LightningCLI):
         if self.model_class is not None:
             checkpoint = check_checkpoint_file(ckpt_path, self.model_class)
             self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
+            self._check_shared_settings(ckpt_path, config)
+
+    def _check_shared_settings(self, ckpt_path: str, config) -> None:
+        """The classes and input channels the data gives the model (``CLI_LINKS``) must be the checkpoint's: one
+        domain's classifier tested on the other's data otherwise ends in a 50-line size-mismatch traceback. Sizes
+        may differ (the networks are convolutional)."""
+        for source, target, *compute in self._links:
+            if not target.endswith(("class_names", "num_classes", "in_channels")):
+                continue
+            trained: object = self._ckpt_hparams
+            for key in target.removeprefix("model.").split("."):
+                trained = trained.get(key) if isinstance(trained, dict) else None
+            given = config.get(source)
+            if trained is None or given is None:
+                continue
+            given = compute[0](given) if compute else given
+            if given != trained:
+                raise CheckpointMismatchError(
+                    f"{ckpt_path} was trained with {target} = {trained!r}, but this command's {source} gives "
+                    f"{given!r}: use the config it was trained with (or --{source} to match)"
+                )
 
     def _parse_ckpt_path(self) -> None:
         """Lightning's: a checkpoint's hyper-parameters override the config. Ours first drops the arguments

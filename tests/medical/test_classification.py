@@ -11,6 +11,7 @@ import pytest
 
 from domains.medical.classification.__main__ import main
 from domains.medical.classification.data import write_lesion_crops
+from shared.task import CheckpointMismatchError
 from tests.helpers import tiny_classification_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,6 +90,13 @@ def test_cli_checkpoint_round_trip_fit_test_predict(lidc, tmp_path, monkeypatch)
     with (pred / "probabilities.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(r["cam"] == "" for r in rows) and not (pred / "cam").exists()
+    # data whose classes are not the checkpoint's (another domain's classifier): refused before anything runs
+    with pytest.raises(
+        CheckpointMismatchError, match=r"trained with model.class_names = \['absent', 'present'\]"
+    ):
+        main(
+            ["test", *_args(lidc, crops, "--ckpt_path", str(last), "--data.class_names", "[car, van, truck]")]
+        )
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/transfer.py --domain driving --minutes 30 \
         --torchvision-weights resnet18=/data/weights/resnet18-f37072fd.pth \
         --suite-checkpoint resnet18=lightning_logs/driving_detection/checkpoints/last.ckpt:model.detector.backbone.body.
+    (a detector trained with --model.network.init_args.backbone resnet18; the detection configs use
+    mobilenet_v3_large)
 
 For each backbone (default: AlexNet, GoogLeNet, VGG-16, ResNet-18) and each share of the training labels
 (default 1, 5, 25, 100 %), the domain's classification task (``shared.classification``) is trained

@@ -169,7 +169,7 @@ def fit_rate(task, data, accelerator: str, steps: int, warmup: int, precision: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--gpu-configs", action="store_true", help="the GPU recipes instead of the quick configs")
     ap.add_argument(

@@ -108,7 +108,12 @@ def report_input_errors():
     except Exception as err:
         if os.environ.get("SUITE_TRACEBACK") == "1" or not _is_input_error(err):
             raise
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        message = str(err)
+        if (
+            "\nOriginal Traceback" in message
+        ):  # raised in a DataLoader worker: its last line is the error itself
+            message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+        print(f"error: {type(err).__name__}: {message}", file=sys.stderr)
         print("(SUITE_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -99,6 +99,15 @@ def test_bad_input_ends_the_command_in_one_line_and_bugs_keep_their_traceback(ca
             raise err
         assert stop.value.code == 1
         assert capsys.readouterr().err.splitlines()[0] == f"error: {type(err).__name__}: {err}"
+    worker = ValueError(  # how torch's DataLoader re-raises a worker's error
+        "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\nValueError: /data/a.png: cannot decode the image\n'
+    )
+    with pytest.raises(SystemExit), report_input_errors():
+        raise worker
+    assert (
+        capsys.readouterr().err.splitlines()[0] == "error: ValueError: /data/a.png: cannot decode the image"
+    )
     with pytest.raises(RuntimeError, match="a bug"), report_input_errors():
         raise RuntimeError("a bug")
     monkeypatch.setenv("SUITE_TRACEBACK", "1")

@@ -224,7 +224,7 @@ def read_label_csv(path: str | Path, class_names: list[str], strict: bool = Fals
         raise FileNotFoundError(f"{path}: label CSV not found")
     index = {name: i for i, name in enumerate(class_names)}
     problems = Problems(strict, f"label CSV {path}")
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark is no header
         reader = csv.DictReader(f)
         columns = [c.strip() for c in reader.fieldnames or []]
         if "path" not in columns or "label" not in columns:

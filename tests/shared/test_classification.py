@@ -168,6 +168,12 @@ def test_csv_split_keeps_each_group_in_one_split(tmp_path):
     assert sum(len(v) for v in dm.splits.values()) == 30
 
 
+def test_csv_saved_with_a_byte_order_mark_reads_its_header(tmp_path):
+    path = _csv(tmp_path, ["img/0.png,h,p1", "img/1.png,v,p2"])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as a spreadsheet saves "CSV UTF-8"
+    assert [(s.label, s.group) for s in read_label_csv(path, CLASSES)] == [(0, "p1"), (1, "p2")]
+
+
 def test_csv_header_without_path_and_label_is_an_error(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("file,class\na.png,h\n")

@@ -84,7 +84,10 @@ def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files, non-torch files
-        raise WeightLoadingError(f"{path}: cannot be read as a weights-only torch file ({err})") from err
+        raise WeightLoadingError(  # the type too: a text file fails with a bare KeyError(101)
+            f"{path}: cannot be read as a weights-only torch file ({type(err).__name__}: {err}; torch.save "
+            "files and .safetensors are read)"
+        ) from err
 
 
 def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:

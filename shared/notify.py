@@ -32,6 +32,7 @@ from email.message import EmailMessage
 from email.utils import parseaddr
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_info
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class NotifyWhenDone(pl.Callback):
         # the URL's scheme is checked to be http(s); urlopen raises HTTPError on any status outside 2xx
         with urllib.request.urlopen(request, timeout=self.timeout):
             pass
-        log.info("NotifyWhenDone: webhook sent (%s)", report["status"])
+        rank_zero_info(f"NotifyWhenDone: webhook sent ({report['status']})")  # Lightning's logger is shown
 
     def _message(self, report: dict) -> EmailMessage:
         message = EmailMessage()
@@ -307,8 +308,8 @@ class NotifyWhenDone(pl.Callback):
             refused = server.send_message(self._message(report))
         if refused:
             log.warning("NotifyWhenDone: e-mail refused for %s", ", ".join(refused))
-        log.info(
-            "NotifyWhenDone: e-mail sent to %d recipient(s) (%s)", len(self.recipients), report["status"]
+        rank_zero_info(
+            f"NotifyWhenDone: e-mail sent to {len(self.recipients)} recipient(s) ({report['status']})"
         )
 
 

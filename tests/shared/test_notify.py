@@ -89,9 +89,12 @@ def _fit(tmp_path: Path, notify: NotifyWhenDone, **trainer) -> pl.Trainer:
     return trainer
 
 
-def test_webhook_gets_the_report_when_fit_finishes(tmp_path, webhook):
+def test_webhook_gets_the_report_when_fit_finishes(tmp_path, webhook, caplog):
     notify = NotifyWhenDone(webhook_url=webhook.url, run_name="tiny-run", monitor="val/loss", mode="min")
-    trainer = _fit(tmp_path, notify)
+    with caplog.at_level(logging.INFO, logger="pytorch_lightning"):
+        trainer = _fit(tmp_path, notify)
+    # said where a user sees it (Lightning's logger has a handler; the module's own logger had none for info)
+    assert "NotifyWhenDone: webhook sent (finished)" in caplog.text
     assert trainer.state.finished
     assert len(webhook.received) == 1
     content_type, report = webhook.received[0]

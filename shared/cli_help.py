@@ -8,9 +8,11 @@ help still come from the real parser, since they list every option of the task a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import textwrap
+import traceback
 from contextlib import contextmanager
 from importlib import import_module
 
@@ -108,14 +110,27 @@ def report_input_errors():
     except Exception as err:
         if os.environ.get("SUITE_TRACEBACK") == "1" or not _is_input_error(err):
             raise
-        message = str(err)
-        if (
-            "\nOriginal Traceback" in message
-        ):  # raised in a DataLoader worker: its last line is the error itself
-            message = message.strip().splitlines()[-1].split(": ", 1)[-1]
-        print(f"error: {type(err).__name__}: {message}", file=sys.stderr)
-        print("(SUITE_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
+        print(f"error: {type(err).__name__}: {_own_message(err)}", file=sys.stderr)
+        frames = traceback.extract_tb(err.__traceback__)
+        where = (
+            f"raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}; " if frames else ""
+        )
+        print(f"({where}SUITE_TRACEBACK=1 shows the whole traceback)", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _own_message(err: Exception) -> str:
+    """The error's message; for one raised in a DataLoader worker (torch puts the worker's traceback into the
+    message), the original error's own lines: from the traceback's last ``SomeError: `` line on, its type dropped."""
+    message = str(err)
+    head, found, tail = message.partition("\nOriginal Traceback")
+    if not found:
+        return message
+    lines = tail.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception): ", line)]
+    if not starts:
+        return head
+    return "\n".join(lines[starts[-1] :]).split(": ", 1)[1]
 
 
 def _is_input_error(err: Exception) -> bool:

@@ -90,10 +90,15 @@ class KillAtStep(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, args: list[str], cwd: Path, timeout: int = 240, traceback: bool = True
+) -> subprocess.CompletedProcess:
+    """``python -m module args`` in ``cwd``. ``traceback``: errors keep their traceback (SUITE_TRACEBACK=1), so a
+    failing test shows where; the tests of the one-line error report pass False."""
     # One intra-op thread: tiny tensors gain nothing from more, and on a shared machine the threads of two
     # processes (DDP ranks, or other tests) spin against each other.
     env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    env["SUITE_TRACEBACK"] = "1" if traceback else "0"
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -126,6 +126,7 @@ def to_image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 SEQUENCE_MAP_NAMES = ("sequence_map.txt", "sequences.txt", "mapping.txt")
+HEADER_IDS = ("id", "image_id", "image")  # a first column naming the column: a header row, not an image
 
 
 def read_sequence_groups(
@@ -180,15 +181,24 @@ def find_sequence_groups(
     return None
 
 
-def write_sequence_map(path: str | Path, ids: Sequence[str], groups: Sequence[str]) -> Path:
-    """A two-column ``<image_id> <sequence>`` file that :func:`find_sequence_groups` reads back."""
-    path = Path(path)
-    unreadable = [v for v in (*ids, *groups) if not v or any(c in v for c in " \t\n,#")]
-    if unreadable:  # the reader splits on whitespace and commas and cuts at '#'
+def sequence_map_text(ids: Sequence[str], groups: Sequence[str]) -> str:
+    """The two-column ``<image_id> <sequence>`` text that :func:`find_sequence_groups` reads back; ids or
+    sequences the reader would split or take for a header are refused."""
+    unreadable = [
+        v for v in (*ids, *groups) if not v or "," in v or "#" in v or any(c.isspace() for c in v)
+    ] + [i for i in ids if i.lower() in HEADER_IDS]
+    if unreadable:
         raise ValueError(
-            f"{path}: ids and sequences must not hold spaces, commas or '#', got {unreadable[:3]}"
+            f"ids and sequences must hold no spaces, commas or '#' and an id cannot be {'/'.join(HEADER_IDS)}: "
+            f"got {unreadable[:3]}"
         )
-    path.write_text("".join(f"{i} {g}\n" for i, g in zip(ids, groups, strict=True)))
+    return "".join(f"{i} {g}\n" for i, g in zip(ids, groups, strict=True))
+
+
+def write_sequence_map(path: str | Path, ids: Sequence[str], groups: Sequence[str]) -> Path:
+    """:func:`sequence_map_text` written to ``path``."""
+    path = Path(path)
+    path.write_text(sequence_map_text(ids, groups))
     return path
 
 
@@ -221,7 +231,7 @@ def _two_column_groups(path: Path, ids: Sequence[str]) -> list[str]:
             continue
         if len(line) < 2:
             raise LabelFormatError(path, lineno, f"expected '<image_id> <sequence>', got {raw.strip()!r}")
-        if line[0].lower() in ("id", "image_id", "image"):  # header row
+        if line[0].lower() in HEADER_IDS:  # header row
             continue
         table[line[0]] = line[1]
     missing = [i for i in ids if i not in table]

@@ -297,6 +297,10 @@ def check_split_classes(splits: dict[str, list[Sample]], class_names: list[str],
     """A class with no training item cannot be learnt: an error naming it (a group split can starve one when
     its groups are few); an empty validation or test split is a warning."""
     trained = {item.label for item in splits.get("train", [])}
+    anywhere = {item.label for items in splits.values() for item in items}
+    absent = [name for label, name in enumerate(class_names) if label not in anywhere]
+    if absent:
+        raise ClassificationDataError(f"{source}: no item of class(es) {absent} at all (check class_names)")
     missing = [name for label, name in enumerate(class_names) if label not in trained]
     if missing:
         raise ClassificationDataError(
@@ -515,12 +519,24 @@ class ClassificationDataModule(SplitLoaders):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        splits = {name: interleave_classes(items) for name, items in self.read_splits().items()}
-        if self.max_items is not None:
+        splits = self.read_splits()
+        check_split_classes(splits, self.class_names, self.data_path)
+        # val / test interleaved by class, so limit_*_batches see every class; train (shuffled by its loader)
+        # keeps its order unless max_items cuts it
+        cut = self.max_items is not None
+        splits = {n: interleave_classes(v) if n != "train" or cut else v for n, v in splits.items()}
+        if cut:
             splits = {name: items[: self.max_items] for name, items in splits.items()}
+            kept = {item.label for item in splits.get("train", [])}
+            if len(kept) < len(self.class_names):
+                warnings.warn(
+                    f"{self.data_path}: max_items={self.max_items} keeps {len(kept)} of the "
+                    f"{len(self.class_names)} classes in training",
+                    ClassificationDataWarning,
+                    stacklevel=2,
+                )
         if not splits.get("train"):
             raise ClassificationDataError(f"{self.data_path}: the training split is empty")
-        check_split_classes(splits, self.class_names, self.data_path)
         splits["train"] = subsample_labels(splits["train"], self.label_fraction, self.seed)
         self.splits = splits
         share = f" ({self.label_fraction:.0%} of the training labels)" if self.label_fraction < 1 else ""

@@ -468,3 +468,20 @@ def test_write_refuses_duplicate_ids(tmp_path):
     anns = [ImageAnnotation(str(a), W, H, []), ImageAnnotation(str(b), W, H, [])]
     with pytest.raises(ValueError, match="share the id 'same'"):
         write_yolo(anns, tmp_path / "yolo", ["Car"])
+
+
+def test_sequence_map_text_refuses_ids_the_reader_would_split_or_skip():
+    from domains.driving.common import sequence_map_text
+
+    assert (
+        sequence_map_text(["000001", "000002"], ["drive_a", "drive_b"]) == "000001 drive_a\n000002 drive_b\n"
+    )
+    for ids, groups in (
+        (["a b"], ["s"]),
+        (["a"], ["s,t"]),
+        (["a\r"], ["s"]),
+        (["image"], ["s"]),
+        (["a#1"], ["s"]),
+    ):
+        with pytest.raises(ValueError, match="must hold no spaces, commas or '#'"):
+            sequence_map_text(ids, groups)

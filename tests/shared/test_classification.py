@@ -344,3 +344,17 @@ def test_a_class_the_split_leaves_out_of_training_is_an_error():
         check_split_classes(
             {"train": [Sample("c.png", 0, "one"), *train], "test": []}, ["cat", "dog"], "few.csv"
         )
+
+
+def test_setup_balances_limited_splits_and_warns_when_max_items_drops_a_class(tmp_path):
+    root = stripes_folder(tmp_path / "folder")
+    dm = ClassificationDataModule(
+        "imagefolder", str(root), CLASSES, in_channels=1, image_size=(16, 16), num_workers=0, max_items=2
+    )
+    dm.setup("fit")
+    assert {s.label for s in dm.splits["train"]} == {s.label for s in dm.splits["val"]} == {0, 1}
+    one = ClassificationDataModule(
+        "imagefolder", str(root), CLASSES, in_channels=1, image_size=(16, 16), num_workers=0, max_items=1
+    )
+    with pytest.warns(ClassificationDataWarning, match="max_items=1 keeps 1 of the 2 classes in training"):
+        one.setup("fit")

@@ -227,6 +227,9 @@ def test_best_and_last_checkpoints_are_found_by_a_later_command(tmp_path, monkey
     for alias, expected in (("best", newest_best), ("last", "last-v1.ckpt")):
         assert Path(validate(alias).config["validate"]["ckpt_path"]).name == expected
 
+    with pytest.raises(IsADirectoryError, match=rf"--ckpt_path {folder} is a folder; give the checkpoint file"):
+        validate(str(folder))
+
     empty = tmp_path / "empty"
     empty.mkdir()
     for alias in ("best", "last"):

@@ -98,7 +98,11 @@ def test_bad_input_ends_the_command_in_one_line_and_bugs_keep_their_traceback(ca
         with pytest.raises(SystemExit) as stop, report_input_errors():
             raise err
         assert stop.value.code == 1
-        assert capsys.readouterr().err.splitlines()[0] == f"error: {type(err).__name__}: {err}"
+        lines = capsys.readouterr().err.splitlines()
+        assert lines[0] == f"error: {type(err).__name__}: {err}"
+        assert (
+            lines[1].startswith("(raised at ") and "test_cli_help.py:" in lines[1]
+        )  # where, without a rerun
     worker = ValueError(  # how torch's DataLoader re-raises a worker's error
         "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
         '  File "x.py", line 1, in <module>\nValueError: /data/a.png: cannot decode the image\n'
@@ -108,6 +112,12 @@ def test_bad_input_ends_the_command_in_one_line_and_bugs_keep_their_traceback(ca
     assert (
         capsys.readouterr().err.splitlines()[0] == "error: ValueError: /data/a.png: cannot decode the image"
     )
+    with pytest.raises(SystemExit), report_input_errors():  # a message over several lines keeps them all
+        raise ValueError(
+            "Caught ValueError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+            '  File "x.py", line 1, in <module>\nValueError: first line\nsecond line\n'
+        )
+    assert capsys.readouterr().err.splitlines()[:2] == ["error: ValueError: first line", "second line"]
     with pytest.raises(RuntimeError, match="a bug"), report_input_errors():
         raise RuntimeError("a bug")
     monkeypatch.setenv("SUITE_TRACEBACK", "1")

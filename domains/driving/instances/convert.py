@@ -24,7 +24,7 @@ from pathlib import Path
 import faster_coco_eval.core.mask as mask_api
 
 from domains.driving.classes import DONTCARE, KITTI_TYPES
-from domains.driving.common import find_sequence_groups, write_sequence_map
+from domains.driving.common import find_sequence_groups, sequence_map_text
 from domains.driving.formats import DropLog, LabelFormatError, resolve_kitti_split
 from domains.driving.instances.data import InstanceAnnotation, read_kitti_instances, read_png_instances
 
@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> Path:
     sequences = args.dst.with_suffix(".sequences.txt")
     try:
         groups = find_sequence_groups(split_root, ids)
-        if groups is not None:
-            args.dst.parent.mkdir(parents=True, exist_ok=True)
-            write_sequence_map(sequences, ids, groups)
-    except (LabelFormatError, ValueError) as err:
+        text = sequence_map_text(ids, groups) if groups is not None else None
+    except ValueError as err:  # LabelFormatError included
         parser.exit(2, f"error: {err}\nnothing was written to {args.dst}\n")
-    if groups is None and sequences.is_file():  # an older conversion's map would not match these images
-        sequences.unlink()
     dropped = write_coco_instances(items, args.dst, classes)
+    if text is not None:
+        sequences.write_text(text)
+    elif sequences.is_file():  # an older conversion's map would not match these images
+        sequences.unlink()
     n = sum(len(a.objects) for a in items) - sum(dropped.values())
     skipped = f"; not written (type not in --classes): {dict(dropped)}" if dropped else ""
     print(f"wrote {args.dst}: {len(items)} images, {n} masks, categories {classes}{skipped}")

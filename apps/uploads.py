@@ -109,8 +109,9 @@ class MedicalVolume:
         if not 0 <= index < self.num_slices:
             raise UploadError(f"{self.name}: slice {index} outside 0..{self.num_slices - 1}")
         s = np.asarray(self.data[channel, index], dtype=np.float32)
-        # NaN (no data) shows as the window's low end, +-inf as its ends; decode notes how many there are
-        s = np.nan_to_num(s, nan=self.lo, posinf=self.hi, neginf=self.lo)
+        # NaN (no data) shows as the window's low end, +-inf as its ends (the clip); decode counts them. A copy:
+        # the slice may be a view of the cached volume
+        s = np.nan_to_num(s, nan=self.lo)
         scale = self.hi - self.lo
         out = (s - self.lo) / scale if scale > 0 else np.zeros_like(s)
         return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
@@ -687,7 +688,7 @@ def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np
         side = max(h, w)
         new_h, new_w = max(1, round(h * size / side)), max(1, round(w * size / side))
         interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-        scaled = cv2.resize(image.astype(np.float32), (new_w, new_h), interpolation=interp)
+        scaled = cv2.resize(np.asarray(image, np.float32), (new_w, new_h), interpolation=interp)
         pad_y, pad_x = size - new_h, size - new_w
         out = np.pad(
             scaled, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)), mode="edge"
@@ -716,11 +717,11 @@ _FILE_SUFFIX = re.compile(
 )  # .nii.gz first
 
 
-def download_stem(name: str) -> str:
+def download_stem(name: str, default: str = "image") -> str:
     """A file-name stem for downloads: the upload's known extension removed (``.nii.gz`` whole), any other
     dot kept (``z-136.0_c0`` stays distinct from ``z-136.0_c1``), unsafe characters as ``_``."""
     stem = _FILE_SUFFIX.sub("", str(name).strip())
-    return re.sub(r"[^\w.-]+", "_", stem).strip("._") or "image"
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._") or default
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -45,6 +45,7 @@ import importlib
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -416,10 +417,10 @@ def profile_lines(key: str, build: Callable[[], Callable[[], None]], n_steps: in
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(n_steps):
                 step()
-    per_kind: dict[str, float] = {}
+    per_kind: Counter[str] = Counter()
     for event in prof.key_averages():
         kind = profile_kind(event.key)
-        per_kind[kind] = per_kind.get(kind, 0.0) + event.self_cpu_time_total / 1e6 / n_steps
+        per_kind[kind] += event.self_cpu_time_total / 1e6 / n_steps
     total = sum(per_kind.values())
     lines = [
         (
@@ -430,7 +431,7 @@ def profile_lines(key: str, build: Callable[[], Callable[[], None]], n_steps: in
         "| kind of operation | s per step | share |",
         "|---|---:|---:|",
     ]
-    for kind, seconds in sorted(per_kind.items(), key=lambda item: -item[1]):
+    for kind, seconds in per_kind.most_common():
         lines.append(f"| {kind} | {seconds:.3f} | {100 * seconds / total:.1f} % |")
     return lines
 

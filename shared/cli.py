@@ -126,12 +126,8 @@ class SuiteCLI(LightningCLI):
             self.config[subcommand]["ckpt_path"] = ckpt_path
         if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS or "://" in ckpt_path:
             return  # resolved by Lightning
-        if Path(ckpt_path).is_dir():
-            raise IsADirectoryError(f"--ckpt_path {ckpt_path} is a folder; give the checkpoint file in it")
-        if not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         if self.model_class is not None:
-            checkpoint = check_checkpoint_file(ckpt_path, self.model_class)
+            checkpoint = check_checkpoint_file(ckpt_path, self.model_class, option="--ckpt_path")
             self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
             self._check_shared_settings(ckpt_path, config)
 

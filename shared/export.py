@@ -201,7 +201,7 @@ def parse_and_load(
     # shape-dependent Python branches are traced as constants on purpose (see the domains' export docstrings)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     # checked here (the dict also gives the size), then built by Lightning: load_checked would check it twice
-    checkpoint = check_checkpoint_file(args.ckpt, task_cls)
+    checkpoint = check_checkpoint_file(args.ckpt, task_cls, option="--ckpt")
     size = None
     if input_size is not None:
         size = tuple(args.size) if args.size else input_size(checkpoint)

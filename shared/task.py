@@ -128,9 +128,18 @@ class BaseTask(pl.LightningModule):
 
     def load_pretrained_backbone(self, path: str, prefix: str):
         """Load ``self.model.backbone`` from the local file ``path`` (keys under ``prefix``), print and return the
-        :func:`shared.backbones.load_backbone_weights` report."""
+        :func:`shared.backbones.load_backbone_weights` report. A file of which no tensor fits is an error (else
+        the run trains the random backbone it was meant to replace)."""
         report = load_backbone_weights(self.model.backbone, path, prefix=prefix)
         rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
+        if not report.loaded:
+            name = (getattr(self.model, "init_args", None) or {}).get(
+                "backbone", type(self.model.backbone).__name__
+            )
+            raise ValueError(
+                f"pretrained_backbone {path}: no tensor matched backbone {name!r} (prefix {prefix!r}): "
+                f"{report.summary()}"
+            )
         return report
 
     def __init__(
@@ -257,16 +266,17 @@ def gather_lists(items: list) -> list:
     return [item for part in parts for item in part]
 
 
-def check_checkpoint_file(path: str | Path, cls: type) -> dict:
+def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint") -> dict:
     """Read a checkpoint as plain tensors and containers (``weights_only``: no code runs, memory-mapped) and
-    check that it holds a ``cls`` task; returns it. Used by ``load_checked`` and by the CLI for ``--ckpt_path``."""
+    check that it holds a ``cls`` task; returns it. Used by ``load_checked`` and by the CLI for ``--ckpt_path``
+    (``option``: how the errors name where the path came from)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(
-            f"{path} is a folder; give the checkpoint file in it (e.g. {path / 'last.ckpt'})"
+            f"{option} {path} is a folder; give the checkpoint file in it (e.g. last.ckpt)"
         )
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{option} {path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error talks of mmap
         raise CheckpointMismatchError(
             f"{path}: not a weights-only Lightning checkpoint (not a zip archive: truncated, or not written by "

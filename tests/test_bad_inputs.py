@@ -402,5 +402,8 @@ def test_the_export_command_reports_bad_input_in_one_line(tmp_path):
     args = ["--ckpt", str(tmp_path), "--out", str(tmp_path / "out")]
     proc = run_cli("domains.medical.export", args, tmp_path, traceback=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"error: IsADirectoryError: {tmp_path} is a folder; give the checkpoint file in it" in proc.stderr
+    assert (
+        f"error: IsADirectoryError: --ckpt {tmp_path} is a folder; give the checkpoint file in it"
+        in proc.stderr
+    )
     assert not (tmp_path / "out").exists()

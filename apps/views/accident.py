@@ -3,7 +3,6 @@ at an adjustable threshold, which object it is about, and the annotated clip."""
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 
@@ -286,8 +285,7 @@ else:
     else:
         fps = float(decoded.fps)
     frames = decoded.frames
-    # the clip id names output files: letters, digits, '-', '_' and inner dots only (never '..' or a path)
-    clip_id = re.sub(r"[^\w.-]", "_", Path(name).stem).strip(".") or "upload"
+    clip_id = up.download_stem(name, default="upload")  # names output files: never a path or '..'
     clip = {"frames": frames, "clip_id": clip_id, "toa": -1, "involved": None}
     objects = "none"
     detector = None

@@ -195,11 +195,17 @@ def sequence_map_text(ids: Sequence[str], groups: Sequence[str]) -> str:
     return "".join(f"{i} {g}\n" for i, g in zip(ids, groups, strict=True))
 
 
-def write_sequence_map(path: str | Path, ids: Sequence[str], groups: Sequence[str]) -> Path:
-    """:func:`sequence_map_text` written to ``path``."""
-    path = Path(path)
-    path.write_text(sequence_map_text(ids, groups))
-    return path
+def source_sequence_map(
+    split_root: str | Path, ids: Sequence[str], source_file: str | Path | None = None
+) -> tuple[str | None, str]:
+    """For a converter: the source's sequence map as the text to write beside the converted set (None when the
+    source has none; bad ids raise ValueError before anything is written), and the line saying so."""
+    groups = find_sequence_groups(split_root, ids, source_file)
+    if groups is None:
+        return None, "sequence map: none in the source, so the converted set splits image by image"
+    return sequence_map_text(
+        ids, groups
+    ), f"sequence map: {len(set(groups))} sequences (splits stay by drive)"
 
 
 def _kitti_devkit_groups(mapping: Path, rand: Path, ids: Sequence[str]) -> list[str]:

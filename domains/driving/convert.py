@@ -20,7 +20,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from domains.driving.common import find_sequence_groups, write_sequence_map
+from domains.driving.common import source_sequence_map
 from domains.driving.formats import (
     KITTI_TYPES,
     DropLog,
@@ -107,21 +107,12 @@ def write_destination(
     return dropped
 
 
-def carry_sequence_map(
-    fmt: str, src: Path, split: str | None, splits: dict[str, list[ImageAnnotation]], dst: Path
-) -> int:
-    """The source's sequence map (``find_sequence_groups``) written as ``dst/sequences.txt``, which the
-    destination's reader finds, so the converted set still splits by drive; returns the number of sequences
-    (0: the source has no map)."""
+def source_map(fmt: str, src: Path, split: str | None, splits: dict[str, list[ImageAnnotation]]):
+    """:func:`source_sequence_map` of the source (KITTI: its split folder; COCO / YOLO: beside the file)."""
     ids = [a.image_id for items in splits.values() for a in items]
     if fmt == "kitti":
-        groups = find_sequence_groups(resolve_kitti_split(src, split or "training"), ids)
-    else:
-        groups = find_sequence_groups(src.parent, ids, source_file=src)
-    if groups is None:
-        return 0
-    write_sequence_map(dst / "sequences.txt", ids, groups)
-    return len(set(groups))
+        return source_sequence_map(resolve_kitti_split(src, split or "training"), ids)
+    return source_sequence_map(src.parent, ids, source_file=src)
 
 
 def summary(
@@ -209,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         not_written = write_destination(
             args.dst_format, splits, tmp, class_names, "hardlink" if args.link else "copy"
         )
-        carried = carry_sequence_map(args.src_format, src, args.split, splits, tmp)
+        sequences, sequence_note = source_map(args.src_format, src, args.split, splits)
+        if sequences is not None:  # where every destination's reader looks
+            (tmp / "sequences.txt").write_text(sequences)
         if dst.exists():
             old = dst.with_name(f".{dst.name}.old-{tmp.name[-8:]}")
             dst.rename(old)
@@ -225,11 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print(summary(args.src_format, args.dst_format, splits, class_names, log, not_written))
-    print(
-        f"sequence map: {carried} sequences, written to {dst / 'sequences.txt'} (splits stay by drive)"
-        if carried
-        else "sequence map: none in the source, so the converted set splits image by image"
-    )
+    print(sequence_note + (f", written to {dst / 'sequences.txt'}" if sequences is not None else ""))
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import random
 import warnings
@@ -280,17 +281,8 @@ def interleave_classes(items: list[Sample]) -> list[Sample]:
     by_class: dict[int, list[Sample]] = {}
     for item in items:
         by_class.setdefault(item.label, []).append(item)
-    queues = [iter(by_class[label]) for label in sorted(by_class)]
-    out: list[Sample] = []
-    while queues:
-        kept = []
-        for queue in queues:
-            item = next(queue, None)
-            if item is not None:
-                out.append(item)
-                kept.append(queue)
-        queues = kept
-    return out
+    rows = itertools.zip_longest(*(by_class[label] for label in sorted(by_class)))
+    return [item for row in rows for item in row if item is not None]
 
 
 def check_split_classes(splits: dict[str, list[Sample]], class_names: list[str], source) -> None:

@@ -78,13 +78,7 @@ class ClassificationTask(LabelledTask):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.model = self.build_labelled_network(network, ImageClassifier, class_names)
         if pretrained_backbone:
-            report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
-            if not report.loaded:
-                raise ValueError(
-                    f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone {self.model.init_args['backbone']!r} "
-                    f"(prefix {pretrained_prefix!r}): {report.summary()}"
-                )
-            self.load_report = report
+            self.load_report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.predict_dir = predict_dir
         self.cam, self.cam_max = cam, cam_max
         self.metrics = torch.nn.ModuleDict(

@@ -292,7 +292,9 @@ def test_fit_without_checkpointing_keeps_no_checkpoint_callback(lidc, tmp_path, 
     """``--trainer.enable_checkpointing false`` drops the suite's checkpoint group (Lightning refused it)."""
     monkeypatch.chdir(tmp_path)
     no_checkpoints = ["--trainer.enable_checkpointing", "false"]
-    cli = main(["fit", *tiny_args(lidc, "unet"), "--trainer.fast_dev_run", "1", *no_checkpoints])
-    assert cli.trainer.state.finished
+    # a real step and validation (fast_dev_run would skip saving whatever the callbacks)
+    steps = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "2", "--trainer.logger", "false"]
+    cli = main(["fit", *tiny_args(lidc, "unet"), *steps, *no_checkpoints])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert not [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
-    assert not (tmp_path / "lightning_logs" / "medical" / "checkpoints").exists()
+    assert not list(tmp_path.rglob("*.ckpt"))

@@ -316,6 +316,11 @@ def test_backbone_transfers_from_a_suite_checkpoint_by_prefix(tmp_path):
     assert target.load_report.clean
     with pytest.raises(Exception, match="no key starts with the prefix 'model.encoder.'"):
         _tiny_task(pretrained_backbone=str(ckpt), pretrained_prefix="model.encoder.")
+    # keys under the prefix, none of them the backbone's: an error, not a silent run on random weights
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model.backbone.other.weight": torch.zeros(3)}, foreign)
+    with pytest.raises(ValueError, match=r"foreign\.pt: no tensor matched backbone 'tiny_cnn'"):
+        _tiny_task(pretrained_backbone=str(foreign), pretrained_prefix="model.backbone.")
 
 
 def test_class_names_of_model_and_data_must_agree(tmp_path):

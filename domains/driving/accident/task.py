@@ -94,12 +94,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
                     f"pretrained_backbone needs input_kind: frames (a {self.model.input_kind} network reads no "
                     "pixels, so it has no backbone to load; full.yaml reads frames)"
                 )
-            report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
-            if not report.loaded:
-                raise ValueError(
-                    f"pretrained_backbone {pretrained_backbone}: no tensor matched backbone "
-                    f"{self.model.init_args['backbone']!r} (prefix {pretrained_prefix!r}): {report.summary()}"
-                )
+            self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         if freeze_backbone and self.model.backbone is not None:
             self.model.set_backbone_frozen(True)  # BatchNorm stays in eval mode through Lightning's train()
         self.predict_dir, self.gif = predict_dir, gif

@@ -24,7 +24,7 @@ from pathlib import Path
 import faster_coco_eval.core.mask as mask_api
 
 from domains.driving.classes import DONTCARE, KITTI_TYPES
-from domains.driving.common import find_sequence_groups, sequence_map_text
+from domains.driving.common import source_sequence_map
 from domains.driving.formats import DropLog, LabelFormatError, resolve_kitti_split
 from domains.driving.instances.data import InstanceAnnotation, read_kitti_instances, read_png_instances
 
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> Path:
     split_root = resolve_kitti_split(args.src) if args.source == "kitti" else args.src
     sequences = args.dst.with_suffix(".sequences.txt")
     try:
-        groups = find_sequence_groups(split_root, ids)
-        text = sequence_map_text(ids, groups) if groups is not None else None
+        text, sequence_note = source_sequence_map(split_root, ids)
     except ValueError as err:  # LabelFormatError included
         parser.exit(2, f"error: {err}\nnothing was written to {args.dst}\n")
     dropped = write_coco_instances(items, args.dst, classes)
@@ -129,11 +128,7 @@ def main(argv: list[str] | None = None) -> Path:
     n = sum(len(a.objects) for a in items) - sum(dropped.values())
     skipped = f"; not written (type not in --classes): {dict(dropped)}" if dropped else ""
     print(f"wrote {args.dst}: {len(items)} images, {n} masks, categories {classes}{skipped}")
-    print(
-        f"sequence map: {len(set(groups))} sequences, written to {sequences} (splits stay by drive)"
-        if groups is not None
-        else "sequence map: none in the source, so the converted set splits image by image"
-    )
+    print(sequence_note + (f", written to {sequences}" if text is not None else ""))
     return args.dst
 
 

@@ -17,7 +17,7 @@ from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.cli_help import SUBCOMMAND_HELP
 from shared.device import cpu_has_bf16_units
@@ -121,15 +121,18 @@ class SuiteCLI(LightningCLI):
         for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             _check_nulls(config.get(group), group, cls)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if subcommand in ("validate", "test", "predict") and ckpt_path in ("best", "last"):
-            ckpt_path = saved_checkpoint(ckpt_path, config.get("checkpoint.dirpath"))
+        alias = ckpt_path if ckpt_path in ("best", "last") else None
+        if subcommand in ("validate", "test", "predict") and alias:
+            ckpt_path = saved_checkpoint(alias, config.get("checkpoint.dirpath"))
             self.config[subcommand]["ckpt_path"] = ckpt_path
+            rank_zero_info(f"--ckpt_path {alias}: {ckpt_path}")
         if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS or "://" in ckpt_path:
             return  # resolved by Lightning
         if self.model_class is not None:
             checkpoint = check_checkpoint_file(ckpt_path, self.model_class, option="--ckpt_path")
             self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
             self._check_shared_settings(ckpt_path, config)
+            self._report_other_network(ckpt_path, config)
 
     def _check_shared_settings(self, ckpt_path: str, config) -> None:
         """The classes and input channels the data gives the model (``CLI_LINKS``) must be the checkpoint's: one
@@ -150,6 +153,28 @@ class SuiteCLI(LightningCLI):
                     f"{ckpt_path} was trained with {target} = {trained!r}, but this command's {source} gives "
                     f"{given!r}: use the config it was trained with (or --{source} to match)"
                 )
+
+    def _report_other_network(self, ckpt_path: str, config) -> None:
+        """Warn when the checkpoint's network is not the config's. Lightning builds the checkpoint's (its
+        hyper-parameters override the config), so ``test -c unet.yaml`` on a Prob. U-Net file silently reports
+        the Prob. U-Net's figures; the warning names both, so nobody files them under the wrong model."""
+        trained = self._ckpt_hparams.get("network")
+        given = config.get("model.network")
+        if not isinstance(trained, dict) or given is None or not hasattr(given, "class_path"):
+            return
+        trained_args = _plain(trained.get("init_args") or {})
+        given_args = _plain(given.get("init_args") or {})
+        if trained.get("class_path") != given.class_path:
+            differs = f"{trained.get('class_path')}, not the config's {given.class_path}"
+        else:
+            keys = sorted(k for k in set(trained_args) & set(given_args) if trained_args[k] != given_args[k])
+            if not keys:
+                return
+            differs = ", ".join(f"{k}={trained_args[k]!r} (config: {given_args[k]!r})" for k in keys)
+        rank_zero_warn(
+            f"--ckpt_path {ckpt_path} holds another network than the config: {differs}. The checkpoint's is "
+            "the one built and reported (its hyper-parameters override the config)"
+        )
 
     def _parse_ckpt_path(self) -> None:
         """Lightning's: a checkpoint's hyper-parameters override the config. Ours first drops the arguments
@@ -218,6 +243,17 @@ class SuiteCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+
+def _plain(value):
+    """Namespaces as dicts and tuples as lists, all the way down: a config and a checkpoint compare equal."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def saved_checkpoint(alias: str, dirpath) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -46,6 +47,28 @@ def test_fit_fast_dev_run_every_config(config, lidc, tmp_path, monkeypatch):
     assert torch.isfinite(metrics["train/loss"])
 
 
+def test_each_model_config_checkpoints_into_its_own_folder_and_another_network_is_named(
+    lidc, tmp_path, monkeypatch, caplog
+):
+    """unet.yaml then quick.yaml used to share one folder, so `test -c unet.yaml --ckpt_path last` took the
+    Prob. U-Net's newer file and reported its figures as the U-Net's."""
+    monkeypatch.chdir(tmp_path)
+    step = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "2"]
+    for config in ("unet", "quick"):
+        main(["fit", *tiny_args(lidc, config), *step])
+        assert (tmp_path / f"lightning_logs/medical/{config}/checkpoints/last.ckpt").is_file()
+    unet_last = "lightning_logs/medical/unet/checkpoints/last.ckpt"
+    test = ["--trainer.limit_test_batches", "1"]
+    with caplog.at_level(logging.INFO):
+        cli = main(["test", *tiny_args(lidc, "unet"), *test, "--ckpt_path", "last"])
+    assert f"--ckpt_path last: {unet_last}" in caplog.text
+    assert type(cli.model.model).__name__ == "UNetSegmenter"
+    quick_last = str(tmp_path / "lightning_logs/medical/quick/checkpoints/last.ckpt")
+    with pytest.warns(UserWarning, match=r"ProbabilisticUNet, not the config's domains\.medical\.models\.UNetSegmenter"):
+        cli = main(["test", *tiny_args(lidc, "unet"), *test, "--ckpt_path", quick_last])
+    assert type(cli.model.model).__name__ == "ProbabilisticUNet"  # Lightning builds the checkpoint's network
+
+
 def test_configs_name_their_model():
     expected = {
         "unet": "UNetSegmenter",
@@ -64,7 +87,7 @@ def test_fit_checkpoint_then_predict_writes_samples_mean_and_uncertainty(lidc, t
     monkeypatch.chdir(tmp_path)
     args = tiny_args(lidc, "quick")
     main(["fit", *args, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
-    ckpt = tmp_path / "lightning_logs/medical/checkpoints/last.ckpt"
+    ckpt = tmp_path / "lightning_logs/medical/quick/checkpoints/last.ckpt"
     assert ckpt.is_file()
     out = tmp_path / "pred"
     cli = main(

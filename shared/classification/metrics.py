@@ -17,7 +17,8 @@ class ClassificationMetrics(nn.Module):
     """One stage's metric states (torchmetrics syncs them across DDP ranks at ``compute``).
 
     ``compute`` returns ``acc`` (micro: share of images right), ``f1_macro`` (unweighted mean over classes, so
-    a rare class counts as much as a common one), ``recall_<class>``, ``ece`` (expected calibration error, L1
+    a rare class counts as much as a common one; classes neither present nor predicted are left out),
+    ``recall_<class>`` (NaN for a class with no item in the split), ``ece`` (expected calibration error, L1
     over ``ece_bins`` equal-width confidence bins) and ``confusion`` (rows: true class, columns: predicted).
     """
 
@@ -37,9 +38,12 @@ class ClassificationMetrics(nn.Module):
 
     def compute(self) -> dict:
         out = {"acc": self.acc.compute(), "f1_macro": self.f1.compute(), "ece": self.ece.compute()}
-        for name, value in zip(self.class_names, self.recall.compute(), strict=True):
+        confusion = self.confusion.compute()
+        # a class with no true item has no recall (torchmetrics says 0.0, which reads as "every one missed")
+        recall = torch.where(confusion.sum(1) > 0, self.recall.compute(), torch.nan)
+        for name, value in zip(self.class_names, recall, strict=True):
             out[f"recall_{name}"] = value
-        out["confusion"] = self.confusion.compute()
+        out["confusion"] = confusion
         return out
 
     def reset(self) -> None:

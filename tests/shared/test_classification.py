@@ -73,7 +73,11 @@ def test_metrics_match_hand_computed_values():
     assert float(out["ece"]) == pytest.approx(0.4)
     metrics.reset()
     metrics.update(probs[:1], labels[:1])
-    assert float(metrics.compute()["acc"]) == 1.0
+    out = metrics.compute()
+    assert float(out["acc"]) == 1.0
+    # only class a present (and predicted): b and c have no recall at all, not a recall of 0; macro F1 is a's
+    assert float(out["recall_a"]) == 1.0 and torch.isnan(out["recall_b"]) and torch.isnan(out["recall_c"])
+    assert float(out["f1_macro"]) == 1.0
 
 
 # ------------------------------------------------------------------------------------------------ readers

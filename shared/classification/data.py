@@ -363,12 +363,21 @@ def read_image(path: str | Path, in_channels: int) -> np.ndarray:
 
 
 class ClassificationDataset(Dataset):
-    """``{"image": float (C, H, W), "label": int64, "path": str}`` per :class:`Sample` (label -1: unknown)."""
+    """``{"image": float (C, H, W), "label": int64, "path": str, "error": str}`` per :class:`Sample` (label -1:
+    unknown).
 
-    def __init__(self, items: list[Sample], in_channels: int, transform: A.Compose):
+    ``skip_unreadable`` (``predict`` on a user's folder): an image that does not decode gives a blank image and its
+    reason in ``error`` instead of stopping the run, so one broken file among thousands costs only its own row
+    (the task lists and counts it); ``error`` is "" otherwise. Training and evaluation data stop on it, naming it.
+    """
+
+    def __init__(
+        self, items: list[Sample], in_channels: int, transform: A.Compose, skip_unreadable: bool = False
+    ):
         if in_channels not in (1, 3):
             raise ClassificationDataError(f"in_channels: 1 (grey) or 3 (RGB), got {in_channels}")
         self.items, self.in_channels, self.transform = list(items), in_channels, transform
+        self.skip_unreadable = skip_unreadable
 
     def __len__(self) -> int:
         return len(self.items)
@@ -378,11 +387,19 @@ class ClassificationDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
-        image = self.transform(image=read_image(item.path, self.in_channels))["image"]
+        error = ""
+        try:
+            image = read_image(item.path, self.in_channels)
+        except (ClassificationDataError, OSError) as err:
+            if not self.skip_unreadable:
+                raise
+            image, error = np.zeros((8, 8, self.in_channels), np.uint8), str(err)
+        image = self.transform(image=image)["image"]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
             "label": torch.tensor(item.label, dtype=torch.long),
             "path": item.path,
+            "error": error,
         }
 
 
@@ -541,7 +558,7 @@ class ClassificationDataModule(SplitLoaders):
         if self.predict_path is not None:
             self.datasets["predict"] = ClassificationDataset(
                 self._predict_items(), self.in_channels,
-                classification_transforms(False, self.image_size, self.in_channels),
+                classification_transforms(False, self.image_size, self.in_channels), skip_unreadable=True,
             )  # fmt: skip
 
     def _predict_items(self) -> list[Sample]:

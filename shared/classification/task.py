@@ -3,6 +3,8 @@
 ``predict`` (with ``predict_dir``) writes ``probabilities.csv`` (one row per image: file, true label if known,
 predicted class, one probability column per class) and, with ``cam``, a Grad-CAM overlay per image under
 ``cam/`` so a person sees where the network looked (MONAI's ``GradCAM`` on the backbone's last feature map).
+Images of ``--data.predict_path`` that do not decode are listed in ``unreadable.csv`` (path, reason) and counted
+in a warning; the others are still predicted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.backbones import BackboneFreezeUnfreeze, list_backbones
 from shared.classification.data import read_image
@@ -127,7 +129,7 @@ class ClassificationTask(LabelledTask):
     # ---------------------------------------------------------------------------------------- predict
 
     def on_predict_start(self) -> None:
-        self._rows, self._cams_written, self._cam_model = [], 0, None
+        self._rows, self._unreadable, self._cams_written, self._cam_model = [], [], 0, None
 
     def grad_cam(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Grad-CAM maps (B, 1, H, W) in [0, 1] for ``classes`` (MONAI ``GradCAM`` on ``cam_layer``).
@@ -150,6 +152,18 @@ class ClassificationTask(LabelledTask):
         return torch.cat(maps)
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        errors = batch.get("error") or [""] * len(batch["path"])
+        if any(errors):  # images that did not decode (the dataset's skip_unreadable): listed, not predicted
+            failed = zip(batch["path"], errors, strict=True)
+            self._unreadable += [{"path": path, "error": error} for path, error in failed if error]
+            keep = [i for i, e in enumerate(errors) if not e]
+            if not keep:
+                return None
+            batch = {
+                "image": batch["image"][keep],
+                "label": batch["label"][keep],
+                "path": [batch["path"][i] for i in keep],
+            }
         probs = self.model(batch["image"]).softmax(1)
         predicted = probs.argmax(1)
         if not self.predict_dir:
@@ -181,19 +195,33 @@ class ClassificationTask(LabelledTask):
         return {"probs": probs, "predicted": predicted, "path": batch["path"]}
 
     def on_predict_epoch_end(self) -> None:
-        rows = gather_lists(self._rows)
+        rows, unreadable = gather_lists(self._rows), gather_lists(self._unreadable)
         self._cam_model = None
-        if not self.predict_dir or not self.trainer.is_global_zero or not rows:
+        if not self.trainer.is_global_zero:
             return
-        out = Path(self.predict_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "probabilities.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        rank_zero_info(
-            f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {self._cams_written} Grad-CAM maps"
-        )
+        out = Path(self.predict_dir) if self.predict_dir else None
+        if out is not None and (rows or unreadable):
+            out.mkdir(parents=True, exist_ok=True)
+        if out is not None and rows:
+            with (out / "probabilities.csv").open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            rank_zero_info(
+                f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {self._cams_written} Grad-CAM maps"
+            )
+        if unreadable:
+            listed = ""
+            if out is not None:
+                with (out / "unreadable.csv").open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=["path", "error"])
+                    writer.writeheader()
+                    writer.writerows(unreadable)
+                listed = f", listed in {out / 'unreadable.csv'}"
+            rank_zero_warn(
+                f"predict: {len(unreadable)} of {len(rows) + len(unreadable)} images could not be read and have no "
+                f"prediction{listed} (e.g. {unreadable[0]['error']})"
+            )
 
 
 ClassificationTask.__doc__ = ClassificationTask.__doc__.format(backbones=", ".join(list_backbones()))

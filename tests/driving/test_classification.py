@@ -154,9 +154,8 @@ def test_cli_bad_input_names_the_option_folder_or_row_and_writes_no_checkpoint(t
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_cli_predict_on_a_corrupt_image_leaves_no_partial_predictions(tmp_path, monkeypatch):
-    from shared.classification.data import ClassificationDataError
-
+def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_others(tmp_path, monkeypatch):
+    """One broken file in a user's folder used to stop predict and lose every other row."""
     monkeypatch.chdir(tmp_path)
     root = _folder(tmp_path / "data")
     loose = tmp_path / "loose"
@@ -166,6 +165,20 @@ def test_cli_predict_on_a_corrupt_image_leaves_no_partial_predictions(tmp_path, 
     (loose / "b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     pred = tmp_path / "pred"
     args = _folder_args(root, "--data.predict_path", str(loose), "--model.predict_dir", str(pred))
-    with pytest.raises(ClassificationDataError, match=r"b_corrupt\.png: cannot decode image"):
-        main(["predict", *args, "--data.batch_size", "3"])  # the first batch's CAMs are written, then removed
-    assert not pred.exists()
+    # batches of 3: the corrupt file is alone in the second batch
+    with pytest.warns(
+        UserWarning, match=r"1 of 4 images could not be read and have no prediction, listed in"
+    ):
+        main(["predict", *args, "--data.batch_size", "3"])
+    with (pred / "probabilities.csv").open() as f:
+        assert [Path(r["path"]).name for r in csv.DictReader(f)] == ["a0.png", "a1.png", "a2.png"]
+    with (pred / "unreadable.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert Path(row["path"]).name == "b_corrupt.png" and "b_corrupt.png: cannot decode image" in row["error"]
+    # mixed in one batch, too
+    pred2 = tmp_path / "pred2"
+    args = _folder_args(root, "--data.predict_path", str(loose), "--model.predict_dir", str(pred2))
+    with pytest.warns(UserWarning, match=r"1 of 4 images could not be read"):
+        main(["predict", *args, "--data.batch_size", "4"])
+    with (pred2 / "probabilities.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 3

@@ -118,6 +118,16 @@ def test_bad_input_ends_the_command_in_one_line_and_bugs_keep_their_traceback(ca
             '  File "x.py", line 1, in <module>\nValueError: first line\nsecond line\n'
         )
     assert capsys.readouterr().err.splitlines()[:2] == ["error: ValueError: first line", "second line"]
+    union = ValueError(  # jsonargparse's, when a --trainer.callbacks class refuses its arguments
+        "Does not validate against any of the Union subtypes\nSubtypes: [...]\nErrors:\n"
+        "  - NotifyWhenDone.webhook_url: 'ftp://x' is not an http(s) URL\n  - Not a valid subclass of Callback\n"
+        "    Subclass types expect one of:\n    - a class path (str)\n  - Expected a <class 'NoneType'>\n"
+    )
+    with pytest.raises(SystemExit), report_input_errors():
+        raise union
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "error: ValueError: NotifyWhenDone.webhook_url: 'ftp://x' is not an http(s) URL"
+    assert "Not a valid subclass of Callback" in "\n".join(lines)  # the rest is kept, after a blank line
     with pytest.raises(RuntimeError, match="a bug"), report_input_errors():
         raise RuntimeError("a bug")
     monkeypatch.setenv("SUITE_TRACEBACK", "1")

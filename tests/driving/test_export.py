@@ -186,12 +186,24 @@ def test_anomaly_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
     assert meta["score"] == "outlier_prob" and meta["score_range"] == [0.0, 1.0]  # the config's score
     assert meta["classes"] == list(SEMANTIC_CLASSES) and meta["input_size"] == [32, 64]  # data.image_size
     assert max(meta["tolerance"]["max_abs_diff"].values()) <= ATOL
-    anomaly_export(["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out), "--score", "mahalanobis"])
+    assert meta["score_smoothing"] == 1.0  # the shipped configs' (checkpoints do not store it)
     task = AnomalySegmentationTask.load_checked(checkpoints[ANOMALY]).eval()
     assert task.model.input_size == (32, 64)  # linked from data.image_size, kept with the network
     image = torch.rand(1, 3, 32, 64)
-    _, score = run_onnx(out / "segmenter.onnx", {"image": image.numpy()})
-    close(score, task.anomaly_map(image, "mahalanobis"))
+    for smoothing in ("0", "2.5"):
+        anomaly_export(
+            ["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out), "--score", "mahalanobis",
+             "--score-smoothing", smoothing]
+        )  # fmt: skip
+        assert json.loads((out / "segmenter.json").read_text())["score_smoothing"] == float(smoothing)
+        _, score = run_onnx(out / "segmenter.onnx", {"image": image.numpy()})
+        task.score_smoothing = float(smoothing)
+        close(score, task.anomaly_map(image, "mahalanobis"))
+    with pytest.raises(ValueError, match="--score-smoothing must be a finite sigma >= 0"):
+        anomaly_export(
+            ["--ckpt", str(checkpoints[ANOMALY]), "--out", str(tmp_path / "y"), "--score-smoothing", "-1"]
+        )
+    assert not (tmp_path / "y").exists()
     with pytest.raises(Exception, match="DetectionTask"):  # a detection checkpoint is refused
         anomaly_export(["--ckpt", str(checkpoints[DETECTION]), "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()

@@ -11,12 +11,13 @@ Batch, H and W are dynamic, but H and W must be multiples of 32: PyTorch pads ot
 crops back, a shape-dependent step the export fixes at the traced size, so pad outside the graph.
 The image-level score (a quantile of the pixel score inside the predicted road region) stays outside: see
 ``domains.driving.anomaly.predict.image_anomaly_score``. The JSON sidecar ``segmenter.json`` lists the
-classes, the score and its range, the input size, and the largest onnxruntime vs PyTorch difference measured
+classes, the score, its smoothing and its range, the input size, and the largest onnxruntime vs PyTorch difference measured
 at export time (beyond ``--atol`` + ``--rtol`` times the value the export fails and leaves nothing behind).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -77,16 +78,21 @@ def export_anomaly(
     score: str | None = None,
     check: ExportCheck = DEFAULT_CHECK,
     checkpoint: str | Path | None = None,
+    smoothing: float | None = None,
 ) -> dict:
-    """Export ``task`` with ``score`` (default: the task's) as ``out_dir/segmenter.onnx`` + its JSON."""
+    """Export ``task`` with ``score`` and its ``smoothing`` (default: the task's) as ``out_dir/segmenter.onnx``
+    + its JSON."""
     out_dir = Path(out_dir)
     task = task.eval()
     score = score or task.score
+    smoothing = task.score_smoothing if smoothing is None else float(smoothing)
+    if not (smoothing >= 0 and math.isfinite(smoothing)):
+        raise ValueError(f"--score-smoothing must be a finite sigma >= 0 (pixels), got {smoothing}")
     height, width = _round_up(size[0]), _round_up(size[1])
     g = torch.Generator().manual_seed(0)
     example = torch.rand(2, int(task.model.in_channels), height, width, generator=g)
     task.model.scores(example, [score])  # a clear AnomalyScoreError now if the model cannot give this score
-    module = SegmenterWithScore(task.model, score, task.score_smoothing).eval()
+    module = SegmenterWithScore(task.model, score, smoothing).eval()
     hw = {0: "batch", 2: "height", 3: "width"}
     axes = {"image": hw, "logits": hw, "score": {0: "batch", 1: "height", 2: "width"}}
     model = f"segmentation_net/{task.model.init_args['encoder']}"
@@ -102,6 +108,7 @@ def export_anomaly(
             "classes": list(SEMANTIC_CLASSES[: task.num_classes]),
             "score": score,
             "score_direction": "higher = more anomalous",
+            "score_smoothing": smoothing,  # sigma (px) of the Gaussian blur inside the graph; 0: none
             "score_range": list(FIXED_RANGES[score]) if score in FIXED_RANGES else None,
             "uses_training_statistics": score in STAT_SCORES,
             "image_score": {
@@ -117,6 +124,14 @@ def main(argv: list[str] | None = None) -> dict:
         "domains.driving.anomaly", __doc__, out_help="output folder for segmenter.onnx and segmenter.json"
     )
     parser.add_argument("--score", choices=list(SCORES), help="anomaly score output (default: the task's)")
+    parser.add_argument(
+        "--score-smoothing",
+        type=float,
+        default=1.0,
+        metavar="SIGMA",
+        help="sigma (px) of the Gaussian blur on the score map, inside the graph; 0: none (default: 1.0, the "
+        "shipped configs' model.score_smoothing: checkpoints do not store it)",
+    )
     args, task, size = parse_and_load(
         parser,
         argv,
@@ -131,10 +146,12 @@ def main(argv: list[str] | None = None) -> dict:
         score=args.score,
         check=ExportCheck(args.atol, args.rtol, args.opset),
         checkpoint=args.ckpt,
+        smoothing=args.score_smoothing,
     )
     worst = max(sidecar["tolerance"]["max_abs_diff"].values())
     print(
-        f"wrote segmenter.onnx and segmenter.json ({sidecar['score']}) to {args.out} "
+        f"wrote segmenter.onnx and segmenter.json ({sidecar['score']}, smoothing sigma {sidecar['score_smoothing']} "
+        f"px) to {args.out} "
         f"(onnxruntime vs PyTorch: max abs diff {worst:.2e})"
     )
     return sidecar

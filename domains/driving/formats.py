@@ -48,9 +48,19 @@ _NO_ROTATION = -10.0
 
 
 class LabelFormatError(ValueError):
-    """A label or image file that cannot be read; the message starts with ``path:line:``."""
+    """A label or image file that cannot be read; the message starts with ``path:line:``.
 
-    def __init__(self, path: str | os.PathLike, line: int | str | None, message: str):
+    Given one argument, it is the whole message: that is how torch's DataLoader re-raises an error from a worker
+    and how pickle rebuilds one (with three required arguments both fell back to a RuntimeError, so a bad file
+    read by a worker printed a traceback instead of the one-line error)."""
+
+    def __init__(self, path: str | os.PathLike, line: int | str | None = None, message: str | None = None):
+        if message is None:
+            if line is not None:
+                raise TypeError("LabelFormatError(path, line, message): the message is missing")
+            self.path, self.line, self.reason = "", None, str(path)
+            super().__init__(str(path))
+            return
         self.path = str(path)
         self.line = line
         self.reason = message

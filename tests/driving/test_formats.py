@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from domains.driving import convert
@@ -485,3 +486,30 @@ def test_sequence_map_text_refuses_ids_the_reader_would_split_or_skip():
     ):
         with pytest.raises(ValueError, match="must hold no spaces, commas or '#'"):
             sequence_map_text(ids, groups)
+
+
+class _BadFrames(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int):
+        raise LabelFormatError("/data/image_2/000001.png", None, "cannot decode the image")
+
+
+def test_a_label_error_raised_in_a_loader_worker_stays_one_line(capsys, monkeypatch):
+    """torch rebuilds a worker's error from its message alone; LabelFormatError used to need three arguments,
+    so it came back as a RuntimeError and the command printed a traceback instead of its one line."""
+    import pickle
+
+    from shared.cli_help import report_input_errors
+
+    err = LabelFormatError("a.txt", 3, "expected 15 fields")
+    again = pickle.loads(pickle.dumps(err))
+    assert isinstance(again, LabelFormatError) and str(again) == "a.txt:3: expected 15 fields"
+    monkeypatch.delenv("SUITE_TRACEBACK", raising=False)
+    loader = torch.utils.data.DataLoader(_BadFrames(), num_workers=1)
+    with pytest.raises(SystemExit) as stop, report_input_errors():
+        next(iter(loader))
+    assert stop.value.code == 1
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == "error: LabelFormatError: /data/image_2/000001.png: cannot decode the image"

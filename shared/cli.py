@@ -263,8 +263,8 @@ def saved_checkpoint(alias: str, dirpath) -> str:
     is not configured to save the best model"), and when "last" finds no file it warns and runs the untrained
     model. Here both come from the checkpoint folder: "last" is the newest ``last*.ckpt`` (a second ``fit`` into
     the same folder writes ``last-v1.ckpt`` beside the first run's ``last.ckpt``; Lightning's own lookup also takes
-    the newest), "best" the best model that file's ModelCheckpoint state records (else the one ``best-*.ckpt``
-    there); no file is an error naming the folder."""
+    the newest), "best" the best model that file's ModelCheckpoint state records (with no ``last*.ckpt`` at all,
+    the one ``best-*.ckpt`` there); no file is an error naming the folder."""
     folder = Path(dirpath or ".")
     hint = "(--checkpoint.dirpath; run fit first, or give --ckpt_path FILE)"
     lasts = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -273,27 +273,26 @@ def saved_checkpoint(alias: str, dirpath) -> str:
         if last is None:
             raise FileNotFoundError(f"--ckpt_path last: no last.ckpt in {folder} {hint}")
         return str(last)
-    recorded = _best_model_path(last) if last is not None else ""
-    if recorded:
-        # the folder asked for first (an absolute path recorded elsewhere may be another run's), then as recorded
-        for candidate in (folder / Path(recorded).name, Path(recorded)):
-            if candidate.is_file():
-                return str(candidate)
-    best = sorted(folder.glob("best-*.ckpt"))  # the suite's checkpoint.filename
-    if len(best) == 1:
-        return str(best[0])
-    if best:
-        raise FileNotFoundError(
-            f"--ckpt_path best: {len(best)} best-*.ckpt files in {folder} and no last.ckpt recording which is "
-            f"the best: give --ckpt_path FILE ({', '.join(p.name for p in best)})"
-        )
-    if recorded:
-        why = f"{last.name} records {recorded}, which is gone"
-    elif last is not None:
-        why = f"{last.name} records none (no validation metric logged?)"
-    else:
-        why = "nor a last.ckpt"
-    raise FileNotFoundError(f"--ckpt_path best: no best checkpoint in {folder}, {why} {hint}")
+    if last is None:  # no run recorded which is best: take a lone best-*.ckpt (the suite's checkpoint.filename)
+        best = sorted(folder.glob("best-*.ckpt"))
+        if len(best) == 1:
+            return str(best[0])
+        if best:
+            raise FileNotFoundError(
+                f"--ckpt_path best: {len(best)} best-*.ckpt files in {folder} and no last.ckpt recording which is "
+                f"the best: give --ckpt_path FILE ({', '.join(p.name for p in best)})"
+            )
+        raise FileNotFoundError(f"--ckpt_path best: no best checkpoint in {folder}, nor a last.ckpt {hint}")
+    # the newest run's own record, never a best-*.ckpt left by an earlier run into the same folder
+    recorded = _best_model_path(last)
+    # the folder asked for first (an absolute path recorded elsewhere may be another run's), then as recorded
+    for candidate in (folder / Path(recorded).name, Path(recorded)) if recorded else ():
+        if candidate.is_file():
+            return str(candidate)
+    why = f"records {recorded}, which is gone" if recorded else "records none (no validation metric logged?)"
+    raise FileNotFoundError(
+        f"--ckpt_path best: the newest run's {last.name} in {folder} {why}; give --ckpt_path FILE or last {hint}"
+    )
 
 
 def _best_model_path(last: Path) -> str:

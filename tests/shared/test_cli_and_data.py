@@ -227,7 +227,9 @@ def test_best_and_last_checkpoints_are_found_by_a_later_command(tmp_path, monkey
     for alias, expected in (("best", newest_best), ("last", "last-v1.ckpt")):
         assert Path(validate(alias).config["validate"]["ckpt_path"]).name == expected
 
-    with pytest.raises(IsADirectoryError, match=rf"--ckpt_path {folder} is a folder; give the checkpoint file"):
+    with pytest.raises(
+        IsADirectoryError, match=rf"--ckpt_path {folder} is a folder; give the checkpoint file"
+    ):
         validate(str(folder))
 
     empty = tmp_path / "empty"
@@ -250,6 +252,17 @@ def test_best_checkpoint_without_last_is_the_single_best_file(tmp_path):
     assert saved_checkpoint("best", tmp_path) == str(tmp_path / "best-00-5.ckpt")
     (tmp_path / "best-01-9.ckpt").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"2 best-\*\.ckpt files .* give --ckpt_path FILE"):
+        saved_checkpoint("best", tmp_path)
+    (tmp_path / "best-01-9.ckpt").unlink()
+    # a newer run whose last.ckpt records no best: not the earlier run's lone best file
+    torch.save({"callbacks": {}}, tmp_path / "last-v1.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"the newest run's last-v1\.ckpt in .* records none"):
+        saved_checkpoint("best", tmp_path)
+    torch.save(
+        {"callbacks": {"ModelCheckpoint{}": {"best_model_path": "/gone/best-03-4.ckpt"}}},
+        tmp_path / "last-v1.ckpt",
+    )
+    with pytest.raises(FileNotFoundError, match=r"records /gone/best-03-4\.ckpt, which is gone"):
         saved_checkpoint("best", tmp_path)
 
 

@@ -206,6 +206,15 @@ class SuiteCLI(LightningCLI):
                 "'bf16 on CPUs that have it')"
             )
 
+    def before_predict(self) -> None:
+        """A task that writes prediction files but was given nowhere to write them says so (otherwise ``predict``
+        ends with exit status 0 and nothing on disk)."""
+        if hasattr(self.model, "predict_dir") and not self.model.predict_dir:
+            rank_zero_warn(
+                "predict: --model.predict_dir is not set, so no prediction is written (give a folder, e.g. "
+                f"--model.predict_dir predictions/{self._domain})"
+            )
+
     def _add_subcommands(self, parser, **kwargs) -> None:
         """Lightning's sub-commands, with whole-sentence help (see ``SUBCOMMAND_HELP``)."""
         super()._add_subcommands(parser, **kwargs)

@@ -361,6 +361,11 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
     main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(tmp_path / "pred_bf16"))])
     assert {p.stem for p in (tmp_path / "pred_bf16" / "data").glob("*.txt")} == test_ids
 
+    # the config writes to predictions/driving_detection; with the folder unset, predict says nothing is written
+    with pytest.warns(UserWarning, match=r"--model.predict_dir is not set, so no prediction is written"):
+        main(["predict", *_cli_args(data, "--ckpt_path", str(ckpt), "--model.predict_dir", "null")])
+    assert not (tmp_path / "predictions").exists()
+
 
 def test_cli_auxiliary_semantic_loss_needs_and_uses_semantic_maps(tmp_path, monkeypatch, one_thread):
     from domains.driving.detection.__main__ import main

@@ -59,7 +59,9 @@ def pad_collate(batch: Sequence[dict]) -> dict:
 class _MaskedImages(Dataset):
     """Images with one label map each (``self.items``: image path, map path, name), read and checked alike.
 
-    Items are ``{"image": float32 (3, H, W) in [0, 1], <mask_key>: int64 (H, W), "name": str}``; ``transform``
+    Items are ``{"image": float32 (3, H, W) in [0, 1], <mask_key>: int64 (H, W), "name": str}`` plus, so that
+    ``predict`` can map its outputs back to the file's pixels, ``orig_size`` (H, W) before the transform,
+    ``unpadded_size`` (H, W) after it (``pad_collate`` may pad beyond it) and ``image_path``; ``transform``
     (albumentations) sees ``image`` and ``mask``. Subclasses name the map and may check its values.
     """
 
@@ -85,13 +87,18 @@ class _MaskedImages(Dataset):
                 f"{image_path.name} is {image.shape[1]}x{image.shape[0]}",
             )
         self._check_values(mask, mask_path)
+        orig_size = (int(image.shape[0]), int(image.shape[1]))
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
+        tensor = to_image_tensor(image)
         return {
-            "image": to_image_tensor(image),
+            "image": tensor,
             self.mask_key: torch.as_tensor(np.asarray(mask), dtype=torch.int64),
             "name": name,
+            "orig_size": orig_size,
+            "unpadded_size": (int(tensor.shape[-2]), int(tensor.shape[-1])),
+            "image_path": str(image_path),
         }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from domains.driving.classes import SEMANTIC_ID
@@ -15,7 +16,7 @@ from shared.device import to_numpy
 
 ROAD_CLASS_IDS = (SEMANTIC_ID["road"], SEMANTIC_ID["lane_marking"])
 
-__all__ = ["image_anomaly_score", "overlay_heatmap", "road_region", "write_predictions"]
+__all__ = ["image_anomaly_score", "overlay_heatmap", "road_region", "score_to_original", "write_predictions"]
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -105,6 +106,49 @@ def image_anomaly_score(
     raise ValueError(f"image_anomaly_score: method must be 'quantile' or 'topk', got {method!r}")
 
 
+def score_to_original(
+    score: np.ndarray | torch.Tensor, size: Sequence[int], unpadded: Sequence[int] | None = None
+) -> np.ndarray:
+    """A (H, W) network-resolution score map on the source image's pixels: float32 (``size``).
+
+    The loader may pad a batch bottom / right and resize each image, so the padding (beyond ``unpadded``) is cut
+    off first, then the float scores are resized bilinearly (antialiased when shrinking). Each output value is a
+    convex mix of input values, so the map keeps its range.
+    """
+    s = torch.as_tensor(score).detach().float()
+    if s.ndim != 2:
+        raise ValueError(f"score_to_original: score must be (H, W), got shape {tuple(s.shape)}")
+    h, w = (int(v) for v in (unpadded if unpadded is not None else s.shape))
+    if not (0 < h <= s.shape[0] and 0 < w <= s.shape[1]):
+        raise ValueError(
+            f"score_to_original: unpadded size {(h, w)} does not fit the score map {tuple(s.shape)}"
+        )
+    size = (int(size[0]), int(size[1]))
+    if min(size) < 1:
+        raise ValueError(f"score_to_original: target size must be positive, got {size}")
+    s = s[:h, :w]
+    if (h, w) != size:
+        s = F.interpolate(s[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
+        s = s[0, 0]
+    return to_numpy(s).astype(np.float32, copy=False)
+
+
+def _original_rgb(
+    image: torch.Tensor, size: tuple[int, int], unpadded: Sequence[int], path: str | None
+) -> np.ndarray:
+    """The picture an overlay is drawn on: the source file when its path is known and it has ``size``, else
+    the batch tensor (padding cut off) resized back to ``size``. RGB uint8 (H, W, 3)."""
+    if path:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is not None and bgr.shape[:2] == size:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    x = image.detach().float()[:, : int(unpadded[0]), : int(unpadded[1])]
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    rgb = to_numpy(x.clamp(0.0, 1.0)).transpose(1, 2, 0)
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
+
+
 def write_predictions(
     out_dir: str | Path,
     names: Sequence[str],
@@ -113,20 +157,36 @@ def write_predictions(
     alpha: float = 0.5,
     vmin: float | None = None,
     vmax: float | None = None,
+    sizes: Sequence[Sequence[int]] | None = None,
+    unpadded_sizes: Sequence[Sequence[int]] | None = None,
+    image_paths: Sequence[str | None] | None = None,
 ) -> list[dict]:
-    """Write ``<name>_score.npy`` (float32 raw score) and ``<name>_overlay.png`` per image.
+    """Write ``<name>_score.npy`` (float32 raw score) and ``<name>_overlay.png`` per image, at the source
+    image's size so that they line up with the user's own pixels.
 
-    ``images`` (B, 3, H, W) in [0, 1], ``scores`` (B, H, W). Returns one dict of paths per image.
+    ``images`` (B, 3, H, W) in [0, 1], ``scores`` (B, H, W) as the network saw them. ``sizes``: each source
+    image's (H, W) (default: the batch's H, W); ``unpadded_sizes``: each image's (H, W) inside the padded batch
+    (default: all of it); ``image_paths``: source files the overlays are drawn on (default: the batch tensor
+    resized back). Returns one dict of paths per image.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    n = len(names)
+    full = tuple(int(v) for v in scores.shape[-2:])
+    sizes = list(sizes) if sizes is not None else [full] * n
+    unpadded_sizes = list(unpadded_sizes) if unpadded_sizes is not None else [full] * n
+    image_paths = list(image_paths) if image_paths is not None else [None] * n
     written = []
-    for name, image, score in zip(names, images, scores, strict=True):
+    for name, image, score, size, unpadded, path in zip(
+        names, images, scores, sizes, unpadded_sizes, image_paths, strict=True
+    ):
         safe = Path(str(name)).name
-        score_np = score.detach().float().cpu().numpy()
+        size = (int(size[0]), int(size[1]))
+        score_np = score_to_original(score, size, unpadded)
         npy = out / f"{safe}_score.npy"
         np.save(npy, score_np)
-        overlay = overlay_heatmap(image, score_np, alpha=alpha, vmin=vmin, vmax=vmax)
+        rgb = _original_rgb(image, size, unpadded, path)
+        overlay = overlay_heatmap(rgb, score_np, alpha=alpha, vmin=vmin, vmax=vmax)
         png = out / f"{safe}_overlay.png"
         if not cv2.imwrite(str(png), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
             raise OSError(f"{png}: could not write the overlay image")

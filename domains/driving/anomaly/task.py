@@ -15,7 +15,7 @@ buffers, so checkpoints carry them.
 
 Validation: in-distribution mIoU. Test (the anomaly set, SegmentMeIfYouCan layout): pooled pixel AP /
 AUROC / FPR95 for every score, component metrics (sIoU, PPV, mean F1) and image-level AUROC for the
-selected one. Predict: per-image raw score (``.npy``) and colour overlay PNG.
+selected one. Predict: per-image raw score (``.npy``) and colour overlay PNG at the source image's size.
 """
 
 from __future__ import annotations
@@ -481,15 +481,37 @@ class AnomalySegmentationTask(BaseTask):
 
     # ------------------------------------------------------------------------------------------- predict
     def predict_step(self, batch, batch_idx):
+        """Score maps and overlays at each source image's size (``orig_size`` of the batch, its padding cut off
+        first), so they line up with the user's pixels; the image-level score stays at network resolution, as
+        ``test`` computes it, but over the image's own pixels only (``unpadded_size``), not the padding."""
         images = batch_images(batch)
-        names = batch["name"] if isinstance(batch, dict) else [f"{batch_idx}_{i}" for i in range(len(images))]
+        info = batch if isinstance(batch, dict) else {}
+        names = info.get("name", [f"{batch_idx}_{i}" for i in range(len(images))])
+        full = tuple(images.shape[-2:])
+        unpadded = [tuple(int(v) for v in s) for s in info.get("unpadded_size", [full] * len(images))]
         out = self.analyze(images)
         vmin, vmax = FIXED_RANGES.get(self.score, (None, None))
         written = write_predictions(
-            self.predict_dir, names, images, out["score"], self.overlay_alpha, vmin, vmax
+            self.predict_dir,
+            names,
+            images,
+            out["score"],
+            self.overlay_alpha,
+            vmin,
+            vmax,
+            sizes=info.get("orig_size", unpadded),
+            unpadded_sizes=unpadded,
+            image_paths=info.get("image_path"),
         )
-        for item, s in zip(written, out["image_score"], strict=True):
-            item["image_score"] = s
+        scores, pred = out["score"].float().cpu().numpy(), out["pred"].cpu().numpy()
+        for item, s, p, (h, w) in zip(written, scores, pred, unpadded, strict=True):
+            item["image_score"] = image_anomaly_score(
+                s[:h, :w],
+                road_region(p[:h, :w]),
+                self.image_score_method,
+                self.image_score_q,
+                self.image_score_k,
+            )
         return written
 
     def on_predict_epoch_end(self) -> None:

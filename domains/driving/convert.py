@@ -173,18 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the exit status of bad input, as argparse's own errors and the instance converter (the README says 2)
+INPUT_ERROR = 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     src, dst = Path(args.src), Path(args.dst)
     if not src.exists():
         print(f"error: {src}: source not found", file=sys.stderr)
-        return 1
+        return INPUT_ERROR
     if dst.exists() and (dst.is_file() or any(dst.iterdir())) and not args.overwrite:
         print(
             f"error: {dst}: destination exists and is not empty (use --overwrite to replace it)",
             file=sys.stderr,
         )
-        return 1
+        return INPUT_ERROR
     log = DropLog(strict=args.strict)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LabelFormatError, ValueError, FileNotFoundError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"error: {e}\nnothing was written to {dst}", file=sys.stderr)
-        return 1
+        return INPUT_ERROR
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

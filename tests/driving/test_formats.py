@@ -444,13 +444,13 @@ def test_converter_refuses_overwrite_and_leaves_nothing_half_written(tmp_path, c
     dst.mkdir()
     (dst / "keep.txt").write_text("precious")
     base = ["--from", "kitti", "--to", "coco", "--src", str(src), "--dst", str(dst)]
-    assert convert.main(base) == 1
+    assert convert.main(base) == 2  # the README's status for bad input
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in dst.iterdir()] == ["keep.txt"]
 
     # a bad box under --strict fails mid-way: destination untouched, no temp folder left behind
     (src / "training" / "label_2" / "000001.txt").write_text(_kitti_line("Car", (10, 5, W + 9, 30)) + "\n")
-    assert convert.main(base + ["--overwrite", "--strict"]) == 1
+    assert convert.main(base + ["--overwrite", "--strict"]) == 2
     err = capsys.readouterr().err
     assert f"{src / 'training' / 'label_2' / '000001.txt'}:1:" in err and "nothing was written" in err
     assert [p.name for p in dst.iterdir()] == ["keep.txt"]

@@ -4,7 +4,8 @@ clip, decoded into the padded batch every accident model takes.
 Batch (``collate_clips``, padded to the longest clip; B clips, T frames, N = ``max_objects`` slots):
 ``frames`` float32 (B, T, 3, H, W) in [0, 1] (absent for feature input), ``features`` float32 (B, T, D) and
 ``object_features`` float32 (B, T, N, D) (feature input only), ``boxes`` float32 (B, T, N, 4) xyxy pixels of the
-model input, ``box_valid`` bool (B, T, N), ``track_ids`` long (B, N) (-1: empty slot), ``frame_valid`` bool (B, T),
+model input (``box_scale`` float32 (B, 4): the x, y, x, y factors from the clip's own pixels), ``box_valid`` bool
+(B, T, N), ``track_ids`` long (B, N) (-1: empty slot), ``frame_valid`` bool (B, T),
 ``toa`` long (B,) (contact frame, -1 for negatives), ``fps`` float32 (B,), ``involved`` bool (B, N), ``ttc`` float32
 (B, T) (NaN where undefined), ``kind`` list[str], ``clip_id`` list[str].
 
@@ -218,6 +219,7 @@ class AccidentDataset(Dataset):
         ttc = clip.ttc[start:stop] if clip.ttc is not None else np.full(length, np.nan, dtype=np.float32)
         item.update(
             boxes=torch.from_numpy(boxes),
+            box_scale=torch.from_numpy(scale),  # boxes / box_scale: the clip's own pixels (predict's objects.csv)
             box_valid=torch.from_numpy(valid),
             track_ids=track_ids,
             toa=clip.toa - start if clip.toa >= 0 else -1,
@@ -258,6 +260,8 @@ def collate_clips(items: Sequence[dict]) -> dict:
     out = {key: pad(key, 0.0) for key in ("frames", "features", "object_features") if key in items[0]}
     out["boxes"] = pad("boxes", 0.0)
     out["box_valid"] = pad("box_valid", False)
+    if all("box_scale" in item for item in items):
+        out["box_scale"] = torch.stack([item["box_scale"] for item in items])
     out["ttc"] = pad("ttc", float("nan"))
     out["frame_valid"] = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
     out["track_ids"] = torch.stack([item["track_ids"] for item in items])

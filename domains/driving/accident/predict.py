@@ -1,7 +1,9 @@
 """Prediction outputs per clip: ``risk.csv`` (per frame), ``objects.csv`` (per frame and object) and a GIF.
 
-The GIF shows each frame with the objects' boxes coloured by their risk (green to red), under it the risk
-curve so far with the alarm threshold (dashed), the alarm moment and, when known, the contact frame. Files are
+``objects.csv`` boxes (``x1, y1, x2, y2``) are in the clip's own frame pixels (the source frames, as annotated),
+not the network input's ``data.image_size``. The GIF shows the frames the network saw (its input size) with the
+objects' boxes in those same pixels, coloured by their risk (green to red), under it the risk curve so far with
+the alarm threshold (dashed), the alarm moment and, when known, the contact frame. Files are
 written to unique temporary names and renamed together at the end, so an interrupted run leaves no
 half-written clip.
 """
@@ -62,7 +64,8 @@ def _curve(
 
 
 def draw_clip(prediction: dict) -> list[np.ndarray]:
-    """RGB uint8 frames of the annotated clip (frame with risk-coloured boxes above the risk curve)."""
+    """RGB uint8 frames of the annotated clip (frame with risk-coloured boxes above the risk curve), drawn at
+    the size of ``prediction["frames"]``: ``prediction["boxes"]`` must be in those frames' pixels."""
     frames = prediction["frames"]
     if frames is None:
         raise ValueError(f"clip {prediction['clip_id']}: no frames to draw (a features-only input)")
@@ -87,7 +90,11 @@ def draw_clip(prediction: dict) -> list[np.ndarray]:
 
 
 def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[Path]:
-    """Write one clip's ``<clip>/risk.csv``, ``<clip>/objects.csv`` and ``<clip>.gif`` under ``out_dir``."""
+    """Write one clip's ``<clip>/risk.csv``, ``<clip>/objects.csv`` and ``<clip>.gif`` under ``out_dir``.
+
+    ``objects.csv`` boxes are the clip's own pixels: ``prediction["source_boxes"]`` when given (the task's
+    ``predict_step``, whose ``boxes`` are the resized network input's, as its GIF frames), else
+    ``prediction["boxes"]`` (a caller that passes the source frames with their boxes, as the demo does)."""
     out_dir = Path(out_dir)
     clip = str(prediction["clip_id"])
     if not clip or clip in (".", "..") or any(sep in clip for sep in ("/", "\\")):
@@ -145,7 +152,8 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["frame", "track_id", "x1", "y1", "x2", "y2", "risk"])
-        boxes = np.asarray(prediction["boxes"], dtype=np.float32)
+        boxes = prediction.get("source_boxes")
+        boxes = np.asarray(prediction["boxes"] if boxes is None else boxes, dtype=np.float32)
         for t in range(len(risk)):
             for n in np.flatnonzero(valid[t]):
                 writer.writerow(

@@ -56,7 +56,8 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         max_false_alarm: the alarm threshold's cap on the share of negative validation clips that raise an alarm.
         uncertainty_samples: Monte Carlo dropout draws of the heads in ``predict`` (their spread is the
             per-frame uncertainty); 0: none.
-        predict_dir: where ``predict`` writes ``<clip>/risk.csv``, ``<clip>/objects.csv`` and ``<clip>.gif``.
+        predict_dir: where ``predict`` writes ``<clip>/risk.csv``, ``<clip>/objects.csv`` (boxes in the clip's own
+            pixels) and ``<clip>.gif`` (the frames at ``data.image_size``, boxes drawn in those pixels).
         gif: write the annotated GIF per clip (boxes coloured by risk, risk curve, alarm moment).
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
@@ -298,7 +299,11 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
     # ---------------------------------------------------------------------------------------- prediction
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """Per clip: horizon probabilities (T, H), alarm risk and its Monte Carlo spread (T,), median time to
-        contact (T,), object risks (T, N) with boxes and track ids, and the frames as uint8 for the writer."""
+        contact (T,), object risks (T, N) with boxes and track ids, and the frames as uint8 for the writer.
+
+        ``boxes`` are in the pixels of ``frames`` (the network input, ``data.image_size``: what the GIF draws);
+        ``source_boxes`` the same boxes in the clip's own frame pixels (what ``objects.csv`` reports), absent
+        when the batch has no ``box_scale``."""
         out = self.forward_batch(batch, return_hidden=self.uncertainty_samples > 0)
         probs = out["horizon_logits"].float().sigmoid()
         spread = None
@@ -307,11 +312,15 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         object_probs = out["object_logits"].float().sigmoid()
         horizons = self.model.horizons
         results = []
+        scales = batch.get("box_scale")  # the data set's resize of the clip's frames (absent: not resized)
         for i in range(len(batch["clip_id"])):
             n = int(batch["frame_valid"][i].sum())
             frames = batch.get("frames")
+            boxes = batch["boxes"][i, :n].float().cpu()
+            source = {} if scales is None else {"source_boxes": boxes / scales[i].float().cpu()}
             results.append(
                 {
+                    **source,
                     "clip_id": batch["clip_id"][i],
                     "fps": float(batch["fps"][i]),
                     "toa": int(batch["toa"][i]),
@@ -321,7 +330,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
                     "uncertainty": None if spread is None else spread[i, :n].cpu(),
                     "ttc": ttc_from_horizons(probs[i, :n], horizons).cpu(),
                     "object_risk": object_probs[i, :n].cpu(),
-                    "boxes": batch["boxes"][i, :n].cpu(),
+                    "boxes": boxes,
                     "box_valid": batch["box_valid"][i, :n].cpu(),
                     "track_ids": batch["track_ids"][i].cpu(),
                     "threshold": float(self.model.alarm_threshold),

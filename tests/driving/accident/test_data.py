@@ -68,6 +68,7 @@ def test_batch_has_the_spec_keys_shapes_and_dtypes(clips_root):
     expected = {
         "frames": ((b, t, 3, 12, 96), torch.float32),
         "boxes": ((b, t, n, 4), torch.float32),
+        "box_scale": ((b, 4), torch.float32),
         "box_valid": ((b, t, n), torch.bool),
         "track_ids": ((b, n), torch.long),
         "frame_valid": ((b, t), torch.bool),

@@ -217,6 +217,58 @@ def test_converter_round_trip_and_data_module_reads_the_json(tmp_path):
     assert len(images) == 2 and all(t["masks"].shape[0] == len(t["boxes"]) for t in targets)
 
 
+def test_converter_writes_vans_as_cars_like_training_on_the_kitti_folder(tmp_path, capsys):
+    """The README's ``--classes Car Pedestrian Cyclist`` conversion must keep the vans the configs train as cars
+    (``class_map: {Van: Car, ...}``), or convert-then-fit would learn them as background."""
+    ids = np.zeros((H, W), np.uint16)
+    ids[10:20, 0:30] = 1  # Van, 300 px
+    ids[30:40, 40:60] = 2  # Car, 200 px
+    ids[20:60, 100:108] = 3  # Truck: not a trained class either way
+    ids[40:60, 70:80] = 4  # Person_sitting, 200 px
+    labels = [("Van", (0, 10, 30, 20)), ("Car", (40, 30, 60, 40)), ("Truck", (100, 20, 108, 60))]
+    labels.append(("Person_sitting", (70, 40, 80, 60)))
+    _write_pair(tmp_path / "kitti", ids, labels)
+    out = tmp_path / "coco" / "instances.json"
+    classes = ["Car", "Pedestrian", "Cyclist"]
+    convert_main(
+        ["--from", "kitti", "--src", str(tmp_path / "kitti"), "--dst", str(out), "--classes", *classes]
+    )
+    printed = capsys.readouterr().out
+    assert "renamed by --class-map: {'Van->Car': 1, 'Person_sitting->Pedestrian': 1}" in printed
+    assert "not written (type not in --classes): {'Truck': 1}" in printed
+    saved = json.loads(out.read_text())
+    names = {c["id"]: c["name"] for c in saved["categories"]}
+    written = sorted((names[a["category_id"]], a["area"]) for a in saved["annotations"])
+    assert written == [("Car", 200), ("Car", 300), ("Pedestrian", 200)]
+
+    # training targets from the JSON and from the KITTI folder: the same labels and masks
+    def targets(fmt: str, path: Path) -> dict:
+        class_map = {"Van": "Car", "Person_sitting": "Pedestrian"}  # the configs' class_map
+        dm = InstanceDataModule(
+            fmt, str(path), classes, class_map=class_map, num_workers=0, split_fractions=(1, 0, 0)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the dropped Truck's LabelWarning; empty val / test splits
+            dm.setup("fit")
+        return dm.datasets["train"][0][1]
+
+    from_json, from_kitti = targets("coco", out), targets("kitti", tmp_path / "kitti")
+    assert sorted(from_json["labels"].tolist()) == sorted(from_kitti["labels"].tolist()) == [0, 0, 1]
+    assert sorted(from_json["masks"].sum(dim=(1, 2)).tolist()) == [200, 200, 300]
+
+    # no pairs: every name kept (Van its own category, renamed at read time by the data module's class_map)
+    out2 = tmp_path / "coco" / "kept.json"
+    convert_main(["--from", "kitti", "--src", str(tmp_path / "kitti"), "--dst", str(out2), "--class-map"])
+    assert [c["name"] for c in json.loads(out2.read_text())["categories"]] == [
+        "Car", "Van", "Truck", "Person_sitting", "DontCare"
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        convert_main(
+            ["--from", "kitti", "--src", str(tmp_path / "kitti"), "--dst", str(out2), "--class-map", "Van"]
+        )
+    assert "--class-map: 'Van' is not TYPE=CLASS" in capsys.readouterr().err
+
+
 def test_augmentation_moves_masks_and_boxes_together(tmp_path):
     ids = np.zeros((H, W), np.uint16)
     ids[10:20, 0:30] = 1

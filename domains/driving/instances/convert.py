@@ -1,7 +1,8 @@
 r"""Convert instance masks (KITTI layout with instance maps, or panoptic PNGs) to a COCO instance JSON.
 
     python -m domains.driving.instances.convert --from kitti --src data/driving/synthetic_kitti \
-        --dst data/driving/synthetic_instances.json [--classes Car Pedestrian Cyclist] [--strict]
+        --dst data/driving/synthetic_instances.json [--classes Car Pedestrian Cyclist] [--strict] \
+        [--class-map Van=Car Person_sitting=Pedestrian]
     python -m domains.driving.instances.convert --from png --src cityscapes_like/ --dst out.json --divisor 1000
 
 Masks are written as COCO compressed RLE (exact: reading the JSON back gives the same pixels), with ``bbox``
@@ -10,6 +11,11 @@ relative to the JSON's folder when the image lies under it, else absolute. DontC
 as ``iscrowd: 1`` annotations of a ``DontCare`` category, which COCO evaluation ignores. The source's sequence
 map (drives) is written beside the JSON as ``<stem>.sequences.txt``, which the instance data module reads, so
 the converted set still splits by drive.
+
+Types are renamed by ``--class-map`` before they are matched to ``--classes`` (default: the training configs'
+``class_map``, ``Van=Car Person_sitting=Pedestrian``; ``--class-map`` with no pairs keeps every name), so a
+JSON written for ``--classes Car Pedestrian Cyclist`` holds the vans as cars, the objects training on the KITTI
+folder itself uses.
 """
 
 from __future__ import annotations
@@ -23,19 +29,25 @@ from pathlib import Path
 
 import faster_coco_eval.core.mask as mask_api
 
-from domains.driving.classes import DONTCARE, KITTI_TYPES
+from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE, KITTI_TYPES
 from domains.driving.common import source_sequence_map
 from domains.driving.formats import DropLog, LabelFormatError, resolve_kitti_split
 from domains.driving.instances.data import InstanceAnnotation, read_kitti_instances, read_png_instances
 
 
 def write_coco_instances(
-    annotations: Sequence[InstanceAnnotation], json_path: str | Path, class_names: Sequence[str]
+    annotations: Sequence[InstanceAnnotation],
+    json_path: str | Path,
+    class_names: Sequence[str],
+    class_map: dict[str, str] | None = None,
 ) -> Counter:
     """Write a COCO instance JSON (category ids 1..C in ``class_names`` order, DontCare last as crowds).
 
-    Returns the count of objects not written (type neither in ``class_names`` nor DontCare).
+    ``class_map`` renames types first (``{"Van": "Car"}``), as the data modules' ``class_map`` does, so the
+    JSON holds the objects training would use. Returns the count of objects not written (renamed type neither in
+    ``class_names`` nor DontCare).
     """
+    class_map = dict(class_map or {})
     path = Path(json_path)
     root = path.parent.resolve()
     cat_ids = {name: i + 1 for i, name in enumerate(class_names)}
@@ -48,16 +60,17 @@ def write_coco_instances(
         file_name = rel.as_posix() if not rel.as_posix().startswith("..") else str(file)
         images.append({"id": image_id, "file_name": file_name, "width": rec.width, "height": rec.height})
         for obj in rec.objects:
-            crowd = obj.type == DONTCARE
-            if not crowd and obj.type not in cat_ids:
-                dropped[obj.type] += 1
+            name = class_map.get(obj.type, obj.type)
+            crowd = name == DONTCARE
+            if not crowd and name not in cat_ids:
+                dropped[name] += 1
                 continue
             counts = obj.rle["counts"]
             anns.append(
                 {
                     "id": len(anns) + 1,
                     "image_id": image_id,
-                    "category_id": crowd_id if crowd else cat_ids[obj.type],
+                    "category_id": crowd_id if crowd else cat_ids[name],
                     "segmentation": {
                         "size": list(obj.rle["size"]),
                         "counts": counts.decode() if isinstance(counts, bytes) else counts,
@@ -70,7 +83,7 @@ def write_coco_instances(
     categories = [{"id": i, "name": n, "supercategory": "road_user"} for n, i in cat_ids.items()]
     categories.append({"id": crowd_id, "name": DONTCARE, "supercategory": "ignore"})
     data = {
-        "info": {"description": "written by domains.driving.instances.convert"},
+        "info": {"description": "written by domains.driving.instances.convert", "class_map": class_map},
         "images": images,
         "annotations": anns,
         "categories": categories,
@@ -80,6 +93,17 @@ def write_coco_instances(
     tmp.write_text(json.dumps(data))
     tmp.replace(path)  # a failure leaves no half-written JSON
     return dropped
+
+
+def _parse_class_map(pairs: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``["Van=Car", ...]`` -> ``{"Van": "Car", ...}``; a pair without one ``=`` is a usage error naming it."""
+    out = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source or not target or "=" in target:
+            parser.error(f"--class-map: {pair!r} is not TYPE=CLASS (e.g. Van=Car)")
+        out[source] = target
+    return out
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -94,10 +118,19 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--classes", nargs="+", default=None, help="categories in id order (default: the types present)"
     )
+    parser.add_argument(
+        "--class-map",
+        nargs="*",
+        metavar="TYPE=CLASS",
+        default=[f"{k}={v}" for k, v in DETECTION_CLASS_MAP.items()],
+        help="renames applied before --classes, as the configs' data.class_map (default: %(default)s; "
+        "no pairs: keep every name)",
+    )
     parser.add_argument("--divisor", type=int, default=1000, help="png layout: class multiplier")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad map or id")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    class_map = _parse_class_map(args.class_map, parser)
     if args.dst.exists() and not args.overwrite:
         parser.error(f"{args.dst} exists (use --overwrite)")
     log = DropLog(strict=args.strict)
@@ -109,7 +142,7 @@ def main(argv: list[str] | None = None) -> Path:
     except (LabelFormatError, FileNotFoundError) as err:
         parser.exit(2, f"error: {err}\n")
     log.report(f"convert --from {args.source} {args.src}", stacklevel=2)
-    present = {o.type for a in items for o in a.objects} - {DONTCARE}
+    present = {class_map.get(o.type, o.type) for a in items for o in a.objects} - {DONTCARE}
     classes = args.classes or [t for t in KITTI_TYPES if t in present] + sorted(present - set(KITTI_TYPES))
     # the source's drives go beside the JSON (<stem>.sequences.txt), so the converted set still splits by
     # drive; read before anything is written, so a bad map leaves no JSON behind
@@ -120,14 +153,18 @@ def main(argv: list[str] | None = None) -> Path:
         text, sequence_note = source_sequence_map(split_root, ids)
     except ValueError as err:  # LabelFormatError included
         parser.exit(2, f"error: {err}\nnothing was written to {args.dst}\n")
-    dropped = write_coco_instances(items, args.dst, classes)
+    dropped = write_coco_instances(items, args.dst, classes, class_map)
     if text is not None:
         sequences.write_text(text)
     elif sequences.is_file():  # an older conversion's map would not match these images
         sequences.unlink()
     n = sum(len(a.objects) for a in items) - sum(dropped.values())
+    renamed = Counter(
+        f"{o.type}->{class_map[o.type]}" for a in items for o in a.objects if o.type in class_map
+    )
+    renamed_note = f"; renamed by --class-map: {dict(renamed)}" if renamed else ""
     skipped = f"; not written (type not in --classes): {dict(dropped)}" if dropped else ""
-    print(f"wrote {args.dst}: {len(items)} images, {n} masks, categories {classes}{skipped}")
+    print(f"wrote {args.dst}: {len(items)} images, {n} masks, categories {classes}{renamed_note}{skipped}")
     print(sequence_note + (f", written to {sequences}" if text is not None else ""))
     return args.dst
 

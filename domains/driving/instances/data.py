@@ -408,11 +408,14 @@ class InstanceDataset(Dataset):
         masks = decode_masks(rles, ann.height, ann.width)
         ignore = decode_masks(ignore_rles, ann.height, ann.width).any(axis=0).astype(np.uint8)
         if self.transform is not None:
+            # the ignore mask rides last, so an image with no objects still sends one mask through the
+            # transform and gets back the transformed size for its (0, H', W') object stack
             out = self.transform(image=image, masks=[*masks, ignore])
             image = out["image"]
             moved = np.asarray(out["masks"], dtype=np.uint8)
             masks, ignore = moved[:-1], moved[-1]
-        keep = masks.reshape(len(masks), -1).any(axis=1)
+        # any over (H, W), not a reshape to (K, -1): numpy cannot infer -1 for K = 0 objects
+        keep = masks.any(axis=(1, 2))
         masks_t = torch.from_numpy(np.ascontiguousarray(masks[keep]))
         target = {
             "masks": masks_t,

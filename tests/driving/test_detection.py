@@ -361,6 +361,31 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
     main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(tmp_path / "pred_bf16"))])
     assert {p.stem for p in (tmp_path / "pred_bf16" / "data").glob("*.txt")} == test_ids
 
+    # your own images, unlabelled, of any size, in nested folders; an unreadable one is skipped and counted
+    own = tmp_path / "own"
+    (own / "drive_b").mkdir(parents=True)
+    cv2.imwrite(str(own / "a.jpg"), np.full((61, 97, 3), 90, np.uint8))
+    cv2.imwrite(str(own / "drive_b" / "b.png"), np.full((130, 50), 200, np.uint8))  # grey
+    (own / "drive_b" / "broken.png").write_bytes(b"not an image")
+    mine = tmp_path / "mine"
+    with pytest.warns(
+        UserWarning, match=r"1 of 3 images cannot be read and are not predicted, e\.g\. .*broken"
+    ):
+        main(
+            [
+                "predict",
+                *_cli_args(
+                    data, *predict[:2], "--data.predict_path", str(own), "--model.predict_dir", str(mine)
+                ),
+            ]
+        )
+    assert sorted(p.name for p in (mine / "images").iterdir()) == ["a.png", "b.png"]
+    assert cv2.imread(str(mine / "images" / "b.png")).shape == (130, 50, 3)  # drawn at the image's own size
+    assert sorted(p.name for p in (mine / "data").iterdir()) == ["a.txt", "b.txt"]
+    (own / "drive_b" / "a.png").write_bytes((own / "drive_b" / "b.png").read_bytes())
+    with pytest.raises(ValueError, match=r"1 image names repeat \(e\.g\. .*a\.jpg and .*a\.png\)"):
+        main(["predict", *_cli_args(data, *predict[:2], "--data.predict_path", str(own))])
+
     # the config writes to predictions/driving_detection; with the folder unset, predict says nothing is written
     with pytest.warns(UserWarning, match=r"--model.predict_dir is not set, so no prediction is written"):
         main(["predict", *_cli_args(data, "--ckpt_path", str(ckpt), "--model.predict_dir", "null")])

@@ -119,3 +119,15 @@ def test_cli_fit_test_and_predict_run_on_frames_without_objects(tmp_path, monkey
     assert sorted(p.stem for p in (out / "instances").glob("*.png")) == ["000000", "000001"]
     ids = cv2.imread(str(out / "instances/000000.png"), cv2.IMREAD_UNCHANGED)
     assert ids.dtype == np.uint16 and ids.shape == (H, W)
+    # your own unlabelled images (no label_2/, no instance maps), one of another size
+    own = tmp_path / "own"
+    own.mkdir()
+    cv2.imwrite(str(own / "dashcam_1.png"), np.full((H, W, 3), 120, np.uint8))
+    cv2.imwrite(str(own / "dashcam_2.jpg"), np.full((H + 7, W - 5, 3), 60, np.uint8))
+    mine = tmp_path / "mine"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["predict", *_cli_args(empty, "--data.predict_path", str(own), "--model.predict_dir", str(mine))])
+    assert sorted(p.stem for p in (mine / "instances").glob("*.png")) == ["dashcam_1", "dashcam_2"]
+    ids = cv2.imread(str(mine / "instances/dashcam_2.png"), cv2.IMREAD_UNCHANGED)
+    assert ids.shape == (H + 7, W - 5)  # at the image's own size

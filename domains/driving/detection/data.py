@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -22,9 +24,12 @@ from domains.driving.common import (
     warn_empty_splits,
 )
 from domains.driving.formats import (
+    IMAGE_EXTENSIONS,
     KITTI_TYPES,
     ImageAnnotation,
     LabelFormatError,
+    LabelWarning,
+    image_size,
     read_coco,
     read_kitti_dir,
     read_yolo,
@@ -209,10 +214,15 @@ class DetectorDataModule(SplitLoaders):
         crop_scale: [min, max] share of the image area a zoom-in training crop keeps (resized back to
             ``image_size``).
         crop_prob: share of training images that get a zoom-in crop.
+        predict_path: ``predict`` on your own images instead of the test split: a folder (searched recursively)
+            or one image file; no labels needed, and data_path is not read. Unreadable images are skipped and
+            counted.
     """
 
     #: the ``data_format`` values the subclass reads
     data_formats: tuple[str, ...] = ()
+    #: the record of an image without labels (``predict_path``)
+    record_type: type = ImageAnnotation
 
     def __init__(
         self,
@@ -230,6 +240,7 @@ class DetectorDataModule(SplitLoaders):
         max_items: int | None = None,
         crop_scale: tuple[float, float] = (0.6, 1.0),
         crop_prob: float = 0.5,
+        predict_path: str | None = None,
     ):
         super().__init__()
         owner = type(self).__name__
@@ -253,6 +264,7 @@ class DetectorDataModule(SplitLoaders):
         except ValueError as err:
             raise ValueError(f"{owner}: bad crop_scale {crop_scale} / crop_prob {crop_prob}: {err}") from err
         self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
+        self.predict_path = predict_path
         self.splits: dict[str, list] = {}
         self.datasets: dict[str, Dataset] = {}
 
@@ -260,8 +272,12 @@ class DetectorDataModule(SplitLoaders):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def _predicting_own_images(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return self.predict_path is not None and trainer is not None and trainer.state.fn == "predict"
+
     def prepare_data(self) -> None:
-        if self.data_path is None:
+        if self.data_path is None and not self._predicting_own_images():
             default_kitti_root()
 
     def _read_splits(self) -> dict[str, list]:
@@ -279,12 +295,57 @@ class DetectorDataModule(SplitLoaders):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if stage == "predict" and self.predict_path is not None:
+            if "predict" not in self.datasets:
+                self.datasets["predict"] = self.make_dataset("predict", self.predict_records())
+            return
+        if self.splits:
             return
         self.splits = self._read_splits()
         warn_empty_splits(self.splits, type(self).__name__)
         for name, items in self.splits.items():
             self.datasets[name] = self.make_dataset(name, items)
+
+    def predict_records(self) -> list[ImageAnnotation]:
+        """Label-free records of ``predict_path``'s images (sizes from their headers). An unreadable image is
+        skipped and counted in one warning; two images of one name are refused (each writes ``<name>.*``)."""
+        root = Path(self.predict_path)
+        if root.is_file():
+            paths = [root]
+        elif root.is_dir():
+            paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
+        if not paths:
+            raise FileNotFoundError(f"--data.predict_path {root}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        records, unreadable = [], []
+        for path in paths:
+            try:
+                height, width = image_size(path)
+            except LabelFormatError as err:
+                unreadable.append(str(err))
+                continue
+            records.append(self.record_type(str(path), width, height))
+        if unreadable:
+            warnings.warn(
+                f"--data.predict_path {root}: {len(unreadable)} of {len(paths)} images cannot be read and are "
+                f"not predicted, e.g. {unreadable[0]}",
+                LabelWarning,
+                stacklevel=2,
+            )
+        if not records:
+            raise LabelFormatError(root, None, f"none of its {len(paths)} images can be read")
+        names = Counter(record.image_id for record in records)
+        if repeated := [name for name, count in names.items() if count > 1]:
+            same = [r.image_path for r in records if r.image_id == repeated[0]]
+            raise ValueError(
+                f"--data.predict_path {root}: {len(repeated)} image names repeat (e.g. {' and '.join(same[:2])}); "
+                "predict writes one file per name: predict the folders one at a time"
+            )
+        return records
+
+    def predict_dataloader(self):
+        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
 
     collate_fn = staticmethod(detection_collate)
 

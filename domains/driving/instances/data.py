@@ -470,6 +470,8 @@ class InstanceDataModule(DetectorDataModule):
             items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file
         )
 
+    record_type = InstanceAnnotation
+
     def make_dataset(self, name: str, items: list[InstanceAnnotation]) -> InstanceDataset:
         # the detector's steps on the masks alone: the boxes are re-derived from the moved masks
         return InstanceDataset(

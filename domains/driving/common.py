@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from domains.driving.formats import (
+    IMAGE_EXTENSIONS,
     LabelFormatError,
     LabelWarning,
+    image_size,
 )
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
@@ -57,6 +59,44 @@ def read_label_map(path: str | Path) -> np.ndarray:
         else:
             raise LabelFormatError(path, None, f"label mask must be single-channel, got shape {label.shape}")
     return label
+
+
+def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> list[tuple[Path, int, int]]:
+    """``(path, height, width)`` of the images a ``--data.predict_path`` names: a folder (searched recursively) or
+    one file, sizes from the headers. An unreadable image is skipped and counted in one warning; two images of
+    one ``name`` are refused (predict writes ``<name>.*`` per image)."""
+    root = Path(predict_path)
+    if root.is_file():
+        paths = [root]
+    elif root.is_dir():
+        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    else:
+        raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
+    if not paths:
+        raise FileNotFoundError(f"--data.predict_path {root}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    found, unreadable = [], []
+    for path in paths:
+        try:
+            found.append((path, *image_size(path)))
+        except LabelFormatError as err:
+            unreadable.append(str(err))
+    if unreadable:
+        warnings.warn(
+            f"--data.predict_path {root}: {len(unreadable)} of {len(paths)} images cannot be read and are not "
+            f"predicted, e.g. {unreadable[0]}",
+            LabelWarning,
+            stacklevel=3,
+        )
+    if not found:
+        raise LabelFormatError(root, None, f"none of its {len(paths)} images can be read")
+    names = Counter(name(path) for path, _, _ in found)
+    if repeated := [n for n, count in names.items() if count > 1]:
+        same = [str(path) for path, _, _ in found if name(path) == repeated[0]]
+        raise ValueError(
+            f"--data.predict_path {root}: {len(repeated)} image names repeat (e.g. {' and '.join(same[:2])}); "
+            "predict writes one file per name: predict the folders one at a time"
+        )
+    return found
 
 
 def read_annotated_rgb(ann) -> np.ndarray:

@@ -489,6 +489,19 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     rows = (out / "image_scores.csv").read_text().splitlines()
     assert rows[0].startswith("name,image_score_outlier_prob") and len(rows) == 5
 
+    # your own photos (no labels_masks/, any size, nested), one unreadable: skipped and counted
+    own = tmp_path / "own"
+    (own / "drive").mkdir(parents=True)
+    cv2.imwrite(str(own / "road.jpg"), np.full((70, 150, 3), 100, np.uint8))
+    cv2.imwrite(str(own / "drive" / "night.png"), np.full((40, 41), 30, np.uint8))
+    (own / "drive" / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    mine = tmp_path / "mine"
+    with pytest.warns(UserWarning, match=r"1 of 3 images cannot be read and are not predicted"):
+        main(["predict", *_cli_args(tiny_sets), "--ckpt_path", "last", "--data.predict_path", str(own),
+              "--model.predict_dir", str(mine)])  # fmt: skip
+    assert np.load(mine / "road_score.npy").shape == (70, 150) and np.load(mine / "night_score.npy").shape == (40, 41)
+    assert [r.split(",")[0] for r in (mine / "image_scores.csv").read_text().splitlines()[1:]] == ["night", "road"]
+
     # test and predict under bf16 autocast (CPU here; on a GPU this crashed turning a bf16 map into numpy)
     bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed"]
     cli = main(["test", *_cli_args(tiny_sets), *bf16])

@@ -17,6 +17,7 @@ from domains.driving.common import (
     IGNORE_INDEX,
     default_anomaly_root,
     default_kitti_root,
+    predict_images,
     read_label_map,
     read_rgb,
     read_sequence_groups,
@@ -220,6 +221,32 @@ def segmentation_transforms(
     return None
 
 
+class PredictImages(Dataset):
+    """Your own road photos for ``predict`` (no labels): items as :class:`AnomalyDataset`'s without ``label``.
+    ``images``: ``(path, height, width)`` from :func:`~domains.driving.common.predict_images`."""
+
+    def __init__(self, images: Sequence[tuple[Path, int, int]], transform: A.Compose | None = None):
+        self.images, self.transform = list(images), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        path = self.images[i][0]
+        image = read_rgb(path)
+        orig_size = (int(image.shape[0]), int(image.shape[1]))
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        tensor = to_image_tensor(image)
+        return {
+            "image": tensor,
+            "name": Path(path).stem,
+            "orig_size": orig_size,
+            "unpadded_size": (int(tensor.shape[-2]), int(tensor.shape[-1])),
+            "image_path": str(path),
+        }
+
+
 class SegmentationDataModule(SplitLoaders):
     """Semantic segmentation (train / val from a KITTI-layout split by sequence) and road-anomaly test / predict.
 
@@ -239,6 +266,9 @@ class SegmentationDataModule(SplitLoaders):
             0 normal, 1 anomaly, 255 void: RoadAnomaly21, RoadObstacle21, Fishyscapes); null: the synthetic one.
         split_fractions: train / val shares, split by sequence.
         repeat_threshold: repeat-factor sampling of training images by the classes their maps hold; null: off.
+        predict_path: ``predict`` on your own photos instead of the anomaly test set: a folder (searched
+            recursively) or one image; no labels needed, and neither data_path nor anomaly_path is read.
+            Unreadable images are skipped and counted.
     """
 
     def __init__(
@@ -253,6 +283,7 @@ class SegmentationDataModule(SplitLoaders):
         anomaly_path: str | None = None,
         split_fractions: tuple[float, float] = (0.85, 0.15),
         repeat_threshold: float | None = None,
+        predict_path: str | None = None,
     ):
         super().__init__()
         if len(split_fractions) != 2:
@@ -269,16 +300,28 @@ class SegmentationDataModule(SplitLoaders):
         self.anomaly_path = anomaly_path
         self.split_fractions = tuple(split_fractions)
         self.repeat_threshold = repeat_threshold
+        self.predict_path = predict_path
         self.datasets: dict[str, Dataset] = {}
 
+    def _predicting_own_images(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return self.predict_path is not None and trainer is not None and trainer.state.fn == "predict"
+
     def prepare_data(self) -> None:
+        if self._predicting_own_images():
+            return
         if self.data_path is None:
             default_kitti_root()
         if self.anomaly_path is None:
             default_anomaly_root()
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.datasets:
+        if stage == "predict" and self.predict_path is not None:
+            if "predict" not in self.datasets:
+                images = predict_images(self.predict_path)
+                self.datasets["predict"] = PredictImages(images, segmentation_transforms(False, self.image_size))
+            return
+        if "train" not in self.datasets:
             root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
             base = resolve_kitti_split(root)
             ids = sorted(images_by_stem(base / "image_2"))
@@ -294,5 +337,8 @@ class SegmentationDataModule(SplitLoaders):
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
             self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
+
+    def predict_dataloader(self):
+        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
 
     collate_fn = staticmethod(pad_collate)

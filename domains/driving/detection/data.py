@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -16,6 +14,7 @@ from torch.utils.data import Dataset
 from domains.driving.common import (
     data_source,
     default_kitti_root,
+    predict_images,
     read_annotated_rgb,
     read_label_map,
     sort_objects,
@@ -24,12 +23,9 @@ from domains.driving.common import (
     warn_empty_splits,
 )
 from domains.driving.formats import (
-    IMAGE_EXTENSIONS,
     KITTI_TYPES,
     ImageAnnotation,
     LabelFormatError,
-    LabelWarning,
-    image_size,
     read_coco,
     read_kitti_dir,
     read_yolo,
@@ -307,42 +303,9 @@ class DetectorDataModule(SplitLoaders):
             self.datasets[name] = self.make_dataset(name, items)
 
     def predict_records(self) -> list[ImageAnnotation]:
-        """Label-free records of ``predict_path``'s images (sizes from their headers). An unreadable image is
-        skipped and counted in one warning; two images of one name are refused (each writes ``<name>.*``)."""
-        root = Path(self.predict_path)
-        if root.is_file():
-            paths = [root]
-        elif root.is_dir():
-            paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
-        if not paths:
-            raise FileNotFoundError(f"--data.predict_path {root}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-        records, unreadable = [], []
-        for path in paths:
-            try:
-                height, width = image_size(path)
-            except LabelFormatError as err:
-                unreadable.append(str(err))
-                continue
-            records.append(self.record_type(str(path), width, height))
-        if unreadable:
-            warnings.warn(
-                f"--data.predict_path {root}: {len(unreadable)} of {len(paths)} images cannot be read and are "
-                f"not predicted, e.g. {unreadable[0]}",
-                LabelWarning,
-                stacklevel=2,
-            )
-        if not records:
-            raise LabelFormatError(root, None, f"none of its {len(paths)} images can be read")
-        names = Counter(record.image_id for record in records)
-        if repeated := [name for name, count in names.items() if count > 1]:
-            same = [r.image_path for r in records if r.image_id == repeated[0]]
-            raise ValueError(
-                f"--data.predict_path {root}: {len(repeated)} image names repeat (e.g. {' and '.join(same[:2])}); "
-                "predict writes one file per name: predict the folders one at a time"
-            )
-        return records
+        """Label-free records of ``predict_path``'s images (:func:`~domains.driving.common.predict_images`)."""
+        found = predict_images(self.predict_path, name=lambda path: self.record_type(str(path), 0, 0).image_id)
+        return [self.record_type(str(path), width, height) for path, height, width in found]
 
     def predict_dataloader(self):
         return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)

@@ -120,6 +120,7 @@ class SuiteCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             _check_nulls(config.get(group), group, cls)
+        self._follow_root_dir(config)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         alias = ckpt_path if ckpt_path in ("best", "last") else None
         if subcommand in ("validate", "test", "predict") and alias:
@@ -133,6 +134,29 @@ class SuiteCLI(LightningCLI):
             self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
             self._check_shared_settings(ckpt_path, config)
             self._report_other_network(ckpt_path, config)
+
+    def _follow_root_dir(self, config) -> None:
+        """``--trainer.default_root_dir DIR`` moves the logs and checkpoints too: the defaults (and the shipped
+        configs) put them under ``lightning_logs/<domain>``, which Lightning does not derive from the root dir, so
+        they stayed there. Paths under that default folder move under ``DIR``; others are left as given."""
+        default = Path(f"lightning_logs/{self._domain}")
+        root = config.get("trainer.default_root_dir")
+        if not root or Path(root) == default:
+            return
+
+        def moved(path: str) -> str:
+            try:
+                return str(Path(root) / Path(path).relative_to(default))
+            except ValueError:  # not under the default folder: the user's own choice
+                return path
+
+        loggers = config.get("trainer.logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and init_args.get("save_dir"):
+                init_args["save_dir"] = moved(str(init_args["save_dir"]))
+        if config.get("checkpoint.dirpath"):
+            config["checkpoint.dirpath"] = moved(str(config["checkpoint.dirpath"]))
 
     def _check_shared_settings(self, ckpt_path: str, config) -> None:
         """The classes and input channels the data gives the model (``CLI_LINKS``) must be the checkpoint's: one

@@ -245,6 +245,28 @@ def test_best_and_last_checkpoints_are_found_by_a_later_command(tmp_path, monkey
             )
 
 
+def test_default_root_dir_moves_the_logs_and_checkpoints_too(tmp_path, monkeypatch):
+    """The loggers and checkpoint folder default to lightning_logs/<domain>; a given root dir used to leave them
+    there."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs" / "a"
+    args = ["fit", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    cli = run_cli(
+        TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+        args=[*args, "--trainer.default_root_dir", str(root)],
+    )  # fmt: skip
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert (root / "csv").is_dir() and (root / "tensorboard").is_dir()
+    assert Path(cli.trainer.checkpoint_callback.dirpath) == root / "checkpoints"
+    assert not (tmp_path / "lightning_logs").exists()
+    own = tmp_path / "mine"  # a folder of one's own is left as given
+    run_cli(
+        TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+        args=[*args, "--trainer.default_root_dir", str(root), "--checkpoint.dirpath", str(own)],
+    )  # fmt: skip
+    assert (own / "last.ckpt").is_file()
+
+
 def test_best_checkpoint_without_last_is_the_single_best_file(tmp_path):
     from shared.cli import saved_checkpoint
 

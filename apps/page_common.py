@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import streamlit as st
@@ -16,6 +17,25 @@ OVERRIDES = "own_checkpoints"  # session state: demo key -> a checkpoint path th
 def _load(key: str, path: str, mtime: float):
     """One load per weight file version (``mtime`` is part of the key: a retrained file reloads)."""
     return dm.load_task(key, path)
+
+
+NOT_A_CHECKPOINT = "not a PyTorch Lightning checkpoint"
+WHERE_CHECKPOINTS = "Checkpoints are e.g. `lightning_logs/<domain>/checkpoints/last.ckpt`."
+
+
+def checkpoint_error(exc: Exception) -> str:
+    """A short reason why a checkpoint cannot be used. torch's weights-only refusal (a file holding pickled
+    objects other than tensors and plain containers: a whole model, custom classes) is replaced by one sentence:
+    its own text advises turning that safety off, which would let the file run code."""
+    text = str(exc)
+    if "weights_only" in text or "Weights only load failed" in text or "WeightsUnpickler" in text:
+        return (
+            f"{NOT_A_CHECKPOINT} the demo can read: it holds pickled Python objects besides tensors and plain "
+            "containers (a whole saved model, or custom classes?), and the demo reads checkpoints as data only, so "
+            "that no code in a file can run. Save the model with the Lightning Trainer (a ModelCheckpoint or "
+            "`trainer.save_checkpoint`)"
+        )
+    return f"{type(exc).__name__}: {text}"
 
 
 def model_path(key: str) -> Path | None:
@@ -38,9 +58,7 @@ def load_model(key: str):
     except Exception as exc:
         if not own:
             raise
-        st.error(
-            f"Your checkpoint `{own}` was not loaded: {type(exc).__name__}: {exc}. Showing the demo model."
-        )
+        st.error(f"Your checkpoint `{own}` was not loaded: {checkpoint_error(exc)}. Showing the demo model.")
         st.session_state[OVERRIDES].pop(key, None)
         default = dm.find_checkpoint(key)
         return None if default is None else _load(key, str(default), default.stat().st_mtime)
@@ -83,10 +101,15 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: s
     if not Path(path).is_file():
         st.sidebar.error(f"No such checkpoint file: `{path}`")
         return
+    if not zipfile.is_zipfile(path):  # the check of shared.task.check_checkpoint_file, before torch reads it
+        st.sidebar.error(
+            f"`{path}`: {NOT_A_CHECKPOINT} (not a zip archive as torch.save writes). {WHERE_CHECKPOINTS}"
+        )
+        return
     try:
         key = route(path) if route else keys[0]
     except Exception as exc:  # noqa: BLE001 - an unreadable file: say what it is
-        st.sidebar.error(f"`{path}` is not a checkpoint this page can use: {type(exc).__name__}: {exc}")
+        st.sidebar.error(f"`{path}` is not a checkpoint this page can use: {checkpoint_error(exc)}")
         return
     overrides[key] = path
     if len(keys) > 1:

@@ -4,7 +4,9 @@ map, frame score) on one photo."""
 from __future__ import annotations
 
 import functools
+import math
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -21,6 +23,10 @@ INSTANCES = "driving_instances"
 #: models whose best / worst test frames (shipped in apps/examples) the scene list offers, and their names
 FRAME_EXAMPLES = {DETECTION: "detector", INSTANCES: "instance segmenter"}
 DISPLAY_WIDTH = 1280  # overlays are drawn at most this wide (downloads use the full size)
+#: (min, max, start, step) of the slider "outline this image's top % of pixels", for scores without a fixed scale
+RELATIVE_TOP = (0.1, 10.0, 1.0, 0.1)
+#: what the driving models saw, for the warning on photos unlike it
+TRAINED_ON = "The models learnt from wide dashcam frames (640x192, 3.3:1) of synthetic streets"
 
 
 # ------------------------------------------------------------------------------------------------ caching
@@ -169,8 +175,6 @@ def _example_scenes(scenes: list[tuple[str, str, str | None]]) -> list[tuple[str
 def _example_truth(key: str, path: str | None) -> str | None:
     """When ``path`` is one of ``key``'s recorded test frames: which one, its F1 at the card's operating point
     and what its KITTI labels hold, to hold against what the tab finds (None otherwise)."""
-    from collections import Counter
-
     from domains.driving.formats import read_kitti_label
 
     if path is None or _own(key):
@@ -189,23 +193,62 @@ def _example_truth(key: str, path: str | None) -> str | None:
     return None
 
 
+def _fixed_range(segmenter, score: str) -> tuple[float, float] | None:
+    """The range a score cannot leave, whatever the photo: the probabilities' 0..1 (``FIXED_RANGES``) and the
+    softmax entropy's 0..ln C (C: the model's classes; the score's blur keeps it inside). None for the unbounded
+    scores (max_logit, sml, energy, mahalanobis: logits, energies, distances)."""
+    from domains.driving.anomaly.model import FIXED_RANGES
+
+    if score in FIXED_RANGES:
+        lo, hi = FIXED_RANGES[score]
+        return float(lo), float(hi)
+    if score == "entropy":
+        return 0.0, math.log(int(segmenter.model.num_classes))
+    return None
+
+
+def _fixed_start(score: str, lo: float, hi: float) -> tuple[float, float, str]:
+    """(start, step, help) of the threshold slider of a fixed-range score: the weights' operating point for the
+    score it was measured for (95 % of outlier pixels flagged on validation images with pasted objects, in
+    the model card), else a value with a plain meaning."""
+    point = {} if _own(ANOMALY) else dm.operating_point(ANOMALY)
+    if point.get("score") == score:
+        start = float(point["threshold"])
+        why = (
+            f"Starts at {start:.3g}: on validation images with pasted objects, 95 % of object pixels score at least "
+            f"this, and {100 * point['fpr']:.1f} % of road-scene pixels do."
+        )
+    elif score == "entropy":
+        start = math.log(2)
+        why = (
+            f"Starts at ln 2 = {start:.3f} nats: as unsure as an even split between two classes (the maximum, "
+            f"{hi:.3f} = ln {round(math.exp(hi))}, is an even split over all classes)."
+        )
+    elif score == "msp":
+        start = 0.5
+        why = "Starts at 0.5: the most likely class has at most 50 % probability."
+    else:
+        start = 0.5
+        why = "Starts at 0.5: even odds that the pixel is an outlier."
+    return float(min(max(start, lo), hi)), max((hi - lo) / 100, 1e-6), why
+
+
+def _relative_note(
+    score: str, lo: float, hi: float, top: float, threshold: float, names: list[str], segmenter
+) -> str:
+    """What the view of a score without a fixed scale shows, and what it does not."""
+    fixed = [f"`{n}`" for n in names if _fixed_range(segmenter, n) is not None]
+    instead = f" For that, pick a score with a fixed scale ({', '.join(fixed)})." if fixed else ""
+    return (
+        f"`{score}` has no fixed scale, so here the colours and the outline are relative to this image: blue is "
+        f"its lowest score ({lo:.3g}), red its highest ({hi:.3g}), and the outline marks its top {top:g} % of "
+        f"pixels (score >= {threshold:.3g}), on every photo, with or without anything on the road. It shows where "
+        f"the model is least sure in this photo, not whether the scene holds an anomaly.{instead}"
+    )
+
+
 def _own(key: str) -> bool:
     return bool(st.session_state.get(pc.OVERRIDES, {}).get(key))
-
-
-def _far_from_training(width: int, height: int) -> str | None:
-    """A plain warning when a photo is unlike the wide dashcam frames the models learnt from."""
-    if height >= width:
-        return (
-            f"This photo is {'portrait' if height > width else 'square'} ({width}x{height}). The models learnt from "
-            "wide dashcam frames (640x192, 3.3:1) of synthetic streets: expect missed objects and false alarms."
-        )
-    if width / height < 1.3:
-        return (
-            f"This photo ({width}x{height}) is much less wide than the dashcam frames the models learnt from "
-            "(640x192): expect missed objects and false alarms."
-        )
-    return None
 
 
 # ------------------------------------------------------------------------------------------------- page
@@ -254,9 +297,13 @@ if source == SYNTHETIC:
     name = Path(image_path).name
 else:
     uploaded = pc.upload_or_stop(
-        "Road photo (PNG or JPEG, any size)",
+        f"Road photo (PNG or JPEG, up to {up.MAX_PIXELS / 1e6:.0f} megapixels)",
         key="driving_upload",
-        help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Grey, RGBA and 16-bit images are converted to 8-bit RGB.",
+        help_text=(
+            f"Up to {up.MAX_UPLOAD_MB} MB and {up.MAX_PIXELS / 1e6:.0f} megapixels (e.g. 7200x5400; downscale a "
+            "larger photo first: the models work on a shrunk copy anyway). Grey, RGBA and 16-bit "
+            "images are converted to 8-bit RGB."
+        ),
         prompt="Upload a road photo, or pick a synthetic scene above.",
     )
     data, name = uploaded.getvalue(), uploaded.name
@@ -267,7 +314,7 @@ except up.UploadError as exc:
     st.stop()
 pc.show_notes(decoded.notes)
 image = decoded.image
-if source == UPLOAD and (warning := _far_from_training(image.shape[1], image.shape[0])):
+if source == UPLOAD and (warning := up.unlike_dashcam(image.shape[1], image.shape[0], "photo", TRAINED_ON)):
     st.warning(warning)
 digest = pc.digest(data)
 height, width = image.shape[:2]
@@ -320,12 +367,48 @@ def _score_slider(column, key: str, task, slider_key: str, judge: str, items: st
     )
 
 
-def _nothing_shown_note(pred: dict, kept: dict, below: int, threshold: float, thing: str) -> None:
-    if not len(kept["scores"]) and below:
+def _nothing_shown_note(
+    pred: dict,
+    kept: dict,
+    threshold: float,
+    chosen: list[str],
+    class_names: list[str],
+    things: tuple[str, str],
+) -> None:
+    """When the model found something but nothing is drawn, say what hides it: the class filter (``chosen``),
+    the score threshold, or both; ``things``: the singular and plural ("box", "boxes")."""
+    if len(kept["scores"]) or not len(pred["scores"]):
+        return
+    one, many = things
+    names = np.array(class_names)[pred["labels"].astype(int)]
+    selected = np.isin(names, chosen)
+    above = pred["scores"] >= threshold
+    hidden = Counter(names[above & ~selected].tolist())  # reach the threshold, hidden by the class filter
+    listed = ", ".join(f"{cls} {n}" for cls, n in sorted(hidden.items()))
+    n = sum(hidden.values())
+    if not chosen:
         st.info(
-            f"No {thing} reaches the threshold {threshold:.2f}; the best score here is "
-            f"{float(pred['scores'].max()):.2f}. Lower the slider to see the weaker ones."
+            f"No class is selected under Classes: {n} {one if n == 1 else many} at or above the threshold "
+            f"{threshold:.2f} {'is' if n == 1 else 'are'} hidden ({listed}). Select classes to see them."
+            if n
+            else f"No class is selected under Classes (and no {one} reaches the threshold {threshold:.2f})."
         )
+        return
+    which = "" if set(chosen) == set(class_names) else " or ".join(chosen) + " "
+    if selected.any():
+        best = float(pred["scores"][selected].max())
+        text = (
+            f"No {which}{one} reaches the threshold {threshold:.2f}; the best {which.strip() + ' ' if which else ''}"
+            f"score here is {best:.2f}. Lower the slider to see the weaker ones."
+        )
+    else:
+        text = f"The model found no {which}{one} here."
+    if n:
+        text += (
+            f" {n} {one if n == 1 else many} of other classes ({listed}) {'reaches' if n == 1 else 'reach'} the "
+            "threshold but the class filter hides them: select their classes under Classes to see them."
+        )
+    st.info(text)
 
 
 def _result_or_error(run, what: str):
@@ -364,7 +447,7 @@ def _objects() -> None:
         caption=f"{len(kept['scores'])} of {len(pred['scores'])} detections shown; {below} below the score threshold",
         width="stretch",
     )
-    _nothing_shown_note(pred, kept, below, threshold, "box")
+    _nothing_shown_note(pred, kept, threshold, chosen, class_names, ("box", "boxes"))
     if len(kept["scores"]):
         st.dataframe(
             [
@@ -424,7 +507,7 @@ def _instances() -> None:
         caption=f"{len(kept['scores'])} of {len(pred['scores'])} instances shown; {below} below the score threshold",
         width="stretch",
     )
-    _nothing_shown_note(pred, kept, below, threshold, "instance")
+    _nothing_shown_note(pred, kept, threshold, chosen, class_names, ("instance", "instances"))
     order = ids_shown[1]  # id k of the table, the PNG and the text list: kept[...][order[k - 1]]
     if order:
         st.dataframe(
@@ -493,29 +576,27 @@ def _anomalies() -> None:
     )
     if result is None:
         return
-    lo, hi = dm.score_range(segmenter, score_name, result["score"])
-    # Start at the weights' operating point (95 % of outlier pixels flagged on validation images with pasted
-    # objects, recorded in the model card) for the score it was measured for.
-    point = {} if _own(ANOMALY) else dm.operating_point(ANOMALY)
-    if point.get("score") == score_name:
-        default = float(point["threshold"])
+    fixed = _fixed_range(segmenter, score_name)
+    if fixed is not None:
+        # one scale for every photo: the colours and the share of pixels above the threshold compare across
+        # scenes, and a threshold the user set stays when the scene changes (the slider's range does not move)
+        lo, hi = fixed
+        start, step, why = _fixed_start(score_name, lo, hi)
+        threshold = c2.slider(
+            "Anomaly threshold", lo, hi, start, step, key=f"driving_ano_threshold_{score_name}", help=why
+        )
+        top = None
     else:
-        default = 0.5 if (lo, hi) == (0.0, 1.0) else float(np.quantile(result["score"], 0.99))
-    step = max((hi - lo) / 100, 1e-6)
-    threshold = c2.slider(
-        "Anomaly threshold",
-        float(lo),
-        float(hi),
-        float(min(max(default, lo), hi)),
-        step,
-        key=f"driving_ano_threshold_{score_name}",
-        help=(
-            f"Starts at {point['threshold']:.3g}: on validation images with pasted objects, 95 % of object pixels "
-            f"score at least this, and {100 * point['fpr']:.1f} % of road-scene pixels do."
-            if point.get("score") == score_name
-            else "Pixels at or above it are outlined."
-        ),
-    )
+        # no fixed scale: colours span this image's own scores, and the slider picks a share of its pixels
+        # (a fixed range, so the user's choice stays when the scene changes); said on the page
+        lo, hi = dm.score_range(segmenter, score_name, result["score"])
+        top = c2.slider(
+            "Outline this image's top % of pixels",
+            *RELATIVE_TOP,
+            key=f"driving_ano_top_{score_name}",
+            help=f"`{score_name}` has no fixed scale: the threshold is this image's own percentile.",
+        )
+        threshold = float(np.quantile(result["score"], 1 - top / 100))
     alpha = c3.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="driving_ano_alpha")
     st.caption(
         f"The segmenter sees the photo resized to {'x'.join(map(str, result['analysis_size']))} "
@@ -536,12 +617,16 @@ def _anomalies() -> None:
         f"{result['frame_score']:.3f}",
         help="high pixel scores inside the predicted road (see the model's image_score settings)",
     )
-    m2.metric("Pixels above the threshold", f"{100 * float((result['score'] >= threshold).mean()):.2f} %")
-    st.image(
-        view,
-        caption=f"{score_name}: blue low .. red high; white outline: score >= {threshold:.3g}",
-        width="stretch",
-    )
+    if top is None:
+        m2.metric("Pixels above the threshold", f"{100 * float((result['score'] >= threshold).mean()):.2f} %")
+        caption = f"{score_name}: blue {lo:g} .. red {hi:.3g} (fixed scale); white outline: score >= {threshold:.3g}"
+    else:
+        st.info(_relative_note(score_name, lo, hi, top, threshold, names, segmenter))
+        caption = (
+            f"{score_name}: blue = this image's lowest .. red = its highest score; white outline: its top "
+            f"{top:g} % of pixels (score >= {threshold:.3g})"
+        )
+    st.image(view, caption=caption, width="stretch")
     if truth is not None:
         vis = np.zeros((*truth.shape, 3), np.uint8)
         vis[truth == 1] = (255, 80, 0)
@@ -571,6 +656,8 @@ def _anomalies() -> None:
         file_name=f"{up.download_stem(name)}_{score_name}_score16.png",
         mime="image/png",
         key="driving_dl_score",
+        help=f"uint16, linear: 0 = {score_name} {lo:.4g}, 65535 = {hi:.4g}"
+        + ("" if top is None else " (this image's own lowest and highest score)"),
     )
 
 

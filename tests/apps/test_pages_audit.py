@@ -1,0 +1,279 @@
+"""The demo pages say what is true: anomaly thresholds on a fixed scale (or said to be relative to the photo),
+what hides the boxes, short checkpoint errors, the upload size limit, whose GED a label quotes, gzipped NIfTI
+whatever its name. Driven through ``streamlit.testing.v1.AppTest`` on the tiny ``demo_env`` models."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from apps import demo_models as dm
+from apps import uploads as up
+from tests.apps import samples as S
+from tests.apps.pages import page_ok as _ok
+from tests.apps.pages import texts as _texts
+
+APPS = Path(__file__).resolve().parents[2] / "apps"
+TIMEOUT = 60
+
+
+def _page(name: str) -> AppTest:
+    return AppTest.from_file(str(APPS / "views" / f"{name}.py"), default_timeout=TIMEOUT).run()
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+# ------------------------------------------------------------------------------------ road anomalies
+
+
+def _score_map(demo_env, scene: str, score: str) -> np.ndarray:
+    """The page's anomaly map of a synthetic scene, computed here by the same model and function."""
+    task = dm.load_task("driving_anomaly", demo_env["checkpoints"] / "driving_anomaly.ckpt")
+    path = demo_env["anomaly"] / "images" / f"{scene}.png"
+    image = up.decode_rgb_image(path.read_bytes(), path.name).image
+    return dm.anomaly_analysis(task, image, score)["score"]
+
+
+def test_anomaly_fixed_scale_threshold_is_kept_across_scenes_and_its_pixel_share_is_real(demo_env):
+    at = _ok(_page("driving"))
+    assert at.selectbox(key="driving_ano_score").value == "msp"
+    slider = at.slider(key="driving_ano_threshold_msp")
+    assert (slider.min, slider.max, slider.value) == (0.0, 1.0, 0.5)  # not the scene's own 99th percentile
+    first = _score_map(demo_env, "synthetic_00000", "msp")
+    chosen = round(float(np.quantile(first, 0.4)), 2)  # some pixels above, some below
+    slider.set_value(chosen).run()
+    _ok(at)
+    expected = f"{100 * float((first >= chosen).mean()):.2f} %"
+    assert _metrics(at)["Pixels above the threshold"] == expected != "1.00 %"
+    assert (
+        _image_captions(at)[2] == f"msp: blue 0 .. red 1 (fixed scale); white outline: score >= {chosen:.3g}"
+    )
+    at.selectbox(key="driving_scene").set_value(1).run()  # another scene: the user's threshold stays
+    _ok(at)
+    assert "synthetic_00001.png" in _texts(at.caption)
+    assert at.slider(key="driving_ano_threshold_msp").value == chosen
+    second = _score_map(demo_env, "synthetic_00001", "msp")
+    assert _metrics(at)["Pixels above the threshold"] == f"{100 * float((second >= chosen).mean()):.2f} %"
+    # the softmax entropy is bounded too: 0 .. ln C, starting at ln 2 (an even split between two classes)
+    at.selectbox(key="driving_ano_score").set_value("entropy").run()
+    _ok(at)
+    slider = at.slider(key="driving_ano_threshold_entropy")
+    classes = dm.load_task(
+        "driving_anomaly", demo_env["checkpoints"] / "driving_anomaly.ckpt"
+    ).model.num_classes
+    assert slider.min == 0.0 and slider.max == pytest.approx(math.log(classes)) and classes == 12
+    assert slider.value == pytest.approx(math.log(2))
+
+
+def test_anomaly_unbounded_score_is_said_to_be_relative_and_shows_no_pixel_share(demo_env):
+    at = _ok(_page("driving"))
+    at.selectbox(key="driving_ano_score").set_value("energy").run()
+    _ok(at)
+    assert "Pixels above the threshold" not in _metrics(at)  # the top 1 % by construction: no finding
+    assert "Frame anomaly score" in _metrics(at)
+    top = at.slider(key="driving_ano_top_energy")
+    assert (top.min, top.max, top.value) == (0.1, 10.0, 1.0)
+    top.set_value(5.0).run()
+    _ok(at)
+    energy = _score_map(demo_env, "synthetic_00000", "energy")
+    cut = float(np.quantile(energy, 0.95))
+    note = _texts(at.tabs[2].info)  # the Road anomalies tab
+    assert (
+        "`energy` has no fixed scale, so here the colours and the outline are relative to this image" in note
+    )
+    assert f"its lowest score ({energy.min():.3g}), red its highest ({energy.max():.3g})" in note
+    assert f"its top 5 % of pixels (score >= {cut:.3g})" in note
+    assert "not whether the scene holds an anomaly" in note and "(`msp`, `entropy`)" in note
+    assert _image_captions(at)[2] == (
+        "energy: blue = this image's lowest .. red = its highest score; white outline: its top 5 % of pixels "
+        f"(score >= {cut:.3g})"
+    )
+    at.selectbox(key="driving_scene").set_value(1).run()  # the share the user chose stays
+    _ok(at)
+    assert at.slider(key="driving_ano_top_energy").value == 5.0
+    cut = float(np.quantile(_score_map(demo_env, "synthetic_00001", "energy"), 0.95))
+    assert _image_captions(at)[2].endswith(f"its top 5 % of pixels (score >= {cut:.3g})")
+
+
+# -------------------------------------------------------------------------------------- class filter
+
+
+def test_the_note_says_the_class_filter_hides_the_boxes_not_the_threshold(demo_env):
+    tab = 0  # Objects
+    at = _ok(_page("driving"))
+    at.slider(key="driving_det_threshold").set_value(0.05).run()
+    _ok(at)
+    table = at.dataframe[0].value
+    classes = Counter(table["class"])
+    assert set(classes) == {"Car"} and len(table) == classes["Car"] > 0  # what the tiny detector gives
+    at.multiselect(key="driving_det_classes").set_value([]).run()
+    _ok(at)
+    assert _texts(at.tabs[tab].info) == (
+        f"No class is selected under Classes: {len(table)} boxes at or above the threshold 0.05 are hidden "
+        f"(Car {len(table)}). Select classes to see them."
+    )
+    at.multiselect(key="driving_det_classes").set_value(["Pedestrian"]).run()
+    _ok(at)
+    assert _texts(at.tabs[tab].info) == (
+        f"The model found no Pedestrian box here. {len(table)} boxes of other classes (Car {len(table)}) reach "
+        "the threshold but the class filter hides them: select their classes under Classes to see them."
+    )
+    at.multiselect(key="driving_det_classes").set_value(["Car"])
+    at.slider(key="driving_det_threshold").set_value(1.0).run()  # now the threshold hides them
+    _ok(at)
+    assert _texts(at.tabs[tab].info) == (
+        f"No Car box reaches the threshold 1.00; the best Car score here is {table['score'].max():.2f}. Lower "
+        "the slider to see the weaker ones."
+    )
+
+
+def test_the_instances_note_says_the_class_filter_hides_them(demo_env):
+    tab = 1  # Instances
+    at = _ok(_page("driving"))
+    at.slider(key="driving_inst_threshold").set_value(0.05).run()
+    _ok(at)
+    table = next(df.value for df in at.dataframe if "mask area (px, before overlaps)" in df.value.columns)
+    listed = ", ".join(f"{c} {n}" for c, n in sorted(Counter(table["class"]).items()))
+    at.multiselect(key="driving_inst_classes").set_value([]).run()
+    _ok(at)
+    assert _image_captions(at)[1] == f"0 of {len(table)} instances shown; 0 below the score threshold"
+    assert _texts(at.tabs[tab].info) == (
+        f"No class is selected under Classes: {len(table)} instances at or above the threshold 0.05 are hidden "
+        f"({listed}). Select classes to see them."
+    )
+    assert "Lower the slider" not in _texts(at.tabs[tab].info)
+
+
+# -------------------------------------------------------------------------------- own checkpoint errors
+
+
+def test_own_checkpoint_that_is_a_png_or_a_pickled_model_gets_a_short_message(demo_env, tmp_path):
+    png = tmp_path / "photo.png"
+    png.write_bytes(S.png(np.zeros((20, 20), np.uint8)))
+    pickled = tmp_path / "model.ckpt"
+    torch.save(torch.nn.Linear(2, 2), pickled)  # a zip as torch.save writes, holding a whole module
+    for page, key in (("driving", "own_path_driving_detection"), ("medical", "own_path_medical_unet")):
+        at = _ok(_page(page))
+        at.text_input(key=key).set_value(str(png)).run()
+        assert not at.exception
+        expected = (
+            f"`{png}`: not a PyTorch Lightning checkpoint (not a zip archive as torch.save writes). Checkpoints "
+            "are e.g. `lightning_logs/<domain>/checkpoints/last.ckpt`."
+        )
+        assert [e.value for e in at.error] == [expected]
+        assert at.title  # the page goes on with its own model
+        at.text_input(key=key).set_value(str(pickled)).run()
+        assert not at.exception and len(at.error) == 1
+        message = at.error[0].value
+        assert (
+            "not a PyTorch Lightning checkpoint the demo can read: it holds pickled Python objects" in message
+        )
+        assert str(pickled) in message
+        assert (
+            "weights_only" not in message and "arbitrary code" not in message and "Re-running" not in message
+        )
+    assert message.startswith(f"`{pickled}` is not a checkpoint this page can use: ")  # medical: sidebar
+
+
+# ------------------------------------------------------------------------------------- upload size limit
+
+
+def test_the_pages_state_the_pixel_limit_the_uploads_enforce(demo_env):
+    assert up.MAX_PIXELS == 40_000_000
+    home = _ok(_page("home"))
+    assert "any size" not in _texts(home.markdown)
+    assert "Upload a road photo (PNG or JPEG, up to 40 megapixels and 50 MB)" in _texts(home.markdown)
+    at = _page("driving")
+    at.radio(key="driving_source").set_value("Upload a photo").run()
+    _ok(at)
+    assert at.get("file_uploader")[0].proto.label == "Road photo (PNG or JPEG, up to 40 megapixels)"
+    big = S.png(np.zeros((6000, 8000), np.uint8))  # 48 megapixels: refused, as the label says
+    at.file_uploader(key="driving_upload").set_value(("big.png", big, "image/png")).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "big.png: the image is 8000x6000 = 48 megapixels; the limit is 40 megapixels (downscale it first)"
+    ]
+
+
+# ----------------------------------------------------------------------------- medical example labels
+
+
+def test_medical_example_label_says_its_ged_is_the_cards_and_a_different_page_ged_is_explained(
+    demo_env, tmp_path, monkeypatch
+):
+    from domains.medical.data import LIDCPngDataset
+
+    folder = tmp_path / "ckpts"
+    shutil.copytree(demo_env["checkpoints"], folder)
+    monkeypatch.setenv(dm.ENV_CHECKPOINTS, str(folder))
+    ids = LIDCPngDataset(str(demo_env["medical"]), "test").ids
+    card_path = folder / "medical_unet.json"
+
+    def write_card(best_ged: float) -> None:
+        card = json.loads(card_path.read_text())
+        card["examples"] = {"best": {"id": ids[0], "ged": best_ged}, "worst": {"id": ids[-1], "ged": 1.4204}}
+        card_path.write_text(json.dumps(card))
+
+    write_card(1.9876)  # no GED of 16 identical U-Net samples against these readers is this
+    at = _ok(_page("medical"))
+    item = at.selectbox(key="medical_item")
+    assert item.value == "best"
+    assert item.format_func("worst") == (
+        f"{ids[-1]}: where the model is most wrong (its worst test image on the model card's test run, "
+        "GED 1.42 there)"
+    )
+    page_ged = _metrics(at)["GED (lower is better)"]
+    assert page_ged != "1.988"
+    assert (
+        "The model card's test run gave this image GED 1.988, from its own random draw of samples; the GED "
+        "above comes from this page's 16 samples with seed 0. A sampling model's GED on one image changes"
+    ) in _texts(at.caption)
+    write_card(float(page_ged))  # the card and the page agree (a deterministic model): nothing to explain
+    at = _ok(_page("medical"))
+    assert _metrics(at)["GED (lower is better)"] == page_ged
+    assert "model card's test run gave" not in _texts(at.caption)
+
+
+# --------------------------------------------------------------------------------- gzipped NIfTI names
+
+
+def test_gzipped_nifti_is_recognised_by_its_content_whatever_its_name():
+    volume = np.arange(30 * 30 * 8, dtype=np.float32).reshape(30, 30, 8)
+    data = S.nifti(volume, compressed=True)
+    for name in ("misnamed.nii", "vol.gz", "vol.nii.gz", "scan", "scan.bin"):
+        assert up.detect_format(data, name) == "nifti_gz", name
+    reference = up.decode_medical(data, "vol.nii.gz")
+    misnamed = up.decode_medical(data, "misnamed.nii")
+    assert misnamed.format == "NIfTI" and np.array_equal(misnamed.data, reference.data)
+    with pytest.raises(up.UploadError, match=r"^misnamed\.nii: this is a NIfTI medical file"):
+        up.decode_rgb_image(data, "misnamed.nii")  # the driving page names what it is
+    other = gzip.compress(b"plain text, not a volume " * 40)
+    assert up.detect_format(other, "notes.bin") == "gzip"
+    with pytest.raises(up.UploadError, match=r"^x\.nii: not a NIfTI-1 / NIfTI-2 file"):
+        up.decode_medical(other, "x.nii")  # named NIfTI: the reader says what is wrong inside
+
+
+def test_gzipped_nifti_named_nii_is_shown_on_the_medical_page(demo_env):
+    volume = np.random.default_rng(0).random((30, 30, 8)).astype(np.float32)
+    at = _page("medical")
+    at.radio(key="medical_source").set_value("Upload a file").run()
+    at.file_uploader(key="medical_upload").set_value(("misnamed.nii", S.nifti(volume, compressed=True), "x"))
+    at.run()
+    _ok(at)
+    assert at.subheader[0].value == "misnamed.nii slice 4"
+    assert "3D volume: 8 axial slices" in _texts(at.info)

@@ -811,6 +811,82 @@ def no_objects(n_frames: int, max_objects: int = ACCIDENT_SLOTS) -> dict:
     }
 
 
+def _generated_clips_fps() -> float:
+    """The clip generator's default frame rate (what a model trained on ``synthetic: null`` saw)."""
+    import inspect
+
+    from domains.driving.synthetic.clips import generate_clips
+
+    return float(inspect.signature(generate_clips).parameters["fps"].default)
+
+
+def accident_model_fps(path: str | Path) -> tuple[float, str]:
+    """The frame rate an accident model learnt at, and where that comes from (a phrase for the page).
+
+    The network counts frames (its motion lags are frame lags; the horizon targets were made at the training
+    clips' rate), so a clip must reach it at this rate. Read from the training data settings stored with the
+    weights (the model card's ``data_hyper_parameters``, a checkpoint's ``datamodule_hyper_parameters``):
+    generated clips at their ``synthetic.fps`` (the generator's default when unset), CCD / DoTA at their 10 fps,
+    ``npz`` features at ``feature_fps``; a synthetic ``data_path`` at the ``fps`` of its first annotation. A
+    checkpoint that stores no data settings is taken to be from the default data module (the generated clips)."""
+    from domains.driving.accident.readers import CCD_FPS, DOTA_FPS
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        data = read_card(path).get("data_hyper_parameters")
+        where = f"model card {path.with_suffix('.json').name}"
+    else:
+        data = read_checkpoint(path).get("datamodule_hyper_parameters")
+        where = f"checkpoint {path.name}"
+    if not data:
+        fps = _generated_clips_fps()
+        return fps, f"assumed: {path.name} does not record its training data; the generated clips' default"
+    data = dict(data)
+    fmt = data.get("data_format") or "synthetic"
+    if fmt == "npz":
+        return float(data.get("feature_fps") or 20.0), f"the npz features' feature_fps ({where})"
+    if fmt in ("ccd", "dota"):
+        return (CCD_FPS if fmt == "ccd" else DOTA_FPS), f"{fmt.upper()} clips ({where})"
+    if data.get("data_path"):
+        for annotation in sorted((Path(data["data_path"]) / "annotations").glob("*.json"))[:1]:
+            try:
+                fps = float(read_json(annotation).get("fps"))
+            except (OSError, ValueError, TypeError):
+                break
+            if math.isfinite(fps) and fps > 0:
+                return fps, f"the training clips' annotation {annotation.name} ({where})"
+        fps = _generated_clips_fps()
+        return fps, f"assumed: the training clips in {data['data_path']} are not readable here"
+    settings = dict(data.get("synthetic") or {})
+    if settings.get("fps"):
+        return float(settings["fps"]), f"its generated training clips' synthetic.fps ({where})"
+    return _generated_clips_fps(), f"its training clips, generated at the generator's default rate ({where})"
+
+
+def accident_model_steps(n_frames: int, fps: float, model_fps: float) -> np.ndarray:
+    """Which source frame each model step reads: step k (at k / model_fps seconds) takes the nearest frame,
+    ``round(k * fps / model_fps)``, over the clip's duration. A rate within 1 % of the model's (29.97 for 30)
+    keeps every frame. A clip slower than the model is refused (ValueError): filling the gaps by repeating
+    frames would show every object standing still on the repeated steps and under-state the risk."""
+    from domains.driving.accident.readers import FPS_TOLERANCE
+
+    for value, what in ((fps, "fps"), (model_fps, "model_fps")):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{what} must be a positive frame rate, got {value}")
+    if abs(fps - model_fps) <= FPS_TOLERANCE * model_fps:
+        return np.arange(n_frames)
+    if fps < model_fps:
+        raise ValueError(
+            f"the clip's {fps:g} fps is slower than the {model_fps:g} fps the model learnt at: it compares each "
+            f"object with its box {1 / model_fps:.2g} s earlier, and repeating frames to fill the gaps would show "
+            f"the objects standing still on every repeated step (an under-stated risk). Give a clip of "
+            f"{model_fps:g} fps or more"
+        )
+    ratio = fps / model_fps
+    steps = math.floor((n_frames - 1) / ratio + 1e-9) + 1
+    return np.minimum(np.floor(np.arange(steps) * ratio + 0.5).astype(np.int64), n_frames - 1)
+
+
 @torch.no_grad()
 def accident_predict(
     task,
@@ -821,34 +897,55 @@ def accident_predict(
     fps: float,
     toa: int = -1,
     clip_id: str = "clip",
+    model_fps: float | None = None,
 ) -> dict:
     """The task's ``predict_step`` on one clip of any frame size: frames (T, H, W, 3) uint8 are resized to the
     network's ``input_size`` and the boxes (T, N, 4, source pixels) scaled with them.
 
+    ``model_fps``: the rate the model learnt at (:func:`accident_model_fps`). The clip is then resampled to it
+    (:func:`accident_model_steps`: each model step reads the nearest source frame) and the results are mapped
+    back to every source frame, each holding the risk of the latest step at or before it (what a live system
+    would show), so the alarm frame is the source frame the alarming step read. ``model_steps`` (K,) says which
+    source frames the model read. None: every frame is a model step (the clip is taken to be at the model's
+    rate).
+
     Returns the prediction dict of :func:`domains.driving.accident.predict.write_clip` as numpy arrays, with
-    the frames and boxes at the *source* size (so the annotated frames and ``objects.csv`` are in the clip's
-    own pixels)."""
+    the frames and boxes at the *source* size and rate (so the annotated frames and ``objects.csv`` are in the
+    clip's own pixels and frame numbers)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
         raise ValueError(f"expected at least 2 RGB frames (T, H, W, 3), got shape {frames.shape}")
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive frame rate, got {fps}")
+    n_frames = len(frames)
+    steps = np.arange(n_frames) if model_fps is None else accident_model_steps(n_frames, fps, model_fps)
+    if len(steps) < 2:
+        raise ValueError(
+            f"the clip is {n_frames} frames at {fps:g} fps ({(n_frames - 1) / fps:.2f} s between its first and last "
+            f"frame): at the model's {model_fps:g} fps that is {len(steps)} step; at least 2 are needed"
+        )
+    resampled = len(steps) != n_frames
+    step_fps = float(model_fps) if resampled else float(fps)
+    step_toa = -1 if toa < 0 else int(np.searchsorted(steps, toa))  # the first step at or after the contact
     height, width = task.model.input_size
     src_h, src_w = frames.shape[1:3]
+    picked = frames[steps]
     small = np.stack(
-        [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+        [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in picked]
         if (src_h, src_w) != (height, width)
-        else list(frames)
+        else list(picked)
     )
     scale = np.array([width / src_w, height / src_h] * 2, np.float32)
-    t, n = box_valid.shape
+    source_boxes = np.asarray(boxes, np.float32)
+    valid = np.asarray(box_valid, bool)
+    t, n = len(steps), valid.shape[1]
     batch = {
         "frames": torch.from_numpy(small.transpose(0, 3, 1, 2).copy()).float().div_(255.0)[None],
-        "boxes": torch.from_numpy(np.asarray(boxes, np.float32) * scale)[None],
-        "box_valid": torch.from_numpy(np.asarray(box_valid, bool))[None],
+        "boxes": torch.from_numpy(source_boxes[steps] * scale)[None],
+        "box_valid": torch.from_numpy(valid[steps])[None],
         "track_ids": torch.from_numpy(np.asarray(track_ids, np.int64))[None],
         "frame_valid": torch.ones(1, t, dtype=torch.bool),
-        "toa": torch.tensor([int(toa)]),
-        "fps": torch.tensor([float(fps)]),
+        "toa": torch.tensor([step_toa]),
+        "fps": torch.tensor([step_fps]),
         "involved": torch.zeros(1, n, dtype=torch.bool),
         "ttc": torch.full((1, t), float("nan")),
         "kind": ["unknown"],
@@ -856,8 +953,17 @@ def accident_predict(
     }
     (pred,) = task.predict_step(batch, 0)
     out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in pred.items()}
+    if resampled:  # back to the source timeline: frame j holds the latest step that read a frame <= j
+        held = np.searchsorted(steps, np.arange(n_frames), side="right") - 1
+        for key in ("probabilities", "risk", "uncertainty", "ttc", "object_risk"):
+            if out.get(key) is not None:
+                out[key] = np.asarray(out[key])[held]
     out["frames"] = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
-    out["boxes"] = np.asarray(boxes, np.float32)
+    out["boxes"] = out["source_boxes"] = source_boxes
+    out["box_valid"] = valid
+    out["fps"], out["toa"] = float(fps), int(toa)
+    out["model_steps"] = steps
+    out["model_fps"] = step_fps
     return out
 
 

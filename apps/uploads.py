@@ -25,7 +25,13 @@ import numpy as np
 
 MAX_UPLOAD_MB = 50  # keep in step with server.maxUploadSize in .streamlit/config.toml
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
-MAX_PIXELS = 40_000_000  # one 2D image (a 40-megapixel photo); larger is refused before decoding
+# One 2D image (a 40-megapixel photo, e.g. 7200x5400); larger is refused before decoding, with a message to
+# downscale it. Not raised for 48-megapixel phone photos: the driving page holds several arrays at the photo's
+# size per photo (RGB 3 bytes per pixel, the anomaly score map 4 and its class map 1, the full-size
+# downloads) and caches several photos, while the models work on a shrunk copy (at most 1280 px on the long
+# side for the detector and the instance segmenter, 640 px wide for the anomaly model): more pixels would cost
+# memory, not accuracy.
+MAX_PIXELS = 40_000_000
 MAX_VOLUME_BYTES = 512 * 1024 * 1024  # decompressed NIfTI / DICOM pixel data
 MIN_SIDE = 16  # smaller images cannot go through the networks' downsampling
 MAX_CLIP_FRAMES = 300  # 30 s at 10 fps: the page runs the detector on every frame, on the CPU
@@ -136,7 +142,10 @@ def detect_format(data: bytes, name: str = "") -> str:
     """``png``, ``jpeg``, ``dicom``, ``nifti`` (``.nii``), ``nifti_gz`` or ``unknown``, from the content.
 
     The content decides (not the extension); a DICOM without the 128-byte preamble is recognised by its
-    ``.dcm`` extension only.
+    ``.dcm`` extension only. A gzip is ``nifti_gz`` when its first decompressed bytes are a NIfTI header,
+    whatever its name (``vol.nii`` that is really ``vol.nii.gz`` included), or when its name says NIfTI / gzip
+    (``.nii``, ``.nii.gz``, ``.gz``: the NIfTI reader then says what is wrong inside); any other gzip is
+    ``gzip``.
     """
     lower = name.lower()
     if data.startswith(_PNG_MAGIC):
@@ -146,7 +155,13 @@ def detect_format(data: bytes, name: str = "") -> str:
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
     if data.startswith(_GZIP_MAGIC):
-        return "nifti_gz" if lower.endswith((".nii.gz", ".gz")) else "gzip"
+        try:  # only the header's 540 bytes are decompressed (a gzip bomb costs nothing here)
+            head = zlib.decompressobj(wbits=31).decompress(data, 540)
+        except zlib.error:
+            head = b""
+        if _nifti_version(head) or lower.endswith((".nii", ".nii.gz", ".gz")):
+            return "nifti_gz"
+        return "gzip"
     if _nifti_version(data):
         return "nifti"
     if lower.endswith((".dcm", ".dicom")):
@@ -179,8 +194,9 @@ def _check_pixels(height: int, width: int, name: str, max_pixels: int) -> None:
 
 
 def _header_size(data: bytes, name: str) -> tuple[int, int]:
-    """(height, width) from the PNG / JPEG header without decoding pixels (PIL opens lazily)."""
-    from PIL import Image
+    """(height, width) from the PNG / JPEG header without decoding pixels (PIL opens lazily); a header PIL
+    cannot parse is an :class:`UploadError` naming ``name`` (a zip passes ``zip: member``)."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -188,8 +204,13 @@ def _header_size(data: bytes, name: str) -> tuple[int, int]:
     except Image.DecompressionBombError as exc:
         raise UploadError(f"{name}: the image is too large to decode safely ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure means a corrupt header
+        # PIL's "cannot identify image file <_io.BytesIO object at 0x...>" says nothing the user can act on;
+        # another parser message is kept, any object repr in it dropped
+        detail = "" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        detail = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", detail).strip()
         raise UploadError(
-            f"{name}: cannot read the image header; the file is corrupt or truncated ({exc})"
+            f"{name}: not a readable image; its header cannot be read (the file is corrupt or truncated"
+            + (f": {detail})" if detail else ")")
         ) from None
     return int(height), int(width)
 
@@ -439,6 +460,15 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
                 f"{name}: the frames unpack to {_mb(total)}; the limit is {_mb(MAX_VOLUME_BYTES)}"
             )
         members.sort(key=lambda m: _natural_key(m.filename))
+        # each frame's conversions, counted over the clip ("12 of 20 frames converted from grayscale, e.g.
+        # f000.png"): a note of the first frame alone would hide a zip of mixed grey / colour or 16-bit frames
+        kinds = (
+            ("grayscale image converted", "converted from grayscale to RGB"),
+            ("16-bit image rescaled", "rescaled from 16 to 8 bits, each by its own value range"),
+            ("the alpha", "had their alpha (transparency) channel dropped"),
+            ("rotated upright", "rotated upright from their EXIF orientation"),
+        )
+        converted: dict[str, list[str]] = {}  # what was done -> the frames it was done to, in order
         frames, notes, first = [], [], None
         for info in members:
             where = f"{name}: {info.filename}"
@@ -447,11 +477,18 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
             except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, NotImplementedError) as exc:
                 # RuntimeError: encrypted member; NotImplementedError: a compression method zipfile lacks
                 raise UploadError(f"{where}: cannot be read from the zip ({exc})") from None
+            if raw and detect_format(raw, info.filename) not in ("png", "jpeg"):  # empty: check_size says so
+                raise UploadError(
+                    f"{where}: not a readable image; its content is not PNG or JPEG data (whatever its name "
+                    "says): the zip must hold only JPEG / PNG frames"
+                )
             image = decode_rgb_image(raw, where, max_pixels=MAX_CLIP_FRAME_PIXELS)
+            for note in image.notes:
+                done = next((text for start, text in kinds if note.startswith(start)), note)
+                converted.setdefault(done, []).append(info.filename)
             if first is None:
                 first = (info.filename, image.image.shape)
                 source = image.image.shape[:2]
-                notes.extend(f"{info.filename}: {n}" for n in image.notes)
             elif image.image.shape != first[1]:
                 h, w = image.image.shape[:2]
                 raise UploadError(
@@ -459,6 +496,9 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
                     "frames of a clip must share one size"
                 )
             frames.append(_shrink(image.image, max_side))  # shrunk as decoded
+    notes.extend(
+        f"{len(names)} of {len(frames)} frames {done}, e.g. {names[0]}" for done, names in converted.items()
+    )
     notes.append(f"{len(frames)} frames in name order ({members[0].filename} ... {members[-1].filename})")
     stacked = np.stack(frames)
     return FrameClip(name, stacked, None, notes + _scaled_note(source, stacked, max_side), "zip")
@@ -715,6 +755,22 @@ _UPLOAD_SUFFIXES = sorted(
 _FILE_SUFFIX = re.compile(
     "(" + "|".join(map(re.escape, _UPLOAD_SUFFIXES)) + ")$", re.IGNORECASE
 )  # .nii.gz first
+
+
+def unlike_dashcam(width: int, height: int, thing: str, trained: str) -> str | None:
+    """A plain warning when an upload (``thing``: photo, clip) is unlike the wide dashcam frames the driving models
+    learnt from: portrait or square, or less than 1.3 times as wide as high. ``trained`` says what they saw."""
+    if height >= width:
+        return (
+            f"This {thing} is {'portrait' if height > width else 'square'} ({width}x{height}). {trained}: expect "
+            "missed objects and false alarms."
+        )
+    if width / height < 1.3:
+        return (
+            f"This {thing} ({width}x{height}) is much less wide than the dashcam frames the models learnt from. "
+            f"{trained}: expect missed objects and false alarms."
+        )
+    return None
 
 
 def download_stem(name: str, default: str = "image") -> str:

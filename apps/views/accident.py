@@ -45,9 +45,15 @@ def _detect(token: str, digest: str, threshold: float, _frames: np.ndarray) -> d
     return dm.detect_clip_objects(pc.load_model(DETECTION), _frames, threshold)
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def _model_fps(token: str, path: str) -> tuple[float, str]:
+    """The frame rate the accident model learnt at and where that comes from (card or checkpoint)."""
+    return dm.accident_model_fps(path)
+
+
 # cache_resource (shared, not copied on every rerun: the frames are large); callers never modify the results
 @st.cache_resource(max_entries=8, show_spinner="Running the anticipator over the clip ...")
-def _predict(token: str, digest: str, fps: float, objects: str, _clip: dict) -> dict:
+def _predict(token: str, digest: str, fps: float, model_fps: float | None, objects: str, _clip: dict) -> dict:
     return dm.accident_predict(
         pc.load_model(ACCIDENT),
         _clip["frames"],
@@ -57,6 +63,7 @@ def _predict(token: str, digest: str, fps: float, objects: str, _clip: dict) -> 
         fps,
         _clip.get("toa", -1),
         _clip["clip_id"],
+        model_fps=model_fps,
     )
 
 
@@ -92,9 +99,12 @@ def _risk_chart(prediction: dict, threshold: float, alarm: int | None, toa: int,
     import altair as alt
     import pandas as pd
 
-    probs = np.asarray(prediction["probabilities"], dtype=np.float64)
     fps = float(prediction["fps"])
-    times = np.arange(len(probs)) / fps
+    # the model's own steps (each at the time of the source frame it read), not the frames holding their values
+    steps = np.asarray(prediction.get("model_steps", np.arange(len(prediction["risk"]))))
+    probs = np.asarray(prediction["probabilities"], dtype=np.float64)[steps]
+    times = steps / fps
+    end = (len(prediction["risk"]) - 1) / fps
     names = [f"within {h:g} s" for h in prediction["horizons"]]
     curves = pd.DataFrame(
         {
@@ -103,10 +113,10 @@ def _risk_chart(prediction: dict, threshold: float, alarm: int | None, toa: int,
             "horizon": names * len(times),
         }
     )
-    x = alt.X("time (s):Q", scale=alt.Scale(domain=[0, float(times[-1])]))
+    x = alt.X("time (s):Q", scale=alt.Scale(domain=[0, float(end)]))
     layers = [
         alt.Chart(curves)
-        .mark_line()
+        .mark_line(interpolate="step-after" if len(steps) != len(prediction["risk"]) else "linear")
         .encode(
             x=x,
             y=alt.Y("P(contact):Q", scale=alt.Scale(domain=[0, 1])),
@@ -184,14 +194,47 @@ def _own(key: str) -> bool:
     return bool(st.session_state.get(pc.OVERRIDES, {}).get(key))
 
 
+def _far_from_training(width: int, height: int, in_w: int, in_h: int) -> str | None:
+    """The driving page's warning for a clip unlike the wide dashcam frames the models learnt from."""
+    trained = (
+        "The detector and the anticipator learnt from wide dashcam frames of synthetic streets, and the "
+        f"anticipator reads every frame squeezed to its {in_w}x{in_h} ({in_w / in_h:.1f}:1)"
+    )
+    return up.unlike_dashcam(width, height, "clip", trained)
+
+
+def _resampling(
+    label: str, n_frames: int, fps: float, steps: np.ndarray, model_fps: float | None, where: str
+) -> str:
+    """What the page did to the clip's frame rate, in words."""
+    if model_fps is None:
+        return (
+            f"{label}: the model's frame rate is unknown, so each of the {n_frames} frames is one model step "
+            f"(its horizons are right only if the clip is at the rate it learnt at)."
+        )
+    if len(steps) == n_frames:
+        same = "" if fps == model_fps else f" (within 1 % of the model's {model_fps:g} fps)"
+        return (
+            f"{label}: {fps:g} fps{same}, the frame rate the model learnt at ({where}): each of the {n_frames} "
+            "frames is one model step."
+        )
+    return (
+        f"{label}: {fps:g} fps clip resampled to the model's {model_fps:g} fps ({where}): {n_frames} -> "
+        f"{len(steps)} frames, each model step (every {1 / model_fps:.2g} s) reading the nearest frame. The curve "
+        f"shows the model's {len(steps)} steps; the alarm, the frame slider and the CSVs are on the clip's own "
+        f"{n_frames} frames, each holding the risk of the latest step at or before it."
+    )
+
+
 # ------------------------------------------------------------------------------------------------- page
 
 
 st.title("Driving: accident risk")
 st.write(
-    "The anticipator reads a dashcam clip frame by frame with the tracked road users and gives, at every "
-    "frame, the probability of contact within each horizon (0.5 to 2 s) and a risk per object. An alarm "
-    "fires the first time the 2 s risk reaches the threshold."
+    "The anticipator reads a dashcam clip frame by frame with the tracked road users, at the frame rate it "
+    "learnt at (a faster clip is resampled to it), and gives, at every frame it reads, the probability of "
+    "contact within each horizon (0.5 to 2 s) and a risk per object. An alarm fires the first time the 2 s "
+    "risk reaches the threshold."
 )
 pc.own_checkpoint_picker([ACCIDENT], "Use your own accident checkpoint")
 pc.show_missing([ACCIDENT])
@@ -211,6 +254,16 @@ if model is None:
     st.stop()
 pc.checkpoint_caption(ACCIDENT, limit=6)
 token = pc.model_token(ACCIDENT)
+in_h, in_w = model.model.input_size
+model_fps: float | None
+try:
+    model_fps, model_fps_where = _model_fps(token, str(pc.model_path(ACCIDENT)))
+except Exception as exc:  # noqa: BLE001 - an unreadable card / checkpoint: said, the page goes on
+    model_fps, model_fps_where = None, ""
+    st.warning(
+        f"Could not tell the frame rate the accident model learnt at ({type(exc).__name__}: {exc}): every frame "
+        "of a clip is fed as one model step."
+    )
 
 source = st.radio("Clip", [SYNTHETIC, UPLOAD], horizontal=True, key="accident_source")
 if source == SYNTHETIC:
@@ -247,6 +300,9 @@ if source == SYNTHETIC:
         st.stop()
     fps = clip["fps"]
     digest = f"{entry.root}:{entry.clip_id}:{_stamp(Path(entry.root))}"
+    label = f"Clip {entry.clip_id}"
+    # a bundled example may share its id with a generated clip (both 000003): their downloads must not
+    stem = up.download_stem(f"example_{entry.clip_id}" if entry.bundled else entry.clip_id, default="clip")
     objects = "truth"
     n_tracks = int((clip["track_ids"] >= 0).sum())
     st.caption(
@@ -275,17 +331,36 @@ else:
         st.error(f"{name}: could not be decoded ({type(exc).__name__}: {exc})")
         st.stop()
     pc.show_notes(decoded.notes)
+    frames = decoded.frames
+    far = _far_from_training(frames.shape[2], frames.shape[1], in_w, in_h)
+    if far:
+        st.warning(far)
     if decoded.fps is None:
         st.info(f"{name} does not say its frame rate: set it (the horizons are in seconds).")
+        start_fps = min(max(model_fps or 10.0, 1.0), 120.0)
         fps = float(
             st.number_input(
-                "Frame rate (frames per second)", 1.0, 120.0, 10.0, 1.0, key="accident_fps", format="%.2f"
+                "Frame rate (frames per second)",
+                1.0,
+                120.0,
+                float(start_fps),
+                1.0,
+                key="accident_fps",
+                format="%.2f",
+                help=(
+                    f"The clip's own frame rate. The model learnt at {model_fps:g} fps: a faster clip is "
+                    "resampled to it, a slower one refused."
+                    if model_fps
+                    else "The clip's own frame rate."
+                ),
             )
         )
+        fps_from = "as set above"
     else:
         fps = float(decoded.fps)
-    frames = decoded.frames
+        fps_from = "from the video's header"
     clip_id = up.download_stem(name, default="upload")  # names output files: never a path or '..'
+    label, stem = name, clip_id
     clip = {"frames": frames, "clip_id": clip_id, "toa": -1, "involved": None}
     objects = "none"
     detector = None
@@ -320,24 +395,51 @@ else:
                 f"{dm.ACCIDENT_SLOTS} object slots (the longest-seen first). The contact time is unknown."
             )
     st.caption(
-        f"{name}: {len(frames)} frames at {fps:g} fps ({len(frames) / fps:.1f} s), "
+        f"{name}: {len(frames)} frames at {fps:g} fps ({fps_from}; {len(frames) / fps:.1f} s), "
         f"{frames.shape[2]}x{frames.shape[1]} pixels."
     )
 
-in_h, in_w = model.model.input_size
+# the model counts frames (motion lags, horizons learnt at its own rate): the clip goes in at that rate
+n_frames = len(clip["frames"])
 try:
-    prediction = _predict(token, digest, fps, objects, clip)
+    steps = np.arange(n_frames) if model_fps is None else dm.accident_model_steps(n_frames, fps, model_fps)
+except ValueError as exc:  # a clip slower than the model: refused, naming it
+    st.error(f"{label}: {exc}.")
+    st.stop()
+if len(steps) < 2:
+    st.error(
+        f"{label}: {n_frames} frames at {fps:g} fps are {len(steps)} step at the model's {model_fps:g} fps; at "
+        "least 2 are needed (a longer clip)."
+    )
+    st.stop()
+st.caption(_resampling(label, n_frames, fps, steps, model_fps, model_fps_where))
+try:
+    prediction = _predict(token, digest, fps, model_fps, objects, clip)
 except Exception as exc:  # noqa: BLE001 - every model failure is a message, not a traceback
     st.error(f"The accident model failed on this clip: {type(exc).__name__}: {exc}")
     st.stop()
 if model.model.input_kind == "frames":
     st.caption(
-        f"The model sees every frame resized to {in_w}x{in_h} (its training size); boxes are scaled with them."
+        f"The model sees every frame{' it reads' if len(steps) != n_frames else ''} resized to {in_w}x{in_h} (its "
+        "training size); boxes are scaled with them."
     )
 elif model.model.input_kind == "boxes":
     st.caption(
         f"The model reads the objects' boxes and their motion, not the pixels; boxes are scaled to its "
         f"{in_w}x{in_h} training frame."
+    )
+
+if source == UPLOAD and objects != "none":
+    # the card's figures come from ground-truth tracks; an upload's objects from the detector and a tracker
+    if _own(ACCIDENT) or not (dm.read_metrics(ACCIDENT) or {}).get("test"):
+        figures = "A model's test figures hold for the objects it was tested with"
+    else:
+        figures = "The test figures above were measured on the test clips' ground-truth tracks"
+    st.warning(
+        f"{figures}. This upload's objects are the demo detector's boxes linked by an IoU tracker, which miss, "
+        "jitter and swap objects, so those figures (the near-miss false alarms included) do not hold here: "
+        "expect more false alarms, near misses included, and alarm times that move with small changes to the "
+        "clip (the same clip as an mp4 and as a zip of JPEG frames can alarm at different times)."
     )
 
 fps = float(prediction["fps"])
@@ -405,7 +507,6 @@ st.image(
     width="stretch",
 )
 
-stem = str(prediction["clip_id"]).replace(" ", "_")
 downloads = (  # label, the file among predict's outputs, download name, MIME type, widget key
     ("Risk per frame (CSV)", "risk.csv", f"{stem}_risk.csv", "text/csv", "accident_dl_risk"),
     ("Object risk per frame (CSV)", "objects.csv", f"{stem}_objects.csv", "text/csv", "accident_dl_objects"),

@@ -105,20 +105,26 @@ def test_uploaded_zip_runs_with_detector_objects_and_an_asked_frame_rate(demo_en
         "Objects: the demo detector's boxes scoring >=" in captions
         and "linked into tracks by IoU" in captions
     )
-    assert "dash.zip: 8 frames at 10 fps (0.8 s), 96x48 pixels" in captions
+    assert "dash.zip: 8 frames at 10 fps (as set above; 0.8 s), 96x48 pixels" in captions
+    assert "each of the 8 frames is one model step" in captions  # the model's own 10 fps
     assert len(_charts(at)) == 1 and _metrics(at)["Contact"] == "none known"
-    at.number_input(key="accident_fps").set_value(4.0).run()
+    at.number_input(key="accident_fps").set_value(20.0).run()
     _ok(at)
-    assert "8 frames at 4 fps (2.0 s)" in _texts(at.caption)
+    # 20 fps: resampled to the model's 10 fps, frames 0, 2, 4, 6 (0.0 to 0.3 s)
+    assert "8 frames at 20 fps (as set above; 0.4 s)" in _texts(at.caption)
+    assert "20 fps clip resampled to the model's 10 fps (" in _texts(at.caption)
+    assert "8 -> 4 frames" in _texts(at.caption)
     at.slider(key="accident_threshold").set_value(0.0).run()
     _ok(at)
     assert _metrics(at)["Alarm"] == "t = 0.0 s (frame 0)"
 
 
 def test_uploaded_video_keeps_its_frame_rate(demo_env):
-    at = _ok(_upload(_page(), "dash.mp4", S.mp4(S.moving_box_frames(6), fps=5.0)))
-    assert not at.number_input  # the container says 5 fps
-    assert "dash.mp4: 6 frames at 5 fps (1.2 s)" in _texts(at.caption)
+    at = _ok(_upload(_page(), "dash.mp4", S.mp4(S.moving_box_frames(6), fps=20.0)))
+    assert not at.number_input  # the container says 20 fps
+    assert "dash.mp4: 6 frames at 20 fps (from the video's header; 0.3 s)" in _texts(at.caption)
+    assert "20 fps clip resampled to the model's 10 fps (" in _texts(at.caption)
+    assert "6 -> 3 frames" in _texts(at.caption)
 
 
 def test_without_a_detector_the_upload_runs_with_no_objects(demo_env, tmp_path, monkeypatch):

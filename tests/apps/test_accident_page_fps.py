@@ -1,0 +1,134 @@
+"""The accident page feeds clips at the model's own frame rate: the model counts frames (motion lags, horizon
+targets made at its training clips' 10 fps), so a 30 fps clip is resampled to 10 fps (each model step reads the
+nearest frame) and the results are mapped back to the clip's own frames; a clip slower than the model is
+refused. Helpers alone (hand-checked indices, the shipped model on the bundled crash), then the page."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+from streamlit.testing.v1 import AppTest
+
+from apps import demo_models as dm
+from tests.apps import samples as S
+from tests.apps.pages import page_ok as _ok
+from tests.apps.pages import texts as _texts
+from tests.apps.test_accident_page import _charts, _metrics, _page, _upload
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHIPPED = dm.SHIPPED_DIR / "driving_accident.safetensors"
+
+
+# ------------------------------------------------------------------------------------------ helpers alone
+
+
+def test_model_steps_read_the_nearest_frame_at_the_model_rate():
+    # 30 fps -> 10 fps: every third frame; 10 frames span 0.3 s: steps at 0, 0.1, 0.2, 0.3 s
+    np.testing.assert_array_equal(dm.accident_model_steps(10, 30.0, 10.0), [0, 3, 6, 9])
+    # 25 fps -> 10 fps: step k at k * 2.5 frames, rounded half up: 0, 2.5 -> 3, 5, 7.5 -> 8, 10
+    np.testing.assert_array_equal(dm.accident_model_steps(11, 25.0, 10.0), [0, 3, 5, 8, 10])
+    # within 1 % of the model's rate (29.97 for 30): every frame is a step
+    np.testing.assert_array_equal(dm.accident_model_steps(5, 29.97, 30.0), [0, 1, 2, 3, 4])
+    with pytest.raises(ValueError, match="5 fps is slower than the 10 fps the model learnt at"):
+        dm.accident_model_steps(20, 5.0, 10.0)
+
+
+def test_model_fps_comes_from_the_training_data_settings(tmp_path, demo_env):
+    fps, where = dm.accident_model_fps(SHIPPED)  # synthetic, settings null: the generator's 10 fps
+    assert fps == 10.0 and "model card driving_accident.json" in where
+    card = json.loads(SHIPPED.with_suffix(".json").read_text())
+    for data, expected in (
+        ({"data_format": "synthetic", "synthetic": {"fps": 25}}, 25.0),
+        ({"data_format": "npz", "feature_fps": 20.0}, 20.0),
+        ({"data_format": "ccd", "data_path": "/nowhere"}, 10.0),
+    ):
+        (tmp_path / "m.json").write_text(json.dumps({**card, "data_hyper_parameters": data}))
+        assert dm.accident_model_fps(tmp_path / "m.safetensors")[0] == expected, data
+    # the tiny fixture checkpoint was fitted without a data module: said to be assumed
+    fps, where = dm.accident_model_fps(demo_env["checkpoints"] / "driving_accident.ckpt")
+    assert fps == 10.0 and where.startswith("assumed")
+
+
+def _repeat3(clip: dict) -> tuple[np.ndarray, ...]:
+    """The same motion as a 30 fps clip: each frame and box three times."""
+    return tuple(np.repeat(clip[k], 3, axis=0) for k in ("frames", "boxes", "box_valid"))
+
+
+def test_a_30_fps_clip_gives_the_10_fps_risk_per_second():
+    task = dm.load_task("driving_accident", SHIPPED)  # reads box motion: frame lags matter
+    clip = dm.load_accident_clip(dm.ACCIDENT_EXAMPLES, "000000")  # 50 frames at 10 fps, contact frame 39
+    args = (clip["track_ids"],)
+    ten = dm.accident_predict(
+        task, clip["frames"], clip["boxes"], clip["box_valid"], *args, 10.0, 39, "a", 10.0
+    )
+    frames, boxes, valid = _repeat3(clip)
+    thirty = dm.accident_predict(task, frames, boxes, valid, *args, 30.0, 117, "b", model_fps=10.0)
+    np.testing.assert_array_equal(thirty["model_steps"], np.arange(50) * 3)
+    assert thirty["probabilities"].shape == (150, 4) and thirty["fps"] == 30.0 and thirty["toa"] == 117
+    # frame 3k (t = k / 10 s) and the two after it hold step k: the 10 fps risk at the same second
+    np.testing.assert_allclose(thirty["risk"], np.repeat(ten["risk"], 3), atol=1e-6)
+    np.testing.assert_allclose(thirty["probabilities"][::3], ten["probabilities"], atol=1e-6)
+    from domains.driving.accident.predict import alarm_frame
+
+    threshold = float(task.model.alarm_threshold)
+    alarm = alarm_frame(ten["risk"], threshold)
+    assert alarm is not None and alarm_frame(thirty["risk"], threshold) == 3 * alarm  # same second
+    # what the page did before: every 30 fps frame a model step, so the risk per second is not the same
+    unresampled = dm.accident_predict(task, frames, boxes, valid, *args, 30.0, 117, "c")
+    assert np.abs(unresampled["risk"][::3] - ten["risk"]).max() > 0.05
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+
+def _curve_points(at: AppTest) -> dict[tuple[float, str], float]:
+    """{(time s, horizon): P(contact)} of the risk chart's curves (its first layer's data set)."""
+    proto = _charts(at)[0].proto
+    name = json.loads(proto.spec)["layer"][0]["data"]["name"]
+    data = next(d for d in proto.datasets if d.name == name)
+    frame = convert_arrow_bytes_to_pandas_df(data.data.data)
+    return {
+        (round(float(t), 6), str(h)): float(p)
+        for t, h, p in zip(frame["time (s)"], frame["horizon"], frame["P(contact)"])
+    }
+
+
+def test_page_resamples_a_30_fps_upload_to_the_model_rate(demo_env):
+    motion = S.moving_box_frames(10)
+    at = _ok(_upload(_page(), "ten.zip", S.frames_zip(motion)))
+    assert "ten.zip: 10 fps, the frame rate the model learnt at" in _texts(at.caption)
+    ten, ten_top = _curve_points(at), _metrics(at)["Highest risk"]
+    at.file_uploader(key="accident_upload").set_value(
+        ("thirty.zip", S.frames_zip([f for f in motion for _ in range(3)]), "application/zip")
+    )
+    at.run()
+    at.number_input(key="accident_fps").set_value(30.0).run()
+    _ok(at)
+    captions = _texts(at.caption)
+    assert "thirty.zip: 30 frames at 30 fps (as set above; 1.0 s)" in captions
+    assert "thirty.zip: 30 fps clip resampled to the model's 10 fps (" in captions
+    assert "30 -> 10 frames" in captions
+    thirty = _curve_points(at)
+    # the curve holds the model's 10 steps at 0.0, 0.1, ... 0.9 s, as the 10 fps clip's: the same risks
+    assert sorted({t for t, _ in thirty}) == pytest.approx([k / 10 for k in range(10)])
+    assert thirty.keys() == ten.keys()
+    for point, p in ten.items():
+        assert thirty[point] == pytest.approx(p, abs=1e-6), point
+    assert _metrics(at)["Highest risk"] == ten_top
+    # the frame slider and the alarm are on the clip's own 30 frames
+    frame = next(s for s in at.slider if str(s.key).startswith("accident_frame_"))
+    assert frame.max == 29
+
+
+def test_page_refuses_a_clip_slower_than_the_model(demo_env):
+    at = _upload(_page(), "slow.zip", S.frames_zip(S.moving_box_frames(8)))
+    at.number_input(key="accident_fps").set_value(5.0).run()
+    assert not at.exception and len(at.error) == 1
+    message = at.error[0].value
+    assert message.startswith("slow.zip: the clip's 5 fps is slower than the 10 fps the model learnt at")
+    assert "Give a clip of 10 fps or more" in message
+    assert not _charts(at)

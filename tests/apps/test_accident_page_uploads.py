@@ -1,0 +1,87 @@
+"""The accident page's upload messages: a corrupt zip member named without an object repr, conversions counted
+over the frames, the portrait warning, the caveat that uploads run on detected boxes (the card's figures are on
+ground-truth tracks), and distinct download names for a bundled example and a generated clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
+
+from apps import uploads as up
+from tests.apps import samples as S
+from tests.apps.pages import page_ok as _ok
+from tests.apps.pages import texts as _texts
+from tests.apps.test_accident_page import _charts, _page, _upload
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CAVEAT = "measured on the test clips' ground-truth tracks"
+
+
+def test_a_corrupt_zip_member_is_named_as_not_a_readable_image(demo_env):
+    broken = b"\x89PNG\r\n\x1a\n" + b"\x00" * 50  # a PNG signature, then no header PIL can parse
+    at = _upload(_page(), "bad.zip", S.frames_zip(S.moving_box_frames(2), extra={"frame_5.png": broken}))
+    assert not at.exception and len(at.error) == 1
+    message = at.error[0].value
+    assert message.startswith("bad.zip: frame_5.png: not a readable image")
+    assert "0x" not in message and "BytesIO" not in message
+    assert not _charts(at)
+    # bytes that are no image at all, whatever the member's name says
+    with pytest.raises(
+        up.UploadError, match=r"^junk.zip: frame_2.png: not a readable image; its content is not"
+    ):
+        up.decode_clip(S.frames_zip(S.moving_box_frames(2), extra={"frame_2.png": b"hello" * 20}), "junk.zip")
+
+
+def test_conversions_are_counted_over_the_frames():
+    colour = S.moving_box_frames(3)
+    grey = [np.full((48, 96), 100, np.uint8)] * 2
+    clip = up.decode_clip(S.frames_zip(grey + colour), "mixed.zip")  # frame_0, frame_1 grey
+    assert clip.notes[0] == "2 of 5 frames converted from grayscale to RGB, e.g. frame_0.png"
+    deep = [np.full((48, 96, 3), 100, np.uint8), np.full((48, 96), 4000, np.uint16)]
+    clip = up.decode_clip(S.frames_zip(deep * 2), "deep.zip")  # frame_1, frame_3 16-bit grey
+    assert (
+        "2 of 4 frames rescaled from 16 to 8 bits, each by its own value range, e.g. frame_1.png"
+        in clip.notes
+    )
+    assert "2 of 4 frames converted from grayscale to RGB, e.g. frame_1.png" in clip.notes
+    # the first frame's conversion alone is no longer what is reported
+    assert not any(note.startswith("frame_") for note in clip.notes)
+
+
+def test_portrait_upload_warns_and_a_wide_one_does_not(demo_env):
+    at = _ok(_upload(_page(), "tall.zip", S.frames_zip(S.moving_box_frames(4, h=96, w=48))))
+    assert "This clip is portrait (48x96)" in _texts(at.warning)
+    assert "expect missed objects and false alarms" in _texts(at.warning)
+    at = _ok(_upload(_page(), "wide.zip", S.frames_zip(S.moving_box_frames(4))))  # 96x48: 2:1
+    assert "portrait" not in _texts(at.warning) and "less wide" not in _texts(at.warning)
+
+
+def test_upload_results_carry_the_detected_boxes_caveat_and_synthetic_clips_do_not(demo_env):
+    at = _ok(_page())  # a synthetic clip with its ground-truth tracks
+    assert CAVEAT not in _texts(at.warning)
+    at = _ok(_upload(at, "dash.zip", S.frames_zip(S.moving_box_frames(4))))
+    warning = _texts(at.warning)
+    assert f"The test figures above were {CAVEAT}" in warning
+    assert "demo detector's boxes linked by an IoU tracker" in warning and "near misses included" in warning
+
+
+def test_a_bundled_example_and_a_generated_clip_download_under_different_names(demo_env, monkeypatch):
+    names: list[str] = []
+    original = MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        names.append(file_name)
+        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    at = _ok(_page())
+    clips = at.selectbox(key="accident_clip")
+    labels = [clips.format_func(i) for i in range(len(clips.options))]
+    assert labels[0].startswith("000001: crash")
+    assert names == ["000001_risk.csv", "000001_objects.csv", "000001_risk.gif"]
+    names.clear()
+    clips.set_value(labels.index("bundled example 000000: crash, lead braking, contact at 3.9 s")).run()
+    _ok(at)
+    assert names == ["example_000000_risk.csv", "example_000000_objects.csv", "example_000000_risk.gif"]

@@ -141,8 +141,8 @@ class SuiteCLI(LightningCLI):
         they stayed there. Paths under that default folder move under ``DIR``; others are left as given."""
         default = Path(f"lightning_logs/{self._domain}")
         root = config.get("trainer.default_root_dir")
-        if not root or Path(root) == default:
-            return
+        if not root or "://" in str(root) or Path(root) == default:
+            return  # a remote root (s3://...) is not a local path to move into
 
         def moved(path: str) -> str:
             try:
@@ -329,11 +329,15 @@ def saved_checkpoint(alias: str, dirpath) -> str:
 
 
 def _best_model_path(last: Path) -> str:
-    """The best model path that ``last.ckpt``'s ModelCheckpoint state records ("" if none); read weights-only."""
+    """The best model path that ``last.ckpt``'s ModelCheckpoint state records ("" if none); read weights-only,
+    and an unreadable file is a FileNotFoundError naming it (not "records none")."""
     try:
         checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not readable as plain data: the caller falls back to the folder
-        return ""
+    except Exception as err:  # whatever torch raises: the message names the file
+        raise FileNotFoundError(
+            f"--ckpt_path best: {last} cannot be read as a weights-only checkpoint, so it cannot say which file is "
+            f"the best ({type(err).__name__}); give --ckpt_path FILE"
+        ) from err
     for name, state in (checkpoint.get("callbacks") or {}).items():
         if name.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("best_model_path"):
             return str(state["best_model_path"])

@@ -147,7 +147,8 @@ class SplitLoaders(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        """The ``predict`` split when the module built one (``--data.predict_path``: your own images), else test."""
+        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
 
 
 def _stable_rank(group: Hashable, seed: int) -> str:

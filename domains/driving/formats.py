@@ -154,15 +154,21 @@ class ImageAnnotation:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag a camera writes when the picture is to be shown turned
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(height, width)`` from the image header; :class:`LabelFormatError` if it cannot be decoded.
 
     Only the header is read (fast on 7k KITTI images); a file damaged after its header is caught when the
-    dataset decodes it.
+    dataset decodes it. An EXIF orientation that turns the picture (5-8: a phone held upright) swaps the two, as
+    OpenCV's decoder (``read_rgb``) applies it.
     """
     try:
         with Image.open(path) as im:
             width, height = im.size
+            if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
     except FileNotFoundError:
         raise LabelFormatError(path, None, "image file not found") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -570,8 +570,6 @@ class ClassificationDataModule(SplitLoaders):
             raise ClassificationDataError(f"predict_path {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
         return [Sample(str(p), -1, str(p)) for p in paths]
 
-    def predict_dataloader(self):
-        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""The classification metrics, all from torchmetrics: accuracy, macro F1, per-class recall, confusion matrix, ECE."""
+"""The classification metrics, all from torchmetrics: accuracy, macro F1, confusion matrix (and per-class recall
+from it), ECE."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from torchmetrics.classification import (
     MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
-    MulticlassRecall,
 )
 
 
@@ -28,26 +28,26 @@ class ClassificationMetrics(nn.Module):
         self.class_names = list(class_names)
         self.acc = MulticlassAccuracy(n, average="micro")
         self.f1 = MulticlassF1Score(n, average="macro")
-        self.recall = MulticlassRecall(n, average=None)
         self.ece = MulticlassCalibrationError(n, n_bins=ece_bins, norm="l1")
         self.confusion = MulticlassConfusionMatrix(n)
 
     def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
-        for metric in (self.acc, self.f1, self.recall, self.ece, self.confusion):
+        for metric in (self.acc, self.f1, self.ece, self.confusion):
             metric.update(probs, labels)
 
     def compute(self) -> dict:
         out = {"acc": self.acc.compute(), "f1_macro": self.f1.compute(), "ece": self.ece.compute()}
         confusion = self.confusion.compute()
-        # a class with no true item has no recall (torchmetrics says 0.0, which reads as "every one missed")
-        recall = torch.where(confusion.sum(1) > 0, self.recall.compute(), torch.nan)
+        # the confusion matrix's diagonal over its rows; 0 / 0 for a class with no true item is NaN, no recall
+        # (torchmetrics' MulticlassRecall says 0.0 there, which reads as "every one missed")
+        recall = confusion.diag().float() / confusion.sum(1).float()
         for name, value in zip(self.class_names, recall, strict=True):
             out[f"recall_{name}"] = value
         out["confusion"] = confusion
         return out
 
     def reset(self) -> None:
-        for metric in (self.acc, self.f1, self.recall, self.ece, self.confusion):
+        for metric in (self.acc, self.f1, self.ece, self.confusion):
             metric.reset()
 
 

@@ -130,6 +130,7 @@ class ClassificationTask(LabelledTask):
 
     def on_predict_start(self) -> None:
         self._rows, self._unreadable, self._cams_written, self._cam_model = [], [], 0, None
+        self._predicted = 0  # images predicted, with or without predict_dir
 
     def grad_cam(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Grad-CAM maps (B, 1, H, W) in [0, 1] for ``classes`` (MONAI ``GradCAM`` on ``cam_layer``).
@@ -166,6 +167,7 @@ class ClassificationTask(LabelledTask):
             }
         probs = self.model(batch["image"]).softmax(1)
         predicted = probs.argmax(1)
+        self._predicted += len(probs)
         if not self.predict_dir:
             return {"probs": probs, "predicted": predicted, "path": batch["path"]}
         out = Path(self.predict_dir)
@@ -196,6 +198,7 @@ class ClassificationTask(LabelledTask):
 
     def on_predict_epoch_end(self) -> None:
         rows, unreadable = gather_lists(self._rows), gather_lists(self._unreadable)
+        predicted = sum(gather_lists([self._predicted]))
         self._cam_model = None
         if not self.trainer.is_global_zero:
             return
@@ -219,7 +222,7 @@ class ClassificationTask(LabelledTask):
                     writer.writerows(unreadable)
                 listed = f", listed in {out / 'unreadable.csv'}"
             rank_zero_warn(
-                f"predict: {len(unreadable)} of {len(rows) + len(unreadable)} images could not be read and have no "
+                f"predict: {len(unreadable)} of {predicted + len(unreadable)} images could not be read and have no "
                 f"prediction{listed} (e.g. {unreadable[0]['error']})"
             )
 

@@ -182,3 +182,7 @@ def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_other
         main(["predict", *args, "--data.batch_size", "4"])
     with (pred2 / "probabilities.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 3
+    # no predict_dir: nothing written, the count still right
+    args = _folder_args(root, "--data.predict_path", str(loose), "--model.predict_dir", "null")
+    with pytest.warns(UserWarning, match=r"1 of 4 images could not be read and have no prediction \(e\.g\."):
+        main(["predict", *args, "--data.batch_size", "4"])

@@ -365,7 +365,8 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
     own = tmp_path / "own"
     (own / "drive_b").mkdir(parents=True)
     cv2.imwrite(str(own / "a.jpg"), np.full((61, 97, 3), 90, np.uint8))
-    cv2.imwrite(str(own / "drive_b" / "b.png"), np.full((130, 50), 200, np.uint8))  # grey
+    noise = np.random.default_rng(0).integers(0, 256, (130, 50), dtype=np.uint8)  # grey, fine detail
+    cv2.imwrite(str(own / "drive_b" / "b.png"), noise)
     (own / "drive_b" / "broken.png").write_bytes(b"not an image")
     mine = tmp_path / "mine"
     with pytest.warns(
@@ -375,12 +376,15 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
             [
                 "predict",
                 *_cli_args(
-                    data, *predict[:2], "--data.predict_path", str(own), "--model.predict_dir", str(mine)
+                    data, *predict[:2], "--data.predict_path", str(own), "--model.predict_dir", str(mine),
+                    "--model.predict_score_thresh", "1.0",  # no box drawn: the image is the photo itself
+                    "--data.image_size", "[32, 64]",  # the network sees a squeezed copy
                 ),
             ]
         )
     assert sorted(p.name for p in (mine / "images").iterdir()) == ["a.png", "b.png"]
-    assert cv2.imread(str(mine / "images" / "b.png")).shape == (130, 50, 3)  # drawn at the image's own size
+    # drawn on the photo itself at its own size, not on the network's squeezed copy nor a KITTI frame of its name
+    assert np.array_equal(cv2.imread(str(mine / "images" / "b.png")), cv2.cvtColor(noise, cv2.COLOR_GRAY2BGR))
     assert sorted(p.name for p in (mine / "data").iterdir()) == ["a.txt", "b.txt"]
     (own / "drive_b" / "a.png").write_bytes((own / "drive_b" / "b.png").read_bytes())
     with pytest.raises(ValueError, match=r"1 image names repeat \(e\.g\. .*a\.jpg and .*a\.png\)"):

@@ -513,3 +513,19 @@ def test_a_label_error_raised_in_a_loader_worker_stays_one_line(capsys, monkeypa
     assert stop.value.code == 1
     first = capsys.readouterr().err.splitlines()[0]
     assert first == "error: LabelFormatError: /data/image_2/000001.png: cannot decode the image"
+
+
+def test_image_size_turns_with_the_exif_orientation_as_the_decoder_does(tmp_path):
+    """A phone photo held upright is stored wide with orientation 6; OpenCV decodes it turned, so the header
+    size must turn too (predict on such a photo stopped with 'image is 30x50 but its annotation says 50x30')."""
+    from PIL import Image
+
+    from domains.driving.common import read_rgb
+    from domains.driving.formats import image_size
+
+    for orientation, expected in ((1, (30, 50)), (6, (50, 30)), (8, (50, 30)), (3, (30, 50))):
+        path = tmp_path / f"o{orientation}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.new("RGB", (50, 30), (90, 20, 200)).save(path, exif=exif)
+        assert image_size(path) == expected == read_rgb(path).shape[:2], orientation

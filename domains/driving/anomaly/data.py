@@ -316,11 +316,11 @@ class SegmentationDataModule(SplitLoaders):
             default_anomaly_root()
 
     def setup(self, stage: str | None = None) -> None:
+        if stage in ("predict", None) and self.predict_path is not None and "predict" not in self.datasets:
+            images = predict_images(self.predict_path)
+            self.datasets["predict"] = PredictImages(images, segmentation_transforms(False, self.image_size))
         if stage == "predict" and self.predict_path is not None:
-            if "predict" not in self.datasets:
-                images = predict_images(self.predict_path)
-                self.datasets["predict"] = PredictImages(images, segmentation_transforms(False, self.image_size))
-            return
+            return  # your own photos only: neither data_path nor anomaly_path is read
         if "train" not in self.datasets:
             root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
             base = resolve_kitti_split(root)
@@ -338,7 +338,5 @@ class SegmentationDataModule(SplitLoaders):
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
             self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
 
-    def predict_dataloader(self):
-        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
 
     collate_fn = staticmethod(pad_collate)

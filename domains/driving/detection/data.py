@@ -291,10 +291,10 @@ class DetectorDataModule(SplitLoaders):
         )
 
     def setup(self, stage: str | None = None) -> None:
+        if stage in ("predict", None) and self.predict_path is not None and "predict" not in self.datasets:
+            self.datasets["predict"] = self.make_dataset("predict", self.predict_records())
         if stage == "predict" and self.predict_path is not None:
-            if "predict" not in self.datasets:
-                self.datasets["predict"] = self.make_dataset("predict", self.predict_records())
-            return
+            return  # your own images only: data_path is not read
         if self.splits:
             return
         self.splits = self._read_splits()
@@ -307,8 +307,6 @@ class DetectorDataModule(SplitLoaders):
         found = predict_images(self.predict_path, name=lambda path: self.record_type(str(path), 0, 0).image_id)
         return [self.record_type(str(path), width, height) for path, height, width in found]
 
-    def predict_dataloader(self):
-        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
 
     collate_fn = staticmethod(detection_collate)
 

@@ -111,7 +111,7 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         )
         if pretrained_backbone:  # a frozen backbone must be given whole (FrozenBackboneCheck, at fit start)
             self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
-        self._annotation_index: dict | None = None
+        self._annotation_index: tuple[object, dict] | None = None  # (its source, image_id -> annotation)
         self.ignore_overlap = ignore_overlap
         self.predict_dir = predict_dir
         self.predict_score_thresh = predict_score_thresh
@@ -138,12 +138,17 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         return loss
 
     def _annotations(self) -> dict:
-        """image_id -> raw annotation (with ``image_path``) from the data module (empty when it has none)."""
-        if self._annotation_index is None:
-            dm = getattr(self.trainer, "datamodule", None)
+        """image_id -> raw annotation (with ``image_path``) from the data module (empty when it has none): while
+        predicting your own photos (``--data.predict_path``) theirs only, so a photo is drawn on itself, never on
+        a training image of the same name."""
+        dm = getattr(self.trainer, "datamodule", None)
+        own = (getattr(dm, "datasets", None) or {}).get("predict") if self.trainer.predicting else None
+        source = own if own is not None else dm
+        if self._annotation_index is None or self._annotation_index[0] is not source:
             splits = getattr(dm, "splits", None) or {}
-            self._annotation_index = {a.image_id: a for items in splits.values() for a in items}
-        return self._annotation_index
+            records = own.annotations if own is not None else [a for items in splits.values() for a in items]
+            self._annotation_index = (source, {a.image_id: a for a in records})
+        return self._annotation_index[1]
 
     def image_path(self, image_id: str) -> str | None:
         """The file of a predicted image, when the data module knows it."""

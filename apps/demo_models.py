@@ -611,10 +611,9 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
 
     The photo is resized to the training images' width (from the checkpoint; :data:`ANOMALY_WIDTH` if it
     does not say), keeping its aspect ratio (the model pads to its stride itself), and the map is resized
-    back,
-    so overlays line up with the upload.
+    back as ``predict`` does, so overlays line up with the upload.
     """
-    from domains.driving.anomaly.predict import image_anomaly_score, road_region
+    from domains.driving.anomaly.predict import image_anomaly_score, road_region, score_to_original
 
     h, w = image.shape[:2]
     trained = getattr(task, "demo_input_size", None)
@@ -637,8 +636,8 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
         getattr(task, "image_score_q", 0.999),
         getattr(task, "image_score_k", 50),
     )
-    if (w, h) != size:
-        score_map = cv2.resize(score_map, (w, h), interpolation=cv2.INTER_LINEAR)
+    if (w, h) != size:  # back to the photo as `predict` writes it
+        score_map = score_to_original(score_map, (h, w))
         pred = cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST)
     return {
         "score": score_map.astype(np.float32),
@@ -829,7 +828,7 @@ def accident_model_fps(path: str | Path) -> tuple[float, str]:
     generated clips at their ``synthetic.fps`` (the generator's default when unset), CCD / DoTA at their 10 fps,
     ``npz`` features at ``feature_fps``; a synthetic ``data_path`` at the ``fps`` of its first annotation. A
     checkpoint that stores no data settings is taken to be from the default data module (the generated clips)."""
-    from domains.driving.accident.readers import CCD_FPS, DOTA_FPS
+    from domains.driving.accident.readers import CCD_FPS, DAD_FPS, DOTA_FPS
 
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -844,7 +843,7 @@ def accident_model_fps(path: str | Path) -> tuple[float, str]:
     data = dict(data)
     fmt = data.get("data_format") or "synthetic"
     if fmt == "npz":
-        return float(data.get("feature_fps") or 20.0), f"the npz features' feature_fps ({where})"
+        return float(data.get("feature_fps") or DAD_FPS), f"the npz features' feature_fps ({where})"
     if fmt in ("ccd", "dota"):
         return (CCD_FPS if fmt == "ccd" else DOTA_FPS), f"{fmt.upper()} clips ({where})"
     if data.get("data_path"):
@@ -928,18 +927,19 @@ def accident_predict(
     step_toa = -1 if toa < 0 else int(np.searchsorted(steps, toa))  # the first step at or after the contact
     height, width = task.model.input_size
     src_h, src_w = frames.shape[1:3]
-    picked = frames[steps]
-    small = np.stack(
-        [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in picked]
-        if (src_h, src_w) != (height, width)
-        else list(picked)
-    )
     scale = np.array([width / src_w, height / src_h] * 2, np.float32)
     source_boxes = np.asarray(boxes, np.float32)
     valid = np.asarray(box_valid, bool)
     t, n = len(steps), valid.shape[1]
-    batch = {
-        "frames": torch.from_numpy(small.transpose(0, 3, 1, 2).copy()).float().div_(255.0)[None],
+    batch = {}
+    if task.model.input_kind != "boxes":  # a boxes-only network never reads the frames
+        small = np.stack(
+            [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames[steps]]
+            if (src_h, src_w) != (height, width)
+            else list(frames[steps])
+        )
+        batch["frames"] = torch.from_numpy(small.transpose(0, 3, 1, 2).copy()).float().div_(255.0)[None]
+    batch |= {
         "boxes": torch.from_numpy(source_boxes[steps] * scale)[None],
         "box_valid": torch.from_numpy(valid[steps])[None],
         "track_ids": torch.from_numpy(np.asarray(track_ids, np.int64))[None],
@@ -959,11 +959,11 @@ def accident_predict(
             if out.get(key) is not None:
                 out[key] = np.asarray(out[key])[held]
     out["frames"] = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
-    out["boxes"] = out["source_boxes"] = source_boxes
+    out.pop("source_boxes", None)  # the boxes below are the source's already
+    out["boxes"] = source_boxes
     out["box_valid"] = valid
     out["fps"], out["toa"] = float(fps), int(toa)
     out["model_steps"] = steps
-    out["model_fps"] = step_fps
     return out
 
 

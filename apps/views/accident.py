@@ -101,7 +101,7 @@ def _risk_chart(prediction: dict, threshold: float, alarm: int | None, toa: int,
 
     fps = float(prediction["fps"])
     # the model's own steps (each at the time of the source frame it read), not the frames holding their values
-    steps = np.asarray(prediction.get("model_steps", np.arange(len(prediction["risk"]))))
+    steps = np.asarray(prediction["model_steps"])
     probs = np.asarray(prediction["probabilities"], dtype=np.float64)[steps]
     times = steps / fps
     end = (len(prediction["risk"]) - 1) / fps
@@ -194,11 +194,12 @@ def _own(key: str) -> bool:
     return bool(st.session_state.get(pc.OVERRIDES, {}).get(key))
 
 
-def _far_from_training(width: int, height: int, in_w: int, in_h: int) -> str | None:
+def _far_from_training(width: int, height: int, in_w: int, in_h: int, input_kind: str) -> str | None:
     """The driving page's warning for a clip unlike the wide dashcam frames the models learnt from."""
+    reads = "every frame squeezed" if input_kind != "boxes" else "the boxes scaled"
     trained = (
         "The detector and the anticipator learnt from wide dashcam frames of synthetic streets, and the "
-        f"anticipator reads every frame squeezed to its {in_w}x{in_h} ({in_w / in_h:.1f}:1)"
+        f"anticipator reads {reads} to its {in_w}x{in_h} frame ({in_w / in_h:.1f}:1)"
     )
     return up.unlike_dashcam(width, height, "clip", trained)
 
@@ -332,7 +333,7 @@ else:
         st.stop()
     pc.show_notes(decoded.notes)
     frames = decoded.frames
-    far = _far_from_training(frames.shape[2], frames.shape[1], in_w, in_h)
+    far = _far_from_training(frames.shape[2], frames.shape[1], in_w, in_h, model.model.input_kind)
     if far:
         st.warning(far)
     if decoded.fps is None:

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from domains.driving.classes import SEMANTIC_ID
+from domains.driving.common import read_rgb
+from domains.driving.formats import LabelFormatError
 from shared.device import to_numpy
 
 ROAD_CLASS_IDS = (SEMANTIC_ID["road"], SEMANTIC_ID["lane_marking"])
@@ -139,9 +141,12 @@ def _original_rgb(
     """The picture an overlay is drawn on: the source file when its path is known and it has ``size``, else
     the batch tensor (padding cut off) resized back to ``size``. RGB uint8 (H, W, 3)."""
     if path:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is not None and bgr.shape[:2] == size:
-            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        try:
+            rgb = read_rgb(path)
+        except (LabelFormatError, OSError):  # gone or changed since the batch read it: the batch's copy below
+            rgb = None
+        if rgb is not None and rgb.shape[:2] == size:
+            return rgb
     x = image.detach().float()[:, : int(unpadded[0]), : int(unpadded[1])]
     if tuple(x.shape[-2:]) != size:
         x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]

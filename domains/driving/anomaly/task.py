@@ -400,14 +400,11 @@ class AnomalySegmentationTask(BaseTask):
         for name, value in maps.items():
             self._pixel_acc[name].update(value, y, name=f"test batch {batch_idx}")
         pred = logits.argmax(dim=1).cpu().numpy()
+        unpadded = batch.get("unpadded_size") if isinstance(batch, dict) else None
         for i, image_name in enumerate(names):
-            region = road_region(pred[i])
+            size = unpadded[i] if unpadded is not None else pred.shape[-2:]  # the image itself, not the padding
             for name, value in maps.items():
-                self._image_scores[name].append(
-                    image_anomaly_score(
-                        value[i], region, self.image_score_method, self.image_score_q, self.image_score_k
-                    )
-                )
+                self._image_scores[name].append(self._image_score(value[i], pred[i], size))
             self._image_targets.append(int((y[i] == 1).any()))
             self._image_names.append(str(image_name))
             if self.component_metrics:
@@ -489,7 +486,7 @@ class AnomalySegmentationTask(BaseTask):
         names = info.get("name", [f"{batch_idx}_{i}" for i in range(len(images))])
         full = tuple(images.shape[-2:])
         unpadded = [tuple(int(v) for v in s) for s in info.get("unpadded_size", [full] * len(images))]
-        out = self.analyze(images)
+        out = self.analyze(images, unpadded=unpadded)
         vmin, vmax = FIXED_RANGES.get(self.score, (None, None))
         written = write_predictions(
             self.predict_dir,
@@ -503,15 +500,8 @@ class AnomalySegmentationTask(BaseTask):
             unpadded_sizes=unpadded,
             image_paths=info.get("image_path"),
         )
-        scores, pred = out["score"].float().cpu().numpy(), out["pred"].cpu().numpy()
-        for item, s, p, (h, w) in zip(written, scores, pred, unpadded, strict=True):
-            item["image_score"] = image_anomaly_score(
-                s[:h, :w],
-                road_region(p[:h, :w]),
-                self.image_score_method,
-                self.image_score_q,
-                self.image_score_k,
-            )
+        for item, image_score in zip(written, out["image_score"], strict=True):
+            item["image_score"] = image_score
         return written
 
     def on_predict_epoch_end(self) -> None:
@@ -528,12 +518,26 @@ class AnomalySegmentationTask(BaseTask):
         self.print(f"wrote {len(rows)} heatmaps and {path}")
 
     # -------------------------------------------------------------------------------------------- app API
+    def _image_score(self, score: np.ndarray, pred: np.ndarray, size: Sequence[int]) -> float:
+        """The image-level score of one map over the image's own ``size`` (H, W) inside a padded batch."""
+        h, w = int(size[0]), int(size[1])
+        region = road_region(pred[:h, :w])
+        return image_anomaly_score(
+            score[:h, :w], region, self.image_score_method, self.image_score_q, self.image_score_k
+        )
+
     @torch.no_grad()
-    def analyze(self, images: torch.Tensor, scores: Sequence[str] | None = None) -> dict:
+    def analyze(
+        self,
+        images: torch.Tensor,
+        scores: Sequence[str] | None = None,
+        unpadded: Sequence[Sequence[int]] | None = None,
+    ) -> dict:
         """Segmentation and anomaly maps for a batch of images in [0, 1] (or uint8), any size.
 
         Returns ``pred`` (B, H, W) class ids, ``score`` (B, H, W) the selected score, ``scores`` {name: map}
-        for ``scores`` (default: the selected one), ``image_score`` list of floats (B,).
+        for ``scores`` (default: the selected one), ``image_score`` list of floats (B,), over each image's own
+        (H, W) in ``unpadded`` when a padded batch gives it (the padding is not road, nor an anomaly).
         """
         images = self._as_batch(images)
         was_training = self.training
@@ -549,15 +553,10 @@ class AnomalySegmentationTask(BaseTask):
             self.train(was_training)
         pred = logits.argmax(dim=1)
         selected = maps[self.score]
+        full = [tuple(images.shape[-2:])] * len(images)
         image_scores = [
-            image_anomaly_score(
-                s,
-                road_region(p),
-                self.image_score_method,
-                self.image_score_q,
-                self.image_score_k,
-            )
-            for s, p in zip(selected.cpu().numpy(), pred.cpu().numpy(), strict=True)
+            self._image_score(s, p, size)
+            for s, p, size in zip(selected.cpu().numpy(), pred.cpu().numpy(), unpadded or full, strict=True)
         ]
         return {
             "pred": pred,

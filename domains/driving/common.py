@@ -61,10 +61,11 @@ def read_label_map(path: str | Path) -> np.ndarray:
     return label
 
 
-def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> list[tuple[Path, int, int]]:
-    """``(path, height, width)`` of the images a ``--data.predict_path`` names: a folder (searched recursively) or
-    one file, sizes from the headers. An unreadable image is skipped and counted in one warning; two images of
-    one ``name`` are refused (predict writes ``<name>.*`` per image)."""
+def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> list[tuple[Path, int, int, str]]:
+    """``(path, height, width, name)`` of the images a ``--data.predict_path`` names: a folder (searched
+    recursively) or one file, sizes from the headers. Predict writes ``<name>.*`` per image: ``name(path)`` (the
+    stem), or, where that repeats (``drive_a/000000.png``, ``drive_b/000000.png``: dashcam drives), the path below
+    the folder joined by ``__`` (``drive_a__000000``). An unreadable image is skipped and counted in one warning."""
     root = Path(predict_path)
     if root.is_file():
         paths = [root]
@@ -89,14 +90,22 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
         )
     if not found:
         raise LabelFormatError(root, None, f"none of its {len(paths)} images can be read")
-    names = Counter(name(path) for path, _, _ in found)
-    if repeated := [n for n, count in names.items() if count > 1]:
-        same = [str(path) for path, _, _ in found if name(path) == repeated[0]]
+    stems = Counter(name(path) for path, _, _ in found)
+
+    def unique(path: Path) -> str:
+        return (
+            name(path) if stems[name(path)] == 1 else "__".join(path.relative_to(root).with_suffix("").parts)
+        )
+
+    named = [(path, h, w, unique(path)) for path, h, w in found]
+    names = Counter(n for *_, n in named)
+    if repeated := [n for n, count in names.items() if count > 1]:  # a.png beside a.jpg
+        same = [str(path) for path, *_, n in named if n == repeated[0]]
         raise ValueError(
             f"--data.predict_path {root}: {len(repeated)} image names repeat (e.g. {' and '.join(same[:2])}); "
-            "predict writes one file per name: predict the folders one at a time"
+            "predict writes one file per name: rename one"
         )
-    return found
+    return named
 
 
 def read_annotated_rgb(ann) -> np.ndarray:

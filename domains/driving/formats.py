@@ -139,16 +139,18 @@ class ObjectLabel:
 
 @dataclass
 class ImageAnnotation:
-    """One image and its objects. ``image_id`` is the file stem (KITTI's ``000123``)."""
+    """One image and its objects. ``image_id`` is the file stem (KITTI's ``000123``), or ``name`` when given
+    (your own photos whose stems repeat across folders: :func:`domains.driving.common.predict_images`)."""
 
     image_path: str
     width: int
     height: int
     objects: list[ObjectLabel] = field(default_factory=list)
+    name: str | None = None
 
     @property
     def image_id(self) -> str:
-        return Path(self.image_path).stem
+        return self.name or Path(self.image_path).stem
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -376,9 +376,16 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
             [
                 "predict",
                 *_cli_args(
-                    data, *predict[:2], "--data.predict_path", str(own), "--model.predict_dir", str(mine),
-                    "--model.predict_score_thresh", "1.0",  # no box drawn: the image is the photo itself
-                    "--data.image_size", "[32, 64]",  # the network sees a squeezed copy
+                    data,
+                    *predict[:2],
+                    "--data.predict_path",
+                    str(own),
+                    "--model.predict_dir",
+                    str(mine),
+                    "--model.predict_score_thresh",
+                    "1.0",  # no box drawn: the image is the photo itself
+                    "--data.image_size",
+                    "[32, 64]",  # the network sees a squeezed copy
                 ),
             ]
         )
@@ -386,8 +393,21 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
     # drawn on the photo itself at its own size, not on the network's squeezed copy nor a KITTI frame of its name
     assert np.array_equal(cv2.imread(str(mine / "images" / "b.png")), cv2.cvtColor(noise, cv2.COLOR_GRAY2BGR))
     assert sorted(p.name for p in (mine / "data").iterdir()) == ["a.txt", "b.txt"]
+    # a name in two drives (dashcam layouts: drive_a/000000.png): the path below the folder names both
     (own / "drive_b" / "a.png").write_bytes((own / "drive_b" / "b.png").read_bytes())
-    with pytest.raises(ValueError, match=r"1 image names repeat \(e\.g\. .*a\.jpg and .*a\.png\)"):
+    (own / "drive_b" / "broken.png").unlink()
+    both = tmp_path / "both"
+    main(
+        [
+            "predict",
+            *_cli_args(data, *predict[:2], "--data.predict_path", str(own), "--model.predict_dir", str(both)),
+        ]
+    )
+    assert sorted(p.name for p in (both / "data").iterdir()) == ["a.txt", "b.txt", "drive_b__a.txt"]
+    (own / "a.png").write_bytes((own / "drive_b" / "b.png").read_bytes())  # beside a.jpg: one name for two
+    with pytest.raises(
+        ValueError, match=r"1 image names repeat \(e\.g\. .*own/a\.jpg and .*own/a\.png\); .* rename one"
+    ):
         main(["predict", *_cli_args(data, *predict[:2], "--data.predict_path", str(own))])
 
     # the config writes to predictions/driving_detection; with the folder unset, predict says nothing is written

@@ -223,7 +223,7 @@ def segmentation_transforms(
 
 class PredictImages(Dataset):
     """Your own road photos for ``predict`` (no labels): items as :class:`AnomalyDataset`'s without ``label``.
-    ``images``: ``(path, height, width)`` from :func:`~domains.driving.common.predict_images`."""
+    ``images``: ``(path, height, width, name)`` from :func:`~domains.driving.common.predict_images`."""
 
     def __init__(self, images: Sequence[tuple[Path, int, int]], transform: A.Compose | None = None):
         self.images, self.transform = list(images), transform
@@ -232,7 +232,7 @@ class PredictImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
-        path = self.images[i][0]
+        path, *_, name = self.images[i]
         image = read_rgb(path)
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         if self.transform is not None:
@@ -240,7 +240,7 @@ class PredictImages(Dataset):
         tensor = to_image_tensor(image)
         return {
             "image": tensor,
-            "name": Path(path).stem,
+            "name": name,
             "orig_size": orig_size,
             "unpadded_size": (int(tensor.shape[-2]), int(tensor.shape[-1])),
             "image_path": str(path),

@@ -305,7 +305,7 @@ class DetectorDataModule(SplitLoaders):
     def predict_records(self) -> list[ImageAnnotation]:
         """Label-free records of ``predict_path``'s images (:func:`~domains.driving.common.predict_images`)."""
         found = predict_images(self.predict_path, name=lambda path: self.record_type(str(path), 0, 0).image_id)
-        return [self.record_type(str(path), width, height) for path, height, width in found]
+        return [self.record_type(str(path), width, height, name=name) for path, height, width, name in found]
 
 
     collate_fn = staticmethod(detection_collate)

@@ -94,7 +94,7 @@ class InstanceAnnotation(ImageAnnotation):
 
     @property
     def image_id(self) -> str:
-        return _stem(Path(self.image_path))
+        return self.name or _stem(Path(self.image_path))
 
 
 def _stem(path: Path) -> str:

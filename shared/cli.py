@@ -265,7 +265,7 @@ class SuiteCLI(LightningCLI):
         # what the data module and the model share is written once (in data.*) and copied to the model
         for source, target, *compute in self._links:  # (source, target[, compute_fn])
             parser.link_arguments(source, target, *compute)
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastIsLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": self._monitor,
@@ -400,6 +400,39 @@ def _check_nulls(values, group: str, cls) -> None:
         required = name in hints and name in params and params[name].default is not None
         if value is None and required and not _allows_none(hints[name]):
             raise ConfigError(f"{group}.{name}: null is not allowed ({cls.__name__} needs {hints[name]})")
+
+
+class LastIsLastCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``, whose ``last.ckpt`` is the run's last state again.
+
+    Since Lightning 2.6 ``save_last`` writes ``last.ckpt`` only when a top-k checkpoint is saved at the same step,
+    so with the suite's best-on-the-validation-metric a run whose metric stopped improving kept an old
+    ``last.ckpt``: ``fit --ckpt_path last`` resumed epochs back, and ``test --ckpt_path last`` scored an old model.
+    This saves it after every validation (or epoch) that did not; and with ``fast_dev_run``, documented as not
+    checkpointing, it writes none at the end either (a smoke run became the newest ``last*.ckpt``). Its state key
+    is the parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
+    def _save_last_if_missed(self, trainer) -> None:
+        # skipped when the parent saved at this step already (top-k and last), in sanity checks and fast_dev_run
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _generate_state_key(self, **kwargs) -> str:
+        return f"ModelCheckpoint{kwargs!r}"
 
 
 class RemovePartialPredictions(pl.Callback):

@@ -267,6 +267,31 @@ def test_default_root_dir_moves_the_logs_and_checkpoints_too(tmp_path, monkeypat
     assert (own / "last.ckpt").is_file()
 
 
+def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(tmp_path, monkeypatch):
+    """Lightning 2.6 writes last.ckpt only beside a new top-k checkpoint: with lr 0 the validation loss never
+    improves after epoch 0, and last.ckpt stayed at epoch 0 (resume and --ckpt_path last went back in time)."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    fit = ["fit", *common, "--trainer.max_epochs", "3", "--model.optimizer.init_args.lr", "0"]
+    cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=fit)
+    folder = tmp_path / "lightning_logs/tiny/checkpoints"
+    last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == cli.trainer.global_step > 0 and last["epoch"] == 2
+    best = torch.load(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
+    assert best["global_step"] < last["global_step"]  # the best stayed at epoch 0
+    assert any(key.startswith("ModelCheckpoint{") for key in last["callbacks"])  # the parent's state key
+    # a smoke run (fast_dev_run: documented as not checkpointing) leaves the folder as it was
+    before = sorted(p.name for p in folder.iterdir())
+    run_cli(
+        TinySegTask,
+        SquaresDataModule,
+        domain="tiny",
+        monitor="val/loss",
+        args=[*fit, "--trainer.fast_dev_run", "1"],
+    )
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
 def test_best_checkpoint_without_last_is_the_single_best_file(tmp_path):
     from shared.cli import saved_checkpoint
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import itertools
 import shutil
@@ -188,7 +189,7 @@ class SuiteCLI(LightningCLI):
             return
         trained_args = _plain(trained.get("init_args") or {})
         given_args = _plain(given.get("init_args") or {})
-        if trained.get("class_path") != given.class_path:
+        if not _same_class(str(trained.get("class_path")), str(given.class_path)):
             differs = f"{trained.get('class_path')}, not the config's {given.class_path}"
         else:
             keys = sorted(k for k in set(trained_args) & set(given_args) if trained_args[k] != given_args[k])
@@ -276,6 +277,21 @@ class SuiteCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+
+def _same_class(path: str, other: str) -> bool:
+    """Whether two class paths name one class: a checkpoint records where it is defined
+    (``domains.medical.models.unet.UNetSegmenter``), a config where it is exported (``domains.medical.models.
+    UNetSegmenter``). Only the suite's own packages are imported to find out."""
+    if path == other:
+        return True
+    if not all(p.startswith(("domains.", "shared.")) for p in (path, other)):
+        return False
+    try:
+        found = [getattr(importlib.import_module(p.rsplit(".", 1)[0]), p.rsplit(".", 1)[1]) for p in (path, other)]
+    except (ImportError, AttributeError, ValueError, IndexError):
+        return False
+    return found[0] is found[1]
 
 
 def _plain(value):

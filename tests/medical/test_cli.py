@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import cv2
@@ -59,9 +60,12 @@ def test_each_model_config_checkpoints_into_its_own_folder_and_another_network_i
         assert (tmp_path / f"lightning_logs/medical/{config}/checkpoints/last.ckpt").is_file()
     unet_last = "lightning_logs/medical/unet/checkpoints/last.ckpt"
     test = ["--trainer.limit_test_batches", "1"]
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         cli = main(["test", *tiny_args(lidc, "unet"), *test, "--ckpt_path", "last"])
     assert f"--ckpt_path last: {unet_last}" in caplog.text
+    # its own network, recorded where it is defined (models.unet.UNetSegmenter): no warning
+    assert not [w for w in caught if "holds another network" in str(w.message)]
     assert type(cli.model.model).__name__ == "UNetSegmenter"
     quick_last = str(tmp_path / "lightning_logs/medical/quick/checkpoints/last.ckpt")
     with pytest.warns(UserWarning, match=r"ProbabilisticUNet, not the config's domains\.medical\.models\.UNetSegmenter"):

@@ -1,4 +1,4 @@
-"""Turn finished training runs into the demo's shipped weights: ``apps/weights/<key>.safetensors`` + card.
+r"""Turn finished training runs into the demo's shipped weights: ``apps/weights/<key>.safetensors`` + card.
 
     python -m apps.ship_weights --runs gpu_runs          # the folder benchmarks/gpu_recipes.py wrote
     python -m apps.ship_weights --checkpoint driving_accident=lightning_logs/driving_accident/checkpoints/last.ckpt \

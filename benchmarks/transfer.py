@@ -1,4 +1,4 @@
-"""From scratch vs transferred, as labelled data grows: the textbook claims about transfer learning, measured.
+r"""From scratch vs transferred, as labelled data grows: the textbook claims about transfer learning, measured.
 
     .venv/bin/python benchmarks/transfer.py --domain medical --minutes 30
     .venv/bin/python benchmarks/transfer.py --domain driving --minutes 30 \

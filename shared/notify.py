@@ -1,4 +1,4 @@
-"""A message when a run ends: e-mail and / or a JSON webhook, sent by rank 0 at the end of ``fit`` or on failure.
+r"""A message when a run ends: e-mail and / or a JSON webhook, sent by rank 0 at the end of ``fit`` or on failure.
 
 Off unless added as a callback, e.g. on the command line::
 

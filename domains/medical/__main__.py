@@ -4,7 +4,7 @@ from shared.cli_help import domain_main
 
 DESCRIPTION = (
     "Lesion segmentation that says how sure it is: a U-Net baseline, the Probabilistic U-Net and the "
-    "Hierarchical Probabilistic U-Net (GECO), trained on four-reader data (LIDC style) and scored with GED, "
+    "Hierarchical Probabilistic U-Net (the paper's GECO objective, or the beta-2 ELBO hpu_net.yaml ships), trained on four-reader data (LIDC style) and scored with GED, "
     "Hungarian IoU, Dice and calibration. Trains on a synthetic four-reader set by default (generated on first "
     "use); real data: --data.data_format lidc_png|lidc_pickle|decathlon --data.data_path PATH. "
     "Example: python -m domains.medical fit -c domains/medical/configs/prob_unet.yaml, then "

@@ -624,7 +624,9 @@ def ensure_synthetic_lidc(root: str | Path | None = None, **kw) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m domains.medical.synthetic --root data/medical/synthetic_lidc --n-patients 120``."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m domains.medical.synthetic", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--root", default=None, help=f"default: {DEFAULT_ROOT}[_<readers>_readers]")
     ap.add_argument("--n-patients", type=int, default=120)
     ap.add_argument("--images-per-patient", type=int, default=10)

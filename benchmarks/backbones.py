@@ -8,10 +8,15 @@ Prints a markdown table (and writes it with --out). Numbers are CPU throughput u
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: the repository's packages
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from benchmarks.report import check_numbers
 from shared.backbones import create_backbone, list_backbones
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 
@@ -45,7 +50,9 @@ def main() -> None:
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
     )
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = check_numbers(parser, parser.parse_args())
+    if unknown := sorted(set(args.names or ()) - set(list_backbones())):
+        parser.error(f"--names: unknown backbone(s) {unknown}; registered: {', '.join(list_backbones())}")
     device = resolve_accelerator(args.accelerator)[1]
     header = (
         "| backbone | params (M) | "
@@ -80,4 +87,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        main()

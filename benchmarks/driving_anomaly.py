@@ -38,7 +38,7 @@ import albumentations as A
 import pytorch_lightning as pl
 import torch
 
-from benchmarks.report import command_line
+from benchmarks.report import check_numbers, command_line
 from domains.driving.anomaly.data import SegmentationDataModule
 from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
@@ -134,7 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="DIR",
         help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis",
     )
-    return p.parse_args(argv)
+    return check_numbers(p, p.parse_args(argv))
 
 
 def native_crops(size: tuple[int, int], frame: tuple[int, int], seed: int) -> A.Compose:
@@ -441,4 +441,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        raise SystemExit(main())

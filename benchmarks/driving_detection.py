@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
+from benchmarks.report import check_numbers
 from domains.driving.detection.data import DetectionDataModule
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from domains.driving.detection.task import DetectionTask
@@ -169,8 +170,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/driving_detection.md")
     add_budget_arguments(parser, calibration_steps=4, inference_images=30)
-    return run_and_report(parser.parse_args(argv), run, markdown)
+    return run_and_report(check_numbers(parser, parser.parse_args(argv)), run, markdown)
 
 
 if __name__ == "__main__":
-    main()
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        main()

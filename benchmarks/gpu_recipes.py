@@ -22,6 +22,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the repository's benchmarks package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.report import check_numbers  # after the path above
+
 DRIVING = "domains/driving"
 MEDICAL = "domains/medical/configs"
 HPU_DEMO_KWARGS = (
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CPU, fp32, 3 steps per run: checks the plumbing")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = check_numbers(ap, ap.parse_args(argv))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.child:
         return _child(args.child, args.out_dir, args.seconds, args.smoke)
@@ -237,4 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        sys.exit(main())

@@ -60,7 +60,7 @@ from shared.backbones import unet as unet_module
 ROOT_DIR = Path(__file__).resolve().parents[1]
 if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
     sys.path.insert(0, str(ROOT_DIR))
-from benchmarks.report import command_line, print_and_write
+from benchmarks.report import check_numbers, command_line, print_and_write
 
 CONFIG = {"channels": (32, 64, 128, 192), "latent_dim": 6, "beta": 1.0, "fcomb_layers": 3}
 
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--out", type=Path, default=None, help="write the table here (benchmarks/results/prob_unet_speed.md)"
     )
-    args = parser.parse_args(argv)
+    args = check_numbers(parser, parser.parse_args(argv))
     if args.rounds < 1 or args.steps < 1 or args.batch_size < 1 or args.size < 16:
         parser.error("--rounds, --steps and --batch-size must be >= 1 and --size >= 16")
     torch.set_num_threads(args.threads)
@@ -447,4 +447,7 @@ def _cpu_name() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        main()

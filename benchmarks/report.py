@@ -14,10 +14,44 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
     return f".venv/bin/python {script} {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
 
 
+#: the benchmarks' numeric options by the values they take (an option a script lacks is skipped)
+POSITIVE = (
+    "budget_minutes", "minutes", "seconds", "fit_seconds", "steps", "iters", "rounds", "timing_repeats",
+    "inference_images", "batch_size", "threads", "num_samples",
+)  # fmt: skip
+NON_NEGATIVE = ("warmup", "num_workers", "calibration_steps")
+SHARES = {"budget_fraction": (False, True), "oe_fraction": (True, False)}  # (0 allowed, 1 allowed)
+
+
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse a numeric option out of its range with argparse's ``error:`` naming it (exit 2), before any work:
+    ``--budget-minutes 0`` used to end in a traceback about "seconds > 0", ``--steps 0`` in a full-length run."""
+
+    def bad(name: str, what: str) -> None:
+        parser.error(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
+
+    for name in POSITIVE:
+        value = getattr(args, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value > 0:
+            bad(name, "positive")
+    for name in NON_NEGATIVE:
+        value = getattr(args, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= 0:
+            bad(name, ">= 0")
+    for name, (zero, one) in SHARES.items():
+        value = getattr(args, name, None)
+        if isinstance(value, (int, float)) and not (
+            (0 < value or zero and value == 0) and (value < 1 or one and value == 1)
+        ):
+            bad(name, f"in {'[' if zero else '('}0, 1{']' if one else ')'}")
+    return args
+
+
 def parse_keeping_argv(parser, argv: list[str] | None) -> argparse.Namespace:
     """``parser.parse_args(argv)``, with ``argv`` kept as ``args.argv`` for :func:`command_line`: a report then
-    quotes these arguments, not the caller's ``sys.argv``, when ``main(argv)`` is called from Python."""
-    args = parser.parse_args(argv)
+    quotes these arguments, not the caller's ``sys.argv``, when ``main(argv)`` is called from Python. Numeric
+    options out of range are refused (:func:`check_numbers`)."""
+    args = check_numbers(parser, parser.parse_args(argv))
     args.argv = argv
     return args
 

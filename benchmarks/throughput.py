@@ -26,7 +26,7 @@ from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchr
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: the repository's benchmarks
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.report import print_and_write
+from benchmarks.report import check_numbers, command_line, print_and_write
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
@@ -143,6 +143,11 @@ class _StepClock(pl.Callback):
     def __init__(self, warmup: int):
         self.warmup, self.start, self.images = warmup, None, 0
 
+    def on_train_start(self, trainer, pl_module):
+        if self.warmup == 0:  # no warm-up: the clock runs from the first step (global_step is 1 after it)
+            synchronize(pl_module.device)
+            self.start = time.perf_counter()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.warmup:
             synchronize(pl_module.device)
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, nargs="+", default=None, help="loader worker counts (default 0..config)"
     )
     ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args(argv)
+    args = check_numbers(ap, ap.parse_args(argv))
     accelerator, device = resolve_accelerator(args.accelerator)
     where = device_name(device)
     rows = []
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Throughput: does the loader keep up? ({time.strftime('%Y-%m-%d')}, {where})",
         "",
         (
-            f"Command: `python benchmarks/throughput.py{' --gpu-configs' if args.gpu_configs else ''}`; "
+            f"Command: `{command_line('benchmarks/throughput.py', argv)}`; "
             f"{args.steps} timed steps after {args.warmup} warm-up steps per measurement."
         ),
         "",
@@ -226,4 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        raise SystemExit(main())

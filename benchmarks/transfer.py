@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
+from benchmarks.report import check_numbers
 from shared.backbones import list_backbones
 from shared.budget import FitScheduleToBudget
 from shared.classification.metrics import ClassificationMetrics
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--out", type=Path, default=None, help="markdown table; .json and .png written beside it"
     )
-    args = parser.parse_args(argv)
+    args = check_numbers(parser, parser.parse_args(argv))
     torch.set_num_threads(args.threads)
     for f in args.fractions:
         if not 0 < f <= 1:
@@ -383,4 +384,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        main()

@@ -22,3 +22,42 @@ def test_images_of_a_batch_by_hand():
     assert throughput._batch_images(([torch.zeros(3, 8, 8)] * 2, [{}, {}])) == 2
     clips = {"frame_valid": torch.tensor([[True, True, False], [True, True, True]])}
     assert throughput._batch_images(clips) == 5  # clips count their real frames
+
+
+def test_benchmark_numbers_out_of_range_are_refused_naming_the_option(capsys):
+    """--budget-minutes 0 ended in a traceback about 'seconds > 0', --steps 0 in a full-length run."""
+    import argparse
+
+    from benchmarks.report import check_numbers
+
+    parser = argparse.ArgumentParser(prog="bench")
+    for option, kind in (
+        ("--steps", int),
+        ("--warmup", int),
+        ("--budget-fraction", float),
+        ("--oe-fraction", float),
+    ):
+        parser.add_argument(option, type=kind, default=None)
+    for argv, message in (
+        (["--steps", "0"], "--steps must be positive, got 0"),
+        (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
+        (["--budget-fraction", "0"], "--budget-fraction must be in (0, 1], got 0.0"),
+        (["--budget-fraction", "1.5"], "--budget-fraction must be in (0, 1], got 1.5"),
+        (["--oe-fraction", "1"], "--oe-fraction must be in [0, 1), got 1.0"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            check_numbers(parser, parser.parse_args(argv))
+        assert stop.value.code == 2 and f"bench: error: {message}" in capsys.readouterr().err
+    ok = parser.parse_args(["--steps", "3", "--warmup", "0", "--budget-fraction", "1", "--oe-fraction", "0"])
+    assert check_numbers(parser, ok) is ok  # the ends that are allowed, and unset options, pass
+
+
+def test_step_clock_without_warmup_times_from_the_first_step():
+    """--warmup 0 crashed: the clock started at global step 0, which a step's end never reports."""
+    clock = throughput._StepClock(0)
+    module = type("Module", (), {"device": torch.device("cpu")})()
+    clock.on_train_start(None, module)
+    trainer = type("T", (), {"global_step": 1})()
+    clock.on_train_batch_end(trainer, module, None, {"image": torch.zeros(4, 1, 2, 2)}, 0)
+    clock.on_train_end(trainer, module)
+    assert clock.images == 4 and clock.seconds > 0

@@ -134,7 +134,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="DIR",
         help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis",
     )
-    return check_numbers(p, p.parse_args(argv))
+    args = check_numbers(p, p.parse_args(argv))
+    from shared.backbones import list_backbones
+
+    if args.encoder not in list_backbones():
+        p.error(f"--encoder: unknown backbone {args.encoder!r}; registered: {', '.join(list_backbones())}")
+    return args
 
 
 def native_crops(size: tuple[int, int], frame: tuple[int, int], seed: int) -> A.Compose:

@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> str:
         "--out", type=Path, default=None, help="write the table here (benchmarks/results/prob_unet_speed.md)"
     )
     args = check_numbers(parser, parser.parse_args(argv))
-    if args.rounds < 1 or args.steps < 1 or args.batch_size < 1 or args.size < 16:
-        parser.error("--rounds, --steps and --batch-size must be >= 1 and --size >= 16")
+    if args.size < 16:  # the rest: check_numbers
+        parser.error(f"--size must be >= 16, got {args.size}")
     torch.set_num_threads(args.threads)
     if args.keep_freed_memory and not keep_freed_memory():
         parser.error(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import itertools
+import pydoc
 import shutil
 import sys
 import types
@@ -288,10 +288,10 @@ def _same_class(path: str, other: str) -> bool:
     if not all(p.startswith(("domains.", "shared.")) for p in (path, other)):
         return False
     try:
-        found = [getattr(importlib.import_module(p.rsplit(".", 1)[0]), p.rsplit(".", 1)[1]) for p in (path, other)]
-    except (ImportError, AttributeError, ValueError, IndexError):
+        found = [pydoc.locate(p) for p in (path, other)]
+    except pydoc.ErrorDuringImport:
         return False
-    return found[0] is found[1]
+    return found[0] is not None and found[0] is found[1]
 
 
 def _plain(value):
@@ -322,7 +322,8 @@ def saved_checkpoint(alias: str, dirpath) -> str:
         if last is None:
             raise FileNotFoundError(f"--ckpt_path last: no last.ckpt in {folder} {hint}")
         return str(last)
-    if last is None:  # no run recorded which is best: take a lone best-*.ckpt (the suite's checkpoint.filename)
+    # no run recorded which is best: take a lone best-*.ckpt (the suite's checkpoint.filename)
+    if last is None:
         best = sorted(folder.glob("best-*.ckpt"))
         if len(best) == 1:
             return str(best[0])
@@ -424,9 +425,11 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     Since Lightning 2.6 ``save_last`` writes ``last.ckpt`` only when a top-k checkpoint is saved at the same step,
     so with the suite's best-on-the-validation-metric a run whose metric stopped improving kept an old
     ``last.ckpt``: ``fit --ckpt_path last`` resumed epochs back, and ``test --ckpt_path last`` scored an old model.
-    This saves it after every validation (or epoch) that did not; and with ``fast_dev_run``, documented as not
-    checkpointing, it writes none at the end either (a smoke run became the newest ``last*.ckpt``). Its state key
-    is the parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs."""
+    This saves it after every validation (or epoch) that did not, and when training ends between validations
+    (``check_val_every_n_epoch`` > 1, ``max_time``, ``max_steps``); with ``fast_dev_run``, documented as not
+    checkpointing, it writes none at the end either (a smoke run became the newest ``last*.ckpt``).
+    ``save_last="link"`` keeps Lightning's behaviour (a link to the newest top-k file). Its state key is the
+    parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs."""
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -441,10 +444,11 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.fast_dev_run:
             super().on_train_end(trainer, pl_module)
+            self._save_last_if_missed(trainer)
 
     def _save_last_if_missed(self, trainer) -> None:
         # skipped when the parent saved at this step already (top-k and last), in sanity checks and fast_dev_run
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _generate_state_key(self, **kwargs) -> str:

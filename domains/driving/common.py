@@ -93,9 +93,8 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
     stems = Counter(name(path) for path, _, _ in found)
 
     def unique(path: Path) -> str:
-        return (
-            name(path) if stems[name(path)] == 1 else "__".join(path.relative_to(root).with_suffix("").parts)
-        )
+        own = name(path)
+        return own if stems[own] == 1 else "__".join((*path.relative_to(root).parent.parts, own))
 
     named = [(path, h, w, unique(path)) for path, h, w in found]
     names = Counter(n for *_, n in named)

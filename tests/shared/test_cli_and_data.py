@@ -280,6 +280,15 @@ def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(
     best = torch.load(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
     assert best["global_step"] < last["global_step"]  # the best stayed at epoch 0
     assert any(key.startswith("ModelCheckpoint{") for key in last["callbacks"])  # the parent's state key
+    # training that ends between validations (every 2nd epoch validates, 3 epochs): last.ckpt at the end
+    sparse = run_cli(
+        TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+        args=[*fit, "--trainer.check_val_every_n_epoch", "2", "--checkpoint.dirpath", str(tmp_path / "sparse")],
+    )  # fmt: skip
+    assert (
+        torch.load(tmp_path / "sparse" / "last.ckpt", weights_only=True)["global_step"]
+        == sparse.trainer.global_step
+    )
     # a smoke run (fast_dev_run: documented as not checkpointing) leaves the folder as it was
     before = sorted(p.name for p in folder.iterdir())
     run_cli(

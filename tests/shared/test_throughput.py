@@ -43,12 +43,15 @@ def test_benchmark_numbers_out_of_range_are_refused_naming_the_option(capsys):
         (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
         (["--budget-fraction", "0"], "--budget-fraction must be in (0, 1], got 0.0"),
         (["--budget-fraction", "1.5"], "--budget-fraction must be in (0, 1], got 1.5"),
-        (["--oe-fraction", "1"], "--oe-fraction must be in [0, 1), got 1.0"),
+        (["--oe-fraction", "1"], "--oe-fraction must be in (0, 1), got 1.0"),
+        (["--oe-fraction", "0"], "--oe-fraction must be in (0, 1), got 0.0"),
     ):
         with pytest.raises(SystemExit) as stop:
             check_numbers(parser, parser.parse_args(argv))
         assert stop.value.code == 2 and f"bench: error: {message}" in capsys.readouterr().err
-    ok = parser.parse_args(["--steps", "3", "--warmup", "0", "--budget-fraction", "1", "--oe-fraction", "0"])
+    ok = parser.parse_args(
+        ["--steps", "3", "--warmup", "0", "--budget-fraction", "1", "--oe-fraction", "0.5"]
+    )
     assert check_numbers(parser, ok) is ok  # the ends that are allowed, and unset options, pass
 
 

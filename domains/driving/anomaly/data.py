@@ -225,7 +225,7 @@ class PredictImages(Dataset):
     """Your own road photos for ``predict`` (no labels): items as :class:`AnomalyDataset`'s without ``label``.
     ``images``: ``(path, height, width, name)`` from :func:`~domains.driving.common.predict_images`."""
 
-    def __init__(self, images: Sequence[tuple[Path, int, int]], transform: A.Compose | None = None):
+    def __init__(self, images: Sequence[tuple[Path, int, int, str]], transform: A.Compose | None = None):
         self.images, self.transform = list(images), transform
 
     def __len__(self) -> int:

@@ -101,16 +101,24 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: s
     if not Path(path).is_file():
         st.sidebar.error(f"No such checkpoint file: `{path}`")
         return
-    if not zipfile.is_zipfile(path):  # the check of shared.task.check_checkpoint_file, before torch reads it
-        st.sidebar.error(
-            f"`{path}`: {NOT_A_CHECKPOINT} (not a zip archive as torch.save writes). {WHERE_CHECKPOINTS}"
-        )
-        return
-    try:
-        key = route(path) if route else keys[0]
-    except Exception as exc:  # noqa: BLE001 - an unreadable file: say what it is
-        st.sidebar.error(f"`{path}` is not a checkpoint this page can use: {checkpoint_error(exc)}")
-        return
+    # checked and routed once per file version, not on every rerun (routing reads the whole checkpoint)
+    checked, stamp = f"own_checked_{keys[0]}", (path, Path(path).stat().st_mtime)
+    known = st.session_state.get(checked)
+    if known is not None and known[0] == stamp:
+        key = known[1]
+    else:
+        # the first check of shared.task.check_checkpoint_file, before torch reads the file
+        if not zipfile.is_zipfile(path):
+            st.sidebar.error(
+                f"`{path}`: {NOT_A_CHECKPOINT} (not a zip archive as torch.save writes). {WHERE_CHECKPOINTS}"
+            )
+            return
+        try:
+            key = route(path) if route else keys[0]
+        except Exception as exc:  # noqa: BLE001 - an unreadable file: say what it is
+            st.sidebar.error(f"`{path}` is not a checkpoint this page can use: {checkpoint_error(exc)}")
+            return
+        st.session_state[checked] = (stamp, key)
     overrides[key] = path
     if len(keys) > 1:
         st.sidebar.caption(f"Used as the {dm.DEMO_MODELS[key].title}.")

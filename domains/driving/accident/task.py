@@ -313,11 +313,12 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         horizons = self.model.horizons
         results = []
         scales = batch.get("box_scale")  # the data set's resize of the clip's frames (absent: not resized)
+        scales = None if scales is None else scales.float().cpu()  # one copy per batch, not per clip
         for i in range(len(batch["clip_id"])):
             n = int(batch["frame_valid"][i].sum())
             frames = batch.get("frames")
             boxes = batch["boxes"][i, :n].float().cpu()
-            source = {} if scales is None else {"source_boxes": boxes / scales[i].float().cpu()}
+            source = {} if scales is None else {"source_boxes": boxes / scales[i]}
             results.append(
                 {
                     **source,

@@ -303,12 +303,8 @@ class SegmentationDataModule(SplitLoaders):
         self.predict_path = predict_path
         self.datasets: dict[str, Dataset] = {}
 
-    def _predicting_own_images(self) -> bool:
-        trainer = getattr(self, "trainer", None)
-        return self.predict_path is not None and trainer is not None and trainer.state.fn == "predict"
-
     def prepare_data(self) -> None:
-        if self._predicting_own_images():
+        if self.predicting_own_images():
             return
         if self.data_path is None:
             default_kitti_root()
@@ -337,6 +333,5 @@ class SegmentationDataModule(SplitLoaders):
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
             self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
-
 
     collate_fn = staticmethod(pad_collate)

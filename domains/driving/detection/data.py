@@ -268,12 +268,8 @@ class DetectorDataModule(SplitLoaders):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def _predicting_own_images(self) -> bool:
-        trainer = getattr(self, "trainer", None)
-        return self.predict_path is not None and trainer is not None and trainer.state.fn == "predict"
-
     def prepare_data(self) -> None:
-        if self.data_path is None and not self._predicting_own_images():
+        if self.data_path is None and not self.predicting_own_images():
             default_kitti_root()
 
     def _read_splits(self) -> dict[str, list]:
@@ -304,9 +300,10 @@ class DetectorDataModule(SplitLoaders):
 
     def predict_records(self) -> list[ImageAnnotation]:
         """Label-free records of ``predict_path``'s images (:func:`~domains.driving.common.predict_images`)."""
-        found = predict_images(self.predict_path, name=lambda path: self.record_type(str(path), 0, 0).image_id)
+        found = predict_images(
+            self.predict_path, name=lambda path: self.record_type(str(path), 0, 0).image_id
+        )
         return [self.record_type(str(path), width, height, name=name) for path, height, width, name in found]
-
 
     collate_fn = staticmethod(detection_collate)
 

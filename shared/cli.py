@@ -33,6 +33,42 @@ class ConfigError(ValueError):
 _SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
 
+# int before float, unlike Lightning's annotation: jsonargparse tries a union's types in order
+BatchLimit = int | float | None
+
+
+class SuiteTrainer(pl.Trainer):
+    """Lightning's Trainer, with ``limit_*_batches`` typed ``int | float`` (int first) for the command line.
+
+    Lightning annotates them ``float | int``, so jsonargparse parses ``--trainer.limit_train_batches 1`` (or
+    ``1`` in a config) as ``1.0``, which Lightning reads as "100 % of the batches": a one-batch smoke run trained
+    a whole epoch (Lightning PR #11950 calls this a footgun). Written ``1`` it now means one batch, ``1.0`` all.
+
+    Args:
+        limit_train_batches: training batches per epoch: an int counts batches, a float is a share (1.0 = all).
+        limit_val_batches: validation batches per check: an int counts batches, a float is a share (1.0 = all).
+        limit_test_batches: test batches: an int counts batches, a float is a share (1.0 = all).
+        limit_predict_batches: predict batches: an int counts batches, a float is a share (1.0 = all).
+    """
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: BatchLimit = None,
+        limit_val_batches: BatchLimit = None,
+        limit_test_batches: BatchLimit = None,
+        limit_predict_batches: BatchLimit = None,
+        **kwargs,
+    ):
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            **kwargs,
+        )
+
+
 def quiet_trainer(**overrides) -> pl.Trainer:
     """A Trainer for tests and benchmarks: no logger, checkpoints, progress bar, model summary or validation;
     ``overrides`` add to or replace these settings."""
@@ -106,6 +142,7 @@ class SuiteCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", default_trainer_kwargs(domain))
+        kwargs.setdefault("trainer_class", SuiteTrainer)
         super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:

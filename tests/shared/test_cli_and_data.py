@@ -26,6 +26,23 @@ def test_cli_fast_dev_run(tmp_path, monkeypatch):
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
 
 
+def test_limit_batches_written_1_means_one_batch_and_1_point_0_all(tmp_path, monkeypatch):
+    """Lightning types limit_*_batches ``float | int``: jsonargparse made ``1`` into 1.0 (= all batches)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "limits.yaml").write_text("trainer:\n  limit_val_batches: 1\n")
+    common = ["fit", "--trainer.logger", "false", "--trainer.max_epochs", "1", "--trainer.enable_checkpointing"]
+    common += ["false", "-c", "limits.yaml"]
+    one = run_cli(
+        TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=[*common, "--trainer.limit_train_batches", "1"]
+    )
+    assert one.trainer.global_step == 1  # 16 images in batches of 4: 4 steps if read as 100 %
+    assert one.trainer.num_val_batches == [1]  # the config file's 1 is one batch too
+    everything = run_cli(
+        TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=[*common, "--trainer.limit_train_batches", "1.0"]
+    )
+    assert everything.trainer.global_step == 4
+
+
 def test_cli_fit_without_logger_drops_the_learning_rate_monitor(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = [

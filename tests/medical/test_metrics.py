@@ -197,6 +197,27 @@ def test_metric_class_threshold_is_inclusive():
     assert metric.compute()["dice_readers"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(
+    "probs, reader, ece",
+    [
+        # 20 bins of width 0.05: 0.2 and 0.8 fall in different bins. Bin of 0.2: confidence 0.2, frequency
+        # of the (majority = only) reader 1 -> 0.8; bin of 0.8: 0.8 vs 0 -> 0.8; weights 2/4 each -> 0.8.
+        # A single bin would pool them: confidence 0.5, frequency 0.5 -> 0.
+        ([0.2, 0.2, 0.8, 0.8], [1, 1, 0, 0], 0.8),
+        # 0.32 in [0.30, 0.35), 0.37 in [0.35, 0.40): (|0.32 - 1| + |0.37 - 0|) / 2 = 0.525.
+        # 10 bins would pool them in [0.3, 0.4): |0.345 - 0.5| = 0.155.
+        ([0.32, 0.37], [1, 0], 0.525),
+    ],
+)
+def test_metric_class_ece_uses_20_bins_of_foreground_probability_vs_majority(probs, reader, ece):
+    mean_prob = torch.tensor(probs)[None, None, None]  # (1, 1, 1, W)
+    readers = torch.tensor(reader, dtype=torch.float32)[None, None, None]  # one reader: the majority
+    samples = (mean_prob >= 0.5).float()
+    metric = SegmentationUncertaintyMetrics()
+    metric.update(samples, mean_prob, readers)
+    assert metric.compute()["ece"] == pytest.approx(ece, abs=1e-6)
+
+
 def test_metric_class_validation():
     metric = SegmentationUncertaintyMetrics()
     samples, prob, readers = _toy_batch()

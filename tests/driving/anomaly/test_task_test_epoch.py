@@ -1,0 +1,96 @@
+"""The anomaly task's test epoch on a stub network with known score maps: hand-known headline metrics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from domains.driving.classes import SEMANTIC_CLASSES, SEMANTIC_ID
+from tests.helpers import anomaly_task, quiet_trainer
+
+C = len(SEMANTIC_CLASSES)
+ROAD = SEMANTIC_ID["road"]
+H, W = 16, 24
+
+
+def _stub_features(images, with_outlier=False):
+    """Logits read off image channel 0 (1 = "anomalous pixel"), road the top class everywhere.
+
+    Normal pixel: road 10, others 0 -> max_logit score -10, msp (C-1) e^-10 / (...), i.e. about 1e-3.
+    Anomalous pixel: road 2, others -10 -> max_logit score -2 (higher: perfect ranking), but msp about
+    (C-1) e^-12, LOWER than a normal pixel's: msp ranks every anomaly last, so a headline taken from msp
+    instead of the selected score cannot read AP 1 / FPR95 0.
+    """
+    hot = images[:, 0] > 0.5  # (B, H, W)
+    logits = torch.zeros(images.shape[0], C, *images.shape[-2:])
+    logits[:, ROAD] = 10.0
+    logits = torch.where(hot[:, None], torch.full_like(logits, -10.0), logits)
+    logits[:, ROAD] = torch.where(hot, 2.0, 10.0)
+    return logits, torch.zeros(images.shape[0], 4, *images.shape[-2:]), None
+
+
+def _image(anomalous: bool):
+    """One frame: row 0 void (label 255); an anomalous frame has a 4x4 anomaly (label 1) and a void row whose
+    scores look anomalous too (counted as negatives, they would pull the AP under 1)."""
+    image = torch.zeros(3, H, W)
+    label = torch.zeros(H, W, dtype=torch.long)
+    label[0] = 255
+    if anomalous:
+        image[0, 6:10, 8:12] = 1.0
+        label[6:10, 8:12] = 1
+        image[0, 0] = 1.0
+    return image, label
+
+
+def _batches():
+    order = [[False, True], [True, False]]  # anomalous frames in both batches, in both positions
+    batches = []
+    for b, flags in enumerate(order):
+        pairs = [_image(f) for f in flags]
+        batches.append(
+            {
+                "image": torch.stack([p[0] for p in pairs]),
+                "label": torch.stack([p[1] for p in pairs]),
+                "name": [f"b{b}_{i}" for i in range(len(flags))],
+            }
+        )
+    return batches
+
+
+def test_test_epoch_headline_metrics_come_from_the_selected_score_and_rank_images_right(monkeypatch):
+    task = anomaly_task(
+        encoder_kwargs={"channels": [4, 8, 16]},
+        oe_weight=0.0,
+        score="max_logit",
+        test_scores=["msp", "max_logit"],
+    )
+    monkeypatch.setattr(task.model, "features", _stub_features)
+    trainer = quiet_trainer()
+    trainer.test(task, DataLoader(_batches(), batch_size=None), verbose=False)
+    got = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    results = task.test_results
+
+    # the pixel counts: 2 anomalies of 16 px; every row 0 is void (4 frames x 24 px)
+    sel = results["pixel"]["max_logit"]
+    assert sel["num_positive"] == 2 * 16 and sel["num_void"] == 4 * W
+    assert sel["num_negative"] == 4 * H * W - 4 * W - 2 * 16
+    # the selected score separates anomaly from normal pixels perfectly, void left out
+    assert got["test/ap"] == pytest.approx(1.0)
+    assert got["test/auroc"] == pytest.approx(1.0)
+    assert got["test/fpr95"] == pytest.approx(0.0)
+    for key in ("ap", "auroc", "fpr95"):
+        assert got[f"test/{key}"] == got[f"test/max_logit/{key}"], key
+    # msp ranks every anomaly below every normal pixel: AP = 32 / all pixels, AUROC 0, FPR95 1
+    msp = results["pixel"]["msp"]
+    assert msp["ap"] == pytest.approx(32 / (4 * H * W - 4 * W))
+    assert msp["auroc"] == pytest.approx(0.0) and msp["fpr95"] == pytest.approx(1.0)
+    assert got["test/msp/ap"] == pytest.approx(msp["ap"])
+    # image level: frames with the anomaly score -2 at their top quantile, the others -10
+    assert results["image_scores"]["targets"] == [0, 1, 1, 0]
+    assert results["image_scores"]["max_logit"] == pytest.approx([-10.0, -2.0, -2.0, -10.0], abs=1e-4)
+    assert got["test/image_auroc"] == pytest.approx(1.0)
+    assert got["test/max_logit/image_auroc"] == pytest.approx(1.0)
+    # components at the best-F1 threshold: each blob found exactly
+    assert got["test/sIoU_gt"] == pytest.approx(1.0) and got["test/PPV"] == pytest.approx(1.0)
+    assert got["test/mean_F1"] == pytest.approx(1.0)

@@ -279,8 +279,8 @@ def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
     assert values["val/map"] == pytest.approx(1.0)
     assert values["val/ap50/Car"] == pytest.approx(1.0) and values["val/ap/Pedestrian"] == pytest.approx(1.0)
     assert values["val/ignored_detections"] == 1
-    # KITTI AP|R40 with a single ground truth per class samples one recall point of 40: 0 by the devkit's rule,
-    # but the keys exist and the DontCare detection is no false positive
+    # KITTI AP|R40 with a single ground truth per class samples one recall point of 40: 0 by the devkit's rule;
+    # its DontCare and height rules through the task: test_kitti_ap_through_the_task_*
     assert "val/kitti_moderate/Car" in values
     assert logged["val/map50"] == pytest.approx(1.0)
 
@@ -289,6 +289,73 @@ def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
     target_native = {**target, "orig_size": (64, 128)}
     task._evaluation_step(([image], [target_native]), "val")
     assert task._log_epoch_metrics("val")["val/map50"] == pytest.approx(1.0)
+
+
+def _kitti_through_the_task(monkeypatch, images: list[tuple[dict, dict]], **task_args) -> dict[str, float]:
+    """The val metrics of a task whose model returns the given detections: ``images`` holds one (target,
+    prediction) per image, boxes in the coordinates of a 64x128 tensor of a 128x256 original (scale 2)."""
+    task = detection_task(
+        backbone="tiny_cnn",
+        backbone_kwargs={"width": 8},
+        class_names=["Car", "Pedestrian"],
+        input_size=(64, 128),
+        fpn_channels=32,
+        head_convs=1,
+        kitti_difficulties=["moderate"],
+        **task_args,
+    )
+    monkeypatch.setattr(task, "log_dict", lambda values, **kw: None)
+    monkeypatch.setattr(task, "log", lambda name, value, **kw: None)
+    monkeypatch.setattr(DetectionTask, "_annotations", lambda self: {})  # KITTI ground truth from the targets
+    targets = [{**t, "image_id": f"{i:06d}", "orig_size": (128, 256)} for i, (t, _) in enumerate(images)]
+    task.model = _Oracle([p for _, p in images])
+    task._evaluation_step(([torch.zeros(3, 64, 128)] * len(images), targets), "val")
+    return task._log_epoch_metrics("val")
+
+
+def _cars(boxes, scores=None, **extra) -> dict:
+    """Car boxes (a target, or a prediction with ``scores``)."""
+    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    out = {"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64), **extra}
+    if scores is not None:
+        out["scores"] = torch.tensor(scores, dtype=torch.float32)
+    return out
+
+
+def test_kitti_ap_through_the_task_does_not_count_detections_in_dontcare(monkeypatch):
+    # 100 images, each with one 60-px-high car (tensor (10, 10, 40, 40) -> original (20, 20, 80, 80)) found
+    # exactly (distinct scores 0.5 ... 0.995), plus a higher-scoring (0.99) car detection lying wholly inside a
+    # DontCare region (tensor (80, 10, 120, 50)). KITTI rules (metrics.py): an unmatched detection whose
+    # intersection / own area with a DontCare box exceeds Car's 0.7 is no FP -> precision 1 at every recall
+    # -> AP|R40 = 1. Were the DontCare boxes not handed to KITTI AP, every image would add one FP ranked above
+    # its TP: precision about 1/2 at every recall -> AP about 0.5 (metric test: < 0.6).
+    images = [
+        (
+            _cars([[10, 10, 40, 40]], ignore_boxes=torch.tensor([[80.0, 10, 120, 50]])),
+            _cars([[10, 10, 40, 40], [85, 15, 115, 45]], scores=[0.5 + i / 200, 0.99]),
+        )
+        for i in range(100)
+    ]
+    values = _kitti_through_the_task(monkeypatch, images)
+    assert values["val/kitti_moderate/Car"] == pytest.approx(1.0)
+    assert values["val/kitti_moderate/mean"] == pytest.approx(1.0)  # Pedestrian: no ground truth, left out
+    assert "val/kitti_moderate/Pedestrian" not in values
+    assert values["val/ignored_detections"] == 100  # and COCO drops them (more than half inside DontCare)
+
+
+def test_kitti_ap_through_the_task_scales_the_minimum_height(monkeypatch):
+    # 100 images with a 60-px-high car found exactly, 100 with a car missed, 20 px high in the original image
+    # (tensor (10, 10, 25, 20) -> original (20, 20, 50, 40)). Moderate's minimum height is 25 px: at scale 1
+    # the small cars are ignored (AP 1); kitti_min_height_scale 0.512 (192-px frames) makes it 12.8 px, so
+    # they count: recall 1/2 at precision 1 -> R40 samples 1/40 ... 20/40 have precision 1 -> AP 20/40.
+    found = [
+        (_cars([[10, 10, 40, 40]]), _cars([[10, 10, 40, 40]], scores=[0.5 + i / 200])) for i in range(100)
+    ]
+    missed = [(_cars([[10, 10, 25, 20]]), _cars([], scores=[])) for _ in range(100)]
+    scaled = _kitti_through_the_task(monkeypatch, found + missed, kitti_min_height_scale=0.512)
+    assert scaled["val/kitti_moderate/Car"] == pytest.approx(0.5)
+    devkit = _kitti_through_the_task(monkeypatch, found + missed)
+    assert devkit["val/kitti_moderate/Car"] == pytest.approx(1.0)
 
 
 def test_kitti_lines_and_drawing():

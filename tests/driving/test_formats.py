@@ -75,6 +75,23 @@ def test_kitti_label_roundtrip_keeps_all_fields_and_score(tmp_path):
         write_kitti_label(path, [ObjectLabel("Car", (1, 2, 3, 4))], with_score=True)
 
 
+def test_kitti_fields_in_the_devkit_order(tmp_path):
+    # devkit readme: type truncated occluded alpha bbox(left top right bottom) dimensions(height width length)
+    # location(x y z) rotation_y [score]; every value distinct, so a swapped pair shows
+    line = "Car 0.33 1 -1.57 10.25 5.50 40.12 30.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50 0.88"
+    path = _one_label(tmp_path, line)
+    (obj,) = read_kitti_label(path)
+    assert obj.type == "Car" and obj.truncated == pytest.approx(0.33) and obj.occluded == 1
+    assert obj.alpha == pytest.approx(-1.57)
+    assert obj.bbox == pytest.approx((10.25, 5.5, 40.12, 30.0))
+    assert obj.dimensions == pytest.approx((1.5, 1.6, 3.9))  # h, w, l
+    assert obj.location == pytest.approx((1.0, 1.7, 20.0))  # x, y, z
+    assert obj.rotation_y == pytest.approx(-1.5) and obj.score == pytest.approx(0.88)
+    # and the writer puts them back in the same places
+    write_kitti_label(path, [obj], with_score=True)
+    assert path.read_text() == line + "\n"
+
+
 @pytest.mark.parametrize(
     "line, message",
     [

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torchvision.ops import box_iou as _box_iou
 
 from domains.driving.formats import LabelFormatError, LabelWarning
 from domains.driving.instances.convert import main as convert_main
@@ -361,7 +362,7 @@ def test_masks_in_ignore_fraction_by_hand():
 
 def test_loss_falls_on_a_few_images(one_thread):
     torch.manual_seed(0)
-    images, targets = _painted_batch(3, seed=1)
+    images, targets = _painted_batch(3, seed=8)  # 6 objects: 3 cars, 3 pedestrians
     model = RoadInstanceSegmenter(2, **TINY).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses, mask_losses = [], []
@@ -374,9 +375,23 @@ def test_loss_falls_on_a_few_images(one_thread):
         opt.step()
         losses.append(loss.item())
         mask_losses.append(parts["loss_mask"].item())
+    # seen here: total 0.41, mask 0.24 of their start (a model fed constant grey images: 0.27-0.34, 0.43-0.52)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
-    assert np.mean(mask_losses[-5:]) < np.mean(mask_losses[:3]), mask_losses
+    assert np.mean(mask_losses[-5:]) < 0.5 * np.mean(mask_losses[:3]), mask_losses
+    # Only a model that sees finds the cars: a Car detection with box IoU > 0.5 and mask IoU > 0.5 to a
+    # ground-truth car of its own image (seen: 2 of 3 cars at box IoU 0.72 and 0.65, mask IoU 0.69 and 0.62;
+    # fed grey images, the same training finds none: every image gets the same detections, best IoU 0.07).
     model.eval()
+    with torch.no_grad():
+        preds = model(images)
+    cars_found = 0
+    for pred, target in zip(preds, targets):
+        cars = pred["labels"] == 0
+        for box, mask in zip(target["boxes"][target["labels"] == 0], target["masks"][target["labels"] == 0]):
+            box_ious = _box_iou(pred["boxes"][cars], box[None].float())[:, 0]
+            mask_iou = [_mask_iou(m > 0.5, mask.bool()) for m in pred["masks"][cars]]
+            cars_found += any(b > 0.5 and m > 0.5 for b, m in zip(box_ious.tolist(), mask_iou))
+    assert cars_found >= 2, cars_found
     with torch.no_grad():
         (out,) = model([torch.rand(3, 100, 300)])
     assert set(out) == {"boxes", "scores", "labels", "masks"}
@@ -400,6 +415,10 @@ def test_detector_backbone_transfers_into_the_instance_model(tmp_path):
     target = task.model.backbone.state_dict()
     assert source.keys() == target.keys()
     assert all(torch.equal(source[k], target[k]) for k in source)
+
+
+def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a & b).sum() / (a | b).sum().clamp(min=1))
 
 
 def _painted_batch(n: int, seed: int) -> tuple[list[torch.Tensor], list[dict]]:

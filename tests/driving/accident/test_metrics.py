@@ -231,8 +231,8 @@ def test_temperature_fit_recovers_a_known_temperature():
         assert fit_temperature(2.5 * z, labels) == pytest.approx(2.5, rel=0.05)
 
 
-def test_summarize_names_and_figures():
-    # two clips at 10 fps: a crash with contact at frame 2 (object slot 1 empty), a near miss of 2 frames
+def test_summarize_every_figure_by_hand():
+    # three clips at 10 fps: a crash with contact at frame 2 (object slot 1 empty), a near miss and a normal clip
     nan = float("nan")
     records = [
         ClipScores(scores=np.array([0.2, 0.6, 0.8, 0.4]), toa=2, fps=10.0, kind="crash", clip_id="a",
@@ -240,28 +240,71 @@ def test_summarize_names_and_figures():
                    ttc_true=np.array([0.2, 0.1, nan, nan])),
         ClipScores(scores=np.array([0.1, 0.7]), toa=-1, fps=10.0, kind="near_miss", clip_id="n",
                    object_scores=np.full((2, 2), 0.5), involved=np.array([False, False])),
+        ClipScores(scores=np.array([0.1, 0.1]), toa=-1, fps=10.0, kind="normal", clip_id="z"),
     ]  # fmt: skip
-    out = summarize(records, horizon=0.1, threshold=0.65)
-    assert set(out) >= {
-        "video_ap",
-        "frame_ap",
-        "mtta",
-        "tta_r80",
-        "legacy_mtta",
-        "ap_0.5s",
-        "ap_1.0s",
-        "ap_1.5s",
-        "near_miss_false_alarms",
-        "ece",
-        "brier",
-        "ttc_mae",
-        "object_hit_rate",
+    # Clip scores: a 0.6 (max of frames 0, 1 before contact), n 0.7, z 0.1.
+    #   video AP: 0.7: TP 0 FP 1 (R 0); 0.6: TP 1 FP 1 -> P 1/2 at R 1 -> 1/2.
+    #   AP before 0.5 / 1.0 / 1.5 s (>= 5 frames before contact): a has no such frame -> never found -> 0.
+    #   One recall level (1), reached at the lowest threshold where every frame alarms: a's lead is
+    #   toa / fps = 0.2 s -> mTTA = TTA@R80 = 0.2 s; legacy (1 - 0 / 2) * 4 frames / 10 fps = 0.4 s.
+    # Threshold 0.65: a's frames before contact (0.2, 0.6) stay below -> recall 0, no lead time (NaN);
+    #   n reaches 0.7 -> near-miss false alarms 1; z peaks at 0.1 -> normal false alarms 0.
+    # Frame labels at horizon 0.1 s (1 frame): a [0, 1, 1, 1], every negative frame 0. Pooled, descending:
+    #   0.8+ 0.7- 0.6+ 0.4+ 0.2- 0.1- 0.1- 0.1-
+    #   frame AP: 0.8: P 1 R 1/3; 0.6: P 2/3 R 2/3; 0.4: P 3/4 R 1 -> (1 + 2/3 + 3/4) / 3 = 29/36
+    #   Brier: a (0.2^2 + 0.4^2 + 0.2^2 + 0.6^2) + n (0.1^2 + 0.7^2) + z 2 * 0.1^2 = 0.6 + 0.5 + 0.02 = 1.12 / 8
+    #   ECE (15 bins of 1/15; the distinct scores are 0.1 apart, one bin each): sum |labels - scores| per bin
+    #   / 8 = (0.3 [three 0.1s] + 0.2 + 0.6 + 0.4 + 0.7 + 0.2) / 8 = 2.4 / 8 = 0.3
+    # At the default horizon (2 s) a's frame 0 is positive too: frame AP adds 4/5 at R 1 (a's 0.2 then has
+    #   TP 4 FP 1 above it) -> (1 + 2/3 + 3/4 + 4/5) / 4 = 193/240; Brier 1.72 / 8; ECE (2.4 - 0.2 + 0.8) / 8.
+    # TTC: no prediction -> NaN. Object hit rate: a's only visible object (0.5) is the involved one -> 1.
+    expected = {
+        "video_ap": 0.5,
+        "frame_ap": 29 / 36,
+        "mtta": 0.2,
+        "tta_r80": 0.2,
+        "legacy_mtta": 0.4,
+        "ap_0.5s": 0.0,
+        "ap_1.0s": 0.0,
+        "ap_1.5s": 0.0,
+        "threshold": 0.65,
+        "recall_at_threshold": 0.0,
+        "lead_time_at_threshold": nan,
+        "near_miss_false_alarms": 1.0,
+        "normal_false_alarms": 0.0,
+        "ece": 0.3,
+        "brier": 1.12 / 8,
+        "ttc_mae": nan,
+        "object_hit_rate": 1.0,
     }
-    # a's clip score 0.6 < n's 0.7 -> AP = P at recall 1 = 1/2; n alarms at 0.65 -> false alarm rate 1.
-    assert out["video_ap"] == pytest.approx(0.5)
-    assert out["near_miss_false_alarms"] == 1.0
-    assert out["object_hit_rate"] == 1.0  # the only visible object is the involved one
-    assert math.isnan(out["ttc_mae"])  # no TTC prediction given
+    assert summarize(records, horizon=0.1, threshold=0.65) == pytest.approx(expected, nan_ok=True)
+    # the horizon reaches the frame figures: at the default 2 s
+    default = summarize(records, threshold=0.65)
+    assert default["frame_ap"] == pytest.approx(193 / 240)
+    assert default["brier"] == pytest.approx(1.72 / 8)
+    assert default["ece"] == pytest.approx(3.0 / 8)
+
+
+def test_summarize_recall_levels_and_operating_point_by_hand():
+    # four_clips (two crashes, so recall 0.5 and 0.8 fall on different levels); by hand in the tests above:
+    #   video AP 5/6; AP before 0.5 s 0.75, before 1.0 s and 1.5 s 0 (no frame early enough);
+    #   levels recall 1/2 (TTA 0.5 s, legacy 0.625 s) and 1 (TTA 0.7 s, legacy 1.0 s):
+    #   mTTA 0.6 s, legacy 0.8125 s, TTA@R80 = the recall-1 level's 0.7 s (TTA@R50 would be 0.5 s).
+    # Threshold 0.5: c1 first >= 0.5 at frame 2 (lead 0.6 s), c2 at frame 4 (0.2 s): recall 1, lead 0.4 s;
+    #   n1 (near miss) peaks at 0.8 -> 1; n2 (normal) at 0.4 -> 0.
+    # Frame labels at horizon 0.1 s: c1 frames 7-9, c2 frames 5-9. Brier:
+    #   c1 0.01 + 0.04 + 0.36 + 4 * 0.81 + 0.01 = 3.66; c2 3 * 0.01 + 0.09 + 0.25 + 0.09 + 4 * 0.01 = 0.5;
+    #   n1 9 * 0.04 + 0.64 = 1.0; n2 10 * 0.16 = 1.6 -> 6.76 / 40
+    out = summarize(four_clips(), horizon=0.1, threshold=0.5)
+    assert out["video_ap"] == pytest.approx(5 / 6)
+    assert [out["ap_0.5s"], out["ap_1.0s"], out["ap_1.5s"]] == pytest.approx([0.75, 0.0, 0.0])
+    assert out["mtta"] == pytest.approx(0.6) and out["legacy_mtta"] == pytest.approx(0.8125)
+    assert out["tta_r80"] == pytest.approx(0.7)
+    assert out["recall_at_threshold"] == 1.0
+    assert out["lead_time_at_threshold"] == pytest.approx(0.4)
+    assert out["near_miss_false_alarms"] == 1.0 and out["normal_false_alarms"] == 0.0
+    assert out["brier"] == pytest.approx(6.76 / 40)
+    assert math.isnan(out["object_hit_rate"]) and math.isnan(out["ttc_mae"])  # no object scores, no TTC
 
 
 @pytest.mark.parametrize(

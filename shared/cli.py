@@ -160,6 +160,12 @@ class SuiteCLI(LightningCLI):
             _check_nulls(config.get(group), group, cls)
         self._follow_root_dir(config)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand in ("validate", "test", "predict"):
+            ckpt_path = _weights_to_evaluate(subcommand, ckpt_path)
+            self.config[subcommand]["ckpt_path"] = ckpt_path
+        if subcommand == "fit" and ckpt_path == "last":
+            ckpt_path = _resume_from(config.get("checkpoint.dirpath"))
+            self.config[subcommand]["ckpt_path"] = ckpt_path
         alias = ckpt_path if ckpt_path in ("best", "last") else None
         if subcommand in ("validate", "test", "predict") and alias:
             ckpt_path = saved_checkpoint(alias, config.get("checkpoint.dirpath"))
@@ -340,6 +346,35 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     return value
+
+
+def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:
+    """``validate`` / ``test`` / ``predict`` without ``--ckpt_path`` is an error: the command line builds the
+    network afresh, so Lightning would score (or write predictions of) random weights and exit 0. ``--ckpt_path
+    none`` asks for that on purpose (e.g. a baseline at initialisation) and is logged."""
+    if ckpt_path is not None and str(ckpt_path).lower() != "none":
+        return ckpt_path
+    if ckpt_path is None:
+        raise ConfigError(
+            f"{subcommand} needs trained weights: pass --ckpt_path best, last or a .ckpt file (without it the "
+            "network is built afresh from the config and is untrained; --ckpt_path none runs it so on purpose)"
+        )
+    rank_zero_warn(f"--ckpt_path none: {subcommand} runs the network as the config builds it, untrained")
+    return None
+
+
+def _resume_from(dirpath) -> str | None:
+    """``fit --ckpt_path last`` with no ``last*.ckpt`` yet starts afresh, as in Lightning, but says why: Lightning's
+    own warning suggests ``save_last=True``, which the suite already sets (a run killed before its first
+    validation, or before ``--checkpoint.every_n_train_steps``, saved nothing)."""
+    folder = Path(dirpath or ".")
+    if "://" in str(dirpath) or any(folder.glob("last*.ckpt")):
+        return "last"  # Lightning looks it up (the newest, as saved_checkpoint does)
+    rank_zero_warn(
+        f"fit --ckpt_path last: no last.ckpt in {folder} yet, so training starts from scratch (checkpoints are "
+        "saved at each validation; --checkpoint.every_n_train_steps N saves every N steps as well)"
+    )
+    return None
 
 
 def saved_checkpoint(alias: str, dirpath) -> str:

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.cli import run_cli
+from shared.cli import ConfigError, run_cli
 from shared.data import (
     SplitLoaders,
     default_num_workers,
@@ -260,6 +260,31 @@ def test_best_and_last_checkpoints_are_found_by_a_later_command(tmp_path, monkey
                 monitor="val/loss",
                 args=["validate", *common, "--ckpt_path", alias, "--checkpoint.dirpath", str(empty)],
             )
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_is_an_error_unless_asked_for(subcommand, tmp_path, monkeypatch):
+    """The command line builds the network afresh: without --ckpt_path it would score random weights, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    common = [subcommand, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    with pytest.raises(ConfigError, match=rf"{subcommand} needs trained weights: pass --ckpt_path best, last"):
+        run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=common)
+    if subcommand == "validate":  # the tiny data module has no test or predict loader
+        with pytest.warns(UserWarning, match="--ckpt_path none: validate runs the network .* untrained"):
+            cli = run_cli(
+                TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=[*common, "--ckpt_path", "none"]
+            )
+        assert cli.trainer.ckpt_path is None and "val/loss" in cli.trainer.callback_metrics
+
+
+def test_resuming_with_nothing_saved_yet_says_why_and_starts_afresh(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--trainer.logger", "false", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1"]
+    with pytest.warns(UserWarning, match="fit --ckpt_path last: no last.ckpt in .* training starts from scratch"):
+        cli = run_cli(
+            TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=[*args, "--ckpt_path", "last"]
+        )
+    assert cli.trainer.global_step == 1 and cli.config["fit"]["ckpt_path"] is None
 
 
 def test_default_root_dir_moves_the_logs_and_checkpoints_too(tmp_path, monkeypatch):

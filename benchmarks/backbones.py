@@ -8,11 +8,7 @@ Prints a markdown table (and writes it with --out). Numbers are CPU throughput u
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: the repository's packages
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 

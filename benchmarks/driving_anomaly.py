@@ -25,14 +25,9 @@ import copy
 import json
 import math
 import platform
-import sys
 import time
 import warnings
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import albumentations as A
 import pytorch_lightning as pl

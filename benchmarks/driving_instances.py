@@ -19,12 +19,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
 from benchmarks.report import command_line, parse_keeping_argv

@@ -1,8 +1,8 @@
 """Train every task's GPU recipe side by side on one GPU under one wall-clock deadline, test each, and write a
 markdown table (and each run's weights, for the demo) to ``--out-dir``.
 
-    python benchmarks/gpu_recipes.py --out-dir gpu_runs --fit-seconds 420        # on a GPU machine
-    python benchmarks/gpu_recipes.py --out-dir /tmp/smoke --smoke                # CPU dry run, tiny budgets
+    python -m benchmarks.gpu_recipes --out-dir gpu_runs --fit-seconds 420        # on a GPU machine
+    python -m benchmarks.gpu_recipes --out-dir /tmp/smoke --smoke                # CPU dry run, tiny budgets
 
 Each run is the suite's own CLI (``python -m domains.<...> fit -c <config>`` with the task's GPU config) in its
 own process, with :class:`shared.budget.FitScheduleToBudget` so that the cosine schedule ends when the budget
@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: the repository's benchmarks package
-    sys.path.insert(0, str(REPO))
 
-from benchmarks.report import check_numbers  # after the path above
+from benchmarks.report import check_numbers
 
 DRIVING = "domains/driving"
 MEDICAL = "domains/medical/configs"

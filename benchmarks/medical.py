@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.report import command_line, parse_keeping_argv, print_and_write
 from domains.medical.data import MedicalDataModule
 from domains.medical.metrics import SegmentationUncertaintyMetrics, majority_vote, sample_diversity
 from domains.medical.models import MODELS as NETWORKS
@@ -32,11 +32,6 @@ from domains.medical.task import MedicalSegmentationTask
 from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import adamw, warmup_cosine
-
-ROOT_DIR = Path(__file__).resolve().parents[1]
-if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
-    sys.path.insert(0, str(ROOT_DIR))
-from benchmarks.report import command_line, parse_keeping_argv, print_and_write
 
 # CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
 MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]

@@ -53,14 +53,10 @@ from typing import NamedTuple
 
 import torch
 
+from benchmarks.report import check_numbers, command_line, print_and_write
 from domains.medical.models.prob_unet import ProbabilisticUNet
 from shared.allocator import keep_freed_memory
 from shared.backbones import unet as unet_module
-
-ROOT_DIR = Path(__file__).resolve().parents[1]
-if str(ROOT_DIR) not in sys.path:  # run as a script: the repository's benchmarks package
-    sys.path.insert(0, str(ROOT_DIR))
-from benchmarks.report import check_numbers, command_line, print_and_write
 
 CONFIG = {"channels": (32, 64, 128, 192), "latent_dim": 6, "beta": 1.0, "fcomb_layers": 3}
 

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.report import check_numbers, command_line, print_and_write
 from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: the repository's benchmarks
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.report import check_numbers, command_line, print_and_write
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {

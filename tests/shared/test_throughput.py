@@ -64,3 +64,18 @@ def test_step_clock_without_warmup_times_from_the_first_step():
     clock.on_train_batch_end(trainer, module, None, {"image": torch.zeros(4, 1, 2, 2)}, 0)
     clock.on_train_end(trainer, module)
     assert clock.images == 4 and clock.seconds > 0
+
+
+def test_a_benchmark_script_runs_as_the_readme_writes_it_from_any_folder(tmp_path):
+    """``.venv/bin/python benchmarks/transfer.py`` failed with "No module named 'benchmarks'": the package is
+    now installed with the suite, so every script finds ``benchmarks.report`` wherever it is started."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(throughput.__file__).with_name("transfer.py")
+    run = subprocess.run(
+        [sys.executable, str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "usage: transfer.py" in run.stdout

@@ -9,7 +9,8 @@ Domains add their own sources (KITTI object crops, multi-reader lesion patches) 
 :class:`ClassificationDataModule` and converting them once to an ImageFolder tree (``convert_source``).
 Bad input (an empty class folder, a non-image file, a CSV row whose file is missing or whose label is not in
 ``class_names``) is counted and reported in one warning, or with ``strict: true`` raised at the first one; the
-message names the folder, file or row.
+message names the folder, file or row. 16-bit images (12-bit CT in a PNG, TIFF) are read at full depth and
+contrast-stretched per image to 0..255 (:func:`read_image`), said once.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from torch.utils.data import Dataset
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.data import SPLIT_NAMES, SplitLoaders, group_split
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+#: files read as images (ImageFolder, CSV rows, predict_path); others in predict_path are counted in a warning
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 class ClassificationDataError(ValueError):
@@ -349,14 +351,45 @@ def classification_transforms(
     return A.Compose(steps, seed=seed)
 
 
+#: whether this process has said that deep images are contrast-stretched (said once, naming the first file)
+_stretch_noted = False
+
+
+def stretch_to_uint8(image: np.ndarray, path: str | Path) -> np.ndarray:
+    """A 16-bit (or float) image mapped to uint8 by stretching its own min..max to 0..255.
+
+    Dividing by 65535 would keep the common 12-bit CT in a 16-bit container (0..4095) nearly black, and
+    dropping the low byte (a plain ``cv2.imread``) left it 16 grey levels. A flat image becomes 0. Said once
+    per process, naming the first such file, since the stretch differs per image."""
+    global _stretch_noted
+    if not _stretch_noted:
+        _stretch_noted = True
+        warnings.warn(
+            f"{path}: a {image.dtype} image; images deeper than 8 bits (16-bit PNG / TIFF) are read at full depth "
+            "and contrast-stretched per image (its own min..max to 0..255)",
+            ClassificationDataWarning,
+            stacklevel=3,
+        )
+    values = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(image.shape, np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
 def read_image(path: str | Path, in_channels: int) -> np.ndarray:
-    """Decode to uint8 (H, W, C) with C = ``in_channels`` (1: grey, 3: RGB); errors name the file."""
-    flags = cv2.IMREAD_GRAYSCALE if in_channels == 1 else cv2.IMREAD_COLOR
+    """Decode to uint8 (H, W, C) with C = ``in_channels`` (1: grey, 3: RGB); errors name the file.
+
+    Training, evaluation, ``predict`` and the Grad-CAM overlays all read through here: 16-bit images are read
+    at full depth and contrast-stretched per image (:func:`stretch_to_uint8`); 8-bit ones are unchanged."""
+    flags = (cv2.IMREAD_GRAYSCALE if in_channels == 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
     image = cv2.imread(str(path), flags)
     if image is None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: image file not found")
         raise ClassificationDataError(f"{path}: cannot decode image")
+    if image.dtype != np.uint8:
+        image = stretch_to_uint8(image, path)
     if in_channels == 1:
         return image[..., None]
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -430,7 +463,8 @@ class ClassificationDataModule(SplitLoaders):
         label_fraction: share of the training labels used, in (0, 1] (class-stratified, seeded): learning curves.
         seed: seed of the split, the label subsample and the augmentation.
         max_items: at most this many images per split (smoke tests).
-        predict_path: a folder of images (any layout below it) for ``predict``; null: the test split.
+        predict_path: a folder of images (any layout below it) for ``predict``, read alone (``data_path`` is
+            then neither read nor generated; ``class_names`` must still be the checkpoint's); null: the test split.
         crops_dir: where a domain source is converted to crops; null: under ``data/<domain>/classification``.
     """
 
@@ -460,8 +494,6 @@ class ClassificationDataModule(SplitLoaders):
         formats = ("imagefolder", "csv", *self.source_formats)
         if data_format not in formats:
             raise ClassificationDataError(f"data_format: one of {list(formats)}, got {data_format!r}")
-        if data_path is None and data_format in ("imagefolder", "csv"):
-            raise ClassificationDataError(f"data_path: needed with data_format {data_format!r}")
         if class_names is None:
             raise ClassificationDataError("class_names: the list of classes, in label order, is needed")
         self.class_names = _check_class_names(class_names)
@@ -510,10 +542,13 @@ class ClassificationDataModule(SplitLoaders):
         return source, Path(self.crops_dir) if self.crops_dir else Path(crops_root) / tag
 
     def prepare_data(self) -> None:
-        if self.data_format in self.source_formats:
+        # predict on one's own images: the labelled source is neither generated nor cut
+        if self.data_format in self.source_formats and not self.predicting_own_images():
             self.convert_source(self.data_format, self.data_path)
 
     def read_splits(self) -> dict[str, list[Sample]]:
+        if self.data_path is None and self.data_format in ("imagefolder", "csv"):
+            raise ClassificationDataError(f"data_path: needed with data_format {self.data_format!r}")
         if self.data_format == "csv":
             items = read_label_csv(self.data_path, self.class_names, self.strict)
             index = group_split([s.group for s in items], self.split_fractions, seed=self.seed)
@@ -526,7 +561,14 @@ class ClassificationDataModule(SplitLoaders):
         return read_image_folder(root, self.class_names, self.strict)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if stage in ("predict", None) and self.predict_path is not None and "predict" not in self.datasets:
+            self.datasets["predict"] = ClassificationDataset(
+                self._predict_items(), self.in_channels,
+                classification_transforms(False, self.image_size, self.in_channels), skip_unreadable=True,
+            )  # fmt: skip
+        if stage == "predict" and self.predict_path is not None:
+            return  # your own images only: data_path is not read (nor its crops cut)
+        if "train" in self.datasets:
             return
         splits = self.read_splits()
         check_split_classes(splits, self.class_names, self.data_path)
@@ -555,19 +597,25 @@ class ClassificationDataModule(SplitLoaders):
                 name == "train", self.image_size, self.in_channels, self.augment, self.seed
             )
             self.datasets[name] = ClassificationDataset(items, self.in_channels, transform)
-        if self.predict_path is not None:
-            self.datasets["predict"] = ClassificationDataset(
-                self._predict_items(), self.in_channels,
-                classification_transforms(False, self.image_size, self.in_channels), skip_unreadable=True,
-            )  # fmt: skip
 
     def _predict_items(self) -> list[Sample]:
+        """Every image file below ``predict_path``; files of other types are counted in one warning naming an
+        example (they used to vanish: neither predicted nor listed in ``unreadable.csv``)."""
         root = Path(self.predict_path)
         if not root.is_dir():
             raise FileNotFoundError(f"predict_path {root}: no such folder")
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         if not paths:
             raise ClassificationDataError(f"predict_path {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if others:
+            warnings.warn(
+                f"predict_path {root}: {len(others)} file(s) not predicted, their type is not an image type read "
+                f"({', '.join(IMAGE_SUFFIXES)}), e.g. {others[0]}",
+                ClassificationDataWarning,
+                stacklevel=3,
+            )
         return [Sample(str(p), -1, str(p)) for p in paths]
 
 

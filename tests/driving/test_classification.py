@@ -81,7 +81,7 @@ def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(kitti, 
     settings = json.loads(next(crops.rglob(".complete")).read_text())
     assert settings["min_height"] == 16  # the data module's crop options reach the cut
     pred = tmp_path / "pred"
-    main(["predict", *_args(kitti, crops, "--trainer.fast_dev_run", "1", "--model.predict_dir", str(pred))])
+    main(["predict", "--ckpt_path", "none", *_args(kitti, crops, "--trainer.fast_dev_run", "1", "--model.predict_dir", str(pred))])
     with (pred / "probabilities.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
@@ -107,7 +107,7 @@ def test_cli_predict_on_a_folder_of_loose_images_with_a_cam_cap(kitti, tmp_path,
     args = _args(
         kitti, tmp_path / "crops", "--data.predict_path", str(loose), "--model.predict_dir", str(pred)
     )
-    main(["predict", *args, "--model.cam_max", "2"])
+    main(["predict", "--ckpt_path", "none", *args, "--model.cam_max", "2"])
     with (pred / "probabilities.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [Path(r["path"]).name for r in rows] == ["x0.jpg", "x1.jpg", "x2.jpg"]
@@ -169,7 +169,7 @@ def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_other
     with pytest.warns(
         UserWarning, match=r"1 of 4 images could not be read and have no prediction, listed in"
     ):
-        main(["predict", *args, "--data.batch_size", "3"])
+        main(["predict", "--ckpt_path", "none", *args, "--data.batch_size", "3"])
     with (pred / "probabilities.csv").open() as f:
         assert [Path(r["path"]).name for r in csv.DictReader(f)] == ["a0.png", "a1.png", "a2.png"]
     with (pred / "unreadable.csv").open() as f:
@@ -179,10 +179,45 @@ def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_other
     pred2 = tmp_path / "pred2"
     args = _folder_args(root, "--data.predict_path", str(loose), "--model.predict_dir", str(pred2))
     with pytest.warns(UserWarning, match=r"1 of 4 images could not be read"):
-        main(["predict", *args, "--data.batch_size", "4"])
+        main(["predict", "--ckpt_path", "none", *args, "--data.batch_size", "4"])
     with (pred2 / "probabilities.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 3
     # no predict_dir: nothing written, the count still right
     args = _folder_args(root, "--data.predict_path", str(loose), "--model.predict_dir", "null")
     with pytest.warns(UserWarning, match=r"1 of 4 images could not be read and have no prediction \(e\.g\."):
-        main(["predict", *args, "--data.batch_size", "4"])
+        main(["predict", "--ckpt_path", "none", *args, "--data.batch_size", "4"])
+
+
+def test_cli_predict_on_own_images_reads_no_labelled_data(tmp_path, monkeypatch):
+    """predict --data.predict_path read the whole labelled set first: a missing data_path failed ("ImageFolder
+    root not found"), and data_path null generated the synthetic KITTI set and cut its crops."""
+    import domains.driving.classification.data as driving_data
+    from shared.task import CheckpointMismatchError
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *_folder_args(_folder(tmp_path / "data"))])
+    last = tmp_path / "lightning_logs/driving_classification/checkpoints/last.ckpt"
+    own = tmp_path / "own"
+    own.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(own / f"o{i}.png"), np.full((20, 20, 3), 100 * i, np.uint8))
+    pred = tmp_path / "pred"
+    args = _folder_args(
+        tmp_path / "nonexistent", "--data.predict_path", str(own), "--model.predict_dir", str(pred),
+        "--ckpt_path", str(last),
+    )  # fmt: skip
+    main(["predict", *args])
+    with (pred / "probabilities.csv").open() as f:
+        assert [Path(r["path"]).name for r in csv.DictReader(f)] == ["o0.png", "o1.png"]
+
+    def no_generating(*_):
+        raise AssertionError("predict on own images generated the synthetic KITTI set")
+
+    monkeypatch.setattr(driving_data, "default_kitti_root", no_generating)
+    (pred / "probabilities.csv").unlink()
+    main(["predict", *args, "--data.data_format", "kitti", "--data.data_path", "null"])
+    assert (pred / "probabilities.csv").is_file() and not (tmp_path / "data/driving").exists()
+    # the classes are still checked against the checkpoint's, naming both
+    trained = r"trained with model.class_names = \['Car', 'Pedestrian'\]"
+    with pytest.raises(CheckpointMismatchError, match=trained):
+        main(["predict", *args, "--data.class_names", "[Car, Van]"])

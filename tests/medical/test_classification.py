@@ -55,7 +55,7 @@ def test_cli_fit_fast_dev_run_then_predict_writes_probabilities_and_cams(lidc, t
     cli = main(["fit", *_args(lidc, crops, "--trainer.fast_dev_run", "1")])
     assert cli.trainer.state.finished and cli.model.model.in_channels == 1
     pred = tmp_path / "pred"
-    main(["predict", *_args(lidc, crops, "--trainer.fast_dev_run", "1", "--model.predict_dir", str(pred))])
+    main(["predict", "--ckpt_path", "none", *_args(lidc, crops, "--trainer.fast_dev_run", "1", "--model.predict_dir", str(pred))])
     with (pred / "probabilities.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert rows and all(abs(float(r["p_absent"]) + float(r["p_present"]) - 1) < 1e-4 for r in rows)
@@ -67,7 +67,7 @@ def test_cli_checkpoint_round_trip_fit_test_predict(lidc, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     crops = tmp_path / "crops"
     main(["fit", *_args(lidc, crops, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1")])
-    last = tmp_path / "lightning_logs/medical_classification/checkpoints/last.ckpt"
+    last = tmp_path / "lightning_logs/medical_classification/quick/checkpoints/last.ckpt"  # quick.yaml's own
     assert last.is_file()
     cli = main(["test", *_args(lidc, crops, "--ckpt_path", str(last))])
     assert set(cli.model.last_metrics["test"]) >= {"acc", "f1_macro", "recall_present", "confusion"}

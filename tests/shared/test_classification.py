@@ -367,3 +367,65 @@ def test_setup_balances_limited_splits_and_warns_when_max_items_drops_a_class(tm
     )
     with pytest.warns(ClassificationDataWarning, match="max_items=1 keeps 1 of the 2 classes in training"):
         one.setup("fit")
+
+
+# ------------------------------------------------------------------------- image depth, configs, predict_path
+
+
+def test_a_12_bit_png_is_read_at_full_depth_and_stretched_to_0_255_once_said(tmp_path, monkeypatch):
+    """cv2.imread without IMREAD_ANYDEPTH dropped the low byte: 0..4095 became 0..15, nearly black."""
+    from shared.classification import data
+    from shared.classification.task import write_cam_overlay
+
+    monkeypatch.setattr(data, "_stretch_noted", False)
+    ct = tmp_path / "ct12.png"
+    assert cv2.imwrite(str(ct), np.linspace(0, 4095, 64 * 64).round().astype(np.uint16).reshape(64, 64))
+    said = r"ct12\.png: a uint16 image.*contrast-stretched per image"
+    with pytest.warns(ClassificationDataWarning, match=said):
+        grey = data.read_image(ct, 1)
+    assert grey.dtype == np.uint8 and grey.shape == (64, 64, 1) and (grey.min(), grey.max()) == (0, 255)
+    assert len(np.unique(grey)) > 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per process, not per image
+        rgb = data.read_image(ct, 3)
+    assert rgb.shape == (64, 64, 3) and (rgb.min(), rgb.max()) == (0, 255)
+    # the Grad-CAM overlay reads it so too (a flat map: JET's dark blue over 60 % of the image)
+    write_cam_overlay(str(ct), np.zeros((4, 4), np.float32), tmp_path / "cam.png", 1)
+    assert cv2.imread(str(tmp_path / "cam.png")).max() > 150
+    eight = stripes(tmp_path / "eight.png", vertical=True, seed=0)
+    assert np.array_equal(data.read_image(eight, 1)[..., 0], cv2.imread(str(eight), cv2.IMREAD_GRAYSCALE))
+
+
+def test_each_shipped_classification_config_keeps_its_checkpoints_in_its_own_folder():
+    """full.yaml and quick.yaml shared one folder: `test -c full.yaml --ckpt_path last` took quick's last-v1.ckpt."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    configs = sorted(repo.glob("domains/*/classification/configs/*.yaml"))
+    assert len(configs) >= 4
+    folders = {}
+    for config in configs:
+        domain = config.parents[2].name
+        dirpath = (yaml.safe_load(config.read_text()).get("checkpoint") or {}).get("dirpath")
+        assert dirpath, f"{config}: no checkpoint.dirpath"
+        # under the CLI's log folder, so --trainer.default_root_dir moves it with the logs
+        assert dirpath.startswith(f"lightning_logs/{domain}_classification/"), (config, dirpath)
+        folders.setdefault(dirpath, []).append(str(config))
+    assert all(len(names) == 1 for names in folders.values()), folders
+
+
+def test_predict_path_reads_tiff_and_counts_other_files_in_one_warning_naming_one(tmp_path):
+    """.tif / .gif files used to vanish: neither predicted nor listed in unreadable.csv."""
+    own = tmp_path / "own"
+    stripes(own / "a.png", vertical=True, seed=0)
+    assert cv2.imwrite(str(own / "b.tif"), np.full((16, 16), 3000, np.uint16))
+    # an image type: predicted, or listed in unreadable.csv when OpenCV cannot decode it
+    (own / "c.gif").write_bytes(b"GIF89a not really")
+    (own / "notes.txt").write_text("not an image")
+    (own / "sub").mkdir()
+    (own / "sub" / "scan.dcm").write_bytes(b"\0" * 8)
+    dm = _data(tmp_path / "no_such_folder", predict_path=str(own))
+    with pytest.warns(ClassificationDataWarning, match=r"2 file\(s\) not predicted.*e\.g\. .*notes\.txt"):
+        dm.setup("predict")
+    assert [Path(s.path).name for s in dm.datasets["predict"].items] == ["a.png", "b.tif", "c.gif"]
+    assert "train" not in dm.datasets  # predict on own images reads no labelled data

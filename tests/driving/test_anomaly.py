@@ -401,6 +401,13 @@ def test_task_rejects_bad_settings_and_nan_images():
     images[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         task.anomaly_map(images)
+    # score_maps checks its inputs once for all the scores asked for, naming them
+    logits, feats = torch.zeros(1, 3, 2, 2), torch.zeros(1, 4, 2, 2)
+    logits[0, 1, 1, 0] = float("nan")
+    with pytest.raises(AnomalyScoreError, match=r"score 'msp, energy': 1 non-finite logit.*\(0, 1, 1, 0\)"):
+        task.model.score_maps(logits, feats, ["msp", "energy"])
+    feats[0, 0, 0, 0] = float("nan")
+    assert set(task.model.score_maps(torch.zeros(1, 3, 2, 2), feats, ["msp"])) == {"msp"}  # features unused
     assert set(task.supported_scores()) == set(SCORES) - {"outlier_prob"}
     with pytest.raises(ValueError, match="outlier_head_channels"):
         anomaly_task(encoder_kwargs=TINY_UNET, outlier_head_channels=0)

@@ -27,8 +27,10 @@ from domains.driving.anomaly.scores import (
     SIMPLE_SCORES,
     STAT_SCORES,
     AnomalyScoreError,
-    compute_score,
+    check_finite,
+    check_logits,
     energy,
+    score_of_checked,
     smooth_score_map,
 )
 from domains.driving.classes import SEMANTIC_CLASSES
@@ -200,6 +202,9 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
             # read the flags once per call (each bool() of a GPU buffer is a device sync)
             calibrated = bool(self.calibrated) if any(n in STAT_SCORES for n in names) else True
             oe_trained = bool(self.oe_trained) if "outlier_prob" in names else True
+            # the inputs checked once for all the scores (compute_score would check them per score)
+            logits = check_logits(logits, ", ".join(names))
+            check_finite(features if set(names) & set(FEATURE_SCORES) else None, "the decoder features")
             out = {}
             for name in names:
                 if name not in SCORES:
@@ -216,9 +221,8 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
                     )
                 feats = features if name in FEATURE_SCORES else None
                 extra = self.outlier_logit(logits, outlier_logit) if name == "outlier_prob" else None
-                out[name] = smooth_score_map(
-                    compute_score(name, logits, self.stats, feats, outlier_logit=extra), smoothing
-                )
+                check_finite(extra, "the outlier logit")
+                out[name] = smooth_score_map(score_of_checked(name, logits, self.stats, feats, extra), smoothing)
         return out
 
     @torch.no_grad()

@@ -122,7 +122,12 @@ class SplitLoaders(pl.LightningDataModule):
         return self.datasets[name]
 
     def _loader(
-        self, name: str, shuffle: bool, sampler: WeightedRandomSampler | None = None, drop_last: bool = False
+        self,
+        name: str,
+        shuffle: bool,
+        sampler: WeightedRandomSampler | None = None,
+        drop_last: bool = False,
+        collate_fn=None,
     ) -> DataLoader:
         return DataLoader(
             self.split_dataset(name),
@@ -131,7 +136,7 @@ class SplitLoaders(pl.LightningDataModule):
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
+            collate_fn=collate_fn or self.collate_fn,
             worker_init_fn=self.worker_init_fn,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,

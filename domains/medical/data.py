@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from shared.data import SplitLoaders, group_split, segmentation_augmentations
 
@@ -58,6 +58,16 @@ def _center_crop(array: np.ndarray, crop_size: int | None, where: str) -> np.nda
         raise MedicalDataError(f"{where}: image is {h}x{w}, smaller than crop_size={crop_size}")
     top, left = (h - crop_size) // 2, (w - crop_size) // 2
     return array[..., top : top + crop_size, left : left + crop_size]
+
+
+def _split_by_group(
+    groups: list[str], split: str, fractions: Sequence[float], seed: int
+) -> tuple[list[int], dict[str, int]]:
+    """Indices of ``split`` ("all": every item) and the number of groups each split got (for the message
+    :meth:`MedicalDataModule.setup` gives when a split a stage needs is empty)."""
+    parts = group_split(groups, fractions=fractions, seed=seed, names=SPLITS, verbose=False)
+    counts = {name: len({groups[i] for i in idx}) for name, idx in parts.items()}
+    return (list(range(len(groups))) if split == "all" else parts[split]), counts
 
 
 def _binarise(mask: np.ndarray, where: str) -> np.ndarray:
@@ -266,10 +276,8 @@ class LIDCPickleDataset(MedicalDataset):
                 )
         self.num_readers = int(num_readers)
         groups = [str(data[k]["series_uid"]) for k in keys]
-        if split == "all":
-            chosen = list(range(len(keys)))
-        else:
-            chosen = group_split(groups, fractions=fractions, seed=seed, names=SPLITS, verbose=False)[split]
+        self.fractions, self.group_noun = tuple(fractions), "series"
+        chosen, self.split_groups = _split_by_group(groups, split, fractions, seed)
         self._entries = [data[keys[i]] for i in chosen]
         self.ids = [str(keys[i]) for i in chosen]
         self.groups = [groups[i] for i in chosen]
@@ -308,8 +316,10 @@ class DecathlonSliceDataset(MedicalDataset):
     [0,1], in-plane resize keeping the aspect ratio, then pad to ``crop_size``). Slices are taken along the
     third voxel axis (axial in Decathlon files). Every slice with foreground (label > 0) is kept, plus
     ``round(empty_ratio * n_foreground)`` (at least ``min_empty``) seeded empty slices per volume; the counts
-    are printed and kept in ``stats``. Labels are read at construction to index slices; images when used,
-    with a small per-process volume cache (shuffled access over large sets reloads volumes: pre-slice then).
+    are printed and kept in ``stats``. ``all_slices`` keeps every slice instead, labels or not: ``predict``
+    uses it, since a prediction is a whole volume and the labels must not choose which slices it covers.
+    Labels are read at construction to index slices; images when used, with a small per-process volume
+    cache (shuffled access over large sets reloads volumes: pre-slice then).
     """
 
     def __init__(
@@ -324,6 +334,7 @@ class DecathlonSliceDataset(MedicalDataset):
         fractions: Sequence[float] = (0.7, 0.15, 0.15),
         percentiles: tuple[float, float] = (0.5, 99.5),
         cache_volumes: int = 4,
+        all_slices: bool = False,
     ):
         from monai.transforms import EnsureChannelFirst, LoadImage
 
@@ -358,12 +369,9 @@ class DecathlonSliceDataset(MedicalDataset):
                     raise FileNotFoundError(f"{p}: listed in {meta_path} (training entry {n}) but missing")
             case = image_path.name.removesuffix(".gz").removesuffix(".nii")
             cases.append((case, image_path, label_path))
-        groups = [c[0] for c in cases]
-        if split != "all":
-            cases = [
-                cases[i]
-                for i in group_split(groups, fractions, seed=seed, names=SPLITS, verbose=False)[split]
-            ]
+        self.fractions, self.group_noun = tuple(fractions), "cases"
+        chosen, self.split_groups = _split_by_group([c[0] for c in cases], split, fractions, seed)
+        cases = [cases[i] for i in chosen]
 
         load_label = LoadImage(image_only=True)
         channel_first = EnsureChannelFirst()
@@ -386,6 +394,8 @@ class DecathlonSliceDataset(MedicalDataset):
             fg = np.asarray(label[0] > 0).reshape(-1, label.shape[-1]).any(axis=0)
             fg_idx, empty_idx = np.flatnonzero(fg), np.flatnonzero(~fg)
             n_keep = min(len(empty_idx), max(min_empty, round(empty_ratio * len(fg_idx))))
+            if all_slices:
+                n_keep = len(empty_idx)
             keep_empty = np.sort(rng.choice(empty_idx, n_keep, replace=False)) if n_keep else empty_idx[:0]
             self.stats["foreground_slices"] += len(fg_idx)
             self.stats["empty_slices"] += len(empty_idx)
@@ -602,11 +612,48 @@ class ReaderDataset(Dataset):
         return item
 
 
+def pad_collate(items: Sequence[dict]) -> dict:
+    """``default_collate`` after padding every item's maps at the bottom and right to the batch's largest
+    image, with ``"size"`` (B, 2) the (H, W) each item had: ``predict`` sees whole images, whose sizes may
+    differ, and cuts every output back to its item's size. Images pad by replicating their edge (no
+    artificial dark border next to the image), masks with zeros."""
+    height = max(int(item["image"].shape[-2]) for item in items)
+    width = max(int(item["image"].shape[-1]) for item in items)
+    out = []
+    for item in items:
+        h, w = item["image"].shape[-2:]
+        item = dict(item, size=torch.tensor([h, w]))
+        if (h, w) != (height, width):
+            pad = (0, width - w, 0, height - h)
+            item["image"] = torch.nn.functional.pad(item["image"][None], pad, mode="replicate")[0]
+            for key in ("masks", "mask"):
+                if key in item:
+                    item[key] = torch.nn.functional.pad(item[key], pad)
+        out.append(item)
+    return default_collate(out)
+
+
 def _cap_indices(n: int, cap: int | None) -> list[int]:
     """Evenly spread subset (spans many patients rather than the first one)."""
     if cap is None or cap >= n:
         return list(range(n))
     return sorted({round(v) for v in np.linspace(0, n - 1, max(cap, 1))})
+
+
+def _fractions_hint(counts: dict[str, int], needed: list[str]) -> list[float] | None:
+    """Split fractions that give every ``needed`` split at least one group (a group moved from the split
+    that can best spare one), checked against :func:`group_split`'s rounding; None: too few groups."""
+    counts, n = dict(counts), sum(counts.values())
+    for name in needed:
+        if counts[name] == 0:
+            donor = max(SPLITS, key=lambda s: counts[s] - (s in needed))
+            if counts[donor] - (donor in needed) < 1:
+                return None
+            counts[donor], counts[name] = counts[donor] - 1, 1
+    shares = [round(counts[s] / n, 4) for s in SPLITS[:-1]]
+    shares.append(round(1 - sum(shares), 4))
+    parts = group_split(list(range(n)), shares, names=SPLITS, verbose=False)
+    return shares if all(parts[s] for s in needed) else None
 
 
 class MedicalDataModule(SplitLoaders):
@@ -627,8 +674,13 @@ class MedicalDataModule(SplitLoaders):
         reader_sampling: ``random`` (each training step a random reader's mask) or ``all`` (every reader as
             its own item).
         augment: training augmentation (flips, small rotations, intensity).
-        max_items: at most this many images per split (an int, or ``{val: 48, test: 96}``).
-        seed: seed of the patient split and the augmentation.
+        max_items: at most this many images per split (an int, or ``{val: 48, test: 96}``); ``predict`` reads
+            every image of the test split unless an int or a ``predict`` entry caps it (a Decathlon volume
+            with slices left out is then written slice by slice only).
+        seed: seed of the patient split of ``lidc_pickle`` and ``decathlon`` (and of the empty slices
+            Decathlon keeps); ``lidc_png`` is split by its folders, so the seed does not change it.
+            Augmentation and the reader drawn per step follow ``seed_everything`` (torch's generator), not
+            this seed.
         dataset_kwargs: passed to the dataset (e.g. ``{modality_index: 1}`` for Decathlon).
         synthetic: settings of the synthetic set generated when ``data_path`` is null (those of
             :func:`domains.medical.synthetic.generate_lidc_png`), e.g. ``{readers: lidc}`` for readers with
@@ -699,13 +751,23 @@ class MedicalDataModule(SplitLoaders):
         return self.max_items
 
     def dataset(self, split: str) -> ReaderDataset:
-        """The (cached) view of ``split`` the loaders use."""
+        """The (cached) view of ``split`` the loaders use.
+
+        ``"predict"`` is the test split as ``predict`` reads it: whole images, no centre crop (so outputs land
+        on the source image), and every slice of a Decathlon volume (not the slices its labels pick).
+        """
         if split not in self.datasets:
             kw: dict[str, Any] = {"crop_size": self.crop_size}
             if self.data_format != "lidc_png":
                 kw["seed"] = self.seed
             kw.update(self.dataset_kwargs)
-            base = build_dataset(self.data_format, self._path(), split, **kw)
+            if split == "predict" and self.data_format == "decathlon":
+                kw["all_slices"] = True  # crop_size stays: Decathlon resizes and pads, it never crops
+            elif split == "predict":
+                kw["crop_size"] = None
+            base = build_dataset(
+                self.data_format, self._path(), "test" if split == "predict" else split, **kw
+            )
             indices = _cap_indices(len(base), self._cap(split))
             if len(indices) < len(base):
                 rank_zero_info(
@@ -725,9 +787,39 @@ class MedicalDataModule(SplitLoaders):
         return (ds if ds is not None else self.dataset("val")).num_readers
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
         for split in wanted.get(stage, list(SPLITS)):
-            self.dataset(split)
+            if len(self.dataset(split)) == 0:
+                # otherwise Lightning runs zero batches and exits 0: no metrics, no predictions, no error
+                raise MedicalDataError(self._empty_split_message(split, stage, wanted.get(stage, [split])))
+
+    def _empty_split_message(self, split: str, stage: str | None, needed: list[str]) -> str:
+        """Why ``split`` is empty and what to change (the fractions, by their CLI name, or more data)."""
+        base = self.dataset(split).base
+        name = "test" if split == "predict" else split
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn
+        what = f"`{stage}` needs the {name} split" if stage else f"the {name} split"
+        counts = getattr(base, "split_groups", None)
+        if counts is None:  # lidc_png: the split is a folder
+            return f"{self._path()}: {what}, which is empty: add images under {self._path() / name}/images"
+        noun, fractions = base.group_noun, [round(f, 4) for f in base.fractions]
+        table = ", ".join(f"{s} {counts[s]}" for s in SPLITS)
+        message = (
+            f"{self._path()}: {what}, which is empty: {sum(counts.values())} {noun} split into {table} "
+            f"(fractions {fractions} rounded to whole {noun}, --data.seed {self.seed})"
+        )
+        if counts[name]:  # groups, but no item (Decathlon volumes without foreground and min_empty 0)
+            return (
+                f"{message}; its {counts[name]} {noun} gave no slice: keep empty ones (min_empty) or add data"
+            )
+        needed = ["test" if s == "predict" else s for s in needed]
+        hint = _fractions_hint(counts, needed)
+        if hint is None:
+            return f"{message}; {len(needed)} non-empty splits need at least {len(needed)} {noun}: add data"
+        return (
+            f"{message}; add data, or give each split at least one of the {sum(counts.values())} {noun}, "
+            f"e.g. --data.dataset_kwargs '{{fractions: {hint}}}'"
+        )
 
     def split_dataset(self, name: str) -> ReaderDataset:
         return self.dataset(name)
@@ -743,6 +835,11 @@ class MedicalDataModule(SplitLoaders):
         return self._loader(
             "train", shuffle=True, sampler=sampler, drop_last=n > 1 and n % self.batch_size == 1
         )
+
+    def predict_dataloader(self) -> DataLoader:
+        """Whole images of the test split (see :meth:`dataset`), padded to the batch's largest by
+        :func:`pad_collate`, in order."""
+        return self._loader("predict", shuffle=False, collate_fn=pad_collate)
 
     @property
     def pin_memory(self) -> bool:

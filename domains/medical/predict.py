@@ -6,13 +6,19 @@ Layout (``<id>`` is the dataset's item id, e.g. ``<patient>/<slice>``; each part
     <output_dir>/<id>/mean_prob.png                          mean foreground probability, 0..255
     <output_dir>/<id>/uncertainty.png                        uncertainty, 0..255 (see below)
     <output_dir>/<id>/{samples,mean_prob,uncertainty}.nii.gz only when the input slice came from NIfTI
+    <output_dir>/<case>/{samples,mean_prob,uncertainty}.nii.gz  the whole volume, once all its slices are in
+
+PNGs have the source image's size and position: the task runs the network on the whole image, padded to
+the network's size multiple (:func:`size_multiple`), and each output is cut back to the image's own size.
 
 Uncertainty: ``entropy`` is the binary entropy (bits, in [0, 1]) of the mean probability, written as x 255;
 ``variance`` is the variance of the sample probabilities across samples (in [0, 0.25]), written as x 4 x 255.
 For NIfTI inputs the maps are mapped back onto the source volume's in-plane grid (undoing the datamodule's
 aspect-preserving resize and symmetric padding, inverting the label's nearest-neighbour resize)
 and written as one-slice volumes whose affine places them at the source slice, so they overlay the original
-scan in any viewer. NIfTI files hold the raw values (probabilities, bits or variance; masks 0/1).
+scan in any viewer; ``predict`` covers every slice of a volume, so the case's whole volume (the source's
+grid and affine; samples (X, Y, Z, N)) is written too. NIfTI files hold the raw values (probabilities, bits
+or variance; masks 0/1).
 
 Use it from the task (``--model.predict_dir DIR``) or as a callback in the YAML
 (``domains.medical.predict.MedicalPredictionWriter``).
@@ -28,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 
 def uncertainty_map(probs: torch.Tensor, kind: str = "entropy") -> torch.Tensor:
@@ -45,6 +51,32 @@ def uncertainty_map(probs: torch.Tensor, kind: str = "entropy") -> torch.Tensor:
     if kind == "variance":
         return probs.var(dim=1, unbiased=False)
     raise ValueError(f"uncertainty kind must be 'entropy' or 'variance', got {kind!r}")
+
+
+def size_multiple(network: torch.nn.Module) -> int:
+    """The side multiple at which every level of ``network`` halves the image exactly: ``2 ** (levels - 1)``
+    of its U-Net encoders (U-Net, Prob. U-Net and its prior net) or of the HPU-Net's core. Other sides run,
+    but ceil-rounded coarse maps no longer line up with the fine ones as they did in training."""
+    from .models import HierarchicalCore
+
+    multiple = 1
+    for module in network.modules():
+        if isinstance(module, HierarchicalCore):
+            multiple = max(multiple, 2 ** (len(module.channels) - 1))
+        strides = getattr(module, "feature_strides", None)
+        if strides:
+            multiple = max(multiple, *(int(s) for s in strides))
+    return multiple
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (B, C, H, W) at the bottom and right up to multiples of ``multiple``, replicating the edge (a zero
+    border would be an edge the network never saw in training); cut outputs back with ``[..., :H, :W]``."""
+    h, w = images.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if not (pad_h or pad_w):
+        return images
+    return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
 
 
 def _safe_relpath(item_id: str) -> Path:
@@ -129,13 +161,23 @@ class MedicalPredictionWriter(BasePredictionWriter):
         self.uncertainty = uncertainty
         self.keep_predictions = keep_predictions
         self.written: list[Path] = []
+        self._volumes: dict[str, dict] = {}  # NIfTI source -> its whole volume, filled slice by slice
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self.written = []
+        self._volumes = {}
         if not self.keep_predictions:
             trainer.predict_loop.return_predictions = False
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        for volume in self._volumes.values():  # only a capped or multi-device predict leaves one unfinished
+            z = int(volume["mean"].shape[2])
+            rank_zero_warn(
+                f"[MedicalPredictionWriter] {volume['folder']}: {len(volume['seen'])} of {z} slices "
+                "predicted (max_items, or several devices sharing the slices): no whole-volume NIfTI "
+                "written, only the per-slice ones"
+            )
+        self._volumes = {}
         if trainer.is_global_zero:
             rank_zero_info(
                 f"[MedicalPredictionWriter] wrote {len(self.written)} image folders under {self.output_dir}"
@@ -154,27 +196,34 @@ class MedicalPredictionWriter(BasePredictionWriter):
         samples, mean, unc = prediction["samples"], prediction["mean"], prediction["uncertainty"]
         unc_scale = 255.0 if self.uncertainty == "entropy" else 4 * 255.0
         source = prediction.get("source")
+        sizes = prediction.get("size")  # (B, 2): each image's own (H, W) inside the padded batch
         for i, item_id in enumerate(prediction["id"]):
+            h, w = (int(v) for v in sizes[i]) if sizes is not None else mean.shape[-2:]
+            item_samples, item_mean, item_unc = samples[i, :, :h, :w], mean[i, :h, :w], unc[i, :h, :w]
             folder = self.output_dir / _safe_relpath(item_id)
             folder.mkdir(parents=True, exist_ok=True)
             for s in range(samples.shape[1]):
-                _write_png(folder / f"sample_{s:02d}.png", samples[i, s].to(torch.uint8).cpu().numpy() * 255)
-            _write_png(folder / "mean_prob.png", _to_uint8(mean[i], 255.0))
-            _write_png(folder / "uncertainty.png", _to_uint8(unc[i], unc_scale))
+                _write_png(
+                    folder / f"sample_{s:02d}.png", item_samples[s].to(torch.uint8).cpu().numpy() * 255
+                )
+            _write_png(folder / "mean_prob.png", _to_uint8(item_mean, 255.0))
+            _write_png(folder / "uncertainty.png", _to_uint8(item_unc, unc_scale))
             if source is not None and str(source["image_path"][i]).endswith((".nii", ".nii.gz")):
-                self._write_nifti(folder, samples[i], mean[i], unc[i], source, i)
+                self._write_nifti(folder, item_samples, item_mean, item_unc, source, i)
             self.written.append(folder)
 
-    @staticmethod
-    def _write_nifti(folder: Path, samples, mean, unc, source: dict, i: int) -> None:
+    def _write_nifti(self, folder: Path, samples, mean, unc, source: dict, i: int) -> None:
+        """The slice as a one-slice volume in its folder, and into its case's whole volume (written to the
+        folder above once every slice of the case is in)."""
         import nibabel as nib
 
         def numpy(value) -> np.ndarray:
             return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
         shape = [int(v) for v in numpy(source["spatial_shape"][i])]
-        affine = numpy(source["affine"][i]).astype(np.float64)
-        affine = _slice_affine(affine, int(numpy(source["slice_index"][i])))
+        volume_affine = numpy(source["affine"][i]).astype(np.float64)
+        z = int(numpy(source["slice_index"][i]))
+        affine = _slice_affine(volume_affine, z)
         masks = slice_to_source_grid(samples.to(torch.uint8), shape)  # (N, X, Y)
         maps = slice_to_source_grid(torch.stack([mean, unc]).float(), shape)  # (2, X, Y)
         vol = masks.permute(1, 2, 0)[:, :, None].cpu().numpy().astype(np.uint8)  # (X, Y, 1, N)
@@ -182,3 +231,26 @@ class MedicalPredictionWriter(BasePredictionWriter):
         for name, plane in (("mean_prob", maps[0]), ("uncertainty", maps[1])):
             data = plane[:, :, None].cpu().numpy().astype(np.float32)
             nib.save(nib.Nifti1Image(data, affine), folder / f"{name}.nii.gz")
+
+        key = str(source["image_path"][i])
+        if key not in self._volumes:
+            self._volumes[key] = {
+                "folder": folder.parent,
+                "affine": volume_affine,
+                "samples": np.zeros((*shape[:3], vol.shape[-1]), np.uint8),
+                "mean": np.zeros(shape[:3], np.float32),
+                "uncertainty": np.zeros(shape[:3], np.float32),
+                "seen": set(),
+            }
+        volume = self._volumes[key]
+        volume["samples"][:, :, z] = vol[:, :, 0]
+        volume["mean"][:, :, z] = maps[0].cpu().numpy()
+        volume["uncertainty"][:, :, z] = maps[1].cpu().numpy()
+        volume["seen"].add(z)
+        if len(volume["seen"]) == shape[2]:  # complete: write it and free its memory
+            for name in ("samples", "mean", "uncertainty"):
+                filename = {"mean": "mean_prob"}.get(name, name)
+                nib.save(
+                    nib.Nifti1Image(volume[name], volume["affine"]), volume["folder"] / f"{filename}.nii.gz"
+                )
+            del self._volumes[key]

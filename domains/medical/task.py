@@ -9,7 +9,7 @@ from shared.task import BaseTask
 
 from .metrics import SegmentationUncertaintyMetrics
 from .models import MODELS, HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
-from .predict import MedicalPredictionWriter, uncertainty_map
+from .predict import MedicalPredictionWriter, pad_to_multiple, size_multiple, uncertainty_map
 
 # How this run evaluates, predicts or trains, not what the model is: not saved with it (see ``__init__``).
 _RUNTIME_ARGS = ("num_samples", "threshold", "predict_dir", "predict_uncertainty", "compile_loss")
@@ -213,16 +213,23 @@ class MedicalSegmentationTask(BaseTask):
     # ----------------------------------------------------------------------------------------- prediction
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Samples (bool), mean probability and uncertainty per image, plus what the writer needs."""
-        probs = self.sample(batch["image"])
+        """Samples (bool), mean probability and uncertainty per image, plus what the writer needs.
+
+        Predict images are whole (not the training crop): padded to the network's size multiple here and the
+        outputs cut back, so they keep the source image's size and position.
+        """
+        images = batch["image"]
+        height, width = images.shape[-2:]
+        probs = self.sample(pad_to_multiple(images, size_multiple(self.model)))[..., :height, :width]
         out = {
             "id": list(batch["id"]),
             "samples": (probs >= self.threshold).cpu(),
             "mean": probs.mean(dim=1).cpu(),
             "uncertainty": uncertainty_map(probs, self.predict_uncertainty).cpu(),
         }
-        if "source" in batch:
-            out["source"] = batch["source"]
+        for key in ("source", "size"):  # the NIfTI geometry; each image's own size in a padded batch
+            if key in batch:
+                out[key] = batch[key]
         return out
 
     def configure_callbacks(self):

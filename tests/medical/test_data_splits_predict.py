@@ -1,0 +1,212 @@
+"""What ``test`` and ``predict`` read: an empty split is an error, predict covers whole images and volumes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.trainer.states import TrainerFn
+
+from domains.medical import data as D
+from domains.medical.__main__ import main
+from domains.medical.data import MedicalDataError, MedicalDataModule
+from domains.medical.models import UNetSegmenter
+from domains.medical.task import MedicalSegmentationTask
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _decathlon(root: Path, n_cases: int, shape=(16, 11, 10), lesion_slices=(3, 4, 5, 6)) -> Path:
+    """``n_cases`` volumes (X, Y, Z; 16 px crops only pad them), the lesion (label 1, image 1, background 0)
+    on ``lesion_slices``."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for c in range(n_cases):
+        label = np.zeros(shape, np.uint8)
+        label[2:6, 5:8, list(lesion_slices)] = 1
+        name = f"case_{c}.nii.gz"
+        nib.save(nib.Nifti1Image(label.astype(np.float32), np.eye(4)), str(root / "imagesTr" / name))
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / "labelsTr" / name))
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    (root / "dataset.json").write_text(json.dumps({"training": training, "modality": {"0": "CT"}}))
+    return root
+
+
+def _pickle(path: Path, n_series: int, size=(20, 28)) -> Path:
+    data = {
+        f"s{s}_{k}": {
+            "image": np.zeros(size),
+            "masks": [np.zeros(size, np.uint8)] * 4,
+            "series_uid": f"1.2.{s}",
+        }
+        for s in range(n_series)
+        for k in range(2)
+    }
+    path.write_bytes(pickle.dumps(data))
+    D._PICKLE_CACHE.clear()
+    return path
+
+
+def _echo_task(predict_dir: Path, seen: list) -> MedicalSegmentationTask:
+    """A task whose network "segments" the image itself (probability = intensity), recording what it sees."""
+    network = UNetSegmenter(channels=(8, 16, 32))  # size multiple 4
+
+    def echo(images: torch.Tensor, num_samples: int) -> torch.Tensor:
+        seen.append(tuple(images.shape[-2:]))
+        return ((images - 0.5) * 40).expand(-1, num_samples, -1, -1)
+
+    network.sample_logits = echo
+    return MedicalSegmentationTask(network=network, num_samples=2, predict_dir=str(predict_dir))
+
+
+def _predict(task, datamodule) -> None:
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.predict(task, datamodule=datamodule)
+
+
+# ----------------------------------------------------------------------------------------- empty splits
+
+
+def test_an_empty_test_split_is_an_error_naming_path_counts_and_fractions(tmp_path):
+    """3 Decathlon cases at (0.7, 0.15, 0.15) gave `test: 0 volumes`; test / predict ran nothing, exit 0."""
+    root = _decathlon(tmp_path / "msd", 3)
+    dm = MedicalDataModule("decathlon", str(root), crop_size=16, num_workers=0)
+    dm.setup("fit")  # train and val have cases
+    for stage, name in ((TrainerFn.TESTING, "test"), ("predict", "predict")):  # Lightning passes a TrainerFn
+        expected = (
+            re.escape(f"{root}: `{name}` needs the test split, which is empty: 3 cases split into ")
+            + r"train 2, val 1, test 0 \(fractions \[0\.7, 0\.15, 0\.15\].*--data\.seed 0\); add data, or .*"
+            + re.escape("--data.dataset_kwargs '{fractions: [0.3333, 0.3333, 0.3334]}'")
+        )
+        with pytest.raises(MedicalDataError, match=expected):
+            MedicalDataModule("decathlon", str(root), crop_size=16, num_workers=0).setup(stage)
+    # the suggested fractions work
+    kw = {"fractions": [0.3333, 0.3333, 0.3334]}
+    fixed = MedicalDataModule("decathlon", str(root), crop_size=16, num_workers=0, dataset_kwargs=kw)
+    fixed.setup("test")
+    assert len(fixed.dataset("test")) == 5  # one case: 4 lesion slices + 1 empty
+
+
+def test_an_empty_validation_split_of_a_pickle_stops_fit(tmp_path):
+    path = _pickle(tmp_path / "lidc.pickle", n_series=2)
+    kw = {"fractions": [0.5, 0.0, 0.5]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unpickling
+        dm = MedicalDataModule("lidc_pickle", str(path), crop_size=16, num_workers=0, dataset_kwargs=kw)
+        with pytest.raises(
+            MedicalDataError, match=r"`fit` needs the val split.*train 1, val 0, test 1 \(frac"
+        ):
+            dm.setup("fit")
+        one = _pickle(tmp_path / "one.pickle", n_series=1)
+        with pytest.raises(MedicalDataError, match="2 non-empty splits need at least 2 series: add data"):
+            MedicalDataModule("lidc_pickle", str(one), crop_size=16, num_workers=0).setup("fit")
+
+
+# ------------------------------------------------------------------------------------ predict coverage
+
+
+def test_decathlon_predict_covers_every_slice_and_writes_the_whole_volume(tmp_path):
+    """Predict wrote the 4 lesion slices and 1 random empty one of a 10-slice volume; test keeps that."""
+    root = _decathlon(tmp_path / "msd", 1)
+    kw = {"fractions": [0.0, 0.0, 1.0]}
+    dm = MedicalDataModule(
+        "decathlon",
+        str(root),
+        crop_size=16,
+        batch_size=4,
+        num_workers=0,
+        dataset_kwargs=kw,
+        max_items={"test": 2},
+    )
+    assert len(dm.dataset("test")) == 2  # test: lesion slices + empty_ratio of empty ones, capped
+    out = tmp_path / "pred"
+    _predict(_echo_task(out, []), dm)
+    assert len(dm.dataset("predict")) == 10
+    assert sorted(p.name for p in (out / "case_0").iterdir() if p.is_dir()) == [
+        f"z{z:03d}" for z in range(10)
+    ]
+    label = nib.load(str(root / "labelsTr" / "case_0.nii.gz")).get_fdata() > 0
+    mean = nib.load(str(out / "case_0" / "mean_prob.nii.gz"))
+    samples = nib.load(str(out / "case_0" / "samples.nii.gz"))
+    assert mean.shape == (16, 11, 10) and samples.shape == (16, 11, 10, 2)
+    np.testing.assert_array_equal(mean.get_fdata() > 0.5, label)  # every slice, empty ones included
+    np.testing.assert_array_equal(np.asarray(samples.dataobj)[..., 1] > 0, label)
+    np.testing.assert_allclose(mean.affine, np.eye(4))
+    # a capped predict leaves the volume unfinished: said, and no whole volume that looks complete
+    capped = MedicalDataModule(
+        "decathlon", str(root), crop_size=16, num_workers=0, dataset_kwargs=kw, max_items={"predict": 3}
+    )
+    with pytest.warns(UserWarning, match=r"case_0: 3 of 10 slices predicted \(max_items"):
+        _predict(_echo_task(tmp_path / "capped", []), capped)
+    assert not (tmp_path / "capped" / "case_0" / "mean_prob.nii.gz").exists()
+
+
+# ------------------------------------------------------------------------------------ predict geometry
+
+
+def _png_set(root: Path, images: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    for name, (image, mask) in images.items():
+        for sub, arrays in (("images", {name: image}), ("gt", {f"{name}_l{r}": mask for r in range(4)})):
+            folder = root / "test" / sub / "P1"
+            folder.mkdir(parents=True, exist_ok=True)
+            for stem, array in arrays.items():
+                assert cv2.imwrite(str(folder / f"{stem}.png"), array)
+    return root
+
+
+def test_png_predictions_have_the_source_size_and_position(tmp_path):
+    """Outputs were the 32x32 centre crop of a 45x70 image; now the whole image, padded for the network."""
+    wide = np.zeros((45, 70), np.uint8)
+    wide[5:12, 55:66] = 255  # off-centre, outside the 32x32 centre crop
+    small = np.zeros((40, 33), np.uint8)
+    small[30:38, 2:6] = 255
+    root = _png_set(tmp_path / "lidc", {"a_wide": (wide, wide), "b_small": (small, small)})
+    dm = MedicalDataModule(data_path=str(root), crop_size=32, batch_size=2, num_workers=0)
+    seen: list = []
+    out = tmp_path / "pred"
+    _predict(_echo_task(out, seen), dm)
+    assert seen == [(48, 72)]  # one batch: padded to the larger image, then to the network's multiple of 4
+    for name, image in (("a_wide", wide), ("b_small", small)):
+        mean = cv2.imread(str(out / "P1" / name / "mean_prob.png"), cv2.IMREAD_UNCHANGED)
+        sample = cv2.imread(str(out / "P1" / name / "sample_01.png"), cv2.IMREAD_UNCHANGED)
+        assert mean.shape == sample.shape == image.shape, name
+        np.testing.assert_array_equal(mean > 127, image > 0)
+        np.testing.assert_array_equal(sample, image)
+
+
+def test_pickle_predict_items_are_uncropped(tmp_path):
+    path = _pickle(tmp_path / "lidc.pickle", n_series=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unpickling
+        dm = MedicalDataModule(
+            "lidc_pickle", str(path), crop_size=16, num_workers=0, dataset_kwargs={"fractions": [0.5, 0, 0.5]}
+        )
+        assert dm.dataset("test")[0]["image"].shape == (1, 16, 16)  # evaluation keeps the training crop
+        assert dm.dataset("predict")[0]["image"].shape == (1, 20, 28)
+
+
+# ------------------------------------------------------------------------------------------------ help
+
+
+def test_seed_help_says_what_the_seed_changes(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    help_text = text[text.rindex("--data.seed SEED") :][:500]  # the entry, not the usage line
+    assert "``lidc_png`` is split by its folders" in help_text and "seed_everything" in help_text

@@ -204,13 +204,13 @@ def test_validation_logs_kl_per_scale_and_warns_once_when_a_scale_collapses(lidc
     named once, with the step (here latent scale 1 is forced to zero KL)."""
     from domains.medical.models.hpu_net import HierarchicalProbUNet
 
-    original = HierarchicalProbUNet.loss
+    original = HierarchicalProbUNet._loss  # under ``loss`` and validation's ``loss_and_sample_logits``
 
     def collapsed_scale_1(self, images, masks):
-        loss, terms = original(self, images, masks)
-        return loss, {**terms, "kl_scale1": terms["kl_scale1"] * 0.0}
+        loss, terms, encoded = original(self, images, masks)
+        return loss, {**terms, "kl_scale1": terms["kl_scale1"] * 0.0}, encoded
 
-    monkeypatch.setattr(HierarchicalProbUNet, "loss", collapsed_scale_1)
+    monkeypatch.setattr(HierarchicalProbUNet, "_loss", collapsed_scale_1)
     monkeypatch.chdir(tmp_path)
     # One training batch per epoch from the data itself (2 images, batch 2), not from limit_train_batches=1:
     # how "1" is typed there (int: one batch, float: 100 %) was seen to differ between runs of the suite.

@@ -335,6 +335,13 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
         return self.logits(x)
 
     def loss(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, terms, _ = self._loss(images, masks)
+        return loss, terms
+
+    def _loss(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]]:
+        """``loss`` plus the prior encoder's maps (``loss_and_sample_logits`` samples from them)."""
         check_images(images, self.in_channels)
         check_masks(masks, images)
         post_in = torch.cat([images, masks.to(images.dtype) - 0.5], dim=1)
@@ -366,7 +373,7 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
             terms["geco_constraint_ma"] = self.geco.ma.detach().clone()
         else:
             loss = rec + self.beta * kl_loss
-        return loss, {k: v.detach() for k, v in terms.items()}
+        return loss, {k: v.detach() for k, v in terms.items()}, encoded
 
     def _use_mean(self, sample_mode: str | Sequence[bool]) -> list[bool]:
         n = self.num_latent_scales
@@ -398,16 +405,36 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         check_images(images, self.in_channels)
         use_mean = self._use_mean(sample_mode)
-        encoded = self.prior.encode(images)
-        b = images.shape[0]
+        return self._sample_from(self.prior.encode(images), num_samples, use_mean, images.shape[-2:])
+
+    def _sample_from(
+        self, encoded: list[torch.Tensor], num_samples: int, use_mean: list[bool], size: torch.Size
+    ) -> torch.Tensor:
+        b = encoded[0].shape[0]
         chunk = max(1, self.max_batch // b)
         outs = []
         for start in range(0, num_samples, chunk):
             n = min(chunk, num_samples - start)
             rep = [e.repeat_interleave(n, dim=0) for e in encoded]  # (B*n, ...), sample-minor
             decoded, _, _ = self.prior.decode_latents(rep, use_mean=use_mean)
-            outs.append(self._likelihood(decoded, rep).view(b, n, *images.shape[-2:]))
+            outs.append(self._likelihood(decoded, rep).view(b, n, *size))
         return torch.cat(outs, dim=1)
+
+    def loss_and_sample_logits(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        num_samples: int,
+        sample_mode: str | Sequence[bool] = "all",
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """``loss(images, masks)`` and ``sample_logits(images, num_samples, sample_mode)`` with the prior
+        encoder run once for both (evaluation; the loss's prior decoder runs on the posterior's latents, so only
+        the encoder is shared). The same random draws, in the same order, as the two calls."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        use_mean = self._use_mean(sample_mode)
+        loss, terms, encoded = self._loss(images, masks)
+        return loss, terms, self._sample_from(encoded, num_samples, use_mean, images.shape[-2:])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, 1, H, W) with every scale at the prior mean."""

@@ -183,6 +183,13 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
 
     def loss(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Negative ELBO per image: BCE summed over pixels + beta * KL, both averaged over the batch."""
+        loss, terms, _, _ = self._loss(images, masks)
+        return loss, terms
+
+    def _loss(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, Independent]:
+        """``loss`` plus the U-Net features and the prior it computed (``loss_and_sample_logits`` reuses them)."""
         check_masks(masks, images)
         features = self.features(images)
         prior = self.prior(self._layout(images))
@@ -193,7 +200,7 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
         kl = kl_divergence(posterior, prior).mean()
         loss = rec + self.beta * kl
         terms = {"rec": rec, "kl": kl, "rec_per_pixel": rec / masks[0].numel()}
-        return loss, {k: v.detach() for k, v in terms.items()}
+        return loss, {k: v.detach() for k, v in terms.items()}, features, prior
 
     def sample_logits(self, images: torch.Tensor, num_samples: int, use_mean: bool = False) -> torch.Tensor:
         """(B, N, H, W) logits from N prior samples; the U-Net and the prior net run once.
@@ -204,11 +211,27 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         features = self.features(images)
         prior = self.prior(self._layout(images))
+        return self._sample_from(features, prior, num_samples, use_mean)
+
+    def _sample_from(
+        self, features: torch.Tensor, prior: Independent, num_samples: int, use_mean: bool = False
+    ) -> torch.Tensor:
         if use_mean:
             z = prior.mean[:, None].expand(-1, num_samples, -1)
         else:
             z = prior.sample((num_samples,)).transpose(0, 1)  # (B, N, L)
         return self.fcomb(features, z)
+
+    def loss_and_sample_logits(
+        self, images: torch.Tensor, masks: torch.Tensor, num_samples: int, use_mean: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """``loss(images, masks)`` and ``sample_logits(images, num_samples, use_mean)`` with the U-Net and the
+        prior net run once for both (evaluation). The loss draws its posterior sample first, then the prior
+        samples are drawn: the same random draws, in the same order, as the two calls."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        loss, terms, features, prior = self._loss(images, masks)
+        return loss, terms, self._sample_from(features, prior, num_samples, use_mean)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, 1, H, W) at the prior mean."""

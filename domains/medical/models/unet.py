@@ -46,7 +46,10 @@ class UNetSegmenter(RemembersInitArgs, nn.Module):
 
     def loss(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         check_masks(masks, images)
-        logits = self(images)
+        return self._loss_of(self(images), masks)
+
+    @staticmethod
+    def _loss_of(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rec = bce_sum_per_image(logits, masks)
         return rec, {"rec": rec.detach(), "rec_per_pixel": rec.detach() / masks[0].numel()}
 
@@ -56,3 +59,15 @@ class UNetSegmenter(RemembersInitArgs, nn.Module):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         logits = self(images)
         return logits.expand(-1, num_samples, -1, -1)
+
+    def loss_and_sample_logits(
+        self, images: torch.Tensor, masks: torch.Tensor, num_samples: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """``loss(images, masks)`` and ``sample_logits(images, num_samples)`` from one forward pass
+        (evaluation: the two ran the whole network each)."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        check_masks(masks, images)
+        logits = self(images)
+        loss, terms = self._loss_of(logits, masks)
+        return loss, terms, logits.expand(-1, num_samples, -1, -1)

@@ -93,19 +93,33 @@ def _stamp(root: Path) -> float:
     return path.stat().st_mtime if path.is_file() else 0.0
 
 
-def _risk_chart(prediction: dict, threshold: float, alarm: int | None, toa: int, frame: int):
-    """Altair: P(contact within h) per horizon over time, the threshold (dashed), the alarm (red), the contact
-    (black) and the frame shown (blue)."""
+#: the frame rule's place among the chart's layers: above the curves and the threshold, under the alarm and
+#: the contact
+FRAME_LAYER = 2
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _risk_spec(
+    fps: float,
+    steps: np.ndarray,
+    probabilities: np.ndarray,
+    n_frames: int,
+    horizons: tuple[float, ...],
+    threshold: float,
+    alarm: int | None,
+    toa: int,
+) -> dict:
+    """Vega-Lite spec of the risk chart but the frame rule: P(contact within h) per horizon at the model's
+    ``steps`` (each at the time of the source frame it read), the threshold (dashed), the alarm (red) and the
+    contact (black). Cached on what defines it: Altair takes ~40 ms to build and validate it, most of a rerun,
+    and moving the frame slider changes none of it (:func:`_risk_chart` adds the rule)."""
     import altair as alt
     import pandas as pd
 
-    fps = float(prediction["fps"])
-    # the model's own steps (each at the time of the source frame it read), not the frames holding their values
-    steps = np.asarray(prediction["model_steps"])
-    probs = np.asarray(prediction["probabilities"], dtype=np.float64)[steps]
+    probs = np.asarray(probabilities, dtype=np.float64)[steps]
     times = steps / fps
-    end = (len(prediction["risk"]) - 1) / fps
-    names = [f"within {h:g} s" for h in prediction["horizons"]]
+    end = (n_frames - 1) / fps
+    names = [f"within {h:g} s" for h in horizons]
     curves = pd.DataFrame(
         {
             "time (s)": np.repeat(times, len(names)),
@@ -116,7 +130,7 @@ def _risk_chart(prediction: dict, threshold: float, alarm: int | None, toa: int,
     x = alt.X("time (s):Q", scale=alt.Scale(domain=[0, float(end)]))
     layers = [
         alt.Chart(curves)
-        .mark_line(interpolate="step-after" if len(steps) != len(prediction["risk"]) else "linear")
+        .mark_line(interpolate="step-after" if len(steps) != n_frames else "linear")
         .encode(
             x=x,
             y=alt.Y("P(contact):Q", scale=alt.Scale(domain=[0, 1])),
@@ -126,9 +140,6 @@ def _risk_chart(prediction: dict, threshold: float, alarm: int | None, toa: int,
         alt.Chart(pd.DataFrame({"threshold": [threshold]}))
         .mark_rule(strokeDash=[5, 4], color="gray")
         .encode(y="threshold:Q"),
-        alt.Chart(pd.DataFrame({"time (s)": [frame / fps]}))
-        .mark_rule(color="#4c78a8", opacity=0.4)
-        .encode(x="time (s):Q"),
     ]
     if alarm is not None:
         layers.append(
@@ -142,7 +153,20 @@ def _risk_chart(prediction: dict, threshold: float, alarm: int | None, toa: int,
             .mark_rule(color="black", strokeWidth=2)
             .encode(x="time (s):Q", tooltip=["event", "time (s)"])
         )
-    return alt.layer(*layers).properties(height=260)
+    spec = alt.layer(*layers).properties(height=260).to_dict()
+    spec.pop("config", None)  # Altair's default theme (view sizes): st.altair_chart leaves it out too
+    return spec
+
+
+def _risk_chart(spec: dict, frame_time: float) -> dict:
+    """:func:`_risk_spec`'s chart with the rule at the frame shown (blue), the one layer the slider moves."""
+    rule = {
+        "data": {"values": [{"time (s)": frame_time}]},
+        "mark": {"type": "rule", "color": "#4c78a8", "opacity": 0.4},
+        "encoding": {"x": {"field": "time (s)", "type": "quantitative"}},
+    }
+    layers = spec["layer"]
+    return {**spec, "layer": [*layers[:FRAME_LAYER], rule, *layers[FRAME_LAYER:]]}
 
 
 def _top_object(prediction: dict, frame: int) -> tuple[int, float] | None:
@@ -481,7 +505,17 @@ first = alarm_frame(risk, start)
 frame = st.slider(
     "Frame", 0, len(risk) - 1, first if first is not None else 0, key=f"accident_frame_{digest}"
 )
-st.altair_chart(_risk_chart(prediction, threshold, alarm, toa, frame), width="stretch")
+spec = _risk_spec(
+    fps,
+    np.asarray(prediction["model_steps"]),
+    np.asarray(prediction["probabilities"]),
+    len(risk),
+    tuple(prediction["horizons"]),
+    threshold,
+    alarm,
+    toa,
+)
+st.vega_lite_chart(_risk_chart(spec, frame / fps), width="stretch")
 events = [f"dashed: threshold {threshold:.3f}"]
 if alarm is not None:
     events.append(f"red: alarm at {alarm / fps:.1f} s")

@@ -4,12 +4,14 @@ checkpoints, no model; and the page's inference helpers alone."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from apps import demo_models as dm
@@ -88,6 +90,37 @@ def test_bundled_example_clip_runs(demo_env):
     _ok(at)
     assert "50 frames at 10 fps, 320x96 pixels" in _texts(at.caption)
     assert "contact at 3.9 s" in _texts(at.caption) and len(_charts(at)) == 1
+
+
+def _frame_slider(at: AppTest):
+    return next(s for s in at.slider if str(s.key).startswith("accident_frame_"))
+
+
+def test_the_frame_slider_moves_the_rule_of_a_cached_chart(demo_env, monkeypatch):
+    """The risk chart but its frame rule is built once per clip and threshold (building it was ~40 ms of a
+    ~55 ms rerun): moving the frame slider moves the blue rule and builds nothing."""
+    import altair as alt
+
+    builds, layer = [], alt.layer
+    monkeypatch.setattr(alt, "layer", lambda *charts, **kw: builds.append(1) or layer(*charts, **kw))
+    at = _ok(_page())
+    built = len(builds)  # 0 when an earlier test drew this clip at this threshold already
+    for frame in (3, 5):
+        _frame_slider(at).set_value(frame).run()
+        _ok(at)
+        layers = json.loads(_charts(at)[0].proto.spec)["layer"]
+        assert [layer["mark"]["type"] for layer in layers[:3]] == ["line", "rule", "rule"]
+        assert layers[2]["mark"]["color"] == "#4c78a8"  # above the curves and the threshold, under the alarm
+        assert layers[2]["data"]["values"] == [{"time (s)": pytest.approx(frame / 10)}]
+        assert _image_captions(at)[0].startswith(f"Frame {frame} (t = {frame / 10:.1f} s)")
+    assert len(builds) == built
+    at.slider(key="accident_threshold").set_value(0.321).run()  # another threshold: another chart
+    _ok(at)
+    assert len(builds) == built + 1
+    chart = _charts(at)[0].proto
+    name = json.loads(chart.spec)["layer"][1]["data"]["name"]
+    threshold = next(d for d in chart.datasets if d.name == name).data.data
+    assert convert_arrow_bytes_to_pandas_df(threshold)["threshold"].tolist() == [0.321]
 
 
 def _upload(at: AppTest, name: str, data: bytes) -> AppTest:

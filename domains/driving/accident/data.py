@@ -358,9 +358,9 @@ class AccidentDataModule(SplitLoaders):
         feature_toa: contact frame of positive ``npz`` clips without a ``toa`` key (DAD: 90).
         feature_image_size: [H, W] of the frames the ``npz`` ``det`` boxes refer to (DAD / CCD: 720 x 1280).
         max_clips: read at most this many clips, in id order (smoke tests).
-        train_frames: decode the training clips' frames; false for a network that reads only boxes
-            (``input_kind: boxes``): its loader then reads no image (validation, test and predict still decode
-            them, for the prediction GIFs), several times faster on a CPU.
+        train_frames: decode the clips' frames for the network; false for a network that reads only boxes
+            (``input_kind: boxes``): its training, validation and test loaders then read no image, several
+            times faster on a CPU (predict still decodes the test clips' frames, for its GIFs).
         hflip: probability of mirroring a training clip left to right (frames and boxes); 0: never. Not for
             ``npz`` features (a precomputed appearance vector cannot be mirrored).
     """
@@ -481,15 +481,23 @@ class AccidentDataModule(SplitLoaders):
         self.splits = split_clips(self.read_clips(), self.val_fraction, self.test_fraction, self.split_seed)
         rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{split_breakdown(self.splits)}")
         for name, clips in self.splits.items():
-            self.datasets[name] = AccidentDataset(
-                clips,
-                self.image_size,
-                self.max_objects,
-                self.clip_length,
-                train=name == "train",
-                feature_image_size=self.feature_image_size if self.data_format == "npz" else None,
-                decode_frames=self.train_frames or name != "train",
-                hflip=self.hflip,
-            )
+            # a boxes-only network reads no pixel in validation and test either: decoding them cost ~80 % of
+            # a validation epoch
+            self.datasets[name] = self._dataset(clips, train=name == "train", decode_frames=self.train_frames)
+        if not self.train_frames:  # predict draws the test clips' frames into its GIFs, read or not
+            self.datasets["predict"] = self._dataset(self.splits["test"], train=False, decode_frames=True)
+
+    def _dataset(self, clips: list[AccidentClip], train: bool, decode_frames: bool) -> AccidentDataset:
+        """One split's clips with this module's settings."""
+        return AccidentDataset(
+            clips,
+            self.image_size,
+            self.max_objects,
+            self.clip_length,
+            train=train,
+            feature_image_size=self.feature_image_size if self.data_format == "npz" else None,
+            decode_frames=decode_frames,
+            hflip=self.hflip,
+        )
 
     collate_fn = staticmethod(collate_clips)

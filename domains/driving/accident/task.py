@@ -114,11 +114,12 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         return [writer(self.predict_dir, gif=self.gif)]
 
     def setup(self, stage: str) -> None:
-        """Refuse a frames network on a boxes-only training loader before any step (``forward_batch`` says it
-        again for loaders built by hand)."""
+        """Refuse a frames network on boxes-only loaders (training, validation and test: only predict decodes
+        frames with ``data.train_frames`` false) before any step (``forward_batch`` says it again for loaders
+        built by hand)."""
         datamodule = getattr(self.trainer, "datamodule", None)  # setup runs with a trainer attached
         if (
-            stage == "fit"
+            stage in ("fit", "validate", "test")
             and self.model.input_kind == "frames"
             and not getattr(datamodule, "train_frames", True)
         ):

@@ -3,6 +3,7 @@ and every bad input of issue #18, on tiny clips written by hand in tmp_path."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -14,7 +15,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from pytorch_lightning import Trainer
 
+import domains.driving.accident.data as accident_data
 from domains.driving.accident.data import (
     AccidentDataModule,
     AccidentDataset,
@@ -22,12 +25,15 @@ from domains.driving.accident.data import (
     select_slots,
     split_clips,
 )
+from domains.driving.accident.model import AccidentAnticipator
 from domains.driving.accident.readers import (
     parse_ccd_line,
     read_ccd_layout,
     read_dota,
     read_npz_clips,
 )
+from domains.driving.accident.task import AccidentTask
+from domains.driving.common import read_rgb
 from domains.driving.formats import LabelFormatError, LabelWarning
 from tests.driving.accident.layouts import (
     H,
@@ -129,11 +135,37 @@ def test_boxes_only_training_clips_skip_the_frames_but_scale_the_boxes_alike(cli
     assert torch.equal(
         AccidentDataset([clip], (12, 96), 3, decode_frames=False)[0]["boxes"], with_frames["boxes"]
     )
-    # the data module: only the training split goes without frames (validation and test draw the GIFs)
+    # the data module: train, validation and test go without frames; predict decodes them (for its GIFs)
     monkeypatch.undo()
     dm = module(clips_root, train_frames=False)
     dm.setup("fit")
-    assert not dm.datasets["train"].decode_frames and dm.datasets["val"].decode_frames
+    assert not any(dm.datasets[name].decode_frames for name in ("train", "val", "test"))
+    assert dm.predict_dataloader().dataset.decode_frames
+    assert dm.predict_dataloader().dataset.clips == dm.datasets["test"].clips
+
+
+def test_boxes_only_validation_decodes_no_image_and_scores_alike(clips_root, monkeypatch):
+    """A boxes-only network's validation read every JPEG it never looks at (~80 % of a validation epoch);
+    without them its metrics are the same."""
+    reads = []
+    monkeypatch.setattr(accident_data, "read_rgb", lambda path: reads.append(path) or read_rgb(path))
+    torch.manual_seed(0)
+    network = AccidentAnticipator(input_kind="boxes", input_size=(24, 48), hidden=8)
+    metrics = {}
+    for train_frames in (False, True):
+        dm = module(clips_root, image_size=(24, 48), train_frames=train_frames, val_fraction=0.4)
+        trainer = Trainer(
+            accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False,
+        )  # fmt: skip
+        task = AccidentTask(network=copy.deepcopy(network))  # validation calibrates the network's buffers
+        reads.clear()
+        trainer.validate(task, datamodule=dm, verbose=False)
+        metrics[train_frames] = task.last_metrics["val"]
+        assert bool(reads) == train_frames, len(reads)
+    assert metrics[False] and metrics[False].keys() == metrics[True].keys()
+    for key, value in metrics[True].items():
+        assert metrics[False][key] == pytest.approx(value, abs=1e-6), key
 
 
 def test_collate_pads_to_the_longest_clip(clips_root):

@@ -122,6 +122,45 @@ def test_temperature_divides_the_log_odds_outside_training():
     torch.testing.assert_close(model.heads(hidden)["horizon_logits"], calibrated * 2)
 
 
+@torch.no_grad()
+def per_frame_draws(model: AccidentAnticipator, hidden: list[dict], samples: int) -> torch.Tensor:
+    """The reference Monte Carlo draws (samples, B, T): every frame's full heads, one frame at a time."""
+    model.head_dropout.train()
+    try:
+        return torch.stack(
+            [
+                torch.stack([model.heads(h)["horizon_logits"][:, -1] for h in hidden], 1).sigmoid()
+                for _ in range(samples)
+            ]
+        )
+    finally:
+        model.head_dropout.eval()
+
+
+def test_sample_heads_batches_the_frames_and_runs_the_horizon_head_only():
+    """Monte Carlo dropout draws all frames at once through the horizon head alone (the object head's output
+    was thrown away, T calls per draw): without dropout they equal the per-frame heads; with it they spread
+    as those do (the masks are drawn in another order, so seeded draws differ)."""
+    model = tiny().eval()
+    frames, boxes, valid, _ = approaching_clips(frames=5)  # slot 1 empty in the first two frames
+    model.temperature.fill_(1.7)
+    out = model(frames=frames, boxes=boxes, box_valid=valid, return_hidden=True)
+    object_calls = []
+    model.object_head.register_forward_hook(lambda *args: object_calls.append(1))
+    draws = model.sample_heads(out["hidden"], 3)
+    assert draws.shape == (3, 4, 5) and not object_calls and not model.head_dropout.training
+    torch.testing.assert_close(draws, per_frame_draws(model, out["hidden"], 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(draws[0], out["horizon_logits"][..., -1].sigmoid(), atol=1e-6, rtol=0)
+
+    model.head_dropout.p = 0.5
+    torch.manual_seed(0)
+    new, old = model.sample_heads(out["hidden"], 400), per_frame_draws(model, out["hidden"], 400)
+    assert (new.std(0) > 1e-3).all()  # the draws do differ
+    standard_error = ((new.var(0) + old.var(0)) / 400).sqrt()
+    assert ((new.mean(0) - old.mean(0)).abs() < 4 * standard_error).all()
+    torch.testing.assert_close(new.std(0), old.std(0), rtol=0.2, atol=0.0)
+
+
 def test_ttc_from_horizons_by_hand():
     horizons = torch.tensor([0.5, 1.0, 1.5, 2.0])
     probs = torch.tensor([[0.2, 0.4, 0.6, 0.9], [0.6, 0.7, 0.8, 0.9], [0.1, 0.1, 0.2, 0.3]])

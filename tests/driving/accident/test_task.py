@@ -83,10 +83,13 @@ def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
             ["fit", *_cli_args(data, "--trainer.fast_dev_run", "1", "--trainer.precision", "bf16-mixed")]
         )
         assert "val/video_ap" in cli.trainer.callback_metrics
-        # a frames network on a boxes-only training loader is refused before any step, naming the switch
+        # a frames network on boxes-only loaders (training, validation and test) is refused before any step,
+        # naming the switch
         frames = ["--model.network.init_args.input_kind", "frames", "--data.train_frames", "false"]
         with pytest.raises(ValueError, match="data.train_frames is false"):
             main(["fit", *_cli_args(data, "--trainer.fast_dev_run", "1", *frames)])
+        with pytest.raises(ValueError, match="data.train_frames is false"):
+            main(["test", *_cli_args(data, "--ckpt_path", "none", *frames)])
         main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(tmp_path / "pred_bf16"))])
     for clip in test_clips:
         with open(tmp_path / "pred_bf16" / clip.clip_id / "risk.csv") as f:

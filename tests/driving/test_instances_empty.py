@@ -111,11 +111,11 @@ def test_cli_fit_test_and_predict_run_on_frames_without_objects(tmp_path, monkey
         )
         assert fit.trainer.global_step == 1 and torch.isfinite(fit.trainer.callback_metrics["train/loss"])
         only_test = ["--data.split_fractions", "[0,0,1]", "--model.score_thresh", "0.0"]
-        test = main(["test", *_cli_args(empty, *only_test)])
+        test = main(["test", "--ckpt_path", "none", *_cli_args(empty, *only_test)])
         # no ground truth at all: COCO AP is undefined (-1), not a crash
         assert float(test.trainer.callback_metrics["test/mask_map50"]) == -1.0
         out = tmp_path / "pred"
-        main(["predict", *_cli_args(empty, *only_test, "--model.predict_dir", str(out))])
+        main(["predict", "--ckpt_path", "none", *_cli_args(empty, *only_test, "--model.predict_dir", str(out))])
     assert sorted(p.stem for p in (out / "instances").glob("*.png")) == ["000000", "000001"]
     ids = cv2.imread(str(out / "instances/000000.png"), cv2.IMREAD_UNCHANGED)
     assert ids.dtype == np.uint16 and ids.shape == (H, W)
@@ -127,7 +127,7 @@ def test_cli_fit_test_and_predict_run_on_frames_without_objects(tmp_path, monkey
     mine = tmp_path / "mine"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        main(["predict", *_cli_args(empty, "--data.predict_path", str(own), "--model.predict_dir", str(mine))])
+        main(["predict", "--ckpt_path", "none", *_cli_args(empty, "--data.predict_path", str(own), "--model.predict_dir", str(mine))])
     assert sorted(p.stem for p in (mine / "instances").glob("*.png")) == ["dashcam_1", "dashcam_2"]
     ids = cv2.imread(str(mine / "instances/dashcam_2.png"), cv2.IMREAD_UNCHANGED)
     assert ids.shape == (H + 7, W - 5)  # at the image's own size

@@ -221,7 +221,16 @@ def test_roundtrip_kitti_coco_yolo_kitti_preserves_boxes_and_classes(tmp_path):
     write_coco(original, tmp_path / "coco" / "annotations.json", classes)
     from_coco = read_coco(tmp_path / "coco" / "annotations.json")
     _assert_same(original, from_coco)
-    assert from_coco[0].objects[0].truncated == pytest.approx(0.2)  # KITTI fields ride along in COCO
+    # KITTI's fields ride along in COCO: the Car of _sample_kitti is the line
+    # "Car 0.2 1 -1.57 <box> 1.50 1.60 3.90 1.00 1.70 20.00 -1.50" (see _kitti_line)
+    car = from_coco[0].objects[0]
+    assert car.type == "Car"
+    assert car.truncated == pytest.approx(0.2)
+    assert car.occluded == 1
+    assert car.alpha == pytest.approx(-1.57)
+    assert car.dimensions == pytest.approx((1.5, 1.6, 3.9))
+    assert car.location == pytest.approx((1.0, 1.7, 20.0))
+    assert car.rotation_y == pytest.approx(-1.5)
 
     yaml_path = write_yolo(from_coco, tmp_path / "yolo", classes, split="train")
     assert yaml.safe_load(yaml_path.read_text())["names"] == dict(enumerate(classes))

@@ -71,6 +71,19 @@ def test_first_contact_matches_a_hand_solved_lead_braking():
     assert float(C.ego_gap(ego, beside, 0.8).min()) == pytest.approx(0.3)
 
 
+def test_first_contact_takes_the_earliest_actor_not_the_first_listed():
+    # ego 10 m/s, front bumper at z = EGO_FRONT + 10 t; parked 4 m cars centred at EGO_FRONT + 22 and + 12
+    # have their rear at EGO_FRONT + 20 and + 10: contact at 20 / 10 = 2.0 s and 10 / 10 = 1.0 s.
+    ego = C.Motion(0.0, 0.0, 0.0, C.Profile(10.0))
+    dims = (1.5, 1.6, 4.0)
+    far = C.Actor("Car", dims, C.Motion(0.0, C.EGO_FRONT + 22.0, 0.0, C.Profile(0.0)))
+    near = C.Actor("Car", dims, C.Motion(0.0, C.EGO_FRONT + 12.0, 0.0, C.Profile(0.0)))
+    tc, k = C.first_contact(ego, [far, near], 4.0)
+    assert k == 1 and tc == pytest.approx(1.0, abs=1e-5)
+    tc, k = C.first_contact(ego, [far], 4.0)
+    assert k == 0 and tc == pytest.approx(2.0, abs=1e-5)
+
+
 def test_stopping_behind_closes_exactly_the_asked_distance():
     # Lead at rest 20 m ahead of an ego at 10 m/s that reacts at t = 1 s: it has 10 m of travel before
     # braking, so to close 18 m it must stop within 8 m: v^2 / (2 d) = 8 -> d = 100 / 16 = 6.25 m/s^2.

@@ -357,6 +357,14 @@ def test_pickle_split_by_series(tmp_path):
     assert len(train) + len(val) + len(test) == 30 and sum(map(len, series)) == 10
     item = train[0]
     assert item["image"].shape == (1, 16, 16) and item["masks"].shape == (4, 16, 16)
+    # crop_size=None: pixels come through untouched (random, so not symmetric; readers' masks all differ)
+    source = pickle.loads(path.read_bytes())
+    for i in range(len(train)):
+        item, entry = train[i], source[train.ids[i]]
+        assert item["id"] == train.ids[i]
+        np.testing.assert_allclose(item["image"][0].numpy(), entry["image"], rtol=0, atol=1e-6)
+        for r in range(4):
+            np.testing.assert_array_equal(item["masks"][r].numpy(), entry["masks"][r])
     assert LIDCPickleDataset(path, "train", seed=1, crop_size=None).groups != train.groups  # seeded
 
 

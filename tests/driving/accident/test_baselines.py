@@ -54,6 +54,19 @@ def test_track_ttc_receding_invisible_and_gaps():
     np.testing.assert_allclose(ttc[[6, 7, 8]], [2.4, 2.3, 2.2], rtol=1e-9)
 
 
+def test_track_ttc_uses_the_longest_visible_baseline_first():
+    # Noisy heights [10, 11, 12, 14] at 10 fps (dt = 0.1 s), span = 3: TTC_t = k dt / (h_t / h_{t-k} - 1)
+    # with the largest k <= 3 that has history:
+    #   t = 1: k = 1, 11/10 = 1.1 -> 0.1 / 0.1 = 1.0
+    #   t = 2: k = 2, 12/10 = 1.2 -> 0.2 / 0.2 = 1.0   (k = 1 would give 0.1 / (12/11 - 1) = 1.1)
+    #   t = 3: k = 3, 14/10 = 1.4 -> 0.3 / 0.4 = 0.75  (k = 1 would give 0.1 / (14/12 - 1) = 0.6)
+    heights = np.array([10.0, 11.0, 12.0, 14.0])
+    boxes = np.stack([np.zeros(4), np.zeros(4), np.full(4, 5.0), heights], axis=1)[:, None, :]
+    ttc = track_ttc(boxes, np.ones((4, 1), dtype=bool), FPS, span=3)[:, 0]
+    assert np.isnan(ttc[0])
+    np.testing.assert_allclose(ttc[1:], [1.0, 1.0, 0.75], rtol=1e-9)
+
+
 def test_ttc_risk_is_the_share_of_the_horizon_used_up():
     # H = 2 s: TTC 3 -> 0, 1.5 -> 0.25, 1 -> 0.5, 0 -> 1, -1 -> 1 (already in contact), inf / NaN -> 0.
     np.testing.assert_allclose(

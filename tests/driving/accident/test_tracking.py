@@ -30,6 +30,13 @@ def test_a_track_missing_too_long_ends_and_a_new_id_starts():
     assert [list(f) for f in tracks] == [[0], [], [], [1]]
 
 
+def test_boxes_overlapping_less_than_min_iou_start_a_new_track():
+    # [0,0,10,10] then [8,0,18,10]: intersection 2 x 10 = 20, union 100 + 100 - 20 = 180, IoU = 1/9 = 0.111
+    frames = [np.array([[0, 0, 10, 10]]), np.array([[8, 0, 18, 10]])]
+    assert [sorted(f) for f in link_detections(frames, min_iou=0.3)] == [[0], [1]]
+    assert [sorted(f) for f in link_detections(frames, min_iou=0.1)] == [[0], [0]]  # 0.111 >= 0.1: linked
+
+
 def test_slots_take_the_longest_tracks_first():
     tracks = [
         {0: np.array([0, 0, 2, 2]), 1: np.array([0, 0, 9, 9])},

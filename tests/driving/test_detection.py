@@ -358,6 +358,32 @@ def test_kitti_ap_through_the_task_scales_the_minimum_height(monkeypatch):
     assert devkit["val/kitti_moderate/Car"] == pytest.approx(1.0)
 
 
+def test_coco_keys_feed_the_logged_names_by_hand(monkeypatch):
+    """Each logged COCO value comes from its own torchmetrics key. COCO: 10 IoU thresholds 0.50:0.05:0.95, a
+    detection matches when its IoU reaches the threshold; AP = mean over 101 recall points of the interpolated
+    precision (the best at that recall or beyond), averaged over the thresholds and the classes with ground truth.
+    Boxes in tensor coordinates, scaled by 2 to the original (IoU unchanged)."""
+    # a 10x10 car found by an 8x9 box inside it: IoU 72 / 100 = 0.72, matched at 0.50 ... 0.70 (5 of 10)
+    found = [(_cars([[0, 0, 10, 10]]), _cars([[0, 0, 8, 9]], scores=[0.9]))]
+    values = _kitti_through_the_task(monkeypatch, found)
+    assert values["val/map50"] == pytest.approx(1.0)
+    assert values["val/map"] == pytest.approx(0.5)
+    assert values["val/map75"] == pytest.approx(0.0)
+    assert values["val/ap/Car"] == pytest.approx(0.5) and values["val/ap50/Car"] == pytest.approx(1.0)
+    assert values["val/mar100"] == pytest.approx(0.5)
+    assert "val/ap/Pedestrian" not in values  # no ground truth: COCO's -1, left out
+    # plus a higher-scoring false car far away: where the car matches, FP (precision 0, recall 0) then TP
+    # (precision 1/2, recall 1) -> precision 1/2 at all 101 recall points: AP 1/2 at 0.50 ... 0.70, 0 above.
+    # AP50 1/2, AP 5 x 1/2 / 10 = 1/4, AP75 0, while recall stays 5/10 (per-class AP from the recall key: 0.5)
+    with_false = [(_cars([[0, 0, 10, 10]]), _cars([[60, 30, 80, 50], [0, 0, 8, 9]], scores=[0.95, 0.9]))]
+    values = _kitti_through_the_task(monkeypatch, with_false)
+    assert values["val/map50"] == pytest.approx(0.5)
+    assert values["val/map"] == pytest.approx(0.25)
+    assert values["val/map75"] == pytest.approx(0.0)
+    assert values["val/ap/Car"] == pytest.approx(0.25) and values["val/ap50/Car"] == pytest.approx(0.5)
+    assert values["val/mar100"] == pytest.approx(0.5)
+
+
 def test_kitti_lines_and_drawing():
     pred = {
         "boxes": torch.tensor([[1.0, 2, 30, 40]]),

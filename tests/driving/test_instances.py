@@ -328,6 +328,51 @@ def test_metrics_by_hand():
     assert metric.compute("val")["val/mask_map50"] == pytest.approx(51 / 101, abs=1e-4)
 
 
+def test_coco_keys_feed_the_logged_names_by_hand():
+    """Each logged AP comes from its own torchmetrics key: a match at one IoU between COCO's thresholds makes AP,
+    AP50, AP75, per-class AP and recall all differ. COCO: 10 IoU thresholds 0.50:0.05:0.95, a detection matches
+    when its IoU reaches the threshold; AP = mean over 101 recall points of the interpolated precision (the best
+    precision at that recall or beyond), averaged over the thresholds (and classes with ground truth)."""
+    gt_masks = _mask(0, 10, 0, 10)[None]  # a 10x10 car
+    target = {"boxes": mask_boxes(gt_masks.byte()), "labels": torch.tensor([0]), "masks": gt_masks}
+    # an 8x9 mask inside it (mask IoU 72 / 100 = 0.72) with the ground truth's box (box IoU 1): the mask is
+    # matched at 0.50, 0.55, 0.60, 0.65, 0.70 (AP 1 each), missed at 0.75 ... 0.95 (AP 0)
+    inner = {**target, "masks": _mask(0, 8, 0, 9)[None], "scores": torch.tensor([0.9])}
+    metric = InstanceMetrics(["Car", "Pedestrian"])
+    metric.update([inner], [target])
+    values = metric.compute("val")
+    assert values["val/mask_map50"] == pytest.approx(1.0)
+    assert values["val/mask_map"] == pytest.approx(0.5)  # 5 of 10 thresholds
+    assert values["val/mask_map75"] == pytest.approx(0.0)
+    assert values["val/mask_ap/Car"] == pytest.approx(0.5)
+    assert values["val/mask_ap50/Car"] == pytest.approx(1.0)
+    assert values["val/box_map"] == pytest.approx(1.0) and values["val/box_map75"] == pytest.approx(1.0)
+    assert "val/mask_ap/Pedestrian" not in values  # no ground truth: COCO's -1, left out
+
+    # plus a higher-scoring false car (disjoint mask and box): at each threshold where the car matches, the
+    # ranking is FP (precision 0, recall 0), TP (precision 1/2, recall 1): precision 1/2 at all 101 recall
+    # points -> AP 1/2 there, 0 elsewhere. Mask: AP50 1/2, AP75 0, AP 5 x 1/2 / 10 = 1/4, while recall at 100
+    # detections stays 5/10 = 1/2 (a per-class AP read from the recall key would say 0.5). Box (IoU 1 for the
+    # true car): AP 1/2 at every threshold.
+    false = _mask(20, 30, 20, 30)[None]
+    two = {
+        "boxes": torch.cat([mask_boxes(false.byte()), target["boxes"]]),
+        "labels": torch.tensor([0, 0]),
+        "scores": torch.tensor([0.95, 0.9]),
+        "masks": torch.cat([false, inner["masks"]]),
+    }
+    metric = InstanceMetrics(["Car", "Pedestrian"])
+    metric.update([two], [target])
+    values = metric.compute("test")
+    assert values["test/mask_map50"] == pytest.approx(0.5)
+    assert values["test/mask_map"] == pytest.approx(0.25)
+    assert values["test/mask_map75"] == pytest.approx(0.0)
+    assert values["test/mask_ap/Car"] == pytest.approx(0.25)
+    assert values["test/mask_ap50/Car"] == pytest.approx(0.5)
+    assert values["test/box_map"] == pytest.approx(0.5) and values["test/box_ap/Car"] == pytest.approx(0.5)
+    assert values["test/box_map75"] == pytest.approx(0.5)
+
+
 def test_min_height_ignores_small_ground_truth_by_hand():
     # a 10-px and a 20-px tall car; the model finds only the tall one
     gt_masks = torch.stack([_mask(0, 10, 0, 10), _mask(20, 40, 20, 30)])
@@ -396,6 +441,53 @@ def test_loss_falls_on_a_few_images(one_thread):
         (out,) = model([torch.rand(3, 100, 300)])
     assert set(out) == {"boxes", "scores", "labels", "masks"}
     assert out["masks"].shape[1:] == (100, 300) and (out["labels"] < 2).all()
+
+
+class _Oracle(torch.nn.Module):
+    """Returns given predictions (mask probabilities (N, H, W)), to test the task's evaluation plumbing."""
+
+    def __init__(self, preds):
+        super().__init__()
+        self.preds = preds
+
+    def forward(self, images, targets=None):
+        return self.preds
+
+
+def test_evaluation_drops_and_counts_detections_in_dontcare(monkeypatch):
+    task = InstanceTask(network=RoadInstanceSegmenter(2, **TINY), class_names=["Car", "Pedestrian"])
+    logged = {}
+    monkeypatch.setattr(task, "log_dict", lambda values, **kw: logged.update(values))
+    monkeypatch.setattr(task, "log", lambda name, value, **kw: logged.update({name: value}))
+    gt_masks = _mask(0, 10, 0, 10)[None]
+    ignore = _mask(20, 40, 20, 40)  # a DontCare region, 20x20
+    target = {
+        "boxes": mask_boxes(gt_masks.byte()),
+        "labels": torch.tensor([0]),
+        "masks": gt_masks.byte(),
+        "ignore_mask": ignore,
+    }
+    # the true car (0.9); a higher-scoring car wholly inside DontCare (0.95): dropped, else it would rank first as
+    # a false alarm (precision 1/2 at every recall: AP 0.5); a lower-scoring one (0.3) exactly half inside
+    # (share 0.5 = ignore_overlap, not more): kept, a false alarm ranked after the true car (AP stays 1)
+    inside, half = _mask(25, 35, 25, 35), _mask(15, 25, 20, 30)  # half: rows 15-19 outside, 20-24 inside
+    assert masks_in_ignore_fraction(torch.stack([inside, half]), ignore).tolist() == [1.0, 0.5]
+    masks = torch.stack([gt_masks[0], inside, half])
+    preds = [
+        {
+            "boxes": mask_boxes(masks.byte()).float(),
+            "scores": torch.tensor([0.9, 0.95, 0.3]),
+            "labels": torch.tensor([0, 0, 0]),
+            "masks": masks.float() * 0.8,  # probabilities above mask_thresh 0.5
+        }
+    ]
+    task.model = _Oracle(preds)
+    task._evaluation_step(([torch.zeros(3, 40, 40)], [target]), "val")
+    values = task._log_epoch_metrics("val")
+    assert values["val/ignored_detections"] == 1
+    assert values["val/mask_map50"] == pytest.approx(1.0) and values["val/mask_map"] == pytest.approx(1.0)
+    assert values["val/box_map50"] == pytest.approx(1.0)
+    assert logged["val/mask_map50"] == pytest.approx(1.0) and logged["val/ignored_detections"] == 1
 
 
 def test_detector_backbone_transfers_into_the_instance_model(tmp_path):

@@ -153,7 +153,10 @@ def _risk_spec(
             .mark_rule(color="black", strokeWidth=2)
             .encode(x="time (s):Q", tooltip=["event", "time (s)"])
         )
-    spec = alt.layer(*layers).properties(height=260).to_dict()
+    # Altair's default transformer refuses charts over 5,000 rows (a long clip, many horizons);
+    # st.altair_chart, used before the spec was cached, had no such limit
+    with alt.data_transformers.enable("default", max_rows=None):
+        spec = alt.layer(*layers).properties(height=260).to_dict()
     spec.pop("config", None)  # Altair's default theme (view sizes): st.altair_chart leaves it out too
     return spec
 

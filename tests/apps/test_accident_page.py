@@ -278,3 +278,14 @@ def test_bundled_examples_are_what_the_generator_writes(tmp_path):
         assert (out / name).read_text() == (dm.ACCIDENT_EXAMPLES / name).read_text(), name
     assert (out / "videos/Crash-1500/000000.mp4").stat().st_size > 0
     assert (out / "videos/Normal/000003.mp4").stat().st_size > 0
+
+
+def test_the_risk_chart_takes_more_rows_than_altairs_default_limit():
+    """Altair's default transformer refuses over 5,000 rows: a 300-step clip with 17 horizons has 5,100."""
+    from apps.views.accident import _risk_spec
+
+    steps, horizons = np.arange(300), tuple(0.5 + 0.1 * i for i in range(17))
+    probs = np.linspace(0, 1, 300 * 17).reshape(300, 17)
+    spec = _risk_spec.__wrapped__(10.0, steps, probs, 300, horizons, 0.5, 120, 150)
+    (curves,) = [layer for layer in spec["layer"] if layer.get("mark", {}).get("type") == "line"]
+    assert len(spec["datasets"][curves["data"]["name"]]) == 5100

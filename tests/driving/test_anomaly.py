@@ -408,6 +408,12 @@ def test_task_rejects_bad_settings_and_nan_images():
         task.model.score_maps(logits, feats, ["msp", "energy"])
     feats[0, 0, 0, 0] = float("nan")
     assert set(task.model.score_maps(torch.zeros(1, 3, 2, 2), feats, ["msp"])) == {"msp"}  # features unused
+    task.model.calibrated.fill_(True)  # mahalanobis reads training statistics (zeros here: only the check runs)
+    with pytest.raises(AnomalyScoreError, match="score 'mahalanobis': the decoder features contain NaN"):
+        task.model.score_maps(torch.zeros(1, 3, 2, 2), feats, ["msp", "mahalanobis"])
+    # what is asked for is checked before the inputs: an unknown name is named even with broken logits
+    with pytest.raises(AnomalyScoreError, match="unknown anomaly score 'foo'"):
+        task.model.score_maps(logits, feats, ["foo"])
     assert set(task.supported_scores()) == set(SCORES) - {"outlier_prob"}
     with pytest.raises(ValueError, match="outlier_head_channels"):
         anomaly_task(encoder_kwargs=TINY_UNET, outlier_head_channels=0)

@@ -202,11 +202,7 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
             # read the flags once per call (each bool() of a GPU buffer is a device sync)
             calibrated = bool(self.calibrated) if any(n in STAT_SCORES for n in names) else True
             oe_trained = bool(self.oe_trained) if "outlier_prob" in names else True
-            # the inputs checked once for all the scores (compute_score would check them per score)
-            logits = check_logits(logits, ", ".join(names))
-            check_finite(features if set(names) & set(FEATURE_SCORES) else None, "the decoder features")
-            out = {}
-            for name in names:
+            for name in names:  # what is asked for first, then whether the inputs are sound
                 if name not in SCORES:
                     raise AnomalyScoreError(f"unknown anomaly score {name!r}; available: {', '.join(SCORES)}")
                 if name in STAT_SCORES and not calibrated:
@@ -219,10 +215,20 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
                         "score 'outlier_prob' needs a model trained with outlier exposure (oe_weight > 0); "
                         "this one has not had an OE step yet"
                     )
+            # the inputs checked once for all the scores (compute_score would check them per score)
+            logits = check_logits(logits, ", ".join(names))
+            feature_scores = [n for n in names if n in FEATURE_SCORES]
+            if feature_scores:
+                check_finite(features, f"score {', '.join(feature_scores)!r}: the decoder features contain NaN or inf")
+            stats = self.stats  # built once (a dict and a softplus)
+            out = {}
+            for name in names:
                 feats = features if name in FEATURE_SCORES else None
-                extra = self.outlier_logit(logits, outlier_logit) if name == "outlier_prob" else None
-                check_finite(extra, "the outlier logit")
-                out[name] = smooth_score_map(score_of_checked(name, logits, self.stats, feats, extra), smoothing)
+                extra = None
+                if name == "outlier_prob":
+                    extra = self.outlier_logit(logits, outlier_logit)
+                    check_finite(extra, f"score {name!r}: the outlier logit contains NaN or inf")
+                out[name] = smooth_score_map(score_of_checked(name, logits, stats, feats, extra), smoothing)
         return out
 
     @torch.no_grad()

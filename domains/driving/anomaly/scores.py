@@ -198,15 +198,15 @@ def compute_score(
     if name not in SCORES:
         raise AnomalyScoreError(f"unknown anomaly score {name!r}; available: {', '.join(SCORES)}")
     logits = check_logits(logits, name)
-    check_finite(features, f"score {name!r}: the decoder features")
-    check_finite(outlier_logit, f"score {name!r}: the outlier logit")
+    check_finite(features, f"score {name!r}: the decoder features contain NaN or inf")
+    check_finite(outlier_logit, f"score {name!r}: the outlier logit contains NaN or inf")
     return score_of_checked(name, logits, stats, features, outlier_logit)
 
 
-def check_finite(tensor: torch.Tensor | None, what: str) -> None:
-    """An AnomalyScoreError naming ``what`` when ``tensor`` (if given) holds NaN or inf."""
+def check_finite(tensor: torch.Tensor | None, message: str) -> None:
+    """An AnomalyScoreError with ``message`` when ``tensor`` (if given) holds NaN or inf."""
     if tensor is not None and not bool(torch.isfinite(tensor).all()):
-        raise AnomalyScoreError(f"{what} contain(s) NaN or inf")
+        raise AnomalyScoreError(message)
 
 
 def score_of_checked(

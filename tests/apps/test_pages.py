@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from apps import uploads as up
@@ -30,6 +31,12 @@ def _page(name: str) -> AppTest:
 
 def _image_captions(at: AppTest) -> list[str]:
     return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def _image_urls(at: AppTest) -> dict[str, str]:
+    """Each shown image's media URL by caption. The URL's file id is a hash of the encoded image's bytes (with
+    its MIME type), so two equal URLs are the same picture and two different ones are different pictures."""
+    return {img.caption: img.url for element in at.get("image") for img in element.proto.imgs}
 
 
 def _upload(at: AppTest, key: str, name: str, data: bytes, mime: str = "application/octet-stream") -> AppTest:
@@ -114,8 +121,22 @@ def test_medical_widgets_rerun(demo_env):
     at.slider(key="medical_samples").set_value(4).run()
     _ok(at)
     assert [b.proto.label for b in at.get("download_button")][1] == "All 4 sample masks + maps (zip)"
+    # the seed draws the samples: their mean (and its entropy) is another picture under another seed, and the
+    # same picture again under the same seed, even when drawn afresh (caches cleared)
+    maps = (
+        "Mean foreground probability (0 black .. 1 yellow)",
+        "Uncertainty: entropy of the mean, bits (0 .. 1)",
+    )
+    seed_0 = [_image_urls(at)[m] for m in maps]
     at.number_input(key="medical_seed").set_value(3).run()
     _ok(at)
+    seed_3 = [_image_urls(at)[m] for m in maps]
+    assert seed_3[0] != seed_0[0] and seed_3[1] != seed_0[1]
+    st.cache_data.clear()
+    at.number_input(key="medical_seed").set_value(0).run()
+    assert [_image_urls(at)[m] for m in maps] == seed_0
+    at.number_input(key="medical_seed").set_value(3).run()
+    assert [_image_urls(at)[m] for m in maps] == seed_3
     at.selectbox(key="medical_item").set_value(at.selectbox(key="medical_item").options[-1]).run()
     _ok(at)
 
@@ -298,6 +319,8 @@ def test_driving_instances_tab_shows_masks_and_the_slider_filters_them(demo_env)
     assert _instance_caption(at) == (cars, total, 0)
     at.slider(key="driving_inst_alpha").set_value(0.9).run()
     _ok(at)
+    # (the opacity's effect is checked on the uploaded photo below: the tiny model's masks on this 128x64 scene
+    # are a few pixels each, all covered by their outlines and boxes, so no opacity changes this picture)
 
 
 def test_driving_instances_on_an_uploaded_photo(demo_env):
@@ -312,6 +335,15 @@ def test_driving_instances_on_an_uploaded_photo(demo_env):
     # boxes and areas come back in the photo's pixels, not the 128-px analysis size
     assert ((table["right"] <= 300) & (table["bottom"] <= 90)).all() and table["right"].max() > 128
     assert table["mask area (px, before overlaps)"].max() <= 300 * 90
+    # the opacity slider reaches the drawing: the masks, upscaled to the photo, have insides that their outlines
+    # do not cover, tinted at 0.9 instead of 0.5: another picture; back at 0.5, the first one again
+    caption = _image_captions(at)[1]
+    at_half = _image_urls(at)[caption]
+    at.slider(key="driving_inst_alpha").set_value(0.9).run()
+    _ok(at)
+    assert _image_captions(at)[1] == caption and _image_urls(at)[caption] != at_half
+    at.slider(key="driving_inst_alpha").set_value(0.5).run()
+    assert _image_urls(at)[caption] == at_half
     labels = [b.proto.label for b in at.get("download_button")]
     assert {"Instance ids (16-bit PNG)", "Instance list (text)", "Image with masks (PNG)"} <= set(labels)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torch
 import yaml
 
 from shared.cli import run_cli
@@ -210,6 +211,31 @@ def test_only_rank_zero_sends(webhook):
     notify.setup(None, None, "fit")
     rank1 = types.SimpleNamespace(is_global_zero=False)
     assert notify.notify(rank1, "finished") is None and webhook.received == []
+
+
+def _validate(notify: NotifyWhenDone, trainer, value: float, sanity: bool = False) -> None:
+    """``notify``'s hook after a validation (or a sanity check) that logged ``val/loss`` = ``value``."""
+    trainer.sanity_checking, trainer.callback_metrics = sanity, {"val/loss": torch.tensor(value)}
+    notify.on_validation_end(trainer, None)
+
+
+@pytest.mark.parametrize(("mode", "best"), [("min", 0.3), ("max", 0.5)])
+def test_best_follows_the_mode_and_last_is_the_last_validation(webhook, mode, best):
+    notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r", monitor="val/loss", mode=mode)
+    notify.setup(None, None, "fit")
+    # a stand-in trainer without a checkpoint callback: the monitor and the mode are the options'
+    trainer = types.SimpleNamespace(checkpoint_callback=None, logger=None, is_global_zero=True)
+    # the sanity check's 0.1 and 0.9 are no validation of the trained model: they count for neither value
+    _validate(notify, trainer, 0.1, sanity=True)
+    _validate(notify, trainer, 0.9, sanity=True)
+    # 0.5, 0.3, 0.4: the lowest (best for min) is the second, the highest (best for max) the first, the last
+    # is neither
+    for value in (0.5, 0.3, 0.4):
+        _validate(notify, trainer, value)
+    notify.notify(trainer, "finished")
+    ((_, report),) = webhook.received
+    assert (report["monitor"], report["mode"]) == ("val/loss", mode)
+    assert report["best"] == pytest.approx(best) and report["last"] == pytest.approx(0.4)
 
 
 @pytest.mark.parametrize(

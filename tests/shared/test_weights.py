@@ -36,6 +36,21 @@ def test_torchvision_state_dict_loads_and_adapts_to_one_channel(tmp_path):
     assert torch.equal(net.net.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
 
 
+def test_torchvision_input_conv_is_tiled_and_rescaled_for_six_channels(tmp_path):
+    # 6 input channels from an RGB conv: the 3 filters' channels twice (R G B R G B), each times 3 / 6 = 0.5,
+    # so a 6-channel input that repeats an RGB image gives the RGB activations (the channel sum is unchanged)
+    tv, net, report = _load_torchvision(tmp_path, "resnet18", in_channels=6)
+    assert report.adapted == ["net.conv1.weight"]
+    assert report.missing == [] and report.shape_mismatch == []
+    weight, rgb = net.net.conv1.weight.detach(), tv.conv1.weight.detach()
+    assert weight.shape == (64, 6, 7, 7)
+    assert torch.allclose(weight, rgb.repeat(1, 2, 1, 1) * 0.5)
+    assert torch.allclose(weight.sum(1), rgb.sum(1), atol=1e-6)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net.net.conv1(x.repeat(1, 2, 1, 1)), tv.conv1(x), atol=1e-5)
+
+
 def test_torchvision_mobilenet_v3_state_dict_loads(tmp_path):
     tv, net, report = _load_torchvision(tmp_path, "mobilenet_v3_small", in_channels=3)
     assert report.missing == [] and report.shape_mismatch == [] and report.adapted == []

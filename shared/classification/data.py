@@ -356,11 +356,12 @@ _stretch_noted = False
 
 
 def stretch_to_uint8(image: np.ndarray, path: str | Path) -> np.ndarray:
-    """A 16-bit (or float) image mapped to uint8 by stretching its own min..max to 0..255.
+    """A 16-bit (or float) image mapped to uint8 by stretching its own finite min..max to 0..255.
 
     Dividing by 65535 would keep the common 12-bit CT in a 16-bit container (0..4095) nearly black, and
-    dropping the low byte (a plain ``cv2.imread``) left it 16 grey levels. A flat image becomes 0. Said once
-    per process, naming the first such file, since the stretch differs per image."""
+    dropping the low byte (a plain ``cv2.imread``) left it 16 grey levels. A float image already in [0, 1] is
+    scaled by 255 instead; NaN / inf pixels become 0; a flat image becomes 0. Said once per process, naming
+    the first such file, since the stretch differs per image."""
     global _stretch_noted
     if not _stretch_noted:
         _stretch_noted = True
@@ -370,11 +371,19 @@ def stretch_to_uint8(image: np.ndarray, path: str | Path) -> np.ndarray:
             ClassificationDataWarning,
             stacklevel=3,
         )
-    values = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(values.min()), float(values.max())
+    if image.dtype.kind in "ui":  # no NaN to mind: OpenCV's min-max normalisation (rounds as below)
+        return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
+    finite = np.isfinite(image)
+    if not finite.any():
+        return np.zeros(image.shape, np.uint8)
+    values = image.astype(np.float32)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    if image.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
+        low, high = 0.0, 1.0  # already a [0, 1] intensity: keep its scale
     if high <= low:
         return np.zeros(image.shape, np.uint8)
-    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+    scaled = np.where(finite, (values - low) * (255.0 / (high - low)), 0.0)
+    return np.round(scaled).astype(np.uint8)
 
 
 def read_image(path: str | Path, in_channels: int) -> np.ndarray:

@@ -396,6 +396,16 @@ def test_a_12_bit_png_is_read_at_full_depth_and_stretched_to_0_255_once_said(tmp
     assert np.array_equal(data.read_image(eight, 1)[..., 0], cv2.imread(str(eight), cv2.IMREAD_GRAYSCALE))
 
 
+def test_float_images_stretch_over_their_finite_pixels_and_keep_a_0_1_scale():
+    from shared.classification.data import stretch_to_uint8
+
+    hot = np.array([[100.0, 150.0], [200.0, np.nan]], np.float32)  # NaN must not stretch the range
+    assert stretch_to_uint8(hot, "hot.tif").tolist() == [[0, 128], [255, 0]]  # 150 -> 127.5 -> 128
+    unit = np.array([[0.25, 0.5]], np.float32)  # already an intensity in [0, 1]: x 255, not re-stretched
+    assert stretch_to_uint8(unit, "unit.tif").tolist() == [[64, 128]]
+    assert stretch_to_uint8(np.full((2, 2), np.inf, np.float32), "inf.tif").max() == 0
+
+
 def test_each_shipped_classification_config_keeps_its_checkpoints_in_its_own_folder():
     """full.yaml and quick.yaml shared one folder: `test -c full.yaml --ckpt_path last` took quick's last-v1.ckpt."""
     import yaml

@@ -394,12 +394,10 @@ class DecathlonSliceDataset(MedicalDataset):
             fg = np.asarray(label[0] > 0).reshape(-1, label.shape[-1]).any(axis=0)
             fg_idx, empty_idx = np.flatnonzero(fg), np.flatnonzero(~fg)
             n_keep = min(len(empty_idx), max(min_empty, round(empty_ratio * len(fg_idx))))
-            if all_slices:
-                n_keep = len(empty_idx)
-            keep_empty = np.sort(rng.choice(empty_idx, n_keep, replace=False)) if n_keep else empty_idx[:0]
+            keep_empty = empty_idx if all_slices else np.sort(rng.choice(empty_idx, n_keep, replace=False))
             self.stats["foreground_slices"] += len(fg_idx)
             self.stats["empty_slices"] += len(empty_idx)
-            self.stats["empty_slices_kept"] += n_keep
+            self.stats["empty_slices_kept"] += len(keep_empty)
             affine = np.asarray(label.meta.get("original_affine", label.affine), dtype=np.float64)
             self._sources.append(
                 {
@@ -615,8 +613,8 @@ class ReaderDataset(Dataset):
 def pad_collate(items: Sequence[dict]) -> dict:
     """``default_collate`` after padding every item's maps at the bottom and right to the batch's largest
     image, with ``"size"`` (B, 2) the (H, W) each item had: ``predict`` sees whole images, whose sizes may
-    differ, and cuts every output back to its item's size. Images pad by replicating their edge (no
-    artificial dark border next to the image), masks with zeros."""
+    differ, and cuts each back to its size before the network (see ``MedicalSegmentationTask.predict_step``).
+    Images pad by replicating their edge, masks with zeros."""
     height = max(int(item["image"].shape[-2]) for item in items)
     width = max(int(item["image"].shape[-1]) for item in items)
     out = []
@@ -816,9 +814,12 @@ class MedicalDataModule(SplitLoaders):
         hint = _fractions_hint(counts, needed)
         if hint is None:
             return f"{message}; {len(needed)} non-empty splits need at least {len(needed)} {noun}: add data"
+        # jsonargparse replaces the whole dict: the hint keeps the user's other dataset_kwargs
+        options = {**self.dataset_kwargs, "fractions": hint}
+        shown = ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in options.items())
         return (
             f"{message}; add data, or give each split at least one of the {sum(counts.values())} {noun}, "
-            f"e.g. --data.dataset_kwargs '{{fractions: {hint}}}'"
+            f"e.g. --data.dataset_kwargs '{{{shown}}}'"
         )
 
     def split_dataset(self, name: str) -> ReaderDataset:

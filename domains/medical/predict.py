@@ -169,8 +169,10 @@ class MedicalPredictionWriter(BasePredictionWriter):
         if not self.keep_predictions:
             trainer.predict_loop.return_predictions = False
 
-    def on_predict_end(self, trainer, pl_module) -> None:
-        for volume in self._volumes.values():  # only a capped or multi-device predict leaves one unfinished
+    def _drop_unfinished(self) -> None:
+        """Say which volume is left unfinished and free its buffer (only a capped or multi-device predict
+        leaves one: slices come in order, case by case)."""
+        for volume in self._volumes.values():
             z = int(volume["mean"].shape[2])
             rank_zero_warn(
                 f"[MedicalPredictionWriter] {volume['folder']}: {len(volume['seen'])} of {z} slices "
@@ -178,6 +180,9 @@ class MedicalPredictionWriter(BasePredictionWriter):
                 "written, only the per-slice ones"
             )
         self._volumes = {}
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._drop_unfinished()
         if trainer.is_global_zero:
             rank_zero_info(
                 f"[MedicalPredictionWriter] wrote {len(self.written)} image folders under {self.output_dir}"
@@ -234,6 +239,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
 
         key = str(source["image_path"][i])
         if key not in self._volumes:
+            self._drop_unfinished()  # a slice of another case: the last one will get no more slices
             self._volumes[key] = {
                 "folder": folder.parent,
                 "affine": volume_affine,

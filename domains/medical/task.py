@@ -224,15 +224,26 @@ class MedicalSegmentationTask(BaseTask):
 
     # ----------------------------------------------------------------------------------------- prediction
 
+    def on_predict_start(self) -> None:
+        self._size_multiple = size_multiple(self.model)  # walks every module: once, not per batch
+
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Samples (bool), mean probability and uncertainty per image, plus what the writer needs.
 
-        Predict images are whole (not the training crop): padded to the network's size multiple here and the
-        outputs cut back, so they keep the source image's size and position.
+        Predict images are whole (not the training crop), padded to the batch's largest by the loader. Each
+        is cut back to its own ``size`` and run with the images of its size only, padded to the network's
+        size multiple, so its outputs do not depend on its batch mates; they keep the source image's size
+        and position at the top left of the (B, N, H, W) outputs (the writer cuts them with ``size``).
         """
         images = batch["image"]
-        height, width = images.shape[-2:]
-        probs = self.sample(pad_to_multiple(images, size_multiple(self.model)))[..., :height, :width]
+        sizes = batch.get("size", torch.tensor([images.shape[-2:]] * len(images)))
+        probs = torch.zeros(*images.shape[:1], self.num_samples, *images.shape[-2:], device=self.device)
+        groups: dict[tuple[int, int], list[int]] = {}  # (H, W) -> the items of that size
+        for i, (h, w) in enumerate(sizes.tolist()):
+            groups.setdefault((h, w), []).append(i)
+        for (h, w), same in groups.items():
+            cut = images[same, :, :h, :w]
+            probs[same, :, :h, :w] = self.sample(pad_to_multiple(cut, self._size_multiple))[..., :h, :w]
         out = {
             "id": list(batch["id"]),
             "samples": (probs >= self.threshold).cpu(),

@@ -44,10 +44,7 @@ def test_fit_fast_dev_run_every_config(config, lidc, tmp_path, monkeypatch):
     metrics = cli.trainer.callback_metrics
     for name in ("val/ged", "val/hungarian_iou", "val/diversity", "val/dice", "val/dice_majority", "val/ece"):
         assert torch.isfinite(metrics[name]), name
-    # their values by hand: tests/medical/test_task_metrics.py; here the ranges the definitions allow
-    assert 0.0 <= float(metrics["val/ged"]) <= 2.0  # 2 E[d] - ..., d = 1 - IoU in [0, 1]
-    for name in ("val/hungarian_iou", "val/diversity", "val/dice", "val/dice_majority", "val/ece"):
-        assert 0.0 <= float(metrics[name]) <= 1.0, name
+    # their values by hand: tests/medical/test_task_metrics.py
     if config == "unet":  # deterministic: its samples are one prediction repeated
         assert float(metrics["val/diversity"]) == 0.0
     assert float(metrics["val/num_samples"]) == 4

@@ -20,7 +20,9 @@ from domains.medical import data as D
 from domains.medical.__main__ import main
 from domains.medical.data import MedicalDataError, MedicalDataModule
 from domains.medical.models import UNetSegmenter
+from domains.medical.predict import MedicalPredictionWriter, size_multiple
 from domains.medical.task import MedicalSegmentationTask
+from tests.medical.test_models import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,20 +86,25 @@ def _predict(task, datamodule) -> None:
 
 
 def test_an_empty_test_split_is_an_error_naming_path_counts_and_fractions(tmp_path):
-    """3 Decathlon cases at (0.7, 0.15, 0.15) gave `test: 0 volumes`; test / predict ran nothing, exit 0."""
+    """3 Decathlon cases at (0.7, 0.15, 0.15) gave `test: 0 volumes`; test / predict ran nothing, exit 0.
+    The hint keeps the other dataset_kwargs (jsonargparse replaces the whole dict)."""
     root = _decathlon(tmp_path / "msd", 3)
-    dm = MedicalDataModule("decathlon", str(root), crop_size=16, num_workers=0)
-    dm.setup("fit")  # train and val have cases
+    kw = {"modality_index": 0}
+
+    def datamodule():
+        return MedicalDataModule("decathlon", str(root), crop_size=16, num_workers=0, dataset_kwargs=kw)
+
+    datamodule().setup("fit")  # train and val have cases
     for stage, name in ((TrainerFn.TESTING, "test"), ("predict", "predict")):  # Lightning passes a TrainerFn
         expected = (
             re.escape(f"{root}: `{name}` needs the test split, which is empty: 3 cases split into ")
             + r"train 2, val 1, test 0 \(fractions \[0\.7, 0\.15, 0\.15\].*--data\.seed 0\); add data, or .*"
-            + re.escape("--data.dataset_kwargs '{fractions: [0.3333, 0.3333, 0.3334]}'")
+            + re.escape("--data.dataset_kwargs '{modality_index: 0, fractions: [0.3333, 0.3333, 0.3334]}'")
         )
         with pytest.raises(MedicalDataError, match=expected):
-            MedicalDataModule("decathlon", str(root), crop_size=16, num_workers=0).setup(stage)
-    # the suggested fractions work
-    kw = {"fractions": [0.3333, 0.3333, 0.3334]}
+            datamodule().setup(stage)
+    # the suggested dataset_kwargs work
+    kw = {"modality_index": 0, "fractions": [0.3333, 0.3333, 0.3334]}
     fixed = MedicalDataModule("decathlon", str(root), crop_size=16, num_workers=0, dataset_kwargs=kw)
     fixed.setup("test")
     assert len(fixed.dataset("test")) == 5  # one case: 4 lesion slices + 1 empty
@@ -157,6 +164,32 @@ def test_decathlon_predict_covers_every_slice_and_writes_the_whole_volume(tmp_pa
     assert not (tmp_path / "capped" / "case_0" / "mean_prob.nii.gz").exists()
 
 
+def test_a_capped_predict_holds_one_volume_buffer_at_a_time(tmp_path, monkeypatch):
+    """max_items spreads over every case, so no volume completes: every case's whole-volume buffer was held
+    until predict ended. Slices come case by case, so a new case's slice drops the last one's buffer."""
+    root = _decathlon(tmp_path / "msd", 3)
+    held: list[int] = []
+    write = MedicalPredictionWriter.write_on_batch_end
+
+    def spy(self, *args, **kwargs):
+        write(self, *args, **kwargs)
+        held.append(len(self._volumes))
+
+    monkeypatch.setattr(MedicalPredictionWriter, "write_on_batch_end", spy)
+    kw = {"fractions": [0.0, 0.0, 1.0]}
+    dm = MedicalDataModule(  # 4 of each case's 10 slices, batches straddling cases
+        "decathlon", str(root), crop_size=16, batch_size=3, num_workers=0, dataset_kwargs=kw, max_items=12
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _predict(_echo_task(tmp_path / "pred", []), dm)
+    assert held == [1, 1, 1, 1]
+    unfinished = [str(w.message) for w in caught if "slices predicted" in str(w.message)]
+    assert len(unfinished) == 3
+    for c, message in enumerate(unfinished):
+        assert f"case_{c}: 4 of 10 slices predicted" in message
+
+
 # ------------------------------------------------------------------------------------ predict geometry
 
 
@@ -181,13 +214,35 @@ def test_png_predictions_have_the_source_size_and_position(tmp_path):
     seen: list = []
     out = tmp_path / "pred"
     _predict(_echo_task(out, seen), dm)
-    assert seen == [(48, 72)]  # one batch: padded to the larger image, then to the network's multiple of 4
+    # each image on its own, padded to the network's multiple of 4 (not to the larger image first)
+    assert sorted(seen) == [(40, 36), (48, 72)]
     for name, image in (("a_wide", wide), ("b_small", small)):
         mean = cv2.imread(str(out / "P1" / name / "mean_prob.png"), cv2.IMREAD_UNCHANGED)
         sample = cv2.imread(str(out / "P1" / name / "sample_01.png"), cv2.IMREAD_UNCHANGED)
         assert mean.shape == sample.shape == image.shape, name
         np.testing.assert_array_equal(mean > 127, image > 0)
         np.testing.assert_array_equal(sample, image)
+
+
+def test_an_image_predicts_the_same_alone_and_next_to_a_larger_one(monkeypatch):
+    """The batch was padded to its largest image (edge replicated) and the network saw that border: the same
+    40x33 image gave logits up to 1.2 apart next to a 45x70 one. The network's size multiple is found once."""
+    calls = []
+    monkeypatch.setattr("domains.medical.task.size_multiple", lambda n: calls.append(n) or size_multiple(n))
+    torch.manual_seed(0)
+    network = UNetSegmenter(**TINY["unet"])  # size multiple 2
+    task = MedicalSegmentationTask(network=network, num_samples=2, predict_dir=None).eval()
+    task.on_predict_start()  # as the predict loop calls it
+    small, large = torch.rand(1, 40, 33), torch.rand(1, 45, 70)
+
+    def predict(images: list) -> dict:
+        batch = D.pad_collate([{"image": image, "id": str(n)} for n, image in enumerate(images)])
+        return task.predict_step(batch, 0)
+
+    alone, batched = predict([small]), predict([small, large])
+    for key in ("samples", "mean", "uncertainty"):
+        torch.testing.assert_close(batched[key][0, ..., :40, :33], alone[key][0], rtol=0, atol=0)
+    assert calls == [network]
 
 
 def test_pickle_predict_items_are_uncropped(tmp_path):

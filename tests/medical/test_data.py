@@ -593,3 +593,14 @@ def test_augmentation_keeps_image_and_masks_aligned(tmp_path):
         assert agree > 0.97, agree
         changed += int(not torch.equal(m, original))
     assert changed >= 6
+
+
+def test_binarise_by_hand():
+    from domains.medical.data import _binarise
+
+    assert _binarise(np.array([[0, 255], [255, 0]], np.uint8), "m").tolist() == [[0, 1], [1, 0]]
+    assert _binarise(np.zeros((2, 2), np.uint16), "m").tolist() == [[0, 0], [0, 0]]
+    assert _binarise(np.array([[0.0, 0.5]], np.float32), "m").tolist() == [[0, 1]]
+    for bad, shown in (([[0, 3], [5, 0]], "0, 3, 5"), ([[0, -1]], "-1, 0"), ([[-2, -2]], "-2")):
+        with pytest.raises(MedicalDataError, match=rf"m: mask is not binary: values \{{{shown}\}}"):
+            _binarise(np.array(bad, np.int16), "m")

@@ -140,19 +140,13 @@ class MedicalSegmentationTask(BaseTask):
         return loss
 
     def _evaluate(self, batch: dict, stage: str, metrics: SegmentationUncertaintyMetrics) -> None:
-        images = batch["image"]
-        probs = None
-        one_pass = getattr(self.model, "loss_and_sample_logits", None)
-        if one_pass is not None:
-            # The loss and the samples share the network's passes (U-Net: all of it; Prob. U-Net: the U-Net
-            # and the prior net; HPU-Net: the prior encoder), with the same random draws in the same order as
-            # ``model.loss`` then ``sample``. Eager, as validation always was (``compile_loss`` trains only).
-            with torch.no_grad():
-                images = images.to(self.device, torch.float32)  # what ``sample`` feeds the network
-                loss, terms, logits = one_pass(images, batch["mask"], self.num_samples)
-            probs = logits.float().sigmoid()
-        else:
-            loss, terms = self.model.loss(images, batch["mask"])
+        # The loss and the samples share the network's passes (U-Net: all of it; Prob. U-Net: the U-Net and
+        # the prior net; HPU-Net: the prior encoder), with the same random draws in the same order as
+        # ``model.loss`` then ``sample``. Eager, as validation always was (``compile_loss`` trains only).
+        with torch.no_grad():
+            images = batch["image"].to(self.device, torch.float32)  # what ``sample`` feeds the network
+            loss, terms, logits = self.model.loss_and_sample_logits(images, batch["mask"], self.num_samples)
+        probs = logits.float().sigmoid()
         batch_size = images.shape[0]
         self.log(f"{stage}/loss", loss, batch_size=batch_size)
         for name in ("rec_per_pixel", "kl"):
@@ -160,8 +154,6 @@ class MedicalSegmentationTask(BaseTask):
                 self.log(f"{stage}/{name}", terms[name], batch_size=batch_size)
         if stage == "val":
             self._track_kl(terms, images, batch_size)
-        if probs is None:
-            probs = self.sample(images)
         metrics.update(probs >= self.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])
 
     def _log_metrics(self, stage: str, metrics: SegmentationUncertaintyMetrics) -> None:

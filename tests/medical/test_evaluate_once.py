@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from domains.medical.metrics import SegmentationUncertaintyMetrics
 from domains.medical.models import MODELS
 from domains.medical.task import MedicalSegmentationTask
 from tests.medical.test_models import TINY
@@ -58,7 +59,7 @@ def _shared_part(net: torch.nn.Module) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_evaluate_runs_the_shared_network_once_and_updates_the_metrics(name):
+def test_evaluate_runs_the_shared_network_once_and_updates_the_metrics(name, monkeypatch):
     torch.manual_seed(0)
     task = MedicalSegmentationTask(network=MODELS[name](**TINY[name]), num_samples=4, predict_dir=None).eval()
     calls = []
@@ -66,10 +67,24 @@ def test_evaluate_runs_the_shared_network_once_and_updates_the_metrics(name):
     prior_calls = []
     if name == "prob_unet":
         task.model.prior.register_forward_hook(lambda *_: prior_calls.append(1))
-    with torch.no_grad(), pytest.warns(UserWarning, match="self.trainer"):  # no Trainer: nothing logged
-        task._evaluate(_batch(), "test", task.test_metrics)
+    logged = {}
+    monkeypatch.setattr(task, "log", lambda key, value, **_: logged.setdefault(key, value))
+    batch = _batch()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        task._evaluate(batch, "test", task.test_metrics)
     assert len(calls) == 1  # the two calls ran it twice
     if name == "prob_unet":
         assert len(prior_calls) == 1
-    values = task.test_metrics.compute()
+    # what is logged and scored is the network's own loss and samples on the batch (same draws)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        loss, _ = task.model.loss(batch["image"], batch["mask"])
+        probs = task.model.sample_logits(batch["image"], 4).sigmoid()
+    torch.testing.assert_close(logged["test/loss"], loss, rtol=0, atol=0)
+    reference = SegmentationUncertaintyMetrics()
+    reference.update(probs >= task.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])
+    values, expected = task.test_metrics.compute(), reference.compute()
     assert int(values["num_samples"]) == 4 and math.isfinite(float(values["ged"]))
+    for key in expected:
+        torch.testing.assert_close(values[key], expected[key], rtol=0, atol=0, msg=key)

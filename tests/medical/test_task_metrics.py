@@ -35,13 +35,11 @@ class _Oracle(torch.nn.Module):
         self.register_buffer("logits", samples * 200.0 - 100.0)
         self.calls: list[int] = []
 
-    def loss(self, images, masks):
-        return images.new_tensor(0.25), {}
-
-    def sample_logits(self, images, num_samples):
+    def loss_and_sample_logits(self, images, masks, num_samples):
+        """The task's evaluation entry point (the three networks compute both in one pass)."""
         self.calls.append(num_samples)
         assert images.shape[0] == self.logits.shape[0] and num_samples == self.logits.shape[1]
-        return self.logits
+        return images.new_tensor(0.25), {}, self.logits
 
 
 @pytest.mark.parametrize("stage", ["val", "test"])

@@ -364,17 +364,22 @@ def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:
 
 
 def _resume_from(dirpath) -> str | None:
-    """``fit --ckpt_path last`` with no ``last*.ckpt`` yet starts afresh, as in Lightning, but says why: Lightning's
-    own warning suggests ``save_last=True``, which the suite already sets (a run killed before its first
-    validation, or before ``--checkpoint.every_n_train_steps``, saved nothing)."""
-    folder = Path(dirpath or ".")
-    if "://" in str(dirpath) or any(folder.glob("last*.ckpt")):
-        return "last"  # Lightning looks it up (the newest, as saved_checkpoint does)
-    rank_zero_warn(
-        f"fit --ckpt_path last: no last.ckpt in {folder} yet, so training starts from scratch (checkpoints are "
-        "saved at each validation; --checkpoint.every_n_train_steps N saves every N steps as well)"
-    )
-    return None
+    """``fit --ckpt_path last``: the newest ``last*.ckpt`` (:func:`saved_checkpoint`); with none yet it starts
+    afresh, as in Lightning, but says why: Lightning's own warning suggests ``save_last=True``, which the suite
+    already sets (a run killed before its first validation, or ``--checkpoint.every_n_train_steps``, saved
+    nothing). A remote folder is left to Lightning."""
+    if "://" in str(dirpath):
+        return "last"
+    try:
+        saved_checkpoint("last", dirpath)
+        return "last"  # Lightning takes the same newest file (returning it would re-apply its hparams)
+    except FileNotFoundError:
+        rank_zero_warn(
+            f"fit --ckpt_path last: no last.ckpt in {Path(dirpath or '.')} yet, so training starts from scratch "
+            "(checkpoints are saved at each validation; --checkpoint.every_n_train_steps N saves every N steps "
+            "as well)"
+        )
+        return None
 
 
 def saved_checkpoint(alias: str, dirpath) -> str:

@@ -411,6 +411,11 @@ def test_task_rejects_bad_settings_and_nan_images():
     task.model.calibrated.fill_(True)  # mahalanobis reads training statistics (zeros here: only the check runs)
     with pytest.raises(AnomalyScoreError, match="score 'mahalanobis': the decoder features contain NaN"):
         task.model.score_maps(torch.zeros(1, 3, 2, 2), feats, ["msp", "mahalanobis"])
+    task.model.oe_trained.fill_(True)
+    head = torch.zeros(1, 1, 2, 2)
+    head[0, 0, 1, 1] = float("nan")
+    with pytest.raises(AnomalyScoreError, match="score 'outlier_prob': the outlier logit contains NaN"):
+        task.model.score_maps(torch.zeros(1, 3, 2, 2), None, ["msp", "outlier_prob"], outlier_logit=head)
     # what is asked for is checked before the inputs: an unknown name is named even with broken logits
     with pytest.raises(AnomalyScoreError, match="unknown anomaly score 'foo'"):
         task.model.score_maps(logits, feats, ["foo"])

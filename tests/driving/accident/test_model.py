@@ -159,6 +159,13 @@ def test_sample_heads_batches_the_frames_and_runs_the_horizon_head_only():
     standard_error = ((new.var(0) + old.var(0)) / 400).sqrt()
     assert ((new.mean(0) - old.mean(0)).abs() < 4 * standard_error).all()
     torch.testing.assert_close(new.std(0), old.std(0), rtol=0.2, atol=0.0)
+    # exactly where heads() drops out: the frame and the object inputs of every frame, once per draw
+    shapes = []
+    model.head_dropout.register_forward_hook(lambda module, args, output: shapes.append(tuple(args[0].shape)))
+    model.sample_heads(out["hidden"], 2)
+    b, t = frames.shape[:2]
+    hidden, slots = out["hidden"][0]["objects"].shape[-1], out["hidden"][0]["objects"].shape[1]
+    assert shapes == [(b * t, hidden), (b * t, slots, hidden)] * 2
 
 
 def test_ttc_from_horizons_by_hand():

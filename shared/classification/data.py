@@ -360,8 +360,8 @@ def stretch_to_uint8(image: np.ndarray, path: str | Path) -> np.ndarray:
 
     Dividing by 65535 would keep the common 12-bit CT in a 16-bit container (0..4095) nearly black, and
     dropping the low byte (a plain ``cv2.imread``) left it 16 grey levels. A float image already in [0, 1] is
-    scaled by 255 instead; NaN / inf pixels become 0; a flat image becomes 0. Said once per process, naming
-    the first such file, since the stretch differs per image."""
+    scaled by 255 instead; NaN / inf pixels become 0; a flat image becomes 0. Said once per process (each
+    loader worker is one), naming the first such file, since the stretch differs per image."""
     global _stretch_noted
     if not _stretch_noted:
         _stretch_noted = True
@@ -503,6 +503,9 @@ class ClassificationDataModule(SplitLoaders):
         formats = ("imagefolder", "csv", *self.source_formats)
         if data_format not in formats:
             raise ClassificationDataError(f"data_format: one of {list(formats)}, got {data_format!r}")
+        if data_path is None and data_format in ("imagefolder", "csv") and predict_path is None:
+            # said before the network is built; predicting one's own images needs no labelled set
+            raise ClassificationDataError(f"data_path: needed with data_format {data_format!r}")
         if class_names is None:
             raise ClassificationDataError("class_names: the list of classes, in label order, is needed")
         self.class_names = _check_class_names(class_names)

@@ -439,3 +439,13 @@ def test_predict_path_reads_tiff_and_counts_other_files_in_one_warning_naming_on
         dm.setup("predict")
     assert [Path(s.path).name for s in dm.datasets["predict"].items] == ["a.png", "b.tif", "c.gif"]
     assert "train" not in dm.datasets  # predict on own images reads no labelled data
+
+
+def test_a_labelled_format_without_data_path_is_refused_at_once_unless_predicting_own_images(tmp_path):
+    """Said when the data module is built (before the network and its weights), not later at setup."""
+    from shared.classification.data import ClassificationDataModule
+
+    with pytest.raises(ClassificationDataError, match="data_path: needed with data_format 'imagefolder'"):
+        ClassificationDataModule(data_format="imagefolder", class_names=["a", "b"])
+    own = ClassificationDataModule(data_format="csv", class_names=["a", "b"], predict_path=str(tmp_path))
+    assert own.data_path is None

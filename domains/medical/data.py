@@ -524,33 +524,6 @@ class DecathlonSliceDataset(MedicalDataset):
         }
 
 
-def slice_to_native(
-    pred: np.ndarray | torch.Tensor, source: dict, interpolation: str = "nearest"
-) -> np.ndarray:
-    """Undo a Decathlon slice's pad and resize: (H, W) prediction (rows = Y) -> (X, Y) slice of the original
-    voxel grid, to go at ``volume[:, :, source["slice_index"]]``. ``source`` is an item's (uncollated) source;
-    use "nearest" for masks, "linear" for probabilities."""
-    pred = np.asarray(pred.detach().cpu() if isinstance(pred, torch.Tensor) else pred, dtype=np.float32)
-    if pred.ndim != 2:
-        raise ValueError(f"slice_to_native: expected an (H, W) slice, got shape {pred.shape}")
-    x2, y2 = (int(v) for v in np.asarray(source["inplane_size"]).reshape(-1)[:2])
-    x, y = (int(v) for v in np.asarray(source["spatial_shape"]).reshape(-1)[:2])
-    top, left = (pred.shape[0] - y2) // 2, (pred.shape[1] - x2) // 2  # MONAI symmetric padding
-    region = pred[top : top + y2, left : left + x2]
-    flag = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR}[interpolation]
-    return cv2.resize(region, (x, y), interpolation=flag).T
-
-
-def save_nifti(volume: np.ndarray, source: dict, path: str | Path) -> Path:
-    """Write an (X, Y, Z) volume (e.g. filled with :func:`slice_to_native`) with the source affine."""
-    import nibabel as nib
-
-    affine = np.asarray(source["affine"], dtype=np.float64).reshape(4, 4)
-    path = Path(path)
-    nib.save(nib.Nifti1Image(np.asarray(volume), affine), str(path))
-    return path
-
-
 # -------------------------------------------------------------------------------------------- factory
 
 

@@ -58,9 +58,10 @@ def test_predict_writes_scores_and_overlays_at_the_source_size(tmp_path, image_s
         score = np.load(out / f"{name}_score.npy")
         assert score.shape == (h, w) and score.dtype == np.float32 and np.isfinite(score).all()
         assert 0.0 <= score.min() and score.max() <= MSP_MAX + 1e-6
-        if image_size is None:  # padded to 97x130, not resized: the written map is the crop, exactly
+        if image_size is None:  # padded to 97x130, not resized: the written map is the image's own, exactly
             assert network.shape[-2:] == (97, 130)
-            assert np.allclose(score, network[i, :h, :w], atol=1e-6)
+            alone = task.anomaly_map(batch["image"][i : i + 1, :, :h, :w]).numpy()[0]  # not its batch mates'
+            assert np.allclose(score, alone, atol=1e-6)
         else:  # bilinear resizing mixes values: they stay inside the network map's own range
             assert network.shape[-2:] == image_size
             assert network[i].min() - 1e-6 <= score.min() and score.max() <= network[i].max() + 1e-6
@@ -71,3 +72,18 @@ def test_predict_writes_scores_and_overlays_at_the_source_size(tmp_path, image_s
         rows = list(csv.DictReader(fh))
     assert sorted(r["name"] for r in rows) == sorted(SIZES)
     assert all(0.0 <= float(r["image_score_msp"]) <= MSP_MAX + 1e-6 for r in rows)
+
+
+def test_maps_of_a_padded_batch_are_each_images_own():
+    """test and predict pad a batch to its largest image: the zero border reached the smaller image's edge."""
+    torch.manual_seed(0)
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, score="msp").eval()
+    small, large = torch.rand(3, 40, 70), torch.rand(3, 64, 96)
+    batch = pad_collate([{"image": small}, {"image": large}])["image"]
+    with torch.no_grad():
+        logits, maps = task.model.maps_by_size(batch, ["msp", "energy"], [(40, 70), (64, 96)], smoothing=1.0)
+        alone_logits, alone = task.model.maps_by_size(small[None], ["msp", "energy"], smoothing=1.0)
+    torch.testing.assert_close(logits[0, :, :40, :70], alone_logits[0], rtol=0, atol=1e-6)
+    for name in ("msp", "energy"):
+        torch.testing.assert_close(maps[name][0, :40, :70], alone[name][0], rtol=0, atol=1e-6)
+        assert (maps[name][0, 40:] == 0).all() and (maps[name][0, :, 70:] == 0).all()  # the padding reads 0

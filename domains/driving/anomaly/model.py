@@ -231,6 +231,35 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
                 out[name] = smooth_score_map(score_of_checked(name, logits, stats, feats, extra), smoothing)
         return out
 
+    def maps_by_size(
+        self,
+        images: torch.Tensor,
+        names: Sequence[str],
+        sizes: Sequence[Sequence[int]] | None = None,
+        smoothing: float = 0.0,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits (B, C, H, W) and score maps {name: (B, H, W)} of a batch padded to one size, ``sizes`` giving
+        each image's own (H, W) (default: all the batch's). Each size runs alone on its images cut to that
+        size, so an image's maps do not depend on its batch mates: the zero padding, and the smoothing after
+        it, reached its edge (logits up to 3.3 apart). The padding reads 0."""
+        full = tuple(images.shape[-2:])
+        sizes = [tuple(int(v) for v in s) for s in sizes] if sizes is not None else [full] * len(images)
+        with_outlier = self.needs_outlier_head(names)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(sizes):
+            groups.setdefault(size, []).append(i)
+        if list(groups) == [full]:  # one size, no padding: the batch as it is
+            logits, feats, extra = self.features(images, with_outlier)
+            return logits, self.score_maps(logits, feats, names, extra, smoothing)
+        logits_out = images.new_zeros(len(images), self.num_classes, *full)
+        maps_out = {name: images.new_zeros(len(images), *full) for name in names}
+        for (h, w), same in groups.items():
+            logits, feats, extra = self.features(images[same, :, :h, :w], with_outlier)
+            logits_out[same, :, :h, :w] = logits.to(logits_out.dtype)
+            for name, value in self.score_maps(logits, feats, names, extra, smoothing).items():
+                maps_out[name][same, :h, :w] = value
+        return logits_out, maps_out
+
     @torch.no_grad()
     def scores(
         self, images: torch.Tensor, names: Sequence[str], smoothing: float = 0.0

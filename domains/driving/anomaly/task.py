@@ -388,11 +388,9 @@ class AnomalySegmentationTask(BaseTask):
     def test_step(self, batch, batch_idx):
         images, labels = batch_images(batch), batch_masks(batch, "label")
         names = batch["name"] if isinstance(batch, dict) else [f"{batch_idx}_{i}" for i in range(len(images))]
+        unpadded = batch.get("unpadded_size") if isinstance(batch, dict) else None
         start = time.perf_counter()
-        logits, feats, extra = self.model.features(
-            images, with_outlier=self.model.needs_outlier_head(self._test_names)
-        )
-        maps = self.model.score_maps(logits, feats, self._test_names, extra, smoothing=self.score_smoothing)
+        logits, maps = self.model.maps_by_size(images, self._test_names, unpadded, smoothing=self.score_smoothing)
         self._test_time += time.perf_counter() - start
         self._test_images += images.shape[0]
         y = labels.cpu().numpy()
@@ -400,7 +398,6 @@ class AnomalySegmentationTask(BaseTask):
         for name, value in maps.items():
             self._pixel_acc[name].update(value, y, name=f"test batch {batch_idx}")
         pred = logits.argmax(dim=1).cpu().numpy()
-        unpadded = batch.get("unpadded_size") if isinstance(batch, dict) else None
         for i, image_name in enumerate(names):
             size = unpadded[i] if unpadded is not None else pred.shape[-2:]  # the image itself, not the padding
             for name, value in maps.items():
@@ -545,10 +542,7 @@ class AnomalySegmentationTask(BaseTask):
         try:
             names = list(scores or [self.score])
             wanted = list(dict.fromkeys([self.score, *names]))
-            logits, feats, extra = self.model.features(
-                images, with_outlier=self.model.needs_outlier_head(wanted)
-            )
-            maps = self.model.score_maps(logits, feats, wanted, extra, smoothing=self.score_smoothing)
+            logits, maps = self.model.maps_by_size(images, wanted, unpadded, smoothing=self.score_smoothing)
         finally:
             self.train(was_training)
         pred = logits.argmax(dim=1)

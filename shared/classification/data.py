@@ -371,7 +371,7 @@ def stretch_to_uint8(image: np.ndarray, path: str | Path) -> np.ndarray:
             ClassificationDataWarning,
             stacklevel=3,
         )
-    if image.dtype.kind in "ui":  # no NaN to mind: OpenCV's min-max normalisation (rounds as below)
+    if image.dtype.kind in "ui":  # no NaN to mind: OpenCV's min-max normalisation
         return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
     finite = np.isfinite(image)
     if not finite.any():

@@ -207,6 +207,9 @@ def test_metric_class_threshold_is_inclusive():
         # 0.32 in [0.30, 0.35), 0.37 in [0.35, 0.40): (|0.32 - 1| + |0.37 - 0|) / 2 = 0.525.
         # 10 bins would pool them in [0.3, 0.4): |0.345 - 0.5| = 0.155.
         ([0.32, 0.37], [1, 0], 0.525),
+        # 0.449 | 0.451 straddle the 20-bin edge 0.45, which 10, 15, 25, 30, 50 or 100 bins do not have:
+        # apart, (0.551 + 0.451) / 2 = 0.501; pooled, |0.45 - 0.5| = 0.05
+        ([0.449, 0.451], [1, 0], 0.501),
     ],
 )
 def test_metric_class_ece_uses_20_bins_of_foreground_probability_vs_majority(probs, reader, ece):

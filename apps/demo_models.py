@@ -647,12 +647,8 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
     }
 
 
-def score_range(task, score: str, score_map: np.ndarray) -> tuple[float, float]:
-    """Colour / threshold range of a score: fixed for probabilities, else the map's own min..max."""
-    from domains.driving.anomaly.model import FIXED_RANGES
-
-    if score in FIXED_RANGES:
-        return FIXED_RANGES[score]
+def score_range(score_map: np.ndarray) -> tuple[float, float]:
+    """Colour range of a score without a fixed scale: the map's own min..max (the page knows the fixed ones)."""
     lo, hi = float(np.min(score_map)), float(np.max(score_map))
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 

@@ -268,9 +268,7 @@ def _to_uint8(array: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
         return array
     lo, hi = int(array.min()), int(array.max())
     notes.append(f"16-bit image rescaled to 8-bit (values {lo}..{hi} -> 0..255)")
-    if hi == lo:
-        return np.zeros(array.shape, dtype=np.uint8)
-    return ((array.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
+    return cv2.normalize(array, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)  # a flat image: all 0
 
 
 # -------------------------------------------------------------------------------------------- road photos

@@ -41,14 +41,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--names", nargs="*", default=None, help="backbones to run (default: all registered)")
+    parser.add_argument(
+        "--names", nargs="*", default=None, choices=list_backbones(), help="backbones to run (default: all)"
+    )
     parser.add_argument(
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
     )
     parser.add_argument("--out", type=Path, default=None)
     args = check_numbers(parser, parser.parse_args())
-    if unknown := sorted(set(args.names or ()) - set(list_backbones())):
-        parser.error(f"--names: unknown backbone(s) {unknown}; registered: {', '.join(list_backbones())}")
     device = resolve_accelerator(args.accelerator)[1]
     header = (
         "| backbone | params (M) | "

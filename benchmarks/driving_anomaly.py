@@ -38,6 +38,7 @@ from domains.driving.anomaly.data import SegmentationDataModule
 from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
+from shared.backbones import list_backbones
 from shared.budget import FitScheduleToBudget
 from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
@@ -50,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget-minutes", type=float, default=15.0, help="total training time of both phases")
     p.add_argument("--out", default="benchmarks/results/driving_anomaly.md")
-    p.add_argument("--encoder", default="unet_encoder")
+    p.add_argument("--encoder", default="unet_encoder", choices=list_backbones())
     p.add_argument("--encoder-kwargs", default='{"channels": [16, 32, 64, 128]}', help="JSON")
     p.add_argument(
         "--image-size",
@@ -130,10 +131,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis",
     )
     args = check_numbers(p, p.parse_args(argv))
-    from shared.backbones import list_backbones
-
-    if args.encoder not in list_backbones():
-        p.error(f"--encoder: unknown backbone {args.encoder!r}; registered: {', '.join(list_backbones())}")
     return args
 
 

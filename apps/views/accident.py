@@ -430,22 +430,15 @@ else:
 # the model counts frames (motion lags, horizons learnt at its own rate): the clip goes in at that rate
 n_frames = len(clip["frames"])
 try:
-    steps = np.arange(n_frames) if model_fps is None else dm.accident_model_steps(n_frames, fps, model_fps)
-except ValueError as exc:  # a clip slower than the model: refused, naming it
+    prediction = _predict(token, digest, fps, model_fps, objects, clip)
+except ValueError as exc:  # the clip: slower than the model, or too short at its rate (accident_predict says)
     st.error(f"{label}: {exc}.")
     st.stop()
-if len(steps) < 2:
-    st.error(
-        f"{label}: {n_frames} frames at {fps:g} fps are {len(steps)} step at the model's {model_fps:g} fps; at "
-        "least 2 are needed (a longer clip)."
-    )
-    st.stop()
-st.caption(_resampling(label, n_frames, fps, steps, model_fps, model_fps_where))
-try:
-    prediction = _predict(token, digest, fps, model_fps, objects, clip)
 except Exception as exc:  # noqa: BLE001 - every model failure is a message, not a traceback
     st.error(f"The accident model failed on this clip: {type(exc).__name__}: {exc}")
     st.stop()
+steps = np.asarray(prediction["model_steps"])  # which source frame each model step read
+st.caption(_resampling(label, n_frames, fps, steps, model_fps, model_fps_where))
 if model.model.input_kind == "frames":
     st.caption(
         f"The model sees every frame{' it reads' if len(steps) != n_frames else ''} resized to {in_w}x{in_h} (its "

@@ -596,7 +596,7 @@ def _anomalies() -> None:
     else:
         # no fixed scale: colours span this image's own scores, and the slider picks a share of its pixels
         # (a fixed range, so the user's choice stays when the scene changes); said on the page
-        lo, hi = dm.score_range(segmenter, score_name, result["score"])
+        lo, hi = dm.score_range(result["score"])
         top = c2.slider(
             "Outline this image's top % of pixels",
             *RELATIVE_TOP,

@@ -412,7 +412,6 @@ class DecathlonSliceDataset(MedicalDataset):
                     "label_path": str(label_path),
                     "affine": affine,
                     "spatial_shape": np.asarray(label.shape[1:], dtype=np.int64),
-                    "inplane_size": np.asarray(self._inplane_size(*label.shape[1:3]), dtype=np.int64),
                 }
             )
             self.slices.extend((c, int(z)) for z in sorted([*fg_idx, *keep_empty]))

@@ -307,13 +307,16 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         horizon = self._horizon_head(frame, objects, hidden["valid"])
         n = objects.shape[1]
         obj = self.object_head(torch.cat([objects, frame[:, None].expand(-1, n, -1)], -1))[..., 0]
-        # training sees raw log-odds: the temperature is fitted afterwards on validation data
-        temperature = 1.0 if self.training else self.temperature
+        temperature = self._temperature()
         obj = obj / temperature
         return {
             "horizon_logits": horizon / temperature,
             "object_logits": obj.masked_fill(~hidden["valid"], EMPTY_SLOT_LOGIT),
         }
+
+    def _temperature(self) -> torch.Tensor | float:
+        """Training sees raw log-odds: the temperature is fitted afterwards on validation data."""
+        return 1.0 if self.training else self.temperature
 
     def _horizon_head(self, frame: torch.Tensor, objects: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Horizon log-odds (R, H) before the temperature from the (dropped-out) head inputs of R rows: frame
@@ -415,7 +418,7 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
 
         b, t = hidden[0]["frame"].shape[0], len(hidden)
         frame, objects, valid = rows("frame"), rows("objects"), rows("valid")
-        temperature = 1.0 if self.training else self.temperature
+        temperature = self._temperature()
         was_training = self.head_dropout.training
         self.head_dropout.train()
         try:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from shared.images import stretch_to_uint8
+
 MAX_UPLOAD_MB = 50  # keep in step with server.maxUploadSize in .streamlit/config.toml
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 # One 2D image (a 40-megapixel photo, e.g. 7200x5400); larger is refused before decoding, with a message to
@@ -268,7 +270,7 @@ def _to_uint8(array: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
         return array
     lo, hi = int(array.min()), int(array.max())
     notes.append(f"16-bit image rescaled to 8-bit (values {lo}..{hi} -> 0..255)")
-    return cv2.normalize(array, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)  # a flat image: all 0
+    return stretch_to_uint8(array)  # a flat image: all 0
 
 
 # -------------------------------------------------------------------------------------------- road photos

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Collection, Hashable, Sequence
 
@@ -19,6 +20,24 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 SPLIT_NAMES = ("train", "val", "test")
+#: the splits each Lightning stage cannot run without (``predict`` without one's own images reads test; ``fit``
+#: without validation data is allowed, warned)
+STAGE_SPLITS = {"fit": ("train",), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def check_stage_splits(sizes: dict[str, int], stage: str | None, owner: str, hint: str) -> None:
+    """Refuse an empty split that ``stage`` reads (``sizes``: items per split): Lightning would run zero batches
+    and exit 0, with no metrics, no predictions and no error. Other empty splits are warned. ``hint`` says what
+    to change (the split option, by its CLI name)."""
+    stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn
+    empty = [name for name, size in sizes.items() if size == 0]
+    if not empty:
+        return
+    table = ", ".join(f"{name} {size}" for name, size in sizes.items())
+    needed = [name for name in STAGE_SPLITS.get(stage, ()) if name in empty]
+    if needed:
+        raise ValueError(f"{owner}: `{stage}` needs the {needed[0]} split, which is empty ({table} items): {hint}")
+    warnings.warn(f"{owner}: split(s) {empty} are empty ({table} items): {hint}", UserWarning, stacklevel=3)
 
 
 def default_num_workers(max_workers: int = 4) -> int:

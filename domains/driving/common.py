@@ -17,13 +17,16 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from domains.driving.formats import (
     IMAGE_EXTENSIONS,
     LabelFormatError,
     LabelWarning,
+    distinct_names,
     image_size,
 )
+from shared.images import stretch_to_uint8
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
 ANOMALY_LABEL_VALUES = (0, 1, IGNORE_INDEX)
@@ -42,12 +45,29 @@ def _imread(path: str | Path, flags: int, missing: str, undecodable: str) -> np.
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image to RGB uint8 (H, W, 3); :class:`LabelFormatError` naming the file if it cannot."""
-    return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR, "image file", "image"), cv2.COLOR_BGR2RGB)
+    """Decode an image to RGB uint8 (H, W, 3); :class:`LabelFormatError` naming the file if it cannot. A 16-bit
+    (or float) image is read at full depth and stretched to 0..255 (:func:`shared.images.stretch_to_uint8`):
+    a plain read keeps only its high byte, which leaves 12-bit camera data nearly black."""
+    image = _imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, "image file", "image")
+    if image.dtype != np.uint8:
+        image = stretch_to_uint8(image, path, LabelWarning)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_label_map(path: str | Path) -> np.ndarray:
-    """Decode a single-channel label PNG (a 3-channel grey PNG is accepted: its channels must agree)."""
+def _is_palette_png(path: str | Path) -> bool:
+    """Whether the file is an indexed-colour PNG (IHDR colour type 3): its pixels are palette indices."""
+    with open(path, "rb") as file:
+        head = file.read(26)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[25] == 3
+
+
+def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
+    """Decode a single-channel label PNG (a 3-channel grey PNG is accepted: its channels must agree). An
+    indexed-colour PNG (Pascal VOC style, a palette colouring each class) gives its indices, not the colours
+    OpenCV would expand them to. ``colour``: a colour map is returned as (H, W, 3) RGB instead of refused."""
+    if Path(path).is_file() and _is_palette_png(path):
+        with Image.open(path) as indexed:
+            return np.array(indexed)
     label = _imread(path, cv2.IMREAD_UNCHANGED, "label mask", "label mask")
     if label.ndim == 3:
         if (
@@ -56,6 +76,8 @@ def read_label_map(path: str | Path) -> np.ndarray:
             and np.array_equal(label[..., 0], label[..., 2])
         ):
             label = label[..., 0]
+        elif colour and label.shape[2] == 3:
+            label = cv2.cvtColor(label, cv2.COLOR_BGR2RGB)
         else:
             raise LabelFormatError(path, None, f"label mask must be single-channel, got shape {label.shape}")
     return label
@@ -90,13 +112,8 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
         )
     if not found:
         raise LabelFormatError(root, None, f"none of its {len(paths)} images can be read")
-    stems = Counter(name(path) for path, _, _ in found)
-
-    def unique(path: Path) -> str:
-        own = name(path)
-        return own if stems[own] == 1 else "__".join((*path.relative_to(root).parent.parts, own))
-
-    named = [(path, h, w, unique(path)) for path, h, w in found]
+    names = distinct_names([path for path, _, _ in found], root, name)
+    named = [(path, h, w, unique) for (path, h, w), unique in zip(found, names)]
     names = Counter(n for *_, n in named)
     if repeated := [n for n, count in names.items() if count > 1]:  # a.png beside a.jpg
         same = [str(path) for path, *_, n in named if n == repeated[0]]
@@ -339,13 +356,3 @@ def split_by_sequence(
     groups = read_sequence_groups(split_root, [a.image_id for a in items], source_file)
     index = group_split(groups, fractions, seed=seed)
     return {name: [items[i] for i in idx] for name, idx in index.items()}
-
-
-def warn_empty_splits(splits: dict[str, Sequence], owner: str) -> None:
-    empty = [name for name, items in splits.items() if len(items) == 0]
-    if empty:
-        warnings.warn(
-            f"{owner}: split(s) {empty} are empty (too few sequences for the split fractions)",
-            UserWarning,
-            stacklevel=3,
-        )

@@ -298,12 +298,39 @@ def place_image(src: str | os.PathLike, dst: str | os.PathLike, mode: str = "cop
         raise ValueError(f"place_image: unknown mode {mode!r} (copy, hardlink, symlink)")
 
 
+def distinct_names(
+    paths: Sequence[Path], root: Path | None = None, name: Callable[[Path], str] = lambda path: path.stem
+) -> list[str]:
+    """``name(path)`` (the stem) of each image, or, where that repeats (``drive_a/000000.png``,
+    ``drive_b/000000.png``: dashcam drives), the path below ``root`` (default: the images' common folder) joined
+    by ``__`` (``drive_a__000000``). Names can still repeat (``a.png`` beside ``a.jpg``): callers refuse that."""
+    counts = Counter(name(path) for path in paths)
+    if root is None and any(count > 1 for count in counts.values()):
+        root = Path(os.path.commonpath([os.path.abspath(path.parent) for path in paths]))
+
+    def below(path: Path) -> tuple[str, ...]:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).parent.parts
+
+    return [name(path) if counts[name(path)] == 1 else "__".join((*below(path), name(path))) for path in paths]
+
+
+def name_repeated_stems(annotations: Sequence[ImageAnnotation], where: str) -> None:
+    """Give images whose stems repeat across folders ids of their own (:func:`distinct_names`), so their
+    predictions, ground truth and split groups stay apart; ids that still repeat are an error naming both."""
+    paths = [Path(a.image_path) for a in annotations]
+    own = {path: a.image_id for path, a in zip(paths, annotations)}  # the stem (less Cityscapes' suffixes)
+    for ann, name in zip(annotations, distinct_names(paths, name=own.__getitem__)):
+        if name != ann.image_id:
+            ann.name = name
+    _unique_names(annotations, where)
+
+
 def _unique_names(annotations: Iterable[ImageAnnotation], where: str) -> None:
     seen: dict[str, str] = {}
     for ann in annotations:
         if ann.image_id in seen:
-            raise ValueError(
-                f"{where}: two images share the id {ann.image_id!r}: {seen[ann.image_id]}, {ann.image_path}"
+            raise LabelFormatError(
+                where, None, f"two images share the id {ann.image_id!r}: {seen[ann.image_id]}, {ann.image_path}"
             )
         seen[ann.image_id] = ann.image_path
 
@@ -550,6 +577,7 @@ def _coco_images(
                     path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}"
                 )
         records[iid] = record(str(file), width, height)
+    name_repeated_stems(list(records.values()), str(path))
     return data, categories, records
 
 
@@ -806,6 +834,7 @@ def read_yolo(
         label = yolo_label_path(img)
         objects = _read_yolo_label(label, (height, width), names, log) if label.is_file() else []
         out.append(ImageAnnotation(str(img), width, height, objects))
+    name_repeated_stems(out, f"{path} (split {split!r})")
     if own:
         log.report(f"read_yolo({path}, split={split!r})")
     return out

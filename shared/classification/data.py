@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.data import SPLIT_NAMES, SplitLoaders, group_split
+from shared.images import stretch_to_uint8
 
 #: files read as images (ImageFolder, CSV rows, predict_path); others in predict_path are counted in a warning
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -351,41 +352,6 @@ def classification_transforms(
     return A.Compose(steps, seed=seed)
 
 
-#: whether this process has said that deep images are contrast-stretched (said once, naming the first file)
-_stretch_noted = False
-
-
-def stretch_to_uint8(image: np.ndarray, path: str | Path) -> np.ndarray:
-    """A 16-bit (or float) image mapped to uint8 by stretching its own finite min..max to 0..255.
-
-    Dividing by 65535 would keep the common 12-bit CT in a 16-bit container (0..4095) nearly black, and
-    dropping the low byte (a plain ``cv2.imread``) left it 16 grey levels. A float image already in [0, 1] is
-    scaled by 255 instead; NaN / inf pixels become 0; a flat image becomes 0. Said once per process (each
-    loader worker is one), naming the first such file, since the stretch differs per image."""
-    global _stretch_noted
-    if not _stretch_noted:
-        _stretch_noted = True
-        warnings.warn(
-            f"{path}: a {image.dtype} image; images deeper than 8 bits (16-bit PNG / TIFF) are read at full depth "
-            "and contrast-stretched per image (its own min..max to 0..255)",
-            ClassificationDataWarning,
-            stacklevel=3,
-        )
-    if image.dtype.kind in "ui":  # no NaN to mind: OpenCV's min-max normalisation
-        return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
-    finite = np.isfinite(image)
-    if not finite.any():
-        return np.zeros(image.shape, np.uint8)
-    values = image.astype(np.float32)
-    low, high = float(values[finite].min()), float(values[finite].max())
-    if image.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
-        low, high = 0.0, 1.0  # already a [0, 1] intensity: keep its scale
-    if high <= low:
-        return np.zeros(image.shape, np.uint8)
-    scaled = np.where(finite, (values - low) * (255.0 / (high - low)), 0.0)
-    return np.round(scaled).astype(np.uint8)
-
-
 def read_image(path: str | Path, in_channels: int) -> np.ndarray:
     """Decode to uint8 (H, W, C) with C = ``in_channels`` (1: grey, 3: RGB); errors name the file.
 
@@ -398,7 +364,7 @@ def read_image(path: str | Path, in_channels: int) -> np.ndarray:
             raise FileNotFoundError(f"{path}: image file not found")
         raise ClassificationDataError(f"{path}: cannot decode image")
     if image.dtype != np.uint8:
-        image = stretch_to_uint8(image, path)
+        image = stretch_to_uint8(image, path, ClassificationDataWarning)
     if in_channels == 1:
         return image[..., None]
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -199,6 +199,8 @@ def test_label_subsample_is_stratified_seeded_and_keeps_every_class(tmp_path):
     few = subsample_labels(train, 0.2, seed=3)
     assert [s.label for s in few].count(0) == 2 and [s.label for s in few].count(1) == 2
     assert few == subsample_labels(train, 0.2, seed=3)
+    nearer = subsample_labels(train, 0.29, seed=3)  # 0.29 x 10 = 2.9 per class: rounded to 3, not cut to 2
+    assert [s.label for s in nearer].count(0) == 3 and [s.label for s in nearer].count(1) == 3
     assert {s.label for s in subsample_labels(train, 0.01)} == {0, 1}  # at least one per class
 
 
@@ -374,10 +376,11 @@ def test_setup_balances_limited_splits_and_warns_when_max_items_drops_a_class(tm
 
 def test_a_12_bit_png_is_read_at_full_depth_and_stretched_to_0_255_once_said(tmp_path, monkeypatch):
     """cv2.imread without IMREAD_ANYDEPTH dropped the low byte: 0..4095 became 0..15, nearly black."""
+    from shared import images
     from shared.classification import data
     from shared.classification.task import write_cam_overlay
 
-    monkeypatch.setattr(data, "_stretch_noted", False)
+    monkeypatch.setattr(images, "_said", set())
     ct = tmp_path / "ct12.png"
     assert cv2.imwrite(str(ct), np.linspace(0, 4095, 64 * 64).round().astype(np.uint16).reshape(64, 64))
     said = r"ct12\.png: a uint16 image.*contrast-stretched per image"
@@ -396,16 +399,36 @@ def test_a_12_bit_png_is_read_at_full_depth_and_stretched_to_0_255_once_said(tmp
     assert np.array_equal(data.read_image(eight, 1)[..., 0], cv2.imread(str(eight), cv2.IMREAD_GRAYSCALE))
 
 
+def test_colour_images_are_read_as_rgb(tmp_path):
+    """cv2 decodes to BGR; the backbones' ImageNet weights and statistics are RGB."""
+    from shared.classification.data import read_image
+
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 2] = 255  # cv2 writes BGR: channel 2 is red
+    assert cv2.imwrite(str(tmp_path / "red.png"), red)
+    assert read_image(tmp_path / "red.png", 3)[0, 0].tolist() == [255, 0, 0]
+
+
+def test_grey_images_are_normalised_with_the_mean_imagenet_statistics():
+    """One channel: mean and std are the means of ImageNet's RGB ones (0.449, 0.226), as the folded first conv."""
+    from shared.classification.data import classification_transforms
+
+    out = classification_transforms(False, (8, 8), 1)(image=np.full((8, 8, 1), 128, np.uint8))["image"]
+    # (128 / 255 - mean(0.485, 0.456, 0.406)) / mean(0.229, 0.224, 0.225) = (0.501961 - 0.449) / 0.226
+    assert out.shape == (8, 8, 1)
+    assert out[0, 0, 0] == pytest.approx(0.234340, abs=1e-5)
+
+
 def test_float_images_stretch_over_their_finite_pixels_and_keep_a_0_1_scale():
-    from shared.classification.data import stretch_to_uint8
+    from shared.images import stretch_to_uint8
 
     hot = np.array([[100.0, 150.0], [200.0, np.nan]], np.float32)  # NaN must not stretch the range
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a NaN cast to uint8 (undefined, 0 on x86) warns
-        assert stretch_to_uint8(hot, "hot.tif").tolist() == [[0, 128], [255, 0]]  # 150 -> 127.5 -> 128
+        assert stretch_to_uint8(hot).tolist() == [[0, 128], [255, 0]]  # 150 -> 127.5 -> 128
     unit = np.array([[0.25, 0.5]], np.float32)  # already an intensity in [0, 1]: x 255, not re-stretched
-    assert stretch_to_uint8(unit, "unit.tif").tolist() == [[64, 128]]
-    assert stretch_to_uint8(np.full((2, 2), np.inf, np.float32), "inf.tif").max() == 0
+    assert stretch_to_uint8(unit).tolist() == [[64, 128]]
+    assert stretch_to_uint8(np.full((2, 2), np.inf, np.float32)).max() == 0
 
 
 def test_each_shipped_classification_config_keeps_its_checkpoints_in_its_own_folder():

@@ -22,7 +22,6 @@ from domains.driving.common import (
     read_rgb,
     read_sequence_groups,
     to_image_tensor,
-    warn_empty_splits,
 )
 from domains.driving.formats import (
     LabelFormatError,
@@ -30,10 +29,7 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import (
-    SplitLoaders,
-    group_split,
-)
+from shared.data import SplitLoaders, check_stage_splits, group_split
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
 
@@ -326,7 +322,11 @@ class SegmentationDataModule(SplitLoaders):
                 raise FileNotFoundError(f"{base / 'image_2'}: no images")
             groups = read_sequence_groups(base, ids)
             split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
-            warn_empty_splits(split, "SegmentationDataModule")
+            check_stage_splits(
+                {name: len(idx) for name, idx in split.items()}, stage, "SegmentationDataModule",
+                f"splits are whole sequences: set --data.split_fractions (now {list(self.split_fractions)}) or add "
+                "data",
+            )  # fmt: skip
             for name, idx in split.items():
                 transform = segmentation_transforms(name == "train", self.image_size, self.augment, self.seed)
                 self.datasets[name] = SemanticSegDataset(root, [ids[i] for i in idx], transform)

@@ -20,7 +20,6 @@ from domains.driving.common import (
     sort_objects,
     split_by_sequence,
     to_image_tensor,
-    warn_empty_splits,
 )
 from domains.driving.formats import (
     KITTI_TYPES,
@@ -33,6 +32,7 @@ from domains.driving.formats import (
 )
 from shared.data import (
     SplitLoaders,
+    check_stage_splits,
     detection_augmentations,
 )
 
@@ -291,12 +291,14 @@ class DetectorDataModule(SplitLoaders):
             self.datasets["predict"] = self.make_dataset("predict", self.predict_records())
         if stage == "predict" and self.predict_path is not None:
             return  # your own images only: data_path is not read
-        if self.splits:
-            return
-        self.splits = self._read_splits()
-        warn_empty_splits(self.splits, type(self).__name__)
-        for name, items in self.splits.items():
-            self.datasets[name] = self.make_dataset(name, items)
+        if not self.splits:
+            self.splits = self._read_splits()
+            for name, items in self.splits.items():
+                self.datasets[name] = self.make_dataset(name, items)
+        check_stage_splits(
+            {name: len(items) for name, items in self.splits.items()}, stage, type(self).__name__,
+            f"splits are whole sequences: set --data.split_fractions (now {list(self.split_fractions)}) or add data",
+        )  # fmt: skip
 
     def predict_records(self) -> list[ImageAnnotation]:
         """Label-free records of ``predict_path``'s images (:func:`~domains.driving.common.predict_images`)."""

@@ -267,6 +267,14 @@ def kitti_average_precision(
             )
             result[cls_name] = float("nan")
             continue
+        if n_gt < _N_SAMPLE_PTS:
+            warnings.warn(
+                f"KITTI AP: only {n_gt} valid {cls_name} ground-truth objects at {level_name}; the devkit samples "
+                f"recall in steps of 1/{_N_SAMPLE_PTS - 1} and fills at most one step per object, so AP|R40 is at "
+                f"most {(n_gt - 1) / (_N_SAMPLE_PTS - 1):.3f} here even for a perfect detector: evaluate on "
+                f"{_N_SAMPLE_PTS}+ objects, or read the COCO AP",
+                stacklevel=2,
+            )
         v: list[float] = []
         for img, (ig, idet, _) in zip(images, cleaned, strict=True):
             v += _statistics(img, ig, idet, thr, compute_fp=False)[3]

@@ -35,6 +35,7 @@ from domains.driving.detection.metrics import (
     kitti_average_precision,
 )
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
+from domains.driving.formats import KITTI_TYPES
 from shared.backbones import list_backbones
 from shared.labelled_task import LabelledTask, check_distinct_class_names
 from shared.task import FrozenBackboneCheck, gather_lists
@@ -265,6 +266,7 @@ class DetectionTask(DetectorTask):
         coco = self._metric(stage)
         kitti_dets, kitti_gts = self._kitti.setdefault(stage, ([], []))
         annotations = self._annotations()
+        class_map = getattr(getattr(self._trainer, "datamodule", None), "class_map", None) or {}
         for image, pred, target in zip(images, preds, targets):
             scale = _scale_to_original(image, target)
             gt_boxes = target["boxes"].to(pred["boxes"]) * scale
@@ -278,7 +280,7 @@ class DetectionTask(DetectorTask):
             if self.kitti_difficulties:
                 kitti_dets.append(self._kitti_detections(pred))
                 ann = annotations.get(target.get("image_id"))
-                kitti_gts.append(_kitti_ground_truth(ann, gt, ignore, self.class_names))
+                kitti_gts.append(_kitti_ground_truth(ann, gt, ignore, self.class_names, class_map))
 
     def _kitti_detections(self, pred: dict) -> list[dict]:
         return [
@@ -348,12 +350,24 @@ def _as_list(x: torch.Tensor) -> list:
     return x.reshape(-1).tolist()
 
 
-def _kitti_ground_truth(ann, gt: dict, ignore: torch.Tensor, class_names: Sequence[str]) -> list[dict]:
+def _kitti_ground_truth(
+    ann, gt: dict, ignore: torch.Tensor, class_names: Sequence[str], class_map: dict[str, str] | None = None
+) -> list[dict]:
     """Ground truth for KITTI AP: the raw labels if known (neighbour classes, truncation, occlusion, DontCare),
-    else the targets (no truncation / occlusion information: every object counts at every difficulty)."""
+    else the targets (no truncation / occlusion information: every object counts at every difficulty).
+
+    Raw types that are KITTI's keep their name, so the devkit's neighbour rule holds (a Van is neither a Car
+    nor a false positive, whatever ``class_map`` trains it as); other types (your ``Automobile``) are renamed by
+    ``class_map`` as in training, or no ground truth would match their class."""
     if ann is not None:
+        rename = {k: v for k, v in (class_map or {}).items() if k not in KITTI_TYPES}
         return [
-            {"type": o.type, "bbox": list(o.bbox), "truncated": o.truncated, "occluded": o.occluded}
+            {
+                "type": rename.get(o.type, o.type),
+                "bbox": list(o.bbox),
+                "truncated": o.truncated,
+                "occluded": o.occluded,
+            }
             for o in ann.objects
         ]
     objects = [

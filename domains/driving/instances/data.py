@@ -51,6 +51,7 @@ from domains.driving.formats import (
     ImageAnnotation,
     LabelFormatError,
     _coco_images,
+    _label_lines,
     _owned_log,
     _parse_int,
     _require,
@@ -158,6 +159,10 @@ def read_kitti_instances(
     images = images_by_stem(base / "image_2")
     if not images:
         raise FileNotFoundError(f"{base / 'image_2'}: no images")
+    for folder, pattern in ((labels_dir, "*.txt"), (maps_dir, "*.png")):
+        for path in sorted(folder.glob(pattern)):
+            if path.stem not in images:
+                raise LabelFormatError(path, None, f"has no image {path.stem}.* in {base / 'image_2'}")
     out = []
     for stem, image_path in images.items():
         label_path, map_path = labels_dir / f"{stem}.txt", maps_dir / f"{stem}.png"
@@ -167,9 +172,8 @@ def read_kitti_instances(
             continue
         size = image_size(image_path)
         lines = [
-            (n, raw.split()[0])
-            for n, raw in enumerate(label_path.read_text().splitlines(), start=1)
-            if raw.strip()
+            (n, fields[0])
+            for n, fields in _label_lines(label_path, (15, 16), "15 fields (16 with a score)", quote_line=True)
         ]
         instance = read_label_map(map_path)
         _check_map_size(map_path, instance, image_path, size)
@@ -195,6 +199,23 @@ def read_kitti_instances(
 
 # -------------------------------------------------------------------------------------- panoptic PNG layout
 
+KITTI_STEP_DIVISOR = 256 * 256  # a colour map's instance id G * 256 + B stays below it
+
+
+def read_panoptic_map(path: Path, divisor: int) -> tuple[np.ndarray, int]:
+    """The ``class_id * divisor + instance`` values (int64) of a panoptic PNG and the divisor they use.
+
+    A single-channel map is read as stored (Cityscapes' ``*_instanceIds.png``: divisor 1000). A colour map is
+    KITTI-STEP's encoding: R the class id, G * 256 + B the instance id, 0 for stuff and crowd regions; it is
+    re-encoded with :data:`KITTI_STEP_DIVISOR`, an instance 0 as the bare class id (a region without instances,
+    as in Cityscapes)."""
+    label = read_label_map(path, colour=True).astype(np.int64)
+    if label.ndim == 2:
+        return label, divisor
+    cls, instance = label[..., 0], label[..., 1] * 256 + label[..., 2]
+    return np.where(instance > 0, cls * KITTI_STEP_DIVISOR + instance, cls), KITTI_STEP_DIVISOR
+
+
 
 def read_png_instances(
     root: str | Path,
@@ -203,7 +224,8 @@ def read_png_instances(
     strict: bool = False,
     log: DropLog | None = None,
 ) -> list[InstanceAnnotation]:
-    """``root/images/*`` with ``root/instances/<stem>.png`` holding ``class_id * divisor + instance`` per pixel.
+    """``root/images/*`` with ``root/instances/<stem>.png`` holding ``class_id * divisor + instance`` per pixel
+    (or KITTI-STEP's colour encoding: :func:`read_panoptic_map`).
 
     ``class_ids`` names the class ids (default: Cityscapes' instance classes); other ids with instances are
     dropped and counted (``unknown_class``). A value below ``divisor`` that is a listed class id is a region of
@@ -229,13 +251,13 @@ def read_png_instances(
             log.add("image_without_label", image_path, None, f"no instance map {map_dir / stem}*.png")
             continue
         size = image_size(image_path)
-        label = read_label_map(maps[stem]).astype(np.int64)
+        label, per_class = read_panoptic_map(maps[stem], divisor)
         _check_map_size(maps[stem], label, image_path, size)
         objects = []
         for value in np.unique(label).tolist():
-            cls = value // divisor if value >= divisor else value
+            cls = value // per_class if value >= per_class else value
             if cls not in class_ids:
-                if value >= divisor:
+                if value >= per_class:
                     log.add(
                         "unknown_class",
                         maps[stem],
@@ -243,7 +265,7 @@ def read_png_instances(
                         f"class id {cls} (value {value}) not in {class_ids}",
                     )
                 continue
-            name = class_ids[cls] if value >= divisor else DONTCARE
+            name = class_ids[cls] if value >= per_class else DONTCARE
             (rle,) = encode_masks((label == value)[None])
             objects.append(InstanceObject(name, rle, f"{maps[stem]}:value {value}"))
         out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects))
@@ -437,7 +459,9 @@ class InstanceDataModule(DetectorDataModule):
             holding one) or ``png`` (``images/`` + ``instances/`` with ``class_id * png_divisor + instance``).
         data_path: the root / file; null: the synthetic KITTI-layout set (generated on first use).
         png_class_ids: class id -> name for ``png`` (null: Cityscapes' person, rider, car, ...).
-        png_divisor: the class multiplier of ``png`` maps (Cityscapes 1000, KITTI-STEP style 256).
+        png_divisor: the class multiplier of single-channel ``png`` maps (Cityscapes 1000). KITTI-STEP's colour
+            maps (R the class, G * 256 + B the instance) are recognised and need none; give their class ids
+            (Cityscapes train ids: 11 person, 12 rider, 13 car, ...) in ``png_class_ids``.
     """
 
     data_formats = ("kitti", "coco", "png")

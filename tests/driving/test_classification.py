@@ -12,6 +12,7 @@ import pytest
 
 from domains.driving.classification.__main__ import main
 from domains.driving.classification.data import square_crop, write_kitti_crops
+from domains.driving.common import read_rgb
 from domains.driving.synthetic import generate_kitti
 from tests.helpers import tiny_classification_args
 
@@ -60,6 +61,11 @@ def test_crops_keep_sequences_apart_and_record_truncation_and_occlusion(kitti, t
         fields = line[int(row["line"]) - 1].split()
         assert fields[0] == row["label"] and float(fields[1]) == pytest.approx(float(row["truncated"]))
         assert int(fields[2]) == int(row["occluded"])
+        # the crop is the object's RGB square (context 0.15, 64 px: the defaults) written as BGR, so read
+        # back and turned to RGB it equals the square cut from the source image again
+        box = tuple(float(v) for v in fields[4:8])
+        expected = square_crop(read_rgb(row["image"]), box, 0.15, 64)
+        assert np.array_equal(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), expected), row["path"]
     mtime = (out / ".complete").stat().st_mtime_ns
     assert (
         write_kitti_crops(kitti, out, min_height=16) == out

@@ -291,6 +291,18 @@ def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
     assert task._log_epoch_metrics("val")["val/map50"] == pytest.approx(1.0)
 
 
+def test_scale_to_original_scales_x_by_width_and_y_by_height():
+    """The xyxy multipliers: x by the width ratio, y by the height ratio (scale 2 both ways above hides a swap)."""
+    from domains.driving.detection.task import _scale_to_original
+
+    image = torch.zeros(3, 64, 128)
+    # a KITTI frame of 375x1242 (h x w) seen at 64x128: x by 1242 / 128 = 9.703125, y by 375 / 64 = 5.859375
+    scale = _scale_to_original(image, {"orig_size": (375, 1242)})
+    assert scale.tolist() == [9.703125, 5.859375, 9.703125, 5.859375]
+    assert _scale_to_original(image, None).tolist() == [1.0] * 4  # no orig_size: tensor coordinates
+    assert _scale_to_original(image, {"boxes": torch.zeros(0, 4)}).tolist() == [1.0] * 4
+
+
 def _kitti_through_the_task(monkeypatch, images: list[tuple[dict, dict]], **task_args) -> dict[str, float]:
     """The val metrics of a task whose model returns the given detections: ``images`` holds one (target,
     prediction) per image, boxes in the coordinates of a 64x128 tensor of a 128x256 original (scale 2)."""

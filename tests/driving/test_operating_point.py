@@ -33,6 +33,15 @@ def test_greedy_matching_counts_duplicates_and_wrong_classes_as_false_positives(
     assert tp.tolist() == [True, False, False, False, True] and n_gt == 3
 
 
+def test_an_overlap_of_exactly_the_iou_threshold_matches():
+    """The PASCAL / COCO rule the module follows is IoU >= threshold, not >."""
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([0])}
+    # the prediction holds the 10x10 box inside its 10x20 area: IoU = 100 / 200 = 0.5 exactly
+    pred = {"boxes": torch.tensor([[0.0, 0, 10, 20]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
+    _, tp, n_gt = match_detections(pred, target, iou=0.5)
+    assert tp.tolist() == [True] and n_gt == 1
+
+
 def test_best_threshold_by_hand():
     pred, target = _image()
     # F1 = 2 TP / (2 TP + FP + FN). t=0.65: TP 1, FP 2, FN 2 -> 2/6; t=0.75: TP 1, FP 1 -> 2/5;

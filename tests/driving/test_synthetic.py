@@ -128,6 +128,32 @@ def test_occlusion_grows_behind_another_object():
     assert near.occlusion == 0
 
 
+def test_occlusion_level_by_visible_fraction_at_the_thresholds():
+    """KITTI's occluded field: 0 fully visible (here >= 90 % of the in-image silhouette), 1 partly (>= 50 %),
+    2 largely occluded; the lower bound of each level is inclusive."""
+
+    def level(visible: int) -> int:
+        box = (10.0, 10.0, 20.0, 20.0)
+        return S.LabeledObject(
+            kind="Car",
+            instance_id=1,
+            is_anomaly=False,
+            full_box=box,
+            box=box,
+            truncation=0.0,
+            in_image_pixels=100,
+            visible_pixels=visible,
+            dims=(1.5, 1.7, 4.0),
+            location=(0.0, 1.65, 10.0),
+            rotation_y=0.0,
+            alpha=0.0,
+            ground_point=(15.0, 20.0),
+        ).occlusion
+
+    # visible / 100 in-image pixels: 1.0, 0.9, 0.89, 0.5, 0.49, 0.01
+    assert [level(v) for v in (100, 90, 89, 50, 49, 1)] == [0, 0, 1, 1, 2, 2]
+
+
 def test_3d_fields_are_consistent_with_the_2d_box(frames):
     n = 0
     for fr in frames:
@@ -222,6 +248,19 @@ def test_generate_kitti_layout_and_label_lines(tmp_path):
             assert vals[11] == pytest.approx(1.65) and vals[12] > 0  # y on the ground, z in front
             n_objects += 1
     assert n_objects >= 4
+
+
+def test_written_kitti_image_is_the_rendered_rgb_frame(frames, tmp_path):
+    """Frames are rendered RGB and cv2 writes BGR: read back and turned to RGB, the file is the frame."""
+    frame = frames[0]
+    assert not np.array_equal(frame.image[..., 0], frame.image[..., 2])  # a colour frame: a swap would show
+    dirs = {k: tmp_path / k for k in ("image_2", "semantic", "instance", "label_2")}
+    for folder in dirs.values():
+        folder.mkdir()
+    writers._write_kitti_frame(dirs, "000000", frame)
+    back = cv2.cvtColor(cv2.imread(str(dirs["image_2"] / "000000.png")), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(back, frame.image)
+    assert np.array_equal(cv2.imread(str(dirs["instance"] / "000000.png"), cv2.IMREAD_UNCHANGED), frame.instance)
 
 
 def test_kitti_output_reads_with_the_project_reader(tmp_path):

@@ -36,7 +36,11 @@ def test_patches_are_labelled_by_the_majority_of_readers_and_keep_the_patient_sp
         assert (
             lidc / row["split"] / "images" / patient / f"{name}.png"
         ).is_file()  # same split as the source
-        assert cv2.imread(str(out / row["path"]), cv2.IMREAD_UNCHANGED).ndim == 2  # grey kept grey
+        written = cv2.imread(str(out / row["path"]), cv2.IMREAD_UNCHANGED)
+        assert written.ndim == 2  # grey kept grey
+        # no crop_size: the patch is the whole 8-bit source PNG, read as x / 255 and written back x 255
+        source = cv2.imread(str(lidc / row["split"] / "images" / patient / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(written, source), row["path"]
     lenient = write_lesion_crops(lidc, tmp_path / "lenient", min_readers=1)
     with (lenient / "metadata.csv").open() as f:
         labels = [r["label"] for r in csv.DictReader(f)]

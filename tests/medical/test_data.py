@@ -181,6 +181,15 @@ def test_reader_statistics_hand_computed():
     assert out["mean_pairwise_iou"] == pytest.approx((0.5 + 3 * 1.0) / 4)
 
 
+def test_exact_counts_give_the_leftovers_to_the_largest_remainders():
+    """Image-kind counts hit n exactly and stay closest to n * shares."""
+    from domains.medical.synthetic import _exact_counts
+
+    # 10 x shares = 3.3, 1.6, 1.7, 3.4: floors 3, 1, 1, 3 leave 2; the largest remainders are 0.7 and 0.6
+    assert _exact_counts(10, (0.33, 0.16, 0.17, 0.34)) == [3, 2, 2, 3]
+    assert _exact_counts(4, (0.25, 0.25, 0.25, 0.25)) == [1, 1, 1, 1]  # nothing left over
+
+
 def test_lidc_reader_preset_matches_the_real_statistics(tmp_path):
     """80 images at 128 px (about a second): exact reader-count shares, pairwise IoU near LIDC's 0.72."""
     root = generate_lidc_png(tmp_path / "l", n_patients=16, images_per_patient=5, readers="lidc")

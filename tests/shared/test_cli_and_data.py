@@ -9,6 +9,7 @@ from shared.data import (
     default_num_workers,
     group_split,
     repeat_factors,
+    seed_worker_transforms,
     segmentation_augmentations,
 )
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask
@@ -105,6 +106,31 @@ def test_group_split_bad_fractions():
         group_split(["a", "b"], fractions=(0.5, 0.6, 0.1))
 
 
+def test_group_split_rounds_cumulative_cut_points():
+    """The cumulative fractions pick up float error: 0.7 + 0.2 + 0.1 == 0.9999999999999999, so the last cut
+    is 9.999999999999998 groups of 10; truncating it would drop the 10th group from every split."""
+    split = group_split([f"p{i}" for i in range(10)], (0.7, 0.2, 0.1), verbose=False)
+    assert [len(split[name]) for name in ("train", "val", "test")] == [7, 2, 1]  # round(7.0, 9.0, 9.99..)
+    assert sorted(i for v in split.values() for i in v) == list(range(10))
+
+
+def test_vertical_flip_flips_rows_of_image_and_mask():
+    """vertical_flip=True must flip rows (up-down), not columns, and move the mask the same way."""
+    import numpy as np
+
+    image = np.arange(1024, dtype=np.float32).reshape(32, 32)
+    mask = (image % 7 == 0).astype(np.uint8)
+    aug = segmentation_augmentations(flip=False, vertical_flip=True, rotate_limit=0, scale_limit=0, seed=0)
+    flipped = []
+    for _ in range(10):
+        out = aug(image=image, mask=mask)
+        is_flipped = np.array_equal(out["image"], image[::-1])
+        assert is_flipped or np.array_equal(out["image"], image)
+        assert np.array_equal(out["mask"], mask[::-1] if is_flipped else mask)
+        flipped.append(is_flipped)
+    assert any(flipped) and not all(flipped)  # p=0.5: both cases occur in 10 draws with seed 0
+
+
 def test_segmentation_augmentation_moves_masks_with_image():
     import numpy as np
 
@@ -118,6 +144,22 @@ def test_segmentation_augmentation_moves_masks_with_image():
         bright, m = out["image"] > 0.5, out["masks"][0].astype(bool)
         # the image is resampled bilinearly and the masks by nearest neighbour: edges may differ by a pixel
         assert (bright & m).sum() / max(1, (bright | m).sum()) > 0.7
+
+
+def test_seed_worker_transforms_reseeds_the_worker_copy_of_the_pipeline(monkeypatch):
+    """Each DataLoader worker must reseed its dataset's transform with torch's per-worker seed (mod 2**32,
+    albumentations' seed range); in the main process (no worker info) nothing is touched."""
+    from types import SimpleNamespace
+
+    seeds = []
+    transform = SimpleNamespace(set_random_seed=seeds.append)
+    info = SimpleNamespace(seed=2**32 + 7, dataset=SimpleNamespace(transform=transform))
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: info)
+    seed_worker_transforms(0)
+    assert seeds == [7]  # (2**32 + 7) % 2**32
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: None)
+    seed_worker_transforms(0)
+    assert seeds == [7]
 
 
 def test_num_workers_leave_one_core_to_training_and_respect_the_cap(monkeypatch):

@@ -213,6 +213,20 @@ def test_only_rank_zero_sends(webhook):
     assert notify.notify(rank1, "finished") is None and webhook.received == []
 
 
+def test_one_message_per_run(webhook):
+    """A run that finished and then fails in a later hook (or is reported twice) sends its first status only;
+    the next run (setup again) sends anew."""
+    notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r")
+    trainer = types.SimpleNamespace(checkpoint_callback=None, logger=None, is_global_zero=True)
+    notify.setup(None, None, "fit")
+    assert notify.notify(trainer, "finished")["status"] == "finished"
+    assert notify.notify(trainer, "failed", error="RuntimeError: late") is None
+    assert [report["status"] for _, report in webhook.received] == ["finished"]
+    notify.setup(None, None, "fit")
+    notify.notify(trainer, "finished")
+    assert len(webhook.received) == 2
+
+
 def _validate(notify: NotifyWhenDone, trainer, value: float, sanity: bool = False) -> None:
     """``notify``'s hook after a validation (or a sanity check) that logged ``val/loss`` = ``value``."""
     trainer.sanity_checking, trainer.callback_metrics = sanity, {"val/loss": torch.tensor(value)}

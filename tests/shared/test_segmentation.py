@@ -15,6 +15,9 @@ def test_class_pixel_frequencies_skip_void_and_out_of_range_labels():
     freq = class_pixel_frequencies(masks, num_classes=3)
     # class 0: 2 pixels, class 1: 4, class 2: 0 -> 6 labelled pixels
     assert freq.tolist() == pytest.approx([2 / 6, 4 / 6, 0.0])
+    # label 3 == num_classes is the first value out of range: left out like 255 (0 and 1: one pixel each)
+    freq = class_pixel_frequencies([torch.tensor([[0, 1], [3, 255]])], num_classes=3)
+    assert freq.tolist() == pytest.approx([0.5, 0.5, 0.0])
     with pytest.raises(ValueError, match="no labelled pixels"):
         class_pixel_frequencies([torch.full((2, 2), 255)], num_classes=3)
 

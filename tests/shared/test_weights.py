@@ -100,8 +100,25 @@ def test_mismatches_are_reported_by_name(tmp_path):
         m.startswith("stages.0.0.weight (file (16, 1, 3, 3), model (8, 1, 3, 3))")
         for m in report.shape_mismatch
     )
+    # width 16 into width 8: all 36 tensors differ in shape but the 6 scalar num_batches_tracked, and a key
+    # reported as a shape mismatch is not listed again as missing
+    assert len(report.shape_mismatch) == 30 and report.missing == []
     with pytest.raises(WeightLoadingError, match="shape mismatch: .*stages.0.0.weight"):
         load_backbone_weights(net, path, strict=True)
+
+
+def test_rgb_conv_with_another_kernel_size_is_a_mismatch_not_adapted(tmp_path):
+    """Only an RGB conv of the model's kernel size is adapted to its input channels: a 5x5 RGB first conv
+    in a file for a 3x3 one-channel model is a shape mismatch, reported by name and not loaded."""
+    state = create_backbone("tiny_cnn", in_channels=1).state_dict()
+    state["stages.0.0.weight"] = torch.randn(8, 3, 5, 5)
+    torch.save(state, tmp_path / "w.pt")
+    net = create_backbone("tiny_cnn", in_channels=1)
+    before = net.stages[0][0].weight.detach().clone()
+    report = load_backbone_weights(net, tmp_path / "w.pt")
+    assert report.shape_mismatch == ["stages.0.0.weight (file (8, 3, 5, 5), model (8, 1, 3, 3))"]
+    assert report.adapted == [] and report.missing == [] and report.unexpected == []
+    assert torch.equal(net.stages[0][0].weight, before)
 
 
 def test_bad_files_give_clear_errors(tmp_path):

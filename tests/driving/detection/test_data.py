@@ -124,7 +124,36 @@ def test_zoom_in_crops_always_fire_with_crop_prob_one_and_keep_the_box_area_rati
         if 0 < x0 and x1 < 200 and 0 < y0 and y1 < 100:  # not cut by the crop's border
             whole += 1
             assert (x1 - x0) * (y1 - y0) == pytest.approx(4 * 400, rel=0.03)
+            # the crop's w/h ratio r lies in 2 * (0.8, 1.25) = [1.6, 2.5] (the output's own 200/100 aspect);
+            # resizing it to 200x100 makes the square box (2 / r) : 1, so its aspect is in [0.8, 1.25]
+            assert 0.78 <= (x1 - x0) / (y1 - y0) <= 1.28
     assert whole >= 5
+
+
+def test_boxes_mostly_cut_away_by_a_crop_are_dropped():
+    """min_visibility 0.3: a box that keeps less than 30 % of its area after a crop is dropped, both by
+    detection_augmentations itself and by the pipeline detection_transforms builds from its steps."""
+    # a 50x40 box (2000 px^2) at the right edge of a 100x200 frame; every crop keeps a quarter of the frame
+    # and is resized to the full frame, so a kept box's area is 4x its visible part: area / (4 * 2000) is the
+    # share of the box left visible, which must be >= 0.3 (0.29: a pixel of resize rounding)
+    image = np.zeros((100, 200, 3), np.uint8)
+    box = np.array([[150.0, 30.0, 200.0, 70.0]], np.float32)
+    pipelines = {
+        "detection_transforms": detection_transforms(
+            True, image_size=(100, 200), crop_scale=(0.25, 0.25), crop_prob=1.0, seed=0
+        ),
+        "detection_augmentations": detection_augmentations(
+            crop_prob=1.0, crop_scale=(0.25, 0.25), height=100, width=200, flip=False, photometric=False, seed=0
+        ),
+    }
+    for name, pipeline in pipelines.items():
+        kept = 0
+        for _ in range(40):
+            out = pipeline(image=image, bboxes=box, labels=[0])
+            for x0, y0, x1, y1 in np.asarray(out["bboxes"]).reshape(-1, 4):
+                kept += 1
+                assert (x1 - x0) * (y1 - y0) / (4 * 2000) >= 0.29, name
+        assert kept >= 5, name  # some crops do hold enough of the box (12 of 40 with seed 0)
 
 
 def test_detection_datamodule_checks_crop_arguments(tmp_path):

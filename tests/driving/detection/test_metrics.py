@@ -247,6 +247,14 @@ def test_recall_by_height_hand_made_boxes():
         recall_by_height(dets[:1], [{"boxes": [[0, 0, 1, 1]], "labels": [5]}], num_classes=2)
 
 
+def test_recall_by_height_puts_a_box_on_an_edge_in_the_bin_it_opens():
+    """Bins are [low, high): a 25 px box belongs to (25, 40) and a 15 px one to (15, 25), not the bins below."""
+    gts = [{"boxes": [[0, 0, 10, 25], [20, 0, 30, 15]], "labels": [0, 0]}]
+    dets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}]
+    car = {(b["low"], b["high"]): (b["n"], b["found"]) for b in recall_by_height(dets, gts, num_classes=1)[0]}
+    assert car[(25.0, 40.0)] == (1, 0) and car[(15.0, 25.0)] == (1, 0) and car[(0.0, 15.0)] == (0, 0)
+
+
 def test_ap50_per_class_from_the_extended_summary_equals_a_metric_at_iou_half_only():
     """One COCO metric gives per-class AP50 (precision table, first IoU) exactly as a second metric evaluated at
     IoU 0.5 alone would; a class predicted but never in the ground truth is left out."""

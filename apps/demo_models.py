@@ -607,19 +607,21 @@ def anomaly_scores(task) -> list[str]:
 
 @torch.no_grad()
 def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
-    """Anomaly map (H, W) of ``score`` at the photo's own size, the frame score and the predicted road mask.
+    """Anomaly map (H, W) of ``score`` at the photo's own size and the frame score.
 
-    The photo is resized to the training images' width (from the checkpoint; :data:`ANOMALY_WIDTH` if it
-    does not say), keeping its aspect ratio (the model pads to its stride itself), and the map is resized
-    back as ``predict`` does, so overlays line up with the upload.
+    The photo's long side is resized to the training images' width (from the checkpoint; :data:`ANOMALY_WIDTH`
+    if it does not say), keeping its aspect ratio (the model pads to its stride itself): a road photo is as wide
+    as the training frames, and a tall one (a phone held upright) costs no more than a wide one, where fitting
+    its width made a 600x3000 photo a 640x3200 input (25 s, 2.4 GB). The map is resized back as ``predict``
+    does, so overlays line up with the upload.
     """
     from domains.driving.anomaly.predict import image_anomaly_score, road_region, score_to_original
 
     h, w = image.shape[:2]
     trained = getattr(task, "demo_input_size", None)
     width = int(trained[1]) if trained else ANOMALY_WIDTH
-    scale = width / w
-    size = (width, max(32, round(h * scale)))
+    scale = width / max(w, h)
+    size = (max(32, round(w * scale)), max(32, round(h * scale)))
     small = (
         image
         if (w, h) == size
@@ -638,13 +640,7 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
     )
     if (w, h) != size:  # back to the photo as `predict` writes it
         score_map = score_to_original(score_map, (h, w))
-        pred = cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST)
-    return {
-        "score": score_map.astype(np.float32),
-        "frame_score": float(frame_score),
-        "pred": pred,
-        "analysis_size": size,
-    }
+    return {"score": score_map.astype(np.float32), "frame_score": float(frame_score), "analysis_size": size}
 
 
 def score_range(score_map: np.ndarray) -> tuple[float, float]:
@@ -882,6 +878,21 @@ def accident_model_steps(n_frames: int, fps: float, model_fps: float) -> np.ndar
     return np.minimum(np.floor(np.arange(steps) * ratio + 0.5).astype(np.int64), n_frames - 1)
 
 
+def accident_clip_steps(n_frames: int, fps: float, model_fps: float | None) -> np.ndarray:
+    """The model steps of a clip (:func:`accident_model_steps`; every frame when ``model_fps`` is None), or
+    ValueError saying why the clip cannot be read: a bad or too slow frame rate, fewer than 2 steps. Known from
+    the clip's length and rate alone, so the page refuses a clip before running the detector on it."""
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive frame rate, got {fps}")
+    steps = np.arange(n_frames) if model_fps is None else accident_model_steps(n_frames, fps, model_fps)
+    if len(steps) < 2:
+        raise ValueError(
+            f"the clip is {n_frames} frames at {fps:g} fps ({(n_frames - 1) / fps:.2f} s between its first and last "
+            f"frame): at the model's {model_fps:g} fps that is {len(steps)} step; at least 2 are needed"
+        )
+    return steps
+
+
 @torch.no_grad()
 def accident_predict(
     task,
@@ -909,15 +920,8 @@ def accident_predict(
     clip's own pixels and frame numbers)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
         raise ValueError(f"expected at least 2 RGB frames (T, H, W, 3), got shape {frames.shape}")
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive frame rate, got {fps}")
     n_frames = len(frames)
-    steps = np.arange(n_frames) if model_fps is None else accident_model_steps(n_frames, fps, model_fps)
-    if len(steps) < 2:
-        raise ValueError(
-            f"the clip is {n_frames} frames at {fps:g} fps ({(n_frames - 1) / fps:.2f} s between its first and last "
-            f"frame): at the model's {model_fps:g} fps that is {len(steps)} step; at least 2 are needed"
-        )
+    steps = accident_clip_steps(n_frames, fps, model_fps)
     resampled = len(steps) != n_frames
     step_fps = float(model_fps) if resampled else float(fps)
     step_toa = -1 if toa < 0 else int(np.searchsorted(steps, toa))  # the first step at or after the contact

@@ -38,11 +38,18 @@ def _decode(digest: str, name: str, _data: bytes) -> up.FrameClip:
     return up.decode_clip(_data, name)
 
 
-@st.cache_data(
-    max_entries=4, show_spinner="Detecting objects in every frame and linking them into tracks ..."
-)
+@st.cache_data(max_entries=4, show_spinner=False)
 def _detect(token: str, digest: str, threshold: float, _frames: np.ndarray) -> dict:
-    return dm.detect_clip_objects(pc.load_model(DETECTION), _frames, threshold)
+    """The detector's tracks, with a progress bar (about a second a frame on 2 CPU cores). The bar is made and
+    emptied in here: a cached answer replays it away (a bar made outside cannot be updated from in here)."""
+    total = len(_frames)
+    bar = st.progress(0.0, text=f"Detecting objects in {total} frames ...")
+    objects = dm.detect_clip_objects(
+        pc.load_model(DETECTION), _frames, threshold,
+        progress=lambda done, _: bar.progress(done / total, text=f"Detecting objects: frame {done} of {total}"),
+    )  # fmt: skip
+    bar.empty()
+    return objects
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -387,6 +394,11 @@ else:
     else:
         fps = float(decoded.fps)
         fps_from = "from the video's header"
+    try:  # before the detector's minutes on every frame: a too slow or too short clip is known already
+        dm.accident_clip_steps(len(frames), fps, model_fps)
+    except ValueError as exc:
+        st.error(f"{name}: {exc}.")
+        st.stop()
     clip_id = up.download_stem(name, default="upload")  # names output files: never a path or '..'
     label, stem = name, clip_id
     clip = {"frames": frames, "clip_id": clip_id, "toa": -1, "involved": None}
@@ -449,6 +461,17 @@ elif model.model.input_kind == "boxes":
         f"The model reads the objects' boxes and their motion, not the pixels; boxes are scaled to its "
         f"{in_w}x{in_h} training frame."
     )
+    blind = int((~np.asarray(prediction["box_valid"]).any(1)).sum())
+    if blind == n_frames:
+        st.warning(
+            "No object in view in any frame: this model reads only the objects' boxes, so it has nothing to "
+            "estimate a risk from (shown as 0 throughout)."
+        )
+    elif blind:
+        st.caption(
+            f"{blind} of {n_frames} frames have no object in view: their risk is 0 (the model reads only boxes; "
+            "with none it would give a prior learnt from clips that always had objects)."
+        )
 
 if source == UPLOAD and objects != "none":
     # the card's figures come from ground-truth tracks; an upload's objects from the detector and a tracker

@@ -68,7 +68,8 @@ def _segment(token: str, digest: str, _image: np.ndarray) -> dict:
     return dm.segment_instances(pc.load_model(INSTANCES), _image)
 
 
-@st.cache_data(max_entries=16, show_spinner="Scoring anomalies ...")
+# cache_resource: a full-size float map per entry, not copied out on every rerun (callers never modify it)
+@st.cache_resource(max_entries=8, show_spinner="Scoring anomalies ...")
 def _analyse(token: str, digest: str, score: str, _image: np.ndarray) -> dict:
     return dm.anomaly_analysis(pc.load_model(ANOMALY), _image, score)
 
@@ -607,7 +608,7 @@ def _anomalies() -> None:
     alpha = c3.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="driving_ano_alpha")
     st.caption(
         f"The segmenter sees the photo resized to {'x'.join(map(str, result['analysis_size']))} "
-        "(the training frames' width); the map is resized back to the photo."
+        "(its long side to the training frames' width); the map is resized back to the photo."
     )
     from domains.driving.anomaly.predict import overlay_heatmap
 
@@ -641,7 +642,6 @@ def _anomalies() -> None:
         if shown_scale < 1:
             vis = cv2.resize(vis, (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_NEAREST)
         st.image(vis, caption="Ground truth: orange anomaly, grey void (ignored)", width="stretch")
-    mask_full = ((result["score"] >= threshold) * 255).astype(np.uint8)
     d1, d2, d3 = st.columns(3)
     d1.download_button(
         "Heat-map overlay (PNG)",
@@ -652,7 +652,7 @@ def _anomalies() -> None:
     )
     d2.download_button(
         "Anomaly mask (PNG)",
-        data=lambda: up.png_bytes(mask_full),
+        data=lambda: up.png_bytes(((result["score"] >= threshold) * 255).astype(np.uint8)),
         file_name=f"{up.download_stem(name)}_{score_name}_mask.png",
         mime="image/png",
         key="driving_dl_mask",

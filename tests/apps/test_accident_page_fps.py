@@ -132,3 +132,13 @@ def test_page_refuses_a_clip_slower_than_the_model(demo_env):
     assert message.startswith("slow.zip: the clip's 5 fps is slower than the 10 fps the model learnt at")
     assert "Give a clip of 10 fps or more" in message
     assert not _charts(at)
+
+
+def test_a_slow_video_is_refused_before_the_detector_reads_its_frames(demo_env, monkeypatch):
+    """The header's frame rate is known at once: the refusal came after the detector's second a frame."""
+    calls = []
+    monkeypatch.setattr(dm, "detect_clip_objects", lambda *args, **kwargs: calls.append(args) or {})
+    at = _upload(_page(), "slow.mp4", S.mp4(S.moving_box_frames(8), fps=5.0))
+    assert not at.exception and len(at.error) == 1
+    assert at.error[0].value.startswith("slow.mp4: the clip's 5 fps is slower than the 10 fps")
+    assert calls == [] and not _charts(at)

@@ -276,3 +276,13 @@ def test_gzipped_nifti_named_nii_is_shown_on_the_medical_page(demo_env):
     _ok(at)
     assert at.subheader[0].value == "misnamed.nii slice 4"
     assert "3D volume: 8 axial slices" in _texts(at.info)
+
+
+def test_anomaly_input_fits_a_tall_photo_by_its_long_side(demo_env):
+    """Fitting the width made a 600x3000 phone photo a 640x3200 network input (25 s, 2.4 GB on the page)."""
+    task = dm.load_task("driving_anomaly", demo_env["checkpoints"] / "driving_anomaly.ckpt")
+    width = int(task.demo_input_size[1]) if getattr(task, "demo_input_size", None) else dm.ANOMALY_WIDTH
+    wide = dm.anomaly_analysis(task, np.zeros((200, 2 * width, 3), np.uint8), "msp")
+    tall = dm.anomaly_analysis(task, np.zeros((5 * width, width, 3), np.uint8), "msp")
+    assert wide["analysis_size"] == (width, 100) and wide["score"].shape == (200, 2 * width)  # as before
+    assert tall["analysis_size"] == (width // 5, width) and tall["score"].shape == (5 * width, width)

@@ -227,3 +227,24 @@ def test_benchmark_set_overrides_reach_the_config():
             apply_overrides({}, {}, [bad])
     with pytest.raises(TypeError, match="'batch_size' is not a mapping"):
         apply_overrides({}, {"batch_size": 8}, ["data.batch_size.x=1"])
+
+
+def test_a_boxes_only_model_gives_no_risk_where_no_object_is_in_view():
+    """With no box a boxes-only network reads nothing: its output was a prior (0.62 for the shipped model on an
+    empty road), a false alarm at a 0.6 threshold. Such frames now get probability 0 and no spread."""
+    import numpy as np
+
+    from apps.demo_models import accident_predict
+
+    torch.manual_seed(0)
+    task = AccidentTask(
+        network=AccidentAnticipator(input_kind="boxes", input_size=(24, 48), hidden=8), uncertainty_samples=3
+    ).eval()
+    frames = np.zeros((8, 24, 48, 3), np.uint8)
+    boxes = np.zeros((8, 4, 4), np.float32)
+    valid = np.zeros((8, 4), bool)
+    boxes[3:, 0] = (10, 8, 20, 16)  # one object from frame 3 on
+    valid[3:, 0] = True
+    out = accident_predict(task, frames, boxes, valid, np.array([1, -1, -1, -1]), fps=10.0)
+    assert np.all(out["probabilities"][:3] == 0) and np.all(out["uncertainty"][:3] == 0)
+    assert np.all(out["risk"][3:] > 0) and np.all(out["probabilities"][3:] > 0)

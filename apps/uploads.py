@@ -15,6 +15,7 @@ the file usable (RGBA -> RGB, grey -> RGB, 16-bit -> 8-bit, colour -> grey for C
 from __future__ import annotations
 
 import io
+import math
 import re
 import zipfile
 import zlib
@@ -92,6 +93,9 @@ class MedicalVolume:
     lo: float
     hi: float
     notes: list[str] = field(default_factory=list)
+    #: mm per pixel along a shown slice's rows and columns, from the file's header (None: a PNG / JPEG, or a
+    #: header without one)
+    spacing: tuple[float, float] | None = None
 
     @property
     def num_channels(self) -> int:
@@ -641,7 +645,20 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     notes += _non_finite_note(values)
     if frames > 1:
         notes.append(f"multi-frame DICOM: {values.shape[0]} frames (use the slice slider)")
-    return MedicalVolume(name, "DICOM", values[None], lo, hi, notes)
+    spacing = _spacing(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing"), notes)
+    return MedicalVolume(name, "DICOM", values[None], lo, hi, notes, spacing)
+
+
+def _spacing(values, notes: list[str]) -> tuple[float, float] | None:
+    """(row, column) mm per pixel from a header's two values (None when absent or not positive), noted."""
+    try:
+        rows, cols = (float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(rows) and math.isfinite(cols) and rows > 0 and cols > 0):
+        return None
+    notes.append(f"pixels {cols:g} x {rows:g} mm (from the header)")
+    return rows, cols
 
 
 def _gunzip(data: bytes, name: str, limit: int = MAX_VOLUME_BYTES) -> bytes:
@@ -675,6 +692,7 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         if len(shape) >= 3:
             img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
         volume = np.asanyarray(img.dataobj)
+        zooms = img.header.get_zooms()
     except Exception as exc:  # noqa: BLE001 - short data, bad header fields, ...
         raise UploadError(
             f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})"
@@ -703,24 +721,54 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         notes.append(f"4D volume: {c} channels / time points (use the channel slider)")
     if z > 1:
         notes.append(f"3D volume: {z} axial slices (use the slice slider)")
-    return MedicalVolume(name, "NIfTI", display, lo, hi, notes)
+    spacing = _spacing((zooms[1], zooms[0]), notes) if len(zooms) >= 2 else None  # display rows are y
+    return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing)
 
 
 # ------------------------------------------------------------------------------------- model input, output
 
 
-def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np.ndarray, str]:
+#: the pixel size the medical models learnt at: LIDC-IDRI slices resampled to 0.5 mm in-plane (the preparation
+#: of the Probabilistic U-Net's LIDC crops, which the synthetic LIDC-like set imitates)
+MODEL_PIXEL_MM = 0.5
+FIT_MODES = ("mm", "resize", "crop")
+
+
+def fit_to_model(
+    image: np.ndarray,
+    size: int,
+    mode: str = "resize",
+    spacing: tuple[float, float] | None = None,
+    centre: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, str]:
     """A 2D slice -> (size, size) float32 for the medical models, and a sentence saying what was done.
 
-    ``resize`` scales the whole slice so its long side fits, then pads it to a square with its edge values, so
-    that a non-square slice keeps its aspect ratio (never squashed; area interpolation when shrinking); ``crop`` takes the centre
-    ``size`` x ``size`` window (padding with the edge values when the slice is smaller), keeping the pixel
-    scale the models were trained at (LIDC crops are 128 x 128 at 0.5 mm).
+    ``mm`` (needs ``spacing``, the slice's (row, column) mm per pixel) takes the window of ``size`` pixels of
+    :data:`MODEL_PIXEL_MM` around ``centre`` and resamples it to the models' pixel size: a lesion keeps the size
+    in pixels the models learnt (an 11 mm nodule in a 512-pixel CT slice shrank to 4 pixels under ``resize``
+    and was not found), and anisotropic pixels come out square. ``resize`` scales the whole slice so its long
+    side fits, then pads it to a square with its edge values (aspect ratio kept; area interpolation when
+    shrinking). ``crop`` takes the ``size`` x ``size`` window around ``centre`` (default: the middle), keeping
+    the file's pixels. Windows reaching past the slice are padded with its edge values.
     """
     if image.ndim != 2:
         raise UploadError(f"expected a 2D slice, got shape {image.shape}")
     h, w = image.shape
-    if (h, w) == (size, size):
+    if mode not in FIT_MODES:
+        raise ValueError(f"mode must be one of {FIT_MODES}, got {mode!r}")
+    if mode == "mm":
+        if spacing is None:
+            raise ValueError("mode 'mm' needs the slice's pixel spacing")
+        rows_mm, cols_mm = spacing
+        window = (max(1, round(size * MODEL_PIXEL_MM / rows_mm)), max(1, round(size * MODEL_PIXEL_MM / cols_mm)))
+        part, padded = _window(image, window, centre)
+        interp = cv2.INTER_AREA if max(window) > size else cv2.INTER_LINEAR
+        out = cv2.resize(np.asarray(part, np.float32), (size, size), interpolation=interp)
+        return out, (
+            f"a {size * MODEL_PIXEL_MM:g} mm window ({window[1]}x{window[0]} of its {cols_mm:g} x {rows_mm:g} mm "
+            f"pixels{padded}) resampled to the models' {MODEL_PIXEL_MM:g} mm pixels"
+        )
+    if (h, w) == (size, size) and centre is None:
         return image.astype(np.float32), f"used as is ({size}x{size})"
     if mode == "resize":
         # scaled first, then edge-padded to the square: padding a 40000x1000 slice to 40000x40000 first would
@@ -735,18 +783,27 @@ def fit_to_model(image: np.ndarray, size: int, mode: str = "resize") -> tuple[np
         )
         padded = ", edge-padded to a square (aspect ratio kept)" if pad_x or pad_y else ""
         return out, f"resized from {w}x{h} to {size}x{size}{padded}"
-    if mode == "crop":
-        pad_y, pad_x = max(0, size - h), max(0, size - w)
-        padded = np.pad(
-            image, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)), mode="edge"
-        )
-        ph, pw = padded.shape
-        top, left = (ph - size) // 2, (pw - size) // 2
-        out = padded[top : top + size, left : left + size].astype(np.float32)
-        return out, f"centre {size}x{size} window of the {w}x{h} slice" + (
-            " (edge-padded)" if pad_x or pad_y else ""
-        )
-    raise ValueError(f"mode must be 'resize' or 'crop', got {mode!r}")
+    out, padded = _window(image, (size, size), centre)
+    where = "at the centre" if centre is None else f"centred at row {centre[0]:g}, column {centre[1]:g}"
+    return out.astype(np.float32), f"a {size}x{size} window {where} of the {w}x{h} slice{padded}"
+
+
+def _window(
+    image: np.ndarray, window: tuple[int, int], centre: tuple[float, float] | None
+) -> tuple[np.ndarray, str]:
+    """The (rows, cols) ``window`` of ``image`` around ``centre`` (row, col; default the middle), edge-padded
+    where it reaches past the image, and a note saying so."""
+    h, w = image.shape
+    (win_h, win_w), (cy, cx) = window, centre if centre is not None else ((h - 1) / 2, (w - 1) / 2)
+    cy, cx = min(max(cy, 0), h - 1), min(max(cx, 0), w - 1)  # the window always holds part of the slice
+    top, left = round(cy - (win_h - 1) / 2), round(cx - (win_w - 1) / 2)
+    before = (max(0, -top), max(0, -left))
+    after = (max(0, top + win_h - h), max(0, left + win_w - w))
+    inside = image[max(0, top) : min(h, top + win_h), max(0, left) : min(w, left + win_w)]
+    if not any(before + after):
+        return inside, ""
+    padded = np.pad(inside, ((before[0], after[0]), (before[1], after[1])), mode="edge")
+    return padded, " (edge-padded)"
 
 
 _UPLOAD_SUFFIXES = sorted(

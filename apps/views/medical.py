@@ -209,19 +209,30 @@ else:
     name = f"{uploaded.name} slice {index}" if volume.is_volume else uploaded.name
     stem = up.download_stem(uploaded.name) + (f"_slice_{index}" if volume.is_volume else "")
     stem += f"_channel_{channel}" if volume.num_channels > 1 else ""
-    mode = "resize"
-    if raw.shape != (size, size):
+    mode, centre = "resize", None
+    # with the file's pixel size known, the default is the models' own (0.5 mm): resizing a 512-pixel CT slice
+    # to 128 shrinks a nodule four times below the size the models learnt, and they find nothing
+    modes = ["mm", "resize", "crop"] if volume.spacing is not None else ["resize", "crop"]
+    if raw.shape != (size, size) or volume.spacing is not None:
         mode = st.radio(
             f"Fit the {raw.shape[1]}x{raw.shape[0]} slice to the model's {size}x{size} input",
-            ["resize", "crop"],
+            modes,
             format_func=lambda m: {
+                "mm": f"a window at the models' {up.MODEL_PIXEL_MM:g} mm pixels (the file's pixel size known)",
                 "resize": "resize the whole slice (padded to a square: never squashed)",
-                "crop": "centre crop (keeps the pixel size)",
+                "crop": "a window of the file's own pixels",
             }[m],
             horizontal=True,
             key="medical_fit",
         )
-    image, how = up.fit_to_model(raw, size, mode)
+    if mode != "resize":  # where the window sits: lesions are rarely at the slice's centre
+        h, w = raw.shape
+        cx, cy = st.columns(2)
+        centre = (
+            cy.slider("Window centre, row", 0, h - 1, h // 2, key="medical_centre_row"),
+            cx.slider("Window centre, column", 0, w - 1, w // 2, key="medical_centre_col"),
+        )
+    image, how = up.fit_to_model(raw, size, mode, volume.spacing, centre)
     st.caption(f"{volume.format} upload, {how}.")
     if warning := _far_from_training(volume, image):
         st.warning(warning)

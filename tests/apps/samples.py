@@ -48,8 +48,10 @@ def dicom(
     window: tuple[float, float] | None = None,
     intercept: float = -1024.0,
     photometric: str = "MONOCHROME2",
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> bytes:
-    """An uncompressed CT DICOM (int16 stored values) with one frame (H, W) or several (F, H, W)."""
+    """An uncompressed CT DICOM (int16 stored values) with one frame (H, W) or several (F, H, W);
+    ``pixel_spacing``: (row, column) mm."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -72,6 +74,8 @@ def dicom(
     ds.RescaleSlope, ds.RescaleIntercept = 1, intercept
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    if pixel_spacing is not None:
+        ds.PixelSpacing = list(pixel_spacing)
     ds.PixelData = frames.tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)

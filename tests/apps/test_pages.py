@@ -173,7 +173,8 @@ def test_medical_2d_uploads(demo_env, name, make, note):
     if name != "slice.png":  # not 128x128: the fit choice is offered
         at.radio(key="medical_fit").set_value("crop").run()
         _ok(at)
-        assert "centre 128x128 window" in _texts(at.caption)
+        h, w = (int(at.slider(key=f"medical_centre_{axis}").max) + 1 for axis in ("row", "col"))
+        assert f"a 128x128 window centred at row {h // 2}, column {w // 2} of the {w}x{h} slice" in _texts(at.caption)
 
 
 def test_medical_nifti_volume_has_slice_and_channel_sliders(demo_env):

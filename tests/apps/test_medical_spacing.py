@@ -1,0 +1,73 @@
+"""Medical uploads at the models' pixel size: the file's spacing is read (NIfTI zooms, DICOM PixelSpacing) and a
+window of 0.5 mm pixels (the LIDC crops' size) goes to the model, not the whole slice squeezed to 128 pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps import uploads as up
+from tests.apps import samples as S
+from tests.apps.pages import page_ok as _ok
+from tests.apps.pages import texts as _texts
+from tests.apps.test_pages import _upload_on
+
+
+def _disc(shape: tuple[int, int], centre: tuple[float, float], radius_mm: float, spacing) -> np.ndarray:
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    mm = ((rows - centre[0]) * spacing[0]) ** 2 + ((cols - centre[1]) * spacing[1]) ** 2
+    return (mm <= radius_mm**2).astype(np.float32)
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7), (0.5, 1.5)])
+def test_a_window_at_the_models_pixel_size_keeps_a_nodule_its_size_and_shape(spacing):
+    """An 11 mm nodule in a 512-pixel CT slice of 0.7 mm pixels is 16 px; resized whole to 128 it was 4 px and the
+    U-Net gave at most 0.02. At 0.5 mm it is 22 px across, and round even from anisotropic pixels."""
+    shape, centre = (512, 400), (300.0, 120.0)
+    image = _disc(shape, centre, 5.5, spacing)
+    out, how = up.fit_to_model(image, 128, "mm", spacing, centre)
+    rows, cols = np.nonzero(out > 0.5)
+    assert out.shape == (128, 128)
+    # 1.5 mm columns sample the nodule 7 times across: round within 3 px (resizing kept it a 1:3 ellipse)
+    tolerance = 1.5 if spacing[0] == spacing[1] else 3
+    assert np.ptp(rows) + 1 == pytest.approx(22, abs=tolerance) and np.ptp(cols) + 1 == pytest.approx(22, abs=tolerance)
+    assert abs(rows.mean() - 63.5) <= 1 and abs(cols.mean() - 63.5) <= 1  # the window sits on the centre given
+    # 64 mm: 91x91 pixels of 0.7 mm; 128 rows of 0.5 mm by 43 columns of 1.5 mm
+    window = {(0.7, 0.7): "91x91", (0.5, 1.5): "43x128"}[spacing]
+    assert how.startswith(f"a 64 mm window ({window} of its {spacing[1]:g} x {spacing[0]:g} mm pixels)")
+    with pytest.raises(ValueError, match="needs the slice's pixel spacing"):
+        up.fit_to_model(image, 128, "mm")
+
+
+def test_a_window_past_the_edge_is_padded_and_never_empty():
+    image = np.arange(100, dtype=np.float32).reshape(10, 10)
+    out, how = up.fit_to_model(image, 4, "crop", centre=(0, 9))  # rows -2..1, columns 8..11 (round half even)
+    assert out.tolist() == [[8, 9, 9, 9], [8, 9, 9, 9], [8, 9, 9, 9], [18, 19, 19, 19]] and "edge-padded" in how
+    out, _ = up.fit_to_model(image, 4, "crop", centre=(50, 50))  # outside: clamped to the last pixel
+    assert out[0, 0] == 88 and out[1, 1] == 99
+
+
+def test_nifti_and_dicom_headers_give_the_pixel_spacing():
+    volume = np.zeros((30, 20, 4), np.int16)
+    vol = up.decode_medical(S.nifti(volume, affine=np.diag([1.5, 0.5, 2.5, 1.0])), "aniso.nii")
+    assert vol.spacing == (0.5, 1.5)  # display rows run along y (0.5 mm), columns along x (1.5 mm)
+    assert "pixels 1.5 x 0.5 mm (from the header)" in vol.notes
+    dcm = up.decode_medical(S.dicom(np.zeros((16, 24)), pixel_spacing=(0.6, 0.8)), "slice.dcm")
+    assert dcm.spacing == (0.6, 0.8)
+    assert up.decode_medical(S.dicom(np.zeros((16, 24))), "bare.dcm").spacing is None
+    assert up.decode_medical(S.png(np.zeros((16, 24), np.uint8)), "slice.png").spacing is None
+
+
+def test_page_feeds_a_ct_volume_at_the_models_pixel_size_by_default(demo_env):
+    volume = np.zeros((512, 512, 3), np.int16)
+    at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.7, 0.7, 2.5, 1])))
+    _ok(at)
+    assert at.radio(key="medical_fit").value == "mm"
+    assert "a 64 mm window (91x91 of its 0.7 x 0.7 mm pixels) resampled to the models' 0.5 mm pixels" in _texts(
+        at.caption
+    )
+    at.slider(key="medical_centre_col").set_value(100).run()
+    _ok(at)
+    at.radio(key="medical_fit").set_value("resize").run()
+    _ok(at)
+    assert "resized from 512x512 to 128x128" in _texts(at.caption)

@@ -11,6 +11,10 @@ import streamlit as st
 from apps import demo_models as dm
 
 OVERRIDES = "own_checkpoints"  # session state: demo key -> a checkpoint path the user chose
+#: ``persist_state`` of the settings a person chooses once (model, source, thresholds, opacity): Streamlit drops a
+#: widget's value when it is not drawn, so a page switch reset them. Widgets whose options depend on the image
+#: (slices, frames, scenes) are not kept, nor are uploads (``st.file_uploader`` cannot keep its file).
+KEEP = "session"
 
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=8)

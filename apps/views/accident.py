@@ -300,7 +300,7 @@ except Exception as exc:  # noqa: BLE001 - an unreadable card / checkpoint: said
         "of a clip is fed as one model step."
     )
 
-source = st.radio("Clip", [SYNTHETIC, UPLOAD], horizontal=True, key="accident_source")
+source = st.radio("Clip", [SYNTHETIC, UPLOAD], horizontal=True, key="accident_source", persist_state=pc.KEEP)
 if source == SYNTHETIC:
     root = dm.accident_data_root()
     entries: list[dm.ClipEntry] = []
@@ -498,6 +498,7 @@ threshold = st.slider(
     0.001,
     format="%.3f",
     key="accident_threshold",
+    persist_state=pc.KEEP,
     help=(
         f"Starts at the model's own alarm threshold ({start:.3f}): on validation clips, the lowest one whose "
         "false-alarm rate on negative clips stayed within the training cap."

@@ -279,7 +279,7 @@ if not (have_det or have_inst or have_ano):
     st.error("No driving checkpoint to show yet: run `make demo` (or a command above) and reload this page.")
     st.stop()
 
-source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="driving_source")
+source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="driving_source", persist_state=pc.KEEP)
 truth = image_path = None
 if source == SYNTHETIC:
     root = dm.anomaly_data_root()
@@ -366,6 +366,7 @@ def _score_slider(column, key: str, task, slider_key: str, judge: str, items: st
         start,
         0.05,
         key=slider_key,
+        persist_state=pc.KEEP,
         help=(
             f"Starts at {point['threshold']:.2f}, where the {judge}'s F1 was best on the validation split "
             f"(precision {point['precision']:.2f}, recall {point['recall']:.2f})."
@@ -506,7 +507,7 @@ def _instances() -> None:
     c1, c2, c3 = st.columns([1, 2, 1])
     threshold = _score_slider(c1, INSTANCES, segmenter, "driving_inst_threshold", "model", "instances")
     chosen = c2.multiselect("Classes", class_names, default=class_names, key="driving_inst_classes")
-    alpha = c3.slider("Mask opacity", 0.0, 1.0, 0.5, 0.05, key="driving_inst_alpha")
+    alpha = c3.slider("Mask opacity", 0.0, 1.0, 0.5, 0.05, key="driving_inst_alpha", persist_state=pc.KEEP)
     kept = _filter(pred, threshold, [class_names.index(c) for c in chosen])
     below = int((pred["scores"] < threshold).sum())
     ids_shown = dm.instance_ids(kept, shown.shape[:2])
@@ -578,7 +579,7 @@ def _anomalies() -> None:
     )
     names = dm.anomaly_scores(segmenter)
     c1, c2, c3 = st.columns(3)
-    score_name = c1.selectbox("Anomaly score", names, key="driving_ano_score")
+    score_name = c1.selectbox("Anomaly score", names, key="driving_ano_score", persist_state=pc.KEEP)
     result = _result_or_error(
         lambda: _analyse(pc.model_token(ANOMALY), digest, score_name, image), f"anomaly model ({score_name})"
     )
@@ -591,7 +592,14 @@ def _anomalies() -> None:
         lo, hi = fixed
         start, step, why = _fixed_start(score_name, lo, hi)
         threshold = c2.slider(
-            "Anomaly threshold", lo, hi, start, step, key=f"driving_ano_threshold_{score_name}", help=why
+            "Anomaly threshold",
+            lo,
+            hi,
+            start,
+            step,
+            key=f"driving_ano_threshold_{score_name}",
+            help=why,
+            persist_state=pc.KEEP,
         )
         top = None
     else:
@@ -602,10 +610,11 @@ def _anomalies() -> None:
             "Outline this image's top % of pixels",
             *RELATIVE_TOP,
             key=f"driving_ano_top_{score_name}",
+            persist_state=pc.KEEP,
             help=f"`{score_name}` has no fixed scale: the threshold is this image's own percentile.",
         )
         threshold = _top_percentile(pc.model_token(ANOMALY), digest, score_name, top, result["score"])
-    alpha = c3.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="driving_ano_alpha")
+    alpha = c3.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="driving_ano_alpha", persist_state=pc.KEEP)
     st.caption(
         f"The segmenter sees the photo resized to {'x'.join(map(str, result['analysis_size']))} "
         "(its long side to the training frames' width); the map is resized back to the photo."

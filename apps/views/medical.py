@@ -130,9 +130,15 @@ if not available:
     st.stop()
 
 c1, c2, c3 = st.columns([2, 2, 1])
-key = c1.selectbox("Model", available, format_func=lambda k: dm.DEMO_MODELS[k].title, key="medical_model")
-num_samples = c2.slider("Samples per image", 1, 32, 16, key="medical_samples")
-seed = int(c3.number_input("Seed", min_value=0, max_value=99_999, value=0, step=1, key="medical_seed"))
+key = c1.selectbox(
+    "Model", available, format_func=lambda k: dm.DEMO_MODELS[k].title, key="medical_model", persist_state=pc.KEEP
+)
+num_samples = c2.slider("Samples per image", 1, 32, 16, key="medical_samples", persist_state=pc.KEEP)
+seed = int(
+    c3.number_input(
+        "Seed", min_value=0, max_value=99_999, value=0, step=1, key="medical_seed", persist_state=pc.KEEP
+    )
+)
 
 try:
     task = pc.load_model(key)
@@ -143,7 +149,7 @@ pc.checkpoint_caption(key)
 threshold = float(getattr(task, "threshold", 0.5))
 size = dm.medical_input_size(task)
 
-source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="medical_source")
+source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="medical_source", persist_state=pc.KEEP)
 readers = None
 card_ged = None  # the model card's GED of the chosen image, when it is the card's best or worst
 if source == SYNTHETIC:

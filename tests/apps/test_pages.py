@@ -92,6 +92,29 @@ def test_app_navigation_runs_every_page(demo_env):
     assert at.title[0].value == "Driving: accident risk"
 
 
+def test_chosen_settings_survive_a_page_switch(demo_env):
+    """Streamlit drops a widget's value when it is not drawn: the model, samples, seed and thresholds a person
+    chose were back at their defaults after a look at another page."""
+    at = AppTest.from_file(str(APPS / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page(str(APPS / "views" / "medical.py")).run()
+    at.slider(key="medical_samples").set_value(4)
+    at.number_input(key="medical_seed").set_value(7).run()
+    at.switch_page(str(APPS / "views" / "driving.py")).run()
+    at.slider(key="driving_det_threshold").set_value(0.2)
+    at.slider(key="driving_ano_alpha").set_value(0.8).run()
+    at.switch_page(str(APPS / "views" / "accident.py")).run()
+    at.slider(key="accident_threshold").set_value(0.3).run()
+    at.switch_page(str(APPS / "views" / "medical.py")).run()
+    _ok(at)
+    assert (at.slider(key="medical_samples").value, at.number_input(key="medical_seed").value) == (4, 7)
+    at.switch_page(str(APPS / "views" / "driving.py")).run()
+    _ok(at)
+    assert at.slider(key="driving_det_threshold").value == 0.2 and at.slider(key="driving_ano_alpha").value == 0.8
+    at.switch_page(str(APPS / "views" / "accident.py")).run()
+    _ok(at)
+    assert at.slider(key="accident_threshold").value == 0.3
+
+
 # ---------------------------------------------------------------------------------------------- medical
 
 

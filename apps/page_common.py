@@ -24,7 +24,7 @@ def _load(key: str, path: str, mtime: float):
 
 
 NOT_A_CHECKPOINT = "not a PyTorch Lightning checkpoint"
-WHERE_CHECKPOINTS = "Checkpoints are e.g. `lightning_logs/<domain>/checkpoints/last.ckpt`."
+WHERE_CHECKPOINTS = "Checkpoints are e.g. `lightning_logs/<domain>/<config>/checkpoints/last.ckpt`."
 
 
 def checkpoint_error(exc: Exception) -> str:

@@ -8,7 +8,7 @@ With ``--train`` it makes local checkpoints instead, which the pages then prefer
 :data:`apps.demo_models.DEMO_MODELS` it looks, in order, for
 
 1. ``demo_checkpoints/<key>.ckpt`` (``$SUITE_DEMO_CHECKPOINTS``): nothing to do;
-2. a checkpoint the user trained with the CLI in ``lightning_logs/<domain>/checkpoints/`` (the best one,
+2. a checkpoint the user trained with the CLI under ``lightning_logs/<domain>/`` (the best one,
    newest first; for medical ones the checkpoint's ``model`` must match): copied;
 3. nothing: the model's quick config (``DemoModel.config``) is trained through the suite's CLI
    (``python -m <module> fit -c <config>``) on the embedded synthetic data, into
@@ -99,9 +99,9 @@ def _best_in(folder: Path) -> Path | None:
 def _adoptable(key: str) -> Path | None:
     """A checkpoint of this model the user already trained with the CLI defaults, if any."""
     spec = DEMO_MODELS[key]
-    folder = ROOT / "lightning_logs" / spec.domain / "checkpoints"
+    folder = ROOT / "lightning_logs" / spec.domain  # every config keeps its own checkpoints/ below it
     candidates = (
-        sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        sorted(folder.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
         if folder.is_dir()
         else []
     )

@@ -3,7 +3,7 @@ r"""From scratch vs transferred, as labelled data grows: the textbook claims abo
     .venv/bin/python benchmarks/transfer.py --domain medical --minutes 30
     .venv/bin/python benchmarks/transfer.py --domain driving --minutes 30 \
         --torchvision-weights resnet18=/data/weights/resnet18-f37072fd.pth \
-        --suite-checkpoint resnet18=lightning_logs/driving_detection/checkpoints/last.ckpt:model.detector.backbone.body.
+        --suite-checkpoint resnet18=lightning_logs/driving_detection/quick/checkpoints/last.ckpt:model.detector.backbone.body.
     (a detector trained with --model.network.init_args.backbone resnet18; the detection configs use
     mobilenet_v3_large)
 

@@ -436,7 +436,7 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
         "1",
     ]
     main(["fit", *_cli_args(data, *short)])
-    ckpt = tmp_path / "lightning_logs/driving_detection/checkpoints/last.ckpt"
+    ckpt = tmp_path / "lightning_logs/driving_detection/quick/checkpoints/last.ckpt"
     assert ckpt.is_file()
     out = tmp_path / "pred"
     predict = [

@@ -594,7 +594,7 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
 
     short = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"]
     main(["fit", *_cli_args(data, *short)])
-    ckpt = tmp_path / "lightning_logs/driving_instances/checkpoints/last.ckpt"
+    ckpt = tmp_path / "lightning_logs/driving_instances/quick/checkpoints/last.ckpt"
     assert ckpt.is_file()
     loaded = load_instance_task(ckpt)
     assert isinstance(loaded.model, RoadInstanceSegmenter) and loaded.class_names == [
@@ -648,7 +648,7 @@ def test_cli_frozen_backbone_needs_all_its_weights_from_a_file_or_a_checkpoint(
         main(["fit", *_cli_args(data, *frozen, "--trainer.fast_dev_run", "1")])
     short = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
     main(["fit", *_cli_args(data, *short)])  # trained, not frozen: the checkpoint holds a whole backbone
-    ckpt = tmp_path / "lightning_logs/driving_instances/checkpoints/last.ckpt"
+    ckpt = tmp_path / "lightning_logs/driving_instances/quick/checkpoints/last.ckpt"
     wrong_prefix = ["--model.pretrained_backbone", str(ckpt), "--model.pretrained_prefix", "model.segmenter."]
     # a prefix that loads nothing is refused when the task is built (frozen or not); a partial load is the
     # frozen-backbone check's (tests/driving/accident/test_task.py)

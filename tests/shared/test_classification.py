@@ -431,24 +431,6 @@ def test_float_images_stretch_over_their_finite_pixels_and_keep_a_0_1_scale():
     assert stretch_to_uint8(np.full((2, 2), np.inf, np.float32)).max() == 0
 
 
-def test_each_shipped_classification_config_keeps_its_checkpoints_in_its_own_folder():
-    """full.yaml and quick.yaml shared one folder: `test -c full.yaml --ckpt_path last` took quick's last-v1.ckpt."""
-    import yaml
-
-    repo = Path(__file__).resolve().parents[2]
-    configs = sorted(repo.glob("domains/*/classification/configs/*.yaml"))
-    assert len(configs) >= 4
-    folders = {}
-    for config in configs:
-        domain = config.parents[2].name
-        dirpath = (yaml.safe_load(config.read_text()).get("checkpoint") or {}).get("dirpath")
-        assert dirpath, f"{config}: no checkpoint.dirpath"
-        # under the CLI's log folder, so --trainer.default_root_dir moves it with the logs
-        assert dirpath.startswith(f"lightning_logs/{domain}_classification/"), (config, dirpath)
-        folders.setdefault(dirpath, []).append(str(config))
-    assert all(len(names) == 1 for names in folders.values()), folders
-
-
 def test_predict_path_reads_tiff_and_counts_other_files_in_one_warning_naming_one(tmp_path):
     """.tif / .gif files used to vanish: neither predicted nor listed in unreadable.csv."""
     own = tmp_path / "own"

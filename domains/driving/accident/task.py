@@ -143,6 +143,15 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
             return_hidden=return_hidden,
         )
 
+    def blind_frames(self, box_valid: torch.Tensor) -> torch.Tensor:
+        """(B, T) frames with no object in view, for a boxes-only network (all False for one that reads pixels or
+        features). It has nothing to read there: its output is a prior learnt from training clips that always
+        had objects (the shipped model gave 0.62 on an empty road, a false alarm at a 0.6 threshold). Their
+        probability is 0 in validation, test and predict alike, and the temperature is fitted without them."""
+        if self.model.input_kind != "boxes":
+            return torch.zeros(box_valid.shape[:2], dtype=torch.bool, device=box_valid.device)
+        return ~box_valid.any(-1)
+
     def losses(self, batch: dict, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits, object_logits = out["horizon_logits"].float(), out["object_logits"].float()
         valid = batch["frame_valid"]
@@ -185,6 +194,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         temperature = self.model.temperature.float()
         logits = out["horizon_logits"].float() * temperature
         object_logits = out["object_logits"].float() * temperature
+        blind = self.blind_frames(batch["box_valid"])
         records = self._records.setdefault(stage, [])
         for i in range(len(batch["toa"])):
             n = int(batch["frame_valid"][i].sum())
@@ -197,6 +207,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
                     "logits": logits[i, :n].cpu().numpy(),
                     "object_logits": object_logits[i, :n].cpu().numpy(),
                     "box_valid": batch["box_valid"][i, :n].cpu().numpy(),
+                    "blind": blind[i, :n].cpu().numpy(),
                     "involved": batch["involved"][i].cpu().numpy(),
                     "ttc": batch["ttc"][i, :n].float().cpu().numpy(),
                 }
@@ -222,8 +233,11 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         for r in records:
             t = torch.from_numpy(r["logits"])
             target = horizon_targets(torch.tensor([r["toa"]]), torch.tensor([r["fps"]]), len(t), horizons)[0]
-            logits.append(t.flatten())
-            labels.append(target.flatten().float())
+            seen = ~torch.from_numpy(np.asarray(r.get("blind", np.zeros(len(t), bool))))  # blind frames: 0 anyway
+            logits.append(t[seen].flatten())
+            labels.append(target[seen].flatten().float())
+        if not sum(len(t) for t in logits):  # every frame blind: nothing to fit the temperature to
+            return
         temperature = fit_temperature(torch.cat(logits), torch.cat(labels))
         # bounded: a validation split without signal (a tiny or untrained run) drives the fit towards infinity
         self.model.temperature.fill_(min(max(float(temperature), TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1]))
@@ -238,6 +252,8 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         clips = []
         for r in records:
             probs = torch.sigmoid(torch.from_numpy(r["logits"]) / temperature)
+            if "blind" in r:
+                probs[torch.from_numpy(np.asarray(r["blind"]))] = 0.0
             object_probs = torch.sigmoid(torch.from_numpy(r["object_logits"]) / temperature).numpy()
             object_probs = np.where(r["box_valid"], object_probs, np.nan)  # empty slots: no score
             ttc = r["ttc"]
@@ -306,18 +322,15 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         ``source_boxes`` the same boxes in the clip's own frame pixels (what ``objects.csv`` reports), absent
         when the batch has no ``box_scale``.
 
-        A boxes-only network has nothing to read on a frame with no object in view: its output there is a prior
-        learnt from training clips that always had objects (the shipped model gave 0.62 on an empty road, a
-        false alarm at a 0.6 threshold), so such frames get probability 0 and no spread."""
+        Frames a boxes-only network cannot read (:meth:`blind_frames`) get probability 0 and no spread."""
         out = self.forward_batch(batch, return_hidden=self.uncertainty_samples > 0)
         probs = out["horizon_logits"].float().sigmoid()
         spread = None
         if self.uncertainty_samples > 0:
             spread = self.model.sample_heads(out["hidden"], self.uncertainty_samples).float().std(0)
-        if self.model.input_kind == "boxes":
-            blind = ~batch["box_valid"].to(probs.device).any(-1)  # (B, T): no object in view
-            probs = probs.masked_fill(blind[..., None], 0.0)
-            spread = None if spread is None else spread.masked_fill(blind, 0.0)
+        blind = self.blind_frames(batch["box_valid"]).to(probs.device)
+        probs = probs.masked_fill(blind[..., None], 0.0)
+        spread = None if spread is None else spread.masked_fill(blind, 0.0)
         object_probs = out["object_logits"].float().sigmoid()
         horizons = self.model.horizons
         results = []

@@ -46,7 +46,7 @@ def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
             assert key in metrics, sorted(metrics)
         # the link gave the network the data module's frame size
         assert cli.model.model.input_size == (24, 48)
-        ckpt = tmp_path / "lightning_logs/driving_accident/checkpoints/last.ckpt"
+        ckpt = tmp_path / "lightning_logs/driving_accident/quick/checkpoints/last.ckpt"
         assert ckpt.is_file()
         loaded = load_accident_task(ckpt)
         assert isinstance(loaded.model, AccidentAnticipator)
@@ -229,9 +229,21 @@ def test_benchmark_set_overrides_reach_the_config():
         apply_overrides({}, {"batch_size": 8}, ["data.batch_size.x=1"])
 
 
+def _one_object_from_frame_3():
+    """8 frames, 4 slots: one box from frame 3 on, nothing in view before."""
+    import numpy as np
+
+    boxes = np.zeros((8, 4, 4), np.float32)
+    valid = np.zeros((8, 4), bool)
+    boxes[3:, 0] = (10, 8, 20, 16)
+    valid[3:, 0] = True
+    return boxes, valid
+
+
 def test_a_boxes_only_model_gives_no_risk_where_no_object_is_in_view():
     """With no box a boxes-only network reads nothing: its output was a prior (0.62 for the shipped model on an
-    empty road), a false alarm at a 0.6 threshold. Such frames now get probability 0 and no spread."""
+    empty road), a false alarm at a 0.6 threshold. Such frames now get probability 0 and no spread, in predict
+    and in validation / test alike (the metrics describe what predict writes)."""
     import numpy as np
 
     from apps.demo_models import accident_predict
@@ -240,11 +252,28 @@ def test_a_boxes_only_model_gives_no_risk_where_no_object_is_in_view():
     task = AccidentTask(
         network=AccidentAnticipator(input_kind="boxes", input_size=(24, 48), hidden=8), uncertainty_samples=3
     ).eval()
-    frames = np.zeros((8, 24, 48, 3), np.uint8)
-    boxes = np.zeros((8, 4, 4), np.float32)
-    valid = np.zeros((8, 4), bool)
-    boxes[3:, 0] = (10, 8, 20, 16)  # one object from frame 3 on
-    valid[3:, 0] = True
-    out = accident_predict(task, frames, boxes, valid, np.array([1, -1, -1, -1]), fps=10.0)
+    boxes, valid = _one_object_from_frame_3()
+    out = accident_predict(task, np.zeros((8, 24, 48, 3), np.uint8), boxes, valid, np.array([1, -1, -1, -1]), 10.0)
     assert np.all(out["probabilities"][:3] == 0) and np.all(out["uncertainty"][:3] == 0)
     assert np.all(out["risk"][3:] > 0) and np.all(out["probabilities"][3:] > 0)
+
+    batch = {
+        "boxes": torch.from_numpy(boxes)[None], "box_valid": torch.from_numpy(valid)[None],
+        "frame_valid": torch.ones(1, 8, dtype=torch.bool), "toa": torch.tensor([6]), "fps": torch.tensor([10.0]),
+        "involved": torch.tensor([[True, False, False, False]]), "ttc": torch.full((1, 8), float("nan")),
+        "kind": ["crash"], "clip_id": ["c"], "track_ids": torch.tensor([[1, -1, -1, -1]]),
+    }  # fmt: skip
+    task.log = lambda *a, **k: None
+    with torch.no_grad():
+        task._evaluation_step(batch, "test")
+    (clip,) = task.clip_scores(task._records["test"])
+    assert np.allclose(clip.scores, out["risk"], atol=1e-6)  # what test scores is what predict writes
+
+    # the temperature is fitted on the frames the network reads: blind ones, however wrong, do not move it
+    record = dict(task._records["test"][0])
+    task._calibrate([record])
+    fitted = float(task.model.temperature)
+    record["logits"] = record["logits"].copy()
+    record["logits"][:3] = -50.0  # frames 0-2 are blind; frame 3 on carries the crash's horizons
+    task._calibrate([record])
+    assert float(task.model.temperature) == pytest.approx(fitted)

@@ -1,0 +1,30 @@
+"""The shipped configs, read as files: each keeps its checkpoints in a folder of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli_domain(config: Path) -> str:
+    """The CLI's log folder name: medical, driving_<task>, <domain>_classification."""
+    parts = config.relative_to(REPO / "domains").parts[:-2]  # e.g. ("driving", "detection")
+    return "_".join(parts) if parts[0] == "driving" or len(parts) == 1 else f"{parts[0]}_{parts[1]}"
+
+
+def test_every_shipped_config_keeps_its_checkpoints_in_a_folder_of_its_own():
+    """Configs of one task shared lightning_logs/<task>/checkpoints, so `predict -c transfer.yaml --ckpt_path last`
+    took the quick run's file (and warned that it held another network)."""
+    configs = sorted(REPO.glob("domains/**/configs/*.yaml"))
+    assert len(configs) >= 20
+    folders: dict[str, list[str]] = {}
+    for config in configs:
+        dirpath = (yaml.safe_load(config.read_text()).get("checkpoint") or {}).get("dirpath")
+        assert dirpath, f"{config}: no checkpoint.dirpath"
+        # under the CLI's log folder, so --trainer.default_root_dir moves it with the logs
+        assert dirpath == f"lightning_logs/{_cli_domain(config)}/{config.stem}/checkpoints", (config, dirpath)
+        folders.setdefault(dirpath, []).append(str(config))
+    assert all(len(names) == 1 for names in folders.values()), folders

@@ -1,4 +1,5 @@
-"""The suite's Streamlit demo: ``streamlit run apps/app.py`` (``make demo`` trains what is missing)."""
+"""The suite's Streamlit demo: ``streamlit run apps/app.py`` (``make demo`` serves it with the shipped weights,
+``make demo-train`` with locally trained ones)."""
 
 from __future__ import annotations
 

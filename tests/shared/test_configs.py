@@ -28,3 +28,18 @@ def test_every_shipped_config_keeps_its_checkpoints_in_a_folder_of_its_own():
         assert dirpath == f"lightning_logs/{_cli_domain(config)}/{config.stem}/checkpoints", (config, dirpath)
         folders.setdefault(dirpath, []).append(str(config))
     assert all(len(names) == 1 for names in folders.values()), folders
+
+
+def test_the_demo_adopts_a_checkpoint_from_any_config_folder_of_its_task(tmp_path, monkeypatch):
+    """`make demo-train` reuses what the user trained; it looked in lightning_logs/<domain>/checkpoints, where
+    no config writes any more."""
+    from apps import prepare_demo
+
+    monkeypatch.setattr(prepare_demo, "ROOT", tmp_path)
+    assert prepare_demo._adoptable("driving_detection") is None
+    quick = tmp_path / "lightning_logs/driving_detection/quick/checkpoints/last.ckpt"
+    quick.parent.mkdir(parents=True)
+    quick.write_bytes(b"")
+    best = quick.with_name("best-epoch=3.ckpt")
+    best.write_bytes(b"")
+    assert prepare_demo._adoptable("driving_detection") == best  # the best one first

@@ -284,7 +284,8 @@ def read_ccd_layout(
     """Clips of the CCD layout (real CCD or the synthetic scenario clips).
 
     ``<root>/Crash-1500.txt`` names the crash clips (``videos/Crash-1500/<vid>.mp4`` or a frame folder); every
-    clip under ``videos/Normal`` is a negative. ``annotations/<vid>.json`` (the synthetic extras; required with
+    clip under ``videos/Normal`` is a negative, named ``normal_<vid>`` where its vid is also a crash clip's (real
+    CCD numbers both folders from 000001). A crash video without a line is left out and counted. ``annotations/<vid>.json`` (the synthetic extras; required with
     ``require_json``) gives the kind (near miss / normal), the frame rate, per-frame TTC, the involved track ids
     and ground-truth boxes per track. Real CCD has no boxes: its clips get no tracks (``box_valid`` all false; a
     detector could fill them later) and ``fps`` (10).
@@ -299,12 +300,17 @@ def read_ccd_layout(
         )
     lines = read_ccd_annotations(annotation)
     crash_dir, normal_dir = root / CCD_CRASH_DIR, root / CCD_NORMAL_DIR
+    for vid in _clip_entries(crash_dir):
+        if vid not in lines:
+            log.add("missing_label", crash_dir / vid, None, f"crash clip {vid!r} has no line in {annotation.name}")
     entries = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
-    entries += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir) if vid not in lines]
+    entries += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir)]
     clips = []
     for vid, parent, line in entries:
         clip = _read_ccd_clip(root, vid, parent, line, annotation, require_json, fps, min_frames, log)
         if clip is not None:
+            if line is None and vid in lines:  # real CCD numbers both folders from 000001: ids of their own
+                clip.clip_id = f"normal_{vid}"
             clips.append(clip)
     if own:
         log.report(f"read_ccd_layout({root})")
@@ -489,7 +495,7 @@ def read_npz_clips(
         raise FileNotFoundError(
             f"{root}: no *.npz feature files (expected <root>/training/*.npz or <root>/*.npz)"
         )
-    clips, seen = [], {}
+    clips, seen, first = [], {}, None
     for path in files:
         clip = _read_npz_clip(path, root, fps, toa, min_frames, log)
         if clip is None:
@@ -497,6 +503,14 @@ def read_npz_clips(
         if clip.clip_id in seen:
             raise LabelFormatError(path, None, f"clip id {clip.clip_id!r} also used by {seen[clip.clip_id]}")
         seen[clip.clip_id] = path
+        shape = _npz_array_shape(path, "data")  # the header only; clips of one set batch together
+        if shape is not None:
+            first = first or (shape, path)
+            if shape[1:] != first[0][1:]:
+                raise LabelFormatError(
+                    path, None, f"data has {shape[1] - 1} objects x {shape[2]} features per frame, but "
+                    f"{first[1]} has {first[0][1] - 1} x {first[0][2]}: one set's features must match",
+                )  # fmt: skip
         clips.append(clip)
     if own:
         log.report(f"read_npz_clips({root})")

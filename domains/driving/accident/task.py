@@ -116,8 +116,17 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
     def setup(self, stage: str) -> None:
         """Refuse a frames network on boxes-only loaders (training, validation and test: only predict decodes
         frames with ``data.train_frames`` false) before any step (``forward_batch`` says it again for loaders
-        built by hand)."""
+        built by hand), and a boxes-only network on clips without a single track (real CCD and DoTA carry
+        none): every input would be empty, and it trained, tested and predicted 0 everywhere without a word."""
         datamodule = getattr(self.trainer, "datamodule", None)  # setup runs with a trainer attached
+        clips = [clip for split in (getattr(datamodule, "splits", None) or {}).values() for clip in split]
+        if self.model.input_kind == "boxes" and clips and not any(clip.tracks for clip in clips):
+            source = getattr(datamodule, "data_format", "these")
+            raise ValueError(
+                f"the network reads only the objects' boxes (input_kind: boxes) but none of the {len(clips)} "
+                f"{source} clips has a track: use a network that reads frames (full.yaml, or "
+                "--model.network.init_args.input_kind frames --data.train_frames true)"
+            )
         if (
             stage in ("fit", "validate", "test")
             and self.model.input_kind == "frames"

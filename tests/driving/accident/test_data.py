@@ -295,6 +295,19 @@ def test_ccd_mp4_clips_are_read_back(ccd_root):
     assert torch.isnan(batch["ttc"]).all()
 
 
+def test_ccd_normal_clips_numbered_like_crash_clips_are_kept_and_an_unlabelled_crash_is_counted(ccd_root):
+    """Real CCD numbers Crash-1500/ and Normal/ both from 000001: a Normal clip sharing a crash clip's id was
+    dropped without a count (half of CCD's negatives), and so was a crash video with no annotation line."""
+    import shutil
+
+    shutil.copy(ccd_root / "videos/Normal/000002.mp4", ccd_root / "videos/Normal/000001.mp4")
+    shutil.copy(ccd_root / "videos/Crash-1500/000001.mp4", ccd_root / "videos/Crash-1500/000009.mp4")
+    with pytest.warns(LabelWarning, match=r"missing_label: 1 .*000009: crash clip '000009' has no line in Crash"):
+        clips = {c.clip_id: c for c in read_ccd_layout(ccd_root)}
+    assert {k: c.kind for k, c in clips.items()} == {"000001": "crash", "normal_000001": "normal", "000002": "normal"}
+    assert clips["normal_000001"].video == ccd_root / "videos/Normal/000001.mp4"
+
+
 def test_ccd_data_module_reads_frame_folders(clips_root):
     # the synthetic set is CCD-compatible: the ccd reader takes it (the JSON extras too when present)
     dm = module(clips_root, data_format="ccd", val_fraction=0.25, test_fraction=0.25)
@@ -479,3 +492,12 @@ def test_synthetic_default_calls_the_generator_lazily(clips_root, monkeypatch):
     dm.setup()
     assert calls and calls[0] == {"n_clips": 10, "seed": 3}
     assert sum(len(v) for v in dm.splits.values()) == 10
+
+
+def test_npz_files_of_one_set_must_share_their_feature_width(tmp_path):
+    """A 512-wide file among 4096-wide ones ended in a bare torch error inside the batch padding, naming no file."""
+    write_npz_clip(tmp_path / "training" / "a.npz", n_frames=10, dim=8, positive=False)
+    write_npz_clip(tmp_path / "training" / "b.npz", n_frames=10, dim=4, positive=False)
+    with pytest.raises(LabelFormatError, match=r"b\.npz: data has 19 objects x 4 features per frame, but .*a\.npz "
+                       r"has 19 x 8"):  # fmt: skip
+        read_npz_clips(tmp_path)

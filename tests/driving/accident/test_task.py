@@ -277,3 +277,21 @@ def test_a_boxes_only_model_gives_no_risk_where_no_object_is_in_view():
     record["logits"][:3] = -50.0  # frames 0-2 are blind; frame 3 on carries the crash's horizons
     task._calibrate([record])
     assert float(task.model.temperature) == pytest.approx(fitted)
+
+
+def test_a_boxes_only_network_refuses_clips_without_tracks():
+    """The README's CCD example ran quick.yaml (boxes only) on CCD, which has no boxes: it trained, tested and
+    predicted 0 everywhere without a word."""
+    from types import SimpleNamespace
+
+    from domains.driving.accident.readers import AccidentClip
+
+    def clip(tracks):
+        return AccidentClip("c", "crash", 10.0, 20, 10, Path("c.mp4"), tracks=tracks)
+
+    task = AccidentTask(network=AccidentAnticipator(input_kind="boxes", input_size=(24, 48), hidden=8))
+    task._trainer = SimpleNamespace(datamodule=SimpleNamespace(splits={"train": [clip({})] * 3}, data_format="ccd"))
+    with pytest.raises(ValueError, match=r"reads only the objects' boxes .* none of the 3 ccd clips has a track"):
+        task.setup("fit")
+    task._trainer.datamodule.splits["val"] = [clip({1: torch.zeros(20, 4).numpy()})]
+    task.setup("fit")  # one clip with a track: the network has something to read

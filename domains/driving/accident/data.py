@@ -39,7 +39,7 @@ from domains.driving.accident.readers import (
 )
 from domains.driving.common import read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, image_size
-from shared.data import SplitLoaders
+from shared.data import SplitLoaders, check_stage_splits
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
 HELD_OUT_SUBSETS = ("test", "testing", "val")  # a split the source fixes (UString's testing/, DoTA's val)
@@ -476,16 +476,21 @@ class AccidentDataModule(SplitLoaders):
         return sorted(clips, key=lambda c: c.clip_id)[: self.max_clips]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        self.splits = split_clips(self.read_clips(), self.val_fraction, self.test_fraction, self.split_seed)
-        rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{split_breakdown(self.splits)}")
-        for name, clips in self.splits.items():
-            # a boxes-only network reads no pixel in validation and test either: decoding them cost ~80 % of
-            # a validation epoch
-            self.datasets[name] = self._dataset(clips, train=name == "train", decode_frames=self.train_frames)
-        if not self.train_frames:  # predict draws the test clips' frames into its GIFs, read or not
-            self.datasets["predict"] = self._dataset(self.splits["test"], train=False, decode_frames=True)
+        if not self.datasets:
+            self.splits = split_clips(self.read_clips(), self.val_fraction, self.test_fraction, self.split_seed)
+            breakdown = split_breakdown(self.splits)
+            rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{breakdown}")
+            for name, clips in self.splits.items():
+                # a boxes-only network reads no pixel in validation and test either: decoding them cost ~80 %
+                # of a validation epoch
+                self.datasets[name] = self._dataset(clips, train=name == "train", decode_frames=self.train_frames)
+            if not self.train_frames:  # predict draws the test clips' frames into its GIFs, read or not
+                self.datasets["predict"] = self._dataset(self.splits["test"], train=False, decode_frames=True)
+        check_stage_splits(
+            {name: len(clips) for name, clips in self.splits.items()}, stage, type(self).__name__,
+            "set --data.val_fraction / --data.test_fraction, or add clips (a source's own training / testing "
+            "folders fix its split)",
+        )  # fmt: skip
 
     def _dataset(self, clips: list[AccidentClip], train: bool, decode_frames: bool) -> AccidentDataset:
         """One split's clips with this module's settings."""

@@ -624,11 +624,15 @@ def read_dota(
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{folder}: no DoTA per-clip *.json annotations")
-    clips = []
+    clips, seen = [], {}
     for path in files:
         clip = _read_dota_clip(root, path, fps, min_frames, log)
-        if clip is not None:
-            clips.append(clip)
+        if clip is None:
+            continue
+        if clip.clip_id in seen:
+            raise LabelFormatError(path, None, f"video_name {clip.clip_id!r} also used by {seen[clip.clip_id]}")
+        seen[clip.clip_id] = path
+        clips.append(clip)
     if own:
         log.report(f"read_dota({root})")
     return clips
@@ -645,11 +649,21 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
         log.add("bad_json", path, None, f"missing key(s) {missing} (expected DoTA's per-clip annotation)")
         return None
     vid = str(meta.get("video_name") or path.stem)
-    n_frames, labels = int(meta["num_frames"]), meta["labels"]
+    numbers = {}
+    for key in ("num_frames", "anomaly_start"):
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            log.add("bad_json", path, None, f"{key} must be a whole number of frames, got {value!r}")
+            return None
+        numbers[key] = int(value)
+    n_frames, labels = numbers["num_frames"], meta["labels"]
+    if not isinstance(labels, list):
+        log.add("bad_json", path, None, f"labels must be a list (one entry per frame), got {type(labels).__name__}")
+        return None
     if len(labels) != n_frames:
         log.add("label_count", path, None, f"{len(labels)} frame labels but num_frames is {n_frames}")
         return None
-    toa = int(meta["anomaly_start"])
+    toa = numbers["anomaly_start"]
     if not 0 <= toa < n_frames:
         log.add(
             "contact_frame",

@@ -501,3 +501,34 @@ def test_npz_files_of_one_set_must_share_their_feature_width(tmp_path):
     with pytest.raises(LabelFormatError, match=r"b\.npz: data has 19 objects x 4 features per frame, but .*a\.npz "
                        r"has 19 x 8"):  # fmt: skip
         read_npz_clips(tmp_path)
+
+
+def test_dota_bad_numbers_are_counted_and_a_repeated_video_name_names_both_files(tmp_path):
+    """`"anomaly_start": null` or `"num_frames": "sixteen"` ended in a bare TypeError / ValueError naming no file;
+    a repeated video_name in a message naming neither JSON."""
+    import json
+
+    bad = (("d01", "anomaly_start", None), ("d02", "num_frames", "sixteen"), ("d03", "anomaly_start", 4.5))
+    for vid, key, value in bad:
+        path = write_dota_clip(tmp_path, vid)
+        meta = json.loads(path.read_text())
+        meta[key] = value
+        path.write_text(json.dumps(meta))
+    write_dota_clip(tmp_path, "d00")
+    with pytest.warns(LabelWarning, match=r"bad_json: 3 .*d01\.json: anomaly_start must be a whole number of frames, "
+                      r"got None"):  # fmt: skip
+        (clip,) = read_dota(tmp_path)
+    assert clip.clip_id == "d00"
+    (tmp_path / "annotations" / "copy.json").write_text((tmp_path / "annotations" / "d00.json").read_text())
+    with pytest.raises(LabelFormatError, match=r"d00\.json: video_name 'd00' also used by .*copy\.json"):
+        read_dota(tmp_path)
+
+
+def test_an_empty_training_split_is_named_not_a_sampler_error(tmp_path):
+    """npz clips all under testing/: the breakdown said train 0, then torch's 'num_samples=0' ended the run."""
+    for i in range(3):
+        write_npz_clip(tmp_path / "testing" / f"t{i}.npz", n_frames=10, positive=False)
+    dm = module(tmp_path, data_format="npz")
+    with pytest.raises(ValueError, match=r"`fit` needs the train split, which is empty \(train 0, val 0, test 3"):
+        dm.setup("fit")
+    dm.setup("test")  # the test split is there

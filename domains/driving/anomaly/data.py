@@ -129,17 +129,33 @@ class AnomalyDataset(_MaskedImages):
             raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)})")
         self.items: list[tuple[Path, Path, str]] = []
         unlabelled = []
+        stems: dict[str, Path] = {}
         for image in images:
+            if image.stem in stems:  # img0.png beside img0.jpg: one mask, and predict wrote one over the other
+                raise LabelFormatError(image, None, f"shares its name with {stems[image.stem].name}: rename one")
+            stems[image.stem] = image
             candidates = (labels_dir / f"{image.stem}.png", labels_dir / f"{image.stem}_labels_semantic.png")
             label = next((c for c in candidates if c.is_file()), None)
             if label is None:
                 if require_labels:
+                    lossy = sorted(labels_dir.glob(f"{image.stem}.jp*g"))
+                    why = f"; {lossy[0].name} is there, but masks must be PNG (JPEG alters label values)" if lossy else ""
                     raise LabelFormatError(
-                        image, None, f"no label mask {candidates[0]} (or {candidates[1].name})"
+                        image, None, f"no label mask {candidates[0]} (or {candidates[1].name}){why}"
                     )
                 unlabelled.append(image.name)
                 continue
             self.items.append((image, label, image.stem))
+        # SMIYC's colour previews (<name>_labels_semantic_color.png) belong to their image too
+        owner = (p.stem.removesuffix("_color").removesuffix("_labels_semantic") for p in labels_dir.glob("*.png"))
+        orphans = sorted(name for name in owner if name not in stems)
+        if orphans:
+            warnings.warn(
+                f"AnomalyDataset({self.root}): {len(orphans)} mask(s) in {labels_dir.name}/ belong to no image and "
+                f"are not used, e.g. {orphans[:3]}",
+                LabelWarning,
+                stacklevel=2,
+            )
         if unlabelled:
             warnings.warn(
                 f"AnomalyDataset({self.root}): dropped {len(unlabelled)} image(s) without a label mask, "
@@ -169,10 +185,17 @@ class SemanticSegDataset(_MaskedImages):
 
     mask_what = "semantic map"
 
-    def __init__(self, kitti_root: str | Path, ids: Sequence[str], transform: A.Compose | None = None):
+    def __init__(
+        self,
+        kitti_root: str | Path,
+        ids: Sequence[str],
+        transform: A.Compose | None = None,
+        num_classes: int | None = None,
+    ):
         base = resolve_kitti_split(kitti_root)
         images = images_by_stem(base / "image_2")
         self.transform = transform
+        self.num_classes = num_classes
         self.items: list[tuple[Path, Path, str]] = []
         for image_id in ids:
             if image_id not in images:
@@ -181,6 +204,21 @@ class SemanticSegDataset(_MaskedImages):
             if not semantic.is_file():
                 raise FileNotFoundError(f"{semantic}: semantic map missing for image {images[image_id]}")
             self.items.append((images[image_id], semantic, image_id))
+
+    def _check_values(self, mask: np.ndarray, path: Path) -> None:
+        """With ``num_classes``: every id must be a class or void. An id past the classes ended training in a
+        bare 'Target 20 is out of bounds' from cross-entropy, naming no file, and 254 was taken silently for a
+        pasted outlier (the outlier-exposure target)."""
+        if self.num_classes is None:
+            return
+        outside = (mask >= self.num_classes) & (mask != IGNORE_INDEX)
+        if outside.any():
+            bad = np.unique(mask[outside]).tolist()
+            raise LabelFormatError(
+                path, None, f"class ids {bad[:10]} are not classes of the model (0..{self.num_classes - 1}, "
+                f"{IGNORE_INDEX} = void{'; 254 is reserved for pasted outliers' if 254 in bad else ''}): set "
+                "--model.network.init_args.num_classes, or map them to 255",
+            )  # fmt: skip
 
     def image_classes(self) -> list[set[int]]:
         """The class ids each semantic map holds (void left out), for repeat-factor sampling: reads every map."""
@@ -327,9 +365,11 @@ class SegmentationDataModule(SplitLoaders):
                 f"splits are whole sequences: set --data.split_fractions (now {list(self.split_fractions)}) or add "
                 "data",
             )  # fmt: skip
+            task = getattr(getattr(self, "trainer", None), "lightning_module", None)
+            classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
             for name, idx in split.items():
                 transform = segmentation_transforms(name == "train", self.image_size, self.augment, self.seed)
-                self.datasets[name] = SemanticSegDataset(root, [ids[i] for i in idx], transform)
+                self.datasets[name] = SemanticSegDataset(root, [ids[i] for i in idx], transform, classes)
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
             self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))

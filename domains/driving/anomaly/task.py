@@ -454,6 +454,14 @@ class AnomalySegmentationTask(BaseTask):
                 self.log(f"test/{name}/{key}", m[key])
             self.log(f"test/{name}/image_auroc", results["image_auroc"][name])
         sel = results["pixel"][self.score]
+        acc = self._pixel_acc[self.score]
+        if not (acc.num_positive and acc.num_negative):  # the seven scores' own warnings are silenced above
+            warnings.warn(
+                f"pixel AP, AUROC and FPR95 are undefined (NaN): the test set has {acc.num_positive} anomaly pixels "
+                f"(label 1), {acc.num_negative} normal (0) and {acc.num_void} void (255); they need both anomaly "
+                "and normal pixels (a 0 / 255 mask means normal and void, not anomaly)",
+                stacklevel=2,
+            )
         for key in ("ap", "auroc", "fpr95"):
             self.log(f"test/{key}", sel[key])
         self.log("test/image_auroc", results["image_auroc"][self.score])

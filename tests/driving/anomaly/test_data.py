@@ -137,3 +137,39 @@ def test_pad_collate_pads_masks_with_void():
         and (out["label"][1, :, 3:] == 255).all()
     )
     assert (out["label"][0, :4] == 0).all()
+
+
+def test_semantic_ids_past_the_models_classes_are_refused_naming_the_map(tmp_path):
+    """An id past the classes ended training in cross-entropy's bare 'Target 20 is out of bounds'; 254 was
+    silently trained as a pasted outlier."""
+    write_kitti(tmp_path, n=2)
+    semantic = tmp_path / "training" / "semantic" / "000001.png"
+    mask = cv2.imread(str(semantic), cv2.IMREAD_UNCHANGED)
+    ds = SemanticSegDataset(tmp_path, ["000000", "000001"], num_classes=12)
+    assert ds[1]["mask"].max() == 255  # ids 0..11 and void pass
+    for bad, extra in ((20, ""), (254, "; 254 is reserved for pasted outliers")):
+        mask[5:8] = bad
+        cv2.imwrite(str(semantic), mask)
+        with pytest.raises(LabelFormatError, match=rf"000001\.png: class ids \[{bad}\] are not classes of the model "
+                           rf"\(0\.\.11, 255 = void{extra}\)"):  # fmt: skip
+            ds[1]
+    assert ds[0]["mask"].shape == (H, W)
+    assert SemanticSegDataset(tmp_path, ["000001"])[0]["mask"].max() == 255  # no class count given: not checked
+
+
+def test_anomaly_set_names_repeats_lossy_masks_and_orphan_masks(tmp_path):
+    """img0.png beside img0.jpg shared one mask (predict wrote one over the other); a JPEG mask was reported
+    missing; a mask without its image was ignored without a word."""
+    root = write_smiyc(tmp_path / "a", n=2)
+    cv2.imwrite(str(root / "labels_masks" / "stray.png"), np.zeros((H, W), np.uint8))
+    cv2.imwrite(str(root / "labels_masks" / "frame0_labels_semantic_color.png"), np.zeros((H, W, 3), np.uint8))
+    with pytest.warns(LabelWarning, match=r"1 mask\(s\) in labels_masks/ belong to no image and are not used, "
+                      r"e.g. \['stray'\]"):  # fmt: skip
+        assert len(AnomalyDataset(root)) == 2
+    write_image(root / "images" / "frame0.png", width=W, height=H)
+    with pytest.raises(LabelFormatError, match=r"frame0\.png: shares its name with frame0\.jpg: rename one"):
+        AnomalyDataset(root)
+    (root / "images" / "frame0.png").unlink()
+    (root / "labels_masks" / "frame1.png").rename(root / "labels_masks" / "frame1.jpg")
+    with pytest.raises(LabelFormatError, match=r"frame1\.jpg is there, but masks must be PNG"):
+        AnomalyDataset(root)

@@ -94,3 +94,18 @@ def test_test_epoch_headline_metrics_come_from_the_selected_score_and_rank_image
     # components at the best-F1 threshold: each blob found exactly
     assert got["test/sIoU_gt"] == pytest.approx(1.0) and got["test/PPV"] == pytest.approx(1.0)
     assert got["test/mean_F1"] == pytest.approx(1.0)
+
+
+def test_a_test_set_without_anomaly_pixels_says_why_its_pixel_metrics_are_nan(monkeypatch):
+    """AP, AUROC and FPR95 came out NaN with no reason: the accumulators' own warnings were silenced."""
+    task = anomaly_task(
+        encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, score="max_logit", test_scores=["max_logit"]
+    )
+    monkeypatch.setattr(task.model, "features", _stub_features)
+    batches = _batches()
+    for batch in batches:
+        batch["label"][batch["label"] == 1] = 255  # a 0 / 255 mask: no anomaly left
+    normal = 4 * H * W - 4 * W - 2 * 16
+    with pytest.warns(UserWarning, match=rf"undefined \(NaN\): the test set has 0 anomaly pixels \(label 1\), "
+                      rf"{normal} normal \(0\) and {4 * W + 32} void"):  # fmt: skip
+        quiet_trainer().test(task, DataLoader(batches, batch_size=None), verbose=False)

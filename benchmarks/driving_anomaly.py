@@ -51,6 +51,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget-minutes", type=float, default=15.0, help="total training time of both phases")
     p.add_argument("--out", default="benchmarks/results/driving_anomaly.md")
+    p.add_argument(
+        "--at-label-size",
+        action="store_true",
+        help="score test pixels at each label mask's own size (the CLI's test default); without it, at the "
+        "network's input size, as the committed tables were",
+    )
     p.add_argument("--encoder", default="unet_encoder", choices=list_backbones())
     p.add_argument("--encoder-kwargs", default='{"channels": [16, 32, 64, 128]}', help="JSON")
     p.add_argument(
@@ -268,6 +274,9 @@ def main(argv=None) -> int:
         "calibration_batches": args.calibration_batches,
         "score_smoothing": args.score_smoothing,
         "class_weighting": None if args.class_weighting == "none" else args.class_weighting,
+        # the committed tables score at the network's input size (their header says so); --at-label-size scores
+        # every pixel of each mask at its own size, as the CLI's test does
+        "score_at_label_size": args.at_label_size,
     }
 
     # ---- phase 1: plain segmenter, post-hoc scores
@@ -336,6 +345,8 @@ def main(argv=None) -> int:
             f"trained on {args.image_size[0]}x{args.image_size[1]} crops at native scale, "
             f"evaluated on whole {eval_h}x{eval_w} frames"
         )
+    if args.at_label_size:
+        geometry += "; test pixels scored at each label mask's own size"
     met = best[2]["ap"] >= TARGET_AP and best[2]["fpr95"] <= TARGET_FPR95
     lines = [
         "# Road anomaly benchmark (synthetic SegmentMeIfYouCan-layout split)",

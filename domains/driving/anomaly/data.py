@@ -58,7 +58,8 @@ class _MaskedImages(Dataset):
 
     Items are ``{"image": float32 (3, H, W) in [0, 1], <mask_key>: int64 (H, W), "name": str}`` plus, so that
     ``predict`` can map its outputs back to the file's pixels, ``orig_size`` (H, W) before the transform,
-    ``unpadded_size`` (H, W) after it (``pad_collate`` may pad beyond it) and ``image_path``; ``transform``
+    ``unpadded_size`` (H, W) after it (``pad_collate`` may pad beyond it), ``image_path`` and ``mask_path`` (test scores
+    at the mask's own size); ``transform``
     (albumentations) sees ``image`` and ``mask``. Subclasses name the map and may check its values.
     """
 
@@ -96,6 +97,7 @@ class _MaskedImages(Dataset):
             "orig_size": orig_size,
             "unpadded_size": (int(tensor.shape[-2]), int(tensor.shape[-1])),
             "image_path": str(image_path),
+            "mask_path": str(mask_path),
         }
 
 

@@ -44,9 +44,15 @@ from domains.driving.anomaly.model import (
     batch_masks,
 )
 from domains.driving.anomaly.outliers import OUTLIER_LABEL, outlier_bce, paste_outliers_batch
-from domains.driving.anomaly.predict import image_anomaly_score, road_region, write_predictions
+from domains.driving.anomaly.predict import (
+    image_anomaly_score,
+    road_region,
+    score_to_original,
+    write_predictions,
+)
 from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
 from domains.driving.classes import SEMANTIC_CLASSES
+from domains.driving.common import read_label_map
 from shared.backbones import list_backbones
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
 from shared.task import BaseTask, gather_lists
@@ -60,6 +66,7 @@ RUNTIME_SETTINGS = (
     "image_score_q",
     "image_score_k",
     "component_metrics",
+    "score_at_label_size",
     "predict_dir",
     "overlay_alpha",
 )
@@ -108,6 +115,10 @@ class AnomalySegmentationTask(BaseTask):
         image_score_k: the number of pixels averaged by ``topk``.
         component_metrics: compute SMIYC component metrics in ``test`` (keeps the selected score maps in
             memory until the end of the test epoch: set False for very large test sets).
+        score_at_label_size: ``test`` scores every pixel of each label mask at the mask's own size, as the
+            SegmentMeIfYouCan evaluation does: the score map goes back to the image's pixels as ``predict``
+            writes it, and the mask is read from its file. False: at the network's input size, against the
+            resized mask (small objects shrink or vanish, and images of every size weigh the same).
         predict_dir: where ``predict`` writes ``<name>_score.npy``, ``<name>_overlay.png``, ``image_scores.csv``.
         overlay_alpha: heatmap weight in the overlays.
         input_size: [H, W] of the frames the network is trained on (null: native frames), kept with it
@@ -138,6 +149,7 @@ class AnomalySegmentationTask(BaseTask):
         image_score_q: float = 0.999,
         image_score_k: int = 50,
         component_metrics: bool = True,
+        score_at_label_size: bool = True,
         predict_dir: str = "predictions/driving_anomaly",
         overlay_alpha: float = 0.5,
         input_size: tuple[int, int] | None = None,
@@ -163,6 +175,7 @@ class AnomalySegmentationTask(BaseTask):
         self.image_score_q = image_score_q
         self.image_score_k = image_score_k
         self.component_metrics = component_metrics
+        self.score_at_label_size = bool(score_at_label_size)
         self.predict_dir = predict_dir
         self.overlay_alpha = overlay_alpha
         self.model = self.build_network(network, AnomalySegmenter)
@@ -395,19 +408,34 @@ class AnomalySegmentationTask(BaseTask):
         self._test_images += images.shape[0]
         y = labels.cpu().numpy()
         maps = {name: value.cpu().numpy() for name, value in maps.items()}
-        for name, value in maps.items():
-            self._pixel_acc[name].update(value, y, name=f"test batch {batch_idx}")
         pred = logits.argmax(dim=1).cpu().numpy()
+        resized = self._resized_items(batch, unpadded)
+        if not resized.any():  # every image scored at its own size already: the batch goes in whole
+            for name, value in maps.items():
+                self._pixel_acc[name].update(value, y, name=f"test batch {batch_idx}")
         for i, image_name in enumerate(names):
             size = unpadded[i] if unpadded is not None else pred.shape[-2:]  # the image itself, not the padding
             for name, value in maps.items():
                 self._image_scores[name].append(self._image_score(value[i], pred[i], size))
-            self._image_targets.append(int((y[i] == 1).any()))
+            kept, truth = maps[self.score][i], y[i]
+            if resized[i]:  # back to the label's own pixels, as predict writes the map (the padding cut off)
+                truth = read_label_map(batch["mask_path"][i]).astype(np.int64)
+                for name, value in maps.items():
+                    native = score_to_original(value[i], truth.shape, size)
+                    self._pixel_acc[name].update(native[None], truth[None], name=str(image_name))
+                    kept = native if name == self.score else kept
+            self._image_targets.append(int((truth == 1).any()))
             self._image_names.append(str(image_name))
             if self.component_metrics:
-                self._kept_maps.append(
-                    (maps[self.score][i].astype(np.float32), y[i].astype(np.uint8), str(image_name))
-                )
+                self._kept_maps.append((kept.astype(np.float32), truth.astype(np.uint8), str(image_name)))
+
+    def _resized_items(self, batch, unpadded) -> np.ndarray:
+        """(B,) bool: the images whose network input is not their own size and that are to be scored at their
+        label mask's size (``score_at_label_size``, the item knowing its mask file)."""
+        sizes = batch.get("orig_size") if isinstance(batch, dict) else None
+        if not self.score_at_label_size or sizes is None or unpadded is None or "mask_path" not in batch:
+            return np.zeros(len(batch_images(batch)), dtype=bool)
+        return np.array([tuple(map(int, a)) != tuple(map(int, b)) for a, b in zip(sizes, unpadded)], dtype=bool)
 
     def _gather_test_state(self) -> None:
         """Under DDP each rank saw a shard of the test images: pool every rank's pixel counts, image scores and

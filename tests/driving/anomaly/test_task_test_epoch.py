@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -109,3 +110,33 @@ def test_a_test_set_without_anomaly_pixels_says_why_its_pixel_metrics_are_nan(mo
     with pytest.warns(UserWarning, match=rf"undefined \(NaN\): the test set has 0 anomaly pixels \(label 1\), "
                       rf"{normal} normal \(0\) and {4 * W + 32} void"):  # fmt: skip
         quiet_trainer().test(task, DataLoader(batches, batch_size=None), verbose=False)
+
+
+def test_test_scores_pixels_at_each_label_masks_own_size(monkeypatch, tmp_path):
+    """The metrics pooled the network-size masks (nearest-resized): a constant predictor's AP was 0.027 where
+    the data's anomaly share is 0.023, and small objects shrank or vanished. Scores now go back to each mask's
+    own pixels (bilinear, as predict writes them) and the mask is read from its file."""
+    import cv2
+
+    batches = _batches()
+    for b, batch in enumerate(batches):
+        paths = []
+        for i, label in enumerate(batch["label"].numpy()):
+            path = tmp_path / f"b{b}_{i}.png"
+            cv2.imwrite(str(path), np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8))  # 2x, exact
+            paths.append(str(path))
+        batch |= {"mask_path": paths, "orig_size": [(2 * H, 2 * W)] * 2, "unpadded_size": [(H, W)] * 2}
+    for at_label_size, positives, void in ((True, 2 * 64, 4 * 2 * 2 * W), (False, 2 * 16, 4 * W)):
+        task = anomaly_task(
+            encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, score="max_logit",
+            test_scores=["max_logit"], score_at_label_size=at_label_size,
+        )  # fmt: skip
+        monkeypatch.setattr(task.model, "features", _stub_features)
+        trainer = quiet_trainer()
+        trainer.test(task, DataLoader(batches, batch_size=None), verbose=False)
+        sel = task.test_results["pixel"]["max_logit"]
+        assert (sel["num_positive"], sel["num_void"]) == (positives, void), at_label_size
+        # bilinear edges stay between the classes (anomaly >= -5.5, normal <= -8): the ranking is still perfect
+        assert float(trainer.callback_metrics["test/ap"]) == pytest.approx(1.0)
+        assert float(trainer.callback_metrics["test/fpr95"]) == pytest.approx(0.0)
+        assert task.test_results["component"]["mean_F1"] == pytest.approx(1.0)

@@ -10,6 +10,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from domains.driving.common import (
@@ -58,9 +59,9 @@ class _MaskedImages(Dataset):
 
     Items are ``{"image": float32 (3, H, W) in [0, 1], <mask_key>: int64 (H, W), "name": str}`` plus, so that
     ``predict`` can map its outputs back to the file's pixels, ``orig_size`` (H, W) before the transform,
-    ``unpadded_size`` (H, W) after it (``pad_collate`` may pad beyond it), ``image_path`` and ``mask_path`` (test scores
-    at the mask's own size); ``transform``
-    (albumentations) sees ``image`` and ``mask``. Subclasses name the map and may check its values.
+    ``unpadded_size`` (H, W) after it (``pad_collate`` may pad beyond it), ``image_path`` and ``mask_path``
+    (test scores at the mask's own size); ``transform`` (albumentations) sees ``image`` and ``mask``. Subclasses
+    name the map and may check its values.
     """
 
     mask_key = "mask"  # the map's key in an item
@@ -140,8 +141,9 @@ class AnomalyDataset(_MaskedImages):
             label = next((c for c in candidates if c.is_file()), None)
             if label is None:
                 if require_labels:
-                    lossy = sorted(labels_dir.glob(f"{image.stem}.jp*g"))
-                    why = f"; {lossy[0].name} is there, but masks must be PNG (JPEG alters label values)" if lossy else ""
+                    lossy = [f"; {p.name} is there, but masks must be PNG (JPEG alters label values)"
+                             for p in sorted(labels_dir.glob(f"{image.stem}.jp*g"))]  # fmt: skip
+                    why = lossy[0] if lossy else ""
                     raise LabelFormatError(
                         image, None, f"no label mask {candidates[0]} (or {candidates[1].name}){why}"
                     )
@@ -339,12 +341,21 @@ class SegmentationDataModule(SplitLoaders):
         self.predict_path = predict_path
         self.datasets: dict[str, Dataset] = {}
 
+    def _stage(self) -> str | None:
+        """The running command (``fit``, ``validate``, ``test``, ``predict``; None without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else trainer.state.fn
+
     def prepare_data(self) -> None:
+        """Generates only the synthetic sets the command reads: ``test`` the anomaly split alone (with one's own
+        ``anomaly_path`` it generated 1,500 KITTI scenes, 300 MB, for nothing), ``fit`` / ``validate`` the
+        scenes."""
         if self.predicting_own_images():
             return
-        if self.data_path is None:
+        stage = self._stage()
+        if self.data_path is None and stage in (None, "fit", "validate"):
             default_kitti_root()
-        if self.anomaly_path is None:
+        if self.anomaly_path is None and stage in (None, "test", "predict"):
             default_anomaly_root()
 
     def setup(self, stage: str | None = None) -> None:
@@ -353,7 +364,7 @@ class SegmentationDataModule(SplitLoaders):
             self.datasets["predict"] = PredictImages(images, segmentation_transforms(False, self.image_size))
         if stage == "predict" and self.predict_path is not None:
             return  # your own photos only: neither data_path nor anomaly_path is read
-        if "train" not in self.datasets:
+        if stage in (None, "fit", "validate") and "train" not in self.datasets:
             root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
             base = resolve_kitti_split(root)
             ids = sorted(images_by_stem(base / "image_2"))
@@ -375,5 +386,6 @@ class SegmentationDataModule(SplitLoaders):
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
             self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
+            rank_zero_info(f"anomaly test set {anomaly}: {len(self.datasets['test'])} labelled images")
 
     collate_fn = staticmethod(pad_collate)

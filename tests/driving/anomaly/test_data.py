@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -173,3 +175,25 @@ def test_anomaly_set_names_repeats_lossy_masks_and_orphan_masks(tmp_path):
     (root / "labels_masks" / "frame1.png").rename(root / "labels_masks" / "frame1.jpg")
     with pytest.raises(LabelFormatError, match=r"frame1\.jpg is there, but masks must be PNG"):
         AnomalyDataset(root)
+
+
+def test_test_and_validate_generate_and_read_only_what_they_use(tmp_path, monkeypatch):
+    """`test --data.anomaly_path OWN` generated the 1,500 synthetic KITTI scenes (300 MB, a minute) and printed
+    their train / val split, none of which the test reads."""
+    from types import SimpleNamespace
+
+    from domains.driving.anomaly import data as anomaly_data
+
+    made = []
+    kitti, anomaly = write_kitti(tmp_path / "k"), write_smiyc(tmp_path / "a")
+    monkeypatch.setattr(anomaly_data, "default_kitti_root", lambda: made.append("kitti") or kitti)
+    monkeypatch.setattr(anomaly_data, "default_anomaly_root", lambda: made.append("anomaly") or anomaly)
+    for stage, generated, splits in (("test", ["anomaly"], ["test"]), ("validate", ["kitti"], ["train", "val"])):
+        made.clear()
+        dm = SegmentationDataModule(num_workers=0)
+        dm.trainer = SimpleNamespace(state=SimpleNamespace(fn=stage))
+        dm.prepare_data()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dm.setup(stage)
+        assert made == generated * 2 and sorted(dm.datasets) == splits, stage  # prepare_data, then setup

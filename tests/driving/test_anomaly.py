@@ -481,12 +481,15 @@ def test_cli_fast_dev_run(tiny_sets, tmp_path, monkeypatch):
 
 
 def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
-    tiny_sets, tmp_path, monkeypatch
+    tiny_sets, tmp_path, monkeypatch, capsys
 ):
     from domains.driving.anomaly.__main__ import main
 
     monkeypatch.chdir(tmp_path)
-    main(["fit", *_cli_args(tiny_sets), "--trainer.max_epochs", "1"])
+    cli = main(["fit", *_cli_args(tiny_sets), "--trainer.max_epochs", "1"])
+    # the class weights say how many batches they counted (the limit, 20, was printed)
+    batches = int(cli.trainer.num_training_batches)
+    assert batches < 20 and f"(ENet, {batches} training batches)" in capsys.readouterr().out
     ckpt = tmp_path / "lightning_logs/driving_anomaly/checkpoints/last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     assert bool(state["model.calibrated"]) and bool(

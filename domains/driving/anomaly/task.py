@@ -21,6 +21,7 @@ selected one. Predict: per-image raw score (``.npy``) and colour overlay PNG at 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import time
 import warnings
@@ -288,11 +289,12 @@ class AnomalySegmentationTask(BaseTask):
         if loader is None:
             raise ValueError("class_weighting='enet' needs a training loader to count class pixels in")
         limit = self.hparams.class_weight_batches
+        counted = 0
 
         def masks():
-            for i, batch in enumerate(loader):
-                if limit is not None and i >= limit:
-                    break
+            nonlocal counted
+            for batch in itertools.islice(loader, limit):
+                counted += 1
                 yield batch_masks(batch)
 
         freq = class_pixel_frequencies(masks(), self.num_classes, IGNORE_INDEX).to(self.ce_weight.device)
@@ -300,7 +302,7 @@ class AnomalySegmentationTask(BaseTask):
         self.ce_weight.copy_(enet_class_weights(freq).to(self.ce_weight.device))
         names = SEMANTIC_CLASSES if len(SEMANTIC_CLASSES) == self.num_classes else range(self.num_classes)
         listed = ", ".join(f"{n} {w:.1f}" for n, w in zip(names, self.ce_weight.tolist()))
-        self.print(f"cross-entropy class weights (ENet, {limit or 'all'} training batches): {listed}")
+        self.print(f"cross-entropy class weights (ENet, {counted} training batches): {listed}")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self._stats_stale = True  # weights moved: SML / Mahalanobis statistics must be refreshed

@@ -554,3 +554,12 @@ def test_points_and_boxes_stay_float32_under_bf16_autocast():
     anchors = model.detector.anchor_generator
     anchors.set_cell_anchors(torch.bfloat16, torch.device("cpu"))
     assert all(cell.dtype == torch.float32 for cell in anchors.cell_anchors)
+
+
+def test_a_split_without_ground_truth_says_why_its_map_is_minus_one(monkeypatch):
+    """torchmetrics gives -1 without ground truth: the run logged map -1 and said nothing."""
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    with pytest.warns(UserWarning, match=r"val: the split holds no ground-truth object of the classes \['Car', "
+                      r"'Pedestrian'\], so COCO mAP / mAR are undefined \(logged as -1\)"):  # fmt: skip
+        values = _kitti_through_the_task(monkeypatch, [(empty, _cars([[0, 0, 10, 10]], [0.9]))])
+    assert values["val/map"] == -1.0

@@ -292,6 +292,12 @@ class DetectionTask(DetectorTask):
         if stage not in self._metrics:
             return {}
         res = self._metrics.pop(stage).compute()
+        if float(res["map"]) < 0 and not getattr(self._trainer, "sanity_checking", False):  # torchmetrics' -1
+            warnings.warn(
+                f"{stage}: the split holds no ground-truth object of the classes {list(self.class_names)}, so COCO "
+                "mAP / mAR are undefined (logged as -1)",
+                stacklevel=2,
+            )
         values: dict[str, float] = {
             f"{stage}/map": float(res["map"]),
             f"{stage}/map50": float(res["map_50"]),

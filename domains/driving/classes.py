@@ -80,6 +80,14 @@ _SEMANTIC_TABLE = (
 SEMANTIC_CLASSES = tuple(name for name, _ in _SEMANTIC_TABLE)
 SEMANTIC_COLORS = tuple(color for _, color in _SEMANTIC_TABLE)
 SEMANTIC_ID = {name: i for i, name in enumerate(SEMANTIC_CLASSES)}
+
+
+def semantic_class_names(num_classes: int) -> list[str]:
+    """Names of a segmenter's ``num_classes`` outputs: the synthetic scenes' classes when it has as many, else
+    ``class_0`` ... (a model trained on one's own label ids: the synthetic names would mislabel them)."""
+    if num_classes == len(SEMANTIC_CLASSES):
+        return list(SEMANTIC_CLASSES)
+    return [f"class_{i}" for i in range(num_classes)]
 VOID = 255
 VOID_COLOR = (0, 0, 0)
 

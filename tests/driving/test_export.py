@@ -207,3 +207,10 @@ def test_anomaly_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
     with pytest.raises(Exception, match="DetectionTask"):  # a detection checkpoint is refused
         anomaly_export(["--ckpt", str(checkpoints[DETECTION]), "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_a_segmenter_of_other_classes_exports_generic_class_names(tmp_path):
+    """A 19-class model's sidecar listed the synthetic scenes' 12 names, for 19 logit channels."""
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, num_classes=19).eval()
+    meta = export_anomaly(task, tmp_path, size=(32, 64), score="msp")
+    assert meta["classes"] == [f"class_{i}" for i in range(19)]

@@ -26,7 +26,7 @@ from torch import nn
 from domains.driving.anomaly.model import FIXED_RANGES, AnomalySegmenter
 from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, smooth_score_map
 from domains.driving.anomaly.task import AnomalySegmentationTask
-from domains.driving.classes import SEMANTIC_CLASSES
+from domains.driving.classes import semantic_class_names
 from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
 
 SIZE_MULTIPLE = 32
@@ -105,7 +105,7 @@ def export_anomaly(
             "input_size": [height, width],
             "size_multiple": SIZE_MULTIPLE,
             "input": "RGB in [0, 1]; H and W multiples of size_multiple (pad outside, replicate)",
-            "classes": list(SEMANTIC_CLASSES[: task.num_classes]),
+            "classes": semantic_class_names(task.num_classes),
             "score": score,
             "score_direction": "higher = more anomalous",
             "score_smoothing": smoothing,  # sigma (px) of the Gaussian blur inside the graph; 0: none

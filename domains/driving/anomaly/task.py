@@ -52,7 +52,7 @@ from domains.driving.anomaly.predict import (
     write_predictions,
 )
 from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
-from domains.driving.classes import SEMANTIC_CLASSES
+from domains.driving.classes import semantic_class_names
 from domains.driving.common import read_label_map
 from shared.backbones import list_backbones
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
@@ -300,7 +300,7 @@ class AnomalySegmentationTask(BaseTask):
         freq = class_pixel_frequencies(masks(), self.num_classes, IGNORE_INDEX).to(self.ce_weight.device)
         freq = self.trainer.strategy.reduce(freq, reduce_op="mean")  # one set of weights on every DDP rank
         self.ce_weight.copy_(enet_class_weights(freq).to(self.ce_weight.device))
-        names = SEMANTIC_CLASSES if len(SEMANTIC_CLASSES) == self.num_classes else range(self.num_classes)
+        names = semantic_class_names(self.num_classes)
         listed = ", ".join(f"{n} {w:.1f}" for n, w in zip(names, self.ce_weight.tolist()))
         self.print(f"cross-entropy class weights (ENet, {counted} training batches): {listed}")
 

@@ -886,9 +886,10 @@ def accident_clip_steps(n_frames: int, fps: float, model_fps: float | None) -> n
         raise ValueError(f"fps must be a positive frame rate, got {fps}")
     steps = np.arange(n_frames) if model_fps is None else accident_model_steps(n_frames, fps, model_fps)
     if len(steps) < 2:
+        rate = "" if model_fps is None else f" at the model's {model_fps:g} fps"
         raise ValueError(
             f"the clip is {n_frames} frames at {fps:g} fps ({(n_frames - 1) / fps:.2f} s between its first and last "
-            f"frame): at the model's {model_fps:g} fps that is {len(steps)} step; at least 2 are needed"
+            f"frame):{rate} that is {len(steps)} step; at least 2 are needed"
         )
     return steps
 
@@ -958,6 +959,8 @@ def accident_predict(
         for key in ("probabilities", "risk", "uncertainty", "ttc", "object_risk"):
             if out.get(key) is not None:
                 out[key] = np.asarray(out[key])[held]
+    blind = task.blind_frames(batch["box_valid"])[0].numpy()  # per model step, as predict_step masked them
+    out["blind"] = blind[held] if resampled else blind  # per source frame: the step it holds
     out["frames"] = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
     out.pop("source_boxes", None)  # the boxes below are the source's already
     out["boxes"] = source_boxes

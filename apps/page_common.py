@@ -91,9 +91,11 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: s
     found = _checkpoints_under_logs()
     with st.sidebar.expander(label):
         picked = st.selectbox(
-            "A checkpoint under lightning_logs/", ["(none)", *found], key=f"own_pick_{keys[0]}"
+            "A checkpoint under lightning_logs/", ["(none)", *found], key=f"own_pick_{keys[0]}", persist_state=KEEP
         )
-        typed = st.text_input("or its path", key=f"own_path_{keys[0]}", placeholder="/path/to/last.ckpt")
+        typed = st.text_input(
+            "or its path", key=f"own_path_{keys[0]}", placeholder="/path/to/last.ckpt", persist_state=KEEP
+        )
     overrides = st.session_state.setdefault(OVERRIDES, {})
     for key in keys:
         overrides.pop(key, None)

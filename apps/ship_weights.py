@@ -1,7 +1,7 @@
 r"""Turn finished training runs into the demo's shipped weights: ``apps/weights/<key>.safetensors`` + card.
 
     python -m apps.ship_weights --runs gpu_runs          # the folder benchmarks/gpu_recipes.py wrote
-    python -m apps.ship_weights --checkpoint driving_accident=lightning_logs/driving_accident/quick/checkpoints/last.ckpt \
+    python -m apps.ship_weights --checkpoint driving_accident=lightning_logs/driving_accident/full/checkpoints/last.ckpt \
         --command "python -m domains.driving.accident fit -c domains/driving/accident/configs/full.yaml" --device "..."
 
 Per demo model: the plain network's weights (``task.model``) as fp16 safetensors (tensors only: loading runs no

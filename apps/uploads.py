@@ -649,13 +649,25 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     return MedicalVolume(name, "DICOM", values[None], lo, hi, notes, spacing)
 
 
-def _spacing(values, notes: list[str]) -> tuple[float, float] | None:
-    """(row, column) mm per pixel from a header's two values (None when absent or not positive), noted."""
+#: in-plane pixel sizes (mm) taken from a header: outside, the value is more likely a unit mix-up than a scan
+#: (a 0.01 mm "CT pixel" would make the 64 mm window 6,400 pixels wide)
+PLAUSIBLE_PIXEL_MM = (0.05, 10.0)
+
+
+def _spacing(values, notes: list[str], scale: float = 1.0) -> tuple[float, float] | None:
+    """(row, column) mm per pixel from a header's two values times ``scale`` (its unit in mm), noted; None
+    when absent, not positive, or outside :data:`PLAUSIBLE_PIXEL_MM` (said in a note)."""
     try:
-        rows, cols = (float(v) for v in values)
+        rows, cols = (float(v) * scale for v in values)
     except (TypeError, ValueError):
         return None
     if not (math.isfinite(rows) and math.isfinite(cols) and rows > 0 and cols > 0):
+        return None
+    low, high = PLAUSIBLE_PIXEL_MM
+    if not (low <= rows <= high and low <= cols <= high):
+        notes.append(
+            f"the header's pixel size, {cols:g} x {rows:g} mm, is not a CT's ({low:g}-{high:g} mm): ignored"
+        )
         return None
     notes.append(f"pixels {cols:g} x {rows:g} mm (from the header)")
     return rows, cols
@@ -692,7 +704,9 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         if len(shape) >= 3:
             img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
         volume = np.asanyarray(img.dataobj)
-        zooms = img.header.get_zooms()
+        # the affine's voxel sizes, not pixdim: they agree with the reoriented axes whichever form the header uses
+        zooms = nib.affines.voxel_sizes(img.affine)
+        unit = img.header.get_xyzt_units()[0]
     except Exception as exc:  # noqa: BLE001 - short data, bad header fields, ...
         raise UploadError(
             f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})"
@@ -721,7 +735,10 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         notes.append(f"4D volume: {c} channels / time points (use the channel slider)")
     if z > 1:
         notes.append(f"3D volume: {z} axial slices (use the slice slider)")
-    spacing = _spacing((zooms[1], zooms[0]), notes) if len(zooms) >= 2 else None  # display rows are y
+    # nibabel writes 1 x 1 with no unit when nothing was given: a size not stated, not 1 mm
+    stated = unit != "unknown" or not np.allclose(zooms[:2], 1.0)
+    scale = {"meter": 1000.0, "micron": 0.001}.get(unit, 1.0)
+    spacing = _spacing((zooms[1], zooms[0]), notes, scale) if stated else None  # display rows are y
     return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing)
 
 
@@ -795,8 +812,11 @@ def _window(
     where it reaches past the image, and a note saying so."""
     h, w = image.shape
     (win_h, win_w), (cy, cx) = window, centre if centre is not None else ((h - 1) / 2, (w - 1) / 2)
-    cy, cx = min(max(cy, 0), h - 1), min(max(cx, 0), w - 1)  # the window always holds part of the slice
-    top, left = round(cy - (win_h - 1) / 2), round(cx - (win_w - 1) / 2)
+    # nearest start, halves up (round() takes halves to even: the window moved in 2-pixel steps); a window that
+    # fits stays inside the slice, a larger one holds its middle
+    top, left = math.floor(cy - (win_h - 1) / 2 + 0.5), math.floor(cx - (win_w - 1) / 2 + 0.5)
+    top = min(max(top, 0), h - win_h) if win_h <= h else min(max(top, h - win_h), 0)
+    left = min(max(left, 0), w - win_w) if win_w <= w else min(max(left, w - win_w), 0)
     before = (max(0, -top), max(0, -left))
     after = (max(0, top + win_h - h), max(0, left + win_w - w))
     inside = image[max(0, top) : min(h, top + win_h), max(0, left) : min(w, left + win_w)]

@@ -30,11 +30,15 @@ def check_stage_splits(sizes: dict[str, int], stage: str | None, owner: str, hin
     and exit 0, with no metrics, no predictions and no error. Other empty splits are warned. ``hint`` says what
     to change (the split option, by its CLI name)."""
     stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn
+    needed = STAGE_SPLITS.get(stage, ())
+    if not sizes:  # no split read (datasets given by hand): nothing to check
+        return
+    sizes = {**sizes, **{name: sizes.get(name, 0) for name in needed}}  # a split not built at all is empty
     empty = [name for name, size in sizes.items() if size == 0]
     if not empty:
         return
     table = ", ".join(f"{name} {size}" for name, size in sizes.items())
-    needed = [name for name in STAGE_SPLITS.get(stage, ()) if name in empty]
+    needed = [name for name in needed if name in empty]
     if needed:
         raise ValueError(f"{owner}: `{stage}` needs the {needed[0]} split, which is empty ({table} items): {hint}")
     warnings.warn(f"{owner}: split(s) {empty} are empty ({table} items): {hint}", UserWarning, stacklevel=3)

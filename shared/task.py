@@ -280,7 +280,7 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error talks of mmap
         raise CheckpointMismatchError(
             f"{path}: not a weights-only Lightning checkpoint (not a zip archive: truncated, or not written by "
-            "torch.save; checkpoints are e.g. lightning_logs/<domain>/checkpoints/last.ckpt)"
+            "torch.save; checkpoints are e.g. lightning_logs/<domain>/<config>/checkpoints/last.ckpt)"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

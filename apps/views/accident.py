@@ -44,12 +44,16 @@ def _detect(token: str, digest: str, threshold: float, _frames: np.ndarray) -> d
     emptied in here: a cached answer replays it away (a bar made outside cannot be updated from in here)."""
     total = len(_frames)
     bar = st.progress(0.0, text=f"Detecting objects in {total} frames ...")
-    objects = dm.detect_clip_objects(
-        pc.load_model(DETECTION), _frames, threshold,
-        progress=lambda done, _: bar.progress(done / total, text=f"Detecting objects: frame {done} of {total}"),
-    )  # fmt: skip
-    bar.empty()
-    return objects
+    every = max(1, total // 20)  # a cached answer replays each update: about 20, not one per frame
+
+    def progress(done: int, _: int) -> None:
+        if done % every == 0 or done == total:
+            bar.progress(done / total, text=f"Detecting objects: frame {done} of {total}")
+
+    try:
+        return dm.detect_clip_objects(pc.load_model(DETECTION), _frames, threshold, progress=progress)
+    finally:
+        bar.empty()  # a detector failure leaves no half-full bar beside its warning
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -461,7 +465,7 @@ elif model.model.input_kind == "boxes":
         f"The model reads the objects' boxes and their motion, not the pixels; boxes are scaled to its "
         f"{in_w}x{in_h} training frame."
     )
-    blind = int((~np.asarray(prediction["box_valid"]).any(1)).sum())
+    blind = int(np.asarray(prediction["blind"]).sum())
     if blind == n_frames:
         st.warning(
             "No object in view in any frame: this model reads only the objects' boxes, so it has nothing to "

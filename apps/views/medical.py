@@ -229,7 +229,7 @@ else:
                 "crop": "a window of the file's own pixels",
             }[m],
             horizontal=True,
-            key="medical_fit",
+            key=f"medical_fit_{len(modes)}",  # its own widget per choice list: "mm" is the default wherever offered
         )
     if mode != "resize":  # where the window sits: lesions are rarely at the slice's centre
         h, w = raw.shape

@@ -58,7 +58,7 @@ def _is_palette_png(path: str | Path) -> bool:
     """Whether the file is an indexed-colour PNG (IHDR colour type 3): its pixels are palette indices."""
     with open(path, "rb") as file:
         head = file.read(26)
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[25] == 3
+    return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[25] == 3
 
 
 def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
@@ -66,20 +66,27 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     indexed-colour PNG (Pascal VOC style, a palette colouring each class) gives its indices, not the colours
     OpenCV would expand them to. ``colour``: a colour map is returned as (H, W, 3) RGB instead of refused."""
     if Path(path).is_file() and _is_palette_png(path):
-        with Image.open(path) as indexed:
-            return np.array(indexed)
+        try:
+            with Image.open(path) as indexed:  # a colour map saved as a palette (image optimisers do): colours
+                return np.array(indexed.convert("RGB") if colour else indexed)
+        except (OSError, SyntaxError) as err:
+            raise LabelFormatError(path, None, f"cannot decode label mask ({err})") from None
     label = _imread(path, cv2.IMREAD_UNCHANGED, "label mask", "label mask")
     if label.ndim == 3:
+        if label.shape[2] == 4 and (label[..., 3] == label[..., 3].max()).all():
+            label = label[..., :3]  # an opaque alpha channel says nothing
         if (
-            label.shape[2] >= 3
+            label.shape[2] == 3
             and np.array_equal(label[..., 0], label[..., 1])
             and np.array_equal(label[..., 0], label[..., 2])
         ):
             label = label[..., 0]
-        elif colour and label.shape[2] == 3:
+        elif colour and label.shape[2] == 3 and label.dtype == np.uint8:
             label = cv2.cvtColor(label, cv2.COLOR_BGR2RGB)
         else:
-            raise LabelFormatError(path, None, f"label mask must be single-channel, got shape {label.shape}")
+            shape = f"shape {label.shape}" + (f", {label.dtype}" if colour else "")
+            expected = "single-channel or 8-bit RGB" if colour else "single-channel"
+            raise LabelFormatError(path, None, f"label mask must be {expected}, got {shape}")
     return label
 
 

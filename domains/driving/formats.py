@@ -304,7 +304,7 @@ def distinct_names(
     """``name(path)`` (the stem) of each image, or, where that repeats (``drive_a/000000.png``,
     ``drive_b/000000.png``: dashcam drives), the path below ``root`` (default: the images' common folder) joined
     by ``__`` (``drive_a__000000``). Names can still repeat (``a.png`` beside ``a.jpg``): callers refuse that."""
-    counts = Counter(name(path) for path in paths)
+    counts = Counter(name(path) for path in set(paths))  # one file listed twice is one image
     if root is None and any(count > 1 for count in counts.values()):
         root = Path(os.path.commonpath([os.path.abspath(path.parent) for path in paths]))
 
@@ -314,21 +314,24 @@ def distinct_names(
     return [name(path) if counts[name(path)] == 1 else "__".join((*below(path), name(path))) for path in paths]
 
 
-def name_repeated_stems(annotations: Sequence[ImageAnnotation], where: str) -> None:
+def name_repeated_stems(annotations: Sequence[ImageAnnotation], where: str, same_file_ok: bool = False) -> None:
     """Give images whose stems repeat across folders ids of their own (:func:`distinct_names`), so their
-    predictions, ground truth and split groups stay apart; ids that still repeat are an error naming both."""
+    predictions, ground truth and split groups stay apart; ids that still repeat are an error naming both
+    (``same_file_ok``: but for one file listed twice)."""
     paths = [Path(a.image_path) for a in annotations]
     own = {path: a.image_id for path, a in zip(paths, annotations)}  # the stem (less Cityscapes' suffixes)
     for ann, name in zip(annotations, distinct_names(paths, name=own.__getitem__)):
         if name != ann.image_id:
             ann.name = name
-    _unique_names(annotations, where)
+    _unique_names(annotations, where, same_file_ok)
 
 
-def _unique_names(annotations: Iterable[ImageAnnotation], where: str) -> None:
+def _unique_names(annotations: Iterable[ImageAnnotation], where: str, same_file_ok: bool = False) -> None:
+    """Two images with one id are an error naming both; ``same_file_ok``: one file listed twice (a YOLO list
+    oversampling it) keeps its one id."""
     seen: dict[str, str] = {}
     for ann in annotations:
-        if ann.image_id in seen:
+        if ann.image_id in seen and not (same_file_ok and seen[ann.image_id] == ann.image_path):
             raise LabelFormatError(
                 where, None, f"two images share the id {ann.image_id!r}: {seen[ann.image_id]}, {ann.image_path}"
             )
@@ -834,7 +837,7 @@ def read_yolo(
         label = yolo_label_path(img)
         objects = _read_yolo_label(label, (height, width), names, log) if label.is_file() else []
         out.append(ImageAnnotation(str(img), width, height, objects))
-    name_repeated_stems(out, f"{path} (split {split!r})")
+    name_repeated_stems(out, f"{path} (split {split!r})", same_file_ok=True)  # a list may repeat an image
     if own:
         log.report(f"read_yolo({path}, split={split!r})")
     return out

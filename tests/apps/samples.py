@@ -82,10 +82,15 @@ def dicom(
     return buf.getvalue()
 
 
-def nifti(volume: np.ndarray, compressed: bool = False, affine: np.ndarray | None = None) -> bytes:
+def nifti(
+    volume: np.ndarray, compressed: bool = False, affine: np.ndarray | None = None, unit: str | None = None
+) -> bytes:
+    """A NIfTI-1 file; ``unit``: the spatial unit in its header (``mm``, ``meter``, ``micron``; None: unset)."""
     import nibabel as nib
 
     img = nib.Nifti1Image(np.asarray(volume), np.eye(4) if affine is None else affine)
+    if unit is not None:
+        img.header.set_xyzt_units(unit)
     raw = img.to_bytes()
     return gzip.compress(raw) if compressed else raw
 

@@ -142,3 +142,9 @@ def test_a_slow_video_is_refused_before_the_detector_reads_its_frames(demo_env, 
     assert not at.exception and len(at.error) == 1
     assert at.error[0].value.startswith("slow.mp4: the clip's 5 fps is slower than the 10 fps")
     assert calls == [] and not _charts(at)
+
+
+def test_clip_steps_without_a_model_rate_take_every_frame_and_name_a_too_short_clip():
+    assert dm.accident_clip_steps(5, 10.0, None).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"1 frames at 10 fps \(0\.00 s between its first and last frame\): that is 1 step"):
+        dm.accident_clip_steps(1, 10.0, None)  # formatted the missing model rate: a TypeError

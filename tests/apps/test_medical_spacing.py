@@ -39,12 +39,17 @@ def test_a_window_at_the_models_pixel_size_keeps_a_nodule_its_size_and_shape(spa
         up.fit_to_model(image, 128, "mm")
 
 
-def test_a_window_past_the_edge_is_padded_and_never_empty():
+def test_a_window_that_fits_stays_inside_the_slice_and_moves_one_pixel_a_step():
+    """Centre sliders near the edge padded smeared edge pixels into a slice large enough; round() took halves
+    to even, so the window moved in 2-pixel steps."""
     image = np.arange(100, dtype=np.float32).reshape(10, 10)
-    out, how = up.fit_to_model(image, 4, "crop", centre=(0, 9))  # rows -2..1, columns 8..11 (round half even)
-    assert out.tolist() == [[8, 9, 9, 9], [8, 9, 9, 9], [8, 9, 9, 9], [18, 19, 19, 19]] and "edge-padded" in how
-    out, _ = up.fit_to_model(image, 4, "crop", centre=(50, 50))  # outside: clamped to the last pixel
-    assert out[0, 0] == 88 and out[1, 1] == 99
+    out, how = up.fit_to_model(image, 4, "crop", centre=(0, 9))  # held inside: rows 0-3, columns 6-9
+    assert out.tolist() == image[0:4, 6:10].tolist() and "edge-padded" not in how
+    tops = [int(up.fit_to_model(image, 4, "crop", centre=(row, 5))[0][0, 0]) // 10 for row in range(2, 8)]
+    assert tops == [1, 2, 3, 4, 5, 6]  # floor(row - 1.5 + 0.5): one row per step
+    small = np.arange(9, dtype=np.float32).reshape(3, 3)
+    out, how = up.fit_to_model(small, 5, "crop")  # larger than the slice: edge-padded around it
+    assert "edge-padded" in how and out[1:4, 1:4].tolist() == small.tolist() and out[0, 0] == 0
 
 
 def test_nifti_and_dicom_headers_give_the_pixel_spacing():
@@ -56,18 +61,32 @@ def test_nifti_and_dicom_headers_give_the_pixel_spacing():
     assert dcm.spacing == (0.6, 0.8)
     assert up.decode_medical(S.dicom(np.zeros((16, 24))), "bare.dcm").spacing is None
     assert up.decode_medical(S.png(np.zeros((16, 24), np.uint8)), "slice.png").spacing is None
+    # nibabel's default (identity affine, no unit) states no size: not taken for 1 mm
+    assert up.decode_medical(S.nifti(volume), "plain.nii").spacing is None
+    assert up.decode_medical(S.nifti(volume, affine=np.diag([0.0007, 0.0009, 0.002, 1]), unit="meter"), "m.nii").spacing == (
+        pytest.approx(0.9), pytest.approx(0.7))  # metres: x 1000
+    odd = up.decode_medical(S.nifti(volume, affine=np.diag([0.01, 0.01, 1, 1])), "odd.nii")  # 0.01 mm: a unit slip
+    assert odd.spacing is None and any("is not a CT's (0.05-10 mm): ignored" in n for n in odd.notes)
 
 
 def test_page_feeds_a_ct_volume_at_the_models_pixel_size_by_default(demo_env):
     volume = np.zeros((512, 512, 3), np.int16)
     at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.7, 0.7, 2.5, 1])))
     _ok(at)
-    assert at.radio(key="medical_fit").value == "mm"
+    assert at.radio(key="medical_fit_3").value == "mm"
     assert "a 64 mm window (91x91 of its 0.7 x 0.7 mm pixels) resampled to the models' 0.5 mm pixels" in _texts(
         at.caption
     )
     at.slider(key="medical_centre_col").set_value(100).run()
     _ok(at)
-    at.radio(key="medical_fit").set_value("resize").run()
+    at.radio(key="medical_fit_3").set_value("resize").run()
     _ok(at)
     assert "resized from 512x512 to 128x128" in _texts(at.caption)
+    # an earlier upload without a pixel size set the choice to resize: the next one with a size still starts at mm
+    at = _upload_on("medical", "bare.nii.gz", S.nifti(volume, compressed=True))
+    at.radio(key="medical_fit_2").set_value("resize").run()
+    at.file_uploader(key="medical_upload").set_value(
+        ("ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.7, 0.7, 2.5, 1])), "application/gzip")
+    ).run()
+    _ok(at)
+    assert at.radio(key="medical_fit_3").value == "mm"

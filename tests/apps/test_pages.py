@@ -99,6 +99,8 @@ def test_chosen_settings_survive_a_page_switch(demo_env):
     at.switch_page(str(APPS / "views" / "medical.py")).run()
     at.slider(key="medical_samples").set_value(4)
     at.number_input(key="medical_seed").set_value(7).run()
+    own = str(demo_env["checkpoints"] / "medical_unet.ckpt")
+    at.text_input(key="own_path_medical_unet").set_value(own).run()  # one's own checkpoint
     at.switch_page(str(APPS / "views" / "driving.py")).run()
     at.slider(key="driving_det_threshold").set_value(0.2)
     at.slider(key="driving_ano_alpha").set_value(0.8).run()
@@ -107,6 +109,7 @@ def test_chosen_settings_survive_a_page_switch(demo_env):
     at.switch_page(str(APPS / "views" / "medical.py")).run()
     _ok(at)
     assert (at.slider(key="medical_samples").value, at.number_input(key="medical_seed").value) == (4, 7)
+    assert at.text_input(key="own_path_medical_unet").value == own
     at.switch_page(str(APPS / "views" / "driving.py")).run()
     _ok(at)
     assert at.slider(key="driving_det_threshold").value == 0.2 and at.slider(key="driving_ano_alpha").value == 0.8
@@ -194,7 +197,7 @@ def test_medical_2d_uploads(demo_env, name, make, note):
         assert note in infos
     assert any("GED" in m.label for m in at.metric) is False  # no readers for an upload
     if name != "slice.png":  # not 128x128: the fit choice is offered
-        at.radio(key="medical_fit").set_value("crop").run()
+        at.radio(key="medical_fit_2").set_value("crop").run()  # no pixel size in these files: 2 choices
         _ok(at)
         h, w = (int(at.slider(key=f"medical_centre_{axis}").max) + 1 for axis in ("row", "col"))
         assert f"a 128x128 window centred at row {h // 2}, column {w // 2} of the {w}x{h} slice" in _texts(at.caption)

@@ -76,6 +76,11 @@ def test_yolo_images_whose_names_repeat_across_folders_keep_apart(tmp_path):
     read = read_yolo(tmp_path / "data.yaml", "train")
     assert [a.image_id for a in read] == ["drive_a__000000", "000001", "drive_b__000000"]
     assert [len(a.objects) for a in read] == [0, 0, 1]
+    # a list that names one image twice (oversampling it) keeps both entries under the image's one id
+    (tmp_path / "twice.txt").write_text("images/train/drive_a/000001.png\nimages/train/drive_a/000001.png\n")
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"path": str(tmp_path), "train": "twice.txt",
+                                                        "names": {0: "Car"}}))  # fmt: skip
+    assert [a.image_id for a in read_yolo(tmp_path / "data.yaml", "train")] == ["000001", "000001"]
     # your own photos are named the same way below the folder given
     assert [n for *_, n in predict_images(tmp_path / "images")] == [
         "train__drive_a__000000", "000001", "train__drive_b__000000",
@@ -193,3 +198,32 @@ def test_a_split_the_command_reads_cannot_be_empty(tmp_path):
     with pytest.warns(UserWarning, match=r"split\(s\) \['test'\] are empty"):
         dm.setup("fit")  # fit does not read the test split
     assert len(dm.datasets["train"]) == 1
+
+
+def test_colour_label_maps_saved_as_palettes_opaque_alpha_and_broken_files(tmp_path):
+    """A KITTI-STEP colour map quantised to a palette (image optimisers do) gave palette indices, read as class
+    ids; an opaque RGBA map was refused; a truncated palette PNG was a bare OSError naming no file."""
+    from domains.driving.instances.data import read_panoptic_map
+
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:2] = (13, 0, 1)  # car instance 1
+    rgb[2:] = (13, 0, 2)  # car instance 2
+    Image.fromarray(rgb).quantize(colors=2).save(tmp_path / "p.png")
+    values, divisor = read_panoptic_map(tmp_path / "p.png", 1000)
+    assert divisor == KITTI_STEP_DIVISOR and sorted(np.unique(values)) == [13 * divisor + 1, 13 * divisor + 2]
+    grey = np.array([[0, 1], [2, 3]], np.uint8)
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([grey, grey, grey, np.full_like(grey, 255)]))
+    assert read_label_map(tmp_path / "rgba.png").tolist() == grey.tolist()
+    (tmp_path / "cut.png").write_bytes((tmp_path / "p.png").read_bytes()[:60])
+    with pytest.raises(LabelFormatError, match=r"cut\.png: cannot decode label mask"):
+        read_label_map(tmp_path / "cut.png")
+
+
+def test_a_split_the_command_reads_that_was_never_built_is_empty():
+    """A YOLO yaml with train and val but no test split left no 'test' key, so the check passed and `test` ended in
+    the data module's 'no test split; call setup()'."""
+    from shared.data import check_stage_splits
+
+    with pytest.raises(ValueError, match=r"`test` needs the test split, which is empty \(train 3, val 1, test 0"):
+        check_stage_splits({"train": 3, "val": 1}, "test", "DetectionDataModule", "add a test list")
+    check_stage_splits({"train": 3, "val": 1}, "fit", "DetectionDataModule", "add a test list")

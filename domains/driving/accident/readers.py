@@ -652,7 +652,7 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
     numbers = {}
     for key in ("num_frames", "anomaly_start"):
         value = meta[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
             log.add("bad_json", path, None, f"{key} must be a whole number of frames, got {value!r}")
             return None
         numbers[key] = int(value)

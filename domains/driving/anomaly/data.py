@@ -150,9 +150,10 @@ class AnomalyDataset(_MaskedImages):
                 unlabelled.append(image.name)
                 continue
             self.items.append((image, label, image.stem))
-        # SMIYC's colour previews (<name>_labels_semantic_color.png) belong to their image too
-        owner = (p.stem.removesuffix("_color").removesuffix("_labels_semantic") for p in labels_dir.glob("*.png"))
-        orphans = sorted(name for name in owner if name not in stems)
+        # every candidate mask of an image is its own, SMIYC's colour previews (<name>_labels_semantic_color.png) too
+        suffixes = ("", "_labels_semantic", "_labels_semantic_color")
+        owned = {f"{stem}{suffix}.png" for stem in stems for suffix in suffixes}
+        orphans = sorted(p.name for p in labels_dir.glob("*.png") if p.name not in owned)
         if orphans:
             warnings.warn(
                 f"AnomalyDataset({self.root}): {len(orphans)} mask(s) in {labels_dir.name}/ belong to no image and "

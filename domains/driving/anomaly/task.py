@@ -412,9 +412,10 @@ class AnomalySegmentationTask(BaseTask):
         maps = {name: value.cpu().numpy() for name, value in maps.items()}
         pred = logits.argmax(dim=1).cpu().numpy()
         resized = self._resized_items(batch, unpadded)
-        if not resized.any():  # every image scored at its own size already: the batch goes in whole
+        if not resized.all():  # the images scored at their own size already go in together
+            own = slice(None) if not resized.any() else ~resized  # no copy of the maps in the common case
             for name, value in maps.items():
-                self._pixel_acc[name].update(value, y, name=f"test batch {batch_idx}")
+                self._pixel_acc[name].update(value[own], y[own], name=f"test batch {batch_idx}")
         for i, image_name in enumerate(names):
             size = unpadded[i] if unpadded is not None else pred.shape[-2:]  # the image itself, not the padding
             for name, value in maps.items():

@@ -508,14 +508,15 @@ def test_dota_bad_numbers_are_counted_and_a_repeated_video_name_names_both_files
     a repeated video_name in a message naming neither JSON."""
     import json
 
-    bad = (("d01", "anomaly_start", None), ("d02", "num_frames", "sixteen"), ("d03", "anomaly_start", 4.5))
+    bad = (("d01", "anomaly_start", None), ("d02", "num_frames", "sixteen"), ("d03", "anomaly_start", 4.5),
+           ("d04", "anomaly_start", float("nan")), ("d05", "num_frames", float("inf")))  # json writes NaN, Infinity
     for vid, key, value in bad:
         path = write_dota_clip(tmp_path, vid)
         meta = json.loads(path.read_text())
         meta[key] = value
         path.write_text(json.dumps(meta))
     write_dota_clip(tmp_path, "d00")
-    with pytest.warns(LabelWarning, match=r"bad_json: 3 .*d01\.json: anomaly_start must be a whole number of frames, "
+    with pytest.warns(LabelWarning, match=r"bad_json: 5 .*d01\.json: anomaly_start must be a whole number of frames, "
                       r"got None"):  # fmt: skip
         (clip,) = read_dota(tmp_path)
     assert clip.clip_id == "d00"

@@ -256,6 +256,17 @@ def test_a_boxes_only_model_gives_no_risk_where_no_object_is_in_view():
     out = accident_predict(task, np.zeros((8, 24, 48, 3), np.uint8), boxes, valid, np.array([1, -1, -1, -1]), 10.0)
     assert np.all(out["probabilities"][:3] == 0) and np.all(out["uncertainty"][:3] == 0)
     assert np.all(out["risk"][3:] > 0) and np.all(out["probabilities"][3:] > 0)
+    assert out["blind"].tolist() == [True] * 3 + [False] * 5
+
+    # at 30 fps resampled to 10: each source frame holds the step at or before it (steps read frames 0, 3, 6,
+    # ...); the object appears at source frame 7, so steps 0-2 (frames 0-8) are blind
+    boxes30, valid30 = np.repeat(boxes, 3, axis=0), np.zeros((24, 4), bool)
+    valid30[7:, 0] = True
+    resampled = accident_predict(
+        task, np.zeros((24, 24, 48, 3), np.uint8), boxes30, valid30, np.array([1, -1, -1, -1]), 30.0, model_fps=10.0
+    )
+    assert resampled["blind"].tolist() == [True] * 9 + [False] * 15
+    assert np.all(resampled["risk"][:9] == 0) and np.all(resampled["risk"][9:] > 0)
 
     batch = {
         "boxes": torch.from_numpy(boxes)[None], "box_valid": torch.from_numpy(valid)[None],

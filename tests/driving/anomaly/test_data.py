@@ -166,7 +166,7 @@ def test_anomaly_set_names_repeats_lossy_masks_and_orphan_masks(tmp_path):
     cv2.imwrite(str(root / "labels_masks" / "stray.png"), np.zeros((H, W), np.uint8))
     cv2.imwrite(str(root / "labels_masks" / "frame0_labels_semantic_color.png"), np.zeros((H, W, 3), np.uint8))
     with pytest.warns(LabelWarning, match=r"1 mask\(s\) in labels_masks/ belong to no image and are not used, "
-                      r"e.g. \['stray'\]"):  # fmt: skip
+                      r"e.g. \['stray.png'\]"):  # fmt: skip
         assert len(AnomalyDataset(root)) == 2
     write_image(root / "images" / "frame0.png", width=W, height=H)
     with pytest.raises(LabelFormatError, match=r"frame0\.png: shares its name with frame0\.jpg: rename one"):

@@ -140,3 +140,26 @@ def test_test_scores_pixels_at_each_label_masks_own_size(monkeypatch, tmp_path):
         assert float(trainer.callback_metrics["test/ap"]) == pytest.approx(1.0)
         assert float(trainer.callback_metrics["test/fpr95"]) == pytest.approx(0.0)
         assert task.test_results["component"]["mean_F1"] == pytest.approx(1.0)
+
+
+def test_a_batch_mixing_resized_and_own_size_images_scores_every_image_once(monkeypatch, tmp_path):
+    """The first version added a mixed batch's resized images alone: its images already at their own size went
+    missing from the pixel metrics."""
+    import cv2
+
+    batches = _batches()
+    for b, batch in enumerate(batches):
+        label = batch["label"][0].numpy()  # item 0 comes from a 2x file; item 1 is at its own size
+        path = tmp_path / f"b{b}.png"
+        cv2.imwrite(str(path), np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8))
+        batch |= {"mask_path": [str(path), "unread.png"], "orig_size": [(2 * H, 2 * W), (H, W)],
+                  "unpadded_size": [(H, W)] * 2}  # fmt: skip
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, score="max_logit",
+                        test_scores=["max_logit"])  # fmt: skip
+    monkeypatch.setattr(task.model, "features", _stub_features)
+    quiet_trainer().test(task, DataLoader(batches, batch_size=None), verbose=False)
+    sel = task.test_results["pixel"]["max_logit"]
+    # batch 0: item 1's anomaly at its own size (16 px); batch 1: item 0's at 2x (64 px). Void: row 0 of each
+    # image, 2 x 2W px from a 2x file and W px at own size, in both batches
+    assert (sel["num_positive"], sel["num_void"]) == (16 + 64, 2 * (4 * W + W))
+    assert sel["num_negative"] == 2 * (4 * H * W + H * W) - 80 - 10 * W

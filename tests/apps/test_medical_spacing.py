@@ -69,7 +69,10 @@ def test_nifti_and_dicom_headers_give_the_pixel_spacing():
     assert odd.spacing is None and any("is not a CT's (0.05-10 mm): ignored" in n for n in odd.notes)
 
 
-def test_page_feeds_a_ct_volume_at_the_models_pixel_size_by_default(demo_env):
+def test_page_feeds_a_ct_volume_at_the_models_pixel_size_by_default(demo_env, monkeypatch):
+    calls = []
+    fit = up.fit_to_model
+    monkeypatch.setattr(up, "fit_to_model", lambda *args: calls.append(args) or fit(*args))
     volume = np.zeros((512, 512, 3), np.int16)
     at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.7, 0.7, 2.5, 1])))
     _ok(at)
@@ -79,6 +82,8 @@ def test_page_feeds_a_ct_volume_at_the_models_pixel_size_by_default(demo_env):
     )
     at.slider(key="medical_centre_col").set_value(100).run()
     _ok(at)
+    _, _, mode, spacing, centre = calls[-1]  # the window sits where the sliders put it, in mm mode too
+    assert mode == "mm" and centre == (256, 100) and spacing == pytest.approx((0.7, 0.7))
     at.radio(key="medical_fit_3").set_value("resize").run()
     _ok(at)
     assert "resized from 512x512 to 128x128" in _texts(at.caption)

@@ -563,3 +563,27 @@ def test_a_split_without_ground_truth_says_why_its_map_is_minus_one(monkeypatch)
                       r"'Pedestrian'\], so COCO mAP / mAR are undefined \(logged as -1\)"):  # fmt: skip
         values = _kitti_through_the_task(monkeypatch, [(empty, _cars([[0, 0, 10, 10]], [0.9]))])
     assert values["val/map"] == -1.0
+
+
+def test_kitti_ground_truth_uses_the_data_modules_class_map(monkeypatch):
+    """The evaluation must hand the data module's class_map to the KITTI ground truth: a source type renamed in
+    training (Automobile -> Car) had no Car ground truth, and every kitti_* figure vanished."""
+    from types import SimpleNamespace
+
+    from domains.driving.formats import ImageAnnotation, ObjectLabel
+
+    task = detection_task(backbone="tiny_cnn", backbone_kwargs={"width": 8}, class_names=["Car", "Pedestrian"],
+                          input_size=(64, 128), fpn_channels=32, head_convs=1, kitti_difficulties=["moderate"],
+                          kitti_min_height_scale=0.1)  # fmt: skip
+    monkeypatch.setattr(task, "log_dict", lambda values, **kw: None)
+    monkeypatch.setattr(task, "log", lambda name, value, **kw: None)
+    box = [20.0, 20.0, 100.0, 80.0]  # in the 128x256 original
+    ann = ImageAnnotation("x.png", 256, 128, [ObjectLabel("Automobile", tuple(box))])
+    monkeypatch.setattr(DetectionTask, "_annotations", lambda self: {"000000": ann})
+    task._trainer = SimpleNamespace(datamodule=SimpleNamespace(class_map={"Automobile": "Car"}), sanity_checking=False)
+    target = {**_cars([[v / 2 for v in box]]), "image_id": "000000", "orig_size": (128, 256)}
+    task.model = _Oracle([_cars([[v / 2 for v in box]], [0.9])])
+    task._evaluation_step(([torch.zeros(3, 64, 128)], [target]), "val")
+    with pytest.warns(UserWarning, match="only 1 valid Car"):
+        values = task._log_epoch_metrics("val")
+    assert "val/kitti_moderate/Car" in values  # present (0: one object fills no recall step), not dropped as NaN

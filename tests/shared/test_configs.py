@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -45,4 +46,6 @@ def test_the_demo_adopts_a_checkpoint_from_any_config_folder_of_its_task(tmp_pat
     quick.write_bytes(b"")
     best = quick.with_name("best-epoch=3.ckpt")
     best.write_bytes(b"")
+    os.utime(best, (1000, 1000))  # older than last.ckpt: newest-first alone would pick last
+    os.utime(quick, (2000, 2000))
     assert prepare_demo._adoptable("driving_detection") == best  # the best one first

@@ -501,6 +501,11 @@ def test_npz_files_of_one_set_must_share_their_feature_width(tmp_path):
     with pytest.raises(LabelFormatError, match=r"b\.npz: data has 19 objects x 4 features per frame, but .*a\.npz "
                        r"has 19 x 8"):  # fmt: skip
         read_npz_clips(tmp_path)
+    (tmp_path / "training" / "b.npz").unlink()
+    write_npz_clip(tmp_path / "training" / "c.npz", n_frames=10, n_objects=9, dim=8, positive=False)
+    with pytest.raises(LabelFormatError, match=r"c\.npz: data has 9 objects x 8 features per frame, but .*a\.npz "
+                       r"has 19 x 8"):  # fmt: skip
+        read_npz_clips(tmp_path)
 
 
 def test_dota_bad_numbers_are_counted_and_a_repeated_video_name_names_both_files(tmp_path):

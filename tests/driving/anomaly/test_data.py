@@ -149,7 +149,7 @@ def test_semantic_ids_past_the_models_classes_are_refused_naming_the_map(tmp_pat
     mask = cv2.imread(str(semantic), cv2.IMREAD_UNCHANGED)
     ds = SemanticSegDataset(tmp_path, ["000000", "000001"], num_classes=12)
     assert ds[1]["mask"].max() == 255  # ids 0..11 and void pass
-    for bad, extra in ((20, ""), (254, "; 254 is reserved for pasted outliers")):
+    for bad, extra in ((12, ""), (20, ""), (254, "; 254 is reserved for pasted outliers")):
         mask[5:8] = bad
         cv2.imwrite(str(semantic), mask)
         with pytest.raises(LabelFormatError, match=rf"000001\.png: class ids \[{bad}\] are not classes of the model "
@@ -197,3 +197,15 @@ def test_test_and_validate_generate_and_read_only_what_they_use(tmp_path, monkey
             warnings.simplefilter("ignore")
             dm.setup(stage)
         assert made == generated * 2 and sorted(dm.datasets) == splits, stage  # prepare_data, then setup
+
+
+def test_the_data_module_checks_ids_against_the_models_class_count(tmp_path):
+    """The datasets take the class count from the model the trainer runs (the CLI links nothing else)."""
+    from types import SimpleNamespace
+
+    dm = SegmentationDataModule(data_path=str(write_kitti(tmp_path / "k")), num_workers=0)
+    dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), lightning_module=SimpleNamespace(num_classes=5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dm.setup("fit")
+    assert dm.datasets["train"].num_classes == dm.datasets["val"].num_classes == 5

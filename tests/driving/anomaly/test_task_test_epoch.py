@@ -163,3 +163,34 @@ def test_a_batch_mixing_resized_and_own_size_images_scores_every_image_once(monk
     # image, 2 x 2W px from a 2x file and W px at own size, in both batches
     assert (sel["num_positive"], sel["num_void"]) == (16 + 64, 2 * (4 * W + W))
     assert sel["num_negative"] == 2 * (4 * H * W + H * W) - 80 - 10 * W
+
+
+def test_label_size_maps_cut_the_batch_padding_and_resize_bilinearly(monkeypatch, tmp_path):
+    """The map goes back to the mask's pixels as predict writes it: padding (beyond unpadded_size) cut off first,
+    then a bilinear resize (align_corners false): native row 12 reads source row 5.75, row 11 row 5.25."""
+    import cv2
+    import torch.nn.functional as F
+
+    from domains.driving.anomaly import task as task_module
+
+    batches = _batches()
+    for b, batch in enumerate(batches):
+        paths = []
+        for i, label in enumerate(batch["label"].numpy()):
+            paths.append(str(tmp_path / f"b{b}_{i}.png"))
+            cv2.imwrite(paths[-1], np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8))
+        batch |= {"image": F.pad(batch["image"], (0, 8)), "label": F.pad(batch["label"], (0, 8), value=255),
+                  "mask_path": paths, "orig_size": [(2 * H, 2 * W)] * 2, "unpadded_size": [(H, W)] * 2}  # fmt: skip
+    kept = {}
+    original = task_module.component_metrics
+    monkeypatch.setattr(task_module, "component_metrics",
+                        lambda maps, **kw: kept.update({name: m for m, _, name in maps}) or original(maps, **kw))  # fmt: skip
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, score="max_logit",
+                        test_scores=["max_logit"])  # fmt: skip
+    monkeypatch.setattr(task.model, "features", _stub_features)
+    quiet_trainer().test(task, DataLoader(batches, batch_size=None), verbose=False)
+    m = kept["b0_1"]  # the anomaly at network rows 6-9, columns 8-11
+    assert m.shape == (2 * H, 2 * W)
+    assert m[14, 18] == pytest.approx(-2.0)  # inside
+    assert m[12, 18] == pytest.approx(0.25 * -10 + 0.75 * -2)  # -4
+    assert m[11, 18] == pytest.approx(0.75 * -10 + 0.25 * -2)  # -8

@@ -311,6 +311,18 @@ def run_ddp_fit(
 
 # Tasks built in Python the way a config builds them (model.network as a plain network); the keyword arguments
 # of the network and of the task are told apart by the network's signature.
+class FixedOutputs(torch.nn.Module):
+    """A network that returns the outputs it was given (detections, instance masks), whatever the images: the
+    tasks' evaluation plumbing is then tested against known predictions."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, images, targets=None):
+        return self.outputs
+
+
 def _split(network_cls: type, kwargs: dict) -> tuple[dict, dict]:
     names = set(inspect.signature(network_cls.__init__).parameters) - {"self"}
     return {k: v for k, v in kwargs.items() if k in names}, {

@@ -17,7 +17,7 @@ from domains.driving.detection.predict import detections_to_kitti, draw_detectio
 from domains.driving.detection.task import DetectionTask
 from domains.driving.formats import read_kitti_label
 from tests.driving.layouts import painted_scene
-from tests.helpers import detection_task
+from tests.helpers import FixedOutputs, detection_task
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CONFIG = ROOT / "domains/driving/detection/configs/quick.yaml"
@@ -230,18 +230,9 @@ def test_semantic_head_trains_only_with_maps_and_leaves_detection_outputs_alone(
     assert plain.semantic_head is None and "semantic" not in plain(images, targets)
 
 
-class _Oracle(torch.nn.Module):
-    """Returns given detections (in the *tensor's* coordinates), to test the evaluation plumbing."""
-
-    def __init__(self, preds):
-        super().__init__()
-        self.preds = preds
-
-    def forward(self, images, targets=None):
-        return self.preds
-
-
-def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
+def _evaluated_task(monkeypatch, annotations: dict | None = None, **task_args) -> tuple[DetectionTask, dict]:
+    """A tiny Car / Pedestrian detection task whose logging lands in the returned dict and whose raw annotations
+    are ``annotations`` (none: KITTI ground truth from the targets); give it a ``FixedOutputs`` model."""
     task = detection_task(
         backbone="tiny_cnn",
         backbone_kwargs={"width": 8},
@@ -250,11 +241,17 @@ def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
         fpn_channels=32,
         head_convs=1,
         kitti_difficulties=["moderate"],
+        **task_args,
     )
     logged = {}
     monkeypatch.setattr(task, "log_dict", lambda values, **kw: logged.update(values))
     monkeypatch.setattr(task, "log", lambda name, value, **kw: logged.update({name: value}))
-    monkeypatch.setattr(DetectionTask, "_annotations", lambda self: {})
+    monkeypatch.setattr(DetectionTask, "_annotations", lambda self: annotations or {})
+    return task, logged
+
+
+def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
+    task, logged = _evaluated_task(monkeypatch)
     # the tensor is half the original size: boxes are scaled by 2 before scoring
     image = torch.zeros(3, 64, 128)
     gt = torch.tensor([[10.0, 10, 40, 40], [60, 5, 70, 50]])
@@ -272,7 +269,7 @@ def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
             "labels": torch.tensor([0, 1, 0]),
         }
     ]
-    task.model = _Oracle(preds)
+    task.model = FixedOutputs(preds)  # detections in the tensor's coordinates
     task._evaluation_step(([image], [target]), "val")
     values = task._log_epoch_metrics("val")
     assert values["val/map50"] == pytest.approx(1.0)
@@ -285,7 +282,7 @@ def test_evaluation_scales_to_original_size_and_ignores_dontcare(monkeypatch):
     assert logged["val/map50"] == pytest.approx(1.0)
 
     # without the scaling, the predictions (tensor coordinates) would miss the original-size ground truth
-    task.model = _Oracle([{k: v.clone() for k, v in preds[0].items()}])
+    task.model = FixedOutputs([{k: v.clone() for k, v in preds[0].items()}])
     target_native = {**target, "orig_size": (64, 128)}
     task._evaluation_step(([image], [target_native]), "val")
     assert task._log_epoch_metrics("val")["val/map50"] == pytest.approx(1.0)
@@ -306,21 +303,9 @@ def test_scale_to_original_scales_x_by_width_and_y_by_height():
 def _kitti_through_the_task(monkeypatch, images: list[tuple[dict, dict]], **task_args) -> dict[str, float]:
     """The val metrics of a task whose model returns the given detections: ``images`` holds one (target,
     prediction) per image, boxes in the coordinates of a 64x128 tensor of a 128x256 original (scale 2)."""
-    task = detection_task(
-        backbone="tiny_cnn",
-        backbone_kwargs={"width": 8},
-        class_names=["Car", "Pedestrian"],
-        input_size=(64, 128),
-        fpn_channels=32,
-        head_convs=1,
-        kitti_difficulties=["moderate"],
-        **task_args,
-    )
-    monkeypatch.setattr(task, "log_dict", lambda values, **kw: None)
-    monkeypatch.setattr(task, "log", lambda name, value, **kw: None)
-    monkeypatch.setattr(DetectionTask, "_annotations", lambda self: {})  # KITTI ground truth from the targets
+    task, _ = _evaluated_task(monkeypatch, **task_args)  # KITTI ground truth from the targets
     targets = [{**t, "image_id": f"{i:06d}", "orig_size": (128, 256)} for i, (t, _) in enumerate(images)]
-    task.model = _Oracle([p for _, p in images])
+    task.model = FixedOutputs([p for _, p in images])
     task._evaluation_step(([torch.zeros(3, 64, 128)] * len(images), targets), "val")
     return task._log_epoch_metrics("val")
 
@@ -572,18 +557,15 @@ def test_kitti_ground_truth_uses_the_data_modules_class_map(monkeypatch):
 
     from domains.driving.formats import ImageAnnotation, ObjectLabel
 
-    task = detection_task(backbone="tiny_cnn", backbone_kwargs={"width": 8}, class_names=["Car", "Pedestrian"],
-                          input_size=(64, 128), fpn_channels=32, head_convs=1, kitti_difficulties=["moderate"],
-                          kitti_min_height_scale=0.1)  # fmt: skip
-    monkeypatch.setattr(task, "log_dict", lambda values, **kw: None)
-    monkeypatch.setattr(task, "log", lambda name, value, **kw: None)
-    box = [20.0, 20.0, 100.0, 80.0]  # in the 128x256 original
-    ann = ImageAnnotation("x.png", 256, 128, [ObjectLabel("Automobile", tuple(box))])
-    monkeypatch.setattr(DetectionTask, "_annotations", lambda self: {"000000": ann})
+    boxes = [[20.0, 20.0, 100.0, 80.0], [140.0, 20.0, 220.0, 80.0]]  # in the 128x256 original
+    ann = ImageAnnotation("x.png", 256, 128, [ObjectLabel("Automobile", tuple(b)) for b in boxes])
+    task, _ = _evaluated_task(monkeypatch, {"000000": ann}, kitti_min_height_scale=0.1)
     task._trainer = SimpleNamespace(datamodule=SimpleNamespace(class_map={"Automobile": "Car"}), sanity_checking=False)
-    target = {**_cars([[v / 2 for v in box]]), "image_id": "000000", "orig_size": (128, 256)}
-    task.model = _Oracle([_cars([[v / 2 for v in box]], [0.9])])
+    half = [[v / 2 for v in b] for b in boxes]  # the 64x128 tensor's coordinates
+    target = {**_cars(half), "image_id": "000000", "orig_size": (128, 256)}
+    task.model = FixedOutputs([_cars(half, [0.9, 0.8])])
     task._evaluation_step(([torch.zeros(3, 64, 128)], [target]), "val")
-    with pytest.warns(UserWarning, match="only 1 valid Car"):
+    with pytest.warns(UserWarning, match="only 2 valid Car"):
         values = task._log_epoch_metrics("val")
-    assert "val/kitti_moderate/Car" in values  # present (0: one object fills no recall step), not dropped as NaN
+    # both found: (2 - 1) / 40 by the devkit's recall sampling; without the class_map no Car ground truth (NaN)
+    assert values["val/kitti_moderate/Car"] == pytest.approx(1 / 40)

@@ -32,7 +32,7 @@ from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_f
 from domains.driving.instances.model import RoadInstanceSegmenter
 from domains.driving.instances.task import InstanceTask, load_instance_task
 from tests.driving.layouts import KITTI_LINE, TINY_MASK_RCNN, painted_scene, write_instance_kitti
-from tests.helpers import detection_task, write_image
+from tests.helpers import FixedOutputs, detection_task, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CONFIG = ROOT / "domains/driving/instances/configs/quick.yaml"
@@ -443,17 +443,6 @@ def test_loss_falls_on_a_few_images(one_thread):
     assert out["masks"].shape[1:] == (100, 300) and (out["labels"] < 2).all()
 
 
-class _Oracle(torch.nn.Module):
-    """Returns given predictions (mask probabilities (N, H, W)), to test the task's evaluation plumbing."""
-
-    def __init__(self, preds):
-        super().__init__()
-        self.preds = preds
-
-    def forward(self, images, targets=None):
-        return self.preds
-
-
 def test_evaluation_drops_and_counts_detections_in_dontcare(monkeypatch):
     task = InstanceTask(network=RoadInstanceSegmenter(2, **TINY), class_names=["Car", "Pedestrian"])
     logged = {}
@@ -481,7 +470,7 @@ def test_evaluation_drops_and_counts_detections_in_dontcare(monkeypatch):
             "masks": masks.float() * 0.8,  # probabilities above mask_thresh 0.5
         }
     ]
-    task.model = _Oracle(preds)
+    task.model = FixedOutputs(preds)  # mask probabilities (N, H, W)
     task._evaluation_step(([torch.zeros(3, 40, 40)], [target]), "val")
     values = task._log_epoch_metrics("val")
     assert values["val/ignored_detections"] == 1

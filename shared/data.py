@@ -177,10 +177,14 @@ class SplitLoaders(pl.LightningDataModule):
     #: a folder (or file) of one's own images for ``predict`` (``--data.predict_path``), in modules that take one
     predict_path: str | None = None
 
+    def running_stage(self) -> str | None:
+        """The command the attached trainer runs (``fit``, ``validate``, ``test``, ``predict``; None without one)."""
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else trainer.state.fn
+
     def predicting_own_images(self) -> bool:
         """Whether this ``predict`` reads ``predict_path`` only (so the labelled data need not exist)."""
-        trainer = getattr(self, "trainer", None)
-        return self.predict_path is not None and trainer is not None and trainer.state.fn == "predict"
+        return self.predict_path is not None and self.running_stage() == "predict"
 
     def predict_dataloader(self) -> DataLoader:
         """The ``predict`` split when the module built one (``--data.predict_path``: your own images), else test."""

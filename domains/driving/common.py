@@ -346,6 +346,11 @@ def data_source(data_path: str | Path | None, patterns: Sequence[str] = ()) -> P
     return path
 
 
+def sequence_split_hint(fractions) -> str:
+    """What to change when a split by driving sequence comes out empty (for :func:`shared.data.check_stage_splits`)."""
+    return f"splits are whole sequences: set --data.split_fractions (now {list(fractions)}) or add data"
+
+
 def split_by_sequence(
     items: Sequence,
     split_root: str | Path,

@@ -281,6 +281,14 @@ def images_by_stem(folder: Path) -> dict[str, Path]:
     return images
 
 
+def refuse_orphans(files: Iterable[Path], images: dict[str, Path], image_dir: Path, what: str) -> None:
+    """A ``what`` (label file, instance map) whose stem names no image is an error naming it: read on, it would
+    be ignored without a word."""
+    for path in files:
+        if path.stem not in images:
+            raise LabelFormatError(path, None, f"{what} has no image {path.stem}.* in {image_dir}")
+
+
 def place_image(src: str | os.PathLike, dst: str | os.PathLike, mode: str = "copy") -> None:
     """Put an image at ``dst``: ``copy``, ``hardlink`` (copies across devices) or ``symlink``."""
     src, dst = Path(src), Path(dst)
@@ -481,9 +489,7 @@ def read_kitti_dir(
     log, own = _owned_log(log, strict)
     images = images_by_stem(base / image_dir)
     labels = {p.stem: p for p in sorted(labels_path.glob("*.txt"))}
-    for stem, label in labels.items():
-        if stem not in images:
-            raise LabelFormatError(label, None, f"label file has no image {stem}.* in {base / image_dir}")
+    refuse_orphans(labels.values(), images, base / image_dir, "label file")
     if not images:
         raise FileNotFoundError(f"{base / image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     out = []

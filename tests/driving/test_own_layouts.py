@@ -159,7 +159,7 @@ def test_kitti_instance_labels_are_checked_as_detection_checks_them(tmp_path):
         root = tmp_path / orphan.split("/")[0]
         _kitti_instance_pair(root, good)
         (root / "training" / orphan).write_bytes((root / "training/label_2/000000.txt").read_bytes())
-        with pytest.raises(LabelFormatError, match=rf"{orphan}: has no image 000001\.\*"):
+        with pytest.raises(LabelFormatError, match=rf"{orphan}: (label file|instance map) has no image 000001\.\*"):
             read_kitti_instances(root)
     (tmp_path / "label_2/training/label_2/000001.txt").unlink()
     (ann,) = read_kitti_instances(tmp_path / "label_2")  # the pair itself reads

@@ -22,6 +22,7 @@ from domains.driving.common import (
     read_label_map,
     read_rgb,
     read_sequence_groups,
+    sequence_split_hint,
     to_image_tensor,
 )
 from domains.driving.formats import (
@@ -342,18 +343,13 @@ class SegmentationDataModule(SplitLoaders):
         self.predict_path = predict_path
         self.datasets: dict[str, Dataset] = {}
 
-    def _stage(self) -> str | None:
-        """The running command (``fit``, ``validate``, ``test``, ``predict``; None without a trainer)."""
-        trainer = getattr(self, "trainer", None)
-        return None if trainer is None else trainer.state.fn
-
     def prepare_data(self) -> None:
         """Generates only the synthetic sets the command reads: ``test`` the anomaly split alone (with one's own
         ``anomaly_path`` it generated 1,500 KITTI scenes, 300 MB, for nothing), ``fit`` / ``validate`` the
         scenes."""
         if self.predicting_own_images():
             return
-        stage = self._stage()
+        stage = self.running_stage()
         if self.data_path is None and stage in (None, "fit", "validate"):
             default_kitti_root()
         if self.anomaly_path is None and stage in (None, "test", "predict"):
@@ -375,9 +371,8 @@ class SegmentationDataModule(SplitLoaders):
             groups = read_sequence_groups(base, ids)
             split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
             check_stage_splits(
-                {name: len(idx) for name, idx in split.items()}, stage, "SegmentationDataModule",
-                f"splits are whole sequences: set --data.split_fractions (now {list(self.split_fractions)}) or add "
-                "data",
+                {name: len(idx) for name, idx in split.items()}, stage, type(self).__name__,
+                sequence_split_hint(self.split_fractions),
             )  # fmt: skip
             task = getattr(getattr(self, "trainer", None), "lightning_module", None)
             classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name

@@ -17,6 +17,7 @@ from domains.driving.common import (
     predict_images,
     read_annotated_rgb,
     read_label_map,
+    sequence_split_hint,
     sort_objects,
     split_by_sequence,
     to_image_tensor,
@@ -297,7 +298,7 @@ class DetectorDataModule(SplitLoaders):
                 self.datasets[name] = self.make_dataset(name, items)
         check_stage_splits(
             {name: len(items) for name, items in self.splits.items()}, stage, type(self).__name__,
-            f"splits are whole sequences: set --data.split_fractions (now {list(self.split_fractions)}) or add data",
+            sequence_split_hint(self.split_fractions),
         )  # fmt: skip
 
     def predict_records(self) -> list[ImageAnnotation]:

@@ -57,6 +57,7 @@ from domains.driving.formats import (
     _require,
     image_size,
     images_by_stem,
+    refuse_orphans,
     resolve_kitti_split,
 )
 
@@ -159,10 +160,8 @@ def read_kitti_instances(
     images = images_by_stem(base / "image_2")
     if not images:
         raise FileNotFoundError(f"{base / 'image_2'}: no images")
-    for folder, pattern in ((labels_dir, "*.txt"), (maps_dir, "*.png")):
-        for path in sorted(folder.glob(pattern)):
-            if path.stem not in images:
-                raise LabelFormatError(path, None, f"has no image {path.stem}.* in {base / 'image_2'}")
+    refuse_orphans(sorted(labels_dir.glob("*.txt")), images, base / "image_2", "label file")
+    refuse_orphans(sorted(maps_dir.glob("*.png")), images, base / "image_2", "instance map")
     out = []
     for stem, image_path in images.items():
         label_path, map_path = labels_dir / f"{stem}.txt", maps_dir / f"{stem}.png"

@@ -607,7 +607,8 @@ def anomaly_scores(task) -> list[str]:
 
 @torch.no_grad()
 def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
-    """Anomaly map (H, W) of ``score`` at the photo's own size and the frame score.
+    """Anomaly map (H, W) of ``score`` at the photo's own size, its colour range (:func:`score_range`) and the
+    frame score.
 
     The photo's long side is resized to the training images' width (from the checkpoint; :data:`ANOMALY_WIDTH`
     if it does not say), keeping its aspect ratio (the model pads to its stride itself): a road photo is as wide
@@ -640,7 +641,13 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
     )
     if (w, h) != size:  # back to the photo as `predict` writes it
         score_map = score_to_original(score_map, (h, w))
-    return {"score": score_map.astype(np.float32), "frame_score": float(frame_score), "analysis_size": size}
+    score_map = score_map.astype(np.float32)
+    return {
+        "score": score_map,
+        "frame_score": float(frame_score),
+        "analysis_size": size,
+        "range": score_range(score_map),  # once per photo and score: a pass over the full-size map
+    }
 
 
 def score_range(score_map: np.ndarray) -> tuple[float, float]:

@@ -68,7 +68,11 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     if Path(path).is_file() and _is_palette_png(path):
         try:
             with Image.open(path) as indexed:  # a colour map saved as a palette (image optimisers do): colours
-                return np.array(indexed.convert("RGB") if colour else indexed)
+                if not colour:
+                    return np.array(indexed)
+                rgb = np.array(indexed.convert("RGB"))
+            grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all()
+            return rgb[..., 0] if grey else rgb  # a grey palette is a single-channel map, as below
         except (OSError, SyntaxError) as err:
             raise LabelFormatError(path, None, f"cannot decode label mask ({err})") from None
     label = _imread(path, cv2.IMREAD_UNCHANGED, "label mask", "label mask")

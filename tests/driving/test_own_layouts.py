@@ -211,6 +211,11 @@ def test_colour_label_maps_saved_as_palettes_opaque_alpha_and_broken_files(tmp_p
     Image.fromarray(rgb).quantize(colors=2).save(tmp_path / "p.png")
     values, divisor = read_panoptic_map(tmp_path / "p.png", 1000)
     assert divisor == KITTI_STEP_DIVISOR and sorted(np.unique(values)) == [13 * divisor + 1, 13 * divisor + 2]
+    ids = Image.fromarray(np.array([[0, 2], [23, 23]], np.uint8), mode="P")  # grey palette: index k is (k, k, k)
+    ids.putpalette([v for k in range(256) for v in (k, k, k)])
+    ids.save(tmp_path / "grey.png")
+    values, divisor = read_panoptic_map(tmp_path / "grey.png", 10)  # a single-channel map, not a colour one
+    assert divisor == 10 and values.tolist() == [[0, 2], [23, 23]]
     grey = np.array([[0, 1], [2, 3]], np.uint8)
     cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([grey, grey, grey, np.full_like(grey, 255)]))
     assert read_label_map(tmp_path / "rgba.png").tolist() == grey.tolist()

@@ -60,13 +60,15 @@ class _MaskedImages(Dataset):
 
     Items are ``{"image": float32 (3, H, W) in [0, 1], <mask_key>: int64 (H, W), "name": str}`` plus, so that
     ``predict`` can map its outputs back to the file's pixels, ``orig_size`` (H, W) before the transform,
-    ``unpadded_size`` (H, W) after it (``pad_collate`` may pad beyond it), ``image_path`` and ``mask_path``
-    (test scores at the mask's own size); ``transform`` (albumentations) sees ``image`` and ``mask``. Subclasses
-    name the map and may check its values.
+    ``unpadded_size`` (H, W) after it (``pad_collate`` may pad beyond it) and ``image_path``; ``transform``
+    (albumentations) sees ``image`` and ``mask``. Subclasses name the map and may check its values; with
+    ``keep_native_mask`` an item also carries ``native_<mask_key>``, the map as read (uint8 numpy) when the
+    transform changed its size, else None: ``test`` scores at the mask's own size without reading it again.
     """
 
     mask_key = "mask"  # the map's key in an item
     mask_what = "mask"  # the map in error messages
+    keep_native_mask = False
     transform: A.Compose | None
     items: list[tuple[Path, Path, str]]
 
@@ -88,19 +90,22 @@ class _MaskedImages(Dataset):
             )
         self._check_values(mask, mask_path)
         orig_size = (int(image.shape[0]), int(image.shape[1]))
+        native = mask
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         tensor = to_image_tensor(image)
-        return {
+        item = {
             "image": tensor,
             self.mask_key: torch.as_tensor(np.asarray(mask), dtype=torch.int64),
             "name": name,
             "orig_size": orig_size,
             "unpadded_size": (int(tensor.shape[-2]), int(tensor.shape[-1])),
             "image_path": str(image_path),
-            "mask_path": str(mask_path),
         }
+        if self.keep_native_mask:
+            item[f"native_{self.mask_key}"] = native if item["unpadded_size"] != orig_size else None
+        return item
 
 
 class AnomalyDataset(_MaskedImages):
@@ -116,6 +121,7 @@ class AnomalyDataset(_MaskedImages):
 
     IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
     mask_key = "label"
+    keep_native_mask = True  # test scores every pixel of the mask at its own size
 
     def __init__(self, root: str | Path, transform: A.Compose | None = None, require_labels: bool = True):
         self.root = Path(root)

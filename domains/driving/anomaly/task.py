@@ -53,7 +53,6 @@ from domains.driving.anomaly.predict import (
 )
 from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
 from domains.driving.classes import semantic_class_names
-from domains.driving.common import read_label_map
 from shared.backbones import list_backbones
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
 from shared.task import BaseTask, gather_lists
@@ -411,7 +410,7 @@ class AnomalySegmentationTask(BaseTask):
         y = labels.cpu().numpy()
         maps = {name: value.cpu().numpy() for name, value in maps.items()}
         pred = logits.argmax(dim=1).cpu().numpy()
-        resized = self._resized_items(batch, unpadded)
+        resized = self._resized_items(batch)
         if not resized.all():  # the images scored at their own size already go in together
             own = slice(None) if not resized.any() else ~resized  # no copy of the maps in the common case
             for name, value in maps.items():
@@ -422,7 +421,7 @@ class AnomalySegmentationTask(BaseTask):
                 self._image_scores[name].append(self._image_score(value[i], pred[i], size))
             kept, truth = maps[self.score][i], y[i]
             if resized[i]:  # back to the label's own pixels, as predict writes the map (the padding cut off)
-                truth = read_label_map(batch["mask_path"][i]).astype(np.int64)
+                truth = np.asarray(batch["native_label"][i], dtype=np.int64)
                 for name, value in maps.items():
                     native = score_to_original(value[i], truth.shape, size)
                     self._pixel_acc[name].update(native[None], truth[None], name=str(image_name))
@@ -432,13 +431,13 @@ class AnomalySegmentationTask(BaseTask):
             if self.component_metrics:
                 self._kept_maps.append((kept.astype(np.float32), truth.astype(np.uint8), str(image_name)))
 
-    def _resized_items(self, batch, unpadded) -> np.ndarray:
+    def _resized_items(self, batch) -> np.ndarray:
         """(B,) bool: the images whose network input is not their own size and that are to be scored at their
-        label mask's size (``score_at_label_size``, the item knowing its mask file)."""
-        sizes = batch.get("orig_size") if isinstance(batch, dict) else None
-        if not self.score_at_label_size or sizes is None or unpadded is None or "mask_path" not in batch:
+        label mask's size (``score_at_label_size``; the item carries the mask as read, ``native_label``)."""
+        native = batch.get("native_label") if isinstance(batch, dict) else None
+        if not self.score_at_label_size or native is None:
             return np.zeros(len(batch_images(batch)), dtype=bool)
-        return np.array([tuple(map(int, a)) != tuple(map(int, b)) for a, b in zip(sizes, unpadded)], dtype=bool)
+        return np.array([mask is not None for mask in native], dtype=bool)
 
     def _gather_test_state(self) -> None:
         """Under DDP each rank saw a shard of the test images: pool every rank's pixel counts, image scores and

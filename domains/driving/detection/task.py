@@ -292,7 +292,8 @@ class DetectionTask(DetectorTask):
         if stage not in self._metrics:
             return {}
         res = self._metrics.pop(stage).compute()
-        if float(res["map"]) < 0 and not getattr(self._trainer, "sanity_checking", False):  # torchmetrics' -1
+        sanity = getattr(self._trainer, "sanity_checking", False)  # two batches are no evaluation set
+        if float(res["map"]) < 0 and not sanity:  # torchmetrics' -1
             warnings.warn(
                 f"{stage}: the split holds no ground-truth object of the classes {list(self.class_names)}, so COCO "
                 "mAP / mAR are undefined (logged as -1)",
@@ -318,7 +319,7 @@ class DetectionTask(DetectorTask):
             for level in self.kitti_difficulties:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="KITTI AP: no valid")
-                    if getattr(self._trainer, "sanity_checking", False):  # two batches are no evaluation set
+                    if sanity:
                         warnings.filterwarnings("ignore", message="KITTI AP: only")
                     aps = kitti_average_precision(
                         dets, gts, classes=kitti_classes, difficulty=level,

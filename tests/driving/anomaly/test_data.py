@@ -209,3 +209,13 @@ def test_the_data_module_checks_ids_against_the_models_class_count(tmp_path):
         warnings.simplefilter("ignore")
         dm.setup("fit")
     assert dm.datasets["train"].num_classes == dm.datasets["val"].num_classes == 5
+
+
+def test_a_resized_anomaly_item_carries_its_mask_as_read(tmp_path):
+    """test scores every pixel of the mask at its own size: the item brings the mask the loader decoded (the
+    first version read each file a second time on the main process)."""
+    root = write_smiyc(tmp_path / "a", n=1)
+    on_disk = cv2.imread(str(root / "labels_masks" / "frame0.png"), cv2.IMREAD_UNCHANGED)
+    resized = AnomalyDataset(root, A.Compose([A.Resize(height=H // 2, width=W // 2)]))[0]
+    assert resized["label"].shape == (H // 2, W // 2) and np.array_equal(resized["native_label"], on_disk)
+    assert AnomalyDataset(root)[0]["native_label"] is None  # at its own size: the label is the mask

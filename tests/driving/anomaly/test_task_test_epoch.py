@@ -116,16 +116,11 @@ def test_test_scores_pixels_at_each_label_masks_own_size(monkeypatch, tmp_path):
     """The metrics pooled the network-size masks (nearest-resized): a constant predictor's AP was 0.027 where
     the data's anomaly share is 0.023, and small objects shrank or vanished. Scores now go back to each mask's
     own pixels (bilinear, as predict writes them) and the mask is read from its file."""
-    import cv2
 
     batches = _batches()
-    for b, batch in enumerate(batches):
-        paths = []
-        for i, label in enumerate(batch["label"].numpy()):
-            path = tmp_path / f"b{b}_{i}.png"
-            cv2.imwrite(str(path), np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8))  # 2x, exact
-            paths.append(str(path))
-        batch |= {"mask_path": paths, "orig_size": [(2 * H, 2 * W)] * 2, "unpadded_size": [(H, W)] * 2}
+    for batch in batches:
+        native = [np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8) for label in batch["label"].numpy()]
+        batch |= {"native_label": native, "orig_size": [(2 * H, 2 * W)] * 2, "unpadded_size": [(H, W)] * 2}
     for at_label_size, positives, void in ((True, 2 * 64, 4 * 2 * 2 * W), (False, 2 * 16, 4 * W)):
         task = anomaly_task(
             encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, score="max_logit",
@@ -145,15 +140,12 @@ def test_test_scores_pixels_at_each_label_masks_own_size(monkeypatch, tmp_path):
 def test_a_batch_mixing_resized_and_own_size_images_scores_every_image_once(monkeypatch, tmp_path):
     """The first version added a mixed batch's resized images alone: its images already at their own size went
     missing from the pixel metrics."""
-    import cv2
 
     batches = _batches()
-    for b, batch in enumerate(batches):
-        label = batch["label"][0].numpy()  # item 0 comes from a 2x file; item 1 is at its own size
-        path = tmp_path / f"b{b}.png"
-        cv2.imwrite(str(path), np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8))
-        batch |= {"mask_path": [str(path), "unread.png"], "orig_size": [(2 * H, 2 * W), (H, W)],
-                  "unpadded_size": [(H, W)] * 2}  # fmt: skip
+    for batch in batches:
+        label = batch["label"][0].numpy()  # item 0 comes from a 2x mask; item 1 is at its own size
+        batch |= {"native_label": [np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8), None],
+                  "orig_size": [(2 * H, 2 * W), (H, W)], "unpadded_size": [(H, W)] * 2}  # fmt: skip
     task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, score="max_logit",
                         test_scores=["max_logit"])  # fmt: skip
     monkeypatch.setattr(task.model, "features", _stub_features)
@@ -168,19 +160,15 @@ def test_a_batch_mixing_resized_and_own_size_images_scores_every_image_once(monk
 def test_label_size_maps_cut_the_batch_padding_and_resize_bilinearly(monkeypatch, tmp_path):
     """The map goes back to the mask's pixels as predict writes it: padding (beyond unpadded_size) cut off first,
     then a bilinear resize (align_corners false): native row 12 reads source row 5.75, row 11 row 5.25."""
-    import cv2
     import torch.nn.functional as F
 
     from domains.driving.anomaly import task as task_module
 
     batches = _batches()
-    for b, batch in enumerate(batches):
-        paths = []
-        for i, label in enumerate(batch["label"].numpy()):
-            paths.append(str(tmp_path / f"b{b}_{i}.png"))
-            cv2.imwrite(paths[-1], np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8))
+    for batch in batches:
+        native = [np.kron(label, np.ones((2, 2), np.int64)).astype(np.uint8) for label in batch["label"].numpy()]
         batch |= {"image": F.pad(batch["image"], (0, 8)), "label": F.pad(batch["label"], (0, 8), value=255),
-                  "mask_path": paths, "orig_size": [(2 * H, 2 * W)] * 2, "unpadded_size": [(H, W)] * 2}  # fmt: skip
+                  "native_label": native, "orig_size": [(2 * H, 2 * W)] * 2, "unpadded_size": [(H, W)] * 2}  # fmt: skip
     kept = {}
     original = task_module.component_metrics
     monkeypatch.setattr(task_module, "component_metrics",

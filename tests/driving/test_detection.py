@@ -336,6 +336,13 @@ def test_kitti_ap_through_the_task_does_not_count_detections_in_dontcare(monkeyp
     values = _kitti_through_the_task(monkeypatch, images)
     assert values["val/kitti_moderate/Car"] == pytest.approx(1.0)
     assert values["val/kitti_moderate/mean"] == pytest.approx(1.0)  # Pedestrian: no ground truth, left out
+    # KITTI takes every detection, not the ones COCO kept: one 0.6 inside DontCare (tensor x 108-128 against
+    # the region's 80-120: 12 of 20 columns) is dropped for COCO (ignore_overlap 0.5) but is a KITTI false
+    # positive (Car's rule: over 0.7), ranked above every TP: precision 1/2 at every recall, AP|R40 0.5
+    partly = [(t, _cars([[10, 10, 40, 40], [108, 15, 128, 45]], scores=p["scores"].tolist())) for t, p in images]
+    values = _kitti_through_the_task(monkeypatch, partly)
+    assert values["val/ignored_detections"] == 100 and values["val/map50"] == pytest.approx(1.0)
+    assert values["val/kitti_moderate/Car"] == pytest.approx(0.5, abs=0.01)
     assert "val/kitti_moderate/Pedestrian" not in values
     assert values["val/ignored_detections"] == 100  # and COCO drops them (more than half inside DontCare)
 

@@ -27,7 +27,14 @@ from tests.medical.test_models import TINY
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _decathlon(root: Path, n_cases: int, shape=(16, 11, 10), lesion_slices=(3, 4, 5, 6)) -> Path:
+#: a scanner's affine: 0.8 mm pixels, 2.5 mm slices, an origin off zero (an identity would hide a writer that
+#: ignores the source's)
+AFFINE = np.array([[0.8, 0, 0, -10.0], [0, 0.8, 0, 5.0], [0, 0, 2.5, 30.0], [0, 0, 0, 1]])
+
+
+def _decathlon(
+    root: Path, n_cases: int, shape=(16, 11, 10), lesion_slices=(3, 4, 5, 6), affine=AFFINE
+) -> Path:
     """``n_cases`` volumes (X, Y, Z; 16 px crops only pad them), the lesion (label 1, image 1, background 0)
     on ``lesion_slices``."""
     (root / "imagesTr").mkdir(parents=True)
@@ -37,8 +44,8 @@ def _decathlon(root: Path, n_cases: int, shape=(16, 11, 10), lesion_slices=(3, 4
         label = np.zeros(shape, np.uint8)
         label[2:6, 5:8, list(lesion_slices)] = 1
         name = f"case_{c}.nii.gz"
-        nib.save(nib.Nifti1Image(label.astype(np.float32), np.eye(4)), str(root / "imagesTr" / name))
-        nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / "labelsTr" / name))
+        nib.save(nib.Nifti1Image(label.astype(np.float32), affine), str(root / "imagesTr" / name))
+        nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / name))
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     (root / "dataset.json").write_text(json.dumps({"training": training, "modality": {"0": "CT"}}))
     return root
@@ -154,7 +161,8 @@ def test_decathlon_predict_covers_every_slice_and_writes_the_whole_volume(tmp_pa
     assert mean.shape == (16, 11, 10) and samples.shape == (16, 11, 10, 2)
     np.testing.assert_array_equal(mean.get_fdata() > 0.5, label)  # every slice, empty ones included
     np.testing.assert_array_equal(np.asarray(samples.dataobj)[..., 1] > 0, label)
-    np.testing.assert_allclose(mean.affine, np.eye(4))
+    for name in ("mean_prob", "samples", "uncertainty"):  # on the source's grid and place
+        np.testing.assert_allclose(nib.load(str(out / "case_0" / f"{name}.nii.gz")).affine, AFFINE)
     # a capped predict leaves the volume unfinished: said, and no whole volume that looks complete
     capped = MedicalDataModule(
         "decathlon", str(root), crop_size=16, num_workers=0, dataset_kwargs=kw, max_items={"predict": 3}

@@ -153,13 +153,13 @@ def test_seed_worker_transforms_reseeds_the_worker_copy_of_the_pipeline(monkeypa
 
     seeds = []
     transform = SimpleNamespace(set_random_seed=seeds.append)
-    info = SimpleNamespace(seed=2**32 + 7, dataset=SimpleNamespace(transform=transform))
+    info = SimpleNamespace(seed=2**32 + 2**31 + 7, dataset=SimpleNamespace(transform=transform))
     monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: info)
     seed_worker_transforms(0)
-    assert seeds == [7]  # (2**32 + 7) % 2**32
+    assert seeds == [2**31 + 7]  # (2**32 + 2**31 + 7) % 2**32; mod 2**31 would give 7
     monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: None)
     seed_worker_transforms(0)
-    assert seeds == [7]
+    assert seeds == [2**31 + 7]
 
 
 def test_num_workers_leave_one_core_to_training_and_respect_the_cap(monkeypatch):

@@ -147,13 +147,14 @@ def test_boxes_mostly_cut_away_by_a_crop_are_dropped():
         ),
     }
     for name, pipeline in pipelines.items():
-        kept = 0
+        shares = []
         for _ in range(40):
             out = pipeline(image=image, bboxes=box, labels=[0])
-            for x0, y0, x1, y1 in np.asarray(out["bboxes"]).reshape(-1, 4):
-                kept += 1
-                assert (x1 - x0) * (y1 - y0) / (4 * 2000) >= 0.29, name
-        assert kept >= 5, name  # some crops do hold enough of the box (12 of 40 with seed 0)
+            kept = np.asarray(out["bboxes"]).reshape(-1, 4)
+            shares += ((kept[:, 2] - kept[:, 0]) * (kept[:, 3] - kept[:, 1]) / (4 * 2000)).tolist()
+        # none under 0.3, and boxes 30-40 % visible are kept (a stricter 0.5 would drop them): 12 of 40 with
+        # seed 0, the least visible 0.359
+        assert len(shares) >= 5 and 0.29 <= min(shares) < 0.4, (name, sorted(shares)[:3])
 
 
 def test_detection_datamodule_checks_crop_arguments(tmp_path):

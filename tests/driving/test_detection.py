@@ -576,3 +576,22 @@ def test_kitti_ground_truth_uses_the_data_modules_class_map(monkeypatch):
         values = task._log_epoch_metrics("val")
     # both found: (2 - 1) / 40 by the devkit's recall sampling; without the class_map no Car ground truth (NaN)
     assert values["val/kitti_moderate/Car"] == pytest.approx(1 / 40)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_images_of_another_shape_keep_their_aspect_ratio(train):
+    """A 4:3 photo (480x640) is fitted into the 192x640 box at one scale, 0.4, not squashed to 192x640
+    (which stretched every car 2.5x sideways). Training with the crop off fits the same way."""
+    from domains.driving.detection.data import detection_transforms
+
+    transform = detection_transforms(train, (192, 640), augment=train, crop_prob=0.0, seed=0)
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[50:250, 100:300] = 255
+    out = transform(image=image, bboxes=np.array([[100.0, 50.0, 300.0, 250.0]]), labels=[1])
+    assert out["image"].shape[:2] == (192, 256)
+    box = np.asarray(out["bboxes"][0])
+    if train and box[0] != 40.0:  # the flip fired: x1, x2 mirrored in the 256-wide frame
+        box[[0, 2]] = 256 - box[[2, 0]]
+    np.testing.assert_allclose(box, [40.0, 20.0, 120.0, 100.0])
+    # the synthetic and KITTI frames keep their near-box shapes
+    assert transform(image=np.zeros((375, 1242, 3), np.uint8), bboxes=np.zeros((0, 4)), labels=[])["image"].shape[:2] == (192, 636)

@@ -110,7 +110,8 @@ class SuiteCLI(LightningCLI):
 
     The checkpoint callback is a CLI group (``--checkpoint.monitor``, ``--checkpoint.dirpath``, ...) whose
     defaults come from the domain: it keeps the best model on the domain's validation metric plus ``last.ckpt``
-    in ``lightning_logs/<domain>/checkpoints`` so ``fit --ckpt_path last`` resumes an interrupted run.
+    in ``lightning_logs/<domain>/<config>/checkpoints`` (the first ``-c`` file's name) so ``fit --ckpt_path
+    last`` resumes an interrupted run.
     """
 
     def __init__(
@@ -129,6 +130,8 @@ class SuiteCLI(LightningCLI):
         **kwargs,
     ):
         self._domain = domain
+        # replaced by the first config file's folder (_checkpoint_folder_of_config)
+        self._default_checkpoint_dir = f"lightning_logs/{domain}/checkpoints"
         # what the data module and the model share, written once in data.* (the task's CLI_LINKS, then these)
         self._links = (*getattr(model_class, "CLI_LINKS", ()), *links)
         self._monitor = monitor
@@ -158,6 +161,7 @@ class SuiteCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             _check_nulls(config.get(group), group, cls)
+        self._checkpoint_folder_of_config(config)
         self._follow_root_dir(config)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if subcommand in ("validate", "test", "predict"):
@@ -178,6 +182,17 @@ class SuiteCLI(LightningCLI):
             self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
             self._check_shared_settings(ckpt_path, config)
             self._report_other_network(ckpt_path, config)
+
+    def _checkpoint_folder_of_config(self, config) -> None:
+        """Checkpoints go to ``lightning_logs/<domain>/<stem of the first -c file>/checkpoints``, so that each
+        config, a copied one too, keeps its own ``last.ckpt`` (configs of one task sharing a folder made
+        ``predict -c transfer.yaml --ckpt_path last`` take the quick run's network). The first file names it:
+        ``-c prob_unet.yaml -c gpu.yaml`` keeps the model config's folder. A ``checkpoint.dirpath`` given in a
+        file or on the command line wins; without ``-c`` the domain's default folder stays."""
+        files = config.get("config") or []
+        if files and config.get("checkpoint.dirpath") == self._default_checkpoint_dir:
+            stem = Path(str(files[0])).stem
+            config["checkpoint.dirpath"] = f"lightning_logs/{self._domain}/{stem}/checkpoints"
 
     def _follow_root_dir(self, config) -> None:
         """``--trainer.default_root_dir DIR`` moves the logs and checkpoints too: the defaults (and the shipped
@@ -315,7 +330,7 @@ class SuiteCLI(LightningCLI):
                 "checkpoint.monitor": self._monitor,
                 "checkpoint.mode": self._monitor_mode,
                 "checkpoint.save_last": True,
-                "checkpoint.dirpath": f"lightning_logs/{self._domain}/checkpoints",
+                "checkpoint.dirpath": self._default_checkpoint_dir,
                 "checkpoint.filename": "best-{epoch:02d}-{step}",
                 "checkpoint.auto_insert_metric_name": False,
             }

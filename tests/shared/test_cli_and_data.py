@@ -351,6 +351,28 @@ def test_default_root_dir_moves_the_logs_and_checkpoints_too(tmp_path, monkeypat
     assert (own / "last.ckpt").is_file()
 
 
+def test_each_config_file_keeps_its_checkpoints_in_a_folder_named_after_it(tmp_path, monkeypatch):
+    """Configs of one task shared lightning_logs/<task>/checkpoints, so `predict -c transfer.yaml --ckpt_path
+    last` took the quick run's network; a folder written in each config was copied along with it to mine.yaml."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("quick", "mine", "overlay"):
+        (tmp_path / f"{name}.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    (tmp_path / "pinned.yaml").write_text("checkpoint:\n  dirpath: elsewhere\n")
+
+    def folder(*args):
+        cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=list(args), run=False)
+        return cli.config["checkpoint"]["dirpath"]
+
+    assert folder("-c", "quick.yaml") == "lightning_logs/tiny/quick/checkpoints"
+    assert folder("--config=mine.yaml") == "lightning_logs/tiny/mine/checkpoints"
+    assert folder("-c", "quick.yaml", "-c", "overlay.yaml") == "lightning_logs/tiny/quick/checkpoints"  # the first
+    assert folder("-c", "pinned.yaml") == "elsewhere"  # written in the file: kept
+    assert folder("-c", "quick.yaml", "--checkpoint.dirpath", "own") == "own"
+    assert folder() == "lightning_logs/tiny/checkpoints"  # no config file
+    root = str(tmp_path / "runs")  # --trainer.default_root_dir moves the derived folder with the logs
+    assert folder("-c", "mine.yaml", "--trainer.default_root_dir", root) == f"{root}/mine/checkpoints"
+
+
 def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(tmp_path, monkeypatch):
     """Lightning 2.6 writes last.ckpt only beside a new top-k checkpoint: with lr 0 the validation loss never
     improves after epoch 0, and last.ckpt stayed at epoch 0 (resume and --ckpt_path last went back in time)."""

@@ -777,7 +777,7 @@ def fit_to_model(
         if spacing is None:
             raise ValueError("mode 'mm' needs the slice's pixel spacing")
         rows_mm, cols_mm = spacing
-        window = (max(1, round(size * MODEL_PIXEL_MM / rows_mm)), max(1, round(size * MODEL_PIXEL_MM / cols_mm)))
+        window = _mm_window(size, spacing)
         part, padded = _window(image, window, centre)
         interp = cv2.INTER_AREA if max(window) > size else cv2.INTER_LINEAR
         out = cv2.resize(np.asarray(part, np.float32), (size, size), interpolation=interp)
@@ -805,18 +805,50 @@ def fit_to_model(
     return out.astype(np.float32), f"a {size}x{size} window {where} of the {w}x{h} slice{padded}"
 
 
-def _window(
-    image: np.ndarray, window: tuple[int, int], centre: tuple[float, float] | None
-) -> tuple[np.ndarray, str]:
-    """The (rows, cols) ``window`` of ``image`` around ``centre`` (row, col; default the middle), edge-padded
-    where it reaches past the image, and a note saying so."""
-    h, w = image.shape
+def _mm_window(size: int, spacing: tuple[float, float]) -> tuple[int, int]:
+    """(rows, cols) of the slice's own pixels that cover ``size`` pixels of :data:`MODEL_PIXEL_MM`."""
+    rows_mm, cols_mm = spacing
+    return max(1, round(size * MODEL_PIXEL_MM / rows_mm)), max(1, round(size * MODEL_PIXEL_MM / cols_mm))
+
+
+def window_rect(
+    shape: tuple[int, int],
+    size: int,
+    mode: str,
+    spacing: tuple[float, float] | None = None,
+    centre: tuple[float, float] | None = None,
+) -> tuple[int, int, int, int] | None:
+    """(top, left, rows, cols) of the part of a ``shape`` slice that :func:`fit_to_model` feeds the model in
+    modes ``mm`` and ``crop`` (it may reach past the slice, where it is edge-padded); None for ``resize``, which
+    takes the whole slice. The page draws it on the whole slice, so one sees where the window sits."""
+    if mode == "resize":
+        return None
+    window = _mm_window(size, spacing) if mode == "mm" and spacing is not None else (size, size)
+    return (*_window_origin(shape, window, centre), *window)
+
+
+def _window_origin(
+    shape: tuple[int, int], window: tuple[int, int], centre: tuple[float, float] | None
+) -> tuple[int, int]:
+    """(top, left) of the (rows, cols) ``window`` around ``centre`` (row, col; default the middle)."""
+    h, w = shape
     (win_h, win_w), (cy, cx) = window, centre if centre is not None else ((h - 1) / 2, (w - 1) / 2)
     # nearest start, halves up (round() takes halves to even: the window moved in 2-pixel steps); a window that
     # fits stays inside the slice, a larger one holds its middle
     top, left = math.floor(cy - (win_h - 1) / 2 + 0.5), math.floor(cx - (win_w - 1) / 2 + 0.5)
     top = min(max(top, 0), h - win_h) if win_h <= h else min(max(top, h - win_h), 0)
     left = min(max(left, 0), w - win_w) if win_w <= w else min(max(left, w - win_w), 0)
+    return top, left
+
+
+def _window(
+    image: np.ndarray, window: tuple[int, int], centre: tuple[float, float] | None
+) -> tuple[np.ndarray, str]:
+    """The (rows, cols) ``window`` of ``image`` around ``centre`` (row, col; default the middle), edge-padded
+    where it reaches past the image, and a note saying so."""
+    h, w = image.shape
+    win_h, win_w = window
+    top, left = _window_origin((h, w), window, centre)
     before = (max(0, -top), max(0, -left))
     after = (max(0, top + win_h - h), max(0, left + win_w - w))
     inside = image[max(0, top) : min(h, top + win_h), max(0, left) : min(w, left + win_w)]

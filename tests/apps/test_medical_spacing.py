@@ -10,7 +10,7 @@ from apps import uploads as up
 from tests.apps import samples as S
 from tests.apps.pages import page_ok as _ok
 from tests.apps.pages import texts as _texts
-from tests.apps.test_pages import _upload_on
+from tests.apps.test_pages import _image_captions, _upload_on
 
 
 def _disc(shape: tuple[int, int], centre: tuple[float, float], radius_mm: float, spacing) -> np.ndarray:
@@ -52,6 +52,19 @@ def test_a_window_that_fits_stays_inside_the_slice_and_moves_one_pixel_a_step():
     assert "edge-padded" in how and out[1:4, 1:4].tolist() == small.tolist() and out[0, 0] == 0
 
 
+def test_the_window_drawn_on_the_slice_is_the_one_the_model_gets():
+    """The page drew only the model's input: where the window sat in the slice was not shown."""
+    image = np.arange(512 * 512, dtype=np.float32).reshape(512, 512)
+    # 0.25 mm pixels: 64 mm is 256 of them, centred: rows and columns floor(255.5 - 127.5 + 0.5) = 128 on
+    assert up.window_rect((512, 512), 128, "mm", (0.25, 0.25)) == (128, 128, 256, 256)
+    # a crop near the corner is held inside the slice: top max(0, -53), left min(327, 400 - 128)
+    top, left, rows, cols = up.window_rect((300, 400), 128, "crop", centre=(10, 390))
+    assert (top, left, rows, cols) == (0, 272, 128, 128)
+    out, _ = up.fit_to_model(image[:300, :400], 128, "crop", centre=(10, 390))
+    assert out.tolist() == image[top : top + rows, left : left + cols].tolist()
+    assert up.window_rect((512, 512), 128, "resize") is None  # the whole slice
+
+
 def test_nifti_and_dicom_headers_give_the_pixel_spacing():
     volume = np.zeros((30, 20, 4), np.int16)
     vol = up.decode_medical(S.nifti(volume, affine=np.diag([1.5, 0.5, 2.5, 1.0])), "aniso.nii")
@@ -84,9 +97,12 @@ def test_page_feeds_a_ct_volume_at_the_models_pixel_size_by_default(demo_env, mo
     _ok(at)
     _, _, mode, spacing, centre = calls[-1]  # the window sits where the sliders put it, in mm mode too
     assert mode == "mm" and centre == (256, 100) and spacing == pytest.approx((0.7, 0.7))
+    whole = "The whole slice; the model sees the yellow window"
+    assert whole in _image_captions(at)
     at.radio(key="medical_fit_3").set_value("resize").run()
     _ok(at)
     assert "resized from 512x512 to 128x128" in _texts(at.caption)
+    assert whole not in _image_captions(at)  # the model gets the whole slice
     # an earlier upload without a pixel size set the choice to resize: the next one with a size still starts at mm
     at = _upload_on("medical", "bare.nii.gz", S.nifti(volume, compressed=True))
     at.radio(key="medical_fit_2").set_value("resize").run()

@@ -93,9 +93,10 @@ def test_segmentation_datamodule_train_val_by_sequence_and_anomaly_test(tmp_path
     assert batch["image"].shape == (2, 3, 32, 40) and batch["mask"].shape == (2, 32, 40)
     assert set(batch["mask"].unique().tolist()) <= {0, 1, 2, 255}
     test = next(iter(dm.test_dataloader()))
+    # 40x56 (H x W) test images fitted into 32x40 keeping their aspect ratio: x min(32/40, 40/56) = 29x40
     assert (
-        test["image"].shape == (2, 3, 32, 40)
-        and test["label"].shape == (2, 32, 40)
+        test["image"].shape == (2, 3, 29, 40)
+        and test["label"].shape == (2, 29, 40)
         and len(test["name"]) == 2
     )
     assert set(test["label"].unique().tolist()) <= {0, 1, 255}

@@ -16,6 +16,7 @@ applied identically to the image and every reader mask.
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
 import warnings
@@ -32,9 +33,14 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from shared.data import SplitLoaders, group_split, segmentation_augmentations
+from shared.images import stretch_to_unit
 
 SPLITS = ("train", "val", "test")
 DATA_FORMATS = ("lidc_png", "lidc_pickle", "decathlon")
+
+
+class MedicalDataWarning(UserWarning):
+    """Medical data read in a way worth knowing (e.g. 16-bit PNGs stretched per image)."""
 
 
 class MedicalDataError(ValueError):
@@ -157,7 +163,11 @@ class LIDCPngDataset(MedicalDataset):
                 readers = [gt_dir / patient_dir.name / f"{path.stem}_l{r}.png" for r in range(num_readers)]
                 for reader_path in readers:
                     if not reader_path.is_file():
-                        raise FileNotFoundError(f"{reader_path}: reader mask missing for image {path}")
+                        raise FileNotFoundError(
+                            f"{reader_path}: reader mask missing for image {path} (expected {num_readers} readers, "
+                            f"_l0.png .. _l{num_readers - 1}.png; with fewer readers per image give "
+                            "--data.dataset_kwargs '{num_readers: N}')"
+                        )
                 self.image_paths.append(path)
                 self.mask_paths.append(readers)
                 self.ids.append(f"{patient_dir.name}/{path.stem}")
@@ -169,6 +179,22 @@ class LIDCPngDataset(MedicalDataset):
             )
         if not self.image_paths:
             raise FileNotFoundError(f"{img_dir}: no images found (expected <patient>/<name>.png below it)")
+        self._warn_shared_patients()
+
+    def _warn_shared_patients(self) -> None:
+        """The split folders are the split: a patient also in an earlier split's folder (a copy, a merge) makes
+        validation or test figures on patients the model trained on, which nothing else would say."""
+        mine = set(self.groups)
+        for other in SPLITS[: SPLITS.index(self.split)] if self.split in SPLITS else ():
+            folder = self.root / other / "images"
+            shared = sorted(mine & {p.name for p in folder.iterdir() if p.is_dir()}) if folder.is_dir() else []
+            if shared:
+                warnings.warn(
+                    f"{self.root}: {len(shared)} patient folder(s) are in both {other}/ and {self.split}/ (e.g. "
+                    f"{shared[0]}): the {self.split} figures include patients of {other}",
+                    MedicalDataWarning,
+                    stacklevel=2,
+                )
 
     @staticmethod
     def _read(path: Path) -> np.ndarray:
@@ -189,8 +215,8 @@ class LIDCPngDataset(MedicalDataset):
         raw = self._read(path)
         if raw.dtype == np.uint8:
             image = raw.astype(np.float32) / 255.0
-        elif raw.dtype == np.uint16:
-            image = raw.astype(np.float32) / 65535.0
+        elif raw.dtype == np.uint16:  # a 12-bit CT in 16 bits: /65535 left it at most 0.06, nearly black
+            image = stretch_to_unit(raw, path, MedicalDataWarning)
         else:
             raise MedicalDataError(f"{path}: unsupported PNG dtype {raw.dtype}")
         masks = []
@@ -312,6 +338,38 @@ class LIDCPickleDataset(MedicalDataset):
 # ------------------------------------------------------------------------------------ Decathlon NIfTI
 
 
+def _foreground_labels(chosen: Sequence[int] | None, names, meta_path: Path) -> list[int] | None:
+    """``foreground_labels`` checked against dataset.json's ``labels`` ({"0": "background", "1": "liver",
+    "2": "cancer"}). Unset, every non-zero label is the lesion, and a set naming several says which were merged:
+    on Task03 Liver the "lesion" was 74 % liver."""
+    named = {}
+    if isinstance(names, dict):
+        for key, name in names.items():
+            try:
+                named[int(key)] = str(name)
+            except (TypeError, ValueError):
+                continue
+    if chosen is None:
+        merged = {k: v for k, v in sorted(named.items()) if k != 0}
+        if len(merged) > 1:
+            listed = ", ".join(f"{k} {v}" for k, v in merged.items())
+            warnings.warn(
+                f"{meta_path}: labels {listed} are all taken as the lesion; to train on some of them, give "
+                f"--data.dataset_kwargs '{{foreground_labels: [{max(merged)}]}}'",
+                MedicalDataWarning,
+                stacklevel=3,
+            )
+        return None
+    labels = [int(v) for v in chosen]
+    unknown = [v for v in labels if named and v not in named]
+    if not labels or 0 in labels or unknown:
+        valid = ", ".join(f"{k} ({v})" for k, v in sorted(named.items()) if k != 0) or "the non-zero label values"
+        raise ValueError(
+            f"foreground_labels {labels}: not lesion labels of {meta_path}; valid: {valid}"
+        )
+    return labels
+
+
 def _select_channel(x, index: int):
     return x[index : index + 1]
 
@@ -321,7 +379,9 @@ class DecathlonSliceDataset(MedicalDataset):
 
     Volumes load through MONAI (``LoadImaged``, ``EnsureChannelFirstd``, percentile intensity scaling to
     [0,1], in-plane resize keeping the aspect ratio, then pad to ``crop_size``). Slices are taken along the
-    third voxel axis (axial in Decathlon files). Every slice with foreground (label > 0) is kept, plus
+    third voxel axis (axial in Decathlon files). ``foreground_labels`` chooses the label values that are the
+    lesion (Task03 Liver: ``[2]``, the cancer; default every non-zero one, with a warning when dataset.json names
+    several). Every slice with foreground is kept, plus
     ``round(empty_ratio * n_foreground)`` (at least ``min_empty``) seeded empty slices per volume; the counts
     are printed and kept in ``stats``. ``all_slices`` keeps every slice instead, labels or not: ``predict``
     uses it, since a prediction is a whole volume and the labels must not choose which slices it covers.
@@ -342,6 +402,7 @@ class DecathlonSliceDataset(MedicalDataset):
         percentiles: tuple[float, float] = (0.5, 99.5),
         cache_volumes: int = 4,
         all_slices: bool = False,
+        foreground_labels: Sequence[int] | None = None,
     ):
         from monai.transforms import EnsureChannelFirst, LoadImage
 
@@ -363,6 +424,7 @@ class DecathlonSliceDataset(MedicalDataset):
         if not training:
             raise MedicalDataError(f"{meta_path}: no 'training' list of image/label pairs")
         self.modalities = meta.get("modality", {})
+        self.foreground_labels = _foreground_labels(foreground_labels, meta.get("labels"), meta_path)
         cases = []
         for n, pair in enumerate(training):
             if not isinstance(pair, dict) or "image" not in pair or "label" not in pair:
@@ -398,7 +460,7 @@ class DecathlonSliceDataset(MedicalDataset):
                 raise MedicalDataError(
                     f"{label_path}: expected a 3D single-channel label, got {tuple(label.shape)}"
                 )
-            fg = np.asarray(label[0] > 0).reshape(-1, label.shape[-1]).any(axis=0)
+            fg = self._foreground(np.asarray(label[0])).reshape(-1, label.shape[-1]).any(axis=0)
             fg_idx, empty_idx = np.flatnonzero(fg), np.flatnonzero(~fg)
             n_keep = min(len(empty_idx), max(min_empty, round(empty_ratio * len(fg_idx))))
             keep_empty = empty_idx if all_slices else np.sort(rng.choice(empty_idx, n_keep, replace=False))
@@ -423,6 +485,10 @@ class DecathlonSliceDataset(MedicalDataset):
         self.ids = [f"{cases[c][0]}/z{z:03d}" for c, z in self.slices]
         self.groups = [cases[c][0] for c, _ in self.slices]
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def _foreground(self, label: np.ndarray) -> np.ndarray:
+        """The lesion mask of a label array: ``foreground_labels`` if given, else every non-zero label."""
+        return np.isin(label, self.foreground_labels) if self.foreground_labels else label > 0
 
     def _inplane_size(self, x: int, y: int) -> tuple[int, int]:
         """In-plane size after the aspect-keeping resize (longest side = crop_size), before padding."""
@@ -503,7 +569,7 @@ class DecathlonSliceDataset(MedicalDataset):
             ]
         )(data)
         image = np.asarray(data["image"][0], dtype=np.float32)
-        label = (np.asarray(data["label"][0]) > 0).astype(np.uint8)
+        label = self._foreground(np.asarray(data["label"][0])).astype(np.uint8)
         self._cache[c] = (image, label)
         while len(self._cache) > self.cache_volumes:
             self._cache.popitem(last=False)
@@ -535,7 +601,15 @@ def build_dataset(format: str, path: str | Path, split: str, **kw) -> MedicalDat
     }
     if format not in builders:
         raise ValueError(f"unknown medical data format {format!r}; valid formats: {', '.join(DATA_FORMATS)}")
-    return builders[format](path, split, **kw)
+    builder = builders[format]
+    accepted = [name for name in inspect.signature(builder).parameters if name not in ("root", "split")]
+    unknown = sorted(set(kw) - set(accepted))
+    if unknown:  # a typo in --data.dataset_kwargs ended in a bare "unexpected keyword argument" traceback
+        raise ValueError(
+            f"--data.dataset_kwargs: {', '.join(unknown)} not an option of the {format} reader; "
+            f"valid: {', '.join(accepted)}"
+        )
+    return builder(path, split, **kw)
 
 
 # ------------------------------------------------------------------------------------- training view

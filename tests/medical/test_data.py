@@ -607,3 +607,75 @@ def test_binarise_by_hand():
     for bad, shown in (([[0, 3], [5, 0]], "0, 3, 5"), ([[0, -1]], "-1, 0"), ([[-2, -2]], "-2")):
         with pytest.raises(MedicalDataError, match=rf"m: mask is not binary: values \{{{shown}\}}"):
             _binarise(np.array(bad, np.int16), "m")
+
+
+# ------------------------------------------------------------------------------- own data (audit fixes)
+
+
+def test_a_16_bit_png_keeps_its_contrast_and_its_grey_levels(tmp_path, monkeypatch):
+    """A 12-bit CT in a 16-bit PNG was divided by 65535: at most 0.06, nearly black, and the classification
+    patches made from it had 17 grey levels of 4093."""
+    from shared import images
+
+    monkeypatch.setattr(images, "_said", set())  # said once per process: this test must see it
+    ramp = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 4  # 0 .. 4092, 1024 levels
+    root = _write_lidc(tmp_path, n=1, image=ramp)
+    with pytest.warns(D.MedicalDataWarning, match="contrast-stretched per image"):
+        image = LIDCPngDataset(root, "train", crop_size=32).load(0)["image"]
+    assert image.min() == 0.0 and image.max() == 1.0
+    assert image[0, 1] == pytest.approx(4 / 4092)  # the image's own 0..4092 to 0..1, not /65535
+    assert len(np.unique(image)) == 1024  # every level kept (no trip through uint8)
+
+
+def test_missing_reader_says_how_to_read_fewer_readers(tmp_path):
+    root = _write_lidc(tmp_path)
+    for r in (3,):
+        for i in range(2):
+            (root / "train" / "gt" / "P1" / f"s{i}_l{r}.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"expected 4 readers.*dataset_kwargs '\{num_readers: N\}'"):
+        LIDCPngDataset(root, "train", crop_size=32)
+    assert LIDCPngDataset(root, "train", crop_size=32, num_readers=3).load(0)["masks"].shape == (3, 32, 32)
+
+
+def test_a_patient_in_two_split_folders_is_said(tmp_path):
+    """The folders are the split: a patient copied into test/ too gave test figures on a training patient."""
+    root = _write_lidc(tmp_path)
+    import shutil
+
+    for kind in ("images", "gt"):
+        shutil.copytree(root / "train" / kind / "P1", root / "test" / kind / "P1")
+    with pytest.warns(D.MedicalDataWarning, match=r"1 patient folder\(s\) are in both train/ and test/ \(e.g. P1\)"):
+        LIDCPngDataset(root, "test", crop_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", D.MedicalDataWarning)
+        LIDCPngDataset(root, "train", crop_size=32)  # the first split has nothing before it
+
+
+def test_decathlon_foreground_labels_choose_the_lesion(tmp_path):
+    """Task03 Liver labels 1 liver, 2 cancer: every non-zero label was the lesion (74 % liver), unsaid."""
+    root = _write_decathlon(tmp_path / "Task03", channels=1)
+    for c in range(2):  # a "liver" (label 1) around case c's lesion (label 2)
+        path = root / "labelsTr" / f"case_{c:03d}.nii.gz"
+        volume = nib.load(path)
+        label = np.asarray(volume.dataobj).copy()
+        label[0:4, 0:4, :] = 1
+        nib.save(nib.Nifti1Image(label, volume.affine), str(path))
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "1": "liver", "2": "cancer"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.warns(D.MedicalDataWarning, match=r"labels 1 liver, 2 cancer are all taken as the lesion"):
+        merged = DecathlonSliceDataset(root, "all", crop_size=32)
+    assert merged.stats["foreground_slices"] == 12  # label 1 is on every slice of both cases
+    cancer = DecathlonSliceDataset(root, "all", crop_size=32, foreground_labels=[2], empty_ratio=0.0, min_empty=0)
+    assert cancer.stats["foreground_slices"] == 3 and cancer.ids == ["case_000/z002", "case_000/z003", "case_001/z004"]
+    mask = cancer.load(0)["masks"][0]
+    assert mask.sum() == 7 * 6 and mask[:4, :4].sum() == 0  # the 7x6 cancer only (rows = Y), not the liver
+    with pytest.raises(ValueError, match=r"foreground_labels \[3\]: not lesion labels of .*valid: 1 \(liver\), 2 \(cancer\)"):
+        DecathlonSliceDataset(root, "all", foreground_labels=[3])
+
+
+def test_a_dataset_kwargs_typo_names_the_option_and_the_valid_ones(synth_root):
+    with pytest.raises(ValueError, match=r"--data.dataset_kwargs: fraction not an option of the lidc_pickle reader; valid: .*fractions"):
+        build_dataset("lidc_pickle", synth_root, "train", fraction=(0.5, 0.25, 0.25))
+    with pytest.raises(ValueError, match=r"fractions not an option of the lidc_png reader; valid: crop_size, num_readers"):
+        build_dataset("lidc_png", synth_root, "train", fractions=(0.5, 0.25, 0.25))

@@ -128,17 +128,22 @@ class BaseTask(pl.LightningModule):
 
     def load_pretrained_backbone(self, path: str, prefix: str):
         """Load ``self.model.backbone`` from the local file ``path`` (keys under ``prefix``), print and return the
-        :func:`shared.backbones.load_backbone_weights` report. A file of which no tensor fits is an error (else
-        the run trains the random backbone it was meant to replace)."""
+        :func:`shared.backbones.load_backbone_weights` report.
+
+        A file of another network is an error: none of its tensors fits (the run would train the random backbone
+        it was meant to replace), some differ in shape (a ResNet-50 file in a ResNet-18 left 23 convolutions
+        random, under a frozen backbone too), or it holds backbone tensors with no place here (a ResNet-34 file
+        filled a ResNet-18 with its first blocks, 98 tensors unused). A classifier head is left out quietly."""
         report = load_backbone_weights(self.model.backbone, path, prefix=prefix)
         rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
-        if not report.loaded:
+        if not report.loaded or report.shape_mismatch or report.unexpected:
             name = (getattr(self.model, "init_args", None) or {}).get(
                 "backbone", type(self.model.backbone).__name__
             )
+            what = "no tensor matched" if not report.loaded else "it is another network's file for"
             raise ValueError(
-                f"pretrained_backbone {path}: no tensor matched backbone {name!r} (prefix {prefix!r}): "
-                f"{report.summary()}"
+                f"pretrained_backbone {path}: {what} backbone {name!r} (prefix {prefix!r}): {report.summary()}. "
+                "Give a file of this backbone, or --model.pretrained_prefix naming its part of the file"
             )
         return report
 

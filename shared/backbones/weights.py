@@ -27,6 +27,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     shape_mismatch: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
+    head: list[str] = field(default_factory=list)  # the file's classifier head: a backbone has none
 
     @property
     def clean(self) -> bool:
@@ -35,6 +36,7 @@ class LoadReport:
     def summary(self, limit: int = 10) -> str:
         parts = [f"{len(self.loaded)} tensors loaded"]
         for label, keys in (
+            ("of the file's classifier head left out", self.head),
             ("adapted to the input channels", self.adapted),
             ("missing in the file", self.missing),
             ("unexpected in the file", self.unexpected),
@@ -68,7 +70,10 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
             raise WeightLoadingError(f"{path}: not a readable safetensors file ({err})") from err
     else:
         obj = _torch_load(path)
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    state = None
+    if isinstance(obj, dict):  # Lightning's "state_dict", a training script's {"model": ..., "optimizer": ...}
+        inner = [obj[k] for k in ("state_dict", "model", "model_state_dict") if isinstance(obj.get(k), dict)]
+        state = inner[0] if inner else obj
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightLoadingError(
             f"{path}: holds no state dict of tensors (top-level keys: {list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__})"
@@ -88,6 +93,11 @@ def _torch_load(path: Path):
             f"{path}: cannot be read as a weights-only torch file ({type(err).__name__}: {err}; torch.save "
             "files and .safetensors are read)"
         ) from err
+
+
+#: key prefixes of the classifier heads of torchvision's ImageNet files (ResNet / GoogLeNet ``fc`` and ``aux1/2``,
+#: VGG / AlexNet / MobileNet ``classifier``, ViT ``heads``): left out of a backbone, not a sign of a wrong file
+HEAD_PREFIXES = ("fc.", "classifier.", "heads.", "head.", "aux1.", "aux2.")
 
 
 def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -114,7 +124,7 @@ def load_backbone_weights(
     for key, value in source.items():
         name = key if key in target else (tv_prefix + key if tv_prefix + key in target else None)
         if name is None:
-            report.unexpected.append(key)
+            (report.head if key.startswith(HEAD_PREFIXES) else report.unexpected).append(key)
             continue
         expected = target[name].shape
         if value.shape != expected:
@@ -132,10 +142,10 @@ def load_backbone_weights(
     report.missing = [
         k for k in report.missing if not any(m.startswith(k + " ") for m in report.shape_mismatch)
     ]
+    report.loaded = sorted(to_load)  # before the check: its message counts what would have loaded
     if strict and not report.clean:
         raise WeightLoadingError(f"{path}: weights do not match {type(module).__name__}: {report.summary()}")
     module.load_state_dict(to_load, strict=False)
-    report.loaded = sorted(to_load)
     return report
 
 
@@ -178,7 +188,13 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
     """Freeze the backbone for the first ``unfreeze_at_epoch`` epochs, then train it with ``lr * lr_factor``.
 
     Lightning's ``BackboneFinetuning`` expects ``pl_module.backbone``; this one takes a dotted path
-    (``backbone_attr``) because the suite's backbones sit inside plain ``nn.Module`` models.
+    (``backbone_attr``) because the suite's backbones sit inside plain ``nn.Module`` models. Two things differ
+    from ``BaseFinetuning.freeze``, which normalises frozen BatchNorm with each training batch's statistics but
+    evaluates with the file's running ones (layer-4 features 119 % apart on one batch, so the head learnt on
+    one distribution and was validated on another): frozen BatchNorm modules stay in eval mode, using and
+    keeping the transferred statistics, as :class:`FreezableBackbone` does. And ``fit --ckpt_path last`` past
+    the unfreeze resumes with a trainable backbone (Lightning restores its parameter group, not its
+    ``requires_grad``) and a scheduler that knows the group.
     """
 
     def __init__(
@@ -188,17 +204,39 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
         self.backbone_attr = backbone_attr
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.lr_factor = lr_factor
+        self._frozen_norms: list[nn.Module] = []
 
     def freeze_before_training(self, pl_module) -> None:
-        self.freeze(_resolve(pl_module, self.backbone_attr), train_bn=False)
+        backbone = _resolve(pl_module, self.backbone_attr)
+        self.freeze(backbone, train_bn=False)
+        self._frozen_norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for norm in self._frozen_norms:
+            norm.track_running_stats = True  # Lightning's freeze turns them off: eval mode then reads them
+            norm.eval()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        for norm in self._frozen_norms:  # Lightning puts the module in train mode each epoch and after validation
+            norm.eval()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        super().on_fit_start(trainer, pl_module)  # a resumed run: the backbone's parameter group is back
+        for optimizer in trainer.optimizers:  # before the scheduler's state loads, with one lambda per group
+            _extend_schedulers(pl_module, optimizer, self.lr_factor)
 
     def finetune_function(self, pl_module, current_epoch: int, optimizer) -> None:
-        if current_epoch == self.unfreeze_at_epoch:
+        backbone = _resolve(pl_module, self.backbone_attr)
+        if current_epoch < self.unfreeze_at_epoch or all(p.requires_grad for p in backbone.parameters()):
+            return
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if any(id(p) in in_optimizer for p in backbone.parameters()):  # resumed past the unfreeze
+            self.make_trainable(backbone)
+        else:
             lr = optimizer.param_groups[0]["lr"] * self.lr_factor
-            self.unfreeze_and_add_param_group(
-                _resolve(pl_module, self.backbone_attr), optimizer, lr=lr, train_bn=True, initial_denom_lr=1.0
-            )
+            self.unfreeze_and_add_param_group(backbone, optimizer, lr=lr, train_bn=True, initial_denom_lr=1.0)
             _extend_schedulers(pl_module, optimizer, self.lr_factor)
+        for norm in self._frozen_norms:
+            norm.train(pl_module.training)
+        self._frozen_norms = []
 
 
 def _extend_schedulers(pl_module, optimizer, lr_factor: float) -> None:

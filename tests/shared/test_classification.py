@@ -309,6 +309,69 @@ def test_unfreezing_under_the_cosine_schedule_trains_the_backbone_at_a_tenth_of_
     assert backbone["initial_lr"] == pytest.approx(0.1 * head["initial_lr"])
 
 
+def test_frozen_batchnorm_uses_the_transferred_statistics_in_training_too(tmp_path):
+    """BaseFinetuning.freeze normalised frozen BatchNorm with each training batch's statistics but validated
+    with the running ones (layer-4 features 119 % apart): the head learnt on one distribution, was judged on
+    another."""
+    import pytorch_lightning as pl
+
+    class Modes(pl.Callback):
+        seen: dict[int, set[bool]] = {}
+
+        def on_train_batch_end(self, trainer, module, *args):
+            norms = [m for m in module.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            self.seen.setdefault(trainer.current_epoch, set()).update(m.training for m in norms)
+
+    root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
+    task = _tiny_task(freeze_backbone_epochs=1)
+    running = task.model.backbone.stages[0][1].running_mean.clone()
+    modes = Modes()
+    quiet_trainer(max_epochs=2, callbacks=[modes], limit_val_batches=1).fit(task, _data(root))
+    assert modes.seen == {0: {False}, 1: {True}}  # eval while frozen (after validation too), then trained
+    assert not torch.equal(running, task.model.backbone.stages[0][1].running_mean)  # epoch 1 updated them
+
+
+def test_resuming_past_the_unfreeze_trains_the_backbone(tmp_path):
+    """`fit --ckpt_path last` after the unfreeze died in the scheduler's load_state_dict (IndexError: one
+    lambda for two groups); past that, Lightning restores the backbone's group but not its requires_grad."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
+
+    def run(epochs: int, ckpt_path=None):
+        task = _tiny_task(freeze_backbone_epochs=1, lr_scheduler=warmup_cosine())
+        save = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+        trainer = quiet_trainer(max_epochs=epochs, callbacks=[save], enable_checkpointing=True)
+        trainer.fit(task, _data(root), ckpt_path=ckpt_path)
+        return task, trainer
+
+    first, _ = run(2)
+    before = {k: v.clone() for k, v in first.model.backbone.state_dict().items()}
+    resumed, trainer = run(3, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert all(p.requires_grad for p in resumed.model.backbone.parameters())
+    after = resumed.model.backbone.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    head, backbone = trainer.optimizers[0].param_groups
+    assert backbone["lr"] == pytest.approx(0.1 * head["lr"])
+
+
+def test_another_networks_weights_are_refused_not_half_loaded(tmp_path):
+    """A ResNet-50 file in a ResNet-18 loaded 97 tensors and left 23 convolutions random (a frozen backbone
+    too); a ResNet-34 file filled it with its first blocks. Both trained on, exit 0."""
+    wider = tmp_path / "wider.pt"
+    torch.save(ImageClassifier(len(CLASSES), "tiny_cnn", in_channels=1, backbone_kwargs={"width": 16}).backbone.state_dict(), wider)
+    with pytest.raises(ValueError, match=r"wider\.pt: it is another network's file for backbone 'tiny_cnn'.*shape mismatch"):
+        _tiny_task(pretrained_backbone=str(wider), freeze_backbone_epochs=1)
+    deeper = tmp_path / "deeper.pt"
+    state = _tiny_task().model.backbone.state_dict()
+    torch.save({**state, "stages.3.0.weight": torch.zeros(8, 8, 3, 3)}, deeper)
+    with pytest.raises(ValueError, match=r"1 unexpected in the file: stages\.3\.0\.weight"):
+        _tiny_task(pretrained_backbone=str(deeper))
+    head = tmp_path / "with_head.pt"  # an ImageNet file's classifier head is no reason to refuse it
+    torch.save({**state, "fc.weight": torch.zeros(10, 32), "fc.bias": torch.zeros(10)}, head)
+    assert _tiny_task(pretrained_backbone=str(head)).load_report.head == ["fc.weight", "fc.bias"]
+
+
 def test_backbone_transfers_from_a_suite_checkpoint_by_prefix(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
     source = _tiny_task()

@@ -30,8 +30,9 @@ def _load_torchvision(tmp_path, name: str, in_channels: int):
 def test_torchvision_state_dict_loads_and_adapts_to_one_channel(tmp_path):
     tv, net, report = _load_torchvision(tmp_path, "resnet18", in_channels=1)
     assert report.adapted == ["net.conv1.weight"]
-    assert report.unexpected == ["fc.weight", "fc.bias"]  # the classifier head is not part of a backbone
-    assert report.missing == [] and report.shape_mismatch == []
+    assert report.head == ["fc.weight", "fc.bias"] and report.unexpected == []  # not part of a backbone
+    assert report.missing == [] and report.shape_mismatch == [] and report.clean
+    assert "2 of the file's classifier head left out: fc.weight, fc.bias" in report.summary()
     assert torch.allclose(net.net.conv1.weight, tv.conv1.weight.sum(1, keepdim=True))
     assert torch.equal(net.net.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
 
@@ -54,7 +55,7 @@ def test_torchvision_input_conv_is_tiled_and_rescaled_for_six_channels(tmp_path)
 def test_torchvision_mobilenet_v3_state_dict_loads(tmp_path):
     tv, net, report = _load_torchvision(tmp_path, "mobilenet_v3_small", in_channels=3)
     assert report.missing == [] and report.shape_mismatch == [] and report.adapted == []
-    assert report.unexpected and all(k.startswith("classifier.") for k in report.unexpected)
+    assert report.head and all(k.startswith("classifier.") for k in report.head) and report.unexpected == []
     assert torch.equal(net.net.features[12][0].weight, tv.features[12][0].weight)
 
 
@@ -130,3 +131,21 @@ def test_bad_files_give_clear_errors(tmp_path):
         WeightLoadingError, match=r"junk\.pt: cannot be read as a weights-only torch file \(\w+Error: "
     ):
         load_backbone_weights(create_backbone("tiny_cnn"), junk)
+
+
+def test_a_training_scripts_checkpoint_loads_from_its_model_entry(tmp_path):
+    """{"model": state_dict, "optimizer": ..., "epoch": ...} is the common training-script layout: no prefix
+    reached into it."""
+    net = create_backbone("tiny_cnn", in_channels=1)
+    torch.save({"model": net.state_dict(), "optimizer": {"lr": 0.1}, "epoch": 7}, tmp_path / "script.pt")
+    other = create_backbone("tiny_cnn", in_channels=1)
+    assert load_backbone_weights(other, tmp_path / "script.pt", strict=True).clean
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in net.state_dict().items())
+
+
+def test_the_strict_error_counts_what_would_have_loaded(tmp_path):
+    state = create_backbone("tiny_cnn", in_channels=1).state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(WeightLoadingError, match=r"36 tensors loaded; 1 unexpected in the file: extra.weight"):
+        load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), tmp_path / "w.pt", strict=True)

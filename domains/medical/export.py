@@ -24,24 +24,30 @@ What is written to ``DIR`` (inputs and outputs float32; batch, height, width and
     ``sample_mode`` "global" / "local".
 
 Foreground probability = ``sigmoid(logits)``; a sample's mask is probability >= ``threshold``. The JSON
-sidecar ``<model>.json`` records input size and channels, classes, the score, the graphs' inputs and
-outputs, and the largest difference between onnxruntime and PyTorch measured on random inputs at export
-time (export fails, leaving nothing behind, beyond ``--atol`` + ``--rtol`` times the value).
+sidecar ``<model>.json`` records input size and channels, how the training data scaled and sized its
+images (``preprocessing``, from the checkpoint's data module settings: feed images prepared the same way),
+classes, the score, the graphs' inputs and outputs, and the largest difference between onnxruntime and
+PyTorch measured on random inputs at export time (export fails, leaving nothing behind, beyond ``--atol`` +
+``--rtol`` times the value).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from domains.medical.data import DecathlonSliceDataset, MedicalDataModule
 from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
 from domains.medical.models.common import LOG_SIGMA_RANGE
+from domains.medical.predict import size_multiple
 from domains.medical.task import MedicalSegmentationTask
 from shared.backbones import upsample_nearest
 from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
+from shared.task import check_checkpoint_file
 
 
 class ProbUNetFeatures(nn.Module):
@@ -198,8 +204,12 @@ def export_medical(
     size: tuple[int, int] = (128, 128),
     check: ExportCheck = DEFAULT_CHECK,
     checkpoint: str | Path | None = None,
+    data: dict | None = None,
 ) -> dict:
     """Export ``task``'s model as the module docstring describes; returns the sidecar (also written as JSON).
+
+    ``data``: the data module settings the model was trained with (a checkpoint's
+    ``datamodule_hyper_parameters``), for the sidecar's ``preprocessing``; None: not recorded.
 
     Every graph is checked with onnxruntime against PyTorch on its example inputs; beyond
     ``atol + rtol * |value|`` the files of this export are removed and a ``ValueError`` names the graph and
@@ -225,6 +235,7 @@ def export_medical(
             "input_size": list(size),
             "in_channels": int(task.model.init_args["in_channels"]),
             "input_range": [0.0, 1.0],
+            "preprocessing": _preprocessing(data, size_multiple(task.model)),
             "classes": ["background", "lesion"],
             "score": "sigmoid(logits): foreground (lesion) probability per pixel",
             "threshold": float(task.threshold),
@@ -242,6 +253,46 @@ _SAMPLING = {
     "(B*N, latent_channels[s], *enc{K-1-s}.shape[2:]) and run hpu_net_decoder; eps{s} = 0: scale s at its "
     "mean",
 }
+
+
+def _defaults(cls: type) -> dict:
+    """``cls``'s constructor defaults: what a data setting left out of a checkpoint was."""
+    return {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+
+
+def _preprocessing(data: dict | None, multiple: int) -> dict:
+    """How the training data module (:mod:`domains.medical.data`) made its files into network inputs, from its
+    settings (``data``): a deployer must scale and size images the same way, which ``input_range`` alone
+    does not say. ``multiple``: the side multiple ``predict`` pads whole images to."""
+    if not data:
+        return {"data_format": None, "note": "not recorded: the checkpoint holds no data module settings"}
+    data = {**_defaults(MedicalDataModule), **data}
+    kw = {
+        **_defaults(DecathlonSliceDataset),
+        "crop_size": data["crop_size"],
+        **(data["dataset_kwargs"] or {}),
+    }
+    fmt, crop = data["data_format"], int(kw["crop_size"])
+    if fmt == "decathlon":
+        low, high = kw["percentiles"]
+        return {
+            "data_format": fmt,
+            "intensity": f"NIfTI channel {kw['modality_index']}; per volume, its {low:g} .. {high:g} "
+            "percentile range mapped linearly to 0..1, clipped",
+            "geometry": "slices along the third voxel axis as (rows Y, cols X); each resized keeping its "
+            f"aspect ratio to longest side {crop} px (area when shrinking, trilinear when enlarging), then "
+            f"zero-padded symmetrically to {crop}x{crop}",
+        }
+    intensity = {
+        "lidc_png": "grey PNG: 8-bit / 255; 16-bit: each image's own min..max stretched to 0..1",
+        "lidc_pickle": "the pickle's float images, in 0..1 as stored",
+    }[fmt]
+    return {
+        "data_format": fmt,
+        "intensity": intensity,
+        "geometry": f"training: centre crop to {crop}x{crop} px, no resize; predict: the whole image, padded "
+        f"at the bottom and right (edge replicated) to a multiple of {multiple} px, outputs cut back",
+    }
 
 
 def _input_size(checkpoint: dict, fallback: int = 128) -> tuple[int, int]:
@@ -267,7 +318,10 @@ def main(argv: list[str] | None = None) -> dict:
         input_size=_input_size,
     )
     check = ExportCheck(args.atol, args.rtol, args.opset)
-    sidecar = export_medical(task, args.out, size=size, check=check, checkpoint=args.ckpt)
+    data = check_checkpoint_file(args.ckpt, MedicalSegmentationTask, option="--ckpt").get(
+        "datamodule_hyper_parameters"
+    )
+    sidecar = export_medical(task, args.out, size=size, check=check, checkpoint=args.ckpt, data=data)
     worst = max(v for graph in sidecar["tolerance"]["max_abs_diff"].values() for v in graph.values())
     print(
         f"wrote {', '.join(sidecar['graphs'])} and {sidecar['model']}.json to {args.out} "

@@ -20,6 +20,11 @@ scan in any viewer; ``predict`` covers every slice of a volume, so the case's wh
 grid and affine; samples (X, Y, Z, N)) is written too. NIfTI files hold the raw values (probabilities, bits
 or variance; masks 0/1).
 
+Predicting again into the same folder replaces each image's files: the previous run's files of the names
+above (e.g. ``sample_03.png`` of a run with more samples) are removed from the folder before it is written;
+other files are left alone. Two images whose ids make one folder (``slice 000`` and ``slice_000``) are an
+error naming both (and the run's files are removed).
+
 Use it from the task (``--model.predict_dir DIR``) or as a callback in the YAML
 (``domains.medical.predict.MedicalPredictionWriter``).
 """
@@ -79,6 +84,10 @@ def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
 
 
+#: the files the writer puts in an image's folder (and a case's whole volume in the folder above)
+_OUTPUT_FILE = re.compile(r"sample_\d{2,}\.png|(mean_prob|uncertainty)\.(png|nii\.gz)|samples\.nii\.gz")
+
+
 def _safe_relpath(item_id: str) -> Path:
     """Item id -> relative path: '/'-separated parts kept as folders, other odd characters replaced."""
     parts = [re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in str(item_id).replace("\\", "/").split("/")]
@@ -86,6 +95,27 @@ def _safe_relpath(item_id: str) -> Path:
     if not parts:
         raise ValueError(f"cannot make an output path from item id {item_id!r}")
     return Path(*parts)
+
+
+def _remove_outputs(folder: Path) -> None:
+    """Remove an earlier run's outputs from ``folder`` (only names the writer uses), so a folder never mixes
+    two runs (``sample_03.png`` of 4 samples beside this run's 2)."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if _OUTPUT_FILE.fullmatch(path.name) and path.is_file():
+                path.unlink()
+
+
+def _claim(claims: dict, output_dir: Path, folder: Path, owner, item_id: str) -> None:
+    """Record that ``owner`` writes ``folder``; a folder another owner already writes is an error naming both
+    ids, since the second's files would overwrite the first's (the run's files are then removed, as for any
+    failed ``predict``: :class:`shared.cli.RemovePartialPredictions`)."""
+    first = claims.setdefault(folder, (owner, item_id))
+    if first[0] != owner:
+        raise ValueError(
+            f"{output_dir / folder}: two images would write to this folder: {first[1]!r} and {item_id!r} "
+            "(characters other than A-Z a-z 0-9 . _ - become '_'): rename one"
+        )
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -162,10 +192,12 @@ class MedicalPredictionWriter(BasePredictionWriter):
         self.keep_predictions = keep_predictions
         self.written: list[Path] = []
         self._volumes: dict[str, dict] = {}  # NIfTI source -> its whole volume, filled slice by slice
+        self._claims: dict[Path, tuple] = {}  # output folder -> (owner, id) written this run
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self.written = []
         self._volumes = {}
+        self._claims = {}
         if not self.keep_predictions:
             trainer.predict_loop.return_predictions = False
 
@@ -205,7 +237,14 @@ class MedicalPredictionWriter(BasePredictionWriter):
         for i, item_id in enumerate(prediction["id"]):
             h, w = (int(v) for v in sizes[i]) if sizes is not None else mean.shape[-2:]
             item_samples, item_mean, item_unc = samples[i, :, :h, :w], mean[i, :h, :w], unc[i, :h, :w]
-            folder = self.output_dir / _safe_relpath(item_id)
+            relpath = _safe_relpath(item_id)
+            _claim(self._claims, self.output_dir, relpath, ("item", len(self.written)), item_id)
+            is_nifti = source is not None and str(source["image_path"][i]).endswith((".nii", ".nii.gz"))
+            if is_nifti:
+                volume = str(source["image_path"][i])
+                _claim(self._claims, self.output_dir, relpath.parent, ("volume", volume), volume)
+            folder = self.output_dir / relpath
+            _remove_outputs(folder)
             folder.mkdir(parents=True, exist_ok=True)
             for s in range(samples.shape[1]):
                 _write_png(
@@ -213,7 +252,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
                 )
             _write_png(folder / "mean_prob.png", _to_uint8(item_mean, 255.0))
             _write_png(folder / "uncertainty.png", _to_uint8(item_unc, unc_scale))
-            if source is not None and str(source["image_path"][i]).endswith((".nii", ".nii.gz")):
+            if is_nifti:
                 self._write_nifti(folder, item_samples, item_mean, item_unc, source, i)
             self.written.append(folder)
 
@@ -240,6 +279,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
         key = str(source["image_path"][i])
         if key not in self._volumes:
             self._drop_unfinished()  # a slice of another case: the last one will get no more slices
+            _remove_outputs(folder.parent)  # an earlier run's whole volume, which this run may not complete
             self._volumes[key] = {
                 "folder": folder.parent,
                 "affine": volume_affine,

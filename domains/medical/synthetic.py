@@ -609,6 +609,8 @@ def ensure_synthetic_lidc(root: str | Path | None = None, **kw) -> Path:
     root = Path(default_root(kw.get("readers", "default")) if root is None else root)
     if is_complete(root, **kw):
         return root
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root}: exists and is not a folder; use a new or empty folder")
     if root.exists() and any(root.iterdir()):
         names = {p.name for p in root.iterdir()}
         readme = root / "README.txt"
@@ -617,7 +619,7 @@ def ensure_synthetic_lidc(root: str | Path | None = None, **kw) -> Path:
         if not ours or foreign:
             raise FileExistsError(
                 f"{root}: folder exists and was not (only) written by the synthetic generator "
-                f"(contains {sorted(names)[:6]}); refusing to overwrite it, choose another root"
+                f"(contains {sorted(names)[:6]}); refusing to overwrite it; use a new or empty folder"
             )
     return generate_lidc_png(root, **kw)
 
@@ -663,9 +665,12 @@ def main(argv: list[str] | None = None) -> None:
         kw.update(readers=args.readers, reader_shares=args.reader_shares)
     start = time.perf_counter()
     root = Path(default_root(args.readers) if args.root is None else args.root)
-    if args.force:
+    if args.force and root.is_dir():
         (root / MARKER).unlink(missing_ok=True)
-    root = ensure_synthetic_lidc(root, **kw)
+    try:
+        root = ensure_synthetic_lidc(root, **kw)
+    except FileExistsError as err:  # a folder of other data: one line and status 2, as the converters
+        ap.exit(2, f"error: {err}\n")
     print(f"synthetic LIDC ready at {root} ({time.perf_counter() - start:.1f} s)")
     shares = check_reader_settings(args.readers, args.reader_shares)
     print(format_reader_statistics(measure_reader_statistics(root), args.readers, shares))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from domains.medical.export import HPUNetDecoder, export_medical, main
+from domains.medical.export import HPUNetDecoder, _preprocessing, export_medical, main
 from domains.medical.task import MedicalSegmentationTask
 from shared.export import run_onnx
 from shared.task import CheckpointMismatchError
@@ -168,6 +168,36 @@ def test_cli_writes_graphs_and_sidecar_with_the_training_crop_size(medical_ckpt,
         "prior_log_sigma",
     ]
     assert 0 <= max(sidecar["tolerance"]["max_abs_diff"]["prob_unet_fcomb.onnx"].values()) <= ATOL
+
+
+def test_sidecar_says_how_the_training_data_scaled_and_sized_inputs(medical_ckpt, tmp_path):
+    """The sidecar said only input_range [0, 1] and the input size: not how files became that range. It now
+    says what the checkpoint's data format did (its data module settings, dataset_kwargs included)."""
+    main(["--ckpt", str(medical_ckpt), "--out", str(tmp_path / "onnx")])
+    sidecar = json.loads((tmp_path / "onnx" / "prob_unet.json").read_text())
+    assert sidecar["preprocessing"] == {
+        "data_format": "lidc_png",
+        "intensity": "grey PNG: 8-bit / 255; 16-bit: each image's own min..max stretched to 0..1",
+        "geometry": "training: centre crop to 24x24 px, no resize; predict: the whole image, padded at the "
+        "bottom and right (edge replicated) to a multiple of 2 px, outputs cut back",
+    }
+    data = {"data_format": "decathlon", "crop_size": 64, "dataset_kwargs": {"modality_index": 1}}
+    decathlon = export_medical(tiny_task("unet"), tmp_path / "msd", size=(32, 32), data=data)["preprocessing"]
+    assert (
+        "NIfTI channel 1; per volume, its 0.5 .. 99.5 percentile range mapped linearly to 0..1"
+        in decathlon["intensity"]
+    )
+    assert (
+        "longest side 64 px" in decathlon["geometry"]
+        and "zero-padded symmetrically to 64x64" in decathlon["geometry"]
+    )
+    kwargs = {"percentiles": [1, 99], "crop_size": 96}  # dataset_kwargs win over the data module's crop_size
+    decathlon = _preprocessing({**data, "dataset_kwargs": kwargs}, 4)
+    assert "its 1 .. 99 percentile range" in decathlon["intensity"] and "96x96" in decathlon["geometry"]
+    pickle = _preprocessing({"data_format": "lidc_pickle", "crop_size": 128}, 4)
+    assert pickle["intensity"] == "the pickle's float images, in 0..1 as stored"
+    assert pickle["geometry"].startswith("training: centre crop to 128x128 px")
+    assert _preprocessing(None, 4)["data_format"] is None
 
 
 def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):

@@ -1,0 +1,167 @@
+"""What ``predict`` leaves in its folder (one folder per image, only this run's files) and what the synthetic
+generator's command does with a folder it did not write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from pytorch_lightning import Trainer
+
+from domains.medical.data import MedicalDataModule
+from domains.medical.models import UNetSegmenter
+from domains.medical.predict import MedicalPredictionWriter
+from domains.medical.synthetic import main as synthetic_main
+from domains.medical.task import MedicalSegmentationTask
+from shared.cli import RemovePartialPredictions
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _png_set(root: Path, names: list[str], size: int = 16) -> Path:
+    """Patient P1's test images ``names`` (grey squares) with four empty reader masks each."""
+    for sub in ("images", "gt"):
+        (root / "test" / sub / "P1").mkdir(parents=True)
+    for name in names:
+        assert cv2.imwrite(
+            str(root / "test" / "images" / "P1" / f"{name}.png"), np.full((size, size), 80, np.uint8)
+        )
+        for r in range(4):
+            assert cv2.imwrite(
+                str(root / "test" / "gt" / "P1" / f"{name}_l{r}.png"), np.zeros((size, size), np.uint8)
+            )
+    return root
+
+
+def _predict(root: Path, out: Path, num_samples: int) -> None:
+    """A predict run as the CLI makes it (whose RemovePartialPredictions removes a failed run's files)."""
+    torch.manual_seed(0)
+    network = UNetSegmenter(channels=(8, 16))
+    task = MedicalSegmentationTask(network=network, num_samples=num_samples, predict_dir=str(out))
+    datamodule = MedicalDataModule(data_path=str(root), crop_size=16, batch_size=2, num_workers=0)
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[RemovePartialPredictions()],
+    )
+    trainer.predict(task, datamodule=datamodule)
+
+
+def _prediction(ids: list[str], num_samples: int = 2, size: int = 4, **extra) -> dict:
+    """A ``predict_step`` output for ``ids`` (all-foreground masks, probability 1)."""
+    b = len(ids)
+    return {
+        "id": ids,
+        "samples": torch.ones(b, num_samples, size, size, dtype=torch.bool),
+        "mean": torch.ones(b, size, size),
+        "uncertainty": torch.zeros(b, size, size),
+        **extra,
+    }
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ------------------------------------------------------------------------------------ one folder per image
+
+
+def test_two_images_that_make_one_output_folder_are_an_error_and_leave_nothing(tmp_path):
+    """``slice 000.v2.png`` and ``slice_000.v2.png`` both became ``P1/slice_000.v2``: the log said 3 image
+    folders, 2 existed, the first image's outputs overwritten."""
+    root = _png_set(tmp_path / "lidc", ["slice 000.v2", "slice_000.v2", "other"])
+    out = tmp_path / "pred"
+    with pytest.raises(ValueError) as err:
+        _predict(root, out, num_samples=2)
+    message = str(err.value)
+    assert str(out / "P1" / "slice_000.v2") in message
+    assert "two images would write to this folder: 'P1/slice 000.v2' and 'P1/slice_000.v2'" in message
+    assert not out.exists()  # the run's files removed, as for any failed predict
+
+
+def test_the_writer_refuses_a_folder_an_earlier_image_of_the_run_wrote(tmp_path):
+    """The second image never overwrites the first's files."""
+    writer = MedicalPredictionWriter(str(tmp_path))
+    writer.write_on_batch_end(None, None, _prediction(["P1/a b"]), None, None, 0, 0)
+    before = (tmp_path / "P1" / "a_b" / "mean_prob.png").read_bytes()
+    with pytest.raises(
+        ValueError, match=r"P1/a_b: two images would write to this folder: 'P1/a b' and 'P1/a_b'"
+    ):
+        writer.write_on_batch_end(None, None, _prediction(["P1/a_b"], num_samples=3), None, None, 1, 0)
+    assert (tmp_path / "P1" / "a_b" / "mean_prob.png").read_bytes() == before
+    assert not (tmp_path / "P1" / "a_b" / "sample_02.png").exists()
+
+
+# ------------------------------------------------------------------------------------ only this run's files
+
+
+def test_predicting_again_into_a_folder_leaves_only_this_runs_files(tmp_path):
+    """4 samples, then 2 into the same folder: sample_02.png and sample_03.png of the first run stayed beside
+    the new ones. Files the writer does not make are left alone."""
+    root = _png_set(tmp_path / "lidc", ["a", "b"])
+    out = tmp_path / "pred"
+    _predict(root, out, num_samples=4)
+    assert _files(out / "P1" / "a") == [
+        "mean_prob.png",
+        *(f"sample_{s:02d}.png" for s in range(4)),
+        "uncertainty.png",
+    ]
+    (out / "P1" / "a" / "notes.txt").write_text("mine")
+    (out / "P1" / "a" / "sample_notes.png").write_bytes(b"mine")
+    _predict(root, out, num_samples=2)
+    assert _files(out / "P1" / "a") == [
+        "mean_prob.png",
+        "notes.txt",
+        "sample_00.png",
+        "sample_01.png",
+        "sample_notes.png",
+        "uncertainty.png",
+    ]
+    assert _files(out / "P1" / "b") == ["mean_prob.png", "sample_00.png", "sample_01.png", "uncertainty.png"]
+
+
+def test_an_unfinished_volume_removes_the_earlier_runs_whole_volume(tmp_path):
+    """A capped predict writes a case's slices but not its whole volume: the earlier run's whole-volume NIfTI
+    files in the case folder would be read as this run's."""
+    case = tmp_path / "case_0"
+    case.mkdir()
+    for name in ("samples.nii.gz", "mean_prob.nii.gz", "uncertainty.nii.gz", "report.txt"):
+        (case / name).write_bytes(b"earlier run")
+    source = {
+        "image_path": [str(tmp_path / "imagesTr" / "case_0.nii.gz")],
+        "spatial_shape": torch.tensor([[4, 4, 3]]),
+        "affine": torch.eye(4)[None],
+        "slice_index": torch.tensor([1]),
+    }
+    writer = MedicalPredictionWriter(str(tmp_path))
+    writer.write_on_batch_end(None, None, _prediction(["case_0/z001"], source=source), None, None, 0, 0)
+    assert _files(case) == ["report.txt", "z001"]
+    assert nib.load(case / "z001" / "samples.nii.gz").shape == (4, 4, 1, 2)
+
+
+# ---------------------------------------------------------------------------------- generator command line
+
+
+def test_synthetic_command_refuses_a_folder_of_other_data_in_one_line(tmp_path, capsys):
+    """``--root`` at a folder of other data ended in a FileExistsError traceback; now one ``error:`` line
+    naming the folder and what to do, exit status 2 (as the converters), and the folder untouched."""
+    foreign = tmp_path / "real"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my data")
+    plain_file = tmp_path / "file.txt"
+    plain_file.write_text("x")
+    for root in (foreign, plain_file):
+        with pytest.raises(SystemExit) as exit_:
+            synthetic_main(["--root", str(root), "--n-patients", "2", "--size", "32"])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {root}: ") and err.count("\n") == 1, err
+        assert "use a new or empty folder" in err
+    assert _files(foreign) == ["notes.txt"]

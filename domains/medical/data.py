@@ -878,18 +878,6 @@ class MedicalDataModule(SplitLoaders):
     def split_dataset(self, name: str) -> ReaderDataset:
         return self.dataset(name)
 
-    def train_dataloader(self) -> DataLoader:
-        """The shared training loader, without a last batch of a single image.
-
-        Batch norm (the HPU-Net's ``norm: batch``) cannot train on one image's 1x1 coarsest map and stops the
-        run with an error at the end of the first epoch; any other remainder is kept.
-        """
-        sampler = self.train_sampler()  # repeat-factor sampling (None without repeat_threshold)
-        n = len(sampler) if sampler is not None else len(self.split_dataset("train"))
-        return self._loader(
-            "train", shuffle=True, sampler=sampler, drop_last=n > 1 and n % self.batch_size == 1
-        )
-
     def predict_dataloader(self) -> DataLoader:
         """Whole images of the test split (see :meth:`dataset`), padded to the batch's largest by
         :func:`pad_collate`, in order."""

@@ -519,3 +519,16 @@ def test_a_labelled_format_without_data_path_is_refused_at_once_unless_predictin
         ClassificationDataModule(data_format="imagefolder", class_names=["a", "b"])
     own = ClassificationDataModule(data_format="csv", class_names=["a", "b"], predict_path=str(tmp_path))
     assert own.data_path is None
+
+
+def test_training_never_ends_on_a_batch_of_one_image(tmp_path):
+    """29 training crops of 32 px in batches of 4 ended the first epoch on one image, whose 1x1 ResNet map
+    batch norm cannot train on: torch's bare "Expected more than 1 value per channel". (All tasks' loaders.)"""
+    root = stripes_folder(tmp_path / "data", {"train": 9, "val": 1})  # 18 = 4 x 4 + 2: kept
+    data = _data(root, batch_size=4)
+    data.setup("fit")
+    assert sorted(len(b["label"]) for b in data.train_dataloader()) == [2, 4, 4, 4, 4]
+    data = _data(root, batch_size=17)  # 18 = 17 + 1: the one is dropped
+    data.setup("fit")
+    assert [len(b["label"]) for b in data.train_dataloader()] == [17]
+    assert [len(b["label"]) for b in data.val_dataloader()] == [2]  # evaluation sees every image

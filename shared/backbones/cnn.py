@@ -123,14 +123,18 @@ class AlexNetBackbone(Backbone):
 
 
 class GoogLeNetBackbone(Backbone):
-    """torchvision GoogLeNet (Inception v1, no aux heads); features at strides 2, 4, 8, 16, 32."""
+    """torchvision GoogLeNet (Inception v1, no aux heads); features at strides 2, 4, 8, 16, 32.
+
+    ``transform_input`` (RGB only): torchvision's own step that maps ImageNet-normalised input to the scale its
+    ImageNet GoogLeNet weights were ported with; torchvision turns it on whenever it loads them. Without it a
+    transferred file's features were 124 % off torchvision's on the same input."""
 
     torchvision_prefix = "net."
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, transform_input: bool = True):
         super().__init__()
         net = torchvision.models.googlenet(
-            weights=None, aux_logits=False, init_weights=True, transform_input=False
+            weights=None, aux_logits=False, init_weights=True, transform_input=transform_input and in_channels == 3
         )
         net.conv1.conv = _replace_first_conv(net.conv1.conv, in_channels)
         net.fc = nn.Identity()
@@ -141,7 +145,7 @@ class GoogLeNetBackbone(Backbone):
 
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         n = self.net
-        c1 = n.conv1(x)
+        c1 = n.conv1(n._transform_input(x))  # a no-op unless transform_input
         c2 = n.conv3(n.conv2(n.maxpool1(c1)))
         c3 = n.inception3b(n.inception3a(n.maxpool2(c2)))
         x = n.maxpool3(c3)

@@ -149,3 +149,20 @@ def test_the_strict_error_counts_what_would_have_loaded(tmp_path):
     torch.save(state, tmp_path / "w.pt")
     with pytest.raises(WeightLoadingError, match=r"36 tensors loaded; 1 unexpected in the file: extra.weight"):
         load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), tmp_path / "w.pt", strict=True)
+
+
+def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tmp_path):
+    """torchvision turns transform_input on whenever it loads its ImageNet GoogLeNet; the backbone had it off,
+    so the same weights gave features 124 % off torchvision's."""
+    tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=True).eval()
+    torch.save(tv.state_dict(), tmp_path / "googlenet.pth")
+    net = create_backbone("googlenet", in_channels=3).eval()
+    load_backbone_weights(net, tmp_path / "googlenet.pth")
+    x = torch.randn(1, 3, 64, 64)
+    n = tv
+    with torch.no_grad():
+        y = n.maxpool1(n.conv1(n._transform_input(x)))
+        expected = n.inception5b(n.inception5a(n.maxpool4(n.inception4e(n.inception4d(n.inception4c(
+            n.inception4b(n.inception4a(n.maxpool3(n.inception3b(n.inception3a(n.maxpool2(n.conv3(n.conv2(y))))))))))))))
+        assert torch.allclose(net(x)[-1], expected, atol=1e-5)
+    assert not create_backbone("googlenet", in_channels=1).net.transform_input  # defined for RGB only

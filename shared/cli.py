@@ -156,6 +156,7 @@ class SuiteCLI(LightningCLI):
         accept option ...", which does not say what the file is)."""
         _check_config_files(args if args is not None else sys.argv[1:])
         self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
+        self._ckpt_data_hparams: dict = {}  # the data settings it trained with (before_test compares the split)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
@@ -180,6 +181,7 @@ class SuiteCLI(LightningCLI):
         if self.model_class is not None:
             checkpoint = check_checkpoint_file(ckpt_path, self.model_class, option="--ckpt_path")
             self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
+            self._ckpt_data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
             self._check_shared_settings(ckpt_path, config)
             self._report_other_network(ckpt_path, config)
 
@@ -287,6 +289,25 @@ class SuiteCLI(LightningCLI):
                 "This CPU has bfloat16 units (AMX / AVX512-BF16): --trainer.precision bf16-mixed may train faster "
                 "(measured on the medical Prob. U-Net: its step 3x at 128 px, 1.3x at 64 px crops; the numerics "
                 "change: see the README's 'bf16 on CPUs that have it')"
+            )
+
+    def before_validate(self) -> None:
+        self._warn_other_split("validate")
+
+    def before_test(self) -> None:
+        self._warn_other_split("test")
+
+    def _warn_other_split(self, subcommand: str) -> None:
+        """A checkpoint evaluated on a split drawn with other settings than its training's (``--data.seed 1``
+        after ``fit`` with seed 0) is scored partly on images it trained on, and nothing said so."""
+        datamodule = self.datamodule
+        if not self._ckpt_data_hparams or not hasattr(datamodule, "other_split_than"):
+            return
+        if differs := datamodule.other_split_than(self._ckpt_data_hparams, subcommand):
+            rank_zero_warn(
+                f"--ckpt_path {self.config[subcommand].get('ckpt_path')} was trained with {differs}: on the same "
+                f"data, this {subcommand} split may hold images the network trained on. Give the checkpoint's "
+                "settings for figures on unseen data"
             )
 
     def before_predict(self) -> None:

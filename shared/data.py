@@ -12,6 +12,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Collection, Hashable, Sequence
+from pathlib import Path
 
 import albumentations as A
 import pytorch_lightning as pl
@@ -87,6 +88,18 @@ def repeat_factors(image_classes: Sequence[Collection[Hashable]], threshold: flo
     )
 
 
+def _same_setting(a, b) -> bool:
+    """Settings as a checkpoint stores them and as a command gives them: tuples come back as lists, paths as
+    strings written either way (``data/x``, ``./data/x``)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_setting(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_setting(a[k], b[k]) for k in a)
+    if isinstance(a, str) and isinstance(b, str) and a != b:
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
+
+
 class SplitLoaders(pl.LightningDataModule):
     """train/val/test/predict loaders over named splits (predict reuses test): one recipe for every domain.
 
@@ -105,10 +118,37 @@ class SplitLoaders(pl.LightningDataModule):
 
     collate_fn = None
     worker_init_fn = staticmethod(seed_worker_transforms)
+    #: init arguments that choose the data set itself: another value is another data set, not another split
+    DATA_SET_SETTINGS: tuple[str, ...] = ("data_format", "data_path", "synthetic", "anomaly_path")
+    #: init arguments that choose which items of the data set land in which split
+    SPLIT_SETTINGS: tuple[str, ...] = ("seed", "split_fractions")
     pin_memory = False
     repeat_threshold: float | None = None
     seed: int = 0
     _repeat_factors: tuple[Dataset, float, torch.Tensor] | None = None  # (dataset, threshold, factors)
+
+    def split_settings(self, hparams: dict, stage: str) -> dict:
+        """The settings among ``hparams`` (this module's init arguments, e.g. a checkpoint's
+        ``datamodule_hyper_parameters``) that choose the ``stage`` split (``validate``, ``test``); a subclass
+        may refine them per format or stage."""
+        return {k: hparams[k] for k in self.SPLIT_SETTINGS if k in hparams}
+
+    def other_split_than(self, trained: dict, stage: str) -> str | None:
+        """Why this module's ``stage`` split may differ from the one a checkpoint trained with (``trained``: its
+        ``datamodule_hyper_parameters``), or None: on the same data set, another seed or fractions put other
+        images in test, possibly ones the network trained on. Another data set is no question of split."""
+        now = dict(self.hparams)
+        same_set = all(
+            _same_setting(trained.get(k), now.get(k)) for k in self.DATA_SET_SETTINGS if k in trained or k in now
+        )
+        if not same_set:
+            return None
+        before, after = self.split_settings(trained, stage), self.split_settings(now, stage)
+        # a setting an older checkpoint did not store is not compared
+        differs = [k for k in sorted(set(before) & set(after)) if not _same_setting(before[k], after[k])]
+        if not differs:
+            return None
+        return ", ".join(f"data.{k} {before[k]!r} (this command: {after[k]!r})" for k in differs)
 
     def set_loader_options(self, batch_size: int, num_workers: int | None) -> None:
         """The ``batch_size`` and ``num_workers`` of every loader (None: :func:`default_num_workers`)."""

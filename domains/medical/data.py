@@ -831,6 +831,19 @@ class MedicalDataModule(SplitLoaders):
             )
         return self.datasets[split]
 
+    def split_settings(self, hparams: dict, stage: str) -> dict:
+        """``lidc_png`` is split by its folders (no setting moves an image); the others by ``seed`` and the
+        dataset's ``fractions`` / ``seed``."""
+        data_format = hparams.get("data_format", "lidc_png")
+        if data_format == "lidc_png":
+            return {}
+        defaults = inspect.signature({"lidc_pickle": LIDCPickleDataset, "decathlon": DecathlonSliceDataset}[data_format])
+        kwargs = hparams.get("dataset_kwargs") or {}
+        return {
+            "seed": kwargs.get("seed", hparams.get("seed", 0)),
+            "fractions": kwargs.get("fractions", defaults.parameters["fractions"].default),
+        }
+
     @property
     def num_readers(self) -> int:
         """Readers per image (4 for LIDC, 1 for Decathlon); builds the val split if nothing is set up yet."""

@@ -5,6 +5,7 @@ Everything runs on tiny generated KITTI-layout data (128x64 images with coloured
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -452,11 +453,17 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
 
     # test and predict under bf16 autocast (CPU here; the same path a GPU takes)
     bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed", "--model.score_thresh", "0.0"]
-    cli = main(["test", *_cli_args(data, *bf16)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = main(["test", *_cli_args(data, *bf16)])
+    assert not [w for w in caught if "was trained with data." in str(w.message)]  # the checkpoint's split
     metrics = cli.trainer.callback_metrics
     assert all(torch.isfinite(metrics[k]) for k in ("test/map50", "test/map", "test/ignored_detections"))
     main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(tmp_path / "pred_bf16"))])
     assert {p.stem for p in (tmp_path / "pred_bf16" / "data").glob("*.txt")} == test_ids
+    # the split drawn with another seed than the checkpoint's: said, since its test images may be training ones
+    with pytest.warns(UserWarning, match=r"last\.ckpt was trained with data\.seed 0 \(this command: 1\)"):
+        main(["test", *_cli_args(data, "--ckpt_path", str(ckpt), "--data.seed", "1")])
 
     # your own images, unlabelled, of any size, in nested folders; an unreadable one is skipped and counted
     own = tmp_path / "own"

@@ -448,3 +448,24 @@ def test_fit_on_a_cpu_with_bf16_units_hints_at_bf16_mixed(
     with caplog.at_level(logging.INFO):
         run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
     assert ("--trainer.precision bf16-mixed may train faster" in caplog.text) == hinted
+
+
+
+def test_a_split_drawn_otherwise_than_the_checkpoints_is_named():
+    """`test --data.seed 1` (or the fractions an empty-split error suggests) after a fit with seed 0 scored
+    the network partly on its training images, unsaid. Only settings that move images count."""
+    from domains.driving.anomaly.data import SegmentationDataModule
+    from domains.medical.data import MedicalDataModule
+
+    png = MedicalDataModule(seed=1)  # lidc_png is split by its folders: no seed moves an image
+    assert png.other_split_than({"data_format": "lidc_png", "data_path": None, "seed": 0}, "test") is None
+    dec = MedicalDataModule("decathlon", "data/x", dataset_kwargs={"fractions": [0.5, 0.25, 0.25]})
+    trained = {"data_format": "decathlon", "data_path": "./data/x", "seed": 0, "dataset_kwargs": {"fractions": (0.7, 0.15, 0.15)}}
+    assert dec.other_split_than(trained, "test") == (
+        "data.fractions (0.7, 0.15, 0.15) (this command: [0.5, 0.25, 0.25])"
+    )  # ./data/x is data/x; a tuple stored as a list is the same
+    assert dec.other_split_than({**trained, "dataset_kwargs": {"fractions": [0.5, 0.25, 0.25]}}, "test") is None
+    assert dec.other_split_than({**trained, "data_path": "/elsewhere"}, "test") is None  # another data set
+    seg = SegmentationDataModule(seed=2)
+    assert seg.other_split_than({"seed": 0, "data_path": None}, "test") is None  # test reads the anomaly set
+    assert seg.other_split_than({"seed": 0, "data_path": None}, "validate") == "data.seed 0 (this command: 2)"

@@ -365,6 +365,8 @@ class AccidentDataModule(SplitLoaders):
             ``npz`` features (a precomputed appearance vector cannot be mirrored).
     """
 
+    SPLIT_SETTINGS = ("split_seed", "val_fraction", "test_fraction")
+
     def __init__(
         self,
         data_format: Literal["synthetic", "ccd", "npz", "dota"] = "synthetic",

@@ -320,6 +320,10 @@ class SegmentationDataModule(SplitLoaders):
             Unreadable images are skipped and counted.
     """
 
+    def split_settings(self, hparams: dict, stage: str) -> dict:
+        """``test`` reads the anomaly set (``anomaly_path``), which no split setting moves."""
+        return {} if stage == "test" else super().split_settings(hparams, stage)
+
     def __init__(
         self,
         data_path: str | None = None,

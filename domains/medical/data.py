@@ -378,7 +378,8 @@ class DecathlonSliceDataset(MedicalDataset):
     """Medical Segmentation Decathlon / BraTS volumes cut into 2D axial slices, one reader.
 
     Volumes load through MONAI (``LoadImaged``, ``EnsureChannelFirstd``, percentile intensity scaling to
-    [0,1], in-plane resize keeping the aspect ratio, then pad to ``crop_size``). Slices are taken along the
+    [0,1], in-plane resize keeping the physical aspect ratio (the header's voxel sizes), then pad to
+    ``crop_size``). Slices are taken along the
     third voxel axis (axial in Decathlon files). ``foreground_labels`` chooses the label values that are the
     lesion (Task03 Liver: ``[2]``, the cancer; default every non-zero one, with a warning when dataset.json names
     several). Every slice with foreground is kept, plus
@@ -468,12 +469,14 @@ class DecathlonSliceDataset(MedicalDataset):
             self.stats["empty_slices"] += len(empty_idx)
             self.stats["empty_slices_kept"] += len(keep_empty)
             affine = np.asarray(label.meta.get("original_affine", label.affine), dtype=np.float64)
+            spacing = np.linalg.norm(affine[:3, :2], axis=0)  # mm per voxel along X and Y
             self._sources.append(
                 {
                     "image_path": str(image_path),
                     "label_path": str(label_path),
                     "affine": affine,
                     "spatial_shape": np.asarray(label.shape[1:], dtype=np.int64),
+                    "resized": np.asarray(self._inplane_size(*label.shape[1:3], spacing), dtype=np.int64),
                 }
             )
             self.slices.extend((c, int(z)) for z in sorted([*fg_idx, *keep_empty]))
@@ -490,10 +493,13 @@ class DecathlonSliceDataset(MedicalDataset):
         """The lesion mask of a label array: ``foreground_labels`` if given, else every non-zero label."""
         return np.isin(label, self.foreground_labels) if self.foreground_labels else label > 0
 
-    def _inplane_size(self, x: int, y: int) -> tuple[int, int]:
-        """In-plane size after the aspect-keeping resize (longest side = crop_size), before padding."""
-        scale = self.crop_size / max(x, y)
-        return max(1, round(x * scale)), max(1, round(y * scale))
+    def _inplane_size(self, x: int, y: int, spacing=(1.0, 1.0)) -> tuple[int, int]:
+        """In-plane size after the resize that keeps the slice's physical aspect (longest side = crop_size),
+        before padding. ``spacing``: mm per voxel along X and Y; with 0.5 x 1.0 mm voxels a 10 mm square lesion
+        came out 13x6 pixels when the voxel grid's aspect was kept instead."""
+        extent_x, extent_y = x * float(spacing[0] or 1.0), y * float(spacing[1] or 1.0)
+        scale = self.crop_size / max(extent_x, extent_y)
+        return max(1, round(extent_x * scale)), max(1, round(extent_y * scale))
 
     @staticmethod
     def _load(loader: Callable, channel_first: Callable, path: Path):
@@ -543,8 +549,8 @@ class DecathlonSliceDataset(MedicalDataset):
                 "remove this case"
             )
         x, y, z = data["image"].shape[1:]
-        size = (*self._inplane_size(x, y), z)
-        scale = size[0] / x
+        size = (*(int(v) for v in self._sources[c]["resized"]), z)
+        scale = min(size[0] / x, size[1] / y)
         crop = (self.crop_size, self.crop_size, z)
         data = Compose(
             [

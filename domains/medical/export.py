@@ -279,8 +279,8 @@ def _preprocessing(data: dict | None, multiple: int) -> dict:
             "data_format": fmt,
             "intensity": f"NIfTI channel {kw['modality_index']}; per volume, its {low:g} .. {high:g} "
             "percentile range mapped linearly to 0..1, clipped",
-            "geometry": "slices along the third voxel axis as (rows Y, cols X); each resized keeping its "
-            f"aspect ratio to longest side {crop} px (area when shrinking, trilinear when enlarging), then "
+            "geometry": "slices along the third voxel axis as (rows Y, cols X); each resized keeping its physical "
+            f"aspect ratio (the header's voxel sizes) to longest side {crop} px (area when shrinking, trilinear when enlarging), then "
             f"zero-padded symmetrically to {crop}x{crop}",
         }
     intensity = {

@@ -679,3 +679,24 @@ def test_a_dataset_kwargs_typo_names_the_option_and_the_valid_ones(synth_root):
         build_dataset("lidc_pickle", synth_root, "train", fraction=(0.5, 0.25, 0.25))
     with pytest.raises(ValueError, match=r"fractions not an option of the lidc_png reader; valid: crop_size, num_readers"):
         build_dataset("lidc_png", synth_root, "train", fractions=(0.5, 0.25, 0.25))
+
+
+def test_decathlon_slices_keep_the_physical_aspect_of_anisotropic_voxels(tmp_path):
+    """0.5 x 1.0 mm voxels: a 10 mm square lesion came out 13x6 pixels when the voxel grid's aspect was kept."""
+    root = tmp_path / "Task99"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    affine = np.diag([0.5, 1.0, 2.5, 1.0])  # 40 x 20 voxels: 20 x 20 mm
+    label = np.zeros((40, 20, 3), np.uint8)
+    label[10:30, 5:15, 1] = 1  # 20 x 10 voxels: 10 x 10 mm
+    image = np.where(label, 500.0, 0.0).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, affine), str(root / "imagesTr" / "c.nii.gz"))
+    nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / "c.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({"training": [{"image": "imagesTr/c.nii.gz", "label": "labelsTr/c.nii.gz"}]}))
+    ds = DecathlonSliceDataset(root, "all", crop_size=32, empty_ratio=0.0, min_empty=0)
+    item = ds.load(ds.ids.index("c/z001"))
+    rows, cols = np.nonzero(item["masks"][0])
+    assert np.ptp(rows) + 1 == 16 and np.ptp(cols) + 1 == 16  # 20 x 20 mm -> 32 x 32 px: 10 mm is 16 px
+    assert tuple(item["source"]["resized"]) == (32, 32)
+    back = slice_to_source_grid(torch.as_tensor(item["masks"]), item["source"]["spatial_shape"], item["source"]["resized"])
+    assert np.array_equal(back[0].numpy(), label[:, :, 1])  # predict writes it back onto the source voxels

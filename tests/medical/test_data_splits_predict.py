@@ -13,7 +13,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from pytorch_lightning import Trainer
 from pytorch_lightning.trainer.states import TrainerFn
 
 from domains.medical import data as D
@@ -25,7 +24,7 @@ from domains.medical.task import MedicalSegmentationTask
 from tests.medical.test_models import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
+from tests.helpers import quiet_trainer
 
 #: a scanner's affine: 0.8 mm pixels, 2.5 mm slices, an origin off zero (an identity would hide a writer that
 #: ignores the source's)
@@ -79,13 +78,7 @@ def _echo_task(predict_dir: Path, seen: list) -> MedicalSegmentationTask:
 
 
 def _predict(task, datamodule) -> None:
-    trainer = Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer()
     trainer.predict(task, datamodule=datamodule)
 
 

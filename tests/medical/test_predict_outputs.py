@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from pytorch_lightning import Trainer
 
 from domains.medical.data import MedicalDataModule
 from domains.medical.models import UNetSegmenter
@@ -18,6 +17,7 @@ from domains.medical.predict import MedicalPredictionWriter
 from domains.medical.synthetic import main as synthetic_main
 from domains.medical.task import MedicalSegmentationTask
 from shared.cli import RemovePartialPredictions
+from tests.helpers import quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,14 +43,7 @@ def _predict(root: Path, out: Path, num_samples: int) -> None:
     network = UNetSegmenter(channels=(8, 16))
     task = MedicalSegmentationTask(network=network, num_samples=num_samples, predict_dir=str(out))
     datamodule = MedicalDataModule(data_path=str(root), crop_size=16, batch_size=2, num_workers=0)
-    trainer = Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[RemovePartialPredictions()],
-    )
+    trainer = quiet_trainer(callbacks=[RemovePartialPredictions()])
     trainer.predict(task, datamodule=datamodule)
 
 

@@ -30,9 +30,11 @@ import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from email.utils import parseaddr
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,17 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _short_folder(path) -> str:
+    """``lightning_logs/medical/quick/checkpoints`` -> ``medical/quick``: the part below ``lightning_logs`` (the
+    whole path when it is elsewhere) without a trailing ``checkpoints``."""
+    parts = list(Path(str(path)).parts)
+    if parts and parts[-1] == "checkpoints":
+        parts.pop()
+    if "lightning_logs" in parts[:-1]:
+        parts = parts[len(parts) - parts[::-1].index("lightning_logs") :]
+    return Path(*parts).as_posix() if parts else str(path)
+
+
 class NotifyWhenDone(pl.Callback):
     """Send a short report when ``fit`` ends, fails or is interrupted (rank 0 only; off unless added).
 
@@ -89,7 +102,9 @@ class NotifyWhenDone(pl.Callback):
         require_tls: refuse to send the e-mail when the server offers no STARTTLS. Without it a message still
             goes out in clear, but a password is never sent over a connection without TLS.
         timeout: seconds allowed to each connection before giving up (a warning, not an error).
-        run_name: the name in the message; null: the logger's name/version, else the root folder's name.
+        run_name: the name in the message; null: the checkpoint folder's ``<domain>/<config>`` (the CLI's
+            ``lightning_logs/<domain>/<config>/checkpoints``) and the logger's version, e.g.
+            ``medical_classification/quick (csv/version_3)``.
         monitor: the metric reported (last and best value); null: the checkpoint callback's monitor.
         mode: ``min`` or ``max`` for the best value; null: the checkpoint callback's mode (``min`` without one).
         notify_on_success: also send when ``fit`` finishes normally (failures and interrupts always send).
@@ -196,19 +211,35 @@ class NotifyWhenDone(pl.Callback):
             self.notify(trainer, "finished")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-        self.notify(trainer, status, error=f"{type(exception).__name__}: {exception}")
+        # Ctrl-C and SIGTERM (docker stop, a scheduler's preemption; Lightning raises SIGTERMException at the
+        # next step) are someone stopping the run, not the run failing
+        if isinstance(exception, SIGTERMException):
+            status, error = "interrupted", "SIGTERM received (docker stop, preemption or kill)"
+        else:
+            status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+            error = f"{type(exception).__name__}: {exception}" if str(exception) else type(exception).__name__
+        self.notify(trainer, status, error=error)
 
     # ---------------------------------------------------------------------------------------- report
 
     def _run_name(self, trainer) -> str:
+        """``<domain>/<config> (<logger>/version_N)``: the CLI's checkpoint folder
+        ``lightning_logs/<domain>/<config>/checkpoints`` names the task and config (the loggers' ``csv/version_0``
+        alone was the same for a medical and a driving run), the logger's version the run; else the loggers'
+        folder, else the root folder's name."""
         if self.run_name:
             return self.run_name
+        ckpt = getattr(trainer, "checkpoint_callback", None)
         logger = getattr(trainer, "logger", None)
-        if logger is not None:
-            version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-            return f"{logger.name}/{version}"
-        return os.path.basename(os.path.abspath(trainer.default_root_dir))
+        folder = getattr(ckpt, "dirpath", None) or getattr(logger, "save_dir", None)
+        name = (
+            _short_folder(folder) if folder else os.path.basename(os.path.abspath(trainer.default_root_dir))
+        )
+        version = getattr(logger, "version", None)
+        if version in (None, ""):  # no logger, or fast_dev_run's stand-in
+            return name
+        version = version if isinstance(version, str) else f"version_{version}"
+        return f"{name} ({logger.name}/{version})" if getattr(logger, "name", None) else f"{name} ({version})"
 
     def report(self, trainer, status: str, error: str | None = None) -> dict:
         """The message's fields as a JSON-ready dict."""

@@ -159,7 +159,9 @@ def test_csv_bad_rows_are_counted_by_line_or_strict_errors(tmp_path):
 
 
 def test_csv_split_keeps_each_group_in_one_split(tmp_path):
-    rows = [f"img/{i % 4}.png,{'hv'[i % 2]},patient{i // 3}" for i in range(30)]
+    for i in range(4, 30):  # 30 distinct files (a file listed twice is kept once: test_classification_data_audit)
+        stripes(tmp_path / "img" / f"{i}.png", vertical=bool(i % 2), seed=i)
+    rows = [f"img/{i}.png,{'hv'[i % 2]},patient{i // 3}" for i in range(30)]
     path = _csv(tmp_path, rows)
     dm = ClassificationDataModule(
         "csv", str(path), CLASSES, in_channels=1, image_size=(16, 16), num_workers=0
@@ -316,7 +318,8 @@ def test_frozen_batchnorm_uses_the_transferred_statistics_in_training_too(tmp_pa
     import pytorch_lightning as pl
 
     class Modes(pl.Callback):
-        seen: dict[int, set[bool]] = {}
+        def __init__(self):
+            self.seen: dict[int, set[bool]] = {}
 
         def on_train_batch_end(self, trainer, module, *args):
             norms = [m for m in module.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]

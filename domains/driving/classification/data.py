@@ -5,8 +5,9 @@ square crop (the box's longer side plus ``context`` on each side, edges replicat
 resized to ``crop_size`` and written as ``<crops>/<split>/<class>/<image id>_<line>.png``. Splits are by
 driving sequence (``read_sequence_groups``): crops of one drive never land in two splits. ``metadata.csv``
 beside them keeps each crop's source image, label line, truncation, occlusion and box height, so results can
-be broken down by KITTI difficulty later. A ``.complete`` marker holding the settings is written last; the
-same settings reuse the crops.
+be broken down by KITTI difficulty later. A ``.complete`` marker holding the settings and a stamp of the source's
+files is written last; the same settings on an unchanged source reuse the crops (a label file edited since cuts
+them again, and says so).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
 
-from domains.driving.common import default_kitti_root, read_rgb, read_sequence_groups
+from domains.driving.common import SEQUENCE_MAP_NAMES, default_kitti_root, read_rgb, read_sequence_groups
 from domains.driving.formats import KITTI_TYPES, read_kitti_dir, resolve_kitti_split
 from shared.classification.data import ClassificationDataModule, CropFolder
 from shared.data import group_split
@@ -44,6 +45,18 @@ def square_crop(
     return cv2.resize(image[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
 
 
+def kitti_sources(kitti_root: str | Path) -> list[Path]:
+    """What the cutter reads, for the crops' source stamp: ``image_2/``, ``label_2/`` and every file
+    :func:`find_sequence_groups` may take the drives from (a map added later changes the split too)."""
+    base = resolve_kitti_split(kitti_root)
+    maps = []
+    for folder in (base, base.parent):
+        for mapping_dir in (folder / "mapping", folder / "devkit_object" / "mapping", folder):
+            maps += [mapping_dir / "train_mapping.txt", mapping_dir / "train_rand.txt"]
+        maps += [folder / name for name in SEQUENCE_MAP_NAMES]
+    return [base / "image_2", base / "label_2", *maps]
+
+
 def write_kitti_crops(
     kitti_root: str | Path,
     out: str | Path,
@@ -65,7 +78,7 @@ def write_kitti_crops(
         "split_fractions": [float(f) for f in split_fractions],
         "seed": int(seed),
     }
-    crops = CropFolder(out, settings)
+    crops = CropFolder(out, settings, sources=kitti_sources(kitti_root))
     if crops.is_current():
         return out
     known = (*KITTI_TYPES, *class_names)

@@ -5,7 +5,8 @@ synthetic set by default. A patch is ``present`` when at least ``min_readers`` r
 (default: a strict majority, 3 of 4), else ``absent``; patches that only a minority marked are thus
 ``absent``, the label a majority vote gives. The patches are written once as an ImageFolder tree
 ``<crops>/<split>/{absent,present}/<patient>__<name>.png`` keeping the source's patient split, with a
-``metadata.csv`` (patient, readers marking, mean lesion area) and a ``.complete`` marker holding the settings.
+``metadata.csv`` (patient, readers marking, mean lesion area) and a ``.complete`` marker holding the settings and
+a stamp of the source's files (a patient added since cuts the patches again).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def write_lesion_crops(
     if not 1 <= min_readers <= NUM_READERS:
         raise ValueError(f"min_readers must be in 1..{NUM_READERS}, got {min_readers}")
     settings = {"source": str(Path(lidc_root).resolve()), "min_readers": min_readers, "crop_size": crop_size}
-    crops = CropFolder(out, settings)
+    # the stamp covers what LIDCPngDataset reads: a patient added or a reader mask edited cuts the patches again
+    sources = [
+        Path(lidc_root) / split / part for split in ("train", "val", "test") for part in ("images", "gt")
+    ]
+    crops = CropFolder(out, settings, sources=sources)
     if crops.is_current():
         return out
     rows = []

@@ -1,0 +1,229 @@
+"""Classification data (audit findings): crops re-cut when their source changes or the class list does, CSV rows
+listing a file twice, and an image that does not decode during training."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import struct
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from domains.driving.classification.data import write_kitti_crops
+from domains.driving.synthetic import generate_kitti
+from domains.medical.classification.data import write_lesion_crops
+from domains.medical.synthetic import generate_lidc_png
+from shared.classification.data import (
+    _CROPS_SAID,
+    ClassificationDataError,
+    ClassificationDataModule,
+    ClassificationDataWarning,
+    read_image_folder,
+    read_label_csv,
+    source_stamp,
+)
+from shared.classification.model import ImageClassifier
+from shared.classification.task import ClassificationTask
+from shared.optim import adamw
+from tests.helpers import quiet_trainer
+from tests.shared.test_classification import CLASSES, stripes, stripes_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def kitti(tmp_path_factory) -> Path:
+    """12 synthetic frames of 320x96 in 6 sequences (about 6 s); copied by tests that edit it."""
+    return generate_kitti(
+        tmp_path_factory.mktemp("kitti"), n_images=12, size=(320, 96), frames_per_sequence=2, verbose=False
+    )
+
+
+def _labels(out: Path) -> list[str]:
+    with (out / "metadata.csv").open() as f:
+        return [row["label"] for row in csv.DictReader(f)]
+
+
+def _rewrite(path: Path, old: str, new: str) -> None:
+    """Edit a file as sed -i would, its time moved on (coarse file-system clocks see the change too)."""
+    stat = path.stat()
+    path.write_text(path.read_text().replace(old, new))
+    later = max(time.time_ns(), stat.st_mtime_ns + 2_000_000_000)
+    os.utime(path, ns=(later, later))
+
+
+# ------------------------------------------------------------------------------------------ A: stale crops
+
+
+def test_kitti_crops_are_cut_again_when_a_label_changes_and_it_is_said(kitti, tmp_path, caplog):
+    source = shutil.copytree(kitti, tmp_path / "kitti")
+    out = write_kitti_crops(source, tmp_path / "crops", min_height=16)
+    assert "Car" in _labels(out)
+    _CROPS_SAID.clear()  # as in the next run (a new process): the crops this one cut are said to be reused
+    with caplog.at_level(logging.INFO):
+        write_kitti_crops(source, out, min_height=16)  # unchanged: reused, and said
+    assert "reusing the crops" in caplog.text
+    for label_file in (source / "training/label_2").glob("*.txt"):
+        _rewrite(label_file, "Car ", "Truck ")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        write_kitti_crops(source, out, min_height=16)
+    assert "the source changed since its crops were cut" in caplog.text
+    labels = _labels(out)
+    assert "Car" not in labels and "Truck" in labels
+    assert not list(out.glob("*/Car/*.png")) and list(out.glob("train/Truck/*.png"))
+
+
+def test_lesion_patches_are_cut_again_when_a_patient_is_added(tmp_path, caplog):
+    lidc = generate_lidc_png(tmp_path / "lidc", n_patients=8, images_per_patient=2, size=32)
+    out = write_lesion_crops(lidc, tmp_path / "crops")
+    before = len(_labels(out))
+    patient = min((lidc / "train" / "images").iterdir())
+    for part in ("images", "gt"):
+        shutil.copytree(lidc / "train" / part / patient.name, lidc / "train" / part / "added_patient")
+    with caplog.at_level(logging.INFO):
+        write_lesion_crops(lidc, out)
+    assert "the source changed" in caplog.text
+    assert len(_labels(out)) == before + 2  # the added patient's two images
+
+
+def test_source_stamp_sees_an_edit_an_addition_and_a_removal_and_costs_only_a_listing(tmp_path):
+    for i in range(3):
+        (tmp_path / "d" / f"{i}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "d" / f"{i}.txt").write_text("Car 0 0")
+    first = source_stamp([tmp_path / "d", tmp_path / "missing.txt"])
+    assert first["files"] == 3 and first["bytes"] == 21
+    _rewrite(tmp_path / "d" / "0.txt", "Car", "Van")  # same size: only the time tells
+    edited = source_stamp([tmp_path / "d"])
+    assert edited["digest"] != first["digest"]
+    (tmp_path / "missing.txt").write_text("x")
+    assert source_stamp([tmp_path / "d", tmp_path / "missing.txt"])["files"] == 4
+    (tmp_path / "d" / "2.txt").unlink()
+    assert source_stamp([tmp_path / "d"])["files"] == 2
+
+
+# -------------------------------------------------------------------------------------- B: new class list
+
+
+def test_a_new_class_list_removes_the_old_class_folders_and_nothing_else(kitti, tmp_path):
+    out = write_kitti_crops(kitti, tmp_path / "crops", min_height=16)
+    assert (out / "train" / "Van").is_dir()
+    (out / "notes.txt").write_text("mine")  # a user's file beside the crops is not the cutter's
+    write_kitti_crops(kitti, out, class_names=["Car", "Pedestrian"], min_height=16)
+    # was: class folder(s) ['Cyclist', 'Truck', 'Van'] are not in class_names
+    splits = read_image_folder(out, ["Car", "Pedestrian"])
+    assert {Path(s.path).parent.name for s in splits["train"]} == {"Car", "Pedestrian"}
+    assert (out / "notes.txt").read_text() == "mine"
+    # crops cut before the cutter listed its folders (no ledger): found from metadata.csv and the marker
+    write_kitti_crops(kitti, out, min_height=16)
+    (out / ".class_folders").unlink()
+    write_kitti_crops(kitti, out, class_names=["Car", "Cyclist"], min_height=16)
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["Car", "Cyclist"]
+    read_image_folder(out, ["Car", "Cyclist"])
+
+
+# ------------------------------------------------------------------------------------- C: CSV duplicates
+
+
+def _csv(tmp_path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    path = tmp_path / "labels.csv"
+    path.write_text("path,label,group\n" + "".join(",".join(r) + "\n" for r in rows))
+    return path
+
+
+def test_csv_file_listed_with_two_labels_is_an_error_naming_both_lines(tmp_path):
+    for i in range(2):
+        stripes(tmp_path / f"{i}.png", vertical=bool(i), seed=i)
+    path = _csv(tmp_path, [("0.png", "h", "a"), ("1.png", "v", "b"), ("./0.png", "v", "c")])
+    with pytest.raises(
+        ClassificationDataError,
+        match=r"labels\.csv:4: .*0\.png is labelled 'v' here but 'h' at .*labels\.csv:2",
+    ):
+        read_label_csv(path, CLASSES)
+
+
+def test_csv_file_listed_twice_is_kept_once_counted_and_never_in_two_splits(tmp_path):
+    rows = []
+    for i in range(20):
+        stripes(tmp_path / f"{i}.png", vertical=bool(i % 2), seed=i)
+        rows += [(f"{i}.png", CLASSES[i % 2], f"g{i}"), (f"{i}.png", CLASSES[i % 2], f"h{i}")]
+    path = _csv(tmp_path, rows)
+    with pytest.warns(
+        ClassificationDataWarning, match=r"duplicate: 20 \(e\.g\. .*labels\.csv:3: .*0\.png is listed again"
+    ):
+        items = read_label_csv(path, CLASSES)
+    assert len(items) == 20 and len({s.path for s in items}) == 20
+    dm = ClassificationDataModule("csv", str(path), CLASSES, in_channels=1, num_workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClassificationDataWarning)
+        splits = dm.read_splits()
+    seen = [s.path for items in splits.values() for s in items]
+    assert len(seen) == len(set(seen)) == 20
+    with pytest.raises(ClassificationDataError, match=r"labels\.csv:3: .*listed again .*strict"):
+        read_label_csv(path, CLASSES, strict=True)
+
+
+# ----------------------------------------------------------------------------- D: images that do not decode
+
+
+def _png_chunks(data: bytes):
+    pos = 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        yield pos, data[pos + 4 : pos + 8], length
+        pos += 12 + length
+
+
+def _bad_idat(path: Path, fix_crc: bool) -> Path:
+    """Scramble a PNG's pixel data; ``fix_crc``: with a valid checksum, so only decoding finds it."""
+    data = bytearray(path.read_bytes())
+    pos, _, length = next(c for c in _png_chunks(bytes(data)) if c[1] == b"IDAT")
+    start = pos + 8
+    data[start + 2 : start + length] = bytes(b ^ 0x5A for b in data[start + 2 : start + length])
+    if fix_crc:
+        crc = zlib.crc32(bytes(data[pos + 4 : start + length])) & 0xFFFFFFFF
+        data[start + length : start + length + 4] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is None
+    return path
+
+
+def test_a_png_with_broken_pixel_data_fails_the_data_check(tmp_path):
+    """A bit-flipped PNG passed the header-only check and stopped training mid-epoch."""
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
+    _bad_idat(root / "train" / "h" / "1.png", fix_crc=False)
+    with pytest.warns(ClassificationDataWarning, match=r"not_an_image: 1 .*train/h/1\.png"):
+        splits = read_image_folder(root, CLASSES)
+    assert len(splits["train"]) == 3
+
+
+def _task() -> ClassificationTask:
+    return ClassificationTask(
+        ImageClassifier(2, "tiny_cnn", in_channels=1), CLASSES, optimizer=adamw(lr=0.01)
+    )
+
+
+def test_an_image_that_does_not_decode_in_training_is_replaced_and_counted_or_with_strict_an_error(tmp_path):
+    """A file that passes the cheap check but does not decode (valid checksums, broken pixels) killed the run
+    with ``cannot decode image`` hours in; now it is replaced and named in a warning. Strict decodes up front."""
+    torch.manual_seed(0)
+    root = stripes_folder(tmp_path / "data", {"train": 4, "val": 2})
+    bad = _bad_idat(root / "train" / "v" / "2.png", fix_crc=True)
+    settings = {"in_channels": 1, "image_size": (16, 16), "batch_size": 4, "num_workers": 0}
+    dm = ClassificationDataModule("imagefolder", str(root), CLASSES, **settings)
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=1.0)
+    with pytest.warns(ClassificationDataWarning) as caught:
+        trainer.fit(_task(), dm)
+    assert trainer.state.finished and trainer.global_step == 4  # 8 images (one bad) in batches of 4, 2 epochs
+    said = [str(w.message) for w in caught if "replaced by" in str(w.message)]
+    assert said and all(m.startswith(f"{bad}: cannot decode image") for m in said), said
+    with pytest.raises(ClassificationDataError, match=r"train/v/2\.png: not a readable image .*strict"):
+        ClassificationDataModule("imagefolder", str(root), CLASSES, strict=True, **settings).setup("fit")

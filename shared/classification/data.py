@@ -632,6 +632,8 @@ class ClassificationDataModule(SplitLoaders):
 
     #: extra ``data_format`` values a domain understands (converted by :meth:`convert_source`)
     source_formats: tuple[str, ...] = ()
+    #: formats split by ``seed`` and ``split_fractions`` (the others are split by their folders)
+    drawn_formats: tuple[str, ...] = ("csv",)
     default_format: str = "imagefolder"
 
     def __init__(
@@ -705,6 +707,11 @@ class ClassificationDataModule(SplitLoaders):
             raise FileNotFoundError(f"data_path {source}: no such {kind.upper()} folder")
         tag = f"synthetic_{kind}" if data_path is None else f"{kind}_{source_tag(source)}"
         return source, Path(self.crops_dir) if self.crops_dir else Path(crops_root) / tag
+
+    def split_settings(self, hparams: dict, stage: str) -> dict:
+        """Only a drawn split moves with ``seed`` / ``split_fractions``: an ImageFolder's is its folders."""
+        drawn = hparams.get("data_format", self.data_format) in self.drawn_formats
+        return super().split_settings(hparams, stage) if drawn else {}
 
     def prepare_data(self) -> None:
         # predict on one's own images: the labelled source is neither generated nor cut

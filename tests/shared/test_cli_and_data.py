@@ -469,3 +469,18 @@ def test_a_split_drawn_otherwise_than_the_checkpoints_is_named():
     seg = SegmentationDataModule(seed=2)
     assert seg.other_split_than({"seed": 0, "data_path": None}, "test") is None  # test reads the anomaly set
     assert seg.other_split_than({"seed": 0, "data_path": None}, "validate") == "data.seed 0 (this command: 2)"
+
+
+def test_an_image_folder_split_moves_with_no_setting(tmp_path):
+    """ImageFolder and LIDC patches are split by their folders: another seed at test time moves nothing."""
+    from domains.driving.classification.data import DrivingClassificationData
+    from domains.medical.classification.data import MedicalClassificationData
+
+    folder = MedicalClassificationData(data_format="imagefolder", data_path=str(tmp_path), seed=3)
+    assert folder.other_split_than({"data_format": "imagefolder", "data_path": str(tmp_path), "seed": 0}, "test") is None
+    lidc = MedicalClassificationData(seed=3)
+    assert lidc.other_split_than({"data_format": "lidc_png", "data_path": None, "seed": 0}, "test") is None
+    kitti = DrivingClassificationData(seed=3)  # crops split by drive with the seed
+    assert kitti.other_split_than({"data_format": "kitti", "data_path": None, "seed": 0}, "test") == (
+        "data.seed 0 (this command: 3)"
+    )

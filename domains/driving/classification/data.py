@@ -144,6 +144,7 @@ class DrivingClassificationData(ClassificationDataModule):
     """
 
     source_formats = ("kitti",)
+    drawn_formats = ("csv", "kitti")  # KITTI crops are split by drive with seed and split_fractions
 
     def __init__(
         self,

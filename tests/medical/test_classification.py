@@ -49,6 +49,23 @@ def test_patches_are_labelled_by_the_majority_of_readers_and_keep_the_patient_sp
         write_lesion_crops(lidc, tmp_path / "x", min_readers=5)
 
 
+def test_patches_of_three_readers_take_a_majority_of_three(lidc, tmp_path):
+    """Three-reader data had no way in: the reader count was fixed at LIDC's four."""
+    import shutil
+
+    three = tmp_path / "three"
+    shutil.copytree(lidc, three)
+    for extra in three.glob("*/gt/*/*_l3.png"):
+        extra.unlink()
+    out = write_lesion_crops(three, tmp_path / "crops3", num_readers=3)
+    with (out / "metadata.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(row["label"] == ("present" if int(row["readers_marking"]) >= 2 else "absent") for row in rows)
+    assert max(int(row["readers_marking"]) for row in rows) <= 3
+    with pytest.raises(ValueError, match=r"min_readers must be in 1..3 \(num_readers\)"):
+        write_lesion_crops(three, tmp_path / "x", min_readers=4, num_readers=3)
+
+
 def _args(lidc: Path, crops: Path, *extra: str) -> list[str]:
     return tiny_classification_args(CONFIG, lidc, crops, "--data.min_readers", "1", *extra)
 

@@ -27,14 +27,21 @@ CROPS_ROOT = "data/medical/classification"
 
 
 def write_lesion_crops(
-    lidc_root: str | Path, out: str | Path, min_readers: int | None = None, crop_size: int | None = None
+    lidc_root: str | Path,
+    out: str | Path,
+    min_readers: int | None = None,
+    crop_size: int | None = None,
+    num_readers: int = NUM_READERS,
 ) -> Path:
-    """Write the labelled patches of ``lidc_root`` as an ImageFolder tree at ``out`` (reused when there)."""
+    """Write the labelled patches of ``lidc_root`` (``num_readers`` masks per image) as an ImageFolder tree at
+    ``out`` (reused when there)."""
     out = Path(out)
-    min_readers = NUM_READERS // 2 + 1 if min_readers is None else int(min_readers)
-    if not 1 <= min_readers <= NUM_READERS:
-        raise ValueError(f"min_readers must be in 1..{NUM_READERS}, got {min_readers}")
+    min_readers = num_readers // 2 + 1 if min_readers is None else int(min_readers)
+    if not 1 <= min_readers <= num_readers:
+        raise ValueError(f"min_readers must be in 1..{num_readers} (num_readers), got {min_readers}")
     settings = {"source": str(Path(lidc_root).resolve()), "min_readers": min_readers, "crop_size": crop_size}
+    if num_readers != NUM_READERS:  # kept out of the default's settings: crops cut before stay current
+        settings["num_readers"] = num_readers
     # the stamp covers what LIDCPngDataset reads: a patient added or a reader mask edited cuts the patches again
     sources = [
         Path(lidc_root) / split / part for split in ("train", "val", "test") for part in ("images", "gt")
@@ -46,7 +53,7 @@ def write_lesion_crops(
     for split in ("train", "val", "test"):
         if not (Path(lidc_root) / split / "images").is_dir():
             continue
-        data = LIDCPngDataset(lidc_root, split, crop_size=crop_size, num_readers=NUM_READERS)
+        data = LIDCPngDataset(lidc_root, split, crop_size=crop_size, num_readers=num_readers)
         crops.empty_class_folders(split, CLASSES)
         for i in range(len(data)):
             item = data.load(i)
@@ -92,6 +99,7 @@ class MedicalClassificationData(ClassificationDataModule):
         class_names: the labels, in order (also the model's: linked, written once).
         in_channels: 1: CT patches are grey.
         min_readers: readers who must mark a lesion for ``present``; null: a strict majority (3 of 4).
+        num_readers: reader masks per image of ``lidc_png`` (``_l0.png`` ..); 4 as in LIDC-IDRI.
     """
 
     source_formats = ("lidc_png",)
@@ -102,11 +110,12 @@ class MedicalClassificationData(ClassificationDataModule):
         class_names: list[str] = CLASSES,
         in_channels: int = 1,
         min_readers: int | None = None,
+        num_readers: int = NUM_READERS,
         **kwargs,
     ):
         super().__init__(data_format=data_format, class_names=class_names, in_channels=in_channels, **kwargs)
-        self.min_readers = min_readers
+        self.min_readers, self.num_readers = min_readers, num_readers
 
     def convert_source(self, data_format: str, data_path: str | None) -> Path:
         source, out = self.source_and_crops_dir(data_path, ensure_synthetic_lidc, "lidc", CROPS_ROOT)
-        return write_lesion_crops(source, out, self.min_readers)
+        return write_lesion_crops(source, out, self.min_readers, num_readers=self.num_readers)

@@ -89,14 +89,17 @@ def test_random_augmentation_keeps_boxes_inside_and_resizes(tmp_path):
         tmp_path, [ObjectLabel("Car", (0.0, 0.0, 64.0, 20.0)), ObjectLabel("Car", (50.0, 30.0, 64.0, 48.0))]
     )
     ds = DetectionDataset([ann], ["Car"], transform=detection_transforms(True, image_size=(32, 40), seed=3))
+    shapes = set()
     for _ in range(12):
         image, target = ds[0]
-        assert image.shape == (3, 32, 40)
+        # a zoom-in crop comes out 32x40; the 48x64 frame otherwise fitted into it, aspect kept: x 0.625 = 30x40
+        shapes.add(tuple(image.shape))
         boxes = target["boxes"]
         assert len(boxes) == len(target["labels"])
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
-        assert (boxes[:, 2] <= 40).all() and (boxes[:, 3] <= 32).all()
+        assert (boxes[:, 2] <= image.shape[2]).all() and (boxes[:, 3] <= image.shape[1]).all()
         assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert shapes == {(3, 32, 40), (3, 30, 40)}
 
 
 def test_zoom_in_crops_always_fire_with_crop_prob_one_and_keep_the_box_area_ratio():
@@ -234,11 +237,13 @@ def test_detection_datamodule_splits_by_sequence_and_resizes(tmp_path):
     assert sum(len(dm.splits[n]) for n in dm.splits) == 12
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
     images, targets = next(iter(dm.train_dataloader()))
-    assert len(images) == 2 and all(i.shape == (3, 32, 40) for i in images)
+    # zoom-in crops are 32x40; the 48x64 frames otherwise fitted into 32x40 keeping their aspect: 30x40
+    assert len(images) == 2 and all(tuple(i.shape) in {(3, 32, 40), (3, 30, 40)} for i in images)
     assert all(set(t["labels"].tolist()) <= {0} for t in targets)
     images, targets = next(iter(dm.val_dataloader()))
+    assert images[0].shape == (3, 30, 40)  # one scale, min(32 / 48, 40 / 64) = 0.625, on both axes
     np.testing.assert_allclose(
-        targets[0]["boxes"][0].numpy(), [10 * 40 / 64, 5 * 32 / 48, 40 * 40 / 64, 30 * 32 / 48], atol=1e-3
+        targets[0]["boxes"][0].numpy(), [10 * 0.625, 5 * 0.625, 40 * 0.625, 30 * 0.625], atol=1e-3
     )
     assert dm.num_classes == 3
 

@@ -602,3 +602,15 @@ def test_images_of_another_shape_keep_their_aspect_ratio(train):
     np.testing.assert_allclose(box, [40.0, 20.0, 120.0, 100.0])
     # the synthetic and KITTI frames keep their near-box shapes
     assert transform(image=np.zeros((375, 1242, 3), np.uint8), bboxes=np.zeros((0, 4)), labels=[])["image"].shape[:2] == (192, 636)
+
+
+def test_predictions_are_drawn_on_a_16_bit_photo_as_the_network_saw_it(tmp_path):
+    """The network read a 12-bit photo stretched; the drawing read its high byte: mean 1.6 of 255, black."""
+    from domains.driving.detection.predict import original_rgb
+
+    ramp = (np.arange(40 * 60, dtype=np.uint16).reshape(40, 60) % 4096)[..., None].repeat(3, axis=2)
+    cv2.imwrite(str(tmp_path / "deep.png"), ramp)
+    drawn = original_rgb(torch.zeros(3, 40, 60), {"image_path": str(tmp_path / "deep.png")}, (40, 60))
+    assert drawn.shape == (40, 60, 3) and drawn.max() == 255 and drawn.mean() > 100
+    gone = original_rgb(torch.full((3, 40, 60), 0.5), {"image_path": str(tmp_path / "gone.png")}, (40, 60))
+    assert gone.shape == (40, 60, 3) and int(gone.mean()) in (127, 128)  # the tensor the network saw

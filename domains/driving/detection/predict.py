@@ -15,7 +15,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
-from domains.driving.formats import ObjectLabel, write_kitti_label
+from domains.driving.common import read_rgb
+from domains.driving.formats import LabelFormatError, ObjectLabel, write_kitti_label
 
 # RGB per class name; other names get a colour from the fallback cycle.
 CLASS_COLORS = {
@@ -132,11 +133,15 @@ class RoadPredictionWriter(BasePredictionWriter):
 
 def original_rgb(image: torch.Tensor, pred: dict, size: tuple[int, int] | None) -> np.ndarray:
     """The RGB picture a prediction is drawn on: the original file when its path is known (and it has ``size``),
-    else the batch tensor resized back to ``size``."""
+    read as the network read it (:func:`~domains.driving.common.read_rgb`: a 16-bit photo stretched, not cut to
+    its nearly black high byte), else the batch tensor resized back to ``size``."""
     if pred.get("image_path"):
-        bgr = cv2.imread(str(pred["image_path"]), cv2.IMREAD_COLOR)
-        if bgr is not None and (size is None or bgr.shape[:2] == tuple(size)):
-            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        try:
+            rgb = read_rgb(pred["image_path"])
+        except (LabelFormatError, FileNotFoundError):  # gone or changed since it was read: draw what the network saw
+            rgb = None
+        if rgb is not None and (size is None or rgb.shape[:2] == tuple(size)):
+            return rgb
     return tensor_to_rgb(image, size)
 
 

@@ -624,7 +624,7 @@ def _anomalies() -> None:
     alpha = c3.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="driving_ano_alpha", persist_state=pc.KEEP)
     st.caption(
         f"The segmenter sees the photo resized to {'x'.join(map(str, result['analysis_size']))} "
-        "(its long side to the training frames' width); the map is resized back to the photo."
+        "(fitted into the training frames' size, its aspect kept); the map is resized back to the photo."
     )
     from domains.driving.anomaly.predict import overlay_heatmap
 

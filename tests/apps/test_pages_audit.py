@@ -278,11 +278,14 @@ def test_gzipped_nifti_named_nii_is_shown_on_the_medical_page(demo_env):
     assert "3D volume: 8 axial slices" in _texts(at.info)
 
 
-def test_anomaly_input_fits_a_tall_photo_by_its_long_side(demo_env):
-    """Fitting the width made a 600x3000 phone photo a 640x3200 network input (25 s, 2.4 GB on the page)."""
+def test_anomaly_input_is_fitted_into_the_training_frame_as_the_cli_does(demo_env):
+    """Fitting the width made a 600x3000 phone photo a 640x3200 network input (25 s, 2.4 GB on the page), and a
+    4:3 photo 640x480: objects 2.5x their training size, pixel AP 0.12 where 0.55 at the training scale."""
     task = dm.load_task("driving_anomaly", demo_env["checkpoints"] / "driving_anomaly.ckpt")
-    width = int(task.demo_input_size[1]) if getattr(task, "demo_input_size", None) else dm.ANOMALY_WIDTH
-    wide = dm.anomaly_analysis(task, np.zeros((200, 2 * width, 3), np.uint8), "msp")
-    tall = dm.anomaly_analysis(task, np.zeros((5 * width, width, 3), np.uint8), "msp")
-    assert wide["analysis_size"] == (width, 100) and wide["score"].shape == (200, 2 * width)  # as before
-    assert tall["analysis_size"] == (width // 5, width) and tall["score"].shape == (5 * width, width)
+    task.demo_input_size = (96, 320)  # the training frames
+    wide = dm.anomaly_analysis(task, np.zeros((200, 1280, 3), np.uint8), "msp")  # x min(96/200, 320/1280)
+    four_three = dm.anomaly_analysis(task, np.zeros((480, 640, 3), np.uint8), "msp")  # x 0.2
+    tall = dm.anomaly_analysis(task, np.zeros((1600, 320, 3), np.uint8), "msp")  # x 0.06: 19 wide, at least 32
+    assert wide["analysis_size"] == (320, 50) and wide["score"].shape == (200, 1280)
+    assert four_three["analysis_size"] == (128, 96) and four_three["score"].shape == (480, 640)
+    assert tall["analysis_size"] == (32, 96) and tall["score"].shape == (1600, 320)

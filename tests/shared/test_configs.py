@@ -35,3 +35,32 @@ def test_the_demo_adopts_a_checkpoint_from_any_config_folder_of_its_task(tmp_pat
     os.utime(best, (1000, 1000))  # older than last.ckpt: newest-first alone would pick last
     os.utime(quick, (2000, 2000))
     assert prepare_demo._adoptable("driving_detection") == best  # the best one first
+
+
+def test_the_demo_trains_its_own_when_an_adopted_checkpoint_does_not_fit(tmp_path, monkeypatch):
+    """A user's run with other classes was adopted, its test failed, and its copy stayed: every rerun of
+    `make demo-train` tested the same copy and failed again."""
+    from apps import demo_models, prepare_demo
+
+    mine = tmp_path / "lightning_logs/driving_detection/mine/checkpoints/best-00-2.ckpt"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"user run")
+    trained = tmp_path / "trained.ckpt"
+    trained.write_bytes(b"demo run")
+    monkeypatch.setattr(prepare_demo, "checkpoint_dir", lambda: tmp_path / "demo")
+    monkeypatch.setattr(prepare_demo, "_adoptable", lambda key: mine)
+    monkeypatch.setattr(prepare_demo, "train", lambda *args: (trained, 1.0))
+    monkeypatch.setattr(prepare_demo, "slim_copy", lambda source, target: target.write_bytes(source.read_bytes()))
+    tested = []
+
+    def test(key, ckpt, smoke):
+        tested.append(ckpt.read_bytes())
+        if ckpt.read_bytes() == b"user run":
+            raise SystemExit("prepare_demo: testing driving_detection failed with exit code 1")
+        return {"test/map50": 0.5}, 1.0
+
+    monkeypatch.setattr(prepare_demo, "test", test)
+    (report,) = prepare_demo.prepare(["driving_detection"], force=False, smoke=False, extra=[])
+    assert tested == [b"user run", b"demo run"] and report["status"] == "trained"
+    target = demo_models.checkpoint_path("driving_detection", tmp_path / "demo")
+    assert target.read_bytes() == b"demo run"

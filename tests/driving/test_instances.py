@@ -722,3 +722,22 @@ def test_benchmark_table_names_the_frozen_backbone_and_scores_heights_in_the_sco
     assert text.rstrip().splitlines()[-1] == (
         "Command: `.venv/bin/python benchmarks/driving_instances.py --budget-minutes 1 --config 'my config.yaml'`"
     )
+
+
+def test_predict_brings_only_the_written_detections_masks_to_the_photos_size():
+    """All 100 detections' float maps at a 12 MP photo's size took 5.7 GB, for detections none of which was
+    written (below predict_score_thresh)."""
+    task = InstanceTask(network=RoadInstanceSegmenter(3, **TINY), predict_score_thresh=0.5)
+    probs = torch.zeros(3, 20, 20)
+    probs[0, 2:10, 4:12] = 0.9  # kept
+    probs[1, 0:5, 0:5] = 0.9  # scored 0.2: below predict_score_thresh
+    probs[2, 12:20, 12:20] = 0.7  # kept
+    preds = [{"boxes": torch.tensor([[4.0, 2, 12, 10], [0, 0, 5, 5], [12, 12, 20, 20]]), "scores": torch.tensor([0.9, 0.2, 0.6]),
+              "labels": torch.tensor([0, 1, 0]), "masks": probs}]  # fmt: skip
+    task.model = FixedOutputs(preds)
+    (out,) = task.predict_step(([torch.zeros(3, 20, 20)], [{"orig_size": (40, 60), "image_id": "x"}]), 0)
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.6]) and out["labels"].tolist() == [0, 0]
+    assert out["masks"].shape == (2, 40, 60) and out["masks"].dtype == torch.bool
+    whole = torch.nn.functional.interpolate(probs[[0, 2], None], size=(40, 60), mode="bilinear", align_corners=False)
+    assert torch.equal(out["masks"], whole[:, 0] >= task.mask_thresh)  # as the whole stack gave
+    assert out["boxes"].tolist() == [[12.0, 4.0, 36.0, 20.0], [36.0, 24.0, 60.0, 40.0]]  # x 3, x 2

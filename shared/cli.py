@@ -186,15 +186,16 @@ class SuiteCLI(LightningCLI):
             self._report_other_network(ckpt_path, config)
 
     def _checkpoint_folder_of_config(self, config) -> None:
-        """Checkpoints go to ``lightning_logs/<domain>/<stem of the first -c file>/checkpoints``, so that each
+        """Checkpoints go to ``lightning_logs/<domain>/<first -c file's name>/checkpoints``
+        (:func:`config_run_name`), so that each
         config, a copied one too, keeps its own ``last.ckpt`` (configs of one task sharing a folder made
         ``predict -c transfer.yaml --ckpt_path last`` take the quick run's network). The first file names it:
         ``-c prob_unet.yaml -c gpu.yaml`` keeps the model config's folder. A ``checkpoint.dirpath`` given in a
         file or on the command line wins; without ``-c`` the domain's default folder stays."""
         files = config.get("config") or []
         if files and config.get("checkpoint.dirpath") == self._default_checkpoint_dir:
-            stem = Path(str(files[0])).stem
-            config["checkpoint.dirpath"] = f"lightning_logs/{self._domain}/{stem}/checkpoints"
+            name = config_run_name(Path(str(files[0])))
+            config["checkpoint.dirpath"] = f"lightning_logs/{self._domain}/{name}/checkpoints"
 
     def _follow_root_dir(self, config) -> None:
         """``--trainer.default_root_dir DIR`` moves the logs and checkpoints too: the defaults (and the shipped
@@ -356,6 +357,21 @@ class SuiteCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+
+#: the suite's own configs (``domains/<...>/configs/*.yaml``) are named by their stem alone
+SUITE_DOMAINS = Path(__file__).resolve().parents[1] / "domains"
+
+
+def config_run_name(config: Path) -> str:
+    """The checkpoint folder name of a config file: its stem for the suite's configs and for a file in the
+    working directory (``quick``, ``mine``); else its folder's name too, ``expA-config``, since
+    ``expA/config.yaml`` and ``expB/config.yaml`` sharing ``config/`` made ``test --ckpt_path last`` take
+    the other experiment's run."""
+    path = config.resolve()
+    if path.is_relative_to(SUITE_DOMAINS) or path.parent == Path.cwd().resolve():
+        return path.stem
+    return f"{path.parent.name}-{path.stem}"
 
 
 def _same_class(path: str, other: str) -> bool:

@@ -363,7 +363,11 @@ def test_each_config_file_keeps_its_checkpoints_in_a_folder_named_after_it(tmp_p
         cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=list(args), run=False)
         return cli.config["checkpoint"]["dirpath"]
 
+    (tmp_path / "expA").mkdir()
+    (tmp_path / "expA" / "quick.yaml").write_text("trainer:\n  max_epochs: 1\n")
     assert folder("-c", "quick.yaml") == "lightning_logs/tiny/quick/checkpoints"
+    # same-named configs of two experiment folders: expA/config.yaml and expB/config.yaml shared one folder
+    assert folder("-c", "expA/quick.yaml") == "lightning_logs/tiny/expA-quick/checkpoints"
     assert folder("--config=mine.yaml") == "lightning_logs/tiny/mine/checkpoints"
     assert folder("-c", "quick.yaml", "-c", "overlay.yaml") == "lightning_logs/tiny/quick/checkpoints"  # the first
     assert folder("-c", "pinned.yaml") == "elsewhere"  # written in the file: kept

@@ -827,6 +827,28 @@ def window_rect(
     return (*_window_origin(shape, window, centre), *window)
 
 
+def window_preview(
+    image: np.ndarray, rect: tuple[int, int, int, int], spacing=None, side: int = 256
+) -> np.ndarray:
+    """A [0, 1] slice as RGB uint8 at ``side`` pixels on its long side, at its physical aspect (``spacing``: (row, column)
+    mm per pixel: 0.5 x 1.5 mm pixels showed a round nodule as a 1:3 ellipse), with the model's window drawn in
+    yellow, clipped to the slice (a window larger than it frames the whole slice)."""
+    h, w = image.shape
+    rows_mm, cols_mm = spacing if spacing is not None else (1.0, 1.0)
+    scale = side / max(h * rows_mm, w * cols_mm)
+    sy, sx = rows_mm * scale, cols_mm * scale  # preview pixels per slice pixel
+    size = (max(1, round(w * sx)), max(1, round(h * sy)))
+    grey = (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    shown = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if sx * sy < 1 else cv2.INTER_NEAREST)
+    rgb = cv2.cvtColor(shown, cv2.COLOR_GRAY2RGB)
+    top, left, rows, cols = rect
+    x0, y0 = min(max(round(left * sx), 0), size[0] - 1), min(max(round(top * sy), 0), size[1] - 1)
+    x1 = min(max(round((left + cols) * sx) - 1, 0), size[0] - 1)
+    y1 = min(max(round((top + rows) * sy) - 1, 0), size[1] - 1)
+    cv2.rectangle(rgb, (x0, y0), (x1, y1), (255, 220, 0), 1)
+    return rgb
+
+
 def _window_origin(
     shape: tuple[int, int], window: tuple[int, int], centre: tuple[float, float] | None
 ) -> tuple[int, int]:

@@ -64,19 +64,6 @@ def _overlay(image: np.ndarray, mask: np.ndarray, color=(255, 60, 60)) -> np.nda
     return tint
 
 
-def _slice_with_window(image: np.ndarray, rect: tuple[int, int, int, int], side: int = 256) -> np.ndarray:
-    """The whole slice shrunk to ``side`` pixels on its long side, with the model's window drawn in yellow."""
-    h, w = image.shape
-    scale = min(1.0, side / max(h, w))
-    small = cv2.resize(dm.to_uint8(image), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    rgb = cv2.cvtColor(small, cv2.COLOR_GRAY2RGB)
-    top, left, rows, cols = rect
-    corner = (round(left * scale), round(top * scale))
-    far = (round((left + cols) * scale) - 1, round((top + rows) * scale) - 1)
-    cv2.rectangle(rgb, corner, far, (255, 220, 0), 1)
-    return rgb
-
-
 def _big(image: np.ndarray, size: int = 256) -> np.ndarray:
     """Nearest-neighbour enlargement so small crops stay crisp on screen."""
     h, w = image.shape[:2]
@@ -254,7 +241,14 @@ else:
     image, how = up.fit_to_model(raw, size, mode, volume.spacing, centre)
     st.caption(f"{volume.format} upload, {how}.")
     if rect := up.window_rect(raw.shape, size, mode, volume.spacing, centre):
-        st.image(_slice_with_window(raw, rect), caption="The whole slice; the model sees the yellow window", width=256)
+        top, left, rows, cols = rect
+        larger = rows > raw.shape[0] or cols > raw.shape[1]
+        caption = (
+            "The whole slice; the model's window is larger than it (edge-padded around it)"
+            if larger
+            else "The whole slice; the model sees the yellow window"
+        )
+        st.image(up.window_preview(raw, rect, volume.spacing), caption=caption, width=256)
     if warning := _far_from_training(volume, image):
         st.warning(warning)
 

@@ -65,6 +65,24 @@ def test_the_window_drawn_on_the_slice_is_the_one_the_model_gets():
     assert up.window_rect((512, 512), 128, "resize") is None  # the whole slice
 
 
+def test_the_slice_preview_is_at_physical_aspect_and_frames_a_window_larger_than_the_slice():
+    """0.5 x 1.5 mm pixels showed a round nodule as a 1:3 ellipse and the square 64 mm window as a strip; a
+    window larger than a 20x20 slice was drawn wholly outside it: nothing yellow, under a caption about it."""
+    image = np.zeros((400, 300), np.float32)  # 200 mm tall, 450 mm wide
+    rows, cols = np.mgrid[:400, :300]
+    image[((rows - 200) * 0.5) ** 2 + ((cols - 150) * 1.5) ** 2 <= 36] = 1.0  # a round 12 mm nodule
+    rect = up.window_rect(image.shape, 128, "mm", (0.5, 1.5), (200, 150))
+    shown = up.window_preview(image, rect, (0.5, 1.5))
+    assert shown.shape == (114, 256, 3)  # 450 mm -> 256 px, 200 mm -> 114 px
+    nodule_rows, nodule_cols = np.nonzero(shown[..., 2] == 255)  # white (yellow has no blue)
+    assert abs(np.ptp(nodule_rows) - np.ptp(nodule_cols)) <= 1  # round again
+    yellow_rows, yellow_cols = np.nonzero((shown[..., 0] == 255) & (shown[..., 2] == 0))
+    assert abs(np.ptp(yellow_rows) - np.ptp(yellow_cols)) <= 1  # the 64 mm window is square
+    tiny = up.window_preview(np.zeros((20, 20), np.float32), up.window_rect((20, 20), 128, "mm", (0.7, 0.7)), (0.7, 0.7))
+    yellow = (tiny[..., 0] == 255) & (tiny[..., 2] == 0)
+    assert yellow[0].all() and yellow[-1].all() and yellow[:, 0].all() and yellow[:, -1].all()  # frames it
+
+
 def test_nifti_and_dicom_headers_give_the_pixel_spacing():
     volume = np.zeros((30, 20, 4), np.int16)
     vol = up.decode_medical(S.nifti(volume, affine=np.diag([1.5, 0.5, 2.5, 1.0])), "aniso.nii")

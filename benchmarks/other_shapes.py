@@ -1,0 +1,164 @@
+"""Photos of another shape than the training frames: squashed to ``data.image_size`` or fitted into it.
+
+    .venv/bin/python benchmarks/other_shapes.py [--images 60] [--out benchmarks/results/other_shapes.md]
+
+The shipped demo detector and road-anomaly segmenter (``apps/weights``), on the first ``--images`` test frames of
+their synthetic sets (640x192, the shape they learnt), each cut to other shapes a camera gives: a 4:3 window
+(the middle 256x192: a narrower view) and a 16:9 frame (640x360, grey above and below: a taller view). Each
+variant goes to the network
+
+* squashed to ``image_size`` (``A.Resize``: how the data modules resized until this benchmark's session), or
+* fitted into it keeping its aspect ratio (the data modules' own evaluation transform now:
+  ``LongestMaxSize(max_size_hw=image_size)``),
+
+and is scored against its own boxes / masks at its own size: COCO mAP (torchmetrics) for the detector, pixel AP
+(``domains.driving.anomaly.metrics``, void excluded) for the segmenter's shipped score. Needs the synthetic
+sets (generated on first use by the tasks, or by ``make demo-train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from benchmarks.report import command_line, parse_keeping_argv, print_and_write
+
+#: the shapes tried (:func:`cut`)
+VARIANTS = ("native 640x192", "4:3 window 256x192", "16:9 frame 640x360")
+
+
+def cut(kind: str, image: np.ndarray, label: np.ndarray | None, fill_label: int) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+    """The frame cut to ``kind``, its label map cut alike (padding: ``fill_label``), and the (dx, dy) its pixels
+    moved by."""
+    h, w = image.shape[:2]
+    if kind.startswith("4:3"):
+        width = round(h * 4 / 3)
+        x0 = (w - width) // 2
+        return image[:, x0 : x0 + width], None if label is None else label[:, x0 : x0 + width], -x0, 0
+    if kind.startswith("16:9"):
+        height = round(w * 9 / 16)
+        top = (height - h) // 2
+        out = np.full((height, w, *image.shape[2:]), 128, image.dtype)
+        out[top : top + h] = image
+        if label is not None:
+            padded = np.full((height, w), fill_label, label.dtype)
+            padded[top : top + h] = label
+            label = padded
+        return out, label, 0, top
+    return image, label, 0, 0
+
+
+def resize(mode: str, image_size: tuple[int, int]) -> A.Compose:
+    step = A.Resize(*image_size) if mode == "squashed" else A.LongestMaxSize(max_size_hw=image_size)
+    return A.Compose([step], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]))
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+
+
+@torch.no_grad()
+def detection_rows(n_images: int) -> list[tuple[str, str, float]]:
+    """(shape, mode, COCO mAP) of the shipped detector."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    from apps.demo_models import load_task, read_card, shipped_path
+    from domains.driving.detection.data import DetectionDataModule, DetectionDataset
+
+    card = read_card(shipped_path("driving_detection"))
+    task = load_task("driving_detection", shipped_path("driving_detection"))
+    data_hp = card["data_hyper_parameters"]
+    data = DetectionDataModule(**{**data_hp, "image_size": None, "num_workers": 0})
+    data.setup("test")
+    frames = DetectionDataset(data.splits["test"][:n_images], data.class_names, class_map=data.class_map)
+    image_size = tuple(data_hp["image_size"])
+    rows = []
+    for kind in VARIANTS:
+        for mode in ("squashed", "fitted"):
+            metric = MeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval")
+            for i in range(len(frames)):
+                frame, target = frames[i]
+                image = (frame.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                image, _, dx, dy = cut(kind, image, None, 0)
+                h, w = image.shape[:2]
+                boxes = target["boxes"].numpy() + np.array([dx, dy, dx, dy], np.float32)
+                boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+                boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+                seen = (boxes[:, 2] - boxes[:, 0]) > 0.5 * (target["boxes"][:, 2] - target["boxes"][:, 0]).numpy()
+                out = resize(mode, image_size)(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
+                pred = task.model([to_tensor(out)])[0]
+                scale = torch.tensor([w / out.shape[1], h / out.shape[0]] * 2)
+                metric.update(
+                    [{"boxes": pred["boxes"] * scale, "scores": pred["scores"], "labels": pred["labels"]}],
+                    [{"boxes": torch.from_numpy(boxes[seen]), "labels": target["labels"][torch.from_numpy(seen)]}],
+                )
+            rows.append((kind, mode, float(metric.compute()["map"])))
+            print(f"detection {kind} {mode}: mAP {rows[-1][2]:.3f}", flush=True)
+    return rows
+
+
+@torch.no_grad()
+def anomaly_rows(n_images: int) -> list[tuple[str, str, float]]:
+    """(shape, mode, pixel AP) of the shipped road-anomaly segmenter's score."""
+    from apps.demo_models import anomaly_data_root, load_task, shipped_path
+    from domains.driving.anomaly.data import AnomalyDataset
+    from domains.driving.anomaly.metrics import PixelAnomalyAccumulator
+
+    task = load_task("driving_anomaly", shipped_path("driving_anomaly"))
+    frames = AnomalyDataset(anomaly_data_root())
+    image_size = (192, 640)  # the synthetic frames the segmenter learnt (its config reads them at native size)
+    rows = []
+    for kind in VARIANTS:
+        for mode in ("squashed", "fitted"):
+            pixels = PixelAnomalyAccumulator()
+            for i in range(min(n_images, len(frames))):
+                item = frames[i]
+                image = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                image, label, _, _ = cut(kind, image, item["label"].numpy().astype(np.uint8), 255)
+                out = resize(mode, image_size)(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
+                _, maps = task.model.maps_by_size(to_tensor(out)[None], [task.score], smoothing=task.score_smoothing)
+                score = cv2.resize(maps[task.score][0].numpy(), label.shape[::-1], interpolation=cv2.INTER_LINEAR)
+                pixels.update(score[None], label[None].astype(np.int64), name=item["name"])
+            rows.append((kind, mode, float(pixels.compute()["ap"])))
+            print(f"anomaly {kind} {mode}: pixel AP {rows[-1][2]:.3f}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=60, help="test frames per task")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--out", default=None, help="also write the table here")
+    args = parse_keeping_argv(parser, argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    detection, anomaly = detection_rows(args.images), anomaly_rows(args.images)
+    lines = [
+        f"# Photos of another shape: squashed or fitted ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        (
+            f"The shipped demo weights on the first {args.images} synthetic test frames of each task, cut to each "
+            f"shape. Command: `{command_line('benchmarks/other_shapes.py', args.argv)}` "
+            f"({time.perf_counter() - start:.0f} s)."
+        ),
+        "",
+        "| shape | detector mAP, squashed | detector mAP, fitted | anomaly pixel AP, squashed | anomaly pixel AP, fitted |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for kind in VARIANTS:
+        det = {mode: v for k, mode, v in detection if k == kind}
+        ano = {mode: v for k, mode, v in anomaly if k == kind}
+        lines.append(
+            f"| {kind} | {det['squashed']:.3f} | {det['fitted']:.3f} | {ano['squashed']:.3f} | {ano['fitted']:.3f} |"
+        )
+    return print_and_write("\n".join(lines) + "\n", args.out)
+
+
+if __name__ == "__main__":
+    main()

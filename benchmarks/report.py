@@ -17,7 +17,7 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
 #: the benchmarks' numeric options by the values they take (an option a script lacks is skipped)
 POSITIVE = (
     "budget_minutes", "minutes", "seconds", "fit_seconds", "steps", "iters", "rounds", "timing_repeats",
-    "inference_images", "batch_size", "threads", "num_samples", "calibration_steps",
+    "inference_images", "images", "batch_size", "threads", "num_samples", "calibration_steps",
 )  # fmt: skip
 NON_NEGATIVE = ("warmup", "num_workers")
 SHARES = {"budget_fraction": (False, True), "oe_fraction": (False, False)}  # (0 allowed, 1 allowed)

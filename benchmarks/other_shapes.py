@@ -1,6 +1,6 @@
 """Photos of another shape than the training frames: squashed to ``data.image_size`` or fitted into it.
 
-    .venv/bin/python benchmarks/other_shapes.py [--images 60] [--out benchmarks/results/other_shapes.md]
+    .venv/bin/python benchmarks/other_shapes.py [--images 40] [--out benchmarks/results/other_shapes.md]
 
 The shipped demo detector and road-anomaly segmenter (``apps/weights``), on the first ``--images`` test frames of
 their synthetic sets (640x192, the shape they learnt), each cut to other shapes a camera gives: a 4:3 window
@@ -132,7 +132,7 @@ def anomaly_rows(n_images: int) -> list[tuple[str, str, float]]:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=60, help="test frames per task")
+    parser.add_argument("--images", type=int, default=40, help="test frames per task")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parse_keeping_argv(parser, argv)

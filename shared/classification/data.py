@@ -100,7 +100,7 @@ def source_stamp(paths) -> dict:
     read, never the contents: 30-60 ms for 7,500 files, 0.1-0.4 s for KITTI's 15,000 (image_2 + label_2)."""
     entries = []
     for root in paths:
-        root = str(root)
+        root = os.path.realpath(root)  # data/kitti, ./data/kitti and /abs/data/kitti: one stamp
         if os.path.isfile(root):
             entries.append((root, os.stat(root)))
             continue
@@ -118,7 +118,7 @@ def source_stamp(paths) -> dict:
     return {
         "files": len(entries),
         "bytes": sum(st.st_size for _, st in entries),
-        "newest": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest / 1e9)) if entries else None,
+        "newest": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(newest / 1e9)) if entries else None,
         "digest": digest.hexdigest()[:16],
     }
 
@@ -526,7 +526,7 @@ class ClassificationDataset(Dataset):
     reason in ``error`` instead of stopping the run, so one broken file among thousands costs only its own row
     (the task lists and counts it); ``error`` is "" otherwise.
 
-    ``replace_unreadable`` (training and evaluation without ``strict``): an image that does not decode is
+    ``replace_unreadable`` (training without ``strict``): an image that does not decode is
     replaced by the next item that does, said in a warning naming it (once per file and loader process). The data check verifies PNGs but only parses other headers (a full
     decode of every file is a strict-mode option: minutes on a large set), so a file can still fail here, and one
     bad file hours into a run should cost its own sample, not the run. Otherwise the error stops the run, naming
@@ -768,8 +768,10 @@ class ClassificationDataModule(SplitLoaders):
             transform = classification_transforms(
                 name == "train", self.image_size, self.in_channels, self.augment, self.seed
             )
+            # a broken training image costs its own sample; one of val / test would be scored as another image's
+            # second copy, so there it stops the run, naming the file
             self.datasets[name] = ClassificationDataset(
-                items, self.in_channels, transform, replace_unreadable=not self.strict
+                items, self.in_channels, transform, replace_unreadable=name == "train" and not self.strict
             )
         if self.predict_path is None:
             # predict on the test split lists an unreadable file (unreadable.csv) like predict on one's own images,

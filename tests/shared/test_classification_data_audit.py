@@ -95,7 +95,7 @@ def test_lesion_patches_are_cut_again_when_a_patient_is_added(tmp_path, caplog):
     assert len(_labels(out)) == before + 2  # the added patient's two images
 
 
-def test_source_stamp_sees_an_edit_an_addition_and_a_removal_and_costs_only_a_listing(tmp_path):
+def test_source_stamp_sees_an_edit_an_addition_and_a_removal_and_costs_only_a_listing(tmp_path, monkeypatch):
     for i in range(3):
         (tmp_path / "d" / f"{i}.txt").parent.mkdir(exist_ok=True)
         (tmp_path / "d" / f"{i}.txt").write_text("Car 0 0")
@@ -108,6 +108,10 @@ def test_source_stamp_sees_an_edit_an_addition_and_a_removal_and_costs_only_a_li
     assert source_stamp([tmp_path / "d", tmp_path / "missing.txt"])["files"] == 4
     (tmp_path / "d" / "2.txt").unlink()
     assert source_stamp([tmp_path / "d"])["files"] == 2
+    # one folder written three ways is one source (a relative data_path, then the absolute one, re-cut it all)
+    monkeypatch.chdir(tmp_path)
+    assert len({source_stamp([p])["digest"] for p in ("d", "./d", str(tmp_path / "d"))}) == 1
+    assert source_stamp(["d"])["newest"].endswith("UTC")  # not the machine's time zone
 
 
 # -------------------------------------------------------------------------------------- B: new class list
@@ -227,3 +231,10 @@ def test_an_image_that_does_not_decode_in_training_is_replaced_and_counted_or_wi
     assert said and all(m.startswith(f"{bad}: cannot decode image") for m in said), said
     with pytest.raises(ClassificationDataError, match=r"train/v/2\.png: not a readable image .*strict"):
         ClassificationDataModule("imagefolder", str(root), CLASSES, strict=True, **settings).setup("fit")
+    # a validation image is not replaced: it would be scored as another image's second copy
+    bad_val = _bad_idat(root / "val" / "h" / "0.png", fix_crc=True)
+    dm = ClassificationDataModule("imagefolder", str(root), CLASSES, **settings)
+    dm.setup("fit")
+    val = dm.datasets["val"]
+    with pytest.raises(ClassificationDataError, match="cannot decode image"):
+        val[[Path(item.path) for item in val.items].index(bad_val)]

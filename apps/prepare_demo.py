@@ -47,6 +47,7 @@ from apps.demo_models import (
     read_card,
     shipped_path,
 )
+from shared.task import CheckpointMismatchError
 
 TRAIN_SHARE = 0.55  # of --minutes; the rest is process start-up, validation, testing and data generation
 SMOKE_ARGS = [
@@ -78,9 +79,20 @@ def _env() -> dict:
     return env
 
 
+#: the ``_test`` subprocess's exit status when the checkpoint is not this demo model's (other classes, another
+#: task): an adopted one is then dropped, while any other failure stops ``prepare`` as before
+DOES_NOT_FIT = 3
+
+
+class CheckpointDoesNotFit(SystemExit):
+    """The demo's test refused the checkpoint as another model's (:data:`DOES_NOT_FIT`)."""
+
+
 def _run(cmd: list[str], what: str) -> None:
     _say("  $ " + " ".join(cmd))
     result = subprocess.run(cmd, check=False, cwd=ROOT, env=_env())
+    if result.returncode == DOES_NOT_FIT:
+        raise CheckpointDoesNotFit(f"{what}: the checkpoint is not this demo model's (the error above)")
     if result.returncode != 0:
         raise SystemExit(f"prepare_demo: {what} failed with exit code {result.returncode} (command above)")
 
@@ -209,7 +221,11 @@ def _test_in_process(key: str, ckpt: str, out: str, smoke: bool) -> None:
     sys.argv = sys.argv[:1]  # LightningCLI gets its arguments from `args` alone
     if smoke:
         args += ["--trainer.limit_test_batches", "2"]
-    cli = main(args)
+    try:
+        cli = main(args)
+    except CheckpointMismatchError as exc:  # other classes or another task: prepare drops it, trains its own
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(DOES_NOT_FIT) from exc
     figures = {}
     for name, value in cli.trainer.callback_metrics.items():
         number = float(value)
@@ -272,7 +288,7 @@ def prepare(keys: list[str], force: bool, smoke: bool, extra: list[str], minutes
             try:
                 figures, seconds = test(key, target, smoke)
                 break
-            except SystemExit as exc:
+            except CheckpointDoesNotFit as exc:
                 if info["trained"]:
                     raise
                 # one of the user's runs with other classes or data: the demo's test cannot read it. Its copy

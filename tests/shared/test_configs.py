@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_the_demo_trains_its_own_when_an_adopted_checkpoint_does_not_fit(tmp_pat
     def test(key, ckpt, smoke):
         tested.append(ckpt.read_bytes())
         if ckpt.read_bytes() == b"user run":
-            raise SystemExit("prepare_demo: testing driving_detection failed with exit code 1")
+            raise prepare_demo.CheckpointDoesNotFit("testing driving_detection: not this demo model's")
         return {"test/map50": 0.5}, 1.0
 
     monkeypatch.setattr(prepare_demo, "test", test)
@@ -64,3 +65,33 @@ def test_the_demo_trains_its_own_when_an_adopted_checkpoint_does_not_fit(tmp_pat
     assert tested == [b"user run", b"demo run"] and report["status"] == "trained"
     target = demo_models.checkpoint_path("driving_detection", tmp_path / "demo")
     assert target.read_bytes() == b"demo run"
+    # any other failure (out of memory, a data error) stops, and the checkpoint stays: nothing is retrained
+    target.write_bytes(b"user run")
+    metrics = demo_models.metrics_path("driving_detection", tmp_path / "demo")
+    metrics.unlink()
+
+    def crashes(key, ckpt, smoke):
+        raise SystemExit("prepare_demo: testing driving_detection failed with exit code 1")
+
+    monkeypatch.setattr(prepare_demo, "test", crashes)
+    with pytest.raises(SystemExit, match="exit code 1"):
+        prepare_demo.prepare(["driving_detection"], force=False, smoke=False, extra=[])
+    assert target.read_bytes() == b"user run"
+
+
+def test_the_demo_test_exits_with_its_own_status_for_another_models_checkpoint(monkeypatch, tmp_path):
+    """Only that status lets `prepare` drop an adopted checkpoint (exit 1 could be any failure)."""
+    import importlib
+
+    from apps import prepare_demo
+    from shared.task import CheckpointMismatchError
+
+    module = importlib.import_module(f"{prepare_demo.DEMO_MODELS['driving_detection'].module}.__main__")
+
+    def refuse(args):
+        raise CheckpointMismatchError("x.ckpt was trained with model.class_names = ['Car', 'Pedestrian']")
+
+    monkeypatch.setattr(module, "main", refuse)
+    with pytest.raises(SystemExit) as exit_:
+        prepare_demo._test_in_process("driving_detection", "x.ckpt", str(tmp_path / "out.json"), smoke=True)
+    assert exit_.value.code == prepare_demo.DOES_NOT_FIT

@@ -209,10 +209,14 @@ class SplitLoaders(pl.LightningDataModule):
         """The training loader, without a last batch of a single image: batch norm cannot train on one image's
         1x1 coarsest map (a 32-px crop through a ResNet, the HPU-Net's coarsest scale) and stopped the run
         with torch's bare "Expected more than 1 value per channel" at the end of the first epoch. Any other
-        remainder is kept."""
+        remainder is kept. Under DDP each rank's share counts (Lightning's sampler pads it to ceil(n / ranks))."""
         sampler = self.train_sampler()  # repeat-factor sampling (None without repeat_threshold)
         n = len(sampler) if sampler is not None else len(self.split_dataset("train"))
-        return self._loader("train", shuffle=True, sampler=sampler, drop_last=n > 1 and n % self.batch_size == 1)
+        ranks = max(1, int(getattr(getattr(self, "trainer", None), "world_size", 1) or 1))
+        per_rank = math.ceil(n / ranks)
+        return self._loader(
+            "train", shuffle=True, sampler=sampler, drop_last=per_rank > 1 and per_rank % self.batch_size == 1
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

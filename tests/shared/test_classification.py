@@ -535,3 +535,16 @@ def test_training_never_ends_on_a_batch_of_one_image(tmp_path):
     data.setup("fit")
     assert [len(b["label"]) for b in data.train_dataloader()] == [17]
     assert [len(b["label"]) for b in data.val_dataloader()] == [2]  # evaluation sees every image
+
+
+def test_under_ddp_each_ranks_share_decides_the_last_batch(tmp_path):
+    """10 images, batches of 4, 2 ranks: 5 per rank end on a batch of one, which the global count (10 = 4 + 4 +
+    2) did not see."""
+    from types import SimpleNamespace
+
+    root = stripes_folder(tmp_path / "data", {"train": 5, "val": 1})  # 10 training images
+    data = _data(root, batch_size=4)
+    data.setup("fit")
+    assert not data.train_dataloader().drop_last  # one process: 10 = 4 + 4 + 2
+    data.trainer = SimpleNamespace(world_size=2)
+    assert data.train_dataloader().drop_last  # each rank: 5 = 4 + 1

@@ -126,12 +126,14 @@ class GoogLeNetBackbone(Backbone):
     """torchvision GoogLeNet (Inception v1, no aux heads); features at strides 2, 4, 8, 16, 32.
 
     ``transform_input`` (RGB only): torchvision's own step that maps ImageNet-normalised input to the scale its
-    ImageNet GoogLeNet weights were ported with; torchvision turns it on whenever it loads them. Without it a
-    transferred file's features were 124 % off torchvision's on the same input."""
+    ImageNet GoogLeNet weights were ported with; torchvision turns it on whenever it loads them, and so does
+    :func:`~shared.backbones.weights.load_backbone_weights` when it loads a torchvision file here (without it
+    the transferred features were 124 % off torchvision's). Off by default: networks trained without it keep
+    their outputs."""
 
     torchvision_prefix = "net."
 
-    def __init__(self, in_channels: int = 3, transform_input: bool = True):
+    def __init__(self, in_channels: int = 3, transform_input: bool = False):
         super().__init__()
         net = torchvision.models.googlenet(
             weights=None, aux_logits=False, init_weights=True, transform_input=transform_input and in_channels == 3
@@ -142,6 +144,13 @@ class GoogLeNetBackbone(Backbone):
         self.in_channels = in_channels
         self.feature_channels = [64, 192, 480, 832, 1024]
         self.feature_strides = [2, 4, 8, 16, 32]
+
+    def torchvision_weights_loaded(self) -> str | None:
+        """Called when a torchvision state dict was loaded: its ImageNet weights expect ``transform_input``."""
+        if self.in_channels != 3 or self.net.transform_input:
+            return None
+        self.net.transform_input = True
+        return "transform_input turned on (torchvision's GoogLeNet weights expect it)"
 
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         n = self.net

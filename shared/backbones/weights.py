@@ -28,13 +28,14 @@ class LoadReport:
     shape_mismatch: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     head: list[str] = field(default_factory=list)  # the file's classifier head: a backbone has none
+    notes: list[str] = field(default_factory=list)  # what the backbone changed for the file (GoogLeNet's input)
 
     @property
     def clean(self) -> bool:
         return not (self.missing or self.unexpected or self.shape_mismatch)
 
     def summary(self, limit: int = 10) -> str:
-        parts = [f"{len(self.loaded)} tensors loaded"]
+        parts = [f"{len(self.loaded)} tensors loaded", *self.notes]
         for label, keys in (
             ("of the file's classifier head left out", self.head),
             ("adapted to the input channels", self.adapted),
@@ -146,6 +147,9 @@ def load_backbone_weights(
     if strict and not report.clean:
         raise WeightLoadingError(f"{path}: weights do not match {type(module).__name__}: {report.summary()}")
     module.load_state_dict(to_load, strict=False)
+    from_torchvision = tv_prefix and any(key not in target for key in source if tv_prefix + key in to_load)
+    if from_torchvision and (note := getattr(module, "torchvision_weights_loaded", lambda: None)()):
+        report.notes.append(note)
     return report
 
 

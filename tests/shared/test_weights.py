@@ -157,10 +157,16 @@ def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tm
     tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=True).eval()
     torch.save(tv.state_dict(), tmp_path / "googlenet.pth")
     net = create_backbone("googlenet", in_channels=3).eval()
-    load_backbone_weights(net, tmp_path / "googlenet.pth")
+    assert not net.net.transform_input  # off until torchvision weights come: networks trained without it keep it
+    report = load_backbone_weights(net, tmp_path / "googlenet.pth")
+    assert "transform_input turned on" in report.summary()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():  # the first map (deeper ones of random weights shrink towards 0 and would all agree)
         expected, untransformed = tv.conv1(tv._transform_input(x)), tv.conv1(x)
         first = net(x)[0]
     assert torch.allclose(first, expected, atol=1e-5) and not torch.allclose(first, untransformed, atol=1e-2)
     assert not create_backbone("googlenet", in_channels=1).net.transform_input  # defined for RGB only
+    torch.save(create_backbone("googlenet").state_dict(), tmp_path / "suite.pt")  # the suite's own keys
+    other = create_backbone("googlenet")
+    load_backbone_weights(other, tmp_path / "suite.pt")
+    assert not other.net.transform_input  # a network trained without it keeps it off

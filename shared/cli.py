@@ -364,14 +364,21 @@ SUITE_DOMAINS = Path(__file__).resolve().parents[1] / "domains"
 
 
 def config_run_name(config: Path) -> str:
-    """The checkpoint folder name of a config file: its stem for the suite's configs and for a file in the
-    working directory (``quick``, ``mine``); else its folder's name too, ``expA-config``, since
-    ``expA/config.yaml`` and ``expB/config.yaml`` sharing ``config/`` made ``test --ckpt_path last`` take
-    the other experiment's run."""
+    """The checkpoint folder name of a config file: its stem for the suite's own configs (``quick``) and for a
+    file in the working directory (``mine``; ``<folder>-quick`` for a copy named like a suite config); else its
+    path, from the working directory (or from the root outside it), joined by ``-``:
+    ``expA/configs/quick.yaml`` -> ``expA-configs-quick``.
+    ``expA/config.yaml`` and ``expB/config.yaml`` sharing ``config/`` made ``test --ckpt_path last`` take the
+    other experiment's run, and a copy named ``quick.yaml`` would share the suite's ``quick/``."""
     path = config.resolve()
-    if path.is_relative_to(SUITE_DOMAINS) or path.parent == Path.cwd().resolve():
+    if path.is_relative_to(SUITE_DOMAINS):
         return path.stem
-    return f"{path.parent.name}-{path.stem}"
+    cwd = Path.cwd().resolve()
+    if path.parent == cwd:
+        shipped = {p.stem for p in SUITE_DOMAINS.glob("**/configs/*.yaml")}
+        return f"{cwd.name}-{path.stem}" if path.stem in shipped else path.stem
+    parts = path.relative_to(cwd).parts if path.is_relative_to(cwd) else path.parts[1:]
+    return "-".join([*parts[:-1], path.stem])
 
 
 def _same_class(path: str, other: str) -> bool:

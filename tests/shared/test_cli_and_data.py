@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.cli import ConfigError, run_cli
+from shared.cli import ConfigError, config_run_name, run_cli
 from shared.data import (
     SplitLoaders,
     default_num_workers,
@@ -363,13 +363,15 @@ def test_each_config_file_keeps_its_checkpoints_in_a_folder_named_after_it(tmp_p
         cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=list(args), run=False)
         return cli.config["checkpoint"]["dirpath"]
 
-    (tmp_path / "expA").mkdir()
-    (tmp_path / "expA" / "quick.yaml").write_text("trainer:\n  max_epochs: 1\n")
-    assert folder("-c", "quick.yaml") == "lightning_logs/tiny/quick/checkpoints"
+    (tmp_path / "expA" / "configs").mkdir(parents=True)
+    (tmp_path / "expA" / "configs" / "quick.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    # a copy named like a suite config does not share the suite's folder
+    assert folder("-c", "quick.yaml") == f"lightning_logs/tiny/{tmp_path.name}-quick/checkpoints"
+    assert config_run_name(Path(__file__).parents[2] / "domains/medical/configs/quick.yaml") == "quick"
     # same-named configs of two experiment folders: expA/config.yaml and expB/config.yaml shared one folder
-    assert folder("-c", "expA/quick.yaml") == "lightning_logs/tiny/expA-quick/checkpoints"
+    assert folder("-c", "expA/configs/quick.yaml") == "lightning_logs/tiny/expA-configs-quick/checkpoints"
     assert folder("--config=mine.yaml") == "lightning_logs/tiny/mine/checkpoints"
-    assert folder("-c", "quick.yaml", "-c", "overlay.yaml") == "lightning_logs/tiny/quick/checkpoints"  # the first
+    assert folder("-c", "mine.yaml", "-c", "overlay.yaml") == "lightning_logs/tiny/mine/checkpoints"  # the first
     assert folder("-c", "pinned.yaml") == "elsewhere"  # written in the file: kept
     assert folder("-c", "quick.yaml", "--checkpoint.dirpath", "own") == "own"
     assert folder() == "lightning_logs/tiny/checkpoints"  # no config file

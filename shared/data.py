@@ -133,13 +133,19 @@ class SplitLoaders(pl.LightningDataModule):
         may refine them per format or stage."""
         return {k: hparams[k] for k in self.SPLIT_SETTINGS if k in hparams}
 
+    def data_set_settings(self, stage: str) -> tuple[str, ...]:
+        """The settings that choose the data set the ``stage`` split is drawn from (:data:`DATA_SET_SETTINGS`)."""
+        return self.DATA_SET_SETTINGS
+
     def other_split_than(self, trained: dict, stage: str) -> str | None:
         """Why this module's ``stage`` split may differ from the one a checkpoint trained with (``trained``: its
         ``datamodule_hyper_parameters``), or None: on the same data set, another seed or fractions put other
         images in test, possibly ones the network trained on. Another data set is no question of split."""
         now = dict(self.hparams)
         same_set = all(
-            _same_setting(trained.get(k), now.get(k)) for k in self.DATA_SET_SETTINGS if k in trained or k in now
+            _same_setting(trained.get(k), now.get(k))
+            for k in self.data_set_settings(stage)
+            if k in trained or k in now
         )
         if not same_set:
             return None

@@ -475,6 +475,9 @@ def test_a_split_drawn_otherwise_than_the_checkpoints_is_named():
     seg = SegmentationDataModule(seed=2)
     assert seg.other_split_than({"seed": 0, "data_path": None}, "test") is None  # test reads the anomaly set
     assert seg.other_split_than({"seed": 0, "data_path": None}, "validate") == "data.seed 0 (this command: 2)"
+    # validation is drawn from the road scenes whatever anomaly set the run tested on
+    other_test_set = {"seed": 0, "data_path": None, "anomaly_path": "/smiyc"}
+    assert seg.other_split_than(other_test_set, "validate") == "data.seed 0 (this command: 2)"
 
 
 def test_an_image_folder_split_moves_with_no_setting(tmp_path):

@@ -344,6 +344,10 @@ class SegmentationDataModule(SplitLoaders):
         """``test`` reads the anomaly set (``anomaly_path``), which no split setting moves."""
         return {} if stage == "test" else super().split_settings(hparams, stage)
 
+    def data_set_settings(self, stage: str) -> tuple[str, ...]:
+        """Validation is drawn from the road scenes (``data_path``), whatever anomaly set ``test`` reads."""
+        return ("anomaly_path",) if stage == "test" else ("data_path",)
+
     def __init__(
         self,
         data_path: str | None = None,

@@ -351,6 +351,22 @@ class DetectionDataModule(DetectorDataModule):
         patterns = {"coco": ("*.json",), "yolo": ("*.yaml", "*.yml")}.get(self.data_format, ())
         return data_source(self.data_path, patterns)
 
+    def _yolo_splits(self, source: Path) -> dict | None:
+        """The YOLO dataset yaml's entries when it names its own train and val splits, else None."""
+        import yaml
+
+        try:
+            entries = yaml.safe_load(source.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise LabelFormatError(source, None, f"not a valid YAML dataset file ({err})") from err
+        return entries if entries.get("train") and entries.get("val") else None
+
+    def split_settings(self, hparams: dict, stage: str) -> dict:
+        """A YOLO set naming its own train / val keeps them: no setting moves an image."""
+        if self.data_format == "yolo" and self._yolo_splits(self._source()) is not None:
+            return {}
+        return super().split_settings(hparams, stage)
+
     def _read_splits(self) -> dict[str, list[ImageAnnotation]]:
         source = self._source()
         label_file = None if self.data_format == "kitti" else source  # a JSON / yaml: its .sequences.txt
@@ -361,13 +377,7 @@ class DetectionDataModule(DetectorDataModule):
         elif self.data_format == "coco":
             items, split_root = read_coco(source, strict=self.strict), source.parent
         else:
-            import yaml
-
-            try:
-                entries = yaml.safe_load(source.read_text()) or {}
-            except yaml.YAMLError as err:
-                raise LabelFormatError(source, None, f"not a valid YAML dataset file ({err})") from err
-            if entries.get("train") and entries.get("val"):
+            if (entries := self._yolo_splits(source)) is not None:
                 splits = {
                     name: read_yolo(source, name, strict=self.strict)
                     for name in ("train", "val", "test")

@@ -271,6 +271,11 @@ def test_detection_datamodule_yolo_keeps_its_own_split(tmp_path):
     assert dm.datasets["val"][0][1]["labels"].tolist() == [1]
     with pytest.raises(RuntimeError, match="no 'test' split"):
         dm.test_dataloader()
+    # its own splits: a checkpoint trained with another seed was not trained on this validation split
+    trained = {"data_format": "yolo", "data_path": str(root), "seed": 3, "split_fractions": [0.7, 0.15, 0.15]}
+    assert dm.other_split_than(trained, "validate") is None
+    (root / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "names": ["Car", "Cyclist"]}))
+    assert dm.other_split_than(trained, "validate") == "data.seed 3 (this command: 0)"  # drawn by sequence
 
 
 def test_detection_datamodule_falls_back_to_the_synthetic_generator(tmp_path, monkeypatch):

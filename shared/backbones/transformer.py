@@ -67,6 +67,20 @@ class ViTBackbone(Backbone):
         self.feature_channels = [c, c, c, c]
         self.feature_strides = [patch_size // 4, patch_size // 2, patch_size, patch_size * 2]
 
+    def adapt_loaded(self, name: str, value: torch.Tensor) -> torch.Tensor | None:
+        """A file's position embedding for another grid (a ViT trained at another image size), resampled to
+        this one with torchvision's own ``interpolate_embeddings``; None for any other tensor."""
+        if name != "net.encoder.pos_embedding":
+            return None
+        from collections import OrderedDict
+
+        from torchvision.models.vision_transformer import interpolate_embeddings
+
+        state = OrderedDict({"encoder.pos_embedding": value})
+        return interpolate_embeddings(self.grid_size * self.patch_size, self.patch_size, state)[
+            "encoder.pos_embedding"
+        ]
+
     def _position_embedding(self, h: int, w: int) -> torch.Tensor:
         pos = self.net.encoder.pos_embedding  # (1, 1 + g*g, D): class token first
         if h == w == self.grid_size:

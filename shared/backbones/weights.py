@@ -38,7 +38,7 @@ class LoadReport:
         parts = [f"{len(self.loaded)} tensors loaded", *self.notes]
         for label, keys in (
             ("of the file's classifier head left out", self.head),
-            ("adapted to the input channels", self.adapted),
+            ("adapted to this backbone (input channels, position grid)", self.adapted),
             ("missing in the file", self.missing),
             ("unexpected in the file", self.unexpected),
             ("shape mismatch", self.shape_mismatch),
@@ -132,8 +132,12 @@ def load_backbone_weights(
             is_input_conv = (
                 value.ndim == 4 and value.shape[0] == expected[0] and value.shape[2:] == expected[2:]
             )
+            adapted = getattr(module, "adapt_loaded", lambda *_: None)(name, value)  # e.g. a ViT's positions
             if is_input_conv and value.shape[1] == 3 and expected[1] == getattr(module, "in_channels", -1):
                 value = _adapt_input_conv(value, expected[1])
+                report.adapted.append(name)
+            elif adapted is not None and adapted.shape == expected:
+                value = adapted
                 report.adapted.append(name)
             else:
                 report.shape_mismatch.append(f"{name} (file {tuple(value.shape)}, model {tuple(expected)})")

@@ -170,3 +170,15 @@ def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tm
     other = create_backbone("googlenet")
     load_backbone_weights(other, tmp_path / "suite.pt")
     assert not other.net.transform_input  # a network trained without it keeps it off
+
+
+def test_a_vit_file_of_another_image_size_loads_with_its_positions_resampled(tmp_path):
+    """Its position embedding differs in shape only because the grid does: refused as another network's file
+    (or left random) before; torchvision's interpolate_embeddings resamples it."""
+    small = create_backbone("vit", in_channels=3, image_size=32, patch_size=16, hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64)
+    torch.save(small.state_dict(), tmp_path / "vit32.pt")
+    large = create_backbone("vit", in_channels=3, image_size=64, patch_size=16, hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64)
+    report = load_backbone_weights(large, tmp_path / "vit32.pt", strict=True)
+    assert report.adapted == ["net.encoder.pos_embedding"] and report.clean
+    pos = large.net.encoder.pos_embedding
+    assert pos.shape == (1, 1 + 4 * 4, 32) and torch.equal(pos[:, :1], small.net.encoder.pos_embedding[:, :1])

@@ -72,7 +72,8 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         detections_per_img: at most this many detections per image.
         ignore_overlap: drop a detection from the metrics when this share of it lies in a DontCare region.
         predict_dir: where ``predict`` writes its files; ``None`` only returns the predictions.
-        predict_score_thresh: detections below this score are left out of the drawn images and maps.
+        predict_score_thresh: detections below this score are left out of the drawn images and maps (the
+            instance task leaves them out of what ``predict`` returns too: their masks at the photo's size).
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 

@@ -611,8 +611,9 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
     frame score.
 
     The photo is fitted into the training frames' size (from the checkpoint; :data:`ANOMALY_FRAME` if it does
-    not say), keeping its aspect ratio, as the CLI's ``test`` and ``predict`` fit it (the model pads to its
-    stride itself): its objects come out at the scale the segmenter learnt. Fitting the long side to the
+    not say, as with ``data.image_size: null``), keeping its aspect ratio, as the CLI's ``test`` and ``predict``
+    fit it into ``data.image_size`` (the model pads to its stride itself; area interpolation when shrinking, at
+    least 32 px a side): its objects come out at the scale the segmenter learnt. Fitting the long side to the
     training width instead made a 4:3 photo 640x480, objects 2.5x their training size (pixel AP 0.12 where 0.55
     at the training scale), and a 600x3000 portrait photo a 640x3200 input. The map is resized back as
     ``predict`` does, so overlays line up with the upload.

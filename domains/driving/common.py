@@ -240,21 +240,30 @@ def find_sequence_groups(
       ``mapping.txt``; ``#`` comments, commas or whitespace).
     Ids missing from a mapping are an error naming the file, not silently grouped alone.
     """
-    split_root = Path(split_root)
     if source_file is not None:
         beside = Path(source_file).with_suffix(".sequences.txt")
         if beside.is_file():
             return _two_column_groups(beside, ids)
-    for folder in (split_root, split_root.parent):
-        for mapping_dir in (folder / "mapping", folder / "devkit_object" / "mapping", folder):
-            mapping, rand = mapping_dir / "train_mapping.txt", mapping_dir / "train_rand.txt"
+    for candidate in sequence_map_candidates(split_root):
+        if isinstance(candidate, tuple):
+            mapping, rand = candidate
             if mapping.is_file() and rand.is_file():
                 return _kitti_devkit_groups(mapping, rand, ids)
-        for name in SEQUENCE_MAP_NAMES:
-            path = folder / name
-            if path.is_file():
-                return _two_column_groups(path, ids)
+        elif candidate.is_file():
+            return _two_column_groups(candidate, ids)
     return None
+
+
+def sequence_map_candidates(split_root: str | Path) -> list[Path | tuple[Path, Path]]:
+    """Where :func:`find_sequence_groups` looks for a KITTI split's drives, in its order: the devkit's
+    ``(train_mapping.txt, train_rand.txt)`` pairs and the two-column maps, in ``split_root`` then its parent."""
+    split_root = Path(split_root)
+    found: list[Path | tuple[Path, Path]] = []
+    for folder in (split_root, split_root.parent):
+        for mapping_dir in (folder / "mapping", folder / "devkit_object" / "mapping", folder):
+            found.append((mapping_dir / "train_mapping.txt", mapping_dir / "train_rand.txt"))
+        found += [folder / name for name in SEQUENCE_MAP_NAMES]
+    return found
 
 
 def sequence_map_text(ids: Sequence[str], groups: Sequence[str]) -> str:

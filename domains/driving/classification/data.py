@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
 
-from domains.driving.common import SEQUENCE_MAP_NAMES, default_kitti_root, read_rgb, read_sequence_groups
+from domains.driving.common import default_kitti_root, read_rgb, read_sequence_groups, sequence_map_candidates
 from domains.driving.formats import KITTI_TYPES, read_kitti_dir, resolve_kitti_split
 from shared.classification.data import ClassificationDataModule, CropFolder
 from shared.data import group_split
@@ -49,11 +49,7 @@ def kitti_sources(kitti_root: str | Path) -> list[Path]:
     """What the cutter reads, for the crops' source stamp: ``image_2/``, ``label_2/`` and every file
     :func:`find_sequence_groups` may take the drives from (a map added later changes the split too)."""
     base = resolve_kitti_split(kitti_root)
-    maps = []
-    for folder in (base, base.parent):
-        for mapping_dir in (folder / "mapping", folder / "devkit_object" / "mapping", folder):
-            maps += [mapping_dir / "train_mapping.txt", mapping_dir / "train_rand.txt"]
-        maps += [folder / name for name in SEQUENCE_MAP_NAMES]
+    maps = [path for c in sequence_map_candidates(base) for path in (c if isinstance(c, tuple) else (c,))]
     return [base / "image_2", base / "label_2", *maps]
 
 

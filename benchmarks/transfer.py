@@ -169,8 +169,13 @@ def run_one(
     dm.setup("fit")
     n_train = len(dm.datasets["train"])
     transferred = source is not None
+    # torchvision's ImageNet GoogLeNet expects its input transform (shared.backbones.cnn.GoogLeNetBackbone)
+    torchvision_googlenet = backbone == "googlenet" and transferred and source.get("name") == "torchvision"
     task = ClassificationTask(
-        ImageClassifier(len(dm.class_names), backbone, in_channels=dm.in_channels, dropout=0.2),
+        ImageClassifier(
+            len(dm.class_names), backbone, in_channels=dm.in_channels, dropout=0.2,
+            backbone_kwargs={"transform_input": True} if torchvision_googlenet else None,
+        ),
         dm.class_names,
         pretrained_backbone=source["path"] if transferred else None,
         pretrained_prefix=source["prefix"] if transferred else "",

@@ -126,10 +126,10 @@ class GoogLeNetBackbone(Backbone):
     """torchvision GoogLeNet (Inception v1, no aux heads); features at strides 2, 4, 8, 16, 32.
 
     ``transform_input`` (RGB only): torchvision's own step that maps ImageNet-normalised input to the scale its
-    ImageNet GoogLeNet weights were ported with; torchvision turns it on whenever it loads them, and so does
-    :func:`~shared.backbones.weights.load_backbone_weights` when it loads a torchvision file here (without it
-    the transferred features were 124 % off torchvision's). Off by default: networks trained without it keep
-    their outputs."""
+    ImageNet GoogLeNet weights were ported with; torchvision turns it on whenever it loads them. Give
+    ``backbone_kwargs: {transform_input: true}`` with such a file (without it the transferred features were
+    124 % off torchvision's; :func:`~shared.backbones.weights.load_backbone_weights` warns). An option, so a
+    checkpoint keeps it; off by default, so networks trained without it keep their outputs."""
 
     torchvision_prefix = "net."
 
@@ -146,11 +146,13 @@ class GoogLeNetBackbone(Backbone):
         self.feature_strides = [2, 4, 8, 16, 32]
 
     def torchvision_weights_loaded(self) -> str | None:
-        """Called when a torchvision state dict was loaded: its ImageNet weights expect ``transform_input``."""
+        """Called when a torchvision state dict was loaded: a warning when ``transform_input`` is off."""
         if self.in_channels != 3 or self.net.transform_input:
             return None
-        self.net.transform_input = True
-        return "transform_input turned on (torchvision's GoogLeNet weights expect it)"
+        return (
+            "torchvision's GoogLeNet weights expect transform_input: give the backbone backbone_kwargs "
+            "{transform_input: true} (their features are 124 % off without it)"
+        )
 
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         n = self.net

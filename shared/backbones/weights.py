@@ -6,6 +6,7 @@ Nothing here downloads: ImageNet weights are used only from a path the user give
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class LoadReport:
     shape_mismatch: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     head: list[str] = field(default_factory=list)  # the file's classifier head: a backbone has none
-    notes: list[str] = field(default_factory=list)  # what the backbone changed for the file (GoogLeNet's input)
+    notes: list[str] = field(default_factory=list)  # what the backbone says of the file (GoogLeNet's input)
 
     @property
     def clean(self) -> bool:
@@ -154,6 +155,7 @@ def load_backbone_weights(
     from_torchvision = tv_prefix and any(key not in target for key in source if tv_prefix + key in to_load)
     if from_torchvision and (note := getattr(module, "torchvision_weights_loaded", lambda: None)()):
         report.notes.append(note)
+        warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     return report
 
 

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -156,10 +158,19 @@ def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tm
     so the same weights gave features 124 % off torchvision's."""
     tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=True).eval()
     torch.save(tv.state_dict(), tmp_path / "googlenet.pth")
-    net = create_backbone("googlenet", in_channels=3).eval()
-    assert not net.net.transform_input  # off until torchvision weights come: networks trained without it keep it
-    report = load_backbone_weights(net, tmp_path / "googlenet.pth")
-    assert "transform_input turned on" in report.summary()
+    with pytest.warns(UserWarning, match=r"googlenet\.pth: torchvision's GoogLeNet weights expect transform_input"):
+        load_backbone_weights(create_backbone("googlenet", in_channels=3), tmp_path / "googlenet.pth")
+    # an option (backbone_kwargs), so a checkpoint keeps it: the network's saved init_args hold it
+    from shared.classification.model import ImageClassifier
+    from shared.classification.task import ClassificationTask
+
+    task = ClassificationTask(ImageClassifier(2, "googlenet", backbone_kwargs={"transform_input": True}), ["a", "b"])
+    assert task.hparams["network"]["init_args"]["backbone_kwargs"] == {"transform_input": True}
+    assert task.model.backbone.net.transform_input
+    net = create_backbone("googlenet", in_channels=3, transform_input=True).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        load_backbone_weights(net, tmp_path / "googlenet.pth")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():  # the first map (deeper ones of random weights shrink towards 0 and would all agree)
         expected, untransformed = tv.conv1(tv._transform_input(x)), tv.conv1(x)

@@ -38,7 +38,7 @@ def test_sigterm_is_reported_as_interrupted_not_failed(tmp_path, webhook):  # no
 
 def _cli_run(tmp_path, monkeypatch, webhook, domain: str, *extra: str) -> dict:  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    config = tmp_path / "quick.yaml"
+    config = tmp_path / "mine.yaml"
     config.write_text("trainer:\n  max_steps: 1\n  limit_val_batches: 1\n  enable_progress_bar: false\n")
     args = [
         "fit", "-c", str(config),
@@ -54,9 +54,9 @@ def test_run_field_names_the_domain_config_and_version(tmp_path, monkeypatch, we
     """A medical and a driving run were both ``csv/version_0`` (``/`` under fast_dev_run)."""
     medical = _cli_run(tmp_path, monkeypatch, webhook, "medical_classification")
     driving = _cli_run(tmp_path, monkeypatch, webhook, "driving_classification")
-    assert medical["run"] == "medical_classification/quick (csv/version_0)"
-    assert driving["run"] == "driving_classification/quick (csv/version_0)"
+    assert medical["run"] == "medical_classification/mine (csv/version_0)"
+    assert driving["run"] == "driving_classification/mine (csv/version_0)"
     again = _cli_run(tmp_path, monkeypatch, webhook, "driving_classification")
-    assert again["run"] == "driving_classification/quick (csv/version_1)"  # the next run of that config
+    assert again["run"] == "driving_classification/mine (csv/version_1)"  # the next run of that config
     smoke = _cli_run(tmp_path, monkeypatch, webhook, "driving_classification", "--trainer.fast_dev_run", "1")
-    assert smoke["run"] == "driving_classification/quick"  # no logger version under fast_dev_run
+    assert smoke["run"] == "driving_classification/mine"  # no logger version under fast_dev_run

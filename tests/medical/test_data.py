@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from domains.medical import data as D
 from domains.medical.data import (
@@ -24,7 +25,7 @@ from domains.medical.data import (
     ReaderDataset,
     build_dataset,
 )
-from domains.medical.predict import slice_to_source_grid
+from domains.medical.predict import MedicalPredictionWriter, slice_to_source_grid
 from domains.medical.synthetic import (
     LIDC_TARGETS,
     MARKER,
@@ -686,7 +687,9 @@ def test_decathlon_slices_keep_the_physical_aspect_of_anisotropic_voxels(tmp_pat
     root = tmp_path / "Task99"
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
-    affine = np.diag([0.5, 1.0, 2.5, 1.0])  # 40 x 20 voxels: 20 x 20 mm
+    # 40 x 20 voxels of 0.5 x 1.0 mm (20 x 20 mm), voxel axis 0 along world y and axis 1 along world x: the sizes
+    # are the affine's column lengths (its row lengths, or diagonal, would give 1.0 x 0.5 or 0 x 0)
+    affine = np.array([[0.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 2.5, 0.0], [0.0, 0.0, 0.0, 1.0]])
     label = np.zeros((40, 20, 3), np.uint8)
     label[10:30, 5:15, 1] = 1  # 20 x 10 voxels: 10 x 10 mm
     image = np.where(label, 500.0, 0.0).astype(np.float32)
@@ -700,3 +703,12 @@ def test_decathlon_slices_keep_the_physical_aspect_of_anisotropic_voxels(tmp_pat
     assert tuple(item["source"]["resized"]) == (32, 32)
     back = slice_to_source_grid(torch.as_tensor(item["masks"]), item["source"]["spatial_shape"], item["source"]["resized"])
     assert np.array_equal(back[0].numpy(), label[:, :, 1])  # predict writes it back onto the source voxels
+    # the writer does so through the item's sizes: a perfect prediction lands on the source label
+    mask = torch.as_tensor(item["masks"][0])
+    prediction = {
+        "id": [item["id"]], "samples": mask[None, None].bool(), "mean": mask[None].float(),
+        "uncertainty": torch.zeros(1, 32, 32), "source": default_collate([item])["source"],
+    }  # fmt: skip
+    MedicalPredictionWriter(str(tmp_path / "out")).write_on_batch_end(None, None, prediction, None, None, 0, 0)
+    written = nib.load(tmp_path / "out" / "c" / "z001" / "samples.nii.gz")
+    assert np.array_equal(np.asarray(written.dataobj)[:, :, 0, 0], label[:, :, 1])

@@ -158,3 +158,35 @@ def test_synthetic_command_refuses_a_folder_of_other_data_in_one_line(tmp_path, 
         assert err.startswith(f"error: {root}: ") and err.count("\n") == 1, err
         assert "use a new or empty folder" in err
     assert _files(foreign) == ["notes.txt"]
+
+
+def _nifti_source(path: str, z: int, size: int = 4) -> dict:
+    """A batch's ``source`` for one slice of a (size, size, 3) NIfTI volume at ``path``."""
+    return {
+        "image_path": [path], "spatial_shape": torch.tensor([[size, size, 3]]), "affine": torch.eye(4)[None],
+        "slice_index": torch.tensor([z]), "resized": torch.tensor([[size, size]]),
+    }  # fmt: skip
+
+
+def test_two_volumes_whose_names_make_one_case_folder_are_an_error(tmp_path):
+    """``case 0.nii.gz`` and ``case_0.nii.gz`` both write their whole volume to ``case_0/``: with slices of
+    different numbers no image folder is shared, only the case's."""
+    writer = MedicalPredictionWriter(str(tmp_path))
+    writer.write_on_batch_end(None, None, _prediction(["case 0/z001"], source=_nifti_source("/d/case 0.nii.gz", 1)), None, None, 0, 0)
+    with pytest.raises(ValueError, match=r"case_0: two images would write to this folder: '/d/case 0.nii.gz' and"):
+        writer.write_on_batch_end(
+            None, None, _prediction(["case_0/z002"], source=_nifti_source("/d/case_0.nii.gz", 2)), None, None, 1, 0
+        )
+
+
+def test_a_writer_used_for_a_second_predict_run_starts_with_no_folder_taken(tmp_path):
+    """The folders taken are this run's: the same images predicted again are not two images of one run."""
+    from types import SimpleNamespace
+
+    writer = MedicalPredictionWriter(str(tmp_path))
+    trainer = SimpleNamespace(predict_loop=SimpleNamespace(return_predictions=True))
+    for order in (["P1/a", "P1/b"], ["P1/b", "P1/a"]):  # the second run in another order
+        writer.on_predict_start(trainer, None)
+        for n, item_id in enumerate(order):
+            writer.write_on_batch_end(None, None, _prediction([item_id]), None, None, n, 0)
+    assert writer.written == [tmp_path / "P1" / "b", tmp_path / "P1" / "a"]

@@ -464,6 +464,8 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
     # the split drawn with another seed than the checkpoint's: said, since its test images may be training ones
     with pytest.warns(UserWarning, match=r"last\.ckpt was trained with data\.seed 0 \(this command: 1\)"):
         main(["test", *_cli_args(data, "--ckpt_path", str(ckpt), "--data.seed", "1")])
+    with pytest.warns(UserWarning, match=r"data\.seed 0 \(this command: 1\): on the same data, this validate"):
+        main(["validate", *_cli_args(data, "--ckpt_path", str(ckpt), "--data.seed", "1")])
 
     # your own images, unlabelled, of any size, in nested folders; an unreadable one is skipped and counted
     own = tmp_path / "own"

@@ -472,6 +472,15 @@ def test_a_split_drawn_otherwise_than_the_checkpoints_is_named():
     )  # ./data/x is data/x; a tuple stored as a list is the same
     assert dec.other_split_than({**trained, "dataset_kwargs": {"fractions": [0.5, 0.25, 0.25]}}, "test") is None
     assert dec.other_split_than({**trained, "data_path": "/elsewhere"}, "test") is None  # another data set
+    # a seed in dataset_kwargs is the one the dataset draws with, over data.seed
+    reseeded = MedicalDataModule("decathlon", "data/x", dataset_kwargs={"fractions": [0.7, 0.15, 0.15], "seed": 1})
+    assert reseeded.other_split_than(trained, "test") == "data.seed 0 (this command: 1)"
+    from domains.driving.accident.data import AccidentDataModule
+
+    clips = AccidentDataModule(split_seed=4)  # the accident module draws with split_seed and its two fractions
+    assert clips.other_split_than({"data_format": "synthetic", "data_path": None, "split_seed": 0, "val_fraction": 0.15, "test_fraction": 0.15}, "test") == (
+        "data.split_seed 0 (this command: 4)"
+    )
     seg = SegmentationDataModule(seed=2)
     assert seg.other_split_than({"seed": 0, "data_path": None}, "test") is None  # test reads the anomaly set
     assert seg.other_split_than({"seed": 0, "data_path": None}, "validate") == "data.seed 0 (this command: 2)"

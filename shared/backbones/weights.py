@@ -201,8 +201,9 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
     (``backbone_attr``) because the suite's backbones sit inside plain ``nn.Module`` models. Two things differ
     from ``BaseFinetuning.freeze``, which normalises frozen BatchNorm with each training batch's statistics but
     evaluates with the file's running ones (layer-4 features 119 % apart on one batch, so the head learnt on
-    one distribution and was validated on another): frozen BatchNorm modules stay in eval mode, using and
-    keeping the transferred statistics, as :class:`FreezableBackbone` does. And ``fit --ckpt_path last`` past
+    one distribution and was validated on another): frozen BatchNorm modules are put in eval mode, using and
+    keeping the transferred statistics, as :class:`FreezableBackbone` does (Lightning restores each module's own
+    mode after validation, so they stay there). And ``fit --ckpt_path last`` past
     the unfreeze resumes with a trainable backbone (Lightning restores its parameter group, not its
     ``requires_grad``) and a scheduler that knows the group.
     """
@@ -222,10 +223,6 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
         self._frozen_norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         for norm in self._frozen_norms:
             norm.track_running_stats = True  # Lightning's freeze turns them off: eval mode then reads them
-            norm.eval()
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        for norm in self._frozen_norms:  # Lightning puts the module in train mode each epoch and after validation
             norm.eval()
 
     def on_fit_start(self, trainer, pl_module) -> None:

@@ -289,3 +289,7 @@ def test_anomaly_input_is_fitted_into_the_training_frame_as_the_cli_does(demo_en
     assert wide["analysis_size"] == (320, 50) and wide["score"].shape == (200, 1280)
     assert four_three["analysis_size"] == (128, 96) and four_three["score"].shape == (480, 640)
     assert tall["analysis_size"] == (32, 96) and tall["score"].shape == (1600, 320)
+    # a checkpoint that does not record its training size: the synthetic frames' 192x640 box (H, W)
+    task.demo_input_size = None
+    fallback = dm.anomaly_analysis(task, np.zeros((480, 640, 3), np.uint8), "msp")  # x min(192/480, 640/640)
+    assert fallback["analysis_size"] == (256, 192) and fallback["score"].shape == (480, 640)

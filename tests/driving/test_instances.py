@@ -731,13 +731,21 @@ def test_predict_brings_only_the_written_detections_masks_to_the_photos_size():
     probs = torch.zeros(3, 20, 20)
     probs[0, 2:10, 4:12] = 0.9  # kept
     probs[1, 0:5, 0:5] = 0.9  # scored 0.2: below predict_score_thresh
-    probs[2, 12:20, 12:20] = 0.7  # kept
-    preds = [{"boxes": torch.tensor([[4.0, 2, 12, 10], [0, 0, 5, 5], [12, 12, 20, 20]]), "scores": torch.tensor([0.9, 0.2, 0.6]),
+    probs[2, 12:20, 12:20] = 0.5  # kept: exactly mask_thresh (0.5), scored exactly predict_score_thresh
+    preds = [{"boxes": torch.tensor([[4.0, 2, 12, 10], [0, 0, 5, 5], [12, 12, 20, 20]]), "scores": torch.tensor([0.9, 0.2, 0.5]),
               "labels": torch.tensor([0, 1, 0]), "masks": probs}]  # fmt: skip
     task.model = FixedOutputs(preds)
     (out,) = task.predict_step(([torch.zeros(3, 20, 20)], [{"orig_size": (40, 60), "image_id": "x"}]), 0)
-    assert out["scores"].tolist() == pytest.approx([0.9, 0.6]) and out["labels"].tolist() == [0, 0]
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.5]) and out["labels"].tolist() == [0, 0]
     assert out["masks"].shape == (2, 40, 60) and out["masks"].dtype == torch.bool
     whole = torch.nn.functional.interpolate(probs[[0, 2], None], size=(40, 60), mode="bilinear", align_corners=False)
     assert torch.equal(out["masks"], whole[:, 0] >= task.mask_thresh)  # as the whole stack gave
     assert out["boxes"].tolist() == [[12.0, 4.0, 36.0, 20.0], [36.0, 24.0, 60.0, 40.0]]  # x 3, x 2
+    # rows y with (y + 0.5) / 2 - 0.5 >= 12, columns x with (x + 0.5) / 3 - 0.5 >= 12 read only 0.5s: at the
+    # threshold, so in the mask (a pixel *reaching* mask_thresh belongs to the instance)
+    at_thresh = torch.zeros(40, 60, dtype=torch.bool)
+    at_thresh[25:, 37:] = True
+    assert torch.equal(out["masks"][1], at_thresh)
+    # the photo's own size (no resizing): thresholded as they are, 0.5 included
+    (same,) = task.predict_step(([torch.zeros(3, 20, 20)], [{"orig_size": (20, 20), "image_id": "y"}]), 0)
+    assert torch.equal(same["masks"], probs[[0, 2]] > 0)

@@ -66,6 +66,39 @@ def test_patches_of_three_readers_take_a_majority_of_three(lidc, tmp_path):
         write_lesion_crops(three, tmp_path / "x", min_readers=4, num_readers=3)
 
 
+def _marking(out: Path) -> dict[str, int]:
+    with (out / "metadata.csv").open() as f:
+        return {row["path"]: int(row["readers_marking"]) for row in csv.DictReader(f)}
+
+
+def test_the_data_module_passes_num_readers_to_the_cutter(lidc, tmp_path):
+    """``--data.num_readers 3`` was dropped on the way to the cutter: 3-reader data asked for a 4th mask."""
+    import shutil
+
+    from domains.medical.classification.data import MedicalClassificationData
+
+    three = tmp_path / "three"
+    shutil.copytree(lidc, three)
+    for extra in three.glob("*/gt/*/*_l3.png"):
+        extra.unlink()
+    dm = MedicalClassificationData(
+        data_path=str(three), crops_dir=str(tmp_path / "dm"), num_readers=3, num_workers=0
+    )
+    dm.prepare_data()
+    marking = _marking(tmp_path / "dm")
+    assert marking == _marking(write_lesion_crops(three, tmp_path / "direct", num_readers=3))
+    assert len(marking) == 16 and max(marking.values()) == 3
+
+
+def test_patches_cut_with_four_readers_are_cut_again_with_three(lidc, tmp_path):
+    """The reader count was not in the crops' settings: a 3-reader cut reused the 4-reader patches."""
+    out = write_lesion_crops(lidc, tmp_path / "crops", min_readers=2)
+    assert max(_marking(out).values()) == 4  # the fixture has patches every reader marked
+    write_lesion_crops(lidc, out, min_readers=2, num_readers=3)  # same min_readers: only num_readers differs
+    marking = _marking(out)
+    assert len(marking) == 16 and max(marking.values()) == 3  # the 4th reader's masks no longer read
+
+
 def _args(lidc: Path, crops: Path, *extra: str) -> list[str]:
     return tiny_classification_args(CONFIG, lidc, crops, "--data.min_readers", "1", *extra)
 

@@ -95,6 +95,44 @@ def test_lesion_patches_are_cut_again_when_a_patient_is_added(tmp_path, caplog):
     assert len(_labels(out)) == before + 2  # the added patient's two images
 
 
+def test_kitti_crops_are_cut_again_when_a_sequence_map_is_added_beside_the_split(kitti, tmp_path, caplog):
+    """The drives decide the split, but a sequence_map.txt written after the cut was not in the source stamp
+    (it is read before the generator's sequences.txt in the parent folder)."""
+    source = shutil.copytree(kitti, tmp_path / "kitti")
+    out = write_kitti_crops(source, tmp_path / "crops", min_height=16)
+    ids = sorted(p.stem for p in (source / "training/image_2").glob("*.png"))
+    with (out / "metadata.csv").open() as f:
+        groups = {row["group"] for row in csv.DictReader(f)}
+    assert groups <= {f"seq{i:04d}" for i in range(6)}  # the generator's sequences.txt
+    (source / "training/sequence_map.txt").write_text("".join(f"{i} drive{int(i) // 4}\n" for i in ids))
+    with caplog.at_level(logging.INFO):
+        write_kitti_crops(source, out, min_height=16)
+    assert "the source changed since its crops were cut" in caplog.text
+    with (out / "metadata.csv").open() as f:
+        groups = {row["group"] for row in csv.DictReader(f)}
+    assert groups and groups <= {"drive0", "drive1", "drive2"}  # 12 frames, 4 to a drive
+
+
+def test_lesion_patches_are_cut_again_when_a_reader_mask_is_edited(tmp_path, caplog):
+    """Only the images were stamped: a reader's mask edited since the cut kept the old reader count."""
+    lidc = generate_lidc_png(tmp_path / "lidc", n_patients=8, images_per_patient=2, size=32)
+    out = write_lesion_crops(lidc, tmp_path / "crops")
+    with (out / "metadata.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r["readers_marking"] == "4")
+    patient, name = Path(row["path"]).stem.split("__")
+    mask = lidc / row["split"] / "gt" / patient / f"{name}_l0.png"
+    stat = mask.stat()
+    assert cv2.imwrite(str(mask), 0 * cv2.imread(str(mask), cv2.IMREAD_UNCHANGED))  # reader 0 marks nothing
+    later = max(time.time_ns(), stat.st_mtime_ns + 2_000_000_000)
+    os.utime(mask, ns=(later, later))
+    with caplog.at_level(logging.INFO):
+        write_lesion_crops(lidc, out)
+    assert "the source changed" in caplog.text
+    with (out / "metadata.csv").open() as f:
+        marking = {r["path"].split("/")[-1]: r["readers_marking"] for r in csv.DictReader(f)}
+    assert marking[Path(row["path"]).name] == "3"
+
+
 def test_source_stamp_sees_an_edit_an_addition_and_a_removal_and_costs_only_a_listing(tmp_path, monkeypatch):
     for i in range(3):
         (tmp_path / "d" / f"{i}.txt").parent.mkdir(exist_ok=True)
@@ -150,6 +188,14 @@ def test_csv_file_listed_with_two_labels_is_an_error_naming_both_lines(tmp_path)
     with pytest.raises(
         ClassificationDataError,
         match=r"labels\.csv:4: .*0\.png is labelled 'v' here but 'h' at .*labels\.csv:2",
+    ):
+        read_label_csv(path, CLASSES)
+    # a spelling pathlib keeps (sub/../0.png) is the same file too: compared unresolved, a second sample
+    (tmp_path / "sub").mkdir()
+    path = _csv(tmp_path, [("0.png", "h", "a"), ("1.png", "v", "b"), ("sub/../0.png", "v", "c")])
+    with pytest.raises(
+        ClassificationDataError,
+        match=r"labels\.csv:4: .*sub/\.\./0\.png is labelled 'v' here but 'h' at .*labels\.csv:2",
     ):
         read_label_csv(path, CLASSES)
 
@@ -238,3 +284,23 @@ def test_an_image_that_does_not_decode_in_training_is_replaced_and_counted_or_wi
     val = dm.datasets["val"]
     with pytest.raises(ClassificationDataError, match="cannot decode image"):
         val[[Path(item.path) for item in val.items].index(bad_val)]
+
+
+def test_predict_on_the_test_split_lists_an_image_that_does_not_decode_and_goes_on(tmp_path):
+    """Without predict_path the test split is predicted: a broken image there stopped the run (the test
+    split's loader, not the skipping predict one) instead of landing in unreadable.csv."""
+    torch.manual_seed(0)
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1, "test": 2})
+    bad = _bad_idat(root / "test" / "v" / "1.png", fix_crc=True)
+    dm = ClassificationDataModule(
+        "imagefolder", str(root), CLASSES, in_channels=1, image_size=(16, 16), batch_size=4, num_workers=0
+    )
+    task = _task()
+    task.predict_dir = str(tmp_path / "pred")
+    with pytest.warns(UserWarning, match=r"predict: 1 of 4 images could not be read"):
+        quiet_trainer().predict(task, dm)
+    with (tmp_path / "pred" / "unreadable.csv").open() as f:
+        assert [row["path"] for row in csv.DictReader(f)] == [str(bad)]
+    with (tmp_path / "pred" / "probabilities.csv").open() as f:
+        predicted = sorted(Path(row["path"]).relative_to(root).as_posix() for row in csv.DictReader(f))
+    assert predicted == ["test/h/0.png", "test/h/1.png", "test/v/0.png"]  # the 3 others, each once

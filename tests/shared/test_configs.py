@@ -95,3 +95,52 @@ def test_the_demo_test_exits_with_its_own_status_for_another_models_checkpoint(m
     with pytest.raises(SystemExit) as exit_:
         prepare_demo._test_in_process("driving_detection", "x.ckpt", str(tmp_path / "out.json"), smoke=True)
     assert exit_.value.code == prepare_demo.DOES_NOT_FIT
+
+
+def test_the_demo_reads_the_test_subprocess_status_as_does_not_fit_or_a_plain_failure(monkeypatch):
+    """Exit status DOES_NOT_FIT (3) is the one a demo drops an adopted checkpoint for; 1 is any failure."""
+    from types import SimpleNamespace
+
+    from apps import prepare_demo
+
+    status = []
+    monkeypatch.setattr(
+        prepare_demo.subprocess, "run", lambda *args, **kwargs: SimpleNamespace(returncode=status[-1])
+    )
+    status.append(0)
+    prepare_demo._run(["python", "x"], "testing x")  # success: no exception
+    status.append(prepare_demo.DOES_NOT_FIT)
+    with pytest.raises(prepare_demo.CheckpointDoesNotFit, match="testing x: the checkpoint is not this demo"):
+        prepare_demo._run(["python", "x"], "testing x")
+    status.append(1)
+    with pytest.raises(SystemExit, match="testing x failed with exit code 1") as exit_:
+        prepare_demo._run(["python", "x"], "testing x")
+    assert not isinstance(exit_.value, prepare_demo.CheckpointDoesNotFit)
+
+
+def test_the_demo_stops_when_the_checkpoint_it_just_trained_does_not_fit(tmp_path, monkeypatch):
+    """Only an adopted checkpoint is dropped for another: one the demo trained itself and its test refuses
+    would be trained again and again."""
+    from apps import prepare_demo
+
+    trained = tmp_path / "trained.ckpt"
+    trained.write_bytes(b"demo run")
+    monkeypatch.setattr(prepare_demo, "checkpoint_dir", lambda: tmp_path / "demo")
+    monkeypatch.setattr(prepare_demo, "_adoptable", lambda key: None)  # nothing to adopt: the demo trains
+    monkeypatch.setattr(prepare_demo, "slim_copy", lambda src, target: target.write_bytes(src.read_bytes()))
+    trainings = []
+
+    def train(*args):
+        trainings.append(args)
+        if len(trainings) > 2:  # would loop for ever
+            raise AssertionError("trained again")
+        return trained, 1.0
+
+    def refuses(key, ckpt, smoke):
+        raise prepare_demo.CheckpointDoesNotFit("testing driving_detection: not this demo model's")
+
+    monkeypatch.setattr(prepare_demo, "train", train)
+    monkeypatch.setattr(prepare_demo, "test", refuses)
+    with pytest.raises(prepare_demo.CheckpointDoesNotFit, match="not this demo model's"):
+        prepare_demo.prepare(["driving_detection"], force=False, smoke=False, extra=[])
+    assert len(trainings) == 1

@@ -225,9 +225,10 @@ def test_a_resized_anomaly_item_carries_its_mask_as_read(tmp_path):
 def test_predicting_phone_photos_at_their_own_size_is_said(tmp_path):
     """image_size null (full.yaml, the shipped model): a 12 MP photo took 45 s and 11.8 GB, unsaid."""
     cv2.imwrite(str(tmp_path / "phone.jpg"), np.zeros((2000, 2100, 3), np.uint8))  # 4.2 MP
+    cv2.imwrite(str(tmp_path / "wide.png"), np.zeros((2000, 2300, 3), np.uint8))  # 4.6 MP, listed last: named
     cv2.imwrite(str(tmp_path / "frame.png"), np.zeros((192, 640, 3), np.uint8))
     native = SegmentationDataModule(predict_path=str(tmp_path), image_size=None, num_workers=0)
-    with pytest.warns(UserWarning, match=r"1 photo\(s\) above 4 MP \(the largest phone\.jpg, 2100x2000\)"):
+    with pytest.warns(UserWarning, match=r"2 photo\(s\) above 4 MP \(the largest wide\.png, 2300x2000\)"):
         native.setup("predict")
     fitted = SegmentationDataModule(predict_path=str(tmp_path), image_size=(192, 640), num_workers=0)
     with warnings.catch_warnings():

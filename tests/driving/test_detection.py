@@ -616,3 +616,18 @@ def test_predictions_are_drawn_on_a_16_bit_photo_as_the_network_saw_it(tmp_path)
     assert drawn.shape == (40, 60, 3) and drawn.max() == 255 and drawn.mean() > 100
     gone = original_rgb(torch.full((3, 40, 60), 0.5), {"image_path": str(tmp_path / "gone.png")}, (40, 60))
     assert gone.shape == (40, 60, 3) and int(gone.mean()) in (127, 128)  # the tensor the network saw
+
+
+def test_the_other_shapes_benchmark_cuts_frames_and_their_labels_alike():
+    """benchmarks/other_shapes.py: the 4:3 window moves boxes left by its offset, the 16:9 frame moves them
+    down by its top margin and pads the label map with void (its quoted table rests on these shifts)."""
+    from benchmarks.other_shapes import cut
+
+    frame = np.zeros((192, 640, 3), np.uint8)
+    label = np.ones((192, 640), np.uint8)
+    window, window_label, dx, dy = cut("4:3 window 256x192", frame, label, 255)
+    assert window.shape == (192, 256, 3) and window_label.shape == (192, 256) and (dx, dy) == (-192, 0)  # (640-256)/2
+    tall, tall_label, dx, dy = cut("16:9 frame 640x360", frame, label, 255)
+    assert tall.shape == (360, 640, 3) and (dx, dy) == (0, 84)  # (360 - 192) / 2
+    assert (tall_label[:84] == 255).all() and (tall_label[84:276] == 1).all() and (tall_label[276:] == 255).all()
+    assert (tall[:84] == 128).all()  # grey above

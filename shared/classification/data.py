@@ -132,12 +132,11 @@ class CropFolder:
     written last (a folder without it is an interrupted cut, done again).
 
     ``sources`` (the files and folders the cutter reads) add a :func:`source_stamp` to the settings: crops of a
-    source edited since (a label renamed, a patient added) are cut again, and the log says why. The class
-    folders a cut writes are listed in ``.class_folders`` before any crop goes in, so the next cut removes them
-    all (a new ``class_names`` leaves no folder of an old class behind) and nothing else."""
+    source edited since (a label renamed, a patient added) are cut again, and the log says why. A new cut first
+    removes every crop of the earlier one (a new ``class_names`` leaves no folder of an old class behind)."""
 
     MARKER = ".complete"
-    LEDGER = ".class_folders"
+    CUTTING = ".cutting"  # while a cut runs: an interrupted one is still recognised as ours
     STAMP = "source_files"
 
     def __init__(self, out: str | Path, settings: dict, sources=()):
@@ -145,7 +144,6 @@ class CropFolder:
         if sources:
             self.settings[self.STAMP] = source_stamp(sources)
         self.marker = self.out / self.MARKER
-        self.ledger = self.out / self.LEDGER
         self._cleared = False
 
     def _read_marker(self) -> dict | None:
@@ -188,61 +186,32 @@ class CropFolder:
             and any(out.iterdir())
             and not self.marker.is_file()
             and not (out / "metadata.csv").is_file()
-            and not self.ledger.is_file()
+            and not (out / self.CUTTING).is_file()
         ):
             raise FileExistsError(f"{out}: exists and holds no crops of ours; choose another crops_dir")
         return False
 
-    def _earlier_folders(self) -> set[str]:
-        """``split/class`` folders an earlier cut wrote: the ledger, else (crops cut before it existed) the
-        folders of ``metadata.csv``'s rows and the marker's ``class_names``."""
-        folders: set[str] = set()
-        try:
-            folders.update(str(f) for f in json.loads(self.ledger.read_text()))
-        except (OSError, ValueError, TypeError):
-            metadata = self.out / "metadata.csv"
-            if metadata.is_file():
-                with metadata.open(newline="") as f:
-                    folders.update(str(Path(row["path"]).parent.as_posix()) for row in csv.DictReader(f))
-            names = (self._read_marker() or {}).get("class_names") or []
-            folders.update(f"{split}/{name}" for split in SPLIT_NAMES for name in names)
-        # only <split>/<class> below out: a hand-edited ledger cannot reach anything else
-        return {f for f in folders if len(Path(f).parts) == 2 and not Path(f).is_absolute() and ".." not in f}
-
     def _remove_earlier_crops(self) -> None:
-        """Delete the crops (``*.png``) of every class folder an earlier cut wrote, then the folders left empty;
-        a folder still holding other files is kept (not ours to delete) and read_image_folder names it."""
-        earlier = (
-            self._earlier_folders()
-        )  # before the marker goes: crops cut before the ledger need its names
+        """A new cut starts from no crops: the earlier cut's ``<split>/<class>/*.png`` go (a new ``class_names``
+        leaves no folder of an old class behind), then the folders left empty; other files stay."""
         self.marker.unlink(missing_ok=True)
-        for rel in sorted(earlier):
-            folder = self.out / rel
-            if not folder.is_dir() or folder.is_symlink():
-                continue
-            for old in folder.glob("*.png"):
-                old.unlink()
-            for empty in (folder, folder.parent):
-                if empty.is_dir() and not any(empty.iterdir()):
-                    empty.rmdir()
         self.out.mkdir(parents=True, exist_ok=True)
-        self.ledger.write_text("[]")
+        (self.out / self.CUTTING).touch()
+        for split in SPLIT_NAMES:
+            for old in (self.out / split).glob("*/*.png"):
+                old.unlink()
+            for folder in [*(self.out / split).glob("*/"), self.out / split]:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
 
     def empty_class_folders(self, split: str, class_names) -> None:
-        """Create (or empty) ``out/<split>/<class>`` for each class; the crops are stale until :meth:`finish`.
-        The first call removes every class folder of the earlier cut (all splits: a class or a split the new cut
-        has not is not left behind); each folder is listed in the ledger before a crop goes in."""
+        """Create ``out/<split>/<class>`` for each class, the first call after removing every crop of the earlier
+        cut (all splits); the crops are stale until :meth:`finish`."""
         if not self._cleared:
             self._remove_earlier_crops()
             self._cleared = True
-        written = set(json.loads(self.ledger.read_text()))
-        written.update(f"{split}/{name}" for name in class_names)
-        self.ledger.write_text(json.dumps(sorted(written)))
         for name in class_names:
-            folder = self.out / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for old in folder.glob("*.png"):
-                old.unlink()
+            (self.out / split / name).mkdir(parents=True, exist_ok=True)
 
     def finish(self, rows: list[dict]) -> Path:
         """Write ``metadata.csv`` (one row per crop) and then the marker; returns the folder."""
@@ -251,6 +220,7 @@ class CropFolder:
             writer.writeheader()
             writer.writerows(rows)
         self.marker.write_text(json.dumps(self.settings))
+        (self.out / self.CUTTING).unlink(missing_ok=True)
         _CROPS_SAID.add((str(self.out.resolve()), json.dumps(self.settings, sort_keys=True)))
         return self.out
 

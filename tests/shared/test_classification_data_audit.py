@@ -164,9 +164,11 @@ def test_a_new_class_list_removes_the_old_class_folders_and_nothing_else(kitti, 
     splits = read_image_folder(out, ["Car", "Pedestrian"])
     assert {Path(s.path).parent.name for s in splits["train"]} == {"Car", "Pedestrian"}
     assert (out / "notes.txt").read_text() == "mine"
-    # crops cut before the cutter listed its folders (no ledger): found from metadata.csv and the marker
+    # an interrupted cut (no marker, no metadata) of the full class list is cleared too
     write_kitti_crops(kitti, out, min_height=16)
-    (out / ".class_folders").unlink()
+    (out / ".complete").unlink()
+    (out / "metadata.csv").unlink()
+    (out / ".cutting").touch()  # as a cut stopped half-way leaves it
     write_kitti_crops(kitti, out, class_names=["Car", "Cyclist"], min_height=16)
     assert sorted(p.name for p in (out / "train").iterdir()) == ["Car", "Cyclist"]
     read_image_folder(out, ["Car", "Cyclist"])

@@ -186,10 +186,9 @@ class SuiteCLI(LightningCLI):
             self._report_other_network(ckpt_path, config)
 
     def _checkpoint_folder_of_config(self, config) -> None:
-        """Checkpoints go to ``lightning_logs/<domain>/<first -c file's name>/checkpoints``
-        (:func:`config_run_name`), so that each
-        config, a copied one too, keeps its own ``last.ckpt`` (configs of one task sharing a folder made
-        ``predict -c transfer.yaml --ckpt_path last`` take the quick run's network). The first file names it:
+        """Checkpoints go to ``lightning_logs/<domain>/<first -c file's name>/checkpoints`` (:func:`config_run_name`),
+        so that each config, a copied one too, keeps its own ``last.ckpt`` (configs of one task sharing a folder
+        made ``predict -c transfer.yaml --ckpt_path last`` take the quick run's network). The first file names it:
         ``-c prob_unet.yaml -c gpu.yaml`` keeps the model config's folder. A ``checkpoint.dirpath`` given in a
         file or on the command line wins; without ``-c`` the domain's default folder stays."""
         files = config.get("config") or []

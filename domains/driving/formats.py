@@ -268,11 +268,12 @@ def _owned_log(log: DropLog | None, strict: bool) -> tuple[DropLog, bool]:
     return log, False
 
 
-def images_by_stem(folder: Path) -> dict[str, Path]:
-    """``{stem: path}`` of the images in ``folder``; two images with one stem are an error."""
+def images_by_stem(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> dict[str, Path]:
+    """``{stem: path}`` of the images in ``folder``; two images with one stem are an error (one label file or
+    mask would serve both, and predict would write one's outputs over the other's)."""
     images: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+        if p.is_file() and p.suffix.lower() in extensions:
             if p.stem in images:
                 raise LabelFormatError(
                     p, None, f"two images share the id {p.stem!r}: {images[p.stem].name}, {p.name}"

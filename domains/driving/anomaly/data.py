@@ -132,18 +132,12 @@ class AnomalyDataset(_MaskedImages):
                 raise FileNotFoundError(
                     f"{folder}: folder not found (SegmentMeIfYouCan layout: images/, labels_masks/)"
                 )
-        images = sorted(
-            p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in self.IMAGE_EXTENSIONS
-        )
+        images = images_by_stem(images_dir, self.IMAGE_EXTENSIONS)  # img0.png beside img0.jpg: an error
         if not images:
             raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)})")
         self.items: list[tuple[Path, Path, str]] = []
         unlabelled = []
-        stems: dict[str, Path] = {}
-        for image in images:
-            if image.stem in stems:  # img0.png beside img0.jpg: one mask, and predict wrote one over the other
-                raise LabelFormatError(image, None, f"shares its name with {stems[image.stem].name}: rename one")
-            stems[image.stem] = image
+        for image in images.values():
             candidates = (labels_dir / f"{image.stem}.png", labels_dir / f"{image.stem}_labels_semantic.png")
             label = next((c for c in candidates if c.is_file()), None)
             if label is None:
@@ -159,7 +153,7 @@ class AnomalyDataset(_MaskedImages):
             self.items.append((image, label, image.stem))
         # every candidate mask of an image is its own, SMIYC's colour previews (<name>_labels_semantic_color.png) too
         suffixes = ("", "_labels_semantic", "_labels_semantic_color")
-        owned = {f"{stem}{suffix}.png" for stem in stems for suffix in suffixes}
+        owned = {f"{stem}{suffix}.png" for stem in images for suffix in suffixes}
         orphans = sorted(p.name for p in labels_dir.glob("*.png") if p.name not in owned)
         if orphans:
             warnings.warn(

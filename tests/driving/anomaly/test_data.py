@@ -170,7 +170,7 @@ def test_anomaly_set_names_repeats_lossy_masks_and_orphan_masks(tmp_path):
                       r"e.g. \['stray.png'\]"):  # fmt: skip
         assert len(AnomalyDataset(root)) == 2
     write_image(root / "images" / "frame0.png", width=W, height=H)
-    with pytest.raises(LabelFormatError, match=r"frame0\.png: shares its name with frame0\.jpg: rename one"):
+    with pytest.raises(LabelFormatError, match=r"frame0\.png: two images share the id 'frame0': frame0\.jpg, frame0\.png"):
         AnomalyDataset(root)
     (root / "images" / "frame0.png").unlink()
     (root / "labels_masks" / "frame1.png").rename(root / "labels_masks" / "frame1.jpg")

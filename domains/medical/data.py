@@ -406,6 +406,7 @@ class DecathlonSliceDataset(MedicalDataset):
         foreground_labels: Sequence[int] | None = None,
     ):
         from monai.transforms import EnsureChannelFirst, LoadImage
+        from nibabel import affines as nib_affines
 
         self.root = Path(root)
         self.crop_size = int(crop_size)
@@ -469,7 +470,7 @@ class DecathlonSliceDataset(MedicalDataset):
             self.stats["empty_slices"] += len(empty_idx)
             self.stats["empty_slices_kept"] += len(keep_empty)
             affine = np.asarray(label.meta.get("original_affine", label.affine), dtype=np.float64)
-            spacing = np.linalg.norm(affine[:3, :2], axis=0)  # mm per voxel along X and Y
+            spacing = nib_affines.voxel_sizes(affine)[:2]  # mm per voxel along X and Y
             self._sources.append(
                 {
                     "image_path": str(image_path),
@@ -493,7 +494,7 @@ class DecathlonSliceDataset(MedicalDataset):
         """The lesion mask of a label array: ``foreground_labels`` if given, else every non-zero label."""
         return np.isin(label, self.foreground_labels) if self.foreground_labels else label > 0
 
-    def _inplane_size(self, x: int, y: int, spacing=(1.0, 1.0)) -> tuple[int, int]:
+    def _inplane_size(self, x: int, y: int, spacing) -> tuple[int, int]:
         """In-plane size after the resize that keeps the slice's physical aspect (longest side = crop_size),
         before padding. ``spacing``: mm per voxel along X and Y; with 0.5 x 1.0 mm voxels a 10 mm square lesion
         came out 13x6 pixels when the voxel grid's aspect was kept instead."""

@@ -142,11 +142,11 @@ def _inverse_nearest(n_source: int, n_resized: int) -> torch.Tensor:
     return torch.where((read_upper - i).abs() < (i - read_lower).abs(), upper, lower)
 
 
-def slice_to_source_grid(array: torch.Tensor, spatial_shape, resized=None) -> torch.Tensor:
+def slice_to_source_grid(array: torch.Tensor, spatial_shape, resized) -> torch.Tensor:
     """Undo the Decathlon slice pipeline for maps (C, crop, crop) with rows = Y, cols = X: -> (C, X, Y).
 
     The datamodule resized the (X, Y) plane to ``resized`` (the source's ``resized``: its physical aspect kept,
-    long side ``crop``; default ``crop / max(X, Y)`` times each side, square voxels; labels with nearest
+    long side ``crop``; labels with nearest
     neighbours), padded symmetrically to ``crop x crop`` (MONAI ``ResizeWithPadOrCrop``, ``width // 2`` first)
     and transposed to (Y, X). This transposes back, drops the padding and reads every source voxel from the
     resized pixel whose label was read nearest to it (see ``_inverse_nearest``).
@@ -155,9 +155,6 @@ def slice_to_source_grid(array: torch.Tensor, spatial_shape, resized=None) -> to
     crop = array.shape[-1]
     if array.ndim != 3 or array.shape[-2] != crop:
         raise ValueError(f"expected square maps (C, crop, crop), got {tuple(array.shape)}")
-    if resized is None:
-        scale = crop / max(x_size, y_size)
-        resized = (max(1, round(x_size * scale)), max(1, round(y_size * scale)))
     sx, sy = (int(v) for v in resized)
     planes = array.transpose(-1, -2)  # (C, X, Y) on the crop grid
     px, py = (crop - sx) // 2, (crop - sy) // 2
@@ -271,7 +268,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
         volume_affine = numpy(source["affine"][i]).astype(np.float64)
         z = int(numpy(source["slice_index"][i]))
         affine = _slice_affine(volume_affine, z)
-        resized = numpy(source["resized"][i]) if "resized" in source else None
+        resized = numpy(source["resized"][i])
         masks = slice_to_source_grid(samples.to(torch.uint8), shape, resized)  # (N, X, Y)
         maps = slice_to_source_grid(torch.stack([mean, unc]).float(), shape, resized)  # (2, X, Y)
         vol = masks.permute(1, 2, 0)[:, :, None].cpu().numpy().astype(np.uint8)  # (X, Y, 1, N)

@@ -440,7 +440,7 @@ def test_decathlon_slices(tmp_path):
     assert src["slice_index"] == 2 and src["image_path"].endswith("case_000.nii.gz")
     assert np.allclose(src["affine"][:3, 3], [-10, 5, 30]) and tuple(src["spatial_shape"]) == (32, 24, 6)
     # a predicted slice goes back onto the original grid exactly (32x24 was padded, not resized)
-    native = slice_to_source_grid(item["masks"][:1], src["spatial_shape"])[0].numpy()  # what predict writes
+    native = slice_to_source_grid(item["masks"][:1], src["spatial_shape"], src["resized"])[0].numpy()  # as predict
     original = nib.load(src["label_path"]).get_fdata()[:, :, 2] > 0
     assert native.shape == (32, 24) and np.array_equal(native > 0, original)
     # downsized in-plane (32 -> 16, aspect kept) and the other modality

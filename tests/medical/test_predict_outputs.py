@@ -59,6 +59,14 @@ def _prediction(ids: list[str], num_samples: int = 2, size: int = 4, **extra) ->
     }
 
 
+def _nifti_source(path: str, z: int, size: int = 4) -> dict:
+    """A batch's ``source`` for one slice of a (size, size, 3) NIfTI volume at ``path``."""
+    return {
+        "image_path": [path], "spatial_shape": torch.tensor([[size, size, 3]]), "affine": torch.eye(4)[None],
+        "slice_index": torch.tensor([z]), "resized": torch.tensor([[size, size]]),
+    }  # fmt: skip
+
+
 def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -127,12 +135,7 @@ def test_an_unfinished_volume_removes_the_earlier_runs_whole_volume(tmp_path):
     case.mkdir()
     for name in ("samples.nii.gz", "mean_prob.nii.gz", "uncertainty.nii.gz", "report.txt"):
         (case / name).write_bytes(b"earlier run")
-    source = {
-        "image_path": [str(tmp_path / "imagesTr" / "case_0.nii.gz")],
-        "spatial_shape": torch.tensor([[4, 4, 3]]),
-        "affine": torch.eye(4)[None],
-        "slice_index": torch.tensor([1]),
-    }
+    source = _nifti_source(str(tmp_path / "imagesTr" / "case_0.nii.gz"), 1)
     writer = MedicalPredictionWriter(str(tmp_path))
     writer.write_on_batch_end(None, None, _prediction(["case_0/z001"], source=source), None, None, 0, 0)
     assert _files(case) == ["report.txt", "z001"]
@@ -158,14 +161,6 @@ def test_synthetic_command_refuses_a_folder_of_other_data_in_one_line(tmp_path, 
         assert err.startswith(f"error: {root}: ") and err.count("\n") == 1, err
         assert "use a new or empty folder" in err
     assert _files(foreign) == ["notes.txt"]
-
-
-def _nifti_source(path: str, z: int, size: int = 4) -> dict:
-    """A batch's ``source`` for one slice of a (size, size, 3) NIfTI volume at ``path``."""
-    return {
-        "image_path": [path], "spatial_shape": torch.tensor([[size, size, 3]]), "affine": torch.eye(4)[None],
-        "slice_index": torch.tensor([z]), "resized": torch.tensor([[size, size]]),
-    }  # fmt: skip
 
 
 def test_two_volumes_whose_names_make_one_case_folder_are_an_error(tmp_path):

@@ -2,7 +2,7 @@
 
 Source: the LIDC HPU-Net PNG layout (``<split>/images/<patient>/<name>.png`` with four reader masks), the
 synthetic set by default. A patch is ``present`` when at least ``min_readers`` readers outlined something
-(default: a strict majority, 3 of 4), else ``absent``; patches that only a minority marked are thus
+(default: a strict majority of the readers, 3 of LIDC's 4), else ``absent``; patches that only a minority marked are thus
 ``absent``, the label a majority vote gives. The patches are written once as an ImageFolder tree
 ``<crops>/<split>/{absent,present}/<patient>__<name>.png`` keeping the source's patient split, with a
 ``metadata.csv`` (patient, readers marking, mean lesion area) and a ``.complete`` marker holding the settings and
@@ -85,7 +85,7 @@ def write_lesion_crops(
     present = sum(r["label"] == "present" for r in rows)
     rank_zero_info(
         f"lesion patches: {len(rows)} from {lidc_root} ({present} present by >= {min_readers} of "
-        f"{NUM_READERS} readers) written to {out}"
+        f"{num_readers} readers) written to {out}"
     )
     return out
 
@@ -98,7 +98,7 @@ class MedicalClassificationData(ClassificationDataModule):
             when null, labelled present when ``min_readers`` readers marked a lesion), ``imagefolder`` or ``csv``.
         class_names: the labels, in order (also the model's: linked, written once).
         in_channels: 1: CT patches are grey.
-        min_readers: readers who must mark a lesion for ``present``; null: a strict majority (3 of 4).
+        min_readers: readers who must mark a lesion for ``present``; null: a strict majority of ``num_readers`` (3 of 4).
         num_readers: reader masks per image of ``lidc_png`` (``_l0.png`` ..); 4 as in LIDC-IDRI.
     """
 

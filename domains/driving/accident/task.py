@@ -242,7 +242,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         for r in records:
             t = torch.from_numpy(r["logits"])
             target = horizon_targets(torch.tensor([r["toa"]]), torch.tensor([r["fps"]]), len(t), horizons)[0]
-            seen = ~torch.from_numpy(np.asarray(r.get("blind", np.zeros(len(t), bool))))  # blind frames: 0 anyway
+            seen = ~torch.from_numpy(r["blind"])  # blind frames: 0 anyway
             logits.append(t[seen].flatten())
             labels.append(target[seen].flatten().float())
         if not sum(len(t) for t in logits):  # every frame blind: nothing to fit the temperature to
@@ -261,8 +261,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         clips = []
         for r in records:
             probs = torch.sigmoid(torch.from_numpy(r["logits"]) / temperature)
-            if "blind" in r:
-                probs[torch.from_numpy(np.asarray(r["blind"]))] = 0.0
+            probs[torch.from_numpy(r["blind"])] = 0.0
             object_probs = torch.sigmoid(torch.from_numpy(r["object_logits"]) / temperature).numpy()
             object_probs = np.where(r["box_valid"], object_probs, np.nan)  # empty slots: no score
             ttc = r["ttc"]

@@ -161,7 +161,7 @@ def _val_records(kind: str, toa: int, logits) -> list[dict]:
         {
             "clip_id": f"c{i}", "kind": kind, "toa": toa, "fps": 10.0, "logits": logits[i],
             "object_logits": np.zeros((10, 1), np.float32), "box_valid": np.ones((10, 1), bool),
-            "involved": np.full(1, toa >= 0), "ttc": np.full(10, np.nan, np.float32),
+            "involved": np.full(1, toa >= 0), "ttc": np.full(10, np.nan, np.float32), "blind": np.zeros(10, bool),
         }
         for i in range(len(logits))
     ]  # fmt: skip

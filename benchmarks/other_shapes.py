@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from benchmarks.report import command_line, parse_keeping_argv, print_and_write
+from domains.driving.common import to_image_tensor
+from domains.driving.detection.predict import tensor_to_rgb
 
 #: the shapes tried (:func:`cut`)
 VARIANTS = ("native 640x192", "4:3 window 256x192", "16:9 frame 640x360")
@@ -54,13 +56,9 @@ def cut(kind: str, image: np.ndarray, label: np.ndarray | None, fill_label: int)
     return image, label, 0, 0
 
 
-def resize(mode: str, image_size: tuple[int, int]) -> A.Compose:
-    step = A.Resize(*image_size) if mode == "squashed" else A.LongestMaxSize(max_size_hw=image_size)
-    return A.Compose([step], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]))
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+def resizers(image_size: tuple[int, int]) -> dict:
+    """The two ways of sizing a frame for the network: squashed to ``image_size`` or fitted into it."""
+    return {"squashed": A.Resize(*image_size), "fitted": A.LongestMaxSize(max_size_hw=image_size)}
 
 
 @torch.no_grad()
@@ -77,29 +75,27 @@ def detection_rows(n_images: int) -> list[tuple[str, str, float]]:
     data = DetectionDataModule(**{**data_hp, "image_size": None, "num_workers": 0})
     data.setup("test")
     frames = DetectionDataset(data.splits["test"][:n_images], data.class_names, class_map=data.class_map)
-    image_size = tuple(data_hp["image_size"])
-    rows = []
-    for kind in VARIANTS:
-        for mode in ("squashed", "fitted"):
-            metric = MeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval")
-            for i in range(len(frames)):
-                frame, target = frames[i]
-                image = (frame.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                image, _, dx, dy = cut(kind, image, None, 0)
-                h, w = image.shape[:2]
-                boxes = target["boxes"].numpy() + np.array([dx, dy, dx, dy], np.float32)
-                boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-                boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-                seen = (boxes[:, 2] - boxes[:, 0]) > 0.5 * (target["boxes"][:, 2] - target["boxes"][:, 0]).numpy()
-                out = resize(mode, image_size)(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
-                pred = task.model([to_tensor(out)])[0]
+    sizing = resizers(tuple(data_hp["image_size"]))
+    metrics = {(k, m): MeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval") for k in VARIANTS for m in sizing}
+    for i in range(len(frames)):
+        frame, target = frames[i]
+        for kind in VARIANTS:
+            image, _, dx, dy = cut(kind, tensor_to_rgb(frame), None, 0)
+            h, w = image.shape[:2]
+            boxes = target["boxes"].numpy() + np.array([dx, dy, dx, dy], np.float32)
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+            seen = (boxes[:, 2] - boxes[:, 0]) > 0.5 * (target["boxes"][:, 2] - target["boxes"][:, 0]).numpy()
+            truth = [{"boxes": torch.from_numpy(boxes[seen]), "labels": target["labels"][torch.from_numpy(seen)]}]
+            for mode, step in sizing.items():
+                out = step(image=image)["image"]
+                pred = task.model([to_image_tensor(out)])[0]
                 scale = torch.tensor([w / out.shape[1], h / out.shape[0]] * 2)
-                metric.update(
-                    [{"boxes": pred["boxes"] * scale, "scores": pred["scores"], "labels": pred["labels"]}],
-                    [{"boxes": torch.from_numpy(boxes[seen]), "labels": target["labels"][torch.from_numpy(seen)]}],
-                )
-            rows.append((kind, mode, float(metric.compute()["map"])))
-            print(f"detection {kind} {mode}: mAP {rows[-1][2]:.3f}", flush=True)
+                found = {"boxes": pred["boxes"] * scale, "scores": pred["scores"], "labels": pred["labels"]}
+                metrics[kind, mode].update([found], truth)
+    rows = [(kind, mode, float(metric.compute()["map"])) for (kind, mode), metric in metrics.items()]
+    for kind, mode, value in rows:
+        print(f"detection {kind} {mode}: mAP {value:.3f}", flush=True)
     return rows
 
 
@@ -112,21 +108,20 @@ def anomaly_rows(n_images: int) -> list[tuple[str, str, float]]:
 
     task = load_task("driving_anomaly", shipped_path("driving_anomaly"))
     frames = AnomalyDataset(anomaly_data_root())
-    image_size = (192, 640)  # the synthetic frames the segmenter learnt (its config reads them at native size)
-    rows = []
-    for kind in VARIANTS:
-        for mode in ("squashed", "fitted"):
-            pixels = PixelAnomalyAccumulator()
-            for i in range(min(n_images, len(frames))):
-                item = frames[i]
-                image = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                image, label, _, _ = cut(kind, image, item["label"].numpy().astype(np.uint8), 255)
-                out = resize(mode, image_size)(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
-                _, maps = task.model.maps_by_size(to_tensor(out)[None], [task.score], smoothing=task.score_smoothing)
-                score = cv2.resize(maps[task.score][0].numpy(), label.shape[::-1], interpolation=cv2.INTER_LINEAR)
-                pixels.update(score[None], label[None].astype(np.int64), name=item["name"])
-            rows.append((kind, mode, float(pixels.compute()["ap"])))
-            print(f"anomaly {kind} {mode}: pixel AP {rows[-1][2]:.3f}", flush=True)
+    sizing = resizers((192, 640))  # the synthetic frames the segmenter learnt (its config reads them natively)
+    pixels = {(k, m): PixelAnomalyAccumulator() for k in VARIANTS for m in sizing}
+    for i in range(min(n_images, len(frames))):
+        item = frames[i]
+        for kind in VARIANTS:
+            image, label, _, _ = cut(kind, tensor_to_rgb(item["image"]), item["label"].numpy().astype(np.uint8), 255)
+            for mode, step in sizing.items():
+                out = step(image=image)["image"]
+                score_map = task.model.scores(to_image_tensor(out)[None], [task.score], task.score_smoothing)[task.score]
+                score = cv2.resize(score_map[0].numpy(), label.shape[::-1], interpolation=cv2.INTER_LINEAR)
+                pixels[kind, mode].update(score[None], label[None].astype(np.int64), name=item["name"])
+    rows = [(kind, mode, float(acc.compute()["ap"])) for (kind, mode), acc in pixels.items()]
+    for kind, mode, value in rows:
+        print(f"anomaly {kind} {mode}: pixel AP {value:.3f}", flush=True)
     return rows
 
 

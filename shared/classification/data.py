@@ -123,9 +123,6 @@ def source_stamp(paths) -> dict:
     }
 
 
-_CROPS_SAID: set[tuple[str, str]] = set()  # (crops folder, settings) cut or said reused in this process
-
-
 class CropFolder:
     """An ImageFolder tree of crops cut once from a source data set (``out/<split>/<class>/*.png`` and
     ``metadata.csv``), reused while the ``settings`` it was cut with match its ``.complete`` marker, which is
@@ -158,14 +155,9 @@ class CropFolder:
         old = self._read_marker()
         out = self.out
         if old == self.settings:
-            key = (str(out.resolve()), json.dumps(self.settings, sort_keys=True))
-            if key not in _CROPS_SAID:  # once per process (prepare_data and setup both ask), not after a cut
-                _CROPS_SAID.add(key)
-                stamp = self.settings.get(self.STAMP) or {}
-                seen = f" (source unchanged: {stamp.get('files')} files, newest {stamp.get('newest')})"
-                rank_zero_info(
-                    f"{out}: reusing the crops cut with the same settings{seen}; delete it to cut again"
-                )
+            stamp = self.settings.get(self.STAMP) or {}
+            seen = f" (source unchanged: {stamp.get('files')} files, newest {stamp.get('newest')})"
+            rank_zero_info(f"{out}: reusing the crops cut with the same settings{seen}; delete it to cut again")
             return True
         if old is not None:
             changed = sorted(k for k in {*old, *self.settings} if old.get(k) != self.settings.get(k))
@@ -221,7 +213,6 @@ class CropFolder:
             writer.writerows(rows)
         self.marker.write_text(json.dumps(self.settings))
         (self.out / self.CUTTING).unlink(missing_ok=True)
-        _CROPS_SAID.add((str(self.out.resolve()), json.dumps(self.settings, sort_keys=True)))
         return self.out
 
 
@@ -686,7 +677,14 @@ class ClassificationDataModule(SplitLoaders):
     def prepare_data(self) -> None:
         # predict on one's own images: the labelled source is neither generated nor cut
         if self.data_format in self.source_formats and not self.predicting_own_images():
-            self.convert_source(self.data_format, self.data_path)
+            self._crops_root()
+
+    def _crops_root(self) -> Path:
+        """The converted source's ImageFolder root, converted (or its crops checked) once per data module:
+        ``prepare_data`` and ``setup`` both need it, and the check stamps every source file."""
+        if getattr(self, "_converted", None) is None:
+            self._converted = self.convert_source(self.data_format, self.data_path)
+        return self._converted
 
     def read_splits(self) -> dict[str, list[Sample]]:
         if self.data_path is None and self.data_format in ("imagefolder", "csv"):
@@ -698,7 +696,7 @@ class ClassificationDataModule(SplitLoaders):
         root = (
             Path(self.data_path)
             if self.data_format == "imagefolder"
-            else self.convert_source(self.data_format, self.data_path)
+            else self._crops_root()
         )
         return read_image_folder(root, self.class_names, self.strict)
 

@@ -22,7 +22,6 @@ from domains.driving.synthetic import generate_kitti
 from domains.medical.classification.data import write_lesion_crops
 from domains.medical.synthetic import generate_lidc_png
 from shared.classification.data import (
-    _CROPS_SAID,
     ClassificationDataError,
     ClassificationDataModule,
     ClassificationDataWarning,
@@ -67,7 +66,6 @@ def test_kitti_crops_are_cut_again_when_a_label_changes_and_it_is_said(kitti, tm
     source = shutil.copytree(kitti, tmp_path / "kitti")
     out = write_kitti_crops(source, tmp_path / "crops", min_height=16)
     assert "Car" in _labels(out)
-    _CROPS_SAID.clear()  # as in the next run (a new process): the crops this one cut are said to be reused
     with caplog.at_level(logging.INFO):
         write_kitti_crops(source, out, min_height=16)  # unchanged: reused, and said
     assert "reusing the crops" in caplog.text
@@ -306,3 +304,19 @@ def test_predict_on_the_test_split_lists_an_image_that_does_not_decode_and_goes_
     with (tmp_path / "pred" / "probabilities.csv").open() as f:
         predicted = sorted(Path(row["path"]).relative_to(root).as_posix() for row in csv.DictReader(f))
     assert predicted == ["test/h/0.png", "test/h/1.png", "test/v/0.png"]  # the 3 others, each once
+
+
+def test_a_data_module_checks_its_crops_once_for_prepare_data_and_setup(kitti, tmp_path, monkeypatch):
+    """Both asked for the crops, and each check stamps every source file (0.1-0.4 s for KITTI's 15,000)."""
+    from domains.driving.classification import data as driving_data
+
+    calls = []
+    cut = driving_data.write_kitti_crops
+    monkeypatch.setattr(driving_data, "write_kitti_crops", lambda *a, **k: calls.append(a) or cut(*a, **k))
+    dm = driving_data.DrivingClassificationData(
+        data_path=str(kitti), crops_dir=str(tmp_path / "crops"), crop_min_height=16, num_workers=0,
+        class_names=["Car", "Pedestrian"],
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(calls) == 1

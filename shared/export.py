@@ -189,8 +189,9 @@ def parse_and_load(
 ) -> tuple[argparse.Namespace, nn.Module, tuple[int, ...] | None]:
     """Add ``--size`` (with ``size_help``) and the check options, parse, and load ``--ckpt`` as ``task_cls``.
 
-    Returns (args, task, size): ``--size``, else ``input_size(checkpoint)`` (None without ``input_size``).
-    The checkpoint is read as plain tensors first, so a file of another task fails before anything is built.
+    Returns (args, task, size): ``--size``, else ``input_size(checkpoint)`` (None without ``input_size``);
+    ``args.data_hparams`` holds the checkpoint's data module settings. The checkpoint is read as plain tensors
+    first, so a file of another task fails before anything is built.
     """
     if size_help is not None:
         parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help=size_help)
@@ -202,6 +203,7 @@ def parse_and_load(
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     # checked here (the dict also gives the size), then built by Lightning: load_checked would check it twice
     checkpoint = check_checkpoint_file(args.ckpt, task_cls, option="--ckpt")
+    args.data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     size = None
     if input_size is not None:
         size = tuple(args.size) if args.size else input_size(checkpoint)

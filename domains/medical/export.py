@@ -47,7 +47,6 @@ from domains.medical.predict import size_multiple
 from domains.medical.task import MedicalSegmentationTask
 from shared.backbones import upsample_nearest
 from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
-from shared.task import check_checkpoint_file
 
 
 class ProbUNetFeatures(nn.Module):
@@ -318,10 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
         input_size=_input_size,
     )
     check = ExportCheck(args.atol, args.rtol, args.opset)
-    data = check_checkpoint_file(args.ckpt, MedicalSegmentationTask, option="--ckpt").get(
-        "datamodule_hyper_parameters"
-    )
-    sidecar = export_medical(task, args.out, size=size, check=check, checkpoint=args.ckpt, data=data)
+    sidecar = export_medical(task, args.out, size=size, check=check, checkpoint=args.ckpt, data=args.data_hparams)
     worst = max(v for graph in sidecar["tolerance"]["max_abs_diff"].values() for v in graph.values())
     print(
         f"wrote {', '.join(sidecar['graphs'])} and {sidecar['model']}.json to {args.out} "

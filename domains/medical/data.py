@@ -599,16 +599,20 @@ class DecathlonSliceDataset(MedicalDataset):
 # -------------------------------------------------------------------------------------------- factory
 
 
+#: the dataset class of each ``data_format``
+DATASETS = {"lidc_png": LIDCPngDataset, "lidc_pickle": LIDCPickleDataset, "decathlon": DecathlonSliceDataset}
+
+
+def dataset_defaults(cls: type) -> dict:
+    """``cls``'s constructor defaults: what a setting left out of ``dataset_kwargs`` (or a checkpoint) was."""
+    return {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+
+
 def build_dataset(format: str, path: str | Path, split: str, **kw) -> MedicalDataset:
     """Dataset for ``format`` in {"lidc_png", "lidc_pickle", "decathlon"}; ``kw`` go to its constructor."""
-    builders = {
-        "lidc_png": LIDCPngDataset,
-        "lidc_pickle": LIDCPickleDataset,
-        "decathlon": DecathlonSliceDataset,
-    }
-    if format not in builders:
+    if format not in DATASETS:
         raise ValueError(f"unknown medical data format {format!r}; valid formats: {', '.join(DATA_FORMATS)}")
-    builder = builders[format]
+    builder = DATASETS[format]
     accepted = [name for name in inspect.signature(builder).parameters if name not in ("root", "split")]
     unknown = sorted(set(kw) - set(accepted))
     if unknown:  # a typo in --data.dataset_kwargs ended in a bare "unexpected keyword argument" traceback
@@ -844,12 +848,9 @@ class MedicalDataModule(SplitLoaders):
         data_format = hparams.get("data_format", "lidc_png")
         if data_format == "lidc_png":
             return {}
-        defaults = inspect.signature({"lidc_pickle": LIDCPickleDataset, "decathlon": DecathlonSliceDataset}[data_format])
-        kwargs = hparams.get("dataset_kwargs") or {}
-        return {
-            "seed": kwargs.get("seed", hparams.get("seed", 0)),
-            "fractions": kwargs.get("fractions", defaults.parameters["fractions"].default),
-        }
+        given = hparams.get("dataset_kwargs") or {}
+        fractions = given.get("fractions", dataset_defaults(DATASETS[data_format])["fractions"])
+        return {"seed": given.get("seed", hparams.get("seed", 0)), "fractions": fractions}
 
     @property
     def num_readers(self) -> int:

@@ -34,13 +34,12 @@ PyTorch measured on random inputs at export time (export fails, leaving nothing 
 from __future__ import annotations
 
 import copy
-import inspect
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from domains.medical.data import DecathlonSliceDataset, MedicalDataModule
+from domains.medical.data import DecathlonSliceDataset, MedicalDataModule, dataset_defaults
 from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
 from domains.medical.models.common import LOG_SIGMA_RANGE
 from domains.medical.predict import size_multiple
@@ -254,20 +253,15 @@ _SAMPLING = {
 }
 
 
-def _defaults(cls: type) -> dict:
-    """``cls``'s constructor defaults: what a data setting left out of a checkpoint was."""
-    return {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
-
-
 def _preprocessing(data: dict | None, multiple: int) -> dict:
     """How the training data module (:mod:`domains.medical.data`) made its files into network inputs, from its
     settings (``data``): a deployer must scale and size images the same way, which ``input_range`` alone
     does not say. ``multiple``: the side multiple ``predict`` pads whole images to."""
     if not data:
         return {"data_format": None, "note": "not recorded: the checkpoint holds no data module settings"}
-    data = {**_defaults(MedicalDataModule), **data}
+    data = {**dataset_defaults(MedicalDataModule), **data}
     kw = {
-        **_defaults(DecathlonSliceDataset),
+        **dataset_defaults(DecathlonSliceDataset),
         "crop_size": data["crop_size"],
         **(data["dataset_kwargs"] or {}),
     }

@@ -54,27 +54,22 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _is_palette_png(path: str | Path) -> bool:
-    """Whether the file is an indexed-colour PNG (IHDR colour type 3): its pixels are palette indices."""
-    with open(path, "rb") as file:
-        head = file.read(26)
-    return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[25] == 3
-
-
 def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     """Decode a single-channel label PNG (a 3-channel grey PNG is accepted: its channels must agree). An
     indexed-colour PNG (Pascal VOC style, a palette colouring each class) gives its indices, not the colours
     OpenCV would expand them to. ``colour``: a colour map is returned as (H, W, 3) RGB instead of refused."""
-    if Path(path).is_file() and _is_palette_png(path):
-        try:
-            with Image.open(path) as indexed:  # a colour map saved as a palette (image optimisers do): colours
+    try:  # Pillow reads only the header here: the mode says whether the pixels are palette indices
+        with Image.open(path) as image:
+            if image.mode == "P":  # a colour map saved as a palette (image optimisers do): its colours
                 if not colour:
-                    return np.array(indexed)
-                rgb = np.array(indexed.convert("RGB"))
-            grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all()
-            return rgb[..., 0] if grey else rgb  # a grey palette is a single-channel map, as below
-        except (OSError, SyntaxError) as err:
-            raise LabelFormatError(path, None, f"cannot decode label mask ({err})") from None
+                    return np.array(image)
+                rgb = np.array(image.convert("RGB"))
+                grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all()
+                return rgb[..., 0] if grey else rgb  # a grey palette is a single-channel map, as below
+    except FileNotFoundError:
+        pass  # _imread names the missing file
+    except (OSError, SyntaxError) as err:
+        raise LabelFormatError(path, None, f"cannot decode label mask ({err})") from None
     label = _imread(path, cv2.IMREAD_UNCHANGED, "label mask", "label mask")
     if label.ndim == 3:
         if label.shape[2] == 4 and (label[..., 3] == label[..., 3].max()).all():

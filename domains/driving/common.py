@@ -239,25 +239,21 @@ def find_sequence_groups(
         beside = Path(source_file).with_suffix(".sequences.txt")
         if beside.is_file():
             return _two_column_groups(beside, ids)
-    for candidate in sequence_map_candidates(split_root):
-        if isinstance(candidate, tuple):
-            mapping, rand = candidate
-            if mapping.is_file() and rand.is_file():
-                return _kitti_devkit_groups(mapping, rand, ids)
-        elif candidate.is_file():
-            return _two_column_groups(candidate, ids)
+    for files in sequence_map_candidates(split_root):
+        if all(f.is_file() for f in files):
+            return _kitti_devkit_groups(*files, ids) if len(files) == 2 else _two_column_groups(files[0], ids)
     return None
 
 
-def sequence_map_candidates(split_root: str | Path) -> list[Path | tuple[Path, Path]]:
-    """Where :func:`find_sequence_groups` looks for a KITTI split's drives, in its order: the devkit's
-    ``(train_mapping.txt, train_rand.txt)`` pairs and the two-column maps, in ``split_root`` then its parent."""
+def sequence_map_candidates(split_root: str | Path) -> list[tuple[Path, ...]]:
+    """Where :func:`find_sequence_groups` looks for a KITTI split's drives, in its order, in ``split_root`` then
+    its parent: the devkit's ``(train_mapping.txt, train_rand.txt)`` pairs, then the two-column maps ``(file,)``."""
     split_root = Path(split_root)
-    found: list[Path | tuple[Path, Path]] = []
+    found: list[tuple[Path, ...]] = []
     for folder in (split_root, split_root.parent):
         for mapping_dir in (folder / "mapping", folder / "devkit_object" / "mapping", folder):
             found.append((mapping_dir / "train_mapping.txt", mapping_dir / "train_rand.txt"))
-        found += [folder / name for name in SEQUENCE_MAP_NAMES]
+        found += [(folder / name,) for name in SEQUENCE_MAP_NAMES]
     return found
 
 

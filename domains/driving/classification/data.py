@@ -49,7 +49,7 @@ def kitti_sources(kitti_root: str | Path) -> list[Path]:
     """What the cutter reads, for the crops' source stamp: ``image_2/``, ``label_2/`` and every file
     :func:`find_sequence_groups` may take the drives from (a map added later changes the split too)."""
     base = resolve_kitti_split(kitti_root)
-    maps = [path for c in sequence_map_candidates(base) for path in (c if isinstance(c, tuple) else (c,))]
+    maps = [path for files in sequence_map_candidates(base) for path in files]
     return [base / "image_2", base / "label_2", *maps]
 
 

@@ -11,7 +11,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence, Sized
 from pathlib import Path
 
 import albumentations as A
@@ -127,6 +127,10 @@ class SplitLoaders(pl.LightningDataModule):
     seed: int = 0
     _repeat_factors: tuple[Dataset, float, torch.Tensor] | None = None  # (dataset, threshold, factors)
 
+    def check_splits(self, splits: dict[str, Sized], stage: str | None, hint: str) -> None:
+        """:func:`check_stage_splits` of this module's ``splits`` (items per split), named by its class."""
+        check_stage_splits({name: len(items) for name, items in splits.items()}, stage, type(self).__name__, hint)
+
     def split_settings(self, hparams: dict, stage: str) -> dict:
         """The settings among ``hparams`` (this module's init arguments, e.g. a checkpoint's
         ``datamodule_hyper_parameters``) that choose the ``stage`` split (``validate``, ``test``); a subclass
@@ -218,7 +222,7 @@ class SplitLoaders(pl.LightningDataModule):
         remainder is kept. Under DDP each rank's share counts (Lightning's sampler pads it to ceil(n / ranks))."""
         sampler = self.train_sampler()  # repeat-factor sampling (None without repeat_threshold)
         n = len(sampler) if sampler is not None else len(self.split_dataset("train"))
-        ranks = max(1, int(getattr(getattr(self, "trainer", None), "world_size", 1) or 1))
+        ranks = self.trainer.world_size if self.trainer is not None else 1
         per_rank = math.ceil(n / ranks)
         return self._loader(
             "train", shuffle=True, sampler=sampler, drop_last=per_rank > 1 and per_rank % self.batch_size == 1

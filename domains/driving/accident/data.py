@@ -39,7 +39,7 @@ from domains.driving.accident.readers import (
 )
 from domains.driving.common import read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, image_size
-from shared.data import SplitLoaders, check_stage_splits
+from shared.data import SplitLoaders
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
 HELD_OUT_SUBSETS = ("test", "testing", "val")  # a split the source fixes (UString's testing/, DoTA's val)
@@ -488,8 +488,8 @@ class AccidentDataModule(SplitLoaders):
                 self.datasets[name] = self._dataset(clips, train=name == "train", decode_frames=self.train_frames)
             if not self.train_frames:  # predict draws the test clips' frames into its GIFs, read or not
                 self.datasets["predict"] = self._dataset(self.splits["test"], train=False, decode_frames=True)
-        check_stage_splits(
-            {name: len(clips) for name, clips in self.splits.items()}, stage, type(self).__name__,
+        self.check_splits(
+            self.splits, stage,
             "set --data.val_fraction / --data.test_fraction, or add clips (a source's own training / testing "
             "folders fix its split)",
         )  # fmt: skip

@@ -31,7 +31,7 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SplitLoaders, check_stage_splits, group_split
+from shared.data import SplitLoaders, group_split
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
 
@@ -403,10 +403,7 @@ class SegmentationDataModule(SplitLoaders):
                 raise FileNotFoundError(f"{base / 'image_2'}: no images")
             groups = read_sequence_groups(base, ids)
             split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
-            check_stage_splits(
-                {name: len(idx) for name, idx in split.items()}, stage, type(self).__name__,
-                sequence_split_hint(self.split_fractions),
-            )  # fmt: skip
+            self.check_splits(split, stage, sequence_split_hint(self.split_fractions))
             task = getattr(getattr(self, "trainer", None), "lightning_module", None)
             classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
             for name, idx in split.items():

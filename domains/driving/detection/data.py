@@ -33,7 +33,6 @@ from domains.driving.formats import (
 )
 from shared.data import (
     SplitLoaders,
-    check_stage_splits,
     detection_augmentations,
 )
 
@@ -302,10 +301,7 @@ class DetectorDataModule(SplitLoaders):
             self.splits = self._read_splits()
             for name, items in self.splits.items():
                 self.datasets[name] = self.make_dataset(name, items)
-        check_stage_splits(
-            {name: len(items) for name, items in self.splits.items()}, stage, type(self).__name__,
-            sequence_split_hint(self.split_fractions),
-        )  # fmt: skip
+        self.check_splits(self.splits, stage, sequence_split_hint(self.split_fractions))
 
     def predict_records(self) -> list[ImageAnnotation]:
         """Label-free records of ``predict_path``'s images (:func:`~domains.driving.common.predict_images`)."""

@@ -43,6 +43,15 @@ class Backbone(nn.Module):
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def adapt_loaded(self, name: str, value: torch.Tensor) -> torch.Tensor | None:
+        """A weight file's tensor ``name`` of another shape made to fit this backbone (a ViT's position grid),
+        or None: it does not fit (:func:`~shared.backbones.weights.load_backbone_weights`)."""
+        return None
+
+    def torchvision_weights_loaded(self) -> str | None:
+        """What to say once a torchvision state dict is loaded (GoogLeNet's input transform), or None."""
+        return None
+
     @staticmethod
     def run_stages(stages: Iterable[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
         """``stages`` applied in turn to ``x``, each one's output a feature map: the ``_forward_features`` of

@@ -14,6 +14,8 @@ import torch
 from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 
+from .base import Backbone
+
 
 class WeightLoadingError(RuntimeError):
     """Raised when a weight file cannot be used for the module it is loaded into."""
@@ -111,7 +113,7 @@ def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def load_backbone_weights(
-    module: nn.Module, path: str | Path, prefix: str = "", strict: bool = False
+    module: Backbone, path: str | Path, prefix: str = "", strict: bool = False
 ) -> LoadReport:
     """Load weights from a local file into ``module`` and report every key that did not load, by name.
 
@@ -133,11 +135,10 @@ def load_backbone_weights(
             is_input_conv = (
                 value.ndim == 4 and value.shape[0] == expected[0] and value.shape[2:] == expected[2:]
             )
-            adapted = getattr(module, "adapt_loaded", lambda *_: None)(name, value)  # e.g. a ViT's positions
-            if is_input_conv and value.shape[1] == 3 and expected[1] == getattr(module, "in_channels", -1):
+            if is_input_conv and value.shape[1] == 3 and expected[1] == module.in_channels:
                 value = _adapt_input_conv(value, expected[1])
                 report.adapted.append(name)
-            elif adapted is not None and adapted.shape == expected:
+            elif (adapted := module.adapt_loaded(name, value)) is not None and adapted.shape == expected:
                 value = adapted
                 report.adapted.append(name)
             else:
@@ -153,7 +154,7 @@ def load_backbone_weights(
         raise WeightLoadingError(f"{path}: weights do not match {type(module).__name__}: {report.summary()}")
     module.load_state_dict(to_load, strict=False)
     from_torchvision = tv_prefix and any(key not in target for key in source if tv_prefix + key in to_load)
-    if from_torchvision and (note := getattr(module, "torchvision_weights_loaded", lambda: None)()):
+    if from_torchvision and (note := module.torchvision_weights_loaded()):
         report.notes.append(note)
         warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     return report

@@ -89,6 +89,13 @@ def _share_above(token: str, digest: str, score: str, threshold: float, _score_m
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+def _score_shown(token: str, digest: str, score: str, size: tuple[int, int], _score_map: np.ndarray) -> np.ndarray:
+    """The score map at the shown photo's (width, height): a resize of the full-size map, so once per photo and
+    score, not on every rerun (the opacity slider)."""
+    return cv2.resize(_score_map, size, interpolation=cv2.INTER_LINEAR)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
 def _display(digest: str, _image: np.ndarray) -> tuple[np.ndarray, float]:
     """The photo at most DISPLAY_WIDTH wide, and its scale."""
     h, w = _image.shape[:2]
@@ -631,7 +638,9 @@ def _anomalies() -> None:
     score_small = (
         result["score"]
         if shown_scale == 1
-        else cv2.resize(result["score"], (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_LINEAR)
+        else _score_shown(
+            pc.model_token(ANOMALY), digest, score_name, (shown.shape[1], shown.shape[0]), result["score"]
+        )
     )
     mask_small = score_small >= threshold
     view = _outline(overlay_heatmap(shown, score_small, alpha=alpha, vmin=lo, vmax=hi), mask_small)

@@ -218,7 +218,7 @@ else:
     mode, centre = "resize", None
     # with the file's pixel size known, the default is the models' own (0.5 mm): resizing a 512-pixel CT slice
     # to 128 shrinks a nodule four times below the size the models learnt, and they find nothing
-    modes = ["mm", "resize", "crop"] if volume.spacing is not None else ["resize", "crop"]
+    modes = list(up.FIT_MODES if volume.spacing is not None else up.FIT_MODES[1:])  # "mm" needs the pixel size
     if raw.shape != (size, size) or volume.spacing is not None:
         mode = st.radio(
             f"Fit the {raw.shape[1]}x{raw.shape[0]} slice to the model's {size}x{size} input",

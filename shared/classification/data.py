@@ -702,10 +702,7 @@ class ClassificationDataModule(SplitLoaders):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("predict", None) and self.predict_path is not None and "predict" not in self.datasets:
-            self.datasets["predict"] = ClassificationDataset(
-                self._predict_items(), self.in_channels,
-                classification_transforms(False, self.image_size, self.in_channels), skip_unreadable=True,
-            )  # fmt: skip
+            self.datasets["predict"] = self._predict_dataset(self._predict_items())
         if stage == "predict" and self.predict_path is not None:
             return  # your own images only: data_path is not read (nor its crops cut)
         if "train" in self.datasets:
@@ -744,10 +741,13 @@ class ClassificationDataModule(SplitLoaders):
         if self.predict_path is None:
             # predict on the test split lists an unreadable file (unreadable.csv) like predict on one's own images,
             # rather than predicting its replacement twice
-            self.datasets["predict"] = ClassificationDataset(
-                splits["test"], self.in_channels,
-                classification_transforms(False, self.image_size, self.in_channels), skip_unreadable=True,
-            )  # fmt: skip
+            self.datasets["predict"] = self._predict_dataset(splits["test"])
+
+    def _predict_dataset(self, items: list[Sample]) -> ClassificationDataset:
+        """What ``predict`` reads: ``items`` unaugmented, an image that does not decode listed (``unreadable.csv``)
+        and skipped, not fatal."""
+        transform = classification_transforms(False, self.image_size, self.in_channels)
+        return ClassificationDataset(items, self.in_channels, transform, skip_unreadable=True)
 
     def _predict_items(self) -> list[Sample]:
         """Every image file below ``predict_path``; files of other types are counted in one warning naming an

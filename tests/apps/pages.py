@@ -1,6 +1,40 @@
-"""What every page test checks after a run: no exception, no error box; and the texts of shown elements."""
+"""What the page tests share: running a page (and uploading to it), checking a run (no exception, no error box),
+and reading what it shows (texts, image captions, metrics)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APPS = Path(__file__).resolve().parents[2] / "apps"
+TIMEOUT = 60  # seconds per script run (the first run loads torch models)
+UPLOAD_CHOICE = {"medical": "Upload a file", "driving": "Upload a photo"}  # each page's source radio
+
+
+def page(name: str) -> AppTest:
+    """``apps/views/<name>.py`` after its first run."""
+    return AppTest.from_file(str(APPS / "views" / f"{name}.py"), default_timeout=TIMEOUT).run()
+
+
+def upload(at: AppTest, key: str, name: str, data: bytes, mime: str = "application/octet-stream") -> AppTest:
+    at.file_uploader(key=key).set_value((name, data, mime))
+    return at.run()
+
+
+def upload_on(name_of_page: str, name: str, data: bytes) -> AppTest:
+    """The page with its source switched to an upload (``<page>_source``), then ``data`` uploaded as ``name``."""
+    at = page(name_of_page)
+    at.radio(key=f"{name_of_page}_source").set_value(UPLOAD_CHOICE[name_of_page]).run()
+    return upload(page_ok(at), f"{name_of_page}_upload", name, data)
+
+
+def image_captions(at: AppTest) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
 
 
 def page_ok(at):

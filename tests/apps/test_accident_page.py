@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,29 +15,22 @@ from streamlit.testing.v1 import AppTest
 
 from apps import demo_models as dm
 from tests.apps import samples as S
+from tests.apps.pages import image_captions as _image_captions
+from tests.apps.pages import metrics as _metrics
+from tests.apps.pages import page
 from tests.apps.pages import page_ok as _ok
 from tests.apps.pages import texts as _texts
 from tests.apps.tiny import ACCIDENT_ALARM
 
-APPS = Path(__file__).resolve().parents[2] / "apps"
-TIMEOUT = 60
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _page() -> AppTest:
-    return AppTest.from_file(str(APPS / "views" / "accident.py"), default_timeout=TIMEOUT).run()
+    return page("accident")
 
 
 def _charts(at: AppTest) -> list:
     return at.get("vega_lite_chart")
-
-
-def _metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def _image_captions(at: AppTest) -> list[str]:
-    return [img.caption for element in at.get("image") for img in element.proto.imgs]
 
 
 def test_fixture_clip_shows_the_curve_the_alarm_and_the_object(demo_env):

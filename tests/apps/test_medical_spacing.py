@@ -8,9 +8,10 @@ import pytest
 
 from apps import uploads as up
 from tests.apps import samples as S
+from tests.apps.pages import image_captions as _image_captions
 from tests.apps.pages import page_ok as _ok
 from tests.apps.pages import texts as _texts
-from tests.apps.test_pages import _image_captions, _upload_on
+from tests.apps.pages import upload_on as _upload_on
 
 
 def _disc(shape: tuple[int, int], centre: tuple[float, float], radius_mm: float, spacing) -> np.ndarray:

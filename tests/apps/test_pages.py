@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,41 +16,18 @@ from streamlit.testing.v1 import AppTest
 
 from apps import uploads as up
 from tests.apps import samples as S
+from tests.apps.pages import APPS, TIMEOUT
+from tests.apps.pages import image_captions as _image_captions
+from tests.apps.pages import page as _page
 from tests.apps.pages import page_ok as _ok
 from tests.apps.pages import texts as _texts
-
-APPS = Path(__file__).resolve().parents[2] / "apps"
-TIMEOUT = 60  # seconds per script run (the first run loads torch models)
-
-
-def _page(name: str) -> AppTest:
-    at = AppTest.from_file(str(APPS / "views" / f"{name}.py"), default_timeout=TIMEOUT)
-    return at.run()
-
-
-def _image_captions(at: AppTest) -> list[str]:
-    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+from tests.apps.pages import upload_on as _upload_on
 
 
 def _image_urls(at: AppTest) -> dict[str, str]:
     """Each shown image's media URL by caption. The URL's file id is a hash of the encoded image's bytes (with
     its MIME type), so two equal URLs are the same picture and two different ones are different pictures."""
     return {img.caption: img.url for element in at.get("image") for img in element.proto.imgs}
-
-
-def _upload(at: AppTest, key: str, name: str, data: bytes, mime: str = "application/octet-stream") -> AppTest:
-    at.file_uploader(key=key).set_value((name, data, mime))
-    return at.run()
-
-
-UPLOAD_CHOICE = {"medical": "Upload a file", "driving": "Upload a photo"}  # each page's source radio
-
-
-def _upload_on(page: str, name: str, data: bytes) -> AppTest:
-    """The page with its source switched to an upload (``<page>_source``), then ``data`` uploaded as ``name``."""
-    at = _page(page)
-    at.radio(key=f"{page}_source").set_value(UPLOAD_CHOICE[page]).run()
-    return _upload(_ok(at), f"{page}_upload", name, data)
 
 
 # ------------------------------------------------------------------------------------------------- home
@@ -168,27 +144,30 @@ def test_medical_widgets_rerun(demo_env):
 
 
 @pytest.mark.parametrize(
-    ("name", "make", "note"),
+    ("name", "make", "note", "size"),
     [
         (
             "slice.png",
             lambda: S.png((np.random.default_rng(0).random((128, 128)) * 255).astype(np.uint8)),
             None,
+            (128, 128),
         ),
         (
             "slice16.png",
             lambda: S.png(np.random.default_rng(0).integers(0, 4000, (96, 96)).astype(np.uint16)),
             "16-bit",
+            (96, 96),
         ),
-        ("photo.jpg", lambda: S.jpeg(S.gradient_rgb(100, 140)), "grayscale"),
+        ("photo.jpg", lambda: S.jpeg(S.gradient_rgb(100, 140)), "grayscale", (100, 140)),  # rows x columns
         (
             "slice.dcm",
             lambda: S.dicom(np.random.default_rng(0).integers(0, 2000, (64, 64)), window=(-600, 1500)),
             "DICOM window",
+            (64, 64),
         ),
     ],
 )
-def test_medical_2d_uploads(demo_env, name, make, note):
+def test_medical_2d_uploads(demo_env, name, make, note, size):
     at = _upload_on("medical", name, make())
     _ok(at)
     assert at.subheader[0].value == name
@@ -199,7 +178,8 @@ def test_medical_2d_uploads(demo_env, name, make, note):
     if name != "slice.png":  # not 128x128: the fit choice is offered
         at.radio(key="medical_fit_2").set_value("crop").run()  # no pixel size in these files: 2 choices
         _ok(at)
-        h, w = (int(at.slider(key=f"medical_centre_{axis}").max) + 1 for axis in ("row", "col"))
+        h, w = size  # the upload's own: rows and columns were not swapped on the way
+        assert [at.slider(key=f"medical_centre_{axis}").max for axis in ("row", "col")] == [h - 1, w - 1]
         assert f"a 128x128 window centred at row {h // 2}, column {w // 2} of the {w}x{h} slice" in _texts(at.caption)
 
 

@@ -9,34 +9,19 @@ import json
 import math
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
 
 from apps import demo_models as dm
 from apps import uploads as up
 from tests.apps import samples as S
+from tests.apps.pages import image_captions as _image_captions
+from tests.apps.pages import metrics as _metrics
+from tests.apps.pages import page as _page
 from tests.apps.pages import page_ok as _ok
 from tests.apps.pages import texts as _texts
-
-APPS = Path(__file__).resolve().parents[2] / "apps"
-TIMEOUT = 60
-
-
-def _page(name: str) -> AppTest:
-    return AppTest.from_file(str(APPS / "views" / f"{name}.py"), default_timeout=TIMEOUT).run()
-
-
-def _image_captions(at: AppTest) -> list[str]:
-    return [img.caption for element in at.get("image") for img in element.proto.imgs]
-
-
-def _metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
 
 # ------------------------------------------------------------------------------------ road anomalies
 

@@ -105,28 +105,31 @@ def test_page_feeds_a_ct_volume_at_the_models_pixel_size_by_default(demo_env, mo
     calls = []
     fit = up.fit_to_model
     monkeypatch.setattr(up, "fit_to_model", lambda *args: calls.append(args) or fit(*args))
-    volume = np.zeros((512, 512, 3), np.int16)
-    at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.7, 0.7, 2.5, 1])))
+    # x: 400 voxels of 0.8 mm, y: 512 of 0.6 mm; shown with rows along y: 512 rows x 400 columns, so a swap of
+    # rows and columns (or of the two pixel sizes) shows in every figure below
+    volume = np.zeros((400, 512, 3), np.int16)
+    ct = S.nifti(volume, compressed=True, affine=np.diag([0.8, 0.6, 2.5, 1]))
+    at = _upload_on("medical", "ct.nii.gz", ct)
     _ok(at)
     assert at.radio(key="medical_fit_3").value == "mm"
-    assert "a 64 mm window (91x91 of its 0.7 x 0.7 mm pixels) resampled to the models' 0.5 mm pixels" in _texts(
+    assert [at.slider(key=f"medical_centre_{axis}").max for axis in ("row", "col")] == [511, 399]
+    # 64 mm: round(64 / 0.8) = 80 columns, round(64 / 0.6) = 107 rows
+    assert "a 64 mm window (80x107 of its 0.8 x 0.6 mm pixels) resampled to the models' 0.5 mm pixels" in _texts(
         at.caption
     )
     at.slider(key="medical_centre_col").set_value(100).run()
     _ok(at)
     _, _, mode, spacing, centre = calls[-1]  # the window sits where the sliders put it, in mm mode too
-    assert mode == "mm" and centre == (256, 100) and spacing == pytest.approx((0.7, 0.7))
+    assert mode == "mm" and centre == (256, 100) and spacing == pytest.approx((0.6, 0.8))
     whole = "The whole slice; the model sees the yellow window"
     assert whole in _image_captions(at)
     at.radio(key="medical_fit_3").set_value("resize").run()
     _ok(at)
-    assert "resized from 512x512 to 128x128" in _texts(at.caption)
+    assert "resized from 400x512 to 128x128" in _texts(at.caption)
     assert whole not in _image_captions(at)  # the model gets the whole slice
     # an earlier upload without a pixel size set the choice to resize: the next one with a size still starts at mm
     at = _upload_on("medical", "bare.nii.gz", S.nifti(volume, compressed=True))
     at.radio(key="medical_fit_2").set_value("resize").run()
-    at.file_uploader(key="medical_upload").set_value(
-        ("ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.7, 0.7, 2.5, 1])), "application/gzip")
-    ).run()
+    at.file_uploader(key="medical_upload").set_value(("ct.nii.gz", ct, "application/gzip")).run()
     _ok(at)
     assert at.radio(key="medical_fit_3").value == "mm"

@@ -1,6 +1,9 @@
-"""Fixtures every test package may ask for; plain helper functions live in tests/helpers.py."""
+"""Fixtures every test package may ask for (tiny generated KITTI and LIDC sets among them); plain helper
+functions live in tests/helpers.py."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,3 +20,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def kitti(tmp_path_factory) -> Path:
+    """12 synthetic frames of 320x96 in 6 sequences (about 6 s); copied by tests that edit it."""
+    from domains.driving.synthetic import generate_kitti
+
+    return generate_kitti(
+        tmp_path_factory.mktemp("kitti"), n_images=12, size=(320, 96), frames_per_sequence=2, verbose=False
+    )
+
+
+@pytest.fixture(scope="module")
+def lidc(tmp_path_factory) -> Path:
+    """8 patients x 2 images of 32 px, split by patient: 12 train, 2 val, 2 test images; copied by tests that
+    edit it."""
+    from domains.medical.synthetic import generate_lidc_png
+
+    return generate_lidc_png(tmp_path_factory.mktemp("lidc"), n_patients=8, images_per_patient=2, size=32)

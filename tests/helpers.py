@@ -1,5 +1,6 @@
-"""Test-only helpers shared by the domain tests: tiny inputs, a hard kill mid-epoch and a kill-then-resume
-driver, fault injection and the checks that follow it, DDP records."""
+"""Test-only helpers shared by the domain tests: tiny inputs (LIDC PNGs, striped classification images and the
+task and data on them), a tiny notified fit, a hard kill mid-epoch and a kill-then-resume driver, fault
+injection and the checks that follow it, DDP records."""
 
 from __future__ import annotations
 
@@ -68,6 +69,93 @@ def write_image(path: Path, width: int = 64, height: int = 48, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     assert cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
     return path
+
+
+def write_lidc(
+    root: Path,
+    size: int = 32,
+    n: int = 2,
+    image=None,
+    masks=None,
+    split: str = "train",
+    names: list[str] | None = None,
+) -> Path:
+    """A hand-made LIDC PNG layout under ``root``: patient P1's images in ``split``, four readers each.
+    The images are ``names`` (default ``s0`` .. ``s<n-1>``), each ``image`` (default a flat grey of 40 x its
+    index) with the reader masks ``masks`` (default four empty ones), all ``size`` px square unless given."""
+    img_dir, gt_dir = root / split / "images" / "P1", root / split / "gt" / "P1"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names if names is not None else [f"s{i}" for i in range(n)]):
+        img = image if image is not None else np.full((size, size), 40 * i, np.uint8)
+        assert cv2.imwrite(str(img_dir / f"{name}.png"), img)
+        for r in range(4):
+            m = masks[r] if masks is not None else np.zeros((size, size), np.uint8)
+            assert cv2.imwrite(str(gt_dir / f"{name}_l{r}.png"), m)
+    return root
+
+
+# ---------------------------------------------------------------------------- classification on stripes
+
+STRIPE_CLASSES = ["h", "v"]
+
+
+def stripes(path: Path, vertical: bool, seed: int, size: int = 16) -> Path:
+    """A grey image of horizontal or vertical stripes with noise: two classes a tiny CNN separates quickly."""
+    rng = np.random.default_rng(seed)
+    line = (np.arange(size) // 2 % 2) * 160 + 40
+    image = np.tile(line[None, :] if vertical else line[:, None], (size, 1) if vertical else (1, size))
+    image = np.clip(image + rng.normal(0, 20, (size, size)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def stripes_folder(root: Path, per_class: dict[str, int] | None = None) -> Path:
+    """An image folder of :func:`stripes`, ``per_class`` images of each class per split (default 12/4/4)."""
+    per_class = per_class or {"train": 12, "val": 4, "test": 4}
+    for split, n in per_class.items():
+        for c, name in enumerate(STRIPE_CLASSES):
+            for i in range(n):
+                stripes(root / split / name / f"{i}.png", vertical=bool(c), seed=hash((split, c, i)) % 1000)
+    return root
+
+
+def stripes_task(lr_scheduler=None, **kw):
+    """A ``ClassificationTask`` on a grey ``tiny_cnn`` for :data:`STRIPE_CLASSES`, AdamW at 0.01."""
+    from shared.classification.model import ImageClassifier
+    from shared.classification.task import ClassificationTask
+    from shared.optim import adamw
+
+    network = ImageClassifier(len(STRIPE_CLASSES), "tiny_cnn", in_channels=1)
+    return ClassificationTask(
+        network, STRIPE_CLASSES, optimizer=adamw(lr=0.01), lr_scheduler=lr_scheduler, **kw
+    )
+
+
+def stripes_data(root: Path, **kw):
+    """A grey 16x16 ``imagefolder`` ``ClassificationDataModule`` of ``root`` for :data:`STRIPE_CLASSES`,
+    batches of 8 loaded in-process, no augmentation; ``kw`` overrides any of these."""
+    from shared.classification.data import ClassificationDataModule
+
+    settings = {"in_channels": 1, "image_size": (16, 16), "batch_size": 8, "num_workers": 0, "augment": False}
+    return ClassificationDataModule("imagefolder", str(root), STRIPE_CLASSES, **{**settings, **kw})
+
+
+def notify_fit(tmp_path: Path, notify: pl.Callback, **trainer) -> pl.Trainer:
+    """Fit the tiny segmentation task 2 steps with the ``NotifyWhenDone`` callback ``notify``; ``trainer``
+    overrides the trainer's settings."""
+    from tests.shared.tiny_task import SquaresDataModule, TinySegTask
+
+    settings = {
+        "max_steps": 2,
+        "limit_val_batches": 1,
+        "default_root_dir": str(tmp_path),
+        "callbacks": [notify],
+    }
+    trainer = quiet_trainer(**{**settings, **trainer})
+    trainer.fit(TinySegTask(), SquaresDataModule(n_train=8, n_val=4))
+    return trainer
 
 
 def configs_missing(configs: Path, section: str, key: str) -> list[str]:

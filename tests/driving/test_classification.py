@@ -13,20 +13,11 @@ import pytest
 from domains.driving.classification.__main__ import main
 from domains.driving.classification.data import square_crop, write_kitti_crops
 from domains.driving.common import read_rgb
-from domains.driving.synthetic import generate_kitti
 from tests.helpers import tiny_classification_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIG = Path(__file__).resolve().parents[2] / "domains/driving/classification/configs/quick.yaml"
-CLASSES = "[Car, Van, Pedestrian, Cyclist]"  # the four the 12 tiny frames below hold in their training split
-
-
-@pytest.fixture(scope="module")
-def kitti(tmp_path_factory) -> Path:
-    """12 synthetic frames of 320x96 in 6 sequences (about 6 s)."""
-    return generate_kitti(
-        tmp_path_factory.mktemp("kitti"), n_images=12, size=(320, 96), frames_per_sequence=2, verbose=False
-    )
+CLASSES = "[Car, Van, Pedestrian, Cyclist]"  # the four the kitti fixture's 12 frames hold in training
 
 
 def test_square_crop_centres_the_box_and_pads_past_the_border():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import cv2
@@ -49,21 +50,24 @@ def test_patches_are_labelled_by_the_majority_of_readers_and_keep_the_patient_sp
         write_lesion_crops(lidc, tmp_path / "x", min_readers=5)
 
 
-def test_patches_of_three_readers_take_a_majority_of_three(lidc, tmp_path):
-    """Three-reader data had no way in: the reader count was fixed at LIDC's four."""
-    import shutil
-
-    three = tmp_path / "three"
-    shutil.copytree(lidc, three)
+@pytest.fixture
+def three_readers(lidc, tmp_path) -> Path:
+    """A copy of ``lidc`` without its fourth reader's masks: three-reader data."""
+    three = shutil.copytree(lidc, tmp_path / "three")
     for extra in three.glob("*/gt/*/*_l3.png"):
         extra.unlink()
-    out = write_lesion_crops(three, tmp_path / "crops3", num_readers=3)
+    return three
+
+
+def test_patches_of_three_readers_take_a_majority_of_three(three_readers, tmp_path):
+    """Three-reader data had no way in: the reader count was fixed at LIDC's four."""
+    out = write_lesion_crops(three_readers, tmp_path / "crops3", num_readers=3)
     with (out / "metadata.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert rows and all(row["label"] == ("present" if int(row["readers_marking"]) >= 2 else "absent") for row in rows)
     assert max(int(row["readers_marking"]) for row in rows) <= 3
     with pytest.raises(ValueError, match=r"min_readers must be in 1..3 \(num_readers\)"):
-        write_lesion_crops(three, tmp_path / "x", min_readers=4, num_readers=3)
+        write_lesion_crops(three_readers, tmp_path / "x", min_readers=4, num_readers=3)
 
 
 def _marking(out: Path) -> dict[str, int]:
@@ -71,22 +75,16 @@ def _marking(out: Path) -> dict[str, int]:
         return {row["path"]: int(row["readers_marking"]) for row in csv.DictReader(f)}
 
 
-def test_the_data_module_passes_num_readers_to_the_cutter(lidc, tmp_path):
+def test_the_data_module_passes_num_readers_to_the_cutter(three_readers, tmp_path):
     """``--data.num_readers 3`` was dropped on the way to the cutter: 3-reader data asked for a 4th mask."""
-    import shutil
-
     from domains.medical.classification.data import MedicalClassificationData
 
-    three = tmp_path / "three"
-    shutil.copytree(lidc, three)
-    for extra in three.glob("*/gt/*/*_l3.png"):
-        extra.unlink()
     dm = MedicalClassificationData(
-        data_path=str(three), crops_dir=str(tmp_path / "dm"), num_readers=3, num_workers=0
+        data_path=str(three_readers), crops_dir=str(tmp_path / "dm"), num_readers=3, num_workers=0
     )
     dm.prepare_data()
     marking = _marking(tmp_path / "dm")
-    assert marking == _marking(write_lesion_crops(three, tmp_path / "direct", num_readers=3))
+    assert marking == _marking(write_lesion_crops(three_readers, tmp_path / "direct", num_readers=3))
     assert len(marking) == 16 and max(marking.values()) == 3
 
 

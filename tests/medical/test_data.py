@@ -37,6 +37,7 @@ from domains.medical.synthetic import (
     measure_reader_statistics,
 )
 from shared.data import segmentation_augmentations
+from tests.helpers import write_lidc
 
 SMALL = {"n_patients": 8, "images_per_patient": 5, "size": 64, "seed": 3}
 
@@ -265,20 +266,6 @@ def test_bad_reader_options_on_the_command_line(tmp_path, capsys):
 # ------------------------------------------------------------------------------------ LIDC PNG errors
 
 
-def _write_lidc(root: Path, size: int = 32, n: int = 2, image=None, masks=None) -> Path:
-    """A hand-made LIDC PNG layout: one patient, ``n`` images, four readers."""
-    for i in range(n):
-        img_dir, gt_dir = root / "train" / "images" / "P1", root / "train" / "gt" / "P1"
-        img_dir.mkdir(parents=True, exist_ok=True)
-        gt_dir.mkdir(parents=True, exist_ok=True)
-        img = image if image is not None else np.full((size, size), 40 * i, np.uint8)
-        cv2.imwrite(str(img_dir / f"s{i}.png"), img)
-        for r in range(4):
-            m = masks[r] if masks is not None else np.zeros((size, size), np.uint8)
-            cv2.imwrite(str(gt_dir / f"s{i}_l{r}.png"), m)
-    return root
-
-
 def test_png_missing_or_empty_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"train[/\\]images"):
         LIDCPngDataset(tmp_path, "train")
@@ -289,14 +276,14 @@ def test_png_missing_or_empty_folder(tmp_path):
 
 
 def test_png_missing_reader(tmp_path):
-    root = _write_lidc(tmp_path)
+    root = write_lidc(tmp_path)
     (root / "train" / "gt" / "P1" / "s1_l2.png").unlink()
     with pytest.raises(FileNotFoundError, match="s1_l2.png"):
         LIDCPngDataset(root, "train", crop_size=32)
 
 
 def test_png_size_mismatch(tmp_path):
-    root = _write_lidc(tmp_path)
+    root = write_lidc(tmp_path)
     cv2.imwrite(str(root / "train" / "gt" / "P1" / "s0_l3.png"), np.zeros((30, 32), np.uint8))
     ds = LIDCPngDataset(root, "train", crop_size=32)
     with pytest.raises(MedicalDataError, match=r"s0_l3\.png.*32x30"):
@@ -307,13 +294,13 @@ def test_png_size_mismatch(tmp_path):
 def test_png_non_binary_mask(tmp_path):
     bad = np.zeros((32, 32), np.uint8)
     bad[:4], bad[4:8] = 128, 255
-    root = _write_lidc(tmp_path, masks=[np.zeros((32, 32), np.uint8)] * 3 + [bad])
+    root = write_lidc(tmp_path, masks=[np.zeros((32, 32), np.uint8)] * 3 + [bad])
     with pytest.raises(MedicalDataError, match=r"s0_l3\.png.*not binary"):
         LIDCPngDataset(root, "train", crop_size=32)[0]
 
 
 def test_png_corrupt(tmp_path):
-    root = _write_lidc(tmp_path)
+    root = write_lidc(tmp_path)
     (root / "train" / "images" / "P1" / "s1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     ds = LIDCPngDataset(root, "train", crop_size=32)
     ds[0]
@@ -326,7 +313,7 @@ def test_png_item_and_centre_crop(tmp_path):
     image[90, 90] = 255
     mask = np.zeros((180, 180), np.uint8)
     mask[26:30, 26:28] = 255  # lands at the crop's top-left corner
-    root = _write_lidc(tmp_path, size=180, n=1, image=image, masks=[mask, mask * 0, mask, mask])
+    root = write_lidc(tmp_path, size=180, n=1, image=image, masks=[mask, mask * 0, mask, mask])
     item = LIDCPngDataset(root, "train", crop_size=128)[0]
     assert item["image"].shape == (1, 128, 128) and item["image"].dtype == torch.float32
     assert item["image"][0, 64, 64] == 1.0 and item["image"].sum() == 1.0
@@ -571,7 +558,7 @@ def test_augmentation_keeps_image_and_masks_aligned(tmp_path):
     image[32:40, 6:30] = 255
     masks = [(image > 0).astype(np.uint8) * 255] * 3 + [np.zeros_like(image)]
     base = LIDCPngDataset(
-        _write_lidc(tmp_path, size=48, n=1, image=image, masks=masks), "train", crop_size=48
+        write_lidc(tmp_path, size=48, n=1, image=image, masks=masks), "train", crop_size=48
     )
     original = base[0]["masks"][0]
     torch.manual_seed(0)
@@ -620,7 +607,7 @@ def test_a_16_bit_png_keeps_its_contrast_and_its_grey_levels(tmp_path, monkeypat
 
     monkeypatch.setattr(images, "_said", set())  # said once per process: this test must see it
     ramp = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 4  # 0 .. 4092, 1024 levels
-    root = _write_lidc(tmp_path, n=1, image=ramp)
+    root = write_lidc(tmp_path, n=1, image=ramp)
     with pytest.warns(D.MedicalDataWarning, match="contrast-stretched per image"):
         image = LIDCPngDataset(root, "train", crop_size=32).load(0)["image"]
     assert image.min() == 0.0 and image.max() == 1.0
@@ -629,7 +616,7 @@ def test_a_16_bit_png_keeps_its_contrast_and_its_grey_levels(tmp_path, monkeypat
 
 
 def test_missing_reader_says_how_to_read_fewer_readers(tmp_path):
-    root = _write_lidc(tmp_path)
+    root = write_lidc(tmp_path)
     for r in (3,):
         for i in range(2):
             (root / "train" / "gt" / "P1" / f"s{i}_l{r}.png").unlink()
@@ -640,7 +627,7 @@ def test_missing_reader_says_how_to_read_fewer_readers(tmp_path):
 
 def test_a_patient_in_two_split_folders_is_said(tmp_path):
     """The folders are the split: a patient copied into test/ too gave test figures on a training patient."""
-    root = _write_lidc(tmp_path)
+    root = write_lidc(tmp_path)
     import shutil
 
     for kind in ("images", "gt"):

@@ -21,10 +21,10 @@ from domains.medical.data import MedicalDataError, MedicalDataModule
 from domains.medical.models import UNetSegmenter
 from domains.medical.predict import MedicalPredictionWriter, size_multiple
 from domains.medical.task import MedicalSegmentationTask
+from tests.helpers import quiet_trainer
 from tests.medical.test_models import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-from tests.helpers import quiet_trainer
 
 #: a scanner's affine: 0.8 mm pixels, 2.5 mm slices, an origin off zero (an identity would hide a writer that
 #: ignores the source's)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import nibabel as nib
 import numpy as np
 import pytest
@@ -17,24 +16,13 @@ from domains.medical.predict import MedicalPredictionWriter
 from domains.medical.synthetic import main as synthetic_main
 from domains.medical.task import MedicalSegmentationTask
 from shared.cli import RemovePartialPredictions
-from tests.helpers import quiet_trainer
+from tests.helpers import quiet_trainer, write_lidc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _png_set(root: Path, names: list[str], size: int = 16) -> Path:
-    """Patient P1's test images ``names`` (grey squares) with four empty reader masks each."""
-    for sub in ("images", "gt"):
-        (root / "test" / sub / "P1").mkdir(parents=True)
-    for name in names:
-        assert cv2.imwrite(
-            str(root / "test" / "images" / "P1" / f"{name}.png"), np.full((size, size), 80, np.uint8)
-        )
-        for r in range(4):
-            assert cv2.imwrite(
-                str(root / "test" / "gt" / "P1" / f"{name}_l{r}.png"), np.zeros((size, size), np.uint8)
-            )
-    return root
+#: every image of the hand-made sets here (patient P1's test images, four empty reader masks each)
+GREY = np.full((16, 16), 80, np.uint8)
 
 
 def _predict(root: Path, out: Path, num_samples: int) -> None:
@@ -77,7 +65,8 @@ def _files(folder: Path) -> list[str]:
 def test_two_images_that_make_one_output_folder_are_an_error_and_leave_nothing(tmp_path):
     """``slice 000.v2.png`` and ``slice_000.v2.png`` both became ``P1/slice_000.v2``: the log said 3 image
     folders, 2 existed, the first image's outputs overwritten."""
-    root = _png_set(tmp_path / "lidc", ["slice 000.v2", "slice_000.v2", "other"])
+    names = ["slice 000.v2", "slice_000.v2", "other"]
+    root = write_lidc(tmp_path / "lidc", size=16, image=GREY, split="test", names=names)
     out = tmp_path / "pred"
     with pytest.raises(ValueError) as err:
         _predict(root, out, num_samples=2)
@@ -106,7 +95,7 @@ def test_the_writer_refuses_a_folder_an_earlier_image_of_the_run_wrote(tmp_path)
 def test_predicting_again_into_a_folder_leaves_only_this_runs_files(tmp_path):
     """4 samples, then 2 into the same folder: sample_02.png and sample_03.png of the first run stayed beside
     the new ones. Files the writer does not make are left alone."""
-    root = _png_set(tmp_path / "lidc", ["a", "b"])
+    root = write_lidc(tmp_path / "lidc", size=16, image=GREY, split="test", names=["a", "b"])
     out = tmp_path / "pred"
     _predict(root, out, num_samples=4)
     assert _files(out / "P1" / "a") == [

@@ -26,31 +26,11 @@ from shared.classification.data import (
 from shared.classification.metrics import ClassificationMetrics
 from shared.classification.model import ImageClassifier
 from shared.classification.task import ClassificationTask, unit_range
-from shared.optim import adamw, warmup_cosine
-from tests.helpers import quiet_trainer
+from shared.optim import warmup_cosine
+from tests.helpers import STRIPE_CLASSES as CLASSES
+from tests.helpers import quiet_trainer, stripes, stripes_data, stripes_folder, stripes_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CLASSES = ["h", "v"]
-
-
-def stripes(path: Path, vertical: bool, seed: int, size: int = 16) -> Path:
-    """A grey image of horizontal or vertical stripes with noise: two classes a tiny CNN separates quickly."""
-    rng = np.random.default_rng(seed)
-    line = (np.arange(size) // 2 % 2) * 160 + 40
-    image = np.tile(line[None, :] if vertical else line[:, None], (size, 1) if vertical else (1, size))
-    image = np.clip(image + rng.normal(0, 20, (size, size)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), image)
-    return path
-
-
-def stripes_folder(root: Path, per_class: dict[str, int] | None = None) -> Path:
-    per_class = per_class or {"train": 12, "val": 4, "test": 4}
-    for split, n in per_class.items():
-        for c, name in enumerate(CLASSES):
-            for i in range(n):
-                stripes(root / split / name / f"{i}.png", vertical=bool(c), seed=hash((split, c, i)) % 1000)
-    return root
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -226,20 +206,10 @@ def test_classifier_checks_its_arguments():
         ImageClassifier(2, "lenet")
 
 
-def _tiny_task(lr_scheduler=None, **kw) -> ClassificationTask:
-    network = ImageClassifier(len(CLASSES), "tiny_cnn", in_channels=1)
-    return ClassificationTask(network, CLASSES, optimizer=adamw(lr=0.01), lr_scheduler=lr_scheduler, **kw)
-
-
-def _data(root: Path, **kw) -> ClassificationDataModule:
-    settings = {"in_channels": 1, "image_size": (16, 16), "batch_size": 8, "num_workers": 0, "augment": False}
-    return ClassificationDataModule("imagefolder", str(root), CLASSES, **{**settings, **kw})
-
-
 def test_loss_goes_down_on_tiny_data(tmp_path):
     torch.manual_seed(0)
     root = stripes_folder(tmp_path / "data")
-    task, losses = _tiny_task(), []
+    task, losses = stripes_task(), []
 
     trainer = quiet_trainer(max_epochs=15, limit_val_batches=1.0, log_every_n_steps=1)
     original = task.training_step
@@ -250,10 +220,10 @@ def test_loss_goes_down_on_tiny_data(tmp_path):
         return loss
 
     task.training_step = recording_step
-    trainer.fit(task, _data(root))
+    trainer.fit(task, stripes_data(root))
     first, last = np.mean(losses[:3]), np.mean(losses[-3:])
     assert last < 0.5 * first, losses
-    trainer.test(task, _data(root), verbose=False)
+    trainer.test(task, stripes_data(root), verbose=False)
     assert task.last_metrics["test"]["acc"] >= 0.75
 
 
@@ -264,7 +234,7 @@ def test_grad_cam_is_the_head_weighted_feature_map_for_the_asked_class():
     # For pool + linear, d logit_c / d A_k(x, y) = w_ck / (H W), so Grad-CAM = relu(sum_k w_ck A_k), scaled to
     # [0, 1]; computed here by hand and compared with MONAI's (after our post-processing).
     torch.manual_seed(0)
-    task = _tiny_task().eval()
+    task = stripes_task().eval()
     images = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         features = task.model.backbone.forward_features(images)[-1]
@@ -289,10 +259,10 @@ def test_unit_range_keeps_the_strongest_evidence_at_one():
 
 def test_frozen_backbone_stays_put_for_the_first_epoch(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
-    task = _tiny_task(freeze_backbone_epochs=1)
+    task = stripes_task(freeze_backbone_epochs=1)
     before_backbone = {k: v.clone() for k, v in task.model.backbone.state_dict().items()}
     before_head = task.model.head.weight.clone()
-    quiet_trainer(max_epochs=1).fit(task, _data(root))
+    quiet_trainer(max_epochs=1).fit(task, stripes_data(root))
     after = task.model.backbone.state_dict()
     assert all(torch.equal(before_backbone[k], after[k]) for k in before_backbone)
     assert not torch.equal(before_head, task.model.head.weight)
@@ -300,10 +270,10 @@ def test_frozen_backbone_stays_put_for_the_first_epoch(tmp_path):
 
 def test_unfreezing_under_the_cosine_schedule_trains_the_backbone_at_a_tenth_of_the_rate(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
-    task = _tiny_task(freeze_backbone_epochs=1, backbone_lr_factor=0.1, lr_scheduler=warmup_cosine())
+    task = stripes_task(freeze_backbone_epochs=1, backbone_lr_factor=0.1, lr_scheduler=warmup_cosine())
     before = {k: v.clone() for k, v in task.model.backbone.state_dict().items()}
     trainer = quiet_trainer(max_epochs=2)
-    trainer.fit(task, _data(root))  # the unfreeze adds a param group the cosine LambdaLR must learn about
+    trainer.fit(task, stripes_data(root))  # the unfreeze adds a param group the cosine LambdaLR must learn about
     after = task.model.backbone.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     head, backbone = trainer.optimizers[0].param_groups
@@ -326,10 +296,10 @@ def test_frozen_batchnorm_uses_the_transferred_statistics_in_training_too(tmp_pa
             self.seen.setdefault(trainer.current_epoch, set()).update(m.training for m in norms)
 
     root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
-    task = _tiny_task(freeze_backbone_epochs=1)
+    task = stripes_task(freeze_backbone_epochs=1)
     running = task.model.backbone.stages[0][1].running_mean.clone()
     modes = Modes()
-    quiet_trainer(max_epochs=2, callbacks=[modes], limit_val_batches=1).fit(task, _data(root))
+    quiet_trainer(max_epochs=2, callbacks=[modes], limit_val_batches=1).fit(task, stripes_data(root))
     assert modes.seen == {0: {False}, 1: {True}}  # eval while frozen (after validation too), then trained
     assert not torch.equal(running, task.model.backbone.stages[0][1].running_mean)  # epoch 1 updated them
 
@@ -342,10 +312,10 @@ def test_resuming_past_the_unfreeze_trains_the_backbone(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
 
     def run(epochs: int, ckpt_path=None):
-        task = _tiny_task(freeze_backbone_epochs=1, lr_scheduler=warmup_cosine())
+        task = stripes_task(freeze_backbone_epochs=1, lr_scheduler=warmup_cosine())
         save = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
         trainer = quiet_trainer(max_epochs=epochs, callbacks=[save], enable_checkpointing=True)
-        trainer.fit(task, _data(root), ckpt_path=ckpt_path)
+        trainer.fit(task, stripes_data(root), ckpt_path=ckpt_path)
         return task, trainer
 
     first, _ = run(2)
@@ -364,35 +334,35 @@ def test_another_networks_weights_are_refused_not_half_loaded(tmp_path):
     wider = tmp_path / "wider.pt"
     torch.save(ImageClassifier(len(CLASSES), "tiny_cnn", in_channels=1, backbone_kwargs={"width": 16}).backbone.state_dict(), wider)
     with pytest.raises(ValueError, match=r"wider\.pt: it is another network's file for backbone 'tiny_cnn'.*shape mismatch"):
-        _tiny_task(pretrained_backbone=str(wider), freeze_backbone_epochs=1)
+        stripes_task(pretrained_backbone=str(wider), freeze_backbone_epochs=1)
     deeper = tmp_path / "deeper.pt"
-    state = _tiny_task().model.backbone.state_dict()
+    state = stripes_task().model.backbone.state_dict()
     torch.save({**state, "stages.3.0.weight": torch.zeros(8, 8, 3, 3)}, deeper)
     with pytest.raises(ValueError, match=r"1 unexpected in the file: stages\.3\.0\.weight"):
-        _tiny_task(pretrained_backbone=str(deeper))
+        stripes_task(pretrained_backbone=str(deeper))
     head = tmp_path / "with_head.pt"  # an ImageNet file's classifier head is no reason to refuse it
     torch.save({**state, "fc.weight": torch.zeros(10, 32), "fc.bias": torch.zeros(10)}, head)
-    assert _tiny_task(pretrained_backbone=str(head)).load_report.head == ["fc.weight", "fc.bias"]
+    assert stripes_task(pretrained_backbone=str(head)).load_report.head == ["fc.weight", "fc.bias"]
 
 
 def test_backbone_transfers_from_a_suite_checkpoint_by_prefix(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
-    source = _tiny_task()
+    source = stripes_task()
     trainer = quiet_trainer(max_steps=1, default_root_dir=str(tmp_path))
-    trainer.fit(source, _data(root))
+    trainer.fit(source, stripes_data(root))
     ckpt = tmp_path / "source.ckpt"
     trainer.save_checkpoint(ckpt)
-    target = _tiny_task(pretrained_backbone=str(ckpt), pretrained_prefix="model.backbone.")
+    target = stripes_task(pretrained_backbone=str(ckpt), pretrained_prefix="model.backbone.")
     for key, value in source.model.backbone.state_dict().items():
         assert torch.equal(value, target.model.backbone.state_dict()[key]), key
     assert target.load_report.clean
     with pytest.raises(Exception, match="no key starts with the prefix 'model.encoder.'"):
-        _tiny_task(pretrained_backbone=str(ckpt), pretrained_prefix="model.encoder.")
+        stripes_task(pretrained_backbone=str(ckpt), pretrained_prefix="model.encoder.")
     # keys under the prefix, none of them the backbone's: an error, not a silent run on random weights
     foreign = tmp_path / "foreign.pt"
     torch.save({"model.backbone.other.weight": torch.zeros(3)}, foreign)
     with pytest.raises(ValueError, match=r"foreign\.pt: no tensor matched backbone 'tiny_cnn'"):
-        _tiny_task(pretrained_backbone=str(foreign), pretrained_prefix="model.backbone.")
+        stripes_task(pretrained_backbone=str(foreign), pretrained_prefix="model.backbone.")
 
 
 def test_class_names_of_model_and_data_must_agree(tmp_path):
@@ -400,7 +370,7 @@ def test_class_names_of_model_and_data_must_agree(tmp_path):
     task = ClassificationTask(ImageClassifier(2, "tiny_cnn", in_channels=1), ["v", "h"])
     with pytest.raises(ValueError, match="differ from data.class_names"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quiet_trainer(max_steps=1).fit(task, _data(root))
+        quiet_trainer(max_steps=1).fit(task, stripes_data(root))
 
 
 def test_splits_are_interleaved_by_class_so_a_limited_loader_sees_every_class():
@@ -507,7 +477,7 @@ def test_predict_path_reads_tiff_and_counts_other_files_in_one_warning_naming_on
     (own / "notes.txt").write_text("not an image")
     (own / "sub").mkdir()
     (own / "sub" / "scan.dcm").write_bytes(b"\0" * 8)
-    dm = _data(tmp_path / "no_such_folder", predict_path=str(own))
+    dm = stripes_data(tmp_path / "no_such_folder", predict_path=str(own))
     with pytest.warns(ClassificationDataWarning, match=r"2 file\(s\) not predicted.*e\.g\. .*notes\.txt"):
         dm.setup("predict")
     assert [Path(s.path).name for s in dm.datasets["predict"].items] == ["a.png", "b.tif", "c.gif"]
@@ -528,10 +498,10 @@ def test_training_never_ends_on_a_batch_of_one_image(tmp_path):
     """29 training crops of 32 px in batches of 4 ended the first epoch on one image, whose 1x1 ResNet map
     batch norm cannot train on: torch's bare "Expected more than 1 value per channel". (All tasks' loaders.)"""
     root = stripes_folder(tmp_path / "data", {"train": 9, "val": 1})  # 18 = 4 x 4 + 2: kept
-    data = _data(root, batch_size=4)
+    data = stripes_data(root, batch_size=4)
     data.setup("fit")
     assert sorted(len(b["label"]) for b in data.train_dataloader()) == [2, 4, 4, 4, 4]
-    data = _data(root, batch_size=17)  # 18 = 17 + 1: the one is dropped
+    data = stripes_data(root, batch_size=17)  # 18 = 17 + 1: the one is dropped
     data.setup("fit")
     assert [len(b["label"]) for b in data.train_dataloader()] == [17]
     assert [len(b["label"]) for b in data.val_dataloader()] == [2]  # evaluation sees every image
@@ -543,7 +513,7 @@ def test_under_ddp_each_ranks_share_decides_the_last_batch(tmp_path):
     from types import SimpleNamespace
 
     root = stripes_folder(tmp_path / "data", {"train": 5, "val": 1})  # 10 training images
-    data = _data(root, batch_size=4)
+    data = stripes_data(root, batch_size=4)
     data.setup("fit")
     assert not data.train_dataloader().drop_last  # one process: 10 = 4 + 4 + 2
     data.trainer = SimpleNamespace(world_size=2)

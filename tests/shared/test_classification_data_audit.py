@@ -18,9 +18,7 @@ import pytest
 import torch
 
 from domains.driving.classification.data import write_kitti_crops
-from domains.driving.synthetic import generate_kitti
 from domains.medical.classification.data import write_lesion_crops
-from domains.medical.synthetic import generate_lidc_png
 from shared.classification.data import (
     ClassificationDataError,
     ClassificationDataModule,
@@ -29,21 +27,11 @@ from shared.classification.data import (
     read_label_csv,
     source_stamp,
 )
-from shared.classification.model import ImageClassifier
-from shared.classification.task import ClassificationTask
-from shared.optim import adamw
-from tests.helpers import quiet_trainer
-from tests.shared.test_classification import CLASSES, stripes, stripes_folder
+from shared.optim import WarmupCosine
+from tests.helpers import STRIPE_CLASSES as CLASSES
+from tests.helpers import quiet_trainer, stripes, stripes_data, stripes_folder, stripes_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def kitti(tmp_path_factory) -> Path:
-    """12 synthetic frames of 320x96 in 6 sequences (about 6 s); copied by tests that edit it."""
-    return generate_kitti(
-        tmp_path_factory.mktemp("kitti"), n_images=12, size=(320, 96), frames_per_sequence=2, verbose=False
-    )
 
 
 def _labels(out: Path) -> list[str]:
@@ -80,8 +68,8 @@ def test_kitti_crops_are_cut_again_when_a_label_changes_and_it_is_said(kitti, tm
     assert not list(out.glob("*/Car/*.png")) and list(out.glob("train/Truck/*.png"))
 
 
-def test_lesion_patches_are_cut_again_when_a_patient_is_added(tmp_path, caplog):
-    lidc = generate_lidc_png(tmp_path / "lidc", n_patients=8, images_per_patient=2, size=32)
+def test_lesion_patches_are_cut_again_when_a_patient_is_added(lidc, tmp_path, caplog):
+    lidc = shutil.copytree(lidc, tmp_path / "lidc")  # edited below
     out = write_lesion_crops(lidc, tmp_path / "crops")
     before = len(_labels(out))
     patient = min((lidc / "train" / "images").iterdir())
@@ -111,9 +99,9 @@ def test_kitti_crops_are_cut_again_when_a_sequence_map_is_added_beside_the_split
     assert groups and groups <= {"drive0", "drive1", "drive2"}  # 12 frames, 4 to a drive
 
 
-def test_lesion_patches_are_cut_again_when_a_reader_mask_is_edited(tmp_path, caplog):
+def test_lesion_patches_are_cut_again_when_a_reader_mask_is_edited(lidc, tmp_path, caplog):
     """Only the images were stamped: a reader's mask edited since the cut kept the old reader count."""
-    lidc = generate_lidc_png(tmp_path / "lidc", n_patients=8, images_per_patient=2, size=32)
+    lidc = shutil.copytree(lidc, tmp_path / "lidc")  # edited below
     out = write_lesion_crops(lidc, tmp_path / "crops")
     with (out / "metadata.csv").open() as f:
         row = next(r for r in csv.DictReader(f) if r["readers_marking"] == "4")
@@ -255,31 +243,25 @@ def test_a_png_with_broken_pixel_data_fails_the_data_check(tmp_path):
     assert len(splits["train"]) == 3
 
 
-def _task() -> ClassificationTask:
-    return ClassificationTask(
-        ImageClassifier(2, "tiny_cnn", in_channels=1), CLASSES, optimizer=adamw(lr=0.01)
-    )
-
-
 def test_an_image_that_does_not_decode_in_training_is_replaced_and_counted_or_with_strict_an_error(tmp_path):
     """A file that passes the cheap check but does not decode (valid checksums, broken pixels) killed the run
     with ``cannot decode image`` hours in; now it is replaced and named in a warning. Strict decodes up front."""
     torch.manual_seed(0)
     root = stripes_folder(tmp_path / "data", {"train": 4, "val": 2})
     bad = _bad_idat(root / "train" / "v" / "2.png", fix_crc=True)
-    settings = {"in_channels": 1, "image_size": (16, 16), "batch_size": 4, "num_workers": 0}
-    dm = ClassificationDataModule("imagefolder", str(root), CLASSES, **settings)
+    settings = {"batch_size": 4, "augment": True}  # the data module's default augmentation
+    dm = stripes_data(root, **settings)
     trainer = quiet_trainer(max_epochs=2, limit_val_batches=1.0)
     with pytest.warns(ClassificationDataWarning) as caught:
-        trainer.fit(_task(), dm)
+        trainer.fit(stripes_task(lr_scheduler=WarmupCosine), dm)  # the tasks' default schedule
     assert trainer.state.finished and trainer.global_step == 4  # 8 images (one bad) in batches of 4, 2 epochs
     said = [str(w.message) for w in caught if "replaced by" in str(w.message)]
     assert said and all(m.startswith(f"{bad}: cannot decode image") for m in said), said
     with pytest.raises(ClassificationDataError, match=r"train/v/2\.png: not a readable image .*strict"):
-        ClassificationDataModule("imagefolder", str(root), CLASSES, strict=True, **settings).setup("fit")
+        stripes_data(root, strict=True, **settings).setup("fit")
     # a validation image is not replaced: it would be scored as another image's second copy
     bad_val = _bad_idat(root / "val" / "h" / "0.png", fix_crc=True)
-    dm = ClassificationDataModule("imagefolder", str(root), CLASSES, **settings)
+    dm = stripes_data(root, **settings)
     dm.setup("fit")
     val = dm.datasets["val"]
     with pytest.raises(ClassificationDataError, match="cannot decode image"):
@@ -292,10 +274,8 @@ def test_predict_on_the_test_split_lists_an_image_that_does_not_decode_and_goes_
     torch.manual_seed(0)
     root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1, "test": 2})
     bad = _bad_idat(root / "test" / "v" / "1.png", fix_crc=True)
-    dm = ClassificationDataModule(
-        "imagefolder", str(root), CLASSES, in_channels=1, image_size=(16, 16), batch_size=4, num_workers=0
-    )
-    task = _task()
+    dm = stripes_data(root, batch_size=4, augment=True)
+    task = stripes_task(lr_scheduler=WarmupCosine)
     task.predict_dir = str(tmp_path / "pred")
     with pytest.warns(UserWarning, match=r"predict: 1 of 4 images could not be read"):
         quiet_trainer().predict(task, dm)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import email
-import http.server
 import json
 import logging
 import socket
-import threading
 import time
 import types
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -19,34 +16,11 @@ import yaml
 
 from shared.cli import run_cli
 from shared.notify import NotifyConfigError, NotifyWhenDone
-from tests.helpers import quiet_trainer
+from tests.helpers import notify_fit
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SECRET = "hunter2-not-for-logs"
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append((self.headers["Content-Type"], json.loads(body)))
-        self.send_response(self.server.answer)
-        self.end_headers()
-
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def webhook():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
-    server.received, server.answer = [], 200
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -78,22 +52,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fit(tmp_path: Path, notify: NotifyWhenDone, **trainer) -> pl.Trainer:
-    settings = {
-        "max_steps": 2,
-        "limit_val_batches": 1,
-        "default_root_dir": str(tmp_path),
-        "callbacks": [notify],
-    }
-    trainer = quiet_trainer(**{**settings, **trainer})
-    trainer.fit(TinySegTask(), SquaresDataModule(n_train=8, n_val=4))
-    return trainer
-
-
 def test_webhook_gets_the_report_when_fit_finishes(tmp_path, webhook, caplog):
     notify = NotifyWhenDone(webhook_url=webhook.url, run_name="tiny-run", monitor="val/loss", mode="min")
     with caplog.at_level(logging.INFO, logger="pytorch_lightning"):
-        trainer = _fit(tmp_path, notify)
+        trainer = notify_fit(tmp_path, notify)
     # said where a user sees it (Lightning's logger has a handler; the module's own logger had none for info)
     assert "NotifyWhenDone: webhook sent (finished)" in caplog.text
     assert trainer.state.finished
@@ -116,7 +78,7 @@ def test_email_arrives_with_the_fields(tmp_path, smtp_server):
         run_name="mail-run",
         monitor="val/loss",
     )
-    _fit(tmp_path, notify)
+    notify_fit(tmp_path, notify)
     assert len(smtp_server.messages) == 1
     mail_from, to, content = smtp_server.messages[0]
     assert mail_from == "trainer@example.org" and to == ["a@example.org", "b@example.org"]
@@ -140,7 +102,7 @@ class _CtrlC(pl.Callback):
 def test_failed_run_reports_failed_and_the_error_still_propagates(tmp_path, webhook):
     notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r")
     with pytest.raises(RuntimeError, match="boom at step 1"):
-        _fit(tmp_path, notify, callbacks=[notify, _Boom()])
+        notify_fit(tmp_path, notify, callbacks=[notify, _Boom()])
     ((_, report),) = webhook.received
     assert report["status"] == "failed" and "boom at step 1" in report["error"]
 
@@ -148,7 +110,7 @@ def test_failed_run_reports_failed_and_the_error_still_propagates(tmp_path, webh
 def test_interrupted_run_reports_interrupted(tmp_path, webhook):
     notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r")
     with pytest.raises(SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + exit(1)
-        _fit(tmp_path, notify, callbacks=[notify, _CtrlC()])
+        notify_fit(tmp_path, notify, callbacks=[notify, _CtrlC()])
     ((_, report),) = webhook.received
     assert report["status"] == "interrupted"
 
@@ -168,7 +130,7 @@ def test_server_down_refused_or_silent_gives_warnings_and_fit_still_finishes(tmp
         )
         start = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="shared.notify"):
-            trainer = _fit(tmp_path, notify)
+            trainer = notify_fit(tmp_path, notify)
         assert trainer.state.finished and trainer.global_step == 2
         assert time.monotonic() - start < 60
     finally:
@@ -182,7 +144,7 @@ def test_webhook_error_status_is_a_warning(tmp_path, webhook, caplog):
     webhook.answer = 500
     notify = NotifyWhenDone(webhook_url=webhook.url)
     with caplog.at_level(logging.WARNING, logger="shared.notify"):
-        trainer = _fit(tmp_path, notify)
+        trainer = notify_fit(tmp_path, notify)
     assert trainer.state.finished
     assert any("HTTP Error 500" in r.getMessage() for r in caplog.records)
 
@@ -199,7 +161,7 @@ def test_password_only_from_env_never_sent_in_clear_nor_logged(tmp_path, smtp_se
     )
     assert SECRET not in repr(vars(notify))
     with caplog.at_level(logging.DEBUG):
-        _fit(tmp_path, notify)
+        notify_fit(tmp_path, notify)
     # the local server offers no STARTTLS: the message is refused rather than the password sent in clear
     assert smtp_server.messages == []
     assert any("not sending the password in clear" in r.getMessage() for r in caplog.records)

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 
 from shared.cli import run_cli
 from shared.notify import NotifyWhenDone
-from tests.shared.test_notify import _fit, webhook  # noqa: F401 - the local webhook server fixture
+from tests.helpers import notify_fit
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,17 +26,17 @@ class _SigTerm(pl.Callback):
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_sigterm_is_reported_as_interrupted_not_failed(tmp_path, webhook):  # noqa: F811
+def test_sigterm_is_reported_as_interrupted_not_failed(tmp_path, webhook):
     """SIGTERM was reported as ``failed`` with the error ``SIGTERMException: ``."""
     notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r")
     with pytest.raises(SystemExit):  # Lightning's own handling of SIGTERM, unchanged
-        _fit(tmp_path, notify, max_steps=5, callbacks=[notify, _SigTerm()])
+        notify_fit(tmp_path, notify, max_steps=5, callbacks=[notify, _SigTerm()])
     ((_, report),) = webhook.received
     assert report["status"] == "interrupted", report
     assert "SIGTERM" in report["error"] and report["error"] != "SIGTERMException: "
 
 
-def _cli_run(tmp_path, monkeypatch, webhook, domain: str, *extra: str) -> dict:  # noqa: F811
+def _cli_run(tmp_path, monkeypatch, webhook, domain: str, *extra: str) -> dict:
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "mine.yaml"
     config.write_text("trainer:\n  max_steps: 1\n  limit_val_batches: 1\n  enable_progress_bar: false\n")
@@ -50,7 +50,7 @@ def _cli_run(tmp_path, monkeypatch, webhook, domain: str, *extra: str) -> dict: 
     return webhook.received.pop()[1]
 
 
-def test_run_field_names_the_domain_config_and_version(tmp_path, monkeypatch, webhook):  # noqa: F811
+def test_run_field_names_the_domain_config_and_version(tmp_path, monkeypatch, webhook):
     """A medical and a driving run were both ``csv/version_0`` (``/`` under fast_dev_run)."""
     medical = _cli_run(tmp_path, monkeypatch, webhook, "medical_classification")
     driving = _cli_run(tmp_path, monkeypatch, webhook, "driving_classification")

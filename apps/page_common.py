@@ -13,7 +13,7 @@ from apps import demo_models as dm
 OVERRIDES = "own_checkpoints"  # session state: demo key -> a checkpoint path the user chose
 #: ``persist_state`` of the settings a person chooses once (model, source, thresholds, opacity): Streamlit drops a
 #: widget's value when it is not drawn, so a page switch reset them. Widgets whose options depend on the image
-#: (slices, frames, scenes) are not kept, nor are uploads (``st.file_uploader`` cannot keep its file).
+#: (slices, frames, scenes) are not kept. Uploads are kept by :func:`upload_or_stop`.
 KEEP = "session"
 
 
@@ -155,13 +155,34 @@ def show_load_error(key: str, what: str, exc: Exception) -> None:
     )
 
 
-def upload_or_stop(label: str, key: str, help_text: str, prompt: str):
-    """The uploaded file; until there is one, ``prompt`` and stop the page here."""
-    uploaded = st.file_uploader(label, key=key, help=help_text)
-    if uploaded is None:
+def upload_or_stop(label: str, key: str, help_text: str, prompt: str) -> tuple[bytes, str]:
+    """The uploaded file's bytes and name; until there is one, ``prompt`` and stop the page here.
+
+    The last upload is kept in the session state: Streamlit empties a file uploader that was not drawn on a run
+    (another page, the other source), and coming back should not ask for the file again. Removing the file in
+    the uploader, or the "Forget" button, drops it."""
+    kept = f"{key}_kept"  # (file_id, name, bytes) of the last upload
+
+    def removed_in_uploader() -> None:
+        if st.session_state.get(key) is None:
+            st.session_state.pop(kept, None)
+
+    uploaded = st.file_uploader(label, key=key, help=help_text, on_change=removed_in_uploader)
+    if uploaded is not None:
+        if st.session_state.get(kept, (None,))[0] != uploaded.file_id:
+            st.session_state[kept] = (uploaded.file_id, uploaded.name, uploaded.getvalue())
+    elif kept in st.session_state:
+        name = st.session_state[kept][1]
+        shown, forget = st.columns([4, 1], vertical_alignment="center")
+        shown.caption(f"Showing your earlier upload `{name}`; upload another file to replace it.")
+        if forget.button("Forget it", key=f"{key}_forget"):
+            st.session_state.pop(kept)
+            st.rerun()
+    if kept not in st.session_state:
         st.info(prompt)
         st.stop()
-    return uploaded
+    _, name, data = st.session_state[kept]
+    return data, name
 
 
 def checkpoint_caption(key: str, limit: int = 8) -> None:

@@ -318,7 +318,7 @@ if source == SYNTHETIC:
     data, truth = _read_scene(image_path, label_path)
     name = Path(image_path).name
 else:
-    uploaded = pc.upload_or_stop(
+    data, name = pc.upload_or_stop(
         f"Road photo (PNG or JPEG, up to {up.MAX_PIXELS / 1e6:.0f} megapixels)",
         key="driving_upload",
         help_text=(
@@ -328,7 +328,6 @@ else:
         ),
         prompt="Upload a road photo, or pick a synthetic scene above.",
     )
-    data, name = uploaded.getvalue(), uploaded.name
 try:
     decoded = _decode(pc.digest(data), name, data)
 except up.UploadError as exc:

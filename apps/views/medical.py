@@ -193,15 +193,14 @@ if source == SYNTHETIC:
         readers = np.stack([up.fit_to_model(r.astype(np.float32), size, "crop")[0] for r in readers]) > 0.5
         st.caption(f"Image {how}.")
 else:
-    uploaded = pc.upload_or_stop(
+    data, file_name = pc.upload_or_stop(
         "PNG / JPEG image, DICOM file (.dcm) or NIfTI volume (.nii, .nii.gz)",
         key="medical_upload",
-        help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session.",
+        help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session ends.",
         prompt="Upload a CT slice or volume, or pick a synthetic test image above.",
     )
-    data = uploaded.getvalue()
     try:
-        volume = _decode(pc.digest(data), uploaded.name, data)
+        volume = _decode(pc.digest(data), file_name, data)
     except up.UploadError as exc:
         st.error(str(exc))
         st.stop()
@@ -212,8 +211,8 @@ else:
     if volume.is_volume:
         index = st.slider("Slice", 0, volume.num_slices - 1, volume.num_slices // 2, key="medical_slice")
     raw = volume.slice(index, channel)
-    name = f"{uploaded.name} slice {index}" if volume.is_volume else uploaded.name
-    stem = up.download_stem(uploaded.name) + (f"_slice_{index}" if volume.is_volume else "")
+    name = f"{file_name} slice {index}" if volume.is_volume else file_name
+    stem = up.download_stem(file_name) + (f"_slice_{index}" if volume.is_volume else "")
     stem += f"_channel_{channel}" if volume.num_channels > 1 else ""
     mode, centre = "resize", None
     # with the file's pixel size known, the default is the models' own (0.5 mm): resizing a 512-pixel CT slice

@@ -94,6 +94,31 @@ def test_chosen_settings_survive_a_page_switch(demo_env):
     assert at.slider(key="accident_threshold").value == 0.3
 
 
+def test_an_upload_survives_a_page_switch_until_it_is_removed(demo_env):
+    """Streamlit empties a file uploader that was not drawn: after a look at another page the photo was gone and
+    the page asked for it again. It is kept now; removing it in the uploader or with "Forget it" drops it."""
+    at = AppTest.from_file(str(APPS / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page(str(APPS / "views" / "driving.py")).run()
+    at.radio(key="driving_source").set_value("Upload a photo").run()
+    at.file_uploader(key="driving_upload").set_value(("mine.png", S.png(S.gradient_rgb(48, 96)), "image/png")).run()
+    _ok(at)
+    assert "mine.png" in _texts(at.caption)
+    at.switch_page(str(APPS / "views" / "medical.py")).run()
+    at.switch_page(str(APPS / "views" / "driving.py")).run()
+    _ok(at)
+    assert "Upload a road photo" not in _texts(at.info)
+    assert "Showing your earlier upload `mine.png`" in _texts(at.caption) and at.metric  # the models ran on it
+    at.button(key="driving_upload_forget").click().run()
+    _ok(at)
+    assert "Upload a road photo" in _texts(at.info) and "mine.png" not in _texts(at.caption)
+
+    at.file_uploader(key="driving_upload").set_value(("other.png", S.png(S.gradient_rgb(48, 96)), "image/png")).run()
+    assert "other.png" in _texts(at.caption)
+    at.file_uploader(key="driving_upload").set_value(None).run()  # the uploader's own remove button
+    _ok(at)
+    assert "Upload a road photo" in _texts(at.info) and "other.png" not in _texts(at.caption)
+
+
 # ---------------------------------------------------------------------------------------------- medical
 
 

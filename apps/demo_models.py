@@ -606,20 +606,18 @@ def anomaly_scores(task) -> list[str]:
 
 
 @torch.no_grad()
-def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
-    """Anomaly map (H, W) of ``score`` at the photo's own size, its colour range (:func:`score_range`) and the
-    frame score.
+def anomaly_forward(task, image: np.ndarray) -> dict:
+    """The segmenter's outputs for a photo: logits, decoder features and the outlier head's logit (when the
+    model has one), the input every score is computed from. The page keeps them per photo, so picking
+    another score does not run the network again.
 
     The photo is fitted into the training frames' size (from the checkpoint; :data:`ANOMALY_FRAME` if it does
     not say, as with ``data.image_size: null``), keeping its aspect ratio, as the CLI's ``test`` and ``predict``
     fit it into ``data.image_size`` (the model pads to its stride itself; area interpolation when shrinking, at
     least 32 px a side): its objects come out at the scale the segmenter learnt. Fitting the long side to the
     training width instead made a 4:3 photo 640x480, objects 2.5x their training size (pixel AP 0.12 where 0.55
-    at the training scale), and a 600x3000 portrait photo a 640x3200 input. The map is resized back as
-    ``predict`` does, so overlays line up with the upload.
+    at the training scale), and a 600x3000 portrait photo a 640x3200 input.
     """
-    from domains.driving.anomaly.predict import image_anomaly_score, road_region, score_to_original
-
     h, w = image.shape[:2]
     trained = getattr(task, "demo_input_size", None)
     box_h, box_w = (int(trained[0]), int(trained[1])) if trained else ANOMALY_FRAME
@@ -631,9 +629,24 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
         else cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     )
     x = torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))).float().div_(255.0)[None]
-    out = task.model.scores(x, [score], smoothing=task.score_smoothing)  # the plain model: no shared state
-    score_map = out[score][0].cpu().numpy()
-    pred = out["logits"].argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+    model = task.model  # the plain model: no shared state
+    logits, features, outlier = model.features(x, with_outlier=model.needs_outlier_head(["outlier_prob"]))
+    return {"logits": logits, "features": features, "outlier": outlier, "size": size, "photo": (h, w)}
+
+
+@torch.no_grad()
+def anomaly_analysis(task, image: np.ndarray, score: str, forward: dict | None = None) -> dict:
+    """Anomaly map (H, W) of ``score`` at the photo's own size, its colour range (:func:`score_range`) and the
+    frame score, from :func:`anomaly_forward`'s outputs (``forward``; computed here when not given). The map is
+    resized back as ``predict`` does, so overlays line up with the upload."""
+    from domains.driving.anomaly.predict import image_anomaly_score, road_region, score_to_original
+
+    forward = anomaly_forward(task, image) if forward is None else forward
+    maps = task.model.score_maps(
+        forward["logits"], forward["features"], [score], forward["outlier"], smoothing=task.score_smoothing
+    )
+    score_map = maps[score][0].cpu().numpy()
+    pred = forward["logits"].argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
     frame_score = image_anomaly_score(
         score_map,
         road_region(pred),
@@ -641,13 +654,13 @@ def anomaly_analysis(task, image: np.ndarray, score: str) -> dict:
         getattr(task, "image_score_q", 0.999),
         getattr(task, "image_score_k", 50),
     )
-    if (w, h) != size:  # back to the photo as `predict` writes it
-        score_map = score_to_original(score_map, (h, w))
+    if forward["photo"] != (forward["size"][1], forward["size"][0]):  # back to the photo as `predict` writes it
+        score_map = score_to_original(score_map, forward["photo"])
     score_map = score_map.astype(np.float32)
     return {
         "score": score_map,
         "frame_score": float(frame_score),
-        "analysis_size": size,
+        "analysis_size": forward["size"],
         "range": score_range(score_map),  # once per photo and score: a pass over the full-size map
     }
 
@@ -1001,6 +1014,7 @@ __all__ = [
     "accident_predict",
     "anomaly_analysis",
     "anomaly_data_root",
+    "anomaly_forward",
     "anomaly_scores",
     "checkpoint_dir",
     "detect_clip_objects",

@@ -68,10 +68,18 @@ def _segment(token: str, digest: str, _image: np.ndarray) -> dict:
     return dm.segment_instances(pc.load_model(INSTANCES), _image)
 
 
+# cache_resource: tensors, not copied out on every rerun (callers never modify them). One network pass per
+# photo: every score is computed from these outputs, so picking another score does not run the network again.
+@st.cache_resource(max_entries=4, show_spinner="Running the road segmenter ...")
+def _anomaly_forward(token: str, digest: str, _image: np.ndarray) -> dict:
+    return dm.anomaly_forward(pc.load_model(ANOMALY), _image)
+
+
 # cache_resource: a full-size float map per entry, not copied out on every rerun (callers never modify it)
 @st.cache_resource(max_entries=8, show_spinner="Scoring anomalies ...")
 def _analyse(token: str, digest: str, score: str, _image: np.ndarray) -> dict:
-    return dm.anomaly_analysis(pc.load_model(ANOMALY), _image, score)
+    forward = _anomaly_forward(token, digest, _image)
+    return dm.anomaly_analysis(pc.load_model(ANOMALY), _image, score, forward)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

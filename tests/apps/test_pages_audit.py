@@ -10,12 +10,15 @@ import math
 import shutil
 from collections import Counter
 
+import cv2
 import numpy as np
 import pytest
+import streamlit as st
 import torch
 
 from apps import demo_models as dm
 from apps import uploads as up
+from domains.driving.anomaly.predict import score_to_original
 from tests.apps import samples as S
 from tests.apps.pages import image_captions as _image_captions
 from tests.apps.pages import metrics as _metrics
@@ -63,6 +66,41 @@ def test_anomaly_fixed_scale_threshold_is_kept_across_scenes_and_its_pixel_share
     ).model.num_classes
     assert slider.min == 0.0 and slider.max == pytest.approx(math.log(classes)) and classes == 12
     assert slider.value == pytest.approx(math.log(2))
+
+
+def test_anomaly_scores_come_from_one_network_pass_per_photo(demo_env, monkeypatch):
+    """Picking another anomaly score ran the segmenter again on the same photo; now the page keeps its outputs
+    per photo and computes each score from them, equal to the plain model's own ``scores``."""
+    task = dm.load_task("driving_anomaly", demo_env["checkpoints"] / "driving_anomaly.ckpt")
+    path = demo_env["anomaly"] / "images" / "synthetic_00001.png"
+    image = up.decode_rgb_image(path.read_bytes(), path.name).image
+    names = dm.anomaly_scores(task)
+    assert len(names) >= 3
+    forward = dm.anomaly_forward(task, image)
+    fitted = cv2.resize(image, forward["size"], interpolation=cv2.INTER_LINEAR)  # 128x64 scene, trained larger
+    x = torch.from_numpy(fitted.transpose(2, 0, 1).copy()).float().div(255)[None]
+    expected = task.model.scores(x, names, smoothing=task.score_smoothing)
+    for name in names:
+        got = dm.anomaly_analysis(task, image, name, forward)["score"]
+        want = score_to_original(expected[name][0].numpy(), image.shape[:2])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    passes = Counter()
+    real = dm.anomaly_forward
+
+    def counted(task, image):
+        passes[image.tobytes()] += 1
+        return real(task, image)
+
+    monkeypatch.setattr(dm, "anomaly_forward", counted)
+    st.cache_resource.clear()  # another test may have shown this scene
+    at = _ok(_page("driving"))
+    at.selectbox(key="driving_scene").set_value(1).run()
+    for name in names[1:]:
+        at.selectbox(key="driving_ano_score").set_value(name).run()
+        _ok(at)
+        assert f"{name}:" in " ".join(_image_captions(at))
+    assert passes[image.tobytes()] == 1 and sum(passes.values()) == 2  # scene 0 first, then this one
 
 
 def test_anomaly_unbounded_score_is_said_to_be_relative_and_shows_no_pixel_share(demo_env):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from shared.files import natural_key
 from shared.images import stretch_to_uint8
 
 MAX_UPLOAD_MB = 50  # keep in step with server.maxUploadSize in .streamlit/config.toml
@@ -321,13 +322,6 @@ def _is_video(data: bytes, name: str) -> bool:
     )
 
 
-def _natural_key(name: str) -> list:
-    """``frame2.jpg`` before ``frame10.jpg``: digit runs compare as numbers."""
-    import re
-
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
 def _shrink(frame: np.ndarray, max_side: int) -> np.ndarray:
     h, w = frame.shape[:2]
     scale = max_side / max(h, w)
@@ -463,7 +457,7 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
             raise UploadError(
                 f"{name}: the frames unpack to {_mb(total)}; the limit is {_mb(MAX_VOLUME_BYTES)}"
             )
-        members.sort(key=lambda m: _natural_key(m.filename))
+        members.sort(key=lambda m: natural_key(m.filename))
         # each frame's conversions, counted over the clip ("12 of 20 frames converted from grayscale, e.g.
         # f000.png"): a note of the first frame alone would hide a zip of mixed grey / colour or 16-bit frames
         kinds = (

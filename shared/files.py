@@ -1,8 +1,10 @@
-"""Writing outputs whole: a temporary file beside the target, then one rename."""
+"""Files on disk: outputs written whole (a temporary file beside the target, then one rename), and listings
+that leave out hidden files and sort frame names as numbers."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -19,3 +21,32 @@ def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
             continue
         return path
     raise FileExistsError(f"{folder}: no free temporary name for {name} after 100 tries")
+
+
+def is_hidden(path: str | Path, root: str | Path | None = None) -> bool:
+    """Whether ``path`` (or a folder between ``root`` and it) is hidden: its name starts with a dot. Copies
+    from a Mac put a ``._frame.jpg`` resource fork beside every file, and ``.DS_Store`` in every folder; no
+    reader can decode them, and they are not the user's data, so listings leave them out."""
+    path = Path(path)
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    return any(part.startswith(".") for part in parts)
+
+
+def visible_files(folder: str | Path, suffixes: tuple[str, ...] | None = None, recursive: bool = False) -> list[Path]:
+    """The files in ``folder`` (below it, with ``recursive``) whose suffix is one of ``suffixes`` in any case
+    (``.JPG``, ``.Mp4``; None: any), sorted by path, hidden ones (:func:`is_hidden`) left out."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in found
+        if p.is_file()
+        and not is_hidden(p, folder)
+        and (suffixes is None or p.suffix.lower() in suffixes)
+    )
+
+
+def natural_key(name: str) -> list:
+    """Sort key putting ``frame_2.jpg`` before ``frame_10.jpg``: digit runs compare as numbers (a plain sort
+    puts 10 before 2, and frames unpadded in their names would play out of order)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]

@@ -33,6 +33,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from shared.data import SplitLoaders, group_split, segmentation_augmentations
+from shared.files import is_hidden
 from shared.images import stretch_to_unit
 
 SPLITS = ("train", "val", "test")
@@ -152,11 +153,11 @@ class LIDCPngDataset(MedicalDataset):
         self.mask_paths: list[list[Path]] = []
         self.ids, self.groups = [], []
         ignored: list[Path] = []
-        for patient_dir in sorted(p for p in img_dir.iterdir()):
+        for patient_dir in sorted(p for p in img_dir.iterdir() if not is_hidden(p)):  # not a Mac's ._ files
             if not patient_dir.is_dir():
                 ignored.append(patient_dir)
                 continue
-            for path in sorted(patient_dir.iterdir()):
+            for path in sorted(p for p in patient_dir.iterdir() if not is_hidden(p)):
                 if path.suffix.lower() != ".png" or not path.is_file():
                     ignored.append(path)
                     continue

@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.data import SPLIT_NAMES, SplitLoaders, group_split
+from shared.files import is_hidden, visible_files
 from shared.images import stretch_to_uint8
 
 #: files read as images (ImageFolder, CSV rows, predict_path); others in predict_path are counted in a warning
@@ -291,6 +292,8 @@ def read_image_folder(
             class_dir = folder / name
             found = 0
             for path in sorted(class_dir.iterdir()) if class_dir.is_dir() else []:
+                if is_hidden(path):  # a Mac's ._image.png resource fork, .DS_Store: not the user's images
+                    continue
                 if path.is_dir():
                     problems.add("subfolder", str(path), "sub-folders inside a class folder are not read")
                 elif path.suffix.lower() not in IMAGE_SUFFIXES or not _is_image(path, strict):
@@ -755,7 +758,7 @@ class ClassificationDataModule(SplitLoaders):
         root = Path(self.predict_path)
         if not root.is_dir():
             raise FileNotFoundError(f"predict_path {root}: no such folder")
-        files = sorted(p for p in root.rglob("*") if p.is_file())
+        files = visible_files(root, recursive=True)
         paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         if not paths:
             raise ClassificationDataError(f"predict_path {root}: no images ({', '.join(IMAGE_SUFFIXES)})")

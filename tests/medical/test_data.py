@@ -282,6 +282,15 @@ def test_png_missing_reader(tmp_path):
         LIDCPngDataset(root, "train", crop_size=32)
 
 
+def test_png_layout_copied_from_a_mac_reads_without_its_hidden_files(tmp_path):
+    """A Mac's ``._s0.png`` beside each image was read as an image whose reader masks were missing: an error."""
+    root = write_lidc(tmp_path)
+    (root / "train" / "images" / "P1" / "._s0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (root / "train" / "images" / "._P1").write_bytes(b"\x00\x05\x16\x07")
+    ds = LIDCPngDataset(root, "train", crop_size=32)
+    assert ds.ids == ["P1/s0", "P1/s1"]
+
+
 def test_png_size_mismatch(tmp_path):
     root = write_lidc(tmp_path)
     cv2.imwrite(str(root / "train" / "gt" / "P1" / "s0_l3.png"), np.zeros((30, 32), np.uint8))

@@ -518,3 +518,13 @@ def test_under_ddp_each_ranks_share_decides_the_last_batch(tmp_path):
     assert not data.train_dataloader().drop_last  # one process: 10 = 4 + 4 + 2
     data.trainer = SimpleNamespace(world_size=2)
     assert data.train_dataloader().drop_last  # each rank: 5 = 4 + 1
+
+
+def test_a_macs_hidden_files_in_class_folders_are_not_images(tmp_path):
+    """A copy from a Mac puts ``._0.png`` beside every image: they were counted as unreadable images (and
+    with ``strict`` stopped the run)."""
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
+    (root / "train" / "h" / "._0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (root / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    splits = read_image_folder(root, CLASSES, strict=True)
+    assert len(splits["train"]) == 4 and not any("._" in s.path for s in splits["train"])

@@ -493,11 +493,12 @@ fps = float(prediction["fps"])
 toa = int(prediction["toa"])
 risk = np.asarray(prediction["risk"])
 start = float(model.model.alarm_threshold)
-threshold = st.slider(
+shown_start = round(min(max(start, 0.0), 1.0), 3)
+chosen = st.slider(
     "Alarm threshold",
     0.0,
     1.0,
-    round(min(max(start, 0.0), 1.0), 3),
+    shown_start,
     0.001,
     format="%.3f",
     key="accident_threshold",
@@ -507,6 +508,9 @@ threshold = st.slider(
         "false-alarm rate on negative clips stayed within the training cap."
     ),
 )
+# the slider holds 3 decimals; at the model's own (rounded) value it stands for the exact threshold, so the alarm
+# and risk.csv agree with the CLI's predict (0.87033 shown as 0.870 moved the alarm for a risk in between)
+threshold = start if chosen == shown_start else chosen
 from domains.driving.accident.predict import alarm_frame
 
 alarm = alarm_frame(risk, threshold)

@@ -281,3 +281,38 @@ def test_the_risk_chart_takes_more_rows_than_altairs_default_limit():
     spec = _risk_spec.__wrapped__(10.0, steps, probs, 300, horizons, 0.5, 120, 150)
     (curves,) = [layer for layer in spec["layer"] if layer.get("mark", {}).get("type") == "line"]
     assert len(spec["datasets"][curves["data"]["name"]]) == 5100
+
+
+def test_the_alarm_uses_the_models_exact_threshold_not_the_sliders_rounded_one(demo_env, monkeypatch):
+    """The slider holds 3 decimals: the alarm and risk.csv used 0.350 for a model threshold of 0.35033, where the
+    CLI's predict uses 0.35033, so a frame risk in between alarmed on one and not the other."""
+    import streamlit as st
+
+    from domains.driving.accident import predict
+
+    exact = ACCIDENT_ALARM + 3.3e-4
+    load, used = dm.load_task, []
+
+    def load_with_threshold(key, path):
+        task = load(key, path)
+        if key == "driving_accident":
+            task.model.alarm_threshold.fill_(exact)
+        return task
+
+    def recorded(risk, threshold):
+        used.append(threshold)
+        return real_alarm_frame(risk, threshold)
+
+    real_alarm_frame = predict.alarm_frame
+    monkeypatch.setattr(dm, "load_task", load_with_threshold)
+    monkeypatch.setattr(predict, "alarm_frame", recorded)
+    st.cache_resource.clear()
+    try:
+        at = _ok(_page())
+        assert at.slider(key="accident_threshold").value == ACCIDENT_ALARM  # shown rounded
+        assert used[0] == pytest.approx(exact, abs=1e-7)  # the alarm (then the frame slider's start)
+        used.clear()
+        at.slider(key="accident_threshold").set_value(0.5).run()  # a threshold the user chose is used as it is
+        assert used[0] == 0.5
+    finally:
+        st.cache_resource.clear()  # the other tests' model keeps its own threshold

@@ -16,6 +16,7 @@ the whole clip, so a recurrent model's slot n always follows one object.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,7 @@ from domains.driving.accident.readers import (
     KINDS,
     MIN_FRAMES,
     AccidentClip,
+    find_ccd_annotation,
     read_ccd_layout,
     read_dota,
     read_npz_clips,
@@ -134,8 +136,8 @@ class AccidentDataset(Dataset):
                 raise LabelFormatError(
                     path,
                     None,
-                    f"frame is {image.shape[1]}x{image.shape[0]} but the clip's first frame "
-                    f"{paths[0].name} is {source[1]}x{source[0]} (frames of one clip must share a size)",
+                    f"frame is {image.shape[1]}x{image.shape[0]} but frame {paths[0].name} of the same clip is "
+                    f"{source[1]}x{source[0]} (frames of one clip must share a size)",
                 )
         if self.image_size is not None and self.image_size != source:
             height, width = self.image_size
@@ -166,8 +168,11 @@ class AccidentDataset(Dataset):
         length, n = stop - start, self.max_objects
         item: dict = {}
         if clip.npz is not None:
-            with np.load(clip.npz, allow_pickle=False) as npz:
-                data = np.asarray(npz["data"], dtype=np.float32)
+            try:
+                with np.load(clip.npz, allow_pickle=False) as npz:
+                    data = np.asarray(npz["data"], dtype=np.float32)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # e.g. a bad CRC in data.npy
+                raise LabelFormatError(clip.npz, None, f"cannot read its data array ({err})") from None
             n_det = len(clip.tracks)
             if data.ndim != 3 or data.shape[0] != clip.n_frames or data.shape[1] != 1 + n_det:
                 raise LabelFormatError(
@@ -355,7 +360,10 @@ class AccidentDataModule(SplitLoaders):
             whole clips. Validation and test always use whole clips; a clip shorter than this is bad input.
         strict: a bad clip raises, naming its file (and line); false: it is left out and counted in one warning.
         feature_fps: frame rate of ``npz`` features (DAD 20, CCD 10).
-        feature_toa: contact frame of positive ``npz`` clips without a ``toa`` key (DAD: 90).
+        feature_toa: contact frame of positive ``npz`` clips without a ``toa`` key or annotation line (DAD: 90).
+        feature_annotation: CCD's ``Crash-1500.txt`` for ``npz`` features: each positive clip's contact frame is
+            its ``ID``'s first frame labelled 1 (UString's CCD files have no ``toa``); null: looked for in
+            data_path, data_path/videos and the folder above (UString's layout), else ``feature_toa`` for all.
         feature_image_size: [H, W] of the frames the ``npz`` ``det`` boxes refer to (DAD / CCD: 720 x 1280).
         max_clips: read at most this many clips, in id order (smoke tests).
         train_frames: decode the clips' frames for the network; false for a network that reads only boxes
@@ -383,6 +391,7 @@ class AccidentDataModule(SplitLoaders):
         strict: bool = False,
         feature_fps: float = DAD_FPS,
         feature_toa: int = DAD_TOA,
+        feature_annotation: str | None = None,
         feature_image_size: tuple[int, int] = (720, 1280),
         max_clips: int | None = None,
         train_frames: bool = True,
@@ -435,6 +444,7 @@ class AccidentDataModule(SplitLoaders):
         self.clip_length = clip_length
         self.strict = strict
         self.feature_fps, self.feature_toa = float(feature_fps), int(feature_toa)
+        self.feature_annotation = feature_annotation
         self.feature_image_size = tuple(feature_image_size)
         self.max_clips = max_clips
         self.train_frames = bool(train_frames)
@@ -468,7 +478,15 @@ class AccidentDataModule(SplitLoaders):
                 root, require_json=self.data_format == "synthetic", min_frames=min_frames, log=log
             )
         elif self.data_format == "npz":
-            clips = read_npz_clips(root, self.feature_fps, self.feature_toa, min_frames=min_frames, log=log)
+            annotation = self.feature_annotation
+            if annotation is not None and not Path(annotation).is_file():
+                raise FileNotFoundError(f"--data.feature_annotation {annotation}: no such file")
+            if annotation is None and (found := find_ccd_annotation(root)) is not None:
+                annotation = found
+                rank_zero_info(f"npz contact frames from {found} (set --data.feature_annotation to choose)")
+            clips = read_npz_clips(
+                root, self.feature_fps, self.feature_toa, min_frames=min_frames, log=log, annotation=annotation
+            )
         else:
             clips = read_dota(root, min_frames=min_frames, log=log)
         log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=3)
@@ -493,6 +511,12 @@ class AccidentDataModule(SplitLoaders):
             "set --data.val_fraction / --data.test_fraction, or add clips (a source's own training / testing "
             "folders fix its split)",
         )  # fmt: skip
+        if stage == "fit" and not any(c.is_positive for c in self.splits["train"]):
+            dropped = f"; dropped: {self.dropped.summary()}" if self.dropped and self.dropped.total else ""
+            raise ValueError(
+                f"{self.root()}: the training split holds no crash clip ({len(self.splits['train'])} clips, all "
+                f"negatives), so there is nothing to anticipate{dropped}"
+            )
 
     def _dataset(self, clips: list[AccidentClip], train: bool, decode_frames: bool) -> AccidentDataset:
         """One split's clips with this module's settings."""

@@ -76,10 +76,11 @@ def draw_clip(prediction: dict) -> list[np.ndarray]:
     threshold, toa = float(prediction["threshold"]), int(prediction["toa"])
     alarm = alarm_frame(risk, threshold)
     out = []
+    reach = 4 * max(frames.shape[1:3])  # OpenCV takes int32 points: a wild box is drawn off the frame, not an error
     for t, frame in enumerate(frames):
         canvas = np.ascontiguousarray(frame.copy())
         for n in np.flatnonzero(valid[t]):
-            x1, y1, x2, y2 = (round(v) for v in boxes[t, n])
+            x1, y1, x2, y2 = (round(v) for v in np.clip(boxes[t, n], -reach, reach))
             cv2.rectangle(canvas, (x1, y1), (x2, y2), _risk_color(object_risk[t, n]), 1)
         text = f"t={t / prediction['fps']:.1f}s risk {risk[t]:.2f}" + (
             "  ALARM" if alarm is not None and t >= alarm else ""

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from domains.driving.formats import IMAGE_EXTENSIONS, DropLog, LabelFormatError
+from shared.files import is_hidden, natural_key, visible_files
 
 KINDS = ("crash", "near_miss", "normal")
 CCD_FPS = 10.0  # CCD and DoTA clips are 10 fps
@@ -42,6 +43,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 NPZ_KEYS = ("data", "det", "labels")  # UString / DSTA feature files; ``ID`` and ``toa`` are optional
 FPS_TOLERANCE = 0.01  # relative: a container saying 29.97 for a 30 fps annotation is the same rate
 MIN_FRAMES = 2  # one frame holds no motion
+MAX_FRAME_SIDE = 16384  # pixels: a box coordinate beyond this is a broken annotation, not a far-off object
 
 
 @dataclass
@@ -80,16 +82,17 @@ class AccidentClip:
 
 
 def frame_files(folder: Path) -> list[Path]:
-    """Image files of a frame folder, sorted by name (``000000.jpg`` ...)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files of a frame folder in frame order: numbers in names compare as numbers (``frame_2.jpg``
+    before ``frame_10.jpg``), hidden files (a Mac's ``._000001.jpg``) left out."""
+    return sorted(visible_files(folder, IMAGE_EXTENSIONS), key=lambda p: natural_key(p.name))
 
 
 def locate_clip(parent: Path, vid: str) -> tuple[Path | None, list[Path] | None]:
     """``(video, None)`` for ``<parent>/<vid>.mp4`` (any of :data:`VIDEO_EXTENSIONS`), else ``(None, frames)``
     from ``<parent>/<vid>/image_2/*`` or ``<parent>/<vid>/*.{jpg,png}``; ``(None, None)`` if none exists."""
-    for ext in VIDEO_EXTENSIONS:
-        if (parent / f"{vid}{ext}").is_file():
-            return parent / f"{vid}{ext}", None
+    videos = [p for p in visible_files(parent, VIDEO_EXTENSIONS) if p.stem == vid] if parent.is_dir() else []
+    if videos:  # any case: a camera's CLIP.MP4 too
+        return videos[0], None
     folder = parent / vid
     for sub in (folder / "image_2", folder / "images", folder):
         if sub.is_dir():
@@ -222,13 +225,21 @@ def parse_ccd_line(raw: str, path: str | Path, lineno: int) -> CCDLine:
     return CCDLine(vid.strip(), labels, *others, lineno=lineno)
 
 
-def read_ccd_annotations(path: Path) -> dict[str, CCDLine]:
-    """``{vid: CCDLine}`` of a ``Crash-1500.txt``; a malformed line or a repeated vid is an error."""
+def read_ccd_annotations(path: Path, log: DropLog | None = None) -> dict[str, CCDLine]:
+    """``{vid: CCDLine}`` of a ``Crash-1500.txt`` (a Windows editor's byte-order mark is allowed). A malformed
+    line goes to ``log`` (left out and counted; raised without a log or in strict mode); a repeated vid is an
+    error."""
     out: dict[str, CCDLine] = {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not raw.strip():
             continue
-        line = parse_ccd_line(raw, path, lineno)
+        try:
+            line = parse_ccd_line(raw, path, lineno)
+        except LabelFormatError as err:
+            if log is None:
+                raise
+            log.add("bad_line", path, lineno, err.reason)
+            continue
         if line.vid in out:
             raise LabelFormatError(
                 path, lineno, f"clip {line.vid!r} is annotated twice (first on line {out[line.vid].lineno})"
@@ -244,8 +255,8 @@ def _clip_entries(folder: Path) -> list[str]:
     """Clip ids in a ``videos/<set>`` folder: video stems and sub-folder names."""
     if not folder.is_dir():
         return []
-    ids = {p.stem for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS}
-    ids |= {p.name for p in folder.iterdir() if p.is_dir()}
+    ids = {p.stem for p in visible_files(folder, VIDEO_EXTENSIONS)}
+    ids |= {p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p)}
     return sorted(ids)
 
 
@@ -298,11 +309,13 @@ def read_ccd_layout(
         raise FileNotFoundError(
             f"{annotation}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION})"
         )
-    lines = read_ccd_annotations(annotation)
+    lines = read_ccd_annotations(annotation, log)
     crash_dir, normal_dir = root / CCD_CRASH_DIR, root / CCD_NORMAL_DIR
     for vid in _clip_entries(crash_dir):
         if vid not in lines:
-            log.add("missing_label", crash_dir / vid, None, f"crash clip {vid!r} has no line in {annotation.name}")
+            log.add(
+                "missing_label", crash_dir / vid, None, f"crash clip {vid!r} has no readable line in {annotation.name}"
+            )
     entries = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
     entries += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir)]
     clips = []
@@ -468,6 +481,28 @@ def _subset_of(path: Path, root: Path) -> str | None:
     return None
 
 
+def find_ccd_annotation(root: Path) -> Path | None:
+    """UString's CCD layout keeps ``Crash-1500.txt`` in ``videos/`` beside ``vgg16_features/``: the first of
+    ``<root>``, ``<root>/videos``, ``<root>/..`` and ``<root>/../videos`` that holds one, else None."""
+    for folder in (root, root / "videos", root.parent, root.parent / "videos"):
+        if (folder / CCD_ANNOTATION).is_file():
+            return folder / CCD_ANNOTATION
+    return None
+
+
+def _listed_subsets(root: Path) -> dict[Path, str]:
+    """``{npz path: subset}`` from UString's split lists ``<root>/{train,test}.txt`` (lines
+    ``positive/000001.npz 1``), which CCD's feature release uses instead of training / testing folders."""
+    subsets = {}
+    for name, subset in (("train", "train"), ("training", "train"), ("test", "test"), ("testing", "test")):
+        listing = root / f"{name}.txt"
+        if listing.is_file():
+            for line in listing.read_text(encoding="utf-8-sig").splitlines():
+                if line.strip():
+                    subsets[(root / line.split()[0]).resolve()] = subset
+    return subsets
+
+
 def read_npz_clips(
     root: str | Path,
     fps: float = DAD_FPS,
@@ -475,34 +510,45 @@ def read_npz_clips(
     strict: bool = False,
     min_frames: int = MIN_FRAMES,
     log: DropLog | None = None,
+    annotation: str | Path | None = None,
 ) -> list[AccidentClip]:
-    """Clips of the UString / DSTA feature layout: ``<root>/{training,testing}/*.npz`` (or any folder of them).
+    """Clips of the UString / DSTA feature layout: ``<root>/{training,testing}/*.npz`` (DAD), or any folder of
+    them, with UString's ``train.txt`` / ``test.txt`` lists where present (CCD: ``positive/*.npz``,
+    ``negative/*.npz``).
 
     Each file: ``data`` (T, 1 + N, D) features of the frame and N detected objects, ``det`` (T, N, 6) boxes
     ``x1, y1, x2, y2, score, class`` in source pixels, ``labels`` one-hot (2,) (``[0, 1]`` = accident), and
-    optionally ``ID`` (the clip id; else the file stem) and ``toa`` (the contact frame; else ``toa``, DAD's 90).
-    ``fps`` is the features' frame rate (DAD 20, CCD 10). A file under ``training`` / ``testing`` keeps that
-    split. Object slot n is the detector's n-th box of each frame (the layout has no track ids), so slot n's
-    track id is n; an all-zero box is an empty slot.
+    optionally ``ID`` (the clip id; else the file stem) and ``toa`` (the contact frame). A positive clip's contact
+    frame is its ``toa``, else its ``ID``'s line in ``annotation`` (CCD's ``Crash-1500.txt``: the first frame
+    labelled 1, as UString reads it), else ``toa`` (DAD's 90). ``fps`` is the features' frame rate (DAD 20,
+    CCD 10). A file under ``training`` / ``testing`` or in a list keeps that split. Object slot n is the
+    detector's n-th box of each frame (the layout has no track ids), so slot n's track id is n; an all-zero box
+    is an empty slot.
     """
     root = Path(root)
     own = log is None
     log = log if log is not None else DropLog(strict=strict)
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"read_npz_clips: fps must be a positive frame rate, got {fps!r}")
-    files = sorted(root.rglob("*.npz"))
+    files = visible_files(root, (".npz",), recursive=True)
     if not files:
         raise FileNotFoundError(
             f"{root}: no *.npz feature files (expected <root>/training/*.npz or <root>/*.npz)"
         )
+    contact_frames = None
+    if annotation is not None:
+        lines = read_ccd_annotations(Path(annotation), log)
+        contact_frames = {vid: line.toa for vid, line in lines.items()}
+    listed = _listed_subsets(root)
     clips, seen, first = [], {}, None
     for path in files:
-        clip = _read_npz_clip(path, root, fps, toa, min_frames, log)
+        clip = _read_npz_clip(path, root, fps, toa, min_frames, log, contact_frames)
         if clip is None:
             continue
         if clip.clip_id in seen:
             raise LabelFormatError(path, None, f"clip id {clip.clip_id!r} also used by {seen[clip.clip_id]}")
         seen[clip.clip_id] = path
+        clip.subset = listed.get(path.resolve(), clip.subset)
         shape = _npz_array_shape(path, "data")  # the header only; clips of one set batch together
         if shape is not None:
             first = first or (shape, path)
@@ -528,25 +574,29 @@ def _npz_array_shape(path: Path, key: str) -> tuple[int, ...] | None:
         return None
 
 
-def _read_npz_clip(path, root, fps, default_toa, min_frames, log) -> AccidentClip | None:
+def _read_npz_clip(path, root, fps, default_toa, min_frames, log, contact_frames=None) -> AccidentClip | None:
+    problem = None
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]
             if missing:
-                log.add(
-                    "npz_keys",
-                    path,
-                    None,
-                    f"missing key(s) {missing}; expected {list(NPZ_KEYS)} "
-                    f"(+ optional ID, toa), found {npz.files}",
+                problem = (
+                    f"missing key(s) {missing}; expected {list(NPZ_KEYS)} (+ optional ID, toa), found {npz.files}"
                 )
-                return None
-            det, labels = npz["det"], np.asarray(npz["labels"]).reshape(-1)
-            data_shape = _npz_array_shape(path, "data")
-            clip_id = str(np.asarray(npz["ID"]).reshape(-1)[0]) if "ID" in npz.files else path.stem
-            file_toa = int(np.asarray(npz["toa"]).reshape(-1)[0]) if "toa" in npz.files else None
-    except (OSError, ValueError) as err:
-        log.add("npz_keys", path, None, f"not a readable npz file ({err})")
+            else:
+                det, labels = npz["det"], np.asarray(npz["labels"]).reshape(-1)
+                data_shape = _npz_array_shape(path, "data")
+                clip_id = str(np.asarray(npz["ID"]).reshape(-1)[0]) if "ID" in npz.files else path.stem
+                file_toa = int(np.asarray(npz["toa"]).reshape(-1)[0]) if "toa" in npz.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        # np.load reads a file that is no zip archive as a pickle, and refuses it saying "pickled data"
+        # (with advice to allow pickles): say what the file is instead
+        plain = isinstance(err, zipfile.BadZipFile) or "pickle" in str(err)
+        problem = (
+            "not an npz archive (truncated, or another kind of file)" if plain else f"not a readable npz ({err})"
+        )
+    if problem is not None:
+        log.add("npz_keys", path, None, problem)
         return None
     if det.ndim != 3 or det.shape[2] < 4:
         log.add("npz_keys", path, None, f"det has shape {det.shape}, expected (T, N, 6)")
@@ -565,7 +615,16 @@ def _read_npz_clip(path, root, fps, default_toa, min_frames, log) -> AccidentCli
         )
         return None
     positive = bool(labels[1] > 0)
-    toa = (file_toa if file_toa is not None else default_toa) if positive else -1
+    toa = -1
+    if positive and file_toa is not None:
+        toa = file_toa
+    elif positive and contact_frames is not None:
+        if clip_id not in contact_frames:
+            log.add("missing_label", path, None, f"crash clip ID {clip_id!r} has no line in {CCD_ANNOTATION}")
+            return None
+        toa = contact_frames[clip_id]
+    elif positive:
+        toa = default_toa
     if positive and not 0 <= toa < n_frames:
         log.add(
             "contact_frame",
@@ -621,7 +680,7 @@ def read_dota(
     own = log is None
     log = log if log is not None else DropLog(strict=strict)
     folder = root / "annotations"
-    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    files = visible_files(folder, (".json",)) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{folder}: no DoTA per-clip *.json annotations")
     clips, seen = [], {}
@@ -672,14 +731,18 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
             f"anomaly_start {toa} is past the clip's end (frames 0..{n_frames - 1})",
         )
         return None
-    frames = []
+    frames, absent = [], []
+    folder = root / "frames" / vid / "images"
+    by_stem = {p.stem: p for p in visible_files(folder, IMAGE_EXTENSIONS)} if folder.is_dir() else {}
     for t, entry in enumerate(labels):
+        # DoTA writes image_path relative to frames/ ("<vid>/images/000001.jpg"); relative to the root is read too,
+        # and else the frame's number in frames/<vid>/images in any image format (000001.JPG, .png)
         image = entry.get("image_path")
-        candidate = root / image if image else None
-        if candidate is None or not candidate.is_file():
-            candidate = root / "frames" / vid / "images" / f"{int(entry.get('frame_id', t)):06d}.jpg"
-        frames.append(candidate)
-    absent = [p for p in frames if not p.is_file()]
+        named = [root / image, root / "frames" / image] if image else []
+        found = next((c for c in named if c.is_file()), None) or by_stem.get(f"{int(entry.get('frame_id', t)):06d}")
+        if found is None:
+            absent.append(named[-1] if named else folder / f"{int(entry.get('frame_id', t)):06d}.jpg")
+        frames.append(found)
     if absent:
         log.add("missing_clip", path, None, f"{len(absent)} of {n_frames} frames not found, e.g. {absent[0]}")
         return None
@@ -699,6 +762,14 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
                     f"object needs obj_track_id and a 4-value bbox, got {obj}",
                 )
                 return None
+            if not _plausible_box(box):
+                log.add(
+                    "bad_json",
+                    path,
+                    f"labels[{t}]",
+                    f"bbox {box} is not x1 <= x2, y1 <= y2 in pixels (at most {MAX_FRAME_SIDE} from the frame)",
+                )
+                return None
             tracks.setdefault(int(tid), np.full((n_frames, 4), np.nan, dtype=np.float32))[t] = box
     depth = {k: -float(np.nanmean(v[:, 3] - v[:, 1])) for k, v in tracks.items()}
     return AccidentClip(
@@ -714,6 +785,17 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
         subset=meta.get("subset"),
         scenario=meta.get("anomaly_class"),
     )
+
+
+def _plausible_box(box) -> bool:
+    """Finite xyxy pixels, x1 <= x2 and y1 <= y2, within :data:`MAX_FRAME_SIDE` of the frame's corner (boxes
+    partly outside the frame are normal; 5e9 is a broken annotation)."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        return False
+    values = (x1, y1, x2, y2)
+    return all(math.isfinite(v) and abs(v) <= MAX_FRAME_SIDE for v in values) and x1 <= x2 and y1 <= y2
 
 
 def check_kinds(clips: Sequence[AccidentClip]) -> None:

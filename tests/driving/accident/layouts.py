@@ -66,6 +66,19 @@ def write_label_2(folder: Path, tracks: dict[int, dict], n_frames: int) -> None:
     return label_tracks
 
 
+def write_mp4(path: Path, n_frames: int, fps: float, size: tuple[int, int] = (W, H)) -> bool:
+    """A seeded-noise mp4 (OpenCV's mp4v); False where this OpenCV cannot write one (the test then skips)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        return False
+    rng = np.random.default_rng(1)
+    for _ in range(n_frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+    return path.is_file() and path.stat().st_size > 0
+
+
 def ccd_line(vid: str, n_frames: int, toa: int, ego: str = "Yes") -> str:
     labels = ", ".join("1" if t >= toa else "0" for t in range(n_frames))
     return f"{vid},[{labels}],0,synthetic,Day,Normal,{ego}"

@@ -41,6 +41,7 @@ from tests.driving.accident.layouts import (
     ccd_line,
     write_accident_clips,
     write_dota_clip,
+    write_mp4,
     write_npz_clip,
 )
 
@@ -261,23 +262,11 @@ def test_ccd_line_with_commas_in_the_bracket():
         parse_ccd_line("000009 0 0 1", "Crash-1500.txt", 5)
 
 
-def _write_mp4(path: Path, n_frames: int, fps: float, size=(W, H)) -> bool:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        return False
-    rng = np.random.default_rng(1)
-    for _ in range(n_frames):
-        writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    writer.release()
-    return path.is_file() and path.stat().st_size > 0
-
-
 @pytest.fixture
 def ccd_root(tmp_path) -> Path:
     root = tmp_path / "ccd"
-    ok = _write_mp4(root / "videos/Crash-1500/000001.mp4", 10, 10.0)
-    ok = ok and _write_mp4(root / "videos/Normal/000002.mp4", 10, 10.0)
+    ok = write_mp4(root / "videos/Crash-1500/000001.mp4", 10, 10.0)
+    ok = ok and write_mp4(root / "videos/Normal/000002.mp4", 10, 10.0)
     if not ok:
         pytest.skip("OpenCV has no mp4v encoder here: cannot write a test video")
     (root / "Crash-1500.txt").write_text(ccd_line("000001", 10, 6, ego="No") + "\n")
@@ -302,7 +291,7 @@ def test_ccd_normal_clips_numbered_like_crash_clips_are_kept_and_an_unlabelled_c
 
     shutil.copy(ccd_root / "videos/Normal/000002.mp4", ccd_root / "videos/Normal/000001.mp4")
     shutil.copy(ccd_root / "videos/Crash-1500/000001.mp4", ccd_root / "videos/Crash-1500/000009.mp4")
-    with pytest.warns(LabelWarning, match=r"missing_label: 1 .*000009: crash clip '000009' has no line in Crash"):
+    with pytest.warns(LabelWarning, match=r"missing_label: 1 .*000009: crash clip '000009' has no readable line in Crash"):
         clips = {c.clip_id: c for c in read_ccd_layout(ccd_root)}
     assert {k: c.kind for k, c in clips.items()} == {"000001": "crash", "normal_000001": "normal", "000002": "normal"}
     assert clips["normal_000001"].video == ccd_root / "videos/Normal/000001.mp4"
@@ -388,7 +377,7 @@ def test_frames_of_mixed_sizes(clips_root):
     frame = clips_root / "videos/Crash-1500/000000/image_2/000003.jpg"
     cv2.imwrite(str(frame), np.zeros((H + 2, W, 3), np.uint8))
     clip = read_ccd_layout(clips_root, require_json=True)[0]
-    with pytest.raises(LabelFormatError, match=rf"{frame}: frame is {W}x{H + 2} but the clip's first frame"):
+    with pytest.raises(LabelFormatError, match=rf"{frame}: frame is {W}x{H + 2} but frame 000000.jpg of the same clip"):
         AccidentDataset([clip])[0]
 
 
@@ -399,7 +388,7 @@ def test_missing_and_inconsistent_frame_rate(clips_root, ccd_root):
     path.write_text(json.dumps(meta))
     with pytest.raises(LabelFormatError, match=r"000004.json: missing or invalid frame rate None"):
         read_ccd_layout(clips_root, strict=True, require_json=True)
-    _write_mp4(ccd_root / "videos/Normal/000002.mp4", 10, 25.0)
+    write_mp4(ccd_root / "videos/Normal/000002.mp4", 10, 25.0)
     with pytest.raises(
         LabelFormatError, match=r"000002.mp4: frame rate 25 is inconsistent with the annotation's 10"
     ):

@@ -1,0 +1,190 @@
+"""Accident data as users have it on disk: frame names without zero padding, a Mac's hidden files, upper-case
+video extensions, UString's CCD feature release (contact frames in Crash-1500.txt, train.txt / test.txt lists),
+damaged npz files, a byte-order mark, one bad annotation line, DoTA frame paths and broken boxes."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from domains.driving.accident.data import AccidentDataModule, AccidentDataset
+from domains.driving.accident.readers import read_ccd_layout, read_dota, read_npz_clips
+from domains.driving.formats import LabelFormatError, LabelWarning
+from tests.driving.accident.layouts import ccd_line, write_dota_clip, write_mp4, write_npz_clip
+
+
+def _numbered_frames(folder: Path, n: int) -> None:
+    """Frames ``frame_1.jpg .. frame_<n>.jpg`` (no zero padding) whose grey level is 20 x their number, and a
+    Mac's ``._frame_3.jpg`` resource fork beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(1, n + 1):
+        assert cv2.imwrite(str(folder / f"frame_{t}.png"), np.full((24, 48, 3), 20 * t, np.uint8))
+    (folder / "._frame_3.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+
+
+def test_unpadded_frame_names_play_in_number_order_and_hidden_files_are_not_frames(tmp_path):
+    _numbered_frames(tmp_path / "videos/Crash-1500/000001", 12)
+    (tmp_path / "videos/Crash-1500/.DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "Crash-1500.txt").write_text(ccd_line("000001", 12, 8) + "\n")
+    (clip,) = read_ccd_layout(tmp_path, strict=True)
+    assert [p.name for p in clip.frames] == [f"frame_{t}.png" for t in range(1, 13)]  # not 1, 10, 11, 12, 2, ...
+    frames = AccidentDataset([clip], image_size=None, max_objects=1)[0]["frames"]
+    assert (frames[:, 0, 0, 0] * 255).round().tolist() == [20.0 * t for t in range(1, 13)]
+
+
+def test_a_video_with_an_upper_case_extension_is_found(tmp_path):
+    if not write_mp4(tmp_path / "videos/Crash-1500/000001.MP4", 10, 10.0):
+        pytest.skip("OpenCV has no mp4v encoder here: cannot write a test video")
+    write_mp4(tmp_path / "videos/Normal/000002.Mp4", 10, 10.0)
+    (tmp_path / "Crash-1500.txt").write_text(ccd_line("000001", 10, 6) + "\n")
+    clips = {c.clip_id: c for c in read_ccd_layout(tmp_path, strict=True)}
+    assert clips["000001"].video.name == "000001.MP4" and clips["000002"].video.name == "000002.Mp4"
+
+
+def _ustring_ccd(root: Path) -> Path:
+    """UString's CCD feature layout: ``vgg16_features/{positive,negative}/*.npz`` without ``toa``, the split
+    lists ``train.txt`` / ``test.txt``, and ``videos/Crash-1500.txt`` with each crash clip's frame labels."""
+    features = root / "vgg16_features"
+    lines, train, test = [], [], []
+    for i, toa in enumerate((3, 5, 7, 4), start=1):
+        vid = f"{i:06d}"
+        write_npz_clip(features / "positive" / f"{vid}.npz", n_frames=10, dim=4, ID=np.array(vid))
+        lines.append(ccd_line(vid, 10, toa))
+        (train if i <= 2 else test).append(f"positive/{vid}.npz 1")
+    for i in range(5, 9):
+        vid = f"{i:06d}"
+        write_npz_clip(features / "negative" / f"{vid}.npz", n_frames=10, dim=4, positive=False, ID=np.array(vid))
+        (train if i <= 6 else test).append(f"negative/{vid}.npz 0")
+    (features / "train.txt").write_text("\n".join(train) + "\n")
+    (features / "test.txt").write_text("\n".join(test) + "\n")
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "Crash-1500.txt").write_text("\n".join(lines) + "\n")
+    return features
+
+
+def test_ustring_ccd_features_take_their_contact_frames_and_split_from_its_files(tmp_path):
+    """UString's CCD files have no toa: every crash clip got DAD's frame 90, past its 10 frames, and was dropped,
+    so the run trained on negatives only, exit 0."""
+    features = _ustring_ccd(tmp_path)
+    clips = {
+        c.clip_id: c
+        for c in read_npz_clips(features, fps=10.0, strict=True, annotation=tmp_path / "videos/Crash-1500.txt")
+    }
+    assert {k: c.toa for k, c in clips.items() if c.is_positive} == {
+        "000001": 3, "000002": 5, "000003": 7, "000004": 4,
+    }  # fmt: skip
+    assert {k for k, c in clips.items() if c.subset == "test"} == {"000003", "000004", "000007", "000008"}
+    assert {k for k, c in clips.items() if c.subset == "train"} == {"000001", "000002", "000005", "000006"}
+
+    dm = AccidentDataModule(data_format="npz", data_path=str(features), feature_fps=10, num_workers=0)
+    dm.setup("fit")  # Crash-1500.txt found in ../videos, as UString keeps it
+    assert sorted((c.clip_id, c.toa) for c in dm.splits["test"] if c.is_positive) == [("000003", 7), ("000004", 4)]
+    with pytest.raises(FileNotFoundError, match="--data.feature_annotation nowhere.txt: no such file"):
+        AccidentDataModule(
+            data_format="npz", data_path=str(features), feature_annotation="nowhere.txt", num_workers=0
+        ).setup("fit")
+
+
+def test_a_training_split_without_a_crash_clip_is_an_error(tmp_path):
+    for i in range(6):
+        write_npz_clip(tmp_path / f"clip{i}.npz", n_frames=100, dim=4, positive=False)
+    dm = AccidentDataModule(data_format="npz", data_path=str(tmp_path), num_workers=0)
+    with pytest.raises(ValueError, match=r"the training split holds no crash clip \(\d+ clips, all negatives\)"):
+        dm.setup("fit")
+
+
+def _flip_a_byte_inside(path: Path, member: str) -> None:
+    """Corrupt one byte of ``member``'s stored data (its CRC no longer matches); its header stays readable."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.compress_size - 3] ^= 0xFF  # inside the array's values, past the .npy header
+    path.write_bytes(bytes(raw))
+
+
+def test_damaged_npz_files_are_named_and_counted_not_a_bare_traceback(tmp_path):
+    good = write_npz_clip(tmp_path / "good.npz", n_frames=10, dim=4)
+    truncated = write_npz_clip(tmp_path / "cut.npz", n_frames=10, dim=4)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    (tmp_path / "notes.npz").write_bytes(b"this is not a feature file at all" * 4)
+    with pytest.warns(LabelWarning, match=r"npz_keys: 2 .*not an npz archive") as record:
+        clips = read_npz_clips(tmp_path, toa=5)
+    assert [c.clip_id for c in clips] == ["good"]
+    assert "pickle" not in str(record[0].message)  # numpy's advice to allow pickles is not passed on
+    with pytest.raises(LabelFormatError, match=r"cut.npz: not an npz archive"):
+        read_npz_clips(tmp_path, toa=5, strict=True)
+
+    _flip_a_byte_inside(good, "data.npy")  # a bad CRC shows only when the values are read, in training
+    (tmp_path / "cut.npz").unlink()
+    (tmp_path / "notes.npz").unlink()
+    (clip,) = read_npz_clips(tmp_path, toa=5, strict=True)
+    with pytest.raises(LabelFormatError, match=r"good.npz: cannot read its data array \(Bad CRC-32"):
+        AccidentDataset([clip], image_size=(36, 64), max_objects=2, feature_image_size=(720, 1280))[0]
+
+
+def test_strict_npz_errors_are_said_once(tmp_path):
+    write_npz_clip(tmp_path / "a.npz", det=None)
+    with pytest.raises(LabelFormatError) as caught:
+        read_npz_clips(tmp_path, strict=True)
+    assert str(caught.value).count("missing key") == 1 and "not a readable" not in str(caught.value)
+
+
+def _frame_folder_set(root: Path, lines: list[str], vids: list[str]) -> None:
+    for i, vid in enumerate(vids):
+        folder = root / "videos/Crash-1500" / vid
+        folder.mkdir(parents=True)
+        for t in range(6):
+            cv2.imwrite(str(folder / f"{t:06d}.jpg"), np.full((24, 48, 3), 10 * i, np.uint8))
+    (root / "Crash-1500.txt").write_bytes("\n".join(lines).encode("utf-8-sig"))  # as Windows Notepad saves it
+
+
+def test_a_byte_order_mark_and_one_bad_line_lose_only_that_line(tmp_path):
+    lines = [ccd_line("000001", 6, 3), "000002,[0, 0, 0, 0, 0, 0],0,src,Day,Normal,Yes", ccd_line("000003", 6, 4)]
+    _frame_folder_set(tmp_path, lines, ["000001", "000002", "000003"])
+    with pytest.warns(LabelWarning, match=r"bad_line: 1 .*Crash-1500.txt:2: crash clip '000002' has no frame"):
+        clips = read_ccd_layout(tmp_path)
+    assert {c.clip_id: c.toa for c in clips} == {"000001": 3, "000003": 4}  # the first line's vid has no BOM
+    with pytest.raises(LabelFormatError, match=r"Crash-1500.txt:2: crash clip '000002' has no frame labelled 1"):
+        read_ccd_layout(tmp_path, strict=True)
+
+
+def test_dota_frames_named_relative_to_frames_or_in_another_case_are_found(tmp_path):
+    path = write_dota_clip(tmp_path, "clip_a", n_frames=6, anomaly_start=3)
+    images = tmp_path / "frames/clip_a/images"
+    for frame in sorted(images.iterdir()):
+        frame.rename(frame.with_suffix(".JPG"))
+    text = path.read_text().replace('"frames/clip_a/images/', '"clip_a/images/').replace('.jpg"', '.JPG"')
+    path.write_text(text)  # DoTA's own image_path: relative to frames/
+    (clip,) = read_dota(tmp_path, strict=True)
+    assert [p.name for p in clip.frames] == [f"{t:06d}.JPG" for t in range(6)]
+    path.write_text(text.replace('"clip_a/images/', '"elsewhere/'))  # a stale path: the frame number finds it
+    (clip,) = read_dota(tmp_path, strict=True)
+    assert clip.frames[0] == images / "000000.JPG"
+
+
+def test_a_dota_box_out_of_any_frame_is_counted_not_a_drawing_crash(tmp_path):
+    write_dota_clip(tmp_path, "clip_a", n_frames=6, anomaly_start=3)
+    path = write_dota_clip(tmp_path, "clip_b", n_frames=6, anomaly_start=3)
+    path.write_text(path.read_text().replace("[10.0, 10.0, 30.0, 20.0]", "[10.0, 10.0, 5000000000.0, 40.0]", 1))
+    with pytest.warns(LabelWarning, match=r"bad_json: 1 .*clip_b.json:labels\[0\]: bbox \[10.0, 10.0, 5000000000.0"):
+        clips = read_dota(tmp_path)
+    assert [c.clip_id for c in clips] == ["clip_a"]
+
+
+def test_a_box_far_outside_the_frame_is_drawn_off_it_not_an_opencv_error():
+    from domains.driving.accident.predict import draw_clip
+
+    boxes = np.array([[[4.0, 4.0, 5e9, 20.0], [2.0, 2.0, 10.0, 10.0]]] * 3, np.float32)  # (T, N, 4)
+    prediction = {
+        "clip_id": "c", "frames": np.zeros((3, 3, 24, 48), np.uint8), "risk": np.array([0.1, 0.5, 0.9]),
+        "boxes": boxes, "box_valid": np.ones((3, 2), bool), "object_risk": np.full((3, 2), 0.9),
+        "threshold": 0.5, "toa": 2, "fps": 10.0,
+    }  # fmt: skip
+    frames = draw_clip(prediction)
+    assert len(frames) == 3 and frames[0].shape[1] == 48
+    assert frames[0][4, 20:48].any() and frames[0][2, 2:11].any()  # both boxes' top edges are drawn

@@ -7,6 +7,8 @@ refused with the option to fix, and a pretrained backbone is loaded from a local
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from shared.task import BaseTask
@@ -51,6 +53,16 @@ class LabelledTask(BaseTask):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+
+    def warn_undefined_map(self, stage: str, value: float, what: str = "COCO mAP / mAR") -> None:
+        """Say why a mAP is torchmetrics' -1 (``value`` < 0): ``stage``'s split holds no ground-truth object of
+        the classes, so a run logged -1 and said nothing. Not during Lightning's sanity check (two batches)."""
+        if value < 0 and not getattr(self._trainer, "sanity_checking", False):
+            warnings.warn(
+                f"{stage}: the split holds no ground-truth object of the classes {list(self.class_names)}, so "
+                f"{what} are undefined (logged as -1)",
+                stacklevel=3,
+            )
 
     def attached_datamodule(self):
         """The trainer's data module, or None (no trainer, or none given)."""

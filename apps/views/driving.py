@@ -36,10 +36,11 @@ TRAINED_ON = "The models learnt from wide dashcam frames (640x192, 3.3:1) of syn
 def _scene_list(root: str) -> list[tuple[str, str, str | None]]:
     """(name, image path, label path or None) of the SegmentMeIfYouCan-layout set, sorted."""
     from domains.driving.anomaly.data import AnomalyDataset
+    from shared.files import visible_files
 
     images = Path(root) / "images"
     labels = Path(root) / "labels_masks"
-    found = sorted(p for p in images.iterdir() if p.suffix.lower() in AnomalyDataset.IMAGE_EXTENSIONS)
+    found = visible_files(images, AnomalyDataset.IMAGE_EXTENSIONS)  # no ._name.png of a Mac copy
     return [
         (p.stem, str(p), str(labels / f"{p.stem}.png") if (labels / f"{p.stem}.png").is_file() else None)
         for p in found
@@ -117,7 +118,8 @@ def _display(digest: str, _image: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _kitti_text(pred: dict, class_names: list[str]) -> str:
-    """KITTI result lines (16 fields, score last) through the suite's own writer."""
+    """KITTI result lines (16 fields, score last) through the suite's own writer (class names' spaces become
+    underscores there)."""
     import torch
 
     from domains.driving.detection.predict import detections_to_kitti
@@ -491,13 +493,15 @@ def _objects() -> None:
             hide_index=True,
         )
     d1, d2 = st.columns(2)
-    d1.download_button(
-        "Detections (KITTI text)",
-        data=_kitti_text(kept, class_names),
-        file_name=f"{up.download_stem(name)}.txt",
-        mime="text/plain",
-        key="driving_dl_kitti",
-    )
+    kitti = _result_or_error(lambda: _kitti_text(kept, class_names), "KITTI text export")
+    if kitti is not None:
+        d1.download_button(
+            "Detections (KITTI text)",
+            data=kitti,
+            file_name=f"{up.download_stem(name)}.txt",
+            mime="text/plain",
+            key="driving_dl_kitti",
+        )
     d2.download_button(
         "Image with boxes (PNG)",
         data=lambda: up.png_bytes(_draw(image, kept, class_names)),
@@ -510,6 +514,8 @@ def _objects() -> None:
 def _instances() -> None:
     """The instance tab (same flow as the detector's); returns early (with a message) when the model cannot
     run."""
+    from domains.driving.formats import kitti_type_name
+
     segmenter = _model_or_warning(INSTANCES, have_inst, "instance-segmentation")
     if segmenter is None:
         return
@@ -574,7 +580,7 @@ def _instances() -> None:
     )
     d2.download_button(
         "Instance list (text)",
-        data=dm.instance_text(kept, order, class_names),
+        data=dm.instance_text(kept, order, [kitti_type_name(n) for n in class_names]),  # as predict writes
         file_name=f"{up.download_stem(name)}_instances.txt",
         mime="text/plain",
         key="driving_dl_instance_list",

@@ -26,6 +26,7 @@ from domains.driving.formats import (
     distinct_names,
     image_size,
 )
+from shared.files import is_hidden, visible_files
 from shared.images import stretch_to_uint8
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
@@ -89,16 +90,30 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     return label
 
 
+def _check_decodes(path: Path) -> None:
+    """Decode the whole image (:class:`LabelFormatError` if it cannot): a readable header can front truncated
+    data, which would stop a whole folder's predict at that photo. A JPEG decodes at 1/8 scale (``draft``),
+    which still reads every byte, so a photo cut short is caught too."""
+    try:
+        with Image.open(path) as image:
+            image.draft(None, (1, 1))
+            image.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise LabelFormatError(path, None, f"cannot decode image ({err})") from None
+
+
 def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> list[tuple[Path, int, int, str]]:
     """``(path, height, width, name)`` of the images a ``--data.predict_path`` names: a folder (searched
-    recursively) or one file, sizes from the headers. Predict writes ``<name>.*`` per image: ``name(path)`` (the
-    stem), or, where that repeats (``drive_a/000000.png``, ``drive_b/000000.png``: dashcam drives), the path below
-    the folder joined by ``__`` (``drive_a__000000``). An unreadable image is skipped and counted in one warning."""
+    recursively, hidden files such as a Mac copy's ``._name.jpg`` left out) or one file, sizes from the headers.
+    Predict writes ``<name>.*`` per image: ``name(path)`` (the stem), or, where that repeats
+    (``drive_a/000000.png``, ``drive_b/000000.png``: dashcam drives), the path below the folder joined by ``__``
+    (``drive_a__000000``). An image that cannot be decoded whole (a truncated file) is skipped and counted in one
+    warning naming them."""
     root = Path(predict_path)
     if root.is_file():
         paths = [root]
     elif root.is_dir():
-        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        paths = visible_files(root, IMAGE_EXTENSIONS, recursive=True)
     else:
         raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
     if not paths:
@@ -106,13 +121,18 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
     found, unreadable = [], []
     for path in paths:
         try:
-            found.append((path, *image_size(path)))
+            size = image_size(path)
+            _check_decodes(path)
         except LabelFormatError as err:
             unreadable.append(str(err))
+        else:
+            found.append((path, *size))
     if unreadable:
+        more = f"; ... {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        shown = "; ".join(unreadable[:5]) + more
         warnings.warn(
             f"--data.predict_path {root}: {len(unreadable)} of {len(paths)} images cannot be read and are not "
-            f"predicted, e.g. {unreadable[0]}",
+            f"predicted: {shown}",
             LabelWarning,
             stacklevel=3,
         )
@@ -232,7 +252,8 @@ def find_sequence_groups(
       per line) and ``mapping/train_rand.txt`` (one comma-separated line; image ``i`` is mapping line
       ``rand[i]``, 1-based);
     * there too, a two-column text file ``<image_id> <sequence>`` (``sequence_map.txt``, ``sequences.txt``,
-      ``mapping.txt``; ``#`` comments, commas or whitespace).
+      ``mapping.txt``; ``#`` comments, commas or whitespace). A line holding a tab is split at its tabs only,
+      so ids with spaces (``my photo 1``) can be listed as ``my photo 1<TAB>drive_a``.
     Ids missing from a mapping are an error naming the file, not silently grouped alone.
     """
     if source_file is not None:
@@ -308,7 +329,11 @@ def _kitti_devkit_groups(mapping: Path, rand: Path, ids: Sequence[str]) -> list[
 def _two_column_groups(path: Path, ids: Sequence[str]) -> list[str]:
     table: dict[str, str] = {}
     for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.split("#", 1)[0].replace(",", " ").split()
+        text = raw.split("#", 1)[0]
+        if "\t" in text:  # tab-separated: the fields may hold spaces
+            line = [field.strip() for field in text.split("\t") if field.strip()]
+        else:
+            line = text.replace(",", " ").split()
         if not line:
             continue
         if len(line) < 2:
@@ -341,7 +366,7 @@ def data_source(data_path: str | Path | None, patterns: Sequence[str] = ()) -> P
     if not path.exists():
         raise FileNotFoundError(f"{path}: data_path does not exist")
     if patterns and path.is_dir():
-        found = sorted(p for pattern in patterns for p in path.glob(pattern))
+        found = sorted(p for pattern in patterns for p in path.glob(pattern) if not is_hidden(p))
         if len(found) != 1:
             raise FileNotFoundError(
                 f"{path}: expected exactly one {'/'.join(patterns)} file, found {[p.name for p in found] or 'none'}"
@@ -362,13 +387,14 @@ def split_by_sequence(
     seed: int,
     max_items: int | None = None,
     source_file: str | Path | None = None,
+    names: Sequence[str] = ("train", "val", "test"),
 ) -> dict[str, list]:
     """Annotations (with ``image_id``) sorted by id, cut to ``max_items``, then split by driving sequence
-    (:func:`read_sequence_groups` under ``split_root`` or beside ``source_file``) into ``fractions`` of
-    train / val / test."""
+    (:func:`read_sequence_groups` under ``split_root`` or beside ``source_file``) into ``fractions`` of the
+    splits ``names`` (train / val / test)."""
     from shared.data import group_split
 
     items = sorted(items, key=lambda a: a.image_id)[:max_items]
     groups = read_sequence_groups(split_root, [a.image_id for a in items], source_file)
-    index = group_split(groups, fractions, seed=seed)
+    index = group_split(groups, fractions, seed=seed, names=names)
     return {name: [items[i] for i in idx] for name, idx in index.items()}

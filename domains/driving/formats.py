@@ -35,6 +35,8 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from shared.files import visible_files
+
 KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 BOX_TOLERANCE_PX = 1.0  # boxes this far outside the image are clipped silently, further out they are dropped
@@ -189,8 +191,8 @@ def _fmt(value: float) -> str:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
+    try:  # utf-8-sig: a byte-order mark (Windows editors write one) would stick to the first field
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise LabelFormatError(path, None, "not a UTF-8 text file") from None
 
@@ -272,13 +274,12 @@ def images_by_stem(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -
     """``{stem: path}`` of the images in ``folder``; two images with one stem are an error (one label file or
     mask would serve both, and predict would write one's outputs over the other's)."""
     images: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in extensions:
-            if p.stem in images:
-                raise LabelFormatError(
-                    p, None, f"two images share the id {p.stem!r}: {images[p.stem].name}, {p.name}"
-                )
-            images[p.stem] = p
+    for p in visible_files(folder, tuple(extensions)):  # a Mac copy's ._<name> forks are no images
+        if p.stem in images:
+            raise LabelFormatError(
+                p, None, f"two images share the id {p.stem!r}: {images[p.stem].name}, {p.name}"
+            )
+        images[p.stem] = p
     return images
 
 
@@ -434,19 +435,33 @@ def read_kitti_label(
     return objects
 
 
+def kitti_type_name(name: str) -> str:
+    """``name`` as one field of a KITTI-style text line (label files, instance lists), which readers split on
+    whitespace: a class name holding spaces (COCO's ``traffic light``) is written with underscores
+    (``traffic_light``), said in one :class:`LabelWarning` per name."""
+    field = "_".join(name.split())
+    if field != name:
+        warnings.warn(
+            f"type names in KITTI-style text files cannot hold spaces: {name!r} is written as {field!r}",
+            LabelWarning,
+            stacklevel=3,
+        )
+    return field
+
+
 def write_kitti_label(
     path: str | os.PathLike, objects: Iterable[ObjectLabel], with_score: bool = False
 ) -> None:
-    """Write one KITTI label file; ``with_score=True`` writes the 16th field (result files for evaluation)."""
+    """Write one KITTI label file; ``with_score=True`` writes the 16th field (result files for evaluation).
+    Type names holding spaces are written with underscores (:func:`kitti_type_name`)."""
     path = Path(path)
     lines = []
     for i, obj in enumerate(objects):
-        if not obj.type or any(c.isspace() for c in obj.type):
-            raise ValueError(
-                f"{path}: object {i}: KITTI type names cannot be empty or contain spaces: {obj.type!r}"
-            )
+        name = kitti_type_name(obj.type)
+        if not name:
+            raise ValueError(f"{path}: object {i}: KITTI type names cannot be empty: {obj.type!r}")
         values = [obj.truncated, obj.alpha, *obj.bbox, *obj.dimensions, *obj.location, obj.rotation_y]
-        parts = [obj.type, _fmt(values[0]), str(int(obj.occluded)), *(_fmt(v) for v in values[1:])]
+        parts = [name, _fmt(values[0]), str(int(obj.occluded)), *(_fmt(v) for v in values[1:])]
         if with_score:
             if obj.score is None:
                 raise ValueError(f"{path}: object {i} ({obj.type}) has no score but with_score=True")
@@ -489,7 +504,7 @@ def read_kitti_dir(
         raise FileNotFoundError(f"{labels_path}: KITTI label folder not found (next to {base / image_dir})")
     log, own = _owned_log(log, strict)
     images = images_by_stem(base / image_dir)
-    labels = {p.stem: p for p in sorted(labels_path.glob("*.txt"))}
+    labels = {p.stem: p for p in visible_files(labels_path, (".txt",))}
     refuse_orphans(labels.values(), images, base / image_dir, "label file")
     if not images:
         raise FileNotFoundError(f"{base / image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -815,11 +830,11 @@ def read_yolo(
     image_files: list[Path] = []
     for src in _yolo_sources(data, split, path):
         if src.is_dir():
-            found = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = visible_files(src, IMAGE_EXTENSIONS, recursive=True)
             labels_dir = yolo_label_path(src / "x.png").parent
             if labels_dir != src and labels_dir.is_dir():
                 stems = {yolo_label_path(p) for p in found}
-                for label in sorted(labels_dir.rglob("*.txt")):
+                for label in visible_files(labels_dir, (".txt",), recursive=True):
                     if label not in stems:
                         raise LabelFormatError(label, None, f"label file has no image in {src}")
             image_files += found

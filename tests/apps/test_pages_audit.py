@@ -316,3 +316,21 @@ def test_anomaly_input_is_fitted_into_the_training_frame_as_the_cli_does(demo_en
     task.demo_input_size = None
     fallback = dm.anomaly_analysis(task, np.zeros((480, 640, 3), np.uint8), "msp")  # x min(192/480, 640/640)
     assert fallback["analysis_size"] == (256, 192) and fallback["score"].shape == (480, 640)
+
+
+def test_own_detector_whose_class_names_hold_spaces_draws_and_exports_its_boxes(demo_env, tmp_path):
+    """COCO's 'traffic light': the KITTI text download raised outside the page's error handling (a traceback,
+    and the other tabs never drawn); KITTI type names are written with underscores instead."""
+    ckpt = torch.load(demo_env["checkpoints"] / "driving_detection.ckpt", weights_only=False)
+    names = ["passenger car", "walking person", "traffic light"]
+    ckpt["hyper_parameters"]["class_names"] = names
+    own = tmp_path / "spaces.ckpt"
+    torch.save(ckpt, own)
+    at = _ok(_page("driving"))
+    at.text_input(key="own_path_driving_detection").set_value(str(own)).run()
+    at.multiselect(key="driving_det_classes").set_value(names)  # the filter kept the demo model's names
+    at.slider(key="driving_det_threshold").set_value(0.05).run()
+    _ok(at)
+    assert set(at.dataframe[0].value["class"]) == {"passenger car"}  # what the tiny detector finds
+    assert "Detections (KITTI text)" in [b.proto.label for b in at.get("download_button")]
+    assert "detections shown" in _image_captions(at)[0] and "instances shown" in _image_captions(at)[1]

@@ -32,6 +32,7 @@ from domains.driving.formats import (
     resolve_kitti_split,
 )
 from shared.data import SplitLoaders, group_split
+from shared.files import is_hidden, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
 
@@ -143,7 +144,8 @@ class AnomalyDataset(_MaskedImages):
             if label is None:
                 if require_labels:
                     lossy = [f"; {p.name} is there, but masks must be PNG (JPEG alters label values)"
-                             for p in sorted(labels_dir.glob(f"{image.stem}.jp*g"))]  # fmt: skip
+                             for p in sorted(labels_dir.glob(f"{image.stem}.jp*g"))
+                             if not is_hidden(p)]  # fmt: skip
                     why = lossy[0] if lossy else ""
                     raise LabelFormatError(
                         image, None, f"no label mask {candidates[0]} (or {candidates[1].name}){why}"
@@ -154,7 +156,7 @@ class AnomalyDataset(_MaskedImages):
         # every candidate mask of an image is its own, SMIYC's colour previews (<name>_labels_semantic_color.png) too
         suffixes = ("", "_labels_semantic", "_labels_semantic_color")
         owned = {f"{stem}{suffix}.png" for stem in images for suffix in suffixes}
-        orphans = sorted(p.name for p in labels_dir.glob("*.png") if p.name not in owned)
+        orphans = [p.name for p in visible_files(labels_dir, (".png",)) if p.name not in owned]
         if orphans:
             warnings.warn(
                 f"AnomalyDataset({self.root}): {len(orphans)} mask(s) in {labels_dir.name}/ belong to no image and "

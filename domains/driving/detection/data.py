@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -48,7 +49,8 @@ class DetectionDataset(Dataset):
     ``image_id`` str and ``orig_size`` (H, W) before the transform.
 
     ``class_map`` renames types before lookup (``{"Van": "Car"}`` trains vans as cars); types neither in
-    ``class_names`` nor in ``ignore_types`` are dropped, counted in ``self.dropped`` and reported once.
+    ``class_names`` nor in ``ignore_types`` are dropped, counted in ``self.dropped`` and reported once;
+    ``self.objects`` counts those kept.
     ``transform``: an albumentations ``Compose`` with ``BboxParams(format="pascal_voc",
     label_fields=["labels"])`` (see :func:`shared.data.detection_augmentations`); ignore boxes go through
     it too (label -1), so flips and crops move them with the image.
@@ -77,6 +79,7 @@ class DetectionDataset(Dataset):
             self.annotations, self.class_names, self.class_map, self.ignore_types, lambda obj: obj.bbox,
             "DetectionDataset",
         )  # fmt: skip
+        self.objects = sum(len(labels) for _, labels, _ in per_image)  # of the classes, over all images
         self._targets = [
             (
                 np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
@@ -209,8 +212,9 @@ class DetectorDataModule(SplitLoaders):
         num_workers: loader processes; null: one less than the CPU cores, at most 4.
         augment: training augmentation (flip, colour, zoom-in crops; needs image_size for the crops).
         strict: a bad label line / annotation raises (naming file and line) instead of a counted warning.
-        split_fractions: train / val / test shares, split by sequence (a YOLO yaml with its own train and val
-            entries keeps its split).
+        split_fractions: train / val / test shares, split by sequence. A YOLO yaml with its own train and val
+            entries keeps its split; one with train and test but no val keeps its test and cuts val out of train
+            by sequence (the train : val shares).
         seed: seed of the split and the augmentation.
         max_items: read at most this many images (smoke tests).
         crop_scale: [min, max] share of the image area a zoom-in training crop keeps (resized back to
@@ -257,6 +261,11 @@ class DetectorDataModule(SplitLoaders):
         self.data_format, self.data_path = data_format, data_path
         self.class_names = list(class_names)
         self.class_map = dict(class_map or {})
+        if image_size is not None and (len(image_size) != 2 or min(image_size) <= 0):
+            raise ValueError(  # a 0 fitted every image to 1x1 pixel and went on
+                f"{owner}: --data.image_size must be [height, width], both > 0 (null: native size), got "
+                f"{list(image_size)}"
+            )
         self.image_size = tuple(image_size) if image_size else None
         self.set_loader_options(batch_size, num_workers)
         self.augment, self.strict = augment, strict
@@ -301,7 +310,27 @@ class DetectorDataModule(SplitLoaders):
             self.splits = self._read_splits()
             for name, items in self.splits.items():
                 self.datasets[name] = self.make_dataset(name, items)
-        self.check_splits(self.splits, stage, sequence_split_hint(self.split_fractions))
+            self.check_classes_found()
+        self.check_splits(self.splits, stage, self.split_hint())
+
+    def split_hint(self) -> str:
+        """What to change when a split comes out empty."""
+        return sequence_split_hint(self.split_fractions)
+
+    def check_classes_found(self) -> None:
+        """Refuse ``class_names`` that match none of the data's objects (``car`` against ``Car``): each dataset
+        only warns of what it drops, and fit would train on no object at all."""
+        datasets = [self.datasets[name] for name in self.splits]
+        if any(dataset.objects for dataset in datasets):
+            return
+        found = sum((dataset.dropped for dataset in datasets), Counter())
+        if found:
+            types = ", ".join(f"{name} ({n})" for name, n in sorted(found.items()))
+            raise ValueError(
+                f"{type(self).__name__}: none of the data's objects is of a class in --data.class_names "
+                f"{self.class_names} (--data.class_map {self.class_map}); the data's types are {types}: set "
+                "--data.class_names to them (or rename them with --data.class_map)"
+            )
 
     def predict_records(self) -> list[ImageAnnotation]:
         """Label-free records of ``predict_path``'s images (:func:`~domains.driving.common.predict_images`)."""
@@ -348,20 +377,32 @@ class DetectionDataModule(DetectorDataModule):
         return data_source(self.data_path, patterns)
 
     def _yolo_splits(self, source: Path) -> dict | None:
-        """The YOLO dataset yaml's entries when it names its own train and val splits, else None."""
+        """The YOLO dataset yaml's entries when it names its own splits (train, and val or test), else None."""
         import yaml
 
         try:
             entries = yaml.safe_load(source.read_text()) or {}
         except yaml.YAMLError as err:
             raise LabelFormatError(source, None, f"not a valid YAML dataset file ({err})") from err
-        return entries if entries.get("train") and entries.get("val") else None
+        return entries if entries.get("train") and (entries.get("val") or entries.get("test")) else None
+
+    def _own_yolo_splits(self) -> dict | None:
+        return self._yolo_splits(self._source()) if self.data_format == "yolo" else None
 
     def split_settings(self, hparams: dict, stage: str) -> dict:
-        """A YOLO set naming its own train / val keeps them: no setting moves an image."""
-        if self.data_format == "yolo" and self._yolo_splits(self._source()) is not None:
+        """A YOLO set naming its own splits keeps them: no setting moves an image of those (the seed and
+        fractions only cut val out of train where the yaml names no val)."""
+        entries = self._own_yolo_splits()
+        if entries is not None and (entries.get("val") or stage == "test"):
             return {}
         return super().split_settings(hparams, stage)
+
+    def split_hint(self) -> str:
+        entries = self._own_yolo_splits()
+        if entries is not None and entries.get("val"):  # split_fractions moves nothing in such a set
+            add = "" if entries.get("test") else "; add a 'test:' entry to it (an image folder or a .txt list)"
+            return f"the dataset yaml {self._source()} names its own splits, which are used as they are{add}"
+        return super().split_hint()
 
     def _read_splits(self) -> dict[str, list[ImageAnnotation]]:
         source = self._source()
@@ -379,7 +420,20 @@ class DetectionDataModule(DetectorDataModule):
                     for name in ("train", "val", "test")
                     if entries.get(name)
                 }
-                return {name: self._cap(items) for name, items in splits.items()}
+                # train + test only: val is cut out of train by sequence, test stays the yaml's
+                if "val" not in splits:
+                    train, val = self.split_fractions[:2]
+                    if not train > 0 or not val > 0:
+                        raise ValueError(
+                            f"{source} names train and test but no val, which is cut out of train by the first "
+                            f"two shares of --data.split_fractions: both must be > 0, got {self.split_fractions}"
+                        )
+                    shares = (train / (train + val), val / (train + val))
+                    splits |= split_by_sequence(
+                        splits["train"], source.parent, shares, self.seed,
+                        source_file=source, names=("train", "val"),
+                    )  # fmt: skip
+                return {name: self._cap(splits[name]) for name in ("train", "val", "test") if name in splits}
             items, split_root = read_yolo(source, "train", strict=self.strict), source.parent
         return split_by_sequence(
             items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file

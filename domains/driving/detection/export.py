@@ -7,9 +7,11 @@ image) trace to fragile ONNX and are cheap in any runtime; they are torchvision'
 (:func:`detect_with_onnx`).
 
 * input ``image`` (B, 3, H, W): RGB in [0, 1] resized with its aspect ratio kept so that it fits in the
-  model's ``input_size`` (torchvision ``GeneralizedRCNNTransform``: short side to ``min_size`` unless the long
-  side would pass ``max_size``), normalised ``(x - image_mean) / image_std`` and zero-padded bottom / right
-  to a multiple of 32 (``size_divisible``). H and W are dynamic; the batch too (same padded size in a batch).
+  model's ``input_size`` box (torchvision ``GeneralizedRCNNTransform``: short side to ``min_size`` unless the
+  long side would pass ``max_size``; for a photo lying the other way than the box, the two swapped: the
+  model's own :class:`~domains.driving.detection.model.FitIntoBox`), normalised ``(x - image_mean) /
+  image_std`` and zero-padded bottom / right to a multiple of 32 (``size_divisible``). H and W are dynamic;
+  the batch too (same padded size in a batch).
 * outputs, A = the number of points over all pyramid levels, finest level first:
 
   - ``cls_logits`` (B, A, num_classes), ``bbox_regression`` (B, A, 4), ``bbox_ctrness`` (B, A, 1): the head;
@@ -37,8 +39,8 @@ from torch import nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from domains.driving.detection.model import FitIntoBox
 from domains.driving.detection.task import DetectionTask
 from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load, run_onnx
 
@@ -65,10 +67,10 @@ class FCOSRaw(nn.Module):
         return head["cls_logits"], head["bbox_regression"], head["bbox_ctrness"], anchors, per_level
 
 
-def _transform(meta: dict) -> GeneralizedRCNNTransform:
-    return GeneralizedRCNNTransform(
-        min_size=meta["min_size"], max_size=meta["max_size"], image_mean=meta["image_mean"],
-        image_std=meta["image_std"], size_divisible=meta["size_divisible"],
+def _transform(meta: dict) -> FitIntoBox:
+    return FitIntoBox(
+        meta["input_size"], min_size=meta["min_size"], max_size=meta["max_size"],
+        image_mean=meta["image_mean"], image_std=meta["image_std"], size_divisible=meta["size_divisible"],
     ).eval()  # fmt: skip
 
 
@@ -120,6 +122,7 @@ def export_detection(
     detector = task.model.detector
     height, width = task.model.input_size
     meta = {
+        "input_size": [int(height), int(width)],
         "min_size": int(min(height, width)),  # the evaluation sizes (training may draw others)
         "max_size": int(max(height, width)),
         "image_mean": [float(v) for v in detector.transform.image_mean],
@@ -144,7 +147,6 @@ def export_detection(
             "graph": "detector.onnx",
             "inputs": {"image": list(example.shape)},
             "outputs": OUTPUTS,
-            "input_size": [int(height), int(width)],
             "input": "RGB in [0, 1], resized into input_size (aspect kept), normalised, zero-padded to a "
             "multiple of size_divisible (see domains/driving/detection/export.py)",
             "classes": list(task.class_names),

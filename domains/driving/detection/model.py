@@ -12,8 +12,9 @@ What is torchvision's and what is ours: FCOS (loss, centre sampling, box decodin
 (``torchvision.ops.FeaturePyramidNetwork`` + ``LastLevelP6P7``) and the resize / normalise / map-back
 transform (``GeneralizedRCNNTransform``) are torchvision's. This module only adapts a registry backbone
 (``forward_features`` -> list of maps) to the ``OrderedDict`` + ``out_channels`` interface torchvision
-detectors expect, and sets the point sizes to the real strides of the chosen levels (torchvision's default
-assumes strides 8..128, which VGG's levels do not have). Under mixed precision the point grid and the head's
+detectors expect, sets the point sizes to the real strides of the chosen levels (torchvision's default
+assumes strides 8..128, which VGG's levels do not have) and makes the transform fit a photo lying the other way
+than the input box into it (:class:`FitIntoBox`). Under mixed precision the point grid and the head's
 outputs stay float32 (:class:`Float32Points`, :class:`Float32OutputHead`), so losses, scores and box decoding
 do not run in bfloat16 / float16.
 
@@ -39,6 +40,11 @@ from torch import nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, FCOSRegressionHead
+from torchvision.models.detection.transform import (
+    GeneralizedRCNNTransform,
+    _resize_image_and_masks,
+    resize_boxes,
+)
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -95,6 +101,40 @@ class Float32OutputHead(FCOSHead):
 
     def forward(self, x: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: value.float() for name, value in super().forward(x).items()}
+
+
+class FitIntoBox(GeneralizedRCNNTransform):
+    """torchvision's resize / normalise / batch transform, fitting each image into the ``(height, width)`` box
+    ``input_size`` keeping its aspect ratio, as the data modules do (``A.LongestMaxSize``).
+
+    torchvision sends an image's short side to ``min_size`` (long side at most ``max_size``), blind to which way
+    the box lies: a portrait photo the data module had fitted into a 192x640 box was scaled 1.5x again (its
+    width to 192), and predict and the exported graph's preprocessing disagreed. An image lying as the box does
+    (or square) keeps torchvision's arithmetic exactly; one lying the other way gets it with ``min_size`` and
+    ``max_size`` swapped, which is ``min(height / h, width / w)``: no scaling for a fitted image."""
+
+    def __init__(self, input_size: tuple[int, int], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tall_box = input_size[0] > input_size[1]
+
+    @classmethod
+    def replacing(cls, transform: GeneralizedRCNNTransform, input_size: tuple[int, int]) -> FitIntoBox:
+        """One with ``transform``'s settings (what a torchvision detector built for itself)."""
+        return cls(
+            input_size, transform.min_size, transform.max_size, transform.image_mean, transform.image_std,
+            size_divisible=transform.size_divisible, fixed_size=transform.fixed_size,
+            _skip_resize=transform._skip_resize,
+        )  # fmt: skip
+
+    def resize(self, image: torch.Tensor, target: dict | None = None):
+        h, w = image.shape[-2:]
+        if h == w or (h > w) == self.tall_box or (self.training and self._skip_resize):
+            return super().resize(image, target)
+        size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
+        resized, target = _resize_image_and_masks(image, self.max_size, size, target, self.fixed_size)
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), resized.shape[-2:])
+        return resized, target
 
 
 def as_image_list(images: list[torch.Tensor] | torch.Tensor, channels: int) -> list[torch.Tensor]:
@@ -165,8 +205,8 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
         backbone: registry name (``resnet18``, ``vgg11``, ``vit``, ...) or a built :class:`Backbone`.
         backbone_kwargs: passed to ``create_backbone``.
         input_size: ``(height, width)`` box each image is scaled into, keeping its aspect ratio
-            (``GeneralizedRCNNTransform(min_size=min(h, w), max_size=max(h, w))``): KITTI's 1242x375 and the
-            synthetic 640x192 both become about 640x192 with the default.
+            (:class:`FitIntoBox`): KITTI's 1242x375 and the synthetic 640x192 both become about 640x192 with the
+            default, and a photo the data module already fitted into it is not scaled again.
         train_scales: multipliers of ``input_size``, one drawn at random per training batch (multi-scale
             training); evaluation always uses ``input_size``. A scale below 1 trains on smaller batches than
             it evaluates: with zoom-in crops (the data module's ``crop_prob: 1``) objects keep their test size.
@@ -258,6 +298,7 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
             detections_per_img=detections_per_img,
             topk_candidates=topk_candidates,
         )
+        self.detector.transform = FitIntoBox.replacing(self.detector.transform, self.input_size)
         self.semantic_classes = int(semantic_classes)
         self.semantic_loss_weight = float(semantic_loss_weight)
         self.semantic_head = None
@@ -360,6 +401,7 @@ def box_in_ignore_fraction(boxes: torch.Tensor, ignore_boxes: torch.Tensor) -> t
 
 __all__ = [
     "BackboneWithFPN",
+    "FitIntoBox",
     "Float32OutputHead",
     "Float32Points",
     "RoadDetector",

@@ -294,12 +294,7 @@ class DetectionTask(DetectorTask):
             return {}
         res = self._metrics.pop(stage).compute()
         sanity = getattr(self._trainer, "sanity_checking", False)  # two batches are no evaluation set
-        if float(res["map"]) < 0 and not sanity:  # torchmetrics' -1
-            warnings.warn(
-                f"{stage}: the split holds no ground-truth object of the classes {list(self.class_names)}, so COCO "
-                "mAP / mAR are undefined (logged as -1)",
-                stacklevel=2,
-            )
+        self.warn_undefined_map(stage, float(res["map"]))
         values: dict[str, float] = {
             f"{stage}/map": float(res["map"]),
             f"{stage}/map50": float(res["map_50"]),

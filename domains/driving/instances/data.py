@@ -60,6 +60,7 @@ from domains.driving.formats import (
     refuse_orphans,
     resolve_kitti_split,
 )
+from shared.files import visible_files
 
 #: Cityscapes label ids of its instance classes, named as the suite's classes where they are the same thing
 #: (person -> Pedestrian, rider -> Cyclist); the others keep Cityscapes' names and are dropped unless listed in
@@ -160,8 +161,8 @@ def read_kitti_instances(
     images = images_by_stem(base / "image_2")
     if not images:
         raise FileNotFoundError(f"{base / 'image_2'}: no images")
-    refuse_orphans(sorted(labels_dir.glob("*.txt")), images, base / "image_2", "label file")
-    refuse_orphans(sorted(maps_dir.glob("*.png")), images, base / "image_2", "instance map")
+    refuse_orphans(visible_files(labels_dir, (".txt",)), images, base / "image_2", "label file")
+    refuse_orphans(visible_files(maps_dir, (".png",)), images, base / "image_2", "instance map")
     out = []
     for stem, image_path in images.items():
         label_path, map_path = labels_dir / f"{stem}.txt", maps_dir / f"{stem}.png"
@@ -239,7 +240,7 @@ def read_png_instances(
     for folder in (image_dir, map_dir):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: folder not found (the png layout is images/ + instances/)")
-    maps = {_stem(p): p for p in sorted(map_dir.glob("*.png"))}
+    maps = {_stem(p): p for p in visible_files(map_dir, (".png",))}
     images = {_stem(p): p for p in images_by_stem(image_dir).values()}
     for stem, map_path in maps.items():
         if stem not in images:
@@ -395,9 +396,9 @@ class InstanceDataset(Dataset):
     (the union of DontCare / crowd regions), ``image_id`` and ``orig_size`` (H, W) before the transform.
 
     ``class_map`` renames types first (``{Van: Car}``); types neither in ``class_names`` nor ``ignore_types``
-    are dropped and reported in one warning. ``transform``: an albumentations ``Compose``; every mask (and the
-    ignore mask) goes through it with the image (nearest-neighbour resampling). Masks a crop removes entirely
-    are dropped.
+    are dropped, counted in ``self.dropped`` and reported in one warning; ``self.objects`` counts those kept.
+    ``transform``: an albumentations ``Compose``; every mask (and the ignore mask) goes through it with the
+    image (nearest-neighbour resampling). Masks a crop removes entirely are dropped.
     """
 
     def __init__(
@@ -418,6 +419,7 @@ class InstanceDataset(Dataset):
         )  # fmt: skip
         # per image: (object RLEs, labels, ignore RLEs)
         self._items = [(rles, np.asarray(labels, np.int64), ignore) for rles, labels, ignore in per_image]
+        self.objects = sum(len(labels) for _, labels, _ in per_image)  # of the classes, over all images
 
     def __len__(self) -> int:
         return len(self.annotations)

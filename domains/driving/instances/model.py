@@ -34,6 +34,7 @@ from domains.driving.detection.model import (
     IMAGENET_STD,
     AdjustablePostprocess,
     BackboneWithFPN,
+    FitIntoBox,
     as_image_list,
     checked_backbone,
 )
@@ -53,7 +54,8 @@ class RoadInstanceSegmenter(FreezableBackbone, AdjustablePostprocess, RemembersI
     Args:
         num_classes: object classes (no background slot).
         backbone / backbone_kwargs: registry name (or a built :class:`Backbone`) and its arguments.
-        input_size: ``(height, width)`` box each image is scaled into, aspect ratio kept.
+        input_size: ``(height, width)`` box each image is scaled into, aspect ratio kept (:class:`FitIntoBox`,
+            as the detector's).
         fpn_levels / fpn_channels: the backbone's coarsest maps feeding the FPN, and its width.
         anchor_scale: anchor side = level stride x this (3 aspect ratios per location).
         proposals_train / proposals_test: RPN proposals kept per image (before and after its NMS).
@@ -135,6 +137,7 @@ class RoadInstanceSegmenter(FreezableBackbone, AdjustablePostprocess, RemembersI
             mask_head=MaskRCNNHeads(fpn_channels, [mask_head_channels] * mask_head_convs, 1),
             mask_predictor=MaskRCNNPredictor(mask_head_channels, mask_head_channels, num_classes + 1),
         )
+        self.segmenter.transform = FitIntoBox.replacing(self.segmenter.transform, self.input_size)
         self.set_backbone_frozen(freeze_backbone)
 
     @property

@@ -1,8 +1,9 @@
 """Prediction outputs: an instance-id PNG, an overlay PNG and a text list per image.
 
 ``<dir>/instances/<id>.png``: uint16, 0 = no object, ``k`` = the k-th line of ``<dir>/instances/<id>.txt``
-(``k class score left top right bottom``), instances numbered by descending score, a higher-scored instance
-winning the pixels two share. ``<dir>/overlays/<id>.png``: the image with each instance tinted in its class
+(``k class score left top right bottom``; a class name's spaces become underscores, as in KITTI files, so
+every line splits into 7 fields), instances numbered by descending score, a higher-scored instance winning the
+pixels two share. ``<dir>/overlays/<id>.png``: the image with each instance tinted in its class
 colour, outlined, boxed and labelled.
 """
 
@@ -22,6 +23,7 @@ from domains.driving.detection.predict import (
     original_rgb,
     write_rgb,
 )
+from domains.driving.formats import kitti_type_name
 
 
 def instance_id_map(
@@ -88,7 +90,7 @@ class InstancePredictionWriter(RoadPredictionWriter):
         lines = []
         for k, i in enumerate(order, start=1):
             box = " ".join(f"{v:.1f}" for v in pred["boxes"][i].tolist())
-            name = self.class_names[int(pred["labels"][i])]
+            name = kitti_type_name(self.class_names[int(pred["labels"][i])])
             lines.append(f"{k} {name} {float(pred['scores'][i]):.4f} {box}")
         (folder / f"{image_id}.txt").write_text("".join(line + "\n" for line in lines))
         rgb = original_rgb(image, pred, size)

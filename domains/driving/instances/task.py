@@ -88,6 +88,7 @@ class InstanceTask(DetectorTask):
         if stage not in self._metrics:
             return {}
         values = {k: v for metric in self._metrics.pop(stage) for k, v in metric.compute(stage).items()}
+        self.warn_undefined_map(stage, values[f"{stage}/mask_map"], "COCO mask and box mAP")
         values[f"{stage}/ignored_detections"] = float(self._ignored.pop(stage, 0))
         return self.log_with_headline(values, f"{stage}/mask_map50")
 

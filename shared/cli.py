@@ -176,6 +176,18 @@ class SuiteCLI(LightningCLI):
             ckpt_path = saved_checkpoint(alias, config.get("checkpoint.dirpath"))
             self.config[subcommand]["ckpt_path"] = ckpt_path
             rank_zero_info(f"--ckpt_path {alias}: {ckpt_path}")
+        if ckpt_path and config.get("model.pretrained_backbone"):
+            # the checkpoint holds every weight: reading the file training started from again would only fail
+            # where it is gone (another machine, another working folder: transfer.yaml names a relative path)
+            rank_zero_info(
+                f"--ckpt_path {ckpt_path}: the backbone comes from the checkpoint; model.pretrained_backbone "
+                f"{config['model.pretrained_backbone']} is not read"
+            )
+            config["model.pretrained_backbone"] = None
+        if subcommand and self.config[subcommand].get("weights_only") is None:
+            # Lightning's default reads a checkpoint named by URL with weights_only=False: code pickled in the file
+            # would run. The suite's checkpoints hold plain tensors and containers, so none needs that.
+            self.config[subcommand]["weights_only"] = True
         if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS or "://" in ckpt_path:
             return  # resolved by Lightning
         if self.model_class is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from shared.backbones import load_backbone_weights
-from shared.networks import build_network, network_spec
+from shared.networks import TRUSTED_PACKAGES, build_network, network_spec
 from shared.optim import WarmupCosine
 
 
@@ -214,13 +215,16 @@ class BaseTask(pl.LightningModule):
 
     @classmethod
     def load_checked(cls, path: str | Path, map_location: str = "cpu", **kwargs) -> BaseTask:
-        """``load_from_checkpoint`` with ``weights_only=True`` and a clear error when the file holds another task.
+        """``load_from_checkpoint`` with ``weights_only=True`` and a clear error when the file holds another task;
+        returned in eval mode, ready to predict (Lightning returns it training: dropout on, BatchNorm updating its
+        statistics from each batch, the accident model's fitted temperature unused).
 
         The file is read once as plain tensors and containers (no code runs), its recorded task is compared
         with ``cls``, and only then is the module built.
         """
         check_checkpoint_file(path, cls)
-        return cls.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True, **kwargs)
+        task = cls.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True, **kwargs)
+        return task.eval()
 
     def guard_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Return ``loss`` if every term is finite; else raise (naming step and term) or return None to skip."""
@@ -293,7 +297,39 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
         raise CheckpointMismatchError(f"{path}: not a weights-only Lightning checkpoint ({err})") from err
     _check_task(checkpoint, cls, source=str(path))
     _check_network_layout(checkpoint, cls, source=str(path))
+    _check_class_paths(checkpoint, source=str(path))
     return checkpoint
+
+
+#: packages a checkpoint's hyperparameters may name classes of, besides the suite's own (the optimiser's, ...)
+LIBRARY_PACKAGES = ("torch.", "torchvision.", "torchmetrics.", "pytorch_lightning.", "lightning.")
+
+
+def _class_paths(value) -> list[str]:
+    """Every ``class_path`` / ``_class_path`` string in nested hyperparameters."""
+    if isinstance(value, dict):
+        own = [v for k, v in value.items() if k in ("class_path", "_class_path") and isinstance(v, str)]
+        return own + [path for v in value.values() for path in _class_paths(v)]
+    if isinstance(value, (list, tuple)):
+        return [path for v in value for path in _class_paths(v)]
+    return []
+
+
+def _check_class_paths(checkpoint: dict, source: str) -> None:
+    """Refuse a checkpoint whose hyperparameters name a class outside the suite and the libraries it uses:
+    Lightning rebuilds the task through jsonargparse, which imports every ``class_path`` it names, so a
+    ``helpers.Net`` would run the ``helpers.py`` of the working folder before :func:`build_network` could refuse
+    it. A module already imported counts as chosen by the user (their own network subclass, given as
+    ``--model.network mymodule.MyNet``), as :func:`build_network` has it."""
+    hparams = [checkpoint.get("hyper_parameters") or {}, checkpoint.get("datamodule_hyper_parameters") or {}]
+    for class_path in _class_paths(hparams):
+        module = class_path.rpartition(".")[0]
+        if not module.startswith(TRUSTED_PACKAGES + LIBRARY_PACKAGES) and module not in sys.modules:
+            raise CheckpointMismatchError(
+                f"{source} names class_path {class_path!r}, outside the suite ({', '.join(TRUSTED_PACKAGES)}) and "
+                "the libraries it uses: not imported, since importing a module runs its code. If it is your own "
+                "class, import its module first (for the CLI: give it as --model.network)"
+            )
 
 
 def _check_network_layout(checkpoint: dict, cls: type, source: str) -> None:

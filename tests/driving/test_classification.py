@@ -218,3 +218,45 @@ def test_cli_predict_on_own_images_reads_no_labelled_data(tmp_path, monkeypatch)
     trained = r"trained with model.class_names = \['Car', 'Pedestrian'\]"
     with pytest.raises(CheckpointMismatchError, match=trained):
         main(["predict", *args, "--data.class_names", "[Car, Van]"])
+
+
+def test_evaluating_a_checkpoint_does_not_read_the_weight_file_training_started_from(kitti, tmp_path, monkeypatch):
+    """`predict -c transfer.yaml --ckpt_path last` read model.pretrained_backbone again, though the checkpoint
+    holds every weight: moved, or run from another folder (a relative path), it failed."""
+    import torch
+
+    from shared.classification.model import ImageClassifier
+
+    monkeypatch.chdir(tmp_path)
+    start = tmp_path / "start.pt"
+    torch.save(ImageClassifier(4, "tiny_cnn").backbone.state_dict(), start)
+    crops = tmp_path / "crops"
+    weights = ("--model.pretrained_backbone", str(start))
+    main(["fit", *_args(kitti, crops, *weights, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1")])
+    start.unlink()  # gone, as on another machine
+    cli = main(["test", "--ckpt_path", "last", *_args(kitti, crops, *weights, "--trainer.limit_test_batches", "1")])
+    assert cli.trainer.state.finished
+
+
+def test_a_checkpoint_naming_a_module_outside_the_suite_is_refused_before_importing_it(
+    kitti, tmp_path, monkeypatch
+):
+    """Lightning rebuilds a CLI-trained task through jsonargparse, which imported the checkpoint's network
+    class_path (`helpers.ImageClassifier`: the helpers.py beside a downloaded checkpoint ran) before the
+    suite's trust check refused it."""
+    import torch
+
+    from shared.classification.task import ClassificationTask
+    from shared.task import CheckpointMismatchError
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *_args(kitti, tmp_path / "crops", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1")])
+    checkpoint = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
+    assert checkpoint["hyper_parameters"].get("_instantiator")  # rebuilt through jsonargparse
+    checkpoint["hyper_parameters"]["network"]["class_path"] = "planted_module.ImageClassifier"
+    torch.save(checkpoint, tmp_path / "downloaded.ckpt")
+    (tmp_path / "planted_module.py").write_text("open('planted_module_ran', 'w').write('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CheckpointMismatchError, match=r"class_path 'planted_module.ImageClassifier', outside the"):
+        ClassificationTask.load_checked(tmp_path / "downloaded.ckpt")
+    assert not (tmp_path / "planted_module_ran").exists()

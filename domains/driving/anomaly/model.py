@@ -8,6 +8,7 @@ weights carry them). :class:`domains.driving.anomaly.task.AnomalySegmentationTas
 
     model = AnomalySegmenter(encoder="unet_encoder", encoder_kwargs={"channels": [16, 32, 64, 128]})
     model.calibrate(train_batches)                       # dicts with "image" (B,3,H,W) in [0,1], "mask" (B,H,W)
+    model.eval()                                         # as any nn.Module: BatchNorm encoders use their statistics
     maps = model.scores(images, ["sml", "energy"], smoothing=1.0)   # {name: (B, H, W)}, higher = more anomalous
 """
 

@@ -1,0 +1,68 @@
+"""Checkpoints run no code and need nothing but themselves: a checkpoint named by URL is read as data only, and a
+loaded task is ready to predict (eval mode) without the weight file its training started from."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.cli import run_cli
+from tests.shared.tiny_task import SquaresDataModule, TinySegTask
+
+
+class _RunsCode:
+    """Pickled, it makes a folder when unpickled: what a hostile checkpoint can do with weights_only=False."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A local HTTP server of ``tmp_path/www``; yields (folder, base URL)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_checkpoint_named_by_url_is_read_as_data_only(tmp_path, monkeypatch, served):
+    """Lightning reads a URL with weights_only=False; the suite skipped its own check for URLs, so a served
+    checkpoint's pickled code ran and `test` went on as if nothing happened."""
+    monkeypatch.chdir(tmp_path)
+    folder, url = served
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, folder / "model.ckpt")
+    args = ["validate", "--ckpt_path", f"{url}/model.ckpt", "--trainer.logger", "false"]
+    with pytest.raises(Exception, match="(?i)weights.only|unpickl"):
+        run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
+    assert not marker.exists()
+
+
+def test_a_loaded_task_is_ready_to_predict(tmp_path):
+    """Lightning's load_from_checkpoint returns a training module: dropout on, BatchNorm updating its statistics
+    from each batch, the accident model's temperature unused (its 2 s risk 0.86 where 0.52)."""
+    from tests.helpers import quiet_trainer
+
+    task = TinySegTask()
+    trainer = quiet_trainer(max_steps=1, default_root_dir=str(tmp_path))
+    trainer.fit(task, SquaresDataModule())
+    trainer.save_checkpoint(tmp_path / "tiny.ckpt")
+    loaded = TinySegTask.load_checked(tmp_path / "tiny.ckpt")
+    assert not any(module.training for module in loaded.modules())

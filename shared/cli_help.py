@@ -8,6 +8,7 @@ help still come from the real parser, since they list every option of the task a
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import sys
@@ -141,8 +142,9 @@ def _own_message(err: Exception) -> str:
 
 def _is_input_error(err: Exception) -> bool:
     """The suite's input errors are ValueErrors (LabelFormatError, ConfigError, CheckpointMismatchError, ...)
-    or OSErrors (FileNotFoundError, ...); Lightning's and the backbone loader's have their own classes."""
-    if isinstance(err, (ValueError, OSError)):
+    or OSErrors (FileNotFoundError, ...); Lightning's and the backbone loader's have their own classes, and a
+    checkpoint that is not weights-only is refused by torch with an UnpicklingError."""
+    if isinstance(err, (ValueError, OSError, pickle.UnpicklingError)):
         return True
     return type(err).__name__ in ("MisconfigurationException", "WeightLoadingError")
 

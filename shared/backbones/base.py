@@ -86,10 +86,19 @@ def list_backbones(family: str | None = None) -> list[str]:
     return sorted(n for n, (_, fam) in _REGISTRY.items() if family is None or fam == family)
 
 
+class UnknownBackboneError(ValueError, KeyError):
+    """A backbone name the registry does not hold. A ValueError (bad input: the CLI prints it in one line) and,
+    as before, a KeyError; its message reads as written (a KeyError's alone is printed quoted)."""
+
+    __str__ = Exception.__str__
+
+
 def create_backbone(name: str, in_channels: int = 3, **kwargs) -> Backbone:
     """Build a registered backbone by name. Unknown names raise an error listing the available ones."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown backbone {name!r}; available backbones: {', '.join(list_backbones())}")
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}; available backbones: {', '.join(list_backbones())}"
+        )
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
     factory, _ = _REGISTRY[name]

@@ -61,6 +61,8 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
     ``prefix`` selects a sub-module of a checkpoint (e.g. ``"model.backbone."``) and is stripped from the keys.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"weight file {path} is a folder: give the .pth / .ckpt / .safetensors file in it")
     if not path.is_file():
         where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
         raise FileNotFoundError(f"weight file not found: {path}{where}")

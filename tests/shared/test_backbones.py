@@ -106,3 +106,10 @@ def test_upsample_nearest_under_torch_compile_takes_the_broadcast_and_matches():
         assert "interpolate" in graphs[-1]
     finally:
         torch._dynamo.reset()
+
+
+def test_a_folder_given_as_the_weight_file_is_named_a_folder(tmp_path):
+    from shared.backbones import load_backbone_weights
+
+    with pytest.raises(IsADirectoryError, match=r"is a folder: give the \.pth"):  # it said "not found"
+        load_backbone_weights(create_backbone("tiny_cnn"), tmp_path)

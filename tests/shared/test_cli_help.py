@@ -135,6 +135,26 @@ def test_bad_input_ends_the_command_in_one_line_and_bugs_keep_their_traceback(ca
         raise ValueError("bad line 3")
 
 
+def test_an_unknown_backbone_and_a_pickled_checkpoint_end_in_one_line(capsys, monkeypatch):
+    """A 69-line traceback ending in KeyError for `--model.network.init_args.backbone resnet19`, and one
+    ending in torch's UnpicklingError for a checkpoint that is not weights-only."""
+    import pickle
+
+    from shared.backbones import create_backbone
+    from shared.cli_help import report_input_errors
+
+    monkeypatch.delenv("SUITE_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit), report_input_errors():
+        create_backbone("resnet19")
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("error: UnknownBackboneError: unknown backbone 'resnet19'; available backbones: ")
+    with pytest.raises(KeyError):  # still a KeyError for code that caught one
+        create_backbone("resnet19")
+    with pytest.raises(SystemExit), report_input_errors():
+        raise pickle.UnpicklingError("Weights only load failed")
+    assert capsys.readouterr().err.startswith("error: UnpicklingError: Weights only load failed")
+
+
 def test_a_real_command_line_error_is_one_line_without_a_traceback(tmp_path):
     """As a person meets it: ``python -m domains.medical test`` with a checkpoint that is not there."""
     import os

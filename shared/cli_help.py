@@ -146,7 +146,7 @@ def _is_input_error(err: Exception) -> bool:
     checkpoint that is not weights-only is refused by torch with an UnpicklingError."""
     if isinstance(err, (ValueError, OSError, pickle.UnpicklingError)):
         return True
-    return type(err).__name__ in ("MisconfigurationException", "WeightLoadingError")
+    return type(err).__name__ in ("MisconfigurationException", "WeightLoadingError", "NonFiniteLossError")
 
 
 def lazy_exports(package: str, **modules: str):

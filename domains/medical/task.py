@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from shared.task import BaseTask
+from shared.task import BaseTask, NonFiniteLossError
 
 from .metrics import SegmentationUncertaintyMetrics
 from .models import MODELS, HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
@@ -145,7 +145,13 @@ class MedicalSegmentationTask(BaseTask):
         # ``model.loss`` then ``sample``. Eager, as validation always was (``compile_loss`` trains only).
         with torch.no_grad():
             images = batch["image"].to(self.device, torch.float32)  # what ``sample`` feeds the network
-            loss, terms, logits = self.model.loss_and_sample_logits(images, batch["mask"], self.num_samples)
+            try:
+                loss, terms, logits = self.model.loss_and_sample_logits(images, batch["mask"], self.num_samples)
+            except FloatingPointError as err:  # a NaN sigma: say when, as the training loss guard does
+                raise NonFiniteLossError(
+                    f"{stage} at global step {self.global_step} (epoch {self.current_epoch}): {err} Lower the "
+                    "learning rate (model.optimizer.init_args.lr) or add warm-up."
+                ) from err
         probs = logits.float().sigmoid()
         batch_size = images.shape[0]
         self.log(f"{stage}/loss", loss, batch_size=batch_size)

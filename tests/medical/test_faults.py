@@ -104,6 +104,19 @@ def test_nan_parameter_stops_the_run_naming_step_and_loss_term(model, lidc, tmp_
     assert "nonfinite_loss: skip" in str(err.value)  # says how to skip instead
 
 
+@pytest.mark.parametrize("model", ["prob_unet", "hpu_net"])
+def test_weights_blown_up_stop_validation_naming_the_step_not_deep_in_torch_normal(model, lidc, tmp_path, monkeypatch):
+    """A learning rate of 1e30 left finite weights whose outputs overflow: validation then failed inside
+    torch.normal ("normal expects all elements of std >= 0.0"), before any loss guard looked."""
+    monkeypatch.chdir(tmp_path)
+    args = tiny_args(
+        lidc, "--model.optimizer.init_args.lr", "1e30", "--trainer.max_steps", "1", "--trainer.val_check_interval", "1",
+        "--trainer.num_sanity_val_steps", "0", model=model,
+    )  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"^val at global step 1 \(epoch 0\): a latent Gaussian's sigma"):
+        main(["fit", *args])
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_skip_mode_skips_and_counts_bad_batches(model, lidc, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -65,6 +65,18 @@ def diagonal_gaussian(mu: torch.Tensor, log_sigma: torch.Tensor, event_dims: int
     return Independent(Normal(mu, log_sigma.exp(), validate_args=False), event_dims, validate_args=False)
 
 
+def sample_latent(dist: Independent, shape: tuple[int, ...] = ()) -> torch.Tensor:
+    """``dist.sample(shape)`` (the same random draws), with a clear FloatingPointError where its sigma is NaN /
+    inf: ``torch.normal``'s own ("normal expects all elements of std >= 0.0") says nothing of why. A NaN sigma
+    means diverged weights (a learning rate far too high); in training the loss guard sees it first."""
+    if not torch.isfinite(dist.base_dist.scale).all():
+        raise FloatingPointError(
+            "a latent Gaussian's sigma holds NaN / inf: the network's outputs diverged (weights blown up by a "
+            "learning rate far too high?)"
+        )
+    return dist.sample(shape)
+
+
 def select_top_k(
     ce: torch.Tensor, fraction: float, stochastic: bool = False, generator: torch.Generator | None = None
 ) -> torch.Tensor:

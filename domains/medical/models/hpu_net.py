@@ -36,7 +36,14 @@ from torch.distributions import Independent, Normal, kl_divergence
 from shared.backbones import upsample_nearest
 from shared.networks import RemembersInitArgs
 
-from .common import check_images, check_masks, diagonal_gaussian, init_foreground_bias, select_top_k
+from .common import (
+    check_images,
+    check_masks,
+    diagonal_gaussian,
+    init_foreground_bias,
+    sample_latent,
+    select_top_k,
+)
 
 
 def _res_stack(
@@ -145,7 +152,7 @@ class HierarchicalCore(nn.Module):
             elif use_mean is not None and use_mean[level]:
                 z = dist.mean
             else:
-                z = dist.rsample() if reparameterize else dist.sample()
+                z = dist.rsample() if reparameterize else sample_latent(dist)
             dists.append(dist)
             used.append(z)
             skip = rev[level + 1]

@@ -30,6 +30,7 @@ from .common import (
     diagonal_gaussian,
     init_foreground_bias,
     instance_norm_as_group_norm,
+    sample_latent,
 )
 
 
@@ -219,7 +220,7 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
         if use_mean:
             z = prior.mean[:, None].expand(-1, num_samples, -1)
         else:
-            z = prior.sample((num_samples,)).transpose(0, 1)  # (B, N, L)
+            z = sample_latent(prior, (num_samples,)).transpose(0, 1)  # (B, N, L)
         return self.fcomb(features, z)
 
     def loss_and_sample_logits(

@@ -69,12 +69,18 @@ class Backbone(nn.Module):
 _REGISTRY: dict[str, tuple[Callable[..., Backbone], str]] = {}
 
 
+def _qualified(factory: Callable) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
+
+
 def register_backbone(name: str, family: str) -> Callable:
     """Decorator adding a backbone factory (a class or function returning a ``Backbone``) to the registry."""
 
     def wrap(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is registered twice")
+        held = _REGISTRY.get(name, (None,))[0]
+        # the same factory again (its module reloaded, a notebook cell run twice) replaces itself
+        if held is not None and _qualified(held) != _qualified(factory):
+            raise ValueError(f"backbone {name!r} is registered twice: {_qualified(held)} and {_qualified(factory)}")
         _REGISTRY[name] = (factory, family)
         return factory
 

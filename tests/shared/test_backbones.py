@@ -113,3 +113,27 @@ def test_a_folder_given_as_the_weight_file_is_named_a_folder(tmp_path):
 
     with pytest.raises(IsADirectoryError, match=r"is a folder: give the \.pth"):  # it said "not found"
         load_backbone_weights(create_backbone("tiny_cnn"), tmp_path)
+
+
+def test_a_backbone_registered_again_by_the_same_factory_replaces_itself_another_is_refused():
+    """Re-running a notebook cell (or reloading a module) that registers a backbone raised "registered twice"."""
+    from shared.backbones import register_backbone
+    from shared.backbones.base import _REGISTRY
+
+    def make_factory():
+        def tiny_again(in_channels: int = 3):
+            return create_backbone("tiny_cnn", in_channels=in_channels)
+
+        return tiny_again
+
+    try:
+        register_backbone("test_tiny_again", "cnn")(make_factory())
+        register_backbone("test_tiny_again", "cnn")(make_factory())  # the cell run again: a new function object
+        assert create_backbone("test_tiny_again", in_channels=1).feature_channels
+        def another(in_channels: int = 3):
+            return create_backbone("resnet18", in_channels=in_channels)
+
+        with pytest.raises(ValueError, match=r"registered twice: .*\.tiny_again and .*\.another"):
+            register_backbone("test_tiny_again", "cnn")(another)
+    finally:
+        _REGISTRY.pop("test_tiny_again", None)

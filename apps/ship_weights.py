@@ -202,25 +202,17 @@ def copy_examples(scored: list[tuple[float, str, int]], annotations, examples_di
 
 @torch.no_grad()
 def _detection_boxes(task, loader, batches: int | None = None) -> tuple[list[dict], list[dict]]:
-    """Per image of ``loader`` (its first ``batches``): the detector's boxes in the original pixels after the
-    evaluation's DontCare filter (detections mostly inside ignore regions dropped, as the task's own evaluation
-    and :func:`_instance_boxes` do), and the ground truth's boxes there."""
-    from domains.driving.detection.model import box_in_ignore_fraction
-    from domains.driving.detection.task import _scale_to_original
-
+    """Per image of ``loader`` (its first ``batches``): the detections the task's own evaluation scores
+    (:meth:`~domains.driving.detection.task.DetectionTask.scored_original`: original pixels, those mostly in
+    DontCare regions dropped) and the ground truth there."""
     task.eval()
     preds, targets = [], []
     for b, (images, batch_targets) in enumerate(loader):
         if batches is not None and b >= batches:
             break
-        for image, pred, target in zip(images, task.predict_original(images, batch_targets), batch_targets):
-            scale = _scale_to_original(image, target)
-            ignore = target.get("ignore_boxes", torch.zeros(0, 4)) * scale
-            keep = box_in_ignore_fraction(pred["boxes"], ignore.to(pred["boxes"])) <= task.ignore_overlap
-            preds.append({k: pred[k][keep] for k in ("boxes", "scores", "labels")})
-            targets.append(
-                {"boxes": target["boxes"] * scale, "labels": target["labels"], "image_id": target["image_id"]}
-            )
+        for target, (_, kept, gt, _) in zip(batch_targets, task.scored_original(images, batch_targets)):
+            preds.append(kept)
+            targets.append({**gt, "image_id": target["image_id"]})
     return preds, targets
 
 

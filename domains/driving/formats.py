@@ -453,15 +453,17 @@ def write_kitti_label(
     path: str | os.PathLike, objects: Iterable[ObjectLabel], with_score: bool = False
 ) -> None:
     """Write one KITTI label file; ``with_score=True`` writes the 16th field (result files for evaluation).
-    Type names holding spaces are written with underscores (:func:`kitti_type_name`)."""
+    A type name that is empty or holds spaces is an error (converted labels keep their classes' names; predict
+    writes :func:`kitti_type_name`'s)."""
     path = Path(path)
     lines = []
     for i, obj in enumerate(objects):
-        name = kitti_type_name(obj.type)
-        if not name:
-            raise ValueError(f"{path}: object {i}: KITTI type names cannot be empty: {obj.type!r}")
+        if not obj.type or any(c.isspace() for c in obj.type):
+            raise ValueError(
+                f"{path}: object {i}: KITTI type names cannot be empty or contain spaces: {obj.type!r}"
+            )
         values = [obj.truncated, obj.alpha, *obj.bbox, *obj.dimensions, *obj.location, obj.rotation_y]
-        parts = [name, _fmt(values[0]), str(int(obj.occluded)), *(_fmt(v) for v in values[1:])]
+        parts = [obj.type, _fmt(values[0]), str(int(obj.occluded)), *(_fmt(v) for v in values[1:])]
         if with_score:
             if obj.score is None:
                 raise ValueError(f"{path}: object {i} ({obj.type}) has no score but with_score=True")

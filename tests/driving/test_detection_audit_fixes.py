@@ -53,6 +53,15 @@ def test_class_names_with_spaces_are_written_with_underscores_in_the_text_output
     assert len(line) == 7 and line[1] == "traffic_light"
 
 
+def test_a_label_file_itself_refuses_a_type_name_with_spaces(tmp_path):
+    """Predict types its detections with underscores; a label file written from data (a COCO -> KITTI
+    conversion) is not renamed behind the user's back: the converter's summary would still name 'traffic light'."""
+    from domains.driving.formats import ObjectLabel, write_kitti_label
+
+    with pytest.raises(ValueError, match="cannot be empty or contain spaces: 'traffic light'"):
+        write_kitti_label(tmp_path / "x.txt", [ObjectLabel(type="traffic light", bbox=(1.0, 1.0, 5.0, 5.0))])
+
+
 # ------------------------------------------------------------------------------- 2: truncated photos
 
 
@@ -153,9 +162,12 @@ def test_the_shipped_operating_point_drops_detections_on_dontcare_as_the_evaluat
         "image_id": "000000",
         "orig_size": (128, 256),
     }
+    from domains.driving.detection.task import DetectionTask
+
     task = SimpleNamespace(
         ignore_overlap=0.5, eval=lambda: None, predict_original=lambda images, targets: [dict(pred)]
     )
+    task.scored_original = lambda images, targets: DetectionTask.scored_original(task, images, targets)  # the task's rule
     preds, targets = _detection_boxes(task, [([torch.zeros(3, 64, 128)], [target])])
     assert preds[0]["scores"].tolist() == [pytest.approx(0.9)] and targets[0]["boxes"].tolist() == [
         [10, 10, 90, 50]

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.common import read_rgb
-from domains.driving.formats import LabelFormatError, ObjectLabel, write_kitti_label
+from domains.driving.formats import LabelFormatError, ObjectLabel, kitti_type_name, write_kitti_label
 
 # RGB per class name; other names get a colour from the fallback cycle.
 CLASS_COLORS = {
@@ -36,7 +36,8 @@ def class_color(name: str, index: int = 0) -> tuple[int, int, int]:
 def detections_to_kitti(pred: dict, class_names: Sequence[str]) -> list[ObjectLabel]:
     """One :class:`ObjectLabel` per detection, with KITTI's 'unknown' values for the 3D fields.
 
-    Truncation and occlusion are -1 as in KITTI result files (the evaluation does not read them).
+    Truncation and occlusion are -1 as in KITTI result files (the evaluation does not read them). A class name
+    with spaces (COCO's ``traffic light``) is typed with underscores (:func:`kitti_type_name`).
     """
     objects = []
     for box, score, label in zip(pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()):
@@ -46,7 +47,11 @@ def detections_to_kitti(pred: dict, class_names: Sequence[str]) -> list[ObjectLa
             )
         objects.append(
             ObjectLabel(
-                type=class_names[int(label)], bbox=tuple(box), truncated=-1.0, occluded=-1, score=float(score)
+                type=kitti_type_name(class_names[int(label)]),
+                bbox=tuple(box),
+                truncated=-1.0,
+                occluded=-1,
+                score=float(score),
             )
         )
     return objects

@@ -261,23 +261,32 @@ class DetectionTask(DetectorTask):
             out.append({**pred, "boxes": pred["boxes"] * scale})
         return out
 
+    def scored_original(self, images, targets: list[dict]) -> list[tuple[dict, dict, dict, torch.Tensor]]:
+        """Per image, in the original pixels: all detections, those the evaluation scores (the ones mostly inside
+        a DontCare / crowd region dropped, ``ignore_overlap``), the ground truth and its ignore boxes. The
+        metrics here and the shipped operating point (``apps/ship_weights.py``) both read this."""
+        out = []
+        for image, pred, target in zip(images, self.predict_original(images, targets), targets):
+            scale = _scale_to_original(image, target)
+            ignore = target.get("ignore_boxes", torch.zeros(0, 4)).to(pred["boxes"]) * scale
+            keep = box_in_ignore_fraction(pred["boxes"], ignore) <= self.ignore_overlap
+            kept = {k: pred[k][keep] for k in ("boxes", "scores", "labels")}
+            gt = {"boxes": target["boxes"].to(pred["boxes"]) * scale, "labels": target["labels"]}
+            out.append((pred, kept, gt, ignore))
+        return out
+
     def _evaluation_step(self, batch, stage: str) -> None:
         images, targets = batch
-        preds = self.predict_original(images, targets)
         coco = self._metric(stage)
         kitti_dets, kitti_gts = self._kitti.setdefault(stage, ([], []))
         annotations = self._annotations()
         class_map = getattr(getattr(self._trainer, "datamodule", None), "class_map", None) or {}
-        for image, pred, target in zip(images, preds, targets):
-            scale = _scale_to_original(image, target)
-            gt_boxes = target["boxes"].to(pred["boxes"]) * scale
-            ignore = target.get("ignore_boxes", torch.zeros(0, 4)).to(pred["boxes"]) * scale
-            keep = box_in_ignore_fraction(pred["boxes"], ignore) <= self.ignore_overlap
-            self._ignored_detections[stage] = self._ignored_detections.get(stage, 0) + int((~keep).sum())
+        for target, (pred, kept, gt, ignore) in zip(targets, self.scored_original(images, targets)):
+            dropped = len(pred["boxes"]) - len(kept["boxes"])
+            self._ignored_detections[stage] = self._ignored_detections.get(stage, 0) + dropped
             # metrics live outside the module (not moved with it): feed them CPU tensors
-            kept = {k: pred[k][keep].cpu() for k in ("boxes", "scores", "labels")}
-            gt = {"boxes": gt_boxes.cpu(), "labels": target["labels"].cpu()}
-            coco.update([kept], [gt])
+            gt = {k: v.cpu() for k, v in gt.items()}
+            coco.update([{k: v.cpu() for k, v in kept.items()}], [gt])
             if self.kitti_difficulties:
                 kitti_dets.append(self._kitti_detections(pred))
                 ann = annotations.get(target.get("image_id"))

@@ -106,7 +106,10 @@ def test_hard_killed_run_resumes_at_the_same_step_and_finishes_all_epochs(
     args = ARGS[module](scenes, "--trainer.max_epochs", "2")
     killed, resumed = kill_and_resume(module, args, tmp_path / "ckpt", tmp_path, kill_step=kill)
     assert killed["global_step"] == kill - 1 and completed_epochs(killed) == 1
-    assert resumed["global_step"] == 2 * steps_per_epoch and completed_epochs(resumed) == 2
+    # the last checkpoint is written at the end of epoch 2, as Lightning's epoch-end checkpoints are: processed,
+    # not yet marked completed (the medical resume test reads it the same way)
+    assert resumed["global_step"] == 2 * steps_per_epoch
+    assert resumed["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 2
     assert resumed["lr_schedulers"][0]["last_epoch"] == 2 * steps_per_epoch
     if module == ANOMALY:  # statistics recomputed for the final weights, as on an uninterrupted run
         assert bool(resumed["state_dict"]["model.calibrated"])

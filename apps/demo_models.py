@@ -639,7 +639,12 @@ def anomaly_analysis(task, image: np.ndarray, score: str, forward: dict | None =
     """Anomaly map (H, W) of ``score`` at the photo's own size, its colour range (:func:`score_range`) and the
     frame score, from :func:`anomaly_forward`'s outputs (``forward``; computed here when not given). The map is
     resized back as ``predict`` does, so overlays line up with the upload."""
-    from domains.driving.anomaly.predict import image_anomaly_score, road_region, score_to_original
+    from domains.driving.anomaly.predict import (
+        ROAD_CLASS_IDS,
+        image_anomaly_score,
+        road_region,
+        score_to_original,
+    )
 
     forward = anomaly_forward(task, image) if forward is None else forward
     maps = task.model.score_maps(
@@ -649,7 +654,7 @@ def anomaly_analysis(task, image: np.ndarray, score: str, forward: dict | None =
     pred = forward["logits"].argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
     frame_score = image_anomaly_score(
         score_map,
-        road_region(pred),
+        road_region(pred, getattr(task, "road_ids", ROAD_CLASS_IDS)),  # the road classes it trained with
         getattr(task, "image_score_method", "quantile"),
         getattr(task, "image_score_q", 0.999),
         getattr(task, "image_score_k", 50),

@@ -34,24 +34,41 @@ TRAINED_ON = "The models learnt from wide dashcam frames (640x192, 3.3:1) of syn
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _scene_list(root: str) -> list[tuple[str, str, str | None]]:
-    """(name, image path, label path or None) of the SegmentMeIfYouCan-layout set, sorted."""
-    from domains.driving.anomaly.data import AnomalyDataset
+    """(name, image path, label path or None) of the SegmentMeIfYouCan-layout set, sorted; masks found as
+    ``test`` finds them (``<name>.png`` or SMIYC's ``<name>_labels_semantic.png``, any case)."""
+    from domains.driving.anomaly.data import AnomalyDataset, label_masks
     from shared.files import visible_files
 
     images = Path(root) / "images"
     labels = Path(root) / "labels_masks"
     found = visible_files(images, AnomalyDataset.IMAGE_EXTENSIONS)  # no ._name.png of a Mac copy
-    return [
-        (p.stem, str(p), str(labels / f"{p.stem}.png") if (labels / f"{p.stem}.png").is_file() else None)
-        for p in found
-    ]
+    masks = label_masks(labels, [p.stem for p in found]) if labels.is_dir() else {}
+    return [(p.stem, str(p), str(masks[p.stem]) if p.stem in masks else None) for p in found]
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _read_scene(path: str, label: str | None) -> tuple[bytes, np.ndarray | None]:
-    from domains.driving.common import read_label_map
+def _read_scene(path: str, label: str | None) -> tuple[bytes, np.ndarray, np.ndarray | None, str | None]:
+    """A scene's bytes (the page's cache key), its RGB pixels and its ground truth, or why that is not shown.
+    Read as ``test`` reads them: as stored (EXIF orientation not applied, as the mask is drawn); a scene that
+    cannot be decoded raises LabelFormatError naming it."""
+    from domains.driving.common import read_label_map, read_rgb
+    from domains.driving.formats import LabelFormatError
 
-    return Path(path).read_bytes(), (read_label_map(label) if label else None)
+    image = read_rgb(path, ignore_orientation=label is not None)
+    truth, problem = None, None
+    if label is not None:
+        try:
+            truth = read_label_map(label)
+        except (LabelFormatError, OSError) as exc:
+            truth, problem = None, f"Ground truth not shown: {exc}"
+        else:
+            if truth.shape != image.shape[:2]:
+                problem = (
+                    f"Ground truth not shown: {label} is {truth.shape[1]}x{truth.shape[0]} but its image "
+                    f"{Path(path).name} is {image.shape[1]}x{image.shape[0]}"
+                )
+                truth = None
+    return Path(path).read_bytes(), image, truth, problem
 
 
 @st.cache_resource(show_spinner="Decoding the photo ...", max_entries=4)
@@ -317,6 +334,9 @@ if source == SYNTHETIC:
     except OSError as exc:
         st.error(f"No synthetic scenes in {root}: {exc}")
         st.stop()
+    except ValueError as exc:  # LabelFormatError: an image with two masks
+        st.error(f"Cannot list the scenes in {root}: {exc}")
+        st.stop()
     if not scenes:
         st.error(f"No images in {root / 'images'}.")
         st.stop()
@@ -325,7 +345,13 @@ if source == SYNTHETIC:
         "Scene", range(len(choices)), format_func=lambda i: choices[i][0], key="driving_scene"
     )
     _, name, image_path, label_path = choices[int(index)]
-    data, truth = _read_scene(image_path, label_path)
+    try:
+        data, scene_image, truth, problem = _read_scene(image_path, label_path)
+    except (ValueError, OSError) as exc:  # LabelFormatError naming the file: nothing was uploaded
+        st.error(f"Cannot read this scene: {exc}")
+        st.stop()
+    if problem:
+        st.warning(problem)
     name = Path(image_path).name
 else:
     data, name = pc.upload_or_stop(
@@ -338,11 +364,14 @@ else:
         ),
         prompt="Upload a road photo, or pick a synthetic scene above.",
     )
-try:
-    decoded = _decode(pc.digest(data), name, data)
-except up.UploadError as exc:
-    st.error(str(exc))
-    st.stop()
+if source == SYNTHETIC:  # read from the data folder as test reads it (WebP, 16-bit too), not as an upload
+    decoded = up.RGBImage(name=name, image=scene_image)
+else:
+    try:
+        decoded = _decode(pc.digest(data), name, data)
+    except up.UploadError as exc:
+        st.error(str(exc))
+        st.stop()
 pc.show_notes(decoded.notes)
 image = decoded.image
 if source == UPLOAD and (warning := up.unlike_dashcam(image.shape[1], image.shape[0], "photo", TRAINED_ON)):

@@ -45,11 +45,17 @@ def _imread(path: str | Path, flags: int, missing: str, undecodable: str) -> np.
     return array
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | Path, ignore_orientation: bool = False) -> np.ndarray:
     """Decode an image to RGB uint8 (H, W, 3); :class:`LabelFormatError` naming the file if it cannot. A 16-bit
     (or float) image is read at full depth and stretched to 0..255 (:func:`shared.images.stretch_to_uint8`):
-    a plain read keeps only its high byte, which leaves 12-bit camera data nearly black."""
-    image = _imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, "image file", "image")
+    a plain read keeps only its high byte, which leaves 12-bit camera data nearly black.
+
+    A JPEG's EXIF orientation is applied (a phone photo comes out upright) unless ``ignore_orientation``: an image
+    with a label mask is read as stored, as its mask is (masks are drawn on the stored pixels; rotating the image
+    alone misaligned them, or failed on a size that matches on disk)."""
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    flags |= cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0
+    image = _imread(path, flags, "image file", "image")
     if image.dtype != np.uint8:
         image = stretch_to_uint8(image, path, LabelWarning)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -58,9 +64,13 @@ def read_rgb(path: str | Path) -> np.ndarray:
 def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     """Decode a single-channel label PNG (a 3-channel grey PNG is accepted: its channels must agree). An
     indexed-colour PNG (Pascal VOC style, a palette colouring each class) gives its indices, not the colours
-    OpenCV would expand them to. ``colour``: a colour map is returned as (H, W, 3) RGB instead of refused."""
-    try:  # Pillow reads only the header here: the mode says whether the pixels are palette indices
+    OpenCV would expand them to. A 1-bit PNG (what ``Image.fromarray(bool_mask).save`` writes) gives its 0 / 1
+    values, which OpenCV scales to 0 / 255 (every anomaly pixel would read as void). ``colour``: a colour map is
+    returned as (H, W, 3) RGB instead of refused."""
+    try:  # Pillow reads only the header here: the mode says whether the pixels are palette indices (or bits)
         with Image.open(path) as image:
+            if image.mode == "1":
+                return np.array(image, dtype=np.uint8)
             if image.mode == "P":  # a colour map saved as a palette (image optimisers do): its colours
                 if not colour:
                     return np.array(image)

@@ -334,3 +334,35 @@ def test_own_detector_whose_class_names_hold_spaces_draws_and_exports_its_boxes(
     assert set(at.dataframe[0].value["class"]) == {"passenger car"}  # what the tiny detector finds
     assert "Detections (KITTI text)" in [b.proto.label for b in at.get("download_button")]
     assert "detections shown" in _image_captions(at)[0] and "instances shown" in _image_captions(at)[1]
+
+
+def test_own_anomaly_scenes_find_smiyc_masks_and_say_what_is_wrong_with_a_scene(demo_env, tmp_path, monkeypatch):
+    """$SUITE_ANOMALY_DATA in the SegmentMeIfYouCan layout: <name>_labels_semantic.png masks were not found, an
+    undecodable mask was a traceback, one of another size was shown silently, and a broken scene image was
+    answered with 'upload a PNG or JPEG photo' though nothing was uploaded."""
+    root = tmp_path / "own"
+    (root / "images").mkdir(parents=True)
+    (root / "labels_masks").mkdir()
+    label = np.zeros((48, 64), np.uint8)
+    label[10:20, 10:30] = 1
+    for name in ("a_good", "b_undecodable_mask", "c_other_size_mask", "d_broken_image"):
+        cv2.imwrite(str(root / "images" / f"{name}.png"), np.full((48, 64, 3), 120, np.uint8))
+        cv2.imwrite(str(root / "labels_masks" / f"{name}_labels_semantic.png"), label)
+    (root / "labels_masks" / "b_undecodable_mask_labels_semantic.png").write_bytes(b"\x89PNG not really")
+    cv2.imwrite(str(root / "labels_masks" / "c_other_size_mask_labels_semantic.png"), label[:, :40])
+    (root / "images" / "d_broken_image.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    monkeypatch.setenv(dm.ENV_ANOMALY_DATA, str(root))
+    at = _page("driving")
+    shown = {}
+    for name in ("a_good", "b_undecodable_mask", "c_other_size_mask", "d_broken_image"):
+        scenes = at.selectbox(key="driving_scene")
+        scenes.select_index(scenes.options.index(name)).run()
+        assert not at.exception, (name, [e.value for e in at.exception])
+        shown[name] = (_image_captions(at), _texts(at.warning), _texts(at.error))
+    assert "Ground truth: orange anomaly, grey void (ignored)" in shown["a_good"][0] and not shown["a_good"][2]
+    assert "Ground truth not shown" in shown["b_undecodable_mask"][1]
+    assert "b_undecodable_mask_labels_semantic.png" in shown["b_undecodable_mask"][1]
+    assert "is 40x48 but its image c_other_size_mask.png is 64x48" in shown["c_other_size_mask"][1]
+    assert not any("Ground truth" in c for c in shown["c_other_size_mask"][0])
+    error = shown["d_broken_image"][2]
+    assert "d_broken_image.png: cannot decode image" in error and "upload" not in error.lower()

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from domains.driving.common import (
     ANOMALY_LABEL_VALUES,
     IGNORE_INDEX,
+    _check_decodes,
     default_anomaly_root,
     default_kitti_root,
     predict_images,
@@ -26,6 +27,7 @@ from domains.driving.common import (
     to_image_tensor,
 )
 from domains.driving.formats import (
+    IMAGE_EXTENSIONS,
     LabelFormatError,
     LabelWarning,
     images_by_stem,
@@ -56,6 +58,48 @@ def pad_collate(batch: Sequence[dict]) -> dict:
     return out
 
 
+#: an image's label mask: ``<name>.png`` (this suite's) or SegmentMeIfYouCan's ``<name>_labels_semantic.png``
+MASK_SUFFIXES = ("", "_labels_semantic")
+
+
+def label_masks(labels_dir: Path, stems: Sequence[str]) -> dict[str, Path]:
+    """``{stem: mask}`` of the images ``stems`` that have a label mask in ``labels_dir`` (:data:`MASK_SUFFIXES`,
+    ``.png`` in any case: ``.PNG`` too). An image with two masks is an error naming both: which one is scored
+    would be a guess (the first one found won silently)."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in visible_files(labels_dir, (".png",)):
+        by_stem.setdefault(path.stem, []).append(path)
+    found = {}
+    for stem in stems:
+        masks = [path for suffix in MASK_SUFFIXES for path in by_stem.get(f"{stem}{suffix}", [])]
+        if len(masks) > 1:
+            raise LabelFormatError(
+                masks[1], None, f"image {stem!r} has two label masks, {masks[0].name} and {masks[1].name}: "
+                "keep one",
+            )  # fmt: skip
+        if masks:
+            found[stem] = masks[0]
+    return found
+
+
+def _report(problems: list[str], what: str, strict: bool, owner: str) -> None:
+    """Files left out, in one :class:`LabelWarning` that counts and names them; with ``strict`` an error."""
+    if not problems:
+        return
+    more = f"; ... {len(problems) - 5} more" if len(problems) > 5 else ""
+    message = f"{owner}: {len(problems)} {what}: {'; '.join(problems[:5])}{more}"
+    if strict:
+        raise LabelFormatError(message)
+    warnings.warn(message + " (--data.strict true makes this an error)", LabelWarning, stacklevel=3)
+
+
+def _unread_files(folder: Path, taken: Sequence[Path], recursive: bool = False) -> list[str]:
+    """The visible files in ``folder`` (below it too, with ``recursive``) that are not ``taken``: named, so that
+    a 000003.tif or a city subfolder is not left out without a word."""
+    taken = set(taken)
+    return [str(p.relative_to(folder)) for p in visible_files(folder, recursive=recursive) if p not in taken]
+
+
 class _MaskedImages(Dataset):
     """Images with one label map each (``self.items``: image path, map path, name), read and checked alike.
 
@@ -81,7 +125,8 @@ class _MaskedImages(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         image_path, mask_path, name = self.items[i]
-        image, mask = read_rgb(image_path), read_label_map(mask_path)
+        # as stored, as the mask is: EXIF orientation applied to the image alone misaligned the two
+        image, mask = read_rgb(image_path, ignore_orientation=True), read_label_map(mask_path)
         if image.shape[:2] != mask.shape:
             raise LabelFormatError(
                 mask_path,
@@ -103,6 +148,7 @@ class _MaskedImages(Dataset):
             "orig_size": orig_size,
             "unpadded_size": (int(tensor.shape[-2]), int(tensor.shape[-1])),
             "image_path": str(image_path),
+            "as_stored": True,  # predict draws its overlay on the file read the same way
         }
         if self.keep_native_mask:
             item[f"native_{self.mask_key}"] = native if item["unpadded_size"] != orig_size else None
@@ -113,18 +159,29 @@ class AnomalyDataset(_MaskedImages):
     """Road anomaly images in the SegmentMeIfYouCan layout.
 
     ``root/images/<name>.{png,jpg,jpeg,webp}`` and ``root/labels_masks/<name>.png`` (or SMIYC's own
-    ``<name>_labels_semantic.png``) with 0 = normal, 1 = anomaly, 255 = void. Real RoadAnomaly21,
+    ``<name>_labels_semantic.png``; ``.PNG`` too) with 0 = normal, 1 = anomaly, 255 = void. Real RoadAnomaly21,
     RoadObstacle21 and Fishyscapes laid out this way load the same. Returns ``{"image": float32 (3, H, W) in
     [0, 1], "label": int64 (H, W), "name": str}``; ``transform`` is an albumentations ``Compose`` applied to
-    ``image`` and ``mask``. SMIYC's test images have no public labels: an image without a label mask is an
-    error unless ``require_labels=False``, which drops such images with a counted warning.
+    ``image`` and ``mask``. Images are read as stored (a JPEG's EXIF orientation is not applied), as their masks.
+
+    SMIYC's download holds unlabelled benchmark images beside the labelled ``validation_*`` ones: an image
+    without a label mask is an error unless ``require_labels=False``, which drops such images with a counted
+    warning naming them. Every image is decoded in full here (a truncated JPEG otherwise comes out grey-filled
+    without a word, scored as a road): one that cannot be is left out, counted and named in one warning, or an
+    error with ``strict``; so are files in ``images/`` that are not read (another format, a subfolder).
     """
 
     IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
     mask_key = "label"
     keep_native_mask = True  # test scores every pixel of the mask at its own size
 
-    def __init__(self, root: str | Path, transform: A.Compose | None = None, require_labels: bool = True):
+    def __init__(
+        self,
+        root: str | Path,
+        transform: A.Compose | None = None,
+        require_labels: bool = True,
+        strict: bool = False,
+    ):
         self.root = Path(root)
         self.transform = transform
         images_dir, labels_dir = self.root / "images", self.root / "labels_masks"
@@ -134,45 +191,56 @@ class AnomalyDataset(_MaskedImages):
                     f"{folder}: folder not found (SegmentMeIfYouCan layout: images/, labels_masks/)"
                 )
         images = images_by_stem(images_dir, self.IMAGE_EXTENSIONS)  # img0.png beside img0.jpg: an error
+        owner = f"AnomalyDataset({self.root})"
+        not_read = _unread_files(images_dir, list(images.values()), recursive=True)
+        _report(not_read, f"file(s) in images/ are not read (only {', '.join(self.IMAGE_EXTENSIONS)} directly "
+                "in images/, no subfolders)", strict, owner)  # fmt: skip
         if not images:
             raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)})")
+        masks = label_masks(labels_dir, list(images))
         self.items: list[tuple[Path, Path, str]] = []
-        unlabelled = []
-        for image in images.values():
-            candidates = (labels_dir / f"{image.stem}.png", labels_dir / f"{image.stem}_labels_semantic.png")
-            label = next((c for c in candidates if c.is_file()), None)
+        unlabelled, undecodable = [], []
+        for stem, image in images.items():
+            label = masks.get(stem)
             if label is None:
+                lossy = [f"; {p.name} is there, but masks must be PNG (JPEG alters label values)"
+                         for p in sorted(labels_dir.glob(f"{stem}.jp*g"))
+                         if not is_hidden(p)]  # fmt: skip
+                why = lossy[0] if lossy else ""
                 if require_labels:
-                    lossy = [f"; {p.name} is there, but masks must be PNG (JPEG alters label values)"
-                             for p in sorted(labels_dir.glob(f"{image.stem}.jp*g"))
-                             if not is_hidden(p)]  # fmt: skip
-                    why = lossy[0] if lossy else ""
                     raise LabelFormatError(
-                        image, None, f"no label mask {candidates[0]} (or {candidates[1].name}){why}"
-                    )
-                unlabelled.append(image.name)
+                        image, None, f"no label mask {labels_dir / (stem + '.png')} (or "
+                        f"{stem}_labels_semantic.png){why}; SegmentMeIfYouCan's unlabelled benchmark images are "
+                        "left out, counted, with require_labels=False (what test does unless --data.strict true)",
+                    )  # fmt: skip
+                unlabelled.append(f"{image.name}{why}")
                 continue
-            self.items.append((image, label, image.stem))
-        # every candidate mask of an image is its own, SMIYC's colour previews (<name>_labels_semantic_color.png) too
-        suffixes = ("", "_labels_semantic", "_labels_semantic_color")
-        owned = {f"{stem}{suffix}.png" for stem in images for suffix in suffixes}
-        orphans = [p.name for p in visible_files(labels_dir, (".png",)) if p.name not in owned]
+            try:
+                _check_decodes(image)
+            except LabelFormatError as err:
+                undecodable.append(str(err))
+                continue
+            self.items.append((image, label, stem))
+        # every candidate mask of an image is its own, SMIYC's colour previews (<name>_labels_semantic_color) too
+        owned = {f"{stem}{suffix}" for stem in images for suffix in (*MASK_SUFFIXES, "_labels_semantic_color")}
+        orphans = [p.name for p in visible_files(labels_dir, (".png",)) if p.stem not in owned]
         if orphans:
             warnings.warn(
-                f"AnomalyDataset({self.root}): {len(orphans)} mask(s) in {labels_dir.name}/ belong to no image and "
+                f"{owner}: {len(orphans)} mask(s) in {labels_dir.name}/ belong to no image and "
                 f"are not used, e.g. {orphans[:3]}",
                 LabelWarning,
                 stacklevel=2,
             )
         if unlabelled:
             warnings.warn(
-                f"AnomalyDataset({self.root}): dropped {len(unlabelled)} image(s) without a label mask, "
-                f"e.g. {unlabelled[:3]}",
+                f"{owner}: dropped {len(unlabelled)} image(s) without a label mask (SegmentMeIfYouCan's "
+                f"benchmark images have none), e.g. {unlabelled[:3]}",
                 LabelWarning,
                 stacklevel=2,
             )
+        _report(undecodable, "image(s) cannot be decoded whole and are left out", strict, owner)
         if not self.items:
-            raise FileNotFoundError(f"{labels_dir}: no label masks for the images in {images_dir}")
+            raise FileNotFoundError(f"{labels_dir}: no label masks for the readable images in {images_dir}")
 
     def _check_values(self, mask: np.ndarray, path: Path) -> None:
         bad = np.setdiff1d(np.unique(mask), ANOMALY_LABEL_VALUES)
@@ -188,7 +256,11 @@ class SemanticSegDataset(_MaskedImages):
     """KITTI-layout images with semantic maps: ``image_2/<id>.png``, ``semantic/<id>.png`` (uint8, 255 void).
 
     Trains the closed-set segmenter whose uncertainty flags road anomalies. Returns ``{"image": float32
-    (3, H, W), "mask": int64 (H, W), "name": id}``. A missing semantic map is an error at construction.
+    (3, H, W), "mask": int64 (H, W), "name": id}``. A missing semantic map (``.png``, any case) is an error at
+    construction; each map's size and ids are checked when its item is read, and an image OpenCV cannot decode
+    at all is an error naming it then. Not checked: a truncated image whose header reads (OpenCV fills the rest
+    with grey), since a full decode of every training image at setup would cost about one more epoch of
+    reading. Images are read as stored (EXIF orientation not applied), as their maps.
     """
 
     mask_what = "semantic map"
@@ -202,16 +274,17 @@ class SemanticSegDataset(_MaskedImages):
     ):
         base = resolve_kitti_split(kitti_root)
         images = images_by_stem(base / "image_2")
+        maps = images_by_stem(base / "semantic", (".png",)) if (base / "semantic").is_dir() else {}
         self.transform = transform
         self.num_classes = num_classes
         self.items: list[tuple[Path, Path, str]] = []
         for image_id in ids:
             if image_id not in images:
                 raise FileNotFoundError(f"{base / 'image_2'}: no image for id {image_id!r}")
-            semantic = base / "semantic" / f"{image_id}.png"
-            if not semantic.is_file():
+            if image_id not in maps:
+                semantic = base / "semantic" / f"{image_id}.png"
                 raise FileNotFoundError(f"{semantic}: semantic map missing for image {images[image_id]}")
-            self.items.append((images[image_id], semantic, image_id))
+            self.items.append((images[image_id], maps[image_id], image_id))
 
     def _check_values(self, mask: np.ndarray, path: Path) -> None:
         """With ``num_classes``: every id must be a class or void. An id past the classes ended training in a
@@ -225,7 +298,10 @@ class SemanticSegDataset(_MaskedImages):
             raise LabelFormatError(
                 path, None, f"class ids {bad[:10]} are not classes of the model (0..{self.num_classes - 1}, "
                 f"{IGNORE_INDEX} = void{'; 254 is reserved for pasted outliers' if 254 in bad else ''}): set "
-                "--model.network.init_args.num_classes, or map them to 255",
+                "--model.network.init_args.num_classes, or map them to 255. Cityscapes / KITTI semantics maps "
+                "hold labelIds (34 classes, road = 7) or trainIds (19 classes, road = 0, sidewalk = 1): give "
+                "--model.road_ids their road classes too ([7] or [0]; the default [0, 1] is the synthetic "
+                "set's road and lane marking), where outliers are pasted and the image score looks",
             )  # fmt: skip
 
     def image_classes(self) -> list[set[int]]:
@@ -334,6 +410,9 @@ class SegmentationDataModule(SplitLoaders):
         predict_path: ``predict`` on your own photos instead of the anomaly test set: a folder (searched
             recursively) or one image; no labels needed, and neither data_path nor anomaly_path is read.
             Unreadable images are skipped and counted.
+        strict: files left out raise, naming them, instead of one counted warning: anomaly-set images without a
+            label mask (SegmentMeIfYouCan's unlabelled benchmark images), images that cannot be decoded whole,
+            and files in ``images/`` or ``image_2/`` that are not read (another format, a subfolder).
     """
 
     def split_settings(self, hparams: dict, stage: str) -> dict:
@@ -357,6 +436,7 @@ class SegmentationDataModule(SplitLoaders):
         split_fractions: tuple[float, float] = (0.85, 0.15),
         repeat_threshold: float | None = None,
         predict_path: str | None = None,
+        strict: bool = False,
     ):
         super().__init__()
         if len(split_fractions) != 2:
@@ -374,6 +454,7 @@ class SegmentationDataModule(SplitLoaders):
         self.split_fractions = tuple(split_fractions)
         self.repeat_threshold = repeat_threshold
         self.predict_path = predict_path
+        self.strict = strict
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
@@ -399,7 +480,11 @@ class SegmentationDataModule(SplitLoaders):
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
             base = resolve_kitti_split(root)
-            ids = sorted(images_by_stem(base / "image_2"))
+            images = images_by_stem(base / "image_2")
+            _report(_unread_files(base / "image_2", list(images.values())),
+                    f"file(s) in image_2/ are not images this reader takes ({', '.join(IMAGE_EXTENSIONS)}) and "
+                    "are not used", self.strict, f"--data.data_path {root}")  # fmt: skip
+            ids = sorted(images)
             ids = ids[: self.max_items] if self.max_items is not None else ids
             if not ids:
                 raise FileNotFoundError(f"{base / 'image_2'}: no images")
@@ -413,7 +498,9 @@ class SegmentationDataModule(SplitLoaders):
                 self.datasets[name] = SemanticSegDataset(root, [ids[i] for i in idx], transform, classes)
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
-            self.datasets["test"] = AnomalyDataset(anomaly, segmentation_transforms(False, self.image_size))
+            transform = segmentation_transforms(False, self.image_size)
+            # SMIYC's unlabelled benchmark images (beside its labelled validation_*): counted, not scored
+            self.datasets["test"] = AnomalyDataset(anomaly, transform, require_labels=self.strict, strict=self.strict)
             rank_zero_info(f"anomaly test set {anomaly}: {len(self.datasets['test'])} labelled images")
 
     collate_fn = staticmethod(pad_collate)

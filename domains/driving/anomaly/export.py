@@ -113,6 +113,7 @@ def export_anomaly(
             "uses_training_statistics": score in STAT_SCORES,
             "image_score": {
                 "method": task.image_score_method, "q": task.image_score_q, "k": task.image_score_k,
+                "road_ids": list(task.road_ids),  # the region it reads: predict.road_region(pred, road_ids)
                 "where": "outside the graph: domains.driving.anomaly.predict.image_anomaly_score",
             },
         }  # fmt: skip

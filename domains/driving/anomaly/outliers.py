@@ -27,6 +27,7 @@ from domains.driving.classes import SEMANTIC_ID, VOID
 
 #: mask value of pasted outlier pixels (255 stays "void")
 OUTLIER_LABEL = 254
+#: the synthetic set's road classes: the default of ``road_ids`` (other label sets: the task's ``road_ids``)
 ROAD_IDS = (SEMANTIC_ID["road"], SEMANTIC_ID["lane_marking"])
 SHAPES = ("polygon", "ellipse", "blob")
 TEXTURES = ("noise", "flat", "stripes", "scene")
@@ -132,12 +133,14 @@ def paste_outliers(
     max_tries: int = 20,
     harmonise_prob: float = 0.7,
     shadow_prob: float = 0.5,
+    road_ids: Sequence[int] = ROAD_IDS,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Paste ``num_objects`` (inclusive range) non-overlapping random objects into one scene.
 
     ``image`` float32 (H, W, 3) in [0, 1], ``mask`` int (H, W) semantic ids (255 void). ``size_range`` is the
     object height as a fraction of the image height at the bottom row (scaled down towards the horizon).
-    With probability ``road_prob`` an object stands on a road / lane-marking pixel (when the scene has any).
+    With probability ``road_prob`` an object stands on a pixel of the classes ``road_ids`` (when the scene has
+    any; the default: the synthetic set's road and lane marking).
     With ``harmonise_prob`` its brightness follows the scene around it; edges are feathered *inside* the
     object; with ``shadow_prob`` a darker ellipse is cast on the ground under it (left with its original
     label, like the anomaly set's unlabelled shadows, so shadows do not read as outliers).
@@ -154,7 +157,7 @@ def paste_outliers(
     height, width = mask.shape
     image, mask = image.copy(), mask.copy()
     taken = np.zeros((height, width), bool)
-    road = np.flatnonzero(np.isin(mask, ROAD_IDS).ravel())
+    road = np.flatnonzero(np.isin(mask, road_ids).ravel())
     objects: list[dict] = []
     for _ in range(int(rng.integers(num_objects[0], num_objects[1] + 1))):
         for _try in range(max_tries):
@@ -220,12 +223,13 @@ def paste_outliers_batch(
     size_range: Sequence[float] = (0.04, 0.18),
     road_prob: float = 0.8,
     scene_texture_prob: float = 0.25,
+    road_ids: Sequence[int] = ROAD_IDS,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Outlier exposure on a training batch: each image gets :func:`paste_outliers` with probability ``prob``.
 
     ``images`` (B, 3, H, W) in [0, 1], ``masks`` (B, H, W) semantic ids. A ``"scene"`` texture is cut from
-    another image of the same batch (with probability ``scene_texture_prob``). Works on any device (the
-    pasting runs in numpy on the CPU). Returns new tensors and the number of objects pasted.
+    another image of the same batch (with probability ``scene_texture_prob``); ``road_ids`` as there. Works on
+    any device (the pasting runs in numpy on the CPU). Returns new tensors and the number of objects pasted.
     """
     if images.ndim != 4 or images.shape[1] != 3 or masks.shape != (images.shape[0], *images.shape[-2:]):
         raise ValueError(
@@ -255,6 +259,7 @@ def paste_outliers_batch(
             (float(size_range[0]), float(size_range[1])),
             road_prob,
             donor,
+            road_ids=road_ids,
         )
         pasted += len(objects)
     new_images = torch.from_numpy(out_images).permute(0, 3, 1, 2).to(images.device, images.dtype)

@@ -16,6 +16,7 @@ from domains.driving.common import read_rgb
 from domains.driving.formats import LabelFormatError
 from shared.device import to_numpy
 
+#: the synthetic set's road and lane marking: the default of the task's ``road_ids`` (checkpoints keep theirs)
 ROAD_CLASS_IDS = (SEMANTIC_ID["road"], SEMANTIC_ID["lane_marking"])
 
 __all__ = ["image_anomaly_score", "overlay_heatmap", "road_region", "score_to_original", "write_predictions"]
@@ -62,7 +63,7 @@ def overlay_heatmap(
 
 
 def road_region(pred: np.ndarray | torch.Tensor, road_ids: Sequence[int] = ROAD_CLASS_IDS) -> np.ndarray:
-    """Bool (H, W): pixels predicted road or lane marking plus everything the road surrounds.
+    """Bool (H, W): pixels predicted as ``road_ids`` (road, lane marking) plus everything the road surrounds.
 
     Objects lying on the road are not predicted "road" themselves, but they are holes in the road mask, so
     filling holes brings them back. The bottom image edge counts as road (objects close to the car touch
@@ -136,13 +137,18 @@ def score_to_original(
 
 
 def _original_rgb(
-    image: torch.Tensor, size: tuple[int, int], unpadded: Sequence[int], path: str | None
+    image: torch.Tensor,
+    size: tuple[int, int],
+    unpadded: Sequence[int],
+    path: str | None,
+    as_stored: bool = False,
 ) -> np.ndarray:
     """The picture an overlay is drawn on: the source file when its path is known and it has ``size``, else
-    the batch tensor (padding cut off) resized back to ``size``. RGB uint8 (H, W, 3)."""
+    the batch tensor (padding cut off) resized back to ``size``. RGB uint8 (H, W, 3). ``as_stored``: the file
+    was read without its EXIF orientation (a labelled set), so the overlay is too."""
     if path:
         try:
-            rgb = read_rgb(path)
+            rgb = read_rgb(path, ignore_orientation=as_stored)
         except (LabelFormatError, OSError):  # gone or changed since the batch read it: the batch's copy below
             rgb = None
         if rgb is not None and rgb.shape[:2] == size:
@@ -165,6 +171,7 @@ def write_predictions(
     sizes: Sequence[Sequence[int]] | None = None,
     unpadded_sizes: Sequence[Sequence[int]] | None = None,
     image_paths: Sequence[str | None] | None = None,
+    as_stored: Sequence[bool] | None = None,
 ) -> list[dict]:
     """Write ``<name>_score.npy`` (float32 raw score) and ``<name>_overlay.png`` per image, at the source
     image's size so that they line up with the user's own pixels.
@@ -172,7 +179,8 @@ def write_predictions(
     ``images`` (B, 3, H, W) in [0, 1], ``scores`` (B, H, W) as the network saw them. ``sizes``: each source
     image's (H, W) (default: the batch's H, W); ``unpadded_sizes``: each image's (H, W) inside the padded batch
     (default: all of it); ``image_paths``: source files the overlays are drawn on (default: the batch tensor
-    resized back). Returns one dict of paths per image.
+    resized back); ``as_stored``: per image, whether it was read without its EXIF orientation (default: no).
+    Returns one dict of paths per image.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,16 +189,17 @@ def write_predictions(
     sizes = list(sizes) if sizes is not None else [full] * n
     unpadded_sizes = list(unpadded_sizes) if unpadded_sizes is not None else [full] * n
     image_paths = list(image_paths) if image_paths is not None else [None] * n
+    as_stored = list(as_stored) if as_stored is not None else [False] * n
     written = []
-    for name, image, score, size, unpadded, path in zip(
-        names, images, scores, sizes, unpadded_sizes, image_paths, strict=True
+    for name, image, score, size, unpadded, path, stored in zip(
+        names, images, scores, sizes, unpadded_sizes, image_paths, as_stored, strict=True
     ):
         safe = Path(str(name)).name
         size = (int(size[0]), int(size[1]))
         score_np = score_to_original(score, size, unpadded)
         npy = out / f"{safe}_score.npy"
         np.save(npy, score_np)
-        rgb = _original_rgb(image, size, unpadded, path)
+        rgb = _original_rgb(image, size, unpadded, path, bool(stored))
         overlay = overlay_heatmap(rgb, score_np, alpha=alpha, vmin=vmin, vmax=vmax)
         png = out / f"{safe}_overlay.png"
         if not cv2.imwrite(str(png), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):

@@ -46,6 +46,7 @@ from domains.driving.anomaly.model import (
 )
 from domains.driving.anomaly.outliers import OUTLIER_LABEL, outlier_bce, paste_outliers_batch
 from domains.driving.anomaly.predict import (
+    ROAD_CLASS_IDS,
     image_anomaly_score,
     road_region,
     score_to_original,
@@ -66,6 +67,8 @@ RUNTIME_SETTINGS = (
     "image_score_q",
     "image_score_k",
     "component_metrics",
+    "component_min_pred_size",
+    "component_min_gt_size",
     "score_at_label_size",
     "predict_dir",
     "overlay_alpha",
@@ -104,7 +107,7 @@ class AnomalySegmentationTask(BaseTask):
         oe_prob: share of outlier-exposure training images that get pasted objects.
         oe_num_objects: [min, max] objects pasted into such an image.
         oe_size_range: [min, max] size of a pasted object, as a fraction of the image height.
-        oe_road_prob: share of pasted objects placed on the road.
+        oe_road_prob: share of pasted objects placed on the road (``road_ids``).
         oe_hard_fraction: weight of hard-negative mining in the inlier half of the OE loss (see
             :func:`~domains.driving.anomaly.outliers.outlier_bce`).
         calibration_batches: training batches used for the SML / Mahalanobis statistics when a checkpoint is
@@ -115,6 +118,10 @@ class AnomalySegmentationTask(BaseTask):
         image_score_k: the number of pixels averaged by ``topk``.
         component_metrics: compute SMIYC component metrics in ``test`` (keeps the selected score maps in
             memory until the end of the test epoch: set False for very large test sets).
+        component_min_pred_size: predicted components smaller than this (pixels) are dropped from the
+            component metrics, and ``component_min_gt_size``: smaller ground-truth components become void, as
+            the SMIYC evaluation's own settings do (AnomalyTrack 500 / 100, ObstacleTrack 50 / 10, in the
+            masks' own pixels: with ``score_at_label_size``); 0: off.
         score_at_label_size: ``test`` scores every pixel of each label mask at the mask's own size, as the
             SegmentMeIfYouCan evaluation does: the score map goes back to the image's pixels as ``predict``
             writes it, and the mask is read from its file. False: at the network's input size, against the
@@ -123,6 +130,9 @@ class AnomalySegmentationTask(BaseTask):
         overlay_alpha: heatmap weight in the overlays.
         input_size: [H, W] of the frames the network is trained on (null: native frames), kept with it
             (``model.input_size``) for export and the demo; the CLI links it from ``data.image_size``.
+        road_ids: the class ids of the road in the semantic maps (kept in checkpoints): outlier exposure stands
+            pasted objects on them and the image score reads the road they enclose. The default [0, 1] is the
+            synthetic set's road and lane marking; Cityscapes labelIds: [7], trainIds: [0].
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
@@ -149,10 +159,13 @@ class AnomalySegmentationTask(BaseTask):
         image_score_q: float = 0.999,
         image_score_k: int = 50,
         component_metrics: bool = True,
+        component_min_pred_size: int = 0,
+        component_min_gt_size: int = 0,
         score_at_label_size: bool = True,
         predict_dir: str = "predictions/driving_anomaly",
         overlay_alpha: float = 0.5,
         input_size: tuple[int, int] | None = None,
+        road_ids: tuple[int, ...] = ROAD_CLASS_IDS,
         **base_task_args,
     ):
         super().__init__(**base_task_args)
@@ -175,6 +188,13 @@ class AnomalySegmentationTask(BaseTask):
         self.image_score_q = image_score_q
         self.image_score_k = image_score_k
         self.component_metrics = component_metrics
+        if min(component_min_pred_size, component_min_gt_size) < 0:
+            raise ValueError(
+                "component_min_pred_size and component_min_gt_size must be >= 0 pixels, got "
+                f"{component_min_pred_size}, {component_min_gt_size}"
+            )
+        self.component_min_pred_size = int(component_min_pred_size)
+        self.component_min_gt_size = int(component_min_gt_size)
         self.score_at_label_size = bool(score_at_label_size)
         self.predict_dir = predict_dir
         self.overlay_alpha = overlay_alpha
@@ -182,6 +202,12 @@ class AnomalySegmentationTask(BaseTask):
         self.num_classes = num_classes = self.model.num_classes
         self.oe_objective = self.model.oe_objective
         self.model.input_size = (int(input_size[0]), int(input_size[1])) if input_size else None
+        self.road_ids = tuple(int(i) for i in road_ids)
+        if not self.road_ids or not all(0 <= i < num_classes for i in self.road_ids):
+            raise ValueError(
+                f"road_ids must name road classes of the model (0..{num_classes - 1}), got {list(road_ids)}: "
+                "--model.road_ids (Cityscapes labelIds: [7], trainIds: [0])"
+            )
         # Cross-entropy class weights (not saved: recomputed from the data whenever training starts).
         self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
         self.class_weighting = self._check_class_weighting(class_weighting, num_classes)
@@ -245,6 +271,7 @@ class AnomalySegmentationTask(BaseTask):
                 num_objects=self.hparams.oe_num_objects,
                 size_range=self.hparams.oe_size_range,
                 road_prob=self.hparams.oe_road_prob,
+                road_ids=self.road_ids,
             )
         use_head = self._oe_active() and self.oe_objective in ("extra_logit", "both")
         logits, _, extra = self.model.features(images, with_outlier=use_head)
@@ -347,6 +374,7 @@ class AnomalySegmentationTask(BaseTask):
         """Checkpoints written before the plain :class:`AnomalySegmenter` existed kept the segmenter as
         ``model.*`` and the head, OE calibration and statistics on the task: their keys are moved into it."""
         super().on_load_checkpoint(checkpoint)
+        self._warn_other_input_size(checkpoint)
         state = checkpoint.get("state_dict") or {}
         if "sml_mean" not in state:
             return
@@ -361,6 +389,34 @@ class AnomalySegmentationTask(BaseTask):
             else:
                 moved[key] = value
         checkpoint["state_dict"] = moved
+
+    def _warn_other_input_size(self, checkpoint: dict) -> None:
+        """``test`` / ``predict`` fitting images into another size than the network was trained at: objects
+        come out at another scale than it learnt. Warned, not overridden: the CLI links ``data.image_size`` into
+        ``model.input_size`` whether the command line or a config set it, so a size the user chose cannot be
+        told from the config's, and evaluating at another scale on purpose stays possible."""
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn in (None, TrainerFn.FITTING):
+            return
+        hparams = checkpoint.get("hyper_parameters") or {}
+        data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+        if "input_size" not in hparams and "image_size" not in data_hparams:
+            return  # the checkpoint does not say
+        trained = hparams.get("input_size") if "input_size" in hparams else data_hparams.get("image_size")
+        datamodule = getattr(trainer, "datamodule", None)
+        now = getattr(datamodule, "image_size", self.model.input_size)
+
+        def size(value) -> str:
+            return f"{int(value[0])}x{int(value[1])} (H x W)" if value else "their own size (image_size null)"
+
+        if size(trained) != size(now):
+            warnings.warn(
+                f"the checkpoint's network was trained on frames of {size(trained)}, but this "
+                f"{trainer.state.fn.value} fits images into {size(now)}: objects come out at another scale than "
+                f"it learnt. --data.image_size {list(trained) if trained else 'null'} evaluates at the trained size",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def on_fit_end(self) -> None:
         self._refresh_stats()
@@ -377,8 +433,27 @@ class AnomalySegmentationTask(BaseTask):
         self.log("val/miou", self.val_miou, prog_bar=True, batch_size=images.shape[0])
 
     # ---------------------------------------------------------------------------------------------- test
+    def _drop_untrained_oe(self, names: list[str]) -> list[str]:
+        """``names`` without ``outlier_prob`` when these weights never had an outlier-exposure step (a fit that
+        ended before ``oe_start_epoch``): an error naming what to use instead when it is the selected score."""
+        if "outlier_prob" not in names or bool(self.model.oe_trained):
+            return names
+        if self.score == "outlier_prob":
+            raise AnomalyScoreError(
+                "score 'outlier_prob' needs outlier-exposure training, but these weights never had an OE step "
+                f"(their fit ended before --model.oe_start_epoch {self.hparams.oe_start_epoch}): train on, or "
+                f"choose a score of the plain segmenter, e.g. --model.score {DEFAULT_PLAIN_SCORE}"
+            )
+        warnings.warn(
+            "these weights never had an outlier-exposure step: not testing 'outlier_prob'", stacklevel=3
+        )
+        return [n for n in names if n != "outlier_prob"]
+
+    def on_predict_start(self) -> None:
+        self._drop_untrained_oe([self.score])
+
     def on_test_epoch_start(self) -> None:
-        names = list(self.test_scores or self.supported_scores())
+        names = self._drop_untrained_oe(list(self.test_scores or self.supported_scores()))
         if not bool(self.model.calibrated):
             skipped = [n for n in names if n in STAT_SCORES]
             if self.score in STAT_SCORES:
@@ -497,7 +572,12 @@ class AnomalySegmentationTask(BaseTask):
         self.log("test/image_auroc", results["image_auroc"][self.score])
         if self.component_metrics and self._pixel_acc[self.score].num_positive > 0:
             best = self._pixel_acc[self.score].best_f1_threshold()
-            comp = component_metrics(self._kept_maps, threshold=best["threshold"])
+            comp = component_metrics(
+                self._kept_maps,
+                threshold=best["threshold"],
+                min_pred_size=self.component_min_pred_size,
+                min_gt_size=self.component_min_gt_size,
+            )
             comp["best_f1_threshold"] = best
             results["component"] = comp
             for key in ("sIoU_gt", "PPV", "mean_F1"):
@@ -534,6 +614,7 @@ class AnomalySegmentationTask(BaseTask):
             sizes=info.get("orig_size", unpadded),
             unpadded_sizes=unpadded,
             image_paths=info.get("image_path"),
+            as_stored=info.get("as_stored"),
         )
         for item, image_score in zip(written, out["image_score"], strict=True):
             item["image_score"] = image_score
@@ -556,7 +637,7 @@ class AnomalySegmentationTask(BaseTask):
     def _image_score(self, score: np.ndarray, pred: np.ndarray, size: Sequence[int]) -> float:
         """The image-level score of one map over the image's own ``size`` (H, W) inside a padded batch."""
         h, w = int(size[0]), int(size[1])
-        region = road_region(pred[:h, :w])
+        region = road_region(pred[:h, :w], self.road_ids)
         return image_anomaly_score(
             score[:h, :w], region, self.image_score_method, self.image_score_q, self.image_score_k
         )

@@ -577,16 +577,6 @@ def instance_ids(pred: dict, size: tuple[int, int]) -> tuple[np.ndarray, list[in
     return ids, order
 
 
-def instance_text(pred: dict, order: list[int], class_names: list[str]) -> str:
-    """The id map's text list in ``domains.driving.instances.predict``'s format: one line per id,
-    ``k class score left top right bottom`` (the test compares it with the prediction writer's file)."""
-    lines = []
-    for k, i in enumerate(order, start=1):
-        box = " ".join(f"{v:.1f}" for v in np.asarray(pred["boxes"][i], dtype=np.float64).tolist())
-        lines.append(f"{k} {class_names[int(pred['labels'][i])]} {float(pred['scores'][i]):.4f} {box}")
-    return "".join(line + "\n" for line in lines)
-
-
 def id_map_png(ids: np.ndarray) -> bytes:
     """A uint16 instance-id map as a 16-bit PNG (what ``predict`` writes)."""
     if ids.dtype != np.uint16 or ids.ndim != 2:
@@ -1028,7 +1018,6 @@ __all__ = [
     "format_metrics",
     "id_map_png",
     "instance_ids",
-    "instance_text",
     "load_accident_clip",
     "load_task",
     "medical_data_root",

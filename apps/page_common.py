@@ -155,13 +155,14 @@ def show_load_error(key: str, what: str, exc: Exception) -> None:
     )
 
 
-def upload_or_stop(label: str, key: str, help_text: str, prompt: str) -> tuple[bytes, str]:
-    """The uploaded file's bytes and name; until there is one, ``prompt`` and stop the page here.
+def upload_or_stop(label: str, key: str, help_text: str, prompt: str) -> tuple[bytes, str, str]:
+    """The uploaded file's bytes, name and :func:`digest` (the pages' cache key, hashed once per upload, not on
+    every rerun); until there is one, ``prompt`` and stop the page here.
 
     The last upload is kept in the session state: Streamlit empties a file uploader that was not drawn on a run
     (another page, the other source), and coming back should not ask for the file again. Removing the file in
-    the uploader, or the "Forget" button, drops it."""
-    kept = f"{key}_kept"  # (file_id, name, bytes) of the last upload
+    the uploader, or the "Forget it" button, drops it."""
+    kept = f"{key}_kept"  # (file_id, name, bytes, digest) of the last upload
 
     def removed_in_uploader() -> None:
         if st.session_state.get(key) is None:
@@ -170,7 +171,8 @@ def upload_or_stop(label: str, key: str, help_text: str, prompt: str) -> tuple[b
     uploaded = st.file_uploader(label, key=key, help=help_text, on_change=removed_in_uploader)
     if uploaded is not None:
         if st.session_state.get(kept, (None,))[0] != uploaded.file_id:
-            st.session_state[kept] = (uploaded.file_id, uploaded.name, uploaded.getvalue())
+            data = uploaded.getvalue()
+            st.session_state[kept] = (uploaded.file_id, uploaded.name, data, digest(data))
     elif kept in st.session_state:
         name = st.session_state[kept][1]
         shown, forget = st.columns([4, 1], vertical_alignment="center")
@@ -181,8 +183,8 @@ def upload_or_stop(label: str, key: str, help_text: str, prompt: str) -> tuple[b
     if kept not in st.session_state:
         st.info(prompt)
         st.stop()
-    _, name, data = st.session_state[kept]
-    return data, name
+    _, name, data, data_digest = st.session_state[kept]
+    return data, name, data_digest
 
 
 def checkpoint_caption(key: str, limit: int = 8) -> None:

@@ -20,11 +20,12 @@ import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
 
-from shared.files import natural_key
+from shared.files import is_hidden, natural_key
 from shared.images import stretch_to_uint8
 
 MAX_UPLOAD_MB = 50  # keep in step with server.maxUploadSize in .streamlit/config.toml
@@ -436,7 +437,7 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
             for info in archive.infolist()
             if not info.is_dir()
             and not info.filename.startswith("__MACOSX/")
-            and not info.filename.rsplit("/", 1)[-1].startswith(".")
+            and not is_hidden(PurePosixPath(info.filename), PurePosixPath())  # ._frame.png, .thumbnails/
         ]
         if not members:
             raise UploadError(f"{name}: the zip is empty (expected JPEG / PNG frames, one file per frame)")

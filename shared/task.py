@@ -306,9 +306,11 @@ LIBRARY_PACKAGES = ("torch.", "torchvision.", "torchmetrics.", "pytorch_lightnin
 
 
 def _class_paths(value) -> list[str]:
-    """Every ``class_path`` / ``_class_path`` string in nested hyperparameters."""
+    """Every class named in nested hyperparameters: ``class_path`` / ``_class_path`` strings, and a ``network``
+    given as a plain string (jsonargparse takes ``network: helpers.Net`` as a class path too, and imports it)."""
     if isinstance(value, dict):
-        own = [v for k, v in value.items() if k in ("class_path", "_class_path") and isinstance(v, str)]
+        keys = ("class_path", "_class_path", "network")
+        own = [v for k, v in value.items() if k in keys and isinstance(v, str)]
         return own + [path for v in value.values() for path in _class_paths(v)]
     if isinstance(value, (list, tuple)):
         return [path for v in value for path in _class_paths(v)]

@@ -350,7 +350,7 @@ if source == SYNTHETIC:
         f"{clip['frames'].shape[2]}x{clip['frames'].shape[1]} pixels."
     )
 else:
-    data, name = pc.upload_or_stop(
+    data, name, digest = pc.upload_or_stop(
         "Dashcam clip: a video (mp4) or a zip of JPEG / PNG frames",
         key="accident_upload",
         help_text=(
@@ -359,7 +359,6 @@ else:
         ),
         prompt="Upload a dashcam clip, or pick a synthetic clip above.",
     )
-    digest = pc.digest(data)
     try:
         decoded = _decode(digest, name, data)
     except up.UploadError as exc:

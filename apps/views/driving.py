@@ -136,7 +136,7 @@ def _display(digest: str, _image: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _kitti_text(pred: dict, class_names: list[str]) -> str:
     """KITTI result lines (16 fields, score last) through the suite's own writer (class names' spaces become
-    underscores there)."""
+    underscores in detections_to_kitti)."""
     import torch
 
     from domains.driving.detection.predict import detections_to_kitti
@@ -354,7 +354,7 @@ if source == SYNTHETIC:
         st.warning(problem)
     name = Path(image_path).name
 else:
-    data, name = pc.upload_or_stop(
+    data, name, digest = pc.upload_or_stop(
         f"Road photo (PNG or JPEG, up to {up.MAX_PIXELS / 1e6:.0f} megapixels)",
         key="driving_upload",
         help_text=(
@@ -366,9 +366,10 @@ else:
     )
 if source == SYNTHETIC:  # read from the data folder as test reads it (WebP, 16-bit too), not as an upload
     decoded = up.RGBImage(name=name, image=scene_image)
+    digest = pc.digest(data)
 else:
     try:
-        decoded = _decode(pc.digest(data), name, data)
+        decoded = _decode(digest, name, data)
     except up.UploadError as exc:
         st.error(str(exc))
         st.stop()
@@ -376,7 +377,6 @@ pc.show_notes(decoded.notes)
 image = decoded.image
 if source == UPLOAD and (warning := up.unlike_dashcam(image.shape[1], image.shape[0], "photo", TRAINED_ON)):
     st.warning(warning)
-digest = pc.digest(data)
 height, width = image.shape[:2]
 shown, shown_scale = _display(digest, image)
 st.caption(
@@ -543,7 +543,7 @@ def _objects() -> None:
 def _instances() -> None:
     """The instance tab (same flow as the detector's); returns early (with a message) when the model cannot
     run."""
-    from domains.driving.formats import kitti_type_name
+    from domains.driving.instances.predict import instance_list
 
     segmenter = _model_or_warning(INSTANCES, have_inst, "instance-segmentation")
     if segmenter is None:
@@ -609,7 +609,7 @@ def _instances() -> None:
     )
     d2.download_button(
         "Instance list (text)",
-        data=dm.instance_text(kept, order, [kitti_type_name(n) for n in class_names]),  # as predict writes
+        data=instance_list(kept, order, class_names),  # as predict writes it
         file_name=f"{up.download_stem(name)}_instances.txt",
         mime="text/plain",
         key="driving_dl_instance_list",

@@ -193,14 +193,14 @@ if source == SYNTHETIC:
         readers = np.stack([up.fit_to_model(r.astype(np.float32), size, "crop")[0] for r in readers]) > 0.5
         st.caption(f"Image {how}.")
 else:
-    data, file_name = pc.upload_or_stop(
+    data, file_name, data_digest = pc.upload_or_stop(
         "PNG / JPEG image, DICOM file (.dcm) or NIfTI volume (.nii, .nii.gz)",
         key="medical_upload",
         help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session ends.",
         prompt="Upload a CT slice or volume, or pick a synthetic test image above.",
     )
     try:
-        volume = _decode(pc.digest(data), file_name, data)
+        volume = _decode(data_digest, file_name, data)
     except up.UploadError as exc:
         st.error(str(exc))
         st.stop()

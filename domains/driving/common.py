@@ -21,6 +21,7 @@ from PIL import Image
 
 from domains.driving.formats import (
     IMAGE_EXTENSIONS,
+    DropLog,
     LabelFormatError,
     LabelWarning,
     distinct_names,
@@ -100,14 +101,18 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     return label
 
 
-def _check_decodes(path: Path) -> None:
-    """Decode the whole image (:class:`LabelFormatError` if it cannot): a readable header can front truncated
-    data, which would stop a whole folder's predict at that photo. A JPEG decodes at 1/8 scale (``draft``),
-    which still reads every byte, so a photo cut short is caught too."""
+def check_decodes(path: Path) -> None:
+    """:class:`LabelFormatError` unless the whole image file reads: a readable header can front truncated data
+    (a copy cut short), which OpenCV fills with grey or refuses only when the loader reaches it. A PNG is verified
+    (every chunk's checksum up to its end marker, no pixels decoded), a JPEG decoded at 1/8 scale (``draft``,
+    which still reads every byte), other formats decoded whole: far cheaper than the full decode that follows."""
     try:
         with Image.open(path) as image:
-            image.draft(None, (1, 1))
-            image.load()
+            if image.format == "PNG":
+                image.verify()
+            else:
+                image.draft(None, (1, 1))
+                image.load()
     except (OSError, SyntaxError, ValueError) as err:
         raise LabelFormatError(path, None, f"cannot decode image ({err})") from None
 
@@ -128,24 +133,16 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
         raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
     if not paths:
         raise FileNotFoundError(f"--data.predict_path {root}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    found, unreadable = [], []
+    found, log = [], DropLog()
     for path in paths:
         try:
             size = image_size(path)
-            _check_decodes(path)
+            check_decodes(path)
         except LabelFormatError as err:
-            unreadable.append(str(err))
+            log.add("unreadable", path, None, err.reason)
         else:
             found.append((path, *size))
-    if unreadable:
-        more = f"; ... {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
-        shown = "; ".join(unreadable[:5]) + more
-        warnings.warn(
-            f"--data.predict_path {root}: {len(unreadable)} of {len(paths)} images cannot be read and are not "
-            f"predicted: {shown}",
-            LabelWarning,
-            stacklevel=3,
-        )
+    log.report(f"--data.predict_path {root}: {log.total} of {len(paths)} images are not predicted")
     if not found:
         raise LabelFormatError(root, None, f"none of its {len(paths)} images can be read")
     names = distinct_names([path for path, _, _ in found], root, name)
@@ -338,7 +335,7 @@ def _kitti_devkit_groups(mapping: Path, rand: Path, ids: Sequence[str]) -> list[
 
 def _two_column_groups(path: Path, ids: Sequence[str]) -> list[str]:
     table: dict[str, str] = {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         text = raw.split("#", 1)[0]
         if "\t" in text:  # tab-separated: the fields may hold spaces
             line = [field.strip() for field in text.split("\t") if field.strip()]

@@ -49,15 +49,16 @@ def test_instance_ids_number_by_score_and_upscale_each_mask_to_its_exact_rectang
 
 def test_the_downloads_are_what_the_prediction_writer_writes(tmp_path):
     """Same numbering, same text list, same uint16 PNG as ``InstancePredictionWriter`` (at one size)."""
-    from domains.driving.instances.predict import InstancePredictionWriter
+    from domains.driving.instances.predict import InstancePredictionWriter, instance_list
 
     pred = _pred()
     ids, order = dm.instance_ids(pred, (8, 16))
     writer = InstancePredictionWriter(str(tmp_path), NAMES, score_thresh=0.0)
     tensors = {k: torch.as_tensor(v) for k, v in pred.items() if k != "areas"}
     writer.write_image(torch.rand(3, 8, 16), {**tensors, "image_id": "x", "image_path": None})
-    assert dm.instance_text(pred, order, NAMES) == (tmp_path / "instances" / "x.txt").read_text()
-    assert dm.instance_text(pred, order, NAMES).splitlines()[0] == "1 Pedestrian 0.9000 6.0 3.0 12.0 7.0"
+    # the demo's numbering (dm.instance_ids) is the writer's: the same list in the same order
+    assert instance_list(pred, order, NAMES) == (tmp_path / "instances" / "x.txt").read_text()
+    assert instance_list(pred, order, NAMES).splitlines()[0] == "1 Pedestrian 0.9000 6.0 3.0 12.0 7.0"
     png = cv2.imdecode(np.frombuffer(dm.id_map_png(ids), np.uint8), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(
         png, cv2.imread(str(tmp_path / "instances" / "x.png"), cv2.IMREAD_UNCHANGED)

@@ -535,7 +535,7 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     cv2.imwrite(str(own / "drive" / "night.png"), np.full((40, 41), 30, np.uint8))
     (own / "drive" / "broken.jpg").write_bytes(b"\xff\xd8 nope")
     mine = tmp_path / "mine"
-    with pytest.warns(UserWarning, match=r"1 of 3 images cannot be read and are not predicted"):
+    with pytest.warns(UserWarning, match=r"1 of 3 images are not predicted: dropped unreadable: 1"):
         main(["predict", *_cli_args(tiny_sets), "--ckpt_path", "last", "--data.predict_path", str(own),
               "--model.predict_dir", str(mine)])  # fmt: skip
     assert np.load(mine / "road_score.npy").shape == (70, 150) and np.load(mine / "night_score.npy").shape == (40, 41)

@@ -260,3 +260,8 @@ def test_a_checkpoint_naming_a_module_outside_the_suite_is_refused_before_import
     with pytest.raises(CheckpointMismatchError, match=r"class_path 'planted_module.ImageClassifier', outside the"):
         ClassificationTask.load_checked(tmp_path / "downloaded.ckpt")
     assert not (tmp_path / "planted_module_ran").exists()
+    checkpoint["hyper_parameters"]["network"] = "planted_module.ImageClassifier"  # jsonargparse's short form
+    torch.save(checkpoint, tmp_path / "short.ckpt")
+    with pytest.raises(CheckpointMismatchError, match=r"class_path 'planted_module.ImageClassifier', outside the"):
+        ClassificationTask.load_checked(tmp_path / "short.ckpt")
+    assert not (tmp_path / "planted_module_ran").exists()

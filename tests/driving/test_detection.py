@@ -476,7 +476,7 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
     (own / "drive_b" / "broken.png").write_bytes(b"not an image")
     mine = tmp_path / "mine"
     with pytest.warns(
-        UserWarning, match=r"1 of 3 images cannot be read and are not predicted: .*broken"
+        UserWarning, match=r"1 of 3 images are not predicted: dropped unreadable: 1 .*broken"
     ):
         main(
             [

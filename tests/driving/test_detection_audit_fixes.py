@@ -74,7 +74,7 @@ def test_predict_skips_photos_whose_data_is_cut_short_naming_them(tmp_path):
     (tmp_path / "b_cut.png").write_bytes(png[:300])
     (tmp_path / "d_cut.jpg").write_bytes(jpg[: len(jpg) // 2])  # OpenCV would decode it half grey
     with pytest.warns(
-        LabelWarning, match=r"2 of 4 images cannot be read and are not predicted: .*b_cut.*d_cut"
+        LabelWarning, match=r"2 of 4 images are not predicted: dropped unreadable: 2 .*b_cut.*d_cut"
     ):
         found = predict_images(tmp_path)
     assert [path.name for path, *_ in found] == ["a_good.png", "c_good.jpg"]

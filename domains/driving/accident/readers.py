@@ -87,12 +87,21 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(visible_files(folder, IMAGE_EXTENSIONS), key=lambda p: natural_key(p.name))
 
 
-def locate_clip(parent: Path, vid: str) -> tuple[Path | None, list[Path] | None]:
-    """``(video, None)`` for ``<parent>/<vid>.mp4`` (any of :data:`VIDEO_EXTENSIONS`), else ``(None, frames)``
-    from ``<parent>/<vid>/image_2/*`` or ``<parent>/<vid>/*.{jpg,png}``; ``(None, None)`` if none exists."""
-    videos = [p for p in visible_files(parent, VIDEO_EXTENSIONS) if p.stem == vid] if parent.is_dir() else []
-    if videos:  # any case: a camera's CLIP.MP4 too
-        return videos[0], None
+def videos_by_stem(parent: Path) -> dict[str, Path]:
+    """``{vid: video}`` of the videos in ``parent`` (:data:`VIDEO_EXTENSIONS` in any case: a camera's CLIP.MP4
+    too); listed once per folder, not once per clip (CCD's folders hold 1,500 and 3,000 clips)."""
+    return {p.stem: p for p in visible_files(parent, VIDEO_EXTENSIONS)} if parent.is_dir() else {}
+
+
+def locate_clip(
+    parent: Path, vid: str, videos: dict[str, Path] | None = None
+) -> tuple[Path | None, list[Path] | None]:
+    """``(video, None)`` for ``<parent>/<vid>.mp4`` (any of :data:`VIDEO_EXTENSIONS`; ``videos``: the folder's
+    :func:`videos_by_stem`, listed here when not given), else ``(None, frames)`` from ``<parent>/<vid>/image_2/*``
+    or ``<parent>/<vid>/*.{jpg,png}``; ``(None, None)`` if none exists."""
+    video = (videos if videos is not None else videos_by_stem(parent)).get(vid)
+    if video is not None:
+        return video, None
     folder = parent / vid
     for sub in (folder / "image_2", folder / "images", folder):
         if sub.is_dir():
@@ -255,7 +264,7 @@ def _clip_entries(folder: Path) -> list[str]:
     """Clip ids in a ``videos/<set>`` folder: video stems and sub-folder names."""
     if not folder.is_dir():
         return []
-    ids = {p.stem for p in visible_files(folder, VIDEO_EXTENSIONS)}
+    ids = set(videos_by_stem(folder))
     ids |= {p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p)}
     return sorted(ids)
 
@@ -319,8 +328,9 @@ def read_ccd_layout(
     entries = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
     entries += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir)]
     clips = []
+    videos = {folder: videos_by_stem(folder) for folder in (crash_dir, normal_dir)}
     for vid, parent, line in entries:
-        clip = _read_ccd_clip(root, vid, parent, line, annotation, require_json, fps, min_frames, log)
+        clip = _read_ccd_clip(root, vid, parent, videos[parent], line, annotation, require_json, fps, min_frames, log)
         if clip is not None:
             if line is None and vid in lines:  # real CCD numbers both folders from 000001: ids of their own
                 clip.clip_id = f"normal_{vid}"
@@ -331,10 +341,10 @@ def read_ccd_layout(
 
 
 def _read_ccd_clip(
-    root, vid, parent, line, annotation, require_json, fps, min_frames, log
+    root, vid, parent, videos, line, annotation, require_json, fps, min_frames, log
 ) -> AccidentClip | None:
     lineno = line.lineno if line else None
-    video, frames = locate_clip(parent, vid)
+    video, frames = locate_clip(parent, vid, videos)
     if video is None and frames is None:
         where = (annotation, lineno) if line else (parent / vid, None)
         log.add(

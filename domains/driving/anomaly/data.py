@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from domains.driving.common import (
     ANOMALY_LABEL_VALUES,
     IGNORE_INDEX,
-    _check_decodes,
+    check_decodes,
     default_anomaly_root,
     default_kitti_root,
     predict_images,
@@ -28,6 +28,7 @@ from domains.driving.common import (
 )
 from domains.driving.formats import (
     IMAGE_EXTENSIONS,
+    DropLog,
     LabelFormatError,
     LabelWarning,
     images_by_stem,
@@ -82,22 +83,14 @@ def label_masks(labels_dir: Path, stems: Sequence[str]) -> dict[str, Path]:
     return found
 
 
-def _report(problems: list[str], what: str, strict: bool, owner: str) -> None:
-    """Files left out, in one :class:`LabelWarning` that counts and names them; with ``strict`` an error."""
-    if not problems:
-        return
-    more = f"; ... {len(problems) - 5} more" if len(problems) > 5 else ""
-    message = f"{owner}: {len(problems)} {what}: {'; '.join(problems[:5])}{more}"
-    if strict:
-        raise LabelFormatError(message)
-    warnings.warn(message + " (--data.strict true makes this an error)", LabelWarning, stacklevel=3)
-
-
-def _unread_files(folder: Path, taken: Sequence[Path], recursive: bool = False) -> list[str]:
+def _unread_files(folder: Path, taken: Sequence[Path], recursive: bool = False) -> list[Path]:
     """The visible files in ``folder`` (below it too, with ``recursive``) that are not ``taken``: named, so that
     a 000003.tif or a city subfolder is not left out without a word."""
     taken = set(taken)
-    return [str(p.relative_to(folder)) for p in visible_files(folder, recursive=recursive) if p not in taken]
+    return [p for p in visible_files(folder, recursive=recursive) if p not in taken]
+
+
+STRICT_HINT = "--data.strict true makes these errors"
 
 
 class _MaskedImages(Dataset):
@@ -191,15 +184,14 @@ class AnomalyDataset(_MaskedImages):
                     f"{folder}: folder not found (SegmentMeIfYouCan layout: images/, labels_masks/)"
                 )
         images = images_by_stem(images_dir, self.IMAGE_EXTENSIONS)  # img0.png beside img0.jpg: an error
-        owner = f"AnomalyDataset({self.root})"
-        not_read = _unread_files(images_dir, list(images.values()), recursive=True)
-        _report(not_read, f"file(s) in images/ are not read (only {', '.join(self.IMAGE_EXTENSIONS)} directly "
-                "in images/, no subfolders)", strict, owner)  # fmt: skip
+        log = DropLog(strict)
+        for path in _unread_files(images_dir, list(images.values()), recursive=True):
+            log.add("not_read", path, None, f"not read (only {', '.join(self.IMAGE_EXTENSIONS)} directly in images/)")
         if not images:
             raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)})")
         masks = label_masks(labels_dir, list(images))
         self.items: list[tuple[Path, Path, str]] = []
-        unlabelled, undecodable = [], []
+        unlabelled = []
         for stem, image in images.items():
             label = masks.get(stem)
             if label is None:
@@ -216,9 +208,9 @@ class AnomalyDataset(_MaskedImages):
                 unlabelled.append(f"{image.name}{why}")
                 continue
             try:
-                _check_decodes(image)
+                check_decodes(image)
             except LabelFormatError as err:
-                undecodable.append(str(err))
+                log.add("undecodable", image, None, err.reason)
                 continue
             self.items.append((image, label, stem))
         # every candidate mask of an image is its own, SMIYC's colour previews (<name>_labels_semantic_color) too
@@ -226,19 +218,19 @@ class AnomalyDataset(_MaskedImages):
         orphans = [p.name for p in visible_files(labels_dir, (".png",)) if p.stem not in owned]
         if orphans:
             warnings.warn(
-                f"{owner}: {len(orphans)} mask(s) in {labels_dir.name}/ belong to no image and "
+                f"AnomalyDataset({self.root}): {len(orphans)} mask(s) in {labels_dir.name}/ belong to no image and "
                 f"are not used, e.g. {orphans[:3]}",
                 LabelWarning,
                 stacklevel=2,
             )
         if unlabelled:
             warnings.warn(
-                f"{owner}: dropped {len(unlabelled)} image(s) without a label mask (SegmentMeIfYouCan's "
+                f"AnomalyDataset({self.root}): dropped {len(unlabelled)} image(s) without a label mask (SegmentMeIfYouCan's "
                 f"benchmark images have none), e.g. {unlabelled[:3]}",
                 LabelWarning,
                 stacklevel=2,
             )
-        _report(undecodable, "image(s) cannot be decoded whole and are left out", strict, owner)
+        log.report(f"AnomalyDataset({self.root}), files left out ({STRICT_HINT})", stacklevel=2)
         if not self.items:
             raise FileNotFoundError(f"{labels_dir}: no label masks for the readable images in {images_dir}")
 
@@ -481,9 +473,10 @@ class SegmentationDataModule(SplitLoaders):
             root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
             base = resolve_kitti_split(root)
             images = images_by_stem(base / "image_2")
-            _report(_unread_files(base / "image_2", list(images.values())),
-                    f"file(s) in image_2/ are not images this reader takes ({', '.join(IMAGE_EXTENSIONS)}) and "
-                    "are not used", self.strict, f"--data.data_path {root}")  # fmt: skip
+            log = DropLog(self.strict)
+            for path in _unread_files(base / "image_2", list(images.values())):
+                log.add("not_read", path, None, f"not an image this reader takes ({', '.join(IMAGE_EXTENSIONS)})")
+            log.report(f"--data.data_path {root}, files left out ({STRICT_HINT})")
             ids = sorted(images)
             ids = ids[: self.max_items] if self.max_items is not None else ids
             if not ids:

@@ -74,6 +74,18 @@ def draw_instances(
     return draw_detections(canvas, pred, class_names, score_thresh, thickness=1)
 
 
+def instance_list(pred: dict, order: Sequence[int], class_names: Sequence[str]) -> str:
+    """The text list of an id map: line ``k`` is ``k class score left top right bottom`` for instance
+    ``order[k - 1]`` (a class name's spaces as underscores, :func:`~domains.driving.formats.kitti_type_name`, so
+    every line splits into 7 fields). The writer's file and the demo's download."""
+    lines = []
+    for k, i in enumerate(order, start=1):
+        box = " ".join(f"{float(v):.1f}" for v in pred["boxes"][i])
+        name = kitti_type_name(class_names[int(pred["labels"][i])])
+        lines.append(f"{k} {name} {float(pred['scores'][i]):.4f} {box}")
+    return "".join(line + "\n" for line in lines)
+
+
 class InstancePredictionWriter(RoadPredictionWriter):
     """Writes the id map, its text list and the overlay of every predicted image (see the module docstring)."""
 
@@ -87,12 +99,7 @@ class InstancePredictionWriter(RoadPredictionWriter):
         folder.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(folder / f"{image_id}.png"), ids):
             raise OSError(f"{folder / f'{image_id}.png'}: could not write the instance map")
-        lines = []
-        for k, i in enumerate(order, start=1):
-            box = " ".join(f"{v:.1f}" for v in pred["boxes"][i].tolist())
-            name = kitti_type_name(self.class_names[int(pred["labels"][i])])
-            lines.append(f"{k} {name} {float(pred['scores'][i]):.4f} {box}")
-        (folder / f"{image_id}.txt").write_text("".join(line + "\n" for line in lines))
+        (folder / f"{image_id}.txt").write_text(instance_list(pred, order, self.class_names))
         rgb = original_rgb(image, pred, size)
         overlay = draw_instances(rgb, pred, self.class_names, self.score_thresh, id_map=(ids, order))
         write_rgb(self.output_dir / "overlays" / f"{image_id}.png", overlay, "overlay")

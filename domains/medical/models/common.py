@@ -69,12 +69,15 @@ def sample_latent(dist: Independent, shape: tuple[int, ...] = ()) -> torch.Tenso
     """``dist.sample(shape)`` (the same random draws), with a clear FloatingPointError where its sigma is NaN /
     inf: ``torch.normal``'s own ("normal expects all elements of std >= 0.0") says nothing of why. A NaN sigma
     means diverged weights (a learning rate far too high); in training the loss guard sees it first."""
-    if not torch.isfinite(dist.base_dist.scale).all():
+    try:  # torch.normal checks sigma itself: no second pass over it (a device sync) on the normal path
+        return dist.sample(shape)
+    except RuntimeError:
+        if torch.isfinite(dist.base_dist.scale).all():
+            raise
         raise FloatingPointError(
             "a latent Gaussian's sigma holds NaN / inf: the network's outputs diverged (weights blown up by a "
             "learning rate far too high?)"
-        )
-    return dist.sample(shape)
+        ) from None
 
 
 def select_top_k(

@@ -119,9 +119,10 @@ class AnomalySegmentationTask(BaseTask):
         component_metrics: compute SMIYC component metrics in ``test`` (keeps the selected score maps in
             memory until the end of the test epoch: set False for very large test sets).
         component_min_pred_size: predicted components smaller than this (pixels) are dropped from the
-            component metrics, and ``component_min_gt_size``: smaller ground-truth components become void, as
-            the SMIYC evaluation's own settings do (AnomalyTrack 500 / 100, ObstacleTrack 50 / 10, in the
-            masks' own pixels: with ``score_at_label_size``); 0: off.
+            component metrics, as the SMIYC evaluation does (AnomalyTrack 500, ObstacleTrack 50, in the masks'
+            own pixels: with ``score_at_label_size``); 0: off.
+        component_min_gt_size: ground-truth components smaller than this (pixels) become void in the component
+            metrics (SMIYC: AnomalyTrack 100, ObstacleTrack 10); 0: off.
         score_at_label_size: ``test`` scores every pixel of each label mask at the mask's own size, as the
             SegmentMeIfYouCan evaluation does: the score map goes back to the image's pixels as ``predict``
             writes it, and the mask is read from its file. False: at the network's input size, against the

@@ -14,6 +14,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from apps import demo_models as dm
+from apps import page_common as pc
 from apps import uploads as up
 from tests.apps import samples as S
 from tests.apps.pages import APPS, TIMEOUT
@@ -609,3 +611,33 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
     )
     at = _ok(_page("medical"))
     assert at.selectbox(key="medical_item").options[0].startswith(f"{tiny_medical[-1]}: where the model")
+
+
+def test_a_new_upload_replaces_the_kept_one_with_its_own_digest(demo_env):
+    at = AppTest.from_file(str(APPS / "views" / "driving.py"), default_timeout=TIMEOUT).run()
+    at.radio(key="driving_source").set_value("Upload a photo").run()
+    first, second = S.png(S.gradient_rgb(48, 96)), S.png(S.gradient_rgb(48, 96)[::-1].copy())
+    at.file_uploader(key="driving_upload").set_value(("x.png", first, "image/png")).run()
+    at.file_uploader(key="driving_upload").set_value(("x.png", second, "image/png")).run()
+    _, name, data, digest = at.session_state["driving_upload_kept"]
+    assert (name, data, digest) == ("x.png", second, pc.digest(second))
+
+
+def test_an_exif_rotated_scene_is_shown_as_stored_with_its_mask(demo_env, tmp_path, monkeypatch):
+    import cv2
+    from PIL import Image
+
+    from tests.apps.pages import page
+    root = tmp_path / "own"
+    (root / "images").mkdir(parents=True)
+    (root / "labels_masks").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(root / "images" / "a.jpg", exif=exif)
+    label = np.zeros((48, 64), np.uint8)
+    label[10:20, 10:30] = 1
+    cv2.imwrite(str(root / "labels_masks" / "a.png"), label)
+    monkeypatch.setenv(dm.ENV_ANOMALY_DATA, str(root))
+    at = page("driving")
+    assert not at.exception
+    assert not any("Ground truth not shown" in w.value for w in at.warning)

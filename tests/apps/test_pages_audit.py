@@ -366,3 +366,20 @@ def test_own_anomaly_scenes_find_smiyc_masks_and_say_what_is_wrong_with_a_scene(
     assert not any("Ground truth" in c for c in shown["c_other_size_mask"][0])
     error = shown["d_broken_image"][2]
     assert "d_broken_image.png: cannot decode image" in error and "upload" not in error.lower()
+
+
+def test_outlier_prob_from_the_kept_outputs_equals_the_models_own():
+    from tests.helpers import anomaly_task
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.5, score="msp").eval()
+    task.model.oe_trained.fill_(True)
+    task.score_smoothing = 0.0
+    image = (np.random.default_rng(0).random((64, 128, 3)) * 255).astype(np.uint8)
+    forward = dm.anomaly_forward(task, image)
+    assert forward["outlier"] is not None
+    got = dm.anomaly_analysis(task, image, "outlier_prob", forward)["score"]
+    import cv2
+    fitted = cv2.resize(image, forward["size"], interpolation=cv2.INTER_LINEAR) if forward["size"] != (128, 64) else image
+    x = torch.from_numpy(fitted.transpose(2, 0, 1).copy()).float().div(255)[None]
+    want = task.model.scores(x, ["outlier_prob"], smoothing=0.0)["outlier_prob"][0].numpy()
+    from domains.driving.anomaly.predict import score_to_original
+    np.testing.assert_allclose(got, score_to_original(want, (64, 128)), rtol=1e-5, atol=1e-6)

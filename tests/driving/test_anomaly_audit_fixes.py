@@ -253,3 +253,59 @@ def test_weights_without_an_outlier_exposure_step_suggest_a_plain_score():
     with pytest.warns(UserWarning, match="not testing 'outlier_prob'"):
         task.on_test_epoch_start()
     assert "outlier_prob" not in task._test_names
+
+
+def test_segmentation_datamodule_strict_refuses_a_truncated_test_image(tmp_path):
+    from domains.driving.anomaly.data import SegmentationDataModule
+    from domains.driving.formats import LabelFormatError
+    from tests.driving.layouts import write_smiyc
+    root = write_smiyc(tmp_path / "a", n=2)
+    path = root / "images" / "frame1.jpg"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(LabelFormatError, match=r"frame1\.jpg"):
+        SegmentationDataModule(anomaly_path=str(root), num_workers=0, strict=True).setup("test")
+
+
+def test_write_predictions_draws_on_the_stored_pixels(tmp_path):
+    from PIL import Image
+
+    from domains.driving.anomaly.predict import write_predictions
+    stored = np.full((48, 64, 3), 100, np.uint8)
+    stored[5:20, 30:60] = (255, 200, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "sq.jpg", exif=exif, quality=95)
+    write_predictions(tmp_path / "out", ["sq"], torch.zeros(1, 3, 48, 64), torch.zeros(1, 48, 64),
+                                alpha=0.0, sizes=[(48, 64)], image_paths=[str(tmp_path / "sq.jpg")], as_stored=[True])
+    overlay = cv2.imread(str(tmp_path / "out" / "sq_overlay.png"))[..., ::-1]
+    assert overlay.shape[:2] == (48, 64) and overlay[10, 45, 0] > 200 and overlay[10, 45, 2] < 80
+
+
+def test_predict_with_an_untrained_outlier_head_names_a_plain_score():
+    from domains.driving.anomaly.scores import AnomalyScoreError
+    from tests.helpers import anomaly_task
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.5, oe_start_epoch=5)
+    with pytest.raises(AnomalyScoreError, match=r"--model.score msp"):
+        task.on_predict_start()
+
+
+def test_road_id_equal_to_num_classes_is_refused():
+    from tests.helpers import anomaly_task
+    with pytest.raises(ValueError, match=r"--model.road_ids"):
+        anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, num_classes=34, road_ids=[34], oe_weight=0.0)
+    assert anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, num_classes=34, road_ids=[33], oe_weight=0.0).road_ids == (33,)
+
+
+def test_the_networks_own_input_size_wins_over_the_data_modules_record():
+    from types import SimpleNamespace
+
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    from tests.helpers import anomaly_task
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, input_size=(64, 192))
+    checkpoint = {"state_dict": {}, "hyper_parameters": {"input_size": (64, 192)},
+                  "datamodule_hyper_parameters": {"image_size": (32, 96)}}
+    task._trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING), datamodule=SimpleNamespace(image_size=(64, 192)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task.on_load_checkpoint(checkpoint)

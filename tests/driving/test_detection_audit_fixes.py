@@ -272,3 +272,78 @@ def test_a_mac_copys_hidden_files_are_left_out_of_a_kitti_folder(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no unreadable image counted
         assert [path.name for path, *_ in predict_images(split / "image_2")] == ["000000.png", "000001.png"]
+
+
+def test_fit_into_box_scales_a_portrait_training_target_too():
+    from domains.driving.detection.model import RoadDetector
+    model = RoadDetector(3, "tiny_cnn", {"width": 8}, input_size=(64, 128), fpn_channels=32, head_convs=1).train()
+    target = {"boxes": torch.tensor([[0.0, 0.0, 60.0, 90.0]]), "labels": torch.tensor([1])}
+    batch, targets = model.detector.transform([torch.rand(3, 90, 60)], [target])
+    assert batch.image_sizes == [(64, 42)]
+    torch.testing.assert_close(targets[0]["boxes"], torch.tensor([[0.0, 0.0, 42.0, 64.0]]))
+
+
+def test_instance_segmenter_does_not_scale_a_fitted_portrait_photo_again():
+    from domains.driving.instances.model import RoadInstanceSegmenter
+    from tests.driving.layouts import TINY_MASK_RCNN
+    model = RoadInstanceSegmenter(3, **{**TINY_MASK_RCNN, "input_size": (64, 128)}).eval()
+    batch, _ = model.segmenter.transform([torch.rand(3, 64, 43)])
+    assert batch.image_sizes == [(64, 43)]
+
+
+def test_yolo_train_test_yaml_cuts_the_val_share(tmp_path):
+    from domains.driving.detection.data import DetectionDataModule
+    _yolo(tmp_path, {"train": 6, "test": 2})
+    data = DetectionDataModule("yolo", str(tmp_path / "data.yaml"), ["Car"], {}, num_workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data.setup("fit")
+    assert (len(data.splits["train"]), len(data.splits["val"])) == (5, 1)
+
+
+def test_class_names_found_in_one_split_only_are_accepted(tmp_path):
+    from domains.driving.detection.data import DetectionDataModule
+    _yolo(tmp_path, {"train": 2, "val": 1}, names=["Car", "Bus"])
+    (tmp_path / "labels" / "val" / "val0.txt").write_text("1 0.5 0.5 0.2 0.2\n")  # a Bus only
+    data = DetectionDataModule("yolo", str(tmp_path / "data.yaml"), ["Car"], {}, num_workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data.setup("fit")  # must not raise
+    assert data.datasets["train"].objects == 2 and data.datasets["val"].objects == 0
+
+
+def test_a_sequence_map_with_a_bom_keeps_its_first_id(tmp_path):
+    from domains.driving.common import find_sequence_groups
+    (tmp_path / "sequences.txt").write_text("000001 drive_a\n000002 drive_b\n", encoding="utf-8-sig")
+    assert find_sequence_groups(tmp_path, ["000001", "000002"]) == ["drive_a", "drive_b"]
+
+
+@pytest.mark.parametrize("name", ["", "Car\t", "traffic\tlight"])
+def test_write_kitti_label_refuses_empty_and_tabbed_type_names(tmp_path, name):
+    from domains.driving.formats import ObjectLabel, write_kitti_label
+    with pytest.raises(ValueError, match="cannot be empty or contain spaces"):
+        write_kitti_label(tmp_path / "x.txt", [ObjectLabel(type=name, bbox=(1.0, 1.0, 5.0, 5.0))])
+
+
+def test_detection_boxes_stop_after_the_given_batches():
+    from types import SimpleNamespace
+
+    from apps.ship_weights import _detection_boxes
+    from domains.driving.detection.task import DetectionTask
+    pred = {"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
+    target = {"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "labels": torch.tensor([0]), "image_id": "a",
+              "orig_size": (8, 8)}
+    task = SimpleNamespace(ignore_overlap=0.5, eval=lambda: None,
+                           predict_original=lambda images, targets: [dict(pred) for _ in targets])
+    task.scored_original = lambda i, t: DetectionTask.scored_original(task, i, t)
+    loader = [([torch.zeros(3, 8, 8)], [target])] * 3
+    preds, targets = _detection_boxes(task, loader, batches=2)
+    assert len(preds) == len(targets) == 2
+
+
+def test_kitti_type_name_joins_any_whitespace_with_one_underscore():
+    from domains.driving.formats import kitti_type_name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert kitti_type_name("traffic  light") == "traffic_light"
+        assert kitti_type_name("traffic\tlight") == "traffic_light"

@@ -708,3 +708,15 @@ def test_decathlon_slices_keep_the_physical_aspect_of_anisotropic_voxels(tmp_pat
     MedicalPredictionWriter(str(tmp_path / "out")).write_on_batch_end(None, None, prediction, None, None, 0, 0)
     written = nib.load(tmp_path / "out" / "c" / "z001" / "samples.nii.gz")
     assert np.array_equal(np.asarray(written.dataobj)[:, :, 0, 0], label[:, :, 1])
+
+
+def test_lidc_hidden_patient_entry_is_not_even_logged(tmp_path, caplog):
+    import logging
+
+    from domains.medical.data import LIDCPngDataset
+    from tests.helpers import write_lidc
+    root = write_lidc(tmp_path)
+    (root / "train" / "images" / "._P1").write_bytes(b"\x00\x05\x16\x07")
+    with caplog.at_level(logging.INFO):
+        LIDCPngDataset(root, "train", crop_size=32)
+    assert "ignored" not in caplog.text

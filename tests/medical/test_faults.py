@@ -221,3 +221,12 @@ def test_fit_under_ddp_on_two_cpu_processes_splits_data_and_reduces_metrics(lidc
     assert local == [1.0, 1.0]
     assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+
+
+def test_sample_latent_draws_as_sample():
+    from domains.medical.models.common import diagonal_gaussian, sample_latent
+    d = diagonal_gaussian(torch.zeros(2, 3), torch.full((2, 3), 0.5), 1)
+    torch.manual_seed(0)
+    a = sample_latent(d, (4,))
+    torch.manual_seed(0)
+    assert torch.equal(a, d.sample((4,)))

@@ -137,3 +137,22 @@ def test_a_backbone_registered_again_by_the_same_factory_replaces_itself_another
             register_backbone("test_tiny_again", "cnn")(another)
     finally:
         _REGISTRY.pop("test_tiny_again", None)
+
+
+def test_a_same_named_factory_from_another_module_is_refused():
+    from shared.backbones import create_backbone, register_backbone
+    from shared.backbones.base import _REGISTRY
+
+    def tiny(in_channels: int = 3):
+        return create_backbone("tiny_cnn", in_channels=in_channels)
+
+    def tiny_elsewhere(in_channels: int = 3):
+        return create_backbone("resnet18", in_channels=in_channels)
+
+    tiny_elsewhere.__qualname__, tiny_elsewhere.__module__ = tiny.__qualname__, "someone_elses_module"
+    try:
+        register_backbone("test_same_name", "cnn")(tiny)
+        with pytest.raises(ValueError, match="registered twice"):
+            register_backbone("test_same_name", "cnn")(tiny_elsewhere)
+    finally:
+        _REGISTRY.pop("test_same_name", None)

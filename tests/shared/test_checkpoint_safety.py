@@ -6,7 +6,9 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,11 @@ def test_a_loaded_task_is_ready_to_predict(tmp_path):
     trainer.save_checkpoint(tmp_path / "tiny.ckpt")
     loaded = TinySegTask.load_checked(tmp_path / "tiny.ckpt")
     assert not any(module.training for module in loaded.modules())
+
+
+def test_class_paths_of_the_data_module_are_checked_and_imported_modules_trusted(monkeypatch):
+    from shared.task import CheckpointMismatchError, _check_class_paths
+    with pytest.raises(CheckpointMismatchError, match="helpers.Transform"):
+        _check_class_paths({"datamodule_hyper_parameters": {"t": {"class_path": "helpers.Transform"}}}, "x.ckpt")
+    monkeypatch.setitem(sys.modules, "users_own_module", types.ModuleType("users_own_module"))
+    _check_class_paths({"hyper_parameters": {"network": {"class_path": "users_own_module.Net"}}}, "x.ckpt")

@@ -528,3 +528,11 @@ def test_a_macs_hidden_files_in_class_folders_are_not_images(tmp_path):
     (root / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     splits = read_image_folder(root, CLASSES, strict=True)
     assert len(splits["train"]) == 4 and not any("._" in s.path for s in splits["train"])
+
+
+def test_classification_predict_path_leaves_out_hidden_files(tmp_path):
+    from shared.classification.data import ClassificationDataModule
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    dm = ClassificationDataModule(data_format="csv", class_names=["a", "b"], predict_path=str(tmp_path))
+    assert [Path(s.path).name for s in dm._predict_items()] == ["a.png"]

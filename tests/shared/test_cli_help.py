@@ -175,3 +175,12 @@ def test_a_real_command_line_error_is_one_line_without_a_traceback(tmp_path):
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-800:]
     assert f"error: FileNotFoundError: --ckpt_path {missing}: no such checkpoint file" in out.stderr
+
+
+def test_a_non_finite_loss_ends_in_one_line(capsys, monkeypatch):
+    from shared.cli_help import report_input_errors
+    from shared.task import NonFiniteLossError
+    monkeypatch.delenv("SUITE_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit), report_input_errors():
+        raise NonFiniteLossError("val at global step 1 (epoch 0): sigma NaN")
+    assert capsys.readouterr().err.startswith("error: NonFiniteLossError: val at global step 1")

@@ -188,3 +188,59 @@ def test_a_box_far_outside_the_frame_is_drawn_off_it_not_an_opencv_error():
     frames = draw_clip(prediction)
     assert len(frames) == 3 and frames[0].shape[1] == 48
     assert frames[0][4, 20:48].any() and frames[0][2, 2:11].any()  # both boxes' top edges are drawn
+
+
+def test_dota_frames_found_through_image_path_relative_to_frames(tmp_path):
+    from domains.driving.accident.readers import read_dota
+    from tests.driving.accident.layouts import write_dota_clip
+    path = write_dota_clip(tmp_path, "clip_a", n_frames=6, anomaly_start=3)
+    images = tmp_path / "frames/clip_a/images"
+    for t in range(6):
+        (images / f"{t:06d}.jpg").rename(images / f"img_{t}.jpg")
+    text = path.read_text()
+    for t in range(6):
+        text = text.replace(f'"frames/clip_a/images/{t:06d}.jpg"', f'"clip_a/images/img_{t}.jpg"')
+    path.write_text(text)
+    (clip,) = read_dota(tmp_path, strict=True)
+    assert [p.name for p in clip.frames] == [f"img_{t}.jpg" for t in range(6)]
+
+
+def test_an_inverted_dota_box_is_counted(tmp_path):
+    from domains.driving.accident.readers import read_dota
+    from domains.driving.formats import LabelFormatError
+    from tests.driving.accident.layouts import write_dota_clip
+    path = write_dota_clip(tmp_path, "clip_b", n_frames=6, anomaly_start=3)
+    path.write_text(path.read_text().replace("[10.0, 10.0, 30.0, 20.0]", "[30.0, 10.0, 10.0, 20.0]", 1))
+    with pytest.raises(LabelFormatError, match=r"labels\[0\]: bbox \[30.0, 10.0, 10.0, 20.0\]"):
+        read_dota(tmp_path, strict=True)
+
+
+def test_a_split_list_with_a_bom_keeps_its_first_clip(tmp_path):
+    from domains.driving.accident.readers import read_npz_clips
+    features = _ustring_ccd(tmp_path)
+    (features / "train.txt").write_text((features / "train.txt").read_text(), encoding="utf-8-sig")
+    clips = {c.clip_id: c for c in read_npz_clips(features, fps=10.0, strict=True,
+                                                  annotation=tmp_path / "videos/Crash-1500.txt")}
+    assert clips["000001"].subset == "train"
+
+
+def test_crash_clips_only_in_test_are_no_training_split(tmp_path):
+    from domains.driving.accident.data import AccidentDataModule
+    from tests.driving.accident.layouts import write_npz_clip
+    for i in range(4):
+        write_npz_clip(tmp_path / "training" / f"neg{i}.npz", n_frames=100, dim=4, positive=False)
+    for i in range(2):
+        write_npz_clip(tmp_path / "testing" / f"pos{i}.npz", n_frames=100, dim=4)
+    dm = AccidentDataModule(data_format="npz", data_path=str(tmp_path), num_workers=0)
+    with pytest.raises(ValueError, match="the training split holds no crash clip"):
+        dm.setup("fit")
+
+
+def test_a_wide_box_is_drawn_to_its_own_right_edge():
+    from domains.driving.accident.predict import draw_clip
+    boxes = np.array([[[4.0, 4.0, 40.0, 20.0]]] * 2, np.float32)
+    prediction = {"clip_id": "c", "frames": np.zeros((2, 3, 24, 48), np.uint8), "risk": np.array([0.1, 0.2]),
+                  "boxes": boxes, "box_valid": np.ones((2, 1), bool), "object_risk": np.full((2, 1), 0.9),
+                  "threshold": 0.5, "toa": 1, "fps": 10.0}
+    frame = draw_clip(prediction)[0]
+    assert frame[12, 40].any() and not frame[12, 41:].any()

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from domains.driving.classes import SEMANTIC_ID
+from domains.driving.anomaly.outliers import ROAD_IDS
 from domains.driving.common import read_rgb
 from domains.driving.formats import LabelFormatError
 from shared.device import to_numpy
 
-#: the synthetic set's road and lane marking: the default of the task's ``road_ids`` (checkpoints keep theirs)
-ROAD_CLASS_IDS = (SEMANTIC_ID["road"], SEMANTIC_ID["lane_marking"])
+#: the synthetic set's road and lane marking (one constant with the outlier pasting's): the default of the task's
+#: ``road_ids`` (checkpoints keep theirs)
+ROAD_CLASS_IDS = ROAD_IDS
 
 __all__ = ["image_anomaly_score", "overlay_heatmap", "road_region", "score_to_original", "write_predictions"]
 

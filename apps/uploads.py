@@ -432,13 +432,14 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
     except zipfile.BadZipFile as exc:
         raise UploadError(f"{name}: not a readable zip archive ({exc})") from None
     with archive:
-        members = [
-            info
-            for info in archive.infolist()
-            if not info.is_dir()
-            and not info.filename.startswith("__MACOSX/")
-            and not is_hidden(PurePosixPath(info.filename), PurePosixPath())  # ._frame.png, .thumbnails/
+        files = [info for info in archive.infolist() if not info.is_dir()]
+        hidden = [  # a Mac's __MACOSX/ copies and ._frame.png forks, .thumbnails/: counted in a note, not read
+            info.filename
+            for info in files
+            if info.filename.startswith("__MACOSX/") or is_hidden(PurePosixPath(info.filename), PurePosixPath())
         ]
+        left_out = set(hidden)
+        members = [info for info in files if info.filename not in left_out]
         if not members:
             raise UploadError(f"{name}: the zip is empty (expected JPEG / PNG frames, one file per frame)")
         others = [m.filename for m in members if not m.filename.lower().endswith(IMAGE_EXTENSIONS)]
@@ -499,6 +500,11 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
         f"{len(names)} of {len(frames)} frames {done}, e.g. {names[0]}" for done, names in converted.items()
     )
     notes.append(f"{len(frames)} frames in name order ({members[0].filename} ... {members[-1].filename})")
+    if hidden:
+        notes.append(
+            f"{len(hidden)} hidden file{'s' if len(hidden) != 1 else ''} left out (names starting with a dot or "
+            f"under __MACOSX/, e.g. {hidden[0]})"
+        )
     stacked = np.stack(frames)
     return FrameClip(name, stacked, None, notes + _scaled_note(source, stacked, max_side), "zip")
 

@@ -1,12 +1,23 @@
 """Files on disk: outputs written whole (a temporary file beside the target, then one rename), and listings
-that leave out hidden files and sort frame names as numbers."""
+that leave out hidden files (and say how many) and sort frame names as numbers."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 import secrets
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+
+# the hidden files left out inside an active ``counting_hidden_files`` block (None: none is active)
+_hidden_tally: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("hidden_tally", default=None)
+
+
+class HiddenFilesWarning(UserWarning):
+    """A listing left out hidden files (names starting with a dot); the count and examples are in the message."""
 
 
 def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
@@ -32,18 +43,78 @@ def is_hidden(path: str | Path, root: str | Path | None = None) -> bool:
     return any(part.startswith(".") for part in parts)
 
 
+def _warn_hidden(where: str | Path, hidden: list) -> None:
+    """One :class:`HiddenFilesWarning` counting the hidden files a reader left out of ``where``, naming the
+    first three: skipped files are always counted, never dropped silently."""
+    if not hidden:
+        return
+    names = [_relative_name(p, where) for p in hidden[:3]]
+    more = f" and {len(hidden) - 3} more" if len(hidden) > 3 else ""
+    warnings.warn(
+        f"{where}: {len(hidden)} hidden file{'s' if len(hidden) != 1 else ''} left out ({', '.join(names)}{more}): "
+        "names starting with a dot are not read (a Mac copy's ._<name> forks and .DS_Store); rename a file "
+        "to read it",
+        HiddenFilesWarning,
+        stacklevel=3,
+    )
+
+
+def _relative_name(path: str | Path, where: str | Path) -> str:
+    """``path`` below ``where`` (``c1/._1.jpg``), or its name where it is not below it."""
+    try:
+        return str(Path(path).relative_to(where))
+    except ValueError:
+        return Path(path).name
+
+
+def count_hidden(where: str | Path, hidden: list[Path]) -> None:
+    """Hidden files a listing of ``where`` left out: added to the active :func:`counting_hidden_files` block,
+    else warned now (one :class:`HiddenFilesWarning` with the count, naming the first three)."""
+    tally = _hidden_tally.get()
+    if tally is not None:
+        tally.extend(hidden)
+    else:
+        _warn_hidden(where, hidden)
+
+
+@contextlib.contextmanager
+def counting_hidden_files(where: str | Path) -> Iterator[None]:
+    """Listings inside the block add their hidden files to one count, warned once at its end: a reader that
+    lists thousands of clip or patient folders says one line, not one per folder. Blocks nest (the outer
+    one counts)."""
+    if _hidden_tally.get() is not None:
+        yield
+        return
+    tally: list[Path] = []
+    token = _hidden_tally.set(tally)
+    try:
+        yield
+    finally:
+        _hidden_tally.reset(token)
+    _warn_hidden(where, tally)
+
+
+def visible_entries(folder: str | Path) -> list[Path]:
+    """The files and folders directly in ``folder``, sorted, hidden ones (:func:`is_hidden`) left out and
+    counted (:func:`counting_hidden_files`)."""
+    folder = Path(folder)
+    entries = sorted(folder.iterdir())
+    count_hidden(folder, [p for p in entries if is_hidden(p)])
+    return [p for p in entries if not is_hidden(p)]
+
+
 def visible_files(folder: str | Path, suffixes: tuple[str, ...] | None = None, recursive: bool = False) -> list[Path]:
     """The files in ``folder`` (below it, with ``recursive``) whose suffix is one of ``suffixes`` in any case
-    (``.JPG``, ``.Mp4``; None: any), sorted by path, hidden ones (:func:`is_hidden`) left out."""
+    (``.JPG``, ``.Mp4``; None: any), sorted by path; hidden ones (:func:`is_hidden`) are left out and counted
+    in one :class:`HiddenFilesWarning` per listing, or per :func:`counting_hidden_files` block."""
     folder = Path(folder)
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
-        p
-        for p in found
-        if p.is_file()
-        and not is_hidden(p, folder)
-        and (suffixes is None or p.suffix.lower() in suffixes)
-    )
+    kept, hidden = [], []
+    for p in found:
+        if p.is_file() and (suffixes is None or p.suffix.lower() in suffixes):
+            (hidden if is_hidden(p, folder) else kept).append(p)
+    count_hidden(folder, sorted(hidden))
+    return sorted(kept)
 
 
 def natural_key(name: str) -> list:

@@ -27,7 +27,7 @@ from domains.driving.formats import (
     distinct_names,
     image_size,
 )
-from shared.files import is_hidden, visible_files
+from shared.files import count_hidden, is_hidden, visible_files
 from shared.images import stretch_to_uint8
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
@@ -373,7 +373,9 @@ def data_source(data_path: str | Path | None, patterns: Sequence[str] = ()) -> P
     if not path.exists():
         raise FileNotFoundError(f"{path}: data_path does not exist")
     if patterns and path.is_dir():
-        found = sorted(p for pattern in patterns for p in path.glob(pattern) if not is_hidden(p))
+        matches = sorted(p for pattern in patterns for p in path.glob(pattern))
+        count_hidden(path, [p for p in matches if is_hidden(p)])  # a Mac copy's ._labels.json
+        found = [p for p in matches if not is_hidden(p)]
         if len(found) != 1:
             raise FileNotFoundError(
                 f"{path}: expected exactly one {'/'.join(patterns)} file, found {[p.name for p in found] or 'none'}"

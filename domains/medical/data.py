@@ -33,7 +33,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from shared.data import SplitLoaders, group_split, segmentation_augmentations
-from shared.files import is_hidden
+from shared.files import counting_hidden_files, visible_entries
 from shared.images import stretch_to_unit
 
 SPLITS = ("train", "val", "test")
@@ -153,26 +153,27 @@ class LIDCPngDataset(MedicalDataset):
         self.mask_paths: list[list[Path]] = []
         self.ids, self.groups = [], []
         ignored: list[Path] = []
-        for patient_dir in sorted(p for p in img_dir.iterdir() if not is_hidden(p)):  # not a Mac's ._ files
-            if not patient_dir.is_dir():
-                ignored.append(patient_dir)
-                continue
-            for path in sorted(p for p in patient_dir.iterdir() if not is_hidden(p)):
-                if path.suffix.lower() != ".png" or not path.is_file():
-                    ignored.append(path)
+        with counting_hidden_files(img_dir):  # a Mac's ._ files: one count over every patient folder
+            for patient_dir in visible_entries(img_dir):
+                if not patient_dir.is_dir():
+                    ignored.append(patient_dir)
                     continue
-                readers = [gt_dir / patient_dir.name / f"{path.stem}_l{r}.png" for r in range(num_readers)]
-                for reader_path in readers:
-                    if not reader_path.is_file():
-                        raise FileNotFoundError(
-                            f"{reader_path}: reader mask missing for image {path} (expected {num_readers} readers, "
-                            f"_l0.png .. _l{num_readers - 1}.png; with fewer readers per image give "
-                            "--data.dataset_kwargs '{num_readers: N}')"
-                        )
-                self.image_paths.append(path)
-                self.mask_paths.append(readers)
-                self.ids.append(f"{patient_dir.name}/{path.stem}")
-                self.groups.append(patient_dir.name)
+                for path in visible_entries(patient_dir):
+                    if path.suffix.lower() != ".png" or not path.is_file():
+                        ignored.append(path)
+                        continue
+                    readers = [gt_dir / patient_dir.name / f"{path.stem}_l{r}.png" for r in range(num_readers)]
+                    for reader_path in readers:
+                        if not reader_path.is_file():
+                            raise FileNotFoundError(
+                                f"{reader_path}: reader mask missing for image {path} (expected {num_readers} "
+                                f"readers, _l0.png .. _l{num_readers - 1}.png; with fewer readers per image give "
+                                "--data.dataset_kwargs '{num_readers: N}')"
+                            )
+                    self.image_paths.append(path)
+                    self.mask_paths.append(readers)
+                    self.ids.append(f"{patient_dir.name}/{path.stem}")
+                    self.groups.append(patient_dir.name)
         if ignored:
             rank_zero_info(
                 f"[LIDCPngDataset] {img_dir}: ignored {len(ignored)} entries that are not "

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.data import SPLIT_NAMES, SplitLoaders, group_split
-from shared.files import is_hidden, visible_files
+from shared.files import counting_hidden_files, visible_entries, visible_files
 from shared.images import stretch_to_uint8
 
 #: files read as images (ImageFolder, CSV rows, predict_path); others in predict_path are counted in a warning
@@ -279,36 +279,37 @@ def read_image_folder(
         )
     problems = Problems(strict, f"ImageFolder {root}")
     splits: dict[str, list[Sample]] = {}
-    for split in present:
-        folder = root / split
-        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in class_names)
-        if unknown:
-            raise ClassificationDataError(
-                f"{folder}: class folder(s) {unknown} are not in class_names {class_names} (add them to "
-                "class_names or move them out)"
-            )
-        items: list[Sample] = []
-        for label, name in enumerate(class_names):
-            class_dir = folder / name
-            found = 0
-            for path in sorted(class_dir.iterdir()) if class_dir.is_dir() else []:
-                if is_hidden(path):  # a Mac's ._image.png resource fork, .DS_Store: not the user's images
-                    continue
-                if path.is_dir():
-                    problems.add("subfolder", str(path), "sub-folders inside a class folder are not read")
-                elif path.suffix.lower() not in IMAGE_SUFFIXES or not _is_image(path, strict):
-                    problems.add("not_an_image", str(path), "not a readable image file")
-                else:
-                    items.append(Sample(str(path), label, f"{split}/{name}/{path.stem}"))
-                    found += 1
-            if found == 0:
-                message = f"class {name!r} has no images (empty or missing class folder)"
-                if split == "train":
-                    raise ClassificationDataError(
-                        f"{class_dir}: {message}; every class needs training images"
-                    )
-                problems.add("empty_class", str(class_dir), message)
-        splits[split] = items
+    with counting_hidden_files(root):  # one count of hidden files over every class folder
+        for split in present:
+            folder = root / split
+            # hidden folders (.ipynb_checkpoints) are no classes: counted, not read
+            unknown = [p.name for p in visible_entries(folder) if p.is_dir() and p.name not in class_names]
+            if unknown:
+                raise ClassificationDataError(
+                    f"{folder}: class folder(s) {unknown} are not in class_names {class_names} (add them to "
+                    "class_names or move them out)"
+                )
+            items: list[Sample] = []
+            for label, name in enumerate(class_names):
+                class_dir = folder / name
+                found = 0
+                # a Mac's ._image.png resource forks, .DS_Store: not the user's images (counted, not read)
+                for path in visible_entries(class_dir) if class_dir.is_dir() else []:
+                    if path.is_dir():
+                        problems.add("subfolder", str(path), "sub-folders inside a class folder are not read")
+                    elif path.suffix.lower() not in IMAGE_SUFFIXES or not _is_image(path, strict):
+                        problems.add("not_an_image", str(path), "not a readable image file")
+                    else:
+                        items.append(Sample(str(path), label, f"{split}/{name}/{path.stem}"))
+                        found += 1
+                if found == 0:
+                    message = f"class {name!r} has no images (empty or missing class folder)"
+                    if split == "train":
+                        raise ClassificationDataError(
+                            f"{class_dir}: {message}; every class needs training images"
+                        )
+                    problems.add("empty_class", str(class_dir), message)
+            splits[split] = items
     problems.report()
     if "test" not in splits:
         rank_zero_info(f"{root}: no test/ folder: the test split is the validation split")

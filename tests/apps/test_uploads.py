@@ -347,6 +347,7 @@ def test_zip_of_frames_is_read_in_natural_name_order_without_a_frame_rate():
     assert clip.fps is None and clip.format == "zip"
     np.testing.assert_array_equal(clip.frames[:, 0, 0, 0], [10 * i for i in range(11)])
     assert any("11 frames in name order" in n for n in clip.notes)
+    assert "1 hidden file left out (names starting with a dot or under __MACOSX/, e.g. __MACOSX/._x)" in clip.notes
 
 
 def test_large_frames_are_scaled_down_with_a_note():

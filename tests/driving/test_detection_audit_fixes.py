@@ -269,9 +269,11 @@ def test_a_mac_copys_hidden_files_are_left_out_of_a_kitti_folder(tmp_path):
     (split / "image_2" / "._000000.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
     (split / "label_2" / "._000000.txt").write_bytes(b"\x00\x05\x16\x07 resource fork")
     assert [a.image_id for a in read_kitti_dir(tmp_path)] == ["000000", "000001"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no unreadable image counted
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert [path.name for path, *_ in predict_images(split / "image_2")] == ["000000.png", "000001.png"]
+    # no unreadable image counted; the fork is counted as a hidden file, not read
+    assert [str(w.message).split(":")[1] for w in caught] == [" 1 hidden file left out (._000000.png)"]
 
 
 def test_fit_into_box_scales_a_portrait_training_target_too():
@@ -347,3 +349,13 @@ def test_kitti_type_name_joins_any_whitespace_with_one_underscore():
         warnings.simplefilter("ignore")
         assert kitti_type_name("traffic  light") == "traffic_light"
         assert kitti_type_name("traffic\tlight") == "traffic_light"
+
+
+def test_a_data_folder_with_a_macs_copy_of_its_json_reads_the_json_and_counts_the_copy(tmp_path):
+    from domains.driving.common import data_source
+    from shared.files import HiddenFilesWarning
+
+    (tmp_path / "instances.json").write_text("{}")
+    (tmp_path / "._instances.json").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    with pytest.warns(HiddenFilesWarning, match=r"1 hidden file left out \(\._instances\.json\)"):
+        assert data_source(tmp_path, ("*.json",)) == tmp_path / "instances.json"

@@ -37,6 +37,7 @@ from domains.medical.synthetic import (
     measure_reader_statistics,
 )
 from shared.data import segmentation_augmentations
+from shared.files import HiddenFilesWarning
 from tests.helpers import write_lidc
 
 SMALL = {"n_patients": 8, "images_per_patient": 5, "size": 64, "seed": 3}
@@ -287,7 +288,8 @@ def test_png_layout_copied_from_a_mac_reads_without_its_hidden_files(tmp_path):
     root = write_lidc(tmp_path)
     (root / "train" / "images" / "P1" / "._s0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
     (root / "train" / "images" / "._P1").write_bytes(b"\x00\x05\x16\x07")
-    ds = LIDCPngDataset(root, "train", crop_size=32)
+    with pytest.warns(HiddenFilesWarning, match=r"images: 2 hidden files left out \(\._P1, P1/\._s0\.png\)"):
+        ds = LIDCPngDataset(root, "train", crop_size=32)
     assert ds.ids == ["P1/s0", "P1/s1"]
 
 

@@ -26,6 +26,7 @@ from shared.classification.data import (
 from shared.classification.metrics import ClassificationMetrics
 from shared.classification.model import ImageClassifier
 from shared.classification.task import ClassificationTask, unit_range
+from shared.files import HiddenFilesWarning
 from shared.optim import warmup_cosine
 from tests.helpers import STRIPE_CLASSES as CLASSES
 from tests.helpers import quiet_trainer, stripes, stripes_data, stripes_folder, stripes_task
@@ -526,7 +527,10 @@ def test_a_macs_hidden_files_in_class_folders_are_not_images(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
     (root / "train" / "h" / "._0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
     (root / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    splits = read_image_folder(root, CLASSES, strict=True)
+    (root / "val" / ".ipynb_checkpoints").mkdir()  # Jupyter's: no class folder, not an unknown class
+    with pytest.warns(HiddenFilesWarning, match=r"3 hidden files left out \(train/\.DS_Store, train/h/\._0\.png, "
+                      r"val/\.ipynb_checkpoints\)"):  # fmt: skip
+        splits = read_image_folder(root, CLASSES, strict=True)
     assert len(splits["train"]) == 4 and not any("._" in s.path for s in splits["train"])
 
 

@@ -3,9 +3,19 @@ leave out hidden files and folders (a Mac copy's ._* forks, .DS_Store)."""
 
 import os
 import stat
+import warnings
 from pathlib import Path
 
-from shared.files import is_hidden, temporary_file, visible_files
+import pytest
+
+from shared.files import (
+    HiddenFilesWarning,
+    counting_hidden_files,
+    is_hidden,
+    temporary_file,
+    visible_entries,
+    visible_files,
+)
 
 
 def test_temporary_file_has_the_umask_permissions_and_a_hidden_unique_name(tmp_path):
@@ -34,3 +44,33 @@ def test_visible_files_leave_out_hidden_folders_and_ds_store(tmp_path):
     assert visible_files(tmp_path, recursive=True) == [tmp_path / "a.png"]
     assert is_hidden(tmp_path / ".thumbnails" / "a.png", tmp_path)
     assert is_hidden(Path(".DS_Store"))  # f2
+
+
+def test_visible_files_count_the_hidden_files_they_leave_out_in_one_warning(tmp_path):
+    for name in ("a.png", "._a.png", "._b.png", ".DS_Store", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.warns(HiddenFilesWarning, match=r"2 hidden files left out \(\._a\.png, \._b\.png\)") as caught:
+        assert visible_files(tmp_path, (".png",)) == [tmp_path / "a.png"]
+    assert len(caught) == 1 and str(tmp_path) in str(caught[0].message)
+    with warnings.catch_warnings():  # nothing hidden among the files asked for: no warning
+        warnings.simplefilter("error")
+        assert visible_files(tmp_path, (".txt",)) == [tmp_path / "notes.txt"]
+
+
+def test_counting_hidden_files_says_one_total_for_many_listings(tmp_path):
+    for clip in ("c1", "c2", "c3"):
+        (tmp_path / clip).mkdir()
+        (tmp_path / clip / "1.jpg").write_bytes(b"x")
+        (tmp_path / clip / "._1.jpg").write_bytes(b"x")
+    (tmp_path / ".thumbs").mkdir()
+    with warnings.catch_warnings(record=True) as caught, counting_hidden_files(tmp_path):
+        warnings.simplefilter("always")
+        with counting_hidden_files(tmp_path / "c1"):  # nested: the outer block counts
+            assert visible_files(tmp_path / "c1", (".jpg",)) == [tmp_path / "c1" / "1.jpg"]
+        for clip in ("c2", "c3"):
+            visible_files(tmp_path / clip, (".jpg",))
+        assert visible_entries(tmp_path) == [tmp_path / "c1", tmp_path / "c2", tmp_path / "c3"]
+        assert caught == []  # nothing said inside the block
+    assert [w.category for w in caught] == [HiddenFilesWarning]
+    expected = f"{tmp_path}: 4 hidden files left out (c1/._1.jpg, c2/._1.jpg, c3/._1.jpg and 1 more)"
+    assert str(caught[0].message).startswith(expected)

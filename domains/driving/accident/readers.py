@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from domains.driving.formats import IMAGE_EXTENSIONS, DropLog, LabelFormatError
-from shared.files import is_hidden, natural_key, visible_files
+from shared.files import count_hidden, counting_hidden_files, is_hidden, natural_key, visible_files
 
 KINDS = ("crash", "near_miss", "normal")
 CCD_FPS = 10.0  # CCD and DoTA clips are 10 fps
@@ -260,13 +260,14 @@ def read_ccd_annotations(path: Path, log: DropLog | None = None) -> dict[str, CC
 # ------------------------------------------------------------------------------ synthetic / CCD layout
 
 
-def _clip_entries(folder: Path) -> list[str]:
-    """Clip ids in a ``videos/<set>`` folder: video stems and sub-folder names."""
+def _clip_entries(folder: Path, videos: dict[str, Path]) -> list[str]:
+    """Clip ids in a ``videos/<set>`` folder: the stems of its ``videos`` (:func:`videos_by_stem`) and the names
+    of its frame folders (hidden folders left out and counted)."""
     if not folder.is_dir():
         return []
-    ids = set(videos_by_stem(folder))
-    ids |= {p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p)}
-    return sorted(ids)
+    folders = [p for p in folder.iterdir() if p.is_dir()]
+    count_hidden(folder, sorted(p for p in folders if is_hidden(p)))
+    return sorted(set(videos) | {p.name for p in folders if not is_hidden(p)})
 
 
 def _tracks_from_json(
@@ -320,21 +321,27 @@ def read_ccd_layout(
         )
     lines = read_ccd_annotations(annotation, log)
     crash_dir, normal_dir = root / CCD_CRASH_DIR, root / CCD_NORMAL_DIR
-    for vid in _clip_entries(crash_dir):
-        if vid not in lines:
-            log.add(
-                "missing_label", crash_dir / vid, None, f"crash clip {vid!r} has no readable line in {annotation.name}"
-            )
-    entries = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
-    entries += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir)]
     clips = []
-    videos = {folder: videos_by_stem(folder) for folder in (crash_dir, normal_dir)}
-    for vid, parent, line in entries:
-        clip = _read_ccd_clip(root, vid, parent, videos[parent], line, annotation, require_json, fps, min_frames, log)
-        if clip is not None:
-            if line is None and vid in lines:  # real CCD numbers both folders from 000001: ids of their own
-                clip.clip_id = f"normal_{vid}"
-            clips.append(clip)
+    with counting_hidden_files(root / "videos"):  # one count over every clip folder
+        videos = {folder: videos_by_stem(folder) for folder in (crash_dir, normal_dir)}
+        for vid in _clip_entries(crash_dir, videos[crash_dir]):
+            if vid not in lines:
+                log.add(
+                    "missing_label",
+                    crash_dir / vid,
+                    None,
+                    f"crash clip {vid!r} has no readable line in {annotation.name}",
+                )
+        entries = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
+        entries += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir, videos[normal_dir])]
+        for vid, parent, line in entries:
+            clip = _read_ccd_clip(
+                root, vid, parent, videos[parent], line, annotation, require_json, fps, min_frames, log
+            )
+            if clip is not None:
+                if line is None and vid in lines:  # real CCD numbers both folders from 000001: ids of their own
+                    clip.clip_id = f"normal_{vid}"
+                clips.append(clip)
     if own:
         log.report(f"read_ccd_layout({root})")
     return clips
@@ -694,14 +701,15 @@ def read_dota(
     if not files:
         raise FileNotFoundError(f"{folder}: no DoTA per-clip *.json annotations")
     clips, seen = [], {}
-    for path in files:
-        clip = _read_dota_clip(root, path, fps, min_frames, log)
-        if clip is None:
-            continue
-        if clip.clip_id in seen:
-            raise LabelFormatError(path, None, f"video_name {clip.clip_id!r} also used by {seen[clip.clip_id]}")
-        seen[clip.clip_id] = path
-        clips.append(clip)
+    with counting_hidden_files(root / "frames"):  # one count over every clip's frame folder
+        for path in files:
+            clip = _read_dota_clip(root, path, fps, min_frames, log)
+            if clip is None:
+                continue
+            if clip.clip_id in seen:
+                raise LabelFormatError(path, None, f"video_name {clip.clip_id!r} also used by {seen[clip.clip_id]}")
+            seen[clip.clip_id] = path
+            clips.append(clip)
     if own:
         log.report(f"read_dota({root})")
     return clips

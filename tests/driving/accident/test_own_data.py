@@ -14,6 +14,7 @@ import pytest
 from domains.driving.accident.data import AccidentDataModule, AccidentDataset
 from domains.driving.accident.readers import read_ccd_layout, read_dota, read_npz_clips
 from domains.driving.formats import LabelFormatError, LabelWarning
+from shared.files import HiddenFilesWarning
 from tests.driving.accident.layouts import ccd_line, write_dota_clip, write_mp4, write_npz_clip
 
 
@@ -29,8 +30,13 @@ def _numbered_frames(folder: Path, n: int) -> None:
 def test_unpadded_frame_names_play_in_number_order_and_hidden_files_are_not_frames(tmp_path):
     _numbered_frames(tmp_path / "videos/Crash-1500/000001", 12)
     (tmp_path / "videos/Crash-1500/.DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    _numbered_frames(tmp_path / "videos/Normal/000002", 12)
+    (tmp_path / "videos/Normal/.thumbnails").mkdir()
     (tmp_path / "Crash-1500.txt").write_text(ccd_line("000001", 12, 8) + "\n")
-    (clip,) = read_ccd_layout(tmp_path, strict=True)
+    with pytest.warns(HiddenFilesWarning) as hidden:  # counted once over all clip folders, not per clip
+        clips = read_ccd_layout(tmp_path, strict=True)
+    assert [str(w.message).split(" (")[0] for w in hidden] == [f"{tmp_path / 'videos'}: 3 hidden files left out"]
+    clip = next(c for c in clips if c.clip_id == "000001")
     assert [p.name for p in clip.frames] == [f"frame_{t}.png" for t in range(1, 13)]  # not 1, 10, 11, 12, 2, ...
     frames = AccidentDataset([clip], image_size=None, max_objects=1)[0]["frames"]
     assert (frames[:, 0, 0, 0] * 255).round().tolist() == [20.0 * t for t in range(1, 13)]

@@ -79,6 +79,22 @@ def test_kitti_difficulty_filters_ignore_hard_ground_truth():
     assert kitti_average_precision(dets_s, gts_s, classes=("Car",), difficulty="moderate")["Car"] == 0.5
 
 
+
+def test_kitti_ground_truth_exactly_at_the_minimum_height_is_ignored_as_the_devkit_does():
+    """cleanData: a ground-truth box with ``height <= MIN_HEIGHT`` is too hard; a detection only when below it."""
+    dets, gts = _perfect(100)
+    for height, difficulty in ((25, "moderate"), (40, "easy")):
+        missed = [[gt(box=(0, 0, 50, height))] for _ in range(100)]  # exactly at the level's minimum: ignored
+        ap = kitti_average_precision(dets + [[] for _ in range(100)], gts + missed, "Car", difficulty)["Car"]
+        assert ap == pytest.approx(1.0), (height, difficulty)
+        missed = [[gt(box=(0, 0, 50, height + 0.5))] for _ in range(100)]  # just above: counted, recall 1/2
+        ap = kitti_average_precision(dets + [[] for _ in range(100)], gts + missed, "Car", difficulty)["Car"]
+        assert ap == pytest.approx(0.5), (height, difficulty)
+    # a detection exactly at the minimum height stays valid: it finds a car of that height
+    found = [[det(box=(0, 0, 50, 25), score=0.5 + i / 200)] for i in range(100)]
+    tall = [[gt(box=(0, 0, 50, 25.5))] for _ in range(100)]
+    assert kitti_average_precision(found, tall, "Car", "moderate")["Car"] == pytest.approx(1.0)
+
 def test_kitti_min_height_scale_keeps_the_same_objects_in_smaller_frames():
     # 100 found cars plus 100 missed 20-px-high cars: at KITTI's 375 px the small ones are under moderate's
     # 25 px (ignored, AP 1); in a 192-px frame (scale 0.512 -> 12.8 px) they count: recall 1/2 -> 20/40

@@ -378,7 +378,8 @@ def component_stats(
 ) -> dict[str, np.ndarray]:
     """Per-component sIoU (ground truth) and PPV (prediction) of one image, as in SMIYC.
 
-    Prediction: ``score >= threshold`` inside the region of interest (non-void). Components are
+    Prediction: ``score > threshold`` inside the region of interest (non-void), as the benchmark's code has it
+    (``default_instancer``: a pixel scored exactly at the threshold is not predicted). Components are
     8-connected. For a ground-truth component K with P(K) the union of predicted components touching it,
     ``sIoU(K) = |K & P(K)| / |(K | P(K)) minus A(K)|`` where A(K) are the pixels of the *other*
     ground-truth components (a prediction covering two neighbouring objects is not punished twice).
@@ -392,7 +393,7 @@ def component_stats(
         raise ValueError(f"component metrics{_where(name)}: expected (H, W) maps, got shape {s.shape}")
     roi = y != ignore_index
     gt_cc, n_gt = ndimage.label(y == 1, structure=_EIGHT_CONNECTED)
-    pred_cc, n_pred = ndimage.label((s >= threshold) & roi, structure=_EIGHT_CONNECTED)
+    pred_cc, n_pred = ndimage.label((s > threshold) & roi, structure=_EIGHT_CONNECTED)
     if min_pred_size > 0:
         small = np.bincount(pred_cc.ravel(), minlength=n_pred + 1) < min_pred_size
         small[0] = False
@@ -425,8 +426,9 @@ def component_stats(
 class ComponentMetricsAccumulator:
     """Pools component statistics over images; ``compute()`` gives sIoU_gt, PPV and mean F1.
 
-    Counts at each tau follow the SMIYC paper: a ground-truth component is a TP when sIoU > tau, else a FN;
-    a predicted component is a FP when PPV <= tau. F1(tau) = 2 TP / (2 TP + FN + FP) on the pooled counts,
+    Counts at each tau follow the SMIYC evaluation code (``road_anomaly_benchmark/metrics/
+    instance_segmentation.py``, whose numbers the leaderboard shows; the paper words the ties the other way): a
+    ground-truth component is a TP when sIoU >= tau, else a FN; a predicted component is a FP when PPV < tau. F1(tau) = 2 TP / (2 TP + FN + FP) on the pooled counts,
     ``mean_F1`` its average over tau in linspace(0.25, 0.75, 11). sIoU_gt and PPV are means over all
     components of the data set.
     """
@@ -463,9 +465,9 @@ class ComponentMetricsAccumulator:
     def compute(self) -> dict[str, Any]:
         siou = np.concatenate(self.siou) if self.siou else np.empty(0)
         ppv = np.concatenate(self.ppv) if self.ppv else np.empty(0)
-        tp = (siou[None, :] > self.taus[:, None]).sum(axis=1)
+        tp = (siou[None, :] >= self.taus[:, None]).sum(axis=1)
         fn = siou.size - tp
-        fp = (ppv[None, :] <= self.taus[:, None]).sum(axis=1)
+        fp = (ppv[None, :] < self.taus[:, None]).sum(axis=1)
         denom = 2 * tp + fn + fp
         with np.errstate(invalid="ignore", divide="ignore"):
             f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)

@@ -177,9 +177,28 @@ def test_component_half_hit_blob():
     score[2:6, 2:4] = 1.0  # left half, 8 px, all on the object
     out = component_metrics(score, label, threshold=0.5)
     assert out["sIoU_gt"] == pytest.approx(0.5) and out["PPV"] == pytest.approx(1.0)
-    # TP while sIoU > tau: tau = 0.25 ... 0.45 (5 of 11); FN from tau = 0.5 on; never a FP.
-    assert out["tp"] == [1] * 5 + [0] * 6 and out["fn"] == [0] * 5 + [1] * 6 and out["fp"] == [0] * 11
-    assert out["mean_F1"] == pytest.approx(5 / 11)
+    # TP while sIoU >= tau (SMIYC's code): tau = 0.25 ... 0.5 (6 of 11); FN from tau = 0.55 on; never a FP.
+    assert out["tp"] == [1] * 6 + [0] * 5 and out["fn"] == [0] * 6 + [1] * 5 and out["fp"] == [0] * 11
+    assert out["mean_F1"] == pytest.approx(6 / 11)
+
+
+def test_component_ties_follow_the_smiyc_evaluation_code():
+    """road_anomaly_benchmark: a pixel is predicted when its score is *above* the threshold, a ground-truth
+    component is a TP when sIoU >= tau, a predicted one a FP when PPV < tau."""
+    score, label = _blank()
+    label[2:6, 2:6] = 1
+    score[2:6, 2:6] = 0.5  # exactly at the threshold: not predicted, the object is missed
+    out = component_metrics(score, label, threshold=0.5)
+    assert out["num_pred_components"] == 0 and out["tp"] == [0] * 11 and out["mean_F1"] == 0.0
+    # a 2x2 object predicted with 4 background pixels: sIoU 4/8, PPV 4/8
+    score, label = _blank()
+    label[2:4, 2:4] = 1
+    score[2:4, 2:6] = 1.0
+    out = component_metrics(score, label, threshold=0.5)
+    assert out["sIoU_gt"] == pytest.approx(0.5) and out["PPV"] == pytest.approx(0.5)
+    # tau 0.25 ... 0.5: TP and no FP (PPV 0.5 is not < 0.5); tau 0.55 ... 0.75: FN and FP
+    assert out["tp"] == [1] * 6 + [0] * 5 and out["fp"] == [0] * 6 + [1] * 5
+    assert out["mean_F1"] == pytest.approx(6 / 11)  # 6 x F1 1 + 5 x F1 0 (2*0 / (0 + 1 + 1))
 
 
 def test_component_false_positive_blob():
@@ -226,7 +245,7 @@ def _brute_force_component_stats(score, label, threshold):
 
     roi = label != 255
     gt, n_gt = ndimage.label(label == 1, structure=np.ones((3, 3)))
-    pred, n_pred = ndimage.label((score >= threshold) & roi, structure=np.ones((3, 3)))
+    pred, n_pred = ndimage.label((score > threshold) & roi, structure=np.ones((3, 3)))
     siou = []
     for k in range(1, n_gt + 1):
         K = gt == k
@@ -243,7 +262,7 @@ def test_component_stats_match_definition_on_random_maps():
         blobs = rng.random((40, 50)) < 0.25
         label = blobs.astype(np.uint8)
         label[rng.random(label.shape) < 0.03] = 255
-        score = blobs * 0.5 + rng.random(label.shape) * 0.7
+        score = np.round(blobs * 0.5 + rng.random(label.shape) * 0.7, 1)  # ties at the threshold 0.6
         got = component_stats(score, label, 0.6)
         siou, ppv = _brute_force_component_stats(score, label, 0.6)
         np.testing.assert_allclose(got["sIoU_gt"], siou)

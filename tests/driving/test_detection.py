@@ -337,15 +337,32 @@ def test_kitti_ap_through_the_task_does_not_count_detections_in_dontcare(monkeyp
     values = _kitti_through_the_task(monkeypatch, images)
     assert values["val/kitti_moderate/Car"] == pytest.approx(1.0)
     assert values["val/kitti_moderate/mean"] == pytest.approx(1.0)  # Pedestrian: no ground truth, left out
-    # KITTI takes every detection, not the ones COCO kept: one 0.6 inside DontCare (tensor x 108-128 against
-    # the region's 80-120: 12 of 20 columns) is dropped for COCO (ignore_overlap 0.5) but is a KITTI false
+    # KITTI and COCO read DontCare each by its own rule: one 0.6 inside DontCare (tensor x 108-128 against the
+    # region's 80-120: 12 of 20 columns) is a COCO crowd match at IoU 0.5 (ignored: mAP50 1) but a KITTI false
     # positive (Car's rule: over 0.7), ranked above every TP: precision 1/2 at every recall, AP|R40 0.5
     partly = [(t, _cars([[10, 10, 40, 40], [108, 15, 128, 45]], scores=p["scores"].tolist())) for t, p in images]
     values = _kitti_through_the_task(monkeypatch, partly)
     assert values["val/ignored_detections"] == 100 and values["val/map50"] == pytest.approx(1.0)
     assert values["val/kitti_moderate/Car"] == pytest.approx(0.5, abs=0.01)
     assert "val/kitti_moderate/Pedestrian" not in values
-    assert values["val/ignored_detections"] == 100  # and COCO drops them (more than half inside DontCare)
+    assert values["val/ignored_detections"] == 100  # counted: more than half inside DontCare
+
+
+def test_coco_map_keeps_a_true_detection_of_a_car_lying_mostly_in_dontcare(monkeypatch):
+    """COCOeval's crowd rule, as the KITTI devkit's DontCare rule: a detection is ignored only when it matches
+    no object. A car with 60 % of it under a DontCare box, found exactly, is a hit (it was dropped before the
+    metric: mAP50 0); a false alarm wholly in DontCare stays ignored; one outside it counts."""
+    car, region = [[10, 10, 40, 40]], torch.tensor([[22.0, 0, 64, 64]])  # x 22-40 of 10-40: 60 % inside
+    images = [(_cars(car, ignore_boxes=region), _cars(car, scores=[0.5 + i / 200])) for i in range(20)]
+    values = _kitti_through_the_task(monkeypatch, images)
+    assert values["val/ignored_detections"] == 20  # counted as lying mostly in DontCare ...
+    assert values["val/map50"] == pytest.approx(1.0) and values["val/map"] == pytest.approx(1.0)  # ... and hits
+    # plus a higher-scoring false alarm wholly inside the region: ignored by the crowd rule, AP stays 1
+    inside = [(t, _cars([*car, [45, 20, 60, 35]], scores=[float(p["scores"][0]), 0.99])) for t, p in images]
+    assert _kitti_through_the_task(monkeypatch, inside)["val/map50"] == pytest.approx(1.0)
+    # the same false alarm outside every DontCare box ranks first in each image: precision 1/2 at every recall
+    outside = [(t, _cars([*car, [0, 45, 15, 60]], scores=[float(p["scores"][0]), 0.99])) for t, p in images]
+    assert _kitti_through_the_task(monkeypatch, outside)["val/map50"] == pytest.approx(0.5, abs=0.02)
 
 
 def test_kitti_ap_through_the_task_scales_the_minimum_height(monkeypatch):

@@ -479,6 +479,45 @@ def test_evaluation_drops_and_counts_detections_in_dontcare(monkeypatch):
     assert logged["val/mask_map50"] == pytest.approx(1.0) and logged["val/ignored_detections"] == 1
 
 
+def test_a_true_car_lying_mostly_in_dontcare_stays_a_hit():
+    """COCO's crowd rule (the KITTI devkit's DontCare rule): a detection is ignored only when it matches no
+    object. The car has 60 % of its pixels under a DontCare region; found exactly it is a hit (it was dropped
+    before the metric: mask AP 0); a false alarm in the other, distant region is ignored, one outside counts."""
+    car = _mask(0, 10, 0, 10)
+    ignore = _mask(0, 10, 4, 20) | _mask(30, 40, 30, 40)  # two regions: over the car's right 60 %, far corner
+    target = {"boxes": mask_boxes(car[None].byte()), "labels": torch.tensor([0]), "masks": car[None].byte(),
+              "ignore_mask": ignore}  # fmt: skip
+
+    def ap50(extra: torch.Tensor | None) -> dict:
+        masks = torch.stack([car] if extra is None else [car, extra])
+        pred = {"boxes": mask_boxes(masks.byte()).float(), "scores": torch.tensor([0.9, 0.95][: len(masks)]),
+                "labels": torch.zeros(len(masks), dtype=torch.long), "masks": masks}  # fmt: skip
+        metric = InstanceMetrics(["Car"])
+        metric.update([pred], [target])
+        return metric.compute("val")
+
+    values = ap50(None)
+    assert values["val/mask_map50"] == pytest.approx(1.0) and values["val/box_map50"] == pytest.approx(1.0)
+    assert values["val/mask_map"] == pytest.approx(1.0)
+    # a higher-scoring false alarm inside the far region: ignored (its box lies in that region's own box, not
+    # in one box around both regions)
+    assert ap50(_mask(32, 38, 32, 38))["val/mask_map50"] == pytest.approx(1.0)
+    assert ap50(_mask(32, 38, 32, 38))["val/box_map50"] == pytest.approx(1.0)
+    # the same false alarm between the regions ranks first: precision 1/2 at recall 1
+    assert ap50(_mask(22, 28, 22, 28))["val/mask_map50"] == pytest.approx(0.5, abs=0.01)
+    assert ap50(_mask(22, 28, 22, 28))["val/box_map50"] == pytest.approx(0.5, abs=0.01)
+
+    # through the task: the detection is counted as lying mostly in DontCare, and scored as the hit it is
+    task = InstanceTask(network=RoadInstanceSegmenter(1, **TINY), class_names=["Car"])
+    task.log_dict = task.log = lambda *args, **kwargs: None
+    pred = {"boxes": target["boxes"].float(), "scores": torch.tensor([0.9]), "labels": torch.tensor([0]),
+            "masks": car[None].float() * 0.8}  # fmt: skip
+    task.model = FixedOutputs([pred])
+    task._evaluation_step(([torch.zeros(3, 40, 40)], [target]), "val")
+    values = task._log_epoch_metrics("val")
+    assert values["val/ignored_detections"] == 1 and values["val/mask_map50"] == pytest.approx(1.0)
+
+
 def test_detector_backbone_transfers_into_the_instance_model(tmp_path):
 
     torch.manual_seed(0)

@@ -5,8 +5,10 @@ tensor the data module produced (which may be resized) to ``target["orig_size"]`
 difficulty filters mean what the devkit means.
 
 * COCO mAP / mAP50 / mAP75 and per-class AP (torchmetrics ``MeanAveragePrecision`` on the faster-coco-eval
-  backend). COCO has no ignore regions, so detections lying mostly inside a DontCare box (more than
-  ``ignore_overlap`` of their area) are dropped before the update, and counted.
+  backend). DontCare boxes are COCO crowd regions of every class (``with_crowd_regions``): a detection that
+  matches no object and lies in one is ignored, one on a real object stays a hit. Detections lying mostly
+  inside a DontCare box (more than ``ignore_overlap`` of their area) are counted
+  (``<stage>/ignored_detections``).
 * KITTI AP|R40 per class and difficulty (:func:`domains.driving.detection.metrics.kitti_average_precision`), on the raw
   KITTI labels (vans as Car's neighbour class, truncation / occlusion, DontCare) when the data module has
   them, else on the targets.
@@ -33,6 +35,7 @@ from domains.driving.detection.metrics import (
     KITTI_MIN_OVERLAP,
     ap50_per_class,
     kitti_average_precision,
+    with_crowd_regions,
 )
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
 from domains.driving.formats import KITTI_TYPES
@@ -70,7 +73,9 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         score_thresh: detections below this score are dropped at evaluation (low: AP needs the whole curve).
         nms_thresh: IoU of the (per-class) non-maximum suppression.
         detections_per_img: at most this many detections per image.
-        ignore_overlap: drop a detection from the metrics when this share of it lies in a DontCare region.
+        ignore_overlap: a detection with more than this share of it in a DontCare region is counted in
+            ``<stage>/ignored_detections`` and left out of the shipped operating point (the COCO metrics ignore
+            it by COCO's crowd rule when it matches no object).
         predict_dir: where ``predict`` writes its files; ``None`` only returns the predictions.
         predict_score_thresh: detections below this score are left out of the drawn images and maps (the
             instance task leaves them out of what ``predict`` returns too: their masks at the photo's size).
@@ -282,11 +287,12 @@ class DetectionTask(DetectorTask):
         annotations = self._annotations()
         class_map = getattr(getattr(self._trainer, "datamodule", None), "class_map", None) or {}
         for target, (pred, kept, gt, ignore) in zip(targets, self.scored_original(images, targets)):
-            dropped = len(pred["boxes"]) - len(kept["boxes"])
-            self._ignored_detections[stage] = self._ignored_detections.get(stage, 0) + dropped
+            inside = len(pred["boxes"]) - len(kept["boxes"])  # mostly in DontCare
+            self._ignored_detections[stage] = self._ignored_detections.get(stage, 0) + inside
             # metrics live outside the module (not moved with it): feed them CPU tensors
             gt = {k: v.cpu() for k, v in gt.items()}
-            coco.update([{k: v.cpu() for k, v in kept.items()}], [gt])
+            crowd = with_crowd_regions(gt, ignore.cpu(), len(self.class_names))
+            coco.update([{k: pred[k].cpu() for k in ("boxes", "scores", "labels")}], [crowd])
             if self.kitti_difficulties:
                 kitti_dets.append(self._kitti_detections(pred))
                 ann = annotations.get(target.get("image_id"))

@@ -9,16 +9,22 @@ detection mostly on such an object is neither a hit nor a false alarm; other sma
 false alarms), as KITTI's difficulty levels leave out objects under 25 px of a 375-px frame (Moderate). It says
 whether the errors sit in the far, tiny objects; keys get ``_h<height>``. A class whose objects are all shorter
 has no value there (COCO's -1), so the ``_h`` means may average fewer classes.
+
+DontCare: a target's ``ignore_mask`` regions are COCO crowd regions of every class, so a detection lying in one
+is ignored when it matches no object and a true object partly under one stays a hit (the KITTI devkit's rule).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.detection.metrics import ap50_per_class
+from domains.driving.instances.data import mask_boxes
 
 #: torchmetrics' prefix -> the suite's name in logged keys
 IOU_TYPES = {"segm": "mask", "bbox": "box"}
@@ -52,13 +58,23 @@ class InstanceMetrics:
             }
             for x in preds
         ]
-        t = [
-            {"boxes": x["boxes"].float().cpu(), "labels": x["labels"].cpu(), "masks": x["masks"].bool().cpu()}
-            for x in targets
-        ]
-        if self.min_height:
-            for x in t:
-                x["iscrowd"] = ((x["boxes"][:, 3] - x["boxes"][:, 1]) < self.min_height).long()
+        t = []
+        for x in targets:
+            boxes, labels, masks = x["boxes"].float().cpu(), x["labels"].cpu(), x["masks"].bool().cpu()
+            too_small = (boxes[:, 3] - boxes[:, 1]) < self.min_height if self.min_height else None
+            crowd = torch.zeros(len(labels), dtype=torch.long) if too_small is None else too_small.long()
+            ignore = x.get("ignore_mask")
+            if ignore is not None and bool(ignore.any()):
+                # each DontCare region a crowd mask of every class: COCOeval ignores a detection on it only
+                # when it matches no object (crowd IoU: the share of the detection inside the region)
+                region_masks = dontcare_regions(ignore.bool().cpu())
+                n = len(self.class_names)
+                boxes = torch.cat([boxes, mask_boxes(region_masks).repeat(n, 1)])
+                masks = torch.cat([masks, region_masks.repeat(n, 1, 1)])
+                region_labels = torch.arange(n, dtype=labels.dtype).repeat_interleave(len(region_masks))
+                labels = torch.cat([labels, region_labels])
+                crowd = torch.cat([crowd, torch.ones(len(region_labels), dtype=torch.long)])
+            t.append({"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd})
         self.coco.update(p, t)
 
     def compute(self, prefix: str) -> dict[str, float]:
@@ -81,16 +97,21 @@ class InstanceMetrics:
         return values
 
 
-def masks_in_ignore_fraction(masks: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
-    """For each (N, H, W) bool mask, the share of its pixels inside the (H, W) ignore mask (0 when empty).
+def dontcare_regions(ignore: torch.Tensor) -> torch.Tensor:
+    """The 8-connected regions of an (H, W) bool ignore mask as (R, H, W) bool masks (COCO crowd regions: a
+    region's box is its own, not one box around two distant DontCare areas and the road between them)."""
+    labelled, n = ndimage.label(ignore.numpy(), structure=np.ones((3, 3)))
+    return torch.from_numpy(labelled[None] == np.arange(1, n + 1)[:, None, None])
 
-    Used to drop detections on DontCare / crowd regions before scoring (COCO has crowd matching, but only for
-    ground truth drawn per object, not for free-form ignore regions).
-    """
+
+def masks_in_ignore_fraction(masks: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+    """For each (N, H, W) bool mask, the share of its pixels inside the (H, W) ignore mask (0 when empty):
+    detections lying mostly in DontCare are counted (``<stage>/ignored_detections``) and left out of the
+    shipped operating point; the COCO metrics ignore them by the crowd rule (:class:`InstanceMetrics`)."""
     if masks.numel() == 0 or not bool(ignore.any()):
         return masks.new_zeros(len(masks), dtype=torch.float32)
     inside = (masks & ignore.to(masks.device)[None]).flatten(1).sum(1).float()
     return inside / masks.flatten(1).sum(1).clamp(min=1).float()
 
 
-__all__ = ["IOU_TYPES", "InstanceMetrics", "masks_in_ignore_fraction"]
+__all__ = ["IOU_TYPES", "InstanceMetrics", "dontcare_regions", "masks_in_ignore_fraction"]

@@ -4,8 +4,9 @@ Evaluation happens in the pixels of the tensors the data module produced (native
 ``data.image_size`` resizes); ``predict`` maps masks and boxes back to each image's original size.
 
 DontCare / crowd regions: Mask R-CNN has no ignore label, so in training they are background (they hold only
-tiny or far objects); in evaluation, detections whose mask lies mostly (more than ``ignore_overlap``) inside
-them are dropped before scoring and counted (``<stage>/ignored_detections``).
+tiny or far objects); in evaluation they are COCO crowd regions (a detection on one is ignored when it matches
+no object), and detections whose mask lies mostly (more than ``ignore_overlap``) inside them are counted
+(``<stage>/ignored_detections``).
 """
 
 from __future__ import annotations
@@ -73,16 +74,14 @@ class InstanceTask(DetectorTask):
         preds = self.model(images)
         heights = (0.0, *self.min_heights) if stage == "test" else (0.0,)  # validation during fit stays cheap
         metrics = self._metrics.setdefault(stage, [InstanceMetrics(self.class_names, h) for h in heights])
-        kept_preds = []
+        scored = []
         for pred, target in zip(preds, targets):
             masks = pred["masks"] >= self.mask_thresh
-            keep = masks_in_ignore_fraction(masks, target["ignore_mask"]) <= self.ignore_overlap
-            self._ignored[stage] = self._ignored.get(stage, 0) + int((~keep).sum())
-            kept_preds.append(
-                {**{k: pred[k][keep] for k in ("boxes", "scores", "labels")}, "masks": masks[keep]}
-            )
-        for metric in metrics:
-            metric.update(kept_preds, targets)
+            inside = masks_in_ignore_fraction(masks, target["ignore_mask"]) > self.ignore_overlap
+            self._ignored[stage] = self._ignored.get(stage, 0) + int(inside.sum())
+            scored.append({**{k: pred[k] for k in ("boxes", "scores", "labels")}, "masks": masks})
+        for metric in metrics:  # DontCare regions are COCO crowd regions there (InstanceMetrics)
+            metric.update(scored, targets)
 
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
         if stage not in self._metrics:

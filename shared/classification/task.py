@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.backbones import BackboneFreezeUnfreeze, list_backbones
@@ -92,8 +93,10 @@ class ClassificationTask(LabelledTask):
         self._cams_written = 0
 
     def configure_callbacks(self):
+        """The backbone freeze schedule, for ``fit`` only: in ``predict`` it froze the network, and Grad-CAM's
+        backward pass found no gradient (an IndexError deep in MONAI)."""
         epochs = self.hparams.freeze_backbone_epochs
-        if epochs <= 0:
+        if epochs <= 0 or self.trainer.state.fn != TrainerFn.FITTING:
             return []
         return [BackboneFreezeUnfreeze("model.backbone", epochs, self.hparams.backbone_lr_factor)]
 
@@ -143,8 +146,9 @@ class ClassificationTask(LabelledTask):
         maps = []
         with torch.inference_mode(False), torch.enable_grad():
             if self._cam_model is None:
+                network = copy.deepcopy(self.model).eval().requires_grad_(True)  # a frozen layer has no gradient
                 self._cam_model = GradCAM(
-                    nn_module=copy.deepcopy(self.model).eval(),
+                    nn_module=network,
                     target_layers="cam_layer",
                     postprocessing=unit_range,
                 )

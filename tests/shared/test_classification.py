@@ -269,6 +269,23 @@ def test_frozen_backbone_stays_put_for_the_first_epoch(tmp_path):
     assert not torch.equal(before_head, task.model.head.weight)
 
 
+def test_a_classifier_trained_with_a_frozen_backbone_predicts_with_grad_cam(tmp_path):
+    """The freeze schedule ran in ``predict`` too and froze the network: Grad-CAM found no gradient (an
+    IndexError inside MONAI) and nothing was written."""
+    root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1, "test": 2})
+    trained = stripes_task(freeze_backbone_epochs=1)
+    quiet_trainer(max_epochs=1).fit(trained, stripes_data(root))  # ends frozen (the unfreeze is at epoch 1)
+    for task, out in ((trained, "same_process"), (stripes_task(freeze_backbone_epochs=1), "loaded")):
+        if out == "loaded":  # as predict --ckpt_path builds it: a new task with the trained weights
+            task.load_state_dict(trained.state_dict())
+        task.predict_dir, task.cam = str(tmp_path / out), True
+        quiet_trainer().predict(task, stripes_data(root))
+        rows = (tmp_path / out / "probabilities.csv").read_text().splitlines()
+        assert len(rows) == 1 + 4  # header + the 4 test images
+        assert len(list((tmp_path / out / "cam").glob("*.png"))) == 4
+    assert all(p.requires_grad for p in task.model.parameters())  # predict froze nothing
+
+
 def test_unfreezing_under_the_cosine_schedule_trains_the_backbone_at_a_tenth_of_the_rate(tmp_path):
     root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
     task = stripes_task(freeze_backbone_epochs=1, backbone_lr_factor=0.1, lr_scheduler=warmup_cosine())

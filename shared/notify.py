@@ -106,7 +106,9 @@ class NotifyWhenDone(pl.Callback):
             ``lightning_logs/<domain>/<config>/checkpoints``) and the logger's version, e.g.
             ``medical_classification/quick (csv/version_3)``.
         monitor: the metric reported (last and best value); null: the checkpoint callback's monitor.
-        mode: ``min`` or ``max`` for the best value; null: the checkpoint callback's mode (``min`` without one).
+        mode: ``min`` or ``max`` for the best value; null: the checkpoint callback's mode for its monitor,
+            ``min`` for a loss (``val/loss``); another metric without a mode is an error at the start of the
+            run (which way is better is unknown).
         notify_on_success: also send when ``fit`` finishes normally (failures and interrupts always send).
     """
 
@@ -185,12 +187,21 @@ class NotifyWhenDone(pl.Callback):
         self._start = time.monotonic()
         self._last = self._best = None
         self._sent = False
+        ckpt_monitor = getattr(getattr(trainer, "checkpoint_callback", None), "monitor", None)
+        other = self.monitor and self.monitor != ckpt_monitor and not self.monitor.endswith("loss")
+        if self.mode is None and other:
+            # "best" of an accuracy taken as a minimum was its worst epoch
+            raise NotifyConfigError(
+                f"NotifyWhenDone.monitor {self.monitor!r} is not the checkpoint callback's "
+                f"({ckpt_monitor!r}), so which way is better is unknown: set NotifyWhenDone.mode to 'max' "
+                "(accuracy, F1, mAP, IoU) or 'min' (a loss, GED, ECE)"
+            )
 
     def _monitor_and_mode(self, trainer) -> tuple[str | None, str]:
         ckpt = getattr(trainer, "checkpoint_callback", None)
         monitor = self.monitor or getattr(ckpt, "monitor", None)
         mode = self.mode
-        if mode is None:
+        if mode is None:  # the checkpoint callback's monitor, or a loss (setup refuses others without a mode)
             same = ckpt is not None and getattr(ckpt, "monitor", None) == monitor
             mode = getattr(ckpt, "mode", "min") if same else "min"
         return monitor, mode

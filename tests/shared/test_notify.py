@@ -189,9 +189,9 @@ def test_one_message_per_run(webhook):
     assert len(webhook.received) == 2
 
 
-def _validate(notify: NotifyWhenDone, trainer, value: float, sanity: bool = False) -> None:
-    """``notify``'s hook after a validation (or a sanity check) that logged ``val/loss`` = ``value``."""
-    trainer.sanity_checking, trainer.callback_metrics = sanity, {"val/loss": torch.tensor(value)}
+def _validate(notify: NotifyWhenDone, trainer, value: float, sanity: bool = False, name: str = "val/loss") -> None:
+    """``notify``'s hook after a validation (or a sanity check) that logged ``name`` (``val/loss``) = ``value``."""
+    trainer.sanity_checking, trainer.callback_metrics = sanity, {name: torch.tensor(value)}
     notify.on_validation_end(trainer, None)
 
 
@@ -297,3 +297,23 @@ def test_config_file_form_with_smtp_settings(tmp_path, monkeypatch, smtp_server)
     assert "NotifyWhenDone" in names and "LearningRateMonitor" in names  # LightningCLI adds its defaults too
     ((_, to, content),) = smtp_server.messages
     assert to == ["me@example.org"] and b"yaml-run: finished" in content
+
+
+def test_a_monitor_other_than_the_checkpoints_needs_a_mode(webhook):
+    """Without a mode, another metric than the checkpoint callback's was taken as lower-is-better: the message
+    called an accuracy's worst epoch its best."""
+    ckpt = types.SimpleNamespace(monitor="val/f1", mode="max", best_model_score=None, best_model_path="",
+                                 last_model_path="")  # fmt: skip
+    trainer = types.SimpleNamespace(checkpoint_callback=ckpt, logger=None, is_global_zero=True)
+    with pytest.raises(NotifyConfigError, match=r"monitor 'val/acc' is not the checkpoint callback's \('val/f1'\)"):
+        NotifyWhenDone(webhook_url=webhook.url, monitor="val/acc").setup(trainer, None, "fit")
+    NotifyWhenDone(webhook_url=webhook.url, monitor="val/acc", mode="max").setup(trainer, None, "fit")  # fine
+    notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r", monitor="val/f1")  # the checkpoint's: its mode
+    notify.setup(trainer, None, "fit")
+    for value in (0.5, 0.7, 0.6):
+        _validate(notify, trainer, value, name="val/f1")
+    notify.notify(trainer, "finished")
+    ((_, report),) = webhook.received
+    assert (report["mode"], report["best"], report["last"]) == ("max", pytest.approx(0.7), pytest.approx(0.6))
+    # a loss is lower-is-better without saying so
+    NotifyWhenDone(webhook_url=webhook.url, monitor="train/loss").setup(trainer, None, "fit")

@@ -25,6 +25,7 @@ import json
 import os
 import random
 import time
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -282,8 +283,11 @@ def read_image_folder(
     with counting_hidden_files(root):  # one count of hidden files over every class folder
         for split in present:
             folder = root / split
-            # hidden folders (.ipynb_checkpoints) are no classes: counted, not read
-            unknown = [p.name for p in visible_entries(folder) if p.is_dir() and p.name not in class_names]
+            # hidden folders (.ipynb_checkpoints) are no classes: counted, not read. Names compare in Unicode
+            # NFC: a Mac copy writes "grün" as u + combining diaeresis (NFD), which looks the same as typed
+            folders = {unicodedata.normalize("NFC", p.name): p for p in visible_entries(folder) if p.is_dir()}
+            wanted = {unicodedata.normalize("NFC", name) for name in class_names}
+            unknown = [p.name for name, p in folders.items() if name not in wanted]
             if unknown:
                 raise ClassificationDataError(
                     f"{folder}: class folder(s) {unknown} are not in class_names {class_names} (add them to "
@@ -291,7 +295,7 @@ def read_image_folder(
                 )
             items: list[Sample] = []
             for label, name in enumerate(class_names):
-                class_dir = folder / name
+                class_dir = folders.get(unicodedata.normalize("NFC", name), folder / name)
                 found = 0
                 # a Mac's ._image.png resource forks, .DS_Store: not the user's images (counted, not read)
                 for path in visible_entries(class_dir) if class_dir.is_dir() else []:

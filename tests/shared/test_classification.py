@@ -29,7 +29,7 @@ from shared.classification.task import ClassificationTask, unit_range
 from shared.files import HiddenFilesWarning
 from shared.optim import warmup_cosine
 from tests.helpers import STRIPE_CLASSES as CLASSES
-from tests.helpers import quiet_trainer, stripes, stripes_data, stripes_folder, stripes_task
+from tests.helpers import quiet_trainer, stripes, stripes_data, stripes_folder, stripes_task, write_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -557,3 +557,17 @@ def test_classification_predict_path_leaves_out_hidden_files(tmp_path):
     (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
     dm = ClassificationDataModule(data_format="csv", class_names=["a", "b"], predict_path=str(tmp_path))
     assert [Path(s.path).name for s in dm._predict_items()] == ["a.png"]
+
+
+def test_class_folders_copied_from_a_mac_match_class_names_in_any_unicode_form(tmp_path):
+    """macOS writes "grün" decomposed (NFD: u + combining diaeresis): it was refused as a class folder "not in
+    class_names ['red', 'grün']", the two names looking the same."""
+    import unicodedata
+
+    typed, on_disk = "grün", unicodedata.normalize("NFD", "grün")
+    assert typed != on_disk
+    for split in ("train", "val"):
+        for name in ("red", on_disk):
+            write_image(tmp_path / split / name / "0.png", 8, 8)
+    splits = read_image_folder(tmp_path, ["red", typed])
+    assert sorted((s.label, Path(s.path).parent.name) for s in splits["train"]) == [(0, "red"), (1, on_disk)]

@@ -33,11 +33,19 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from shared.data import SplitLoaders, group_split, segmentation_augmentations
-from shared.files import counting_hidden_files, visible_entries
+from shared.files import counting_hidden_files, is_hidden, visible_entries
 from shared.images import stretch_to_unit
 
 SPLITS = ("train", "val", "test")
 DATA_FORMATS = ("lidc_png", "lidc_pickle", "decathlon")
+
+
+def _unreadable_nifti(path: Path, exc: BaseException) -> str:
+    """The error for a NIfTI file the reader failed on, with the error at the bottom of the chain: MONAI wraps
+    the reader's in "applying transform <LoadImaged object at 0x...>", which says nothing of the file."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{path}: cannot read NIfTI: truncated, or no NIfTI ({type(exc).__name__}: {exc})"
 
 
 class MedicalDataWarning(UserWarning):
@@ -181,7 +189,39 @@ class LIDCPngDataset(MedicalDataset):
             )
         if not self.image_paths:
             raise FileNotFoundError(f"{img_dir}: no images found (expected <patient>/<name>.png below it)")
+        self._warn_unread_masks(gt_dir)
         self._warn_shared_patients()
+
+    def _warn_unread_masks(self, gt_dir: Path) -> None:
+        """Reader masks the listing does not read, counted: readers past ``num_readers`` (a 5-reader set read
+        as 4 scores GED and Hungarian IoU against fewer readers than it has) and masks of no image."""
+        images = set(self.ids)
+        extra, orphans, most = [], [], self.num_readers
+        for mask in sorted(gt_dir.glob("*/*_l*.png")):
+            stem, _, reader = mask.stem.rpartition("_l")
+            if not reader.isdigit() or is_hidden(mask, gt_dir):
+                continue
+            if f"{mask.parent.name}/{stem}" not in images:
+                orphans.append(mask)
+            elif int(reader) >= self.num_readers:
+                extra.append(mask)
+                most = max(most, int(reader) + 1)
+        if extra:
+            warnings.warn(
+                f"{gt_dir}: {len(extra)} reader mask(s) past _l{self.num_readers - 1}.png are not read (e.g. "
+                f"{extra[0].relative_to(gt_dir)}): the metrics compare with {self.num_readers} readers; with "
+                f"{most} readers per image give --data.dataset_kwargs '{{num_readers: {most}}}'",
+                MedicalDataWarning,
+                stacklevel=3,
+            )
+        if orphans:
+            warnings.warn(
+                f"{gt_dir}: {len(orphans)} reader mask(s) belong to no image of {gt_dir.parent / 'images'} and "
+                f"are not read (e.g. {orphans[0].relative_to(gt_dir)}: no {orphans[0].parent.name}/"
+                f"{orphans[0].stem.rpartition('_l')[0]}.png)",
+                MedicalDataWarning,
+                stacklevel=3,
+            )
 
     def _warn_shared_patients(self) -> None:
         """The split folders are the split: a patient also in an earlier split's folder (a copy, a merge) makes
@@ -509,7 +549,7 @@ class DecathlonSliceDataset(MedicalDataset):
         try:
             return channel_first(loader(str(path)))
         except Exception as exc:  # nibabel/MONAI raise many types for truncated or non-NIfTI files
-            raise MedicalDataError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+            raise MedicalDataError(_unreadable_nifti(path, exc)) from exc
 
     def _volume(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         """Processed (image, label) of case ``c`` as (crop, crop, Z) arrays, LRU-cached."""
@@ -527,12 +567,12 @@ class DecathlonSliceDataset(MedicalDataset):
         )
 
         _case, image_path, label_path = self.cases[c]
-        try:
-            data = Compose(
-                [LoadImaged(keys=["image", "label"]), EnsureChannelFirstd(keys=["image", "label"])]
-            )({"image": str(image_path), "label": str(label_path)})
-        except Exception as exc:
-            raise MedicalDataError(f"{image_path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+        data = {}
+        for key, path in (("image", image_path), ("label", label_path)):  # one at a time: the error names its file
+            try:
+                data.update(Compose([LoadImaged(keys=key), EnsureChannelFirstd(keys=key)])({key: str(path)}))
+            except Exception as exc:
+                raise MedicalDataError(_unreadable_nifti(path, exc)) from exc
         if tuple(data["image"].shape[1:]) != tuple(data["label"].shape[1:]):
             raise MedicalDataError(
                 f"{image_path}: image grid {tuple(data['image'].shape[1:])} differs from "

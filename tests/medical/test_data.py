@@ -22,6 +22,7 @@ from domains.medical.data import (
     LIDCPngDataset,
     MedicalDataError,
     MedicalDataModule,
+    MedicalDataWarning,
     ReaderDataset,
     build_dataset,
 )
@@ -291,6 +292,28 @@ def test_png_layout_copied_from_a_mac_reads_without_its_hidden_files(tmp_path):
     with pytest.warns(HiddenFilesWarning, match=r"images: 2 hidden files left out \(\._P1, P1/\._s0\.png\)"):
         ds = LIDCPngDataset(root, "train", crop_size=32)
     assert ds.ids == ["P1/s0", "P1/s1"]
+
+
+def test_png_layout_counts_reader_masks_it_does_not_read(tmp_path):
+    """A fifth reader was dropped silently (GED against 4 of 5 readers), and masks of no image too."""
+    root = write_lidc(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the plain layout reads every mask
+        LIDCPngDataset(root, "train", crop_size=32)
+    gt = root / "train" / "gt"
+    for name in ("s0", "s1"):
+        assert cv2.imwrite(str(gt / "P1" / f"{name}_l4.png"), np.zeros((32, 32), np.uint8))
+    with pytest.warns(MedicalDataWarning, match=r"2 reader mask\(s\) past _l3\.png are not read \(e\.g\. P1/s0_l4"
+                      r"\.png\): the metrics compare with 4 readers; .*'\{num_readers: 5\}'"):  # fmt: skip
+        LIDCPngDataset(root, "train", crop_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert LIDCPngDataset(root, "train", crop_size=32, num_readers=5)[0]["masks"].shape == (5, 32, 32)
+    (gt / "P2").mkdir()
+    assert cv2.imwrite(str(gt / "P2" / "z9_l0.png"), np.zeros((32, 32), np.uint8))  # its image is missing
+    with pytest.warns(MedicalDataWarning, match=r"1 reader mask\(s\) belong to no image .* \(e\.g\. P2/z9_l0\.png: "
+                      r"no P2/z9\.png\)"):  # fmt: skip
+        LIDCPngDataset(root, "train", crop_size=32, num_readers=5)
 
 
 def test_png_size_mismatch(tmp_path):

@@ -17,7 +17,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from domains.medical import data as D
 from domains.medical.__main__ import main
-from domains.medical.data import MedicalDataError, MedicalDataModule
+from domains.medical.data import DecathlonSliceDataset, MedicalDataError, MedicalDataModule
 from domains.medical.models import UNetSegmenter
 from domains.medical.predict import MedicalPredictionWriter, size_multiple
 from domains.medical.task import MedicalSegmentationTask
@@ -266,3 +266,21 @@ def test_seed_help_says_what_the_seed_changes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     help_text = text[text.rindex("--data.seed SEED") :][:500]  # the entry, not the usage line
     assert "``lidc_png`` is split by its folders" in help_text and "seed_everything" in help_text
+
+
+def test_a_truncated_decathlon_volume_is_named_with_the_reader_s_own_error(tmp_path):
+    """MONAI wraps the reader's error in "applying transform <LoadImaged object at 0x...>": the message said
+    neither what was wrong nor, for a label, which file."""
+    root = _decathlon(tmp_path / "dec", 3)
+    for folder in ("imagesTr", "labelsTr"):
+        path = root / folder / "case_1.nii.gz"
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+        with pytest.raises(MedicalDataError) as caught:
+            dataset = DecathlonSliceDataset(root, "train", crop_size=16, fractions=(1.0, 0.0, 0.0))
+            for i in range(len(dataset)):
+                dataset[i]
+        message = str(caught.value)
+        assert message.startswith(f"{path}: cannot read NIfTI: truncated, or no NIfTI (ImageFileError"), message
+        assert "applying transform" not in message
+        path.write_bytes(whole)

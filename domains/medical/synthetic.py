@@ -29,6 +29,7 @@ import argparse
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -505,6 +506,16 @@ def generate_lidc_png(
     root = Path(root)
     settings = _settings(n_patients, images_per_patient, size, seed, splits, readers, reader_shares)
     shares = check_reader_settings(readers, reader_shares)
+    patients = [f"LIDC-SYN-{p:04d}" for p in range(n_patients)]
+    split_idx = group_split(patients, fractions=splits, seed=seed, names=SPLIT_NAMES, verbose=False)
+    empty = [name for name, share in zip(SPLIT_NAMES, splits) if share > 0 and not split_idx.get(name)]
+    if empty:  # said now: validate / test would stop on a missing folder only after a whole fit
+        warnings.warn(
+            f"generate_lidc_png: {n_patients} patient(s) split {'/'.join(f'{f:g}' for f in splits)} leave "
+            f"{' and '.join(empty)} without a patient (patients are split whole), so {root} gets no "
+            f"{'/'.join(empty)} folder: give more patients (--n-patients) for every split",
+            stacklevel=2,
+        )
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).unlink(missing_ok=True)
     # README first: it marks the folder as ours, so a crashed run can be cleaned up and redone.
@@ -515,8 +526,6 @@ def generate_lidc_png(
     )
     for split in SPLIT_NAMES:
         shutil.rmtree(root / split, ignore_errors=True)
-    patients = [f"LIDC-SYN-{p:04d}" for p in range(n_patients)]
-    split_idx = group_split(patients, fractions=splits, seed=seed, names=SPLIT_NAMES, verbose=False)
     split_of = {patients[i]: name for name, idx in split_idx.items() for i in idx}
     kinds = _kinds(n_patients * images_per_patient, seed, shares)
     stats = ReaderStatistics()

@@ -138,7 +138,10 @@ def test_ensure_skips_redoes_and_refuses(tmp_path, monkeypatch):
 
 
 def test_cli(tmp_path, capsys):
-    main(["--root", str(tmp_path / "cli"), "--n-patients", "3", "--images-per-patient", "1", "--size", "64"])
+    # 3 patients split 0.7 / 0.15 / 0.15 give test none: said at once, not when test finds no folder
+    with pytest.warns(UserWarning, match=r"3 patient\(s\) split 0\.7/0\.15/0\.15 leave test without a patient"):
+        main(["--root", str(tmp_path / "cli"), "--n-patients", "3", "--images-per-patient", "1", "--size", "64"])
+    assert not (tmp_path / "cli" / "test").exists()
     assert len(list((tmp_path / "cli").glob("*/images/*/*.png"))) == 3
     assert "readers=default: 3 images, lesion-free" in capsys.readouterr().out  # the measured statistics
     argv = ["--root", str(tmp_path / "l"), "--n-patients", "4", "--images-per-patient", "3", "--size", "64"]

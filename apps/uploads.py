@@ -702,7 +702,8 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     try:
         img = cls.from_bytes(raw)
         shape = tuple(int(s) for s in img.shape)
-        if len(shape) >= 3:
+        canonical = len(shape) >= 3
+        if canonical:
             img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
         volume = np.asanyarray(img.dataobj)
         # the affine's voxel sizes, not pixdim: they agree with the reoriented axes whichever form the header uses
@@ -725,8 +726,12 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         raise UploadError(f"{name}: a {volume.ndim}D NIfTI array {volume.shape}; 2D, 3D or 4D volumes only")
     x, y, z, c = volume.shape
     _check_pixels(y, x, name, max_pixels)
-    # (X, Y, Z, C) -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of [:, :, k])
+    # (X, Y, Z, C) -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of [:, :, k]);
+    # a RAS+ volume also with X flipped: the patient's right on the viewer's left, the radiological view a DICOM
+    # slice of the same scan has (columns run toward the patient's left), so both uploads look the same
     display = np.transpose(volume, (3, 2, 1, 0))[:, :, ::-1, :]
+    if canonical:
+        display = display[..., ::-1]
     if volume.dtype == bool:
         display = display.astype(np.uint8)
     lo, hi = _window_from_percentiles(display)
@@ -765,8 +770,8 @@ def fit_to_model(
     :data:`MODEL_PIXEL_MM` around ``centre`` and resamples it to the models' pixel size: a lesion keeps the size
     in pixels the models learnt (an 11 mm nodule in a 512-pixel CT slice shrank to 4 pixels under ``resize``
     and was not found), and anisotropic pixels come out square. ``resize`` scales the whole slice so its long
-    side fits, then pads it to a square with its edge values (aspect ratio kept; area interpolation when
-    shrinking). ``crop`` takes the ``size`` x ``size`` window around ``centre`` (default: the middle), keeping
+    side fits, then pads it to a square with its edge values (the aspect ratio of its extent in mm kept when
+    ``spacing`` is known, else of its pixels; area interpolation when shrinking). ``crop`` takes the ``size`` x ``size`` window around ``centre`` (default: the middle), keeping
     the file's pixels. Windows reaching past the slice are padded with its edge values.
     """
     if image.ndim != 2:
@@ -786,20 +791,26 @@ def fit_to_model(
             f"a {size * MODEL_PIXEL_MM:g} mm window ({window[1]}x{window[0]} of its {cols_mm:g} x {rows_mm:g} mm "
             f"pixels{padded}) resampled to the models' {MODEL_PIXEL_MM:g} mm pixels"
         )
-    if (h, w) == (size, size) and centre is None:
+    square_pixels = spacing is None or np.isclose(spacing[0], spacing[1])
+    if (h, w) == (size, size) and centre is None and square_pixels:
         return image.astype(np.float32), f"used as is ({size}x{size})"
     if mode == "resize":
         # scaled first, then edge-padded to the square: padding a 40000x1000 slice to 40000x40000 first would
-        # take gigabytes for a 128x128 input
-        side = max(h, w)
-        new_h, new_w = max(1, round(h * size / side)), max(1, round(w * size / side))
-        interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        # take gigabytes for a 128x128 input. The slice's extent in mm sets the shape: 0.5 x 1.5 mm pixels
+        # resized as they lie squeezed a round lesion into a 1:3 ellipse
+        extent_h, extent_w = (h, w) if square_pixels else (h * spacing[0], w * spacing[1])
+        longest = max(extent_h, extent_w)
+        new_h, new_w = max(1, round(extent_h * size / longest)), max(1, round(extent_w * size / longest))
+        interp = cv2.INTER_AREA if new_h < h or new_w < w else cv2.INTER_LINEAR
         scaled = cv2.resize(np.asarray(image, np.float32), (new_w, new_h), interpolation=interp)
         pad_y, pad_x = size - new_h, size - new_w
         out = np.pad(
             scaled, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)), mode="edge"
         )
-        padded = ", edge-padded to a square (aspect ratio kept)" if pad_x or pad_y else ""
+        shape = "aspect ratio kept"
+        if not square_pixels:
+            shape = f"{new_w}x{new_h}: its {spacing[1]:g} x {spacing[0]:g} mm pixels made square"
+        padded = f", edge-padded to a square ({shape})" if pad_x or pad_y else ""
         return out, f"resized from {w}x{h} to {size}x{size}{padded}"
     out, padded = _window(image, (size, size), centre)
     where = "at the centre" if centre is None else f"centred at row {centre[0]:g}, column {centre[1]:g}"

@@ -179,8 +179,8 @@ def test_nifti_non_finite_voxels_are_counted_and_shown_as_the_window_ends():
     assert any(n.startswith("3 of 1,200 voxels are NaN or infinite") for n in vol.notes)
     s = vol.slice(1)
     assert np.isfinite(s).all()
-    # display (C, Z, Y, X) with Y flipped: voxel (x, y=0, z=1) is row 19
-    assert s[19, 0] == 0.0 and s[19, 1] == 1.0 and s[19, 2] == 0.0
+    # display (C, Z, Y, X) with Y and X flipped: voxel (x, y=0, z=1) is row 19, column 19 - x
+    assert s[19, 19] == 0.0 and s[19, 18] == 1.0 and s[19, 17] == 0.0
     assert not any("NaN" in n for n in up.decode_medical(S.nifti(volume[:, :, :1] * 0 + 1), "ok.nii").notes)
 
 
@@ -198,13 +198,25 @@ def test_nifti_volume_slices_follow_the_axial_axis(compressed):
     volume = np.zeros((20, 24, 5), np.float32)  # X, Y, Z
     for k in range(5):
         volume[:, :, k] = k
-    volume[0, 23, :] = 10  # left (x=0), anterior (y max) corner
+    volume[0, 23, :] = 10  # the patient's right-most (x=0 of a RAS volume), anterior (y max) corner
     vol = up.decode_medical(S.nifti(volume, compressed=compressed), "ct.nii.gz" if compressed else "ct.nii")
     assert (vol.num_channels, vol.num_slices) == (1, 5) and vol.shape2d == (24, 20)
     raw = vol.data[0]
     assert raw[3, 5, 5] == 3  # slice index = z
-    assert raw[0, 0, 0] == 10  # anterior up, x = 0 on the left: np.rot90 of [:, :, k]
+    assert raw[0, 0, -1] == 10  # anterior up, the patient's right on the viewer's left (radiological view)
     assert any("5 axial slices" in n for n in vol.notes)
+
+
+def test_a_nifti_converted_from_a_dicom_slice_is_shown_as_the_dicom_is():
+    """A DICOM -> NIfTI converter stores voxel i = DICOM column (toward the patient's left) with an LPS -> RAS
+    affine diag(-sx, -sy, sz): the NIfTI was shown mirrored (patient's right on the right), the DICOM not."""
+    ct = np.full((40, 48), -1000, np.int16)
+    ct[10:14, 30:36] = 100  # the nodule: rows 10-13, columns 30-35 (toward the patient's left)
+    dicom = up.decode_medical(S.dicom(ct, pixel_spacing=(0.7, 0.7)), "ct.dcm")
+    nifti = up.decode_medical(S.nifti(ct.T[:, :, None], affine=np.diag([-0.7, -0.7, 2.5, 1.0]), unit="mm"), "ct.nii")
+    for vol in (dicom, nifti):
+        rows, cols = np.nonzero(vol.data[0, 0] > vol.data[0, 0].min())
+        assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 13, 30, 35), vol.format
 
 
 def test_nifti_4d_has_channels():
@@ -302,6 +314,22 @@ def test_fit_to_model_resize_and_crop():
     assert 12 <= len(xs) <= 14 and abs(xs.mean() - 63.5) <= 1  # the band keeps its place and width
     with pytest.raises(up.UploadError):
         up.fit_to_model(np.zeros((2, 32, 32)), 32)
+
+
+def test_resize_keeps_the_shape_in_mm_of_a_slice_with_anisotropic_pixels():
+    """0.5 mm rows x 1.5 mm columns: a round 30 mm lesion is 60 rows x 20 columns of pixels; resized as the
+    pixels lie (the page's "never squashed" choice) it came out a 1:3 ellipse."""
+    ct = np.zeros((512, 512), np.float32)  # 256 x 768 mm
+    ct[226:286, 246:266] = 1.0  # 60 x 20 pixels = 30 x 30 mm
+    out, how = up.fit_to_model(ct, 128, "resize", spacing=(0.5, 1.5))
+    ys, xs = np.nonzero(out > 0.5)
+    assert abs(np.ptp(ys) - np.ptp(xs)) <= 1 and np.ptp(xs) + 1 == pytest.approx(30 * 128 / 768, abs=1.5)
+    assert "to 128x128, edge-padded to a square (128x43: its 1.5 x 0.5 mm pixels made square)" in how
+    # a 128x128 slice of such pixels is not "used as is"
+    _, how = up.fit_to_model(np.zeros((128, 128), np.float32), 128, "resize", spacing=(0.5, 1.5))
+    assert "made square" in how
+    _, how = up.fit_to_model(np.zeros((128, 128), np.float32), 128, "resize", spacing=(0.7, 0.7))
+    assert "as is" in how
 
 
 def test_download_stems_keep_names_apart():

@@ -138,9 +138,8 @@ class BaseTask(pl.LightningModule):
         report = load_backbone_weights(self.model.backbone, path, prefix=prefix)
         rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
         if not report.loaded or report.shape_mismatch or report.unexpected:
-            name = (getattr(self.model, "init_args", None) or {}).get(
-                "backbone", type(self.model.backbone).__name__
-            )
+            init_args = getattr(self.model, "init_args", None) or {}  # the registry name, as configured
+            name = init_args.get("backbone") or init_args.get("encoder") or type(self.model.backbone).__name__
             what = "no tensor matched" if not report.loaded else "it is another network's file for"
             raise ValueError(
                 f"pretrained_backbone {path}: {what} backbone {name!r} (prefix {prefix!r}): {report.summary()}. "

@@ -79,3 +79,25 @@ def test_task_checkpoint_of_the_earlier_layout_loads_into_the_plain_model():
     fresh.load_state_dict(checkpoint["state_dict"])  # strict: every key found its place
     for name in (*STAT_BUFFERS, "oe_bias"):
         assert torch.equal(getattr(fresh.model, name), getattr(task.model, name))
+
+
+def test_the_encoder_transfers_from_a_local_file_and_another_network_is_refused(tmp_path):
+    """``--model.pretrained_backbone``: the encoder (``model.backbone``) comes from a suite checkpoint, the
+    decoder and heads stay as built; a file of another network is an error, not a silent random encoder."""
+    torch.manual_seed(0)
+    source = anomaly_task(**TINY)
+    path = tmp_path / "source.ckpt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    torch.manual_seed(1)
+    task = anomaly_task(**TINY, pretrained_backbone=str(path), pretrained_prefix="model.segmenter.backbone.encoder.")
+    assert task.model.backbone is task.model.segmenter.backbone.encoder
+    for name, value in source.model.backbone.state_dict().items():
+        assert torch.equal(task.model.backbone.state_dict()[name], value), name
+    decoder = "segmenter.backbone.decoder"
+    assert not all(torch.equal(v, source.model.state_dict()[k]) for k, v in task.model.state_dict().items()
+                   if k.startswith(decoder))  # fmt: skip
+    assert "pretrained_backbone" not in task.hparams  # a run-time choice: not read again from a checkpoint
+    wider = anomaly_task(encoder="unet_encoder", encoder_kwargs={"channels": [8, 16]})
+    torch.save({"state_dict": wider.state_dict()}, path)
+    with pytest.raises(ValueError, match="no tensor matched backbone 'unet_encoder' .*4 shape mismatch"):
+        anomaly_task(**TINY, pretrained_backbone=str(path), pretrained_prefix="model.segmenter.backbone.encoder.")

@@ -124,6 +124,12 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
         self.oe_bias = nn.Parameter(torch.tensor(0.0))
         self.register_buffer("oe_trained", torch.tensor(False))
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The registry encoder under the U-Net decoder (for transfer learning: ``model.backbone``, as the
+        detector's and the classifier's)."""
+        return self.segmenter.backbone.encoder
+
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits (B, C, H, W) of images (B, C_in, H, W) in [0, 1]."""

@@ -60,6 +60,8 @@ from shared.task import BaseTask, gather_lists
 
 #: arguments chosen at test / predict time, not stored in checkpoints (see __init__)
 RUNTIME_SETTINGS = (
+    "pretrained_backbone",
+    "pretrained_prefix",
     "score",
     "test_scores",
     "score_smoothing",
@@ -131,6 +133,11 @@ class AnomalySegmentationTask(BaseTask):
         overlay_alpha: heatmap weight in the overlays.
         input_size: [H, W] of the frames the network is trained on (null: native frames), kept with it
             (``model.input_size``) for export and the demo; the CLI links it from ``data.image_size``.
+        pretrained_backbone: local weight file for the encoder (a torchvision ``.pth``, a suite ``.ckpt`` or
+            ``.safetensors``, e.g. the road detector's); nothing is downloaded. The load report is printed; a file
+            of another network is an error. Not read again with ``--ckpt_path`` (the checkpoint holds it).
+        pretrained_prefix: key prefix selecting the encoder inside that file (a detection checkpoint:
+            ``model.detector.backbone.body.``; an anomaly checkpoint: ``model.segmenter.backbone.encoder.``).
         road_ids: the class ids of the road in the semantic maps (kept in checkpoints): outlier exposure stands
             pasted objects on them and the image score reads the road they enclose. The default [0, 1] is the
             synthetic set's road and lane marking; Cityscapes labelIds: [7], trainIds: [0].
@@ -167,6 +174,8 @@ class AnomalySegmentationTask(BaseTask):
         overlay_alpha: float = 0.5,
         input_size: tuple[int, int] | None = None,
         road_ids: tuple[int, ...] = ROAD_CLASS_IDS,
+        pretrained_backbone: str | None = None,
+        pretrained_prefix: str = "",
         **base_task_args,
     ):
         super().__init__(**base_task_args)
@@ -200,6 +209,8 @@ class AnomalySegmentationTask(BaseTask):
         self.predict_dir = predict_dir
         self.overlay_alpha = overlay_alpha
         self.model = self.build_network(network, AnomalySegmenter)
+        if pretrained_backbone:
+            self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.num_classes = num_classes = self.model.num_classes
         self.oe_objective = self.model.oe_objective
         self.model.input_size = (int(input_size[0]), int(input_size[1])) if input_size else None

@@ -44,8 +44,9 @@ def is_hidden(path: str | Path, root: str | Path | None = None) -> bool:
 
 
 def _warn_hidden(where: str | Path, hidden: list) -> None:
-    """One :class:`HiddenFilesWarning` counting the hidden files a reader left out of ``where``, naming the
-    first three: skipped files are always counted, never dropped silently."""
+    """One :class:`HiddenFilesWarning` counting the hidden files a reader left out of ``where`` (those of the
+    kinds it reads: a ``.DS_Store`` is no image either way), naming the first three: skipped files are always
+    counted, never dropped silently."""
     if not hidden:
         return
     names = [_relative_name(p, where) for p in hidden[:3]]
@@ -80,8 +81,8 @@ def count_hidden(where: str | Path, hidden: list[Path]) -> None:
 @contextlib.contextmanager
 def counting_hidden_files(where: str | Path) -> Iterator[None]:
     """Listings inside the block add their hidden files to one count, warned once at its end: a reader that
-    lists thousands of clip or patient folders says one line, not one per folder. Blocks nest (the outer
-    one counts)."""
+    lists thousands of clip or patient folders says one line, not one per folder, and a folder listed twice
+    counts its files once. Blocks nest (the outer one counts); a block left by an error says nothing."""
     if _hidden_tally.get() is not None:
         yield
         return
@@ -91,7 +92,7 @@ def counting_hidden_files(where: str | Path) -> Iterator[None]:
         yield
     finally:
         _hidden_tally.reset(token)
-    _warn_hidden(where, tally)
+    _warn_hidden(where, list(dict.fromkeys(tally)))
 
 
 def visible_entries(folder: str | Path) -> list[Path]:

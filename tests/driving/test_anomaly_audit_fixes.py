@@ -309,3 +309,20 @@ def test_the_networks_own_input_size_wins_over_the_data_modules_record():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         task.on_load_checkpoint(checkpoint)
+
+
+def test_a_macs_forks_in_images_and_masks_are_counted_once_in_one_warning(tmp_path):
+    """images/ and labels_masks/ are each listed twice (the images, then the files not read): their hidden
+    files were counted twice, in four warnings."""
+    from shared.files import HiddenFilesWarning
+
+    root = write_smiyc(tmp_path / "smiyc")
+    for folder in ("images", "labels_masks"):
+        (root / folder / "._img0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AnomalyDataset(root)
+    hidden = [str(w.message) for w in caught if w.category is HiddenFilesWarning]
+    assert len(hidden) == 1 and hidden[0].startswith(
+        f"{root}: 2 hidden files left out (images/._img0.png, labels_masks/._img0.png)"
+    ), hidden

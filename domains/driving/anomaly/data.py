@@ -35,7 +35,7 @@ from domains.driving.formats import (
     resolve_kitti_split,
 )
 from shared.data import SplitLoaders, group_split
-from shared.files import is_hidden, visible_files
+from shared.files import counting_hidden_files, is_hidden, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
 
@@ -183,39 +183,40 @@ class AnomalyDataset(_MaskedImages):
                 raise FileNotFoundError(
                     f"{folder}: folder not found (SegmentMeIfYouCan layout: images/, labels_masks/)"
                 )
-        images = images_by_stem(images_dir, self.IMAGE_EXTENSIONS)  # img0.png beside img0.jpg: an error
-        log = DropLog(strict)
-        for path in _unread_files(images_dir, list(images.values()), recursive=True):
-            log.add("not_read", path, None, f"not read (only {', '.join(self.IMAGE_EXTENSIONS)} directly in images/)")
-        if not images:
-            raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)})")
-        masks = label_masks(labels_dir, list(images))
-        self.items: list[tuple[Path, Path, str]] = []
-        unlabelled = []
-        for stem, image in images.items():
-            label = masks.get(stem)
-            if label is None:
-                lossy = [f"; {p.name} is there, but masks must be PNG (JPEG alters label values)"
-                         for p in sorted(labels_dir.glob(f"{stem}.jp*g"))
-                         if not is_hidden(p)]  # fmt: skip
-                why = lossy[0] if lossy else ""
-                if require_labels:
-                    raise LabelFormatError(
-                        image, None, f"no label mask {labels_dir / (stem + '.png')} (or "
-                        f"{stem}_labels_semantic.png){why}; SegmentMeIfYouCan's unlabelled benchmark images are "
-                        "left out, counted, with require_labels=False (what test does unless --data.strict true)",
-                    )  # fmt: skip
-                unlabelled.append(f"{image.name}{why}")
-                continue
-            try:
-                check_decodes(image)
-            except LabelFormatError as err:
-                log.add("undecodable", image, None, err.reason)
-                continue
-            self.items.append((image, label, stem))
-        # every candidate mask of an image is its own, SMIYC's colour previews (<name>_labels_semantic_color) too
-        owned = {f"{stem}{suffix}" for stem in images for suffix in (*MASK_SUFFIXES, "_labels_semantic_color")}
-        orphans = [p.name for p in visible_files(labels_dir, (".png",)) if p.stem not in owned]
+        with counting_hidden_files(self.root):  # images/ and labels_masks/ are listed twice each
+            images = images_by_stem(images_dir, self.IMAGE_EXTENSIONS)  # img0.png beside img0.jpg: an error
+            log = DropLog(strict)
+            for path in _unread_files(images_dir, list(images.values()), recursive=True):
+                log.add("not_read", path, None, f"not read (only {', '.join(self.IMAGE_EXTENSIONS)} directly in images/)")
+            if not images:
+                raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)})")
+            masks = label_masks(labels_dir, list(images))
+            self.items: list[tuple[Path, Path, str]] = []
+            unlabelled = []
+            for stem, image in images.items():
+                label = masks.get(stem)
+                if label is None:
+                    lossy = [f"; {p.name} is there, but masks must be PNG (JPEG alters label values)"
+                             for p in sorted(labels_dir.glob(f"{stem}.jp*g"))
+                             if not is_hidden(p)]  # fmt: skip
+                    why = lossy[0] if lossy else ""
+                    if require_labels:
+                        raise LabelFormatError(
+                            image, None, f"no label mask {labels_dir / (stem + '.png')} (or "
+                            f"{stem}_labels_semantic.png){why}; SegmentMeIfYouCan's unlabelled benchmark images are "
+                            "left out, counted, with require_labels=False (what test does unless --data.strict true)",
+                        )  # fmt: skip
+                    unlabelled.append(f"{image.name}{why}")
+                    continue
+                try:
+                    check_decodes(image)
+                except LabelFormatError as err:
+                    log.add("undecodable", image, None, err.reason)
+                    continue
+                self.items.append((image, label, stem))
+            # every candidate mask of an image is its own, SMIYC's colour previews (<name>_labels_semantic_color) too
+            owned = {f"{stem}{suffix}" for stem in images for suffix in (*MASK_SUFFIXES, "_labels_semantic_color")}
+            orphans = [p.name for p in visible_files(labels_dir, (".png",)) if p.stem not in owned]
         if orphans:
             warnings.warn(
                 f"AnomalyDataset({self.root}): {len(orphans)} mask(s) in {labels_dir.name}/ belong to no image and "
@@ -472,10 +473,11 @@ class SegmentationDataModule(SplitLoaders):
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
             base = resolve_kitti_split(root)
-            images = images_by_stem(base / "image_2")
             log = DropLog(self.strict)
-            for path in _unread_files(base / "image_2", list(images.values())):
-                log.add("not_read", path, None, f"not an image this reader takes ({', '.join(IMAGE_EXTENSIONS)})")
+            with counting_hidden_files(base / "image_2"):  # listed twice: its hidden files counted once
+                images = images_by_stem(base / "image_2")
+                for path in _unread_files(base / "image_2", list(images.values())):
+                    log.add("not_read", path, None, f"not an image this reader takes ({', '.join(IMAGE_EXTENSIONS)})")
             log.report(f"--data.data_path {root}, files left out ({STRICT_HINT})")
             ids = sorted(images)
             ids = ids[: self.max_items] if self.max_items is not None else ids

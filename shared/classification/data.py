@@ -231,7 +231,8 @@ def check_fraction(value: float, option: str) -> float:
 
 def _check_class_names(class_names: list[str]) -> list[str]:
     names = [str(c) for c in class_names]
-    if len(names) < 2 or len(set(names)) != len(names):
+    # distinct as text, not only as code points: "grün" typed (NFC) and as a Mac writes it (NFD) are one class
+    if len(names) < 2 or len({unicodedata.normalize("NFC", n) for n in names}) != len(names):
         raise ClassificationDataError(f"class_names: need at least 2 distinct names, got {names}")
     return names
 
@@ -285,7 +286,14 @@ def read_image_folder(
             folder = root / split
             # hidden folders (.ipynb_checkpoints) are no classes: counted, not read. Names compare in Unicode
             # NFC: a Mac copy writes "grün" as u + combining diaeresis (NFD), which looks the same as typed
-            folders = {unicodedata.normalize("NFC", p.name): p for p in visible_entries(folder) if p.is_dir()}
+            folders: dict[str, Path] = {}
+            for entry in (p for p in visible_entries(folder) if p.is_dir()):
+                other = folders.setdefault(unicodedata.normalize("NFC", entry.name), entry)
+                if other != entry:  # one name in two Unicode forms: which folder is the class cannot be told
+                    raise ClassificationDataError(
+                        f"{folder}: class folders {other.name!r} and {entry.name!r} are one name in two Unicode "
+                        "forms (NFC and NFD, e.g. copied from a Mac and typed): merge them"
+                    )
             wanted = {unicodedata.normalize("NFC", name) for name in class_names}
             unknown = [p.name for name, p in folders.items() if name not in wanted]
             if unknown:

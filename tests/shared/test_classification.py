@@ -571,3 +571,9 @@ def test_class_folders_copied_from_a_mac_match_class_names_in_any_unicode_form(t
             write_image(tmp_path / split / name / "0.png", 8, 8)
     splits = read_image_folder(tmp_path, ["red", typed])
     assert sorted((s.label, Path(s.path).parent.name) for s in splits["train"]) == [(0, "red"), (1, on_disk)]
+    # one name twice, in two forms: among class_names an error, as two folders an error (one was never read)
+    with pytest.raises(ClassificationDataError, match="need at least 2 distinct names"):
+        read_image_folder(tmp_path, ["red", typed, on_disk])
+    write_image(tmp_path / "train" / typed / "1.png", 8, 8)
+    with pytest.raises(ClassificationDataError, match="are one name in two Unicode forms"):
+        read_image_folder(tmp_path, ["red", typed])

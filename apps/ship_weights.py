@@ -202,9 +202,9 @@ def copy_examples(scored: list[tuple[float, str, int]], annotations, examples_di
 
 @torch.no_grad()
 def _detection_boxes(task, loader, batches: int | None = None) -> tuple[list[dict], list[dict]]:
-    """Per image of ``loader`` (its first ``batches``): the detections the task's own evaluation scores
-    (:meth:`~domains.driving.detection.task.DetectionTask.scored_original`: original pixels, those mostly in
-    DontCare regions dropped) and the ground truth there."""
+    """Per image of ``loader`` (its first ``batches``): the detections in the original pixels with those mostly
+    in DontCare regions dropped (:meth:`~domains.driving.detection.task.DetectionTask.scored_original`; the
+    operating point's rule, simpler than COCO's crowd matching in the metrics) and the ground truth there."""
     task.eval()
     preds, targets = [], []
     for b, (images, batch_targets) in enumerate(loader):
@@ -308,8 +308,8 @@ def instance_operating_point(task, data_hp: dict, data=None) -> dict:
 
 
 def _instance_boxes(task, loader) -> tuple[list[dict], list[dict]]:
-    """Per image of ``loader``: the instance model's boxes after the evaluation's DontCare filter (detections
-    mostly inside ignore regions dropped, as the task's test step does), and the ground truth's boxes."""
+    """Per image of ``loader``: the instance model's boxes with the detections mostly inside ignore regions
+    dropped (the operating point's rule, as for the detector's), and the ground truth's boxes."""
     from domains.driving.instances.metrics import masks_in_ignore_fraction
 
     model = task.model.eval()

@@ -801,8 +801,13 @@ def fit_to_model(
         extent_h, extent_w = (h, w) if square_pixels else (h * spacing[0], w * spacing[1])
         longest = max(extent_h, extent_w)
         new_h, new_w = max(1, round(extent_h * size / longest)), max(1, round(extent_w * size / longest))
-        interp = cv2.INTER_AREA if new_h < h or new_w < w else cv2.INTER_LINEAR
-        scaled = cv2.resize(np.asarray(image, np.float32), (new_w, new_h), interpolation=interp)
+        scaled = np.asarray(image, np.float32)
+        # one axis at a time: OpenCV averages areas only when both axes shrink, and anisotropic pixels may
+        # shrink one axis while the other grows
+        for axis_size in ((w, new_h), (new_w, new_h)):
+            shrinks = axis_size[0] < scaled.shape[1] or axis_size[1] < scaled.shape[0]
+            interp = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
+            scaled = cv2.resize(scaled, axis_size, interpolation=interp)
         pad_y, pad_x = size - new_h, size - new_w
         out = np.pad(
             scaled, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)), mode="edge"

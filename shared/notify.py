@@ -188,8 +188,8 @@ class NotifyWhenDone(pl.Callback):
         self._last = self._best = None
         self._sent = False
         ckpt_monitor = getattr(getattr(trainer, "checkpoint_callback", None), "monitor", None)
-        other = self.monitor and self.monitor != ckpt_monitor and not self.monitor.endswith("loss")
-        if self.mode is None and other:
+        other = self.monitor and self.monitor != ckpt_monitor and "loss" not in self.monitor  # val/loss_epoch
+        if stage == "fit" and self.mode is None and other:  # only fit sends
             # "best" of an accuracy taken as a minimum was its worst epoch
             raise NotifyConfigError(
                 f"NotifyWhenDone.monitor {self.monitor!r} is not the checkpoint callback's "

@@ -198,12 +198,12 @@ def test_nifti_volume_slices_follow_the_axial_axis(compressed):
     volume = np.zeros((20, 24, 5), np.float32)  # X, Y, Z
     for k in range(5):
         volume[:, :, k] = k
-    volume[0, 23, :] = 10  # the patient's right-most (x=0 of a RAS volume), anterior (y max) corner
+    volume[0, 23, :] = 10  # the patient's left-most (x=0 of a RAS volume), anterior (y max) corner
     vol = up.decode_medical(S.nifti(volume, compressed=compressed), "ct.nii.gz" if compressed else "ct.nii")
     assert (vol.num_channels, vol.num_slices) == (1, 5) and vol.shape2d == (24, 20)
     raw = vol.data[0]
     assert raw[3, 5, 5] == 3  # slice index = z
-    assert raw[0, 0, -1] == 10  # anterior up, the patient's right on the viewer's left (radiological view)
+    assert raw[0, 0, -1] == 10  # anterior up, the patient's left on the viewer's right (radiological view)
     assert any("5 axial slices" in n for n in vol.notes)
 
 

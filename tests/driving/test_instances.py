@@ -443,7 +443,7 @@ def test_loss_falls_on_a_few_images(one_thread):
     assert out["masks"].shape[1:] == (100, 300) and (out["labels"] < 2).all()
 
 
-def test_evaluation_drops_and_counts_detections_in_dontcare(monkeypatch):
+def test_evaluation_ignores_and_counts_detections_in_dontcare(monkeypatch):
     task = InstanceTask(network=RoadInstanceSegmenter(2, **TINY), class_names=["Car", "Pedestrian"])
     logged = {}
     monkeypatch.setattr(task, "log_dict", lambda values, **kw: logged.update(values))
@@ -456,9 +456,10 @@ def test_evaluation_drops_and_counts_detections_in_dontcare(monkeypatch):
         "masks": gt_masks.byte(),
         "ignore_mask": ignore,
     }
-    # the true car (0.9); a higher-scoring car wholly inside DontCare (0.95): dropped, else it would rank first as
+    # the true car (0.9); a higher-scoring car wholly inside DontCare (0.95): ignored, else it would rank first as
     # a false alarm (precision 1/2 at every recall: AP 0.5); a lower-scoring one (0.3) exactly half inside
-    # (share 0.5 = ignore_overlap, not more): kept, a false alarm ranked after the true car (AP stays 1)
+    # (share 0.5 = ignore_overlap, not more): not counted; a crowd match at IoU 0.5, a false alarm ranked after
+    # the true car at the higher thresholds (AP stays 1)
     inside, half = _mask(25, 35, 25, 35), _mask(15, 25, 20, 30)  # half: rows 15-19 outside, 20-24 inside
     assert masks_in_ignore_fraction(torch.stack([inside, half]), ignore).tolist() == [1.0, 0.5]
     masks = torch.stack([gt_masks[0], inside, half])

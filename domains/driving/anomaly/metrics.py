@@ -379,7 +379,9 @@ def component_stats(
     """Per-component sIoU (ground truth) and PPV (prediction) of one image, as in SMIYC.
 
     Prediction: ``score > threshold`` inside the region of interest (non-void), as the benchmark's code has it
-    (``default_instancer``: a pixel scored exactly at the threshold is not predicted). Components are
+    (``default_instancer``: a pixel scored exactly at the threshold is not predicted; with the best-F1 pixel
+    threshold, itself a score value, a saturated score, many pixels at exactly 1.0, can predict nothing there,
+    as on the leaderboard). Components are
     8-connected. For a ground-truth component K with P(K) the union of predicted components touching it,
     ``sIoU(K) = |K & P(K)| / |(K | P(K)) minus A(K)|`` where A(K) are the pixels of the *other*
     ground-truth components (a prediction covering two neighbouring objects is not punished twice).

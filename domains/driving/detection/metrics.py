@@ -388,19 +388,26 @@ def ap50_per_class(result: dict, prefix: str = "") -> dict[int, float]:
     return out
 
 
-def with_crowd_regions(target: dict, ignore_boxes: torch.Tensor, num_classes: int) -> dict:
-    """A COCO ground truth (``boxes``, ``labels``) with each DontCare box added as a crowd box (``iscrowd`` 1)
-    of every class, for torchmetrics' ``MeanAveragePrecision``. COCOeval matches a detection to a real object
-    first and ignores it only when it matches none and lies in a crowd region (crowd IoU: the share of the
-    detection inside it, at each IoU threshold), as the KITTI devkit ignores only the detections left
-    unassigned in DontCare: a true car that is mostly inside a DontCare box stays a hit."""
+def with_crowd_regions(
+    target: dict, ignore_boxes: torch.Tensor, num_classes: int, ignore_masks: torch.Tensor | None = None
+) -> dict:
+    """A COCO ground truth (``boxes``, ``labels``, optional ``masks`` and ``iscrowd``) with each DontCare region
+    added as a crowd region (``iscrowd`` 1) of every class, for torchmetrics' ``MeanAveragePrecision``: its box
+    from ``ignore_boxes`` and, for mask AP, its mask from ``ignore_masks`` (R, H, W). COCOeval matches a
+    detection to a real object first and ignores it only when it matches none and lies in a crowd region (crowd
+    IoU: the share of the detection inside it, at each IoU threshold), as the KITTI devkit ignores only the
+    detections left unassigned in DontCare: a true car that is mostly inside a DontCare box stays a hit."""
     boxes, labels = target["boxes"], target["labels"]
     ignore_boxes = ignore_boxes.to(boxes).reshape(-1, 4)
     crowd_labels = torch.arange(num_classes, dtype=labels.dtype, device=labels.device)
     crowd_labels = crowd_labels.repeat_interleave(len(ignore_boxes))
-    return {
+    crowd = target.get("iscrowd", torch.zeros_like(labels))
+    out = {
         **target,
         "boxes": torch.cat([boxes, ignore_boxes.repeat(num_classes, 1)]),
         "labels": torch.cat([labels, crowd_labels]),
-        "iscrowd": torch.cat([torch.zeros_like(labels), torch.ones_like(crowd_labels)]),
+        "iscrowd": torch.cat([crowd.to(labels), torch.ones_like(crowd_labels)]),
     }
+    if ignore_masks is not None:
+        out["masks"] = torch.cat([target["masks"], ignore_masks.to(target["masks"]).repeat(num_classes, 1, 1)])
+    return out

@@ -267,9 +267,11 @@ class DetectionTask(DetectorTask):
         return out
 
     def scored_original(self, images, targets: list[dict]) -> list[tuple[dict, dict, dict, torch.Tensor]]:
-        """Per image, in the original pixels: all detections, those the evaluation scores (the ones mostly inside
-        a DontCare / crowd region dropped, ``ignore_overlap``), the ground truth and its ignore boxes. The
-        metrics here and the shipped operating point (``apps/ship_weights.py``) both read this."""
+        """Per image, in the original pixels: all detections, those not lying mostly inside a DontCare / crowd
+        region (``ignore_overlap``), the ground truth and its ignore boxes. The COCO and KITTI metrics score all
+        detections (each with its own DontCare rule: a detection matching an object stays a hit) and count the
+        others (``ignored_detections``); the shipped operating point (``apps/ship_weights.py``) drops them before
+        its matching, the simpler rule its card names."""
         out = []
         for image, pred, target in zip(images, self.predict_original(images, targets), targets):
             scale = _scale_to_original(image, target)

@@ -23,7 +23,7 @@ import torch
 from scipy import ndimage
 from torchmetrics.detection import MeanAveragePrecision
 
-from domains.driving.detection.metrics import ap50_per_class
+from domains.driving.detection.metrics import ap50_per_class, with_crowd_regions
 from domains.driving.instances.data import mask_boxes
 
 #: torchmetrics' prefix -> the suite's name in logged keys
@@ -60,21 +60,17 @@ class InstanceMetrics:
         ]
         t = []
         for x in targets:
-            boxes, labels, masks = x["boxes"].float().cpu(), x["labels"].cpu(), x["masks"].bool().cpu()
+            boxes, labels = x["boxes"].float().cpu(), x["labels"].cpu()
             too_small = (boxes[:, 3] - boxes[:, 1]) < self.min_height if self.min_height else None
             crowd = torch.zeros(len(labels), dtype=torch.long) if too_small is None else too_small.long()
-            ignore = x.get("ignore_mask")
-            if ignore is not None and bool(ignore.any()):
-                # each DontCare region a crowd mask of every class: COCOeval ignores a detection on it only
-                # when it matches no object (crowd IoU: the share of the detection inside the region)
-                region_masks = dontcare_regions(ignore.bool().cpu())
-                n = len(self.class_names)
-                boxes = torch.cat([boxes, mask_boxes(region_masks).repeat(n, 1)])
-                masks = torch.cat([masks, region_masks.repeat(n, 1, 1)])
-                region_labels = torch.arange(n, dtype=labels.dtype).repeat_interleave(len(region_masks))
-                labels = torch.cat([labels, region_labels])
-                crowd = torch.cat([crowd, torch.ones(len(region_labels), dtype=torch.long)])
-            t.append({"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd})
+            target = {"boxes": boxes, "labels": labels, "masks": x["masks"].bool().cpu(), "iscrowd": crowd}
+            # each DontCare region a crowd region of every class (the task finds them once per image)
+            regions = x.get("ignore_regions")
+            if regions is None and x.get("ignore_mask") is not None:
+                regions = dontcare_regions(x["ignore_mask"].bool().cpu())
+            if regions is not None and len(regions):
+                target = with_crowd_regions(target, mask_boxes(regions), len(self.class_names), regions)
+            t.append(target)
         self.coco.update(p, t)
 
     def compute(self, prefix: str) -> dict[str, float]:
@@ -99,8 +95,10 @@ class InstanceMetrics:
 
 def dontcare_regions(ignore: torch.Tensor) -> torch.Tensor:
     """The 8-connected regions of an (H, W) bool ignore mask as (R, H, W) bool masks (COCO crowd regions: a
-    region's box is its own, not one box around two distant DontCare areas and the road between them)."""
-    labelled, n = ndimage.label(ignore.numpy(), structure=np.ones((3, 3)))
+    region's box is its own, not one box around two distant DontCare areas and the road between them). Each is
+    a full-size mask, as torchmetrics takes them: the instance task finds them once per image, for all its
+    metric objects."""
+    labelled, n = ndimage.label(ignore.cpu().numpy(), structure=np.ones((3, 3)))
     return torch.from_numpy(labelled[None] == np.arange(1, n + 1)[:, None, None])
 
 

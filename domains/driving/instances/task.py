@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from domains.driving.detection.task import DETECTOR_RUNTIME_ARGS, DetectorTask
-from domains.driving.instances.metrics import InstanceMetrics, masks_in_ignore_fraction
+from domains.driving.instances.metrics import InstanceMetrics, dontcare_regions, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
 from shared.backbones import list_backbones
 
@@ -74,14 +74,16 @@ class InstanceTask(DetectorTask):
         preds = self.model(images)
         heights = (0.0, *self.min_heights) if stage == "test" else (0.0,)  # validation during fit stays cheap
         metrics = self._metrics.setdefault(stage, [InstanceMetrics(self.class_names, h) for h in heights])
-        scored = []
+        scored, truths = [], []
         for pred, target in zip(preds, targets):
             masks = pred["masks"] >= self.mask_thresh
             inside = masks_in_ignore_fraction(masks, target["ignore_mask"]) > self.ignore_overlap
             self._ignored[stage] = self._ignored.get(stage, 0) + int(inside.sum())
             scored.append({**{k: pred[k] for k in ("boxes", "scores", "labels")}, "masks": masks})
-        for metric in metrics:  # DontCare regions are COCO crowd regions there (InstanceMetrics)
-            metric.update(scored, targets)
+            # DontCare regions: COCO crowd regions in every metric (InstanceMetrics), found once per image
+            truths.append({**target, "ignore_regions": dontcare_regions(target["ignore_mask"])})
+        for metric in metrics:
+            metric.update(scored, truths)
 
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
         if stage not in self._metrics:

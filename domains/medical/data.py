@@ -933,9 +933,15 @@ class MedicalDataModule(SplitLoaders):
         # jsonargparse replaces the whole dict: the hint keeps the user's other dataset_kwargs
         options = {**self.dataset_kwargs, "fractions": hint}
         shown = ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in options.items())
+        refit = (
+            f" and fit again with it: other fractions split the {noun} anew, so the {name} split may then hold "
+            f"{noun} a checkpoint trained on"
+            if stage in ("validate", "test", "predict")
+            else ""
+        )
         return (
             f"{message}; add data, or give each split at least one of the {sum(counts.values())} {noun}, "
-            f"e.g. --data.dataset_kwargs '{{{shown}}}'"
+            f"e.g. --data.dataset_kwargs '{{{shown}}}'{refit}"
         )
 
     def split_dataset(self, name: str) -> ReaderDataset:

@@ -378,10 +378,11 @@ def component_stats(
 ) -> dict[str, np.ndarray]:
     """Per-component sIoU (ground truth) and PPV (prediction) of one image, as in SMIYC.
 
-    Prediction: ``score > threshold`` inside the region of interest (non-void), as the benchmark's code has it
-    (``default_instancer``: a pixel scored exactly at the threshold is not predicted; with the best-F1 pixel
-    threshold, itself a score value, a saturated score, many pixels at exactly 1.0, can predict nothing there,
-    as on the leaderboard). Components are
+    Prediction: ``score >= threshold`` inside the region of interest (non-void): the pixels the best-F1
+    threshold was chosen for. The benchmark's code (``default_instancer``) takes ``score > threshold`` with that
+    same threshold, itself a score value, so it drops every pixel scored exactly at it: all of them for a
+    saturated score (a perfect scorer's 0 / 1 map predicted nothing and scored mean F1 0); kept here, the one
+    deliberate difference. Components are
     8-connected. For a ground-truth component K with P(K) the union of predicted components touching it,
     ``sIoU(K) = |K & P(K)| / |(K | P(K)) minus A(K)|`` where A(K) are the pixels of the *other*
     ground-truth components (a prediction covering two neighbouring objects is not punished twice).
@@ -395,7 +396,7 @@ def component_stats(
         raise ValueError(f"component metrics{_where(name)}: expected (H, W) maps, got shape {s.shape}")
     roi = y != ignore_index
     gt_cc, n_gt = ndimage.label(y == 1, structure=_EIGHT_CONNECTED)
-    pred_cc, n_pred = ndimage.label((s > threshold) & roi, structure=_EIGHT_CONNECTED)
+    pred_cc, n_pred = ndimage.label((s >= threshold) & roi, structure=_EIGHT_CONNECTED)
     if min_pred_size > 0:
         small = np.bincount(pred_cc.ravel(), minlength=n_pred + 1) < min_pred_size
         small[0] = False

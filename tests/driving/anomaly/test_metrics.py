@@ -183,13 +183,14 @@ def test_component_half_hit_blob():
 
 
 def test_component_ties_follow_the_smiyc_evaluation_code():
-    """road_anomaly_benchmark: a pixel is predicted when its score is *above* the threshold, a ground-truth
-    component is a TP when sIoU >= tau, a predicted one a FP when PPV < tau."""
+    """road_anomaly_benchmark: a ground-truth component is a TP when sIoU >= tau, a predicted one a FP when
+    PPV < tau. Pixels at the threshold are predicted (the benchmark's ``>`` would drop a saturated score's
+    every pixel: the best-F1 threshold is a score value)."""
     score, label = _blank()
     label[2:6, 2:6] = 1
-    score[2:6, 2:6] = 0.5  # exactly at the threshold: not predicted, the object is missed
+    score[2:6, 2:6] = 0.5  # exactly at the threshold: predicted, the object found
     out = component_metrics(score, label, threshold=0.5)
-    assert out["num_pred_components"] == 0 and out["tp"] == [0] * 11 and out["mean_F1"] == 0.0
+    assert out["num_pred_components"] == 1 and out["tp"] == [1] * 11 and out["mean_F1"] == 1.0
     # a 2x2 object predicted with 4 background pixels: sIoU 4/8, PPV 4/8
     score, label = _blank()
     label[2:4, 2:4] = 1
@@ -245,7 +246,7 @@ def _brute_force_component_stats(score, label, threshold):
 
     roi = label != 255
     gt, n_gt = ndimage.label(label == 1, structure=np.ones((3, 3)))
-    pred, n_pred = ndimage.label((score > threshold) & roi, structure=np.ones((3, 3)))
+    pred, n_pred = ndimage.label((score >= threshold) & roi, structure=np.ones((3, 3)))
     siou = []
     for k in range(1, n_gt + 1):
         K = gt == k

@@ -319,3 +319,14 @@ def test_bad_settings_are_refused(tmp_path):
         C.generate_clips(tmp_path / "y", shares=(0.5, -0.1, 0.6), verbose=False)
     with pytest.raises(TypeError, match="unexpected arguments"):
         C.ensure_synthetic_clips(tmp_path / "z", n_images=3)
+
+
+def test_rendering_says_what_it_starts_and_about_how_long_before_the_silence(tmp_path, caplog):
+    """The first accident fit rendered its clips for minutes without a line; the count came only at the end."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        C.generate_clips(tmp_path / "c", n_clips=2, seconds=1.0, fps=10, size=(64, 128))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("synthetic accident clips")]
+    assert lines[0] == f"synthetic accident clips: rendering 2 clips (20 frames) at {tmp_path / 'c'}, once: about 1 s on 1 core(s)"
+    assert lines[1].startswith("synthetic accident clips: 2 clips at")

@@ -847,6 +847,13 @@ def generate_clips(
     settings = _clip_settings(n_clips, size, fps, seconds, seed, shares, density)
     _prepare_root(root, ("videos", "annotations", "Crash-1500.txt"), settings)
     (root / "annotations").mkdir()
+    if verbose:  # said before minutes of silence (about 50 ms per frame and core, rendering)
+        seconds_needed = n_clips * n_frames * 0.05 / max(1, workers)
+        took = f"{seconds_needed / 60:.0f} min" if seconds_needed >= 90 else f"{seconds_needed:.0f} s"
+        rank_zero_info(
+            f"synthetic accident clips: rendering {n_clips} clips ({n_clips * n_frames:,} frames) at {root}, once: "
+            f"about {took} on {max(1, workers)} core(s)"
+        )
     start = time.perf_counter()
     jobs = [
         (root, seed, i, kind, scenario, tuple(size), n_frames, fps, density)

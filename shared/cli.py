@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 import pydoc
 import shutil
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -632,12 +634,29 @@ class RemovePartialPredictions(pl.Callback):
                 path.rmdir()
 
 
+class _DropLightningAdvert(logging.Filter):
+    """Lightning's "Tip: For seamless cloud logging ... litlogger" line, printed by every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seamless cloud logging" not in record.getMessage()
+
+
+def quiet_library_notes() -> None:
+    """Silence two lines every run printed that concern no user and read as trouble to a newcomer: Lightning's
+    own use of a torch API torch deprecated (``isinstance(treespec, LeafSpec)``) and its cloud-logger advert."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningAdvert) for f in logger.filters):
+        logger.addFilter(_DropLightningAdvert())
+
+
 def run_cli(model_class, datamodule_class, domain: str, monitor: str, **options) -> SuiteCLI:
     """Entry point used by each domain's ``__main__`` (and by tests, with ``args``): :class:`SuiteCLI` on the
     task and data module, which a domain must give a ``monitor`` metric. ``options``: ``monitor_mode``,
     ``description`` (the paragraph and example ``--help`` prints), ``prog`` (the command, ``python -m
     domains....``), ``links`` ((``data.x``, ``model.y``) pairs set once in the data section and copied to the
     model) and ``args``, as :class:`SuiteCLI` takes them."""
+    quiet_library_notes()
     return SuiteCLI(model_class, datamodule_class, domain=domain, monitor=monitor, **options)
 
 

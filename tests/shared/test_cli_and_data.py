@@ -1,3 +1,5 @@
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,16 +17,22 @@ from shared.data import (
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
 
-def test_cli_fast_dev_run(tmp_path, monkeypatch):
+def test_cli_fast_dev_run(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
-    cli = run_cli(
-        TinySegTask,
-        SquaresDataModule,
-        domain="tiny",
-        monitor="val/loss",
-        args=["fit", "--trainer.fast_dev_run", "1"],
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = run_cli(
+            TinySegTask,
+            SquaresDataModule,
+            domain="tiny",
+            monitor="val/loss",
+            args=["fit", "--trainer.fast_dev_run", "1"],
+        )
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    # library notes that concern no user stay out of the run's output (every run printed them)
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").info("💡 Tip: For seamless cloud logging, try X")
+    assert "seamless cloud logging" not in caplog.text
 
 
 def test_limit_batches_written_1_means_one_batch_and_1_point_0_all(tmp_path, monkeypatch):
@@ -85,8 +93,6 @@ def test_cli_short_fit_lowers_loss_and_writes_last_checkpoint(tmp_path, monkeypa
 
 
 def test_group_split_keeps_groups_whole_and_is_deterministic(caplog):
-    import logging
-
     with caplog.at_level(logging.INFO):  # the table goes through rank_zero_info: logged, rank 0 only
         groups = [f"patient{i // 3}" for i in range(60)]
         a = group_split(groups, seed=1)

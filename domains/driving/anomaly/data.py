@@ -473,24 +473,24 @@ class SegmentationDataModule(SplitLoaders):
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
             base = resolve_kitti_split(root)
-            log = DropLog(self.strict)
-            with counting_hidden_files(base / "image_2"):  # listed twice: its hidden files counted once
+            with counting_hidden_files(base / "image_2"):  # listed again per split: counted once
+                log = DropLog(self.strict)
                 images = images_by_stem(base / "image_2")
                 for path in _unread_files(base / "image_2", list(images.values())):
                     log.add("not_read", path, None, f"not an image this reader takes ({', '.join(IMAGE_EXTENSIONS)})")
-            log.report(f"--data.data_path {root}, files left out ({STRICT_HINT})")
-            ids = sorted(images)
-            ids = ids[: self.max_items] if self.max_items is not None else ids
-            if not ids:
-                raise FileNotFoundError(f"{base / 'image_2'}: no images")
-            groups = read_sequence_groups(base, ids)
-            split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
-            self.check_splits(split, stage, sequence_split_hint(self.split_fractions))
-            task = getattr(getattr(self, "trainer", None), "lightning_module", None)
-            classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
-            for name, idx in split.items():
-                transform = segmentation_transforms(name == "train", self.image_size, self.augment, self.seed)
-                self.datasets[name] = SemanticSegDataset(root, [ids[i] for i in idx], transform, classes)
+                log.report(f"--data.data_path {root}, files left out ({STRICT_HINT})")
+                ids = sorted(images)
+                ids = ids[: self.max_items] if self.max_items is not None else ids
+                if not ids:
+                    raise FileNotFoundError(f"{base / 'image_2'}: no images")
+                groups = read_sequence_groups(base, ids)
+                split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
+                self.check_splits(split, stage, sequence_split_hint(self.split_fractions))
+                task = getattr(getattr(self, "trainer", None), "lightning_module", None)
+                classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
+                for name, idx in split.items():
+                    transform = segmentation_transforms(name == "train", self.image_size, self.augment, self.seed)
+                    self.datasets[name] = SemanticSegDataset(root, [ids[i] for i in idx], transform, classes)
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
             transform = segmentation_transforms(False, self.image_size)

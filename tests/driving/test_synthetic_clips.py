@@ -330,3 +330,14 @@ def test_rendering_says_what_it_starts_and_about_how_long_before_the_silence(tmp
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("synthetic accident clips")]
     assert lines[0] == f"synthetic accident clips: rendering 2 clips (20 frames) at {tmp_path / 'c'}, once: about 1 s on 1 core(s)"
     assert lines[1].startswith("synthetic accident clips: 2 clips at")
+
+
+def test_clip_sets_of_other_settings_get_their_own_folder():
+    """`benchmarks/driving_accident.py --synthetic '{"n_clips": 400}'` re-rendered the default folder: the
+    200-clip set (minutes of rendering) was replaced, and the next default run rendered it again."""
+    assert C.clips_root() == Path(C.DEFAULT_ACCIDENT_ROOT)
+    assert C.clips_root(n_clips=200, shares=[0.4, 0.3, 0.3], workers=2) == Path(C.DEFAULT_ACCIDENT_ROOT)
+    assert C.clips_root(n_clips=400) == Path(f"{C.DEFAULT_ACCIDENT_ROOT}_n_clips-400")
+    assert C.clips_root(shares=[0.5, 0.25, 0.25], seed=1) == Path(
+        f"{C.DEFAULT_ACCIDENT_ROOT}_seed-1_shares-0.5-0.25-0.25"
+    )

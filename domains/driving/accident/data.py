@@ -460,9 +460,10 @@ class AccidentDataModule(SplitLoaders):
             if not path.exists():
                 raise FileNotFoundError(f"{path}: data_path does not exist")
             return path
-        from domains.driving.synthetic.clips import ensure_synthetic_clips  # lazy: the generator is optional
+        from domains.driving.synthetic.clips import clips_root, ensure_synthetic_clips  # lazy: optional
 
-        return Path(ensure_synthetic_clips(**self.synthetic))
+        # other settings, another folder: a 400-clip set must not replace the default 200
+        return Path(ensure_synthetic_clips(clips_root(**self.synthetic), **self.synthetic))
 
     def prepare_data(self) -> None:
         if self.data_path is None:

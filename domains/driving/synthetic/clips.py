@@ -54,6 +54,7 @@ is about, or the lead car of ordinary driving.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import multiprocessing
@@ -914,6 +915,26 @@ def _write_readme(root: Path, settings: dict, counts: dict, n_frames: int) -> No
         "then bisection to 1e-6 s). After contact both stay where they touched.",
     ]
     (root / "README.txt").write_text("\n".join(lines) + "\n")
+
+
+def clips_root(**settings) -> Path:
+    """The folder of the synthetic clips made with ``settings``: ``DEFAULT_ACCIDENT_ROOT`` for the defaults, a
+    sibling named after the settings that differ (``data/driving_accident_n_clips-400``) for any other, so a
+    benchmark's 400-clip set does not replace the default 200 (which took minutes to render)."""
+    defaults = {k: v.default for k, v in inspect.signature(generate_clips).parameters.items()}
+    changed = {
+        k: v for k, v in sorted(settings.items())
+        if k not in ("workers", "verbose") and _setting(v) != _setting(defaults.get(k))
+    }  # fmt: skip
+    if not changed:
+        return Path(DEFAULT_ACCIDENT_ROOT)
+    parts = [f"{k}-{'-'.join(str(x) for x in np.ravel(v))}" for k, v in changed.items()]
+    return Path(f"{DEFAULT_ACCIDENT_ROOT}_{'_'.join(parts)}")
+
+
+def _setting(value):
+    """A setting compared as numbers where it is numbers (a JSON list against the default tuple)."""
+    return tuple(np.ravel(value).tolist()) if isinstance(value, (list, tuple)) else value
 
 
 def ensure_synthetic_clips(root: str | Path = DEFAULT_ACCIDENT_ROOT, **kw) -> Path:

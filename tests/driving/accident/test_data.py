@@ -469,17 +469,21 @@ def test_synthetic_default_calls_the_generator_lazily(clips_root, monkeypatch):
     # the generator (domains.driving.synthetic.clips) is imported only when no data_path is given
     calls = []
 
-    def ensure_synthetic_clips(**settings):
-        calls.append(settings)
+    def ensure_synthetic_clips(root, **settings):
+        calls.append((root, settings))
         return clips_root
+
+    from domains.driving.synthetic.clips import clips_root as own_root  # the real one: settings -> folder
 
     fake = types.ModuleType("domains.driving.synthetic.clips")
     fake.ensure_synthetic_clips = ensure_synthetic_clips
+    fake.clips_root = own_root
     monkeypatch.setitem(sys.modules, "domains.driving.synthetic.clips", fake)
     dm = AccidentDataModule(synthetic={"n_clips": 10, "seed": 3}, num_workers=0, image_size=(12, 24))
     dm.prepare_data()
     dm.setup()
-    assert calls and calls[0] == {"n_clips": 10, "seed": 3}
+    # other settings than the defaults: their own folder, not the default set's (it was replaced)
+    assert calls and calls[0] == (Path("data/driving_accident_n_clips-10_seed-3"), {"n_clips": 10, "seed": 3})
     assert sum(len(v) for v in dm.splits.values()) == 10
 
 

@@ -231,7 +231,9 @@ def inference_ms(task: AnomalySegmentationTask, dm, score: str, n: int = 20) -> 
         task.analyze(image.to(device), [score])
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1000 / max(1, len(images) - 2)
+    if len(images) <= 2:  # all of them were warm-up: nothing was timed (n/a, not "0.0 ms")
+        return float("nan")
+    return (time.perf_counter() - start) * 1000 / (len(images) - 2)
 
 
 def fmt(x: float, digits: int = 3) -> str:
@@ -417,7 +419,7 @@ def main(argv=None) -> int:
         ),
         "",
         (
-            f"Inference (`{best_score}`, batch 1, segmentation + pixel score + image score): **{ms:.1f} ms per "
+            f"Inference (`{best_score}`, batch 1, segmentation + pixel score + image score): **{fmt(ms, 1)} ms per "
             f"{eval_h}x{eval_w} image** on {device}."
         ),
         "",
@@ -440,7 +442,7 @@ def main(argv=None) -> int:
         "component": {k: v for k, v in comp.items() if not isinstance(v, list)},
         "miou": {"plain": miou_plain, "oe": miou_oe},
         "fit": {"plain": fit_plain, "oe": fit_oe},
-        "inference_ms": ms,
+        "inference_ms": None if math.isnan(ms) else ms,
     }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     print("\n".join(lines))

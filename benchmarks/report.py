@@ -17,7 +17,7 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
 #: the benchmarks' numeric options by the values they take (an option a script lacks is skipped)
 POSITIVE = (
     "budget_minutes", "minutes", "seconds", "fit_seconds", "steps", "iters", "rounds", "timing_repeats",
-    "inference_images", "images", "batch_size", "threads", "num_samples", "calibration_steps",
+    "inference_images", "images", "batch_size", "batch", "sizes", "threads", "num_samples", "calibration_steps",
 )  # fmt: skip
 NON_NEGATIVE = ("warmup", "num_workers")
 SHARES = {"budget_fraction": (False, True), "oe_fraction": (False, False)}  # (0 allowed, 1 allowed)
@@ -32,8 +32,9 @@ def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
     for name in POSITIVE:
         value = getattr(args, name, None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value > 0:
-            bad(name, "positive")
+        for one in value if isinstance(value, list) else [value]:  # nargs="+": each (backbones' --sizes)
+            if isinstance(one, (int, float)) and not isinstance(one, bool) and not one > 0:
+                bad(name, "positive")
     for name in NON_NEGATIVE:
         value = getattr(args, name, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= 0:

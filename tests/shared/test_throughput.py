@@ -36,8 +36,10 @@ def test_benchmark_numbers_out_of_range_are_refused_naming_the_option(capsys):
         ("--warmup", int),
         ("--budget-fraction", float),
         ("--oe-fraction", float),
+        ("--batch", int),
     ):
         parser.add_argument(option, type=kind, default=None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=None)  # each of a list is checked
     for argv, message in (
         (["--steps", "0"], "--steps must be positive, got 0"),
         (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
@@ -45,6 +47,8 @@ def test_benchmark_numbers_out_of_range_are_refused_naming_the_option(capsys):
         (["--budget-fraction", "1.5"], "--budget-fraction must be in (0, 1], got 1.5"),
         (["--oe-fraction", "1"], "--oe-fraction must be in (0, 1), got 1.0"),
         (["--oe-fraction", "0"], "--oe-fraction must be in (0, 1), got 0.0"),
+        (["--batch", "-1"], "--batch must be positive, got -1"),  # backbones.py: a torch traceback
+        (["--sizes", "64", "0"], "--sizes must be positive, got [64, 0]"),
     ):
         with pytest.raises(SystemExit) as stop:
             check_numbers(parser, parser.parse_args(argv))

@@ -419,7 +419,7 @@ def _select_channel(x, index: int):
 class DecathlonSliceDataset(MedicalDataset):
     """Medical Segmentation Decathlon / BraTS volumes cut into 2D axial slices, one reader.
 
-    Volumes load through MONAI (``LoadImaged``, ``EnsureChannelFirstd``, percentile intensity scaling to
+    Volumes load through MONAI (``LoadImage``, ``EnsureChannelFirst``, percentile intensity scaling to
     [0,1], in-plane resize keeping the physical aspect ratio (the header's voxel sizes), then pad to
     ``crop_size``). Slices are taken along the
     third voxel axis (axial in Decathlon files). ``foreground_labels`` chooses the label values that are the
@@ -558,21 +558,18 @@ class DecathlonSliceDataset(MedicalDataset):
             return self._cache[c]
         from monai.transforms import (
             Compose,
-            EnsureChannelFirstd,
+            EnsureChannelFirst,
             Lambdad,
-            LoadImaged,
+            LoadImage,
             Resized,
             ResizeWithPadOrCropd,
             ScaleIntensityRangePercentilesd,
         )
 
         _case, image_path, label_path = self.cases[c]
-        data = {}
-        for key, path in (("image", image_path), ("label", label_path)):  # one at a time: the error names its file
-            try:
-                data.update(Compose([LoadImaged(keys=key), EnsureChannelFirstd(keys=key)])({key: str(path)}))
-            except Exception as exc:
-                raise MedicalDataError(_unreadable_nifti(path, exc)) from exc
+        load, channel_first = LoadImage(image_only=True), EnsureChannelFirst()
+        # one file at a time, through the listing's reader: an error names its file, the image or the label
+        data = {"image": self._load(load, channel_first, image_path), "label": self._load(load, channel_first, label_path)}
         if tuple(data["image"].shape[1:]) != tuple(data["label"].shape[1:]):
             raise MedicalDataError(
                 f"{image_path}: image grid {tuple(data['image'].shape[1:])} differs from "

@@ -281,6 +281,7 @@ def read_image_folder(
         )
     problems = Problems(strict, f"ImageFolder {root}")
     splits: dict[str, list[Sample]] = {}
+    wanted = [unicodedata.normalize("NFC", name) for name in class_names]  # the folder names, compared in NFC
     with counting_hidden_files(root):  # one count of hidden files over every class folder
         for split in present:
             folder = root / split
@@ -294,7 +295,6 @@ def read_image_folder(
                         f"{folder}: class folders {other.name!r} and {entry.name!r} are one name in two Unicode "
                         "forms (NFC and NFD, e.g. copied from a Mac and typed): merge them"
                     )
-            wanted = {unicodedata.normalize("NFC", name) for name in class_names}
             unknown = [p.name for name, p in folders.items() if name not in wanted]
             if unknown:
                 raise ClassificationDataError(
@@ -303,7 +303,7 @@ def read_image_folder(
                 )
             items: list[Sample] = []
             for label, name in enumerate(class_names):
-                class_dir = folders.get(unicodedata.normalize("NFC", name), folder / name)
+                class_dir = folders.get(wanted[label], folder / name)
                 found = 0
                 # a Mac's ._image.png resource forks, .DS_Store: not the user's images (counted, not read)
                 for path in visible_entries(class_dir) if class_dir.is_dir() else []:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import logging
 import pydoc
 import shutil
 import sys
 import types
 import typing
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -22,7 +20,7 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from shared.cli_help import SUBCOMMAND_HELP
+from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
 from shared.device import cpu_has_bf16_units
 from shared.task import CheckpointMismatchError, check_checkpoint_file, drop_moved_hyperparameters
 
@@ -632,22 +630,6 @@ class RemovePartialPredictions(pl.Callback):
                 path.unlink(missing_ok=True)
             elif not any(path.iterdir()):
                 path.rmdir()
-
-
-class _DropLightningAdvert(logging.Filter):
-    """Lightning's "Tip: For seamless cloud logging ... litlogger" line, printed by every run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "seamless cloud logging" not in record.getMessage()
-
-
-def quiet_library_notes() -> None:
-    """Silence two lines every run printed that concern no user and read as trouble to a newcomer: Lightning's
-    own use of a torch API torch deprecated (``isinstance(treespec, LeafSpec)``) and its cloud-logger advert."""
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    if not any(isinstance(f, _DropLightningAdvert) for f in logger.filters):
-        logger.addFilter(_DropLightningAdvert())
 
 
 def run_cli(model_class, datamodule_class, domain: str, monitor: str, **options) -> SuiteCLI:

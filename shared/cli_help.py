@@ -7,6 +7,7 @@ help still come from the real parser, since they list every option of the task a
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -14,8 +15,10 @@ import shutil
 import sys
 import textwrap
 import traceback
+import warnings
 from contextlib import contextmanager
 from importlib import import_module
+from pathlib import Path
 
 from shared.allocator import keep_freed_memory
 
@@ -100,12 +103,50 @@ def domain_main(
     return main
 
 
+class _DropLightningAdvert(logging.Filter):
+    """Lightning's "Tip: For seamless cloud logging ... litlogger" line, printed by every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seamless cloud logging" not in record.getMessage()
+
+
+def quiet_library_notes() -> None:
+    """Silence two lines every run printed that concern no user and read as trouble to a newcomer: Lightning's
+    own use of a torch API torch deprecated (``isinstance(treespec, LeafSpec)``) and its cloud-logger advert."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningAdvert) for f in logger.filters):
+        logger.addFilter(_DropLightningAdvert())
+
+
+_SUITE_PACKAGES = ("shared", "domains", "apps", "benchmarks")
+_SUITE_ROOT = Path(__file__).resolve().parents[1]
+_python_formatwarning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """The suite's own warnings are written for the user (they name the file or option): shown as one
+    ``LabelWarning: <message>`` line, without the suite's source file, line number and source line that Python
+    puts around them. Warnings of other libraries keep Python's format."""
+    path = Path(filename).resolve()
+    ours = category.__module__.split(".")[0] in _SUITE_PACKAGES or (
+        _SUITE_ROOT in path.parents and path.relative_to(_SUITE_ROOT).parts[0] in _SUITE_PACKAGES
+    )
+    if ours and issubclass(category, UserWarning):
+        return f"{category.__name__}: {message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
+
+
 @contextmanager
 def report_input_errors():
-    """Bad input (a missing file, a malformed label line, a checkpoint of another task, a setting Lightning
-    refuses) ends the command with ``error: <type>: <message>`` on stderr and exit status 1, not a 30-line
-    traceback whose last line is the message. The suite's errors name the file, line or option themselves.
-    Other exceptions (bugs) keep their traceback; ``SUITE_TRACEBACK=1`` keeps it for all."""
+    """How a command line speaks to its user. Bad input (a missing file, a malformed label line, a checkpoint of
+    another task, a setting Lightning refuses) ends the command with ``error: <type>: <message>`` on stderr and
+    exit status 1, not a 30-line traceback whose last line is the message. The suite's errors name the file,
+    line or option themselves. Other exceptions (bugs) keep their traceback; ``SUITE_TRACEBACK=1`` keeps it for
+    all. The suite's own warnings print as one line each, and two library notes no user needs are silenced
+    (:func:`quiet_library_notes`)."""
+    warnings.formatwarning = _format_warning
+    quiet_library_notes()
     try:
         yield
     except Exception as err:

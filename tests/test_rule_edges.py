@@ -38,7 +38,7 @@ def test_class_names_typed_decomposed_match_a_composed_folder(tmp_path):
 
 
 def test_quiet_library_notes_adds_its_filter_once():
-    from shared.cli import _DropLightningAdvert, quiet_library_notes
+    from shared.cli_help import _DropLightningAdvert, quiet_library_notes
     quiet_library_notes(); quiet_library_notes()
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     assert sum(isinstance(f, _DropLightningAdvert) for f in logger.filters) == 1

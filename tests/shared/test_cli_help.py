@@ -135,6 +135,30 @@ def test_bad_input_ends_the_command_in_one_line_and_bugs_keep_their_traceback(ca
         raise ValueError("bad line 3")
 
 
+def test_commands_print_the_suites_warnings_in_one_line_and_others_as_python_does(monkeypatch):
+    import warnings
+
+    import torch
+
+    from domains.driving import formats
+    from shared import data
+    from shared.cli_help import report_input_errors
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    with report_input_errors():
+        pass
+    show = warnings.formatwarning
+    source = "warnings.warn(message, LabelWarning)"
+    assert show("a.txt line 3: dropped", formats.LabelWarning, formats.__file__, 124, source) == (
+        "LabelWarning: a.txt line 3: dropped\n"
+    )
+    assert show("split 'val' is empty", UserWarning, data.__file__, 45, source) == (
+        "UserWarning: split 'val' is empty\n"
+    )
+    library = show("a torch note", UserWarning, torch.__file__, 7, "warn()")
+    assert library.startswith(f"{torch.__file__}:7: UserWarning: a torch note") and "warn()" in library
+
+
 def test_an_unknown_backbone_and_a_pickled_checkpoint_end_in_one_line(capsys, monkeypatch):
     """A 69-line traceback ending in KeyError for `--model.network.init_args.backbone resnet19`, and one
     ending in torch's UnpicklingError for a checkpoint that is not weights-only."""

@@ -59,6 +59,40 @@ def test_benchmark_numbers_out_of_range_are_refused_naming_the_option(capsys):
     assert check_numbers(parser, ok) is ok  # the ends that are allowed, and unset options, pass
 
 
+@pytest.mark.parametrize(
+    "script, argv",
+    [
+        ("medical", ["--test-items", "0"]),
+        ("driving_instances", ["--max-items", "0"]),
+        ("driving_anomaly", ["--max-test-images", "-1"]),
+        ("transfer", ["--eval-items", "0"]),
+        ("driving_accident", ["--max-false-alarm", "1.5"]),
+    ],
+)
+def test_a_cap_of_zero_is_refused_not_read_as_all_the_data(script, argv, capsys, monkeypatch):
+    """--test-items 0 scored every test image, as if no cap had been given. Each script's own parser is
+    caught as it parses (nothing runs), then checked."""
+    import argparse
+    import importlib
+
+    from benchmarks.report import check_numbers
+
+    class Parsed(Exception):
+        pass
+
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(parser, args=None, namespace=None):
+        raise Parsed(parser, real_parse(parser, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with pytest.raises(Parsed) as parsed:
+        importlib.import_module(f"benchmarks.{script}").main(argv)
+    with pytest.raises(SystemExit) as stop:
+        check_numbers(*parsed.value.args)
+    assert stop.value.code == 2 and f"error: {argv[0]} must be" in capsys.readouterr().err
+
+
 def test_step_clock_without_warmup_times_from_the_first_step():
     """--warmup 0 crashed: the clock started at global step 0, which a step's end never reports."""
     clock = throughput._StepClock(0)

@@ -98,7 +98,9 @@ def _child(name: str, out_dir: Path, seconds: float, smoke: bool) -> int:
     common = [arg for cfg in configs for arg in ("-c", cfg)] + extra
     if smoke:  # one short epoch: outlier exposure must start in it for outlier_prob to be testable
         common += SMOKE_ARGS + (["--model.oe_start_epoch", "0"] if name == "anomaly" else [])
+    # the run's config.yaml goes beside its checkpoint, not into the repository's lightning_logs/
     common += ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    common += ["--trainer.default_root_dir", str(run_dir)]
     start = time.perf_counter()
     fit = main(
         [
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
     args = check_numbers(ap, ap.parse_args(argv))
+    args.out_dir = args.out_dir.resolve()  # the children run in the repository: a relative path would move
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.child:
         return _child(args.child, args.out_dir, args.seconds, args.smoke)

@@ -86,7 +86,9 @@ class MedicalVolume:
     """A decoded medical upload as display-oriented 2D slices.
 
     ``data`` is (C, D, H, W) in the file's own dtype (C channels / time points, D slices); ``lo`` / ``hi`` is
-    the intensity window that maps to [0, 1]. A plain 2D image has C = D = 1.
+    the intensity window that maps to [0, 1], ``channel_windows`` one per channel where the channels are
+    scaled apart (a 4D NIfTI's modalities: training scales the one channel it reads on its own). A plain 2D
+    image has C = D = 1.
     """
 
     name: str
@@ -98,6 +100,7 @@ class MedicalVolume:
     #: mm per pixel along a shown slice's rows and columns, from the file's header (None: a PNG / JPEG, or a
     #: header without one)
     spacing: tuple[float, float] | None = None
+    channel_windows: list[tuple[float, float]] | None = None
 
     @property
     def num_channels(self) -> int:
@@ -123,11 +126,12 @@ class MedicalVolume:
         if not 0 <= index < self.num_slices:
             raise UploadError(f"{self.name}: slice {index} outside 0..{self.num_slices - 1}")
         s = np.asarray(self.data[channel, index], dtype=np.float32)
+        lo, hi = self.channel_windows[channel] if self.channel_windows else (self.lo, self.hi)
         # NaN (no data) shows as the window's low end, +-inf as its ends (the clip); decode counts them. A copy:
         # the slice may be a view of the cached volume
-        s = np.nan_to_num(s, nan=self.lo)
-        scale = self.hi - self.lo
-        out = (s - self.lo) / scale if scale > 0 else np.zeros_like(s)
+        s = np.nan_to_num(s, nan=lo)
+        scale = hi - lo
+        out = (s - lo) / scale if scale > 0 else np.zeros_like(s)
         return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
 
 
@@ -734,18 +738,23 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         display = display[..., ::-1]
     if volume.dtype == bool:
         display = display.astype(np.uint8)
-    lo, hi = _window_from_percentiles(display)
-    notes.append(f"NIfTI intensities {lo:g}..{hi:g} (0.5-99.5 percentiles of the volume) mapped to 0..1")
+    windows = [_window_from_percentiles(channel) for channel in display]
+    lo, hi = windows[0]
+    if c > 1:  # each modality on its own scale (CT and MRI channels, T1 and FLAIR), as training scales it
+        notes.append(
+            f"4D volume: {c} channels / time points (use the channel slider), each mapped to 0..1 from its own "
+            f"0.5-99.5 percentiles: {', '.join(f'{a:g}..{b:g}' for a, b in windows)}"
+        )
+    else:
+        notes.append(f"NIfTI intensities {lo:g}..{hi:g} (0.5-99.5 percentiles of the volume) mapped to 0..1")
     notes += _non_finite_note(volume)
-    if c > 1:
-        notes.append(f"4D volume: {c} channels / time points (use the channel slider)")
     if z > 1:
         notes.append(f"3D volume: {z} axial slices (use the slice slider)")
     # nibabel writes 1 x 1 with no unit when nothing was given: a size not stated, not 1 mm
     stated = unit != "unknown" or not np.allclose(zooms[:2], 1.0)
     scale = {"meter": 1000.0, "micron": 0.001}.get(unit, 1.0)
     spacing = _spacing((zooms[1], zooms[0]), notes, scale) if stated else None  # display rows are y
-    return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing)
+    return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing, windows if c > 1 else None)
 
 
 # ------------------------------------------------------------------------------------- model input, output

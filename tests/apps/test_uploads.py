@@ -229,6 +229,18 @@ def test_nifti_4d_has_channels():
         vol.slice(0, channel=2)
 
 
+def test_each_channel_of_a_4d_nifti_is_scaled_on_its_own_as_training_scales_it():
+    """One window over all channels put a CT-range channel 0 (values near 100) at 0..0.03 beside an MRI-range
+    channel 1 (near 3000): the model saw it nearly black, where training scales the channel it reads alone."""
+    rng = np.random.default_rng(0)
+    volume = np.stack([100 + rng.random((16, 16, 3)) * 10, 3000 + rng.random((16, 16, 3)) * 300], axis=-1)
+    vol = up.decode_medical(S.nifti(volume.astype(np.float32)), "two.nii")
+    for channel in (0, 1):
+        values = np.stack([vol.slice(k, channel=channel) for k in range(3)])
+        assert values.min() == 0.0 and values.max() == 1.0 and 0.3 < values.mean() < 0.7, channel
+    assert any("2 channels" in n and "own 0.5-99.5 percentiles" in n for n in vol.notes)
+
+
 def test_nifti_2d_is_one_slice():
     vol = up.decode_medical(S.nifti(np.ones((30, 20), np.int16)), "one.nii")
     assert (vol.num_channels, vol.num_slices) == (1, 1) and vol.shape2d == (20, 30)

@@ -58,11 +58,12 @@ def _as_mask_stack(x: ArrayLike, name: str) -> torch.Tensor:
 
 
 def _pairwise_iou_tensor(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU matrix of flattened float masks via one matrix product; both-empty pairs -> 1."""
-    a = a.flatten(1)
-    b = b.flatten(1).to(a.device)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    """IoU matrix of float masks (..., K, H, W) x (..., L, H, W) -> (..., K, L) via one (batched) matrix
+    product; both-empty pairs -> 1."""
+    a = a.flatten(-2)
+    b = b.flatten(-2).to(a.device)
+    inter = a @ b.transpose(-1, -2)
+    union = a.sum(-1)[..., :, None] + b.sum(-1)[..., None, :] - inter
     # union == 0 only when both masks are empty: perfect agreement (handbook convention).
     # One-empty pairs have inter == 0 and union > 0, hence IoU 0 with no special case.
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
@@ -94,10 +95,13 @@ def generalized_energy_distance(samples: ArrayLike, annotations: ArrayLike) -> f
     """
     s, y = _as_mask_stack(samples, "samples"), _as_mask_stack(annotations, "annotations")
     _check_same_size(s, y, "samples", "annotations")
-    d_sy = 1.0 - _pairwise_iou_tensor(s, y)
-    d_ss = 1.0 - _pairwise_iou_tensor(s, s)
-    d_yy = 1.0 - _pairwise_iou_tensor(y, y)
-    return float(2.0 * d_sy.mean() - d_ss.mean() - d_yy.mean())
+    return float(_ged(_pairwise_iou_tensor(s, y), _pairwise_iou_tensor(s, s), _pairwise_iou_tensor(y, y)))
+
+
+def _ged(iou_sy: torch.Tensor, iou_ss: torch.Tensor, iou_yy: torch.Tensor) -> torch.Tensor:
+    """Squared GED from the three IoU matrices (..., N, M), (..., N, N), (..., M, M) -> (...)."""
+    dims = (-2, -1)
+    return 2.0 * (1.0 - iou_sy).mean(dims) - (1.0 - iou_ss).mean(dims) - (1.0 - iou_yy).mean(dims)
 
 
 def sample_diversity(samples: ArrayLike) -> float:
@@ -118,10 +122,13 @@ def hungarian_matched_iou(samples: ArrayLike, annotations: ArrayLike) -> float:
     """
     s, y = _as_mask_stack(samples, "samples"), _as_mask_stack(annotations, "annotations")
     _check_same_size(s, y, "samples", "annotations")
-    n, m = s.shape[0], y.shape[0]
-    reps = -(-n // m)  # ceil(n / m)
-    iou = _pairwise_iou_tensor(s, y).cpu().numpy()  # (N, M)
-    iou_tiled = np.tile(iou, (1, reps))  # (N, M * reps): columns are replicated readers
+    return _hungarian_iou(_pairwise_iou_tensor(s, y).cpu().numpy())
+
+
+def _hungarian_iou(iou: np.ndarray) -> float:
+    """:func:`hungarian_matched_iou` from the (N, M) IoU matrix of samples against readers."""
+    n, m = iou.shape
+    iou_tiled = np.tile(iou, (1, -(-n // m)))  # (N, M * ceil(N / M)): columns are replicated readers
     rows, cols = linear_sum_assignment(1.0 - iou_tiled)
     return float(iou_tiled[rows, cols].mean())
 
@@ -228,11 +235,15 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
 
         b, n = sample_masks.shape[:2]
         m = reader_masks.shape[1]
-        for i in range(b):
-            s, y = sample_masks[i], reader_masks[i]  # binary validation happens inside
-            self.ged_sum += generalized_energy_distance(s, y)
-            self.hungarian_iou_sum += hungarian_matched_iou(s, y)
-            self.diversity_sum += sample_diversity(s)
+        # the three IoU matrices once per image, a few images per batched product (float64 copies bounded);
+        # the per-image functions above would check the masks again and build two of them twice
+        for start in range(0, b, 4):
+            s = sample_masks[start : start + 4].to(torch.float64)
+            y = reader_masks[start : start + 4].to(torch.float64)
+            iou_sy, iou_ss = _pairwise_iou_tensor(s, y), _pairwise_iou_tensor(s, s)
+            self.ged_sum += _ged(iou_sy, iou_ss, _pairwise_iou_tensor(y, y)).sum()
+            self.diversity_sum += (1.0 - iou_ss).mean((-2, -1)).sum()
+            self.hungarian_iou_sum += sum(_hungarian_iou(one) for one in iou_sy.cpu().numpy())
 
         pred = (mean_prob >= self.threshold).float()  # (B,1,H,W)
         readers = reader_masks.float()

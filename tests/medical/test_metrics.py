@@ -177,6 +177,22 @@ def test_metric_class_accumulates_resets_and_merges_like_ddp():
     assert_expected(rank0.compute())
 
 
+def test_metric_class_batches_its_set_metrics_as_the_per_image_functions_score_them():
+    """The class computes each image's IoU matrices once, a few images per product: over a batch that is not
+    a multiple of that, with empty masks among them, it agrees with the functions image by image."""
+    gen = torch.Generator().manual_seed(0)
+    samples = (torch.rand(6, 5, 9, 7, generator=gen) > 0.6).float()
+    readers = (torch.rand(6, 3, 9, 7, generator=gen) > 0.6).float()
+    samples[2], readers[3, 1] = 0, 0
+    metric = SegmentationUncertaintyMetrics()
+    metric.update(samples, None, readers)
+    out = metric.compute()
+    pairs = list(zip(samples, readers))
+    assert out["ged"] == pytest.approx(np.mean([generalized_energy_distance(s, y) for s, y in pairs]), abs=1e-12)
+    assert out["hungarian_iou"] == pytest.approx(np.mean([hungarian_matched_iou(s, y) for s, y in pairs]), abs=1e-12)
+    assert out["diversity"] == pytest.approx(np.mean([sample_diversity(s) for s, _ in pairs]), abs=1e-12)
+
+
 def test_metric_class_dice_empty_reader_nonempty_prediction_is_zero():
     samples = torch.tensor(stack(A, A))[None].float()
     readers = torch.tensor(stack(EMPTY))[None].float()

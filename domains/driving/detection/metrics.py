@@ -158,12 +158,11 @@ def _statistics(
         if ignored_gt[i] == -1:
             continue
         det_idx, valid_detection, max_overlap, assigned_ignored = -1, no_detection, 0.0, False
-        for j in range(len(scores)):
+        # the devkit visits every detection and skips those overlapping too little: only the others, in order
+        for j in np.flatnonzero(img.iou[:, i] > min_overlap):
             if ignored_det[j] == -1 or assigned[j] or below[j]:
                 continue
             overlap = img.iou[j, i]
-            if overlap <= min_overlap:
-                continue
             if not compute_fp:
                 # recall thresholds: the highest-scoring candidate
                 if scores[j] > valid_detection:

@@ -222,6 +222,8 @@ class NotifyWhenDone(pl.Callback):
             self.notify(trainer, "finished")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if getattr(getattr(trainer, "state", None), "fn", "fit") != "fit":
+            return  # only a training run is reported: a failing test / validate / predict is the caller's to see
         # Ctrl-C and SIGTERM (docker stop, a scheduler's preemption; Lightning raises SIGTERMException at the
         # next step) are someone stopping the run, not the run failing
         if isinstance(exception, SIGTERMException):
@@ -351,7 +353,7 @@ class NotifyWhenDone(pl.Callback):
         if refused:
             log.warning("NotifyWhenDone: e-mail refused for %s", ", ".join(refused))
         rank_zero_info(
-            f"NotifyWhenDone: e-mail sent to {len(self.recipients)} recipient(s) ({report['status']})"
+            f"NotifyWhenDone: e-mail sent to {len(self.recipients) - len(refused)} recipient(s) ({report['status']})"
         )
 
 

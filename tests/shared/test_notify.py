@@ -89,6 +89,35 @@ def test_email_arrives_with_the_fields(tmp_path, smtp_server):
     assert report["status"] == "finished" and report["run"] == "mail-run" and report["last"] is not None
 
 
+def test_a_refused_recipient_is_not_counted_as_sent(tmp_path, caplog):
+    from aiosmtpd.controller import Controller
+
+    class RefuseBad:
+        async def handle_RCPT(self, server, session, envelope, address, options):
+            if address.startswith("bad@"):
+                return "550 no such user"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):
+            return "250 OK"
+
+    port = _free_port()
+    controller = Controller(RefuseBad(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        notify = NotifyWhenDone(
+            smtp_host="127.0.0.1", smtp_port=port, sender="t@example.org",
+            recipients=["a@example.org", "bad@example.org"], run_name="r",
+        )  # fmt: skip
+        with caplog.at_level(logging.INFO):
+            notify_fit(tmp_path, notify)
+    finally:
+        controller.stop()
+    assert "e-mail refused for bad@example.org" in caplog.text
+    assert "e-mail sent to 1 recipient(s)" in caplog.text
+
+
 class _Boom(pl.Callback):
     def on_train_batch_end(self, trainer, *args):
         raise RuntimeError("boom at step 1")
@@ -105,6 +134,21 @@ def test_failed_run_reports_failed_and_the_error_still_propagates(tmp_path, webh
         notify_fit(tmp_path, notify, callbacks=[notify, _Boom()])
     ((_, report),) = webhook.received
     assert report["status"] == "failed" and "boom at step 1" in report["error"]
+
+
+class _BoomInValidate(pl.Callback):
+    def on_validation_batch_end(self, trainer, *args):
+        if trainer.state.fn == "validate":  # not fit's validation
+            raise RuntimeError("boom in validate")
+
+
+def test_a_failing_validate_after_a_finished_fit_sends_nothing_more(tmp_path, webhook):
+    """Only fit is reported: a later trainer.validate() / test() that failed sent a second message, 'failed'."""
+    notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r")
+    trainer = notify_fit(tmp_path, notify, callbacks=[notify, _BoomInValidate()])
+    with pytest.raises(RuntimeError, match="boom in validate"):
+        trainer.validate(trainer.lightning_module, datamodule=trainer.datamodule)
+    assert [report["status"] for _, report in webhook.received] == ["finished"]
 
 
 def test_interrupted_run_reports_interrupted(tmp_path, webhook):

@@ -34,7 +34,7 @@ MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 # downscale it. Not raised for 48-megapixel phone photos: the driving page holds several arrays at the photo's
 # size per photo (RGB 3 bytes per pixel, the anomaly score map 4 and its class map 1, the full-size
 # downloads) and caches several photos, while the models work on a shrunk copy (at most 1280 px on the long
-# side for the detector and the instance segmenter, 640 px wide for the anomaly model): more pixels would cost
+# side for the detector and the instance segmenter, fitted into 640x192 for the anomaly model): more pixels would cost
 # memory, not accuracy.
 MAX_PIXELS = 40_000_000
 MAX_VOLUME_BYTES = 512 * 1024 * 1024  # decompressed NIfTI / DICOM pixel data
@@ -705,10 +705,9 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
     try:
         img = cls.from_bytes(raw)
-        shape = tuple(int(s) for s in img.shape)
-        canonical = len(shape) >= 3
-        if canonical:
-            img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
+        if img.ndim == 2:  # one slice: its affine orients it as the same slice stored (X, Y, 1) would be
+            img = cls(np.asanyarray(img.dataobj)[:, :, None], img.affine, img.header)
+        img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
         volume = np.asanyarray(img.dataobj)
         # the affine's voxel sizes, not pixdim: they agree with the reoriented axes whichever form the header uses
         zooms = nib.affines.voxel_sizes(img.affine)
@@ -722,20 +721,16 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         raise UploadError(f"{name}: NIfTI data type {volume.dtype} is not supported (scalar volumes only)")
     while volume.ndim > 4 and volume.shape[-1] == 1:
         volume = volume[..., 0]
-    if volume.ndim == 2:
-        volume = volume[:, :, None, None]
-    elif volume.ndim == 3:
+    if volume.ndim == 3:
         volume = volume[..., None]
     elif volume.ndim != 4:
         raise UploadError(f"{name}: a {volume.ndim}D NIfTI array {volume.shape}; 2D, 3D or 4D volumes only")
     x, y, z, c = volume.shape
     _check_pixels(y, x, name, max_pixels)
-    # (X, Y, Z, C) -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of [:, :, k]);
-    # a RAS+ volume also with X flipped: the patient's right on the viewer's left, the radiological view a DICOM
-    # slice of the same scan has (columns run toward the patient's left), so both uploads look the same
-    display = np.transpose(volume, (3, 2, 1, 0))[:, :, ::-1, :]
-    if canonical:
-        display = display[..., ::-1]
+    # (X, Y, Z, C) of RAS+ -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of
+    # [:, :, k]); and X flipped: the patient's right on the viewer's left, the radiological view a DICOM slice of
+    # the same scan has (columns run toward the patient's left), so both uploads look the same
+    display = np.transpose(volume, (3, 2, 1, 0))[:, :, ::-1, ::-1]
     if volume.dtype == bool:
         display = display.astype(np.uint8)
     windows = [_window_from_percentiles(channel) for channel in display]

@@ -86,15 +86,19 @@ def test_files_under_macosx_are_no_frames_even_without_a_dot():
     assert any(n.startswith("1 hidden file left out") for n in clip.notes)
 
 
-def test_a_2d_nifti_is_not_mirrored():
+@pytest.mark.parametrize("affine", [np.eye(4), np.diag([-0.5, -0.5, 2.5, 1.0])], ids=["RAS", "LPS"])
+def test_a_2d_nifti_is_shown_as_the_same_slice_stored_3d(affine):
+    """A 2D NIfTI's affine was not applied: a DICOM-derived (LPS) slice showed posterior up, a RAS one with the
+    patient's right on the right, where the same slice stored (X, Y, 1) showed as the DICOM does."""
     import nibabel as nib
 
     import apps.uploads as up
-    img = np.zeros((20, 24), np.float32)  # X, Y (no orientation to make canonical)
+    img = np.zeros((20, 24), np.float32)  # X, Y
     img[0, 23] = 10
-    raw = nib.Nifti1Image(img, np.eye(4)).to_bytes()
-    vol = up.decode_medical(raw, "a.nii")
-    assert vol.data[0, 0, 0, 0] == 10  # x = 0 stays on the left
+    flat = up.decode_medical(nib.Nifti1Image(img, affine).to_bytes(), "a.nii")
+    thick = up.decode_medical(nib.Nifti1Image(img[:, :, None], affine).to_bytes(), "b.nii")
+    assert np.array_equal(flat.data, thick.data) and flat.data.shape == (1, 1, 24, 20)
+    assert flat.data.max() == 10 and flat.data[0, 0, 0, 0] != 10  # x = 0 is not kept on the left
 
 
 def test_anisotropic_resize_averages_each_shrinking_axis():

@@ -200,8 +200,8 @@ def _check_pixels(height: int, width: int, name: str, max_pixels: int) -> None:
         )
     if height * width > max_pixels:
         raise UploadError(
-            f"{name}: the image is {width}x{height} = {height * width / 1e6:.0f} megapixels; the limit is "
-            f"{max_pixels / 1e6:.0f} megapixels (downscale it first)"
+            f"{name}: the image is {width}x{height} = {height * width / 1e6:.1f} megapixels; the limit is "
+            f"{max_pixels / 1e6:.1f} megapixels (downscale it first)"
         )
 
 
@@ -423,6 +423,11 @@ def _video_clip(data: bytes, name: str, max_frames: int, max_side: int) -> Frame
             f"{name}: unreadable video (no frame decodes; truncated, or a codec without a decoder)"
         )
     notes = []
+    if count > len(frames):  # the header's count, from a file cut short in a download or a copy
+        notes.append(
+            f"the video's header says {count} frames but only the first {len(frames)} decode (the file is "
+            "probably truncated): the clip below ends early"
+        )
     if not (math.isfinite(fps) and 0 < fps <= 240):
         fps = None
         notes.append("the video does not give a usable frame rate: set it below")
@@ -445,7 +450,11 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
         left_out = set(hidden)
         members = [info for info in files if info.filename not in left_out]
         if not members:
-            raise UploadError(f"{name}: the zip is empty (expected JPEG / PNG frames, one file per frame)")
+            what = "is empty"
+            if hidden:
+                shown = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
+                what = f"holds only {len(hidden)} hidden file(s) ({shown}: names starting with a dot and __MACOSX/ are not read)"
+            raise UploadError(f"{name}: the zip {what}; expected JPEG / PNG frames, one file per frame")
         others = [m.filename for m in members if not m.filename.lower().endswith(IMAGE_EXTENSIONS)]
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")

@@ -228,7 +228,7 @@ def test_the_pages_state_the_pixel_limit_the_uploads_enforce(demo_env):
     at.file_uploader(key="driving_upload").set_value(("big.png", big, "image/png")).run()
     assert not at.exception
     assert [e.value for e in at.error] == [
-        "big.png: the image is 8000x6000 = 48 megapixels; the limit is 40 megapixels (downscale it first)"
+        "big.png: the image is 8000x6000 = 48.0 megapixels; the limit is 40.0 megapixels (downscale it first)"
     ]
 
 

@@ -455,3 +455,33 @@ def test_clip_frames_are_shrunk_as_decoded_and_noted():
     clip = up.decode_clip(S.frames_zip(frames), "wide.zip", max_side=640)
     assert clip.frames.shape == (3, 320, 640, 3)
     assert any("scaled from 1400x700 to 640x320" in n for n in clip.notes)
+
+
+def test_a_truncated_video_says_how_many_of_its_frames_decode(tmp_path):
+    """A video cut short (its header: 30 frames) gave 16 frames and no word of the 14 lost."""
+    import cv2
+
+    path = tmp_path / "c.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 96))
+    for i in range(30):
+        frame = np.full((96, 320, 3), 60, np.uint8)
+        cv2.rectangle(frame, (10 + 8 * i, 30), (40 + 8 * i, 70), (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+    data = path.read_bytes()
+    whole = up.decode_clip(data, "dashcam.avi")
+    assert len(whole.frames) == 30 and not any("header says" in n for n in whole.notes)
+    cut = up.decode_clip(data[: len(data) // 2], "dashcam.avi")
+    assert 0 < len(cut.frames) < 30
+    assert any(f"header says 30 frames but only the first {len(cut.frames)} decode" in n for n in cut.notes)
+
+
+def test_a_zip_of_hidden_files_only_says_so_not_empty():
+    data = S.frames_zip([], extra={"__MACOSX/._f0.png": b"x", ".DS_Store": b"x", "frames/.f1.png": S.png(np.zeros((20, 20), np.uint8))})
+    with pytest.raises(up.UploadError, match=r"the zip holds only 3 hidden file\(s\) \(__MACOSX/._f0.png, .DS_Store"):
+        up.decode_clip(data, "frames.zip")
+
+
+def test_a_photo_just_over_the_pixel_limit_does_not_read_as_equal_to_it():
+    with pytest.raises(up.UploadError, match="7300x5500 = 40.1 megapixels; the limit is 40.0 megapixels"):
+        up._check_pixels(5500, 7300, "big.png", up.MAX_PIXELS)

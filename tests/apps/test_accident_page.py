@@ -253,6 +253,14 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
     written = write_clip(pred, tmp_path)
     assert [p.name for p in written] == ["risk.csv", "objects.csv", "ex.gif"]
     assert len((tmp_path / "ex" / "risk.csv").read_text().splitlines()) == 51
+    # the GIF plays in real time: at 10 fps every frame for 100 ms; at 60 fps every second frame (browsers play
+    # a delay under 20 ms as 100 ms: the clip ran 6x slow), 50 frames still lasting 50 / 60 s
+    from PIL import Image, ImageSequence
+
+    for fps, frames, total in ((10.0, 50, 5000), (60.0, 25, 830)):
+        write_clip({**pred, "fps": fps}, tmp_path / str(fps))
+        delays = [f.info["duration"] for f in ImageSequence.Iterator(Image.open(tmp_path / str(fps) / "ex.gif"))]
+        assert len(delays) == frames and min(delays) >= 20 and abs(sum(delays) - total) <= 10, (fps, delays)
     with pytest.raises(ValueError, match="fps must be a positive frame rate"):
         dm.accident_predict(task, clip["frames"], clip["boxes"], clip["box_valid"], clip["track_ids"], 0.0)
 

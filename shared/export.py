@@ -36,7 +36,11 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     tmp = str(temporary_file(path.parent, path.name, suffix=".onnx"))
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
+        # attention's fused inference kernel (taken in eval mode with an even number of heads) has no ONNX form:
+        # the exporter stopped at aten::_native_multi_head_attention; the plain path computes the same
+        torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad():
             # The TorchScript-based exporter handles the suite's control flow (interpolate to a skip's size,
             # dynamic batch) without tracing guards; dynamo=False selects it explicitly.
@@ -52,6 +56,7 @@ def export_onnx(
             )
         os.replace(tmp, path)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
@@ -61,7 +66,9 @@ def run_onnx(path: str | Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray
     """Run an exported model with onnxruntime on the CPU."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors come back as exceptions; its own log printed them a second time
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, inputs)
 
 
@@ -115,6 +122,8 @@ class CheckedExport:
             "checkpoint": str(checkpoint) if checkpoint else None,
         }
         self.written: list[Path] = []
+        #: graphs whose height and width had to be fixed at the export size (:meth:`graph`), file -> [H, W]
+        self.fixed_sizes: dict[str, list[int]] = {}
 
     def __enter__(self) -> Self:
         return self
@@ -132,7 +141,61 @@ class CheckedExport:
         outputs: list[str],
         dynamic_axes: dict[str, dict[int, str]],
     ) -> dict[str, float]:
-        """Export ``module`` to ``out_dir/file``; returns the largest |onnxruntime - PyTorch| per output."""
+        """Export ``module`` to ``out_dir/file``; returns the largest |onnxruntime - PyTorch| per output.
+
+        A graph of one ``image`` input is also checked at another size its dynamic axes allow (one more image,
+        twice the height and width): a network whose Python code depends on the input's shape (a ViT's token
+        count, Swin's window padding) is traced with the export size's constants, and its graph gave wrong
+        numbers, or failed, at every other size while passing the check at its own. Such a graph is exported
+        again with height and width fixed (:attr:`fixed_sizes`, named in the sidecar), with a warning."""
+        path = self._export(file, module, inputs, outputs, dynamic_axes)
+        measured = check_against_pytorch(path, module, inputs, outputs, self.atol, self.rtol)
+        image_axes = dynamic_axes.get("image", {}) if list(inputs) == ["image"] else {}
+        wrong = self._wrong_at_another_size(path, module, inputs["image"], image_axes) if image_axes else None
+        if wrong:
+            size = [int(n) for n in inputs["image"].shape[2:]]
+            warnings.warn(
+                f"{path}: the graph is exact at {size[0]}x{size[1]} but not at twice that ({wrong}): this network "
+                "fixes shapes at the export size, so height and width are fixed there; export with --size H W "
+                "for another size",
+                stacklevel=2,
+            )
+            fixed = {
+                name: {axis: label for axis, label in axes.items() if label not in ("height", "width")}
+                for name, axes in dynamic_axes.items()
+            }
+            path = self._export(file, module, inputs, outputs, fixed)
+            measured = check_against_pytorch(path, module, inputs, outputs, self.atol, self.rtol)
+            self.fixed_sizes[file] = size
+        return measured
+
+    def _wrong_at_another_size(self, path: Path, module: nn.Module, image: torch.Tensor, axes: dict) -> str | None:
+        """How the graph's first output goes wrong on one more image at twice the height and width (None: it
+        agrees, or the network itself cannot run there). The first output only: it is the network's own, and
+        scores computed from an argmax (SML) can flip at a pixel of near-equal logits whatever the shape."""
+        shape = [
+            n * 2 if axes.get(axis) in ("height", "width") else n + 1 if axis in axes else n
+            for axis, n in enumerate(image.shape)
+        ]
+        other = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+        try:
+            with torch.no_grad():
+                expected = module.eval()(other)
+        except Exception:  # noqa: BLE001 - no other size to compare at
+            return None
+        expected = (expected[0] if isinstance(expected, (tuple, list)) else expected).numpy()
+        try:
+            got = run_onnx(path, {"image": other.numpy()})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime refusing the shape (a Reshape's constants)
+            return f"onnxruntime: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        if got.shape != expected.shape:
+            return f"output shape {got.shape} where PyTorch gives {expected.shape}"
+        diff = np.abs(got.astype(np.float64) - expected)
+        if not (diff <= self.atol + self.rtol * np.abs(expected)).all():
+            return f"its first output differs from PyTorch by up to {diff.max():.3g}"
+        return None
+
+    def _export(self, file, module, inputs, outputs, dynamic_axes) -> Path:
         path = export_onnx(
             module,
             tuple(inputs.values()),
@@ -142,8 +205,9 @@ class CheckedExport:
             dynamic_axes=dynamic_axes,
             opset=self.opset,
         )
-        self.written.append(path)
-        return check_against_pytorch(path, module, inputs, outputs, self.atol, self.rtol)
+        if path not in self.written:
+            self.written.append(path)
+        return path
 
     def tolerance(self, measured: dict, measured_on: str) -> dict:
         """The sidecar's ``tolerance`` entry: the rule, its bounds and what was measured."""
@@ -167,6 +231,8 @@ class CheckedExport:
         :meth:`tolerance`, written to ``out_dir/file`` (:meth:`write_sidecar`); returns it."""
         tolerance = self.tolerance(measured, measured_on)
         sidecar = {**self.identity, **sidecar, "opset": self.opset, "tolerance": tolerance}
+        if self.fixed_sizes:  # these graphs take only this height and width (see graph())
+            sidecar["fixed_input_size"] = dict(self.fixed_sizes)
         self.write_sidecar(file, sidecar)
         return sidecar
 

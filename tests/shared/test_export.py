@@ -20,3 +20,58 @@ def test_check_against_pytorch_fails_when_one_output_element_is_off(tmp_path):
         linear.bias[0] += 1.0  # PyTorch's column 0 now differs from the graph's by exactly 1; column 1 agrees
     with pytest.raises(ValueError, match=r"linear\.onnx: onnxruntime differs from PyTorch in y by up to 1"):
         check_against_pytorch(path, linear, inputs, ["y"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("encoder, fixed", [("vit", True), ("resnet18", False)])
+def test_a_graph_that_holds_only_at_its_export_size_gets_that_size_fixed(tmp_path, encoder, fixed):
+    """A ViT's graph passed the check at its export size, then failed (or, for Swin, gave wrong numbers) at
+    every other size its dynamic height and width allowed."""
+    import warnings
+
+    from shared.export import CheckedExport, ExportCheck, run_onnx
+    from shared.segmentation import SegmentationNet
+
+    torch.manual_seed(0)
+    kwargs = (
+        {
+            "encoder_kwargs": {
+                "image_size": 64,
+                "patch_size": 16,
+                "hidden_dim": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "mlp_dim": 32,
+            }
+        }
+        if encoder == "vit"
+        else {}
+    )
+    net = SegmentationNet(num_classes=2, in_channels=3, encoder=encoder, **kwargs).eval()
+    hw = {0: "batch", 2: "height", 3: "width"}
+    image = torch.rand(1, 3, 64, 96)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with CheckedExport(tmp_path, ExportCheck(), "test", encoder, None) as export:
+            measured = export.graph(
+                "seg.onnx", net, {"image": image}, ["logits"], {"image": hw, "logits": hw}
+            )
+            sidecar = export.finish("seg.json", {}, measured, "random images")
+    said = [str(w.message) for w in caught if "exact at 64x96" in str(w.message)]
+    assert (sidecar.get("fixed_input_size") == {"seg.onnx": [64, 96]}) is fixed and bool(said) is fixed
+    with torch.no_grad():
+        assert torch.allclose(
+            torch.from_numpy(run_onnx(tmp_path / "seg.onnx", {"image": image.numpy()})[0]),
+            net(image),
+            atol=1e-4,
+        )
+    other = torch.rand(2, 3, 128, 192)
+    if fixed:
+        with pytest.raises(Exception, match="(?i)dimension|shape"):  # onnxruntime refuses the other size
+            run_onnx(tmp_path / "seg.onnx", {"image": other.numpy()})
+    else:
+        with torch.no_grad():
+            assert torch.allclose(
+                torch.from_numpy(run_onnx(tmp_path / "seg.onnx", {"image": other.numpy()})[0]),
+                net(other),
+                atol=1e-4,
+            )

@@ -8,7 +8,9 @@
   the training-set statistics the checkpoint carries (SML / Mahalanobis), exactly as ``task.anomaly_map``.
 
 Batch, H and W are dynamic, but H and W must be multiples of 32: PyTorch pads other sizes (replicate) and
-crops back, a shape-dependent step the export fixes at the traced size, so pad outside the graph.
+crops back, a shape-dependent step the export fixes at the traced size, so pad outside the graph. An encoder
+whose graph holds only at its export size (a ViT or Swin: token counts and windows traced as constants) gets H
+and W fixed there, said in a warning and the sidecar's ``fixed_input_size``.
 The image-level score (a quantile of the pixel score inside the predicted road region) stays outside: see
 ``domains.driving.anomaly.predict.image_anomaly_score``. The JSON sidecar ``segmenter.json`` lists the
 classes, the score, its smoothing and its range, the input size, and the largest onnxruntime vs PyTorch difference measured

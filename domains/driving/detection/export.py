@@ -11,7 +11,9 @@ image) trace to fragile ONNX and are cheap in any runtime; they are torchvision'
   long side would pass ``max_size``; for a photo lying the other way than the box, the two swapped: the
   model's own :class:`~domains.driving.detection.model.FitIntoBox`), normalised ``(x - image_mean) /
   image_std`` and zero-padded bottom / right to a multiple of 32 (``size_divisible``). H and W are dynamic;
-  the batch too (same padded size in a batch).
+  the batch too (same padded size in a batch). A backbone whose graph holds only at its export size (a ViT or
+  Swin: token counts and windows traced as constants) gets H and W fixed there, said in a warning and the
+  sidecar's ``fixed_input_size``.
 * outputs, A = the number of points over all pyramid levels, finest level first:
 
   - ``cls_logits`` (B, A, num_classes), ``bbox_regression`` (B, A, 4), ``bbox_ctrness`` (B, A, 1): the head;

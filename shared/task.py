@@ -13,7 +13,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from shared.backbones import load_backbone_weights
+from shared.backbones import NothingLoadedError, load_backbone_weights
 from shared.networks import TRUSTED_PACKAGES, build_network, network_spec
 from shared.optim import WarmupCosine
 
@@ -135,7 +135,10 @@ class BaseTask(pl.LightningModule):
         it was meant to replace), some differ in shape (a ResNet-50 file in a ResNet-18 left 23 convolutions
         random, under a frozen backbone too), or it holds backbone tensors with no place here (a ResNet-34 file
         filled a ResNet-18 with its first blocks, 98 tensors unused). A classifier head is left out quietly."""
-        report = load_backbone_weights(self.model.backbone, path, prefix=prefix)
+        try:
+            report = load_backbone_weights(self.model.backbone, path, prefix=prefix)
+        except NothingLoadedError as err:  # said below with the options to change
+            report = err.report
         rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
         if not report.loaded or report.shape_mismatch or report.unexpected:
             init_args = getattr(self.model, "init_args", None) or {}  # the registry name, as configured

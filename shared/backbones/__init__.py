@@ -12,6 +12,7 @@ from .weights import (
     BackboneFreezeUnfreeze,
     FreezableBackbone,
     LoadReport,
+    NothingLoadedError,
     WeightLoadingError,
     load_backbone_weights,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "BackboneFreezeUnfreeze",
     "FreezableBackbone",
     "LoadReport",
+    "NothingLoadedError",
     "UNet",
     "UNetDecoder",
     "UNetEncoder",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -70,8 +72,9 @@ class ViTBackbone(Backbone):
     def adapt_loaded(self, name: str, value: torch.Tensor) -> torch.Tensor | None:
         """A file's position embedding for another grid (a ViT trained at another image size), resampled to
         this one with torchvision's own ``interpolate_embeddings``; None for any other tensor."""
-        if name != "net.encoder.pos_embedding":
-            return None
+        grid = value.shape[1] - 1 if value.ndim == 3 else 0  # class token first, then a square grid
+        if name != "net.encoder.pos_embedding" or grid < 1 or math.isqrt(grid) ** 2 != grid:
+            return None  # a DeiT distillation token, no class token: reported as a shape mismatch
         from collections import OrderedDict
 
         from torchvision.models.vision_transformer import interpolate_embeddings

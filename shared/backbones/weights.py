@@ -21,6 +21,15 @@ class WeightLoadingError(RuntimeError):
     """Raised when a weight file cannot be used for the module it is loaded into."""
 
 
+class NothingLoadedError(WeightLoadingError):
+    """No tensor of the file fits the module (another network's file, or a checkpoint read without the prefix of
+    its backbone's part); ``report`` says what each key met."""
+
+    def __init__(self, message: str, report: LoadReport):
+        super().__init__(message)
+        self.report = report
+
+
 @dataclass
 class LoadReport:
     """What happened when weights were loaded: every key that did not load cleanly, by name."""
@@ -152,6 +161,12 @@ def load_backbone_weights(
         k for k in report.missing if not any(m.startswith(k + " ") for m in report.shape_mismatch)
     ]
     report.loaded = sorted(to_load)  # before the check: its message counts what would have loaded
+    if not to_load:  # nothing changes: training would start from the random weights the file was to replace
+        if hint := _prefix_hint(source, target, tv_prefix, prefix):
+            report.notes.append(hint)
+        raise NothingLoadedError(
+            f"{path}: no tensor of the file fits {type(module).__name__}: {report.summary(limit=3)}", report
+        )
     if strict and not report.clean:
         raise WeightLoadingError(f"{path}: weights do not match {type(module).__name__}: {report.summary()}")
     module.load_state_dict(to_load, strict=False)
@@ -160,6 +175,22 @@ def load_backbone_weights(
         report.notes.append(note)
         warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     return report
+
+
+def _prefix_hint(source: dict, target: dict, tv_prefix: str, given: str) -> str | None:
+    """``prefix=...`` that would make the file's keys fit (a Lightning checkpoint's ``model.backbone.``, a prefix
+    given without its final dot), as a sentence; None when no prefix would. ``source``'s keys are the file's
+    with the ``given`` prefix taken off."""
+    counts: dict[str, int] = {}
+    for key in source:
+        for cut in range(len(key)):
+            rest = key[cut:]
+            if cut and (rest in target or tv_prefix + rest in target):
+                counts[key[:cut]] = counts.get(key[:cut], 0) + 1
+    if not counts:
+        return None
+    prefix, n = max(counts.items(), key=lambda item: (item[1], -len(item[0])))
+    return f"with prefix={given + prefix!r} (the part of the file before the backbone's own keys) {n} tensors would load"
 
 
 class FreezableBackbone:

@@ -149,22 +149,30 @@ def test_the_strict_error_counts_what_would_have_loaded(tmp_path):
     state = create_backbone("tiny_cnn", in_channels=1).state_dict()
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "w.pt")
-    with pytest.raises(WeightLoadingError, match=r"36 tensors loaded; 1 unexpected in the file: extra.weight"):
+    with pytest.raises(
+        WeightLoadingError, match=r"36 tensors loaded; 1 unexpected in the file: extra.weight"
+    ):
         load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), tmp_path / "w.pt", strict=True)
 
 
 def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tmp_path):
     """torchvision turns transform_input on whenever it loads its ImageNet GoogLeNet; the backbone had it off,
     so the same weights gave features 124 % off torchvision's."""
-    tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=True).eval()
+    tv = torchvision.models.googlenet(
+        weights=None, aux_logits=False, init_weights=True, transform_input=True
+    ).eval()
     torch.save(tv.state_dict(), tmp_path / "googlenet.pth")
-    with pytest.warns(UserWarning, match=r"googlenet\.pth: torchvision's GoogLeNet weights expect transform_input"):
+    with pytest.warns(
+        UserWarning, match=r"googlenet\.pth: torchvision's GoogLeNet weights expect transform_input"
+    ):
         load_backbone_weights(create_backbone("googlenet", in_channels=3), tmp_path / "googlenet.pth")
     # an option (backbone_kwargs), so a checkpoint keeps it: the network's saved init_args hold it
     from shared.classification.model import ImageClassifier
     from shared.classification.task import ClassificationTask
 
-    task = ClassificationTask(ImageClassifier(2, "googlenet", backbone_kwargs={"transform_input": True}), ["a", "b"])
+    task = ClassificationTask(
+        ImageClassifier(2, "googlenet", backbone_kwargs={"transform_input": True}), ["a", "b"]
+    )
     assert task.hparams["network"]["init_args"]["backbone_kwargs"] == {"transform_input": True}
     assert task.model.backbone.net.transform_input
     net = create_backbone("googlenet", in_channels=3, transform_input=True).eval()
@@ -172,7 +180,9 @@ def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tm
         warnings.simplefilter("error", UserWarning)
         load_backbone_weights(net, tmp_path / "googlenet.pth")
     x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():  # the first map (deeper ones of random weights shrink towards 0 and would all agree)
+    with (
+        torch.no_grad()
+    ):  # the first map (deeper ones of random weights shrink towards 0 and would all agree)
         expected, untransformed = tv.conv1(tv._transform_input(x)), tv.conv1(x)
         first = net(x)[0]
     assert torch.allclose(first, expected, atol=1e-5) and not torch.allclose(first, untransformed, atol=1e-2)
@@ -186,10 +196,68 @@ def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tm
 def test_a_vit_file_of_another_image_size_loads_with_its_positions_resampled(tmp_path):
     """Its position embedding differs in shape only because the grid does: refused as another network's file
     (or left random) before; torchvision's interpolate_embeddings resamples it."""
-    small = create_backbone("vit", in_channels=3, image_size=32, patch_size=16, hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64)
+    small = create_backbone(
+        "vit",
+        in_channels=3,
+        image_size=32,
+        patch_size=16,
+        hidden_dim=32,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=64,
+    )
     torch.save(small.state_dict(), tmp_path / "vit32.pt")
-    large = create_backbone("vit", in_channels=3, image_size=64, patch_size=16, hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64)
+    large = create_backbone(
+        "vit",
+        in_channels=3,
+        image_size=64,
+        patch_size=16,
+        hidden_dim=32,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=64,
+    )
     report = load_backbone_weights(large, tmp_path / "vit32.pt", strict=True)
     assert report.adapted == ["net.encoder.pos_embedding"] and report.clean
     pos = large.net.encoder.pos_embedding
     assert pos.shape == (1, 1 + 4 * 4, 32) and torch.equal(pos[:, :1], small.net.encoder.pos_embedding[:, :1])
+
+
+def test_a_file_of_which_nothing_fits_is_an_error_that_guesses_the_prefix(tmp_path):
+    """A Lightning checkpoint read without its prefix, or with the prefix missing its final dot, loaded 0 tensors
+    and returned normally: the run went on with the random backbone."""
+    from shared.backbones import NothingLoadedError
+
+    net = create_backbone("tiny_cnn", in_channels=1)
+    torch.save(
+        {"state_dict": {f"model.backbone.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "run.ckpt"
+    )
+    other = create_backbone("tiny_cnn", in_channels=1)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    for prefix in ("", "model.backbone"):
+        with pytest.raises(
+            NothingLoadedError, match=r"no tensor of the file fits .*with prefix='model\.backbone\.'"
+        ) as err:
+            load_backbone_weights(other, tmp_path / "run.ckpt", prefix=prefix)
+        assert err.value.report.loaded == [] and isinstance(err.value, WeightLoadingError)
+    assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
+    assert load_backbone_weights(other, tmp_path / "run.ckpt", prefix="model.backbone.").clean
+
+
+@pytest.mark.parametrize("tokens", [1 + 4 * 4 + 1, 4 * 4], ids=["distillation token", "no class token"])
+def test_a_vit_position_embedding_that_is_no_class_token_and_square_grid_is_a_mismatch(tmp_path, tokens):
+    """A DeiT file (class + distillation token) or one without a class token crashed the loader in torchvision
+    ("seq_length is not a perfect square"), naming no file, with strict=False too."""
+    kwargs = {
+        "in_channels": 3,
+        "patch_size": 16,
+        "hidden_dim": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "mlp_dim": 64,
+    }
+    state = create_backbone("vit", image_size=64, **kwargs).state_dict()
+    state["net.encoder.pos_embedding"] = torch.zeros(1, tokens, 32)
+    torch.save(state, tmp_path / "deit.pt")
+    report = load_backbone_weights(create_backbone("vit", image_size=32, **kwargs), tmp_path / "deit.pt")
+    assert [m.split(" ")[0] for m in report.shape_mismatch] == ["net.encoder.pos_embedding"] and report.loaded

@@ -57,7 +57,7 @@ def test_the_image_score_reads_the_road_of_the_task_road_ids_which_checkpoints_k
     pred[4:] = 7
     score = np.zeros((8, 8))
     score[:4] = 1.0  # high everywhere off the road
-    assert task._image_score(score, pred, (8, 8)) == 0.0  # only the road (7) is read
+    assert task._image_score(score, task._road(pred, (8, 8))) == 0.0  # only the road (7) is read
     assert task.hparams["road_ids"] == [7] and anomaly_task(**TINY, oe_weight=0.0).road_ids == (0, 1)
     with pytest.raises(ValueError, match=r"--model.road_ids"):
         anomaly_task(**TINY, road_ids=[40], oe_weight=0.0)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -483,17 +482,12 @@ class AnomalySegmentationTask(BaseTask):
         self._image_scores: dict[str, list[float]] = {n: [] for n in names}
         self._image_targets: list[int] = []
         self._image_names: list[str] = []
-        self._test_time = 0.0
-        self._test_images = 0
 
     def test_step(self, batch, batch_idx):
         images, labels = batch_images(batch), batch_masks(batch, "label")
         names = batch["name"] if isinstance(batch, dict) else [f"{batch_idx}_{i}" for i in range(len(images))]
         unpadded = batch.get("unpadded_size") if isinstance(batch, dict) else None
-        start = time.perf_counter()
         logits, maps = self.model.maps_by_size(images, self._test_names, unpadded, smoothing=self.score_smoothing)
-        self._test_time += time.perf_counter() - start
-        self._test_images += images.shape[0]
         y = labels.cpu().numpy()
         maps = {name: value.cpu().numpy() for name, value in maps.items()}
         pred = logits.argmax(dim=1).cpu().numpy()
@@ -504,8 +498,9 @@ class AnomalySegmentationTask(BaseTask):
                 self._pixel_acc[name].update(value[own], y[own], name=f"test batch {batch_idx}")
         for i, image_name in enumerate(names):
             size = unpadded[i] if unpadded is not None else pred.shape[-2:]  # the image itself, not the padding
+            road = self._road(pred[i], size)  # once for all the scores: a hole fill of the whole image
             for name, value in maps.items():
-                self._image_scores[name].append(self._image_score(value[i], pred[i], size))
+                self._image_scores[name].append(self._image_score(value[i], road))
             kept, truth = maps[self.score][i], y[i]
             if resized[i]:  # back to the label's own pixels, as predict writes the map (the padding cut off)
                 truth = np.asarray(batch["native_label"][i], dtype=np.int64)
@@ -599,7 +594,6 @@ class AnomalySegmentationTask(BaseTask):
             "targets": list(self._image_targets),
             **{n: list(v) for n, v in self._image_scores.items()},
         }
-        results["seconds_per_image"] = self._test_time / max(1, self._test_images)
         self.test_results = results
         self._kept_maps = []
 
@@ -646,12 +640,16 @@ class AnomalySegmentationTask(BaseTask):
         self.print(f"wrote {len(rows)} heatmaps and {path}")
 
     # -------------------------------------------------------------------------------------------- app API
-    def _image_score(self, score: np.ndarray, pred: np.ndarray, size: Sequence[int]) -> float:
-        """The image-level score of one map over the image's own ``size`` (H, W) inside a padded batch."""
-        h, w = int(size[0]), int(size[1])
-        region = road_region(pred[:h, :w], self.road_ids)
+    def _road(self, pred: np.ndarray, size: Sequence[int]) -> np.ndarray:
+        """The road region (``road_ids``, objects on it filled in) of a class map over the image's own ``size``
+        (H, W) inside a padded batch: where :meth:`_image_score` reads a score map."""
+        return road_region(pred[: int(size[0]), : int(size[1])], self.road_ids)
+
+    def _image_score(self, score: np.ndarray, road: np.ndarray) -> float:
+        """The image-level score of one map over the :meth:`_road` region (its shape: the image's own size)."""
+        h, w = road.shape
         return image_anomaly_score(
-            score[:h, :w], region, self.image_score_method, self.image_score_q, self.image_score_k
+            score[:h, :w], road, self.image_score_method, self.image_score_q, self.image_score_k
         )
 
     @torch.no_grad()
@@ -680,7 +678,7 @@ class AnomalySegmentationTask(BaseTask):
         selected = maps[self.score]
         full = [tuple(images.shape[-2:])] * len(images)
         image_scores = [
-            self._image_score(s, p, size)
+            self._image_score(s, self._road(p, size))
             for s, p, size in zip(selected.cpu().numpy(), pred.cpu().numpy(), unpadded or full, strict=True)
         ]
         return {

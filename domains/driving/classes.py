@@ -30,24 +30,6 @@ DETECTION_CLASSES = ("Car", "Pedestrian", "Cyclist")
 ALL_DETECTION_CLASSES = GENERATED_TYPES
 # Renames applied to KITTI types before they are matched to DETECTION_CLASSES.
 DETECTION_CLASS_MAP = {"Van": "Car", "Person_sitting": "Pedestrian"}
-DETECTION_CLASS_TO_ID = {name: i for i, name in enumerate(DETECTION_CLASSES)}
-
-# KITTI type -> detector class name; None = not trained on (dropped and counted by the dataset, or an ignore box).
-KITTI_TO_DETECTION: dict[str, str | None] = {
-    t: (DETECTION_CLASS_MAP.get(t, t) if DETECTION_CLASS_MAP.get(t, t) in DETECTION_CLASSES else None)
-    for t in KITTI_TYPES
-}
-
-
-def detection_label(kitti_type: str) -> int | None:
-    """0-based label of a KITTI type in DETECTION_CLASSES, None for types not trained on (DontCare, Truck...).
-
-    Unknown names raise ValueError.
-    """
-    if kitti_type not in KITTI_TO_DETECTION:
-        raise ValueError(f"unknown KITTI object type {kitti_type!r}; expected one of {list(KITTI_TYPES)}")
-    name = KITTI_TO_DETECTION[kitti_type]
-    return None if name is None else DETECTION_CLASS_TO_ID[name]
 
 
 # Mean and standard deviation of (height, width, length) in metres per type, from KITTI training statistics.
@@ -91,26 +73,13 @@ def semantic_class_names(num_classes: int) -> list[str]:
 VOID = 255
 VOID_COLOR = (0, 0, 0)
 
-# KITTI type -> semantic class name (for Tram/Misc: the closest class, used only for visualisation).
-KITTI_TO_SEMANTIC = {
-    "Car": "car",
-    "Van": "truck",
-    "Truck": "truck",
-    "Tram": "truck",
-    "Misc": "truck",
-    "Pedestrian": "person",
-    "Person_sitting": "person",
-    "Cyclist": "cyclist",
-}
-
 # --- road anomalies ------------------------------------------------------------------------------------------
 # Objects the anomaly generator puts on the road and the training generator must never draw.
 ANOMALY_KINDS = ("cardboard_box", "tyre", "rock", "animal", "cone", "odd_shape")
 # Background "stuff" drawn as separate items in both generators (no boxes, no instances).
 STUFF_KINDS = ("tree", "streetlight", "sign")
 # SegmentMeIfYouCan labels_masks values.
-ANOMALY_MASK_NORMAL, ANOMALY_MASK_ANOMALY, ANOMALY_MASK_VOID = 0, 1, 255
-ANOMALY_COLOR = (255, 140, 0)  # RGB overlay colour for anomaly masks in demos
+ANOMALY_MASK_ANOMALY, ANOMALY_MASK_VOID = 1, 255
 
 assert len(SEMANTIC_COLORS) == len(SEMANTIC_CLASSES)
 assert not set(ANOMALY_KINDS) & (set(KITTI_TYPES) | set(STUFF_KINDS)), "anomaly kinds must be unknown classes"

@@ -40,7 +40,6 @@ from shared.files import visible_files
 KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 BOX_TOLERANCE_PX = 1.0  # boxes this far outside the image are clipped silently, further out they are dropped
-DROP_KINDS = ("bad_box", "outside_image", "unknown_class", "image_without_label")
 
 # KITTI's "not available" values for the 3D fields of 2D-only objects (see the devkit readme: DontCare).
 _NO_ALPHA = -10.0

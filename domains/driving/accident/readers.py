@@ -21,7 +21,6 @@ import json
 import math
 import re
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -816,7 +815,3 @@ def _plausible_box(box) -> bool:
     return all(math.isfinite(v) and abs(v) <= MAX_FRAME_SIDE for v in values) and x1 <= x2 and y1 <= y2
 
 
-def check_kinds(clips: Sequence[AccidentClip]) -> None:
-    bad = [c.clip_id for c in clips if c.kind not in KINDS]
-    if bad:
-        raise ValueError(f"clips with an unknown kind (expected {KINDS}): {bad[:5]}")

@@ -135,6 +135,10 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         self.register_buffer("alarm_threshold", torch.full((), 0.5))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # boxes in pixels -> fractions of the frame; a buffer, not a tensor built per frame (a host-to-device copy
+        # that waits for the GPU, once per time step)
+        h, w = self.input_size
+        self.register_buffer("box_scale", torch.tensor([w, h, w, h], dtype=torch.float32), persistent=False)
 
         if input_kind == "frames":
             self.backbone = create_backbone(backbone, **(backbone_kwargs or {}))
@@ -233,8 +237,7 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         return state
 
     def _geometry(self, boxes: torch.Tensor, valid: torch.Tensor, state: dict) -> torch.Tensor:
-        h_img, w_img = self.input_size
-        scale = boxes.new_tensor([w_img, h_img, w_img, h_img])
+        scale = self.box_scale.to(boxes.dtype)
 
         def centre_size(pixel_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             b = pixel_boxes / scale

@@ -229,11 +229,13 @@ class BaseTask(pl.LightningModule):
         return task.eval()
 
     def guard_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """Return ``loss`` if every term is finite; else raise (naming step and term) or return None to skip."""
-        bad = [name for name, value in terms.items() if not torch.isfinite(value.detach()).all()]
-        if not bad and torch.isfinite(loss.detach()).all():
+        """Return ``loss`` if every term is finite; else raise (naming step and term) or return None to skip.
+        One check of all terms together (one wait for a GPU per step, not one per term); the terms are named
+        only when it fails."""
+        values = [loss.detach().reshape(-1), *(value.detach().reshape(-1) for value in terms.values())]
+        if bool(torch.isfinite(torch.cat([v.float() for v in values])).all()):
             return loss
-        bad = bad or ["total"]
+        bad = [name for name, value in terms.items() if not torch.isfinite(value.detach()).all()] or ["total"]
         message = f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}) in term(s): {', '.join(bad)}"
         if self.nonfinite_loss == "raise":
             raise NonFiniteLossError(message + " (set nonfinite_loss: skip to skip such batches)")

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from shared.data import SplitLoaders, group_split, segmentation_augmentations
 from shared.files import counting_hidden_files, is_hidden, visible_entries
@@ -428,8 +428,8 @@ class DecathlonSliceDataset(MedicalDataset):
     ``round(empty_ratio * n_foreground)`` (at least ``min_empty``) seeded empty slices per volume; the counts
     are printed and kept in ``stats``. ``all_slices`` keeps every slice instead, labels or not: ``predict``
     uses it, since a prediction is a whole volume and the labels must not choose which slices it covers.
-    Labels are read at construction to index slices; images when used, with a small per-process volume
-    cache (shuffled access over large sets reloads volumes: pre-slice then).
+    Labels are read at construction to index slices; images when used, with a small per-process cache of
+    ``cache_volumes`` volumes, which training fills a few volumes at a time (:class:`VolumeGroupedSampler`).
     """
 
     def __init__(
@@ -713,6 +713,30 @@ class ReaderDataset(Dataset):
         return item
 
 
+class VolumeGroupedSampler(Sampler[int]):
+    """Shuffled training order that reads a few volumes at a time: the volumes in a random order, taken
+    ``volumes_at_once`` at a time, the slices of those shuffled together. A Decathlon slice loads, rescales and
+    resizes its whole volume unless the dataset's small per-process cache holds it, and plain shuffling missed
+    the cache on almost every slice (250 ms per slice against 21 in order, 12 volumes of 256x256x64). Batches
+    then mix the slices of a few volumes, as patch-based 3D pipelines' batches do. The order follows torch's
+    generator, which Lightning seeds, as a shuffling loader's does."""
+
+    def __init__(self, volumes: Sequence[int], volumes_at_once: int):
+        self.volumes = np.asarray(volumes, dtype=np.int64)
+        self.volumes_at_once = max(1, int(volumes_at_once))
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+        ids = np.unique(self.volumes)
+        order = ids[torch.randperm(len(ids), generator=generator).numpy()]
+        for start in range(0, len(order), self.volumes_at_once):
+            items = np.flatnonzero(np.isin(self.volumes, order[start : start + self.volumes_at_once]))
+            yield from items[torch.randperm(len(items), generator=generator).numpy()].tolist()
+
+
 def pad_collate(items: Sequence[dict]) -> dict:
     """``default_collate`` after padding every item's maps at the bottom and right to the batch's largest
     image, with ``"size"`` (B, 2) the (H, W) each item had: ``predict`` sees whole images, whose sizes may
@@ -943,6 +967,14 @@ class MedicalDataModule(SplitLoaders):
 
     def split_dataset(self, name: str) -> ReaderDataset:
         return self.dataset(name)
+
+    def train_sampler(self) -> Sampler | None:
+        """Decathlon volumes a few at a time (:class:`VolumeGroupedSampler`); the 2D formats: plain shuffling."""
+        view = self.dataset("train")
+        if isinstance(view.base, DecathlonSliceDataset):
+            volumes = [view.base.slices[i][0] for i, _ in view.items]
+            return VolumeGroupedSampler(volumes, view.base.cache_volumes)
+        return super().train_sampler()
 
     def predict_dataloader(self) -> DataLoader:
         """Whole images of the test split (see :meth:`dataset`), padded to the batch's largest by

@@ -283,6 +283,31 @@ def test_a_truncated_decathlon_volume_is_named_with_the_reader_s_own_error(tmp_p
             for i in range(len(dataset)):
                 dataset[i]
         message = str(caught.value)
-        assert message.startswith(f"{path}: cannot read NIfTI: truncated, or no NIfTI (ImageFileError"), message
+        assert message.startswith(f"{path}: cannot read NIfTI: truncated, or no NIfTI (ImageFileError"), (
+            message
+        )
         assert "applying transform" not in message
         path.write_bytes(whole)
+
+
+def test_decathlon_training_reads_each_volume_once_an_epoch(tmp_path, monkeypatch):
+    """Shuffled slices missed the small volume cache on almost every slice, each miss reloading, rescaling and
+    resizing a whole volume: training reads the volumes a cache's worth at a time, each slice once."""
+    root = _decathlon(tmp_path / "dec", n_cases=8, lesion_slices=(1, 2, 3, 4, 5, 6, 7))
+    kw = {"fractions": [0.75, 0.125, 0.125], "cache_volumes": 1}
+    dm = MedicalDataModule(
+        "decathlon", str(root), crop_size=16, num_workers=0, batch_size=2, augment=False, dataset_kwargs=kw
+    )
+    dm.setup("fit")
+    base = dm.dataset("train").base
+    loads = []
+    real_load = DecathlonSliceDataset._load
+    monkeypatch.setattr(
+        DecathlonSliceDataset, "_load", staticmethod(lambda *a: loads.append(a[-1]) or real_load(*a))
+    )
+    torch.manual_seed(0)
+    ids = [i for batch in dm.train_dataloader() for i in batch["id"]]
+    assert sorted(ids) == sorted(base.ids)  # every slice once
+    assert len(loads) == 2 * base.stats["volumes"] == 12  # image and label of each of the 6 volumes, once
+    torch.manual_seed(1)
+    assert [i for batch in dm.train_dataloader() for i in batch["id"]] != ids  # another order each epoch

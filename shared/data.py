@@ -273,11 +273,12 @@ def group_split(
         raise ValueError(
             f"group_split: {len(fractions)} fractions given for {len(names)} splits {list(names)}"
         )
-    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+    if not all(f >= 0 for f in fractions) or not abs(sum(fractions) - 1.0) <= 1e-6:  # NaN fails both
         raise ValueError(f"group_split: fractions must be non-negative and sum to 1, got {list(fractions)}")
     if len(groups) == 0:
         raise ValueError("group_split: no items to split (empty group list)")
-    unique = sorted(set(groups), key=lambda g: _stable_rank(g, seed))
+    # ties (ids that print alike: 1 and "1") by type and repr, not by the set's per-process hash order
+    unique = sorted(dict.fromkeys(groups), key=lambda g: (_stable_rank(g, seed), type(g).__name__, repr(g)))
     n = len(unique)
     bounds, acc = [], 0.0
     for f in fractions:

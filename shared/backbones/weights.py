@@ -75,7 +75,7 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
     if not path.is_file():
         where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
         raise FileNotFoundError(f"weight file not found: {path}{where}")
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -116,7 +116,8 @@ HEAD_PREFIXES = ("fc.", "classifier.", "heads.", "head.", "aux1.", "aux2.")
 
 
 def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    # timm's recipe: average RGB filters for 1 channel, tile-and-rescale for more, so activations keep their scale.
+    # timm's recipe: sum the RGB filters for 1 channel (a grey image's response equals the RGB one's), tile and
+    # rescale for more, so activations keep their scale.
     if in_channels == 1:
         return weight.sum(dim=1, keepdim=True)
     repeats = -(-in_channels // weight.shape[1])

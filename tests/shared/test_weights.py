@@ -89,6 +89,8 @@ def test_safetensors_weights_load_by_prefix_as_float32(tmp_path):
     first = next(k for k, v in net.state_dict().items() if v.is_floating_point())
     assert other.state_dict()[first].dtype == torch.float32
     assert torch.equal(other.state_dict()[first], net.state_dict()[first].half().float())
+    (tmp_path / "detector.safetensors").rename(tmp_path / "DETECTOR.SAFETENSORS")  # read as safetensors too
+    assert load_backbone_weights(other, tmp_path / "DETECTOR.SAFETENSORS", prefix="detector.backbone.body.").clean
     (tmp_path / "junk.safetensors").write_bytes(b"nope")
     with pytest.raises(WeightLoadingError, match="junk.safetensors: not a readable safetensors file"):
         load_backbone_weights(other, tmp_path / "junk.safetensors")

@@ -806,6 +806,7 @@ def detect_clip_objects(
         "track_ids": ids,
         "classes": classes,
         "detections": int(sum(len(b) for b in per_frame)),
+        "tracks": len({tid for frame_tracks in tracks for tid in frame_tracks}),  # before the cut to the slots
     }
 
 

@@ -436,6 +436,13 @@ else:
                 f"({clip['detections']} boxes), linked into tracks by IoU; {n_tracks} tracks in the "
                 f"{dm.ACCIDENT_SLOTS} object slots (the longest-seen first). The contact time is unknown."
             )
+            if clip["tracks"] > dm.ACCIDENT_SLOTS:
+                st.info(
+                    f"{clip['tracks']} tracks were found and the {dm.ACCIDENT_SLOTS} seen in the most frames of the "
+                    "whole clip are scored: a track seen only later can take the slot of one seen early, so cutting "
+                    "the clip can change the risk before the cut. A car running live picks its slots as objects "
+                    "appear."
+                )
     st.caption(
         f"{name}: {len(frames)} frames at {fps:g} fps ({fps_from}; {len(frames) / fps:.1f} s), "
         f"{frames.shape[2]}x{frames.shape[1]} pixels."

@@ -144,6 +144,18 @@ def test_uploaded_zip_runs_with_detector_objects_and_an_asked_frame_rate(demo_en
     assert _metrics(at)["Alarm"] == "t = 0.0 s (frame 0)"
 
 
+def test_a_clip_with_more_tracks_than_slots_says_the_slots_are_chosen_over_the_whole_clip(demo_env, monkeypatch):
+    """The 19 tracks seen longest over the whole clip are scored: the same 16 frames alarmed alone and not as
+    the start of a 30-frame clip, and the page said nothing of it."""
+    real = dm.detect_clip_objects
+    monkeypatch.setattr(dm, "detect_clip_objects", lambda *a, **k: {**real(*a, **k), "tracks": 25})
+    at = _ok(_upload(_page(), "many.zip", S.frames_zip(S.moving_box_frames(7))))
+    assert "25 tracks were found and the 19 seen in the most frames of the whole clip are scored" in _texts(at.info)
+    monkeypatch.setattr(dm, "detect_clip_objects", real)
+    at = _ok(_upload(_page(), "few.zip", S.frames_zip(S.moving_box_frames(9))))
+    assert "tracks were found" not in _texts(at.info)
+
+
 def test_uploaded_video_keeps_its_frame_rate(demo_env):
     at = _ok(_upload(_page(), "dash.mp4", S.mp4(S.moving_box_frames(6), fps=20.0)))
     assert not at.number_input  # the container says 20 fps
@@ -222,7 +234,7 @@ def test_detected_objects_become_fixed_slots_with_classes(demo_env):
     objects = dm.detect_clip_objects(detector, frames, threshold=0.0, max_objects=19)
     assert objects["boxes"].shape == (5, 19, 4) and objects["box_valid"].shape == (5, 19)
     ids = objects["track_ids"][objects["track_ids"] >= 0]
-    assert len(ids) and objects["detections"] >= len(ids)
+    assert len(ids) and objects["detections"] >= objects["tracks"] >= len(ids)
     assert set(ids.tolist()) <= set(objects["classes"])  # every slotted track has its detector class
     assert set(objects["classes"].values()) <= set(detector.class_names)
     # slot n holds one track: each valid box lies inside the frame

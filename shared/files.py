@@ -34,6 +34,20 @@ def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
     raise FileExistsError(f"{folder}: no free temporary name for {name} after 100 tries")
 
 
+@contextlib.contextmanager
+def written_whole(path: str | Path) -> Iterator[Path]:
+    """A new temporary file beside ``path`` (same suffix: writers that choose the format by it) to write in the
+    block; renamed to ``path`` when the block ends, removed if it fails: a reader, or a run stopped mid-write,
+    never finds half a file under the real name."""
+    path = Path(path)
+    tmp = temporary_file(path.parent, path.name, suffix=path.suffix or ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def is_hidden(path: str | Path, root: str | Path | None = None) -> bool:
     """Whether ``path`` (or a folder between ``root`` and it) is hidden: its name starts with a dot. Copies
     from a Mac put a ``._frame.jpg`` resource fork beside every file, and ``.DS_Store`` in every folder; no

@@ -1,4 +1,5 @@
-"""Images deeper than 8 bits (16-bit PNG / TIFF, float TIFF) brought to the uint8 every network here reads."""
+"""Images deeper than 8 bits (16-bit PNG / TIFF, float TIFF) brought to the uint8 every network here reads, and
+images written with an error that names the file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from shared.files import written_whole
 
 #: the warning categories that have said, in this process, that deep images are stretched (once each)
 _said: set[type[Warning]] = set()
@@ -59,3 +62,17 @@ def stretch_to_uint8(
     if image.dtype.kind in "ui":  # no NaN to mind: OpenCV's min-max normalisation
         return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
     return np.round(stretch_to_unit(image) * 255.0).astype(np.uint8)  # said above
+
+
+def write_image(path: str | Path, image: np.ndarray, rgb: bool = False, params=(), what: str = "image") -> None:
+    """``cv2.imwrite`` that fails loudly (OpenCV returns False for a full disk or a format it cannot write, and
+    writes nothing) and writes the file whole (:func:`~shared.files.written_whole`). ``rgb``: ``image`` is RGB
+    (OpenCV writes BGR); ``params``: OpenCV's."""
+    if rgb:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    try:
+        with written_whole(path) as tmp:  # whole or not at all
+            if not cv2.imwrite(str(tmp), np.ascontiguousarray(image), list(params)):
+                raise OSError(f"{path}: cannot write the {what} (disk full, or a format OpenCV cannot write)")
+    except FileNotFoundError:
+        raise OSError(f"{path}: cannot write the {what}: its folder does not exist") from None

@@ -254,3 +254,34 @@ def test_a_pedestrian_false_alarm_in_dontcare_is_ignored_through_the_task(monkey
               for i in range(20)]
     values = _kitti_through_the_task(monkeypatch, images)
     assert values["val/map50"] == pytest.approx(1.0), values
+
+
+def test_write_image_raises_naming_the_file_and_writes_rgb_as_rgb(tmp_path):
+    """cv2.imwrite returns False and writes nothing (an unwritable folder, a full disk): nine copies of this
+    check lived in the domains, now one."""
+    import cv2
+
+    from shared.images import write_image
+
+    with pytest.raises(OSError, match=r"missing/x\.png: cannot write the overlay"):
+        write_image(tmp_path / "missing" / "x.png", np.zeros((4, 4), np.uint8), what="overlay")
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    write_image(tmp_path / "red.png", rgb, rgb=True)
+    assert cv2.imread(str(tmp_path / "red.png"))[0, 0].tolist() == [0, 0, 200]  # BGR on disk: red
+
+
+def test_written_whole_renames_only_a_finished_file(tmp_path):
+    """predict wrote its maps, overlays and label files under their final names: a run stopped mid-write left
+    a truncated file there."""
+    from shared.files import written_whole
+
+    target = tmp_path / "x.txt"
+    with pytest.raises(RuntimeError), written_whole(target) as tmp:
+        tmp.write_text("half")
+        assert not target.exists() and tmp.suffix == ".txt"
+        raise RuntimeError("stopped")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file
+    with written_whole(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from shared.files import visible_files
+from shared.files import visible_files, written_whole
 
 KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -469,7 +469,8 @@ def write_kitti_label(
             parts.append(_fmt(obj.score))
         lines.append(" ".join(parts))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    with written_whole(path) as tmp:
+        tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
 
 
 def resolve_kitti_split(

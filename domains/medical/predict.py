@@ -35,11 +35,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+from shared.images import write_image
 
 
 def uncertainty_map(probs: torch.Tensor, kind: str = "entropy") -> torch.Tensor:
@@ -116,11 +117,6 @@ def _claim(claims: dict, output_dir: Path, folder: Path, owner, item_id: str) ->
             f"{output_dir / folder}: two images would write to this folder: {first[1]!r} and {item_id!r} "
             "(characters other than A-Z a-z 0-9 . _ - become '_'): rename one"
         )
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), np.ascontiguousarray(array, dtype=np.uint8)):
-        raise OSError(f"{path}: cv2.imwrite failed (disk full or unwritable folder?)")
 
 
 def _to_uint8(values: torch.Tensor, scale: float) -> np.ndarray:
@@ -247,11 +243,11 @@ class MedicalPredictionWriter(BasePredictionWriter):
             _remove_outputs(folder)
             folder.mkdir(parents=True, exist_ok=True)
             for s in range(samples.shape[1]):
-                _write_png(
+                write_image(
                     folder / f"sample_{s:02d}.png", item_samples[s].to(torch.uint8).cpu().numpy() * 255
                 )
-            _write_png(folder / "mean_prob.png", _to_uint8(item_mean, 255.0))
-            _write_png(folder / "uncertainty.png", _to_uint8(item_unc, unc_scale))
+            write_image(folder / "mean_prob.png", _to_uint8(item_mean, 255.0))
+            write_image(folder / "uncertainty.png", _to_uint8(item_unc, unc_scale))
             if is_nifti:
                 self._write_nifti(folder, item_samples, item_mean, item_unc, source, i)
             self.written.append(folder)

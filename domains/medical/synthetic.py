@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from shared.data import group_split
+from shared.images import write_image
 
 GENERATOR_VERSION = 1
 NUM_READERS = 4
@@ -547,9 +548,9 @@ def generate_lidc_png(
             kind = kinds[p * images_per_patient + i]
             sample = synth_lidc_sample(rng, size, params, kind)
             name = f"z{z0 + 2.5 * i:.1f}_c{i // 4}"  # LIDC style, e.g. z-105.0_c0
-            _imwrite(img_dir / f"{name}.png", sample["image"])
+            write_image(img_dir / f"{name}.png", np.asarray(sample["image"], np.uint8))
             for r in range(NUM_READERS):
-                _imwrite(gt_dir / f"{name}_l{r}.png", sample["masks"][r] * 255)
+                write_image(gt_dir / f"{name}_l{r}.png", np.asarray(sample["masks"][r] * 255, np.uint8))
             m = sample["masks"].reshape(NUM_READERS, -1)
             stats.add(sample["masks"])
             counts[split]["images"] += 1
@@ -574,11 +575,6 @@ def generate_lidc_png(
     (root / "README.txt").write_text("\n".join(readme))
     (root / MARKER).write_text(json.dumps(settings, sort_keys=True))
     return root
-
-
-def _imwrite(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), np.ascontiguousarray(array, dtype=np.uint8)):
-        raise OSError(f"{path}: cv2.imwrite failed (disk full or unwritable folder?)")
 
 
 def is_complete(root: str | Path, **kw) -> bool:

@@ -24,6 +24,7 @@ from shared.backbones import BackboneFreezeUnfreeze, list_backbones
 from shared.classification.data import read_image
 from shared.classification.metrics import ClassificationMetrics, confusion_table
 from shared.classification.model import ImageClassifier
+from shared.images import write_image
 from shared.labelled_task import LabelledTask
 from shared.task import gather_lists
 
@@ -252,5 +253,4 @@ def write_cam_overlay(image_path: str, cam: np.ndarray, out: Path, in_channels: 
     heat = cv2.resize(np.clip(cam, 0, 1).astype(np.float32), (image.shape[1], image.shape[0]))
     colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     blend = cv2.addWeighted(image, 0.6, colour, 0.4, 0)
-    if not cv2.imwrite(str(out), cv2.cvtColor(blend, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{out}: cannot write the Grad-CAM image")
+    write_image(out, blend, rgb=True, what="Grad-CAM image")

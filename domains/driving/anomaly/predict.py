@@ -15,6 +15,8 @@ from domains.driving.anomaly.outliers import ROAD_IDS
 from domains.driving.common import read_rgb
 from domains.driving.formats import LabelFormatError
 from shared.device import to_numpy
+from shared.files import written_whole
+from shared.images import write_image
 
 #: the synthetic set's road and lane marking (one constant with the outlier pasting's): the default of the task's
 #: ``road_ids`` (checkpoints keep theirs)
@@ -199,11 +201,11 @@ def write_predictions(
         size = (int(size[0]), int(size[1]))
         score_np = score_to_original(score, size, unpadded)
         npy = out / f"{safe}_score.npy"
-        np.save(npy, score_np)
+        with written_whole(npy) as tmp:
+            np.save(tmp, score_np)
         rgb = _original_rgb(image, size, unpadded, path, bool(stored))
         overlay = overlay_heatmap(rgb, score_np, alpha=alpha, vmin=vmin, vmax=vmax)
         png = out / f"{safe}_overlay.png"
-        if not cv2.imwrite(str(png), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{png}: could not write the overlay image")
+        write_image(png, overlay, rgb=True, what="overlay image")
         written.append({"name": str(name), "score": str(npy), "overlay": str(png)})
     return written

@@ -23,6 +23,7 @@ from domains.driving.common import default_kitti_root, read_rgb, read_sequence_g
 from domains.driving.formats import KITTI_TYPES, read_kitti_dir, resolve_kitti_split
 from shared.classification.data import ClassificationDataModule, CropFolder
 from shared.data import group_split
+from shared.images import write_image
 
 CLASSES = ["Car", "Van", "Truck", "Pedestrian", "Cyclist"]
 CROPS_ROOT = "data/driving/classification"
@@ -102,8 +103,7 @@ def write_kitti_crops(
         for k, obj in objects:
             crop = square_crop(image, obj.bbox, context, crop_size)
             rel = Path(split) / obj.type / f"{ann.image_id}_{k:03d}.png"
-            if not cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"{out / rel}: cv2.imwrite failed")
+            write_image(out / rel, crop, rgb=True, what="crop")
             rows.append(
                 {
                     "path": rel.as_posix(),

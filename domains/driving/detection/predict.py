@@ -17,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.common import read_rgb
 from domains.driving.formats import LabelFormatError, ObjectLabel, kitti_type_name, write_kitti_label
+from shared.images import write_image
 
 # RGB per class name; other names get a colour from the fallback cycle.
 CLASS_COLORS = {
@@ -153,8 +154,7 @@ def original_rgb(image: torch.Tensor, pred: dict, size: tuple[int, int] | None) 
 def write_rgb(path: Path, rgb: np.ndarray, what: str = "image") -> None:
     """Write an RGB uint8 picture (creating its folder); OSError naming ``path`` when OpenCV cannot."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write the {what}")
+    write_image(path, rgb, rgb=True, what=what)
 
 
 class KittiPredictionWriter(RoadPredictionWriter):

@@ -24,6 +24,8 @@ from domains.driving.detection.predict import (
     write_rgb,
 )
 from domains.driving.formats import kitti_type_name
+from shared.files import written_whole
+from shared.images import write_image
 
 
 def instance_id_map(
@@ -97,9 +99,9 @@ class InstancePredictionWriter(RoadPredictionWriter):
         ids, order = instance_id_map(pred, size, self.score_thresh)
         folder = self.output_dir / "instances"
         folder.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(folder / f"{image_id}.png"), ids):
-            raise OSError(f"{folder / f'{image_id}.png'}: could not write the instance map")
-        (folder / f"{image_id}.txt").write_text(instance_list(pred, order, self.class_names))
+        write_image(folder / f"{image_id}.png", ids, what="instance map")
+        with written_whole(folder / f"{image_id}.txt") as tmp:
+            tmp.write_text(instance_list(pred, order, self.class_names))
         rgb = original_rgb(image, pred, size)
         overlay = draw_instances(rgb, pred, self.class_names, self.score_thresh, id_map=(ids, order))
         write_rgb(self.output_dir / "overlays" / f"{image_id}.png", overlay, "overlay")

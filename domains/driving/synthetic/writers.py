@@ -25,6 +25,7 @@ from domains.driving.synthetic.labels import DONTCARE_MIN_HEIGHT
 from domains.driving.synthetic.layout import sample_layout
 from domains.driving.synthetic.render import colorize_semantic, render_frame, render_scene
 from domains.driving.synthetic.scene import DEFAULT_SIZE
+from shared.images import write_image
 
 DEFAULT_KITTI_ROOT = "data/driving/synthetic_kitti"
 DEFAULT_ANOMALY_ROOT = "data/driving/synthetic_anomaly"
@@ -33,22 +34,15 @@ STAMP = ".synthetic_generator"  # written first: marks a folder as ours so it ma
 _KITTI_STREAM, _ANOMALY_STREAM = 0x4B495454, 0x414E4F4D  # separate seed streams: no scene is in both sets
 
 
-def _imwrite(path: Path, array: np.ndarray, params: tuple[int, ...] = ()) -> None:
-    if not cv2.imwrite(str(path), array, list(params)):
-        raise OSError(f"{path}: cv2.imwrite failed (disk full or unwritable folder?)")
-
-
 def _write_kitti_frame(
     dirs: dict[str, Path], name: str, frame, image_ext: str = ".png", image_params: tuple[int, ...] = ()
 ) -> list[str]:
     """One frame in the KITTI training layout: image, semantic and instance maps, label lines (and the
     calibration when ``dirs`` has a ``calib`` folder); returns the label lines. The still-image set and the
     scenario clips (:mod:`.clips`, JPEG frames) both write through here, so their labels agree."""
-    _imwrite(
-        dirs["image_2"] / f"{name}{image_ext}", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), image_params
-    )
-    _imwrite(dirs["semantic"] / f"{name}.png", frame.semantic)
-    _imwrite(dirs["instance"] / f"{name}.png", frame.instance)
+    write_image(dirs["image_2"] / f"{name}{image_ext}", frame.image, rgb=True, params=image_params)
+    write_image(dirs["semantic"] / f"{name}.png", frame.semantic)
+    write_image(dirs["instance"] / f"{name}.png", frame.instance)
     lines = frame.kitti_lines()
     (dirs["label_2"] / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
     if "calib" in dirs:
@@ -299,9 +293,9 @@ def generate_anomaly(
                 f"generate_anomaly: image {i}: no visible anomaly after 20 layouts (size {size} too small?)"
             )
         name = f"synthetic_{i:05d}"
-        _imwrite(dirs["images"] / f"{name}.png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
-        _imwrite(dirs["labels_masks"] / f"{name}.png", frame.anomaly_mask(void_width))
-        _imwrite(dirs["semantic"] / f"{name}.png", frame.semantic)
+        write_image(dirs["images"] / f"{name}.png", frame.image, rgb=True)
+        write_image(dirs["labels_masks"] / f"{name}.png", frame.anomaly_mask(void_width))
+        write_image(dirs["semantic"] / f"{name}.png", frame.semantic)
         kinds = [o.kind for o in frame.objects if o.is_anomaly and not o.hidden]
         for k in kinds:
             kinds_total[k] = kinds_total.get(k, 0) + 1
@@ -361,6 +355,6 @@ def _preview(out: Path, seed: int, size: tuple[int, int]) -> list[Path]:
             vis = np.stack([m == 1, m == 255, np.zeros_like(m, bool)], -1).astype(np.uint8) * 255
             rows.append(vis)
         path = out / f"{k}_{lighting}_{weather}{'_anomaly' if anomalies else ''}.png"
-        _imwrite(path, cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+        write_image(path, np.concatenate(rows, 0), rgb=True)
         written.append(path)
     return written

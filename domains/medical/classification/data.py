@@ -14,13 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
 
 from domains.medical.data import LIDCPngDataset
 from domains.medical.synthetic import NUM_READERS, ensure_synthetic_lidc
 from shared.classification.data import ClassificationDataModule, CropFolder
+from shared.images import write_image
 
 CLASSES = ["absent", "present"]
 CROPS_ROOT = "data/medical/classification"
@@ -62,8 +62,7 @@ def write_lesion_crops(
             label = CLASSES[int(marking >= min_readers)]
             rel = Path(split) / label / f"{item['id'].replace('/', '__')}.png"
             image = np.clip(np.round(np.asarray(item["image"]) * 255), 0, 255).astype(np.uint8)
-            if not cv2.imwrite(str(out / rel), image):
-                raise OSError(f"{out / rel}: cv2.imwrite failed")
+            write_image(out / rel, image, what="slice")
             area = (
                 float(masks.reshape(len(masks), -1).sum(1)[masks.reshape(len(masks), -1).any(1)].mean())
                 if marking

@@ -159,8 +159,9 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
 
 def read_annotated_rgb(ann) -> np.ndarray:
     """The RGB image of an annotation record (``image_path``, ``width``, ``height``), which must be the size the
-    record says: :class:`LabelFormatError` naming the file otherwise."""
-    image = read_rgb(ann.image_path)
+    record says: :class:`LabelFormatError` naming the file otherwise. Read as stored when the record says so
+    (``as_stored``: its labels are a pixel map), else with its EXIF orientation applied."""
+    image = read_rgb(ann.image_path, ignore_orientation=ann.as_stored)
     if image.shape[:2] != (ann.height, ann.width):
         raise LabelFormatError(
             ann.image_path, None, f"image is {image.shape[1]}x{image.shape[0]} but its annotation says "

@@ -148,6 +148,9 @@ class ImageAnnotation:
     height: int
     objects: list[ObjectLabel] = field(default_factory=list)
     name: str | None = None
+    #: read the image as stored, its EXIF orientation not applied: its labels are a pixel map of the stored
+    #: pixels (an instance map), which the orientation would turn away from the picture
+    as_stored: bool = False
 
     @property
     def image_id(self) -> str:
@@ -160,19 +163,19 @@ class ImageAnnotation:
 EXIF_ORIENTATION = 0x0112  # the EXIF tag a camera writes when the picture is to be shown turned
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
+def image_size(path: str | os.PathLike, as_stored: bool = False) -> tuple[int, int]:
     """``(height, width)`` from the image header; :class:`LabelFormatError` if it cannot be decoded.
 
     Only the header is read (fast on 7k KITTI images); a file damaged after its header is caught when the
     dataset decodes it. An EXIF orientation that turns the picture (5-8: a phone held upright) swaps the two, as
-    OpenCV's decoder (``read_rgb``) applies it.
+    OpenCV's decoder (``read_rgb``) applies it, unless ``as_stored`` (the image is read as stored).
     """
     try:
         with Image.open(path) as im:
             width, height = im.size
             # getexif() decodes a whole PNG whose header holds no EXIF: only ask where the header may hold it
             has_exif = im.format in ("JPEG", "MPO", "TIFF", "WEBP") or "exif" in im.info
-            if has_exif and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            if not as_stored and has_exif and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width
     except FileNotFoundError:
         raise LabelFormatError(path, None, "image file not found") from None

@@ -232,3 +232,25 @@ def test_a_split_the_command_reads_that_was_never_built_is_empty():
     with pytest.raises(ValueError, match=r"`test` needs the test split, which is empty \(train 3, val 1, test 0"):
         check_stage_splits({"train": 3, "val": 1}, "test", "DetectionDataModule", "add a test list")
     check_stage_splits({"train": 3, "val": 1}, "fit", "DetectionDataModule", "add a test list")
+
+
+@pytest.mark.parametrize("orientation", [3, 6])  # turned 180 degrees; 90 degrees (a phone held upright)
+def test_an_instance_image_with_an_exif_orientation_is_read_as_stored_as_its_map_is(tmp_path, orientation):
+    """The orientation was applied to the image alone: turned 180 degrees its object fell outside its mask
+    (silently), turned 90 degrees a map that matches the stored pixels was refused for its size."""
+    from domains.driving.instances.data import InstanceDataset, read_kitti_instances
+
+    base = tmp_path / "training"
+    for folder in ("image_2", "label_2", "instance"):
+        (base / folder).mkdir(parents=True)
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[5:20, 5:30] = 255  # the object, top left in the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(image).save(base / "image_2" / "000000.jpg", exif=exif, quality=100)
+    instance = np.zeros((60, 100), np.uint16)
+    instance[5:20, 5:30] = 1
+    cv2.imwrite(str(base / "instance" / "000000.png"), instance)
+    (base / "label_2" / "000000.txt").write_text("Car 0 0 -10 5 5 30 20 -1 -1 -1 -1000 -1000 -1000 -10\n")
+    picture, target = InstanceDataset(read_kitti_instances(tmp_path), ["Car"])[0]
+    assert picture[:, target["masks"][0].bool()].float().mean() > 0.9  # the mask lies on the object

@@ -170,7 +170,7 @@ def read_kitti_instances(
             missing = label_path if not label_path.is_file() else map_path
             log.add("image_without_label", image_path, None, f"no {missing}")
             continue
-        size = image_size(image_path)
+        size = image_size(image_path, as_stored=True)  # as its instance map is
         lines = [
             (n, fields[0])
             for n, fields in _label_lines(label_path, (15, 16), "15 fields (16 with a score)", quote_line=True)
@@ -192,7 +192,7 @@ def read_kitti_instances(
             InstanceObject(lines[k - 1][1], rle, f"{label_path}:{lines[k - 1][0]}")
             for k, rle in zip(ids.tolist(), rles)
         ]
-        out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects))
+        out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects, as_stored=True))
     _finish(log, own, f"read_kitti_instances({root})")
     return out
 
@@ -250,7 +250,7 @@ def read_png_instances(
         if stem not in maps:
             log.add("image_without_label", image_path, None, f"no instance map {map_dir / stem}*.png")
             continue
-        size = image_size(image_path)
+        size = image_size(image_path, as_stored=True)  # as its instance map is
         label, per_class = read_panoptic_map(maps[stem], divisor)
         _check_map_size(maps[stem], label, image_path, size)
         objects = []
@@ -268,7 +268,7 @@ def read_png_instances(
             name = class_ids[cls] if value >= per_class else DONTCARE
             (rle,) = encode_masks((label == value)[None])
             objects.append(InstanceObject(name, rle, f"{maps[stem]}:value {value}"))
-        out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects))
+        out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects, as_stored=True))
     _finish(log, own, f"read_png_instances({root})")
     return out
 

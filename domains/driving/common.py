@@ -8,6 +8,7 @@ frame-level split leaks), read from a sequence mapping file where one exists, el
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -57,6 +58,8 @@ def read_rgb(path: str | Path, ignore_orientation: bool = False) -> np.ndarray:
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     flags |= cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0
     image = _imread(path, flags, "image file", "image")
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _ends_with_jpeg_end_marker(path):
+        check_decodes(Path(path))  # OpenCV filled a cut-short JPEG with grey, saying so on stderr only
     if image.dtype != np.uint8:
         image = stretch_to_uint8(image, path, LabelWarning)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -99,6 +102,16 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
             expected = "single-channel or 8-bit RGB" if colour else "single-channel"
             raise LabelFormatError(path, None, f"label mask must be {expected}, got {shape}")
     return label
+
+
+def _ends_with_jpeg_end_marker(path: str | Path) -> bool:
+    """Whether a JPEG file ends with its end-of-image marker (FF D9), zero padding aside: a copy cut short does
+    not. Two bytes read, so every training read can ask; a file with data after the marker (some phones append
+    theirs) is then decoded in full by :func:`check_decodes`."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        return f.read().rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def check_decodes(path: Path) -> None:

@@ -254,3 +254,16 @@ def test_an_instance_image_with_an_exif_orientation_is_read_as_stored_as_its_map
     (base / "label_2" / "000000.txt").write_text("Car 0 0 -10 5 5 30 20 -1 -1 -1 -1000 -1000 -1000 -10\n")
     picture, target = InstanceDataset(read_kitti_instances(tmp_path), ["Car"])[0]
     assert picture[:, target["masks"][0].bool()].float().mean() > 0.9  # the mask lies on the object
+
+
+def test_a_cut_short_training_jpeg_is_an_error_naming_it_not_grey_fill(tmp_path):
+    """OpenCV decodes a truncated JPEG with its missing rows grey and says so on stderr only, naming no file: a
+    training set copied short trained on grey."""
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "whole.jpg"), image)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "trailer.jpg").write_bytes(data + b"SEFT" + bytes(200))  # a phone's data after the end marker
+    assert read_rgb(tmp_path / "whole.jpg").shape == read_rgb(tmp_path / "trailer.jpg").shape == (64, 96, 3)
+    with pytest.raises(LabelFormatError, match=r"cut\.jpg.*cannot decode image"):
+        read_rgb(tmp_path / "cut.jpg")

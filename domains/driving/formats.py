@@ -272,16 +272,18 @@ def _owned_log(log: DropLog | None, strict: bool) -> tuple[DropLog, bool]:
     return log, False
 
 
-def images_by_stem(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> dict[str, Path]:
-    """``{stem: path}`` of the images in ``folder``; two images with one stem are an error (one label file or
-    mask would serve both, and predict would write one's outputs over the other's)."""
+def images_by_stem(
+    folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, stem: Callable[[Path], str] = lambda p: p.stem
+) -> dict[str, Path]:
+    """``{stem: path}`` of the images in ``folder`` (``stem``: a file's id, e.g. Cityscapes' name less its
+    ``_leftImg8bit``); two with one id are an error (one label file or mask would serve both, and predict would
+    write one's outputs over the other's)."""
     images: dict[str, Path] = {}
     for p in visible_files(folder, tuple(extensions)):  # a Mac copy's ._<name> forks are no images
-        if p.stem in images:
-            raise LabelFormatError(
-                p, None, f"two images share the id {p.stem!r}: {images[p.stem].name}, {p.name}"
-            )
-        images[p.stem] = p
+        key = stem(p)
+        if key in images:
+            raise LabelFormatError(p, None, f"two images share the id {key!r}: {images[key].name}, {p.name}")
+        images[key] = p
     return images
 
 

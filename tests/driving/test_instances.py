@@ -185,6 +185,27 @@ def test_png_layout_decodes_class_and_instance_and_checks_sizes(tmp_path):
         read_png_instances(tmp_path)
 
 
+def test_png_layout_refuses_two_files_of_one_id_and_names_an_empty_or_nested_images_folder(tmp_path):
+    """frame.png beside frame_instanceIds.png (or frame_leftImg8bit.png beside frame.jpg): one was dropped
+    silently. Cityscapes' city sub-folders gave no image and 'group_split: no items to split'."""
+    label = np.full((H, W), 26 * 1000 + 1, np.uint16)
+    write_image(tmp_path / "images" / "f_leftImg8bit.png", width=W, height=H)
+    (tmp_path / "instances").mkdir()
+    cv2.imwrite(str(tmp_path / "instances" / "f_gtFine_instanceIds.png"), label)
+    cv2.imwrite(str(tmp_path / "instances" / "f.png"), label)
+    with pytest.raises(LabelFormatError, match=r"two images share the id 'f'"):
+        read_png_instances(tmp_path)
+    (tmp_path / "instances" / "f.png").unlink()
+    write_image(tmp_path / "images" / "f.jpg", width=W, height=H)
+    with pytest.raises(LabelFormatError, match=r"two images share the id 'f'"):
+        read_png_instances(tmp_path)
+    nested = tmp_path / "nested"
+    write_image(nested / "images" / "aachen" / "f_leftImg8bit.png", width=W, height=H)
+    (nested / "instances" / "aachen").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"images: no images in it; its sub-folders \(aachen\) are not read"):
+        read_png_instances(nested)
+
+
 def test_converter_round_trip_and_data_module_reads_the_json(tmp_path):
     data = make_instance_kitti(tmp_path / "kitti", n=6)
     ids = [f"{i:06d}" for i in range(6)]

@@ -60,7 +60,7 @@ from domains.driving.formats import (
     refuse_orphans,
     resolve_kitti_split,
 )
-from shared.files import visible_files
+from shared.files import visible_entries, visible_files
 
 #: Cityscapes label ids of its instance classes, named as the suite's classes where they are the same thing
 #: (person -> Pedestrian, rider -> Cyclist); the others keep Cityscapes' names and are dropped unless listed in
@@ -240,8 +240,15 @@ def read_png_instances(
     for folder in (image_dir, map_dir):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: folder not found (the png layout is images/ + instances/)")
-    maps = {_stem(p): p for p in visible_files(map_dir, (".png",))}
-    images = {_stem(p): p for p in images_by_stem(image_dir).values()}
+    maps = images_by_stem(map_dir, (".png",), stem=_stem)  # frame.png beside frame_instanceIds.png: an error
+    images = images_by_stem(image_dir, stem=_stem)
+    if not images:
+        inside = sorted(p.name for p in visible_entries(image_dir) if p.is_dir())
+        raise FileNotFoundError(
+            f"{image_dir}: no images in it"
+            + (f"; its sub-folders ({', '.join(inside[:3])}) are not read: put every image directly in images/ "
+               "and every map in instances/ (Cityscapes' city folders: one folder for all cities)" if inside else "")
+        )  # fmt: skip
     for stem, map_path in maps.items():
         if stem not in images:
             raise LabelFormatError(map_path, None, f"instance map has no image {stem}* in {image_dir}")

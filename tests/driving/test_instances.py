@@ -103,6 +103,23 @@ def test_kitti_bad_maps_name_the_file(tmp_path):
         strict.setup("fit")
 
 
+def test_a_label_line_without_pixels_is_counted_and_data_without_objects_is_refused_for_fit(tmp_path):
+    """A Car line whose id no pixel of the map has was dropped uncounted; ten maps whose ids no class table
+    knows (or all zero) gave a data module of no object, which fit trained on the background alone."""
+    _write_pair(tmp_path / "a", np.zeros((H, W), np.uint16), [("Car", (0, 0, 5, 5))])
+    with pytest.warns(LabelWarning, match=r"label_without_pixels: 1 .*Car \(instance id 1\) has no pixel in"):
+        (ann,) = read_kitti_instances(tmp_path / "a")
+    assert ann.objects == []
+    dm = InstanceDataModule("kitti", str(tmp_path / "a"), ["Car"], num_workers=0, split_fractions=[1.0, 0.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"none of the 1 images of .* holds an object .*background only"):
+            dm.setup("fit")
+        dm = InstanceDataModule("kitti", str(tmp_path / "a"), ["Car"], num_workers=0, split_fractions=[0.0, 0.0, 1.0])
+        dm.setup("test")  # frames without objects may be scored
+        assert dm.datasets["test"].objects == 0
+
+
 def _coco(tmp_path: Path, annotations: list[dict]) -> Path:
     write_image(tmp_path / "img.png", width=W, height=H)
     data = {

@@ -310,20 +310,29 @@ class DetectorDataModule(SplitLoaders):
             self.splits = self._read_splits()
             for name, items in self.splits.items():
                 self.datasets[name] = self.make_dataset(name, items)
-            self.check_classes_found()
+            self.check_classes_found(stage)
         self.check_splits(self.splits, stage, self.split_hint())
 
     def split_hint(self) -> str:
         """What to change when a split comes out empty."""
         return sequence_split_hint(self.split_fractions)
 
-    def check_classes_found(self) -> None:
+    def check_classes_found(self, stage: str | None = None) -> None:
         """Refuse ``class_names`` that match none of the data's objects (``car`` against ``Car``): each dataset
-        only warns of what it drops, and fit would train on no object at all."""
+        only warns of what it drops, and fit would train on no object at all. Data with no object of any class
+        is refused for ``fit`` too (ids the maps' class table does not know; a layout read as something else);
+        ``test`` and ``predict`` may score frames without objects."""
         datasets = [self.datasets[name] for name in self.splits]
         if any(dataset.objects for dataset in datasets):
             return
         found = sum((dataset.dropped for dataset in datasets), Counter())
+        if not found and stage == "fit":
+            images = sum(len(items) for items in self.splits.values())
+            raise ValueError(
+                f"{type(self).__name__}: none of the {images} images of {self.data_path or 'the synthetic set'} "
+                f"holds an object (of --data.class_names {self.class_names} or any other): fit would learn the "
+                "background only. Check the layout (--data.data_format) and the class ids your maps use"
+            )
         if found:
             types = ", ".join(f"{name} ({n})" for name, n in sorted(found.items()))
             raise ValueError(

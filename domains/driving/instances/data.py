@@ -187,6 +187,11 @@ def read_kitti_instances(
                 f"instance id {int(bad)} has no label line ({label_path} has {len(lines)})",
             )
         ids = ids[ids <= len(lines)]
+        for k in sorted(set(range(1, len(lines) + 1)) - set(ids.tolist())):  # a line no pixel of the map has
+            log.add(
+                "label_without_pixels", label_path, lines[k - 1][0],
+                f"{lines[k - 1][1]} (instance id {k}) has no pixel in {map_path}",
+            )  # fmt: skip
         rles = encode_masks(instance[None] == ids[:, None, None])
         objects = [
             InstanceObject(lines[k - 1][1], rle, f"{label_path}:{lines[k - 1][0]}")

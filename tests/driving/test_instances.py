@@ -256,6 +256,28 @@ def test_converter_round_trip_and_data_module_reads_the_json(tmp_path):
     assert len(images) == 2 and all(t["masks"].shape[0] == len(t["boxes"]) for t in targets)
 
 
+def test_png_converter_takes_the_maps_class_ids_and_writes_nothing_when_no_object_fits(tmp_path, capsys):
+    """KITTI-STEP's maps (train id 13 = car) could not be given their ids: the conversion wrote a JSON of 0
+    masks and exited 0."""
+    label = np.zeros((H, W), np.uint16)
+    label[0:10, 0:20] = 13 * 1000 + 1
+    write_image(tmp_path / "step" / "images" / "f.png", width=W, height=H)
+    (tmp_path / "step" / "instances").mkdir()
+    cv2.imwrite(str(tmp_path / "step" / "instances" / "f.png"), label)
+    out = tmp_path / "out.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unknown class 13, counted
+        with pytest.raises(SystemExit) as stop:
+            convert_main(["--from", "png", "--src", str(tmp_path / "step"), "--dst", str(out)])
+    assert stop.value.code == 2 and not out.exists()
+    assert "no object of any class in its 1 images" in capsys.readouterr().err
+    convert_main(["--from", "png", "--src", str(tmp_path / "step"), "--dst", str(out), "--class-ids", "13=Car"])
+    assert [o.type for o in read_coco_instances(out)[0].objects] == ["Car"]
+    with pytest.raises(SystemExit):
+        convert_main(["--from", "png", "--src", str(tmp_path / "step"), "--dst", str(out), "--class-ids", "car=13"])
+    assert "--class-ids: 'car' is not a class id" in capsys.readouterr().err
+
+
 def test_converter_writes_vans_as_cars_like_training_on_the_kitti_folder(tmp_path, capsys):
     """The README's ``--classes Car Pedestrian Cyclist`` conversion must keep the vans the configs train as cars
     (``class_map: {Van: Car, ...}``), or convert-then-fit would learn them as background."""

@@ -4,6 +4,8 @@ r"""Convert instance masks (KITTI layout with instance maps, or panoptic PNGs) t
         --dst data/driving/synthetic_instances.json [--classes Car Pedestrian Cyclist] [--strict] \
         [--class-map Van=Car Person_sitting=Pedestrian]
     python -m domains.driving.instances.convert --from png --src cityscapes_like/ --dst out.json --divisor 1000
+    python -m domains.driving.instances.convert --from png --src kitti_step/ --dst out.json \
+        --class-ids 11=Pedestrian 13=Car          # KITTI-STEP's Cityscapes train ids (as data.png_class_ids)
 
 Masks are written as COCO compressed RLE (exact: reading the JSON back gives the same pixels), with ``bbox``
 and ``area`` from the RLE (``faster_coco_eval``'s mask API). Images stay where they are: ``file_name`` is
@@ -95,13 +97,16 @@ def write_coco_instances(
     return dropped
 
 
-def _parse_class_map(pairs: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+def _parse_class_map(
+    pairs: Sequence[str], parser: argparse.ArgumentParser, option: str = "--class-map", form: str = "TYPE=CLASS",
+    example: str = "Van=Car",
+) -> dict[str, str]:
     """``["Van=Car", ...]`` -> ``{"Van": "Car", ...}``; a pair without one ``=`` is a usage error naming it."""
     out = {}
     for pair in pairs:
         source, sep, target = pair.partition("=")
         if not sep or not source or not target or "=" in target:
-            parser.error(f"--class-map: {pair!r} is not TYPE=CLASS (e.g. Van=Car)")
+            parser.error(f"{option}: {pair!r} is not {form} (e.g. {example})")
         out[source] = target
     return out
 
@@ -127,10 +132,24 @@ def main(argv: list[str] | None = None) -> Path:
         "no pairs: keep every name)",
     )
     parser.add_argument("--divisor", type=int, default=1000, help="png layout: class multiplier")
+    parser.add_argument(
+        "--class-ids",
+        nargs="+",
+        metavar="ID=NAME",
+        default=None,
+        help="png layout: the class ids of the maps (as the configs' data.png_class_ids; default: Cityscapes' "
+        "ids, 24 person, 26 car, ...; KITTI-STEP: 11=Pedestrian 13=Car)",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first bad map or id")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     class_map = _parse_class_map(args.class_map, parser)
+    class_ids = None
+    if args.class_ids is not None:
+        named = _parse_class_map(args.class_ids, parser, option="--class-ids", form="ID=NAME", example="13=Car")
+        if bad := [k for k in named if not k.isdigit()]:
+            parser.error(f"--class-ids: {bad[0]!r} is not a class id (a number, e.g. 13=Car)")
+        class_ids = {int(k): v for k, v in named.items()}
     if args.dst.exists() and not args.overwrite:
         parser.error(f"{args.dst} exists (use --overwrite)")
     log = DropLog(strict=args.strict)
@@ -138,7 +157,7 @@ def main(argv: list[str] | None = None) -> Path:
         if args.source == "kitti":
             items = read_kitti_instances(args.src, log=log)
         else:
-            items = read_png_instances(args.src, divisor=args.divisor, log=log)
+            items = read_png_instances(args.src, class_ids, divisor=args.divisor, log=log)
     except (LabelFormatError, FileNotFoundError) as err:
         parser.exit(2, f"error: {err}\n")
     log.report(f"convert --from {args.source} {args.src}", stacklevel=2)
@@ -146,6 +165,14 @@ def main(argv: list[str] | None = None) -> Path:
     classes = args.classes or [t for t in KITTI_TYPES if t in present] + sorted(present - set(KITTI_TYPES))
     # the source's drives go beside the JSON (<stem>.sequences.txt), so the converted set still splits by
     # drive; read before anything is written, so a bad map leaves no JSON behind
+    if not any(class_map.get(o.type, o.type) in classes for a in items for o in a.objects):
+        hint = ""
+        if args.source == "png":
+            hint = " (are these the maps' class ids? --class-ids: KITTI-STEP's are 11=Pedestrian 13=Car)"
+        parser.exit(
+            2, f"error: {args.src}: no object of {classes or 'any class'} in its {len(items)} images{hint}; "
+            f"nothing was written to {args.dst}\n",
+        )  # fmt: skip
     ids = [a.image_id for a in items]
     split_root = resolve_kitti_split(args.src) if args.source == "kitti" else args.src
     sequences = args.dst.with_suffix(".sequences.txt")

@@ -283,6 +283,13 @@ def test_coco_errors_name_file_and_element(tmp_path):
     assert str(err.value).startswith(f"{path}:2:")
 
 
+def test_a_coco_json_with_a_byte_order_mark_reads(tmp_path):
+    """Refused as 'invalid JSON' at line 1, while label text files with one read."""
+    path = _coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert len(read_coco(path)[0].objects) == 1
+
+
 def test_coco_unknown_category_and_outside_box_are_counted(tmp_path):
     anns = [
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]},

@@ -453,7 +453,10 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
             what = "is empty"
             if hidden:
                 shown = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
-                what = f"holds only {len(hidden)} hidden file(s) ({shown}: names starting with a dot and __MACOSX/ are not read)"
+                what = (
+                    f"holds only {len(hidden)} hidden file(s) ({shown}: names starting with a dot, __MACOSX/ and "
+                    "Windows' Thumbs.db / desktop.ini are not read)"
+                )
             raise UploadError(f"{name}: the zip {what}; expected JPEG / PNG frames, one file per frame")
         others = [m.filename for m in members if not m.filename.lower().endswith(IMAGE_EXTENSIONS)]
         if others:
@@ -515,8 +518,8 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
     notes.append(f"{len(frames)} frames in name order ({members[0].filename} ... {members[-1].filename})")
     if hidden:
         notes.append(
-            f"{len(hidden)} hidden file{'s' if len(hidden) != 1 else ''} left out (names starting with a dot or "
-            f"under __MACOSX/, e.g. {hidden[0]})"
+            f"{len(hidden)} hidden file{'s' if len(hidden) != 1 else ''} left out (names starting with a dot, "
+            f"under __MACOSX/ or Windows' Thumbs.db / desktop.ini, e.g. {hidden[0]})"
         )
     stacked = np.stack(frames)
     return FrameClip(name, stacked, None, notes + _scaled_note(source, stacked, max_side), "zip")

@@ -17,7 +17,8 @@ _hidden_tally: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVa
 
 
 class HiddenFilesWarning(UserWarning):
-    """A listing left out hidden files (names starting with a dot); the count and examples are in the message."""
+    """A listing left out hidden files (names starting with a dot, Windows' Thumbs.db and desktop.ini); the count
+    and examples are in the message."""
 
 
 def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
@@ -48,13 +49,18 @@ def written_whole(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+#: the files Windows' Explorer leaves in picture folders (hidden system files there), by lower-case name
+WINDOWS_SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+
 def is_hidden(path: str | Path, root: str | Path | None = None) -> bool:
-    """Whether ``path`` (or a folder between ``root`` and it) is hidden: its name starts with a dot. Copies
-    from a Mac put a ``._frame.jpg`` resource fork beside every file, and ``.DS_Store`` in every folder; no
-    reader can decode them, and they are not the user's data, so listings leave them out."""
+    """Whether ``path`` (or a folder between ``root`` and it) is hidden: its name starts with a dot, or it is
+    one of Windows' system files. Copies from a Mac put a ``._frame.jpg`` resource fork beside every file, and
+    ``.DS_Store`` in every folder; Windows writes ``Thumbs.db`` and ``desktop.ini``. No reader can decode them,
+    and they are not the user's data, so listings leave them out."""
     path = Path(path)
     parts = path.relative_to(root).parts if root is not None else (path.name,)
-    return any(part.startswith(".") for part in parts)
+    return any(part.startswith(".") for part in parts) or path.name.lower() in WINDOWS_SYSTEM_FILES
 
 
 def _warn_hidden(where: str | Path, hidden: list) -> None:
@@ -67,7 +73,8 @@ def _warn_hidden(where: str | Path, hidden: list) -> None:
     more = f" and {len(hidden) - 3} more" if len(hidden) > 3 else ""
     warnings.warn(
         f"{where}: {len(hidden)} hidden file{'s' if len(hidden) != 1 else ''} left out ({', '.join(names)}{more}): "
-        "names starting with a dot are not read (a Mac copy's ._<name> forks and .DS_Store); rename a file "
+        "names starting with a dot (a Mac copy's ._<name> forks and .DS_Store) and Windows' Thumbs.db and "
+        "desktop.ini are not read; rename a file "
         "to read it",
         HiddenFilesWarning,
         stacklevel=3,

@@ -387,7 +387,7 @@ def test_zip_of_frames_is_read_in_natural_name_order_without_a_frame_rate():
     assert clip.fps is None and clip.format == "zip"
     np.testing.assert_array_equal(clip.frames[:, 0, 0, 0], [10 * i for i in range(11)])
     assert any("11 frames in name order" in n for n in clip.notes)
-    assert "1 hidden file left out (names starting with a dot or under __MACOSX/, e.g. __MACOSX/._x)" in clip.notes
+    assert "1 hidden file left out (names starting with a dot, under __MACOSX/ or Windows' Thumbs.db / desktop.ini, e.g. __MACOSX/._x)" in clip.notes
 
 
 def test_large_frames_are_scaled_down_with_a_note():
@@ -485,3 +485,11 @@ def test_a_zip_of_hidden_files_only_says_so_not_empty():
 def test_a_photo_just_over_the_pixel_limit_does_not_read_as_equal_to_it():
     with pytest.raises(up.UploadError, match="7300x5500 = 40.1 megapixels; the limit is 40.0 megapixels"):
         up._check_pixels(5500, 7300, "big.png", up.MAX_PIXELS)
+
+
+def test_windows_thumbnail_files_in_a_zip_are_left_out_and_counted_not_a_refusal():
+    """A Thumbs.db or desktop.ini refused the whole zip as 'not an image', while .DS_Store was skipped."""
+    frames = [np.full((20, 20), 10 * i, np.uint8) for i in range(3)]
+    data = S.frames_zip(frames, extra={"Thumbs.db": b"x", "frames/desktop.ini": b"[x]"})
+    clip = up.decode_clip(data, "frames.zip")
+    assert len(clip.frames) == 3 and any(n.startswith("2 hidden files left out") for n in clip.notes)

@@ -640,20 +640,24 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     elif samples != 1:
         raise UploadError(f"{name}: DICOM with {samples} samples per pixel is not supported")
     pixels = pixels.reshape(-1, rows, cols)
+    slope, intercept = _dicom_value(ds, "RescaleSlope"), _dicom_value(ds, "RescaleIntercept")
     try:
-        values = apply_modality_lut(pixels, ds).astype(np.float32)
+        if "RescaleSlope" not in ds and slope is not None:  # an enhanced (multi-frame) object's functional group
+            values = pixels.astype(np.float32) * float(slope) + float(intercept or 0.0)
+        else:
+            values = apply_modality_lut(pixels, ds).astype(np.float32)
     except Exception:  # noqa: BLE001 - a malformed rescale: keep stored values, say so
         values = pixels.astype(np.float32)
         notes.append("the DICOM rescale slope / intercept could not be applied: stored values used")
-    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if centre is not None and width is not None:
-        c = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
-        w = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+    centre, width = _dicom_value(ds, "WindowCenter"), _dicom_value(ds, "WindowWidth")
+    if centre is not None and width is not None and float(width) >= 1:  # the standard's smallest width
+        c, w = float(centre), float(width)
         lo, hi = c - w / 2.0, c + w / 2.0
         notes.append(f"DICOM window applied (centre {c:g}, width {w:g})")
     else:
         lo, hi = _window_from_percentiles(values)
-        notes.append(f"no DICOM window: intensities {lo:g}..{hi:g} (0.5-99.5 percentiles) mapped to 0..1")
+        bad = f" (its window width {float(width):g} is no window)" if width is not None else ""
+        notes.append(f"no DICOM window{bad}: intensities {lo:g}..{hi:g} (0.5-99.5 percentiles) mapped to 0..1")
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         # the window was set on the stored scale: mirror values and window together, so the slice shows
         # 1 - (the windowed value), as a MONOCHROME1 viewer does
@@ -662,8 +666,36 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     notes += _non_finite_note(values)
     if frames > 1:
         notes.append(f"multi-frame DICOM: {values.shape[0]} frames (use the slice slider)")
-    spacing = _spacing(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing"), notes)
+    spacing = _spacing(_dicom_value(ds, "PixelSpacing", first=False) or ds.get("ImagerPixelSpacing"), notes)
+    if spacing is None:
+        notes.append("the DICOM states no pixel size: the mm window cannot be offered")
     return MedicalVolume(name, "DICOM", values[None], lo, hi, notes, spacing)
+
+
+#: where an enhanced (multi-frame) DICOM keeps what a single-frame one has at its top level
+_FUNCTIONAL_GROUP = {
+    "PixelSpacing": "PixelMeasuresSequence",
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+    "WindowCenter": "FrameVOILUTSequence",
+    "WindowWidth": "FrameVOILUTSequence",
+}
+
+
+def _dicom_value(ds, keyword: str, first: bool = True):
+    """``keyword`` at the data set's top level, else in its shared (then first frame's) functional group, as an
+    enhanced CT / MR object stores it; None if absent. ``first``: the first of a multi-valued element (a window
+    list), else the element's value as it is (a pixel spacing pair)."""
+    value = ds.get(keyword)
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        if value is not None:
+            break
+        for group in (ds.get(groups) or [])[:1]:
+            for item in (group.get(_FUNCTIONAL_GROUP[keyword]) or [])[:1]:
+                value = item.get(keyword)
+    if first and value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+        value = value[0] if len(value) else None
+    return value
 
 
 #: in-plane pixel sizes (mm) taken from a header: outside, the value is more likely a unit mix-up than a scan

@@ -49,9 +49,11 @@ def dicom(
     intercept: float = -1024.0,
     photometric: str = "MONOCHROME2",
     pixel_spacing: tuple[float, float] | None = None,
+    enhanced: bool = False,
 ) -> bytes:
     """An uncompressed CT DICOM (int16 stored values) with one frame (H, W) or several (F, H, W);
-    ``pixel_spacing``: (row, column) mm."""
+    ``pixel_spacing``: (row, column) mm; ``enhanced``: rescale, window and pixel size in the shared functional
+    group, as an Enhanced CT object keeps them, not at the top level."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -71,11 +73,19 @@ def dicom(
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleSlope, ds.RescaleIntercept = 1, intercept
+    groups = {name: Dataset() for name in ("PixelValueTransformationSequence", "FrameVOILUTSequence", "PixelMeasuresSequence")}
+    where = groups if enhanced else dict.fromkeys(groups, ds)
+    where["PixelValueTransformationSequence"].RescaleSlope = 1
+    where["PixelValueTransformationSequence"].RescaleIntercept = intercept
     if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
+        where["FrameVOILUTSequence"].WindowCenter, where["FrameVOILUTSequence"].WindowWidth = window
     if pixel_spacing is not None:
-        ds.PixelSpacing = list(pixel_spacing)
+        where["PixelMeasuresSequence"].PixelSpacing = list(pixel_spacing)
+    if enhanced:
+        shared = Dataset()
+        for name, item in groups.items():
+            setattr(shared, name, [item])
+        ds.SharedFunctionalGroupsSequence = [shared]
     ds.PixelData = frames.tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)

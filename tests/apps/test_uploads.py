@@ -493,3 +493,15 @@ def test_windows_thumbnail_files_in_a_zip_are_left_out_and_counted_not_a_refusal
     data = S.frames_zip(frames, extra={"Thumbs.db": b"x", "frames/desktop.ini": b"[x]"})
     clip = up.decode_clip(data, "frames.zip")
     assert len(clip.frames) == 3 and any(n.startswith("2 hidden files left out") for n in clip.notes)
+
+
+def test_an_enhanced_ct_dicom_gives_its_pixel_size_rescale_and_window_from_its_functional_groups():
+    """An Enhanced CT keeps them in SharedFunctionalGroupsSequence: the page showed stored units, ignored the
+    window and offered no mm fit, without a word."""
+    stored = np.full((2, 40, 48), 1000, np.int16)
+    vol = up.decode_medical(S.dicom(stored, window=(-600, 1500), pixel_spacing=(0.7, 0.7), enhanced=True), "e.dcm")
+    assert vol.spacing == (0.7, 0.7) and (vol.lo, vol.hi) == (-1350.0, 150.0)
+    assert float(vol.data.max()) == 1000 - 1024  # Hounsfield units, not stored values
+    plain = up.decode_medical(S.dicom(stored[0], window=(40, 0)), "zero.dcm")  # a width of 0 is no window
+    assert any(n.startswith("no DICOM window (its window width 0 is no window)") for n in plain.notes)
+    assert any("states no pixel size" in n for n in plain.notes)

@@ -88,7 +88,11 @@ def register_backbone(name: str, family: str) -> Callable:
 
 
 def list_backbones(family: str | None = None) -> list[str]:
-    """Registered backbone names, optionally of one family ("cnn", "transformer", "unet")."""
+    """Registered backbone names, optionally of one family ("cnn", "transformer", "unet"); a family no backbone
+    has is an error naming those there are (``"CNN"`` gave an empty list)."""
+    families = sorted({fam for _, fam in _REGISTRY.values()})
+    if family is not None and family not in families:
+        raise ValueError(f"unknown backbone family {family!r}; the families are {', '.join(families)}")
     return sorted(n for n, (_, fam) in _REGISTRY.items() if family is None or fam == family)
 
 
@@ -107,5 +111,10 @@ def create_backbone(name: str, in_channels: int = 3, **kwargs) -> Backbone:
         )
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    if kwargs.get("pretrained") or kwargs.get("weights"):  # torchvision's / timm's way: a download
+        raise ValueError(
+            f"create_backbone({name!r}): weights are not downloaded here; build it, then "
+            "load_backbone_weights(net, '/path/to/weights.pth') from a local file"
+        )
     factory, _ = _REGISTRY[name]
     return factory(in_channels=in_channels, **kwargs)

@@ -47,6 +47,17 @@ def test_bad_in_channels_argument():
         create_backbone("tiny_cnn", in_channels=0)
 
 
+def test_asking_for_downloaded_weights_or_an_unknown_family_says_what_to_do():
+    """pretrained=True failed with "<lambda>() got an unexpected keyword argument"; family="CNN" gave []."""
+    from shared.backbones import list_backbones
+
+    with pytest.raises(ValueError, match=r"not downloaded here; .*load_backbone_weights"):
+        create_backbone("resnet18", pretrained=True)
+    with pytest.raises(ValueError, match=r"unknown backbone family 'CNN'; the families are cnn, transformer, unet"):
+        list_backbones(family="CNN")
+    assert "resnet18" in list_backbones(family="cnn") and "resnet18" not in list_backbones(family="unet")
+
+
 @pytest.mark.parametrize(
     "encoder,kw", [("resnet18", {}), ("vit", {"image_size": 64, "patch_size": 16}), ("unet_encoder", {})]
 )

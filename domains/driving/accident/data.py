@@ -118,7 +118,7 @@ class AccidentDataset(Dataset):
     def _frames(self, clip: AccidentClip, start: int, stop: int) -> tuple[torch.Tensor, tuple[int, int]]:
         """Frames [start, stop) as float32 (T, 3, H, W) at ``image_size``, and the source (H, W)."""
         if clip.video is not None:
-            images = read_video_frames(clip.video, expected=clip.n_frames)[start:stop]
+            images = read_video_frames(clip.video, expected=clip.n_frames, start=start, stop=stop)
             paths = [clip.video] * len(images)
         else:
             paths = clip.frames[start:stop]

@@ -130,25 +130,35 @@ def video_info(path: Path) -> tuple[int, float, int, int]:
     return n, fps, width, height
 
 
-def read_video_frames(path: Path, expected: int | None = None) -> list[np.ndarray]:
-    """Every frame of a video as RGB uint8 (H, W, 3); a video that decodes fewer than ``expected`` frames is an
-    error naming it (the annotation would point past its end)."""
+def read_video_frames(
+    path: Path, expected: int | None = None, start: int = 0, stop: int | None = None
+) -> list[np.ndarray]:
+    """Frames ``[start, stop)`` of a video (default: all) as RGB uint8 (H, W, 3). Frames before ``start`` are
+    only grabbed and reading ends at ``stop``, so a training window costs its own frames, not the clip's. A
+    video that decodes fewer than ``expected`` frames (or fewer than ``stop``) is an error naming it: the
+    annotation would point past its end."""
     cap = cv2.VideoCapture(str(path))
-    frames = []
+    frames, decoded = [], 0
     try:
         if not cap.isOpened():
             raise LabelFormatError(path, None, "unreadable video (OpenCV cannot open it)")
-        while True:
-            ok, frame = cap.read()
+        while stop is None or decoded < stop:
+            if decoded < start:
+                ok = cap.grab()
+            else:
+                ok, frame = cap.read()
+                if ok:
+                    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
             if not ok:
                 break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            decoded += 1
     finally:
         cap.release()
-    if not frames:
+    if not decoded:
         raise LabelFormatError(path, None, "unreadable video (no frame decodes)")
-    if expected is not None and len(frames) < expected:
-        raise LabelFormatError(path, None, f"video decodes {len(frames)} frames, expected {expected}")
+    needed = stop if stop is not None else expected
+    if needed is not None and decoded < needed:
+        raise LabelFormatError(path, None, f"video decodes {decoded} frames, expected {expected or needed}")
     return frames
 
 

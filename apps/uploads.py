@@ -969,6 +969,20 @@ def unlike_dashcam(width: int, height: int, thing: str, trained: str) -> str | N
     return None
 
 
+def grey_photo(image: np.ndarray, trained: str) -> str | None:
+    """A plain warning when an RGB upload has no colour (its three channels equal: a grey or infrared camera, a
+    black-and-white copy): the driving models learnt from colour frames, and the anomaly score leans on the
+    road's colour (a grey copy of a test scene flagged 4 % of its pixels where the colour one flagged none)."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        return None
+    if (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
+        return (
+            f"This photo is grey (no colour). {trained} in colour: expect missed objects and false alarms, road "
+            "anomalies most of all."
+        )
+    return None
+
+
 def download_stem(name: str, default: str = "image") -> str:
     """A file-name stem for downloads: the upload's known extension removed (``.nii.gz`` whole), any other
     dot kept (``z-136.0_c0`` stays distinct from ``z-136.0_c1``), unsafe characters as ``_``."""

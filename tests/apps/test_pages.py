@@ -442,6 +442,8 @@ def test_driving_uploads(demo_env, name, make, note):
         assert note in _texts(at.info)
     assert name in _texts(at.caption)
     assert at.metric[0].label == "Frame anomaly score"
+    # a grey photo (here the one grey upload) is warned about: the models learnt from colour
+    assert ("This photo is grey (no colour)" in _texts(at.warning)) is (name == "grey.png")
 
 
 @pytest.mark.parametrize(

@@ -200,9 +200,14 @@ def _which_object(prediction: dict, clip: dict, alarm: int | None, threshold: fl
     risk = np.asarray(prediction["risk"])
     if alarm is None:
         peak = int(np.argmax(risk))
+        advice = (  # near zero, a lower threshold would only fire on noise
+            "Lower the threshold to see when it would fire."
+            if risk[peak] >= 0.05
+            else "Nothing in this clip looks like a coming contact to the model."
+        )
         st.info(
             f"No alarm: the risk within {prediction['horizons'][-1]:g} s stays below {threshold:.3f} "
-            f"(highest {risk[peak]:.3f} at t = {peak / fps:.1f} s). Lower the threshold to see when it would fire."
+            f"(highest {risk[peak]:.3f} at t = {peak / fps:.1f} s). {advice}"
         )
         return
     top = _top_object(prediction, alarm)

@@ -156,6 +156,24 @@ def test_a_clip_with_more_tracks_than_slots_says_the_slots_are_chosen_over_the_w
     assert "tracks were found" not in _texts(at.info)
 
 
+def test_no_alarm_advises_a_lower_threshold_only_when_the_risk_rose_at_all(demo_env, monkeypatch):
+    """A risk near zero throughout (no object found) was told to lower the threshold, which would fire on noise."""
+    real = dm.accident_predict
+
+    def quiet(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return {**out, "risk": out["risk"] * 0 + 0.01}
+
+    monkeypatch.setattr(dm, "accident_predict", quiet)
+    at = _ok(_upload(_page(), "calm.zip", S.frames_zip(S.moving_box_frames(11))))
+    assert "Nothing in this clip looks like a coming contact to the model." in _texts(at.info)
+    monkeypatch.setattr(dm, "accident_predict", real)
+    at = _ok(_upload(_page(), "busy.zip", S.frames_zip(S.moving_box_frames(12))))
+    at.slider(key="accident_threshold").set_value(1.0).run()
+    _ok(at)
+    assert "Lower the threshold to see when it would fire." in _texts(at.info)
+
+
 def test_uploaded_video_keeps_its_frame_rate(demo_env):
     at = _ok(_upload(_page(), "dash.mp4", S.mp4(S.moving_box_frames(6), fps=20.0)))
     assert not at.number_input  # the container says 20 fps

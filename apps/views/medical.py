@@ -281,10 +281,10 @@ if key == "medical_unet":
 
 left, right = st.columns([3, 2]) if readers is not None else (st.container(), None)
 with left:
-    st.markdown(f"**{num_samples} sample{'s' * (num_samples != 1)}** (probability >= {threshold:g})")
-    st.image(
-        [_overlay(image, s) for s in samples], caption=[f"#{i}" for i in range(len(samples))], width=TILE
-    )
+    shown = samples[:1] if key == "medical_unet" else samples  # a deterministic model's samples are one mask
+    same = f", all {num_samples} identical: one shown" if len(shown) < len(samples) else ""
+    st.markdown(f"**{num_samples} sample{'s' * (num_samples != 1)}** (probability >= {threshold:g}{same})")
+    st.image([_overlay(image, s) for s in shown], caption=[f"#{i}" for i in range(len(shown))], width=TILE)
 if readers is not None and right is not None:
     with right:
         st.markdown(f"**{len(readers)} reader masks**")

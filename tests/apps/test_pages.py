@@ -135,7 +135,8 @@ def test_medical_default_sample_renders(demo_env):
     assert {"GED (lower is better)", "Dice of the mean vs readers", "Hungarian-matched IoU"} <= set(labels)
     assert 0.0 <= labels["Dice of the mean vs readers"] <= 1.0
     captions = _image_captions(at)
-    assert [c for c in captions if c.startswith("#")] == [f"#{i}" for i in range(16)]
+    assert [c for c in captions if c.startswith("#")] == ["#0"]  # the U-Net's 16 samples are one mask
+    assert "**16 samples** (probability >= 0.5, all 16 identical: one shown)" in [m.value for m in at.markdown]
     assert [c for c in captions if c.startswith("reader")] == [f"reader {i}" for i in range(4)]
     assert labels["Sample diversity"] == pytest.approx(0.0)  # the U-Net's samples are identical
     names = [b.proto.label for b in at.get("download_button")]
@@ -150,6 +151,7 @@ def test_medical_widgets_rerun(demo_env):
     at.slider(key="medical_samples").set_value(4).run()
     _ok(at)
     assert [b.proto.label for b in at.get("download_button")][1] == "All 4 sample masks + maps (zip)"
+    assert [c for c in _image_captions(at) if c.startswith("#")] == ["#0", "#1", "#2", "#3"]  # a sampling model
     # the seed draws the samples: their mean (and its entropy) is another picture under another seed, and the
     # same picture again under the same seed, even when drawn afresh (caches cleared)
     maps = (

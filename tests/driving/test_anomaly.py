@@ -171,6 +171,14 @@ def test_paste_batch_keeps_shapes_and_prob_zero_is_identity():
     assert (new_m == OUTLIER_LABEL).any(dim=(1, 2)).all()
     with pytest.raises(ValueError, match="num_objects"):
         paste_outliers_batch(images, masks, np.random.default_rng(0), num_objects=(3, 1))
+    # only the images drawn for pasting change; the given tensors are never written to
+    kept_i, kept_m = images.clone(), masks.clone()
+    half_i, half_m, n = paste_outliers_batch(images, masks, np.random.default_rng(0), prob=0.5)
+    drawn = [bool((half_m[i] == OUTLIER_LABEL).any()) for i in range(3)]
+    assert n >= 1 and any(drawn) and not all(drawn), drawn
+    for i in range(3):
+        assert torch.equal(half_i[i], images[i]) is not drawn[i]
+    assert torch.equal(images, kept_i) and torch.equal(masks, kept_m)
 
 
 def test_outlier_bce_hand_values_and_head_shape():

@@ -229,7 +229,8 @@ def paste_outliers_batch(
 
     ``images`` (B, 3, H, W) in [0, 1], ``masks`` (B, H, W) semantic ids. A ``"scene"`` texture is cut from
     another image of the same batch (with probability ``scene_texture_prob``); ``road_ids`` as there. Works on
-    any device (the pasting runs in numpy on the CPU). Returns new tensors and the number of objects pasted.
+    any device (the pasting runs in numpy on the CPU). Returns new tensors (the given ones when nothing was
+    pasted; they are never modified) and the number of objects pasted.
     """
     if images.ndim != 4 or images.shape[1] != 3 or masks.shape != (images.shape[0], *images.shape[-2:]):
         raise ValueError(
@@ -240,10 +241,11 @@ def paste_outliers_batch(
         raise ValueError(f"paste_outliers_batch: prob must be in [0, 1], got {prob}")
     if len(num_objects) != 2 or num_objects[0] < 0 or num_objects[1] < num_objects[0]:
         raise ValueError(f"paste_outliers_batch: num_objects must be (min, max), got {tuple(num_objects)}")
+    # views on the CPU (no copy there); only the images pasted on are copied back, not the whole batch
     np_images = images.detach().permute(0, 2, 3, 1).float().cpu().numpy()
     np_masks = masks.detach().cpu().numpy()
-    out_images, out_masks, pasted = np_images.copy(), np_masks.copy(), 0
-    batch = len(np_images)
+    changed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    pasted, batch = 0, len(np_images)
     for i in range(batch):
         if rng.random() >= prob:
             continue
@@ -251,7 +253,7 @@ def paste_outliers_batch(
         if batch > 1 and rng.random() < scene_texture_prob:
             other = int(rng.integers(batch - 1))
             donor = np_images[other + (other >= i)]
-        out_images[i], out_masks[i], objects = paste_outliers(
+        image, mask, objects = paste_outliers(
             np_images[i],
             np_masks[i],
             rng,
@@ -261,9 +263,14 @@ def paste_outliers_batch(
             donor,
             road_ids=road_ids,
         )
+        changed[i] = (image, mask)
         pasted += len(objects)
-    new_images = torch.from_numpy(out_images).permute(0, 3, 1, 2).to(images.device, images.dtype)
-    new_masks = torch.from_numpy(out_masks).to(masks.device, masks.dtype)
+    if not changed:
+        return images, masks, 0
+    new_images, new_masks = images.clone(), masks.clone()
+    for i, (image, mask) in changed.items():
+        new_images[i] = torch.from_numpy(image).permute(2, 0, 1).to(images.device, images.dtype)
+        new_masks[i] = torch.from_numpy(mask).to(masks.device, masks.dtype)
     return new_images.contiguous(), new_masks, pasted
 
 

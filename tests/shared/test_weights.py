@@ -6,6 +6,8 @@ import torchvision
 
 from shared.backbones import WeightLoadingError, create_backbone, load_backbone_weights
 
+TINY_VIT = {"in_channels": 3, "patch_size": 16, "hidden_dim": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64}
+
 
 def test_round_trip_gives_identical_outputs(tmp_path):
     src = create_backbone("resnet18", in_channels=3).eval()
@@ -198,27 +200,9 @@ def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tm
 def test_a_vit_file_of_another_image_size_loads_with_its_positions_resampled(tmp_path):
     """Its position embedding differs in shape only because the grid does: refused as another network's file
     (or left random) before; torchvision's interpolate_embeddings resamples it."""
-    small = create_backbone(
-        "vit",
-        in_channels=3,
-        image_size=32,
-        patch_size=16,
-        hidden_dim=32,
-        num_layers=1,
-        num_heads=2,
-        mlp_dim=64,
-    )
+    small = create_backbone("vit", image_size=32, **TINY_VIT)
     torch.save(small.state_dict(), tmp_path / "vit32.pt")
-    large = create_backbone(
-        "vit",
-        in_channels=3,
-        image_size=64,
-        patch_size=16,
-        hidden_dim=32,
-        num_layers=1,
-        num_heads=2,
-        mlp_dim=64,
-    )
+    large = create_backbone("vit", image_size=64, **TINY_VIT)
     report = load_backbone_weights(large, tmp_path / "vit32.pt", strict=True)
     assert report.adapted == ["net.encoder.pos_embedding"] and report.clean
     pos = large.net.encoder.pos_embedding
@@ -250,16 +234,8 @@ def test_a_file_of_which_nothing_fits_is_an_error_that_guesses_the_prefix(tmp_pa
 def test_a_vit_position_embedding_that_is_no_class_token_and_square_grid_is_a_mismatch(tmp_path, tokens):
     """A DeiT file (class + distillation token) or one without a class token crashed the loader in torchvision
     ("seq_length is not a perfect square"), naming no file, with strict=False too."""
-    kwargs = {
-        "in_channels": 3,
-        "patch_size": 16,
-        "hidden_dim": 32,
-        "num_layers": 1,
-        "num_heads": 2,
-        "mlp_dim": 64,
-    }
-    state = create_backbone("vit", image_size=64, **kwargs).state_dict()
+    state = create_backbone("vit", image_size=64, **TINY_VIT).state_dict()
     state["net.encoder.pos_embedding"] = torch.zeros(1, tokens, 32)
     torch.save(state, tmp_path / "deit.pt")
-    report = load_backbone_weights(create_backbone("vit", image_size=32, **kwargs), tmp_path / "deit.pt")
+    report = load_backbone_weights(create_backbone("vit", image_size=32, **TINY_VIT), tmp_path / "deit.pt")
     assert [m.split(" ")[0] for m in report.shape_mismatch] == ["net.encoder.pos_embedding"] and report.loaded

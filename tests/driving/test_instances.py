@@ -120,6 +120,20 @@ def test_a_label_line_without_pixels_is_counted_and_data_without_objects_is_refu
         assert dm.datasets["test"].objects == 0
 
 
+def test_kitti_instance_maps_and_labels_with_upper_case_suffixes_are_found(tmp_path):
+    """000000.PNG was counted as a missing map (looked up as 000000.png), though the orphan check had seen it."""
+    ids = np.zeros((H, W), np.uint16)
+    ids[0:5, 0:5] = 1
+    _write_pair(tmp_path, ids, [("Car", (0, 0, 5, 5))])
+    base = tmp_path / "training"
+    (base / "instance" / "000000.png").rename(base / "instance" / "000000.PNG")
+    (base / "label_2" / "000000.txt").rename(base / "label_2" / "000000.TXT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing dropped
+        (ann,) = read_kitti_instances(tmp_path)
+    assert [o.type for o in ann.objects] == ["Car"]
+
+
 def _coco(tmp_path: Path, annotations: list[dict]) -> Path:
     write_image(tmp_path / "img.png", width=W, height=H)
     data = {

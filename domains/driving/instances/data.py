@@ -60,7 +60,7 @@ from domains.driving.formats import (
     refuse_orphans,
     resolve_kitti_split,
 )
-from shared.files import visible_entries, visible_files
+from shared.files import visible_entries
 
 #: Cityscapes label ids of its instance classes, named as the suite's classes where they are the same thing
 #: (person -> Pedestrian, rider -> Cyclist); the others keep Cityscapes' names and are dropped unless listed in
@@ -161,13 +161,15 @@ def read_kitti_instances(
     images = images_by_stem(base / "image_2")
     if not images:
         raise FileNotFoundError(f"{base / 'image_2'}: no images")
-    refuse_orphans(visible_files(labels_dir, (".txt",)), images, base / "image_2", "label file")
-    refuse_orphans(visible_files(maps_dir, (".png",)), images, base / "image_2", "instance map")
+    labels = images_by_stem(labels_dir, (".txt",))  # by stem, so 000000.TXT / 000000.PNG are found too
+    maps = images_by_stem(maps_dir, (".png",))
+    refuse_orphans(labels.values(), images, base / "image_2", "label file")
+    refuse_orphans(maps.values(), images, base / "image_2", "instance map")
     out = []
     for stem, image_path in images.items():
-        label_path, map_path = labels_dir / f"{stem}.txt", maps_dir / f"{stem}.png"
-        if not label_path.is_file() or not map_path.is_file():
-            missing = label_path if not label_path.is_file() else map_path
+        label_path, map_path = labels.get(stem), maps.get(stem)
+        if label_path is None or map_path is None:
+            missing = labels_dir / f"{stem}.txt" if label_path is None else maps_dir / f"{stem}.png"
             log.add("image_without_label", image_path, None, f"no {missing}")
             continue
         size = image_size(image_path, as_stored=True)  # as its instance map is

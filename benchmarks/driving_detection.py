@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="repeat-factor sampling threshold for the training images (default: the config's; 0: off)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/driving_detection.md")
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (benchmarks/results/...)")
     add_budget_arguments(parser, calibration_steps=4, inference_images=30)
     return run_and_report(check_numbers(parser, parser.parse_args(argv)), run, markdown)
 

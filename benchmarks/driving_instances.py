@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pretrained-prefix", default="model.detector.backbone.body.")
     parser.add_argument("--max-items", type=int, default=None, help="read only this many images (dry runs)")
     parser.add_argument("--test-batches", type=int, default=None, help="score only this many test batches")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/driving_instances.md")
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (benchmarks/results/...)")
     add_budget_arguments(parser, calibration_steps=3, inference_images=20)
     args = parse_keeping_argv(parser, argv)
     return run_and_report(args, run, markdown)

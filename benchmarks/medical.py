@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> str:
         help="train each model for this many steps (cosine schedule) instead of a wall-clock share; "
         "the time budget stays as a cap. Steps give the same models on a busy and a quiet machine.",
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/medical.md"))
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (benchmarks/results/...)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--data-path", default=None, help="LIDC PNG root (default: the synthetic set)")
     parser.add_argument(

@@ -602,13 +602,18 @@ def _coco_images(
         file = root / str(img["file_name"])
         if not file.is_file():
             raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
-        height, width = image_size(file)
+        # "as_stored": true (the suite's converter writes it for masks drawn on the stored pixels): the image is
+        # read as stored, its EXIF orientation not applied, as the instance map it came from was
+        as_stored = img.get("as_stored") is True
+        height, width = image_size(file, as_stored=as_stored)
         for key, actual in (("width", width), ("height", height)):
             if key in img and _parse_int(str(img[key]), path, where, key) != actual:
                 raise LabelFormatError(
                     path, where, f"{key} {img[key]} in the JSON but the image {file} has {actual}"
                 )
         records[iid] = record(str(file), width, height)
+        if as_stored:
+            records[iid].as_stored = True
     name_repeated_stems(list(records.values()), str(path))
     return data, categories, records
 

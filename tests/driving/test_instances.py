@@ -20,6 +20,7 @@ from torchvision.ops import box_iou as _box_iou
 from domains.driving.formats import LabelFormatError, LabelWarning
 from domains.driving.instances.convert import main as convert_main
 from domains.driving.instances.data import (
+    InstanceAnnotation,
     InstanceDataModule,
     InstanceDataset,
     decode_masks,
@@ -863,3 +864,8 @@ def test_predict_brings_only_the_written_detections_masks_to_the_photos_size():
     # the photo's own size (no resizing): thresholded as they are, 0.5 included
     (same,) = task.predict_step(([torch.zeros(3, 20, 20)], [{"orig_size": (20, 20), "image_id": "y"}]), 0)
     assert torch.equal(same["masks"], probs[[0, 2]] > 0)
+    assert same["image_path"] is None and same["as_stored"] is False  # no data module: nothing known
+    # an image of an instance-map layout is drawn on as stored, as its masks are (EXIF orientation aside)
+    task.image_record = lambda image_id: InstanceAnnotation(f"/data/{image_id}.jpg", 20, 20, [], as_stored=True)
+    (known,) = task.predict_step(([torch.zeros(3, 20, 20)], [{"orig_size": (20, 20), "image_id": "z"}]), 0)
+    assert known["image_path"] == "/data/z.jpg" and known["as_stored"] is True

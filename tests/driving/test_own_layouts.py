@@ -254,6 +254,12 @@ def test_an_instance_image_with_an_exif_orientation_is_read_as_stored_as_its_map
     (base / "label_2" / "000000.txt").write_text("Car 0 0 -10 5 5 30 20 -1 -1 -1 -1000 -1000 -1000 -10\n")
     picture, target = InstanceDataset(read_kitti_instances(tmp_path), ["Car"])[0]
     assert picture[:, target["masks"][0].bool()].float().mean() > 0.9  # the mask lies on the object
+    # and so through the README's converter to COCO: its JSON says the image is read as stored
+    from domains.driving.instances.convert import main as convert
+
+    convert(["--from", "kitti", "--src", str(tmp_path), "--dst", str(tmp_path / "c.json"), "--classes", "Car"])
+    picture, target = InstanceDataset(read_coco_instances(tmp_path / "c.json"), ["Car"])[0]
+    assert picture[:, target["masks"][0].bool()].float().mean() > 0.9
 
 
 def test_a_cut_short_training_jpeg_is_an_error_naming_it_not_grey_fill(tmp_path):
@@ -267,3 +273,19 @@ def test_a_cut_short_training_jpeg_is_an_error_naming_it_not_grey_fill(tmp_path)
     assert read_rgb(tmp_path / "whole.jpg").shape == read_rgb(tmp_path / "trailer.jpg").shape == (64, 96, 3)
     with pytest.raises(LabelFormatError, match=r"cut\.jpg.*cannot decode image"):
         read_rgb(tmp_path / "cut.jpg")
+
+
+def test_instance_predictions_are_drawn_on_the_pixels_their_masks_are_on(tmp_path):
+    """An image read as stored (its instance map's pixels) was drawn on with its EXIF orientation applied: a
+    180-degree turn put every predicted mask on the wrong part of the overlay."""
+    from domains.driving.detection.predict import original_rgb
+
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[5:20, 5:30] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray(image).save(tmp_path / "x.jpg", exif=exif, quality=100)
+    batch_image = torch.zeros(3, 60, 100)
+    stored = original_rgb(batch_image, {"image_path": str(tmp_path / "x.jpg"), "as_stored": True}, (60, 100))
+    turned = original_rgb(batch_image, {"image_path": str(tmp_path / "x.jpg")}, (60, 100))
+    assert stored[5:20, 5:30].mean() > 200 and turned[5:20, 5:30].mean() < 50

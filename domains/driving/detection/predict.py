@@ -152,10 +152,11 @@ class RoadPredictionWriter(BasePredictionWriter):
 def original_rgb(image: torch.Tensor, pred: dict, size: tuple[int, int] | None) -> np.ndarray:
     """The RGB picture a prediction is drawn on: the original file when its path is known (and it has ``size``),
     read as the network read it (:func:`~domains.driving.common.read_rgb`: a 16-bit photo stretched, not cut to
-    its nearly black high byte), else the batch tensor resized back to ``size``."""
+    its nearly black high byte; as stored when ``pred["as_stored"]``, as an image with an instance map is), else
+    the batch tensor resized back to ``size``."""
     if pred.get("image_path"):
         try:
-            rgb = read_rgb(pred["image_path"])
+            rgb = read_rgb(pred["image_path"], ignore_orientation=bool(pred.get("as_stored")))
         except (LabelFormatError, FileNotFoundError):  # gone or changed since it was read: draw what the network saw
             rgb = None
         if rgb is not None and (size is None or rgb.shape[:2] == tuple(size)):

@@ -157,9 +157,13 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
             self._annotation_index = (source, {a.image_id: a for a in records})
         return self._annotation_index[1]
 
+    def image_record(self, image_id: str):
+        """The data module's record of a predicted image (its file, whether it is read as stored), or None."""
+        return self._annotations().get(image_id) if self._trainer is not None else None
+
     def image_path(self, image_id: str) -> str | None:
         """The file of a predicted image, when the data module knows it."""
-        ann = self._annotations().get(image_id) if self._trainer is not None else None
+        ann = self.image_record(image_id)
         return ann.image_path if ann is not None else None
 
     def log_with_headline(self, values: dict[str, float], headline: str) -> dict[str, float]:

@@ -60,7 +60,10 @@ def write_coco_instances(
         file = Path(rec.image_path).resolve()
         rel = Path(os.path.relpath(file, root))
         file_name = rel.as_posix() if not rel.as_posix().startswith("..") else str(file)
-        images.append({"id": image_id, "file_name": file_name, "width": rec.width, "height": rec.height})
+        entry = {"id": image_id, "file_name": file_name, "width": rec.width, "height": rec.height}
+        if rec.as_stored:  # its masks are on the stored pixels: read it back as stored (EXIF orientation aside)
+            entry["as_stored"] = True
+        images.append(entry)
         for obj in rec.objects:
             name = class_map.get(obj.type, obj.type)
             crowd = name == DONTCARE

@@ -113,6 +113,7 @@ class InstanceTask(DetectorTask):
             else:
                 masks = probs >= self.mask_thresh
             image_id = target.get("image_id", f"{batch_idx:06d}_{i}")
+            record = self.image_record(image_id)
             out.append(
                 {
                     "boxes": boxes.cpu(),
@@ -120,7 +121,8 @@ class InstanceTask(DetectorTask):
                     "labels": pred["labels"][keep].cpu(),
                     "masks": masks.cpu(),
                     "image_id": image_id,
-                    "image_path": self.image_path(image_id),
+                    "image_path": record.image_path if record is not None else None,
+                    "as_stored": bool(getattr(record, "as_stored", False)),  # drawn on the pixels its masks are
                     "orig_size": size,
                 }
             )

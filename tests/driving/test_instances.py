@@ -108,9 +108,15 @@ def test_a_label_line_without_pixels_is_counted_and_data_without_objects_is_refu
     """A Car line whose id no pixel of the map has was dropped uncounted; ten maps whose ids no class table
     knows (or all zero) gave a data module of no object, which fit trained on the background alone."""
     _write_pair(tmp_path / "a", np.zeros((H, W), np.uint16), [("Car", (0, 0, 5, 5))])
-    with pytest.warns(LabelWarning, match=r"label_without_pixels: 1 .*Car \(instance id 1\) has no pixel in"):
+    with pytest.warns(LabelWarning, match=r"label_without_pixels: 1 .*Car \(instance id 1, occlusion 0: visible\) has no pixel"):
         (ann,) = read_kitti_instances(tmp_path / "a")
     assert ann.objects == []
+    hidden = tmp_path / "hidden" / "training" / "label_2" / "000000.txt"  # a fully hidden object: no pixel, rightly
+    _write_pair(tmp_path / "hidden", np.zeros((H, W), np.uint16), [("Car", (0, 0, 5, 5))])
+    hidden.write_text(hidden.read_text().replace("Car 0.00 0 ", "Car 0.00 3 "))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_kitti_instances(tmp_path / "hidden", strict=True)[0].objects == []
     dm = InstanceDataModule("kitti", str(tmp_path / "a"), ["Car"], num_workers=0, split_fractions=[1.0, 0.0, 0.0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

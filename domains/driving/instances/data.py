@@ -122,6 +122,14 @@ def decode_masks(rles: Sequence[dict], height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(mask_api.decode(list(rles)), -1, 0))
 
 
+def _visible(occlusion: str) -> bool:
+    """Whether a KITTI label's occlusion field says the object is in view (0 fully, 1 partly)."""
+    try:
+        return float(occlusion) < 2
+    except ValueError:
+        return False
+
+
 def _check_map_size(map_path: Path, label: np.ndarray, image_path: Path, size: tuple[int, int]) -> None:
     if label.shape != size:
         raise LabelFormatError(
@@ -150,7 +158,9 @@ def read_kitti_instances(
     """Images, label lines and instance maps of a KITTI-layout split (the synthetic set's layout).
 
     Object ``k`` of an image is the ``k``-th non-blank line of its label file; its mask is where the map holds
-    ``k``. Label lines with no pixel (fully hidden objects) have no mask and are skipped.
+    ``k``. Label lines with no pixel have no mask and are skipped: silently when the line says the object is
+    largely or fully hidden (KITTI occlusion 2 or 3) or is DontCare, else counted (``label_without_pixels``: a
+    visible object without a mask says the map and the labels disagree).
     """
     base = resolve_kitti_split(root, split_dir)
     log, own = _owned_log(log, strict)
@@ -174,7 +184,7 @@ def read_kitti_instances(
             continue
         size = image_size(image_path, as_stored=True)  # as its instance map is
         lines = [
-            (n, fields[0])
+            (n, fields[0], fields[2])  # line number, type, occlusion
             for n, fields in _label_lines(label_path, (15, 16), "15 fields (16 with a score)", quote_line=True)
         ]
         instance = read_label_map(map_path)
@@ -190,10 +200,12 @@ def read_kitti_instances(
             )
         ids = ids[ids <= len(lines)]
         for k in sorted(set(range(1, len(lines) + 1)) - set(ids.tolist())):  # a line no pixel of the map has
-            log.add(
-                "label_without_pixels", label_path, lines[k - 1][0],
-                f"{lines[k - 1][1]} (instance id {k}) has no pixel in {map_path}",
-            )  # fmt: skip
+            line, kind, occlusion = lines[k - 1]
+            if kind != DONTCARE and _visible(occlusion):  # said visible: the map should hold it
+                log.add(
+                    "label_without_pixels", label_path, line,
+                    f"{kind} (instance id {k}, occlusion {occlusion}: visible) has no pixel in {map_path}",
+                )  # fmt: skip
         rles = encode_masks(instance[None] == ids[:, None, None])
         objects = [
             InstanceObject(lines[k - 1][1], rle, f"{label_path}:{lines[k - 1][0]}")

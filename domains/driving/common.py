@@ -8,6 +8,7 @@ frame-level split leaks), read from a sequence mapping file where one exists, el
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections import Counter
@@ -58,8 +59,9 @@ def read_rgb(path: str | Path, ignore_orientation: bool = False) -> np.ndarray:
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     flags |= cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0
     image = _imread(path, flags, "image file", "image")
-    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _ends_with_jpeg_end_marker(path):
-        check_decodes(Path(path))  # OpenCV filled a cut-short JPEG with grey, saying so on stderr only
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):  # OpenCV fills a cut-short JPEG with grey, saying so
+        stat = os.stat(path)  # on stderr only: checked once per file version and process
+        _check_jpeg_whole(str(path), stat.st_size, stat.st_mtime_ns)
     if image.dtype != np.uint8:
         image = stretch_to_uint8(image, path, LabelWarning)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -104,14 +106,17 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     return label
 
 
-def _ends_with_jpeg_end_marker(path: str | Path) -> bool:
-    """Whether a JPEG file ends with its end-of-image marker (FF D9), zero padding aside: a copy cut short does
-    not. Two bytes read, so every training read can ask; a file with data after the marker (some phones append
-    theirs) is then decoded in full by :func:`check_decodes`."""
+@functools.lru_cache(maxsize=1 << 16)
+def _check_jpeg_whole(path: str, size: int, mtime_ns: int) -> None:
+    """:class:`LabelFormatError` unless a JPEG file is whole; remembered per file version (``size``, ``mtime_ns``)
+    once it is. A file ending with its end-of-image marker (FF D9, zero padding aside: its last 64 bytes read) is;
+    one that does not is cut short, or carries data after the marker (some phones append theirs), which a
+    decode tells apart (:func:`check_decodes`), once, not at every epoch's read."""
     with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 64))
-        return f.read().rstrip(b"\x00").endswith(b"\xff\xd9")
+        f.seek(max(0, size - 64))
+        if f.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return
+    check_decodes(Path(path))
 
 
 def check_decodes(path: Path) -> None:

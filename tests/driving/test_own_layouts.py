@@ -262,7 +262,7 @@ def test_an_instance_image_with_an_exif_orientation_is_read_as_stored_as_its_map
     assert picture[:, target["masks"][0].bool()].float().mean() > 0.9
 
 
-def test_a_cut_short_training_jpeg_is_an_error_naming_it_not_grey_fill(tmp_path):
+def test_a_cut_short_training_jpeg_is_an_error_naming_it_not_grey_fill(tmp_path, monkeypatch):
     """OpenCV decodes a truncated JPEG with its missing rows grey and says so on stderr only, naming no file: a
     training set copied short trained on grey."""
     image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), np.uint8)
@@ -273,6 +273,16 @@ def test_a_cut_short_training_jpeg_is_an_error_naming_it_not_grey_fill(tmp_path)
     assert read_rgb(tmp_path / "whole.jpg").shape == read_rgb(tmp_path / "trailer.jpg").shape == (64, 96, 3)
     with pytest.raises(LabelFormatError, match=r"cut\.jpg.*cannot decode image"):
         read_rgb(tmp_path / "cut.jpg")
+    # a file with a trailer is decoded a second time once per version, not at every epoch's read
+    from domains.driving import common
+
+    decodes = []
+    real = common.check_decodes
+    monkeypatch.setattr(common, "check_decodes", lambda path: decodes.append(path) or real(path))
+    (tmp_path / "trailer2.jpg").write_bytes(data + b"SEFT" + bytes(100))
+    for _ in range(3):
+        read_rgb(tmp_path / "trailer2.jpg")
+    assert decodes == [tmp_path / "trailer2.jpg"]
 
 
 def test_instance_predictions_are_drawn_on_the_pixels_their_masks_are_on(tmp_path):

@@ -143,8 +143,8 @@ class CheckedExport:
     ) -> dict[str, float]:
         """Export ``module`` to ``out_dir/file``; returns the largest |onnxruntime - PyTorch| per output.
 
-        A graph of one ``image`` input is also checked at another size its dynamic axes allow (one more image,
-        twice the height and width): a network whose Python code depends on the input's shape (a ViT's token
+        A graph of one ``image`` input is also checked at another size its dynamic axes allow (another batch
+        size, twice the height and width): a network whose Python code depends on the input's shape (a ViT's token
         count, Swin's window padding) is traced with the export size's constants, and its graph gave wrong
         numbers, or failed, at every other size while passing the check at its own. Such a graph is exported
         again with height and width fixed (:attr:`fixed_sizes`, named in the sidecar), with a warning."""
@@ -156,8 +156,8 @@ class CheckedExport:
             size = [int(n) for n in inputs["image"].shape[2:]]
             warnings.warn(
                 f"{path}: the graph is exact at {size[0]}x{size[1]} but not at twice that ({wrong}): this network "
-                "fixes shapes at the export size, so height and width are fixed there; export with --size H W "
-                "for another size",
+                "fixes shapes at the export size, so height and width are fixed there; export at the size you "
+                "will run it at",
                 stacklevel=2,
             )
             fixed = {
@@ -170,11 +170,12 @@ class CheckedExport:
         return measured
 
     def _wrong_at_another_size(self, path: Path, module: nn.Module, image: torch.Tensor, axes: dict) -> str | None:
-        """How the graph's first output goes wrong on one more image at twice the height and width (None: it
-        agrees, or the network itself cannot run there). The first output only: it is the network's own, and
-        scores computed from an argmax (SML) can flip at a pixel of near-equal logits whatever the shape."""
+        """How the graph's first output goes wrong at twice the height and width, and another batch size (one
+        image, or two after one); None: it agrees, or the network itself cannot run there. The first output
+        only: it is the network's own, and scores computed from an argmax (SML) can flip at a pixel of
+        near-equal logits whatever the shape."""
         shape = [
-            n * 2 if axes.get(axis) in ("height", "width") else n + 1 if axis in axes else n
+            n * 2 if axes.get(axis) in ("height", "width") else (1 if n != 1 else 2) if axis in axes else n
             for axis, n in enumerate(image.shape)
         ]
         other = torch.rand(*shape, generator=torch.Generator().manual_seed(1))

@@ -18,12 +18,12 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
 POSITIVE = (
     "budget_minutes", "minutes", "seconds", "fit_seconds", "steps", "iters", "rounds", "timing_repeats",
     "inference_images", "images", "batch_size", "batch", "sizes", "threads", "num_samples", "calibration_steps",
-    "calibration_batches", "epoch_batches", "lr", "oe_lr", "min_train_seconds",
+    "calibration_batches", "epoch_batches", "lr", "oe_lr",
     "size", "crop_size", "image_size", "source_size",
     # caps on the data read or scored: 0 used to read as "no cap" (all of it)
     "max_items", "max_test_images", "max_val_images", "test_items", "test_batches", "eval_items",
 )  # fmt: skip
-NON_NEGATIVE = ("warmup", "num_workers", "oe_weight")
+NON_NEGATIVE = ("warmup", "num_workers", "oe_weight", "min_train_seconds")  # 0: no floor
 SHARES = {
     "budget_fraction": (False, True), "oe_fraction": (False, False), "max_false_alarm": (True, True),
 }  # (0 allowed, 1 allowed)  # fmt: skip

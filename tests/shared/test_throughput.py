@@ -67,6 +67,8 @@ def test_benchmark_numbers_out_of_range_are_refused_naming_the_option(capsys):
         ("driving_anomaly", ["--max-test-images", "-1"]),
         ("transfer", ["--eval-items", "0"]),
         ("driving_accident", ["--max-false-alarm", "1.5"]),
+        ("medical", ["--lr", "0"]),
+        ("driving_anomaly", ["--oe-weight", "-1"]),
     ],
 )
 def test_a_cap_of_zero_is_refused_not_read_as_all_the_data(script, argv, capsys, monkeypatch):
@@ -91,6 +93,25 @@ def test_a_cap_of_zero_is_refused_not_read_as_all_the_data(script, argv, capsys,
     with pytest.raises(SystemExit) as stop:
         check_numbers(*parsed.value.args)
     assert stop.value.code == 2 and f"error: {argv[0]} must be" in capsys.readouterr().err
+
+
+def test_the_scripts_parse_through_the_number_check_and_its_allowed_ends_pass(capsys):
+    """The refusals above come from each script's parser; parse_keeping_argv, which most scripts use, must run
+    the check itself (0 and 1 are allowed false-alarm rates, 0 s is no training floor)."""
+    import argparse
+
+    from benchmarks.report import check_numbers, parse_keeping_argv
+
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--test-items", type=int, default=None)
+    parser.add_argument("--max-false-alarm", type=float, default=0.1)
+    parser.add_argument("--min-train-seconds", type=float, default=5.0)
+    with pytest.raises(SystemExit) as stop:
+        parse_keeping_argv(parser, ["--test-items", "0"])
+    assert stop.value.code == 2 and "--test-items must be positive" in capsys.readouterr().err
+    for argv in (["--max-false-alarm", "0"], ["--max-false-alarm", "1"], ["--min-train-seconds", "0"]):
+        args = parser.parse_args(argv)
+        assert check_numbers(parser, args) is args
 
 
 def test_step_clock_without_warmup_times_from_the_first_step():

@@ -145,7 +145,7 @@ def report_input_errors():
     line or option themselves. Other exceptions (bugs) keep their traceback; ``SUITE_TRACEBACK=1`` keeps it for
     all. The suite's own warnings print as one line each, and two library notes no user needs are silenced
     (:func:`quiet_library_notes`)."""
-    warnings.formatwarning = _format_warning
+    before, warnings.formatwarning = warnings.formatwarning, _format_warning
     quiet_library_notes()
     try:
         yield
@@ -159,6 +159,8 @@ def report_input_errors():
         )
         print(f"({where}SUITE_TRACEBACK=1 shows the whole traceback)", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        warnings.formatwarning = before  # for the code around the command (a test, a notebook)
 
 
 def _own_message(err: Exception) -> str:

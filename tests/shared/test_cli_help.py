@@ -135,19 +135,25 @@ def test_bad_input_ends_the_command_in_one_line_and_bugs_keep_their_traceback(ca
         raise ValueError("bad line 3")
 
 
-def test_commands_print_the_suites_warnings_in_one_line_and_others_as_python_does(monkeypatch):
+def test_commands_print_the_suites_warnings_in_one_line_and_others_as_python_does():
     import warnings
 
     import torch
 
     from domains.driving import formats
-    from shared import data
+    from shared import cli_help, data
     from shared.cli_help import report_input_errors
 
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
-    with report_input_errors():
-        pass
-    show = warnings.formatwarning
+    python_format = warnings.formatwarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()  # no filter, as in a new process before the command
+        warnings.simplefilter("always")
+        with report_input_errors():
+            show = warnings.formatwarning
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", DeprecationWarning)
+            warnings.warn("kept", UserWarning)
+    assert [str(w.message) for w in caught] == ["kept"]  # Lightning's note on a torch API is silenced
+    assert warnings.formatwarning is python_format  # given back after the command
     source = "warnings.warn(message, LabelWarning)"
     assert show("a.txt line 3: dropped", formats.LabelWarning, formats.__file__, 124, source) == (
         "LabelWarning: a.txt line 3: dropped\n"
@@ -157,6 +163,11 @@ def test_commands_print_the_suites_warnings_in_one_line_and_others_as_python_doe
     )
     library = show("a torch note", UserWarning, torch.__file__, 7, "warn()")
     assert library.startswith(f"{torch.__file__}:7: UserWarning: a torch note") and "warn()" in library
+    # a suite file's warning of another kind (a deprecation), and a library inside the repository (.venv/),
+    # keep Python's format
+    assert show("old", DeprecationWarning, data.__file__, 45, source).startswith(f"{data.__file__}:45:")
+    venv_file = str(cli_help._SUITE_ROOT / ".venv/lib/x.py")
+    assert show("n", UserWarning, venv_file, 1, "l").startswith(f"{venv_file}:1: UserWarning: n")
 
 
 def test_an_unknown_backbone_and_a_pickled_checkpoint_end_in_one_line(capsys, monkeypatch):

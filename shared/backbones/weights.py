@@ -162,7 +162,10 @@ def load_backbone_weights(
         k for k in report.missing if not any(m.startswith(k + " ") for m in report.shape_mismatch)
     ]
     report.loaded = sorted(to_load)  # before the check: its message counts what would have loaded
-    if not to_load:  # nothing changes: training would start from the random weights the file was to replace
+    # nothing changes (batch norms' step counters aside): training would start from the random weights the file
+    # was to replace
+    if all(name.endswith("num_batches_tracked") for name in to_load):
+        report.loaded = []  # none is: the module is left as it was
         if hint := _prefix_hint(source, target, tv_prefix, prefix):
             report.notes.append(hint)
         raise NothingLoadedError(

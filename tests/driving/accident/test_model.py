@@ -266,3 +266,10 @@ def test_roi_pooling_keeps_each_frame_under_bf16_autocast():
     # per frame, the bf16 vector must be nearest to its own frame's fp32 vector, not a neighbour's
     distance = torch.cdist(mixed[0, :, 0].float(), reference[0, :, 0])
     assert (distance.argmin(1) == torch.arange(300)).float().mean() > 0.95
+
+
+def test_the_box_scale_is_not_saved_so_older_checkpoints_load_strictly():
+    from domains.driving.accident.model import AccidentAnticipator
+
+    net = AccidentAnticipator(backbone="tiny_cnn", input_size=(32, 64))
+    assert "box_scale" not in net.state_dict() and net.box_scale.tolist() == [64, 32, 64, 32]

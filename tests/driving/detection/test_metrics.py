@@ -47,6 +47,16 @@ def test_kitti_half_found_by_hand_and_small_set_quirk():
     assert kitti_average_precision(dets2, gts2, classes="Car")["Car"] == pytest.approx(1 / 40)
 
 
+def test_kitti_a_detection_at_exactly_the_minimum_overlap_is_no_match_as_the_devkit_says():
+    """The devkit matches on overlap > 0.7 for cars: a box of IoU exactly 0.7 is a miss and a false alarm."""
+    truth = gt(box=(100, 100, 200, 200))
+    exact = det(box=(100, 100, 200, 170))  # 7,000 / 10,000 px: IoU 0.7
+    above = det(box=(100, 100, 200, 171))
+    for found, ap in ((exact, 0.0), (above, 1.0)):
+        dets = [[{**found, "score": 0.5 + i / 200}] for i in range(100)]
+        assert kitti_average_precision(dets, [[truth]] * 100, classes=("Car",))["Car"] == pytest.approx(ap)
+
+
 def test_kitti_iou_threshold_depends_on_class():
     # det (100,100,200,160) inside gt (100,100,200,200): IoU = 6000 / 10000 = 0.6
     n = 100

@@ -151,9 +151,9 @@ def test_a_clip_with_more_tracks_than_slots_says_the_slots_are_chosen_over_the_w
     monkeypatch.setattr(dm, "detect_clip_objects", lambda *a, **k: {**real(*a, **k), "tracks": 25})
     at = _ok(_upload(_page(), "many.zip", S.frames_zip(S.moving_box_frames(7))))
     assert "25 tracks were found and the 19 seen in the most frames of the whole clip are scored" in _texts(at.info)
-    monkeypatch.setattr(dm, "detect_clip_objects", real)
+    monkeypatch.setattr(dm, "detect_clip_objects", lambda *a, **k: {**real(*a, **k), "tracks": 19})
     at = _ok(_upload(_page(), "few.zip", S.frames_zip(S.moving_box_frames(9))))
-    assert "tracks were found" not in _texts(at.info)
+    assert "tracks were found" not in _texts(at.info)  # as many tracks as slots: every one is scored
 
 
 def test_no_alarm_advises_a_lower_threshold_only_when_the_risk_rose_at_all(demo_env, monkeypatch):
@@ -287,6 +287,9 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
     # a delay under 20 ms as 100 ms: the clip ran 6x slow), 50 frames still lasting 50 / 60 s
     from PIL import Image, ImageSequence
 
+    from domains.driving.accident.predict import gif_timing
+
+    assert gif_timing(5, 60.0) == ([0, 2, 4], [30, 40, 30])  # from the first frame on, every other one
     for fps, frames, total in ((10.0, 50, 5000), (60.0, 25, 830)):
         write_clip({**pred, "fps": fps}, tmp_path / str(fps))
         delays = [f.info["duration"] for f in ImageSequence.Iterator(Image.open(tmp_path / str(fps) / "ex.gif"))]

@@ -64,6 +64,11 @@ def test_a_graph_that_holds_only_at_its_export_size_gets_that_size_fixed(tmp_pat
             net(image),
             atol=1e-4,
         )
+    assert torch.backends.mha.get_fastpath_enabled()  # the export gave attention's fast path back
+    import onnx
+
+    dims = [[d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in onnx.load(tmp_path / "seg.onnx").graph.input]
+    assert dims[0][2:] == ([64, 96] if fixed else ["height", "width"]) and dims[0][0] == "batch"
     other = torch.rand(2, 3, 128, 192)
     if fixed:
         with pytest.raises(Exception, match="(?i)dimension|shape"):  # onnxruntime refuses the other size

@@ -133,3 +133,15 @@ def test_a_skipped_batch_leaves_no_nan_in_batch_norm_statistics():
         task.poisoned.running_var, torch.ones(2)
     )
     assert torch.allclose(task.clean.running_mean, torch.full((2,), 0.3))  # untouched: momentum 0.1 towards 3
+
+
+def test_guard_loss_checks_the_loss_and_every_term_in_one_go_and_names_the_bad_one():
+    from shared.task import NonFiniteLossError
+
+    task = TinySegTask(nonfinite_loss="raise")
+    one, inf = torch.tensor(1.0), torch.tensor(float("inf"))
+    assert task.guard_loss(one, {"ce": one, "kl": torch.tensor([0.5, 2.0])}) is one
+    with pytest.raises(NonFiniteLossError, match=r"in term\(s\): kl \("):
+        task.guard_loss(one, {"ce": one, "kl": inf})  # a term, though the total is finite
+    with pytest.raises(NonFiniteLossError, match=r"in term\(s\): total"):
+        task.guard_loss(torch.tensor(float("nan")), {"ce": one})  # the total alone

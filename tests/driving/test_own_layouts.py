@@ -254,6 +254,15 @@ def test_an_instance_image_with_an_exif_orientation_is_read_as_stored_as_its_map
     (base / "label_2" / "000000.txt").write_text("Car 0 0 -10 5 5 30 20 -1 -1 -1 -1000 -1000 -1000 -10\n")
     picture, target = InstanceDataset(read_kitti_instances(tmp_path), ["Car"])[0]
     assert picture[:, target["masks"][0].bool()].float().mean() > 0.9  # the mask lies on the object
+    # the panoptic PNG layout (images/ + instances/) reads its images as stored too
+    png = tmp_path / "png"
+    (png / "images").mkdir(parents=True)
+    (png / "instances").mkdir()
+    (base / "image_2" / "000000.jpg").rename(png / "images" / "000000.jpg")
+    cv2.imwrite(str(png / "instances" / "000000.png"), (instance * (26 * 1000 + 1)).astype(np.uint16))
+    picture, target = InstanceDataset(read_png_instances(png), ["Car"])[0]
+    assert picture[:, target["masks"][0].bool()].float().mean() > 0.9
+    (png / "images" / "000000.jpg").rename(base / "image_2" / "000000.jpg")
     # and so through the README's converter to COCO: its JSON says the image is read as stored
     from domains.driving.instances.convert import main as convert
 
@@ -273,6 +282,9 @@ def test_a_cut_short_training_jpeg_is_an_error_naming_it_not_grey_fill(tmp_path,
     assert read_rgb(tmp_path / "whole.jpg").shape == read_rgb(tmp_path / "trailer.jpg").shape == (64, 96, 3)
     with pytest.raises(LabelFormatError, match=r"cut\.jpg.*cannot decode image"):
         read_rgb(tmp_path / "cut.jpg")
+    (tmp_path / "CUT.JPG").write_bytes(data[: len(data) // 2])  # a camera's upper-case name
+    with pytest.raises(LabelFormatError, match=r"CUT\.JPG.*cannot decode image"):
+        read_rgb(tmp_path / "CUT.JPG")
     # a file with a trailer is decoded a second time once per version, not at every epoch's read
     from domains.driving import common
 

@@ -550,7 +550,7 @@ def write_kitti_dir(
 
 def _load_json(path: Path):
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows tools) read, as label files do
+        text = _read_text(path)  # a byte-order mark (Windows tools) read, as label files do
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: COCO JSON file not found") from None
     try:

@@ -461,7 +461,7 @@ class DecathlonSliceDataset(MedicalDataset):
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: missing (expected a Decathlon folder with dataset.json)")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))  # a byte-order mark read
         except json.JSONDecodeError as exc:
             raise MedicalDataError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
         training = meta.get("training") if isinstance(meta, dict) else None
@@ -719,7 +719,8 @@ class VolumeGroupedSampler(Sampler[int]):
     resizes its whole volume unless the dataset's small per-process cache holds it, and plain shuffling missed
     the cache on almost every slice (250 ms per slice against 21 in order, 12 volumes of 256x256x64). Batches
     then mix the slices of a few volumes, as patch-based 3D pipelines' batches do. The order follows torch's
-    generator, which Lightning seeds, as a shuffling loader's does."""
+    generator, which Lightning seeds, as a shuffling loader's does. Each loader worker (and each DDP rank) has
+    its own cache, so each loads a group's volumes once: a volume per worker per epoch, not one per slice."""
 
     def __init__(self, volumes: Sequence[int], volumes_at_once: int):
         self.volumes = np.asarray(volumes, dtype=np.int64)

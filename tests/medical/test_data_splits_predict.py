@@ -311,3 +311,26 @@ def test_decathlon_training_reads_each_volume_once_an_epoch(tmp_path, monkeypatc
     assert len(loads) == 2 * base.stats["volumes"] == 12  # image and label of each of the 6 volumes, once
     torch.manual_seed(1)
     assert [i for batch in dm.train_dataloader() for i in batch["id"]] != ids  # another order each epoch
+
+
+def test_volume_grouped_sampler_shuffles_within_a_group_and_counts_every_slice():
+    from domains.medical.data import VolumeGroupedSampler
+
+    sampler = VolumeGroupedSampler([0] * 5 + [1] * 5 + [2] * 5, volumes_at_once=2)
+    assert len(sampler) == 15
+    orders = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        orders.append(list(sampler))
+    assert all(sorted(order) == list(range(15)) for order in orders)
+    # the first group's slices come first, not in index order every time
+    assert any(order[:10] != sorted(order[:10]) for order in orders)
+    assert all(len({i // 5 for i in order[:10]}) == 2 for order in orders)  # two volumes at once
+
+
+def test_a_decathlon_dataset_json_with_a_byte_order_mark_reads(tmp_path):
+    """Refused as invalid JSON at line 1 (a Windows editor's save), as a COCO JSON was."""
+    root = _decathlon(tmp_path / "dec", n_cases=3)
+    meta = root / "dataset.json"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())
+    assert DecathlonSliceDataset(root, "train", crop_size=16, fractions=[1.0, 0.0, 0.0]).stats["volumes"] == 3

@@ -384,7 +384,7 @@ def _read_ccd_clip(
     meta = None
     if json_path.is_file():
         try:
-            meta = json.loads(json_path.read_text())
+            meta = json.loads(json_path.read_text(encoding="utf-8-sig"))  # a byte-order mark read
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             log.add("bad_json", json_path, None, f"not valid JSON ({err})")
             return None
@@ -726,7 +726,7 @@ def read_dota(
 
 def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: DropLog) -> AccidentClip | None:
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark read
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         log.add("bad_json", path, None, f"not valid JSON ({err})")
         return None

@@ -656,7 +656,7 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
         notes.append(f"DICOM window applied (centre {c:g}, width {w:g})")
     else:
         lo, hi = _window_from_percentiles(values)
-        bad = f" (its window width {float(width):g} is no window)" if width is not None else ""
+        bad = f" (its window width {float(width):g} is no window)" if width is not None and float(width) < 1 else ""
         notes.append(f"no DICOM window{bad}: intensities {lo:g}..{hi:g} (0.5-99.5 percentiles) mapped to 0..1")
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         # the window was set on the stored scale: mirror values and window together, so the slice shows
@@ -690,9 +690,14 @@ def _dicom_value(ds, keyword: str, first: bool = True):
     for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         if value is not None:
             break
-        for group in (ds.get(groups) or [])[:1]:
-            for item in (group.get(_FUNCTIONAL_GROUP[keyword]) or [])[:1]:
-                value = item.get(keyword)
+        found = [
+            item.get(keyword)
+            for group in (ds.get(groups) or [])
+            for item in (group.get(_FUNCTIONAL_GROUP[keyword]) or [])[:1]
+        ]
+        # per frame: only a value every frame shares (frames of their own rescale are not one scale)
+        if found and all(str(v) == str(found[0]) for v in found):
+            value = found[0]
     if first and value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
         value = value[0] if len(value) else None
     return value
@@ -782,7 +787,8 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     if c > 1:  # each modality on its own scale (CT and MRI channels, T1 and FLAIR), as training scales it
         notes.append(
             f"4D volume: {c} channels / time points (use the channel slider), each mapped to 0..1 from its own "
-            f"0.5-99.5 percentiles: {', '.join(f'{a:g}..{b:g}' for a, b in windows)}"
+            f"0.5-99.5 percentiles: {', '.join(f'{a:g}..{b:g}' for a, b in windows[:6])}"
+            + (f" and {c - 6} more" if c > 6 else "")
         )
     else:
         notes.append(f"NIfTI intensities {lo:g}..{hi:g} (0.5-99.5 percentiles of the volume) mapped to 0..1")

@@ -505,3 +505,12 @@ def test_an_enhanced_ct_dicom_gives_its_pixel_size_rescale_and_window_from_its_f
     plain = up.decode_medical(S.dicom(stored[0], window=(40, 0)), "zero.dcm")  # a width of 0 is no window
     assert any(n.startswith("no DICOM window (its window width 0 is no window)") for n in plain.notes)
     assert any("states no pixel size" in n for n in plain.notes)
+    no_window = up.decode_medical(S.dicom(stored[0]), "none.dcm")
+    assert any(n.startswith("no DICOM window: intensities") for n in no_window.notes)
+
+
+def test_a_4d_nifti_of_many_time_points_lists_six_windows_not_all():
+    volume = np.random.default_rng(0).random((16, 16, 2, 40)).astype(np.float32)
+    vol = up.decode_medical(S.nifti(volume), "fmri.nii")
+    (note,) = [n for n in vol.notes if n.startswith("4D volume")]
+    assert note.endswith("and 34 more") and note.count("..") == 6

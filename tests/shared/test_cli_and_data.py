@@ -522,3 +522,23 @@ def test_an_image_folder_split_moves_with_no_setting(tmp_path):
     assert kitti.other_split_than({"data_format": "kitti", "data_path": None, "seed": 0}, "test") == (
         "data.seed 0 (this command: 3)"
     )
+
+
+@pytest.mark.slow
+def test_group_split_is_the_same_under_every_hash_seed():
+    """A set's order changes with PYTHONHASHSEED only, so only separate processes show ties broken by it
+    (about 10 s: each process imports Lightning)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from shared.data import group_split; "
+        "print(group_split([1, '1', 2, '2', 3, '3', 4, '4', 5, '5', 6, '6'], (0.25, 0.5, 0.25), verbose=False))"
+    )
+    outs = {
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                       capture_output=True, text=True, check=True).stdout
+        for seed in (0, 8, 14)  # seeds whose set orders of these ids differ
+    }  # fmt: skip
+    assert len(outs) == 1, outs

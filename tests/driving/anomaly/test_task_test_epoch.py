@@ -182,3 +182,34 @@ def test_label_size_maps_cut_the_batch_padding_and_resize_bilinearly(monkeypatch
     assert m[14, 18] == pytest.approx(-2.0)  # inside
     assert m[12, 18] == pytest.approx(0.25 * -10 + 0.75 * -2)  # -4
     assert m[11, 18] == pytest.approx(0.75 * -10 + 0.25 * -2)  # -8
+
+
+def test_each_image_score_reads_its_own_road_over_its_own_rows_and_columns(monkeypatch):
+    """The road region is found once per image: each image must get its own, cut to (H, W) of that image.
+    Image 0: road everywhere, an anomaly on it at columns 20-23 (beyond the first 16). Image 1: road only left of
+    column 12, its hot pixels off the road, at columns 14-17."""
+    building = SEMANTIC_ID["building"]
+
+    def features(images, with_outlier=False):
+        logits, decoder, outlier = _stub_features(images)
+        off_road, hot = images[:, 1] > 0.5, images[:, 0] > 0.5
+        # off the road a building, sure of itself (score -20) or, where hot, unsure (-1.5: anomalous)
+        logits = torch.where(off_road[:, None], torch.full_like(logits, -10.0), logits)
+        logits[:, building] = torch.where(off_road, torch.where(hot, 1.5, 20.0), logits[:, building])
+        return logits, decoder, outlier
+
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, score="max_logit")
+    monkeypatch.setattr(task.model, "features", features)
+    images, labels = torch.zeros(2, 3, H, W), torch.zeros(2, H, W, dtype=torch.long)
+    images[0, 0, 6:10, 20:24] = 1.0
+    labels[0, 6:10, 20:24] = 1
+    images[1, 1, :, 12:] = 1.0  # not road
+    images[1, 0, 6:10, 14:18] = 1.0  # hot, but off the road
+    batch = {"image": images, "label": labels, "name": ["on_road", "off_road"]}
+    trainer = quiet_trainer()
+    trainer.test(task, DataLoader([batch], batch_size=None), verbose=False)
+    scores = task.test_results["image_scores"]["max_logit"]
+    assert scores[0] == pytest.approx(-2.0, abs=1e-4)  # its anomaly, on its road
+    assert scores[1] < -5  # nothing anomalous on its own road
+    # analyze gives the same image score (the app's path), one image at a time
+    assert task.analyze(images[1:])["image_score"][0] == pytest.approx(scores[1], abs=1e-4)

@@ -91,3 +91,18 @@ def test_maps_of_a_padded_batch_are_each_images_own():
     for name in ("msp", "energy"):
         torch.testing.assert_close(maps[name][0, :40, :70], alone[name][0], rtol=0, atol=1e-6)
         assert (maps[name][0, 40:] == 0).all() and (maps[name][0, :, 70:] == 0).all()  # the padding reads 0
+
+
+def test_a_score_map_cut_short_by_a_failure_leaves_no_file_under_its_name(tmp_path, monkeypatch):
+    """np.save wrote straight to <name>_score.npy: a run stopped mid-write left half a map there."""
+    from domains.driving.anomaly import predict
+
+    def half_then_fail(file, array):
+        with open(file, "wb") as f:
+            f.write(b"\x93NUMPY half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(predict.np, "save", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        predict.write_predictions(tmp_path, ["a"], torch.rand(1, 3, 8, 8), torch.rand(1, 8, 8))
+    assert list(tmp_path.iterdir()) == []

@@ -648,17 +648,3 @@ def test_the_other_shapes_benchmark_cuts_frames_and_their_labels_alike():
     assert tall.shape == (360, 640, 3) and (dx, dy) == (0, 84)  # (360 - 192) / 2
     assert (tall_label[:84] == 255).all() and (tall_label[84:276] == 1).all() and (tall_label[276:] == 255).all()
     assert (tall[:84] == 128).all()  # grey above
-
-
-def test_detect_batch_gives_each_frame_what_detect_gives_it_alone():
-    """The demo runs a clip's frames through the detector 8 at a time."""
-    from domains.driving.detection.predict import detect, detect_batch
-
-    torch.manual_seed(0)
-    task = detection_task(backbone="tiny_cnn", input_size=(64, 128), score_thresh=0.0)
-    frames = [np.random.default_rng(i).integers(0, 255, (48, 96, 3), np.uint8) for i in range(3)]
-    for alone, together in zip([detect(task.model, f) for f in frames], detect_batch(task.model, frames), strict=True):
-        assert alone.keys() == together.keys() and len(alone["boxes"]) == len(together["boxes"]) > 0
-        for key in alone:
-            assert torch.allclose(alone[key].float(), together[key].float(), atol=1e-4), key
-    assert task.model.training  # the model's mode is given back

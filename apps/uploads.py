@@ -79,6 +79,8 @@ class RGBImage:
     image: np.ndarray
     notes: list[str] = field(default_factory=list)
     format: str = ""
+    #: the file has no colour (grey, or three equal channels), found once when decoded (see :func:`grey_photo`)
+    colourless: bool = False
 
 
 @dataclass
@@ -311,7 +313,8 @@ def decode_rgb_image(
         rgb = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
     else:
         raise UploadError(f"{name}: {array.shape[2]} colour channels; expected grey, RGB or RGBA")
-    return RGBImage(name=name, image=np.ascontiguousarray(rgb), notes=notes, format=fmt.upper())
+    equal = array.ndim == 2 or bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    return RGBImage(name, np.ascontiguousarray(rgb), notes, fmt.upper(), colourless=equal)
 
 
 # ------------------------------------------------------------------------------------------ dashcam clips
@@ -975,18 +978,16 @@ def unlike_dashcam(width: int, height: int, thing: str, trained: str) -> str | N
     return None
 
 
-def grey_photo(image: np.ndarray, trained: str) -> str | None:
-    """A plain warning when an RGB upload has no colour (its three channels equal: a grey or infrared camera, a
-    black-and-white copy): the driving models learnt from colour frames, and the anomaly score leans on the
-    road's colour (a grey copy of a test scene flagged 4 % of its pixels where the colour one flagged none)."""
-    if image.ndim != 3 or image.shape[2] != 3:
+def grey_photo(decoded: RGBImage, trained: str) -> str | None:
+    """A plain warning when an upload has no colour (a grey or infrared camera, a black-and-white copy, found
+    once at decoding): the driving models learnt from colour frames, and the anomaly score leans on the road's
+    colour (a grey copy of a test scene flagged 4 % of its pixels where the colour one flagged none)."""
+    if not decoded.colourless:
         return None
-    if (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
-        return (
-            f"This photo is grey (no colour). {trained} in colour: expect missed objects and false alarms, road "
-            "anomalies most of all."
-        )
-    return None
+    return (
+        f"This photo is grey (no colour). {trained} in colour: expect missed objects and false alarms, road "
+        "anomalies most of all."
+    )
 
 
 def download_stem(name: str, default: str = "image") -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.files import temporary_file
+from shared.files import written_whole
 from shared.task import check_checkpoint_file
 
 DEFAULT_ATOL = 1e-4
@@ -35,30 +34,26 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
-    tmp = str(temporary_file(path.parent, path.name, suffix=".onnx"))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         # attention's fused inference kernel (taken in eval mode with an even number of heads) has no ONNX form:
         # the exporter stopped at aten::_native_multi_head_attention; the plain path computes the same
         torch.backends.mha.set_fastpath_enabled(False)
-        with torch.no_grad():
+        with torch.no_grad(), written_whole(path) as tmp:
             # The TorchScript-based exporter handles the suite's control flow (interpolate to a skip's size,
             # dynamic batch) without tracing guards; dynamo=False selects it explicitly.
             torch.onnx.export(
                 module,
                 example_inputs,
-                tmp,
+                str(tmp),
                 input_names=list(input_names),
                 output_names=list(output_names),
                 dynamic_axes=dynamic_axes,
                 opset_version=opset,
                 dynamo=False,
             )
-        os.replace(tmp, path)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -82,15 +77,21 @@ def check_against_pytorch(
     got = run_onnx(path, {k: v.numpy() for k, v in inputs.items()})
     measured = {}
     for name, g, e in zip(names, got, expected, strict=True):
-        e = e.numpy()
-        diff = np.abs(g.astype(np.float64) - e)
-        measured[name] = float(diff.max()) if diff.size else 0.0
-        if diff.size and not (diff <= atol + rtol * np.abs(e)).all():
+        measured[name], within = _difference(g, e.numpy(), atol, rtol)
+        if not within:
             raise ValueError(
                 f"{path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
                 f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
             )
     return measured
+
+
+def _difference(got: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> tuple[float, bool]:
+    """Largest |onnxruntime - PyTorch| and whether every element is within ``atol + rtol * |PyTorch|``."""
+    diff = np.abs(got.astype(np.float64) - expected)
+    if not diff.size:
+        return 0.0, True
+    return float(diff.max()), bool((diff <= atol + rtol * np.abs(expected)).all())
 
 
 @dataclass(frozen=True)
@@ -191,10 +192,8 @@ class CheckedExport:
             return f"onnxruntime: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         if got.shape != expected.shape:
             return f"output shape {got.shape} where PyTorch gives {expected.shape}"
-        diff = np.abs(got.astype(np.float64) - expected)
-        if not (diff <= self.atol + self.rtol * np.abs(expected)).all():
-            return f"its first output differs from PyTorch by up to {diff.max():.3g}"
-        return None
+        largest, within = _difference(got, expected, self.atol, self.rtol)
+        return None if within else f"its first output differs from PyTorch by up to {largest:.3g}"
 
     def _export(self, file, module, inputs, outputs, dynamic_axes) -> Path:
         path = export_onnx(
@@ -222,10 +221,8 @@ class CheckedExport:
 
     def write_sidecar(self, file: str, sidecar: dict) -> None:
         """Write ``out_dir/file`` through a temp file and a rename, so a reader never sees half of it."""
-        side = self.out_dir / file
-        tmp = side.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(sidecar, indent=2))
-        os.replace(tmp, side)
+        with written_whole(self.out_dir / file) as tmp:
+            tmp.write_text(json.dumps(sidecar, indent=2))
 
     def finish(self, file: str, sidecar: dict, measured: dict, measured_on: str) -> dict:
         """``sidecar`` between the export's ``domain`` / ``model`` / ``checkpoint`` and its ``opset`` /

@@ -377,7 +377,7 @@ pc.show_notes(decoded.notes)
 image = decoded.image
 if source == UPLOAD and (warning := up.unlike_dashcam(image.shape[1], image.shape[0], "photo", TRAINED_ON)):
     st.warning(warning)
-if source == UPLOAD and (warning := up.grey_photo(image, TRAINED_ON)):
+if source == UPLOAD and (warning := up.grey_photo(decoded, TRAINED_ON)):
     st.warning(warning)
 height, width = image.shape[:2]
 shown, shown_scale = _display(digest, image)

@@ -569,7 +569,7 @@ class DecathlonSliceDataset(MedicalDataset):
         _case, image_path, label_path = self.cases[c]
         load, channel_first = LoadImage(image_only=True), EnsureChannelFirst()
         # one file at a time, through the listing's reader: an error names its file, the image or the label
-        data = {"image": self._load(load, channel_first, image_path), "label": self._load(load, channel_first, label_path)}
+        data = {key: self._load(load, channel_first, path) for key, path in (("image", image_path), ("label", label_path))}
         if tuple(data["image"].shape[1:]) != tuple(data["label"].shape[1:]):
             raise MedicalDataError(
                 f"{image_path}: image grid {tuple(data['image'].shape[1:])} differs from "

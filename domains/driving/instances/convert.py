@@ -35,6 +35,7 @@ from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE, KITTI_TYPES
 from domains.driving.common import source_sequence_map
 from domains.driving.formats import DropLog, LabelFormatError, resolve_kitti_split
 from domains.driving.instances.data import InstanceAnnotation, read_kitti_instances, read_png_instances
+from shared.files import written_whole
 
 
 def write_coco_instances(
@@ -94,9 +95,8 @@ def write_coco_instances(
         "categories": categories,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)  # a failure leaves no half-written JSON
+    with written_whole(path) as tmp:  # a failure leaves no half-written JSON
+        tmp.write_text(json.dumps(data))
     return dropped
 
 

@@ -7,6 +7,7 @@ Nothing here downloads: ImageNet weights are used only from a path the user give
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,12 +186,12 @@ def _prefix_hint(source: dict, target: dict, tv_prefix: str, given: str) -> str 
     """``prefix=...`` that would make the file's keys fit (a Lightning checkpoint's ``model.backbone.``, a prefix
     given without its final dot), as a sentence; None when no prefix would. ``source``'s keys are the file's
     with the ``given`` prefix taken off."""
-    counts: dict[str, int] = {}
-    for key in source:
-        for cut in range(len(key)):
-            rest = key[cut:]
-            if cut and (rest in target or tv_prefix + rest in target):
-                counts[key[:cut]] = counts.get(key[:cut], 0) + 1
+    counts = Counter(
+        key[:cut]
+        for key in source
+        for cut in (i + 1 for i, char in enumerate(key) if char == ".")  # prefixes end at a dot
+        if key[cut:] in target or tv_prefix + key[cut:] in target
+    )
     if not counts:
         return None
     prefix, n = max(counts.items(), key=lambda item: (item[1], -len(item[0])))

@@ -263,11 +263,13 @@ def read_png_instances(
     images = images_by_stem(image_dir, stem=_stem)
     if not images:
         inside = sorted(p.name for p in visible_entries(image_dir) if p.is_dir())
-        raise FileNotFoundError(
-            f"{image_dir}: no images in it"
-            + (f"; its sub-folders ({', '.join(inside[:3])}) are not read: put every image directly in images/ "
-               "and every map in instances/ (Cityscapes' city folders: one folder for all cities)" if inside else "")
-        )  # fmt: skip
+        hint = ""
+        if inside:  # Cityscapes' city folders
+            hint = (
+                f"; its sub-folders ({', '.join(inside[:3])}) are not read: put every image directly in images/ "
+                "and every map in instances/ (one folder for all cities)"
+            )
+        raise FileNotFoundError(f"{image_dir}: no images in it{hint}")
     for stem, map_path in maps.items():
         if stem not in images:
             raise LabelFormatError(map_path, None, f"instance map has no image {stem}* in {image_dir}")

@@ -296,6 +296,11 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
         assert len(delays) == frames and min(delays) >= 20 and abs(sum(delays) - total) <= 10, (fps, delays)
     with pytest.raises(ValueError, match="fps must be a positive frame rate"):
         dm.accident_predict(task, clip["frames"], clip["boxes"], clip["box_valid"], clip["track_ids"], 0.0)
+    # a clip that fails while its GIF is drawn leaves neither its files nor their temporary copies
+    broken = tmp_path / "broken"
+    with pytest.raises(Exception):
+        write_clip({**pred, "frames": pred["frames"][:, :1, :2, :2]}, broken)
+    assert [p.name for p in broken.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.slow

@@ -5,14 +5,14 @@ not the network input's ``data.image_size``. The GIF shows the frames the networ
 objects' boxes in those same pixels, coloured by their risk (green to red), under it the risk curve so far with
 the alarm threshold (dashed), the alarm moment and, when known, the contact frame. Files are
 written to unique temporary names and renamed together at the end, so an interrupted run leaves no
-half-written clip.
+half-written clip (and a failing one no temporary file).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
@@ -21,7 +21,7 @@ from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
-from shared.files import temporary_file
+from shared.files import written_whole
 
 __all__ = ["AccidentPredictionWriter", "alarm_frame", "draw_clip", "write_clip"]
 
@@ -111,66 +111,63 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
     track_ids = np.asarray(prediction["track_ids"])
     threshold, fps = float(prediction["threshold"]), float(prediction["fps"])
     alarm = alarm_frame(risk, threshold)
-    staged: list[tuple[Path, Path]] = []  # (temporary, final): renamed only once every file is written
-
-    tmp = temporary_file(folder, "risk.csv")
-    staged.append((tmp, folder / "risk.csv"))
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        horizons = [f"p_contact_{h:g}s" for h in prediction["horizons"]]
-        writer.writerow(
-            [
-                "frame",
-                "time_s",
-                *horizons,
-                "risk",
-                "uncertainty",
-                "ttc_s",
-                "alarm",
-                "top_track_id",
-                "top_object_risk",
-            ]
-        )
-        for t in range(len(risk)):
-            slots = np.flatnonzero(valid[t])
-            top = slots[np.argmax(object_risk[t, slots])] if len(slots) else None
+    written = [folder / "risk.csv", folder / "objects.csv"]
+    if gif and prediction.get("frames") is not None:
+        written.append(out_dir / f"{clip}.gif")
+    with ExitStack() as staged:  # each file under a temporary name, renamed once every one is written
+        risk_tmp, objects_tmp, *gif_tmp = [staged.enter_context(written_whole(path)) for path in written]
+        with open(risk_tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            horizons = [f"p_contact_{h:g}s" for h in prediction["horizons"]]
             writer.writerow(
                 [
-                    t,
-                    f"{t / fps:.3f}",
-                    *(f"{p:.4f}" for p in probs[t]),
-                    f"{risk[t]:.4f}",
-                    "" if spread is None else f"{float(spread[t]):.4f}",
-                    "" if not math.isfinite(float(ttc[t])) else f"{float(ttc[t]):.3f}",
-                    int(alarm is not None and t >= alarm),
-                    "" if top is None else int(track_ids[top]),
-                    "" if top is None else f"{object_risk[t, top]:.4f}",
+                    "frame",
+                    "time_s",
+                    *horizons,
+                    "risk",
+                    "uncertainty",
+                    "ttc_s",
+                    "alarm",
+                    "top_track_id",
+                    "top_object_risk",
                 ]
             )
-
-    tmp = temporary_file(folder, "objects.csv")
-    staged.append((tmp, folder / "objects.csv"))
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["frame", "track_id", "x1", "y1", "x2", "y2", "risk"])
-        boxes = prediction.get("source_boxes")
-        boxes = np.asarray(prediction["boxes"] if boxes is None else boxes, dtype=np.float32)
-        for t in range(len(risk)):
-            for n in np.flatnonzero(valid[t]):
+            for t in range(len(risk)):
+                slots = np.flatnonzero(valid[t])
+                top = slots[np.argmax(object_risk[t, slots])] if len(slots) else None
                 writer.writerow(
-                    [t, int(track_ids[n]), *(f"{v:.1f}" for v in boxes[t, n]), f"{object_risk[t, n]:.4f}"]
+                    [
+                        t,
+                        f"{t / fps:.3f}",
+                        *(f"{p:.4f}" for p in probs[t]),
+                        f"{risk[t]:.4f}",
+                        "" if spread is None else f"{float(spread[t]):.4f}",
+                        "" if not math.isfinite(float(ttc[t])) else f"{float(ttc[t]):.3f}",
+                        int(alarm is not None and t >= alarm),
+                        "" if top is None else int(track_ids[top]),
+                        "" if top is None else f"{object_risk[t, top]:.4f}",
+                    ]
                 )
 
-    if gif and prediction.get("frames") is not None:
-        drawn = draw_clip(prediction)
-        kept, durations = gif_timing(len(drawn), fps)
-        images = [Image.fromarray(drawn[i]) for i in kept]
-        tmp = temporary_file(out_dir, f"{clip}.gif")
-        staged.append((tmp, out_dir / f"{clip}.gif"))
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
-    for tmp, final in staged:
-        os.replace(tmp, final)
-    return [final for _, final in staged]
+        with open(objects_tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["frame", "track_id", "x1", "y1", "x2", "y2", "risk"])
+            boxes = prediction.get("source_boxes")
+            boxes = np.asarray(prediction["boxes"] if boxes is None else boxes, dtype=np.float32)
+            for t in range(len(risk)):
+                for n in np.flatnonzero(valid[t]):
+                    writer.writerow(
+                        [t, int(track_ids[n]), *(f"{v:.1f}" for v in boxes[t, n]), f"{object_risk[t, n]:.4f}"]
+                    )
+
+        if gif_tmp:
+            drawn = draw_clip(prediction)
+            kept, durations = gif_timing(len(drawn), fps)
+            images = [Image.fromarray(drawn[i]) for i in kept]
+            images[0].save(
+                gif_tmp[0], format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
+            )
+    return written
 
 
 def gif_timing(num_frames: int, fps: float) -> tuple[list[int], list[int]]:

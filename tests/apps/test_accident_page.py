@@ -260,7 +260,7 @@ def test_detected_objects_become_fixed_slots_with_classes(demo_env):
     assert (boxes[:, 2] <= 96 + 1e-3).all() and (boxes[:, 3] <= 48 + 1e-3).all()
 
 
-def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, tmp_path):
+def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, tmp_path, monkeypatch):
     from domains.driving.accident.predict import write_clip
 
     task = dm.load_task("driving_accident", demo_env["checkpoints"] / "driving_accident.ckpt")
@@ -297,9 +297,15 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
     with pytest.raises(ValueError, match="fps must be a positive frame rate"):
         dm.accident_predict(task, clip["frames"], clip["boxes"], clip["box_valid"], clip["track_ids"], 0.0)
     # a clip that fails while its GIF is drawn leaves neither its files nor their temporary copies
+    import domains.driving.accident.predict as accident_predict
+
+    def fail(prediction):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(accident_predict, "draw_clip", fail)
     broken = tmp_path / "broken"
-    with pytest.raises(Exception):
-        write_clip({**pred, "frames": pred["frames"][:, :1, :2, :2]}, broken)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        write_clip(pred, broken)
     assert [p.name for p in broken.rglob("*") if p.is_file()] == []
 
 

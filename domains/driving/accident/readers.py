@@ -36,8 +36,8 @@ DOTA_FPS = 10.0
 DAD_FPS = 20.0  # DAD: 100 frames at 20 fps, the accident at frame 90
 DAD_TOA = 90
 CCD_ANNOTATION = "Crash-1500.txt"
-CCD_CRASH_DIR = "videos/Crash-1500"
-CCD_NORMAL_DIR = "videos/Normal"
+CCD_CRASH_DIR = "Crash-1500"  # beside the annotation in the released CarCrash/videos/, under videos/ otherwise
+CCD_NORMAL_DIR = "Normal"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 NPZ_KEYS = ("data", "det", "labels")  # UString / DSTA feature files; ``ID`` and ``toa`` are optional
 FPS_TOLERANCE = 0.01  # relative: a container saying 29.97 for a 30 fps annotation is the same rate
@@ -313,25 +313,31 @@ def read_ccd_layout(
 ) -> list[AccidentClip]:
     """Clips of the CCD layout (real CCD or the synthetic scenario clips).
 
-    ``<root>/Crash-1500.txt`` names the crash clips (``videos/Crash-1500/<vid>.mp4`` or a frame folder); every
-    clip under ``videos/Normal`` is a negative, named ``normal_<vid>`` where its vid is also a crash clip's (real
-    CCD numbers both folders from 000001). A crash video without a line is left out and counted. ``annotations/<vid>.json`` (the synthetic extras; required with
-    ``require_json``) gives the kind (near miss / normal), the frame rate, per-frame TTC, the involved track ids
-    and ground-truth boxes per track. Real CCD has no boxes: its clips get no tracks (``box_valid`` all false; a
-    detector could fill them later) and ``fps`` (10).
+    ``Crash-1500.txt`` names the crash clips (``Crash-1500/<vid>.mp4`` or a frame folder); every clip under
+    ``Normal/`` is a negative, named ``normal_<vid>`` where its vid is also a crash clip's (real CCD numbers both
+    folders from 000001). The released CCD keeps all three in ``CarCrash/videos/``: ``root`` may be ``CarCrash``
+    or its ``videos``; the synthetic clips keep the annotation at ``<root>`` and the folders in ``<root>/videos``.
+    A crash video without a line is left out and counted. ``annotations/<vid>.json`` (the synthetic extras;
+    required with ``require_json``) gives the kind (near miss / normal), the frame rate, per-frame TTC, the
+    involved track ids and ground-truth boxes per track. Real CCD has no boxes: its clips get no tracks
+    (``box_valid`` all false; a detector could fill them later) and ``fps`` (10).
     """
     root = Path(root)
     own = log is None
     log = log if log is not None else DropLog(strict=strict)
-    annotation = root / CCD_ANNOTATION
-    if not annotation.is_file():
+    annotation = next(
+        (a for a in (root / CCD_ANNOTATION, root / "videos" / CCD_ANNOTATION) if a.is_file()), None
+    )
+    if annotation is None:
         raise FileNotFoundError(
-            f"{annotation}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION})"
+            f"{root / CCD_ANNOTATION}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION} "
+            f"or <root>/videos/{CCD_ANNOTATION})"
         )
     lines = read_ccd_annotations(annotation, log)
-    crash_dir, normal_dir = root / CCD_CRASH_DIR, root / CCD_NORMAL_DIR
+    videos_dir = _ccd_videos_folder(annotation.parent)
+    crash_dir, normal_dir = videos_dir / CCD_CRASH_DIR, videos_dir / CCD_NORMAL_DIR
     clips = []
-    with counting_hidden_files(root / "videos"):  # one count over every clip folder
+    with counting_hidden_files(videos_dir):  # one count over every clip folder
         videos = {folder: videos_by_stem(folder) for folder in (crash_dir, normal_dir)}
         for vid in _clip_entries(crash_dir, videos[crash_dir]):
             if vid not in lines:
@@ -354,6 +360,14 @@ def read_ccd_layout(
     if own:
         log.report(f"read_ccd_layout({root})")
     return clips
+
+
+def _ccd_videos_folder(base: Path) -> Path:
+    """The folder holding ``Crash-1500/`` and ``Normal/``: ``base`` (the annotation's folder, as released) where
+    it has either, else ``base/videos`` (the synthetic layout; also where a missing clip is looked for)."""
+    if any((base / name).is_dir() for name in (CCD_CRASH_DIR, CCD_NORMAL_DIR)):
+        return base
+    return base / "videos"
 
 
 def _read_ccd_clip(
@@ -566,14 +580,11 @@ def read_npz_clips(
         lines = read_ccd_annotations(Path(annotation), log)
         contact_frames = {vid: line.toa for vid, line in lines.items()}
     listed = _listed_subsets(root)
-    clips, seen, first = [], {}, None
+    clips, first = [], None
     for path in files:
         clip = _read_npz_clip(path, root, fps, toa, min_frames, log, contact_frames)
         if clip is None:
             continue
-        if clip.clip_id in seen:
-            raise LabelFormatError(path, None, f"clip id {clip.clip_id!r} also used by {seen[clip.clip_id]}")
-        seen[clip.clip_id] = path
         clip.subset = listed.get(path.resolve(), clip.subset)
         shape = _npz_array_shape(path, "data")  # the header only; clips of one set batch together
         if shape is not None:
@@ -584,6 +595,15 @@ def read_npz_clips(
                     f"{first[1]} has {first[0][1] - 1} x {first[0][2]}: one set's features must match",
                 )  # fmt: skip
         clips.append(clip)
+    # CCD's release numbers positive/ and negative/ each from 000001, and UString wrote that number as the ID
+    crash_ids = {clip.clip_id for clip in clips if clip.kind == "crash"}
+    seen: dict[str, Path] = {}
+    for clip in clips:
+        if clip.kind != "crash" and clip.clip_id in crash_ids:
+            clip.clip_id = f"normal_{clip.clip_id}"  # as the video layout names them
+        if clip.clip_id in seen:
+            raise LabelFormatError(clip.npz, None, f"clip id {clip.clip_id!r} also used by {seen[clip.clip_id]}")
+        seen[clip.clip_id] = clip.npz
     if own:
         log.report(f"read_npz_clips({root})")
     return clips

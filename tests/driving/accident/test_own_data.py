@@ -42,6 +42,22 @@ def test_unpadded_frame_names_play_in_number_order_and_hidden_files_are_not_fram
     assert (frames[:, 0, 0, 0] * 255).round().tolist() == [20.0 * t for t in range(1, 13)]
 
 
+def test_ccd_as_released_is_read_from_its_root_or_its_videos_folder(tmp_path):
+    """The release keeps Crash-1500.txt beside Crash-1500/ and Normal/ in CarCrash/videos/: both roots read it,
+    and a normal clip numbered like a crash clip keeps an id of its own."""
+    videos = tmp_path / "CarCrash" / "videos"
+    _numbered_frames(videos / "Crash-1500" / "000001", 12)
+    _numbered_frames(videos / "Normal" / "000001", 12)
+    (videos / "Crash-1500.txt").write_text(ccd_line("000001", 12, 8) + "\n")
+    for root in (tmp_path / "CarCrash", videos):
+        with pytest.warns(HiddenFilesWarning):
+            clips = {c.clip_id: c for c in read_ccd_layout(root, strict=True)}
+        assert {k: (c.kind, c.toa) for k, c in clips.items()} == {"000001": ("crash", 8), "normal_000001": ("normal", -1)}
+        assert clips["normal_000001"].frames[0].parent == videos / "Normal" / "000001"
+    with pytest.raises(FileNotFoundError, match="expected <root>/Crash-1500.txt or <root>/videos/Crash-1500.txt"):
+        read_ccd_layout(tmp_path)
+
+
 def test_a_video_with_an_upper_case_extension_is_found(tmp_path):
     if not write_mp4(tmp_path / "videos/Crash-1500/000001.MP4", 10, 10.0):
         pytest.skip("OpenCV has no mp4v encoder here: cannot write a test video")
@@ -61,10 +77,10 @@ def _ustring_ccd(root: Path) -> Path:
         write_npz_clip(features / "positive" / f"{vid}.npz", n_frames=10, dim=4, ID=np.array(vid))
         lines.append(ccd_line(vid, 10, toa))
         (train if i <= 2 else test).append(f"positive/{vid}.npz 1")
-    for i in range(5, 9):
+    for i in range(1, 5):  # numbered from 000001 too, ID and all, as released
         vid = f"{i:06d}"
         write_npz_clip(features / "negative" / f"{vid}.npz", n_frames=10, dim=4, positive=False, ID=np.array(vid))
-        (train if i <= 6 else test).append(f"negative/{vid}.npz 0")
+        (train if i <= 2 else test).append(f"negative/{vid}.npz 0")
     (features / "train.txt").write_text("\n".join(train) + "\n")
     (features / "test.txt").write_text("\n".join(test) + "\n")
     (root / "videos").mkdir(parents=True)
@@ -83,8 +99,11 @@ def test_ustring_ccd_features_take_their_contact_frames_and_split_from_its_files
     assert {k: c.toa for k, c in clips.items() if c.is_positive} == {
         "000001": 3, "000002": 5, "000003": 7, "000004": 4,
     }  # fmt: skip
-    assert {k for k, c in clips.items() if c.subset == "test"} == {"000003", "000004", "000007", "000008"}
-    assert {k for k, c in clips.items() if c.subset == "train"} == {"000001", "000002", "000005", "000006"}
+    # a negative whose number is a crash clip's gets an id of its own, as in the video layout (it had stopped
+    # every read of the release: "clip id '000001' also used by")
+    assert {k for k, c in clips.items() if c.subset == "test"} == {"000003", "000004", "normal_000003", "normal_000004"}
+    assert {k for k, c in clips.items() if c.subset == "train"} == {"000001", "000002", "normal_000001", "normal_000002"}
+    assert {k for k, c in clips.items() if not c.is_positive} == {f"normal_00000{i}" for i in range(1, 5)}
 
     dm = AccidentDataModule(data_format="npz", data_path=str(features), feature_fps=10, num_workers=0)
     dm.setup("fit")  # Crash-1500.txt found in ../videos, as UString keeps it

@@ -34,6 +34,14 @@ HEADLINE = "video_ap"
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
+def float32_at_least(value: float) -> float:
+    """The smallest float32 >= ``value``. The alarm threshold lives in a float32 buffer, and the threshold just
+    above a negative clip's peak (``operating_threshold``) rounds back onto that peak there, so the clip it was
+    chosen to keep quiet would alarm."""
+    stored = np.float32(value)  # compared as float64 below: NumPy 2 compares a float32 with a Python float in float32
+    return float(np.nextafter(stored, np.float32(np.inf)) if float(stored) < value else stored)
+
+
 class AccidentTask(FrozenBackboneCheck, BaseTask):
     """Accident anticipation on clips; validation logs video AP (headline ``val/video_ap``), frame AP, mTTA,
     TTA at 80 % recall, AP 0.5 / 1 / 1.5 s ahead, near-miss false alarms, ECE and Brier.
@@ -298,7 +306,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         clips = self.clip_scores(records)
         if calibrating and any(c.kind in NEGATIVE_KINDS for c in clips):
             threshold = operating_threshold(clips, max_false_alarm=self.hparams.max_false_alarm)
-            self.model.alarm_threshold.fill_(float(threshold))
+            self.model.alarm_threshold.fill_(float32_at_least(threshold))
         elif (
             calibrating
         ):  # e.g. DoTA: every clip is an accident, no false-alarm rate to hold the threshold to

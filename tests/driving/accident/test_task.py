@@ -189,6 +189,29 @@ def test_validation_without_negative_clips_keeps_the_threshold_and_says_so(tmp_p
     assert values["val/temperature"] != 1.0
 
 
+def test_the_calibrated_threshold_stays_above_the_negative_it_excludes():
+    """The threshold just above a normal clip's peak (float64) was stored in the model's float32 buffer, which
+    rounded it back onto that peak: the clip it was chosen to exclude alarmed (false-alarm rate 1 at 0.1)."""
+    import numpy as np
+
+    task = AccidentTask(network=AccidentAnticipator(backbone="tiny_cnn", input_size=(24, 48), hidden=8))
+    crash_logits = np.tile(np.linspace(-1.0, 0.5, 10, dtype=np.float32)[:, None], (1, 4))
+    normal_logits = np.full((10, 4), 1.1368, np.float32)  # the highest score of all
+    task._records["val"] = _val_records("crash", 6, [crash_logits] * 2) + _val_records("normal", -1, [normal_logits])
+    task._records["val"][-1]["clip_id"] = "n0"
+
+    class _Trainer:
+        sanity_checking = False
+
+    task._trainer = _Trainer()
+    task.log = task.log_dict = lambda *a, **k: None
+    task._calibrate = lambda records: None  # the temperature stays 1
+    values = task._log_epoch_metrics("val")
+    (normal,) = [c for c in task.clip_scores_of("val") if c.kind == "normal"]
+    assert float(task.model.alarm_threshold) > float(normal.scores.max())
+    assert values["val/normal_false_alarms"] == 0.0
+
+
 def test_validation_without_crashes_still_logs_the_checkpoint_monitor():
     """Validation clips without a crash (frame AP and video AP undefined): both are logged as 0, so the CLI's
     checkpoint on val/frame_ap (domains.driving.accident.__main__.MONITOR) never finds its key missing."""

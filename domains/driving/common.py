@@ -28,6 +28,7 @@ from domains.driving.formats import (
     LabelWarning,
     distinct_names,
     image_size,
+    read_text_file,
 )
 from shared.files import count_hidden, is_hidden, visible_files
 from shared.images import stretch_to_uint8
@@ -354,7 +355,7 @@ def _kitti_devkit_groups(mapping: Path, rand: Path, ids: Sequence[str]) -> list[
 
 def _two_column_groups(path: Path, ids: Sequence[str]) -> list[str]:
     table: dict[str, str] = {}
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for lineno, raw in enumerate(read_text_file(path).splitlines(), start=1):
         text = raw.split("#", 1)[0]
         if "\t" in text:  # tab-separated: the fields may hold spaces
             line = [field.strip() for field in text.split("\t") if field.strip()]

@@ -192,7 +192,8 @@ def _fmt(value: float) -> str:
     return text + "0" if text.endswith(".") else text
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
+    """The text of an annotation file; one that is not UTF-8 is a :class:`LabelFormatError` naming it."""
     try:  # utf-8-sig: a byte-order mark (Windows editors write one) would stick to the first field
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -203,7 +204,7 @@ def _label_lines(
     path: Path, counts: tuple[int, ...], expected: str, quote_line: bool = False
 ) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each non-blank line of a label file; another field count is an error."""
-    for lineno, raw in enumerate(_read_text(path).splitlines(), start=1):
+    for lineno, raw in enumerate(read_text_file(path).splitlines(), start=1):
         fields = raw.split()
         if not fields:
             continue
@@ -550,7 +551,7 @@ def write_kitti_dir(
 
 def _load_json(path: Path):
     try:
-        text = _read_text(path)  # a byte-order mark (Windows tools) read, as label files do
+        text = read_text_file(path)  # a byte-order mark (Windows tools) read, as label files do
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: COCO JSON file not found") from None
     try:
@@ -851,7 +852,7 @@ def read_yolo(
                         raise LabelFormatError(label, None, f"label file has no image in {src}")
             image_files += found
         elif src.is_file() and src.suffix == ".txt":
-            for lineno, raw in enumerate(_read_text(src).splitlines(), start=1):
+            for lineno, raw in enumerate(read_text_file(src).splitlines(), start=1):
                 entry = raw.strip()
                 if not entry:
                     continue

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from domains.driving.formats import IMAGE_EXTENSIONS, DropLog, LabelFormatError
+from domains.driving.formats import IMAGE_EXTENSIONS, DropLog, LabelFormatError, read_text_file
 from shared.files import count_hidden, counting_hidden_files, is_hidden, natural_key, visible_files
 
 KINDS = ("crash", "near_miss", "normal")
@@ -248,7 +248,7 @@ def read_ccd_annotations(path: Path, log: DropLog | None = None) -> dict[str, CC
     line goes to ``log`` (left out and counted; raised without a log or in strict mode); a repeated vid is an
     error."""
     out: dict[str, CCDLine] = {}
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for lineno, raw in enumerate(read_text_file(path).splitlines(), start=1):
         if not raw.strip():
             continue
         try:
@@ -537,7 +537,7 @@ def _listed_subsets(root: Path) -> dict[Path, str]:
     for name, subset in (("train", "train"), ("training", "train"), ("test", "test"), ("testing", "test")):
         listing = root / f"{name}.txt"
         if listing.is_file():
-            for line in listing.read_text(encoding="utf-8-sig").splitlines():
+            for line in read_text_file(listing).splitlines():
                 if line.strip():
                     subsets[(root / line.split()[0]).resolve()] = subset
     return subsets

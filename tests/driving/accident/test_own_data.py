@@ -178,6 +178,19 @@ def test_a_byte_order_mark_and_one_bad_line_lose_only_that_line(tmp_path):
         read_ccd_layout(tmp_path, strict=True)
 
 
+def test_an_annotation_that_is_not_utf8_is_named(tmp_path):
+    """A Crash-1500.txt saved in cp1252 (a Windows editor's "é") stopped with a bare UnicodeDecodeError that
+    named no file; so did UString's split lists."""
+    _frame_folder_set(tmp_path, [ccd_line("000001", 6, 3)], ["000001"])
+    (tmp_path / "Crash-1500.txt").write_bytes(ccd_line("000001", 6, 3).replace("Normal", "Pluvieux é").encode("cp1252"))
+    with pytest.raises(LabelFormatError, match=r"Crash-1500.txt: not a UTF-8 text file"):
+        read_ccd_layout(tmp_path)
+    features = _ustring_ccd(tmp_path / "ustring")
+    (features / "train.txt").write_bytes("positive/000001.npz 1 # é\n".encode("cp1252"))
+    with pytest.raises(LabelFormatError, match=r"train.txt: not a UTF-8 text file"):
+        read_npz_clips(features, fps=10.0)
+
+
 def test_dota_frames_named_relative_to_frames_or_in_another_case_are_found(tmp_path):
     path = write_dota_clip(tmp_path, "clip_a", n_frames=6, anomaly_start=3)
     images = tmp_path / "frames/clip_a/images"

@@ -16,6 +16,8 @@ the whole clip, so a recurrent model's slot n always follows one object.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from domains.driving.accident.readers import (
+    CCD_FPS,
     DAD_FPS,
     DAD_TOA,
     KINDS,
@@ -40,7 +43,7 @@ from domains.driving.accident.readers import (
     read_video_frames,
 )
 from domains.driving.common import read_rgb
-from domains.driving.formats import DropLog, LabelFormatError, image_size
+from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
 from shared.data import SplitLoaders
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
@@ -365,7 +368,7 @@ class AccidentDataModule(SplitLoaders):
             its ``ID``'s first frame labelled 1 (UString's CCD files have no ``toa``); null: looked for in
             data_path, data_path/videos and the folder above (UString's layout), else ``feature_toa`` for all.
         feature_image_size: [H, W] of the frames the ``npz`` ``det`` boxes refer to (DAD / CCD: 720 x 1280).
-        max_clips: read at most this many clips, in id order (smoke tests).
+        max_clips: read at most this many clips, the first of each kind (by id) in turn (smoke tests).
         train_frames: decode the clips' frames for the network; false for a network that reads only boxes
             (``input_kind: boxes``): its training, validation and test loaders then read no image, several
             times faster on a CPU (predict still decodes the test clips' frames, for its GIFs).
@@ -485,6 +488,14 @@ class AccidentDataModule(SplitLoaders):
             if annotation is None and (found := find_ccd_annotation(root)) is not None:
                 annotation = found
                 rank_zero_info(f"npz contact frames from {found} (set --data.feature_annotation to choose)")
+            if annotation is not None and self.feature_fps != CCD_FPS:
+                warnings.warn(
+                    f"{annotation}: CCD clips are {CCD_FPS:g} fps, but --data.feature_fps is {self.feature_fps:g}: "
+                    f"lead times and horizons are read at {self.feature_fps:g} fps (set --data.feature_fps "
+                    f"{CCD_FPS:g} for CCD's features)",
+                    LabelWarning,
+                    stacklevel=2,
+                )
             clips = read_npz_clips(
                 root, self.feature_fps, self.feature_toa, min_frames=min_frames, log=log, annotation=annotation
             )
@@ -494,7 +505,14 @@ class AccidentDataModule(SplitLoaders):
         self.dropped = log
         if not clips:
             raise ValueError(f"{root}: no readable {self.data_format} clips ({log.summary()})")
-        return sorted(clips, key=lambda c: c.clip_id)[: self.max_clips]
+        clips = sorted(clips, key=lambda c: c.clip_id)
+        if self.max_clips is None:
+            return clips
+        # the first clips of each kind in turn: CCD's normal_* ids sort last, and a smoke run of crash clips
+        # alone has no negative to choose its alarm threshold on
+        by_kind = [[c for c in clips if c.kind == kind] for kind in KINDS]
+        taken = [c for turn in itertools.zip_longest(*by_kind) for c in turn if c is not None]
+        return sorted(taken[: self.max_clips], key=lambda c: c.clip_id)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:

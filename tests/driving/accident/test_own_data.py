@@ -114,6 +114,16 @@ def test_ustring_ccd_features_take_their_contact_frames_and_split_from_its_files
         ).setup("fit")
 
 
+def test_ccd_features_at_dad_rate_are_warned_and_max_clips_takes_every_kind(tmp_path):
+    """Without --data.feature_fps 10, CCD's features were read at DAD's 20 fps (every lead time halved) without a
+    word; max_clips took the crash clips only (normal_* ids sort last), leaving no negative to calibrate on."""
+    features = _ustring_ccd(tmp_path)
+    dm = AccidentDataModule(data_format="npz", data_path=str(features), num_workers=0, max_clips=4)
+    with pytest.warns(LabelWarning, match=r"CCD clips are 10 fps, but --data.feature_fps is 20"):
+        clips = dm.read_clips()
+    assert [c.clip_id for c in clips] == ["000001", "000002", "normal_000001", "normal_000002"]
+
+
 def test_a_training_split_without_a_crash_clip_is_an_error(tmp_path):
     for i in range(6):
         write_npz_clip(tmp_path / f"clip{i}.npz", n_frames=100, dim=4, positive=False)

@@ -45,6 +45,12 @@ MIN_FRAMES = 2  # one frame holds no motion
 MAX_FRAME_SIDE = 16384  # pixels: a box coordinate beyond this is a broken annotation, not a far-off object
 
 
+def _too_short(n_frames: int, min_frames: int) -> str:
+    """Why a clip is left out for its length: the minimum is the training window (``--data.clip_length``) where
+    that is longer than :data:`MIN_FRAMES`, and it holds in every split."""
+    return f"clip has {n_frames} frames, the minimum is {min_frames} (--data.clip_length, at least {MIN_FRAMES})"
+
+
 @dataclass
 class AccidentClip:
     """One clip on disk, not decoded. Boxes are xyxy pixels of the *source* frames (``size``).
@@ -489,7 +495,7 @@ def _read_ccd_clip(
         )
         return None
     if n_frames < min_frames:
-        log.add("too_short", source, None, f"clip has {n_frames} frames, the minimum is {min_frames}")
+        log.add("too_short", source, None, _too_short(n_frames, min_frames))
         return None
     return AccidentClip(
         clip_id=vid,
@@ -680,7 +686,7 @@ def _read_npz_clip(path, root, fps, default_toa, min_frames, log, contact_frames
         )
         return None
     if n_frames < min_frames:
-        log.add("too_short", path, None, f"clip has {n_frames} frames, the minimum is {min_frames}")
+        log.add("too_short", path, None, _too_short(n_frames, min_frames))
         return None
     boxes = det[..., :4].astype(np.float32)
     visible = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
@@ -788,13 +794,14 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
         named = [root / image, root / "frames" / image] if image else []
         found = next((c for c in named if c.is_file()), None) or by_stem.get(f"{int(entry.get('frame_id', t)):06d}")
         if found is None:
-            absent.append(named[-1] if named else folder / f"{int(entry.get('frame_id', t)):06d}.jpg")
+            numbered = folder / f"{int(entry.get('frame_id', t)):06d}.jpg"
+            absent.append(f"image_path {image!r} (under {root} or {root / 'frames'})" if image else numbered)
         frames.append(found)
     if absent:
         log.add("missing_clip", path, None, f"{len(absent)} of {n_frames} frames not found, e.g. {absent[0]}")
         return None
     if n_frames < min_frames:
-        log.add("too_short", path, None, f"clip has {n_frames} frames, the minimum is {min_frames}")
+        log.add("too_short", path, None, _too_short(n_frames, min_frames))
         return None
     tracks: dict[int, np.ndarray] = {}
     for t, entry in enumerate(labels):

@@ -367,7 +367,7 @@ def test_dota_json_reading(tmp_path):
 
 
 def test_clip_shorter_than_clip_length(clips_root):
-    with pytest.raises(LabelFormatError, match=r"000000/image_2: clip has 12 frames, the minimum is 20"):
+    with pytest.raises(LabelFormatError, match=r"000000/image_2: clip has 12 frames, the minimum is 20 \(--data.clip_length, at least 2\)"):
         module(clips_root, clip_length=20, strict=True).setup()
     with pytest.warns(LabelWarning, match=r"too_short: 10"), pytest.raises(ValueError, match="no readable"):
         module(clips_root, clip_length=20).setup()

@@ -201,6 +201,14 @@ def test_an_annotation_that_is_not_utf8_is_named(tmp_path):
         read_npz_clips(features, fps=10.0)
 
 
+def test_a_missing_dota_frame_is_named_as_its_annotation_writes_it(tmp_path):
+    """The message named <root>/frames/frames/clip_a/..., a path nothing looked for."""
+    write_dota_clip(tmp_path, "clip_a", n_frames=6, anomaly_start=3)
+    (tmp_path / "frames/clip_a/images/000003.jpg").unlink()
+    with pytest.raises(LabelFormatError, match=r"1 of 6 frames not found, e.g. image_path 'frames/clip_a/images/000003.jpg' \(under "):
+        read_dota(tmp_path, strict=True)
+
+
 def test_dota_frames_named_relative_to_frames_or_in_another_case_are_found(tmp_path):
     path = write_dota_clip(tmp_path, "clip_a", n_frames=6, anomaly_start=3)
     images = tmp_path / "frames/clip_a/images"

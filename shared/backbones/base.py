@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 
 import torch
@@ -117,4 +118,14 @@ def create_backbone(name: str, in_channels: int = 3, **kwargs) -> Backbone:
             "load_backbone_weights(net, '/path/to/weights.pth') from a local file"
         )
     factory, _ = _REGISTRY[name]
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        # (a leading underscore: a default bound in a registration lambda, no option)
+        accepted = [n for n in parameters if n != "in_channels" and not n.startswith("_")]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:  # said as bad input (backbone_kwargs in a config), not a TypeError deep in the factory
+            raise ValueError(
+                f"backbone {name!r} takes no option {', '.join(map(repr, unknown))} (backbone_kwargs); "
+                f"its options: {', '.join(accepted) or 'none'}"
+            )
     return factory(in_channels=in_channels, **kwargs)

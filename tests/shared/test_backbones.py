@@ -36,6 +36,15 @@ def test_unknown_backbone_lists_available_names():
     assert "resnet18" in str(err.value) and "vit" in str(err.value)
 
 
+def test_an_option_a_backbone_does_not_take_is_named_with_the_ones_it_does():
+    """backbone_kwargs {channels: [...]} for the unet ended in a 40-line TypeError traceback from its __init__."""
+    with pytest.raises(ValueError, match=r"backbone 'unet' takes no option 'channels' \(backbone_kwargs\); its options: encoder, encoder_kwargs, decoder_channels"):
+        create_backbone("unet", channels=[8, 16])
+    with pytest.raises(ValueError, match=r"backbone 'resnet18' takes no option '_d' \(backbone_kwargs\); its options: none"):
+        create_backbone("resnet18", _d=1)  # a registration lambda's bound default is no option
+    assert create_backbone("tiny_cnn", width=4).feature_channels[0] == 4
+
+
 def test_channel_mismatch_says_what_was_expected():
     net = create_backbone("resnet18", in_channels=1)
     with pytest.raises(ValueError, match="in_channels=1 .* 3 channels"):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
+import os
 import pydoc
 import shutil
 import sys
+import tempfile
 import types
 import typing
 from pathlib import Path
@@ -22,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
 from shared.device import cpu_has_bf16_units
+from shared.files import written_whole
 from shared.task import CheckpointMismatchError, check_checkpoint_file, drop_moved_hyperparameters
 
 
@@ -338,9 +342,9 @@ class SuiteCLI(LightningCLI):
             choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
     def instantiate_trainer(self, **kwargs):
-        """The trainer, plus :class:`RemovePartialPredictions` (not a CLI option: always on)."""
+        """The trainer, plus :class:`PredictionSet` (not a CLI option: always on)."""
         trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks.append(RemovePartialPredictions())
+        trainer.callbacks.append(PredictionSet())
         # --trainer.logger false: the default LearningRateMonitor would refuse to start
         if not trainer.loggers:
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
@@ -602,34 +606,93 @@ class LastIsLastCheckpoint(ModelCheckpoint):
         return f"ModelCheckpoint{kwargs!r}"
 
 
-class RemovePartialPredictions(pl.Callback):
-    """A ``predict`` that fails (a corrupt input half-way, say) removes the files it wrote under the task's
-    ``predict_dir``, so no partial prediction set is left that looks complete. Files that were there before the
-    run are kept (an overwritten one cannot be restored)."""
+class PredictionSet(pl.Callback):
+    """``predict_dir`` holds one run's predictions, whole. A finished run lists the files it wrote in
+    ``<predict_dir>/.predictions.json``; the next run moves those aside when it starts, deletes them when it
+    finishes, and puts them back if it fails, after removing its own files (a corrupt input half-way, say). So
+    a folder never mixes two runs (an old ``unreadable.csv`` or ``sample_03.png`` beside the new set), and a
+    failed run leaves the previous set as it was. Files no run listed (the user's own) are never touched."""
+
+    MANIFEST = ".predictions.json"
 
     def __init__(self):
         self._root: Path | None = None
         self._existed = False
         self._before: set[Path] = set()
+        self._aside: Path | None = None
+
+    def _paths(self) -> set[Path]:
+        """Every file and folder under the root but the set put aside."""
+        return {p for p in self._root.rglob("*") if p != self._aside and self._aside not in p.parents}
+
+    def _listed(self) -> list[str]:
+        """The last run's files, relative to the root (a manifest that does not parse, or names a path outside
+        the root, lists nothing: only files a run of ours wrote are ever moved)."""
+        try:
+            listed = json.loads((self._root / self.MANIFEST).read_text())
+        except (OSError, ValueError):
+            return []
+        root = self._root.resolve()
+        ok = isinstance(listed, list) and all(
+            isinstance(rel, str) and root in (root / rel).resolve().parents for rel in listed
+        )
+        return listed if ok else []
 
     def on_predict_start(self, trainer, pl_module) -> None:
         out = getattr(pl_module, "predict_dir", None)
         self._root = Path(out) if out else None
-        self._before = set(self._root.rglob("*")) if self._root and self._root.exists() else set()
+        self._aside, self._before = None, set()
         self._existed = bool(self._root and self._root.exists())
+        if self._existed and trainer.is_global_zero:
+            listed = self._listed()
+            if listed:
+                self._aside = Path(tempfile.mkdtemp(prefix=".previous-", dir=self._root))
+                for rel in [*listed, self.MANIFEST]:
+                    if (self._root / rel).is_file():
+                        (self._aside / rel).parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(self._root / rel, self._aside / rel)
+                _remove_empty_folders(self._root, {(self._root / rel).parent for rel in listed})
+            self._before = self._paths()
+        trainer.strategy.barrier("PredictionSet")  # the old set is aside before any rank writes
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self._root is None or not trainer.is_global_zero:
+            return
+        new = self._paths() - self._before
+        written = sorted(p.relative_to(self._root).as_posix() for p in new if p.is_file())
+        if written:
+            with written_whole(self._root / self.MANIFEST) as tmp:
+                tmp.write_text(json.dumps(written, indent=0))
+        if self._aside is not None:
+            shutil.rmtree(self._aside, ignore_errors=True)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if trainer.state.fn != TrainerFn.PREDICTING or self._root is None or not self._root.exists():
             return
+        if not trainer.is_global_zero:
+            return
         if not self._existed:
             shutil.rmtree(self._root, ignore_errors=True)
             return
-        new = sorted(set(self._root.rglob("*")) - self._before, key=lambda p: len(p.parts), reverse=True)
-        for path in new:  # deepest first, so folders are empty when reached
-            if not path.is_dir():
+        for path in sorted(self._paths() - self._before, key=lambda p: len(p.parts), reverse=True):
+            if not path.is_dir():  # deepest first, so this run's folders are empty when reached
                 path.unlink(missing_ok=True)
             elif not any(path.iterdir()):
                 path.rmdir()
+        if self._aside is not None:  # the previous set back where it was
+            for path in sorted(p for p in self._aside.rglob("*") if p.is_file()):
+                target = self._root / path.relative_to(self._aside)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+            shutil.rmtree(self._aside, ignore_errors=True)
+
+
+def _remove_empty_folders(root: Path, folders: set[Path]) -> None:
+    """Remove each of ``folders`` (and the folders above it, up to ``root``) that is empty, deepest first."""
+    above = {parent for folder in folders for parent in (folder, *folder.parents) if root in parent.parents}
+    for folder in sorted(above, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def run_cli(model_class, datamodule_class, domain: str, monitor: str, **options) -> SuiteCLI:
@@ -665,7 +728,7 @@ def flat_model_config(model: dict) -> dict:
 
 __all__ = [
     "ConfigError",
-    "RemovePartialPredictions",
+    "PredictionSet",
     "SuiteCLI",
     "default_trainer_kwargs",
     "flat_model_config",

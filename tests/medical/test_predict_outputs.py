@@ -15,7 +15,7 @@ from domains.medical.models import UNetSegmenter
 from domains.medical.predict import MedicalPredictionWriter
 from domains.medical.synthetic import main as synthetic_main
 from domains.medical.task import MedicalSegmentationTask
-from shared.cli import RemovePartialPredictions
+from shared.cli import PredictionSet
 from tests.helpers import quiet_trainer, write_lidc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,12 +26,12 @@ GREY = np.full((16, 16), 80, np.uint8)
 
 
 def _predict(root: Path, out: Path, num_samples: int) -> None:
-    """A predict run as the CLI makes it (whose RemovePartialPredictions removes a failed run's files)."""
+    """A predict run as the CLI makes it (whose PredictionSet removes a failed run's files)."""
     torch.manual_seed(0)
     network = UNetSegmenter(channels=(8, 16))
     task = MedicalSegmentationTask(network=network, num_samples=num_samples, predict_dir=str(out))
     datamodule = MedicalDataModule(data_path=str(root), crop_size=16, batch_size=2, num_workers=0)
-    trainer = quiet_trainer(callbacks=[RemovePartialPredictions()])
+    trainer = quiet_trainer(callbacks=[PredictionSet()])
     trainer.predict(task, datamodule=datamodule)
 
 
@@ -115,6 +115,33 @@ def test_predicting_again_into_a_folder_leaves_only_this_runs_files(tmp_path):
         "uncertainty.png",
     ]
     assert _files(out / "P1" / "b") == ["mean_prob.png", "sample_00.png", "sample_01.png", "uncertainty.png"]
+
+
+def test_a_failed_run_leaves_the_previous_set_whole_and_a_finished_one_replaces_it(tmp_path):
+    """A 2-sample run that stopped at a corrupt image had already replaced the first images' 4 samples and
+    removed the rest of their files: the folder mixed two runs and looked complete. Now the previous set is
+    put back whole; a finished run replaces it, and files no run wrote stay."""
+    root = write_lidc(tmp_path / "lidc", size=16, image=GREY, split="test", names=["a", "b", "c"])
+    out = tmp_path / "pred"
+    _predict(root, out, num_samples=4)
+    (out / "mine.txt").write_text("mine")
+
+    def contents() -> dict:
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    previous = contents()
+    assert ".predictions.json" in previous and "P1/c/sample_03.png" in previous
+    good_c = (root / "test/images/P1/c.png").read_bytes()
+    (root / "test/images/P1/c.png").write_bytes(b"not a png")
+    with pytest.raises(Exception, match="c.png"):
+        _predict(root, out, num_samples=2)
+    assert contents() == previous  # no .previous-* folder left either
+
+    (root / "test/images/P1/c.png").write_bytes(good_c)
+    _predict(root, out, num_samples=2)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".previous")] == []
+    assert _files(out / "P1" / "c") == ["mean_prob.png", "sample_00.png", "sample_01.png", "uncertainty.png"]
+    assert (out / "mine.txt").read_text() == "mine"
 
 
 def test_an_unfinished_volume_removes_the_earlier_runs_whole_volume(tmp_path):

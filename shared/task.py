@@ -56,10 +56,13 @@ class FrozenBackboneCheck:
     """Task mixin (before :class:`BaseTask` in the bases) for networks with :class:`~shared.backbones.FreezableBackbone`:
     a new fit of a frozen backbone needs all of it from ``pretrained_backbone``, or the layers on it train on
     random features that never learn. :meth:`load_pretrained_backbone` keeps what a file left unloaded; a
-    restored checkpoint counts as whole. ``FROZEN_OPTION`` and ``TRAINED_PART`` word the fit-start error."""
+    restored checkpoint counts as whole. ``FROZEN_OPTION``, ``FROZEN_VALUES``, ``TRAINED_PART`` and ``WEIGHTS_EXAMPLE``
+    word the fit-start error; :meth:`backbone_starts_frozen` says whether the fit starts frozen."""
 
     FROZEN_OPTION = "--model.freeze_backbone"
+    FROZEN_VALUES = ("true", "false")  # how the option reads when it freezes, and the value that does not
     TRAINED_PART = "the layers on it"
+    WEIGHTS_EXAMPLE = "apps/weights/driving_detection.safetensors with --model.pretrained_prefix detector.backbone.body."
     _backbone_missing: list[str] | None = None  # None: no file given; [] whole
 
     def load_pretrained_backbone(self, path: str, prefix: str):
@@ -83,22 +86,26 @@ class FrozenBackboneCheck:
             )
         return None
 
+    def backbone_starts_frozen(self) -> bool:
+        return getattr(self.model, "backbone_frozen", False)
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        if not getattr(self.model, "backbone_frozen", False):
+        if not self.backbone_starts_frozen():
             return
         what = self._frozen_backbone_gap()
         if what:
             raise ValueError(
-                f"{self.FROZEN_OPTION} is true but {what}: {self.TRAINED_PART} would train on a backbone that is "
-                "partly or wholly random and never learns. Give trained weights (e.g. "
-                "apps/weights/driving_detection.safetensors with --model.pretrained_prefix "
-                f"detector.backbone.body.) or set {self.FROZEN_OPTION} false."
+                f"{self.FROZEN_OPTION} is {self.FROZEN_VALUES[0]} but {what}: {self.TRAINED_PART} would train on "
+                "a backbone that is partly or wholly random. Give trained weights (e.g. "
+                f"{self.WEIGHTS_EXAMPLE}) or set {self.FROZEN_OPTION} {self.FROZEN_VALUES[1]}."
             )
-        rank_zero_info(
-            f"{self.FROZEN_OPTION}: only {self.TRAINED_PART} train; the backbone's weights and BatchNorm statistics "
-            "stay as loaded (its modules stay in eval mode, hence Lightning's 'modules in eval mode' note)"
-        )
+        if getattr(self.model, "backbone_frozen", False):  # frozen for the whole fit (not for a few epochs)
+            rank_zero_info(
+                f"{self.FROZEN_OPTION}: only {self.TRAINED_PART} train; the backbone's weights and BatchNorm "
+                "statistics stay as loaded (its modules stay in eval mode, hence Lightning's 'modules in eval mode' "
+                "note)"
+            )
 
 
 class BaseTask(pl.LightningModule):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -128,6 +129,14 @@ def stripes_task(lr_scheduler=None, **kw):
     from shared.optim import adamw
 
     network = ImageClassifier(len(STRIPE_CLASSES), "tiny_cnn", in_channels=1)
+    if kw.get("freeze_backbone_epochs") and "pretrained_backbone" not in kw:
+        # a frozen start needs weights from a file (FrozenBackboneCheck): the network's own, read at once
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(network.backbone.state_dict(), Path(folder) / "backbone.pt")
+            return ClassificationTask(
+                network, STRIPE_CLASSES, optimizer=adamw(lr=0.01), lr_scheduler=lr_scheduler,
+                pretrained_backbone=str(Path(folder) / "backbone.pt"), **kw,
+            )  # fmt: skip
     return ClassificationTask(
         network, STRIPE_CLASSES, optimizer=adamw(lr=0.01), lr_scheduler=lr_scheduler, **kw
     )

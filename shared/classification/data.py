@@ -339,7 +339,8 @@ def read_label_csv(path: str | Path, class_names: list[str], strict: bool = Fals
     class_names = _check_class_names(class_names)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: label CSV not found")
-    index = {name: i for i, name in enumerate(class_names)}
+    # labels compare in Unicode NFC, as ImageFolder's folder names: a Mac writes "grün" decomposed (NFD)
+    index = {unicodedata.normalize("NFC", name): i for i, name in enumerate(class_names)}
     problems = Problems(strict, f"label CSV {path}")
     with path.open(newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark is no header
         reader = csv.DictReader(f)
@@ -353,7 +354,8 @@ def read_label_csv(path: str | Path, class_names: list[str], strict: bool = Fals
         first: dict[str, tuple[int, str]] = {}  # resolved file -> (line, label) of the row that kept it
         for row in reader:
             where = f"{path}:{reader.line_num}"
-            rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            rel = (row.get("path") or "").strip()
+            label = unicodedata.normalize("NFC", (row.get("label") or "").strip())
             if not rel:
                 problems.add("missing_path", where, "empty path")
                 continue

@@ -24,16 +24,17 @@ from shared.backbones import BackboneFreezeUnfreeze, list_backbones
 from shared.classification.data import read_image
 from shared.classification.metrics import ClassificationMetrics, confusion_table
 from shared.classification.model import ImageClassifier
+from shared.files import written_whole
 from shared.images import write_image
 from shared.labelled_task import LabelledTask
-from shared.task import gather_lists
+from shared.task import FrozenBackboneCheck, gather_lists
 
 # Run-time choices, kept out of checkpoints (LightningCLI would re-apply them over the command line, and a
 # moved weight file would break loading weights the checkpoint already holds).
 RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "cam", "cam_max")
 
 
-class ClassificationTask(LabelledTask):
+class ClassificationTask(FrozenBackboneCheck, LabelledTask):
     """Image classification on any registered backbone (shared by the domains).
 
     Args:
@@ -52,9 +53,15 @@ class ClassificationTask(LabelledTask):
         ece_bins: confidence bins of the expected calibration error.
         predict_dir: where ``predict`` writes ``probabilities.csv`` and ``cam/*.png``; null: nothing written.
         cam: write a Grad-CAM overlay per predicted image.
-        cam_max: at most this many overlays (null: all).
+        cam_max: at most this many overlays (null: all; per process where several predict).
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
+
+    # the first epochs' head would learn on random features, and the backbone later from scratch at a reduced LR
+    FROZEN_OPTION = "--model.freeze_backbone_epochs"
+    FROZEN_VALUES = ("above 0", "0")
+    TRAINED_PART = "the head"
+    WEIGHTS_EXAMPLE = "a torchvision .pth, or a suite checkpoint with --model.pretrained_prefix; see the README"
 
     #: set by the CLI from the data module (one source): the labels index class_names
     CLI_LINKS = (*LabelledTask.CLI_LINKS, ("data.in_channels", "model.network.init_args.in_channels"))
@@ -84,6 +91,8 @@ class ClassificationTask(LabelledTask):
         if pretrained_backbone:
             self.load_report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.predict_dir = predict_dir
+        if cam_max is not None and cam_max < 0:
+            raise ValueError(f"--model.cam_max must be >= 0 (or null: every image), got {cam_max}")
         self.cam, self.cam_max = cam, cam_max
         self.metrics = torch.nn.ModuleDict(
             {stage: ClassificationMetrics(self.class_names, ece_bins) for stage in ("val", "test")}
@@ -92,6 +101,9 @@ class ClassificationTask(LabelledTask):
         self._rows: list[dict] = []
         self._cam_model = None
         self._cams_written = 0
+
+    def backbone_starts_frozen(self) -> bool:
+        return self.hparams.freeze_backbone_epochs > 0
 
     def configure_callbacks(self):
         """The backbone freeze schedule, for ``fit`` only: in ``predict`` it froze the network, and Grad-CAM's
@@ -195,7 +207,10 @@ class ClassificationTask(LabelledTask):
                 "cam": "",
             }
             if i < len(cam_maps):
-                name = f"{batch_idx:05d}_{i:03d}_{Path(path).stem}.png"
+                # the rank where several processes predict (each counts its own batches); the stem cut to a
+                # length any file system takes
+                rank = f"r{self.global_rank}_" if self.trainer.world_size > 1 else ""
+                name = f"{rank}{batch_idx:05d}_{i:03d}_{Path(path).stem[:100]}.png"
                 write_cam_overlay(path, cam_maps[i], out / "cam" / name, self.model.in_channels)
                 row["cam"] = f"cam/{name}"
             self._rows.append(row)
@@ -204,32 +219,34 @@ class ClassificationTask(LabelledTask):
     def on_predict_epoch_end(self) -> None:
         rows, unreadable = gather_lists(self._rows), gather_lists(self._unreadable)
         predicted = sum(gather_lists([self._predicted]))
+        cams_written = sum(gather_lists([self._cams_written]))
         self._cam_model = None
         if not self.trainer.is_global_zero:
             return
         out = Path(self.predict_dir) if self.predict_dir else None
-        if out is not None and (rows or unreadable):
+        if out is not None:  # written even without a row: a run whose every image failed says so in its own set
             out.mkdir(parents=True, exist_ok=True)
-        if out is not None and rows:
-            with (out / "probabilities.csv").open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            columns = ["path", "label", "predicted", *(f"p_{name}" for name in self.class_names), "cam"]
+            _write_csv(out / "probabilities.csv", columns, rows)
             rank_zero_info(
-                f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {self._cams_written} Grad-CAM maps"
+                f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {cams_written} Grad-CAM maps"
             )
         if unreadable:
             listed = ""
             if out is not None:
-                with (out / "unreadable.csv").open("w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=["path", "error"])
-                    writer.writeheader()
-                    writer.writerows(unreadable)
+                _write_csv(out / "unreadable.csv", ["path", "error"], unreadable)
                 listed = f", listed in {out / 'unreadable.csv'}"
             rank_zero_warn(
                 f"predict: {len(unreadable)} of {predicted + len(unreadable)} images could not be read and have no "
                 f"prediction{listed} (e.g. {unreadable[0]['error']})"
             )
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with written_whole(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 ClassificationTask.__doc__ = ClassificationTask.__doc__.format(backbones=", ".join(list_backbones()))

@@ -183,6 +183,26 @@ def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_other
     args = _folder_args(root, "--data.predict_path", str(loose), "--model.predict_dir", "null")
     with pytest.warns(UserWarning, match=r"1 of 4 images could not be read and have no prediction \(e\.g\."):
         main(["predict", "--ckpt_path", "none", *args, "--data.batch_size", "4"])
+    # again into the first folder, the broken file gone and one named at the file system's limit: the earlier
+    # run's unreadable.csv no longer stays beside the new set, and the long name's Grad-CAM is written (its
+    # file name, with the writer's temporary prefix, had stopped the whole run)
+    (loose / "b_corrupt.png").unlink()
+    cv2.imwrite(str(loose / f"{'x' * 240}.png"), np.zeros((20, 20, 3), np.uint8))
+    main(["predict", "--ckpt_path", "none", *_folder_args(root, "--data.predict_path", str(loose),
+                                                           "--model.predict_dir", str(pred))])  # fmt: skip
+    assert not (pred / "unreadable.csv").exists()
+    with (pred / "probabilities.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all((pred / r["cam"]).is_file() for r in rows)
+    # a folder where no image decodes: the set says so (a header, no row), not the earlier run's rows
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    args = _folder_args(root, "--data.predict_path", str(broken), "--model.predict_dir", str(pred))
+    with pytest.warns(UserWarning, match=r"1 of 1 images could not be read"):
+        main(["predict", "--ckpt_path", "none", *args])
+    assert (pred / "probabilities.csv").read_text().splitlines()[1:] == []
+    assert not (pred / "cam").exists()
 
 
 def test_cli_predict_on_own_images_reads_no_labelled_data(tmp_path, monkeypatch):

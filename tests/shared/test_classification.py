@@ -346,6 +346,21 @@ def test_resuming_past_the_unfreeze_trains_the_backbone(tmp_path):
     assert backbone["lr"] == pytest.approx(0.1 * head["lr"])
 
 
+def test_a_frozen_start_needs_the_whole_backbone_from_a_file(tmp_path):
+    """--model.freeze_backbone_epochs 1 without weights (or with a file of its first layers only) trained the
+    head on random features without a word, then the random backbone at a tenth of the rate."""
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 1})
+    with pytest.raises(ValueError, match=r"freeze_backbone_epochs is above 0 but no --model.pretrained_backbone was given"):
+        quiet_trainer(max_steps=1).fit(stripes_task(freeze_backbone_epochs=1, pretrained_backbone=None), stripes_data(root))
+    partial = tmp_path / "first_layer.pt"
+    state = stripes_task().model.backbone.state_dict()
+    torch.save({k: v for k, v in state.items() if k.startswith("stages.0.")}, partial)
+    task = stripes_task(freeze_backbone_epochs=1, pretrained_backbone=str(partial))
+    with pytest.raises(ValueError, match=r"left \d+ backbone tensors unloaded .*or set --model.freeze_backbone_epochs 0"):
+        quiet_trainer(max_steps=1).fit(task, stripes_data(root))
+    quiet_trainer(max_steps=1).fit(stripes_task(pretrained_backbone=str(partial)), stripes_data(root))  # not frozen
+
+
 def test_another_networks_weights_are_refused_not_half_loaded(tmp_path):
     """A ResNet-50 file in a ResNet-18 loaded 97 tensors and left 23 convolutions random (a frozen backbone
     too); a ResNet-34 file filled it with its first blocks. Both trained on, exit 0."""
@@ -577,3 +592,8 @@ def test_class_folders_copied_from_a_mac_match_class_names_in_any_unicode_form(t
     write_image(tmp_path / "train" / typed / "1.png", 8, 8)
     with pytest.raises(ClassificationDataError, match="are one name in two Unicode forms"):
         read_image_folder(tmp_path, ["red", typed])
+    # a label CSV written on a Mac: its labels match too, in either form (they were "not in class_names")
+    (tmp_path / "labels.csv").write_text(f"path,label\ntrain/red/0.png,{on_disk}\nval/red/0.png,red\n")
+    items = read_label_csv(tmp_path / "labels.csv", ["red", typed])
+    assert [s.label for s in items] == [1, 0]
+    assert [s.label for s in read_label_csv(tmp_path / "labels.csv", ["red", on_disk])] == [1, 0]

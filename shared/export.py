@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,9 +71,16 @@ def run_onnx(path: str | Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray
 
 
 def check_against_pytorch(
-    path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], names: list[str], atol: float, rtol: float
+    path: Path,
+    module: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    names: list[str],
+    atol: float,
+    rtol: float,
+    shown: Path | None = None,
 ) -> dict[str, float]:
-    """Largest |onnxruntime - PyTorch| per output; raises if any exceeds ``atol + rtol * |PyTorch|``."""
+    """Largest |onnxruntime - PyTorch| per output; raises if any exceeds ``atol + rtol * |PyTorch|`` (naming
+    ``shown``, the file's final name, where ``path`` is a staged copy)."""
     with torch.no_grad():
         expected = module.eval()(*inputs.values())
     expected = expected if isinstance(expected, (tuple, list)) else (expected,)
@@ -80,7 +90,7 @@ def check_against_pytorch(
         measured[name], within = _difference(g, e.numpy(), atol, rtol)
         if not within:
             raise ValueError(
-                f"{path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
+                f"{shown or path}: onnxruntime differs from PyTorch in {name} by up to {measured[name]:.3g} "
                 f"(allowed: atol {atol:g} + rtol {rtol:g} * |value|)"
             )
     return measured
@@ -109,9 +119,12 @@ DEFAULT_CHECK = ExportCheck()
 
 
 class CheckedExport:
-    """The files of one export: each graph is checked against PyTorch as it is written, and if anything in the
-    ``with`` block fails (a graph, its check, the sidecar), every file written so far is removed. ``domain``,
-    ``model`` and ``checkpoint`` open the sidecar (:meth:`finish`)."""
+    """The files of one export, written whole or not at all: each graph is written into a hidden staging folder
+    in ``out_dir`` and checked against PyTorch there; :meth:`finish` writes the sidecar and moves the set into
+    ``out_dir``. If anything in the ``with`` block fails (a graph, its check, the sidecar), the staged files and
+    the folders the export made are removed, and an earlier export in ``out_dir`` stays as it was (a failed
+    re-export had replaced its graphs and then deleted them, beside its sidecar). ``domain``, ``model`` and
+    ``checkpoint`` open the sidecar."""
 
     def __init__(
         self, out_dir: str | Path, check: ExportCheck, domain: str, model: str, checkpoint: str | Path | None
@@ -122,17 +135,28 @@ class CheckedExport:
             "model": model,
             "checkpoint": str(checkpoint) if checkpoint else None,
         }
-        self.written: list[Path] = []
+        self.written: list[Path] = []  # the files in out_dir, once finished
+        self._staged: list[str] = []
         #: graphs whose height and width had to be fixed at the export size (:meth:`graph`), file -> [H, W]
         self.fixed_sizes: dict[str, list[int]] = {}
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise NotADirectoryError(f"--out {self.out_dir}: is a file; give a folder for the export")
+        self._made = [p for p in (self.out_dir, *self.out_dir.parents) if not p.exists()]  # removed on failure
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._staging = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out_dir))
+        except OSError as err:
+            raise OSError(err.errno, f"--out {self.out_dir}: cannot write the export there ({err.strerror})") from None
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)  # gone after finish(); after a failure, its files
         if exc_type is not None:
-            for path in self.written:
-                path.unlink(missing_ok=True)
+            for folder in self._made:  # deepest first
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
 
     def graph(
         self,
@@ -150,13 +174,13 @@ class CheckedExport:
         numbers, or failed, at every other size while passing the check at its own. Such a graph is exported
         again with height and width fixed (:attr:`fixed_sizes`, named in the sidecar), with a warning."""
         path = self._export(file, module, inputs, outputs, dynamic_axes)
-        measured = check_against_pytorch(path, module, inputs, outputs, self.atol, self.rtol)
+        measured = check_against_pytorch(path, module, inputs, outputs, self.atol, self.rtol, self.out_dir / file)
         image_axes = dynamic_axes.get("image", {}) if list(inputs) == ["image"] else {}
         wrong = self._wrong_at_another_size(path, module, inputs["image"], image_axes) if image_axes else None
         if wrong:
             size = [int(n) for n in inputs["image"].shape[2:]]
             warnings.warn(
-                f"{path}: the graph is exact at {size[0]}x{size[1]} but not at twice that ({wrong}): this network "
+                f"{self.out_dir / file}: the graph is exact at {size[0]}x{size[1]} but not at twice that ({wrong}): this network "
                 "fixes shapes at the export size, so height and width are fixed there; export at the size you "
                 "will run it at",
                 stacklevel=2,
@@ -166,7 +190,9 @@ class CheckedExport:
                 for name, axes in dynamic_axes.items()
             }
             path = self._export(file, module, inputs, outputs, fixed)
-            measured = check_against_pytorch(path, module, inputs, outputs, self.atol, self.rtol)
+            measured = check_against_pytorch(
+                path, module, inputs, outputs, self.atol, self.rtol, self.out_dir / file
+            )
             self.fixed_sizes[file] = size
         return measured
 
@@ -199,14 +225,14 @@ class CheckedExport:
         path = export_onnx(
             module,
             tuple(inputs.values()),
-            self.out_dir / file,
+            self._staging / file,
             input_names=list(inputs),
             output_names=outputs,
             dynamic_axes=dynamic_axes,
             opset=self.opset,
         )
-        if path not in self.written:
-            self.written.append(path)
+        if file not in self._staged:
+            self._staged.append(file)
         return path
 
     def tolerance(self, measured: dict, measured_on: str) -> dict:
@@ -220,9 +246,10 @@ class CheckedExport:
         }
 
     def write_sidecar(self, file: str, sidecar: dict) -> None:
-        """Write ``out_dir/file`` through a temp file and a rename, so a reader never sees half of it."""
-        with written_whole(self.out_dir / file) as tmp:
+        """Stage ``file`` (JSON) beside the graphs; :meth:`finish` moves it in last."""
+        with written_whole(self._staging / file) as tmp:
             tmp.write_text(json.dumps(sidecar, indent=2))
+        self._staged.append(file)
 
     def finish(self, file: str, sidecar: dict, measured: dict, measured_on: str) -> dict:
         """``sidecar`` between the export's ``domain`` / ``model`` / ``checkpoint`` and its ``opset`` /
@@ -232,6 +259,9 @@ class CheckedExport:
         if self.fixed_sizes:  # these graphs take only this height and width (see graph())
             sidecar["fixed_input_size"] = dict(self.fixed_sizes)
         self.write_sidecar(file, sidecar)
+        for name in self._staged:  # the graphs, then the sidecar that describes them
+            os.replace(self._staging / name, self.out_dir / name)
+            self.written.append(self.out_dir / name)
         return sidecar
 
 

@@ -204,6 +204,10 @@ def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):
     import shared.export
 
     out = tmp_path / "onnx"
+    earlier = tmp_path / "earlier"  # a good export, then a failed one into the same folder
+    main(["--ckpt", str(medical_ckpt), "--out", str(earlier)])
+    before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+    assert sorted(before) == ["prob_unet.json", "prob_unet_fcomb.onnx", "prob_unet_features.onnx"]
     real = shared.export.run_onnx
     # a runtime that is off by 0.01 on the second graph: the first graph, already written, is removed again
     monkeypatch.setattr(
@@ -215,7 +219,14 @@ def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):
         ValueError, match=r"prob_unet_fcomb\.onnx: onnxruntime differs from PyTorch in logits"
     ):
         main(["--ckpt", str(medical_ckpt), "--out", str(out)])
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # the folder it made is gone too
+    with pytest.raises(ValueError, match=r"prob_unet_fcomb\.onnx: onnxruntime differs"):
+        main(["--ckpt", str(medical_ckpt), "--out", str(earlier)])
+    # the earlier export whole: its graphs had been replaced by the new ones, then deleted beside its sidecar
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"--out .*a_file: is a file; give a folder"):
+        main(["--ckpt", str(medical_ckpt), "--out", str(tmp_path / "a_file")])
     other = tmp_path / "other.ckpt"
     checkpoint = torch.load(medical_ckpt, weights_only=True)
     checkpoint["suite_task"] = {"task": "domains.driving.detection.task.DetectionTask", "model": "resnet18"}

@@ -22,6 +22,9 @@ from shared.task import check_checkpoint_file
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
+# opsets the export takes: 11 gave Resize its modern form; 20 is the last the TorchScript exporter
+# (dynamo=False, see export_onnx) writes. Outside them torch failed deep in the graph, after a 1,000-line dump.
+OPSETS = range(11, 21)
 
 
 def export_onnx(
@@ -291,8 +294,16 @@ def parse_and_load(
         parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help=size_help)
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
     parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument(
+        "--opset", type=int, default=17, help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default: 17)"
+    )
     args = parser.parse_args(argv)
+    if args.opset not in OPSETS:
+        parser.error(f"--opset {args.opset}: the export writes opsets {OPSETS.start}..{OPSETS.stop - 1}")
+    if getattr(args, "size", None) and min(args.size) < 1:
+        parser.error(f"--size {args.size[0]} {args.size[1]}: height and width must be at least 1 pixel")
+    if args.atol < 0 or args.rtol < 0:
+        parser.error(f"--atol {args.atol:g} --rtol {args.rtol:g}: tolerances must be >= 0")
     # shape-dependent Python branches are traced as constants on purpose (see the domains' export docstrings)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     # checked here (the dict also gives the size), then built by Lightning: load_checked would check it twice

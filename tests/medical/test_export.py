@@ -224,6 +224,11 @@ def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):
         main(["--ckpt", str(medical_ckpt), "--out", str(earlier)])
     # the earlier export whole: its graphs had been replaced by the new ones, then deleted beside its sidecar
     assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+    # options torch would take in and fail on deep in the graph (a 1,000-line dump) are usage errors
+    for bad in (["--opset", "99"], ["--opset", "7"], ["--size", "0", "0"], ["--atol", "-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--ckpt", str(medical_ckpt), "--out", str(out), *bad])
+        assert exit_.value.code == 2 and not out.exists(), bad
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(NotADirectoryError, match=r"--out .*a_file: is a file; give a folder"):
         main(["--ckpt", str(medical_ckpt), "--out", str(tmp_path / "a_file")])

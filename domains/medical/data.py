@@ -380,10 +380,8 @@ class LIDCPickleDataset(MedicalDataset):
 # ------------------------------------------------------------------------------------ Decathlon NIfTI
 
 
-def _foreground_labels(chosen: Sequence[int] | None, names, meta_path: Path) -> list[int] | None:
-    """``foreground_labels`` checked against dataset.json's ``labels`` ({"0": "background", "1": "liver",
-    "2": "cancer"}). Unset, every non-zero label is the lesion, and a set naming several says which were merged:
-    on Task03 Liver the "lesion" was 74 % liver."""
+def _declared_labels(names) -> dict[int, str]:
+    """dataset.json's ``labels`` as {value: name} (entries whose key is no whole number left out)."""
     named = {}
     if isinstance(names, dict):
         for key, name in names.items():
@@ -391,6 +389,14 @@ def _foreground_labels(chosen: Sequence[int] | None, names, meta_path: Path) -> 
                 named[int(key)] = str(name)
             except (TypeError, ValueError):
                 continue
+    return named
+
+
+def _foreground_labels(chosen, names, meta_path: Path) -> list[int] | None:
+    """``foreground_labels`` checked against dataset.json's ``labels`` ({"0": "background", "1": "liver",
+    "2": "cancer"}): label values or names (``2``, ``[2]``, ``[cancer]``). Unset, every non-zero label is the
+    lesion, and a set naming several says which were merged: on Task03 Liver the "lesion" was 74 % liver."""
+    named = _declared_labels(names)
     if chosen is None:
         merged = {k: v for k, v in sorted(named.items()) if k != 0}
         if len(merged) > 1:
@@ -402,13 +408,22 @@ def _foreground_labels(chosen: Sequence[int] | None, names, meta_path: Path) -> 
                 stacklevel=3,
             )
         return None
-    labels = [int(v) for v in chosen]
+    valid = ", ".join(f"{k} ({v})" for k, v in sorted(named.items()) if k != 0) or "the non-zero label values"
+    by_name = {v: k for k, v in named.items()}
+    labels = []
+    for value in chosen if isinstance(chosen, (list, tuple)) else [chosen]:
+        if isinstance(value, str) and value in by_name:
+            labels.append(by_name[value])
+        elif isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+            labels.append(int(value))
+        else:
+            raise ValueError(
+                f"foreground_labels {chosen!r}: {value!r} is neither a label value nor a name of {meta_path}; "
+                f"valid: {valid}"
+            )
     unknown = [v for v in labels if named and v not in named]
     if not labels or 0 in labels or unknown:
-        valid = ", ".join(f"{k} ({v})" for k, v in sorted(named.items()) if k != 0) or "the non-zero label values"
-        raise ValueError(
-            f"foreground_labels {labels}: not lesion labels of {meta_path}; valid: {valid}"
-        )
+        raise ValueError(f"foreground_labels {labels}: not lesion labels of {meta_path}; valid: {valid}")
     return labels
 
 
@@ -469,6 +484,8 @@ class DecathlonSliceDataset(MedicalDataset):
             raise MedicalDataError(f"{meta_path}: no 'training' list of image/label pairs")
         self.modalities = meta.get("modality", {})
         self.foreground_labels = _foreground_labels(foreground_labels, meta.get("labels"), meta_path)
+        declared = np.array(sorted(_declared_labels(meta.get("labels"))))
+        undeclared: dict[Path, list] = {}  # label file -> its values dataset.json does not name
         cases = []
         for n, pair in enumerate(training):
             if not isinstance(pair, dict) or "image" not in pair or "label" not in pair:
@@ -504,7 +521,14 @@ class DecathlonSliceDataset(MedicalDataset):
                 raise MedicalDataError(
                     f"{label_path}: expected a 3D single-channel label, got {tuple(label.shape)}"
                 )
-            fg = self._foreground(np.asarray(label[0])).reshape(-1, label.shape[-1]).any(axis=0)
+            values = np.asarray(label[0])
+            if len(declared) and self.foreground_labels is None:
+                # read as the lesion by "every non-zero label": said, as a set whose dataset.json does not
+                # describe its label files (a comparison per voxel; np.unique of a volume took seconds)
+                other = values[np.isin(values, declared, invert=True)]
+                if other.size:
+                    undeclared[label_path] = [int(v) if float(v).is_integer() else float(v) for v in np.unique(other)]
+            fg = self._foreground(values).reshape(-1, label.shape[-1]).any(axis=0)
             fg_idx, empty_idx = np.flatnonzero(fg), np.flatnonzero(~fg)
             n_keep = min(len(empty_idx), max(min_empty, round(empty_ratio * len(fg_idx))))
             keep_empty = empty_idx if all_slices else np.sort(rng.choice(empty_idx, n_keep, replace=False))
@@ -523,6 +547,15 @@ class DecathlonSliceDataset(MedicalDataset):
                 }
             )
             self.slices.extend((c, int(z)) for z in sorted([*fg_idx, *keep_empty]))
+        if undeclared:
+            first, values = next(iter(undeclared.items()))
+            warnings.warn(
+                f"{first}: label values {values[:8]} are not among {meta_path}'s labels {declared.tolist()} "
+                f"({len(undeclared)} of {len(cases)} label files hold such values); they are taken as the lesion "
+                "with every non-zero label",
+                MedicalDataWarning,
+                stacklevel=2,
+            )
         rank_zero_info(
             f"[DecathlonSliceDataset] {self.root} {split}: {len(cases)} volumes, "
             f"{self.stats['foreground_slices']} foreground slices, kept {self.stats['empty_slices_kept']} of "

@@ -697,6 +697,17 @@ def test_decathlon_foreground_labels_choose_the_lesion(tmp_path):
     assert mask.sum() == 7 * 6 and mask[:4, :4].sum() == 0  # the 7x6 cancer only (rows = Y), not the liver
     with pytest.raises(ValueError, match=r"foreground_labels \[3\]: not lesion labels of .*valid: 1 \(liver\), 2 \(cancer\)"):
         DecathlonSliceDataset(root, "all", foreground_labels=[3])
+    # one value or a name, as a config writes it (a bare 2 was "'int' object is not iterable", a name a traceback)
+    for chosen in (2, "cancer", ["cancer"], ["2"]):
+        ds = DecathlonSliceDataset(root, "all", crop_size=32, foreground_labels=chosen, empty_ratio=0.0, min_empty=0)
+        assert ds.foreground_labels == [2], chosen
+    with pytest.raises(ValueError, match=r"'tumor' is neither a label value nor a name of .*valid: 1 \(liver\), 2"):
+        DecathlonSliceDataset(root, "all", foreground_labels=["tumor"])
+    # label files holding a value dataset.json does not name: said once, with how many files hold one
+    meta["labels"] = {"0": "background", "2": "cancer"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.warns(D.MedicalDataWarning, match=r"case_000.nii.gz: label values \[1\] are not among .*labels \[0, 2\] \(2 of 2 label files"):
+        DecathlonSliceDataset(root, "all", crop_size=32)
 
 
 def test_a_dataset_kwargs_typo_names_the_option_and_the_valid_ones(synth_root):

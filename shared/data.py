@@ -26,6 +26,14 @@ SPLIT_NAMES = ("train", "val", "test")
 STAGE_SPLITS = {"fit": ("train",), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
+def check_cap(cap, option: str) -> int | None:
+    """A smoke-test cap (``--data.max_items``, ``max_clips``): a whole number >= 1, or None for all. Below 1 a
+    slice ``[:cap]`` read 0 as nothing and -3 as all but the last three, with no word."""
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"{option}: a cap is a whole number >= 1, or null for all, got {cap!r}")
+    return cap
+
+
 def check_stage_splits(sizes: dict[str, int], stage: str | None, owner: str, hint: str) -> None:
     """Refuse an empty split that ``stage`` reads (``sizes``: items per split): Lightning would run zero batches
     and exit 0, with no metrics, no predictions and no error. Other empty splits are warned. ``hint`` says what

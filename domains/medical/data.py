@@ -32,7 +32,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from shared.data import SplitLoaders, group_split, segmentation_augmentations
+from shared.data import SplitLoaders, check_cap, group_split, segmentation_augmentations
 from shared.files import counting_hidden_files, is_hidden, visible_entries
 from shared.images import stretch_to_unit
 
@@ -792,6 +792,18 @@ def pad_collate(items: Sequence[dict]) -> dict:
     return default_collate(out)
 
 
+def _check_max_items(max_items):
+    """``max_items`` as given, refused where a cap would read as another one: a split name that is none (a
+    typo capped nothing), a count below 1 (read as 1)."""
+    if not isinstance(max_items, dict):
+        return check_cap(max_items, "--data.max_items")
+    for split, cap in max_items.items():
+        if split not in (*SPLITS, "predict"):
+            raise ValueError(f"--data.max_items: {split!r} is no split; valid: {', '.join((*SPLITS, 'predict'))}")
+        check_cap(cap, f"--data.max_items ({split})")
+    return max_items
+
+
 def _cap_indices(n: int, cap: int | None) -> list[int]:
     """Evenly spread subset (spans many patients rather than the first one)."""
     if cap is None or cap >= n:
@@ -888,7 +900,7 @@ class MedicalDataModule(SplitLoaders):
         self.set_loader_options(batch_size, num_workers)
         self.reader_sampling = reader_sampling
         self.augment = augment
-        self.max_items = max_items
+        self.max_items = _check_max_items(max_items)
         self.seed = seed
         self.dataset_kwargs = dict(dataset_kwargs or {})
         self.datasets: dict[str, ReaderDataset] = {}

@@ -41,7 +41,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
-from shared.data import SPLIT_NAMES, SplitLoaders, group_split
+from shared.data import SPLIT_NAMES, SplitLoaders, check_cap, group_split
 from shared.files import counting_hidden_files, visible_entries, visible_files
 from shared.images import stretch_to_uint8
 
@@ -659,7 +659,7 @@ class ClassificationDataModule(SplitLoaders):
         self.set_loader_options(batch_size, num_workers)
         self.augment, self.strict = augment, strict
         self.split_fractions = tuple(split_fractions)
-        self.seed, self.max_items = seed, max_items
+        self.seed, self.max_items = seed, check_cap(max_items, "--data.max_items")
         self.predict_path, self.crops_dir = predict_path, crops_dir
         self.splits: dict[str, list[Sample]] = {}
         self.datasets: dict[str, ClassificationDataset] = {}

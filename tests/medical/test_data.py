@@ -759,3 +759,13 @@ def test_lidc_hidden_patient_entry_is_not_even_logged(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         LIDCPngDataset(root, "train", crop_size=32)
     assert "ignored" not in caplog.text
+
+
+def test_max_items_refuses_a_split_that_is_none_and_counts_below_one():
+    """{trian: 2} capped nothing and 0 or -3 read as 1, all without a word."""
+    for bad, said in (({"trian": 2}, r"'trian' is no split; valid: train, val, test, predict"),
+                      (0, r"--data.max_items: a cap is a whole number >= 1, or null for all, got 0"),
+                      ({"val": -3}, r"\(val\): a cap .* got -3")):  # fmt: skip
+        with pytest.raises(ValueError, match=said):
+            MedicalDataModule(max_items=bad)
+    assert MedicalDataModule(max_items={"val": 4, "predict": None}).max_items == {"val": 4, "predict": None}

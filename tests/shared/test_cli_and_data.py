@@ -542,3 +542,27 @@ def test_group_split_is_the_same_under_every_hash_seed():
         for seed in (0, 8, 14)  # seeds whose set orders of these ids differ
     }  # fmt: skip
     assert len(outs) == 1, outs
+
+
+@pytest.mark.parametrize(
+    "module, option",
+    [
+        ("domains.driving.detection.data:DetectionDataModule", "max_items"),
+        ("domains.driving.instances.data:InstanceDataModule", "max_items"),
+        ("domains.driving.anomaly.data:SegmentationDataModule", "max_items"),
+        ("domains.driving.accident.data:AccidentDataModule", "max_clips"),
+        ("domains.driving.classification.data:DrivingClassificationData", "max_items"),
+        ("domains.medical.data:MedicalDataModule", "max_items"),
+    ],
+)
+def test_a_smoke_test_cap_below_one_is_refused(module, option):
+    """[:0] read no data and [:-3] all but the last three, without a word."""
+    import importlib
+
+    path, name = module.split(":")
+    data_module = getattr(importlib.import_module(path), name)
+    extra = {"data_format": "kitti"} if name in ("DetectionDataModule", "InstanceDataModule") else {}
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match=rf"--data.{option}: a cap is a whole number >= 1, or null for all, got {bad}"):
+            data_module(**{option: bad}, **extra)
+    data_module(**{option: 2}, **extra)

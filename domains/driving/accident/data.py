@@ -44,7 +44,7 @@ from domains.driving.accident.readers import (
 )
 from domains.driving.common import read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
-from shared.data import SplitLoaders
+from shared.data import SplitLoaders, check_cap
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
 HELD_OUT_SUBSETS = ("test", "testing", "val")  # a split the source fixes (UString's testing/, DoTA's val)
@@ -449,7 +449,7 @@ class AccidentDataModule(SplitLoaders):
         self.feature_fps, self.feature_toa = float(feature_fps), int(feature_toa)
         self.feature_annotation = feature_annotation
         self.feature_image_size = tuple(feature_image_size)
-        self.max_clips = max_clips
+        self.max_clips = check_cap(max_clips, "--data.max_clips")
         self.train_frames = bool(train_frames)
         self.hflip = float(hflip)
         self.splits: dict[str, list[AccidentClip]] = {}

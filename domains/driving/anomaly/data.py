@@ -34,7 +34,7 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SplitLoaders, group_split
+from shared.data import SplitLoaders, check_cap, group_split
 from shared.files import counting_hidden_files, is_hidden, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
@@ -442,7 +442,7 @@ class SegmentationDataModule(SplitLoaders):
         self.set_loader_options(batch_size, num_workers)
         self.augment = augment
         self.seed = seed
-        self.max_items = max_items
+        self.max_items = check_cap(max_items, "--data.max_items")
         self.anomaly_path = anomaly_path
         self.split_fractions = tuple(split_fractions)
         self.repeat_threshold = repeat_threshold

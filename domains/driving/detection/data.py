@@ -34,6 +34,7 @@ from domains.driving.formats import (
 )
 from shared.data import (
     SplitLoaders,
+    check_cap,
     detection_augmentations,
 )
 
@@ -269,7 +270,8 @@ class DetectorDataModule(SplitLoaders):
         self.image_size = tuple(image_size) if image_size else None
         self.set_loader_options(batch_size, num_workers)
         self.augment, self.strict = augment, strict
-        self.split_fractions, self.seed, self.max_items = tuple(split_fractions), seed, max_items
+        self.split_fractions, self.seed = tuple(split_fractions), seed
+        self.max_items = check_cap(max_items, "--data.max_items")
         try:  # albumentations checks the crop settings: fail here, naming them, not when setup() builds it
             detection_augmentations(crop_scale=tuple(crop_scale), crop_prob=crop_prob, height=32, width=32)
         except ValueError as err:

@@ -146,6 +146,8 @@ class LIDCPngDataset(MedicalDataset):
         self.root = Path(root)
         self.split = split
         self.crop_size = crop_size
+        if isinstance(num_readers, bool) or not isinstance(num_readers, int) or num_readers < 1:
+            raise ValueError(f"--data.dataset_kwargs num_readers: a whole number of readers >= 1, got {num_readers!r}")
         self.num_readers = num_readers
         img_dir = self.root / split / "images"
         gt_dir = self.root / split / "gt"
@@ -320,6 +322,11 @@ class LIDCPickleDataset(MedicalDataset):
         self.path = Path(path)
         self.crop_size = crop_size
         _check_split(split, str(self.path))
+        if self.path.is_dir():
+            raise MedicalDataError(
+                f"{self.path}: is a folder; the lidc_pickle format reads one .pickle file (a folder of PNGs is "
+                "--data.data_format lidc_png)"
+            )
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such LIDC pickle file")
         data = _load_pickle(self.path)
@@ -361,7 +368,9 @@ class LIDCPickleDataset(MedicalDataset):
         entry = self._entries[index]
         where = f"{self.path} [key {self.ids[index]!r}]"
         image = np.asarray(entry["image"], dtype=np.float32)
-        if not np.isfinite(image).all() or image.min() < -1e-3 or image.max() > 1 + 1e-3:
+        if not np.isfinite(image).all():  # said first: the range below skips NaN and would look fine
+            raise MedicalDataError(f"{where}: image holds {int((~np.isfinite(image)).sum())} NaN or infinite values")
+        if image.min() < -1e-3 or image.max() > 1 + 1e-3:
             raise MedicalDataError(
                 f"{where}: image values must be finite and in [0, 1], "
                 f"got [{np.nanmin(image):.3g}, {np.nanmax(image):.3g}]"

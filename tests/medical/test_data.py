@@ -418,6 +418,17 @@ def test_pickle_errors(tmp_path):
         soft.write_bytes(pickle.dumps({"b": {"image": np.zeros((4, 4)), "masks": masks, "series_uid": "x"}}))
         with pytest.raises(MedicalDataError, match=r"soft.pickle \[key 'b'\] mask 3.*not binary"):
             LIDCPickleDataset(soft, "all", crop_size=None)[0]
+        # a NaN pixel was said as "values must be finite and in [0, 1], got [0, 1]" (the range skips NaN)
+        image = np.zeros((4, 4))
+        image[1, 2] = np.nan
+        nan = tmp_path / "nan.pickle"
+        nan.write_bytes(pickle.dumps({"c": {"image": image, "masks": [np.zeros((4, 4))] * 4, "series_uid": "x"}}))
+        with pytest.raises(MedicalDataError, match=r"nan.pickle \[key 'c'\]: image holds 1 NaN or infinite values"):
+            LIDCPickleDataset(nan, "all", crop_size=None)[0]
+    with pytest.raises(MedicalDataError, match=r"is a folder; the lidc_pickle format reads one .pickle file"):
+        LIDCPickleDataset(tmp_path, "all")  # it said "no such LIDC pickle file" of a folder that exists
+    with pytest.raises(ValueError, match=r"num_readers: a whole number of readers >= 1, got 0"):
+        LIDCPngDataset(tmp_path, "train", num_readers=0)  # it ended in numpy's "need at least one array to stack"
 
 
 # ------------------------------------------------------------------------------------ Decathlon NIfTI

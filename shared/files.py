@@ -37,11 +37,12 @@ def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
 
 @contextlib.contextmanager
 def written_whole(path: str | Path) -> Iterator[Path]:
-    """A new temporary file beside ``path`` (same suffix: writers that choose the format by it) to write in the
-    block; renamed to ``path`` when the block ends, removed if it fails: a reader, or a run stopped mid-write,
-    never finds half a file under the real name."""
+    """A new temporary file beside ``path`` (same suffix, ``.nii.gz`` whole: writers that choose the format by
+    it) to write in the block; renamed to ``path`` when the block ends, removed if it fails: a reader, or a run
+    stopped mid-write, never finds half a file under the real name."""
     path = Path(path)
-    tmp = temporary_file(path.parent, path.name, suffix=path.suffix or ".tmp")
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    tmp = temporary_file(path.parent, path.name, suffix=suffix or ".tmp")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -285,3 +285,11 @@ def test_written_whole_renames_only_a_finished_file(tmp_path):
     with written_whole(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
+    # nibabel chooses the format by the whole suffix: the temporary file of a .nii.gz ends in .nii.gz
+    import nibabel as nib
+    import numpy as np
+
+    with written_whole(tmp_path / "mean_prob.nii.gz") as tmp:
+        assert tmp.name.endswith(".nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros((2, 2, 1), np.float32), np.eye(4)), tmp)
+    assert nib.load(tmp_path / "mean_prob.nii.gz").shape == (2, 2, 1)

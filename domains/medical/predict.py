@@ -40,6 +40,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from shared.files import written_whole
 from shared.images import write_image
 
 
@@ -117,6 +118,14 @@ def _claim(claims: dict, output_dir: Path, folder: Path, owner, item_id: str) ->
             f"{output_dir / folder}: two images would write to this folder: {first[1]!r} and {item_id!r} "
             "(characters other than A-Z a-z 0-9 . _ - become '_'): rename one"
         )
+
+
+def _save_nifti(image, path: Path) -> None:
+    """``image`` saved whole (an interrupted run leaves no truncated .nii.gz under the real name)."""
+    import nibabel as nib
+
+    with written_whole(path) as tmp:
+        nib.save(image, tmp)
 
 
 def _to_uint8(values: torch.Tensor, scale: float) -> np.ndarray:
@@ -268,10 +277,10 @@ class MedicalPredictionWriter(BasePredictionWriter):
         masks = slice_to_source_grid(samples.to(torch.uint8), shape, resized)  # (N, X, Y)
         maps = slice_to_source_grid(torch.stack([mean, unc]).float(), shape, resized)  # (2, X, Y)
         vol = masks.permute(1, 2, 0)[:, :, None].cpu().numpy().astype(np.uint8)  # (X, Y, 1, N)
-        nib.save(nib.Nifti1Image(vol, affine), folder / "samples.nii.gz")
+        _save_nifti(nib.Nifti1Image(vol, affine), folder / "samples.nii.gz")
         for name, plane in (("mean_prob", maps[0]), ("uncertainty", maps[1])):
             data = plane[:, :, None].cpu().numpy().astype(np.float32)
-            nib.save(nib.Nifti1Image(data, affine), folder / f"{name}.nii.gz")
+            _save_nifti(nib.Nifti1Image(data, affine), folder / f"{name}.nii.gz")
 
         key = str(source["image_path"][i])
         if key not in self._volumes:
@@ -293,7 +302,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
         if len(volume["seen"]) == shape[2]:  # complete: write it and free its memory
             for name in ("samples", "mean", "uncertainty"):
                 filename = {"mean": "mean_prob"}.get(name, name)
-                nib.save(
+                _save_nifti(
                     nib.Nifti1Image(volume[name], volume["affine"]), volume["folder"] / f"{filename}.nii.gz"
                 )
             del self._volumes[key]

@@ -31,7 +31,8 @@ demo: $(STAMP)
 	$(PY) apps/prepare_demo.py --serve
 
 # Retrains the demo models locally on the embedded synthetic data (quick configs, about 10 minutes on
-# 2 CPU cores, plus about 12 minutes the first time to generate the accident clips; the pages then prefer
+# 2 CPU cores, plus about 14 minutes the first time to generate the synthetic sets, the accident clips most
+# of it; the pages then prefer
 # these checkpoints), then serves the app.
 demo-train: $(STAMP)
 	$(PY) apps/prepare_demo.py --train --serve

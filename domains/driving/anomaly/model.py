@@ -220,7 +220,8 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
                 if name == "outlier_prob" and not oe_trained:
                     raise AnomalyScoreError(
                         "score 'outlier_prob' needs a model trained with outlier exposure (oe_weight > 0); "
-                        "this one has not had an OE step yet"
+                        "this one has not had an OE step yet; choose a score that needs none, e.g. 'energy' (the "
+                        "export's --score, the task's --model.score)"
                     )
             # the inputs checked once for all the scores (compute_score would check them per score)
             logits = check_logits(logits, ", ".join(names))

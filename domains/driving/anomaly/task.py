@@ -666,14 +666,8 @@ class AnomalySegmentationTask(BaseTask):
         (H, W) in ``unpadded`` when a padded batch gives it (the padding is not road, nor an anomaly).
         """
         images = self._as_batch(images)
-        was_training = self.training
-        self.eval()
-        try:
-            names = list(scores or [self.score])
-            wanted = list(dict.fromkeys([self.score, *names]))
-            logits, maps = self.model.maps_by_size(images, wanted, unpadded, smoothing=self.score_smoothing)
-        finally:
-            self.train(was_training)
+        names = list(scores or [self.score])
+        logits, maps = self._maps(images, list(dict.fromkeys([self.score, *names])), unpadded)
         pred = logits.argmax(dim=1)
         selected = maps[self.score]
         full = [tuple(images.shape[-2:])] * len(images)
@@ -693,7 +687,17 @@ class AnomalySegmentationTask(BaseTask):
         name = self.score if score is None else score
         if name not in SCORES:
             raise ValueError(f"unknown anomaly score {name!r}; available: {', '.join(SCORES)}")
-        return self.analyze(images, [name])["scores"][name]
+        # this score alone: analyze() computes the task's own too, which a model without outlier exposure lacks
+        return self._maps(self._as_batch(images), [name], None)[1][name]
+
+    def _maps(self, images: torch.Tensor, names: list[str], unpadded) -> tuple[torch.Tensor, dict]:
+        """(logits, {name: score map}) in eval mode, the module's mode restored after."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.model.maps_by_size(images, names, unpadded, smoothing=self.score_smoothing)
+        finally:
+            self.train(was_training)
 
     def _as_batch(self, images) -> torch.Tensor:
         x = torch.as_tensor(images)

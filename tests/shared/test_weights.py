@@ -193,6 +193,10 @@ def test_googlenet_from_a_torchvision_file_sees_its_input_as_torchvision_does(tm
         expected, untransformed = tv.conv1(tv._transform_input(x)), tv.conv1(x)
         first = net(x)[0]
     assert torch.allclose(first, expected, atol=1e-5) and not torch.allclose(first, untransformed, atol=1e-2)
+    # a grey GoogLeNet cannot apply it (it scales R, G and B apart): said, with transform_input asked or not
+    for asked in (True, False):
+        with pytest.warns(UserWarning, match=r"works on RGB only: with 1 input channel\(s\) it is left out"):
+            load_backbone_weights(create_backbone("googlenet", in_channels=1, transform_input=asked), tmp_path / "googlenet.pth")
     assert not create_backbone("googlenet", in_channels=1).net.transform_input  # defined for RGB only
     torch.save(create_backbone("googlenet").state_dict(), tmp_path / "suite.pt")  # the suite's own keys
     other = create_backbone("googlenet")
@@ -240,7 +244,3 @@ def test_a_vit_position_embedding_that_is_no_class_token_and_square_grid_is_a_mi
     torch.save(state, tmp_path / "deit.pt")
     report = load_backbone_weights(create_backbone("vit", image_size=32, **TINY_VIT), tmp_path / "deit.pt")
     assert [m.split(" ")[0] for m in report.shape_mismatch] == ["net.encoder.pos_embedding"] and report.loaded
-    # a grey GoogLeNet cannot apply it (it scales R, G and B apart): said, with transform_input asked or not
-    for asked in (True, False):
-        with pytest.warns(UserWarning, match=r"works on RGB only: with 1 input channel\(s\) it is left out"):
-            load_backbone_weights(create_backbone("googlenet", in_channels=1, transform_input=asked), tmp_path / "googlenet.pth")

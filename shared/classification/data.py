@@ -486,6 +486,9 @@ def read_image(path: str | Path, in_channels: int) -> np.ndarray:
     at full depth and contrast-stretched per image (:func:`stretch_to_uint8`); 8-bit ones are unchanged."""
     flags = (cv2.IMREAD_GRAYSCALE if in_channels == 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
     image = cv2.imread(str(path), flags)
+    if image is None and in_channels == 3:  # OpenCV's colour read refuses a float grey TIFF it reads as stored
+        grey = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        image = cv2.merge([grey] * 3) if grey is not None and grey.ndim == 2 else None
     if image is None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: image file not found")

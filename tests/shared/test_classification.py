@@ -597,3 +597,15 @@ def test_class_folders_copied_from_a_mac_match_class_names_in_any_unicode_form(t
     items = read_label_csv(tmp_path / "labels.csv", ["red", typed])
     assert [s.label for s in items] == [1, 0]
     assert [s.label for s in read_label_csv(tmp_path / "labels.csv", ["red", on_disk])] == [1, 0]
+
+
+def test_a_float_grey_tiff_reads_as_rgb_too(tmp_path):
+    """strict mode passed a float32 grey TIFF (decoded as stored), then training stopped on it: OpenCV's colour
+    read refuses it ("cannot decode image")."""
+    from shared.classification.data import read_image
+
+    values = np.linspace(0.0, 2.0, 64, dtype=np.float32).reshape(8, 8)
+    assert cv2.imwrite(str(tmp_path / "f32.tif"), values)
+    rgb, grey = read_image(tmp_path / "f32.tif", 3), read_image(tmp_path / "f32.tif", 1)
+    assert rgb.shape == (8, 8, 3) and grey.shape == (8, 8, 1)
+    assert (rgb == grey).all() and grey.min() == 0 and grey.max() == 255  # stretched, the same in each channel

@@ -337,6 +337,8 @@ def read_label_csv(path: str | Path, class_names: list[str], strict: bool = Fals
     row's group, and counted in the warning (under two groups it would land in two splits: train and test)."""
     path = Path(path)
     class_names = _check_class_names(class_names)
+    if path.is_dir():
+        raise ClassificationDataError(f"{path}: is a folder; the csv format reads one label file (path,label[,group])")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: label CSV not found")
     # labels compare in Unicode NFC, as ImageFolder's folder names: a Mac writes "grün" decomposed (NFD)
@@ -432,7 +434,8 @@ def check_split_classes(splits: dict[str, list[Sample]], class_names: list[str],
     for name in ("val", "test"):
         if name in splits and not splits[name]:
             warnings.warn(
-                f"{source}: the {name} split is empty (too few groups for the split fractions)",
+                f"{source}: the {name} split is empty (an empty {name}/ folder, or too few groups for the split "
+                "fractions)",
                 ClassificationDataWarning,
                 stacklevel=3,
             )
@@ -774,6 +777,8 @@ class ClassificationDataModule(SplitLoaders):
         """Every image file below ``predict_path``; files of other types are counted in one warning naming an
         example (they used to vanish: neither predicted nor listed in ``unreadable.csv``)."""
         root = Path(self.predict_path)
+        if root.is_file():
+            raise ClassificationDataError(f"predict_path {root}: is a file; give the folder that holds the images")
         if not root.is_dir():
             raise FileNotFoundError(f"predict_path {root}: no such folder")
         files = visible_files(root, recursive=True)

@@ -515,6 +515,11 @@ def test_predict_path_reads_tiff_and_counts_other_files_in_one_warning_naming_on
         dm.setup("predict")
     assert [Path(s.path).name for s in dm.datasets["predict"].items] == ["a.png", "b.tif", "c.gif"]
     assert "train" not in dm.datasets  # predict on own images reads no labelled data
+    # a file where a folder is meant (and the reverse for the csv format): said as such, not "no such folder"
+    with pytest.raises(ClassificationDataError, match=r"a.png: is a file; give the folder that holds the images"):
+        stripes_data(tmp_path / "no_such_folder", predict_path=str(own / "a.png")).setup("predict")
+    with pytest.raises(ClassificationDataError, match=r"own: is a folder; the csv format reads one label file"):
+        read_label_csv(own, CLASSES)
 
 
 def test_a_labelled_format_without_data_path_is_refused_at_once_unless_predicting_own_images(tmp_path):

@@ -78,7 +78,7 @@ def write_kitti_crops(
     crops = CropFolder(out, settings, sources=kitti_sources(kitti_root))
     if crops.is_current():
         return out
-    known = (*KITTI_TYPES, *class_names)
+    known = tuple(dict.fromkeys((*KITTI_TYPES, *class_names)))  # each type once, in the message too
     images = sorted(read_kitti_dir(kitti_root, known_types=known), key=lambda a: a.image_id)
     groups = read_sequence_groups(resolve_kitti_split(kitti_root), [a.image_id for a in images])
     split_of_image = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 
 from shared.task import BaseTask, NonFiniteLossError
@@ -89,6 +90,7 @@ class MedicalSegmentationTask(BaseTask):
             str, list
         ] = {}  # name -> [sum of per-image nats (tensor), images] this validation
         self._collapse_warned: set[str] = set()
+        self._checkpoint_step: int | None = None  # the loaded checkpoint's step (validate / test do not restore it)
         self.val_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
         self.test_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
 
@@ -194,16 +196,26 @@ class MedicalSegmentationTask(BaseTask):
                 total[0] = total[0] + nats * batch_size
                 total[1] += batch_size
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._checkpoint_step = checkpoint.get("global_step")
+
     def _warn_collapse(self) -> None:
         """Warn once per latent scale whose mean validation KL fell below ``collapse_kl`` (rank 0)."""
+        fitting = self.trainer.state.fn == TrainerFn.FITTING
+        when = (
+            f"at global step {self.global_step}"
+            if fitting or self._checkpoint_step is None
+            else f"in the checkpoint of global step {self._checkpoint_step}"
+        )
         for name, (total, images) in sorted(self._kl_epoch.items()):
             mean = float(total) / max(images, 1)
             if mean < self.collapse_kl and name not in self._collapse_warned:
                 self._collapse_warned.add(name)
                 what = "the latent" if name == "kl" else f"latent scale {name.removeprefix('kl_scale')}"
                 rank_zero_warn(
-                    f"posterior collapse: {what} ({name}) has KL {mean:.2e} nats per image at global step "
-                    f"{self.global_step}, below collapse_kl {self.collapse_kl}: its samples no longer differ "
+                    f"posterior collapse: {what} ({name}) has KL {mean:.2e} nats per image {when}, below "
+                    f"collapse_kl {self.collapse_kl}: its samples no longer differ "
                     "(sample diversity is logged as val/diversity)"
                 )
         self._kl_epoch = {}

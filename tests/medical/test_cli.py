@@ -226,6 +226,9 @@ def test_validation_logs_kl_per_scale_and_warns_once_when_a_scale_collapses(lidc
     metrics = cli.trainer.callback_metrics
     assert float(metrics["val/kl_scale1_nats"]) == 0.0 and float(metrics["val/kl_scale0_nats"]) > 0.01
     assert "val/diversity" in metrics
+    # validate of that checkpoint: the step it was trained to (a new trainer's own step is 0)
+    with pytest.warns(UserWarning, match=r"kl_scale1\).* in the checkpoint of global step 2\b"):
+        main(["validate", *args, "--ckpt_path", "last"])
 
 
 def test_compile_loss_compiles_the_loss_once_and_stays_out_of_checkpoints(lidc, tmp_path, monkeypatch):

@@ -676,6 +676,8 @@ def main(argv: list[str] | None = None) -> None:
         root = ensure_synthetic_lidc(root, **kw)
     except FileExistsError as err:  # a folder of other data: one line and status 2, as the converters
         ap.exit(2, f"error: {err}\n")
+    except ValueError as err:  # settings it cannot use (--n-patients 0, --size 8, splits not summing to 1)
+        ap.error(str(err))
     print(f"synthetic LIDC ready at {root} ({time.perf_counter() - start:.1f} s)")
     shares = check_reader_settings(args.readers, args.reader_shares)
     print(format_reader_statistics(measure_reader_statistics(root), args.readers, shares))

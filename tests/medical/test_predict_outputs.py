@@ -179,6 +179,17 @@ def test_synthetic_command_refuses_a_folder_of_other_data_in_one_line(tmp_path, 
     assert _files(foreign) == ["notes.txt"]
 
 
+def test_synthetic_command_says_settings_it_cannot_use_in_one_line(tmp_path, capsys):
+    """--n-patients 0, --size 8 and splits summing to 1.5 ended in a ValueError traceback."""
+    for bad, said in ((["--n-patients", "0"], "need n_patients>=1"), (["--size", "8"], "size>=32, got 120, 10, 8"),
+                      (["--splits", "0.5", "0.5", "0.5"], "fractions must be non-negative and sum to 1")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            synthetic_main(["--root", str(tmp_path / "syn"), *bad])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and said in err and "Traceback" not in err, err
+    assert not (tmp_path / "syn").exists()
+
+
 def test_two_volumes_whose_names_make_one_case_folder_are_an_error(tmp_path):
     """``case 0.nii.gz`` and ``case_0.nii.gz`` both write their whole volume to ``case_0/``: with slices of
     different numbers no image folder is shared, only the case's."""

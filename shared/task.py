@@ -297,6 +297,12 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
         )
     if not path.is_file():
         raise FileNotFoundError(f"{option} {path}: no such checkpoint file")
+    if path.suffix.lower() == ".safetensors":  # the demo's shipped weights: tensors only, no task or settings
+        raise CheckpointMismatchError(
+            f"{path}: a .safetensors file holds weights only, not a Lightning checkpoint (no task, network or "
+            "data settings); give a checkpoint that fit wrote, e.g. lightning_logs/<domain>/<config>/checkpoints/"
+            "last.ckpt (a .safetensors backbone loads with --model.pretrained_backbone)"
+        )
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error talks of mmap
         raise CheckpointMismatchError(
             f"{path}: not a weights-only Lightning checkpoint (not a zip archive: truncated, or not written by "

@@ -76,3 +76,15 @@ def test_class_paths_of_the_data_module_are_checked_and_imported_modules_trusted
         _check_class_paths({"datamodule_hyper_parameters": {"t": {"class_path": "helpers.Transform"}}}, "x.ckpt")
     monkeypatch.setitem(sys.modules, "users_own_module", types.ModuleType("users_own_module"))
     _check_class_paths({"hyper_parameters": {"network": {"class_path": "users_own_module.Net"}}}, "x.ckpt")
+
+
+def test_a_safetensors_file_given_as_a_checkpoint_says_what_it_is(tmp_path):
+    """The demo's shipped weights given to an export or --ckpt_path were "not a zip archive: truncated, or not
+    written by torch.save", which reads as a broken file."""
+    from safetensors.torch import save_file
+
+    from shared.task import CheckpointMismatchError, check_checkpoint_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "weights.safetensors"))
+    with pytest.raises(CheckpointMismatchError, match=r"weights.safetensors: a .safetensors file holds weights only, not a Lightning checkpoint"):
+        check_checkpoint_file(tmp_path / "weights.safetensors", TinySegTask)

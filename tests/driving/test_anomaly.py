@@ -280,7 +280,8 @@ def test_segmenter_builds_on_cnn_unet_and_transformer(encoder, kwargs):
     assert task.anomaly_map(torch.rand(3, 30, 90), score="entropy").shape == (1, 30, 90)  # padded inside
     # before any outlier-exposure step: another score is still there (it raised the outlier_prob error)
     task.model.oe_trained.fill_(False)
-    assert task.anomaly_map(images, score="energy").shape == (2, 32, 96)
+    energy = task.anomaly_map(images, score="energy")
+    assert energy.shape == (2, 32, 96) and not energy.requires_grad  # no graph kept: maps for numpy and plots
     with pytest.raises(ValueError, match=r"not had an OE step yet; choose a score that needs none, e.g. 'energy'"):
         task.anomaly_map(images)
 

@@ -690,6 +690,7 @@ class AnomalySegmentationTask(BaseTask):
         # this score alone: analyze() computes the task's own too, which a model without outlier exposure lacks
         return self._maps(self._as_batch(images), [name], None)[1][name]
 
+    @torch.no_grad()
     def _maps(self, images: torch.Tensor, names: list[str], unpadded) -> tuple[torch.Tensor, dict]:
         """(logits, {name: score map}) in eval mode, the module's mode restored after."""
         was_training = self.training

@@ -249,10 +249,12 @@ def parse_ccd_line(raw: str, path: str | Path, lineno: int) -> CCDLine:
     return CCDLine(vid.strip(), labels, *others, lineno=lineno)
 
 
-def read_ccd_annotations(path: Path, log: DropLog | None = None) -> dict[str, CCDLine]:
+def read_ccd_annotations(
+    path: Path, log: DropLog | None = None, rejected: set[str] | None = None
+) -> dict[str, CCDLine]:
     """``{vid: CCDLine}`` of a ``Crash-1500.txt`` (a Windows editor's byte-order mark is allowed). A malformed
-    line goes to ``log`` (left out and counted; raised without a log or in strict mode); a repeated vid is an
-    error."""
+    line goes to ``log`` (left out and counted; raised without a log or in strict mode), its vid into
+    ``rejected`` (its clip is counted once, not again as a clip without a line); a repeated vid is an error."""
     out: dict[str, CCDLine] = {}
     for lineno, raw in enumerate(read_text_file(path).splitlines(), start=1):
         if not raw.strip():
@@ -263,6 +265,8 @@ def read_ccd_annotations(path: Path, log: DropLog | None = None) -> dict[str, CC
             if log is None:
                 raise
             log.add("bad_line", path, lineno, err.reason)
+            if rejected is not None:
+                rejected.add(raw.split(",", 1)[0].strip())
             continue
         if line.vid in out:
             raise LabelFormatError(
@@ -339,14 +343,15 @@ def read_ccd_layout(
             f"{root / CCD_ANNOTATION}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION} "
             f"or <root>/videos/{CCD_ANNOTATION})"
         )
-    lines = read_ccd_annotations(annotation, log)
+    rejected: set[str] = set()
+    lines = read_ccd_annotations(annotation, log, rejected)
     videos_dir = _ccd_videos_folder(annotation.parent)
     crash_dir, normal_dir = videos_dir / CCD_CRASH_DIR, videos_dir / CCD_NORMAL_DIR
     clips = []
     with counting_hidden_files(videos_dir):  # one count over every clip folder
         videos = {folder: videos_by_stem(folder) for folder in (crash_dir, normal_dir)}
         for vid in _clip_entries(crash_dir, videos[crash_dir]):
-            if vid not in lines:
+            if vid not in lines and vid not in rejected:
                 log.add(
                     "missing_label",
                     crash_dir / vid,

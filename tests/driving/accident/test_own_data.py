@@ -181,8 +181,9 @@ def _frame_folder_set(root: Path, lines: list[str], vids: list[str]) -> None:
 def test_a_byte_order_mark_and_one_bad_line_lose_only_that_line(tmp_path):
     lines = [ccd_line("000001", 6, 3), "000002,[0, 0, 0, 0, 0, 0],0,src,Day,Normal,Yes", ccd_line("000003", 6, 4)]
     _frame_folder_set(tmp_path, lines, ["000001", "000002", "000003"])
-    with pytest.warns(LabelWarning, match=r"bad_line: 1 .*Crash-1500.txt:2: crash clip '000002' has no frame"):
+    with pytest.warns(LabelWarning, match=r"bad_line: 1 .*Crash-1500.txt:2: crash clip '000002' has no frame") as said:
         clips = read_ccd_layout(tmp_path)
+    assert "missing_label" not in str(said[0].message)  # its clip counted once (it was also "without a line")
     assert {c.clip_id: c.toa for c in clips} == {"000001": 3, "000003": 4}  # the first line's vid has no BOM
     with pytest.raises(LabelFormatError, match=r"Crash-1500.txt:2: crash clip '000002' has no frame labelled 1"):
         read_ccd_layout(tmp_path, strict=True)

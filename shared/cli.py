@@ -9,7 +9,6 @@ import os
 import pydoc
 import shutil
 import sys
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -20,7 +19,6 @@ import yaml
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
@@ -607,87 +605,128 @@ class LastIsLastCheckpoint(ModelCheckpoint):
 
 
 class PredictionSet(pl.Callback):
-    """``predict_dir`` holds one run's predictions, whole. A finished run lists the files it wrote in
-    ``<predict_dir>/.predictions.json``; the next run moves those aside when it starts, deletes them when it
-    finishes, and puts them back if it fails, after removing its own files (a corrupt input half-way, say). So
-    a folder never mixes two runs (an old ``unreadable.csv`` or ``sample_03.png`` beside the new set), and a
-    failed run leaves the previous set as it was. Files no run listed (the user's own) are never touched."""
+    """``predict_dir`` holds one run's predictions, whole.
+
+    A finished run lists the files it wrote (new or rewritten) in ``<predict_dir>/.predictions.json``. The next
+    run moves those into ``.predictions-previous/`` when it starts, deletes them when it finishes, and if it fails
+    removes the files it created and moves the earlier set back. So a folder never mixes two runs (an old
+    ``unreadable.csv`` or ``sample_03.png`` beside the new set), and a failed run leaves the earlier set as it
+    was. While a run is going, ``.predictions-running.json`` records the files before it: a run killed outright
+    (no exception to catch) is rolled back the same way when the next run starts, with a warning. Files that
+    were there before a run and that no run listed (the user's own) are never moved or deleted; one a run
+    rewrites cannot be given its old content back. Hidden files and folders are not looked at."""
 
     MANIFEST = ".predictions.json"
+    JOURNAL = ".predictions-running.json"
+    ASIDE = ".predictions-previous"
 
     def __init__(self):
         self._root: Path | None = None
+        self._running = False  # a run of ours has started and not finished (what on_exception undoes)
         self._existed = False
-        self._before: set[Path] = set()
-        self._aside: Path | None = None
-
-    def _paths(self) -> set[Path]:
-        """Every file and folder under the root but the set put aside."""
-        return {p for p in self._root.rglob("*") if p != self._aside and self._aside not in p.parents}
-
-    def _listed(self) -> list[str]:
-        """The last run's files, relative to the root (a manifest that does not parse, or names a path outside
-        the root, lists nothing: only files a run of ours wrote are ever moved)."""
-        try:
-            listed = json.loads((self._root / self.MANIFEST).read_text())
-        except (OSError, ValueError):
-            return []
-        root = self._root.resolve()
-        ok = isinstance(listed, list) and all(
-            isinstance(rel, str) and root in (root / rel).resolve().parents for rel in listed
-        )
-        return listed if ok else []
+        self._before: dict[str, list[int]] = {}
 
     def on_predict_start(self, trainer, pl_module) -> None:
         out = getattr(pl_module, "predict_dir", None)
-        self._root = Path(out) if out else None
-        self._aside, self._before = None, set()
-        self._existed = bool(self._root and self._root.exists())
-        if self._existed and trainer.is_global_zero:
-            listed = self._listed()
-            if listed:
-                self._aside = Path(tempfile.mkdtemp(prefix=".previous-", dir=self._root))
-                for rel in [*listed, self.MANIFEST]:
-                    if (self._root / rel).is_file():
-                        (self._aside / rel).parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(self._root / rel, self._aside / rel)
-                _remove_empty_folders(self._root, {(self._root / rel).parent for rel in listed})
-            self._before = self._paths()
-        trainer.strategy.barrier("PredictionSet")  # the old set is aside before any rank writes
+        self._root, self._running = (Path(out) if out else None), False
+        if self._root is not None and trainer.is_global_zero:
+            if (self._root / self.JOURNAL).is_file() or (self._root / self.ASIDE).is_dir():
+                self._roll_back(_read_json(self._root / self.JOURNAL) or {}, killed=True)
+            self._existed = self._root.is_dir()
+            self._move_listed_aside()
+            self._before = _visible_files(self._root)
+            self._root.mkdir(parents=True, exist_ok=True)
+            with written_whole(self._root / self.JOURNAL) as tmp:
+                tmp.write_text(json.dumps({"existed": self._existed, "before": self._before}))
+            self._running = True
+        trainer.strategy.barrier("PredictionSet.start")  # the old set is aside before any rank writes
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        if self._root is None or not trainer.is_global_zero:
+        trainer.strategy.barrier("PredictionSet.end")  # every rank's files are written
+        if not self._running:
             return
-        new = self._paths() - self._before
-        written = sorted(p.relative_to(self._root).as_posix() for p in new if p.is_file())
-        if written:
-            with written_whole(self._root / self.MANIFEST) as tmp:
-                tmp.write_text(json.dumps(written, indent=0))
-        if self._aside is not None:
-            shutil.rmtree(self._aside, ignore_errors=True)
+        now = _visible_files(self._root)
+        written = sorted(rel for rel, stat in now.items() if self._before.get(rel) != stat)
+        with written_whole(self._root / self.MANIFEST) as tmp:
+            tmp.write_text(json.dumps(written, indent=0))
+        shutil.rmtree(self._root / self.ASIDE, ignore_errors=True)
+        (self._root / self.JOURNAL).unlink(missing_ok=True)
+        self._running = False
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if trainer.state.fn != TrainerFn.PREDICTING or self._root is None or not self._root.exists():
+        if self._running:
+            self._roll_back({"existed": self._existed, "before": self._before})
+            self._running = False
+
+    def _move_listed_aside(self) -> None:
+        """The last finished run's files (and its manifest) into ``ASIDE``; if a move fails, the moved ones go back
+        and the error is raised (nothing of ours has started, so nothing else is touched)."""
+        listed = _read_json(self._root / self.MANIFEST)
+        root = self._root.resolve()
+        if not isinstance(listed, list) or not all(
+            isinstance(rel, str) and root in (root / rel).resolve().parents for rel in listed
+        ):  # a manifest that does not parse, or names a path outside the folder, lists nothing
             return
-        if not trainer.is_global_zero:
-            return
-        if not self._existed:
-            shutil.rmtree(self._root, ignore_errors=True)
-            return
-        for path in sorted(self._paths() - self._before, key=lambda p: len(p.parts), reverse=True):
-            if not path.is_dir():  # deepest first, so this run's folders are empty when reached
+        aside = self._root / self.ASIDE
+        try:
+            for rel in [*listed, self.MANIFEST]:
+                if (self._root / rel).is_file():
+                    (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(self._root / rel, aside / rel)
+        except OSError:
+            self._restore_aside()
+            raise
+        _remove_empty_folders(self._root, {(self._root / rel).parent for rel in listed})
+
+    def _roll_back(self, journal: dict, killed: bool = False) -> None:
+        """Remove the files a run created (not in the journal's ``before``), then bring the earlier set back."""
+        before = journal.get("before")
+        if isinstance(before, dict):  # without a journal (killed while moving aside) nothing was written yet
+            new = [self._root / rel for rel in _visible_files(self._root) if rel not in before]
+            for path in new:
                 path.unlink(missing_ok=True)
-            elif not any(path.iterdir()):
-                path.rmdir()
-        if self._aside is not None:  # the previous set back where it was
-            for path in sorted(p for p in self._aside.rglob("*") if p.is_file()):
-                target = self._root / path.relative_to(self._aside)
+            _remove_empty_folders(self._root, {path.parent for path in new})
+        self._restore_aside()
+        (self._root / self.JOURNAL).unlink(missing_ok=True)
+        if journal.get("existed") is False and self._root.is_dir() and not any(self._root.iterdir()):
+            self._root.rmdir()
+        if killed:
+            rank_zero_warn(
+                f"predict_dir {self._root}: an earlier predict run there stopped before it finished (killed?); "
+                "its files were removed and the set before it put back"
+            )
+
+    def _restore_aside(self) -> None:
+        aside = self._root / self.ASIDE
+        if aside.is_dir():
+            for path in (p for p in aside.rglob("*") if p.is_file()):
+                target = self._root / path.relative_to(aside)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
-            shutil.rmtree(self._aside, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
 
 
-def _remove_empty_folders(root: Path, folders: set[Path]) -> None:
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _visible_files(root: Path) -> dict[str, list[int]]:
+    """``{relative path: [size, mtime_ns]}`` of the files under ``root``, hidden files and folders left out (a
+    ``.git`` or ``.venv`` when the folder is a project's)."""
+    files = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith("."):
+                stat = os.stat(os.path.join(folder, name))
+                files[Path(folder, name).relative_to(root).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return files
+
+
+def _remove_empty_folders(root: Path, folders) -> None:
     """Remove each of ``folders`` (and the folders above it, up to ``root``) that is empty, deepest first."""
     above = {parent for folder in folders for parent in (folder, *folder.parents) if root in parent.parents}
     for folder in sorted(above, key=lambda p: len(p.parts), reverse=True):

@@ -135,11 +135,11 @@ def test_a_failed_run_leaves_the_previous_set_whole_and_a_finished_one_replaces_
     (root / "test/images/P1/c.png").write_bytes(b"not a png")
     with pytest.raises(Exception, match="c.png"):
         _predict(root, out, num_samples=2)
-    assert contents() == previous  # no .previous-* folder left either
+    assert contents() == previous  # hidden files counted too: no aside folder or journal left
 
     (root / "test/images/P1/c.png").write_bytes(good_c)
     _predict(root, out, num_samples=2)
-    assert [p.name for p in out.iterdir() if p.name.startswith(".previous")] == []
+    assert not (out / ".predictions-previous").exists() and not (out / ".predictions-running.json").exists()
     assert _files(out / "P1" / "c") == ["mean_prob.png", "sample_00.png", "sample_01.png", "uncertainty.png"]
     assert (out / "mine.txt").read_text() == "mine"
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,8 +141,7 @@ class CheckedExport:
             "model": model,
             "checkpoint": str(checkpoint) if checkpoint else None,
         }
-        self.written: list[Path] = []  # the files in out_dir, once finished
-        self._staged: list[str] = []
+        self._staged: list[str] = []  # graph files, in the order written
         #: graphs whose height and width had to be fixed at the export size (:meth:`graph`), file -> [H, W]
         self.fixed_sizes: dict[str, list[int]] = {}
         if self.out_dir.exists() and not self.out_dir.is_dir():
@@ -151,7 +149,10 @@ class CheckedExport:
         self._made = [p for p in (self.out_dir, *self.out_dir.parents) if not p.exists()]  # removed on failure
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._staging = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out_dir))
+            # one name: a folder left by an export that was killed is cleared by the next one into the folder
+            self._staging = self.out_dir / ".export-staging"
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging.mkdir()
         except OSError as err:
             raise OSError(err.errno, f"--out {self.out_dir}: cannot write the export there ({err.strerror})") from None
 
@@ -252,23 +253,21 @@ class CheckedExport:
             "measured_on": measured_on,
         }
 
-    def write_sidecar(self, file: str, sidecar: dict) -> None:
-        """Stage ``file`` (JSON) beside the graphs; :meth:`finish` moves it in last."""
-        with written_whole(self._staging / file) as tmp:
-            tmp.write_text(json.dumps(sidecar, indent=2))
-        self._staged.append(file)
 
     def finish(self, file: str, sidecar: dict, measured: dict, measured_on: str) -> dict:
         """``sidecar`` between the export's ``domain`` / ``model`` / ``checkpoint`` and its ``opset`` /
-        :meth:`tolerance`, written to ``out_dir/file`` (:meth:`write_sidecar`); returns it."""
+        :meth:`tolerance`, written to ``out_dir/file`` with the graphs; returns it."""
         tolerance = self.tolerance(measured, measured_on)
         sidecar = {**self.identity, **sidecar, "opset": self.opset, "tolerance": tolerance}
         if self.fixed_sizes:  # these graphs take only this height and width (see graph())
             sidecar["fixed_input_size"] = dict(self.fixed_sizes)
-        self.write_sidecar(file, sidecar)
-        for name in self._staged:  # the graphs, then the sidecar that describes them
+        with written_whole(self._staging / file) as tmp:
+            tmp.write_text(json.dumps(sidecar, indent=2))
+        # an earlier sidecar goes first: if a graph cannot be replaced (open in a viewer on Windows), the
+        # folder holds no sidecar describing graphs it does not hold
+        (self.out_dir / file).unlink(missing_ok=True)
+        for name in [*self._staged, file]:
             os.replace(self._staging / name, self.out_dir / name)
-            self.written.append(self.out_dir / name)
         return sidecar
 
 

@@ -205,6 +205,8 @@ def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):
 
     out = tmp_path / "onnx"
     earlier = tmp_path / "earlier"  # a good export, then a failed one into the same folder
+    (earlier / ".export-staging").mkdir(parents=True)  # what a killed export leaves: cleared by the next
+    (earlier / ".export-staging" / "prob_unet_features.onnx").write_text("half")
     main(["--ckpt", str(medical_ckpt), "--out", str(earlier)])
     before = {p.name: p.read_bytes() for p in earlier.iterdir()}
     assert sorted(before) == ["prob_unet.json", "prob_unet_fcomb.onnx", "prob_unet_features.onnx"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import csv
 import os
 import re
 import secrets
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 # the hidden files left out inside an active ``counting_hidden_files`` block (None: none is active)
@@ -48,6 +49,14 @@ def written_whole(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> None:
+    """A CSV of ``rows`` (dicts keyed by ``columns``, a header first) written whole (:func:`written_whole`)."""
+    with written_whole(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 #: the files Windows' Explorer leaves in picture folders (hidden system files there), by lower-case name

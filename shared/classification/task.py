@@ -10,7 +10,6 @@ in a warning; the others are still predicted.
 from __future__ import annotations
 
 import copy
-import csv
 from pathlib import Path
 
 import cv2
@@ -24,7 +23,7 @@ from shared.backbones import BackboneFreezeUnfreeze, list_backbones
 from shared.classification.data import read_image
 from shared.classification.metrics import ClassificationMetrics, confusion_table
 from shared.classification.model import ImageClassifier
-from shared.files import written_whole
+from shared.files import write_csv
 from shared.images import write_image
 from shared.labelled_task import LabelledTask
 from shared.task import FrozenBackboneCheck, gather_lists
@@ -227,26 +226,19 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         if out is not None:  # written even without a row: a run whose every image failed says so in its own set
             out.mkdir(parents=True, exist_ok=True)
             columns = ["path", "label", "predicted", *(f"p_{name}" for name in self.class_names), "cam"]
-            _write_csv(out / "probabilities.csv", columns, rows)
+            write_csv(out / "probabilities.csv", columns, rows)
             rank_zero_info(
                 f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {cams_written} Grad-CAM maps"
             )
         if unreadable:
             listed = ""
             if out is not None:
-                _write_csv(out / "unreadable.csv", ["path", "error"], unreadable)
+                write_csv(out / "unreadable.csv", ["path", "error"], unreadable)
                 listed = f", listed in {out / 'unreadable.csv'}"
             rank_zero_warn(
                 f"predict: {len(unreadable)} of {predicted + len(unreadable)} images could not be read and have no "
                 f"prediction{listed} (e.g. {unreadable[0]['error']})"
             )
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with written_whole(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 ClassificationTask.__doc__ = ClassificationTask.__doc__.format(backbones=", ".join(list_backbones()))

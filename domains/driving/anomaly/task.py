@@ -20,7 +20,6 @@ selected one. Predict: per-image raw score (``.npy``) and colour overlay PNG at 
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import warnings
@@ -54,6 +53,7 @@ from domains.driving.anomaly.predict import (
 from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
 from domains.driving.classes import semantic_class_names
 from shared.backbones import list_backbones
+from shared.files import write_csv
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
 from shared.task import BaseTask, gather_lists
 
@@ -632,11 +632,13 @@ class AnomalySegmentationTask(BaseTask):
         if not rows:
             return
         path = Path(self.predict_dir) / "image_scores.csv"
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["name", f"image_score_{self.score}", "score_npy", "overlay_png"])
-            for r in rows:
-                writer.writerow([r["name"], f"{r['image_score']:.6g}", r["score"], r["overlay"]])
+        score = f"image_score_{self.score}"
+        write_csv(
+            path,
+            ["name", score, "score_npy", "overlay_png"],
+            ({"name": r["name"], score: f"{r['image_score']:.6g}", "score_npy": r["score"], "overlay_png": r["overlay"]}
+             for r in rows),
+        )  # fmt: skip
         self.print(f"wrote {len(rows)} heatmaps and {path}")
 
     # -------------------------------------------------------------------------------------------- app API

@@ -423,7 +423,9 @@ def _foreground_labels(chosen, names, meta_path: Path) -> list[int] | None:
     for value in chosen if isinstance(chosen, (list, tuple)) else [chosen]:
         if isinstance(value, str) and value in by_name:
             labels.append(by_name[value])
-        elif isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        elif (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value.strip().lstrip("-").isdigit()
+        ):
             labels.append(int(value))
         else:
             raise ValueError(

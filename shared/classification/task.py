@@ -206,10 +206,11 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
                 "cam": "",
             }
             if i < len(cam_maps):
-                # the rank where several processes predict (each counts its own batches); the stem cut to a
-                # length any file system takes
+                # the rank where several processes predict (each counts its own batches); the stem cut to 100
+                # bytes of UTF-8 (a name's limit is 255 bytes, and the writer's temporary name adds some)
                 rank = f"r{self.global_rank}_" if self.trainer.world_size > 1 else ""
-                name = f"{rank}{batch_idx:05d}_{i:03d}_{Path(path).stem[:100]}.png"
+                stem = Path(path).stem.encode()[:100].decode(errors="ignore")
+                name = f"{rank}{batch_idx:05d}_{i:03d}_{stem}.png"
                 write_cam_overlay(path, cam_maps[i], out / "cam" / name, self.model.in_channels)
                 row["cam"] = f"cam/{name}"
             self._rows.append(row)

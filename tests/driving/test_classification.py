@@ -188,12 +188,13 @@ def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_other
     # file name, with the writer's temporary prefix, had stopped the whole run)
     (loose / "b_corrupt.png").unlink()
     cv2.imwrite(str(loose / f"{'x' * 240}.png"), np.zeros((20, 20, 3), np.uint8))
+    cv2.imwrite(str(loose / f"{'画' * 80}.png"), np.zeros((20, 20, 3), np.uint8))  # 240 bytes of UTF-8
     main(["predict", "--ckpt_path", "none", *_folder_args(root, "--data.predict_path", str(loose),
                                                            "--model.predict_dir", str(pred))])  # fmt: skip
     assert not (pred / "unreadable.csv").exists()
     with (pred / "probabilities.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and all((pred / r["cam"]).is_file() for r in rows)
+    assert len(rows) == 5 and all((pred / r["cam"]).is_file() for r in rows)
     # a folder where no image decodes: the set says so (a header, no row), not the earlier run's rows
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -712,8 +712,9 @@ def test_decathlon_foreground_labels_choose_the_lesion(tmp_path):
     for chosen in (2, "cancer", ["cancer"], ["2"]):
         ds = DecathlonSliceDataset(root, "all", crop_size=32, foreground_labels=chosen, empty_ratio=0.0, min_empty=0)
         assert ds.foreground_labels == [2], chosen
-    with pytest.raises(ValueError, match=r"'tumor' is neither a label value nor a name of .*valid: 1 \(liver\), 2"):
-        DecathlonSliceDataset(root, "all", foreground_labels=["tumor"])
+    for bad in (["tumor"], True):  # a YAML true is no label 1
+        with pytest.raises(ValueError, match=r"is neither a label value nor a name of .*valid: 1 \(liver\), 2"):
+            DecathlonSliceDataset(root, "all", foreground_labels=bad)
     # label files holding a value dataset.json does not name: said once, with how many files hold one
     meta["labels"] = {"0": "background", "2": "cancer"}
     (root / "dataset.json").write_text(json.dumps(meta))

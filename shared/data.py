@@ -264,6 +264,16 @@ def _stable_rank(group: Hashable, seed: int) -> str:
     return hashlib.sha1(f"{seed}:{group}".encode()).hexdigest()
 
 
+def check_split_fractions(fractions: Sequence[float], names: Sequence[str] = SPLIT_NAMES) -> None:
+    """One non-negative fraction per split, summing to 1 (what :func:`group_split` takes)."""
+    if len(fractions) != len(names):
+        raise ValueError(
+            f"group_split: {len(fractions)} fractions given for {len(names)} splits {list(names)}"
+        )
+    if not all(f >= 0 for f in fractions) or not abs(sum(fractions) - 1.0) <= 1e-6:  # NaN fails both
+        raise ValueError(f"group_split: fractions must be non-negative and sum to 1, got {list(fractions)}")
+
+
 def group_split(
     groups: Sequence[Hashable],
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -277,12 +287,7 @@ def group_split(
     seeded digest and cut by the cumulative fractions, so the split depends only on the group names and the
     seed, not on item order. Returns ``{split_name: [item indices]}`` and prints a breakdown table.
     """
-    if len(fractions) != len(names):
-        raise ValueError(
-            f"group_split: {len(fractions)} fractions given for {len(names)} splits {list(names)}"
-        )
-    if not all(f >= 0 for f in fractions) or not abs(sum(fractions) - 1.0) <= 1e-6:  # NaN fails both
-        raise ValueError(f"group_split: fractions must be non-negative and sum to 1, got {list(fractions)}")
+    check_split_fractions(fractions, names)
     if len(groups) == 0:
         raise ValueError("group_split: no items to split (empty group list)")
     # ties (ids that print alike: 1 and "1") by type and repr, not by the set's per-process hash order

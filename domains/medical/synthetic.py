@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from shared.data import group_split
+from shared.data import check_split_fractions, group_split
 from shared.images import write_image
 
 GENERATOR_VERSION = 1
@@ -481,6 +481,16 @@ def format_reader_statistics(stats: dict, readers: str = "default", reader_share
     return line
 
 
+def check_generator_settings(n_patients: int, images_per_patient: int, size: int, splits) -> None:
+    """The generator's counts and split fractions, refused before anything is written."""
+    if n_patients < 1 or images_per_patient < 1 or size < 32:
+        raise ValueError(
+            f"generate_lidc_png: need n_patients>=1, images_per_patient>=1, size>=32, got "
+            f"{n_patients}, {images_per_patient}, {size}"
+        )
+    check_split_fractions(splits)
+
+
 def generate_lidc_png(
     root: str | Path,
     n_patients: int = 120,
@@ -499,11 +509,7 @@ def generate_lidc_png(
     share of lesion images marked by exactly 1 .. 4 readers (default ``LIDC_READER_SHARES``). The measured
     reader statistics (:class:`ReaderStatistics`) go into README.txt.
     """
-    if n_patients < 1 or images_per_patient < 1 or size < 32:
-        raise ValueError(
-            f"generate_lidc_png: need n_patients>=1, images_per_patient>=1, size>=32, got "
-            f"{n_patients}, {images_per_patient}, {size}"
-        )
+    check_generator_settings(n_patients, images_per_patient, size, splits)
     root = Path(root)
     settings = _settings(n_patients, images_per_patient, size, seed, splits, readers, reader_shares)
     shares = check_reader_settings(readers, reader_shares)
@@ -659,6 +665,10 @@ def main(argv: list[str] | None = None) -> None:
         check_reader_settings(args.readers, args.reader_shares)
     except ValueError as err:
         ap.error(f"--{err}".replace("reader_shares:", "reader-shares:", 1))
+    try:
+        check_generator_settings(args.n_patients, args.images_per_patient, args.size, args.splits)
+    except ValueError as err:  # --n-patients 0, --size 8, splits not summing to 1
+        ap.error(str(err))
     kw = {
         "n_patients": args.n_patients,
         "images_per_patient": args.images_per_patient,
@@ -676,8 +686,6 @@ def main(argv: list[str] | None = None) -> None:
         root = ensure_synthetic_lidc(root, **kw)
     except FileExistsError as err:  # a folder of other data: one line and status 2, as the converters
         ap.exit(2, f"error: {err}\n")
-    except ValueError as err:  # settings it cannot use (--n-patients 0, --size 8, splits not summing to 1)
-        ap.error(str(err))
     print(f"synthetic LIDC ready at {root} ({time.perf_counter() - start:.1f} s)")
     shares = check_reader_settings(args.readers, args.reader_shares)
     print(format_reader_statistics(measure_reader_statistics(root), args.readers, shares))

@@ -335,9 +335,7 @@ def read_ccd_layout(
     root = Path(root)
     own = log is None
     log = log if log is not None else DropLog(strict=strict)
-    annotation = next(
-        (a for a in (root / CCD_ANNOTATION, root / "videos" / CCD_ANNOTATION) if a.is_file()), None
-    )
+    annotation = find_ccd_annotation(root, above=False)
     if annotation is None:
         raise FileNotFoundError(
             f"{root / CCD_ANNOTATION}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION} "
@@ -532,10 +530,11 @@ def _subset_of(path: Path, root: Path) -> str | None:
     return None
 
 
-def find_ccd_annotation(root: Path) -> Path | None:
-    """UString's CCD layout keeps ``Crash-1500.txt`` in ``videos/`` beside ``vgg16_features/``: the first of
-    ``<root>``, ``<root>/videos``, ``<root>/..`` and ``<root>/../videos`` that holds one, else None."""
-    for folder in (root, root / "videos", root.parent, root.parent / "videos"):
+def find_ccd_annotation(root: Path, above: bool = True) -> Path | None:
+    """CCD keeps ``Crash-1500.txt`` in ``videos/``, beside ``vgg16_features/`` in UString's layout: the first of
+    ``<root>``, ``<root>/videos`` and (``above``) ``<root>/..``, ``<root>/../videos`` that holds one, else None."""
+    folders = (root, root / "videos", *((root.parent, root.parent / "videos") if above else ()))
+    for folder in folders:
         if (folder / CCD_ANNOTATION).is_file():
             return folder / CCD_ANNOTATION
     return None

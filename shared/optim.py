@@ -11,6 +11,7 @@ import functools
 import math
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 
 class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
@@ -32,7 +33,18 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
             )
         self.warmup_steps = int(warmup_steps)
         self.total_steps = total_steps
+        self.follows_trainer = False  # total_steps set from the trainer's plan (BaseTask.configure_optimizers)
         super().__init__(optimizer, self.factor)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A resumed run keeps the length its trainer plans now, where that set it: resumed with a larger
+        ``max_steps`` or ``max_epochs``, the saved length had ended the cosine and trained on at LR 0."""
+        planned, follows = self.total_steps, self.follows_trainer
+        super().load_state_dict(state_dict)
+        if follows:
+            if planned != self.total_steps:
+                rank_zero_info(f"LR schedule: resumed, it now ends at step {planned} (it ended at {self.total_steps})")
+            self.total_steps, self.follows_trainer = planned, True
 
     def factor(self, step: int) -> float:
         """The LR multiplier at optimiser step ``step``."""

@@ -269,6 +269,7 @@ class BaseTask(pl.LightningModule):
         self.lr_schedule = self.make_lr_scheduler(optimizer)
         if isinstance(self.lr_schedule, WarmupCosine) and self.lr_schedule.total_steps is None:
             self.lr_schedule.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+            self.lr_schedule.follows_trainer = True
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_schedule, "interval": "step"}}
 
 

@@ -75,6 +75,26 @@ def test_task_runs_the_schedule_over_the_planned_steps_and_saves_no_callables(tm
     trainer.save_checkpoint(tmp_path / "tiny.ckpt")
     TinySegTask.load_checked(tmp_path / "tiny.ckpt")  # weights_only: nothing but tensors and containers
 
+    # resumed with a larger max_steps: the cosine runs on to the new end (the saved length of 6 had kept the
+    # LR at 0 for every resumed step); a fixed total_steps in the config stays as given
+    class Record(pl.Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_train_batch_start(self, trainer, *args):
+            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    import math
+
+    half_way = 0.01 * 0.5 * (1 + math.cos(math.pi * (9 - 2) / (12 - 2)))  # step 9 of 12, after 2 of warm-up
+    for schedule, total, lr_at_9 in ((warmup_cosine(warmup_steps=2), 12, half_way), (warmup_cosine(total_steps=6), 6, 0.0)):
+        resumed, record = TinySegTask(optimizer=adamw(lr=0.01), lr_scheduler=schedule), Record()
+        again = pl.Trainer(max_steps=12, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                           default_root_dir=tmp_path, callbacks=[record])  # fmt: skip
+        again.fit(resumed, SquaresDataModule(n_train=8, batch_size=4), ckpt_path=tmp_path / "tiny.ckpt")
+        assert resumed.schedule_steps == total and len(record.lrs) == 6  # steps 6 .. 11
+        assert record.lrs[3] == pytest.approx(lr_at_9, abs=1e-9)
+
 
 def test_checkpoints_written_before_the_move_load_and_name_the_moved_options(tmp_path):
     task = TinySegTask()

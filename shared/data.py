@@ -18,7 +18,7 @@ import albumentations as A
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 SPLIT_NAMES = ("train", "val", "test")
 #: the splits each Lightning stage cannot run without (``predict`` without one's own images reads test; ``fit``
@@ -206,7 +206,7 @@ class SplitLoaders(pl.LightningDataModule):
         self,
         name: str,
         shuffle: bool,
-        sampler: WeightedRandomSampler | None = None,
+        sampler: Sampler | None = None,
         drop_last: bool = False,
         collate_fn=None,
     ) -> DataLoader:
@@ -237,10 +237,24 @@ class SplitLoaders(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val", shuffle=False, sampler=self._evaluation_sampler("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", shuffle=False, sampler=self._evaluation_sampler("test"))
+
+    def _evaluation_sampler(self, name: str) -> Sampler | None:
+        """Under DDP, each rank's share of an evaluation split with no item twice. Lightning's own
+        DistributedSampler pads the shares to one length with repeated items, which the metrics then counted
+        twice (Dice over 6 images of 5, a confusion matrix of 8 of 7); its no-repeat sampler leaves the shares
+        one batch apart, which evaluation (no gradient, metrics synced at the epoch's end) allows."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size == 1:
+            return None
+        from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+        return UnrepeatedDistributedSampler(
+            self.split_dataset(name), num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
 
     #: a folder (or file) of one's own images for ``predict`` (``--data.predict_path``), in modules that take one
     predict_path: str | None = None

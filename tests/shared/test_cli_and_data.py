@@ -566,3 +566,27 @@ def test_a_smoke_test_cap_below_one_is_refused(module, option):
         with pytest.raises(ValueError, match=rf"--data.{option}: a cap is a whole number >= 1, or null for all, got {bad}"):
             data_module(**{option: bad}, **extra)
     data_module(**{option: 2}, **extra)
+
+
+def test_under_ddp_each_rank_evaluates_its_own_items_and_none_twice():
+    """Lightning's DistributedSampler padded the ranks' shares with repeated items: Dice over 6 images of 5, a
+    confusion matrix of 8 items of 7."""
+    from types import SimpleNamespace
+
+    from shared.data import SplitLoaders
+
+    class Seven(SplitLoaders):
+        def __init__(self):
+            super().__init__()
+            self.set_loader_options(batch_size=2, num_workers=0)
+            self.datasets = {"val": list(range(7)), "test": list(range(7))}
+
+    shares = []
+    for rank in (0, 1):
+        data = Seven()
+        data.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        shares.append([int(i) for batch in data.test_dataloader() for i in batch])
+        assert [int(i) for batch in data.val_dataloader() for i in batch] == shares[-1]
+    assert sorted(shares[0] + shares[1]) == list(range(7))
+    single = Seven()
+    assert single.test_dataloader().sampler.__class__.__name__ == "SequentialSampler"  # one process: as before

@@ -628,8 +628,9 @@ class AnomalySegmentationTask(BaseTask):
 
     def on_predict_epoch_end(self) -> None:
         outputs = self.trainer.predict_loop.predictions
-        rows = [item for batch in outputs for item in (batch or [])]
-        if not rows:
+        # every rank's rows (each wrote its own share of the maps), in name order, written once
+        rows = sorted(gather_lists([item for batch in outputs for item in (batch or [])]), key=lambda r: r["name"])
+        if not rows or not self.trainer.is_global_zero:
             return
         path = Path(self.predict_dir) / "image_scores.csv"
         score = f"image_score_{self.score}"

@@ -159,6 +159,13 @@ def report_input_errors():
         )
         print(f"({where}SUITE_TRACEBACK=1 shows the whole traceback)", file=sys.stderr)
         raise SystemExit(1) from None
+    except SystemExit as stop:
+        # Lightning ends a run that got SIGTERM (docker stop, a scheduler's preemption) with a SystemExit of no
+        # code, so the command exited 0 and `fit && test` went on as if it had finished: 143, as a shell says
+        if type(stop).__name__ != "SIGTERMException":
+            raise
+        print("error: stopped by SIGTERM before it finished (`fit --ckpt_path last` resumes)", file=sys.stderr)
+        raise SystemExit(143) from None
     finally:
         warnings.formatwarning = before  # for the code around the command (a test, a notebook)
 

@@ -219,3 +219,19 @@ def test_a_non_finite_loss_ends_in_one_line(capsys, monkeypatch):
     with pytest.raises(SystemExit), report_input_errors():
         raise NonFiniteLossError("val at global step 1 (epoch 0): sigma NaN")
     assert capsys.readouterr().err.startswith("error: NonFiniteLossError: val at global step 1")
+
+
+def test_a_run_stopped_by_sigterm_exits_143_and_says_so(capsys):
+    """Lightning's SIGTERMException is a SystemExit without a code: the command exited 0, and `fit && test`
+    went on as if the run had finished."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from shared.cli_help import report_input_errors
+
+    with pytest.raises(SystemExit) as stop, report_input_errors():
+        raise SIGTERMException
+    assert stop.value.code == 143
+    assert "stopped by SIGTERM before it finished" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop, report_input_errors():
+        raise SystemExit(0)  # a plain exit (--help) keeps its code
+    assert stop.value.code == 0

@@ -42,6 +42,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.files import written_whole
 from shared.images import write_image
+from shared.task import gather_lists
 
 
 def uncertainty_map(probs: torch.Tensor, kind: str = "entropy") -> torch.Tensor:
@@ -220,10 +221,8 @@ class MedicalPredictionWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self._drop_unfinished()
-        if trainer.is_global_zero:
-            rank_zero_info(
-                f"[MedicalPredictionWriter] wrote {len(self.written)} image folders under {self.output_dir}"
-            )
+        written = sum(gather_lists([len(self.written)]))  # every rank's, said once
+        rank_zero_info(f"[MedicalPredictionWriter] wrote {written} image folders under {self.output_dir}")
 
     def write_on_batch_end(
         self,

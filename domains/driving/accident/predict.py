@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
 from shared.files import written_whole
+from shared.task import gather_lists
 
 __all__ = ["AccidentPredictionWriter", "alarm_frame", "draw_clip", "write_clip"]
 
@@ -198,4 +199,5 @@ class AccidentPredictionWriter(BasePredictionWriter):
             self.count += 1
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        rank_zero_info(f"accident predictions: {self.count} clips written to {self.out_dir}")
+        count = sum(gather_lists([self.count]))  # every rank's, said once
+        rank_zero_info(f"accident predictions: {count} clips written to {self.out_dir}")

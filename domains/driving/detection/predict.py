@@ -18,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from domains.driving.common import read_rgb
 from domains.driving.formats import LabelFormatError, ObjectLabel, kitti_type_name, write_kitti_label
 from shared.images import write_image
+from shared.task import gather_lists
 
 # RGB per class name; other names get a colour from the fallback cycle.
 CLASS_COLORS = {
@@ -134,7 +135,8 @@ class RoadPredictionWriter(BasePredictionWriter):
             self.written += 1
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
-        rank_zero_info(f"wrote {self.written} {self.WROTE} to {self.output_dir}")
+        written = sum(gather_lists([self.written]))  # every rank's, said once
+        rank_zero_info(f"wrote {written} {self.WROTE} to {self.output_dir}")
 
 
 def original_rgb(image: torch.Tensor, pred: dict, size: tuple[int, int] | None) -> np.ndarray:

@@ -282,6 +282,8 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
     np.testing.assert_array_equal(pred["boxes"], clip["boxes"])  # source pixels, not the model's input
     written = write_clip(pred, tmp_path)
     assert [p.name for p in written] == ["risk.csv", "objects.csv", "ex.gif"]
+    assert [p.name for p in write_clip(pred, tmp_path / "nogif", gif=False)] == ["risk.csv", "objects.csv"]
+    assert not list((tmp_path / "nogif").rglob("*.gif"))
     assert len((tmp_path / "ex" / "risk.csv").read_text().splitlines()) == 51
     # the GIF plays in real time: at 10 fps every frame for 100 ms; at 60 fps every second frame (browsers play
     # a delay under 20 ms as 100 ms: the clip ran 6x slow), 50 frames still lasting 50 / 60 s

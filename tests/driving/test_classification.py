@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -195,6 +196,9 @@ def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_other
     with (pred / "probabilities.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 and all((pred / r["cam"]).is_file() for r in rows)
+    # one process: no rank in the names; each stem within 100 bytes
+    assert all(re.fullmatch(r"cam/\d{5}_\d{3}_(.+)\.png", r["cam"]) for r in rows)
+    assert max(len(Path(r["cam"]).stem.split("_", 2)[2].encode()) for r in rows) <= 100
     # a folder where no image decodes: the set says so (a header, no row), not the earlier run's rows
     broken = tmp_path / "broken"
     broken.mkdir()

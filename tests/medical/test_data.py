@@ -720,6 +720,9 @@ def test_decathlon_foreground_labels_choose_the_lesion(tmp_path):
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.warns(D.MedicalDataWarning, match=r"case_000.nii.gz: label values \[1\] are not among .*labels \[0, 2\] \(2 of 2 label files"):
         DecathlonSliceDataset(root, "all", crop_size=32)
+    with warnings.catch_warnings():  # the lesion's labels chosen: the other values are background, as asked
+        warnings.simplefilter("error", D.MedicalDataWarning)
+        DecathlonSliceDataset(root, "all", crop_size=32, foreground_labels=[2])
 
 
 def test_a_dataset_kwargs_typo_names_the_option_and_the_valid_ones(synth_root):

@@ -144,9 +144,11 @@ def test_a_failed_run_leaves_the_previous_set_whole_and_a_finished_one_replaces_
     assert (out / "mine.txt").read_text() == "mine"
 
 
-def test_an_unfinished_volume_removes_the_earlier_runs_whole_volume(tmp_path):
+def test_an_unfinished_volume_removes_the_earlier_runs_whole_volume(tmp_path, monkeypatch):
     """A capped predict writes a case's slices but not its whole volume: the earlier run's whole-volume NIfTI
-    files in the case folder would be read as this run's."""
+    files in the case folder would be read as this run's. Each NIfTI is saved under a temporary name first."""
+    saved, real_save = [], nib.save
+    monkeypatch.setattr(nib, "save", lambda image, path: (saved.append(Path(path).name), real_save(image, path)))
     case = tmp_path / "case_0"
     case.mkdir()
     for name in ("samples.nii.gz", "mean_prob.nii.gz", "uncertainty.nii.gz", "report.txt"):
@@ -156,6 +158,7 @@ def test_an_unfinished_volume_removes_the_earlier_runs_whole_volume(tmp_path):
     writer.write_on_batch_end(None, None, _prediction(["case_0/z001"], source=source), None, None, 0, 0)
     assert _files(case) == ["report.txt", "z001"]
     assert nib.load(case / "z001" / "samples.nii.gz").shape == (4, 4, 1, 2)
+    assert len(saved) == 3 and all(n.startswith(".") and n.endswith(".nii.gz") for n in saved), saved
 
 
 # ---------------------------------------------------------------------------------- generator command line

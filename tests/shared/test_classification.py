@@ -614,3 +614,9 @@ def test_a_float_grey_tiff_reads_as_rgb_too(tmp_path):
     rgb, grey = read_image(tmp_path / "f32.tif", 3), read_image(tmp_path / "f32.tif", 1)
     assert rgb.shape == (8, 8, 3) and grey.shape == (8, 8, 1)
     assert (rgb == grey).all() and grey.min() == 0 and grey.max() == 255  # stretched, the same in each channel
+
+
+def test_a_negative_cam_max_is_refused():
+    """-1 had silently meant 0 overlays."""
+    with pytest.raises(ValueError, match=r"--model.cam_max must be >= 0 \(or null: every image\), got -1"):
+        stripes_task(cam_max=-1)

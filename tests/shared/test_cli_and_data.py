@@ -562,7 +562,7 @@ def test_a_smoke_test_cap_below_one_is_refused(module, option):
     path, name = module.split(":")
     data_module = getattr(importlib.import_module(path), name)
     extra = {"data_format": "kitti"} if name in ("DetectionDataModule", "InstanceDataModule") else {}
-    for bad in (0, -3):
+    for bad in (0, -3, True, 2.5):
         with pytest.raises(ValueError, match=rf"--data.{option}: a cap is a whole number >= 1, or null for all, got {bad}"):
             data_module(**{option: bad}, **extra)
     data_module(**{option: 2}, **extra)

@@ -132,3 +132,30 @@ def test_a_failed_first_run_leaves_no_folder(tmp_path):
     with pytest.raises(ValueError):
         predict(tmp_path / "new" / "pred", "A", fail_at=2)
     assert not (tmp_path / "new" / "pred").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays, empty as it was
+    with pytest.raises(ValueError):
+        predict(tmp_path / "mine", "A", fail_at=2)
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_a_manifest_naming_paths_outside_the_folder_moves_nothing(tmp_path):
+    out = tmp_path / "pred"
+    out.mkdir()
+    (tmp_path / "outside.txt").write_text("not ours")
+    (out / ".predictions.json").write_text(json.dumps(["../outside.txt"]))
+    predict(out, "B")
+    assert (tmp_path / "outside.txt").read_text() == "not ours" and not (out / "outside.txt").exists()
+
+
+def test_a_run_killed_while_moving_the_set_aside_is_rolled_back_too(tmp_path):
+    """Killed after moving one file and before writing its journal: the aside folder alone says so."""
+    out = tmp_path / "pred"
+    first = run_a(out)
+    (out / ".predictions-previous").mkdir()
+    (out / "pred_0.txt").replace(out / ".predictions-previous" / "pred_0.txt")
+    with (
+        pytest.warns(UserWarning, match="stopped before it finished"),
+        pytest.raises(ValueError, match="batch 0"),
+    ):
+        predict(out, "C", fail_at=0)
+    assert contents(out) == first

@@ -56,6 +56,8 @@ def test_ccd_as_released_is_read_from_its_root_or_its_videos_folder(tmp_path):
         assert clips["normal_000001"].frames[0].parent == videos / "Normal" / "000001"
     with pytest.raises(FileNotFoundError, match="expected <root>/Crash-1500.txt or <root>/videos/Crash-1500.txt"):
         read_ccd_layout(tmp_path)
+    with pytest.raises(FileNotFoundError):  # the folder above is not looked in (the feature layout's search)
+        read_ccd_layout(videos / "Normal")
 
 
 def test_a_video_with_an_upper_case_extension_is_found(tmp_path):
@@ -104,6 +106,13 @@ def test_ustring_ccd_features_take_their_contact_frames_and_split_from_its_files
     assert {k for k, c in clips.items() if c.subset == "test"} == {"000003", "000004", "normal_000003", "normal_000004"}
     assert {k for k, c in clips.items() if c.subset == "train"} == {"000001", "000002", "normal_000001", "normal_000002"}
     assert {k for k, c in clips.items() if not c.is_positive} == {f"normal_00000{i}" for i in range(1, 5)}
+    # two files of one kind under one ID are still an error
+    import shutil
+
+    shutil.copy(tmp_path / "vgg16_features/positive/000001.npz", tmp_path / "vgg16_features/positive/dup.npz")
+    with pytest.raises(LabelFormatError, match=r"clip id '000001' also used by"):
+        read_npz_clips(tmp_path / "vgg16_features", fps=10.0, annotation=tmp_path / "videos/Crash-1500.txt")
+    (tmp_path / "vgg16_features/positive/dup.npz").unlink()
 
     dm = AccidentDataModule(data_format="npz", data_path=str(features), feature_fps=10, num_workers=0)
     dm.setup("fit")  # Crash-1500.txt found in ../videos, as UString keeps it

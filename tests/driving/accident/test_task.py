@@ -210,6 +210,11 @@ def test_the_calibrated_threshold_stays_above_the_negative_it_excludes():
     (normal,) = [c for c in task.clip_scores_of("val") if c.kind == "normal"]
     assert float(task.model.alarm_threshold) > float(normal.scores.max())
     assert values["val/normal_false_alarms"] == 0.0
+    from domains.driving.accident.task import float32_at_least
+
+    assert float32_at_least(0.5) == 0.5  # representable: kept
+    assert float32_at_least(0.1) >= 0.1 and float(np.float32(float32_at_least(0.1))) == float32_at_least(0.1)
+    assert float(np.nextafter(np.float32(float32_at_least(0.1)), np.float32(0))) < 0.1  # the smallest such
 
 
 def test_validation_without_crashes_still_logs_the_checkpoint_monitor():

@@ -246,9 +246,11 @@ class SplitLoaders(pl.LightningDataModule):
         """Under DDP, each rank's share of an evaluation split with no item twice. Lightning's own
         DistributedSampler pads the shares to one length with repeated items, which the metrics then counted
         twice (Dice over 6 images of 5, a confusion matrix of 8 of 7); its no-repeat sampler leaves the shares
-        one batch apart, which evaluation (no gradient, metrics synced at the epoch's end) allows."""
+        one batch apart, which evaluation (no gradient, metrics synced at the epoch's end) allows. A split of
+        fewer items than ranks keeps Lightning's sampler: a rank with no item would log nothing, and the others
+        would wait for it at the epoch's metric sync."""
         trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.world_size == 1:
+        if trainer is None or trainer.world_size == 1 or len(self.split_dataset(name)) < trainer.world_size:
             return None
         from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 

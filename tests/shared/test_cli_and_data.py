@@ -590,3 +590,7 @@ def test_under_ddp_each_rank_evaluates_its_own_items_and_none_twice():
     assert sorted(shares[0] + shares[1]) == list(range(7))
     single = Seven()
     assert single.test_dataloader().sampler.__class__.__name__ == "SequentialSampler"  # one process: as before
+    tiny = Seven()
+    tiny.datasets["test"] = [0]
+    tiny.trainer = SimpleNamespace(world_size=2, global_rank=1)  # one item, two ranks: Lightning's own sampler
+    assert tiny.test_dataloader().sampler.__class__.__name__ == "SequentialSampler"

@@ -23,8 +23,13 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
 from shared.device import cpu_has_bf16_units
-from shared.files import written_whole
-from shared.task import CheckpointMismatchError, check_checkpoint_file, drop_moved_hyperparameters
+from shared.files import recording_writes, stop_recording, written_whole
+from shared.task import (
+    CheckpointMismatchError,
+    check_checkpoint_file,
+    drop_moved_hyperparameters,
+    gather_lists,
+)
 
 
 class ConfigError(ValueError):
@@ -607,14 +612,14 @@ class LastIsLastCheckpoint(ModelCheckpoint):
 class PredictionSet(pl.Callback):
     """``predict_dir`` holds one run's predictions, whole.
 
-    A finished run lists the files it wrote (new or rewritten) in ``<predict_dir>/.predictions.json``. The next
-    run moves those into ``.predictions-previous/`` when it starts, deletes them when it finishes, and if it fails
-    removes the files it created and moves the earlier set back. So a folder never mixes two runs (an old
-    ``unreadable.csv`` or ``sample_03.png`` beside the new set), and a failed run leaves the earlier set as it
-    was. While a run is going, ``.predictions-running.json`` records the files before it: a run killed outright
-    (no exception to catch) is rolled back the same way when the next run starts, with a warning. Files that
-    were there before a run and that no run listed (the user's own) are never moved or deleted; one a run
-    rewrites cannot be given its old content back. Hidden files and folders are not looked at."""
+    A run records the files its writers put in place (:func:`shared.files.recording_writes`; every rank's,
+    gathered at the end) and lists them in ``<predict_dir>/.predictions.json``. The next run moves those into
+    ``.predictions-previous/`` when it starts, deletes them when it finishes, and if it fails deletes the files
+    it wrote and moves the earlier set back. So a folder never mixes two runs (an old ``unreadable.csv`` or
+    ``sample_03.png`` beside the new set), a failed run leaves the earlier set as it was, and no other file
+    (a log, a note, a checkpoint saved there) is ever listed, moved or deleted. ``.predictions-running.json``
+    marks a run going: one killed outright has its earlier set put back when the next run starts, with a
+    warning (the killed run's own files cannot be told from others then, and stay)."""
 
     MANIFEST = ".predictions.json"
     JOURNAL = ".predictions-running.json"
@@ -624,29 +629,46 @@ class PredictionSet(pl.Callback):
         self._root: Path | None = None
         self._running = False  # a run of ours has started and not finished (what on_exception undoes)
         self._existed = False
-        self._before: dict[str, list[int]] = {}
+        self._written: set[Path] = set()
 
     def on_predict_start(self, trainer, pl_module) -> None:
         out = getattr(pl_module, "predict_dir", None)
         self._root, self._running = (Path(out) if out else None), False
-        if self._root is not None and trainer.is_global_zero:
+        if self._root is None:
+            return
+        self._written = recording_writes()  # on every rank: each writes its share
+        if trainer.is_global_zero:
             if (self._root / self.JOURNAL).is_file() or (self._root / self.ASIDE).is_dir():
-                self._roll_back(_read_json(self._root / self.JOURNAL) or {}, killed=True)
+                self._restore_aside()
+                (self._root / self.JOURNAL).unlink(missing_ok=True)
+                rank_zero_warn(
+                    f"predict_dir {self._root}: an earlier predict run there stopped before it finished (killed?); "
+                    "the set before it is put back (files that run wrote under other names may remain)"
+                )
             self._existed = self._root.is_dir()
             self._move_listed_aside()
-            self._before = _visible_files(self._root)
-            self._root.mkdir(parents=True, exist_ok=True)
-            with written_whole(self._root / self.JOURNAL) as tmp:
-                tmp.write_text(json.dumps({"existed": self._existed, "before": self._before}))
+            try:
+                self._root.mkdir(parents=True, exist_ok=True)
+                with written_whole(self._root / self.JOURNAL) as tmp:
+                    tmp.write_text(json.dumps({"existed": self._existed}))
+                self._written.discard((self._root / self.JOURNAL).resolve())
+            except OSError:
+                self._restore_aside()
+                raise
             self._running = True
         trainer.strategy.barrier("PredictionSet.start")  # the old set is aside before any rank writes
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        trainer.strategy.barrier("PredictionSet.end")  # every rank's files are written
+        if self._root is None:
+            return
+        stop_recording(self._written)
+        root = self._root.resolve()
+        written = sorted(
+            p.relative_to(root).as_posix() for p in map(Path, gather_lists(sorted(map(str, self._written))))
+            if root in p.parents
+        )  # every rank's files (the gather waits for every rank to finish writing)
         if not self._running:
             return
-        now = _visible_files(self._root)
-        written = sorted(rel for rel, stat in now.items() if self._before.get(rel) != stat)
         with written_whole(self._root / self.MANIFEST) as tmp:
             tmp.write_text(json.dumps(written, indent=0))
         shutil.rmtree(self._root / self.ASIDE, ignore_errors=True)
@@ -654,18 +676,29 @@ class PredictionSet(pl.Callback):
         self._running = False
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self._running:
-            self._roll_back({"existed": self._existed, "before": self._before})
-            self._running = False
+        stop_recording(self._written)
+        if not self._running:
+            return
+        root = self._root.resolve()
+        written = [p for p in self._written if root in p.parents]
+        for path in written:  # this process's files only: nothing else is the run's for sure
+            path.unlink(missing_ok=True)
+        _remove_empty_folders(root, {path.parent for path in written})
+        self._restore_aside()
+        (self._root / self.JOURNAL).unlink(missing_ok=True)
+        if not self._existed and self._root.is_dir() and not any(self._root.iterdir()):
+            self._root.rmdir()
+        self._running = False
 
     def _move_listed_aside(self) -> None:
         """The last finished run's files (and its manifest) into ``ASIDE``; if a move fails, the moved ones go back
-        and the error is raised (nothing of ours has started, so nothing else is touched)."""
+        and the error is raised (nothing of this run has started, so nothing else is touched)."""
         listed = _read_json(self._root / self.MANIFEST)
         root = self._root.resolve()
         if not isinstance(listed, list) or not all(
-            isinstance(rel, str) and root in (root / rel).resolve().parents for rel in listed
-        ):  # a manifest that does not parse, or names a path outside the folder, lists nothing
+            isinstance(rel, str) and root in (root / rel).resolve().parents and not rel.startswith(".")
+            for rel in listed
+        ):  # a manifest that does not parse, or names a path outside the folder or a hidden one, lists nothing
             return
         aside = self._root / self.ASIDE
         try:
@@ -677,24 +710,6 @@ class PredictionSet(pl.Callback):
             self._restore_aside()
             raise
         _remove_empty_folders(self._root, {(self._root / rel).parent for rel in listed})
-
-    def _roll_back(self, journal: dict, killed: bool = False) -> None:
-        """Remove the files a run created (not in the journal's ``before``), then bring the earlier set back."""
-        before = journal.get("before")
-        if isinstance(before, dict):  # without a journal (killed while moving aside) nothing was written yet
-            new = [self._root / rel for rel in _visible_files(self._root) if rel not in before]
-            for path in new:
-                path.unlink(missing_ok=True)
-            _remove_empty_folders(self._root, {path.parent for path in new})
-        self._restore_aside()
-        (self._root / self.JOURNAL).unlink(missing_ok=True)
-        if journal.get("existed") is False and self._root.is_dir() and not any(self._root.iterdir()):
-            self._root.rmdir()
-        if killed:
-            rank_zero_warn(
-                f"predict_dir {self._root}: an earlier predict run there stopped before it finished (killed?); "
-                "its files were removed and the set before it put back"
-            )
 
     def _restore_aside(self) -> None:
         aside = self._root / self.ASIDE
@@ -711,19 +726,6 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _visible_files(root: Path) -> dict[str, list[int]]:
-    """``{relative path: [size, mtime_ns]}`` of the files under ``root``, hidden files and folders left out (a
-    ``.git`` or ``.venv`` when the folder is a project's)."""
-    files = {}
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if not name.startswith("."):
-                stat = os.stat(os.path.join(folder, name))
-                files[Path(folder, name).relative_to(root).as_posix()] = [stat.st_size, stat.st_mtime_ns]
-    return files
 
 
 def _remove_empty_folders(root: Path, folders) -> None:

@@ -36,6 +36,10 @@ def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
     raise FileExistsError(f"{folder}: no free temporary name for {name} after 100 tries")
 
 
+#: sets that :func:`written_whole` adds each file it puts in place to (see :func:`recording_writes`)
+_recorders: list[set[Path]] = []
+
+
 @contextlib.contextmanager
 def written_whole(path: str | Path) -> Iterator[Path]:
     """A new temporary file beside ``path`` (same suffix, ``.nii.gz`` whole: writers that choose the format by
@@ -47,8 +51,23 @@ def written_whole(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+        for recorder in _recorders:
+            recorder.add(path.resolve())
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def recording_writes() -> set[Path]:
+    """Start recording the files this process writes through :func:`written_whole` (every output the suite's
+    writers make): returns the set they are added to, until :func:`stop_recording`. How a predict run knows
+    its own files from a log or a note saved beside them."""
+    recorder: set[Path] = set()
+    _recorders.append(recorder)
+    return recorder
+
+
+def stop_recording(recorder: set[Path]) -> None:
+    _recorders[:] = [r for r in _recorders if r is not recorder]
 
 
 def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> None:

@@ -205,6 +205,7 @@ class BaseTask(pl.LightningModule):
     def schedule_steps(self, steps: int) -> None:
         if isinstance(self.lr_schedule, WarmupCosine):
             self.lr_schedule.total_steps = max(1, int(steps))
+            self.lr_schedule.follows_trainer = False  # a budget owns the length now, also across a resume
 
     def describe_model(self) -> str:
         """A short name of the network inside (stored in checkpoints so a mismatch can name what a file holds)."""

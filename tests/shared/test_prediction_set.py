@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from shared import cli
 from shared.cli import PredictionSet
+from shared.files import written_whole
 from tests.helpers import quiet_trainer
 
 
@@ -28,7 +29,8 @@ class Writer(pl.LightningModule):
         if batch_idx == self.fail_at:
             raise ValueError(f"batch {batch_idx} is corrupt")
         Path(self.predict_dir).mkdir(parents=True, exist_ok=True)
-        (Path(self.predict_dir) / f"{self.prefix}_{batch_idx}.txt").write_text(self.tag)
+        with written_whole(Path(self.predict_dir) / f"{self.prefix}_{batch_idx}.txt") as tmp:  # as the writers
+            tmp.write_text(self.tag)
 
 
 def predict(out: Path, tag: str, fail_at: int | None = None, batches: int = 3, callbacks=(), prefix="pred"):
@@ -114,18 +116,39 @@ def test_a_killed_run_is_rolled_back_when_the_next_one_starts(tmp_path):
     first = run_a(out)
     killed = PredictionSet()  # started, wrote one file, never ended
     killed.on_predict_start(quiet_trainer(), Writer(out, "B"))
-    (out / "partial_0.txt").write_text("B")
-    assert (out / ".predictions-previous").is_dir() and not (out / "pred_0.txt").exists()
+    with written_whole(out / "pred_0.txt") as tmp:
+        tmp.write_text("B")
+    (out / "notes_after_the_kill.txt").write_text("mine")  # made later: not the killed run's to remove
+    assert (out / ".predictions-previous").is_dir()
     with (
         pytest.warns(UserWarning, match="an earlier predict run there stopped before it finished"),
         pytest.raises(ValueError, match="batch 0"),
     ):
-        predict(out, "C", fail_at=0)  # rolls the killed run back, then fails itself at once
-    assert contents(out) == first
+        predict(out, "C", fail_at=0)  # puts the earlier set back, then fails itself at once
+    assert contents(out) == {**first, "notes_after_the_kill.txt": "mine"}
     (out / ".git").mkdir()
     (out / ".git" / "HEAD").write_text("ref")  # a hidden folder is neither listed nor moved
     predict(out, "D")
-    assert sorted(contents(out)) == [".git/HEAD", ".predictions.json", "mine.txt", "pred_0.txt", "pred_1.txt", "pred_2.txt"]
+    assert sorted(contents(out)) == [".git/HEAD", ".predictions.json", "mine.txt", "notes_after_the_kill.txt", "pred_0.txt",
+                                     "pred_1.txt", "pred_2.txt"]  # fmt: skip
+
+
+def test_a_file_that_grows_during_the_run_is_not_the_runs(tmp_path):
+    """A log in the folder (`predict ... > out/predict.log`) changed during the run: it was listed as the run's
+    and the next run deleted it."""
+
+    class Log(pl.Callback):
+        def on_predict_batch_end(self, trainer, *args):
+            with (out / "predict.log").open("a") as log:
+                log.write("batch\n")
+
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "predict.log").write_text("start\n")
+    predict(out, "A", callbacks=[Log()])
+    assert json.loads((out / ".predictions.json").read_text()) == ["pred_0.txt", "pred_1.txt", "pred_2.txt"]
+    predict(out, "B")
+    assert (out / "predict.log").read_text().count("batch") == 3
 
 
 def test_a_failed_first_run_leaves_no_folder(tmp_path):

@@ -617,12 +617,11 @@ class PredictionSet(pl.Callback):
     ``.predictions-previous/`` when it starts, deletes them when it finishes, and if it fails deletes the files
     it wrote and moves the earlier set back. So a folder never mixes two runs (an old ``unreadable.csv`` or
     ``sample_03.png`` beside the new set), a failed run leaves the earlier set as it was, and no other file
-    (a log, a note, a checkpoint saved there) is ever listed, moved or deleted. ``.predictions-running.json``
-    marks a run going: one killed outright has its earlier set put back when the next run starts, with a
-    warning (the killed run's own files cannot be told from others then, and stay)."""
+    (a log, a note, a checkpoint saved there) is ever listed, moved or deleted. An aside folder found at the
+    start is a run killed outright: its earlier set is put back, with a warning (the killed run's own files
+    cannot be told from others then, and stay)."""
 
     MANIFEST = ".predictions.json"
-    JOURNAL = ".predictions-running.json"
     ASIDE = ".predictions-previous"
 
     def __init__(self):
@@ -638,23 +637,14 @@ class PredictionSet(pl.Callback):
             return
         self._written = recording_writes()  # on every rank: each writes its share
         if trainer.is_global_zero:
-            if (self._root / self.JOURNAL).is_file() or (self._root / self.ASIDE).is_dir():
+            if (self._root / self.ASIDE).is_dir():
                 self._restore_aside()
-                (self._root / self.JOURNAL).unlink(missing_ok=True)
                 rank_zero_warn(
                     f"predict_dir {self._root}: an earlier predict run there stopped before it finished (killed?); "
                     "the set before it is put back (files that run wrote under other names may remain)"
                 )
             self._existed = self._root.is_dir()
             self._move_listed_aside()
-            try:
-                self._root.mkdir(parents=True, exist_ok=True)
-                with written_whole(self._root / self.JOURNAL) as tmp:
-                    tmp.write_text(json.dumps({"existed": self._existed}))
-                self._written.discard((self._root / self.JOURNAL).resolve())
-            except OSError:
-                self._restore_aside()
-                raise
             self._running = True
         trainer.strategy.barrier("PredictionSet.start")  # the old set is aside before any rank writes
 
@@ -669,10 +659,10 @@ class PredictionSet(pl.Callback):
         )  # every rank's files (the gather waits for every rank to finish writing)
         if not self._running:
             return
+        self._root.mkdir(parents=True, exist_ok=True)  # a run that wrote nothing still says so
         with written_whole(self._root / self.MANIFEST) as tmp:
             tmp.write_text(json.dumps(written, indent=0))
         shutil.rmtree(self._root / self.ASIDE, ignore_errors=True)
-        (self._root / self.JOURNAL).unlink(missing_ok=True)
         self._running = False
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
@@ -685,7 +675,6 @@ class PredictionSet(pl.Callback):
             path.unlink(missing_ok=True)
         _remove_empty_folders(root, {path.parent for path in written})
         self._restore_aside()
-        (self._root / self.JOURNAL).unlink(missing_ok=True)
         if not self._existed and self._root.is_dir() and not any(self._root.iterdir()):
             self._root.rmdir()
         self._running = False

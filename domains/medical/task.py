@@ -156,10 +156,12 @@ class MedicalSegmentationTask(BaseTask):
                 ) from err
         probs = logits.float().sigmoid()
         batch_size = images.shape[0]
-        self.log(f"{stage}/loss", loss, batch_size=batch_size)
+        # sync_dist: under DDP each rank sees its own images; the epoch's value is the mean over all of them,
+        # as the metrics' (torchmetrics syncs its states), not rank 0's share
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, sync_dist=True)
         for name in ("rec_per_pixel", "kl"):
             if name in terms:
-                self.log(f"{stage}/{name}", terms[name], batch_size=batch_size)
+                self.log(f"{stage}/{name}", terms[name], batch_size=batch_size, sync_dist=True)
         if stage == "val":
             self._track_kl(terms, images, batch_size)
         metrics.update(probs >= self.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])
@@ -191,7 +193,7 @@ class MedicalSegmentationTask(BaseTask):
         for name, value in terms.items():
             if name == "kl" or name.startswith("kl_scale"):
                 nats = value * scale  # a tensor: no device sync per batch, only at the epoch's end
-                self.log(f"val/{name}_nats", nats, batch_size=batch_size)
+                self.log(f"val/{name}_nats", nats, batch_size=batch_size, sync_dist=True)
                 total = self._kl_epoch.setdefault(name, [0.0, 0])
                 total[0] = total[0] + nats * batch_size
                 total[1] += batch_size

@@ -220,6 +220,9 @@ def test_fit_under_ddp_on_two_cpu_processes_splits_data_and_reduces_metrics(lidc
     local = [r["local"][0] for r in ranks]
     assert local == [1.0, 1.0]
     assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
+    # the logged loss is the mean over both ranks' images (sync_dist), not each rank's own image's
+    assert "val/loss" in ranks[0]["logged"]
+    assert ranks[0]["logged"]["val/loss"] == pytest.approx(ranks[1]["logged"]["val/loss"])
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
 
 

@@ -24,7 +24,7 @@ What is written to ``DIR`` (inputs and outputs float32; batch, height, width and
     ``sample_mode`` "global" / "local".
 
 Foreground probability = ``sigmoid(logits)``; a sample's mask is probability >= ``threshold``. The JSON
-sidecar ``<model>.json`` records input size and channels, how the training data scaled and sized its
+sidecar ``<model>.json`` records the input size the network was trained on and its channels, how the training data scaled and sized its
 images (``preprocessing``, from the checkpoint's data module settings: feed images prepared the same way),
 classes, the score, the graphs' inputs and outputs, and the largest difference between onnxruntime and
 PyTorch measured on random inputs at export time (export fails, leaving nothing behind, beyond ``--atol`` +
@@ -228,9 +228,13 @@ def export_medical(
                 "outputs": graph["outputs"],
                 "dynamic_axes": graph["dynamic_axes"],
             }
+        # the graphs take any size (a multiple of preprocessing's); input_size is what the network was trained
+        # on, not --size, which only sizes the check's random inputs (checked_size)
+        trained = getattr(task.model, "input_size", None)
         sidecar = {
             "graphs": graphs,
-            "input_size": list(size),
+            "input_size": list(trained) if trained else list(size),
+            "checked_size": list(size),
             "in_channels": int(task.model.init_args["in_channels"]),
             "input_range": [0.0, 1.0],
             "preprocessing": _preprocessing(data, size_multiple(task.model)),
@@ -240,7 +244,7 @@ def export_medical(
             "num_samples": int(task.num_samples),
             "sampling": _SAMPLING[name],
         }
-        return export.finish(f"{name}.json", sidecar, measured, "random inputs at input_size")
+        return export.finish(f"{name}.json", sidecar, measured, "random inputs at checked_size")
 
 
 _SAMPLING = {
@@ -307,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser,
         argv,
         MedicalSegmentationTask,
-        size_help="example input size (default: the data module's crop_size from the checkpoint)",
+        size_help="size of the random inputs the graphs are checked on (the graphs take any size; default: the "
+        "training crop, kept in the checkpoint)",
         input_size=_input_size,
     )
     check = ExportCheck(args.atol, args.rtol, args.opset)

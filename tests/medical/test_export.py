@@ -162,6 +162,7 @@ def test_cli_writes_graphs_and_sidecar_with_the_training_crop_size(medical_ckpt,
     checkpoint = torch.load(medical_ckpt, weights_only=True)
     assert checkpoint["hyper_parameters"]["input_size"] == 24
     assert MedicalSegmentationTask.load_checked(medical_ckpt).model.input_size == (24, 24)
+    assert sidecar["checked_size"] == [24, 24]
     assert sidecar["classes"] == ["background", "lesion"] and "sigmoid" in sidecar["score"]
     assert sidecar["graphs"]["prob_unet_features.onnx"]["outputs"] == [
         "features",
@@ -244,3 +245,15 @@ def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         main(["--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_size_option_sizes_the_check_not_the_recorded_training_size(medical_ckpt, tmp_path):
+    """--size only sizes the random inputs of the check: the sidecar's input_size stays the training crop
+    (it had recorded --size, telling a deployer the network was trained at a size it never saw)."""
+    out = tmp_path / "onnx"
+    main(["--ckpt", str(medical_ckpt), "--out", str(out), "--size", "32", "48"])
+    sidecar = json.loads((out / "prob_unet.json").read_text())
+    assert sidecar["input_size"] == [24, 24]
+    assert sidecar["checked_size"] == [32, 48]
+    assert sidecar["graphs"]["prob_unet_features.onnx"]["inputs"]["image"][2:] == [32, 48]
+    assert sidecar["tolerance"]["measured_on"] == "random inputs at checked_size"

@@ -20,6 +20,7 @@ from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
 from shared.device import cpu_has_bf16_units
@@ -619,7 +620,11 @@ class PredictionSet(pl.Callback):
     ``sample_03.png`` beside the new set), a failed run leaves the earlier set as it was, and no other file
     (a log, a note, a checkpoint saved there) is ever listed, moved or deleted. An aside folder found at the
     start is a run killed outright: its earlier set is put back, with a warning (the killed run's own files
-    cannot be told from others then, and stay)."""
+    cannot be told from others then, and stay).
+
+    A SIGTERM (``docker stop``, a scheduler's preemption) stops the run after the batch in hand, as it stops
+    ``fit``, ``validate`` and ``test``: Lightning's handler only sets a flag, which its predict loop never reads,
+    so the run went on to the end (or to the SIGKILL that follows)."""
 
     MANIFEST = ".predictions.json"
     ASIDE = ".predictions-previous"
@@ -647,6 +652,10 @@ class PredictionSet(pl.Callback):
             self._move_listed_aside()
             self._running = True
         trainer.strategy.barrier("PredictionSet.start")  # the old set is aside before any rank writes
+
+    def on_predict_batch_end(self, trainer, *args) -> None:
+        if trainer.received_sigterm:  # on_exception below puts the earlier set back; the CLI exits 143
+            raise SIGTERMException
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._root is None:

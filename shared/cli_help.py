@@ -164,7 +164,10 @@ def report_input_errors():
         # code, so the command exited 0 and `fit && test` went on as if it had finished: 143, as a shell says
         if type(stop).__name__ != "SIGTERMException":
             raise
-        print("error: stopped by SIGTERM before it finished (`fit --ckpt_path last` resumes)", file=sys.stderr)
+        print(
+            "error: stopped by SIGTERM before it finished (a fit resumes with `fit --ckpt_path last`)",
+            file=sys.stderr,
+        )
         raise SystemExit(143) from None
     finally:
         warnings.formatwarning = before  # for the code around the command (a test, a notebook)

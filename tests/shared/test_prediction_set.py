@@ -4,11 +4,14 @@ before it), and files no run wrote stay. A toy module writes ``pred_<i>.txt`` pe
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from shared import cli
@@ -182,3 +185,21 @@ def test_a_run_killed_while_moving_the_set_aside_is_rolled_back_too(tmp_path):
     ):
         predict(out, "C", fail_at=0)
     assert contents(out) == first
+
+
+class _SigTermAt(pl.Callback):
+    """``docker stop`` at the second batch: a real SIGTERM to this process, caught by Lightning's handler."""
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_stops_the_run_after_the_batch_in_hand_and_puts_the_earlier_set_back(tmp_path):
+    """Lightning's SIGTERM handler only sets a flag, which its predict loop never read: the run went on to its
+    end (writing batches 2, 3, ...) or to the SIGKILL that follows ``docker stop``."""
+    out = tmp_path / "pred"
+    first = run_a(out)
+    with pytest.raises(SIGTERMException):
+        predict(out, "B", batches=5, callbacks=[_SigTermAt()])
+    assert contents(out) == first  # stopped after batch 1, both of B's files gone, A back whole

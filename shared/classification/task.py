@@ -174,8 +174,9 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
             failed = zip(batch["path"], errors, strict=True)
             self._unreadable += [{"path": path, "error": error} for path, error in failed if error]
             keep = [i for i, e in enumerate(errors) if not e]
-            if not keep:
-                return None
+            if not keep:  # an empty result like every batch's (None made Lightning warn "predict returned None")
+                probs = torch.zeros(0, len(self.class_names), device=self.device)
+                return {"probs": probs, "predicted": probs.argmax(1), "path": []}
             batch = {
                 "image": batch["image"][keep],
                 "label": batch["label"][keep],

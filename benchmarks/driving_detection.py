@@ -30,7 +30,7 @@ from benchmarks.detector_budget import add_budget_arguments, read_config, run_an
 from benchmarks.report import check_numbers
 from domains.driving.detection.data import DetectionDataModule
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
-from domains.driving.detection.task import DetectionTask
+from domains.driving.detection.task import DetectionTask, kitti_height_scale
 from shared.cli import flat_model_config
 from shared.device import resolve_accelerator
 
@@ -73,7 +73,7 @@ def markdown(result: dict, args) -> str:
     m = result["metrics"]
     classes = result["config"].get("class_names", ["Car", "Pedestrian", "Cyclist"])
     cfg = flat_model_config(result["config"])
-    height_scale = cfg.get("kitti_min_height_scale", 1.0)
+    height_scale = kitti_height_scale(cfg.get("kitti_min_height_scale"), result["data"].get("data_path"))
     moderate_h, easy_h = KITTI_DIFFICULTY["moderate"][0], KITTI_DIFFICULTY["easy"][0]
     lines = [
         "# Driving detection benchmark (FCOS, synthetic KITTI layout)",
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--kitti-min-height-scale",
         type=float,
         default=None,
-        help="KITTI difficulty min-height multiplier (default: the config's 0.512 for the 192-px synthetic "
-        "frames; 1 for real KITTI)",
+        help="KITTI difficulty min-height multiplier (default: the config's null: 192 / 375 = 0.512 on the "
+        "192-px synthetic frames, 1 on --data-path)",
     )
     parser.add_argument(
         "--repeat-threshold",

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction, semantic_targets
 from domains.driving.detection.predict import detections_to_kitti, draw_detections
-from domains.driving.detection.task import DetectionTask
+from domains.driving.detection.task import DetectionTask, kitti_height_scale
 from domains.driving.formats import read_kitti_label
 from tests.driving.layouts import painted_scene
 from tests.helpers import FixedOutputs, detection_task
@@ -378,6 +380,18 @@ def test_kitti_ap_through_the_task_scales_the_minimum_height(monkeypatch):
     assert scaled["val/kitti_moderate/Car"] == pytest.approx(0.5)
     devkit = _kitti_through_the_task(monkeypatch, found + missed)
     assert devkit["val/kitti_moderate/Car"] == pytest.approx(1.0)
+    # null (the shipped configs): 192 / 375 on the synthetic default, the devkit's 1 on one's own data; the
+    # configs' 0.512 had scored a user's real KITTI set with 12.8 / 20.5 px limits, silently
+    for data_path, expected in ((None, 0.5), ("/data/kitti", 1.0)):
+        data = SimpleNamespace(data_path=data_path)
+        monkeypatch.setattr(DetectionTask, "attached_datamodule", lambda self, data=data: data)
+        auto = _kitti_through_the_task(monkeypatch, found + missed, kitti_min_height_scale=None)
+        assert auto["val/kitti_moderate/Car"] == pytest.approx(expected), data_path
+    assert kitti_height_scale(None, None) == pytest.approx(192 / 375)
+    assert kitti_height_scale(None, "kitti") == 1.0 and kitti_height_scale(0.7, None) == 0.7
+    for name in ("quick", "full", "gpu"):  # the shipped configs leave it to the data
+        config = yaml.safe_load((QUICK_CONFIG.parent / f"{name}.yaml").read_text())
+        assert config["model"]["kitti_min_height_scale"] is None, name
 
 
 def test_coco_keys_feed_the_logged_names_by_hand(monkeypatch):

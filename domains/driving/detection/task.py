@@ -32,6 +32,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from domains.driving.classes import DETECTION_CLASSES
 from domains.driving.detection.metrics import (
     KITTI_DIFFICULTY,
+    KITTI_IMAGE_HEIGHT,
     KITTI_MIN_OVERLAP,
     ap50_per_class,
     kitti_average_precision,
@@ -173,6 +174,19 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         return values
 
 
+
+def kitti_height_scale(setting: float | None, data_path: str | None) -> float:
+    """What multiplies KITTI's minimum box heights (pixels of its 375-px frames): ``setting`` when given; else
+    the synthetic frames' height / 375 on the synthetic default (``data_path`` None), and 1 (the devkit's
+    limits) on one's own data, which a config written for the synthetic frames must not rescale silently."""
+    if setting is not None:
+        return float(setting)
+    if data_path is not None:
+        return 1.0
+    from domains.driving.synthetic.scene import DEFAULT_SIZE  # lazy: the generator is optional at import
+
+    return DEFAULT_SIZE[1] / KITTI_IMAGE_HEIGHT
+
 class DetectionTask(DetectorTask):
     """FCOS road-scene detector: trains :class:`RoadDetector` and evaluates it with COCO and KITTI AP.
 
@@ -184,7 +198,8 @@ class DetectionTask(DetectorTask):
         nms_thresh: IoU of non-maximum suppression.
         kitti_difficulties: KITTI AP levels computed at validation and test (empty: no KITTI AP).
         kitti_min_height_scale: multiplies the levels' minimum box heights (40 / 25 px of KITTI's 375-px
-            frames) for data at another resolution: 192 / 375 = 0.512 for the 192-px synthetic frames.
+            frames) for data at another resolution. null: 192 / 375 = 0.512 on the synthetic default (its frames
+            are 192 px tall), 1 (the devkit's limits) on one's own data (``data.data_path`` set).
         detector_args: the arguments of :class:`DetectorTask` (``class_names``, thresholds, ``predict_dir``: KITTI
             result files ``data/<id>.txt`` and drawn images ``images/<id>.png``, ...).
     """
@@ -196,17 +211,17 @@ class DetectionTask(DetectorTask):
         network: RoadDetector,
         nms_thresh: float = 0.6,
         kitti_difficulties: list[str] = ["easy", "moderate", "hard"],  # noqa: B006
-        kitti_min_height_scale: float = 1.0,
+        kitti_min_height_scale: float | None = None,
         **detector_args,
     ):
         super().__init__(network, nms_thresh=nms_thresh, **detector_args)
         bad = [d for d in kitti_difficulties if d not in KITTI_DIFFICULTY]
         if bad:
             raise ValueError(f"kitti_difficulties {bad} unknown; choose from {list(KITTI_DIFFICULTY)}")
-        if not kitti_min_height_scale > 0:
-            raise ValueError(f"kitti_min_height_scale must be > 0, got {kitti_min_height_scale}")
+        if kitti_min_height_scale is not None and not kitti_min_height_scale > 0:
+            raise ValueError(f"kitti_min_height_scale must be > 0 (or null), got {kitti_min_height_scale}")
         self.kitti_difficulties = list(kitti_difficulties)
-        self.kitti_min_height_scale = float(kitti_min_height_scale)
+        self.kitti_min_height_scale = kitti_min_height_scale
         self.dropped_degenerate = 0
         self._metrics: dict[str, tuple[MeanAveragePrecision, MeanAveragePrecision]] = {}
         self._kitti: dict[str, tuple[list, list]] = {}
@@ -333,6 +348,8 @@ class DetectionTask(DetectorTask):
         gts = [g for _, rank_gts, _ in ranks for g in rank_gts]
         if dets:
             kitti_classes = [c for c in self.class_names if c.lower() in KITTI_MIN_OVERLAP]
+            dm = self.attached_datamodule()
+            height_scale = kitti_height_scale(self.kitti_min_height_scale, getattr(dm, "data_path", ""))
             for level in self.kitti_difficulties:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="KITTI AP: no valid")
@@ -340,7 +357,7 @@ class DetectionTask(DetectorTask):
                         warnings.filterwarnings("ignore", message="KITTI AP: only")
                     aps = kitti_average_precision(
                         dets, gts, classes=kitti_classes, difficulty=level,
-                        min_height_scale=self.kitti_min_height_scale,
+                        min_height_scale=height_scale,
                     )  # fmt: skip
                 for cls, value in aps.items():
                     if not math.isnan(value):

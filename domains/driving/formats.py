@@ -755,9 +755,11 @@ def write_coco(
 # -------------------------------------------------------------------------------------------------- YOLO
 
 
-def _load_yaml(path: Path) -> dict:
+def load_dataset_yaml(path: Path) -> dict:
+    """A YOLO dataset yaml as a mapping; not UTF-8, not YAML (with its line) or not a mapping: a
+    :class:`LabelFormatError` naming the file."""
     try:
-        text = path.read_text()
+        text = read_text_file(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: dataset yaml not found") from None
     try:
@@ -775,7 +777,7 @@ def _load_yaml(path: Path) -> dict:
 def yolo_names(dataset_yaml: str | os.PathLike) -> list[str]:
     """Class names of a YOLO dataset yaml in index order (``names``: a list or an ``{index: name}`` dict)."""
     path = Path(dataset_yaml)
-    return list(_yolo_name_map(_load_yaml(path), path).values())
+    return list(_yolo_name_map(load_dataset_yaml(path), path).values())
 
 
 def _yolo_name_map(data: dict, path: Path) -> dict[int, str]:
@@ -838,7 +840,7 @@ def read_yolo(
     """
     path = Path(dataset_yaml)
     log, own = _owned_log(log, strict)
-    data = _load_yaml(path)
+    data = load_dataset_yaml(path)
     names = _yolo_name_map(data, path)
     image_files: list[Path] = []
     for src in _yolo_sources(data, split, path):
@@ -936,7 +938,7 @@ def write_yolo(
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("\n".join(lines) + ("\n" if lines else ""))
     yaml_path = root / yaml_name
-    data = _load_yaml(yaml_path) if yaml_path.is_file() else {}
+    data = load_dataset_yaml(yaml_path) if yaml_path.is_file() else {}
     if data.get("names") is not None and list(_yolo_name_map(data, yaml_path).values()) != list(class_names):
         raise ValueError(
             f"{yaml_path}: existing names {data['names']} differ from class_names {list(class_names)}"

@@ -19,7 +19,7 @@ from domains.driving.detection.data import DetectionDataModule, detection_transf
 from domains.driving.detection.export import preprocess
 from domains.driving.detection.model import RoadDetector
 from domains.driving.detection.predict import KittiPredictionWriter
-from domains.driving.formats import LabelWarning, read_kitti_dir, read_kitti_label
+from domains.driving.formats import LabelFormatError, LabelWarning, read_kitti_dir, read_kitti_label
 from domains.driving.instances.predict import InstancePredictionWriter
 from tests.driving.layouts import KITTI_LINE, TINY_MASK_RCNN, write_kitti
 from tests.helpers import write_image
@@ -117,6 +117,24 @@ def test_a_yolo_yaml_without_test_says_what_adds_one(tmp_path):
         ValueError, match=r"test split, which is empty .* names its own splits.*add a 'test:' entry"
     ):
         data.setup("test")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"- train\n- val\n", r"data\.yaml: dataset yaml must be a mapping"),  # a list: AttributeError
+        (b"names: [Caf\xe9]\n", r"data\.yaml: not a UTF-8 text file"),  # cp1252: an unnamed UnicodeDecodeError
+        (b"train: images\nval: [images\n", r"data\.yaml:3: invalid YAML"),  # the line YAML names (the stream end)
+    ],
+)
+def test_a_malformed_yolo_yaml_is_an_error_naming_it(tmp_path, content, expected):
+    """The data module read the yaml itself to see its splits: a list was a bare traceback, and neither the
+    encoding error nor a YAML error named the file's line."""
+    _yolo(tmp_path, {"train": 2, "val": 1})
+    (tmp_path / "data.yaml").write_bytes(content)
+    data = DetectionDataModule("yolo", str(tmp_path / "data.yaml"), ["Car"], {}, num_workers=0)
+    with pytest.raises(LabelFormatError, match=expected):
+        data.setup("fit")
 
 
 # ------------------------------------------------------- 4: class names matching nothing; 5: image_size

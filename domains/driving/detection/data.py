@@ -27,6 +27,7 @@ from domains.driving.formats import (
     KITTI_TYPES,
     ImageAnnotation,
     LabelFormatError,
+    load_dataset_yaml,
     read_coco,
     read_kitti_dir,
     read_yolo,
@@ -389,12 +390,7 @@ class DetectionDataModule(DetectorDataModule):
 
     def _yolo_splits(self, source: Path) -> dict | None:
         """The YOLO dataset yaml's entries when it names its own splits (train, and val or test), else None."""
-        import yaml
-
-        try:
-            entries = yaml.safe_load(source.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise LabelFormatError(source, None, f"not a valid YAML dataset file ({err})") from err
+        entries = load_dataset_yaml(source)
         return entries if entries.get("train") and (entries.get("val") or entries.get("test")) else None
 
     def _own_yolo_splits(self) -> dict | None:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from domains.driving.formats import (
     IMAGE_EXTENSIONS,
+    PIL_DECODE_ERRORS,
     DropLog,
     LabelFormatError,
     LabelWarning,
@@ -86,7 +87,7 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
                 return rgb[..., 0] if grey else rgb  # a grey palette is a single-channel map, as below
     except FileNotFoundError:
         pass  # _imread names the missing file
-    except (OSError, SyntaxError) as err:
+    except PIL_DECODE_ERRORS as err:
         raise LabelFormatError(path, None, f"cannot decode label mask ({err})") from None
     label = _imread(path, cv2.IMREAD_UNCHANGED, "label mask", "label mask")
     if label.ndim == 3:
@@ -132,7 +133,7 @@ def check_decodes(path: Path) -> None:
             else:
                 image.draft(None, (1, 1))
                 image.load()
-    except (OSError, SyntaxError, ValueError) as err:
+    except PIL_DECODE_ERRORS as err:
         raise LabelFormatError(path, None, f"cannot decode image ({err})") from None
 
 

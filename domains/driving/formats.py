@@ -37,6 +37,10 @@ from PIL import Image
 
 from shared.files import visible_files, written_whole
 
+#: what Pillow raises on a file it cannot read: corrupt data, and an image over its decompression-bomb limit
+#: (about 179 megapixels; an Exception, not an OSError), which would otherwise stop a whole run
+PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
 KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 BOX_TOLERANCE_PX = 1.0  # boxes this far outside the image are clipped silently, further out they are dropped
@@ -179,7 +183,7 @@ def image_size(path: str | os.PathLike, as_stored: bool = False) -> tuple[int, i
                 width, height = height, width
     except FileNotFoundError:
         raise LabelFormatError(path, None, "image file not found") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except PIL_DECODE_ERRORS as e:
         raise LabelFormatError(path, None, f"cannot decode image ({e})") from None
     return height, width
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from domains.driving.common import find_sequence_groups, predict_images
+from domains.driving.common import find_sequence_groups, predict_images, read_label_map
 from domains.driving.detection.data import DetectionDataModule, detection_transforms
 from domains.driving.detection.export import preprocess
 from domains.driving.detection.model import RoadDetector
@@ -78,6 +79,19 @@ def test_predict_skips_photos_whose_data_is_cut_short_naming_them(tmp_path):
     ):
         found = predict_images(tmp_path)
     assert [path.name for path, *_ in found] == ["a_good.png", "c_good.jpg"]
+
+
+def test_predict_skips_an_image_over_pillows_decompression_bomb_limit_naming_it(tmp_path, monkeypatch):
+    """Pillow's DecompressionBombError (a panorama of 180+ megapixels) is no OSError: it escaped the header
+    read as a bare traceback and stopped the whole run. The limit is lowered here so a 64x48 image passes it."""
+    write_image(tmp_path / "a_small.png", 8, 8, seed=1)
+    write_image(tmp_path / "b_huge.png", seed=2)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # an error above twice this: 64 x 48 = 3072 pixels
+    with pytest.warns(LabelWarning, match=r"1 of 2 images are not predicted: .*b_huge.*decompression bomb"):
+        found = predict_images(tmp_path)
+    assert [path.name for path, *_ in found] == ["a_small.png"]
+    with pytest.raises(LabelFormatError, match=r"b_huge\.png: cannot decode label mask .*decompression bomb"):
+        read_label_map(tmp_path / "b_huge.png")
 
 
 # ------------------------------------------------------------------------------- 3: YOLO yaml without val

@@ -133,6 +133,21 @@ def test_a_yolo_yaml_without_test_says_what_adds_one(tmp_path):
         data.setup("test")
 
 
+def test_a_yolo_yaml_whose_val_is_its_train_folder_is_warned_and_its_splits_counted(tmp_path, caplog):
+    """A coco8-style yaml (``val: images/train``) validated on the training images without a word, and a yaml
+    naming its own splits printed no count of them."""
+    _yolo(tmp_path, {"train": 3, "test": 1})
+    (tmp_path / "data.yaml").write_text(
+        yaml.safe_dump({"train": "images/train", "val": "images/train", "test": "images/test", "names": ["Car"]})
+    )
+    data = DetectionDataModule("yolo", str(tmp_path / "data.yaml"), ["Car"], {}, num_workers=0)
+    leak = r"data\.yaml: 3 of the val split's 3 images are also in train"
+    with pytest.warns(LabelWarning, match=leak) as caught, caplog.at_level("INFO"):
+        data.setup("fit")
+    assert not [w for w in caught if "test split" in str(w.message)]  # test has its own image
+    assert "data.yaml: its own splits: train 3 images, val 3 images, test 1 images" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -10,6 +10,7 @@ from typing import Literal
 import albumentations as A
 import numpy as np
 import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
 from domains.driving.common import (
@@ -27,6 +28,7 @@ from domains.driving.formats import (
     KITTI_TYPES,
     ImageAnnotation,
     LabelFormatError,
+    LabelWarning,
     load_dataset_yaml,
     read_coco,
     read_kitti_dir,
@@ -40,6 +42,23 @@ from shared.data import (
 )
 
 # ------------------------------------------------------------------------------------------- detection
+
+
+def _report_own_splits(source: Path, splits: dict[str, list[ImageAnnotation]]) -> None:
+    """Print the images per split of a YOLO yaml naming its own, and warn where two of them share images (a
+    coco8-style yaml whose ``val:`` is its ``train:`` folder validates on the training images): the split
+    table and leak check of the sets the suite splits itself."""
+    rank_zero_info(f"{source}: its own splits: " + ", ".join(f"{k} {len(v)} images" for k, v in splits.items()))
+    paths = {name: {str(Path(a.image_path).resolve()) for a in items} for name, items in splits.items()}
+    for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+        if shared := paths.get(first, set()) & paths.get(second, set()):
+            rank_zero_warn(
+                f"{source}: {len(shared)} of the {second} split's {len(paths[second])} images are also in "
+                f"{first} (e.g. {min(shared)}): {second} scores images it has seen; give the yaml's "
+                f"'{second}:' its own images",
+                category=LabelWarning,
+            )
+
 
 
 class DetectionDataset(Dataset):
@@ -440,7 +459,9 @@ class DetectionDataModule(DetectorDataModule):
                         splits["train"], source.parent, shares, self.seed,
                         source_file=source, names=("train", "val"),
                     )  # fmt: skip
-                return {name: self._cap(splits[name]) for name in ("train", "val", "test") if name in splits}
+                splits = {name: self._cap(splits[name]) for name in ("train", "val", "test") if name in splits}
+                _report_own_splits(source, splits)
+                return splits
             items, split_root = read_yolo(source, "train", strict=self.strict), source.parent
         return split_by_sequence(
             items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file

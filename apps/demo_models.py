@@ -979,7 +979,7 @@ def accident_predict(
                 out[key] = np.asarray(out[key])[held]
     blind = task.blind_frames(batch["box_valid"])[0].numpy()  # per model step, as predict_step masked them
     out["blind"] = blind[held] if resampled else blind  # per source frame: the step it holds
-    out["frames"] = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+    out["frames"] = frames.transpose(0, 3, 1, 2)  # a view: each cached prediction (one per fps) held a copy
     out.pop("source_boxes", None)  # the boxes below are the source's already
     out["boxes"] = source_boxes
     out["box_valid"] = valid

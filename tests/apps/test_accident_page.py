@@ -278,6 +278,18 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
         "ex",
     )
     assert pred["probabilities"].shape == (50, 4) and pred["frames"].shape == (50, 3, 96, 320)
+    # the clip's own frames seen through a view: each cached prediction (one per frame rate) held a copy
+    assert np.shares_memory(pred["frames"], clip["frames"])
+    # the page draws the one frame it shows, the same picture as the whole clip's drawing (the GIF)
+    from domains.driving.accident.predict import CURVE_HEIGHT, draw_clip, draw_frame
+
+    shown = {**pred, "threshold": 0.5}
+    whole = draw_clip(shown)
+    assert len(whole) == 50 and all(np.array_equal(draw_frame(shown, t), whole[t]) for t in (0, 39, 49))
+    # in the curve panel the contact is a white line, red being the alarm's colour as in the page's chart
+    panel = whole[49][-CURVE_HEIGHT:]
+    contact_x = round(39 * (320 - 1) / 49)
+    assert (panel[:, contact_x] == (235, 235, 235)).all(axis=1).sum() > CURVE_HEIGHT // 2
     assert (np.diff(pred["probabilities"], axis=1) >= 0).all()  # monotone in the horizon
     np.testing.assert_array_equal(pred["boxes"], clip["boxes"])  # source pixels, not the model's input
     written = write_clip(pred, tmp_path)

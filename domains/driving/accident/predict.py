@@ -24,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from shared.files import written_whole
 from shared.task import gather_lists
 
-__all__ = ["AccidentPredictionWriter", "alarm_frame", "draw_clip", "write_clip"]
+__all__ = ["AccidentPredictionWriter", "alarm_frame", "draw_clip", "draw_frame", "write_clip"]
 
 CURVE_HEIGHT = 64
 
@@ -52,9 +52,9 @@ def _curve(
     y_thr = xy(0, threshold)[1]
     for x in range(0, width, 8):
         cv2.line(panel, (x, y_thr), (min(width - 1, x + 3), y_thr), (200, 200, 200), 1)
-    if toa >= 0:
+    if toa >= 0:  # white: red is the alarm, here and in the demo's chart
         x = xy(toa, 0)[0]
-        cv2.line(panel, (x, 0), (x, CURVE_HEIGHT - 1), (255, 60, 60), 1)
+        cv2.line(panel, (x, 0), (x, CURVE_HEIGHT - 1), (235, 235, 235), 1)
     points = np.array([xy(i, float(risk[i])) for i in range(upto + 1)], np.int32)
     if len(points) > 1:
         cv2.polylines(panel, [points], False, (255, 210, 0), 1, cv2.LINE_AA)
@@ -65,30 +65,34 @@ def _curve(
 
 
 def draw_clip(prediction: dict) -> list[np.ndarray]:
-    """RGB uint8 frames of the annotated clip (frame with risk-coloured boxes above the risk curve), drawn at
-    the size of ``prediction["frames"]``: ``prediction["boxes"]`` must be in those frames' pixels."""
+    """RGB uint8 frames of the annotated clip (:func:`draw_frame` of every frame)."""
+    return [draw_frame(prediction, t) for t in range(len(prediction["risk"]))]
+
+
+def draw_frame(prediction: dict, t: int) -> np.ndarray:
+    """Frame ``t`` of the annotated clip, RGB uint8: the frame with risk-coloured boxes above the risk curve up
+    to it (yellow; threshold dashed, alarm a red dot, contact a white line, this frame a blue line), drawn at
+    the size of ``prediction["frames"]`` (T, 3, H, W): ``prediction["boxes"]`` must be in those frames' pixels.
+    One frame alone, so a viewer showing one frame at a time draws only that one."""
     frames = prediction["frames"]
     if frames is None:
         raise ValueError(f"clip {prediction['clip_id']}: no frames to draw (a features-only input)")
-    frames = np.asarray(frames).transpose(0, 2, 3, 1)
+    frame = np.asarray(frames[t]).transpose(1, 2, 0)
     risk = np.asarray(prediction["risk"], dtype=np.float32)
-    boxes, valid = np.asarray(prediction["boxes"]), np.asarray(prediction["box_valid"])
-    object_risk = np.asarray(prediction["object_risk"], dtype=np.float32)
+    boxes, valid = np.asarray(prediction["boxes"][t]), np.asarray(prediction["box_valid"][t])
+    object_risk = np.asarray(prediction["object_risk"][t], dtype=np.float32)
     threshold, toa = float(prediction["threshold"]), int(prediction["toa"])
     alarm = alarm_frame(risk, threshold)
-    out = []
-    reach = 4 * max(frames.shape[1:3])  # OpenCV takes int32 points: a wild box is drawn off the frame, not an error
-    for t, frame in enumerate(frames):
-        canvas = np.ascontiguousarray(frame.copy())
-        for n in np.flatnonzero(valid[t]):
-            x1, y1, x2, y2 = (round(v) for v in np.clip(boxes[t, n], -reach, reach))
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), _risk_color(object_risk[t, n]), 1)
-        text = f"t={t / prediction['fps']:.1f}s risk {risk[t]:.2f}" + (
-            "  ALARM" if alarm is not None and t >= alarm else ""
-        )
-        cv2.putText(canvas, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-        out.append(np.concatenate([canvas, _curve(risk, t, canvas.shape[1], threshold, alarm, toa)], 0))
-    return out
+    reach = 4 * max(frame.shape[:2])  # OpenCV takes int32 points: a wild box is drawn off the frame, not an error
+    canvas = np.ascontiguousarray(frame.copy())
+    for n in np.flatnonzero(valid):
+        x1, y1, x2, y2 = (round(v) for v in np.clip(boxes[n], -reach, reach))
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), _risk_color(object_risk[n]), 1)
+    text = f"t={t / prediction['fps']:.1f}s risk {risk[t]:.2f}" + (
+        "  ALARM" if alarm is not None and t >= alarm else ""
+    )
+    cv2.putText(canvas, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([canvas, _curve(risk, t, canvas.shape[1], threshold, alarm, toa)], 0)
 
 
 def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[Path]:

@@ -36,6 +36,25 @@ def _decode(digest: str, name: str, _data: bytes) -> up.MedicalVolume:
     return up.decode_medical(_data, name)
 
 
+# cache_resource (not copied on every rerun: a 40-megapixel slice is 160 MB of float32); callers never modify
+# the results. Without them every rerun (a seed, a sample count) converted and resized the whole slice again.
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _slice(digest: str, index: int, channel: int, _volume: up.MedicalVolume) -> np.ndarray:
+    return _volume.slice(index, channel)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _fitted(
+    digest: str, index: int, channel: int, size: int, mode: str, centre: tuple | None, _volume: up.MedicalVolume
+) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """The model's input from the slice, how it was made, and the whole slice's preview with the window drawn
+    (None where the model sees the whole slice)."""
+    raw = _slice(digest, index, channel, _volume)
+    image, how = up.fit_to_model(raw, size, mode, _volume.spacing, centre)
+    rect = up.window_rect(raw.shape, size, mode, _volume.spacing, centre)
+    return image, how, (up.window_preview(raw, rect, _volume.spacing) if rect else None)
+
+
 @st.cache_data(max_entries=32, show_spinner="Drawing samples ...")
 def _predict(token: str, key: str, image: np.ndarray, num_samples: int, seed: int) -> dict:
     return dm.medical_predict(pc.load_model(key), image, num_samples, seed)
@@ -210,7 +229,7 @@ else:
         channel = st.slider("Channel / time point", 0, volume.num_channels - 1, 0, key="medical_channel")
     if volume.is_volume:
         index = st.slider("Slice", 0, volume.num_slices - 1, volume.num_slices // 2, key="medical_slice")
-    raw = volume.slice(index, channel)
+    raw = _slice(data_digest, index, channel, volume)
     name = f"{file_name} slice {index}" if volume.is_volume else file_name
     stem = up.download_stem(file_name) + (f"_slice_{index}" if volume.is_volume else "")
     stem += f"_channel_{channel}" if volume.num_channels > 1 else ""
@@ -237,17 +256,17 @@ else:
             cy.slider("Window centre, row", 0, h - 1, h // 2, key="medical_centre_row"),
             cx.slider("Window centre, column", 0, w - 1, w // 2, key="medical_centre_col"),
         )
-    image, how = up.fit_to_model(raw, size, mode, volume.spacing, centre)
+    image, how, preview = _fitted(data_digest, index, channel, size, mode, centre, volume)
     st.caption(f"{volume.format} upload, {how}.")
-    if rect := up.window_rect(raw.shape, size, mode, volume.spacing, centre):
-        top, left, rows, cols = rect
+    if preview is not None:
+        top, left, rows, cols = up.window_rect(raw.shape, size, mode, volume.spacing, centre)
         larger = rows > raw.shape[0] or cols > raw.shape[1]
         caption = (
             "The whole slice; the model's window is larger than it (edge-padded around it)"
             if larger
             else "The whole slice; the model sees the yellow window"
         )
-        st.image(up.window_preview(raw, rect, volume.spacing), caption=caption, width=256)
+        st.image(preview, caption=caption, width=256)
     if warning := _far_from_training(volume, image):
         st.warning(warning)
 

@@ -778,11 +778,20 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     elif volume.ndim != 4:
         raise UploadError(f"{name}: a {volume.ndim}D NIfTI array {volume.shape}; 2D, 3D or 4D volumes only")
     x, y, z, c = volume.shape
-    _check_pixels(y, x, name, max_pixels)
-    # (X, Y, Z, C) of RAS+ -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of
-    # [:, :, k]); and X flipped: the patient's right on the viewer's left, the radiological view a DICOM slice of
-    # the same scan has (columns run toward the patient's left), so both uploads look the same
-    display = np.transpose(volume, (3, 2, 1, 0))[:, :, ::-1, ::-1]
+    plane, pixel_mm = "axial", (zooms[1], zooms[0])  # (rows, columns)
+    if y == 1 and x > 1 and z > 1:  # one coronal slice, stored as such: shown in its plane
+        # (C, Y, Z, X), Z and X flipped: superior up, the patient's right on the viewer's left
+        plane, pixel_mm = "coronal", (zooms[2], zooms[0])
+        display = np.transpose(volume, (3, 1, 2, 0))[:, :, ::-1, ::-1]
+    elif x == 1 and y > 1 and z > 1:  # one sagittal slice: superior up, anterior on the viewer's left
+        plane, pixel_mm = "sagittal", (zooms[2], zooms[1])
+        display = np.transpose(volume, (3, 0, 2, 1))[:, :, ::-1, ::-1]
+    else:
+        # (X, Y, Z, C) of RAS+ -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of
+        # [:, :, k]); and X flipped: the patient's right on the viewer's left, the radiological view a DICOM
+        # slice of the same scan has (columns run toward the patient's left), so both uploads look the same
+        display = np.transpose(volume, (3, 2, 1, 0))[:, :, ::-1, ::-1]
+    _check_pixels(*display.shape[2:], name, max_pixels)
     if volume.dtype == bool:
         display = display.astype(np.uint8)
     windows = [_window_from_percentiles(channel) for channel in display]
@@ -796,12 +805,14 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     else:
         notes.append(f"NIfTI intensities {lo:g}..{hi:g} (0.5-99.5 percentiles of the volume) mapped to 0..1")
     notes += _non_finite_note(volume)
-    if z > 1:
+    if plane != "axial":
+        notes.append(f"one {plane} slice ({x}x{y}x{z} voxels), shown in its own plane")
+    elif z > 1:
         notes.append(f"3D volume: {z} axial slices (use the slice slider)")
     # nibabel writes 1 x 1 with no unit when nothing was given: a size not stated, not 1 mm
-    stated = unit != "unknown" or not np.allclose(zooms[:2], 1.0)
+    stated = unit != "unknown" or not np.allclose(pixel_mm, 1.0)
     scale = {"meter": 1000.0, "micron": 0.001}.get(unit, 1.0)
-    spacing = _spacing((zooms[1], zooms[0]), notes, scale) if stated else None  # display rows are y
+    spacing = _spacing(pixel_mm, notes, scale) if stated else None
     return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing, windows if c > 1 else None)
 
 

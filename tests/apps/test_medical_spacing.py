@@ -153,3 +153,20 @@ def test_a_rerun_for_other_samples_does_not_convert_or_fit_the_slice_again(demo_
     at.slider(key="medical_centre_col").set_value(100).run()  # another window: fitted anew, the slice kept
     _ok(at)
     assert len(sliced) == before[0] and len(fitted) == before[1] + 1
+
+
+def test_one_coronal_or_sagittal_slice_is_shown_in_its_own_plane():
+    """A NIfTI holding one coronal slice (64 x 1 x 80 voxels) was refused: "the image is 64x1 pixels". Shown as
+    radiology shows them: superior up; coronal with the patient's right on the viewer's left, sagittal with
+    anterior on the left; the pixel sizes are those of the plane's two axes."""
+    coronal = np.zeros((64, 1, 80), np.int16)
+    coronal[5, 0, 79] = 1000  # near the patient's right (low x), most superior (high z)
+    vol = up.decode_medical(S.nifti(coronal, affine=np.diag([0.7, 1.0, 0.9, 1])), "coronal.nii")
+    assert vol.num_slices == 1 and vol.data.shape[2:] == (80, 64)
+    assert np.unravel_index(np.argmax(vol.slice(0)), (80, 64)) == (0, 58)  # top row; column 63 - 5
+    assert vol.spacing == pytest.approx((0.9, 0.7)) and any("one coronal slice (64x1x80" in n for n in vol.notes)
+    sagittal = np.zeros((1, 64, 80), np.int16)
+    sagittal[0, 60, 79] = 1000  # anterior (high y), most superior
+    vol = up.decode_medical(S.nifti(sagittal, affine=np.diag([1.0, 0.6, 0.9, 1])), "sagittal.nii")
+    assert vol.data.shape[2:] == (80, 64) and vol.spacing == pytest.approx((0.9, 0.6))
+    assert np.unravel_index(np.argmax(vol.slice(0)), (80, 64)) == (0, 3)  # anterior on the left: 63 - 60

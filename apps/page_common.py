@@ -11,6 +11,7 @@ import streamlit as st
 from apps import demo_models as dm
 
 OVERRIDES = "own_checkpoints"  # session state: demo key -> a checkpoint path the user chose
+FAILED = "own_checkpoints_failed"  # session state: (path, mtime) of a user checkpoint that did not load -> why
 #: ``persist_state`` of the settings a person chooses once (model, source, thresholds, opacity): Streamlit drops a
 #: widget's value when it is not drawn, so a page switch reset them. Widgets whose options depend on the image
 #: (slices, frames, scenes) are not kept. Uploads are kept by :func:`upload_or_stop`.
@@ -62,7 +63,10 @@ def load_model(key: str):
     except Exception as exc:
         if not own:
             raise
-        st.error(f"Your checkpoint `{own}` was not loaded: {checkpoint_error(exc)}. Showing the demo model.")
+        message = f"Your checkpoint `{own}` was not loaded: {checkpoint_error(exc)}. Showing the demo model."
+        st.error(message)
+        # remembered per file version: the sidebar's path would otherwise bring it back, read again, every rerun
+        st.session_state.setdefault(FAILED, {})[(str(own), Path(own).stat().st_mtime)] = message
         st.session_state[OVERRIDES].pop(key, None)
         default = dm.find_checkpoint(key)
         return None if default is None else _load(key, str(default), default.stat().st_mtime)
@@ -109,6 +113,9 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: s
         return
     # checked and routed once per file version, not on every rerun (routing reads the whole checkpoint)
     checked, stamp = f"own_checked_{keys[0]}", (path, Path(path).stat().st_mtime)
+    if failed := st.session_state.get(FAILED, {}).get(stamp):  # this version did not load: not tried again
+        st.sidebar.error(failed)
+        return
     known = st.session_state.get(checked)
     if known is not None and known[0] == stamp:
         key = known[1]

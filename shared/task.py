@@ -387,6 +387,13 @@ def _accepted_arguments(cls: type) -> set[str] | None:
 def _check_task(checkpoint: dict, cls: type, source: str) -> None:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointMismatchError(f"{source}: not a Lightning checkpoint (no state_dict)")
+    if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader ends in a bare KeyError on it
+        raise CheckpointMismatchError(
+            f"{source}: a state dict saved with torch.save, not a checkpoint that Lightning wrote (no "
+            "'pytorch-lightning_version', task or settings); give one that fit wrote, e.g. "
+            "lightning_logs/<domain>/<config>/checkpoints/last.ckpt (a backbone's weights load with "
+            "--model.pretrained_backbone)"
+        )
     info = checkpoint.get("suite_task")
     if info is None:
         # Written by another tool (or a task whose on_save_checkpoint skips ours): hyperparameters this task

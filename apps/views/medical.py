@@ -120,6 +120,8 @@ st.write(
 def _medical_key(path: str) -> str:
     """Which of the page's models a user checkpoint replaces: the network class its hyper-parameters name."""
     name = dm.checkpoint_model_name(path)
+    if name is None:  # a bare state dict, or another tool's file: no network is named to route by
+        raise ValueError(f"it names no network (hyper_parameters.network): {pc.NOT_A_CHECKPOINT} that fit wrote")
     key = next((k for k in dm.MEDICAL_KEYS if dm.DEMO_MODELS[k].model_name == name), None)
     if key is None:
         known = ", ".join(dm.DEMO_MODELS[k].model_name for k in dm.MEDICAL_KEYS)

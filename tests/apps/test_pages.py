@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import inspect
 import re
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 import streamlit as st
+import torch
 from streamlit.testing.v1 import AppTest
 
 from apps import demo_models as dm
@@ -506,8 +508,31 @@ def test_own_checkpoint_replaces_the_demo_model_and_a_wrong_one_is_named(demo_en
     assert len(at.error) == 1 and "medical_unet.ckpt` was not loaded" in at.error[0].value
     assert "MedicalSegmentationTask" in at.error[0].value  # says what the file holds
     assert "detections shown" in _image_captions(at)[0]  # and the page goes on with the demo model
+    # a rerun (another widget) does not load it again: the failure is remembered per file version and shown
+    loads = []
+    real = dm.load_task
+    with patch.object(dm, "load_task", lambda *a: loads.append(a) or real(*a)):
+        at.run()
+    assert loads == [] and "medical_unet.ckpt` was not loaded" in _texts(at.sidebar.error)
     at.text_input(key="own_path_driving_detection").set_value("/no/such/file.ckpt").run()
     assert "No such checkpoint file" in _texts(at.sidebar.error)
+
+
+def test_a_bare_state_dict_as_ones_own_checkpoint_says_what_it_is(demo_env, tmp_path):
+    """torch.save({'state_dict': ...}) showed "KeyError: 'pytorch-lightning_version'" (driving) and "it holds
+    model None" (medical)."""
+    bare = tmp_path / "bare.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, bare)
+    at = _ok(_page("driving"))
+    at.text_input(key="own_path_driving_detection").set_value(str(bare)).run()
+    assert not at.exception and len(at.error) == 1
+    assert "a state dict saved with torch.save, not a checkpoint that Lightning wrote" in at.error[0].value
+    at = _ok(_page("medical"))
+    at.text_input(key="own_path_medical_unet").set_value(str(bare)).run()
+    assert not at.exception
+    assert "it names no network (hyper_parameters.network): not a PyTorch Lightning checkpoint" in _texts(
+        at.sidebar.error
+    )
 
 
 def test_own_medical_checkpoint_replaces_the_model_of_its_network_class(demo_env):

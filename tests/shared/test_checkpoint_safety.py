@@ -88,3 +88,15 @@ def test_a_safetensors_file_given_as_a_checkpoint_says_what_it_is(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "weights.safetensors"))
     with pytest.raises(CheckpointMismatchError, match=r"weights.safetensors: a .safetensors file holds weights only, not a Lightning checkpoint"):
         check_checkpoint_file(tmp_path / "weights.safetensors", TinySegTask)
+
+
+def test_a_bare_state_dict_given_as_a_checkpoint_says_what_it_is(tmp_path):
+    """torch.save({"state_dict": ...}) passed every check and ended in Lightning's bare
+    "KeyError: 'pytorch-lightning_version'"."""
+    from shared.task import CheckpointMismatchError, check_checkpoint_file
+
+    torch.save({"state_dict": TinySegTask().state_dict()}, tmp_path / "bare.ckpt")
+    with pytest.raises(CheckpointMismatchError, match=r"bare.ckpt: a state dict saved with torch.save, not a checkpoint"):
+        check_checkpoint_file(tmp_path / "bare.ckpt", TinySegTask)
+    with pytest.raises(CheckpointMismatchError, match="a state dict saved with torch.save"):
+        TinySegTask.load_checked(tmp_path / "bare.ckpt")

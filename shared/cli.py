@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import math
 import os
 import pydoc
 import shutil
@@ -75,6 +76,30 @@ class SuiteTrainer(pl.Trainer):
             limit_predict_batches=limit_predict_batches,
             **kwargs,
         )
+
+    def fit(self, *args, **kwargs) -> None:
+        super().fit(*args, **kwargs)
+        self._warn_resume_ended_an_epoch_early()
+
+    def _warn_resume_ended_an_epoch_early(self) -> None:
+        """Lightning 2.6 resumes a run with ``max_steps`` set (iteration-based) counting the saved epoch twice:
+        ``max_epochs`` then ends it one epoch early (16 steps resumed to ``max_steps`` 32 at 4 per epoch and
+        ``max_epochs`` 8 stopped at 28, the LR schedule short of its end). Not worked around (the loop's restart
+        state is Lightning's own, and the miscount is saved with it); said, with the way on: ``max_epochs -1``."""
+        if self.ckpt_path is None or self.max_steps in (None, -1) or self.max_epochs in (None, -1):
+            return
+        if self.interrupted or self.global_step >= self.max_steps or self.current_epoch < self.max_epochs:
+            return
+        accumulate = max(1, int(self.accumulate_grad_batches))
+        per_epoch = math.ceil(self.num_training_batches / accumulate) if math.isfinite(self.num_training_batches) else 0
+        planned = min(self.max_steps, self.max_epochs * per_epoch)
+        if per_epoch and self.global_step + per_epoch <= planned:
+            rank_zero_warn(
+                f"this resumed run stopped at max_epochs {self.max_epochs} after {self.global_step} steps, one epoch "
+                f"({per_epoch} steps) short of the {planned} planned (Lightning counts the saved epoch twice when "
+                "max_steps is set): `fit --ckpt_path last --trainer.max_epochs -1`, max_steps alone ending it, "
+                "trains the rest"
+            )
 
 
 def quiet_trainer(**overrides) -> pl.Trainer:

@@ -45,6 +45,11 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
             if planned != self.total_steps:
                 rank_zero_info(f"LR schedule: resumed, it now ends at step {planned} (it ended at {self.total_steps})")
             self.total_steps, self.follows_trainer = planned, True
+            # the optimiser came back with the LR of the saved schedule (0 where it had ended): the first resumed
+            # step runs at this one's, not at that (the scheduler sets the LR only after each step)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * self.factor(self.last_epoch)
+            self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def factor(self, step: int) -> float:
         """The LR multiplier at optimiser step ``step``."""

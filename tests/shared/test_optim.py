@@ -94,6 +94,9 @@ def test_task_runs_the_schedule_over_the_planned_steps_and_saves_no_callables(tm
         again.fit(resumed, SquaresDataModule(n_train=8, batch_size=4), ckpt_path=tmp_path / "tiny.ckpt")
         assert resumed.schedule_steps == total and len(record.lrs) == 6  # steps 6 .. 11
         assert record.lrs[3] == pytest.approx(lr_at_9, abs=1e-9)
+        # the first resumed step too: it ran at the saved schedule's last LR (0), the optimiser's restored value
+        lr_at_6 = 0.01 * 0.5 * (1 + math.cos(math.pi * (6 - 2) / (12 - 2))) if total == 12 else 0.0
+        assert record.lrs[0] == pytest.approx(lr_at_6, abs=1e-9)
 
 
 def test_checkpoints_written_before_the_move_load_and_name_the_moved_options(tmp_path):

@@ -204,6 +204,8 @@ class SuiteCLI(LightningCLI):
         if subcommand == "fit" and ckpt_path == "last":
             ckpt_path = _resume_from(config.get("checkpoint.dirpath"))
             self.config[subcommand]["ckpt_path"] = ckpt_path
+            if ckpt_path == "last" and "://" not in str(config.get("checkpoint.dirpath")):
+                self._check_resumed(saved_checkpoint("last", config.get("checkpoint.dirpath")), config)
         alias = ckpt_path if ckpt_path in ("best", "last") else None
         if subcommand in ("validate", "test", "predict") and alias:
             ckpt_path = saved_checkpoint(alias, config.get("checkpoint.dirpath"))
@@ -263,6 +265,20 @@ class SuiteCLI(LightningCLI):
                 init_args["save_dir"] = moved(str(init_args["save_dir"]))
         if config.get("checkpoint.dirpath"):
             config["checkpoint.dirpath"] = moved(str(config["checkpoint.dirpath"]))
+
+    def _check_resumed(self, ckpt_file: str, config) -> None:
+        """``fit --ckpt_path last``: the file checks an explicit path gets (a truncated file was a 56-line
+        traceback, another task's a message naming no file) and the data's classes and channels; its
+        hyper-parameters are not re-applied (a resume takes the config's settings; ``on_load_checkpoint``
+        refuses a network of other shapes)."""
+        if self.model_class is None:
+            return
+        checkpoint = check_checkpoint_file(ckpt_file, self.model_class, option="--ckpt_path last")
+        self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
+        try:
+            self._check_shared_settings(ckpt_file, config)
+        finally:
+            self._ckpt_hparams = {}
 
     def _check_shared_settings(self, ckpt_path: str, config) -> None:
         """The classes and input channels the data gives the model (``CLI_LINKS``) must be the checkpoint's: one

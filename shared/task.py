@@ -215,12 +215,29 @@ class BaseTask(pl.LightningModule):
         checkpoint["suite_task"] = {"task": _qualname(type(self)), "model": self.describe_model()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        _check_task(checkpoint, type(self), source="checkpoint")
+        path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        source = f"the checkpoint {path}" if path else "the checkpoint"
+        _check_task(checkpoint, type(self), source=source)
         held = (checkpoint.get("suite_task") or {}).get("model")
         if held is not None and held != self.describe_model():
             raise CheckpointMismatchError(
-                f"the checkpoint holds model {held!r} but this {type(self).__name__} was built as "
+                f"{source} holds model {held!r} but this {type(self).__name__} was built as "
                 f"{self.describe_model()!r}"
+            )
+        # Lightning loads the weights next: a network built otherwise than the saved one (fit --ckpt_path last
+        # resumes with the config's model settings) ended in a 50-line size-mismatch traceback
+        built = self.state_dict()
+        saved = checkpoint.get("state_dict") or {}
+        other = [
+            f"{key} {tuple(value.shape)} (built: {tuple(built[key].shape)})"
+            for key, value in saved.items()
+            if key in built and hasattr(value, "shape") and tuple(value.shape) != tuple(built[key].shape)
+        ]
+        if other:
+            raise CheckpointMismatchError(
+                f"{source} holds another network than the one built here: {len(other)} weights differ in shape, "
+                f"e.g. {'; '.join(other[:3])}. Build it with the model settings it was trained with (a resume "
+                "takes them from the config)"
             )
 
     @classmethod

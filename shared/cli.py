@@ -628,14 +628,37 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs."""
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refuse_unlogged_monitor(trainer)
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refuse_unlogged_monitor(trainer)
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
+
+    def _refuse_unlogged_monitor(self, trainer) -> None:
+        """A ``monitor`` no validation logs (a typo: ``val/gde``) stopped the run at its first validation with
+        Lightning's error, before any checkpoint: the epoch was lost. ``last.ckpt`` is saved first, and the error
+        lists what is logged."""
+        saves_top_k = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        validated = trainer.fit_loop.epoch_loop.val_loop._has_run  # without, Lightning only warns
+        if self.monitor is None or not (saves_top_k and validated) or self._should_skip_saving_checkpoint(trainer):
+            return  # where Lightning's own check would not stop the run either
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor in candidates:
+            return
+        if self.save_last:
+            self._save_last_checkpoint(trainer, candidates)
+        logged = ", ".join(sorted(k for k in candidates if "/" in k)) or "none"
+        saved = "; last.ckpt is saved: `fit --ckpt_path last --checkpoint.monitor NAME` goes on" if self.save_last else ""
+        raise ValueError(
+            f"--checkpoint.monitor {self.monitor} is not a metric this run logs (logged: {logged}){saved}"
+        )
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.fast_dev_run:

@@ -594,3 +594,16 @@ def test_under_ddp_each_rank_evaluates_its_own_items_and_none_twice():
     tiny.datasets["test"] = [0]
     tiny.trainer = SimpleNamespace(world_size=2, global_rank=1)  # one item, two ranks: Lightning's own sampler
     assert tiny.test_dataloader().sampler.__class__.__name__ == "SequentialSampler"
+
+
+@pytest.mark.parametrize(("every", "step"), [([], 4), (["--trainer.val_check_interval", "2"], 2)])
+def test_a_mistyped_monitor_saves_last_and_lists_the_logged_metrics(tmp_path, monkeypatch, every, step):
+    """--checkpoint.monitor val/lsos stopped the run at its first validation with Lightning's error, before any
+    checkpoint: the epoch's training was lost. Saved at the epoch's end, or after a validation within it."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--trainer.logger", "false", "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "1",
+            "--checkpoint.dirpath", str(tmp_path / "ckpt"), "--checkpoint.monitor", "val/lsos", *every]  # fmt: skip
+    with pytest.raises(ValueError, match=r"--checkpoint.monitor val/lsos is not a metric this run logs \(logged: .*val/loss"):
+        run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == step  # the training before the first validation kept (4 steps an epoch)

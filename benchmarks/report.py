@@ -26,6 +26,7 @@ POSITIVE = (
 NON_NEGATIVE = ("warmup", "num_workers", "oe_weight", "min_train_seconds")  # 0: no floor
 SHARES = {
     "budget_fraction": (False, True), "oe_fraction": (False, False), "max_false_alarm": (True, True),
+    "source_share": (False, False),  # transfer.py: 0 trained a source of 0 steps, reported as a transfer
 }  # (0 allowed, 1 allowed)  # fmt: skip
 
 

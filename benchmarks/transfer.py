@@ -26,7 +26,7 @@ that freezing lasts the same number of steps at every label share. Every run get
 by ``shared.budget.FitScheduleToBudget``), so small label shares are trained for many epochs: over-fitting shows
 as the gap between training and validation accuracy (both measured at the end, without augmentation).
 
-Writes a markdown table (``--out``), the same rows as JSON, and a PNG of the learning curves (test macro F1 and
+Prints a markdown table; with ``--out`` writes it, the same rows as JSON, and a PNG of the learning curves (test macro F1 and
 the train-validation gap against the label share, one panel per backbone). Wall time per run is in the table.
 """
 
@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--out", type=Path, default=None, help="markdown table; .json and .png written beside it"
+        "--out", type=Path, default=None,
+        help="markdown table; .json and .png written beside it (default: the table printed, nothing written)",
     )
     args = check_numbers(parser, parser.parse_args(argv))
     torch.set_num_threads(args.threads)
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name, spec in parse_named_paths(args.suite_checkpoint, "--suite-checkpoint").items():
         path, _, prefix = spec.partition(":")
         given[name] = {"name": "suite", "path": path, "prefix": prefix}
-    out = args.out or Path(f"benchmarks/results/transfer_{args.domain}.md")
+    out = args.out  # none: printed only (it had overwritten the committed benchmarks/results/transfer_*)
     budget, t0 = args.minutes * 60, time.perf_counter()
 
     crops = crops_root(args.domain, args)
@@ -378,6 +379,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{args.threads} CPU threads; whole run {total / 60:.1f} min "
         f"(budget {args.minutes:g} min). gap = train accuracy - validation accuracy (both without augmentation)."
     )
+    if out is None:
+        print(table(rows, header))
+        print(f"({total / 60:.1f} min; --out FILE.md writes the table with its .json and .png)")
+        return rows
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table(rows, header))
     out.with_suffix(".json").write_text(

@@ -69,6 +69,8 @@ def test_benchmark_numbers_out_of_range_are_refused_naming_the_option(capsys):
         ("driving_accident", ["--max-false-alarm", "1.5"]),
         ("medical", ["--lr", "0"]),
         ("driving_anomaly", ["--oe-weight", "-1"]),
+        ("transfer", ["--source-share", "0"]),  # a source of 0 steps was reported as a transfer
+        ("transfer", ["--source-share", "1"]),
     ],
 )
 def test_a_cap_of_zero_is_refused_not_read_as_all_the_data(script, argv, capsys, monkeypatch):

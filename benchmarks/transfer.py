@@ -26,8 +26,9 @@ that freezing lasts the same number of steps at every label share. Every run get
 by ``shared.budget.FitScheduleToBudget``), so small label shares are trained for many epochs: over-fitting shows
 as the gap between training and validation accuracy (both measured at the end, without augmentation).
 
-Prints a markdown table; with ``--out`` writes it, the same rows as JSON, and a PNG of the learning curves (test macro F1 and
-the train-validation gap against the label share, one panel per backbone). Wall time per run is in the table.
+Prints a markdown table; with ``--out`` writes it, the same rows as JSON, and a PNG of the learning curves
+(test macro F1 and the train-validation gap against the label share, one panel per backbone). Wall time per run
+is in the table.
 """
 
 from __future__ import annotations

@@ -292,8 +292,15 @@ def format_metrics(metrics: dict | None, names: tuple[str, ...] = ("test/",), li
         for k in sorted(figures)
         if wanted(k, name) and isinstance(figures[k], (int, float)) and math.isfinite(figures[k])
     ]
-    shown = [f"{k.removeprefix('test/')} {v:.3f}" for k, v in dict(items).items()][:limit]
+    shown = [f"{k.removeprefix('test/')} {v:.3f}{_unit(k)}" for k, v in dict(items).items()][:limit]
     return ", ".join(shown) if shown else "no test figures recorded"
+
+
+def _unit(key: str) -> str:
+    """The accident task's lead times (mTTA, TTA@R80, their legacy form, the lead at the threshold) and its
+    time-to-collision error are seconds; the other figures are ratios."""
+    name = key.rsplit("/", 1)[-1]
+    return " s" if "tta" in name or name.startswith(("ttc", "lead_time")) else ""
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -42,7 +42,7 @@ MIN_SIDE = 16  # smaller images cannot go through the networks' downsampling
 MAX_CLIP_FRAMES = 300  # 30 s at 10 fps: the page runs the detector on every frame, on the CPU
 MAX_CLIP_SIDE = 640  # longer frame sides are scaled down on upload (the anticipator reads 224-320 px wide)
 MAX_CLIP_FRAME_PIXELS = (
-    8_300_000  # one clip frame (4K: 3840x2160); each is shrunk to MAX_CLIP_SIDE as decoded
+    4096 * 2160  # one clip frame: 4K, UHD (3840x2160) and DCI (4096x2160); each shrunk to MAX_CLIP_SIDE as decoded
 )
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
@@ -401,8 +401,8 @@ def _video_clip(data: bytes, name: str, max_frames: int, max_side: int) -> Frame
             width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             if width * height > MAX_CLIP_FRAME_PIXELS:
                 raise UploadError(
-                    f"{name}: {width}x{height} frames; the demo takes at most {MAX_CLIP_FRAME_PIXELS / 1e6:.0f} "
-                    "megapixels per frame (a dashcam video up to 4K)"
+                    f"{name}: {width}x{height} frames; the demo takes frames of at most 4096x2160 pixels "
+                    f"({MAX_CLIP_FRAME_PIXELS / 1e6:.2f} megapixels: a dashcam video up to 4K)"
                 )
             frames, source = [], None
             while True:

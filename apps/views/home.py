@@ -55,5 +55,6 @@ st.caption(
     f"Shipped weights: `{dm.shipped_dir()}` (fp16 safetensors, each with a model card: command, data, date, test "
     f"figures, sha256). Local checkpoints from `make demo-train` in `{dm.checkpoint_dir()}` (set "
     f"`{dm.ENV_CHECKPOINTS}` to use another) are preferred when present; each page's sidebar takes your own "
-    f"checkpoint. Uploads up to {up.MAX_UPLOAD_MB} MB are decoded in memory and never stored."
+    f"checkpoint. Uploads up to {up.MAX_UPLOAD_MB} MB are decoded in memory (a "
+    "video through a temporary file, deleted once decoded) and never kept."
 )

@@ -55,6 +55,7 @@ def test_home_lists_checkpoints(demo_env):
     assert "ged 0.500" in figures[0]
     assert checkpoints[4] == "driving_instances.ckpt" and "mask_map50 0.300, box_map50 0.350" in figures[4]
     assert checkpoints[6] == "driving_accident.ckpt" and "video_ap 0.600, frame_ap 0.400" in figures[6]
+    assert "mtta 1.200 s" in figures[6]  # lead times in seconds, said (it read as a ratio beside the APs)
 
 
 def test_app_navigation_runs_every_page(demo_env):

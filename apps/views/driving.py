@@ -221,9 +221,10 @@ def _example_scenes(scenes: list[tuple[str, str, str | None]]) -> list[tuple[str
     return out
 
 
-def _example_truth(key: str, path: str | None) -> str | None:
+def _example_truth(key: str, path: str | None, classes: list[str]) -> str | None:
     """When ``path`` is one of ``key``'s recorded test frames: which one, its F1 at the card's operating point
-    and what its KITTI labels hold, to hold against what the tab finds (None otherwise)."""
+    and what its KITTI labels hold, to hold against what the tab finds (None otherwise). The model's
+    ``classes`` are named beside them: a label such as Truck or DontCare is none of them."""
     from domains.driving.formats import read_kitti_label
 
     if path is None or _own(key):
@@ -237,7 +238,8 @@ def _example_truth(key: str, path: str | None) -> str | None:
             listed = ", ".join(f"{n} {t}" for t, n in sorted(objects.items())) or "no label file shipped"
             return (
                 f"The {FRAME_EXAMPLES[key]}'s {which} test frame: F1 {example['f1']:.2f} at the slider's "
-                f"starting threshold (boxes matched at IoU 0.5). Its ground-truth labels: {listed}."
+                f"starting threshold (boxes matched at IoU 0.5). Its ground-truth labels: {listed} (the model's "
+                f"classes: {', '.join(classes)})."
             )
     return None
 
@@ -498,7 +500,7 @@ def _objects() -> None:
     pred = _result_or_error(lambda: _detect(pc.model_token(DETECTION), digest, image), "detector")
     if pred is None:
         return
-    if note := _example_truth(DETECTION, image_path):
+    if note := _example_truth(DETECTION, image_path, class_names):
         st.caption(note)
     c1, c2 = st.columns([1, 2])
     threshold = _score_slider(c1, DETECTION, detector, "driving_det_threshold", "detector", "detections")
@@ -560,7 +562,7 @@ def _instances() -> None:
         f"Mask R-CNN scales every photo into its {in_w}x{in_h} input (aspect ratio kept); its masks are kept at "
         f"{mask_w}x{mask_h} and upscaled for the view and the downloads, boxes in the photo's pixels."
     )
-    if note := _example_truth(INSTANCES, image_path):
+    if note := _example_truth(INSTANCES, image_path, class_names):
         st.caption(note)
     c1, c2, c3 = st.columns([1, 2, 1])
     threshold = _score_slider(c1, INSTANCES, segmenter, "driving_inst_threshold", "model", "instances")

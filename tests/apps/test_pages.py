@@ -631,7 +631,8 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
         truth = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
         note = next(c.value for c in at.caption if "instance segmenter's" in c.value)
         assert note.startswith(f"The instance segmenter's {which} test frame: F1 {example['f1']:.2f} ")
-        assert note.endswith(f"Its ground-truth labels: {truth}.") and truth
+        classes = ", ".join(pc.load_model("driving_instances").class_names)
+        assert note.endswith(f"Its ground-truth labels: {truth} (the model's classes: {classes}).") and truth
         assert f"instances_{which}.png: " in _texts(at.caption)
         assert "instances shown" in _image_captions(at)[1]
     assert dm.examples("driving_instances")["best"]["f1"] > dm.examples("driving_instances")["worst"]["f1"]

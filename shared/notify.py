@@ -33,7 +33,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ class NotifyWhenDone(pl.Callback):
         self._last: float | None = None
         self._best: float | None = None
         self._sent = False
+        self._unlogged_warned = False
         #: what was sent last (the report dict), for logs and tests
         self.last_report: dict | None = None
 
@@ -186,11 +187,13 @@ class NotifyWhenDone(pl.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._start = time.monotonic()
         self._last = self._best = None
-        self._sent = False
+        self._sent = self._unlogged_warned = False
         ckpt_monitor = getattr(getattr(trainer, "checkpoint_callback", None), "monitor", None)
         other = self.monitor and self.monitor != ckpt_monitor and "loss" not in self.monitor  # val/loss_epoch
         if stage == "fit" and self.mode is None and other:  # only fit sends
-            # "best" of an accuracy taken as a minimum was its worst epoch
+            # "best" of an accuracy taken as a minimum was its worst epoch. Nothing is sent for this: the run
+            # stops here, and its report would carry the very mode refused
+            self._sent = True
             raise NotifyConfigError(
                 f"NotifyWhenDone.monitor {self.monitor!r} is not the checkpoint callback's "
                 f"({ckpt_monitor!r}), so which way is better is unknown: set NotifyWhenDone.mode to 'max' "
@@ -212,6 +215,13 @@ class NotifyWhenDone(pl.Callback):
         monitor, mode = self._monitor_and_mode(trainer)
         value = _number(trainer.callback_metrics.get(monitor)) if monitor else None
         if value is None:
+            if monitor and not self._unlogged_warned:  # a typo: the report's last and best stayed empty
+                self._unlogged_warned = True
+                logged = ", ".join(sorted(k for k in trainer.callback_metrics if k.startswith("val/"))) or "none"
+                rank_zero_warn(
+                    f"NotifyWhenDone.monitor {monitor!r} is not logged by this run's validation (logged: {logged}):"
+                    " the report's last and best stay empty"
+                )
             return
         self._last = value
         if self._best is None or (value < self._best if mode == "min" else value > self._best):
@@ -277,6 +287,8 @@ class NotifyWhenDone(pl.Callback):
             "last": self._last,
             "best": best,
             "checkpoint": path or None,
+            # what `fit --ckpt_path last` resumes from (a failed or interrupted run goes on from here)
+            "last_checkpoint": (getattr(ckpt, "last_model_path", "") or None) if ckpt else None,
             "error": error,
             "host": socket.gethostname(),
         }

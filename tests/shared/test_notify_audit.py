@@ -60,3 +60,41 @@ def test_run_field_names_the_domain_config_and_version(tmp_path, monkeypatch, we
     assert again["run"] == "driving_classification/mine (csv/version_1)"  # the next run of that config
     smoke = _cli_run(tmp_path, monkeypatch, webhook, "driving_classification", "--trainer.fast_dev_run", "1")
     assert smoke["run"] == "driving_classification/mine"  # no logger version under fast_dev_run
+
+
+def test_a_refused_mode_sends_no_report(webhook):
+    """The notifier refusing its own settings at setup also sent a "failed" report carrying the refused mode."""
+    import types
+
+    from shared.notify import NotifyConfigError
+
+    ckpt = types.SimpleNamespace(monitor="val/f1", mode="max", best_model_score=None, best_model_path="",
+                                 last_model_path="")  # fmt: skip
+    trainer = types.SimpleNamespace(checkpoint_callback=ckpt, logger=None, is_global_zero=True, default_root_dir=".")
+    notify = NotifyWhenDone(webhook_url=webhook.url, monitor="val/acc")
+    with pytest.raises(NotifyConfigError):
+        notify.setup(trainer, None, "fit")
+    notify.on_exception(trainer, None, NotifyConfigError("refused"))  # what Lightning calls next
+    assert webhook.received == [] and notify.last_report is None
+
+
+def test_an_unlogged_monitor_is_warned_once_and_a_failed_run_names_its_last_checkpoint(tmp_path, webhook):
+    """A monitor no validation logs left the report's last and best empty without a word; a failed or stopped
+    run named only the best checkpoint, not the last.ckpt that `fit --ckpt_path last` goes on from."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r", monitor="val/lsos", mode="min")
+    every = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", save_last=True)
+    class SigTermAtStep5(_SigTerm):  # after two validations and checkpoints (2 steps an epoch)
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 5:
+                super().on_train_batch_end(trainer, *args)
+
+    unlogged = r"monitor 'val/lsos' is not logged by this run's validation \(logged: val/loss"
+    with pytest.warns(UserWarning, match=unlogged) as caught, pytest.raises(SystemExit):
+        notify_fit(tmp_path, notify, max_steps=8, enable_checkpointing=True,
+                   callbacks=[notify, every, SigTermAtStep5()])  # fmt: skip
+    assert len([w for w in caught if "is not logged" in str(w.message)]) == 1  # once, not per validation
+    ((_, report),) = webhook.received
+    assert report["status"] == "interrupted" and report["last"] is None
+    assert report["last_checkpoint"] == str(tmp_path / "ckpt" / "last.ckpt")

@@ -219,3 +219,10 @@ def run_and_report(args, run: Callable[..., dict], markdown: Callable[..., str])
     result = run(args)
     print_and_write(markdown(result, args), args.out)
     return result
+
+
+if __name__ == "__main__":  # a library: its --help printed nothing and exited 0
+    raise SystemExit(
+        "benchmarks/detector_budget.py holds the detection benchmarks' shared budget loop: run "
+        "benchmarks/driving_detection.py or benchmarks/driving_instances.py (--help for their options)"
+    )

@@ -535,7 +535,9 @@ def saved_checkpoint(alias: str, dirpath) -> str:
     for candidate in (folder / Path(recorded).name, Path(recorded)) if recorded else ():
         if candidate.is_file():
             return str(candidate)
-    why = f"records {recorded}, which is gone" if recorded else "records none (no validation metric logged?)"
+    why = f"records {recorded}, which is gone" if recorded else (
+        "records none (no best checkpoint was kept: --checkpoint.save_top_k 0, or its monitor never logged)"
+    )
     raise FileNotFoundError(
         f"--ckpt_path best: the newest run's {last.name} in {folder} {why}; give --ckpt_path FILE or last {hint}"
     )

@@ -444,7 +444,7 @@ def test_best_checkpoint_without_last_is_the_single_best_file(tmp_path):
     (tmp_path / "best-01-9.ckpt").unlink()
     # a newer run whose last.ckpt records no best: not the earlier run's lone best file
     torch.save({"callbacks": {}}, tmp_path / "last-v1.ckpt")
-    with pytest.raises(FileNotFoundError, match=r"the newest run's last-v1\.ckpt in .* records none"):
+    with pytest.raises(FileNotFoundError, match=r"the newest run's last-v1\.ckpt in .* records none \(no best checkpoint was kept: --checkpoint.save_top_k 0"):
         saved_checkpoint("best", tmp_path)
     torch.save(
         {"callbacks": {"ModelCheckpoint{}": {"best_model_path": "/gone/best-03-4.ckpt"}}},

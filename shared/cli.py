@@ -629,27 +629,59 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     ``save_last="link"`` keeps Lightning's behaviour (a link to the newest top-k file). Its state key is the
     parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs."""
 
+    def _steps_for_resume(self) -> bool:
+        """``every_n_train_steps`` with a monitor and ``save_last``: the step saves write ``last.ckpt`` only (to
+        resume a killed run), and the best-k are chosen at validations by their own score. Lightning's own
+        rule saved top-k files at those steps instead, each scored with the previous validation's value (and
+        none at validations): ``best`` was a model one step after the best validation, never validated itself."""
+        return self._every_n_train_steps >= 1 and self.monitor is not None and self.save_last is True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._steps_for_resume():
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        elif trainer.global_step % self._every_n_train_steps == 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._steps_for_resume():
+            if self._fitting(trainer) and self._should_save_on_train_epoch_end(trainer):
+                # at the epoch's end, after its validation, whatever a step save wrote at this step
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return
         if self._should_save_on_train_epoch_end(trainer):
             self._refuse_unlogged_monitor(trainer)
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
 
+    @staticmethod
+    def _fitting(trainer) -> bool:
+        return trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run
+
     def on_validation_end(self, trainer, pl_module) -> None:
+        if self._steps_for_resume():
+            if self._fitting(trainer):  # a step save at this very step (last only) is no reason to skip
+                self._refuse_unlogged_monitor(trainer, at_validation=True)
+                candidates = self._monitor_candidates(trainer)
+                self._save_topk_checkpoint(trainer, candidates)
+                if not self._should_save_on_train_epoch_end(trainer):  # else at the epoch's end, just after
+                    self._save_last_checkpoint(trainer, candidates)  # again: it now records the best
+            return
         if not self._should_save_on_train_epoch_end(trainer):
             self._refuse_unlogged_monitor(trainer)
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
 
-    def _refuse_unlogged_monitor(self, trainer) -> None:
+    def _refuse_unlogged_monitor(self, trainer, at_validation: bool = False) -> None:
         """A ``monitor`` no validation logs (a typo: ``val/gde``) stopped the run at its first validation with
         Lightning's error, before any checkpoint: the epoch was lost. ``last.ckpt`` is saved first, and the error
-        lists what is logged."""
-        saves_top_k = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        lists what is logged. ``at_validation``: the best-k are chosen at every validation (steps for resume)."""
+        every_epoch = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        saves_top_k = at_validation or every_epoch
         validated = trainer.fit_loop.epoch_loop.val_loop._has_run  # without, Lightning only warns
-        if self.monitor is None or not (saves_top_k and validated) or self._should_skip_saving_checkpoint(trainer):
+        skipped = self._should_skip_saving_checkpoint(trainer) and not at_validation
+        if self.monitor is None or not (saves_top_k and validated) or skipped:
             return  # where Lightning's own check would not stop the run either
         candidates = self._monitor_candidates(trainer)
         if self.monitor in candidates:

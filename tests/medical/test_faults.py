@@ -89,8 +89,8 @@ def test_a_resume_into_a_network_of_other_shape_is_one_error_naming_the_file(lid
 
 
 def test_hard_killed_run_resumes_at_the_same_step_and_finishes_all_epochs(lidc, tmp_path):
-    # 12 train images / batch 2 = 6 steps per epoch, 2 epochs = 12 steps. Step checkpoints (monitor val/ged)
-    # start after the first validation; SIGKILL at step 9 (mid-epoch 2): the last file holds step 8.
+    # 12 train images / batch 2 = 6 steps per epoch, 2 epochs = 12 steps. Step saves write last.ckpt at every
+    # step (the best-k are chosen at validations); SIGKILL at step 9 (mid-epoch 2): the last file holds step 8.
     args = tiny_args(lidc, "--trainer.max_epochs", "2")
     killed, resumed = kill_and_resume("domains.medical", args, tmp_path / "ckpt", tmp_path, kill_step=9)
     assert killed["global_step"] == 8

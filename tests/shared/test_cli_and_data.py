@@ -3,9 +3,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from shared.cli import ConfigError, config_run_name, run_cli
+from shared.cli import ConfigError, _best_model_path, config_run_name, run_cli
 from shared.data import (
     SplitLoaders,
     default_num_workers,
@@ -607,3 +608,36 @@ def test_a_mistyped_monitor_saves_last_and_lists_the_logged_metrics(tmp_path, mo
         run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == step  # the training before the first validation kept (4 steps an epoch)
+
+
+class ValidationScores(pl.Callback):
+    """Each validation's ``val/loss`` by global step (given to the CLI with ``--trainer.callbacks+=``)."""
+
+    def __init__(self):
+        self.by_step = {}
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.by_step[trainer.global_step] = float(trainer.callback_metrics["val/loss"])
+
+
+def test_step_saves_write_last_and_the_best_is_chosen_at_validations_by_its_own_score(tmp_path, monkeypatch):
+    """With --checkpoint.every_n_train_steps, Lightning saved its top-k at those steps, each scored with the
+    previous validation's value, and none at validations: `best` was a model one step after the best
+    validation, never validated itself, and the validated models were in no file."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "2",
+            "--trainer.callbacks+=tests.shared.test_cli_and_data.ValidationScores",
+            "--checkpoint.dirpath", str(tmp_path / "ckpt"), "--checkpoint.every_n_train_steps", "3",
+            "--checkpoint.save_top_k", "2"]  # fmt: skip
+    cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
+    (scores,) = [c.by_step for c in cli.trainer.callbacks if isinstance(c, ValidationScores)]
+    assert sorted(scores) == [2, 4, 6, 8]  # 4 steps an epoch, validated every 2
+    ckpt = cli.trainer.checkpoint_callback
+    kept = {torch.load(p, weights_only=True)["global_step"]: float(v) for p, v in ckpt.best_k_models.items()}
+    assert sorted(kept) == sorted(sorted(scores, key=scores.get)[:2])  # validated models, at their steps
+    assert all(kept[step] == pytest.approx(scores[step]) for step in kept)  # each scored with its own value
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == cli.trainer.global_step == 8
+    assert Path(_best_model_path(tmp_path / "ckpt" / "last.ckpt")).name == Path(ckpt.best_model_path).name

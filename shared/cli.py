@@ -705,6 +705,8 @@ class LastIsLastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _generate_state_key(self, **kwargs) -> str:
+        if self._steps_for_resume():  # the best-k are kept as without step saves: the same state, found on a
+            kwargs.update(every_n_train_steps=0, every_n_epochs=1)  # resume that adds or drops them
         return f"ModelCheckpoint{kwargs!r}"
 
 

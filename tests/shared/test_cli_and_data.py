@@ -611,10 +611,15 @@ def test_a_mistyped_monitor_saves_last_and_lists_the_logged_metrics(tmp_path, mo
 
 
 class ValidationScores(pl.Callback):
-    """Each validation's ``val/loss`` by global step (given to the CLI with ``--trainer.callbacks+=``)."""
+    """Each validation's ``val/loss`` by global step, and the best-k files a resumed run starts with (given to
+    the CLI with ``--trainer.callbacks+=``)."""
 
     def __init__(self):
         self.by_step = {}
+        self.best_at_start: dict = {}
+
+    def on_train_start(self, trainer, pl_module):  # after a resume restored the checkpoint callback's state
+        self.best_at_start = {Path(p).name for p in trainer.checkpoint_callback.best_k_models}
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
@@ -641,3 +646,9 @@ def test_step_saves_write_last_and_the_best_is_chosen_at_validations_by_its_own_
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert last["global_step"] == cli.trainer.global_step == 8
     assert Path(_best_model_path(tmp_path / "ckpt" / "last.ckpt")).name == Path(ckpt.best_model_path).name
+    # resumed without step saves: the same best-k state is found (its key no longer holds the step setting)
+    plain = [a for a in args if a not in ("--checkpoint.every_n_train_steps", "3")]
+    plain[plain.index("--trainer.max_epochs") + 1] = "3"
+    again = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=[*plain, "--ckpt_path", "last"])
+    (restored,) = [c.best_at_start for c in again.trainer.callbacks if isinstance(c, ValidationScores)]
+    assert restored == {Path(p).name for p in ckpt.best_k_models}

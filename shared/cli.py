@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
 from shared.device import cpu_has_bf16_units
-from shared.files import recording_writes, stop_recording, written_whole
+from shared.files import PREDICTIONS_MANIFEST, recording_writes, stop_recording, written_whole
 from shared.task import (
     CheckpointMismatchError,
     check_checkpoint_file,
@@ -726,7 +726,7 @@ class PredictionSet(pl.Callback):
     ``fit``, ``validate`` and ``test``: Lightning's handler only sets a flag, which its predict loop never reads,
     so the run went on to the end (or to the SIGKILL that follows)."""
 
-    MANIFEST = ".predictions.json"
+    MANIFEST = PREDICTIONS_MANIFEST
     ASIDE = ".predictions-previous"
 
     def __init__(self):

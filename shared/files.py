@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import csv
+import json
 import os
 import re
 import secrets
@@ -154,18 +155,46 @@ def visible_entries(folder: str | Path) -> list[Path]:
     return [p for p in entries if not is_hidden(p)]
 
 
-def visible_files(folder: str | Path, suffixes: tuple[str, ...] | None = None, recursive: bool = False) -> list[Path]:
+def visible_files(
+    folder: str | Path,
+    suffixes: tuple[str, ...] | None = None,
+    recursive: bool = False,
+    skip: set[Path] | frozenset = frozenset(),
+) -> list[Path]:
     """The files in ``folder`` (below it, with ``recursive``) whose suffix is one of ``suffixes`` in any case
     (``.JPG``, ``.Mp4``; None: any), sorted by path; hidden ones (:func:`is_hidden`) are left out and counted
-    in one :class:`HiddenFilesWarning` per listing, or per :func:`counting_hidden_files` block."""
+    in one :class:`HiddenFilesWarning` per listing, or per :func:`counting_hidden_files` block. ``skip``
+    (resolved paths) are left out silently: the caller counts them."""
     folder = Path(folder)
     found = folder.rglob("*") if recursive else folder.iterdir()
     kept, hidden = [], []
     for p in found:
+        if skip and p.resolve() in skip:
+            continue
         if p.is_file() and (suffixes is None or p.suffix.lower() in suffixes):
             (hidden if is_hidden(p, folder) else kept).append(p)
     count_hidden(folder, sorted(hidden))
     return sorted(kept)
+
+
+#: the list of files a predict run wrote into its ``predict_dir`` (:class:`shared.cli.PredictionSet`)
+PREDICTIONS_MANIFEST = ".predictions.json"
+
+
+def earlier_predictions(root: str | Path) -> set[Path]:
+    """The files earlier predict runs of the suite wrote below ``root`` (each run's ``predict_dir`` lists them in
+    its :data:`PREDICTIONS_MANIFEST`, counted too), resolved: a folder of one's images holding a ``predict_dir`` would
+    otherwise feed its drawn overlays back in as images on the next run."""
+    found: set[Path] = set()
+    for manifest in Path(root).rglob(PREDICTIONS_MANIFEST):
+        try:
+            listed = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(listed, list):
+            found |= {(manifest.parent / rel).resolve() for rel in listed if isinstance(rel, str)}
+            found.add(manifest.resolve())
+    return found
 
 
 def natural_key(name: str) -> list:

@@ -293,3 +293,22 @@ def test_a_checkpoint_naming_a_module_outside_the_suite_is_refused_before_import
     with pytest.raises(CheckpointMismatchError, match=r"class_path 'planted_module.ImageClassifier', outside the"):
         ClassificationTask.load_checked(tmp_path / "short.ckpt")
     assert not (tmp_path / "planted_module_ran").exists()
+
+
+def test_a_predict_dir_inside_predict_path_is_not_read_back_as_images(tmp_path, monkeypatch):
+    """predict_dir inside predict_path: the second run predicted the first run's Grad-CAM overlays as photos."""
+    monkeypatch.chdir(tmp_path)
+    root = _folder(tmp_path / "data")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(photos / f"a{i}.png"), np.zeros((20, 20, 3), np.uint8))
+    args = _folder_args(root, "--data.predict_path", str(photos), "--model.predict_dir", str(photos / "out"))
+    main(["predict", "--ckpt_path", "none", *args])
+    assert len(list((photos / "out" / "cam").glob("*.png"))) == 3
+    earlier = r"4 file\(s\) an earlier predict run wrote there .* are not read"  # 3 overlays and the CSV
+    with pytest.warns(UserWarning, match=earlier) as caught:
+        main(["predict", "--ckpt_path", "none", *args])
+    assert not [w for w in caught if "hidden" in str(w.message)]  # its manifest is not a stray hidden file
+    with (photos / "out" / "probabilities.csv").open() as f:
+        assert sorted(Path(r["path"]).name for r in csv.DictReader(f)) == ["a0.png", "a1.png", "a2.png"]

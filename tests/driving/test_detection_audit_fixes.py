@@ -81,6 +81,17 @@ def test_predict_skips_photos_whose_data_is_cut_short_naming_them(tmp_path):
     assert [path.name for path, *_ in found] == ["a_good.png", "c_good.jpg"]
 
 
+def test_predict_leaves_out_what_an_earlier_predict_run_wrote_into_the_folder(tmp_path):
+    """A predict_dir inside --data.predict_path: the next run predicted its drawn images as photos."""
+    write_image(tmp_path / "a.png", seed=1)
+    write_image(tmp_path / "out" / "images" / "a.png", seed=2)  # drawn by the earlier run
+    (tmp_path / "out" / ".predictions.json").write_text('["images/a.png", "data/a.txt"]')
+    with pytest.warns(LabelWarning, match=r"2 file\(s\) an earlier predict run wrote there") as caught:
+        found = predict_images(tmp_path)
+    assert [path.name for path, *_ in found] == ["a.png"] and found[0][0].parent == tmp_path
+    assert not [w for w in caught if "hidden" in str(w.message)]
+
+
 def test_predict_skips_an_image_over_pillows_decompression_bomb_limit_naming_it(tmp_path, monkeypatch):
     """Pillow's DecompressionBombError (a panorama of 180+ megapixels) is no OSError: it escaped the header
     read as a bare traceback and stopped the whole run. The limit is lowered here so a 64x48 image passes it."""

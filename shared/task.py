@@ -332,6 +332,13 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
     except Exception as err:
         raise CheckpointMismatchError(f"{path}: not a weights-only Lightning checkpoint ({err})") from err
     _check_task(checkpoint, cls, source=str(path))
+    if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader ends in a bare KeyError on it
+        raise CheckpointMismatchError(
+            f"{path}: a state dict saved with torch.save, not a checkpoint that Lightning wrote (no "
+            "'pytorch-lightning_version', task or settings); give one that fit wrote, e.g. "
+            "lightning_logs/<domain>/<config>/checkpoints/last.ckpt (a backbone's weights load with "
+            "--model.pretrained_backbone)"
+        )
     _check_network_layout(checkpoint, cls, source=str(path))
     _check_class_paths(checkpoint, source=str(path))
     return checkpoint
@@ -404,13 +411,6 @@ def _accepted_arguments(cls: type) -> set[str] | None:
 def _check_task(checkpoint: dict, cls: type, source: str) -> None:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointMismatchError(f"{source}: not a Lightning checkpoint (no state_dict)")
-    if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader ends in a bare KeyError on it
-        raise CheckpointMismatchError(
-            f"{source}: a state dict saved with torch.save, not a checkpoint that Lightning wrote (no "
-            "'pytorch-lightning_version', task or settings); give one that fit wrote, e.g. "
-            "lightning_logs/<domain>/<config>/checkpoints/last.ckpt (a backbone's weights load with "
-            "--model.pretrained_backbone)"
-        )
     info = checkpoint.get("suite_task")
     if info is None:
         # Written by another tool (or a task whose on_save_checkpoint skips ours): hyperparameters this task

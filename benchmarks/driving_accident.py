@@ -37,7 +37,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from benchmarks.report import command_line, parse_keeping_argv, print_and_write
+from benchmarks.report import command_line, parse_keeping_argv, print_and_write, smoke_run, verdict
 from domains.driving.accident.__main__ import MONITOR as ACCIDENT_MONITOR
 from domains.driving.accident.baselines import (
     constant_acceleration_oracle,
@@ -67,6 +67,7 @@ TARGETS = {
     "ece": ("<=", 0.05),
 }
 TARGET_MS_PER_FRAME = 50.0
+DEFAULT_BUDGET_MINUTES = 15.0  # the fixed budget on 2 CPU cores
 METRIC_COLUMNS = (
     ("video_ap", "video AP"),
     ("frame_ap", "frame AP"),
@@ -267,9 +268,11 @@ def _fmt(value) -> str:
 def markdown(result: dict, args) -> str:
     cfg = flat_model_config(result["config"])
     model = result["rows"]["model"]["summary"]
+    smoke = smoke_run(args.budget_minutes, DEFAULT_BUDGET_MINUTES)
     lines = [
         "# Driving accident anticipation benchmark (synthetic scenario clips)",
         "",
+        *([smoke, ""] if smoke else []),
         (
             f"Budget {args.budget_minutes:g} min on {args.threads} CPU threads: {result['steps']} steps of "
             f"{result['data'].get('batch_size')} clip windows of {result['data'].get('clip_length')} frames "
@@ -331,6 +334,7 @@ def markdown(result: dict, args) -> str:
         "Targets:",
         "",
     ]
+    recall = model.get("recall_at_threshold")
     for key, (op, target) in TARGETS.items():
         value = model.get(key)
         met = (
@@ -338,16 +342,22 @@ def markdown(result: dict, args) -> str:
             and not math.isnan(value)
             and (value >= target if op == ">=" else value <= target)
         )
-        lines.append(f"- {key} {op} {target}: {_fmt(value)} ({'met' if met else 'not met'})")
+        judged = verdict(met, bool(smoke))
+        if key == "near_miss_false_alarms" and not smoke and not (recall is not None and recall >= 0.8):
+            # no false alarms from a threshold that finds few crashes says nothing: judged where it finds 80 %,
+            # the recall TTA@R80 is read at
+            judged = f"not judged: the threshold finds {_fmt(recall)} of the crash clips, under 0.8"
+        lines.append(f"- {key} {op} {target}: {_fmt(value)} ({judged})")
     track = result["rows"]["track TTC (GT boxes)"]["at_rate"]
     ours = result["rows"]["model"]["at_rate"]
     better = (ours["recall"], ours["lead_time"] or 0) > (track["recall"], track["lead_time"] or 0)
     lines.append(
-        f"- better than the track TTC baseline at the same false-alarm rate: {'met' if better else 'not met'}"
+        f"- better than the track TTC baseline at the same false-alarm rate: {verdict(better, bool(smoke))}"
     )
     ms = result["ms_per_frame"]
     lines.append(
-        f"- streaming <= {TARGET_MS_PER_FRAME:g} ms per frame: {ms:.1f} ({'met' if ms <= TARGET_MS_PER_FRAME else 'not met'})"
+        f"- streaming <= {TARGET_MS_PER_FRAME:g} ms per frame: {ms:.1f} "
+        f"({verdict(ms <= TARGET_MS_PER_FRAME, bool(smoke))})"
     )
     lines += [
         "",
@@ -408,7 +418,7 @@ def baselines_markdown(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-minutes", type=float, default=15.0)
+    parser.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default=str(ROOT / "domains/driving/accident/configs/quick.yaml"))
     parser.add_argument(

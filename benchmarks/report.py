@@ -14,6 +14,26 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
     return f".venv/bin/python {script} {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
 
 
+#: a run given less than this share of its benchmark's budget is a smoke run: it shows the pipeline runs, and
+#: its figures (an untrained model can "meet" a false-alarm cap by never alarming) are not results
+SMOKE_SHARE = 0.25
+
+
+def smoke_run(budget_minutes: float, default_minutes: float) -> str | None:
+    """The banner of a smoke run (:data:`SMOKE_SHARE` of the benchmark's default budget), or None."""
+    if budget_minutes >= SMOKE_SHARE * default_minutes:
+        return None
+    return (
+        f"**Smoke run**: {budget_minutes:g} of the benchmark's {default_minutes:g} minutes. It shows that the "
+        "pipeline runs; its figures are not results, and its targets are not judged."
+    )
+
+
+def verdict(met: bool, smoke: bool, yes: str = "met", no: str = "not met") -> str:
+    """A target's verdict; a smoke run's is "not judged"."""
+    return "not judged (smoke run)" if smoke else (yes if met else no)
+
+
 #: the benchmarks' numeric options by the values they take (an option a script lacks is skipped)
 POSITIVE = (
     "budget_minutes", "minutes", "seconds", "fit_seconds", "steps", "iters", "rounds", "timing_repeats",

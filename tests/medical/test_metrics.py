@@ -281,3 +281,27 @@ def test_benchmark_majority_reference_by_hand():
     assert ref["reader_diversity"] == pytest.approx(7 / 12)
     empty_ged = generalized_energy_distance(stack(EMPTY, EMPTY), stack(A, B, EMPTY, EMPTY))
     assert empty_ged == pytest.approx(5 / 12)
+
+
+def test_benchmark_report_judges_no_target_of_a_smoke_run():
+    """`benchmarks/medical.py --steps 2`: three untrained models tied (GED 1.194) and the ties PASSed "HPU-Net
+    GED <= Prob. U-Net GED" and "Dice at most 0.05 lower"."""
+    import types
+
+    from benchmarks.medical import report
+
+    def row(name, steps, ged=1.194):
+        return {"name": name, "steps": steps, "img_per_s": 10.0, "ged": ged, "hungarian_iou": 0.5, "diversity": 0.3,
+                "dice": 0.5, "dice_majority": 0.5, "ece": 0.1, "sample16_ms": 10.0, "unet_forward_ms": 8.0}  # fmt: skip
+
+    args = types.SimpleNamespace(data_path=None, readers="lidc", crop_size=64, batch_size=16, lr=1e-3, steps=800,
+                                 num_samples=16, precision="32-true", timing_repeats=3, budget_minutes=12.0,
+                                 models=["unet", "prob_unet", "hpu_net"], argv=[])  # fmt: skip
+    tied = [row("unet", 2), row("prob_unet", 2), row("hpu_net", 2)]
+    text = report(tied, args, "cpu", 4.0)
+    assert "**Smoke run**: 2 training steps (under 100)" in text
+    assert "PASS" not in text and "FAIL" not in text and text.count("not judged (smoke run)") == 7
+    trained = [row("unet", 800, 0.5), row("prob_unet", 800, 0.3), row("hpu_net", 725, 0.25)]
+    text = report(trained, args, "cpu", 4.0)
+    assert "Smoke run" not in text and "up to 800 steps per model" in text and "PASS" in text
+    assert "Smoke run**: 2 of the benchmark's 12 minutes" in report(trained, types.SimpleNamespace(**{**vars(args), "budget_minutes": 2.0}), "cpu", 0.7)

@@ -257,6 +257,32 @@ def test_benchmark_set_overrides_reach_the_config():
         apply_overrides({}, {"batch_size": 8}, ["data.batch_size.x=1"])
 
 
+def test_benchmark_judges_no_target_of_a_smoke_run_nor_false_alarms_of_a_threshold_that_finds_few_crashes():
+    """A 19-step run (scores flat at 0.3016) was "met" on 5 of 7 targets: no near-miss false alarms from a
+    threshold that found 1 of 12 crashes, a TTA@R80 read where every frame crosses."""
+    import copy
+    import json
+    import types
+
+    from benchmarks.driving_accident import markdown
+
+    root = Path(__file__).resolve().parents[3]
+    result = json.loads((root / "benchmarks/results/driving_accident.json").read_text())  # the shipped run
+    args = types.SimpleNamespace(budget_minutes=15.0, threads=2, max_false_alarm=0.1, argv=[])
+    full = markdown(result, args)
+    assert "Smoke run" not in full and "- near_miss_false_alarms <= 0.1: 0.000 (met)" in full
+    assert "- tta_r80 >= 1.5: 0.860 (not met)" in full
+    smoke = markdown(result, types.SimpleNamespace(**{**vars(args), "budget_minutes": 0.3}))
+    assert "**Smoke run**: 0.3 of the benchmark's 15 minutes" in smoke
+    targets = smoke.split("Targets:")[1]
+    assert targets.count("not judged (smoke run)") == 7 and "met" not in targets.replace("Command", "")
+    rare = copy.deepcopy(result)
+    rare["rows"]["model"]["summary"]["recall_at_threshold"] = 1 / 12
+    assert "near_miss_false_alarms <= 0.1: 0.000 (not judged: the threshold finds 0.083 of the crash clips" in (
+        markdown(rare, args)
+    )
+
+
 def _one_object_from_frame_3():
     """8 frames, 4 slots: one box from frame 3 on, nothing in view before."""
     import numpy as np

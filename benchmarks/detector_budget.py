@@ -121,6 +121,7 @@ def train_and_test(
     dm = datamodule_class(**data_kw)
     dm.prepare_data()
     dm.setup("fit")
+    dm.setup("test")  # an empty test split (--max-items too small) stops here, not after the whole budget
     # what the CLI links from the data module: the class list and its length
     model_kw["class_names"] = list(dm.class_names)
     model_kw["network"]["init_args"]["num_classes"] = len(dm.class_names)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.report import check_numbers
+from benchmarks.report import check_numbers, command_line
 from shared.backbones import create_backbone, list_backbones
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 
@@ -56,7 +56,7 @@ def main() -> None:
         + " |"
     )
     lines = [
-        f"Device: {device_name(device)}, batch {args.batch}",
+        f"Device: {device_name(device)}, batch {args.batch}. Command: `{command_line('benchmarks/backbones.py')}`",
         "",
         header,
         "|" + "---|" * (2 + 2 * len(args.sizes)),

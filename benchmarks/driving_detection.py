@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
-from benchmarks.report import check_numbers, smoke_run
+from benchmarks.report import command_line, parse_keeping_argv, smoke_run
 from domains.driving.detection.data import DetectionDataModule
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from domains.driving.detection.task import DetectionTask, kitti_height_scale
@@ -146,6 +146,8 @@ def markdown(result: dict, args) -> str:
             "COCO metrics drop detections lying mostly inside DontCare boxes; KITTI AP uses the devkit rules "
             "(IoU 0.7 Car, 0.5 Pedestrian / Cyclist, vans as Car neighbours, 41-point recall)."
         ),
+        "",
+        f"Command: `{command_line('benchmarks/driving_detection.py', getattr(args, 'argv', None))}`",
     ]
     return "\n".join(lines) + "\n"
 
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--out", type=Path, default=None, help="write the table here (benchmarks/results/...)")
     add_budget_arguments(parser, calibration_steps=4, inference_images=30)
-    return run_and_report(check_numbers(parser, parser.parse_args(argv)), run, markdown)
+    return run_and_report(parse_keeping_argv(parser, argv), run, markdown)
 
 
 if __name__ == "__main__":

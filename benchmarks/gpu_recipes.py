@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.report import check_numbers
+from benchmarks.report import check_numbers, command_line
 
 DRIVING = "domains/driving"
 MEDICAL = "domains/medical/configs"
@@ -102,13 +103,12 @@ def _child(name: str, out_dir: Path, seconds: float, smoke: bool) -> int:
     common += ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
     common += ["--trainer.default_root_dir", str(run_dir)]
     start = time.perf_counter()
-    fit = main(
-        [
-            "fit", *common,
-            "--checkpoint.dirpath", str(run_dir),
-            "--trainer.callbacks+=shared.budget.FitScheduleToBudget", f"--trainer.callbacks.seconds={seconds}",
-        ]
-    )  # fmt: skip
+    fit_args = [
+        "fit", *common,
+        "--checkpoint.dirpath", str(run_dir),
+        "--trainer.callbacks+=shared.budget.FitScheduleToBudget", f"--trainer.callbacks.seconds={seconds}",
+    ]  # fmt: skip
+    fit = main(fit_args)
     fit_seconds = time.perf_counter() - start
     steps = int(fit.trainer.global_step)
     epochs = int(fit.trainer.current_epoch)
@@ -118,7 +118,7 @@ def _child(name: str, out_dir: Path, seconds: float, smoke: bool) -> int:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and not smoke else "CPU"
     record = {
         "name": name,
-        "command": f"python -m {module} fit " + " ".join(common),
+        "command": f".venv/bin/python -m {module} {shlex.join(fit_args)}",  # the budgeted run, pasted back
         "device": device,
         "fit_seconds": round(fit_seconds, 1),
         "steps": steps,
@@ -236,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)
     for name, proc in children.items():
         print(f"{name}: exit {proc.returncode}", flush=True)
-    table = _table(args.out_dir, args.runs)
+    smoke = "# GPU recipes: SMOKE run (CPU, 3 steps a run: the plumbing, not results)"
+    title = smoke if args.smoke else "# GPU recipes"
+    table = (
+        f"{title}\n\nCommand: `{command_line('benchmarks/gpu_recipes.py', argv)}` (each child's own command "
+        f"line, with its budget callback, is in its JSON)\n\n{_table(args.out_dir, args.runs)}"
+    )
     (args.out_dir / "gpu_recipes.md").write_text(table)
     print(table)
     return 0 if all(p.returncode == 0 for p in children.values()) else 1

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from benchmarks.report import check_numbers
+from benchmarks.report import check_numbers, command_line
 from shared.backbones import list_backbones
 from shared.budget import FitScheduleToBudget
 from shared.classification.metrics import ClassificationMetrics
@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"Transfer benchmark, {args.domain} ({crops}): {args.image_size} px, batch {args.batch_size}, "
         f"{min(r['train_s'] for r in rows):.0f}-{max(r['train_s'] for r in rows):.0f} s of training per run, "
         f"{args.threads} CPU threads; whole run {total / 60:.1f} min "
-        f"(budget {args.minutes:g} min). gap = train accuracy - validation accuracy (both without augmentation)."
+        f"(budget {args.minutes:g} min). gap = train accuracy - validation accuracy (both without augmentation). "
+        f"Command: `{command_line('benchmarks/transfer.py', argv)}`"
     )
     if out is None:
         print(table(rows, header))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,7 @@ def test_a_relative_out_dir_gets_every_file_of_the_run(tmp_path):
     assert {"gpu_recipes.md", "unet.json", "unet.log", "unet.safetensors"} <= {p.name for p in out.iterdir()}
     assert (out / "unet" / "config.yaml").is_file()
     assert sorted((REPO / "lightning_logs").glob("**/config.yaml")) == logs
+    table = (out / "gpu_recipes.md").read_text()
+    assert table.startswith("# GPU recipes: SMOKE run") and "--smoke --runs unet" in table  # never a result
+    command = json.loads((out / "unet.json").read_text())["command"]  # the budgeted run, pasted back
+    assert "FitScheduleToBudget" in command and "--trainer.callbacks.seconds=" in command

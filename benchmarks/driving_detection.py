@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
-from benchmarks.report import command_line, parse_keeping_argv, smoke_run
+from benchmarks.report import command_line, parse_keeping_argv, smoke_run, verdict
 from domains.driving.detection.data import DetectionDataModule
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from domains.driving.detection.task import DetectionTask, kitti_height_scale
@@ -79,6 +79,8 @@ def markdown(result: dict, args) -> str:
     height_scale = kitti_height_scale(cfg.get("kitti_min_height_scale"), result["data"].get("data_path"))
     moderate_h, easy_h = KITTI_DIFFICULTY["moderate"][0], KITTI_DIFFICULTY["easy"][0]
     smoke = smoke_run(args.budget_minutes, DEFAULT_BUDGET_MINUTES)
+    map50 = m.get("test/map50")
+    map_verdict = verdict(map50 is not None and map50 >= TARGET_MAP50, bool(smoke))
     lines = [
         "# Driving detection benchmark (FCOS, synthetic KITTI layout)",
         "",
@@ -100,7 +102,7 @@ def markdown(result: dict, args) -> str:
         "",
         "| metric | value | target |",
         "|---|---:|---:|",
-        f"| mAP50 (COCO, IoU 0.5) | {_fmt(m.get('test/map50'))} | >= {TARGET_MAP50} |",
+        f"| mAP50 (COCO, IoU 0.5) | {_fmt(m.get('test/map50'))} | >= {TARGET_MAP50}: {map_verdict} |",
         f"| mAP (COCO, IoU 0.5:0.95) | {_fmt(m.get('test/map'))} | |",
     ]
     for c in classes:
@@ -116,7 +118,8 @@ def markdown(result: dict, args) -> str:
         f"| training images / s | {result['images_per_s']:.2f} | |",
         (
             f"| inference ms / image (batch 1, {result['inference_size'][1]}x{result['inference_size'][0]} input) "
-            f"| {result['inference_ms']:.1f} | <= {TARGET_MS:.0f} |"
+            f"| {result['inference_ms']:.1f} | <= {TARGET_MS:.0f}: "
+            f"{verdict(result['inference_ms'] <= TARGET_MS, bool(smoke))} |"
         ),
         "",
         f"Load average {result['load_average'][0]:.1f} at the start, {result['load_average'][1]:.1f} at the end "

@@ -846,6 +846,10 @@ def test_benchmark_table_names_the_frozen_backbone_and_scores_heights_in_the_sco
     assert "(batch 1, 640x192 images, scaled to the network's 1280x384)" in text
     assert "| Car | 0.600 | 0.650 | -0.050 |" in text and "| **mean** | 0.300 | 0.400 | -0.100 |" in text
     assert "under 12.8 px tall in the scored 640x192 frames" in text
+    # a 1-minute run is a smoke run: its targets are not judged; at the benchmark's budget they are
+    assert "**Smoke run**: 1 of the benchmark's 15 minutes" in text and "(not judged (smoke run))" in text
+    full = markdown(result, Namespace(budget_minutes=15, precision="32-true", test_batches=None, argv=argv))
+    assert "Car mask AP50 >= 0.6: 0.600 (met)" in full and "largest shortfall 0.050 (met)" in full
     assert text.rstrip().splitlines()[-1] == (
         "Command: `.venv/bin/python benchmarks/driving_instances.py --budget-minutes 1 --config 'my config.yaml'`"
     )

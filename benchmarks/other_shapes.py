@@ -156,4 +156,7 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        main()

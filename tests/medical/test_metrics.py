@@ -304,4 +304,6 @@ def test_benchmark_report_judges_no_target_of_a_smoke_run():
     trained = [row("unet", 800, 0.5), row("prob_unet", 800, 0.3), row("hpu_net", 725, 0.25)]
     text = report(trained, args, "cpu", 4.0)
     assert "Smoke run" not in text and "up to 800 steps per model" in text and "PASS" in text
+    alone = report([trained[1]], types.SimpleNamespace(**{**vars(args), "models": ["prob_unet"]}), "cpu", 4.0)
+    assert "Targets:" in alone and "16 samples = 1.25x one U-Net forward (target <= 2x): PASS" in alone
     assert "Smoke run**: 2 of the benchmark's 12 minutes" in report(trained, types.SimpleNamespace(**{**vars(args), "budget_minutes": 2.0}), "cpu", 0.7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -100,11 +101,13 @@ class FrozenBackboneCheck:
                 "a backbone that is partly or wholly random. Give trained weights (e.g. "
                 f"{self.WEIGHTS_EXAMPLE}) or set {self.FROZEN_OPTION} {self.FROZEN_VALUES[1]}."
             )
+        # its modules are in eval mode on purpose (BatchNorm keeps the loaded statistics): Lightning's "Found N
+        # module(s) in eval mode ... may lead to unexpected behavior", which follows, would alarm for nothing
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         if getattr(self.model, "backbone_frozen", False):  # frozen for the whole fit (not for a few epochs)
             rank_zero_info(
                 f"{self.FROZEN_OPTION}: only {self.TRAINED_PART} train; the backbone's weights and BatchNorm "
-                "statistics stay as loaded (its modules stay in eval mode, hence Lightning's 'modules in eval mode' "
-                "note)"
+                "statistics stay as loaded (its modules stay in eval mode)"
             )
 
 

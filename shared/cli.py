@@ -47,7 +47,9 @@ BatchLimit = int | float | None
 
 
 class SuiteTrainer(pl.Trainer):
-    """Lightning's Trainer, with ``limit_*_batches`` typed ``int | float`` (int first) for the command line.
+    """The Trainer (Lightning's): ``limit_*_batches`` counts batches when an int, a share when a float.
+
+    Lightning's, with ``limit_*_batches`` typed ``int | float`` (int first) for the command line.
 
     Lightning annotates them ``float | int``, so jsonargparse parses ``--trainer.limit_train_batches 1`` (or
     ``1`` in a config) as ``1.0``, which Lightning reads as "100 % of the batches": a one-batch smoke run trained
@@ -618,7 +620,9 @@ def _check_nulls(values, group: str, cls) -> None:
 
 
 class LastIsLastCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint``, whose ``last.ckpt`` is the run's last state again.
+    """Checkpoints: the best by the monitored metric, and ``last.ckpt`` holding the run's last state.
+
+    Lightning's ``ModelCheckpoint``, whose ``last.ckpt`` is the run's last state again.
 
     Since Lightning 2.6 ``save_last`` writes ``last.ckpt`` only when a top-k checkpoint is saved at the same step,
     so with the suite's best-on-the-validation-metric a run whose metric stopped improving kept an old

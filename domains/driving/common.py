@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.formats import (
     IMAGE_EXTENSIONS,
@@ -210,7 +211,7 @@ def sort_objects(
     ignored)``: ``payload(obj)`` (its box, its mask) and label (index into ``class_names``) of each object whose
     type, renamed by ``class_map``, is a class, and the payloads of those whose type is in ``ignore_types``
     (KITTI DontCare, COCO crowds). Other types are dropped: counted in the returned Counter and reported in one
-    :class:`LabelWarning`. Duplicate ``class_names`` or ``class_map`` targets that are neither a class nor an
+    info line. Duplicate ``class_names`` or ``class_map`` targets that are neither a class nor an
     ignore type raise ValueError; messages start with ``owner``."""
     index = {name: i for i, name in enumerate(class_names)}
     if len(index) != len(class_names):
@@ -232,13 +233,11 @@ def sort_objects(
             else:
                 dropped[obj.type] += 1
         per_image.append((kept, labels, ignored))
-    if dropped:
+    if dropped:  # as intended (KITTI's Truck and Misc for a Car / Pedestrian / Cyclist detector): said, not warned
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
-        warnings.warn(
-            f"{owner}: dropped objects whose type is not in class_names {list(class_names)} "
-            f"(class_map {class_map}): {counts}",
-            LabelWarning,
-            stacklevel=3,
+        rank_zero_info(
+            f"{owner}: objects whose type is not in class_names {list(class_names)} (class_map {class_map}) are "
+            f"not trained on or scored: {counts}"
         )
     return per_image, dropped
 

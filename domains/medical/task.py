@@ -17,7 +17,7 @@ _RUNTIME_ARGS = ("num_samples", "threshold", "predict_dir", "predict_uncertainty
 
 
 class MedicalSegmentationTask(BaseTask):
-    """Trains ``unet``, ``prob_unet`` or ``hpu_net`` on batches from ``MedicalDataModule``.
+    """Lesion segmentation from several readers' masks: a U-Net, Prob. U-Net or HPU-Net (``model.network``).
 
     Training uses the sampled reader's mask (``batch["mask"]``). Validation and test draw ``num_samples``
     segmentations per image and compare them with all readers (``batch["masks"]``): GED, Hungarian IoU,

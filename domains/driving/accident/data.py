@@ -341,8 +341,9 @@ def split_breakdown(splits: dict[str, Sequence[AccidentClip]]) -> str:
 
 
 class AccidentDataModule(SplitLoaders):
-    """Dashcam clips for accident anticipation, split by clip (``python -m ... fit --help`` lists these as
-    ``--data.*``).
+    """Dashcam clips for accident anticipation, split by clip.
+
+    ``python -m ... fit --help`` lists these as ``--data.*``.
 
     Args:
         data_format: ``synthetic`` (the generated scenario clips, CCD layout + ``annotations/<vid>.json``), ``ccd``

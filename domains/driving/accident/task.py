@@ -43,8 +43,10 @@ def float32_at_least(value: float) -> float:
 
 
 class AccidentTask(FrozenBackboneCheck, BaseTask):
-    """Accident anticipation on clips; validation logs video AP (headline ``val/video_ap``), frame AP, mTTA,
-    TTA at 80 % recall, AP 0.5 / 1 / 1.5 s ahead, near-miss false alarms, ECE and Brier.
+    """Accident anticipation on dashcam clips: the risk of contact per frame, per horizon and per object.
+
+    Validation logs frame AP (the checkpoint's monitor, ``val/frame_ap``), video AP, mTTA, TTA at 80 % recall,
+    AP 0.5 / 1 / 1.5 s ahead, near-miss false alarms, ECE and Brier.
 
     Args:
         network: the anticipator, as ``class_path: domains.driving.accident.model.AccidentAnticipator`` +

@@ -424,7 +424,7 @@ class InstanceDataset(Dataset):
     (the union of DontCare / crowd regions), ``image_id`` and ``orig_size`` (H, W) before the transform.
 
     ``class_map`` renames types first (``{Van: Car}``); types neither in ``class_names`` nor ``ignore_types``
-    are dropped, counted in ``self.dropped`` and reported in one warning; ``self.objects`` counts those kept.
+    are dropped, counted in ``self.dropped`` and reported in one info line; ``self.objects`` counts those kept.
     ``transform``: an albumentations ``Compose``; every mask (and the ignore mask) goes through it with the
     image (nearest-neighbour resampling). Masks a crop removes entirely are dropped.
     """

@@ -341,3 +341,11 @@ def test_clip_sets_of_other_settings_get_their_own_folder():
     assert C.clips_root(shares=[0.5, 0.25, 0.25], seed=1) == Path(
         f"{C.DEFAULT_ACCIDENT_ROOT}_seed-1_shares-0.5-0.25-0.25"
     )
+
+
+def test_rendering_says_how_far_it_is_every_tenth(tmp_path, caplog):
+    """The first run rendered for minutes (200 clips: 4-13) after one line, then nothing: it read as a hang."""
+    with caplog.at_level("INFO"):
+        C.generate_clips(tmp_path / "said", verbose=True, **{**SETTINGS, "n_clips": 4, "seconds": 0.8})
+    progress = [r.getMessage() for r in caplog.records if " of 4 (" in r.getMessage()]
+    assert [p.split(": ")[1].split(" (")[0] for p in progress] == ["1 of 4", "2 of 4", "3 of 4"]

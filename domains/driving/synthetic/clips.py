@@ -860,11 +860,19 @@ def generate_clips(
         (root, seed, i, kind, scenario, tuple(size), n_frames, fps, density)
         for i, (kind, scenario) in enumerate(clip_plan(n_clips, seed, shares))
     ]
+    every = max(1, n_clips // 10)  # a line per tenth: minutes of silence read as a hang
+
+    def counted(results):
+        for done, result in enumerate(results, start=1):
+            if verbose and (done % every == 0 and done < n_clips):
+                rank_zero_info(f"synthetic accident clips: {done} of {n_clips} ({time.perf_counter() - start:.0f} s)")
+            yield result
+
     if workers > 1:  # clips are independent (seeded by index) and write disjoint folders: same bytes
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            written = list(pool.map(_write_clip, jobs, chunksize=1))
+            written = list(counted(pool.map(_write_clip, jobs, chunksize=1)))
     else:
-        written = [_write_clip(job) for job in jobs]
+        written = list(counted(_write_clip(job) for job in jobs))
     ccd = [line for _, line in written if line is not None]
     per_clip = [summary for summary, _ in written]
     counts: dict[str, dict[str, int]] = {k: {} for k in KINDS}

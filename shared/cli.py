@@ -12,6 +12,7 @@ import shutil
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -632,6 +633,20 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     checkpointing, it writes none at the end either (a smoke run became the newest ``last*.ckpt``).
     ``save_last="link"`` keeps Lightning's behaviour (a link to the newest top-k file). Its state key is the
     parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # Lightning warns "Checkpoint directory ... exists and is not empty" on every fit after the first into a
+        # config's folder, which the suite intends (each config keeps one folder): said as what happens instead
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+        folder = Path(self.dirpath) if self.dirpath and "://" not in str(self.dirpath) else None
+        fresh = stage == "fit" and not trainer.fast_dev_run and trainer.ckpt_path is None  # not a resume
+        if fresh and folder is not None and any(folder.glob("*.ckpt")):
+            rank_zero_info(
+                f"{folder} holds an earlier run's checkpoints: this run's are saved beside them under new names "
+                "(last-v1.ckpt, ...); --ckpt_path last takes the newest"
+            )
 
     def _steps_for_resume(self) -> bool:
         """``every_n_train_steps`` with a monitor and ``save_last``: the step saves write ``last.ckpt`` only (to

@@ -410,6 +410,13 @@ def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(
     folder = tmp_path / "lightning_logs/tiny/checkpoints"
     last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == cli.trainer.global_step > 0 and last["epoch"] == 2
+    # a second fit into the config's folder: said as what happens, not Lightning's "exists and is not empty"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+                        args=[*fit[:-4], "--trainer.max_epochs", "1"])  # fmt: skip
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]
+    assert Path(again.trainer.checkpoint_callback.last_model_path).name == "last-v1.ckpt"
     best = torch.load(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
     assert best["global_step"] < last["global_step"]  # the best stayed at epoch 0
     assert any(key.startswith("ModelCheckpoint{") for key in last["callbacks"])  # the parent's state key

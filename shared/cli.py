@@ -191,6 +191,9 @@ class SuiteCLI(LightningCLI):
         holds (LightningCLI would re-parse its hyperparameters as this task's arguments and fail with "does not
         accept option ...", which does not say what the file is)."""
         _check_config_files(args if args is not None else sys.argv[1:])
+        network = inspect.signature(self.model_class.__init__).parameters.get("network") if self.model_class else None
+        if network is not None and network.default is inspect.Parameter.empty:  # required: the config names it
+            _check_network_given(args if args is not None else sys.argv[1:])
         self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
         self._ckpt_data_hparams: dict = {}  # the data settings it trained with (before_test compares the split)
         super().parse_arguments(parser, args)
@@ -562,6 +565,25 @@ def _best_model_path(last: Path) -> str:
     return ""
 
 
+def _check_network_given(args) -> None:
+    """A command with neither ``-c`` nor ``--model.network`` ended in jsonargparse's "the following arguments are
+    required: predict.model.network", which does not say that the config names the network (a checkpoint's
+    weights load into the network the config builds)."""
+    if not isinstance(args, (list, tuple)) or not args:
+        return
+    args = [str(a) for a in args]
+    subcommand = args[0]
+    if subcommand not in ("fit", "validate", "test", "predict"):
+        return
+    given = ("-c", "--config", "--model", "-h", "--help", "--print_config")  # --model: a file, or --model.network
+    if not any(a == g or a.startswith((f"{g}=", "--model.network")) for a in args[1:] for g in given):
+        raise ConfigError(
+            f"{subcommand}: give the config the model was trained with, -c <config.yaml> (a shipped one, e.g. "
+            "configs/quick.yaml of the task, or the config.yaml a run saved beside its logs): it names the network "
+            "that --ckpt_path's weights load into"
+        )
+
+
 def _check_config_files(args) -> None:
     """jsonargparse reports a YAML syntax error at '"<unicode string>", line N': name the file instead."""
     if not isinstance(args, (list, tuple)):
@@ -708,7 +730,9 @@ class LastIsLastCheckpoint(ModelCheckpoint):
         if self.save_last:
             self._save_last_checkpoint(trainer, candidates)
         logged = ", ".join(sorted(k for k in candidates if "/" in k)) or "none"
-        saved = "; last.ckpt is saved: `fit --ckpt_path last --checkpoint.monitor NAME` goes on" if self.save_last else ""
+        saved = (
+            "; last.ckpt is saved: `fit --ckpt_path last --checkpoint.monitor NAME` goes on" if self.save_last else ""
+        )
         raise ValueError(
             f"--checkpoint.monitor {self.monitor} is not a metric this run logs (logged: {logged}){saved}"
         )

@@ -407,3 +407,16 @@ def test_the_export_command_reports_bad_input_in_one_line(tmp_path):
         in proc.stderr
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module", ["domains.medical", "domains.driving.detection", "domains.driving.accident"])
+def test_a_command_without_a_config_says_the_config_names_the_network(module):
+    """`predict --ckpt_path FILE` without -c ended in "the following arguments are required:
+    predict.model.network", not saying that the config is what names it."""
+    import importlib
+
+    from shared.cli import ConfigError
+
+    main = importlib.import_module(f"{module}.__main__").main
+    with pytest.raises(ConfigError, match=r"predict: give the config the model was trained with, -c <config.yaml>"):
+        main(["predict", "--ckpt_path", "model.ckpt"])

@@ -229,9 +229,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
             out.mkdir(parents=True, exist_ok=True)
             columns = ["path", "label", "predicted", *(f"p_{name}" for name in self.class_names), "cam"]
             write_csv(out / "probabilities.csv", columns, rows)
-            rank_zero_info(
-                f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {cams_written} Grad-CAM maps"
-            )
+            self.print(f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {cams_written} Grad-CAM maps")
         if unreadable:
             listed = ""
             if out is not None:

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.utilities import rank_zero_info
 
 from domains.driving.common import read_rgb
 from domains.driving.formats import LabelFormatError, ObjectLabel, kitti_type_name, write_kitti_label
@@ -136,7 +135,8 @@ class RoadPredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         written = sum(gather_lists([self.written]))  # every rank's, said once
-        rank_zero_info(f"wrote {written} {self.WROTE} to {self.output_dir}")
+        # through the progress bar (rank 0): printed after it, the line was glued to the bar's last one
+        pl_module.print(f"wrote {written} {self.WROTE} to {self.output_dir}")
 
 
 def original_rgb(image: torch.Tensor, pred: dict, size: tuple[int, int] | None) -> np.ndarray:

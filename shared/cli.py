@@ -349,6 +349,7 @@ class SuiteCLI(LightningCLI):
         trainer = self.trainer
         if (
             trainer.precision == "32-true"
+            and not trainer.fast_dev_run  # a smoke run: speed is not its point
             and isinstance(trainer.accelerator, CPUAccelerator)
             and cpu_has_bf16_units()
         ):

@@ -467,18 +467,21 @@ def test_best_checkpoint_without_last_is_the_single_best_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("units", "precision", "hinted"),
-    [(True, "32-true", True), (False, "32-true", False), (True, "bf16-mixed", False)],
+    [(True, "32-true", True), (False, "32-true", False), (True, "bf16-mixed", False), (True, "smoke", False)],
 )
 def test_fit_on_a_cpu_with_bf16_units_hints_at_bf16_mixed(
     tmp_path, monkeypatch, caplog, units, precision, hinted
-):
+):  # smoke: a fast_dev_run, whose speed is not its point
     import logging
 
     import shared.cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(shared.cli, "cpu_has_bf16_units", lambda: units)
-    args = ["fit", "--trainer.fast_dev_run", "1", "--trainer.precision", precision]
+    args = ["fit", "--trainer.logger", "false", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
+            "--trainer.precision", precision]  # fmt: skip
+    if precision == "smoke":
+        args[-2:] = ["--trainer.fast_dev_run", "1"]
     with caplog.at_level(logging.INFO):
         run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
     assert ("--trainer.precision bf16-mixed may train faster" in caplog.text) == hinted

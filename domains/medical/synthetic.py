@@ -641,11 +641,18 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m domains.medical.synthetic", description=__doc__.splitlines()[0]
     )
     ap.add_argument("--root", default=None, help=f"default: {DEFAULT_ROOT}[_<readers>_readers]")
-    ap.add_argument("--n-patients", type=int, default=120)
-    ap.add_argument("--images-per-patient", type=int, default=10)
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--splits", type=float, nargs=3, default=(0.7, 0.15, 0.15))
+    ap.add_argument("--n-patients", type=int, default=120, help="patients (default 120); splits are by patient")
+    ap.add_argument("--images-per-patient", type=int, default=10, help="slices per patient (default 10)")
+    ap.add_argument("--size", type=int, default=128, help="side of the square slices in px (default 128)")
+    ap.add_argument("--seed", type=int, default=0, help="the same seed writes the same files (default 0)")
+    ap.add_argument(
+        "--splits",
+        type=float,
+        nargs=3,
+        default=(0.7, 0.15, 0.15),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="shares of the patients per split, summing to 1 (default 0.7 0.15 0.15)",
+    )
     ap.add_argument(
         "--readers",
         default="default",

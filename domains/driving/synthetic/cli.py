@@ -37,29 +37,45 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m domains.driving.synthetic",
         description=sys.modules[__package__].__doc__.splitlines()[0],
     )
-    ap.add_argument("what", choices=("kitti", "anomaly", "clips", "preview"))
+    ap.add_argument(
+        "what",
+        choices=("kitti", "anomaly", "clips", "preview"),
+        help="kitti: road scenes in the KITTI object layout (detection, instances); anomaly: road-anomaly frames "
+        "(SegmentMeIfYouCan layout); clips: accident-anticipation scenario clips (CCD layout); preview: a few "
+        "rendered samples as PNGs, to look at",
+    )
     ap.add_argument(
         "--root",
         default=None,
-        help=f"output folder (default: data/driving/synthetic_{{kitti,anomaly}}, clips: {DEFAULT_ACCIDENT_ROOT})",
+        help=f"output folder (default: data/driving/synthetic_{{kitti,anomaly}}, clips: {DEFAULT_ACCIDENT_ROOT}, "
+        "preview: /tmp/driving_samples)",
     )
-    ap.add_argument("--n-images", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-images", type=int, default=None, help="images to write (default: kitti 1500, anomaly 200)")
+    ap.add_argument("--seed", type=int, default=0, help="the same seed writes the same files (default 0)")
     ap.add_argument(
         "--width", type=int, default=None, help=f"default {DEFAULT_SIZE[0]} (clips: {CLIP_SIZE[0]})"
     )
     ap.add_argument(
         "--height", type=int, default=None, help=f"default {DEFAULT_SIZE[1]} (clips: {CLIP_SIZE[1]})"
     )
-    ap.add_argument("--frames-per-sequence", type=int, default=10)
-    ap.add_argument("--anomaly-free-fraction", type=float, default=0.2)
+    ap.add_argument(
+        "--frames-per-sequence", type=int, default=10, help="kitti: frames of one drive, kept in one split (default 10)"
+    )
+    ap.add_argument(
+        "--anomaly-free-fraction", type=float, default=0.2, help="anomaly: share of frames with no anomaly (default 0.2)"
+    )
     clips = ap.add_argument_group("clips (accident anticipation scenarios)")
-    clips.add_argument("--n-clips", type=int, default=200)
-    clips.add_argument("--fps", type=float, default=10.0)
+    clips.add_argument("--n-clips", type=int, default=200, help="clips to render (default 200)")
+    clips.add_argument("--fps", type=float, default=10.0, help="frame rate (default 10, as CCD)")
     clips.add_argument("--seconds", type=float, default=5.0, help="clip length (50 frames at 10 fps)")
     clips.add_argument("--workers", type=int, default=1, help="processes rendering clips in parallel")
     clips.add_argument(
-        "--shares", type=float, nargs=3, default=(0.4, 0.3, 0.3), metavar=("CRASH", "NEAR_MISS", "NORMAL")
+        "--shares",
+        type=float,
+        nargs=3,
+        default=(0.4, 0.3, 0.3),
+        metavar=("CRASH", "NEAR_MISS", "NORMAL"),
+        help="shares of crash, near-miss and ordinary clips (default 0.4 0.3 0.3)",
     )
     ap.add_argument(
         "--force", action="store_true", help="regenerate even when a finished set with these settings exists"

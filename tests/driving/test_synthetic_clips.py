@@ -329,7 +329,8 @@ def test_rendering_says_what_it_starts_and_about_how_long_before_the_silence(tmp
         C.generate_clips(tmp_path / "c", n_clips=2, seconds=1.0, fps=10, size=(64, 128))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("synthetic accident clips")]
     assert lines[0] == f"synthetic accident clips: rendering 2 clips (20 frames) at {tmp_path / 'c'}, once: about 1 s on 1 core(s)"
-    assert lines[1].startswith("synthetic accident clips: 2 clips at")
+    assert lines[1].startswith("synthetic accident clips: 1 of 2 (")  # a line per tenth (here: per clip)
+    assert lines[2].startswith("synthetic accident clips: 2 clips at") and len(lines) == 3
 
 
 def test_clip_sets_of_other_settings_get_their_own_folder():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zipfile
 from pathlib import Path
@@ -66,7 +67,9 @@ def load_model(key: str):
         message = f"Your checkpoint `{own}` was not loaded: {checkpoint_error(exc)}. Showing the demo model."
         st.error(message)
         # remembered per file version: the sidebar's path would otherwise bring it back, read again, every rerun
-        st.session_state.setdefault(FAILED, {})[(str(own), Path(own).stat().st_mtime)] = message
+        # (a file gone meanwhile: the picker says so itself)
+        with contextlib.suppress(OSError):
+            st.session_state.setdefault(FAILED, {})[(str(own), Path(own).stat().st_mtime)] = message
         st.session_state[OVERRIDES].pop(key, None)
         default = dm.find_checkpoint(key)
         return None if default is None else _load(key, str(default), default.stat().st_mtime)

@@ -192,8 +192,8 @@ class SuiteCLI(LightningCLI):
         accept option ...", which does not say what the file is)."""
         _check_config_files(args if args is not None else sys.argv[1:])
         network = inspect.signature(self.model_class.__init__).parameters.get("network") if self.model_class else None
-        if network is not None and network.default is inspect.Parameter.empty:  # required: the config names it
-            _check_network_given(args if args is not None else sys.argv[1:])
+        if network is not None and network.default is inspect.Parameter.empty and not self._defaults_elsewhere():
+            _check_network_given(args if args is not None else sys.argv[1:])  # required: a config names it
         self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
         self._ckpt_data_hparams: dict = {}  # the data settings it trained with (before_test compares the split)
         super().parse_arguments(parser, args)
@@ -271,6 +271,14 @@ class SuiteCLI(LightningCLI):
                 init_args["save_dir"] = moved(str(init_args["save_dir"]))
         if config.get("checkpoint.dirpath"):
             config["checkpoint.dirpath"] = moved(str(config["checkpoint.dirpath"]))
+
+    def _defaults_elsewhere(self) -> bool:
+        """Settings may also come from default config files or the environment (LightningCLI's
+        ``parser_kwargs``, jsonargparse's ``JSONARGPARSE_DEFAULT_ENV``): then no command line lacks them."""
+        kwargs = getattr(self, "parser_kwargs", None) or {}
+        groups = [kwargs, *(v for v in kwargs.values() if isinstance(v, dict))]
+        given = any(g.get("default_config_files") or g.get("default_env") for g in groups)
+        return given or os.environ.get("JSONARGPARSE_DEFAULT_ENV", "").lower() in ("1", "true", "yes")
 
     def _check_resumed(self, ckpt_file: str, config) -> None:
         """``fit --ckpt_path last``: the file checks an explicit path gets (a truncated file was a 56-line
@@ -576,13 +584,17 @@ def _check_network_given(args) -> None:
     subcommand = args[0]
     if subcommand not in ("fit", "validate", "test", "predict"):
         return
-    given = ("-c", "--config", "--model", "-h", "--help", "--print_config")  # --model: a file, or --model.network
-    if not any(a == g or a.startswith((f"{g}=", "--model.network")) for a in args[1:] for g in given):
-        raise ConfigError(
-            f"{subcommand}: give the config the model was trained with, -c <config.yaml> (a shipped one, e.g. "
-            "configs/quick.yaml of the task, or the config.yaml a run saved beside its logs): it names the network "
-            "that --ckpt_path's weights load into"
+    given = ("--config", "--model", "-h", "--help", "--print_config")  # --model: a file, or --model.network
+    named = ("-c", "--model.network")  # -c FILE and -cFILE alike
+    if not any(a.startswith(named) or a == g or a.startswith(f"{g}=") for a in args[1:] for g in given):
+        what = (
+            "a config, -c <config.yaml> (e.g. the task's configs/quick.yaml): it names the network to train"
+            if subcommand == "fit"
+            else "the config the model was trained with, -c <config.yaml> (a shipped one, e.g. the task's "
+            "configs/quick.yaml, or the config.yaml a run saved beside its logs): it names the network that "
+            "--ckpt_path's weights load into"
         )
+        raise ConfigError(f"{subcommand}: give {what}")
 
 
 def _check_config_files(args) -> None:
@@ -655,7 +667,8 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     (``check_val_every_n_epoch`` > 1, ``max_time``, ``max_steps``); with ``fast_dev_run``, documented as not
     checkpointing, it writes none at the end either (a smoke run became the newest ``last*.ckpt``).
     ``save_last="link"`` keeps Lightning's behaviour (a link to the newest top-k file). Its state key is the
-    parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs."""
+    parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs; with step saves
+    (:meth:`_steps_for_resume`) it is that of the same run without them."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # Lightning warns "Checkpoint directory ... exists and is not empty" on every fit after the first into a
@@ -663,8 +676,12 @@ class LastIsLastCheckpoint(ModelCheckpoint):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # here, not in setup: the checkpoint a resume reads is known only now (a resume writes last.ckpt again)
+        super().on_fit_start(trainer, pl_module)
         folder = Path(self.dirpath) if self.dirpath and "://" not in str(self.dirpath) else None
-        fresh = stage == "fit" and not trainer.fast_dev_run and trainer.ckpt_path is None  # not a resume
+        fresh = not trainer.fast_dev_run and trainer.ckpt_path is None
         if fresh and folder is not None and any(folder.glob("*.ckpt")):
             rank_zero_info(
                 f"{folder} holds an earlier run's checkpoints: this run's are saved beside them under new names "
@@ -723,7 +740,7 @@ class LastIsLastCheckpoint(ModelCheckpoint):
         saves_top_k = at_validation or every_epoch
         validated = trainer.fit_loop.epoch_loop.val_loop._has_run  # without, Lightning only warns
         skipped = self._should_skip_saving_checkpoint(trainer) and not at_validation
-        if self.monitor is None or not (saves_top_k and validated) or skipped:
+        if self.monitor is None or self.save_top_k == 0 or not (saves_top_k and validated) or skipped:
             return  # where Lightning's own check would not stop the run either
         candidates = self._monitor_candidates(trainer)
         if self.monitor in candidates:
@@ -798,7 +815,9 @@ class PredictionSet(pl.Callback):
         trainer.strategy.barrier("PredictionSet.start")  # the old set is aside before any rank writes
 
     def on_predict_batch_end(self, trainer, *args) -> None:
-        if trainer.received_sigterm:  # on_exception below puts the earlier set back; the CLI exits 143
+        # on_exception below puts the earlier set back; the CLI exits 143. Not after the last batch: the set is
+        # whole then (as Lightning's evaluation loop, which checks only before the last)
+        if trainer.received_sigterm and not trainer.predict_loop.batch_progress.is_last_batch:
             raise SIGTERMException
 
     def on_predict_end(self, trainer, pl_module) -> None:

@@ -191,8 +191,10 @@ def earlier_predictions(root: str | Path) -> set[Path]:
             listed = json.loads(manifest.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(listed, list):
-            found |= {(manifest.parent / rel).resolve() for rel in listed if isinstance(rel, str)}
+        if isinstance(listed, list):  # files still there, below the manifest's folder (a "../x" hides nothing)
+            folder = manifest.parent.resolve()
+            paths = {(folder / rel).resolve() for rel in listed if isinstance(rel, str)}
+            found |= {p for p in paths if folder in p.parents and p.is_file()}
             found.add(manifest.resolve())
     return found
 

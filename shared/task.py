@@ -87,6 +87,15 @@ class FrozenBackboneCheck:
             )
         return None
 
+    _quiet_eval_mode = None  # warnings.catch_warnings held from on_fit_start to on_train_start
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        quiet = self._quiet_eval_mode
+        if quiet is not None:  # the filters as before on_fit_start
+            self._quiet_eval_mode = None
+            quiet.__exit__(None, None, None)
+
     def backbone_starts_frozen(self) -> bool:
         return getattr(self.model, "backbone_frozen", False)
 
@@ -102,7 +111,10 @@ class FrozenBackboneCheck:
                 f"{self.WEIGHTS_EXAMPLE}) or set {self.FROZEN_OPTION} {self.FROZEN_VALUES[1]}."
             )
         # its modules are in eval mode on purpose (BatchNorm keeps the loaded statistics): Lightning's "Found N
-        # module(s) in eval mode ... may lead to unexpected behavior", which follows, would alarm for nothing
+        # module(s) in eval mode ... may lead to unexpected behavior", which comes before on_train_start, would
+        # alarm for nothing. Silenced until then only: a later fit in the process keeps the real alarm
+        self._quiet_eval_mode = warnings.catch_warnings()
+        self._quiet_eval_mode.__enter__()
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         if getattr(self.model, "backbone_frozen", False):  # frozen for the whole fit (not for a few epochs)
             rank_zero_info(

@@ -420,3 +420,8 @@ def test_a_command_without_a_config_says_the_config_names_the_network(module):
     main = importlib.import_module(f"{module}.__main__").main
     with pytest.raises(ConfigError, match=r"predict: give the config the model was trained with, -c <config.yaml>"):
         main(["predict", "--ckpt_path", "model.ckpt"])
+    with pytest.raises(ConfigError, match=r"fit: give a config, -c <config.yaml> .*: it names the network to train"):
+        main(["fit"])
+    # -cFILE (argparse's joined form) names a config: the command goes on to jsonargparse's own check of it
+    with pytest.raises(SystemExit):
+        main(["validate", "-cmissing.yaml"])

@@ -160,7 +160,7 @@ def test_one_coronal_or_sagittal_slice_is_shown_in_its_own_plane():
     radiology shows them: superior up; coronal with the patient's right on the viewer's left, sagittal with
     anterior on the left; the pixel sizes are those of the plane's two axes."""
     coronal = np.zeros((64, 1, 80), np.int16)
-    coronal[5, 0, 79] = 1000  # near the patient's right (low x), most superior (high z)
+    coronal[5, 0, 79] = 1000  # low x: the patient's left (RAS+), on the viewer's right (radiological); most superior
     vol = up.decode_medical(S.nifti(coronal, affine=np.diag([0.7, 1.0, 0.9, 1])), "coronal.nii")
     assert vol.num_slices == 1 and vol.data.shape[2:] == (80, 64)
     assert np.unravel_index(np.argmax(vol.slice(0)), (80, 64)) == (0, 58)  # top row; column 63 - 5

@@ -389,6 +389,7 @@ def test_kitti_ap_through_the_task_scales_the_minimum_height(monkeypatch):
         assert auto["val/kitti_moderate/Car"] == pytest.approx(expected), data_path
     assert kitti_height_scale(None, None) == pytest.approx(192 / 375)
     assert kitti_height_scale(None, "kitti") == 1.0 and kitti_height_scale(0.7, None) == 0.7
+    assert kitti_height_scale(None, "data/driving/synthetic_kitti") == pytest.approx(192 / 375)  # named outright
     for name in ("quick", "full", "gpu"):  # the shipped configs leave it to the data
         config = yaml.safe_load((QUICK_CONFIG.parent / f"{name}.yaml").read_text())
         assert config["model"]["kitti_min_height_scale"] is None, name

@@ -85,7 +85,10 @@ def test_predict_leaves_out_what_an_earlier_predict_run_wrote_into_the_folder(tm
     """A predict_dir inside --data.predict_path: the next run predicted its drawn images as photos."""
     write_image(tmp_path / "a.png", seed=1)
     write_image(tmp_path / "out" / "images" / "a.png", seed=2)  # drawn by the earlier run
-    (tmp_path / "out" / ".predictions.json").write_text('["images/a.png", "data/a.txt"]')
+    (tmp_path / "out" / "data").mkdir()
+    (tmp_path / "out" / "data" / "a.txt").write_text("Car ...")
+    # a listed path outside the manifest's folder, or gone since, hides nothing
+    (tmp_path / "out" / ".predictions.json").write_text('["images/a.png", "data/a.txt", "../a.png", "gone.png"]')
     with pytest.warns(LabelWarning, match=r"2 file\(s\) an earlier predict run wrote there") as caught:
         found = predict_images(tmp_path)
     assert [path.name for path, *_ in found] == ["a.png"] and found[0][0].parent == tmp_path

@@ -265,7 +265,9 @@ def test_frozen_backbone_stays_put_for_the_first_epoch(tmp_path):
     before_head = task.model.head.weight.clone()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        filters = warnings.filters[:]
         quiet_trainer(max_epochs=1).fit(task, stripes_data(root))
+        assert warnings.filters == filters  # silenced for this fit's start only, not for later fits
     # its modules are in eval mode on purpose: Lightning's "may lead to unexpected behavior" is not shown
     assert not [w for w in caught if "module(s) in eval mode" in str(w.message)]
     after = task.model.backbone.state_dict()

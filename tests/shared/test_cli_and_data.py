@@ -400,7 +400,7 @@ def test_each_config_file_keeps_its_checkpoints_in_a_folder_named_after_it(tmp_p
     assert folder("-c", "mine.yaml", "--trainer.default_root_dir", root) == f"{root}/mine/checkpoints"
 
 
-def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(tmp_path, monkeypatch):
+def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(tmp_path, monkeypatch, caplog):
     """Lightning 2.6 writes last.ckpt only beside a new top-k checkpoint: with lr 0 the validation loss never
     improves after epoch 0, and last.ckpt stayed at epoch 0 (resume and --ckpt_path last went back in time)."""
     monkeypatch.chdir(tmp_path)
@@ -411,12 +411,18 @@ def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(
     last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == cli.trainer.global_step > 0 and last["epoch"] == 2
     # a second fit into the config's folder: said as what happens, not Lightning's "exists and is not empty"
-    with warnings.catch_warnings(record=True) as caught:
+    earlier = "holds an earlier run's checkpoints: this run's are saved beside them under new names"
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
         warnings.simplefilter("always")
         again = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
                         args=[*fit[:-4], "--trainer.max_epochs", "1"])  # fmt: skip
     assert not [w for w in caught if "exists and is not empty" in str(w.message)]
-    assert Path(again.trainer.checkpoint_callback.last_model_path).name == "last-v1.ckpt"
+    assert Path(again.trainer.checkpoint_callback.last_model_path).name == "last-v1.ckpt" and earlier in caplog.text
+    caplog.clear()  # a resume goes on in its own file: not said
+    with caplog.at_level(logging.INFO):
+        resumed = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+                          args=[*fit[:-4], "--trainer.max_epochs", "2", "--ckpt_path", "last"])  # fmt: skip
+    assert earlier not in caplog.text and Path(resumed.trainer.checkpoint_callback.last_model_path).name == "last-v1.ckpt"
     best = torch.load(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
     assert best["global_step"] < last["global_step"]  # the best stayed at epoch 0
     assert any(key.startswith("ModelCheckpoint{") for key in last["callbacks"])  # the parent's state key
@@ -618,6 +624,10 @@ def test_a_mistyped_monitor_saves_last_and_lists_the_logged_metrics(tmp_path, mo
         run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == step  # the training before the first validation kept (4 steps an epoch)
+    # with save_top_k 0 no checkpoint reads the monitor: the run goes on, as with Lightning's own callback
+    kept = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+                   args=[*args, "--checkpoint.save_top_k", "0", "--checkpoint.dirpath", str(tmp_path / "k0")])  # fmt: skip
+    assert kept.trainer.global_step == 8
 
 
 class ValidationScores(pl.Callback):

@@ -188,10 +188,15 @@ def test_a_run_killed_while_moving_the_set_aside_is_rolled_back_too(tmp_path):
 
 
 class _SigTermAt(pl.Callback):
-    """``docker stop`` at the second batch: a real SIGTERM to this process, caught by Lightning's handler."""
+    """``docker stop`` at batch ``at``: a real SIGTERM to this process, caught by Lightning's handler; counts
+    the batches that started."""
+
+    def __init__(self, at: int = 1):
+        self.at, self.started = at, 0
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if batch_idx == 1:
+        self.started += 1
+        if batch_idx == self.at:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -200,6 +205,12 @@ def test_sigterm_stops_the_run_after_the_batch_in_hand_and_puts_the_earlier_set_
     end (writing batches 2, 3, ...) or to the SIGKILL that follows ``docker stop``."""
     out = tmp_path / "pred"
     first = run_a(out)
+    stop = _SigTermAt(1)
     with pytest.raises(SIGTERMException):
-        predict(out, "B", batches=5, callbacks=[_SigTermAt()])
-    assert contents(out) == first  # stopped after batch 1, both of B's files gone, A back whole
+        predict(out, "B", batches=5, callbacks=[stop])
+    assert stop.started == 2  # stopped after batch 1, not at the end
+    assert contents(out) == first  # both of B's files gone, A back whole
+    # at the last batch the set is whole: it is kept (as Lightning's evaluation loop, which checks before it)
+    last = _SigTermAt(2)
+    predict(out, "C", batches=3, callbacks=[last])
+    assert {k: v for k, v in contents(out).items() if k.startswith("pred_")} == {f"pred_{i}.txt": "C" for i in range(3)}

@@ -177,15 +177,16 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
 
 def kitti_height_scale(setting: float | None, data_path: str | None) -> float:
     """What multiplies KITTI's minimum box heights (pixels of its 375-px frames): ``setting`` when given; else
-    the synthetic frames' height / 375 on the synthetic default (``data_path`` None), and 1 (the devkit's
-    limits) on one's own data, which a config written for the synthetic frames must not rescale silently."""
+    the synthetic frames' height / 375 on the synthetic default (``data_path`` None or its folder), and 1 (the
+    devkit's limits) on one's own data, which a config written for the synthetic frames must not rescale
+    silently. A converted copy of the synthetic set is one's own data here: set the scale for it."""
     if setting is not None:
         return float(setting)
-    if data_path is not None:
-        return 1.0
     from domains.driving.synthetic.scene import DEFAULT_SIZE  # lazy: the generator is optional at import
+    from domains.driving.synthetic.writers import DEFAULT_KITTI_ROOT
 
-    return DEFAULT_SIZE[1] / KITTI_IMAGE_HEIGHT
+    synthetic = data_path is None or Path(data_path).resolve() == Path(DEFAULT_KITTI_ROOT).resolve()
+    return DEFAULT_SIZE[1] / KITTI_IMAGE_HEIGHT if synthetic else 1.0
 
 class DetectionTask(DetectorTask):
     """FCOS road-scene detector: trains :class:`RoadDetector` and evaluates it with COCO and KITTI AP.
@@ -240,6 +241,7 @@ class DetectionTask(DetectorTask):
 
     # ------------------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
+        super().on_train_start()
         self.dropped_degenerate = (
             0  # count this fit's boxes only (not, e.g., a benchmark's calibration steps)
         )

@@ -178,7 +178,7 @@ class NotifyWhenDone(pl.Callback):
         self._last: float | None = None
         self._best: float | None = None
         self._sent = False
-        self._unlogged_warned = False
+        self._logged: list[str] | None = None  # the metrics the last validation had (None: none ran)
         #: what was sent last (the report dict), for logs and tests
         self.last_report: dict | None = None
 
@@ -187,7 +187,7 @@ class NotifyWhenDone(pl.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._start = time.monotonic()
         self._last = self._best = None
-        self._sent = self._unlogged_warned = False
+        self._sent, self._logged = False, None
         ckpt_monitor = getattr(getattr(trainer, "checkpoint_callback", None), "monitor", None)
         other = self.monitor and self.monitor != ckpt_monitor and "loss" not in self.monitor  # val/loss_epoch
         if stage == "fit" and self.mode is None and other:  # only fit sends
@@ -213,15 +213,9 @@ class NotifyWhenDone(pl.Callback):
         if trainer.sanity_checking:
             return
         monitor, mode = self._monitor_and_mode(trainer)
+        self._logged = sorted(k for k in trainer.callback_metrics if "/" in k)  # for the warning in notify
         value = _number(trainer.callback_metrics.get(monitor)) if monitor else None
         if value is None:
-            if monitor and not self._unlogged_warned:  # a typo: the report's last and best stayed empty
-                self._unlogged_warned = True
-                logged = ", ".join(sorted(k for k in trainer.callback_metrics if k.startswith("val/"))) or "none"
-                rank_zero_warn(
-                    f"NotifyWhenDone.monitor {monitor!r} is not logged by this run's validation (logged: {logged}):"
-                    " the report's last and best stay empty"
-                )
             return
         self._last = value
         if self._best is None or (value < self._best if mode == "min" else value > self._best):
@@ -298,6 +292,12 @@ class NotifyWhenDone(pl.Callback):
         if not getattr(trainer, "is_global_zero", True) or self._sent:
             return None
         self._sent = True
+        monitor = self._monitor_and_mode(trainer)[0]
+        if monitor and self._last is None and self._logged is not None:  # validated, never with it: a typo?
+            rank_zero_warn(
+                f"NotifyWhenDone.monitor {monitor!r} was never logged at a validation of this run (logged: "
+                f"{', '.join(self._logged) or 'nothing'}): the report's last and best are empty"
+            )
         try:
             report = self.report(trainer, status, error)
         except Exception as err:  # noqa: BLE001 - a report that cannot be built must not mask the run's own outcome

@@ -278,8 +278,12 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
         "ex",
     )
     assert pred["probabilities"].shape == (50, 4) and pred["frames"].shape == (50, 3, 96, 320)
-    # the clip's own frames seen through a view: each cached prediction (one per frame rate) held a copy
+    # the clip's own frames seen through a view: each cached prediction (one per frame rate) held a copy; an
+    # upload's frames are C-contiguous (np.stack of decoded frames), so check that layout too
     assert np.shares_memory(pred["frames"], clip["frames"])
+    stacked = np.ascontiguousarray(clip["frames"])
+    again = dm.accident_predict(task, stacked, clip["boxes"], clip["box_valid"], clip["track_ids"], clip["fps"])
+    assert np.shares_memory(again["frames"], stacked)
     # the page draws the one frame it shows, the same picture as the whole clip's drawing (the GIF)
     from domains.driving.accident.predict import CURVE_HEIGHT, draw_clip, draw_frame
 

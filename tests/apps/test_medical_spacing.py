@@ -170,3 +170,6 @@ def test_one_coronal_or_sagittal_slice_is_shown_in_its_own_plane():
     vol = up.decode_medical(S.nifti(sagittal, affine=np.diag([1.0, 0.6, 0.9, 1])), "sagittal.nii")
     assert vol.data.shape[2:] == (80, 64) and vol.spacing == pytest.approx((0.9, 0.6))
     assert np.unravel_index(np.argmax(vol.slice(0)), (80, 64)) == (0, 3)  # anterior on the left: 63 - 60
+    # the plane's own pixel sizes decide whether a size is stated: 1 x 2.5 mm is (an axial 1 x 1 would not be)
+    wide = up.decode_medical(S.nifti(np.zeros((64, 1, 80), np.int16), affine=np.diag([1.0, 1.0, 2.5, 1])), "c.nii")
+    assert wide.spacing == pytest.approx((2.5, 1.0))

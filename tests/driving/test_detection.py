@@ -663,3 +663,29 @@ def test_the_other_shapes_benchmark_cuts_frames_and_their_labels_alike():
     assert tall.shape == (360, 640, 3) and (dx, dy) == (0, 84)  # (360 - 192) / 2
     assert (tall_label[:84] == 255).all() and (tall_label[84:276] == 1).all() and (tall_label[276:] == 255).all()
     assert (tall[:84] == 128).all()  # grey above
+
+
+def test_benchmark_table_scales_kitti_heights_by_the_data_and_judges_no_target_of_a_smoke_run():
+    """benchmarks/driving_detection.py's table: the KITTI filters' heights as the run scored them (the config's
+    null: 12.8 / 20.5 px on the synthetic frames, 25 / 40 on one's own data), and a smoke run judges nothing."""
+    from argparse import Namespace
+
+    from benchmarks.driving_detection import markdown
+
+    bins = [{"low": 0.0, "high": 15.0, "n": 3, "recall": 0.5}]
+    result = {
+        "metrics": {"test/map50": 0.9, "test/map": 0.5}, "config": {"class_names": ["Car"],
+        "kitti_min_height_scale": None}, "data": {"data_path": None, "batch_size": 4}, "device": "CPU",
+        "steps": 10, "train_images": 40, "n_train": 20, "train_seconds": 60.0, "model_input": (192, 640),
+        "n_test": 5, "images_per_s": 1.0, "inference_size": (192, 640), "inference_ms": 100.0,
+        "load_average": (0.5, 0.5), "height_recall": [bins],
+    }  # fmt: skip
+    args = Namespace(budget_minutes=15, precision="32-true", threads=2, argv=["--budget-minutes", "15"])
+    full = markdown(result, args)
+    assert "keep boxes from 12.8 / 20.5 px" in full and "Smoke run" not in full
+    assert "| >= 0.8: met |" in full and "<= 250: met |" in full
+    own = markdown({**result, "data": {**result["data"], "data_path": "/data/kitti"}}, args)
+    assert "keep boxes from 25.0 / 40.0 px" in own
+    smoke = markdown(result, Namespace(**{**vars(args), "budget_minutes": 1}))
+    assert "**Smoke run**: 1 of the benchmark's 15 minutes" in smoke and "| >= 0.8: not judged (smoke run) |" in smoke
+    assert smoke.rstrip().endswith("Command: `.venv/bin/python benchmarks/driving_detection.py --budget-minutes 15`")

@@ -6,6 +6,7 @@ portrait photos scaled twice, and a Mac copy's hidden files. Tiny files in tmp_p
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -81,7 +82,7 @@ def test_predict_skips_photos_whose_data_is_cut_short_naming_them(tmp_path):
     assert [path.name for path, *_ in found] == ["a_good.png", "c_good.jpg"]
 
 
-def test_predict_leaves_out_what_an_earlier_predict_run_wrote_into_the_folder(tmp_path):
+def test_predict_leaves_out_what_an_earlier_predict_run_wrote_into_the_folder(tmp_path, monkeypatch):
     """A predict_dir inside --data.predict_path: the next run predicted its drawn images as photos."""
     write_image(tmp_path / "a.png", seed=1)
     write_image(tmp_path / "out" / "images" / "a.png", seed=2)  # drawn by the earlier run
@@ -93,6 +94,15 @@ def test_predict_leaves_out_what_an_earlier_predict_run_wrote_into_the_folder(tm
         found = predict_images(tmp_path)
     assert [path.name for path, *_ in found] == ["a.png"] and found[0][0].parent == tmp_path
     assert not [w for w in caught if "hidden" in str(w.message)]
+    # a relative --data.predict_path: the same files left out (paths compared resolved)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(LabelWarning, match=r"2 file\(s\) an earlier predict run"):
+        assert [path.name for path, *_ in predict_images(Path("."))] == ["a.png"]
+    # a manifest that does not parse lists nothing, and stops nothing
+    (tmp_path / "out" / ".predictions.json").write_text("{not json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its hidden manifest is counted
+        assert sorted(path.name for path, *_ in predict_images(tmp_path)) == ["a.png", "a.png"]  # read again
 
 
 def test_predict_skips_an_image_over_pillows_decompression_bomb_limit_naming_it(tmp_path, monkeypatch):
@@ -160,6 +170,21 @@ def test_a_yolo_yaml_whose_val_is_its_train_folder_is_warned_and_its_splits_coun
         data.setup("fit")
     assert not [w for w in caught if "test split" in str(w.message)]  # test has its own image
     assert "data.yaml: its own splits: train 3 images, val 3 images, test 1 images" in caplog.text
+    # images named alike in two folders are two images: nothing shared; a val folder that is part of train is
+    other = tmp_path / "other"
+    _yolo(other, {"train": 3, "val": 1})
+    write_image(other / "images" / "val" / "train0.png", seed=7)  # named as a training image, another one
+    (other / "labels" / "val" / "train0.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*also in")
+        DetectionDataModule("yolo", str(other / "data.yaml"), ["Car"], {}, num_workers=0).setup("fit")
+    (other / "data.yaml").write_text(
+        yaml.safe_dump({"train": ["images/train", "images/val"], "val": "images/val", "names": ["Car"]})
+    )
+    data = DetectionDataModule("yolo", str(other / "data.yaml"), ["Car"], {}, num_workers=0)
+    with pytest.warns(LabelWarning, match=r"2 of the val split's 2 images are also in train") as caught:
+        data.setup("fit")  # train: 3 + 2 images
+    assert len([w for w in caught if "also in" in str(w.message)]) == 1
 
 
 @pytest.mark.parametrize(

@@ -350,3 +350,7 @@ def test_rendering_says_how_far_it_is_every_tenth(tmp_path, caplog):
         C.generate_clips(tmp_path / "said", verbose=True, **{**SETTINGS, "n_clips": 4, "seconds": 0.8})
     progress = [r.getMessage() for r in caplog.records if " of 4 (" in r.getMessage()]
     assert [p.split(": ")[1].split(" (")[0] for p in progress] == ["1 of 4", "2 of 4", "3 of 4"]
+    caplog.clear()
+    with caplog.at_level("INFO"):  # quiet when asked
+        C.generate_clips(tmp_path / "quiet", verbose=False, **{**SETTINGS, "n_clips": 4, "seconds": 0.8})
+    assert not [r for r in caplog.records if " of 4 (" in r.getMessage()]

@@ -304,6 +304,12 @@ def test_benchmark_report_judges_no_target_of_a_smoke_run():
     trained = [row("unet", 800, 0.5), row("prob_unet", 800, 0.3), row("hpu_net", 725, 0.25)]
     text = report(trained, args, "cpu", 4.0)
     assert "Smoke run" not in text and "up to 800 steps per model" in text and "PASS" in text
+    # the fewest steps of any model decide (one under-trained model ties the order targets too); 100 is enough
+    assert "**Smoke run**: 50 training steps" in report([*trained[:2], row("hpu_net", 50, 0.25)], args, "cpu", 4.0)
+    assert "Smoke run" not in report([*trained[:2], row("hpu_net", 100, 0.25)], args, "cpu", 4.0)
+    from benchmarks.report import smoke_run
+
+    assert smoke_run(3.0, 12.0) is None and smoke_run(2.9, 12.0) is not None  # a quarter is enough
     alone = report([trained[1]], types.SimpleNamespace(**{**vars(args), "models": ["prob_unet"]}), "cpu", 4.0)
     assert "Targets:" in alone and "16 samples = 1.25x one U-Net forward (target <= 2x): PASS" in alone
     assert "Smoke run**: 2 of the benchmark's 12 minutes" in report(trained, types.SimpleNamespace(**{**vars(args), "budget_minutes": 2.0}), "cpu", 0.7)

@@ -613,7 +613,14 @@ def test_under_ddp_each_rank_evaluates_its_own_items_and_none_twice():
     assert tiny.test_dataloader().sampler.__class__.__name__ == "SequentialSampler"
 
 
-@pytest.mark.parametrize(("every", "step"), [([], 4), (["--trainer.val_check_interval", "2"], 2)])
+@pytest.mark.parametrize(
+    ("every", "step"),
+    [
+        ([], 4),
+        (["--trainer.val_check_interval", "2"], 2),
+        (["--trainer.val_check_interval", "2", "--checkpoint.every_n_train_steps", "3"], 2),  # step saves
+    ],
+)
 def test_a_mistyped_monitor_saves_last_and_lists_the_logged_metrics(tmp_path, monkeypatch, every, step):
     """--checkpoint.monitor val/lsos stopped the run at its first validation with Lightning's error, before any
     checkpoint: the epoch's training was lost. Saved at the epoch's end, or after a validation within it."""

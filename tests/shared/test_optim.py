@@ -79,10 +79,11 @@ def test_task_runs_the_schedule_over_the_planned_steps_and_saves_no_callables(tm
     # LR at 0 for every resumed step); a fixed total_steps in the config stays as given
     class Record(pl.Callback):
         def __init__(self):
-            self.lrs = []
+            self.lrs, self.last_lrs = [], []
 
         def on_train_batch_start(self, trainer, *args):
             self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+            self.last_lrs.append(trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0])  # what it reports
 
     import math
 
@@ -96,7 +97,7 @@ def test_task_runs_the_schedule_over_the_planned_steps_and_saves_no_callables(tm
         assert record.lrs[3] == pytest.approx(lr_at_9, abs=1e-9)
         # the first resumed step too: it ran at the saved schedule's last LR (0), the optimiser's restored value
         lr_at_6 = 0.01 * 0.5 * (1 + math.cos(math.pi * (6 - 2) / (12 - 2))) if total == 12 else 0.0
-        assert record.lrs[0] == pytest.approx(lr_at_6, abs=1e-9)
+        assert record.lrs[0] == pytest.approx(lr_at_6, abs=1e-9) and record.last_lrs == pytest.approx(record.lrs)
 
 
 def test_checkpoints_written_before_the_move_load_and_name_the_moved_options(tmp_path):

@@ -329,3 +329,27 @@ def test_a_training_window_reads_its_own_frames_of_a_video_and_a_short_video_is_
         read_video_frames(path, expected=12, start=8, stop=12)
     with pytest.raises(LabelFormatError, match=r"video decodes 10 frames, expected 11"):
         read_video_frames(path, expected=11)
+
+
+def test_each_frame_is_drawn_with_its_own_boxes_risks_and_alarm():
+    """draw_frame (what the demo draws, one frame at a time): frame t's valid boxes, coloured by their risk at
+    t, and "ALARM" from the alarm frame on (the first at or above the threshold)."""
+    from domains.driving.accident.predict import _risk_color, draw_frame
+
+    valid = np.zeros((12, 1), bool)
+    valid[3:] = True  # the object appears at frame 3
+    risk = np.linspace(0.0, 1.0, 12)
+    prediction = {
+        "clip_id": "c", "frames": np.zeros((12, 3, 40, 256), np.uint8), "risk": risk,
+        "boxes": np.tile(np.array([[[20.0, 16.0, 40.0, 30.0]]], np.float32), (12, 1, 1)), "box_valid": valid,
+        "object_risk": np.where(np.arange(12) < 10, 0.0, 1.0)[:, None], "threshold": 0.5, "toa": 11, "fps": 10.0,
+    }  # fmt: skip
+    below_text = slice(14, 40)  # under the text band (rows 0-13), above the curve panel
+    assert not draw_frame(prediction, 1)[below_text].any()  # no box before the object is there
+    assert tuple(draw_frame(prediction, 3)[16, 25]) == _risk_color(0.0)  # its top edge, low risk: green
+    assert tuple(draw_frame(prediction, 10)[16, 25]) == _risk_color(1.0)  # high risk at frame 10: red
+    alarm = int(np.flatnonzero(risk >= 0.5)[0])
+    text = slice(0, 14)
+    after_digits = slice(75, 256)  # "t=0.5s risk 0.55" ends at x 70; "  ALARM" follows it, to x 104
+    assert not draw_frame(prediction, alarm - 1)[text, after_digits].any()
+    assert draw_frame(prediction, alarm)[text, after_digits].any()  # "ALARM" from the alarm frame on

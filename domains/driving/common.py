@@ -153,8 +153,8 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
         paths = visible_files(root, IMAGE_EXTENSIONS, recursive=True, skip=ours)
         if ours:
             warnings.warn(
-                f"--data.predict_path {root}: {sum(p.name != PREDICTIONS_MANIFEST for p in ours)} file(s) an earlier predict run wrote there (listed "
-                "in its .predictions.json) are not predicted",
+                f"--data.predict_path {root}: {sum(p.name != PREDICTIONS_MANIFEST for p in ours)} file(s) an "
+                "earlier predict run wrote there (listed in its .predictions.json) are not predicted",
                 LabelWarning,
                 stacklevel=2,
             )

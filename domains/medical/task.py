@@ -43,10 +43,10 @@ class MedicalSegmentationTask(BaseTask):
         compile_loss: train through ``torch.compile(network.loss)`` (inductor fuses the norms and activations
             around the convolutions): the Prob. U-Net's CPU training step ran 1.3-1.4x faster
             (``benchmarks/results/prob_unet_speed*.md``, the README's table) after a one-off compilation of
-            about 2 min on 2 cores (6-39 s once cached), so it pays on runs of more than a few minutes. The graph is built for the largest
-            batch seen so far (static shapes); a smaller batch (an epoch's short last one) runs eager rather
-            than compiling a dynamic-shape graph. Validation and sampling stay eager. Off by default; not
-            stored in checkpoints.
+            about 2 min on 2 cores (6-39 s once cached), so it pays on runs of more than a few minutes. The
+            graph is built for the largest batch seen so far (static shapes); a smaller batch (an epoch's short
+            last one) runs eager rather than compiling a dynamic-shape graph. Validation and sampling stay
+            eager. Off by default; not stored in checkpoints.
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 

@@ -791,8 +791,8 @@ class ClassificationDataModule(SplitLoaders):
         files = visible_files(root, recursive=True, skip=ours)
         if ours:
             warnings.warn(
-                f"predict_path {root}: {sum(p.name != PREDICTIONS_MANIFEST for p in ours)} file(s) an earlier predict run wrote there (listed in its "
-                ".predictions.json) are not read as images",
+                f"predict_path {root}: {sum(p.name != PREDICTIONS_MANIFEST for p in ours)} file(s) an earlier "
+                "predict run wrote there (listed in its .predictions.json) are not read as images",
                 ClassificationDataWarning,
                 stacklevel=3,
             )

@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         "--frames-per-sequence", type=int, default=10, help="kitti: frames of one drive, kept in one split (default 10)"
     )
     ap.add_argument(
-        "--anomaly-free-fraction", type=float, default=0.2, help="anomaly: share of frames with no anomaly (default 0.2)"
+        "--anomaly-free-fraction",
+        type=float,
+        default=0.2,
+        help="anomaly: share of frames with no anomaly (default 0.2)",
     )
     clips = ap.add_argument_group("clips (accident anticipation scenarios)")
     clips.add_argument("--n-clips", type=int, default=200, help="clips to render (default 200)")

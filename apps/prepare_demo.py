@@ -249,7 +249,7 @@ def use_shipped(keys: list[str]) -> list[dict]:
         else:
             _say(f"  {key}: no weights; train them with: apps/prepare_demo.py --train --only {key}")
             report.append({"key": key, "status": "missing", "checkpoint": None})
-    _say("  generating the synthetic example sets the pages browse (first run only) ...")
+    _say("  the synthetic example sets the pages browse (generated on the first run only) ...")
     from domains.driving.synthetic import ensure_synthetic_anomaly
     from domains.medical.synthetic import ensure_synthetic_lidc
 

@@ -294,8 +294,12 @@ def parse_and_load(
     """
     if size_help is not None:
         parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help=size_help)
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute ORT vs PyTorch tolerance")
-    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative ORT vs PyTorch tolerance")
+    parser.add_argument(
+        "--atol", type=float, default=DEFAULT_ATOL, help=f"absolute ORT vs PyTorch tolerance (default {DEFAULT_ATOL:g})"
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=DEFAULT_RTOL, help=f"relative ORT vs PyTorch tolerance (default {DEFAULT_RTOL:g})"
+    )
     parser.add_argument(
         "--opset", type=int, default=17, help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default: 17)"
     )

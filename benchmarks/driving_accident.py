@@ -37,7 +37,14 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from benchmarks.report import command_line, parse_keeping_argv, print_and_write, smoke_run, verdict
+from benchmarks.report import (
+    ISSUE_BUDGET_MINUTES,
+    command_line,
+    parse_keeping_argv,
+    print_and_write,
+    smoke_run,
+    verdict,
+)
 from domains.driving.accident.__main__ import MONITOR as ACCIDENT_MONITOR
 from domains.driving.accident.baselines import (
     constant_acceleration_oracle,
@@ -67,7 +74,6 @@ TARGETS = {
     "ece": ("<=", 0.05),
 }
 TARGET_MS_PER_FRAME = 50.0
-DEFAULT_BUDGET_MINUTES = 15.0  # the issue's fixed budget on 2 CPU cores
 METRIC_COLUMNS = (
     ("video_ap", "video AP"),
     ("frame_ap", "frame AP"),
@@ -268,7 +274,7 @@ def _fmt(value) -> str:
 def markdown(result: dict, args) -> str:
     cfg = flat_model_config(result["config"])
     model = result["rows"]["model"]["summary"]
-    smoke = smoke_run(args.budget_minutes, DEFAULT_BUDGET_MINUTES)
+    smoke = smoke_run(args.budget_minutes, ISSUE_BUDGET_MINUTES)
     lines = [
         "# Driving accident anticipation benchmark (synthetic scenario clips)",
         "",
@@ -418,7 +424,7 @@ def baselines_markdown(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES)
+    parser.add_argument("--budget-minutes", type=float, default=ISSUE_BUDGET_MINUTES)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default=str(ROOT / "domains/driving/accident/configs/quick.yaml"))
     parser.add_argument(

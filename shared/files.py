@@ -199,6 +199,24 @@ def earlier_predictions(root: str | Path) -> set[Path]:
     return found
 
 
+def visible_inputs(
+    root: str | Path, suffixes: tuple[str, ...] | None, option: str, category: type[Warning]
+) -> list[Path]:
+    """The files below ``root`` a predict run reads (:func:`visible_files`, recursive), less those an earlier
+    predict run wrote there (:func:`earlier_predictions`: a ``predict_dir`` inside the input folder), which are
+    counted in one ``category`` warning naming ``option``."""
+    ours = earlier_predictions(root)
+    files = visible_files(root, suffixes, recursive=True, skip=ours)
+    if listed := sum(p.name != PREDICTIONS_MANIFEST for p in ours):
+        warnings.warn(
+            f"{option} {root}: {listed} file(s) an earlier predict run wrote there (listed in its "
+            f"{PREDICTIONS_MANIFEST}) are not read as input",
+            category,
+            stacklevel=3,
+        )
+    return files
+
+
 def natural_key(name: str) -> list:
     """Sort key putting ``frame_2.jpg`` before ``frame_10.jpg``: digit runs compare as numbers (a plain sort
     puts 10 before 2, and frames unpadded in their names would play out of order)."""

@@ -32,7 +32,7 @@ from domains.driving.formats import (
     image_size,
     read_text_file,
 )
-from shared.files import PREDICTIONS_MANIFEST, count_hidden, earlier_predictions, is_hidden, visible_files
+from shared.files import count_hidden, is_hidden, visible_inputs
 from shared.images import stretch_to_uint8
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
@@ -149,15 +149,7 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
     if root.is_file():
         paths = [root]
     elif root.is_dir():
-        ours = earlier_predictions(root)  # a predict_dir inside the folder: its drawn images are no input
-        paths = visible_files(root, IMAGE_EXTENSIONS, recursive=True, skip=ours)
-        if ours:
-            warnings.warn(
-                f"--data.predict_path {root}: {sum(p.name != PREDICTIONS_MANIFEST for p in ours)} file(s) an "
-                "earlier predict run wrote there (listed in its .predictions.json) are not predicted",
-                LabelWarning,
-                stacklevel=2,
-            )
+        paths = visible_inputs(root, IMAGE_EXTENSIONS, "--data.predict_path", LabelWarning)
     else:
         raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
     if not paths:

@@ -26,9 +26,9 @@ What is written to ``DIR`` (inputs and outputs float32; batch, height, width and
 Foreground probability = ``sigmoid(logits)``; a sample's mask is probability >= ``threshold``. The JSON
 sidecar ``<model>.json`` records the input size the network was trained on and its channels, how the
 training data scaled and sized its images (``preprocessing``, from the checkpoint's data module settings: feed
-images prepared the same way), classes, the score, the graphs' inputs and outputs, and the largest difference between onnxruntime and
-PyTorch measured on random inputs at export time (export fails, leaving nothing behind, beyond ``--atol`` +
-``--rtol`` times the value).
+images prepared the same way), classes, the score, the graphs' inputs and outputs, and the largest difference
+between onnxruntime and PyTorch measured on random inputs at export time (export fails, leaving nothing behind,
+beyond ``--atol`` + ``--rtol`` times the value).
 """
 
 from __future__ import annotations

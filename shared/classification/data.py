@@ -42,13 +42,7 @@ from torch.utils.data import Dataset
 
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.data import SPLIT_NAMES, SplitLoaders, check_cap, group_split
-from shared.files import (
-    PREDICTIONS_MANIFEST,
-    counting_hidden_files,
-    earlier_predictions,
-    visible_entries,
-    visible_files,
-)
+from shared.files import counting_hidden_files, visible_entries, visible_inputs
 from shared.images import stretch_to_uint8
 
 #: files read as images (ImageFolder, CSV rows, predict_path); others in predict_path are counted in a warning
@@ -787,15 +781,7 @@ class ClassificationDataModule(SplitLoaders):
             raise ClassificationDataError(f"predict_path {root}: is a file; give the folder that holds the images")
         if not root.is_dir():
             raise FileNotFoundError(f"predict_path {root}: no such folder")
-        ours = earlier_predictions(root)  # a predict_dir inside predict_path: its overlays are no input
-        files = visible_files(root, recursive=True, skip=ours)
-        if ours:
-            warnings.warn(
-                f"predict_path {root}: {sum(p.name != PREDICTIONS_MANIFEST for p in ours)} file(s) an earlier "
-                "predict run wrote there (listed in its .predictions.json) are not read as images",
-                ClassificationDataWarning,
-                stacklevel=3,
-            )
+        files = visible_inputs(root, None, "predict_path", ClassificationDataWarning)
         paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         if not paths:
             raise ClassificationDataError(f"predict_path {root}: no images ({', '.join(IMAGE_SUFFIXES)})")

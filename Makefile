@@ -45,5 +45,8 @@ e2e: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/backbones.py
 
+# Caches only: lightning_logs/ holds your trained checkpoints (and the demo pages' own models) and data/ the
+# generated sets, which take minutes to hours to remake; delete those yourself when you mean to.
 clean:
-	rm -rf lightning_logs .pytest_cache
+	rm -rf .pytest_cache .ruff_cache
+	find shared domains apps tests benchmarks -name __pycache__ -type d -prune -exec rm -rf {} +

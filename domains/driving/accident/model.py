@@ -391,7 +391,8 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         object_features: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Streaming: one new frame (B, 3, H, W) with its boxes (B, N, 4) updates the fixed-size ``state``
-        (None at a clip's start); returns this frame's horizon and object log-odds and the new state."""
+        (None at a clip's start); returns this frame's horizon and object log-odds and the new state. A
+        boxes-only network's horizon log-odds are ``EMPTY_SLOT_LOGIT`` on a frame without objects (:meth:`blind`)."""
         boxes, box_valid, object_features = self._no_objects(
             frame, features, boxes, box_valid, object_features, clip=False
         )
@@ -403,8 +404,25 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         )
         if state is None:
             state = self.initial_state(boxes.shape[0], boxes.shape[1], device=boxes.device)
+        elif state["objects"].shape[1] != boxes.shape[1]:
+            raise ValueError(
+                f"boxes has {boxes.shape[1]} object slots, the state {state['objects'].shape[1]} (its clip's "
+                "first frame's): pad every frame's boxes to one slot count, box_valid False in the empty slots"
+            )
         hidden, state = self.temporal_step(frame_emb[:, 0], object_emb[:, 0], boxes, box_valid, state)
-        return self.heads(hidden), state
+        out = self.heads(hidden)
+        # as predict scores such a frame (AccidentTask.predict_step): a live caller would alarm on an empty road
+        out["horizon_logits"] = out["horizon_logits"].masked_fill(self.blind(box_valid)[:, None], EMPTY_SLOT_LOGIT)
+        return out, state
+
+    def blind(self, box_valid: torch.Tensor) -> torch.Tensor:
+        """Frames (leading shape of ``box_valid`` less its slot axis) with no object in view, for a boxes-only
+        network (all False for one that reads pixels or features). It has nothing to read there: its output is a
+        prior learnt from clips that had objects (the shipped model gave 0.62 on an empty road, a false alarm at
+        a 0.6 threshold), so evaluation, predict and :meth:`step` give them probability 0 (training keeps them)."""
+        if self.input_kind != "boxes":
+            return torch.zeros(box_valid.shape[:-1], dtype=torch.bool, device=box_valid.device)
+        return ~box_valid.any(-1)
 
     @torch.no_grad()
     def sample_heads(self, hidden: list[dict[str, torch.Tensor]], samples: int) -> torch.Tensor:

@@ -163,13 +163,9 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         )
 
     def blind_frames(self, box_valid: torch.Tensor) -> torch.Tensor:
-        """(B, T) frames with no object in view, for a boxes-only network (all False for one that reads pixels or
-        features). It has nothing to read there: its output is a prior learnt from training clips that always
-        had objects (the shipped model gave 0.62 on an empty road, a false alarm at a 0.6 threshold). Their
-        probability is 0 in validation, test and predict alike, and the temperature is fitted without them."""
-        if self.model.input_kind != "boxes":
-            return torch.zeros(box_valid.shape[:2], dtype=torch.bool, device=box_valid.device)
-        return ~box_valid.any(-1)
+        """(B, T) frames the network cannot read (:meth:`AccidentAnticipator.blind`): probability 0 in
+        validation, test and predict alike, and the temperature is fitted without them."""
+        return self.model.blind(box_valid)
 
     def losses(self, batch: dict, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits, object_logits = out["horizon_logits"].float(), out["object_logits"].float()

@@ -336,6 +336,15 @@ def test_a_boxes_only_model_gives_no_risk_where_no_object_is_in_view():
     (clip,) = task.clip_scores(task._records["test"])
     assert np.allclose(clip.scores, out["risk"], atol=1e-6)  # what test scores is what predict writes
 
+    # live, one frame at a time (the network's step): the same risks, no alarm on the empty road either
+    state, streamed = None, []
+    for t in range(8):
+        step, state = task.model.step(None, batch["boxes"][:, t], batch["box_valid"][:, t], state)
+        streamed.append(float(step["horizon_logits"][0, -1].sigmoid()))
+    assert np.allclose(streamed, out["risk"], atol=1e-6) and max(streamed[:3]) < 1e-8
+    with pytest.raises(ValueError, match="boxes has 2 object slots, the state 4"):
+        task.model.step(None, batch["boxes"][:, 0, :2], batch["box_valid"][:, 0, :2], state)
+
     # the temperature is fitted on the frames the network reads: blind ones, however wrong, do not move it
     record = dict(task._records["test"][0])
     task._calibrate([record])

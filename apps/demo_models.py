@@ -827,25 +827,11 @@ def no_objects(n_frames: int, max_objects: int = ACCIDENT_SLOTS) -> dict:
     }
 
 
-def _generated_clips_fps() -> float:
-    """The clip generator's default frame rate (what a model trained on ``synthetic: null`` saw)."""
-    import inspect
-
-    from domains.driving.synthetic.clips import generate_clips
-
-    return float(inspect.signature(generate_clips).parameters["fps"].default)
-
-
 def accident_model_fps(path: str | Path) -> tuple[float, str]:
-    """The frame rate an accident model learnt at, and where that comes from (a phrase for the page).
-
-    The network counts frames (its motion lags are frame lags; the horizon targets were made at the training
-    clips' rate), so a clip must reach it at this rate. Read from the training data settings stored with the
-    weights (the model card's ``data_hyper_parameters``, a checkpoint's ``datamodule_hyper_parameters``):
-    generated clips at their ``synthetic.fps`` (the generator's default when unset), CCD / DoTA at their 10 fps,
-    ``npz`` features at ``feature_fps``; a synthetic ``data_path`` at the ``fps`` of its first annotation. A
-    checkpoint that stores no data settings is taken to be from the default data module (the generated clips)."""
-    from domains.driving.accident.readers import CCD_FPS, DAD_FPS, DOTA_FPS
+    """The frame rate an accident model learnt at, and where that comes from (a phrase for the page): the
+    training data settings stored with the weights (the model card's ``data_hyper_parameters``, a checkpoint's
+    ``datamodule_hyper_parameters``) read as :func:`domains.driving.accident.data.training_fps` reads them."""
+    from domains.driving.accident.data import training_fps
 
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -854,62 +840,22 @@ def accident_model_fps(path: str | Path) -> tuple[float, str]:
     else:
         data = read_checkpoint(path).get("datamodule_hyper_parameters")
         where = f"checkpoint {path.name}"
+    fps, why = training_fps(data)
     if not data:
-        fps = _generated_clips_fps()
         return fps, f"assumed: {path.name} does not record its training data; the generated clips' default"
-    data = dict(data)
-    fmt = data.get("data_format") or "synthetic"
-    if fmt == "npz":
-        return float(data.get("feature_fps") or DAD_FPS), f"the npz features' feature_fps ({where})"
-    if fmt in ("ccd", "dota"):
-        return (CCD_FPS if fmt == "ccd" else DOTA_FPS), f"{fmt.upper()} clips ({where})"
-    if data.get("data_path"):
-        for annotation in sorted((Path(data["data_path"]) / "annotations").glob("*.json"))[:1]:
-            try:
-                fps = float(read_json(annotation).get("fps"))
-            except (OSError, ValueError, TypeError):
-                break
-            if math.isfinite(fps) and fps > 0:
-                return fps, f"the training clips' annotation {annotation.name} ({where})"
-        fps = _generated_clips_fps()
-        return fps, f"assumed: the training clips in {data['data_path']} are not readable here"
-    settings = dict(data.get("synthetic") or {})
-    if settings.get("fps"):
-        return float(settings["fps"]), f"its generated training clips' synthetic.fps ({where})"
-    return _generated_clips_fps(), f"its training clips, generated at the generator's default rate ({where})"
-
-
-def accident_model_steps(n_frames: int, fps: float, model_fps: float) -> np.ndarray:
-    """Which source frame each model step reads: step k (at k / model_fps seconds) takes the nearest frame,
-    ``round(k * fps / model_fps)``, over the clip's duration. A rate within 1 % of the model's (29.97 for 30)
-    keeps every frame. A clip slower than the model is refused (ValueError): filling the gaps by repeating
-    frames would show every object standing still on the repeated steps and under-state the risk."""
-    from domains.driving.accident.readers import FPS_TOLERANCE
-
-    for value, what in ((fps, "fps"), (model_fps, "model_fps")):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{what} must be a positive frame rate, got {value}")
-    if abs(fps - model_fps) <= FPS_TOLERANCE * model_fps:
-        return np.arange(n_frames)
-    if fps < model_fps:
-        raise ValueError(
-            f"the clip's {fps:g} fps is slower than the {model_fps:g} fps the model learnt at: it compares each "
-            f"object with its box {1 / model_fps:.2g} s earlier, and repeating frames to fill the gaps would show "
-            f"the objects standing still on every repeated step (an under-stated risk). Give a clip of "
-            f"{model_fps:g} fps or more"
-        )
-    ratio = fps / model_fps
-    steps = math.floor((n_frames - 1) / ratio + 1e-9) + 1
-    return np.minimum(np.floor(np.arange(steps) * ratio + 0.5).astype(np.int64), n_frames - 1)
+    return fps, f"{why} ({where})"
 
 
 def accident_clip_steps(n_frames: int, fps: float, model_fps: float | None) -> np.ndarray:
-    """The model steps of a clip (:func:`accident_model_steps`; every frame when ``model_fps`` is None), or
-    ValueError saying why the clip cannot be read: a bad or too slow frame rate, fewer than 2 steps. Known from
-    the clip's length and rate alone, so the page refuses a clip before running the detector on it."""
+    """The model steps of a clip (:func:`~domains.driving.accident.readers.model_steps`; every frame when
+    ``model_fps`` is None), or ValueError saying why the clip cannot be read: a bad or too slow frame rate,
+    fewer than 2 steps. Known from the clip's length and rate alone, so the page refuses a clip before running
+    the detector on it."""
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive frame rate, got {fps}")
-    steps = np.arange(n_frames) if model_fps is None else accident_model_steps(n_frames, fps, model_fps)
+    from domains.driving.accident.readers import model_steps
+
+    steps = np.arange(n_frames) if model_fps is None else model_steps(n_frames, fps, model_fps)
     if len(steps) < 2:
         rate = "" if model_fps is None else f" at the model's {model_fps:g} fps"
         raise ValueError(
@@ -935,7 +881,7 @@ def accident_predict(
     network's ``input_size`` and the boxes (T, N, 4, source pixels) scaled with them.
 
     ``model_fps``: the rate the model learnt at (:func:`accident_model_fps`). The clip is then resampled to it
-    (:func:`accident_model_steps`: each model step reads the nearest source frame) and the results are mapped
+    (:func:`~domains.driving.accident.readers.model_steps`: each model step reads the nearest source frame) and the results are mapped
     back to every source frame, each holding the risk of the latest step at or before it (what a live system
     would show), so the alarm frame is the source frame the alarming step read. ``model_steps`` (K,) says which
     source frames the model read. None: every frame is a model step (the clip is taken to be at the model's

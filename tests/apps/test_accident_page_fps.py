@@ -13,6 +13,7 @@ from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from apps import demo_models as dm
+from domains.driving.accident.readers import model_steps
 from tests.apps import samples as S
 from tests.apps.pages import page_ok as _ok
 from tests.apps.pages import texts as _texts
@@ -28,13 +29,13 @@ SHIPPED = dm.SHIPPED_DIR / "driving_accident.safetensors"
 
 def test_model_steps_read_the_nearest_frame_at_the_model_rate():
     # 30 fps -> 10 fps: every third frame; 10 frames span 0.3 s: steps at 0, 0.1, 0.2, 0.3 s
-    np.testing.assert_array_equal(dm.accident_model_steps(10, 30.0, 10.0), [0, 3, 6, 9])
+    np.testing.assert_array_equal(model_steps(10, 30.0, 10.0), [0, 3, 6, 9])
     # 25 fps -> 10 fps: step k at k * 2.5 frames, rounded half up: 0, 2.5 -> 3, 5, 7.5 -> 8, 10
-    np.testing.assert_array_equal(dm.accident_model_steps(11, 25.0, 10.0), [0, 3, 5, 8, 10])
+    np.testing.assert_array_equal(model_steps(11, 25.0, 10.0), [0, 3, 5, 8, 10])
     # within 1 % of the model's rate (29.97 for 30): every frame is a step
-    np.testing.assert_array_equal(dm.accident_model_steps(5, 29.97, 30.0), [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(model_steps(5, 29.97, 30.0), [0, 1, 2, 3, 4])
     with pytest.raises(ValueError, match="5 fps is slower than the 10 fps the model learnt at"):
-        dm.accident_model_steps(20, 5.0, 10.0)
+        model_steps(20, 5.0, 10.0)
 
 
 def test_model_fps_comes_from_the_training_data_settings(tmp_path, demo_env):

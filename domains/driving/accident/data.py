@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import math
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -33,6 +35,7 @@ from domains.driving.accident.readers import (
     CCD_FPS,
     DAD_FPS,
     DAD_TOA,
+    DOTA_FPS,
     KINDS,
     MIN_FRAMES,
     AccidentClip,
@@ -40,6 +43,7 @@ from domains.driving.accident.readers import (
     read_ccd_layout,
     read_dota,
     read_npz_clips,
+    read_own_clips,
     read_video_frames,
 )
 from domains.driving.common import read_rgb
@@ -120,7 +124,12 @@ class AccidentDataset(Dataset):
 
     def _frames(self, clip: AccidentClip, start: int, stop: int) -> tuple[torch.Tensor, tuple[int, int]]:
         """Frames [start, stop) as float32 (T, 3, H, W) at ``image_size``, and the source (H, W)."""
-        if clip.video is not None:
+        if clip.video is not None and clip.video_steps is not None:  # resampled: the steps' frames only
+            wanted = clip.video_steps[start:stop]
+            decoded = read_video_frames(clip.video, start=int(wanted[0]), stop=int(wanted[-1]) + 1)
+            images = [decoded[i - wanted[0]] for i in wanted]
+            paths = [clip.video] * len(images)
+        elif clip.video is not None:
             images = read_video_frames(clip.video, expected=clip.n_frames, start=start, stop=stop)
             paths = [clip.video] * len(images)
         else:
@@ -337,6 +346,45 @@ def split_breakdown(splits: dict[str, Sequence[AccidentClip]]) -> str:
     return "\n".join(lines)
 
 
+def generated_clips_fps() -> float:
+    """The clip generator's default frame rate (what a model trained on ``synthetic: null`` saw)."""
+    import inspect
+
+    from domains.driving.synthetic.clips import generate_clips  # lazy: the generator is optional here
+
+    return float(inspect.signature(generate_clips).parameters["fps"].default)
+
+
+def training_fps(data: dict | None) -> tuple[float, str]:
+    """The frame rate a model trained with these data settings (:class:`AccidentDataModule`'s hyper-parameters,
+    as checkpoints store them) learnt at, and where it comes from (a phrase). The network counts frames (its
+    motion lags are frame lags; the horizon targets were made at the training clips' rate), so a clip must
+    reach it at this rate: generated clips at their ``synthetic.fps`` (the generator's default when unset), CCD
+    / DoTA at their 10 fps, ``npz`` features at ``feature_fps``, a synthetic ``data_path`` at the ``fps`` of its
+    first annotation. No settings: the default data module's (the generated clips)."""
+    if not data:
+        return generated_clips_fps(), "assumed: no training data recorded; the generated clips' default"
+    data = dict(data)
+    fmt = data.get("data_format") or "synthetic"
+    if fmt == "npz":
+        return float(data.get("feature_fps") or DAD_FPS), "the npz features' feature_fps"
+    if fmt in ("ccd", "dota"):
+        return (CCD_FPS if fmt == "ccd" else DOTA_FPS), f"{fmt.upper()} clips"
+    if data.get("data_path"):
+        for annotation in sorted((Path(data["data_path"]) / "annotations").glob("*.json"))[:1]:
+            try:
+                fps = float(json.loads(annotation.read_text(encoding="utf-8-sig")).get("fps"))
+            except (OSError, ValueError, TypeError):
+                break
+            if math.isfinite(fps) and fps > 0:
+                return fps, f"the training clips' annotation {annotation.name}"
+        return generated_clips_fps(), f"assumed: the training clips in {data['data_path']} are not readable here"
+    settings = dict(data.get("synthetic") or {})
+    if settings.get("fps"):
+        return float(settings["fps"]), "its generated training clips' synthetic.fps"
+    return generated_clips_fps(), "its training clips, generated at the generator's default rate"
+
+
 # ---------------------------------------------------------------------------------------------- module
 
 
@@ -375,6 +423,10 @@ class AccidentDataModule(SplitLoaders):
             times faster on a CPU (predict still decodes the test clips' frames, for its GIFs).
         hflip: probability of mirroring a training clip left to right (frames and boxes); 0: never. Not for
             ``npz`` features (a precomputed appearance vector cannot be mirrored).
+        predict_path: ``predict`` on your own clips instead of the test split: a video, a folder of frames, or a
+            folder of videos and frame folders (:func:`~domains.driving.accident.readers.read_own_clips`); no
+            labels. Read at the training clips' frame rate (:func:`training_fps`), resampled from their own.
+        predict_fps: frame rate of ``predict_path``'s frame folders (videos say their own).
     """
 
     SPLIT_SETTINGS = ("split_seed", "val_fraction", "test_fraction")
@@ -400,6 +452,8 @@ class AccidentDataModule(SplitLoaders):
         max_clips: int | None = None,
         train_frames: bool = True,
         hflip: float = 0.0,
+        predict_path: str | None = None,
+        predict_fps: float | None = None,
     ):
         super().__init__()
         if image_size is None:
@@ -435,6 +489,8 @@ class AccidentDataModule(SplitLoaders):
             raise ValueError(
                 "AccidentDataModule: hflip needs frames; npz features cannot be mirrored (set hflip 0)"
             )
+        if predict_fps is not None and not (math.isfinite(predict_fps) and predict_fps > 0):
+            raise ValueError(f"AccidentDataModule: predict_fps must be a frame rate > 0, got {predict_fps}")
         split_clips([], val_fraction, test_fraction)  # checks the fractions now, naming them
         self.save_hyperparameters()
         self.data_format = data_format
@@ -453,6 +509,7 @@ class AccidentDataModule(SplitLoaders):
         self.max_clips = check_cap(max_clips, "--data.max_clips")
         self.train_frames = bool(train_frames)
         self.hflip = float(hflip)
+        self.predict_path, self.predict_fps = predict_path, predict_fps
         self.splits: dict[str, list[AccidentClip]] = {}
         self.datasets: dict[str, AccidentDataset] = {}
         self.dropped: DropLog | None = None
@@ -470,7 +527,7 @@ class AccidentDataModule(SplitLoaders):
         return Path(ensure_synthetic_clips(clips_root(**self.synthetic), **self.synthetic))
 
     def prepare_data(self) -> None:
-        if self.data_path is None:
+        if self.data_path is None and not self.predicting_own_images():
             self.root()
 
     def read_clips(self) -> list[AccidentClip]:
@@ -516,6 +573,18 @@ class AccidentDataModule(SplitLoaders):
         return sorted(taken[: self.max_clips], key=lambda c: c.clip_id)
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.predict_path is not None:
+            if "predict" not in self.datasets:
+                fps, why = training_fps(dict(self.hparams))
+                log = DropLog(strict=self.strict)
+                clips = read_own_clips(self.predict_path, fps, self.predict_fps, log=log)
+                log.report(f"--data.predict_path {self.predict_path}", stacklevel=3)
+                if not clips:
+                    raise ValueError(f"--data.predict_path {self.predict_path}: none of its clips can be read")
+                rank_zero_info(f"--data.predict_path: {len(clips)} clips, read at {fps:g} fps ({why})")
+                self.splits = {"predict": clips}  # what the task checks its input kind against
+                self.datasets["predict"] = self._dataset(clips, train=False, decode_frames=True)
+            return
         if not self.datasets:
             self.splits = split_clips(self.read_clips(), self.val_fraction, self.test_fraction, self.split_seed)
             breakdown = split_breakdown(self.splits)

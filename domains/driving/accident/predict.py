@@ -204,4 +204,7 @@ class AccidentPredictionWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer, pl_module) -> None:
         count = sum(gather_lists([self.count]))  # every rank's, said once
-        rank_zero_info(f"accident predictions: {count} clips written to {self.out_dir}")
+        datamodule = getattr(trainer, "datamodule", None)
+        own = getattr(datamodule, "predicting_own_images", lambda: True)()
+        which = "" if own else " (the test split's; --data.predict_path for your own videos or frame folders)"
+        rank_zero_info(f"accident predictions: {count} clip{'s' * (count != 1)}{which} written to {self.out_dir}")

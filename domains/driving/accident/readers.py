@@ -77,6 +77,7 @@ class AccidentClip:
     ttc: np.ndarray | None = None
     subset: str | None = None
     scenario: str | None = None
+    video_steps: np.ndarray | None = None  # the video frame each of the n_frames reads (resampled); None: all
 
     @property
     def is_positive(self) -> bool:
@@ -166,6 +167,118 @@ def read_video_frames(
     if needed is not None and decoded < needed:
         raise LabelFormatError(path, None, f"video decodes {decoded} frames, expected {expected or needed}")
     return frames
+
+
+def model_steps(n_frames: int, fps: float, model_fps: float) -> np.ndarray:
+    """Which source frame each model step reads: step k (at k / model_fps seconds) takes the nearest frame,
+    ``round(k * fps / model_fps)``, over the clip's duration. A rate within 1 % of the model's (29.97 for 30)
+    keeps every frame. A clip slower than the model is refused (ValueError): filling the gaps by repeating
+    frames would show every object standing still on the repeated steps and under-state the risk."""
+    for value, what in ((fps, "fps"), (model_fps, "model_fps")):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{what} must be a positive frame rate, got {value}")
+    if abs(fps - model_fps) <= FPS_TOLERANCE * model_fps:
+        return np.arange(n_frames)
+    if fps < model_fps:
+        raise ValueError(
+            f"the clip's {fps:g} fps is slower than the {model_fps:g} fps the model learnt at: it compares each "
+            f"object with its box {1 / model_fps:.2g} s earlier, and repeating frames to fill the gaps would show "
+            f"the objects standing still on every repeated step (an under-stated risk). Give a clip of "
+            f"{model_fps:g} fps or more"
+        )
+    ratio = fps / model_fps
+    steps = math.floor((n_frames - 1) / ratio + 1e-9) + 1
+    return np.minimum(np.floor(np.arange(steps) * ratio + 0.5).astype(np.int64), n_frames - 1)
+
+
+def read_own_clips(
+    path: str | Path,
+    model_fps: float,
+    frames_fps: float | None = None,
+    min_frames: int = MIN_FRAMES,
+    log: DropLog | None = None,
+) -> list[AccidentClip]:
+    """Unlabelled clips for ``predict`` (``--data.predict_path``): a video file, a folder of frames (one clip), or
+    a folder of videos and frame folders (``<name>/``, ``<name>/image_2/`` or ``<name>/images/``), one clip each,
+    named after the file or folder. Videos run at their container's rate, frame folders at ``frames_fps``
+    (required for them: images carry no rate). Each clip is resampled to ``model_fps``, the rate the network
+    learnt at (:func:`model_steps`: its motion cues are per-frame differences), so a 30 fps video is read at
+    every third frame for a 10 fps model. No tracks: a network that reads frames is needed. Bad clips go to
+    ``log`` (a video that does not open, a rate that is missing or slower than the model's, too few steps)."""
+    root = Path(path)
+    own = log is None
+    log = log if log is not None else DropLog()
+    if not root.exists():
+        raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
+    entries: list[tuple[str, Path | None, list[Path] | None]] = []  # (clip id, video, frames)
+    if root.is_file():
+        if root.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise LabelFormatError(root, None, f"not a video ({', '.join(VIDEO_EXTENSIONS)}): give one, or a folder")
+        entries.append((root.stem, root, None))
+    else:
+        with counting_hidden_files(root):
+            if frame_files(root):  # the folder is one clip's frames
+                entries.append((root.name, None, frame_files(root)))
+            entries += [(stem, video, None) for stem, video in sorted(videos_by_stem(root).items())]
+            folders = sorted((p for p in root.iterdir() if p.is_dir() and not is_hidden(p)), key=lambda p: p.name)
+            for folder in folders:
+                _, frames = locate_clip(root, folder.name, {})
+                if frames:
+                    entries.append((folder.name, None, frames))
+    if not entries:
+        raise FileNotFoundError(
+            f"--data.predict_path {root}: no clips (expected videos {', '.join(VIDEO_EXTENSIONS)}, or folders "
+            "of frames)"
+        )
+    ids = [clip_id for clip_id, *_ in entries]
+    if repeated := sorted({i for i in ids if ids.count(i) > 1}):
+        raise ValueError(
+            f"--data.predict_path {root}: clip name {repeated[0]!r} is both a video and a frame folder; predict "
+            "writes one set of files per name: rename one"
+        )
+    clips = []
+    for clip_id, video, frames in entries:
+        source = video or frames[0].parent
+        if video is not None:
+            try:
+                n_frames, fps, width, height = video_info(video)
+            except LabelFormatError as err:
+                log.add("unreadable_video", video, None, err.reason)
+                continue
+            fps = _check_fps(fps, video, None, log)
+        elif frames_fps is None:
+            log.add("frame_rate", source, None, "a frame folder has no frame rate: set --data.predict_fps")
+            continue
+        else:
+            n_frames, fps = len(frames), float(frames_fps)
+        if fps is None:
+            continue
+        try:
+            steps = model_steps(n_frames, fps, model_fps)
+        except ValueError as err:
+            log.add("frame_rate", source, None, str(err))
+            continue
+        if len(steps) < min_frames:
+            short = _too_short(len(steps), min_frames)
+            log.add("too_short", source, None, f"{short} at the model's {model_fps:g} fps")
+            continue
+        clips.append(
+            AccidentClip(
+                clip_id=clip_id,
+                kind="unknown",
+                fps=float(model_fps),
+                n_frames=len(steps),
+                toa=-1,
+                source=source,
+                frames=None if frames is None else [frames[i] for i in steps],
+                video=video,
+                video_steps=None if video is None else steps,
+                size=None if video is None else (width, height),
+            )
+        )
+    if own:
+        log.report(f"--data.predict_path {root}")
+    return clips
 
 
 def _check_fps(fps, where: Path, line, log: DropLog, expected: float | None = None) -> float | None:

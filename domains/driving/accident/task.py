@@ -130,8 +130,14 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         none): every input would be empty, and it trained, tested and predicted 0 everywhere without a word."""
         datamodule = getattr(self.trainer, "datamodule", None)  # setup runs with a trainer attached
         clips = [clip for split in (getattr(datamodule, "splits", None) or {}).values() for clip in split]
+        own = getattr(datamodule, "predicting_own_images", lambda: False)()
+        if own and self.model.input_kind == "features":
+            raise ValueError(
+                "the network reads precomputed npz features (input_kind: features); --data.predict_path gives "
+                "videos and frames: use a network that reads frames (full.yaml)"
+            )
         if self.model.input_kind == "boxes" and clips and not any(clip.tracks for clip in clips):
-            source = getattr(datamodule, "data_format", "these")
+            source = "--data.predict_path" if own else getattr(datamodule, "data_format", "these")
             raise ValueError(
                 f"the network reads only the objects' boxes (input_kind: boxes) but none of the {len(clips)} "
                 f"{source} clips has a track: use a network that reads frames (full.yaml, or "

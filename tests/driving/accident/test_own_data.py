@@ -353,3 +353,46 @@ def test_each_frame_is_drawn_with_its_own_boxes_risks_and_alarm():
     after_digits = slice(75, 256)  # "t=0.5s risk 0.55" ends at x 70; "  ALARM" follows it, to x 104
     assert not draw_frame(prediction, alarm - 1)[text, after_digits].any()
     assert draw_frame(prediction, alarm)[text, after_digits].any()  # "ALARM" from the alarm frame on
+
+
+def test_predict_runs_on_ones_own_videos_and_frame_folders_at_the_training_rate(tmp_path, monkeypatch, caplog):
+    """``--data.predict_path``: unlabelled clips of one's own (before, predict wrote only the test split's clips
+    and said nothing of the rest). A 30 fps video reaches a network trained on 10 fps clips at every third
+    frame; a frame folder runs at ``--data.predict_fps``; an unreadable video is counted; a boxes-only network
+    is refused (own clips have no tracks)."""
+    import csv
+    import logging
+    import warnings
+
+    from domains.driving.accident.__main__ import main
+    from tests.driving.accident.layouts import write_accident_clips, write_clip_frames, write_mp4
+    from tests.driving.accident.test_task import _cli_args
+
+    data = write_accident_clips(tmp_path / "clips", {"crash": 1, "near_miss": 1, "normal": 1}, fps=10.0)
+    own = tmp_path / "own"
+    if not write_mp4(own / "drive.mp4", 24, 30.0):
+        pytest.skip("this OpenCV cannot write mp4")
+    write_clip_frames(own / "parked", 9)  # own/parked/image_2/*.jpg
+    (own / "broken.mp4").write_text("not a video")
+    monkeypatch.chdir(tmp_path)
+    frames = ["--model.network.init_args.input_kind", "frames", "--model.network.init_args.backbone", "tiny_cnn"]
+    frames += ["--data.predict_path", str(own), "--model.predict_dir", str(tmp_path / "pred")]
+    frames += ["--ckpt_path", "none"]
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        main(["predict", *_cli_args(data, *frames, "--data.predict_fps", "10")])
+    assert any("broken.mp4" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    for clip, steps in (("drive", 8), ("parked", 9)):  # 24 frames at 30 fps: 0.0-0.7 s at 10 fps
+        with open(tmp_path / "pred" / clip / "risk.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == steps and rows[-1]["time_s"] == f"{(steps - 1) / 10:.3f}"
+        assert (tmp_path / "pred" / f"{clip}.gif").is_file()
+    assert not (tmp_path / "pred" / "broken").exists()
+    assert "accident predictions: 2 clips written" in caplog.text and "test split" not in caplog.text
+
+    (own / "broken.mp4").unlink()
+    with pytest.raises(ValueError, match="a frame folder has no frame rate: set --data.predict_fps"):
+        main(["predict", *_cli_args(data, *frames, "--data.strict", "true")])
+    with pytest.raises(ValueError, match="none of the 2 --data.predict_path clips has a track"):
+        own_clips = ["--data.predict_path", str(own), "--data.predict_fps", "10", "--ckpt_path", "none"]
+        main(["predict", *_cli_args(data, *own_clips)])

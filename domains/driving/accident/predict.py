@@ -10,6 +10,7 @@ half-written clip (and a failing one no temporary file).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from contextlib import ExitStack
@@ -106,7 +107,18 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
     if not clip or clip in (".", "..") or any(sep in clip for sep in ("/", "\\")):
         raise ValueError(f"clip_id {clip!r} cannot name output files (a path or '..'): rename the clip")
     folder = out_dir / clip
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_clip_files(prediction, out_dir, folder, clip, gif)
+    except BaseException:
+        if created:  # a failed clip leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, gif: bool) -> list[Path]:
     probs = np.asarray(prediction["probabilities"], dtype=np.float32)
     risk = np.asarray(prediction["risk"], dtype=np.float32)
     ttc = np.asarray(prediction["ttc"], dtype=np.float32)
@@ -147,7 +159,7 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
                         *(f"{p:.4f}" for p in probs[t]),
                         f"{risk[t]:.4f}",
                         "" if spread is None else f"{float(spread[t]):.4f}",
-                        "" if not math.isfinite(float(ttc[t])) else f"{float(ttc[t]):.3f}",
+                        _seconds(float(ttc[t])),
                         int(alarm is not None and t >= alarm),
                         "" if top is None else int(track_ids[top]),
                         "" if top is None else f"{object_risk[t, top]:.4f}",
@@ -173,6 +185,14 @@ def write_clip(prediction: dict, out_dir: str | Path, gif: bool = True) -> list[
                 gif_tmp[0], format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
             )
     return written
+
+
+def _seconds(ttc: float) -> str:
+    """A time to contact for the CSV: ``inf`` where no contact is expected within the longest horizon, empty
+    where it is unknown (NaN)."""
+    if math.isnan(ttc):
+        return ""
+    return "inf" if math.isinf(ttc) else f"{ttc:.3f}"
 
 
 def gif_timing(num_frames: int, fps: float) -> tuple[list[int], list[int]]:

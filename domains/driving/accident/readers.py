@@ -281,8 +281,11 @@ def read_own_clips(
     return clips
 
 
-def _check_fps(fps, where: Path, line, log: DropLog, expected: float | None = None) -> float | None:
-    """A positive finite frame rate (equal to ``expected`` within 1 %), else None after logging the problem."""
+def _check_fps(
+    fps, where: Path, line, log: DropLog, expected: float | None = None, expected_from: str = "the annotation's"
+) -> float | None:
+    """A positive finite frame rate (equal to ``expected`` within 1 %, which ``expected_from`` says the source
+    of), else None after logging the problem."""
     if fps is None or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
         log.add(
             "frame_rate",
@@ -296,7 +299,7 @@ def _check_fps(fps, where: Path, line, log: DropLog, expected: float | None = No
             "frame_rate",
             where,
             line,
-            f"frame rate {fps:g} is inconsistent with the annotation's {expected:g} fps",
+            f"frame rate {fps:g} is inconsistent with {expected_from} {expected:g} fps",
         )
         return None
     return float(fps)
@@ -406,17 +409,26 @@ def _tracks_from_json(
     meta: dict, n_frames: int, path: Path
 ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
     tracks, depth = {}, {}
-    for key, track in (meta.get("tracks") or {}).items():
-        boxes = track.get("box") or []
-        if len(boxes) != n_frames:
-            raise LabelFormatError(
-                path, None, f"track {key}: {len(boxes)} boxes, expected one per frame ({n_frames})"
-            )
+    raw_tracks = meta.get("tracks") or {}
+    if not isinstance(raw_tracks, dict):
+        raise LabelFormatError(path, None, f"tracks must map track ids to tracks, got {type(raw_tracks).__name__}")
+    for key, track in raw_tracks.items():
+        tid = _json_int(key, path, f"track id {key!r}")
+        boxes = track.get("box") if isinstance(track, dict) else None
+        if not isinstance(boxes, list) or len(boxes) != n_frames:
+            got = f"{len(boxes)} boxes" if isinstance(boxes, list) else "no box list"
+            raise LabelFormatError(path, None, f"track {key}: {got}, expected one per frame ({n_frames})")
         arr = np.full((n_frames, 4), np.nan, dtype=np.float32)
         for t, box in enumerate(boxes):
-            if box is not None:
-                arr[t] = box
-        tracks[int(key)] = arr
+            if box is None:
+                continue
+            if not isinstance(box, list) or len(box) != 4 or not _plausible_box(box):
+                raise LabelFormatError(
+                    path, None, f"track {key}, frame {t}: box {box!r} is not [x1, y1, x2, y2] pixels (x1 <= x2, "
+                    "y1 <= y2) or null",
+                )  # fmt: skip
+            arr[t] = box
+        tracks[tid] = arr
         z = [loc[2] for loc in (track.get("location") or []) if loc is not None]
         depth[int(key)] = (
             float(np.mean(z))
@@ -562,27 +574,31 @@ def _read_ccd_clip(
                 f"n_frames {meta['n_frames']} but the clip has {n_frames} frames ({source})",
             )
             return None
-        if meta.get("size") is not None:
-            size = tuple(int(v) for v in meta["size"])
         scenario = meta.get("scenario")
         try:
+            if meta.get("size") is not None:
+                size = meta["size"]
+                if not isinstance(size, list) or len(size) != 2:
+                    raise LabelFormatError(json_path, None, f"size {size!r} is not [width, height]")
+                size = tuple(_json_int(v, json_path, f"size {meta['size']!r}", positive=True) for v in size)
             tracks, depth = _tracks_from_json(meta, n_frames, json_path)
+            involved = meta.get("involved") or []
+            involved = [_json_int(v, json_path, f"involved track id {v!r}") for v in involved]
         except LabelFormatError as err:
             log.add("bad_json", json_path, None, err.reason)
             return None
-        involved = [int(v) for v in meta.get("involved") or []]
         raw_ttc = meta.get("ttc")
         if raw_ttc is not None:
-            if len(raw_ttc) != n_frames:
-                log.add(
-                    "frame_count",
-                    json_path,
-                    None,
-                    f"ttc has {len(raw_ttc)} values, expected one per frame ({n_frames})",
-                )
+            if not isinstance(raw_ttc, list) or len(raw_ttc) != n_frames:
+                got = f"{len(raw_ttc)} values" if isinstance(raw_ttc, list) else f"{type(raw_ttc).__name__}"
+                log.add("frame_count", json_path, None, f"ttc has {got}, expected one per frame ({n_frames})")
+                return None
+            if bad := [v for v in raw_ttc if v is not None and not isinstance(v, (int, float))]:
+                log.add("bad_json", json_path, None, f"ttc value {bad[0]!r} is not seconds (a number or null)")
                 return None
             ttc = np.array([np.nan if v is None else v for v in raw_ttc], dtype=np.float32)
-    if container_fps is not None and _check_fps(container_fps, video, None, log, expected=clip_fps) is None:
+    expected_from = "the annotation's" if meta is not None else "CCD's"  # Crash-1500.txt states no rate
+    if container_fps is not None and _check_fps(container_fps, video, None, log, clip_fps, expected_from) is None:
         return None
     if line is not None:
         if len(line.labels) != n_frames:
@@ -755,7 +771,7 @@ def _read_npz_clip(path, root, fps, default_toa, min_frames, log, contact_frames
             else:
                 det, labels = npz["det"], np.asarray(npz["labels"]).reshape(-1)
                 data_shape = _npz_array_shape(path, "data")
-                clip_id = str(np.asarray(npz["ID"]).reshape(-1)[0]) if "ID" in npz.files else path.stem
+                clip_id = _npz_id(npz["ID"]) if "ID" in npz.files else path.stem
                 file_toa = int(np.asarray(npz["toa"]).reshape(-1)[0]) if "toa" in npz.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         # np.load reads a file that is no zip archive as a pickle, and refuses it saying "pickled data"
@@ -892,6 +908,20 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
     if len(labels) != n_frames:
         log.add("label_count", path, None, f"{len(labels)} frame labels but num_frames is {n_frames}")
         return None
+    for t, entry in enumerate(labels):
+        try:
+            if not isinstance(entry, dict):
+                raise LabelFormatError(
+                    path, f"labels[{t}]", f"expected an object (frame_id, image_path, objects), got {entry!r}"
+                )
+            _json_int(entry.get("frame_id", t), path, f"frame_id {entry.get('frame_id')!r}")
+            for obj in entry.get("objects") or []:
+                tid = obj.get("obj_track_id", obj.get("trackID")) if isinstance(obj, dict) else None
+                if tid is not None:
+                    _json_int(tid, path, f"obj_track_id {tid!r}")
+        except LabelFormatError as err:
+            log.add("bad_json", path, f"labels[{t}]", err.reason)
+            return None
     toa = numbers["anomaly_start"]
     if not 0 <= toa < n_frames:
         log.add(
@@ -900,6 +930,10 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
             None,
             f"anomaly_start {toa} is past the clip's end (frames 0..{n_frames - 1})",
         )
+        return None
+    end = meta.get("anomaly_end")
+    if isinstance(end, (int, float)) and not isinstance(end, bool) and end < toa:
+        log.add("bad_json", path, None, f"anomaly_end {end} is before anomaly_start {toa}")
         return None
     frames, absent = [], []
     folder = root / "frames" / vid / "images"
@@ -923,9 +957,9 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
     tracks: dict[int, np.ndarray] = {}
     for t, entry in enumerate(labels):
         for obj in entry.get("objects") or []:
-            tid = obj.get("obj_track_id", obj.get("trackID"))
-            box = obj.get("bbox")
-            if tid is None or box is None or len(box) != 4:
+            tid = obj.get("obj_track_id", obj.get("trackID")) if isinstance(obj, dict) else None
+            box = obj.get("bbox") if isinstance(obj, dict) else None
+            if tid is None or not isinstance(box, list) or len(box) != 4:
                 log.add(
                     "bad_json",
                     path,
@@ -956,6 +990,26 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
         subset=meta.get("subset"),
         scenario=meta.get("anomaly_class"),
     )
+
+
+def _npz_id(value: np.ndarray) -> str:
+    """A feature file's ``ID`` as text: numpy strings and bytes (``b'000001'``, as Python 2 era files store it)
+    alike, so it matches its annotation line."""
+    item = np.asarray(value).reshape(-1)[0].item()
+    return item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+
+
+def _json_int(value, path: Path, what: str, positive: bool = False) -> int:
+    """An integer of a clip's JSON (a JSON key is a string: "7" is 7), else :class:`LabelFormatError` naming
+    ``what``; a bool or a fraction is not one."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value != int(value):
+        raise LabelFormatError(path, None, f"{what} is not an integer")
+    if positive and value <= 0:
+        raise LabelFormatError(path, None, f"{what}: expected a positive integer")
+    return int(value)
 
 
 def _plausible_box(box) -> bool:

@@ -394,7 +394,7 @@ def test_missing_and_inconsistent_frame_rate(clips_root, ccd_root):
         read_ccd_layout(clips_root, strict=True, require_json=True)
     write_mp4(ccd_root / "videos/Normal/000002.mp4", 10, 25.0)
     with pytest.raises(
-        LabelFormatError, match=r"000002.mp4: frame rate 25 is inconsistent with the annotation's 10"
+        LabelFormatError, match=r"000002.mp4: frame rate 25 is inconsistent with CCD's 10 fps"
     ):
         read_ccd_layout(ccd_root, strict=True)
 

@@ -4,6 +4,7 @@ damaged npz files, a byte-order mark, one bad annotation line, DoTA frame paths 
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from domains.driving.accident.data import AccidentDataModule, AccidentDataset
 from domains.driving.accident.readers import read_ccd_layout, read_dota, read_npz_clips
 from domains.driving.formats import LabelFormatError, LabelWarning
 from shared.files import HiddenFilesWarning
-from tests.driving.accident.layouts import ccd_line, write_dota_clip, write_mp4, write_npz_clip
+from tests.driving.accident.layouts import (
+    ccd_line,
+    write_accident_clips,
+    write_dota_clip,
+    write_mp4,
+    write_npz_clip,
+)
 
 
 def _numbered_frames(folder: Path, n: int) -> None:
@@ -396,3 +403,89 @@ def test_predict_runs_on_ones_own_videos_and_frame_folders_at_the_training_rate(
     with pytest.raises(ValueError, match="none of the 2 --data.predict_path clips has a track"):
         own_clips = ["--data.predict_path", str(own), "--data.predict_fps", "10", "--ckpt_path", "none"]
         main(["predict", *_cli_args(data, *own_clips)])
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda m: m["tracks"]["1"]["box"].__setitem__(0, [1, 2, 3]), r"track 1, frame 0: box \[1, 2, 3\] is not"),
+        (lambda m: m["tracks"]["1"]["box"].__setitem__(0, "1 2 3 4"), r"track 1, frame 0: box '1 2 3 4' is not"),
+        (lambda m: m["tracks"].__setitem__("car", m["tracks"].pop("1")), r"track id 'car' is not an integer"),
+        (lambda m: m.update(involved=["car_72"]), r"involved track id 'car_72' is not an integer"),
+        (lambda m: m.update(size=[48, 24, 3]), r"size \[48, 24, 3\] is not \[width, height\]"),
+        (lambda m: m.update(ttc=["n/a"] * 12), r"ttc value 'n/a' is not seconds"),
+    ],
+)
+def test_a_malformed_clip_json_drops_that_clip_naming_the_file(tmp_path, change, reason):
+    """The JSON that gives CCD-layout clips their boxes: a malformed box, id, size or TTC was a bare ValueError
+    naming no file ("could not broadcast ...", "invalid literal for int()"), and stopped the whole read."""
+    import json
+
+    from domains.driving.accident.readers import read_ccd_layout
+
+    root = write_accident_clips(tmp_path, {"crash": 2}, n_frames=12)
+    path = root / "annotations" / "000000.json"
+    meta = json.loads(path.read_text())
+    meta.setdefault("ttc", [None] * 12)
+    change(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.warns(LabelWarning, match=r"bad_json: 1 \(.*000000.json: " + reason):
+        clips = read_ccd_layout(root, require_json=True)
+    assert [c.clip_id for c in clips] == ["000001"]
+
+
+def test_dota_entries_that_are_not_frames_and_an_end_before_the_start_are_counted(tmp_path):
+    """A labels entry that is not an object was "AttributeError: 'int' object has no attribute 'get'", naming no
+    file; an anomaly_end before its anomaly_start was taken silently."""
+    import json
+
+    write_dota_clip(tmp_path, "clip_a", n_frames=6, anomaly_start=3)
+    for vid, change in (
+        ("clip_b", lambda m: m["labels"].__setitem__(2, 7)),
+        ("clip_c", lambda m: m.update(anomaly_end=1)),
+        ("clip_d", lambda m: m["labels"][1].update(frame_id="one")),
+    ):
+        path = write_dota_clip(tmp_path, vid, n_frames=6, anomaly_start=3)
+        meta = json.loads(path.read_text())
+        change(meta)
+        path.write_text(json.dumps(meta))
+    with pytest.warns(LabelWarning, match=r"bad_json: 3 ") as caught:
+        clips = read_dota(tmp_path)
+    assert [c.clip_id for c in clips] == ["clip_a"]
+    text = "\n".join(str(w.message) for w in caught)
+    for expected in (r"clip_b.json:labels\[2\]: expected an object", "clip_c.json: anomaly_end 1 is before anomaly_start 3",
+                     r"clip_d.json:labels\[1\]: frame_id 'one' is not an integer"):  # fmt: skip
+        assert re.search(expected, text), text
+
+
+def test_an_npz_id_stored_as_bytes_is_its_text(tmp_path):
+    """A Python 2 era feature file keeps ``ID`` as bytes: the clip was named "b'000001'", matched no annotation
+    line and was dropped, blaming the annotation."""
+    write_npz_clip(tmp_path / "training" / "positive" / "000001.npz", n_frames=10, dim=4, ID=np.array(b"000001"))
+    write_npz_clip(tmp_path / "training" / "negative" / "000002.npz", n_frames=10, dim=4, positive=False,
+                   ID=np.array([b"000002"]))  # fmt: skip
+    clips = read_npz_clips(tmp_path, fps=10.0, toa=5, strict=True)
+    assert sorted(c.clip_id for c in clips) == ["000001", "000002"]
+
+
+def test_risk_csv_tells_no_contact_from_unknown_and_a_failed_clip_leaves_no_folder(tmp_path):
+    """``ttc_s`` was blank both where no contact is expected within the longest horizon (inf) and where it is
+    unknown (NaN); a clip whose files failed to write left an empty ``<clip>/`` folder."""
+    import csv
+
+    from domains.driving.accident.predict import write_clip
+
+    prediction = {
+        "clip_id": "c", "frames": None, "risk": np.array([0.1, 0.2, 0.9], np.float32),
+        "probabilities": np.array([[0.0, 0.1], [0.1, 0.2], [0.8, 0.9]], np.float32), "horizons": [1.0, 2.0],
+        "ttc": np.array([np.inf, np.nan, 0.5], np.float32), "uncertainty": None,
+        "object_risk": np.zeros((3, 1), np.float32), "box_valid": np.zeros((3, 1), bool),
+        "boxes": np.zeros((3, 1, 4), np.float32), "track_ids": np.array([-1]), "threshold": 0.5, "fps": 10.0,
+    }  # fmt: skip
+    write_clip(prediction, tmp_path / "out")
+    with open(tmp_path / "out" / "c" / "risk.csv") as f:
+        assert [row["ttc_s"] for row in csv.DictReader(f)] == ["inf", "", "0.500"]
+    broken = {**prediction, "clip_id": "d", "probabilities": prediction["probabilities"][:2]}  # one frame short
+    with pytest.raises(IndexError):
+        write_clip(broken, tmp_path / "out")
+    assert not (tmp_path / "out" / "d").exists() and (tmp_path / "out" / "c").is_dir()

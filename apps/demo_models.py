@@ -778,43 +778,13 @@ def detect_clip_objects(
     max_objects: int = ACCIDENT_SLOTS,
     progress=None,
 ) -> dict:
-    """Objects of a clip without tracks: the detector per frame (boxes scoring >= ``threshold``), linked into
-    tracks by IoU (:func:`~domains.driving.accident.tracking.link_detections`) and cut to ``max_objects`` fixed
-    slots (:func:`~domains.driving.accident.tracking.tracks_to_slots`). ``classes``: each track's most frequent
-    detector class. ``progress(done, total)`` is called after each frame."""
-    from domains.driving.accident.tracking import link_detections, tracks_to_slots
+    """Objects of a clip without tracks (:func:`~domains.driving.accident.tracking.detect_and_track`), detected
+    by the demo detector on each frame at its own size (:func:`detect_objects`)."""
+    from domains.driving.accident.tracking import detect_and_track
 
-    names = list(getattr(detector, "class_names", []) or [])
-    per_frame, labels = [], []
-    for t, frame in enumerate(frames):
-        pred = detect_objects(detector, frame)
-        boxes = pred["boxes"]
-        # zero-area boxes (clipped at the frame's edge) cover nothing; dropped here with their labels (kept aligned)
-        keep = (pred["scores"] >= threshold) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        per_frame.append(pred["boxes"][keep].astype(np.float32))
-        labels.append(pred["labels"][keep])
-        if progress is not None:
-            progress(t + 1, len(frames))
-    tracks = link_detections(per_frame)
-    boxes, valid, ids = tracks_to_slots(tracks, max_objects)
-    votes: dict[int, list[int]] = {}
-    for t, frame_tracks in enumerate(tracks):
-        for tid, box in frame_tracks.items():  # the track's box is one of this frame's detections
-            match = np.flatnonzero((per_frame[t] == box.astype(np.float32)).all(axis=1))
-            if len(match):
-                votes.setdefault(tid, []).append(int(labels[t][match[0]]))
-    classes = {}
-    for tid, vote in votes.items():
-        label = int(np.bincount(vote).argmax())
-        classes[tid] = names[label] if label < len(names) else str(label)
-    return {
-        "boxes": boxes,
-        "box_valid": valid,
-        "track_ids": ids,
-        "classes": classes,
-        "detections": int(sum(len(b) for b in per_frame)),
-        "tracks": len({tid for frame_tracks in tracks for tid in frame_tracks}),  # before the cut to the slots
-    }
+    names = getattr(detector, "class_names", None) or ()
+    detect = functools.partial(detect_objects, detector)
+    return detect_and_track(detect, frames, threshold, max_objects, names, progress)
 
 
 def no_objects(n_frames: int, max_objects: int = ACCIDENT_SLOTS) -> dict:
@@ -881,9 +851,9 @@ def accident_predict(
     network's ``input_size`` and the boxes (T, N, 4, source pixels) scaled with them.
 
     ``model_fps``: the rate the model learnt at (:func:`accident_model_fps`). The clip is then resampled to it
-    (:func:`~domains.driving.accident.readers.model_steps`: each model step reads the nearest source frame) and the results are mapped
-    back to every source frame, each holding the risk of the latest step at or before it (what a live system
-    would show), so the alarm frame is the source frame the alarming step read. ``model_steps`` (K,) says which
+    (:func:`~domains.driving.accident.readers.model_steps`: each model step reads the nearest source frame) and
+    the results are mapped back to every source frame, each holding the risk of the latest step at or before it
+    (what a live system would show), so the alarm frame is the source frame the alarming step read. ``model_steps`` (K,) says which
     source frames the model read. None: every frame is a model step (the clip is taken to be at the model's
     rate).
 

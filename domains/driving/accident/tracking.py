@@ -10,12 +10,14 @@ dependencies this suite does not carry.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
-__all__ = ["link_detections", "tracks_to_slots"]
+__all__ = ["detect_and_track", "link_detections", "tracks_to_slots"]
 
 
 def link_detections(
@@ -79,3 +81,50 @@ def tracks_to_slots(
             if i in frame:
                 boxes[f, slot], valid[f, slot] = frame[i], True
     return boxes, valid, ids
+
+
+def detect_and_track(
+    detect: Callable[[np.ndarray], dict],
+    frames: Sequence[np.ndarray],
+    threshold: float,
+    max_objects: int = 19,
+    class_names: Sequence[str] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Objects of a clip without tracks: ``detect(frame)`` (``boxes`` xyxy in the frame's pixels, ``scores``,
+    ``labels``, numpy) per frame, the boxes scoring >= ``threshold`` linked into tracks by IoU
+    (:func:`link_detections`) and cut to ``max_objects`` fixed slots (:func:`tracks_to_slots`). Returns
+    ``boxes`` (T, N, 4), ``box_valid`` (T, N), ``track_ids`` (N,), ``classes`` (each track's most frequent
+    detector class, named by ``class_names``), ``detections`` and ``tracks`` (counts before the cut).
+    ``progress(done, total)`` is called after each frame."""
+    names = list(class_names or [])
+    per_frame, labels = [], []
+    for t, frame in enumerate(frames):
+        pred = detect(frame)
+        boxes = np.asarray(pred["boxes"])
+        # zero-area boxes (clipped at the frame's edge) cover nothing; dropped here with their labels (kept aligned)
+        keep = (np.asarray(pred["scores"]) >= threshold) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        per_frame.append(boxes[keep].astype(np.float32))
+        labels.append(np.asarray(pred["labels"])[keep])
+        if progress is not None:
+            progress(t + 1, len(frames))
+    tracks = link_detections(per_frame)
+    boxes, valid, ids = tracks_to_slots(tracks, max_objects)
+    votes: dict[int, list[int]] = {}
+    for t, frame_tracks in enumerate(tracks):
+        for tid, box in frame_tracks.items():  # the track's box is one of this frame's detections
+            match = np.flatnonzero((per_frame[t] == box.astype(np.float32)).all(axis=1))
+            if len(match):
+                votes.setdefault(tid, []).append(int(labels[t][match[0]]))
+    classes = {}
+    for tid, vote in votes.items():
+        label = int(np.bincount(vote).argmax())
+        classes[tid] = names[label] if label < len(names) else str(label)
+    return {
+        "boxes": boxes,
+        "box_valid": valid,
+        "track_ids": ids,
+        "classes": classes,
+        "detections": int(sum(len(b) for b in per_frame)),
+        "tracks": len({tid for frame_tracks in tracks for tid in frame_tracks}),  # before the cut to the slots
+    }

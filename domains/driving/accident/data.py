@@ -427,6 +427,12 @@ class AccidentDataModule(SplitLoaders):
             folder of videos and frame folders (:func:`~domains.driving.accident.readers.read_own_clips`); no
             labels. Read at the training clips' frame rate (:func:`training_fps`), resampled from their own.
         predict_fps: frame rate of ``predict_path``'s frame folders (videos say their own).
+        predict_detector: a road detector's checkpoint (``python -m domains.driving.detection fit``) that finds
+            the objects of ``predict_path``'s clips, linked into tracks by IoU
+            (:func:`~domains.driving.accident.tracking.detect_and_track`): what a network reading boxes needs
+            (own clips come without tracks). Runs once per frame the model reads.
+        predict_detector_threshold: the detector's score above which a box is an object; null: the detector's
+            ``predict_score_thresh``.
     """
 
     SPLIT_SETTINGS = ("split_seed", "val_fraction", "test_fraction")
@@ -454,6 +460,8 @@ class AccidentDataModule(SplitLoaders):
         hflip: float = 0.0,
         predict_path: str | None = None,
         predict_fps: float | None = None,
+        predict_detector: str | None = None,
+        predict_detector_threshold: float | None = None,
     ):
         super().__init__()
         if image_size is None:
@@ -510,6 +518,7 @@ class AccidentDataModule(SplitLoaders):
         self.train_frames = bool(train_frames)
         self.hflip = float(hflip)
         self.predict_path, self.predict_fps = predict_path, predict_fps
+        self.predict_detector, self.predict_detector_threshold = predict_detector, predict_detector_threshold
         self.splits: dict[str, list[AccidentClip]] = {}
         self.datasets: dict[str, AccidentDataset] = {}
         self.dropped: DropLog | None = None
@@ -582,6 +591,8 @@ class AccidentDataModule(SplitLoaders):
                 if not clips:
                     raise ValueError(f"--data.predict_path {self.predict_path}: none of its clips can be read")
                 rank_zero_info(f"--data.predict_path: {len(clips)} clips, read at {fps:g} fps ({why})")
+                if self.predict_detector is not None:
+                    self._detect_tracks(clips)
                 self.splits = {"predict": clips}  # what the task checks its input kind against
                 self.datasets["predict"] = self._dataset(clips, train=False, decode_frames=True)
             return
@@ -606,6 +617,36 @@ class AccidentDataModule(SplitLoaders):
                 f"{self.root()}: the training split holds no crash clip ({len(self.splits['train'])} clips, all "
                 f"negatives), so there is nothing to anticipate{dropped}"
             )
+
+    def _detect_tracks(self, clips: list[AccidentClip]) -> None:
+        """Give own clips the tracks of ``predict_detector``'s boxes, found in the frames the model reads."""
+        from domains.driving.accident.tracking import detect_and_track
+        from domains.driving.detection.predict import detect
+        from domains.driving.detection.task import DetectionTask
+
+        path = Path(self.predict_detector)
+        if not path.is_file():
+            raise FileNotFoundError(f"--data.predict_detector {path}: no such file (a detection .ckpt)")
+        detector = DetectionTask.load_checked(path)
+        threshold = self.predict_detector_threshold
+        threshold = float(detector.predict_score_thresh if threshold is None else threshold)
+        source = AccidentDataset(clips, image_size=None, max_objects=self.max_objects)  # frames at their own size
+
+        def objects(frame: np.ndarray) -> dict:
+            pred = detect(detector.model, frame)
+            return {key: value.numpy() for key, value in pred.items()}
+
+        for i, clip in enumerate(clips):
+            frames = (source[i]["frames"].permute(0, 2, 3, 1) * 255).round().byte().numpy()
+            found = detect_and_track(objects, frames, threshold, self.max_objects, detector.hparams.class_names)
+            rank_zero_info(
+                f"{clip.clip_id}: {found['detections']} boxes scoring >= {threshold:g} in {len(frames)} frames, "
+                f"{found['tracks']} tracks"
+            )
+            for slot in np.flatnonzero(found["track_ids"] >= 0):
+                boxes = np.where(found["box_valid"][:, slot, None], found["boxes"][:, slot], np.nan)
+                clip.tracks[int(found["track_ids"][slot])] = boxes.astype(np.float32)
+                clip.depth[int(found["track_ids"][slot])] = -float(np.nanmean(boxes[:, 3] - boxes[:, 1]))
 
     def _dataset(self, clips: list[AccidentClip], train: bool, decode_frames: bool) -> AccidentDataset:
         """One split's clips with this module's settings."""

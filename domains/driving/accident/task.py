@@ -138,10 +138,11 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
             )
         if self.model.input_kind == "boxes" and clips and not any(clip.tracks for clip in clips):
             source = "--data.predict_path" if own else getattr(datamodule, "data_format", "these")
+            detector = " or give --data.predict_detector (a road detector's .ckpt) to find them" if own else ""
             raise ValueError(
                 f"the network reads only the objects' boxes (input_kind: boxes) but none of the {len(clips)} "
                 f"{source} clips has a track: use a network that reads frames (full.yaml, or "
-                "--model.network.init_args.input_kind frames --data.train_frames true)"
+                f"--model.network.init_args.input_kind frames --data.train_frames true){detector}"
             )
         if (
             stage in ("fit", "validate", "test")

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from domains.driving.accident.data import AccidentDataModule, AccidentDataset
 from domains.driving.accident.readers import read_ccd_layout, read_dota, read_npz_clips
@@ -489,3 +490,44 @@ def test_risk_csv_tells_no_contact_from_unknown_and_a_failed_clip_leaves_no_fold
     with pytest.raises(IndexError):
         write_clip(broken, tmp_path / "out")
     assert not (tmp_path / "out" / "d").exists() and (tmp_path / "out" / "c").is_dir()
+
+
+def test_own_clips_get_their_objects_from_a_road_detector_for_a_network_that_reads_boxes(tmp_path, monkeypatch):
+    """``--data.predict_detector``: the suite's detector finds each frame's objects, linked into tracks, so a
+    boxes-only network (quick.yaml, the shipped demo model) runs on raw video from the command line too."""
+    import csv
+    import warnings
+
+    from pytorch_lightning import Trainer
+
+    from domains.driving.accident.__main__ import main
+    from tests.driving.accident.layouts import write_clip_frames
+    from tests.driving.accident.test_task import _cli_args
+    from tests.helpers import detection_task
+
+    detector = tmp_path / "detector.ckpt"
+    torch.manual_seed(0)
+    task = detection_task(
+        backbone="tiny_cnn", backbone_kwargs={"width": 8}, fpn_channels=32, head_convs=1, input_size=(32, 64)
+    )
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_steps=0)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(detector)
+    data = write_accident_clips(tmp_path / "clips", {"crash": 1, "near_miss": 1, "normal": 1}, fps=10.0)
+    write_clip_frames(tmp_path / "own" / "drive", 6)
+    monkeypatch.chdir(tmp_path)
+    own = ["--data.predict_path", str(tmp_path / "own"), "--data.predict_fps", "10", "--ckpt_path", "none"]
+    own += ["--model.predict_dir", str(tmp_path / "pred"), "--data.predict_detector", str(detector)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # untrained, the detector scores every box about alike: a threshold of 0 takes them all
+        cli = main(["predict", *_cli_args(data, *own, "--data.predict_detector_threshold", "0")])
+    (clip,) = cli.datamodule.splits["predict"]
+    assert clip.tracks and all(track.shape == (6, 4) for track in clip.tracks.values())
+    with open(tmp_path / "pred" / "drive" / "objects.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {int(r["track_id"]) for r in rows} <= set(clip.tracks)
+    with open(tmp_path / "pred" / "drive" / "risk.csv") as f:
+        assert any(float(r["risk"]) > 0 for r in csv.DictReader(f))  # objects in view: the network reads them
+    with pytest.raises(FileNotFoundError, match="--data.predict_detector .*missing.ckpt: no such file"):
+        main(["predict", *_cli_args(data, *own, "--data.predict_detector", str(tmp_path / "missing.ckpt"))])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import pickle
 import warnings
 from collections import OrderedDict
@@ -32,9 +33,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from shared.data import SplitLoaders, check_cap, group_split, segmentation_augmentations
-from shared.files import counting_hidden_files, is_hidden, visible_entries
+from shared.data import SplitLoaders, _same_setting, check_cap, group_split, segmentation_augmentations
+from shared.files import counting_hidden_files, is_hidden, visible_entries, visible_inputs
 from shared.images import stretch_to_unit
+from shared.task import CheckpointMismatchError
 
 SPLITS = ("train", "val", "test")
 DATA_FORMATS = ("lidc_png", "lidc_pickle", "decathlon")
@@ -42,10 +44,24 @@ DATA_FORMATS = ("lidc_png", "lidc_pickle", "decathlon")
 
 def _unreadable_nifti(path: Path, exc: BaseException) -> str:
     """The error for a NIfTI file the reader failed on, with the error at the bottom of the chain: MONAI wraps
-    the reader's in "applying transform <LoadImaged object at 0x...>", which says nothing of the file."""
+    the reader's in "applying transform <LoadImaged object at 0x...>", which says nothing of the file. A plain
+    ``.nii`` saved under a ``.nii.gz`` name (readers choose gzip by the name) is said as such, with the fix."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
+    if str(path).lower().endswith(".gz") and _plain_nifti_header(path):
+        return f"{path}: named .gz but not gzip-compressed: rename to .nii ({Path(path).name[:-3]})"
     return f"{path}: cannot read NIfTI: truncated, or no NIfTI ({type(exc).__name__}: {exc})"
+
+
+def _plain_nifti_header(path: Path) -> bool:
+    """Whether ``path`` begins as an uncompressed NIfTI-1 / -2 header does (``sizeof_hdr`` 348 or 540, either
+    byte order), not as gzip."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and {int.from_bytes(head, "little"), int.from_bytes(head, "big")} & {348, 540} != set()
 
 
 class MedicalDataWarning(UserWarning):
@@ -254,22 +270,27 @@ class LIDCPngDataset(MedicalDataset):
                 )
         return array
 
+    @classmethod
+    def read_image(cls, path: Path) -> np.ndarray:
+        """The grey image at ``path`` as float32 (H, W) in [0, 1]: 8 bits / 255, 16 bits stretched per image.
+        Also what ``predict`` on one's own 2-D images reads (:class:`ImageFileDataset`), so both agree."""
+        raw = cls._read(path)
+        if raw.dtype == np.uint8:
+            return raw.astype(np.float32) / 255.0
+        if raw.dtype == np.uint16:  # a 12-bit CT in 16 bits: /65535 left it at most 0.06, nearly black
+            return stretch_to_unit(raw, path, MedicalDataWarning)
+        raise MedicalDataError(f"{path}: unsupported PNG dtype {raw.dtype}")
+
     def load(self, index: int) -> dict:
         path = self.image_paths[index]
-        raw = self._read(path)
-        if raw.dtype == np.uint8:
-            image = raw.astype(np.float32) / 255.0
-        elif raw.dtype == np.uint16:  # a 12-bit CT in 16 bits: /65535 left it at most 0.06, nearly black
-            image = stretch_to_unit(raw, path, MedicalDataWarning)
-        else:
-            raise MedicalDataError(f"{path}: unsupported PNG dtype {raw.dtype}")
+        image = self.read_image(path)
         masks = []
         for mask_path in self.mask_paths[index]:
             mask = self._read(mask_path)
-            if mask.shape != raw.shape:
+            if mask.shape != image.shape:
                 raise MedicalDataError(
                     f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but image {path} is "
-                    f"{raw.shape[1]}x{raw.shape[0]}"
+                    f"{image.shape[1]}x{image.shape[0]}"
                 )
             masks.append(_binarise(mask, str(mask_path)))
         return {
@@ -442,6 +463,62 @@ def _select_channel(x, index: int):
     return x[index : index + 1]
 
 
+#: a label whose affine differs from its image's by more than this (mm; direction cosines times spacing) is said
+AFFINE_ATOL = 1e-3
+
+
+def _case_name(path: Path) -> str:
+    """``ct_003`` of ``ct_003.nii.gz`` / ``ct_003.nii`` (the name of the file or link, never of a link's target)."""
+    name = path.name
+    for suffix in (".gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def _nifti_header(path: Path, check_data: bool = False) -> dict:
+    """The geometry of the NIfTI at ``path`` from its header (no voxel read): ``affine``, ``spatial_shape``
+    (X, Y, Z) and the header fields the predicted volumes copy (``qform_code``, ``sform_code``,
+    ``xyzt_units``). The image's, not its label's, is where predictions go. ``check_data``: also read the
+    voxel data to its end (a truncated file fails here, not half-way through ``predict``), one chunk at a time."""
+    import gzip
+
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        shape = tuple(int(v) for v in image.shape)
+        if len(shape) < 3:
+            raise MedicalDataError(f"{path}: expected a 3D volume (X, Y, Z) or (X, Y, Z, channels), got {shape}")
+        if check_data:
+            needed = int(image.dataobj.offset) + int(np.prod(shape)) * image.get_data_dtype().itemsize
+            if str(path).lower().endswith(".gz"):
+                size = 0
+                with gzip.open(path, "rb") as fh:  # checks the CRC too
+                    while chunk := fh.read(1 << 24):
+                        size += len(chunk)
+            else:
+                size = Path(path).stat().st_size
+            if size < needed:
+                raise MedicalDataError(f"{path}: truncated: {size:,} of the {needed:,} bytes its header says")
+    except MedicalDataError:
+        raise
+    except Exception as exc:  # nibabel / gzip raise many types for truncated or non-NIfTI files
+        raise MedicalDataError(_unreadable_nifti(path, exc)) from exc
+    header = image.header
+    return {
+        "affine": np.asarray(image.affine, dtype=np.float64),
+        "spatial_shape": np.asarray(shape[:3], dtype=np.int64),
+        "qform_code": int(header["qform_code"]),
+        "sform_code": int(header["sform_code"]),
+        "xyzt_units": int(header["xyzt_units"]),
+    }
+
+
 class DecathlonSliceDataset(MedicalDataset):
     """Medical Segmentation Decathlon / BraTS volumes cut into 2D axial slices, one reader.
 
@@ -474,13 +551,9 @@ class DecathlonSliceDataset(MedicalDataset):
         foreground_labels: Sequence[int] | None = None,
     ):
         from monai.transforms import EnsureChannelFirst, LoadImage
-        from nibabel import affines as nib_affines
 
         self.root = Path(root)
-        self.crop_size = int(crop_size)
-        self.modality_index = int(modality_index)
-        self.percentiles = percentiles
-        self.cache_volumes = cache_volumes
+        self._set_pipeline(crop_size, modality_index, percentiles, cache_volumes)
         self.num_readers = 1
         _check_split(split, str(self.root))
         meta_path = self.root / "dataset.json"
@@ -497,19 +570,21 @@ class DecathlonSliceDataset(MedicalDataset):
         self.foreground_labels = _foreground_labels(foreground_labels, meta.get("labels"), meta_path)
         declared = np.array(sorted(_declared_labels(meta.get("labels"))))
         undeclared: dict[Path, list] = {}  # label file -> its values dataset.json does not name
+        moved: list[tuple[Path, Path, float]] = []  # (label, image, largest affine difference)
         cases = []
         for n, pair in enumerate(training):
             if not isinstance(pair, dict) or "image" not in pair or "label" not in pair:
                 raise MedicalDataError(f"{meta_path}: training entry {n} needs 'image' and 'label'")
-            image_path, label_path = (
-                (self.root / pair["image"]).resolve(),
-                (self.root / pair["label"]).resolve(),
-            )
-            for p in (image_path, label_path):
+            # absolute with links kept: git-annex / DVC / a Hugging Face cache link each file to a blob named by
+            # its hash, which resolve() made the case's name (and the reader lost the .nii suffix it goes by)
+            image_path, label_path = (Path(os.path.abspath(self.root / pair[key])) for key in ("image", "label"))
+            for key, p in (("image", image_path), ("label", label_path)):
                 if not p.is_file():
-                    raise FileNotFoundError(f"{p}: listed in {meta_path} (training entry {n}) but missing")
-            case = image_path.name.removesuffix(".gz").removesuffix(".nii")
-            cases.append((case, image_path, label_path))
+                    broken = f": a link to {os.readlink(p)}, which does not exist" if p.is_symlink() else ""
+                    raise FileNotFoundError(
+                        f"{p}: listed in {meta_path} (training entry {n}, {key} {pair[key]!r}) but missing{broken}"
+                    )
+            cases.append((_case_name(image_path), image_path, label_path))
         self.fractions, self.group_noun = tuple(fractions), "cases"
         chosen, self.split_groups = _split_by_group([c[0] for c in cases], split, fractions, seed)
         cases = [cases[i] for i in chosen]
@@ -546,18 +621,22 @@ class DecathlonSliceDataset(MedicalDataset):
             self.stats["foreground_slices"] += len(fg_idx)
             self.stats["empty_slices"] += len(empty_idx)
             self.stats["empty_slices_kept"] += len(keep_empty)
-            affine = np.asarray(label.meta.get("original_affine", label.affine), dtype=np.float64)
-            spacing = nib_affines.voxel_sizes(affine)[:2]  # mm per voxel along X and Y
-            self._sources.append(
-                {
-                    "image_path": str(image_path),
-                    "label_path": str(label_path),
-                    "affine": affine,
-                    "spatial_shape": np.asarray(label.shape[1:], dtype=np.int64),
-                    "resized": np.asarray(self._inplane_size(*label.shape[1:3], spacing), dtype=np.int64),
-                }
-            )
+            # the image's geometry: a label saved without it (an identity affine) put predictions off the scan
+            header = _nifti_header(image_path)
+            label_affine = np.asarray(label.meta.get("original_affine", label.affine), dtype=np.float64)
+            if not np.allclose(label_affine, header["affine"], rtol=0, atol=AFFINE_ATOL):
+                moved.append((label_path, image_path, float(np.abs(label_affine - header["affine"]).max())))
+            self._sources.append(self._source(image_path, label_path, header))
             self.slices.extend((c, int(z)) for z in sorted([*fg_idx, *keep_empty]))
+        if moved:
+            label_path, image_path, gap = moved[0]
+            warnings.warn(
+                f"{label_path}: its affine differs from its image {image_path}'s by up to {gap:.4g} (mm) "
+                f"({len(moved)} of {len(cases)} labels so): the image's places the slices, its spacing sets the "
+                "resize and predictions are written on it; check that the label belongs to this image",
+                MedicalDataWarning,
+                stacklevel=2,
+            )
         if undeclared:
             first, values = next(iter(undeclared.items()))
             warnings.warn(
@@ -572,9 +651,32 @@ class DecathlonSliceDataset(MedicalDataset):
             f"{self.stats['foreground_slices']} foreground slices, kept {self.stats['empty_slices_kept']} of "
             f"{self.stats['empty_slices']} empty slices"
         )
-        self.ids = [f"{cases[c][0]}/z{z:03d}" for c, z in self.slices]
-        self.groups = [cases[c][0] for c, _ in self.slices]
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._name_slices()
+
+    def _set_pipeline(self, crop_size: int, modality_index: int, percentiles, cache_volumes: int) -> None:
+        """The settings that decide what the network sees of a volume (labelled or not)."""
+        self.crop_size = int(crop_size)
+        self.modality_index = int(modality_index)
+        self.percentiles = percentiles
+        self.cache_volumes = cache_volumes
+
+    def _source(self, image_path: Path, label_path: Path | None, header: dict) -> dict:
+        """What the prediction writer needs to put a slice back into its volume: the image's geometry."""
+        from nibabel import affines as nib_affines
+
+        spacing = nib_affines.voxel_sizes(header["affine"])[:2]  # mm per voxel along X and Y
+        x, y = (int(v) for v in header["spatial_shape"][:2])
+        return {
+            "image_path": str(image_path),
+            "label_path": str(label_path or ""),
+            **header,
+            "resized": np.asarray(self._inplane_size(x, y, spacing), dtype=np.int64),
+        }
+
+    def _name_slices(self) -> None:
+        self.ids = [f"{self.cases[c][0]}/z{z:03d}" for c, z in self.slices]
+        self.groups = [self.cases[c][0] for c, _ in self.slices]
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
 
     def _foreground(self, label: np.ndarray) -> np.ndarray:
         """The lesion mask of a label array: ``foreground_labels`` if given, else every non-zero label."""
@@ -595,8 +697,9 @@ class DecathlonSliceDataset(MedicalDataset):
         except Exception as exc:  # nibabel/MONAI raise many types for truncated or non-NIfTI files
             raise MedicalDataError(_unreadable_nifti(path, exc)) from exc
 
-    def _volume(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        """Processed (image, label) of case ``c`` as (crop, crop, Z) arrays, LRU-cached."""
+    def _volume(self, c: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Processed (image, label) of case ``c`` as (crop, crop, Z) arrays (label None: an unlabelled
+        volume), LRU-cached."""
         if c in self._cache:
             self._cache.move_to_end(c)
             return self._cache[c]
@@ -613,8 +716,10 @@ class DecathlonSliceDataset(MedicalDataset):
         _case, image_path, label_path = self.cases[c]
         load, channel_first = LoadImage(image_only=True), EnsureChannelFirst()
         # one file at a time, through the listing's reader: an error names its file, the image or the label
-        data = {key: self._load(load, channel_first, path) for key, path in (("image", image_path), ("label", label_path))}
-        if tuple(data["image"].shape[1:]) != tuple(data["label"].shape[1:]):
+        files = (("image", image_path), ("label", label_path)) if label_path else (("image", image_path),)
+        data = {key: self._load(load, channel_first, path) for key, path in files}
+        keys = list(data)
+        if label_path and tuple(data["image"].shape[1:]) != tuple(data["label"].shape[1:]):
             raise MedicalDataError(
                 f"{image_path}: image grid {tuple(data['image'].shape[1:])} differs from "
                 f"label {label_path} grid {tuple(data['label'].shape[1:])}"
@@ -651,15 +756,15 @@ class DecathlonSliceDataset(MedicalDataset):
                     clip=True,
                 ),
                 Resized(
-                    keys=["image", "label"],
+                    keys=keys,
                     spatial_size=size,
-                    mode=("area" if scale < 1 else "trilinear", "nearest"),
+                    mode=("area" if scale < 1 else "trilinear", "nearest")[: len(keys)],
                 ),
-                ResizeWithPadOrCropd(keys=["image", "label"], spatial_size=crop),
+                ResizeWithPadOrCropd(keys=keys, spatial_size=crop),
             ]
         )(data)
         image = np.asarray(data["image"][0], dtype=np.float32)
-        label = self._foreground(np.asarray(data["label"][0])).astype(np.uint8)
+        label = self._foreground(np.asarray(data["label"][0])).astype(np.uint8) if label_path else None
         self._cache[c] = (image, label)
         while len(self._cache) > self.cache_volumes:
             self._cache.popitem(last=False)
@@ -670,13 +775,168 @@ class DecathlonSliceDataset(MedicalDataset):
         image, label = self._volume(c)
         # Arrays are (X, Y) in voxel order; transpose to (rows=Y, cols=X) like every other 2D image here.
         source = dict(self._sources[c], slice_index=z)
+        if label is None:  # no reader: masks (0, H, W)
+            masks = np.zeros((0, image.shape[1], image.shape[0]), np.uint8)
+        else:
+            masks = np.ascontiguousarray(label[None, :, :, z].transpose(0, 2, 1))
         return {
             "image": np.ascontiguousarray(image[:, :, z].T),
-            "masks": np.ascontiguousarray(label[None, :, :, z].transpose(0, 2, 1)),
+            "masks": masks,
             "id": self.ids[index],
             "group": self.groups[index],
             "source": source,
         }
+
+
+# ------------------------------------------------------------------------------- one's own images (predict)
+
+#: 2-D image files ``--data.predict_path`` reads (as the LIDC PNG items are read)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class NiftiImageDataset(DecathlonSliceDataset):
+    """Unlabelled NIfTI volumes (``--data.predict_path``), every axial slice, through the Decathlon pipeline
+    (``modality_index``, percentile scaling, the aspect-keeping resize to ``crop_size``): a volume predicts as
+    it does in a labelled set, and is written back on its own grid and affine. Items have no reader mask
+    (``masks`` (0, H, W))."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        names: Sequence[str],
+        crop_size: int = 128,
+        modality_index: int = 0,
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        cache_volumes: int = 4,
+    ):
+        self._set_pipeline(crop_size, modality_index, percentiles, cache_volumes)
+        self.num_readers, self.modalities, self.foreground_labels = 0, {}, None
+        self.cases = [(name, Path(path), None) for path, name in zip(paths, names)]
+        self._sources, self.slices = [], []
+        for c, (_name, path, _) in enumerate(self.cases):
+            header = _nifti_header(path)
+            self._sources.append(self._source(path, None, header))
+            self.slices.extend((c, z) for z in range(int(header["spatial_shape"][2])))
+        self._name_slices()
+
+
+class ImageFileDataset(MedicalDataset):
+    """Unlabelled 2-D images (``--data.predict_path``), whole, read as the LIDC PNG items are
+    (:meth:`LIDCPngDataset.read_image`); no reader mask (``masks`` (0, H, W))."""
+
+    num_readers = 0
+
+    def __init__(self, paths: Sequence[Path], names: Sequence[str]):
+        self.paths = [Path(p) for p in paths]
+        self.ids = list(names)
+        self.groups = list(names)
+
+    def load(self, index: int) -> dict:
+        image = LIDCPngDataset.read_image(self.paths[index])
+        return {
+            "image": image,
+            "masks": np.zeros((0, *image.shape), np.uint8),
+            "id": self.ids[index],
+            "group": self.groups[index],
+        }
+
+
+def _predict_files(predict_path: str | Path) -> tuple[Path, list[Path]]:
+    """The NIfTI volumes or the 2-D images ``predict_path`` names (one file, or a folder searched below it
+    without an earlier run's outputs: :func:`shared.files.visible_inputs`); other files counted in a warning."""
+    root = Path(predict_path)
+    if root.is_file():
+        files = [root]
+    elif (root / "dataset.json").is_file():  # a Decathlon folder: its unlabelled "test" volumes
+        files = _decathlon_test_files(root / "dataset.json")
+    elif root.is_dir():
+        files = visible_inputs(root, None, "--data.predict_path", MedicalDataWarning)
+    else:
+        raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
+    volumes = [p for p in files if _is_nifti(p)]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    kinds = f"NIfTI volumes (.nii, .nii.gz) or 2-D images ({', '.join(IMAGE_SUFFIXES)})"
+    if volumes and images:
+        raise MedicalDataError(
+            f"--data.predict_path {root}: holds both NIfTI volumes (e.g. {volumes[0]}) and 2-D images (e.g. "
+            f"{images[0]}): give a file or folder of one kind"
+        )
+    chosen = volumes or images
+    if not chosen:
+        raise FileNotFoundError(f"--data.predict_path {root}: no {kinds}")
+    if others := [p for p in files if p not in set(chosen)]:
+        warnings.warn(
+            f"--data.predict_path {root}: {len(others)} file(s) not predicted, not of the kinds read ({kinds}), "
+            f"e.g. {others[0]}",
+            MedicalDataWarning,
+            stacklevel=3,
+        )
+    return root, chosen
+
+
+def _decathlon_test_files(meta_path: Path) -> list[Path]:
+    """The volumes of a Decathlon ``dataset.json``'s ``test`` list (``imagesTs/``), links kept as named."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise MedicalDataError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    listed = meta.get("test") if isinstance(meta, dict) else None
+    if not listed or not isinstance(listed, list):
+        raise MedicalDataError(
+            f"--data.predict_path {meta_path.parent}: its dataset.json has no 'test' list; give the folder of "
+            "the volumes to predict (e.g. imagesTs)"
+        )
+    files = []
+    for n, entry in enumerate(listed):
+        entry = entry.get("image") if isinstance(entry, dict) else entry  # some sets list {"image": ...}
+        if not isinstance(entry, str):
+            raise MedicalDataError(f"{meta_path}: test entry {n} is no file name: {entry!r}")
+        path = Path(os.path.abspath(meta_path.parent / entry))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: listed in {meta_path} (test entry {n}, {entry!r}) but missing")
+        files.append(path)
+    return files
+
+
+def build_predict_dataset(predict_path: str | Path, crop_size: int, **settings) -> MedicalDataset:
+    """The unlabelled dataset of ``--data.predict_path``: NIfTI volumes (:class:`NiftiImageDataset`, with
+    ``settings``' ``modality_index`` / ``percentiles`` / ``cache_volumes``) or 2-D images
+    (:class:`ImageFileDataset`). Each file must read whole; those that do not are skipped and named in one
+    warning (an error if none reads). Outputs are named after the files (``ct_100``, ``img_7``), by the path
+    below the folder where a name repeats (``site_a__ct_100``: :func:`domains.driving.formats.distinct_names`)."""
+    from domains.driving.formats import distinct_names
+
+    root, files = _predict_files(predict_path)
+    nifti = _is_nifti(files[0])
+    readable, failed = [], []
+    for path in files:
+        try:
+            _nifti_header(path, check_data=True) if nifti else LIDCPngDataset.read_image(path)
+        except MedicalDataError as err:
+            failed.append(str(err))
+        else:
+            readable.append(path)
+    if failed:
+        shown = "; ".join(failed[:3]) + (f"; ... {len(failed) - 3} more" if len(failed) > 3 else "")
+        warnings.warn(
+            f"--data.predict_path {root}: {len(failed)} of {len(files)} files are not predicted, unreadable: {shown}",
+            MedicalDataWarning,
+            stacklevel=3,
+        )
+    if not readable:
+        raise MedicalDataError(f"--data.predict_path {root}: none of its {len(files)} files can be read")
+    stem = _case_name if nifti else (lambda path: path.stem)
+    names = distinct_names(readable, root if root.is_dir() else None, stem)
+    if len(set(names)) < len(names):  # ct_1.nii beside ct_1.nii.gz
+        name = next(n for n in names if names.count(n) > 1)
+        same = [str(p) for p, n in zip(readable, names) if n == name]
+        raise MedicalDataError(
+            f"--data.predict_path {root}: {' and '.join(same[:2])} make one output name {name!r}: rename one"
+        )
+    if not nifti:
+        return ImageFileDataset(readable, names)
+    wanted = ("modality_index", "percentiles", "cache_volumes")
+    return NiftiImageDataset(readable, names, crop_size, **{k: v for k, v in settings.items() if k in wanted})
 
 
 # -------------------------------------------------------------------------------------------- factory
@@ -693,17 +953,21 @@ def dataset_defaults(cls: type) -> dict:
 
 def build_dataset(format: str, path: str | Path, split: str, **kw) -> MedicalDataset:
     """Dataset for ``format`` in {"lidc_png", "lidc_pickle", "decathlon"}; ``kw`` go to its constructor."""
+    _check_reader_options(format, kw)
+    return DATASETS[format](path, split, **kw)
+
+
+def _check_reader_options(format: str, kw: dict) -> None:
+    """``kw`` are options of ``format``'s reader: a typo in --data.dataset_kwargs ended in a bare "unexpected
+    keyword argument" traceback (or, for ``predict_path``, went unread)."""
     if format not in DATASETS:
         raise ValueError(f"unknown medical data format {format!r}; valid formats: {', '.join(DATA_FORMATS)}")
-    builder = DATASETS[format]
-    accepted = [name for name in inspect.signature(builder).parameters if name not in ("root", "split")]
-    unknown = sorted(set(kw) - set(accepted))
-    if unknown:  # a typo in --data.dataset_kwargs ended in a bare "unexpected keyword argument" traceback
+    accepted = [name for name in inspect.signature(DATASETS[format]).parameters if name not in ("root", "split")]
+    if unknown := sorted(set(kw) - set(accepted)):
         raise ValueError(
             f"--data.dataset_kwargs: {', '.join(unknown)} not an option of the {format} reader; "
             f"valid: {', '.join(accepted)}"
         )
-    return builder(path, split, **kw)
 
 
 # ------------------------------------------------------------------------------------- training view
@@ -857,8 +1121,8 @@ class MedicalDataModule(SplitLoaders):
             its own item).
         augment: training augmentation (flips, small rotations, intensity).
         max_items: at most this many images per split (an int, or ``{val: 48, test: 96}``); ``predict`` reads
-            every image of the test split unless an int or a ``predict`` entry caps it (a Decathlon volume
-            with slices left out is then written slice by slice only).
+            every image of the test split (or of ``predict_path``) unless an int or a ``predict`` entry caps it
+            (a NIfTI volume with slices left out is then written slice by slice only).
         seed: seed of the patient split of ``lidc_pickle`` and ``decathlon`` (and of the empty slices
             Decathlon keeps); ``lidc_png`` is split by its folders, so the seed does not change it.
             Augmentation and the reader drawn per step follow ``seed_everything`` (torch's generator), not
@@ -867,6 +1131,12 @@ class MedicalDataModule(SplitLoaders):
         synthetic: settings of the synthetic set generated when ``data_path`` is null (those of
             :func:`domains.medical.synthetic.generate_lidc_png`), e.g. ``{readers: lidc}`` for readers with
             the real LIDC statistics (generated under data/medical/synthetic_lidc_lidc_readers); null: the default.
+        predict_path: ``predict`` on your own unlabelled data instead of the test split (``data_path`` is then
+            not read): a NIfTI volume (.nii / .nii.gz) or a folder of them (every axial slice, through the
+            Decathlon pipeline with ``dataset_kwargs``' ``modality_index`` / ``percentiles`` and ``crop_size``;
+            written back on each volume's grid and affine), a Decathlon folder (its dataset.json's ``test``
+            list), or 2-D images (.png, .jpg, .tif, ...) or a folder of them (read as the LIDC PNGs, whole).
+            Outputs are named after the files; a file that does not read is skipped, named in a warning.
     """
 
     def __init__(
@@ -882,6 +1152,7 @@ class MedicalDataModule(SplitLoaders):
         seed: int = 0,
         dataset_kwargs: dict | None = None,
         synthetic: dict | None = None,
+        predict_path: str | None = None,
     ):
         super().__init__()
         if data_format not in DATA_FORMATS:
@@ -892,11 +1163,8 @@ class MedicalDataModule(SplitLoaders):
             raise ValueError(f"reader_sampling must be 'random' or 'all', got {reader_sampling!r}")
         if crop_size < 16:  # the networks halve the image at least four times
             raise ValueError(f"crop_size must be at least 16 pixels, got {crop_size}")
-        if data_path is None and data_format != "lidc_png":
-            raise ValueError(
-                f"data_path is required for data_format={data_format!r} (only lidc_png has a "
-                "synthetic default)"
-            )
+        if data_path is None and data_format != "lidc_png" and predict_path is None:
+            self._no_data_path(data_format)
         if synthetic is not None:
             if data_path is not None:
                 raise ValueError("synthetic: generator settings are used only with data_path null; drop one")
@@ -914,17 +1182,27 @@ class MedicalDataModule(SplitLoaders):
         self.max_items = _check_max_items(max_items)
         self.seed = seed
         self.dataset_kwargs = dict(dataset_kwargs or {})
+        self.predict_path = predict_path
         self.datasets: dict[str, ReaderDataset] = {}
+
+    @staticmethod
+    def _no_data_path(data_format: str) -> None:
+        raise ValueError(
+            f"data_path is required for data_format={data_format!r} (only lidc_png has a synthetic default; "
+            "predict on unlabelled files needs only --data.predict_path)"
+        )
 
     def _path(self) -> Path:
         if self.data_path is not None:
             return Path(self.data_path)
+        if self.data_format != "lidc_png":
+            self._no_data_path(self.data_format)
         from domains.medical.synthetic import ensure_synthetic_lidc
 
         return ensure_synthetic_lidc(**self.synthetic)
 
     def prepare_data(self) -> None:
-        if self.data_path is None:  # generate once, on the main process only
+        if self.data_path is None and not self.predicting_own_images():  # generate once, on the main process
             self._path()
 
     def _cap(self, split: str) -> int | None:
@@ -936,8 +1214,13 @@ class MedicalDataModule(SplitLoaders):
         """The (cached) view of ``split`` the loaders use.
 
         ``"predict"`` is the test split as ``predict`` reads it: whole images, no centre crop (so outputs land
-        on the source image), and every slice of a Decathlon volume (not the slices its labels pick).
+        on the source image), and every slice of a Decathlon volume (not the slices its labels pick); with
+        ``predict_path``, the files it names instead (:func:`build_predict_dataset`), read the same way.
         """
+        if split == "predict" and self.predict_path is not None and split not in self.datasets:
+            _check_reader_options(self.data_format, self.dataset_kwargs)
+            base = build_predict_dataset(self.predict_path, self.crop_size, **self.dataset_kwargs)
+            self.datasets[split] = ReaderDataset(base, "first", indices=self._capped(split, base))
         if split not in self.datasets:
             kw: dict[str, Any] = {"crop_size": self.crop_size}
             if self.data_format != "lidc_png":
@@ -950,17 +1233,19 @@ class MedicalDataModule(SplitLoaders):
             base = build_dataset(
                 self.data_format, self._path(), "test" if split == "predict" else split, **kw
             )
-            indices = _cap_indices(len(base), self._cap(split))
-            if len(indices) < len(base):
-                rank_zero_info(
-                    f"[MedicalDataModule] {split}: using {len(indices)} of {len(base)} images (max_items)"
-                )
             train = split == "train"
             augment = segmentation_augmentations(seed=self.seed) if (train and self.augment) else None
             self.datasets[split] = ReaderDataset(
-                base, self.reader_sampling if train else "first", augment=augment, indices=indices
+                base, self.reader_sampling if train else "first", augment=augment, indices=self._capped(split, base)
             )
         return self.datasets[split]
+
+    def _capped(self, split: str, base: MedicalDataset) -> list[int]:
+        """The items of ``base`` that ``max_items`` keeps for ``split`` (said when it leaves some out)."""
+        indices = _cap_indices(len(base), self._cap(split))
+        if len(indices) < len(base):
+            rank_zero_info(f"[MedicalDataModule] {split}: using {len(indices)} of {len(base)} images (max_items)")
+        return indices
 
     def split_settings(self, hparams: dict, stage: str) -> dict:
         """``lidc_png`` is split by its folders (no setting moves an image); the others by ``seed`` and the
@@ -971,6 +1256,71 @@ class MedicalDataModule(SplitLoaders):
         given = hparams.get("dataset_kwargs") or {}
         fractions = given.get("fractions", dataset_defaults(DATASETS[data_format])["fractions"])
         return {"seed": given.get("seed", hparams.get("seed", 0)), "fractions": fractions}
+
+    def input_settings(self, hparams: dict, stage: str) -> dict:
+        """The settings among ``hparams`` (init arguments: this module's or a checkpoint's) that decide what
+        the network sees of a NIfTI slice (``crop_size``, which it is resized to, ``modality_index``,
+        ``percentiles``) and, in ``validate`` / ``test``, what it is scored against (``foreground_labels``).
+        The 2-D formats only crop, so they have none; splitting and caching settings are no input."""
+        decathlon = hparams.get("data_format", "lidc_png") == "decathlon"
+        if not (decathlon or (stage == "predict" and hparams.get("predict_path") is not None)):
+            return {}
+        given, defaults = hparams.get("dataset_kwargs") or {}, dataset_defaults(DecathlonSliceDataset)
+        keys = ["modality_index", "percentiles"]
+        if decathlon and stage in ("validate", "test"):
+            keys.append("foreground_labels")
+        settings = {"crop_size": hparams.get("crop_size", dataset_defaults(type(self))["crop_size"])}
+        return settings | {key: given.get(key, defaults[key]) for key in keys}
+
+    def check_checkpoint_inputs(self, trained: dict, stage: str, source: str = "the checkpoint (--ckpt_path)") -> None:
+        """Refuse to evaluate or predict a checkpoint on other inputs than it was fitted on (``trained``: its
+        ``datamodule_hyper_parameters``): fitted on BraTS channel 2 with ``foreground_labels: [3]``, a ``test``
+        without them scored channel 0 against every label, and said nothing. The error names each setting, both
+        values and the option that gives the checkpoint's. A checkpoint that stored no data settings is not checked."""
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn
+        if not trained:
+            return
+        before, now = self.input_settings(trained, stage), self.input_settings(dict(self.hparams), stage)
+        if "foreground_labels" in before and "foreground_labels" in now:  # [enhancing tumour] is [3]
+            before["foreground_labels"], now["foreground_labels"] = (
+                self._label_values(before["foreground_labels"]),
+                self._label_values(now["foreground_labels"]),
+            )
+        differs = [k for k in before if k in now and not _same_setting(before[k], now[k])]
+        if not differs:
+            return
+        given = dict(self.dataset_kwargs)
+        listed = ", ".join(
+            f"data.{'crop_size' if k == 'crop_size' else 'dataset_kwargs ' + k} {before[k]!r} (this command: "
+            f"{now[k]!r}{'' if k == 'crop_size' or k in given else ', the default'})"
+            for k in differs
+        )
+        fixes = [f"--data.crop_size {before['crop_size']}"] if "crop_size" in differs else []
+        if any(k != "crop_size" for k in differs):  # jsonargparse replaces the whole dict: the others kept
+            kwargs = {**given, **{k: before[k] for k in differs if k != "crop_size"}}
+            shown = ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in kwargs.items())
+            fixes.append(f"--data.dataset_kwargs '{{{shown}}}'")
+        raise CheckpointMismatchError(
+            f"{source} was fitted with {listed}: the network would see other input than it learnt from (or be "
+            f"scored against other labels). Give the checkpoint's: {' '.join(fixes)}"
+        )
+
+    def _label_values(self, chosen) -> Any:
+        """``foreground_labels`` as label values by the data's dataset.json (names and values mean one thing)."""
+        if chosen is None or self.data_path is None:
+            return chosen
+        meta_path = Path(self.data_path) / "dataset.json"
+        try:
+            names = json.loads(meta_path.read_text(encoding="utf-8-sig")).get("labels")
+            return sorted(_foreground_labels(chosen, names, meta_path))
+        except (OSError, ValueError, AttributeError):  # read as given; the dataset says what is wrong
+            return chosen
+
+    def other_split_than(self, trained: dict, stage: str) -> str | None:
+        """The shared check (called before ``validate`` / ``test``), after refusing other input settings
+        than the checkpoint's (:meth:`check_checkpoint_inputs`; ``predict`` checks when the weights load)."""
+        self.check_checkpoint_inputs(trained, stage)
+        return super().other_split_than(trained, stage)
 
     @property
     def num_readers(self) -> int:

@@ -18,7 +18,7 @@ aspect-preserving resize and symmetric padding, inverting the label's nearest-ne
 and written as one-slice volumes whose affine places them at the source slice, so they overlay the original
 scan in any viewer; ``predict`` covers every slice of a volume, so the case's whole volume (the source's
 grid and affine; samples (X, Y, Z, N)) is written too. NIfTI files hold the raw values (probabilities, bits
-or variance; masks 0/1).
+or variance; masks 0/1), with the source image's qform / sform codes and units (its affine, never its label's).
 
 Predicting again into the same folder replaces each image's files: the previous run's files of the names
 above (e.g. ``sample_03.png`` of a run with more samples) are removed from the folder before it is written;
@@ -170,6 +170,22 @@ def slice_to_source_grid(array: torch.Tensor, spatial_shape, resized) -> torch.T
     return planes[:, ix][:, :, iy]
 
 
+def _nifti_like_source(data: np.ndarray, affine: np.ndarray, source: dict, i: int):
+    """A NIfTI image of ``data`` at ``affine`` whose header says what the source's does: its qform / sform
+    codes (scanner or aligned space) and its space and time units (nibabel's defaults otherwise: sform
+    "aligned", no qform, unknown units). A source with neither code keeps nibabel's, which place it."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(data, affine)
+    if "xyzt_units" in source:
+        image.header["xyzt_units"] = int(source["xyzt_units"][i])
+        codes = int(source["qform_code"][i]), int(source["sform_code"][i])
+        if any(codes):
+            image.set_qform(affine, codes[0])
+            image.set_sform(affine, codes[1])
+    return image
+
+
 def _slice_affine(affine: np.ndarray, slice_index: int) -> np.ndarray:
     """Affine of a one-slice volume whose voxel (i, j, 0) is voxel (i, j, slice_index) of the source."""
     out = np.array(affine, dtype=np.float64, copy=True)
@@ -263,7 +279,6 @@ class MedicalPredictionWriter(BasePredictionWriter):
     def _write_nifti(self, folder: Path, samples, mean, unc, source: dict, i: int) -> None:
         """The slice as a one-slice volume in its folder, and into its case's whole volume (written to the
         folder above once every slice of the case is in)."""
-        import nibabel as nib
 
         def numpy(value) -> np.ndarray:
             return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
@@ -276,10 +291,10 @@ class MedicalPredictionWriter(BasePredictionWriter):
         masks = slice_to_source_grid(samples.to(torch.uint8), shape, resized)  # (N, X, Y)
         maps = slice_to_source_grid(torch.stack([mean, unc]).float(), shape, resized)  # (2, X, Y)
         vol = masks.permute(1, 2, 0)[:, :, None].cpu().numpy().astype(np.uint8)  # (X, Y, 1, N)
-        _save_nifti(nib.Nifti1Image(vol, affine), folder / "samples.nii.gz")
+        _save_nifti(_nifti_like_source(vol, affine, source, i), folder / "samples.nii.gz")
         for name, plane in (("mean_prob", maps[0]), ("uncertainty", maps[1])):
             data = plane[:, :, None].cpu().numpy().astype(np.float32)
-            _save_nifti(nib.Nifti1Image(data, affine), folder / f"{name}.nii.gz")
+            _save_nifti(_nifti_like_source(data, affine, source, i), folder / f"{name}.nii.gz")
 
         key = str(source["image_path"][i])
         if key not in self._volumes:
@@ -288,6 +303,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
             self._volumes[key] = {
                 "folder": folder.parent,
                 "affine": volume_affine,
+                "header": {k: [numpy(source[k][i])] for k in ("qform_code", "sform_code", "xyzt_units") if k in source},
                 "samples": np.zeros((*shape[:3], vol.shape[-1]), np.uint8),
                 "mean": np.zeros(shape[:3], np.float32),
                 "uncertainty": np.zeros(shape[:3], np.float32),
@@ -301,7 +317,6 @@ class MedicalPredictionWriter(BasePredictionWriter):
         if len(volume["seen"]) == shape[2]:  # complete: write it and free its memory
             for name in ("samples", "mean", "uncertainty"):
                 filename = {"mean": "mean_prob"}.get(name, name)
-                _save_nifti(
-                    nib.Nifti1Image(volume[name], volume["affine"]), volume["folder"] / f"{filename}.nii.gz"
-                )
+                whole = _nifti_like_source(volume[name], volume["affine"], volume["header"], 0)
+                _save_nifti(whole, volume["folder"] / f"{filename}.nii.gz")
             del self._volumes[key]

@@ -201,6 +201,21 @@ class MedicalSegmentationTask(BaseTask):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self._checkpoint_step = checkpoint.get("global_step")
+        # validate / test / predict on other input settings than the checkpoint's data had (another channel,
+        # intensity window or size) is refused by the data module, which knows them; before the first batch
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        evaluating = trainer is not None and trainer.state.fn in (
+            TrainerFn.VALIDATING,
+            TrainerFn.TESTING,
+            TrainerFn.PREDICTING,
+        )
+        if evaluating and hasattr(datamodule, "check_checkpoint_inputs"):
+            datamodule.check_checkpoint_inputs(
+                checkpoint.get("datamodule_hyper_parameters") or {},
+                trainer.state.fn,
+                source=f"the checkpoint {trainer.ckpt_path}" if trainer.ckpt_path else "the checkpoint",
+            )
 
     def _warn_collapse(self) -> None:
         """Warn once per latent scale whose mean validation KL fell below ``collapse_kl`` (rank 0)."""

@@ -76,7 +76,8 @@ class MedicalSegmentationTask(BaseTask):
                 f"predict_uncertainty must be 'entropy' or 'variance', got {predict_uncertainty!r}"
             )
         self.model = self.build_network(network, tuple(MODELS.values()))
-        self.model_name = next(name for name, cls in MODELS.items() if type(self.model) is cls)
+        # a subclass (a network of your own built on one of them) is named by the model it extends
+        self.model_name = next(name for name, cls in MODELS.items() if isinstance(self.model, cls))
         self.model.input_size = (int(input_size), int(input_size)) if input_size else None
         self.num_samples = num_samples
         self.threshold = threshold

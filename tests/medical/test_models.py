@@ -17,9 +17,8 @@ from domains.medical.models import (
     HierarchicalProbUNet,
     ProbabilisticUNet,
     UNetSegmenter,
-    top_k_cross_entropy,
 )
-from domains.medical.models.common import instance_norm_as_group_norm
+from domains.medical.models.common import instance_norm_as_group_norm, select_top_k
 from domains.medical.predict import uncertainty_map
 
 TINY = {
@@ -258,21 +257,17 @@ def test_prob_unet_channels_last_option_changes_nothing_but_the_layout():
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_top_k_cross_entropy_picks_the_k_largest():
-    logits = torch.tensor([[[[4.0, -1.0, 0.0, 2.0], [-3.0, 1.0, 0.5, -0.5]]]])  # (1, 1, 2, 4)
-    masks = torch.zeros_like(logits)  # BCE with target 0 grows with the logit
-    ce = torch.nn.functional.softplus(logits).flatten()
-    mean, index = top_k_cross_entropy(logits, masks, fraction=0.25)  # k = floor(8 * 0.25) = 2
-    assert sorted(index.tolist()) == [0, 3]  # logits 4 and 2
-    assert float(mean) == pytest.approx(float((ce[0] + ce[3]) / 2))
-    full, none = top_k_cross_entropy(logits, masks, fraction=None)
-    assert none is None and float(full) == pytest.approx(float(ce.mean()))
+def test_select_top_k_picks_the_k_largest_or_draws_by_loss():
+    """The HPU-Net's top-k pixels (Kohl et al. 2019): the k = floor(fraction * pixels) largest losses, or k
+    distinct pixels drawn in proportion to the loss."""
+    ce = torch.nn.functional.softplus(torch.tensor([4.0, -1.0, 0.0, 2.0, -3.0, 1.0, 0.5, -0.5]))
+    assert sorted(select_top_k(ce, 0.25).tolist()) == [0, 3]  # k = floor(8 * 0.25) = 2: logits 4 and 2
     # Stochastic: k distinct pixels, chosen in proportion to the loss: the one huge-loss pixel is always in.
-    big = torch.full((1, 1, 10, 10), -8.0)
-    big[0, 0, 3, 7] = 9.0
+    big = torch.full((100,), -8.0)
+    big[37] = 9.0
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
-        _, index = top_k_cross_entropy(big, torch.zeros_like(big), 0.05, stochastic=True, generator=g)
+        index = select_top_k(torch.nn.functional.softplus(big), 0.05, stochastic=True, generator=g)
         assert len(set(index.tolist())) == 5 and 37 in index.tolist()
 
 
@@ -419,3 +414,21 @@ def test_free_bits_are_off_by_default_and_only_floor_the_training_loss():
     assert float(loss_eval) == pytest.approx(float(plain.loss(images, masks)[0]))
     with pytest.raises(ValueError, match="free_bits"):
         HierarchicalProbUNet(**TINY["hpu_net"], free_bits=-1.0)
+
+
+def test_the_unet_takes_any_registered_encoder_and_a_subclass_keeps_its_model_name():
+    """The README says the shared U-Net decoder sits on any registered backbone; the medical U-Net hard-coded
+    its own encoder, and a subclass of it (a network of one's own) stopped the task with a bare StopIteration."""
+    from domains.medical.predict import size_multiple
+    from domains.medical.task import MedicalSegmentationTask
+
+    net = UNetSegmenter(encoder="tiny_cnn", encoder_kwargs={"width": 8})
+    assert type(net.net.backbone.encoder).__name__ == "TinyCNN"
+    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 1, 32, 32)
+    assert size_multiple(net) == max(net.net.backbone.encoder.feature_strides)
+
+    class MyUNet(UNetSegmenter):
+        pass
+
+    task = MedicalSegmentationTask(network=MyUNet(channels=(8, 16)))
+    assert task.model_name == "unet"

@@ -6,16 +6,18 @@ Every model takes images (B, C, H, W) and one reader's mask (B, 1, H, W) in {0, 
 - ``sample_logits(images, num_samples) -> (B, N, H, W)``: N sampled foreground logits per image;
 - ``forward(images) -> (B, 1, H, W)``: one "best guess" logit map.
 
+>>> import torch
 >>> from domains.medical.models import ProbabilisticUNet
 >>> net = ProbabilisticUNet(channels=(16, 32, 64), latent_dim=6)
->>> probs = net.sample_logits(torch.zeros(2, 1, 64, 64), 16).sigmoid()  # (2, 16, 64, 64)
+>>> tuple(net.sample_logits(torch.zeros(2, 1, 64, 64), 16).sigmoid().shape)
+(2, 16, 64, 64)
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from .common import select_top_k, top_k_cross_entropy
+from .common import select_top_k
 from .hpu_net import GECO, HierarchicalCore, HierarchicalProbUNet
 from .prob_unet import AxisAlignedConvGaussian, FComb, ProbabilisticUNet
 from .unet import UNetSegmenter
@@ -38,5 +40,4 @@ __all__ = [
     "ProbabilisticUNet",
     "UNetSegmenter",
     "select_top_k",
-    "top_k_cross_entropy",
 ]

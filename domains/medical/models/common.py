@@ -99,25 +99,6 @@ def select_top_k(
     return torch.topk(score, k, sorted=False).indices
 
 
-def top_k_cross_entropy(
-    logits: torch.Tensor,
-    masks: torch.Tensor,
-    fraction: float | None,
-    stochastic: bool = False,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mean BCE over the ``fraction`` of pixels of the whole batch with the highest loss (Kohl et al. 2019).
-
-    Returns ``(mean_ce, flat_indices)``; ``fraction=None`` averages every pixel and returns no indices.
-    Written here because no maintained library offers a top-k pixel loss.
-    """
-    ce = F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype), reduction="none").flatten()
-    if fraction is None:
-        return ce.mean(), None
-    index = select_top_k(ce, fraction, stochastic, generator)
-    return ce[index].mean(), index
-
-
 def instance_norm_as_group_norm(module: torch.nn.Module) -> torch.nn.Module:
     """Swap every ``InstanceNorm2d`` without running statistics for the equal ``GroupNorm(C, C)``, in place.
 

@@ -19,6 +19,9 @@ class UNetSegmenter(RemembersInitArgs, nn.Module):
     Shares the interface of the probabilistic models (``loss``, ``sample_logits``) so the task, metrics and
     benchmark treat all three alike. The loss is BCE summed over pixels per image, averaged over the batch:
     the same scale as the Prob U-Net's reconstruction term, so their ``train/rec`` curves compare directly.
+
+    ``encoder``: any registered backbone under the shared U-Net decoder (``shared.backbones.list_backbones()``,
+    a backbone of your own too), with ``encoder_kwargs``; ``channels`` are the default ``unet_encoder``'s.
     """
 
     def __init__(
@@ -27,13 +30,18 @@ class UNetSegmenter(RemembersInitArgs, nn.Module):
         channels: Sequence[int] = (32, 64, 128, 192),
         decoder_channels: Sequence[int] | None = None,
         foreground_prior: float = 0.05,
+        encoder: str = "unet_encoder",
+        encoder_kwargs: dict | None = None,
     ):
         super().__init__()
+        kwargs = dict(encoder_kwargs or {})
+        if encoder == "unet_encoder":
+            kwargs.setdefault("channels", list(channels))
         self.net = SegmentationNet(
             num_classes=1,
             in_channels=in_channels,
-            encoder="unet_encoder",
-            encoder_kwargs={"channels": list(channels)},
+            encoder=encoder,
+            encoder_kwargs=kwargs,
             decoder_channels=None if decoder_channels is None else list(decoder_channels),
         )
         init_foreground_bias(self.net.head, foreground_prior)

@@ -71,21 +71,36 @@ def read_rgb(path: str | Path, ignore_orientation: bool = False) -> np.ndarray:
 
 
 def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
-    """Decode a single-channel label PNG (a 3-channel grey PNG is accepted: its channels must agree). An
-    indexed-colour PNG (Pascal VOC style, a palette colouring each class) gives its indices, not the colours
-    OpenCV would expand them to. A 1-bit PNG (what ``Image.fromarray(bool_mask).save`` writes) gives its 0 / 1
-    values, which OpenCV scales to 0 / 255 (every anomaly pixel would read as void). ``colour``: a colour map is
-    returned as (H, W, 3) RGB instead of refused."""
+    """Decode a single-channel label PNG (a 3-channel grey PNG is accepted: its channels must agree). A 1-bit PNG
+    (what ``Image.fromarray(bool_mask).save`` writes) gives its 0 / 1 values, which OpenCV scales to 0 / 255
+    (every anomaly pixel would read as void). ``colour``: a colour map is returned as (H, W, 3) RGB instead of
+    refused.
+
+    A palette PNG is read by what its palette holds, counting only the entries its pixels use:
+
+    - every used entry grey (R = G = B): the grey values, what the file shows and what Pillow's
+      ``convert("L")`` gives. Optimisers (pngquant, ``Image.convert("P")``) store a grey 0 / 1 / 255 mask or a
+      Cityscapes train-id map this way, with the entries in any order: their indices meant nothing (a 0 / 255
+      normal + void mask read as 0 / 1 turned void into anomaly). A palette whose greys are its indices
+      (0, 1, 2, ...) gives the same either way. A map whose ids are the indices under a grey palette drawn to
+      be seen (ids 1, 2, 3 shown as 60, 120, 180) reads as those greys, which the readers' value checks refuse
+      rather than misread: save such a map as a grey (mode L) PNG.
+    - any used entry coloured (Pascal VOC style, a colour per class): the indices, the class ids by that
+      convention, not the colours OpenCV would expand them to (``colour``: the colours, unless all are grey).
+    """
     try:  # Pillow reads only the header here: the mode says whether the pixels are palette indices (or bits)
         with Image.open(path) as image:
             if image.mode == "1":
                 return np.array(image, dtype=np.uint8)
-            if image.mode == "P":  # a colour map saved as a palette (image optimisers do): its colours
-                if not colour:
-                    return np.array(image)
-                rgb = np.array(image.convert("RGB"))
-                grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all()
-                return rgb[..., 0] if grey else rgb  # a grey palette is a single-channel map, as below
+            if image.mode == "P":
+                indices = np.array(image)
+                palette = np.array(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+                used = np.unique(indices)
+                if used.size and used[-1] < len(palette):
+                    entries = palette[used]
+                    if (entries == entries[:, :1]).all():  # every used entry grey: the greys, as the file shows
+                        return palette[:, 0][indices]
+                return np.array(image.convert("RGB")) if colour else indices
     except FileNotFoundError:
         pass  # _imread names the missing file
     except PIL_DECODE_ERRORS as err:
@@ -105,7 +120,11 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
         else:
             shape = f"shape {label.shape}" + (f", {label.dtype}" if colour else "")
             expected = "single-channel or 8-bit RGB" if colour else "single-channel"
-            raise LabelFormatError(path, None, f"label mask must be {expected}, got {shape}")
+            alpha = ""
+            if label.shape[2] == 4:  # an opaque one is dropped above: this one hides or fades pixels
+                alpha = f" (its alpha channel is not opaque: {int((label[..., 3] < label[..., 3].max()).sum())} px "
+                alpha += "below the maximum; save the mask without alpha)"
+            raise LabelFormatError(path, None, f"label mask must be {expected}, got {shape}{alpha}")
     return label
 
 

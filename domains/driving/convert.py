@@ -85,8 +85,14 @@ def write_destination(
         seen: dict[str, str] = {}
         for a in merged:
             if seen.setdefault(a.image_id, a.image_path) != a.image_path:
+                hint = ""
+                if len(splits) > 1:  # YOLO's splits, merged: one split at a time keeps both images
+                    hint = (
+                        f" ({fmt.upper()} holds one set, so the splits {', '.join(splits)} are merged: convert "
+                        "one split at a time with --split NAME, each to its own --dst)"
+                    )
                 raise ValueError(
-                    f"two source images share the id {a.image_id!r}: {seen[a.image_id]}, {a.image_path}"
+                    f"two source images share the id {a.image_id!r}: {seen[a.image_id]}, {a.image_path}{hint}"
                 )
         dropped += Counter(o.type for a in merged for o in a.objects if o.type not in class_names)
         if fmt == "kitti":
@@ -105,6 +111,38 @@ def write_destination(
                 placed.append(ImageAnnotation(str(target), a.width, a.height, a.objects))
             write_coco(placed, dst / "annotations.json", class_names)
     return dropped
+
+
+def kitti_name_problems(fmt: str, src: Path, class_names: list[str], from_option: bool) -> list[str]:
+    """Where each class name that cannot be a KITTI type (empty, or holding whitespace: KITTI lines split on it)
+    comes from: ``--classes``, the COCO JSON's ``categories[i]`` or the YOLO yaml's ``names[i]``, with the
+    underscore name to use instead. Converted labels keep their classes' names (only ``predict`` writes
+    :func:`domains.driving.formats.kitti_type_name`'s underscores), so these are refused before anything is
+    written."""
+    bad = [name for name in class_names if not name or any(c.isspace() for c in name)]
+    if not bad:
+        return []
+    where: dict[str, str] = {}
+    if not from_option and fmt == "coco":
+        import json
+
+        try:
+            categories = json.loads(src.read_text(encoding="utf-8")).get("categories", [])
+        except (ValueError, OSError, AttributeError):  # read once already: not expected
+            categories = []
+        for i, cat in enumerate(categories):
+            if isinstance(cat, dict) and cat.get("name") in bad:
+                where.setdefault(cat["name"], f"{src}:categories[{i}]")
+    elif not from_option and fmt == "yolo":
+        for i, name in enumerate(yolo_names(src)):
+            where.setdefault(name, f"{src}:names[{i}]")
+    out = []
+    for name in bad:
+        origin = "--classes" if from_option else where.get(name, str(src))
+        fix = "_".join(name.split())
+        suggestion = f"rename it {fix!r}" if fix else "give it a name"
+        out.append(f"{origin}: class {name!r} cannot be a KITTI type (KITTI lines split on whitespace): {suggestion}")
+    return out
 
 
 def source_map(fmt: str, src: Path, split: str | None, splits: dict[str, list[ImageAnnotation]]):
@@ -135,7 +173,8 @@ def summary(
         "|---|---:|",
     ]
     lines += [f"| {name} | {per_class.get(name, 0)} |" for name in class_names]
-    lines.append(f"images without objects: {sum(1 for a in items if not a.objects)}")
+    written = sum(1 for a in items if not any(o.type in class_names for o in a.objects))
+    lines.append(f"images without objects written: {written}")
     lines.append(f"dropped while reading: {dict(log.counts) or 'none'}")
     for kind, examples in log.examples.items():
         lines += [f"  {kind}: {e}" for e in examples]
@@ -200,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.dst_format == "yolo" and not args.classes:  # YOLO has no ignore regions: not a class to learn
             class_names = [name for name in class_names if name != "DontCare"]
         if not class_names:
-            raise ValueError(f"{src}: no classes found; pass --classes")
+            dropped = f"; every object was dropped while reading, {log.summary()}" if log.total else ""
+            raise ValueError(f"{src}: no classes found; pass --classes{dropped}")
+        if args.dst_format == "kitti" and (bad := kitti_name_problems(
+            args.src_format, src, class_names, from_option=bool(args.classes)
+        )):  # fmt: skip
+            raise ValueError("\n".join(bad))
         not_written = write_destination(
             args.dst_format, splits, tmp, class_names, "hardlink" if args.link else "copy"
         )

@@ -785,17 +785,26 @@ def yolo_names(dataset_yaml: str | os.PathLike) -> list[str]:
 
 
 def _yolo_name_map(data: dict, path: Path) -> dict[int, str]:
+    """``names`` as ``{index: name}``; an ``nc`` that disagrees with the names' count is refused, as Ultralytics
+    refuses it (which of the two is wrong cannot be told)."""
     names = data.get("names")
     if isinstance(names, list):
-        return {i: str(n) for i, n in enumerate(names)}
-    if isinstance(names, dict):
+        out = {i: str(n) for i, n in enumerate(names)}
+    elif isinstance(names, dict):
         try:
-            return {int(k): str(v) for k, v in sorted(names.items(), key=lambda kv: int(kv[0]))}
+            out = {int(k): str(v) for k, v in sorted(names.items(), key=lambda kv: int(kv[0]))}
         except (TypeError, ValueError):
             raise LabelFormatError(
                 path, None, f"'names' keys must be class indices, got {list(names)}"
             ) from None
-    raise LabelFormatError(path, None, "'names' must be a list or an {index: name} mapping")
+    else:
+        raise LabelFormatError(path, None, "'names' must be a list or an {index: name} mapping")
+    nc = data.get("nc")
+    if nc is not None and (isinstance(nc, bool) or nc != len(out)):
+        raise LabelFormatError(
+            path, None, f"'nc: {nc}' disagrees with the {len(out)} 'names' {list(out.values())[:10]}: they must match"
+        )
+    return out
 
 
 def _yolo_root(data: dict, path: Path) -> Path:

@@ -110,13 +110,15 @@ def test_kitti_ap_says_when_too_few_objects_cap_it():
 
 def test_palette_label_maps_give_their_indices(tmp_path):
     """OpenCV expands a palette PNG (Pascal VOC style) to colours: index 1 read as (128, 0, 0) was refused as
-    'not single-channel', and a grey palette gave the grey level (60) instead of the id (1)."""
+    'not single-channel'. A grey palette gives the greys it shows (an optimiser's grey mask: its indices are
+    storage, in any order), so a grey palette drawn to be seen (60, 120, 180) reads as those greys."""
     indices = np.array([[0, 1, 2], [3, 1, 0]], np.uint8)
-    for palette in ([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0], [v for k in range(4) for v in (60 * k,) * 3]):
+    greys = [v for k in range(4) for v in (60 * k,) * 3]
+    for palette, expected in (([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0], indices), (greys, indices * 60)):
         image = Image.fromarray(indices, mode="P")
         image.putpalette(palette + [0] * (768 - len(palette)))
         image.save(tmp_path / "map.png")
-        assert read_label_map(tmp_path / "map.png").tolist() == indices.tolist()
+        assert read_label_map(tmp_path / "map.png").tolist() == expected.tolist()
 
 
 def test_deep_road_images_are_stretched_not_cut_to_their_high_byte(tmp_path, monkeypatch):

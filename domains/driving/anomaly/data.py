@@ -35,7 +35,7 @@ from domains.driving.formats import (
     resolve_kitti_split,
 )
 from shared.data import SplitLoaders, check_cap, group_split
-from shared.files import counting_hidden_files, is_hidden, visible_files
+from shared.files import counting_hidden_files, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
 
@@ -189,17 +189,25 @@ class AnomalyDataset(_MaskedImages):
             for path in _unread_files(images_dir, list(images.values()), recursive=True):
                 log.add("not_read", path, None, f"not read (only {', '.join(self.IMAGE_EXTENSIONS)} directly in images/)")
             if not images:
-                raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)})")
+                unread = f"; {log.summary()}" if log.total else ""  # images/ of .bmp only: say what is there
+                raise FileNotFoundError(f"{images_dir}: no images ({', '.join(self.IMAGE_EXTENSIONS)}){unread}")
             masks = label_masks(labels_dir, list(images))
+            not_png: dict[str, list[Path]] = {}  # a mask saved as .jpg / .gif / .bmp / .tif is not read: say so
+            for path in visible_files(labels_dir):
+                if path.suffix.lower() != ".png":
+                    not_png.setdefault(path.stem, []).append(path)
             self.items: list[tuple[Path, Path, str]] = []
             unlabelled = []
             for stem, image in images.items():
                 label = masks.get(stem)
                 if label is None:
-                    lossy = [f"; {p.name} is there, but masks must be PNG (JPEG alters label values)"
-                             for p in sorted(labels_dir.glob(f"{stem}.jp*g"))
-                             if not is_hidden(p)]  # fmt: skip
-                    why = lossy[0] if lossy else ""
+                    others = sorted(p for suffix in MASK_SUFFIXES for p in not_png.get(f"{stem}{suffix}", []))
+                    why = ""
+                    if others:
+                        jpeg = others[0].suffix.lower() in (".jpg", ".jpeg")
+                        why = f"; {others[0].name} is there, but masks must be PNG" + (
+                            " (JPEG alters label values)" if jpeg else ""
+                        )
                     if require_labels:
                         raise LabelFormatError(
                             image, None, f"no label mask {labels_dir / (stem + '.png')} (or "

@@ -7,8 +7,9 @@
   higher = more anomalous, computed in the graph from the logits, the decoder features, the outlier head and
   the training-set statistics the checkpoint carries (SML / Mahalanobis), exactly as ``task.anomaly_map``.
 
-Batch, H and W are dynamic, but H and W must be multiples of 32: PyTorch pads other sizes (replicate) and
-crops back, a shape-dependent step the export fixes at the traced size, so pad outside the graph. An encoder
+Batch, H and W are dynamic, but H and W must be multiples of the model's ``size_multiple`` (32 unless the
+network was configured otherwise; the sidecar's ``size_multiple``): PyTorch pads other sizes (replicate)
+and crops back, a shape-dependent step the export fixes at the traced size, so pad outside the graph. An encoder
 whose graph holds only at its export size (a ViT or Swin: token counts and windows traced as constants) gets H
 and W fixed there, said in a warning and the sidecar's ``fixed_input_size``.
 The image-level score (a quantile of the pixel score inside the predicted road region) stays outside: see
@@ -30,8 +31,6 @@ from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, 
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.classes import semantic_class_names
 from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
-
-SIZE_MULTIPLE = 32
 
 
 class SegmenterWithScore(nn.Module):
@@ -57,7 +56,7 @@ class SegmenterWithScore(nn.Module):
         return logits, smooth_score_map(score, self.smoothing)
 
 
-def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
+def _round_up(value: int, multiple: int) -> int:
     return -(-int(value) // multiple) * multiple
 
 
@@ -90,7 +89,8 @@ def export_anomaly(
     smoothing = task.score_smoothing if smoothing is None else float(smoothing)
     if not (smoothing >= 0 and math.isfinite(smoothing)):
         raise ValueError(f"--score-smoothing must be a finite sigma >= 0 (pixels), got {smoothing}")
-    height, width = _round_up(size[0]), _round_up(size[1])
+    multiple = int(task.model.size_multiple)  # the model pads to it: the graph holds only at its multiples
+    height, width = _round_up(size[0], multiple), _round_up(size[1], multiple)
     g = torch.Generator().manual_seed(0)
     example = torch.rand(2, int(task.model.in_channels), height, width, generator=g)
     task.model.scores(example, [score])  # a clear AnomalyScoreError now if the model cannot give this score
@@ -105,7 +105,7 @@ def export_anomaly(
             "inputs": {"image": list(example.shape)},
             "outputs": ["logits", "score"],
             "input_size": [height, width],
-            "size_multiple": SIZE_MULTIPLE,
+            "size_multiple": multiple,
             "input": "RGB in [0, 1]; H and W multiples of size_multiple (pad outside, replicate)",
             "classes": semantic_class_names(task.num_classes),
             "score": score,
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser,
         argv,
         AnomalySegmentationTask,
-        size_help="example input size, rounded up to multiples of 32 (default: the data module's)",
+        size_help="example input size, rounded up to multiples of the model's size_multiple (32 unless configured; "
+        "default: the data module's)",
         input_size=_input_size,
     )
     sidecar = export_anomaly(

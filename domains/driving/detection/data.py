@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
+from domains.driving.classes import DETECTION_CLASS_MAP
 from domains.driving.common import (
     data_source,
     default_kitti_root,
@@ -226,8 +227,11 @@ class DetectorDataModule(SplitLoaders):
 
     Args:
         class_names: the model's classes, in label order (must equal ``model.class_names``).
-        class_map: renames source types before they are matched to ``class_names`` (``{Van: Car}`` trains KITTI
-            vans as cars; null drops vans). DontCare boxes / crowd regions are ignored.
+        class_map: renames source types before they are matched to ``class_names`` (default
+            :data:`~domains.driving.classes.DETECTION_CLASS_MAP`, the configs' ``{Van: Car, Person_sitting:
+            Pedestrian}``: KITTI vans train as cars, sitting persons as pedestrians, each where its target is
+            one of ``class_names``; null drops them; a map of your own must name classes only). DontCare boxes /
+            crowd regions are ignored.
         image_size: [H, W] box every image is fitted into, keeping its aspect ratio; null: native size.
         batch_size: images per batch.
         num_workers: loader processes; null: one less than the CPU cores, at most 4.
@@ -256,7 +260,7 @@ class DetectorDataModule(SplitLoaders):
         data_format: str,
         data_path: str | None = None,
         class_names: list[str] = ["Car", "Pedestrian", "Cyclist"],  # noqa: B006 - becomes a CLI default
-        class_map: dict[str, str] | None = {"Van": "Car"},  # noqa: B006
+        class_map: dict[str, str] | None = DETECTION_CLASS_MAP,  # the configs' (a CLI default: not mutated)
         image_size: tuple[int, int] | None = None,
         batch_size: int = 4,
         num_workers: int | None = None,
@@ -282,6 +286,8 @@ class DetectorDataModule(SplitLoaders):
         self.data_format, self.data_path = data_format, data_path
         self.class_names = list(class_names)
         self.class_map = dict(class_map or {})
+        if self.class_map == DETECTION_CLASS_MAP:  # the default: only its renames into these classes (Car alone:
+            self.class_map = {k: v for k, v in self.class_map.items() if v in self.class_names}  # no Pedestrian)
         if image_size is not None and (len(image_size) != 2 or min(image_size) <= 0):
             raise ValueError(  # a 0 fitted every image to 1x1 pixel and went on
                 f"{owner}: --data.image_size must be [height, width], both > 0 (null: native size), got "

@@ -7,6 +7,12 @@ r"""Convert instance masks (KITTI layout with instance maps, or panoptic PNGs) t
     python -m domains.driving.instances.convert --from png --src kitti_step/ --dst out.json \
         --class-ids 11=Pedestrian 13=Car          # KITTI-STEP's Cityscapes train ids (as data.png_class_ids)
 
+``--from png`` reads ``src/images/`` + ``src/instances/``, or the KITTI-STEP download as it comes (``--split``
+train or val): ``src/panoptic_maps/<split>/<seq>/<frame>.png`` with the images in
+``src/images/<split>/<seq>/`` (DeepLab2's layout) or ``src/training/image_02/<seq>/`` (the KITTI tracking
+download); every sequence folder is a drive, written to the sequence map, and frames that repeat across
+sequences are named ``<seq>__<frame>``, as the instance data module names them when it reads the JSON.
+
 Masks are written as COCO compressed RLE (exact: reading the JSON back gives the same pixels), with ``bbox``
 and ``area`` from the RLE (``faster_coco_eval``'s mask API). Images stay where they are: ``file_name`` is
 relative to the JSON's folder when the image lies under it, else absolute. DontCare / crowd regions are written
@@ -32,10 +38,19 @@ from pathlib import Path
 import faster_coco_eval.core.mask as mask_api
 
 from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE, KITTI_TYPES
-from domains.driving.common import source_sequence_map
-from domains.driving.formats import DropLog, LabelFormatError, resolve_kitti_split
-from domains.driving.instances.data import InstanceAnnotation, read_kitti_instances, read_png_instances
-from shared.files import written_whole
+from domains.driving.common import sequence_map_text, source_sequence_map
+from domains.driving.formats import (
+    DropLog,
+    LabelFormatError,
+    name_repeated_stems,
+    resolve_kitti_split,
+)
+from domains.driving.instances.data import (
+    InstanceAnnotation,
+    read_kitti_instances,
+    read_png_instances,
+)
+from shared.files import visible_entries, written_whole
 
 
 def write_coco_instances(
@@ -45,6 +60,8 @@ def write_coco_instances(
     class_map: dict[str, str] | None = None,
 ) -> Counter:
     """Write a COCO instance JSON (category ids 1..C in ``class_names`` order, DontCare last as crowds).
+    DontCare in ``class_names`` is left out of the numbering: its regions are always written, as the one crowd
+    category (two DontCare categories, one never used, were written for ``--classes Car DontCare``).
 
     ``class_map`` renames types first (``{"Van": "Car"}``), as the data modules' ``class_map`` does, so the
     JSON holds the objects training would use. Returns the count of objects not written (renamed type neither in
@@ -53,7 +70,7 @@ def write_coco_instances(
     class_map = dict(class_map or {})
     path = Path(json_path)
     root = path.parent.resolve()
-    cat_ids = {name: i + 1 for i, name in enumerate(class_names)}
+    cat_ids = {name: i + 1 for i, name in enumerate(n for n in class_names if n != DONTCARE)}
     crowd_id = len(cat_ids) + 1
     dropped: Counter = Counter()
     images, anns = [], []
@@ -100,6 +117,44 @@ def write_coco_instances(
     return dropped
 
 
+KITTI_STEP_SPLITS = ("train", "val")
+
+
+def is_kitti_step(root: Path) -> bool:
+    """Whether ``root`` is a KITTI-STEP download (``panoptic_maps/``), not the flat ``images/`` + ``instances/``."""
+    return (root / "panoptic_maps").is_dir() and not (root / "instances").is_dir()
+
+
+def read_kitti_step(
+    root: Path, split: str, class_ids: dict[int, str] | None, divisor: int, log: DropLog
+) -> tuple[list[InstanceAnnotation], list[str]]:
+    """The KITTI-STEP download's ``split``: ``panoptic_maps/<split>/<seq>/<frame>.png`` with their images in
+    ``images/<split>/<seq>/`` or ``training/image_02/<seq>/``. Each sequence is read by
+    :func:`read_png_instances` from its two folders, so every check and message is that reader's. Returns the
+    annotations (frames that repeat across sequences named ``<seq>__<frame>``) and each one's sequence."""
+    maps_root = root / "panoptic_maps" / split
+    if not maps_root.is_dir():
+        found = sorted(p.name for p in visible_entries(root / "panoptic_maps") if p.is_dir())
+        found_text = ", ".join(found) or "none"
+        raise FileNotFoundError(f"{maps_root}: no such KITTI-STEP split (--split; found: {found_text})")
+    image_roots = (root / "images" / split, root / "training" / "image_02")
+    sequences = sorted(p for p in visible_entries(maps_root) if p.is_dir())
+    if not sequences:
+        raise FileNotFoundError(f"{maps_root}: no sequence folders (KITTI-STEP: panoptic_maps/{split}/<seq>/*.png)")
+    items: list[InstanceAnnotation] = []
+    groups: list[str] = []
+    for seq in sequences:
+        image_dir = next((r / seq.name for r in image_roots if (r / seq.name).is_dir()), None)
+        if image_dir is None:
+            tried = " or ".join(str(r / seq.name) for r in image_roots)
+            raise FileNotFoundError(f"{seq}: the images of sequence {seq.name} are not in {tried}")
+        read = read_png_instances(seq, class_ids, divisor=divisor, log=log, folders=(image_dir, seq))
+        items += read
+        groups += [seq.name] * len(read)
+    name_repeated_stems(items, str(maps_root))  # 0000/000000 and 0001/000000: 0000__000000, 0001__000000
+    return items, groups
+
+
 def _parse_class_map(
     pairs: Sequence[str], parser: argparse.ArgumentParser, option: str = "--class-map", form: str = "TYPE=CLASS",
     example: str = "Van=Car",
@@ -143,6 +198,12 @@ def main(argv: list[str] | None = None) -> Path:
         help="png layout: the class ids of the maps (as the configs' data.png_class_ids; default: Cityscapes' "
         "ids, 24 person, 26 car, ...; KITTI-STEP: 11=Pedestrian 13=Car)",
     )
+    parser.add_argument(
+        "--split",
+        choices=KITTI_STEP_SPLITS,
+        default="train",
+        help="png layout, a KITTI-STEP download (panoptic_maps/<split>/): the split to convert (default: train)",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first bad map or id")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
@@ -156,16 +217,26 @@ def main(argv: list[str] | None = None) -> Path:
     if args.dst.exists() and not args.overwrite:
         parser.error(f"{args.dst} exists (use --overwrite)")
     log = DropLog(strict=args.strict)
+    step_groups = None  # a KITTI-STEP download's sequence folders: its drives
     try:
         if args.source == "kitti":
             items = read_kitti_instances(args.src, log=log)
+        elif is_kitti_step(args.src):
+            items, step_groups = read_kitti_step(args.src, args.split, class_ids, args.divisor, log)
         else:
             items = read_png_instances(args.src, class_ids, divisor=args.divisor, log=log)
     except (LabelFormatError, FileNotFoundError) as err:
-        parser.exit(2, f"error: {err}\n")
+        hint = ""
+        if args.source == "png" and not (args.src / "images").is_dir() and not is_kitti_step(args.src):
+            hint = (
+                " (or a KITTI-STEP download: panoptic_maps/<split>/<seq>/*.png with the images in "
+                "images/<split>/<seq>/ or training/image_02/<seq>/)"
+            )
+        parser.exit(2, f"error: {err}{hint}\n")
     log.report(f"convert --from {args.source} {args.src}", stacklevel=2)
     present = {class_map.get(o.type, o.type) for a in items for o in a.objects} - {DONTCARE}
     classes = args.classes or [t for t in KITTI_TYPES if t in present] + sorted(present - set(KITTI_TYPES))
+    classes = [c for c in classes if c != DONTCARE]  # its regions are always written, as crowds
     # the source's drives go beside the JSON (<stem>.sequences.txt), so the converted set still splits by
     # drive; read before anything is written, so a bad map leaves no JSON behind
     if not any(class_map.get(o.type, o.type) in classes for a in items for o in a.objects):
@@ -180,7 +251,11 @@ def main(argv: list[str] | None = None) -> Path:
     split_root = resolve_kitti_split(args.src) if args.source == "kitti" else args.src
     sequences = args.dst.with_suffix(".sequences.txt")
     try:
-        text, sequence_note = source_sequence_map(split_root, ids)
+        if step_groups is not None:
+            text = sequence_map_text(ids, step_groups)
+            sequence_note = f"sequence map: {len(set(step_groups))} sequences (KITTI-STEP's sequence folders)"
+        else:
+            text, sequence_note = source_sequence_map(split_root, ids)
     except ValueError as err:  # LabelFormatError included
         parser.exit(2, f"error: {err}\nnothing was written to {args.dst}\n")
     dropped = write_coco_instances(items, args.dst, classes, class_map)

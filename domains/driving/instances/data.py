@@ -159,8 +159,9 @@ def read_kitti_instances(
 
     Object ``k`` of an image is the ``k``-th non-blank line of its label file; its mask is where the map holds
     ``k``. Label lines with no pixel have no mask and are skipped: silently when the line says the object is
-    largely or fully hidden (KITTI occlusion 2 or 3) or is DontCare, else counted (``label_without_pixels``: a
-    visible object without a mask says the map and the labels disagree).
+    largely occluded (KITTI occlusion 2) or of unknown occlusion (3, "unknown" per the devkit) or is DontCare,
+    else counted (``label_without_pixels``: a visible object without a mask says the map and the labels
+    disagree).
     """
     base = resolve_kitti_split(root, split_dir)
     log, own = _owned_log(log, strict)
@@ -242,9 +243,11 @@ def read_png_instances(
     divisor: int = 1000,
     strict: bool = False,
     log: DropLog | None = None,
+    folders: tuple[Path, Path] | None = None,
 ) -> list[InstanceAnnotation]:
     """``root/images/*`` with ``root/instances/<stem>.png`` holding ``class_id * divisor + instance`` per pixel
-    (or KITTI-STEP's colour encoding: :func:`read_panoptic_map`).
+    (or KITTI-STEP's colour encoding: :func:`read_panoptic_map`). ``folders``: the image and map folders
+    where they lie elsewhere (a KITTI-STEP download's sequence folders), instead of ``root``'s.
 
     ``class_ids`` names the class ids (default: Cityscapes' instance classes); other ids with instances are
     dropped and counted (``unknown_class``). A value below ``divisor`` that is a listed class id is a region of
@@ -255,7 +258,7 @@ def read_png_instances(
     if divisor < 2:
         raise ValueError(f"read_png_instances: divisor must be >= 2, got {divisor}")
     log, own = _owned_log(log, strict)
-    image_dir, map_dir = root / "images", root / "instances"
+    image_dir, map_dir = folders if folders is not None else (root / "images", root / "instances")
     for folder in (image_dir, map_dir):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: folder not found (the png layout is images/ + instances/)")

@@ -11,7 +11,8 @@ import os
 import re
 import secrets
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 # the hidden files left out inside an active ``counting_hidden_files`` block (None: none is active)
@@ -215,6 +216,22 @@ def visible_inputs(
             stacklevel=3,
         )
     return files
+
+
+def distinct_names(
+    paths: Sequence[Path], root: Path | None = None, name: Callable[[Path], str] = lambda path: path.stem
+) -> list[str]:
+    """``name(path)`` (the stem) of each image, or, where that repeats (``drive_a/000000.png``,
+    ``drive_b/000000.png``: dashcam drives), the path below ``root`` (default: the images' common folder) joined
+    by ``__`` (``drive_a__000000``). Names can still repeat (``a.png`` beside ``a.jpg``): callers refuse that."""
+    counts = Counter(name(path) for path in set(paths))  # one file listed twice is one image
+    if root is None and any(count > 1 for count in counts.values()):
+        root = Path(os.path.commonpath([os.path.abspath(path.parent) for path in paths]))
+
+    def below(path: Path) -> tuple[str, ...]:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).parent.parts
+
+    return [name(path) if counts[name(path)] == 1 else "__".join((*below(path), name(path))) for path in paths]
 
 
 def natural_key(name: str) -> list:

@@ -28,11 +28,10 @@ from domains.driving.formats import (
     DropLog,
     LabelFormatError,
     LabelWarning,
-    distinct_names,
     image_size,
     read_text_file,
 )
-from shared.files import count_hidden, is_hidden, visible_inputs
+from shared.files import count_hidden, distinct_names, is_hidden, visible_inputs
 from shared.images import stretch_to_uint8
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from shared.files import visible_files, written_whole
+from shared.files import distinct_names, visible_files, written_whole
 
 #: what Pillow raises on a file it cannot read: corrupt data, and an image over its decompression-bomb limit
 #: (about 179 megapixels; an Exception, not an OSError), which would otherwise stop a whole run
@@ -317,25 +317,9 @@ def place_image(src: str | os.PathLike, dst: str | os.PathLike, mode: str = "cop
         raise ValueError(f"place_image: unknown mode {mode!r} (copy, hardlink, symlink)")
 
 
-def distinct_names(
-    paths: Sequence[Path], root: Path | None = None, name: Callable[[Path], str] = lambda path: path.stem
-) -> list[str]:
-    """``name(path)`` (the stem) of each image, or, where that repeats (``drive_a/000000.png``,
-    ``drive_b/000000.png``: dashcam drives), the path below ``root`` (default: the images' common folder) joined
-    by ``__`` (``drive_a__000000``). Names can still repeat (``a.png`` beside ``a.jpg``): callers refuse that."""
-    counts = Counter(name(path) for path in set(paths))  # one file listed twice is one image
-    if root is None and any(count > 1 for count in counts.values()):
-        root = Path(os.path.commonpath([os.path.abspath(path.parent) for path in paths]))
-
-    def below(path: Path) -> tuple[str, ...]:
-        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).parent.parts
-
-    return [name(path) if counts[name(path)] == 1 else "__".join((*below(path), name(path))) for path in paths]
-
-
 def name_repeated_stems(annotations: Sequence[ImageAnnotation], where: str, same_file_ok: bool = False) -> None:
-    """Give images whose stems repeat across folders ids of their own (:func:`distinct_names`), so their
-    predictions, ground truth and split groups stay apart; ids that still repeat are an error naming both
+    """Give images whose stems repeat across folders ids of their own (:func:`shared.files.distinct_names`), so
+    their predictions, ground truth and split groups stay apart; ids that still repeat are an error naming both
     (``same_file_ok``: but for one file listed twice)."""
     paths = [Path(a.image_path) for a in annotations]
     own = {path: a.image_id for path, a in zip(paths, annotations)}  # the stem (less Cityscapes' suffixes)

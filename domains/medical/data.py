@@ -34,7 +34,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from shared.data import SplitLoaders, _same_setting, check_cap, group_split, segmentation_augmentations
-from shared.files import counting_hidden_files, is_hidden, visible_entries, visible_inputs
+from shared.files import counting_hidden_files, distinct_names, is_hidden, visible_entries, visible_inputs
 from shared.images import stretch_to_unit
 from shared.task import CheckpointMismatchError
 
@@ -903,9 +903,7 @@ def build_predict_dataset(predict_path: str | Path, crop_size: int, **settings) 
     ``settings``' ``modality_index`` / ``percentiles`` / ``cache_volumes``) or 2-D images
     (:class:`ImageFileDataset`). Each file must read whole; those that do not are skipped and named in one
     warning (an error if none reads). Outputs are named after the files (``ct_100``, ``img_7``), by the path
-    below the folder where a name repeats (``site_a__ct_100``: :func:`domains.driving.formats.distinct_names`)."""
-    from domains.driving.formats import distinct_names
-
+    below the folder where a name repeats (``site_a__ct_100``: :func:`shared.files.distinct_names`)."""
     root, files = _predict_files(predict_path)
     nifti = _is_nifti(files[0])
     readable, failed = [], []

@@ -10,6 +10,17 @@ from torch import nn
 from .backbones import UNet, create_backbone
 
 
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (B, C, H, W) at the bottom and right up to multiples of ``multiple``, replicating the edge (a zero
+    border would be an edge the network never saw in training); cut outputs back with ``[..., :H, :W]``. By hand:
+    MONAI's ``DivisiblePad`` pads both sides, which moves the image inside the output."""
+    h, w = images.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if not (pad_h or pad_w):
+        return images
+    return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
+
+
 class SegmentationNet(nn.Module):
     """Per-pixel logits at input resolution from a U-Net decoder on any registered encoder.
 

@@ -77,16 +77,6 @@ def size_multiple(network: torch.nn.Module) -> int:
     return multiple
 
 
-def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (B, C, H, W) at the bottom and right up to multiples of ``multiple``, replicating the edge (a zero
-    border would be an edge the network never saw in training); cut outputs back with ``[..., :H, :W]``."""
-    h, w = images.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if not (pad_h or pad_w):
-        return images
-    return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
-
-
 #: the files the writer puts in an image's folder (and a case's whole volume in the folder above)
 _OUTPUT_FILE = re.compile(r"sample_\d{2,}\.png|(mean_prob|uncertainty)\.(png|nii\.gz)|samples\.nii\.gz")
 

@@ -6,11 +6,12 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 
+from shared.segmentation import pad_to_multiple
 from shared.task import BaseTask, NonFiniteLossError
 
 from .metrics import SegmentationUncertaintyMetrics
 from .models import MODELS, HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
-from .predict import MedicalPredictionWriter, pad_to_multiple, size_multiple, uncertainty_map
+from .predict import MedicalPredictionWriter, size_multiple, uncertainty_map
 
 # How this run evaluates, predicts or trains, not what the model is: not saved with it (see ``__init__``).
 _RUNTIME_ARGS = ("num_samples", "threshold", "predict_dir", "predict_uncertainty", "compile_loss")

@@ -37,7 +37,7 @@ from domains.driving.anomaly.scores import (
 from domains.driving.classes import SEMANTIC_CLASSES
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.networks import RemembersInitArgs
-from shared.segmentation import SegmentationNet
+from shared.segmentation import SegmentationNet, pad_to_multiple
 
 IGNORE_INDEX = 255
 OE_OBJECTIVES = ("extra_logit", "energy", "both")
@@ -142,11 +142,7 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
         outlier head's logit (B, 1, H, W), for images in [0, 1]."""
         x = (images - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
-        m = self.size_multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        logits, feats = self.segmenter.forward_with_features(x)
+        logits, feats = self.segmenter.forward_with_features(pad_to_multiple(x, self.size_multiple))
         extra = self.outlier_head(feats)[..., :h, :w] if with_outlier else None
         return logits[..., :h, :w], feats[0][..., :h, :w], extra
 

@@ -158,7 +158,8 @@ class BaseTask(pl.LightningModule):
         random, under a frozen backbone too), or it holds backbone tensors with no place here (a ResNet-34 file
         filled a ResNet-18 with its first blocks, 98 tensors unused). A classifier head is left out quietly."""
         try:
-            report = load_backbone_weights(self.model.backbone, path, prefix=prefix)
+            # a partial file is refused below, naming the options: not warned about first
+            report = load_backbone_weights(self.model.backbone, path, prefix=prefix, warn_partial=False)
         except NothingLoadedError as err:  # said below with the options to change
             report = err.report
         rank_zero_info(f"pretrained backbone {path}: {report.summary()}")

@@ -1,8 +1,15 @@
 """Shared backbones behind one feature interface and one registry.
 
+>>> import torch
 >>> from shared.backbones import create_backbone, list_backbones
+>>> "resnet18" in list_backbones("cnn")
+True
 >>> net = create_backbone("resnet18", in_channels=1)
->>> [f.shape[1] for f in net.forward_features(torch.zeros(1, 1, 64, 64))] == net.feature_channels
+>>> feats = net.forward_features(torch.zeros(1, 1, 64, 64))  # finest first
+>>> [f.shape[1] for f in feats] == net.feature_channels
+True
+>>> net.feature_strides, [f.shape[-1] for f in feats]
+([2, 4, 8, 16, 32], [32, 16, 8, 4, 2])
 """
 
 from . import cnn, transformer, unet  # noqa: F401  (registers the families)
@@ -13,6 +20,7 @@ from .weights import (
     FreezableBackbone,
     LoadReport,
     NothingLoadedError,
+    PartialLoadWarning,
     WeightLoadingError,
     load_backbone_weights,
 )
@@ -25,6 +33,7 @@ __all__ = [
     "FreezableBackbone",
     "LoadReport",
     "NothingLoadedError",
+    "PartialLoadWarning",
     "UNet",
     "UNetDecoder",
     "UNetEncoder",

@@ -22,6 +22,11 @@ class WeightLoadingError(RuntimeError):
     """Raised when a weight file cannot be used for the module it is loaded into."""
 
 
+class PartialLoadWarning(UserWarning):
+    """Part of a weight file was loaded: some of its tensors differ in shape from the module's, or have no place in
+    it (another network's file: a ResNet-50 file in a ResNet-18 left 23 convolutions at their initial values)."""
+
+
 class NothingLoadedError(WeightLoadingError):
     """No tensor of the file fits the module (another network's file, or a checkpoint read without the prefix of
     its backbone's part); ``report`` says what each key met."""
@@ -126,13 +131,17 @@ def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def load_backbone_weights(
-    module: Backbone, path: str | Path, prefix: str = "", strict: bool = False
+    module: Backbone, path: str | Path, prefix: str = "", strict: bool = False, warn_partial: bool = True
 ) -> LoadReport:
     """Load weights from a local file into ``module`` and report every key that did not load, by name.
 
     Source keys are matched as they are, or under the module's ``torchvision_prefix`` (so a plain torchvision
     state dict loads into the suite's wrappers). An RGB first-conv weight is adapted to a backbone with another
     number of input channels. Shape mismatches are never loaded; with ``strict=True`` any problem is an error.
+    Otherwise a file some of whose tensors differ in shape or have no place in the module (another network's
+    file) loads the rest with one :class:`PartialLoadWarning` (counts and the first names); ``warn_partial=False``
+    loads such a file on purpose without it. Tensors of the module the file lacks (a decoder a torchvision file
+    has no weights for) and the file's classifier head are no reason to warn: the report lists them.
     """
     source = read_state_dict(path, prefix)
     target = module.state_dict()
@@ -175,11 +184,29 @@ def load_backbone_weights(
     if strict and not report.clean:
         raise WeightLoadingError(f"{path}: weights do not match {type(module).__name__}: {report.summary()}")
     module.load_state_dict(to_load, strict=False)
+    if warn_partial and (report.shape_mismatch or report.unexpected):
+        warnings.warn(_partial_message(path, module, report), PartialLoadWarning, stacklevel=2)
     from_torchvision = tv_prefix and any(key not in target for key in source if tv_prefix + key in to_load)
     if from_torchvision and (note := module.torchvision_weights_loaded()):
         report.notes.append(note)
         warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     return report
+
+
+def _partial_message(path, module: nn.Module, report: LoadReport, shown: int = 3) -> str:
+    parts, name = [], type(module).__name__
+    for label, keys in (("differ in shape", report.shape_mismatch), (f"have no place in {name}", report.unexpected)):
+        if keys:
+            more = f", ... (+{len(keys) - shown})" if len(keys) > shown else ""
+            parts.append(f"{len(keys)} of the file's tensors {label} ({', '.join(keys[:shown])}{more})")
+    kept = len(report.missing) + len(report.shape_mismatch)
+    if kept:
+        parts.append(f"{kept} of {name}'s tensors keep their initial values")
+    return (
+        f"{path}: loaded in part, as another network's file would be: {len(report.loaded)} tensors loaded; "
+        f"{'; '.join(parts)}. Give a file of this backbone (strict=True refuses any other), or pass "
+        "warn_partial=False to load the part that fits on purpose"
+    )
 
 
 def _prefix_hint(source: dict, target: dict, tv_prefix: str, given: str) -> str | None:

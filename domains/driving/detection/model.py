@@ -66,7 +66,10 @@ class BackboneWithFPN(nn.Module):
         super().__init__()
         n = len(backbone.feature_channels)
         if not 1 <= num_levels <= n:
-            raise ValueError(f"num_levels must be in 1..{n} for {type(backbone).__name__}, got {num_levels}")
+            raise ValueError(
+                f"num_levels must be in 1..{n} for {type(backbone).__name__}, got {num_levels} "
+                "(the option --model.network.init_args.fpn_levels)"
+            )
         self.body = backbone
         self.level_indices = list(range(n - num_levels, n))
         in_channels = [backbone.feature_channels[i] for i in self.level_indices]

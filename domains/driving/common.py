@@ -75,16 +75,17 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     (every anomaly pixel would read as void). ``colour``: a colour map is returned as (H, W, 3) RGB instead of
     refused.
 
-    A palette PNG is read by what its palette holds, counting only the entries its pixels use:
+    A palette PNG is read by what its palette holds (every entry, not only those an image uses: Pascal VOC's
+    palette is coloured, though its colour for cat is grey):
 
-    - every used entry grey (R = G = B): the grey values, what the file shows and what Pillow's
+    - every entry grey (R = G = B): the grey values, what the file shows and what Pillow's
       ``convert("L")`` gives. Optimisers (pngquant, ``Image.convert("P")``) store a grey 0 / 1 / 255 mask or a
       Cityscapes train-id map this way, with the entries in any order: their indices meant nothing (a 0 / 255
       normal + void mask read as 0 / 1 turned void into anomaly). A palette whose greys are its indices
       (0, 1, 2, ...) gives the same either way. A map whose ids are the indices under a grey palette drawn to
       be seen (ids 1, 2, 3 shown as 60, 120, 180) reads as those greys, which the readers' value checks refuse
       rather than misread: save such a map as a grey (mode L) PNG.
-    - any used entry coloured (Pascal VOC style, a colour per class): the indices, the class ids by that
+    - any entry coloured (Pascal VOC style, a colour per class): the indices, the class ids by that
       convention, not the colours OpenCV would expand them to (``colour``: the colours, unless all are grey).
     """
     try:  # Pillow reads only the header here: the mode says whether the pixels are palette indices (or bits)
@@ -94,11 +95,9 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
             if image.mode == "P":
                 indices = np.array(image)
                 palette = np.array(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
-                used = np.unique(indices)
-                if used.size and used[-1] < len(palette):
-                    entries = palette[used]
-                    if (entries == entries[:, :1]).all():  # every used entry grey: the greys, as the file shows
-                        return palette[:, 0][indices]
+                # the whole palette, not the entries an image happens to use: VOC's colour for cat (7) is grey
+                if len(palette) and (palette == palette[:, :1]).all() and int(indices.max()) < len(palette):
+                    return palette[:, 0][indices]  # a grey palette: the greys, as the file shows
                 return np.array(image.convert("RGB")) if colour else indices
     except FileNotFoundError:
         pass  # _imread names the missing file

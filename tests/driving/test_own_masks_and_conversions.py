@@ -55,6 +55,13 @@ def test_palette_greys_that_equal_their_indices_and_coloured_palettes_give_the_i
     assert read_label_map(tmp_path / "identity.png").tolist() == ids.tolist()
     _palette_png(tmp_path / "voc.png", ids, [0, 1, 2, 3], grey=False)  # VOC style: the indices
     assert read_label_map(tmp_path / "voc.png").tolist() == ids.tolist()
+    # a coloured palette whose used entries happen to be grey (VOC: background black, cat 7 (128, 128, 128)) gives
+    # its indices too: the whole palette decides, so one data set is not read two ways image by image
+    palette = [[0, 0, 0], *([[128, 0, 0]] * 6), [128, 128, 128], [64, 0, 0]]
+    cat = Image.fromarray(np.array([[0, 7], [7, 0]], np.uint8), mode="P")
+    cat.putpalette([c for entry in palette for c in entry] + [0] * (768 - 3 * len(palette)))
+    cat.save(tmp_path / "cat.png")
+    assert read_label_map(tmp_path / "cat.png").tolist() == [[0, 7], [7, 0]]
 
 
 def test_anomaly_dataset_reads_void_of_a_grey_palette_mask_as_void(tmp_path):

@@ -37,9 +37,6 @@ ACCIDENT_EXAMPLES = ROOT / "apps" / "examples" / "accident"
 #: object slots of the anticipator (UString's 19; the data module's max_objects default)
 ACCIDENT_SLOTS = 19
 
-#: the long side a road photo is brought to before detection (the detector rescales again internally: this
-#: only bounds memory for very large photos)
-DETECTION_MAX_SIDE = 1280
 #: the longest side a road photo is analysed at by the instance segmenter (at most; the network's own input
 #: width when smaller). Mask R-CNN scales every image into its ``input_size`` box anyway and pastes each
 #: instance's 28x28 mask at the size it was given, so a larger photo adds memory (one float map per detection
@@ -493,31 +490,12 @@ def medical_scores(probs: np.ndarray, mean: np.ndarray, readers: np.ndarray, thr
 # ------------------------------------------------------------------------------------------ driving work
 
 
-def _resize_long_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    if scale >= 1.0:
-        return image, 1.0
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
-
-
-@torch.no_grad()
 def detect_objects(task, image: np.ndarray) -> dict[str, np.ndarray]:
-    """Detections of an RGB uint8 photo of any size, boxes (xyxy) in the photo's own pixels."""
-    from domains.driving.detection.predict import detect
+    """Detections of an RGB uint8 photo of any size, boxes (xyxy) in the photo's own pixels
+    (:func:`domains.driving.detection.predict.detect_objects`)."""
+    from domains.driving.detection.predict import detect_objects as detect_in_image
 
-    small, scale = _resize_long_side(image, DETECTION_MAX_SIDE)
-    pred = detect(task.model, small)  # the detector letterboxes internally and maps boxes back to `small`
-    boxes = pred["boxes"].numpy().astype(np.float64) / scale
-    h, w = image.shape[:2]
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-    return {
-        "boxes": boxes,
-        "scores": pred["scores"].numpy(),
-        "labels": pred["labels"].numpy().astype(np.int64),
-    }
+    return detect_in_image(task.model, image)
 
 
 @torch.no_grad()
@@ -531,10 +509,10 @@ def segment_instances(task, image: np.ndarray) -> dict[str, np.ndarray]:
     masks are 28x28 per box). Masks stay at that size (up to ``detections_per_img`` full frames of bools: about
     30 MB for 100 at 640x480, cached per photo) and :func:`instance_ids` upscales only the ones
     drawn or downloaded, one at a time."""
-    from domains.driving.detection.predict import detect
+    from domains.driving.detection.predict import detect, resize_long_side
 
     side = min(INSTANCE_MAX_SIDE, max(int(v) for v in task.model.input_size))
-    small, _ = _resize_long_side(image, side)
+    small, _ = resize_long_side(image, side)
     pred = detect(task.model, small)  # the network letterboxes internally and pastes masks back to `small`
     h, w = image.shape[:2]
     sh, sw = small.shape[:2]

@@ -7,7 +7,8 @@ Batch (``collate_clips``, padded to the longest clip; B clips, T frames, N = ``m
 model input (``box_scale`` float32 (B, 4): the x, y, x, y factors from the clip's own pixels), ``box_valid`` bool
 (B, T, N), ``track_ids`` long (B, N) (-1: empty slot), ``frame_valid`` bool (B, T),
 ``toa`` long (B,) (contact frame, -1 for negatives), ``fps`` float32 (B,), ``involved`` bool (B, N), ``ttc`` float32
-(B, T) (NaN where undefined), ``kind`` list[str], ``clip_id`` list[str].
+(B, T) (NaN where undefined), ``kind`` list[str], ``clip_id`` list[str]; ``source_frames`` long (B, T) (own clips
+resampled to the model's rate: each frame's number in its video or folder; -1 on padding).
 
 Object slots: per clip the ``max_objects`` tracks with the most visible frames (ties: nearest first), fixed for
 the whole clip, so a recurrent model's slot n always follows one object.
@@ -36,6 +37,7 @@ from domains.driving.accident.readers import (
     DAD_FPS,
     DAD_TOA,
     DOTA_FPS,
+    FPS_TOLERANCE,
     KINDS,
     MIN_FRAMES,
     AccidentClip,
@@ -122,12 +124,15 @@ class AccidentDataset(Dataset):
         start = int(torch.randint(low, high + 1, ()).item())
         return start, start + length
 
-    def _frames(self, clip: AccidentClip, start: int, stop: int) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Frames [start, stop) as float32 (T, 3, H, W) at ``image_size``, and the source (H, W)."""
-        if clip.video is not None and clip.video_steps is not None:  # resampled: the steps' frames only
-            wanted = clip.video_steps[start:stop]
-            decoded = read_video_frames(clip.video, start=int(wanted[0]), stop=int(wanted[-1]) + 1)
-            images = [decoded[i - wanted[0]] for i in wanted]
+    @staticmethod
+    def source_images(clip: AccidentClip, start: int, stop: int) -> list[np.ndarray]:
+        """Frames [start, stop) as RGB uint8 (H, W, 3) at the source size, all of one size (else an error
+        naming the frame)."""
+        if clip.video is not None and clip.source_steps is not None:  # resampled: the steps' frames only
+            wanted = [int(i) for i in clip.source_steps[start:stop]]
+            decoded = read_video_frames(clip.video, start=wanted[0], stop=wanted[-1] + 1, keep=set(wanted))
+            by_index = dict(zip(sorted(set(wanted)), decoded))
+            images = [by_index[i] for i in wanted]
             paths = [clip.video] * len(images)
         elif clip.video is not None:
             images = read_video_frames(clip.video, expected=clip.n_frames, start=start, stop=stop)
@@ -151,6 +156,12 @@ class AccidentDataset(Dataset):
                     f"frame is {image.shape[1]}x{image.shape[0]} but frame {paths[0].name} of the same clip is "
                     f"{source[1]}x{source[0]} (frames of one clip must share a size)",
                 )
+        return images
+
+    def _frames(self, clip: AccidentClip, start: int, stop: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Frames [start, stop) as float32 (T, 3, H, W) at ``image_size``, and the source (H, W)."""
+        images = self.source_images(clip, start, stop)
+        source = images[0].shape[:2]
         if self.image_size is not None and self.image_size != source:
             height, width = self.image_size
             images = [cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in images]
@@ -234,6 +245,8 @@ class AccidentDataset(Dataset):
         for k, tid in enumerate(slots):
             involved[k] = tid in clip.involved
         ttc = clip.ttc[start:stop] if clip.ttc is not None else np.full(length, np.nan, dtype=np.float32)
+        if clip.source_steps is not None:  # which frame of the source each one is (predict's CSVs say it)
+            item["source_frames"] = torch.as_tensor(np.asarray(clip.source_steps[start:stop], dtype=np.int64))
         item.update(
             boxes=torch.from_numpy(boxes),
             box_scale=torch.from_numpy(scale),  # boxes / box_scale: the clip's own pixels (predict's objects.csv)
@@ -280,6 +293,8 @@ def collate_clips(items: Sequence[dict]) -> dict:
     if all("box_scale" in item for item in items):
         out["box_scale"] = torch.stack([item["box_scale"] for item in items])
     out["ttc"] = pad("ttc", float("nan"))
+    if all("source_frames" in item for item in items):
+        out["source_frames"] = pad("source_frames", -1)
     out["frame_valid"] = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
     out["track_ids"] = torch.stack([item["track_ids"] for item in items])
     out["involved"] = torch.stack([item["involved"] for item in items])
@@ -497,6 +512,11 @@ class AccidentDataModule(SplitLoaders):
             raise ValueError(
                 "AccidentDataModule: hflip needs frames; npz features cannot be mirrored (set hflip 0)"
             )
+        if predict_path is None and (predict_detector is not None or predict_fps is not None):
+            raise ValueError(
+                "AccidentDataModule: predict_detector and predict_fps are for --data.predict_path (own clips); the "
+                "data set's clips have their own tracks and rate"
+            )
         if predict_fps is not None and not (math.isfinite(predict_fps) and predict_fps > 0):
             raise ValueError(f"AccidentDataModule: predict_fps must be a frame rate > 0, got {predict_fps}")
         split_clips([], val_fraction, test_fraction)  # checks the fractions now, naming them
@@ -591,6 +611,7 @@ class AccidentDataModule(SplitLoaders):
                 if not clips:
                     raise ValueError(f"--data.predict_path {self.predict_path}: none of its clips can be read")
                 rank_zero_info(f"--data.predict_path: {len(clips)} clips, read at {fps:g} fps ({why})")
+                self.own_clips_fps = fps
                 if self.predict_detector is not None:
                     self._detect_tracks(clips)
                 self.splits = {"predict": clips}  # what the task checks its input kind against
@@ -618,27 +639,45 @@ class AccidentDataModule(SplitLoaders):
                 f"negatives), so there is nothing to anticipate{dropped}"
             )
 
+    def check_checkpoint_rate(self, trained: dict | None, source: str = "the checkpoint") -> None:
+        """Own clips were read at this command's training rate (:func:`training_fps` of its data settings): a
+        checkpoint that learnt at another one (fitted with other data settings) is refused, naming both, before
+        any clip is predicted at the wrong rate."""
+        fps = getattr(self, "own_clips_fps", None)
+        if fps is None or not trained:
+            return
+        learnt, why = training_fps(trained)
+        if abs(learnt - fps) > FPS_TOLERANCE * learnt:
+            raise ValueError(
+                f"{source} learnt at {learnt:g} fps ({why}), but this command's data settings read own clips at "
+                f"{fps:g} fps: predict with the config the checkpoint was fitted with (its data settings)"
+            )
+
     def _detect_tracks(self, clips: list[AccidentClip]) -> None:
-        """Give own clips the tracks of ``predict_detector``'s boxes, found in the frames the model reads."""
+        """Give own clips the tracks of ``predict_detector``'s boxes, found in the frames the model reads (on the
+        trainer's device)."""
         from domains.driving.accident.tracking import detect_and_track
-        from domains.driving.detection.predict import detect
+        from domains.driving.detection.predict import detect_objects
         from domains.driving.detection.task import DetectionTask
 
         path = Path(self.predict_detector)
         if not path.is_file():
             raise FileNotFoundError(f"--data.predict_detector {path}: no such file (a detection .ckpt)")
         detector = DetectionTask.load_checked(path)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            detector.to(trainer.strategy.root_device)
         threshold = self.predict_detector_threshold
         threshold = float(detector.predict_score_thresh if threshold is None else threshold)
-        source = AccidentDataset(clips, image_size=None, max_objects=self.max_objects)  # frames at their own size
-
-        def objects(frame: np.ndarray) -> dict:
-            pred = detect(detector.model, frame)
-            return {key: value.numpy() for key, value in pred.items()}
-
-        for i, clip in enumerate(clips):
-            frames = (source[i]["frames"].permute(0, 2, 3, 1) * 255).round().byte().numpy()
-            found = detect_and_track(objects, frames, threshold, self.max_objects, detector.hparams.class_names)
+        for clip in clips:
+            frames = AccidentDataset.source_images(clip, 0, clip.n_frames)
+            found = detect_and_track(
+                lambda frame: detect_objects(detector.model, frame),
+                frames,
+                threshold,
+                self.max_objects,
+                detector.hparams.class_names,
+            )
             rank_zero_info(
                 f"{clip.clip_id}: {found['detections']} boxes scoring >= {threshold:g} in {len(frames)} frames, "
                 f"{found['tracks']} tracks"

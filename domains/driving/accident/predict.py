@@ -1,4 +1,6 @@
 """Prediction outputs per clip: ``risk.csv`` (per frame), ``objects.csv`` (per frame and object) and a GIF.
+``frame`` counts the frames the model read; an own clip resampled to its rate (``--data.predict_path``) adds
+``source_frame``, each one's number in the video or folder.
 
 ``objects.csv`` boxes (``x1, y1, x2, y2``) are in the clip's own frame pixels (the source frames, as annotated),
 not the network input's ``data.image_size``. The GIF shows the frames the network saw (its input size) with the
@@ -128,6 +130,13 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
     track_ids = np.asarray(prediction["track_ids"])
     threshold, fps = float(prediction["threshold"]), float(prediction["fps"])
     alarm = alarm_frame(risk, threshold)
+    # a clip resampled to the model's rate: each row's frame number in the video or folder, beside the step
+    source_frames = prediction.get("source_frames")
+    source = [] if source_frames is None else ["source_frame"]
+
+    def numbered(t: int) -> list:
+        return [t] if source_frames is None else [t, int(source_frames[t])]
+
     written = [folder / "risk.csv", folder / "objects.csv"]
     if gif and prediction.get("frames") is not None:
         written.append(out_dir / f"{clip}.gif")
@@ -139,6 +148,7 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
             writer.writerow(
                 [
                     "frame",
+                    *source,
                     "time_s",
                     *horizons,
                     "risk",
@@ -154,7 +164,7 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
                 top = slots[np.argmax(object_risk[t, slots])] if len(slots) else None
                 writer.writerow(
                     [
-                        t,
+                        *numbered(t),
                         f"{t / fps:.3f}",
                         *(f"{p:.4f}" for p in probs[t]),
                         f"{risk[t]:.4f}",
@@ -168,14 +178,13 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
 
         with open(objects_tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["frame", "track_id", "x1", "y1", "x2", "y2", "risk"])
+            writer.writerow(["frame", *source, "track_id", "x1", "y1", "x2", "y2", "risk"])
             boxes = prediction.get("source_boxes")
             boxes = np.asarray(prediction["boxes"] if boxes is None else boxes, dtype=np.float32)
             for t in range(len(risk)):
                 for n in np.flatnonzero(valid[t]):
-                    writer.writerow(
-                        [t, int(track_ids[n]), *(f"{v:.1f}" for v in boxes[t, n]), f"{object_risk[t, n]:.4f}"]
-                    )
+                    box = [f"{v:.1f}" for v in boxes[t, n]]
+                    writer.writerow([*numbered(t), int(track_ids[n]), *box, f"{object_risk[t, n]:.4f}"])
 
         if gif_tmp:
             drawn = draw_clip(prediction)

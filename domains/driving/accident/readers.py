@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import warnings
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from domains.driving.formats import IMAGE_EXTENSIONS, DropLog, LabelFormatError, read_text_file
+from domains.driving.formats import IMAGE_EXTENSIONS, DropLog, LabelFormatError, LabelWarning, read_text_file
 from shared.files import count_hidden, counting_hidden_files, is_hidden, natural_key, visible_files
 
 KINDS = ("crash", "near_miss", "normal")
@@ -77,7 +80,9 @@ class AccidentClip:
     ttc: np.ndarray | None = None
     subset: str | None = None
     scenario: str | None = None
-    video_steps: np.ndarray | None = None  # the video frame each of the n_frames reads (resampled); None: all
+    # the source frame (of the video, or of the folder's frame list) each of the n_frames is (a clip resampled
+    # to the model's rate: ``frames`` then lists those frames only); None: every frame, in order
+    source_steps: np.ndarray | None = None
 
     @property
     def is_positive(self) -> bool:
@@ -137,20 +142,38 @@ def video_info(path: Path) -> tuple[int, float, int, int]:
     return n, fps, width, height
 
 
+def decodable_frames(path: Path) -> int:
+    """How many frames of a video decode (each grabbed, none converted): a container's frame count is its
+    header's, which a cut-short copy keeps."""
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    try:
+        while cap.isOpened() and cap.grab():
+            count += 1
+    finally:
+        cap.release()
+    return count
+
+
 def read_video_frames(
-    path: Path, expected: int | None = None, start: int = 0, stop: int | None = None
+    path: Path,
+    expected: int | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    keep: set[int] | None = None,
 ) -> list[np.ndarray]:
-    """Frames ``[start, stop)`` of a video (default: all) as RGB uint8 (H, W, 3). Frames before ``start`` are
-    only grabbed and reading ends at ``stop``, so a training window costs its own frames, not the clip's. A
-    video that decodes fewer than ``expected`` frames (or fewer than ``stop``) is an error naming it: the
-    annotation would point past its end."""
+    """Frames ``[start, stop)`` of a video (default: all) as RGB uint8 (H, W, 3); with ``keep``, only those
+    frame indices (a clip resampled to the model's rate: a 30 fps video held every frame between its steps).
+    Frames not returned are only grabbed and reading ends at ``stop``, so a training window costs its own
+    frames, not the clip's. A video that decodes fewer than ``expected`` frames (or fewer than ``stop``) is an
+    error naming it: the annotation would point past its end."""
     cap = cv2.VideoCapture(str(path))
     frames, decoded = [], 0
     try:
         if not cap.isOpened():
             raise LabelFormatError(path, None, "unreadable video (OpenCV cannot open it)")
         while stop is None or decoded < stop:
-            if decoded < start:
+            if decoded < start or (keep is not None and decoded not in keep):
                 ok = cap.grab()
             else:
                 ok, frame = cap.read()
@@ -211,19 +234,30 @@ def read_own_clips(
     if not root.exists():
         raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
     entries: list[tuple[str, Path | None, list[Path] | None]] = []  # (clip id, video, frames)
+    own_name = Path(os.path.abspath(root)).name  # "." names its folder
     if root.is_file():
         if root.suffix.lower() not in VIDEO_EXTENSIONS:
             raise LabelFormatError(root, None, f"not a video ({', '.join(VIDEO_EXTENSIONS)}): give one, or a folder")
         entries.append((root.stem, root, None))
     else:
         with counting_hidden_files(root):
-            if frame_files(root):  # the folder is one clip's frames
-                entries.append((root.name, None, frame_files(root)))
-            entries += [(stem, video, None) for stem, video in sorted(videos_by_stem(root).items())]
+            _, frames = locate_clip(root.parent, root.name, {})
+            if frames:  # the folder is one clip's frames (directly, or in its image_2/ or images/)
+                entries.append((own_name, None, frames))
+            videos = visible_files(root, VIDEO_EXTENSIONS)
+            stems = Counter(video.stem for video in videos)
+            if repeated := sorted(stem for stem, count in stems.items() if count > 1):
+                same = sorted(str(v) for v in videos if v.stem == repeated[0])
+                raise ValueError(
+                    f"--data.predict_path {root}: {' and '.join(same[:2])} make one clip name {repeated[0]!r}; "
+                    "predict writes one set of files per name: rename one"
+                )
+            entries += [(video.stem, video, None) for video in sorted(videos, key=lambda v: v.stem)]
+            skip = {"image_2", "images"} if frames else set()  # the folder's own frames, already one clip
             folders = sorted((p for p in root.iterdir() if p.is_dir() and not is_hidden(p)), key=lambda p: p.name)
             for folder in folders:
                 _, frames = locate_clip(root, folder.name, {})
-                if frames:
+                if frames and folder.name not in skip:
                     entries.append((folder.name, None, frames))
     if not entries:
         raise FileNotFoundError(
@@ -246,6 +280,13 @@ def read_own_clips(
                 log.add("unreadable_video", video, None, err.reason)
                 continue
             fps = _check_fps(fps, video, None, log)
+            if fps is not None and (decoded := decodable_frames(video)) < n_frames:  # a copy cut short
+                warnings.warn(
+                    f"{video}: its header says {n_frames} frames but {decoded} decode: those are read",
+                    LabelWarning,
+                    stacklevel=2,
+                )
+                n_frames = decoded
         elif frames_fps is None:
             log.add("frame_rate", source, None, "a frame folder has no frame rate: set --data.predict_fps")
             continue
@@ -272,7 +313,7 @@ def read_own_clips(
                 source=source,
                 frames=None if frames is None else [frames[i] for i in steps],
                 video=video,
-                video_steps=None if video is None else steps,
+                source_steps=steps,
                 size=None if video is None else (width, height),
             )
         )

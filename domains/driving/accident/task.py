@@ -117,6 +117,12 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         ] = {}  # the last epoch's clips per stage (benchmarks read them)
 
     # ------------------------------------------------------------------------------------------- helpers
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if hasattr(datamodule, "check_checkpoint_rate"):  # own clips: read at the rate the weights learnt at
+            datamodule.check_checkpoint_rate(checkpoint.get("datamodule_hyper_parameters"))
+
     def configure_callbacks(self):
         if not self.predict_dir:
             return []
@@ -362,6 +368,8 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
             frames = batch.get("frames")
             boxes = batch["boxes"][i, :n].float().cpu()
             source = {} if scales is None else {"source_boxes": boxes / scales[i]}
+            if "source_frames" in batch:  # own clips resampled to the model's rate: their frame numbers
+                source["source_frames"] = batch["source_frames"][i, :n].cpu()
             results.append(
                 {
                     **source,

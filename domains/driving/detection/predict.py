@@ -93,6 +93,34 @@ def tensor_to_rgb(image: torch.Tensor, size: tuple[int, int] | None = None) -> n
     return np.ascontiguousarray(array)
 
 
+#: the long side a road photo is brought to before detection (the detector rescales again internally: this
+#: only bounds memory for very large photos)
+DETECTION_MAX_SIDE = 1280
+
+
+def resize_long_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` with its long side shrunk to ``max_side`` (area interpolation; never enlarged) and the scale."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+@torch.no_grad()
+def detect_objects(model: torch.nn.Module, image: np.ndarray, max_side: int = DETECTION_MAX_SIDE) -> dict:
+    """Detections of an RGB uint8 photo or frame of any size (numpy ``boxes`` xyxy in its own pixels, clipped
+    to it, ``scores``, ``labels``): what the demo pages and the accident task's own clips detect with."""
+    small, scale = resize_long_side(image, max_side)
+    pred = detect(model, small)  # the detector letterboxes internally and maps boxes back to `small`
+    boxes = pred["boxes"].numpy().astype(np.float64) / scale
+    h, w = image.shape[:2]
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    return {"boxes": boxes, "scores": pred["scores"].numpy(), "labels": pred["labels"].numpy().astype(np.int64)}
+
+
 @torch.no_grad()
 def detect(model: torch.nn.Module, image: np.ndarray) -> dict:
     """Run a :class:`RoadDetector` on one RGB uint8 image; boxes come back in its pixel coordinates."""

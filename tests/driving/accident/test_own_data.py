@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from domains.driving.accident.data import AccidentDataModule, AccidentDataset
+from domains.driving.accident.model import AccidentAnticipator
 from domains.driving.accident.readers import read_ccd_layout, read_dota, read_npz_clips
 from domains.driving.formats import LabelFormatError, LabelWarning
 from shared.files import HiddenFilesWarning
@@ -394,6 +395,7 @@ def test_predict_runs_on_ones_own_videos_and_frame_folders_at_the_training_rate(
         with open(tmp_path / "pred" / clip / "risk.csv") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == steps and rows[-1]["time_s"] == f"{(steps - 1) / 10:.3f}"
+        assert [int(r["source_frame"]) for r in rows] == list(range(0, 3 * steps, 3) if clip == "drive" else range(9))
         assert (tmp_path / "pred" / f"{clip}.gif").is_file()
     assert not (tmp_path / "pred" / "broken").exists()
     assert "accident predictions: 2 clips written" in caplog.text and "test split" not in caplog.text
@@ -531,3 +533,53 @@ def test_own_clips_get_their_objects_from_a_road_detector_for_a_network_that_rea
         assert any(float(r["risk"]) > 0 for r in csv.DictReader(f))  # objects in view: the network reads them
     with pytest.raises(FileNotFoundError, match="--data.predict_detector .*missing.ckpt: no such file"):
         main(["predict", *_cli_args(data, *own, "--data.predict_detector", str(tmp_path / "missing.ckpt"))])
+
+
+def test_own_clip_names_cut_short_videos_and_the_rate_the_checkpoint_learnt_at(tmp_path, monkeypatch):
+    """Own clips: a folder given as "." or holding image_2/ is one clip named after it; two videos of one stem
+    are refused (one was dropped silently); a copy cut short is read to its last decoding frame (predict
+    stopped at it, losing every later clip); a resampled video keeps only the frames the model reads; a
+    checkpoint that learnt at another rate than the command's data settings is refused."""
+    from types import SimpleNamespace
+
+    from domains.driving.accident import readers
+    from domains.driving.accident.readers import read_own_clips
+    from domains.driving.accident.task import AccidentTask
+    from tests.driving.accident.layouts import write_accident_clips, write_clip_frames
+
+    write_clip_frames(tmp_path / "parked", 4)  # parked/image_2/*.jpg
+    (clip,) = read_own_clips(tmp_path / "parked", 10.0, frames_fps=10.0)
+    assert clip.clip_id == "parked" and len(clip.frames) == 4
+    monkeypatch.chdir(tmp_path / "parked" / "image_2")
+    assert [c.clip_id for c in read_own_clips(".", 10.0, frames_fps=10.0)] == ["image_2"]
+
+    if not write_mp4(tmp_path / "own" / "drive.mp4", 30, 30.0):
+        pytest.skip("this OpenCV cannot write mp4")
+    write_mp4(tmp_path / "own" / "drive.avi", 30, 30.0)
+    with pytest.raises(ValueError, match=r"drive.avi and .*drive.mp4 make one clip name 'drive'"):
+        read_own_clips(tmp_path / "own", 10.0)
+    (tmp_path / "own" / "drive.avi").unlink()
+
+    monkeypatch.setattr(readers, "decodable_frames", lambda path: 16)  # the header says 30
+    with pytest.warns(LabelWarning, match=r"drive.mp4: its header says 30 frames but 16 decode"):
+        (video,) = read_own_clips(tmp_path / "own", 10.0)
+    assert video.source_steps.tolist() == [0, 3, 6, 9, 12, 15]
+    kept = []
+    real = readers.read_video_frames
+    monkeypatch.setattr(
+        "domains.driving.accident.data.read_video_frames", lambda *a, **k: kept.append(k["keep"]) or real(*a, **k)
+    )
+    assert len(AccidentDataset.source_images(video, 0, video.n_frames)) == 6 and kept == [{0, 3, 6, 9, 12, 15}]
+
+    data = write_accident_clips(tmp_path / "clips", {"crash": 1, "near_miss": 1, "normal": 1}, fps=10.0)
+    dm = AccidentDataModule(data_path=str(data), predict_path=str(tmp_path / "own"), max_objects=4)
+    dm.setup("predict")
+    assert dm.own_clips_fps == 10.0
+    task = AccidentTask(network=AccidentAnticipator(input_kind="frames", backbone="tiny_cnn", hidden=8))
+    task._trainer = SimpleNamespace(datamodule=dm)
+    checkpoint = {"state_dict": task.state_dict(), "datamodule_hyper_parameters": {"synthetic": {"fps": 15}}}
+    with pytest.raises(ValueError, match=r"learnt at 15 fps .*synthetic.fps.*read own clips at 10 fps"):
+        task.on_load_checkpoint(checkpoint)
+    task.on_load_checkpoint({**checkpoint, "datamodule_hyper_parameters": {"data_path": str(data)}})  # 10 fps
+    with pytest.raises(ValueError, match="predict_detector and predict_fps are for --data.predict_path"):
+        AccidentDataModule(predict_detector="det.ckpt")

@@ -898,6 +898,15 @@ def _decathlon_test_files(meta_path: Path) -> list[Path]:
     return files
 
 
+def _holds_volumes(predict_path: str | Path) -> bool:
+    """Whether ``--data.predict_path`` names NIfTI volumes (a file, a Decathlon folder, or a folder holding
+    some) rather than 2-D images: which reader's settings apply to it."""
+    root = Path(predict_path)
+    if root.is_file():
+        return _is_nifti(root)
+    return (root / "dataset.json").is_file() or any(_is_nifti(p) for p in root.rglob("*.nii*"))
+
+
 def build_predict_dataset(predict_path: str | Path, crop_size: int, **settings) -> MedicalDataset:
     """The unlabelled dataset of ``--data.predict_path``: NIfTI volumes (:class:`NiftiImageDataset`, with
     ``settings``' ``modality_index`` / ``percentiles`` / ``cache_volumes``) or 2-D images
@@ -1216,7 +1225,9 @@ class MedicalDataModule(SplitLoaders):
         ``predict_path``, the files it names instead (:func:`build_predict_dataset`), read the same way.
         """
         if split == "predict" and self.predict_path is not None and split not in self.datasets:
-            _check_reader_options(self.data_format, self.dataset_kwargs)
+            # NIfTI volumes go through the Decathlon reader's pipeline whatever data_format the config names
+            reader = "decathlon" if _holds_volumes(self.predict_path) else self.data_format
+            _check_reader_options(reader, self.dataset_kwargs)
             base = build_predict_dataset(self.predict_path, self.crop_size, **self.dataset_kwargs)
             self.datasets[split] = ReaderDataset(base, "first", indices=self._capped(split, base))
         if split not in self.datasets:
@@ -1260,9 +1271,15 @@ class MedicalDataModule(SplitLoaders):
         the network sees of a NIfTI slice (``crop_size``, which it is resized to, ``modality_index``,
         ``percentiles``) and, in ``validate`` / ``test``, what it is scored against (``foreground_labels``).
         The 2-D formats only crop, so they have none; splitting and caching settings are no input."""
-        decathlon = hparams.get("data_format", "lidc_png") == "decathlon"
-        if not (decathlon or (stage == "predict" and hparams.get("predict_path") is not None)):
-            return {}
+        own = hparams.get("predict_path") if stage == "predict" else None
+        if own is not None:  # one's own files: NIfTI volumes have these settings, 2-D images are read whole
+            decathlon = False
+            if not _holds_volumes(own):
+                return {}
+        else:
+            decathlon = hparams.get("data_format", "lidc_png") == "decathlon"
+            if not decathlon:
+                return {}
         given, defaults = hparams.get("dataset_kwargs") or {}, dataset_defaults(DecathlonSliceDataset)
         keys = ["modality_index", "percentiles"]
         if decathlon and stage in ("validate", "test"):

@@ -62,3 +62,17 @@ def test_predict_refuses_a_checkpoint_fitted_on_other_inputs(tmp_path):
             quiet_trainer().predict(task, datamodule=own, ckpt_path=tmp_path / "fitted.ckpt")
         allowed = _module(root, batch_size=2, dataset_kwargs={**FITTED, "cache_volumes": 1})
         quiet_trainer().predict(task, datamodule=allowed, ckpt_path=tmp_path / "fitted.ckpt")
+        # the fix the refusal gives works as pasted, under the configs' data_format (lidc_png): NIfTI volumes go
+        # through the Decathlon reader's settings whatever the format (it was "not an option of the lidc_png reader")
+        fixed = MedicalDataModule(
+            crop_size=16, num_workers=0, predict_path=str(root / "imagesTs"), dataset_kwargs={"modality_index": 1}
+        )
+        quiet_trainer().predict(task, datamodule=fixed, ckpt_path=tmp_path / "fitted.ckpt")
+        # 2-D images are read whole: the volumes' settings are not asked for
+        import numpy as np
+        from PIL import Image
+
+        (tmp_path / "pngs").mkdir()
+        Image.fromarray(np.full((20, 24), 90, np.uint8)).save(tmp_path / "pngs" / "a.png")
+        pngs = MedicalDataModule(crop_size=16, num_workers=0, predict_path=str(tmp_path / "pngs"))
+        quiet_trainer().predict(task, datamodule=pngs, ckpt_path=tmp_path / "fitted.ckpt")

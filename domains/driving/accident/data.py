@@ -51,6 +51,7 @@ from domains.driving.accident.readers import (
 from domains.driving.common import read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
 from shared.data import SplitLoaders, check_cap
+from shared.task import CheckpointMismatchError
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
 HELD_OUT_SUBSETS = ("test", "testing", "val")  # a split the source fixes (UString's testing/, DoTA's val)
@@ -517,6 +518,11 @@ class AccidentDataModule(SplitLoaders):
                 "AccidentDataModule: predict_detector and predict_fps are for --data.predict_path (own clips); the "
                 "data set's clips have their own tracks and rate"
             )
+        if predict_detector_threshold is not None and not 0 <= predict_detector_threshold <= 1:
+            raise ValueError(
+                f"AccidentDataModule: predict_detector_threshold is a detector score in [0, 1], got "
+                f"{predict_detector_threshold}"
+            )
         if predict_fps is not None and not (math.isfinite(predict_fps) and predict_fps > 0):
             raise ValueError(f"AccidentDataModule: predict_fps must be a frame rate > 0, got {predict_fps}")
         split_clips([], val_fraction, test_fraction)  # checks the fractions now, naming them
@@ -607,7 +613,7 @@ class AccidentDataModule(SplitLoaders):
                 fps, why = training_fps(dict(self.hparams))
                 log = DropLog(strict=self.strict)
                 clips = read_own_clips(self.predict_path, fps, self.predict_fps, log=log)
-                log.report(f"--data.predict_path {self.predict_path}", stacklevel=3)
+                log.report(f"--data.predict_path {self.predict_path}", stacklevel=2)
                 if not clips:
                     raise ValueError(f"--data.predict_path {self.predict_path}: none of its clips can be read")
                 rank_zero_info(f"--data.predict_path: {len(clips)} clips, read at {fps:g} fps ({why})")
@@ -663,7 +669,10 @@ class AccidentDataModule(SplitLoaders):
         path = Path(self.predict_detector)
         if not path.is_file():
             raise FileNotFoundError(f"--data.predict_detector {path}: no such file (a detection .ckpt)")
-        detector = DetectionTask.load_checked(path)
+        try:
+            detector = DetectionTask.load_checked(path)
+        except CheckpointMismatchError as err:  # it named the accident task's own option
+            raise CheckpointMismatchError(f"--data.predict_detector: {err}") from None
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             detector.to(trainer.strategy.root_device)

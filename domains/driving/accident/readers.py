@@ -30,7 +30,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from domains.driving.formats import IMAGE_EXTENSIONS, DropLog, LabelFormatError, LabelWarning, read_text_file
+from domains.driving.formats import (
+    IMAGE_EXTENSIONS,
+    DropLog,
+    LabelFormatError,
+    LabelWarning,
+    image_size,
+    read_text_file,
+)
 from shared.files import count_hidden, counting_hidden_files, is_hidden, natural_key, visible_files
 
 KINDS = ("crash", "near_miss", "normal")
@@ -214,6 +221,17 @@ def model_steps(n_frames: int, fps: float, model_fps: float) -> np.ndarray:
     return np.minimum(np.floor(np.arange(steps) * ratio + 0.5).astype(np.int64), n_frames - 1)
 
 
+def _check_frame_sizes(paths: list[Path]) -> None:
+    """:class:`LabelFormatError` naming the first frame (by its header) of another size than the first."""
+    height, width = image_size(paths[0])
+    for path in paths[1:]:
+        if (size := image_size(path)) != (height, width):
+            raise LabelFormatError(
+                path, None, f"frame is {size[1]}x{size[0]} but {paths[0].name} of the same clip is {width}x{height} "
+                "(frames of one clip must share a size)",
+            )  # fmt: skip
+
+
 def read_own_clips(
     path: str | Path,
     model_fps: float,
@@ -303,6 +321,12 @@ def read_own_clips(
             short = _too_short(len(steps), min_frames)
             log.add("too_short", source, None, f"{short} at the model's {model_fps:g} fps")
             continue
+        if frames is not None:  # one size per clip, from the headers: a mixed folder stopped predict mid-way
+            try:
+                _check_frame_sizes([frames[i] for i in steps])
+            except LabelFormatError as err:
+                log.add("frame_size", err.path, None, err.reason)
+                continue
         clips.append(
             AccidentClip(
                 clip_id=clip_id,

@@ -145,6 +145,10 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         if self.model.input_kind == "boxes" and clips and not any(clip.tracks for clip in clips):
             source = "--data.predict_path" if own else getattr(datamodule, "data_format", "these")
             detector = " or give --data.predict_detector (a road detector's .ckpt) to find them" if own else ""
+            if own and getattr(datamodule, "predict_detector", None):
+                threshold = getattr(datamodule, "predict_detector_threshold", None)
+                scored = "its predict_score_thresh" if threshold is None else f"{threshold:g}"
+                detector = f"; the detector found none scoring >= {scored}: lower --data.predict_detector_threshold"
             raise ValueError(
                 f"the network reads only the objects' boxes (input_kind: boxes) but none of the {len(clips)} "
                 f"{source} clips has a track: use a network that reads frames (full.yaml, or "

@@ -18,6 +18,7 @@ from domains.driving.accident.model import AccidentAnticipator
 from domains.driving.accident.readers import read_ccd_layout, read_dota, read_npz_clips
 from domains.driving.formats import LabelFormatError, LabelWarning
 from shared.files import HiddenFilesWarning
+from shared.task import CheckpointMismatchError
 from tests.driving.accident.layouts import (
     ccd_line,
     write_accident_clips,
@@ -503,6 +504,7 @@ def test_own_clips_get_their_objects_from_a_road_detector_for_a_network_that_rea
     from pytorch_lightning import Trainer
 
     from domains.driving.accident.__main__ import main
+    from domains.driving.accident.task import AccidentTask
     from tests.driving.accident.layouts import write_clip_frames
     from tests.driving.accident.test_task import _cli_args
     from tests.helpers import detection_task
@@ -533,6 +535,18 @@ def test_own_clips_get_their_objects_from_a_road_detector_for_a_network_that_rea
         assert any(float(r["risk"]) > 0 for r in csv.DictReader(f))  # objects in view: the network reads them
     with pytest.raises(FileNotFoundError, match="--data.predict_detector .*missing.ckpt: no such file"):
         main(["predict", *_cli_args(data, *own, "--data.predict_detector", str(tmp_path / "missing.ckpt"))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # no box scores 1: the refusal says the detector found none, not to give one
+        with pytest.raises(ValueError, match=r"the detector found none scoring >= 1: lower --data.predict_detector_t"):
+            main(["predict", *_cli_args(data, *own, "--data.predict_detector_threshold", "1")])
+    with pytest.raises(ValueError, match=r"predict_detector_threshold is a detector score in \[0, 1\], got 1.5"):
+        AccidentDataModule(predict_path=str(tmp_path / "own"), predict_detector_threshold=1.5)
+    other = tmp_path / "accident.ckpt"  # another task's checkpoint named as the detector
+    trainer.strategy.connect(AccidentTask(network=AccidentAnticipator(input_kind="boxes", hidden=8)))
+    trainer.save_checkpoint(other)
+    with pytest.raises(CheckpointMismatchError, match=r"^--data.predict_detector: .*accident.ckpt"):
+        main(["predict", *_cli_args(data, *own, "--data.predict_detector", str(other))])
 
 
 def test_own_clip_names_cut_short_videos_and_the_rate_the_checkpoint_learnt_at(tmp_path, monkeypatch):
@@ -550,6 +564,11 @@ def test_own_clip_names_cut_short_videos_and_the_rate_the_checkpoint_learnt_at(t
     write_clip_frames(tmp_path / "parked", 4)  # parked/image_2/*.jpg
     (clip,) = read_own_clips(tmp_path / "parked", 10.0, frames_fps=10.0)
     assert clip.clip_id == "parked" and len(clip.frames) == 4
+    write_clip_frames(tmp_path / "mixed" / "a", 4)
+    cv2.imwrite(str(tmp_path / "mixed" / "a" / "image_2" / "000002.jpg"), np.zeros((30, 40, 3), np.uint8))
+    write_clip_frames(tmp_path / "mixed" / "b", 4)
+    with pytest.warns(LabelWarning, match=r"frame_size: 1 .*000002.jpg: frame is 40x30 but 000000.jpg of the same"):
+        assert [c.clip_id for c in read_own_clips(tmp_path / "mixed", 10.0, frames_fps=10.0)] == ["b"]
     monkeypatch.chdir(tmp_path / "parked" / "image_2")
     assert [c.clip_id for c in read_own_clips(".", 10.0, frames_fps=10.0)] == ["image_2"]
 

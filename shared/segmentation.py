@@ -13,7 +13,7 @@ from .backbones import UNet, create_backbone
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad (B, C, H, W) at the bottom and right up to multiples of ``multiple``, replicating the edge (a zero
     border would be an edge the network never saw in training); cut outputs back with ``[..., :H, :W]``. By hand:
-    MONAI's ``DivisiblePad`` pads both sides, which moves the image inside the output."""
+    MONAI's ``DivisiblePad`` pads one channel-first image, not a (B, C, H, W) batch."""
     h, w = images.shape[-2:]
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
     if not (pad_h or pad_w):

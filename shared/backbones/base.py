@@ -164,9 +164,15 @@ def check_features(net: nn.Module, feats, size: Sequence[int]) -> None:
         fh, fw = f.shape[-2], f.shape[-1]
         if abs(fh * s - h) > s or abs(fw * s - w) > s:  # |map side - input side / stride| > 1
             raise fail(
-                f"map {i} is {fh}x{fw}, which is not a {h}x{w} input at the declared stride {s} "
-                f"(about {h / max(fh, 1):.3g}x{w / max(fw, 1):.3g}; {h // s}x{w // s} or {-(-h // s)}x{-(-w // s)} expected)"
+                f"map {i} is {fh}x{fw}, which is not a {h}x{w} input at the declared stride {s} (its stride is "
+                f"about {h / max(fh, 1):.3g}; {_expected_side(h, s)}x{_expected_side(w, s)} expected)"
             )
+
+
+def _expected_side(side: int, stride: int) -> str:
+    """A map side at ``stride``: ``"9"``, or ``"8 or 9"`` where floor and ceil rounding differ."""
+    low, high = side // stride, -(-side // stride)
+    return str(low) if low == high else f"({low} or {high})"
 
 
 _REGISTRY: dict[str, tuple[Callable[..., Backbone], str]] = {}

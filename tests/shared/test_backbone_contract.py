@@ -68,7 +68,8 @@ def test_a_map_with_other_channels_than_declared_names_the_class_and_its_declara
 
 def test_a_map_at_another_stride_than_declared_is_refused():
     """A stride-4 map declared 8 was taken: the FCOS detector then placed its points at twice the distance."""
-    with pytest.raises(ValueError, match=r"map 1 is 4x4, which is not a 16x16 input at the declared stride 8"):
+    with pytest.raises(ValueError, match=r"map 1 is 4x4, which is not a 16x16 input at the declared stride 8 \(its "
+                       r"stride is about 4; 2x2 expected\)"):
         TwoStages(strides=[2, 8]).forward_features(X)
 
 

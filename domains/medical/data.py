@@ -260,7 +260,7 @@ class LIDCPngDataset(MedicalDataset):
     def _read(path: Path) -> np.ndarray:
         array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if array is None:
-            raise MedicalDataError(f"{path}: cannot decode PNG (corrupt or not an image)")
+            raise MedicalDataError(f"{path}: cannot decode the image (corrupt or not an image)")
         if array.ndim == 3:  # grey stored as RGB(A): accept only if the colour channels agree
             if array.shape[2] in (3, 4) and (array[..., :3] == array[..., :1]).all():
                 array = array[..., 0]
@@ -279,7 +279,7 @@ class LIDCPngDataset(MedicalDataset):
             return raw.astype(np.float32) / 255.0
         if raw.dtype == np.uint16:  # a 12-bit CT in 16 bits: /65535 left it at most 0.06, nearly black
             return stretch_to_unit(raw, path, MedicalDataWarning)
-        raise MedicalDataError(f"{path}: unsupported PNG dtype {raw.dtype}")
+        raise MedicalDataError(f"{path}: unsupported image dtype {raw.dtype} (8- or 16-bit grey expected)")
 
     def load(self, index: int) -> dict:
         path = self.image_paths[index]
@@ -932,11 +932,14 @@ def build_predict_dataset(predict_path: str | Path, crop_size: int, **settings) 
         )
     if not readable:
         raise MedicalDataError(f"--data.predict_path {root}: none of its {len(files)} files can be read")
+    from .predict import output_folder_name
+
     stem = _case_name if nifti else (lambda path: path.stem)
     names = distinct_names(readable, root if root.is_dir() else None, stem)
-    if len(set(names)) < len(names):  # ct_1.nii beside ct_1.nii.gz
-        name = next(n for n in names if names.count(n) > 1)
-        same = [str(p) for p, n in zip(readable, names) if n == name]
+    folders = [output_folder_name(n) for n in names]  # "scan 1" and "scan_1" write one folder
+    if len(set(folders)) < len(folders):  # ct_1.nii beside ct_1.nii.gz
+        name = next(n for n in folders if folders.count(n) > 1)
+        same = [str(p) for p, n in zip(readable, folders) if n == name]
         raise MedicalDataError(
             f"--data.predict_path {root}: {' and '.join(same[:2])} make one output name {name!r}: rename one"
         )

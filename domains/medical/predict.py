@@ -81,6 +81,11 @@ def size_multiple(network: torch.nn.Module) -> int:
 _OUTPUT_FILE = re.compile(r"sample_\d{2,}\.png|(mean_prob|uncertainty)\.(png|nii\.gz)|samples\.nii\.gz")
 
 
+def output_folder_name(item_id: str) -> str:
+    """The folder an item's outputs go to, as text (:func:`_safe_relpath`)."""
+    return _safe_relpath(item_id).as_posix()
+
+
 def _safe_relpath(item_id: str) -> Path:
     """Item id -> relative path: '/'-separated parts kept as folders, other odd characters replaced."""
     parts = [re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in str(item_id).replace("\\", "/").split("/")]
@@ -228,7 +233,10 @@ class MedicalPredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         self._drop_unfinished()
         written = sum(gather_lists([len(self.written)]))  # every rank's, said once
-        rank_zero_info(f"[MedicalPredictionWriter] wrote {written} image folders under {self.output_dir}")
+        rank_zero_info(
+            f"[MedicalPredictionWriter] wrote {written} image folders (a volume's slices one each) under "
+            f"{self.output_dir}"
+        )
 
     def write_on_batch_end(
         self,

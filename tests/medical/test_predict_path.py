@@ -159,3 +159,8 @@ def test_png_images_predict_as_the_lidc_items_and_repeated_names_get_their_folde
     _volume(own / "vol.nii", 0)
     with pytest.raises(MedicalDataError, match="holds both NIfTI volumes .* and 2-D images"):
         _module(predict_path=str(own)).setup("predict")
+    (own / "vol.nii").unlink()
+    _png(own / "c" / "single 2.png", flat)
+    _png(own / "c" / "single_2.png", flat)  # the writer's folder for "single 2" too: caught before predicting
+    with pytest.raises(MedicalDataError, match=r"single 2.png and .*single_2.png make one output name 'single_2'"):
+        _module(predict_path=str(own)).setup("predict")

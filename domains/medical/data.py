@@ -1324,12 +1324,15 @@ class MedicalDataModule(SplitLoaders):
         )
 
     def _label_values(self, chosen) -> Any:
-        """``foreground_labels`` as label values by the data's dataset.json (names and values mean one thing)."""
-        if chosen is None or self.data_path is None:
+        """``foreground_labels`` as label values by the data's dataset.json (names and values mean one thing;
+        null, every non-zero label, is the declared non-zero labels: on a 0 / 1 set, null is [1])."""
+        if self.data_path is None:
             return chosen
         meta_path = Path(self.data_path) / "dataset.json"
         try:
             names = json.loads(meta_path.read_text(encoding="utf-8-sig")).get("labels")
+            if chosen is None:
+                return sorted(value for value in _declared_labels(names) if value != 0) or None
             return sorted(_foreground_labels(chosen, names, meta_path))
         except (OSError, ValueError, AttributeError):  # read as given; the dataset says what is wrong
             return chosen

@@ -27,13 +27,14 @@ def test_other_input_settings_than_the_checkpoint_s_are_refused_naming_setting_v
     root = _msd(tmp_path / "msd")
     trained = dict(_module(root, dataset_kwargs=FITTED).hparams)
     now = _module(root, dataset_kwargs={"fractions": [0, 0, 1]})
-    expected = (
-        "the checkpoint (--ckpt_path) was fitted with data.dataset_kwargs modality_index 1 (this command: 0, the "
-        "default), data.dataset_kwargs foreground_labels [1] (this command: None, the default)"
-    )
+    expected = "the checkpoint (--ckpt_path) was fitted with data.dataset_kwargs modality_index 1 (this command: 0, the default):"
     with pytest.raises(CheckpointMismatchError, match=re.escape(expected)) as err:
         now.other_split_than(trained, "test")  # what the CLI calls before validate / test
-    assert "--data.dataset_kwargs '{fractions: [0, 0, 1], modality_index: 1, foreground_labels: [1]}'" in str(err.value)
+    assert "--data.dataset_kwargs '{fractions: [0, 0, 1], modality_index: 1}'" in str(err.value)
+    # labels: null (every non-zero label) is [x] on this 0 / 1 set; a label it does not declare differs
+    other = _module(root, dataset_kwargs={"modality_index": 1, "foreground_labels": [2], "fractions": [0, 0, 1]})
+    with pytest.raises(CheckpointMismatchError, match=r"foreground_labels \[1\] \(this command: \[2\]\)"):
+        other.other_split_than(trained, "test")
     with pytest.raises(CheckpointMismatchError, match=r"data\.crop_size 16 \(this command: 32\).*--data\.crop_size 16"):
         MedicalDataModule("decathlon", str(root), crop_size=32, dataset_kwargs=FITTED).check_checkpoint_inputs(
             trained, "predict"

@@ -980,10 +980,6 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
                     path, f"labels[{t}]", f"expected an object (frame_id, image_path, objects), got {entry!r}"
                 )
             _json_int(entry.get("frame_id", t), path, f"frame_id {entry.get('frame_id')!r}")
-            for obj in entry.get("objects") or []:
-                tid = obj.get("obj_track_id", obj.get("trackID")) if isinstance(obj, dict) else None
-                if tid is not None:
-                    _json_int(tid, path, f"obj_track_id {tid!r}")
         except LabelFormatError as err:
             log.add("bad_json", path, f"labels[{t}]", err.reason)
             return None
@@ -1031,6 +1027,11 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
                     f"labels[{t}]",
                     f"object needs obj_track_id and a 4-value bbox, got {obj}",
                 )
+                return None
+            try:
+                tid = _json_int(tid, path, f"obj_track_id {tid!r}")
+            except LabelFormatError as err:
+                log.add("bad_json", path, f"labels[{t}]", err.reason)
                 return None
             if not _plausible_box(box):
                 log.add(

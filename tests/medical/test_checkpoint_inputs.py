@@ -43,6 +43,9 @@ def test_other_input_settings_than_the_checkpoint_s_are_refused_naming_setting_v
     same = {"modality_index": 1, "foreground_labels": [1], "cache_volumes": 1, "empty_ratio": 0.0, "fractions": [0, 0, 1]}
     kept = _module(root, batch_size=3, max_items=5, dataset_kwargs=same)
     assert kept.other_split_than(trained, "test") is None
+    # a checkpoint's settings as YAML gives them (lists) equal the defaults (tuples)
+    listed = {**trained, "dataset_kwargs": {**FITTED, "percentiles": [0.5, 99.5]}}
+    _module(root, dataset_kwargs=FITTED).check_checkpoint_inputs(listed, "test")
     # predict scores nothing: the labels may differ there
     _module(root, dataset_kwargs={"modality_index": 1}).check_checkpoint_inputs(trained, "predict")
 

@@ -422,6 +422,8 @@ def test_the_unet_takes_any_registered_encoder_and_a_subclass_keeps_its_model_na
     from domains.medical.predict import size_multiple
     from domains.medical.task import MedicalSegmentationTask
 
+    own = UNetSegmenter(encoder_kwargs={"channels": [8, 16, 32]})  # the default encoder, one's own channels
+    assert own.net.backbone.encoder.feature_channels == [8, 16, 32]
     net = UNetSegmenter(encoder="tiny_cnn", encoder_kwargs={"width": 8})
     assert type(net.net.backbone.encoder).__name__ == "TinyCNN"
     assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 1, 32, 32)

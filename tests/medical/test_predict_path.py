@@ -86,13 +86,23 @@ def test_a_nifti_folder_predicts_as_the_labelled_set_does_and_keeps_each_volume_
 
 
 def test_predicted_nifti_headers_keep_the_source_s_codes_and_units(tmp_path):
-    """nibabel's defaults (sform "aligned", no qform, unknown units) replaced the scanner's."""
+    """nibabel's defaults (sform "aligned", no qform, unknown units) replaced the scanner's. Two volumes with
+    codes of their own each ((1, 2): scanner and aligned; (0, 1): no qform), so a swap or a lost one shows."""
     _volume(tmp_path / "in" / "scan.nii.gz", 0)
-    _predict(_echo_task(tmp_path / "out", []), _module(predict_path=str(tmp_path / "in" / "scan.nii.gz")))
-    for path in (tmp_path / "out" / "scan" / "mean_prob.nii.gz", tmp_path / "out" / "scan" / "z002" / "samples.nii.gz"):
-        header = nib.load(str(path)).header
-        assert (int(header["qform_code"]), int(header["sform_code"])) == (1, 1), path
-        assert header.get_xyzt_units() == ("mm", "sec"), path
+    _volume(tmp_path / "in" / "other.nii.gz", 1)
+    for name, (qform, sform) in (("scan", (1, 2)), ("other", (0, 1))):
+        image = nib.load(str(tmp_path / "in" / f"{name}.nii.gz"))
+        image = nib.Nifti1Image(np.asarray(image.dataobj), AFFINE, image.header)
+        image.set_qform(AFFINE if qform else None, qform)
+        image.set_sform(AFFINE, sform)
+        nib.save(image, str(tmp_path / "in" / f"{name}.nii.gz"))
+    _predict(_echo_task(tmp_path / "out", []), _module(predict_path=str(tmp_path / "in")))
+    for name, codes in (("scan", (1, 2)), ("other", (0, 1))):
+        for path in (tmp_path / "out" / name / "mean_prob.nii.gz", tmp_path / "out" / name / "z002" / "samples.nii.gz"):
+            header = nib.load(str(path)).header
+            assert (int(header["qform_code"]), int(header["sform_code"])) == codes, path
+            assert header.get_xyzt_units() == ("mm", "sec"), path
+        np.testing.assert_allclose(nib.load(str(tmp_path / "out" / name / "mean_prob.nii.gz")).affine, AFFINE, atol=1e-5)
 
 
 def test_a_decathlon_folder_predicts_its_dataset_json_test_list(tmp_path):
@@ -103,6 +113,12 @@ def test_a_decathlon_folder_predicts_its_dataset_json_test_list(tmp_path):
         "new_0",
         "new_1",
     ]
+    meta = json.loads((root / "dataset.json").read_text())  # some sets list {"image": ...} entries
+    meta["test"] = [{"image": "./imagesTs/new_1.nii.gz"}]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    dm = _module(data_format="decathlon", predict_path=str(root))
+    dm.setup("predict")
+    assert [case for case, *_ in dm.dataset("predict").base.cases] == ["new_1"]
 
 
 def test_unreadable_volumes_are_skipped_in_one_warning_and_none_readable_is_an_error(tmp_path):
@@ -111,20 +127,23 @@ def test_unreadable_volumes_are_skipped_in_one_warning_and_none_readable_is_an_e
     _volume(folder / "cut.nii.gz", 1)
     data = (folder / "cut.nii.gz").read_bytes()
     (folder / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    _volume(folder / "plain.nii", 2)  # uncompressed, cut short by 100 bytes: only the header's size tells
+    (folder / "plain.nii").write_bytes((folder / "plain.nii").read_bytes()[:-100])
     (folder / "notes.txt").write_text("not an image")
     dm = _module(predict_path=str(folder))
     with pytest.warns(UserWarning) as caught:
         dm.setup("predict")
     messages = [str(w.message) for w in caught]
     unreadable = [m for m in messages if "not predicted, unreadable" in m]
-    assert len(unreadable) == 1 and "1 of 2 files are not predicted" in unreadable[0]
+    assert len(unreadable) == 1 and "2 of 3 files are not predicted" in unreadable[0]
     assert str(folder / "cut.nii.gz") in unreadable[0]
+    assert f"{folder / 'plain.nii'}: truncated" in unreadable[0]
     assert any("notes.txt" in m for m in messages)  # another kind of file: counted, not predicted
     assert [case for case, *_ in dm.dataset("predict").base.cases] == ["good"]
     (folder / "good.nii.gz").write_bytes(b"\x1f\x8b broken")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(MedicalDataError, match="none of its 2 files can be read"):
+        with pytest.raises(MedicalDataError, match="none of its 3 files can be read"):
             _module(predict_path=str(folder)).setup("predict")
 
 

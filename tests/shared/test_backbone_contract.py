@@ -72,6 +72,13 @@ def test_a_map_at_another_stride_than_declared_is_refused():
                        r"stride is about 4; 2x2 expected\)"):
         TwoStages(strides=[2, 8]).forward_features(X)
 
+    class HalfWidth(TwoStages):  # right in height, half as wide as declared
+        def _forward_features(self, x):
+            return [f[..., ::2] for f in super()._forward_features(x)]
+
+    with pytest.raises(ValueError, match=r"map 0 is 8x4, which is not a 16x16 input at the declared stride 2"):
+        HalfWidth().forward_features(X)
+
 
 def test_more_or_fewer_maps_than_declared_are_refused():
     with pytest.raises(ValueError, match=r"2 maps, 3 declared"):
@@ -123,6 +130,9 @@ def test_a_declaration_missing_an_attribute_or_unequal_in_length_is_refused_at_c
     registered("test_not_ints", lambda in_channels=3: TwoStages(in_channels, channels=[4.0, 8.0]))
     with pytest.raises(ValueError, match=r"feature_channels must be a non-empty list of positive integers"):
         create_backbone("test_not_ints")
+    registered("test_equal_strides", lambda in_channels=3: TwoStages(in_channels, strides=[4, 4]))
+    with pytest.raises(ValueError, match=r"feature_strides=\[4, 4\]: they must be strictly ascending"):
+        create_backbone("test_equal_strides")
     registered("test_fixed_input", lambda in_channels=3: TwoStages(3))  # a factory that ignores in_channels
     with pytest.raises(ValueError, match=r"asked for in_channels=1 but sets in_channels=3"):
         create_backbone("test_fixed_input", in_channels=1)

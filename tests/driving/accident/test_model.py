@@ -273,3 +273,13 @@ def test_the_box_scale_is_not_saved_so_older_checkpoints_load_strictly():
 
     net = AccidentAnticipator(backbone="tiny_cnn", input_size=(32, 64))
     assert "box_scale" not in net.state_dict() and net.box_scale.tolist() == [64, 32, 64, 32]
+
+
+def test_only_a_boxes_only_network_is_blind_where_no_object_is_in_view():
+    """A network that reads frames or features has something to read on an empty road: none of its frames is
+    blind; a boxes-only one is blind exactly where no slot is valid."""
+    valid = torch.zeros(2, 5, 3, dtype=torch.bool)
+    valid[0, 2:, 1] = True
+    for kind in ("frames", "features"):
+        assert not tiny(input_kind=kind, feature_dim=4).blind(valid).any()
+    assert tiny(input_kind="boxes").blind(valid).tolist() == [[True, True, False, False, False], [True] * 5]

@@ -402,6 +402,9 @@ def test_predict_runs_on_ones_own_videos_and_frame_folders_at_the_training_rate(
     assert "accident predictions: 2 clips written" in caplog.text and "test split" not in caplog.text
 
     (own / "broken.mp4").unlink()
+    features = ["--model.network.init_args.input_kind", "features", "--data.predict_path", str(own)]
+    with pytest.raises(ValueError, match="reads precomputed npz features .*--data.predict_path gives videos"):
+        main(["predict", *_cli_args(data, *features, "--data.predict_fps", "10", "--ckpt_path", "none")])
     with pytest.raises(ValueError, match="a frame folder has no frame rate: set --data.predict_fps"):
         main(["predict", *_cli_args(data, *frames, "--data.strict", "true")])
     with pytest.raises(ValueError, match="none of the 2 --data.predict_path clips has a track"):
@@ -548,6 +551,24 @@ def test_own_clips_get_their_objects_from_a_road_detector_for_a_network_that_rea
     with pytest.raises(CheckpointMismatchError, match=r"^--data.predict_detector: .*accident.ckpt"):
         main(["predict", *_cli_args(data, *own, "--data.predict_detector", str(other))])
 
+    # a track the detector loses holds no box there (NaN), not a zero box the network would read as an object
+    seen = iter(range(1000))
+
+    def first_three(model, frame):
+        found = next(seen) < 3
+        return {
+            "boxes": np.array([[4.0, 4.0, 20.0, 16.0]] if found else np.zeros((0, 4))),
+            "scores": np.array([0.9] if found else []),
+            "labels": np.array([0] if found else [], np.int64),
+        }
+
+    monkeypatch.setattr("domains.driving.detection.predict.detect_objects", first_three)
+    clip.tracks.clear()
+    clip.depth.clear()
+    cli.datamodule._detect_tracks([clip])
+    (track,) = clip.tracks.values()
+    assert np.isfinite(track[:3]).all() and np.isnan(track[3:]).all()
+
 
 def test_own_clip_names_cut_short_videos_and_the_rate_the_checkpoint_learnt_at(tmp_path, monkeypatch):
     """Own clips: a folder given as "." or holding image_2/ is one clip named after it; two videos of one stem
@@ -602,3 +623,49 @@ def test_own_clip_names_cut_short_videos_and_the_rate_the_checkpoint_learnt_at(t
     task.on_load_checkpoint({**checkpoint, "datamodule_hyper_parameters": {"data_path": str(data)}})  # 10 fps
     with pytest.raises(ValueError, match="predict_detector and predict_fps are for --data.predict_path"):
         AccidentDataModule(predict_detector="det.ckpt")
+
+
+def test_own_clips_read_the_frames_their_model_steps_name(tmp_path):
+    """Resampling reads the frames the steps name (0, 3, 6 ... of a 30 fps clip at 10 fps), in a video and in a
+    frame folder; the rate a checkpoint learnt at comes from each kind of data settings; a video and a frame
+    folder of one name are refused; predict_fps must be a rate."""
+    import json
+
+    from domains.driving.accident.data import training_fps
+    from domains.driving.accident.readers import read_own_clips, read_video_frames
+
+    video = tmp_path / "own" / "grey.avi"
+    video.parent.mkdir(parents=True)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (32, 16))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV cannot write MJPG")
+    for k in range(12):
+        writer.write(np.full((16, 32, 3), 8 * k, np.uint8))  # frame k is grey 8k
+    writer.release()
+    (clip,) = read_own_clips(video, 10.0)
+    means = [float(im.mean()) for im in AccidentDataset.source_images(clip, 0, clip.n_frames)]
+    np.testing.assert_allclose(means, [0, 24, 48, 72], atol=3)  # frames 0, 3, 6, 9
+    assert len(read_video_frames(video, start=0, stop=7, keep={0, 3, 6})) == 3
+
+    frames = tmp_path / "folder"
+    paths = [frames / f"{t:04d}.png" for t in range(12)]
+    frames.mkdir()
+    for t, path in enumerate(paths):
+        cv2.imwrite(str(path), np.full((8, 8, 3), 8 * t, np.uint8))
+    (clip,) = read_own_clips(frames, 10.0, frames_fps=30.0)
+    assert clip.frames == paths[::3] and clip.source_steps.tolist() == [0, 3, 6, 9]
+
+    (tmp_path / "clips" / "annotations").mkdir(parents=True)
+    (tmp_path / "clips" / "annotations" / "a.json").write_text(json.dumps({"fps": 20}))
+    assert training_fps({"data_path": str(tmp_path / "clips")})[0] == 20
+    assert training_fps({"data_format": "npz", "feature_fps": 30})[0] == 30
+    assert training_fps({"data_format": "ccd"})[0] == 10
+
+    (tmp_path / "own" / "grey").mkdir()
+    cv2.imwrite(str(tmp_path / "own" / "grey" / "0001.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="'grey' is both a video and a frame folder"):
+        read_own_clips(tmp_path / "own", 10.0, frames_fps=10.0)
+    with pytest.raises(ValueError, match="predict_fps must be a frame rate > 0, got 0"):
+        AccidentDataModule(predict_path=str(tmp_path / "own"), predict_fps=0)
+    with pytest.raises(ValueError, match="predict_detector and predict_fps are for --data.predict_path"):
+        AccidentDataModule(predict_fps=30)

@@ -96,13 +96,13 @@ def repeat_factors(image_classes: Sequence[Collection[Hashable]], threshold: flo
     )
 
 
-def _same_setting(a, b) -> bool:
+def same_setting(a, b) -> bool:
     """Settings as a checkpoint stores them and as a command gives them: tuples come back as lists, paths as
     strings written either way (``data/x``, ``./data/x``)."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same_setting(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_setting(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_setting(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(same_setting(a[k], b[k]) for k in a)
     if isinstance(a, str) and isinstance(b, str) and a != b:
         return Path(a).resolve() == Path(b).resolve()
     return a == b
@@ -155,7 +155,7 @@ class SplitLoaders(pl.LightningDataModule):
         images in test, possibly ones the network trained on. Another data set is no question of split."""
         now = dict(self.hparams)
         same_set = all(
-            _same_setting(trained.get(k), now.get(k))
+            same_setting(trained.get(k), now.get(k))
             for k in self.data_set_settings(stage)
             if k in trained or k in now
         )
@@ -163,7 +163,7 @@ class SplitLoaders(pl.LightningDataModule):
             return None
         before, after = self.split_settings(trained, stage), self.split_settings(now, stage)
         # a setting an older checkpoint did not store is not compared
-        differs = [k for k in sorted(set(before) & set(after)) if not _same_setting(before[k], after[k])]
+        differs = [k for k in sorted(set(before) & set(after)) if not same_setting(before[k], after[k])]
         if not differs:
             return None
         return ", ".join(f"data.{k} {before[k]!r} (this command: {after[k]!r})" for k in differs)

@@ -33,7 +33,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from shared.data import SplitLoaders, _same_setting, check_cap, group_split, segmentation_augmentations
+from shared.data import SplitLoaders, check_cap, group_split, same_setting, segmentation_augmentations
 from shared.files import counting_hidden_files, distinct_names, is_hidden, visible_entries, visible_inputs
 from shared.images import stretch_to_unit
 from shared.task import CheckpointMismatchError
@@ -476,6 +476,15 @@ def _case_name(path: Path) -> str:
     return name
 
 
+def _gzip_size(path: Path) -> int:
+    """The uncompressed size a gzip file's trailer states (ISIZE, modulo 2**32; RFC 1952): a whole file's answer
+    in four bytes, where decompressing it to check would decode every volume once more before predict does. A
+    file cut short ends in other bytes, which then disagree with the header's size."""
+    with open(path, "rb") as fh:
+        fh.seek(-4, 2)
+        return int.from_bytes(fh.read(4), "little")
+
+
 def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
@@ -497,10 +506,12 @@ def _nifti_header(path: Path, check_data: bool = False) -> dict:
         if check_data:
             needed = int(image.dataobj.offset) + int(np.prod(shape)) * image.get_data_dtype().itemsize
             if str(path).lower().endswith(".gz"):
-                size = 0
-                with gzip.open(path, "rb") as fh:  # checks the CRC too
-                    while chunk := fh.read(1 << 24):
-                        size += len(chunk)
+                size = _gzip_size(path)
+                if size != needed % 2**32:  # not the size the header says: decompress to the end to know
+                    size = 0
+                    with gzip.open(path, "rb") as fh:  # checks the CRC too
+                        while chunk := fh.read(1 << 24):
+                            size += len(chunk)
             else:
                 size = Path(path).stat().st_size
             if size < needed:
@@ -1304,7 +1315,7 @@ class MedicalDataModule(SplitLoaders):
                 self._label_values(before["foreground_labels"]),
                 self._label_values(now["foreground_labels"]),
             )
-        differs = [k for k in before if k in now and not _same_setting(before[k], now[k])]
+        differs = [k for k in before if k in now and not same_setting(before[k], now[k])]
         if not differs:
             return
         given = dict(self.dataset_kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import warnings
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_a_decathlon_folder_predicts_its_dataset_json_test_list(tmp_path):
     assert [case for case, *_ in dm.dataset("predict").base.cases] == ["new_1"]
 
 
-def test_unreadable_volumes_are_skipped_in_one_warning_and_none_readable_is_an_error(tmp_path):
+def test_unreadable_volumes_are_skipped_in_one_warning_and_none_readable_is_an_error(tmp_path, monkeypatch):
     folder = tmp_path / "in"
     _volume(folder / "good.nii.gz", 0)
     _volume(folder / "cut.nii.gz", 1)
@@ -131,8 +132,14 @@ def test_unreadable_volumes_are_skipped_in_one_warning_and_none_readable_is_an_e
     (folder / "plain.nii").write_bytes((folder / "plain.nii").read_bytes()[:-100])
     (folder / "notes.txt").write_text("not an image")
     dm = _module(predict_path=str(folder))
+    decompressed = []  # whole files are checked by their gzip trailer, not decompressed once more
+    real_open = gzip.open
+    monkeypatch.setattr(
+        gzip, "open", lambda path, *a, **k: decompressed.append(Path(path).name) or real_open(path, *a, **k)
+    )
     with pytest.warns(UserWarning) as caught:
         dm.setup("predict")
+    assert "good.nii.gz" not in decompressed and "cut.nii.gz" in decompressed
     messages = [str(w.message) for w in caught]
     unreadable = [m for m in messages if "not predicted, unreadable" in m]
     assert len(unreadable) == 1 and "2 of 3 files are not predicted" in unreadable[0]

@@ -42,6 +42,7 @@ from domains.driving.accident.readers import (
     MIN_FRAMES,
     AccidentClip,
     find_ccd_annotation,
+    nearness_by_height,
     read_ccd_layout,
     read_dota,
     read_npz_clips,
@@ -694,7 +695,7 @@ class AccidentDataModule(SplitLoaders):
             for slot in np.flatnonzero(found["track_ids"] >= 0):
                 boxes = np.where(found["box_valid"][:, slot, None], found["boxes"][:, slot], np.nan)
                 clip.tracks[int(found["track_ids"][slot])] = boxes.astype(np.float32)
-                clip.depth[int(found["track_ids"][slot])] = -float(np.nanmean(boxes[:, 3] - boxes[:, 1]))
+                clip.depth[int(found["track_ids"][slot])] = nearness_by_height(boxes)
 
     def _dataset(self, clips: list[AccidentClip], train: bool, decode_frames: bool) -> AccidentDataset:
         """One split's clips with this module's settings."""

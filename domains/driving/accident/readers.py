@@ -149,12 +149,16 @@ def video_info(path: Path) -> tuple[int, float, int, int]:
     return n, fps, width, height
 
 
-def decodable_frames(path: Path) -> int:
-    """How many frames of a video decode (each grabbed, none converted): a container's frame count is its
-    header's, which a cut-short copy keeps."""
+def decodable_frames(path: Path, expected: int) -> int:
+    """How many of the ``expected`` frames a container's header counts decode: a cut-short copy keeps its
+    header. A seek to the last one answers for a whole file; only where it fails are the frames counted (each
+    grabbed, none converted), so a whole video is not decoded once more before predict decodes it."""
     cap = cv2.VideoCapture(str(path))
-    count = 0
     try:
+        if expected > 0 and cap.set(cv2.CAP_PROP_POS_FRAMES, expected - 1) and cap.grab():
+            return expected
+        cap.release()
+        cap, count = cv2.VideoCapture(str(path)), 0
         while cap.isOpened() and cap.grab():
             count += 1
     finally:
@@ -298,7 +302,7 @@ def read_own_clips(
                 log.add("unreadable_video", video, None, err.reason)
                 continue
             fps = _check_fps(fps, video, None, log)
-            if fps is not None and (decoded := decodable_frames(video)) < n_frames:  # a copy cut short
+            if fps is not None and (decoded := decodable_frames(video, n_frames)) < n_frames:  # a copy cut short
                 warnings.warn(
                     f"{video}: its header says {n_frames} frames but {decoded} decode: those are read",
                     LabelWarning,
@@ -495,11 +499,7 @@ def _tracks_from_json(
             arr[t] = box
         tracks[tid] = arr
         z = [loc[2] for loc in (track.get("location") or []) if loc is not None]
-        depth[int(key)] = (
-            float(np.mean(z))
-            if z
-            else -float(np.nanmean(arr[:, 3] - arr[:, 1]) if np.isfinite(arr).any() else 0.0)
-        )
+        depth[tid] = float(np.mean(z)) if z else nearness_by_height(arr)
     return tracks, depth
 
 
@@ -892,7 +892,7 @@ def _read_npz_clip(path, root, fps, default_toa, min_frames, log, contact_frames
     for n in range(boxes.shape[1]):
         arr = np.where(visible[:, n, None], boxes[:, n], np.nan).astype(np.float32)
         tracks[n] = arr
-        depth[n] = -float(np.nanmean(arr[:, 3] - arr[:, 1])) if visible[:, n].any() else 0.0
+        depth[n] = nearness_by_height(arr)
     return AccidentClip(
         clip_id=clip_id,
         kind="crash" if positive else "normal",
@@ -1042,7 +1042,7 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
                 )
                 return None
             tracks.setdefault(int(tid), np.full((n_frames, 4), np.nan, dtype=np.float32))[t] = box
-    depth = {k: -float(np.nanmean(v[:, 3] - v[:, 1])) for k, v in tracks.items()}
+    depth = {k: nearness_by_height(v) for k, v in tracks.items()}
     return AccidentClip(
         clip_id=vid,
         kind="crash",
@@ -1056,6 +1056,13 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
         subset=meta.get("subset"),
         scenario=meta.get("anomaly_class"),
     )
+
+
+def nearness_by_height(track: np.ndarray) -> float:
+    """A track's nearness key without 3D positions (``AccidentClip.depth``: smaller is nearer): minus its mean
+    box height over the frames it is seen in (0 when never seen)."""
+    seen = np.isfinite(track).all(axis=1)
+    return -float(np.mean(track[seen, 3] - track[seen, 1])) if seen.any() else 0.0
 
 
 def _npz_id(value: np.ndarray) -> str:

@@ -600,16 +600,24 @@ def test_own_clip_names_cut_short_videos_and_the_rate_the_checkpoint_learnt_at(t
         read_own_clips(tmp_path / "own", 10.0)
     (tmp_path / "own" / "drive.avi").unlink()
 
-    monkeypatch.setattr(readers, "decodable_frames", lambda path: 16)  # the header says 30
-    with pytest.warns(LabelWarning, match=r"drive.mp4: its header says 30 frames but 16 decode"):
-        (video,) = read_own_clips(tmp_path / "own", 10.0)
-    assert video.source_steps.tolist() == [0, 3, 6, 9, 12, 15]
+    cut = tmp_path / "own" / "cut.avi"  # a dashcam copy cut short: its header still says 60 frames
+    writer = cv2.VideoWriter(str(cut), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (48, 24))
+    for _ in range(60):
+        writer.write(np.random.default_rng(0).integers(0, 255, (24, 48, 3), dtype=np.uint8))
+    writer.release()
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with pytest.warns(LabelWarning, match=r"cut.avi: its header says 60 frames but \d+ decode") as said:
+        shortened, video = read_own_clips(tmp_path / "own", 10.0)
+    assert len(said) == 1  # the whole mp4 is not counted (its last frame decodes)
+    decoded = int(re.search(r"but (\d+) decode", str(said[0].message)).group(1))
+    assert 0 < decoded < 60 and shortened.source_steps[-1] < decoded
+    assert len(AccidentDataset.source_images(shortened, 0, shortened.n_frames)) == shortened.n_frames
     kept = []
     real = readers.read_video_frames
     monkeypatch.setattr(
         "domains.driving.accident.data.read_video_frames", lambda *a, **k: kept.append(k["keep"]) or real(*a, **k)
     )
-    assert len(AccidentDataset.source_images(video, 0, video.n_frames)) == 6 and kept == [{0, 3, 6, 9, 12, 15}]
+    assert len(AccidentDataset.source_images(video, 0, video.n_frames)) == 10 and kept == [set(range(0, 30, 3))]
 
     data = write_accident_clips(tmp_path / "clips", {"crash": 1, "near_miss": 1, "normal": 1}, fps=10.0)
     dm = AccidentDataModule(data_path=str(data), predict_path=str(tmp_path / "own"), max_objects=4)

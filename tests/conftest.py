@@ -3,12 +3,19 @@ functions live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 pytest.register_assert_rewrite("tests.helpers")  # its assert helpers report values like test code does
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: a second intra-op thread in each would spin against the other worker
+    # (tiny tensors gain nothing from it), and the suite took 3 min 55 s instead of 2 min 50 s.
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # and in the commands tests start
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import os
 import random
+import re
 import time
 import unicodedata
 import warnings
@@ -47,6 +49,7 @@ from shared.images import stretch_to_uint8
 
 #: files read as images (ImageFolder, CSV rows, predict_path); others in predict_path are counted in a warning
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as the csv module counts lines
 
 
 class ClassificationDataError(ValueError):
@@ -344,8 +347,17 @@ def read_label_csv(path: str | Path, class_names: list[str], strict: bool = Fals
     # labels compare in Unicode NFC, as ImageFolder's folder names: a Mac writes "grün" decomposed (NFD)
     index = {unicodedata.normalize("NFC", name): i for i, name in enumerate(class_names)}
     problems = Problems(strict, f"label CSV {path}")
-    with path.open(newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark is no header
-        reader = csv.DictReader(f)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a spreadsheet's byte-order mark is no header
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ClassificationDataError(
+            f"{path}:{line}: not UTF-8 text (byte {raw[error.start]:#04x}); save it as UTF-8 (a spreadsheet's "
+            "'CSV UTF-8')"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         columns = [c.strip() for c in reader.fieldnames or []]
         if "path" not in columns or "label" not in columns:
             raise ClassificationDataError(
@@ -356,6 +368,16 @@ def read_label_csv(path: str | Path, class_names: list[str], strict: bool = Fals
         first: dict[str, tuple[int, str]] = {}  # resolved file -> (line, label) of the row that kept it
         for row in reader:
             where = f"{path}:{reader.line_num}"
+            values = [value for value in row.values() if isinstance(value, str)]
+            breaks = sum(len(LINE_BREAK.findall(value)) for value in values)
+            breaks -= any(value.endswith(("\n", "\r")) for value in values)  # a quote open to the file's end
+            if breaks:
+                # csv reads a quote that is never closed as a field running to the next quote or the file's end:
+                # the rows inside it would be lost without a word
+                raise ClassificationDataError(
+                    f"{path}:{reader.line_num - breaks}: a quote (\") opened on this line runs to line "
+                    f"{reader.line_num}, taking the rows between into one field; close or remove it"
+                )
             rel = (row.get("path") or "").strip()
             label = unicodedata.normalize("NFC", (row.get("label") or "").strip())
             if not rel:
@@ -384,6 +406,11 @@ def read_label_csv(path: str | Path, class_names: list[str], strict: bool = Fals
             first[key] = (reader.line_num, label)
             group = (row.get("group") or "").strip() or rel
             items.append(Sample(str(image), index[label], group))
+    except csv.Error as error:  # e.g. a field over csv's size limit: the rest of the file inside one quote
+        raise ClassificationDataError(
+            f"{path}: {error} (read to line {reader.line_num}); an unclosed quote (\") takes the rows after it into "
+            "one field"
+        ) from None
     problems.report()
     if not items:
         raise ClassificationDataError(f"{path}: no usable rows")

@@ -626,3 +626,20 @@ def test_a_negative_cam_max_is_refused():
     """-1 had silently meant 0 overlays."""
     with pytest.raises(ValueError, match=r"--model.cam_max must be >= 0 \(or null: every image\), got -1"):
         stripes_task(cam_max=-1)
+
+
+def test_csv_unclosed_quote_is_an_error_naming_its_line_not_rows_silently_lost(tmp_path):
+    rows = ["img/0.png,h,p1", 'img/1.png,v,"p2', "img/2.png,h,p3", "img/3.png,v,p4"]
+    path = _csv(tmp_path, rows)
+    with pytest.raises(ClassificationDataError, match=r"labels\.csv:3: a quote .* runs to line 5"):
+        read_label_csv(path, CLASSES)
+    path.write_text("path,label,group\nimg/0.png,h,p1\n" + 'img/1.png,v,"' + "x" * 200_000 + "\n")
+    with pytest.raises(ClassificationDataError, match=r"labels\.csv: field larger than field limit .*unclosed"):
+        read_label_csv(path, CLASSES)  # csv's own error, at its field size limit
+
+
+def test_csv_not_in_utf8_names_the_file_and_line(tmp_path):
+    path = _csv(tmp_path, ["img/0.png,h,p1", "img/1.png,v,p2"])
+    path.write_bytes(path.read_bytes() + "img/café.png,h,p3\n".encode("cp1252"))  # as Excel saves on Windows
+    with pytest.raises(ClassificationDataError, match=r"labels\.csv:4: not UTF-8 text \(byte 0xe9\)"):
+        read_label_csv(path, CLASSES)

@@ -68,7 +68,8 @@ class FrozenBackboneCheck:
 
     def load_pretrained_backbone(self, path: str, prefix: str):
         report = super().load_pretrained_backbone(path, prefix)
-        self._backbone_missing = list(report.missing)
+        backbone = self.model.backbone
+        self._backbone_missing = [key for key in report.missing if not backbone.is_adapter_key(key)]
         return report
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

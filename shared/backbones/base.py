@@ -34,6 +34,16 @@ class Backbone(nn.Module):
     feature_strides: list[int]
     #: Prefix under which a torchvision state dict's keys live in this module (for transfer learning).
     torchvision_prefix: str = ""
+    #: Sub-modules of the suite's own that no file of the source network holds (the ViT's feature pyramid on a
+    #: torchvision ViT): a frozen backbone keeps them training, and a file without them leaves no gap.
+    adapter_layers: tuple[str, ...] = ()
+
+    def is_adapter_key(self, key: str) -> bool:
+        """Whether the state-dict ``key`` belongs to one of ``adapter_layers``."""
+        return key.split(".", 1)[0] in self.adapter_layers
+
+    def adapter_modules(self) -> list[nn.Module]:
+        return [getattr(self, name) for name in self.adapter_layers]
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.ndim != 4:

@@ -22,6 +22,7 @@ class ViTBackbone(Backbone):
     """
 
     torchvision_prefix = "net."
+    adapter_layers = ("up4", "up2", "same", "down2")  # the simple feature pyramid: no torchvision ViT has it
 
     def __init__(
         self,

@@ -243,11 +243,16 @@ class FreezableBackbone:
         self.backbone_frozen = bool(frozen)
         self.backbone.requires_grad_(not frozen)
         self.backbone.train(self.training and not frozen)  # unfrozen, it follows the network's mode again
+        for adapter in self.backbone.adapter_modules():  # no pretrained file holds them: they always train
+            adapter.requires_grad_(True)
+            adapter.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.backbone_frozen:
             self.backbone.eval()
+            for adapter in self.backbone.adapter_modules():
+                adapter.train(mode)
         return self
 
 
@@ -286,6 +291,8 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
     def freeze_before_training(self, pl_module) -> None:
         backbone = _resolve(pl_module, self.backbone_attr)
         self.freeze(backbone, train_bn=False)
+        for adapter in backbone.adapter_modules():  # no pretrained file holds them: they train from the start
+            self.make_trainable(adapter)
         self._frozen_norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         for norm in self._frozen_norms:
             norm.track_running_stats = True  # Lightning's freeze turns them off: eval mode then reads them
@@ -301,11 +308,14 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
         if current_epoch < self.unfreeze_at_epoch or all(p.requires_grad for p in backbone.parameters()):
             return
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        if any(id(p) in in_optimizer for p in backbone.parameters()):  # resumed past the unfreeze
+        adapters = {id(p) for adapter in backbone.adapter_modules() for p in adapter.parameters()}
+        frozen = [p for p in backbone.parameters() if id(p) not in adapters]
+        if any(id(p) in in_optimizer for p in frozen):  # resumed past the unfreeze
             self.make_trainable(backbone)
         else:
             lr = optimizer.param_groups[0]["lr"] * self.lr_factor
-            self.unfreeze_and_add_param_group(backbone, optimizer, lr=lr, train_bn=True, initial_denom_lr=1.0)
+            self.make_trainable(backbone)
+            optimizer.add_param_group({"params": frozen, "lr": lr})  # the adapters are in a group already
             _extend_schedulers(pl_module, optimizer, self.lr_factor)
         for norm in self._frozen_norms:
             norm.train(pl_module.training)

@@ -352,6 +352,42 @@ def test_resuming_past_the_unfreeze_trains_the_backbone(tmp_path):
     assert backbone["lr"] == pytest.approx(0.1 * head["lr"])
 
 
+def test_a_torchvision_vit_file_freezes_the_vit_and_trains_the_suites_feature_pyramid_on_it(tmp_path):
+    """A torchvision ViT file was refused for a frozen start ("left 12 backbone tensors unloaded (e.g.
+    up4.0.weight) ... Give trained weights (e.g. a torchvision .pth)"): the pyramid is the suite's own, in no
+    torchvision file. It trains from the start; the ViT waits for the unfreeze."""
+    import torchvision
+    from pytorch_lightning.callbacks import Callback
+
+    from shared.optim import adamw
+
+    vit = {"image_size": 16, "patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64}
+    torch.save(torchvision.models.VisionTransformer(**vit).state_dict(), tmp_path / "vit.pth")  # RGB, as shipped
+    network = ImageClassifier(len(CLASSES), "vit", in_channels=1, backbone_kwargs={**vit, "pyramid_channels": 8})
+    task = ClassificationTask(
+        network, CLASSES, optimizer=adamw(lr=0.01), pretrained_backbone=str(tmp_path / "vit.pth"),
+        freeze_backbone_epochs=1,
+    )  # fmt: skip
+    backbone = network.backbone
+    loaded = {k: v.clone() for k, v in backbone.state_dict().items()}
+
+    class AtEpochEnd(Callback):
+        def on_train_epoch_end(self, trainer, module):
+            if trainer.current_epoch == 0:  # still frozen
+                self.frozen = {k: v.clone() for k, v in backbone.state_dict().items()}
+
+    epochs = AtEpochEnd()
+    root = stripes_folder(tmp_path / "data", {"train": 4, "val": 1})
+    trainer = quiet_trainer(max_epochs=2, callbacks=[epochs])
+    trainer.fit(task, stripes_data(root))
+    changed = {k for k in loaded if not torch.equal(loaded[k], epochs.frozen[k])}
+    assert changed and all(backbone.is_adapter_key(k) for k in changed)  # the pyramid trained, the ViT did not
+    assert any(not torch.equal(epochs.frozen[k], v) for k, v in backbone.state_dict().items() if k.startswith("net."))
+    head, vit_group = trainer.optimizers[0].param_groups  # the unfreeze adds the ViT alone, at a tenth
+    assert {id(p) for p in vit_group["params"]} == {id(p) for p in backbone.net.parameters()}
+    assert vit_group["lr"] == pytest.approx(0.1 * head["lr"])
+
+
 def test_a_frozen_start_needs_the_whole_backbone_from_a_file(tmp_path):
     """--model.freeze_backbone_epochs 1 without weights (or with a file of its first layers only) trained the
     head on random features without a word, then the random backbone at a tenth of the rate."""

@@ -244,3 +244,23 @@ def test_a_vit_position_embedding_that_is_no_class_token_and_square_grid_is_a_mi
     torch.save(state, tmp_path / "deit.pt")
     report = load_backbone_weights(create_backbone("vit", image_size=32, **TINY_VIT), tmp_path / "deit.pt")
     assert [m.split(" ")[0] for m in report.shape_mismatch] == ["net.encoder.pos_embedding"] and report.loaded
+
+
+def test_a_frozen_vit_keeps_its_feature_pyramid_training():
+    """The pyramid on a torchvision ViT is in no pretrained file: frozen with the ViT, it stayed random."""
+    from shared.backbones import FreezableBackbone
+
+    class Network(FreezableBackbone, torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = create_backbone("vit", image_size=32, **TINY_VIT)
+
+    network = Network()
+    network.set_backbone_frozen(True)
+    network.train()
+    pyramid = [m for adapter in network.backbone.adapter_modules() for m in adapter.modules()]
+    assert all(p.requires_grad for m in pyramid for p in m.parameters()) and all(m.training for m in pyramid)
+    assert not any(p.requires_grad for p in network.backbone.net.parameters())
+    assert not network.backbone.net.training
+    network.eval()
+    assert not any(m.training for m in pyramid)

@@ -266,7 +266,10 @@ class NotifyWhenDone(pl.Callback):
         ckpt = getattr(trainer, "checkpoint_callback", None)
         best = self._best
         if ckpt is not None and getattr(ckpt, "monitor", None) == monitor:
-            best = _number(getattr(ckpt, "best_model_score", None)) if best is None else best
+            # the score of the checkpoint the message names: a resumed run's own best can be worse than one
+            # saved before the resume
+            saved = _number(getattr(ckpt, "best_model_score", None))
+            best = best if saved is None else saved
         path = (getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "")) if ckpt else ""
         state = getattr(trainer, "state", None)
         return {

@@ -3,7 +3,7 @@
 ``predict`` (with ``predict_dir``) writes ``probabilities.csv`` (one row per image: file, true label if known,
 predicted class, one probability column per class) and, with ``cam``, a Grad-CAM overlay per image under
 ``cam/`` so a person sees where the network looked (MONAI's ``GradCAM`` on the backbone's last feature map).
-Images of ``--data.predict_path`` that do not decode are listed in ``unreadable.csv`` (path, reason) and counted
+Images of ``--data.predict_path`` that do not decode are listed in ``unreadable.csv`` (path, error) and counted
 in a warning; the others are still predicted.
 """
 

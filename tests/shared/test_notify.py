@@ -361,3 +361,19 @@ def test_a_monitor_other_than_the_checkpoints_needs_a_mode(webhook):
     assert (report["mode"], report["best"], report["last"]) == ("max", pytest.approx(0.7), pytest.approx(0.6))
     # a loss is lower-is-better without saying so
     NotifyWhenDone(webhook_url=webhook.url, monitor="train/loss").setup(trainer, None, "fit")
+
+
+def test_a_resumed_runs_best_is_the_score_of_the_checkpoint_it_names(webhook):
+    """After a resume the message gave the resumed part's best (0.333) beside the checkpoint saved before it,
+    whose score was 0.356."""
+    ckpt = types.SimpleNamespace(monitor="val/f1", mode="max", best_model_score=torch.tensor(0.356),
+                                 best_model_path="best-03.ckpt", last_model_path="last.ckpt")  # fmt: skip
+    trainer = types.SimpleNamespace(checkpoint_callback=ckpt, logger=None, is_global_zero=True)
+    notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r")
+    notify.setup(trainer, None, "fit")
+    for value in (0.30, 0.333):  # the validations after the resume
+        _validate(notify, trainer, value, name="val/f1")
+    notify.notify(trainer, "finished")
+    ((_, report),) = webhook.received
+    assert (report["best"], report["last"]) == (pytest.approx(0.356), pytest.approx(0.333))
+    assert report["checkpoint"] == "best-03.ckpt"

@@ -21,7 +21,7 @@ For each backbone (default: AlexNet, GoogLeNet, VGG-16, ResNet-18) and each shar
 
 Transferred backbones are frozen for the first (short) epoch and then fine-tuned at a tenth of the head's
 learning rate (``shared.backbones.BackboneFreezeUnfreeze``); an epoch is capped at ``--epoch-batches`` batches so
-that freezing lasts the same number of steps at every label share. Every run gets the same wall-time budget
+that freezing lasts at most that many steps (fewer at a label share with fewer batches). Every run gets the same wall-time budget
 (``--minutes`` split evenly over the runs after the sources; the cosine schedule is fitted to it while training
 by ``shared.budget.FitScheduleToBudget``), so small label shares are trained for many epochs: over-fitting shows
 as the gap between training and validation accuracy (both measured at the end, without augmentation).
@@ -341,11 +341,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     deadline = t0 + budget
     left = deadline - time.perf_counter()
     source_s = args.source_share * left / len(args.backbones) if make else 0.0
+    each = (left - source_s * len(make)) / runs
     print(
         f"{args.domain}: {runs} runs ({len(args.backbones)} backbones x {len(args.fractions)} label shares x "
-        f"scratch / suite / torchvision where given), about {(left - source_s * len(make)) / runs:.0f} s each; "
+        f"scratch / suite / torchvision where given), about {max(each, 0):.0f} s each; "
         f"{len(make)} source segmenters made here, {source_s:.0f} s each"
     )
+    if each < args.min_train_seconds:
+        print(
+            f"--minutes {args.minutes:g} is spent before training (crops, set-up): each run trains "
+            f"--min-train-seconds {args.min_train_seconds:g} s, and the whole run takes longer than the budget"
+        )
     seg_set = source_segmentation_set(args.domain, args, crops) if make else None
     rows: list[dict] = []
     pending_sources, runs_left, overheads = len(make), runs, []
@@ -378,7 +384,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"Transfer benchmark, {args.domain} ({crops}): {args.image_size} px, batch {args.batch_size}, "
         f"{min(r['train_s'] for r in rows):.0f}-{max(r['train_s'] for r in rows):.0f} s of training per run, "
         f"{args.threads} CPU threads; whole run {total / 60:.1f} min "
-        f"(budget {args.minutes:g} min). gap = train accuracy - validation accuracy (both without augmentation). "
+        f"(budget {args.minutes:g} min). Scores on a seeded random {args.eval_items} images of each split at most "
+        "(--eval-items). gap = train accuracy - validation accuracy (both without augmentation). "
         f"Command: `{command_line('benchmarks/transfer.py', argv)}`"
     )
     if out is None:

@@ -566,7 +566,11 @@ def main(argv: list[str] | None = None) -> int:
         "--data-path",
         help="with --checkpoint: the data's root on this machine, for the evaluation (default: the checkpoint's)",
     )
-    ap.add_argument("--out", type=Path, default=dm.SHIPPED_DIR)
+    ap.add_argument(
+        "--out", type=Path, default=dm.SHIPPED_DIR,
+        help="folder of the weights and cards (default apps/weights); the pages' example images go beside it, to "
+        "OUT/../examples, where the pages read them from apps/examples",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     if args.runs is None and not args.checkpoint:
         ap.error("give --runs (gpu_recipes output) and / or --checkpoint KEY=PATH")

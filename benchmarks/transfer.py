@@ -71,7 +71,7 @@ def data_module(domain: str, args, **kw):
         "image_size": (args.image_size, args.image_size),
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
-        "seed": args.seed,
+        "seed": args.split_seed,  # not --seed: another split would put a named checkpoint's training frames in test
     } | kw
     if domain == "driving":
         from domains.driving.classification.data import DrivingClassificationData
@@ -313,7 +313,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--min-train-seconds", type=float, default=5.0, help="floor of a run's training time")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches, scored images)")
+    parser.add_argument(
+        "--split-seed", type=int, default=0,
+        help="seed of the train / val / test split and of the label shares (default 0: the split the configs train "
+        "the detector and segmenter on, so a --suite-checkpoint of theirs saw no validation or test frame)",
+    )  # fmt: skip
     parser.add_argument(
         "--out", type=Path, default=None,
         help="markdown table; .json and .png written beside it (default: the table printed, nothing written)",
@@ -331,6 +336,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name, spec in parse_named_paths(args.suite_checkpoint, "--suite-checkpoint").items():
         path, _, prefix = spec.partition(":")
         given[name] = {"name": "suite", "path": path, "prefix": prefix}
+    if given and args.split_seed != 0:
+        print(
+            f"--split-seed {args.split_seed} splits the frames otherwise than the configs' seed 0: a "
+            "--suite-checkpoint trained with the configs' defaults has seen some of these validation and test frames"
+        )
     out = args.out  # none: printed only (it had overwritten the committed benchmarks/results/transfer_*)
     budget, t0 = args.minutes * 60, time.perf_counter()
 

@@ -28,5 +28,10 @@ def test_a_relative_out_dir_gets_every_file_of_the_run(tmp_path):
     assert sorted((REPO / "lightning_logs").glob("**/config.yaml")) == logs
     table = (out / "gpu_recipes.md").read_text()
     assert table.startswith("# GPU recipes: SMOKE run") and "--smoke --runs unet" in table  # never a result
-    command = json.loads((out / "unet.json").read_text())["command"]  # the budgeted run, pasted back
+    record = json.loads((out / "unet.json").read_text())
+    command = record["command"]  # the budgeted run, pasted back
     assert "FitScheduleToBudget" in command and "--trainer.callbacks.seconds=" in command
+    assert "--trainer.max_time" in command
+    # training batches alone: over the whole fit (start-up, validation, checkpoints) it was 0.5 here
+    whole_fit = record["steps"] * 2 / record["fit_seconds"]
+    assert record["images_per_second"] > 1.3 * whole_fit

@@ -40,6 +40,7 @@ import yaml
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
     command_line,
+    json_object,
     parse_keeping_argv,
     print_and_write,
     smoke_run,
@@ -132,7 +133,7 @@ def read_settings(args) -> tuple[dict, dict]:
     model_kw, data_kw = read_config(args.config)
     apply_overrides(model_kw, data_kw, args.set or [])
     if args.synthetic:
-        data_kw["synthetic"] = {**(data_kw.get("synthetic") or {}), **json.loads(args.synthetic)}
+        data_kw["synthetic"] = {**(data_kw.get("synthetic") or {}), **args.synthetic}
     return model_kw, data_kw
 
 
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default=str(ROOT / "domains/driving/accident/configs/quick.yaml"))
     parser.add_argument(
-        "--synthetic", default=None, help="JSON of generator settings, e.g. '{\"n_clips\": 120}'"
+        "--synthetic", type=json_object, default=None, help="JSON of generator settings, e.g. '{\"n_clips\": 120}'"
     )
     parser.add_argument(
         "--set",

@@ -33,7 +33,14 @@ import albumentations as A
 import pytorch_lightning as pl
 import torch
 
-from benchmarks.report import ISSUE_BUDGET_MINUTES, check_numbers, command_line, smoke_run, verdict
+from benchmarks.report import (
+    ISSUE_BUDGET_MINUTES,
+    check_numbers,
+    command_line,
+    json_object,
+    smoke_run,
+    verdict,
+)
 from domains.driving.anomaly.data import SegmentationDataModule
 from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
@@ -62,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "network's input size, as the committed tables were",
     )
     p.add_argument("--encoder", default="unet_encoder", choices=list_backbones())
-    p.add_argument("--encoder-kwargs", default='{"channels": [16, 32, 64, 128]}', help="JSON")
+    p.add_argument("--encoder-kwargs", type=json_object, default='{"channels": [16, 32, 64, 128]}', help="JSON")
     p.add_argument(
         "--image-size",
         type=int,
@@ -248,7 +255,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
     pl.seed_everything(args.seed, workers=True)
-    encoder_kwargs = json.loads(args.encoder_kwargs)
+    encoder_kwargs = args.encoder_kwargs
     if args.threads:
         torch.set_num_threads(args.threads)
     dm = SegmentationDataModule(

@@ -8,6 +8,19 @@ import sys
 from pathlib import Path
 
 
+def json_object(text: str) -> dict:
+    """argparse ``type`` of an option holding a JSON object: bad JSON is a usage error naming the option."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object ({{...}}) is expected, got {text!r}")
+    return value
+
+
 def command_line(script: str, argv: list[str] | None = None) -> str:
     """This run's command line (``script`` is the benchmark's path from the repository root; ``argv`` its
     arguments, default ``sys.argv[1:]``), quoted so that it can be pasted back."""

@@ -330,6 +330,21 @@ def test_anomaly_mask_values_and_void_band():
     assert near[mask == 255].all()  # void only on the band around anomalies
 
 
+def test_default_anomaly_labels_do_not_cut_a_predicted_component_at_the_anomalys_edge():
+    """With a void band all round each anomaly (the old default), a constant score map scored SegmentMeIfYouCan
+    sIoU 1.0 and mean F1 0.70 on the synthetic test set: void pixels are removed before components are
+    labelled, so 'everything is anomalous' split into one exact component per anomaly."""
+    from domains.driving.anomaly.metrics import component_metrics
+
+    fr = S.render_scene(101, SIZE, anomalies=2)
+    constant = np.ones(SIZE[::-1], np.float32)
+    default = fr.anomaly_mask()
+    assert set(np.unique(default).tolist()) == {0, 1}
+    assert component_metrics([(constant, default)], threshold=0.5)["mean_F1"] == 0.0
+    banded = fr.anomaly_mask(void_width=2)
+    assert component_metrics([(constant, banded)], threshold=0.5)["sIoU_gt"] == 1.0  # why the band went
+
+
 def test_generate_anomaly_layout(tmp_path):
     root = S.generate_anomaly(tmp_path / "anom", n_images=10, size=SIZE, seed=3, verbose=False)
     names = sorted(p.stem for p in (root / "images").glob("*.png"))

@@ -59,7 +59,8 @@ KITTI_SHA256 = {
     "training/semantic/000005.png": "79609240a0ffebacdfe90b65c15945aeae5d08355b41f3b0a21fe80d1fc8369a",
 }
 
-# generate_anomaly(root, n_images=3, size=SIZE, seed=1); meta.json without "seconds"
+# generate_anomaly(root, n_images=3, size=SIZE, seed=1, void_width=2) (the void band was the default until
+# 2026-12-06); meta.json without "seconds" (its "labels" line re-recorded then: "(0: none)" added)
 ANOMALY_SHA256 = {
     ".complete": "4f3e96fd6d5717e5b8e0079885a804336c2abbb49f7689564594867b89265b6c",
     ".synthetic_generator": "4f3e96fd6d5717e5b8e0079885a804336c2abbb49f7689564594867b89265b6c",
@@ -69,13 +70,14 @@ ANOMALY_SHA256 = {
     "labels_masks/synthetic_00000.png": "0592e4f8c06abe58653bd26150e53e22aeae5b48ddbe1b3084e60cf2b499cdfd",
     "labels_masks/synthetic_00001.png": "37d9190de4f91acac837402b51bb04b9409a36f4f89d6b0ec4f59321f8604974",
     "labels_masks/synthetic_00002.png": "3c6de2f709709a66cce2fd896e6ba6136c13f53e74181ca9e3e84663c4e1fa97",
-    "meta.json": "182ebe7a7872f68ebe41e92598f1b21a8d4652c00b420584b2c15d8a664926f2",
+    "meta.json": "a4927fce893b029ed210a4ba7d7d02067ad309892e56fe15bd8aa3b33addddd3",
     "semantic/synthetic_00000.png": "92d13602ce79d6589d3850315d88cf48be1836bbe53ff513940661287b2c07e8",
     "semantic/synthetic_00001.png": "0dc107fd22d1732ebe443521d28af5f01c4d4729810bbb40f9f91c17c46fe3fc",
     "semantic/synthetic_00002.png": "3b4136434f9cd8394573f7e420800ff38b097c6300b1c40e2e3736e04f89b956",
 }
 
-# render_scene(seed, SIZE, **kw): image, semantic, instance, ground_semantic, anomaly_mask(), calib, KITTI lines
+# render_scene(seed, SIZE, **kw): image, semantic, instance, ground_semantic, anomaly_mask(void_width=2), calib,
+# KITTI lines
 SCENE_SHA256 = [
     (0, {}, "6f38f4137af38939c75477b7b0dc9fb62cfe0e16e6046c3150c25415f776d746"),
     (
@@ -121,7 +123,7 @@ def _frame_digest(frame: S.Frame) -> str:
         frame.semantic,
         frame.instance,
         frame.ground_semantic,
-        frame.anomaly_mask(),
+        frame.anomaly_mask(void_width=2),
         frame.calib,
     )
     for a in arrays:
@@ -139,7 +141,7 @@ def test_kitti_set_bytes_are_unchanged(tmp_path):
 
 
 def test_anomaly_set_bytes_are_unchanged(tmp_path):
-    root = S.generate_anomaly(tmp_path / "anomaly", n_images=3, size=SIZE, seed=1, verbose=False)
+    root = S.generate_anomaly(tmp_path / "anomaly", n_images=3, size=SIZE, seed=1, void_width=2, verbose=False)
     assert _tree_digests(root) == ANOMALY_SHA256
 
 

@@ -25,9 +25,12 @@ weather through albumentations (RandomRain, RandomFog, Blur/MotionBlur, GaussNoi
 
 The anomaly generator uses the same scenes from a different seed stream and adds objects that the training
 generator never draws (``ANOMALY_KINDS``: cardboard boxes, tyres, rocks, animals, cones, odd textured shapes)
-lying on the road. Its ``labels_masks`` hold 0 normal, 1 anomaly and 255 void on a band ``void_width`` (2) px
-wide *outside* each anomaly's visible silhouette: blur and weather mix the colours of the edge pixels, and the
-band keeps even a two-pixel anomaly's own pixels labelled 1.
+lying on the road. Its ``labels_masks`` hold 0 normal and 1 anomaly (each anomaly's visible silhouette), and 255
+void on a band ``void_width`` px wide *outside* each anomaly when asked (0 by default). Blur and weather mix the
+colours of the edge pixels, but a void band all round an anomaly cuts SegmentMeIfYouCan's predicted components at
+its edge (void pixels are removed before components are labelled, as the benchmark's code does): a constant score
+map scored sIoU 1.0 and mean F1 0.70 on the banded labels, 0.0 without. The edge pixels it hid now count as
+normal: the shipped anomaly model's test pixel AP went from 0.653 to 0.618 (mean F1 0.366 to 0.401).
 
 Package layout (each module's docstring says more): :mod:`.camera` (pinhole camera, clipping, fixed-point
 pixels), :mod:`.scene` (``ObjectSpec``, ``Building``, ``Layout`` and the scene vocabulary), :mod:`.layout`

@@ -4,7 +4,7 @@ Boxes are in continuous pixel-edge coordinates (``right = last column + 1``); tr
 the full silhouette box outside the image and occlusion comes from the visible fraction of the in-image
 silhouette (>= 0.9 -> 0, >= 0.5 -> 1, > 0 -> 2; level 3, "unknown", is never produced). Boxes lower than
 ``DONTCARE_MIN_HEIGHT`` px become KITTI ``DontCare`` lines. :class:`Frame` also builds the SegmentMeIfYouCan
-anomaly mask (0 normal, 1 anomaly, 255 void on a band around each anomaly). Kept apart from the renderer so
+anomaly mask (0 normal, 1 anomaly, 255 void on an optional band around each anomaly). Kept apart from the renderer so
 the label formats can be read (and tested) without the drawing code.
 """
 
@@ -93,8 +93,9 @@ class Frame:
         ids = [o.instance_id for o in self.objects if o.is_anomaly and o.instance_id > 0]
         return np.isin(self.instance, ids) if ids else np.zeros(self.instance.shape, bool)
 
-    def anomaly_mask(self, void_width: int = 2) -> np.ndarray:
-        """SegmentMeIfYouCan label: 0 normal, 1 anomaly, 255 void on a band ``void_width`` px around anomalies."""
+    def anomaly_mask(self, void_width: int = 0) -> np.ndarray:
+        """SegmentMeIfYouCan label: 0 normal, 1 anomaly, 255 void on a band ``void_width`` px around anomalies
+        (none by default: a band all round an anomaly would cut every predicted component at its edge)."""
         anom = self.anomaly.astype(np.uint8)
         out = anom * ANOMALY_MASK_ANOMALY
         if void_width > 0 and anom.any():

@@ -226,7 +226,7 @@ def ensure_synthetic_kitti(root: str | Path = DEFAULT_KITTI_ROOT, **kw) -> Path:
 
 
 def _anomaly_settings(
-    n_images=200, size=DEFAULT_SIZE, seed=0, anomaly_free_fraction=0.2, void_width=2, density=0.8
+    n_images=200, size=DEFAULT_SIZE, seed=0, anomaly_free_fraction=0.2, void_width=0, density=0.8
 ) -> dict:
     return {
         "kind": "anomaly",
@@ -248,14 +248,16 @@ def generate_anomaly(
     size: tuple[int, int] = DEFAULT_SIZE,
     seed: int = 0,
     anomaly_free_fraction: float = 0.2,
-    void_width: int = 2,
+    void_width: int = 0,
     density: float = 0.8,
     verbose: bool = True,
 ) -> Path:
     """Write a synthetic road-anomaly set in the SegmentMeIfYouCan layout; returns ``root``.
 
-    ``images/<name>.png`` (RGB), ``labels_masks/<name>.png`` (0 normal, 1 anomaly, 255 void on a
-    ``void_width``-px band outside each anomaly), ``semantic/<name>.png`` (in-distribution ids, anomalies
+    ``images/<name>.png`` (RGB), ``labels_masks/<name>.png`` (0 normal, 1 anomaly; 255 void on a
+    ``void_width``-px band outside each anomaly, none by default: a band all round an anomaly cuts every predicted
+    component at its edge, and a constant score map got the component metrics' sIoU 1.0 and mean F1 0.70 (0.0
+    without the band), ``semantic/<name>.png`` (in-distribution ids, anomalies
     255), ``meta.json`` (per image: anomaly kinds, lighting, weather) and the ``.complete`` marker, written
     last. Exactly ``round(n_images * anomaly_free_fraction)`` images have no anomaly. Scenes come from a
     seed stream disjoint from :func:`generate_kitti`'s.
@@ -310,7 +312,7 @@ def generate_anomaly(
         "anomaly_free_images": n_free,
         "anomaly_counts": kinds_total,
         "redrawn_layouts": redraws,
-        "labels": "0 normal, 1 anomaly, 255 void: a band of void_width px outside each anomaly's visible pixels",
+        "labels": "0 normal, 1 anomaly, 255 void: a band of void_width px outside each anomaly's visible pixels (0: none)",
         "images": per_image,
     }
     _finish(root, meta, settings)

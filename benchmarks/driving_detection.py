@@ -41,11 +41,14 @@ TARGET_MS = 250.0
 
 
 @torch.inference_mode()
-def height_recall(task: DetectionTask, dm: DetectionDataModule, device) -> list[list[dict]]:
-    """Recall at IoU 0.5 (score >= 0.05) per class and box height on the test split, in model-input pixels."""
+def height_recall(task: DetectionTask, dm: DetectionDataModule, device, max_items: int | None = None) -> list[list[dict]]:
+    """Recall at IoU 0.5 (score >= 0.05) per class and box height on the test split (its first ``max_items``
+    images where given, as ``--test-batches`` scores them), in model-input pixels."""
     model = task.model.to(device).eval()
     dets, gts = [], []
-    for image, target in dm.datasets["test"]:
+    test = dm.datasets["test"]
+    for index in range(len(test) if max_items is None else min(max_items, len(test))):
+        image, target = test[index]
         pred = model([image.to(device)])[0]
         dets.append({k: pred[k].cpu() for k in ("boxes", "labels", "scores")})
         gts.append({"boxes": target["boxes"], "labels": target["labels"]})
@@ -58,9 +61,13 @@ def run(args) -> dict:
         model_kw["kitti_min_height_scale"] = args.kitti_min_height_scale
     if args.repeat_threshold is not None:
         data_kw["repeat_threshold"] = args.repeat_threshold or None
-    result, task, dm = train_and_test(args, DetectionTask, DetectionDataModule, model_kw, data_kw)
+    limit = args.test_batches or 1.0
+    result, task, dm = train_and_test(
+        args, DetectionTask, DetectionDataModule, model_kw, data_kw, limit_test_batches=limit
+    )
     _, device = resolve_accelerator(args.accelerator)
-    return {**result, "height_recall": height_recall(task, dm, device), "model_input": task.model.input_size}
+    scored = args.test_batches * dm.batch_size if args.test_batches else None
+    return {**result, "height_recall": height_recall(task, dm, device, scored), "model_input": task.model.input_size}
 
 
 def _fmt(value: float | None) -> str:
@@ -97,7 +104,8 @@ def markdown(result: dict, args) -> str:
             f"repeat-factor sampling {result['data'].get('repeat_threshold') or 'off'}, "
             f"auxiliary semantic loss {cfg.get('semantic_loss_weight') or 'off'}."
         ),
-        f"Test split: {result['n_test']} images (by sequence).",
+        f"Test split: {result['n_test']} images (by sequence)"
+        + (f"; scored: the first {args.test_batches} batches (--test-batches)." if args.test_batches else "."),
         "",
         "| metric | value | target |",
         "|---|---:|---:|",
@@ -174,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="repeat-factor sampling threshold for the training images (default: the config's; 0: off)",
     )
+    parser.add_argument("--test-batches", type=int, default=None, help="score only this many test batches")
     parser.add_argument("--out", type=Path, default=None, help="write the table here (benchmarks/results/...)")
     add_budget_arguments(parser, calibration_steps=4, inference_images=30)
     return run_and_report(parse_keeping_argv(parser, argv), run, markdown)

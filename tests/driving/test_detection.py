@@ -680,8 +680,11 @@ def test_benchmark_table_scales_kitti_heights_by_the_data_and_judges_no_target_o
         "n_test": 5, "images_per_s": 1.0, "inference_size": (192, 640), "inference_ms": 100.0,
         "load_average": (0.5, 0.5), "height_recall": [bins],
     }  # fmt: skip
-    args = Namespace(budget_minutes=15, precision="32-true", threads=2, argv=["--budget-minutes", "15"])
+    args = Namespace(budget_minutes=15, precision="32-true", threads=2, test_batches=None, argv=["--budget-minutes", "15"])
     full = markdown(result, args)
+    assert "images (by sequence)." in full
+    part = markdown(result, Namespace(**{**vars(args), "test_batches": 2}))
+    assert "images (by sequence); scored: the first 2 batches (--test-batches)." in part
     assert "keep boxes from 12.8 / 20.5 px" in full and "Smoke run" not in full
     assert "| >= 0.8: met |" in full and "<= 250: met |" in full
     own = markdown({**result, "data": {**result["data"], "data_path": "/data/kitti"}}, args)

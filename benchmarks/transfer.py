@@ -21,8 +21,8 @@ For each backbone (default: AlexNet, GoogLeNet, VGG-16, ResNet-18) and each shar
 
 Transferred backbones are frozen for the first (short) epoch and then fine-tuned at a tenth of the head's
 learning rate (``shared.backbones.BackboneFreezeUnfreeze``); an epoch is capped at ``--epoch-batches`` batches so
-that freezing lasts at most that many steps (fewer at a label share with fewer batches). Every run gets the same wall-time budget
-(``--minutes`` split evenly over the runs after the sources; the cosine schedule is fitted to it while training
+that freezing lasts at most that many steps (fewer at a label share with fewer batches). Every run gets the same
+wall-time budget (``--minutes`` split evenly over the runs after the sources; the cosine schedule is fitted to it while training
 by ``shared.budget.FitScheduleToBudget``), so small label shares are trained for many epochs: over-fitting shows
 as the gap between training and validation accuracy (both measured at the end, without augmentation).
 

@@ -69,6 +69,8 @@ class FrameClip:
     fps: float | None
     notes: list[str] = field(default_factory=list)
     format: str = ""
+    #: (width, height) of the file's own frames, before they were shrunk to ``MAX_CLIP_SIDE``
+    source_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -435,7 +437,7 @@ def _video_clip(data: bytes, name: str, max_frames: int, max_side: int) -> Frame
         fps = None
         notes.append("the video does not give a usable frame rate: set it below")
     stacked = np.stack(frames)
-    return FrameClip(name, stacked, fps, notes + _scaled_note(source, stacked, max_side), "video")
+    return FrameClip(name, stacked, fps, notes + _scaled_note(source, stacked, max_side), "video", source[::-1])
 
 
 def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameClip:
@@ -525,7 +527,7 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
             f"under __MACOSX/ or Windows' Thumbs.db / desktop.ini, e.g. {hidden[0]})"
         )
     stacked = np.stack(frames)
-    return FrameClip(name, stacked, None, notes + _scaled_note(source, stacked, max_side), "zip")
+    return FrameClip(name, stacked, None, notes + _scaled_note(source, stacked, max_side), "zip", source[::-1])
 
 
 # ------------------------------------------------------------------------------------------ medical files

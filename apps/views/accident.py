@@ -79,10 +79,17 @@ def _predict(token: str, digest: str, fps: float, model_fps: float | None, objec
     )
 
 
-def _outputs(prediction: dict, threshold: float, gif: bool) -> dict[str, bytes]:
-    """risk.csv, objects.csv (and the GIF) through the task's own writer, in a temporary folder."""
+def _outputs(
+    prediction: dict, threshold: float, gif: bool, source_scale: tuple[float, float] | None = None
+) -> dict[str, bytes]:
+    """risk.csv, objects.csv (and the GIF) through the task's own writer, in a temporary folder. ``source_scale``
+    (x, y): the file's pixels per frame pixel of an upload shrunk on decoding, so ``objects.csv`` holds the boxes
+    in the file's own pixels, as ``predict`` writes them."""
     from domains.driving.accident.predict import write_clip
 
+    if source_scale is not None:
+        x, y = source_scale
+        prediction = {**prediction, "source_boxes": np.asarray(prediction["boxes"]) * np.array([x, y, x, y])}
     with tempfile.TemporaryDirectory() as tmp:
         written = write_clip({**prediction, "threshold": threshold}, tmp, gif=gif)
         return {p.name: p.read_bytes() for p in written}
@@ -314,6 +321,7 @@ except Exception as exc:  # noqa: BLE001 - an unreadable card / checkpoint: said
     )
 
 source = st.radio("Clip", [SYNTHETIC, UPLOAD], horizontal=True, key="accident_source", persist_state=pc.KEEP)
+source_scale = None  # an upload shrunk on decoding: its pixels per frame pixel (x, y), for objects.csv
 if source == SYNTHETIC:
     root = dm.accident_data_root()
     entries: list[dm.ClipEntry] = []
@@ -378,6 +386,8 @@ else:
         st.stop()
     pc.show_notes(decoded.notes)
     frames = decoded.frames
+    if decoded.source_size and decoded.source_size != (frames.shape[2], frames.shape[1]):
+        source_scale = (decoded.source_size[0] / frames.shape[2], decoded.source_size[1] / frames.shape[1])
     far = _far_from_training(frames.shape[2], frames.shape[1], in_w, in_h, model.model.input_kind)
     if far:
         st.warning(far)
@@ -604,7 +614,7 @@ for column, (label, output, file_name, mime, key) in zip(st.columns(3), download
     column.download_button(
         label,
         # written only when clicked (the GIF takes a while)
-        data=lambda output=output: _outputs(prediction, threshold, gif=output.endswith(".gif"))[output],
+        data=lambda output=output: _outputs(prediction, threshold, output.endswith(".gif"), source_scale)[output],
         file_name=file_name,
         mime=mime,
         key=key,

@@ -97,3 +97,28 @@ def test_a_bundled_example_and_a_generated_clip_download_under_different_names(d
     clips.set_value(labels.index("bundled example 000000: crash, lead braking, contact at 3.9 s")).run()
     _ok(at)
     assert names == ["example_000000_risk.csv", "example_000000_objects.csv", "example_000000_risk.gif"]
+
+
+def test_an_upload_shrunk_on_decoding_downloads_its_boxes_in_the_files_pixels(demo_env):
+    """A 1280x720 upload's objects.csv held the boxes of its 640-px copy (largest x2 628), while predict's say
+    the clip's own pixels."""
+    import csv
+    import io
+
+    from apps import demo_models as dm
+    from apps.views.accident import _outputs
+
+    clip = up.decode_clip(S.frames_zip(S.moving_box_frames(2, h=360, w=1280)), "big.zip")
+    assert clip.source_size == (1280, 360) and clip.frames.shape[1:3] == (180, 640)
+    task = dm.load_task("driving_accident", demo_env["checkpoints"] / "driving_accident.ckpt")
+    example = dm.load_accident_clip(dm.ACCIDENT_EXAMPLES, "000000")
+    prediction = dm.accident_predict(
+        task, example["frames"], example["boxes"], example["box_valid"], example["track_ids"], example["fps"]
+    )
+
+    def boxes(source_scale) -> np.ndarray:
+        rows = csv.DictReader(io.StringIO(_outputs(prediction, 0.5, False, source_scale)["objects.csv"].decode()))
+        return np.array([[float(row[k]) for k in ("x1", "y1", "x2", "y2")] for row in rows])
+
+    frame_pixels = boxes(None)
+    assert len(frame_pixels) and np.allclose(boxes((2.0, 3.0)), frame_pixels * [2, 3, 2, 3], atol=0.01)

@@ -463,12 +463,14 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
                     "Windows' Thumbs.db / desktop.ini are not read)"
                 )
             raise UploadError(f"{name}: the zip {what}; expected JPEG / PNG frames, one file per frame")
+        # a dashcam's folder carries sidecar files (GPS tracks, JSON, notes): left out and counted, not refused
         others = [m.filename for m in members if not m.filename.lower().endswith(IMAGE_EXTENSIONS)]
-        if others:
+        members = [m for m in members if m.filename.lower().endswith(IMAGE_EXTENSIONS)]
+        if not members:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise UploadError(
-                f"{name}: {shown} {'is' if len(others) == 1 else 'are'} not an image; the zip must hold only "
-                "JPEG / PNG frames (their names in order give the frame order)"
+                f"{name}: no JPEG / PNG frame in the zip ({shown} {'is' if len(others) == 1 else 'are'} not an "
+                "image); expected one image file per frame, their names in order giving the frame order"
             )
         if len(members) > max_frames:
             raise UploadError(
@@ -525,6 +527,10 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
         notes.append(
             f"{len(hidden)} hidden file{'s' if len(hidden) != 1 else ''} left out (names starting with a dot, "
             f"under __MACOSX/ or Windows' Thumbs.db / desktop.ini, e.g. {hidden[0]})"
+        )
+    if others:
+        notes.append(
+            f"{len(others)} file{'s' if len(others) != 1 else ''} not a JPEG / PNG frame left out (e.g. {others[0]})"
         )
     stacked = np.stack(frames)
     return FrameClip(name, stacked, None, notes + _scaled_note(source, stacked, max_side), "zip", source[::-1])

@@ -403,11 +403,7 @@ def test_large_frames_are_scaled_down_with_a_note():
         ("broken.mp4", lambda: b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500, "unreadable video"),
         ("cut.mp4", lambda: S.mp4(S.moving_box_frames(6))[:400], "unreadable video"),
         ("empty.zip", lambda: S.frames_zip([]), "the zip is empty"),
-        (
-            "mixed.zip",
-            lambda: S.frames_zip([], extra={"a.png": S.png(S.gradient_rgb()), "notes.txt": b"hello"}),
-            "notes.txt is not an image",
-        ),
+        ("notes.zip", lambda: S.frames_zip([], extra={"notes.txt": b"hello"}), "notes.txt is not an image"),
         (
             "sizes.zip",
             lambda: S.frames_zip([S.gradient_rgb(40, 64), S.gradient_rgb(40, 64), S.gradient_rgb(48, 64)]),
@@ -493,6 +489,15 @@ def test_windows_thumbnail_files_in_a_zip_are_left_out_and_counted_not_a_refusal
     data = S.frames_zip(frames, extra={"Thumbs.db": b"x", "frames/desktop.ini": b"[x]"})
     clip = up.decode_clip(data, "frames.zip")
     assert len(clip.frames) == 3 and any(n.startswith("2 hidden files left out") for n in clip.notes)
+
+
+def test_sidecar_files_in_a_zip_of_frames_are_left_out_and_counted_not_a_refusal():
+    """A dashcam folder's GPS or JSON file beside the frames refused the whole clip as 'not an image'."""
+    frames = [np.full((20, 20), 10 * i, np.uint8) for i in range(3)]
+    data = S.frames_zip(frames, extra={"clip/track.gpx": b"<gpx/>", "clip/meta.json": b"{}"})
+    clip = up.decode_clip(data, "drive.zip")
+    assert len(clip.frames) == 3
+    assert "2 files not a JPEG / PNG frame left out (e.g. clip/track.gpx)" in clip.notes
 
 
 def test_an_enhanced_ct_dicom_gives_its_pixel_size_rescale_and_window_from_its_functional_groups():

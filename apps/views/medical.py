@@ -92,7 +92,8 @@ def _big(image: np.ndarray, size: int = 256) -> np.ndarray:
     )
 
 
-def _downloads(name: str, image: np.ndarray, result: dict, threshold: float) -> dict[str, bytes]:
+def _downloads(name: str, image: np.ndarray, result: dict, threshold: float, grid: str) -> dict[str, bytes]:
+    """The zip's files; ``grid`` says where the model's input (and so every mask) sits on the file's pixels."""
     files = {"input.png": up.png_bytes(dm.to_uint8(image))}
     for i, p in enumerate(result["probs"]):
         files[f"sample_{i:02d}.png"] = up.png_bytes(((p >= threshold) * 255).astype(np.uint8))
@@ -103,6 +104,7 @@ def _downloads(name: str, image: np.ndarray, result: dict, threshold: float) -> 
         f"Segmentations of {name}.\nsample_NN.png: sampled masks (0/255, probability >= {threshold}).\n"
         "mean_prob.png: mean foreground probability x 255. mean_mask.png: mean >= threshold.\n"
         "uncertainty_entropy.png: binary entropy of the mean probability (bits) x 255.\n"
+        f"Every image is the model's {image.shape[1]}x{image.shape[0]} input, not the file's pixels: {grid}.\n"
     ).encode()
     return files
 
@@ -209,8 +211,10 @@ if source == SYNTHETIC:
     image, readers, name = _test_item(str(root), choices[pick])
     card_ged = float(ranked[pick]["ged"]) if pick in ranked else None
     stem = up.download_stem(name)
+    grid = f"the test image as stored ({image.shape[1]}x{image.shape[0]})"
     if image.shape != (size, size):
         image, how = up.fit_to_model(image, size, "crop")
+        grid = f"the test image {how}"
         readers = np.stack([up.fit_to_model(r.astype(np.float32), size, "crop")[0] for r in readers]) > 0.5
         st.caption(f"Image {how}.")
 else:
@@ -260,8 +264,13 @@ else:
         )
     image, how, preview = _fitted(data_digest, index, channel, size, mode, centre, volume)
     st.caption(f"{volume.format} upload, {how}.")
+    grid = f"{name}, {how}"
     if preview is not None:
         top, left, rows, cols = up.window_rect(raw.shape, size, mode, volume.spacing, centre)
+        grid += (
+            f"; the window is rows {top}-{top + rows - 1}, columns {left}-{left + cols - 1} of the slice's "
+            f"{raw.shape[0]}x{raw.shape[1]} (row x column) pixels, resampled to the model's size"
+        )
         larger = rows > raw.shape[0] or cols > raw.shape[1]
         caption = (
             "The whole slice; the model's window is larger than it (edge-padded around it)"
@@ -337,7 +346,7 @@ d1.download_button(
     mime="image/png",
     key="medical_dl_png",
 )
-files = _downloads(str(name), image, result, threshold)
+files = _downloads(str(name), image, result, threshold, grid)
 d2.download_button(
     f"All {num_samples} sample masks + maps (zip)" if num_samples > 1 else "The sample mask + maps (zip)",
     data=lambda: up.zip_bytes(files),

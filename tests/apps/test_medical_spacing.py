@@ -173,3 +173,15 @@ def test_one_coronal_or_sagittal_slice_is_shown_in_its_own_plane():
     # the plane's own pixel sizes decide whether a size is stated: 1 x 2.5 mm is (an axial 1 x 1 would not be)
     wide = up.decode_medical(S.nifti(np.zeros((64, 1, 80), np.int16), affine=np.diag([1.0, 1.0, 2.5, 1])), "c.nii")
     assert wide.spacing == pytest.approx((2.5, 1.0))
+
+
+def test_the_downloaded_masks_say_where_the_models_window_sat_on_the_file(demo_env):
+    """An uploaded 256x256 slice's masks came back as 128x128 images named after the slice, with nothing
+    saying they are the model's window and where it sat."""
+    from apps.views.medical import _downloads
+
+    probs = np.zeros((2, 128, 128), np.float32)
+    result = {"probs": probs, "mean": probs.mean(0), "uncertainty": probs[0]}
+    grid = "ct.nii.gz slice 5, a window of rows 64-191, columns 64-191"
+    readme = _downloads("ct.nii.gz slice 5", np.zeros((128, 128)), result, 0.5, grid)["README.txt"].decode()
+    assert f"Every image is the model's 128x128 input, not the file's pixels: {grid}." in readme

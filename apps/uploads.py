@@ -14,6 +14,7 @@ the file usable (RGBA -> RGB, grey -> RGB, 16-bit -> 8-bit, colour -> grey for C
 
 from __future__ import annotations
 
+import gzip
 import io
 import math
 import re
@@ -85,6 +86,35 @@ class RGBImage:
     colourless: bool = False
 
 
+@dataclass(frozen=True)
+class NiftiGrid:
+    """Where a NIfTI upload's shown slices lie in its file, so a mask drawn on one goes back on the file's own
+    voxel grid (a viewer overlays it on the scan as it is: ITK-SNAP, 3D Slicer). ``axes``: the transpose of the
+    RAS+-reoriented (X, Y, Z, C) array that gave the shown (C, D, rows, cols), rows and columns then flipped."""
+
+    version: int
+    affine: np.ndarray
+    header: object  # the file's nibabel header: its codes and units are kept in the mask's
+    axes: tuple[int, int, int, int]
+
+    def mask_file(self, display_mask: np.ndarray) -> bytes:
+        """A shown-layout (D, rows, cols) uint8 mask as a .nii.gz on the file's grid, with the file's affine."""
+        import nibabel as nib
+
+        shown = np.asarray(display_mask, np.uint8)[None, :, ::-1, ::-1]
+        canonical = np.transpose(shown, np.argsort(self.axes))[..., 0]  # (X, Y, Z) of RAS+
+        to_file = nib.orientations.ornt_transform(
+            nib.orientations.axcodes2ornt("RAS"), nib.orientations.io_orientation(self.affine)
+        )
+        voxels = np.ascontiguousarray(nib.orientations.apply_orientation(canonical, to_file))
+        cls = nib.Nifti1Image if self.version == 1 else nib.Nifti2Image
+        image = cls(voxels, self.affine, self.header)  # the header's qform / sform codes and units
+        image.header.set_data_dtype(np.uint8)
+        image.header.set_slope_inter(1.0, 0.0)  # the scan's HU scaling does not apply to a 0/1 mask
+        image.header["descrip"] = b"lesion mask (applied-dl-suite demo)"
+        return gzip.compress(image.to_bytes(), compresslevel=6)
+
+
 @dataclass
 class MedicalVolume:
     """A decoded medical upload as display-oriented 2D slices.
@@ -105,6 +135,8 @@ class MedicalVolume:
     #: header without one)
     spacing: tuple[float, float] | None = None
     channel_windows: list[tuple[float, float]] | None = None
+    #: a NIfTI upload's file grid (None for other formats): masks go back on it
+    nifti_grid: NiftiGrid | None = None
 
     @property
     def num_channels(self) -> int:
@@ -767,6 +799,7 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         img = cls.from_bytes(raw)
         if img.ndim == 2:  # one slice: its affine orients it as the same slice stored (X, Y, 1) would be
             img = cls(np.asanyarray(img.dataobj)[:, :, None], img.affine, img.header)
+        file_affine, file_header = img.affine, img.header.copy()
         img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
         volume = np.asanyarray(img.dataobj)
         # the affine's voxel sizes, not pixdim: they agree with the reoriented axes whichever form the header uses
@@ -786,19 +819,17 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     elif volume.ndim != 4:
         raise UploadError(f"{name}: a {volume.ndim}D NIfTI array {volume.shape}; 2D, 3D or 4D volumes only")
     x, y, z, c = volume.shape
-    plane, pixel_mm = "axial", (zooms[1], zooms[0])  # (rows, columns)
+    # every plane is shown as a transpose of (X, Y, Z, C) with the rows and columns flipped
+    plane, pixel_mm, axes = "axial", (zooms[1], zooms[0]), (3, 2, 1, 0)  # (rows, columns)
     if y == 1 and x > 1 and z > 1:  # one coronal slice, stored as such: shown in its plane
         # (C, Y, Z, X), Z and X flipped: superior up, the patient's right on the viewer's left
-        plane, pixel_mm = "coronal", (zooms[2], zooms[0])
-        display = np.transpose(volume, (3, 1, 2, 0))[:, :, ::-1, ::-1]
+        plane, pixel_mm, axes = "coronal", (zooms[2], zooms[0]), (3, 1, 2, 0)
     elif x == 1 and y > 1 and z > 1:  # one sagittal slice: superior up, anterior on the viewer's left
-        plane, pixel_mm = "sagittal", (zooms[2], zooms[1])
-        display = np.transpose(volume, (3, 0, 2, 1))[:, :, ::-1, ::-1]
-    else:
-        # (X, Y, Z, C) of RAS+ -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of
-        # [:, :, k]); and X flipped: the patient's right on the viewer's left, the radiological view a DICOM
-        # slice of the same scan has (columns run toward the patient's left), so both uploads look the same
-        display = np.transpose(volume, (3, 2, 1, 0))[:, :, ::-1, ::-1]
+        plane, pixel_mm, axes = "sagittal", (zooms[2], zooms[1]), (3, 0, 2, 1)
+    # axial: (X, Y, Z, C) of RAS+ -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of
+    # [:, :, k]); and X flipped: the patient's right on the viewer's left, the radiological view a DICOM
+    # slice of the same scan has (columns run toward the patient's left), so both uploads look the same
+    display = np.transpose(volume, axes)[:, :, ::-1, ::-1]
     _check_pixels(*display.shape[2:], name, max_pixels)
     if volume.dtype == bool:
         display = display.astype(np.uint8)
@@ -821,7 +852,8 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     stated = unit != "unknown" or not np.allclose(pixel_mm, 1.0)
     scale = {"meter": 1000.0, "micron": 0.001}.get(unit, 1.0)
     spacing = _spacing(pixel_mm, notes, scale) if stated else None
-    return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing, windows if c > 1 else None)
+    grid = NiftiGrid(version, file_affine, file_header, axes)
+    return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing, windows if c > 1 else None, grid)
 
 
 # ------------------------------------------------------------------------------------- model input, output
@@ -872,11 +904,8 @@ def fit_to_model(
         return image.astype(np.float32), f"used as is ({size}x{size})"
     if mode == "resize":
         # scaled first, then edge-padded to the square: padding a 40000x1000 slice to 40000x40000 first would
-        # take gigabytes for a 128x128 input. The slice's extent in mm sets the shape: 0.5 x 1.5 mm pixels
-        # resized as they lie squeezed a round lesion into a 1:3 ellipse
-        extent_h, extent_w = (h, w) if square_pixels else (h * spacing[0], w * spacing[1])
-        longest = max(extent_h, extent_w)
-        new_h, new_w = max(1, round(extent_h * size / longest)), max(1, round(extent_w * size / longest))
+        # take gigabytes for a 128x128 input
+        new_h, new_w = _resized_shape((h, w), size, spacing)
         scaled = np.asarray(image, np.float32)
         # one axis at a time: OpenCV averages areas only when both axes shrink, and anisotropic pixels may
         # shrink one axis while the other grows
@@ -896,6 +925,47 @@ def fit_to_model(
     out, padded = _window(image, (size, size), centre)
     where = "at the centre" if centre is None else f"centred at row {centre[0]:g}, column {centre[1]:g}"
     return out.astype(np.float32), f"a {size}x{size} window {where} of the {w}x{h} slice{padded}"
+
+
+def _resized_shape(shape: tuple[int, int], size: int, spacing: tuple[float, float] | None) -> tuple[int, int]:
+    """(rows, cols) the whole slice takes inside the model's square input in mode ``resize``: its long side
+    ``size``, the shape of its extent in mm (0.5 x 1.5 mm pixels resized as they lie squeezed a round lesion into
+    a 1:3 ellipse), or of its pixels where the pixel size is unknown or square."""
+    h, w = shape
+    square_pixels = spacing is None or np.isclose(spacing[0], spacing[1])
+    extent_h, extent_w = (h, w) if square_pixels else (h * spacing[0], w * spacing[1])
+    longest = max(extent_h, extent_w)
+    return max(1, round(extent_h * size / longest)), max(1, round(extent_w * size / longest))
+
+
+def to_slice(
+    model_map: np.ndarray,
+    shape: tuple[int, int],
+    mode: str = "resize",
+    spacing: tuple[float, float] | None = None,
+    centre: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """A (size, size) map on the model's input (a probability, an entropy) back on the slice's own (rows, cols)
+    ``shape`` pixels: the inverse of :func:`fit_to_model` with the same arguments. Bilinear, so a mask is the
+    resampled probability thresholded, not a blocky upscaled mask; 0 where the model's window did not reach (it
+    looked at nothing there) and the edge padding dropped."""
+    size = model_map.shape[0]
+    h, w = shape
+    model_map = np.asarray(model_map, np.float32)
+    rect = window_rect(shape, size, mode, spacing, centre)
+    if rect is None:  # resize: the slice, scaled and centred, with edge padding around it
+        new_h, new_w = _resized_shape(shape, size, spacing)
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        inner = model_map[top : top + new_h, left : left + new_w]
+        return cv2.resize(inner, (w, h), interpolation=cv2.INTER_LINEAR) if inner.shape != (h, w) else inner.copy()
+    top, left, rows, cols = rect
+    window = model_map
+    if (rows, cols) != (size, size):  # mode mm: the window's own pixels
+        window = cv2.resize(model_map, (cols, rows), interpolation=cv2.INTER_LINEAR)
+    out = np.zeros((h, w), np.float32)
+    y0, x0, y1, x1 = max(0, top), max(0, left), min(h, top + rows), min(w, left + cols)
+    out[y0:y1, x0:x1] = window[y0 - top : y1 - top, x0 - left : x1 - left]
+    return out
 
 
 def _mm_window(size: int, spacing: tuple[float, float]) -> tuple[int, int]:
@@ -1046,6 +1116,7 @@ __all__ = [
     "MEDICAL_EXTENSIONS",
     "FrameClip",
     "MedicalVolume",
+    "NiftiGrid",
     "RGBImage",
     "UploadError",
     "check_size",
@@ -1055,5 +1126,6 @@ __all__ = [
     "detect_format",
     "fit_to_model",
     "png_bytes",
+    "to_slice",
     "zip_bytes",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import streamlit as st
@@ -92,20 +94,85 @@ def _big(image: np.ndarray, size: int = 256) -> np.ndarray:
     )
 
 
-def _downloads(name: str, image: np.ndarray, result: dict, threshold: float, grid: str) -> dict[str, bytes]:
-    """The zip's files; ``grid`` says where the model's input (and so every mask) sits on the file's pixels."""
-    files = {"input.png": up.png_bytes(dm.to_uint8(image))}
+@dataclass(eq=False)
+class SliceGrid:
+    """The uploaded slice (its own pixels, [0, 1]) the model's input came from and how (:func:`up.fit_to_model`'s
+    arguments), so maps on the input go back on it; ``volume`` and ``index`` for a NIfTI upload's voxel grid."""
+
+    image: np.ndarray
+    mode: str
+    spacing: tuple[float, float] | None = None
+    centre: tuple[float, float] | None = None
+    volume: up.MedicalVolume | None = None
+    index: int = 0
+
+    @property
+    def nifti(self) -> up.NiftiGrid | None:
+        return self.volume.nifti_grid if self.volume is not None else None
+
+    def to_slice(self, model_map: np.ndarray) -> np.ndarray:
+        return up.to_slice(model_map, self.image.shape, self.mode, self.spacing, self.centre)
+
+    def nifti_mask(self, mask: np.ndarray) -> bytes:
+        """``mask`` on this slice of the volume, the other slices 0, as a .nii.gz on the file's grid."""
+        shown = np.zeros((self.volume.num_slices, *self.volume.shape2d), np.uint8)
+        shown[self.index] = mask
+        return self.nifti.mask_file(shown)
+
+
+def _model_grid_files(image: np.ndarray, result: dict, threshold: float, prefix: str = "") -> dict[str, bytes]:
+    """The input, each sample's mask, the mean and the entropy as PNGs on the model's input grid."""
+    files = {f"{prefix}input.png": up.png_bytes(dm.to_uint8(image))}
     for i, p in enumerate(result["probs"]):
-        files[f"sample_{i:02d}.png"] = up.png_bytes(((p >= threshold) * 255).astype(np.uint8))
-    files["mean_prob.png"] = up.png_bytes(dm.to_uint8(result["mean"]))
-    files["mean_mask.png"] = up.png_bytes(((result["mean"] >= threshold) * 255).astype(np.uint8))
-    files["uncertainty_entropy.png"] = up.png_bytes(dm.to_uint8(result["uncertainty"]))
-    files["README.txt"] = (
-        f"Segmentations of {name}.\nsample_NN.png: sampled masks (0/255, probability >= {threshold}).\n"
+        files[f"{prefix}sample_{i:02d}.png"] = _mask_png(p, threshold)
+    files[f"{prefix}mean_prob.png"] = up.png_bytes(dm.to_uint8(result["mean"]))
+    files[f"{prefix}mean_mask.png"] = _mask_png(result["mean"], threshold)
+    files[f"{prefix}uncertainty_entropy.png"] = up.png_bytes(dm.to_uint8(result["uncertainty"]))
+    return files
+
+
+def _mask_png(prob: np.ndarray, threshold: float) -> bytes:
+    return up.png_bytes(((prob >= threshold) * 255).astype(np.uint8))
+
+
+def _downloads(
+    name: str, image: np.ndarray, result: dict, threshold: float, grid: str, back: SliceGrid | None = None
+) -> dict[str, bytes]:
+    """The zip's files. ``grid`` says where the model's input sits on the file's pixels; with ``back`` (an
+    upload whose slice the model saw resized or through a window) the masks and maps are also put back on the
+    slice's own pixels (and, for a NIfTI upload, the mean mask on the volume's voxel grid), which is what a
+    viewer overlays on the scan."""
+    legend = (
+        f"sample_NN.png: sampled masks (0/255, probability >= {threshold}).\n"
         "mean_prob.png: mean foreground probability x 255. mean_mask.png: mean >= threshold.\n"
         "uncertainty_entropy.png: binary entropy of the mean probability (bits) x 255.\n"
-        f"Every image is the model's {image.shape[1]}x{image.shape[0]} input, not the file's pixels: {grid}.\n"
-    ).encode()
+    )
+    model_size = f"{image.shape[1]}x{image.shape[0]}"
+    if back is None:
+        files = _model_grid_files(image, result, threshold)
+        where = f"Every image is the model's {model_size} input: {grid}.\n"
+    else:
+        files = {"slice.png": up.png_bytes(dm.to_uint8(back.image))}
+        for i, p in enumerate(result["probs"]):
+            files[f"sample_{i:02d}.png"] = _mask_png(back.to_slice(p), threshold)
+        mean = back.to_slice(result["mean"])
+        files["mean_prob.png"] = up.png_bytes(dm.to_uint8(mean))
+        files["mean_mask.png"] = _mask_png(mean, threshold)
+        files["uncertainty_entropy.png"] = up.png_bytes(dm.to_uint8(back.to_slice(result["uncertainty"])))
+        height, width = back.image.shape
+        where = (
+            f"The images at the top level are on the slice's own {width}x{height} pixels (slice.png), the model's "
+            f"maps resampled back (bilinear; 0 where the model's window did not reach). model_input/ holds the "
+            f"same on the model's {model_size} input: {grid}.\n"
+        )
+        if back.nifti is not None:
+            files["mean_mask.nii.gz"] = back.nifti_mask(mean >= threshold)
+            where += (
+                "mean_mask.nii.gz: the mean mask (0/1) on the uploaded volume's voxel grid and affine, this slice "
+                "filled, the others 0: it overlays the scan in a NIfTI viewer.\n"
+            )
+        files |= _model_grid_files(image, result, threshold, prefix="model_input/")
+    files["README.txt"] = (f"Segmentations of {name}.\n" + legend + where).encode()
     return files
 
 
@@ -153,8 +220,16 @@ if not available:
     st.stop()
 
 c1, c2, c3 = st.columns([2, 2, 1])
+# the page opens on a sampling model: several plausible masks and where they disagree are its point; the U-Net's
+# one mask is the baseline beside them
+first = next((k for k in ("medical_prob_unet", "medical_hpu_net") if k in available), available[0])
 key = c1.selectbox(
-    "Model", available, format_func=lambda k: dm.DEMO_MODELS[k].title, key="medical_model", persist_state=pc.KEEP
+    "Model",
+    available,
+    index=available.index(first),
+    format_func=lambda k: dm.DEMO_MODELS[k].title,
+    key="medical_model",
+    persist_state=pc.KEEP,
 )
 num_samples = c2.slider("Samples per image", 1, 32, 16, key="medical_samples", persist_state=pc.KEEP)
 seed = int(
@@ -174,6 +249,7 @@ size = dm.medical_input_size(task)
 
 source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="medical_source", persist_state=pc.KEEP)
 readers = None
+back = None  # the file's slice, where the model saw it resized or through a window: downloads go back on it
 card_ged = None  # the model card's GED of the chosen image, when it is the card's best or worst
 if source == SYNTHETIC:
     root = dm.medical_data_root()
@@ -213,6 +289,7 @@ if source == SYNTHETIC:
     stem = up.download_stem(name)
     grid = f"the test image as stored ({image.shape[1]}x{image.shape[0]})"
     if image.shape != (size, size):
+        back = SliceGrid(image, "crop")
         image, how = up.fit_to_model(image, size, "crop")
         grid = f"the test image {how}"
         readers = np.stack([up.fit_to_model(r.astype(np.float32), size, "crop")[0] for r in readers]) > 0.5
@@ -263,6 +340,8 @@ else:
             cx.slider("Window centre, column", 0, w - 1, w // 2, key="medical_centre_col"),
         )
     image, how, preview = _fitted(data_digest, index, channel, size, mode, centre, volume)
+    if volume.nifti_grid is not None or image.shape != raw.shape or not np.array_equal(image, raw):
+        back = SliceGrid(raw, mode, volume.spacing, centre, volume, index)
     st.caption(f"{volume.format} upload, {how}.")
     grid = f"{name}, {how}"
     if preview is not None:
@@ -338,19 +417,35 @@ if readers is not None and right is not None:
                 "draw to draw: change the seed to see by how much."
             )
 
-d1, d2 = st.columns(2)
-d1.download_button(
-    "Mean mask (PNG)",
-    data=up.png_bytes(((result["mean"] >= threshold) * 255).astype(np.uint8)),
+# built when a button is clicked (Streamlit calls the function then): a large slice's masks put back on its
+# pixels and a volume's NIfTI mask cost seconds, which no rerun for another seed or sample count should pay
+def _mean_mask_png() -> bytes:
+    return _mask_png(back.to_slice(result["mean"]) if back is not None else result["mean"], threshold)
+
+
+on_pixels = "" if back is None else f", the slice's {back.image.shape[1]}x{back.image.shape[0]} pixels"
+buttons = st.columns(3 if back is not None and back.nifti is not None else 2)
+buttons[0].download_button(
+    f"Mean mask (PNG{on_pixels})",
+    data=_mean_mask_png,
     file_name=f"{stem}_mean_mask.png",
     mime="image/png",
     key="medical_dl_png",
 )
-files = _downloads(str(name), image, result, threshold, grid)
-d2.download_button(
+buttons[1].download_button(
     f"All {num_samples} sample masks + maps (zip)" if num_samples > 1 else "The sample mask + maps (zip)",
-    data=lambda: up.zip_bytes(files),
+    data=lambda: up.zip_bytes(_downloads(str(name), image, result, threshold, grid, back)),
     file_name=f"{stem}_segmentations.zip",
     mime="application/zip",
     key="medical_dl_zip",
 )
+if len(buttons) == 3:
+    buttons[2].download_button(
+        "Mean mask (NIfTI, the volume's grid)",
+        data=lambda: back.nifti_mask(back.to_slice(result["mean"]) >= threshold),
+        file_name=f"{stem}_mean_mask.nii.gz",
+        mime="application/gzip",
+        key="medical_dl_nifti",
+        help="This slice's mean mask (0/1) in a volume of the upload's shape and affine (other slices 0): it "
+        "overlays the scan in ITK-SNAP or 3D Slicer.",
+    )

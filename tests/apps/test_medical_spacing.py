@@ -3,6 +3,12 @@ window of 0.5 mm pixels (the LIDC crops' size) goes to the model, not the whole 
 
 from __future__ import annotations
 
+import gzip
+import io
+import zipfile
+
+import cv2
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -184,4 +190,127 @@ def test_the_downloaded_masks_say_where_the_models_window_sat_on_the_file(demo_e
     result = {"probs": probs, "mean": probs.mean(0), "uncertainty": probs[0]}
     grid = "ct.nii.gz slice 5, a window of rows 64-191, columns 64-191"
     readme = _downloads("ct.nii.gz slice 5", np.zeros((128, 128)), result, 0.5, grid)["README.txt"].decode()
-    assert f"Every image is the model's 128x128 input, not the file's pixels: {grid}." in readme
+    assert f"Every image is the model's 128x128 input: {grid}." in readme
+
+
+# ------------------------------------------------------------------------- masks back on the file's pixels
+
+
+def test_a_map_on_the_models_input_goes_back_on_the_slices_own_pixels():
+    """The downloads were the model's 128x128 input: a mask that overlays nothing in the user's viewer. Each
+    mode's inverse, by hand: the window's pixels land where fit_to_model took them, 0 outside it."""
+    model_map = np.arange(128 * 128, dtype=np.float32).reshape(128, 128)
+    # crop: a 128x128 window held inside a 300x400 slice, rows 0-127, columns 272-399 (the test above)
+    back = up.to_slice(model_map, (300, 400), "crop", centre=(10, 390))
+    assert back.shape == (300, 400)
+    np.testing.assert_array_equal(back[:128, 272:], model_map)
+    assert not back[128:].any() and not back[:, :272].any()
+    # mm at 0.25 mm pixels: the window is 256x256 slice pixels (rows and columns 128-383), each model pixel two
+    ones = up.to_slice(np.ones((128, 128), np.float32), (512, 512), "mm", (0.25, 0.25))
+    np.testing.assert_array_equal(ones[128:384, 128:384], 1.0)
+    assert ones.sum() == 256 * 256
+    # a window larger than the slice (edge-padded going in, rows and columns -28..99): the part on the slice comes
+    # back, the padding is dropped
+    assert up.window_rect((100, 100), 128, "crop", centre=(0, 0))[:2] == (-28, -28)
+    np.testing.assert_array_equal(up.to_slice(model_map, (100, 100), "crop", centre=(0, 0)), model_map[28:, 28:])
+    # resize: a 200x100 slice is 128x64 in the input, 32 columns of edge padding each side; the padding is dropped
+    padded = np.zeros((128, 128), np.float32)
+    padded[:, :32] = padded[:, 96:] = 1.0
+    assert not up.to_slice(padded, (200, 100), "resize").any()
+    smooth = np.add.outer(np.linspace(0, 1, 200), np.linspace(0, 0.5, 100)).astype(np.float32)
+    there, _ = up.fit_to_model(smooth, 128, "resize")
+    np.testing.assert_allclose(up.to_slice(there, (200, 100), "resize"), smooth, atol=0.02)
+    # anisotropic pixels (100 rows of 1.5 mm, 100 columns of 0.5 mm: 128 rows x 43 columns in the input)
+    there, _ = up.fit_to_model(smooth[:100], 128, "resize", (1.5, 0.5))
+    np.testing.assert_allclose(up.to_slice(there, (100, 100), "resize", (1.5, 0.5)), smooth[:100], atol=0.03)
+
+
+TURNED = np.array([[0, 0, -2.0, 10], [-0.7, 0, 0, 5], [0, 0.8, 0, 1], [0, 0, 0, 1]])  # axes swapped and flipped
+
+
+@pytest.mark.parametrize(
+    "shape, affine",
+    [
+        ((17, 18, 19), np.diag([0.7, 0.8, 2.0, 1])),  # RAS+ already
+        ((17, 18, 19), TURNED),
+        ((17, 18, 19, 2), TURNED),  # 4D: the mask is 3D
+        ((17, 1, 19), np.diag([0.7, 0.8, 2.0, 1])),  # one coronal slice
+        ((1, 17, 19), np.diag([0.7, 0.8, 2.0, 1])),  # one sagittal slice
+        ((17, 18), np.diag([-0.7, 0.8, 2.0, 1])),  # a 2D file, x flipped
+    ],
+)
+def test_a_mask_on_a_shown_nifti_slice_lands_on_the_voxel_it_shows(shape, affine):
+    """The NIfTI mask is written on the file's own grid and affine: a pixel marked on a shown slice (reoriented to
+    RAS+, transposed and flipped for the radiological view) is the voxel whose value that pixel shows."""
+    data = np.arange(np.prod(shape), dtype=np.int32).reshape(shape)
+    volume = up.decode_medical(S.nifti(data, compressed=True, affine=affine), "scan.nii.gz")
+    index, row, col = volume.num_slices // 2, 1, 2
+    shown = np.zeros((volume.num_slices, *volume.shape2d), np.uint8)
+    shown[index, row, col] = 1
+    written = nib.Nifti1Image.from_bytes(gzip.decompress(volume.nifti_grid.mask_file(shown)))
+    np.testing.assert_allclose(written.affine, affine)
+    mask = np.asanyarray(written.dataobj)
+    spatial = data[..., 0] if data.ndim == 4 else data.reshape(mask.shape)  # a 2D file comes back (X, Y, 1)
+    assert mask.dtype == np.uint8 and mask.shape == spatial.shape
+    np.testing.assert_array_equal(np.argwhere(mask), np.argwhere(spatial == volume.data[0, index, row, col]))
+
+
+def test_the_zip_puts_the_masks_on_the_uploaded_slice_and_its_volume(demo_env):
+    from apps.views.medical import SliceGrid, _downloads
+
+    volume = up.decode_medical(
+        S.nifti(np.zeros((300, 260, 3), np.int16), compressed=True, affine=np.diag([0.25, 0.25, 2, 1])), "ct.nii.gz"
+    )
+    raw = volume.slice(1)  # 260 rows x 300 columns
+    mean = np.zeros((128, 128), np.float32)
+    mean[60:70, 60:70] = 0.9
+    result = {"probs": np.stack([mean, mean * 0]), "mean": mean, "uncertainty": mean}
+    back = SliceGrid(raw, "mm", volume.spacing, (100.0, 150.0), volume, index=1)
+    files = _downloads("ct.nii.gz slice 1", mean, result, 0.5, "a window", back)
+
+    def png(name: str) -> np.ndarray:
+        return cv2.imdecode(np.frombuffer(files[name], np.uint8), cv2.IMREAD_UNCHANGED)
+
+    assert png("slice.png").shape == png("mean_mask.png").shape == png("sample_01.png").shape == (260, 300)
+    assert png("model_input/mean_mask.png").shape == (128, 128) and "model_input/sample_01.png" in files
+    # the window: 256x256 slice pixels from row 0 (held inside), column 23; model pixels 60-69 (0.9) are slice
+    # pixels 120-139 (two each), 143-162; bilinear puts 0.675 on the block's edge pixels, 0.225 beside them
+    assert up.window_rect(raw.shape, 128, "mm", volume.spacing, (100.0, 150.0)) == (0, 23, 256, 256)
+    rows, cols = np.nonzero(png("mean_mask.png"))
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (120, 139, 143, 162)
+    mask = np.asanyarray(nib.Nifti1Image.from_bytes(gzip.decompress(files["mean_mask.nii.gz"])).dataobj)
+    assert mask.shape == (300, 260, 3) and not mask[..., [0, 2]].any() and mask.sum() == 20 * 20
+    readme = files["README.txt"].decode()
+    assert "on the slice's own 300x260 pixels" in readme and "model_input/ holds the same" in readme
+    assert sorted(zipfile.ZipFile(io.BytesIO(up.zip_bytes(files))).namelist()) == sorted(files)
+
+
+def test_an_upload_offers_its_masks_on_its_own_pixels_and_a_nifti_on_its_volume(demo_env, monkeypatch):
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    made: dict[str, object] = {}  # the buttons' data functions (run on a click), by file name
+    original = MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        made[file_name] = data_callable
+        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    volume = np.zeros((400, 512, 3), np.int16)
+    at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.8, 0.6, 2.5, 1])))
+    _ok(at)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == [
+        "Mean mask (PNG, the slice's 400x512 pixels)",
+        "All 16 sample masks + maps (zip)",
+        "Mean mask (NIfTI, the volume's grid)",
+    ]
+    png = cv2.imdecode(np.frombuffer(made["ct_slice_1_mean_mask.png"](), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert png.shape == (512, 400)
+    nifti = nib.Nifti1Image.from_bytes(gzip.decompress(made["ct_slice_1_mean_mask.nii.gz"]()))
+    assert nifti.shape == (400, 512, 3) and np.allclose(nifti.affine, np.diag([0.8, 0.6, 2.5, 1]))
+    names = zipfile.ZipFile(io.BytesIO(made["ct_slice_1_segmentations.zip"]())).namelist()
+    assert {"slice.png", "mean_mask.png", "mean_mask.nii.gz", "model_input/input.png", "README.txt"} <= set(names)
+    at = _upload_on("medical", "photo.png", S.png(np.zeros((90, 200), np.uint8)))
+    _ok(at)
+    assert at.get("download_button")[0].proto.label == "Mean mask (PNG, the slice's 200x90 pixels)"

@@ -133,6 +133,11 @@ def test_medical_default_sample_renders(demo_env):
     assert at.selectbox(key="medical_model").options == ["U-Net", "Probabilistic U-Net"]
     assert "Hierarchical Probabilistic U-Net" in _texts(at.warning)
     assert "--only medical_hpu_net" in _texts(at.code)
+    # the page opens on a sampling model: several different masks, not the U-Net's one
+    assert at.selectbox(key="medical_model").value == "medical_prob_unet"
+    assert [c for c in _image_captions(at) if c.startswith("#")] == [f"#{i}" for i in range(16)]
+    at.selectbox(key="medical_model").set_value("medical_unet").run()
+    _ok(at)
     assert "Test figures: ged 0.500, dice 0.250" in _texts(at.caption)
     labels = {m.label: float(m.value) for m in at.metric}
     assert {"GED (lower is better)", "Dice of the mean vs readers", "Hungarian-matched IoU"} <= set(labels)
@@ -550,7 +555,7 @@ def test_own_medical_checkpoint_replaces_the_model_of_its_network_class(demo_env
 
 def test_own_medical_checkpoint_of_another_model_selects_that_model(demo_env):
     at = _ok(_page("medical"))
-    assert at.selectbox(key="medical_model").value == "medical_unet"
+    at.selectbox(key="medical_model").set_value("medical_unet").run()
     own = demo_env["checkpoints"] / "medical_prob_unet.ckpt"
     at.text_input(key="own_path_medical_unet").set_value(str(own)).run()
     _ok(at)

@@ -253,6 +253,8 @@ def test_medical_example_label_says_its_ged_is_the_cards_and_a_different_page_ge
 
     write_card(1.9876)  # no GED of 16 identical U-Net samples against these readers is this
     at = _ok(_page("medical"))
+    at.selectbox(key="medical_model").set_value("medical_unet").run()  # the page opens on the Prob. U-Net
+    at.selectbox(key="medical_item").set_value("best").run()  # switching model kept the Prob. U-Net's image
     item = at.selectbox(key="medical_item")
     assert item.value == "best"
     assert item.format_func("worst") == (
@@ -267,6 +269,8 @@ def test_medical_example_label_says_its_ged_is_the_cards_and_a_different_page_ge
     ) in _texts(at.caption)
     write_card(float(page_ged))  # the card and the page agree (a deterministic model): nothing to explain
     at = _ok(_page("medical"))
+    at.selectbox(key="medical_model").set_value("medical_unet").run()
+    at.selectbox(key="medical_item").set_value("best").run()
     assert _metrics(at)["GED (lower is better)"] == page_ged
     assert "model card's test run gave" not in _texts(at.caption)
 

@@ -755,14 +755,26 @@ def detect_clip_objects(
     threshold: float,
     max_objects: int = ACCIDENT_SLOTS,
     progress=None,
+    steps: np.ndarray | None = None,
 ) -> dict:
     """Objects of a clip without tracks (:func:`~domains.driving.accident.tracking.detect_and_track`), detected
-    by the demo detector on each frame at its own size (:func:`detect_objects`)."""
+    by the demo detector at each frame's own size (:func:`detect_objects`) in the frames the model reads,
+    ``steps`` (:func:`accident_clip_steps`; None: every frame), and linked into tracks at the model's rate, as
+    ``predict --data.predict_detector`` does: a 30 fps clip costs a third of the detector's passes, and its
+    tracks are linked at the frame gaps the model learnt from. ``progress(done, total)`` counts those frames.
+
+    ``boxes`` and ``box_valid`` come back per source frame, as :func:`accident_predict` takes them: a frame
+    between two steps holds the latest step's boxes (:func:`~domains.driving.accident.readers.held_steps`), as
+    it holds that step's risk."""
+    from domains.driving.accident.readers import held_steps
     from domains.driving.accident.tracking import detect_and_track
 
+    steps = np.arange(len(frames)) if steps is None else np.asarray(steps)
     names = getattr(detector, "class_names", None) or ()
     detect = functools.partial(detect_objects, detector)
-    return detect_and_track(detect, frames, threshold, max_objects, names, progress)
+    found = detect_and_track(detect, [frames[i] for i in steps], threshold, max_objects, names, progress)
+    held = held_steps(steps, len(frames))
+    return {**found, "boxes": found["boxes"][held], "box_valid": found["box_valid"][held]}
 
 
 def no_objects(n_frames: int, max_objects: int = ACCIDENT_SLOTS) -> dict:
@@ -833,11 +845,14 @@ def accident_predict(
     the results are mapped back to every source frame, each holding the risk of the latest step at or before it
     (what a live system would show), so the alarm frame is the source frame the alarming step read. ``model_steps`` (K,) says which
     source frames the model read. None: every frame is a model step (the clip is taken to be at the model's
-    rate).
+    rate). The model reads the boxes of its steps' frames only; the others are drawn and written as given
+    (:func:`detect_clip_objects` gives each the boxes of the step it holds).
 
     Returns the prediction dict of :func:`domains.driving.accident.predict.write_clip` as numpy arrays, with
     the frames and boxes at the *source* size and rate (so the annotated frames and ``objects.csv`` are in the
     clip's own pixels and frame numbers)."""
+    from domains.driving.accident.readers import held_steps
+
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
         raise ValueError(f"expected at least 2 RGB frames (T, H, W, 3), got shape {frames.shape}")
     n_frames = len(frames)
@@ -874,7 +889,7 @@ def accident_predict(
     (pred,) = task.predict_step(batch, 0)
     out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in pred.items()}
     if resampled:  # back to the source timeline: frame j holds the latest step that read a frame <= j
-        held = np.searchsorted(steps, np.arange(n_frames), side="right") - 1
+        held = held_steps(steps, n_frames)
         for key in ("probabilities", "risk", "uncertainty", "ttc", "object_risk"):
             if out.get(key) is not None:
                 out[key] = np.asarray(out[key])[held]

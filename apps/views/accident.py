@@ -3,7 +3,6 @@ at an adjustable threshold, which object it is about, and the annotated clip."""
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
@@ -40,11 +39,17 @@ def _decode(digest: str, name: str, _data: bytes) -> up.FrameClip:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _detect(token: str, digest: str, threshold: float, _frames: np.ndarray) -> dict:
-    """The detector's tracks, with a progress bar (about a second a frame on 2 CPU cores). The bar is made and
-    emptied in here: a cached answer replays it away (a bar made outside cannot be updated from in here)."""
-    total = len(_frames)
-    bar = st.progress(0.0, text=f"Detecting objects in {total} frames ...")
+def _detect(
+    token: str, digest: str, threshold: float, fps: float, model_fps: float | None, _frames: np.ndarray
+) -> dict:
+    """The detector's tracks in the frames the model reads at ``fps`` (a third of a 30 fps clip's for a 10 fps
+    model: :func:`dm.detect_clip_objects`), held on the frames between, with a progress bar over the frames
+    detected (about a second a frame on 2 CPU cores). The bar is made and emptied in here: a cached answer
+    replays it away (a bar made outside cannot be updated from in here)."""
+    steps = dm.accident_clip_steps(len(_frames), fps, model_fps)
+    total = len(steps)
+    which = "" if total == len(_frames) else f" (of {len(_frames)}: the ones the model reads)"
+    bar = st.progress(0.0, text=f"Detecting objects in {total} frames{which} ...")
     every = max(1, total // 20)  # a cached answer replays each update: about 20, not one per frame
 
     def progress(done: int, _: int) -> None:
@@ -52,7 +57,8 @@ def _detect(token: str, digest: str, threshold: float, _frames: np.ndarray) -> d
             bar.progress(done / total, text=f"Detecting objects: frame {done} of {total}")
 
     try:
-        return dm.detect_clip_objects(pc.load_model(DETECTION), _frames, threshold, progress=progress)
+        detector = pc.load_model(DETECTION)
+        return dm.detect_clip_objects(detector, _frames, threshold, progress=progress, steps=steps)
     finally:
         bar.empty()  # a detector failure leaves no half-full bar beside its warning
 
@@ -245,16 +251,10 @@ def _far_from_training(width: int, height: int, in_w: int, in_h: int, input_kind
     )
     if warning := up.unlike_dashcam(width, height, "clip", trained):
         return warning
-    squeeze = (in_w / in_h) / (width / height)
-    if input_kind == "boxes" and abs(math.log(squeeze)) > math.log(1.15):
-        # the boxes-only network reads box shapes and motion: a 16:9 clip's, squeezed 2x in height, lost 3 of the
-        # 10 alarms the same test crash clips raised at the training shape (12 clips, edge-padded to 16:9)
-        return (
-            f"This clip is {width / height:.2f}:1 ({width}x{height}); {trained}, so its objects' boxes are "
-            f"{'squeezed' if squeeze > 1 else 'stretched'} {max(squeeze, 1 / squeeze):.1f}x in height against "
-            "what it learnt: expect missed and late alarms. A clip cropped to the road band at about "
-            f"{in_w / in_h:.1f}:1 is closer to what it learnt."
-        )
+    from domains.driving.accident.data import squeezed_boxes  # predict's rule for own clips too
+
+    if boxes := squeezed_boxes(width, height, (in_h, in_w), input_kind):
+        return f"This clip is {width / height:.2f}:1 ({width}x{height}); {trained}, so {boxes}."
     return None
 
 
@@ -415,8 +415,8 @@ else:
     else:
         fps = float(decoded.fps)
         fps_from = "from the video's header"
-    try:  # before the detector's minutes on every frame: a too slow or too short clip is known already
-        dm.accident_clip_steps(len(frames), fps, model_fps)
+    try:  # before the detector's minutes: a too slow or too short clip is known already
+        clip_steps = dm.accident_clip_steps(len(frames), fps, model_fps)
     except ValueError as exc:
         st.error(f"{name}: {exc}.")
         st.stop()
@@ -440,7 +440,7 @@ else:
         point = {} if _own(DETECTION) else dm.operating_point(DETECTION)
         det_threshold = float(point.get("threshold", detector.predict_score_thresh))
         try:
-            clip.update(_detect(pc.model_token(DETECTION), digest, det_threshold, frames))
+            clip.update(_detect(pc.model_token(DETECTION), digest, det_threshold, fps, model_fps, frames))
             objects = f"{pc.model_token(DETECTION)}|{det_threshold:.4f}"  # which detector made the boxes
         except Exception as exc:  # noqa: BLE001 - e.g. a detector checkpoint whose code changed since
             st.warning(
@@ -450,9 +450,16 @@ else:
             clip.update(dm.no_objects(len(frames)))
         else:
             n_tracks = int((clip["track_ids"] >= 0).sum())
+            where, rate = "in every frame", ""
+            if len(clip_steps) != len(frames):
+                where = (
+                    f"in the {len(clip_steps)} of its {len(frames)} frames the model reads (a frame between "
+                    "two shows the boxes of the latest one before it, as it shows its risk)"
+                )
+                rate = f" at the model's {model_fps:g} fps"
             st.caption(
-                f"Objects: the demo detector's boxes scoring >= {det_threshold:.2f} in every frame "
-                f"({clip['detections']} boxes), linked into tracks by IoU; {n_tracks} tracks in the "
+                f"Objects: the demo detector's boxes scoring >= {det_threshold:.2f} {where} "
+                f"({clip['detections']} boxes), linked into tracks by IoU{rate}; {n_tracks} tracks in the "
                 f"{dm.ACCIDENT_SLOTS} object slots (the longest-seen first). The contact time is unknown."
             )
             if clip["tracks"] > dm.ACCIDENT_SLOTS:

@@ -6,6 +6,7 @@ refused. Helpers alone (hand-checked indices, the shipped model on the bundled c
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -149,3 +150,77 @@ def test_clip_steps_without_a_model_rate_take_every_frame_and_name_a_too_short_c
     assert dm.accident_clip_steps(5, 10.0, None).tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match=r"1 frames at 10 fps \(0\.00 s between its first and last frame\): that is 1 step"):
         dm.accident_clip_steps(1, 10.0, None)  # formatted the missing model rate: a TypeError
+
+
+
+def _red_box(task, image: np.ndarray) -> dict:
+    """A stand-in for the demo detector: the moving box of ``S.moving_box_frames`` (its red pixels), exactly."""
+    ys, xs = np.nonzero((image[..., 0] > 150) & (image[..., 1] < 100))
+    box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    return {"boxes": np.array([box], np.float32), "scores": np.array([1.0]), "labels": np.array([0])}
+
+
+def test_the_detector_runs_only_on_the_frames_the_model_reads_and_those_between_hold_their_boxes(
+    demo_env, monkeypatch
+):
+    """A 30 fps upload ran the detector (a second a frame on 2 CPU cores) on all its frames where the model
+    reads a third of them, and linked its tracks at 30 fps; a changed frame rate reused the detections made at
+    the other one. Now: the model's frames alone, and each frame between two shows the latest one's boxes."""
+    import streamlit as st
+
+    detected: list[np.ndarray] = []  # the box the detector found, per call
+
+    def detect(task, image):
+        found = _red_box(task, image)
+        detected.append(found["boxes"][0])
+        return found
+
+    monkeypatch.setattr(dm, "detect_objects", detect)
+    fed: list[tuple[np.ndarray, np.ndarray]] = []  # (boxes, box_valid) the page gave the anticipator
+    predict = dm.accident_predict
+    monkeypatch.setattr(dm, "accident_predict", lambda *a, **k: fed.append(a[2:4]) or predict(*a, **k))
+    bar_texts: list[str] = []
+    real_progress = st.progress
+
+    class Bar:  # st.progress's bar, its texts recorded
+        def __init__(self, value, text=None):
+            bar_texts.append(text)
+            self.bar = real_progress(value, text=text)
+
+        def progress(self, value, text=None):
+            bar_texts.append(text)
+            return self.bar.progress(value, text=text)
+
+        def empty(self):
+            return self.bar.empty()
+
+    monkeypatch.setattr(st, "progress", Bar)
+    motion = S.moving_box_frames(30, h=96, w=192)  # the box grows every frame: each frame's box is its own
+    at = _ok(_upload(_page(), "held.zip", S.frames_zip(motion)))  # asked for its rate: the model's 10 fps
+    # at the model's own rate, as before: every frame detected, each with its own boxes
+    assert len(detected) == 30 and bar_texts[0] == "Detecting objects in 30 frames ..."
+    every = r"boxes scoring >= [\d.]+ in every frame \(30 boxes\), linked into tracks by IoU;"
+    assert re.search(every, _texts(at.caption))
+    boxes, valid = fed[-1]
+    (slot,) = np.flatnonzero(valid.any(0))
+    np.testing.assert_array_equal(boxes[:, slot], np.stack(detected))
+    detected.clear()
+    bar_texts.clear()
+    at.number_input(key="accident_fps").set_value(30.0).run()
+    _ok(at)
+    # 30 fps: the model reads frames 0, 3, ... 27, and only those are detected (not the 10 fps run's detections
+    # of every frame again)
+    assert len(detected) == 10
+    steps = np.arange(0, 30, 3)
+    np.testing.assert_array_equal(np.stack(detected), [_red_box(None, motion[i])["boxes"][0] for i in steps])
+    assert bar_texts[0] == "Detecting objects in 10 frames (of 30: the ones the model reads) ..."
+    assert bar_texts[-1] == "Detecting objects: frame 10 of 10"
+    # per source frame, as the page draws and writes them: frames 3k, 3k + 1, 3k + 2 hold step k's box
+    boxes, valid = fed[-1]
+    assert boxes.shape[:2] == valid.shape == (30, dm.ACCIDENT_SLOTS)
+    (slot,) = np.flatnonzero(valid.any(0))
+    assert valid[:, slot].all()
+    np.testing.assert_array_equal(boxes[:, slot], np.repeat(np.stack(detected), 3, axis=0))
+    captions = _texts(at.caption)
+    assert "in the 10 of its 30 frames the model reads (a frame between two shows the boxes of the" in captions
+    assert "linked into tracks by IoU at the model's 10 fps;" in captions

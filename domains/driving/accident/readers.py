@@ -225,6 +225,13 @@ def model_steps(n_frames: int, fps: float, model_fps: float) -> np.ndarray:
     return np.minimum(np.floor(np.arange(steps) * ratio + 0.5).astype(np.int64), n_frames - 1)
 
 
+def held_steps(steps: np.ndarray, n_frames: int) -> np.ndarray:
+    """Which model step each of a clip's ``n_frames`` source frames shows: the latest one that read a frame at
+    or before it (:func:`model_steps` starts at frame 0), what a live system would show between two steps.
+    Maps a resampled clip's per-step results (risk, detected boxes) back to every source frame."""
+    return np.searchsorted(np.asarray(steps), np.arange(n_frames), side="right") - 1
+
+
 def _check_frame_sizes(paths: list[Path]) -> None:
     """:class:`LabelFormatError` naming the first frame (by its header) of another size than the first."""
     height, width = image_size(paths[0])

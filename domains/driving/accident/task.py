@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 
+from domains.driving.accident.data import own_clip_shape_warnings
 from domains.driving.accident.metrics import horizon_targets
 from domains.driving.accident.model import AccidentAnticipator, ttc_from_horizons
 from shared.backbones import list_backbones
@@ -154,6 +155,9 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
                 f"{source} clips has a track: use a network that reads frames (full.yaml, or "
                 f"--model.network.init_args.input_kind frames --data.train_frames true){detector}"
             )
+        if own:  # own clips come in any shape; the demo page warns of an upload by the same rule
+            for warning in own_clip_shape_warnings(clips, self.model.input_size, self.model.input_kind):
+                rank_zero_warn(warning)
         if (
             stage in ("fit", "validate", "test")
             and self.model.input_kind == "frames"

@@ -498,28 +498,39 @@ def test_risk_csv_tells_no_contact_from_unknown_and_a_failed_clip_leaves_no_fold
     assert not (tmp_path / "out" / "d").exists() and (tmp_path / "out" / "c").is_dir()
 
 
+def _checkpoint(task, path: Path) -> Path:
+    """``task`` saved untrained as a Lightning checkpoint at ``path``."""
+    from pytorch_lightning import Trainer
+
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_steps=0)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _tiny_detector(path: Path) -> Path:
+    """An untrained tiny road detector's checkpoint (for ``--data.predict_detector``)."""
+    from tests.helpers import detection_task
+
+    torch.manual_seed(0)
+    task = detection_task(
+        backbone="tiny_cnn", backbone_kwargs={"width": 8}, fpn_channels=32, head_convs=1, input_size=(32, 64)
+    )
+    return _checkpoint(task, path)
+
+
 def test_own_clips_get_their_objects_from_a_road_detector_for_a_network_that_reads_boxes(tmp_path, monkeypatch):
     """``--data.predict_detector``: the suite's detector finds each frame's objects, linked into tracks, so a
     boxes-only network (quick.yaml, the shipped demo model) runs on raw video from the command line too."""
     import csv
     import warnings
 
-    from pytorch_lightning import Trainer
-
     from domains.driving.accident.__main__ import main
     from domains.driving.accident.task import AccidentTask
     from tests.driving.accident.layouts import write_clip_frames
     from tests.driving.accident.test_task import _cli_args
-    from tests.helpers import detection_task
 
-    detector = tmp_path / "detector.ckpt"
-    torch.manual_seed(0)
-    task = detection_task(
-        backbone="tiny_cnn", backbone_kwargs={"width": 8}, fpn_channels=32, head_convs=1, input_size=(32, 64)
-    )
-    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_steps=0)
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(detector)
+    detector = _tiny_detector(tmp_path / "detector.ckpt")
     data = write_accident_clips(tmp_path / "clips", {"crash": 1, "near_miss": 1, "normal": 1}, fps=10.0)
     write_clip_frames(tmp_path / "own" / "drive", 6)
     monkeypatch.chdir(tmp_path)
@@ -545,9 +556,9 @@ def test_own_clips_get_their_objects_from_a_road_detector_for_a_network_that_rea
             main(["predict", *_cli_args(data, *own, "--data.predict_detector_threshold", "1")])
     with pytest.raises(ValueError, match=r"predict_detector_threshold is a detector score in \[0, 1\], got 1.5"):
         AccidentDataModule(predict_path=str(tmp_path / "own"), predict_detector_threshold=1.5)
-    other = tmp_path / "accident.ckpt"  # another task's checkpoint named as the detector
-    trainer.strategy.connect(AccidentTask(network=AccidentAnticipator(input_kind="boxes", hidden=8)))
-    trainer.save_checkpoint(other)
+    # another task's checkpoint named as the detector
+    accident = AccidentTask(network=AccidentAnticipator(input_kind="boxes", hidden=8))
+    other = _checkpoint(accident, tmp_path / "accident.ckpt")
     with pytest.raises(CheckpointMismatchError, match=r"^--data.predict_detector: .*accident.ckpt"):
         main(["predict", *_cli_args(data, *own, "--data.predict_detector", str(other))])
 
@@ -677,3 +688,57 @@ def test_own_clips_read_the_frames_their_model_steps_name(tmp_path):
         AccidentDataModule(predict_path=str(tmp_path / "own"), predict_fps=0)
     with pytest.raises(ValueError, match="predict_detector and predict_fps are for --data.predict_path"):
         AccidentDataModule(predict_fps=30)
+
+
+def test_predict_on_own_clips_warns_of_a_frame_shape_unlike_the_boxes_networks(tmp_path, monkeypatch):
+    """A 16:9 dashcam clip's boxes reach a boxes-only network squeezed 2x in height into its wider input frame
+    (3 of 10 test crash clips lost their alarm): the demo page warned of it, ``predict`` on own clips said
+    nothing. A clip at the network's shape is not named."""
+    import warnings
+
+    from domains.driving.accident.__main__ import main
+    from tests.driving.accident.layouts import write_clip_frames
+    from tests.driving.accident.test_task import _cli_args
+
+    data = write_accident_clips(tmp_path / "clips", {"crash": 1, "near_miss": 1, "normal": 1}, fps=10.0)
+    write_clip_frames(tmp_path / "own" / "dash", 4, size=(64, 36))  # 16:9
+    write_clip_frames(tmp_path / "own" / "road", 4, size=(64, 18))  # the network's 3.56:1
+    # the detector finds one box a frame (the boxes network needs objects to run at all)
+    box = {"boxes": np.array([[4.0, 4.0, 20.0, 16.0]]), "scores": np.array([0.9]), "labels": np.array([0])}
+    monkeypatch.setattr("domains.driving.detection.predict.detect_objects", lambda model, frame: box)
+    monkeypatch.chdir(tmp_path)
+    own = ["--data.predict_path", str(tmp_path / "own"), "--data.predict_fps", "10", "--ckpt_path", "none"]
+    own += ["--data.predict_detector", str(_tiny_detector(tmp_path / "detector.ckpt"))]
+    own += ["--data.image_size", "[18, 64]", "--model.predict_dir", str(tmp_path / "pred")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["predict", *_cli_args(data, *own)])  # quick.yaml: the boxes-only network
+    said = [str(w.message) for w in caught if str(w.message).startswith("--data.predict_path")]
+    expected = (
+        "--data.predict_path clip dash: 64x36 frames (1.78:1), but the network reads only the objects' boxes, "
+        "scaled to its 64x18 input frame (3.56:1), so the objects' boxes are squeezed 2.0x in height against "
+        "what it learnt: expect missed and late alarms. A clip cropped to the road band at about 3.6:1 is "
+        "closer to what it learnt."
+    )
+    assert said == [expected]
+    assert (tmp_path / "pred" / "dash" / "risk.csv").is_file()  # a warning, not a refusal
+
+
+def test_own_clips_of_one_frame_shape_are_named_in_one_warning():
+    """A folder of 7 dashcam videos of one size: one warning naming the first 5, not 7 alike; a network reading
+    frames gets none (the boxes-only rule); a taller clip's boxes are stretched."""
+    from domains.driving.accident.data import own_clip_shape_warnings
+    from domains.driving.accident.readers import AccidentClip
+
+    def clip(name: str, size: tuple[int, int]) -> AccidentClip:
+        video = Path(f"{name}.mp4")
+        return AccidentClip(name, "unknown", 10.0, 4, -1, video, video=video, size=size)
+
+    clips = [clip(f"drive{k}", (1280, 720)) for k in range(7)] + [clip("at_shape", (1280, 384))]
+    (said,) = own_clip_shape_warnings(clips, (96, 320), "boxes")
+    named = "--data.predict_path 7 clips (drive0, drive1, drive2, drive3, drive4 and 2 more): 1280x720 frames"
+    assert said.startswith(f"{named} (1.78:1)")
+    assert "squeezed 1.9x in height" in said and "at_shape" not in said  # 1280x384: 3.33:1, the network's
+    assert own_clip_shape_warnings(clips, (96, 320), "frames") == []
+    (said,) = own_clip_shape_warnings([clip("wide", (1280, 200))], (96, 320), "boxes")  # 6.4:1
+    assert "clip wide: 1280x200 frames (6.40:1)" in said and "stretched 1.9x in height" in said

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from benchmarks.report import check_numbers, command_line
+from benchmarks.report import check_numbers, command_line, json_object
 from shared.backbones import list_backbones
 from shared.budget import FitScheduleToBudget
 from shared.classification.metrics import ClassificationMetrics
@@ -120,11 +120,13 @@ def source_segmentation_set(domain: str, args, crops: Path) -> tuple[torch.Tenso
     return (x - 0.45) / 0.225, torch.from_numpy(np.stack(labels)).long(), classes, channels
 
 
-def pretrain_source(backbone: str, seg_set, seconds: float, out: Path, seed: int) -> dict:
+def pretrain_source(
+    backbone: str, seg_set, seconds: float, out: Path, seed: int, backbone_kwargs: dict | None = None
+) -> dict:
     """Train a U-Net segmenter on ``backbone`` for ``seconds`` (plain loop); save it where the task loads it."""
     images, labels, classes, channels = seg_set
     torch.manual_seed(seed)
-    net = SegmentationNet(classes, in_channels=channels, encoder=backbone)
+    net = SegmentationNet(classes, in_channels=channels, encoder=backbone, encoder_kwargs=backbone_kwargs)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     start, losses = time.perf_counter(), []
@@ -172,11 +174,9 @@ def run_one(
     transferred = source is not None
     # torchvision's ImageNet GoogLeNet expects its input transform (shared.backbones.cnn.GoogLeNetBackbone)
     torchvision_googlenet = backbone == "googlenet" and transferred and source.get("name") == "torchvision"
+    kwargs = args.backbone_kwargs.get(backbone, {}) | ({"transform_input": True} if torchvision_googlenet else {})
     task = ClassificationTask(
-        ImageClassifier(
-            len(dm.class_names), backbone, in_channels=dm.in_channels, dropout=0.2,
-            backbone_kwargs={"transform_input": True} if torchvision_googlenet else None,
-        ),
+        ImageClassifier(len(dm.class_names), backbone, in_channels=dm.in_channels, dropout=0.2, backbone_kwargs=kwargs),
         dm.class_names,
         pretrained_backbone=source["path"] if transferred else None,
         pretrained_prefix=source["prefix"] if transferred else "",
@@ -270,12 +270,12 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def parse_named_paths(values: list[str], option: str) -> dict[str, str]:
+def parse_named_paths(values: list[str], option: str, what: str = "PATH") -> dict[str, str]:
     out = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or name not in list_backbones():
-            raise SystemExit(f"{option} {value!r}: expected BACKBONE=PATH with a registered backbone")
+            raise SystemExit(f"{option} {value!r}: expected BACKBONE={what} with a registered backbone")
         out[name] = path
     return out
 
@@ -299,6 +299,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-suite-source", action="store_true", help="scratch (and torchvision) only")
     parser.add_argument("--suite-checkpoint", nargs="*", default=[], metavar="NAME=PATH[:PREFIX]")
     parser.add_argument("--torchvision-weights", nargs="*", default=[], metavar="NAME=PATH")
+    parser.add_argument(
+        "--backbone-kwargs", nargs="*", default=[], metavar="NAME=JSON",
+        help="a backbone's arguments, e.g. unet_encoder='{\"channels\": [32, 64, 128, 192]}' (the medical U-Net's "
+        "encoder, whose shipped weights a --suite-checkpoint can name)",
+    )  # fmt: skip
     parser.add_argument(
         "--sources-dir",
         default="data/transfer_sources",
@@ -332,6 +337,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if unknown:
         raise SystemExit(f"--backbones {unknown}: not registered ({', '.join(list_backbones())})")
     torchvision = parse_named_paths(args.torchvision_weights, "--torchvision-weights")
+    try:
+        args.backbone_kwargs = {
+            name: json_object(text) for name, text in parse_named_paths(args.backbone_kwargs, "--backbone-kwargs", "JSON").items()
+        }
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"--backbone-kwargs: {error}")
     given = {}
     for name, spec in parse_named_paths(args.suite_checkpoint, "--suite-checkpoint").items():
         path, _, prefix = spec.partition(":")
@@ -372,7 +383,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 sources.append(given[backbone])
             else:
                 path = Path(args.sources_dir) / f"{args.domain}_{backbone}_segmenter.pt"
-                made = pretrain_source(backbone, seg_set, source_s, path, args.seed)
+                made = pretrain_source(
+                    backbone, seg_set, source_s, path, args.seed, args.backbone_kwargs.get(backbone)
+                )
                 sources.append({"name": "suite", **made})
                 pending_sources -= 1
         if backbone in torchvision:

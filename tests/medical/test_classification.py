@@ -162,7 +162,7 @@ def test_transfer_benchmark_runs_scratch_and_suite_source_and_writes_table_json_
     rows = transfer([
         "--domain", "medical", "--data-path", str(lidc), "--backbones", "tiny_cnn", "--fractions", "0.5", "1",
         "--minutes", "0.3", "--image-size", "32", "--source-size", "32", "--batch-size", "4",
-        "--eval-items", "16", "--threads", "1", "--out", str(out),
+        "--eval-items", "16", "--threads", "1", "--out", str(out), "--backbone-kwargs", 'tiny_cnn={"width": 4}',
     ])  # fmt: skip
     assert [(r["source"], r["fraction"]) for r in rows] == [
         ("scratch", 0.5),
@@ -174,4 +174,18 @@ def test_transfer_benchmark_runs_scratch_and_suite_source_and_writes_table_json_
     assert rows[0]["n_train"] < rows[1]["n_train"]
     assert "| tiny_cnn | suite | 50% |" in out.read_text()
     assert out.with_suffix(".png").stat().st_size > 1000 and out.with_suffix(".json").is_file()
-    assert (tmp_path / "data/transfer_sources/medical_tiny_cnn_segmenter.pt").is_file()  # git-ignored
+    import torch
+
+    made = torch.load(tmp_path / "data/transfer_sources/medical_tiny_cnn_segmenter.pt", weights_only=True)  # git-ignored
+    first_conv = next(v for k, v in made["state_dict"].items() if k.startswith("backbone.encoder.") and v.ndim == 4)
+    assert first_conv.shape[0] == 4  # --backbone-kwargs reached the source segmenter (tiny_cnn's default width: 8)
+
+
+def test_transfer_benchmark_refuses_backbone_kwargs_that_are_not_a_json_object(capsys):
+    from benchmarks.transfer import main as transfer
+
+    with pytest.raises(SystemExit):
+        transfer(["--backbones", "tiny_cnn", "--backbone-kwargs", "tiny_cnn=[4]"])
+    assert "--backbone-kwargs: a JSON object ({...}) is expected, got '[4]'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="expected BACKBONE=JSON with a registered backbone"):
+        transfer(["--backbones", "tiny_cnn", "--backbone-kwargs", "nope={}"])

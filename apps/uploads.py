@@ -97,6 +97,16 @@ class NiftiGrid:
     header: object  # the file's nibabel header: its codes and units are kept in the mask's
     axes: tuple[int, int, int, int]
 
+    def file_slice(self, index: int, num_slices: int) -> tuple[int, int]:
+        """(axis, index) in the file's own array of shown slice ``index`` of ``num_slices``: the page counts
+        slices in RAS+ order (inferior to superior), a file may store them the other way or along another axis
+        (a sagittal-stored volume's shown slices are its axis 0)."""
+        import nibabel as nib
+
+        ornt = nib.orientations.io_orientation(self.affine)  # file axis -> (RAS+ axis, direction)
+        axis = int(np.flatnonzero(ornt[:, 0] == self.axes[1])[0])
+        return axis, index if ornt[axis, 1] > 0 else num_slices - 1 - index
+
     def mask_file(self, display_mask: np.ndarray) -> bytes:
         """A shown-layout (D, rows, cols) uint8 mask as a .nii.gz on the file's grid, with the file's affine."""
         import nibabel as nib
@@ -111,6 +121,7 @@ class NiftiGrid:
         image = cls(voxels, self.affine, self.header)  # the header's qform / sform codes and units
         image.header.set_data_dtype(np.uint8)
         image.header.set_slope_inter(1.0, 0.0)  # the scan's HU scaling does not apply to a 0/1 mask
+        image.header["cal_min"], image.header["cal_max"] = 0, 1  # nor its display range (-1000..1000 washed it out)
         image.header["descrip"] = b"lesion mask (applied-dl-suite demo)"
         return gzip.compress(image.to_bytes(), compresslevel=6)
 

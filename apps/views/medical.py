@@ -136,7 +136,13 @@ def _mask_png(prob: np.ndarray, threshold: float) -> bytes:
 
 
 def _downloads(
-    name: str, image: np.ndarray, result: dict, threshold: float, grid: str, back: SliceGrid | None = None
+    name: str,
+    image: np.ndarray,
+    result: dict,
+    threshold: float,
+    grid: str,
+    back: SliceGrid | None = None,
+    made_by: str = "",
 ) -> dict[str, bytes]:
     """The zip's files. ``grid`` says where the model's input sits on the file's pixels; with ``back`` (an
     upload whose slice the model saw resized or through a window) the masks and maps are also put back on the
@@ -160,10 +166,16 @@ def _downloads(
         files["mean_mask.png"] = _mask_png(mean, threshold)
         files["uncertainty_entropy.png"] = up.png_bytes(dm.to_uint8(back.to_slice(result["uncertainty"])))
         height, width = back.image.shape
+        shown = ""
+        if back.nifti is not None:  # a NIfTI's slices are turned for the screen; its array order is the .nii.gz's
+            shown = (
+                " as the page shows it (anterior up, the patient's right on the left: not the file's array order, "
+                "which mean_mask.nii.gz keeps)"
+            )
         where = (
-            f"The images at the top level are on the slice's own {width}x{height} pixels (slice.png), the model's "
-            f"maps resampled back (bilinear; 0 where the model's window did not reach). model_input/ holds the "
-            f"same on the model's {model_size} input: {grid}.\n"
+            f"The images at the top level are on the slice's own {width}x{height} pixels{shown} (slice.png), the "
+            f"model's maps resampled back (bilinear; 0 where the model's window did not reach). model_input/ "
+            f"holds the same on the model's {model_size} input: {grid}.\n"
         )
         if back.nifti is not None:
             files["mean_mask.nii.gz"] = back.nifti_mask(mean >= threshold)
@@ -172,7 +184,7 @@ def _downloads(
                 "filled, the others 0: it overlays the scan in a NIfTI viewer.\n"
             )
         files |= _model_grid_files(image, result, threshold, prefix="model_input/")
-    files["README.txt"] = (f"Segmentations of {name}.\n" + legend + where).encode()
+    files["README.txt"] = (f"Segmentations of {name}.\n{made_by}" + legend + where).encode()
     return files
 
 
@@ -310,11 +322,19 @@ else:
     channel, index = 0, 0
     if volume.num_channels > 1:
         channel = st.slider("Channel / time point", 0, volume.num_channels - 1, 0, key="medical_channel")
+    slice_name = ""
     if volume.is_volume:
-        index = st.slider("Slice", 0, volume.num_slices - 1, volume.num_slices // 2, key="medical_slice")
+        order = " (inferior to superior)" if volume.nifti_grid is not None else ""
+        index = st.slider(f"Slice{order}", 0, volume.num_slices - 1, volume.num_slices // 2, key="medical_slice")
+        slice_name = f"slice {index}"
+        if volume.nifti_grid is not None:  # names and downloads say the file's own slice, not the page's count
+            axis, file_index = volume.nifti_grid.file_slice(index, volume.num_slices)
+            slice_name = f"slice {file_index}" + (f" of its axis {axis}" if axis != 2 else "")
+            if (axis, file_index) != (2, index):
+                st.caption(f"The page's slice {index} is the file's {slice_name} (its own array order).")
     raw = _slice(data_digest, index, channel, volume)
-    name = f"{file_name} slice {index}" if volume.is_volume else file_name
-    stem = up.download_stem(file_name) + (f"_slice_{index}" if volume.is_volume else "")
+    name = f"{file_name} {slice_name}" if slice_name else file_name
+    stem = up.download_stem(file_name) + ("_" + slice_name.replace(" ", "_") if slice_name else "")
     stem += f"_channel_{channel}" if volume.num_channels > 1 else ""
     mode, centre = "resize", None
     # with the file's pixel size known, the default is the models' own (0.5 mm): resizing a 512-pixel CT slice
@@ -348,7 +368,7 @@ else:
         top, left, rows, cols = up.window_rect(raw.shape, size, mode, volume.spacing, centre)
         grid += (
             f"; the window is rows {top}-{top + rows - 1}, columns {left}-{left + cols - 1} of the slice's "
-            f"{raw.shape[0]}x{raw.shape[1]} (row x column) pixels, resampled to the model's size"
+            f"{raw.shape[1]}x{raw.shape[0]} pixels" + (", resampled to the model's size" if mode == "mm" else "")
         )
         larger = rows > raw.shape[0] or cols > raw.shape[1]
         caption = (
@@ -423,6 +443,10 @@ def _mean_mask_png() -> bytes:
     return _mask_png(back.to_slice(result["mean"]) if back is not None else result["mean"], threshold)
 
 
+made_by = (
+    f"Model: {dm.DEMO_MODELS[key].title}, weights {pc.model_path(key).name}; {num_samples} sample"
+    f"{'s' * (num_samples != 1)} drawn with seed {seed}.\n"
+)
 on_pixels = "" if back is None else f", the slice's {back.image.shape[1]}x{back.image.shape[0]} pixels"
 buttons = st.columns(3 if back is not None and back.nifti is not None else 2)
 buttons[0].download_button(
@@ -434,7 +458,7 @@ buttons[0].download_button(
 )
 buttons[1].download_button(
     f"All {num_samples} sample masks + maps (zip)" if num_samples > 1 else "The sample mask + maps (zip)",
-    data=lambda: up.zip_bytes(_downloads(str(name), image, result, threshold, grid, back)),
+    data=lambda: up.zip_bytes(_downloads(str(name), image, result, threshold, grid, back, made_by)),
     file_name=f"{stem}_segmentations.zip",
     mime="application/zip",
     key="medical_dl_zip",
@@ -446,6 +470,6 @@ if len(buttons) == 3:
         file_name=f"{stem}_mean_mask.nii.gz",
         mime="application/gzip",
         key="medical_dl_nifti",
-        help="This slice's mean mask (0/1) in a volume of the upload's shape and affine (other slices 0): it "
-        "overlays the scan in ITK-SNAP or 3D Slicer.",
+        help="This slice's mean mask (0/1) on the upload's voxel grid (its spatial shape and affine; the other "
+        "slices 0): it overlays the scan in ITK-SNAP or 3D Slicer.",
     )

@@ -252,7 +252,11 @@ def test_a_mask_on_a_shown_nifti_slice_lands_on_the_voxel_it_shows(shape, affine
     mask = np.asanyarray(written.dataobj)
     spatial = data[..., 0] if data.ndim == 4 else data.reshape(mask.shape)  # a 2D file comes back (X, Y, 1)
     assert mask.dtype == np.uint8 and mask.shape == spatial.shape
-    np.testing.assert_array_equal(np.argwhere(mask), np.argwhere(spatial == volume.data[0, index, row, col]))
+    assert (written.header["cal_min"], written.header["cal_max"]) == (0, 1)  # not the scan's display range
+    voxel = np.argwhere(spatial == volume.data[0, index, row, col])
+    np.testing.assert_array_equal(np.argwhere(mask), voxel)
+    axis, file_index = volume.nifti_grid.file_slice(index, volume.num_slices)  # the name the downloads carry
+    assert voxel[0][axis] == file_index
 
 
 def test_the_zip_puts_the_masks_on_the_uploaded_slice_and_its_volume(demo_env):
@@ -281,7 +285,8 @@ def test_the_zip_puts_the_masks_on_the_uploaded_slice_and_its_volume(demo_env):
     mask = np.asanyarray(nib.Nifti1Image.from_bytes(gzip.decompress(files["mean_mask.nii.gz"])).dataobj)
     assert mask.shape == (300, 260, 3) and not mask[..., [0, 2]].any() and mask.sum() == 20 * 20
     readme = files["README.txt"].decode()
-    assert "on the slice's own 300x260 pixels" in readme and "model_input/ holds the same" in readme
+    assert "on the slice's own 300x260 pixels as the page shows it (anterior up" in readme
+    assert "model_input/ holds the same" in readme
     assert sorted(zipfile.ZipFile(io.BytesIO(up.zip_bytes(files))).namelist()) == sorted(files)
 
 
@@ -314,3 +319,26 @@ def test_an_upload_offers_its_masks_on_its_own_pixels_and_a_nifti_on_its_volume(
     at = _upload_on("medical", "photo.png", S.png(np.zeros((90, 200), np.uint8)))
     _ok(at)
     assert at.get("download_button")[0].proto.label == "Mean mask (PNG, the slice's 200x90 pixels)"
+
+
+def test_a_volume_stored_superior_to_inferior_names_the_files_own_slice(demo_env, monkeypatch):
+    """The page counts slices inferior to superior (RAS+); a file stored the other way (a negative z step, as
+    scanners often write) got downloads named after the page's slice 3 while the mask sat on the file's 1."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    names: list[str] = []
+    original = MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        names.append(file_name)
+        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    volume = np.zeros((64, 64, 5), np.int16)
+    at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.7, 0.7, -2.5, 1])))
+    at.slider(key="medical_slice").set_value(3).run()
+    _ok(at)
+    assert "The page's slice 3 is the file's slice 1 (its own array order)." in _texts(at.caption)
+    assert at.subheader[0].value == "ct.nii.gz slice 1"
+    assert "ct_slice_1_mean_mask.nii.gz" in names and not any("slice_3" in n for n in names)
+    assert at.slider(key="medical_slice").label == "Slice (inferior to superior)"

@@ -900,7 +900,26 @@ def accident_predict(
     out["boxes"] = source_boxes
     out["box_valid"] = valid
     out["fps"], out["toa"] = float(fps), int(toa)
-    out["model_steps"] = steps
+    out["model_steps"], out["step_fps"] = steps, step_fps
+    return out
+
+
+#: an :func:`accident_predict` result's entries with one row per source frame
+_PER_FRAME = ("probabilities", "risk", "uncertainty", "ttc", "object_risk", "blind", "frames", "boxes", "box_valid")
+
+
+def at_model_steps(prediction: dict) -> dict:
+    """An :func:`accident_predict` result (every source frame) at the model's steps alone, each with its frame
+    number in the clip (``source_frames``): what ``predict`` writes for a resampled clip, so the page's downloads
+    are its files (a 30 fps clip's had a row per source frame, two of three holding copies, with boxes the
+    detector never found on those frames). A clip at the model's rate is returned as it is."""
+    steps = np.asarray(prediction["model_steps"])
+    if len(steps) == len(prediction["risk"]):
+        return prediction
+    out = {k: np.asarray(v)[steps] if k in _PER_FRAME and v is not None else v for k, v in prediction.items()}
+    toa = int(prediction["toa"])
+    out["toa"] = -1 if toa < 0 else int(np.searchsorted(steps, toa))
+    out["fps"], out["source_frames"] = float(prediction["step_fps"]), steps
     return out
 
 
@@ -928,6 +947,7 @@ __all__ = [
     "anomaly_data_root",
     "anomaly_forward",
     "anomaly_scores",
+    "at_model_steps",
     "checkpoint_dir",
     "detect_clip_objects",
     "detect_objects",

@@ -40,7 +40,7 @@ MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MAX_VOLUME_BYTES = 512 * 1024 * 1024  # decompressed NIfTI / DICOM pixel data
 MIN_SIDE = 16  # smaller images cannot go through the networks' downsampling
-MAX_CLIP_FRAMES = 300  # 30 s at 10 fps: the page runs the detector on every frame, on the CPU
+MAX_CLIP_FRAMES = 300  # 30 s at 10 fps, 10 s at 30 fps: the detector runs on each frame the model reads, on the CPU
 MAX_CLIP_SIDE = 640  # longer frame sides are scaled down on upload (the anticipator reads 224-320 px wide)
 MAX_CLIP_FRAME_PIXELS = (
     4096 * 2160  # one clip frame: 4K, UHD (3840x2160) and DCI (4096x2160); each shrunk to MAX_CLIP_SIDE as decoded

@@ -12,6 +12,7 @@ import streamlit as st
 from apps import demo_models as dm
 from apps import page_common as pc
 from apps import uploads as up
+from domains.driving.accident.predict import frame_time
 
 ACCIDENT, DETECTION = "driving_accident", "driving_detection"
 SYNTHETIC, UPLOAD = "Synthetic clip", "Upload a video or a zip of frames"
@@ -54,7 +55,8 @@ def _detect(
 
     def progress(done: int, _: int) -> None:
         if done % every == 0 or done == total:
-            bar.progress(done / total, text=f"Detecting objects: frame {done} of {total}")
+            of = f"frame {done} of {total}" if not which else f"{done} of the {total} frames the model reads"
+            bar.progress(done / total, text=f"Detecting objects: {of}")
 
     try:
         detector = pc.load_model(DETECTION)
@@ -88,11 +90,13 @@ def _predict(token: str, digest: str, fps: float, model_fps: float | None, objec
 def _outputs(
     prediction: dict, threshold: float, gif: bool, source_scale: tuple[float, float] | None = None
 ) -> dict[str, bytes]:
-    """risk.csv, objects.csv (and the GIF) through the task's own writer, in a temporary folder. ``source_scale``
-    (x, y): the file's pixels per frame pixel of an upload shrunk on decoding, so ``objects.csv`` holds the boxes
-    in the file's own pixels, as ``predict`` writes them."""
+    """risk.csv, objects.csv (and the GIF) through the task's own writer, in a temporary folder: a clip resampled
+    to the model's rate at its steps, with their frame numbers, as ``predict`` writes it (:func:`dm.at_model_steps`).
+    ``source_scale`` (x, y): the file's pixels per frame pixel of an upload shrunk on decoding, so ``objects.csv``
+    holds the boxes in the file's own pixels, as ``predict`` writes them."""
     from domains.driving.accident.predict import write_clip
 
+    prediction = dm.at_model_steps(prediction)
     if source_scale is not None:
         x, y = source_scale
         prediction = {**prediction, "source_boxes": np.asarray(prediction["boxes"]) * np.array([x, y, x, y])}
@@ -177,10 +181,10 @@ def _risk_spec(
     return spec
 
 
-def _risk_chart(spec: dict, frame_time: float) -> dict:
+def _risk_chart(spec: dict, at_time: float) -> dict:
     """:func:`_risk_spec`'s chart with the rule at the frame shown (blue), the one layer the slider moves."""
     rule = {
-        "data": {"values": [{"time (s)": frame_time}]},
+        "data": {"values": [{"time (s)": at_time}]},
         "mark": {"type": "rule", "color": "#4c78a8", "opacity": 0.4},
         "encoding": {"x": {"field": "time (s)", "type": "quantitative"}},
     }
@@ -212,18 +216,18 @@ def _which_object(prediction: dict, clip: dict, alarm: int | None, threshold: fl
         )
         st.info(
             f"No alarm: the risk within {prediction['horizons'][-1]:g} s stays below {threshold:.3f} "
-            f"(highest {risk[peak]:.3f} at t = {peak / fps:.1f} s). {advice}"
+            f"(highest {risk[peak]:.3f} at t = {frame_time(peak, fps)} s). {advice}"
         )
         return
     top = _top_object(prediction, alarm)
     if top is None:
-        st.info(f"Alarm at t = {alarm / fps:.1f} s, with no tracked object in view at that frame.")
+        st.info(f"Alarm at t = {frame_time(alarm, fps)} s, with no tracked object in view at that frame.")
         return
     slot, object_risk = top
     track = int(prediction["track_ids"][slot])
     kind = clip["classes"].get(track)
     text = (
-        f"At the alarm (t = {alarm / fps:.1f} s) the highest-risk object is **track {track}**"
+        f"At the alarm (t = {frame_time(alarm, fps)} s) the highest-risk object is **track {track}**"
         f"{f' ({kind})' if kind else ''}, risk {object_risk:.3f}."
     )
     involved = clip.get("involved")
@@ -254,7 +258,7 @@ def _far_from_training(width: int, height: int, in_w: int, in_h: int, input_kind
     from domains.driving.accident.data import squeezed_boxes  # predict's rule for own clips too
 
     if boxes := squeezed_boxes(width, height, (in_h, in_w), input_kind):
-        return f"This clip is {width / height:.2f}:1 ({width}x{height}); {trained}, so {boxes}."
+        return f"This clip is {width / height:.2f}:1 ({width}x{height}). {trained}, so {boxes}."
     return None
 
 
@@ -450,17 +454,15 @@ else:
             clip.update(dm.no_objects(len(frames)))
         else:
             n_tracks = int((clip["track_ids"] >= 0).sum())
-            where, rate = "in every frame", ""
+            where, rate, held = "in every frame", "", ""
             if len(clip_steps) != len(frames):
-                where = (
-                    f"in the {len(clip_steps)} of its {len(frames)} frames the model reads (a frame between "
-                    "two shows the boxes of the latest one before it, as it shows its risk)"
-                )
+                where = f"in the {len(clip_steps)} of the clip's {len(frames)} frames that the model reads"
                 rate = f" at the model's {model_fps:g} fps"
+                held = " A frame between two it reads shows the boxes of the one before, as it shows its risk."
             st.caption(
                 f"Objects: the demo detector's boxes scoring >= {det_threshold:.2f} {where} "
                 f"({clip['detections']} boxes), linked into tracks by IoU{rate}; {n_tracks} tracks in the "
-                f"{dm.ACCIDENT_SLOTS} object slots (the longest-seen first). The contact time is unknown."
+                f"{dm.ACCIDENT_SLOTS} object slots (the longest-seen first). The contact time is unknown.{held}"
             )
             if clip["tracks"] > dm.ACCIDENT_SLOTS:
                 st.info(
@@ -548,13 +550,13 @@ from domains.driving.accident.predict import alarm_frame
 
 alarm = alarm_frame(risk, threshold)
 m1, m2, m3 = st.columns(3)
-m1.metric("Alarm", "none" if alarm is None else f"t = {alarm / fps:.1f} s (frame {alarm})")
+m1.metric("Alarm", "none" if alarm is None else f"t = {frame_time(alarm, fps)} s (frame {alarm})")
 if toa >= 0:
     lead = None if alarm is None else (toa - alarm) / fps
     m2.metric(
         "Lead time before contact",
         "missed" if lead is None else f"{lead:.1f} s",
-        help=f"contact at t = {toa / fps:.1f} s (frame {toa}); negative: the alarm came after the contact",
+        help=f"contact at t = {frame_time(toa, fps)} s (frame {toa}); negative: the alarm came after the contact",
     )
 else:
     m2.metric("Contact", "none known", help="no ground-truth contact for this clip")
@@ -578,9 +580,9 @@ spec = _risk_spec(
 st.vega_lite_chart(_risk_chart(spec, frame / fps), width="stretch")
 events = [f"dashed: threshold {threshold:.3f}"]
 if alarm is not None:
-    events.append(f"red: alarm at {alarm / fps:.1f} s")
+    events.append(f"red: alarm at {frame_time(alarm, fps)} s")
 if toa >= 0:
-    events.append(f"black: contact at {toa / fps:.1f} s")
+    events.append(f"black: contact at {frame_time(toa, fps)} s")
 events.append("blue: the frame below")
 st.caption("Probability of contact within each horizon; " + "; ".join(events) + ".")
 _which_object(prediction, clip, alarm, threshold)
@@ -600,7 +602,7 @@ what = (
 )
 st.image(
     drawn,
-    caption=f"Frame {frame} (t = {frame / fps:.1f} s), risk {risk[frame]:.3f}{what}. Boxes green (low) to red "
+    caption=f"Frame {frame} (t = {frame_time(frame, fps)} s), risk {risk[frame]:.3f}{what}. Boxes green (low) to red "
     "(high risk). Below it, the risk up to this frame: dashed the threshold, red dot the alarm, white line the "
     "contact, blue line this frame.",
     width="stretch",

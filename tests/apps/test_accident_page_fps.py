@@ -214,7 +214,7 @@ def test_the_detector_runs_only_on_the_frames_the_model_reads_and_those_between_
     steps = np.arange(0, 30, 3)
     np.testing.assert_array_equal(np.stack(detected), [_red_box(None, motion[i])["boxes"][0] for i in steps])
     assert bar_texts[0] == "Detecting objects in 10 frames (of 30: the ones the model reads) ..."
-    assert bar_texts[-1] == "Detecting objects: frame 10 of 10"
+    assert bar_texts[-1] == "Detecting objects: 10 of the 10 frames the model reads"
     # per source frame, as the page draws and writes them: frames 3k, 3k + 1, 3k + 2 hold step k's box
     boxes, valid = fed[-1]
     assert boxes.shape[:2] == valid.shape == (30, dm.ACCIDENT_SLOTS)
@@ -222,5 +222,48 @@ def test_the_detector_runs_only_on_the_frames_the_model_reads_and_those_between_
     assert valid[:, slot].all()
     np.testing.assert_array_equal(boxes[:, slot], np.repeat(np.stack(detected), 3, axis=0))
     captions = _texts(at.caption)
-    assert "in the 10 of its 30 frames the model reads (a frame between two shows the boxes of the" in captions
+    assert "in the 10 of the clip's 30 frames that the model reads (10 boxes), linked into tracks by IoU at" in captions
+    assert "A frame between two it reads shows the boxes of the one before, as it shows its risk." in captions
     assert "linked into tracks by IoU at the model's 10 fps;" in captions
+
+
+def test_frame_times_tell_frames_apart_above_ten_fps():
+    """At 30 fps frames 17 and 18 were both labelled 0.6 s, the one before the alarm carrying the alarm's time."""
+    from domains.driving.accident.predict import frame_time
+
+    assert (frame_time(17, 30), frame_time(18, 30), frame_time(20, 30)) == ("0.57", "0.60", "0.67")
+    assert frame_time(5, 10) == "0.5"  # at the model's 10 fps, as before
+
+
+def test_a_resampled_uploads_downloads_are_predicts_files_at_the_model_steps(demo_env):
+    """A 30 fps upload's risk.csv and objects.csv had a row per source frame, two of three holding copies (and
+    boxes the detector never found there), with nothing saying which frames the model read; predict writes the
+    model's steps with their source_frame. The downloads are now predict's files."""
+    import csv
+    import io
+
+    from apps.views.accident import _outputs
+
+    task = dm.load_task("driving_accident", demo_env["checkpoints"] / "driving_accident.ckpt")
+    example = dm.load_accident_clip(dm.ACCIDENT_EXAMPLES, "000000")
+    thrice = {k: np.repeat(example[k], 3, axis=0) for k in ("frames", "boxes", "box_valid")}  # 10 -> 30 fps
+    prediction = dm.accident_predict(
+        task, thrice["frames"], thrice["boxes"], thrice["box_valid"], example["track_ids"], 30.0, model_fps=10.0
+    )
+    steps = np.asarray(prediction["model_steps"])
+    np.testing.assert_array_equal(steps, np.arange(0, len(thrice["frames"]), 3))
+    files = _outputs(prediction, 0.5, True)
+    rows = list(csv.DictReader(io.StringIO(files["risk.csv"].decode())))
+    assert [int(r["source_frame"]) for r in rows] == steps.tolist()
+    assert [int(r["frame"]) for r in rows] == list(range(len(steps)))
+    np.testing.assert_allclose([float(r["risk"]) for r in rows], prediction["risk"][steps], atol=1e-4)
+    objects = list(csv.DictReader(io.StringIO(files["objects.csv"].decode())))
+    assert {int(r["source_frame"]) for r in objects} <= set(steps.tolist())
+    from PIL import Image
+
+    gif = Image.open(io.BytesIO(files[f"{prediction['clip_id']}.gif"]))
+    assert gif.n_frames == len(steps)
+    # a clip at the model's own rate is written as before: every frame, no source_frame column
+    own = dm.accident_predict(task, example["frames"], example["boxes"], example["box_valid"], example["track_ids"], 10.0)
+    header = _outputs(own, 0.5, False)["risk.csv"].decode().splitlines()[0]
+    assert header.startswith("frame,") and "source_frame" not in header

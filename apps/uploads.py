@@ -88,14 +88,20 @@ class RGBImage:
 
 @dataclass(frozen=True)
 class NiftiGrid:
-    """Where a NIfTI upload's shown slices lie in its file, so a mask drawn on one goes back on the file's own
-    voxel grid (a viewer overlays it on the scan as it is: ITK-SNAP, 3D Slicer). ``axes``: the transpose of the
-    RAS+-reoriented (X, Y, Z, C) array that gave the shown (C, D, rows, cols), rows and columns then flipped."""
+    """Where an upload's shown slices lie, so a mask drawn on one goes out as a NIfTI a viewer overlays on the
+    scan (ITK-SNAP, 3D Slicer). A NIfTI upload: its own voxel grid, ``axes`` the transpose of the RAS+-reoriented
+    (X, Y, Z, C) array that gave the shown (C, D, rows, cols), rows and columns then flipped, ``header`` the
+    file's (its codes and units are kept). A DICOM slice: shown as stored, ``axes`` None, ``affine`` its place
+    in the patient from its header."""
 
     version: int
     affine: np.ndarray
-    header: object  # the file's nibabel header: its codes and units are kept in the mask's
-    axes: tuple[int, int, int, int]
+    header: object
+    axes: tuple[int, int, int, int] | None
+
+    @property
+    def from_dicom(self) -> bool:
+        return self.axes is None
 
     def file_slice(self, index: int, num_slices: int) -> tuple[int, int]:
         """(axis, index) in the file's own array of shown slice ``index`` of ``num_slices``: the page counts
@@ -103,6 +109,8 @@ class NiftiGrid:
         (a sagittal-stored volume's shown slices are its axis 0)."""
         import nibabel as nib
 
+        if self.axes is None:  # a DICOM object's frames as stored
+            return 2, index
         ornt = nib.orientations.io_orientation(self.affine)  # file axis -> (RAS+ axis, direction)
         axis = int(np.flatnonzero(ornt[:, 0] == self.axes[1])[0])
         return axis, index if ornt[axis, 1] > 0 else num_slices - 1 - index
@@ -111,14 +119,21 @@ class NiftiGrid:
         """A shown-layout (D, rows, cols) uint8 mask as a .nii.gz on the file's grid, with the file's affine."""
         import nibabel as nib
 
-        shown = np.asarray(display_mask, np.uint8)[None, :, ::-1, ::-1]
-        canonical = np.transpose(shown, np.argsort(self.axes))[..., 0]  # (X, Y, Z) of RAS+
-        to_file = nib.orientations.ornt_transform(
-            nib.orientations.axcodes2ornt("RAS"), nib.orientations.io_orientation(self.affine)
-        )
-        voxels = np.ascontiguousarray(nib.orientations.apply_orientation(canonical, to_file))
+        shown = np.asarray(display_mask, np.uint8)
+        if self.axes is None:  # (frames, rows, cols) -> (rows, cols, frames): the DICOM wrapper's voxel order
+            voxels = np.ascontiguousarray(np.moveaxis(shown, 0, -1))
+        else:
+            canonical = np.transpose(shown[None, :, ::-1, ::-1], np.argsort(self.axes))[..., 0]  # (X, Y, Z) RAS+
+            to_file = nib.orientations.ornt_transform(
+                nib.orientations.axcodes2ornt("RAS"), nib.orientations.io_orientation(self.affine)
+            )
+            voxels = np.ascontiguousarray(nib.orientations.apply_orientation(canonical, to_file))
         cls = nib.Nifti1Image if self.version == 1 else nib.Nifti2Image
-        image = cls(voxels, self.affine, self.header)  # the header's qform / sform codes and units
+        image = cls(voxels, self.affine, self.header)  # a NIfTI's header: its qform / sform codes and units
+        if self.header is None:  # a DICOM's place: scanner coordinates, in mm
+            image.set_qform(self.affine, code=1)
+            image.set_sform(self.affine, code=1)
+            image.header.set_xyzt_units("mm")
         image.header.set_data_dtype(np.uint8)
         image.header.set_slope_inter(1.0, 0.0)  # the scan's HU scaling does not apply to a 0/1 mask
         image.header["cal_min"], image.header["cal_max"] = 0, 1  # nor its display range (-1000..1000 washed it out)
@@ -723,7 +738,21 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     spacing = _spacing(_dicom_value(ds, "PixelSpacing", first=False) or ds.get("ImagerPixelSpacing"), notes)
     if spacing is None:
         notes.append("the DICOM states no pixel size: the mm window cannot be offered")
-    return MedicalVolume(name, "DICOM", values[None], lo, hi, notes, spacing)
+    grid = _dicom_grid(ds) if frames == 1 else None
+    return MedicalVolume(name, "DICOM", values[None], lo, hi, notes, spacing, nifti_grid=grid)
+
+
+def _dicom_grid(ds) -> NiftiGrid | None:
+    """Where a single-frame DICOM's pixels lie in the patient, from ImagePositionPatient, ImageOrientationPatient
+    and PixelSpacing (nibabel's DICOM wrapper: (row, column, slice) -> LPS mm; RAS for NIfTI), so its mask goes
+    out as a NIfTI that a viewer places on the series; None where the header does not say."""
+    from nibabel.nicom.dicomwrappers import wrapper_from_data
+
+    try:
+        lps = wrapper_from_data(ds).affine
+    except Exception:  # noqa: BLE001 - WrapperError: a position, orientation or pixel size missing or odd
+        return None
+    return NiftiGrid(1, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, None, None)
 
 
 #: where an enhanced (multi-frame) DICOM keeps what a single-frame one has at its top level

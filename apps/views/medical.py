@@ -120,6 +120,15 @@ class SliceGrid:
         return self.nifti.mask_file(shown)
 
 
+#: where the NIfTI mask lies, for a NIfTI upload (False) and a DICOM slice (True)
+_NIFTI_PLACE = {
+    False: "on the upload's voxel grid (its spatial shape and affine), this slice filled and the others 0: it "
+    "overlays the scan in ITK-SNAP or 3D Slicer",
+    True: "as a one-slice NIfTI placed where the DICOM header puts the slice (ImagePositionPatient, "
+    "ImageOrientationPatient, PixelSpacing): it overlays the series in 3D Slicer",
+}
+
+
 def _model_grid_files(image: np.ndarray, result: dict, threshold: float, prefix: str = "") -> dict[str, bytes]:
     """The input, each sample's mask, the mean and the entropy as PNGs on the model's input grid."""
     files = {f"{prefix}input.png": up.png_bytes(dm.to_uint8(image))}
@@ -167,7 +176,7 @@ def _downloads(
         files["uncertainty_entropy.png"] = up.png_bytes(dm.to_uint8(back.to_slice(result["uncertainty"])))
         height, width = back.image.shape
         shown = ""
-        if back.nifti is not None:  # a NIfTI's slices are turned for the screen; its array order is the .nii.gz's
+        if back.nifti is not None and not back.nifti.from_dicom:  # a NIfTI's slices are turned for the screen
             shown = (
                 " as the page shows it (anterior up, the patient's right on the left: not the file's array order, "
                 "which mean_mask.nii.gz keeps)"
@@ -179,10 +188,7 @@ def _downloads(
         )
         if back.nifti is not None:
             files["mean_mask.nii.gz"] = back.nifti_mask(mean >= threshold)
-            where += (
-                "mean_mask.nii.gz: the mean mask (0/1) on the uploaded volume's voxel grid and affine, this slice "
-                "filled, the others 0: it overlays the scan in a NIfTI viewer.\n"
-            )
+            where += f"mean_mask.nii.gz: the mean mask (0/1) {_NIFTI_PLACE[back.nifti.from_dicom]}.\n"
         files |= _model_grid_files(image, result, threshold, prefix="model_input/")
     files["README.txt"] = (f"Segmentations of {name}.\n{made_by}" + legend + where).encode()
     return files
@@ -464,12 +470,12 @@ buttons[1].download_button(
     key="medical_dl_zip",
 )
 if len(buttons) == 3:
+    dicom = back.nifti.from_dicom
     buttons[2].download_button(
-        "Mean mask (NIfTI, the volume's grid)",
+        "Mean mask (NIfTI, placed as the DICOM slice)" if dicom else "Mean mask (NIfTI, the volume's grid)",
         data=lambda: back.nifti_mask(back.to_slice(result["mean"]) >= threshold),
         file_name=f"{stem}_mean_mask.nii.gz",
         mime="application/gzip",
         key="medical_dl_nifti",
-        help="This slice's mean mask (0/1) on the upload's voxel grid (its spatial shape and affine; the other "
-        "slices 0): it overlays the scan in ITK-SNAP or 3D Slicer.",
+        help=f"This slice's mean mask (0/1) {_NIFTI_PLACE[dicom]}.",
     )

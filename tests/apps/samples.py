@@ -50,10 +50,12 @@ def dicom(
     photometric: str = "MONOCHROME2",
     pixel_spacing: tuple[float, float] | None = None,
     enhanced: bool = False,
+    position: tuple[list[float], list[float]] | None = None,
 ) -> bytes:
     """An uncompressed CT DICOM (int16 stored values) with one frame (H, W) or several (F, H, W);
     ``pixel_spacing``: (row, column) mm; ``enhanced``: rescale, window and pixel size in the shared functional
-    group, as an Enhanced CT object keeps them, not at the top level."""
+    group, as an Enhanced CT object keeps them, not at the top level; ``position``: (ImagePositionPatient,
+    ImageOrientationPatient)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -86,6 +88,8 @@ def dicom(
         for name, item in groups.items():
             setattr(shared, name, [item])
         ds.SharedFunctionalGroupsSequence = [shared]
+    if position is not None:
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = (list(map(float, v)) for v in position)
     ds.PixelData = frames.tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)

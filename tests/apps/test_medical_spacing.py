@@ -319,6 +319,13 @@ def test_an_upload_offers_its_masks_on_its_own_pixels_and_a_nifti_on_its_volume(
     at = _upload_on("medical", "photo.png", S.png(np.zeros((90, 200), np.uint8)))
     _ok(at)
     assert at.get("download_button")[0].proto.label == "Mean mask (PNG, the slice's 200x90 pixels)"
+    assert len(at.get("download_button")) == 2  # no place in a patient: no NIfTI
+    placed = ([-100, -120, 30], [1, 0, 0, 0, 1, 0])
+    at = _upload_on("medical", "ct.dcm", S.dicom(np.zeros((200, 180)), pixel_spacing=(0.7, 0.7), position=placed))
+    _ok(at)
+    assert at.get("download_button")[2].proto.label == "Mean mask (NIfTI, placed as the DICOM slice)"
+    nifti = nib.Nifti1Image.from_bytes(gzip.decompress(made["ct_mean_mask.nii.gz"]()))
+    assert nifti.shape == (200, 180, 1)
 
 
 def test_a_volume_stored_superior_to_inferior_names_the_files_own_slice(demo_env, monkeypatch):
@@ -342,3 +349,30 @@ def test_a_volume_stored_superior_to_inferior_names_the_files_own_slice(demo_env
     assert at.subheader[0].value == "ct.nii.gz slice 1"
     assert "ct_slice_1_mean_mask.nii.gz" in names and not any("slice_3" in n for n in names)
     assert at.slider(key="medical_slice").label == "Slice (inferior to superior)"
+
+
+@pytest.mark.parametrize(
+    "orientation, world",
+    [
+        # axial: columns run to the patient's left (+x LPS), rows to posterior (+y); pixel (row 3, column 5)
+        ([1, 0, 0, 0, 1, 0], lambda x, y, z: (-(x + 5 * 0.8), -(y + 3 * 0.7), z)),
+        # coronal: rows run inferior (-z)
+        ([1, 0, 0, 0, 0, -1], lambda x, y, z: (-(x + 5 * 0.8), -y, z - 3 * 0.7)),
+    ],
+)
+def test_a_dicom_slices_mask_goes_out_as_a_nifti_where_its_header_places_the_slice(orientation, world):
+    """A DICOM upload's masks came only as PNGs, which no viewer can place on the series. Its NIfTI mask sits
+    where ImagePositionPatient / ImageOrientationPatient / PixelSpacing put each pixel (in RAS, by hand)."""
+    position = [-100.0, -120.0, 30.0]
+    data = S.dicom(np.zeros((20, 24)), pixel_spacing=(0.7, 0.8), position=(position, orientation))
+    volume = up.decode_medical(data, "slice.dcm")
+    assert volume.nifti_grid is not None and volume.nifti_grid.from_dicom
+    shown = np.zeros((1, 20, 24), np.uint8)
+    shown[0, 3, 5] = 1  # the page shows a DICOM slice as stored: row 3, column 5
+    written = nib.Nifti1Image.from_bytes(gzip.decompress(volume.nifti_grid.mask_file(shown)))
+    assert written.shape == (20, 24, 1) and written.header.get_xyzt_units()[0] == "mm"
+    (voxel,) = np.argwhere(np.asanyarray(written.dataobj))
+    np.testing.assert_allclose(nib.affines.apply_affine(written.affine, voxel), world(*position), atol=1e-4)
+    assert int(written.header["sform_code"]) == int(written.header["qform_code"]) == 1  # scanner coordinates
+    # a DICOM that does not say where it lies gets no NIfTI, and the page offers none
+    assert up.decode_medical(S.dicom(np.zeros((20, 24)), pixel_spacing=(0.7, 0.8)), "bare.dcm").nifti_grid is None

@@ -40,14 +40,12 @@ def _decode(digest: str, name: str, _data: bytes) -> up.FrameClip:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _detect(
-    token: str, digest: str, threshold: float, fps: float, model_fps: float | None, _frames: np.ndarray
-) -> dict:
-    """The detector's tracks in the frames the model reads at ``fps`` (a third of a 30 fps clip's for a 10 fps
-    model: :func:`dm.detect_clip_objects`), held on the frames between, with a progress bar over the frames
-    detected (about a second a frame on 2 CPU cores). The bar is made and emptied in here: a cached answer
-    replays it away (a bar made outside cannot be updated from in here)."""
-    steps = dm.accident_clip_steps(len(_frames), fps, model_fps)
+def _detect(token: str, digest: str, threshold: float, steps: tuple[int, ...], _frames: np.ndarray) -> dict:
+    """The detector's tracks in the frames the model reads, ``steps`` (a third of a 30 fps clip's for a 10 fps
+    model: :func:`dm.detect_clip_objects`; keyed by the steps, not the rate: 29.97 and 30 fps read the same
+    frames), held on the frames between, with a progress bar over the frames detected (about a second a frame
+    on 2 CPU cores). The bar is made and emptied in here: a cached answer replays it away (a bar made outside
+    cannot be updated from in here)."""
     total = len(steps)
     which = "" if total == len(_frames) else f" (of {len(_frames)}: the ones the model reads)"
     bar = st.progress(0.0, text=f"Detecting objects in {total} frames{which} ...")
@@ -60,7 +58,7 @@ def _detect(
 
     try:
         detector = pc.load_model(DETECTION)
-        return dm.detect_clip_objects(detector, _frames, threshold, progress=progress, steps=steps)
+        return dm.detect_clip_objects(detector, _frames, threshold, progress=progress, steps=np.asarray(steps))
     finally:
         bar.empty()  # a detector failure leaves no half-full bar beside its warning
 
@@ -444,7 +442,8 @@ else:
         point = {} if _own(DETECTION) else dm.operating_point(DETECTION)
         det_threshold = float(point.get("threshold", detector.predict_score_thresh))
         try:
-            clip.update(_detect(pc.model_token(DETECTION), digest, det_threshold, fps, model_fps, frames))
+            steps = tuple(clip_steps.tolist())
+            clip.update(_detect(pc.model_token(DETECTION), digest, det_threshold, steps, frames))
             objects = f"{pc.model_token(DETECTION)}|{det_threshold:.4f}"  # which detector made the boxes
         except Exception as exc:  # noqa: BLE001 - e.g. a detector checkpoint whose code changed since
             st.warning(

@@ -225,6 +225,10 @@ def test_the_detector_runs_only_on_the_frames_the_model_reads_and_those_between_
     assert "in the 10 of the clip's 30 frames that the model reads (10 boxes), linked into tracks by IoU at" in captions
     assert "A frame between two it reads shows the boxes of the one before, as it shows its risk." in captions
     assert "linked into tracks by IoU at the model's 10 fps;" in captions
+    detected.clear()
+    at.number_input(key="accident_fps").set_value(29.97).run()  # the same frames read: nothing detected again
+    _ok(at)
+    assert not detected and "29.97 fps" in _texts(at.caption)
 
 
 def test_frame_times_tell_frames_apart_above_ten_fps():

@@ -47,3 +47,20 @@ def page_ok(at):
 def texts(elements) -> str:
     """The shown elements' values joined with " | " (for assertions on what a page says)."""
     return " | ".join(str(e.value) for e in elements)
+
+
+def record_downloads(monkeypatch) -> dict:
+    """{file name: data function} of every download button drawn from now on (Streamlit runs a button's data
+    function when it is clicked; a test calls it to get the file). Insertion-ordered, newest last."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    made: dict = {}
+    original = MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        made.pop(file_name, None)
+        made[file_name] = data_callable
+        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    return made

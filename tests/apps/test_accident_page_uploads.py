@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from streamlit.runtime.media_file_manager import MediaFileManager
 
 from apps import uploads as up
 from tests.apps import samples as S
 from tests.apps.pages import page_ok as _ok
+from tests.apps.pages import record_downloads
 from tests.apps.pages import texts as _texts
 from tests.apps.test_accident_page import _charts, _page, _upload
 
@@ -80,23 +80,16 @@ def test_upload_results_carry_the_detected_boxes_caveat_and_synthetic_clips_do_n
 
 
 def test_a_bundled_example_and_a_generated_clip_download_under_different_names(demo_env, monkeypatch):
-    names: list[str] = []
-    original = MediaFileManager.add_deferred
-
-    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
-        names.append(file_name)
-        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    names = record_downloads(monkeypatch)
     at = _ok(_page())
     clips = at.selectbox(key="accident_clip")
     labels = [clips.format_func(i) for i in range(len(clips.options))]
     assert labels[0].startswith("000001: crash")
-    assert names == ["000001_risk.csv", "000001_objects.csv", "000001_risk.gif"]
+    assert list(names) == ["000001_risk.csv", "000001_objects.csv", "000001_risk.gif"]
     names.clear()
     clips.set_value(labels.index("bundled example 000000: crash, lead braking, contact at 3.9 s")).run()
     _ok(at)
-    assert names == ["example_000000_risk.csv", "example_000000_objects.csv", "example_000000_risk.gif"]
+    assert list(names) == ["example_000000_risk.csv", "example_000000_objects.csv", "example_000000_risk.gif"]
 
 
 def test_an_upload_shrunk_on_decoding_downloads_its_boxes_in_the_files_pixels(demo_env):

@@ -16,6 +16,7 @@ from apps import uploads as up
 from tests.apps import samples as S
 from tests.apps.pages import image_captions as _image_captions
 from tests.apps.pages import page_ok as _ok
+from tests.apps.pages import record_downloads as _record_downloads
 from tests.apps.pages import texts as _texts
 from tests.apps.pages import upload_on as _upload_on
 
@@ -291,16 +292,7 @@ def test_the_zip_puts_the_masks_on_the_uploaded_slice_and_its_volume(demo_env):
 
 
 def test_an_upload_offers_its_masks_on_its_own_pixels_and_a_nifti_on_its_volume(demo_env, monkeypatch):
-    from streamlit.runtime.media_file_manager import MediaFileManager
-
-    made: dict[str, object] = {}  # the buttons' data functions (run on a click), by file name
-    original = MediaFileManager.add_deferred
-
-    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
-        made[file_name] = data_callable
-        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    made = _record_downloads(monkeypatch)
     volume = np.zeros((400, 512, 3), np.int16)
     at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.8, 0.6, 2.5, 1])))
     _ok(at)
@@ -331,16 +323,7 @@ def test_an_upload_offers_its_masks_on_its_own_pixels_and_a_nifti_on_its_volume(
 def test_a_volume_stored_superior_to_inferior_names_the_files_own_slice(demo_env, monkeypatch):
     """The page counts slices inferior to superior (RAS+); a file stored the other way (a negative z step, as
     scanners often write) got downloads named after the page's slice 3 while the mask sat on the file's 1."""
-    from streamlit.runtime.media_file_manager import MediaFileManager
-
-    names: list[str] = []
-    original = MediaFileManager.add_deferred
-
-    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
-        names.append(file_name)
-        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    names = _record_downloads(monkeypatch)
     volume = np.zeros((64, 64, 5), np.int16)
     at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True, affine=np.diag([0.7, 0.7, -2.5, 1])))
     at.slider(key="medical_slice").set_value(3).run()

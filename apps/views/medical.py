@@ -97,7 +97,8 @@ def _big(image: np.ndarray, size: int = 256) -> np.ndarray:
 @dataclass(eq=False)
 class SliceGrid:
     """The uploaded slice (its own pixels, [0, 1]) the model's input came from and how (:func:`up.fit_to_model`'s
-    arguments), so maps on the input go back on it; ``volume`` and ``index`` for a NIfTI upload's voxel grid."""
+    arguments), so maps on the input go back on it; ``volume`` and ``index``: the upload and its slice, whose
+    :class:`up.NiftiGrid` (NIfTI and placed DICOM uploads) takes the mean mask out as a NIfTI."""
 
     image: np.ndarray
     mode: str

@@ -120,6 +120,19 @@ class SliceGrid:
         shown[self.index] = mask
         return self.nifti.mask_file(shown)
 
+    def slab_mask(self, task, first: int, last: int, channel: int, num_samples: int, seed: int, threshold: float):
+        """The mean masks of the page's slices ``first``..``last``, each fitted to the model as this one is (the
+        same mode and window) and put back on its pixels, as a .nii.gz on the file's grid (the others 0): a
+        lesion spans several slices, and the models segment one at a time."""
+        size = dm.medical_input_size(task)
+        shown = np.zeros((self.volume.num_slices, *self.volume.shape2d), np.uint8)
+        for k in range(first, last + 1):
+            raw = self.volume.slice(k, channel)
+            image, _ = up.fit_to_model(raw, size, self.mode, self.spacing, self.centre)
+            mean = dm.medical_predict(task, image, num_samples, seed)["mean"]
+            shown[k] = up.to_slice(mean, raw.shape, self.mode, self.spacing, self.centre) >= threshold
+        return self.nifti.mask_file(shown)
+
 
 #: where the NIfTI mask lies, for a NIfTI upload (False) and a DICOM slice (True)
 _NIFTI_PLACE = {
@@ -480,3 +493,27 @@ if len(buttons) == 3:
         key="medical_dl_nifti",
         help=f"This slice's mean mask (0/1) {_NIFTI_PLACE[dicom]}.",
     )
+if back is not None and back.nifti is not None and back.volume.is_volume:
+    with st.expander("Segment a range of slices (one NIfTI mask of the volume)"):
+        n = back.volume.num_slices
+        first, last = st.slider(
+            "Slices (the page's count, inferior to superior)",
+            0,
+            n - 1,
+            (max(0, back.index - 5), min(n - 1, back.index + 5)),
+            key="medical_slab",
+        )
+        ends = sorted(back.nifti.file_slice(k, n)[1] for k in (first, last))
+        st.caption(
+            f"Each of the {last - first + 1} slices goes through the model as this one does ({how}; {num_samples} "
+            f"sample{'s' * (num_samples != 1)}, seed {seed}), its mean mask put back on its pixels: the file's "
+            f"slices {ends[0]}-{ends[1]} filled, the others 0. Made when clicked (a fraction of a second a slice)."
+        )
+        slab_stem = up.download_stem(file_name) + (f"_channel_{channel}" if volume.num_channels > 1 else "")
+        st.download_button(
+            f"Mean masks of slices {first}-{last} (NIfTI, the volume's grid)",
+            data=lambda: back.slab_mask(task, first, last, channel, num_samples, seed, threshold),
+            file_name=f"{slab_stem}_slices_{ends[0]}-{ends[1]}_mean_mask.nii.gz",
+            mime="application/gzip",
+            key="medical_dl_slab",
+        )

@@ -359,3 +359,27 @@ def test_a_dicom_slices_mask_goes_out_as_a_nifti_where_its_header_places_the_sli
     assert int(written.header["sform_code"]) == int(written.header["qform_code"]) == 1  # scanner coordinates
     # a DICOM that does not say where it lies gets no NIfTI, and the page offers none
     assert up.decode_medical(S.dicom(np.zeros((20, 24)), pixel_spacing=(0.7, 0.8)), "bare.dcm").nifti_grid is None
+
+
+def test_a_range_of_slices_is_segmented_into_one_nifti_of_the_volume(demo_env, monkeypatch):
+    """A lesion spans several slices; the page segmented one. The range's mean masks, each slice fitted as the
+    shown one, land on their own slices of the file's grid (a stand-in model whose mean is its input, so the
+    mask is known: the bright square, in the chosen slices alone)."""
+    from apps import demo_models as dm
+
+    def mean_is_input(task, image, num_samples, seed):
+        return {"probs": np.stack([image] * num_samples), "mean": image, "uncertainty": np.zeros_like(image)}
+
+    monkeypatch.setattr(dm, "medical_predict", mean_is_input)
+    made = _record_downloads(monkeypatch)
+    volume = np.zeros((128, 128, 6), np.int16)
+    volume[40:60, 70:90, :] = 1000  # on every slice
+    at = _upload_on("medical", "ct.nii.gz", S.nifti(volume, compressed=True))  # 128x128: fed as it is
+    _ok(at)
+    at.slider(key="medical_slab").set_value((1, 3)).run()
+    _ok(at)
+    assert "the file's slices 1-3 filled, the others 0" in _texts(at.caption)
+    mask = nib.Nifti1Image.from_bytes(gzip.decompress(made["ct_slices_1-3_mean_mask.nii.gz"]())).get_fdata()
+    expected = np.zeros(volume.shape, bool)
+    expected[40:60, 70:90, 1:4] = True
+    np.testing.assert_array_equal(mask.astype(bool), expected)

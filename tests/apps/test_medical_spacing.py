@@ -301,6 +301,7 @@ def test_an_upload_offers_its_masks_on_its_own_pixels_and_a_nifti_on_its_volume(
         "Mean mask (PNG, the slice's 400x512 pixels)",
         "All 16 sample masks + maps (zip)",
         "Mean mask (NIfTI, the volume's grid)",
+        "Mean masks of slices 0-2 (NIfTI, the volume's grid)",  # the range: the shown slice +-5, in 3 slices
     ]
     png = cv2.imdecode(np.frombuffer(made["ct_slice_1_mean_mask.png"](), np.uint8), cv2.IMREAD_UNCHANGED)
     assert png.shape == (512, 400)

@@ -590,7 +590,8 @@ def test_shipped_weights_are_what_the_pages_show_by_default(demo_env, tmp_path, 
     weights = tmp_path / "weights"
     shutil.copytree(dm.SHIPPED_DIR, weights)
     tiny_medical = LIDCPngDataset(str(demo_env["medical"]), "test").ids
-    for key, best in (("medical_unet", tiny_medical[-1]), ("driving_anomaly", "synthetic_00001")):
+    # the medical page opens on the Prob. U-Net
+    for key, best in (("medical_prob_unet", tiny_medical[-1]), ("driving_anomaly", "synthetic_00001")):
         card = json.loads((weights / f"{key}.json").read_text())
         card["examples"]["best"]["id"] = best
         (weights / f"{key}.json").write_text(json.dumps(card))

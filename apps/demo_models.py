@@ -905,7 +905,9 @@ def accident_predict(
 
 
 #: an :func:`accident_predict` result's entries with one row per source frame
-_PER_FRAME = ("probabilities", "risk", "uncertainty", "ttc", "object_risk", "blind", "frames", "boxes", "box_valid")
+_PER_FRAME = (
+    "probabilities", "risk", "uncertainty", "ttc", "object_risk", "blind", "frames", "boxes", "box_valid"
+)  # fmt: skip
 
 
 def at_model_steps(prediction: dict) -> dict:

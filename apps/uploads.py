@@ -40,7 +40,7 @@ MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MAX_VOLUME_BYTES = 512 * 1024 * 1024  # decompressed NIfTI / DICOM pixel data
 MIN_SIDE = 16  # smaller images cannot go through the networks' downsampling
-MAX_CLIP_FRAMES = 300  # 30 s at 10 fps, 10 s at 30 fps: the detector runs on each frame the model reads, on the CPU
+MAX_CLIP_FRAMES = 300  # 30 s at 10 fps, 10 s at 30 fps: the CPU detector runs on each frame the model reads
 MAX_CLIP_SIDE = 640  # longer frame sides are scaled down on upload (the anticipator reads 224-320 px wide)
 MAX_CLIP_FRAME_PIXELS = (
     4096 * 2160  # one clip frame: 4K, UHD (3840x2160) and DCI (4096x2160); each shrunk to MAX_CLIP_SIDE as decoded
@@ -136,7 +136,7 @@ class NiftiGrid:
             image.header.set_xyzt_units("mm")
         image.header.set_data_dtype(np.uint8)
         image.header.set_slope_inter(1.0, 0.0)  # the scan's HU scaling does not apply to a 0/1 mask
-        image.header["cal_min"], image.header["cal_max"] = 0, 1  # nor its display range (-1000..1000 washed it out)
+        image.header["cal_min"], image.header["cal_max"] = 0, 1  # nor its display range (-1000..1000 washed out)
         image.header["descrip"] = b"lesion mask (applied-dl-suite demo)"
         return gzip.compress(image.to_bytes(), compresslevel=6)
 
@@ -161,7 +161,8 @@ class MedicalVolume:
     #: header without one)
     spacing: tuple[float, float] | None = None
     channel_windows: list[tuple[float, float]] | None = None
-    #: a NIfTI upload's file grid (None for other formats): masks go back on it
+    #: where the shown slices lie in a NIfTI upload's file or in the patient for a placed DICOM slice (None for
+    #: other uploads): a mask goes out on it as a NIfTI
     nifti_grid: NiftiGrid | None = None
 
     @property

@@ -176,7 +176,9 @@ def run_one(
     torchvision_googlenet = backbone == "googlenet" and transferred and source.get("name") == "torchvision"
     kwargs = args.backbone_kwargs.get(backbone, {}) | ({"transform_input": True} if torchvision_googlenet else {})
     task = ClassificationTask(
-        ImageClassifier(len(dm.class_names), backbone, in_channels=dm.in_channels, dropout=0.2, backbone_kwargs=kwargs),
+        ImageClassifier(
+            len(dm.class_names), backbone, in_channels=dm.in_channels, dropout=0.2, backbone_kwargs=kwargs
+        ),
         dm.class_names,
         pretrained_backbone=source["path"] if transferred else None,
         pretrained_prefix=source["prefix"] if transferred else "",
@@ -338,9 +340,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"--backbones {unknown}: not registered ({', '.join(list_backbones())})")
     torchvision = parse_named_paths(args.torchvision_weights, "--torchvision-weights")
     try:
-        args.backbone_kwargs = {
-            name: json_object(text) for name, text in parse_named_paths(args.backbone_kwargs, "--backbone-kwargs", "JSON").items()
-        }
+        named = parse_named_paths(args.backbone_kwargs, "--backbone-kwargs", "JSON")
+        args.backbone_kwargs = {name: json_object(text) for name, text in named.items()}
     except argparse.ArgumentTypeError as error:
         parser.error(f"--backbone-kwargs: {error}")
     given = {}

@@ -900,7 +900,7 @@ def accident_predict(
     out["boxes"] = source_boxes
     out["box_valid"] = valid
     out["fps"], out["toa"] = float(fps), int(toa)
-    out["model_steps"], out["step_fps"] = steps, step_fps
+    out["model_steps"], out["step_fps"], out["step_toa"] = steps, step_fps, step_toa
     return out
 
 
@@ -919,9 +919,7 @@ def at_model_steps(prediction: dict) -> dict:
     if len(steps) == len(prediction["risk"]):
         return prediction
     out = {k: np.asarray(v)[steps] if k in _PER_FRAME and v is not None else v for k, v in prediction.items()}
-    toa = int(prediction["toa"])
-    out["toa"] = -1 if toa < 0 else int(np.searchsorted(steps, toa))
-    out["fps"], out["source_frames"] = float(prediction["step_fps"]), steps
+    out["toa"], out["fps"], out["source_frames"] = prediction["step_toa"], float(prediction["step_fps"]), steps
     return out
 
 

@@ -262,7 +262,7 @@ def test_a_resampled_uploads_downloads_are_predicts_files_at_the_model_steps(dem
     assert [int(r["frame"]) for r in rows] == list(range(len(steps)))
     np.testing.assert_allclose([float(r["risk"]) for r in rows], prediction["risk"][steps], atol=1e-4)
     objects = list(csv.DictReader(io.StringIO(files["objects.csv"].decode())))
-    assert {int(r["source_frame"]) for r in objects} <= set(steps.tolist())
+    assert objects and {int(r["source_frame"]) for r in objects} <= set(steps.tolist())
     from PIL import Image
 
     gif = Image.open(io.BytesIO(files[f"{prediction['clip_id']}.gif"]))

@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import math
+import textwrap
 import time
 from pathlib import Path
 
@@ -245,7 +246,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
-    fig, axes = plt.subplots(2, len(backbones), figsize=(3.6 * len(backbones), 6), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        2, len(backbones), figsize=(3.6 * len(backbones), 6), squeeze=False, sharex=True, layout="constrained"
+    )
     for col, backbone in enumerate(backbones):
         mine = [r for r in rows if r["backbone"] == backbone]
         for source in dict.fromkeys(r["source"] for r in mine):
@@ -262,8 +265,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     axes[0, 0].set_ylabel("test macro F1")
     axes[1, 0].set_ylabel("train - val accuracy")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # wrapped to the figure's width (about 45 characters of 9-pt text a column): a cut title lost both ends
+    fig.suptitle(textwrap.fill(title, width=45 * len(backbones)), fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -421,7 +424,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.with_suffix(".json").write_text(
         json.dumps({"settings": vars(args) | {"out": str(out)}, "rows": rows}, indent=2, default=str)
     )
-    plot(rows, out.with_suffix(".png"), header[:110])
+    plot(rows, out.with_suffix(".png"), header.split(";")[0])
     print(f"wrote {out}, {out.with_suffix('.json')} and {out.with_suffix('.png')} ({total / 60:.1f} min)")
     return rows
 

@@ -561,10 +561,11 @@ else:
     m2.metric("Contact", "none known", help="no ground-truth contact for this clip")
 m3.metric("Highest risk", f"{risk.max():.3f}", help=f"P(contact within {prediction['horizons'][-1]:g} s)")
 
-# starts at the alarm of the model's own threshold (a fixed default per clip: the slider keeps its place)
+# starts at the alarm of the model's own threshold (a fixed default per clip and frame rate: the slider keeps its
+# place while the threshold moves, and goes to the new alarm when a newly set frame rate changes the risk)
 first = alarm_frame(risk, start)
 frame = st.slider(
-    "Frame", 0, len(risk) - 1, first if first is not None else 0, key=f"accident_frame_{digest}"
+    "Frame", 0, len(risk) - 1, first if first is not None else 0, key=f"accident_frame_{digest}_{fps:g}"
 )
 spec = _risk_spec(
     fps,

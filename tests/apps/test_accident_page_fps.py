@@ -271,3 +271,24 @@ def test_a_resampled_uploads_downloads_are_predicts_files_at_the_model_steps(dem
     own = dm.accident_predict(task, example["frames"], example["boxes"], example["box_valid"], example["track_ids"], 10.0)
     header = _outputs(own, 0.5, False)["risk.csv"].decode().splitlines()[0]
     assert header.startswith("frame,") and "source_frame" not in header
+
+
+
+def test_the_frame_slider_goes_to_the_new_alarm_when_the_frame_rate_is_set_again(demo_env):
+    motion = S.moving_box_frames(10)
+    at = _ok(_upload(_page(), "thirty.zip", S.frames_zip([f for f in motion for _ in range(3)])))
+
+    def frame_slider():
+        return next(s for s in at.slider if str(s.key).startswith("accident_frame_"))
+
+    threshold = at.slider(key="accident_threshold")
+    own = threshold.value
+    frame_slider().set_value(20).run()
+    threshold.set_value(0.5).run()  # a threshold moved leaves the frame where it was
+    assert frame_slider().value == 20
+    threshold.set_value(own).run()
+    at.number_input(key="accident_fps").set_value(30.0).run()
+    _ok(at)
+    # a newly set rate is a new risk curve: the slider starts again at its alarm, not at frame 20
+    alarm = re.search(r"\(frame (\d+)\)", _metrics(at)["Alarm"])
+    assert frame_slider().value == (int(alarm.group(1)) if alarm else 0) != 20

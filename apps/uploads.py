@@ -739,8 +739,12 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     spacing = _spacing(_dicom_value(ds, "PixelSpacing", first=False) or ds.get("ImagerPixelSpacing"), notes)
     if spacing is None:
         notes.append("the DICOM states no pixel size: the mm window cannot be offered")
-    grid = _dicom_grid(ds) if frames == 1 else None
+    grid = _dicom_grid(ds) if frames == 1 else _multiframe_grid(ds, len(values), notes)
     return MedicalVolume(name, "DICOM", values[None], lo, hi, notes, spacing, nifti_grid=grid)
+
+
+#: DICOM's patient axes (LPS) to NIfTI's (RAS)
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _dicom_grid(ds) -> NiftiGrid | None:
@@ -753,12 +757,47 @@ def _dicom_grid(ds) -> NiftiGrid | None:
         lps = wrapper_from_data(ds).affine
     except Exception:  # noqa: BLE001 - WrapperError: a position, orientation or pixel size missing or odd
         return None
-    return NiftiGrid(1, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, None, None)
+    return NiftiGrid(1, _LPS_TO_RAS @ lps, None, None)
+
+
+def _multiframe_grid(ds, frames: int, notes: list[str]) -> NiftiGrid | None:
+    """Where an enhanced (multi-frame) DICOM's frames lie, as stored: each frame's ImagePositionPatient
+    (PlanePositionSequence per frame) and the shared ImageOrientationPatient and PixelSpacing, the same
+    (row, column, frame) -> LPS affine as :func:`_dicom_grid`'s with the step between frames as its third
+    column. Written here, not through nibabel: its multi-frame wrapper is marked experimental and sorts the
+    frames by their dimension indices, while the page shows them as stored. None (said in a note where the
+    header places the frames) unless the frames are evenly spaced, which one affine needs."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    try:
+        rows_cols = np.asarray(_dicom_value(ds, "ImageOrientationPatient", first=False), float).reshape(2, 3)
+        row_mm, col_mm = (float(v) for v in _dicom_value(ds, "PixelSpacing", first=False))
+        places = np.asarray(
+            [item.PlanePositionSequence[0].ImagePositionPatient for item in per_frame], float
+        ).reshape(len(per_frame), 3)
+    except (AttributeError, IndexError, TypeError, ValueError):  # absent, or not numbers of the right count
+        return None
+    if len(places) != frames or frames < 2 or min(row_mm, col_mm) <= 0:
+        return None
+    step = places[1] - places[0]
+    spread = np.abs(places - (places[0] + np.arange(frames)[:, None] * step)).max()
+    if np.linalg.norm(step) < 1e-3 or spread > max(1e-3, 0.01 * np.linalg.norm(step)):
+        notes.append(
+            "the DICOM's frames are not evenly spaced along one direction (repeated or uneven positions): no "
+            "NIfTI mask is offered, as no one affine places them"
+        )
+        return None
+    lps = np.eye(4)
+    lps[:3, 0] = rows_cols[1] * row_mm  # down a column: the column direction, one row's spacing
+    lps[:3, 1] = rows_cols[0] * col_mm  # along a row
+    lps[:3, 2] = step
+    lps[:3, 3] = places[0]
+    return NiftiGrid(1, _LPS_TO_RAS @ lps, None, None)
 
 
 #: where an enhanced (multi-frame) DICOM keeps what a single-frame one has at its top level
 _FUNCTIONAL_GROUP = {
     "PixelSpacing": "PixelMeasuresSequence",
+    "ImageOrientationPatient": "PlaneOrientationSequence",
     "RescaleSlope": "PixelValueTransformationSequence",
     "RescaleIntercept": "PixelValueTransformationSequence",
     "WindowCenter": "FrameVOILUTSequence",

@@ -134,13 +134,22 @@ class SliceGrid:
         return self.nifti.mask_file(shown)
 
 
-#: where the NIfTI mask lies, for a NIfTI upload (False) and a DICOM slice (True)
-_NIFTI_PLACE = {
-    False: "on the upload's voxel grid (its spatial shape and affine), this slice filled and the others 0: it "
-    "overlays the scan in ITK-SNAP or 3D Slicer",
-    True: "as a one-slice NIfTI placed where the DICOM header puts the slice (ImagePositionPatient, "
-    "ImageOrientationPatient, PixelSpacing): it overlays the series in 3D Slicer",
-}
+def _nifti_place(volume: up.MedicalVolume) -> str:
+    """Where an upload's NIfTI mask lies: a NIfTI's voxel grid, or where the DICOM header puts its frame(s)."""
+    if not volume.nifti_grid.from_dicom:
+        return (
+            "on the upload's voxel grid (its spatial shape and affine), this slice filled and the others 0: it "
+            "overlays the scan in ITK-SNAP or 3D Slicer"
+        )
+    which = (
+        f"its {volume.num_slices} frames (this one filled, the others 0)"
+        if volume.is_volume
+        else "a one-slice NIfTI"
+    )
+    return (
+        f"as {which} placed where the DICOM header puts them (ImagePositionPatient, ImageOrientationPatient, "
+        "PixelSpacing): it overlays the series in 3D Slicer"
+    )
 
 
 def _model_grid_files(image: np.ndarray, result: dict, threshold: float, prefix: str = "") -> dict[str, bytes]:
@@ -202,7 +211,7 @@ def _downloads(
         )
         if back.nifti is not None:
             files["mean_mask.nii.gz"] = back.nifti_mask(mean >= threshold)
-            where += f"mean_mask.nii.gz: the mean mask (0/1) {_NIFTI_PLACE[back.nifti.from_dicom]}.\n"
+            where += f"mean_mask.nii.gz: the mean mask (0/1) {_nifti_place(back.volume)}.\n"
         files |= _model_grid_files(image, result, threshold, prefix="model_input/")
     files["README.txt"] = (f"Segmentations of {name}.\n{made_by}" + legend + where).encode()
     return files
@@ -344,7 +353,8 @@ else:
         channel = st.slider("Channel / time point", 0, volume.num_channels - 1, 0, key="medical_channel")
     slice_name = ""
     if volume.is_volume:
-        order = " (inferior to superior)" if volume.nifti_grid is not None else ""
+        # a NIfTI's slices are shown in RAS+ order; a DICOM's frames, as stored
+        order = " (inferior to superior)" if volume.nifti_grid and not volume.nifti_grid.from_dicom else ""
         index = st.slider(f"Slice{order}", 0, volume.num_slices - 1, volume.num_slices // 2, key="medical_slice")
         slice_name = f"slice {index}"
         if volume.nifti_grid is not None:  # names and downloads say the file's own slice, not the page's count
@@ -486,18 +496,18 @@ buttons[1].download_button(
 if len(buttons) == 3:
     dicom = back.nifti.from_dicom
     buttons[2].download_button(
-        "Mean mask (NIfTI, placed as the DICOM slice)" if dicom else "Mean mask (NIfTI, the volume's grid)",
+        "Mean mask (NIfTI, placed by the DICOM header)" if dicom else "Mean mask (NIfTI, the volume's grid)",
         data=lambda: back.nifti_mask(back.to_slice(result["mean"]) >= threshold),
         file_name=f"{stem}_mean_mask.nii.gz",
         mime="application/gzip",
         key="medical_dl_nifti",
-        help=f"This slice's mean mask (0/1) {_NIFTI_PLACE[dicom]}.",
+        help=f"This slice's mean mask (0/1) {_nifti_place(back.volume)}.",
     )
 if back is not None and back.nifti is not None and back.volume.is_volume:
     with st.expander("Segment a range of slices (one NIfTI mask of the volume)"):
         n = back.volume.num_slices
         first, last = st.slider(
-            "Slices (the page's count, inferior to superior)",
+            "Frames (as stored)" if back.nifti.from_dicom else "Slices (the page's count, inferior to superior)",
             0,
             n - 1,
             (max(0, back.index - 5), min(n - 1, back.index + 5)),

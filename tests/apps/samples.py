@@ -51,11 +51,13 @@ def dicom(
     pixel_spacing: tuple[float, float] | None = None,
     enhanced: bool = False,
     position: tuple[list[float], list[float]] | None = None,
+    frame_positions: list[list[float]] | None = None,
 ) -> bytes:
     """An uncompressed CT DICOM (int16 stored values) with one frame (H, W) or several (F, H, W);
     ``pixel_spacing``: (row, column) mm; ``enhanced``: rescale, window and pixel size in the shared functional
     group, as an Enhanced CT object keeps them, not at the top level; ``position``: (ImagePositionPatient,
-    ImageOrientationPatient)."""
+    ImageOrientationPatient); ``frame_positions``: each frame's ImagePositionPatient, in an enhanced object's
+    per-frame functional groups (with ``position``'s orientation in the shared group)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -83,12 +85,23 @@ def dicom(
         where["FrameVOILUTSequence"].WindowCenter, where["FrameVOILUTSequence"].WindowWidth = window
     if pixel_spacing is not None:
         where["PixelMeasuresSequence"].PixelSpacing = list(pixel_spacing)
+    shared = Dataset()
     if enhanced:
-        shared = Dataset()
         for name, item in groups.items():
             setattr(shared, name, [item])
         ds.SharedFunctionalGroupsSequence = [shared]
-    if position is not None:
+    if frame_positions is not None:
+        orientation = Dataset()
+        orientation.ImageOrientationPatient = list(map(float, position[1]))
+        shared.PlaneOrientationSequence = [orientation]
+        ds.SharedFunctionalGroupsSequence = [shared]
+        ds.PerFrameFunctionalGroupsSequence = []
+        for place in frame_positions:
+            plane, item = Dataset(), Dataset()
+            plane.ImagePositionPatient = list(map(float, place))
+            item.PlanePositionSequence = [plane]
+            ds.PerFrameFunctionalGroupsSequence.append(item)
+    elif position is not None:
         ds.ImagePositionPatient, ds.ImageOrientationPatient = (list(map(float, v)) for v in position)
     ds.PixelData = frames.tobytes()
     buf = io.BytesIO()

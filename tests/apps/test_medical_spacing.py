@@ -316,7 +316,7 @@ def test_an_upload_offers_its_masks_on_its_own_pixels_and_a_nifti_on_its_volume(
     placed = ([-100, -120, 30], [1, 0, 0, 0, 1, 0])
     at = _upload_on("medical", "ct.dcm", S.dicom(np.zeros((200, 180)), pixel_spacing=(0.7, 0.7), position=placed))
     _ok(at)
-    assert at.get("download_button")[2].proto.label == "Mean mask (NIfTI, placed as the DICOM slice)"
+    assert at.get("download_button")[2].proto.label == "Mean mask (NIfTI, placed by the DICOM header)"
     nifti = nib.Nifti1Image.from_bytes(gzip.decompress(made["ct_mean_mask.nii.gz"]()))
     assert nifti.shape == (200, 180, 1)
 
@@ -384,3 +384,82 @@ def test_a_range_of_slices_is_segmented_into_one_nifti_of_the_volume(demo_env, m
     expected = np.zeros(volume.shape, bool)
     expected[40:60, 70:90, 1:4] = True
     np.testing.assert_array_equal(mask.astype(bool), expected)
+
+
+@pytest.mark.parametrize("z_step", [2.5, -2.5])  # frames stored inferior to superior, and the other way
+def test_a_multiframe_dicoms_mask_goes_out_as_a_nifti_of_its_frames_where_its_header_places_them(z_step):
+    """An enhanced (multi-frame) DICOM's masks came only as PNGs. Each frame sits at its own per-frame
+    ImagePositionPatient: a mark on the page's frame 1, row 3, column 5 lands there (in RAS, by hand)."""
+    start = [-100.0, -120.0, 30.0]
+    places = [[start[0], start[1], start[2] + k * z_step] for k in range(3)]
+    data = S.dicom(
+        np.zeros((3, 20, 24)),
+        pixel_spacing=(0.7, 0.8),
+        enhanced=True,
+        position=(start, [1, 0, 0, 0, 1, 0]),
+        frame_positions=places,
+    )
+    volume = up.decode_medical(data, "series.dcm")
+    assert volume.num_slices == 3 and volume.nifti_grid is not None and volume.nifti_grid.from_dicom
+    assert volume.nifti_grid.file_slice(1, 3) == (2, 1)  # the page shows the frames as stored
+    shown = np.zeros((3, 20, 24), np.uint8)
+    shown[1, 3, 5] = 1
+    written = nib.Nifti1Image.from_bytes(gzip.decompress(volume.nifti_grid.mask_file(shown)))
+    assert written.shape == (20, 24, 3)
+    (voxel,) = np.argwhere(np.asanyarray(written.dataobj))
+    world = (-(start[0] + 5 * 0.8), -(start[1] + 3 * 0.7), start[2] + z_step)
+    np.testing.assert_allclose(nib.affines.apply_affine(written.affine, voxel), world, atol=1e-4)
+
+
+def test_a_multiframe_dicom_whose_frames_no_one_affine_places_gets_no_nifti_and_says_why():
+    def decoded(places):
+        data = S.dicom(
+            np.zeros((3, 20, 24)),
+            pixel_spacing=(0.7, 0.8),
+            enhanced=True,
+            position=(places[0], [1, 0, 0, 0, 1, 0]),
+            frame_positions=places,
+        )
+        return up.decode_medical(data, "series.dcm")
+
+    for places in ([[0, 0, 0], [0, 0, 2], [0, 0, 5]], [[0, 0, 0]] * 3):  # uneven; three frames in one place
+        volume = decoded(places)
+        assert volume.nifti_grid is None
+        assert any("frames are not evenly spaced" in note for note in volume.notes)
+    assert decoded([[0, 0, 0], [0, 0, 2], [0, 0, 4]]).nifti_grid is not None
+    # no per-frame places at all: none, as for a single-frame file that does not say where it lies
+    bare = up.decode_medical(S.dicom(np.zeros((3, 20, 24)), pixel_spacing=(0.7, 0.8), enhanced=True), "b.dcm")
+    assert bare.nifti_grid is None and not any("evenly" in note for note in bare.notes)
+
+
+def test_the_page_segments_a_range_of_a_multiframe_dicoms_frames_into_one_placed_nifti(demo_env, monkeypatch):
+    from apps import demo_models as dm
+
+    def mean_is_input(task, image, num_samples, seed):
+        return {"probs": np.stack([image] * num_samples), "mean": image, "uncertainty": np.zeros_like(image)}
+
+    monkeypatch.setattr(dm, "medical_predict", mean_is_input)
+    made = _record_downloads(monkeypatch)
+    frames = np.full((6, 128, 128), -1000, np.int16)
+    frames[:, 40:60, 70:90] = 1000
+    places = [[0.0, 0.0, 10.0 - 2 * k] for k in range(6)]  # stored superior to inferior
+    data = S.dicom(
+        frames, (0, 400), 0.0, pixel_spacing=(1.0, 1.0), enhanced=True,
+        position=(places[0], [1, 0, 0, 0, 1, 0]), frame_positions=places,
+    )
+    at = _upload_on("medical", "series.dcm", data)
+    _ok(at)
+    assert at.slider(key="medical_slice").label == "Slice"  # as stored, not said to run inferior to superior
+    slab = at.slider(key="medical_slab")
+    assert slab.label == "Frames (as stored)"
+    slab.set_value((1, 3)).run()
+    _ok(at)
+    name = next(n for n in made if n.endswith("_slices_1-3_mean_mask.nii.gz"))
+    written = nib.Nifti1Image.from_bytes(gzip.decompress(made[name]()))
+    mask = written.get_fdata().astype(bool)
+    assert mask.shape == (128, 128, 6) and mask[40:60, 70:90, 1:4].all() and mask.sum() == 20 * 20 * 3
+    # frame 3 lies at z = 4 mm, as its header says
+    centre = nib.affines.apply_affine(written.affine, (50, 80, 3))
+    np.testing.assert_allclose(centre[2], 4.0, atol=1e-4)
+    help_text = next(b for b in at.get("download_button") if "DICOM header" in b.proto.label).proto.help
+    assert "its 6 frames (this one filled, the others 0)" in help_text

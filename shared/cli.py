@@ -196,6 +196,7 @@ class SuiteCLI(LightningCLI):
             _check_network_given(args if args is not None else sys.argv[1:])  # required: a config names it
         self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
         self._ckpt_data_hparams: dict = {}  # the data settings it trained with (before_test compares the split)
+        self._ckpt_alias: str | None = None  # "best" / "last": the file this config's latest fit left
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
@@ -212,7 +213,7 @@ class SuiteCLI(LightningCLI):
             self.config[subcommand]["ckpt_path"] = ckpt_path
             if ckpt_path == "last" and "://" not in str(config.get("checkpoint.dirpath")):
                 self._check_resumed(saved_checkpoint("last", config.get("checkpoint.dirpath")), config)
-        alias = ckpt_path if ckpt_path in ("best", "last") else None
+        alias = self._ckpt_alias = ckpt_path if ckpt_path in ("best", "last") else None
         if subcommand in ("validate", "test", "predict") and alias:
             ckpt_path = saved_checkpoint(alias, config.get("checkpoint.dirpath"))
             self.config[subcommand]["ckpt_path"] = ckpt_path
@@ -375,15 +376,24 @@ class SuiteCLI(LightningCLI):
 
     def _warn_other_split(self, subcommand: str) -> None:
         """A checkpoint evaluated on a split drawn with other settings than its training's (``--data.seed 1``
-        after ``fit`` with seed 0) is scored partly on images it trained on, and nothing said so."""
+        after ``fit`` with seed 0) is scored partly on images it trained on, and nothing said so. One evaluated
+        on another data set may be a choice (transfer), or ``last``, the config's latest fit, on other data."""
         datamodule = self.datamodule
         if not self._ckpt_data_hparams or not hasattr(datamodule, "other_split_than"):
             return
-        if differs := datamodule.other_split_than(self._ckpt_data_hparams, subcommand):
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        differs = datamodule.other_split_than(self._ckpt_data_hparams, subcommand)  # refuses other inputs first
+        if other := datamodule.other_data_set_than(self._ckpt_data_hparams, subcommand):
+            alias = self._ckpt_alias
+            latest = f" (`{alias}`: of this config's latest fit, whatever data it read)" if alias else ""
             rank_zero_warn(
-                f"--ckpt_path {self.config[subcommand].get('ckpt_path')} was trained with {differs}: on the same "
-                f"data, this {subcommand} split may hold images the network trained on. Give the checkpoint's "
-                "settings for figures on unseen data"
+                f"--ckpt_path {ckpt_path}{latest} was fitted on other data: {other}. This {subcommand} scores "
+                "it on data it did not train on; for the figures of a fit on this data, give that fit's checkpoint"
+            )
+        elif differs:
+            rank_zero_warn(
+                f"--ckpt_path {ckpt_path} was trained with {differs}: on the same data, this {subcommand} split "
+                "may hold images the network trained on. Give the checkpoint's settings for figures on unseen data"
             )
 
     def before_predict(self) -> None:

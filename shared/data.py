@@ -149,18 +149,24 @@ class SplitLoaders(pl.LightningDataModule):
         """The settings that choose the data set the ``stage`` split is drawn from (:data:`DATA_SET_SETTINGS`)."""
         return self.DATA_SET_SETTINGS
 
+    def other_data_set_than(self, trained: dict, stage: str) -> str | None:
+        """The settings that make this module's ``stage`` data set another than the one a checkpoint trained on
+        (``trained``: its ``datamodule_hyper_parameters``), named with both values; None for the same set."""
+        now = dict(self.hparams)
+        differs = [
+            k
+            for k in self.data_set_settings(stage)
+            if (k in trained or k in now) and not same_setting(trained.get(k), now.get(k))
+        ]
+        return ", ".join(f"data.{k} {trained.get(k)!r} (this command: {now.get(k)!r})" for k in differs) or None
+
     def other_split_than(self, trained: dict, stage: str) -> str | None:
         """Why this module's ``stage`` split may differ from the one a checkpoint trained with (``trained``: its
         ``datamodule_hyper_parameters``), or None: on the same data set, another seed or fractions put other
         images in test, possibly ones the network trained on. Another data set is no question of split."""
-        now = dict(self.hparams)
-        same_set = all(
-            same_setting(trained.get(k), now.get(k))
-            for k in self.data_set_settings(stage)
-            if k in trained or k in now
-        )
-        if not same_set:
+        if self.other_data_set_than(trained, stage):
             return None
+        now = dict(self.hparams)
         before, after = self.split_settings(trained, stage), self.split_settings(now, stage)
         # a setting an older checkpoint did not store is not compared
         differs = [k for k in sorted(set(before) & set(after)) if not same_setting(before[k], after[k])]

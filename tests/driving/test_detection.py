@@ -498,6 +498,16 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
         main(["test", *_cli_args(data, "--ckpt_path", str(ckpt), "--data.seed", "1")])
     with pytest.warns(UserWarning, match=r"data\.seed 0 \(this command: 1\): on the same data, this validate"):
         main(["validate", *_cli_args(data, "--ckpt_path", str(ckpt), "--data.seed", "1")])
+    # another data set (`last` is the config's latest fit, whatever it read): said, and no split is blamed
+    other = make_kitti(tmp_path / "other_kitti", n=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["test", *_cli_args(other, "--ckpt_path", "last", "--data.seed", "1")])
+    said = [str(w.message) for w in caught if "was fitted on other data" in str(w.message)]
+    alias = "quick/checkpoints/last.ckpt (`last`: of this config's latest fit, whatever data it read) was fitted"
+    assert len(said) == 1 and alias in said[0]
+    assert not [w for w in caught if "may hold images the network trained on" in str(w.message)]
+    assert f"data.data_path {str(data)!r} (this command: {str(other)!r})" in said[0]
 
     # your own images, unlabelled, of any size, in nested folders; an unreadable one is skipped and counted
     own = tmp_path / "own"

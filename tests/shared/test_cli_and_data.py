@@ -509,6 +509,10 @@ def test_a_split_drawn_otherwise_than_the_checkpoints_is_named():
     )  # ./data/x is data/x; a tuple stored as a list is the same
     assert dec.other_split_than({**trained, "dataset_kwargs": {"fractions": [0.5, 0.25, 0.25]}}, "test") is None
     assert dec.other_split_than({**trained, "data_path": "/elsewhere"}, "test") is None  # another data set
+    assert dec.other_data_set_than({**trained, "data_path": "/elsewhere"}, "test") == (
+        "data.data_path '/elsewhere' (this command: 'data/x')"
+    )
+    assert dec.other_data_set_than(trained, "test") is None  # ./data/x is data/x
     # a seed in dataset_kwargs is the one the dataset draws with, over data.seed
     reseeded = MedicalDataModule("decathlon", "data/x", dataset_kwargs={"fractions": [0.7, 0.15, 0.15], "seed": 1})
     assert reseeded.other_split_than(trained, "test") == "data.seed 0 (this command: 1)"

@@ -190,7 +190,10 @@ class SuiteCLI(LightningCLI):
         checkpoint of another task a :class:`shared.task.CheckpointMismatchError` naming the task and model it
         holds (LightningCLI would re-parse its hyperparameters as this task's arguments and fail with "does not
         accept option ...", which does not say what the file is)."""
-        _check_config_files(args if args is not None else sys.argv[1:])
+        given = list(args if args is not None else sys.argv[1:])
+        if (without := _without_print_config(given)) != given:
+            self._print_config(parser, given, without)  # exits
+        _check_config_files(given)
         network = inspect.signature(self.model_class.__init__).parameters.get("network") if self.model_class else None
         if network is not None and network.default is inspect.Parameter.empty and not self._defaults_elsewhere():
             _check_network_given(args if args is not None else sys.argv[1:])  # required: a config names it
@@ -238,6 +241,24 @@ class SuiteCLI(LightningCLI):
             self._ckpt_data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
             self._check_shared_settings(ckpt_path, config)
             self._report_other_network(ckpt_path, config)
+
+    def _print_config(self, parser, given: list[str], without: list[str]) -> None:
+        """``--print_config``: jsonargparse prints during the parse, before the folders that follow the config
+        file and ``--trainer.default_root_dir`` are worked out (:meth:`_checkpoint_folder_of_config`,
+        :meth:`_follow_root_dir`), so it showed ``lightning_logs/<domain>/checkpoints``, where no run writes.
+        Parsed once without it, then printed with those folders given explicitly, as the run will use them (a
+        printed config run again keeps them)."""
+        with warnings.catch_warnings():  # Lightning's note on args given beside sys.argv: ours are sys.argv's
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            self.parse_arguments(parser, without)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        folders = ["--checkpoint.dirpath", str(config["checkpoint.dirpath"])]
+        loggers = config.get("trainer.logger")
+        if loggers and not isinstance(loggers, bool):
+            as_given = [logger.as_dict() for logger in (loggers if isinstance(loggers, list) else [loggers])]
+            folders += ["--trainer.logger", json.dumps(as_given if isinstance(loggers, list) else as_given[0])]
+        parser.parse_args([*given, *folders])  # prints, and exits
 
     def _checkpoint_folder_of_config(self, config) -> None:
         """Checkpoints go to ``lightning_logs/<domain>/<first -c file's name>/checkpoints`` (:func:`config_run_name`),
@@ -505,6 +526,23 @@ def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:
         )
     rank_zero_warn(f"--ckpt_path none: {subcommand} runs the network as the config builds it, untrained")
     return None
+
+
+def _without_print_config(args: list[str]) -> list[str]:
+    """``args`` without ``--print_config`` and its flags (``--print_config=skip_null`` or as the next word)."""
+    kept, skip_flags = [], False
+    for arg in args:
+        if skip_flags and not arg.startswith("-") and set(arg.split(",")) <= _PRINT_CONFIG_FLAGS:
+            skip_flags = False
+            continue
+        skip_flags = arg == "--print_config"
+        if not (skip_flags or arg.startswith("--print_config=")):
+            kept.append(arg)
+    return kept
+
+
+#: what jsonargparse's ``--print_config`` takes
+_PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
 
 
 def _resume_from(dirpath) -> str | None:

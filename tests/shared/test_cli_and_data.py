@@ -400,6 +400,35 @@ def test_each_config_file_keeps_its_checkpoints_in_a_folder_named_after_it(tmp_p
     assert folder("-c", "mine.yaml", "--trainer.default_root_dir", root) == f"{root}/mine/checkpoints"
 
 
+def test_print_config_shows_the_folders_the_run_writes_to(tmp_path, monkeypatch, capsys):
+    """--print_config printed lightning_logs/<domain>/checkpoints and the loggers' default folder, where no run
+    with a config file or a root dir writes; a printed config run again keeps the folder of the first run."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    root = str(tmp_path / "runs")
+
+    def printed(*args, run=False):
+        with pytest.raises(SystemExit) as done:
+            run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=list(args), run=run)
+        assert done.value.code in (0, None)
+        return yaml.safe_load(capsys.readouterr().out)
+
+    config = printed("-c", "mine.yaml", "--print_config")
+    assert config["checkpoint"]["dirpath"] == "lightning_logs/tiny/mine/checkpoints"
+    assert printed("fit", "-c", "mine.yaml", "--print_config", run=True)["checkpoint"] == config["checkpoint"]
+    assert {logger["init_args"]["save_dir"] for logger in config["trainer"]["logger"]} == {"lightning_logs/tiny"}
+    config = printed("-c", "mine.yaml", "--print_config=skip_null", "--trainer.default_root_dir", root)
+    assert config["checkpoint"]["dirpath"] == f"{root}/mine/checkpoints"
+    assert {logger["init_args"]["save_dir"] for logger in config["trainer"]["logger"]} == {root}
+    assert "ckpt_path" not in config  # skip_null still applies
+    (tmp_path / "printed.yaml").write_text(yaml.safe_dump(config))
+    again = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["-c", "printed.yaml"], run=False)
+    assert again.config["checkpoint"]["dirpath"] == f"{root}/mine/checkpoints"
+    assert printed("--trainer.logger", "false", "--print_config")["trainer"]["logger"] is False
+
+
 def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(tmp_path, monkeypatch, caplog):
     """Lightning 2.6 writes last.ckpt only beside a new top-k checkpoint: with lr 0 the validation loss never
     improves after epoch 0, and last.ckpt stayed at epoch 0 (resume and --ckpt_path last went back in time)."""

@@ -463,6 +463,13 @@ class SuiteCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # Lightning's help says nothing of the folder the suite derives (_checkpoint_folder_of_config)
+        dirpath = next(a for a in parser._actions if a.dest == "checkpoint.dirpath")
+        dirpath.help = (
+            f"Where checkpoints go. With -c FILE: lightning_logs/{self._domain}/<FILE's name>/checkpoints, so each "
+            "config keeps its own last.ckpt (--print_config shows it), under --trainer.default_root_dir when "
+            "that is given; without -c the default below. A remote path (s3://...) works too."
+        )
 
 
 #: the suite's own configs (``domains/<...>/configs/*.yaml``) are named by their stem alone

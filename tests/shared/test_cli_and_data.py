@@ -427,6 +427,9 @@ def test_print_config_shows_the_folders_the_run_writes_to(tmp_path, monkeypatch,
     again = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["-c", "printed.yaml"], run=False)
     assert again.config["checkpoint"]["dirpath"] == f"{root}/mine/checkpoints"
     assert printed("--trainer.logger", "false", "--print_config")["trainer"]["logger"] is False
+    with pytest.raises(SystemExit):  # --help names the folder too, not only Lightning's own default
+        run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["--help"], run=False)
+    assert "With -c FILE: lightning_logs/tiny/<FILE's name>/checkpoints" in " ".join(capsys.readouterr().out.split())
 
 
 def test_last_checkpoint_is_the_last_state_even_when_the_metric_stops_improving(tmp_path, monkeypatch, caplog):

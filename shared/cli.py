@@ -756,7 +756,19 @@ class LastIsLastCheckpoint(ModelCheckpoint):
         elif trainer.global_step % self._every_n_train_steps == 0 and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._resumed_at = trainer.global_step if trainer.ckpt_path else None
+
+    def _replayed_epoch_end(self, trainer) -> bool:
+        """A checkpoint saved at an epoch's end makes a resume run that end again, before any step: nothing new
+        to save, and no metric to rank by (Lightning warned "could not find the monitored key", as for a typo)."""
+        validated = trainer.fit_loop.epoch_loop.val_loop._has_run
+        return getattr(self, "_resumed_at", None) == trainer.global_step and not validated
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._replayed_epoch_end(trainer):
+            return
         if self._steps_for_resume():
             if self._fitting(trainer) and self._should_save_on_train_epoch_end(trainer):
                 # at the epoch's end, after its validation, whatever a step save wrote at this step

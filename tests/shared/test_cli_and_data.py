@@ -715,3 +715,22 @@ def test_step_saves_write_last_and_the_best_is_chosen_at_validations_by_its_own_
     again = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=[*plain, "--ckpt_path", "last"])
     (restored,) = [c.best_at_start for c in again.trainer.callbacks if isinstance(c, ValidationScores)]
     assert restored == {Path(p).name for p in ckpt.best_k_models}
+
+
+def test_a_resume_from_an_epochs_end_warns_of_no_missing_metric_and_saves_on(tmp_path, monkeypatch):
+    """A checkpoint saved at an epoch's end makes the resume run that end again before any step; Lightning then
+    warned "ModelCheckpoint(monitor='val/loss') could not find the monitored key", as for a typo."""
+    monkeypatch.chdir(tmp_path)
+    common = ["fit", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=[*common, "--trainer.max_steps", "12"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+                      args=[*common, "--trainer.max_steps", "20", "--ckpt_path", "last"])  # fmt: skip
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
+    assert cli.trainer.global_step == 20
+    folder = tmp_path / "lightning_logs/tiny/checkpoints"
+    newest = max(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    assert torch.load(newest, weights_only=True)["global_step"] == 20  # the resumed run's epochs still saved
+    best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
+    assert best["global_step"] in (4, 8, 12, 16, 20)  # ranked at validations (4 steps an epoch)

@@ -16,9 +16,10 @@ dependency set): a few hundred bytes per object, so a whole split's annotations 
 loader workers cheaply; a mask is decoded only when its image is loaded.
 
 Bad input: an instance map whose size differs from its image is an error naming both files; ids with no label
-line, empty or malformed COCO segmentations, polygons more than 1 px outside the image and unknown classes are
-dropped and counted in one :class:`LabelWarning` per reader (``strict``: the first one raises
-:class:`LabelFormatError` naming the file and line / annotation index and id).
+line, empty or malformed COCO segmentations, polygons more than 1 px outside the image, unknown classes and
+png maps with no value >= the divisor (8-bit maps, plain instance ids: no object) are dropped and counted in
+one :class:`LabelWarning` per reader (``strict``: the first one raises :class:`LabelFormatError` naming the
+file and line / annotation index and id).
 """
 
 from __future__ import annotations
@@ -236,6 +237,26 @@ def read_panoptic_map(path: Path, divisor: int) -> tuple[np.ndarray, int]:
     return np.where(instance > 0, cls * KITTI_STEP_DIVISOR + instance, cls), KITTI_STEP_DIVISOR
 
 
+def _no_instance_values(
+    log: DropLog, map_path: Path, skipped: dict[int, int], divisor: int, class_ids: dict[int, str]
+) -> None:
+    """Count a single-channel map with no value >= ``divisor`` whose other values name no listed class:
+    read as ``class_id * divisor + instance`` it holds no object, which is what an 8-bit map (values cut to
+    0..255) or plain instance ids 1..N look like; counted, so it is not silently read as background."""
+    shown = ", ".join(str(v) for v in list(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+    cid = min(class_ids) if class_ids else 26
+    log.add(
+        "no_instance_values",
+        map_path,
+        None,
+        f"no value >= {divisor}, and its values {shown} ({sum(skipped.values())} pixels) name no listed "
+        f"class id {sorted(class_ids)}: they were skipped, leaving the image without objects. An 8-bit map "
+        f"or plain instance ids? Values must be class_id * {divisor} + instance (e.g. {cid * divisor + 1} "
+        f"for the first object of class id {cid}): re-encode the maps, or give the divisor they use "
+        "(--data.png_divisor; convert's --divisor). A frame that truly shows no such object reads the same: "
+        "then nothing was lost",
+    )
+
 
 def read_png_instances(
     root: str | Path,
@@ -251,7 +272,9 @@ def read_png_instances(
 
     ``class_ids`` names the class ids (default: Cityscapes' instance classes); other ids with instances are
     dropped and counted (``unknown_class``). A value below ``divisor`` that is a listed class id is a region of
-    that class without instances (a Cityscapes crowd): it becomes a ``DontCare`` ignore region.
+    that class without instances (a Cityscapes crowd): it becomes a ``DontCare`` ignore region. A
+    single-channel map with no value >= ``divisor`` but other non-zero values is counted
+    (``no_instance_values``: an 8-bit map or plain instance ids, which would otherwise read as background).
     """
     root = Path(root)
     class_ids = dict(CITYSCAPES_INSTANCE_CLASSES if class_ids is None else class_ids)
@@ -284,8 +307,9 @@ def read_png_instances(
         size = image_size(image_path, as_stored=True)  # as its instance map is
         label, per_class = read_panoptic_map(maps[stem], divisor)
         _check_map_size(maps[stem], label, image_path, size)
-        objects = []
-        for value in np.unique(label).tolist():
+        objects, skipped = [], {}  # skipped: values below the divisor that name no listed class -> pixels
+        values, pixels = np.unique(label, return_counts=True)
+        for value, n in zip(values.tolist(), pixels.tolist()):
             cls = value // per_class if value >= per_class else value
             if cls not in class_ids:
                 if value >= per_class:
@@ -295,10 +319,14 @@ def read_png_instances(
                         None,
                         f"class id {cls} (value {value}) not in {class_ids}",
                     )
+                elif value:  # a class without instances (Cityscapes' road, sky): fine beside instance values
+                    skipped[value] = n
                 continue
             name = class_ids[cls] if value >= per_class else DONTCARE
             (rle,) = encode_masks((label == value)[None])
             objects.append(InstanceObject(name, rle, f"{maps[stem]}:value {value}"))
+        if skipped and per_class == divisor and not values[-1] >= per_class:  # a single-channel map
+            _no_instance_values(log, maps[stem], skipped, per_class, class_ids)
         out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects, as_stored=True))
     _finish(log, own, f"read_png_instances({root})")
     return out
@@ -427,7 +455,8 @@ class InstanceDataset(Dataset):
     (the union of DontCare / crowd regions), ``image_id`` and ``orig_size`` (H, W) before the transform.
 
     ``class_map`` renames types first (``{Van: Car}``); types neither in ``class_names`` nor ``ignore_types``
-    are dropped, counted in ``self.dropped`` and reported in one info line; ``self.objects`` counts those kept.
+    are dropped, counted in ``self.dropped`` and reported in one info line naming ``split`` (train, val, ...:
+    the splits' counts told apart); ``self.objects`` counts those kept.
     ``transform``: an albumentations ``Compose``; every mask (and the ignore mask) goes through it with the
     image (nearest-neighbour resampling). Masks a crop removes entirely are dropped.
     """
@@ -439,6 +468,7 @@ class InstanceDataset(Dataset):
         transform: A.Compose | None = None,
         ignore_types: Sequence[str] = (DONTCARE,),
         class_map: dict[str, str] | None = None,
+        split: str | None = None,
     ):
         self.annotations = list(annotations)
         self.class_names = list(class_names)
@@ -446,7 +476,7 @@ class InstanceDataset(Dataset):
         self.class_map = dict(class_map or {})
         per_image, self.dropped = sort_objects(
             self.annotations, self.class_names, self.class_map, ignore_types, lambda obj: obj.rle,
-            "InstanceDataset",
+            f"InstanceDataset ({split} split)" if split else "InstanceDataset",
         )  # fmt: skip
         # per image: (object RLEs, labels, ignore RLEs)
         self._items = [(rles, np.asarray(labels, np.int64), ignore) for rles, labels, ignore in per_image]
@@ -482,9 +512,38 @@ class InstanceDataset(Dataset):
         return to_image_tensor(image), target
 
 
+def refuse_coco_json(path: Path, data_format: str) -> None:
+    """A COCO JSON given as a ``kitti`` / ``png`` set failed deep in that reader, naming folders inside the
+    JSON (``ann.json/training/image_2``): say the setting that reads it. A folder with that layout is left
+    alone."""
+    fix = "for a COCO instance JSON add --data.data_format coco"
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            raise FileNotFoundError(
+                f"{path}: --data.data_format is {data_format}, which reads a folder, but this is a JSON "
+                f"file: {fix}"
+            )
+        return
+    if data_format == "kitti":
+        try:
+            resolve_kitti_split(path)
+            return
+        except FileNotFoundError as err:
+            missing = str(err)
+    elif (path / "images").is_dir():
+        return
+    else:
+        missing = f"{path}: no images/ folder (the png layout is images/ + instances/)"
+    jsons = sorted(p.name for p in visible_entries(path) if p.is_file() and p.suffix.lower() == ".json")
+    if jsons:
+        raise FileNotFoundError(f"{missing}; it holds {', '.join(jsons[:3])}: {fix}")
+
+
 class InstanceDataModule(DetectorDataModule):
-    """Instance masks from the KITTI layout with instance maps, COCO instance JSON or panoptic PNGs, split by
-    sequence (``--data.*``; the shared ones: :class:`~domains.driving.detection.data.DetectorDataModule`).
+    """Instance masks from KITTI-layout instance maps, a COCO instance JSON or panoptic PNGs.
+
+    Split by driving sequence (``--data.*``; the shared ones:
+    :class:`~domains.driving.detection.data.DetectorDataModule`).
 
     Args:
         data_format: ``kitti`` (``training/{image_2,label_2,instance}``), ``coco`` (instance JSON, or a folder
@@ -514,6 +573,8 @@ class InstanceDataModule(DetectorDataModule):
 
     def _read_splits(self) -> dict[str, list[InstanceAnnotation]]:
         path = data_source(self.data_path, ("*.json",) if self.data_format == "coco" else ())
+        if self.data_format != "coco":
+            refuse_coco_json(path, self.data_format)
         if self.data_format == "kitti":
             items, split_root = read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
         elif self.data_format == "png":
@@ -531,7 +592,7 @@ class InstanceDataModule(DetectorDataModule):
     def make_dataset(self, name: str, items: list[InstanceAnnotation]) -> InstanceDataset:
         # the detector's steps on the masks alone: the boxes are re-derived from the moved masks
         return InstanceDataset(
-            items, self.class_names, self.transform(name, boxes=False), class_map=self.class_map
+            items, self.class_names, self.transform(name, boxes=False), class_map=self.class_map, split=name
         )
 
 

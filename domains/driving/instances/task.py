@@ -23,8 +23,9 @@ from shared.backbones import list_backbones
 
 
 class InstanceTask(DetectorTask):
-    """Mask R-CNN road-user instance segmentation; validation logs mask AP (headline ``val/mask_map50``) and the
-    same model's box AP.
+    """Mask R-CNN road-user instance segmentation, scored by COCO mask and box AP.
+
+    Validation logs mask AP (headline ``val/mask_map50``) and the same model's box AP.
 
     Args:
         network: the Mask R-CNN, as ``class_path: domains.driving.instances.model.RoadInstanceSegmenter`` +

@@ -117,10 +117,7 @@ class HierarchicalCore(nn.Module):
         """Encoder maps, finest first; each level halves the size with 2x2 average pooling."""
         levels = len(self.channels)
         if min(x.shape[-2:]) < 2 ** (levels - 1):
-            raise ValueError(
-                f"an image of {tuple(x.shape[-2:])} is too small for {levels} levels "
-                f"(needs at least {2 ** (levels - 1)} pixels per side)"
-            )
+            raise ValueError(self._too_small(tuple(x.shape[-2:])))
         feats = []
         for i, stack in enumerate(self.encoder):
             if i > 0:
@@ -128,6 +125,25 @@ class HierarchicalCore(nn.Module):
             x = stack(x)
             feats.append(x)
         return feats
+
+    def _too_small(self, size: tuple[int, ...]) -> str:
+        """Why an image of ``size`` does not fit the levels, with both fixes by their option names: a larger
+        crop, or fewer levels (each halves the image; the coarsest must keep at least one pixel)."""
+        levels, need, side = len(self.channels), 2 ** (len(self.channels) - 1), max(1, min(size))
+        fits = side.bit_length()  # the most levels an image of this side takes: 2 ** (fits - 1) <= side
+        message = (
+            f"an image of {size} is too small for {levels} levels (needs at least {need} pixels per side): "
+            f"give --data.crop_size {need} (or larger)"
+        )
+        if fits < 2:
+            return message
+        fewer = (
+            f", or fewer levels (at most {fits} for {side} pixels), e.g. --model.network.init_args.channels "
+            f"'{self.channels[:fits]}'"
+        )
+        if len(self.latent_channels) >= fits:  # each latent scale needs a level below it
+            fewer += f" --model.network.init_args.latent_channels '{self.latent_channels[: fits - 1]}'"
+        return message + fewer
 
     def decode_latents(
         self,

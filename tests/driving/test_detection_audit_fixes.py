@@ -445,3 +445,18 @@ def test_a_data_folder_with_a_macs_copy_of_its_json_reads_the_json_and_counts_th
     (tmp_path / "._instances.json").write_bytes(b"\x00\x05\x16\x07 resource fork")
     with pytest.warns(HiddenFilesWarning, match=r"1 hidden file left out \(\._instances\.json\)"):
         assert data_source(tmp_path, ("*.json",)) == tmp_path / "instances.json"
+
+
+def test_the_unknown_class_note_names_its_split(caplog):
+    """Identical 'DetectionDataset: ... Truck: 1' lines, one per split, could not be told apart."""
+    import logging
+
+    from domains.driving.formats import ImageAnnotation, ObjectLabel
+
+    objects = [ObjectLabel(t, (0, 0, 10, 10)) for t in ("Car", "Truck", "Truck")]
+    dm = DetectionDataModule("kitti", None, ["Car"], num_workers=0)
+    with caplog.at_level(logging.INFO):
+        val = dm.make_dataset("val", [ImageAnnotation("a.png", 64, 32, objects)])
+    assert val.dropped == {"Truck": 2}
+    (note,) = [r.getMessage() for r in caplog.records if "not in class_names" in r.getMessage()]
+    assert note.startswith("DetectionDataset (val split): ") and note.endswith("Truck: 2")

@@ -89,6 +89,7 @@ class DetectionDataset(Dataset):
         ignore_types: Sequence[str] = ("DontCare",),
         class_map: dict[str, str] | None = None,
         semantic_maps: bool = False,
+        split: str | None = None,
     ):
         self.annotations = list(annotations)
         self.class_names = list(class_names)
@@ -99,7 +100,7 @@ class DetectionDataset(Dataset):
             raise ValueError(f"DetectionDataset: {sorted(overlap)} are both classes and ignore types")
         per_image, self.dropped = sort_objects(
             self.annotations, self.class_names, self.class_map, self.ignore_types, lambda obj: obj.bbox,
-            "DetectionDataset",
+            f"DetectionDataset ({split} split)" if split else "DetectionDataset",  # the splits' counts told apart
         )  # fmt: skip
         self.objects = sum(len(labels) for _, labels, _ in per_image)  # of the classes, over all images
         self._targets = [
@@ -380,8 +381,10 @@ class DetectorDataModule(SplitLoaders):
 
 
 class DetectionDataModule(DetectorDataModule):
-    """2D detection data from KITTI, COCO or YOLO files, split by sequence (``python -m ... fit --help`` lists
-    these arguments as ``--data.*``; the shared ones: :class:`DetectorDataModule`).
+    """2D detection data from KITTI, COCO or YOLO files, split by driving sequence.
+
+    ``python -m ... fit --help`` lists these arguments as ``--data.*``; the shared ones:
+    :class:`DetectorDataModule`.
 
     Args:
         data_format: ``kitti``, ``coco`` or ``yolo``.
@@ -483,4 +486,5 @@ class DetectionDataModule(DetectorDataModule):
             self.transform(name),
             class_map=self.class_map,
             semantic_maps=self.semantic_maps and name == "train",
+            split=name,
         )

@@ -196,7 +196,7 @@ class SuiteCLI(LightningCLI):
         _check_config_files(given)
         network = inspect.signature(self.model_class.__init__).parameters.get("network") if self.model_class else None
         if network is not None and network.default is inspect.Parameter.empty and not self._defaults_elsewhere():
-            _check_network_given(args if args is not None else sys.argv[1:])  # required: a config names it
+            _check_network_given(given)  # required: a config names it
         self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
         self._ckpt_data_hparams: dict = {}  # the data settings it trained with (before_test compares the split)
         self._ckpt_alias: str | None = None  # "best" / "last": the file this config's latest fit left
@@ -535,6 +535,10 @@ def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:
     return None
 
 
+#: what jsonargparse's ``--print_config`` takes
+_PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
+
+
 def _without_print_config(args: list[str]) -> list[str]:
     """``args`` without ``--print_config`` and its flags (``--print_config=skip_null`` or as the next word)."""
     kept, skip_flags = [], False
@@ -546,10 +550,6 @@ def _without_print_config(args: list[str]) -> list[str]:
         if not (skip_flags or arg.startswith("--print_config=")):
             kept.append(arg)
     return kept
-
-
-#: what jsonargparse's ``--print_config`` takes
-_PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
 
 
 def _resume_from(dirpath) -> str | None:
@@ -725,6 +725,8 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs; with step saves
     (:meth:`_steps_for_resume`) it is that of the same run without them."""
 
+    _resumed_at: int | None = None  # the step a resumed fit restored (on_train_start)
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         # Lightning warns "Checkpoint directory ... exists and is not empty" on every fit after the first into a
         # config's folder, which the suite intends (each config keeps one folder): said as what happens instead
@@ -764,7 +766,7 @@ class LastIsLastCheckpoint(ModelCheckpoint):
         """A checkpoint saved at an epoch's end makes a resume run that end again, before any step: nothing new
         to save, and no metric to rank by (Lightning warned "could not find the monitored key", as for a typo)."""
         validated = trainer.fit_loop.epoch_loop.val_loop._has_run
-        return getattr(self, "_resumed_at", None) == trainer.global_step and not validated
+        return self._resumed_at == trainer.global_step and not validated
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._replayed_epoch_end(trainer):

@@ -151,12 +151,13 @@ class SplitLoaders(pl.LightningDataModule):
 
     def other_data_set_than(self, trained: dict, stage: str) -> str | None:
         """The settings that make this module's ``stage`` data set another than the one a checkpoint trained on
-        (``trained``: its ``datamodule_hyper_parameters``), named with both values; None for the same set."""
-        now = dict(self.hparams)
+        (``trained``: its ``datamodule_hyper_parameters``), named with both values; None for the same set. Only
+        settings that also choose the training data count: a road-anomaly test set is never trained on."""
+        now, trains_on = dict(self.hparams), self.data_set_settings("fit")
         differs = [
             k
             for k in self.data_set_settings(stage)
-            if (k in trained or k in now) and not same_setting(trained.get(k), now.get(k))
+            if k in trains_on and (k in trained or k in now) and not same_setting(trained.get(k), now.get(k))
         ]
         return ", ".join(f"data.{k} {trained.get(k)!r} (this command: {now.get(k)!r})" for k in differs) or None
 

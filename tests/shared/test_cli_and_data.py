@@ -560,6 +560,12 @@ def test_a_split_drawn_otherwise_than_the_checkpoints_is_named():
     # validation is drawn from the road scenes whatever anomaly set the run tested on
     other_test_set = {"seed": 0, "data_path": None, "anomaly_path": "/smiyc"}
     assert seg.other_split_than(other_test_set, "validate") == "data.seed 0 (this command: 2)"
+    # an anomaly test set is never trained on: another one is no "other data" than the checkpoint's
+    smiyc = SegmentationDataModule(anomaly_path="/smiyc")
+    assert smiyc.other_data_set_than({"data_path": None, "anomaly_path": None}, "test") is None
+    assert smiyc.other_data_set_than({"data_path": "/roads", "anomaly_path": None}, "validate") == (
+        "data.data_path '/roads' (this command: None)"
+    )
 
 
 def test_an_image_folder_split_moves_with_no_setting(tmp_path):

@@ -157,20 +157,29 @@ class BaseTask(pl.LightningModule):
         A file of another network is an error: none of its tensors fits (the run would train the random backbone
         it was meant to replace), some differ in shape (a ResNet-50 file in a ResNet-18 left 23 convolutions
         random, under a frozen backbone too), or it holds backbone tensors with no place here (a ResNet-34 file
-        filled a ResNet-18 with its first blocks, 98 tensors unused). A classifier head is left out quietly."""
+        filled a ResNet-18 with its first blocks, 98 tensors unused). A file that fills parts of the backbone in
+        part (a ResNet-18 file in a ResNet-34 left the 80 tensors of its extra blocks random) is warned of: a
+        file of the first layers alone may be meant (a frozen start refuses it at fit start). A classifier head
+        is left out quietly."""
         try:
             # a partial file is refused below, naming the options: not warned about first
             report = load_backbone_weights(self.model.backbone, path, prefix=prefix, warn_partial=False)
         except NothingLoadedError as err:  # said below with the options to change
             report = err.report
         rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
+        init_args = getattr(self.model, "init_args", None) or {}  # the registry name, as configured
+        name = init_args.get("backbone") or init_args.get("encoder") or type(self.model.backbone).__name__
         if not report.loaded or report.shape_mismatch or report.unexpected:
-            init_args = getattr(self.model, "init_args", None) or {}  # the registry name, as configured
-            name = init_args.get("backbone") or init_args.get("encoder") or type(self.model.backbone).__name__
             what = "no tensor matched" if not report.loaded else "it is another network's file for"
             raise ValueError(
                 f"pretrained_backbone {path}: {what} backbone {name!r} (prefix {prefix!r}): {report.summary()}. "
                 "Give a file of this backbone, or --model.pretrained_prefix naming its part of the file"
+            )
+        if missing := report.missing_in_part:
+            rank_zero_warn(
+                f"pretrained_backbone {path}: {len(missing)} tensors of backbone {name!r} keep their initial values "
+                f"inside the parts the file filled (e.g. {missing[0]}): a shallower network's file? They train "
+                "from scratch"
             )
         return report
 

@@ -46,6 +46,8 @@ class LoadReport:
     shape_mismatch: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     head: list[str] = field(default_factory=list)  # the file's classifier head: a backbone has none
+    #: of ``missing``, those inside a part of the module the file filled in part (:func:`_missing_in_part`)
+    missing_in_part: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the backbone says of the file (GoogLeNet's input)
 
     @property
@@ -69,11 +71,9 @@ class LoadReport:
         return "; ".join(parts)
 
 
-def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a torchvision ``.pth`` or a Lightning ``.ckpt`` with ``weights_only=True``, or from
     a ``.safetensors`` file (the demo's shipped weights: tensors only; fp16 ones come back as float32).
-
-    ``prefix`` selects a sub-module of a checkpoint (e.g. ``"model.backbone."``) and is stripped from the keys.
     """
     path = Path(path)
     if path.is_dir():
@@ -99,11 +99,22 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
         raise WeightLoadingError(
             f"{path}: holds no state dict of tensors (top-level keys: {list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__})"
         )
-    if prefix:
-        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if not state:
-            raise WeightLoadingError(f"{path}: no key starts with the prefix {prefix!r}")
     return state
+
+
+def _under_prefix(path: Path, prefix: str, module: Backbone) -> dict[str, torch.Tensor]:
+    """The file's tensors under ``prefix`` (a checkpoint's sub-module, e.g. ``"model.backbone."``), the prefix
+    stripped; none there is :class:`NothingLoadedError` naming the prefix that would fit ``module`` (a
+    checkpoint's ``model.backbone.`` given as ``backbone.``)."""
+    whole = read_state_dict(path)
+    source = {k[len(prefix) :]: v for k, v in whole.items() if k.startswith(prefix)}
+    if not source:
+        report = LoadReport()
+        target, tv_prefix = module.state_dict(), getattr(module, "torchvision_prefix", "")
+        if hint := _prefix_hint(whole, target, tv_prefix, ""):
+            report.notes.append(hint)
+        raise NothingLoadedError(f"{path}: no key starts with the prefix {prefix!r}: {report.summary()}", report)
+    return source
 
 
 def _torch_load(path: Path):
@@ -143,7 +154,7 @@ def load_backbone_weights(
     loads such a file on purpose without it. Tensors of the module the file lacks (a decoder a torchvision file
     has no weights for) and the file's classifier head are no reason to warn: the report lists them.
     """
-    source = read_state_dict(path, prefix)
+    source = _under_prefix(Path(path), prefix, module)
     target = module.state_dict()
     tv_prefix = getattr(module, "torchvision_prefix", "")
     report, to_load = LoadReport(), {}
@@ -172,6 +183,7 @@ def load_backbone_weights(
         k for k in report.missing if not any(m.startswith(k + " ") for m in report.shape_mismatch)
     ]
     report.loaded = sorted(to_load)  # before the check: its message counts what would have loaded
+    report.missing_in_part = _missing_in_part(report.missing, report.loaded, tv_prefix)
     # nothing changes (batch norms' step counters aside): training would start from the random weights the file
     # was to replace
     if all(name.endswith("num_batches_tracked") for name in to_load):
@@ -184,7 +196,7 @@ def load_backbone_weights(
     if strict and not report.clean:
         raise WeightLoadingError(f"{path}: weights do not match {type(module).__name__}: {report.summary()}")
     module.load_state_dict(to_load, strict=False)
-    if warn_partial and (report.shape_mismatch or report.unexpected):
+    if warn_partial and (report.shape_mismatch or report.unexpected or report.missing_in_part):
         warnings.warn(_partial_message(path, module, report), PartialLoadWarning, stacklevel=2)
     from_torchvision = tv_prefix and any(key not in target for key in source if tv_prefix + key in to_load)
     if from_torchvision and (note := module.torchvision_weights_loaded()):
@@ -193,12 +205,30 @@ def load_backbone_weights(
     return report
 
 
+def _missing_in_part(missing: list[str], loaded: list[str], tv_prefix: str = "") -> list[str]:
+    """The ``missing`` keys inside a sub-module (below the top level, the torchvision wrapper's ``net.`` not
+    counted) that the file filled in part: a shallower network of the family's file (a ResNet-18 file in a
+    ResNet-34 left the 80 tensors of its extra blocks at their initial values, said by nothing). A part the
+    file has nothing for (a U-Net's decoder under a torchvision encoder) is no sign of a wrong file."""
+
+    def parts(key: str) -> list[str]:
+        inner = key[len(tv_prefix) :] if tv_prefix and key.startswith(tv_prefix) else key
+        names = inner.split(".")[:-1]  # the modules holding the tensor, outermost first
+        return [tv_prefix + ".".join(names[: i + 1]) for i in range(len(names))]
+
+    filled = {part for key in loaded for part in parts(key)}
+    return [key for key in missing if any(part in filled for part in parts(key))]
+
+
 def _partial_message(path, module: nn.Module, report: LoadReport, shown: int = 3) -> str:
     parts, name = [], type(module).__name__
     for label, keys in (("differ in shape", report.shape_mismatch), (f"have no place in {name}", report.unexpected)):
         if keys:
             more = f", ... (+{len(keys) - shown})" if len(keys) > shown else ""
             parts.append(f"{len(keys)} of the file's tensors {label} ({', '.join(keys[:shown])}{more})")
+    if keys := report.missing_in_part:
+        more = f", ... (+{len(keys) - shown})" if len(keys) > shown else ""
+        parts.append(f"{len(keys)} of {name}'s tensors are missing among those it filled ({', '.join(keys[:shown])}{more})")
     kept = len(report.missing) + len(report.shape_mismatch)
     if kept:
         parts.append(f"{kept} of {name}'s tensors keep their initial values")

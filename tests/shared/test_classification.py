@@ -400,7 +400,10 @@ def test_a_frozen_start_needs_the_whole_backbone_from_a_file(tmp_path):
     task = stripes_task(freeze_backbone_epochs=1, pretrained_backbone=str(partial))
     with pytest.raises(ValueError, match=r"left \d+ backbone tensors unloaded .*or set --model.freeze_backbone_epochs 0"):
         quiet_trainer(max_steps=1).fit(task, stripes_data(root))
-    quiet_trainer(max_steps=1).fit(stripes_task(pretrained_backbone=str(partial)), stripes_data(root))  # not frozen
+    with pytest.warns(UserWarning, match=r"first_layer\.pt: 20 tensors of backbone 'tiny_cnn' keep their initial "
+                      r"values inside the parts the file filled \(e\.g\. stages\.1\.0\.weight\)"):  # fmt: skip
+        task = stripes_task(pretrained_backbone=str(partial))  # said, and trained: not frozen
+    quiet_trainer(max_steps=1).fit(task, stripes_data(root))
 
 
 def test_another_networks_weights_are_refused_not_half_loaded(tmp_path):
@@ -431,7 +434,8 @@ def test_backbone_transfers_from_a_suite_checkpoint_by_prefix(tmp_path):
     for key, value in source.model.backbone.state_dict().items():
         assert torch.equal(value, target.model.backbone.state_dict()[key]), key
     assert target.load_report.clean
-    with pytest.raises(Exception, match="no key starts with the prefix 'model.encoder.'"):
+    with pytest.raises(ValueError, match=r"no tensor matched backbone .*\(prefix 'model\.encoder\.'\): 0 tensors "
+                       r"loaded; with prefix='model\.backbone\.'"):  # fmt: skip
         stripes_task(pretrained_backbone=str(ckpt), pretrained_prefix="model.encoder.")
     # keys under the prefix, none of them the backbone's: an error, not a silent run on random weights
     foreign = tmp_path / "foreign.pt"

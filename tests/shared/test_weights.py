@@ -5,6 +5,7 @@ import torch
 import torchvision
 
 from shared.backbones import NothingLoadedError, WeightLoadingError, create_backbone, load_backbone_weights
+from shared.backbones.weights import PartialLoadWarning
 
 TINY_VIT = {"in_channels": 3, "patch_size": 16, "hidden_dim": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64}
 
@@ -264,3 +265,34 @@ def test_a_frozen_vit_keeps_its_feature_pyramid_training():
     assert not network.backbone.net.training
     network.eval()
     assert not any(m.training for m in pyramid)
+
+
+def test_a_wrong_prefix_is_nothing_loaded_naming_the_prefix_that_fits(tmp_path):
+    """`prefix="backbone."` for a checkpoint's `model.backbone.` raised a bare WeightLoadingError with no hint (the
+    README promises NothingLoadedError naming the prefix that would fit)."""
+    net = create_backbone("tiny_cnn", in_channels=1)
+    torch.save({"state_dict": {f"model.backbone.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "r.ckpt")
+    with pytest.raises(NothingLoadedError, match=r"no key starts with the prefix 'backbone\.': 0 tensors loaded; "
+                       r"with prefix='model\.backbone\.' .* 36 tensors would load") as err:  # fmt: skip
+        load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), tmp_path / "r.ckpt", prefix="backbone.")
+    assert err.value.report.loaded == []
+
+
+def test_a_shallower_networks_file_is_a_partial_load_but_an_encoders_file_in_a_unet_is_not(tmp_path):
+    """A ResNet-18 file in a ResNet-34 reported '80 missing' and left its extra blocks random, with no warning
+    (and the CLI trained on). Here a TinyCNN file without its last stage's second convolution: the tensors
+    missing inside a stage the file filled are warned of; a U-Net's decoder, which an encoder's file has nothing
+    for, is not."""
+    full = create_backbone("tiny_cnn", in_channels=1).state_dict()
+    shallow = {k: v for k, v in full.items() if not k.startswith(("stages.2.3.", "stages.2.4."))}
+    torch.save(shallow, tmp_path / "shallow.pth")
+    with pytest.warns(PartialLoadWarning, match=r"5 of TinyCNN's tensors are missing among those it filled "
+                      r"\(stages\.2\.3\.weight, stages\.2\.4\.weight, stages\.2\.4\.bias"):  # fmt: skip
+        report = load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), tmp_path / "shallow.pth")
+    assert report.missing_in_part == report.missing and len(report.missing) == 5
+    torch.save({f"encoder.{k}": v for k, v in full.items()}, tmp_path / "encoder.pth")
+    unet = create_backbone("unet", in_channels=1, encoder="tiny_cnn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialLoadWarning)
+        report = load_backbone_weights(unet, tmp_path / "encoder.pth")
+    assert report.missing and all(k.startswith("decoder.") for k in report.missing) and not report.missing_in_part

@@ -81,6 +81,7 @@ class SuiteTrainer(pl.Trainer):
         )
 
     def fit(self, *args, **kwargs) -> None:
+        """Train, from ``--ckpt_path`` when given (a resume: ``last``, or a file)."""
         super().fit(*args, **kwargs)
         self._warn_resume_ended_an_epoch_early()
 
@@ -205,6 +206,7 @@ class SuiteCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             _check_nulls(config.get(group), group, cls)
+        self._check_network_links(config)
         self._checkpoint_folder_of_config(config)
         self._follow_root_dir(config)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -241,6 +243,28 @@ class SuiteCLI(LightningCLI):
             self._ckpt_data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
             self._check_shared_settings(ckpt_path, config)
             self._report_other_network(ckpt_path, config)
+
+    def _check_network_links(self, config) -> None:
+        """A link (``CLI_LINKS``) into an argument the configured network does not take was applied to nothing,
+        unsaid (a typo, or a link copied onto a network without that argument): the value never reached it."""
+        inside = "model.network.init_args."
+        network = config.get("model.network")
+        class_path = getattr(network, "class_path", None)
+        module, _, name = str(class_path).rpartition(".")
+        cls = getattr(sys.modules.get(module), name, None)  # imported by the parse: nothing new is imported
+        if cls is None:
+            return
+        takes = inspect.signature(cls.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):
+            return
+        for source, target, *_ in self._links:
+            argument = target[len(inside) :].split(".")[0] if target.startswith(inside) else None
+            if argument and argument not in takes:
+                known = ", ".join(k for k in takes if k != "self")
+                raise ConfigError(
+                    f"the link {source} -> {target} (CLI_LINKS) names an argument {cls.__name__} does not take: "
+                    f"{argument!r} (it takes {known})"
+                )
 
     def _print_config(self, parser, given: list[str], without: list[str]) -> None:
         """``--print_config``: jsonargparse prints during the parse, before the folders that follow the config
@@ -581,7 +605,8 @@ def saved_checkpoint(alias: str, dirpath) -> str:
     the newest), "best" the best model that file's ModelCheckpoint state records (with no ``last*.ckpt`` at all,
     the one ``best-*.ckpt`` there); no file is an error naming the folder."""
     folder = Path(dirpath or ".")
-    hint = "(--checkpoint.dirpath; run fit first, or give --ckpt_path FILE)"
+    # a fit with --trainer.fast_dev_run saves nothing (Lightning's smoke run): "run fit first" alone misled
+    hint = "(--checkpoint.dirpath; run fit first, not as a fast_dev_run, which saves none; or give --ckpt_path FILE)"
     lasts = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
     last = lasts[-1] if lasts else None
     if alias == "last":

@@ -208,15 +208,20 @@ class BaseTask(pl.LightningModule):
         self.skipped_batches = 0
 
     def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
-        """Lightning's, never saving the optimiser / schedule callables (``NOT_SAVED``)."""
+        """Lightning's, never saving the optimiser / schedule callables (``NOT_SAVED``), and keeping the network
+        :meth:`build_network` stored when it ran first (Lightning's replaced it: the checkpoint could not be
+        rebuilt, and said it was written before the network moved to ``model.network``)."""
         ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
         frame = frame or inspect.currentframe().f_back
+        network = self.hparams.get("network")
         super().save_hyperparameters(*args, ignore=[*ignore, *self.NOT_SAVED], frame=frame, logger=logger)
+        if network is not None:
+            self.hparams["network"] = network
 
     def build_network(self, network: nn.Module | dict, base: type | tuple[type, ...]) -> nn.Module:
         """The task's network from ``model.network`` (a built ``base`` or a checkpoint's class_path + init_args),
-        saved in the hyper-parameters as class_path + init_args so that a checkpoint rebuilds it. Call it after
-        ``save_hyperparameters``."""
+        saved in the hyper-parameters as class_path + init_args so that a checkpoint rebuilds it (before or after
+        ``save_hyperparameters``)."""
         model = build_network(network, base)
         self.hparams["network"] = network_spec(model)
         return model

@@ -258,8 +258,9 @@ def create_backbone(name: str, in_channels: int = 3, **kwargs) -> Backbone:
     if name not in _REGISTRY:
         raise UnknownBackboneError(
             f"unknown backbone {name!r}; available backbones: {', '.join(list_backbones())}. A backbone of your "
-            "own is registered when its module is imported: name a class of that module in the config's "
-            "class_path (--model.network mybb.MyClassifier registers the backbones of mybb.py) or import it first"
+            "own is registered when its module is imported: define there a subclass of the task's network and "
+            "name it in the config's class_path (--model.network mybb.MyClassifier, a subclass of the "
+            "classifier's ImageClassifier, registers the backbones of mybb.py), or import the module first"
         )
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")

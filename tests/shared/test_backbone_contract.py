@@ -174,7 +174,8 @@ def test_registration_checks_the_factory(registered):
 
 def test_an_unknown_backbone_says_a_users_module_registers_when_imported():
     with pytest.raises(KeyError, match=r"unknown backbone 'my_tiny'; available backbones: .*registered when its module "
-                       r"is imported: name a class of that module in the config's class_path"):
+                       r"is imported: define there a subclass of the task's network and name it in the config's "
+                       r"class_path"):
         create_backbone("my_tiny")
 
 

@@ -6,6 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from shared.classification.model import ImageClassifier
 from shared.cli import ConfigError, _best_model_path, config_run_name, run_cli
 from shared.data import (
     SplitLoaders,
@@ -15,6 +16,7 @@ from shared.data import (
     seed_worker_transforms,
     segmentation_augmentations,
 )
+from shared.task import BaseTask
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
 
@@ -740,3 +742,50 @@ def test_a_resume_from_an_epochs_end_warns_of_no_missing_metric_and_saves_on(tmp
     assert torch.load(newest, weights_only=True)["global_step"] == 20  # the resumed run's epochs still saved
     best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
     assert best["global_step"] in (4, 8, 12, 16, 20)  # ranked at validations (4 steps an epoch)
+
+
+def test_build_network_before_save_hyperparameters_still_saves_the_network():
+    """The README says build_network follows save_hyperparameters; the other order saved no network, so the
+    checkpoint could not be rebuilt (and was said to predate model.network)."""
+    class Reversed(BaseTask):
+        def __init__(self, network: ImageClassifier, **base_task_args):
+            super().__init__(**base_task_args)
+            self.model = self.build_network(network, ImageClassifier)
+            self.save_hyperparameters()
+
+    task = Reversed(ImageClassifier(2, "tiny_cnn", in_channels=1))
+    assert task.hparams["network"]["class_path"] == "shared.classification.model.ImageClassifier"
+    assert task.hparams["network"]["init_args"]["backbone"] == "tiny_cnn"
+
+
+def test_no_last_checkpoint_says_a_fast_dev_run_saves_none(tmp_path):
+    from shared.cli import saved_checkpoint
+
+    with pytest.raises(FileNotFoundError, match=r"no last\.ckpt in .*run fit first, not as a fast_dev_run, which "
+                       r"saves none"):  # fmt: skip
+        saved_checkpoint("last", tmp_path)
+
+
+class _ClassifierTask(BaseTask):
+    """A task whose network is a classifier (for the CLI_LINKS check)."""
+
+    def __init__(self, network: ImageClassifier, **args):
+        super().__init__(**args)
+        self.save_hyperparameters()
+        self.model = network
+
+
+def test_a_link_into_an_argument_the_network_does_not_take_is_refused(tmp_path, monkeypatch):
+    """A CLI_LINKS target the network lacks (a typo: in_chanels) was applied to nothing: fit ran, the value never
+    reached the network."""
+    monkeypatch.chdir(tmp_path)
+    network = ["--model.network", "shared.classification.model.ImageClassifier", "--model.network.init_args.num_classes",
+               "2", "--model.network.init_args.backbone", "tiny_cnn", "--trainer.logger", "false"]  # fmt: skip
+    typo = (("data.batch_size", "model.network.init_args.in_chanels"),)
+    with pytest.raises(ConfigError, match=r"the link data\.batch_size -> model\.network\.init_args\.in_chanels "
+                       r"\(CLI_LINKS\) names an argument ImageClassifier does not take: 'in_chanels' \(it takes "
+                       r"num_classes, backbone, in_channels"):  # fmt: skip
+        run_cli(_ClassifierTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=network, links=typo, run=False)
+    right = (("data.batch_size", "model.network.init_args.in_channels"),)  # a real argument: linked
+    cli = run_cli(_ClassifierTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=network, links=right, run=False)
+    assert cli.model.model.in_channels == cli.datamodule.batch_size == 4

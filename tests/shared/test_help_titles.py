@@ -29,3 +29,11 @@ def test_a_cli_classs_first_paragraph_is_one_line(package, spec):
     cls = getattr(importlib.import_module(module, package), name)
     first = (cls.__doc__ or "").strip().split("\n\n")[0]
     assert first and "\n" not in first, f"{package}{spec}: its --help title is cut at the line end: {first!r}"
+
+
+def test_the_fit_ckpt_path_group_has_a_title():
+    """Its group was titled ``<function SuiteTrainer.fit at 0x7f...>`` in every domain's ``fit --help``."""
+    from shared.cli import SuiteTrainer
+
+    first = (SuiteTrainer.fit.__doc__ or "").strip().split("\n\n")[0]
+    assert first and "\n" not in first

@@ -1,6 +1,7 @@
 """Backbone speed on this machine: parameters, forward and forward+backward images/s at two sizes.
 
     .venv/bin/python benchmarks/backbones.py [--sizes 128 256] [--batch 4] [--iters 3] [--out benchmarks/results/backbones.md]
+    PYTHONPATH=. .venv/bin/python benchmarks/backbones.py --import mybb --names my_tiny resnet18   # your own beside
 
 Prints a markdown table (and writes it with --out). Numbers are CPU throughput unless a GPU is present.
 """
@@ -8,6 +9,7 @@ Prints a markdown table (and writes it with --out). Numbers are CPU throughput u
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 import torch
@@ -34,7 +36,7 @@ def throughput(net, x, iters: int, backward: bool) -> float:
     return iters * x.shape[0] / elapsed()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -42,13 +44,29 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument(
-        "--names", nargs="*", default=None, choices=list_backbones(), help="backbones to run (default: all)"
+        "--import",
+        dest="modules",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="modules imported first: a backbone of your own is registered when its module is imported",
     )
+    parser.add_argument("--names", nargs="*", default=None, help="backbones to run (default: all registered)")
     parser.add_argument(
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
     )
     parser.add_argument("--out", type=Path, default=None)
-    args = check_numbers(parser, parser.parse_args())
+    args = check_numbers(parser, parser.parse_args(argv))
+    for module in args.modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            parser.error(f"--import {module}: {err} (a module on the path: PYTHONPATH=. for ./{module}.py)")
+    if unknown := [name for name in args.names or [] if name not in list_backbones()]:
+        parser.error(
+            f"--names: unknown backbone(s) {', '.join(unknown)}; registered: {', '.join(list_backbones())} (a backbone "
+            "of your own: --import its module)"
+        )
     device = resolve_accelerator(args.accelerator)[1]
     header = (
         "| backbone | params (M) | "
@@ -80,6 +98,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table + "\n")
+    return lines
 
 
 if __name__ == "__main__":

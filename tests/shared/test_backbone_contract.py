@@ -254,3 +254,33 @@ def test_the_package_docstring_examples_run():
     """They failed with NameError: torch, and had no expected output."""
     result = doctest.testmod(shared.backbones, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_the_backbone_speed_benchmark_runs_a_backbone_of_ones_own(tmp_path, monkeypatch, capsys):
+    """benchmarks/backbones.py fixed its choices before any module of the user's was imported: a backbone of
+    one's own was an 'invalid choice'."""
+    from benchmarks.backbones import main
+
+    (tmp_path / "speed_mybb.py").write_text(
+        "from torch import nn\n"
+        "from shared.backbones import Backbone, register_backbone\n"
+        "@register_backbone('speed_test_tiny', family='cnn')\n"
+        "class SpeedTiny(Backbone):\n"
+        "    def __init__(self, in_channels=3):\n"
+        "        super().__init__()\n"
+        "        self.in_channels = in_channels\n"
+        "        self.stages = nn.ModuleList([nn.Conv2d(in_channels, 4, 3, 2, 1)])\n"
+        "        self.feature_channels, self.feature_strides = [4], [2]\n"
+        "    def _forward_features(self, x):\n"
+        "        return self.run_stages(self.stages, x)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    quick = ["--sizes", "32", "--batch", "1", "--iters", "1", "--accelerator", "cpu"]
+    with pytest.raises(SystemExit):
+        main([*quick, "--names", "speed_test_tiny"])  # not imported: an unknown name, said
+    assert "unknown backbone(s) speed_test_tiny; registered: " in capsys.readouterr().err
+    try:
+        lines = main([*quick, "--import", "speed_mybb", "--names", "speed_test_tiny"])
+        assert lines[-1].startswith("| speed_test_tiny | 0.00 | ")
+    finally:
+        shared.backbones.base._REGISTRY.pop("speed_test_tiny", None)

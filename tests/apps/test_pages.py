@@ -463,6 +463,7 @@ def test_driving_uploads(demo_env, name, make, note):
         ("ct.nii.gz", S.nifti(np.zeros((20, 20, 5), np.int16), compressed=True), "needs a 2D road photo"),
         ("clip.mp4", b"\x00\x00\x00\x18ftypmp42", "unsupported file type"),
     ],
+    ids=["broken.jpg", "ct.nii.gz", "clip.mp4"],  # not the bytes: ids both test workers collect alike
 )
 def test_driving_bad_uploads_show_a_message(demo_env, name, data, message):
     at = _upload_on("driving", name, data)

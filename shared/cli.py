@@ -849,6 +849,19 @@ class LastIsLastCheckpoint(ModelCheckpoint):
             f"--checkpoint.monitor {self.monitor} is not a metric this run logs (logged: {logged}){saved}"
         )
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A SIGTERM (a scheduler's preemption, ``docker stop``) stops the fit after the batch in hand: that
+        state is saved as ``last.ckpt``, so ``fit --ckpt_path last`` goes on from it (the steps since the last
+        save were lost). Not from inside a validation: a checkpoint there would resume into its middle."""
+        if (
+            isinstance(exception, SIGTERMException)
+            and self._fitting(trainer)
+            and trainer.state.stage == "train"
+            and self.save_last
+        ):
+            self._save_last_if_missed(trainer)
+            rank_zero_info(f"SIGTERM: the fit's state at step {trainer.global_step} is saved in {self.last_model_path}")
+
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.fast_dev_run:
             super().on_train_end(trainer, pl_module)

@@ -789,3 +789,33 @@ def test_a_link_into_an_argument_the_network_does_not_take_is_refused(tmp_path, 
     right = (("data.batch_size", "model.network.init_args.in_channels"),)  # a real argument: linked
     cli = run_cli(_ClassifierTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=network, links=right, run=False)
     assert cli.model.model.in_channels == cli.datamodule.batch_size == 4
+
+
+class _SigTermAtStep(pl.Callback):
+    """A real SIGTERM to this process after optimiser step ``at`` (Lightning's handler stops the fit there)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, *args):
+        import os
+        import signal
+
+        if trainer.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_saves_the_fits_state_and_the_resume_goes_on_from_it(tmp_path, monkeypatch):
+    """SIGTERM (preemption) stopped the fit and saved nothing: killed at step 17 with last.ckpt at 16, the steps
+    since the last save were lost (an epoch, with per-epoch saves)."""
+    monkeypatch.chdir(tmp_path)
+    common = ["fit", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+              "--trainer.max_steps", "10"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+                args=[*common, "--trainer.callbacks+=tests.shared.test_cli_and_data._SigTermAtStep",
+                      "--trainer.callbacks.init_args.at", "6"])  # fmt: skip
+    last = tmp_path / "lightning_logs/tiny/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 6  # mid-epoch 1 (4 steps an epoch)
+    cli = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=[*common, "--ckpt_path", "last"])
+    assert cli.trainer.global_step == 10

@@ -206,7 +206,8 @@ class CheckedExport:
 
     def _wrong_at_another_size(self, path: Path, module: nn.Module, image: torch.Tensor, axes: dict) -> str | None:
         """How the graph's first output goes wrong at twice the height and width, and another batch size (one
-        image, or two after one); None: it agrees, or the network itself cannot run there. The first output
+        image, or two after one); None: it agrees within ten times the tolerance (rounding at a larger size is no
+        fixed shape), or the network itself cannot run there. The first output
         only: it is the network's own, and scores computed from an argmax (SML) can flip at a pixel of
         near-equal logits whatever the shape."""
         shape = [
@@ -226,7 +227,10 @@ class CheckedExport:
             return f"onnxruntime: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         if got.shape != expected.shape:
             return f"output shape {got.shape} where PyTorch gives {expected.shape}"
-        largest, within = _difference(got, expected, self.atol, self.rtol)
+        # ten times the accuracy bound: a larger input's longer sums round differently (a fully convolutional
+        # U-Net missed the bound by a tenth at 384x1280 and was fixed at its export size), while a graph whose
+        # shapes are baked in is wrong by the size of its values
+        largest, within = _difference(got, expected, 10 * self.atol, 10 * self.rtol)
         return None if within else f"its first output differs from PyTorch by up to {largest:.3g}"
 
     def _export(self, file, module, inputs, outputs, dynamic_axes) -> Path:

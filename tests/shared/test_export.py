@@ -80,3 +80,28 @@ def test_a_graph_that_holds_only_at_its_export_size_gets_that_size_fixed(tmp_pat
                 net(other),
                 atol=1e-4,
             )
+
+
+def test_rounding_at_twice_the_size_is_no_fixed_shape_but_a_wrong_graph_is(tmp_path, monkeypatch):
+    """A fully convolutional anomaly U-Net missed the accuracy bound by a tenth at 384x1280 (fp32 rounding over
+    longer sums) and was exported with its height and width fixed at 192x640."""
+    import shared.export as ex
+
+    torch.manual_seed(0)
+    net = nn.Conv2d(3, 2, 3, padding=1).eval()
+    check = ex.ExportCheck()
+    axes = {0: "batch", 2: "height", 3: "width"}
+
+    def graph_off_by(delta):
+        def run(path, feeds):
+            with torch.no_grad():
+                return [net(torch.from_numpy(feeds["image"])).numpy() + delta]
+
+        return run
+
+    with ex.CheckedExport(tmp_path, check, "test", "conv", None) as export:
+        monkeypatch.setattr(ex, "run_onnx", graph_off_by(3 * check.atol))  # past the bound, rounding's size
+        assert export._wrong_at_another_size(tmp_path / "g.onnx", net, torch.rand(1, 3, 8, 8), axes) is None
+        monkeypatch.setattr(ex, "run_onnx", graph_off_by(0.5))  # baked-in shapes: wrong by the values' size
+        said = export._wrong_at_another_size(tmp_path / "g.onnx", net, torch.rand(1, 3, 8, 8), axes)
+        assert said == "its first output differs from PyTorch by up to 0.5"

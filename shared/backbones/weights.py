@@ -151,8 +151,10 @@ def load_backbone_weights(
     number of input channels. Shape mismatches are never loaded; with ``strict=True`` any problem is an error.
     Otherwise a file some of whose tensors differ in shape or have no place in the module (another network's
     file) loads the rest with one :class:`PartialLoadWarning` (counts and the first names); ``warn_partial=False``
-    loads such a file on purpose without it. Tensors of the module the file lacks (a decoder a torchvision file
-    has no weights for) and the file's classifier head are no reason to warn: the report lists them.
+    loads such a file on purpose without it; so does one that leaves tensors missing inside a part of the module it
+    fills (a shallower network's file: :func:`_missing_in_part`). A part the file has nothing for (a decoder a
+    torchvision file has no weights for) and the file's classifier head are no reason to warn: the report lists
+    them.
     """
     source = _under_prefix(Path(path), prefix, module)
     target = module.state_dict()

@@ -229,15 +229,21 @@ def test_a_file_loaded_in_part_warns_once_with_counts_and_names(tmp_path):
         assert load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), path, warn_partial=False).unexpected
 
 
-def test_a_file_of_this_backbone_with_a_head_or_fewer_tensors_loads_without_a_warning(tmp_path):
-    def head_and_one_left_out(state):
+def test_a_file_of_this_backbone_with_a_head_loads_without_a_warning_one_missing_a_tensor_with_one(tmp_path):
+    def head(state):
         state["fc.weight"] = torch.zeros(10, 32)  # a classifier head: left out quietly
-        state.pop("stages.2.4.weight")  # a tensor the file lacks: in report.missing, no warning
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        report = load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), _tiny_file(tmp_path, head_and_one_left_out))
-    assert report.head == ["fc.weight"] and report.missing == ["stages.2.4.weight"]
+        report = load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), _tiny_file(tmp_path, head))
+    assert report.head == ["fc.weight"] and report.clean
+
+    def one_left_out(state):
+        state.pop("stages.2.4.weight")  # inside a stage the file fills: that tensor stays at its initial value
+
+    with pytest.warns(PartialLoadWarning, match=r"1 of TinyCNN's tensors are missing among those it filled"):
+        report = load_backbone_weights(create_backbone("tiny_cnn", in_channels=1), _tiny_file(tmp_path, one_left_out))
+    assert report.missing == report.missing_in_part == ["stages.2.4.weight"]
 
 
 def test_fpn_levels_beyond_the_backbones_maps_names_the_option():

@@ -857,7 +857,7 @@ class LastIsLastCheckpoint(ModelCheckpoint):
             isinstance(exception, SIGTERMException)
             and self._fitting(trainer)
             and trainer.state.stage == "train"
-            and self.save_last
+            and self.save_last is True  # "link": Lightning's own, a link to the newest top-k file
         ):
             self._save_last_if_missed(trainer)
             rank_zero_info(f"SIGTERM: the fit's state at step {trainer.global_step} is saved in {self.last_model_path}")

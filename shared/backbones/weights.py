@@ -208,8 +208,8 @@ def load_backbone_weights(
 
 
 def _missing_in_part(missing: list[str], loaded: list[str], tv_prefix: str = "") -> list[str]:
-    """The ``missing`` keys inside a sub-module (below the top level, the torchvision wrapper's ``net.`` not
-    counted) that the file filled in part: a shallower network of the family's file (a ResNet-18 file in a
+    """The ``missing`` keys inside a sub-module (any but the whole module, nor the torchvision wrapper's ``net``)
+    that the file filled in part: a shallower network of the family's file (a ResNet-18 file in a
     ResNet-34 left the 80 tensors of its extra blocks at their initial values, said by nothing). A part the
     file has nothing for (a U-Net's decoder under a torchvision encoder) is no sign of a wrong file."""
 

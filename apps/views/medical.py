@@ -142,13 +142,13 @@ def _nifti_place(volume: up.MedicalVolume) -> str:
             "overlays the scan in ITK-SNAP or 3D Slicer"
         )
     which = (
-        f"its {volume.num_slices} frames (this one filled, the others 0)"
+        f"its {volume.num_slices} frames (this one filled, the others 0) placed where the DICOM header puts them"
         if volume.is_volume
-        else "a one-slice NIfTI"
+        else "a one-slice NIfTI placed where the DICOM header puts the slice"
     )
     return (
-        f"as {which} placed where the DICOM header puts them (ImagePositionPatient, ImageOrientationPatient, "
-        "PixelSpacing): it overlays the series in 3D Slicer"
+        f"as {which} (ImagePositionPatient, ImageOrientationPatient, PixelSpacing): it overlays the series in "
+        "3D Slicer"
     )
 
 

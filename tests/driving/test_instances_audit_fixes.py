@@ -104,7 +104,7 @@ def test_a_coco_json_given_as_a_kitti_or_png_set_says_to_add_the_coco_format(tmp
         f"ann.json: {fix}"
     )
     with pytest.raises(
-        FileNotFoundError, match=r"no images/ folder .*it holds ann\.json: for a COCO instance"
+        FileNotFoundError, match=r"images: folder not found .*it holds ann\.json: for a COCO instance"
     ):
         InstanceDataModule("png", str(coco), ["Car"], num_workers=0).setup("fit")
 

@@ -512,31 +512,17 @@ class InstanceDataset(Dataset):
         return to_image_tensor(image), target
 
 
-def refuse_coco_json(path: Path, data_format: str) -> None:
-    """A COCO JSON given as a ``kitti`` / ``png`` set failed deep in that reader, naming folders inside the
-    JSON (``ann.json/training/image_2``): say the setting that reads it. A folder with that layout is left
-    alone."""
+def _coco_json_hint(path: Path, data_format: str, err: FileNotFoundError) -> FileNotFoundError:
+    """A reader's "not found" for a COCO JSON given as a ``kitti`` / ``png`` set, which named folders inside the
+    JSON (``ann.json/training/image_2``), with the setting that reads it; the reader's own error otherwise."""
     fix = "for a COCO instance JSON add --data.data_format coco"
-    if path.is_file():
-        if path.suffix.lower() == ".json":
-            raise FileNotFoundError(
-                f"{path}: --data.data_format is {data_format}, which reads a folder, but this is a JSON "
-                f"file: {fix}"
-            )
-        return
-    if data_format == "kitti":
-        try:
-            resolve_kitti_split(path)
-            return
-        except FileNotFoundError as err:
-            missing = str(err)
-    elif (path / "images").is_dir():
-        return
-    else:
-        missing = f"{path}: no images/ folder (the png layout is images/ + instances/)"
-    jsons = sorted(p.name for p in visible_entries(path) if p.is_file() and p.suffix.lower() == ".json")
-    if jsons:
-        raise FileNotFoundError(f"{missing}; it holds {', '.join(jsons[:3])}: {fix}")
+    if path.is_file() and path.suffix.lower() == ".json":
+        return FileNotFoundError(
+            f"{path}: --data.data_format is {data_format}, which reads a folder, but this is a JSON file: {fix}"
+        )
+    if path.is_dir() and (jsons := sorted(p.name for p in visible_entries(path) if p.suffix.lower() == ".json")):
+        return FileNotFoundError(f"{err}; it holds {', '.join(jsons[:3])}: {fix}")
+    return err
 
 
 class InstanceDataModule(DetectorDataModule):
@@ -573,14 +559,15 @@ class InstanceDataModule(DetectorDataModule):
 
     def _read_splits(self) -> dict[str, list[InstanceAnnotation]]:
         path = data_source(self.data_path, ("*.json",) if self.data_format == "coco" else ())
-        if self.data_format != "coco":
-            refuse_coco_json(path, self.data_format)
-        if self.data_format == "kitti":
-            items, split_root = read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
-        elif self.data_format == "png":
-            items = read_png_instances(path, self.png_class_ids, self.png_divisor, strict=self.strict)
-            split_root = path
-        else:
+        try:
+            if self.data_format == "kitti":
+                items, split_root = read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
+            elif self.data_format == "png":
+                items = read_png_instances(path, self.png_class_ids, self.png_divisor, strict=self.strict)
+                split_root = path
+        except FileNotFoundError as err:
+            raise _coco_json_hint(path, self.data_format, err) from None
+        if self.data_format == "coco":
             items, split_root = read_coco_instances(path, strict=self.strict), path.parent
         label_file = path if self.data_format == "coco" else None  # its .sequences.txt, if any
         return split_by_sequence(

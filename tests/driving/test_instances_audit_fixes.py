@@ -81,6 +81,28 @@ def test_an_8_bit_map_is_counted_and_cityscapes_stuff_beside_instances_or_an_emp
         assert read_png_instances(_png_set(tmp_path / "empty", np.zeros((H, W), np.uint16)))[0].objects == []
 
 
+def test_a_frame_without_objects_beside_frames_with_instances_is_no_8_bit_map(tmp_path):
+    """A real Cityscapes frame can show no car nor person: its map holds only stuff ids (road 7). Beside a map
+    with instance values it is such a frame, and says nothing, under strict too; alone it still is counted."""
+    root = tmp_path / "city"
+    with_car = np.full((H, W), 7, np.uint16)
+    with_car[0:4, 0:5] = 26 * 1000 + 1
+    write_image(root / "images" / "a.png", width=W, height=H)
+    write_image(root / "images" / "b.png", width=W, height=H)
+    (root / "instances").mkdir(parents=True)
+    cv2.imwrite(str(root / "instances" / "a.png"), with_car)
+    cv2.imwrite(str(root / "instances" / "b.png"), np.full((H, W), 7, np.uint16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a, b = read_png_instances(root, strict=True)
+    assert ([o.type for o in a.objects], b.objects) == (["Car"], [])
+
+    (root / "instances" / "a.png").unlink()
+    (root / "images" / "a.png").unlink()
+    with pytest.warns(LabelWarning, match=r"no_instance_values: 1 \(.*b\.png: no value >= 1000, and its values 7"):
+        read_png_instances(root)
+
+
 # ------------------------------------------------------------------------------ 2: a COCO JSON as kitti / png
 
 

@@ -240,9 +240,11 @@ def read_panoptic_map(path: Path, divisor: int) -> tuple[np.ndarray, int]:
 def _no_instance_values(
     log: DropLog, map_path: Path, skipped: dict[int, int], divisor: int, class_ids: dict[int, str]
 ) -> None:
-    """Count a single-channel map with no value >= ``divisor`` whose other values name no listed class:
-    read as ``class_id * divisor + instance`` it holds no object, which is what an 8-bit map (values cut to
-    0..255) or plain instance ids 1..N look like; counted, so it is not silently read as background."""
+    """Count a single-channel map with no value >= ``divisor`` whose other values name no listed class, in a
+    set where no map has such a value: read as ``class_id * divisor + instance`` it holds no object, which is
+    what an 8-bit map (values cut to 0..255) or plain instance ids 1..N look like; counted, so it is not
+    silently read as background. Beside maps with instance values it is a frame without objects (a real
+    Cityscapes frame can be), and says nothing."""
     shown = ", ".join(str(v) for v in list(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
     cid = min(class_ids) if class_ids else 26
     log.add(
@@ -253,8 +255,8 @@ def _no_instance_values(
         f"class id {sorted(class_ids)}: they were skipped, leaving the image without objects. An 8-bit map "
         f"or plain instance ids? Values must be class_id * {divisor} + instance (e.g. {cid * divisor + 1} "
         f"for the first object of class id {cid}): re-encode the maps, or give the divisor they use "
-        "(--data.png_divisor; convert's --divisor). A frame that truly shows no such object reads the same: "
-        "then nothing was lost",
+        "(--data.png_divisor; convert's --divisor). Where no frame of the set truly shows such an object, it "
+        "reads the same: then nothing was lost",
     )
 
 
@@ -273,8 +275,9 @@ def read_png_instances(
     ``class_ids`` names the class ids (default: Cityscapes' instance classes); other ids with instances are
     dropped and counted (``unknown_class``). A value below ``divisor`` that is a listed class id is a region of
     that class without instances (a Cityscapes crowd): it becomes a ``DontCare`` ignore region. A
-    single-channel map with no value >= ``divisor`` but other non-zero values is counted
-    (``no_instance_values``: an 8-bit map or plain instance ids, which would otherwise read as background).
+    single-channel map with no value >= ``divisor`` but other non-zero values is counted when no map of the set
+    has such a value (``no_instance_values``: 8-bit maps or plain instance ids, which would otherwise read as
+    background).
     """
     root = Path(root)
     class_ids = dict(CITYSCAPES_INSTANCE_CLASSES if class_ids is None else class_ids)
@@ -299,7 +302,7 @@ def read_png_instances(
     for stem, map_path in maps.items():
         if stem not in images:
             raise LabelFormatError(map_path, None, f"instance map has no image {stem}* in {image_dir}")
-    out = []
+    out, suspects, any_instances = [], [], False  # suspects: maps without instance values (see below)
     for stem, image_path in sorted(images.items()):
         if stem not in maps:
             log.add("image_without_label", image_path, None, f"no instance map {map_dir / stem}*.png")
@@ -325,9 +328,13 @@ def read_png_instances(
             name = class_ids[cls] if value >= per_class else DONTCARE
             (rle,) = encode_masks((label == value)[None])
             objects.append(InstanceObject(name, rle, f"{maps[stem]}:value {value}"))
+        any_instances = any_instances or values[-1] >= per_class
         if skipped and per_class == divisor and not values[-1] >= per_class:  # a single-channel map
-            _no_instance_values(log, maps[stem], skipped, per_class, class_ids)
+            suspects.append((maps[stem], skipped))
         out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects, as_stored=True))
+    if not any_instances:  # a map of a set with instance values elsewhere is a frame without objects
+        for map_path, skipped in suspects:
+            _no_instance_values(log, map_path, skipped, divisor, class_ids)
     _finish(log, own, f"read_png_instances({root})")
     return out
 

@@ -178,11 +178,11 @@ def _own_message(err: Exception) -> str:
     message), the original error's own lines: from the traceback's last ``SomeError: `` line on, its type dropped.
     A class option refused by its own constructor (``--trainer.callbacks`` of ``NotifyWhenDone``) comes back from
     jsonargparse as "Does not validate against any of the Union subtypes" and a dozen lines on what a class path
-    is: its own ``Class.argument: reason`` lines go first."""
+    is: its own ``Class.argument: reason`` lines say it all, and alone are shown."""
     message = str(err)
     if message.startswith("Does not validate against any of the Union subtypes"):
         own = re.findall(r"^\s*- ([A-Z]\w*\.\w+: .*)$", message, flags=re.MULTILINE)
-        return "\n".join([*own, "", message]) if own else message
+        return "\n".join(own) if own else message
     head, found, tail = message.partition("\nOriginal Traceback")
     if not found:
         return message

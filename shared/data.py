@@ -130,6 +130,8 @@ class SplitLoaders(pl.LightningDataModule):
     DATA_SET_SETTINGS: tuple[str, ...] = ("data_format", "data_path", "synthetic", "anomaly_path")
     #: init arguments that choose which items of the data set land in which split
     SPLIT_SETTINGS: tuple[str, ...] = ("seed", "split_fractions")
+    #: init arguments that set the size the network sees images at (resized or fitted to it)
+    INPUT_SETTINGS: tuple[str, ...] = ()
     pin_memory = False
     repeat_threshold: float | None = None
     seed: int = 0
@@ -174,6 +176,14 @@ class SplitLoaders(pl.LightningDataModule):
         if not differs:
             return None
         return ", ".join(f"data.{k} {before[k]!r} (this command: {after[k]!r})" for k in differs)
+
+    def other_input_than(self, trained: dict) -> str | None:
+        """The :data:`INPUT_SETTINGS` a checkpoint was fitted with (``trained``: its
+        ``datamodule_hyper_parameters``) that this module gives otherwise, named with both values; None if all
+        agree. A setting the checkpoint did not store is not compared."""
+        now = dict(self.hparams)
+        differs = [k for k in self.INPUT_SETTINGS if k in trained and k in now and not same_setting(trained[k], now[k])]
+        return ", ".join(f"data.{k} {trained[k]!r} (this command: {now[k]!r})" for k in differs) or None
 
     def set_loader_options(self, batch_size: int, num_workers: int | None) -> None:
         """The ``batch_size`` and ``num_workers`` of every loader (None: :func:`default_num_workers`)."""

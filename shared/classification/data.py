@@ -642,6 +642,8 @@ class ClassificationDataModule(SplitLoaders):
         crops_dir: where a domain source is converted to crops; null: under ``data/<domain>/classification``.
     """
 
+    INPUT_SETTINGS = ("image_size",)
+
     #: extra ``data_format`` values a domain understands (converted by :meth:`convert_source`)
     source_formats: tuple[str, ...] = ()
     #: formats split by ``seed`` and ``split_fractions`` (the others are split by their folders)

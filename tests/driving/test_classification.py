@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -312,3 +313,21 @@ def test_a_predict_dir_inside_predict_path_is_not_read_back_as_images(tmp_path, 
     assert not [w for w in caught if "hidden" in str(w.message)]  # its manifest is not a stray hidden file
     with (photos / "out" / "probabilities.csv").open() as f:
         assert sorted(Path(r["path"]).name for r in csv.DictReader(f)) == ["a0.png", "a1.png", "a2.png"]
+
+
+def test_test_and_predict_at_another_image_size_than_the_fit_warn_naming_the_trained_size(tmp_path, monkeypatch):
+    """Fitted at 32x32, a test at the config's 64x64 scored 0.56 instead of 0.72 and said nothing: the data
+    module resizes to the command's ``image_size``, not the checkpoint's."""
+    monkeypatch.chdir(tmp_path)
+    root = _folder(tmp_path / "data")
+    main(["fit", *_folder_args(root)])
+    last = str(tmp_path / "lightning_logs/driving_classification/checkpoints/last.ckpt")
+    said = r"was fitted with data\.image_size \[16, 16\] \(this command: \[24, 24\]\).*--data\.image_size \[16,16\] gives"
+    with pytest.warns(UserWarning, match=said):
+        main(["test", *_folder_args(root, "--ckpt_path", last, "--data.image_size", "[24, 24]")])
+    with pytest.warns(UserWarning, match=said):
+        main(["predict", *_folder_args(root, "--ckpt_path", last, "--data.image_size", "[24, 24]")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["validate", *_folder_args(root, "--ckpt_path", last)])
+    assert not [w for w in caught if "was fitted with data.image_size" in str(w.message)]

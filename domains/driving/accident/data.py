@@ -508,6 +508,7 @@ class AccidentDataModule(SplitLoaders):
     """
 
     SPLIT_SETTINGS = ("split_seed", "val_fraction", "test_fraction")
+    INPUT_SETTINGS = ("image_size",)
 
     def __init__(
         self,

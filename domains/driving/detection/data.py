@@ -251,6 +251,8 @@ class DetectorDataModule(SplitLoaders):
             counted.
     """
 
+    INPUT_SETTINGS = ("image_size",)
+
     #: the ``data_format`` values the subclass reads
     data_formats: tuple[str, ...] = ()
     #: the record of an image without labels (``predict_path``)

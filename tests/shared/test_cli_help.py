@@ -71,6 +71,16 @@ def test_fixed_choices_are_listed(capsys, monkeypatch):
     assert "--model.network.kappa" in hpu and "GECO reconstruction bound" in hpu
 
 
+def test_the_notifiers_help_needs_no_config_and_takes_its_short_name(capsys, monkeypatch):
+    """``fit --trainer.callbacks.help NotifyWhenDone`` asked for a config (-c), and with one it said "Expected a
+    dot import path string": the README's callback was no known one."""
+    args = ["fit", "--trainer.callbacks.help", "NotifyWhenDone"]
+    notify = " ".join(_help(driving_classification_main, args, capsys, monkeypatch).split())
+    assert "--trainer.callbacks.webhook_url WEBHOOK_URL POST the report as JSON" in notify
+    fit = " ".join(_help(driving_classification_main, ["fit", "--help"], capsys, monkeypatch).split())
+    assert "shared.notify.NotifyWhenDone" in fit  # among the known callbacks
+
+
 @pytest.mark.parametrize("prog", list(MAINS))
 def test_top_level_help_imports_no_torch(prog):
     """The first thing a newcomer types answers at once: no torch, torchvision or Lightning is imported."""

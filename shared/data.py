@@ -185,6 +185,40 @@ class SplitLoaders(pl.LightningDataModule):
         differs = [k for k in self.INPUT_SETTINGS if k in trained and k in now and not same_setting(trained[k], now[k])]
         return ", ".join(f"data.{k} {trained[k]!r} (this command: {now[k]!r})" for k in differs) or None
 
+    def split_groups(self, name: str) -> set[str] | None:
+        """The groups (patients, drives, a CSV's ``group``) of split ``name`` once set up, for the check that
+        an evaluation scores none its checkpoint trained on (:meth:`load_state_dict`); None: not known."""
+        return None
+
+    def state_dict(self) -> dict:
+        """What checkpoints keep of the data: digests of the training split's groups (16 hex digits each, a few
+        MB at most for a million file-level groups), so an evaluation on a data set grown since the fit can say
+        which groups moved out of training (:meth:`load_state_dict`)."""
+        groups = self.split_groups("train") if "train" in getattr(self, "datasets", {}) else None
+        return {"train_group_digests": sorted(map(_group_digest, groups))} if groups else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Lightning restores this after ``setup`` when ``validate`` / ``test`` read a checkpoint: groups of the
+        evaluated split that the checkpoint trained on are warned of. Rows added to a CSV (or patients to a
+        folder) move :func:`group_split`'s cut points, so an old checkpoint's training groups can land in val or
+        test with the seed and fractions unchanged, where :meth:`other_split_than` sees nothing."""
+        trained = set(state.get("train_group_digests") or ())
+        split = {"validate": "val", "test": "test"}.get(getattr(self.running_stage(), "value", None))
+        groups = self.split_groups(split) if trained and split in getattr(self, "datasets", {}) else None
+        if not groups:
+            return
+        seen = sorted(g for g in groups if _group_digest(g) in trained)
+        if seen:
+            shown = ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else "")
+            warnings.warn(
+                f"{len(seen)} of the {len(groups)} groups of this {split} split were in the checkpoint's training "
+                f"split ({shown}): its figures are partly on data it trained on. The data changed since the fit "
+                "(items added or removed move the group split's cut) or another split setting is given; "
+                "evaluate on the split the fit used, or fit again",
+                UserWarning,
+                stacklevel=2,
+            )
+
     def set_loader_options(self, batch_size: int, num_workers: int | None) -> None:
         """The ``batch_size`` and ``num_workers`` of every loader (None: :func:`default_num_workers`)."""
         self.batch_size = batch_size
@@ -290,6 +324,10 @@ class SplitLoaders(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The ``predict`` split when the module built one (``--data.predict_path``: your own images), else test."""
         return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
+
+
+def _group_digest(group: Hashable) -> str:
+    return hashlib.sha1(str(group).encode()).hexdigest()[:16]
 
 
 def _stable_rank(group: Hashable, seed: int) -> str:

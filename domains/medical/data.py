@@ -1349,6 +1349,11 @@ class MedicalDataModule(SplitLoaders):
             return self.max_items.get(split)
         return self.max_items
 
+    def split_groups(self, name: str) -> set[str] | None:
+        """The patients (cases) of split ``name`` once built, for the checkpoint's leak check."""
+        view = self.datasets.get(name)
+        return None if view is None else {str(view.base.groups[i]) for i in view.indices}
+
     def dataset(self, split: str) -> ReaderDataset:
         """The (cached) view of ``split`` the loaders use.
 

@@ -796,6 +796,11 @@ class ClassificationDataModule(SplitLoaders):
             # rather than predicting its replacement twice
             self.datasets["predict"] = self._predict_dataset(splits["test"])
 
+    def split_groups(self, name: str) -> set[str] | None:
+        """The CSV ``group`` values (or files) of split ``name``, for the checkpoint's leak check."""
+        items = getattr(self, "splits", {}).get(name)
+        return None if items is None else {item.group for item in items}
+
     def _predict_dataset(self, items: list[Sample]) -> ClassificationDataset:
         """What ``predict`` reads: ``items`` unaugmented, an image that does not decode listed (``unreadable.csv``)
         and skipped, not fatal."""

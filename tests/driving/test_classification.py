@@ -331,3 +331,37 @@ def test_test_and_predict_at_another_image_size_than_the_fit_warn_naming_the_tra
         warnings.simplefilter("always")
         main(["validate", *_folder_args(root, "--ckpt_path", last)])
     assert not [w for w in caught if "was fitted with data.image_size" in str(w.message)]
+
+
+def test_a_csv_grown_since_the_fit_warns_of_the_training_groups_its_val_split_now_holds(tmp_path, monkeypatch):
+    """Rows added to a CSV move the group split's cut points: training groups of the checkpoint landed in val
+    and test with the seed and fractions unchanged, and its figures were partly on training images, unsaid."""
+    from shared.data import group_split
+
+    monkeypatch.chdir(tmp_path)
+    image = np.full((24, 24, 3), 80, np.uint8)
+    rows = []
+    for g in range(30):
+        for c, name in enumerate(("Car", "Pedestrian")):
+            path = tmp_path / "img" / f"g{g}_{c}.png"
+            path.parent.mkdir(exist_ok=True)
+            cv2.imwrite(str(path), image + 40 * c)
+            rows.append(f"img/{path.name},{name},g{g}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,group\n" + "\n".join(rows[:20]) + "\n")  # groups g0..g9
+    csv_args = ["--data.data_format", "csv", "--data.data_path", str(labels), "--data.split_fractions", "[0.7,0.15,0.15]"]
+    main(["fit", *_folder_args(tmp_path, *csv_args)])
+    last = str(tmp_path / "lightning_logs/driving_classification/checkpoints/last.ckpt")
+    with warnings.catch_warnings(record=True) as caught:  # the same CSV: nothing to say
+        warnings.simplefilter("always")
+        main(["test", *_folder_args(tmp_path, *csv_args, "--ckpt_path", last)])
+    assert not [w for w in caught if "training split" in str(w.message)]
+
+    labels.write_text("path,label,group\n" + "\n".join(rows) + "\n")  # g10..g29 added
+    before = group_split([f"g{g}" for g in range(10)], (0.7, 0.15, 0.15), verbose=False)["train"]
+    after = group_split([f"g{g}" for g in range(30)], (0.7, 0.15, 0.15), verbose=False)["val"]
+    moved = sorted({f"g{i}" for i in before} & {f"g{g}" for g in after if g < 10})
+    assert moved  # the case the check is for: training groups of the fit are now validation groups
+    said = rf"{len(moved)} of the \d+ groups of this val split were in the checkpoint's training split \({moved[0]}"
+    with pytest.warns(UserWarning, match=said):
+        main(["validate", *_folder_args(tmp_path, *csv_args, "--ckpt_path", last)])

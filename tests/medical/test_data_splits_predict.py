@@ -334,3 +334,37 @@ def test_a_decathlon_dataset_json_with_a_byte_order_mark_reads(tmp_path):
     meta = root / "dataset.json"
     meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())
     assert DecathlonSliceDataset(root, "train", crop_size=16, fractions=[1.0, 0.0, 0.0]).stats["volumes"] == 3
+
+
+def test_a_checkpoints_training_patients_found_in_the_evaluated_split_are_warned_of(tmp_path):
+    """The data module's checkpoint state holds digests of the training patients; a validate on data where one
+    of them moved into val (folders rearranged, a pickle regrown since the fit) says which."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    from domains.medical.data import MedicalDataModule
+    from tests.helpers import write_lidc
+
+    def layout(root: Path, patients: dict[str, str]) -> Path:
+        for split, patient in patients.items():
+            write_lidc(root / "tmp", split=split, size=16)
+            for kind in ("images", "gt"):
+                (root / split / kind).mkdir(parents=True, exist_ok=True)
+                (root / "tmp" / split / kind / "P1").rename(root / split / kind / patient)
+        return root
+
+    fitted = MedicalDataModule("lidc_png", str(layout(tmp_path / "a", {"train": "P1", "val": "P2", "test": "P3"})))
+    fitted.setup("fit")
+    state = fitted.state_dict()
+    assert len(state["train_group_digests"]) == 1  # P1
+
+    moved = MedicalDataModule("lidc_png", str(layout(tmp_path / "b", {"train": "P2", "val": "P1", "test": "P3"})))
+    moved.setup("validate")
+    moved.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING))
+    with pytest.warns(UserWarning, match=r"1 of the 1 groups of this val split were in the checkpoint's training split \(P1\)"):
+        moved.load_state_dict(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING))
+        fitted.load_state_dict(state)  # the fit's own split: nothing to say

@@ -85,6 +85,23 @@ class SuiteTrainer(pl.Trainer):
         """Train, from ``--ckpt_path`` when given (a resume: ``last``, or a file)."""
         super().fit(*args, **kwargs)
         self._warn_resume_ended_an_epoch_early()
+        self._report_checkpoints()
+
+    def _report_checkpoints(self) -> None:
+        """A fit ended with Lightning's "`Trainer.fit` stopped" alone: where its weights are, and the best
+        monitored value, are what the next command (``test --ckpt_path best``) needs."""
+        callback = self.checkpoint_callback
+        if callback is None or self.fast_dev_run:
+            return
+        lines = []
+        if callback.best_model_path:
+            score = callback.best_model_score
+            value = f" ({callback.monitor} {float(score):.4g})" if score is not None and callback.monitor else ""
+            lines.append(f"best checkpoint{value}: {callback.best_model_path}")
+        if callback.last_model_path and callback.last_model_path != callback.best_model_path:
+            lines.append(f"last checkpoint (step {self.global_step}): {callback.last_model_path}")
+        if lines:
+            rank_zero_info("\n".join(lines))
 
     def _warn_resume_ended_an_epoch_early(self) -> None:
         """Lightning 2.6 resumes a run with ``max_steps`` set (iteration-based) counting the saved epoch twice:

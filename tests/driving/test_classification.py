@@ -365,3 +365,17 @@ def test_a_csv_grown_since_the_fit_warns_of_the_training_groups_its_val_split_no
     said = rf"{len(moved)} of the \d+ groups of this val split were in the checkpoint's training split \({moved[0]}"
     with pytest.warns(UserWarning, match=said):
         main(["validate", *_folder_args(tmp_path, *csv_args, "--ckpt_path", last)])
+
+
+def test_a_fit_ends_naming_its_best_and_last_checkpoint(tmp_path, monkeypatch, caplog):
+    """It ended with Lightning's "`Trainer.fit` stopped" alone: the files the next command needs go unsaid."""
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO):
+        cli = main(["fit", *_folder_args(_folder(tmp_path / "data"), "--trainer.max_steps", "4")])
+    callback = cli.trainer.checkpoint_callback
+    said = caplog.text
+    best = f"best checkpoint (val/f1_macro {float(callback.best_model_score):.4g}): {callback.best_model_path}"
+    assert best in said and callback.best_model_path.endswith(".ckpt")
+    assert f"last checkpoint (step 4): {tmp_path}/lightning_logs/driving_classification/checkpoints/last.ckpt" in said

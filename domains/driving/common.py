@@ -155,13 +155,49 @@ def check_decodes(path: Path) -> None:
         raise LabelFormatError(path, None, f"cannot decode image ({err})") from None
 
 
+#: a data set's label-map folders, with the image folder beside them and the layout: images found in one of
+#: them, beside that image folder, are label maps (and SegmentMeIfYouCan's colour previews), not photos
+LABEL_MAP_FOLDERS = {
+    "labels_masks": ("images", "SegmentMeIfYouCan"),
+    "instances": ("images", "png instance"),
+    "semantic": ("image_2", "KITTI"),
+    "semantic_rgb": ("image_2", "KITTI"),
+    "instance": ("image_2", "KITTI"),
+    "gtFine": ("leftImg8bit", "Cityscapes"),
+    "gtCoarse": ("leftImg8bit", "Cityscapes"),
+}
+
+
+def _refuse_label_maps(root: Path, paths: Sequence[Path]) -> None:
+    """ValueError when ``paths`` (found below the folder ``root``) hold a data set's label maps: a folder of
+    :data:`LABEL_MAP_FOLDERS` with its image folder beside it (both must be there: one's own photos in a folder
+    named ``semantic`` are predicted). The error names the image folder to give instead."""
+    seen: set[Path] = set()
+    for start in dict.fromkeys(path.parent for path in paths):
+        for folder in (start, *start.parents):
+            if folder in seen:
+                break
+            seen.add(folder)
+            images, layout = LABEL_MAP_FOLDERS.get(folder.name, (None, None))
+            if images and (folder.parent / images).is_dir():
+                maps = [path for path in paths if folder in path.parents]
+                raise ValueError(
+                    f"--data.predict_path {root}: {len(maps)} of its images are {layout} label maps ({folder.name}/ "
+                    f"beside {images}/, e.g. {maps[0]}), not photos: give --data.predict_path {folder.parent / images}"
+                )
+            if folder == root:
+                break
+
+
 def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> list[tuple[Path, int, int, str]]:
     """``(path, height, width, name)`` of the images a ``--data.predict_path`` names: a folder (searched
     recursively, hidden files such as a Mac copy's ``._name.jpg`` left out) or one file, sizes from the headers.
     Predict writes ``<name>.*`` per image: ``name(path)`` (the stem), or, where that repeats
     (``drive_a/000000.png``, ``drive_b/000000.png``: dashcam drives), the path below the folder joined by ``__``
     (``drive_a__000000``). An image that cannot be decoded whole (a truncated file) is skipped and counted in one
-    warning naming them."""
+    warning naming them. A folder holding a data set's label maps beside its images (a SegmentMeIfYouCan root:
+    ``labels_masks/`` beside ``images/``; KITTI's ``semantic/``, Cityscapes' ``gtFine/``) is an error naming the
+    image folder (:func:`_refuse_label_maps`): its masks were predicted as photos."""
     root = Path(predict_path)
     if root.is_file():
         paths = [root]
@@ -171,6 +207,8 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
         raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
     if not paths:
         raise FileNotFoundError(f"--data.predict_path {root}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    if root.is_dir():
+        _refuse_label_maps(root, paths)
     found, log = [], DropLog()
     for path in paths:
         try:

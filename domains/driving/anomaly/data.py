@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import albumentations as A
 import cv2
@@ -34,8 +35,8 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SplitLoaders, check_cap, group_split
-from shared.files import counting_hidden_files, visible_files
+from shared.data import SplitLoaders, check_cap, group_split, split_table
+from shared.files import counting_hidden_files, visible_entries, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
 
@@ -159,9 +160,10 @@ class AnomalyDataset(_MaskedImages):
 
     SMIYC's download holds unlabelled benchmark images beside the labelled ``validation_*`` ones: an image
     without a label mask is an error unless ``require_labels=False``, which drops such images with a counted
-    warning naming them. Every image is decoded in full here (a truncated JPEG otherwise comes out grey-filled
-    without a word, scored as a road): one that cannot be is left out, counted and named in one warning, or an
-    error with ``strict``; so are files in ``images/`` that are not read (another format, a subfolder).
+    warning naming them; one whose mask is there in another format (``.jpg``) is an error either way. Every
+    image is decoded in full here (a truncated JPEG otherwise comes out grey-filled without a word, scored as a
+    road): one that cannot be is left out, counted and named in one warning, or an error with ``strict``; so are
+    files in ``images/`` that are not read (another format, a subfolder).
     """
 
     IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -180,8 +182,12 @@ class AnomalyDataset(_MaskedImages):
         images_dir, labels_dir = self.root / "images", self.root / "labels_masks"
         for folder in (images_dir, labels_dir):
             if not folder.is_dir():
+                inside = ""  # the set's images/ or labels_masks/ given for the set
+                if self.root.name in ("images", "labels_masks") and (self.root.parent / "images").is_dir():
+                    inside = f"; {self.root} is a folder inside the set: give --data.anomaly_path {self.root.parent}"
                 raise FileNotFoundError(
-                    f"{folder}: folder not found (SegmentMeIfYouCan layout: images/, labels_masks/)"
+                    f"{folder}: folder not found (--data.anomaly_path takes the SegmentMeIfYouCan root holding "
+                    f"images/ and labels_masks/){inside}"
                 )
         with counting_hidden_files(self.root):  # images/ and labels_masks/ are listed twice each
             images = images_by_stem(images_dir, self.IMAGE_EXTENSIONS)  # img0.png beside img0.jpg: an error
@@ -208,13 +214,19 @@ class AnomalyDataset(_MaskedImages):
                         why = f"; {others[0].name} is there, but masks must be PNG" + (
                             " (JPEG alters label values)" if jpeg else ""
                         )
-                    if require_labels:
+                    if require_labels or others:  # a mask there but unreadable: no benchmark image, not dropped
+                        fix = (
+                            "a mask that is there but cannot be read is an error, not an unlabelled image: save it "
+                            "as PNG (values 0 / 1 / 255)"
+                            if others
+                            else "SegmentMeIfYouCan's unlabelled benchmark images are left out, counted, with "
+                            "require_labels=False (what test does unless --data.strict true)"
+                        )
                         raise LabelFormatError(
                             image, None, f"no label mask {labels_dir / (stem + '.png')} (or "
-                            f"{stem}_labels_semantic.png){why}; SegmentMeIfYouCan's unlabelled benchmark images are "
-                            "left out, counted, with require_labels=False (what test does unless --data.strict true)",
+                            f"{stem}_labels_semantic.png){why}; {fix}",
                         )  # fmt: skip
-                    unlabelled.append(f"{image.name}{why}")
+                    unlabelled.append(image.name)
                     continue
                 try:
                     check_decodes(image)
@@ -284,7 +296,10 @@ class SemanticSegDataset(_MaskedImages):
                 raise FileNotFoundError(f"{base / 'image_2'}: no image for id {image_id!r}")
             if image_id not in maps:
                 semantic = base / "semantic" / f"{image_id}.png"
-                raise FileNotFoundError(f"{semantic}: semantic map missing for image {images[image_id]}")
+                hint = ""
+                if image_id.endswith(CITYSCAPES_IMAGE_SUFFIX):  # Cityscapes frames copied into image_2/
+                    hint = f"; {CITYSCAPES_HINT}"
+                raise FileNotFoundError(f"{semantic}: semantic map missing for image {images[image_id]}{hint}")
             self.items.append((images[image_id], maps[image_id], image_id))
 
     def _check_values(self, mask: np.ndarray, path: Path) -> None:
@@ -308,6 +323,125 @@ class SemanticSegDataset(_MaskedImages):
     def image_classes(self) -> list[set[int]]:
         """The class ids each semantic map holds (void left out), for repeat-factor sampling: reads every map."""
         return [set(np.unique(read_label_map(path)).tolist()) - {IGNORE_INDEX} for _, path, _ in self.items]
+
+
+# ------------------------------------------------------------------------------------------------ Cityscapes
+
+#: a Cityscapes frame's image: ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``
+CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
+#: its fine label maps, ``gtFine/<split>/<city>/<city>_<seq>_<frame><suffix>.png``, by ``--data.cityscapes_ids``
+CITYSCAPES_MAPS = {"labelIds": "_gtFine_labelIds", "labelTrainIds": "_gtFine_labelTrainIds"}
+#: the model settings each kind of map needs: (num_classes, road_ids)
+CITYSCAPES_MODEL = {"labelIds": (34, (7,)), "labelTrainIds": (19, (0,))}
+#: the splits read (Cityscapes' test maps hold no labels)
+CITYSCAPES_SPLITS = ("train", "val")
+CITYSCAPES_HINT = (
+    "Cityscapes is read as downloaded: give --data.data_path the folder holding leftImg8bit/ and gtFine/ "
+    "(leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png, gtFine/<split>/<city>/<frame>_gtFine_labelIds.png or "
+    "_gtFine_labelTrainIds.png)"
+)
+
+
+def cityscapes_model_settings(kind: str) -> str:
+    """The command-line settings a model trained on ``kind`` maps needs, for messages."""
+    num_classes, road_ids = CITYSCAPES_MODEL[kind]
+    return f"--model.network.init_args.num_classes {num_classes} --model.road_ids {list(road_ids)}"
+
+
+def is_cityscapes_root(root: Path) -> bool:
+    """Whether ``root`` is a Cityscapes download (it holds ``leftImg8bit/``); its ``leftImg8bit/`` or ``gtFine/``
+    given instead is an error naming the folder to give."""
+    if root.name in ("leftImg8bit", "gtFine") and (root.parent / "leftImg8bit").is_dir():
+        raise FileNotFoundError(f"--data.data_path {root} is a folder inside the Cityscapes root: give {root.parent}")
+    return (root / "leftImg8bit").is_dir()
+
+
+def _cityscapes_map_kind(maps_root: Path, splits: Sequence[str], kind: str | None, num_classes: int | None) -> str:
+    """Which maps to read: ``kind`` (``--data.cityscapes_ids``), else the kind ``gtFine/`` holds, else, when it
+    holds both (cityscapesscripts' createTrainIdLabelImgs writes the train ids beside the label ids), the one the
+    model's ``num_classes`` is made for; an error saying what to set otherwise."""
+    if kind is not None:
+        if kind not in CITYSCAPES_MAPS:
+            raise ValueError(f"--data.cityscapes_ids must be one of {list(CITYSCAPES_MAPS)} or null, got {kind!r}")
+        return kind
+    present = [
+        name
+        for name, suffix in CITYSCAPES_MAPS.items()
+        if any(next((maps_root / split).glob(f"*/*{suffix}.png"), None) for split in splits)
+    ]
+    if len(present) == 1:
+        return present[0]
+    fits = [name for name in present if CITYSCAPES_MODEL[name][0] == num_classes]
+    if fits:
+        return fits[0]
+    options = " or ".join(f"{name} (with {cityscapes_model_settings(name)})" for name in CITYSCAPES_MAPS)
+    if not present:
+        raise FileNotFoundError(
+            f"{maps_root}: no *_gtFine_labelIds.png or *_gtFine_labelTrainIds.png maps in "
+            f"{'/, '.join(splits)}/<city>/ ({CITYSCAPES_HINT})"
+        )
+    raise ValueError(
+        f"{maps_root} holds both labelIds and labelTrainIds maps and the model's num_classes ({num_classes}) is "
+        f"made for neither: set --data.cityscapes_ids {options}"
+    )
+
+
+def read_cityscapes_semantic(
+    root: str | Path, kind: str | None = None, num_classes: int | None = None, strict: bool = False
+) -> tuple[str, dict[str, list[tuple[Path, Path, str, str]]]]:
+    """The labelled frames of a Cityscapes download, per split read (``train``, ``val``, where both
+    ``leftImg8bit/<split>`` and ``gtFine/<split>`` exist): ``(image, map, frame id, city)``, and which maps
+    (``kind``, see :func:`_cityscapes_map_kind`). The frame id is the file name less ``_leftImg8bit``
+    (``aachen_000000_000019``). An image without its map is an error naming the map; files in ``leftImg8bit/``
+    not read (another format, outside a city folder) are counted in one warning (errors with ``strict``)."""
+    root = Path(root)
+    images_root, maps_root = root / "leftImg8bit", root / "gtFine"
+    if not maps_root.is_dir():
+        raise FileNotFoundError(f"{maps_root}: folder not found ({CITYSCAPES_HINT}; gtCoarse is not read)")
+    splits = [s for s in CITYSCAPES_SPLITS if (images_root / s).is_dir() and (maps_root / s).is_dir()]
+    if not splits:
+        raise FileNotFoundError(f"{root}: no {' or '.join(CITYSCAPES_SPLITS)}/ in both leftImg8bit/ and gtFine/")
+    kind = _cityscapes_map_kind(maps_root, splits, kind, num_classes)
+    suffix = CITYSCAPES_MAPS[kind]
+    found: dict[str, list[tuple[Path, Path, str, str]]] = {}
+    log = DropLog(strict)
+    with counting_hidden_files(images_root):
+        for split in splits:
+            items, taken = [], []
+            for city in (p for p in visible_entries(images_root / split) if p.is_dir()):
+                images = images_by_stem(city, stem=lambda p: p.stem.removesuffix(CITYSCAPES_IMAGE_SUFFIX))
+                for frame, image in sorted(images.items()):
+                    label = maps_root / split / city.name / f"{frame}{suffix}.png"
+                    if not label.is_file():
+                        raise FileNotFoundError(f"{label}: {kind} map missing for image {image}")
+                    items.append((image, label, frame, city.name))
+                    taken.append(image)
+            for path in _unread_files(images_root / split, taken, recursive=True):
+                log.add("not_read", path, None, f"not read (only {', '.join(IMAGE_EXTENSIONS)} in a city folder)")
+            found[split] = items
+    log.report(f"--data.data_path {root}, files left out ({STRICT_HINT})")
+    if not any(found.values()):
+        raise FileNotFoundError(f"{images_root}: no images in {'/, '.join(splits)}/<city>/ ({CITYSCAPES_HINT})")
+    rank_zero_info(
+        f"Cityscapes {root}: {kind} maps (*{suffix}.png; the model needs {cityscapes_model_settings(kind)}), "
+        + ", ".join(f"{split} {len(items)} frames" for split, items in found.items())
+    )
+    return kind, found
+
+
+class CityscapesSegDataset(SemanticSegDataset):
+    """Cityscapes frames with their gtFine maps (``items``: ``(image, map, frame id)``, from
+    :func:`read_cityscapes_semantic`), read and checked as :class:`SemanticSegDataset`'s."""
+
+    mask_what = "gtFine map"
+
+    def __init__(
+        self,
+        items: Sequence[tuple[Path, Path, str]],
+        transform: A.Compose | None = None,
+        num_classes: int | None = None,
+    ):
+        self.items, self.transform, self.num_classes = list(items), transform, num_classes
 
 
 def segmentation_transforms(
@@ -389,21 +523,24 @@ def _warn_full_size(images: Sequence[tuple[Path, int, int, str]], where) -> None
 
 
 class SegmentationDataModule(SplitLoaders):
-    """Semantic segmentation (train / val from a KITTI-layout split by sequence) and road-anomaly test / predict.
+    """Semantic segmentation (train / val from a KITTI-layout set split by sequence, or a Cityscapes download) and
+    road-anomaly test / predict.
 
     Batches are dicts (``image``, ``mask`` or ``label``, ``name``); with ``image_size`` null, images of different
     sizes are padded (masks with 255 = void) by :func:`pad_collate`.
 
     Args:
-        data_path: KITTI-layout root with ``image_2/`` and ``semantic/`` class maps; null: the synthetic set,
-            generated on first use under data/driving/synthetic_kitti.
+        data_path: KITTI-layout root with ``image_2/`` and ``semantic/`` class maps, or a Cityscapes root as
+            downloaded (``leftImg8bit/`` and ``gtFine/``: its own train / val split where it holds both, else
+            split by city); null: the synthetic set, generated on first use under data/driving/synthetic_kitti.
         image_size: [H, W] training crops are resized to and evaluation images fitted into, keeping their aspect
             ratio; null: native size.
         batch_size: images per batch.
         num_workers: loader processes; null: one less than the CPU cores, at most 4.
         augment: training augmentation.
         seed: seed of the split and the augmentation.
-        max_items: read at most this many training images (smoke tests).
+        max_items: read at most this many training images (smoke tests); with Cityscapes' own split, this many
+            of each.
         anomaly_path: test / predict set in the SegmentMeIfYouCan layout (``images/``, ``labels_masks/`` with
             0 normal, 1 anomaly, 255 void: RoadAnomaly21, RoadObstacle21, Fishyscapes); null: the synthetic one.
         split_fractions: train / val shares, split by sequence.
@@ -414,6 +551,10 @@ class SegmentationDataModule(SplitLoaders):
         strict: files left out raise, naming them, instead of one counted warning: anomaly-set images without a
             label mask (SegmentMeIfYouCan's unlabelled benchmark images), images that cannot be decoded whole,
             and files in ``images/`` or ``image_2/`` that are not read (another format, a subfolder).
+        cityscapes_ids: which Cityscapes maps to train on: ``labelIds`` (``*_gtFine_labelIds.png``: needs
+            ``--model.network.init_args.num_classes 34 --model.road_ids [7]``) or ``labelTrainIds`` (19 classes,
+            road_ids [0]); null: the kind gtFine/ holds, or where it holds both, the one the model's num_classes
+            is made for.
     """
 
     def split_settings(self, hparams: dict, stage: str) -> dict:
@@ -421,8 +562,9 @@ class SegmentationDataModule(SplitLoaders):
         return {} if stage == "test" else super().split_settings(hparams, stage)
 
     def data_set_settings(self, stage: str) -> tuple[str, ...]:
-        """Validation is drawn from the road scenes (``data_path``), whatever anomaly set ``test`` reads."""
-        return ("anomaly_path",) if stage == "test" else ("data_path",)
+        """Validation is drawn from the road scenes (``data_path``, and which Cityscapes maps), whatever anomaly
+        set ``test`` reads."""
+        return ("anomaly_path",) if stage == "test" else ("data_path", "cityscapes_ids")
 
     def __init__(
         self,
@@ -438,6 +580,7 @@ class SegmentationDataModule(SplitLoaders):
         repeat_threshold: float | None = None,
         predict_path: str | None = None,
         strict: bool = False,
+        cityscapes_ids: Literal["labelIds", "labelTrainIds"] | None = None,
     ):
         super().__init__()
         if len(split_fractions) != 2:
@@ -456,6 +599,7 @@ class SegmentationDataModule(SplitLoaders):
         self.repeat_threshold = repeat_threshold
         self.predict_path = predict_path
         self.strict = strict
+        self.cityscapes_ids = cityscapes_ids
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
@@ -480,30 +624,65 @@ class SegmentationDataModule(SplitLoaders):
             return  # your own photos only: neither data_path nor anomaly_path is read
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
-            base = resolve_kitti_split(root)
-            with counting_hidden_files(base / "image_2"):  # listed again per split: counted once
-                log = DropLog(self.strict)
-                images = images_by_stem(base / "image_2")
-                for path in _unread_files(base / "image_2", list(images.values())):
-                    log.add("not_read", path, None, f"not an image this reader takes ({', '.join(IMAGE_EXTENSIONS)})")
-                log.report(f"--data.data_path {root}, files left out ({STRICT_HINT})")
-                ids = sorted(images)
-                ids = ids[: self.max_items] if self.max_items is not None else ids
-                if not ids:
-                    raise FileNotFoundError(f"{base / 'image_2'}: no images")
-                groups = read_sequence_groups(base, ids)
-                split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
-                self.check_splits(split, stage, sequence_split_hint(self.split_fractions))
-                task = getattr(getattr(self, "trainer", None), "lightning_module", None)
-                classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
-                for name, idx in split.items():
-                    transform = segmentation_transforms(name == "train", self.image_size, self.augment, self.seed)
-                    self.datasets[name] = SemanticSegDataset(root, [ids[i] for i in idx], transform, classes)
+            task = getattr(getattr(self, "trainer", None), "lightning_module", None)
+            classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
+            read = self._cityscapes_sets if is_cityscapes_root(root) else self._kitti_sets
+            self.datasets.update(read(root, stage, classes))
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
             transform = segmentation_transforms(False, self.image_size)
             # SMIYC's unlabelled benchmark images (beside its labelled validation_*): counted, not scored
             self.datasets["test"] = AnomalyDataset(anomaly, transform, require_labels=self.strict, strict=self.strict)
             rank_zero_info(f"anomaly test set {anomaly}: {len(self.datasets['test'])} labelled images")
+
+    def _train_transform(self, split: str) -> A.Compose | None:
+        return segmentation_transforms(split == "train", self.image_size, self.augment, self.seed)
+
+    def _kitti_sets(self, root: Path, stage: str | None, num_classes: int | None) -> dict[str, Dataset]:
+        """The train / val datasets of a KITTI-layout set, split by driving sequence."""
+        base = resolve_kitti_split(root)
+        with counting_hidden_files(base / "image_2"):  # listed again per split: counted once
+            log = DropLog(self.strict)
+            images = images_by_stem(base / "image_2")
+            for path in _unread_files(base / "image_2", list(images.values())):
+                log.add("not_read", path, None, f"not an image this reader takes ({', '.join(IMAGE_EXTENSIONS)})")
+            log.report(f"--data.data_path {root}, files left out ({STRICT_HINT})")
+            ids = sorted(images)
+            ids = ids[: self.max_items] if self.max_items is not None else ids
+            if not ids:
+                raise FileNotFoundError(f"{base / 'image_2'}: no images")
+            groups = read_sequence_groups(base, ids)
+            split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
+            self.check_splits(split, stage, sequence_split_hint(self.split_fractions))
+            return {
+                name: SemanticSegDataset(root, [ids[i] for i in idx], self._train_transform(name), num_classes)
+                for name, idx in split.items()
+            }
+
+    def _cityscapes_sets(self, root: Path, stage: str | None, num_classes: int | None) -> dict[str, Dataset]:
+        """The train / val datasets of a Cityscapes download: its own train / val split when it holds both
+        (``split_fractions`` unused, ``max_items`` capping each), else the one split it holds, split by city (a
+        city's frames are neighbours, as a drive's: never in two splits)."""
+        _, found = read_cityscapes_semantic(root, self.cityscapes_ids, num_classes, self.strict)
+        cap = slice(self.max_items)
+        if set(found) == {"train", "val"}:
+            items = {name: found[name][cap] for name in ("train", "val")}
+            order = [(name, item[3]) for name, split in items.items() for item in split]  # (split, city)
+            index = {name: [i for i, (n, _) in enumerate(order) if n == name] for name in items}
+            rank_zero_info(f"Cityscapes' own train / val split (--data.split_fractions unused):\n"
+                           f"{split_table(index, [city for _, city in order])}")  # fmt: skip
+            hint = f"{root}: add frames to leftImg8bit/train and leftImg8bit/val"
+        else:
+            (frames,) = found.values()
+            frames = frames[cap]
+            index = group_split([city for *_, city in frames], self.split_fractions, seed=self.seed,
+                                names=("train", "val"))  # fmt: skip
+            items = {name: [frames[i] for i in idx] for name, idx in index.items()}
+            hint = f"splits are whole cities: set --data.split_fractions (now {list(self.split_fractions)}) or add data"
+        self.check_splits(items, stage, hint)
+        return {
+            name: CityscapesSegDataset([item[:3] for item in split], self._train_transform(name), num_classes)
+            for name, split in items.items()
+        }
 
     collate_fn = staticmethod(pad_collate)

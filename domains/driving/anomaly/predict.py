@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from scipy import ndimage
 
 from domains.driving.anomaly.outliers import ROAD_IDS
 from domains.driving.common import read_rgb
-from domains.driving.formats import LabelFormatError
+from domains.driving.formats import LabelFormatError, LabelWarning
 from shared.device import to_numpy
 from shared.files import written_whole
 from shared.images import write_image
@@ -148,10 +149,14 @@ def _original_rgb(
 ) -> np.ndarray:
     """The picture an overlay is drawn on: the source file when its path is known and it has ``size``, else
     the batch tensor (padding cut off) resized back to ``size``. RGB uint8 (H, W, 3). ``as_stored``: the file
-    was read without its EXIF orientation (a labelled set), so the overlay is too."""
+    was read without its EXIF orientation (a labelled set), so the overlay is too. The batch's read said what
+    it had to (a 16-bit image stretched): said again here, in the main process after a loader worker, it came
+    twice."""
     if path:
         try:
-            rgb = read_rgb(path, ignore_orientation=as_stored)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LabelWarning)
+                rgb = read_rgb(path, ignore_orientation=as_stored)
         except (LabelFormatError, OSError):  # gone or changed since the batch read it: the batch's copy below
             rgb = None
         if rgb is not None and rgb.shape[:2] == size:

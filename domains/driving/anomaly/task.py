@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.functional.classification import binary_auroc
 
@@ -51,7 +52,7 @@ from domains.driving.anomaly.predict import (
     write_predictions,
 )
 from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
-from domains.driving.classes import semantic_class_names
+from domains.driving.classes import SEMANTIC_CLASSES, semantic_class_names
 from shared.backbones import list_backbones
 from shared.files import write_csv
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
@@ -97,7 +98,9 @@ class AnomalySegmentationTask(BaseTask):
             line chooses them for ``test`` / ``predict --ckpt_path``.
         test_scores: scores whose pixel metrics ``test`` reports (``None``: every score this model supports).
         score_smoothing: sigma (px) of a Gaussian blur applied to every score map (0: none); see
-            :func:`~domains.driving.anomaly.scores.smooth_score_map`.
+            :func:`~domains.driving.anomaly.scores.smooth_score_map`. Checkpoints do not store it: the shipped
+            configs and the export use 1.0, so ``load_from_checkpoint(path, score_smoothing=1.0)`` scores as
+            ``test -c <config> --ckpt_path`` does (this default, 0, gives the raw maps).
         class_weighting: cross-entropy class weights: ``None`` (plain), ``"enet"`` (``1 / ln(1.02 + p)`` from the
             class pixel shares ``p`` of ``class_weight_batches`` training batches, counted when training starts:
             without it the rare person, cyclist and pole classes were never predicted in a 15-minute budget and
@@ -139,7 +142,9 @@ class AnomalySegmentationTask(BaseTask):
             ``model.detector.backbone.body.``; an anomaly checkpoint: ``model.segmenter.backbone.encoder.``).
         road_ids: the class ids of the road in the semantic maps (kept in checkpoints): outlier exposure stands
             pasted objects on them and the image score reads the road they enclose. The default [0, 1] is the
-            synthetic set's road and lane marking; Cityscapes labelIds: [7], trainIds: [0].
+            synthetic set's road and lane marking; Cityscapes labelIds: [7], trainIds: [0]. With ``"enet"``
+            class weights, ids that hold no training pixel (or the default under another class count) are warned
+            about when training starts, from the pixels that pass counts.
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
@@ -337,9 +342,36 @@ class AnomalySegmentationTask(BaseTask):
         freq = class_pixel_frequencies(masks(), self.num_classes, IGNORE_INDEX).to(self.ce_weight.device)
         freq = self.trainer.strategy.reduce(freq, reduce_op="mean")  # one set of weights on every DDP rank
         self.ce_weight.copy_(enet_class_weights(freq).to(self.ce_weight.device))
+        self._check_road_ids(freq, counted)
         names = semantic_class_names(self.num_classes)
         listed = ", ".join(f"{n} {w:.1f}" for n, w in zip(names, self.ce_weight.tolist()))
         self.print(f"cross-entropy class weights (ENet, {counted} training batches): {listed}")
+
+    def _check_road_ids(self, freq: torch.Tensor, batches: int) -> None:
+        """Warn when ``road_ids`` hold no training pixel, or are the synthetic default under another class count
+        (Cityscapes labelIds / trainIds): outlier exposure would paste objects on the wrong pixels and the image
+        score read the wrong region, with no error. ``freq``: the class pixel shares the ENet pass counted."""
+        shares = freq.double().cpu().tolist()
+        empty = [i for i in self.road_ids if shares[i] == 0]
+        synthetic = self.road_ids == tuple(ROAD_CLASS_IDS) and self.num_classes != len(SEMANTIC_CLASSES)
+        if not (empty or synthetic):
+            return
+        said = f"--model.road_ids {list(self.road_ids)}"
+        if empty:
+            said += "" if len(empty) == len(self.road_ids) else f": {empty}"  # the empty ones of several
+            said += f" hold no labelled pixel of the {batches} training batch(es) counted"
+        else:
+            said += (
+                f" are the synthetic set's road and lane marking ({len(SEMANTIC_CLASSES)} classes), but the model "
+                f"has {self.num_classes}"
+            )
+        top = sorted(range(len(shares)), key=lambda i: -shares[i])[:3]
+        rank_zero_warn(
+            f"{said} (class pixel shares: {', '.join(f'{i} {shares[i]:.1%}' for i in self.road_ids)}; the most "
+            f"common classes: {', '.join(f'{i} {shares[i]:.1%}' for i in top)}). Outlier exposure stands pasted "
+            "objects on the road_ids classes and the image score reads the road they enclose. Cityscapes labelIds: "
+            "road = 7 (--model.road_ids [7], 34 classes); trainIds: road = 0 (--model.road_ids [0], 19 classes)"
+        )
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self._stats_stale = True  # weights moved: SML / Mahalanobis statistics must be refreshed

@@ -3,6 +3,7 @@ images written with an error that names the file."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,12 @@ import cv2
 import numpy as np
 
 from shared.files import written_whole
+
+# OpenCV's own log printed "[ WARN:0@5.2] global loadsave.cpp:279 findDecoder imread_('...'): can't open/read
+# file" to stderr beside the suite's error naming that file; its errors are still shown. Every module of the
+# suite that reads images imports this one (loader workers too). OPENCV_LOG_LEVEL, when set, is the user's.
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 #: the warning categories that have said, in this process, that deep images are stretched (once each)
 _said: set[type[Warning]] = set()

@@ -4,12 +4,14 @@ Off unless added as a callback, e.g. on the command line::
 
     python -m domains.medical fit -c ... \
         --trainer.callbacks+=shared.notify.NotifyWhenDone \
-        --trainer.callbacks.init_args.webhook_url=https://hooks.example.org/T0/B0
+        --trainer.callbacks.init_args.webhook_url=https://hooks.example.org/services/T0/B0
 
 or in a config's ``trainer.callbacks`` list (``class_path: shared.notify.NotifyWhenDone``, ``init_args: ...``).
 
 Written here because Lightning has no notifier; sending uses only the standard library (``smtplib`` with
-STARTTLS when the server offers it, ``urllib`` for the webhook). Nothing sent can change how training ends:
+STARTTLS when the server offers it, or implicit TLS on port 465; ``urllib`` for the webhook, whose JSON carries a
+one-line ``text`` beside the fields, as Slack and Teams incoming webhooks need). Nothing sent can change how
+training ends:
 every failure to deliver (server down, refused, timed out, rejected) becomes a logged warning. The SMTP
 password is read from the environment variable named by ``password_env`` at send time and is never stored on
 the callback, so it cannot reach a saved ``config.yaml``, hyperparameters or logs.
@@ -76,6 +78,27 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _duration(seconds: float) -> str:
+    """``42.0 s``, ``3 min 12 s``, ``2 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    return f"{minutes} min {int(seconds % 60)} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _summary(report: dict) -> str:
+    """The report in one line for people: run, status, best monitored value, duration. It is the webhook's
+    ``text``, which Slack and Microsoft Teams incoming webhooks need (HTTP 400 without it)."""
+    parts = [f"{report['run']}: {report['status']}"]
+    if report.get("monitor"):
+        best = report.get("best")
+        value = "none logged" if best is None else f"{best:.4g}"
+        parts.append(f"best {report['monitor']} {value} ({report.get('mode')})")
+    if report.get("duration_s") is not None:
+        parts.append(f"after {_duration(report['duration_s'])}")
+    return ", ".join(parts)
+
+
 def _short_folder(path) -> str:
     """``lightning_logs/medical/quick/checkpoints`` -> ``medical/quick``: the part below ``lightning_logs`` (the
     whole path when it is elsewhere) without a trailing ``checkpoints``."""
@@ -93,7 +116,7 @@ class NotifyWhenDone(pl.Callback):
     Args:
         webhook_url: POST the report as JSON here (http or https); null: no webhook.
         smtp_host: SMTP server for the e-mail; null: no e-mail.
-        smtp_port: its port (587: submission with STARTTLS; 25: relay).
+        smtp_port: its port (587: submission with STARTTLS; 465: SMTPS, implicit TLS; 25: relay).
         sender: the From address (needed with ``smtp_host``).
         recipients: the To addresses (at least one with ``smtp_host``).
         smtp_user: login name; null: send without logging in.
@@ -101,6 +124,8 @@ class NotifyWhenDone(pl.Callback):
             an option, so it never lands in a saved config).
         require_tls: refuse to send the e-mail when the server offers no STARTTLS. Without it a message still
             goes out in clear, but a password is never sent over a connection without TLS.
+        implicit_tls: connect with TLS from the start (SMTPS, ``smtplib.SMTP_SSL``) instead of STARTTLS; null:
+            on for port 465, the SMTPS port (where a plain connection waits for a greeting that never comes).
         timeout: seconds allowed to each connection before giving up (a warning, not an error).
         run_name: the name in the message; null: the checkpoint folder's ``<domain>/<config>`` (the CLI's
             ``lightning_logs/<domain>/<config>/checkpoints``) and the logger's version, e.g.
@@ -122,6 +147,7 @@ class NotifyWhenDone(pl.Callback):
         smtp_user: str | None = None,
         password_env: str = "SUITE_SMTP_PASSWORD",
         require_tls: bool = False,
+        implicit_tls: bool | None = None,
         timeout: float = 10.0,
         run_name: str | None = None,
         monitor: str | None = None,
@@ -169,12 +195,15 @@ class NotifyWhenDone(pl.Callback):
         self.smtp_user = smtp_user
         self.password_env = password_env
         self.require_tls = require_tls
+        self.implicit_tls = self.smtp_port == 465 if implicit_tls is None else bool(implicit_tls)
         self.timeout = float(timeout)
         self.run_name = run_name
         self.monitor = monitor
         self.mode = mode
         self.notify_on_success = notify_on_success
-        self._start: float | None = None
+        # the run's clock starts here: the CLI builds the callback before the data module's setup, which runs
+        # before any callback hook (and may fail there: setup is never reached)
+        self._start = time.monotonic()
         self._last: float | None = None
         self._best: float | None = None
         self._sent = False
@@ -185,7 +214,6 @@ class NotifyWhenDone(pl.Callback):
     # ------------------------------------------------------------------------------------------ hooks
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self._start = time.monotonic()
         self._last = self._best = None
         self._sent, self._logged = False, None
         ckpt_monitor = getattr(getattr(trainer, "checkpoint_callback", None), "monitor", None)
@@ -225,8 +253,12 @@ class NotifyWhenDone(pl.Callback):
         if self.notify_on_success:
             self.notify(trainer, "finished")
 
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._start = time.monotonic()  # a callback used again: the next run starts when this one ended
+
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if getattr(getattr(trainer, "state", None), "fn", "fit") != "fit":
+            self._start = time.monotonic()  # as in teardown, which Lightning skips after an exception
             return  # only a training run is reported: a failing test / validate / predict is the caller's to see
         # Ctrl-C and SIGTERM (docker stop, a scheduler's preemption; Lightning raises SIGTERMException at the
         # next step) are someone stopping the run, not the run failing
@@ -236,6 +268,7 @@ class NotifyWhenDone(pl.Callback):
             status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
             error = f"{type(exception).__name__}: {exception}" if str(exception) else type(exception).__name__
         self.notify(trainer, status, error=error)
+        self._start = time.monotonic()
 
     # ---------------------------------------------------------------------------------------- report
 
@@ -276,7 +309,7 @@ class NotifyWhenDone(pl.Callback):
             "run": self._run_name(trainer),
             "status": status,
             "stage": str(getattr(getattr(state, "fn", None), "value", "") or "") or None,
-            "duration_s": round(time.monotonic() - self._start, 1) if self._start is not None else None,
+            "duration_s": round(time.monotonic() - self._start, 1),
             "epoch": getattr(trainer, "current_epoch", None),
             "global_step": getattr(trainer, "global_step", None),
             "monitor": monitor,
@@ -324,7 +357,7 @@ class NotifyWhenDone(pl.Callback):
     def send_webhook(self, report: dict) -> None:
         request = urllib.request.Request(
             self.webhook_url,
-            data=json.dumps(report).encode(),
+            data=json.dumps({"text": _summary(report), **report}).encode(),
             headers={"Content-Type": "application/json", "User-Agent": "applied-dl-suite/notify"},
             method="POST",
         )
@@ -344,13 +377,20 @@ class NotifyWhenDone(pl.Callback):
 
     def send_email(self, report: dict) -> None:
         password = os.environ.get(self.password_env) if self.smtp_user else None
-        with smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=self.timeout) as server:
+        if self.implicit_tls:  # SMTPS: TLS from the first byte
+            smtp = smtplib.SMTP_SSL(
+                self.smtp_host, self.smtp_port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        else:
+            smtp = smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=self.timeout)
+        with smtp as server:
             server.ehlo()
-            tls = server.has_extn("starttls")
-            if tls:
+            tls = self.implicit_tls
+            if not tls and server.has_extn("starttls"):
                 server.starttls(context=ssl.create_default_context())
                 server.ehlo()
-            elif self.require_tls:
+                tls = True
+            if not tls and self.require_tls:
                 raise ConnectionError(
                     f"{self.smtp_host}:{self.smtp_port} offers no STARTTLS (require_tls is on)"
                 )

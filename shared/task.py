@@ -166,15 +166,15 @@ class BaseTask(pl.LightningModule):
             report = load_backbone_weights(self.model.backbone, path, prefix=prefix, warn_partial=False)
         except NothingLoadedError as err:  # said below with the options to change
             report = err.report
-        rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
         init_args = getattr(self.model, "init_args", None) or {}  # the registry name, as configured
         name = init_args.get("backbone") or init_args.get("encoder") or type(self.model.backbone).__name__
         if not report.loaded or report.shape_mismatch or report.unexpected:
             what = "no tensor matched" if not report.loaded else "it is another network's file for"
-            raise ValueError(
+            raise ValueError(  # the report once, here: not printed first as well
                 f"pretrained_backbone {path}: {what} backbone {name!r} (prefix {prefix!r}): {report.summary()}. "
                 "Give a file of this backbone, or --model.pretrained_prefix naming its part of the file"
             )
+        rank_zero_info(f"pretrained backbone {path}: {report.summary()}")
         if missing := report.missing_in_part:
             rank_zero_warn(
                 f"pretrained_backbone {path}: {len(missing)} tensors of backbone {name!r} keep their initial values "

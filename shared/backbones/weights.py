@@ -6,6 +6,7 @@ Nothing here downloads: ImageNet weights are used only from a path the user give
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -121,10 +122,61 @@ def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files, non-torch files
-        raise WeightLoadingError(  # the type too: a text file fails with a bare KeyError(101)
-            f"{path}: cannot be read as a weights-only torch file ({type(err).__name__}: {err}; torch.save "
-            "files and .safetensors are read)"
-        ) from err
+        raise WeightLoadingError(f"{path}: {_not_weights(path, err)}") from err
+
+
+#: the start of files often given by mistake, and what they are
+_MAGIC = {
+    b"\x89HDF": "an HDF5 file (Keras / TensorFlow .h5 weights?)",
+    b"\x93NUMPY": "a NumPy .npy array",
+    b"\x1f\x8b": "a gzip archive (unpack it first)",
+}
+_READ = "a state dict saved with torch.save (.pth / .pt / .ckpt) or a .safetensors file is read"
+
+
+def _not_weights(path: Path, err: Exception) -> str:
+    """What ``path`` is, since ``torch.load(weights_only=True)`` refused it, and the cause in short. torch's own
+    message says to load again with ``weights_only=False``, which runs any code the file holds, and to file an
+    issue: neither helps with a file that is no weights file."""
+    message = str(err).partition("WeightsUnpickler error:")[2].strip() or str(err)
+    message = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", message)  # torch's C++ location
+    first = re.split(r"\.\s|\n", message)[0]  # the first sentence
+    cause = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    if found := re.search(r"GLOBAL (\S+) was not an allowed global", message):
+        return (
+            f"holds pickled Python objects ({found[1]}), not a state dict of tensors: a whole pickled model? Save "
+            "model.state_dict() instead (torch.save(model.state_dict(), path)); weights are read without running "
+            "a file's code"
+        )
+    with path.open("rb") as file:  # one torch could not read for want of permission raises that here
+        head = file.read(256)
+    if not head:
+        what = "an empty file"
+    elif kind := next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None):
+        what = kind
+    elif (text := _text_start(head)) is not None:
+        what = f"a text file (it starts {text!r})"
+    elif head.startswith(b"PK"):
+        what = f"a zip archive, truncated or not written by torch.save ({cause})"
+    elif head.startswith(b"\x80"):  # pickle's PROTO opcode
+        what = f"a Python pickle, truncated or not written by torch.save ({cause})"
+    else:
+        what = f"in an unknown format ({cause})"
+    return f"not a PyTorch weights file: {what}; {_READ}"
+
+
+def _text_start(head: bytes, shown: int = 40) -> str | None:
+    """The first line of ``head`` (a file's first bytes) if they are UTF-8 text, else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:  # a character cut at the end of head is still text
+        if err.start < len(head) - 3:
+            return None
+        text = head[: err.start].decode("utf-8")
+    if not all(char.isprintable() or char in "\t\r\n" for char in text):
+        return None
+    line = text.strip().split("\n")[0].strip()
+    return line if len(line) <= shown else line[:shown] + "..."
 
 
 #: key prefixes of the classifier heads of torchvision's ImageNet files (ResNet / GoogLeNet ``fc`` and ``aux1/2``,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import types
 
 import pytest
 import pytorch_lightning as pl
@@ -64,8 +66,6 @@ def test_run_field_names_the_domain_config_and_version(tmp_path, monkeypatch, we
 
 def test_a_refused_mode_sends_no_report(webhook):
     """The notifier refusing its own settings at setup also sent a "failed" report carrying the refused mode."""
-    import types
-
     from shared.notify import NotifyConfigError
 
     ckpt = types.SimpleNamespace(monitor="val/f1", mode="max", best_model_score=None, best_model_path="",
@@ -99,3 +99,156 @@ def test_an_unlogged_monitor_is_warned_once_and_a_failed_run_names_its_last_chec
     ((_, report),) = webhook.received
     assert report["status"] == "interrupted" and report["last"] is None
     assert report["last_checkpoint"] == str(tmp_path / "ckpt" / "last.ckpt")
+
+
+# ------------------------------------------------------------------- webhook text, SMTPS, duration (audit 2)
+
+
+def test_webhook_body_has_a_text_line_beside_the_fields(tmp_path, webhook):
+    """The body was the bare report: Slack and Teams incoming webhooks answer HTTP 400 without ``text``."""
+    notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r", monitor="val/loss")
+    notify_fit(tmp_path, notify)
+    ((_, body),) = webhook.received
+    assert {key: body[key] for key in notify.last_report} == notify.last_report  # the fields, all kept
+    best, duration = notify.last_report["best"], notify.last_report["duration_s"]
+    assert body["text"] == f"r: finished, best val/loss {best:.4g} (min), after {duration:.1f} s"
+
+
+def test_summary_line_of_a_long_failed_run_and_of_one_without_a_monitor():
+    from shared.notify import _summary
+
+    report = {"run": "driving_classification/quick (csv/version_2)", "status": "failed", "monitor": "val/acc",
+              "mode": "max", "best": None, "duration_s": 7512.0}  # fmt: skip
+    assert _summary(report) == (
+        "driving_classification/quick (csv/version_2): failed, best val/acc none logged (max), after 2 h 05 min"
+    )
+    assert _summary({"run": "r", "status": "interrupted", "monitor": None, "duration_s": 192.4}) == (
+        "r: interrupted, after 3 min 12 s"
+    )
+
+
+#: a trainer as the report reads it, with no checkpoint callback nor logger
+_NO_CHECKPOINT = types.SimpleNamespace(checkpoint_callback=None, logger=None, is_global_zero=True)
+
+
+@pytest.fixture
+def smtp_with_login():
+    """A local aiosmtpd server that takes the login ``t`` / ``pw`` without TLS (a stand-in for an SMTPS server
+    behind its TLS layer); ``.messages`` and ``.logins`` keep what came."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    class Handler:
+        messages, logins = [], []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append(envelope.content)
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        Handler.logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"t", b"pw"))
+
+    handler = Handler()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        handler.port = free.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=handler.port, authenticator=authenticator,
+                            auth_require_tls=False)  # fmt: skip
+    controller.start()
+    yield handler
+    controller.stop()
+
+
+def test_port_465_connects_with_implicit_tls_and_logs_in(smtp_with_login, monkeypatch):
+    """Port 465 (SMTPS) was spoken to as plain SMTP + STARTTLS: it timed out into a warning. ``SMTP_SSL`` is
+    stood in for by plain SMTP to the local server (no certificate here); the real handshake is the next test."""
+    import smtplib
+    import ssl
+
+    opened = []
+
+    class SmtpsStandIn(smtplib.SMTP):
+        def __init__(self, host, port, timeout, context):
+            opened.append((host, port, type(context)))
+            super().__init__(host, smtp_with_login.port, timeout=timeout)
+
+    monkeypatch.setattr(smtplib, "SMTP_SSL", SmtpsStandIn)
+    monkeypatch.setenv("SUITE_SMTP_PASSWORD", "pw")
+    notify = NotifyWhenDone(smtp_host="127.0.0.1", smtp_port=465, sender="t@example.org",
+                            recipients=["a@example.org"], smtp_user="t", require_tls=True, run_name="r")  # fmt: skip
+    assert notify.implicit_tls and not NotifyWhenDone(webhook_url="http://h/x", smtp_port=587).implicit_tls
+    notify.notify(_NO_CHECKPOINT, "finished")
+    assert opened == [("127.0.0.1", 465, ssl.SSLContext)]
+    assert smtp_with_login.logins == [(b"t", b"pw")]  # the password goes: the connection is TLS from the start
+    (content,) = smtp_with_login.messages
+    assert b"Subject: [applied-dl-suite] r: finished" in content
+
+
+def test_implicit_tls_sends_a_tls_hello_first(caplog):
+    """On an SMTPS port the client speaks first, with a TLS ClientHello (record type 22, handshake type 1);
+    plain SMTP waited for a greeting the server never sends."""
+    import logging
+    import threading
+
+    first: list[bytes] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(5)
+
+        def take_hello():
+            try:
+                conn, _ = server.accept()
+                with conn:
+                    conn.settimeout(5)
+                    first.append(conn.recv(6))  # then closed: the handshake fails, which is a warning
+            except OSError:  # nothing came
+                pass
+
+        thread = threading.Thread(target=take_hello, daemon=True)
+        thread.start()
+        notify = NotifyWhenDone(smtp_host="127.0.0.1", smtp_port=server.getsockname()[1], implicit_tls=True,
+                                sender="t@example.org", recipients=["a@example.org"], timeout=2, run_name="r")  # fmt: skip
+        with caplog.at_level(logging.WARNING, logger="shared.notify"):
+            notify.notify(_NO_CHECKPOINT, "finished")
+        thread.join(5)
+    assert first and first[0][0] == 22 and first[0][5] == 1, first
+    assert "e-mail not sent" in caplog.text
+
+
+class _SlowDataSetup(SquaresDataModule):
+    """A data module whose setup takes ``seconds`` (a folder scan) and then, with ``error``, fails (a class
+    name typo)."""
+
+    def __init__(self, seconds: float, error: str | None = None):
+        super().__init__(n_train=8, n_val=4)
+        self.seconds, self.error = seconds, error
+
+    def setup(self, stage):
+        import time
+
+        time.sleep(self.seconds)
+        if self.error:
+            raise ValueError(self.error)
+
+
+def test_duration_counts_the_data_setup_and_a_failure_there(tmp_path, webhook):
+    """The clock started at the callback's setup, after the data module's: a run failing in data setup (a class
+    name typo) reported a null duration, and a finished one left out the data setup's time."""
+    from tests.helpers import quiet_trainer
+
+    notify = NotifyWhenDone(webhook_url=webhook.url, run_name="r")
+
+    def fit(data):
+        settings = {"max_steps": 2, "limit_val_batches": 1, "default_root_dir": str(tmp_path)}
+        quiet_trainer(callbacks=[notify], **settings).fit(TinySegTask(), data)
+        return webhook.received[-1][1]
+
+    with pytest.raises(ValueError, match="sqaure"):
+        fit(_SlowDataSetup(0.6, error="data.class_names: no folder 'sqaure'"))
+    failed = webhook.received[-1][1]
+    assert failed["status"] == "failed" and 0.6 <= failed["duration_s"] < 30, failed
+    finished = fit(_SlowDataSetup(0.6))  # the same callback again: from the end of the failed run
+    assert finished["status"] == "finished" and 0.6 <= finished["duration_s"] < 30, finished
+    assert fit(_SlowDataSetup(0.0))["duration_s"] < 0.6  # not counting the runs before

@@ -1,3 +1,5 @@
+import gzip
+import re
 import warnings
 
 import pytest
@@ -138,9 +140,46 @@ def test_bad_files_give_clear_errors(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a torch file")
     with pytest.raises(
-        WeightLoadingError, match=r"junk\.pt: cannot be read as a weights-only torch file \(\w+Error: "
+        WeightLoadingError, match=r"junk\.pt: not a PyTorch weights file: a text file \(it starts 'not a torch file'\)"
     ):
         load_backbone_weights(create_backbone("tiny_cnn"), junk)
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"resnet18 weights: see https://example.org\n", r"a text file \(it starts 'resnet18 weights: see https"),
+        (b"", "an empty file"),
+        (b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'}", r"a NumPy \.npy array"),
+        (b"\x89HDF\r\n\x1a\n" + bytes(40), r"an HDF5 file \(Keras / TensorFlow \.h5 weights\?\)"),
+        (gzip.compress(b"weights"), r"a gzip archive \(unpack it first\)"),
+        (b"PK\x03\x04" + bytes(40), r"a zip archive, truncated or not written by torch\.save \(RuntimeError: "),
+        (bytes(range(256)), r"in an unknown format \(UnpicklingError: Unsupported operand 0\)"),
+    ],
+)
+def test_a_file_that_is_no_weights_file_says_what_it_is_not_how_to_load_it_unsafely(tmp_path, content, what):
+    """torch's message advised re-running with weights_only=False (running the file's code) and filing an
+    issue, for a text file given as weights."""
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightLoadingError) as caught:
+        load_backbone_weights(create_backbone("tiny_cnn"), path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a PyTorch weights file: "), message
+    assert re.search(what, message), message
+    assert message.endswith("a state dict saved with torch.save (.pth / .pt / .ckpt) or a .safetensors file is read")
+    assert "weights_only" not in message and "file an issue" not in message and len(message) - len(str(path)) < 300
+
+
+def test_a_whole_pickled_model_is_told_to_save_its_state_dict(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(create_backbone("tiny_cnn"), path)  # the module, not its state_dict()
+    with pytest.raises(WeightLoadingError) as caught:
+        load_backbone_weights(create_backbone("tiny_cnn"), path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: holds pickled Python objects (shared.backbones."), message
+    assert "not a state dict of tensors: a whole pickled model? Save model.state_dict() instead" in message
+    assert "weights_only" not in message and "add_safe_globals" not in message
 
 
 def test_a_training_scripts_checkpoint_loads_from_its_model_entry(tmp_path):

@@ -441,7 +441,9 @@ def data_description(key: str, data_hp: dict) -> str:
 
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict, loaded with ``weights_only=True`` (tensors and plain containers only)."""
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    from shared.task import read_checkpoint_data
+
+    return read_checkpoint_data(path)
 
 
 def checkpoint_model_name(path: str | Path) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
+import re
 import zipfile
 from pathlib import Path
 
@@ -30,18 +32,9 @@ WHERE_CHECKPOINTS = "Checkpoints are e.g. `lightning_logs/<domain>/<config>/chec
 
 
 def checkpoint_error(exc: Exception) -> str:
-    """A short reason why a checkpoint cannot be used. torch's weights-only refusal (a file holding pickled
-    objects other than tensors and plain containers: a whole model, custom classes) is replaced by one sentence:
-    its own text advises turning that safety off, which would let the file run code."""
-    text = str(exc)
-    if "weights_only" in text or "Weights only load failed" in text or "WeightsUnpickler" in text:
-        return (
-            f"{NOT_A_CHECKPOINT} the demo can read: it holds pickled Python objects besides tensors and plain "
-            "containers (a whole saved model, or custom classes?), and the demo reads checkpoints as data only, so "
-            "that no code in a file can run. Save the model with the Lightning Trainer (a ModelCheckpoint or "
-            "`trainer.save_checkpoint`)"
-        )
-    return f"{type(exc).__name__}: {text}"
+    """A short reason why a checkpoint cannot be used (:func:`shared.task.check_checkpoint_file` words a file
+    of pickled objects without torch's advice to turn the weights-only safety off)."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def model_path(key: str) -> Path | None:
@@ -197,6 +190,27 @@ def upload_or_stop(label: str, key: str, help_text: str, prompt: str) -> tuple[b
     return data, name, data_digest
 
 
+def readable_network(name: str) -> str:
+    """A model card's network name with the keyword dict in it (a card written as ``prob_unet {'channels': [32,
+    64, 128, 192], 'latent_dim': 6}``: a Python repr) spelled out: ``prob_unet (channels 32/64/128/192, latent dim
+    6)``; an empty one dropped. Text that is no such dict is kept as it is."""
+
+    def spell(match: re.Match) -> str:
+        try:
+            args = ast.literal_eval(match.group(1))
+        except (ValueError, SyntaxError):
+            return match.group(0)
+        if not isinstance(args, dict):
+            return match.group(0)
+        parts = [
+            f"{str(k).replace('_', ' ')} {'/'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+            for k, v in args.items()
+        ]
+        return f" ({', '.join(parts)})" if parts else ""
+
+    return re.sub(r" ?(\{[^{}]*\})", spell, name)
+
+
 def checkpoint_caption(key: str, limit: int = 8) -> None:
     """Which weights these are and their test figures (model card, or the JSON beside a local checkpoint)."""
     own = st.session_state.get(OVERRIDES, {}).get(key)
@@ -211,8 +225,9 @@ def checkpoint_caption(key: str, limit: int = 8) -> None:
         return
     if path is not None and path.suffix == ".safetensors":
         st.caption(
-            f"Shipped weights {where} ({info.get('network', '')}; trained {info.get('date', '?')} on "
-            f"{info.get('device', '?')}, model card `{path.with_suffix('.json').name}`). Test figures: "
+            f"Shipped weights {where} ({readable_network(str(info.get('network', '')))}; trained "
+            f"{info.get('date', '?')} on {info.get('device', '?')}, model card `{path.with_suffix('.json').name}`). "
+            "Test figures: "
             f"{dm.format_metrics(info, dm.DEMO_MODELS[key].headline, limit)}."
         )
         return

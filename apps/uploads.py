@@ -18,6 +18,7 @@ import gzip
 import io
 import math
 import re
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -601,7 +602,8 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
 def decode_medical(
     data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS
 ) -> MedicalVolume:
-    """PNG / JPEG, DICOM or NIfTI -> :class:`MedicalVolume` (display orientation, intensity window noted)."""
+    """PNG / JPEG, DICOM (a file, or a zip of one series' slices) or NIfTI -> :class:`MedicalVolume` (display
+    orientation, intensity window noted)."""
     check_size(data, name, max_bytes)
     fmt = detect_format(data, name)
     if fmt in ("png", "jpeg"):
@@ -612,9 +614,11 @@ def decode_medical(
         return _medical_nifti(data, name, gz=fmt == "nifti_gz", max_pixels=max_pixels)
     if fmt == "gzip":
         raise UploadError(f"{name}: a gzip file that is not named .nii.gz; only gzipped NIfTI is supported")
+    if zipfile.is_zipfile(io.BytesIO(data)):  # a CT series as it usually arrives: one DICOM file per slice
+        return _dicom_series(data, name, max_pixels)
     raise UploadError(
-        f"{name}: unsupported file type; upload a PNG / JPEG image, a DICOM file (.dcm) or a NIfTI volume "
-        "(.nii / .nii.gz)"
+        f"{name}: unsupported file type; upload a PNG / JPEG image, a DICOM file (.dcm), a zip of one DICOM "
+        "series or a NIfTI volume (.nii / .nii.gz)"
     )
 
 
@@ -654,6 +658,18 @@ def _window_from_percentiles(data: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _range_text(lo: float, hi: float) -> str:
+    """``lo..hi`` in one format whatever the data type: whole numbers as such, others with as many decimals as
+    three significant digits of the span need (a float volume's percentiles read -1044.79..84.3924 beside an
+    integer one's -1044..84: now -1045..84; a 0..1 MRI's 0.005..0.995)."""
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return f"{lo:g}..{hi:g}"
+    whole = float(lo).is_integer() and float(hi).is_integer()
+    decimals = 0 if whole else min(6, max(0, 2 - math.floor(math.log10(span))))
+    return f"{lo:.{decimals}f}..{hi:.{decimals}f}"
+
+
 def _non_finite_note(values: np.ndarray) -> list[str]:
     """A note counting NaN / infinite voxels (float data only), which ``MedicalVolume.slice`` shows as the
     window's ends: the models would otherwise turn them into NaN probabilities or a sampling error."""
@@ -668,19 +684,26 @@ def _non_finite_note(values: np.ndarray) -> list[str]:
     return [note + "high (+inf) end"]
 
 
-def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
+def _read_dicom(data: bytes, name: str):
+    """pydicom's data set of ``data`` (a file without the 128-byte preamble read by force), or UploadError."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+        return pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
     except InvalidDicomError as exc:
         raise UploadError(f"{name}: not a valid DICOM file ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt files raise many kinds
         raise UploadError(
             f"{name}: the DICOM file is corrupt or truncated ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _dicom_values(ds, name: str, max_pixels: int, notes: list[str]) -> np.ndarray:
+    """A DICOM object's frames (F, rows, cols) as float32 in the modality's units (Hounsfield for CT):
+    colour to grey, the rescale slope / intercept applied (an enhanced object's from its functional groups)."""
+    from pydicom.pixels import apply_modality_lut
+
     if "PixelData" not in ds:
         raise UploadError(
             f"{name}: the DICOM file holds no image (no PixelData element: truncated, or not an image object)"
@@ -699,7 +722,6 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
             f"{name}: cannot decode the DICOM pixel data (transfer syntax: {syntax_name}); the file may be "
             f"truncated or use a compression without an installed decoder ({type(exc).__name__}: {exc})"
         ) from None
-    notes: list[str] = []
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 3:  # colour DICOM (secondary capture): to grey
         pixels = pixels.reshape(-1, *pixels.shape[-3:])
@@ -713,34 +735,128 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     slope, intercept = _dicom_value(ds, "RescaleSlope"), _dicom_value(ds, "RescaleIntercept")
     try:
         if "RescaleSlope" not in ds and slope is not None:  # an enhanced (multi-frame) object's functional group
-            values = pixels.astype(np.float32) * float(slope) + float(intercept or 0.0)
-        else:
-            values = apply_modality_lut(pixels, ds).astype(np.float32)
+            return pixels.astype(np.float32) * float(slope) + float(intercept or 0.0)
+        return apply_modality_lut(pixels, ds).astype(np.float32)
     except Exception:  # noqa: BLE001 - a malformed rescale: keep stored values, say so
-        values = pixels.astype(np.float32)
         notes.append("the DICOM rescale slope / intercept could not be applied: stored values used")
+        return pixels.astype(np.float32)
+
+
+def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fmt: str = "DICOM") -> MedicalVolume:
+    """The :class:`MedicalVolume` of DICOM ``values`` (F, rows, cols) with ``ds``'s header (its first slice's
+    for a series). The models' input is scaled by the 0.5-99.5 percentiles, as training and NIfTI uploads are:
+    the file's own display window (WindowCenter / WindowWidth) fed the models a scanner's viewing choice (the same
+    slice, a 440-pixel mask unwindowed, 483 at 40/400, 855 at -600/1500), so it is named and not used.
+    ``place(notes)``: where the slices lie (:class:`NiftiGrid`), or None."""
+    lo, hi = _window_from_percentiles(values)
+    notes.append(f"intensities {_range_text(lo, hi)} (0.5-99.5 percentiles, as a NIfTI's) mapped to 0..1")
     centre, width = _dicom_value(ds, "WindowCenter"), _dicom_value(ds, "WindowWidth")
     if centre is not None and width is not None and float(width) >= 1:  # the standard's smallest width
-        c, w = float(centre), float(width)
-        lo, hi = c - w / 2.0, c + w / 2.0
-        notes.append(f"DICOM window applied (centre {c:g}, width {w:g})")
+        notes[-1] += (
+            f"; the file's DICOM window (centre {float(centre):g}, width {float(width):g}) is a display choice "
+            "and was not used"
+        )
     else:
-        lo, hi = _window_from_percentiles(values)
         bad = f" (its window width {float(width):g} is no window)" if width is not None and float(width) < 1 else ""
-        notes.append(f"no DICOM window{bad}: intensities {lo:g}..{hi:g} (0.5-99.5 percentiles) mapped to 0..1")
+        notes[-1] = f"no DICOM window{bad}: " + notes[-1]
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        # the window was set on the stored scale: mirror values and window together, so the slice shows
-        # 1 - (the windowed value), as a MONOCHROME1 viewer does
+        # mirrored within the window (the percentiles of the mirrored values are the same), so the slice shows
+        # 1 - (the scaled value), as a MONOCHROME1 viewer does
         values = (hi + lo) - values
         notes.append("MONOCHROME1 (white = low) inverted to the usual grey scale")
     notes += _non_finite_note(values)
-    if frames > 1:
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         notes.append(f"multi-frame DICOM: {values.shape[0]} frames (use the slice slider)")
     spacing = _spacing(_dicom_value(ds, "PixelSpacing", first=False) or ds.get("ImagerPixelSpacing"), notes)
     if spacing is None:
         notes.append("the DICOM states no pixel size: the mm window cannot be offered")
-    grid = _dicom_grid(ds) if frames == 1 else _multiframe_grid(ds, len(values), notes)
-    return MedicalVolume(name, "DICOM", values[None], lo, hi, notes, spacing, nifti_grid=grid)
+    return MedicalVolume(name, fmt, values[None], lo, hi, notes, spacing, nifti_grid=place(notes))
+
+
+def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
+    ds = _read_dicom(data, name)
+    notes: list[str] = []
+    values = _dicom_values(ds, name, max_pixels, notes)
+
+    def place(notes: list[str]) -> NiftiGrid | None:
+        return _dicom_grid(ds) if len(values) == 1 else _multiframe_grid(ds, len(values), notes)
+
+    return _dicom_volume(ds, name, values, notes, place)
+
+
+def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
+    """A zip of one DICOM series' single-frame slices (a CT series: a file a slice) as a volume, its slices in
+    order along the slice normal (ImagePositionPatient on the cross product of ImageOrientationPatient's row
+    and column directions, as dcm2niix orders them), placed as a multi-frame object's frames are. Refused,
+    saying why, where the files are not one series' slices or share a place; other files are left out, counted."""
+    advice = (
+        "a zip is read as one DICOM series, one .dcm file per slice: upload one slice (.dcm), or convert the "
+        "series to NIfTI (e.g. `dcm2niix`)"
+    )
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = [
+            info
+            for info in archive.infolist()
+            if not info.is_dir() and not info.filename.startswith("__MACOSX/")
+            and not is_hidden(PurePosixPath(info.filename), PurePosixPath())
+        ]
+        if sum(info.file_size for info in members) > MAX_VOLUME_BYTES:
+            raise UploadError(f"{name}: the zip unpacks to more than {_mb(MAX_VOLUME_BYTES)}; too much for the demo")
+        slices, others = [], []
+        for info in sorted(members, key=lambda m: natural_key(m.filename)):
+            try:
+                raw = archive.read(info)
+            except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, NotImplementedError) as exc:
+                raise UploadError(f"{name}: {info.filename}: cannot be read from the zip ({exc})") from None
+            is_dicom = detect_format(raw, info.filename) == "dicom"
+            ds = _read_dicom(raw, f"{name}: {info.filename}") if is_dicom else None
+            if ds is None or "PixelData" not in ds:  # a DICOMDIR, a report, a README: no slice
+                others.append(info.filename)
+            else:
+                slices.append((info.filename, ds))
+    if not slices:
+        raise UploadError(f"{name}: the zip holds no DICOM image; {advice}")
+    first, ds0 = slices[0]
+    for key in ("SeriesInstanceUID", "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient", "NumberOfFrames"):
+        for member, ds in slices[1:]:
+            if str(ds.get(key)) != str(ds0.get(key)):
+                raise UploadError(
+                    f"{name}: {member} and {first} differ in {key} ({ds.get(key)} vs {ds0.get(key)}): not the "
+                    f"slices of one series; {advice}"
+                )
+    if int(ds0.get("NumberOfFrames", 1) or 1) > 1:
+        raise UploadError(f"{name}: its DICOM files are multi-frame objects; upload one of them alone")
+    rows, cols = int(ds0.get("Rows", 0) or 0), int(ds0.get("Columns", 0) or 0)
+    if rows * cols * len(slices) * 4 > MAX_VOLUME_BYTES:  # compressed pixel data unpacks past the zip's sizes
+        raise UploadError(f"{name}: {len(slices)} slices of {cols}x{rows} are too much to hold for the demo")
+    try:
+        directions = np.asarray(ds0.ImageOrientationPatient, float).reshape(2, 3)
+        places = np.asarray([ds.ImagePositionPatient for _, ds in slices], float).reshape(len(slices), 3)
+    except (AttributeError, TypeError, ValueError):
+        raise UploadError(
+            f"{name}: its files do not all state ImagePositionPatient and ImageOrientationPatient, so the slices "
+            f"cannot be put in order; {advice}"
+        ) from None
+    depth = places @ np.cross(directions[0], directions[1])
+    order = np.argsort(depth, kind="stable")
+    if len(slices) > 1 and np.diff(depth[order]).min() < 1e-3:
+        k = int(np.argmin(np.diff(depth[order])))
+        raise UploadError(
+            f"{name}: {slices[order[k]][0]} and {slices[order[k + 1]][0]} lie at the same place: not the slices of "
+            f"one series (two series, or repeated acquisitions); {advice}"
+        )
+    notes: list[str] = []
+    values = np.concatenate([_dicom_values(slices[k][1], f"{name}: {slices[k][0]}", max_pixels, notes) for k in order])
+    notes = list(dict.fromkeys(notes))  # a note per kind, not per slice
+    names = f"{slices[order[0]][0]} ... {slices[order[-1]][0]}"
+    notes.insert(0, f"DICOM series: {len(slices)} slices in order along the slice normal ({names}; the slice slider)")
+    if others:
+        notes.append(f"{len(others)} file{'s' * (len(others) != 1)} without a DICOM image left out (e.g. {others[0]})")
+
+    def place(notes: list[str]) -> NiftiGrid | None:
+        return _dicom_grid(ds0) if len(slices) == 1 else _stack_grid(ds0, places[order], notes, "slices")
+
+    return _dicom_volume(ds0, name, values, notes, place, "DICOM series")
 
 
 #: DICOM's patient axes (LPS) to NIfTI's (RAS)
@@ -751,7 +867,10 @@ def _dicom_grid(ds) -> NiftiGrid | None:
     """Where a single-frame DICOM's pixels lie in the patient, from ImagePositionPatient, ImageOrientationPatient
     and PixelSpacing (nibabel's DICOM wrapper: (row, column, slice) -> LPS mm; RAS for NIfTI), so its mask goes
     out as a NIfTI that a viewer places on the series; None where the header does not say."""
-    from nibabel.nicom.dicomwrappers import wrapper_from_data
+    with warnings.catch_warnings():  # nibabel.nicom warns on import that its readers are experimental, on the
+        # server's console at every DICOM upload; its single-frame wrapper's affine is all that is used here
+        warnings.filterwarnings("ignore", "The DICOM readers are highly experimental", UserWarning)
+        from nibabel.nicom.dicomwrappers import wrapper_from_data
 
     try:
         lps = wrapper_from_data(ds).affine
@@ -762,27 +881,37 @@ def _dicom_grid(ds) -> NiftiGrid | None:
 
 def _multiframe_grid(ds, frames: int, notes: list[str]) -> NiftiGrid | None:
     """Where an enhanced (multi-frame) DICOM's frames lie, as stored: each frame's ImagePositionPatient
-    (PlanePositionSequence per frame) and the shared ImageOrientationPatient and PixelSpacing, the same
-    (row, column, frame) -> LPS affine as :func:`_dicom_grid`'s with the step between frames as its third
-    column. Written here, not through nibabel: its multi-frame wrapper is marked experimental and sorts the
-    frames by their dimension indices, while the page shows them as stored. None (said in a note where the
-    header places the frames) unless the frames are evenly spaced, which one affine needs."""
+    (PlanePositionSequence per frame) placed by :func:`_stack_grid`. Written here, not through nibabel: its
+    multi-frame wrapper is marked experimental and sorts the frames by their dimension indices, while the page
+    shows them as stored."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     try:
-        rows_cols = np.asarray(_dicom_value(ds, "ImageOrientationPatient", first=False), float).reshape(2, 3)
-        row_mm, col_mm = (float(v) for v in _dicom_value(ds, "PixelSpacing", first=False))
         places = np.asarray(
             [item.PlanePositionSequence[0].ImagePositionPatient for item in per_frame], float
         ).reshape(len(per_frame), 3)
     except (AttributeError, IndexError, TypeError, ValueError):  # absent, or not numbers of the right count
         return None
-    if len(places) != frames or frames < 2 or min(row_mm, col_mm) <= 0:
+    return _stack_grid(ds, places, notes, "frames") if len(places) == frames else None
+
+
+def _stack_grid(ds, places: np.ndarray, notes: list[str], what: str) -> NiftiGrid | None:
+    """The (row, column, k) -> LPS affine of :func:`_dicom_grid` for a stack of ``places`` (K, 3), the
+    ImagePositionPatient of each of its frames or slices in the page's order, with the shared
+    ImageOrientationPatient and PixelSpacing and the step between them as its third column. None (said in a
+    note where the header places them) unless they are evenly spaced, which one affine needs."""
+    try:
+        rows_cols = np.asarray(_dicom_value(ds, "ImageOrientationPatient", first=False), float).reshape(2, 3)
+        row_mm, col_mm = (float(v) for v in _dicom_value(ds, "PixelSpacing", first=False))
+    except (TypeError, ValueError):  # absent, or not numbers of the right count
+        return None
+    frames = len(places)
+    if frames < 2 or min(row_mm, col_mm) <= 0:
         return None
     step = places[1] - places[0]
     spread = np.abs(places - (places[0] + np.arange(frames)[:, None] * step)).max()
     if np.linalg.norm(step) < 1e-3 or spread > max(1e-3, 0.01 * np.linalg.norm(step)):
         notes.append(
-            "the DICOM's frames are not evenly spaced along one direction (repeated or uneven positions): no "
+            f"the DICOM's {what} are not evenly spaced along one direction (repeated or uneven positions): no "
             "NIfTI mask is offered, as no one affine places them"
         )
         return None
@@ -918,11 +1047,11 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     if c > 1:  # each modality on its own scale (CT and MRI channels, T1 and FLAIR), as training scales it
         notes.append(
             f"4D volume: {c} channels / time points (use the channel slider), each mapped to 0..1 from its own "
-            f"0.5-99.5 percentiles: {', '.join(f'{a:g}..{b:g}' for a, b in windows[:6])}"
+            f"0.5-99.5 percentiles: {', '.join(_range_text(a, b) for a, b in windows[:6])}"
             + (f" and {c - 6} more" if c > 6 else "")
         )
     else:
-        notes.append(f"NIfTI intensities {lo:g}..{hi:g} (0.5-99.5 percentiles of the volume) mapped to 0..1")
+        notes.append(f"NIfTI intensities {_range_text(lo, hi)} (0.5-99.5 percentiles of the volume) mapped to 0..1")
     notes += _non_finite_note(volume)
     if plane != "axial":
         notes.append(f"one {plane} slice ({x}x{y}x{z} voxels), shown in its own plane")

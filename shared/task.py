@@ -15,6 +15,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from shared.backbones import NothingLoadedError, load_backbone_weights
+from shared.backbones.weights import pickled_global
 from shared.networks import TRUSTED_PACKAGES, build_network, network_spec
 from shared.optim import WarmupCosine
 
@@ -336,6 +337,24 @@ def gather_lists(items: list) -> list:
     return [item for part in parts for item in part]
 
 
+def read_checkpoint_data(path: str | Path, mmap: bool = False) -> dict:
+    """A checkpoint read as data (``torch.load(weights_only=True)``). A file holding pickled objects besides
+    tensors and plain values is refused naming them: torch's own message advises loading it with
+    ``weights_only=False``, which would run whatever code it holds."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:
+        found = pickled_global(str(err))
+        said = [part.strip() for part in str(err).split("\n\n") if part.strip()]  # torch's advice is the first
+        cause = said[1] if len(said) > 1 and said[0].startswith("Weights only load failed") else said[0] if said else ""
+        why = cause.splitlines()[0] if not found else (
+            f"it holds pickled Python objects ({found}), not only tensors and plain values: a whole saved model, or "
+            "custom classes? Checkpoints are read as data only, so that no code in a file can run: save the model "
+            "with the Lightning Trainer (a ModelCheckpoint or trainer.save_checkpoint)"
+        )
+        raise CheckpointMismatchError(f"{path}: not a weights-only Lightning checkpoint: {why}") from err
+
+
 def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint") -> dict:
     """Read a checkpoint as plain tensors and containers (``weights_only``: no code runs, memory-mapped) and
     check that it holds a ``cls`` task; returns it. Used by ``load_checked`` and by the CLI for ``--ckpt_path``
@@ -358,10 +377,7 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
             f"{path}: not a weights-only Lightning checkpoint (not a zip archive: truncated, or not written by "
             "torch.save; checkpoints are e.g. lightning_logs/<domain>/<config>/checkpoints/last.ckpt)"
         )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise CheckpointMismatchError(f"{path}: not a weights-only Lightning checkpoint ({err})") from err
+    checkpoint = read_checkpoint_data(path, mmap=True)
     _check_task(checkpoint, cls, source=str(path))
     if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader ends in a bare KeyError on it
         raise CheckpointMismatchError(

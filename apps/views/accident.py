@@ -260,6 +260,30 @@ def _far_from_training(width: int, height: int, in_w: int, in_h: int, input_kind
     return None
 
 
+def _detected_caveat(figures: str, input_kind: str) -> str:
+    """The warning on an upload's results: its objects come from the detector and a tracker, not ground truth.
+    A boxes-only model reads nothing but the tracks, so the cause and size of its alarm moving are said: the
+    same crash clip alarmed at 3.0 s as an mp4 and 0.5 s as a zip of its JPEG frames (a close car found in one
+    encoding, lost in the other)."""
+    if input_kind == "boxes":
+        moves = (
+            "and alarm times that move by seconds with small changes to the clip: the model reads only the "
+            "tracked boxes, not the pixels, so a box the detector finds in one encoding of a clip and misses in "
+            "another (an mp4 and a zip of its JPEG frames) changes a track, and with it the alarm"
+        )
+    else:
+        moves = (
+            "and alarm times that move with small changes to the clip (the same clip as an mp4 and as a zip of "
+            "JPEG frames can alarm at different times)"
+        )
+    return (
+        f"{figures}. This upload's objects are the demo detector's boxes linked by an IoU tracker, which miss, "
+        "jitter and swap objects, so those figures (the near-miss false alarms included) do not hold here: "
+        "expect missed crashes above all (on six test crash clips run through the detector, two alarmed; all "
+        f"six did on their true tracks), false alarms on near misses, {moves}."
+    )
+
+
 def _resampling(
     label: str, n_frames: int, fps: float, steps: np.ndarray, model_fps: float | None, where: str
 ) -> str:
@@ -278,8 +302,34 @@ def _resampling(
     return (
         f"{label}: {fps:g} fps clip resampled to the model's {model_fps:g} fps ({where}): {n_frames} -> "
         f"{len(steps)} frames, each model step (every {1 / model_fps:.2g} s) reading the nearest frame. The curve "
-        f"shows the model's {len(steps)} steps; the alarm, the frame slider and the CSVs are on the clip's own "
-        f"{n_frames} frames, each holding the risk of the latest step at or before it."
+        f"shows the model's {len(steps)} steps; the alarm and the frame slider are on the clip's own {n_frames} "
+        "frames, each holding the risk of the latest step at or before it. The downloads hold the model's "
+        f"{len(steps)} steps, as `predict` writes them: a CSV's `frame` is the step, its `source_frame` the "
+        "clip's frame that step read."
+    )
+
+
+def _alarm_text(alarm: int | None, fps: float, steps: np.ndarray, n_frames: int) -> str:
+    """The Alarm metric: its time and frame; for a resampled clip both numbers, the clip's frame (the slider's)
+    and the model's step (a download's ``frame``), which differ (source frame 69 is step 23 at 30 fps)."""
+    if alarm is None:
+        return "none"
+    if len(steps) == n_frames:
+        return f"t = {frame_time(alarm, fps)} s (frame {alarm})"
+    step = int(np.searchsorted(steps, alarm, side="right")) - 1  # the step whose risk the frame holds
+    return f"t = {frame_time(alarm, fps)} s (source frame {alarm}, model step {step})"
+
+
+def _too_short(label: str, n_frames: int, fps: float, horizon: float) -> str | None:
+    """A warning (not a refusal) for a clip shorter than the model's longest horizon: it is scored as a full
+    clip, but the model reads each step with the motion before it, and its first steps have little."""
+    seconds = n_frames / fps
+    if seconds >= horizon:
+        return None
+    return (
+        f"{label} is {seconds:.1f} s long, shorter than the {horizon:g} s the model looks ahead (its longest "
+        "horizon), and the model learnt from longer clips: it is scored as a full clip, but its early risk has "
+        "little history behind it (the model reads each step with the motion before it). Read it with care."
     )
 
 
@@ -487,6 +537,8 @@ except Exception as exc:  # noqa: BLE001 - every model failure is a message, not
     st.stop()
 steps = np.asarray(prediction["model_steps"])  # which source frame each model step read
 st.caption(_resampling(label, n_frames, fps, steps, model_fps, model_fps_where))
+if short := _too_short(label, n_frames, float(prediction["fps"]), float(model.model.horizons.max())):
+    st.warning(short)
 if model.model.input_kind == "frames":
     st.caption(
         f"The model sees every frame{' it reads' if len(steps) != n_frames else ''} resized to {in_w}x{in_h} (its "
@@ -515,13 +567,7 @@ if source == UPLOAD and objects != "none":
         figures = "A model's test figures hold for the objects it was tested with"
     else:
         figures = "The test figures above were measured on the test clips' ground-truth tracks"
-    st.warning(
-        f"{figures}. This upload's objects are the demo detector's boxes linked by an IoU tracker, which miss, "
-        "jitter and swap objects, so those figures (the near-miss false alarms included) do not hold here: "
-        "expect missed crashes above all (on six test crash clips run through the detector, two alarmed; all "
-        "six did on their true tracks), false alarms on near misses, and alarm times that move with small "
-        "changes to the clip (the same clip as an mp4 and as a zip of JPEG frames can alarm at different times)."
-    )
+    st.warning(_detected_caveat(figures, model.model.input_kind))
 
 fps = float(prediction["fps"])
 toa = int(prediction["toa"])
@@ -549,7 +595,7 @@ from domains.driving.accident.predict import alarm_frame
 
 alarm = alarm_frame(risk, threshold)
 m1, m2, m3 = st.columns(3)
-m1.metric("Alarm", "none" if alarm is None else f"t = {frame_time(alarm, fps)} s (frame {alarm})")
+m1.metric("Alarm", _alarm_text(alarm, fps, steps, n_frames))
 if toa >= 0:
     lead = None if alarm is None else (toa - alarm) / fps
     m2.metric(

@@ -146,6 +146,8 @@ def _nifti_place(volume: up.MedicalVolume) -> str:
         if volume.is_volume
         else "a one-slice NIfTI placed where the DICOM header puts the slice"
     )
+    if volume.format == "DICOM series" and volume.is_volume:  # a zip of single-frame files, each placed itself
+        which = f"its {volume.num_slices} slices (this one filled, the others 0) placed where their DICOM headers put them"
     return (
         f"as {which} (ImagePositionPatient, ImageOrientationPatient, PixelSpacing): it overlays the series in "
         "3D Slicer"
@@ -337,7 +339,7 @@ if source == SYNTHETIC:
         st.caption(f"Image {how}.")
 else:
     data, file_name, data_digest = pc.upload_or_stop(
-        "PNG / JPEG image, DICOM file (.dcm) or NIfTI volume (.nii, .nii.gz)",
+        "PNG / JPEG image, DICOM file (.dcm), zip of one DICOM series or NIfTI volume (.nii, .nii.gz)",
         key="medical_upload",
         help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session ends.",
         prompt="Upload a CT slice or volume, or pick a synthetic test image above.",
@@ -506,8 +508,11 @@ if len(buttons) == 3:
 if back is not None and back.nifti is not None and back.volume.is_volume:
     with st.expander("Segment a range of slices (one NIfTI mask of the volume)"):
         n = back.volume.num_slices
+        order = {"DICOM": "as stored", "DICOM series": "in order along the slice normal"}.get(
+            back.volume.format, "the page's count, inferior to superior"
+        )
         first, last = st.slider(
-            "Frames (as stored)" if back.nifti.from_dicom else "Slices (the page's count, inferior to superior)",
+            f"Slices ({order})",  # "Slices" as the slider above says "Slice": a multi-frame DICOM's frames too
             0,
             n - 1,
             (max(0, back.index - 5), min(n - 1, back.index + 5)),

@@ -134,6 +134,13 @@ _MAGIC = {
 _READ = "a state dict saved with torch.save (.pth / .pt / .ckpt) or a .safetensors file is read"
 
 
+def pickled_global(message: str) -> str | None:
+    """The Python object a weights-only ``torch.load`` refused to unpickle, from its error message (torch words it
+    "GLOBAL x.Y was not an allowed global" or, for a blocked module, "unsupported GLOBAL x.y whose module ...")."""
+    found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", message)
+    return found[1] if found else None
+
+
 def _not_weights(path: Path, err: Exception) -> str:
     """What ``path`` is, since ``torch.load(weights_only=True)`` refused it, and the cause in short. torch's own
     message says to load again with ``weights_only=False``, which runs any code the file holds, and to file an
@@ -142,9 +149,9 @@ def _not_weights(path: Path, err: Exception) -> str:
     message = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", message)  # torch's C++ location
     first = re.split(r"\.\s|\n", message)[0]  # the first sentence
     cause = f"{type(err).__name__}: {first}" if first else type(err).__name__
-    if found := re.search(r"GLOBAL (\S+) was not an allowed global", message):
+    if found := pickled_global(message):
         return (
-            f"holds pickled Python objects ({found[1]}), not a state dict of tensors: a whole pickled model? Save "
+            f"holds pickled Python objects ({found}), not a state dict of tensors: a whole pickled model? Save "
             "model.state_dict() instead (torch.save(model.state_dict(), path)); weights are read without running "
             "a file's code"
         )

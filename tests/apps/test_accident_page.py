@@ -141,7 +141,7 @@ def test_uploaded_zip_runs_with_detector_objects_and_an_asked_frame_rate(demo_en
     assert "8 -> 4 frames" in _texts(at.caption)
     at.slider(key="accident_threshold").set_value(0.0).run()
     _ok(at)
-    assert _metrics(at)["Alarm"] == "t = 0.00 s (frame 0)"  # to the hundredth above 10 fps: frames told apart
+    assert _metrics(at)["Alarm"] == "t = 0.00 s (source frame 0, model step 0)"  # hundredths above 10 fps
 
 
 def test_a_clip_with_more_tracks_than_slots_says_the_slots_are_chosen_over_the_whole_clip(demo_env, monkeypatch):

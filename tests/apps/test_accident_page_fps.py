@@ -6,6 +6,7 @@ refused. Helpers alone (hand-checked indices, the shipped model on the bundled c
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -124,6 +125,49 @@ def test_page_resamples_a_30_fps_upload_to_the_model_rate(demo_env):
     # the frame slider and the alarm are on the clip's own 30 frames
     frame = next(s for s in at.slider if str(s.key).startswith("accident_frame_"))
     assert frame.max == 29
+
+
+def test_a_resampled_clips_caption_and_alarm_say_which_frames_the_downloads_and_the_alarm_count(demo_env):
+    """A 30 fps clip's caption said the CSVs were on the clip's own frames (they hold the model's steps, with
+    source_frame), and the Alarm metric's "frame 69" was a clip frame where the CSV's frame column ends at 49."""
+    motion = S.moving_box_frames(10)
+    at = _upload(_page(), "thirty.zip", S.frames_zip([f for f in motion for _ in range(3)]))
+    at.number_input(key="accident_fps").set_value(30.0).run()
+    _ok(at)
+    caption = next(c.value for c in at.caption if "resampled to the model's 10 fps" in c.value)
+    assert "the alarm and the frame slider are on the clip's own 30 frames" in caption
+    assert "The downloads hold the model's 10 steps, as `predict` writes them: a CSV's `frame` is the step, its " \
+        "`source_frame` the clip's frame that step read." in caption
+    assert "CSVs are on the clip's own" not in caption
+    # a threshold the risk first reaches at a later step k: the alarm is source frame 3k, model step k
+    risk = [p for (t, h), p in sorted(_curve_points(at).items()) if h == "within 2 s"]
+    top = max(risk)
+    threshold = math.floor(top * 1000) / 1000
+    step = next(k for k, p in enumerate(risk) if p >= threshold)
+    at.slider(key="accident_threshold").set_value(threshold).run()
+    _ok(at)
+    assert _metrics(at)["Alarm"] == f"t = {3 * step / 30:.2f} s (source frame {3 * step}, model step {step})"
+
+
+def test_the_alarm_metric_names_the_source_frame_and_the_model_step_of_a_resampled_clip():
+    from apps.views.accident import _alarm_text
+
+    steps = np.arange(0, 150, 3)  # 150 frames at 30 fps, read at 10 fps: 50 steps
+    assert _alarm_text(69, 30.0, steps, 150) == "t = 2.30 s (source frame 69, model step 23)"
+    assert _alarm_text(70, 30.0, steps, 150).endswith("(source frame 70, model step 23)")  # holds step 23
+    assert _alarm_text(23, 10.0, np.arange(50), 50) == "t = 2.3 s (frame 23)"  # at the model's rate: one number
+    assert _alarm_text(None, 30.0, steps, 150) == "none"
+
+
+def test_a_clip_shorter_than_the_longest_horizon_is_scored_with_a_warning(demo_env):
+    """A 0.3 s clip (3 frames at 10 fps) was scored like a full clip without a word; the longest horizon is 2 s."""
+    at = _ok(_upload(_page(), "short.zip", S.frames_zip(S.moving_box_frames(3))))
+    (warning,) = [w.value for w in at.warning if "shorter than" in w.value]
+    assert warning.startswith("short.zip is 0.3 s long, shorter than the 2 s the model looks ahead")
+    assert "its early risk has little history behind it" in warning
+    assert len(_charts(at)) == 1  # scored, not refused
+    at = _ok(_upload(_page(), "long.zip", S.frames_zip(S.moving_box_frames(20))))  # 2.0 s: as long as the horizon
+    assert "shorter than" not in _texts(at.warning)
 
 
 def test_page_refuses_a_clip_slower_than_the_model(demo_env):
@@ -290,5 +334,5 @@ def test_the_frame_slider_goes_to_the_new_alarm_when_the_frame_rate_is_set_again
     at.number_input(key="accident_fps").set_value(30.0).run()
     _ok(at)
     # a newly set rate is a new risk curve: the slider starts again at its alarm, not at frame 20
-    alarm = re.search(r"\(frame (\d+)\)", _metrics(at)["Alarm"])
+    alarm = re.search(r"\(source frame (\d+)", _metrics(at)["Alarm"])
     assert frame_slider().value == (int(alarm.group(1)) if alarm else 0) != 20

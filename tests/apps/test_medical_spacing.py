@@ -451,7 +451,7 @@ def test_the_page_segments_a_range_of_a_multiframe_dicoms_frames_into_one_placed
     _ok(at)
     assert at.slider(key="medical_slice").label == "Slice"  # as stored, not said to run inferior to superior
     slab = at.slider(key="medical_slab")
-    assert slab.label == "Frames (as stored)"
+    assert slab.label == "Slices (as stored)"
     slab.set_value((1, 3)).run()
     _ok(at)
     name = next(n for n in made if n.endswith("_slices_1-3_mean_mask.nii.gz"))

@@ -204,7 +204,8 @@ def test_own_checkpoint_that_is_a_png_or_a_pickled_model_gets_a_short_message(de
         assert not at.exception and len(at.error) == 1
         message = at.error[0].value
         assert (
-            "not a PyTorch Lightning checkpoint the demo can read: it holds pickled Python objects" in message
+            "not a weights-only Lightning checkpoint: it holds pickled Python objects (torch.nn.modules.linear.Linear)"
+            in message
         )
         assert str(pickled) in message
         assert (

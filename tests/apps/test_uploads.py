@@ -160,16 +160,46 @@ def test_dicom_monochrome1_is_inverted():
 
 
 def test_dicom_monochrome1_is_one_minus_the_windowed_monochrome2():
-    """The file's window is on the stored scale: inverting before windowing turned most of a slice white."""
+    """The scaling is on the stored scale: inverting before scaling turned most of a slice white."""
     stored = np.linspace(-1000, 2000, 32 * 32).reshape(32, 32).astype(np.int16)
-    window = (-600, 1500)  # centre, width: -1350 .. 150
+    window = (-600, 1500)  # a display window in the file: not used for the models' input
     mono2 = up.decode_medical(S.dicom(stored, window=window, intercept=0.0), "m2.dcm").slice()
     mono1 = up.decode_medical(
         S.dicom(stored, window=window, intercept=0.0, photometric="MONOCHROME1"), "m1.dcm"
     ).slice()
     np.testing.assert_allclose(mono1, 1.0 - mono2, atol=1e-6)
-    # by hand: -1000 is (-1000 + 1350) / 1500 = 0.2333 of the window, shown 0.7667 in MONOCHROME1
-    assert mono1[0, 0] == pytest.approx(1 - 350 / 1500, abs=1e-5)
+    # by hand: 0 lies (0 - lo) / (hi - lo) into the 0.5-99.5 percentiles, shown 1 minus that in MONOCHROME1
+    lo, hi = np.percentile(stored.astype(np.float64), [0.5, 99.5])
+    row, col = np.argwhere(stored == stored[stored >= 0].min())[0]
+    assert mono1[row, col] == pytest.approx(1 - (stored[row, col] - lo) / (hi - lo), abs=1e-5)
+    assert 0.65 < mono1[row, col] < 0.7  # a third of the way up in MONOCHROME2: two thirds in MONOCHROME1
+
+
+def test_the_same_dicom_slice_with_any_stored_window_gives_the_same_model_input():
+    """A DICOM's display window (WindowCenter / WindowWidth) was the models' input scaling: the same slice gave a
+    440-pixel mask with no window, 483 at 40/400 and 855 at -600/1500. Now always the 0.5-99.5 percentiles, as a
+    NIfTI upload's (and the training pipeline's); the file's window is named in a note, not used."""
+    stored = np.full((40, 48), 24, np.int16)  # -1000 HU: lung
+    stored[8:30, 6:40] = 1064  # 40 HU: soft tissue
+    stored[15:20, 20:26] = 1324  # 300 HU: a bright nodule
+    inputs, notes = [], []
+    for window in (None, (40, 400), (-600, 1500)):
+        volume = up.decode_medical(S.dicom(stored, window=window, pixel_spacing=(0.7, 0.7)), "ct.dcm")
+        inputs.append(up.fit_to_model(volume.slice(0), 32, "resize")[0])
+        notes.append(next(n for n in volume.notes if "percentiles" in n))
+        assert (volume.lo, volume.hi) == (-1000.0, 300.0)  # the slice's own 0.5 / 99.5 percentiles
+    np.testing.assert_array_equal(inputs[0], inputs[1])
+    np.testing.assert_array_equal(inputs[0], inputs[2])
+    assert notes[0] == "no DICOM window: intensities -1000..300 (0.5-99.5 percentiles, as a NIfTI's) mapped to 0..1"
+    assert notes[1] == (
+        "intensities -1000..300 (0.5-99.5 percentiles, as a NIfTI's) mapped to 0..1; the file's DICOM window "
+        "(centre 40, width 400) is a display choice and was not used"
+    )
+    assert "(centre -600, width 1500)" in notes[2]
+    # the same slice as a NIfTI gets the same scaling
+    hounsfield = stored.T[:, :, None].astype(np.float32) - 1024  # stored as a DICOM -> NIfTI converter does
+    nifti = up.decode_medical(S.nifti(hounsfield, affine=np.diag([-0.7, -0.7, 1, 1])), "ct.nii")
+    np.testing.assert_allclose(nifti.slice(0), up.decode_medical(S.dicom(stored), "ct.dcm").slice(0), atol=1e-6)
 
 
 def test_nifti_non_finite_voxels_are_counted_and_shown_as_the_window_ends():
@@ -505,7 +535,8 @@ def test_an_enhanced_ct_dicom_gives_its_pixel_size_rescale_and_window_from_its_f
     window and offered no mm fit, without a word."""
     stored = np.full((2, 40, 48), 1000, np.int16)
     vol = up.decode_medical(S.dicom(stored, window=(-600, 1500), pixel_spacing=(0.7, 0.7), enhanced=True), "e.dcm")
-    assert vol.spacing == (0.7, 0.7) and (vol.lo, vol.hi) == (-1350.0, 150.0)
+    assert vol.spacing == (0.7, 0.7)
+    assert any("the file's DICOM window (centre -600, width 1500)" in n for n in vol.notes)  # named, not used
     assert float(vol.data.max()) == 1000 - 1024  # Hounsfield units, not stored values
     plain = up.decode_medical(S.dicom(stored[0], window=(40, 0)), "zero.dcm")  # a width of 0 is no window
     assert any(n.startswith("no DICOM window (its window width 0 is no window)") for n in plain.notes)
@@ -520,3 +551,103 @@ def test_a_4d_nifti_of_many_time_points_lists_six_windows_not_all():
     (note,) = [n for n in vol.notes if n.startswith("4D volume")]
     windows = note.split("percentiles: ")[1].removesuffix(" and 34 more").split(", ")
     assert note.endswith(" and 34 more") and len(windows) == 6
+
+
+def test_nifti_intensity_notes_have_one_format_whatever_the_data_type():
+    """A 2-D float NIfTI's note read "-1044.79..84.3924" beside a 3-D integer one's "-1044..84" (``:g``)."""
+    ramp = np.linspace(-1044.79, 84.3924, 20 * 30).reshape(20, 30)
+    flat = up.decode_medical(S.nifti(ramp.astype(np.float32)), "slice2d.nii")  # 2-D, float
+    whole = up.decode_medical(S.nifti(np.stack([ramp.round()] * 3, -1).astype(np.int16)), "vol3d.nii")  # 3-D, int
+    lo, hi = np.percentile(ramp.astype(np.float32).astype(np.float64), [0.5, 99.5])
+    assert (round(lo), round(hi)) == (-1039, 79)
+    assert flat.notes[0] == "NIfTI intensities -1039..79 (0.5-99.5 percentiles of the volume) mapped to 0..1"
+    assert whole.notes[0] == "NIfTI intensities -1039..79 (0.5-99.5 percentiles of the volume) mapped to 0..1"
+    # a span of about 1: three decimals, not 0..1
+    unit = up.decode_medical(S.nifti(np.linspace(0, 1, 400).reshape(20, 20).astype(np.float32)), "mri.nii")
+    assert unit.notes[0].startswith("NIfTI intensities 0.005..0.995 (")
+
+
+def _series(slices: dict[str, tuple[np.ndarray, float]], orientation=(1, 0, 0, 0, 1, 0), extra=None) -> bytes:
+    """A zip of single-frame DICOM slices {member: (stored pixels, offset along the slice normal mm)}, each at
+    (-100, -120, 30) + offset x normal with ``orientation`` and 0.7 x 0.8 mm pixels; ``extra``: other members."""
+    normal = np.cross(orientation[:3], orientation[3:])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for member, (pixels, offset) in slices.items():
+            place = list(np.array([-100.0, -120.0, 30.0]) + offset * normal)
+            archive.writestr(member, S.dicom(pixels, pixel_spacing=(0.7, 0.8), position=(place, orientation)))
+        for member, data in (extra or {}).items():
+            archive.writestr(member, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, 1, 0), (1, 0, 0, 0, 0, -1)])  # axial; coronal
+def test_a_zip_of_a_dicom_series_is_a_volume_in_order_along_the_slice_normal_placed_as_its_headers_say(orientation):
+    """A CT series, one file a slice (the usual way CT arrives), was refused as "unsupported file type". Its
+    slices are stacked by position along the normal (not by name: the names here run 2, 0, 1 in position), and
+    the NIfTI mask lands where the headers place each pixel (checked in RAS by hand)."""
+    import gzip
+
+    import nibabel as nib
+
+    level = {"IM0.dcm": (10, 5.0), "IM1.dcm": (20, 7.5), "IM2.dcm": (30, 2.5)}  # member: (value, offset mm)
+    slices = {m: (np.full((20, 24), 1024 + v, np.int16), offset) for m, (v, offset) in level.items()}
+    volume = up.decode_medical(_series(slices, orientation, {"DICOMDIR.txt": b"index", "README": b"CT"}), "ct.zip")
+    assert volume.format == "DICOM series" and volume.data.shape == (1, 3, 20, 24)
+    assert volume.data[0, :, 0, 0].tolist() == [30.0, 10.0, 20.0]  # at 2.5, 5 and 7.5 mm along the normal
+    assert volume.notes[0] == (
+        "DICOM series: 3 slices in order along the slice normal (IM2.dcm ... IM1.dcm; the slice slider)"
+    )
+    assert "2 files without a DICOM image left out (e.g. DICOMDIR.txt)" in volume.notes
+    assert volume.spacing == (0.7, 0.8)
+    shown = np.zeros((3, 20, 24), np.uint8)
+    shown[1, 3, 5] = 1  # the page's slice 1 (IM0, 5 mm along the normal), row 3, column 5
+    written = nib.Nifti1Image.from_bytes(gzip.decompress(volume.nifti_grid.mask_file(shown)))
+    (voxel,) = np.argwhere(np.asanyarray(written.dataobj))
+    rows, cols = np.asarray(orientation[3:], float), np.asarray(orientation[:3], float)
+    lps = np.array([-100.0, -120.0, 30.0]) + 5.0 * np.cross(cols, rows) + 3 * 0.7 * rows + 5 * 0.8 * cols
+    np.testing.assert_allclose(nib.affines.apply_affine(written.affine, voxel), lps * [-1, -1, 1], atol=1e-4)
+
+
+def test_a_zip_of_dicoms_not_of_one_series_is_refused_saying_why_and_what_to_do():
+    import pydicom
+
+    one = np.zeros((20, 24), np.int16)
+    advice = "upload one slice (.dcm), or convert the series to NIfTI (e.g. `dcm2niix`)"
+    with pytest.raises(up.UploadError, match=r"^two.zip: a.dcm and b.dcm lie at the same place: not the slices"):
+        up.decode_medical(_series({"a.dcm": (one, 0.0), "b.dcm": (one, 0.0)}), "two.zip")
+    with pytest.raises(up.UploadError, match=r"^mixed.zip: b.dcm and a.dcm differ in Rows \(30 vs 20\)"):
+        up.decode_medical(_series({"a.dcm": (one, 0.0), "b.dcm": (np.zeros((30, 24)), 2.0)}), "mixed.zip")
+    with zipfile.ZipFile(io.BytesIO(_series({"a.dcm": (one, 0.0), "b.dcm": (one, 2.0)}))) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    for k, name in enumerate(files):  # the same geometry, two series
+        ds = pydicom.dcmread(io.BytesIO(files[name]))
+        ds.SeriesInstanceUID = f"1.2.3.{k}"
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        files[name] = buf.getvalue()
+    with pytest.raises(up.UploadError, match=r"differ in SeriesInstanceUID \(1\.2\.3\.1 vs 1\.2\.3\.0\)") as err:
+        up.decode_medical(S.frames_zip([], extra=files), "study.zip")
+    assert str(err.value).endswith(advice)
+    with pytest.raises(up.UploadError, match=r"^frames.zip: the zip holds no DICOM image; a zip is read as one"):
+        up.decode_medical(S.frames_zip([np.zeros((20, 20), np.uint8)]), "frames.zip")
+    # unevenly spaced slices are shown, as a multi-frame object's frames are, with no NIfTI (said why)
+    uneven = up.decode_medical(_series({"a": (one, 0.0), "b": (one, 2.0), "c": (one, 5.0)}), "gap.zip")
+    assert uneven.num_slices == 3 and uneven.nifti_grid is None
+    assert any(n.startswith("the DICOM's slices are not evenly spaced") for n in uneven.notes)
+
+
+def test_a_dicom_upload_does_not_print_nibabels_experimental_reader_warning(monkeypatch):
+    """nibabel.nicom warns on import that its DICOM readers are experimental: the server's console showed it on
+    the first placed DICOM upload of every process."""
+    import sys
+    import warnings
+
+    for module in [m for m in sys.modules if m.startswith("nibabel.nicom")]:
+        monkeypatch.delitem(sys.modules, module)  # imported afresh, as in a new server process; put back after
+    data = S.dicom(np.zeros((20, 24)), pixel_spacing=(0.7, 0.8), position=([0, 0, 0], [1, 0, 0, 0, 1, 0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert up.decode_medical(data, "slice.dcm").nifti_grid is not None  # the wrapper ran
+    assert "nibabel.nicom" in sys.modules
+    assert not [w for w in caught if "highly experimental" in str(w.message)]

@@ -100,3 +100,18 @@ def test_a_bare_state_dict_given_as_a_checkpoint_says_what_it_is(tmp_path):
         check_checkpoint_file(tmp_path / "bare.ckpt", TinySegTask)
     with pytest.raises(CheckpointMismatchError, match="a state dict saved with torch.save"):
         TinySegTask.load_checked(tmp_path / "bare.ckpt")
+
+
+def test_a_checkpoint_holding_pickled_objects_is_refused_naming_them_not_advising_an_unsafe_load(tmp_path):
+    """torch's own message said to load it again with weights_only=False (running the file's code) and to file an
+    issue with PyTorch."""
+    from shared.task import CheckpointMismatchError, check_checkpoint_file
+
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, tmp_path / "model.ckpt")
+    with pytest.raises(CheckpointMismatchError) as caught:
+        check_checkpoint_file(tmp_path / "model.ckpt", TinySegTask)
+    said = str(caught.value)
+    assert "not a weights-only Lightning checkpoint: it holds pickled Python objects (posix.mkdir)" in said
+    assert "weights_only=False" not in said and "file an issue" not in said.lower()
+    assert not marker.exists()

@@ -5,14 +5,12 @@ benchmark's component size filters, two masks for one image, weights without an 
 from __future__ import annotations
 
 import warnings
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from domains.driving.anomaly.data import AnomalyDataset, SegmentationDataModule, SemanticSegDataset
@@ -202,17 +200,16 @@ def test_an_exif_rotated_jpeg_is_read_as_stored_like_its_mask(tmp_path, size):
 # ------------------------------------------------------------------------------ 5: the trained input size
 
 
-def test_testing_at_another_size_than_the_checkpoints_says_both_and_the_option():
-    task = anomaly_task(**TINY, input_size=(32, 96))
-    checkpoint = {"state_dict": {}, "hyper_parameters": {"input_size": (64, 192)}}
-    task._trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING), datamodule=None)
-    with pytest.warns(UserWarning, match=r"trained on frames of 64x192.*fits images into 32x96.*"
-                      r"--data.image_size \[64, 192\]"):  # fmt: skip
-        task.on_load_checkpoint(checkpoint)
-    task._trainer.datamodule = SimpleNamespace(image_size=(64, 192))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        task.on_load_checkpoint(checkpoint)  # the same size: nothing said
+def test_testing_at_another_size_than_the_checkpoints_says_both():
+    """The CLI warns of it before validate / test / predict (``SplitLoaders.INPUT_SETTINGS``)."""
+    from domains.driving.anomaly.data import SegmentationDataModule
+
+    module = SegmentationDataModule(image_size=(32, 96))
+    assert module.other_input_than({"image_size": [64, 192]}) == "data.image_size [64, 192] (this command: (32, 96))"
+    assert module.other_input_than({"image_size": [32, 96]}) is None
+    assert SegmentationDataModule().other_input_than({"image_size": [64, 192]}) == (
+        "data.image_size [64, 192] (this command: None)"  # its own size: another scale
+    )
 
 
 # ------------------------------------------------------------------------------------ 6: tiny images
@@ -294,21 +291,6 @@ def test_road_id_equal_to_num_classes_is_refused():
     with pytest.raises(ValueError, match=r"--model.road_ids"):
         anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, num_classes=34, road_ids=[34], oe_weight=0.0)
     assert anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, num_classes=34, road_ids=[33], oe_weight=0.0).road_ids == (33,)
-
-
-def test_the_networks_own_input_size_wins_over_the_data_modules_record():
-    from types import SimpleNamespace
-
-    from pytorch_lightning.trainer.states import TrainerFn
-
-    from tests.helpers import anomaly_task
-    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, input_size=(64, 192))
-    checkpoint = {"state_dict": {}, "hyper_parameters": {"input_size": (64, 192)},
-                  "datamodule_hyper_parameters": {"image_size": (32, 96)}}
-    task._trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING), datamodule=SimpleNamespace(image_size=(64, 192)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        task.on_load_checkpoint(checkpoint)
 
 
 def test_a_macs_forks_in_images_and_masks_are_counted_once_in_one_warning(tmp_path):

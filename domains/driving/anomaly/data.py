@@ -557,6 +557,8 @@ class SegmentationDataModule(SplitLoaders):
             is made for.
     """
 
+    INPUT_SETTINGS = ("image_size",)
+
     def split_settings(self, hparams: dict, stage: str) -> dict:
         """``test`` reads the anomaly set (``anomaly_path``), which no split setting moves."""
         return {} if stage == "test" else super().split_settings(hparams, stage)

@@ -417,7 +417,6 @@ class AnomalySegmentationTask(BaseTask):
         """Checkpoints written before the plain :class:`AnomalySegmenter` existed kept the segmenter as
         ``model.*`` and the head, OE calibration and statistics on the task: their keys are moved into it."""
         super().on_load_checkpoint(checkpoint)
-        self._warn_other_input_size(checkpoint)
         state = checkpoint.get("state_dict") or {}
         if "sml_mean" not in state:
             return
@@ -432,34 +431,6 @@ class AnomalySegmentationTask(BaseTask):
             else:
                 moved[key] = value
         checkpoint["state_dict"] = moved
-
-    def _warn_other_input_size(self, checkpoint: dict) -> None:
-        """``test`` / ``predict`` fitting images into another size than the network was trained at: objects
-        come out at another scale than it learnt. Warned, not overridden: the CLI links ``data.image_size`` into
-        ``model.input_size`` whether the command line or a config set it, so a size the user chose cannot be
-        told from the config's, and evaluating at another scale on purpose stays possible."""
-        trainer = self._trainer
-        if trainer is None or trainer.state.fn in (None, TrainerFn.FITTING):
-            return
-        hparams = checkpoint.get("hyper_parameters") or {}
-        data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
-        if "input_size" not in hparams and "image_size" not in data_hparams:
-            return  # the checkpoint does not say
-        trained = hparams.get("input_size") if "input_size" in hparams else data_hparams.get("image_size")
-        datamodule = getattr(trainer, "datamodule", None)
-        now = getattr(datamodule, "image_size", self.model.input_size)
-
-        def size(value) -> str:
-            return f"{int(value[0])}x{int(value[1])} (H x W)" if value else "their own size (image_size null)"
-
-        if size(trained) != size(now):
-            warnings.warn(
-                f"the checkpoint's network was trained on frames of {size(trained)}, but this "
-                f"{trainer.state.fn.value} fits images into {size(now)}: objects come out at another scale than "
-                f"it learnt. --data.image_size {list(trained) if trained else 'null'} evaluates at the trained size",
-                UserWarning,
-                stacklevel=2,
-            )
 
     def on_fit_end(self) -> None:
         self._refresh_stats()

@@ -132,6 +132,8 @@ class SplitLoaders(pl.LightningDataModule):
     SPLIT_SETTINGS: tuple[str, ...] = ("seed", "split_fractions")
     #: init arguments that set the size the network sees images at (resized or fitted to it)
     INPUT_SETTINGS: tuple[str, ...] = ()
+    #: what :meth:`split_groups` returns, for messages
+    GROUP_UNIT = "groups"
     pin_memory = False
     repeat_threshold: float | None = None
     seed: int = 0
@@ -211,7 +213,7 @@ class SplitLoaders(pl.LightningDataModule):
         if seen:
             shown = ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else "")
             warnings.warn(
-                f"{len(seen)} of the {len(groups)} groups of this {split} split were in the checkpoint's training "
+                f"{len(seen)} of the {len(groups)} {self.GROUP_UNIT} of this {split} split were in the checkpoint's training "
                 f"split ({shown}): its figures are partly on data it trained on. The data changed since the fit "
                 "(items added or removed move the group split's cut) or another split setting is given; "
                 "evaluate on the split the fit used, or fit again",

@@ -1349,6 +1349,8 @@ class MedicalDataModule(SplitLoaders):
             return self.max_items.get(split)
         return self.max_items
 
+    GROUP_UNIT = "patients"
+
     def split_groups(self, name: str) -> set[str] | None:
         """The patients (cases) of split ``name`` once built, for the checkpoint's leak check."""
         view = self.datasets.get(name)

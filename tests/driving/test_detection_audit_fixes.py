@@ -460,3 +460,28 @@ def test_the_unknown_class_note_names_its_split(caplog):
     assert val.dropped == {"Truck": 2}
     (note,) = [r.getMessage() for r in caplog.records if "not in class_names" in r.getMessage()]
     assert note.startswith("DetectionDataset (val split): ") and note.endswith("Truck: 2")
+
+
+def test_test_images_the_checkpoint_trained_on_are_warned_of(tmp_path):
+    """Images added since the fit move the sequence split's cut: the checkpoint's training images can land in
+    test with the seed unchanged. Its data state names the images it trained on."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    root = write_kitti(tmp_path / "kitti", n=8, semantic=False)
+    fitted = DetectionDataModule("kitti", str(root), ["Car"], num_workers=0)
+    fitted.setup("fit")
+    state = fitted.state_dict()
+    trained = {record.image_id for record in fitted.splits["train"]}
+    assert len(state["train_group_digests"]) == len(trained)
+
+    # images added (here 16), or another seed as below, move the split's cut
+    grown = DetectionDataModule("kitti", str(write_kitti(root, n=24, semantic=False)), ["Car"], num_workers=0, seed=2)
+    grown.setup("test")
+    leaked = sorted(trained & {record.image_id for record in grown.splits["test"]})
+    assert leaked  # the case the check is for
+    grown.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING))
+    said = rf"{len(leaked)} of the \d+ images of this test split were in the checkpoint's training split \({leaked[0]}"
+    with pytest.warns(UserWarning, match=said):
+        grown.load_state_dict(state)

@@ -362,7 +362,7 @@ def test_a_checkpoints_training_patients_found_in_the_evaluated_split_are_warned
     moved = MedicalDataModule("lidc_png", str(layout(tmp_path / "b", {"train": "P2", "val": "P1", "test": "P3"})))
     moved.setup("validate")
     moved.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING))
-    with pytest.warns(UserWarning, match=r"1 of the 1 groups of this val split were in the checkpoint's training split \(P1\)"):
+    with pytest.warns(UserWarning, match=r"1 of the 1 patients of this val split were in the checkpoint's training split \(P1\)"):
         moved.load_state_dict(state)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

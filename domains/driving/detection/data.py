@@ -344,6 +344,14 @@ class DetectorDataModule(SplitLoaders):
             self.check_classes_found(stage)
         self.check_splits(self.splits, stage, self.split_hint())
 
+    GROUP_UNIT = "images"
+
+    def split_groups(self, name: str) -> set[str] | None:
+        """The image ids of split ``name`` (its drives would do, but the records do not keep them), for the
+        checkpoint's leak check."""
+        records = self.splits.get(name)
+        return None if records is None else {record.image_id for record in records}
+
     def split_hint(self) -> str:
         """What to change when a split comes out empty."""
         return sequence_split_hint(self.split_fractions)

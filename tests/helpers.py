@@ -428,10 +428,12 @@ def _split(network_cls: type, kwargs: dict) -> tuple[dict, dict]:
 
 
 def anomaly_task(**kwargs):
-    """An ``AnomalySegmentationTask`` on an ``AnomalySegmenter`` built from the network's keyword arguments."""
+    """An ``AnomalySegmentationTask`` on an ``AnomalySegmenter`` built from the network's keyword arguments; raw
+    score maps (``score_smoothing`` 0) unless given, so hand-computed values stay readable."""
     from domains.driving.anomaly.model import AnomalySegmenter
     from domains.driving.anomaly.task import AnomalySegmentationTask
 
+    kwargs.setdefault("score_smoothing", 0.0)
     network, task = _split(AnomalySegmenter, kwargs)
     return AnomalySegmentationTask(network=AnomalySegmenter(**network), **task)
 

@@ -201,3 +201,17 @@ def test_a_16_bit_photos_stretch_is_said_once_not_again_when_its_overlay_is_draw
                           sizes=[(16, 24)], image_paths=[str(path)])  # fmt: skip
     assert [str(w.message) for w in caught if w.category is LabelWarning] == []
     assert cv2.imread(str(tmp_path / "out" / "deep_overlay.png")).shape == (16, 24, 3)
+
+
+def test_the_tasks_score_smoothing_default_is_the_shipped_configs():
+    """It is chosen at test time and not stored in checkpoints, so load_from_checkpoint took the class default, 0:
+    a Python user's maps were rawer than ``test -c <config>``'s (1.0 in every config and the export)."""
+    import inspect
+
+    import yaml
+
+    from domains.driving.anomaly.task import AnomalySegmentationTask
+
+    default = inspect.signature(AnomalySegmentationTask.__init__).parameters["score_smoothing"].default
+    configs = sorted(Path(__file__).resolve().parents[2].glob("domains/driving/anomaly/configs/*.yaml"))
+    assert configs and {yaml.safe_load(c.read_text())["model"]["score_smoothing"] for c in configs} == {default}

@@ -98,9 +98,9 @@ class AnomalySegmentationTask(BaseTask):
             line chooses them for ``test`` / ``predict --ckpt_path``.
         test_scores: scores whose pixel metrics ``test`` reports (``None``: every score this model supports).
         score_smoothing: sigma (px) of a Gaussian blur applied to every score map (0: none); see
-            :func:`~domains.driving.anomaly.scores.smooth_score_map`. Checkpoints do not store it: the shipped
-            configs and the export use 1.0, so ``load_from_checkpoint(path, score_smoothing=1.0)`` scores as
-            ``test -c <config> --ckpt_path`` does (this default, 0, gives the raw maps).
+            :func:`~domains.driving.anomaly.scores.smooth_score_map`. Checkpoints do not store it; the default is
+            the shipped configs' and the export's, so ``load_from_checkpoint(path)`` scores as ``test -c <config>
+            --ckpt_path`` does.
         class_weighting: cross-entropy class weights: ``None`` (plain), ``"enet"`` (``1 / ln(1.02 + p)`` from the
             class pixel shares ``p`` of ``class_weight_batches`` training batches, counted when training starts:
             without it the rare person, cyclist and pole classes were never predicted in a 15-minute budget and
@@ -156,7 +156,7 @@ class AnomalySegmentationTask(BaseTask):
         network: AnomalySegmenter,
         score: str | None = None,
         test_scores: list[str] | None = None,
-        score_smoothing: float = 0.0,
+        score_smoothing: float = 1.0,
         class_weighting: str | list[float] | None = None,
         class_weight_batches: int | None = 20,
         oe_weight: float = 0.5,

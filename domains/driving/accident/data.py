@@ -402,6 +402,38 @@ def training_fps(data: dict | None) -> tuple[float, str]:
     return generated_clips_fps(), "its training clips, generated at the generator's default rate"
 
 
+#: how far (a share of the side) an ``npz`` box may reach past ``--data.feature_image_size`` before it is warned
+#: of: detectors clip their boxes to the frame, a box 1 % outside is rounding, one 60 % outside other pixels
+BOX_BEYOND_FRAME = 0.01
+
+
+def warn_boxes_beyond_frame(clips: Sequence[AccidentClip], size: Sequence[int]) -> int:
+    """One :class:`LabelWarning` counting the clips whose boxes reach past ``size`` (H, W, the frame their boxes
+    are said to be in: ``--data.feature_image_size``) by more than :data:`BOX_BEYOND_FRAME`: boxes in other
+    pixels (1080p ``det`` read as 720p) are scaled to the wrong place, and the network learns from them without
+    a word. Returns that count."""
+    height, width = size
+    beyond, reach = [], [0.0, 0.0]
+    for clip in clips:
+        boxes = np.stack(list(clip.tracks.values())) if clip.tracks else np.full((1, 4), np.nan)
+        if not np.isfinite(boxes).any():
+            continue
+        x2, y2 = float(np.nanmax(boxes[..., 2])), float(np.nanmax(boxes[..., 3]))
+        if x2 > width * (1 + BOX_BEYOND_FRAME) or y2 > height * (1 + BOX_BEYOND_FRAME):
+            beyond.append(clip.source)
+            reach = [max(reach[0], x2), max(reach[1], y2)]
+    if beyond:
+        warnings.warn(
+            f"{len(beyond)} of {len(clips)} clips have boxes beyond --data.feature_image_size [{height}, {width}] "
+            f"(height, width): up to x2 = {reach[0]:g}, y2 = {reach[1]:g} (e.g. {beyond[0]}). Their det boxes are "
+            "in the pixels of larger frames: set --data.feature_image_size to the size of the frames the features "
+            "were extracted from (boxes are scaled from it to --data.image_size)",
+            LabelWarning,
+            stacklevel=3,
+        )
+    return len(beyond)
+
+
 #: how far a clip's width:height may differ (as a ratio) from a boxes-only network's input frame before the
 #: demo and ``predict`` warn. Boxes are scaled to ``image_size`` in x and y apart, so a clip of another shape
 #: gives every box another shape and motion than the network learnt: 16:9 clips' boxes, squeezed 2x in height
@@ -469,7 +501,7 @@ class AccidentDataModule(SplitLoaders):
         data_format: ``synthetic`` (the generated scenario clips, CCD layout + ``annotations/<vid>.json``), ``ccd``
             (``Crash-1500.txt`` + ``videos/{Crash-1500,Normal}/<vid>.mp4`` or frame folders; no boxes), ``npz``
             (UString / DSTA feature files: ``features`` / ``object_features`` instead of frames) or ``dota``
-            (``annotations/<vid>.json`` + ``frames/<vid>/images/*.jpg``).
+            (``annotations/<vid>.json`` + ``frames/<vid>/images/*.jpg`` or ``frames/<vid>/*.jpg``).
         data_path: the data set's root; null (synthetic only): generated on first use under data/driving_accident.
         synthetic: settings of the clip generator (n_clips, size, fps, seconds, seed, shares) when data_path is null.
         image_size: [H, W] frames are resized to (boxes scaled with them); also the network's input size (the
@@ -481,14 +513,17 @@ class AccidentDataModule(SplitLoaders):
         batch_size: clips per batch.
         num_workers: loader processes; null: one less than the CPU cores, at most 4.
         clip_length: frames per training sample (a random window starting at or before a crash clip's contact frame); null:
-            whole clips. Validation and test always use whole clips; a clip shorter than this is bad input.
+            whole clips. A training clip shorter than this is bad input (left out of training and counted, or
+            raised with strict); validation and test take whole clips, of any length, so their metrics do not
+            change with it.
         strict: a bad clip raises, naming its file (and line); false: it is left out and counted in one warning.
         feature_fps: frame rate of ``npz`` features (DAD 20, CCD 10).
         feature_toa: contact frame of positive ``npz`` clips without a ``toa`` key or annotation line (DAD: 90).
         feature_annotation: CCD's ``Crash-1500.txt`` for ``npz`` features: each positive clip's contact frame is
             its ``ID``'s first frame labelled 1 (UString's CCD files have no ``toa``); null: looked for in
             data_path, data_path/videos and the folder above (UString's layout), else ``feature_toa`` for all.
-        feature_image_size: [H, W] of the frames the ``npz`` ``det`` boxes refer to (DAD / CCD: 720 x 1280).
+        feature_image_size: [H, W] of the frames the ``npz`` ``det`` boxes refer to (DAD / CCD: 720 x 1280);
+            boxes beyond it are warned of.
         max_clips: read at most this many clips, the first of each kind (by id) in turn (smoke tests).
         train_frames: decode the clips' frames for the network; false for a network that reads only boxes
             (``input_kind: boxes``): its training, validation and test loaders then read no image, several
@@ -496,12 +531,12 @@ class AccidentDataModule(SplitLoaders):
         hflip: probability of mirroring a training clip left to right (frames and boxes); 0: never. Not for
             ``npz`` features (a precomputed appearance vector cannot be mirrored).
         predict_path: ``predict`` on your own clips instead of the test split: a video, a folder of frames, or a
-            folder of videos and frame folders (:func:`~domains.driving.accident.readers.read_own_clips`); no
-            labels. Read at the training clips' frame rate (:func:`training_fps`), resampled from their own.
+            folder of videos and frame folders (``read_own_clips`` in readers.py); no labels. Read at the training
+            clips' frame rate (``training_fps``), resampled from their own.
         predict_fps: frame rate of ``predict_path``'s frame folders (videos say their own).
         predict_detector: a road detector's checkpoint (``python -m domains.driving.detection fit``) that finds
             the objects of ``predict_path``'s clips, linked into tracks by IoU
-            (:func:`~domains.driving.accident.tracking.detect_and_track`): what a network reading boxes needs
+            (``detect_and_track`` in tracking.py): what a network reading boxes needs
             (own clips come without tracks). Runs once per frame the model reads.
         predict_detector_threshold: the detector's score above which a box is an object; null: the detector's
             ``predict_score_thresh``.
@@ -623,9 +658,10 @@ class AccidentDataModule(SplitLoaders):
             self.root()
 
     def read_clips(self) -> list[AccidentClip]:
-        """Every readable clip of the source, sorted by id (bad ones raise or are counted in ``self.dropped``)."""
+        """Every readable clip of the source, sorted by id (bad ones raise or are counted in ``self.dropped``).
+        Clips of any length from :data:`MIN_FRAMES` on: ``clip_length`` is left to :meth:`training_clips`."""
         root = self.root()
-        min_frames = max(MIN_FRAMES, self.clip_length or 0)
+        min_frames = MIN_FRAMES
         log = DropLog(strict=self.strict)
         if self.data_format in ("synthetic", "ccd"):
             clips = read_ccd_layout(
@@ -649,6 +685,7 @@ class AccidentDataModule(SplitLoaders):
             clips = read_npz_clips(
                 root, self.feature_fps, self.feature_toa, min_frames=min_frames, log=log, annotation=annotation
             )
+            warn_boxes_beyond_frame(clips, self.feature_image_size)
         else:
             clips = read_dota(root, min_frames=min_frames, log=log)
         log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=3)
@@ -663,6 +700,24 @@ class AccidentDataModule(SplitLoaders):
         by_kind = [[c for c in clips if c.kind == kind] for kind in KINDS]
         taken = [c for turn in itertools.zip_longest(*by_kind) for c in turn if c is not None]
         return sorted(taken[: self.max_clips], key=lambda c: c.clip_id)
+
+    def training_clips(self, clips: list[AccidentClip]) -> list[AccidentClip]:
+        """The training split without clips shorter than ``clip_length`` (its windows are that long), left out and
+        counted in ``self.dropped`` (raised with ``strict``). Validation and test keep them: they take whole
+        clips, so their metrics do not change with a training setting."""
+        if not self.clip_length:
+            return clips
+        log = DropLog(strict=self.strict)
+        for clip in clips:
+            if clip.n_frames < self.clip_length:
+                log.add(
+                    "too_short", clip.source, None, f"clip has {clip.n_frames} frames, fewer than the training window "
+                    f"--data.clip_length {self.clip_length}: left out of training (validation and test take it)",
+                )  # fmt: skip
+        log.report(f"AccidentDataModule({self.data_format}) training split", stacklevel=3)
+        if self.dropped is not None:
+            self.dropped.merge(log)
+        return [clip for clip in clips if clip.n_frames >= self.clip_length]
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_path is not None:
@@ -682,6 +737,7 @@ class AccidentDataModule(SplitLoaders):
             return
         if not self.datasets:
             self.splits = split_clips(self.read_clips(), self.val_fraction, self.test_fraction, self.split_seed)
+            self.splits["train"] = self.training_clips(self.splits["train"])
             breakdown = split_breakdown(self.splits)
             rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{breakdown}")
             for name, clips in self.splits.items():

@@ -11,7 +11,10 @@ Conventions (all times in seconds of physical lead time):
   order (sklearn's ``average_precision_score`` on the clip scores ``max(scores[:toa])`` / ``max(scores)``,
   tested equal). Written out because a crash clip that can never be found (contact at frame 0, or no frame
   early enough for :func:`ap_before`) must stay in the recall denominator without a threshold that finds it,
-  which sklearn / torchmetrics cannot express (they need a finite score for every clip).
+  which sklearn / torchmetrics cannot express (they need a finite score for every clip). NaN without negative
+  clips (DoTA alone): precision is then 1 at every threshold, so the step sum is the share of crash clips that
+  can be found, 1.0 for any scores (sklearn's ``average_precision_score`` returns that 1.0; with no positive it
+  warns and returns 0): no ranking is measured.
 - **frame AP**: torchmetrics' ``binary_average_precision`` (the same step sum) over all frames of all clips
   pooled, label 1 on crash-clip frames with ``t >= toa - horizon * fps`` (contact within the horizon, or
   ongoing), 0 elsewhere.
@@ -23,7 +26,11 @@ Conventions (all times in seconds of physical lead time):
   published code takes the same maximum per level). The sweep runs over every distinct frame score (plus 0
   and 1), so the result is exact. As in the published code, the full-recall level is reached at the lowest
   threshold, where every frame alarms: it contributes ``mean(toa / fps)``.
-- **TTA@R80**: the TTA of the lowest recall level >= 0.8 (NaN if recall 0.8 is never reached).
+- **TTA@R80**: the TTA of the lowest recall level >= 0.8 (NaN if recall 0.8 is never reached), read at
+  ``tta_r80_threshold``. It says nothing of the model where that threshold alarms on the negative clips at
+  least as often as it finds crashes (no better than an alarm on every clip), or, without negatives, on every
+  frame before contact (:func:`uninformative_tta`): a small or untrained test split reaches 80 % recall only
+  at the lowest threshold, and its TTA@R80 is then the clips' whole lead.
 - **legacy mTTA**: the widely copied formula ``mean(1 - first_alarm / toa) * (T / fps)`` with the same levels;
   it scales the relative lead by the clip length T instead of the time before contact, so it can exceed the
   physical maximum (DAD: contact at frame 90 of 100 at 20 fps: 4.5 s possible, up to 5.0 s reported).
@@ -76,6 +83,7 @@ __all__ = [
     "tta_at_recall",
     "tta_curve",
     "ttc_error",
+    "uninformative_tta",
     "video_ap",
 ]
 
@@ -175,9 +183,10 @@ def _clip_score(r: ClipScores, lead_seconds: float = 0.0) -> float:
 
 def _step_ap(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
     """``sum_k (R_k - R_{k-1}) P_k`` over thresholds at the distinct finite scores, descending; positives at
-    -inf are never found but count in the recall denominator."""
+    -inf are never found but count in the recall denominator. NaN without positives or without negatives (the
+    precision is 1 at every threshold: nothing is ranked)."""
     n_pos = len(pos_scores)
-    if n_pos == 0:
+    if n_pos == 0 or len(neg_scores) == 0:
         return math.nan
     finite = np.concatenate([pos_scores[np.isfinite(pos_scores)], neg_scores])
     thresholds = np.unique(finite)[::-1]
@@ -195,7 +204,8 @@ def _step_ap(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
 
 def ap_before(records: Sequence[ClipScores], seconds: float) -> float:
     """Video AP where a crash clip counts as found only if an alarm fires at a frame t with
-    ``toa - t >= seconds * fps`` (and t < toa). ``seconds = 0`` is :func:`video_ap`. NaN without crash clips."""
+    ``toa - t >= seconds * fps`` (and t < toa). ``seconds = 0`` is :func:`video_ap`. NaN without crash clips or
+    without negative clips."""
     records = _check(records)
     if seconds < 0:
         raise ValueError(f"seconds must be >= 0, got {seconds}")
@@ -302,6 +312,37 @@ def threshold_at_recall(records: Sequence[ClipScores], recall: float = 0.8) -> f
     return float(curve.threshold[level]) if level is not None else math.nan
 
 
+def uninformative_tta(records: Sequence[ClipScores], recall: float = 0.8) -> str | None:
+    """Why :func:`tta_at_recall` says nothing of the model on these clips, in words; None where it does. At the
+    threshold it is read at, (1) the negative clips alarm at least as often as crash clips are found (no better
+    than chance: an alarm raised on every clip finds as many and warns as early), or (2), without negative
+    clips, every frame before contact alarms (the threshold is at or below the lowest of those scores), so the
+    TTA is each clip's whole lead, whatever the model."""
+    curve = tta_curve(records)
+    level = _recall_level(curve, recall)
+    if level is None:
+        return None
+    threshold, found = float(curve.threshold[level]), float(curve.recall[level])
+    negatives = [r for r in records if not r.is_crash]
+    if negatives:
+        rate = false_alarm_rate(negatives, threshold, NEGATIVE_KINDS)
+        if rate >= found:
+            return (
+                f"at the threshold it is read at ({threshold:.4g}) {rate:.0%} of the {len(negatives)} negative "
+                f"clips alarm, no fewer than the {found:.0%} of crash clips found: no better than an alarm on "
+                "every clip"
+            )
+        return None
+    lowest = min(float(r.scores[: r.toa].min()) for r in records if r.is_crash and r.toa > 0)
+    if threshold <= lowest:
+        return (
+            f"its threshold ({threshold:.4g}) is at or below every score before contact: every frame alarms, so "
+            "it is each clip's whole lead whatever the model (and no negative clip tells a warning from an alarm "
+            "that never stops)"
+        )
+    return None
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Operating point: false alarms and lead time at a threshold
 # ------------------------------------------------------------------------------------------------------------
@@ -322,18 +363,19 @@ def false_alarm_rate(
 def operating_threshold(
     records: Sequence[ClipScores], max_false_alarm: float = 0.1, kinds: Sequence[str] = NEGATIVE_KINDS
 ) -> float:
-    """Lowest threshold of the sweep (every distinct score, 0, and just above the highest score) whose
-    false-alarm rate on the negative clips of ``kinds`` is <= ``max_false_alarm``. Choose it on validation."""
+    """The lowest threshold whose false-alarm rate on the negative clips of ``kinds`` is <= ``max_false_alarm``:
+    the next float above the peak score of the negative clip that would break the cap (the negatives above it
+    may alarm), 0 where every negative may. Choose it on validation: every threshold between that peak and the
+    next clip score gives the same validation figures, and the lowest of them keeps the most recall on new
+    clips (the next score up, as this returned before, missed a test crash peaking in between)."""
     records = _check(records)
     if not 0 <= max_false_alarm <= 1:
         raise ValueError(f"max_false_alarm must be in [0, 1], got {max_false_alarm}")
-    neg_max = np.sort([float(r.scores.max()) for r in records if r.kind in kinds])
+    neg_max = np.sort([float(r.scores.max()) for r in records if r.kind in kinds])[::-1]
     if len(neg_max) == 0:
         raise ValueError(f"operating_threshold needs at least one clip of kind {tuple(kinds)}")
-    top = max(float(r.scores.max()) for r in records)
-    candidates = np.unique(np.concatenate([[0.0, np.nextafter(top, math.inf)]] + [r.scores for r in records]))
-    rate = (len(neg_max) - np.searchsorted(neg_max, candidates, side="left")) / len(neg_max)
-    return float(candidates[np.flatnonzero(rate <= max_false_alarm + _EPS)[0]])
+    allowed = math.floor((max_false_alarm + _EPS) * len(neg_max))  # the negatives that may alarm
+    return 0.0 if allowed >= len(neg_max) else float(np.nextafter(neg_max[allowed], math.inf))
 
 
 def _lead_at(records: list[ClipScores], threshold: float) -> tuple[float, float]:
@@ -478,6 +520,7 @@ def summarize(
         "frame_ap": frame_ap(records, horizon),
         "mtta": mtta(records),
         "tta_r80": tta_at_recall(records, 0.8),
+        "tta_r80_threshold": threshold_at_recall(records, 0.8),
         "legacy_mtta": legacy_mtta(records),
     }
     for seconds in AP_BEFORE_SECONDS:

@@ -5,11 +5,13 @@ Every reader returns :class:`AccidentClip` records (one per clip, nothing decode
 
 Bad input policy (as :mod:`domains.driving.formats`): a problem that spoils one clip (a label line with the
 wrong number of frame labels, a contact frame past the clip's end, a missing or inconsistent frame rate, an
-unreadable video, an ``npz`` without the expected keys, a clip shorter than the minimum) goes to a
-:class:`~domains.driving.formats.DropLog`: with ``strict`` it raises :class:`LabelFormatError` naming the file
-(and line) and what was expected; otherwise the clip is left out, counted, and one :class:`LabelWarning`
-summarises the counts. Problems found only while decoding (frames of mixed sizes, a video that stops early)
-always raise, naming the file. A data set without any readable clip is an error.
+unreadable video, an ``npz`` without the expected keys, a clip shorter than the minimum, frames of mixed sizes,
+a video cut short) goes to a :class:`~domains.driving.formats.DropLog`: with ``strict`` it raises
+:class:`LabelFormatError` naming the file (and line) and what was expected; otherwise the clip is left out,
+counted, and one :class:`LabelWarning` summarises the counts. Frame sizes are read from the image headers and a
+video's length from its packets (:func:`frames_in_file`), so no frame is decoded before training; what only
+decoding shows (a frame damaged after its header, a video's last packet cut in two) raises then, naming the
+file. A data set without any readable clip is an error.
 
 The parsers are hand-written: no maintained library reads CCD's annotation lines, the UString feature files
 or DoTA's metadata (their public loaders are scripts inside the papers' repositories).
@@ -56,9 +58,9 @@ MAX_FRAME_SIDE = 16384  # pixels: a box coordinate beyond this is a broken annot
 
 
 def _too_short(n_frames: int, min_frames: int) -> str:
-    """Why a clip is left out for its length: the minimum is the training window (``--data.clip_length``) where
-    that is longer than :data:`MIN_FRAMES`, and it holds in every split."""
-    return f"clip has {n_frames} frames, the minimum is {min_frames} (--data.clip_length, at least {MIN_FRAMES})"
+    """Why a clip is left out for its length (``min_frames``: at least :data:`MIN_FRAMES`; the data module leaves
+    training clips shorter than ``--data.clip_length`` out on its own, validation and test keep them)."""
+    return f"clip has {n_frames} frames, the minimum is {min_frames}"
 
 
 @dataclass
@@ -90,6 +92,7 @@ class AccidentClip:
     # the source frame (of the video, or of the folder's frame list) each of the n_frames is (a clip resampled
     # to the model's rate: ``frames`` then lists those frames only); None: every frame, in order
     source_steps: np.ndarray | None = None
+    feature_dim: int | None = None  # npz: D, the size of each feature vector (from the data array's header)
 
     @property
     def is_positive(self) -> bool:
@@ -147,6 +150,25 @@ def video_info(path: Path) -> tuple[int, float, int, int]:
     finally:
         cap.release()
     return n, fps, width, height
+
+
+def frames_in_file(path: Path, expected: int) -> int:
+    """How many frames the video file holds, counted up to ``expected`` (its header's count) by its packets,
+    none decoded (OpenCV's raw stream mode): a copy cut short keeps its header but not its packets. Costs one
+    read of the file (1.3 ms for a cached 720p mp4 of 50 frames, where :func:`decodable_frames` decodes 16 of
+    them or more: 80 ms), so every video of a data set can be checked before training. A packet cut in two still
+    counts (its decoding fails, naming the file); a backend without the raw mode falls back to
+    :func:`decodable_frames`."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        if not (cap.isOpened() and cap.set(cv2.CAP_PROP_FORMAT, -1)):
+            return decodable_frames(path, expected)
+        count = 0
+        while count < expected and cap.grab():
+            count += 1
+    finally:
+        cap.release()
+    return count
 
 
 def decodable_frames(path: Path, expected: int) -> int:
@@ -232,15 +254,25 @@ def held_steps(steps: np.ndarray, n_frames: int) -> np.ndarray:
     return np.searchsorted(np.asarray(steps), np.arange(n_frames), side="right") - 1
 
 
-def _check_frame_sizes(paths: list[Path]) -> None:
-    """:class:`LabelFormatError` naming the first frame (by its header) of another size than the first."""
-    height, width = image_size(paths[0])
-    for path in paths[1:]:
-        if (size := image_size(path)) != (height, width):
-            raise LabelFormatError(
-                path, None, f"frame is {size[1]}x{size[0]} but {paths[0].name} of the same clip is {width}x{height} "
-                "(frames of one clip must share a size)",
+def _frames_share_a_size(paths: list[Path], log: DropLog) -> bool:
+    """Whether every frame's header reads and gives the first one's size (about 30 us a frame: headers only);
+    else the first problem goes to ``log`` (``unreadable_frame``, or ``frame_size`` naming both sizes) and False.
+    A clip of mixed sizes stopped training and predict mid-way when its frames were decoded."""
+    first = None
+    for path in paths:
+        try:
+            size = image_size(path)
+        except LabelFormatError as err:
+            log.add("unreadable_frame", path, None, err.reason)
+            return False
+        first = first or size
+        if size != first:
+            log.add(
+                "frame_size", path, None, f"frame is {size[1]}x{size[0]} but {paths[0].name} of the same clip is "
+                f"{first[1]}x{first[0]} (frames of one clip must share a size)",
             )  # fmt: skip
+            return False
+    return True
 
 
 def read_own_clips(
@@ -332,12 +364,8 @@ def read_own_clips(
             short = _too_short(len(steps), min_frames)
             log.add("too_short", source, None, f"{short} at the model's {model_fps:g} fps")
             continue
-        if frames is not None:  # one size per clip, from the headers: a mixed folder stopped predict mid-way
-            try:
-                _check_frame_sizes([frames[i] for i in steps])
-            except LabelFormatError as err:
-                log.add("frame_size", err.path, None, err.reason)
-                continue
+        if frames is not None and not _frames_share_a_size([frames[i] for i in steps], log):
+            continue
         clips.append(
             AccidentClip(
                 clip_id=clip_id,
@@ -701,6 +729,14 @@ def _read_ccd_clip(
     if n_frames < min_frames:
         log.add("too_short", source, None, _too_short(n_frames, min_frames))
         return None
+    if video is not None and (held := frames_in_file(video, n_frames)) < n_frames:
+        log.add(
+            "frame_count", video, None, f"its header counts {n_frames} frames but the file holds {held} (a copy "
+            "cut short? copy it again)",
+        )  # fmt: skip
+        return None
+    if frames is not None and not _frames_share_a_size(frames, log):
+        return None
     return AccidentClip(
         clip_id=vid,
         kind=kind,
@@ -861,6 +897,12 @@ def _read_npz_clip(path, root, fps, default_toa, min_frames, log, contact_frames
     if labels.shape != (2,):
         log.add("npz_keys", path, None, f"labels has shape {labels.shape}, expected a one-hot (2,)")
         return None
+    if not (np.isin(labels, (0, 1)).all() and labels.sum() == 1):  # [0.3, 0.7] read as a crash, so did [0.7, 0.3]
+        log.add(
+            "npz_keys", path, None, f"labels is {labels.tolist()}, expected a one-hot [1, 0] (no accident) or "
+            "[0, 1] (accident)",
+        )  # fmt: skip
+        return None
     n_frames = det.shape[0]
     if data_shape is not None and (len(data_shape) != 3 or data_shape[:2] != (n_frames, 1 + det.shape[1])):
         log.add(
@@ -911,6 +953,7 @@ def _read_npz_clip(path, root, fps, default_toa, min_frames, log, contact_frames
         tracks=tracks,
         depth=depth,
         subset=_subset_of(path, root),
+        feature_dim=None if data_shape is None else int(data_shape[2]),
     )
 
 
@@ -925,7 +968,9 @@ def read_dota(
     log: DropLog | None = None,
 ) -> list[AccidentClip]:
     """Clips of DoTA (Yao et al. 2020): ``<root>/annotations/<vid>.json`` per clip and frames under
-    ``<root>/frames/<vid>/images/*.jpg`` (10 fps).
+    ``<root>/frames/<vid>/images/*.jpg``, or ``<root>/frames/<vid>/*.jpg`` as DoTA's ``video2frames.py`` writes
+    them (10 fps). DoTA's ``metadata_train.json`` / ``metadata_val.json`` (its split lists: clip -> anomaly_start,
+    num_frames, ..., without the per-frame objects) are not read: a set with only them is refused, naming them.
 
     Per-clip JSON keys used: ``num_frames``, ``anomaly_start`` (the contact frame, toa), ``anomaly_end``,
     ``anomaly_class`` (``"ego: turning"``, ``"other: pedestrian"``, ...), and ``labels``: one entry per frame with
@@ -939,7 +984,13 @@ def read_dota(
     folder = root / "annotations"
     files = visible_files(folder, (".json",)) if folder.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"{folder}: no DoTA per-clip *.json annotations")
+        lists = sorted(p.name for p in root.glob("metadata_*.json"))
+        hint = (
+            f"; {root} holds {' and '.join(lists)}: DoTA's split lists, without the per-frame objects this reader "
+            f"takes: unpack DoTA's per-clip annotations (dataset/DoTA_annotations.zip of its repository) into {folder}"
+            if lists else ""
+        )
+        raise FileNotFoundError(f"{folder}: no DoTA per-clip *.json annotations{hint}")
     clips, seen = [], {}
     with counting_hidden_files(root / "frames"):  # one count over every clip's frame folder
         for path in files:
@@ -1004,11 +1055,12 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
         log.add("bad_json", path, None, f"anomaly_end {end} is before anomaly_start {toa}")
         return None
     frames, absent = [], []
-    folder = root / "frames" / vid / "images"
-    by_stem = {p.stem: p for p in visible_files(folder, IMAGE_EXTENSIONS)} if folder.is_dir() else {}
+    _, found_frames = locate_clip(root / "frames", vid, {})  # frames/<vid>/images/ or video2frames.py's <vid>/
+    folder = found_frames[0].parent if found_frames else root / "frames" / vid / "images"
+    by_stem = {p.stem: p for p in found_frames or []}
     for t, entry in enumerate(labels):
         # DoTA writes image_path relative to frames/ ("<vid>/images/000001.jpg"); relative to the root is read too,
-        # and else the frame's number in frames/<vid>/images in any image format (000001.JPG, .png)
+        # and else the frame's number in the clip's frame folder in any image format (000001.JPG, .png)
         image = entry.get("image_path")
         named = [root / image, root / "frames" / image] if image else []
         found = next((c for c in named if c.is_file()), None) or by_stem.get(f"{int(entry.get('frame_id', t)):06d}")
@@ -1017,7 +1069,10 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
             absent.append(f"image_path {image!r} (under {root} or {root / 'frames'})" if image else numbered)
         frames.append(found)
     if absent:
-        log.add("missing_clip", path, None, f"{len(absent)} of {n_frames} frames not found, e.g. {absent[0]}")
+        log.add(
+            "missing_clip", path, None, f"{len(absent)} of {n_frames} frames not found, e.g. {absent[0]} (expected "
+            f"frames/{vid}/images/000000.jpg ..., or frames/{vid}/000000.jpg ...)",
+        )  # fmt: skip
         return None
     if n_frames < min_frames:
         log.add("too_short", path, None, _too_short(n_frames, min_frames))
@@ -1049,6 +1104,8 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
                 )
                 return None
             tracks.setdefault(int(tid), np.full((n_frames, 4), np.nan, dtype=np.float32))[t] = box
+    if not _frames_share_a_size(frames, log):
+        return None
     depth = {k: nearness_by_height(v) for k, v in tracks.items()}
     return AccidentClip(
         clip_id=vid,

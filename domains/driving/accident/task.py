@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from domains.driving.accident.data import own_clip_shape_warnings
 from domains.driving.accident.metrics import horizon_targets
@@ -134,7 +134,9 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         """Refuse a frames network on boxes-only loaders (training, validation and test: only predict decodes
         frames with ``data.train_frames`` false) before any step (``forward_batch`` says it again for loaders
         built by hand), and a boxes-only network on clips without a single track (real CCD and DoTA carry
-        none): every input would be empty, and it trained, tested and predicted 0 everywhere without a word."""
+        none): every input would be empty, and it trained, tested and predicted 0 everywhere without a word.
+        Also a network of the wrong input for ``npz`` features (frames, or another ``feature_dim``) and a
+        features network on clips with frames, which failed in the sanity check with a shape error."""
         datamodule = getattr(self.trainer, "datamodule", None)  # setup runs with a trainer attached
         clips = [clip for split in (getattr(datamodule, "splits", None) or {}).values() for clip in split]
         own = getattr(datamodule, "predicting_own_images", lambda: False)()
@@ -143,6 +145,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
                 "the network reads precomputed npz features (input_kind: features); --data.predict_path gives "
                 "videos and frames: use a network that reads frames (full.yaml)"
             )
+        self._check_feature_input(clips)
         if self.model.input_kind == "boxes" and clips and not any(clip.tracks for clip in clips):
             source = "--data.predict_path" if own else getattr(datamodule, "data_format", "these")
             detector = " or give --data.predict_detector (a road detector's .ckpt) to find them" if own else ""
@@ -166,6 +169,34 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
             raise ValueError(
                 "the network reads frames (input_kind: frames) but data.train_frames is false: set it true "
                 "(false is for input_kind: boxes)"
+            )
+
+    def _check_feature_input(self, clips: list) -> None:
+        """``npz`` clips (precomputed features) need ``input_kind: features`` (or ``boxes``: their ``det``) with
+        their feature size D; clips with frames a network that does not read features."""
+        features = [clip for clip in clips if clip.npz is not None]
+        kind = self.model.input_kind
+        if clips and not features and kind == "features":
+            raise ValueError(
+                "the network reads precomputed npz features (input_kind: features) but these clips have frames: "
+                "set --model.network.init_args.input_kind frames (full.yaml) or boxes, or give --data.data_format "
+                "npz"
+            )
+        if not features:
+            return
+        dims = sorted({clip.feature_dim for clip in features if clip.feature_dim is not None})
+        dim = f" --model.network.init_args.feature_dim {dims[0]}" if dims else ""
+        if kind == "frames":
+            raise ValueError(
+                f"the network reads frames (input_kind: frames) but the npz clips hold precomputed features: set "
+                f"--model.network.init_args.input_kind features{dim} (or input_kind boxes: their det boxes only)"
+            )
+        expected = self.model.frame_embed[0].in_features
+        if kind == "features" and dims and dims != [expected]:
+            first = next(clip for clip in features if clip.feature_dim == dims[0])
+            raise ValueError(
+                f"the network takes features of size {expected} (feature_dim) but the npz features are of size "
+                f"{dims[0]} (e.g. {first.npz}): set{dim}"
             )
 
     def forward_batch(self, batch: dict, return_hidden: bool = False) -> dict[str, torch.Tensor]:
@@ -274,9 +305,15 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
             labels.append(target[seen].flatten().float())
         if not sum(len(t) for t in logits):  # every frame blind: nothing to fit the temperature to
             return
-        temperature = fit_temperature(torch.cat(logits), torch.cat(labels))
+        temperature = float(fit_temperature(torch.cat(logits), torch.cat(labels)))
         # bounded: a validation split without signal (a tiny or untrained run) drives the fit towards infinity
-        self.model.temperature.fill_(min(max(float(temperature), TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1]))
+        bounded = min(max(temperature, TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1])
+        if bounded != temperature:
+            rank_zero_info(
+                f"val: the fitted temperature {temperature:.4g} is outside {TEMPERATURE_RANGE}: {bounded:g} is kept "
+                "(a validation split that says little of the risk: a tiny or barely trained run)"
+            )
+        self.model.temperature.fill_(bounded)
 
     def clip_scores(self, records: list[dict]) -> list:
         """:class:`~domains.driving.accident.metrics.ClipScores` of the collected clips at the current
@@ -312,7 +349,12 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         return self.clip_scores(self.last_records.get(stage, []))
 
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
-        from domains.driving.accident.metrics import NEGATIVE_KINDS, operating_threshold, summarize
+        from domains.driving.accident.metrics import (
+            NEGATIVE_KINDS,
+            operating_threshold,
+            summarize,
+            uninformative_tta,
+        )
 
         # a distributed sampler pads each rank's share with repeated clips: count each clip once
         records = list({r["clip_id"]: r for r in gather_lists(self._records.pop(stage, []))}.values())
@@ -339,11 +381,22 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         values = {f"{stage}/{k}": float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
         values[f"{stage}/temperature"] = float(self.model.temperature)
         values[f"{stage}/alarm_threshold"] = float(self.model.alarm_threshold)
+        negatives = any(c.kind in NEGATIVE_KINDS for c in clips)
+        if stage == "test" and not negatives:
+            rank_zero_warn(
+                f"test: every clip is a crash (kinds {sorted({c.kind for c in clips})}): video AP and AP 0.5 / 1 / "
+                "1.5 s ahead need negative clips (near misses or ordinary driving; without them precision is 1 "
+                "at every threshold and AP is 1.0 whatever the scores), so they are not logged"
+            )
+        if stage == "test" and (why := uninformative_tta(clips)) is not None:
+            rank_zero_warn(f"test/tta_r80 says nothing of the model here: {why}")
         # the headline and the CLI checkpoint's monitor (frame AP: domains.driving.accident.__main__) exist every
-        # epoch, 0 when undefined (no crash frame in the split), so the checkpoint never finds its key missing
-        for name in (HEADLINE, "frame_ap"):
+        # epoch, 0 when undefined (no crash frame in the split), so the checkpoint never finds its key missing;
+        # video AP without negatives is not 0 but undefined: left out
+        for name in (HEADLINE, "frame_ap") if negatives else ("frame_ap",):
             values.setdefault(f"{stage}/{name}", 0.0)
-        self.log(f"{stage}/{HEADLINE}", values[f"{stage}/{HEADLINE}"], prog_bar=True, rank_zero_only=True)
+        if f"{stage}/{HEADLINE}" in values:
+            self.log(f"{stage}/{HEADLINE}", values[f"{stage}/{HEADLINE}"], prog_bar=True, rank_zero_only=True)
         self.log_dict({k: v for k, v in values.items() if k != f"{stage}/{HEADLINE}"}, rank_zero_only=True)
         self.last_metrics[stage] = values
         return values

@@ -191,8 +191,9 @@ def test_tracks_to_arrays_reads_the_annotation_schema():
 def test_oracle_scores_go_through_the_metrics():
     # Crash: the head-on approach above (contact at 3.6 s = frame 36 of 40). Near miss: the crossing pedestrian
     # that passes before the ego arrives (TTC inf -> risk 0 everywhere). The oracle's risk first exceeds 0
-    # where TTC < 2 s: frame 17 (TTC 1.9 s); at zero false alarms the operating threshold is that risk (0.05)
-    # and the lead time (36 - 17) / 10 = 1.9 s; the crash clip is found, so video AP = 1.
+    # where TTC < 2 s: frame 17 (TTC 1.9 s); at zero false alarms the operating threshold is just above the near
+    # miss's peak risk 0 (the next float), first crossed there: lead time (36 - 17) / 10 = 1.9 s; the crash clip
+    # is found, so video AP = 1.
     from domains.driving.accident.metrics import ClipScores, lead_time_at_false_alarm_rate, video_ap
 
     k = np.arange(40)
@@ -205,4 +206,5 @@ def test_oracle_scores_go_through_the_metrics():
     ]
     assert video_ap(clips) == 1.0
     out = lead_time_at_false_alarm_rate(clips, max_false_alarm=0.0)
-    assert out == pytest.approx({"threshold": 0.05, "recall": 1.0, "lead_time": 1.9, "false_alarm_rate": 0.0})
+    assert out == pytest.approx({"threshold": 0.0, "recall": 1.0, "lead_time": 1.9, "false_alarm_rate": 0.0})
+    assert out["threshold"] == np.nextafter(0.0, 1.0)

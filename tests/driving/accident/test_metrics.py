@@ -143,16 +143,17 @@ def test_false_alarms_and_operating_threshold_by_hand():
     assert false_alarm_rate(clips, 0.85) == 0.0
     assert false_alarm_rate(clips, 0.5, kind="normal") == 0.0  # n2 peaks at 0.4
     assert false_alarm_rate(clips, 0.3, kind=("near_miss", "normal")) == 1.0
-    # No false alarm allowed: above n1's 0.8; the lowest score above it is 0.9.
-    assert operating_threshold(clips, 0.0) == pytest.approx(0.9)
-    # One of two negatives may alarm: above n2's 0.4; the lowest score above is 0.5 (c2, frame 4).
-    assert operating_threshold(clips, 0.5) == pytest.approx(0.5)
-    # At 0.5: c1 first >= 0.5 at frame 2 (lead 0.6 s), c2 at frame 4 (0.2 s): recall 1, mean lead 0.4 s.
+    # No false alarm allowed: just above n1's 0.8 (the next float, not the next score 0.9).
+    assert operating_threshold(clips, 0.0) == np.nextafter(0.8, 1.0)
+    # One of two negatives may alarm: just above n2's 0.4.
+    assert operating_threshold(clips, 0.5) == np.nextafter(0.4, 1.0)
+    assert operating_threshold(clips, 1.0) == 0.0  # every negative may alarm
+    # Just above 0.4: c1 first > 0.4 at frame 2 (lead 0.6 s), c2 at frame 4 (0.2 s): recall 1, mean lead 0.4 s.
     out = lead_time_at_false_alarm_rate(clips, 0.5)
-    assert out == pytest.approx({"threshold": 0.5, "recall": 1.0, "lead_time": 0.4, "false_alarm_rate": 0.5})
-    # At 0.9: only c1 (frame 3, 0.5 s).
+    assert out == pytest.approx({"threshold": 0.4, "recall": 1.0, "lead_time": 0.4, "false_alarm_rate": 0.5})
+    # Just above 0.8: only c1 (frame 3, 0.5 s).
     out = lead_time_at_false_alarm_rate(clips, 0.0)
-    assert out == pytest.approx({"threshold": 0.9, "recall": 0.5, "lead_time": 0.5, "false_alarm_rate": 0.0})
+    assert out == pytest.approx({"threshold": 0.8, "recall": 0.5, "lead_time": 0.5, "false_alarm_rate": 0.0})
 
 
 def test_frame_ap_by_hand():
@@ -263,6 +264,7 @@ def test_summarize_every_figure_by_hand():
         "frame_ap": 29 / 36,
         "mtta": 0.2,
         "tta_r80": 0.2,
+        "tta_r80_threshold": 0.0,
         "legacy_mtta": 0.4,
         "ap_0.5s": 0.0,
         "ap_1.0s": 0.0,

@@ -719,6 +719,13 @@ class AccidentDataModule(SplitLoaders):
             self.dropped.merge(log)
         return [clip for clip in clips if clip.n_frames >= self.clip_length]
 
+    GROUP_UNIT = "clips"
+
+    def split_groups(self, name: str) -> set[str] | None:
+        """The clip ids of split ``name``, for the checkpoint's leak check (clips added since a fit move the cut)."""
+        clips = self.splits.get(name) if name != "predict" else None
+        return None if clips is None else {clip.clip_id for clip in clips}
+
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_path is not None:
             if "predict" not in self.datasets:

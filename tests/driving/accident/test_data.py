@@ -540,3 +540,22 @@ def test_an_empty_training_split_is_named_not_a_sampler_error(tmp_path):
     with pytest.raises(ValueError, match=r"`fit` needs the train split, which is empty \(train 0, val 0, test 3"):
         dm.setup("fit")
     dm.setup("test")  # the test split is there
+
+
+def test_a_checkpoints_training_clips_in_the_evaluated_split_are_warned_of(clips_root):
+    from types import SimpleNamespace
+
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    fitted = module(clips_root)
+    fitted.setup("fit")
+    state = fitted.state_dict()
+    trained = {clip.clip_id for clip in fitted.splits["train"]}
+    assert len(state["train_group_digests"]) == len(trained)
+    other = module(clips_root, split_seed=5)  # as clips added since the fit would: the cut moves
+    other.setup("test")
+    leaked = sorted(trained & {clip.clip_id for clip in other.splits["test"]})
+    assert leaked
+    other.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING))
+    with pytest.warns(UserWarning, match=rf"{len(leaked)} of the \d+ clips of this test split were in the checkpoint"):
+        other.load_state_dict(state)

@@ -98,6 +98,25 @@ def test_one_cityscapes_split_alone_is_split_by_city(tmp_path):
     assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 8
 
 
+def test_validation_images_the_checkpoint_trained_on_are_warned_of(tmp_path):
+    from types import SimpleNamespace
+
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    root = write_cityscapes(tmp_path / "cs", cities={"train": ("aachen", "bochum", "koeln", "ulm")})
+    settings = {"data_path": str(root), "cityscapes_ids": "labelIds", "num_workers": 0, "split_fractions": (0.5, 0.5)}
+    fitted = SegmentationDataModule(**settings)
+    fitted.setup("fit")
+    state = fitted.state_dict()
+    moved = SegmentationDataModule(**settings, seed=2)  # as frames added since the fit would: the cut moves
+    moved.setup("validate")
+    leaked = sorted(fitted.split_groups("train") & moved.split_groups("val"))
+    assert leaked and len(state["train_group_digests"]) == len(fitted.datasets["train"])
+    moved.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING))
+    with pytest.warns(UserWarning, match=rf"{len(leaked)} of the \d+ images of this val split were in the checkpoint"):
+        moved.load_state_dict(state)
+
+
 def test_cityscapes_given_as_its_inner_folder_or_flattened_says_what_to_give(tmp_path):
     root = write_cityscapes(tmp_path / "cs")
     with pytest.raises(FileNotFoundError, match=rf"folder inside the Cityscapes root: give {root}$"):

@@ -558,6 +558,13 @@ class SegmentationDataModule(SplitLoaders):
     """
 
     INPUT_SETTINGS = ("image_size",)
+    GROUP_UNIT = "images"
+
+    def split_groups(self, name: str) -> set[str] | None:
+        """The image ids of the road-scene split ``name`` (train / val), for the checkpoint's leak check; the
+        anomaly test set is never trained on."""
+        dataset = self.datasets.get(name) if name in ("train", "val") else None
+        return None if dataset is None else {image_id for *_, image_id in dataset.items}
 
     def split_settings(self, hparams: dict, stage: str) -> dict:
         """``test`` reads the anomaly set (``anomaly_path``), which no split setting moves."""

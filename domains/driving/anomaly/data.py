@@ -523,8 +523,9 @@ def _warn_full_size(images: Sequence[tuple[Path, int, int, str]], where) -> None
 
 
 class SegmentationDataModule(SplitLoaders):
-    """Semantic segmentation (train / val from a KITTI-layout set split by sequence, or a Cityscapes download) and
-    road-anomaly test / predict.
+    """Road-scene segmentation (KITTI layout or a Cityscapes download) and road-anomaly test / predict.
+
+    Train / val: a KITTI-layout set split by sequence, or a Cityscapes download (its own split, or by city).
 
     Batches are dicts (``image``, ``mask`` or ``label``, ``name``); with ``image_size`` null, images of different
     sizes are padded (masks with 255 = void) by :func:`pad_collate`.

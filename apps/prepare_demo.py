@@ -109,9 +109,11 @@ def _best_in(folder: Path) -> Path | None:
 
 
 def _adoptable(key: str) -> Path | None:
-    """A checkpoint of this model the user already trained with the CLI defaults, if any."""
+    """A checkpoint the user already trained with this model's own config (``fit -c <its config>`` writes under
+    ``lightning_logs/<domain>/<config name>/``), if any. Any config folder of the task was searched: the
+    README's two-step smoke runs and another data preset's fit were adopted as demo models."""
     spec = DEMO_MODELS[key]
-    folder = ROOT / "lightning_logs" / spec.domain  # every config keeps its own checkpoints/ below it
+    folder = ROOT / "lightning_logs" / spec.domain / Path(spec.config).stem
     candidates = (
         sorted(folder.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
         if folder.is_dir()

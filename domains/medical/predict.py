@@ -209,11 +209,12 @@ class MedicalPredictionWriter(BasePredictionWriter):
         self.keep_predictions = keep_predictions
         self.written: list[Path] = []
         self._volumes: dict[str, dict] = {}  # NIfTI source -> its whole volume, filled slice by slice
+        self._volumes_seen = False  # whether this run read volumes (its folders are then one per slice)
         self._claims: dict[Path, tuple] = {}  # output folder -> (owner, id) written this run
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self.written = []
-        self._volumes = {}
+        self._volumes, self._volumes_seen = {}, False
         self._claims = {}
         if not self.keep_predictions:
             trainer.predict_loop.return_predictions = False
@@ -233,10 +234,8 @@ class MedicalPredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         self._drop_unfinished()
         written = sum(gather_lists([len(self.written)]))  # every rank's, said once
-        rank_zero_info(
-            f"[MedicalPredictionWriter] wrote {written} image folders (a volume's slices one each) under "
-            f"{self.output_dir}"
-        )
+        each = " (a volume's slices one each)" if self._volumes_seen else ""
+        rank_zero_info(f"[MedicalPredictionWriter] wrote {written} image folders{each} under {self.output_dir}")
 
     def write_on_batch_end(
         self,
@@ -295,6 +294,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
             _save_nifti(_nifti_like_source(data, affine, source, i), folder / f"{name}.nii.gz")
 
         key = str(source["image_path"][i])
+        self._volumes_seen = True
         if key not in self._volumes:
             self._drop_unfinished()  # a slice of another case: the last one will get no more slices
             _remove_outputs(folder.parent)  # an earlier run's whole volume, which this run may not complete

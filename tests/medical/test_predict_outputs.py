@@ -215,3 +215,13 @@ def test_a_writer_used_for_a_second_predict_run_starts_with_no_folder_taken(tmp_
         for n, item_id in enumerate(order):
             writer.write_on_batch_end(None, None, _prediction([item_id]), None, None, n, 0)
     assert writer.written == [tmp_path / "P1" / "b", tmp_path / "P1" / "a"]
+
+
+def test_a_run_of_2d_images_is_not_said_to_write_a_volumes_slices(tmp_path, caplog):
+    """It logged "wrote 2 image folders (a volume's slices one each)" for two PNGs."""
+    import logging
+
+    root = write_lidc(tmp_path / "lidc", size=16, image=GREY, split="test", names=["a", "b"])
+    with caplog.at_level(logging.INFO):
+        _predict(root, tmp_path / "pred", num_samples=2)
+    assert f"[MedicalPredictionWriter] wrote 2 image folders under {tmp_path / 'pred'}" in caplog.text

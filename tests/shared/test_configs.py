@@ -21,12 +21,17 @@ def test_no_shipped_config_writes_its_checkpoint_folder():
     assert written == []
 
 
-def test_the_demo_adopts_a_checkpoint_from_any_config_folder_of_its_task(tmp_path, monkeypatch):
-    """`make demo-train` reuses what the user trained; it looked in lightning_logs/<domain>/checkpoints, where
-    no config writes any more."""
+def test_the_demo_adopts_a_checkpoint_of_its_own_config_only(tmp_path, monkeypatch):
+    """`make demo-train` reuses what the user trained with the demo's config; it looked in
+    lightning_logs/<domain>/checkpoints, where no config writes any more, and then in every config folder of
+    the task (a full.yaml smoke run was adopted as the demo model)."""
     from apps import prepare_demo
 
     monkeypatch.setattr(prepare_demo, "ROOT", tmp_path)
+    assert prepare_demo._adoptable("driving_detection") is None
+    other = tmp_path / "lightning_logs/driving_detection/full/checkpoints/best-epoch=0.ckpt"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"")
     assert prepare_demo._adoptable("driving_detection") is None
     quick = tmp_path / "lightning_logs/driving_detection/quick/checkpoints/last.ckpt"
     quick.parent.mkdir(parents=True)

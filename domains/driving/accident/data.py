@@ -789,6 +789,13 @@ class AccidentDataModule(SplitLoaders):
         path = Path(self.predict_detector)
         if not path.is_file():
             raise FileNotFoundError(f"--data.predict_detector {path}: no such file (a detection .ckpt)")
+        if path.suffix == ".safetensors":  # the demo's shipped detector: weights and a card, no Lightning state
+            raise CheckpointMismatchError(
+                f"--data.predict_detector {path}: shipped weights (.safetensors + model card), which the demo page "
+                "reads; predict takes a checkpoint that detection fit wrote: python -m domains.driving.detection fit "
+                "-c domains/driving/detection/configs/quick.yaml, then its lightning_logs/driving_detection/quick/"
+                "checkpoints/last.ckpt"
+            )
         try:
             detector = DetectionTask.load_checked(path)
         except CheckpointMismatchError as err:  # it named the accident task's own option

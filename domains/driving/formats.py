@@ -109,9 +109,9 @@ class DropLog:
             room = self.max_examples - len(self.examples.setdefault(kind, []))
             self.examples[kind].extend(other.examples.get(kind, [])[: max(room, 0)])
 
-    def summary(self) -> str:
+    def summary(self, verb: str = "dropped") -> str:
         if not self.counts:
-            return "nothing dropped"
+            return f"nothing {verb}"
         parts = []
         for kind, n in sorted(self.counts.items()):
             shown = "; ".join(self.examples.get(kind, []))
@@ -119,12 +119,16 @@ class DropLog:
                 f"; ... {n - len(self.examples[kind])} more" if n > len(self.examples.get(kind, [])) else ""
             )
             parts.append(f"{kind}: {n} ({shown}{more})")
-        return "dropped " + ", ".join(parts)
+        return f"{verb} " + ", ".join(parts)
 
-    def report(self, what: str, stacklevel: int = 3) -> None:
-        """Emit one summarising :class:`LabelWarning` if anything was dropped."""
-        if self.counts:
-            warnings.warn(f"{what}: {self.summary()}", LabelWarning, stacklevel=stacklevel)
+    def report(self, what: str, stacklevel: int = 3, notes: DropLog | None = None) -> None:
+        """Emit one summarising :class:`LabelWarning` if anything was dropped, or ``notes`` counted something
+        read as it is but worth saying (YOLO images without a label file, polygons read as boxes)."""
+        parts = [self.summary()] if self.counts else []
+        if notes is not None and notes.counts:
+            parts.append(notes.summary("noted"))
+        if parts:
+            warnings.warn(f"{what}: {'; '.join(parts)}", LabelWarning, stacklevel=stacklevel)
 
 
 @dataclass
@@ -140,6 +144,9 @@ class ObjectLabel:
     location: tuple[float, float, float] = _NO_LOCATION  # x, y, z in camera coordinates (m)
     rotation_y: float = _NO_ROTATION
     score: float | None = None
+    #: a ``DontCare`` object read from a COCO crowd (``iscrowd`` 1): its category, whose detections alone it
+    #: ignores, as COCOeval does; None: KITTI's DontCare, which has no class, a region of every class
+    crowd_class: str | None = None
 
 
 @dataclass
@@ -205,14 +212,16 @@ def read_text_file(path: Path) -> str:
 
 
 def _label_lines(
-    path: Path, counts: tuple[int, ...], expected: str, quote_line: bool = False
+    path: Path, counts: tuple[int, ...] | Callable[[int], bool], expected: str, quote_line: bool = False
 ) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of each non-blank line of a label file; another field count is an error."""
+    """(line number, fields) of each non-blank line of a label file; another field count (one not in ``counts``,
+    or that ``counts(n)`` refuses) is an error."""
+    allowed = counts if callable(counts) else counts.__contains__
     for lineno, raw in enumerate(read_text_file(path).splitlines(), start=1):
         fields = raw.split()
         if not fields:
             continue
-        if len(fields) not in counts:
+        if not allowed(len(fields)):
             quoted = f": {raw.strip()!r}" if quote_line else ""
             raise LabelFormatError(path, lineno, f"expected {expected}, got {len(fields)}{quoted}")
         yield lineno, fields
@@ -342,15 +351,24 @@ def _unique_names(annotations: Iterable[ImageAnnotation], where: str, same_file_
 
 
 def _split_by_class(
-    objects: Iterable[ObjectLabel], class_names: Sequence[str], dropped: Counter
+    objects: Iterable[ObjectLabel],
+    class_names: Sequence[str],
+    dropped: Counter,
+    category: Callable[[ObjectLabel], str] = lambda obj: obj.type,
 ) -> list[ObjectLabel]:
+    """The objects whose ``category`` is one of ``class_names``; the others' types are counted in ``dropped``."""
     keep = []
     for obj in objects:
-        if obj.type in class_names:
+        if category(obj) in class_names:
             keep.append(obj)
         else:
             dropped[obj.type] += 1
     return keep
+
+
+def _coco_category(obj: ObjectLabel) -> str:
+    """The COCO category an object is written as: a crowd's own (``crowd_class``), else its type."""
+    return obj.crowd_class if obj.type == "DontCare" and obj.crowd_class is not None else obj.type
 
 
 def _warn_not_written(dropped: Counter, where: str) -> None:
@@ -616,6 +634,13 @@ def coco_category_names(json_path: str | os.PathLike) -> list[str]:
     ]
 
 
+def crowd_class(category: str | None) -> str | None:
+    """The class a COCO crowd region (``iscrowd`` 1) of ``category`` ignores detections of: its own, as COCOeval
+    has it; None (a region of every class, as KITTI's DontCare) for the ``DontCare`` category that
+    :func:`write_coco` gives KITTI's DontCare boxes, or no category."""
+    return None if category in (None, "DontCare") else category
+
+
 def read_coco(
     json_path: str | os.PathLike,
     images_root: str | os.PathLike | None = None,
@@ -624,9 +649,11 @@ def read_coco(
 ) -> list[ImageAnnotation]:
     """Read a COCO detection JSON; ``file_name`` is relative to ``images_root`` (default: the JSON's folder).
 
-    ``iscrowd=1`` annotations become ``DontCare`` objects (COCO's evaluation ignores them, as KITTI's does
-    DontCare). Extra KITTI fields written by :func:`write_coco` (key ``kitti``) and ``score`` are restored.
-    Locations in errors are ``path:images[i]:`` / ``path:annotations[i]:`` (JSON has no useful lines).
+    ``iscrowd=1`` annotations become ``DontCare`` objects that keep their category (``crowd_class``, see
+    :func:`crowd_class`): COCO's evaluation ignores a detection in a crowd for the crowd's category only, where
+    KITTI's DontCare has no class and ignores every class. Extra KITTI fields written by :func:`write_coco`
+    (key ``kitti``) and ``score`` are restored. Locations in errors are ``path:images[i]:`` /
+    ``path:annotations[i]:`` (JSON has no useful lines).
     """
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else path.parent
@@ -651,10 +678,15 @@ def read_coco(
         box = check_box((x, y, x + w, y + h), (rec.height, rec.width), log, path, where)
         if box is None:
             continue
-        name = "DontCare" if ann.get("iscrowd", 0) else categories[cid]
+        crowd = bool(ann.get("iscrowd", 0))
         extra = ann.get("kitti", {}) if isinstance(ann.get("kitti", {}), dict) else {}
         score = _parse_float(str(ann["score"]), path, where, "score") if "score" in ann else None
-        obj = ObjectLabel(type=name, bbox=box, score=score)
+        obj = ObjectLabel(
+            type="DontCare" if crowd else categories[cid],
+            bbox=box,
+            score=score,
+            crowd_class=crowd_class(categories[cid]) if crowd else None,
+        )
         for key in ("truncated", "alpha", "rotation_y"):
             if key in extra:
                 setattr(obj, key, _parse_float(str(extra[key]), path, where, f"kitti.{key}"))
@@ -682,9 +714,11 @@ def write_coco(
     """Write a COCO detection JSON (category ids 1..C in ``class_names`` order).
 
     ``file_name`` is relative to ``images_root`` (default: the JSON's folder) when the image lies under it.
-    ``DontCare`` objects are written with ``iscrowd=1``. KITTI's extra fields go to an ``kitti`` key so a
-    KITTI -> COCO -> KITTI trip keeps them. Returns the count of objects not written (type not in
-    ``class_names``), also reported by one warning.
+    ``DontCare`` objects are written with ``iscrowd=1``: a COCO crowd read by :func:`read_coco` as one of its
+    ``crowd_class`` (when that is one of ``class_names``), KITTI's DontCare as one of the ``DontCare`` category
+    (when that is one of them), so a COCO -> COCO trip keeps each crowd's category. KITTI's extra fields go to
+    an ``kitti`` key so a KITTI -> COCO -> KITTI trip keeps them. Returns the count of objects not written
+    (category not in ``class_names``), also reported by one warning.
     """
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else path.parent
@@ -699,13 +733,13 @@ def write_coco(
         except ValueError:
             file_name = str(Path(rec.image_path).resolve())
         images.append({"id": img_id, "file_name": file_name, "width": rec.width, "height": rec.height})
-        for obj in _split_by_class(rec.objects, class_names, dropped):
+        for obj in _split_by_class(rec.objects, class_names, dropped, category=_coco_category):
             left, top, right, bottom = obj.bbox
             w, h = right - left, bottom - top
             ann = {
                 "id": len(anns) + 1,
                 "image_id": img_id,
-                "category_id": cat_ids[obj.type],
+                "category_id": cat_ids[_coco_category(obj)],
                 "bbox": [left, top, w, h],
                 "area": w * h,
                 "iscrowd": int(obj.type == "DontCare"),
@@ -833,10 +867,14 @@ def read_yolo(
 
     The split entry may be a folder of images (searched recursively), a ``.txt`` list of image paths, or a
     list of those. An image without a label file is a background image (no objects), as in Ultralytics; a
-    label file without an image is an error. A 6th field is read as a score (Ultralytics ``save_conf``).
+    label file without an image is an error. A 6th field is read as a score (Ultralytics ``save_conf``). A
+    YOLO-seg polygon line (``class x1 y1 x2 y2 x3 y3 ...``) is read as its polygon's bounding box, as
+    Ultralytics' detection loader reads it. Background images and polygons are valid input, counted in the
+    read's one :class:`LabelWarning` (:meth:`DropLog.report`), never errors in ``strict`` mode.
     """
     path = Path(dataset_yaml)
     log, own = _owned_log(log, strict)
+    notes = DropLog()  # read as Ultralytics reads it, and said
     data = load_dataset_yaml(path)
     names = _yolo_name_map(data, path)
     image_files: list[Path] = []
@@ -869,31 +907,55 @@ def read_yolo(
     for img in image_files:
         height, width = image_size(img)
         label = yolo_label_path(img)
-        objects = _read_yolo_label(label, (height, width), names, log) if label.is_file() else []
+        if label.is_file():
+            objects = _read_yolo_label(label, (height, width), names, log, notes)
+        else:
+            objects = []
+            message = f"no label file {label}: a background image, as in Ultralytics"
+            notes.add("background_image", img, None, message)
         out.append(ImageAnnotation(str(img), width, height, objects))
     name_repeated_stems(out, f"{path} (split {split!r})", same_file_ok=True)  # a list may repeat an image
-    if own:
-        log.report(f"read_yolo({path}, split={split!r})")
+    # one warning: the drops and the notes of a log of our own, the notes alone where the caller reports its log
+    (log if own else DropLog()).report(f"read_yolo({path}, split={split!r})", notes=notes)
     return out
 
 
+def _yolo_field_count(n: int) -> bool:
+    """A YOLO label line's field count: a box (5, 6 with a score) or a polygon (class + 3 or more x y pairs)."""
+    return n in (5, 6) or (n >= 7 and n % 2 == 1)
+
+
 def _read_yolo_label(
-    path: Path, size: tuple[int, int], names: dict[int, str], log: DropLog
+    path: Path, size: tuple[int, int], names: dict[int, str], log: DropLog, notes: DropLog
 ) -> list[ObjectLabel]:
     height, width = size
     objects = []
-    for lineno, fields in _label_lines(path, (5, 6), "5 fields 'class cx cy w h' (6 with a score)"):
+    expected = (
+        "5 fields 'class cx cy w h' (6 with a score) or a polygon 'class x1 y1 x2 y2 x3 y3 ...' (odd, >= 7)"
+    )
+    for lineno, fields in _label_lines(path, _yolo_field_count, expected):
         cls = _parse_int(fields[0], path, lineno, "class index")
-        cx, cy, w, h = (
-            _parse_float(v, path, lineno, k) for v, k in zip(fields[1:5], ("cx", "cy", "w", "h"), strict=True)
-        )
-        score = _parse_float(fields[5], path, lineno, "score") if len(fields) == 6 else None
+        score = None
+        if len(fields) <= 6:
+            cx, cy, w, h = (
+                _parse_float(v, path, lineno, k)
+                for v, k in zip(fields[1:5], ("cx", "cy", "w", "h"), strict=True)
+            )
+            score = _parse_float(fields[5], path, lineno, "score") if len(fields) == 6 else None
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        else:  # YOLO-seg: the polygon's bounding box (Ultralytics' segments2boxes)
+            xs = [_parse_float(v, path, lineno, "polygon x") for v in fields[1::2]]
+            ys = [_parse_float(v, path, lineno, "polygon y") for v in fields[2::2]]
+            box = (min(xs), min(ys), max(xs), max(ys))
         if cls not in names:
             log.add(
                 "unknown_class", path, lineno, f"class index {cls} not in names (0..{max(names, default=-1)})"
             )
             continue
-        box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        if len(fields) > 6:
+            message = f"a {len(xs)}-point polygon (YOLO-seg) read as its bounding box"
+            notes.add("polygon_as_box", path, lineno, message)
+        box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
         box = check_box(box, size, log, path, lineno)
         if box is not None:
             objects.append(ObjectLabel(type=names[cls], bbox=box, score=score))

@@ -57,8 +57,9 @@ def test_detector_graph_plus_torchvision_postprocessing_reproduces_the_detector(
     meta = export_detection(task, tmp_path)
     onnx = tmp_path / "detector.onnx"
     assert meta["classes"] == ["Car", "Pedestrian", "Cyclist"] and meta["input_size"] == [64, 128]
-    # a batch at the traced size (one image twice as large), and a square image: another padded size
-    for images in ([torch.rand(3, 64, 128), torch.rand(3, 128, 256)], [torch.rand(3, 96, 96)]):
+    # a batch at the traced size, and a square image: another padded size (a batch of two sizes runs each
+    # size on its own, below)
+    for images in ([torch.rand(3, 64, 128), torch.rand(3, 64, 128)], [torch.rand(3, 96, 96)]):
         batch, sizes, original = preprocess(images, meta)
         raw = run_onnx(onnx, {"image": batch.numpy()})
         with torch.no_grad():
@@ -77,6 +78,15 @@ def test_detector_graph_plus_torchvision_postprocessing_reproduces_the_detector(
             close(got["boxes"].numpy(), want["boxes"])
             close(got["scores"].numpy(), want["scores"])
             assert float(got["boxes"][:, 2].max()) <= width and float(got["boxes"][:, 3].max()) <= height
+    # images of two sizes (one twice as large): each as if alone, in PyTorch and through onnxruntime alike
+    mixed = [torch.rand(3, 64, 128), torch.rand(3, 128, 256)]
+    with torch.no_grad():
+        alone = [task.model([image])[0] for image in mixed]
+        batched = task.model(mixed)
+    for got, via_onnx, want in zip(batched, detect_with_onnx(onnx, mixed, meta), alone, strict=True):
+        assert all(torch.equal(got[k], want[k]) for k in ("boxes", "scores", "labels"))
+        assert torch.equal(via_onnx["labels"], want["labels"])
+        close(via_onnx["boxes"].numpy(), want["boxes"])
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
-from domains.driving.classes import DETECTION_CLASS_MAP
+from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE
 from domains.driving.common import (
     data_source,
     default_kitti_root,
@@ -62,13 +63,28 @@ def _report_own_splits(source: Path, splits: dict[str, list[ImageAnnotation]]) -
 
 
 
+def ignore_label(obj, class_names: Sequence[str], class_map: dict[str, str]) -> int | None:
+    """The class an ignore object (``DontCare``) ignores detections of: -1, every class, for one without a class
+    (KITTI's DontCare); a crowd's own (``crowd_class``, renamed by ``class_map``: COCOeval ignores a detection in
+    a crowd of its category only); None for a crowd of a category that is none of ``class_names``, which
+    ignores none of their detections."""
+    crowd = getattr(obj, "crowd_class", None)
+    if crowd is None:
+        return -1
+    name = class_map.get(crowd, crowd)
+    return list(class_names).index(name) if name in class_names else None
+
+
 class DetectionDataset(Dataset):
     """Images and torchvision-style detection targets from :class:`ImageAnnotation` records.
 
     Returns ``(image, target)``: ``image`` float32 (3, H, W) in [0, 1]; ``target`` holds ``boxes`` float32
     (K, 4) xyxy pixels, ``labels`` int64 (K,) in 0..C-1 (index into ``class_names``), ``ignore_boxes``
-    float32 (J, 4) (``ignore_types`` regions, KITTI DontCare: detections there are neither TP nor FP),
-    ``image_id`` str and ``orig_size`` (H, W) before the transform.
+    float32 (J, 4) (``ignore_types`` regions, KITTI DontCare and COCO crowds: unmatched detections there are
+    neither TP nor FP), ``ignore_labels`` int64 (J,) (the class a COCO crowd ignores detections of, as
+    COCOeval: its own; -1 for KITTI's DontCare, which has no class: every class), ``image_id`` str and
+    ``orig_size`` (H, W) before the transform. A crowd of a category that is none of the classes ignores none of
+    their detections (COCOeval scores them as another category's), so it is left out.
 
     ``class_map`` renames types before lookup (``{"Van": "Car"}`` trains vans as cars); types neither in
     ``class_names`` nor in ``ignore_types`` are dropped, counted in ``self.dropped`` and reported once;
@@ -99,18 +115,22 @@ class DetectionDataset(Dataset):
         if overlap := set(self.class_names) & set(self.ignore_types):
             raise ValueError(f"DetectionDataset: {sorted(overlap)} are both classes and ignore types")
         per_image, self.dropped = sort_objects(
-            self.annotations, self.class_names, self.class_map, self.ignore_types, lambda obj: obj.bbox,
+            self.annotations, self.class_names, self.class_map, self.ignore_types, lambda obj: obj,
             f"DetectionDataset ({split} split)" if split else "DetectionDataset",  # the splits' counts told apart
         )  # fmt: skip
         self.objects = sum(len(labels) for _, labels, _ in per_image)  # of the classes, over all images
-        self._targets = [
-            (
-                np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                np.asarray(labels, dtype=np.int64),
-                np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
+        self._targets = []  # per image: boxes, labels, ignore boxes, ignore labels
+        for kept, labels, ignored in per_image:
+            regions = [(obj.bbox, ignore_label(obj, self.class_names, self.class_map)) for obj in ignored]
+            regions = [(box, c) for box, c in regions if c is not None]
+            self._targets.append(
+                (
+                    np.asarray([obj.bbox for obj in kept], dtype=np.float32).reshape(-1, 4),
+                    np.asarray(labels, dtype=np.int64),
+                    np.asarray([box for box, _ in regions], dtype=np.float32).reshape(-1, 4),
+                    np.asarray([c for _, c in regions], dtype=np.int64),
+                )
             )
-            for boxes, labels, ignore in per_image
-        ]
         self.semantic_paths: list[Path] | None = None
         if semantic_maps:
             self.semantic_paths = [semantic_map_path(ann.image_path) for ann in self.annotations]
@@ -128,12 +148,12 @@ class DetectionDataset(Dataset):
 
     def image_classes(self) -> list[set[int]]:
         """The class ids each image holds (for repeat-factor sampling)."""
-        return [set(labels.tolist()) for _, labels, _ in self._targets]
+        return [set(labels.tolist()) for _, labels, _, _ in self._targets]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         ann = self.annotations[i]
         image = read_annotated_rgb(ann)
-        boxes, labels, ignore = self._targets[i]
+        boxes, labels, ignore, ignore_labels = self._targets[i]
         semantic = None
         if self.semantic_paths is not None:
             semantic = read_label_map(self.semantic_paths[i])
@@ -145,8 +165,10 @@ class DetectionDataset(Dataset):
                     f"{ann.image_path} is {image.shape[1]}x{image.shape[0]}",
                 )
         if self.transform is not None:
+            # ignore regions ride as negative labels (-1 - (c + 1) for class c, -1 for every class), so flips and
+            # crops move them with the image and the split after it gives each back its class
             all_boxes = np.concatenate([boxes, ignore])
-            all_labels = np.concatenate([labels, np.full(len(ignore), -1, dtype=np.int64)])
+            all_labels = np.concatenate([labels, np.where(ignore_labels < 0, -1, -2 - ignore_labels)])
             mask = {} if semantic is None else {"mask": semantic}  # albumentations crops / flips it too
             out = self.transform(image=image, bboxes=all_boxes, labels=all_labels, **mask)
             image, semantic = out["image"], out.get("mask")
@@ -158,10 +180,12 @@ class DetectionDataset(Dataset):
             np.clip(all_boxes[:, 1::2], 0, height, out=all_boxes[:, 1::2])
             keep = all_labels >= 0
             boxes, labels, ignore = all_boxes[keep], all_labels[keep], all_boxes[~keep]
+            ignore_labels = np.where(all_labels[~keep] == -1, -1, -2 - all_labels[~keep])
         target = {
             "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
             "ignore_boxes": torch.as_tensor(ignore, dtype=torch.float32).reshape(-1, 4),
+            "ignore_labels": torch.as_tensor(ignore_labels, dtype=torch.int64).reshape(-1),
             "image_id": ann.image_id,
             "orig_size": (ann.height, ann.width),
         }
@@ -363,6 +387,8 @@ class DetectorDataModule(SplitLoaders):
         ``test`` and ``predict`` may score frames without objects."""
         datasets = [self.datasets[name] for name in self.splits]
         if any(dataset.objects for dataset in datasets):
+            if stage in (None, "fit"):
+                self.warn_classes_without_objects()
             return
         found = sum((dataset.dropped for dataset in datasets), Counter())
         if not found and stage == "fit":
@@ -379,6 +405,30 @@ class DetectorDataModule(SplitLoaders):
                 f"{self.class_names} (--data.class_map {self.class_map}); the data's types are {types}: set "
                 "--data.class_names to them (or rename them with --data.class_map)"
             )
+
+    def warn_classes_without_objects(self) -> None:
+        """Warn of each class with no object in the training split, naming the data's type it may have meant
+        (the same but for case, or a close spelling): ``--data.class_names '[Truck, tram]'`` on data that says
+        ``Tram`` trained a class with no example, said only in the info line of types not trained on."""
+        records = self.splits.get("train") or []
+        found = Counter(self.class_map.get(obj.type, obj.type) for record in records for obj in record.objects)
+        others = {name.lower(): name for name in sorted(found) if name not in self.class_names}
+        others.pop(DONTCARE.lower(), None)
+        for name in self.class_names:
+            if found[name]:
+                continue
+            close = difflib.get_close_matches(name.lower(), list(others), n=1, cutoff=0.75)
+            near = others.get(name.lower()) or (others[close[0]] if close else None)
+            hint = ""
+            if near:
+                case = " (class names are case-sensitive)" if near.lower() == name.lower() else ""
+                hint = (
+                    f"; the data has {near!r}{case} with {found[near]} objects, not trained on: did you mean it?"
+                )
+            rank_zero_warn(
+                f"{type(self).__name__}: class {name!r} of --data.class_names has no object in the training "
+                f"split ({len(records)} images): it is trained on no example{hint}"
+            )  # a setting that matches no label, not a bad label: a UserWarning, not a LabelWarning
 
     def predict_records(self) -> list[ImageAnnotation]:
         """Label-free records of ``predict_path``'s images (:func:`~domains.driving.common.predict_images`)."""

@@ -27,11 +27,17 @@ anchor size), clip to the resized image; then class-wise NMS at ``nms_thresh`` o
 ``detections_per_img``, and scale the boxes back to the original image (``GeneralizedRCNNTransform.
 postprocess``). The JSON sidecar ``detector.json`` holds every number this needs, the classes, and the
 largest onnxruntime vs PyTorch difference measured at export time (beyond ``--atol`` + ``--rtol`` times
-the value the export fails and leaves nothing behind).
+the value the export fails and leaves nothing behind). It also says in short fields what only this code did:
+``inputs`` with its dynamic axes named, ``resize`` (the scale rule either way a photo lies, bilinear,
+``align_corners`` false, no antialiasing), ``orientation`` (apply a JPEG's EXIF orientation first, as
+``predict`` reads photos) and ``operating_point``: the best-F1 score threshold validation fitted
+(``score_thresh`` is the post-processing floor, low for AP; draw or count boxes from the operating point),
+null for a checkpoint that never validated.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,7 +48,7 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.image_list import ImageList
 
-from domains.driving.detection.model import FitIntoBox
+from domains.driving.detection.model import FitIntoBox, run_by_size
 from domains.driving.detection.task import DetectionTask
 from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load, run_onnx
 
@@ -107,9 +113,40 @@ def postprocess(
 def detect_with_onnx(
     onnx_path: str | Path, images: list[torch.Tensor], meta: dict
 ) -> list[dict[str, torch.Tensor]]:
-    """The whole detector with the network in onnxruntime: preprocess, run the graph, postprocess."""
-    batch, sizes, original = preprocess(images, meta)
-    return postprocess(run_onnx(onnx_path, {"image": batch.numpy()}), sizes, original, meta)
+    """The whole detector with the network in onnxruntime: preprocess, run the graph, postprocess; one run per
+    image size, as the PyTorch detector does (:func:`~domains.driving.detection.model.run_by_size`: padding to
+    a batch's largest image moves the scores)."""
+
+    def detect(group: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        batch, sizes, original = preprocess(group, meta)
+        return postprocess(run_onnx(onnx_path, {"image": batch.numpy()}), sizes, original, meta)
+
+    return run_by_size(images, detect)
+
+
+#: how the graph's input is resized (:class:`FitIntoBox` = torchvision's ``_resize_image_and_masks``)
+RESIZE = {
+    "scale": "min(input_size[0] / h, input_size[1] / w) for an (h, w) image lying either way (the model's "
+    "FitIntoBox: min_size and max_size swapped for a photo lying the other way than the box); enlarges too",
+    "size": "floor(h * scale) x floor(w * scale)",
+    "interpolation": "bilinear, align_corners false, no antialias (torch.nn.functional.interpolate)",
+}
+ORIENTATION = (
+    "apply a JPEG's EXIF orientation before (predict reads photos upright: domains.driving.common.read_rgb)"
+)
+
+
+def operating_point(task: DetectionTask) -> dict | None:
+    """The sidecar's ``operating_point``: the score threshold validation fitted (best pooled F1), or None."""
+    threshold = float(task.operating_threshold)
+    if not math.isfinite(threshold):
+        return None
+    return {
+        "score_thresh": round(threshold, 4),
+        "rule": "best pooled F1 on the validation split, boxes matched at IoU 0.5 within a class, "
+        "detections mostly inside DontCare left out (domains.driving.detection.operating_point); "
+        "draw / count boxes from it",
+    }
 
 
 def export_detection(
@@ -145,12 +182,18 @@ def export_detection(
     model = f"fcos/{task.model.init_args['backbone']}"
     with CheckedExport(out_dir, check, "driving_detection", model, checkpoint) as export:
         measured = export.graph("detector.onnx", module, {"image": example}, OUTPUTS, axes)
+        # [batch, 3, height, width], named where dynamic (a ViT's graph fixes height and width there)
+        fixed = export.fixed_sizes.get("detector.onnx")
+        shape = ["batch", int(example.shape[1]), *(fixed or ["height", "width"])]
         sidecar = {
             "graph": "detector.onnx",
-            "inputs": {"image": list(example.shape)},
+            "inputs": {"image": shape},
             "outputs": OUTPUTS,
-            "input": "RGB in [0, 1], resized into input_size (aspect kept), normalised, zero-padded to a "
-            "multiple of size_divisible (see domains/driving/detection/export.py)",
+            "input": "RGB in [0, 1], resized into input_size (aspect kept), normalised, zero-padded bottom / "
+            "right to a multiple of size_divisible (see domains/driving/detection/export.py)",
+            "orientation": ORIENTATION,
+            "resize": RESIZE,
+            "operating_point": operating_point(task),
             "classes": list(task.class_names),
             "labels": "0-based index into classes",
             "score": "sqrt(sigmoid(cls_logits) * sigmoid(bbox_ctrness)) per class, then NMS",

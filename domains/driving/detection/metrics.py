@@ -388,25 +388,43 @@ def ap50_per_class(result: dict, prefix: str = "") -> dict[int, float]:
 
 
 def with_crowd_regions(
-    target: dict, ignore_boxes: torch.Tensor, num_classes: int, ignore_masks: torch.Tensor | None = None
+    target: dict,
+    ignore_boxes: torch.Tensor,
+    num_classes: int,
+    ignore_masks: torch.Tensor | None = None,
+    ignore_labels: torch.Tensor | None = None,
 ) -> dict:
-    """A COCO ground truth (``boxes``, ``labels``, optional ``masks`` and ``iscrowd``) with each DontCare region
-    added as a crowd region (``iscrowd`` 1) of every class, for torchmetrics' ``MeanAveragePrecision``: its box
-    from ``ignore_boxes`` and, for mask AP, its mask from ``ignore_masks`` (R, H, W). COCOeval matches a
-    detection to a real object first and ignores it only when it matches none and lies in a crowd region (crowd
-    IoU: the share of the detection inside it, at each IoU threshold), as the KITTI devkit ignores only the
-    detections left unassigned in DontCare: a true car that is mostly inside a DontCare box stays a hit."""
+    """A COCO ground truth (``boxes``, ``labels``, optional ``masks`` and ``iscrowd``) with each ignore region
+    added as a crowd region (``iscrowd`` 1), for torchmetrics' ``MeanAveragePrecision``: its box from
+    ``ignore_boxes`` and, for mask AP, its mask from ``ignore_masks`` (R, H, W). ``ignore_labels`` (R,) gives
+    each region's class: a COCO crowd ignores detections of its own category only, as COCOeval has it; -1 (and
+    every region without ``ignore_labels``) is KITTI's DontCare, which has no class: a crowd region of every
+    class. COCOeval matches a detection to a real object first and ignores it only when it matches none and lies
+    in a crowd region of its class (crowd IoU: the share of the detection inside it, at each IoU threshold), as
+    the KITTI devkit ignores only the detections left unassigned in DontCare: a true car that is mostly inside a
+    DontCare box stays a hit."""
     boxes, labels = target["boxes"], target["labels"]
     ignore_boxes = ignore_boxes.to(boxes).reshape(-1, 4)
-    crowd_labels = torch.arange(num_classes, dtype=labels.dtype, device=labels.device)
-    crowd_labels = crowd_labels.repeat_interleave(len(ignore_boxes))
+    if ignore_labels is None:
+        ignore_labels = torch.full((len(ignore_boxes),), -1, dtype=torch.int64)
+    if ignore_labels.numel() != len(ignore_boxes):
+        raise ValueError(
+            f"with_crowd_regions: {ignore_labels.numel()} ignore_labels for {len(ignore_boxes)} ignore regions"
+        )
+    every = torch.arange(num_classes, dtype=labels.dtype)
+    per_region = [every if int(c) < 0 else every.new_tensor([int(c)]) for c in ignore_labels.reshape(-1).cpu()]
+    region = torch.repeat_interleave(
+        torch.arange(len(ignore_boxes)), torch.tensor([len(c) for c in per_region], dtype=torch.int64)
+    )
+    crowd_labels = torch.cat([every[:0], *per_region]).to(labels.device)
     crowd = target.get("iscrowd", torch.zeros_like(labels))
     out = {
         **target,
-        "boxes": torch.cat([boxes, ignore_boxes.repeat(num_classes, 1)]),
+        "boxes": torch.cat([boxes, ignore_boxes[region.to(ignore_boxes.device)]]),
         "labels": torch.cat([labels, crowd_labels]),
         "iscrowd": torch.cat([crowd.to(labels), torch.ones_like(crowd_labels)]),
     }
     if ignore_masks is not None:
-        out["masks"] = torch.cat([target["masks"], ignore_masks.to(target["masks"]).repeat(num_classes, 1, 1)])
+        ignore_masks = ignore_masks.to(target["masks"])
+        out["masks"] = torch.cat([target["masks"], ignore_masks[region.to(ignore_masks.device)]])
     return out

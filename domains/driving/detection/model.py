@@ -201,7 +201,8 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
     ``forward(images, targets=None)``: ``images`` is a list of float (3, H, W) tensors in [0, 1], any sizes.
     In training mode (with targets holding ``boxes`` xyxy pixels and 0-based ``labels``) it returns FCOS's loss
     dict (``classification``, ``bbox_regression``, ``bbox_ctrness``); in eval mode one dict per image with
-    ``boxes`` (in the *original* image's pixel coordinates), ``scores`` and ``labels``.
+    ``boxes`` (in the *original* image's pixel coordinates), ``scores`` and ``labels``, the same whatever the
+    batch the image comes in (:meth:`detect_by_size`).
 
     Args:
         num_classes: number of object classes (no background slot).
@@ -328,7 +329,9 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
         else:
             min_size, max_size = (min(self.input_size),), max(self.input_size)
         self.detector.transform.min_size, self.detector.transform.max_size = min_size, max_size
-        if targets is None or self.semantic_head is None or not self.training:
+        if not self.training:
+            return self.detect_by_size(images)
+        if targets is None or self.semantic_head is None:
             if targets is not None:
                 targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
             return self.detector(images, targets)
@@ -352,6 +355,18 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
             captured["features"], captured["batch"], [t["semantic"] for t in targets]
         )
         return {**losses, "semantic": self.semantic_loss_weight * semantic}
+
+    def detect_by_size(self, images: list[torch.Tensor]) -> list[dict]:
+        """Detections of each image as if it were alone: one forward pass per image size in the batch.
+
+        torchvision pads a batch to its largest image, and the padding is not inert: squeeze-excitation blocks
+        (MobileNetV3's) average over the whole padded map, and convolutions see it at the image's edge. A photo
+        had 30 boxes above 0.3 alone and 40 batched with a wider frame, so test and predict on mixed-size sets
+        hung on the batch size and the file order. Images of one size pad
+        alike, so a uniform batch (the fitted frames of a KITTI-style set) is still one pass; only images of
+        another size get a pass of their own. Training keeps the one padded batch: its batch statistics (BN)
+        depend on the batch anyway, and its crops are fitted into one ``image_size``."""
+        return run_by_size(images, self.detector)
 
     def semantic_loss(self, features: OrderedDict, batch, maps: list[torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of the semantic head on the finest FPN map against the class maps (255 = void).
@@ -387,8 +402,30 @@ def semantic_targets(
     return target
 
 
-def box_in_ignore_fraction(boxes: torch.Tensor, ignore_boxes: torch.Tensor) -> torch.Tensor:
+def run_by_size(images: list[torch.Tensor], run) -> list:
+    """``run`` (a list of images -> one output per image) called once per image size among ``images``, its
+    outputs back in the input order: what :meth:`RoadDetector.detect_by_size` and the ONNX path share."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+    if len(groups) <= 1:
+        return run(images)
+    out: list = [None] * len(images)
+    for members in groups.values():
+        for i, result in zip(members, run([images[i] for i in members]), strict=True):
+            out[i] = result
+    return out
+
+
+def box_in_ignore_fraction(
+    boxes: torch.Tensor,
+    ignore_boxes: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    ignore_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """For each box, the largest fraction of its area covered by any one ignore box (0 when there are none).
+    With ``labels`` and ``ignore_labels``, an ignore box of a class (a COCO crowd) covers boxes of that class
+    only; -1 (KITTI's DontCare) covers every class.
 
     Used to drop detections inside KITTI DontCare regions before scoring: torchvision has IoU but not
     intersection-over-own-area, so this is the intersection from ``box_iou``'s formula divided by area.
@@ -399,7 +436,11 @@ def box_in_ignore_fraction(boxes: torch.Tensor, ignore_boxes: torch.Tensor) -> t
     rb = torch.minimum(boxes[:, None, 2:], ignore_boxes[None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(dim=2)
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-6)
-    return (inter / area[:, None]).max(dim=1).values
+    fraction = inter / area[:, None]
+    if labels is not None and ignore_labels is not None:
+        ignore_labels = ignore_labels.to(labels.device)
+        fraction = fraction * ((ignore_labels[None, :] < 0) | (ignore_labels[None, :] == labels[:, None]))
+    return fraction.max(dim=1).values
 
 
 __all__ = [

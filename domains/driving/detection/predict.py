@@ -1,4 +1,5 @@
-"""Prediction outputs: KITTI result files (16 fields, with score) and images with the boxes drawn.
+"""Prediction outputs: KITTI result files (16 fields, with score), images with the boxes drawn and, for data
+read from a COCO JSON, a COCO results file (``detections.json``, what pycocotools' ``COCO.loadRes`` reads).
 
 ``KittiPredictionWriter`` is a Lightning ``BasePredictionWriter``; the plain functions
 (:func:`detections_to_kitti`, :func:`draw_detections`, :func:`detect`) serve scripts and the Streamlit demo.
@@ -6,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,9 +15,11 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities import rank_zero_warn
 
-from domains.driving.common import read_rgb
+from domains.driving.common import data_source, read_rgb
 from domains.driving.formats import LabelFormatError, ObjectLabel, kitti_type_name, write_kitti_label
+from shared.files import written_whole
 from shared.images import write_image
 from shared.task import gather_lists
 
@@ -138,17 +142,24 @@ def detect(model: torch.nn.Module, image: np.ndarray) -> dict:
 class RoadPredictionWriter(BasePredictionWriter):
     """Base of the driving prediction writers: per predicted image, :meth:`write_image` writes its files; the
     epoch ends with one line saying how many images went where. ``score_thresh``: only predictions at or above it
-    are drawn."""
+    are drawn; None: the module's ``predict_score_thresh`` when predicting starts (a detector's fitted
+    operating point is loaded with its checkpoint, after the task built its callbacks)."""
 
     #: what one written image amounts to, for the closing line
     WROTE = "predictions"
 
-    def __init__(self, output_dir: str, class_names: Sequence[str], score_thresh: float = 0.5):
+    def __init__(self, output_dir: str, class_names: Sequence[str], score_thresh: float | None = 0.5):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names)
+        self.given_score_thresh = score_thresh
         self.score_thresh = score_thresh
         self.written = 0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        super().on_predict_start(trainer, pl_module)
+        if self.given_score_thresh is None:
+            self.score_thresh = float(pl_module.predict_score_thresh)
 
     def write_image(self, image: torch.Tensor, pred: dict) -> None:
         raise NotImplementedError
@@ -188,15 +199,73 @@ def write_rgb(path: Path, rgb: np.ndarray, what: str = "image") -> None:
     write_image(path, rgb, rgb=True, what=what)
 
 
-class KittiPredictionWriter(RoadPredictionWriter):
-    """Writes ``<output_dir>/data/<image_id>.txt`` (KITTI result format) and ``images/<image_id>.png``.
+#: the COCO results file ``predict`` writes beside ``data/`` and ``images/`` for data read from a COCO JSON
+COCO_RESULTS = "detections.json"
 
-    Every detection goes into the txt file (the evaluation sweeps the score); only those at or above
+
+def coco_result_ids(
+    json_path: str | Path, class_names: Sequence[str]
+) -> tuple[dict[str, int], list[int | None]]:
+    """The source ids a COCO results file of ``json_path``'s images needs: image file -> image id (the file as
+    :func:`~domains.driving.formats.read_coco` names its records' ``image_path``: the JSON's folder /
+    ``file_name``; its records keep no ids) and, per class, the id of the one category of its name (None when
+    no category, or several, has it). The JSON is read as the data module read it at setup (checked there)."""
+    path = Path(json_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    images = {str(path.parent / str(image["file_name"])): int(image["id"]) for image in data["images"]}
+    by_name: dict[str, list[int]] = {}
+    for category in data["categories"]:
+        by_name.setdefault(str(category["name"]), []).append(int(category["id"]))
+    return images, [ids[0] if len(ids := by_name.get(name, [])) == 1 else None for name in class_names]
+
+
+def detections_to_coco(pred: dict, image_id: int, category_ids: Sequence[int | None]) -> list[dict]:
+    """One COCO result (``image_id``, ``category_id``, ``bbox`` [x, y, width, height], ``score``) per
+    detection (boxes xyxy in the image's own pixels); classes without a category id are left out."""
+    results = []
+    for box, score, label in zip(pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()):
+        category = category_ids[int(label)]
+        if category is not None:
+            x1, y1, x2, y2 = box
+            bbox = [x1, y1, x2 - x1, y2 - y1]
+            results.append({"image_id": image_id, "category_id": category, "bbox": bbox, "score": score})
+    return results
+
+
+class KittiPredictionWriter(RoadPredictionWriter):
+    """Writes ``<output_dir>/data/<image_id>.txt`` (KITTI result format) and ``images/<image_id>.png``; on
+    data read from a COCO JSON (``data.data_format coco``, its own split, not ``predict_path``) also
+    ``detections.json``: every detection as a COCO result with the JSON's image and category ids (a class is
+    matched to the category of its name), for ``COCO.loadRes`` and COCOeval against that JSON. Other formats
+    get no results file: their images have no COCO ids to score against (convert the labels with
+    ``domains.driving.convert --to coco`` and train on the JSON for one).
+
+    Every detection goes into the txt and json files (the evaluation sweeps the score); only those at or above
     ``score_thresh`` are drawn. Images are drawn on the original file when its path is known,
     else on the batch tensor resized back to the original size.
     """
 
     WROTE = "KITTI result files and images"
+
+    def __init__(self, output_dir: str, class_names: Sequence[str], score_thresh: float | None = 0.5):
+        super().__init__(output_dir, class_names, score_thresh)
+        self.coco_ids: tuple[dict[str, int], list[int | None]] | None = None  # set when predicting COCO data
+        self.coco_results: dict[int, list[dict]] = {}
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        super().on_predict_start(trainer, pl_module)
+        dm = trainer.datamodule
+        no_ids = getattr(dm, "data_format", None) != "coco" or getattr(dm, "predict_path", None) is not None
+        source = None if no_ids else data_source(dm.data_path, ("*.json",))  # own photos: not in the JSON
+        self.coco_ids = None if no_ids else coco_result_ids(source, self.class_names)
+        self.coco_results = {}
+        categories = self.coco_ids[1] if self.coco_ids is not None else []
+        missing = [name for name, category in zip(self.class_names, categories) if category is None]
+        if missing:
+            rank_zero_warn(
+                f"{COCO_RESULTS}: classes {missing} are no single category of {source} (by name): their "
+                "detections are left out of it (the KITTI files keep them)"
+            )
 
     def write_image(self, image: torch.Tensor, pred: dict) -> None:
         image_id = str(pred["image_id"])
@@ -208,13 +277,33 @@ class KittiPredictionWriter(RoadPredictionWriter):
         rgb = original_rgb(image, pred, pred.get("orig_size"))
         drawn = draw_detections(rgb, pred, self.class_names, self.score_thresh)
         write_rgb(self.output_dir / "images" / f"{image_id}.png", drawn)
+        if self.coco_ids is not None:
+            images, categories = self.coco_ids
+            coco_id = images[str(pred["image_path"])]
+            self.coco_results[coco_id] = detections_to_coco(pred, coco_id, categories)
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        super().on_predict_epoch_end(trainer, pl_module)
+        if self.coco_ids is None:
+            return
+        by_image = dict(gather_lists(list(self.coco_results.items())))  # every rank's (a padded rank repeats)
+        if trainer.is_global_zero:
+            results = [r for coco_id in sorted(by_image) for r in by_image[coco_id]]
+            path = self.output_dir / COCO_RESULTS
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with written_whole(path) as tmp:
+                tmp.write_text(json.dumps(results))
+            pl_module.print(f"wrote {len(results)} COCO results of {len(by_image)} images to {path}")
 
 
 __all__ = [
+    "COCO_RESULTS",
     "KittiPredictionWriter",
     "RoadPredictionWriter",
     "class_color",
+    "coco_result_ids",
     "detect",
+    "detections_to_coco",
     "detections_to_kitti",
     "draw_detections",
     "tensor_to_rgb",

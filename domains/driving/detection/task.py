@@ -13,6 +13,13 @@ difficulty filters mean what the devkit means.
   KITTI labels (vans as Car's neighbour class, truncation / occlusion, DontCare) when the data module has
   them, else on the targets.
 
+Validation also fits the operating point: the score threshold with the best pooled F1 (boxes matched at IoU
+0.5 within a class, detections mostly inside DontCare dropped:
+:mod:`domains.driving.detection.operating_point`, the shipped weights' rule), logged as ``val/best_f1`` /
+``val/best_f1_threshold`` and kept in the checkpoint (the ``operating_threshold`` buffer, as the accident task
+keeps its alarm threshold); test logs F1 at the threshold ``predict`` draws at (``test/f1``,
+``test/f1_threshold``), and the ONNX sidecar carries it.
+
 Training: FCOS has no ignore label, so points inside DontCare regions are trained as background (they hold
 only tiny or far objects); boxes under 1 px left by crops are dropped and counted
 (``train/dropped_degenerate_boxes``).
@@ -27,6 +34,7 @@ from importlib import import_module
 from pathlib import Path
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.classes import DETECTION_CLASSES
@@ -39,6 +47,7 @@ from domains.driving.detection.metrics import (
     with_crowd_regions,
 )
 from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
+from domains.driving.detection.operating_point import best_f1_threshold
 from domains.driving.formats import KITTI_TYPES
 from shared.backbones import list_backbones
 from shared.labelled_task import LabelledTask, check_distinct_class_names
@@ -79,7 +88,8 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
             it by COCO's crowd rule when it matches no object).
         predict_dir: where ``predict`` writes its files; ``None`` only returns the predictions.
         predict_score_thresh: detections below this score are left out of the drawn images and maps (the
-            instance task leaves them out of what ``predict`` returns too: their masks at the photo's size).
+            instance task leaves them out of what ``predict`` returns too: their masks at the photo's size);
+            the detection task's null: its fitted operating point (:class:`DetectionTask`).
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
@@ -104,7 +114,7 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         detections_per_img: int = 100,
         ignore_overlap: float = 0.5,
         predict_dir: str | None = None,
-        predict_score_thresh: float = 0.5,
+        predict_score_thresh: float | None = 0.5,
         **base_task_args,
     ):
         super().__init__(**base_task_args)
@@ -129,7 +139,9 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
             return []
         module, name = self.WRITER.split(":")
         writer = getattr(import_module(module), name)
-        return [writer(self.predict_dir, self.class_names, self.predict_score_thresh)]
+        # no threshold: the writer reads predict_score_thresh when predicting starts, after the checkpoint
+        # (and a detector's fitted operating point) is loaded; the callbacks are built before that
+        return [writer(self.predict_dir, self.class_names, score_thresh=None)]
 
     def training_targets(self, targets: Sequence[dict]) -> list[dict]:
         """The targets a training step gives the model (as they come; a task may clean them)."""
@@ -195,8 +207,12 @@ class DetectionTask(DetectorTask):
         network: the detector, as ``class_path: domains.driving.detection.model.RoadDetector`` + ``init_args``
             (``backbone``: a registered backbone: {backbones}; ``input_size``, ``fpn_levels``, ``fpn_channels``,
             ``head_convs``, ``semantic_classes``, ...: ``--model.network.help RoadDetector``). ``num_classes``
-            comes from ``data.class_names`` (linked by the CLI).
+            comes from ``data.class_names`` (linked by the CLI). ``input_size`` is not linked to
+            ``data.image_size`` (null there: native sizes; a larger network input upsamples on purpose, as
+            the shipped 384x1280 detector on 192x640 frames): a larger ``data.image_size`` is refused at fit.
         nms_thresh: IoU of non-maximum suppression.
+        predict_score_thresh: boxes ``predict`` draws (the KITTI files keep all) and test's ``test/f1``; null:
+            the operating point fitted at validation (best F1, kept in the checkpoint), 0.5 before one is.
         kitti_difficulties: KITTI AP levels computed at validation and test (empty: no KITTI AP).
         kitti_min_height_scale: multiplies the levels' minimum box heights (40 / 25 px of KITTI's 375-px
             frames) for data at another resolution. null: 192 / 375 = 0.512 on the synthetic default (its frames
@@ -207,15 +223,23 @@ class DetectionTask(DetectorTask):
 
     RUNTIME_ARGS = (*DETECTOR_RUNTIME_ARGS, "kitti_difficulties", "kitti_min_height_scale")
 
+    #: what ``predict`` draws at (``predict_score_thresh`` null) before validation fitted an operating point
+    UNFITTED_SCORE_THRESH = 0.5
+
     def __init__(
         self,
         network: RoadDetector,
         nms_thresh: float = 0.6,
         kitti_difficulties: list[str] = ["easy", "moderate", "hard"],  # noqa: B006
         kitti_min_height_scale: float | None = None,
+        predict_score_thresh: float | None = None,
         **detector_args,
     ):
-        super().__init__(network, nms_thresh=nms_thresh, **detector_args)
+        super().__init__(
+            network, nms_thresh=nms_thresh, predict_score_thresh=predict_score_thresh, **detector_args
+        )
+        # the best-F1 score threshold of the last validation (NaN: none yet); a buffer, so checkpoints keep it
+        self.register_buffer("operating_threshold", torch.tensor(float("nan")))
         bad = [d for d in kitti_difficulties if d not in KITTI_DIFFICULTY]
         if bad:
             raise ValueError(f"kitti_difficulties {bad} unknown; choose from {list(KITTI_DIFFICULTY)}")
@@ -227,17 +251,62 @@ class DetectionTask(DetectorTask):
         self._metrics: dict[str, tuple[MeanAveragePrecision, MeanAveragePrecision]] = {}
         self._kitti: dict[str, tuple[list, list]] = {}
         self._ignored_detections: dict[str, int] = {}
+        self._f1_boxes: dict[str, tuple[list, list]] = {}  # per stage: detections and ground truth for F1
+
+    @property
+    def predict_score_thresh(self) -> float:
+        """The score ``predict`` draws from: ``predict_score_thresh`` when given, else the fitted operating
+        point (:attr:`operating_threshold`), else :data:`UNFITTED_SCORE_THRESH`."""
+        if self._predict_score_thresh is not None:
+            return float(self._predict_score_thresh)
+        fitted = float(self.operating_threshold)
+        return fitted if math.isfinite(fitted) else self.UNFITTED_SCORE_THRESH
+
+    @predict_score_thresh.setter
+    def predict_score_thresh(self, value: float | None) -> None:
+        self._predict_score_thresh = value
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the operating point was fitted have none: NaN (draw at 0.5)."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict")
+        if state is not None:
+            state.setdefault("operating_threshold", torch.tensor(float("nan")))
 
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
         super().setup(stage)
         dm = self.attached_datamodule()
+        self.check_image_size(getattr(dm, "image_size", None), stage)
         needs_maps = stage == "fit" and self.model.semantic_head is not None
         if needs_maps and dm is not None and not getattr(dm, "semantic_maps", False):
             raise ValueError(
                 f"model.network.init_args.semantic_classes is {self.model.semantic_classes} but the data module "
                 "reads no semantic maps: set data.semantic_maps true (or the weight 0)"
             )
+
+    def check_image_size(self, image_size: Sequence[int] | None, stage: str) -> None:
+        """The network fits every image into its own ``input_size`` again: a ``data.image_size`` box larger
+        than it (short or long side) was shrunk back without a word, so ``--data.image_size [384, 1280]``
+        trained at 192x640. Refused at fit, warned of otherwise (a checkpoint's network takes the size it was
+        trained at). Smaller (the network upsamples) and null (native sizes) are fine."""
+        if image_size is None:
+            return
+        box = sorted(int(v) for v in image_size)
+        network = sorted(self.model.input_size)
+        if box[0] <= network[0] and box[1] <= network[1]:
+            return
+        size = list(self.model.input_size)
+        message = (
+            f"--data.image_size {list(image_size)} is larger than the network's input_size {size}: the "
+            f"network would shrink every image back into {size}"
+        )
+        if stage == "fit":
+            raise ValueError(
+                f"{message}. Set --model.network.init_args.input_size {list(image_size)} too (or a smaller "
+                "--data.image_size)"
+            )
+        rank_zero_warn(f"{message}, the size this checkpoint's network was built for")
 
     # ------------------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
@@ -297,7 +366,8 @@ class DetectionTask(DetectorTask):
         for image, pred, target in zip(images, self.predict_original(images, targets), targets):
             scale = _scale_to_original(image, target)
             ignore = target.get("ignore_boxes", torch.zeros(0, 4)).to(pred["boxes"]) * scale
-            keep = box_in_ignore_fraction(pred["boxes"], ignore) <= self.ignore_overlap
+            covered = box_in_ignore_fraction(pred["boxes"], ignore, pred["labels"], target.get("ignore_labels"))
+            keep = covered <= self.ignore_overlap
             kept = {k: pred[k][keep] for k in ("boxes", "scores", "labels")}
             gt = {"boxes": target["boxes"].to(pred["boxes"]) * scale, "labels": target["labels"]}
             out.append((pred, kept, gt, ignore))
@@ -307,6 +377,7 @@ class DetectionTask(DetectorTask):
         images, targets = batch
         coco = self._metric(stage)
         kitti_dets, kitti_gts = self._kitti.setdefault(stage, ([], []))
+        f1_preds, f1_gts = self._f1_boxes.setdefault(stage, ([], []))  # the operating point's rule: kept only
         annotations = self._annotations()
         class_map = getattr(getattr(self._trainer, "datamodule", None), "class_map", None) or {}
         for target, (pred, kept, gt, ignore) in zip(targets, self.scored_original(images, targets)):
@@ -314,8 +385,10 @@ class DetectionTask(DetectorTask):
             self._ignored_detections[stage] = self._ignored_detections.get(stage, 0) + inside
             # metrics live outside the module (not moved with it): feed them CPU tensors
             gt = {k: v.cpu() for k, v in gt.items()}
-            crowd = with_crowd_regions(gt, ignore.cpu(), len(self.class_names))
+            crowd = with_crowd_regions(gt, ignore.cpu(), len(self.class_names), ignore_labels=target.get("ignore_labels"))
             coco.update([{k: pred[k].cpu() for k in ("boxes", "scores", "labels")}], [crowd])
+            f1_preds.append({k: v.cpu() for k, v in kept.items()})
+            f1_gts.append(gt)
             if self.kitti_difficulties:
                 kitti_dets.append(self._kitti_detections(pred))
                 ann = annotations.get(target.get("image_id"))
@@ -344,10 +417,13 @@ class DetectionTask(DetectorTask):
                 values[f"{stage}/ap/{self.class_names[int(cls)]}"] = float(value)
         for cls, value in ap50_per_class(res).items():
             values[f"{stage}/ap50/{self.class_names[cls]}"] = value
-        # KITTI AP and the ignored count are plain Python state: one gather brings every rank's images
-        ranks = gather_lists([(*self._kitti.pop(stage, ([], [])), self._ignored_detections.pop(stage, 0))])
-        dets = [d for rank_dets, _, _ in ranks for d in rank_dets]
-        gts = [g for _, rank_gts, _ in ranks for g in rank_gts]
+        # KITTI AP, F1 and the ignored count are plain Python state: one gather brings every rank's images
+        kitti, f1_boxes = self._kitti.pop(stage, ([], [])), self._f1_boxes.pop(stage, ([], []))
+        ranks = gather_lists([(*kitti, self._ignored_detections.pop(stage, 0), *f1_boxes)])
+        dets = [d for rank in ranks for d in rank[0]]
+        gts = [g for rank in ranks for g in rank[1]]
+        f1_preds, f1_gts = [p for rank in ranks for p in rank[3]], [g for rank in ranks for g in rank[4]]
+        values.update(self._operating_point(stage, f1_preds, f1_gts))
         if dets:
             kitti_classes = [c for c in self.class_names if c.lower() in KITTI_MIN_OVERLAP]
             dm = self.attached_datamodule()
@@ -367,8 +443,28 @@ class DetectionTask(DetectorTask):
                 finite = [v for v in aps.values() if not math.isnan(v)]
                 if finite:
                     values[f"{stage}/kitti_{level}/mean"] = sum(finite) / len(finite)
-        values[f"{stage}/ignored_detections"] = float(sum(ignored for _, _, ignored in ranks))
+        values[f"{stage}/ignored_detections"] = float(sum(rank[2] for rank in ranks))
         return self.log_with_headline(values, f"{stage}/map50")
+
+    def _operating_point(self, stage: str, preds: list[dict], targets: list[dict]) -> dict[str, float]:
+        """Validation: fit :attr:`operating_threshold` (the best pooled F1, :func:`best_f1_threshold`) and log
+        it; test: F1 at the threshold ``predict`` draws at. Nothing without ground truth (F1 would rank
+        thresholds by false positives alone) or during the sanity check (two batches)."""
+        if not any(len(t["boxes"]) for t in targets) or getattr(self._trainer, "sanity_checking", False):
+            return {}
+        if stage == "val":
+            point = best_f1_threshold(preds, targets)
+            self.operating_threshold.fill_(point["threshold"])
+            name = "val/best_f1"
+        else:
+            point = best_f1_threshold(preds, targets, thresholds=(self.predict_score_thresh,))
+            name = f"{stage}/f1"
+        return {
+            name: point["f1"],
+            f"{name}_threshold": point["threshold"],
+            f"{name}_precision": point["precision"],
+            f"{name}_recall": point["recall"],
+        }
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         images, targets = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (batch, None)

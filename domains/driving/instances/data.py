@@ -45,7 +45,7 @@ from domains.driving.common import (
     split_by_sequence,
     to_image_tensor,
 )
-from domains.driving.detection.data import DetectorDataModule
+from domains.driving.detection.data import DetectorDataModule, ignore_label
 from domains.driving.formats import (
     BOX_TOLERANCE_PX,
     DropLog,
@@ -56,6 +56,7 @@ from domains.driving.formats import (
     _owned_log,
     _parse_int,
     _require,
+    crowd_class,
     image_size,
     images_by_stem,
     refuse_orphans,
@@ -82,11 +83,14 @@ STEM_SUFFIXES = ("_leftImg8bit", "_gtFine_instanceIds", "_instanceIds")
 
 @dataclass
 class InstanceObject:
-    """One object: its type name, its mask as a COCO compressed RLE and where it came from (for messages)."""
+    """One object: its type name, its mask as a COCO compressed RLE and where it came from (for messages).
+    ``crowd_class``: a ``DontCare`` region that is a crowd of one class (COCO ``iscrowd``, a Cityscapes class
+    region without instances), which ignores detections of that class only; None: of every class (KITTI)."""
 
     type: str
     rle: dict
     source: str = ""
+    crowd_class: str | None = None
 
 
 @dataclass
@@ -274,7 +278,7 @@ def read_png_instances(
 
     ``class_ids`` names the class ids (default: Cityscapes' instance classes); other ids with instances are
     dropped and counted (``unknown_class``). A value below ``divisor`` that is a listed class id is a region of
-    that class without instances (a Cityscapes crowd): it becomes a ``DontCare`` ignore region. A
+    that class without instances (a Cityscapes crowd): it becomes a ``DontCare`` ignore region of that class. A
     single-channel map with no value >= ``divisor`` but other non-zero values is counted when no map of the set
     has such a value (``no_instance_values``: 8-bit maps or plain instance ids, which would otherwise read as
     background).
@@ -325,9 +329,9 @@ def read_png_instances(
                 elif value:  # a class without instances (Cityscapes' road, sky): fine beside instance values
                     skipped[value] = n
                 continue
-            name = class_ids[cls] if value >= per_class else DONTCARE
+            name, crowd = (class_ids[cls], None) if value >= per_class else (DONTCARE, class_ids[cls])
             (rle,) = encode_masks((label == value)[None])
-            objects.append(InstanceObject(name, rle, f"{maps[stem]}:value {value}"))
+            objects.append(InstanceObject(name, rle, f"{maps[stem]}:value {value}", crowd))
         any_instances = any_instances or values[-1] >= per_class
         if skipped and per_class == divisor and not values[-1] >= per_class:  # a single-channel map
             suspects.append((maps[stem], skipped))
@@ -410,7 +414,8 @@ def read_coco_instances(
 ) -> list[InstanceAnnotation]:
     """Read a COCO instance JSON (``file_name`` relative to ``images_root``, default the JSON's folder).
 
-    ``iscrowd`` annotations become ``DontCare`` ignore regions. Problem locations read
+    ``iscrowd`` annotations become ``DontCare`` ignore regions of their category (of every class for the
+    ``DontCare`` category or an unknown one: :func:`~domains.driving.formats.crowd_class`). Problem locations read
     ``path:annotations[i] (id N):``.
     """
     path = Path(json_path)
@@ -436,7 +441,9 @@ def read_coco_instances(
         rec = records[iid]
         rle = _segmentation_rle(ann["segmentation"], rec.height, rec.width, path, where, log)
         if rle is not None:
-            rec.objects.append(InstanceObject(DONTCARE if crowd else categories[cid], rle, f"{path}:{where}"))
+            name = DONTCARE if crowd else categories[cid]
+            of = crowd_class(categories.get(cid)) if crowd else None
+            rec.objects.append(InstanceObject(name, rle, f"{path}:{where}", of))
     _finish(log, own, f"read_coco_instances({path})")
     return list(records.values())
 
@@ -459,7 +466,10 @@ class InstanceDataset(Dataset):
     Returns ``(image, target)``: ``image`` float32 (3, H, W) in [0, 1]; ``target`` holds ``masks`` uint8
     (K, H, W), ``boxes`` float32 (K, 4) xyxy (the masks' tight boxes, so boxes and masks can never disagree
     after a crop or flip), ``labels`` int64 (K,) indices into ``class_names``, ``ignore_mask`` bool (H, W)
-    (the union of DontCare / crowd regions), ``image_id`` and ``orig_size`` (H, W) before the transform.
+    (the union of the DontCare regions of every class: KITTI's), ``crowd_masks`` uint8 (R, H, W) and
+    ``crowd_labels`` int64 (R,) (crowds of one class, COCO's ``iscrowd`` and Cityscapes' class regions: they
+    ignore detections of their class only, as COCOeval; those of no class here are left out), ``image_id`` and
+    ``orig_size`` (H, W) before the transform.
 
     ``class_map`` renames types first (``{Van: Car}``); types neither in ``class_names`` nor ``ignore_types``
     are dropped, counted in ``self.dropped`` and reported in one info line naming ``split`` (train, val, ...:
@@ -482,11 +492,23 @@ class InstanceDataset(Dataset):
         self.transform = transform
         self.class_map = dict(class_map or {})
         per_image, self.dropped = sort_objects(
-            self.annotations, self.class_names, self.class_map, ignore_types, lambda obj: obj.rle,
+            self.annotations, self.class_names, self.class_map, ignore_types, lambda obj: obj,
             f"InstanceDataset ({split} split)" if split else "InstanceDataset",
         )  # fmt: skip
-        # per image: (object RLEs, labels, ignore RLEs)
-        self._items = [(rles, np.asarray(labels, np.int64), ignore) for rles, labels, ignore in per_image]
+        # per image: (object RLEs, labels, RLEs of the regions of every class, crowd RLEs, crowd labels)
+        self._items = []
+        for kept, labels, ignored in per_image:
+            regions = [(obj.rle, ignore_label(obj, self.class_names, self.class_map)) for obj in ignored]
+            crowds = [(rle, c) for rle, c in regions if c is not None and c >= 0]
+            self._items.append(
+                (
+                    [obj.rle for obj in kept],
+                    np.asarray(labels, np.int64),
+                    [rle for rle, c in regions if c == -1],
+                    [rle for rle, _ in crowds],
+                    np.asarray([c for _, c in crowds], np.int64),
+                )
+            )
         self.objects = sum(len(labels) for _, labels, _ in per_image)  # of the classes, over all images
 
     def __len__(self) -> int:
@@ -495,24 +517,28 @@ class InstanceDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         ann = self.annotations[i]
         image = read_annotated_rgb(ann)
-        rles, labels, ignore_rles = self._items[i]
+        rles, labels, ignore_rles, crowd_rles, crowd_labels = self._items[i]
         masks = decode_masks(rles, ann.height, ann.width)
+        crowds = decode_masks(crowd_rles, ann.height, ann.width)
         ignore = decode_masks(ignore_rles, ann.height, ann.width).any(axis=0).astype(np.uint8)
         if self.transform is not None:
             # the ignore mask rides last, so an image with no objects still sends one mask through the
             # transform and gets back the transformed size for its (0, H', W') object stack
-            out = self.transform(image=image, masks=[*masks, ignore])
+            out = self.transform(image=image, masks=[*masks, *crowds, ignore])
             image = out["image"]
             moved = np.asarray(out["masks"], dtype=np.uint8)
-            masks, ignore = moved[:-1], moved[-1]
+            masks, crowds, ignore = moved[: len(masks)], moved[len(masks) : -1], moved[-1]
         # any over (H, W), not a reshape to (K, -1): numpy cannot infer -1 for K = 0 objects
         keep = masks.any(axis=(1, 2))
         masks_t = torch.from_numpy(np.ascontiguousarray(masks[keep]))
+        kept_crowds = crowds.any(axis=(1, 2))  # a crop may leave a crowd out
         target = {
             "masks": masks_t,
             "boxes": mask_boxes(masks_t),
             "labels": torch.from_numpy(labels[keep]),
             "ignore_mask": torch.from_numpy(np.ascontiguousarray(ignore)).bool(),
+            "crowd_masks": torch.from_numpy(np.ascontiguousarray(crowds[kept_crowds])),
+            "crowd_labels": torch.from_numpy(crowd_labels[kept_crowds]),
             "image_id": ann.image_id,
             "orig_size": (ann.height, ann.width),
         }

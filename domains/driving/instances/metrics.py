@@ -11,7 +11,8 @@ whether the errors sit in the far, tiny objects; keys get ``_h<height>``. A clas
 has no value there (COCO's -1), so the ``_h`` means may average fewer classes.
 
 DontCare: a target's ``ignore_mask`` regions are COCO crowd regions of every class, so a detection lying in one
-is ignored when it matches no object and a true object partly under one stays a hit (the KITTI devkit's rule).
+is ignored when it matches no object and a true object partly under one stays a hit (the KITTI devkit's rule);
+its ``crowd_masks`` (COCO's ``iscrowd``) are crowd regions of their ``crowd_labels`` class only, as in COCOeval.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class InstanceMetrics:
     """Accumulates predictions and targets; :meth:`compute` returns ``{prefix/mask_map50: ..., ...}``.
 
     ``update(preds, targets)``: lists of dicts; predictions with ``boxes``, ``scores``, ``labels`` and bool
-    ``masks`` (N, H, W); targets with ``boxes``, ``labels`` and ``masks`` (K, H, W). Tensors may be on any
+    ``masks`` (N, H, W); targets with ``boxes``, ``labels`` and ``masks`` (K, H, W), optionally ``ignore_mask``
+    (or its ``ignore_regions``) and ``crowd_masks`` + ``crowd_labels`` (see the module). Tensors may be on any
     device (they are moved to the CPU: the metric states live outside the Lightning module).
     """
 
@@ -64,12 +66,22 @@ class InstanceMetrics:
             too_small = (boxes[:, 3] - boxes[:, 1]) < self.min_height if self.min_height else None
             crowd = torch.zeros(len(labels), dtype=torch.long) if too_small is None else too_small.long()
             target = {"boxes": boxes, "labels": labels, "masks": x["masks"].bool().cpu(), "iscrowd": crowd}
-            # each DontCare region a crowd region of every class (the task finds them once per image)
+            # each DontCare region a crowd region of every class (the task finds them once per image), each
+            # crowd of one class (COCO iscrowd) a crowd region of its class
             regions = x.get("ignore_regions")
             if regions is None and x.get("ignore_mask") is not None:
                 regions = dontcare_regions(x["ignore_mask"].bool().cpu())
-            if regions is not None and len(regions):
-                target = with_crowd_regions(target, mask_boxes(regions), len(self.class_names), regions)
+            masks, of = [], []  # the crowd regions and the class each ignores (-1: every class)
+            if regions is not None:
+                masks.append(regions.bool().cpu())
+                of.append(torch.full((len(regions),), -1, dtype=torch.long))
+            if x.get("crowd_masks") is not None:
+                masks.append(x["crowd_masks"].bool().cpu())
+                of.append(x["crowd_labels"].cpu().long())
+            if sum(len(m) for m in masks):
+                masks = torch.cat(masks)
+                of = torch.cat(of)
+                target = with_crowd_regions(target, mask_boxes(masks), len(self.class_names), masks, of)
             t.append(target)
         self.coco.update(p, t)
 

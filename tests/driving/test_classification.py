@@ -379,3 +379,21 @@ def test_a_fit_ends_naming_its_best_and_last_checkpoint(tmp_path, monkeypatch, c
     best = f"best checkpoint (val/f1_macro {float(callback.best_model_score):.4g}): {callback.best_model_path}"
     assert best in said and callback.best_model_path.endswith(".ckpt")
     assert f"last checkpoint (step 4): {tmp_path}/lightning_logs/driving_classification/checkpoints/last.ckpt" in said
+
+
+def test_a_val_or_test_split_without_a_class_warns_naming_it():
+    """A 1:9 CSV split by patient put no malignant case in val or test: macro F1 1.0, and nothing said."""
+    from shared.classification.data import ClassificationDataWarning, Sample, check_split_classes
+
+    def items(*labels):
+        return [Sample(f"{i}.png", label, f"p{i}") for i, label in enumerate(labels)]
+
+    splits = {"train": items(0, 0, 1), "val": items(0, 0), "test": items(0, 1)}
+    with pytest.warns(ClassificationDataWarning) as caught:
+        check_split_classes(splits, ["benign", "malignant"], "labels.csv")
+    (said,) = [str(w.message) for w in caught]
+    assert said.startswith("labels.csv: the val split holds no item of class(es) ['malignant']: its figures say")
+    assert "the best checkpoint is chosen without them" in said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_split_classes({**splits, "val": items(0, 1)}, ["benign", "malignant"], "labels.csv")

@@ -1,8 +1,9 @@
 """Lightning wrapper of :class:`ImageClassifier`: training, torchmetrics evaluation, and prediction files.
 
 ``predict`` (with ``predict_dir``) writes ``probabilities.csv`` (one row per image: file, true label if known,
-predicted class, one probability column per class) and, with ``cam``, a Grad-CAM overlay per image under
-``cam/`` so a person sees where the network looked (MONAI's ``GradCAM`` on the backbone's last feature map).
+predicted class, one probability column per class, the overlay's file and the class it explains) and, with
+``cam``, a Grad-CAM overlay per image under ``cam/`` so a person sees where the network looked (MONAI's
+``GradCAM`` on the backbone's last feature map) for the predicted class, or for ``cam_class``.
 Images of ``--data.predict_path`` that do not decode are listed in ``unreadable.csv`` (path, error) and counted
 in a warning; the others are still predicted.
 """
@@ -30,7 +31,7 @@ from shared.task import FrozenBackboneCheck, gather_lists
 
 # Run-time choices, kept out of checkpoints (LightningCLI would re-apply them over the command line, and a
 # moved weight file would break loading weights the checkpoint already holds).
-RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "cam", "cam_max")
+RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "cam", "cam_max", "cam_class")
 
 
 class ClassificationTask(FrozenBackboneCheck, LabelledTask):
@@ -42,6 +43,10 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
             (``backbone``: a registered backbone: {backbones}; ``backbone_kwargs``, ``dropout``); ``num_classes``
             and ``in_channels`` come from ``data.class_names`` / ``data.in_channels`` (linked by the CLI).
         label_smoothing: cross-entropy label smoothing.
+        class_weights: one cross-entropy weight per class, in ``class_names`` order (e.g. ``[1, 9]`` for 1:9
+            imbalanced data, so the rare class is not learnt as "never"); null: unweighted. The training loss only:
+            ``val/loss`` stays the plain cross-entropy, comparable between runs with other weights (the checkpoint
+            is chosen on ``val/f1_macro``, not on it).
         pretrained_backbone: local weight file for the backbone: a torchvision ``.pth`` or a suite ``.ckpt``
             (e.g. a detector's or segmenter's); nothing is downloaded. The load report is printed.
         pretrained_prefix: key prefix of the backbone inside that file (``model.backbone.`` for the suite's
@@ -53,6 +58,9 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         predict_dir: where ``predict`` writes ``probabilities.csv`` and ``cam/*.png``; null: nothing written.
         cam: write a Grad-CAM overlay per predicted image.
         cam_max: at most this many overlays (null: all; per process where several predict).
+        cam_class: the class every Grad-CAM explains (one of ``class_names``, e.g. the malignant class even
+            where the image was predicted benign); null: each image's predicted class. ``probabilities.csv``
+            names it per row (``cam_class``).
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
@@ -70,6 +78,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         network: ImageClassifier,
         class_names: list[str],
         label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
         pretrained_backbone: str | None = None,
         pretrained_prefix: str = "",
         freeze_backbone_epochs: int = 0,
@@ -78,6 +87,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         predict_dir: str | None = None,
         cam: bool = True,
         cam_max: int | None = None,
+        cam_class: str | None = None,
         **base_task_args,
     ):
         super().__init__(**base_task_args)
@@ -87,12 +97,16 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.model = self.build_labelled_network(network, ImageClassifier, class_names)
+        # a buffer: on the loss's device, and in the checkpoint; None (no state_dict key) keeps older ones loading
+        self.register_buffer("class_weights", self._check_class_weights(class_weights))
         if pretrained_backbone:
             self.load_report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.predict_dir = predict_dir
         if cam_max is not None and cam_max < 0:
             raise ValueError(f"--model.cam_max must be >= 0 (or null: every image), got {cam_max}")
-        self.cam, self.cam_max = cam, cam_max
+        if cam_class is not None and cam_class not in self.class_names:
+            raise ValueError(f"--model.cam_class {cam_class!r} is not a class: one of {self.class_names} (or null)")
+        self.cam, self.cam_max, self.cam_class = cam, cam_max, cam_class
         self.metrics = torch.nn.ModuleDict(
             {stage: ClassificationMetrics(self.class_names, ece_bins) for stage in ("val", "test")}
         )
@@ -100,6 +114,20 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         self._rows: list[dict] = []
         self._cam_model = None
         self._cams_written = 0
+
+    def _check_class_weights(self, class_weights: list[float] | None) -> torch.Tensor | None:
+        """``class_weights`` as a tensor, refused unless one finite weight >= 0 per class, not all 0."""
+        if class_weights is None:
+            return None
+        weights = torch.tensor([float(w) for w in class_weights])
+        if len(weights) != len(self.class_names) or not (weights.isfinite().all() and weights.min() >= 0):
+            raise ValueError(
+                f"--model.class_weights {list(class_weights)} must hold one finite weight >= 0 per class, in the "
+                f"order of class_names {self.class_names} ({len(self.class_names)} weights)"
+            )
+        if weights.sum() == 0:
+            raise ValueError(f"--model.class_weights {list(class_weights)} are all 0: no class would be learnt")
+        return weights
 
     def backbone_starts_frozen(self) -> bool:
         return self.hparams.freeze_backbone_epochs > 0
@@ -117,7 +145,9 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
 
     def training_step(self, batch, batch_idx):
         logits = self.model(batch["image"])
-        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(
+            logits, batch["label"], weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
+        )
         acc = (logits.argmax(1) == batch["label"]).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
         self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=len(logits))
@@ -192,7 +222,10 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         room = None if self.cam_max is None else max(0, self.cam_max - self._cams_written)
         if self.cam and room != 0:
             take = len(probs) if room is None else min(room, len(probs))
-            cams = self.grad_cam(batch["image"][:take], predicted[:take])
+            explained = predicted  # the class each map explains
+            if self.cam_class is not None:
+                explained = torch.full_like(predicted, self.class_names.index(self.cam_class))
+            cams = self.grad_cam(batch["image"][:take], explained[:take])
             (out / "cam").mkdir(parents=True, exist_ok=True)
             self._cams_written += take
         # one device-to-host copy per batch, not one per value
@@ -205,6 +238,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
                 "predicted": self.class_names[predicted_ids[i]],
                 **{f"p_{name}": f"{p:.6f}" for name, p in zip(self.class_names, prob_rows[i], strict=True)},
                 "cam": "",
+                "cam_class": "",
             }
             if i < len(cam_maps):
                 # the rank where several processes predict (each counts its own batches); the stem cut to 100
@@ -214,6 +248,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
                 name = f"{rank}{batch_idx:05d}_{i:03d}_{stem}.png"
                 write_cam_overlay(path, cam_maps[i], out / "cam" / name, self.model.in_channels)
                 row["cam"] = f"cam/{name}"
+                row["cam_class"] = self.cam_class or row["predicted"]
             self._rows.append(row)
         return {"probs": probs, "predicted": predicted, "path": batch["path"]}
 
@@ -227,7 +262,8 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         out = Path(self.predict_dir) if self.predict_dir else None
         if out is not None:  # written even without a row: a run whose every image failed says so in its own set
             out.mkdir(parents=True, exist_ok=True)
-            columns = ["path", "label", "predicted", *(f"p_{name}" for name in self.class_names), "cam"]
+            probabilities = [f"p_{name}" for name in self.class_names]
+            columns = ["path", "label", "predicted", *probabilities, "cam", "cam_class"]
             write_csv(out / "probabilities.csv", columns, rows)
             self.print(f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {cams_written} Grad-CAM maps")
         if unreadable:

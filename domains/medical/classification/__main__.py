@@ -6,7 +6,8 @@ from shared.cli_help import domain_main
 
 DESCRIPTION = (
     "Lesion-present classification of CT patches (present when a majority of readers marked a lesion) on any "
-    "registered backbone; accuracy, macro F1, per-class recall, confusion matrix and calibration error; predict "
+    "registered backbone; accuracy, macro F1, sensitivity / specificity, AUROC, confusion matrix and calibration "
+    "error (--model.class_weights for imbalanced classes); predict "
     "writes class probabilities and a Grad-CAM per image. Trains on the synthetic four-reader set by default; "
     "real data: --data.data_format lidc_png|imagefolder|csv --data.data_path PATH. "
     "Example: python -m domains.medical.classification fit -c domains/medical/classification/configs/quick.yaml, "

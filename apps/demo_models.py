@@ -443,7 +443,7 @@ def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict, loaded with ``weights_only=True`` (tensors and plain containers only)."""
     from shared.task import read_checkpoint_data
 
-    return read_checkpoint_data(path)
+    return read_checkpoint_data(path, mmap=True)  # the tensors stay on disk until read: a card needs none
 
 
 def checkpoint_model_name(path: str | Path) -> str | None:

@@ -7,6 +7,7 @@ train, validation and test: the classic failure of slice-level splits on LIDC.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import warnings
@@ -138,6 +139,7 @@ class SplitLoaders(pl.LightningDataModule):
     repeat_threshold: float | None = None
     seed: int = 0
     _repeat_factors: tuple[Dataset, float, torch.Tensor] | None = None  # (dataset, threshold, factors)
+    _train_digests: tuple[Dataset, torch.Tensor] | None = None  # (training dataset, its groups' digests)
 
     def check_splits(self, splits: dict[str, Sized], stage: str | None, hint: str) -> None:
         """:func:`check_stage_splits` of this module's ``splits`` (items per split), named by its class."""
@@ -193,29 +195,44 @@ class SplitLoaders(pl.LightningDataModule):
         return None
 
     def state_dict(self) -> dict:
-        """What checkpoints keep of the data: digests of the training split's groups (16 hex digits each, a few
-        MB at most for a million file-level groups), so an evaluation on a data set grown since the fit can say
+        """What checkpoints keep of the data: the settings that chose the data set and digests of the training
+        split's groups (60-bit ints in one tensor: 8 MB for a million file-level groups; computed once per
+        training split, not at every save), so an evaluation on the same data set grown since the fit can say
         which groups moved out of training (:meth:`load_state_dict`)."""
-        groups = self.split_groups("train") if "train" in getattr(self, "datasets", {}) else None
-        return {"train_group_digests": sorted(map(_group_digest, groups))} if groups else {}
+        dataset = getattr(self, "datasets", {}).get("train")
+        if dataset is None:
+            return {}
+        if self._train_digests is None or self._train_digests[0] is not dataset:
+            groups = self.split_groups("train") or ()
+            self._train_digests = (dataset, torch.tensor(sorted(map(_group_digest, groups)), dtype=torch.int64))
+        if not len(self._train_digests[1]):
+            return {}
+        # plain values only (a Path would need unpickling code that weights-only loading refuses)
+        data_set = json.loads(json.dumps({k: self.hparams.get(k) for k in self.data_set_settings("fit")}, default=str))
+        return {"train_group_digests": self._train_digests[1], "data_set": data_set}
 
     def load_state_dict(self, state: dict) -> None:
         """Lightning restores this after ``setup`` when ``validate`` / ``test`` read a checkpoint: groups of the
         evaluated split that the checkpoint trained on are warned of. Rows added to a CSV (or patients to a
         folder) move :func:`group_split`'s cut points, so an old checkpoint's training groups can land in val or
-        test with the seed and fractions unchanged, where :meth:`other_split_than` sees nothing."""
-        trained = set(state.get("train_group_digests") or ())
-        split = {"validate": "val", "test": "test"}.get(getattr(self.running_stage(), "value", None))
-        groups = self.split_groups(split) if trained and split in getattr(self, "datasets", {}) else None
-        if not groups:
+        test with the seed and fractions unchanged, where :meth:`other_split_than` sees nothing. Another data set
+        (ids such as KITTI's ``000123`` repeat between sets) is not compared: the CLI names it instead."""
+        digests = state.get("train_group_digests")
+        stage = getattr(self.running_stage(), "value", None)
+        split = {"validate": "val", "test": "test"}.get(stage)
+        if digests is None or split not in getattr(self, "datasets", {}):
             return
-        seen = sorted(g for g in groups if _group_digest(g) in trained)
+        if self.other_data_set_than(state.get("data_set") or {}, stage):
+            return
+        trained = {int(d) for d in digests}
+        groups = self.split_groups(split)
+        seen = sorted(g for g in groups or () if _group_digest(g) in trained)
         if seen:
             shown = ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else "")
             warnings.warn(
-                f"{len(seen)} of the {len(groups)} {self.GROUP_UNIT} of this {split} split were in the checkpoint's training "
-                f"split ({shown}): its figures are partly on data it trained on. The data changed since the fit "
-                "(items added or removed move the group split's cut) or another split setting is given; "
+                f"{len(seen)} of the {len(groups)} {self.GROUP_UNIT} of this {split} split were in the checkpoint's "
+                f"training split ({shown}): its figures are partly on data it trained on. The data changed since "
+                "the fit (items added or removed move the group split's cut) or another split setting is given; "
                 "evaluate on the split the fit used, or fit again",
                 UserWarning,
                 stacklevel=2,
@@ -328,8 +345,9 @@ class SplitLoaders(pl.LightningDataModule):
         return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
 
 
-def _group_digest(group: Hashable) -> str:
-    return hashlib.sha1(str(group).encode()).hexdigest()[:16]
+def _group_digest(group: Hashable) -> int:
+    """60 bits of the group name's SHA-1: a non-negative int64, so the digests fit one tensor."""
+    return int(hashlib.sha1(str(group).encode()).hexdigest()[:15], 16)
 
 
 def _stable_rank(group: Hashable, seed: int) -> str:

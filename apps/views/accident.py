@@ -316,7 +316,9 @@ def _alarm_text(alarm: int | None, fps: float, steps: np.ndarray, n_frames: int)
         return "none"
     if len(steps) == n_frames:
         return f"t = {frame_time(alarm, fps)} s (frame {alarm})"
-    step = int(np.searchsorted(steps, alarm, side="right")) - 1  # the step whose risk the frame holds
+    from domains.driving.accident.readers import held_steps
+
+    step = int(held_steps(steps, n_frames)[alarm])  # the step whose risk the frame holds
     return f"t = {frame_time(alarm, fps)} s (source frame {alarm}, model step {step})"
 
 

@@ -96,6 +96,10 @@ def test_one_cityscapes_split_alone_is_split_by_city(tmp_path):
     cities = {name: {frame.split("_")[0] for *_, frame in dm.datasets[name].items} for name in ("train", "val")}
     assert len(cities["train"]) == len(cities["val"]) == 2 and not cities["train"] & cities["val"]
     assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 8
+    capped = SegmentationDataModule(data_path=str(root), cityscapes_ids="labelIds", num_workers=0,
+                                    split_fractions=(0.5, 0.5), max_items=1)  # fmt: skip
+    capped.setup("fit")  # capped after the split: a cap first kept the first city's frames alone, no val
+    assert len(capped.datasets["train"]) == len(capped.datasets["val"]) == 1
 
 
 def test_validation_images_the_checkpoint_trained_on_are_warned_of(tmp_path):

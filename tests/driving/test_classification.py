@@ -397,3 +397,8 @@ def test_a_val_or_test_split_without_a_class_warns_naming_it():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_split_classes({**splits, "val": items(0, 1)}, ["benign", "malignant"], "labels.csv")
+    # no test split, or an ImageFolder's test aliased to its val: said once, for val
+    for others in ({}, {"test": splits["val"]}):
+        with pytest.warns(ClassificationDataWarning) as caught:
+            check_split_classes({"train": splits["train"], "val": splits["val"], **others}, ["b", "m"], "x")
+        assert [str(w.message).split(":")[1] for w in caught] == [" the val split holds no item of class(es) ['m']"]

@@ -347,3 +347,20 @@ def test_the_tasks_own_test_map_on_a_coco_crowd_is_cocoevals(tmp_path, monkeypat
         monkeypatch.setattr(task, "predict_original", lambda images, targets, pred=pred: [pred])
         task._evaluation_step(([image], [target]), "test")
     assert float(task._metric("test").compute()["map"]) == pytest.approx(reference, abs=1e-6)
+
+
+def test_an_instance_crowd_covers_detections_of_its_own_class_in_the_ignored_count():
+    """COCO crowds moved to crowd_masks: the ignored-detections count and the operating point's filter read
+    only the every-class mask, so a detection in a crowd of its class counted as a false alarm."""
+    from domains.driving.instances.metrics import masks_in_ignore_fraction
+
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, :4, :4] = True  # two detections on one spot: a Car (0) and a Pedestrian (1)
+    crowd = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    crowd[0, :4, :4] = 1  # a crowd of pedestrians there
+    none = torch.zeros(8, 8, dtype=torch.uint8)
+    covered = masks_in_ignore_fraction(masks, none, torch.tensor([0, 1]), crowd, torch.tensor([1]))
+    assert covered.tolist() == [0.0, 1.0]
+    kitti = none.clone()
+    kitti[:2, :4] = 1  # half of each lies in a DontCare region of every class
+    assert masks_in_ignore_fraction(masks, kitti).tolist() == [0.5, 0.5]

@@ -166,11 +166,16 @@ def test_coco_reads_polygons_and_both_rle_forms_and_crowds(tmp_path):
             {"id": 1, "segmentation": [[10, 10, 30, 10, 30, 20, 10, 20]]},
             {"id": 2, "category_id": 2, "segmentation": {"size": [H, W], "counts": counts}},
             {"id": 3, "segmentation": {"size": [H, W], "counts": compressed["counts"].decode()}},
-            {"id": 4, "iscrowd": 1, "category_id": 9, "segmentation": [[0, 0, 5, 0, 5, 5, 0, 5]]},
+            {"id": 4, "iscrowd": 1, "category_id": 2, "segmentation": [[0, 0, 5, 0, 5, 5, 0, 5]]},
         ],
     )
     (ann,) = read_coco_instances(path, strict=True)
     assert [o.type for o in ann.objects] == ["Car", "Pedestrian", "Car", "DontCare"]
+    assert ann.objects[3].crowd_class == "Pedestrian"  # a crowd ignores detections of its own class
+    # a crowd of a category that is not in 'categories' ignores no class's detections (COCOeval), as detection
+    unknown = _coco(tmp_path / "unknown", [{"id": 9, "iscrowd": 1, "category_id": 9, "segmentation": [[0, 0, 5, 0, 5, 5]]}])
+    with pytest.raises(LabelFormatError, match=r"category_id 9 is not in 'categories' \[unknown_class"):
+        read_coco_instances(unknown, strict=True)
     masks = decode_masks([o.rle for o in ann.objects], H, W)
     assert masks[1].sum() == 2 * H and np.array_equal(masks[1], masks[2])
     assert masks[0][10:20, 10:30].all() and masks[0].sum() <= 21 * 11

@@ -359,12 +359,19 @@ def test_a_checkpoints_training_patients_found_in_the_evaluated_split_are_warned
     state = fitted.state_dict()
     assert len(state["train_group_digests"]) == 1  # P1
 
-    moved = MedicalDataModule("lidc_png", str(layout(tmp_path / "b", {"train": "P2", "val": "P1", "test": "P3"})))
+    root = tmp_path / "a"
+    for kind in ("images", "gt"):  # P1 and P2 trade places, the folders rearranged since the fit
+        (root / "train" / kind / "P1").rename(root / "P1")
+        (root / "val" / kind / "P2").rename(root / "train" / kind / "P2")
+        (root / "P1").rename(root / "val" / kind / "P1")
+    moved = MedicalDataModule("lidc_png", str(root))
     moved.setup("validate")
     moved.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING))
     with pytest.warns(UserWarning, match=r"1 of the 1 patients of this val split were in the checkpoint's training split \(P1\)"):
         moved.load_state_dict(state)
+    other = MedicalDataModule("lidc_png", str(layout(tmp_path / "b", {"train": "P2", "val": "P1", "test": "P3"})))
+    other.setup("validate")
+    other.trainer = moved.trainer
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fitted.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING))
-        fitted.load_state_dict(state)  # the fit's own split: nothing to say
+        other.load_state_dict(state)  # another data set: its ids say nothing of this one (the CLI names it)

@@ -540,8 +540,8 @@ class SegmentationDataModule(SplitLoaders):
         num_workers: loader processes; null: one less than the CPU cores, at most 4.
         augment: training augmentation.
         seed: seed of the split and the augmentation.
-        max_items: read at most this many training images (smoke tests); with Cityscapes' own split, this many
-            of each.
+        max_items: read at most this many training images (smoke tests); with a Cityscapes download, this many
+            of each split.
         anomaly_path: test / predict set in the SegmentMeIfYouCan layout (``images/``, ``labels_masks/`` with
             0 normal, 1 anomaly, 255 void: RoadAnomaly21, RoadObstacle21, Fishyscapes); null: the synthetic one.
         split_fractions: train / val shares, split by sequence.
@@ -684,10 +684,10 @@ class SegmentationDataModule(SplitLoaders):
             hint = f"{root}: add frames to leftImg8bit/train and leftImg8bit/val"
         else:
             (frames,) = found.values()
-            frames = frames[cap]
             index = group_split([city for *_, city in frames], self.split_fractions, seed=self.seed,
                                 names=("train", "val"))  # fmt: skip
-            items = {name: [frames[i] for i in idx] for name, idx in index.items()}
+            # capped after the split: the frames come city by city, so a cap first kept one city, no split
+            items = {name: [frames[i] for i in idx][cap] for name, idx in index.items()}
             hint = f"splits are whole cities: set --data.split_fractions (now {list(self.split_fractions)}) or add data"
         self.check_splits(items, stage, hint)
         return {

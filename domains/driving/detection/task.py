@@ -114,7 +114,7 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         detections_per_img: int = 100,
         ignore_overlap: float = 0.5,
         predict_dir: str | None = None,
-        predict_score_thresh: float | None = 0.5,
+        predict_score_thresh: float = 0.5,
         **base_task_args,
     ):
         super().__init__(**base_task_args)

@@ -435,14 +435,14 @@ def read_coco_instances(
             continue
         cid = _parse_int(str(ann["category_id"]), path, where, "category_id")
         crowd = bool(ann.get("iscrowd", 0))
-        if cid not in categories and not crowd:
+        if cid not in categories:  # a crowd too: COCOeval ignores no class's detections in it (as read_coco)
             log.add("unknown_class", path, where, f"category_id {cid} is not in 'categories'")
             continue
         rec = records[iid]
         rle = _segmentation_rle(ann["segmentation"], rec.height, rec.width, path, where, log)
         if rle is not None:
             name = DONTCARE if crowd else categories[cid]
-            of = crowd_class(categories.get(cid)) if crowd else None
+            of = crowd_class(categories[cid]) if crowd else None
             rec.objects.append(InstanceObject(name, rle, f"{path}:{where}", of))
     _finish(log, own, f"read_coco_instances({path})")
     return list(records.values())

@@ -114,13 +114,25 @@ def dontcare_regions(ignore: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(labelled[None] == np.arange(1, n + 1)[:, None, None])
 
 
-def masks_in_ignore_fraction(masks: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
-    """For each (N, H, W) bool mask, the share of its pixels inside the (H, W) ignore mask (0 when empty):
-    detections lying mostly in DontCare are counted (``<stage>/ignored_detections``) and left out of the
-    shipped operating point; the COCO metrics ignore them by the crowd rule (:class:`InstanceMetrics`)."""
-    if masks.numel() == 0 or not bool(ignore.any()):
+def masks_in_ignore_fraction(
+    masks: torch.Tensor,
+    ignore: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    crowd_masks: torch.Tensor | None = None,
+    crowd_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """For each (N, H, W) bool mask, the share of its pixels inside the (H, W) ignore mask (0 when empty), or,
+    given the detections' ``labels``, inside it or a crowd of its own class (``crowd_masks`` (R, H, W) of
+    ``crowd_labels``): detections lying mostly in DontCare are counted (``<stage>/ignored_detections``) and left
+    out of the shipped operating point; the COCO metrics ignore them by the crowd rule (:class:`InstanceMetrics`)."""
+    if masks.numel() == 0:
         return masks.new_zeros(len(masks), dtype=torch.float32)
-    inside = (masks & ignore.to(masks.device)[None]).flatten(1).sum(1).float()
+    region = ignore.to(masks.device).bool()[None].expand_as(masks)
+    if labels is not None and crowd_masks is not None and len(crowd_masks):
+        crowds = crowd_masks.to(masks.device).bool()
+        own = crowd_labels.to(labels.device)[None, :] == labels[:, None]  # (N, R): crowds of each one's class
+        region = region | (own.to(masks.device)[:, :, None, None] & crowds[None]).any(1)
+    inside = (masks & region).flatten(1).sum(1).float()
     return inside / masks.flatten(1).sum(1).clamp(min=1).float()
 
 

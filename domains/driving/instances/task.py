@@ -78,7 +78,10 @@ class InstanceTask(DetectorTask):
         scored, truths = [], []
         for pred, target in zip(preds, targets):
             masks = pred["masks"] >= self.mask_thresh
-            inside = masks_in_ignore_fraction(masks, target["ignore_mask"]) > self.ignore_overlap
+            covered = masks_in_ignore_fraction(
+                masks, target["ignore_mask"], pred["labels"], target.get("crowd_masks"), target.get("crowd_labels")
+            )
+            inside = covered > self.ignore_overlap
             self._ignored[stage] = self._ignored.get(stage, 0) + int(inside.sum())
             scored.append({**{k: pred[k] for k in ("boxes", "scores", "labels")}, "masks": masks})
             # DontCare regions: COCO crowd regions in every metric (InstanceMetrics), found once per image

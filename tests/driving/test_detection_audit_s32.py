@@ -102,6 +102,16 @@ def _box(xywh):
     return [xywh[0], xywh[1], xywh[0] + xywh[2], xywh[1] + xywh[3]]
 
 
+def _detections_of(ann, dets, label: dict) -> dict:
+    """The crowd case's detections of one image, as the detector returns them."""
+    mine = [d for d in dets if d[0] == {"a": 11, "b": 12}[ann.image_id]]
+    return {
+        "boxes": torch.tensor([_box(b) for _, _, b, _ in mine], dtype=torch.float32),
+        "scores": torch.tensor([s for *_, s in mine]),
+        "labels": torch.tensor([label[c] for _, c, _, _ in mine]),
+    }
+
+
 def test_a_coco_crowd_ignores_detections_of_its_own_category_only_as_cocoeval(tmp_path):
     """A crowd of pedestrians hid a false car in it (every ignore box was a crowd of every class): mAP 0.92 where
     COCOeval says 0.73. The cyclist crowd (a category that is no class of the model) hides no car either."""
@@ -112,12 +122,7 @@ def test_a_coco_crowd_ignores_detections_of_its_own_category_only_as_cocoeval(tm
     metric = MeanAveragePrecision(box_format="xyxy", backend="faster_coco_eval")
     for k, ann in enumerate(dataset.annotations):
         _, target = dataset[k]
-        mine = [d for d in dets if d[0] == {"a": 11, "b": 12}[ann.image_id]]
-        pred = {
-            "boxes": torch.tensor([_box(b) for _, _, b, _ in mine], dtype=torch.float32),
-            "scores": torch.tensor([s for *_, s in mine]),
-            "labels": torch.tensor([label[c] for _, c, _, _ in mine]),
-        }
+        pred = _detections_of(ann, dets, label)
         gt = {"boxes": target["boxes"], "labels": target["labels"]}
         metric.update(
             [pred], [with_crowd_regions(gt, target["ignore_boxes"], 2, ignore_labels=target["ignore_labels"])]
@@ -338,12 +343,7 @@ def test_the_tasks_own_test_map_on_a_coco_crowd_is_cocoevals(tmp_path, monkeypat
     monkeypatch.setattr(type(task), "trainer", property(lambda self: SimpleNamespace(datamodule=None, predicting=False)))
     for k, ann in enumerate(dataset.annotations):
         image, target = dataset[k]
-        mine = [d for d in dets if d[0] == {"a": 11, "b": 12}[ann.image_id]]
-        pred = {
-            "boxes": torch.tensor([_box(b) for _, _, b, _ in mine], dtype=torch.float32),
-            "scores": torch.tensor([s for *_, s in mine]),
-            "labels": torch.tensor([label[c] for _, c, _, _ in mine]),
-        }
+        pred = _detections_of(ann, dets, label)
         monkeypatch.setattr(task, "predict_original", lambda images, targets, pred=pred: [pred])
         task._evaluation_step(([image], [target]), "test")
     assert float(task._metric("test").compute()["map"]) == pytest.approx(reference, abs=1e-6)

@@ -15,7 +15,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from shared.backbones import NothingLoadedError, load_backbone_weights
-from shared.backbones.weights import pickled_global
+from shared.backbones.weights import load_failure_cause, pickled_global
 from shared.networks import TRUSTED_PACKAGES, build_network, network_spec
 from shared.optim import WarmupCosine
 
@@ -345,9 +345,7 @@ def read_checkpoint_data(path: str | Path, mmap: bool = False) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:
         found = pickled_global(str(err))
-        said = [part.strip() for part in str(err).split("\n\n") if part.strip()]  # torch's advice is the first
-        cause = said[1] if len(said) > 1 and said[0].startswith("Weights only load failed") else said[0] if said else ""
-        why = (cause.splitlines() or [type(err).__name__])[0] if not found else (
+        why = load_failure_cause(err) if not found else (
             f"it holds pickled Python objects ({found}), not only tensors and plain values: a whole saved model, or "
             "custom classes? Checkpoints are read as data only, so that no code in a file can run: save the model "
             "with the Lightning Trainer (a ModelCheckpoint or trainer.save_checkpoint)"

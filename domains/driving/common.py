@@ -12,9 +12,8 @@ import functools
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -251,13 +250,11 @@ def sort_objects(
     class_names: Sequence[str],
     class_map: dict[str, str],
     ignore_types: Sequence[str],
-    payload: Callable[[Any], Any],
     owner: str,
 ) -> tuple[list[tuple[list, list[int], list]], Counter[str]]:
     """Each image's objects sorted into what is trained on and what is ignored, per image ``(kept, labels,
-    ignored)``: ``payload(obj)`` (its box, its mask) and label (index into ``class_names``) of each object whose
-    type, renamed by ``class_map``, is a class, and the payloads of those whose type is in ``ignore_types``
-    (KITTI DontCare, COCO crowds). Other types are dropped: counted in the returned Counter and reported in one
+    ignored)``: each object whose type, renamed by ``class_map``, is a class, with its label (index into
+    ``class_names``), and those whose type is in ``ignore_types`` (KITTI DontCare, COCO crowds). Other types are dropped: counted in the returned Counter and reported in one
     info line. Duplicate ``class_names`` or ``class_map`` targets that are neither a class nor an
     ignore type raise ValueError; messages start with ``owner``."""
     index = {name: i for i, name in enumerate(class_names)}
@@ -273,10 +270,10 @@ def sort_objects(
         for obj in ann.objects:
             name = class_map.get(obj.type, obj.type)
             if name in index:
-                kept.append(payload(obj))
+                kept.append(obj)
                 labels.append(index[name])
             elif name in ignore_types:
-                ignored.append(payload(obj))
+                ignored.append(obj)
             else:
                 dropped[obj.type] += 1
         per_image.append((kept, labels, ignored))

@@ -141,14 +141,23 @@ def pickled_global(message: str) -> str | None:
     return found[1] if found else None
 
 
+def load_failure_cause(err: Exception) -> str:
+    """``Type: first sentence`` of why ``torch.load`` failed, without the advice torch puts first for a
+    weights-only refusal (load with ``weights_only=False``, which would run the file's code; file an issue)."""
+    message = str(err).partition("WeightsUnpickler error:")[2].strip() or str(err)
+    if message.startswith("Weights only load failed"):  # its cause follows the advice, after a blank line
+        message = next((part.strip() for part in message.split("\n\n")[1:] if part.strip()), "")
+    message = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", message)  # torch's C++ location
+    first = re.split(r"\.\s|\n", message)[0]  # the first sentence
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def _not_weights(path: Path, err: Exception) -> str:
     """What ``path`` is, since ``torch.load(weights_only=True)`` refused it, and the cause in short. torch's own
     message says to load again with ``weights_only=False``, which runs any code the file holds, and to file an
     issue: neither helps with a file that is no weights file."""
-    message = str(err).partition("WeightsUnpickler error:")[2].strip() or str(err)
-    message = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", message)  # torch's C++ location
-    first = re.split(r"\.\s|\n", message)[0]  # the first sentence
-    cause = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    message = str(err)
+    cause = load_failure_cause(err)
     if found := pickled_global(message):
         return (
             f"holds pickled Python objects ({found}), not a state dict of tensors: a whole pickled model? Save "

@@ -64,3 +64,18 @@ def record_downloads(monkeypatch) -> dict:
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", record)
     return made
+
+
+def slab_mask(at: AppTest, made: dict, first: int, last: int, label: str):
+    """The medical page's range-of-slices mean mask for slices ``first``..``last`` (the slider, labelled
+    ``label``, set to them), as the NIfTI its download holds (``made``: :func:`record_downloads`)."""
+    import gzip
+
+    import nibabel as nib
+
+    slab = at.slider(key="medical_slab")
+    assert slab.label == label
+    slab.set_value((first, last)).run()
+    page_ok(at)
+    name = next(n for n in made if n.endswith(f"_slices_{first}-{last}_mean_mask.nii.gz"))
+    return nib.Nifti1Image.from_bytes(gzip.decompress(made[name]()))

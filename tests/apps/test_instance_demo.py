@@ -53,7 +53,8 @@ def test_the_downloads_are_what_the_prediction_writer_writes(tmp_path):
 
     pred = _pred()
     ids, order = dm.instance_ids(pred, (8, 16))
-    writer = InstancePredictionWriter(str(tmp_path), NAMES, score_thresh=0.0)
+    writer = InstancePredictionWriter(str(tmp_path), NAMES)
+    writer.score_thresh = 0.0  # as a task predicting at 0 sets it when predicting starts
     tensors = {k: torch.as_tensor(v) for k, v in pred.items() if k != "areas"}
     writer.write_image(torch.rand(3, 8, 16), {**tensors, "image_id": "x", "image_path": None})
     # the demo's numbering (dm.instance_ids) is the writer's: the same list in the same order

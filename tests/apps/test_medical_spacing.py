@@ -17,6 +17,7 @@ from tests.apps import samples as S
 from tests.apps.pages import image_captions as _image_captions
 from tests.apps.pages import page_ok as _ok
 from tests.apps.pages import record_downloads as _record_downloads
+from tests.apps.pages import slab_mask
 from tests.apps.pages import texts as _texts
 from tests.apps.pages import upload_on as _upload_on
 
@@ -450,12 +451,7 @@ def test_the_page_segments_a_range_of_a_multiframe_dicoms_frames_into_one_placed
     at = _upload_on("medical", "series.dcm", data)
     _ok(at)
     assert at.slider(key="medical_slice").label == "Slice"  # as stored, not said to run inferior to superior
-    slab = at.slider(key="medical_slab")
-    assert slab.label == "Slices (as stored)"
-    slab.set_value((1, 3)).run()
-    _ok(at)
-    name = next(n for n in made if n.endswith("_slices_1-3_mean_mask.nii.gz"))
-    written = nib.Nifti1Image.from_bytes(gzip.decompress(made[name]()))
+    written = slab_mask(at, made, 1, 3, "Slices (as stored)")
     mask = written.get_fdata().astype(bool)
     assert mask.shape == (128, 128, 6) and mask[40:60, 70:90, 1:4].all() and mask.sum() == 20 * 20 * 3
     # frame 3 lies at z = 4 mm, as its header says

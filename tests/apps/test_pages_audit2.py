@@ -5,7 +5,6 @@ through ``streamlit.testing.v1.AppTest`` on the tiny ``demo_env`` models (the sh
 
 from __future__ import annotations
 
-import gzip
 import io
 import zipfile
 
@@ -17,6 +16,7 @@ from tests.apps import samples as S
 from tests.apps.pages import page as _page
 from tests.apps.pages import page_ok as _ok
 from tests.apps.pages import record_downloads as _record_downloads
+from tests.apps.pages import slab_mask
 from tests.apps.pages import texts as _texts
 from tests.apps.pages import upload_on as _upload_on
 
@@ -54,12 +54,7 @@ def test_a_dicom_series_zip_is_segmented_as_a_volume_with_its_nifti_placed_by_th
     assert "DICOM series: 5 slices in order along the slice normal (series/IM4.dcm ... series/IM3.dcm" in infos
     assert "DICOM series upload" in _texts(at.caption)
     assert at.slider(key="medical_slice").label == "Slice"
-    slab = at.slider(key="medical_slab")
-    assert slab.label == "Slices (in order along the slice normal)"
-    slab.set_value((1, 2)).run()
-    _ok(at)
-    name = next(n for n in made if n.endswith("_slices_1-2_mean_mask.nii.gz"))
-    written = nib.Nifti1Image.from_bytes(gzip.decompress(made[name]()))
+    written = slab_mask(at, made, 1, 2, "Slices (in order along the slice normal)")
     mask = written.get_fdata().astype(bool)
     assert mask.shape == (128, 128, 5) and mask[40:60, 70:90, 1:3].all() and mask.sum() == 20 * 20 * 2
     help_text = next(b for b in at.get("download_button") if "DICOM header" in b.proto.label).proto.help

@@ -106,7 +106,7 @@ def test_validation_fits_the_best_f1_threshold_and_test_and_predict_use_it(monke
     # kept in the checkpoint's state dict, and what predict draws at unless told otherwise
     assert float(task.state_dict()["operating_threshold"]) == pytest.approx(0.45)
     assert task.predict_score_thresh == pytest.approx(0.45)
-    writer = KittiPredictionWriter("unused", task.class_names, score_thresh=None)
+    writer = KittiPredictionWriter("unused", task.class_names)
     writer.on_predict_start(SimpleNamespace(datamodule=None), task)
     assert writer.score_thresh == pytest.approx(0.45)
 
@@ -164,7 +164,7 @@ def test_coco_results_carry_the_source_ids_and_score_as_the_tasks_test_map(tmp_p
     assert 0.1 < test_map < 0.9
 
     out = tmp_path / "pred"
-    writer = KittiPredictionWriter(str(out), task.class_names, score_thresh=None)
+    writer = KittiPredictionWriter(str(out), task.class_names)
     datamodule = SimpleNamespace(data_format="coco", data_path=str(source), predict_path=None)
     trainer = SimpleNamespace(datamodule=datamodule, is_global_zero=True)
     writer.on_predict_start(trainer, task)
@@ -197,7 +197,7 @@ def test_coco_results_carry_the_source_ids_and_score_as_the_tasks_test_map(tmp_p
 
 
 def test_other_formats_and_own_photos_get_no_coco_results(tmp_path):
-    writer = KittiPredictionWriter(str(tmp_path), ["Car"], score_thresh=0.5)
+    writer = KittiPredictionWriter(str(tmp_path), ["Car"])
     module = SimpleNamespace(predict_score_thresh=0.3)
     for datamodule in (
         SimpleNamespace(data_format="kitti", data_path=None, predict_path=None),
@@ -205,7 +205,7 @@ def test_other_formats_and_own_photos_get_no_coco_results(tmp_path):
     ):
         writer.on_predict_start(SimpleNamespace(datamodule=datamodule), module)
         assert writer.coco_ids is None
-    assert writer.score_thresh == 0.5  # given: not the module's
+    assert writer.score_thresh == 0.3  # the module's, read when predicting starts
 
 
 def test_cli_fit_on_coco_keeps_the_operating_point_and_predict_writes_coco_results(tmp_path, monkeypatch):

@@ -115,3 +115,17 @@ def test_a_checkpoint_holding_pickled_objects_is_refused_naming_them_not_advisin
     assert "not a weights-only Lightning checkpoint: it holds pickled Python objects (posix.mkdir)" in said
     assert "weights_only=False" not in said and "file an issue" not in said.lower()
     assert not marker.exists()
+
+
+def test_a_weights_only_refusal_is_told_by_its_cause_not_torchs_advice():
+    import pickle
+
+    from shared.backbones.weights import load_failure_cause
+
+    err = pickle.UnpicklingError(
+        "Weights only load failed. In PyTorch 2.6 ... Re-running `torch.load` with `weights_only` set to `False` "
+        "will likely succeed, but it can result in arbitrary code execution.\n\n\nUnsupported operand 149\n\n"
+        "Check the documentation of torch.load to learn more"
+    )
+    assert load_failure_cause(err) == "UnpicklingError: Unsupported operand 149"
+    assert load_failure_cause(RuntimeError("")) == "RuntimeError"

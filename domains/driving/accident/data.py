@@ -415,7 +415,9 @@ def warn_boxes_beyond_frame(clips: Sequence[AccidentClip], size: Sequence[int]) 
     height, width = size
     beyond, reach = [], [0.0, 0.0]
     for clip in clips:
-        boxes = np.stack(list(clip.tracks.values())) if clip.tracks else np.full((1, 4), np.nan)
+        if not clip.tracks:
+            continue
+        boxes = np.stack(list(clip.tracks.values()))  # NaN where a track is not in view
         if not np.isfinite(boxes).any():
             continue
         x2, y2 = float(np.nanmax(boxes[..., 2])), float(np.nanmax(boxes[..., 3]))
@@ -661,11 +663,10 @@ class AccidentDataModule(SplitLoaders):
         """Every readable clip of the source, sorted by id (bad ones raise or are counted in ``self.dropped``).
         Clips of any length from :data:`MIN_FRAMES` on: ``clip_length`` is left to :meth:`training_clips`."""
         root = self.root()
-        min_frames = MIN_FRAMES
         log = DropLog(strict=self.strict)
         if self.data_format in ("synthetic", "ccd"):
             clips = read_ccd_layout(
-                root, require_json=self.data_format == "synthetic", min_frames=min_frames, log=log
+                root, require_json=self.data_format == "synthetic", min_frames=MIN_FRAMES, log=log
             )
         elif self.data_format == "npz":
             annotation = self.feature_annotation
@@ -683,11 +684,11 @@ class AccidentDataModule(SplitLoaders):
                     stacklevel=2,
                 )
             clips = read_npz_clips(
-                root, self.feature_fps, self.feature_toa, min_frames=min_frames, log=log, annotation=annotation
+                root, self.feature_fps, self.feature_toa, min_frames=MIN_FRAMES, log=log, annotation=annotation
             )
             warn_boxes_beyond_frame(clips, self.feature_image_size)
         else:
-            clips = read_dota(root, min_frames=min_frames, log=log)
+            clips = read_dota(root, min_frames=MIN_FRAMES, log=log)
         log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=3)
         self.dropped = log
         if not clips:
@@ -723,7 +724,7 @@ class AccidentDataModule(SplitLoaders):
 
     def split_groups(self, name: str) -> set[str] | None:
         """The clip ids of split ``name``, for the checkpoint's leak check (clips added since a fit move the cut)."""
-        clips = self.splits.get(name) if name != "predict" else None
+        clips = self.splits.get(name)
         return None if clips is None else {clip.clip_id for clip in clips}
 
     def setup(self, stage: str | None = None) -> None:

@@ -115,7 +115,7 @@ class DetectionDataset(Dataset):
         if overlap := set(self.class_names) & set(self.ignore_types):
             raise ValueError(f"DetectionDataset: {sorted(overlap)} are both classes and ignore types")
         per_image, self.dropped = sort_objects(
-            self.annotations, self.class_names, self.class_map, self.ignore_types, lambda obj: obj,
+            self.annotations, self.class_names, self.class_map, self.ignore_types,
             f"DetectionDataset ({split} split)" if split else "DetectionDataset",  # the splits' counts told apart
         )  # fmt: skip
         self.objects = sum(len(labels) for _, labels, _ in per_image)  # of the classes, over all images

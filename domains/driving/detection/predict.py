@@ -141,25 +141,24 @@ def detect(model: torch.nn.Module, image: np.ndarray) -> dict:
 
 class RoadPredictionWriter(BasePredictionWriter):
     """Base of the driving prediction writers: per predicted image, :meth:`write_image` writes its files; the
-    epoch ends with one line saying how many images went where. ``score_thresh``: only predictions at or above it
-    are drawn; None: the module's ``predict_score_thresh`` when predicting starts (a detector's fitted
-    operating point is loaded with its checkpoint, after the task built its callbacks)."""
+    epoch ends with one line saying how many images went where. Only predictions at or above ``score_thresh``
+    are drawn: the module's ``predict_score_thresh``, read when predicting starts (a detector's fitted operating
+    point is loaded with its checkpoint, after the task built its callbacks)."""
 
     #: what one written image amounts to, for the closing line
     WROTE = "predictions"
+    #: what is drawn from until predicting starts (a writer used on its own)
+    score_thresh = 0.5
 
-    def __init__(self, output_dir: str, class_names: Sequence[str], score_thresh: float | None = 0.5):
+    def __init__(self, output_dir: str, class_names: Sequence[str]):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names)
-        self.given_score_thresh = score_thresh
-        self.score_thresh = score_thresh
         self.written = 0
 
     def on_predict_start(self, trainer, pl_module) -> None:
         super().on_predict_start(trainer, pl_module)
-        if self.given_score_thresh is None:
-            self.score_thresh = float(pl_module.predict_score_thresh)
+        self.score_thresh = float(pl_module.predict_score_thresh)
 
     def write_image(self, image: torch.Tensor, pred: dict) -> None:
         raise NotImplementedError
@@ -247,8 +246,8 @@ class KittiPredictionWriter(RoadPredictionWriter):
 
     WROTE = "KITTI result files and images"
 
-    def __init__(self, output_dir: str, class_names: Sequence[str], score_thresh: float | None = 0.5):
-        super().__init__(output_dir, class_names, score_thresh)
+    def __init__(self, output_dir: str, class_names: Sequence[str]):
+        super().__init__(output_dir, class_names)
         self.coco_ids: tuple[dict[str, int], list[int | None]] | None = None  # set when predicting COCO data
         self.coco_results: dict[int, list[dict]] = {}
 

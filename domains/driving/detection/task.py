@@ -139,9 +139,9 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
             return []
         module, name = self.WRITER.split(":")
         writer = getattr(import_module(module), name)
-        # no threshold: the writer reads predict_score_thresh when predicting starts, after the checkpoint
-        # (and a detector's fitted operating point) is loaded; the callbacks are built before that
-        return [writer(self.predict_dir, self.class_names, score_thresh=None)]
+        # the writer reads predict_score_thresh when predicting starts, after the checkpoint (and a detector's
+        # fitted operating point) is loaded; the callbacks are built before that
+        return [writer(self.predict_dir, self.class_names)]
 
     def training_targets(self, targets: Sequence[dict]) -> list[dict]:
         """The targets a training step gives the model (as they come; a task may clean them)."""

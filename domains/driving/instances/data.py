@@ -492,7 +492,7 @@ class InstanceDataset(Dataset):
         self.transform = transform
         self.class_map = dict(class_map or {})
         per_image, self.dropped = sort_objects(
-            self.annotations, self.class_names, self.class_map, ignore_types, lambda obj: obj,
+            self.annotations, self.class_names, self.class_map, ignore_types,
             f"InstanceDataset ({split} split)" if split else "InstanceDataset",
         )  # fmt: skip
         # per image: (object RLEs, labels, RLEs of the regions of every class, crowd RLEs, crowd labels)

@@ -64,11 +64,27 @@ SEMANTIC_COLORS = tuple(color for _, color in _SEMANTIC_TABLE)
 SEMANTIC_ID = {name: i for i, name in enumerate(SEMANTIC_CLASSES)}
 
 
+# Cityscapes' classes in id order (cityscapesscripts' ``labels.py``): the 19 train ids (``*_labelTrainIds.png``,
+# also the BDD100K and Mapillary-19 protocols) and the 34 label ids (``*_labelIds.png``).
+CITYSCAPES_TRAIN_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)  # fmt: skip
+CITYSCAPES_LABEL_CLASSES = (
+    "unlabeled", "ego vehicle", "rectification border", "out of roi", "static", "dynamic", "ground", "road",
+    "sidewalk", "parking", "rail track", "building", "wall", "fence", "guard rail", "bridge", "tunnel", "pole",
+    "polegroup", "traffic light", "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
+    "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle",
+)  # fmt: skip
+
+
 def semantic_class_names(num_classes: int) -> list[str]:
-    """Names of a segmenter's ``num_classes`` outputs: the synthetic scenes' classes when it has as many, else
-    ``class_0`` ... (a model trained on one's own label ids: the synthetic names would mislabel them)."""
-    if num_classes == len(SEMANTIC_CLASSES):
-        return list(SEMANTIC_CLASSES)
+    """Names of a segmenter's ``num_classes`` outputs: the synthetic scenes' classes when it has as many,
+    Cityscapes' train ids (19) or label ids (34), else ``class_0`` ... (a model trained on one's own label ids:
+    another set's names would mislabel them)."""
+    for names in (SEMANTIC_CLASSES, CITYSCAPES_TRAIN_CLASSES, CITYSCAPES_LABEL_CLASSES):
+        if num_classes == len(names):
+            return list(names)
     return [f"class_{i}" for i in range(num_classes)]
 VOID = 255
 VOID_COLOR = (0, 0, 0)

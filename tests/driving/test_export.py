@@ -219,8 +219,15 @@ def test_anomaly_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_a_segmenter_of_other_classes_exports_generic_class_names(tmp_path):
-    """A 19-class model's sidecar listed the synthetic scenes' 12 names, for 19 logit channels."""
-    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, num_classes=19).eval()
-    meta = export_anomaly(task, tmp_path, size=(32, 64), score="msp")
-    assert meta["classes"] == [f"class_{i}" for i in range(19)]
+@pytest.mark.parametrize(
+    "num_classes, named",
+    [(19, {0: "road", 11: "person", 18: "bicycle"}), (34, {0: "unlabeled", 7: "road", 26: "car"}),
+     (7, {0: "class_0", 6: "class_6"})],
+    ids=["cityscapes-train-ids", "cityscapes-label-ids", "own-ids"],
+)  # fmt: skip
+def test_a_segmenter_of_other_classes_exports_their_class_names(tmp_path, num_classes, named):
+    """A 19-class model's sidecar listed the synthetic scenes' 12 names, for 19 logit channels; then
+    ``class_0`` ... for Cityscapes' own ids, whose names are known."""
+    task = anomaly_task(encoder_kwargs={"channels": [4, 8, 16]}, oe_weight=0.0, num_classes=num_classes).eval()
+    names = export_anomaly(task, tmp_path, size=(32, 64), score="msp")["classes"]
+    assert len(names) == num_classes and {i: names[i] for i in named} == named

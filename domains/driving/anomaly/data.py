@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
+from domains.driving.classes import CITYSCAPES_LABEL_CLASSES, CITYSCAPES_TRAIN_CLASSES
 from domains.driving.common import (
     ANOMALY_LABEL_VALUES,
     IGNORE_INDEX,
@@ -332,7 +333,10 @@ CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
 #: its fine label maps, ``gtFine/<split>/<city>/<city>_<seq>_<frame><suffix>.png``, by ``--data.cityscapes_ids``
 CITYSCAPES_MAPS = {"labelIds": "_gtFine_labelIds", "labelTrainIds": "_gtFine_labelTrainIds"}
 #: the model settings each kind of map needs: (num_classes, road_ids)
-CITYSCAPES_MODEL = {"labelIds": (34, (7,)), "labelTrainIds": (19, (0,))}
+CITYSCAPES_MODEL = {
+    kind: (len(names), (names.index("road"),))
+    for kind, names in (("labelIds", CITYSCAPES_LABEL_CLASSES), ("labelTrainIds", CITYSCAPES_TRAIN_CLASSES))
+}
 #: the splits read (Cityscapes' test maps hold no labels)
 CITYSCAPES_SPLITS = ("train", "val")
 CITYSCAPES_HINT = (

@@ -1,25 +1,28 @@
 """The classification metrics, all from torchmetrics: accuracy, macro F1, confusion matrix (and per-class recall
-from it), ECE, and the ranking metrics that do not depend on the argmax threshold (AUROC; for two classes also
-average precision)."""
+from it), ECE, and the ranking metrics that do not depend on the decision threshold (AUROC; for two classes also
+average precision); and the threshold of a two-class decision (Youden's J on the ROC)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torchmetrics.aggregation import CatMetric
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassCalibrationError,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_roc,
+    multiclass_accuracy,
+    multiclass_calibration_error,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
 )
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
 NAN = float("nan")
 
 
 class ClassificationMetrics(nn.Module):
-    """One stage's metric states (torchmetrics syncs them across DDP ranks at ``compute``).
+    """One stage's metrics, from every probability and label of the split (torchmetrics' ``CatMetric`` states,
+    synced across DDP ranks at ``compute``; the metrics themselves are torchmetrics' functional ones).
 
     ``compute`` returns ``acc`` (micro: share of images right), ``f1_macro`` (unweighted mean over classes, so
     a rare class counts as much as a common one; classes neither present nor predicted are left out),
@@ -31,33 +34,34 @@ class ClassificationMetrics(nn.Module):
     class, columns: predicted). With two classes the second (index 1) is the positive one, and there are also
     ``average_precision`` (of the positive class's probability), ``sensitivity`` (its recall) and
     ``specificity`` (the negative class's recall); like the recalls, NaN when the split lacks a class
-    (torchmetrics says 0 there, which reads as "ranked everything wrong").
+    (torchmetrics says 0 there, which reads as "ranked everything wrong"). The predicted class is the argmax,
+    or, given a two-class ``threshold``, the positive class where its probability is at least that.
     """
 
     def __init__(self, class_names: list[str], ece_bins: int = 10):
         super().__init__()
-        n = len(class_names)
         self.class_names = list(class_names)
-        self.acc = MulticlassAccuracy(n, average="micro")
-        self.f1 = MulticlassF1Score(n, average="macro")
-        self.ece = MulticlassCalibrationError(n, n_bins=ece_bins, norm="l1")
-        self.confusion = MulticlassConfusionMatrix(n)
-        # every probability and label of the split, for the ranking metrics (AUROC needs them all)
+        self.ece_bins = ece_bins
         self.probs, self.labels = CatMetric(nan_strategy="disable"), CatMetric(nan_strategy="disable")
 
-    def _thresholded(self):
-        """The metrics of the probabilities' argmax (the ranking metrics read ``probs`` and ``labels``)."""
-        return (self.acc, self.f1, self.ece, self.confusion)
-
     def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
-        for metric in self._thresholded():
-            metric.update(probs, labels)
         self.probs.update(probs)
         self.labels.update(labels)
 
-    def compute(self) -> dict:
-        out = {"acc": self.acc.compute(), "f1_macro": self.f1.compute(), "ece": self.ece.compute()}
-        confusion = self.confusion.compute()
+    def split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every probability (N, C) and label (N,) of the split, from every rank."""
+        return self.probs.compute().reshape(-1, len(self.class_names)), self.labels.compute().long().reshape(-1)
+
+    def compute(self, threshold: float | None = None) -> dict:
+        n = len(self.class_names)
+        probs, labels = self.split()
+        predicted = decide(probs, threshold)
+        out = {
+            "acc": multiclass_accuracy(predicted, labels, n, average="micro"),
+            "f1_macro": multiclass_f1_score(predicted, labels, n, average="macro"),
+            "ece": multiclass_calibration_error(probs, labels, n, n_bins=self.ece_bins, norm="l1"),
+        }
+        confusion = multiclass_confusion_matrix(predicted, labels, n)
         # the confusion matrix's diagonal over its rows; 0 / 0 for a class with no true item is NaN, no recall
         # (torchmetrics' MulticlassRecall says 0.0 there, which reads as "every one missed")
         counts = confusion.sum(1)
@@ -67,10 +71,8 @@ class ClassificationMetrics(nn.Module):
         out["balanced_accuracy"] = recall.nanmean()
         # a class's one-vs-rest ranking is defined when the split holds items of it and items of another class
         ranked = ((counts > 0) & (counts < counts.sum())).tolist()
-        if any(ranked):
-            probs, labels = self.probs.compute(), self.labels.compute().long()
         undefined = recall.new_tensor(NAN)
-        if len(self.class_names) == 2:
+        if n == 2:
             for key, metric in (("auroc", binary_auroc), ("average_precision", binary_average_precision)):
                 out[key] = metric(probs[:, 1], labels) if ranked[1] else undefined
             out["sensitivity"], out["specificity"] = recall[1], recall[0]
@@ -81,8 +83,27 @@ class ClassificationMetrics(nn.Module):
         return out
 
     def reset(self) -> None:
-        for metric in (*self._thresholded(), self.probs, self.labels):
-            metric.reset()
+        self.probs.reset()
+        self.labels.reset()
+
+
+def decide(probs: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """The predicted class of each row of ``probs`` (N, C): the argmax, or with a ``threshold`` (two classes)
+    the positive class (index 1) where its probability is at least ``threshold``."""
+    if threshold is None:
+        return probs.argmax(1)
+    return (probs[:, 1] >= threshold).long()
+
+
+def youden_threshold(positive_probs: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """The positive-class probability threshold of the largest Youden's J (sensitivity + specificity - 1) on
+    these items, the highest such where several tie (a threshold ``t`` calls ``p >= t`` positive: the ROC's
+    points, torchmetrics' ``binary_roc``); None when the items lack either class (J is undefined)."""
+    labels = labels.long()
+    if labels.min() == labels.max():
+        return None
+    fpr, tpr, thresholds = binary_roc(positive_probs, labels)
+    return float(thresholds[int(torch.argmax(tpr - fpr))])
 
 
 def confusion_table(confusion: torch.Tensor, class_names: list[str]) -> str:

@@ -11,7 +11,9 @@ in a warning; the others are still predicted.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -22,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.backbones import BackboneFreezeUnfreeze, list_backbones
 from shared.classification.data import read_image
-from shared.classification.metrics import ClassificationMetrics, confusion_table
+from shared.classification.metrics import ClassificationMetrics, confusion_table, decide, youden_threshold
 from shared.classification.model import ImageClassifier
 from shared.files import write_csv
 from shared.images import write_image
@@ -31,7 +33,10 @@ from shared.task import FrozenBackboneCheck, gather_lists
 
 # Run-time choices, kept out of checkpoints (LightningCLI would re-apply them over the command line, and a
 # moved weight file would break loading weights the checkpoint already holds).
-RUNTIME_ARGS = ("pretrained_backbone", "pretrained_prefix", "predict_dir", "cam", "cam_max", "cam_class")
+NOT_FITTED = float("nan")
+RUNTIME_ARGS = (
+    "pretrained_backbone", "pretrained_prefix", "predict_dir", "cam", "cam_max", "cam_class", "decision_threshold",
+)  # fmt: skip
 
 
 class ClassificationTask(FrozenBackboneCheck, LabelledTask):
@@ -55,6 +60,13 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
             ``lr * backbone_lr_factor`` (``shared.backbones.BackboneFreezeUnfreeze``); 0: no freezing.
         backbone_lr_factor: the backbone's learning-rate factor after unfreezing.
         ece_bins: confidence bins of the expected calibration error.
+        decision_threshold: two classes only: the positive class (the second) is predicted where its
+            probability is at least this (e.g. 0.2 to miss fewer malignant cases), in the test metrics and
+            ``predict``. ``youden`` (at ``fit``): fit it at every validation, the best Youden's J (sensitivity +
+            specificity - 1) on the validation split, kept in the checkpoint and logged
+            (``val/decision_threshold``; the validation metrics are then at their own fitted threshold, so
+            optimistic: read test's). null: the checkpoint's fitted threshold if it has one, else the argmax
+            (0.5 for two classes). ``train/acc`` is always the argmax's.
         predict_dir: where ``predict`` writes ``probabilities.csv`` and ``cam/*.png``; null: nothing written.
         cam: write a Grad-CAM overlay per predicted image.
         cam_max: at most this many overlays (null: all; per process where several predict).
@@ -84,6 +96,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         freeze_backbone_epochs: int = 0,
         backbone_lr_factor: float = 0.1,
         ece_bins: int = 10,
+        decision_threshold: float | Literal["youden"] | None = None,
         predict_dir: str | None = None,
         cam: bool = True,
         cam_max: int | None = None,
@@ -99,6 +112,10 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         self.model = self.build_labelled_network(network, ImageClassifier, class_names)
         # a buffer: on the loss's device, and in the checkpoint; None (no state_dict key) keeps older ones loading
         self.register_buffer("class_weights", self._check_class_weights(class_weights))
+        self._check_decision_threshold(decision_threshold)
+        self.decision_rule = decision_threshold
+        # the Youden threshold fitted at validation; NaN until then (and in checkpoints from before it existed)
+        self.register_buffer("fitted_threshold", torch.tensor(NOT_FITTED))
         if pretrained_backbone:
             self.load_report = self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.predict_dir = predict_dir
@@ -128,6 +145,49 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         if weights.sum() == 0:
             raise ValueError(f"--model.class_weights {list(class_weights)} are all 0: no class would be learnt")
         return weights
+
+    def _check_decision_threshold(self, value) -> None:
+        if value is None:
+            return
+        if len(self.class_names) != 2:
+            raise ValueError(
+                f"--model.decision_threshold {value!r} needs two classes (a positive one), the model has "
+                f"{len(self.class_names)}: {self.class_names}; null predicts the argmax"
+            )
+        if value != "youden" and not (isinstance(value, float | int) and 0 < value < 1):
+            raise ValueError(f"--model.decision_threshold must be in (0, 1), 'youden' or null, got {value!r}")
+
+    @property
+    def decision_threshold(self) -> float | None:
+        """The positive class's probability threshold the metrics and ``predict`` use: the one given, else the
+        fitted one; None: the argmax (no threshold given, none fitted)."""
+        if self.decision_rule not in (None, "youden"):
+            return float(self.decision_rule)
+        fitted = float(self.fitted_threshold)
+        return fitted if math.isfinite(fitted) else None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before the fitted threshold existed have none (NaN: the argmax)."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict")
+        if state is not None:
+            state.setdefault("fitted_threshold", torch.tensor(NOT_FITTED))
+
+    def on_test_start(self) -> None:
+        self._say_decision("test")
+
+    def _say_decision(self, stage: str) -> None:
+        """One line saying how ``stage`` decides the class; a warning where ``youden`` was never fitted."""
+        threshold = self.decision_threshold
+        if threshold is None:
+            if self.decision_rule == "youden":
+                rank_zero_warn(
+                    f"{stage}: --model.decision_threshold youden was never fitted (no validation ran): the argmax "
+                    "decides the class"
+                )
+            return
+        how = "--model.decision_threshold" if self.decision_rule not in (None, "youden") else "fitted at validation"
+        rank_zero_info(f"{stage}: {self.class_names[1]} where its probability >= {threshold:.4f} ({how})")
 
     def backbone_starts_frozen(self) -> bool:
         return self.hparams.freeze_backbone_epochs > 0
@@ -160,8 +220,22 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         self.metrics[stage].update(logits.softmax(1), batch["label"])
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        values = self.metrics[stage].compute()
-        self.metrics[stage].reset()
+        metrics = self.metrics[stage]
+        if stage == "val" and self.decision_rule == "youden":
+            probs, labels = metrics.split()
+            fitted = youden_threshold(probs[:, 1], labels)
+            if fitted is None:
+                rank_zero_warn(
+                    "val: --model.decision_threshold youden not fitted: the validation split lacks a class (Youden's "
+                    "J needs both)"
+                )
+            else:
+                self.fitted_threshold.fill_(fitted)
+        threshold = self.decision_threshold
+        values = metrics.compute(threshold)
+        metrics.reset()
+        if threshold is not None:
+            values["decision_threshold"] = torch.tensor(threshold)
         confusion = values.pop("confusion")
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
         self.last_metrics[stage] = {
@@ -174,6 +248,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
     # ---------------------------------------------------------------------------------------- predict
 
     def on_predict_start(self) -> None:
+        self._say_decision("predict")
         self._rows, self._unreadable, self._cams_written, self._cam_model = [], [], 0, None
         self._predicted = 0  # images predicted, with or without predict_dir
 
@@ -213,7 +288,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
                 "path": [batch["path"][i] for i in keep],
             }
         probs = self.model(batch["image"]).softmax(1)
-        predicted = probs.argmax(1)
+        predicted = decide(probs, self.decision_threshold)
         self._predicted += len(probs)
         if not self.predict_dir:
             return {"probs": probs, "predicted": predicted, "path": batch["path"]}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from domains.medical.classification.__main__ import main
-from shared.classification.metrics import ClassificationMetrics
+from shared.classification.metrics import ClassificationMetrics, youden_threshold
 from tests.helpers import quiet_trainer, stripes_data, stripes_folder, stripes_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -141,3 +141,76 @@ def test_grad_cam_explains_cam_class_or_the_predicted_one_and_the_csv_says_which
 def test_a_cam_class_that_is_not_a_class_is_refused_naming_the_option():
     with pytest.raises(ValueError, match=r"--model\.cam_class 'malignant' is not a class: one of \['h', 'v'\]"):
         stripes_task(cam_class="malignant")
+
+
+# ------------------------------------------------------------------------------------- decision threshold
+
+
+def test_youden_threshold_by_hand_and_undefined_for_one_class():
+    # labels 0 0 1 1 at 0.1 0.4 0.35 0.8. p >= 0.8: TPR 1/2, FPR 0 -> J 1/2; >= 0.4: 1/2, 1/2 -> 0;
+    # >= 0.35: 1, 1/2 -> 1/2; >= 0.1: 1, 1 -> 0. Two ties at J 1/2: the higher threshold, 0.8.
+    labels = torch.tensor([0, 0, 1, 1])
+    assert youden_threshold(torch.tensor([0.1, 0.4, 0.35, 0.8]), labels) == pytest.approx(0.8)
+    assert youden_threshold(torch.tensor([0.1, 0.4, 0.6, 0.8]), labels) == pytest.approx(0.6)  # J 1 at 0.6
+    assert youden_threshold(torch.tensor([0.1, 0.4]), torch.tensor([0, 0])) is None
+
+
+def test_a_decision_threshold_moves_the_thresholded_metrics_not_the_ranking_ones():
+    """The 9 benign at 0.1 and 1 malignant at 0.45 of the argmax case above, decided at 0.3: all right."""
+    metrics = ClassificationMetrics(["benign", "malignant"])
+    metrics.update(torch.tensor([[0.9, 0.1]] * 9 + [[0.55, 0.45]]), torch.tensor([0] * 9 + [1]))
+    at_argmax, at_03 = metrics.compute(), metrics.compute(threshold=0.3)
+    assert float(at_argmax["sensitivity"]) == 0.0 and at_argmax["confusion"].tolist() == [[9, 0], [1, 0]]
+    assert float(at_03["sensitivity"]) == float(at_03["acc"]) == float(at_03["f1_macro"]) == 1.0
+    assert at_03["confusion"].tolist() == [[9, 0], [0, 1]]
+    assert float(at_03["auroc"]) == float(at_argmax["auroc"]) == 1.0
+    assert float(at_03["ece"]) == float(at_argmax["ece"])  # calibration reads the probabilities
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [(1.5, r"must be in \(0, 1\), 'youden' or null, got 1\.5"), (0, r"must be in \(0, 1\)")],
+    ids=["above-1", "zero"],
+)
+def test_a_decision_threshold_out_of_range_is_refused_naming_the_option(value, match):
+    with pytest.raises(ValueError, match=r"--model\.decision_threshold " + match):
+        stripes_task(decision_threshold=value)
+
+
+def test_a_decision_threshold_needs_two_classes():
+    from shared.classification.model import ImageClassifier
+    from shared.classification.task import ClassificationTask
+
+    with pytest.raises(ValueError, match=r"--model\.decision_threshold 'youden' needs two classes .* has 3"):
+        ClassificationTask(ImageClassifier(3, "tiny_cnn", in_channels=1), ["a", "b", "c"], decision_threshold="youden")
+
+
+def test_youden_is_fitted_at_validation_kept_in_the_checkpoint_and_decides_test_and_predict(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 3, "test": 3})
+    args = [
+        "--data.data_format", "imagefolder", "--data.data_path", str(root), "--data.class_names", "[h, v]",
+        "--data.image_size", "[16, 16]", "--data.batch_size", "4", "--data.num_workers", "0",
+        "--model.network.init_args.backbone", "tiny_cnn", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+    cli = main(["fit", *args, "--model.decision_threshold", "youden", "--trainer.max_steps", "1"])
+    task = cli.model
+    fitted = float(task.fitted_threshold)
+    assert 0 < fitted <= 1 and cli.trainer.logged_metrics["val/decision_threshold"] == pytest.approx(fitted)
+    last = next(tmp_path.rglob("last.ckpt"))
+    assert float(torch.load(last, weights_only=True)["state_dict"]["fitted_threshold"]) == pytest.approx(fitted)
+    # a new process's test and predict (no threshold given) decide at the checkpoint's fitted threshold
+    cli = main(["test", *args, "--ckpt_path", str(last)])
+    assert cli.model.decision_threshold == pytest.approx(fitted)
+    assert cli.model.last_metrics["test"]["decision_threshold"] == pytest.approx(fitted)
+    out = tmp_path / "pred"
+    main(["predict", *args, "--ckpt_path", str(last), "--data.predict_path", str(root / "test"),
+          "--model.predict_dir", str(out), "--model.cam", "false"])  # fmt: skip
+    with (out / "probabilities.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    assert [r["predicted"] for r in rows] == ["v" if float(r["p_v"]) >= fitted else "h" for r in rows]
+    # a threshold given on the command line wins over the fitted one
+    cli = main(["test", *args, "--ckpt_path", str(last), "--model.decision_threshold", "0.999"])
+    assert cli.model.last_metrics["test"]["decision_threshold"] == pytest.approx(0.999)

@@ -94,8 +94,8 @@ def write_destination(
                 raise ValueError(
                     f"two source images share the id {a.image_id!r}: {seen[a.image_id]}, {a.image_path}{hint}"
                 )
-        dropped += Counter(o.type for a in merged for o in a.objects if o.type not in class_names)
         if fmt == "kitti":
+            dropped += Counter(o.type for a in merged for o in a.objects if o.type not in class_names)
             keep = [
                 ImageAnnotation(
                     a.image_path, a.width, a.height, [o for o in a.objects if o.type in class_names]
@@ -109,7 +109,8 @@ def write_destination(
                 target = dst / "images" / (a.image_id + Path(a.image_path).suffix.lower())
                 place_image(a.image_path, target, image_mode)
                 placed.append(ImageAnnotation(str(target), a.width, a.height, a.objects))
-            write_coco(placed, dst / "annotations.json", class_names)
+            # the writer's own count: a COCO crowd (DontCare of a category) is written when its category is
+            dropped += write_coco(placed, dst / "annotations.json", class_names)
     return dropped
 
 

@@ -471,6 +471,16 @@ def test_converter_counts_dropped_types(tmp_path, capsys):
     assert yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())["names"] == {0: "Car"}
 
 
+def test_converter_coco_to_coco_writes_a_crowd_of_a_written_class_and_does_not_count_it_dropped(tmp_path, capsys):
+    """The crowd was written (iscrowd 1, its category) but the summary said ``not written: {'DontCare': 1}``."""
+    crowd = {"id": 2, "image_id": 1, "category_id": 1, "bbox": [20, 5, 8, 8], "iscrowd": 1}
+    src = _coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]}, crowd])
+    assert convert.main(["--from", "coco", "--to", "coco", "--src", str(src), "--dst", str(tmp_path / "c")]) == 0
+    assert "not written (type not in --classes): none" in capsys.readouterr().out
+    written = json.loads((tmp_path / "c" / "annotations.json").read_text())["annotations"]
+    assert [(a["category_id"], a["iscrowd"]) for a in written] == [(1, 0), (1, 1)]
+
+
 def test_converter_refuses_overwrite_and_leaves_nothing_half_written(tmp_path, capsys):
     src = _sample_kitti(tmp_path / "kitti")
     dst = tmp_path / "out"

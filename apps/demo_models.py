@@ -47,7 +47,7 @@ INSTANCE_MAX_SIDE = 1280
 ANOMALY_FRAME = (192, 640)
 
 
-_MEDICAL_HEADLINE = ("test/ged", "test/hungarian_iou", "test/dice", "test/diversity", "test/ece")
+_MEDICAL_HEADLINE = ("test/ged", "test/hungarian_iou", "test/dice", "test/diversity", "test/ece", "test/ece_majority")
 #: what a card / checkpoint JSON of the accident model shows first (issue #18's targets)
 ACCIDENT_HEADLINE = (
     "test/video_ap",

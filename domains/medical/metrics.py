@@ -7,7 +7,8 @@ outlined nothing). The set-to-set metrics below compare those two distributions:
   ``d = 1 - IoU`` of the foreground, IoU = 1 when both masks are empty and 0 when exactly one is.
   Expectations run over *all* pairs including self-pairs (the convention of Kohl et al. and the HPU-Net
   paper), so identical sets give exactly 0.
-- ``hungarian_matched_iou``: readers replicated to the N samples, optimal one-to-one matching on 1 - IoU.
+- ``hungarian_matched_iou``: readers replicated to the N samples, optimal one-to-one matching on 1 - IoU
+  (the published protocol: N = 16 samples for M = 4 readers, each reader matched 4 times).
 - ``sample_diversity``: ``E[d(S,S')]``, the GED's diversity term on its own.
 
 These set metrics are written by hand: no maintained library implements GED / Hungarian IoU with the
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torchmetrics
 from scipy.optimize import linear_sum_assignment
+from torchmetrics.utilities import rank_zero_warn
 
 __all__ = [
     "SegmentationUncertaintyMetrics",
@@ -118,7 +120,8 @@ def hungarian_matched_iou(samples: ArrayLike, annotations: ArrayLike) -> float:
     When N is a multiple of M (16 samples, 4 readers) every reader is used exactly N / M times, the
     usual protocol. Otherwise the assignment itself chooses which K - N surplus copies stay unused
     (rather than truncating the tile, which would favour the first readers by their order); when
-    N < M this means the best N distinct readers are matched.
+    N < M this means the best N distinct readers are matched (N = 1: the best single reader's IoU), so the
+    number no longer scores the whole panel. ``SegmentationUncertaintyMetrics`` warns of that once.
     """
     s, y = _as_mask_stack(samples, "samples"), _as_mask_stack(annotations, "annotations")
     _check_same_size(s, y, "samples", "annotations")
@@ -180,12 +183,28 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
     - ``dice_readers``: Dice of ``mean_prob >= threshold`` against each reader, averaged over readers.
     - ``dice_majority``: the same against ``majority_vote`` (foreground if >= half of the readers).
     - ``ece``: MONAI ``CalibrationErrorMetric`` (expected, ``ece_bins`` equal bins) of ``mean_prob`` against
-      the majority mask, per image.
-    - ``num_samples``: mean N per image (the handbook asks to report it); ``num_images``.
+      the readers' mean, the share of readers marking each pixel (0, 1/M, ..., 1): what a model trained on
+      one random reader per step learns to predict. MONAI averages the target per bin, so a soft target
+      gives ``sum_b n_b / N |mean p_b - mean share_b|``, and a model whose probability is the readers' share
+      scores 0.
+    - ``ece_majority``: the same against the majority mask (the earlier ``ece``): a model that outputs the
+      majority mask with probabilities 0 / 1 scores 0 here.
+    - ``num_samples``: mean N per image (the handbook asks to report it).
+    - ``num_images``; ``num_empty_images``: images where every reader mask is empty. Each such image adds
+      GED 0, Hungarian IoU 1 and Dice 1 for an empty prediction, so the means above (PHiSeg's convention:
+      all images) reward predicting nothing by that share.
+    - ``ged_lesion``, ``hungarian_iou_lesion``, ``dice_readers_lesion``: the same means over the images
+      where at least one reader marks a lesion (NaN when there is none).
+
+    Both ECEs are computed per image over all its H x W pixels (background included: one foreground
+    probability per pixel, ``include_background=True`` on that single channel), then averaged over images.
 
     Dice uses MONAI ``compute_dice(include_background=True, ignore_empty=False)`` on the single
     foreground channel: an empty prediction on an empty reader mask scores 1, a non-empty one 0, which
     matters on LIDC where some readers mark nothing.
+
+    Hungarian IoU with fewer samples than readers, or N not a multiple of M, is warned of once per metric
+    object: see :func:`hungarian_matched_iou`.
 
     All states are float64 sums (``dist_reduce_fx="sum"``): ``reset()`` between epochs and DDP
     reduction need nothing else.
@@ -195,26 +214,52 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
     higher_is_better = None
     full_state_update = False
 
+    #: per-image values averaged over all images
+    _IMAGE_MEANS = (
+        "ged",
+        "hungarian_iou",
+        "diversity",
+        "dice_readers",
+        "dice_majority",
+        "ece",
+        "ece_majority",
+        "num_samples",
+    )
+    #: per-image values also averaged over the images with a lesion (``<name>_lesion``)
+    _LESION_MEANS = ("ged", "hungarian_iou", "dice_readers")
+
     def __init__(self, threshold: float = 0.5, ece_bins: int = 20, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
         self.threshold = float(threshold)
         self.ece_bins = int(ece_bins)
-        self._sum_names = (
-            "ged",
-            "hungarian_iou",
-            "diversity",
-            "dice_readers",
-            "dice_majority",
-            "ece",
-            "num_samples",
-            "num_images",
+        self._warned_sample_count = False
+        states = (
+            *(f"{name}_sum" for name in self._IMAGE_MEANS),
+            *(f"{name}_lesion_sum" for name in self._LESION_MEANS),
+            "num_images_sum",
+            "num_empty_images_sum",
         )
-        for name in self._sum_names:
-            self.add_state(
-                f"{name}_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-            )
+        for state in states:
+            self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _warn_sample_count(self, n: int, m: int) -> None:
+        """Once per metric object: with N < M or N not a multiple of M the Hungarian IoU is another number."""
+        if self._warned_sample_count or (n >= m and n % m == 0):
+            return
+        self._warned_sample_count = True
+        what = (
+            f"only the best-matching {n} of the {m} readers are scored (1 sample: the best single reader's IoU)"
+            if n < m
+            else f"the readers are tiled {-(-n // m)} times and the matching chooses which {-(-n // m) * m - n} "
+            "copies stay unused, so the readers are not weighted equally"
+        )
+        rank_zero_warn(
+            f"hungarian_iou: {n} samples per image against {m} readers: {what}. The published protocol (Kohl et "
+            f"al. 2018, 2019) matches 16 samples to 4 readers, each reader 4 times; give a multiple of {m} "
+            "samples (the medical task's --model.num_samples, 16 by default)."
+        )
 
     def update(  # type: ignore[override]
         self,
@@ -235,15 +280,20 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
 
         b, n = sample_masks.shape[:2]
         m = reader_masks.shape[1]
+        self._warn_sample_count(n, m)
+        per_image: dict[str, torch.Tensor] = {}  # name -> (B,) values
         # the three IoU matrices once per image, a few images per batched product (float64 copies bounded);
         # the per-image functions above would check the masks again and build two of them twice
+        ged, diversity, hungarian = [], [], []
         for start in range(0, b, 4):
             s = sample_masks[start : start + 4].to(torch.float64)
             y = reader_masks[start : start + 4].to(torch.float64)
             iou_sy, iou_ss = _pairwise_iou_tensor(s, y), _pairwise_iou_tensor(s, s)
-            self.ged_sum += _ged(iou_sy, iou_ss, _pairwise_iou_tensor(y, y)).sum()
-            self.diversity_sum += (1.0 - iou_ss).mean((-2, -1)).sum()
-            self.hungarian_iou_sum += sum(_hungarian_iou(one) for one in iou_sy.cpu().numpy())
+            ged.append(_ged(iou_sy, iou_ss, _pairwise_iou_tensor(y, y)))
+            diversity.append((1.0 - iou_ss).mean((-2, -1)))
+            hungarian += [_hungarian_iou(one) for one in iou_sy.cpu().numpy()]
+        per_image["ged"], per_image["diversity"] = torch.cat(ged), torch.cat(diversity)
+        per_image["hungarian_iou"] = torch.tensor(hungarian, dtype=torch.float64, device=sample_masks.device)
 
         pred = (mean_prob >= self.threshold).float()  # (B,1,H,W)
         readers = reader_masks.float()
@@ -257,27 +307,41 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
             include_background=True,
             ignore_empty=False,
         ).reshape(b, m)
-        self.dice_readers_sum += dice_pairs.to(torch.float64).mean(dim=1).sum()
+        per_image["dice_readers"] = dice_pairs.mean(dim=1)
 
         majority = majority_vote(reader_masks)
         dice_major = compute_dice(y_pred=pred, y=majority, include_background=True, ignore_empty=False)
-        self.dice_majority_sum += dice_major.to(torch.float64).sum()
+        per_image["dice_majority"] = dice_major[:, 0]
 
-        ece = CalibrationErrorMetric(
+        # every pixel of the one foreground channel; (B, 1) -> one value per image
+        calibration = CalibrationErrorMetric(
             num_bins=self.ece_bins,
             include_background=True,
             calibration_reduction="expected",
             metric_reduction="none",
-        )(y_pred=mean_prob, y=majority)  # (B, 1), one value per image
-        self.ece_sum += ece.to(torch.float64).sum()
+        )
+        per_image["ece"] = calibration(y_pred=mean_prob, y=readers.mean(dim=1, keepdim=True))[:, 0]
+        per_image["ece_majority"] = calibration(y_pred=mean_prob, y=majority)[:, 0]
+        per_image["num_samples"] = torch.full((b,), float(n), device=sample_masks.device)
 
-        self.num_samples_sum += float(n * b)
+        lesion = reader_masks.flatten(1).ne(0).any(dim=1)  # (B,): at least one reader marked a pixel
+        for name, values in per_image.items():
+            values = values.to(torch.float64)
+            getattr(self, f"{name}_sum").add_(values.sum())
+            if name in self._LESION_MEANS:
+                getattr(self, f"{name}_lesion_sum").add_(values[lesion].sum())
         self.num_images_sum += float(b)
+        self.num_empty_images_sum += float(b - int(lesion.sum()))
 
     def compute(self) -> dict[str, float]:
         n_img = float(self.num_images_sum)
-        out = {"num_images": int(n_img)}
-        for name in self._sum_names[:-1]:
+        n_empty = float(self.num_empty_images_sum)
+        out: dict[str, float] = {"num_images": int(n_img), "num_empty_images": int(n_empty)}
+        for name in self._IMAGE_MEANS:
             total = float(getattr(self, f"{name}_sum"))
             out[name] = total / n_img if n_img > 0 else float("nan")
+        n_lesion = n_img - n_empty
+        for name in self._LESION_MEANS:
+            total = float(getattr(self, f"{name}_lesion_sum"))
+            out[f"{name}_lesion"] = total / n_lesion if n_lesion > 0 else float("nan")
         return out

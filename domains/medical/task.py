@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.segmentation import pad_to_multiple
 from shared.task import BaseTask, NonFiniteLossError
@@ -22,9 +22,12 @@ class MedicalSegmentationTask(BaseTask):
 
     Training uses the sampled reader's mask (``batch["mask"]``). Validation and test draw ``num_samples``
     segmentations per image and compare them with all readers (``batch["masks"]``): GED, Hungarian IoU,
-    sample diversity, Dice of the mean prediction against each reader and against the majority, ECE, logged
-    as ``val/ged`` ... together with ``val/num_samples``. ``predict`` writes samples, mean probability and an
-    uncertainty map per image to ``predict_dir`` (see :mod:`domains.medical.predict`).
+    sample diversity, Dice of the mean prediction against each reader and against the majority, ECE against
+    the readers' mean and against the majority, logged as ``val/ged`` ... together with ``val/num_samples``,
+    ``val/num_images`` and ``val/num_empty_images`` (no reader marks a lesion), and GED, Hungarian IoU and
+    Dice over the images with a lesion (``val/ged_lesion``, ``val/hungarian_iou_lesion``, ``val/dice_lesion``;
+    see :class:`~domains.medical.metrics.SegmentationUncertaintyMetrics`). ``predict`` writes samples, mean
+    probability and an uncertainty map per image to ``predict_dir`` (see :mod:`domains.medical.predict`).
 
     Args:
         network: the segmenter with its loss settings, as ``class_path`` + ``init_args``:
@@ -179,10 +182,23 @@ class MedicalSegmentationTask(BaseTask):
             "dice_readers": "dice",
             "dice_majority": "dice_majority",
             "ece": "ece",
+            "ece_majority": "ece_majority",
             "num_samples": "num_samples",
+            "num_images": "num_images",
+            "num_empty_images": "num_empty_images",
+            "ged_lesion": "ged_lesion",
+            "hungarian_iou_lesion": "hungarian_iou_lesion",
+            "dice_readers_lesion": "dice_lesion",
         }
         for key, name in names.items():
             self.log(f"{stage}/{name}", float(values[key]), prog_bar=name in ("ged", "dice"))
+        if stage == "test" and values["num_images"]:  # a lesion-free image predicted empty scores perfectly in the all-image means
+            total, empty = values["num_images"], values["num_empty_images"]
+            rank_zero_info(
+                f"[MedicalSegmentationTask] test: {total} images, {empty} ({empty / total:.0%}) with no reader's "
+                "lesion (each scores GED 0, Hungarian IoU 1, Dice 1 when predicted empty); test/*_lesion: the "
+                f"{total - empty} images with one"
+            )
         metrics.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

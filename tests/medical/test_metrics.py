@@ -132,8 +132,12 @@ def _toy_batch():
 
 # Image 0 by hand: GED 1/3; Hungarian (1 + 1/3)/2 = 2/3; diversity 0; prediction = A;
 # Dice(A,A)=1, Dice(A,B)=2*1/(2+2)=0.5 -> 0.75; majority of {A,B} (ties -> fg) = 3 px: Dice 2*2/5 = 0.8;
-# ECE (20 bins): p=0 on two pixels with majority 1 and 0 -> |0 - 0.5| * 2, p=1 on two correct -> 0 -> 0.25.
-# Image 1: GED 0, Hungarian 1, diversity 0, Dice 1 (empty vs empty), ECE 0.
+# ECE (20 bins) vs the readers' mean [[1, .5], [.5, 0]]: p=1 on A's two pixels (shares 1 and .5, mean .75)
+# -> |1 - .75| * 2/4, p=0 on the other two (shares .5 and 0, mean .25) -> |0 - .25| * 2/4 -> 0.25.
+# ECE vs the majority [[1, 1], [1, 0]]: p=0 on two pixels with majority 1 and 0 -> |0 - 0.5| * 2/4, p=1 on two
+# correct -> 0 -> 0.25 (the two targets part in test_metrics_audit_s33).
+# Image 1: GED 0, Hungarian 1, diversity 0, Dice 1 (empty vs empty), both ECEs 0; no reader marks a lesion,
+# so the *_lesion means are image 0's alone.
 EXPECTED = {
     "ged": (1 / 3 + 0) / 2,
     "hungarian_iou": (2 / 3 + 1) / 2,
@@ -141,8 +145,13 @@ EXPECTED = {
     "dice_readers": (0.75 + 1) / 2,
     "dice_majority": (0.8 + 1) / 2,
     "ece": (0.25 + 0) / 2,
+    "ece_majority": (0.25 + 0) / 2,
     "num_samples": 2.0,
     "num_images": 2,
+    "num_empty_images": 1,
+    "ged_lesion": 1 / 3,
+    "hungarian_iou_lesion": 2 / 3,
+    "dice_readers_lesion": 0.75,
 }
 
 
@@ -228,13 +237,16 @@ def test_metric_class_threshold_is_inclusive():
         ([0.449, 0.451], [1, 0], 0.501),
     ],
 )
-def test_metric_class_ece_uses_20_bins_of_foreground_probability_vs_majority(probs, reader, ece):
+def test_metric_class_ece_uses_20_bins_of_foreground_probability(probs, reader, ece):
     mean_prob = torch.tensor(probs)[None, None, None]  # (1, 1, 1, W)
-    readers = torch.tensor(reader, dtype=torch.float32)[None, None, None]  # one reader: the majority
+    # one reader: its mask is both the readers' mean (``ece``) and the majority (``ece_majority``)
+    readers = torch.tensor(reader, dtype=torch.float32)[None, None, None]
     samples = (mean_prob >= 0.5).float()
     metric = SegmentationUncertaintyMetrics()
     metric.update(samples, mean_prob, readers)
-    assert metric.compute()["ece"] == pytest.approx(ece, abs=1e-6)
+    out = metric.compute()
+    assert out["ece"] == pytest.approx(ece, abs=1e-6)
+    assert out["ece_majority"] == pytest.approx(ece, abs=1e-6)
 
 
 def test_metric_class_validation():
@@ -292,7 +304,8 @@ def test_benchmark_report_judges_no_target_of_a_smoke_run():
 
     def row(name, steps, ged=1.194):
         return {"name": name, "steps": steps, "img_per_s": 10.0, "ged": ged, "hungarian_iou": 0.5, "diversity": 0.3,
-                "dice": 0.5, "dice_majority": 0.5, "ece": 0.1, "sample16_ms": 10.0, "unet_forward_ms": 8.0}  # fmt: skip
+                "dice": 0.5, "dice_majority": 0.5, "ece": 0.1, "ece_majority": 0.2, "sample16_ms": 10.0,
+                "unet_forward_ms": 8.0, "num_images": 10.0, "num_empty_images": 2.0}  # fmt: skip
 
     args = types.SimpleNamespace(data_path=None, readers="lidc", crop_size=64, batch_size=16, lr=1e-3, steps=800,
                                  num_samples=16, precision="32-true", timing_repeats=3, budget_minutes=12.0,

@@ -23,7 +23,13 @@ LOGGED = {
     "dice_readers": "dice",
     "dice_majority": "dice_majority",
     "ece": "ece",
+    "ece_majority": "ece_majority",
     "num_samples": "num_samples",
+    "num_images": "num_images",
+    "num_empty_images": "num_empty_images",
+    "ged_lesion": "ged_lesion",
+    "hungarian_iou_lesion": "hungarian_iou_lesion",
+    "dice_readers_lesion": "dice_lesion",
 }
 
 
@@ -46,7 +52,9 @@ class _Oracle(torch.nn.Module):
 def test_task_logs_hand_computed_metrics_of_its_samples_against_all_readers(stage):
     """Image 0: samples A, A; readers A, B. Image 1: all empty. By hand (``test_metrics.EXPECTED``):
     GED (1/3 + 0) / 2 = 1/6, Hungarian IoU 5/6, diversity 0, Dice vs each reader (0.75 + 1) / 2 = 0.875,
-    Dice vs the majority (0.8 + 1) / 2 = 0.9, ECE (0.25 + 0) / 2 = 0.125, 2 samples per image.
+    Dice vs the majority (0.8 + 1) / 2 = 0.9, ECE (0.25 + 0) / 2 = 0.125 against the readers' mean and against
+    the majority, 2 samples per image; 2 images, 1 with no reader's lesion, so GED 1/3, Hungarian IoU 2/3 and
+    Dice 0.75 over the images with a lesion.
     Scoring against the first reader only would give GED 0 and Dice 1; swapped names swap 0.875 / 0.9."""
     samples, _, readers = _toy_batch()
     task = MedicalSegmentationTask(network=UNetSegmenter(**TINY["unet"]), num_samples=2, predict_dir=None)

@@ -10,8 +10,13 @@ Structure:
   logits layer. In training the prior core is re-run with the *posterior's* latents, so each level's KL is
   between the posterior and the prior conditioned on the posterior's coarser samples.
 - Loss: GECO (Rezende & Viola 2018): ``lambda * (rec - kappa) + KL`` with the constraint smoothed by a moving
-  average and lambda raised by gradient ascent while the reconstruction is above the bound, never below 0.
+  average and lambda raised by gradient ascent while the reconstruction is above the bound, never below 0
+  (a plain step of ``rate * constraint``, not the reference's optimiser-driven one: see :class:`GECO`).
   The reconstruction is a per-pixel BCE, optionally over a stochastic top-k (2 %) of the batch's pixels.
+
+The residual units are MONAI ``ResidualUnit`` blocks of ``convs_per_block`` (2) full-width 3x3 convs, not the
+reference's pre-activated bottleneck blocks (``unet_utils.res_block``: ReLU, 3 convs at half the level's
+channels, a 1x1 conv back up); see ``HierarchicalProbUNet``'s ``convs_per_block``.
 
 Scale: everything is per image pixel, averaged over the batch. The reconstruction is the BCE summed over the
 pixels it uses (all, or the top-k) divided by the image's pixel count, and the bound is ``kappa`` times the
@@ -185,6 +190,16 @@ class GECO(nn.Module):
     mode each call then moves lambda by gradient ascent, ``lambda <- clamp(lambda + rate*ma, 0, lambda_max)``:
     it rises while the smoothed reconstruction is above the bound and falls (to no less than 0) below it.
     A hand-written update: no maintained PyTorch library offers GECO. Buffers go into checkpoints.
+
+    Not DeepMind's update (``geco_utils.LagrangeMultiplier``, Sonnet's ``get_lagrange_multiplier``): there
+    ``lambda = softplus(x) ** 2`` (>= 0 by construction, no clamp; x starts where lambda = 1) and x is a
+    trainable variable stepped by the optimiser that trains the network (Adam), on the loss's gradient
+    ``d loss / d lambda = ma`` scaled by ``-rate`` (ascent), times ``d lambda / dx = 2 softplus(x) sigmoid(x)``.
+    Adam divides each step by the gradient's running RMS, so a constant factor on the gradient cancels: its
+    step on x is about the learning rate whatever the constraint's size (and ``rate``) while the constraint
+    keeps its sign. Here the step is ``rate * ma`` itself, proportional to the constraint (on this module's
+    per-pixel scale and a top-2 % bound, about 5e-5 a step; see configs/hpu_net.yaml), and independent of the
+    optimiser and its learning rate. The moving average's straight-through gradient is the reference's.
     """
 
     def __init__(
@@ -268,7 +283,12 @@ class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
         latent_channels: latent channels per latent scale, coarsest first; its length is the number of scales
             (paper: 4 scales of 1 channel).
         blocks_per_level: residual units per level (paper: 3).
-        convs_per_block: 3x3 convs per residual unit (paper: 2).
+        convs_per_block: 3x3 convs per residual unit, each at the level's full width (MONAI ``ResidualUnit``:
+            conv, [norm], ReLU, ..., conv, plus an identity or 1x1 skip). Not the reference's: DeepMind's
+            ``model.py`` (defaults "as for the LIDC-IDRI experiments") has 3 convs per block in pre-activated
+            bottleneck blocks (``unet_utils.res_block``: ReLU first, the 3x3 convs at
+            ``down_channels_per_block`` = half the level's channels with ReLUs between, a 1x1 conv back to the
+            full width, plus the skip). Here 2 by default, full width, no bottleneck.
         norm: normalisation in the residual units (None, the paper's; "batch" keeps the latents alive: without
             a norm the posterior's latent means hardly differ between images at initialisation, the decoder
             learns to ignore them and the KL collapses to 0 on short budgets; see configs/hpu_net.yaml).

@@ -118,6 +118,13 @@ class FComb(nn.Module):
 class ProbabilisticUNet(RemembersInitArgs, nn.Module):
     """Prob U-Net with one foreground logit (BCE-with-logits).
 
+    Its U-Net and its prior / posterior encoders are the suite's shared U-Net (``shared/backbones/unet.py``,
+    MONAI ``UnetBasicBlock``): per level 2 3x3 convs, each followed by ``norm`` (instance norm by default, run
+    as a group norm of one channel per group) and a leaky ReLU, downsampling by a stride-2 first conv and
+    nearest-neighbour upsampling. Kohl et al.'s reference (``model/probabilistic_unet.py``) differs: 3 convs
+    per block with ReLU and no normalisation, 2x2 average pooling down, bilinear upsampling in the U-Net's
+    decoder. The latent, f_comb and loss follow the reference.
+
     Args:
         in_channels: image channels.
         channels: U-Net encoder channels per level (the decoder mirrors them).

@@ -37,6 +37,9 @@ class Backbone(nn.Module):
     #: Sub-modules of the suite's own that no file of the source network holds (the ViT's feature pyramid on a
     #: torchvision ViT): a frozen backbone keeps them training, and a file without them leaves no gap.
     adapter_layers: tuple[str, ...] = ()
+    #: The smallest input height and width ``forward_features`` takes (pools and strided layers leave no pixel
+    #: below it): a smaller input is a ValueError naming it, not torch's bare "Output size is too small".
+    min_input_size: int = 1
 
     def is_adapter_key(self, key: str) -> bool:
         """Whether the state-dict ``key`` belongs to one of ``adapter_layers``."""
@@ -56,15 +59,28 @@ class Backbone(nn.Module):
                 f"{x.shape[1]} channels (shape {tuple(x.shape)}); build it with "
                 f"create_backbone(..., in_channels={x.shape[1]}) or convert the input"
             )
-        feats = self._forward_features(x)
         # checked once per input size (the last one checked is remembered): a few integer comparisons per map,
         # skipped for the following calls of a fixed-size training run; not inside a compiled or traced graph
-        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
-            size = x.shape[-2:]
-            if self.__dict__.get("_features_checked_for") != size:
-                check_features(self, feats, size)
-                self.__dict__["_features_checked_for"] = size
+        size = x.shape[-2:]
+        checking = not (torch.compiler.is_compiling() or torch.jit.is_tracing()) and (
+            self.__dict__.get("_features_checked_for") != size
+        )
+        if checking and (problem := self.input_size_problem(int(size[0]), int(size[1]))):
+            raise ValueError(
+                f"{type(self).__name__} takes {problem}, got an input of {size[0]}x{size[1]} (shape "
+                f"{tuple(x.shape)}): resize or pad the input"
+            )
+        feats = self._forward_features(x)
+        if checking:
+            check_features(self, feats, size)
+            self.__dict__["_features_checked_for"] = size
         return feats
+
+    def input_size_problem(self, height: int, width: int) -> str | None:
+        """What inputs this backbone takes, if an input of ``height`` x ``width`` is too small for it (checked
+        before it runs, once per input size); None when it is large enough. ``min_input_size`` here."""
+        low = self.min_input_size
+        return f"inputs of at least {low}x{low} pixels" if min(height, width) < low else None
 
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError(_MISSING_FORWARD.format(cls=type(self).__name__))
@@ -262,8 +278,10 @@ def create_backbone(name: str, in_channels: int = 3, **kwargs) -> Backbone:
             "name it in the config's class_path (--model.network mybb.MyClassifier, a subclass of the "
             "classifier's ImageClassifier, registers the backbones of mybb.py), or import the module first"
         )
-    if not isinstance(in_channels, int) or in_channels < 1:
+    # NumPy's integers are integers (a count read from an array); a bool is not a channel count
+    if not isinstance(in_channels, numbers.Integral) or isinstance(in_channels, bool) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    in_channels = int(in_channels)
     if kwargs.get("pretrained") or kwargs.get("weights"):  # torchvision's / timm's way: a download
         raise ValueError(
             f"create_backbone({name!r}): weights are not downloaded here; build it, then "

@@ -1,8 +1,9 @@
 """Classic CNN backbones from torchvision (the networks of the transfer-learning story) and a tiny test CNN.
 
-Each wraps the torchvision model as ``self.net`` so a torchvision state dict loads with the prefix ``net.``;
-classifier heads are dropped. Any number of input channels: the first convolution is rebuilt with the same
-geometry (``shared.backbones.weights`` adapts RGB weights to it when loading).
+Each wraps the torchvision model as ``self.net`` (its ``torchvision_prefix``), so a torchvision state dict
+loads as it is: ``load_backbone_weights(net, path)``, no ``prefix`` (which selects a part of the file, not of
+the module); classifier heads are dropped. Any number of input channels: the first convolution is rebuilt with
+the same geometry (``shared.backbones.weights`` adapts RGB weights to it when loading).
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ class ResNetBackbone(Backbone):
 
 
 class VGGBackbone(Backbone):
-    """torchvision VGG (no batch norm, as in the paper); features just before each max-pool: strides 1..16."""
+    """torchvision VGG (no batch norm, as in the paper); features just before each max-pool: strides 1..16.
+
+    The last max-pool is not run (its output is no feature map), so inputs from 16 px work."""
 
     torchvision_prefix = "net."
+    min_input_size = 16  # the four pools before the last feature map
 
     def __init__(self, depth: int = 16, in_channels: int = 3):
         super().__init__()
@@ -87,6 +91,8 @@ class VGGBackbone(Backbone):
         for i, layer in enumerate(self.net.features):
             if i in self._pool_indices:
                 feats.append(x)
+                if i == self._pool_indices[-1]:  # the last pool's output is no feature map: not computed
+                    break
             x = layer(x)
         return feats
 
@@ -132,6 +138,7 @@ class GoogLeNetBackbone(Backbone):
     checkpoint keeps it; off by default, so networks trained without it keep their outputs."""
 
     torchvision_prefix = "net."
+    min_input_size = 15  # its ceil-mode pools leave no pixel at stride 16 below it
 
     def __init__(self, in_channels: int = 3, transform_input: bool = False):
         super().__init__()

@@ -18,7 +18,8 @@ class ViTBackbone(Backbone):
     The last token map (stride = patch size) is upsampled by transposed convs to x4 and x2, kept at x1 and
     max-pooled to x1/2, giving four maps (strides p/4, p/2, p, 2p). Position embeddings are interpolated when
     the input differs from ``image_size``, so one model serves several input sizes (sizes must be divisible by
-    the patch size). Weights of torchvision's ``vit_b_16`` load under the prefix ``net.``.
+    the patch size) of at least two patches a side (the x1/2 pool). Weights of torchvision's ``vit_b_16`` load
+    as they are (``load_backbone_weights(net, path)``: its ``torchvision_prefix`` is ``net.``).
     """
 
     torchvision_prefix = "net."
@@ -56,6 +57,7 @@ class ViTBackbone(Backbone):
         self.net = net
         self.in_channels = in_channels
         self.patch_size = patch_size
+        self.min_input_size = 2 * patch_size  # the max-pool to stride 2p needs 2 tokens a side
         self.grid_size = image_size // patch_size
         c = pyramid_channels
         self.up4 = nn.Sequential(

@@ -32,6 +32,12 @@ def upsample_nearest(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x[:, :, :, None, :, None].expand(n, c, h, out_h // h, w, out_w // w).reshape(n, c, out_h, out_w)
 
 
+def _has_instance_norm(module: nn.Module) -> bool:
+    """Whether ``module`` normalises per image: a map of one pixel fails there ("Expected more than 1 spatial
+    element when training", in eval mode too)."""
+    return any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in module.modules())
+
+
 def _block(in_ch: int, out_ch: int, stride: int, residual: bool, norm: str) -> nn.Module:
     # imported here: MONAI takes ~2 s to import, and `--help` should not pay for it
     from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
@@ -61,6 +67,17 @@ class UNetEncoder(Backbone):
         self.in_channels = in_channels
         self.feature_channels = list(channels)
         self.feature_strides = [2**i for i in range(len(channels))]
+
+    def input_size_problem(self, height: int, width: int) -> str | None:
+        """Instance norms need two pixels in the coarsest map, ``ceil(side / stride)`` a side (its
+        convolutions pad by 1)."""
+        stride = self.feature_strides[-1]
+        if _has_instance_norm(self) and max(height, width) <= stride:
+            return (
+                f"an input over {stride} pixels high or wide (its instance norms need more than one pixel at "
+                f"stride {stride})"
+            )
+        return super().input_size_problem(height, width)
 
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.run_stages(self.blocks, x)
@@ -134,6 +151,8 @@ class UNet(Backbone):
     """Encoder + U-Net decoder. ``forward_features`` returns the decoder's maps, finest (full resolution) first.
 
     ``encoder`` is any registered backbone name (a plain U-Net encoder by default) or a ``Backbone`` instance.
+    A torchvision encoder's state dict loads into the whole U-Net as into the encoder (``torchvision_prefix``
+    ``encoder.net.``): the decoder, in no such file, is left as it is.
     """
 
     def __init__(
@@ -153,15 +172,40 @@ class UNet(Backbone):
                 f"encoder takes {encoder.in_channels} input channels but the U-Net was asked for {in_channels}"
             )
         self.encoder = encoder
+        if encoder.torchvision_prefix:
+            self.torchvision_prefix = "encoder." + encoder.torchvision_prefix
         self.decoder = UNetDecoder(
             encoder.feature_channels, encoder.feature_strides, decoder_channels, residual, norm
         )
+        self._decoder_instance_norm = _has_instance_norm(self.decoder)
         self.in_channels = in_channels
         self.feature_channels = self.decoder.output_channels
         self.feature_strides = self.decoder.output_strides
 
+    def adapt_loaded(self, name: str, value: torch.Tensor) -> torch.Tensor | None:
+        """The encoder's (a ViT's position grid under ``encoder.``)."""
+        if not name.startswith("encoder."):
+            return None
+        return self.encoder.adapt_loaded(name.removeprefix("encoder."), value)
+
+    def torchvision_weights_loaded(self) -> str | None:
+        return self.encoder.torchvision_weights_loaded()
+
     def _forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.decoder(self.encoder.forward_features(x), output_size=tuple(x.shape[-2:]))
+        feats = self.encoder.forward_features(x)  # which checks its own input size
+        checking = not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+        if checking and self._decoder_instance_norm and len(feats) > 1:
+            # the decoder's first block works at the second-coarsest map, whose size only the encoder knows
+            # (GoogLeNet's ceil-mode pools make it smaller than side / stride)
+            h, w = feats[-2].shape[-2:]
+            if h * w == 1:
+                raise ValueError(
+                    f"UNet with encoder {type(self.encoder).__name__} takes a larger input than "
+                    f"{x.shape[-2]}x{x.shape[-1]}: its decoder's instance norms need more than one pixel in "
+                    f"the encoder's map at stride {self.encoder.feature_strides[-2]}, which is 1x1 (shape "
+                    f"{tuple(x.shape)}): resize or pad the input"
+                )
+        return self.decoder(feats, output_size=tuple(x.shape[-2:]))
 
 
 register_backbone("unet_encoder", "unet")(UNetEncoder)

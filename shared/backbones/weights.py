@@ -47,6 +47,9 @@ class LoadReport:
     shape_mismatch: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     head: list[str] = field(default_factory=list)  # the file's classifier head: a backbone has none
+    #: the module's own layers that no file of the source network holds (:meth:`Backbone.is_adapter_key`: the
+    #: ViT's feature pyramid on a torchvision ViT): not missing, they train from scratch
+    adapters: list[str] = field(default_factory=list)
     #: of ``missing``, those inside a part of the module the file filled in part (:func:`_missing_in_part`)
     missing_in_part: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the backbone says of the file (GoogLeNet's input)
@@ -60,6 +63,7 @@ class LoadReport:
         for label, keys in (
             ("of the file's classifier head left out", self.head),
             ("adapted to this backbone (input channels, position grid)", self.adapted),
+            ("adapters, trained from scratch", self.adapters),
             ("missing in the file", self.missing),
             ("unexpected in the file", self.unexpected),
             ("shape mismatch", self.shape_mismatch),
@@ -76,7 +80,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a torchvision ``.pth`` or a Lightning ``.ckpt`` with ``weights_only=True``, or from
     a ``.safetensors`` file (the demo's shipped weights: tensors only; fp16 ones come back as float32).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"weight file {path} is a folder: give the .pth / .ckpt / .safetensors file in it")
     if not path.is_file():
@@ -89,6 +93,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
         except (SafetensorError, OSError) as err:
+            if _is_torch_file(path):  # "header too large": a zip's first bytes read as a header length
+                raise WeightLoadingError(
+                    f"{path}: this is a torch file (written by torch.save) named .safetensors: rename it to "
+                    ".pth"
+                ) from err
             raise WeightLoadingError(f"{path}: not a readable safetensors file ({err})") from err
     else:
         obj = _torch_load(path)
@@ -103,19 +112,34 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _under_prefix(path: Path, prefix: str, module: Backbone) -> dict[str, torch.Tensor]:
+def _under_prefix(
+    path: Path, prefix: str, module: Backbone
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The file's tensors under ``prefix`` (a checkpoint's sub-module, e.g. ``"model.backbone."``), the prefix
-    stripped; none there is :class:`NothingLoadedError` naming the prefix that would fit ``module`` (a
-    checkpoint's ``model.backbone.`` given as ``backbone.``)."""
+    stripped, and the whole file's; none there is :class:`NothingLoadedError` naming the prefix that would fit
+    ``module`` (a checkpoint's ``model.backbone.`` given as ``backbone.``, none for a torchvision file)."""
     whole = read_state_dict(path)
     source = {k[len(prefix) :]: v for k, v in whole.items() if k.startswith(prefix)}
     if not source:
         report = LoadReport()
         target, tv_prefix = module.state_dict(), getattr(module, "torchvision_prefix", "")
-        if hint := _prefix_hint(whole, target, tv_prefix, ""):
+        if hint := _prefix_hint(whole, target, tv_prefix, prefix):
             report.notes.append(hint)
         raise NothingLoadedError(f"{path}: no key starts with the prefix {prefix!r}: {report.summary()}", report)
-    return source
+    return source, whole
+
+
+def _is_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts as torch.save's files do: a zip archive, or a pickle (the legacy format)."""
+    with path.open("rb") as file:
+        head = file.read(9)
+    return head.startswith((b"PK", b"\x80")) and not _is_safetensors(head)
+
+
+def _is_safetensors(head: bytes) -> bool:
+    """Whether a file's first bytes start a safetensors file: an 8-byte little-endian header length (under
+    100 MB, as safetensors requires), then the header's JSON ``{``."""
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000
 
 
 def _torch_load(path: Path):
@@ -168,6 +192,9 @@ def _not_weights(path: Path, err: Exception) -> str:
         head = file.read(256)
     if not head:
         what = "an empty file"
+    elif _is_safetensors(head):
+        named = f"named {path.suffix}" if path.suffix else "without a suffix"
+        return f"this is a safetensors file {named}: rename it to .safetensors"
     elif kind := next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None):
         what = kind
     elif (text := _text_start(head)) is not None:
@@ -224,9 +251,10 @@ def load_backbone_weights(
     torchvision file has no weights for) and the file's classifier head are no reason to warn: the report lists
     them.
     """
-    source = _under_prefix(Path(path), prefix, module)
+    source, whole = _under_prefix(Path(path), prefix, module)
     target = module.state_dict()
     tv_prefix = getattr(module, "torchvision_prefix", "")
+    adapt_loaded = getattr(module, "adapt_loaded", lambda name, value: None)  # a plain nn.Module has none
     report, to_load = LoadReport(), {}
     for key, value in source.items():
         name = key if key in target else (tv_prefix + key if tv_prefix + key in target else None)
@@ -238,10 +266,10 @@ def load_backbone_weights(
             is_input_conv = (
                 value.ndim == 4 and value.shape[0] == expected[0] and value.shape[2:] == expected[2:]
             )
-            if is_input_conv and value.shape[1] == 3 and expected[1] == module.in_channels:
+            if is_input_conv and value.shape[1] == 3 and expected[1] == _input_channels(module):
                 value = _adapt_input_conv(value, expected[1])
                 report.adapted.append(name)
-            elif (adapted := module.adapt_loaded(name, value)) is not None and adapted.shape == expected:
+            elif (adapted := adapt_loaded(name, value)) is not None and adapted.shape == expected:
                 value = adapted
                 report.adapted.append(name)
             else:
@@ -252,13 +280,16 @@ def load_backbone_weights(
     report.missing = [
         k for k in report.missing if not any(m.startswith(k + " ") for m in report.shape_mismatch)
     ]
+    is_adapter_key = getattr(module, "is_adapter_key", lambda key: False)
+    report.adapters = [k for k in report.missing if is_adapter_key(k)]  # in no file: no gap (strict too)
+    report.missing = [k for k in report.missing if not is_adapter_key(k)]
     report.loaded = sorted(to_load)  # before the check: its message counts what would have loaded
     report.missing_in_part = _missing_in_part(report.missing, report.loaded, tv_prefix)
     # nothing changes (batch norms' step counters aside): training would start from the random weights the file
     # was to replace
     if all(name.endswith("num_batches_tracked") for name in to_load):
         report.loaded = []  # none is: the module is left as it was
-        if hint := _prefix_hint(source, target, tv_prefix, prefix):
+        if hint := _prefix_hint(whole, target, tv_prefix, prefix):
             report.notes.append(hint)
         raise NothingLoadedError(
             f"{path}: no tensor of the file fits {type(module).__name__}: {report.summary(limit=3)}", report
@@ -273,6 +304,15 @@ def load_backbone_weights(
         report.notes.append(note)
         warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     return report
+
+
+def _input_channels(module: nn.Module) -> int | None:
+    """The input channels of ``module``: a backbone's ``in_channels``, else its first convolution's (a plain
+    torchvision network's)."""
+    channels = getattr(module, "in_channels", None)
+    if isinstance(channels, int):
+        return channels
+    return next((m.in_channels for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
 
 
 def _missing_in_part(missing: list[str], loaded: list[str], tv_prefix: str = "") -> list[str]:
@@ -309,20 +349,32 @@ def _partial_message(path, module: nn.Module, report: LoadReport, shown: int = 3
     )
 
 
-def _prefix_hint(source: dict, target: dict, tv_prefix: str, given: str) -> str | None:
-    """``prefix=...`` that would make the file's keys fit (a Lightning checkpoint's ``model.backbone.``, a prefix
-    given without its final dot), as a sentence; None when no prefix would. ``source``'s keys are the file's
-    with the ``given`` prefix taken off."""
+def _prefix_hint(whole: dict, target: dict, tv_prefix: str, given: str) -> str | None:
+    """The ``prefix=...`` other than the ``given`` one under which the most of the file's (``whole``'s) keys
+    fit the module's (a Lightning checkpoint's ``model.backbone.``, a prefix given without its final dot, none
+    for a torchvision file given one), as a sentence; None when none would fit any. One that would fill under
+    half of the module is said as such, not advised: some keys of a block fit those of the stem (a torchvision
+    ResNet file given ``prefix="net."`` was advised ``layer1.0.``, which put a block's batch norm in the
+    stem's)."""
     counts = Counter(
         key[:cut]
-        for key in source
-        for cut in (i + 1 for i, char in enumerate(key) if char == ".")  # prefixes end at a dot
-        if key[cut:] in target or tv_prefix + key[cut:] in target
+        for key in whole
+        for cut in (0, *(i + 1 for i, char in enumerate(key) if char == "."))  # none, or ending at a dot
+        if key[:cut] != given and (key[cut:] in target or tv_prefix + key[cut:] in target)
     )
     if not counts:
         return None
     prefix, n = max(counts.items(), key=lambda item: (item[1], -len(item[0])))
-    return f"with prefix={given + prefix!r} (the part of the file before the backbone's own keys) {n} tensors would load"
+    if 2 * n < len(target):
+        return (
+            f"no prefix makes the file fit: the best, prefix={prefix!r}, would fill only {n} of the module's "
+            f"{len(target)} tensors (another network's file?)"
+        )
+    if not prefix:
+        return f"the file's keys already fit without a prefix: use prefix='' ({n} tensors would load)"
+    return (
+        f"with prefix={prefix!r} (the part of the file before the backbone's own keys) {n} tensors would load"
+    )
 
 
 class FreezableBackbone:
@@ -377,6 +429,11 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
     mode after validation, so they stay there). And ``fit --ckpt_path last`` past
     the unfreeze resumes with a trainable backbone (Lightning restores its parameter group, not its
     ``requires_grad``) and a scheduler that knows the group.
+
+    An optimizer built on all parameters (``AdamW(self.parameters())``, not only those with ``requires_grad``)
+    holds the frozen backbone in the head's group: at the unfreeze it moves to a group of its own at
+    ``lr * lr_factor`` (it trained at the full rate). The schedulers get the group
+    (:func:`_extend_schedulers`).
     """
 
     def __init__(
@@ -407,32 +464,62 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
         backbone = _resolve(pl_module, self.backbone_attr)
         if current_epoch < self.unfreeze_at_epoch or all(p.requires_grad for p in backbone.parameters()):
             return
-        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         adapters = {id(p) for adapter in backbone.adapter_modules() for p in adapter.parameters()}
-        frozen = [p for p in backbone.parameters() if id(p) not in adapters]
-        if any(id(p) in in_optimizer for p in frozen):  # resumed past the unfreeze
-            self.make_trainable(backbone)
-        else:
+        frozen = [p for p in backbone.parameters() if id(p) not in adapters]  # the adapters train already
+        ids = {id(p) for p in frozen}
+        # a group holding them among other parameters: an optimizer built on all parameters. A group of the
+        # backbone alone is left as it is: resumed past the unfreeze (Lightning restored the group added here),
+        # or the user's own
+        shared = [
+            group
+            for group in optimizer.param_groups
+            if any(id(p) in ids for p in group["params"]) and not all(id(p) in ids for p in group["params"])
+        ]
+        for group in shared:
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self.make_trainable(backbone)
+        if joining := [p for p in frozen if id(p) not in in_optimizer]:
+            # the hyper-parameters of the group they leave (weight decay, betas), the rate at lr_factor
+            settings = {k: shared[0][k] for k in optimizer.defaults if shared and k in shared[0]}
             lr = optimizer.param_groups[0]["lr"] * self.lr_factor
-            self.make_trainable(backbone)
-            optimizer.add_param_group({"params": frozen, "lr": lr})  # the adapters are in a group already
+            optimizer.add_param_group({**settings, "params": joining, "lr": lr})
             _extend_schedulers(pl_module, optimizer, self.lr_factor)
+        if shared:  # Lightning's record of the groups, which a resumed run restores, held the backbone twice
+            self._internal_optimizer_metadata.pop(pl_module.trainer.optimizers.index(optimizer), None)
         for norm in self._frozen_norms:
             norm.train(pl_module.training)
         self._frozen_norms = []
 
 
+#: what torch's schedulers keep per parameter group, in the group (OneCycleLR's ``max_lr``, CyclicLR's
+#: momenta) and in lists of their own (LambdaLR's ``lr_lambdas``); True: a learning rate, at ``lr_factor`` for
+#: the backbone
+_SCHEDULER_GROUP_KEYS = {
+    "initial_lr": True, "max_lr": True, "min_lr": True, "max_momentum": False, "base_momentum": False,
+}  # fmt: skip
+_SCHEDULER_LISTS = {
+    "base_lrs": True, "max_lrs": True, "lr_lambdas": False, "base_momentums": False, "max_momentums": False,
+}  # fmt: skip
+
+
 def _extend_schedulers(pl_module, optimizer, lr_factor: float) -> None:
     """Give a step scheduler built before the unfreeze (e.g. ``BaseTask``'s cosine ``LambdaLR``) the new group:
     its lists hold one entry per group at construction, and torch's ``step`` then fails ("zip() argument 2 is
-    shorter"). The backbone follows the same schedule at ``lr_factor`` times the first group's base rate."""
+    shorter"); OneCycleLR reads its ``max_lr`` and ``min_lr`` from each group (a bare ``KeyError: 'max_lr'``).
+    The backbone follows the same schedule at ``lr_factor`` times the first group's rates; the schedulers of a
+    SequentialLR or ChainedScheduler each get it."""
     for config in getattr(pl_module.trainer, "lr_scheduler_configs", []):
-        scheduler = config.scheduler
-        if getattr(scheduler, "optimizer", None) is not optimizer or not hasattr(scheduler, "base_lrs"):
-            continue
-        for group in optimizer.param_groups[len(scheduler.base_lrs) :]:
-            base = scheduler.base_lrs[0] * lr_factor
-            group["initial_lr"] = base
-            scheduler.base_lrs.append(base)
-            if hasattr(scheduler, "lr_lambdas"):  # LambdaLR / MultiplicativeLR: one function per group
-                scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
+        for scheduler in (config.scheduler, *getattr(config.scheduler, "_schedulers", ())):
+            if getattr(scheduler, "optimizer", None) is not optimizer or not hasattr(scheduler, "base_lrs"):
+                continue
+            known, first = len(scheduler.base_lrs), optimizer.param_groups[0]
+            added = len(optimizer.param_groups) - known
+            for group in optimizer.param_groups[known:]:
+                for key, is_lr in _SCHEDULER_GROUP_KEYS.items():
+                    if key in first:
+                        group[key] = first[key] * lr_factor if is_lr else first[key]
+            for name, is_lr in _SCHEDULER_LISTS.items():
+                values = getattr(scheduler, name, None)
+                if isinstance(values, list) and len(values) == known:
+                    values.extend([values[0] * lr_factor if is_lr else values[0]] * added)

@@ -239,7 +239,18 @@ class SplitLoaders(pl.LightningDataModule):
             )
 
     def set_loader_options(self, batch_size: int, num_workers: int | None) -> None:
-        """The ``batch_size`` and ``num_workers`` of every loader (None: :func:`default_num_workers`)."""
+        """The ``batch_size`` and ``num_workers`` of every loader (None: :func:`default_num_workers`), checked
+        here, when the data module is built: a 0 ended fit in a bare ZeroDivisionError, a -1 in torch's own
+        message once the model was built."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"--data.batch_size must be a whole number >= 1 (items per batch), got {batch_size!r}")
+        if num_workers is not None and (
+            isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
+        ):
+            raise ValueError(
+                f"--data.num_workers must be a whole number >= 0 (0: load in the main process; null: from the CPU "
+                f"count), got {num_workers!r}"
+            )
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import csv
+import errno
 import json
 import os
 import re
@@ -17,11 +18,20 @@ from pathlib import Path
 
 # the hidden files left out inside an active ``counting_hidden_files`` block (None: none is active)
 _hidden_tally: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("hidden_tally", default=None)
+# the broken links (path, why) left out inside that block
+_broken_tally: contextvars.ContextVar[list[tuple[Path, str]] | None] = contextvars.ContextVar(
+    "broken_tally", default=None
+)
 
 
 class HiddenFilesWarning(UserWarning):
     """A listing left out hidden files (names starting with a dot, Windows' Thumbs.db and desktop.ini); the count
     and examples are in the message."""
+
+
+class BrokenLinkWarning(UserWarning):
+    """A listing left out symbolic links that lead to nothing (a target that does not exist, a loop); the count,
+    and each example with why, are in the message."""
 
 
 def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
@@ -130,30 +140,101 @@ def count_hidden(where: str | Path, hidden: list[Path]) -> None:
         _warn_hidden(where, hidden)
 
 
+def broken_link(path: str | Path) -> str | None:
+    """Why ``path`` is a symbolic link that leads to nothing (``a link to X, which does not exist``, ``a symlink
+    loop``), None for anything else. ``is_file()`` is False for both, so a listing dropped them without a word
+    (and ``resolve()`` raised a bare RuntimeError on a loop)."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symlink loop"
+        target = os.readlink(path)
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"a link to {target}, which does not exist"
+        return f"a link to {target}, which cannot be read ({err.strerror})"
+    return None
+
+
+def _broken_list(where: str | Path, broken: list[tuple[Path, str]]) -> str:
+    """``N broken link(s) (a.png: why, ...)``: the count, and the first three below ``where`` with why."""
+    named = [f"{_relative_name(p, where)}: {why}" for p, why in broken[:3]]
+    more = f"; and {len(broken) - 3} more" if len(broken) > 3 else ""
+    return f"{len(broken)} broken link{'s' if len(broken) != 1 else ''} ({'; '.join(named)}{more})"
+
+
+def _warn_broken(where: str | Path, broken: list[tuple[Path, str]]) -> None:
+    """One :class:`BrokenLinkWarning` naming the broken links a listing of ``where`` left out, with why."""
+    if broken:
+        warnings.warn(
+            f"{where}: {_broken_list(where, broken)} left out: fix or remove a link to read its file",
+            BrokenLinkWarning,
+            stacklevel=3,
+        )
+
+
+def count_broken(where: str | Path, broken: list[tuple[Path, str]]) -> None:
+    """Broken links (``(path, why)``, :func:`broken_link`) a listing of ``where`` left out: added to the active
+    :func:`counting_hidden_files` block, else warned now (one :class:`BrokenLinkWarning`)."""
+    tally = _broken_tally.get()
+    if tally is not None:
+        tally.extend(broken)
+    else:
+        _warn_broken(where, broken)
+
+
 @contextlib.contextmanager
 def counting_hidden_files(where: str | Path) -> Iterator[None]:
-    """Listings inside the block add their hidden files to one count, warned once at its end: a reader that
-    lists thousands of clip or patient folders says one line, not one per folder, and a folder listed twice
-    counts its files once. Blocks nest (the outer one counts); a block left by an error says nothing."""
+    """Listings inside the block add their hidden files (and broken links) to one count, warned once at its end:
+    a reader that lists thousands of clip or patient folders says one line, not one per folder, and a folder
+    listed twice counts its files once. Blocks nest (the outer one counts); a block left by an error says
+    nothing."""
     if _hidden_tally.get() is not None:
         yield
         return
     tally: list[Path] = []
-    token = _hidden_tally.set(tally)
+    broken: list[tuple[Path, str]] = []
+    token, broken_token = _hidden_tally.set(tally), _broken_tally.set(broken)
     try:
         yield
     finally:
         _hidden_tally.reset(token)
+        _broken_tally.reset(broken_token)
     _warn_hidden(where, list(dict.fromkeys(tally)))
+    _warn_broken(where, list(dict.fromkeys(broken)))
 
 
 def visible_entries(folder: str | Path) -> list[Path]:
-    """The files and folders directly in ``folder``, sorted, hidden ones (:func:`is_hidden`) left out and
-    counted (:func:`counting_hidden_files`)."""
+    """The files and folders directly in ``folder``, sorted, hidden ones (:func:`is_hidden`) and broken links
+    (:func:`broken_link`) left out and counted (:func:`counting_hidden_files`)."""
     folder = Path(folder)
     entries = sorted(folder.iterdir())
     count_hidden(folder, [p for p in entries if is_hidden(p)])
-    return [p for p in entries if not is_hidden(p)]
+    entries = [p for p in entries if not is_hidden(p)]
+    broken = {p: why for p in entries if (why := broken_link(p))}
+    count_broken(folder, list(broken.items()))
+    return [p for p in entries if p not in broken]
+
+
+def _listing(
+    folder: Path, suffixes: tuple[str, ...] | None, recursive: bool, skip: set[Path] | frozenset
+) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """What :func:`visible_files` finds, sorted: the files it keeps, the hidden ones and the broken links
+    (``(path, why)``) of ``suffixes``, neither hidden nor in ``skip``."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    kept, hidden, broken = [], [], []
+    for p in found:
+        if suffixes is not None and p.suffix.lower() not in suffixes:
+            continue
+        if p.is_file():
+            if not (skip and p.resolve() in skip):
+                (hidden if is_hidden(p, folder) else kept).append(p)
+        elif not is_hidden(p, folder) and (why := broken_link(p)):
+            broken.append((p, why))
+    return sorted(kept), sorted(hidden), sorted(broken)
 
 
 def visible_files(
@@ -164,18 +245,30 @@ def visible_files(
 ) -> list[Path]:
     """The files in ``folder`` (below it, with ``recursive``) whose suffix is one of ``suffixes`` in any case
     (``.JPG``, ``.Mp4``; None: any), sorted by path; hidden ones (:func:`is_hidden`) are left out and counted
-    in one :class:`HiddenFilesWarning` per listing, or per :func:`counting_hidden_files` block. ``skip``
-    (resolved paths) are left out silently: the caller counts them."""
+    in one :class:`HiddenFilesWarning` per listing, or per :func:`counting_hidden_files` block, and broken
+    links (:func:`broken_link`: a dangling link, a loop) in one :class:`BrokenLinkWarning` naming each with
+    why. ``skip`` (resolved paths) are left out silently: the caller counts them."""
     folder = Path(folder)
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    kept, hidden = [], []
-    for p in found:
-        if skip and p.resolve() in skip:
-            continue
-        if p.is_file() and (suffixes is None or p.suffix.lower() in suffixes):
-            (hidden if is_hidden(p, folder) else kept).append(p)
-    count_hidden(folder, sorted(hidden))
-    return sorted(kept)
+    kept, hidden, broken = _listing(folder, suffixes, recursive, skip)
+    count_hidden(folder, hidden)
+    count_broken(folder, broken)
+    return kept
+
+
+def check_output_folder(path: str | Path, option: str) -> None:
+    """Refuse an output folder (``option``, e.g. ``--model.predict_dir``) that is an existing file or a broken
+    link, or lies below one, before anything is written: the writer failed after its first batch, with a
+    NotADirectoryError on ``<file>/data`` that named no option. A folder that does not exist yet is fine."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            return
+        if folder.exists() or folder.is_symlink():
+            where = "" if folder == path else f" lies below {folder}, which"
+            kind = broken_link(folder) or "a file"
+            raise NotADirectoryError(
+                f"{option} {path}:{where} is {kind}, not a folder: give a folder (it is made if missing)"
+            )
 
 
 #: the list of files a predict run wrote into its ``predict_dir`` (:class:`shared.cli.PredictionSet`)
@@ -205,9 +298,17 @@ def visible_inputs(
 ) -> list[Path]:
     """The files below ``root`` a predict run reads (:func:`visible_files`, recursive), less those an earlier
     predict run wrote there (:func:`earlier_predictions`: a ``predict_dir`` inside the input folder), which are
-    counted in one ``category`` warning naming ``option``."""
+    counted in one ``category`` warning naming ``option``, as are broken links (:func:`broken_link`), each
+    named with why: a dangling link among one's images was left out of the count without a word."""
     ours = earlier_predictions(root)
-    files = visible_files(root, suffixes, recursive=True, skip=ours)
+    files, hidden, broken = _listing(Path(root), suffixes, True, ours)
+    count_hidden(root, hidden)
+    if broken:
+        warnings.warn(
+            f"{option} {root}: {_broken_list(root, broken)} not read: fix or remove a link to read its file",
+            category,
+            stacklevel=3,
+        )
     if listed := sum(p.name != PREDICTIONS_MANIFEST for p in ours):
         warnings.warn(
             f"{option} {root}: {listed} file(s) an earlier predict run wrote there (listed in its "

@@ -250,11 +250,12 @@ def check_box(
     log: DropLog,
     path,
     line,
+    hint: str = "",
 ) -> tuple[float, float, float, float] | None:
     """Validate one ``(l, t, r, b)`` box against an image of ``size=(H, W)``; ``None`` if dropped.
 
-    Inverted/degenerate boxes and boxes more than 1 px outside the image go to ``log``; boxes within 1 px are
-    clipped. Without ``size`` only the left/top edges can be checked.
+    Inverted/degenerate boxes and boxes more than 1 px outside the image go to ``log`` (the latter's message
+    ends with ``hint``); boxes within 1 px are clipped. Without ``size`` only the left/top edges can be checked.
     """
     left, top, right, bottom = (float(v) for v in box)
     shown = f"({_fmt(left)}, {_fmt(top)}, {_fmt(right)}, {_fmt(bottom)})"
@@ -267,7 +268,7 @@ def check_box(
     tol = BOX_TOLERANCE_PX
     if left < -tol or top < -tol or right > width + tol or bottom > height + tol:
         extent = f"{width}x{height} image" if size is not None else "image"
-        log.add("outside_image", path, line, f"box {shown} lies more than {tol:g} px outside the {extent}")
+        log.add("outside_image", path, line, f"box {shown} lies more than {tol:g} px outside the {extent}{hint}")
         return None
     left, top = max(left, 0.0), max(top, 0.0)
     right, bottom = min(right, float(width)), min(bottom, float(height))
@@ -929,7 +930,7 @@ def _read_yolo_label(
     path: Path, size: tuple[int, int], names: dict[int, str], log: DropLog, notes: DropLog
 ) -> list[ObjectLabel]:
     height, width = size
-    objects = []
+    boxes = []  # (line, class, box in fractions of the image, score)
     expected = (
         "5 fields 'class cx cy w h' (6 with a score) or a polygon 'class x1 y1 x2 y2 x3 y3 ...' (odd, >= 7)"
     )
@@ -955,8 +956,16 @@ def _read_yolo_label(
         if len(fields) > 6:
             message = f"a {len(xs)}-point polygon (YOLO-seg) read as its bounding box"
             notes.add("polygon_as_box", path, lineno, message)
+        boxes.append((lineno, cls, box, score))
+    # a box whose corner lies past the image's far edge (left or top > 1) is no rounding slip of a fraction:
+    # a file where most do was written in pixels, and every box of it dropped as "outside the image"
+    past = sum(box[0] > 1 or box[1] > 1 for _, _, box, _ in boxes)
+    hint = "; YOLO coordinates are fractions of the image size (0-1), this file's look like pixels"
+    hint = hint if past > len(boxes) / 2 else ""
+    objects = []
+    for lineno, cls, box, score in boxes:
         box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
-        box = check_box(box, size, log, path, lineno)
+        box = check_box(box, size, log, path, lineno, hint)
         if box is not None:
             objects.append(ObjectLabel(type=names[cls], bbox=box, score=score))
     return objects

@@ -49,7 +49,7 @@ from domains.driving.accident.readers import (
     read_own_clips,
     read_video_frames,
 )
-from domains.driving.common import read_rgb
+from domains.driving.common import check_decodes, read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
 from shared.data import SplitLoaders, check_cap
 from shared.task import CheckpointMismatchError
@@ -350,6 +350,24 @@ def split_clips(
         splits["val"].extend(group[n_test : n_test + n_val])
         splits["train"].extend(group[n_test + n_val :])
     return splits
+
+
+def decodable_clips(clips: Sequence[AccidentClip], log: DropLog) -> list[AccidentClip]:
+    """The clips whose frame files all decode whole (:func:`~domains.driving.common.check_decodes`, far cheaper
+    than the decode that follows); a clip with one that does not goes to ``log`` (``unreadable_frame``, naming
+    the file and why), and the others are kept. Frames are decoded only when a clip is read (the dataset's
+    ``__getitem__``, or the detector's pass): one cut-short frame ended predict for every clip, after some had
+    been written. Videos are checked as they are opened (``read_own_clips``)."""
+    kept = []
+    for clip in clips:
+        try:
+            for path in clip.frames or ():
+                check_decodes(Path(path))
+        except LabelFormatError as err:
+            log.add("unreadable_frame", err.path, None, f"{err.reason}: clip {clip.clip_id} is not predicted")
+        else:
+            kept.append(clip)
+    return kept
 
 
 def split_breakdown(splits: dict[str, Sequence[AccidentClip]]) -> str:
@@ -732,14 +750,15 @@ class AccidentDataModule(SplitLoaders):
             if "predict" not in self.datasets:
                 fps, why = training_fps(dict(self.hparams))
                 log = DropLog(strict=self.strict)
-                clips = read_own_clips(self.predict_path, fps, self.predict_fps, log=log)
+                clips = decodable_clips(read_own_clips(self.predict_path, fps, self.predict_fps, log=log), log)
+                if clips:
+                    rank_zero_info(f"--data.predict_path: {len(clips)} clips, read at {fps:g} fps ({why})")
+                    self.own_clips_fps = fps
+                    if self.predict_detector is not None:
+                        clips = self._detect_tracks(clips, log)
                 log.report(f"--data.predict_path {self.predict_path}", stacklevel=2)
                 if not clips:
                     raise ValueError(f"--data.predict_path {self.predict_path}: none of its clips can be read")
-                rank_zero_info(f"--data.predict_path: {len(clips)} clips, read at {fps:g} fps ({why})")
-                self.own_clips_fps = fps
-                if self.predict_detector is not None:
-                    self._detect_tracks(clips)
                 self.splits = {"predict": clips}  # what the task checks its input kind against
                 self.datasets["predict"] = self._dataset(clips, train=False, decode_frames=True)
             return
@@ -780,12 +799,16 @@ class AccidentDataModule(SplitLoaders):
                 f"{fps:g} fps: predict with the config the checkpoint was fitted with (its data settings)"
             )
 
-    def _detect_tracks(self, clips: list[AccidentClip]) -> None:
+    def _detect_tracks(self, clips: list[AccidentClip], log: DropLog | None = None) -> list[AccidentClip]:
         """Give own clips the tracks of ``predict_detector``'s boxes, found in the frames the model reads (on the
-        trainer's device)."""
+        trainer's device); the clips whose frames read. One that does not (a frame that fails to decode, a size
+        that changes) goes to ``log`` (None: one reported here), naming the file, and the others are predicted."""
         from domains.driving.accident.tracking import detect_and_track
         from domains.driving.detection.predict import detect_objects
         from domains.driving.detection.task import DetectionTask
+
+        own = log is None
+        log = DropLog(strict=self.strict) if own else log
 
         path = Path(self.predict_detector)
         if not path.is_file():
@@ -806,8 +829,14 @@ class AccidentDataModule(SplitLoaders):
             detector.to(trainer.strategy.root_device)
         threshold = self.predict_detector_threshold
         threshold = float(detector.predict_score_thresh if threshold is None else threshold)
+        kept = []
         for clip in clips:
-            frames = AccidentDataset.source_images(clip, 0, clip.n_frames)
+            try:
+                frames = AccidentDataset.source_images(clip, 0, clip.n_frames)
+            except LabelFormatError as err:
+                log.add("unreadable_frame", err.path, err.line, f"{err.reason}: clip {clip.clip_id} is not predicted")
+                continue
+            kept.append(clip)
             found = detect_and_track(
                 lambda frame: detect_objects(detector.model, frame),
                 frames,
@@ -823,6 +852,9 @@ class AccidentDataModule(SplitLoaders):
                 boxes = np.where(found["box_valid"][:, slot, None], found["boxes"][:, slot], np.nan)
                 clip.tracks[int(found["track_ids"][slot])] = boxes.astype(np.float32)
                 clip.depth[int(found["track_ids"][slot])] = nearness_by_height(boxes)
+        if own:
+            log.report(f"--data.predict_path {self.predict_path}", stacklevel=2)
+        return kept
 
     def _dataset(self, clips: list[AccidentClip], train: bool, decode_frames: bool) -> AccidentDataset:
         """One split's clips with this module's settings."""

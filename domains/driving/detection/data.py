@@ -365,6 +365,7 @@ class DetectorDataModule(SplitLoaders):
             self.splits = self._read_splits()
             for name, items in self.splits.items():
                 self.datasets[name] = self.make_dataset(name, items)
+            self.warn_class_map_without_objects()
             self.check_classes_found(stage)
         self.check_splits(self.splits, stage, self.split_hint())
 
@@ -404,6 +405,27 @@ class DetectorDataModule(SplitLoaders):
                 f"{type(self).__name__}: none of the data's objects is of a class in --data.class_names "
                 f"{self.class_names} (--data.class_map {self.class_map}); the data's types are {types}: set "
                 "--data.class_names to them (or rename them with --data.class_map)"
+            )
+
+    def warn_class_map_without_objects(self) -> None:
+        """Warn of each ``class_map`` key that is the type of no object in the data (any split), naming the data's
+        types and the one it may have meant (the same but for case, or a close spelling): ``--data.class_map
+        '{Vna: Car}'`` renamed nothing, and the vans were dropped as a type not trained on, with no word of the
+        map. The configs' own renames (:data:`DETECTION_CLASS_MAP`: KITTI's Van, Person_sitting) are not
+        warned of: most data sets have neither."""
+        found = Counter(obj.type for records in self.splits.values() for record in records for obj in record.objects)
+        for key in self.class_map:
+            if found[key] or key in DETECTION_CLASS_MAP:
+                continue
+            lower = {name.lower(): name for name in sorted(found)}
+            close = difflib.get_close_matches(key.lower(), list(lower), n=1)  # Vna: Van at 0.67
+            near = lower.get(key.lower()) or (lower[close[0]] if close else None)
+            hint = f"; did you mean {near!r}?" if near else ""
+            types = ", ".join(f"{name} ({n})" for name, n in found.most_common(12)) or "none"
+            types += f" and {len(found) - 12} more" if len(found) > 12 else ""
+            rank_zero_warn(
+                f"{type(self).__name__}: --data.class_map key {key!r} is the type of no object in the data, so it "
+                f"renames nothing; the data's types are {types}{hint}"
             )
 
     def warn_classes_without_objects(self) -> None:

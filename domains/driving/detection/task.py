@@ -50,6 +50,7 @@ from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
 from domains.driving.detection.operating_point import best_f1_threshold
 from domains.driving.formats import KITTI_TYPES
 from shared.backbones import list_backbones
+from shared.files import check_output_folder
 from shared.labelled_task import LabelledTask, check_distinct_class_names
 from shared.task import FrozenBackboneCheck, gather_lists
 
@@ -142,6 +143,13 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         # the writer reads predict_score_thresh when predicting starts, after the checkpoint (and a detector's
         # fitted operating point) is loaded; the callbacks are built before that
         return [writer(self.predict_dir, self.class_names)]
+
+    def setup(self, stage: str) -> None:
+        """Refuse a ``predict_dir`` that is a file before predict writes anything (the writer failed after the
+        first batch, naming no option)."""
+        super().setup(stage)
+        if stage == "predict" and self.predict_dir:
+            check_output_folder(self.predict_dir, "--model.predict_dir")
 
     def training_targets(self, targets: Sequence[dict]) -> list[dict]:
         """The targets a training step gives the model (as they come; a task may clean them)."""

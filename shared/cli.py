@@ -7,7 +7,6 @@ import itertools
 import json
 import math
 import os
-import pydoc
 import shutil
 import sys
 import types
@@ -26,13 +25,21 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
 from shared.device import cpu_has_bf16_units
-from shared.files import PREDICTIONS_MANIFEST, recording_writes, stop_recording, written_whole
+from shared.files import (
+    PREDICTIONS_MANIFEST,
+    check_output_folder,
+    recording_writes,
+    stop_recording,
+    written_whole,
+)
 from shared.notify import NotifyWhenDone  # noqa: F401 - imported, a known callback: --trainer.callbacks+=NotifyWhenDone
 from shared.task import (
     CheckpointMismatchError,
     check_checkpoint_file,
     drop_moved_hyperparameters,
     gather_lists,
+    network_differences,
+    plain_values,
 )
 
 
@@ -80,9 +87,10 @@ class SuiteTrainer(pl.Trainer):
             limit_predict_batches=limit_predict_batches,
             **kwargs,
         )
+        self.callbacks.append(_AtTrainStart())
 
     def fit(self, *args, **kwargs) -> None:
-        """Train, from ``--ckpt_path`` when given (a resume: ``last``, or a file)."""
+        """Train, from ``--ckpt_path`` when given (a resume: ``last``, ``best`` or a file)."""
         super().fit(*args, **kwargs)
         self._warn_resume_ended_an_epoch_early()
         self._report_checkpoints()
@@ -122,6 +130,35 @@ class SuiteTrainer(pl.Trainer):
                 "max_steps is set): `fit --ckpt_path last --trainer.max_epochs -1`, max_steps alone ending it, "
                 "trains the rest"
             )
+
+    def _warn_resume_skips_the_rest_of_an_epoch(self) -> None:
+        """A run stopped inside an epoch by ``max_steps``, ``max_time`` or a callback saves its last state
+        with the epoch marked finished, so Lightning resumes it at the next epoch's start: the rest of that
+        epoch is skipped (2 of 4 batches: a resume to ``max_epochs`` 3 ended at step 10, not 12), unsaid. Said
+        at the start of the resumed fit, with what is skipped; a state saved inside the epoch (a killed run's
+        step save) goes on from its batch and is not concerned."""
+        loop = self.fit_loop
+        done, batches = loop.epoch_loop.batch_progress.current.completed, self.num_training_batches
+        resumed_at_end = loop.restarted_on_epoch_end or loop.resumed_on_epoch_end
+        if self.ckpt_path is None or not resumed_at_end or loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        if not (math.isfinite(batches) and 0 < done < batches):
+            return
+        epoch = loop.epoch_progress.current.processed - 1  # the one it stopped in (counted from 0)
+        rank_zero_warn(
+            f"fit --ckpt_path {self.ckpt_path}: its run stopped inside epoch {epoch} (max_steps, max_time or "
+            f"a callback) after {done} of its {batches} batches, and Lightning resumes at the start of epoch "
+            f"{epoch + 1}: the other {int(batches) - done} batches of epoch {epoch} are skipped, not trained "
+            "on"
+        )
+
+
+class _AtTrainStart(pl.Callback):
+    """What :class:`SuiteTrainer` says once a fit's state is restored and its loaders are known."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if isinstance(trainer, SuiteTrainer):
+            trainer._warn_resume_skips_the_rest_of_an_epoch()
 
 
 def quiet_trainer(**overrides) -> pl.Trainer:
@@ -204,11 +241,11 @@ class SuiteCLI(LightningCLI):
         super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:
-        """Parse, then check ``--ckpt_path`` before anything is built: ``best`` / ``last`` outside ``fit`` become
-        files of ``--checkpoint.dirpath`` (:func:`saved_checkpoint`), a missing file is a FileNotFoundError, and a
-        checkpoint of another task a :class:`shared.task.CheckpointMismatchError` naming the task and model it
-        holds (LightningCLI would re-parse its hyperparameters as this task's arguments and fail with "does not
-        accept option ...", which does not say what the file is)."""
+        """Parse, then check ``--ckpt_path`` before anything is built: ``best`` (and ``last`` outside ``fit``)
+        become files of ``--checkpoint.dirpath`` (:func:`saved_checkpoint`), a missing file is a
+        FileNotFoundError, and a checkpoint of another task a :class:`shared.task.CheckpointMismatchError`
+        naming the task and model it holds (LightningCLI would re-parse its hyperparameters as this task's
+        arguments and fail with "does not accept option ...", which does not say what the file is)."""
         given = list(args if args is not None else sys.argv[1:])
         if (without := _without_print_config(given)) != given:
             self._print_config(parser, given, without)  # exits
@@ -217,7 +254,7 @@ class SuiteCLI(LightningCLI):
         if network is not None and network.default is inspect.Parameter.empty and not self._defaults_elsewhere():
             _check_network_given(given)  # required: a config names it
         self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
-        self._ckpt_data_hparams: dict = {}  # the data settings it trained with (before_test compares the split)
+        self._ckpt_data_hparams: dict = {}  # the data settings it trained with (compared before fit and test)
         self._ckpt_alias: str | None = None  # "best" / "last": the file this config's latest fit left
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
@@ -235,12 +272,18 @@ class SuiteCLI(LightningCLI):
             ckpt_path = _resume_from(config.get("checkpoint.dirpath"))
             self.config[subcommand]["ckpt_path"] = ckpt_path
             if ckpt_path == "last" and "://" not in str(config.get("checkpoint.dirpath")):
-                self._check_resumed(saved_checkpoint("last", config.get("checkpoint.dirpath")), config)
+                last = saved_checkpoint("last", config.get("checkpoint.dirpath"))
+                self._read_checkpoint(last, config, option="--ckpt_path last")
         alias = self._ckpt_alias = ckpt_path if ckpt_path in ("best", "last") else None
-        if subcommand in ("validate", "test", "predict") and alias:
+        # fit's "best" too: Lightning knows it only inside the fit that found it, so `fit --ckpt_path best` in
+        # a new process failed with "ModelCheckpoint is not configured to save the best model" (fit's "last"
+        # is Lightning's, above)
+        evaluating = subcommand in ("validate", "test", "predict")
+        if alias and (evaluating or (subcommand, alias) == ("fit", "best")):
             ckpt_path = saved_checkpoint(alias, config.get("checkpoint.dirpath"))
             self.config[subcommand]["ckpt_path"] = ckpt_path
-            rank_zero_info(f"--ckpt_path {alias}: {ckpt_path}")
+            goes_on = " (the fit goes on from the state saved in it)" if subcommand == "fit" else ""
+            rank_zero_info(f"--ckpt_path {alias}: {ckpt_path}{goes_on}")
         if ckpt_path and config.get("model.pretrained_backbone"):
             # the checkpoint holds every weight: reading the file training started from again would only fail
             # where it is gone (another machine, another working folder: transfer.yaml names a relative path)
@@ -255,11 +298,8 @@ class SuiteCLI(LightningCLI):
             self.config[subcommand]["weights_only"] = True
         if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS or "://" in ckpt_path:
             return  # resolved by Lightning
-        if self.model_class is not None:
-            checkpoint = check_checkpoint_file(ckpt_path, self.model_class, option="--ckpt_path")
-            self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
-            self._ckpt_data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-            self._check_shared_settings(ckpt_path, config)
+        self._read_checkpoint(ckpt_path, config)
+        if subcommand != "fit" and self.model_class is not None:  # a fit names them all (_parse_ckpt_path)
             self._report_other_network(ckpt_path, config)
 
     def _check_network_links(self, config) -> None:
@@ -344,19 +384,17 @@ class SuiteCLI(LightningCLI):
         given = any(g.get("default_config_files") or g.get("default_env") for g in groups)
         return given or os.environ.get("JSONARGPARSE_DEFAULT_ENV", "").lower() in ("1", "true", "yes")
 
-    def _check_resumed(self, ckpt_file: str, config) -> None:
-        """``fit --ckpt_path last``: the file checks an explicit path gets (a truncated file was a 56-line
-        traceback, another task's a message naming no file) and the data's classes and channels; its
-        hyper-parameters are not re-applied (a resume takes the config's settings; ``on_load_checkpoint``
-        refuses a network of other shapes)."""
+    def _read_checkpoint(self, ckpt_file: str, config, option: str = "--ckpt_path") -> None:
+        """The checks of a ``--ckpt_path`` file (``fit --ckpt_path last``'s too: a truncated file was a
+        56-line traceback, another task's a message naming no file) and the data's classes and channels; keeps
+        the settings it was trained with, which :meth:`_parse_ckpt_path` applies (for ``last`` as for a path:
+        ``last`` alone had ignored them) and the evaluations and a resume compare the data with."""
         if self.model_class is None:
             return
-        checkpoint = check_checkpoint_file(ckpt_file, self.model_class, option="--ckpt_path last")
+        checkpoint = check_checkpoint_file(ckpt_file, self.model_class, option=option)
         self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
-        try:
-            self._check_shared_settings(ckpt_file, config)
-        finally:
-            self._ckpt_hparams = {}
+        self._ckpt_data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+        self._check_shared_settings(ckpt_file, config)
 
     def _check_shared_settings(self, ckpt_path: str, config) -> None:
         """The classes and input channels the data gives the model (``CLI_LINKS``) must be the checkpoint's: one
@@ -382,42 +420,70 @@ class SuiteCLI(LightningCLI):
         """Warn when the checkpoint's network is not the config's. Lightning builds the checkpoint's (its
         hyper-parameters override the config), so ``test -c unet.yaml`` on a Prob. U-Net file silently reports
         the Prob. U-Net's figures; the warning names both, so nobody files them under the wrong model."""
-        trained = self._ckpt_hparams.get("network")
-        given = config.get("model.network")
-        if not isinstance(trained, dict) or given is None or not hasattr(given, "class_path"):
+        differs = network_differences(self._ckpt_hparams.get("network"), config.get("model.network"))
+        if not differs:
             return
-        trained_args = _plain(trained.get("init_args") or {})
-        given_args = _plain(given.get("init_args") or {})
-        if not _same_class(str(trained.get("class_path")), str(given.class_path)):
-            differs = f"{trained.get('class_path')}, not the config's {given.class_path}"
+        option, old, new = differs[0]
+        if option.endswith(".class_path"):
+            differs = f"{old}, not the config's {new}"
         else:
-            keys = sorted(k for k in set(trained_args) & set(given_args) if trained_args[k] != given_args[k])
-            if not keys:
-                return
-            differs = ", ".join(f"{k}={trained_args[k]!r} (config: {given_args[k]!r})" for k in keys)
+            differs = ", ".join(f"{k.rpartition('.')[2]}={a!r} (config: {b!r})" for k, a, b in differs)
         rank_zero_warn(
             f"--ckpt_path {ckpt_path} holds another network than the config: {differs}. The checkpoint's is "
             "the one built and reported (its hyper-parameters override the config)"
         )
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning's: a checkpoint's hyper-parameters override the config. Ours first drops the arguments
-        that moved into ``model.optimizer`` / ``model.lr_scheduler`` (written by older checkpoints), naming
-        them, instead of failing the parse on an option this task no longer takes."""
+        """Lightning's: a checkpoint's hyper-parameters override the config (for ``fit --ckpt_path last`` too,
+        which Lightning resolves only later: the config's settings were taken there, a path's elsewhere). Ours
+        first drops the arguments that moved into ``model.optimizer`` / ``model.lr_scheduler`` (written by
+        older checkpoints), naming them, instead of failing the parse on an option this task no longer
+        takes; a fit names the model settings given otherwise (:meth:`_warn_settings_not_taken`)."""
         subcommand = self.config.get("subcommand")
         hparams = dict(getattr(self, "_ckpt_hparams", None) or {})  # what parse_arguments read from the file
         hparams.pop("_instantiator", None)
         if not hparams:  # no checkpoint given (or built with run=False: no subcommand)
             return
-        drop_moved_hyperparameters(hparams, source=str(self.config[subcommand].get("ckpt_path")))
+        ckpt_path = str(self.config[subcommand].get("ckpt_path"))
+        drop_moved_hyperparameters(hparams, source=ckpt_path)
         if not hparams:
             return
+        if subcommand == "fit":
+            self._warn_settings_not_taken(ckpt_path, hparams)
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
+    def _warn_settings_not_taken(self, ckpt_path: str, hparams: dict) -> None:
+        """``fit --ckpt_path`` goes on with the checkpoint's model settings (LightningCLI's rule for a path,
+        and the network must be the one its weights fit): each one this command gives otherwise is named with
+        both values (``--model.max_false_alarm 0.3`` was dropped for the saved 0.1 unsaid, and a deeper
+        backbone ended in a 40-line traceback)."""
+        given = plain_values(self.config["fit"].get("model") or {})
+        saved = plain_values(hparams)
+        differs = network_differences(saved.get("network"), given.get("network"))
+        differs += [
+            (f"model.{key}", saved[key], given[key])
+            for key in sorted(set(saved) & set(given) - {"network"})
+            if saved[key] != given[key]
+        ]
+        if differs:
+            listed = "; ".join(f"{key} {new!r} (the checkpoint's: {old!r})" for key, old, new in differs)
+            backbone = (
+                " (its backbone can come from the checkpoint: --model.pretrained_backbone with "
+                "--model.pretrained_prefix)"
+                if "pretrained_backbone" in given
+                else ""
+            )
+            rank_zero_warn(
+                f"fit --ckpt_path {ckpt_path} resumes the saved model with its own settings, not this "
+                f"command's: {listed}. The checkpoint's are used; for other ones start a new fit{backbone}"
+            )
+
     def before_fit(self) -> None:
-        """A hint, once per fit: fp32 training on a CPU with bfloat16 units may leave much of its speed unused."""
+        """A resume on other data than its checkpoint's is said (:meth:`_warn_resumed_on_other_data`); a hint,
+        once per fit: fp32 training on a CPU with bfloat16 units may leave much of its speed unused."""
+        self._warn_resumed_on_other_data()
         trainer = self.trainer
         if (
             trainer.precision == "32-true"
@@ -430,6 +496,34 @@ class SuiteCLI(LightningCLI):
                 "(measured on the medical Prob. U-Net: its step 3x at 128 px, 1.3x at 64 px crops; the numerics "
                 "change: see the README's 'bf16 on CPUs that have it')"
             )
+
+    def _warn_resumed_on_other_data(self) -> None:
+        """``fit --ckpt_path`` with another image size or data set than the checkpoint's fit went on unsaid,
+        and the best checkpoint then ranked validation scores of both set-ups together (a 32 px resume
+        replaced the 64 px best and deleted it). Warned as ``validate`` / ``test`` warn, naming both values:
+        going on at another size or on more data can be the point."""
+        datamodule, trained = self.datamodule, self._ckpt_data_hparams
+        if not trained or not self.config["fit"].get("ckpt_path"):
+            return
+        checks = (("other_input_than", (trained,)), ("other_data_set_than", (trained, "fit")))
+        found = [getattr(datamodule, name)(*args) for name, args in checks if hasattr(datamodule, name)]
+        found = [what for what in found if what]
+        if not found:
+            return
+        callback = self.trainer.checkpoint_callback
+        ranked = (
+            f"; the best checkpoint (--checkpoint.monitor {callback.monitor}) ranks the scores of both "
+            "set-ups together, so a score on these settings can replace (and delete) the best one of the "
+            "checkpoint's"
+            if callback is not None and callback.monitor and callback.save_top_k
+            else ""
+        )
+        rank_zero_warn(
+            f"fit --ckpt_path {self.config['fit']['ckpt_path']} was fitted with {'; '.join(found)}: this "
+            f"resume goes on with other data or input than it trained on{ranked}. Give the checkpoint's "
+            "settings to go on as it trained, or start a new fit (another --checkpoint.dirpath keeps its "
+            "files apart)"
+        )
 
     def before_validate(self) -> None:
         self._warn_other_split("validate")
@@ -447,7 +541,7 @@ class SuiteCLI(LightningCLI):
             return
         if other := datamodule.other_input_than(self._ckpt_data_hparams):
             fixes = " ".join(
-                f"--data.{k} {json.dumps(_plain(self._ckpt_data_hparams[k]), separators=(',', ':'))}"
+                f"--data.{k} {json.dumps(plain_values(self._ckpt_data_hparams[k]), separators=(',', ':'))}"
                 for k in datamodule.INPUT_SETTINGS
                 if k in self._ckpt_data_hparams
             )
@@ -557,32 +651,6 @@ def config_run_name(config: Path) -> str:
     return "-".join([*parts[:-1], path.stem])
 
 
-def _same_class(path: str, other: str) -> bool:
-    """Whether two class paths name one class: a checkpoint records where it is defined
-    (``domains.medical.models.unet.UNetSegmenter``), a config where it is exported (``domains.medical.models.
-    UNetSegmenter``). Only the suite's own packages are imported to find out."""
-    if path == other:
-        return True
-    if not all(p.startswith(("domains.", "shared.")) for p in (path, other)):
-        return False
-    try:
-        found = [pydoc.locate(p) for p in (path, other)]
-    except pydoc.ErrorDuringImport:
-        return False
-    return found[0] is not None and found[0] is found[1]
-
-
-def _plain(value):
-    """Namespaces as dicts and tuples as lists, all the way down: a config and a checkpoint compare equal."""
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
-
-
 def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:
     """``validate`` / ``test`` / ``predict`` without ``--ckpt_path`` is an error: the command line builds the
     network afresh, so Lightning would score (or write predictions of) random weights and exit 0. ``--ckpt_path
@@ -624,7 +692,7 @@ def _resume_from(dirpath) -> str | None:
         return "last"
     try:
         saved_checkpoint("last", dirpath)
-        return "last"  # Lightning takes the same newest file (returning it would re-apply its hparams)
+        return "last"  # Lightning takes the same newest file (parse_arguments reads its settings)
     except FileNotFoundError:
         rank_zero_warn(
             f"fit --ckpt_path last: no last.ckpt in {Path(dirpath or '.')} yet, so training starts from scratch "
@@ -948,6 +1016,7 @@ class PredictionSet(pl.Callback):
         self._root, self._running = (Path(out) if out else None), False
         if self._root is None:
             return
+        check_output_folder(self._root, "--model.predict_dir")  # a file there failed after the first batch
         self._written = recording_writes()  # on every rank: each writes its share
         if trainer.is_global_zero:
             if (self._root / self.ASIDE).is_dir():

@@ -46,10 +46,17 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
                 rank_zero_info(f"LR schedule: resumed, it now ends at step {planned} (it ended at {self.total_steps})")
             self.total_steps, self.follows_trainer = planned, True
             # the optimiser came back with the LR of the saved schedule (0 where it had ended): the first resumed
-            # step runs at this one's, not at that (the scheduler sets the LR only after each step)
-            for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-                group["lr"] = base * self.factor(self.last_epoch)
-            self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+            # step runs at this one's, not at that
+            self.apply_lr()
+
+    def apply_lr(self) -> None:
+        """Set the optimiser's LR to this schedule's at its current step. The scheduler sets it only after
+        each step, so a length set since (a new fit's ``total_steps`` from the trainer's plan, a resumed
+        one's) would reach only the step after the next: a new fit's first step ran at the full LR, skipping
+        the warm-up."""
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * self.factor(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def factor(self, step: int) -> float:
         """The LR multiplier at optimiser step ``step``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pydoc
 import sys
 import warnings
 import zipfile
@@ -52,6 +53,47 @@ def drop_moved_hyperparameters(hparams: dict, source: str) -> dict:
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def same_class(path: str, other: str) -> bool:
+    """Whether two class paths name one class: a checkpoint records where it is defined
+    (``domains.medical.models.unet.UNetSegmenter``), a config where it is exported (``domains.medical.models.
+    UNetSegmenter``). Only the suite's own packages are imported to find out."""
+    if path == other:
+        return True
+    if not all(p.startswith(("domains.", "shared.")) for p in (path, other)):
+        return False
+    try:
+        found = [pydoc.locate(p) for p in (path, other)]
+    except pydoc.ErrorDuringImport:
+        return False
+    return found[0] is not None and found[0] is found[1]
+
+
+def plain_values(value):
+    """Namespaces as dicts and tuples as lists, all the way down: a config and a checkpoint compare equal."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {key: plain_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_values(item) for item in value]
+    return value
+
+
+def network_differences(saved, built) -> list[tuple[str, object, object]]:
+    """``(option, saved value, built value)`` for each setting in which two networks (``class_path`` +
+    ``init_args``, as :func:`shared.networks.network_spec` records them and a config gives them) differ: the
+    class alone when it differs, else each init argument both name with another value. Empty when either is
+    not such a mapping."""
+    saved, built = plain_values(saved), plain_values(built)
+    if not all(isinstance(spec, dict) and "class_path" in spec for spec in (saved, built)):
+        return []
+    if not same_class(str(saved["class_path"]), str(built["class_path"])):
+        return [("model.network.class_path", saved["class_path"], built["class_path"])]
+    old, new = saved.get("init_args") or {}, built.get("init_args") or {}
+    shared = sorted(set(old) & set(new))
+    return [(f"model.network.init_args.{k}", old[k], new[k]) for k in shared if old[k] != new[k]]
 
 
 class FrozenBackboneCheck:
@@ -256,8 +298,8 @@ class BaseTask(pl.LightningModule):
                 f"{source} holds model {held!r} but this {type(self).__name__} was built as "
                 f"{self.describe_model()!r}"
             )
-        # Lightning loads the weights next: a network built otherwise than the saved one (fit --ckpt_path last
-        # resumes with the config's model settings) ended in a 50-line size-mismatch traceback
+        # Lightning loads the weights next: a network built otherwise than the saved one (a wider one, given
+        # to Trainer.fit or resumed from a URL) ended in a 50-line size-mismatch traceback
         built = self.state_dict()
         saved = checkpoint.get("state_dict") or {}
         other = [
@@ -265,12 +307,48 @@ class BaseTask(pl.LightningModule):
             for key, value in saved.items()
             if key in built and hasattr(value, "shape") and tuple(value.shape) != tuple(built[key].shape)
         ]
+        network = (checkpoint.get("hyper_parameters") or {}).get("network")  # the network it records
         if other:
-            raise CheckpointMismatchError(
-                f"{source} holds another network than the one built here: {len(other)} weights differ in shape, "
-                f"e.g. {'; '.join(other[:3])}. Build it with the model settings it was trained with (a resume "
-                "takes them from the config)"
+            what = f"{len(other)} weights differ in shape, e.g. {'; '.join(other[:3])}"
+            raise self._other_network(source, network, what)
+        # keys missing or with no place here are told once the subclasses' hooks have filled in what older
+        # checkpoints lack (fitted thresholds, moved keys), in load_state_dict, which Lightning calls next
+        self._loading_checkpoint = (source, network)
+
+    _loading_checkpoint: tuple[str, dict | None] | None = None  # on_load_checkpoint's (source, its network)
+
+    def _other_network(self, source: str, network: dict | None, what: str) -> CheckpointMismatchError:
+        """The error for a checkpoint of another network than the one built: ``what`` differs, and the
+        settings that make it differ (``network``, the one the checkpoint records, against this one's), where
+        known."""
+        differs = network_differences(network, self.hparams.get("network"))
+        settings = "; ".join(f"{key} {old!r} in the checkpoint, {new!r} here" for key, old, new in differs)
+        because = f" (it was trained with {settings})" if settings else ""
+        return CheckpointMismatchError(
+            f"{source} holds another network than the one built here{because}: {what}. Build it with the "
+            "model settings it was trained with (a fit --ckpt_path resume through the CLI takes them from "
+            "the checkpoint)"
+        )
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """torch's; where :meth:`on_load_checkpoint` has just read a checkpoint, a strict load whose keys do
+        not match (a deeper backbone, more head convolutions) is a :class:`CheckpointMismatchError` naming the
+        counts, examples and the network settings that differ, not torch's 40-line "Missing key(s)"
+        RuntimeError. Checked after the subclasses' ``on_load_checkpoint`` (they fill in keys older
+        checkpoints lack)."""
+        loading, self._loading_checkpoint = self._loading_checkpoint, None
+        if loading is None or not strict:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+        if missing or unexpected:
+            kinds = (
+                (missing, "weights of this network are not in it"),
+                (unexpected, "of its weights fit nowhere"),
             )
+            what = [f"{len(keys)} {label}, e.g. {', '.join(keys[:3])}" for keys, label in kinds if keys]
+            raise self._other_network(loading[0], loading[1], "; ".join(what))
+        return result
 
     @classmethod
     def load_checked(cls, path: str | Path, map_location: str = "cpu", **kwargs) -> BaseTask:
@@ -320,6 +398,7 @@ class BaseTask(pl.LightningModule):
         if isinstance(self.lr_schedule, WarmupCosine) and self.lr_schedule.total_steps is None:
             self.lr_schedule.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
             self.lr_schedule.follows_trainer = True
+            self.lr_schedule.apply_lr()  # built with no length (factor 1 at step 0): step 0 warms up too
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_schedule, "interval": "step"}}
 
 

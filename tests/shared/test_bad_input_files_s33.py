@@ -154,3 +154,19 @@ def test_suggest_options_names_only_close_options():
         "--data.num_worker: did you mean --data.num_workers?",
         "--trainer.max_epoch: did you mean --trainer.max_epochs?",
     ]
+
+
+def test_a_classification_predict_dir_that_is_a_file_is_refused_before_predicting(tmp_path):
+    """The shared prediction set checks it for every task: classification wrote its first batch's files into
+    ``<file>/cam`` and failed with a NotADirectoryError naming no option."""
+    from shared.cli import PredictionSet
+    from tests.helpers import quiet_trainer, stripes_data, stripes_folder, stripes_task
+
+    root = stripes_folder(tmp_path / "data", {"train": 1, "val": 1, "test": 1})
+    (tmp_path / "out.txt").write_text("notes")
+    task = stripes_task()
+    task.predict_dir = str(tmp_path / "out.txt")
+    trainer = quiet_trainer(callbacks=[PredictionSet()])
+    with pytest.raises(NotADirectoryError, match=r"--model\.predict_dir .*out\.txt: is a file, not a folder"):
+        trainer.predict(task, stripes_data(root))
+    assert (tmp_path / "out.txt").read_text() == "notes"

@@ -1,14 +1,17 @@
-"""Images deeper than 8 bits (16-bit PNG / TIFF, float TIFF) brought to the uint8 every network here reads, and
+"""Images deeper than 8 bits (16-bit PNG / TIFF, float TIFF) brought to the uint8 every network here reads,
+image files checked to read whole (OpenCV fills a cut-short JPEG with grey, saying so on stderr only), and
 images written with an error that names the file."""
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from shared.files import written_whole
 
@@ -17,6 +20,9 @@ from shared.files import written_whole
 # suite that reads images imports this one (loader workers too). OPENCV_LOG_LEVEL, when set, is the user's.
 if "OPENCV_LOG_LEVEL" not in os.environ:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+#: what Pillow raises for a file it cannot read (not an image, cut short, corrupt, a decompression bomb)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 #: the warning categories that have said, in this process, that deep images are stretched (once each)
 _said: set[type[Warning]] = set()
@@ -85,3 +91,53 @@ def write_image(path: str | Path, image: np.ndarray, rgb: bool = False, params=(
                 raise OSError(f"{path}: cannot write the {what} (disk full, or a format OpenCV cannot write)")
     except FileNotFoundError:
         raise OSError(f"{path}: cannot write the {what}: its folder does not exist") from None
+
+
+class ImageDecodeError(ValueError):
+    """An image file that does not read whole: the message names the file, ``reason`` says why without it
+    (for readers that word their own error). One argument is the whole message (how pickle and torch's
+    DataLoader rebuild an error raised in a worker)."""
+
+    def __init__(self, path: str | Path, reason: str | None = None):
+        super().__init__(str(path) if reason is None else f"{path}: {reason}")
+        self.reason = str(path) if reason is None else reason
+
+
+def check_decodes(path: str | Path) -> None:
+    """:class:`ImageDecodeError` unless the whole image file reads: a readable header can front truncated data
+    (a copy cut short), which OpenCV fills with grey or refuses only when the loader reaches it. A PNG is verified
+    (every chunk's checksum up to its end marker, no pixels decoded), a JPEG decoded at 1/8 scale (``draft``,
+    which still reads every byte), other formats decoded whole: far cheaper than the full decode that follows."""
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                image.verify()
+            else:
+                image.draft(None, (1, 1))
+                image.load()
+    except DECODE_ERRORS as err:
+        raise ImageDecodeError(path, f"cannot decode image ({err})") from None
+
+
+def check_jpeg_whole(path: str | Path) -> None:
+    """:class:`ImageDecodeError` if ``path`` holds a JPEG (by its content, whatever its name) that is cut short:
+    OpenCV decodes the rows it lacks as grey and says so on stderr only, naming no file. Cheap enough for every
+    read: checked once per file version (size, modification time) and process, a stat after that."""
+    stat = os.stat(path)
+    _check_jpeg_whole(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _check_jpeg_whole(path: str, size: int, mtime_ns: int) -> None:
+    """:func:`check_jpeg_whole` of one file version (``size``, ``mtime_ns``), remembered once it passes. A file
+    not starting with a JPEG's start-of-image marker (FF D8 FF) passes; a JPEG ending with its end-of-image marker
+    (FF D9, zero padding aside: its last 64 bytes read) is whole; one that does not is cut short, or carries data
+    after the marker (some phones append theirs), which a decode tells apart (:func:`check_decodes`), once, not
+    at every epoch's read."""
+    with open(path, "rb") as f:
+        if f.read(3) != b"\xff\xd8\xff":
+            return
+        f.seek(max(0, size - 64))
+        if f.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return
+    check_decodes(Path(path))

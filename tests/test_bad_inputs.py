@@ -228,7 +228,7 @@ def test_medical_readers_name_the_bad_file(data, work, corrupt):
     with pytest.raises(MedicalDataError, match=re.escape(str(msd / "dataset.json")) + r":3: invalid JSON"):
         medical_main(["fit", *args_for(MEDICAL, data, msd), "--data.data_format", "decathlon"])
     no_checkpoints(work)  # refused while setting up: not even a config copy
-    # a PNG that only fails when read, mid-epoch: the run's log folder exists by then, a checkpoint does not
+    # a PNG that does not decode: refused at setup (every file's header is read), before any checkpoint
     image = min((data["lidc"] / "train" / "images").rglob("*.png"))
     corrupt(image, b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(MedicalDataError, match=re.escape(str(image)) + r": cannot decode the image"):
@@ -297,9 +297,14 @@ def test_missing_or_foreign_checkpoint_files_are_refused_before_anything_runs(da
 def test_medical_predict_on_a_corrupt_image_leaves_no_partial_predictions(data, checkpoints, work, corrupt):
     images = sorted((data["lidc"] / "test" / "images").rglob("*.png"))
     assert len(images) >= 3
-    corrupt(images[-1], b"garbage")  # the last batch: earlier batches were already written when it fails
+    # a mask that is not binary passes the setup check (headers) and fails when read: in the last batch, when
+    # earlier batches were already written
+    mask = data["lidc"] / "test" / "gt" / images[-1].parent.name / f"{images[-1].stem}_l0.png"
+    soft = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+    soft[:2], soft[2:4] = 128, 255
+    corrupt(mask, cv2.imencode(".png", soft)[1].tobytes())
     out = work / "pred"
-    with pytest.raises(MedicalDataError, match=re.escape(str(images[-1])) + r": cannot decode the image"):
+    with pytest.raises(MedicalDataError, match=re.escape(str(mask)) + r": mask is not binary"):
         medical_main([
             "predict", *args_for(MEDICAL, data), "--data.batch_size", "1", "--ckpt_path",
             str(checkpoints[MEDICAL]),

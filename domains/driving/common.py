@@ -8,8 +8,6 @@ frame-level split leaks), read from a sequence mapping file where one exists, el
 
 from __future__ import annotations
 
-import functools
-import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -31,7 +29,8 @@ from domains.driving.formats import (
     read_text_file,
 )
 from shared.files import count_hidden, distinct_names, is_hidden, visible_inputs
-from shared.images import stretch_to_uint8
+from shared.images import ImageDecodeError, check_jpeg_whole, stretch_to_uint8
+from shared.images import check_decodes as _check_decodes
 
 IGNORE_INDEX = 255  # void pixels in semantic and anomaly masks
 ANOMALY_LABEL_VALUES = (0, 1, IGNORE_INDEX)
@@ -60,9 +59,10 @@ def read_rgb(path: str | Path, ignore_orientation: bool = False) -> np.ndarray:
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     flags |= cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0
     image = _imread(path, flags, "image file", "image")
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):  # OpenCV fills a cut-short JPEG with grey, saying so
-        stat = os.stat(path)  # on stderr only: checked once per file version and process
-        _check_jpeg_whole(str(path), stat.st_size, stat.st_mtime_ns)
+    try:  # OpenCV fills a cut-short JPEG with grey, saying so on stderr only
+        check_jpeg_whole(path)
+    except ImageDecodeError as err:
+        raise LabelFormatError(path, None, err.reason) from None
     if image.dtype != np.uint8:
         image = stretch_to_uint8(image, path, LabelWarning)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -125,33 +125,12 @@ def read_label_map(path: str | Path, colour: bool = False) -> np.ndarray:
     return label
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _check_jpeg_whole(path: str, size: int, mtime_ns: int) -> None:
-    """:class:`LabelFormatError` unless a JPEG file is whole; remembered per file version (``size``, ``mtime_ns``)
-    once it is. A file ending with its end-of-image marker (FF D9, zero padding aside: its last 64 bytes read) is;
-    one that does not is cut short, or carries data after the marker (some phones append theirs), which a
-    decode tells apart (:func:`check_decodes`), once, not at every epoch's read."""
-    with open(path, "rb") as f:
-        f.seek(max(0, size - 64))
-        if f.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
-            return
-    check_decodes(Path(path))
-
-
 def check_decodes(path: Path) -> None:
-    """:class:`LabelFormatError` unless the whole image file reads: a readable header can front truncated data
-    (a copy cut short), which OpenCV fills with grey or refuses only when the loader reaches it. A PNG is verified
-    (every chunk's checksum up to its end marker, no pixels decoded), a JPEG decoded at 1/8 scale (``draft``,
-    which still reads every byte), other formats decoded whole: far cheaper than the full decode that follows."""
+    """:func:`shared.images.check_decodes`, its error a :class:`LabelFormatError` naming the file."""
     try:
-        with Image.open(path) as image:
-            if image.format == "PNG":
-                image.verify()
-            else:
-                image.draft(None, (1, 1))
-                image.load()
-    except PIL_DECODE_ERRORS as err:
-        raise LabelFormatError(path, None, f"cannot decode image ({err})") from None
+        _check_decodes(path)
+    except ImageDecodeError as err:
+        raise LabelFormatError(path, None, err.reason) from None
 
 
 #: a data set's label-map folders, with the image folder beside them and the layout: images found in one of

@@ -36,10 +36,11 @@ import yaml
 from PIL import Image
 
 from shared.files import distinct_names, visible_files, written_whole
+from shared.images import DECODE_ERRORS
 
 #: what Pillow raises on a file it cannot read: corrupt data, and an image over its decompression-bomb limit
 #: (about 179 megapixels; an Exception, not an OSError), which would otherwise stop a whole run
-PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+PIL_DECODE_ERRORS = DECODE_ERRORS  # what PIL raises for a file that is no image or is cut short
 
 KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

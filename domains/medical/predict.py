@@ -32,6 +32,7 @@ Use it from the task (``--model.predict_dir DIR``) or as a callback in the YAML
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,11 @@ def output_folder_name(item_id: str) -> str:
 
 
 def _safe_relpath(item_id: str) -> Path:
-    """Item id -> relative path: '/'-separated parts kept as folders, other odd characters replaced."""
-    parts = [re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in str(item_id).replace("\\", "/").split("/")]
+    """Item id -> relative path: '/'-separated parts kept as folders; in each, letters and digits of any script
+    (``肺部``, ``Schädel``; composed: a Mac's decomposed ``a`` + diaeresis is ``ä``) and ``. _ -`` kept, other
+    characters (spaces, control characters, ``: * ? < > |``) replaced by '_'."""
+    item_id = unicodedata.normalize("NFC", str(item_id))
+    parts = [re.sub(r"[^\w.-]", "_", p) for p in item_id.replace("\\", "/").split("/")]
     parts = [p for p in parts if p not in ("", ".", "..")]
     if not parts:
         raise ValueError(f"cannot make an output path from item id {item_id!r}")
@@ -112,7 +116,7 @@ def _claim(claims: dict, output_dir: Path, folder: Path, owner, item_id: str) ->
     if first[0] != owner:
         raise ValueError(
             f"{output_dir / folder}: two images would write to this folder: {first[1]!r} and {item_id!r} "
-            "(characters other than A-Z a-z 0-9 . _ - become '_'): rename one"
+            "(characters other than letters, digits and . _ - become '_'): rename one"
         )
 
 

@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.data import SPLIT_NAMES, SplitLoaders, check_cap, group_split
 from shared.files import counting_hidden_files, visible_entries, visible_inputs
-from shared.images import stretch_to_uint8
+from shared.images import ImageDecodeError, check_jpeg_whole, stretch_to_uint8
 
 #: files read as images (ImageFolder, CSV rows, predict_path); others in predict_path are counted in a warning
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -244,7 +244,8 @@ def _is_image(path: Path, full: bool = False) -> bool:
     """True when the file should decode. A PNG is verified (every chunk's CRC, so a truncated or bit-flipped
     file fails here instead of mid-epoch) for about the cost of reading it: 0.03 ms for a 64 px crop, 0.07 ms for
     a 512 px CT slice, against 0.02 ms for the header alone. Other formats have their header parsed (Pillow's
-    verify checks nothing more in a JPEG). ``full`` (strict mode) decodes the file with the decoder training
+    verify checks nothing more in a JPEG), a JPEG's end read too (a cut-short one, which OpenCV fills with grey:
+    :func:`~shared.images.check_jpeg_whole`). ``full`` (strict mode) decodes the file with the decoder training
     uses, so nothing that passes can fail later: 0.1 ms for a 64 px crop, 2 ms for a 512 px PNG, 3.5 ms for a
     1 MP JPEG (minutes for a million images, hence only on request); without it a file that still fails is
     replaced and counted during training (:class:`ClassificationDataset`)."""
@@ -254,6 +255,7 @@ def _is_image(path: Path, full: bool = False) -> bool:
                 im.verify()
             else:
                 im.size  # noqa: B018 - touching the size parses the header
+                check_jpeg_whole(path)
     except Exception:  # noqa: BLE001 - whatever the decoder raises, the file is not readable
         return False
     return not full or cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
@@ -527,7 +529,8 @@ def read_image(path: str | Path, in_channels: int) -> np.ndarray:
     """Decode to uint8 (H, W, C) with C = ``in_channels`` (1: grey, 3: RGB); errors name the file.
 
     Training, evaluation, ``predict`` and the Grad-CAM overlays all read through here: 16-bit images are read
-    at full depth and contrast-stretched per image (:func:`stretch_to_uint8`); 8-bit ones are unchanged."""
+    at full depth and contrast-stretched per image (:func:`stretch_to_uint8`); 8-bit ones are unchanged. A JPEG
+    cut short is an error (OpenCV would fill its missing rows with grey)."""
     flags = (cv2.IMREAD_GRAYSCALE if in_channels == 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
     image = cv2.imread(str(path), flags)
     if image is None and in_channels == 3:  # OpenCV's colour read refuses a float grey TIFF it reads as stored
@@ -537,6 +540,10 @@ def read_image(path: str | Path, in_channels: int) -> np.ndarray:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: image file not found")
         raise ClassificationDataError(f"{path}: cannot decode image")
+    try:  # OpenCV fills a cut-short JPEG with grey, saying so on stderr only
+        check_jpeg_whole(path)
+    except ImageDecodeError as err:
+        raise ClassificationDataError(str(err)) from None
     if image.dtype != np.uint8:
         image = stretch_to_uint8(image, path, ClassificationDataWarning)
     if in_channels == 1:
@@ -552,11 +559,11 @@ class ClassificationDataset(Dataset):
     reason in ``error`` instead of stopping the run, so one broken file among thousands costs only its own row
     (the task lists and counts it); ``error`` is "" otherwise.
 
-    ``replace_unreadable`` (training without ``strict``): an image that does not decode is
-    replaced by the next item that does, said in a warning naming it (once per file and loader process). The data check verifies PNGs but only parses other headers (a full
-    decode of every file is a strict-mode option: minutes on a large set), so a file can still fail here, and one
-    bad file hours into a run should cost its own sample, not the run. Otherwise the error stops the run, naming
-    the file.
+    ``replace_unreadable`` (training without ``strict``): an image that does not decode is replaced by the next
+    item that does, said in a warning naming it (once per file and loader process). The data check verifies PNGs
+    (and a JPEG's end) but only parses other headers (a full decode of every file is a strict-mode option:
+    minutes on a large set), so a file can still fail here, and one bad file hours into a run should cost its own
+    sample, not the run. Otherwise the error stops the run, naming the file.
     """
 
     #: items tried after an unreadable one before giving up (then the data set itself is broken: an error)

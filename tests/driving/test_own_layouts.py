@@ -288,11 +288,11 @@ def test_a_cut_short_training_jpeg_is_an_error_naming_it_not_grey_fill(tmp_path,
     with pytest.raises(LabelFormatError, match=r"CUT\.JPG.*cannot decode image"):
         read_rgb(tmp_path / "CUT.JPG")
     # a file with a trailer is decoded a second time once per version, not at every epoch's read
-    from domains.driving import common
+    from shared import images
 
     decodes = []
-    real = common.check_decodes
-    monkeypatch.setattr(common, "check_decodes", lambda path: decodes.append(path) or real(path))
+    real = images.check_decodes
+    monkeypatch.setattr(images, "check_decodes", lambda path: decodes.append(path) or real(path))
     (tmp_path / "trailer2.jpg").write_bytes(data + b"SEFT" + bytes(100))
     for _ in range(3):
         read_rgb(tmp_path / "trailer2.jpg")

@@ -320,12 +320,16 @@ def test_png_layout_counts_reader_masks_it_does_not_read(tmp_path):
 
 
 def test_png_size_mismatch(tmp_path):
+    """Found at setup from the headers (not when training reaches the item), and at load for a file changed since."""
     root = write_lidc(tmp_path)
-    cv2.imwrite(str(root / "train" / "gt" / "P1" / "s0_l3.png"), np.zeros((30, 32), np.uint8))
     ds = LIDCPngDataset(root, "train", crop_size=32)
+    cv2.imwrite(str(root / "train" / "gt" / "P1" / "s0_l3.png"), np.zeros((30, 32), np.uint8))
     with pytest.raises(MedicalDataError, match=r"s0_l3\.png.*32x30"):
         ds[0]
     assert ds[1]["masks"].shape == (4, 32, 32)
+    mismatch = r"1 of 2 images .*s0_l3\.png: mask is 32x30 but image .*s0\.png is 32x32"
+    with pytest.raises(MedicalDataError, match=mismatch):
+        LIDCPngDataset(root, "train", crop_size=32)
 
 
 def test_png_non_binary_mask(tmp_path):
@@ -337,12 +341,15 @@ def test_png_non_binary_mask(tmp_path):
 
 
 def test_png_corrupt(tmp_path):
+    """Found at setup (not when training reaches the item), and at load for a file changed since."""
     root = write_lidc(tmp_path)
-    (root / "train" / "images" / "P1" / "s1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     ds = LIDCPngDataset(root, "train", crop_size=32)
+    (root / "train" / "images" / "P1" / "s1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     ds[0]
     with pytest.raises(MedicalDataError, match=r"s1\.png.*cannot decode"):
         ds[1]
+    with pytest.raises(MedicalDataError, match=r"s1\.png: cannot decode the image"):
+        LIDCPngDataset(root, "train", crop_size=32)
 
 
 def test_png_item_and_centre_crop(tmp_path):

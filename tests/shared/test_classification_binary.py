@@ -97,15 +97,20 @@ def test_class_weights_other_than_one_weight_per_class_are_refused_naming_the_op
         stripes_task(class_weights=[0, 0])
 
 
-def test_cli_trains_with_class_weights_logs_the_binary_metrics_and_tests_from_its_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 2})
-    args = [
+def _cli_args(root) -> list[str]:
+    """The stripes image folder ``root`` through the CLI: tiny_cnn at 16 px, batches of 4, quiet."""
+    return [
         "--data.data_format", "imagefolder", "--data.data_path", str(root), "--data.class_names", "[h, v]",
         "--data.image_size", "[16, 16]", "--data.batch_size", "4", "--data.num_workers", "0",
         "--model.network.init_args.backbone", "tiny_cnn", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
     ]  # fmt: skip
+
+
+def test_cli_trains_with_class_weights_logs_the_binary_metrics_and_tests_from_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 2})
+    args = _cli_args(root)
     cli = main(["fit", *args, "--model.class_weights", "[1, 9]", "--trainer.max_steps", "1"])
     assert cli.model.class_weights.tolist() == [1.0, 9.0]
     assert {"auroc", "average_precision", "balanced_accuracy", "sensitivity", "specificity"} <= set(
@@ -188,12 +193,7 @@ def test_a_decision_threshold_needs_two_classes():
 def test_youden_is_fitted_at_validation_kept_in_the_checkpoint_and_decides_test_and_predict(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = stripes_folder(tmp_path / "data", {"train": 2, "val": 3, "test": 3})
-    args = [
-        "--data.data_format", "imagefolder", "--data.data_path", str(root), "--data.class_names", "[h, v]",
-        "--data.image_size", "[16, 16]", "--data.batch_size", "4", "--data.num_workers", "0",
-        "--model.network.init_args.backbone", "tiny_cnn", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-    ]  # fmt: skip
+    args = _cli_args(root)
     cli = main(["fit", *args, "--model.decision_threshold", "youden", "--trainer.max_steps", "1"])
     task = cli.model
     fitted = float(task.fitted_threshold)

@@ -3,18 +3,28 @@
     .venv/bin/python benchmarks/backbones.py [--sizes 128 256] [--batch 4] [--iters 3] [--out benchmarks/results/backbones.md]
     PYTHONPATH=. .venv/bin/python benchmarks/backbones.py --import mybb --names my_tiny resnet18   # your own beside
 
-Prints a markdown table (and writes it with --out). Numbers are CPU throughput unless a GPU is present.
+Prints a markdown table (and writes it with --out). Numbers are CPU throughput unless a GPU is present. A
+backbone that fails at some size (GoogLeNet's batch norm at batch 1, a ViT at a size it cannot patch) gets
+"failed" cells and a note naming the error under the table; the others are still measured and written.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import importlib
-from pathlib import Path
 
 import torch
 
-from benchmarks.report import check_numbers, command_line
+from benchmarks.report import HelpFormatter, check_numbers, command_line
 from shared.backbones import create_backbone, list_backbones
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 
@@ -37,12 +47,12 @@ def throughput(net, x, iters: int, backward: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> list[str]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="square input sizes (px)")
+    parser.add_argument("--batch", type=int, default=4, help="images per pass")
+    parser.add_argument(
+        "--iters", type=int, default=3, help="timed passes per measurement (after one warm-up)"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--iters", type=int, default=3)
     parser.add_argument(
         "--import",
         dest="modules",
@@ -55,7 +65,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument(
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
     )
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
     args = check_numbers(parser, parser.parse_args(argv))
     for module in args.modules:
         try:
@@ -79,20 +89,30 @@ def main(argv: list[str] | None = None) -> list[str]:
         header,
         "|" + "---|" * (2 + 2 * len(args.sizes)),
     ]
+    failures = []  # one backbone's error must not lose the rows measured before and after it
     for name in args.names or list_backbones():
-        cells = []
+        cells, params = [], "n/a"
         for size in args.sizes:
             kwargs = {"image_size": size} if name.startswith("vit") else {}
-            net = create_backbone(name, in_channels=3, **kwargs).to(device)
-            x = torch.randn(args.batch, 3, size, size, device=device)
-            net.eval()
-            fwd = throughput(net, x, args.iters, backward=False)
-            net.train()
-            bwd = throughput(net, x, args.iters, backward=True)
-            cells += [f"{fwd:.1f}", f"{bwd:.1f}"]
-        params = sum(p.numel() for p in net.parameters()) / 1e6
-        lines.append(f"| {name} | {params:.2f} | " + " | ".join(cells) + " |")
+            measured, stage = [], "building"
+            try:
+                net = create_backbone(name, in_channels=3, **kwargs).to(device)
+                params = f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}"
+                x = torch.randn(args.batch, 3, size, size, device=device)
+                stage = "forward"
+                net.eval()
+                measured.append(throughput(net, x, args.iters, backward=False))
+                stage = "forward+backward"
+                net.train()
+                measured.append(throughput(net, x, args.iters, backward=True))
+            except Exception as error:  # noqa: BLE001 - any failure of one backbone: named, the run goes on
+                failures.append(f"{name} @{size}, {stage}: {type(error).__name__}: {error}".splitlines()[0])
+                print(f"failed: {failures[-1]}", flush=True)
+            cells += [f"{v:.1f}" for v in measured] + ["failed"] * (2 - len(measured))
+        lines.append(f"| {name} | {params} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
+    if failures:
+        lines += ["", "Failed (the row's cells say where):", "", *(f"- {failure}" for failure in failures)]
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:

@@ -19,8 +19,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from benchmarks.report import print_and_write
-from shared.budget import FitScheduleToBudget
+from benchmarks.report import STEPS_HELP, print_and_write, step_schedule
 from shared.cli import instantiate_from_config, quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
 from shared.optim import warmup_cosine
@@ -115,8 +114,9 @@ def train_and_test(
     limit_test_batches: float = 1.0,
 ) -> tuple[dict, pl.LightningModule, pl.LightningDataModule]:
     """Build the data module and task (with the CLI's links: class names and their count), train within
-    ``args.budget_minutes`` and test once. Returns the common result fields, the task and the data module.
-    ``schedule``: extra :class:`FitScheduleToBudget` arguments."""
+    ``args.budget_minutes`` (or for ``args.steps`` steps, the budget a hard stop) and test once. Returns the
+    common result fields, the task and the data module. ``schedule``: extra :class:`FitScheduleToBudget`
+    arguments."""
     accelerator, device = resolve_accelerator(args.accelerator)
     dm = datamodule_class(**data_kw)
     dm.prepare_data()
@@ -129,12 +129,18 @@ def train_and_test(
 
     load_before = os.getloadavg()[0]
     budget_s = 60 * args.budget_minutes
-    sec_per_step = calibrate_seconds_per_step(task, dm, args.calibration_steps, device)
-    # keep a margin for the epoch-end overheads and the slower steps of a shared machine
-    max_steps = max(1, int(args.budget_fraction * budget_s / sec_per_step))
-    print(
-        f"calibration: {sec_per_step:.2f} s/step (batch {dm.batch_size}) -> first plan {max_steps} steps "
-        f"for a {args.budget_minutes:g}-minute budget"
+    planned = args.steps
+    if not args.steps:  # a time-budget run: the calibration gives the first plan
+        sec_per_step = calibrate_seconds_per_step(task, dm, args.calibration_steps, device)
+        # keep a margin for the epoch-end overheads and the slower steps of a shared machine
+        planned = max(1, int(args.budget_fraction * budget_s / sec_per_step))
+        print(
+            f"calibration: {sec_per_step:.2f} s/step (batch {dm.batch_size}) -> first plan {planned} steps "
+            f"for a {args.budget_minutes:g}-minute budget"
+        )
+    # the calibration's guess is only the start: the schedule is re-fitted to the measured step time
+    max_steps, fitting = step_schedule(
+        args.steps, planned, args.budget_fraction * budget_s, **(schedule or {})
     )
     warmup = getattr(task.make_lr_scheduler, "keywords", {}).get("warmup_steps", 0)
     if warmup >= max_steps:  # a short budget: warm up for a tenth of it
@@ -150,8 +156,7 @@ def train_and_test(
         gradient_clip_val=1.0,
         enable_progress_bar=args.progress,
         enable_model_summary=True,
-        # the calibration's guess is only the start: the schedule is re-fitted to the measured step time
-        callbacks=[meter, FitScheduleToBudget(args.budget_fraction * budget_s, **(schedule or {}))],
+        callbacks=[meter, *fitting],
         log_every_n_steps=10,
     )
     start = time.perf_counter()
@@ -202,17 +207,41 @@ def add_budget_arguments(
     parser.add_argument(
         "--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed, 16-mixed"
     )
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calibration-steps", type=int, default=calibration_steps)
+    parser.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="training batch size (default: the config's data.batch_size)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of initialisation, batches and augmentation"
+    )
+    parser.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
+    parser.add_argument(
+        "--calibration-steps",
+        type=int,
+        default=calibration_steps,
+        help="timed training steps that give the first step count of a time-budget run (not with --steps)",
+    )
     parser.add_argument(
         "--budget-fraction", type=float, default=0.9, help="share of the budget the step count is planned for"
     )
-    parser.add_argument("--inference-images", type=int, default=inference_images)
-    parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--save-checkpoint", type=Path, default=None, help="write the trained model (.ckpt)")
+    parser.add_argument(
+        "--inference-images", type=int, default=inference_images, help="test images timed at batch 1"
+    )
+    parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+    parser.add_argument(
+        "--save-checkpoint", type=Path, default=None, help="write the trained model (.ckpt) (default: none)"
+    )
     return parser
+
+
+def trained_from(config: dict) -> str:
+    """How the table says where training started: the weights a config's (or an option's)
+    ``pretrained_backbone`` loaded, else "from scratch"."""
+    pretrained = config.get("pretrained_backbone")
+    return f"with the backbone of {pretrained}" if pretrained else "from scratch"
 
 
 def run_and_report(args, run: Callable[..., dict], markdown: Callable[..., str]) -> dict:

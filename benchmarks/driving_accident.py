@@ -6,7 +6,8 @@ baselines.
 
 Model and data settings come from the CLI config (``model:`` / ``data:``), so the benchmark measures what
 ``python -m domains.driving.accident fit -c <config>`` trains. Training runs for the budget
-(:class:`shared.budget.FitScheduleToBudget` fits the cosine schedule to it), validating each epoch and keeping
+(:class:`shared.budget.FitScheduleToBudget` fits the cosine schedule to it; ``--steps N`` fixes the length
+instead, repeatable, the budget a hard stop), validating each epoch and keeping
 the weights of the best validation frame AP (as the CLI's checkpoint does); then one validation pass fits the
 temperature and the alarm threshold (false alarms on negative validation clips within
 ``max_false_alarm``), and the test split (clips never seen in training, near misses included) is scored once.
@@ -22,15 +23,21 @@ Targets (issue #18): video AP >= 0.95, frame AP >= 0.85, TTA at 80 % recall >= 1
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import json
 import math
 import os
 import statistics
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np
 import pytorch_lightning as pl
@@ -39,11 +46,15 @@ import yaml
 
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
+    STEPS_HELP,
+    HelpFormatter,
     command_line,
     json_object,
     parse_keeping_argv,
     print_and_write,
+    run_length,
     smoke_run,
+    step_schedule,
     verdict,
 )
 from domains.driving.accident.__main__ import MONITOR as ACCIDENT_MONITOR
@@ -64,7 +75,6 @@ from domains.driving.accident.metrics import (
 )
 from domains.driving.accident.task import AccidentTask
 from domains.driving.synthetic.clips import EGO_FRONT, EGO_LENGTH, EGO_WIDTH
-from shared.budget import FitScheduleToBudget
 from shared.cli import flat_model_config, instantiate_from_config, quiet_trainer
 
 TARGETS = {
@@ -213,14 +223,14 @@ def run(args) -> dict:
     dm.prepare_data()
     dm.setup("fit")
     task = instantiate_from_config(AccidentTask, model_kw)
-    budget = FitScheduleToBudget(60 * args.budget_minutes, every=5, window=20)
+    max_steps, fitting = step_schedule(args.steps, 10**6, 60 * args.budget_minutes, every=5, window=20)
     best = KeepBest(ACCIDENT_MONITOR)  # the CLI checkpoint's metric (domains.driving.accident.__main__)
     trainer = quiet_trainer(
         accelerator="cpu",
-        max_steps=10**6,
+        max_steps=max_steps,
         max_epochs=-1,
         max_time={"seconds": int(60 * args.budget_minutes * 1.05)},
-        callbacks=[budget, best],
+        callbacks=[*fitting, best],
         gradient_clip_val=1.0,
         limit_val_batches=1.0,  # each epoch: validation clips, for the best epoch (as the CLI's checkpoint)
     )
@@ -287,6 +297,7 @@ def markdown(result: dict, args) -> str:
             f"clips; weights of the best validation epoch, {result['best_epoch']}); load average "
             f"{result['load'][0]:.1f} -> {result['load'][1]:.1f}."
         ),
+        run_length(getattr(args, "steps", None), [result["steps"]]),
         (
             f"Model: backbone {cfg.get('backbone')}, temporal {cfg.get('temporal')}, hidden {cfg.get('hidden')}, "
             f"input {result['data'].get('image_size')}, horizons {cfg.get('horizons')}, motion lags "
@@ -424,30 +435,62 @@ def baselines_markdown(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-minutes", type=float, default=ISSUE_BUDGET_MINUTES)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--config", default=str(ROOT / "domains/driving/accident/configs/quick.yaml"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
-        "--synthetic", type=json_object, default=None, help="JSON of generator settings, e.g. '{\"n_clips\": 120}'"
+        "--budget-minutes",
+        type=float,
+        default=ISSUE_BUDGET_MINUTES,
+        help="training wall time (with --steps: a hard stop)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "domains/driving/accident/configs/quick.yaml"),
+        help="CLI config whose model: and data: sections are trained",
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=json_object,
+        default=None,
+        help="JSON of generator settings, e.g. '{\"n_clips\": 120}' (default: the config's)",
     )
     parser.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
         help="override a config setting, e.g. data.hflip=0.5 or model.network.init_args.motion_lags=[1,5] "
-        "(repeatable; the value is read as YAML)",
+        "(repeatable; the value is read as YAML; default: none)",
     )
-    parser.add_argument("--pretrained-backbone", default=None)
-    parser.add_argument("--pretrained-prefix", default="")
-    parser.add_argument("--freeze-backbone", action="store_true")
-    parser.add_argument("--max-false-alarm", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write the markdown table here as well")
+    parser.add_argument(
+        "--pretrained-backbone",
+        default=None,
+        help="start from this weight file's backbone (default: the config's)",
+    )
+    parser.add_argument(
+        "--pretrained-prefix", default="", help="key prefix of the backbone in --pretrained-backbone's file"
+    )
+    parser.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="train with the backbone frozen (default: the config's)",
+    )
+    parser.add_argument(
+        "--max-false-alarm",
+        type=float,
+        default=0.1,
+        help="share of negative test clips allowed to alarm in the same-false-alarm-rate comparison",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="write the markdown table here as well, and its .json (default: printed only)",
+    )
     parser.add_argument(
         "--save-checkpoint",
         default=None,
-        help="also save the trained, calibrated model as a Lightning checkpoint",
+        help="also save the trained, calibrated model as a Lightning checkpoint (default: none)",
     )
     parser.add_argument(
         "--baselines-only",

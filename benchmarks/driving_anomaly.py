@@ -11,7 +11,9 @@ segmenter):
    outlier head + energy losses with hard-negative mining) for the rest of the budget; scored with
    ``outlier_prob`` and, for reference, the simple scores on it.
 Training length is first set in optimiser steps from a timed probe, then re-fitted to the measured step time
-while training (``shared.budget.FitScheduleToBudget``), so the cosine schedule ends with the budget.
+while training (``shared.budget.FitScheduleToBudget``), so the cosine schedule ends with the budget;
+``--steps N`` fixes it instead (split between the phases as the budget is: repeatable, the budget a hard
+stop).
 Frames are resized to ``--image-size`` (96x320 by default: the anomaly split's 192x640 halved). Pixel
 metrics pool every non-void pixel (AP, FPR95, AUROC); component metrics (sIoU, PPV, mean F1) are given for
 the best score; the image-level score is the 99.9th percentile of the pixel score in the predicted road
@@ -20,6 +22,15 @@ region. Writes the markdown table to ``--out`` and the raw numbers next to it (`
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import copy
 import json
@@ -27,7 +38,6 @@ import math
 import platform
 import time
 import warnings
-from pathlib import Path
 
 import albumentations as A
 import pytorch_lightning as pl
@@ -35,10 +45,15 @@ import torch
 
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
+    STEPS_HELP,
+    HelpFormatter,
     check_numbers,
     command_line,
     json_object,
+    named_as_options,
+    run_length,
     smoke_run,
+    step_schedule,
     verdict,
 )
 from domains.driving.anomaly.data import SegmentationDataModule
@@ -46,7 +61,6 @@ from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import SIMPLE_SCORES
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from shared.backbones import list_backbones
-from shared.budget import FitScheduleToBudget
 from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 from shared.optim import adamw, warmup_cosine
@@ -55,12 +69,19 @@ TARGET_AP, TARGET_FPR95 = 0.8, 0.1
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument(
-        "--budget-minutes", type=float, default=ISSUE_BUDGET_MINUTES, help="total training time of both phases"
+        "--budget-minutes",
+        type=float,
+        default=ISSUE_BUDGET_MINUTES,
+        help="total training time of both phases (with --steps: a hard stop)",
     )
+    p.add_argument("--steps", type=int, default=None, help=f"both phases together: {STEPS_HELP}")
     p.add_argument(
-        "--out", default=None, help="write the table (and its .json) here, e.g. benchmarks/results/driving_anomaly.md"
+        "--out",
+        default=None,
+        help="write the table (and its .json) here, e.g. benchmarks/results/driving_anomaly.md "
+        "(default: printed only)",
     )
     p.add_argument(
         "--at-label-size",
@@ -68,8 +89,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="score test pixels at each label mask's own size (the CLI's test default); without it, at the "
         "network's input size, as the committed tables were",
     )
-    p.add_argument("--encoder", default="unet_encoder", choices=list_backbones())
-    p.add_argument("--encoder-kwargs", type=json_object, default='{"channels": [16, 32, 64, 128]}', help="JSON")
+    p.add_argument(
+        "--encoder", default="unet_encoder", choices=list_backbones(), help="the segmenter's backbone"
+    )
+    p.add_argument(
+        "--encoder-kwargs",
+        type=json_object,
+        default='{"channels": [16, 32, 64, 128]}',
+        help="the encoder's arguments as a JSON object",
+    )
     p.add_argument(
         "--image-size",
         type=int,
@@ -84,8 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="train on native-scale crops of --image-size and evaluate whole frames at native "
         "resolution (objects keep their size; lost to resizing on 2 CPU cores: less context)",
     )
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate of the plain phase")
     p.add_argument(
         "--oe-fraction",
         type=float,
@@ -105,7 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=1.0,
         help="Gaussian sigma (px) on every score map (1 beat 0: AP 0.510 vs 0.497 on the same model)",
     )
-    p.add_argument("--oe-weight", type=float, default=0.5)
+    p.add_argument("--oe-weight", type=float, default=0.5, help="weight of the outlier-exposure loss")
     p.add_argument(
         "--oe-prob", type=float, default=0.5, help="share of OE training images with pasted objects"
     )
@@ -127,15 +155,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=32,
         help="width of the outlier head's full-resolution conv (16: a third of the head's cost)",
     )
-    p.add_argument("--oe-objective", default="both", choices=("extra_logit", "energy", "both"))
+    p.add_argument(
+        "--oe-objective",
+        default="both",
+        choices=("extra_logit", "energy", "both"),
+        help="the OE losses: the outlier head's extra logit, the energy margin, or both",
+    )
     p.add_argument("--oe-lr", type=float, default=None, help="fine-tuning LR (default: lr / 2)")
-    p.add_argument("--calibration-batches", type=int, default=20)
-    p.add_argument("--max-test-images", type=int, default=None, help="cap the anomaly split (smoke runs)")
-    p.add_argument("--max-val-images", type=int, default=None, help="cap the validation split (smoke runs)")
-    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument(
+        "--calibration-batches",
+        type=int,
+        default=20,
+        help="training batches of the calibration pass (SML and Mahalanobis statistics)",
+    )
+    p.add_argument(
+        "--max-test-images", type=int, default=None, help="cap the anomaly split (smoke runs; default: all)"
+    )
+    p.add_argument(
+        "--max-val-images", type=int, default=None, help="cap the validation split (smoke runs; default: all)"
+    )
+    p.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
     p.add_argument("--data-path", default=None, help="KITTI-layout root with semantic/ (default: synthetic)")
     p.add_argument("--anomaly-path", default=None, help="SegmentMeIfYouCan-layout root (default: synthetic)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument(
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
@@ -145,7 +187,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--save-weights",
         default=None,
         metavar="DIR",
-        help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis",
+        help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis (default: none)",
     )
     args = check_numbers(p, p.parse_args(argv))
     return args
@@ -193,14 +235,33 @@ def time_per_step(task: AnomalySegmentationTask, loader, steps: int = 6, device=
     return sorted(times)[len(times) // 2]
 
 
-def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: float, args) -> dict:
-    steps = max(1, int(minutes * 60 / seconds_per_step))
+def phase_steps(steps: int | None, oe_fraction: float) -> tuple[int | None, int | None]:
+    """``--steps`` split between the plain and the OE phase as the budget is (at least 1 each); None, None
+    for a time-budget run."""
+    if not steps:
+        return None, None
+    plain = max(1, round(steps * (1 - oe_fraction)))
+    return plain, max(1, steps - plain)
+
+
+def fit(
+    task: AnomalySegmentationTask,
+    dm,
+    minutes: float,
+    seconds_per_step: float | None,
+    args,
+    steps: int | None = None,
+) -> dict:
+    """Train ``task`` for ``steps`` (fixed: repeatable) or, without them, for ``minutes`` from a first plan of
+    ``seconds_per_step``; either way ``minutes`` (+ 15 %) is a hard stop."""
+    planned = steps or max(1, int(minutes * 60 / seconds_per_step))
+    # the probe's guess is only the start: the schedule is re-fitted to the measured step time
+    max_steps, fitting = step_schedule(steps, planned, minutes * 60)
     trainer = quiet_trainer(
         devices=1,
-        max_steps=steps,
+        max_steps=max_steps,
         max_time={"seconds": int(minutes * 60 * 1.15) + 30},  # safety net
-        # the probe's guess is only the start: the schedule is re-fitted to the measured step time
-        callbacks=[FitScheduleToBudget(minutes * 60)],
+        callbacks=fitting,
         accelerator=resolve_accelerator(args.accelerator)[0],
         precision=args.precision,
         gradient_clip_val=1.0,
@@ -210,7 +271,7 @@ def fit(task: AnomalySegmentationTask, dm, minutes: float, seconds_per_step: flo
     calibration = task.last_calibration["seconds"]
     return {
         "steps": trainer.global_step,
-        "planned_steps": steps,
+        "planned_steps": planned,
         "minutes": (time.perf_counter() - start - calibration) / 60,
         "calibration_seconds": calibration,
     }
@@ -267,9 +328,10 @@ def main(argv=None) -> int:
         seed=args.seed,
         repeat_threshold=args.repeat_threshold,
     )
-    dm.prepare_data()
-    dm.setup("fit")
-    dm.setup("test")
+    with named_as_options({"--data.anomaly_path": "--anomaly-path", "--data.data_path": "--data-path"}):
+        dm.prepare_data()
+        dm.setup("fit")
+        dm.setup("test")
     if args.native_crops:
         frame = tuple(dm.datasets["train"][0]["image"].shape[-2:])
         dm.datasets["train"].transform = native_crops(tuple(args.image_size), frame, args.seed)
@@ -303,9 +365,14 @@ def main(argv=None) -> int:
     )
     budget_plain = args.budget_minutes * (1 - args.oe_fraction)
     budget_oe = args.budget_minutes * args.oe_fraction
-    sps = time_per_step(plain, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
-    print(f"plain: {sps:.2f} s/step -> {budget_plain:.1f} min", flush=True)
-    fit_plain = fit(plain, dm, budget_plain, sps, args)
+    steps_plain, steps_oe = phase_steps(args.steps, args.oe_fraction)
+    sps = sps_oe = None  # a fixed-steps run needs no probe
+    if steps_plain:
+        print(f"plain: {steps_plain} steps (--steps), at most {budget_plain:.1f} min", flush=True)
+    else:
+        sps = time_per_step(plain, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
+        print(f"plain: {sps:.2f} s/step -> {budget_plain:.1f} min", flush=True)
+    fit_plain = fit(plain, dm, budget_plain, sps, args, steps_plain)
     res_plain, miou_plain = evaluate(plain, dm, args)
 
     # ---- phase 2: fine-tune the same weights with outlier exposure
@@ -322,9 +389,12 @@ def main(argv=None) -> int:
         lr_scheduler=warmup_cosine(10),
     )
     oe.load_state_dict(plain.state_dict())
-    sps_oe = time_per_step(oe, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
-    print(f"oe: {sps_oe:.2f} s/step -> {budget_oe:.1f} min", flush=True)
-    fit_oe = fit(oe, dm, budget_oe, sps_oe, args)
+    if steps_oe:
+        print(f"oe: {steps_oe} steps (--steps), at most {budget_oe:.1f} min", flush=True)
+    else:
+        sps_oe = time_per_step(oe, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
+        print(f"oe: {sps_oe:.2f} s/step -> {budget_oe:.1f} min", flush=True)
+    fit_oe = fit(oe, dm, budget_oe, sps_oe, args, steps_oe)
     res_oe, miou_oe = evaluate(oe, dm, args)
     if args.save_weights:
         weights_dir = Path(args.save_weights)
@@ -381,6 +451,11 @@ def main(argv=None) -> int:
             f"({args.oe_objective}, weight {args.oe_weight}, outlier head {args.outlier_head_channels} channels) "
             f"{fit_oe['steps']} steps in {fit_oe['minutes']:.1f} min; repeat-factor sampling "
             f"{args.repeat_threshold or 'off'}."
+        ),
+        run_length(
+            args.steps,
+            [fit_plain["steps"], fit_oe["steps"]],
+            [fit_plain["planned_steps"], fit_oe["planned_steps"]],
         ),
         "",
         (

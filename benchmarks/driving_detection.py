@@ -6,10 +6,11 @@
 Model and data settings come from the CLI config (``model:`` / ``data:``), so the benchmark measures what
 ``python -m domains.driving.detection fit -c <config>`` trains. The training length is set from the budget: a
 few calibration steps measure seconds per step, and ``max_steps`` is chosen so the cosine schedule ends
-inside the budget (``max_time`` is a hard stop as well). No validation runs during training; the test split
+inside the budget (``max_time`` is a hard stop as well); ``--steps N`` fixes the length instead (repeatable).
+No validation runs during training; the test split
 (by sequence, never seen in training) is scored once at the end:
-COCO mAP50 / mAP / per-class AP (torchmetrics, DontCare detections dropped), KITTI AP|R40 (Moderate, also
-Easy and Hard), training images per second and inference milliseconds per image (batch 1, the model's
+COCO mAP50 / mAP / per-class AP (torchmetrics, DontCare boxes as COCO crowd regions), KITTI AP|R40 (Moderate,
+also Easy and Hard), training images per second and inference milliseconds per image (batch 1, the model's
 default input size, resize + network + NMS, data loading excluded).
 
 Targets: mAP50 >= 0.8 over Car, Pedestrian and Cyclist; inference <= 250 ms per image on 2 CPU cores.
@@ -17,17 +18,37 @@ Targets: mAP50 >= 0.8 over Car, Pedestrian and Cyclist; inference <= 250 ms per 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import math
 import os
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
-from benchmarks.report import ISSUE_BUDGET_MINUTES, command_line, parse_keeping_argv, smoke_run, verdict
+from benchmarks.detector_budget import (
+    add_budget_arguments,
+    read_config,
+    run_and_report,
+    train_and_test,
+    trained_from,
+)
+from benchmarks.report import (
+    ISSUE_BUDGET_MINUTES,
+    HelpFormatter,
+    command_line,
+    parse_keeping_argv,
+    run_length,
+    smoke_run,
+    verdict,
+)
 from domains.driving.detection.data import DetectionDataModule
 from domains.driving.detection.metrics import KITTI_DIFFICULTY, KITTI_IMAGE_HEIGHT, recall_by_height
 from domains.driving.detection.task import DetectionTask, kitti_height_scale
@@ -36,8 +57,6 @@ from shared.device import resolve_accelerator
 
 TARGET_MAP50 = 0.8
 TARGET_MS = 250.0
-
-
 
 
 @torch.inference_mode()
@@ -93,10 +112,11 @@ def markdown(result: dict, args) -> str:
         *([smoke, ""] if smoke else []),
         (
             f"Budget {args.budget_minutes:g} min on {result['device']} (precision {args.precision}), "
-            f"trained from scratch: {result['steps']} steps, {result['train_images']} images "
+            f"trained {trained_from(cfg)}: {result['steps']} steps, {result['train_images']} images "
             f"({result['train_images'] / max(result['n_train'], 1):.1f} epochs of {result['n_train']}), "
             f"{result['train_seconds'] / 60:.1f} min."
         ),
+        run_length(getattr(args, "steps", None), [result["steps"]]),
         (
             f"Model: backbone {cfg.get('backbone', 'resnet18')}, input {result['model_input'][0]}x{result['model_input'][1]} "
             f"(HxW box), FPN levels {cfg.get('fpn_levels', 3)} x {cfg.get('fpn_channels', 128)} ch, "
@@ -153,8 +173,10 @@ def markdown(result: dict, args) -> str:
         ),
         "",
         (
-            "COCO metrics drop detections lying mostly inside DontCare boxes; KITTI AP uses the devkit rules "
-            "(IoU 0.7 Car, 0.5 Pedestrian / Cyclist, vans as Car neighbours, 41-point recall)."
+            "COCO metrics treat DontCare boxes as crowd regions: a detection that matches no object and "
+            "lies in one is ignored (neither hit nor false alarm), one on a real object still counts; KITTI "
+            "AP uses the devkit rules (IoU 0.7 Car, 0.5 Pedestrian / Cyclist, vans as Car neighbours, "
+            "41-point recall)."
         ),
         "",
         f"Command: `{command_line('benchmarks/driving_detection.py', getattr(args, 'argv', None))}`",
@@ -163,11 +185,18 @@ def markdown(result: dict, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=ISSUE_BUDGET_MINUTES,
+        help="training wall time (with --steps: a hard stop)",
     )
-    parser.add_argument("--budget-minutes", type=float, default=ISSUE_BUDGET_MINUTES)
-    parser.add_argument("--config", default=str(ROOT / "domains/driving/detection/configs/full.yaml"))
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "domains/driving/detection/configs/full.yaml"),
+        help="CLI config whose model: and data: sections are trained (its pretrained_backbone included)",
+    )
     parser.add_argument("--data-path", default=None, help="KITTI root (default: the synthetic set)")
     parser.add_argument(
         "--kitti-min-height-scale",
@@ -182,8 +211,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="repeat-factor sampling threshold for the training images (default: the config's; 0: off)",
     )
-    parser.add_argument("--test-batches", type=int, default=None, help="score only this many test batches")
-    parser.add_argument("--out", type=Path, default=None, help="write the table here (benchmarks/results/...)")
+    parser.add_argument(
+        "--test-batches", type=int, default=None, help="score only this many test batches (default: all)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the table here (default: printed only)"
+    )
     add_budget_arguments(parser, calibration_steps=4, inference_images=30)
     return run_and_report(parse_keeping_argv(parser, argv), run, markdown)
 

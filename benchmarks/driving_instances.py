@@ -6,7 +6,8 @@
 Model and data settings come from the CLI config (``model:`` / ``data:``), so the benchmark measures what
 ``python -m domains.driving.instances fit -c <config>`` trains. The run length follows the budget: a few
 calibration steps give a first step count, and :class:`shared.budget.FitScheduleToBudget` re-fits it (and the
-cosine schedule) to the measured step time while training; ``max_time`` is a hard stop as well. No validation
+cosine schedule) to the measured step time while training; ``max_time`` is a hard stop as well (``--steps N``
+fixes the length instead: repeatable). No validation
 runs during training; the test split (by sequence, never seen in training) is scored once at the end: COCO mask
 AP50 per class and mean, the same model's box AP50 beside it, and inference milliseconds per image (batch 1,
 resize + network + NMS + mask pasting, data loading excluded).
@@ -16,18 +17,44 @@ Targets (issue #22): Car mask AP50 >= 0.6, and every class's mask AP50 within 0.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import math
 import os
-from pathlib import Path
+from inspect import signature
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from benchmarks.detector_budget import add_budget_arguments, read_config, run_and_report, train_and_test
-from benchmarks.report import ISSUE_BUDGET_MINUTES, command_line, parse_keeping_argv, smoke_run, verdict
+from benchmarks.detector_budget import (
+    add_budget_arguments,
+    read_config,
+    run_and_report,
+    train_and_test,
+    trained_from,
+)
+from benchmarks.report import (
+    ISSUE_BUDGET_MINUTES,
+    HelpFormatter,
+    command_line,
+    named_as_options,
+    parse_keeping_argv,
+    run_length,
+    smoke_run,
+    verdict,
+)
+from domains.driving.common import sequence_split_hint
+from domains.driving.detection.data import DetectorDataModule
 from domains.driving.instances.data import InstanceDataModule
 from domains.driving.instances.task import InstanceTask
+from domains.driving.synthetic import generate_kitti
 from shared.cli import flat_model_config
+from shared.data import group_split
 
 TARGET_CAR_MASK_AP50 = 0.6
 TARGET_MASK_BOX_GAP = 0.1
@@ -54,6 +81,32 @@ def moderate_height(data_kw: dict, config: str = "the config") -> float:
     return round(KITTI_MODERATE_HEIGHT * scored_size(data_kw, config)[0] / KITTI_FRAME_HEIGHT, 1)
 
 
+def empty_split_hint(max_items: int | None, data_kw: dict) -> dict[str, str]:
+    """The data module's hint on an empty split (``--data.split_fractions``, an option of the CLI, not of
+    this benchmark) -> what to give the benchmark: a ``--max-items`` that holds enough whole sequences for a
+    train and a test split, else the config's ``data.split_fractions``."""
+    fractions = data_kw.get("split_fractions")
+    fractions = fractions or signature(DetectorDataModule).parameters["split_fractions"].default
+    own = (
+        "splits are whole driving sequences: set data.split_fractions in the --config file "
+        f"(now {list(fractions)}) or add data"
+    )
+
+    def train_and_test_split(sequences: int) -> bool:  # the benchmark's stages: fit and test
+        split = group_split(range(sequences), fractions, verbose=False)
+        return bool(split["train"] and split["test"])
+
+    fewest = next((n for n in range(1, 1000) if train_and_test_split(n)), None)
+    if max_items and fewest:
+        frames = signature(generate_kitti).parameters["frames_per_sequence"].default
+        own = (
+            f"splits are whole driving sequences, and the first {max_items} images (--max-items) hold too "
+            f"few: give --max-items at least the images of {fewest} sequences ({fewest * frames} on the "
+            f"synthetic set, {frames} frames a sequence), or leave it out"
+        )
+    return {sequence_split_hint(fractions): own}
+
+
 def run(args) -> dict:
     model_kw, data_kw = read_config(args)
     if args.max_items:
@@ -64,9 +117,10 @@ def run(args) -> dict:
     model_kw["min_heights"] = [moderate_height(data_kw, args.config)]  # scored at test only
     schedule = {"every": 5, "window": 20}
     limit = args.test_batches or 1.0
-    result, _, _ = train_and_test(
-        args, InstanceTask, InstanceDataModule, model_kw, data_kw, schedule=schedule, limit_test_batches=limit
-    )
+    with named_as_options(empty_split_hint(args.max_items, data_kw)):
+        result, _, _ = train_and_test(
+            args, InstanceTask, InstanceDataModule, model_kw, data_kw, schedule, limit_test_batches=limit
+        )
     return result
 
 
@@ -88,10 +142,11 @@ def markdown(result: dict, args) -> str:
         *([smoke, ""] if smoke else []),
         (
             f"Budget {args.budget_minutes:g} min on {result['device']} (precision {args.precision}), trained "
-            f"{'with the backbone of ' + str(cfg['pretrained_backbone']) if cfg.get('pretrained_backbone') else 'from scratch'}: "
+            f"{trained_from(cfg)}: "
             f"{result['steps']} steps of {batch} images ({result['steps'] * batch / max(result['n_train'], 1):.1f} "
             f"epochs of {result['n_train']}), {result['train_seconds'] / 60:.1f} min."
         ),
+        run_length(getattr(args, "steps", None), [result["steps"]]),
         (
             f"Model: backbone {cfg.get('backbone')}{frozen}, input {cfg.get('input_size')}, "
             f"FPN {cfg.get('fpn_levels')} levels x {cfg.get('fpn_channels')} ch, "
@@ -128,7 +183,8 @@ def markdown(result: dict, args) -> str:
     scaled = "" if (image_h, image_w) == (net_h, net_w) else f", scaled to the network's {net_w}x{net_h}"
     speed = (
         f"Inference: {result['inference_ms']:.1f} ms / image (batch 1, {image_w}x{image_h} images{scaled}). "
-        f"Detections mostly inside DontCare regions dropped: {int(m.get('test/ignored_detections', 0))}."
+        "Detections mostly inside DontCare regions (COCO crowd regions: ignored where they match no object, "
+        f"hits where they do): {int(m.get('test/ignored_detections', 0))}."
     )
     car = m.get("test/mask_ap50/Car")
     gaps = [
@@ -157,10 +213,14 @@ def markdown(result: dict, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--budget-minutes",
+        "--minutes",
+        type=float,
+        default=ISSUE_BUDGET_MINUTES,
+        help="training wall time (with --steps: a hard stop)",
     )
-    parser.add_argument("--budget-minutes", "--minutes", type=float, default=ISSUE_BUDGET_MINUTES)
     parser.add_argument(
         "--config",
         default=str(ROOT / "domains/driving/instances/configs/transfer.yaml"),
@@ -172,12 +232,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--pretrained-backbone",
         default=None,
-        help="start from this checkpoint's backbone (e.g. a trained road detector's .ckpt)",
+        help="start from this checkpoint's backbone (e.g. a trained road detector's .ckpt; default: the "
+        "config's)",
     )
-    parser.add_argument("--pretrained-prefix", default="model.detector.backbone.body.")
-    parser.add_argument("--max-items", type=int, default=None, help="read only this many images (dry runs)")
-    parser.add_argument("--test-batches", type=int, default=None, help="score only this many test batches")
-    parser.add_argument("--out", type=Path, default=None, help="write the table here (benchmarks/results/...)")
+    parser.add_argument(
+        "--pretrained-prefix",
+        default="model.detector.backbone.body.",
+        help="key prefix of the backbone in --pretrained-backbone's file",
+    )
+    parser.add_argument(
+        "--max-items", type=int, default=None, help="read only this many images (dry runs; default: all)"
+    )
+    parser.add_argument(
+        "--test-batches", type=int, default=None, help="score only this many test batches (default: all)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
     add_budget_arguments(parser, calibration_steps=3, inference_images=20)
     args = parse_keeping_argv(parser, argv)
     return run_and_report(args, run, markdown)

@@ -16,16 +16,31 @@ Prints a markdown table plus the target checks and writes them to ``--out``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import statistics
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from benchmarks.report import command_line, parse_keeping_argv, print_and_write, smoke_run, verdict
+from benchmarks.report import (
+    HelpFormatter,
+    command_line,
+    parse_keeping_argv,
+    print_and_write,
+    smoke_run,
+    verdict,
+)
 from domains.medical.data import MedicalDataModule
 from domains.medical.metrics import SegmentationUncertaintyMetrics, majority_vote, sample_diversity
 from domains.medical.models import MODELS as NETWORKS
@@ -311,9 +326,7 @@ def report(results: list[dict], args, device: str, minutes: float, reference: di
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--budget-minutes",
         type=float,
@@ -327,8 +340,19 @@ def main(argv: list[str] | None = None) -> str:
         help="train each model for this many steps (cosine schedule) instead of a wall-clock share; "
         "the time budget stays as a cap. Steps give the same models on a busy and a quiet machine.",
     )
-    parser.add_argument("--out", type=Path, default=None, help="write the table here (benchmarks/results/...)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the table here (benchmarks/results/...; default: printed only)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        choices=list(MODELS),
+        help="the models trained and compared",
+    )
     parser.add_argument("--data-path", default=None, help="LIDC PNG root (default: the synthetic set)")
     parser.add_argument(
         "--readers",
@@ -337,14 +361,16 @@ def main(argv: list[str] | None = None) -> str:
         help="reader preset of the synthetic set (lidc: the real LIDC shares of 1-4 readers and their overlap); "
         "it also picks the models' settings for such readers (READER_PRESETS)",
     )
-    parser.add_argument("--crop-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument("--crop-size", type=int, default=64, help="side of the training centre crops (px)")
+    parser.add_argument("--batch-size", type=int, default=16, help="training batch size")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    parser.add_argument("--num-samples", type=int, default=16, help="samples per test image")
     parser.add_argument("--test-items", type=int, default=None, help="cap on test images (default: all)")
-    parser.add_argument("--timing-repeats", type=int, default=30)
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--timing-repeats", type=int, default=30, help="timed calls of the sampling-speed median"
+    )
+    parser.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument(
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"

@@ -18,6 +18,15 @@ sets (generated on first use by the tasks, or by ``make demo-train``).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import time
 from datetime import UTC, datetime
@@ -27,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.report import command_line, parse_keeping_argv, print_and_write
+from benchmarks.report import HelpFormatter, command_line, parse_keeping_argv, print_and_write
 from domains.driving.common import to_image_tensor
 from domains.driving.detection.predict import tensor_to_rgb
 
@@ -126,10 +135,10 @@ def anomaly_rows(n_images: int) -> list[tuple[str, str, float]]:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--images", type=int, default=40, help="test frames per task")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--out", default=None, help="also write the table here")
+    parser.add_argument("--out", default=None, help="also write the table here (default: printed only)")
     args = parse_keeping_argv(parser, argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -32,32 +32,45 @@ timed steps run without them. ``--keep-freed-memory`` tells glibc's allocator to
 for the whole process, port included; without it the run keeps glibc's defaults.
 
 The peer is the widely used port github.com/stefanknegt/Probabilistic-Unet-Pytorch, not copied into this
-project: fetch it and point ``--peer-dir`` at the folder holding ``probabilistic_unet.py``. Its module
-picks ``cuda`` when a GPU is visible (``probabilistic_unet.device``); this script sets that attribute to the
-CPU at run time (monkeypatch, its files stay untouched). Its loss is its own ``-elbo(mask)`` (BCE summed over
-pixels and batch + beta * KL), without the optional L2 term of its ``train_model.py``.
+project: fetch it (the committed tables ran its commit 80152817d90d396a6285cfa24a42c6f255b02ba4, 2019-01-16)
+and point ``--peer-dir`` at the folder holding ``probabilistic_unet.py``; a ``--peer-dir`` without that file
+is an error. Without ``--peer-dir`` only the suite rows run (no port comparison, said in the title). The
+port's module picks ``cuda`` when a GPU is visible (``probabilistic_unet.device``); this script sets that
+attribute to the CPU at run time (monkeypatch, its files stay untouched). Its loss is its own ``-elbo(mask)``
+(BCE summed over pixels and batch + beta * KL), without the optional L2 term of its ``train_model.py``.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import importlib
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from benchmarks.report import check_numbers, command_line, print_and_write
+from benchmarks.report import HelpFormatter, check_numbers, command_line, print_and_write
 from domains.medical.models.prob_unet import ProbabilisticUNet
 from shared.allocator import keep_freed_memory
 from shared.backbones import unet as unet_module
 
+#: where the port comes from: the commit the committed tables (benchmarks/results/prob_unet_speed*.md) ran
+PEER_SOURCE = (
+    "github.com/stefanknegt/Probabilistic-Unet-Pytorch at commit 80152817d90d396a6285cfa24a42c6f255b02ba4"
+)
 CONFIG = {"channels": (32, 64, 128, 192), "latent_dim": 6, "beta": 1.0, "fcomb_layers": 3}
 
 
@@ -132,12 +145,10 @@ def suite_step(
 
 
 def load_peer(peer_dir: Path | None):
-    """The port's module, or None (with the reason printed) when ``--peer-dir`` is missing."""
+    """The port's module, or None (with the reason printed) when no ``--peer-dir`` is given (``main`` has
+    refused one without ``probabilistic_unet.py``)."""
     if peer_dir is None:
         print("no --peer-dir given: the peer rows are skipped", flush=True)
-        return None
-    if not (peer_dir / "probabilistic_unet.py").is_file():
-        print(f"--peer-dir {peer_dir}: no probabilistic_unet.py there, the peer rows are skipped", flush=True)
         return None
     sys.path.insert(0, str(peer_dir))  # its modules import each other by bare name (unet_blocks, utils)
     module = importlib.import_module("probabilistic_unet")
@@ -188,16 +199,17 @@ def time_interleaved(
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
-        "--peer-dir", type=Path, default=None, help="folder with the port's probabilistic_unet.py"
+        "--peer-dir",
+        type=Path,
+        default=None,
+        help="folder with the port's probabilistic_unet.py (default: none, the suite rows alone)",
     )
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the median is over them)")
     parser.add_argument("--steps", type=int, default=1, help="steps per variant per round")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16, help="images per training step")
+    parser.add_argument("--size", type=int, default=128, help="image side (px), at least 16")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the issue's 2 cores)")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (minutes to compile)")
     parser.add_argument(
@@ -205,7 +217,7 @@ def main(argv: list[str] | None = None) -> str:
         default=None,
         metavar="KEY",
         help="profile this variant after the timing (peer, instance, group, channels_last, compile_interp, "
-        "compile, compile_cl, bf16, compile_bf16)",
+        "compile, compile_cl, bf16, compile_bf16; default: none)",
     )
     parser.add_argument(
         "--bf16",
@@ -221,14 +233,24 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--peer-source",
         default=None,
-        help="where the port's files came from (repository, commit, date), quoted under the table",
+        help="where the port's files came from (repository, commit, date), quoted under the table (default: "
+        "not quoted)",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="write the table here (benchmarks/results/prob_unet_speed.md)"
+        "--out",
+        type=Path,
+        default=None,
+        help="write the table here (benchmarks/results/prob_unet_speed.md; default: printed only)",
     )
     args = check_numbers(parser, parser.parse_args(argv))
     if args.size < 16:  # the rest: check_numbers
         parser.error(f"--size must be >= 16, got {args.size}")
+    if args.peer_dir is not None and not (args.peer_dir / "probabilistic_unet.py").is_file():
+        # it used to skip the port's rows and write a "vs the PyTorch port" table of n/a cells
+        parser.error(
+            f"--peer-dir {args.peer_dir}: no probabilistic_unet.py there; fetch the port ({PEER_SOURCE}) and "
+            "give the folder holding that file, or leave --peer-dir out for the suite rows alone"
+        )
     torch.set_num_threads(args.threads)
     if args.keep_freed_memory and not keep_freed_memory():
         parser.error(
@@ -326,7 +348,11 @@ def main(argv: list[str] | None = None) -> str:
     speed = {key: args.batch_size / statistics.median(t) for key, t in times.items()}
     best = {key: args.batch_size / min(t) for key, t in times.items()}  # the least disturbed step
     lines = [
-        f"# Prob. U-Net training speed vs the PyTorch port ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        (
+            "# Prob. U-Net training speed "
+            + ("vs the PyTorch port" if peer else "of the suite variants, no port")
+            + f" ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
+        ),
         "",
         (
             f"Training step (forward + negative ELBO + backward + Adam step), batch {args.batch_size}, "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -25,6 +27,71 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
     """This run's command line (``script`` is the benchmark's path from the repository root; ``argv`` its
     arguments, default ``sys.argv[1:]``), quoted so that it can be pasted back."""
     return f".venv/bin/python {script} {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every benchmark's ``--help``: its module docstring as written (protocol and targets, not a first line
+    cut from it) and each option's default after its help, unless the help says its default in words or the
+    option is required."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or "default" in (action.help or "").lower():
+            return action.help
+        return super()._get_help_string(action)
+
+
+#: the help of the training benchmarks' ``--steps`` (what a fixed length gives, and what stays a cap)
+STEPS_HELP = (
+    "train exactly this many optimiser steps (the cosine schedule over them) instead of fitting the step "
+    "count to the measured wall time: the same seed then gives the same run on the same machine and threads; "
+    "the time budget stays a hard stop (default: none, the time-budget run)"
+)
+
+
+def step_schedule(steps: int | None, planned: int, seconds: float, **fit: int) -> tuple[int, list]:
+    """``(max_steps, callbacks)`` of a training run: ``steps`` fixed (nothing re-fits it: repeatable), else
+    the ``planned`` count re-fitted to ``seconds`` of measured step time while training
+    (:class:`shared.budget.FitScheduleToBudget` with ``fit``'s arguments: machine-dependent)."""
+    if steps:
+        return steps, []
+    from shared.budget import FitScheduleToBudget
+
+    return planned, [FitScheduleToBudget(seconds, **fit)]
+
+
+def run_length(steps: int | None, ran: list[int], planned: list[int] | None = None) -> str:
+    """The table's sentence on how its training length was set: a fixed ``--steps`` (repeatable, unless the
+    time budget stopped a run of ``ran`` steps before its ``planned`` count, default ``steps`` each) or the
+    time budget (machine-dependent)."""
+    if not steps:
+        return (
+            "Time-budget run (machine-dependent): the step count followed the measured wall time "
+            "(`shared.budget.FitScheduleToBudget`), so the same seed gives other numbers from run to run; "
+            "`--steps N` fixes it."
+        )
+    short = [n for n, plan in zip(ran, planned or [steps] * len(ran)) if n < plan]
+    return f"Fixed-steps run (repeatable): `--steps {steps}`" + (
+        f"; the time budget stopped {len(short)} of {len(ran)} training run(s) early "
+        f"({', '.join(map(str, short))} steps), which makes those machine-dependent."
+        if short
+        else "."
+    )
+
+
+@contextmanager
+def named_as_options(renames: dict[str, str]) -> Iterator[None]:
+    """Errors of the suite's data modules name the CLI's options (``--data.anomaly_path``); inside this block
+    they are re-raised, traceback kept, naming the benchmark's own (``renames``: CLI text -> benchmark
+    text)."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        if len(error.args) == 1 and isinstance(error.args[0], str):
+            message = error.args[0]
+            for old, new in renames.items():
+                message = message.replace(old, new)
+            error.args = (message,)
+        raise
 
 
 #: the driving benchmarks' fixed training budget on 2 CPU cores, as their issues state it

@@ -12,19 +12,26 @@ end of the warm-up steps. Target: fit >= 90 % of network alone at the config's b
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import contextlib
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from benchmarks.report import check_numbers, command_line, print_and_write
+from benchmarks.report import HelpFormatter, check_numbers, command_line, print_and_write
 from shared.cli import quiet_trainer
 from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
     # name: (task class, data-module class, quick config, GPU config(s))
     "medical": ("domains.medical.task:MedicalSegmentationTask", "domains.medical.data:MedicalDataModule",
@@ -170,19 +177,19 @@ def fit_rate(task, data, accelerator: str, steps: int, warmup: int, precision: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="the tasks measured")
     ap.add_argument("--gpu-configs", action="store_true", help="the GPU recipes instead of the quick configs")
     ap.add_argument(
         "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
     )
     ap.add_argument("--precision", default=None, help="default: the configs' trainer.precision, else 32-true")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
     ap.add_argument(
         "--workers", type=int, nargs="+", default=None, help="loader worker counts (default 0..config)"
     )
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
     args = check_numbers(ap, ap.parse_args(argv))
     accelerator, device = resolve_accelerator(args.accelerator)
     where = device_name(device)

@@ -24,7 +24,10 @@ learning rate (``shared.backbones.BackboneFreezeUnfreeze``); an epoch is capped 
 that freezing lasts at most that many steps (fewer at a label share with fewer batches). Every run gets the same
 wall-time budget (``--minutes`` split evenly over the runs after the sources; the cosine schedule is fitted to it while training
 by ``shared.budget.FitScheduleToBudget``), so small label shares are trained for many epochs: over-fitting shows
-as the gap between training and validation accuracy (both measured at the end, without augmentation).
+as the gap between training and validation accuracy (both measured at the end, without augmentation). That
+length is machine-dependent; ``--steps N`` trains every run, and every source segmenter made here, for N
+steps instead (repeatable; the budget's shares stay hard stops). A run given under a quarter of the 30-minute
+default is marked a smoke run.
 
 Prints a markdown table; with ``--out`` writes it, the same rows as JSON, and a PNG of the learning curves
 (test macro F1 and the train-validation gap against the label share, one panel per backbone). Wall time per run
@@ -33,13 +36,21 @@ is in the table.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as `python benchmarks/<script>.py`: import this checkout's benchmarks, domains and shared, not the ones
+# the venv's editable install points at (which may be another checkout)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))
+
 import argparse
 import csv
 import json
 import math
 import textwrap
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -48,9 +59,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from benchmarks.report import check_numbers, command_line, json_object
+from benchmarks.report import (
+    STEPS_HELP,
+    HelpFormatter,
+    check_numbers,
+    command_line,
+    json_object,
+    run_length,
+    smoke_run,
+    step_schedule,
+)
 from shared.backbones import list_backbones
-from shared.budget import FitScheduleToBudget
 from shared.classification.metrics import ClassificationMetrics
 from shared.classification.model import ImageClassifier
 from shared.classification.task import ClassificationTask
@@ -60,6 +79,7 @@ from shared.segmentation import SegmentationNet
 
 TEXTBOOK = ["alexnet", "googlenet", "vgg16", "resnet18"]
 FRACTIONS = [0.01, 0.05, 0.25, 1.0]
+DEFAULT_MINUTES = 30.0  # the whole run on 2 CPU cores
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -122,9 +142,16 @@ def source_segmentation_set(domain: str, args, crops: Path) -> tuple[torch.Tenso
 
 
 def pretrain_source(
-    backbone: str, seg_set, seconds: float, out: Path, seed: int, backbone_kwargs: dict | None = None
+    backbone: str,
+    seg_set,
+    seconds: float,
+    out: Path,
+    seed: int,
+    backbone_kwargs: dict | None = None,
+    steps: int | None = None,
 ) -> dict:
-    """Train a U-Net segmenter on ``backbone`` for ``seconds`` (plain loop); save it where the task loads it."""
+    """Train a U-Net segmenter on ``backbone`` for ``seconds`` (plain loop), or for ``steps`` steps with
+    ``seconds`` a hard stop; save it where the task loads it."""
     images, labels, classes, channels = seg_set
     torch.manual_seed(seed)
     net = SegmentationNet(classes, in_channels=channels, encoder=backbone, encoder_kwargs=backbone_kwargs)
@@ -132,7 +159,7 @@ def pretrain_source(
     g = torch.Generator().manual_seed(seed)
     start, losses = time.perf_counter(), []
     net.train()
-    while time.perf_counter() - start < seconds:
+    while time.perf_counter() - start < seconds and (steps is None or len(losses) < steps):
         idx = torch.randint(0, len(images), (8,), generator=g)
         loss = F.cross_entropy(net(images[idx]), labels[idx], ignore_index=255)
         opt.zero_grad()
@@ -188,13 +215,15 @@ def run_one(
         lr_scheduler=warmup_cosine(5),
     )
     batches = math.ceil(n_train / dm.batch_size)
+    # without --steps: re-fitted to the time budget while training
+    max_steps, fitting = step_schedule(args.steps, 100_000, seconds, every=5, window=20)
     trainer = quiet_trainer(
         devices=1,
         accelerator="cpu",
-        max_steps=100_000,  # re-fitted to the time budget while training
+        max_steps=max_steps,
         max_epochs=-1,
         limit_train_batches=min(batches, args.epoch_batches),
-        callbacks=[FitScheduleToBudget(seconds, every=5, window=20)],
+        callbacks=fitting,
         max_time={"seconds": int(seconds * 1.3) + 20},  # safety net
         gradient_clip_val=1.0,
     )
@@ -239,6 +268,13 @@ def table(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(rows: list[dict], header: str, smoke: str | None, length: str) -> str:
+    """The markdown the run prints and writes: a smoke run's banner (:func:`benchmarks.report.smoke_run`), the
+    table under ``header``, and how the training length was set (``length``: fixed steps or the time
+    budget)."""
+    return (f"{smoke}\n\n" if smoke else "") + table(rows, header) + f"\n{length}\n"
+
+
 def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -276,53 +312,80 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def parse_named_paths(values: list[str], option: str, what: str = "PATH") -> dict[str, str]:
+    """``option``'s ``BACKBONE=<what>`` items by backbone name. A ``what`` naming a ``PATH`` must name an
+    existing file (of ``PATH[:PREFIX]``, the part before the colon): checked before any training, since a
+    missing file used to fail only after the scratch runs, which were then thrown away."""
     out = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or name not in list_backbones():
             raise SystemExit(f"{option} {value!r}: expected BACKBONE={what} with a registered backbone")
+        file = path.partition(":")[0] if what.endswith("[:PREFIX]") else path
+        if what.startswith("PATH") and not Path(file).is_file():
+            raise SystemExit(f"{option} {value!r}: {file}: no such file (expected BACKBONE={what})")
         out[name] = path
     return out
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--domain", choices=["driving", "medical"], default="medical")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--domain", choices=["driving", "medical"], default="medical", help="whose data")
     parser.add_argument(
         "--data-path", default=None, help="KITTI folder / LIDC PNG root; default: the synthetic set"
     )
-    parser.add_argument("--backbones", nargs="+", default=TEXTBOOK)
-    parser.add_argument("--fractions", nargs="+", type=float, default=FRACTIONS)
+    parser.add_argument("--backbones", nargs="+", default=TEXTBOOK, help="registered backbones to compare")
     parser.add_argument(
-        "--minutes", type=float, default=30.0, help="total wall-time budget (2 CPU cores: 30)"
+        "--fractions",
+        nargs="+",
+        type=float,
+        default=FRACTIONS,
+        help="shares of the training labels, in (0, 1]",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=DEFAULT_MINUTES, help="total wall-time budget (2 CPU cores: 30)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"every run and source segmenter: {STEPS_HELP}"
     )
     parser.add_argument(
         "--source-share", type=float, default=0.15, help="share of a backbone's time for its source"
     )
     parser.add_argument("--no-suite-source", action="store_true", help="scratch (and torchvision) only")
-    parser.add_argument("--suite-checkpoint", nargs="*", default=[], metavar="NAME=PATH[:PREFIX]")
-    parser.add_argument("--torchvision-weights", nargs="*", default=[], metavar="NAME=PATH")
+    parser.add_argument(
+        "--suite-checkpoint",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH[:PREFIX]",
+        help="a backbone's suite weights from this file (keys under PREFIX) instead of a source segmenter "
+        "made here (default: none)",
+    )
+    parser.add_argument(
+        "--torchvision-weights",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="a local torchvision weight file for a backbone: adds its runs (nothing is downloaded; "
+        "default: none)",
+    )
     parser.add_argument(
         "--backbone-kwargs", nargs="*", default=[], metavar="NAME=JSON",
         help="a backbone's arguments, e.g. unet_encoder='{\"channels\": [32, 64, 128, 192]}' (the medical U-Net's "
-        "encoder, whose shipped weights a --suite-checkpoint can name)",
+        "encoder, whose shipped weights a --suite-checkpoint can name; default: none)",
     )  # fmt: skip
     parser.add_argument(
         "--sources-dir",
         default="data/transfer_sources",
         help="where the source segmenters are saved (git-ignored)",
     )
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64, help="side of the classified crops (px)")
     parser.add_argument("--source-size", type=int, default=64, help="height of the source task's images")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
     parser.add_argument("--epoch-batches", type=int, default=25, help="at most this many batches per epoch")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="the head's learning rate (AdamW)")
     parser.add_argument("--eval-items", type=int, default=500, help="images per split scored at the end")
     parser.add_argument("--min-train-seconds", type=float, default=5.0, help="floor of a run's training time")
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches, scored images)")
     parser.add_argument(
         "--split-seed", type=int, default=0,
@@ -348,7 +411,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except argparse.ArgumentTypeError as error:
         parser.error(f"--backbone-kwargs: {error}")
     given = {}
-    for name, spec in parse_named_paths(args.suite_checkpoint, "--suite-checkpoint").items():
+    for name, spec in parse_named_paths(args.suite_checkpoint, "--suite-checkpoint", "PATH[:PREFIX]").items():
         path, _, prefix = spec.partition(":")
         given[name] = {"name": "suite", "path": path, "prefix": prefix}
     if given and args.split_seed != 0:
@@ -379,6 +442,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
     seg_set = source_segmentation_set(args.domain, args, crops) if make else None
     rows: list[dict] = []
+    made_steps: list[int] = []  # the source segmenters' steps
     pending_sources, runs_left, overheads = len(make), runs, []
     for backbone in args.backbones:
         sources: list[dict | None] = [None]
@@ -387,9 +451,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 sources.append(given[backbone])
             else:
                 path = Path(args.sources_dir) / f"{args.domain}_{backbone}_segmenter.pt"
-                made = pretrain_source(
-                    backbone, seg_set, source_s, path, args.seed, args.backbone_kwargs.get(backbone)
-                )
+                kwargs = args.backbone_kwargs.get(backbone)
+                made = pretrain_source(backbone, seg_set, source_s, path, args.seed, kwargs, args.steps)
+                made_steps.append(made["steps"])
                 sources.append({"name": "suite", **made})
                 pending_sources -= 1
         if backbone in torchvision:
@@ -415,16 +479,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "(--eval-items). gap = train accuracy - validation accuracy (both without augmentation). "
         f"Command: `{command_line('benchmarks/transfer.py', argv)}`"
     )
+    smoke = smoke_run(args.minutes, DEFAULT_MINUTES)
+    text = report(rows, header, smoke, run_length(args.steps, [r["steps"] for r in rows] + made_steps))
     if out is None:
-        print(table(rows, header))
+        print(text)
         print(f"({total / 60:.1f} min; --out FILE.md writes the table with its .json and .png)")
         return rows
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table(rows, header))
+    out.write_text(text)
     out.with_suffix(".json").write_text(
-        json.dumps({"settings": vars(args) | {"out": str(out)}, "rows": rows}, indent=2, default=str)
+        json.dumps(
+            {"settings": vars(args) | {"out": str(out)}, "smoke_run": bool(smoke), "rows": rows},
+            indent=2,
+            default=str,
+        )
     )
-    plot(rows, out.with_suffix(".png"), header.split(";")[0])
+    plot(rows, out.with_suffix(".png"), ("SMOKE RUN, not results: " if smoke else "") + header.split(";")[0])
     print(f"wrote {out}, {out.with_suffix('.json')} and {out.with_suffix('.png')} ({total / 60:.1f} min)")
     return rows
 

@@ -373,13 +373,14 @@ def test_enet_class_weights_are_counted_from_the_training_data_when_fit_starts()
     assert task.ce_weight[SEMANTIC_ID["car"]] > task.ce_weight[SEMANTIC_ID["road"]]
 
 
-def test_enet_class_weights_of_other_classes_are_listed_by_number(capsys):
-    """A 19-class model's weights were listed under the synthetic scenes' names (zip cut them to 12)."""
+def test_enet_class_weights_of_a_19_class_model_are_listed_under_cityscapes_train_names(capsys):
+    """A 19-class model's weights were listed under the synthetic scenes' names (zip cut them to 12); 19 classes
+    are Cityscapes' train ids."""
     task = anomaly_task(encoder_kwargs=TINY_UNET, oe_weight=0.0, class_weighting="enet", class_weight_batches=1,
                         calibration_batches=1, num_classes=19)  # fmt: skip
     quiet_trainer(max_steps=1).fit(task, DataLoader([_toy_batch(seed=0)], batch_size=None))
     listed = next(line for line in capsys.readouterr().out.splitlines() if "class weights" in line)
-    assert "class_18 " in listed and "road " not in listed
+    assert "bicycle " in listed and "traffic sign " in listed and "lane_marking" not in listed
 
 
 def test_calibration_stores_sml_statistics_that_checkpoints_carry():

@@ -244,6 +244,17 @@ def phase_steps(steps: int | None, oe_fraction: float) -> tuple[int | None, int 
     return plain, max(1, steps - plain)
 
 
+def step_time(phase: str, task: AnomalySegmentationTask, dm, args, steps: int | None, minutes: float) -> float | None:
+    """Seconds per training step of ``phase``, probed, which plans a time-budget run's length; None for a
+    fixed-steps one (``steps``), which needs no probe. Either is said."""
+    if steps:
+        print(f"{phase}: {steps} steps (--steps), at most {minutes:.1f} min", flush=True)
+        return None
+    sps = time_per_step(task, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
+    print(f"{phase}: {sps:.2f} s/step -> {minutes:.1f} min", flush=True)
+    return sps
+
+
 def fit(
     task: AnomalySegmentationTask,
     dm,
@@ -366,12 +377,7 @@ def main(argv=None) -> int:
     budget_plain = args.budget_minutes * (1 - args.oe_fraction)
     budget_oe = args.budget_minutes * args.oe_fraction
     steps_plain, steps_oe = phase_steps(args.steps, args.oe_fraction)
-    sps = sps_oe = None  # a fixed-steps run needs no probe
-    if steps_plain:
-        print(f"plain: {steps_plain} steps (--steps), at most {budget_plain:.1f} min", flush=True)
-    else:
-        sps = time_per_step(plain, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
-        print(f"plain: {sps:.2f} s/step -> {budget_plain:.1f} min", flush=True)
+    sps = step_time("plain", plain, dm, args, steps_plain, budget_plain)
     fit_plain = fit(plain, dm, budget_plain, sps, args, steps_plain)
     res_plain, miou_plain = evaluate(plain, dm, args)
 
@@ -389,11 +395,7 @@ def main(argv=None) -> int:
         lr_scheduler=warmup_cosine(10),
     )
     oe.load_state_dict(plain.state_dict())
-    if steps_oe:
-        print(f"oe: {steps_oe} steps (--steps), at most {budget_oe:.1f} min", flush=True)
-    else:
-        sps_oe = time_per_step(oe, dm.train_dataloader(), device=resolve_accelerator(args.accelerator)[1])
-        print(f"oe: {sps_oe:.2f} s/step -> {budget_oe:.1f} min", flush=True)
+    sps_oe = step_time("oe", oe, dm, args, steps_oe, budget_oe)
     fit_oe = fit(oe, dm, budget_oe, sps_oe, args, steps_oe)
     res_oe, miou_oe = evaluate(oe, dm, args)
     if args.save_weights:

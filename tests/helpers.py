@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -118,7 +119,9 @@ def stripes_folder(root: Path, per_class: dict[str, int] | None = None) -> Path:
     for split, n in per_class.items():
         for c, name in enumerate(STRIPE_CLASSES):
             for i in range(n):
-                stripes(root / split / name / f"{i}.png", vertical=bool(c), seed=hash((split, c, i)) % 1000)
+                # a seed of its own per image, the same in every process (hash() of a str is salted per process)
+                seed = zlib.crc32(f"{split}/{c}/{i}".encode()) % 1000
+                stripes(root / split / name / f"{i}.png", vertical=bool(c), seed=seed)
     return root
 
 

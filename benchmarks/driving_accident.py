@@ -48,6 +48,7 @@ from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
     STEPS_HELP,
     HelpFormatter,
+    add_budget_minutes,
     command_line,
     json_object,
     parse_keeping_argv,
@@ -436,12 +437,7 @@ def baselines_markdown(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument(
-        "--budget-minutes",
-        type=float,
-        default=ISSUE_BUDGET_MINUTES,
-        help="training wall time (with --steps: a hard stop)",
-    )
+    add_budget_minutes(parser)
     parser.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(

@@ -41,6 +41,7 @@ from benchmarks.detector_budget import (
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
     HelpFormatter,
+    add_budget_minutes,
     command_line,
     named_as_options,
     parse_keeping_argv,
@@ -214,13 +215,7 @@ def markdown(result: dict, args) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument(
-        "--budget-minutes",
-        "--minutes",
-        type=float,
-        default=ISSUE_BUDGET_MINUTES,
-        help="training wall time (with --steps: a hard stop)",
-    )
+    add_budget_minutes(parser, "--minutes")
     parser.add_argument(
         "--config",
         default=str(ROOT / "domains/driving/instances/configs/transfer.yaml"),

@@ -48,6 +48,18 @@ STEPS_HELP = (
 )
 
 
+def add_budget_minutes(parser, *aliases: str) -> None:
+    """``--budget-minutes`` (and ``aliases``): the training wall time, the issues' 15 minutes by default; a
+    hard stop where ``--steps`` fixes the run's length."""
+    parser.add_argument(
+        "--budget-minutes",
+        *aliases,
+        type=float,
+        default=ISSUE_BUDGET_MINUTES,
+        help="training wall time (with --steps: a hard stop)",
+    )
+
+
 def step_schedule(steps: int | None, planned: int, seconds: float, **fit: int) -> tuple[int, list]:
     """``(max_steps, callbacks)`` of a training run: ``steps`` fixed (nothing re-fits it: repeatable), else
     the ``planned`` count re-fitted to ``seconds`` of measured step time while training

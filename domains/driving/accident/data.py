@@ -750,7 +750,9 @@ class AccidentDataModule(SplitLoaders):
             if "predict" not in self.datasets:
                 fps, why = training_fps(dict(self.hparams))
                 log = DropLog(strict=self.strict)
-                clips = decodable_clips(read_own_clips(self.predict_path, fps, self.predict_fps, log=log), log)
+                clips = read_own_clips(self.predict_path, fps, self.predict_fps, log=log)
+                if self.predict_detector is None:  # the detector's pass reads every frame and drops such clips
+                    clips = decodable_clips(clips, log)
                 if clips:
                     rank_zero_info(f"--data.predict_path: {len(clips)} clips, read at {fps:g} fps ({why})")
                     self.own_clips_fps = fps

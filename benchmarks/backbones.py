@@ -125,4 +125,6 @@ if __name__ == "__main__":
     from shared.cli_help import report_input_errors
 
     with report_input_errors():  # bad input: one "error:" line, not a traceback
-        main()
+        table_lines = main()
+    # The table is written whole first; a failed cell still fails the run, so a script or CI sees it.
+    raise SystemExit(1 if any(" failed " in line for line in table_lines) else 0)

@@ -334,6 +334,17 @@ def test_a_failing_backbone_is_named_and_the_others_still_measured(tmp_path, cap
     )
 
 
+def test_the_backbones_script_exits_nonzero_when_a_cell_failed(tmp_path):
+    """The table is still written whole, but a run with a failed cell must not look like success to CI."""
+    out = tmp_path / "backbones.md"
+    command = [sys.executable, "benchmarks/backbones.py", "--sizes", "32", "--iters", "1", "--accelerator", "cpu"]
+    run = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 120}
+    failing = subprocess.run([*command, "--batch", "1", "--names", "googlenet", "--out", str(out)], check=False, **run)
+    assert failing.returncode == 1 and "| googlenet |" in out.read_text()
+    passing = subprocess.run([*command, "--batch", "2", "--names", "tiny_cnn"], check=False, **run)
+    assert passing.returncode == 0, passing.stderr
+
+
 def test_named_as_options_rewords_a_data_error_and_keeps_its_traceback():
     def fail():
         raise FileNotFoundError("x/images: folder not found (--data.anomaly_path takes the root)")

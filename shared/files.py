@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 # the hidden files left out inside an active ``counting_hidden_files`` block (None: none is active)
 _hidden_tally: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("hidden_tally", default=None)
 # the broken links (path, why) left out inside that block
@@ -88,6 +90,13 @@ def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) ->
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def score_text(value: float) -> str:
+    """A model's score (float32) as the shortest text that reads back as the same float32: a threshold sweep
+    re-run on a written file then ties exactly where the model's own scores do (4 decimals merged scores near 1,
+    and mTTA recomputed from an accident ``risk.csv`` came out 8 % off the ``test`` figure)."""
+    return np.format_float_positional(np.float32(value), unique=True, trim="-")
 
 
 #: the files Windows' Explorer leaves in picture folders (hidden system files there), by lower-case name

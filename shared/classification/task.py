@@ -26,7 +26,7 @@ from shared.backbones import BackboneFreezeUnfreeze, list_backbones
 from shared.classification.data import read_image
 from shared.classification.metrics import ClassificationMetrics, confusion_table, decide, youden_threshold
 from shared.classification.model import ImageClassifier
-from shared.files import write_csv
+from shared.files import score_text, write_csv
 from shared.images import write_image
 from shared.labelled_task import LabelledTask
 from shared.task import FrozenBackboneCheck, gather_lists
@@ -311,7 +311,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
                 "path": path,
                 "label": self.class_names[labels[i]] if labels[i] >= 0 else "",
                 "predicted": self.class_names[predicted_ids[i]],
-                **{f"p_{name}": f"{p:.6f}" for name, p in zip(self.class_names, prob_rows[i], strict=True)},
+                **{f"p_{name}": score_text(p) for name, p in zip(self.class_names, prob_rows[i], strict=True)},
                 "cam": "",
                 "cam_class": "",
             }

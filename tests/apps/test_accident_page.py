@@ -4,6 +4,7 @@ checkpoints, no model; and the page's inference helpers alone."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -301,6 +302,10 @@ def test_prediction_is_at_the_source_size_and_writes_the_task_outputs(demo_env, 
     assert [p.name for p in write_clip(pred, tmp_path / "nogif", gif=False)] == ["risk.csv", "objects.csv"]
     assert not list((tmp_path / "nogif").rglob("*.gif"))
     assert len((tmp_path / "ex" / "risk.csv").read_text().splitlines()) == 51
+    # the scores read back exactly (4 decimals merged scores near 1: mTTA re-scored from the file was 8 % off)
+    with open(tmp_path / "ex" / "risk.csv") as f:
+        written_risk = np.array([float(row["risk"]) for row in csv.DictReader(f)], dtype=np.float32)
+    np.testing.assert_array_equal(written_risk, np.asarray(pred["risk"], dtype=np.float32))
     # the GIF plays in real time: at 10 fps every frame for 100 ms; at 60 fps every second frame (browsers play
     # a delay under 20 ms as 100 ms: the clip ran 6x slow), 50 frames still lasting 50 / 60 s
     from PIL import Image, ImageSequence

@@ -6,6 +6,7 @@ import stat
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shared.files import (
@@ -74,3 +75,13 @@ def test_counting_hidden_files_says_one_total_for_many_listings(tmp_path):
     assert [w.category for w in caught] == [HiddenFilesWarning]
     expected = f"{tmp_path}: 4 hidden files left out (c1/._1.jpg, c2/._1.jpg, c3/._1.jpg and 1 more)"
     assert str(caught[0].message).startswith(expected)
+
+
+def test_score_text_reads_back_as_the_same_float32_and_keeps_near_ties_apart():
+    from shared.files import score_text
+
+    close = np.array([0.99953127, 0.9995313, 0.99980, 1e-9, 0.5, 1.0], dtype=np.float32)
+    texts = [score_text(v) for v in close]
+    assert texts[2:] == ["0.9998", "0.000000001", "0.5", "1"]
+    np.testing.assert_array_equal(np.array([float(t) for t in texts], dtype=np.float32), close)
+    assert texts[0] != texts[1]  # 4 decimals wrote both as 0.9995

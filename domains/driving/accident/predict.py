@@ -24,7 +24,7 @@ from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
-from shared.files import written_whole
+from shared.files import score_text, written_whole
 from shared.task import gather_lists
 
 __all__ = ["AccidentPredictionWriter", "alarm_frame", "draw_clip", "draw_frame", "write_clip"]
@@ -172,13 +172,13 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
                     [
                         *numbered(t),
                         f"{t / fps:.3f}",
-                        *(f"{p:.4f}" for p in probs[t]),
-                        f"{risk[t]:.4f}",
-                        "" if spread is None else f"{float(spread[t]):.4f}",
+                        *(score_text(p) for p in probs[t]),
+                        score_text(risk[t]),
+                        "" if spread is None else score_text(spread[t]),
                         _seconds(float(ttc[t])),
                         int(alarm is not None and t >= alarm),
                         "" if top is None else int(track_ids[top]),
-                        "" if top is None else f"{object_risk[t, top]:.4f}",
+                        "" if top is None else score_text(object_risk[t, top]),
                     ]
                 )
 
@@ -190,7 +190,7 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
             for t in range(len(risk)):
                 for n in np.flatnonzero(valid[t]):
                     box = [f"{v:.1f}" for v in boxes[t, n]]
-                    writer.writerow([*numbered(t), int(track_ids[n]), *box, f"{object_risk[t, n]:.4f}"])
+                    writer.writerow([*numbered(t), int(track_ids[n]), *box, score_text(object_risk[t, n])])
 
         if gif_tmp:
             drawn = draw_clip(prediction)

@@ -451,8 +451,27 @@ class DetectionTask(DetectorTask):
                 finite = [v for v in aps.values() if not math.isnan(v)]
                 if finite:
                     values[f"{stage}/kitti_{level}/mean"] = sum(finite) / len(finite)
+                    values[f"{stage}/kitti_{level}/num_classes"] = float(len(finite))
+                if not sanity:
+                    self._say_kitti_classes_left_out(stage, level, [c for c, v in aps.items() if math.isnan(v)])
         values[f"{stage}/ignored_detections"] = float(sum(rank[2] for rank in ranks))
         return self.log_with_headline(values, f"{stage}/map50")
+
+    _kitti_gaps_said: set | None = None  # (stage, level, classes) said by _say_kitti_classes_left_out
+
+    def _say_kitti_classes_left_out(self, stage: str, level: str, left_out: list[str]) -> None:
+        """A class with no valid ground truth at ``level`` has no AP (NaN; the devkit prints 0 for it), so
+        ``kitti_<level>/mean`` averages fewer classes (``num_classes``): said once per stage, level and classes,
+        as a mean over Car and Pedestrian reads like one over all three."""
+        if self._kitti_gaps_said is None:
+            self._kitti_gaps_said = set()
+        if not left_out or (stage, level, tuple(left_out)) in self._kitti_gaps_said:
+            return
+        self._kitti_gaps_said.add((stage, level, tuple(left_out)))
+        rank_zero_warn(
+            f"{stage}: KITTI AP at {level}: no valid {', '.join(left_out)} ground truth in this split (the devkit "
+            f"would print 0 for it); {stage}/kitti_{level}/mean averages the other classes only"
+        )
 
     def _operating_point(self, stage: str, preds: list[dict], targets: list[dict]) -> dict[str, float]:
         """Validation: fit :attr:`operating_threshold` (the best pooled F1, :func:`best_f1_threshold`) and log

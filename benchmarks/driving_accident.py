@@ -89,6 +89,7 @@ TARGET_MS_PER_FRAME = 50.0
 METRIC_COLUMNS = (
     ("video_ap", "video AP"),
     ("frame_ap", "frame AP"),
+    ("frame_ap_before_contact", "frame AP before contact"),
     ("mtta", "mTTA (s)"),
     ("tta_r80", "TTA@R80 (s)"),
     ("legacy_mtta", "legacy mTTA (s)"),

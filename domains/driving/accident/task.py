@@ -46,7 +46,8 @@ def float32_at_least(value: float) -> float:
 class AccidentTask(FrozenBackboneCheck, BaseTask):
     """Accident anticipation on dashcam clips: the risk of contact per frame, per horizon and per object.
 
-    Validation logs frame AP (the checkpoint's monitor, ``val/frame_ap``), video AP, mTTA, TTA at 80 % recall,
+    Validation logs frame AP (the checkpoint's monitor, ``val/frame_ap``; ``frame_ap_before_contact`` without
+    the crash frames themselves), video AP, mTTA, TTA at 80 % recall,
     AP 0.5 / 1 / 1.5 s ahead, near-miss false alarms, ECE and Brier.
 
     Args:

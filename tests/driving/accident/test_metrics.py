@@ -168,6 +168,14 @@ def test_frame_ap_by_hand():
     assert frame_ap([a, b], horizon=0.1) == pytest.approx(29 / 36)
     assert frame_ap([a, b], horizon=0.2) == pytest.approx(251 / 336)
     assert math.isnan(frame_ap([b]))
+    # Before contact (a cut at toa 2: 0.2, 0.6), horizon 0.1 s: labels [0, 1]. Descending 0.7- 0.6+ ...:
+    #   P 1/2 at R 1 -> 1/2. Horizon 0.2 s: labels [1, 1]: 0.7- 0.6+ (P 1/2, R 1/2), then at 0.2 a's 0.2+ ties
+    #   b's 0.2-: TP 2 FP 3 (0.7, 0.3, 0.2) -> P 2/5 at R 1 -> 1/2 * 1/2 + 1/2 * 2/5 = 9/20
+    assert frame_ap([a, b], horizon=0.1, before_contact=True) == pytest.approx(1 / 2)
+    assert frame_ap([a, b], horizon=0.2, before_contact=True) == pytest.approx(9 / 20)
+    # every frame positive (a crash clip alone, its contact within 2 s of frame 0): 1.0 whatever the scores
+    with pytest.warns(UserWarning, match="every frame is a positive"):
+        assert math.isnan(frame_ap([a]))
 
 
 def test_ece_and_brier_by_hand():
@@ -253,6 +261,7 @@ def test_summarize_every_figure_by_hand():
     # Frame labels at horizon 0.1 s (1 frame): a [0, 1, 1, 1], every negative frame 0. Pooled, descending:
     #   0.8+ 0.7- 0.6+ 0.4+ 0.2- 0.1- 0.1- 0.1-
     #   frame AP: 0.8: P 1 R 1/3; 0.6: P 2/3 R 2/3; 0.4: P 3/4 R 1 -> (1 + 2/3 + 3/4) / 3 = 29/36
+    #   before contact (a's 0.2-, 0.6+): 0.7- 0.6+ -> P 1/2 at R 1 -> 1/2
     #   Brier: a (0.2^2 + 0.4^2 + 0.2^2 + 0.6^2) + n (0.1^2 + 0.7^2) + z 2 * 0.1^2 = 0.6 + 0.5 + 0.02 = 1.12 / 8
     #   ECE (15 bins of 1/15; the distinct scores are 0.1 apart, one bin each): sum |labels - scores| per bin
     #   / 8 = (0.3 [three 0.1s] + 0.2 + 0.6 + 0.4 + 0.7 + 0.2) / 8 = 2.4 / 8 = 0.3
@@ -262,6 +271,7 @@ def test_summarize_every_figure_by_hand():
     expected = {
         "video_ap": 0.5,
         "frame_ap": 29 / 36,
+        "frame_ap_before_contact": 1 / 2,
         "mtta": 0.2,
         "tta_r80": 0.2,
         "tta_r80_threshold": 0.0,
@@ -283,6 +293,8 @@ def test_summarize_every_figure_by_hand():
     # the horizon reaches the frame figures: at the default 2 s
     default = summarize(records, threshold=0.65)
     assert default["frame_ap"] == pytest.approx(193 / 240)
+    # before contact at 2 s: a's frames 0, 1 both positive: 0.7- 0.6+ (P 1/2, R 1/2), 0.2+ (P 2/3, R 1) -> 7/12
+    assert default["frame_ap_before_contact"] == pytest.approx(7 / 12)
     assert default["brier"] == pytest.approx(1.72 / 8)
     assert default["ece"] == pytest.approx(3.0 / 8)
 

@@ -76,6 +76,13 @@ CITYSCAPES_LABEL_CLASSES = (
     "polegroup", "traffic light", "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
     "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle",
 )  # fmt: skip
+# Each label id's train id, 255 for the void classes Cityscapes neither trains on nor scores (``ignoreInEval``):
+# the ``trainId`` column of cityscapesscripts' ``helpers/labels.py`` (not a dependency), in label-id order 0..33.
+# License plate (id -1) is never in a labelIds map: json2labelImg draws no negative id.
+CITYSCAPES_LABEL_TO_TRAIN_ID = (
+    255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255, 255, 5, 255, 6, 7, 8, 9, 10, 11, 12, 13,
+    14, 15, 255, 255, 16, 17, 18,
+)  # fmt: skip
 
 
 def semantic_class_names(num_classes: int) -> list[str]:
@@ -98,6 +105,9 @@ STUFF_KINDS = ("tree", "streetlight", "sign")
 ANOMALY_MASK_ANOMALY, ANOMALY_MASK_VOID = 1, 255
 
 assert len(SEMANTIC_COLORS) == len(SEMANTIC_CLASSES)
+assert {CITYSCAPES_LABEL_CLASSES[i]: t for i, t in enumerate(CITYSCAPES_LABEL_TO_TRAIN_ID) if t != VOID} == {
+    name: i for i, name in enumerate(CITYSCAPES_TRAIN_CLASSES)
+}, "the labelId -> trainId table must agree with the class names"
 assert not set(ANOMALY_KINDS) & (set(KITTI_TYPES) | set(STUFF_KINDS)), "anomaly kinds must be unknown classes"
 
 

@@ -14,7 +14,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
-from domains.driving.classes import CITYSCAPES_LABEL_CLASSES, CITYSCAPES_TRAIN_CLASSES
+from domains.driving.classes import CITYSCAPES_LABEL_TO_TRAIN_ID, CITYSCAPES_TRAIN_CLASSES
 from domains.driving.common import (
     ANOMALY_LABEL_VALUES,
     IGNORE_INDEX,
@@ -115,13 +115,17 @@ class _MaskedImages(Dataset):
     def _check_values(self, mask: np.ndarray, path: Path) -> None:
         """Raise on map values the format does not allow (any value by default)."""
 
+    def _read_map(self, path: Path) -> np.ndarray:
+        """The label map of ``path`` as trained on (the file's values by default)."""
+        return read_label_map(path)
+
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         image_path, mask_path, name = self.items[i]
         # as stored, as the mask is: EXIF orientation applied to the image alone misaligned the two
-        image, mask = read_rgb(image_path, ignore_orientation=True), read_label_map(mask_path)
+        image, mask = read_rgb(image_path, ignore_orientation=True), self._read_map(mask_path)
         if image.shape[:2] != mask.shape:
             raise LabelFormatError(
                 mask_path,
@@ -323,20 +327,21 @@ class SemanticSegDataset(_MaskedImages):
 
     def image_classes(self) -> list[set[int]]:
         """The class ids each semantic map holds (void left out), for repeat-factor sampling: reads every map."""
-        return [set(np.unique(read_label_map(path)).tolist()) - {IGNORE_INDEX} for _, path, _ in self.items]
+        return [set(np.unique(self._read_map(path)).tolist()) - {IGNORE_INDEX} for _, path, _ in self.items]
 
 
 # ------------------------------------------------------------------------------------------------ Cityscapes
 
 #: a Cityscapes frame's image: ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
-#: its fine label maps, ``gtFine/<split>/<city>/<city>_<seq>_<frame><suffix>.png``, by ``--data.cityscapes_ids``
+#: its fine label maps, ``gtFine/<split>/<city>/<city>_<seq>_<frame><suffix>.png``, by ``--data.cityscapes_ids``;
+#: either kind is trained on and scored as Cityscapes' 19 train ids, labelIds converted when read
 CITYSCAPES_MAPS = {"labelIds": "_gtFine_labelIds", "labelTrainIds": "_gtFine_labelTrainIds"}
-#: the model settings each kind of map needs: (num_classes, road_ids)
-CITYSCAPES_MODEL = {
-    kind: (len(names), (names.index("road"),))
-    for kind, names in (("labelIds", CITYSCAPES_LABEL_CLASSES), ("labelTrainIds", CITYSCAPES_TRAIN_CLASSES))
-}
+#: the model settings Cityscapes maps need: (num_classes, road_ids) of its train ids
+CITYSCAPES_MODEL = (len(CITYSCAPES_TRAIN_CLASSES), (CITYSCAPES_TRAIN_CLASSES.index("road"),))
+#: labelId -> train id of any uint8 value: void classes and values past the label ids -> 255
+_LABEL_TO_TRAIN_ID = np.full(256, IGNORE_INDEX, np.uint8)
+_LABEL_TO_TRAIN_ID[: len(CITYSCAPES_LABEL_TO_TRAIN_ID)] = CITYSCAPES_LABEL_TO_TRAIN_ID
 #: the splits read (Cityscapes' test maps hold no labels)
 CITYSCAPES_SPLITS = ("train", "val")
 CITYSCAPES_HINT = (
@@ -346,9 +351,9 @@ CITYSCAPES_HINT = (
 )
 
 
-def cityscapes_model_settings(kind: str) -> str:
-    """The command-line settings a model trained on ``kind`` maps needs, for messages."""
-    num_classes, road_ids = CITYSCAPES_MODEL[kind]
+def cityscapes_model_settings() -> str:
+    """The command-line settings a model trained on Cityscapes maps (either kind) needs, for messages."""
+    num_classes, road_ids = CITYSCAPES_MODEL
     return f"--model.network.init_args.num_classes {num_classes} --model.road_ids {list(road_ids)}"
 
 
@@ -360,10 +365,10 @@ def is_cityscapes_root(root: Path) -> bool:
     return (root / "leftImg8bit").is_dir()
 
 
-def _cityscapes_map_kind(maps_root: Path, splits: Sequence[str], kind: str | None, num_classes: int | None) -> str:
+def _cityscapes_map_kind(maps_root: Path, splits: Sequence[str], kind: str | None) -> str:
     """Which maps to read: ``kind`` (``--data.cityscapes_ids``), else the kind ``gtFine/`` holds, else, when it
-    holds both (cityscapesscripts' createTrainIdLabelImgs writes the train ids beside the label ids), the one the
-    model's ``num_classes`` is made for; an error saying what to set otherwise."""
+    holds both (cityscapesscripts' createTrainIdLabelImgs writes the train ids beside the label ids), the train
+    ids, which need no conversion; an error when it holds neither."""
     if kind is not None:
         if kind not in CITYSCAPES_MAPS:
             raise ValueError(f"--data.cityscapes_ids must be one of {list(CITYSCAPES_MAPS)} or null, got {kind!r}")
@@ -373,21 +378,12 @@ def _cityscapes_map_kind(maps_root: Path, splits: Sequence[str], kind: str | Non
         for name, suffix in CITYSCAPES_MAPS.items()
         if any(next((maps_root / split).glob(f"*/*{suffix}.png"), None) for split in splits)
     ]
-    if len(present) == 1:
-        return present[0]
-    fits = [name for name in present if CITYSCAPES_MODEL[name][0] == num_classes]
-    if fits:
-        return fits[0]
-    options = " or ".join(f"{name} (with {cityscapes_model_settings(name)})" for name in CITYSCAPES_MAPS)
     if not present:
         raise FileNotFoundError(
             f"{maps_root}: no *_gtFine_labelIds.png or *_gtFine_labelTrainIds.png maps in "
             f"{'/, '.join(splits)}/<city>/ ({CITYSCAPES_HINT})"
         )
-    raise ValueError(
-        f"{maps_root} holds both labelIds and labelTrainIds maps and the model's num_classes ({num_classes}) is "
-        f"made for neither: set --data.cityscapes_ids {options}"
-    )
+    return present[-1]  # labelTrainIds where both are there
 
 
 def read_cityscapes_semantic(
@@ -397,7 +393,11 @@ def read_cityscapes_semantic(
     ``leftImg8bit/<split>`` and ``gtFine/<split>`` exist): ``(image, map, frame id, city)``, and which maps
     (``kind``, see :func:`_cityscapes_map_kind`). The frame id is the file name less ``_leftImg8bit``
     (``aachen_000000_000019``). An image without its map is an error naming the map; files in ``leftImg8bit/``
-    not read (another format, outside a city folder) are counted in one warning (errors with ``strict``)."""
+    not read (another format, outside a city folder) are counted in one warning (errors with ``strict``).
+
+    Either kind of map is read as Cityscapes' 19 train ids (:class:`CityscapesSegDataset`), so a model of
+    ``num_classes`` other than 19 is an error saying what to give: a 34-class model on the raw labelIds trained
+    on the void classes and counted them in val/miou."""
     root = Path(root)
     images_root, maps_root = root / "leftImg8bit", root / "gtFine"
     if not maps_root.is_dir():
@@ -405,7 +405,14 @@ def read_cityscapes_semantic(
     splits = [s for s in CITYSCAPES_SPLITS if (images_root / s).is_dir() and (maps_root / s).is_dir()]
     if not splits:
         raise FileNotFoundError(f"{root}: no {' or '.join(CITYSCAPES_SPLITS)}/ in both leftImg8bit/ and gtFine/")
-    kind = _cityscapes_map_kind(maps_root, splits, kind, num_classes)
+    kind = _cityscapes_map_kind(maps_root, splits, kind)
+    if num_classes is not None and num_classes != CITYSCAPES_MODEL[0]:
+        raise ValueError(
+            f"--data.data_path {root}: Cityscapes' {kind} maps are trained on and scored as its "
+            f"{CITYSCAPES_MODEL[0]} train ids (road = {CITYSCAPES_MODEL[1][0]}; labelIds' void classes are 255, "
+            f"ignored, as Cityscapes' evaluation does), but the model has {num_classes} classes: give "
+            f"{cityscapes_model_settings()}"
+        )
     suffix = CITYSCAPES_MAPS[kind]
     found: dict[str, list[tuple[Path, Path, str, str]]] = {}
     log = DropLog(strict)
@@ -426,26 +433,48 @@ def read_cityscapes_semantic(
     log.report(f"--data.data_path {root}, files left out ({STRICT_HINT})")
     if not any(found.values()):
         raise FileNotFoundError(f"{images_root}: no images in {'/, '.join(splits)}/<city>/ ({CITYSCAPES_HINT})")
+    converted = ", read as train ids, void 255" if kind == "labelIds" else ""
     rank_zero_info(
-        f"Cityscapes {root}: {kind} maps (*{suffix}.png; the model needs {cityscapes_model_settings(kind)}), "
+        f"Cityscapes {root}: {kind} maps (*{suffix}.png{converted}; the model needs {cityscapes_model_settings()}), "
         + ", ".join(f"{split} {len(items)} frames" for split, items in found.items())
     )
     return kind, found
 
 
 class CityscapesSegDataset(SemanticSegDataset):
-    """Cityscapes frames with their gtFine maps (``items``: ``(image, map, frame id)``, from
-    :func:`read_cityscapes_semantic`), read and checked as :class:`SemanticSegDataset`'s."""
+    """Cityscapes frames with their gtFine maps (``items``: ``(image, map, frame id)``, and which ``kind`` of
+    maps, from :func:`read_cityscapes_semantic`), read and checked as :class:`SemanticSegDataset`'s; labelIds
+    maps as train ids (:meth:`_read_map`)."""
 
     mask_what = "gtFine map"
 
     def __init__(
         self,
         items: Sequence[tuple[Path, Path, str]],
+        kind: Literal["labelIds", "labelTrainIds"],
         transform: A.Compose | None = None,
         num_classes: int | None = None,
     ):
-        self.items, self.transform, self.num_classes = list(items), transform, num_classes
+        if kind not in CITYSCAPES_MAPS:
+            raise ValueError(f"CityscapesSegDataset: kind must be one of {list(CITYSCAPES_MAPS)}, got {kind!r}")
+        self.items, self.kind, self.transform, self.num_classes = list(items), kind, transform, num_classes
+
+    def _read_map(self, path: Path) -> np.ndarray:
+        """A labelIds map as Cityscapes' train ids (:data:`~domains.driving.classes.CITYSCAPES_LABEL_TO_TRAIN_ID`,
+        the void classes 255), as its evaluation scores them: read raw, the void classes were trained on and
+        counted in val/miou (a prediction perfect on the 19 scored classes that called void road scored 0.665).
+        A labelTrainIds map as it is."""
+        label = read_label_map(path)
+        if self.kind != "labelIds":
+            return label
+        outside = (label >= len(CITYSCAPES_LABEL_TO_TRAIN_ID)) & (label != IGNORE_INDEX)
+        if outside.any():
+            raise LabelFormatError(
+                path, None, f"ids {np.unique(label[outside]).tolist()[:10]} are not Cityscapes label ids "
+                f"(0..{len(CITYSCAPES_LABEL_TO_TRAIN_ID) - 1}, 255): give the gtFine labelIds maps as downloaded "
+                "(train-id maps are *_gtFine_labelTrainIds.png, read with --data.cityscapes_ids labelTrainIds)",
+            )  # fmt: skip
+        return _LABEL_TO_TRAIN_ID[label]
 
 
 def segmentation_transforms(
@@ -556,10 +585,10 @@ class SegmentationDataModule(SplitLoaders):
         strict: files left out raise, naming them, instead of one counted warning: anomaly-set images without a
             label mask (SegmentMeIfYouCan's unlabelled benchmark images), images that cannot be decoded whole,
             and files in ``images/`` or ``image_2/`` that are not read (another format, a subfolder).
-        cityscapes_ids: which Cityscapes maps to train on: ``labelIds`` (``*_gtFine_labelIds.png``: needs
-            ``--model.network.init_args.num_classes 34 --model.road_ids [7]``) or ``labelTrainIds`` (19 classes,
-            road_ids [0]); null: the kind gtFine/ holds, or where it holds both, the one the model's num_classes
-            is made for.
+        cityscapes_ids: which Cityscapes maps to read: ``labelIds`` (``*_gtFine_labelIds.png``, the download's
+            own) or ``labelTrainIds``; either is trained on and scored as the 19 train ids (labelIds converted,
+            their void classes 255), so the model needs ``--model.network.init_args.num_classes 19
+            --model.road_ids [0]``; null: the kind gtFine/ holds, labelTrainIds where it holds both.
     """
 
     INPUT_SETTINGS = ("image_size",)
@@ -677,7 +706,7 @@ class SegmentationDataModule(SplitLoaders):
         """The train / val datasets of a Cityscapes download: its own train / val split when it holds both
         (``split_fractions`` unused, ``max_items`` capping each), else the one split it holds, split by city (a
         city's frames are neighbours, as a drive's: never in two splits)."""
-        _, found = read_cityscapes_semantic(root, self.cityscapes_ids, num_classes, self.strict)
+        kind, found = read_cityscapes_semantic(root, self.cityscapes_ids, num_classes, self.strict)
         cap = slice(self.max_items)
         if set(found) == {"train", "val"}:
             items = {name: found[name][cap] for name in ("train", "val")}
@@ -695,7 +724,7 @@ class SegmentationDataModule(SplitLoaders):
             hint = f"splits are whole cities: set --data.split_fractions (now {list(self.split_fractions)}) or add data"
         self.check_splits(items, stage, hint)
         return {
-            name: CityscapesSegDataset([item[:3] for item in split], self._train_transform(name), num_classes)
+            name: CityscapesSegDataset([item[:3] for item in split], kind, self._train_transform(name), num_classes)
             for name, split in items.items()
         }
 

@@ -16,7 +16,6 @@ from . import cnn, transformer, unet  # noqa: F401  (registers the families)
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, create_backbone, list_backbones, register_backbone
 from .unet import UNet, UNetDecoder, UNetEncoder, upsample_nearest
 from .weights import (
-    BackboneFreezeUnfreeze,
     FreezableBackbone,
     LoadReport,
     NothingLoadedError,
@@ -44,3 +43,13 @@ __all__ = [
     "register_backbone",
     "upsample_nearest",
 ]
+
+
+def __getattr__(name: str):
+    """``BackboneFreezeUnfreeze`` (a Lightning callback) is imported when asked for: the backbones themselves
+    need no Lightning."""
+    if name == "BackboneFreezeUnfreeze":
+        from .finetuning import BackboneFreezeUnfreeze
+
+        return BackboneFreezeUnfreeze
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -859,6 +859,7 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     (:meth:`_steps_for_resume`) it is that of the same run without them."""
 
     _resumed_at: int | None = None  # the step a resumed fit restored (on_train_start)
+    _sigterm_saved_at: int | None = None  # the step whose state a SIGTERM saved (on_exception)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # Lightning warns "Checkpoint directory ... exists and is not empty" on every fit after the first into a
@@ -966,8 +967,10 @@ class LastIsLastCheckpoint(ModelCheckpoint):
             and self._fitting(trainer)
             and trainer.state.stage == "train"
             and self.save_last is True  # "link": Lightning's own, a link to the newest top-k file
+            and self._sigterm_saved_at != trainer.global_step  # called early by NotifyWhenDone, then by Lightning
         ):
             self._save_last_if_missed(trainer)
+            self._sigterm_saved_at = trainer.global_step
             rank_zero_info(f"SIGTERM: the fit's state at step {trainer.global_step} is saved in {self.last_model_path}")
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -26,6 +26,7 @@ import os
 import smtplib
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -126,7 +127,8 @@ class NotifyWhenDone(pl.Callback):
             goes out in clear, but a password is never sent over a connection without TLS.
         implicit_tls: connect with TLS from the start (SMTPS, ``smtplib.SMTP_SSL``) instead of STARTTLS; null:
             on for port 465, the SMTPS port (where a plain connection waits for a greeting that never comes).
-        timeout: seconds allowed to each connection before giving up (a warning, not an error).
+        timeout: seconds allowed to each message, all of it (connect, send, the server's answer), before the run
+            goes on without it (a warning, not an error).
         run_name: the name in the message; null: the checkpoint folder's ``<domain>/<config>`` (the CLI's
             ``lightning_logs/<domain>/<config>/checkpoints``) and the logger's version, e.g.
             ``medical_classification/quick (csv/version_3)``.
@@ -264,6 +266,11 @@ class NotifyWhenDone(pl.Callback):
         # next step) are someone stopping the run, not the run failing
         if isinstance(exception, SIGTERMException):
             status, error = "interrupted", "SIGTERM received (docker stop, preemption or kill)"
+            # Lightning calls the checkpoint callbacks last, and the CLI's saves last.ckpt on a SIGTERM: let it
+            # save first, so the report names what `fit --ckpt_path last` resumes from (it said null, and a
+            # scheduler reading it restarted from scratch); the callback saves once
+            for callback in getattr(trainer, "checkpoint_callbacks", []):
+                callback.on_exception(trainer, pl_module, exception)
         else:
             status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
             error = f"{type(exception).__name__}: {exception}" if str(exception) else type(exception).__name__
@@ -347,10 +354,27 @@ class NotifyWhenDone(pl.Callback):
         return report
 
     def _guarded(self, what: str, send, report: dict) -> None:
-        try:
-            send(report)
-        except Exception as err:  # noqa: BLE001 - down, refused, timed out, rejected: tell, never change how the run ends
-            log.warning("NotifyWhenDone: %s not sent (%s: %s)", what, type(err).__name__, err)
+        """``send(report)`` within ``timeout`` seconds in all: the sockets' own timeout bounds each read, so a
+        server that trickles its answer a byte at a time held a finished run for minutes. The send runs in a
+        daemon thread; past the deadline the run goes on (and the process may end before the server answers)."""
+        failure: list[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                send(report)
+            except Exception as err:  # noqa: BLE001 - down, refused, timed out, rejected: tell, never change how the run ends
+                failure.append(err)
+
+        worker = threading.Thread(target=attempt, name=f"NotifyWhenDone {what}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            log.warning(
+                "NotifyWhenDone: %s not confirmed within the %g s timeout (the server is slow to answer): the run "
+                "goes on without waiting for it", what, self.timeout,
+            )  # fmt: skip
+        elif failure:
+            log.warning("NotifyWhenDone: %s not sent (%s: %s)", what, type(failure[0]).__name__, failure[0])
 
     # ------------------------------------------------------------------------------------------ sending
 

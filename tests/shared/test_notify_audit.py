@@ -38,6 +38,20 @@ def test_sigterm_is_reported_as_interrupted_not_failed(tmp_path, webhook):
     assert "SIGTERM" in report["error"] and report["error"] != "SIGTERMException: "
 
 
+def test_a_sigterm_before_the_first_save_reports_the_last_checkpoint_saved_on_the_way_out(
+    tmp_path, monkeypatch, webhook, capsys
+):
+    """The CLI's checkpoint callback saves last.ckpt on a SIGTERM, but Lightning called it after the message
+    was sent: ``last_checkpoint`` was null while the file was there."""
+    with pytest.raises(SystemExit):
+        _cli_run(tmp_path, monkeypatch, webhook, "medical_classification", "--trainer.max_steps", "6",
+                 "--trainer.callbacks+=tests.shared.test_notify_audit._SigTerm")  # fmt: skip
+    ((_, report),) = webhook.received
+    assert report["status"] == "interrupted" and report["last_checkpoint"], report
+    assert report["last_checkpoint"].endswith("last.ckpt") and os.path.isfile(report["last_checkpoint"])
+    assert capsys.readouterr().out.count("SIGTERM: the fit's state at step") <= 1  # saved and said once
+
+
 def _cli_run(tmp_path, monkeypatch, webhook, domain: str, *extra: str) -> dict:
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "mine.yaml"
@@ -253,3 +267,39 @@ def test_duration_counts_the_data_setup_and_a_failure_there(tmp_path, webhook):
     assert finished["status"] == "finished" and 0.6 <= finished["duration_s"] < 30, finished
     # not counting the runs before: counted from the callback's construction it would exceed both together
     assert fit(_SlowDataSetup(0.0))["duration_s"] < failed["duration_s"] + finished["duration_s"]
+
+
+def test_a_server_that_trickles_its_answer_holds_the_run_no_longer_than_the_timeout(caplog):
+    """``urlopen``'s timeout bounds each socket read: a server sending one header byte every 0.2 s held a
+    finished run for minutes (the audit's: 2 min 49 s for a 29 s run with timeout 10)."""
+    import logging
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.is_set():  # a header that never ends, one byte at a time
+                conn.sendall(b"X")
+                time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    notify = NotifyWhenDone(webhook_url=f"http://127.0.0.1:{server.getsockname()[1]}/hook", timeout=1.0)
+    trainer = types.SimpleNamespace(is_global_zero=True, current_epoch=0, global_step=3, default_root_dir=".")
+    start = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="shared.notify"):
+            assert notify.notify(trainer, "finished")["status"] == "finished"
+        waited = time.monotonic() - start
+    finally:
+        stop.set()
+        server.close()
+    assert waited < 3, waited
+    assert any("webhook not confirmed within the 1 s timeout" in r.getMessage() for r in caplog.records)

@@ -458,3 +458,30 @@ def split_by_sequence(
     groups = read_sequence_groups(split_root, [a.image_id for a in items], source_file)
     index = group_split(groups, fractions, seed=seed, names=names)
     return {name: [items[i] for i in idx] for name, idx in index.items()}
+
+
+# ------------------------------------------------------------------------------------------------ Cityscapes
+
+#: a Cityscapes frame's image: ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``
+CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
+#: the splits read (Cityscapes' test maps hold no labels)
+CITYSCAPES_SPLITS = ("train", "val")
+
+
+def is_cityscapes_root(root: Path) -> bool:
+    """Whether ``root`` is a Cityscapes download (it holds ``leftImg8bit/``); its ``leftImg8bit/`` or ``gtFine/``
+    given instead is an error naming the folder to give."""
+    if root.name in ("leftImg8bit", "gtFine") and (root.parent / "leftImg8bit").is_dir():
+        raise FileNotFoundError(f"--data.data_path {root} is a folder inside the Cityscapes root: give {root.parent}")
+    return (root / "leftImg8bit").is_dir()
+
+
+def cityscapes_splits(root: Path) -> tuple[Path, Path, list[str]]:
+    """A Cityscapes download's ``leftImg8bit/`` and ``gtFine/`` and the splits (of :data:`CITYSCAPES_SPLITS`)
+    both hold; an error when none is (the anomaly task reads its semantic maps, the instance task its
+    instance maps)."""
+    images_root, maps_root = root / "leftImg8bit", root / "gtFine"
+    splits = [s for s in CITYSCAPES_SPLITS if (images_root / s).is_dir() and (maps_root / s).is_dir()]
+    if not splits:
+        raise FileNotFoundError(f"{root}: no {' or '.join(CITYSCAPES_SPLITS)}/ in both leftImg8bit/ and gtFine/")
+    return images_root, maps_root, splits

@@ -591,17 +591,41 @@ def _coco_entries(
         yield where, entry, eid
 
 
+def coco_layout_images(json_path: str | os.PathLike) -> Path | None:
+    """The image folder COCO's own layout gives an annotation file: ``<root>/<split>`` for
+    ``<root>/annotations/<kind>_<split>.json`` (COCO ships ``annotations/instances_val2017.json`` beside
+    ``val2017/``), where that folder exists; None otherwise."""
+    path = Path(json_path)
+    kind, _, split = path.stem.rpartition("_")
+    folder = path.parent.parent / split
+    return folder if path.parent.name == "annotations" and kind and split and folder.is_dir() else None
+
+
+def _coco_images_root(path: Path, images: list, images_root: Path | None) -> Path:
+    """The folder a COCO JSON's ``file_name`` entries are relative to: ``images_root``, else the JSON's
+    folder, unless its first image is not there but in :func:`coco_layout_images`' folder (COCO's release as
+    downloaded: the JSON in ``annotations/``, the images in ``val2017/`` beside it)."""
+    if images_root is not None:
+        return images_root
+    first = images[0].get("file_name") if images and isinstance(images[0], dict) else None
+    layout = coco_layout_images(path)
+    if first is None or layout is None or (path.parent / str(first)).is_file():
+        return path.parent
+    return layout if (layout / str(first)).is_file() else path.parent
+
+
 def _coco_images(
-    path: Path, root: Path, record: Callable[[str, int, int], Any]
+    path: Path, images_root: Path | None, record: Callable[[str, int, int], Any]
 ) -> tuple[dict, dict[int, str], dict[int, Any]]:
     """A COCO JSON's content, its categories (id -> name) and its images (id -> ``record(file, width,
     height)``), checked: ``images`` / ``annotations`` / ``categories`` are lists, ids are unique integers, each
-    image exists under ``root`` and has the size the JSON says."""
+    image exists under the images root (:func:`_coco_images_root`) and has the size the JSON says."""
     data = _load_json(path)
     _require(data, ("images", "annotations", "categories"), path, None)
     for key in ("images", "annotations", "categories"):
         if not isinstance(data[key], list):
             raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
+    root = _coco_images_root(path, data["images"], images_root)
     categories = {
         cid: str(cat["name"])
         for _, cat, cid in _coco_entries(data["categories"], path, "categories", ("name",), "category")
@@ -610,7 +634,16 @@ def _coco_images(
     for where, img, iid in _coco_entries(data["images"], path, "images", ("file_name",), "image"):
         file = root / str(img["file_name"])
         if not file.is_file():
-            raise LabelFormatError(path, where, f"image {img['file_name']!r} not found under {root}")
+            layout = coco_layout_images(path)
+            found = layout is not None and (layout / str(img["file_name"])).is_file()
+            there = f" It is in {layout}: name that folder" if found else ""
+            raise LabelFormatError(
+                path,
+                where,
+                f"image {img['file_name']!r} not found under {root} (file names are relative to the images "
+                "root: the JSON's folder unless --data.images_root, or convert's --images-root, names "
+                f"another).{there}",
+            )
         # "as_stored": true (the suite's converter writes it for masks drawn on the stored pixels): the image is
         # read as stored, its EXIF orientation not applied, as the instance map it came from was
         as_stored = img.get("as_stored") is True
@@ -649,7 +682,8 @@ def read_coco(
     strict: bool = False,
     log: DropLog | None = None,
 ) -> list[ImageAnnotation]:
-    """Read a COCO detection JSON; ``file_name`` is relative to ``images_root`` (default: the JSON's folder).
+    """Read a COCO detection JSON; ``file_name`` is relative to ``images_root`` (default: the JSON's folder,
+    or for COCO's layout as downloaded, ``annotations/instances_val2017.json``, the ``val2017/`` beside it).
 
     ``iscrowd=1`` annotations become ``DontCare`` objects that keep their category (``crowd_class``, see
     :func:`crowd_class`): COCO's evaluation ignores a detection in a crowd for the crowd's category only, where
@@ -658,7 +692,7 @@ def read_coco(
     ``path:annotations[i]:`` (JSON has no useful lines).
     """
     path = Path(json_path)
-    root = Path(images_root) if images_root is not None else path.parent
+    root = Path(images_root) if images_root is not None else None
     log, own = _owned_log(log, strict)
     data, categories, records = _coco_images(path, root, lambda file, w, h: ImageAnnotation(file, w, h, []))
 

@@ -17,10 +17,13 @@ from torch.utils.data import Dataset
 from domains.driving.classes import CITYSCAPES_LABEL_TO_TRAIN_ID, CITYSCAPES_TRAIN_CLASSES
 from domains.driving.common import (
     ANOMALY_LABEL_VALUES,
+    CITYSCAPES_IMAGE_SUFFIX,
     IGNORE_INDEX,
     check_decodes,
+    cityscapes_splits,
     default_anomaly_root,
     default_kitti_root,
+    is_cityscapes_root,
     predict_images,
     read_label_map,
     read_rgb,
@@ -332,8 +335,6 @@ class SemanticSegDataset(_MaskedImages):
 
 # ------------------------------------------------------------------------------------------------ Cityscapes
 
-#: a Cityscapes frame's image: ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``
-CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
 #: its fine label maps, ``gtFine/<split>/<city>/<city>_<seq>_<frame><suffix>.png``, by ``--data.cityscapes_ids``;
 #: either kind is trained on and scored as Cityscapes' 19 train ids, labelIds converted when read
 CITYSCAPES_MAPS = {"labelIds": "_gtFine_labelIds", "labelTrainIds": "_gtFine_labelTrainIds"}
@@ -342,8 +343,6 @@ CITYSCAPES_MODEL = (len(CITYSCAPES_TRAIN_CLASSES), (CITYSCAPES_TRAIN_CLASSES.ind
 #: labelId -> train id of any uint8 value: void classes and values past the label ids -> 255
 _LABEL_TO_TRAIN_ID = np.full(256, IGNORE_INDEX, np.uint8)
 _LABEL_TO_TRAIN_ID[: len(CITYSCAPES_LABEL_TO_TRAIN_ID)] = CITYSCAPES_LABEL_TO_TRAIN_ID
-#: the splits read (Cityscapes' test maps hold no labels)
-CITYSCAPES_SPLITS = ("train", "val")
 CITYSCAPES_HINT = (
     "Cityscapes is read as downloaded: give --data.data_path the folder holding leftImg8bit/ and gtFine/ "
     "(leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png, gtFine/<split>/<city>/<frame>_gtFine_labelIds.png or "
@@ -355,14 +354,6 @@ def cityscapes_model_settings() -> str:
     """The command-line settings a model trained on Cityscapes maps (either kind) needs, for messages."""
     num_classes, road_ids = CITYSCAPES_MODEL
     return f"--model.network.init_args.num_classes {num_classes} --model.road_ids {list(road_ids)}"
-
-
-def is_cityscapes_root(root: Path) -> bool:
-    """Whether ``root`` is a Cityscapes download (it holds ``leftImg8bit/``); its ``leftImg8bit/`` or ``gtFine/``
-    given instead is an error naming the folder to give."""
-    if root.name in ("leftImg8bit", "gtFine") and (root.parent / "leftImg8bit").is_dir():
-        raise FileNotFoundError(f"--data.data_path {root} is a folder inside the Cityscapes root: give {root.parent}")
-    return (root / "leftImg8bit").is_dir()
 
 
 def _cityscapes_map_kind(maps_root: Path, splits: Sequence[str], kind: str | None) -> str:
@@ -399,12 +390,9 @@ def read_cityscapes_semantic(
     ``num_classes`` other than 19 is an error saying what to give: a 34-class model on the raw labelIds trained
     on the void classes and counted them in val/miou."""
     root = Path(root)
-    images_root, maps_root = root / "leftImg8bit", root / "gtFine"
-    if not maps_root.is_dir():
-        raise FileNotFoundError(f"{maps_root}: folder not found ({CITYSCAPES_HINT}; gtCoarse is not read)")
-    splits = [s for s in CITYSCAPES_SPLITS if (images_root / s).is_dir() and (maps_root / s).is_dir()]
-    if not splits:
-        raise FileNotFoundError(f"{root}: no {' or '.join(CITYSCAPES_SPLITS)}/ in both leftImg8bit/ and gtFine/")
+    if not (root / "gtFine").is_dir():
+        raise FileNotFoundError(f"{root / 'gtFine'}: folder not found ({CITYSCAPES_HINT}; gtCoarse is not read)")
+    images_root, maps_root, splits = cityscapes_splits(root)
     kind = _cityscapes_map_kind(maps_root, splits, kind)
     if num_classes is not None and num_classes != CITYSCAPES_MODEL[0]:
         raise ValueError(

@@ -31,9 +31,11 @@ from domains.driving.formats import (
     ImageAnnotation,
     LabelFormatError,
     LabelWarning,
+    coco_layout_images,
     load_dataset_yaml,
     read_coco,
     read_kitti_dir,
+    read_text_file,
     read_yolo,
     resolve_kitti_split,
 )
@@ -42,25 +44,104 @@ from shared.data import (
     check_cap,
     detection_augmentations,
 )
+from shared.files import visible_files
 
 # ------------------------------------------------------------------------------------------- detection
 
 
-def _report_own_splits(source: Path, splits: dict[str, list[ImageAnnotation]]) -> None:
-    """Print the images per split of a YOLO yaml naming its own, and warn where two of them share images (a
-    coco8-style yaml whose ``val:`` is its ``train:`` folder validates on the training images): the split
-    table and leak check of the sets the suite splits itself."""
-    rank_zero_info(f"{source}: its own splits: " + ", ".join(f"{k} {len(v)} images" for k, v in splits.items()))
+def _report_own_splits(
+    source: Path,
+    splits: dict[str, list[ImageAnnotation]],
+    named: str = "its own splits",
+    fix: str = "the yaml's '{}:'",
+) -> None:
+    """Print the images per split of a YOLO yaml naming its own (or of ``--data.split_files``: ``named``),
+    and warn where two of them share images (a coco8-style yaml whose ``val:`` is its ``train:`` folder
+    validates on the training images): the split table and leak check of the sets the suite splits itself.
+    ``fix``: what to give the split its own images (``{}``: its name)."""
+    rank_zero_info(f"{source}: {named}: " + ", ".join(f"{k} {len(v)} images" for k, v in splits.items()))
     paths = {name: {str(Path(a.image_path).resolve()) for a in items} for name, items in splits.items()}
     for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
         if shared := paths.get(first, set()) & paths.get(second, set()):
             rank_zero_warn(
                 f"{source}: {len(shared)} of the {second} split's {len(paths[second])} images are also in "
-                f"{first} (e.g. {min(shared)}): {second} scores images it has seen; give the yaml's "
-                f"'{second}:' its own images",
+                f"{first} (e.g. {min(shared)}): {second} scores images it has seen; give "
+                f"{fix.format(second)} its own images",
                 category=LabelWarning,
             )
 
+
+#: the lists ``--data.split_files`` reads from a folder (KITTI's ``ImageSets/``: its ``test.txt`` lists the
+#: unlabelled ``testing/`` images, whose ids are also ``training/``'s, so it is not read)
+SPLIT_LIST_NAMES = ("train", "val")
+#: what ``--data.split_files`` takes, for messages
+SPLIT_FILES_FORM = (
+    "a folder holding train.txt and val.txt (KITTI's ImageSets/) or {train: file, val: file, test: file}, "
+    "one image id (the file name less its extension) a line"
+)
+
+
+def split_list_files(split_files: str | dict[str, str]) -> dict[str, Path]:
+    """The list file of each split ``--data.split_files`` names (:data:`SPLIT_FILES_FORM`), each found."""
+    if isinstance(split_files, dict):
+        if bad := sorted(set(split_files) - {"train", "val", "test"}):
+            raise ValueError(f"--data.split_files: unknown split(s) {bad}; expected {SPLIT_FILES_FORM}")
+        files = {name: Path(split_files[name]) for name in ("train", "val", "test") if name in split_files}
+    else:
+        folder = Path(split_files)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"--data.split_files {folder}: no such folder; expected {SPLIT_FILES_FORM}"
+            )
+        files = {name: folder / f"{name}.txt" for name in SPLIT_LIST_NAMES}
+    for name, file in files.items():
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"--data.split_files: {file} ({name} list) not found; expected {SPLIT_FILES_FORM}"
+            )
+    return files
+
+
+def split_by_lists(items: Sequence[ImageAnnotation], files: dict[str, Path], source: Path) -> dict[str, list]:
+    """The images each list file names (one image id a line; blank lines and ``#`` comments skipped), in its
+    order: KITTI's 3DOP ``ImageSets/train.txt`` / ``val.txt``. An id that is none of the images read from
+    ``source`` or is listed twice in one file is an error naming the file and line."""
+    by_id = {item.image_id: item for item in items}
+    splits = {}
+    for name, file in files.items():
+        lines: dict[str, int] = {}
+        for lineno, raw in enumerate(read_text_file(file).splitlines(), start=1):
+            image_id = raw.strip()
+            if not image_id or image_id.startswith("#"):
+                continue
+            if image_id in lines:
+                raise LabelFormatError(
+                    file, lineno, f"image id {image_id!r} is listed twice (line {lines[image_id]})"
+                )
+            if image_id not in by_id:
+                example = f" (ids are file names less their extension, e.g. {min(by_id)!r})" if by_id else ""
+                raise LabelFormatError(
+                    file,
+                    lineno,
+                    f"image id {image_id!r} is none of the {len(by_id)} images read from {source}{example}",
+                )
+            lines[image_id] = lineno
+        splits[name] = [by_id[image_id] for image_id in lines]
+    return splits
+
+
+def note_unused_image_sets(split_root: Path) -> None:
+    """Say, in one info line, that a KITTI root's ``ImageSets/*.txt`` (beside ``training/``) are not used: the
+    split is by drive; ``--data.split_files`` takes them, splitting by image."""
+    for folder in dict.fromkeys((split_root.parent / "ImageSets", split_root / "ImageSets")):
+        if lists := [p.name for p in visible_files(folder, (".txt",))] if folder.is_dir() else []:
+            rank_zero_info(
+                f"{folder}: {', '.join(lists)} found but not used: the split is by drive "
+                f"(--data.split_fractions). --data.split_files {folder} takes its train.txt / val.txt (the "
+                "3DOP split papers report), which split by image, not by drive: frames of one drive land in "
+                "both"
+            )
+            return
 
 
 def ignore_label(obj, class_names: Sequence[str], class_map: dict[str, str]) -> int | None:
@@ -273,6 +354,9 @@ class DetectorDataModule(SplitLoaders):
         predict_path: ``predict`` on your own images instead of the test split: a folder (searched recursively)
             or one image file; no labels needed, and data_path is not read. Unreadable images are skipped and
             counted.
+        images_root: ``coco``: the folder the JSON's ``file_name`` entries are relative to; null: the JSON's
+            folder, or for COCO's layout as downloaded (``annotations/instances_val2017.json``) the
+            ``val2017/`` beside ``annotations/`` (said in one info line).
     """
 
     INPUT_SETTINGS = ("image_size",)
@@ -299,12 +383,17 @@ class DetectorDataModule(SplitLoaders):
         crop_scale: tuple[float, float] = (0.6, 1.0),
         crop_prob: float = 0.5,
         predict_path: str | None = None,
+        images_root: str | None = None,
     ):
         super().__init__()
         owner = type(self).__name__
         if data_format not in self.data_formats:
             choices = f"{', '.join(self.data_formats[:-1])} or {self.data_formats[-1]}"
             raise ValueError(f"{owner}: data_format must be {choices}, got {data_format!r}")
+        if images_root is not None and data_format != "coco":
+            raise ValueError(
+                f"{owner}: --data.images_root is read for --data.data_format coco only, not {data_format}"
+            )
         if len(split_fractions) != 3:
             raise ValueError(
                 f"{owner}: split_fractions needs 3 values (train/val/test), got {split_fractions}"
@@ -331,6 +420,7 @@ class DetectorDataModule(SplitLoaders):
             raise ValueError(f"{owner}: bad crop_scale {crop_scale} / crop_prob {crop_prob}: {err}") from err
         self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
         self.predict_path = predict_path
+        self.images_root = images_root
         self.splits: dict[str, list] = {}
         self.datasets: dict[str, Dataset] = {}
 
@@ -345,6 +435,17 @@ class DetectorDataModule(SplitLoaders):
     def _read_splits(self) -> dict[str, list]:
         """The annotation records of each split."""
         raise NotImplementedError
+
+    def note_coco_layout(self, source: Path, items: Sequence[ImageAnnotation]) -> None:
+        """Say, in one info line, that a COCO JSON's images were read from COCO's layout's image folder (the
+        ``val2017/`` beside ``annotations/instances_val2017.json``), not from the JSON's folder:
+        ``images_root`` was null and they were not there."""
+        layout = coco_layout_images(source)
+        if self.images_root is None and layout and items and Path(items[0].image_path).is_relative_to(layout):
+            rank_zero_info(
+                f"{source}: its images are not beside it but in {layout} (COCO's layout: annotations/ beside "
+                f"{layout.name}/): read from there; --data.images_root names another folder"
+            )
 
     def make_dataset(self, name: str, items: list) -> Dataset:
         """The dataset of split ``name`` over its records ``items``."""
@@ -476,9 +577,15 @@ class DetectionDataModule(DetectorDataModule):
         repeat_threshold: repeat-factor sampling (LVIS) of training images by their rarest class; null: off.
         semantic_maps: training targets carry the per-pixel class maps (``semantic/<id>.png`` beside
             ``image_2/``) for the detector's auxiliary semantic loss (``model.network.init_args.semantic_classes`` > 0).
+        split_files: take the splits from lists of image ids instead of splitting by sequence: a folder
+            holding ``train.txt`` and ``val.txt`` (KITTI's ``ImageSets/``, the 3DOP split most KITTI papers
+            report) or ``{train: file, val: file, test: file}``; images in no list are not used. Such lists
+            split by image, not by drive: frames of one drive land in train and val (3DOP's do), so val
+            scores frames next to ones trained on. null: split by sequence (``split_fractions``).
     """
 
     data_formats = ("kitti", "coco", "yolo")
+    SPLIT_SETTINGS = (*DetectorDataModule.SPLIT_SETTINGS, "split_files")
 
     def __init__(
         self,
@@ -487,12 +594,14 @@ class DetectionDataModule(DetectorDataModule):
         *args,
         repeat_threshold: float | None = None,
         semantic_maps: bool = False,
+        split_files: str | dict[str, str] | None = None,
         **kwargs,
     ):
         # positional arguments after data_path are DetectorDataModule's, in its order (class_names, class_map...)
         super().__init__(data_format, data_path, *args, **kwargs)
         self.repeat_threshold = repeat_threshold
         self.semantic_maps = semantic_maps
+        self.split_files = split_files
 
     def _source(self) -> Path:
         patterns = {"coco": ("*.json",), "yolo": ("*.yaml", "*.yml")}.get(self.data_format, ())
@@ -508,13 +617,21 @@ class DetectionDataModule(DetectorDataModule):
 
     def split_settings(self, hparams: dict, stage: str) -> dict:
         """A YOLO set naming its own splits keeps them: no setting moves an image of those (the seed and
-        fractions only cut val out of train where the yaml names no val)."""
+        fractions only cut val out of train where the yaml names no val); ``split_files`` are the split."""
+        if hparams.get("split_files") is not None:
+            return {"split_files": hparams["split_files"]}
         entries = self._own_yolo_splits()
         if entries is not None and (entries.get("val") or stage == "test"):
             return {}
         return super().split_settings(hparams, stage)
 
     def split_hint(self) -> str:
+        if self.split_files is not None:
+            return (
+                f"the splits are the lists of --data.split_files {self.split_files} (train.txt and val.txt "
+                "of a folder): add images to the empty one's list, or name a test list ({train: ..., val: "
+                "..., test: ...}; papers on KITTI's 3DOP split report val: name val.txt as test too)"
+            )
         entries = self._own_yolo_splits()
         if entries is not None and entries.get("val"):  # split_fractions moves nothing in such a set
             add = "" if entries.get("test") else "; add a 'test:' entry to it (an image folder or a .txt list)"
@@ -524,14 +641,23 @@ class DetectionDataModule(DetectorDataModule):
     def _read_splits(self) -> dict[str, list[ImageAnnotation]]:
         source = self._source()
         label_file = None if self.data_format == "kitti" else source  # a JSON / yaml: its .sequences.txt
+        files = None if self.split_files is None else split_list_files(self.split_files)
         if self.data_format == "kitti":
             known = (*KITTI_TYPES, *self.class_names, *self.class_map)
             items = read_kitti_dir(source, strict=self.strict, known_types=known)
             split_root = resolve_kitti_split(source)
+            if files is None:
+                note_unused_image_sets(split_root)
         elif self.data_format == "coco":
-            items, split_root = read_coco(source, strict=self.strict), source.parent
+            items, split_root = read_coco(source, self.images_root, strict=self.strict), source.parent
+            self.note_coco_layout(source, items)
         else:
             if (entries := self._yolo_splits(source)) is not None:
+                if files is not None:
+                    raise ValueError(
+                        f"{source} names its own splits (its train / val / test entries): --data.split_files "
+                        "would replace them; give one or the other"
+                    )
                 splits = {
                     name: read_yolo(source, name, strict=self.strict)
                     for name in ("train", "val", "test")
@@ -554,6 +680,17 @@ class DetectionDataModule(DetectorDataModule):
                 _report_own_splits(source, splits)
                 return splits
             items, split_root = read_yolo(source, "train", strict=self.strict), source.parent
+        if files is not None:
+            listed = split_by_lists(items, files, source)
+            unused = len(items) - len({record.image_id for split in listed.values() for record in split})
+            splits = {name: self._cap(split) for name, split in listed.items()}
+            _report_own_splits(
+                source, splits, "the splits of --data.split_files (by image, not by drive: frames of one "
+                f"drive may be in train and val, as in KITTI's 3DOP split; {unused} images in no list, not "
+                "used)",
+                "the {} list",
+            )  # fmt: skip
+            return splits
         return split_by_sequence(
             items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file
         )

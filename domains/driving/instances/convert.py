@@ -11,7 +11,9 @@ r"""Convert instance masks (KITTI layout with instance maps, or panoptic PNGs) t
 train or val): ``src/panoptic_maps/<split>/<seq>/<frame>.png`` with the images in
 ``src/images/<split>/<seq>/`` (DeepLab2's layout) or ``src/training/image_02/<seq>/`` (the KITTI tracking
 download); every sequence folder is a drive, written to the sequence map, and frames that repeat across
-sequences are named ``<seq>__<frame>``, as the instance data module names them when it reads the JSON.
+sequences are named ``<seq>__<frame>``, as the instance data module names them when it reads the JSON. A
+Cityscapes download is read as it comes (``src/leftImg8bit/`` + ``src/gtFine/``, its train and val
+``*_gtFine_instanceIds.png``), every city a drive in the sequence map.
 
 Masks are written as COCO compressed RLE (exact: reading the JSON back gives the same pixels), with ``bbox``
 and ``area`` from the RLE (``faster_coco_eval``'s mask API). Images stay where they are: ``file_name`` is
@@ -38,7 +40,7 @@ from pathlib import Path
 import faster_coco_eval.core.mask as mask_api
 
 from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE, KITTI_TYPES
-from domains.driving.common import sequence_map_text, source_sequence_map
+from domains.driving.common import is_cityscapes_root, sequence_map_text, source_sequence_map
 from domains.driving.formats import (
     DropLog,
     LabelFormatError,
@@ -47,6 +49,7 @@ from domains.driving.formats import (
 )
 from domains.driving.instances.data import (
     InstanceAnnotation,
+    read_cityscapes_instances,
     read_kitti_instances,
     read_png_instances,
 )
@@ -217,12 +220,16 @@ def main(argv: list[str] | None = None) -> Path:
     if args.dst.exists() and not args.overwrite:
         parser.error(f"{args.dst} exists (use --overwrite)")
     log = DropLog(strict=args.strict)
-    step_groups = None  # a KITTI-STEP download's sequence folders: its drives
+    step_groups = None  # a KITTI-STEP download's sequence folders or Cityscapes' cities: its drives
+    groups_what = "KITTI-STEP's sequence folders"
     try:
         if args.source == "kitti":
             items = read_kitti_instances(args.src, log=log)
         elif is_kitti_step(args.src):
             items, step_groups = read_kitti_step(args.src, args.split, class_ids, args.divisor, log)
+        elif is_cityscapes_root(args.src):
+            items, step_groups = read_cityscapes_instances(args.src, class_ids, args.divisor, log=log)
+            groups_what = "Cityscapes' cities"
         else:
             items = read_png_instances(args.src, class_ids, divisor=args.divisor, log=log)
     except (LabelFormatError, FileNotFoundError) as err:
@@ -230,7 +237,8 @@ def main(argv: list[str] | None = None) -> Path:
         if args.source == "png" and not (args.src / "images").is_dir() and not is_kitti_step(args.src):
             hint = (
                 " (or a KITTI-STEP download: panoptic_maps/<split>/<seq>/*.png with the images in "
-                "images/<split>/<seq>/ or training/image_02/<seq>/)"
+                "images/<split>/<seq>/ or training/image_02/<seq>/; or a Cityscapes download: leftImg8bit/ + "
+                "gtFine/)"
             )
         parser.exit(2, f"error: {err}{hint}\n")
     log.report(f"convert --from {args.source} {args.src}", stacklevel=2)
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         if step_groups is not None:
             text = sequence_map_text(ids, step_groups)
-            sequence_note = f"sequence map: {len(set(step_groups))} sequences (KITTI-STEP's sequence folders)"
+            sequence_note = f"sequence map: {len(set(step_groups))} sequences ({groups_what})"
         else:
             text, sequence_note = source_sequence_map(split_root, ids)
     except ValueError as err:  # LabelFormatError included

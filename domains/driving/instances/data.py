@@ -9,7 +9,8 @@ Layouts:
 * ``coco``: a COCO instance JSON: polygons, uncompressed or compressed RLE; ``iscrowd`` regions are ignored.
 * ``png``: Cityscapes / KITTI-style panoptic id maps: ``images/<stem>.*`` and ``instances/<stem>.png`` where a
   pixel holds ``class_id * divisor + instance`` (Cityscapes ``*_instanceIds.png``: divisor 1000; values below the
-  divisor are regions of a class without instance ids: crowds, ignored when the class is listed).
+  divisor are regions of a class without instance ids: crowds, ignored when the class is listed); or a
+  Cityscapes download as it comes (``leftImg8bit/`` + ``gtFine/``: :func:`read_cityscapes_instances`).
 
 Every mask is kept as a COCO compressed RLE (``faster_coco_eval``'s mask API, the COCO tools already in the
 dependency set): a few hundred bytes per object, so a whole split's annotations sit in memory and travel to
@@ -33,12 +34,16 @@ import albumentations as A
 import faster_coco_eval.core.mask as mask_api
 import numpy as np
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 from torchvision.ops import masks_to_boxes
 
 from domains.driving.classes import DONTCARE
 from domains.driving.common import (
+    CITYSCAPES_IMAGE_SUFFIX,
+    cityscapes_splits,
     data_source,
+    is_cityscapes_root,
     read_annotated_rgb,
     read_label_map,
     sort_objects,
@@ -62,6 +67,7 @@ from domains.driving.formats import (
     refuse_orphans,
     resolve_kitti_split,
 )
+from shared.data import group_split
 from shared.files import visible_entries
 
 #: Cityscapes label ids of its instance classes, named as the suite's classes where they are the same thing
@@ -271,10 +277,13 @@ def read_png_instances(
     strict: bool = False,
     log: DropLog | None = None,
     folders: tuple[Path, Path] | None = None,
+    map_suffix: str = "",
 ) -> list[InstanceAnnotation]:
     """``root/images/*`` with ``root/instances/<stem>.png`` holding ``class_id * divisor + instance`` per pixel
     (or KITTI-STEP's colour encoding: :func:`read_panoptic_map`). ``folders``: the image and map folders
     where they lie elsewhere (a KITTI-STEP download's sequence folders), instead of ``root``'s.
+    ``map_suffix``: read only the maps whose name ends so (``_gtFine_instanceIds``: a Cityscapes city folder
+    also holds its ``_labelIds`` / ``_color`` maps).
 
     ``class_ids`` names the class ids (default: Cityscapes' instance classes); other ids with instances are
     dropped and counted (``unknown_class``). A value below ``divisor`` that is a listed class id is a region of
@@ -291,8 +300,12 @@ def read_png_instances(
     image_dir, map_dir = folders if folders is not None else (root / "images", root / "instances")
     for folder in (image_dir, map_dir):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: folder not found (the png layout is images/ + instances/)")
+            raise FileNotFoundError(
+                f"{folder}: folder not found (the png layout is images/ + instances/, or a Cityscapes "
+                "download as it comes: leftImg8bit/ + gtFine/)"
+            )
     maps = images_by_stem(map_dir, (".png",), stem=_stem)  # frame.png beside frame_instanceIds.png: an error
+    maps = {stem: path for stem, path in maps.items() if path.stem.endswith(map_suffix)}
     images = images_by_stem(image_dir, stem=_stem)
     if not images:
         inside = sorted(p.name for p in visible_entries(image_dir) if p.is_dir())
@@ -341,6 +354,42 @@ def read_png_instances(
             _no_instance_values(log, map_path, skipped, divisor, class_ids)
     _finish(log, own, f"read_png_instances({root})")
     return out
+
+
+def read_cityscapes_instances(
+    root: str | Path,
+    class_ids: dict[int, str] | None = None,
+    divisor: int = 1000,
+    strict: bool = False,
+    log: DropLog | None = None,
+) -> tuple[list[InstanceAnnotation], list[str]]:
+    """A Cityscapes download as it comes: ``leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png`` with
+    ``gtFine/<split>/<city>/<frame>_gtFine_instanceIds.png``, of the splits holding both (train, val: test's
+    maps hold no labels). Each city is read by :func:`read_png_instances` (its ``_gtFine_instanceIds`` maps
+    only), so every check and message is that reader's: a thing class's value ``labelId * 1000 + k`` is an
+    object, a bare listed labelId (a crowd: a group without instance split) an ignore region of that class.
+    Returns the annotations and each one's city (its drive: a city's frames are neighbours)."""
+    root = Path(root)
+    log, own = _owned_log(log, strict)
+    images_root, maps_root, splits = cityscapes_splits(root)
+    items: list[InstanceAnnotation] = []
+    cities: list[str] = []
+    for split in splits:
+        for city in sorted(p for p in visible_entries(images_root / split) if p.is_dir()):
+            maps = maps_root / split / city.name
+            if not maps.is_dir():
+                raise FileNotFoundError(f"{maps}: the gtFine maps of {city} are missing")
+            read = read_png_instances(
+                city, class_ids, divisor, log=log, folders=(city, maps), map_suffix="_gtFine_instanceIds"
+            )
+            items += read
+            cities += [city.name] * len(read)
+    if not items:
+        raise FileNotFoundError(
+            f"{images_root}: no *{CITYSCAPES_IMAGE_SUFFIX}.png in {'/, '.join(splits)}/<city>/"
+        )
+    _finish(log, own, f"read_cityscapes_instances({root})")
+    return items, cities
 
 
 # ---------------------------------------------------------------------------------------------------- COCO
@@ -412,14 +461,15 @@ def read_coco_instances(
     strict: bool = False,
     log: DropLog | None = None,
 ) -> list[InstanceAnnotation]:
-    """Read a COCO instance JSON (``file_name`` relative to ``images_root``, default the JSON's folder).
+    """Read a COCO instance JSON (``file_name`` relative to ``images_root``, default the JSON's folder or
+    COCO's layout's image folder: :func:`~domains.driving.formats.read_coco`).
 
     ``iscrowd`` annotations become ``DontCare`` ignore regions of their category (of every class for the
     ``DontCare`` category or an unknown one: :func:`~domains.driving.formats.crowd_class`). Problem locations read
     ``path:annotations[i] (id N):``.
     """
     path = Path(json_path)
-    root = Path(images_root) if images_root is not None else path.parent
+    root = Path(images_root) if images_root is not None else None
     log, own = _owned_log(log, strict)
     data, categories, records = _coco_images(
         path, root, lambda file, w, h: InstanceAnnotation(file, w, h, [])
@@ -566,7 +616,9 @@ class InstanceDataModule(DetectorDataModule):
 
     Args:
         data_format: ``kitti`` (``training/{image_2,label_2,instance}``), ``coco`` (instance JSON, or a folder
-            holding one) or ``png`` (``images/`` + ``instances/`` with ``class_id * png_divisor + instance``).
+            holding one) or ``png`` (``images/`` + ``instances/`` with ``class_id * png_divisor +
+            instance``, or a Cityscapes download as it comes, ``leftImg8bit/`` + ``gtFine/`` with its
+            ``*_instanceIds.png``: its train and val frames split by city, not by its own train / val).
         data_path: the root / file; null: the synthetic KITTI-layout set (generated on first use).
         png_class_ids: class id -> name for ``png`` (null: Cityscapes' person, rider, car, ...).
         png_divisor: the class multiplier of single-channel ``png`` maps (Cityscapes 1000). KITTI-STEP's colour
@@ -592,6 +644,8 @@ class InstanceDataModule(DetectorDataModule):
 
     def _read_splits(self) -> dict[str, list[InstanceAnnotation]]:
         path = data_source(self.data_path, ("*.json",) if self.data_format == "coco" else ())
+        if self.data_format == "png" and is_cityscapes_root(path):
+            return self._cityscapes_splits(path)
         try:
             if self.data_format == "kitti":
                 items, split_root = read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
@@ -601,11 +655,29 @@ class InstanceDataModule(DetectorDataModule):
         except FileNotFoundError as err:
             raise _coco_json_hint(path, self.data_format, err) from None
         if self.data_format == "coco":
-            items, split_root = read_coco_instances(path, strict=self.strict), path.parent
+            items, split_root = read_coco_instances(path, self.images_root, strict=self.strict), path.parent
+            self.note_coco_layout(path, items)
         label_file = path if self.data_format == "coco" else None  # its .sequences.txt, if any
         return split_by_sequence(
             items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file
         )
+
+    def _cityscapes_splits(self, root: Path) -> dict[str, list[InstanceAnnotation]]:
+        """A Cityscapes download's labelled frames (:func:`read_cityscapes_instances`), split by city as
+        :func:`~domains.driving.common.split_by_sequence` splits by drive: sorted by id, cut to
+        ``max_items``."""
+        items, cities = read_cityscapes_instances(
+            root, self.png_class_ids, self.png_divisor, strict=self.strict
+        )
+        order = sorted(range(len(items)), key=lambda i: items[i].image_id)[: self.max_items]
+        groups = [cities[i] for i in order]
+        rank_zero_info(
+            f"Cityscapes {root}: {len(order)} frames of {len(set(groups))} cities "
+            "(*_gtFine_instanceIds.png), split by city (--data.split_fractions; its own train / val split is "
+            "not kept)"
+        )
+        index = group_split(groups, self.split_fractions, seed=self.seed)
+        return {name: [items[order[i]] for i in idx] for name, idx in index.items()}
 
     record_type = InstanceAnnotation
 
@@ -625,6 +697,7 @@ __all__ = [
     "decode_masks",
     "encode_masks",
     "mask_boxes",
+    "read_cityscapes_instances",
     "read_coco_instances",
     "read_kitti_instances",
     "read_png_instances",

@@ -297,8 +297,8 @@ def test_missing_or_foreign_checkpoint_files_are_refused_before_anything_runs(da
 def test_medical_predict_on_a_corrupt_image_leaves_no_partial_predictions(data, checkpoints, work, corrupt):
     images = sorted((data["lidc"] / "test" / "images").rglob("*.png"))
     assert len(images) >= 3
-    # a mask that is not binary passes the setup check (headers) and fails when read: in the last batch, when
-    # earlier batches were already written
+    # a mask that is not binary: found by the setup check (each mask's values), before any batch is written
+    # (it had been found when read, in the last batch, after earlier batches' files)
     mask = data["lidc"] / "test" / "gt" / images[-1].parent.name / f"{images[-1].stem}_l0.png"
     soft = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
     soft[:2], soft[2:4] = 128, 255

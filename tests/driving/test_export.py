@@ -213,6 +213,11 @@ def test_anomaly_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
         anomaly_export(
             ["--ckpt", str(checkpoints[ANOMALY]), "--out", str(tmp_path / "y"), "--score-smoothing", "-1"]
         )
+    # --size sizes the check's random inputs only: the sidecar keeps the trained size (it had said 64x96)
+    anomaly_export(["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out), "--size", "50", "70"])
+    meta = json.loads((out / "segmenter.json").read_text())
+    assert meta["input_size"] == [32, 64] and meta["checked_size"] == [64, 96]
+    assert meta["inputs"]["image"] == ["batch", 3, "height", "width"] and "LongestMaxSize" in meta["resize"]["rule"]
     assert not (tmp_path / "y").exists()
     with pytest.raises(Exception, match="DetectionTask"):  # a detection checkpoint is refused
         anomaly_export(["--ckpt", str(checkpoints[DETECTION]), "--out", str(tmp_path / "x")])

@@ -14,8 +14,9 @@ whose graph holds only at its export size (a ViT or Swin: token counts and windo
 and W fixed there, said in a warning and the sidecar's ``fixed_input_size``.
 The image-level score (a quantile of the pixel score inside the predicted road region) stays outside: see
 ``domains.driving.anomaly.predict.image_anomaly_score``. The JSON sidecar ``segmenter.json`` lists the
-classes, the score, its smoothing and its range, the input size, and the largest onnxruntime vs PyTorch difference measured
-at export time (beyond ``--atol`` + ``--rtol`` times the value the export fails and leaves nothing behind).
+classes, the score, its smoothing and its range, the input size the network was trained at (``input_size``; ``--size``
+only sizes the check's random inputs, ``checked_size``) and how a photo is fitted into it (``resize``), and the
+largest onnxruntime vs PyTorch difference measured at export time (beyond ``--atol`` + ``--rtol`` times the value the export fails and leaves nothing behind).
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-int(value) // multiple) * multiple
 
 
+#: how ``predict`` and ``test`` fit a photo into ``input_size`` (:func:`~domains.driving.anomaly.data.segmentation_transforms`)
+RESIZE = {
+    "rule": "fit into input_size keeping the aspect ratio, larger or smaller (albumentations "
+    "LongestMaxSize(max_size_hw=input_size)), then pad bottom / right to a multiple of size_multiple",
+    "interpolation": "bilinear (cv2.INTER_LINEAR, albumentations' default); the score map is resized back "
+    "bilinearly (domains.driving.anomaly.predict)",
+}
+
+
 def _input_size(checkpoint: dict) -> tuple[int, int]:
     """The frame size the network was trained on: kept with the model (``input_size``); checkpoints from
     before that read the data module's ``image_size``; native synthetic frames when neither says."""
@@ -100,13 +110,20 @@ def export_anomaly(
     model = f"segmentation_net/{task.model.init_args['encoder']}"
     with CheckedExport(out_dir, check, "driving_anomaly", model, checkpoint) as export:
         measured = export.graph("segmenter.onnx", module, {"image": example}, ["logits", "score"], axes)
+        # [batch, 3, height, width], named where dynamic (a ViT encoder's graph fixes height and width)
+        fixed = export.fixed_sizes.get("segmenter.onnx")
+        trained = getattr(task.model, "input_size", None)
         sidecar = {
             "graph": "segmenter.onnx",
-            "inputs": {"image": list(example.shape)},
+            "inputs": {"image": ["batch", int(example.shape[1]), *(fixed or ["height", "width"])]},
             "outputs": ["logits", "score"],
-            "input_size": [height, width],
+            # the size the network learnt from, not --size, which only sizes the check's random inputs (it
+            # had replaced it: a 96x320 model's sidecar said 64x96)
+            "input_size": list(trained) if trained else [height, width],
+            "checked_size": [height, width],
             "size_multiple": multiple,
             "input": "RGB in [0, 1]; H and W multiples of size_multiple (pad outside, replicate)",
+            "resize": RESIZE,
             "classes": semantic_class_names(task.num_classes),
             "score": score,
             "score_direction": "higher = more anomalous",
@@ -119,7 +136,7 @@ def export_anomaly(
                 "where": "outside the graph: domains.driving.anomaly.predict.image_anomaly_score",
             },
         }  # fmt: skip
-        return export.finish("segmenter.json", sidecar, measured, "random images at input_size")
+        return export.finish("segmenter.json", sidecar, measured, "random images at checked_size")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -75,6 +75,8 @@ def test_predict_writes_scores_and_overlays_at_the_source_size(tmp_path, image_s
     with (out / "image_scores.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["name"] for r in rows) == sorted(SIZES)
+    # paths relative to the CSV's folder, so the folder can move whole (they were absolute)
+    assert all(r["score_npy"] == f"{r['name']}_score.npy" and (out / r["overlay_png"]).is_file() for r in rows)
     assert all(0.0 <= float(r["image_score_msp"]) <= MSP_MAX + 1e-6 for r in rows)
 
 

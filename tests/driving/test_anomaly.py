@@ -532,7 +532,7 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     assert 0.0 <= results["image_auroc"]["sml"] <= 1.0  # 3 images with anomalies, 1 without
     metrics = cli.trainer.callback_metrics
     assert {"test/ap", "test/fpr95", "test/image_auroc", "test/msp/ap"} <= set(metrics)
-    assert float(metrics["test/pixel_relative_resolution"]) == 0.0  # 4 tiny images: the exact curve
+    assert float(metrics["test/pixel_bin_width"]) == 0.0  # 4 tiny images: the exact curve
 
     out = tmp_path / "heatmaps"
     main(["predict", *_cli_args(tiny_sets), "--ckpt_path", "last", "--model.predict_dir", str(out)])

@@ -124,24 +124,25 @@ def _iter_pairs(scores: Any, labels: Any) -> Iterator[tuple[Any, Any, str | int 
 # ----------------------------------------------------------------------------------------------------------
 
 
-FLOAT32_MANTISSA_BITS = 23
-
-
-def floor_to_mantissa_bits(values: np.ndarray, bits: int) -> np.ndarray:
-    """``values`` (rounded to float32) as the lower edge of their bin, as float64: the bins split each power
-    of two into ``2**bits`` (``bits`` of float32's 23 mantissa bits). Order-preserving, so ties only join
-    neighbours, and relative: a bin spans ``2**-bits`` of its value's magnitude wherever it lies.
-
-    Float32 bit patterns map to unsigned keys that sort as the floats do (sign bit set on positives, all bits
-    flipped on negatives); clearing a key's low bits floors it."""
-    if not 0 <= bits <= FLOAT32_MANTISSA_BITS:
-        raise ValueError(f"bits must lie in [0, {FLOAT32_MANTISSA_BITS}], got {bits}")
-    raw = (np.asarray(values, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 -> +0.0
-    sign = np.uint32(0x80000000)
-    keys = np.where(raw & sign, ~raw, raw | sign)
-    keys &= ~np.uint32((1 << (FLOAT32_MANTISSA_BITS - bits)) - 1)
-    raw = np.where(keys & sign, keys & ~sign, ~keys)
-    return raw.astype(np.uint32).view(np.float32).astype(np.float64)
+def _merge_sorted(
+    table: tuple[np.ndarray, np.ndarray, np.ndarray], values: np.ndarray, pos: np.ndarray, neg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``table`` (sorted distinct values, positive and negative counts) with the counts of sorted distinct
+    ``values`` added: in place where a value is known, inserted in order where not (no sort of the table)."""
+    known_values, known_pos, known_neg = table
+    at = np.searchsorted(known_values, values)
+    known = at < known_values.size
+    known[known] = known_values[at[known]] == values[known]
+    known_pos[at[known]] += pos[known]
+    known_neg[at[known]] += neg[known]
+    if known.all():
+        return known_values, known_pos, known_neg
+    new, where = ~known, at[~known]
+    return (
+        np.insert(known_values, where, values[new]),
+        np.insert(known_pos, where, pos[new]),
+        np.insert(known_neg, where, neg[new]),
+    )
 
 
 def _tally(values: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,23 +152,35 @@ def _tally(values: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[np.nda
     return uniq, *summed
 
 
+def _empty_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.int64)
+
+
 class PixelAnomalyAccumulator:
     """Streaming counts for pooled pixel AP / AUROC / FPR95 over a whole data set.
 
-    Exact mode: one (positive, negative) count per distinct score value, merged after every ``update``
-    with ``np.unique``; results equal sklearn's on the concatenated pixels (ties included), while memory
-    grows with the number of *distinct* scores, not pixels.
+    Exact mode: one (positive, negative) count per distinct score value; results equal sklearn's on the
+    concatenated pixels (ties included), while memory grows with the number of *distinct* scores, not pixels.
+    Pixels are gathered and counted by one sort per :attr:`FLUSH_PIXELS`, not per image.
 
-    Binned mode (approximation), once more than ``max_distinct`` distinct values are seen: every score is
-    floored to a float32 with fewer mantissa bits (:func:`floor_to_mantissa_bits`), one bit less each time the
-    distinct count passes ``max_distinct`` again, so scores closer than a relative ``2**-mantissa_bits`` tie
-    (at the default 2**20 values, about 2**-15: AP / AUROC move by well under 1e-4). The bins are relative to
-    each score's magnitude, so an outlier (a single 1e6 among scores in [0, 1]) or later images scoring in
-    another range cost nothing: equal-width bins over the observed range had lost AP 0.19 -> 0.13 to one such
-    pixel. The flooring keeps the order, so a bin's threshold is its lowest score. ``compute()["binned"]`` and
-    ``["relative_resolution"]`` say which mode produced the numbers. (Written by hand: scikit-learn and
-    torchmetrics either keep every pixel or bin on a fixed [0, 1] grid.)
+    Binned mode (approximation), once more than ``max_distinct`` distinct values are seen: ``max_distinct``
+    equal-width bins over the bulk of the scores, ``[lo, hi]`` between the :attr:`TAIL_SHARE` and
+    ``1 - TAIL_SHARE`` quantiles of the pixels seen, with the scores outside it (the tails: a few pixels)
+    counted exactly. So one outlier (a single 1e6 among scores in [0, 1]) no longer stretches the bins over
+    its range (equal-width bins over the whole observed range had lost AP 0.19 -> 0.13 to it), and bins over
+    [0, 1] are 1e-6 wide near 1 as near 0, where confident anomaly scores sit. Scores inside one bin count as
+    tied (with 2**20 bins AP / AUROC move by far less than 1e-3). When the tails grow past ``max_distinct //
+    8`` distinct values (later images scoring in another range), the bins are re-laid over the quantiles of all
+    counts so far, old bins moved by their centres (at most one bin width of error). Counting is a
+    ``bincount``, no sort. A bin's threshold is its left edge. ``compute()["binned"]`` and ``["bin_width"]``
+    say which mode produced the numbers. (Written by hand: scikit-learn and torchmetrics either keep every
+    pixel or bin on a fixed [0, 1] grid.)
     """
+
+    #: pixels gathered before they are counted: one sort (exact) or one ``bincount`` (binned) per 2**20 pixels
+    FLUSH_PIXELS = 2**20
+    #: share of the pixels left out of the bins at each end, counted exactly instead
+    TAIL_SHARE = 1e-4
 
     def __init__(self, ignore_index: int = 255, max_distinct: int = 2**20) -> None:
         if max_distinct < 2:
@@ -177,16 +190,19 @@ class PixelAnomalyAccumulator:
         self.reset()
 
     def reset(self) -> None:
-        self.values = np.empty(0, dtype=np.float64)  # sorted distinct scores (binned: the bins' lowest scores)
-        self.pos = np.empty(0, dtype=np.int64)
-        self.neg = np.empty(0, dtype=np.int64)
-        self.mantissa_bits: int | None = None  # binned mode: the bits kept; None: exact
+        self._exact = _empty_table()  # exact counts: of every score (exact mode), of the tails (binned mode)
+        self._bins: tuple[np.ndarray, np.ndarray] | None = None  # binned mode: positive, negative per bin
+        self._tails_laid = 0  # the tails' distinct values when the bins were last laid
+        self.lo = self.hi = 0.0  # binned mode: the range of the bins
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # (scores, is_positive) not yet counted
+        self._pending_pixels = 0
         self.num_void = 0
         self.num_images = 0
 
     @property
     def binned(self) -> bool:
-        return self.mantissa_bits is not None
+        self._flush()
+        return self._bins is not None
 
     # -- updating -----------------------------------------------------------------------------------------
     def update(self, scores: ArrayLike, labels: ArrayLike, name: str | int | None = None) -> None:
@@ -198,64 +214,120 @@ class PixelAnomalyAccumulator:
         s, y = s[valid], y[valid]
         if s.size == 0:
             return
-        if self.binned:
-            s = floor_to_mantissa_bits(s, self.mantissa_bits)
-        is_pos = y == 1
-        uniq, inv = np.unique(s, return_inverse=True)
-        self._add_counts(uniq, np.bincount(inv[is_pos], minlength=uniq.size), np.bincount(inv[~is_pos], minlength=uniq.size))
+        self._pending.append((s, y == 1))
+        self._pending_pixels += s.size
+        if self._pending_pixels >= self.FLUSH_PIXELS:
+            self._flush()
 
-    def _add_counts(self, values: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> None:
-        """Add the counts of sorted distinct ``values`` to the table (in place where a value is known, inserted
-        in order where not: no sort of the whole table per image), then coarsen it while it holds more than
-        ``max_distinct`` values."""
-        at = np.searchsorted(self.values, values)
-        known = at < self.values.size
-        known[known] = self.values[at[known]] == values[known]
-        self.pos[at[known]] += pos[known]
-        self.neg[at[known]] += neg[known]
-        if not known.all():
-            new, where = ~known, at[~known]
-            self.values = np.insert(self.values, where, values[new])
-            self.pos = np.insert(self.pos, where, pos[new])
-            self.neg = np.insert(self.neg, where, neg[new])
-        while self.values.size > self.max_distinct and self.mantissa_bits != 0:
-            self._coarsen(FLOAT32_MANTISSA_BITS if self.mantissa_bits is None else self.mantissa_bits - 1)
+    def _flush(self) -> None:
+        """Count the gathered pixels."""
+        if not self._pending:
+            return
+        scores = np.concatenate([s for s, _ in self._pending])
+        is_pos = np.concatenate([p for _, p in self._pending])
+        self._pending, self._pending_pixels = [], 0
+        if self._bins is not None:
+            self._add_binned(scores, is_pos.astype(np.int64), (~is_pos).astype(np.int64))
+            return
+        values, inv = np.unique(scores, return_inverse=True)
+        pos = np.bincount(inv, weights=is_pos, minlength=values.size).astype(np.int64)
+        self._add_exact(values, pos, np.bincount(inv, minlength=values.size) - pos)
 
-    def _coarsen(self, bits: int) -> None:
-        """Floor the table's values to ``bits`` mantissa bits and add the counts of values that now tie."""
-        self.values, self.pos, self.neg = _tally(floor_to_mantissa_bits(self.values, bits), self.pos, self.neg)
-        self.mantissa_bits = bits
+    def _add_exact(self, values: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> None:
+        """Exact mode: add sorted distinct ``values``' counts; past ``max_distinct`` values, switch to bins."""
+        self._exact = _merge_sorted(self._exact, values, pos, neg)
+        if self._exact[0].size > self.max_distinct:
+            values, pos, neg = self._exact
+            self._exact = _empty_table()
+            self._lay_bins(values, pos, neg)
+
+    def _lay_bins(self, values: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> None:
+        """Lay empty bins over the bulk of the counted ``values`` (sorted; their quantiles), then add them."""
+        cumulative = np.cumsum(pos + neg)
+        total, cut = int(cumulative[-1]), self.TAIL_SHARE * int(cumulative[-1])
+        lo = float(values[np.searchsorted(cumulative, cut, side="right")]) if total else float(values[0])
+        hi = float(values[np.searchsorted(cumulative, total - cut, side="left")]) if total else float(values[-1])
+        if not hi > lo:  # a bulk of one value: the whole range
+            lo, hi = float(values[0]), float(values[-1])
+        self.lo, self.hi = lo, hi
+        self._bins = (np.zeros(self.max_distinct, np.int64), np.zeros(self.max_distinct, np.int64))
+        self._add_binned(values, pos, neg, relay=False)
+        self._tails_laid = self._exact[0].size
+
+    def _add_binned(self, values: np.ndarray, pos: np.ndarray, neg: np.ndarray, relay: bool = True) -> None:
+        """Add counts at ``values``: into the bins where they lie within ``[lo, hi]``, to the exact tails where
+        not; tails past ``max_distinct // 8`` distinct values (and twice what the last laying left) re-lay the
+        bins over all counts."""
+        inside = (values >= self.lo) & (values <= self.hi)
+        width = (self.hi - self.lo) / self.max_distinct
+        index = np.minimum(((values[inside] - self.lo) / width).astype(np.int64), self.max_distinct - 1)
+        for counts, add in zip(self._bins, (pos, neg), strict=True):
+            counts += np.bincount(index, weights=add[inside], minlength=self.max_distinct).astype(np.int64)
+        if not inside.all():
+            self._exact = _merge_sorted(self._exact, *_tally(values[~inside], pos[~inside], neg[~inside]))
+        if relay and self._exact[0].size > max(self.max_distinct // 8, 2 * self._tails_laid, 1):
+            values, pos, neg = self._table()  # the bins by their centres, with the tails
+            self._exact, self._bins = _empty_table(), None
+            self._lay_bins(values, pos, neg)
+
+    def _table(self, centres: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted values with their counts: the exact ones, and in binned mode each occupied bin's (at its
+        centre, or its left edge: the threshold that counts the whole bin) between the tails."""
+        if self._bins is None:
+            return self._exact
+        occupied = np.flatnonzero(self._bins[0] + self._bins[1])
+        width = (self.hi - self.lo) / self.max_distinct
+        edges = self.lo + (occupied + (0.5 if centres else 0.0)) * width
+        tails, tail_pos, tail_neg = self._exact
+        below = np.searchsorted(tails, self.lo)
+        return (
+            np.concatenate([tails[:below], edges, tails[below:]]),
+            np.concatenate([tail_pos[:below], self._bins[0][occupied], tail_pos[below:]]),
+            np.concatenate([tail_neg[:below], self._bins[1][occupied], tail_neg[below:]]),
+        )
 
     def merge(self, other: PixelAnomalyAccumulator) -> PixelAnomalyAccumulator:
         """Add another accumulator's counts (e.g. another DDP rank's); exact + exact stays exact, a binned
-        side bins both at the coarser of the two resolutions. Returns ``self``."""
+        side is binned (the other's bins enter by their centres). Returns ``self``."""
+        self._flush()
+        other._flush()
         self.num_void += other.num_void
         self.num_images += other.num_images
-        values, pos, neg = other.values, other.pos, other.neg
-        if other.binned and (self.mantissa_bits is None or other.mantissa_bits < self.mantissa_bits):
-            self._coarsen(other.mantissa_bits)
-        if self.binned:
-            values, pos, neg = _tally(floor_to_mantissa_bits(values, self.mantissa_bits), pos, neg)
-        self._add_counts(values, pos, neg)
+        values, pos, neg = other._table()
+        if values.size == 0:
+            return self
+        if self._bins is None and other._bins is None:
+            self._add_exact(values, pos, neg)
+        elif self._bins is None:  # this side's exact counts and the other's bins: bins over both
+            mine = self._exact
+            self._exact = _empty_table()
+            self._lay_bins(*_tally(np.concatenate([mine[0], values]), np.concatenate([mine[1], pos]),
+                                   np.concatenate([mine[2], neg])))  # fmt: skip
+        else:
+            self._add_binned(values, pos, neg)
         return self
 
     # -- reading ------------------------------------------------------------------------------------------
     def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(thresholds descending, cumulative TP, cumulative FP) for predictions ``score >= threshold``.
 
-        In binned mode a threshold is a bin's lowest score.
+        In binned mode a bin's threshold is its left edge.
         """
-        keep = (self.pos + self.neg) > 0
-        thresholds, pos, neg = self.values[keep][::-1], self.pos[keep][::-1], self.neg[keep][::-1]
+        self._flush()
+        values, pos, neg = self._table(centres=False)
+        keep = (pos + neg) > 0
+        thresholds, pos, neg = values[keep][::-1], pos[keep][::-1], neg[keep][::-1]
         return thresholds, np.cumsum(pos), np.cumsum(neg)
 
     @property
     def num_positive(self) -> int:
-        return int(self.pos.sum())
+        self._flush()
+        return int(self._exact[1].sum() + (self._bins[0].sum() if self._bins is not None else 0))
 
     @property
     def num_negative(self) -> int:
-        return int(self.neg.sum())
+        self._flush()
+        return int(self._exact[2].sum() + (self._bins[1].sum() if self._bins is not None else 0))
 
     def compute(self, tpr_at: float = 0.95) -> dict[str, Any]:
         """``ap``, ``auroc``, ``fpr95`` (FPR at the first threshold with TPR >= ``tpr_at``) and counts."""
@@ -275,8 +347,8 @@ class PixelAnomalyAccumulator:
             "num_images": self.num_images,
             "num_thresholds": int(tps.size),
             "binned": self.binned,
-            # scores closer than this share of their magnitude tie (binned mode); 0: exact
-            "relative_resolution": 0.0 if self.mantissa_bits is None else 2.0**-self.mantissa_bits,
+            # scores within one bin of this width tie (binned mode; the tails outside [lo, hi] stay exact); 0: exact
+            "bin_width": (self.hi - self.lo) / self.max_distinct if self.binned else 0.0,
         }
         if n_pos == 0:
             warnings.warn(

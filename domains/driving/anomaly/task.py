@@ -583,14 +583,14 @@ class AnomalySegmentationTask(BaseTask):
         for key in ("ap", "auroc", "fpr95"):
             self.log(f"test/{key}", sel[key])
         self.log("test/image_auroc", results["image_auroc"][self.score])
-        # more distinct scores than the accumulator keeps: the curve is binned (scores closer than this share of
-        # their magnitude tie), said and logged so a published figure can state it; 0 is exact (sklearn's)
-        self.log("test/pixel_relative_resolution", sel["relative_resolution"])
+        # more distinct scores than the accumulator keeps: the curve is binned (scores within one bin tie), said
+        # and logged so a published figure can state it; 0 is exact (sklearn's)
+        self.log("test/pixel_bin_width", sel["bin_width"])
         if sel["binned"]:
             rank_zero_info(
-                f"test: pixel AP / AUROC / FPR95 of {sel['num_pixels']} pixels from score bins "
-                f"{sel['relative_resolution']:.1e} of each score's magnitude wide (over {acc.max_distinct} distinct "
-                "scores; AP moves by well under 1e-4)"
+                f"test: pixel AP / AUROC / FPR95 of {sel['num_pixels']} pixels from {acc.max_distinct} bins "
+                f"{sel['bin_width']:.2e} wide over the bulk of the scores, the rarest {acc.TAIL_SHARE:.0e} at "
+                "each end counted exactly (more distinct scores than max_distinct; AP moves by far less than 1e-3)"
             )
         if self.component_metrics and self._pixel_acc[self.score].num_positive > 0:
             best = self._pixel_acc[self.score].best_f1_threshold()

@@ -14,7 +14,6 @@ from domains.driving.anomaly.metrics import (
     best_f1_threshold,
     component_metrics,
     component_stats,
-    floor_to_mantissa_bits,
     pixel_anomaly_metrics,
 )
 
@@ -94,6 +93,7 @@ def test_binned_path_stays_close_to_sklearn():
     # second half shifted so that later chunks leave the first range and force a re-binning
     scores[n // 2 :] *= 1.7
     acc = PixelAnomalyAccumulator(max_distinct=4096)
+    acc.FLUSH_PIXELS = 1  # each chunk counted as it comes: the later ones leave the bins' range
     for chunk in np.array_split(np.arange(n), 6):
         acc.update(scores[chunk], labels[chunk])
     out = acc.compute()
@@ -102,31 +102,26 @@ def test_binned_path_stays_close_to_sklearn():
     assert out["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-3)
 
 
-def test_binned_scores_floor_to_fewer_mantissa_bits_by_hand():
-    # 5 distinct negatives > max_distinct=4: coarsened bit by bit until 0.75 (1.1b x 2^-1) joins 0.5 (1.0b x
-    # 2^-1): at 0 mantissa bits each power of two is one bin -> 0, 0.25, 0.5 (x2), 1
+def test_binned_counts_bin_the_bulk_and_keep_the_tails_exact_by_hand():
+    # 6 distinct negatives > max_distinct=4; TAIL_SHARE 0.2 of 6 pixels = 1.2 at each end: the bins span the
+    # quantiles [0.25, 1.0] (width 0.1875: 0.25, 0.5, 0.75, 1.0 one per bin), 0 and 100 stay exact tails
     acc = PixelAnomalyAccumulator(max_distinct=4)
-    acc.update(np.array([0.0, 0.25, 0.5, 0.75, 1.0]), np.zeros(5, dtype=np.uint8))
-    assert acc.mantissa_bits == 0 and acc.values.tolist() == [0.0, 0.25, 0.5, 1.0]
-    assert acc.neg.tolist() == [1, 1, 2, 1] and acc.compute()["relative_resolution"] == 1.0
-    # a positive at 3.0 floors to 2.0, its own bin above every negative -> AP 1, AUROC 1, FPR95 0 (equal-width
-    # bins over the new range [0, 3] had moved the old ones by their centres)
-    acc.update(np.array([3.0]), np.array([1], dtype=np.uint8))
-    out = acc.compute()
-    assert out["ap"] == pytest.approx(1.0) and out["auroc"] == pytest.approx(1.0) and out["fpr95"] == 0.0
-    assert acc.values.tolist() == [0.0, 0.25, 0.5, 1.0, 2.0] and acc.pos.tolist() == [0, 0, 0, 0, 1]
-    # bins are relative to the magnitude on both sides of 0, order kept; 1 bit halves each power of two, and a
-    # negative bin's lowest float is one step above the next edge: -2 lies in (-3, -2], -1.7 in (-2, -1.5]
-    floored = floor_to_mantissa_bits(np.array([-3.0, -2.0, -1.7, -0.0, 1.7, 1e6]), 1)
-    above = [float(np.nextafter(np.float32(edge), np.float32(0))) for edge in (-4, -3, -2)]
-    assert floored.tolist() == [*above, 0.0, 1.5, 1.5 * 2**19]
-    assert floor_to_mantissa_bits(np.array([0.1, 0.7]), 23).tolist() == [float(np.float32(0.1)), float(np.float32(0.7))]
+    acc.TAIL_SHARE, acc.FLUSH_PIXELS = 0.2, 1
+    acc.update(np.array([0.0, 0.25, 0.5, 0.75, 1.0, 100.0]), np.zeros(6, dtype=np.uint8))
+    assert acc.binned and (acc.lo, acc.hi) == (0.25, 1.0) and acc.compute()["bin_width"] == 0.1875
+    # positives at 0.9 (the last bin, tied with 1.0) and 50 (a tail, exact). Descending: 100-, 50+ (P 1/2,
+    # R 1/2), bin [0.8125, 1] holding 1.0- and 0.9+ (P 2/4, R 1) -> AP 1/2, sklearn's on the raw scores too
+    acc.update(np.array([0.9, 50.0]), np.ones(2, dtype=np.uint8))
+    thresholds, tps, fps = acc.curve()
+    assert thresholds.tolist() == [100.0, 50.0, 0.8125, 0.625, 0.4375, 0.25, 0.0]
+    assert tps.tolist() == [0, 1, 2, 2, 2, 2, 2] and fps.tolist() == [1, 1, 2, 3, 4, 5, 6]
+    assert acc.compute()["ap"] == pytest.approx(0.5)
 
 
 def test_one_outlier_score_costs_the_binned_curve_nothing():
     """One normal pixel at 1e6 among scores in [0, 1]: equal-width bins over the observed range put every other
-    pixel into a few bins (AP 0.13 against sklearn's 0.19 on 1.57 M pixels); bins relative to the magnitude
-    leave the curve where it was."""
+    pixel into a few bins (AP 0.13 against sklearn's 0.19 on 1.57 M pixels); over the bulk, the outlier kept
+    exactly in a tail, the curve stays where it was."""
     rng = np.random.default_rng(0)
     n = 60_000
     scores = rng.random(n).astype(np.float32)
@@ -136,7 +131,7 @@ def test_one_outlier_score_costs_the_binned_curve_nothing():
     for chunk in np.array_split(np.arange(n), 6):
         acc.update(scores[chunk], labels[chunk])
     out = acc.compute()
-    assert out["binned"] and out["relative_resolution"] <= 2**-8
+    assert out["binned"] and out["bin_width"] < 1.01 / 4096  # the bins over [0, 1], not [0, 1e6]
     assert out["ap"] == pytest.approx(average_precision_score(labels, scores), abs=5e-4)
     assert out["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=5e-4)
     assert out["fpr95"] == pytest.approx(pixel_anomaly_metrics(scores, labels)["fpr95"], abs=2e-3)

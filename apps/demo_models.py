@@ -414,6 +414,11 @@ def network_name(key: str, hparams: dict) -> str:
 
 def data_description(key: str, data_hp: dict) -> str:
     """Where the training data of a demo model came from."""
+    if key in MEDICAL_KEYS and data_hp.get("data_path"):
+        return (
+            f"{data_hp.get('data_format') or 'lidc_png'} data at {data_hp['data_path']}, "
+            f"{data_hp.get('crop_size')} px crops, split by patient"
+        )
     if key in MEDICAL_KEYS:
         return (
             "synthetic four-reader LIDC set (python -m domains.medical.synthetic defaults, seed 0), "
@@ -432,6 +437,8 @@ def data_description(key: str, data_hp: dict) -> str:
         )
     if key == "driving_instances" and data_hp.get("data_path"):
         return f"{data_hp.get('data_format', 'kitti')} instances at {data_hp['data_path']}, split by sequence"
+    if data_hp.get("data_path"):  # one's own data set: the synthetic set is generated only without one
+        return " ".join(filter(None, (data_hp.get("data_format"), f"data at {data_hp['data_path']}")))
     what = {
         "driving_detection": "KITTI-layout road scenes (1500 frames)",
         "driving_instances": "KITTI-layout road scenes with per-object instance maps (1500 frames)",
@@ -444,6 +451,47 @@ def read_checkpoint(path: str | Path) -> dict:
     from shared.task import read_checkpoint_data
 
     return read_checkpoint_data(path, mmap=True)  # the tensors stay on disk until read: a card needs none
+
+
+@functools.lru_cache(maxsize=256)
+def _checkpoint_header(path: str, mtime_ns: int) -> dict:
+    """The task class a checkpoint holds and its data-module settings, read once per file version (the
+    tensors stay on disk); empty for a file that is no readable checkpoint."""
+    try:
+        checkpoint = read_checkpoint(path)
+    except Exception:  # noqa: BLE001 - truncated, pickled objects, not a zip: it holds no task to offer
+        return {}
+    if not isinstance(checkpoint, dict):  # e.g. one tensor saved with torch.save
+        return {}
+    hparams = checkpoint.get("hyper_parameters") or {}
+    task = (checkpoint.get("suite_task") or {}).get("task") or hparams.get("_class_path")
+    data = json.loads(json.dumps(checkpoint.get("datamodule_hyper_parameters") or {}, default=str))
+    return {"task": str(task) if task else None, "data": data}
+
+
+def checkpoint_task(path: str | Path) -> str | None:
+    """The task class a Lightning checkpoint holds (``module.Class``, as :class:`shared.task.BaseTask` records
+    it), None when it names none or is no readable checkpoint."""
+    return _checkpoint_header(str(path), Path(path).stat().st_mtime_ns).get("task")
+
+
+def holds_task(path: str | Path, key: str) -> bool:
+    """Whether the checkpoint at ``path`` holds the task of the demo model ``key`` (compared by name: nothing is
+    imported; each demo task class is defined where ``DemoModel.task`` names it, as checkpoints record it)."""
+    return checkpoint_task(path) == DEMO_MODELS[key].task.replace(":", ".")
+
+
+def training_data(key: str, path: str | Path) -> str | None:
+    """What the weights of ``key`` at ``path`` learnt from: shipped weights' model card ``data``, a checkpoint's
+    data-module settings in words (:func:`data_description`); None when neither records it."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            return read_card(path).get("data") or None
+        except WeightFileError:
+            return None
+    data = _checkpoint_header(str(path), path.stat().st_mtime_ns).get("data")
+    return data_description(key, data) if data else None
 
 
 def checkpoint_model_name(path: str | Path) -> str | None:

@@ -74,25 +74,37 @@ def model_token(key: str) -> str:
     return f"{key}:{path}:{path.stat().st_mtime if path and path.exists() else 0}"
 
 
+def logs_dir() -> Path:
+    """Where the CLI writes its checkpoints (``lightning_logs/<domain>/<config>/checkpoints``)."""
+    return dm.ROOT / "lightning_logs"
+
+
 @st.cache_data(ttl=30, show_spinner=False)
-def _checkpoints_under_logs() -> list[str]:
-    """Checkpoints under ``lightning_logs/`` (newest 100), looked up at most every 30 s, not on every rerun."""
-    found = sorted(
-        (dm.ROOT / "lightning_logs").glob("**/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
-    return [str(p.relative_to(dm.ROOT)) for p in found[:100]]
+def _checkpoints_under_logs(logs: str, keys: tuple[str, ...]) -> tuple[list[str], int]:
+    """The checkpoints under ``logs`` (newest 100) that hold the task of one of ``keys``, and how many others
+    there are (other tasks, unreadable files): looked up at most every 30 s, not on every rerun, each file read
+    once per version (:func:`dm.checkpoint_task`, its tensors left on disk)."""
+    found = sorted(Path(logs).glob("**/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)[:100]
+    mine = [p for p in found if any(dm.holds_task(p, key) for key in keys)]
+    shown = [str(p.relative_to(dm.ROOT)) if p.is_relative_to(dm.ROOT) else str(p) for p in mine]
+    return shown, len(found) - len(mine)
 
 
 def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: str | None = None) -> None:
-    """Sidebar: use your own checkpoint (a path, or one found under ``lightning_logs/``) instead of the demo
-    model. ``route(path) -> key`` picks which of ``keys`` it replaces (default: the first); with several keys
-    the sidebar says which, and a newly given checkpoint selects its model in the page's ``select_key`` box
-    (which must come after this call)."""
-    found = _checkpoints_under_logs()
+    """Sidebar: use your own checkpoint (a path, or one of ``keys``' tasks found under ``lightning_logs/``)
+    instead of the demo model. ``route(path) -> key`` picks which of ``keys`` it replaces (default: the first);
+    with several keys the sidebar says which, and a newly given checkpoint selects its model in the page's
+    ``select_key`` box (which must come after this call and take its value from the session state alone)."""
+    found, others = _checkpoints_under_logs(str(logs_dir()), tuple(keys))
     with st.sidebar.expander(label):
         picked = st.selectbox(
             "A checkpoint under lightning_logs/", ["(none)", *found], key=f"own_pick_{keys[0]}", persist_state=KEEP
         )
+        if others:
+            st.caption(
+                f"{others} other checkpoint{'s' * (others != 1)} under lightning_logs/ (other tasks, or not "
+                "readable) left out; a path below is tried whatever it holds."
+            )
         typed = st.text_input(
             "or its path", key=f"own_path_{keys[0]}", placeholder="/path/to/last.ckpt", persist_state=KEEP
         )
@@ -167,13 +179,18 @@ def upload_or_stop(label: str, key: str, help_text: str, prompt: str) -> tuple[b
     the uploader, or the "Forget it" button, drops it."""
     kept = f"{key}_kept"  # (file_id, name, bytes, digest) of the last upload
 
+    def drop() -> None:  # the upload and what was decoded from it
+        st.session_state.pop(kept, None)
+        st.session_state.pop(_memo_key(key), None)
+
     def removed_in_uploader() -> None:
         if st.session_state.get(key) is None:
-            st.session_state.pop(kept, None)
+            drop()
 
     uploaded = st.file_uploader(label, key=key, help=help_text, on_change=removed_in_uploader)
     if uploaded is not None:
         if st.session_state.get(kept, (None,))[0] != uploaded.file_id:
+            drop()
             data = uploaded.getvalue()
             st.session_state[kept] = (uploaded.file_id, uploaded.name, data, digest(data))
     elif kept in st.session_state:
@@ -181,13 +198,36 @@ def upload_or_stop(label: str, key: str, help_text: str, prompt: str) -> tuple[b
         shown, forget = st.columns([4, 1], vertical_alignment="center")
         shown.caption(f"Showing your earlier upload `{name}`; upload another file to replace it.")
         if forget.button("Forget it", key=f"{key}_forget"):
-            st.session_state.pop(kept)
+            drop()
             st.rerun()
     if kept not in st.session_state:
         st.info(prompt)
         st.stop()
     _, name, data, data_digest = st.session_state[kept]
     return data, name, data_digest
+
+
+def _memo_key(upload_key: str) -> str:
+    return f"{upload_key}_decoded"
+
+
+def upload_memo(upload_key: str, what: str, args: tuple, make, max_entries: int = 2, spinner: str | None = None):
+    """``make()`` once per ``(what, *args)`` for the upload of :func:`upload_or_stop`'s ``upload_key``, kept in
+    this session's state (the ``max_entries`` latest per ``what``), so that a rerun (a seed, a slider) reuses
+    the decoded pixels. Not ``st.cache_resource``: that is shared by every session of the server process and
+    kept a person's upload for the next visitor; these go with the upload (replaced, removed, forgotten) and
+    with the session. Nothing is kept when ``make`` raises."""
+    memo = st.session_state.setdefault(_memo_key(upload_key), {})  # {what: {args: value}}, oldest first
+    made = memo.setdefault(what, {})
+    if args in made:
+        made[args] = made.pop(args)  # the newest now
+        return made[args]
+    with st.spinner(spinner) if spinner else contextlib.nullcontext():
+        value = make()
+    made[args] = value
+    while len(made) > max_entries:
+        made.pop(next(iter(made)))
+    return value
 
 
 def readable_network(name: str) -> str:
@@ -211,29 +251,40 @@ def readable_network(name: str) -> str:
     return re.sub(r" ?(\{[^{}]*\})", spell, name)
 
 
+def training_data_sentence(key: str, path: Path | str | None) -> str:
+    """What the weights at ``path`` learnt from, as the page says it: the model card's ``data`` (shipped
+    weights) or the checkpoint's own data settings (:func:`dm.training_data`), so one's own weights say theirs."""
+    data = dm.training_data(key, path) if path is not None else None
+    return f"Training data: {data}." if data else "Training data: not recorded with these weights."
+
+
 def checkpoint_caption(key: str, limit: int = 8) -> None:
-    """Which weights these are and their test figures (model card, or the JSON beside a local checkpoint)."""
+    """Which weights these are, what they learnt from and their test figures (model card, or the JSON beside
+    a local checkpoint)."""
     own = st.session_state.get(OVERRIDES, {}).get(key)
     if own:
-        st.caption(f"Your checkpoint `{own}`. Its test figures: run the CLI's `test --ckpt_path {own}`.")
+        st.caption(
+            f"Your checkpoint `{own}`. {training_data_sentence(key, own)} Its test figures: run the CLI's "
+            f"`test --ckpt_path {own}`."
+        )
         return
     path = dm.find_checkpoint(key)
     info = dm.read_metrics(key)
     where = f"`{path.name}` in `{path.parent}`" if path else "none"
+    trained_on = training_data_sentence(key, path)
     if info is None:
-        st.caption(f"Weights {where}; no test figures recorded (run `{dm.train_command(key)}`).")
+        st.caption(f"Weights {where}; no test figures recorded (run `{dm.train_command(key)}`). {trained_on}")
         return
     if path is not None and path.suffix == ".safetensors":
         st.caption(
             f"Shipped weights {where} ({readable_network(str(info.get('network', '')))}; trained "
             f"{info.get('date', '?')} on {info.get('device', '?')}, model card `{path.with_suffix('.json').name}`). "
-            "Test figures: "
-            f"{dm.format_metrics(info, dm.DEMO_MODELS[key].headline, limit)}."
+            f"{trained_on} Test figures: {dm.format_metrics(info, dm.DEMO_MODELS[key].headline, limit)}."
         )
         return
     extra = " (smoke run: a plumbing check, not a trained model)" if info.get("smoke") else ""
     st.caption(
-        f"Checkpoint {where}, config `{info.get('config', '?')}`{extra}. Test figures: "
+        f"Checkpoint {where}, config `{info.get('config', '?')}`{extra}. {trained_on} Test figures: "
         f"{dm.format_metrics(info, dm.DEMO_MODELS[key].headline, limit)}."
     )
 

@@ -18,6 +18,7 @@ from apps import page_common as pc
 from apps import uploads as up
 
 SYNTHETIC, UPLOAD = "Synthetic scene", "Upload a photo"
+UPLOAD_KEY = "driving_upload"  # the file uploader's; its decoded photo is kept under it (pc.upload_memo)
 DETECTION, ANOMALY = "driving_detection", "driving_anomaly"
 INSTANCES = "driving_instances"
 #: models whose best / worst test frames (shipped in apps/examples) the scene list offers, and their names
@@ -71,9 +72,12 @@ def _read_scene(path: str, label: str | None) -> tuple[bytes, np.ndarray, np.nda
     return Path(path).read_bytes(), image, truth, problem
 
 
-@st.cache_resource(show_spinner="Decoding the photo ...", max_entries=4)
-def _decode(digest: str, name: str, _data: bytes) -> up.RGBImage:
-    return up.decode_rgb_image(_data, name)
+def _decode(digest: str, name: str, data: bytes) -> up.RGBImage:
+    """The upload's pixels, kept in its session (not in st.cache_resource, which every session of the server
+    shares: it kept them after the session ended)."""
+    return pc.upload_memo(
+        UPLOAD_KEY, "photo", (digest,), lambda: up.decode_rgb_image(data, name), spinner="Decoding the photo ..."
+    )
 
 
 @st.cache_data(max_entries=16, show_spinner="Detecting objects ...")
@@ -358,7 +362,7 @@ if source == SYNTHETIC:
 else:
     data, name, digest = pc.upload_or_stop(
         f"Road photo (PNG or JPEG, up to {up.MAX_PIXELS / 1e6:.0f} megapixels)",
-        key="driving_upload",
+        key=UPLOAD_KEY,
         help_text=(
             f"Up to {up.MAX_UPLOAD_MB} MB and {up.MAX_PIXELS / 1e6:.0f} megapixels (e.g. 7200x5400; downscale a "
             "larger photo first: the models work on a shrunk copy anyway). Grey, RGBA and 16-bit "

@@ -13,7 +13,11 @@ from apps import page_common as pc
 from apps import uploads as up
 
 SYNTHETIC, UPLOAD = "Synthetic test image", "Upload a file"
+UPLOAD_KEY = "medical_upload"  # the file uploader's; its decoded forms are kept under it (pc.upload_memo)
 TILE = 112  # px per sample tile on screen
+#: how many times smaller than the models learnt a resized slice makes a lesion before the page warns (and, for a
+#: file that states no pixel size, starts at a window of its own pixels instead)
+SHRINKS = 2.0
 
 
 # ------------------------------------------------------------------------------------------------ caching
@@ -32,34 +36,55 @@ def _test_item(root: str, index: int) -> tuple[np.ndarray, np.ndarray, str]:
     return item["image"].astype(np.float32), item["masks"].astype(np.uint8), item["id"]
 
 
-@st.cache_resource(show_spinner="Decoding the upload ...", max_entries=2)
-def _decode(digest: str, name: str, _data: bytes) -> up.MedicalVolume:
-    """Keyed on the content digest; the bytes themselves are not hashed again (leading underscore)."""
-    return up.decode_medical(_data, name)
+# An upload's decoded pixels are kept in its session (pc.upload_memo), not in st.cache_resource: that is shared by
+# every session of the server and kept them after the session ended. Kept (never copied on a rerun: a
+# 40-megapixel slice is 160 MB of float32) and never modified by the callers: without them every rerun (a seed, a
+# sample count) converted and resized the whole slice again.
 
 
-# cache_resource (not copied on every rerun: a 40-megapixel slice is 160 MB of float32); callers never modify
-# the results. Without them every rerun (a seed, a sample count) converted and resized the whole slice again.
-@st.cache_resource(max_entries=2, show_spinner=False)
-def _slice(digest: str, index: int, channel: int, _volume: up.MedicalVolume) -> np.ndarray:
-    return _volume.slice(index, channel)
+def _decode(digest: str, name: str, data: bytes) -> up.MedicalVolume:
+    return pc.upload_memo(
+        UPLOAD_KEY, "volume", (digest,), lambda: up.decode_medical(data, name), spinner="Decoding the upload ..."
+    )
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
+def _slice(digest: str, index: int, channel: int, volume: up.MedicalVolume) -> np.ndarray:
+    return pc.upload_memo(UPLOAD_KEY, "slice", (digest, index, channel), lambda: volume.slice(index, channel))
+
+
 def _fitted(
-    digest: str, index: int, channel: int, size: int, mode: str, centre: tuple | None, _volume: up.MedicalVolume
+    digest: str, index: int, channel: int, size: int, mode: str, centre: tuple | None, volume: up.MedicalVolume
 ) -> tuple[np.ndarray, str, np.ndarray | None]:
     """The model's input from the slice, how it was made, and the whole slice's preview with the window drawn
     (None where the model sees the whole slice)."""
-    raw = _slice(digest, index, channel, _volume)
-    image, how = up.fit_to_model(raw, size, mode, _volume.spacing, centre)
-    rect = up.window_rect(raw.shape, size, mode, _volume.spacing, centre)
-    return image, how, (up.window_preview(raw, rect, _volume.spacing) if rect else None)
+
+    def make():
+        raw = _slice(digest, index, channel, volume)
+        image, how = up.fit_to_model(raw, size, mode, volume.spacing, centre)
+        rect = up.window_rect(raw.shape, size, mode, volume.spacing, centre)
+        return image, how, (up.window_preview(raw, rect, volume.spacing) if rect else None)
+
+    return pc.upload_memo(UPLOAD_KEY, "fitted", (digest, index, channel, size, mode, centre), make, max_entries=4)
 
 
 @st.cache_data(max_entries=32, show_spinner="Drawing samples ...")
-def _predict(token: str, key: str, image: np.ndarray, num_samples: int, seed: int) -> dict:
+def _predict_test_image(token: str, key: str, image: np.ndarray, num_samples: int, seed: int) -> dict:
     return dm.medical_predict(pc.load_model(key), image, num_samples, seed)
+
+
+def _predict(token: str, key: str, image: np.ndarray, num_samples: int, seed: int, upload: bool) -> dict:
+    """The samples of ``image``: a synthetic test image's from the cache every session shares, an upload's
+    kept in its own session, as its pixels are (:func:`pc.upload_memo`)."""
+    if not upload:
+        return _predict_test_image(token, key, image, num_samples, seed)
+    return pc.upload_memo(
+        UPLOAD_KEY,
+        "samples",
+        (token, pc.digest(image.tobytes()), image.shape, num_samples, seed),
+        lambda: dm.medical_predict(pc.load_model(key), image, num_samples, seed),
+        max_entries=8,
+        spinner="Drawing samples ...",
+    )
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -241,16 +266,72 @@ def _medical_key(path: str) -> str:
     return key
 
 
-def _far_from_training(volume, image: np.ndarray) -> str | None:
-    """A plain warning when an upload is unlike the grey CT lung crops the models learnt from."""
+def _far_from_training(volume, image: np.ndarray, trained_on: str | None, windowed: bool = False) -> str | None:
+    """A plain warning when an upload is unlike the grey slices the models learnt from; ``trained_on``: the
+    weights' training data (:func:`dm.training_data`: the demo's learnt from synthetic CT-like crops);
+    ``windowed``: the model sees a window of the slice (which can be moved onto the lesion)."""
     if any("colour" in note for note in volume.notes):
+        learnt = f"these weights learnt from {trained_on}" if trained_on else "their training data is not recorded"
         return (
-            "This is a colour image: the models learnt from grey CT crops of lung lesions (128x128 at 0.5 mm). "
-            "On a photo their masks mean nothing."
+            f"This is a colour image, and the models read grey slices: {learnt}. On a photo their masks mean "
+            "nothing."
+        )
+    if float(np.std(image)) < 0.02 and windowed:
+        return (
+            "The model's window is almost uniform: there is nothing for the models to outline there. Move it onto "
+            "the lesion with the window centre sliders."
         )
     if float(np.std(image)) < 0.02:
         return "This slice is almost uniform: there is nothing for the models to outline."
     return None
+
+
+def _matched_iou_note(n: int, m: int) -> str | None:
+    """What the Hungarian-matched IoU scores when ``n`` samples are no multiple of the ``m`` readers (the metric
+    says so only in the server's console, :func:`domains.medical.metrics.hungarian_matched_iou`); None when
+    they are, as in the published protocol."""
+    if n >= m and n % m == 0:
+        return None
+    if n < m:
+        what = (
+            f"only the best-matching {n} of the {m} readers are scored"
+            + (" (1 sample: the best single reader's IoU)" if n == 1 else "")
+            + ", the readers the samples miss do not count"
+        )
+    else:
+        what = f"the readers are not weighted equally (each is matched {n // m} or {n // m + 1} times)"
+    return (
+        f"Hungarian-matched IoU of {n} sample{'s' * (n != 1)} for {m} readers: {what}. The published protocol "
+        f"matches 16 samples to 4 readers, each reader 4 times: choose a multiple of {m} samples to compare it "
+        "with the model card's."
+    )
+
+
+def _shrunk(shape: tuple[int, int], size: int, spacing: tuple[float, float] | None) -> str | None:
+    """A warning when resizing the whole slice to the model's input shrinks a lesion :data:`SHRINKS` times or
+    more below the scale the models learnt (``size`` pixels of :data:`up.MODEL_PIXEL_MM`), saying which window
+    keeps it; None otherwise."""
+    h, w = shape
+    whole = f"Resizing the whole {w}x{h} slice to the model's {size}x{size} input"
+    if spacing is None:
+        times = max(h, w) / size
+        what = (
+            f"makes everything in it {times:.1f} times smaller. The models learnt lesions in {size}x{size} crops of "
+            f"{up.MODEL_PIXEL_MM:g} mm pixels (a CT slice's are 0.5-1 mm): a lesion shrunk this much is "
+            "outlined wrongly or missed"
+        )
+        choose = "a window of the file's own pixels"
+    else:
+        pixel_mm = max(h * spacing[0], w * spacing[1]) / size
+        times = pixel_mm / up.MODEL_PIXEL_MM
+        what = (
+            f"makes its pixels {pixel_mm:.2f} mm, {times:.1f} times the models' {up.MODEL_PIXEL_MM:g} mm: a lesion "
+            "is that many times smaller than the models learnt, and is outlined wrongly or missed"
+        )
+        choose = f"a window at the models' {up.MODEL_PIXEL_MM:g} mm pixels"
+    if times < SHRINKS:
+        return None
+    return f'{whole} {what}. Choose "{choose}" above and move the window onto the lesion.'
 
 
 pc.own_checkpoint_picker(
@@ -266,10 +347,13 @@ c1, c2, c3 = st.columns([2, 2, 1])
 # the page opens on a sampling model: several plausible masks and where they disagree are its point; the U-Net's
 # one mask is the baseline beside them
 first = next((k for k in ("medical_prob_unet", "medical_hpu_net") if k in available), available[0])
+if st.session_state.get("medical_model") not in available:
+    # the box's one source of its value is the session state (the sidebar sets it to the model a checkpoint
+    # replaces): a default given to the box besides made Streamlit warn in the server's log on every routing
+    st.session_state["medical_model"] = first
 key = c1.selectbox(
     "Model",
     available,
-    index=available.index(first),
     format_func=lambda k: dm.DEMO_MODELS[k].title,
     key="medical_model",
     persist_state=pc.KEEP,
@@ -340,7 +424,7 @@ if source == SYNTHETIC:
 else:
     data, file_name, data_digest = pc.upload_or_stop(
         "PNG / JPEG image, DICOM file (.dcm), zip of one DICOM series or NIfTI volume (.nii, .nii.gz)",
-        key="medical_upload",
+        key=UPLOAD_KEY,
         help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session ends.",
         prompt="Upload a CT slice or volume, or pick a synthetic test image above.",
     )
@@ -369,20 +453,28 @@ else:
     stem = up.download_stem(file_name) + ("_" + slice_name.replace(" ", "_") if slice_name else "")
     stem += f"_channel_{channel}" if volume.num_channels > 1 else ""
     mode, centre = "resize", None
-    # with the file's pixel size known, the default is the models' own (0.5 mm): resizing a 512-pixel CT slice
-    # to 128 shrinks a nodule four times below the size the models learnt, and they find nothing
+    # the models learnt lesions at the scale of 128-pixel crops of 0.5 mm: resizing a 512-pixel CT slice to 128
+    # shrinks a nodule four times below it, and they outline it wrongly or not at all. The default is a window
+    # at the models' 0.5 mm where the file states its pixel size, else, for a slice much larger than the
+    # input, a window of the file's own pixels (a CT slice's are 0.5-1 mm)
     modes = list(up.FIT_MODES if volume.spacing is not None else up.FIT_MODES[1:])  # "mm" needs the pixel size
+    own_pixels_first = volume.spacing is None and max(raw.shape) >= SHRINKS * size
+    fit_key = f"medical_fit_{len(modes)}"  # its own widget per choice list: "mm" is the default wherever offered
+    if st.session_state.get("medical_fit_upload") != data_digest:  # another file starts at its own default
+        st.session_state.pop(fit_key, None)
+        st.session_state["medical_fit_upload"] = data_digest
     if raw.shape != (size, size) or volume.spacing is not None:
         mode = st.radio(
             f"Fit the {raw.shape[1]}x{raw.shape[0]} slice to the model's {size}x{size} input",
             modes,
+            index=modes.index("crop") if own_pixels_first else 0,
             format_func=lambda m: {
                 "mm": f"a window at the models' {up.MODEL_PIXEL_MM:g} mm pixels (the file's pixel size known)",
                 "resize": "resize the whole slice (padded to a square: never squashed)",
                 "crop": "a window of the file's own pixels",
             }[m],
             horizontal=True,
-            key=f"medical_fit_{len(modes)}",  # its own widget per choice list: "mm" is the default wherever offered
+            key=fit_key,
         )
     if mode != "resize":  # where the window sits: lesions are rarely at the slice's centre
         h, w = raw.shape
@@ -409,12 +501,14 @@ else:
             else "The whole slice; the model sees the yellow window"
         )
         st.image(preview, caption=caption, width=256)
-    if warning := _far_from_training(volume, image):
+    if mode == "resize" and (warning := _shrunk(raw.shape, size, volume.spacing)):
+        st.warning(warning)
+    if warning := _far_from_training(volume, image, dm.training_data(key, pc.model_path(key)), preview is not None):
         st.warning(warning)
 
 try:
     result = _predict(
-        pc.model_token(key), key, np.ascontiguousarray(image, dtype=np.float32), num_samples, seed
+        pc.model_token(key), key, np.ascontiguousarray(image, dtype=np.float32), num_samples, seed, source == UPLOAD
     )
 except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
     st.error(f"The model failed on this image: {type(exc).__name__}: {exc}")
@@ -461,6 +555,8 @@ if readers is not None and right is not None:
         m3, m4 = st.columns(2)
         m3.metric("Hungarian-matched IoU", f"{scores['hungarian_iou']:.3f}")
         m4.metric("Sample diversity", f"{scores['diversity']:.3f}")
+        if note := _matched_iou_note(num_samples, len(readers)):
+            st.caption(note)
         if card_ged is not None and f"{card_ged:.3f}" != f"{scores['ged']:.3f}":
             st.caption(
                 f"The model card's test run gave this image GED {card_ged:.3f}, from its own random draw of "

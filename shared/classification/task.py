@@ -255,12 +255,15 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
     def grad_cam(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Grad-CAM maps (B, 1, H, W) in [0, 1] for ``classes`` (MONAI ``GradCAM`` on ``cam_layer``).
 
-        One image at a time: MONAI's class score for a batch sums every image's score of every requested class.
-        Its hooks are never removed, so they sit on a copy of the network, made outside inference mode (Lightning
-        predicts under ``torch.inference_mode``, whose tensors cannot take part in a backward pass)."""
+        One MONAI call per class, over the images explaining it: MONAI's score for a batch is the sum of the
+        images' scores of one class, and in eval mode (BatchNorm on its running statistics) no image's score
+        depends on another image, so each image gets its own gradient: the maps of one image at a time, at a
+        batch's speed (not one forward and backward pass per image). Its hooks are never removed, so they sit on
+        a copy of the network, made outside inference mode (Lightning predicts under ``torch.inference_mode``,
+        whose tensors cannot take part in a backward pass)."""
         from monai.visualize import GradCAM
 
-        maps = []
+        maps, order = [], []
         with torch.inference_mode(False), torch.enable_grad():
             if self._cam_model is None:
                 network = copy.deepcopy(self.model).eval().requires_grad_(True)  # a frozen layer has no gradient
@@ -269,9 +272,11 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
                     target_layers="cam_layer",
                     postprocessing=unit_range,
                 )
-            for image, cls in zip(images, classes.tolist(), strict=True):
-                maps.append(self._cam_model(image[None].clone(), class_idx=int(cls)).detach())
-        return torch.cat(maps)
+            for cls in classes.unique().tolist():
+                index = (classes == cls).nonzero()[:, 0]
+                maps.append(self._cam_model(images[index].clone(), class_idx=int(cls)).detach())
+                order.append(index)
+        return torch.cat(maps)[torch.cat(order).argsort()]  # back in the images' order
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         errors = batch.get("error") or [""] * len(batch["path"])

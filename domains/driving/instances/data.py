@@ -14,7 +14,9 @@ Layouts:
 
 Every mask is kept as a COCO compressed RLE (``faster_coco_eval``'s mask API, the COCO tools already in the
 dependency set): a few hundred bytes per object, so a whole split's annotations sit in memory and travel to
-loader workers cheaply; a mask is decoded only when its image is loaded.
+loader workers cheaply; a mask is decoded only when its image is loaded. The data module reads a ``kitti``
+set's maps for their ids alone (after the split and ``max_items``): an object's mask is where its image's map
+holds its id, taken from the map when the image is loaded (an RLE per object cost most of setup).
 
 Bad input: an instance map whose size differs from its image is an error naming both files; ids with no label
 line, empty or malformed COCO segmentations, polygons more than 1 px outside the image, unknown classes and
@@ -91,20 +93,25 @@ STEM_SUFFIXES = ("_leftImg8bit", "_gtFine_instanceIds", "_instanceIds")
 class InstanceObject:
     """One object: its type name, its mask as a COCO compressed RLE and where it came from (for messages).
     ``crowd_class``: a ``DontCare`` region that is a crowd of one class (COCO ``iscrowd``, a Cityscapes class
-    region without instances), which ignores detections of that class only; None: of every class (KITTI)."""
+    region without instances), which ignores detections of that class only; None: of every class (KITTI).
+    ``rle`` None: the mask is where its image's ``instance_map`` holds ``map_id``, read when the image
+    loads."""
 
     type: str
-    rle: dict
+    rle: dict | None
     source: str = ""
     crowd_class: str | None = None
+    map_id: int = 0
 
 
 @dataclass
 class InstanceAnnotation(ImageAnnotation):
     """One image and its object masks (``image_id`` is the file stem, as for detection, less Cityscapes'
-    suffixes)."""
+    suffixes). ``instance_map``: the KITTI instance map its objects' masks are read from when it loads (their
+    ``map_id``), when they hold no RLE."""
 
     objects: list[InstanceObject] = field(default_factory=list)
+    instance_map: str | None = None
 
     @property
     def image_id(self) -> str:
@@ -174,8 +181,19 @@ def read_kitti_instances(
     else counted (``label_without_pixels``: a visible object without a mask says the map and the labels
     disagree).
     """
-    base = resolve_kitti_split(root, split_dir)
     log, own = _owned_log(log, strict)
+    out = [_read_kitti_frame(*frame, log) for frame in _kitti_frames(root, split_dir, log, instance_dir)]
+    _finish(log, own, f"read_kitti_instances({root})")
+    return out
+
+
+def _kitti_frames(
+    root: str | Path, split_dir: str | None, log: DropLog, instance_dir: str = "instance"
+) -> list[tuple[Path, Path, Path]]:
+    """``(image, label file, instance map)`` of each image of a KITTI-layout split that has both, from the
+    folders' listings alone (no file is read): images without either are counted in ``log``, a label file or
+    map without an image is an error."""
+    base = resolve_kitti_split(root, split_dir)
     maps_dir, labels_dir = base / instance_dir, base / "label_2"
     for folder, what in ((maps_dir, "instance map"), (labels_dir, "KITTI label")):
         if not folder.is_dir():
@@ -194,38 +212,56 @@ def read_kitti_instances(
             missing = labels_dir / f"{stem}.txt" if label_path is None else maps_dir / f"{stem}.png"
             log.add("image_without_label", image_path, None, f"no {missing}")
             continue
-        size = image_size(image_path, as_stored=True)  # as its instance map is
-        lines = [
-            (n, fields[0], fields[2])  # line number, type, occlusion
-            for n, fields in _label_lines(label_path, (15, 16), "15 fields (16 with a score)", quote_line=True)
-        ]
-        instance = read_label_map(map_path)
-        _check_map_size(map_path, instance, image_path, size)
-        ids = np.unique(instance)
-        ids = ids[ids > 0]
-        for bad in ids[ids > len(lines)]:
-            log.add(
-                "instance_without_label",
-                map_path,
-                None,
-                f"instance id {int(bad)} has no label line ({label_path} has {len(lines)})",
-            )
-        ids = ids[ids <= len(lines)]
-        for k in sorted(set(range(1, len(lines) + 1)) - set(ids.tolist())):  # a line no pixel of the map has
-            line, kind, occlusion = lines[k - 1]
-            if kind != DONTCARE and _visible(occlusion):  # said visible: the map should hold it
-                log.add(
-                    "label_without_pixels", label_path, line,
-                    f"{kind} (instance id {k}, occlusion {occlusion}: visible) has no pixel in {map_path}",
-                )  # fmt: skip
-        rles = encode_masks(instance[None] == ids[:, None, None])
-        objects = [
-            InstanceObject(lines[k - 1][1], rle, f"{label_path}:{lines[k - 1][0]}")
-            for k, rle in zip(ids.tolist(), rles)
-        ]
-        out.append(InstanceAnnotation(str(image_path), size[1], size[0], objects, as_stored=True))
-    _finish(log, own, f"read_kitti_instances({root})")
+        out.append((image_path, label_path, map_path))
     return out
+
+
+def _map_ids(instance: np.ndarray) -> np.ndarray:
+    """The ids (> 0) an instance map holds, sorted (a count per value for 8 / 16-bit maps: faster than
+    ``np.unique``'s sort)."""
+    ids = np.flatnonzero(np.bincount(instance.ravel())) if instance.dtype in (np.uint8, np.uint16) else None
+    ids = np.unique(instance) if ids is None else ids
+    return ids[ids > 0]
+
+
+def _read_kitti_frame(
+    image_path: Path, label_path: Path, map_path: Path, log: DropLog, masks: bool = True
+) -> InstanceAnnotation:
+    """One image of :func:`read_kitti_instances`: its label lines and the ids of its map, checked against each
+    other. ``masks`` False: its objects hold no RLE but their ``map_id``, their masks read from the map when
+    the image loads (:class:`InstanceDataset`)."""
+    size = image_size(image_path, as_stored=True)  # as its instance map is
+    lines = [
+        (n, fields[0], fields[2])  # line number, type, occlusion
+        for n, fields in _label_lines(label_path, (15, 16), "15 fields (16 with a score)", quote_line=True)
+    ]
+    instance = read_label_map(map_path)
+    _check_map_size(map_path, instance, image_path, size)
+    ids = _map_ids(instance)
+    for bad in ids[ids > len(lines)]:
+        log.add(
+            "instance_without_label",
+            map_path,
+            None,
+            f"instance id {int(bad)} has no label line ({label_path} has {len(lines)})",
+        )
+    ids = ids[ids <= len(lines)]
+    for k in sorted(set(range(1, len(lines) + 1)) - set(ids.tolist())):  # a line no pixel of the map has
+        line, kind, occlusion = lines[k - 1]
+        if kind != DONTCARE and _visible(occlusion):  # said visible: the map should hold it
+            log.add(
+                "label_without_pixels", label_path, line,
+                f"{kind} (instance id {k}, occlusion {occlusion}: visible) has no pixel in {map_path}",
+            )  # fmt: skip
+    rles = encode_masks(instance[None] == ids[:, None, None]) if masks else [None] * len(ids)
+    objects = [
+        InstanceObject(lines[k - 1][1], rle, f"{label_path}:{lines[k - 1][0]}", map_id=k)
+        for k, rle in zip(ids.tolist(), rles)
+    ]
+    instance_map = None if masks else str(map_path)
+    return InstanceAnnotation(
+        str(image_path), size[1], size[0], objects, as_stored=True, instance_map=instance_map
+    )
 
 
 # -------------------------------------------------------------------------------------- panoptic PNG layout
@@ -510,6 +546,17 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes + torch.tensor([0.0, 0.0, 1.0, 1.0])
 
 
+def _object_masks(
+    objects: Sequence[InstanceObject], ann: InstanceAnnotation, instance: np.ndarray | None
+) -> np.ndarray:
+    """(K, H, W) uint8 masks of ``objects``: their RLEs decoded, or where ``instance`` (their image's map,
+    ``ann.instance_map``) holds their ids."""
+    if instance is None:
+        return decode_masks([obj.rle for obj in objects], ann.height, ann.width)
+    ids = np.asarray([obj.map_id for obj in objects], np.int64)
+    return (instance[None] == ids[:, None, None]).astype(np.uint8)
+
+
 class InstanceDataset(Dataset):
     """Images and Mask R-CNN targets from :class:`InstanceAnnotation` records.
 
@@ -545,17 +592,17 @@ class InstanceDataset(Dataset):
             self.annotations, self.class_names, self.class_map, ignore_types,
             f"InstanceDataset ({split} split)" if split else "InstanceDataset",
         )  # fmt: skip
-        # per image: (object RLEs, labels, RLEs of the regions of every class, crowd RLEs, crowd labels)
+        # per image: (objects, labels, regions of every class, crowds, crowd labels)
         self._items = []
         for kept, labels, ignored in per_image:
-            regions = [(obj.rle, ignore_label(obj, self.class_names, self.class_map)) for obj in ignored]
-            crowds = [(rle, c) for rle, c in regions if c is not None and c >= 0]
+            regions = [(obj, ignore_label(obj, self.class_names, self.class_map)) for obj in ignored]
+            crowds = [(obj, c) for obj, c in regions if c is not None and c >= 0]
             self._items.append(
                 (
-                    [obj.rle for obj in kept],
+                    kept,
                     np.asarray(labels, np.int64),
-                    [rle for rle, c in regions if c == -1],
-                    [rle for rle, _ in crowds],
+                    [obj for obj, c in regions if c == -1],
+                    [obj for obj, _ in crowds],
                     np.asarray([c for _, c in crowds], np.int64),
                 )
             )
@@ -567,10 +614,11 @@ class InstanceDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         ann = self.annotations[i]
         image = read_annotated_rgb(ann)
-        rles, labels, ignore_rles, crowd_rles, crowd_labels = self._items[i]
-        masks = decode_masks(rles, ann.height, ann.width)
-        crowds = decode_masks(crowd_rles, ann.height, ann.width)
-        ignore = decode_masks(ignore_rles, ann.height, ann.width).any(axis=0).astype(np.uint8)
+        kept, labels, ignored, crowd_objects, crowd_labels = self._items[i]
+        instance = None if ann.instance_map is None else read_label_map(ann.instance_map)
+        masks = _object_masks(kept, ann, instance)
+        crowds = _object_masks(crowd_objects, ann, instance)
+        ignore = _object_masks(ignored, ann, instance).any(axis=0).astype(np.uint8)
         if self.transform is not None:
             # the ignore mask rides last, so an image with no objects still sends one mask through the
             # transform and gets back the transformed size for its (0, H', W') object stack
@@ -648,8 +696,8 @@ class InstanceDataModule(DetectorDataModule):
             return self._cityscapes_splits(path)
         try:
             if self.data_format == "kitti":
-                items, split_root = read_kitti_instances(path, strict=self.strict), resolve_kitti_split(path)
-            elif self.data_format == "png":
+                return self._kitti_splits(path)
+            if self.data_format == "png":
                 items = read_png_instances(path, self.png_class_ids, self.png_divisor, strict=self.strict)
                 split_root = path
         except FileNotFoundError as err:
@@ -661,6 +709,23 @@ class InstanceDataModule(DetectorDataModule):
         return split_by_sequence(
             items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file
         )
+
+    def _kitti_splits(self, root: Path) -> dict[str, list[InstanceAnnotation]]:
+        """A KITTI-layout set split by sequence and cut to ``max_items`` from its file names, then each kept
+        image's labels and map read and checked (:func:`_read_kitti_frame`), its masks left in the map until
+        the image loads: encoding every map's masks was most of setup, for images a ``max_items`` run never
+        read."""
+        log, own = _owned_log(None, self.strict)
+        frames = {str(frame[0]): frame for frame in _kitti_frames(root, "training", log)}
+        named = [InstanceAnnotation(image, 0, 0) for image in frames]  # the image id is all a split needs
+        split_root = resolve_kitti_split(root)
+        splits = split_by_sequence(named, split_root, self.split_fractions, self.seed, self.max_items)
+        out = {
+            name: [_read_kitti_frame(*frames[ann.image_path], log, masks=False) for ann in items]
+            for name, items in splits.items()
+        }
+        _finish(log, own, f"read_kitti_instances({root})")
+        return out
 
     def _cityscapes_splits(self, root: Path) -> dict[str, list[InstanceAnnotation]]:
         """A Cityscapes download's labelled frames (:func:`read_cityscapes_instances`), split by city as

@@ -16,6 +16,7 @@ from domains.driving.accident.predict import frame_time
 
 ACCIDENT, DETECTION = "driving_accident", "driving_detection"
 SYNTHETIC, UPLOAD = "Synthetic clip", "Upload a video or a zip of frames"
+UPLOAD_KEY = "accident_upload"  # the file uploader's; what its clip gives is kept under it (pc.upload_memo)
 
 
 # ------------------------------------------------------------------------------------------------ caching
@@ -34,23 +35,37 @@ def _synthetic_clip(root: str, clip_id: str, stamp: float) -> dict:
     return dm.load_accident_clip(root, clip_id)
 
 
-@st.cache_resource(show_spinner="Decoding the upload ...", max_entries=2)
-def _decode(digest: str, name: str, model_fps: float | None, _data: bytes) -> up.FrameClip:
+# An upload's frames, tracks and risks are kept in its session (pc.upload_memo), not in st.cache_*: those are
+# shared by every session of the server process and kept them after the session ended. Kept, never copied on a
+# rerun (the frames are large); callers never modify them.
+
+
+def _decode(digest: str, name: str, model_fps: float | None, data: bytes) -> up.FrameClip:
     """A video faster than ``model_fps`` keeps only the frames the model reads (and counts only those)."""
-    return up.decode_clip(_data, name, model_fps=model_fps)
+    return pc.upload_memo(
+        UPLOAD_KEY,
+        "clip",
+        (digest, name, model_fps),
+        lambda: up.decode_clip(data, name, model_fps=model_fps),
+        spinner="Decoding the upload ...",
+    )
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
-def _detect(token: str, digest: str, threshold: float, steps: tuple[int, ...], _frames: np.ndarray) -> dict:
+def _detect(token: str, digest: str, threshold: float, steps: tuple[int, ...], frames: np.ndarray) -> dict:
     """The detector's tracks in the frames the model reads, ``steps`` (a third of a 30 fps clip's for a 10 fps
     model: :func:`dm.detect_clip_objects`; keyed by the steps, not the rate: 29.97 and 30 fps read the same
-    frames), held on the frames between, with a progress bar over the frames detected (about a second a frame
-    on 2 CPU cores). The bar is made and emptied in here: a cached answer replays it away (a bar made outside
-    cannot be updated from in here)."""
+    frames), held on the frames between, once per upload and setting (a rerun reuses them)."""
+    make = lambda: _tracks(threshold, steps, frames)
+    return pc.upload_memo(UPLOAD_KEY, "tracks", (token, digest, threshold, steps), make, max_entries=4)
+
+
+def _tracks(threshold: float, steps: tuple[int, ...], frames: np.ndarray) -> dict:
+    """:func:`_detect`'s work, with a progress bar over the frames detected (about a second a frame on 2 CPU
+    cores), made and emptied in here."""
     total = len(steps)
-    which = "" if total == len(_frames) else f" (of {len(_frames)}: the ones the model reads)"
+    which = "" if total == len(frames) else f" (of {len(frames)}: the ones the model reads)"
     bar = st.progress(0.0, text=f"Detecting objects in {total} frames{which} ...")
-    every = max(1, total // 20)  # a cached answer replays each update: about 20, not one per frame
+    every = max(1, total // 20)  # about 20 updates, not one per frame
 
     def progress(done: int, _: int) -> None:
         if done % every == 0 or done == total:
@@ -59,7 +74,7 @@ def _detect(token: str, digest: str, threshold: float, steps: tuple[int, ...], _
 
     try:
         detector = pc.load_model(DETECTION)
-        return dm.detect_clip_objects(detector, _frames, threshold, progress=progress, steps=np.asarray(steps))
+        return dm.detect_clip_objects(detector, frames, threshold, progress=progress, steps=np.asarray(steps))
     finally:
         bar.empty()  # a detector failure leaves no half-full bar beside its warning
 
@@ -70,18 +85,42 @@ def _model_fps(token: str, path: str) -> tuple[float, str]:
     return dm.accident_model_fps(path)
 
 
+PREDICTING = "Running the anticipator over the clip ..."
+
+
+def _predict(token: str, digest: str, fps: float, model_fps: float | None, objects: str, clip: dict) -> dict:
+    """The risks over ``clip``: a synthetic / bundled clip's from the cache every session shares (no one's
+    data; the demo stays fast), an upload's kept in its own session, as its frames are (:func:`pc.upload_memo`)."""
+    if source != UPLOAD:
+        return _predict_example(token, digest, fps, model_fps, objects, clip)
+    return pc.upload_memo(
+        UPLOAD_KEY,
+        "risk",
+        (token, digest, fps, model_fps, objects),
+        lambda: _risk(clip, fps, model_fps),
+        max_entries=4,
+        spinner=PREDICTING,
+    )
+
+
 # cache_resource (shared, not copied on every rerun: the frames are large); callers never modify the results
-@st.cache_resource(max_entries=8, show_spinner="Running the anticipator over the clip ...")
-def _predict(token: str, digest: str, fps: float, model_fps: float | None, objects: str, _clip: dict) -> dict:
+@st.cache_resource(max_entries=8, show_spinner=PREDICTING)
+def _predict_example(
+    token: str, digest: str, fps: float, model_fps: float | None, objects: str, _clip: dict
+) -> dict:
+    return _risk(_clip, fps, model_fps)
+
+
+def _risk(clip: dict, fps: float, model_fps: float | None) -> dict:
     return dm.accident_predict(
         pc.load_model(ACCIDENT),
-        _clip["frames"],
-        _clip["boxes"],
-        _clip["box_valid"],
-        _clip["track_ids"],
+        clip["frames"],
+        clip["boxes"],
+        clip["box_valid"],
+        clip["track_ids"],
         fps,
-        _clip.get("toa", -1),
-        _clip["clip_id"],
+        clip.get("toa", -1),
+        clip["clip_id"],
         model_fps=model_fps,
     )
 
@@ -465,7 +504,7 @@ if source == SYNTHETIC:
 else:
     data, name, digest = pc.upload_or_stop(
         "Dashcam clip: a video (mp4) or a zip of JPEG / PNG frames",
-        key="accident_upload",
+        key=UPLOAD_KEY,
         help_text=(
             f"Up to {up.MAX_UPLOAD_MB} MB and {up.MAX_CLIP_FRAMES} frames read by the model ("
             f"{up.MAX_CLIP_FRAMES / (model_fps or 10.0):g} s at {f'its {model_fps:g}' if model_fps else '10'} fps: "
@@ -665,7 +704,7 @@ first = alarm_frame(risk, start)
 frame = st.slider(
     "Frame", 0, len(risk) - 1, first if first is not None else 0, key=f"accident_frame_{digest}_{fps:g}"
 )
-spec = _risk_spec(
+spec_args = (
     fps,
     np.asarray(prediction["model_steps"]),
     np.asarray(prediction["probabilities"]),
@@ -675,6 +714,12 @@ spec = _risk_spec(
     alarm,
     toa,
 )
+if source == UPLOAD:  # an upload's risk curve stays in its session, with the risks it draws
+    curves = pc.digest(spec_args[1].tobytes() + spec_args[2].tobytes())  # a few kB: the steps and risks drawn
+    chart_key = (fps, curves, *spec_args[3:])
+    spec = pc.upload_memo(UPLOAD_KEY, "chart", chart_key, lambda: _risk_spec.__wrapped__(*spec_args), max_entries=4)
+else:
+    spec = _risk_spec(*spec_args)
 st.vega_lite_chart(_risk_chart(spec, frame / fps), width="stretch")
 events = [f"dashed: threshold {threshold:.3f}"]
 if alarm is not None:

@@ -80,52 +80,75 @@ def _decode(digest: str, name: str, data: bytes) -> up.RGBImage:
     )
 
 
-@st.cache_data(max_entries=16, show_spinner="Detecting objects ...")
+def _per_photo(cache, max_entries: int, spinner: str | None = None, kept: int = 2):
+    """A function of the photo shown, ``f(..., _array)`` (its other arguments the key, the photo's digest among
+    them), cached by ``cache`` for a synthetic scene (no one's data: shared by every session, the demo stays
+    fast) and kept in the session for an upload (:func:`pc.upload_memo`, its ``kept`` latest): ``st.cache_*``
+    is shared by every session of the server process, and kept what an upload's pixels gave after its session
+    ended."""
+
+    def wrap(plain):
+        shared = cache(max_entries=max_entries, show_spinner=spinner or False)(plain)
+
+        @functools.wraps(plain)
+        def pick(*args):
+            if source != UPLOAD:
+                return shared(*args)
+            return pc.upload_memo(
+                UPLOAD_KEY, plain.__name__, args[:-1], lambda: plain(*args), max_entries=kept, spinner=spinner
+            )
+
+        return pick
+
+    return wrap
+
+
+@_per_photo(st.cache_data, 16, "Detecting objects ...")
 def _detect(token: str, digest: str, _image: np.ndarray) -> dict:
     return dm.detect_objects(pc.load_model(DETECTION), _image)
 
 
-@st.cache_data(max_entries=4, show_spinner="Segmenting instances ...")  # masks: up to ~30 MB per photo
+@_per_photo(st.cache_data, 4, "Segmenting instances ...")  # masks: up to ~30 MB per photo
 def _segment(token: str, digest: str, _image: np.ndarray) -> dict:
     return dm.segment_instances(pc.load_model(INSTANCES), _image)
 
 
 # cache_resource: tensors, not copied out on every rerun (callers never modify them). One network pass per
 # photo: every score is computed from these outputs, so picking another score does not run the network again.
-@st.cache_resource(max_entries=4, show_spinner="Running the road segmenter ...")
+@_per_photo(st.cache_resource, 4, "Running the road segmenter ...", kept=1)
 def _anomaly_forward(token: str, digest: str, _image: np.ndarray) -> dict:
     return dm.anomaly_forward(pc.load_model(ANOMALY), _image)
 
 
 # cache_resource: a full-size float map per entry, not copied out on every rerun (callers never modify it)
-@st.cache_resource(max_entries=8, show_spinner="Scoring anomalies ...")
+@_per_photo(st.cache_resource, 8, "Scoring anomalies ...", kept=4)
 def _analyse(token: str, digest: str, score: str, _image: np.ndarray) -> dict:
     forward = _anomaly_forward(token, digest, _image)
     return dm.anomaly_analysis(pc.load_model(ANOMALY), _image, score, forward)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@_per_photo(st.cache_data, 64, kept=8)
 def _top_percentile(token: str, digest: str, score: str, top: float, _score_map: np.ndarray) -> float:
     """The score above which ``top`` % of the photo's pixels lie: a sort of the full-size map, so once per
     photo, score and setting, not on every rerun (the opacity slider)."""
     return float(np.quantile(_score_map, 1 - top / 100))
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@_per_photo(st.cache_data, 64, kept=8)
 def _share_above(token: str, digest: str, score: str, threshold: float, _score_map: np.ndarray) -> float:
     """The share of the photo's pixels at or above ``threshold``: a pass over the full-size map (30 ms at 40 MP),
     so once per photo, score and threshold, not on every rerun (the opacity slider)."""
     return float((_score_map >= threshold).mean())
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@_per_photo(st.cache_data, 16)
 def _score_shown(token: str, digest: str, score: str, size: tuple[int, int], _score_map: np.ndarray) -> np.ndarray:
     """The score map at the shown photo's (width, height): a resize of the full-size map, so once per photo and
     score, not on every rerun (the opacity slider)."""
     return cv2.resize(_score_map, size, interpolation=cv2.INTER_LINEAR)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@_per_photo(st.cache_data, 16, kept=1)
 def _display(digest: str, _image: np.ndarray) -> tuple[np.ndarray, float]:
     """The photo at most DISPLAY_WIDTH wide, and its scale."""
     h, w = _image.shape[:2]

@@ -55,6 +55,8 @@ st.caption(
     f"Shipped weights: `{dm.shipped_dir()}` (fp16 safetensors, each with a model card: command, data, date, test "
     f"figures, sha256). Local checkpoints from `make demo-train` in `{dm.checkpoint_dir()}` (set "
     f"`{dm.ENV_CHECKPOINTS}` to use another) are preferred when present; each page's sidebar takes your own "
-    f"checkpoint. Uploads up to {up.MAX_UPLOAD_MB} MB are decoded in memory (a "
-    "video through a temporary file, deleted once decoded) and never kept."
+    f"checkpoint. Uploads up to {up.MAX_UPLOAD_MB} MB are decoded in memory (a video through a temporary file, "
+    "deleted once decoded). An upload, its pixels and the models' results on it are kept in your session only "
+    "(so that a slider does not run the models again), and dropped when you remove or replace the file or the "
+    "session ends; only the synthetic examples' results are cached for every visitor."
 )

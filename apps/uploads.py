@@ -564,7 +564,9 @@ def _video_clip(data: bytes, name: str, max_frames: int, max_side: int, model_fp
     )
 
 
-def _zip_clip(data: bytes, name: str, max_frames: int, max_side: int, model_fps: float | None) -> FrameClip:
+def _zip_clip(
+    data: bytes, name: str, max_frames: int, max_side: int, model_fps: float | None = None
+) -> FrameClip:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:

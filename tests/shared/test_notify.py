@@ -181,7 +181,11 @@ def test_server_down_refused_or_silent_gives_warnings_and_fit_still_finishes(tmp
         silent.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("webhook not sent" in w for w in warnings), warnings
-    assert any("e-mail not sent" in w and "timed out" in w.lower() for w in warnings), warnings
+    # the silent server: its socket times out, or the message's own deadline (the same 0.5 s) comes first
+    assert any(
+        ("e-mail not sent" in w and "timed out" in w.lower()) or "e-mail not confirmed within the 0.5 s" in w
+        for w in warnings
+    ), warnings
 
 
 def test_webhook_error_status_is_a_warning(tmp_path, webhook, caplog):

@@ -16,7 +16,10 @@ from .models import MODELS, HierarchicalProbUNet, ProbabilisticUNet, UNetSegment
 from .predict import MedicalPredictionWriter, size_multiple, uncertainty_map
 
 # How this run evaluates, predicts or trains, not what the model is: not saved with it (see ``__init__``).
-_RUNTIME_ARGS = ("num_samples", "threshold", "predict_dir", "predict_uncertainty", "compile_loss")
+_RUNTIME_ARGS = (
+    "num_samples", "threshold", "predict_dir", "predict_uncertainty", "compile_loss", "pretrained_backbone",
+    "pretrained_prefix",
+)  # fmt: skip
 
 
 class MedicalSegmentationTask(BaseTask):
@@ -53,6 +56,14 @@ class MedicalSegmentationTask(BaseTask):
             graph is built for the largest batch seen so far (static shapes); a smaller batch (an epoch's short
             last one) runs eager rather than compiling a dynamic-shape graph. Validation and sampling stay
             eager. Off by default; not stored in checkpoints.
+        pretrained_backbone: local weight file for the U-Net's encoder (U-Net and Prob. U-Net; a torchvision
+            ``.pth`` of the configured ``encoder``, e.g. ``resnet18`` with ``in_channels`` 1: its first
+            convolution summed over RGB; or a suite ``.ckpt``, e.g. a model trained on LIDC, to fine-tune on one's
+            own scans); nothing is downloaded. The load report is printed; a file of another network is an
+            error. Not read again with ``--ckpt_path`` (the checkpoint holds it). The HPU-Net's residual U-Net
+            has no registry encoder: refused.
+        pretrained_prefix: key prefix selecting the encoder inside that file (a U-Net checkpoint:
+            ``model.net.backbone.encoder.``; a Prob. U-Net checkpoint: ``model.unet.encoder.``).
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
     """
 
@@ -69,6 +80,8 @@ class MedicalSegmentationTask(BaseTask):
         collapse_kl: float = 0.01,
         input_size: int | None = None,
         compile_loss: bool = False,
+        pretrained_backbone: str | None = None,
+        pretrained_prefix: str = "",
         **base_task_args,
     ):
         super().__init__(**base_task_args)
@@ -85,6 +98,14 @@ class MedicalSegmentationTask(BaseTask):
         # a subclass (a network of your own built on one of them) is named by the model it extends
         self.model_name = next(name for name, cls in MODELS.items() if isinstance(self.model, cls))
         self.model.input_size = (int(input_size), int(input_size)) if input_size else None
+        if pretrained_backbone:
+            if not hasattr(self.model, "backbone"):
+                raise ValueError(
+                    f"--model.pretrained_backbone {pretrained_backbone}: {type(self.model).__name__} has no "
+                    "registry encoder to load (its residual U-Net is its own); it applies to UNetSegmenter and "
+                    "ProbabilisticUNet"
+                )
+            self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.num_samples = num_samples
         self.threshold = threshold
         self.predict_dir = predict_dir

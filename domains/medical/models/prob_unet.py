@@ -175,6 +175,12 @@ class ProbabilisticUNet(RemembersInitArgs, nn.Module):
             # would not tell the first convolutions which layout to run in
             self.to(memory_format=torch.channels_last)
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The segmentation U-Net's encoder (the shared U-Net encoder): what ``--model.pretrained_backbone``
+        loads. The prior and posterior nets are encoders of their own and start from scratch."""
+        return self.unet.encoder
+
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the layout the convolutions run fastest in (see ``channels_last``)."""
         if self.channels_last and x.device.type == "cpu":

@@ -47,6 +47,11 @@ class UNetSegmenter(RemembersInitArgs, nn.Module):
         init_foreground_bias(self.net.head, foreground_prior)
         self.in_channels = in_channels
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The U-Net's encoder (a registry backbone): what ``--model.pretrained_backbone`` loads."""
+        return self.net.backbone.encoder
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, 1, H, W)."""
         check_images(images, self.in_channels)

@@ -701,8 +701,12 @@ m3.metric("Highest risk", f"{risk.max():.3f}", help=f"P(contact within {predicti
 # starts at the alarm of the model's own threshold (a fixed default per clip and frame rate: the slider keeps its
 # place while the threshold moves, and goes to the new alarm when a newly set frame rate changes the risk)
 first = alarm_frame(risk, start)
-frame = st.slider(
-    "Frame", 0, len(risk) - 1, first if first is not None else 0, key=f"accident_frame_{digest}_{fps:g}"
+frame = st.slider(  # a video resampled as decoded: the model's steps, each naming its source frame below
+    "Frame" if source_frames is None else "Model step",
+    0,
+    len(risk) - 1,
+    first if first is not None else 0,
+    key=f"accident_frame_{digest}_{fps:g}",
 )
 spec_args = (
     fps,

@@ -250,7 +250,8 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
             return
         self._warned_sample_count = True
         what = (
-            f"only the best-matching {n} of the {m} readers are scored (1 sample: the best single reader's IoU)"
+            f"only the best-matching {n} of the {m} readers are scored"
+            + (" (1 sample: the best single reader's IoU)" if n == 1 else "")
             if n < m
             else f"the readers are tiled {-(-n // m)} times and the matching chooses which {-(-n // m) * m - n} "
             "copies stay unused, so the readers are not weighted equally"

@@ -147,6 +147,7 @@ def test_the_page_reads_a_30_fps_video_resampled_as_decoded_and_says_so(demo_env
         return next(s for s in at.slider if str(s.key).startswith("accident_frame_"))
 
     assert frame_slider().max == 3  # the model's steps: the frames between were never kept
+    assert frame_slider().label == "Model step"  # "Frame 2" read as the video's frame 2; it is its frame 6
     at.slider(key="accident_threshold").set_value(0.0).run()  # an alarm at the first step
     assert _metrics(at)["Alarm"] == "t = 0.0 s (source frame 0, model step 0)"
     frame_slider().set_value(2).run()

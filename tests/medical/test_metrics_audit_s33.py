@@ -134,6 +134,12 @@ def test_hungarian_iou_with_too_few_samples_for_the_readers_warns_once():
     (message,) = _sample_count_warnings(caught)
     assert "1 samples per image against 4 readers" in message and "best single reader" in message
     assert "16 samples to 4 readers" in message and "--model.num_samples" in message
+    two = SegmentationUncertaintyMetrics()  # the single-reader words are for one sample only
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        two.update(torch.cat([one, one], dim=1), None, readers)
+    (message,) = _sample_count_warnings(caught)
+    assert "only the best-matching 2 of the 4 readers" in message and "best single reader" not in message
     assert metric.compute()["hungarian_iou"] == pytest.approx(1.0)
 
     with warnings.catch_warnings(record=True) as caught:

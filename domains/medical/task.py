@@ -56,10 +56,10 @@ class MedicalSegmentationTask(BaseTask):
             graph is built for the largest batch seen so far (static shapes); a smaller batch (an epoch's short
             last one) runs eager rather than compiling a dynamic-shape graph. Validation and sampling stay
             eager. Off by default; not stored in checkpoints.
-        pretrained_backbone: local weight file for the U-Net's encoder (U-Net and Prob. U-Net; a torchvision
-            ``.pth`` of the configured ``encoder``, e.g. ``resnet18`` with ``in_channels`` 1: its first
-            convolution summed over RGB; or a suite ``.ckpt``, e.g. a model trained on LIDC, to fine-tune on one's
-            own scans); nothing is downloaded. The load report is printed; a file of another network is an
+        pretrained_backbone: local weight file for the U-Net's encoder: for the U-Net, a torchvision ``.pth``
+            of its configured ``encoder`` (e.g. ``resnet18`` with ``in_channels`` 1: its first convolution summed
+            over RGB); for the U-Net and the Prob. U-Net (whose encoder is always the suite's U-Net encoder), a
+            suite ``.ckpt``, e.g. a model trained on LIDC, to fine-tune on one's own scans; nothing is downloaded. The load report is printed; a file of another network is an
             error. Not read again with ``--ckpt_path`` (the checkpoint holds it). The HPU-Net's residual U-Net
             has no registry encoder: refused.
         pretrained_prefix: key prefix selecting the encoder inside that file (a U-Net checkpoint:

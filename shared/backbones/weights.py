@@ -355,12 +355,18 @@ def _prefix_hint(whole: dict, target: dict, tv_prefix: str, given: str) -> str |
     for a torchvision file given one), as a sentence; None when none would fit any. One that would fill under
     half of the module is said as such, not advised: some keys of a block fit those of the stem (a torchvision
     ResNet file given ``prefix="net."`` was advised ``layer1.0.``, which put a block's batch norm in the
-    stem's)."""
+    stem's). Only tensors of the module's shapes count: a Prob. U-Net file of other widths, given the U-Net
+    encoder's prefix, was advised the prior net's, whose names fit as badly, and back again."""
+
+    def fits(key: str, cut: int) -> bool:
+        mine = target.get(key[cut:], target.get(tv_prefix + key[cut:]))
+        return mine is not None and tuple(mine.shape) == tuple(whole[key].shape)
+
     counts = Counter(
         key[:cut]
         for key in whole
         for cut in (0, *(i + 1 for i, char in enumerate(key) if char == "."))  # none, or ending at a dot
-        if key[:cut] != given and (key[cut:] in target or tv_prefix + key[cut:] in target)
+        if key[:cut] != given and fits(key, cut)
     )
     if not counts:
         return None

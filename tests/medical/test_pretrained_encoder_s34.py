@@ -54,3 +54,17 @@ def test_the_hpu_net_is_refused_saying_which_networks_take_one(tmp_path):
         MedicalSegmentationTask(
             network=HierarchicalProbUNet(**TINY["hpu_net"]), predict_dir=None, pretrained_backbone=str(path)
         )
+
+
+def test_a_file_of_other_widths_is_not_sent_to_another_prefix(tmp_path):
+    """A Prob. U-Net trained at other widths, given the U-Net encoder's prefix: the hint advised the prior net's
+    prefix (its names fit as badly), which advised the U-Net's back."""
+    narrow = MedicalSegmentationTask(network=ProbabilisticUNet(channels=(4, 8), latent_dim=3), predict_dir=None)
+    path = tmp_path / "narrow.ckpt"
+    torch.save({"state_dict": narrow.state_dict()}, path)
+    with pytest.raises(ValueError, match="shape") as err:
+        MedicalSegmentationTask(
+            network=ProbabilisticUNet(**TINY["prob_unet"]), predict_dir=None, pretrained_backbone=str(path),
+            pretrained_prefix="model.unet.encoder.",
+        )  # fmt: skip
+    assert "prior" not in str(err.value)

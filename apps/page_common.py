@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import re
 import zipfile
@@ -228,6 +229,27 @@ def upload_memo(upload_key: str, what: str, args: tuple, make, max_entries: int 
     while len(made) > max_entries:
         made.pop(next(iter(made)))
     return value
+
+
+def per_upload(upload_key: str, is_upload, cache, max_entries: int, spinner: str | None = None, kept: int = 2):
+    """Decorator for a page's function of the image or clip shown, ``f(*key, _array)`` (its last argument the
+    pixels, the others its key, a digest among them): ``cache`` (``st.cache_data`` / ``st.cache_resource``, its
+    ``max_entries``) for an example (no one's data: shared by every session, the demo stays fast), and
+    :func:`upload_memo` (its ``kept`` latest) when ``is_upload()``: ``st.cache_*`` is shared by every session of
+    the server process, and kept what an upload's pixels gave after its session ended."""
+
+    def wrap(plain):
+        shared = cache(max_entries=max_entries, show_spinner=spinner or False)(plain)
+
+        @functools.wraps(plain)
+        def pick(*args):
+            if not is_upload():
+                return shared(*args)
+            return upload_memo(upload_key, plain.__name__, args[:-1], lambda: plain(*args), kept, spinner)
+
+        return pick
+
+    return wrap
 
 
 def readable_network(name: str) -> str:

@@ -88,39 +88,20 @@ def _model_fps(token: str, path: str) -> tuple[float, str]:
 PREDICTING = "Running the anticipator over the clip ..."
 
 
-def _predict(token: str, digest: str, fps: float, model_fps: float | None, objects: str, clip: dict) -> dict:
-    """The risks over ``clip``: a synthetic / bundled clip's from the cache every session shares (no one's
-    data; the demo stays fast), an upload's kept in its own session, as its frames are (:func:`pc.upload_memo`)."""
-    if source != UPLOAD:
-        return _predict_example(token, digest, fps, model_fps, objects, clip)
-    return pc.upload_memo(
-        UPLOAD_KEY,
-        "risk",
-        (token, digest, fps, model_fps, objects),
-        lambda: _risk(clip, fps, model_fps),
-        max_entries=4,
-        spinner=PREDICTING,
-    )
-
-
-# cache_resource (shared, not copied on every rerun: the frames are large); callers never modify the results
-@st.cache_resource(max_entries=8, show_spinner=PREDICTING)
-def _predict_example(
-    token: str, digest: str, fps: float, model_fps: float | None, objects: str, _clip: dict
-) -> dict:
-    return _risk(_clip, fps, model_fps)
-
-
-def _risk(clip: dict, fps: float, model_fps: float | None) -> dict:
+# cache_resource for the examples (shared, not copied on every rerun: the frames are large); an upload's in its
+# session. Callers never modify the results.
+@pc.per_upload(UPLOAD_KEY, lambda: source == UPLOAD, st.cache_resource, 8, PREDICTING, kept=4)
+def _predict(token: str, digest: str, fps: float, model_fps: float | None, objects: str, _clip: dict) -> dict:
+    """The risks over the clip."""
     return dm.accident_predict(
         pc.load_model(ACCIDENT),
-        clip["frames"],
-        clip["boxes"],
-        clip["box_valid"],
-        clip["track_ids"],
+        _clip["frames"],
+        _clip["boxes"],
+        _clip["box_valid"],
+        _clip["track_ids"],
         fps,
-        clip.get("toa", -1),
-        clip["clip_id"],
+        _clip.get("toa", -1),
+        _clip["clip_id"],
         model_fps=model_fps,
     )
 

@@ -81,26 +81,9 @@ def _decode(digest: str, name: str, data: bytes) -> up.RGBImage:
 
 
 def _per_photo(cache, max_entries: int, spinner: str | None = None, kept: int = 2):
-    """A function of the photo shown, ``f(..., _array)`` (its other arguments the key, the photo's digest among
-    them), cached by ``cache`` for a synthetic scene (no one's data: shared by every session, the demo stays
-    fast) and kept in the session for an upload (:func:`pc.upload_memo`, its ``kept`` latest): ``st.cache_*``
-    is shared by every session of the server process, and kept what an upload's pixels gave after its session
-    ended."""
-
-    def wrap(plain):
-        shared = cache(max_entries=max_entries, show_spinner=spinner or False)(plain)
-
-        @functools.wraps(plain)
-        def pick(*args):
-            if source != UPLOAD:
-                return shared(*args)
-            return pc.upload_memo(
-                UPLOAD_KEY, plain.__name__, args[:-1], lambda: plain(*args), max_entries=kept, spinner=spinner
-            )
-
-        return pick
-
-    return wrap
+    """:func:`pc.per_upload` for this page's photo: a synthetic scene's results shared, an upload's in its
+    session."""
+    return pc.per_upload(UPLOAD_KEY, lambda: source == UPLOAD, cache, max_entries, spinner, kept)
 
 
 @_per_photo(st.cache_data, 16, "Detecting objects ...")

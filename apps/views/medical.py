@@ -67,24 +67,10 @@ def _fitted(
     return pc.upload_memo(UPLOAD_KEY, "fitted", (digest, index, channel, size, mode, centre), make, max_entries=4)
 
 
-@st.cache_data(max_entries=32, show_spinner="Drawing samples ...")
-def _predict_test_image(token: str, key: str, image: np.ndarray, num_samples: int, seed: int) -> dict:
-    return dm.medical_predict(pc.load_model(key), image, num_samples, seed)
-
-
-def _predict(token: str, key: str, image: np.ndarray, num_samples: int, seed: int, upload: bool) -> dict:
-    """The samples of ``image``: a synthetic test image's from the cache every session shares, an upload's
-    kept in its own session, as its pixels are (:func:`pc.upload_memo`)."""
-    if not upload:
-        return _predict_test_image(token, key, image, num_samples, seed)
-    return pc.upload_memo(
-        UPLOAD_KEY,
-        "samples",
-        (token, pc.digest(image.tobytes()), image.shape, num_samples, seed),
-        lambda: dm.medical_predict(pc.load_model(key), image, num_samples, seed),
-        max_entries=8,
-        spinner="Drawing samples ...",
-    )
+@pc.per_upload(UPLOAD_KEY, lambda: source == UPLOAD, st.cache_data, 32, "Drawing samples ...", kept=8)
+def _predict(token: str, key: str, image_digest: str, num_samples: int, seed: int, _image: np.ndarray) -> dict:
+    """The samples of the model's input: a synthetic test image's shared, an upload's in its session."""
+    return dm.medical_predict(pc.load_model(key), _image, num_samples, seed)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -506,10 +492,9 @@ else:
     if warning := _far_from_training(volume, image, dm.training_data(key, pc.model_path(key)), preview is not None):
         st.warning(warning)
 
+model_input = np.ascontiguousarray(image, dtype=np.float32)
 try:
-    result = _predict(
-        pc.model_token(key), key, np.ascontiguousarray(image, dtype=np.float32), num_samples, seed, source == UPLOAD
-    )
+    result = _predict(pc.model_token(key), key, pc.digest(model_input.tobytes()), num_samples, seed, model_input)
 except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
     st.error(f"The model failed on this image: {type(exc).__name__}: {exc}")
     st.stop()

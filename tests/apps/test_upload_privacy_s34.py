@@ -78,7 +78,7 @@ def test_a_clips_frames_tracks_and_risks_stay_in_its_session_and_a_rerun_reuses_
     assert calls == {"detect_objects": 8, "accident_predict": 1}
     assert _shared_entries() == shared
     kept = at.session_state[pc._memo_key("accident_upload")]
-    assert set(kept) == {"clip", "tracks", "risk", "chart"}
+    assert set(kept) == {"clip", "tracks", "_predict", "chart"}
     assert kept["clip"][next(iter(kept["clip"]))].frames.shape == (8, 48, 96, 3)
     at.slider(key="accident_threshold").set_value(0.2).run()  # a rerun: neither the detector nor the model again
     _ok(at)

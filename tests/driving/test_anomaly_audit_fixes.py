@@ -90,7 +90,7 @@ def test_the_onnx_sidecar_names_the_road_ids_its_image_score_reads(tmp_path):
 def test_ids_past_the_classes_say_labelids_or_trainids_and_road_ids(tmp_path):
     root = write_kitti(tmp_path / "k", n=2)
     cv2.imwrite(str(root / "training" / "semantic" / "000000.png"), np.full((H, W), 23, np.uint8))
-    with pytest.raises(LabelFormatError, match=r"labelIds \(34 classes, road = 7\).*--model.road_ids"):
+    with pytest.raises(LabelFormatError, match=r"Cityscapes labelIds \(--data.cityscapes_ids labelIds .*--model.road_ids"):
         SemanticSegDataset(root, ["000000"], num_classes=12)[0]
 
 

@@ -126,7 +126,7 @@ def test_a_prediction_perfect_on_the_scored_classes_that_calls_void_road_scores_
 def test_a_34_class_model_on_cityscapes_maps_is_refused_saying_what_to_give(tmp_path):
     root = write_cityscapes(tmp_path / "cs")
     task = anomaly_task(**TINY, oe_weight=0.0, num_classes=34, road_ids=[7])
-    with pytest.raises(ValueError, match=r"labelIds maps are trained on and scored as its 19 train ids \(road = 0; "
+    with pytest.raises(ValueError, match=r"labelIds maps are trained on and scored as Cityscapes' 19 train ids \(road = 0; "
                        r".*but the model has 34 classes: give --model.network.init_args.num_classes 19 "
                        r"--model.road_ids \[0\]$"):  # fmt: skip
         quiet_trainer(limit_val_batches=1.0).validate(task, datamodule=datamodule(root), verbose=False)

@@ -282,9 +282,17 @@ class SemanticSegDataset(_MaskedImages):
     at all is an error naming it then. Not checked: a truncated image whose header reads (OpenCV fills the rest
     with grey), since a full decode of every training image at setup would cost about one more epoch of
     reading. Images are read as stored (EXIF orientation not applied), as their maps.
+
+    ``kind``: ``labelIds`` for maps of Cityscapes label ids (KITTI's ``data_semantics``), read as the 19 train ids
+    (:meth:`_read_map`); ``labelTrainIds`` or None: the maps' values as they are.
     """
 
     mask_what = "semantic map"
+    #: what to give instead of a map holding ids past Cityscapes' label ids
+    label_ids_hint = (
+        "give KITTI's semantic/ maps as downloaded (its data_semantics: Cityscapes label ids); maps of other ids are "
+        "read as they are with --data.cityscapes_ids unset"
+    )
 
     def __init__(
         self,
@@ -292,12 +300,16 @@ class SemanticSegDataset(_MaskedImages):
         ids: Sequence[str],
         transform: A.Compose | None = None,
         num_classes: int | None = None,
+        kind: Literal["labelIds", "labelTrainIds"] | None = None,
     ):
+        if kind is not None and kind not in CITYSCAPES_MAPS:
+            raise ValueError(f"{type(self).__name__}: kind must be one of {list(CITYSCAPES_MAPS)} or None, got {kind!r}")
         base = resolve_kitti_split(kitti_root)
         images = images_by_stem(base / "image_2")
         maps = images_by_stem(base / "semantic", (".png",)) if (base / "semantic").is_dir() else {}
         self.transform = transform
         self.num_classes = num_classes
+        self.kind = kind
         self.items: list[tuple[Path, Path, str]] = []
         for image_id in ids:
             if image_id not in images:
@@ -322,11 +334,28 @@ class SemanticSegDataset(_MaskedImages):
             raise LabelFormatError(
                 path, None, f"class ids {bad[:10]} are not classes of the model (0..{self.num_classes - 1}, "
                 f"{IGNORE_INDEX} = void{'; 254 is reserved for pasted outliers' if 254 in bad else ''}): set "
-                "--model.network.init_args.num_classes, or map them to 255. Cityscapes / KITTI semantics maps "
-                "hold labelIds (34 classes, road = 7) or trainIds (19 classes, road = 0, sidewalk = 1): give "
-                "--model.road_ids their road classes too ([7] or [0]; the default [0, 1] is the synthetic "
-                "set's road and lane marking), where outliers are pasted and the image score looks",
+                "--model.network.init_args.num_classes, or map them to 255. KITTI's semantics maps hold Cityscapes "
+                "labelIds (--data.cityscapes_ids labelIds reads them as its 19 train ids, road = 0, as its "
+                "benchmark scores them); one's own ids need --model.road_ids their road classes too (the default "
+                "[0, 1] is the synthetic set's road and lane marking), where outliers are pasted and the image "
+                "score looks",
             )  # fmt: skip
+
+    def _read_map(self, path: Path) -> np.ndarray:
+        """A labelIds map as Cityscapes' train ids (:data:`~domains.driving.classes.CITYSCAPES_LABEL_TO_TRAIN_ID`,
+        the void classes 255), as its evaluation scores them: read raw, the void classes were trained on and
+        counted in val/miou (a prediction perfect on the 19 scored classes that called void road scored 0.665).
+        Other maps as they are."""
+        label = read_label_map(path)
+        if self.kind != "labelIds":
+            return label
+        outside = (label >= len(CITYSCAPES_LABEL_TO_TRAIN_ID)) & (label != IGNORE_INDEX)
+        if outside.any():
+            raise LabelFormatError(
+                path, None, f"ids {np.unique(label[outside]).tolist()[:10]} are not Cityscapes label ids "
+                f"(0..{len(CITYSCAPES_LABEL_TO_TRAIN_ID) - 1}, 255): {self.label_ids_hint}",
+            )  # fmt: skip
+        return _LABEL_TO_TRAIN_ID[label]
 
     def image_classes(self) -> list[set[int]]:
         """The class ids each semantic map holds (void left out), for repeat-factor sampling: reads every map."""
@@ -354,6 +383,17 @@ def cityscapes_model_settings() -> str:
     """The command-line settings a model trained on Cityscapes maps (either kind) needs, for messages."""
     num_classes, road_ids = CITYSCAPES_MODEL
     return f"--model.network.init_args.num_classes {num_classes} --model.road_ids {list(road_ids)}"
+
+
+def _check_train_id_model(maps: str, num_classes: int | None) -> None:
+    """Maps read as Cityscapes' train ids need a model of as many classes: a 34-class model on the raw labelIds
+    trained on the void classes and counted them in val/miou."""
+    if num_classes is not None and num_classes != CITYSCAPES_MODEL[0]:
+        raise ValueError(
+            f"{maps} are trained on and scored as Cityscapes' {CITYSCAPES_MODEL[0]} train ids (road = "
+            f"{CITYSCAPES_MODEL[1][0]}; labelIds' void classes are 255, ignored, as Cityscapes' evaluation does), but "
+            f"the model has {num_classes} classes: give {cityscapes_model_settings()}"
+        )
 
 
 def _cityscapes_map_kind(maps_root: Path, splits: Sequence[str], kind: str | None) -> str:
@@ -394,13 +434,7 @@ def read_cityscapes_semantic(
         raise FileNotFoundError(f"{root / 'gtFine'}: folder not found ({CITYSCAPES_HINT}; gtCoarse is not read)")
     images_root, maps_root, splits = cityscapes_splits(root)
     kind = _cityscapes_map_kind(maps_root, splits, kind)
-    if num_classes is not None and num_classes != CITYSCAPES_MODEL[0]:
-        raise ValueError(
-            f"--data.data_path {root}: Cityscapes' {kind} maps are trained on and scored as its "
-            f"{CITYSCAPES_MODEL[0]} train ids (road = {CITYSCAPES_MODEL[1][0]}; labelIds' void classes are 255, "
-            f"ignored, as Cityscapes' evaluation does), but the model has {num_classes} classes: give "
-            f"{cityscapes_model_settings()}"
-        )
+    _check_train_id_model(f"--data.data_path {root}: Cityscapes' {kind} maps", num_classes)
     suffix = CITYSCAPES_MAPS[kind]
     found: dict[str, list[tuple[Path, Path, str, str]]] = {}
     log = DropLog(strict)
@@ -435,6 +469,10 @@ class CityscapesSegDataset(SemanticSegDataset):
     maps as train ids (:meth:`_read_map`)."""
 
     mask_what = "gtFine map"
+    label_ids_hint = (
+        "give the gtFine labelIds maps as downloaded (train-id maps are *_gtFine_labelTrainIds.png, read with "
+        "--data.cityscapes_ids labelTrainIds)"
+    )
 
     def __init__(
         self,
@@ -447,22 +485,6 @@ class CityscapesSegDataset(SemanticSegDataset):
             raise ValueError(f"CityscapesSegDataset: kind must be one of {list(CITYSCAPES_MAPS)}, got {kind!r}")
         self.items, self.kind, self.transform, self.num_classes = list(items), kind, transform, num_classes
 
-    def _read_map(self, path: Path) -> np.ndarray:
-        """A labelIds map as Cityscapes' train ids (:data:`~domains.driving.classes.CITYSCAPES_LABEL_TO_TRAIN_ID`,
-        the void classes 255), as its evaluation scores them: read raw, the void classes were trained on and
-        counted in val/miou (a prediction perfect on the 19 scored classes that called void road scored 0.665).
-        A labelTrainIds map as it is."""
-        label = read_label_map(path)
-        if self.kind != "labelIds":
-            return label
-        outside = (label >= len(CITYSCAPES_LABEL_TO_TRAIN_ID)) & (label != IGNORE_INDEX)
-        if outside.any():
-            raise LabelFormatError(
-                path, None, f"ids {np.unique(label[outside]).tolist()[:10]} are not Cityscapes label ids "
-                f"(0..{len(CITYSCAPES_LABEL_TO_TRAIN_ID) - 1}, 255): give the gtFine labelIds maps as downloaded "
-                "(train-id maps are *_gtFine_labelTrainIds.png, read with --data.cityscapes_ids labelTrainIds)",
-            )  # fmt: skip
-        return _LABEL_TO_TRAIN_ID[label]
 
 
 def segmentation_transforms(
@@ -576,7 +598,10 @@ class SegmentationDataModule(SplitLoaders):
         cityscapes_ids: which Cityscapes maps to read: ``labelIds`` (``*_gtFine_labelIds.png``, the download's
             own) or ``labelTrainIds``; either is trained on and scored as the 19 train ids (labelIds converted,
             their void classes 255), so the model needs ``--model.network.init_args.num_classes 19
-            --model.road_ids [0]``; null: the kind gtFine/ holds, labelTrainIds where it holds both.
+            --model.road_ids [0]``; null: the kind gtFine/ holds, labelTrainIds where it holds both. With a KITTI
+            layout, which ids its ``semantic/`` maps hold: ``labelIds`` for KITTI's own (``data_semantics``, scored
+            as Cityscapes' 19 train ids by its benchmark), ``labelTrainIds``; null: read as they are (the synthetic
+            set's ids).
     """
 
     INPUT_SETTINGS = ("image_size",)
@@ -672,6 +697,20 @@ class SegmentationDataModule(SplitLoaders):
     def _kitti_sets(self, root: Path, stage: str | None, num_classes: int | None) -> dict[str, Dataset]:
         """The train / val datasets of a KITTI-layout set, split by driving sequence."""
         base = resolve_kitti_split(root)
+        kind = self.cityscapes_ids
+        if kind is not None:
+            _check_train_id_model(f"--data.cityscapes_ids {kind}: {base / 'semantic'}", num_classes)
+            rank_zero_info(f"{base / 'semantic'}: Cityscapes {kind} maps"
+                           f"{', read as train ids, void 255' if kind == 'labelIds' else ''}")  # fmt: skip
+        elif num_classes == len(CITYSCAPES_LABEL_TO_TRAIN_ID):
+            warnings.warn(
+                f"{base / 'semantic'}: a {num_classes}-class model reads the maps' label ids as they are, so the void "
+                "classes (ego vehicle, out of roi, ...) are trained on and counted in val/miou. KITTI's semantics "
+                "benchmark, as Cityscapes', scores the 19 train ids: --data.cityscapes_ids labelIds reads KITTI's "
+                f"semantic/ maps so ({cityscapes_model_settings()})",
+                UserWarning,
+                stacklevel=2,
+            )
         with counting_hidden_files(base / "image_2"):  # listed again per split: counted once
             log = DropLog(self.strict)
             images = images_by_stem(base / "image_2")
@@ -686,7 +725,7 @@ class SegmentationDataModule(SplitLoaders):
             split = group_split(groups, self.split_fractions, seed=self.seed, names=("train", "val"))
             self.check_splits(split, stage, sequence_split_hint(self.split_fractions))
             return {
-                name: SemanticSegDataset(root, [ids[i] for i in idx], self._train_transform(name), num_classes)
+                name: SemanticSegDataset(root, [ids[i] for i in idx], self._train_transform(name), num_classes, kind)
                 for name, idx in split.items()
             }
 

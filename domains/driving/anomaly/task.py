@@ -142,8 +142,9 @@ class AnomalySegmentationTask(BaseTask):
             ``model.detector.backbone.body.``; an anomaly checkpoint: ``model.segmenter.backbone.encoder.``).
         road_ids: the class ids of the road in the semantic maps (kept in checkpoints): outlier exposure stands
             pasted objects on them and the image score reads the road they enclose. The default [0, 1] is the
-            synthetic set's road and lane marking; labelIds maps read as they are (KITTI's ``semantic/``): [7];
-            trainIds, and a Cityscapes download (its labelIds are read as trainIds): [0]. With ``"enet"``
+            synthetic set's road and lane marking; labelIds maps read as they are: [7]; trainIds, a Cityscapes
+            download and KITTI's ``semantic/`` with ``--data.cityscapes_ids labelIds`` (labelIds read as trainIds):
+            [0]. With ``"enet"``
             class weights, ids that hold no training pixel (or the default under another class count) are warned
             about when training starts, from the pixels that pass counts.
         base_task_args: ``optimizer``, ``lr_scheduler``, ``nonfinite_loss`` (see :class:`shared.task.BaseTask`).
@@ -223,8 +224,8 @@ class AnomalySegmentationTask(BaseTask):
         if not self.road_ids or not all(0 <= i < num_classes for i in self.road_ids):
             raise ValueError(
                 f"road_ids must name road classes of the model (0..{num_classes - 1}), got {list(road_ids)}: "
-                "--model.road_ids (labelIds read as they are, as KITTI's semantic/: [7]; trainIds and a Cityscapes "
-                "download, whose labelIds are read as trainIds: [0])"
+                "--model.road_ids (labelIds read as they are: [7]; trainIds, a Cityscapes download and KITTI's semantic/ "
+                "with --data.cityscapes_ids labelIds, whose labelIds are read as trainIds: [0])"
             )
         # Cross-entropy class weights (not saved: recomputed from the data whenever training starts).
         self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
@@ -373,7 +374,7 @@ class AnomalySegmentationTask(BaseTask):
             f"common classes: {', '.join(f'{i} {shares[i]:.1%}' for i in top)}). Outlier exposure stands pasted "
             "objects on the road_ids classes and the image score reads the road they enclose. Cityscapes labelIds: "
             "road = 7 (--model.road_ids [7], 34 classes); trainIds: road = 0 (--model.road_ids [0], 19 classes; a "
-            "Cityscapes download's labelIds maps are read as trainIds)"
+            "Cityscapes download's labelIds maps, and KITTI's with --data.cityscapes_ids labelIds, are read as trainIds)"
         )
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

@@ -166,6 +166,11 @@ class CheckedExport:
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
 
+    def staged(self, file: str) -> Path:
+        """Where ``file`` lies until :meth:`finish` moves it into ``out_dir``: for checks of one's own on a graph
+        (a failure there leaves nothing behind)."""
+        return self._staging / file
+
     def graph(
         self,
         file: str,

@@ -359,7 +359,14 @@ def _detection_test_split(data):
 
 
 @pytest.mark.parametrize(
-    "module", ["domains.medical.export", "domains.driving.detection.export", "domains.driving.anomaly.export"]
+    "module",
+    [
+        "domains.medical.export",
+        "domains.driving.detection.export",
+        "domains.driving.anomaly.export",
+        "domains.driving.accident.export",
+        "shared.classification.export",
+    ],
 )
 def test_export_entries_refuse_missing_garbage_and_foreign_checkpoints(module, checkpoints, work):
     import importlib

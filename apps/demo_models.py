@@ -385,6 +385,12 @@ def _for_demo(key: str, task, data_hparams: dict):
     return task
 
 
+def _unknown_key(where: str, key: str) -> ValueError:
+    """The error of a describing function given a key it has no branch for: a new demo model must be described
+    explicitly, not in another one's words (a catch-all once described any other key as the anomaly model)."""
+    return ValueError(f"{where}: no description for demo model key {key!r}; known keys: {list(DEMO_MODELS)}")
+
+
 def network_name(key: str, hparams: dict) -> str:
     """A short name of the network a card describes (for people; the hyper-parameters build it)."""
     network = hparams.get("network") or {}
@@ -409,11 +415,20 @@ def network_name(key: str, hparams: dict) -> str:
             f"AccidentAnticipator ({args.get('temporal', 'gru')}, hidden {args.get('hidden')}) {reads}, "
             f"horizons {args.get('horizons')} s" + (f", motion lags {lags} frames" if lags != [1] else "")
         )
-    return f"U-Net segmenter on {args.get('encoder')} {args.get('encoder_kwargs') or {}} + outlier head"
+    if key == "driving_anomaly":
+        return f"U-Net segmenter on {args.get('encoder')} {args.get('encoder_kwargs') or {}} + outlier head"
+    raise _unknown_key("network_name", key)
 
 
 def data_description(key: str, data_hp: dict) -> str:
     """Where the training data of a demo model came from."""
+    synthetic = {
+        "driving_detection": "KITTI-layout road scenes (1500 frames)",
+        "driving_instances": "KITTI-layout road scenes with per-object instance maps (1500 frames)",
+        "driving_anomaly": "road-scene semantic maps",
+    }
+    if key not in (*MEDICAL_KEYS, "driving_accident", *synthetic):
+        raise _unknown_key("data_description", key)
     if key in MEDICAL_KEYS and data_hp.get("data_path"):
         return (
             f"{data_hp.get('data_format') or 'lidc_png'} data at {data_hp['data_path']}, "
@@ -439,11 +454,7 @@ def data_description(key: str, data_hp: dict) -> str:
         return f"{data_hp.get('data_format', 'kitti')} instances at {data_hp['data_path']}, split by sequence"
     if data_hp.get("data_path"):  # one's own data set: the synthetic set is generated only without one
         return " ".join(filter(None, (data_hp.get("data_format"), f"data at {data_hp['data_path']}")))
-    what = {
-        "driving_detection": "KITTI-layout road scenes (1500 frames)",
-        "driving_instances": "KITTI-layout road scenes with per-object instance maps (1500 frames)",
-    }.get(key, "road-scene semantic maps")
-    return f"synthetic {what} from domains.driving.synthetic (defaults, seed 0), split by sequence"
+    return f"synthetic {synthetic[key]} from domains.driving.synthetic (defaults, seed 0), split by sequence"
 
 
 def read_checkpoint(path: str | Path) -> dict:

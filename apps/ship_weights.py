@@ -8,8 +8,9 @@ Per demo model: the plain network's weights (``task.model``) as fp16 safetensors
 code), and a JSON model card beside it: the command, data and seed, date, device, the run's test figures, the
 file's sha256, and figures measured here on the CPU with the fp16 weights on a fixed subset of the test split
 (what ``tests/apps/test_shipped_weights.py`` reproduces). The card also carries what the pages start from: the
-detector's best-F1 score threshold on the validation split, the anomaly threshold at 95 % TPR on validation
-images with pasted outliers, and the best and worst test examples.
+detector's best-F1 score threshold on the validation split (the one the task fitted during training, its
+``operating_threshold`` buffer in the run's weights; fitted here only for a run without one), the anomaly
+threshold at 95 % TPR on validation images with pasted outliers, and the best and worst test examples.
 
 Models trained outside ``gpu_recipes`` (the accident anticipator, the instance segmenter) ship from their
 Lightning checkpoint (``--checkpoint KEY=PATH``, loaded with ``weights_only=True``): their test figures are
@@ -111,12 +112,16 @@ def subset_figures(key: str, task, data_hp: dict) -> dict[str, float]:
         return accident_figures(task, data_hp)
     if key == "driving_instances":
         return instance_figures(task, data_hp, SUBSET[key])
-    if key.startswith("medical"):
+    if key == "medical" or key in dm.MEDICAL_KEYS:
         data = medical_datamodule(data_hp, SUBSET["medical"])
         limit = {}
-    else:
+    elif key in ("driving_detection", "driving_anomaly"):
         data = detection_datamodule(data_hp) if key == "driving_detection" else anomaly_datamodule(data_hp)
         limit = {"limit_test_batches": SUBSET[key] // data.batch_size}
+    else:
+        raise ValueError(
+            f"subset_figures: no test subset for key {key!r}; known keys: {['medical', *dm.DEMO_MODELS]}"
+        )
     pl.seed_everything(0, verbose=False)
     return _figures(_trainer(**limit).test(task, datamodule=data, verbose=False)[0])
 
@@ -154,20 +159,36 @@ def evaluate_medical(task, data_hp: dict) -> dict:
     }
 
 
-def evaluate_detection(task, data_hp: dict, examples_dir: Path) -> dict:
-    """Subset test figures, the best-F1 threshold on the validation split, best / worst test frame (copied)."""
+def evaluate_detection(task, data_hp: dict, examples_dir: Path, fitted: float | None = None) -> dict:
+    """Subset test figures, the operating point on the validation split, best / worst test frame (copied).
+
+    ``fitted``: the best-F1 threshold the task fitted at the run's last validation (its ``operating_threshold``
+    buffer): the card records it, with its F1, precision and recall on the validation split measured here.
+    None or NaN (a run from before the task fitted one): the threshold is fitted here, by the same rule, with
+    a warning and the card's ``rule`` saying so."""
     from domains.driving.detection.operating_point import best_f1_threshold, per_image_f1
 
     figures = subset_figures("driving_detection", task, data_hp)
     data = detection_datamodule(data_hp)
     batches = SUBSET["driving_detection"] // data.batch_size
-    point = best_f1_threshold(*_detection_boxes(task, data.val_dataloader()))
+    rule = "best pooled F1, IoU 0.5 (detections mostly in DontCare regions dropped)"
+    val_boxes = _detection_boxes(task, data.val_dataloader())
+    if fitted is not None and np.isfinite(fitted):
+        point = best_f1_threshold(*val_boxes, thresholds=(float(fitted),))
+        rule += ", fitted by the task at the run's last validation (operating_threshold)"
+    else:
+        warnings.warn(
+            "driving_detection: the run's weights hold no fitted operating_threshold; fitting the best-F1 "
+            "threshold on the validation split here, with the fp16 weights",
+            stacklevel=2,
+        )
+        point = best_f1_threshold(*val_boxes)
+        rule += ", fitted here with the fp16 weights (the run's weights hold no operating_threshold)"
     preds, targets = _detection_boxes(task, data.test_dataloader(), batches)
     scored = [
         (per_image_f1(p, t, point["threshold"]), t["image_id"], len(t["boxes"]))
         for p, t in zip(preds, targets)
     ]
-    rule = "best pooled F1, IoU 0.5 (detections mostly in DontCare regions dropped)"
     return {
         "subset": {"split": "test", "images": batches * data.batch_size, "seed": 0, "metrics": figures},
         "operating_point": {"split": "val", "rule": rule, **_rounded(point)},
@@ -469,6 +490,9 @@ def ship(key: str, runs: Path, out: Path) -> dict:
     missing = set(task.model.state_dict()) - {k[len("model.") :] for k in checkpoint["state_dict"]}
     if missing:
         raise KeyError(f"{run_name}.safetensors lacks {sorted(missing)[:5]}")
+    # the detector's operating point lives on the task, not in task.model: read it before the plain network
+    # is shipped (NaN where the run has none; gpu_recipes stores it in fp16)
+    fitted = float(task.operating_threshold) if key == "driving_detection" else None
     weights = out / f"{key}.safetensors"
     save_file(
         _plain_fp16(task), str(weights), metadata={"key": key, "format": "state_dict of task.model, fp16"}
@@ -477,7 +501,7 @@ def ship(key: str, runs: Path, out: Path) -> dict:
     if key.startswith("medical"):
         evaluation = evaluate_medical(task, data_hp)
     elif key == "driving_detection":
-        evaluation = evaluate_detection(task, data_hp, out.parent / "examples")
+        evaluation = evaluate_detection(task, data_hp, out.parent / "examples", fitted)
     else:
         evaluation = evaluate_anomaly(task, data_hp)
     card = {

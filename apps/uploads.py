@@ -354,7 +354,7 @@ def _decode_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> tuple[n
     return array, notes
 
 
-def _to_uint8(array: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+def _to_uint8(array: np.ndarray, notes: list[str]) -> np.ndarray:
     """16-bit -> 8-bit by the image's own min..max (12-bit sensors rarely fill 16 bits), with a note."""
     if array.dtype == np.uint8:
         return array
@@ -380,7 +380,7 @@ def decode_rgb_image(
     if fmt not in ("png", "jpeg"):
         raise UploadError(f"{name}: unsupported file type; upload a PNG or JPEG photo")
     array, notes = _decode_raster(data, name, fmt, max_pixels)
-    array = _to_uint8(array, name, notes)
+    array = _to_uint8(array, notes)
     if array.ndim == 2:
         notes.append("grayscale image converted to RGB (the models expect colour)")
         rgb = cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)

@@ -361,8 +361,10 @@ def _group_digest(group: Hashable) -> int:
     return int(hashlib.sha1(str(group).encode()).hexdigest()[:15], 16)
 
 
-def _stable_rank(group: Hashable, seed: int) -> str:
-    # Python's hash() is salted per process; a digest keeps the split identical across runs and machines.
+def stable_rank(group: Hashable, seed: int) -> str:
+    """The sort key of a seeded split order (:func:`group_split`, the accident clips' ``split_clips``): the
+    SHA-1 of ``"<seed>:<group>"``. Python's hash() is salted per process; a digest keeps the split identical
+    across runs and machines (the shipped benchmark splits depend on it: do not change it)."""
     return hashlib.sha1(f"{seed}:{group}".encode()).hexdigest()
 
 
@@ -393,7 +395,7 @@ def group_split(
     if len(groups) == 0:
         raise ValueError("group_split: no items to split (empty group list)")
     # ties (ids that print alike: 1 and "1") by type and repr, not by the set's per-process hash order
-    unique = sorted(dict.fromkeys(groups), key=lambda g: (_stable_rank(g, seed), type(g).__name__, repr(g)))
+    unique = sorted(dict.fromkeys(groups), key=lambda g: (stable_rank(g, seed), type(g).__name__, repr(g)))
     n = len(unique)
     bounds, acc = [], 0.0
     for f in fractions:
@@ -455,8 +457,19 @@ def segmentation_augmentations(
     return A.Compose(transforms, seed=seed)
 
 
+#: the share of a box's area a crop must leave for the box to be kept (:func:`detection_bbox_params`)
+DETECTION_MIN_VISIBILITY = 0.3
+
+
+def detection_bbox_params(min_visibility: float = DETECTION_MIN_VISIBILITY) -> A.BboxParams:
+    """How the detection pipelines carry boxes (pascal_voc, labels in ``labels``), dropping those a crop left
+    less than ``min_visibility`` of: one place for :func:`detection_augmentations` and the pipelines built
+    around its steps (``domains.driving.detection.data.detection_transforms``)."""
+    return A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility)
+
+
 def detection_augmentations(
-    min_visibility: float = 0.3,
+    min_visibility: float = DETECTION_MIN_VISIBILITY,
     flip: bool = True,
     crop_scale: tuple[float, float] = (0.6, 1.0),
     crop_prob: float = 0.5,
@@ -487,6 +500,6 @@ def detection_augmentations(
         transforms.append(A.RandomBrightnessContrast(p=0.3))
     return A.Compose(
         transforms,
-        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility),
+        bbox_params=detection_bbox_params(min_visibility),
         seed=seed,
     )

@@ -16,7 +16,6 @@ the whole clip, so a recurrent model's slot n always follows one object.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -51,7 +50,7 @@ from domains.driving.accident.readers import (
 )
 from domains.driving.common import check_decodes, read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
-from shared.data import SplitLoaders, check_cap
+from shared.data import SplitLoaders, check_cap, stable_rank
 from shared.task import CheckpointMismatchError
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
@@ -310,11 +309,6 @@ def collate_clips(items: Sequence[dict]) -> dict:
 # ---------------------------------------------------------------------------------------------- splits
 
 
-def _rank(clip_id: str, seed: int) -> str:
-    # a digest, not hash(): Python salts hash() per process, and the split must not change between runs
-    return hashlib.sha1(f"{seed}:{clip_id}".encode()).hexdigest()
-
-
 def split_clips(
     clips: Sequence[AccidentClip], val_fraction: float, test_fraction: float, seed: int = 0
 ) -> dict[str, list[AccidentClip]]:
@@ -339,7 +333,7 @@ def split_clips(
         splits["test"].extend(fixed)
         test_fraction = 0.0
     for kind in KINDS:
-        group = sorted((c for c in pool if c.kind == kind), key=lambda c: _rank(c.clip_id, seed))
+        group = sorted((c for c in pool if c.kind == kind), key=lambda c: stable_rank(c.clip_id, seed))
         n = len(group)
         n_test, n_val = round(test_fraction * n), round(val_fraction * n)
         if n >= 3:

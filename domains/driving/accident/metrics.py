@@ -8,13 +8,15 @@ Conventions (all times in seconds of physical lead time):
 - **Clip found at threshold th**: a crash clip is found if some frame ``t < toa`` has ``score >= th``; a
   negative clip (near miss or normal) is a false positive if any of its frames reaches ``th``.
 - **video AP**: the step sum ``AP = sum_k (R_k - R_{k-1}) P_k`` over the sweep of thresholds in descending
-  order (sklearn's ``average_precision_score`` on the clip scores ``max(scores[:toa])`` / ``max(scores)``,
-  tested equal). Written out because a crash clip that can never be found (contact at frame 0, or no frame
-  early enough for :func:`ap_before`) must stay in the recall denominator without a threshold that finds it,
-  which sklearn / torchmetrics cannot express (they need a finite score for every clip). NaN without negative
-  clips (DoTA alone): precision is then 1 at every threshold, so the step sum is the share of crash clips that
-  can be found, 1.0 for any scores (sklearn's ``average_precision_score`` returns that 1.0; with no positive it
-  warns and returns 0): no ranking is measured.
+  order, on the clip scores ``max(scores[:toa])`` / ``max(scores)``. A crash clip that can never be found
+  (contact at frame 0, or no frame early enough for :func:`ap_before`) has no score but stays in the recall
+  denominator. torchmetrics' ``binary_average_precision`` (sklearn's ``average_precision_score``: the same step
+  sum, ties grouped) computes it on the clips that can be found; scaled by their share of the crash clips, it
+  is the AP over all of them: clips never found only scale every recall step (``R_k = TP_k / n_pos``), the
+  precisions do not see them (they are above no threshold). torchmetrics divides in float32: within 1e-7 of
+  sklearn's float64. 0 when no crash clip can be found. NaN without negative clips (DoTA alone): precision is
+  then 1 at every threshold, so the step sum is the share of crash clips that can be found, whatever the
+  scores: no ranking is measured.
 - **frame AP**: torchmetrics' ``binary_average_precision`` (the same step sum) over all frames of all clips
   pooled, label 1 on crash-clip frames with ``t >= toa - horizon * fps`` (contact within the horizon, or
   ongoing, as CCD's per-frame labels mark the crash frames), 0 elsewhere. **frame AP before contact**: the
@@ -186,23 +188,19 @@ def _clip_score(r: ClipScores, lead_seconds: float = 0.0) -> float:
 
 def _step_ap(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
     """``sum_k (R_k - R_{k-1}) P_k`` over thresholds at the distinct finite scores, descending; positives at
-    -inf are never found but count in the recall denominator. NaN without positives or without negatives (the
-    precision is 1 at every threshold: nothing is ranked)."""
+    -inf are never found but count in the recall denominator (torchmetrics' AP on the others, times their
+    share). NaN without positives or without negatives (the precision is 1 at every threshold: nothing is
+    ranked)."""
     n_pos = len(pos_scores)
     if n_pos == 0 or len(neg_scores) == 0:
         return math.nan
-    finite = np.concatenate([pos_scores[np.isfinite(pos_scores)], neg_scores])
-    thresholds = np.unique(finite)[::-1]
-    if len(thresholds) == 0:
+    found = pos_scores[np.isfinite(pos_scores)]
+    if len(found) == 0:  # no threshold finds a crash clip: precision 0 wherever recall could rise
         return 0.0
-    pos_sorted, neg_sorted = np.sort(pos_scores), np.sort(neg_scores)
-    tp = n_pos - np.searchsorted(pos_sorted, thresholds, side="left")  # count >= th
-    fp = len(neg_sorted) - np.searchsorted(neg_sorted, thresholds, side="left")
-    keep = (tp + fp) > 0
-    tp, fp = tp[keep], fp[keep]
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
-    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+    scores = torch.from_numpy(np.concatenate([found, neg_scores]))
+    labels = torch.zeros(len(scores), dtype=torch.long)
+    labels[: len(found)] = 1
+    return len(found) / n_pos * float(binary_average_precision(scores, labels))
 
 
 def ap_before(records: Sequence[ClipScores], seconds: float) -> float:

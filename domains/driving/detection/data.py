@@ -40,9 +40,11 @@ from domains.driving.formats import (
     resolve_kitti_split,
 )
 from shared.data import (
+    DETECTION_MIN_VISIBILITY,
     SplitLoaders,
     check_cap,
     detection_augmentations,
+    detection_bbox_params,
 )
 from shared.files import visible_files
 
@@ -295,6 +297,7 @@ def detection_transforms(
     crop_scale: tuple[float, float] = (0.6, 1.0),
     crop_prob: float = 0.5,
     boxes: bool = True,
+    min_visibility: float = DETECTION_MIN_VISIBILITY,
 ) -> A.Compose | None:
     """Train: flips, photometric jitter and (with ``image_size``) scale crops; eval: fit into ``image_size``
     (or nothing).
@@ -305,7 +308,8 @@ def detection_transforms(
     640x192 stays as it is.
 
     ``boxes``: carry pascal_voc ``bboxes`` (+ ``labels``) through the steps; False for targets that are only
-    masks (the instance task re-derives its boxes from the moved masks)."""
+    masks (the instance task re-derives its boxes from the moved masks); ``min_visibility``: a box a crop left
+    less of its area than this is dropped (:func:`shared.data.detection_bbox_params`, the augmentation's own)."""
     resize = [A.LongestMaxSize(max_size_hw=(image_size[0], image_size[1]))] if image_size else []
     steps = []
     if train and augment:
@@ -319,9 +323,7 @@ def detection_transforms(
     if not steps and not resize:
         return None
     # the crop may not fire (crop_prob < 1): a final fit into image_size bounds every sample (a crop is exact)
-    bbox_params = (
-        A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.3) if boxes else None
-    )
+    bbox_params = detection_bbox_params(min_visibility) if boxes else None
     return A.Compose([*steps, *resize], bbox_params=bbox_params, seed=seed)
 
 

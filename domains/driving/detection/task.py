@@ -16,9 +16,10 @@ difficulty filters mean what the devkit means.
 Validation also fits the operating point: the score threshold with the best pooled F1 (boxes matched at IoU
 0.5 within a class, detections mostly inside DontCare dropped:
 :mod:`domains.driving.detection.operating_point`, the shipped weights' rule), logged as ``val/best_f1`` /
-``val/best_f1_threshold`` and kept in the checkpoint (the ``operating_threshold`` buffer, as the accident task
-keeps its alarm threshold); test logs F1 at the threshold ``predict`` draws at (``test/f1``,
-``test/f1_threshold``), and the ONNX sidecar carries it.
+``val/best_f1_threshold`` and kept in the checkpoint (the ``operating_threshold`` buffer of this
+LightningModule, not of the plain network ``self.model``, unlike the accident model's ``alarm_threshold``: a
+state dict of ``task.model`` alone, as the shipped weights are, does not hold it); test logs F1 at the
+threshold ``predict`` draws at (``test/f1``, ``test/f1_threshold``), and the ONNX sidecar carries it.
 
 Training: FCOS has no ignore label, so points inside DontCare regions are trained as background (they hold
 only tiny or far objects); boxes under 1 px left by crops are dropped and counted

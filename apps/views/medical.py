@@ -241,14 +241,22 @@ st.write(
 
 
 def _medical_key(path: str) -> str:
-    """Which of the page's models a user checkpoint replaces: the network class its hyper-parameters name."""
-    name = dm.checkpoint_model_name(path)
-    if name is None:  # a bare state dict, or another tool's file: no network is named to route by
+    """Which of the page's models a user checkpoint replaces: the one its network (hyper-parameters' class_path)
+    is or extends, by the task's rule (:func:`domains.medical.models.model_name`): a subclass of the Prob. U-Net
+    replaces the Prob. U-Net."""
+    from domains.medical.models import MODELS, model_name
+
+    network = (dm.read_checkpoint(path).get("hyper_parameters") or {}).get("network") or {}
+    class_path = network.get("class_path")
+    if not class_path:  # a bare state dict, or another tool's file: no network is named to route by
         raise ValueError(f"it names no network (hyper_parameters.network): {pc.NOT_A_CHECKPOINT} that fit wrote")
-    key = next((k for k in dm.MEDICAL_KEYS if dm.DEMO_MODELS[k].model_name == name), None)
+    name = model_name(str(class_path))
+    key = next((k for k in dm.MEDICAL_KEYS if name and dm.DEMO_MODELS[k].model_name == MODELS[name].__name__), None)
     if key is None:
         known = ", ".join(dm.DEMO_MODELS[k].model_name for k in dm.MEDICAL_KEYS)
-        raise ValueError(f"it holds model {name!r}, not one of {known} (a medical checkpoint?)")
+        raise ValueError(
+            f"it holds model {class_path!r}, which is none of {known} nor a subclass of one (a medical checkpoint?)"
+        )
     return key
 
 

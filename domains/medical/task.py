@@ -12,7 +12,7 @@ from shared.segmentation import pad_to_multiple
 from shared.task import BaseTask, NonFiniteLossError
 
 from .metrics import SegmentationUncertaintyMetrics
-from .models import MODELS, HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
+from .models import MedicalSegmenter, model_name
 from .predict import MedicalPredictionWriter, size_multiple, uncertainty_map
 
 # How this run evaluates, predicts or trains, not what the model is: not saved with it (see ``__init__``).
@@ -39,7 +39,9 @@ class MedicalSegmentationTask(BaseTask):
             ``domains.medical.models.UNetSegmenter`` (deterministic baseline), ``...ProbabilisticUNet`` (Kohl et al.
             2018: ``channels``, ``latent_dim``, ``fcomb_layers``, ``beta``) or ``...HierarchicalProbUNet`` (Kohl
             et al. 2019: ``latent_channels``, ``blocks_per_level``, GECO ``kappa`` / ``geco_rate`` ..., top-k);
-            every argument: ``--model.network.help HierarchicalProbUNet``.
+            every argument: ``--model.network.help HierarchicalProbUNet``. A model of one's own subclasses
+            ``domains.medical.models.MedicalSegmenter`` (its docstring lists what the task calls) or one of
+            these, and is given by its ``class_path`` (``my_module.MyNet``).
         num_samples: segmentations drawn per image for metrics and prediction (16 in the papers); not stored in
             checkpoints, so ``test`` / ``predict --ckpt_path`` take it from the command line.
         threshold: probability above which a sample's pixel is foreground.
@@ -72,7 +74,7 @@ class MedicalSegmentationTask(BaseTask):
 
     def __init__(
         self,
-        network: UNetSegmenter | ProbabilisticUNet | HierarchicalProbUNet,
+        network: MedicalSegmenter,
         num_samples: int = 16,
         threshold: float = 0.5,
         predict_dir: str | None = "predictions/medical",
@@ -94,16 +96,16 @@ class MedicalSegmentationTask(BaseTask):
             raise ValueError(
                 f"predict_uncertainty must be 'entropy' or 'variance', got {predict_uncertainty!r}"
             )
-        self.model = self.build_network(network, tuple(MODELS.values()))
-        # a subclass (a network of your own built on one of them) is named by the model it extends
-        self.model_name = next(name for name, cls in MODELS.items() if isinstance(self.model, cls))
+        self.model = self.build_network(network, MedicalSegmenter)
+        # MODELS' name of the model it is or extends (a subclass of one is named by it); None: a model of one's own
+        self.model_name = model_name(self.model)
         self.model.input_size = (int(input_size), int(input_size)) if input_size else None
         if pretrained_backbone:
             if not hasattr(self.model, "backbone"):
                 raise ValueError(
                     f"--model.pretrained_backbone {pretrained_backbone}: {type(self.model).__name__} has no "
-                    "registry encoder to load (its residual U-Net is its own); it applies to UNetSegmenter and "
-                    "ProbabilisticUNet"
+                    "backbone property: no registry encoder to load (the HPU-Net's residual U-Net is its own); it "
+                    "applies to UNetSegmenter, ProbabilisticUNet and models of one's own with a backbone"
                 )
             self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
         self.num_samples = num_samples

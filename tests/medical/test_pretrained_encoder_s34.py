@@ -49,8 +49,8 @@ def test_a_prob_unet_checkpoints_encoder_starts_a_fine_tune_and_the_rest_starts_
 def test_the_hpu_net_is_refused_saying_which_networks_take_one(tmp_path):
     path = tmp_path / "any.pth"
     torch.save({"w": torch.zeros(1)}, path)
-    with pytest.raises(ValueError, match=r"HierarchicalProbUNet has no registry encoder .* UNetSegmenter and "
-                       r"ProbabilisticUNet"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"HierarchicalProbUNet has no backbone property: .* UNetSegmenter, "
+                       r"ProbabilisticUNet and models of one's own with a backbone"):  # fmt: skip
         MedicalSegmentationTask(
             network=HierarchicalProbUNet(**TINY["hpu_net"]), predict_dir=None, pretrained_backbone=str(path)
         )

@@ -39,8 +39,8 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
 from shared.backbones import upsample_nearest
-from shared.networks import RemembersInitArgs
 
+from .base import MedicalSegmenter
 from .common import (
     check_images,
     check_masks,
@@ -273,7 +273,7 @@ def free_bits_kl(
 _SAMPLE_MODES = ("all", "global", "local")
 
 
-class HierarchicalProbUNet(RemembersInitArgs, nn.Module):
+class HierarchicalProbUNet(MedicalSegmenter):
     """HPU-Net with one foreground logit.
 
     Args:

@@ -21,8 +21,8 @@ from torch import nn
 from torch.distributions import Independent, kl_divergence
 
 from shared.backbones import UNet, UNetEncoder
-from shared.networks import RemembersInitArgs
 
+from .base import MedicalSegmenter
 from .common import (
     bce_sum_per_image,
     check_images,
@@ -115,7 +115,7 @@ class FComb(nn.Module):
         return logits[:, :, 0] if logits.shape[2] == 1 else logits
 
 
-class ProbabilisticUNet(RemembersInitArgs, nn.Module):
+class ProbabilisticUNet(MedicalSegmenter):
     """Prob U-Net with one foreground logit (BCE-with-logits).
 
     Its U-Net and its prior / posterior encoders are the suite's shared U-Net (``shared/backbones/unet.py``,

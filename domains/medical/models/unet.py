@@ -7,13 +7,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from shared.networks import RemembersInitArgs
 from shared.segmentation import SegmentationNet
 
+from .base import MedicalSegmenter
 from .common import bce_sum_per_image, check_images, check_masks, init_foreground_bias
 
 
-class UNetSegmenter(RemembersInitArgs, nn.Module):
+class UNetSegmenter(MedicalSegmenter):
     """The plain U-Net: one mask per image. Its N "samples" are N copies of the same logits.
 
     Shares the interface of the probabilistic models (``loss``, ``sample_logits``) so the task, metrics and

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import itertools
 import json
 import math
 import os
+import platform
+import random
 import shutil
 import sys
 import types
@@ -17,10 +20,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import yaml
+from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
@@ -234,11 +238,20 @@ class SuiteCLI(LightningCLI):
         if prog:
             parser_kwargs.setdefault("prog", prog)
         kwargs["parser_kwargs"] = parser_kwargs
+        kwargs.setdefault("save_config_callback", ConfigInCheckpoints)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", default_trainer_kwargs(domain))
         kwargs.setdefault("trainer_class", SuiteTrainer)
         super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
+
+    def _set_seed(self) -> None:
+        """Lightning's, except that ``--seed_everything true`` is a random seed, as its help says: Lightning's
+        ``seed_everything(None)`` takes 0, so every such run had seed 0 (:func:`_random_seed`). The seed drawn
+        is written into the config, so config.yaml and the checkpoints (:class:`ConfigInCheckpoints`) record it."""
+        if self._get(self.config, "seed_everything") is True:
+            (self.config[self.subcommand] if self.subcommand else self.config)["seed_everything"] = _random_seed()
+        super()._set_seed()
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then check ``--ckpt_path`` before anything is built: ``best`` (and ``last`` outside ``fit``)
@@ -649,6 +662,69 @@ def config_run_name(config: Path) -> str:
         return f"{cwd.name}-{path.stem}" if path.stem in shipped else path.stem
     parts = path.relative_to(cwd).parts if path.is_relative_to(cwd) else path.parts[1:]
     return "-".join([*parts[:-1], path.stem])
+
+
+def _random_seed() -> int:
+    """A seed for ``--seed_everything true``: drawn from the OS's randomness in Lightning's allowed range, and
+    said. A DDP rank that Lightning's launcher started runs the command again: it takes rank 0's seed, which the
+    launcher passes on in ``PL_GLOBAL_SEED`` (the ranks' samplers shuffle by it and must agree); ranks started
+    otherwise (torchrun, srun) cannot agree on a drawn seed, and are refused."""
+    if rank_zero_only.rank != 0:
+        inherited = os.environ.get("PL_GLOBAL_SEED")
+        if inherited is None:
+            raise ConfigError(
+                f"--seed_everything true: rank {rank_zero_only.rank} of a run whose processes were started outside "
+                "Lightning (torchrun, srun) cannot agree with the other ranks on a random seed: give an int "
+                "(--seed_everything N, the same on every rank)"
+            )
+        return int(inherited)
+    seed = random.SystemRandom().randint(min_seed_value, max_seed_value)
+    rank_zero_info(
+        f"--seed_everything true: seed {seed}, drawn at random (the saved config and the checkpoints record it; "
+        f"--seed_everything {seed} repeats it)"
+    )
+    return seed
+
+
+#: the packages whose versions a checkpoint records (:class:`ConfigInCheckpoints`), as installed (distributions)
+KEY_PACKAGES = ("torch", "torchvision", "pytorch_lightning", "monai", "albumentations", "torchmetrics", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """The installed versions of :data:`KEY_PACKAGES` (those installed) and of Python, as plain strings."""
+    versions = {"python": platform.python_version()}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class ConfigInCheckpoints(SaveConfigCallback):
+    """Lightning's ``config.yaml`` writer; each checkpoint a fit saves also carries its run's settings.
+
+    With ``--trainer.logger false`` (the cards' recipe) every run into one ``default_root_dir`` writes the same
+    ``config.yaml`` (overwritten), and a checkpoint's ``hyper_parameters`` hold the network but not the
+    optimiser, schedule, trainer limits, data settings or seed. So each checkpoint holds, as plain values
+    (``torch.load(ckpt, weights_only=True)`` reads them):
+
+    - ``suite_config``: the fit's whole config as YAML, the text ``config.yaml`` gets (``fit -c`` takes it);
+    - ``suite_versions``: the versions of Python and of :data:`KEY_PACKAGES`;
+    - ``suite_resolved``: values the config left to the machine, as this run took them (``data.num_workers``
+      from null: the CPU count, on which augmentation draws depend); absent when there are none.
+    """
+
+    _dumped: str | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._dumped is None:  # the same dump as config.yaml's (SaveConfigCallback.setup)
+            self._dumped = self.parser.dump(self.config, skip_none=False)
+        checkpoint["suite_config"] = self._dumped
+        checkpoint["suite_versions"] = package_versions()
+        workers = getattr(trainer.datamodule, "num_workers", None)
+        if self.config.get("data.num_workers") is None and isinstance(workers, int):
+            checkpoint["suite_resolved"] = {"data.num_workers": workers}
 
 
 def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:
@@ -1149,6 +1225,7 @@ def flat_model_config(model: dict) -> dict:
 
 __all__ = [
     "ConfigError",
+    "ConfigInCheckpoints",
     "PredictionSet",
     "SuiteCLI",
     "default_trainer_kwargs",

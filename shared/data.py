@@ -239,9 +239,9 @@ class SplitLoaders(pl.LightningDataModule):
             )
 
     def set_loader_options(self, batch_size: int, num_workers: int | None) -> None:
-        """The ``batch_size`` and ``num_workers`` of every loader (None: :func:`default_num_workers`), checked
-        here, when the data module is built: a 0 ended fit in a bare ZeroDivisionError, a -1 in torch's own
-        message once the model was built."""
+        """The ``batch_size`` and ``num_workers`` of every loader (None: :func:`default_num_workers`, said with
+        the number taken), checked here, when the data module is built: a 0 ended fit in a bare
+        ZeroDivisionError, a -1 in torch's own message once the model was built."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"--data.batch_size must be a whole number >= 1 (items per batch), got {batch_size!r}")
         if num_workers is not None and (
@@ -252,7 +252,15 @@ class SplitLoaders(pl.LightningDataModule):
                 f"count), got {num_workers!r}"
             )
         self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        if num_workers is None:
+            num_workers = default_num_workers()
+            # each worker seeds its own augmentations (seed_worker_transforms): the count changes the draws
+            rank_zero_info(
+                f"--data.num_workers null: {num_workers} loader workers, from this machine's CPU count; the "
+                f"augmentation draws depend on it: --data.num_workers {num_workers} reproduces this run's draws "
+                "on another machine"
+            )
+        self.num_workers = num_workers
 
     def train_sampler(self) -> WeightedRandomSampler | None:
         """The repeat-factor sampler of the training split (``None`` without ``repeat_threshold``)."""

@@ -280,6 +280,38 @@ def check_output_folder(path: str | Path, option: str) -> None:
             )
 
 
+class UnfinishedGenerationError(ValueError):
+    """A data folder a generator started writing but never finished: its stamp is there, its completion marker
+    (written last) is not. Read as it is, the few items written before the run stopped would be trained on. A
+    ValueError: the command lines report it in one line, as other bad input."""
+
+
+def check_generation_finished(
+    path: str | Path,
+    option: str,
+    started: Callable[[Path], bool],
+    describe: Callable[[Path], str],
+    marker: str = ".complete",
+    above: int = 0,
+) -> None:
+    """Refuse ``path`` (given as ``option``, e.g. ``--data.data_path``) when it, or one of the ``above`` folders
+    over it, is a generator's unfinished output: ``started(folder)`` (the generator's stamp) but no ``marker``.
+    ``describe(folder)`` says what it holds and the command that finishes it. The default paths never need this
+    (their generator redoes an unfinished set); a folder without the stamp (real data) always passes."""
+    path = Path(path)
+    for folder in [path, *path.parents][: above + 1]:
+        if not started(folder):
+            continue
+        if (folder / marker).is_file():
+            return
+        raise UnfinishedGenerationError(
+            f"{option} {path}: {'' if folder == path else 'inside '}a synthetic data set whose generation was "
+            f"interrupted ({folder} has the generator's stamp but no {marker} marker, which is written last): "
+            f"{describe(folder)}, or delete {folder}. With {option} null the default synthetic set is generated "
+            "by itself"
+        )
+
+
 #: the list of files a predict run wrote into its ``predict_dir`` (:class:`shared.cli.PredictionSet`)
 PREDICTIONS_MANIFEST = ".predictions.json"
 

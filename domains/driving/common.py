@@ -417,10 +417,21 @@ def default_anomaly_root() -> Path:
     return Path(ensure_synthetic_anomaly())
 
 
+def finished_data_path(path: str | Path, option: str = "--data.data_path") -> Path:
+    """``path`` (given as ``option``), refused when it is, or lies in, a synthetic set whose generation was
+    interrupted (the generator's stamp, no completion marker: :func:`domains.driving.synthetic.writers.
+    check_finished`): its few frames were trained on without a word. Real data (no stamp) always pass."""
+    from domains.driving.synthetic.writers import check_finished  # lazy, as the default roots
+
+    check_finished(path, option)
+    return Path(path)
+
+
 def data_source(data_path: str | Path | None, patterns: Sequence[str] = ()) -> Path:
-    """The file or folder a data module reads: ``data_path`` (null: the synthetic KITTI root), which must exist;
-    a folder given where a file matching ``patterns`` (e.g. ``("*.json",)``) is wanted must hold exactly one."""
-    path = Path(data_path) if data_path is not None else default_kitti_root()
+    """The file or folder a data module reads: ``data_path`` (null: the synthetic KITTI root), which must exist
+    and be no interrupted synthetic set (:func:`finished_data_path`); a folder given where a file matching
+    ``patterns`` (e.g. ``("*.json",)``) is wanted must hold exactly one."""
+    path = finished_data_path(data_path) if data_path is not None else default_kitti_root()
     if not path.exists():
         raise FileNotFoundError(f"{path}: data_path does not exist")
     if patterns and path.is_dir():

@@ -1540,11 +1540,13 @@ class MedicalDataModule(SplitLoaders):
         )
 
     def _path(self) -> Path:
+        from domains.medical.synthetic import check_finished, ensure_synthetic_lidc
+
         if self.data_path is not None:
+            check_finished(self.data_path)  # a synthetic set stopped part-way is refused, not read
             return Path(self.data_path)
         if self.data_format != "lidc_png":
             self._no_data_path(self.data_format)
-        from domains.medical.synthetic import ensure_synthetic_lidc
 
         return ensure_synthetic_lidc(**self.synthetic)
 

@@ -37,11 +37,14 @@ import numpy as np
 from scipy import ndimage
 
 from shared.data import check_split_fractions, group_split
+from shared.files import check_generation_finished
 from shared.images import write_image
 
 GENERATOR_VERSION = 1
 NUM_READERS = 4
 MARKER = ".complete"
+#: the README's first line from the start of a generation until its marker: an interrupted set keeps it
+IN_PROGRESS = "Synthetic LIDC by domains.medical.synthetic: generation in progress or interrupted."
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_ROOT = "data/medical/synthetic_lidc"
 
@@ -526,11 +529,7 @@ def generate_lidc_png(
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).unlink(missing_ok=True)
     # README first: it marks the folder as ours, so a crashed run can be cleaned up and redone.
-    (root / "README.txt").write_text(
-        "Synthetic LIDC by domains.medical.synthetic: generation in progress or interrupted.\n"
-        + json.dumps(settings, indent=2)
-        + "\n"
-    )
+    (root / "README.txt").write_text(IN_PROGRESS + "\n" + json.dumps(settings, indent=2) + "\n")
     for split in SPLIT_NAMES:
         shutil.rmtree(root / split, ignore_errors=True)
     split_of = {patients[i]: name for name, idx in split_idx.items() for i in idx}
@@ -593,6 +592,44 @@ def is_complete(root: str | Path, **kw) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return found == json.loads(json.dumps(_settings_from_kw(**kw), sort_keys=True))
+
+
+def _in_progress(root: Path) -> bool:
+    """Whether ``root``'s README is the one written before the first patient (:data:`IN_PROGRESS`), which the
+    full README replaces just before the marker. Not the full README: a finished set copied without its hidden
+    marker (``cp dir/*``) is still whole."""
+    try:
+        with (root / "README.txt").open(errors="replace") as f:
+            return f.readline().rstrip("\n") == IN_PROGRESS
+    except OSError:  # no README (real data), or a folder of that name
+        return False
+
+
+def check_finished(path: str | Path, option: str = "--data.data_path") -> None:
+    """Refuse a ``path`` (given as ``option``) whose generation was stopped part-way (the README saying so, no
+    marker): its first patients were read as a whole data set without a word. Real data pass."""
+    check_generation_finished(path, option, _in_progress, _unfinished_note, MARKER)
+
+
+def _unfinished_note(root: Path) -> str:
+    """How many patients the interrupted set at ``root`` holds and the command that finishes it (the settings
+    are in the README it writes first)."""
+    try:
+        settings = json.loads((root / "README.txt").read_text().split("\n", 1)[1])
+    except (OSError, ValueError, IndexError):
+        settings = {}
+    patients = sum(1 for folder in root.glob("*/images/*") if any(folder.iterdir()))  # with a file written
+    if not isinstance(settings, dict) or "n_patients" not in settings:
+        return f"it holds {patients} patients; rerun python -m domains.medical.synthetic --root {root} to finish it"
+    flags = [f"--root {root}"] + [
+        f"--{key.replace('_', '-')} {' '.join(map(str, np.ravel(settings[key])))}"
+        for key in ("n_patients", "images_per_patient", "size", "seed", "splits", "readers", "reader_shares")
+        if key in settings
+    ]
+    return (
+        f"it holds {patients} of the {settings['n_patients']} patients it was started with; finish it with "
+        f"`python -m domains.medical.synthetic {' '.join(flags)}`"
+    )
 
 
 def _settings_from_kw(

@@ -48,7 +48,7 @@ from domains.driving.accident.readers import (
     read_own_clips,
     read_video_frames,
 )
-from domains.driving.common import check_decodes, read_rgb
+from domains.driving.common import check_decodes, finished_data_path, read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
 from shared.data import SplitLoaders, check_cap, stable_rank
 from shared.task import CheckpointMismatchError
@@ -658,7 +658,7 @@ class AccidentDataModule(SplitLoaders):
     def root(self) -> Path:
         """The data set's root: ``data_path``, or the synthetic clips (generated on first use)."""
         if self.data_path is not None:
-            path = Path(self.data_path)
+            path = finished_data_path(self.data_path)
             if not path.exists():
                 raise FileNotFoundError(f"{path}: data_path does not exist")
             return path

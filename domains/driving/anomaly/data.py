@@ -23,6 +23,7 @@ from domains.driving.common import (
     cityscapes_splits,
     default_anomaly_root,
     default_kitti_root,
+    finished_data_path,
     is_cityscapes_root,
     predict_images,
     read_label_map,
@@ -679,13 +680,16 @@ class SegmentationDataModule(SplitLoaders):
         if stage == "predict" and self.predict_path is not None:
             return  # your own photos only: neither data_path nor anomaly_path is read
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
-            root = Path(self.data_path) if self.data_path is not None else default_kitti_root()
+            root = finished_data_path(self.data_path) if self.data_path is not None else default_kitti_root()
             task = getattr(getattr(self, "trainer", None), "lightning_module", None)
             classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
             read = self._cityscapes_sets if is_cityscapes_root(root) else self._kitti_sets
             self.datasets.update(read(root, stage, classes))
         if stage in (None, "test", "predict") and "test" not in self.datasets:
-            anomaly = Path(self.anomaly_path) if self.anomaly_path is not None else default_anomaly_root()
+            if self.anomaly_path is not None:
+                anomaly = finished_data_path(self.anomaly_path, "--data.anomaly_path")
+            else:
+                anomaly = default_anomaly_root()
             transform = segmentation_transforms(False, self.image_size)
             # SMIYC's unlabelled benchmark images (beside its labelled validation_*): counted, not scored
             self.datasets["test"] = AnomalyDataset(anomaly, transform, require_labels=self.strict, strict=self.strict)

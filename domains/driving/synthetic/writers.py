@@ -25,6 +25,7 @@ from domains.driving.synthetic.labels import DONTCARE_MIN_HEIGHT
 from domains.driving.synthetic.layout import sample_layout
 from domains.driving.synthetic.render import colorize_semantic, render_frame, render_scene
 from domains.driving.synthetic.scene import DEFAULT_SIZE
+from shared.files import check_generation_finished
 from shared.images import write_image
 
 DEFAULT_KITTI_ROOT = "data/driving/synthetic_kitti"
@@ -97,6 +98,53 @@ def _ensure(caller: str, root: str | Path, kw: dict, allowed: set[str], settings
     if _is_complete(root, settings(**{k: v for k, v in kw.items() if k in allowed})):
         return root
     return generate(root, **kw)
+
+
+#: per kind of set (its settings' ``kind``): the command-line subcommand, where its finished items lie, the
+#: setting that counts them and what they are
+_LAYOUTS = {
+    "kitti": ("kitti", "training/label_2/*.txt", "n_images", "images"),
+    "anomaly": ("anomaly", "semantic/*.png", "n_images", "images"),
+    "accident_clips": ("clips", "annotations/*.json", "n_clips", "clips"),
+}
+#: the command-line flag of each setting (``size`` is ``--width --height``)
+_FLAGS = {
+    "n_images": "--n-images",
+    "n_clips": "--n-clips",
+    "seed": "--seed",
+    "frames_per_sequence": "--frames-per-sequence",
+    "anomaly_free_fraction": "--anomaly-free-fraction",
+    "fps": "--fps",
+    "seconds": "--seconds",
+    "shares": "--shares",
+}
+
+
+def check_finished(path: str | Path, option: str = "--data.data_path") -> None:
+    """Refuse a ``path`` (given as ``option``) that is, or lies in (a KITTI root's ``training/``), a set this
+    generator stamped but never marked finished: a generation stopped part-way left a few frames that were
+    trained on without a word. Real data (no stamp) and finished sets pass."""
+    check_generation_finished(path, option, lambda folder: (folder / STAMP).is_file(), _unfinished_note, MARKER, 1)
+
+
+def _unfinished_note(root: Path) -> str:
+    """What the interrupted set at ``root`` holds and the command that finishes it (from its stamp's settings)."""
+    try:
+        settings = json.loads((root / STAMP).read_text())
+    except (OSError, ValueError):
+        settings = {}
+    if not isinstance(settings, dict) or settings.get("kind") not in _LAYOUTS:
+        return f"rerun python -m domains.driving.synthetic with --root {root} to finish it"
+    command, items, count, what = _LAYOUTS[settings["kind"]]
+    flags = [f"--root {root}"]
+    if "size" in settings:
+        flags.append(f"--width {settings['size'][0]} --height {settings['size'][1]}")
+    flags += [f"{flag} {' '.join(map(str, np.ravel(settings[k])))}" for k, flag in _FLAGS.items() if k in settings]
+    held = sum(1 for _ in root.glob(items))
+    return (
+        f"it holds {held} of the {settings.get(count)} {what} it was started with (settings in {root / STAMP}); "
+        f"finish it with `python -m domains.driving.synthetic {command} {' '.join(flags)}`"
+    )
 
 
 def _kitti_settings(n_images=1500, size=DEFAULT_SIZE, seed=0, frames_per_sequence=10, density=1.0) -> dict:

@@ -173,3 +173,17 @@ def test_finished_synthetic_sets_and_real_data_read_as_before(tmp_path, lidc):
         dm = MedicalDataModule(data_path=str(root), num_workers=0)
         dm.setup("fit")
         assert len(dm.datasets["train"]) == 12
+
+
+def test_the_classification_crops_are_not_cut_from_an_interrupted_set(tmp_path, monkeypatch):
+    from domains.driving.classification.data import DrivingClassificationData
+    from domains.medical.classification.data import MedicalClassificationData
+
+    kitti = kitti_interrupted(monkeypatch, tmp_path / "kit_int")
+    with pytest.raises(UnfinishedGenerationError, match="generation was interrupted"):
+        DrivingClassificationData(data_path=str(kitti), crops_dir=str(tmp_path / "crops_k"), num_workers=0).prepare_data()
+    kw = {"n_patients": 6, "images_per_patient": 2, "size": 32}
+    lidc = interrupted(monkeypatch, medical, "write_image", 40, medical.generate_lidc_png, tmp_path / "lidc", **kw)
+    with pytest.raises(UnfinishedGenerationError, match="generation was interrupted"):
+        MedicalClassificationData(data_path=str(lidc), crops_dir=str(tmp_path / "crops_l"), num_workers=0).prepare_data()
+    assert not (tmp_path / "crops_k").exists() and not (tmp_path / "crops_l").exists()

@@ -19,7 +19,13 @@ import cv2
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
 
-from domains.driving.common import default_kitti_root, read_rgb, read_sequence_groups, sequence_map_candidates
+from domains.driving.common import (
+    default_kitti_root,
+    finished_data_path,
+    read_rgb,
+    read_sequence_groups,
+    sequence_map_candidates,
+)
 from domains.driving.formats import KITTI_TYPES, read_kitti_dir, resolve_kitti_split
 from shared.classification.data import ClassificationDataModule, CropFolder
 from shared.data import group_split
@@ -159,6 +165,8 @@ class DrivingClassificationData(ClassificationDataModule):
         )
 
     def convert_source(self, data_format: str, data_path: str | None) -> Path:
+        if data_path is not None:
+            finished_data_path(data_path)  # an interrupted synthetic set is refused, not cut into crops
         source, out = self.source_and_crops_dir(data_path, default_kitti_root, "kitti", CROPS_ROOT)
         return write_kitti_crops(
             source,

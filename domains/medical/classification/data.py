@@ -18,7 +18,7 @@ import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
 
 from domains.medical.data import LIDCPngDataset
-from domains.medical.synthetic import NUM_READERS, ensure_synthetic_lidc
+from domains.medical.synthetic import NUM_READERS, check_finished, ensure_synthetic_lidc
 from shared.classification.data import ClassificationDataModule, CropFolder
 from shared.images import write_image
 
@@ -116,5 +116,7 @@ class MedicalClassificationData(ClassificationDataModule):
         self.min_readers, self.num_readers = min_readers, num_readers
 
     def convert_source(self, data_format: str, data_path: str | None) -> Path:
+        if data_path is not None:
+            check_finished(data_path)  # an interrupted synthetic set is refused, not cut into crops
         source, out = self.source_and_crops_dir(data_path, ensure_synthetic_lidc, "lidc", CROPS_ROOT)
         return write_lesion_crops(source, out, self.min_readers, num_readers=self.num_readers)

@@ -348,10 +348,12 @@ def test_default_anomaly_labels_do_not_cut_a_predicted_component_at_the_anomalys
 def test_generate_anomaly_layout(tmp_path):
     root = S.generate_anomaly(tmp_path / "anom", n_images=10, size=SIZE, seed=3, verbose=False)
     names = sorted(p.stem for p in (root / "images").glob("*.png"))
-    assert len(names) == 10 and names == sorted(p.stem for p in (root / "labels_masks").glob("*.png"))
+    # SegmentMeIfYouCan's mask names, which its own benchmark code reads
+    masks = sorted(p.name for p in (root / "labels_masks").glob("*.png"))
+    assert len(names) == 10 and masks == [f"{name}_labels_semantic.png" for name in names]
     free = 0
     for name in names:
-        mask = cv2.imread(str(root / "labels_masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(root / "labels_masks" / f"{name}_labels_semantic.png"), cv2.IMREAD_UNCHANGED)
         sem = cv2.imread(str(root / "semantic" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (H, W) and set(np.unique(mask).tolist()) <= {0, 1, 255}
         assert (sem[mask == 1] == VOID).all()

@@ -302,7 +302,7 @@ def generate_anomaly(
 ) -> Path:
     """Write a synthetic road-anomaly set in the SegmentMeIfYouCan layout; returns ``root``.
 
-    ``images/<name>.png`` (RGB), ``labels_masks/<name>.png`` (0 normal, 1 anomaly; 255 void on a
+    ``images/<name>.png`` (RGB), ``labels_masks/<name>_labels_semantic.png`` (0 normal, 1 anomaly; 255 void on a
     ``void_width``-px band outside each anomaly, none by default: a band all round an anomaly cuts every predicted
     component at its edge, and a constant score map got the component metrics' sIoU 1.0 and mean F1 0.70 (0.0
     without the band), ``semantic/<name>.png`` (in-distribution ids, anomalies
@@ -344,7 +344,8 @@ def generate_anomaly(
             )
         name = f"synthetic_{i:05d}"
         write_image(dirs["images"] / f"{name}.png", frame.image, rgb=True)
-        write_image(dirs["labels_masks"] / f"{name}.png", frame.anomaly_mask(void_width))
+        # SegmentMeIfYouCan's own name, which its benchmark code reads (the suite's reader takes <name>.png too)
+        write_image(dirs["labels_masks"] / f"{name}_labels_semantic.png", frame.anomaly_mask(void_width))
         write_image(dirs["semantic"] / f"{name}.png", frame.semantic)
         kinds = [o.kind for o in frame.objects if o.is_anomaly and not o.hidden]
         for k in kinds:

@@ -669,11 +669,46 @@ def coco_category_names(json_path: str | os.PathLike) -> list[str]:
     ]
 
 
-def crowd_class(category: str | None) -> str | None:
+#: the key of the ``iscrowd`` annotations a KITTI DontCare region (of no class) is written as, one per class
+#: category (COCOeval ignores a detection in a crowd of its own category only): the region's number, the same
+#: on each, by which the suite's readers read them back as the one region of every class they were written for
+DONTCARE_REGION = "dontcare_region"
+
+
+def crowd_class(category: str | None, ann: dict | None = None) -> str | None:
     """The class a COCO crowd region (``iscrowd`` 1) of ``category`` ignores detections of: its own, as COCOeval
-    has it; None (a region of every class, as KITTI's DontCare) for the ``DontCare`` category that
-    :func:`write_coco` gives KITTI's DontCare boxes, or no category."""
+    has it; None (a region of every class, as KITTI's DontCare) for an annotation ``ann`` with a
+    ``DONTCARE_REGION`` number (the converters write KITTI's DontCare as one such crowd per class category),
+    for the ``DontCare`` category (older conversions wrote KITTI's DontCare as crowds of it, which COCOeval
+    applies to no class), or for no category."""
+    if ann is not None and DONTCARE_REGION in ann:
+        return None
     return None if category in (None, "DontCare") else category
+
+
+def repeated_dontcare(ann: dict, image_id: int, seen: set, path, where: str) -> bool:
+    """Whether crowd ``ann`` repeats a KITTI DontCare region already read (written once per class category,
+    each with the region's ``DONTCARE_REGION`` number): skipped, so the region is read once, as of every
+    class. ``seen`` collects the ``(image_id, number)`` of the regions read."""
+    if not ann.get("iscrowd", 0) or DONTCARE_REGION not in ann:
+        return False
+    key = (image_id, _parse_int(str(ann[DONTCARE_REGION]), path, where, DONTCARE_REGION))
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
+
+
+def dontcare_annotations(ann: dict, region: int, category_ids: Sequence[int], first_id: int) -> list[dict]:
+    """KITTI's DontCare region ``ann`` (a COCO annotation) as the crowds COCOeval ignores every class's
+    detections in: one ``iscrowd`` 1 copy per id of ``category_ids`` (the JSON's class categories), numbered
+    from ``first_id``, each marked with the region's number ``region`` (:data:`DONTCARE_REGION`) so the
+    suite's readers read them back as one region of every class (:func:`crowd_class`,
+    :func:`repeated_dontcare`)."""
+    return [
+        {**ann, "id": first_id + k, "category_id": cid, "iscrowd": 1, DONTCARE_REGION: region}
+        for k, cid in enumerate(category_ids)
+    ]
 
 
 def read_coco(
@@ -686,16 +721,17 @@ def read_coco(
     or for COCO's layout as downloaded, ``annotations/instances_val2017.json``, the ``val2017/`` beside it).
 
     ``iscrowd=1`` annotations become ``DontCare`` objects that keep their category (``crowd_class``, see
-    :func:`crowd_class`): COCO's evaluation ignores a detection in a crowd for the crowd's category only, where
-    KITTI's DontCare has no class and ignores every class. Extra KITTI fields written by :func:`write_coco`
-    (key ``kitti``) and ``score`` are restored. Locations in errors are ``path:images[i]:`` /
+    :func:`crowd_class`): COCO's evaluation ignores a detection in a crowd for the crowd's category only,
+    where KITTI's DontCare has no class and ignores every class (written by :func:`write_coco` as one crowd
+    per class category, read back once, of every class). Extra KITTI fields written by :func:`write_coco` (key
+    ``kitti``) and ``score`` are restored. Locations in errors are ``path:images[i]:`` /
     ``path:annotations[i]:`` (JSON has no useful lines).
     """
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else None
     log, own = _owned_log(log, strict)
     data, categories, records = _coco_images(path, root, lambda file, w, h: ImageAnnotation(file, w, h, []))
-
+    regions: set = set()  # the KITTI DontCare regions read (each written once per class category)
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]"
         _require(ann, ("image_id", "bbox", "category_id"), path, where)
@@ -710,6 +746,8 @@ def read_coco(
         if cid not in categories:
             log.add("unknown_class", path, where, f"category_id {cid} is not in 'categories'")
             continue
+        if repeated_dontcare(ann, iid, regions, path, where):
+            continue
         rec = records[iid]
         box = check_box((x, y, x + w, y + h), (rec.height, rec.width), log, path, where)
         if box is None:
@@ -721,7 +759,7 @@ def read_coco(
             type="DontCare" if crowd else categories[cid],
             bbox=box,
             score=score,
-            crowd_class=crowd_class(categories[cid]) if crowd else None,
+            crowd_class=crowd_class(categories[cid], ann) if crowd else None,
         )
         for key in ("truncated", "alpha", "rotation_y"):
             if key in extra:
@@ -751,16 +789,21 @@ def write_coco(
 
     ``file_name`` is relative to ``images_root`` (default: the JSON's folder) when the image lies under it.
     ``DontCare`` objects are written with ``iscrowd=1``: a COCO crowd read by :func:`read_coco` as one of its
-    ``crowd_class`` (when that is one of ``class_names``), KITTI's DontCare as one of the ``DontCare`` category
-    (when that is one of them), so a COCO -> COCO trip keeps each crowd's category. KITTI's extra fields go to
-    an ``kitti`` key so a KITTI -> COCO -> KITTI trip keeps them. Returns the count of objects not written
-    (category not in ``class_names``), also reported by one warning.
+    ``crowd_class`` (when that is one of ``class_names``), so a COCO -> COCO trip keeps each crowd's category;
+    KITTI's DontCare (when ``DontCare`` is one of them: it stays a category, so the JSON's class list keeps
+    it) as one crowd per other category (:func:`dontcare_annotations`; of ``DontCare`` when there is none), so
+    COCOeval, which ignores a detection in a crowd of its own category only, ignores every class's there, as
+    KITTI and :func:`read_coco` do. KITTI's extra fields go to an ``kitti`` key so a KITTI -> COCO -> KITTI
+    trip keeps them. Returns the count of objects not written (category not in ``class_names``), also reported
+    by one warning.
     """
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else path.parent
     cat_ids = {name: i + 1 for i, name in enumerate(class_names)}
+    every_class = [i for name, i in cat_ids.items() if name != "DontCare"] or [cat_ids.get("DontCare")]
     dropped: Counter = Counter()
     images, anns = [], []
+    regions = 0
     for img_id, rec in enumerate(annotations, start=1):
         try:
             file_name = Path(os.path.relpath(Path(rec.image_path).resolve(), root.resolve())).as_posix()
@@ -797,7 +840,11 @@ def write_coco(
                 ann["kitti"] = extra
             if obj.score is not None:
                 ann["score"] = obj.score
-            anns.append(ann)
+            if obj.type == "DontCare" and obj.crowd_class is None:  # KITTI's: a crowd of every class
+                regions += 1
+                anns += dontcare_annotations(ann, regions, every_class, len(anns) + 1)
+            else:
+                anns.append(ann)
     data = {
         "info": {"description": "written by domains.driving.formats.write_coco"},
         "images": images,

@@ -170,8 +170,8 @@ def test_with_crowd_regions_gives_a_region_of_every_class_or_of_its_own():
 
 def test_write_coco_and_read_coco_keep_a_crowds_category(tmp_path):
     """read -> write -> read: the pedestrian crowd stays a pedestrian crowd (it was not written at all unless
-    DontCare was a class, and then as a DontCare crowd); KITTI's DontCare goes as the DontCare category and comes
-    back of every class."""
+    DontCare was a class, and then as a DontCare crowd); KITTI's DontCare goes as a crowd of each class and comes
+    back as one region of every class."""
     gt_path, _ = _crowd_case(tmp_path)
     items = read_coco(gt_path)
     crowds = [(o.type, o.crowd_class) for o in items[1].objects if o.type == "DontCare"]
@@ -181,7 +181,9 @@ def test_write_coco_and_read_coco_keep_a_crowds_category(tmp_path):
         write_coco(items, tmp_path / "out.json", ["Car", "Pedestrian", "DontCare"])
     data = json.loads((tmp_path / "out.json").read_text())
     crowd = [(a["image_id"], a["category_id"]) for a in data["annotations"] if a["iscrowd"]]
-    assert crowd == [(1, 3), (2, 2)]  # KITTI's DontCare as category 3 (DontCare), the crowd as 2 (Pedestrian)
+    # KITTI's DontCare as a crowd of each class (1 Car, 2 Pedestrian: COCOeval ignores every class there), the
+    # pedestrian crowd as 2 (Pedestrian)
+    assert crowd == [(1, 1), (1, 2), (2, 2)]
     again = read_coco(tmp_path / "out.json")
     assert [o.crowd_class for a in again for o in a.objects if o.type == "DontCare"] == [None, "Pedestrian"]
 

@@ -196,7 +196,8 @@ def test_classes_naming_dontcare_write_one_crowd_category(tmp_path):
     write_coco_instances([ann], tmp_path / "o.json", ["Car", "DontCare"])
     data = json.loads((tmp_path / "o.json").read_text())
     assert [c["name"] for c in data["categories"]] == ["Car", "DontCare"]
-    assert [a["category_id"] for a in data["annotations"]] == [1, 2] and data["annotations"][1]["iscrowd"] == 1
+    # the DontCare region as a crowd of each class category (Car alone here), not of the DontCare category
+    assert [a["category_id"] for a in data["annotations"]] == [1, 1] and data["annotations"][1]["iscrowd"] == 1
 
 
 def _step(root, sequences=("0000", "0001"), deeplab=False, map_size=(30, 50)):

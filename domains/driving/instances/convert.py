@@ -17,10 +17,13 @@ Cityscapes download is read as it comes (``src/leftImg8bit/`` + ``src/gtFine/``,
 
 Masks are written as COCO compressed RLE (exact: reading the JSON back gives the same pixels), with ``bbox``
 and ``area`` from the RLE (``faster_coco_eval``'s mask API). Images stay where they are: ``file_name`` is
-relative to the JSON's folder when the image lies under it, else absolute. DontCare / crowd regions are written
-as ``iscrowd: 1`` annotations of a ``DontCare`` category, which COCO evaluation ignores. The source's sequence
-map (drives) is written beside the JSON as ``<stem>.sequences.txt``, which the instance data module reads, so
-the converted set still splits by drive.
+relative to the JSON's folder when the image lies under it, else absolute. A DontCare / crowd region is
+written as one ``iscrowd: 1`` annotation per class category (COCO evaluation ignores a detection in a crowd of
+its own category only, so standard tools ignore every class's there, as KITTI and the suite do), each marked
+with the region's ``dontcare_region`` number so the suite reads them back as one region of every class; the
+``DontCare`` category is still listed (last), with no annotation. The source's sequence map (drives) is
+written beside the JSON as ``<stem>.sequences.txt``, which the instance data module reads, so the converted
+set still splits by drive.
 
 Types are renamed by ``--class-map`` before they are matched to ``--classes`` (default: the training configs'
 ``class_map``, ``Van=Car Person_sitting=Pedestrian``; ``--class-map`` with no pairs keeps every name), so a
@@ -44,6 +47,7 @@ from domains.driving.common import is_cityscapes_root, sequence_map_text, source
 from domains.driving.formats import (
     DropLog,
     LabelFormatError,
+    dontcare_annotations,
     name_repeated_stems,
     resolve_kitti_split,
 )
@@ -62,9 +66,11 @@ def write_coco_instances(
     class_names: Sequence[str],
     class_map: dict[str, str] | None = None,
 ) -> Counter:
-    """Write a COCO instance JSON (category ids 1..C in ``class_names`` order, DontCare last as crowds).
-    DontCare in ``class_names`` is left out of the numbering: its regions are always written, as the one crowd
-    category (two DontCare categories, one never used, were written for ``--classes Car DontCare``).
+    """Write a COCO instance JSON (category ids 1..C in ``class_names`` order, DontCare last).
+    DontCare in ``class_names`` is left out of the numbering: its regions are always written, each as one
+    crowd per class category (:func:`~domains.driving.formats.dontcare_annotations`: COCOeval ignores every
+    class's detections there; of the DontCare category when there is no class), DontCare listed once, last
+    (two DontCare categories, one never used, were written for ``--classes Car DontCare``).
 
     ``class_map`` renames types first (``{"Van": "Car"}``), as the data modules' ``class_map`` does, so the
     JSON holds the objects training would use. Returns the count of objects not written (renamed type neither in
@@ -75,8 +81,10 @@ def write_coco_instances(
     root = path.parent.resolve()
     cat_ids = {name: i + 1 for i, name in enumerate(n for n in class_names if n != DONTCARE)}
     crowd_id = len(cat_ids) + 1
+    every_class = list(cat_ids.values()) or [crowd_id]
     dropped: Counter = Counter()
     images, anns = [], []
+    regions = 0
     for image_id, rec in enumerate(annotations, start=1):
         file = Path(rec.image_path).resolve()
         rel = Path(os.path.relpath(file, root))
@@ -92,20 +100,23 @@ def write_coco_instances(
                 dropped[name] += 1
                 continue
             counts = obj.rle["counts"]
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": image_id,
-                    "category_id": crowd_id if crowd else cat_ids[name],
-                    "segmentation": {
-                        "size": list(obj.rle["size"]),
-                        "counts": counts.decode() if isinstance(counts, bytes) else counts,
-                    },
-                    "bbox": [float(v) for v in mask_api.toBbox(obj.rle)],
-                    "area": int(mask_api.area(obj.rle)),
-                    "iscrowd": int(crowd),
-                }
-            )
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": crowd_id if crowd else cat_ids[name],
+                "segmentation": {
+                    "size": list(obj.rle["size"]),
+                    "counts": counts.decode() if isinstance(counts, bytes) else counts,
+                },
+                "bbox": [float(v) for v in mask_api.toBbox(obj.rle)],
+                "area": int(mask_api.area(obj.rle)),
+                "iscrowd": int(crowd),
+            }
+            if crowd:  # a region of every class: one crowd per class category, as COCOeval needs
+                regions += 1
+                anns += dontcare_annotations(ann, regions, every_class, len(anns) + 1)
+            else:
+                anns.append(ann)
     categories = [{"id": i, "name": n, "supercategory": "road_user"} for n, i in cat_ids.items()]
     categories.append({"id": crowd_id, "name": DONTCARE, "supercategory": "ignore"})
     data = {

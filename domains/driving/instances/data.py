@@ -67,6 +67,7 @@ from domains.driving.formats import (
     image_size,
     images_by_stem,
     refuse_orphans,
+    repeated_dontcare,
     resolve_kitti_split,
 )
 from shared.data import group_split
@@ -510,6 +511,7 @@ def read_coco_instances(
     data, categories, records = _coco_images(
         path, root, lambda file, w, h: InstanceAnnotation(file, w, h, [])
     )
+    regions: set = set()  # the KITTI DontCare regions read (each written once per class category)
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
         _require(ann, ("image_id", "category_id"), path, where)
@@ -524,11 +526,13 @@ def read_coco_instances(
         if cid not in categories:  # a crowd too: COCOeval ignores no class's detections in it (as read_coco)
             log.add("unknown_class", path, where, f"category_id {cid} is not in 'categories'")
             continue
+        if repeated_dontcare(ann, iid, regions, path, where):
+            continue
         rec = records[iid]
         rle = _segmentation_rle(ann["segmentation"], rec.height, rec.width, path, where, log)
         if rle is not None:
             name = DONTCARE if crowd else categories[cid]
-            of = crowd_class(categories[cid]) if crowd else None
+            of = crowd_class(categories[cid], ann) if crowd else None
             rec.objects.append(InstanceObject(name, rle, f"{path}:{where}", of))
     _finish(log, own, f"read_coco_instances({path})")
     return list(records.values())

@@ -13,6 +13,7 @@ from shared.task import BaseTask, NonFiniteLossError
 
 from .metrics import SegmentationUncertaintyMetrics
 from .models import MedicalSegmenter, model_name
+from .models.common import image_noise
 from .predict import MedicalPredictionWriter, size_multiple, uncertainty_map
 
 # How this run evaluates, predicts or trains, not what the model is: not saved with it (see ``__init__``).
@@ -26,7 +27,8 @@ class MedicalSegmentationTask(BaseTask):
     """Lesion segmentation from several readers' masks: a U-Net, Prob. U-Net or HPU-Net (``model.network``).
 
     Training uses the sampled reader's mask (``batch["mask"]``). Validation and test draw ``num_samples``
-    segmentations per image and compare them with all readers (``batch["masks"]``): GED, Hungarian IoU,
+    segmentations per image (from noise seeded by the image, the same in any batch; see :meth:`_image_seed`)
+    and compare them with all readers (``batch["masks"]``): GED, Hungarian IoU,
     sample diversity, Dice of the mean prediction against each reader and against the majority, ECE against
     the readers' mean and against the majority, logged as ``val/ged`` ... together with ``val/num_samples``,
     ``val/num_images`` and ``val/num_empty_images`` (no reader marks a lesion), and GED, Hungarian IoU and
@@ -173,12 +175,19 @@ class MedicalSegmentationTask(BaseTask):
 
     def _evaluate(self, batch: dict, stage: str, metrics: SegmentationUncertaintyMetrics) -> None:
         # The loss and the samples share the network's passes (U-Net: all of it; Prob. U-Net: the U-Net and
-        # the prior net; HPU-Net: the prior encoder), with the same random draws in the same order as
-        # ``model.loss`` then ``sample``. Eager, as validation always was (``compile_loss`` trains only).
+        # the prior net; HPU-Net: the prior encoder), as ``model.loss`` then ``sample`` would, except that
+        # each image's latents come from noise of its own (seeded by ``_image_seed``; see ``image_noise``),
+        # not from the global stream in batch order: its samples and scores do not depend on its batch mates
+        # or its place in the batch (``--data.batch_size``). Eager, as validation always was (``compile_loss``
+        # trains only).
         with torch.no_grad():
             images = batch["image"].to(self.device, torch.float32)  # what ``sample`` feeds the network
+            seeds = [self._image_seed(image) for image in images.cpu()]  # one copy off the device, not B
             try:
-                loss, terms, logits = self.model.loss_and_sample_logits(images, batch["mask"], self.num_samples)
+                with image_noise(seeds):
+                    loss, terms, logits = self.model.loss_and_sample_logits(
+                        images, batch["mask"], self.num_samples
+                    )
             except FloatingPointError as err:  # a NaN sigma: say when, as the training loss guard does
                 raise NonFiniteLossError(
                     f"{stage} at global step {self.global_step} (epoch {self.current_epoch}): {err} Lower the "
@@ -225,6 +234,11 @@ class MedicalSegmentationTask(BaseTask):
                 f"{total - empty} images with one"
             )
         metrics.reset()
+
+    def on_validation_start(self) -> None:
+        self._run_seed = torch.initial_seed()  # the run's seed (seed_everything), which _image_seed mixes in
+
+    on_test_start = on_validation_start
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)
@@ -296,13 +310,14 @@ class MedicalSegmentationTask(BaseTask):
 
     def on_predict_start(self) -> None:
         self._size_multiple = size_multiple(self.model)  # walks every module: once, not per batch
-        self._predict_seed = torch.initial_seed()  # the run's seed (seed_everything), before any image's own
+        self._run_seed = torch.initial_seed()  # the run's seed (seed_everything), before any image's own
 
     def _image_seed(self, image: torch.Tensor) -> int:
-        """The seed of one image's samples: its pixels' CRC-32 mixed with the run's seed, so the same scan gets
-        the same samples alone, in any batch or folder, and another run seed other ones."""
+        """The seed of one image's samples (predict, validation, test): its pixels' CRC-32 mixed with the
+        run's seed, so the same scan gets the same samples alone, in any batch or folder, and another run seed
+        other ones."""
         pixels = zlib.crc32(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return (getattr(self, "_predict_seed", 0) * 1_000_003 + pixels) % 2**63
+        return (getattr(self, "_run_seed", 0) * 1_000_003 + pixels) % 2**63
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Samples (bool), mean probability and uncertainty per image, plus what the writer needs.

@@ -10,6 +10,7 @@ import torch
 
 from domains.medical.metrics import SegmentationUncertaintyMetrics
 from domains.medical.models import MODELS
+from domains.medical.models.common import image_noise
 from domains.medical.task import MedicalSegmentationTask
 from tests.medical.test_models import TINY
 
@@ -80,7 +81,8 @@ def test_evaluate_runs_the_shared_network_once_and_updates_the_metrics(name, mon
     torch.manual_seed(5)
     with torch.no_grad():
         loss, _ = task.model.loss(batch["image"], batch["mask"])
-        probs = task.model.sample_logits(batch["image"], 4).sigmoid()
+        with image_noise([task._image_seed(image) for image in batch["image"]]):  # as _evaluate draws
+            probs = task.model.sample_logits(batch["image"], 4).sigmoid()
     torch.testing.assert_close(logged["test/loss"], loss, rtol=0, atol=0)
     reference = SegmentationUncertaintyMetrics()
     reference.update(probs >= task.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])

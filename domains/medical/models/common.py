@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -65,19 +68,92 @@ def diagonal_gaussian(mu: torch.Tensor, log_sigma: torch.Tensor, event_dims: int
     return Independent(Normal(mu, log_sigma.exp(), validate_args=False), event_dims, validate_args=False)
 
 
-def sample_latent(dist: Independent, shape: tuple[int, ...] = ()) -> torch.Tensor:
+class _ImageNoise:
+    """Standard-normal streams of one batch's images: one generator per (image, sample), seeded by the
+    image's seed and the sample's index, so sample ``j`` of an image draws the same noise whatever its batch,
+    its place in it and however the model splits its samples (the HPU-Net decodes them in chunks sized by
+    the batch)."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.seeds = [int(s) for s in seeds]
+        self._streams: dict[tuple[int, int], torch.Generator] = {}
+
+    def normal(self, image: int, sample: int, shape: torch.Size) -> torch.Tensor:
+        stream = self._streams.get((image, sample))
+        if stream is None:  # CPU generators: the same draws on any device
+            seed = (self.seeds[image] * 1_000_003 + sample) % 2**63
+            stream = self._streams[image, sample] = torch.Generator().manual_seed(seed)
+        return torch.randn(shape, generator=stream)
+
+
+_IMAGE_NOISE: ContextVar[_ImageNoise | None] = ContextVar("medical_image_noise", default=None)
+
+
+@contextmanager
+def image_noise(seeds: Sequence[int]) -> Iterator[None]:
+    """Within it, :func:`sample_latent` draws image ``i``'s latents from streams seeded by ``seeds[i]`` (one
+    per image of the batch) instead of torch's global generator, which it leaves untouched. Evaluation
+    samples so: from the global stream in batch order, an image's samples (and its GED, Hungarian IoU,
+    diversity) depended on its batch mates, so on ``--data.batch_size``."""
+    token = _IMAGE_NOISE.set(_ImageNoise(seeds))
+    try:
+        yield
+    finally:
+        _IMAGE_NOISE.reset(token)
+
+
+def _diverged() -> FloatingPointError:
+    return FloatingPointError(
+        "a latent Gaussian's sigma holds NaN / inf: the network's outputs diverged (weights blown up by a "
+        "learning rate far too high?)"
+    )
+
+
+def sample_latent(
+    dist: Independent, shape: tuple[int, ...] = (), rows: Sequence[tuple[int, int]] | None = None
+) -> torch.Tensor:
     """``dist.sample(shape)`` (the same random draws), with a clear FloatingPointError where its sigma is NaN /
     inf: ``torch.normal``'s own ("normal expects all elements of std >= 0.0") says nothing of why. A NaN sigma
-    means diverged weights (a learning rate far too high); in training the loss guard sees it first."""
+    means diverged weights (a learning rate far too high); in training the loss guard sees it first.
+
+    Under :func:`image_noise`: ``mu + sigma * eps`` in the same shape and layout, each entry's ``eps`` from
+    the stream of its image and sample. ``rows`` gives the (image, first sample) of each entry of ``dist``'s
+    batch (default: entry ``i`` is image ``i``, sample 0); an entry's ``shape`` draws are its samples from
+    there on (flattened in order). A model samples through here, with ``rows`` where its batch repeats
+    images, for its evaluation scores not to depend on the batch."""
+    noise = _IMAGE_NOISE.get()
+    if noise is not None:
+        return _sample_per_image(dist, shape, rows, noise)
     try:  # torch.normal checks sigma itself: no second pass over it (a device sync) on the normal path
         return dist.sample(shape)
     except RuntimeError:
         if torch.isfinite(dist.base_dist.scale).all():
             raise
-        raise FloatingPointError(
-            "a latent Gaussian's sigma holds NaN / inf: the network's outputs diverged (weights blown up by a "
-            "learning rate far too high?)"
-        ) from None
+        raise _diverged() from None
+
+
+def _sample_per_image(
+    dist: Independent, shape: tuple[int, ...], rows: Sequence[tuple[int, int]] | None, noise: _ImageNoise
+) -> torch.Tensor:
+    batch, event = dist.batch_shape, dist.event_shape
+    given = rows
+    rows = [(i, 0) for i in range(batch[0])] if rows is None and len(batch) == 1 else rows
+    if len(batch) != 1 or len(rows) != batch[0] or any(not 0 <= i < len(noise.seeds) for i, _ in rows):
+        images = sorted({i for i, _ in rows or ()})
+        raise ValueError(
+            "sample_latent under image_noise: expected a batch of one dimension with an (image, first "
+            f"sample) row each, images in [0, {len(noise.seeds)}) (one seed per image), got batch shape "
+            f"{tuple(batch)} with {'no rows (entry i: image i)' if given is None else f'{len(rows)} rows'} "
+            f"of images {images[0] if images else None}..{images[-1] if images else None}"
+        )
+    loc, scale = dist.base_dist.loc, dist.base_dist.scale
+    if not torch.isfinite(scale).all():
+        raise _diverged()
+    count = math.prod(shape)
+    eps = torch.stack(
+        [torch.stack([noise.normal(i, first + s, event) for i, first in rows]) for s in range(count)]
+    )  # (count, batch, *event): dist.sample's layout
+    return loc + scale * eps.view(*shape, *batch, *event).to(loc.device, loc.dtype)
 
 
 def select_top_k(

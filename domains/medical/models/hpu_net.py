@@ -156,11 +156,13 @@ class HierarchicalCore(nn.Module):
         z_given: Sequence[torch.Tensor] | None = None,
         use_mean: Sequence[bool] | None = None,
         reparameterize: bool = False,
+        rows: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[torch.Tensor, list[Independent], list[torch.Tensor]]:
         """Run the latent levels, coarsest first. Returns (decoder features, distributions, latents used).
 
         ``z_given`` (one map per level) replaces the core's own draws (the prior re-run on posterior latents).
         ``use_mean[level]`` puts that level's latent at its mean. ``reparameterize`` draws with ``rsample``.
+        ``rows``: the (image, sample) of each map of the batch, for :func:`sample_latent`'s noise per image.
         """
         rev = list(encoded)[::-1]
         x = rev[0]
@@ -173,7 +175,7 @@ class HierarchicalCore(nn.Module):
             elif use_mean is not None and use_mean[level]:
                 z = dist.mean
             else:
-                z = dist.rsample() if reparameterize else sample_latent(dist)
+                z = dist.rsample() if reparameterize else sample_latent(dist, rows=rows)
             dists.append(dist)
             used.append(z)
             skip = rev[level + 1]
@@ -459,7 +461,8 @@ class HierarchicalProbUNet(MedicalSegmenter):
         for start in range(0, num_samples, chunk):
             n = min(chunk, num_samples - start)
             rep = [e.repeat_interleave(n, dim=0) for e in encoded]  # (B*n, ...), sample-minor
-            decoded, _, _ = self.prior.decode_latents(rep, use_mean=use_mean)
+            rows = [(i, start + j) for i in range(b) for j in range(n)]
+            decoded, _, _ = self.prior.decode_latents(rep, use_mean=use_mean, rows=rows)
             outs.append(self._likelihood(decoded, rep).view(b, n, *size))
         return torch.cat(outs, dim=1)
 

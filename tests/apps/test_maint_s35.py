@@ -17,6 +17,7 @@ from apps import demo_models as dm
 from apps import ship_weights
 from apps import uploads as up
 from domains.driving.detection.operating_point import best_f1_threshold
+from tests.apps.tiny import TINY_DETECTOR
 from tests.helpers import detection_task
 
 # ------------------------------------------------------------------------------------ A: unknown keys
@@ -94,15 +95,7 @@ def test_ship_passes_the_runs_operating_threshold_to_the_detector_card(tmp_path,
     """A gpu_recipes run folder (record + every task weight in fp16) of a tiny detector: ship reads the task's
     operating_threshold buffer before it keeps only the plain network (NaN for a run without one)."""
     torch.manual_seed(0)
-    task = detection_task(
-        backbone="unet_encoder",
-        backbone_kwargs={"channels": [4, 8, 16]},
-        input_size=(64, 128),
-        fpn_levels=2,
-        fpn_channels=32,
-        head_convs=1,
-        kitti_difficulties=[],
-    )
+    task = detection_task(**TINY_DETECTOR)
     state = {k: v.half() if v.is_floating_point() else v for k, v in task.state_dict().items()}
     if buffer is None:
         del state["operating_threshold"]

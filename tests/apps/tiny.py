@@ -74,6 +74,18 @@ def build_medical(folder: Path) -> None:
         _fit_and_save(task, loader, folder / f"{key}.ckpt", {"test/ged": 0.5, "test/dice": 0.25}, "tiny")
 
 
+#: a detector small enough to fit in a test (the demo's and the shipped-card tests')
+TINY_DETECTOR = {
+    "backbone": "unet_encoder",
+    "backbone_kwargs": {"channels": [4, 8, 16]},
+    "input_size": (64, 128),
+    "fpn_levels": 2,
+    "fpn_channels": 32,
+    "head_convs": 1,
+    "kitti_difficulties": [],
+}
+
+
 def build_detection(folder: Path) -> None:
     from domains.driving.detection.data import detection_collate
 
@@ -85,16 +97,7 @@ def build_detection(folder: Path) -> None:
         items.append((image, target))
     loader = DataLoader(_ListDataset(items), batch_size=2, collate_fn=detection_collate)
     torch.manual_seed(0)
-    task = detection_task(
-        backbone="unet_encoder",
-        backbone_kwargs={"channels": [4, 8, 16]},
-        input_size=(64, 128),
-        fpn_levels=2,
-        fpn_channels=32,
-        head_convs=1,
-        kitti_difficulties=[],
-        lr_scheduler=None,
-    )
+    task = detection_task(**TINY_DETECTOR, lr_scheduler=None)
     _fit_and_save(
         task, loader, folder / "driving_detection.ckpt", {"test/map": 0.1, "test/map50": 0.2}, "tiny"
     )

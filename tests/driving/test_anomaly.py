@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.utils.data import DataLoader
 
 from domains.driving.anomaly.outliers import (
@@ -529,9 +530,17 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
         assert 0.0 <= m["ap"] <= 1.0 and 0.0 <= m["fpr95"] <= 1.0
         assert m["num_positive"] > 0 and m["num_pixels"] + m["num_void"] == 4 * 32 * 96
     assert {"sIoU_gt", "PPV", "mean_F1"} <= set(results["component"])
-    assert 0.0 <= results["image_auroc"]["sml"] <= 1.0  # 3 images with anomalies, 1 without
+    # 3 images with anomalies, 1 without: each score's AUROC of the image scores test kept, as sklearn's
+    targets = results["image_scores"]["targets"]
+    assert sorted(targets) == [0, 1, 1, 1]
+    # mahalanobis included: its distances of 40-60 had been squashed by torchmetrics' sigmoid into ties at 1.0
+    # (AUROC 0.5 for sklearn's 1/3 here)
+    for name, auroc in results["image_auroc"].items():
+        expected = roc_auc_score(targets, results["image_scores"][name])
+        assert auroc == pytest.approx(expected, abs=1e-6), name
     metrics = cli.trainer.callback_metrics
     assert {"test/ap", "test/fpr95", "test/image_auroc", "test/msp/ap"} <= set(metrics)
+    assert float(metrics["test/ap"]) == pytest.approx(results["pixel"]["sml"]["ap"])  # the chosen score's
     assert float(metrics["test/pixel_bin_width"]) == 0.0  # 4 tiny images: the exact curve
 
     out = tmp_path / "heatmaps"
@@ -543,6 +552,13 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     assert cv2.imread(str(overlays[0])).shape == (32, 96, 3)
     rows = (out / "image_scores.csv").read_text().splitlines()
     assert rows[0].startswith("name,image_score_outlier_prob") and len(rows) == 5
+    # the maps written are the maps test scored: sklearn's AP of them over the labels is test's pixel AP
+    masks = sorted(tiny_sets[1].glob("labels_masks/*.png"))
+    labels = np.stack([cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in masks])
+    maps = np.stack([np.load(p) for p in sorted(out.glob("*_score.npy"))])
+    known = labels != 255
+    written_ap = average_precision_score(labels[known] == 1, maps[known])
+    assert results["pixel"]["outlier_prob"]["ap"] == pytest.approx(written_ap, rel=1e-6)
 
     # your own photos (no labels_masks/, any size, nested), one unreadable: skipped and counted
     own = tmp_path / "own"
@@ -560,7 +576,9 @@ def test_cli_fit_test_predict_write_metrics_heatmaps_and_calibrated_checkpoints(
     # test and predict under bf16 autocast (CPU here; on a GPU this crashed turning a bf16 map into numpy)
     bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed"]
     cli = main(["test", *_cli_args(tiny_sets), *bf16])
-    assert all(0.0 <= m["ap"] <= 1.0 for m in cli.model.test_results["pixel"].values())
+    bf16_ap = {name: m["ap"] for name, m in cli.model.test_results["pixel"].items()}
+    fp32_ap = {name: m["ap"] for name, m in results["pixel"].items()}
+    assert bf16_ap == pytest.approx(fp32_ap, rel=0.1)
     main(["predict", *_cli_args(tiny_sets), *bf16, "--model.predict_dir", str(tmp_path / "bf16")])
     score = np.load(next((tmp_path / "bf16").glob("*_score.npy")))
     assert score.dtype == np.float32 and np.isfinite(score).all()

@@ -566,8 +566,12 @@ class AnomalySegmentationTask(BaseTask):
                 m = acc.compute()
             results["pixel"][name] = m
             image_scores = torch.tensor(self._image_scores[name], dtype=torch.float64)
+            # AUROC reads only the scores' order: given as ranks in [0, 1] (ties kept), since torchmetrics takes
+            # scores outside [0, 1] for logits and squashes them, which tied Mahalanobis scores of 40-60 at 1.0
+            # (AUROC 0.5 where the ranking gives 1/3)
+            ranks = torch.unique(image_scores, return_inverse=True)[1].double()
             results["image_auroc"][name] = (
-                float(binary_auroc(image_scores, targets)) if image_level else float("nan")
+                float(binary_auroc(ranks / max(1, int(ranks.max())), targets)) if image_level else float("nan")
             )
             for key in ("ap", "auroc", "fpr95"):
                 self.log(f"test/{name}/{key}", m[key])

@@ -368,7 +368,7 @@ def _detection_test_split(data):
         "shared.classification.export",
     ],
 )
-def test_export_entries_refuse_missing_garbage_and_foreign_checkpoints(module, checkpoints, work):
+def test_export_entries_refuse_missing_garbage_and_foreign_checkpoints(module, checkpoints, work, capsys):
     import importlib
 
     main = importlib.import_module(module).main
@@ -382,8 +382,9 @@ def test_export_entries_refuse_missing_garbage_and_foreign_checkpoints(module, c
     foreign = checkpoints[ANOMALY if "medical" in module else MEDICAL]
     with pytest.raises(CheckpointMismatchError, match=re.escape(str(foreign))):
         main(["--ckpt", str(foreign), "--out", str(out)])
-    with pytest.raises(SystemExit):
-        main(["--out", str(out)])  # --ckpt is required
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(out)])
+    assert exit_.value.code == 2 and "the following arguments are required: --ckpt" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -422,7 +423,7 @@ def test_the_export_command_reports_bad_input_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["domains.medical", "domains.driving.detection", "domains.driving.accident"])
-def test_a_command_without_a_config_says_the_config_names_the_network(module):
+def test_a_command_without_a_config_says_the_config_names_the_network(module, capsys):
     """`predict --ckpt_path FILE` without -c ended in "the following arguments are required:
     predict.model.network", not saying that the config is what names it."""
     import importlib
@@ -435,5 +436,8 @@ def test_a_command_without_a_config_says_the_config_names_the_network(module):
     with pytest.raises(ConfigError, match=r"fit: give a config, -c <config.yaml> .*: it names the network to train"):
         main(["fit"])
     # -cFILE (argparse's joined form) names a config: the command goes on to jsonargparse's own check of it
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main(["validate", "-cmissing.yaml"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and 'Parser key "config": File does not exist:' in err
+    assert "missing.yaml" in err

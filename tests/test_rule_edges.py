@@ -51,9 +51,16 @@ def _trainer(monitor="val/f1"):
 
 
 def test_the_mode_check_is_for_fit_only():
-    from shared.notify import NotifyWhenDone
+    """validate / test / predict send nothing, so a monitor without a mode is no error there (nor muted); fit
+    still refuses it."""
+    from shared.notify import NotifyConfigError, NotifyWhenDone
+    callback = NotifyWhenDone(webhook_url="http://127.0.0.1:9/x", monitor="val/acc")
     for stage in ("validate", "test", "predict"):
-        NotifyWhenDone(webhook_url="http://127.0.0.1:9/x", monitor="val/acc").setup(_trainer(), None, stage)
+        callback.setup(_trainer(), None, stage)
+        assert not callback._sent, stage
+    refused = r"monitor 'val/acc' is not the checkpoint callback's \('val/f1'\)"
+    with pytest.raises(NotifyConfigError, match=refused):
+        callback.setup(_trainer(), None, "fit")
 
 
 def test_no_checkpoint_callback_still_needs_a_mode():
@@ -64,8 +71,12 @@ def test_no_checkpoint_callback_still_needs_a_mode():
 
 
 def test_val_loss_epoch_is_a_loss():
+    """A loss beside the checkpoint's 'max' monitor needs no mode: its best is its minimum."""
     from shared.notify import NotifyWhenDone
-    NotifyWhenDone(webhook_url="http://127.0.0.1:9/x", monitor="val/loss_epoch").setup(_trainer(), None, "fit")
+    callback = NotifyWhenDone(webhook_url="http://127.0.0.1:9/x", monitor="val/loss_epoch")
+    trainer = _trainer()
+    callback.setup(trainer, None, "fit")
+    assert callback._monitor_and_mode(trainer) == ("val/loss_epoch", "min")
 
 
 def _png(value):
@@ -172,10 +183,15 @@ def test_a_mask_of_another_patients_image_name_is_an_orphan(tmp_path):
 
 
 def test_a_split_of_fraction_zero_is_not_warned(tmp_path):
+    """A test share of 0 asks for no test folder: nothing to warn of; the other splits get every patient."""
     from domains.medical.synthetic import generate_lidc_png
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        generate_lidc_png(tmp_path / "l", n_patients=3, images_per_patient=1, size=64, splits=(0.7, 0.3, 0.0))
+        root = generate_lidc_png(
+            tmp_path / "l", n_patients=3, images_per_patient=1, size=64, splits=(0.7, 0.3, 0.0)
+        )
+    patients = {split: len(list((root / split / "images").iterdir())) for split in ("train", "val")}
+    assert patients == {"train": 2, "val": 1} and not (root / "test").exists()
 
 
 def test_the_clip_estimate_divides_by_workers_and_says_minutes(tmp_path, monkeypatch, caplog):

@@ -109,7 +109,7 @@ def test_a_checkpoint_of_another_task_is_refused_naming_what_it_holds(demo_env):
         dm.load_task("driving_detection", medical)
 
 
-def test_an_accident_checkpoint_ships_and_loads_back(demo_env, tmp_path):
+def test_an_accident_checkpoint_ships_and_loads_back(demo_env, tmp_path, capsys):
     """ship_weights' checkpoint route on the tiny anticipator: fp16 safetensors whose sha256 is in the card,
     loaded back with safe loading into the same network (same outputs within fp16), the card's figures and
     operating point (the model's alarm threshold) measured on the fixture clips."""
@@ -150,12 +150,16 @@ def test_an_accident_checkpoint_ships_and_loads_back(demo_env, tmp_path):
     path.write_bytes(path.read_bytes()[:-2] + b"\0\0")
     with pytest.raises(dm.WeightFileError, match="sha256"):
         dm.load_task("driving_accident", path)
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
         main(["--checkpoint", f"driving_detection={ckpt}", "--out", str(out)])
+    assert stop.value.code == 2 and "--checkpoint 'driving_detection=" in (err := capsys.readouterr().err)
+    assert "expected KEY=PATH with KEY one of" in err
     # one data root cannot serve two tasks' layouts
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         main(["--checkpoint", f"driving_accident={ckpt}", "--checkpoint", f"driving_instances={ckpt}",
               "--data-path", str(tmp_path), "--out", str(out)])  # fmt: skip
+    assert stop.value.code == 2 and "--data-path applies to one --checkpoint" in capsys.readouterr().err
 
 
 def test_an_instance_checkpoint_ships_with_subset_figures_and_an_operating_point(demo_env, tmp_path):

@@ -249,7 +249,7 @@ def test_png_layout_refuses_two_files_of_one_id_and_names_an_empty_or_nested_ima
         read_png_instances(nested)
 
 
-def test_converter_round_trip_and_data_module_reads_the_json(tmp_path):
+def test_converter_round_trip_and_data_module_reads_the_json(tmp_path, capsys):
     data = make_instance_kitti(tmp_path / "kitti", n=6)
     ids = [f"{i:06d}" for i in range(6)]
     (data / "sequences.txt").write_text("".join(f"{i} drive{int(i) // 2}\n" for i in ids))  # 3 drives of 2
@@ -267,8 +267,9 @@ def test_converter_round_trip_and_data_module_reads_the_json(tmp_path):
     first = saved["annotations"][0]
     assert first["area"] == int(decode_masks([back[0].objects[0].rle], H, W).sum())
     assert {c["name"] for c in saved["categories"]} == {"Car", "Pedestrian", "DontCare"}
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         convert_main(["--from", "kitti", "--src", str(data), "--dst", str(out)])  # exists: refused
+    assert stop.value.code == 2 and f"error: {out} exists (use --overwrite)" in capsys.readouterr().err
 
     # the source's drives ride along beside the JSON, and the data module splits by them
     assert out.with_suffix(".sequences.txt").read_text() == (data / "sequences.txt").read_text()
@@ -738,13 +739,27 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
         overlay = cv2.imread(str(out / "overlays" / f"{image_id}.png"))
         assert overlay is not None and overlay.shape == (H, W, 3)
 
-    # test and predict under bf16 autocast (CPU here; the path a GPU takes): masks and metrics get float32
+    # test and predict under bf16 autocast (CPU here; the path a GPU takes): masks and metrics get float32.
+    # The two-step network finds nothing (every AP 0, as a metric stuck at 0 would say): test scores the test
+    # images' own objects as its detections (boxes and scores in bf16, as autocast leaves them), every AP 1
+    def ground_truth_detections(task, batch, batch_idx):
+        task.model = FixedOutputs([
+            {"boxes": t["boxes"].bfloat16(), "scores": torch.ones(len(t["labels"]), dtype=torch.bfloat16),
+             "labels": t["labels"], "masks": t["masks"].float()}
+            for t in batch[1]
+        ])  # fmt: skip
+        return evaluate(task, batch, batch_idx)
+
+    evaluate = InstanceTask.test_step
     bf16 = ["--ckpt_path", str(ckpt), "--trainer.precision", "bf16-mixed", "--model.score_thresh", "0.0"]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), monkeypatch.context() as patch:
         warnings.simplefilter("ignore")
+        patch.setattr(InstanceTask, "test_step", ground_truth_detections)
         cli = main(["test", *_cli_args(data, *bf16, "--model.min_heights", "[8]")])
-        assert 0 <= float(cli.trainer.callback_metrics["test/mask_map50"]) <= 1
-        assert 0 <= float(cli.trainer.callback_metrics["test/mask_h8_map50"]) <= 1
+        metrics = cli.trainer.callback_metrics
+        for name in ("mask_map50", "mask_map", "box_map50", "mask_h8_map50"):
+            assert float(metrics[f"test/{name}"]) == pytest.approx(1.0), name
+        assert {v.dtype for v in metrics.values()} == {torch.float32}
         out = tmp_path / "pred_bf16"
         main(["predict", *_cli_args(data, *bf16, "--model.predict_dir", str(out))])
     assert {p.stem for p in (out / "instances").glob("*.png")} == test_ids

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sklearn.metrics import average_precision_score
 
 from domains.driving.accident.model import AccidentAnticipator
 from domains.driving.accident.task import AccidentTask, load_accident_task
@@ -56,7 +57,7 @@ def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
         assert 0 <= float(loaded.model.alarm_threshold) <= 1
 
         cli = main(["test", *_cli_args(data, "--ckpt_path", str(ckpt))])
-        assert "test/video_ap" in cli.trainer.callback_metrics
+        fp32_video_ap = float(cli.trainer.callback_metrics["test/video_ap"])
 
         out = tmp_path / "pred"
         cli = main(["predict", *_cli_args(data, "--ckpt_path", str(ckpt), "--model.predict_dir", str(out))])
@@ -78,7 +79,14 @@ def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli = main(["test", *_cli_args(data, *bf16)])
-        assert 0 <= float(cli.trainer.callback_metrics["test/video_ap"]) <= 1
+        video_ap = float(cli.trainer.callback_metrics["test/video_ap"])
+        # sklearn's AP of the test clips' scores (every crash clip has frames before its contact, toa 7),
+        # and the float32 test's value
+        clips = cli.model.clip_scores_of("test")
+        scores = [c.scores[: c.toa].max() if c.is_crash else c.scores.max() for c in clips]
+        expected = average_precision_score([c.is_crash for c in clips], scores)
+        assert video_ap == pytest.approx(expected, abs=1e-6)
+        assert video_ap == pytest.approx(fp32_video_ap, abs=1e-6)
         cli = main(
             ["fit", *_cli_args(data, "--trainer.fast_dev_run", "1", "--trainer.precision", "bf16-mixed")]
         )

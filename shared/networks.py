@@ -64,6 +64,13 @@ def network_spec(network: nn.Module) -> dict:
     }
 
 
+def is_trusted(class_path: str) -> bool:
+    """Whether a checkpoint's ``class_path`` may be imported: its module is in :data:`TRUSTED_PACKAGES` or
+    already imported (a model of one's own, imported by the user's code); importing anything else runs its code."""
+    module_name = class_path.rpartition(".")[0]
+    return bool(module_name) and (module_name.startswith(TRUSTED_PACKAGES) or module_name in sys.modules)
+
+
 def build_network(network: nn.Module | dict, base: type | tuple[type, ...], option: str = "model.network"):
     """``network`` itself, or the network a ``class_path`` + ``init_args`` dictionary (a checkpoint's) names.
 
@@ -79,9 +86,9 @@ def build_network(network: nn.Module | dict, base: type | tuple[type, ...], opti
     if not isinstance(network, dict) or "class_path" not in network:
         raise TypeError(f"{option}: expected a {names} or a class_path / init_args mapping, got {network!r}")
     class_path = str(network["class_path"])
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name.startswith(TRUSTED_PACKAGES) and module_name not in sys.modules:
+    if not is_trusted(class_path):
         raise TypeError(f"{option}: class_path {class_path!r} is outside {', '.join(TRUSTED_PACKAGES)}")
+    module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, bases)):
         raise TypeError(f"{option}: class_path {class_path!r} is not a {names}")

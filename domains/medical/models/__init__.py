@@ -23,9 +23,8 @@ A model of one's own subclasses ``MedicalSegmenter`` (or one of these models) an
 from __future__ import annotations
 
 import importlib
-import sys
 
-from shared.networks import TRUSTED_PACKAGES
+from shared.networks import is_trusted
 
 from .base import MedicalSegmenter
 from .common import select_top_k
@@ -52,9 +51,9 @@ def model_name(network: MedicalSegmenter | type | str) -> str | None:
     since importing runs its code).
     """
     if isinstance(network, str):
-        module, _, class_name = network.rpartition(".")
-        if not module or (not module.startswith(TRUSTED_PACKAGES) and module not in sys.modules):
+        if not is_trusted(network):
             return None
+        module, _, class_name = network.rpartition(".")
         network = getattr(importlib.import_module(module), class_name, None)
     cls = network if isinstance(network, type) else type(network)
     return next((name for name, model in MODELS.items() if issubclass(cls, model)), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import itertools
@@ -690,8 +691,10 @@ def _random_seed() -> int:
 KEY_PACKAGES = ("torch", "torchvision", "pytorch_lightning", "monai", "albumentations", "torchmetrics", "numpy")
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
-    """The installed versions of :data:`KEY_PACKAGES` (those installed) and of Python, as plain strings."""
+    """The installed versions of :data:`KEY_PACKAGES` (those installed) and of Python, as plain strings: read
+    once per process (each checkpoint save asks)."""
     versions = {"python": platform.python_version()}
     for name in KEY_PACKAGES:
         try:
@@ -721,7 +724,7 @@ class ConfigInCheckpoints(SaveConfigCallback):
         if self._dumped is None:  # the same dump as config.yaml's (SaveConfigCallback.setup)
             self._dumped = self.parser.dump(self.config, skip_none=False)
         checkpoint["suite_config"] = self._dumped
-        checkpoint["suite_versions"] = package_versions()
+        checkpoint["suite_versions"] = dict(package_versions())
         workers = getattr(trainer.datamodule, "num_workers", None)
         if self.config.get("data.num_workers") is None and isinstance(workers, int):
             checkpoint["suite_resolved"] = {"data.num_workers": workers}

@@ -1560,6 +1560,23 @@ class MedicalDataModule(SplitLoaders):
         return self.max_items
 
     GROUP_UNIT = "patients"
+    #: the training crop (2-D formats) or the square NIfTI slices are resized to: the resume, validate and test
+    #: warnings name it when it differs from the checkpoint's (the Decathlon intensity settings and labels are
+    #: refused outside fit: :meth:`check_checkpoint_inputs`; a resume names them too: :meth:`other_input_than`)
+    INPUT_SETTINGS = ("crop_size",)
+
+    def other_input_than(self, trained: dict) -> str | None:
+        """:data:`INPUT_SETTINGS`, and the Decathlon input settings of ``dataset_kwargs`` (the channel and the
+        intensity window the network reads) that differ from the checkpoint's (``trained``): a ``fit
+        --ckpt_path`` resume on another channel went on unsaid."""
+        shared = super().other_input_than(trained)
+        before, now = self.input_settings(trained, "fit"), self.input_settings(dict(self.hparams), "fit")
+        kwargs = [
+            f"data.dataset_kwargs {k} {before[k]!r} (this command: {now[k]!r})"
+            for k in before
+            if k != "crop_size" and k in now and not same_setting(before[k], now[k])
+        ]
+        return ", ".join([shared] * bool(shared) + kwargs) or None
 
     def split_groups(self, name: str) -> set[str] | None:
         """The patients (cases) of split ``name`` once built, for the checkpoint's leak check."""

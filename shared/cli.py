@@ -276,6 +276,9 @@ class SuiteCLI(LightningCLI):
         for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             _check_nulls(config.get(group), group, cls)
         self._check_network_links(config)
+        # the folders as given, before they are derived from the config's name and the root dir below: a
+        # checkpoint's config (ConfigInCheckpoints) keeps these, so a rerun from it writes its own folders
+        self.save_config_kwargs = {**self.save_config_kwargs, "given_folders": _folders(config)}
         self._checkpoint_folder_of_config(config)
         self._follow_root_dir(config)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -712,22 +715,53 @@ class ConfigInCheckpoints(SaveConfigCallback):
     optimiser, schedule, trainer limits, data settings or seed. So each checkpoint holds, as plain values
     (``torch.load(ckpt, weights_only=True)`` reads them):
 
-    - ``suite_config``: the fit's whole config as YAML, the text ``config.yaml`` gets (``fit -c`` takes it);
+    - ``suite_config``: the fit's whole config as YAML (``fit -c`` takes it), as ``config.yaml`` gets it except
+      for the log and checkpoint folders, which it holds as given (``given_folders``): the ones derived from the
+      config file's name and ``--trainer.default_root_dir`` had pinned a rerun into the first run's folders,
+      whatever root dir it was given;
     - ``suite_versions``: the versions of Python and of :data:`KEY_PACKAGES`;
     - ``suite_resolved``: values the config left to the machine, as this run took them (``data.num_workers``
-      from null: the CPU count, on which augmentation draws depend); absent when there are none.
+      from null: the CPU count, on which augmentation draws depend); empty when there are none.
     """
 
     _dumped: str | None = None
 
+    def __init__(self, *args, given_folders: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.given_folders = given_folders
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self._dumped is None:  # the same dump as config.yaml's (SaveConfigCallback.setup)
-            self._dumped = self.parser.dump(self.config, skip_none=False)
+        if self._dumped is None:  # config.yaml's dump (SaveConfigCallback.setup), with the folders as given
+            config = self.config.clone()
+            if self.given_folders is not None:
+                _set_folders(config, self.given_folders)
+            self._dumped = self.parser.dump(config, skip_none=False)
         checkpoint["suite_config"] = self._dumped
         checkpoint["suite_versions"] = dict(package_versions())
         workers = getattr(trainer.datamodule, "num_workers", None)
-        if self.config.get("data.num_workers") is None and isinstance(workers, int):
-            checkpoint["suite_resolved"] = {"data.num_workers": workers}
+        resolved = self.config.get("data.num_workers") is None and isinstance(workers, int)
+        checkpoint["suite_resolved"] = {"data.num_workers": workers} if resolved else {}
+
+
+def _folders(config) -> dict:
+    """The checkpoint folder and each logger's ``save_dir`` of a parsed config (:func:`_set_folders` restores
+    them)."""
+    loggers = config.get("trainer.logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    saves = [getattr(logger, "init_args", None) for logger in loggers]
+    return {
+        "checkpoint.dirpath": config.get("checkpoint.dirpath"),
+        "save_dirs": [None if args is None else args.get("save_dir") for args in saves],
+    }
+
+
+def _set_folders(config, folders: dict) -> None:
+    config["checkpoint.dirpath"] = folders["checkpoint.dirpath"]
+    loggers = config.get("trainer.logger")
+    for logger, save_dir in zip(loggers if isinstance(loggers, list) else [loggers], folders["save_dirs"]):
+        args = getattr(logger, "init_args", None)
+        if args is not None and save_dir is not None:
+            args["save_dir"] = save_dir
 
 
 def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:

@@ -3,6 +3,7 @@ each checkpoint (``--trainer.logger false`` runs share one overwritten config.ya
 
 import importlib.metadata
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,8 +90,16 @@ def test_each_checkpoint_carries_its_runs_config_versions_and_resolved_workers(t
         versions = checkpoint["suite_versions"]
         assert versions["torch"] == importlib.metadata.version("torch") == torch.__version__.split("+")[0]
         assert {"python", "pytorch_lightning", "numpy", "torchvision", "albumentations"} <= set(versions)
-    assert checkpoint["suite_config"] == (root / "config.yaml").read_text()  # the text config.yaml gets
+    # config.yaml's, but for the checkpoint folder: as given (the default), not the one derived under the root
+    stored, written = yaml.safe_load(checkpoint["suite_config"]), yaml.safe_load((root / "config.yaml").read_text())
+    assert written["checkpoint"]["dirpath"] == str(root / "checkpoints")
+    assert stored["checkpoint"]["dirpath"] == "lightning_logs/tiny/checkpoints"
+    assert stored | {"checkpoint": None} == written | {"checkpoint": None}
     (tmp_path / "again.yaml").write_text(checkpoint["suite_config"])
+    # a rerun from it, given another root dir, writes there (the derived folder had pinned it into the first run's)
+    rerun = tiny_cli(["fit", "-c", "again.yaml", "--trainer.default_root_dir", str(tmp_path / "elsewhere")],
+                     data=SquareSplits, run=True)  # fmt: skip
+    assert Path(rerun.trainer.checkpoint_callback.last_model_path).is_relative_to(tmp_path / "elsewhere")
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
         tiny_cli(["fit", "-c", "again.yaml", "--print_config"], data=SquareSplits, run=True)
@@ -107,4 +116,4 @@ def test_a_given_worker_count_is_not_said_nor_recorded_as_resolved(tmp_path, mon
         cli = tiny_cli(fit, data=SquareSplits, run=True)
     assert "--data.num_workers null" not in caplog.text
     checkpoint = torch.load(cli.trainer.checkpoint_callback.last_model_path, map_location="cpu", weights_only=True)
-    assert "suite_resolved" not in checkpoint and yaml.safe_load(checkpoint["suite_config"])["data"]["num_workers"] == 0
+    assert checkpoint["suite_resolved"] == {} and yaml.safe_load(checkpoint["suite_config"])["data"]["num_workers"] == 0

@@ -475,11 +475,16 @@ def squeezed_boxes(width: int, height: int, input_size: Sequence[int], input_kin
 
 
 def own_clip_shape_warnings(
-    clips: Sequence[AccidentClip], input_size: Sequence[int], input_kind: str, listed: int = 5
+    clips: Sequence[AccidentClip],
+    input_size: Sequence[int],
+    input_kind: str,
+    listed: int = 5,
+    option: str = "--data.predict_path",
 ) -> list[str]:
-    """``predict``'s warnings for own clips (``--data.predict_path``) whose frames are of another shape than a
-    boxes-only network's input frame (:func:`squeezed_boxes`): one per frame size, naming its clips (the first
-    ``listed``). Reads each clip's size from its video's or first frame's header."""
+    """Warnings for clips (``predict``'s own ones, ``--data.predict_path``; or a data set's, named by ``option``)
+    whose frames are of another shape than a boxes-only network's input frame (:func:`squeezed_boxes`): one per
+    frame size, naming its clips (the first ``listed``). Reads each clip's size from its video's or first frame's
+    header."""
     if input_kind != "boxes":
         return []
     by_size: dict[tuple[int, int], list[str]] = {}
@@ -496,7 +501,7 @@ def own_clip_shape_warnings(
         if len(names) > 1:
             which = f"{len(names)} clips ({', '.join(names[:listed])}{more})"
         found.append(
-            f"--data.predict_path {which}: {width}x{height} frames ({width / height:.2f}:1), but the network "
+            f"{option} {which}: {width}x{height} frames ({width / height:.2f}:1), but the network "
             f"reads only the objects' boxes, scaled to its {in_w}x{in_h} input frame ({in_w / in_h:.2f}:1), "
             f"so {what}."
         )
@@ -517,7 +522,8 @@ class AccidentDataModule(SplitLoaders):
             (UString / DSTA feature files: ``features`` / ``object_features`` instead of frames) or ``dota``
             (``annotations/<vid>.json`` + ``frames/<vid>/images/*.jpg`` or ``frames/<vid>/*.jpg``).
         data_path: the data set's root; null (synthetic only): generated on first use under data/driving_accident.
-        synthetic: settings of the clip generator (n_clips, size, fps, seconds, seed, shares) when data_path is null.
+        synthetic: settings of the clip generator (n_clips, size, fps, seconds, seed, shares) when data_path is null;
+            ``size`` is (width, height) in pixels, as the generator's ``--width --height`` (``image_size`` is [H, W]).
         image_size: [H, W] frames are resized to (boxes scaled with them); also the network's input size (the
             CLI links it), by which it normalises box positions, so it must be set.
         max_objects: object slots per clip (UString's 19): the tracks visible longest, fixed per clip.

@@ -162,6 +162,15 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         if own:  # own clips come in any shape; the demo page warns of an upload by the same rule
             for warning in own_clip_shape_warnings(clips, self.model.input_size, self.model.input_kind):
                 rank_zero_warn(warning)
+        elif stage == "fit" and clips:  # the data set's: the first clip of each split says its shape (headers)
+            # synthetic: size [96, 320] written as image_size is (height, width) made 96-wide portrait clips,
+            # trained on unsaid
+            synthetic = getattr(datamodule, "data_path", "") is None
+            option = "--data.synthetic size" if synthetic else "--data.data_path"
+            order = " (the generator's size is width, height; --data.image_size is [height, width])" * synthetic
+            sample = [split[0] for split in datamodule.splits.values() if split and (split[0].frames or split[0].video)]
+            for warning in own_clip_shape_warnings(sample, self.model.input_size, self.model.input_kind, option=option):
+                rank_zero_warn(warning + order)
         if (
             stage in ("fit", "validate", "test")
             and self.model.input_kind == "frames"

@@ -279,6 +279,22 @@ class CheckedExport:
         return sidecar
 
 
+def largest_difference(sidecar: dict) -> float:
+    """The largest |onnxruntime - PyTorch| a sidecar records (``tolerance.max_abs_diff``: per output, or per
+    graph and output), for the exports' closing line."""
+    values = sidecar["tolerance"]["max_abs_diff"].values()
+    return max(v for value in values for v in (value.values() if isinstance(value, dict) else [value]))
+
+
+def run_export(main) -> None:
+    """An export's command line: bad input in one line, as the training command lines
+    (:func:`shared.cli_help.report_input_errors`)."""
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():
+        main()
+
+
 def export_parser(package: str, doc: str, out_help: str, ckpt_note: str = "") -> argparse.ArgumentParser:
     """The ``--ckpt`` (a Lightning checkpoint of ``package``) and ``--out`` options every export CLI
     (``python -m <package>.export``) starts with; the domain adds its own next."""

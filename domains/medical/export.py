@@ -45,7 +45,15 @@ from domains.medical.models.common import LOG_SIGMA_RANGE
 from domains.medical.predict import size_multiple
 from domains.medical.task import MedicalSegmentationTask
 from shared.backbones import upsample_nearest
-from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
+from shared.export import (
+    DEFAULT_CHECK,
+    CheckedExport,
+    ExportCheck,
+    export_parser,
+    largest_difference,
+    parse_and_load,
+    run_export,
+)
 
 
 class ProbUNetFeatures(nn.Module):
@@ -323,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     check = ExportCheck(args.atol, args.rtol, args.opset)
     sidecar = export_medical(task, args.out, size=size, check=check, checkpoint=args.ckpt, data=args.data_hparams)
-    worst = max(v for graph in sidecar["tolerance"]["max_abs_diff"].values() for v in graph.values())
+    worst = largest_difference(sidecar)
     print(
         f"wrote {', '.join(sidecar['graphs'])} and {sidecar['model']}.json to {args.out} "
         f"(onnxruntime vs PyTorch: max abs diff {worst:.2e})"
@@ -332,7 +340,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input in one line, as the training command lines
-        main()
+    run_export(main)

@@ -36,7 +36,15 @@ from torch import nn
 
 from shared.classification.data import ClassificationDataModule, classification_transforms
 from shared.classification.task import ClassificationTask
-from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
+from shared.export import (
+    DEFAULT_CHECK,
+    CheckedExport,
+    ExportCheck,
+    export_parser,
+    largest_difference,
+    parse_and_load,
+    run_export,
+)
 
 #: how a file becomes the (H, W, C) uint8 image, per ``in_channels``
 #: (:func:`shared.classification.data.read_image`)
@@ -235,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     sidecar = export_classification(
         task, args.out, size=size, check=check, checkpoint=args.ckpt, data=args.data_hparams
     )
-    worst = max(sidecar["tolerance"]["max_abs_diff"].values())
+    worst = largest_difference(sidecar)
     print(
         f"wrote classifier.onnx and classifier.json to {args.out} (decision: {sidecar['decision']['rule']}; "
         f"onnxruntime vs PyTorch: max abs diff {worst:.2e})"
@@ -244,7 +252,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input in one line, as the training command lines
-        main()
+    run_export(main)

@@ -105,3 +105,11 @@ def test_rounding_at_twice_the_size_is_no_fixed_shape_but_a_wrong_graph_is(tmp_p
         monkeypatch.setattr(ex, "run_onnx", graph_off_by(0.5))  # baked-in shapes: wrong by the values' size
         said = export._wrong_at_another_size(tmp_path / "g.onnx", net, torch.rand(1, 3, 8, 8), axes)
         assert said == "its first output differs from PyTorch by up to 0.5"
+
+
+def test_largest_difference_reads_flat_and_per_graph_tolerances():
+    from shared.export import largest_difference
+
+    assert largest_difference({"tolerance": {"max_abs_diff": {"logits": 2e-6, "scores": 5e-6}}}) == 5e-6
+    nested = {"tolerance": {"max_abs_diff": {"a.onnx": {"x": 1e-6}, "b.onnx": {"y": 7e-6, "z": 0.0}}}}
+    assert largest_difference(nested) == 7e-6

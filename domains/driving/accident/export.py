@@ -40,7 +40,16 @@ from domains.driving.accident.data import training_fps
 from domains.driving.accident.model import AccidentAnticipator
 from domains.driving.accident.task import AccidentTask
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
-from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load, run_onnx
+from shared.export import (
+    DEFAULT_CHECK,
+    CheckedExport,
+    ExportCheck,
+    export_parser,
+    largest_difference,
+    parse_and_load,
+    run_export,
+    run_onnx,
+)
 
 GRAPH, SIDECAR = "anticipator.onnx", "anticipator.json"
 #: one step's inputs before the state, per ``input_kind``
@@ -316,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, task, _ = parse_and_load(parser, argv, AccidentTask)
     check = ExportCheck(args.atol, args.rtol, args.opset)
     sidecar = export_accident(task, args.out, check=check, checkpoint=args.ckpt, data=args.data_hparams)
-    worst = max(sidecar["tolerance"]["max_abs_diff"].values())
+    worst = largest_difference(sidecar)
     print(
         f"wrote {GRAPH} and {SIDECAR} to {args.out} (onnxruntime vs PyTorch over the check clip: max abs "
         f"diff {worst:.2e})"
@@ -325,7 +334,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input in one line, as the training command lines
-        main()
+    run_export(main)

@@ -31,7 +31,15 @@ from domains.driving.anomaly.model import FIXED_RANGES, AnomalySegmenter
 from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, smooth_score_map
 from domains.driving.anomaly.task import AnomalySegmentationTask
 from domains.driving.classes import semantic_class_names
-from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load
+from shared.export import (
+    DEFAULT_CHECK,
+    CheckedExport,
+    ExportCheck,
+    export_parser,
+    largest_difference,
+    parse_and_load,
+    run_export,
+)
 
 
 class SegmenterWithScore(nn.Module):
@@ -169,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         checkpoint=args.ckpt,
         smoothing=args.score_smoothing,
     )
-    worst = max(sidecar["tolerance"]["max_abs_diff"].values())
+    worst = largest_difference(sidecar)
     print(
         f"wrote segmenter.onnx and segmenter.json ({sidecar['score']}, smoothing sigma {sidecar['score_smoothing']} "
         f"px) to {args.out} "
@@ -179,7 +187,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input in one line, as the training command lines
-        main()
+    run_export(main)

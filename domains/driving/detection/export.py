@@ -50,7 +50,16 @@ from torchvision.models.detection.image_list import ImageList
 
 from domains.driving.detection.model import FitIntoBox, run_by_size
 from domains.driving.detection.task import DetectionTask
-from shared.export import DEFAULT_CHECK, CheckedExport, ExportCheck, export_parser, parse_and_load, run_onnx
+from shared.export import (
+    DEFAULT_CHECK,
+    CheckedExport,
+    ExportCheck,
+    export_parser,
+    largest_difference,
+    parse_and_load,
+    run_export,
+    run_onnx,
+)
 
 OUTPUTS = ["cls_logits", "bbox_regression", "bbox_ctrness", "anchors", "anchors_per_level"]
 SIZE_DIVISIBLE = 32
@@ -211,13 +220,10 @@ def main(argv: list[str] | None = None) -> dict:
     args, task, _ = parse_and_load(parser, argv, DetectionTask)
     check = ExportCheck(args.atol, args.rtol, args.opset)
     sidecar = export_detection(task, args.out, check=check, checkpoint=args.ckpt)
-    worst = max(sidecar["tolerance"]["max_abs_diff"].values())
+    worst = largest_difference(sidecar)
     print(f"wrote detector.onnx and detector.json to {args.out} (ORT vs PyTorch: max abs diff {worst:.2e})")
     return sidecar
 
 
 if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input in one line, as the training command lines
-        main()
+    run_export(main)

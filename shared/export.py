@@ -238,6 +238,19 @@ class CheckedExport:
         largest, within = _difference(got, expected, 10 * self.atol, 10 * self.rtol)
         return None if within else f"its first output differs from PyTorch by up to {largest:.3g}"
 
+    def stage(
+        self,
+        file: str,
+        module: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        outputs: list[str],
+        dynamic_axes: dict[str, dict[int, str]],
+    ) -> Path:
+        """Export ``module`` into the staging folder without :meth:`graph`'s check, for a graph whose outputs
+        have data-dependent lengths (detections: one more or fewer at a score tie), which the caller compares
+        with PyTorch itself before :meth:`finish`; returns the staged file."""
+        return self._export(file, module, inputs, outputs, dynamic_axes)
+
     def _export(self, file, module, inputs, outputs, dynamic_axes) -> Path:
         path = export_onnx(
             module,

@@ -363,6 +363,7 @@ def _detection_test_split(data):
     [
         "domains.medical.export",
         "domains.driving.detection.export",
+        "domains.driving.instances.export",
         "domains.driving.anomaly.export",
         "domains.driving.accident.export",
         "shared.classification.export",

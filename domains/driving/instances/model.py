@@ -37,6 +37,7 @@ from domains.driving.detection.model import (
     FitIntoBox,
     as_image_list,
     checked_backbone,
+    run_by_size,
 )
 from shared.backbones import Backbone, FreezableBackbone
 from shared.networks import RemembersInitArgs
@@ -49,7 +50,7 @@ class RoadInstanceSegmenter(FreezableBackbone, AdjustablePostprocess, RemembersI
     with ``boxes`` xyxy, 0-based ``labels`` and ``masks`` (K, H, W)) returns torchvision's loss dict
     (``loss_classifier``, ``loss_box_reg``, ``loss_mask``, ``loss_objectness``, ``loss_rpn_box_reg``); eval
     returns per image ``boxes``, ``scores``, 0-based ``labels`` and ``masks`` (N, H, W) float probabilities in
-    the input image's pixels.
+    the input image's pixels, the same whatever the batch the image comes in (one pass per image size).
 
     Args:
         num_classes: object classes (no background slot).
@@ -162,9 +163,12 @@ class RoadInstanceSegmenter(FreezableBackbone, AdjustablePostprocess, RemembersI
                 {"boxes": t["boxes"], "labels": t["labels"] + 1, "masks": t["masks"].to(torch.uint8)}
                 for t in targets
             ]
-        out = self.segmenter(images, targets)
         if self.training:
-            return out
+            return self.segmenter(images, targets)
+        # one pass per image size, as the detector's detect_by_size: torchvision pads a batch to its largest
+        # image and the padding is not inert (MobileNetV3's squeeze-excitation averages over it), so an image's
+        # instances had hung on what it was batched with
+        out = run_by_size(images, self.segmenter)
         return [{**o, "labels": o["labels"] - 1, "masks": o["masks"][:, 0].float()} for o in out]
 
 

@@ -46,6 +46,7 @@ from shared.export import (
     ExportCheck,
     export_parser,
     largest_difference,
+    onnx_session,
     parse_and_load,
     run_export,
     run_onnx,
@@ -155,14 +156,14 @@ def compare_clip(
     batch, slots = clip[0]["box_valid"].shape
     torch_state = list(module.model.initial_state(batch, slots).values())
     ort_state = [t.numpy() for t in torch_state]
-    measured = dict.fromkeys(module.output_names, 0.0)
+    measured, session = dict.fromkeys(module.output_names, 0.0), onnx_session(path)
     for t, frame in enumerate(clip):
         with torch.no_grad():
             expected = module(*frame.values(), *torch_state)
         feed = {k: v.numpy() for k, v in frame.items()} | dict(
             zip(module.input_names[len(frame) :], ort_state)
         )
-        got = run_onnx(path, feed)
+        got = run_onnx(session, feed)
         torch_state, ort_state = expected[len(OUTPUTS) :], got[len(OUTPUTS) :]
         for name, g, e in zip(module.output_names, got, expected, strict=True):
             g, e = g.astype(np.float64), e.numpy().astype(np.float64)

@@ -56,6 +56,7 @@ from shared.export import (
     ExportCheck,
     export_parser,
     largest_difference,
+    onnx_session,
     parse_and_load,
     run_export,
     run_onnx,
@@ -126,9 +127,11 @@ def detect_with_onnx(
     image size, as the PyTorch detector does (:func:`~domains.driving.detection.model.run_by_size`: padding to
     a batch's largest image moves the scores)."""
 
+    session = onnx_session(onnx_path)
+
     def detect(group: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         batch, sizes, original = preprocess(group, meta)
-        return postprocess(run_onnx(onnx_path, {"image": batch.numpy()}), sizes, original, meta)
+        return postprocess(run_onnx(session, {"image": batch.numpy()}), sizes, original, meta)
 
     return run_by_size(images, detect)
 

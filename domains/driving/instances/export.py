@@ -55,6 +55,7 @@ from shared.export import (
     ExportCheck,
     export_parser,
     largest_difference,
+    onnx_session,
     parse_and_load,
     run_export,
     run_onnx,
@@ -106,10 +107,10 @@ def graph_inputs(batch: torch.Tensor, sizes: list, original: list) -> list[dict[
 def segment_with_onnx(onnx_path: str | Path, images: list[torch.Tensor], meta: dict) -> list[dict]:
     """The model's ``forward`` with the graph in onnxruntime: RGB [0, 1] (3, H, W) images of any sizes -> per
     image ``boxes``, ``scores``, 0-based ``labels`` and ``masks`` (N, H, W) probabilities, one run per image."""
-    found = []
+    found, session = [], onnx_session(onnx_path)
     for image in images:
         batch, sizes, original = preprocess([image], meta)
-        outputs = run_onnx(onnx_path, graph_inputs(batch, sizes, original)[0])
+        outputs = run_onnx(session, graph_inputs(batch, sizes, original)[0])
         found.append({k: torch.from_numpy(v) for k, v in zip(OUTPUTS, outputs, strict=True)})
     return found
 

@@ -87,7 +87,7 @@ class BackboneWithFPN(nn.Module):
 
 
 class Float32Points(AnchorGenerator):
-    """torchvision's point ("anchor") grid, always float32.
+    """torchvision's point ("anchor") grid, always float32 (FCOS's points, Mask R-CNN's anchors).
 
     torchvision builds it in the feature maps' dtype: under bf16-mixed that is bfloat16, whose 8 significant
     bits round the points' boxes (and every box decoded from them) to 4 px beyond x = 512, 8 px beyond 1024:
@@ -98,12 +98,26 @@ class Float32Points(AnchorGenerator):
         super().set_cell_anchors(torch.float32, device)
 
 
-class Float32OutputHead(FCOSHead):
-    """torchvision's FCOS head with float32 outputs: under mixed precision its convolutions hand out
-    bfloat16 / float16, and the losses, scores and box decoding that follow would run in them."""
+def _float32(value):
+    """``value``'s tensors (alone, or in a dict, list or tuple, nested) as float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    if isinstance(value, dict):
+        return {name: _float32(v) for name, v in value.items()}
+    return type(value)(_float32(v) for v in value)
 
-    def forward(self, x: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: value.float() for name, value in super().forward(x).items()}
+
+class Float32Outputs:
+    """Mixin (first base) for a torchvision head: float32 outputs. Under mixed precision its convolutions and
+    linear layers hand out bfloat16 / float16, and the losses, scores and box decoding that follow would run
+    in them."""
+
+    def forward(self, *args, **kwargs):
+        return _float32(super().forward(*args, **kwargs))
+
+
+class Float32OutputHead(Float32Outputs, FCOSHead):
+    """torchvision's FCOS head with float32 outputs (:class:`Float32Outputs`)."""
 
 
 class FitIntoBox(GeneralizedRCNNTransform):
@@ -447,6 +461,7 @@ __all__ = [
     "BackboneWithFPN",
     "FitIntoBox",
     "Float32OutputHead",
+    "Float32Outputs",
     "Float32Points",
     "RoadDetector",
     "box_in_ignore_fraction",

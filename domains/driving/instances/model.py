@@ -14,8 +14,9 @@ Why Mask R-CNN (of torchvision's instance models it is the only one, but also on
 What is torchvision's and what is ours: the RPN, RoIAlign, box and mask heads, their losses, NMS, mask pasting
 and the resize / normalise transform are torchvision's. This module only picks the anchor sizes from the real
 strides of the chosen levels (torchvision's defaults assume strides 4..64 with 32-px anchors at stride 4, too
-large for 10-px pedestrians in a 192-px frame), narrows the heads for CPU budgets, and shifts labels: the suite's
-labels are 0-based class indices, Mask R-CNN reserves 0 for background.
+large for 10-px pedestrians in a 192-px frame), narrows the heads for CPU budgets, keeps anchors, proposals and
+boxes float32 under mixed precision (as the detector does) and shifts labels: the suite's labels are 0-based
+class indices, Mask R-CNN reserves 0 for background.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
@@ -35,12 +35,25 @@ from domains.driving.detection.model import (
     AdjustablePostprocess,
     BackboneWithFPN,
     FitIntoBox,
+    Float32Outputs,
+    Float32Points,
     as_image_list,
     checked_backbone,
     run_by_size,
 )
 from shared.backbones import Backbone, FreezableBackbone
 from shared.networks import RemembersInitArgs
+
+
+class Float32RPNHead(Float32Outputs, RPNHead):
+    """torchvision's RPN head with float32 objectness and box deltas: with :class:`Float32Points` the
+    proposals are decoded in float32. In bfloat16 (bf16-mixed) they rounded to 4 px beyond x = 512, a thin one
+    collapsed to zero width and its log-width regression target in the RoI heads was infinite."""
+
+
+class Float32BoxPredictor(Float32Outputs, FastRCNNPredictor):
+    """torchvision's box predictor with float32 class logits and box deltas: scores and the boxes decoded from
+    the proposals in float32 (torchvision decodes in the deltas' dtype)."""
 
 
 class RoadInstanceSegmenter(FreezableBackbone, AdjustablePostprocess, RemembersInitArgs, nn.Module):
@@ -111,7 +124,7 @@ class RoadInstanceSegmenter(FreezableBackbone, AdjustablePostprocess, RemembersI
         self.input_size = (int(input_size[0]), int(input_size[1]))
         body = BackboneWithFPN(backbone, num_levels=fpn_levels, fpn_channels=fpn_channels, extra_levels=False)
         names = [f"c{i}" for i in body.level_indices]
-        anchors = AnchorGenerator(
+        anchors = Float32Points(  # float32 anchors and heads: boxes stay float32 under mixed precision
             tuple((float(s * anchor_scale),) for s in body.strides), ((0.5, 1.0, 2.0),) * len(names)
         )
         self.segmenter = MaskRCNN(
@@ -122,14 +135,14 @@ class RoadInstanceSegmenter(FreezableBackbone, AdjustablePostprocess, RemembersI
             image_mean=list(image_mean),
             image_std=list(image_std),
             rpn_anchor_generator=anchors,
-            rpn_head=RPNHead(fpn_channels, anchors.num_anchors_per_location()[0]),
+            rpn_head=Float32RPNHead(fpn_channels, anchors.num_anchors_per_location()[0]),
             rpn_pre_nms_top_n_train=proposals_train,
             rpn_post_nms_top_n_train=proposals_train,
             rpn_pre_nms_top_n_test=proposals_test,
             rpn_post_nms_top_n_test=proposals_test,
             box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
             box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
-            box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1),
+            box_predictor=Float32BoxPredictor(box_head_dim, num_classes + 1),
             box_score_thresh=score_thresh,
             box_nms_thresh=nms_thresh,
             box_detections_per_img=detections_per_img,

@@ -4,15 +4,19 @@ A probe of a few steps before training guesses the seconds per step, but on a sh
 30 % over minutes, so a schedule planned from the probe ends minutes early or late. This callback measures
 the real step time as training goes and moves both the trainer's ``max_steps`` and the task's cosine length
 (``BaseTask.schedule_steps``) so that the schedule ends when the budget does. Written by hand: Lightning's
-``max_time`` only stops a run, it does not shape its schedule.
+``max_time`` only stops a run, it does not shape its schedule (the CLI adds this callback to a ``fit`` given
+``--trainer.max_time``, see ``seconds=None``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.utilities import rank_zero_info
 
 
 class FitScheduleToBudget(pl.Callback):
@@ -20,35 +24,69 @@ class FitScheduleToBudget(pl.Callback):
 
     ``seconds``: the training budget, counted from the first training batch. The estimate uses the last
     ``window`` steps. Once the budget is spent the run stops at the step it has reached.
+
+    ``seconds`` None: the budget is what the trainer's ``max_time`` leaves at the first training batch
+    (Lightning's ``Timer``, which counts from the start of training, a resumed run's earlier time included, so
+    the sanity check is not counted), and the run is only ever shortened: the schedule ends at the earlier of
+    the time and the planned ``max_steps`` / ``max_epochs`` (``max_time`` alone stopped a run mid-schedule,
+    its LR still warming up). It then acts only on a ``WarmupCosine`` that follows the trainer's plan (a fixed
+    ``total_steps`` or another schedule is left as configured).
     """
 
     def __init__(
         self,
-        seconds: float,
+        seconds: float | None,
         every: int = 10,
         window: int = 30,
         clock: Callable[[], float] = time.perf_counter,
     ):
-        if seconds <= 0 or every < 1 or window < every:
+        if (seconds is not None and seconds <= 0) or every < 1 or window < every:
             raise ValueError(
-                f"need seconds > 0, every >= 1, window >= every; got {seconds}, {every}, {window}"
+                f"need seconds > 0 (or None: max_time), every >= 1, window >= every; got {seconds}, {every}, "
+                f"{window}"
             )
-        self.seconds, self.every, self.window, self.clock = float(seconds), every, window, clock
+        self.follows_max_time = seconds is None
+        self.seconds = None if seconds is None else float(seconds)
+        self.every, self.window, self.clock = every, window, clock
+        self.planned = math.inf  # the trainer's planned steps (follows_max_time: never lengthened past them)
+        self.active = True
         self.start: float | None = None
         self.marks: list[tuple[int, float]] = []  # (global step, time) at each check
         self.adjustments: list[tuple[int, int]] = []  # (at step, new end step)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start, self.marks, self.adjustments = None, [], []  # a reused callback starts afresh
+        if not self.follows_max_time:
+            return
+        timer = self._timer(trainer)
+        left = timer.time_remaining() if timer is not None else None
+        follows = getattr(getattr(pl_module, "lr_schedule", None), "follows_trainer", False)
+        self.active = bool(follows) and left is not None and left > 0
+        self.planned = trainer.estimated_stepping_batches
+        if self.active:
+            finite = math.isfinite(self.planned)
+            plan = f" or at the planned {int(self.planned)} steps, whichever comes first" if finite else ""
+            rank_zero_info(
+                f"--trainer.max_time: the LR schedule follows the time: it ends when the {left:.0f} s left "
+                f"for training run out{plan} (shared.budget.FitScheduleToBudget)"
+            )
+
+    @staticmethod
+    def _timer(trainer) -> Timer | None:
+        """Lightning's ``Timer`` callback, which ``max_time`` adds (None without it)."""
+        timers = (c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None)
+        return next(timers, None)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.start is None:
             self.start = self.clock()
             self.marks = [(trainer.global_step, self.start)]
+            if self.follows_max_time and self.active:
+                self.seconds = self._timer(trainer).time_remaining()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step == 0 or step % self.every or step == self.marks[-1][0]:
+        if not self.active or step == 0 or step % self.every or step == self.marks[-1][0]:
             return
         now = self.clock()
         # keep the marks of the last window (and the one just before it, the window's start)
@@ -59,6 +97,9 @@ class FitScheduleToBudget(pl.Callback):
         per_step = (now - old_time) / (step - old_step)
         remaining = self.seconds - (now - self.start)
         end = max(step, step + int(remaining / max(per_step, 1e-9)))  # step: the budget is spent, stop
+        if end >= self.planned and not self.adjustments:
+            return  # the time holds the plan: the trainer's length (and the schedule following it) stands
+        end = min(end, self.planned)
         trainer.fit_loop.epoch_loop.max_steps = end
         if hasattr(pl_module, "schedule_steps"):
             pl_module.schedule_steps = end

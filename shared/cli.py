@@ -23,12 +23,13 @@ import torch
 import yaml
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.accelerators import CPUAccelerator
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from shared.cli_help import SUBCOMMAND_HELP, quiet_library_notes
+from shared.budget import FitScheduleToBudget
+from shared.cli_help import RESUME_HINT, SUBCOMMAND_HELP, metric_mode, quiet_library_notes
 from shared.device import cpu_has_bf16_units
 from shared.files import (
     PREDICTIONS_MANIFEST,
@@ -276,6 +277,7 @@ class SuiteCLI(LightningCLI):
         for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             _check_nulls(config.get(group), group, cls)
         self._check_network_links(config)
+        self._checkpoint_mode(config)
         # the folders as given, before they are derived from the config's name and the root dir below: a
         # checkpoint's config (ConfigInCheckpoints) keeps these, so a rerun from it writes its own folders
         self.save_config_kwargs = {**self.save_config_kwargs, "given_folders": _folders(config)}
@@ -341,6 +343,23 @@ class SuiteCLI(LightningCLI):
                     f"{argument!r} (it takes {known})"
                 )
 
+    def _checkpoint_mode(self, config) -> None:
+        """``--checkpoint.mode`` when not given: the domain's for its own monitor; for another
+        ``--checkpoint.monitor`` the mode its name implies (:func:`shared.cli_help.metric_mode`: ``min`` for a
+        loss), else the domain's, warned (``--checkpoint.monitor val/loss`` in a domain ranked by an accuracy
+        had kept the highest loss as the best)."""
+        if config.get("checkpoint.mode") is not None:
+            return
+        monitor = config.get("checkpoint.monitor")
+        mode = None if monitor in (None, self._monitor) else metric_mode(monitor)
+        if mode is None and monitor not in (None, self._monitor):
+            rank_zero_warn(
+                f"--checkpoint.monitor {monitor} without --checkpoint.mode: the best checkpoint is the one "
+                f"with its {'highest' if self._monitor_mode == 'max' else 'lowest'} value (--checkpoint.mode "
+                f"{self._monitor_mode}, the domain's for {self._monitor}); give --checkpoint.mode min or max"
+            )
+        config["checkpoint.mode"] = mode or self._monitor_mode
+
     def _print_config(self, parser, given: list[str], without: list[str]) -> None:
         """``--print_config``: jsonargparse prints during the parse, before the folders that follow the config
         file and ``--trainer.default_root_dir`` are worked out (:meth:`_checkpoint_folder_of_config`,
@@ -353,6 +372,7 @@ class SuiteCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         folders = ["--checkpoint.dirpath", str(config["checkpoint.dirpath"])]
+        folders += ["--checkpoint.mode", str(config["checkpoint.mode"])]  # as resolved (_checkpoint_mode)
         loggers = config.get("trainer.logger")
         if loggers and not isinstance(loggers, bool):
             as_given = [logger.as_dict() for logger in (loggers if isinstance(loggers, list) else [loggers])]
@@ -502,6 +522,11 @@ class SuiteCLI(LightningCLI):
         once per fit: fp32 training on a CPU with bfloat16 units may leave much of its speed unused."""
         self._warn_resumed_on_other_data()
         trainer = self.trainer
+        self._warn_no_validation()
+        timed = any(isinstance(c, Timer) for c in trainer.callbacks)  # --trainer.max_time (Lightning's Timer)
+        budgeted = any(isinstance(c, FitScheduleToBudget) for c in trainer.callbacks)  # the benchmarks' own
+        if timed and not budgeted and not trainer.fast_dev_run:
+            trainer.callbacks.append(FitScheduleToBudget(seconds=None))  # the schedule follows the time
         if (
             trainer.precision == "32-true"
             and not trainer.fast_dev_run  # a smoke run: speed is not its point
@@ -513,6 +538,26 @@ class SuiteCLI(LightningCLI):
                 "(measured on the medical Prob. U-Net: its step 3x at 128 px, 1.3x at 64 px crops; the numerics "
                 "change: see the README's 'bf16 on CPUs that have it')"
             )
+
+    def _warn_no_validation(self) -> None:
+        """A fit that validates never (``check_val_every_n_epoch`` above ``max_epochs``, ``limit_val_batches``
+        0) keeps no best checkpoint, and ``test --ckpt_path best`` after it fails: said at its start."""
+        trainer = self.trainer
+        every, epochs, limit = trainer.check_val_every_n_epoch, trainer.max_epochs, trainer.limit_val_batches
+        if trainer.fast_dev_run:
+            return
+        if limit == 0:
+            why = "--trainer.limit_val_batches is 0"
+        elif every is not None and epochs not in (None, -1) and every > epochs:
+            why = f"--trainer.check_val_every_n_epoch {every} is more than --trainer.max_epochs {epochs}"
+        else:
+            return
+        monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+        best = f": no best checkpoint on {monitor} is kept (`--ckpt_path best` finds none)" if monitor else ""
+        rank_zero_warn(
+            f"this fit runs no validation, since {why}{best}. Lower --trainer.check_val_every_n_epoch (or "
+            "raise --trainer.max_epochs) and keep --trainer.limit_val_batches above 0 to validate"
+        )
 
     def _warn_resumed_on_other_data(self) -> None:
         """``fit --ckpt_path`` with another image size or data set than the checkpoint's fit went on unsaid,
@@ -630,7 +675,7 @@ class SuiteCLI(LightningCLI):
         parser.set_defaults(
             {
                 "checkpoint.monitor": self._monitor,
-                "checkpoint.mode": self._monitor_mode,
+                "checkpoint.mode": None,  # given, or resolved from the monitor (_checkpoint_mode)
                 "checkpoint.save_last": True,
                 "checkpoint.dirpath": self._default_checkpoint_dir,
                 "checkpoint.filename": "best-{epoch:02d}-{step}",
@@ -639,6 +684,12 @@ class SuiteCLI(LightningCLI):
         )
         # Lightning's help says nothing of the folder the suite derives (_checkpoint_folder_of_config)
         dirpath = next(a for a in parser._actions if a.dest == "checkpoint.dirpath")
+        mode = next(a for a in parser._actions if a.dest == "checkpoint.mode")
+        mode.help = (
+            f"min or max: which way the monitored metric is better. Default: {self._monitor_mode} for the "
+            f"domain's {self._monitor}; for another --checkpoint.monitor, min for a loss (a name with "
+            f"'loss'), else {self._monitor_mode}, with a warning."
+        )
         dirpath.help = (
             f"Where checkpoints go. With -c FILE: lightning_logs/{self._domain}/<FILE's name>/checkpoints, so each "
             "config keeps its own last.ckpt (--print_config shows it), under --trainer.default_root_dir when "
@@ -972,7 +1023,7 @@ class LastIsLastCheckpoint(ModelCheckpoint):
     (:meth:`_steps_for_resume`) it is that of the same run without them."""
 
     _resumed_at: int | None = None  # the step a resumed fit restored (on_train_start)
-    _sigterm_saved_at: int | None = None  # the step whose state a SIGTERM saved (on_exception)
+    _interrupt_saved_at: int | None = None  # the step whose state a SIGTERM or Ctrl-C saved (on_exception)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # Lightning warns "Checkpoint directory ... exists and is not empty" on every fit after the first into a
@@ -1072,19 +1123,24 @@ class LastIsLastCheckpoint(ModelCheckpoint):
         )
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        """A SIGTERM (a scheduler's preemption, ``docker stop``) stops the fit after the batch in hand: that
-        state is saved as ``last.ckpt``, so ``fit --ckpt_path last`` goes on from it (the steps since the last
-        save were lost). Not from inside a validation: a checkpoint there would resume into its middle."""
+        """A SIGTERM (a scheduler's preemption, ``docker stop``) stops the fit after the batch in hand, and a
+        Ctrl-C (KeyboardInterrupt) within the batch in hand: the state at the last finished step is saved as
+        ``last.ckpt``, so ``fit --ckpt_path last`` goes on from it (Ctrl-C saved nothing: with
+        ``check_val_every_n_epoch`` 10, 8 epochs were lost). Not from inside a validation: a checkpoint there
+        would resume into its middle."""
         if (
-            isinstance(exception, SIGTERMException)
+            isinstance(exception, (SIGTERMException, KeyboardInterrupt))
             and self._fitting(trainer)
             and trainer.state.stage == "train"
             and self.save_last is True  # "link": Lightning's own, a link to the newest top-k file
-            and self._sigterm_saved_at != trainer.global_step  # called early by NotifyWhenDone, then by Lightning
+            and self._interrupt_saved_at != trainer.global_step  # early by NotifyWhenDone, then by Lightning
         ):
             self._save_last_if_missed(trainer)
-            self._sigterm_saved_at = trainer.global_step
-            rank_zero_info(f"SIGTERM: the fit's state at step {trainer.global_step} is saved in {self.last_model_path}")
+            self._interrupt_saved_at = trainer.global_step
+            sigterm = isinstance(exception, SIGTERMException)  # the CLI's exit line gives its hint
+            what, hint = ("SIGTERM", "") if sigterm else ("Ctrl-C", f" ({RESUME_HINT})")
+            step, path = trainer.global_step, self.last_model_path
+            rank_zero_info(f"{what}: the fit's state at step {step} is saved in {path}{hint}")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.fast_dev_run:

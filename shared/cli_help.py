@@ -33,6 +33,16 @@ SUBCOMMAND_HELP = {
 }
 
 
+#: how a stopped fit goes on: said when a SIGTERM or a Ctrl-C stopped one (its state is saved as last.ckpt)
+RESUME_HINT = "a fit resumes with `fit --ckpt_path last`"
+
+
+def metric_mode(name: str | None) -> str | None:
+    """Which way a metric named ``name`` is better when nothing says so: ``"min"`` for a loss (``val/loss``,
+    ``val/loss_epoch``), else None (unknown: accuracy, mAP and IoU are better high, GED and ECE low)."""
+    return "min" if name and "loss" in name else None
+
+
 def top_level_help(prog: str, description: str) -> str:
     """The text ``prog --help`` prints: usage, the description (with its example) and the sub-commands."""
     width = min(100, shutil.get_terminal_size((100, 24)).columns) - 2
@@ -206,10 +216,7 @@ def report_input_errors():
         # code, so the command exited 0 and `fit && test` went on as if it had finished: 143, as a shell says
         if type(stop).__name__ != "SIGTERMException":
             raise
-        print(
-            "error: stopped by SIGTERM before it finished (a fit resumes with `fit --ckpt_path last`)",
-            file=sys.stderr,
-        )
+        print(f"error: stopped by SIGTERM before it finished ({RESUME_HINT})", file=sys.stderr)
         raise SystemExit(143) from None
     finally:
         warnings.formatwarning = before  # for the code around the command (a test, a notebook)

@@ -39,6 +39,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from shared.cli_help import metric_mode
+
 log = logging.getLogger(__name__)
 
 STATUSES = ("finished", "failed", "interrupted")
@@ -219,7 +221,7 @@ class NotifyWhenDone(pl.Callback):
         self._last = self._best = None
         self._sent, self._logged = False, None
         ckpt_monitor = getattr(getattr(trainer, "checkpoint_callback", None), "monitor", None)
-        other = self.monitor and self.monitor != ckpt_monitor and "loss" not in self.monitor  # val/loss_epoch
+        other = self.monitor and self.monitor != ckpt_monitor and metric_mode(self.monitor) is None
         if stage == "fit" and self.mode is None and other:  # only fit sends
             # "best" of an accuracy taken as a minimum was its worst epoch. Nothing is sent for this: the run
             # stops here, and its report would carry the very mode refused
@@ -236,7 +238,7 @@ class NotifyWhenDone(pl.Callback):
         mode = self.mode
         if mode is None:  # the checkpoint callback's monitor, or a loss (setup refuses others without a mode)
             same = ckpt is not None and getattr(ckpt, "monitor", None) == monitor
-            mode = getattr(ckpt, "mode", "min") if same else "min"
+            mode = getattr(ckpt, "mode", "min") if same else metric_mode(monitor) or "min"
         return monitor, mode
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -264,16 +266,18 @@ class NotifyWhenDone(pl.Callback):
             return  # only a training run is reported: a failing test / validate / predict is the caller's to see
         # Ctrl-C and SIGTERM (docker stop, a scheduler's preemption; Lightning raises SIGTERMException at the
         # next step) are someone stopping the run, not the run failing
+        interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
         if isinstance(exception, SIGTERMException):
             status, error = "interrupted", "SIGTERM received (docker stop, preemption or kill)"
-            # Lightning calls the checkpoint callbacks last, and the CLI's saves last.ckpt on a SIGTERM: let it
-            # save first, so the report names what `fit --ckpt_path last` resumes from (it said null, and a
-            # scheduler reading it restarted from scratch); the callback saves once
+        else:
+            status = "interrupted" if interrupted else "failed"
+            error = f"{type(exception).__name__}: {exception}" if str(exception) else type(exception).__name__
+        if interrupted:
+            # Lightning calls the checkpoint callbacks last, and the CLI's saves last.ckpt on a SIGTERM or Ctrl-C:
+            # let it save first, so the report names what `fit --ckpt_path last` resumes from (it said null, and
+            # a scheduler reading it restarted from scratch); the callback saves once
             for callback in getattr(trainer, "checkpoint_callbacks", []):
                 callback.on_exception(trainer, pl_module, exception)
-        else:
-            status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-            error = f"{type(exception).__name__}: {exception}" if str(exception) else type(exception).__name__
         self.notify(trainer, status, error=error)
         self._start = time.monotonic()
 

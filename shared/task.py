@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import math
 import pydoc
 import sys
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 
 from shared.backbones import NothingLoadedError, load_backbone_weights
 from shared.backbones.weights import load_failure_cause, pickled_global
+from shared.budget import FitScheduleToBudget
 from shared.networks import TRUSTED_PACKAGES, build_network, network_spec
 from shared.optim import WarmupCosine
 
@@ -182,9 +185,12 @@ class BaseTask(pl.LightningModule):
 
     Args:
         optimizer: builds the optimiser from the trainable parameters (any ``torch.optim`` class).
-        lr_scheduler: builds the per-step LR schedule from the optimiser; ``WarmupCosine`` without
-            ``total_steps`` runs over the trainer's planned steps (a time budget may move its end while
-            training, see ``schedule_steps``); null: constant LR.
+        lr_scheduler: builds the LR schedule from the optimiser; ``WarmupCosine`` without ``total_steps`` runs
+            over the trainer's planned steps (a time budget, ``--trainer.max_time`` included, may move its end
+            while training, see ``schedule_steps``); ``ReduceLROnPlateau`` is stepped after each validation,
+            watching the checkpoint's ``monitor``; null: constant LR.
+        lr_scheduler_interval: when any other schedule steps: ``"step"`` (every optimiser step) or ``"epoch"``
+            (e.g. ``CosineAnnealingLR`` with ``T_max`` in epochs).
         nonfinite_loss: ``"raise"`` stops the run naming the step and loss term; ``"skip"`` skips the batch and
             counts it (logged as ``train/skipped_batches``).
     """
@@ -230,6 +236,7 @@ class BaseTask(pl.LightningModule):
         self,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = WarmupCosine,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
         nonfinite_loss: str = "raise",
         **moved,
     ):
@@ -239,6 +246,10 @@ class BaseTask(pl.LightningModule):
             raise TypeError(f"{type(self).__name__} got unexpected argument(s): {', '.join(sorted(moved))}")
         if nonfinite_loss not in ("raise", "skip"):
             raise ValueError(f"nonfinite_loss must be 'raise' or 'skip', got {nonfinite_loss!r}")
+        if lr_scheduler_interval not in ("step", "epoch"):
+            raise ValueError(
+                f"lr_scheduler_interval must be 'step' or 'epoch', got {lr_scheduler_interval!r}"
+            )
         for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)):
             if value is not None and not callable(value):
                 raise TypeError(f"{name} must be a class or callable (class_path / init_args), got {value!r}")
@@ -246,6 +257,7 @@ class BaseTask(pl.LightningModule):
             raise TypeError("optimizer must be given (class_path / init_args), got None")
         self.make_optimizer = optimizer
         self.make_lr_scheduler = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
         self.lr_schedule: torch.optim.lr_scheduler.LRScheduler | None = None
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
@@ -394,12 +406,56 @@ class BaseTask(pl.LightningModule):
         optimizer = self.make_optimizer(params)
         if self.make_lr_scheduler is None:
             return optimizer
-        self.lr_schedule = self.make_lr_scheduler(optimizer)
-        if isinstance(self.lr_schedule, WarmupCosine) and self.lr_schedule.total_steps is None:
-            self.lr_schedule.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-            self.lr_schedule.follows_trainer = True
-            self.lr_schedule.apply_lr()  # built with no length (factor 1 at step 0): step 0 warms up too
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_schedule, "interval": "step"}}
+        self.lr_schedule = schedule = self.make_lr_scheduler(optimizer)
+        stepping = {"scheduler": schedule, "interval": self.lr_scheduler_interval}
+        if isinstance(schedule, WarmupCosine) and schedule.total_steps is None:
+            schedule.total_steps = self._planned_steps()
+            schedule.follows_trainer = True
+            schedule.apply_lr()  # built with no length (factor 1 at step 0): step 0 warms up too
+        elif isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            # stepped per batch it failed ("must include a monitor"): it steps after each validation instead
+            every = self.trainer.check_val_every_n_epoch or 1
+            stepping.update(interval="epoch", frequency=every, monitor=self._monitored_metric())
+            ranked = getattr(self.trainer.checkpoint_callback, "mode", schedule.mode)
+            if schedule.mode != ranked:  # its default "min" on a metric ranked "max" cut the LR as it improved
+                raise ValueError(
+                    f"lr_scheduler ReduceLROnPlateau has mode {schedule.mode!r}, but the checkpoint ranks "
+                    f"{stepping['monitor']} by {ranked!r}: give --model.lr_scheduler.init_args.mode {ranked}"
+                )
+        return {"optimizer": optimizer, "lr_scheduler": stepping}
+
+    def _planned_steps(self) -> int:
+        """The length of a ``WarmupCosine`` that follows the trainer: its planned optimiser steps. A run with
+        no planned length (``max_epochs -1``, ``max_steps -1``) has one only from a time budget that sets it
+        while training (``--trainer.max_time``: :class:`shared.budget.FitScheduleToBudget`); until its first
+        estimate the cosine stays at the base LR (after the warm-up)."""
+        if self.lr_scheduler_interval != "step":
+            raise ValueError(
+                "lr_scheduler_interval 'epoch': WarmupCosine without total_steps runs over the planned "
+                "optimiser steps, so it must step every step; give its total_steps (in epochs) to step it "
+                "per epoch"
+            )
+        planned = self.trainer.estimated_stepping_batches
+        if math.isfinite(planned):
+            return max(1, int(planned))
+        if any(isinstance(c, FitScheduleToBudget) for c in self.trainer.callbacks):
+            return sys.maxsize
+        raise ValueError(
+            "the LR schedule (WarmupCosine) runs over the planned training steps, and this run has no end: "
+            "give --trainer.max_epochs N or --trainer.max_steps N (or --trainer.max_time, which the schedule "
+            "follows)"
+        )
+
+    def _monitored_metric(self) -> str:
+        """The metric the checkpoint callback ranks by, for a schedule that watches one."""
+        monitor = getattr(self.trainer.checkpoint_callback, "monitor", None)
+        if monitor is None:
+            raise ValueError(
+                "lr_scheduler ReduceLROnPlateau watches the checkpoint's metric (--checkpoint.monitor), and "
+                "this run has none (--trainer.enable_checkpointing false?): give a monitor, or another "
+                "lr_scheduler"
+            )
+        return monitor
 
 
 def gather_lists(items: list) -> list:

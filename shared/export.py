@@ -305,6 +305,17 @@ def largest_difference(sidecar: dict) -> float:
     return max(v for value in values for v in (value.values() if isinstance(value, dict) else [value]))
 
 
+def export_main(argv, package: str, doc: str, task_class: type, export: Callable, files: tuple[str, str]) -> dict:
+    """The whole ``main`` of an export with no options of its own: ``--ckpt --out --atol --rtol --opset``, then
+    ``export(task, out, check=..., checkpoint=...)`` writing ``files`` (graph, sidecar), and its closing line."""
+    parser = export_parser(package, doc, out_help=f"output folder for {files[0]} and {files[1]}")
+    args, task, _ = parse_and_load(parser, argv, task_class)
+    sidecar = export(task, args.out, check=ExportCheck(args.atol, args.rtol, args.opset), checkpoint=args.ckpt)
+    worst = largest_difference(sidecar)
+    print(f"wrote {files[0]} and {files[1]} to {args.out} (ORT vs PyTorch: max abs diff {worst:.2e})")
+    return sidecar
+
+
 def run_export(main) -> None:
     """An export's command line: bad input in one line, as the training command lines
     (:func:`shared.cli_help.report_input_errors`)."""

@@ -54,10 +54,8 @@ from shared.export import (
     DEFAULT_CHECK,
     CheckedExport,
     ExportCheck,
-    export_parser,
-    largest_difference,
+    export_main,
     onnx_session,
-    parse_and_load,
     run_export,
     run_onnx,
 )
@@ -217,15 +215,8 @@ def export_detection(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = export_parser(
-        "domains.driving.detection", __doc__, out_help="output folder for detector.onnx and detector.json"
-    )
-    args, task, _ = parse_and_load(parser, argv, DetectionTask)
-    check = ExportCheck(args.atol, args.rtol, args.opset)
-    sidecar = export_detection(task, args.out, check=check, checkpoint=args.ckpt)
-    worst = largest_difference(sidecar)
-    print(f"wrote detector.onnx and detector.json to {args.out} (ORT vs PyTorch: max abs diff {worst:.2e})")
-    return sidecar
+    files = ("detector.onnx", "detector.json")
+    return export_main(argv, "domains.driving.detection", __doc__, DetectionTask, export_detection, files)
 
 
 if __name__ == "__main__":

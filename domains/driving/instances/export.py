@@ -53,10 +53,8 @@ from shared.export import (
     DEFAULT_CHECK,
     CheckedExport,
     ExportCheck,
-    export_parser,
-    largest_difference,
+    export_main,
     onnx_session,
-    parse_and_load,
     run_export,
     run_onnx,
 )
@@ -335,15 +333,9 @@ def export_instances(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = export_parser(
-        "domains.driving.instances", __doc__, out_help=f"output folder for {GRAPH} and {SIDECAR}"
+    return export_main(
+        argv, "domains.driving.instances", __doc__, InstanceTask, export_instances, (GRAPH, SIDECAR)
     )
-    args, task, _ = parse_and_load(parser, argv, InstanceTask)
-    check = ExportCheck(args.atol, args.rtol, args.opset)
-    sidecar = export_instances(task, args.out, check=check, checkpoint=args.ckpt)
-    worst = largest_difference(sidecar)
-    print(f"wrote {GRAPH} and {SIDECAR} to {args.out} (ORT vs PyTorch: max abs diff {worst:.2e})")
-    return sidecar
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ class CheckedExport:
         count, Swin's window padding) is traced with the export size's constants, and its graph gave wrong
         numbers, or failed, at every other size while passing the check at its own. Such a graph is exported
         again with height and width fixed (:attr:`fixed_sizes`, named in the sidecar), with a warning."""
-        path = self._export(file, module, inputs, outputs, dynamic_axes)
+        path = self.stage(file, module, inputs, outputs, dynamic_axes)
         measured = check_against_pytorch(path, module, inputs, outputs, self.atol, self.rtol, self.out_dir / file)
         image_axes = dynamic_axes.get("image", {}) if list(inputs) == ["image"] else {}
         wrong = self._wrong_at_another_size(path, module, inputs["image"], image_axes) if image_axes else None
@@ -208,7 +208,7 @@ class CheckedExport:
                 name: {axis: label for axis, label in axes.items() if label not in ("height", "width")}
                 for name, axes in dynamic_axes.items()
             }
-            path = self._export(file, module, inputs, outputs, fixed)
+            path = self.stage(file, module, inputs, outputs, fixed)
             measured = check_against_pytorch(
                 path, module, inputs, outputs, self.atol, self.rtol, self.out_dir / file
             )
@@ -252,12 +252,9 @@ class CheckedExport:
         outputs: list[str],
         dynamic_axes: dict[str, dict[int, str]],
     ) -> Path:
-        """Export ``module`` into the staging folder without :meth:`graph`'s check, for a graph whose outputs
-        have data-dependent lengths (detections: one more or fewer at a score tie), which the caller compares
-        with PyTorch itself before :meth:`finish`; returns the staged file."""
-        return self._export(file, module, inputs, outputs, dynamic_axes)
-
-    def _export(self, file, module, inputs, outputs, dynamic_axes) -> Path:
+        """Export ``module`` into the staging folder without :meth:`graph`'s check (which calls this first), for
+        a graph whose outputs have data-dependent lengths (detections: one more or fewer at a score tie), which
+        the caller compares with PyTorch itself before :meth:`finish`; returns the staged file."""
         path = export_onnx(
             module,
             tuple(inputs.values()),

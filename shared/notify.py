@@ -4,17 +4,21 @@ Off unless added as a callback, e.g. on the command line::
 
     python -m domains.medical fit -c ... \
         --trainer.callbacks+=shared.notify.NotifyWhenDone \
-        --trainer.callbacks.init_args.webhook_url=https://hooks.example.org/services/T0/B0
+        --trainer.callbacks.init_args.webhook_url_env=SUITE_WEBHOOK_URL
 
-or in a config's ``trainer.callbacks`` list (``class_path: shared.notify.NotifyWhenDone``, ``init_args: ...``).
+(after ``export SUITE_WEBHOOK_URL=https://hooks.example.org/services/T0/B0``), or in a config's
+``trainer.callbacks`` list (``class_path: shared.notify.NotifyWhenDone``, ``init_args: ...``).
 
 Written here because Lightning has no notifier; sending uses only the standard library (``smtplib`` with
 STARTTLS when the server offers it, or implicit TLS on port 465; ``urllib`` for the webhook, whose JSON carries a
 one-line ``text`` beside the fields, as Slack and Teams incoming webhooks need). Nothing sent can change how
 training ends:
-every failure to deliver (server down, refused, timed out, rejected) becomes a logged warning. The SMTP
-password is read from the environment variable named by ``password_env`` at send time and is never stored on
-the callback, so it cannot reach a saved ``config.yaml``, hyperparameters or logs.
+every failure to deliver (server down, refused, timed out, rejected, redirected) becomes a logged warning.
+The webhook goes to its URL only: a redirect is such a failure, not followed (``urllib`` would follow it as a
+GET without the report). The SMTP password and the webhook's URL (a Slack, Teams or Discord URL is itself the
+credential) are read from the environment variables named by ``password_env`` and ``webhook_url_env`` at send
+time and never stored on the callback, so they cannot reach a saved ``config.yaml``, the checkpoints (which
+carry the config), hyperparameters or logs; a literal ``webhook_url`` is stored there (a warning says so).
 """
 
 from __future__ import annotations
@@ -58,17 +62,46 @@ def _check_address(value: str, option: str) -> str:
     return value
 
 
-def _check_url(value: str, option: str) -> str:
+def _check_url(value: str, option: str, shown: str | None = None) -> str:
+    """``value`` if it is an http(s) URL with a host; ``shown`` stands for it in the error (a secret URL)."""
     parsed = urllib.parse.urlparse(value)
+    shown = repr(value) if shown is None else shown
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise NotifyConfigError(
-            f"NotifyWhenDone.{option}: {value!r} is not an http(s) URL (expected e.g. https://host/path)"
+            f"NotifyWhenDone.{option}: {shown} is not an http(s) URL (expected e.g. https://host/path)"
         )
     try:
         parsed.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as err:
-        raise NotifyConfigError(f"NotifyWhenDone.{option}: {value!r}: {err}") from None
+        raise NotifyConfigError(f"NotifyWhenDone.{option}: {shown}: {err}") from None
     return value
+
+
+def _check_env_name(value: str, option: str) -> str:
+    if not value or not value.replace("_", "").isalnum():
+        raise NotifyConfigError(f"NotifyWhenDone.{option}: {value!r} is not an environment variable name")
+    return value
+
+
+def _url_from_env(name: str) -> str:
+    """The webhook URL in the environment variable ``name``, checked; the errors never show the URL (it is the
+    credential), only its scheme."""
+    url = os.environ.get(name, "")
+    if not url:
+        raise NotifyConfigError(
+            f"NotifyWhenDone.webhook_url_env: the environment variable {name} is not set or empty (expected "
+            f"the webhook's URL: export {name}=https://host/path before the run)"
+        )
+    scheme = urllib.parse.urlparse(url).scheme
+    return _check_url(url, "webhook_url_env", f"the value of {name} (scheme {scheme!r})")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: urllib re-sends a redirected POST as a GET without the body, and the report is lost
+    while the send looks done. ``None`` here leaves the 3xx to the default handler, which raises HTTPError."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
 
 
 def _number(value) -> float | None:
@@ -117,7 +150,12 @@ class NotifyWhenDone(pl.Callback):
     """Send a short report when ``fit`` ends, fails or is interrupted (rank 0 only; off unless added).
 
     Args:
-        webhook_url: POST the report as JSON here (http or https); null: no webhook.
+        webhook_url: POST the report as JSON here (http or https); null: no webhook. The URL is stored in the
+            run's config.yaml and in every checkpoint (a warning says so): for a secret URL (Slack, Teams,
+            Discord) use ``webhook_url_env`` instead. A redirect is not followed (a failure, warned about).
+        webhook_url_env: name of the environment variable holding the webhook URL, read when sending and never
+            stored (only the name lands in a saved config); it must be set at the start. Not with
+            ``webhook_url``.
         smtp_host: SMTP server for the e-mail; null: no e-mail.
         smtp_port: its port (587: submission with STARTTLS; 465: SMTPS, implicit TLS; 25: relay).
         sender: the From address (needed with ``smtp_host``).
@@ -144,6 +182,7 @@ class NotifyWhenDone(pl.Callback):
     def __init__(
         self,
         webhook_url: str | None = None,
+        webhook_url_env: str | None = None,
         smtp_host: str | None = None,
         smtp_port: int = 587,
         sender: str | None = None,
@@ -160,12 +199,25 @@ class NotifyWhenDone(pl.Callback):
     ):
         super().__init__()
         recipients = list(recipients or [])
-        if webhook_url is None and smtp_host is None:
+        if webhook_url is None and webhook_url_env is None and smtp_host is None:
             raise NotifyConfigError(
-                "NotifyWhenDone: nothing to send to: set webhook_url and / or smtp_host (with sender and recipients)"
+                "NotifyWhenDone: nothing to send to: set webhook_url (or webhook_url_env) and / or smtp_host "
+                "(with sender and recipients)"
+            )
+        if webhook_url is not None and webhook_url_env is not None:
+            raise NotifyConfigError(
+                "NotifyWhenDone.webhook_url and NotifyWhenDone.webhook_url_env: give one of them, not both"
             )
         if webhook_url is not None:
             _check_url(webhook_url, "webhook_url")
+            rank_zero_warn(
+                "NotifyWhenDone.webhook_url: the URL (the webhook's credential for Slack, Teams or Discord) "
+                "is stored in the run's config.yaml and in every checkpoint; to keep it out, export it in an "
+                "environment variable and name that with webhook_url_env (e.g. "
+                "--trainer.callbacks.init_args.webhook_url_env=SUITE_WEBHOOK_URL)"
+            )
+        if webhook_url_env is not None:
+            _url_from_env(_check_env_name(webhook_url_env, "webhook_url_env"))
         if smtp_host is not None:
             if not smtp_host.strip() or any(c.isspace() for c in smtp_host):
                 raise NotifyConfigError(f"NotifyWhenDone.smtp_host: {smtp_host!r} is not a host name")
@@ -183,15 +235,13 @@ class NotifyWhenDone(pl.Callback):
             _check_address(sender, "sender")
         for i, address in enumerate(recipients):
             _check_address(address, f"recipients[{i}]")
-        if not password_env or not password_env.replace("_", "").isalnum():
-            raise NotifyConfigError(
-                f"NotifyWhenDone.password_env: {password_env!r} is not an environment variable name"
-            )
+        _check_env_name(password_env, "password_env")
         if not timeout > 0:
             raise NotifyConfigError(f"NotifyWhenDone.timeout: must be > 0 seconds, got {timeout}")
         if mode not in (None, "min", "max"):
             raise NotifyConfigError(f"NotifyWhenDone.mode: 'min' or 'max', got {mode!r}")
         self.webhook_url = webhook_url
+        self.webhook_url_env = webhook_url_env
         self.smtp_host = smtp_host
         self.smtp_port = int(smtp_port)
         self.sender = sender
@@ -351,7 +401,7 @@ class NotifyWhenDone(pl.Callback):
             log.warning("NotifyWhenDone: could not build the report: %s", err)
             return None
         self.last_report = report
-        if self.webhook_url is not None:
+        if self.webhook_url is not None or self.webhook_url_env is not None:
             self._guarded("webhook", self.send_webhook, report)
         if self.smtp_host is not None:
             self._guarded("e-mail", self.send_email, report)
@@ -383,15 +433,29 @@ class NotifyWhenDone(pl.Callback):
     # ------------------------------------------------------------------------------------------ sending
 
     def send_webhook(self, report: dict) -> None:
+        url = self.webhook_url if self.webhook_url_env is None else _url_from_env(self.webhook_url_env)
         request = urllib.request.Request(
-            self.webhook_url,
+            url,
             data=json.dumps({"text": _summary(report), **report}).encode(),
             headers={"Content-Type": "application/json", "User-Agent": "applied-dl-suite/notify"},
             method="POST",
         )
-        # the URL's scheme is checked to be http(s); urlopen raises HTTPError on any status outside 2xx
-        with urllib.request.urlopen(request, timeout=self.timeout):
-            pass
+        # the URL's scheme is checked to be http(s); the opener raises HTTPError on any status outside 2xx, a
+        # redirect included (not followed)
+        try:
+            with urllib.request.build_opener(_NoRedirect).open(request, timeout=self.timeout):
+                pass
+        except urllib.error.HTTPError as err:
+            if not 300 <= err.code < 400:
+                raise
+            err.close()
+            location = err.headers.get("Location") or "none"
+            raise urllib.error.HTTPError(
+                err.url, err.code,
+                f"{err.reason} (Location: {location}): a redirect is not followed (a redirected POST loses "
+                "the report); point the webhook at its final URL",
+                err.headers, None,
+            ) from None  # fmt: skip
         rank_zero_info(f"NotifyWhenDone: webhook sent ({report['status']})")  # Lightning's logger is shown
 
     def _message(self, report: dict) -> EmailMessage:

@@ -7,12 +7,14 @@ YOLO ``dst/data.yaml`` + ``dst/{images,labels}/<split>/``. Sources: a KITTI root
 to its folder unless ``--images-root``), a YOLO dataset yaml. Images are copied (``--link``: hard links).
 
 The destination is written into a temporary folder beside it and renamed at the end, so a failure leaves
-nothing half-written; a non-empty destination is refused unless ``--overwrite``.
+nothing half-written; a non-empty destination is refused unless ``--overwrite``, and one that is the source,
+holds it or lies inside it always (:func:`source_overlap`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -217,11 +219,42 @@ def build_parser() -> argparse.ArgumentParser:
 INPUT_ERROR = 2
 
 
+def source_overlap(src: str | Path, dst: str | Path, new_file_inside: bool = False) -> str | None:
+    """Why ``--dst`` cannot be written, or None: it is ``--src``, holds it or lies inside it. ``--overwrite``
+    replaces the destination whole, so one holding the source deleted it (and everything beside it); output
+    inside the source mixes into what is read. ``new_file_inside``: a destination inside the source that does
+    not exist yet is fine (the instance converter's JSON, written beside the images it names). Compared as
+    given (absolute) and resolved (symlinks followed), so a link on either side is no way round. Both
+    converters ask it before reading or writing anything."""
+    given = (Path(os.path.abspath(src)), Path(os.path.abspath(dst)))
+    real = (Path(src).resolve(), Path(dst).resolve())
+    for s, d in (given, real):
+        if s == d:
+            relation = "is"
+        elif s.is_relative_to(d):
+            relation = "holds"
+        elif d.is_relative_to(s) and not (new_file_inside and not os.path.lexists(dst)):
+            relation = "lies inside"
+        else:
+            continue
+        detail = f" (resolved: {d} and {s})" if (s, d) == real and real != given else ""
+        detail += " and exists" if new_file_inside and relation == "lies inside" else ""
+        outside = "a new file name or a --dst outside --src" if new_file_inside else "a --dst outside --src"
+        return (
+            f"--dst {dst} {relation} --src {src}{detail}: the destination is replaced whole (--overwrite), "
+            f"so it must not hold the source nor be part of it; choose {outside}"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     src, dst = Path(args.src), Path(args.dst)
     if not src.exists():
         print(f"error: {src}: source not found", file=sys.stderr)
+        return INPUT_ERROR
+    if problem := source_overlap(src, dst):
+        print(f"error: {problem}\nnothing was read or written", file=sys.stderr)
         return INPUT_ERROR
     if dst.exists() and (dst.is_file() or any(dst.iterdir())) and not args.overwrite:
         print(

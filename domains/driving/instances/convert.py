@@ -44,6 +44,7 @@ import faster_coco_eval.core.mask as mask_api
 
 from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE, KITTI_TYPES
 from domains.driving.common import is_cityscapes_root, sequence_map_text, source_sequence_map
+from domains.driving.convert import source_overlap
 from domains.driving.formats import (
     DropLog,
     LabelFormatError,
@@ -219,7 +220,11 @@ def main(argv: list[str] | None = None) -> Path:
         help="png layout, a KITTI-STEP download (panoptic_maps/<split>/): the split to convert (default: train)",
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first bad map or id")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --dst (never --src, a folder holding it or an existing file in it)",
+    )
     args = parser.parse_args(argv)
     class_map = _parse_class_map(args.class_map, parser)
     class_ids = None
@@ -228,6 +233,8 @@ def main(argv: list[str] | None = None) -> Path:
         if bad := [k for k in named if not k.isdigit()]:
             parser.error(f"--class-ids: {bad[0]!r} is not a class id (a number, e.g. 13=Car)")
         class_ids = {int(k): v for k, v in named.items()}
+    if problem := source_overlap(args.src, args.dst, new_file_inside=True):  # a JSON may go beside its images
+        parser.error(problem)
     if args.dst.exists() and not args.overwrite:
         parser.error(f"{args.dst} exists (use --overwrite)")
     log = DropLog(strict=args.strict)

@@ -34,6 +34,8 @@ from shared.device import cpu_has_bf16_units
 from shared.files import (
     PREDICTIONS_MANIFEST,
     check_output_folder,
+    earlier_predictions,
+    is_hidden,
     recording_writes,
     stop_recording,
     written_whole,
@@ -53,7 +55,7 @@ class ConfigError(ValueError):
     """A config file or value the parser let through but the run cannot use; the message names file or key."""
 
 
-# --ckpt_path values Lightning resolves itself (besides remote URLs)
+# --ckpt_path values Lightning resolves itself
 _SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
 
@@ -284,6 +286,7 @@ class SuiteCLI(LightningCLI):
         self._checkpoint_folder_of_config(config)
         self._follow_root_dir(config)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        _check_local_ckpt_path(ckpt_path)
         if subcommand in ("validate", "test", "predict"):
             ckpt_path = _weights_to_evaluate(subcommand, ckpt_path)
             self.config[subcommand]["ckpt_path"] = ckpt_path
@@ -315,7 +318,7 @@ class SuiteCLI(LightningCLI):
             # Lightning's default reads a checkpoint named by URL with weights_only=False: code pickled in the file
             # would run. The suite's checkpoints hold plain tensors and containers, so none needs that.
             self.config[subcommand]["weights_only"] = True
-        if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS or "://" in ckpt_path:
+        if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS:
             return  # resolved by Lightning
         self._read_checkpoint(ckpt_path, config)
         if subcommand != "fit" and self.model_class is not None:  # a fit names them all (_parse_ckpt_path)
@@ -815,6 +818,18 @@ def _set_folders(config, folders: dict) -> None:
             args["save_dir"] = save_dir
 
 
+def _check_local_ckpt_path(ckpt_path) -> None:
+    """A URL ``--ckpt_path`` (``file://``, ``https://``, ``s3://``, any scheme) is refused before anything is built:
+    Lightning took it unchecked, and failed only after the data setup, with torch's advice that loading it with
+    weights_only=False (running code pickled in the file) "will likely succeed". The suite runs offline and
+    loads local files only."""
+    if ckpt_path is not None and "://" in str(ckpt_path):
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path}: a URL; checkpoints are read from local files only: give the path of a "
+            "local .ckpt file (download it first), or best / last"
+        )
+
+
 def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:
     """``validate`` / ``test`` / ``predict`` without ``--ckpt_path`` is an error: the command line builds the
     network afresh, so Lightning would score (or write predictions of) random weights and exit 0. ``--ckpt_path
@@ -1168,7 +1183,8 @@ class PredictionSet(pl.Callback):
     ``sample_03.png`` beside the new set), a failed run leaves the earlier set as it was, and no other file
     (a log, a note, a checkpoint saved there) is ever listed, moved or deleted. An aside folder found at the
     start is a run killed outright: its earlier set is put back, with a warning (the killed run's own files
-    cannot be told from others then, and stay).
+    cannot be told from others then, and stay). A ``predict_dir`` holding files the run reads is refused before
+    anything is moved or written (:meth:`_refuse_inputs_inside`): outputs named after the inputs replaced them.
 
     A SIGTERM (``docker stop``, a scheduler's preemption) stops the run after the batch in hand, as it stops
     ``fit``, ``validate`` and ``test``: Lightning's handler only sets a flag, which its predict loop never reads,
@@ -1189,6 +1205,7 @@ class PredictionSet(pl.Callback):
         if self._root is None:
             return
         check_output_folder(self._root, "--model.predict_dir")  # a file there failed after the first batch
+        self._refuse_inputs_inside(trainer.datamodule)
         self._written = recording_writes()  # on every rank: each writes its share
         if trainer.is_global_zero:
             if (self._root / self.ASIDE).is_dir():
@@ -1201,6 +1218,23 @@ class PredictionSet(pl.Callback):
             self._move_listed_aside()
             self._running = True
         trainer.strategy.barrier("PredictionSet.start")  # the old set is aside before any rank writes
+
+    def _refuse_inputs_inside(self, datamodule) -> None:
+        """Refuse, before anything is moved or written, a ``predict_dir`` holding files the run reads: its writers
+        name their outputs after the inputs (``images/<id>.png``, ``<name>_overlay.png``, ``cam/<name>``), so
+        ``--data.predict_path D/images --model.predict_dir D`` drew each photo's overlay over the photo itself,
+        listed the photos as the run's predictions, and the next run moved them aside (:func:`_inputs_in`)."""
+        option, root = _predict_input(datamodule)
+        if root is None:
+            return
+        inside = _inputs_in(self._root, root)
+        if inside:
+            more = f" and {len(inside) - 1} more" if len(inside) > 1 else ""
+            raise ConfigError(
+                f"--model.predict_dir {self._root}: it holds input files of {option} {root} ({inside[0]}{more}), "
+                "which predict's outputs could overwrite; nothing was written: give a --model.predict_dir that "
+                f"holds no input (a new folder beside the inputs; one inside {option} is fine)"
+            )
 
     def on_predict_batch_end(self, trainer, *args) -> None:
         # on_exception below puts the earlier set back; the CLI exits 143. Not after the last batch: the set is
@@ -1268,6 +1302,42 @@ class PredictionSet(pl.Callback):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
             shutil.rmtree(aside, ignore_errors=True)
+
+
+#: the files predict both reads and writes (pictures, volumes): where ``predict_dir`` lies inside the input
+#: folder, a file of these kinds in it is read as input and could be written over (a log or a note is neither)
+_READ_AND_WRITTEN = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".nii", ".nii.gz")
+
+
+def _predict_input(datamodule) -> tuple[str, Path | None]:
+    """The option and the file or folder a predict run reads: ``--data.predict_path`` (one's own images), else
+    the data set's ``--data.data_path`` (a file there, e.g. a COCO JSON or a label CSV: its folder). None where
+    the module names neither (a default data set, or no data module)."""
+    if getattr(datamodule, "predict_path", None) is not None:
+        return "--data.predict_path", Path(datamodule.predict_path)
+    data_path = getattr(datamodule, "data_path", None)
+    if data_path is None:
+        return "--data.data_path", None
+    return "--data.data_path", Path(data_path).parent if Path(data_path).is_file() else Path(data_path)
+
+
+def _inputs_in(folder: Path, root: Path) -> list[Path]:
+    """The input files below ``root`` (a file or folder) that lie in the output ``folder``, as the readers list
+    them (hidden files and what an earlier predict run listed left out). Inputs inside ``folder``: every one of
+    them; ``folder`` inside the input folder: only the files in it of kinds predict reads and writes both."""
+    root, folder = root.resolve(), folder.resolve()
+    if root == folder or folder in root.parents:
+        files, kinds = ([root] if root.is_file() else root.rglob("*")), None
+    elif root in folder.parents and folder.is_dir():
+        files, kinds = folder.rglob("*"), _READ_AND_WRITTEN
+    else:
+        return []
+    listed = earlier_predictions(root) if root.is_dir() else set()
+    return sorted(
+        path for path in files
+        if path.is_file() and not is_hidden(path, root) and path.resolve() not in listed
+        and (kinds is None or path.name.lower().endswith(kinds))
+    )
 
 
 def _read_json(path: Path):

@@ -29,6 +29,9 @@ def _load(key: str, path: str, mtime: float):
 
 
 NOT_A_CHECKPOINT = "not a PyTorch Lightning checkpoint"
+#: the only files the sidebar's checkpoint path opens: the path field would otherwise let whoever reaches the page
+#: probe any file of the server (``/etc/shadow`` came back "not a PyTorch Lightning checkpoint (not a zip ...)")
+CHECKPOINT_SUFFIX = ".ckpt"
 WHERE_CHECKPOINTS = "Checkpoints are e.g. `lightning_logs/<domain>/<config>/checkpoints/last.ckpt`."
 
 
@@ -116,6 +119,12 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: s
     routed = f"own_routed_{keys[0]}"
     if not path:
         st.session_state.pop(routed, None)  # given again later, it selects its model again
+        return
+    if not path.lower().endswith(CHECKPOINT_SUFFIX):  # before the file is looked at: the field reads no other file
+        st.sidebar.error(
+            f"`{path}`: a checkpoint's name ends in `{CHECKPOINT_SUFFIX}` (as Lightning writes it); other files are "
+            f"not opened. {WHERE_CHECKPOINTS}"
+        )
         return
     if not Path(path).is_file():
         st.sidebar.error(f"No such checkpoint file: `{path}`")

@@ -621,4 +621,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from shared.cli_help import report_input_errors
+
+    with report_input_errors():  # a refused checkpoint, a missing file: `error: ...` in one line, exit status 1
+        raise SystemExit(main())

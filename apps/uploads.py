@@ -162,7 +162,9 @@ class NiftiGrid:
 class MedicalVolume:
     """A decoded medical upload as display-oriented 2D slices.
 
-    ``data`` is (C, D, H, W) in the file's own dtype (C channels / time points, D slices); ``lo`` / ``hi`` is
+    ``data`` is (C, D, H, W) (C channels / time points, D slices): a NIfTI's integers as stored, any other
+    volume's values as float32 (a DICOM's rescaled values, a NIfTI's floating-point or scaled ones: never
+    float64, so a volume takes at most ``MAX_VOLUME_BYTES``); a PNG / JPEG as decoded. ``lo`` / ``hi`` is
     the intensity window that maps to [0, 1], ``channel_windows`` one per channel where the channels are
     scaled apart (a 4D NIfTI's modalities: training scales the one channel it reads on its own). A plain 2D
     image has C = D = 1.
@@ -228,6 +230,18 @@ def check_size(data: bytes, name: str, limit: int = MAX_UPLOAD_BYTES) -> None:
         raise UploadError(f"{name}: the file is empty")
     if len(data) > limit:
         raise UploadError(f"{name}: the file is {_mb(len(data))}; the limit is {_mb(limit)}")
+
+
+def _check_volume(name: str, declared: str, nbytes: int) -> None:
+    """Refuse, from its header and before a voxel is decoded, a volume that would take more than
+    ``MAX_VOLUME_BYTES`` as the demo holds it (``declared``: what the header says, ``nbytes``: its size so held):
+    a 60-byte gzip whose NIfTI header declared 1024x1024x512 float32 used 2 GB before it was refused."""
+    if nbytes > MAX_VOLUME_BYTES:
+        size = _mb(nbytes) if nbytes < 1024**3 else f"{nbytes / 1024**3:,.1f} GB"
+        raise UploadError(
+            f"{name}: its header declares {declared} = {size} to hold; the limit is {_mb(MAX_VOLUME_BYTES)} "
+            "(crop or downsample it first)"
+        )
 
 
 def detect_format(data: bytes, name: str = "") -> str:
@@ -564,6 +578,50 @@ def _video_clip(data: bytes, name: str, max_frames: int, max_side: int, model_fp
     )
 
 
+#: what makes a zip member's name unsafe (said in the notes and refusals that count them)
+_UNSAFE_NAMES = "absolute paths and names with a '..' part"
+
+
+def _unsafe_name(member: str) -> bool:
+    """A zip member named as an absolute path (``/scans/s1.dcm``, ``C:/x``) or with a ``..`` part, in either
+    separator: an unpacking tool would write it outside its folder. Such names are left out unread and
+    counted; :func:`~shared.files.is_hidden` takes relative names only."""
+    parts = member.replace("\\", "/").split("/")
+    return member.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", member)) or ".." in parts
+
+
+def _zip_members(archive: zipfile.ZipFile) -> tuple[list[zipfile.ZipInfo], list[str], list[str]]:
+    """The files of ``archive`` to read, and the names of those left out unread: unsafe names
+    (:func:`_unsafe_name`), and hidden files (a Mac's ``__MACOSX/`` copies and ``._frame.png`` forks,
+    ``.thumbnails/``, Windows' ``Thumbs.db``: :func:`~shared.files.is_hidden`)."""
+    files = [info for info in archive.infolist() if not info.is_dir()]
+    members, unsafe, hidden = [], [], []
+    for info in files:
+        if _unsafe_name(info.filename):
+            unsafe.append(info.filename)
+        elif info.filename.startswith("__MACOSX/") or is_hidden(PurePosixPath(info.filename), PurePosixPath()):
+            hidden.append(info.filename)
+        else:
+            members.append(info)
+    return members, unsafe, hidden
+
+
+def _left_out_notes(unsafe: list[str], hidden: list[str]) -> list[str]:
+    """Notes counting the zip members :func:`_zip_members` left out, each kind named for what it is."""
+    notes = []
+    if unsafe:
+        notes.append(
+            f"{len(unsafe)} file{'s' if len(unsafe) != 1 else ''} with an unsafe name left out ({_UNSAFE_NAMES}, "
+            f"which would unpack outside the zip's folder, e.g. {unsafe[0]})"
+        )
+    if hidden:
+        notes.append(
+            f"{len(hidden)} hidden file{'s' if len(hidden) != 1 else ''} left out (names starting with a dot, "
+            f"under __MACOSX/ or Windows' Thumbs.db / desktop.ini, e.g. {hidden[0]})"
+        )
+    return notes
+
+
 def _zip_clip(
     data: bytes, name: str, max_frames: int, max_side: int, model_fps: float | None = None
 ) -> FrameClip:
@@ -572,21 +630,19 @@ def _zip_clip(
     except zipfile.BadZipFile as exc:
         raise UploadError(f"{name}: not a readable zip archive ({exc})") from None
     with archive:
-        files = [info for info in archive.infolist() if not info.is_dir()]
-        hidden = [  # a Mac's __MACOSX/ copies and ._frame.png forks, .thumbnails/: counted in a note, not read
-            info.filename
-            for info in files
-            if info.filename.startswith("__MACOSX/") or is_hidden(PurePosixPath(info.filename), PurePosixPath())
-        ]
-        left_out = set(hidden)
-        members = [info for info in files if info.filename not in left_out]
+        members, unsafe, hidden = _zip_members(archive)
         if not members:
             what = "is empty"
-            if hidden:
-                shown = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
-                what = (
-                    f"holds only {len(hidden)} hidden file(s) ({shown}: names starting with a dot, __MACOSX/ and "
-                    "Windows' Thumbs.db / desktop.ini are not read)"
+            if unsafe or hidden:
+                kinds = (
+                    (unsafe, "file(s) with unsafe names", _UNSAFE_NAMES),
+                    (hidden, "hidden file(s)", "names starting with a dot, __MACOSX/ and Windows' Thumbs.db / desktop.ini"),
+                )
+                what = "holds only " + " and ".join(
+                    f"{len(names)} {kind} ({', '.join(names[:3]) + (', ...' if len(names) > 3 else '')}: {why} are "
+                    "not read)"
+                    for names, kind, why in kinds
+                    if names
                 )
             raise UploadError(f"{name}: the zip {what}; expected JPEG / PNG frames, one file per frame")
         # a dashcam's folder carries sidecar files (GPS tracks, JSON, notes): left out and counted, not refused
@@ -653,11 +709,7 @@ def _zip_clip(
         f"{len(names)} of {len(frames)} frames {done}, e.g. {names[0]}" for done, names in converted.items()
     )
     notes.append(f"{len(frames)} frames in name order ({members[0].filename} ... {members[-1].filename})")
-    if hidden:
-        notes.append(
-            f"{len(hidden)} hidden file{'s' if len(hidden) != 1 else ''} left out (names starting with a dot, "
-            f"under __MACOSX/ or Windows' Thumbs.db / desktop.ini, e.g. {hidden[0]})"
-        )
+    notes += _left_out_notes(unsafe, hidden)
     if others:
         notes.append(
             f"{len(others)} file{'s' if len(others) != 1 else ''} not a JPEG / PNG frame left out (e.g. {others[0]})"
@@ -715,10 +767,12 @@ def _medical_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> Medica
 
 
 def _window_from_percentiles(data: np.ndarray) -> tuple[float, float]:
-    """0.5 / 99.5 percentiles of (a subsample of) the data: robust to a few extreme voxels."""
-    flat = np.asarray(data).reshape(-1)
-    step = max(1, flat.size // 2_000_000)
-    sample = flat[::step].astype(np.float64)
+    """0.5 / 99.5 percentiles of (a subsample of) the data: robust to a few extreme voxels. The subsample is taken
+    through ``flat``, not a reshape: the data is a transposed view of the volume, and reshaping it copied the
+    whole volume (512 MB for one at the limit) to keep every 64th voxel."""
+    data = np.asarray(data)
+    step = max(1, data.size // 2_000_000)
+    sample = data.flat[::step].astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return 0.0, 1.0
@@ -759,6 +813,7 @@ def _read_dicom(data: bytes, name: str):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _check_deflated(data, name)
     try:
         return pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
     except InvalidDicomError as exc:
@@ -767,6 +822,62 @@ def _read_dicom(data: bytes, name: str):
         raise UploadError(
             f"{name}: the DICOM file is corrupt or truncated ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _check_deflated(data: bytes, name: str) -> None:
+    """A deflated DICOM (Deflated Explicit VR Little Endian) is inflated whole by pydicom before any element
+    can be read: its size inflated is counted first, so a small file cannot unpack to gigabytes (a 50 MB
+    upload to 50 GB). Anything else, or a file meta pydicom cannot parse, is left to :func:`_read_dicom`."""
+    from pydicom.filereader import read_dataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    if data[128:132] != b"DICM":
+        return
+    stream = io.BytesIO(data)
+    stream.seek(132)
+    try:  # the file meta (group 0002) is never deflated
+        meta = read_dataset(stream, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2)
+        deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+    except Exception:  # noqa: BLE001 - pydicom says what is wrong with it
+        return
+    if not deflated:
+        return
+    inflate, rest, size = zlib.decompressobj(wbits=-zlib.MAX_WBITS), data[stream.tell() :], 0
+    while rest and not inflate.eof:  # counted a chunk at a time, nothing kept
+        try:
+            size += len(inflate.decompress(rest, 16 * 1024 * 1024))
+        except zlib.error:
+            return  # pydicom names the corruption
+        rest = inflate.unconsumed_tail
+        if size > MAX_VOLUME_BYTES:
+            raise UploadError(
+                f"{name}: the deflated DICOM data unpacks to more than {_mb(MAX_VOLUME_BYTES)}, the limit (crop or "
+                "downsample it first)"
+            )
+
+
+def _dicom_frames(ds, name: str) -> int:
+    """NumberOfFrames (1 where absent, empty or 0), or an UploadError naming it where it is not a whole number
+    (``x1 1`` raised a bare ValueError from ``int``)."""
+    value = ds.get("NumberOfFrames") or 1
+    try:
+        frames = int(value)
+    except (TypeError, ValueError):
+        frames = -1
+    if frames < 1:
+        raise UploadError(
+            f"{name}: the DICOM's NumberOfFrames is {str(value)!r}; expected a whole number of frames, 1 or more"
+        )
+    return frames
+
+
+def _number(value) -> float | None:
+    """A header value as a finite float, or None where it is absent or not a number (a WindowWidth ``abcd``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _dicom_values(ds, name: str, max_pixels: int, notes: list[str]) -> np.ndarray:
@@ -780,9 +891,11 @@ def _dicom_values(ds, name: str, max_pixels: int, notes: list[str]) -> np.ndarra
         )
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     _check_pixels(rows, cols, name, max_pixels)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if rows * cols * frames * 4 > MAX_VOLUME_BYTES:
-        raise UploadError(f"{name}: {frames} frames of {cols}x{rows} are too much to hold for the demo")
+    frames, samples = _dicom_frames(ds, name), int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples not in (1, 3):
+        raise UploadError(f"{name}: DICOM with {samples} samples per pixel is not supported")
+    # every sample counted as float32, the values' type: a colour object's pixels are decoded whole first
+    _check_volume(name, _frames_text(frames, rows, cols, samples), rows * cols * frames * samples * 4)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing codec, bad length, ...
@@ -792,24 +905,41 @@ def _dicom_values(ds, name: str, max_pixels: int, notes: list[str]) -> np.ndarra
             f"{name}: cannot decode the DICOM pixel data (transfer syntax: {syntax_name}); the file may be "
             f"truncated or use a compression without an installed decoder ({type(exc).__name__}: {exc})"
         ) from None
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples == 3:  # colour DICOM (secondary capture): to grey
+    if samples == 3:  # colour DICOM (secondary capture): to grey, a frame at a time
         pixels = pixels.reshape(-1, *pixels.shape[-3:])
         notes.append("colour DICOM converted to grayscale")
-        pixels = np.stack(
-            [cv2.cvtColor(np.ascontiguousarray(f).astype(np.float32), cv2.COLOR_RGB2GRAY) for f in pixels]
-        )
-    elif samples != 1:
-        raise UploadError(f"{name}: DICOM with {samples} samples per pixel is not supported")
-    pixels = pixels.reshape(-1, rows, cols)
+    else:
+        pixels = pixels.reshape(-1, rows, cols)
     slope, intercept = _dicom_value(ds, "RescaleSlope"), _dicom_value(ds, "RescaleIntercept")
-    try:
+
+    def grey(frame: np.ndarray) -> np.ndarray:
+        if samples == 1:
+            return frame
+        return cv2.cvtColor(np.ascontiguousarray(frame).astype(np.float32), cv2.COLOR_RGB2GRAY)
+
+    def rescaled(frame: np.ndarray) -> np.ndarray:
         if "RescaleSlope" not in ds and slope is not None:  # an enhanced (multi-frame) object's functional group
-            return pixels.astype(np.float32) * float(slope) + float(intercept or 0.0)
-        return apply_modality_lut(pixels, ds).astype(np.float32)
+            return frame.astype(np.float32) * float(slope) + float(intercept or 0.0)
+        return apply_modality_lut(frame, ds)
+
+    # a frame at a time into float32: apply_modality_lut rescales in float64, and a whole 8-frame 4096x4096
+    # object peaked at 2.4 GB that way
+    values = np.empty((len(pixels), rows, cols), np.float32)
+    try:
+        for k, frame in enumerate(pixels):
+            values[k] = rescaled(grey(frame))
     except Exception:  # noqa: BLE001 - a malformed rescale: keep stored values, say so
         notes.append("the DICOM rescale slope / intercept could not be applied: stored values used")
-        return pixels.astype(np.float32)
+        for k, frame in enumerate(pixels):
+            values[k] = grey(frame)
+    return values
+
+
+def _frames_text(frames: int, rows: int, cols: int, samples: int) -> str:
+    """``8 frames of 4096x4096 pixels, 3 samples each, as float32``: a DICOM's declared size, for
+    :func:`_check_volume`."""
+    each = f", {samples} samples each" if samples != 1 else ""
+    return f"{frames} frame{'s' * (frames != 1)} of {cols}x{rows} pixels{each}, as float32"
 
 
 def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fmt: str = "DICOM") -> MedicalVolume:
@@ -820,14 +950,16 @@ def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fm
     ``place(notes)``: where the slices lie (:class:`NiftiGrid`), or None."""
     lo, hi = _window_from_percentiles(values)
     notes.append(f"intensities {_range_text(lo, hi)} (0.5-99.5 percentiles, as a NIfTI's) mapped to 0..1")
-    centre, width = _dicom_value(ds, "WindowCenter"), _dicom_value(ds, "WindowWidth")
-    if centre is not None and width is not None and float(width) >= 1:  # the standard's smallest width
+    stated = _dicom_value(ds, "WindowCenter"), _dicom_value(ds, "WindowWidth")
+    centre, width = (_number(v) for v in stated)
+    if centre is not None and width is not None and width >= 1:  # the standard's smallest width
         notes[-1] += (
-            f"; the file's DICOM window (centre {float(centre):g}, width {float(width):g}) is a display choice "
-            "and was not used"
+            f"; the file's DICOM window (centre {centre:g}, width {width:g}) is a display choice and was not used"
         )
     else:
-        bad = f" (its window width {float(width):g} is no window)" if width is not None and float(width) < 1 else ""
+        bad = f" (its window width {width:g} is no window)" if width is not None and width < 1 else ""
+        if any(v is not None and n is None for v, n in zip(stated, (centre, width))):  # not numbers (``abcd``)
+            bad = f" (its window, centre {stated[0]!s}, width {stated[1]!s}, is not numbers)"
         notes[-1] = f"no DICOM window{bad}: " + notes[-1]
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         # mirrored within the window (the percentiles of the mirrored values are the same), so the slice shows
@@ -835,7 +967,7 @@ def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fm
         values = (hi + lo) - values
         notes.append("MONOCHROME1 (white = low) inverted to the usual grey scale")
     notes += _non_finite_note(values)
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+    if _dicom_frames(ds, name) > 1:
         notes.append(f"multi-frame DICOM: {values.shape[0]} frames (use the slice slider)")
     spacing = _spacing(_dicom_value(ds, "PixelSpacing", first=False) or ds.get("ImagerPixelSpacing"), notes)
     if spacing is None:
@@ -864,12 +996,7 @@ def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
         "series to NIfTI (e.g. `dcm2niix`)"
     )
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        members = [
-            info
-            for info in archive.infolist()
-            if not info.is_dir() and not info.filename.startswith("__MACOSX/")
-            and not is_hidden(PurePosixPath(info.filename), PurePosixPath())
-        ]
+        members, unsafe, hidden = _zip_members(archive)
         if sum(info.file_size for info in members) > MAX_VOLUME_BYTES:
             raise UploadError(f"{name}: the zip unpacks to more than {_mb(MAX_VOLUME_BYTES)}; too much for the demo")
         slices, others = [], []
@@ -884,8 +1011,9 @@ def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
                 others.append(info.filename)
             else:
                 slices.append((info.filename, ds))
+    left_out = _left_out_notes(unsafe, hidden)
     if not slices:
-        raise UploadError(f"{name}: the zip holds no DICOM image; {advice}")
+        raise UploadError(f"{name}: the zip holds no DICOM image; {''.join(n + '; ' for n in left_out)}{advice}")
     first, ds0 = slices[0]
     for key in ("SeriesInstanceUID", "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient", "NumberOfFrames"):
         for member, ds in slices[1:]:
@@ -894,11 +1022,12 @@ def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
                     f"{name}: {member} and {first} differ in {key} ({ds.get(key)} vs {ds0.get(key)}): not the "
                     f"slices of one series; {advice}"
                 )
-    if int(ds0.get("NumberOfFrames", 1) or 1) > 1:
+    if _dicom_frames(ds0, f"{name}: {first}") > 1:
         raise UploadError(f"{name}: its DICOM files are multi-frame objects; upload one of them alone")
     rows, cols = int(ds0.get("Rows", 0) or 0), int(ds0.get("Columns", 0) or 0)
-    if rows * cols * len(slices) * 4 > MAX_VOLUME_BYTES:  # compressed pixel data unpacks past the zip's sizes
-        raise UploadError(f"{name}: {len(slices)} slices of {cols}x{rows} are too much to hold for the demo")
+    samples = int(ds0.get("SamplesPerPixel", 1) or 1)
+    # compressed pixel data unpacks past the zip's sizes
+    _check_volume(name, _frames_text(len(slices), rows, cols, samples), rows * cols * len(slices) * samples * 4)
     try:
         directions = np.asarray(ds0.ImageOrientationPatient, float).reshape(2, 3)
         places = np.asarray([ds.ImagePositionPatient for _, ds in slices], float).reshape(len(slices), 3)
@@ -916,12 +1045,15 @@ def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
             f"one series (two series, or repeated acquisitions); {advice}"
         )
     notes: list[str] = []
-    values = np.concatenate([_dicom_values(slices[k][1], f"{name}: {slices[k][0]}", max_pixels, notes) for k in order])
+    values = np.empty((len(slices), rows, cols), np.float32)  # filled a slice at a time: no second copy
+    for i, k in enumerate(order):
+        values[i : i + 1] = _dicom_values(slices[k][1], f"{name}: {slices[k][0]}", max_pixels, notes)
     notes = list(dict.fromkeys(notes))  # a note per kind, not per slice
     names = f"{slices[order[0]][0]} ... {slices[order[-1]][0]}"
     notes.insert(0, f"DICOM series: {len(slices)} slices in order along the slice normal ({names}; the slice slider)")
     if others:
         notes.append(f"{len(others)} file{'s' * (len(others) != 1)} without a DICOM image left out (e.g. {others[0]})")
+    notes += left_out
 
     def place(notes: list[str]) -> NiftiGrid | None:
         return _dicom_grid(ds0) if len(slices) == 1 else _stack_grid(ds0, places[order], notes, "slices")
@@ -1066,6 +1198,20 @@ def _gunzip(data: bytes, name: str, limit: int = MAX_VOLUME_BYTES) -> bytes:
     return out
 
 
+def _nifti_values(proxy, held: np.dtype) -> np.ndarray:
+    """A NIfTI's voxels (nibabel's array proxy) as ``held``: float32 for floating-point or scaled data, scaled in
+    float32. nibabel scales in float64 even for ``get_fdata(dtype=np.float32)``: a 128 MB uint8 volume with
+    scl_slope 2 became a 1 GiB float64 array on the way (2.3 GB at its peak)."""
+    stored = np.asanyarray(proxy.get_unscaled())
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    if (slope, inter) == (1.0, 0.0):
+        return stored.astype(held, copy=False)
+    values = np.empty_like(stored, dtype=np.float32)
+    np.multiply(stored, np.float32(slope), out=values, casting="unsafe")
+    values += np.float32(inter)
+    return values
+
+
 def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> MedicalVolume:
     import nibabel as nib
 
@@ -1075,9 +1221,32 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         raise UploadError(f"{name}: not a NIfTI-1 / NIfTI-2 file (header magic missing)")
     cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
     try:
+        header = cls.header_class.from_fileobj(io.BytesIO(raw))
+        shape, stored, scaling = header.get_data_shape(), header.get_data_dtype(), header.get_slope_inter()
+        offset = int(header.get_data_offset())
+    except Exception as exc:  # noqa: BLE001 - bad header fields
+        raise UploadError(f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})") from None
+    if stored.fields is not None or stored.kind not in "iufb":
+        raise UploadError(f"{name}: NIfTI data type {stored} is not supported (scalar volumes only)")
+    # held as stored, integers unscaled; floating-point or scaled (scl_slope / scl_inter) data as float32
+    scaled = scaling not in ((None, None), (1.0, 0.0))
+    held = np.dtype(np.float32) if scaled or stored.kind == "f" else stored
+    voxels = math.prod(int(n) for n in shape)
+    declared = f"{'x'.join(map(str, shape))} voxels of {stored.name}" + (
+        f", held as {held.name}" if held != stored else ""
+    )
+    _check_volume(name, declared, voxels * held.itemsize)
+    if len(raw) - offset < voxels * stored.itemsize:  # nibabel would allocate the whole declared size first
+        raise UploadError(
+            f"{name}: the NIfTI file is corrupt or truncated (its header declares {voxels * stored.itemsize:,} bytes "
+            f"of voxels from byte {offset}; the file has {max(0, len(raw) - offset):,})"
+        )
+    try:
         img = cls.from_bytes(raw)
-        if img.ndim == 2:  # one slice: its affine orients it as the same slice stored (X, Y, 1) would be
-            img = cls(np.asanyarray(img.dataobj)[:, :, None], img.affine, img.header)
+        values = _nifti_values(img.dataobj, held)
+        if values.ndim == 2:  # one slice: its affine orients it as the same slice stored (X, Y, 1) would be
+            values = values[:, :, None]
+        img = cls(values, img.affine, img.header)  # in memory: reoriented as it is, not read again
         file_affine, file_header = img.affine, img.header.copy()
         img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
         volume = np.asanyarray(img.dataobj)
@@ -1089,8 +1258,6 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
             f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})"
         ) from None
     notes: list[str] = []
-    if volume.dtype.fields is not None or volume.dtype.kind not in "iufb":
-        raise UploadError(f"{name}: NIfTI data type {volume.dtype} is not supported (scalar volumes only)")
     while volume.ndim > 4 and volume.shape[-1] == 1:
         volume = volume[..., 0]
     if volume.ndim == 3:

@@ -427,6 +427,9 @@ else:
     except up.UploadError as exc:
         st.error(str(exc))
         st.stop()
+    except Exception as exc:  # noqa: BLE001 - a decoder failure no check foresaw: a message, never a traceback
+        st.error(f"{file_name}: could not be decoded ({type(exc).__name__}: {exc})")
+        st.stop()
     pc.show_notes(volume.notes)
     channel, index = 0, 0
     if volume.num_channels > 1:

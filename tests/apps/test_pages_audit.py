@@ -186,7 +186,7 @@ def test_the_instances_note_says_the_class_filter_hides_them(demo_env):
 
 
 def test_own_checkpoint_that_is_a_png_or_a_pickled_model_gets_a_short_message(demo_env, tmp_path):
-    png = tmp_path / "photo.png"
+    png = tmp_path / "photo.ckpt"  # a PNG renamed: other names are not opened at all (test_upload_security_s37)
     png.write_bytes(S.png(np.zeros((20, 20), np.uint8)))
     pickled = tmp_path / "model.ckpt"
     torch.save(torch.nn.Linear(2, 2), pickled)  # a zip as torch.save writes, holding a whole module

@@ -8,16 +8,17 @@ to its folder unless ``--images-root``), a YOLO dataset yaml. Images are copied 
 
 The destination is written into a temporary folder beside it and renamed at the end, so a failure leaves
 nothing half-written; a non-empty destination is refused unless ``--overwrite``, and one that is the source,
-holds it or lies inside it always (:func:`source_overlap`).
+holds it or lies inside it always (:func:`source_overlap`), as is one holding any image or label file the
+source names (:func:`held_source_files`) and a symbolic link (its target is never replaced through it).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -37,6 +38,7 @@ from domains.driving.formats import (
     write_coco,
     write_kitti_dir,
     write_yolo,
+    yolo_label_path,
     yolo_names,
 )
 
@@ -247,6 +249,63 @@ def source_overlap(src: str | Path, dst: str | Path, new_file_inside: bool = Fal
     return None
 
 
+def source_files(fmt: str, src: Path, split: str | None, splits: dict[str, list[ImageAnnotation]]) -> list[Path]:
+    """The files a conversion read: the source (a COCO JSON, a YOLO yaml), every image and its label file
+    (KITTI's ``label_2/*.txt``, YOLO's beside ``images/`` in ``labels/``), for :func:`held_source_files`."""
+    images = [Path(a.image_path) for items in splits.values() for a in items]
+    if fmt == "kitti":
+        labels = kitti_label_files(resolve_kitti_split(src, split or "training"))
+    else:
+        labels = [p for p in map(yolo_label_path, images) if p.is_file()] if fmt == "yolo" else []
+    return [src, *images, *labels]
+
+
+def kitti_label_files(split_root: Path) -> list[Path]:
+    """Every ``.txt`` in a KITTI split's ``label_2/`` (any case, hidden ones too: what a reader may read)."""
+    folder = split_root / "label_2"
+    return [p for p in folder.iterdir() if p.suffix.lower() == ".txt"] if folder.is_dir() else []
+
+
+def held_source_files(src: str | Path, dst: str | Path, files: list[Path]) -> str | None:
+    """Why ``--dst`` cannot be replaced, or None: it is or holds a file the conversion reads. The source's
+    images and labels need not lie under ``--src`` (:func:`source_overlap` guards that path only): a COCO JSON's
+    images root is its folder, a YOLO yaml names its ``path`` root, a link in a KITTI root leads elsewhere, and
+    ``--overwrite`` deleted them with the destination. Asked once the source is read, before anything is
+    written; compared as given (absolute) and resolved (symlinks followed), as :func:`source_overlap` does."""
+    if not os.path.lexists(dst):  # nothing lies in it
+        return None
+    roots = (Path(os.path.abspath(dst)), Path(dst).resolve())
+    held: dict[Path, Path] = {}  # resolved -> as read
+    for file in files:
+        real = file.resolve()
+        if Path(os.path.abspath(file)).is_relative_to(roots[0]) or real.is_relative_to(roots[1]):
+            held.setdefault(real, file)
+    if not held:
+        return None
+    real, first = min(held.items(), key=lambda item: item[1])
+    resolved = f" (resolved: {real})" if real != Path(os.path.abspath(first)) else ""
+    count = f"{len(held)} file{'s' if len(held) > 1 else ''}"
+    return (
+        f"--dst {dst} holds {count} the conversion reads from --src {src}, e.g. {first}{resolved}: the "
+        "destination is replaced whole (--overwrite), so it must not hold the source's images or labels; choose "
+        "a --dst apart from them"
+    )
+
+
+def new_folder(parent: Path, name: str) -> Path:
+    """A new hidden folder in ``parent`` to write ``name`` into before renaming it in place, made with mode
+    ``0o777`` so the umask applies as to any folder: ``tempfile.mkdtemp``'s is private (``0o700``), and the
+    rename kept that for the output, which a group could then not read."""
+    for _ in range(100):
+        path = parent / f".{name}.tmp-{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{parent}: no free temporary folder name for {name} after 100 tries")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     src, dst = Path(args.src), Path(args.dst)
@@ -256,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     if problem := source_overlap(src, dst):
         print(f"error: {problem}\nnothing was read or written", file=sys.stderr)
         return INPUT_ERROR
+    if dst.is_symlink():  # the output would replace the link, not fill its target: never written through one
+        print(
+            f"error: --dst {dst} is a symbolic link (to {os.readlink(dst)}): the output is renamed into place, "
+            "which would replace the link with a folder here, and its target is never replaced through it; give "
+            "the target itself as --dst, or remove the link\nnothing was read or written",
+            file=sys.stderr,
+        )
+        return INPUT_ERROR
     if dst.exists() and (dst.is_file() or any(dst.iterdir())) and not args.overwrite:
         print(
             f"error: {dst}: destination exists and is not empty (use --overwrite to replace it)",
@@ -264,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return INPUT_ERROR
     log = DropLog(strict=args.strict)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    tmp = new_folder(dst.parent, dst.name)
+    old = None  # the destination replaced, once renamed aside
     try:
         splits, source_classes = read_source(
             args.src_format, src, log, args.split, args.images_root, args.classes
@@ -279,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             args.src_format, src, class_names, from_option=bool(args.classes)
         )):  # fmt: skip
             raise ValueError("\n".join(bad))
+        if problem := held_source_files(src, dst, source_files(args.src_format, src, args.split, splits)):
+            raise ValueError(problem)
         not_written = write_destination(
             args.dst_format, splits, tmp, class_names, "hardlink" if args.link else "copy"
         )
@@ -289,7 +359,6 @@ def main(argv: list[str] | None = None) -> int:
             old = dst.with_name(f".{dst.name}.old-{tmp.name[-8:]}")
             dst.rename(old)
             tmp.rename(dst)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
         else:
             tmp.rename(dst)
     except (LabelFormatError, ValueError, FileNotFoundError, OSError) as e:
@@ -299,6 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:  # the output is in place: a folder that cannot be deleted is said, not hidden
+        try:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        except OSError as e:
+            print(
+                f"warning: wrote {dst}, but could not delete the destination it replaced, now {old} ({e}): "
+                "delete it yourself",
+                file=sys.stderr,
+            )
     print(summary(args.src_format, args.dst_format, splits, class_names, log, not_written))
     print(sequence_note + (f", written to {dst / 'sequences.txt'}" if sequences is not None else ""))
     return 0

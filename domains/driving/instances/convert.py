@@ -44,7 +44,7 @@ import faster_coco_eval.core.mask as mask_api
 
 from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE, KITTI_TYPES
 from domains.driving.common import is_cityscapes_root, sequence_map_text, source_sequence_map
-from domains.driving.convert import source_overlap
+from domains.driving.convert import held_source_files, kitti_label_files, source_overlap
 from domains.driving.formats import (
     DropLog,
     LabelFormatError,
@@ -259,6 +259,12 @@ def main(argv: list[str] | None = None) -> Path:
                 "gtFine/)"
             )
         parser.exit(2, f"error: {err}{hint}\n")
+    # the images (and KITTI's labels and maps) may lie outside --src through a link in it: never replaced
+    read_files = [Path(p) for a in items for p in (a.image_path, a.instance_map) if p is not None]
+    if args.source == "kitti":
+        read_files += kitti_label_files(resolve_kitti_split(args.src))
+    if problem := held_source_files(args.src, args.dst, read_files):
+        parser.exit(2, f"error: {problem}\nnothing was written to {args.dst}\n")
     log.report(f"convert --from {args.source} {args.src}", stacklevel=2)
     present = {class_map.get(o.type, o.type) for a in items for o in a.objects} - {DONTCARE}
     classes = args.classes or [t for t in KITTI_TYPES if t in present] + sorted(present - set(KITTI_TYPES))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import inspect
-import itertools
 import json
 import math
 import os
@@ -29,7 +28,8 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zer
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from shared.budget import FitScheduleToBudget
-from shared.cli_help import RESUME_HINT, SUBCOMMAND_HELP, metric_mode, quiet_library_notes
+from shared.cli_help import RESUME_HINT, SUBCOMMAND_HELP, metric_mode, quiet_library_notes, suite_file
+from shared.data import map_paths
 from shared.device import cpu_has_bf16_units
 from shared.files import (
     PREDICTIONS_MANIFEST,
@@ -262,8 +262,13 @@ class SuiteCLI(LightningCLI):
         become files of ``--checkpoint.dirpath`` (:func:`saved_checkpoint`), a missing file is a
         FileNotFoundError, and a checkpoint of another task a :class:`shared.task.CheckpointMismatchError`
         naming the task and model it holds (LightningCLI would re-parse its hyperparameters as this task's
-        arguments and fail with "does not accept option ...", which does not say what the file is)."""
+        arguments and fail with "does not accept option ...", which does not say what the file is). A ``-c``
+        file named from the suite's folder is found from any working directory
+        (:func:`_suite_config_files`)."""
         given = list(args if args is not None else sys.argv[1:])
+        from_argv = args is None
+        if (from_argv or isinstance(args, (list, tuple))) and (found := _suite_config_files(given)) != given:
+            args = given = found
         if (without := _without_print_config(given)) != given:
             self._print_config(parser, given, without)  # exits
         _check_config_files(given)
@@ -273,9 +278,13 @@ class SuiteCLI(LightningCLI):
         self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
         self._ckpt_data_hparams: dict = {}  # the data settings it trained with (compared before fit and test)
         self._ckpt_alias: str | None = None  # "best" / "last": the file this config's latest fit left
-        super().parse_arguments(parser, args)
+        with warnings.catch_warnings():
+            if from_argv and args is not None:  # sys.argv's, with the suite's config files found
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        self._expand_home(config, subcommand)
         for group, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             _check_nulls(config.get(group), group, cls)
         self._check_network_links(config)
@@ -323,6 +332,19 @@ class SuiteCLI(LightningCLI):
         self._read_checkpoint(ckpt_path, config)
         if subcommand != "fit" and self.model_class is not None:  # a fit names them all (_parse_ckpt_path)
             self._report_other_network(ckpt_path, config)
+
+    def _expand_home(self, config, subcommand: str | None) -> None:
+        """A leading ``~`` in the options that name files and folders (``--ckpt_path``,
+        ``--model.predict_dir`` and the data module's :data:`shared.data.SplitLoaders.PATH_SETTINGS`) is the
+        home folder, here for all: a shell expands it only in a word of its own, so
+        ``--data.data_path=~/lidc``, a quoted ``'~/x/last.ckpt'`` or ``~/lidc`` in a YAML file failed as
+        "~/lidc/test/images: no such folder"."""
+        keys = [f"data.{name}" for name in getattr(self.datamodule_class, "PATH_SETTINGS", ())]
+        for key in [*keys, "model.predict_dir"]:
+            if config.get(key) is not None:
+                config[key] = map_paths(config[key], os.path.expanduser)
+        if subcommand and isinstance(ckpt_path := self.config[subcommand].get("ckpt_path"), str):
+            self.config[subcommand]["ckpt_path"] = os.path.expanduser(ckpt_path)
 
     def _check_network_links(self, config) -> None:
         """A link (``CLI_LINKS``) into an argument the configured network does not take was applied to nothing,
@@ -433,7 +455,10 @@ class SuiteCLI(LightningCLI):
             return
         checkpoint = check_checkpoint_file(ckpt_file, self.model_class, option=option)
         self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
-        self._ckpt_data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+        # its paths as the fit resolved them (ConfigInCheckpoints): a relative one is the fit's working
+        # directory's, which another command's need not be; an older checkpoint has only the settings as given
+        data_paths = checkpoint.get("suite_data_paths") or {}
+        self._ckpt_data_hparams = {**(checkpoint.get("datamodule_hyper_parameters") or {}), **data_paths}
         self._check_shared_settings(ckpt_file, config)
 
     def _check_shared_settings(self, ckpt_path: str, config) -> None:
@@ -775,7 +800,10 @@ class ConfigInCheckpoints(SaveConfigCallback):
       whatever root dir it was given;
     - ``suite_versions``: the versions of Python and of :data:`KEY_PACKAGES`;
     - ``suite_resolved``: values the config left to the machine, as this run took them (``data.num_workers``
-      from null: the CPU count, on which augmentation draws depend); empty when there are none.
+      from null: the CPU count, on which augmentation draws depend); empty when there are none;
+    - ``suite_data_paths``: the data module's path settings as absolute paths
+      (:meth:`shared.data.SplitLoaders.absolute_paths`), which a command run from another folder compares its
+      own with (a relative ``--data.data_path`` is the fit's working directory's).
     """
 
     _dumped: str | None = None
@@ -795,6 +823,8 @@ class ConfigInCheckpoints(SaveConfigCallback):
         workers = getattr(trainer.datamodule, "num_workers", None)
         resolved = self.config.get("data.num_workers") is None and isinstance(workers, int)
         checkpoint["suite_resolved"] = {"data.num_workers": workers} if resolved else {}
+        absolute_paths = getattr(trainer.datamodule, "absolute_paths", None)
+        checkpoint["suite_data_paths"] = absolute_paths() if callable(absolute_paths) else {}
 
 
 def _folders(config) -> dict:
@@ -964,13 +994,36 @@ def _check_network_given(args) -> None:
         raise ConfigError(f"{subcommand}: give {what}")
 
 
+def _config_args(args) -> list[tuple[int, str, str]]:
+    """``(index, option, file)`` of each config file in ``args``: ``-c FILE`` and ``--config FILE``
+    (``index``: FILE's), ``--config=FILE`` (the option is the start of that word)."""
+    found, args = [], [str(a) for a in args]
+    for index, arg in enumerate(args):
+        if arg.startswith("--config="):
+            found.append((index, "--config=", arg.split("=", 1)[1]))
+        elif index and args[index - 1] in ("-c", "--config"):
+            found.append((index, args[index - 1], arg))
+    return found
+
+
+def _suite_config_files(args: list) -> list:
+    """``args`` with each relative config file that is not under the working directory but is the suite's own
+    (:func:`shared.cli_help.suite_file`, said in one info line) named by its path there: the README's
+    ``-c domains/medical/configs/quick.yaml`` failed from any other folder (or an installed suite) with
+    jsonargparse's "File does not exist" after 90 lines of usage. A file in neither place stays for
+    jsonargparse to name."""
+    args = list(args)
+    for index, option, path in _config_args(args):
+        if (found := suite_file(path, option.rstrip("="))) is not None:
+            args[index] = f"{option}{found}" if option.endswith("=") else str(found)
+    return args
+
+
 def _check_config_files(args) -> None:
     """jsonargparse reports a YAML syntax error at '"<unicode string>", line N': name the file instead."""
     if not isinstance(args, (list, tuple)):
         return
-    args = [str(a) for a in args]
-    paths = [b for a, b in itertools.pairwise(args) if a in ("-c", "--config")]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    paths = [path for _, _, path in _config_args(args)]
     for path in map(Path, paths):
         if not path.is_file():
             continue  # jsonargparse names a missing file itself

@@ -172,8 +172,30 @@ def quiet_library_notes() -> None:
 
 
 _SUITE_PACKAGES = ("shared", "domains", "apps", "benchmarks")
-_SUITE_ROOT = Path(__file__).resolve().parents[1]
+#: the folder holding the suite's packages: the repository's root, or site-packages once installed
+SUITE_ROOT = Path(__file__).resolve().parents[1]
 _python_formatwarning = warnings.formatwarning
+
+
+def suite_file(path: str | Path, option: str) -> Path | None:
+    """The suite's own copy of a relative ``path`` that is not under the working directory, said in one info
+    line naming ``option`` (``-c``, ``weight file``); None otherwise. The README's commands and the
+    shipped configs name the suite's files from the repository's root (``domains/medical/configs/quick.yaml``,
+    ``apps/weights/driving_detection.safetensors``): run from another folder, or installed as a package, they
+    were not found. A path found here, absolute, leading up (``..``) or not found there either is left to the
+    caller."""
+    path = Path(path)
+    if path.is_absolute() or ".." in path.parts or path.exists():
+        return None
+    found = SUITE_ROOT / path
+    if not found.is_file():
+        return None
+    from pytorch_lightning.utilities import rank_zero_info  # only now: this module imports no Lightning
+
+    rank_zero_info(
+        f"{option} {path}: not in the working directory {Path.cwd()}; the suite's own {found} is read"
+    )
+    return found
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -182,7 +204,7 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     puts around them. Warnings of other libraries keep Python's format."""
     path = Path(filename).resolve()
     ours = category.__module__.split(".")[0] in _SUITE_PACKAGES or (
-        _SUITE_ROOT in path.parents and path.relative_to(_SUITE_ROOT).parts[0] in _SUITE_PACKAGES
+        SUITE_ROOT in path.parents and path.relative_to(SUITE_ROOT).parts[0] in _SUITE_PACKAGES
     )
     if ours and issubclass(category, UserWarning):
         return f"{category.__name__}: {message}\n"

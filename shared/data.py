@@ -109,6 +109,22 @@ def same_setting(a, b) -> bool:
     return a == b
 
 
+def map_paths(value, convert):
+    """``convert`` (str -> str) applied to each path of a path setting (:data:`SplitLoaders.PATH_SETTINGS`): a
+    string, or the strings of a dict or list of them (``split_files``); other values as they are."""
+    if isinstance(value, dict):
+        return {k: map_paths(v, convert) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [map_paths(v, convert) for v in value]
+    return convert(str(value)) if isinstance(value, (str, Path)) else value
+
+
+def absolute_path(value):
+    """A path setting with its paths absolute: a leading ``~`` expanded, a relative one from the working
+    directory."""
+    return map_paths(value, lambda path: str(Path(path).expanduser().resolve()))
+
+
 class SplitLoaders(pl.LightningDataModule):
     """train/val/test/predict loaders over named splits (predict reuses test): one recipe for every domain.
 
@@ -131,6 +147,18 @@ class SplitLoaders(pl.LightningDataModule):
     DATA_SET_SETTINGS: tuple[str, ...] = ("data_format", "data_path", "synthetic", "anomaly_path")
     #: init arguments that choose which items of the data set land in which split
     SPLIT_SETTINGS: tuple[str, ...] = ("seed", "split_fractions")
+    #: init arguments that name files or folders (any domain's): the CLI expands a leading ``~`` in them, and
+    #: a checkpoint records them as absolute paths (:meth:`absolute_paths`)
+    PATH_SETTINGS: tuple[str, ...] = (
+        "data_path",
+        "predict_path",
+        "anomaly_path",
+        "images_root",
+        "crops_dir",
+        "feature_annotation",
+        "predict_detector",
+        "split_files",
+    )
     #: init arguments that set the size the network sees images at (resized or fitted to it)
     INPUT_SETTINGS: tuple[str, ...] = ()
     #: what :meth:`split_groups` returns, for messages
@@ -144,6 +172,14 @@ class SplitLoaders(pl.LightningDataModule):
     def check_splits(self, splits: dict[str, Sized], stage: str | None, hint: str) -> None:
         """:func:`check_stage_splits` of this module's ``splits`` (items per split), named by its class."""
         check_stage_splits({name: len(items) for name, items in splits.items()}, stage, type(self).__name__, hint)
+
+    def absolute_paths(self) -> dict:
+        """This module's :data:`PATH_SETTINGS` that are given, as absolute paths from the working directory:
+        what a checkpoint records besides the settings as given (:class:`shared.cli.ConfigInCheckpoints`, and
+        :meth:`state_dict`), so that a command run from another folder compares the folder the fit read, not
+        the fit's relative path taken from its own working directory (:meth:`other_data_set_than`)."""
+        given = {k: self.hparams[k] for k in self.PATH_SETTINGS if self.hparams.get(k) is not None}
+        return {k: absolute_path(v) for k, v in given.items()}
 
     def split_settings(self, hparams: dict, stage: str) -> dict:
         """The settings among ``hparams`` (this module's init arguments, e.g. a checkpoint's
@@ -208,7 +244,9 @@ class SplitLoaders(pl.LightningDataModule):
         if not len(self._train_digests[1]):
             return {}
         # plain values only (a Path would need unpickling code that weights-only loading refuses)
-        data_set = json.loads(json.dumps({k: self.hparams.get(k) for k in self.data_set_settings("fit")}, default=str))
+        data_set = {k: self.hparams.get(k) for k in self.data_set_settings("fit")}
+        data_set.update((k, v) for k, v in self.absolute_paths().items() if k in data_set)
+        data_set = json.loads(json.dumps(data_set, default=str))
         return {"train_group_digests": self._train_digests[1], "data_set": data_set}
 
     def load_state_dict(self, state: dict) -> None:

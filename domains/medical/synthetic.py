@@ -34,6 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pytorch_lightning.utilities import rank_zero_info
 from scipy import ndimage
 
 from shared.data import check_split_fractions, group_split
@@ -653,7 +654,7 @@ def ensure_synthetic_lidc(root: str | Path | None = None, **kw) -> Path:
     Skips when the marker holds the same settings. A folder with other content (no marker, no README of
     ours) is refused rather than overwritten, so real data is never deleted by a wrong path.
     """
-    _settings_from_kw(**kw)  # validates
+    settings = _settings_from_kw(**kw)  # validates
     root = Path(default_root(kw.get("readers", "default")) if root is None else root)
     if is_complete(root, **kw):
         return root
@@ -669,6 +670,12 @@ def ensure_synthetic_lidc(root: str | Path | None = None, **kw) -> Path:
                 f"{root}: folder exists and was not (only) written by the synthetic generator "
                 f"(contains {sorted(names)[:6]}); refusing to overwrite it; use a new or empty folder"
             )
+    # said, as the driving generators say theirs: a first fit in a new folder wrote 34 MB there unsaid
+    n_images = settings["n_patients"] * settings["images_per_patient"]
+    rank_zero_info(
+        f"synthetic LIDC: generating {n_images:,} images of {settings['size']} px ({settings['n_patients']} "
+        f"patients, {NUM_READERS} readers' masks each) at {root.absolute()}, once"
+    )
     return generate_lidc_png(root, **kw)
 
 

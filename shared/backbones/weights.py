@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shared.cli_help import SUITE_ROOT, suite_file
+
 from .base import Backbone
 
 
@@ -78,13 +80,17 @@ class LoadReport:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a torchvision ``.pth`` or a Lightning ``.ckpt`` with ``weights_only=True``, or from
-    a ``.safetensors`` file (the demo's shipped weights: tensors only; fp16 ones come back as float32).
+    a ``.safetensors`` file (the demo's shipped weights: tensors only; fp16 ones come back as float32). A
+    relative path not under the working directory is also looked for under the suite's folder
+    (:func:`shared.cli_help.suite_file`: ``apps/weights/...`` as the shipped configs name it).
     """
     path = Path(path).expanduser()
+    path = suite_file(path, "weight file") or path
     if path.is_dir():
         raise IsADirectoryError(f"weight file {path} is a folder: give the .pth / .ckpt / .safetensors file in it")
     if not path.is_file():
-        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        tried = f"under the working directory {Path.cwd()} and under the suite's folder {SUITE_ROOT}"
+        where = "" if path.is_absolute() else f" (looked for {tried})"
         raise FileNotFoundError(f"weight file not found: {path}{where}")
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError

@@ -179,7 +179,7 @@ def test_commands_print_the_suites_warnings_in_one_line_and_others_as_python_doe
     # a suite file's warning of another kind (a deprecation), and a library inside the repository (.venv/),
     # keep Python's format
     assert show("old", DeprecationWarning, data.__file__, 45, source).startswith(f"{data.__file__}:45:")
-    venv_file = str(cli_help._SUITE_ROOT / ".venv/lib/x.py")
+    venv_file = str(cli_help.SUITE_ROOT / ".venv/lib/x.py")
     assert show("n", UserWarning, venv_file, 1, "l").startswith(f"{venv_file}:1: UserWarning: n")
 
 

@@ -1,9 +1,11 @@
 """Which demo checkpoints exist, how to load them, and the inference the pages run (no Streamlit here).
 
-Checkpoints live in one folder, ``$SUITE_DEMO_CHECKPOINTS`` (default ``<repo>/demo_checkpoints``), as
+Checkpoints live in one folder, ``$SUITE_DEMO_CHECKPOINTS`` (default ``demo_checkpoints/``), as
 ``<key>.ckpt`` plus ``<key>.json`` with the test figures :mod:`apps.prepare_demo` measured. Data roots come
 from ``$SUITE_MEDICAL_DATA`` (LIDC PNG layout), ``$SUITE_ANOMALY_DATA`` (SegmentMeIfYouCan layout) and
 ``$SUITE_ACCIDENT_DATA`` (the synthetic / CCD clip layout), with the synthetic sets under ``data/`` as defaults.
+What the demo generates goes under :func:`work_root`: the repository in a source checkout, the working directory
+once the suite is installed (never into site-packages).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ ENV_CHECKPOINTS = "SUITE_DEMO_CHECKPOINTS"
 ENV_MEDICAL_DATA = "SUITE_MEDICAL_DATA"
 ENV_ANOMALY_DATA = "SUITE_ANOMALY_DATA"
 ENV_ACCIDENT_DATA = "SUITE_ACCIDENT_DATA"
-DEFAULT_MEDICAL_DATA = ROOT / "data" / "medical" / "synthetic_lidc"
-DEFAULT_ANOMALY_DATA = ROOT / "data" / "driving" / "synthetic_anomaly"
-DEFAULT_ACCIDENT_DATA = ROOT / "data" / "driving_accident"  # the clip generator's DEFAULT_ACCIDENT_ROOT
+#: the synthetic sets under :func:`work_root`, as the generators' own defaults under the working directory
+MEDICAL_DATA = Path("data", "medical", "synthetic_lidc")
+ANOMALY_DATA = Path("data", "driving", "synthetic_anomaly")
+ACCIDENT_DATA = Path("data", "driving_accident")  # the clip generator's DEFAULT_ACCIDENT_ROOT
 #: two bundled clips in the synthetic layout (a crash and a near miss, mp4), shown when no clips are generated
 ACCIDENT_EXAMPLES = ROOT / "apps" / "examples" / "accident"
 #: object slots of the anticipator (UString's 19; the data module's max_objects default)
@@ -173,20 +176,52 @@ DEMO_MODELS: dict[str, DemoModel] = {
 # ------------------------------------------------------------------------------------------------ places
 
 
+def source_checkout() -> bool:
+    """Whether the suite runs from its source checkout (:data:`ROOT` holds ``pyproject.toml``), not installed
+    (:data:`ROOT` is then site-packages, which is no place for data and may be read-only)."""
+    return (ROOT / "pyproject.toml").is_file()
+
+
+def work_root() -> Path:
+    """Where the demo's defaults put what it generates (``data/``, ``demo_checkpoints/``, ``lightning_logs/``):
+    the repository in a source checkout (``make demo`` runs there), else the working directory, as the CLI."""
+    return ROOT if source_checkout() else Path.cwd()
+
+
 def checkpoint_dir() -> Path:
-    return Path(os.environ.get(ENV_CHECKPOINTS) or ROOT / "demo_checkpoints")
+    return Path(os.environ.get(ENV_CHECKPOINTS) or work_root() / "demo_checkpoints")
+
+
+def default_medical_data() -> Path:
+    """The synthetic LIDC-style set the medical page generates when ``$SUITE_MEDICAL_DATA`` is not set."""
+    return work_root() / MEDICAL_DATA
+
+
+def default_anomaly_data() -> Path:
+    """The synthetic road-anomaly set the driving page generates when ``$SUITE_ANOMALY_DATA`` is not set."""
+    return work_root() / ANOMALY_DATA
 
 
 def medical_data_root() -> Path:
-    return Path(os.environ.get(ENV_MEDICAL_DATA) or DEFAULT_MEDICAL_DATA)
+    return Path(os.environ.get(ENV_MEDICAL_DATA) or default_medical_data())
 
 
 def anomaly_data_root() -> Path:
-    return Path(os.environ.get(ENV_ANOMALY_DATA) or DEFAULT_ANOMALY_DATA)
+    return Path(os.environ.get(ENV_ANOMALY_DATA) or default_anomaly_data())
 
 
 def accident_data_root() -> Path:
-    return Path(os.environ.get(ENV_ACCIDENT_DATA) or DEFAULT_ACCIDENT_DATA)
+    return Path(os.environ.get(ENV_ACCIDENT_DATA) or work_root() / ACCIDENT_DATA)
+
+
+def unwritable_data(what: str, root: Path, env: str, exc: OSError) -> str:
+    """The page's message when the synthetic ``what`` cannot be generated in ``root`` (a read-only folder, no
+    space): where, why, and the environment variable that points the page at another folder."""
+    elsewhere = "" if source_checkout() else ", or start it from a writable working directory"
+    return (
+        f"Cannot generate the synthetic {what} in `{root}`: {type(exc).__name__}: {exc}. Restart the demo with "
+        f"`{env}` set to a writable folder{elsewhere}."
+    )
 
 
 def checkpoint_path(key: str, folder: Path | None = None) -> Path:
@@ -266,9 +301,22 @@ def examples(key: str) -> dict:
     return dict(info.get("examples") or {})
 
 
+def prepare_command(*args: str) -> str:
+    """The :mod:`apps.prepare_demo` command line with ``args``, as the user types it: the script in the
+    checkout's ``.venv`` (what ``make demo`` installs), or the module form once installed (no such file there)."""
+    base = ".venv/bin/python apps/prepare_demo.py" if source_checkout() else "python -m apps.prepare_demo"
+    return " ".join((base, *args))
+
+
+def demo_command(target: str, *args: str) -> str:
+    """``make <target>`` in a source checkout (its Makefile), else the :func:`prepare_command` with ``args``
+    that does the same for an installed suite."""
+    return f"make {target}" if source_checkout() else prepare_command(*args)
+
+
 def train_command(key: str) -> str:
     """What to run to (re)train the demo model ``key`` locally (shown on the pages when it is missing)."""
-    return f".venv/bin/python apps/prepare_demo.py --train --only {key}"
+    return prepare_command("--train", "--only", key)
 
 
 def format_metrics(metrics: dict | None, names: tuple[str, ...] = ("test/",), limit: int = 8) -> str:
@@ -336,7 +384,8 @@ def load_shipped_weights(key: str, path: str | Path, card: dict | None = None):
         if digest != card["sha256"]:
             raise WeightFileError(
                 f"{path}: sha256 {digest[:12]}... does not match its model card ({card['sha256'][:12]}...): "
-                "the file was changed or truncated; restore it from git or retrain with make demo-train"
+                "the file was changed or truncated; restore it (from git, or reinstall the suite) or retrain with "
+                f"{demo_command('demo-train', '--train')}"
             )
     task = build_task(key, card.get("hyper_parameters") or {}, card.get("settings"))
     try:
@@ -1010,6 +1059,9 @@ __all__ = [
     "anomaly_scores",
     "at_model_steps",
     "checkpoint_dir",
+    "default_anomaly_data",
+    "default_medical_data",
+    "demo_command",
     "detect_clip_objects",
     "detect_objects",
     "find_checkpoint",
@@ -1021,7 +1073,11 @@ __all__ = [
     "medical_data_root",
     "medical_predict",
     "medical_scores",
+    "prepare_command",
     "read_metrics",
     "segment_instances",
+    "source_checkout",
     "train_command",
+    "unwritable_data",
+    "work_root",
 ]

@@ -79,8 +79,9 @@ def model_token(key: str) -> str:
 
 
 def logs_dir() -> Path:
-    """Where the CLI writes its checkpoints (``lightning_logs/<domain>/<config>/checkpoints``)."""
-    return dm.ROOT / "lightning_logs"
+    """Where the CLI writes its checkpoints (``lightning_logs/<domain>/<config>/checkpoints``): under
+    :func:`apps.demo_models.work_root`, the working directory once the suite is installed."""
+    return dm.work_root() / "lightning_logs"
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -167,7 +168,8 @@ def show_missing(keys: list[str]) -> None:
     lines = "\n".join(dm.train_command(k) for k in missing)
     st.warning(
         f"No weights for: {names} (looked in `{dm.shipped_dir()}` and `{dm.checkpoint_dir()}`). Restore the "
-        "shipped weights from git, or train quick versions with `make demo-train`, or one by one:"
+        f"shipped weights from git, or train quick versions with `{dm.demo_command('demo-train', '--train')}`, "
+        "or one by one:"
     )
     st.code(lines, language="bash")
 

@@ -411,7 +411,7 @@ pc.show_missing([ACCIDENT])
 if pc.model_path(ACCIDENT) is None:
     st.error(
         "No accident-anticipation model to run yet: train the quick one with "
-        f"`{dm.train_command(ACCIDENT)}` (or `make demo-train`) and reload this page."
+        f"`{dm.train_command(ACCIDENT)}` (or `{dm.demo_command('demo-train', '--train')}`) and reload this page."
     )
     st.stop()
 try:

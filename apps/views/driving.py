@@ -213,11 +213,14 @@ def _score_png16(score: np.ndarray, lo: float, hi: float) -> bytes:
     return buf.tobytes() if ok else b""
 
 
-def _example_scenes(scenes: list[tuple[str, str, str | None]]) -> list[tuple[str, str, str, str | None]]:
+def _example_scenes(
+    scenes: list[tuple[str, str, str | None]],
+) -> tuple[list[tuple[str, str, str, str | None]], list[str]]:
     """(label, name, image path, label path) of the best and worst test examples the weights recorded: where
-    the models are right (first, the page's default) and where they are wrong."""
+    the models are right (first, the page's default) and where they are wrong; and the recorded example files
+    that are missing (the page says how many: they were dropped unsaid)."""
     by_name = {n: (p, lab) for n, p, lab in scenes}
-    out = []
+    out, missing = [], []
     for which, what in (("best", "right"), ("worst", "wrong")):
         example = dm.examples(ANOMALY).get(which) if not _own(ANOMALY) else None
         if example and example["id"] in by_name:
@@ -225,10 +228,15 @@ def _example_scenes(scenes: list[tuple[str, str, str | None]]) -> list[tuple[str
             out.append((label, example["id"], *by_name[example["id"]]))
         for key, model in FRAME_EXAMPLES.items():
             example = dm.examples(key).get(which) if not _own(key) else None
-            if example and (dm.ROOT / example.get("file", "")).is_file():
-                label = f"{example['id']}: where the {model} is most {what} (its {which} test frame, F1 {example['f1']:.2f})"
-                out.append((label, example["id"], str(dm.ROOT / example["file"]), None))
-    return out
+            if not example:
+                continue
+            path = dm.ROOT / example.get("file", "")
+            if not path.is_file():
+                missing.append(str(path))
+                continue
+            label = f"{example['id']}: where the {model} is most {what} (its {which} test frame, F1 {example['f1']:.2f})"
+            out.append((label, example["id"], str(path), None))
+    return out, missing
 
 
 def _example_truth(key: str, path: str | None, classes: list[str]) -> str | None:
@@ -329,18 +337,25 @@ have_det = pc.model_path(DETECTION) is not None
 have_inst = pc.model_path(INSTANCES) is not None
 have_ano = pc.model_path(ANOMALY) is not None
 if not (have_det or have_inst or have_ano):
-    st.error("No driving checkpoint to show yet: run `make demo` (or a command above) and reload this page.")
+    st.error(
+        f"No driving checkpoint to show yet: run `{dm.demo_command('demo', '--train')}` (or a command above) and "
+        "reload this page."
+    )
     st.stop()
 
 source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="driving_source", persist_state=pc.KEEP)
 truth = image_path = None
 if source == SYNTHETIC:
     root = dm.anomaly_data_root()
-    if not root.is_dir() and root == dm.DEFAULT_ANOMALY_DATA:
+    if not root.is_dir() and root == dm.default_anomaly_data():
         with st.spinner("Generating the synthetic road-anomaly scenes (first run only) ..."):
             from domains.driving.synthetic import ensure_synthetic_anomaly
 
-            ensure_synthetic_anomaly(root, verbose=False)
+            try:
+                ensure_synthetic_anomaly(root, verbose=False)
+            except OSError as exc:  # a read-only or full folder: where, and what to set
+                st.error(dm.unwritable_data("road-anomaly scenes", root, dm.ENV_ANOMALY_DATA, exc))
+                st.stop()
     try:
         scenes = _scene_list(str(root))
     except OSError as exc:
@@ -352,7 +367,14 @@ if source == SYNTHETIC:
     if not scenes:
         st.error(f"No images in {root / 'images'}.")
         st.stop()
-    choices = _example_scenes(scenes) + [(n, n, p, lab) for n, p, lab in scenes]
+    recorded, missing = _example_scenes(scenes)
+    if missing:
+        st.caption(
+            f"{len(missing)} of the weights' recorded example frames {'is' if len(missing) == 1 else 'are'} "
+            f"missing, not listed: {', '.join(f'`{m}`' for m in missing)} (restore them from git, or reinstall "
+            "the suite)."
+        )
+    choices = recorded + [(n, n, p, lab) for n, p, lab in scenes]
     index = st.selectbox(
         "Scene", range(len(choices)), format_func=lambda i: choices[i][0], key="driving_scene"
     )

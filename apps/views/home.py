@@ -12,7 +12,7 @@ st.write(
     "Two demos on one set of shared backbones and Lightning pieces. Pick a page in the sidebar. The models "
     "shown are the shipped demo weights (`apps/weights/`, each with a model card: command, data, test "
     "figures), trained on the suite's embedded synthetic data: they show the workflow, not state-of-the-art "
-    "accuracy on real scans or roads. `make demo-train` retrains quick versions here."
+    f"accuracy on real scans or roads. `{dm.demo_command('demo-train', '--train')}` retrains quick versions here."
 )
 
 left, right = st.columns(2)
@@ -53,10 +53,11 @@ for key, spec in dm.DEMO_MODELS.items():
 st.dataframe(rows, hide_index=True, width="stretch")
 st.caption(
     f"Shipped weights: `{dm.shipped_dir()}` (fp16 safetensors, each with a model card: command, data, date, test "
-    f"figures, sha256). Local checkpoints from `make demo-train` in `{dm.checkpoint_dir()}` (set "
-    f"`{dm.ENV_CHECKPOINTS}` to use another) are preferred when present; each page's sidebar takes your own "
-    f"checkpoint. Uploads up to {up.MAX_UPLOAD_MB} MB are decoded in memory (a video through a temporary file, "
-    "deleted once decoded). An upload, its pixels and the models' results on it are kept in your session only "
-    "(so that a slider does not run the models again), and dropped when you remove or replace the file or the "
-    "session ends; only the synthetic examples' results are cached for every visitor."
+    f"figures, sha256). Local checkpoints from `{dm.demo_command('demo-train', '--train')}` in "
+    f"`{dm.checkpoint_dir()}` (set `{dm.ENV_CHECKPOINTS}` to use another) are preferred when present; each "
+    f"page's sidebar takes your own checkpoint. Uploads up to {up.MAX_UPLOAD_MB} MB are decoded in memory (a "
+    "video through a temporary file, deleted once decoded). An upload, its pixels and the models' results on "
+    "it are kept in your session only (so that a slider does not run the models again), and dropped when you "
+    "remove or replace the file or the session ends; only the synthetic examples' results are cached for every "
+    "visitor."
 )

@@ -334,7 +334,10 @@ pc.own_checkpoint_picker(
 pc.show_missing(list(dm.MEDICAL_KEYS))
 available = [k for k in dm.MEDICAL_KEYS if pc.model_path(k) is not None]
 if not available:
-    st.error("No medical checkpoint to show yet: run `make demo` (or a command above) and reload this page.")
+    st.error(
+        f"No medical checkpoint to show yet: run `{dm.demo_command('demo', '--train')}` (or a command above) and "
+        "reload this page."
+    )
     st.stop()
 
 c1, c2, c3 = st.columns([2, 2, 1])
@@ -374,11 +377,15 @@ back = None  # the file's slice, where the model saw it resized or through a win
 card_ged = None  # the model card's GED of the chosen image, when it is the card's best or worst
 if source == SYNTHETIC:
     root = dm.medical_data_root()
-    if not root.is_dir() and root == dm.DEFAULT_MEDICAL_DATA:
+    if not root.is_dir() and root == dm.default_medical_data():
         with st.spinner("Generating the synthetic LIDC-style data set (first run only) ..."):
             from domains.medical.synthetic import ensure_synthetic_lidc
 
-            ensure_synthetic_lidc(root)
+            try:
+                ensure_synthetic_lidc(root)
+            except OSError as exc:  # a read-only or full folder: where, and what to set
+                st.error(dm.unwritable_data("LIDC-style data set", root, dm.ENV_MEDICAL_DATA, exc))
+                st.stop()
     try:
         dataset = _test_split(str(root))
     except (FileNotFoundError, ValueError) as exc:

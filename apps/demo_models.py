@@ -570,14 +570,21 @@ def medical_input_size(task) -> int:
 
 @torch.no_grad()
 def medical_predict(task, image: np.ndarray, num_samples: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Sample probabilities (N, H, W), their mean (H, W) and entropy uncertainty (H, W, bits) of a slice."""
+    """Sample probabilities (N, H, W), their mean (H, W) and entropy uncertainty (H, W, bits) of a slice.
+
+    The latents come from generators of this call seeded by ``seed`` (one per sample, see
+    :func:`~domains.medical.models.common.image_noise`; held per thread), never torch's global one: the pages'
+    sessions run in threads of one process, and one session's ``torch.manual_seed`` then moved another's
+    draws, whose mixed result ``st.cache_data`` served to everyone.
+    """
+    from domains.medical.models.common import image_noise
     from domains.medical.predict import uncertainty_map
 
     if image.ndim != 2:
         raise ValueError(f"expected a 2D slice, got shape {image.shape}")
-    torch.manual_seed(int(seed))
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    probs = task.sample(x, int(num_samples))  # (1, N, H, W)
+    with image_noise([int(seed)]):
+        probs = task.sample(x, int(num_samples))  # (1, N, H, W)
     return {
         "probs": probs[0].cpu().numpy(),
         "mean": probs.mean(dim=1)[0].cpu().numpy(),

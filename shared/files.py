@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+import filelock
 import numpy as np
 
 # the hidden files left out inside an active ``counting_hidden_files`` block (None: none is active)
@@ -310,6 +311,29 @@ def check_generation_finished(
             f"{describe(folder)}, or delete {folder}. With {option} null the default synthetic set is generated "
             "by itself"
         )
+
+
+@contextlib.contextmanager
+def generation_lock(root: str | Path, say: Callable[[str], object] = print) -> Iterator[Path]:
+    """Hold the inter-process lock of the generated data folder ``root`` in the block (yields the lock file,
+    ``<parent>/.<name>.lock``: beside the folder, so its own checks never see it; left there). Two first runs
+    in one working directory (a SLURM array, two terminals) deleted each other's files and marked half a set
+    finished. A generator takes it around its "finished? else write it" decision and re-checks once it holds
+    it: the run that waited (saying so once through ``say``) then reuses the set the other one wrote. Check
+    first without it, so a finished set never waits on a run writing another one."""
+    path = Path(root).resolve()  # one lock for every spelling of the folder (relative, through a link)
+    lock_path = path.parent / f".{path.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        say(f"waiting for another run generating {root} (lock {lock_path})")
+        lock.acquire()
+    try:
+        yield lock_path
+    finally:
+        lock.release()
 
 
 #: the list of files a predict run wrote into its ``predict_dir`` (:class:`shared.cli.PredictionSet`)

@@ -38,7 +38,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from scipy import ndimage
 
 from shared.data import check_split_fractions, group_split
-from shared.files import check_generation_finished
+from shared.files import check_generation_finished, generation_lock
 from shared.images import write_image
 
 GENERATOR_VERSION = 1
@@ -652,12 +652,21 @@ def ensure_synthetic_lidc(root: str | Path | None = None, **kw) -> Path:
     :func:`generate_lidc_png`, checked first (a bad preset or bad shares fail before anything is touched).
 
     Skips when the marker holds the same settings. A folder with other content (no marker, no README of
-    ours) is refused rather than overwritten, so real data is never deleted by a wrong path.
+    ours) is refused rather than overwritten, so real data is never deleted by a wrong path. Generates holding
+    its :func:`~shared.files.generation_lock`: a second run started meanwhile waits, then reuses the set.
     """
     settings = _settings_from_kw(**kw)  # validates
     root = Path(default_root(kw.get("readers", "default")) if root is None else root)
     if is_complete(root, **kw):
         return root
+    with generation_lock(root, rank_zero_info):
+        if is_complete(root, **kw):  # another run finished it while this one waited
+            return root
+        return _generate_new(root, settings, kw)
+
+
+def _generate_new(root: Path, settings: dict, kw: dict) -> Path:
+    """:func:`generate_lidc_png` into ``root``, unless it holds other data (refused: never deleted)."""
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root}: exists and is not a folder; use a new or empty folder")
     if root.exists() and any(root.iterdir()):

@@ -25,7 +25,7 @@ from domains.driving.synthetic.labels import DONTCARE_MIN_HEIGHT
 from domains.driving.synthetic.layout import sample_layout
 from domains.driving.synthetic.render import colorize_semantic, render_frame, render_scene
 from domains.driving.synthetic.scene import DEFAULT_SIZE
-from shared.files import check_generation_finished
+from shared.files import check_generation_finished, generation_lock
 from shared.images import write_image
 
 DEFAULT_KITTI_ROOT = "data/driving/synthetic_kitti"
@@ -91,13 +91,18 @@ def _finish(root: Path, meta: dict, settings: dict) -> None:
 
 
 def _ensure(caller: str, root: str | Path, kw: dict, allowed: set[str], settings, generate) -> Path:
-    """Reuse the finished set at ``root`` when its marker holds these settings, else ``generate`` it."""
+    """Reuse the finished set at ``root`` when its marker holds these settings, else ``generate`` it, holding
+    its :func:`~shared.files.generation_lock`: a second run started meanwhile waits, then reuses the set."""
     root = Path(root)
     if set(kw) - allowed - {"verbose"}:
         raise TypeError(f"{caller}: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})}")
-    if _is_complete(root, settings(**{k: v for k, v in kw.items() if k in allowed})):
+    wanted = settings(**{k: v for k, v in kw.items() if k in allowed})
+    if _is_complete(root, wanted):
         return root
-    return generate(root, **kw)
+    with generation_lock(root, rank_zero_info):
+        if _is_complete(root, wanted):  # another run finished it while this one waited
+            return root
+        return generate(root, **kw)
 
 
 #: per kind of set (its settings' ``kind``): the command-line subcommand, where its finished items lie, the

@@ -412,7 +412,11 @@ if source == SYNTHETIC:
         )
 
     pick = st.selectbox("Test image", list(choices), format_func=_label, key="medical_item")
-    image, readers, name = _test_item(str(root), choices[pick])
+    try:
+        image, readers, name = _test_item(str(root), choices[pick])
+    except ValueError as exc:  # MedicalDataError: a set of smaller images than the reader's crop, a bad file
+        st.error(f"Cannot read this test image of `{root}` (`${dm.ENV_MEDICAL_DATA}`): {exc}")
+        st.stop()
     card_ged = float(ranked[pick]["ged"]) if pick in ranked else None
     stem = up.download_stem(name)
     grid = f"the test image as stored ({image.shape[1]}x{image.shape[0]})"

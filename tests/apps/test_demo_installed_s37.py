@@ -185,3 +185,17 @@ def test_missing_example_frames_are_counted(demo_env, monkeypatch):
     (note,) = [c.value for c in at.caption if "recorded example frames" in c.value]
     assert note.startswith("1 of the weights' recorded example frames is missing, not listed: ")
     assert str(dm.ROOT / "apps/examples/not_installed.png") in note
+
+
+def test_a_medical_set_of_smaller_images_than_the_crop_is_a_page_message(demo_env, tmp_path, monkeypatch):
+    """A LIDC PNG set of 64 px images (``python -m domains.medical.synthetic --size 64``) under
+    ``$SUITE_MEDICAL_DATA`` stopped the page with Streamlit's redacted error: the reader crops 128 px."""
+    from domains.medical.synthetic import generate_lidc_png
+
+    small = generate_lidc_png(tmp_path / "lidc64", n_patients=6, images_per_patient=2, size=64)
+    monkeypatch.setenv(dm.ENV_MEDICAL_DATA, str(small))
+    at = _page("medical")
+    assert not at.exception, [e.value for e in at.exception]
+    (message,) = [e.value for e in at.error]
+    assert message.startswith(f"Cannot read this test image of `{small}` (`$SUITE_MEDICAL_DATA`): ")
+    assert "is 64x64, smaller than crop_size=128" in message

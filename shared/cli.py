@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import inspect
@@ -20,10 +21,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import yaml
+from filelock import FileLock, Timeout
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -680,13 +683,38 @@ class SuiteCLI(LightningCLI):
             choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
     def instantiate_trainer(self, **kwargs):
-        """The trainer, plus :class:`PredictionSet` (not a CLI option: always on)."""
+        """The trainer, plus :class:`PredictionSet` (not a CLI option: always on); the run's log version is
+        taken first (:meth:`_reserve_log_version`)."""
+        self._reserve_log_version()
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(PredictionSet())
         # --trainer.logger false: the default LearningRateMonitor would refuse to start
         if not trainer.loggers:
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         return trainer
+
+    def _reserve_log_version(self) -> None:
+        """The CSV and TensorBoard loggers given no version (the defaults) get one, the same for both, taken
+        before the run starts (:func:`reserve_log_version`). Lightning picks the next free ``version_N`` by
+        listing the folder and makes it later, so two fits of one config started together both logged into
+        ``csv/version_0`` (metrics.csv interleaving both runs' rows, config.yaml holding one run's seed), and a
+        run's CSV and TensorBoard folders could differ (``v_num=0_1``). Only in rank 0 of a run (other ranks
+        write no logs), and not for a ``fast_dev_run`` (its loggers are replaced) or a remote ``save_dir``."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        loggers = trainer_config.get("logger")
+        if not self.subcommand or trainer_config.get("fast_dev_run") or rank_zero_only.rank != 0:
+            return
+        unversioned = [
+            logger
+            for logger in (loggers if isinstance(loggers, list) else [loggers])
+            # Lightning keeps the constructor's version in _version (None: the next free one, when first asked)
+            if isinstance(logger, (CSVLogger, TensorBoardLogger)) and logger._version is None
+            and "://" not in str(logger.root_dir)
+        ]  # fmt: skip
+        if unversioned:
+            version = reserve_log_version([Path(logger.root_dir) for logger in unversioned])
+            for logger in unversioned:
+                logger._version = version
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         """Lightning's, except that ``--trainer.enable_checkpointing false`` drops the suite's own checkpoint
@@ -745,6 +773,34 @@ def config_run_name(config: Path) -> str:
         return f"{cwd.name}-{path.stem}" if path.stem in shipped else path.stem
     parts = path.relative_to(cwd).parts if path.is_relative_to(cwd) else path.parts[1:]
     return "-".join([*parts[:-1], path.stem])
+
+
+def reserve_log_version(folders: list[Path]) -> int:
+    """A log version free in every one of ``folders`` (each logger's ``save_dir/name``), taken: ``version_N``
+    is made in each, N one above the highest there (as Lightning numbers them). Making a folder fails where
+    another run made it first; then the ones made are removed and the next N is tried, so two runs started
+    together never share a version (Lightning's own lookup lists the folder, and both took ``version_0``)."""
+    folders = list(dict.fromkeys(Path(os.path.abspath(folder)) for folder in folders))  # one mkdir per folder
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    taken = [
+        int(number)
+        for folder in folders
+        for path in folder.glob("version_*")
+        if (number := path.name.removeprefix("version_")).isdigit() and path.is_dir()
+    ]
+    version = max(taken, default=-1) + 1
+    while True:
+        made: list[Path] = []
+        try:
+            for folder in folders:
+                (folder / f"version_{version}").mkdir()
+                made.append(folder / f"version_{version}")
+            return version
+        except FileExistsError:  # another run's: none of this number is ours
+            for path in made:
+                path.rmdir()
+            version += 1
 
 
 def _random_seed() -> int:
@@ -897,18 +953,15 @@ def _resume_from(dirpath) -> str | None:
     afresh, as in Lightning, but says why: Lightning's own warning suggests ``save_last=True``, which the suite
     already sets (a run killed before its first validation, or ``--checkpoint.every_n_train_steps``, saved
     nothing). A remote folder is left to Lightning."""
-    if "://" in str(dirpath):
+    if "://" in str(dirpath) or _last_checkpoints(Path(dirpath or ".")):
+        # Lightning takes the same newest file (parse_arguments reads its settings, saying if there are others)
         return "last"
-    try:
-        saved_checkpoint("last", dirpath)
-        return "last"  # Lightning takes the same newest file (parse_arguments reads its settings)
-    except FileNotFoundError:
-        rank_zero_warn(
-            f"fit --ckpt_path last: no last.ckpt in {Path(dirpath or '.')} yet, so training starts from scratch "
-            "(checkpoints are saved at each validation; --checkpoint.every_n_train_steps N saves every N steps "
-            "as well)"
-        )
-        return None
+    rank_zero_warn(
+        f"fit --ckpt_path last: no last.ckpt in {Path(dirpath or '.')} yet, so training starts from scratch "
+        "(checkpoints are saved at each validation; --checkpoint.every_n_train_steps N saves every N steps "
+        "as well)"
+    )
+    return None
 
 
 def saved_checkpoint(alias: str, dirpath) -> str:
@@ -923,11 +976,12 @@ def saved_checkpoint(alias: str, dirpath) -> str:
     folder = Path(dirpath or ".")
     # a fit with --trainer.fast_dev_run saves nothing (Lightning's smoke run): "run fit first" alone misled
     hint = "(--checkpoint.dirpath; run fit first, not as a fast_dev_run, which saves none; or give --ckpt_path FILE)"
-    lasts = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    lasts = _last_checkpoints(folder)
     last = lasts[-1] if lasts else None
     if alias == "last":
         if last is None:
             raise FileNotFoundError(f"--ckpt_path last: no last.ckpt in {folder} {hint}")
+        _warn_several_lasts("last", lasts, str(last))
         return str(last)
     # no run recorded which is best: take a lone best-*.ckpt (the suite's checkpoint.filename)
     if last is None:
@@ -945,12 +999,35 @@ def saved_checkpoint(alias: str, dirpath) -> str:
     # the folder asked for first (an absolute path recorded elsewhere may be another run's), then as recorded
     for candidate in (folder / Path(recorded).name, Path(recorded)) if recorded else ():
         if candidate.is_file():
+            _warn_several_lasts("best", lasts, str(candidate))
             return str(candidate)
     why = f"records {recorded}, which is gone" if recorded else (
         "records none (no best checkpoint was kept: --checkpoint.save_top_k 0, or its monitor never logged)"
     )
     raise FileNotFoundError(
         f"--ckpt_path best: the newest run's {last.name} in {folder} {why}; give --ckpt_path FILE or last {hint}"
+    )
+
+
+def _last_checkpoints(folder: Path) -> list[Path]:
+    """The ``last*.ckpt`` files in ``folder``, oldest first (by modification time, as Lightning's own lookup)."""
+    return sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+def _warn_several_lasts(alias: str, lasts: list[Path], taken: str) -> None:
+    """``--ckpt_path last`` (or ``best``, read from that file) in a folder holding several ``last*.ckpt``: the
+    newest is taken, which after two fits of one config run at once may be the other run's (``last-v1.ckpt``),
+    and only its name was printed. Said with the count, the file taken and the other files' paths to give."""
+    if len(lasts) < 2:
+        return
+    others = [str(path) for path in reversed(lasts[:-1])]  # newest first
+    listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    what = "the newest" if alias == "last" else f"the best that the newest, {lasts[-1].name}, records"
+    rank_zero_warn(
+        f"--ckpt_path {alias}: {lasts[-1].parent} holds {len(lasts)} last*.ckpt files (fits of this config one "
+        f"after another, or at once), and {what} is taken: {taken}. For another run's weights give its file, "
+        f"--ckpt_path FILE ({listed}); fits of one config run at once should each get their own "
+        "--checkpoint.dirpath"
     )
 
 
@@ -1238,6 +1315,8 @@ class PredictionSet(pl.Callback):
     start is a run killed outright: its earlier set is put back, with a warning (the killed run's own files
     cannot be told from others then, and stay). A ``predict_dir`` holding files the run reads is refused before
     anything is moved or written (:meth:`_refuse_inputs_inside`): outputs named after the inputs replaced them.
+    So is one another predict run is writing into (:meth:`_lock`): two runs into one folder at once both
+    exited 0, and the folder held one run's set, the other's gone.
 
     A SIGTERM (``docker stop``, a scheduler's preemption) stops the run after the batch in hand, as it stops
     ``fit``, ``validate`` and ``test``: Lightning's handler only sets a flag, which its predict loop never reads,
@@ -1245,12 +1324,14 @@ class PredictionSet(pl.Callback):
 
     MANIFEST = PREDICTIONS_MANIFEST
     ASIDE = ".predictions-previous"
+    LOCK = ".predictions.lock"  # hidden: no reader or listing takes it, and no manifest lists it
 
     def __init__(self):
         self._root: Path | None = None
         self._running = False  # a run of ours has started and not finished (what on_exception undoes)
         self._existed = False
         self._written: set[Path] = set()
+        self._held: FileLock | None = None  # the predict_dir's lock, while this run writes there
 
     def on_predict_start(self, trainer, pl_module) -> None:
         out = getattr(pl_module, "predict_dir", None)
@@ -1261,16 +1342,43 @@ class PredictionSet(pl.Callback):
         self._refuse_inputs_inside(trainer.datamodule)
         self._written = recording_writes()  # on every rank: each writes its share
         if trainer.is_global_zero:
+            self._existed = self._root.is_dir()
+            self._lock()
             if (self._root / self.ASIDE).is_dir():
                 self._restore_aside()
                 rank_zero_warn(
                     f"predict_dir {self._root}: an earlier predict run there stopped before it finished (killed?); "
                     "the set before it is put back (files that run wrote under other names may remain)"
                 )
-            self._existed = self._root.is_dir()
             self._move_listed_aside()
             self._running = True
         trainer.strategy.barrier("PredictionSet.start")  # the old set is aside before any rank writes
+
+    def _lock(self) -> None:
+        """Hold an inter-process lock on ``predict_dir`` (``LOCK`` in it, made with the folder) for the run, or
+        refuse it at once, nothing moved or written, where another process holds it. A run of this same process
+        that never finished (a test's, a notebook's) is no other run: its lock is taken over
+        (``is_singleton``), as the system frees a killed process's."""
+        self._root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self._root / self.LOCK, blocking=False, is_singleton=True)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ConfigError(
+                f"--model.predict_dir {self._root}: another predict run is writing there (it holds "
+                f"{self._root / self.LOCK}); nothing was moved or written: wait for it to finish, or give another "
+                "--model.predict_dir"
+            ) from None
+        self._held = lock
+
+    def _unlock(self) -> None:
+        """Let the lock go, its file removed first, while still held (filelock then sees that a file it opened
+        meanwhile is gone, and takes no lock on it), so a finished run leaves nothing of it in the folder."""
+        if self._held is not None:
+            with contextlib.suppress(OSError):  # Windows keeps an open file: its lock removes it on release
+                Path(self._held.lock_file).unlink(missing_ok=True)
+            self._held.release(force=True)
+            self._held = None
 
     def _refuse_inputs_inside(self, datamodule) -> None:
         """Refuse, before anything is moved or written, a ``predict_dir`` holding files the run reads: its writers
@@ -1311,10 +1419,12 @@ class PredictionSet(pl.Callback):
             tmp.write_text(json.dumps(written, indent=0))
         shutil.rmtree(self._root / self.ASIDE, ignore_errors=True)
         self._running = False
+        self._unlock()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         stop_recording(self._written)
         if not self._running:
+            self._unlock()  # refused or failed before anything of its own was written
             return
         root = self._root.resolve()
         written = [p for p in self._written if root in p.parents]
@@ -1322,6 +1432,7 @@ class PredictionSet(pl.Callback):
             path.unlink(missing_ok=True)
         _remove_empty_folders(root, {path.parent for path in written})
         self._restore_aside()
+        self._unlock()  # its file out of the folder before the folder is found empty
         if not self._existed and self._root.is_dir() and not any(self._root.iterdir()):
             self._root.rmdir()
         self._running = False

@@ -7,7 +7,8 @@ YOLO ``dst/data.yaml`` + ``dst/{images,labels}/<split>/``. Sources: a KITTI root
 to its folder unless ``--images-root``), a YOLO dataset yaml. Images are copied (``--link``: hard links).
 
 The destination is written into a temporary folder beside it and renamed at the end, so a failure leaves
-nothing half-written; a non-empty destination is refused unless ``--overwrite``, and one that is the source,
+nothing half-written; a non-empty destination is refused unless ``--overwrite`` (at the start, and at the end
+one another run wrote meanwhile: :func:`put_in_place`), and one that is the source,
 holds it or lies inside it always (:func:`source_overlap`), as is one holding any image or label file the
 source names (:func:`held_source_files`) and a symbolic link (its target is never replaced through it).
 """
@@ -306,6 +307,26 @@ def new_folder(parent: Path, name: str) -> Path:
     raise FileExistsError(f"{parent}: no free temporary folder name for {name} after 100 tries")
 
 
+def put_in_place(tmp: Path, dst: Path) -> None:
+    """Rename the written ``tmp`` to ``dst``, which was absent or an empty folder when the run started (no
+    ``--overwrite``). One that another run filled or made meanwhile (two converters to one ``--dst`` at once) is
+    refused, never replaced: it was renamed aside and deleted, and both runs reported their conversion. The
+    rename itself refuses it (no check beforehand that a third run could slip past): it fails onto a folder
+    that is not empty or onto a file (on Windows onto anything), and the empty folder given is removed first."""
+    try:
+        if dst.is_dir() and not dst.is_symlink():
+            dst.rmdir()  # fails where another run filled it
+        os.rename(tmp, dst)
+    except OSError as e:
+        if not os.path.lexists(dst):
+            raise
+        raise FileExistsError(
+            f"--dst {dst}: another run wrote it while this one converted (it was empty or absent at the start); "
+            "it is left as that run made it, and this run's output removed: give another --dst, or --overwrite "
+            "to replace it"
+        ) from e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     src, dst = Path(args.src), Path(args.dst)
@@ -355,12 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         sequences, sequence_note = source_map(args.src_format, src, args.split, splits)
         if sequences is not None:  # where every destination's reader looks
             (tmp / "sequences.txt").write_text(sequences)
-        if dst.exists():
+        if args.overwrite and dst.exists():
             old = dst.with_name(f".{dst.name}.old-{tmp.name[-8:]}")
             dst.rename(old)
             tmp.rename(dst)
         else:
-            tmp.rename(dst)
+            put_in_place(tmp, dst)
     except (LabelFormatError, ValueError, FileNotFoundError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"error: {e}\nnothing was written to {dst}", file=sys.stderr)

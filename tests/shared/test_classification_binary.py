@@ -132,6 +132,8 @@ def test_cli_trains_with_class_weights_logs_the_binary_metrics_and_tests_from_it
 def test_grad_cam_explains_cam_class_or_the_predicted_one_and_the_csv_says_which(tmp_path, cam_class):
     root = stripes_folder(tmp_path / "data", {"train": 1, "val": 1, "test": 2})
     task, asked = stripes_task(cam_class=cam_class), []
+    with torch.no_grad():  # every image predicted "h": cam_class "v" must be explained though never predicted
+        task.model.head.bias.copy_(torch.tensor([50.0, -50.0]))
     grad_cam = task.grad_cam
     task.grad_cam = lambda images, classes: asked.extend(classes.tolist()) or grad_cam(images, classes)
     task.predict_dir = str(tmp_path / "pred")
@@ -139,7 +141,8 @@ def test_grad_cam_explains_cam_class_or_the_predicted_one_and_the_csv_says_which
     with (tmp_path / "pred/probabilities.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and len(asked) == 4
-    expected = [r["predicted"] for r in rows] if cam_class is None else ["v"] * 4
+    assert [r["predicted"] for r in rows] == ["h"] * 4
+    expected = ["h"] * 4 if cam_class is None else ["v"] * 4
     assert [r["cam_class"] for r in rows] == expected == [task.class_names[c] for c in asked]
 
 

@@ -421,10 +421,14 @@ class SuiteCLI(LightningCLI):
     def _follow_root_dir(self, config) -> None:
         """``--trainer.default_root_dir DIR`` moves the logs and checkpoints too: the defaults (and the shipped
         configs) put them under ``lightning_logs/<domain>``, which Lightning does not derive from the root dir, so
-        they stayed there. Paths under that default folder move under ``DIR``; others are left as given."""
-        default = Path(f"lightning_logs/{self._domain}")
+        they stayed there. Paths under ``lightning_logs`` move under ``DIR`` with the rest of their path, so
+        ``DIR/<domain>/<config>/checkpoints`` (dropping ``<domain>`` had put every domain's ``quick.yaml`` into
+        ``DIR/quick/checkpoints``, where ``--ckpt_path last`` took another domain's file); others are left as
+        given. ``--trainer.default_root_dir lightning_logs`` changes nothing, nor does the default root dir,
+        ``lightning_logs/<domain>`` (:func:`default_trainer_kwargs`)."""
+        default = Path("lightning_logs")
         root = config.get("trainer.default_root_dir")
-        if not root or "://" in str(root) or Path(root) == default:
+        if not root or "://" in str(root) or Path(root) in (default, default / self._domain):
             return  # a remote root (s3://...) is not a local path to move into
 
         def moved(path: str) -> str:
@@ -598,6 +602,7 @@ class SuiteCLI(LightningCLI):
         datamodule, trained = self.datamodule, self._ckpt_data_hparams
         if not trained or not self.config["fit"].get("ckpt_path"):
             return
+        self._say_uncomparable_paths("fit")
         checks = (("other_input_than", (trained,)), ("other_data_set_than", (trained, "fit")))
         found = [getattr(datamodule, name)(*args) for name, args in checks if hasattr(datamodule, name)]
         found = [what for what in found if what]
@@ -652,6 +657,7 @@ class SuiteCLI(LightningCLI):
         if not self._ckpt_data_hparams or not hasattr(datamodule, "other_split_than"):
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
+        self._say_uncomparable_paths(subcommand)
         differs = datamodule.other_split_than(self._ckpt_data_hparams, subcommand)  # refuses other inputs first
         if other := datamodule.other_data_set_than(self._ckpt_data_hparams, subcommand):
             alias = self._ckpt_alias
@@ -664,6 +670,22 @@ class SuiteCLI(LightningCLI):
             rank_zero_warn(
                 f"--ckpt_path {ckpt_path} was trained with {differs}: on the same data, this {subcommand} split "
                 "may hold images the network trained on. Give the checkpoint's settings for figures on unseen data"
+            )
+
+    def _say_uncomparable_paths(self, subcommand: str) -> None:
+        """A checkpoint older than its recorded absolute data paths, given a relative path other than this
+        command's, was said to be "fitted on other data" from another working directory, though the folder was
+        the same, and the checks of its split then skipped. Said once instead: that it cannot be told, and that
+        it is checked as the same data set (:meth:`shared.data.SplitLoaders.uncomparable_paths`)."""
+        datamodule = self.datamodule
+        if not self._ckpt_data_hparams or not hasattr(datamodule, "uncomparable_paths"):
+            return
+        if unknown := datamodule.uncomparable_paths(self._ckpt_data_hparams, subcommand):
+            rank_zero_info(
+                f"--ckpt_path {self.config[subcommand].get('ckpt_path')} predates checkpoints that record the "
+                f"absolute data paths of their fit: its {unknown} is relative to the fit's working directory, "
+                "which it does not record, so whether this is the data it was fitted on cannot be told. It is "
+                "checked as the same data set (split settings, and the groups it trained on)"
             )
 
     def before_predict(self) -> None:
@@ -748,8 +770,8 @@ class SuiteCLI(LightningCLI):
         )
         dirpath.help = (
             f"Where checkpoints go. With -c FILE: lightning_logs/{self._domain}/<FILE's name>/checkpoints, so each "
-            "config keeps its own last.ckpt (--print_config shows it), under --trainer.default_root_dir when "
-            "that is given; without -c the default below. A remote path (s3://...) works too."
+            f"config keeps its own last.ckpt (--print_config shows it); DIR/{self._domain}/<FILE's name>/checkpoints "
+            "with --trainer.default_root_dir DIR; without -c the default below. A remote path (s3://...) works too."
         )
 
 

@@ -125,6 +125,18 @@ def absolute_path(value):
     return map_paths(value, lambda path: str(Path(path).expanduser().resolve()))
 
 
+def _has_relative_path(value) -> bool:
+    """Whether a path setting (:func:`map_paths`) names any path relative to a working directory."""
+    found = []
+    map_paths(value, lambda path: found.append(not Path(path).is_absolute()) or path)
+    return any(found)
+
+
+def _named_differences(keys, before: dict, after: dict) -> str | None:
+    """``data.KEY 'before' (this command: 'after')`` for each of ``keys``, for messages; None for none."""
+    return ", ".join(f"data.{k} {before.get(k)!r} (this command: {after.get(k)!r})" for k in keys) or None
+
+
 class SplitLoaders(pl.LightningDataModule):
     """train/val/test/predict loaders over named splits (predict reuses test): one recipe for every domain.
 
@@ -194,14 +206,42 @@ class SplitLoaders(pl.LightningDataModule):
     def other_data_set_than(self, trained: dict, stage: str) -> str | None:
         """The settings that make this module's ``stage`` data set another than the one a checkpoint trained on
         (``trained``: its ``datamodule_hyper_parameters``), named with both values; None for the same set. Only
-        settings that also choose the training data count: a road-anomaly test set is never trained on."""
+        settings that also choose the training data count: a road-anomaly test set is never trained on. Paths
+        that cannot be compared (:meth:`uncomparable_paths`) count as the same."""
         now, trains_on = dict(self.hparams), self.data_set_settings("fit")
+        unknown = self._uncomparable_path_settings(trained, stage)
         differs = [
             k
             for k in self.data_set_settings(stage)
-            if k in trains_on and (k in trained or k in now) and not same_setting(trained.get(k), now.get(k))
+            if k in trains_on
+            and k not in unknown
+            and (k in trained or k in now)
+            and not same_setting(trained.get(k), now.get(k))
         ]
-        return ", ".join(f"data.{k} {trained.get(k)!r} (this command: {now.get(k)!r})" for k in differs) or None
+        return _named_differences(differs, trained, now)
+
+    def uncomparable_paths(self, trained: dict, stage: str) -> str | None:
+        """The data-set paths a checkpoint recorded only relative, as the fit was given them, that this command
+        gives otherwise, named with both values; None if there are none. A checkpoint written before it recorded
+        the fit's absolute paths (``suite_data_paths``, :meth:`absolute_paths`) keeps no working directory, so
+        ``../data/lidc`` then and ``../../data/lidc`` now may be one folder or two: :meth:`other_data_set_than`
+        takes them as the same data set, which the check of the groups it trained on (:meth:`load_state_dict`,
+        by content digests) then judges, and the CLI says that it could not tell."""
+        return _named_differences(self._uncomparable_path_settings(trained, stage), trained, dict(self.hparams))
+
+    def _uncomparable_path_settings(self, trained: dict, stage: str) -> list[str]:
+        """The names of :meth:`uncomparable_paths`' settings."""
+        now, trains_on = dict(self.hparams), self.data_set_settings("fit")
+        return [
+            k
+            for k in self.data_set_settings(stage)
+            if k in trains_on
+            and k in self.PATH_SETTINGS
+            and trained.get(k) is not None
+            and now.get(k) is not None
+            and _has_relative_path(trained[k])
+            and not same_setting(trained[k], now[k])
+        ]
 
     def other_split_than(self, trained: dict, stage: str) -> str | None:
         """Why this module's ``stage`` split may differ from the one a checkpoint trained with (``trained``: its

@@ -362,9 +362,9 @@ def test_default_root_dir_moves_the_logs_and_checkpoints_too(tmp_path, monkeypat
         TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
         args=[*args, "--trainer.default_root_dir", str(root)],
     )  # fmt: skip
-    assert (root / "checkpoints" / "last.ckpt").is_file()
-    assert (root / "csv").is_dir() and (root / "tensorboard").is_dir()
-    assert Path(cli.trainer.checkpoint_callback.dirpath) == root / "checkpoints"
+    assert (root / "tiny" / "checkpoints" / "last.ckpt").is_file()  # the domain's folder kept under the root
+    assert (root / "tiny" / "csv").is_dir() and (root / "tiny" / "tensorboard").is_dir()
+    assert Path(cli.trainer.checkpoint_callback.dirpath) == root / "tiny" / "checkpoints"
     assert not (tmp_path / "lightning_logs").exists()
     own = tmp_path / "mine"  # a folder of one's own is left as given
     run_cli(
@@ -399,7 +399,7 @@ def test_each_config_file_keeps_its_checkpoints_in_a_folder_named_after_it(tmp_p
     assert folder("-c", "quick.yaml", "--checkpoint.dirpath", "own") == "own"
     assert folder() == "lightning_logs/tiny/checkpoints"  # no config file
     root = str(tmp_path / "runs")  # --trainer.default_root_dir moves the derived folder with the logs
-    assert folder("-c", "mine.yaml", "--trainer.default_root_dir", root) == f"{root}/mine/checkpoints"
+    assert folder("-c", "mine.yaml", "--trainer.default_root_dir", root) == f"{root}/tiny/mine/checkpoints"
 
 
 def test_print_config_shows_the_folders_the_run_writes_to(tmp_path, monkeypatch, capsys):
@@ -422,12 +422,12 @@ def test_print_config_shows_the_folders_the_run_writes_to(tmp_path, monkeypatch,
     assert printed("fit", "-c", "mine.yaml", "--print_config", run=True)["checkpoint"] == config["checkpoint"]
     assert {logger["init_args"]["save_dir"] for logger in config["trainer"]["logger"]} == {"lightning_logs/tiny"}
     config = printed("-c", "mine.yaml", "--print_config=skip_null", "--trainer.default_root_dir", root)
-    assert config["checkpoint"]["dirpath"] == f"{root}/mine/checkpoints"
-    assert {logger["init_args"]["save_dir"] for logger in config["trainer"]["logger"]} == {root}
+    assert config["checkpoint"]["dirpath"] == f"{root}/tiny/mine/checkpoints"
+    assert {logger["init_args"]["save_dir"] for logger in config["trainer"]["logger"]} == {f"{root}/tiny"}
     assert "ckpt_path" not in config  # skip_null still applies
     (tmp_path / "printed.yaml").write_text(yaml.safe_dump(config))
     again = run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["-c", "printed.yaml"], run=False)
-    assert again.config["checkpoint"]["dirpath"] == f"{root}/mine/checkpoints"
+    assert again.config["checkpoint"]["dirpath"] == f"{root}/tiny/mine/checkpoints"
     assert printed("--trainer.logger", "false", "--print_config")["trainer"]["logger"] is False
     with pytest.raises(SystemExit):  # --help names the folder too, not only Lightning's own default
         run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=["--help"], run=False)

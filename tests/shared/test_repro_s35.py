@@ -92,7 +92,7 @@ def test_each_checkpoint_carries_its_runs_config_versions_and_resolved_workers(t
         assert {"python", "pytorch_lightning", "numpy", "torchvision", "albumentations"} <= set(versions)
     # config.yaml's, but for the checkpoint folder: as given (the default), not the one derived under the root
     stored, written = yaml.safe_load(checkpoint["suite_config"]), yaml.safe_load((root / "config.yaml").read_text())
-    assert written["checkpoint"]["dirpath"] == str(root / "checkpoints")
+    assert written["checkpoint"]["dirpath"] == str(root / "tiny" / "checkpoints")
     assert stored["checkpoint"]["dirpath"] == "lightning_logs/tiny/checkpoints"
     assert stored | {"checkpoint": None} == written | {"checkpoint": None}
     (tmp_path / "again.yaml").write_text(checkpoint["suite_config"])

@@ -25,7 +25,7 @@ Time (``--train``): ``--minutes`` (default 10) is the budget for the whole prepa
 
 ``demo_checkpoints/``, ``lightning_logs/`` and the generated ``data/`` are under the repository in a source
 checkout (``make demo``), and under the working directory once the suite is installed
-(:func:`work_dir`; run it there as ``python -m apps.prepare_demo``).
+(:func:`apps.demo_models.work_root`; run it there as ``python -m apps.prepare_demo``).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from apps.demo_models import (
     metrics_path,
     read_card,
     shipped_path,
-    source_checkout,
     train_command,
+    work_root,
 )
 from shared.task import CheckpointMismatchError
 
@@ -81,13 +81,6 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def work_dir() -> Path:
-    """Where training runs and writes (``lightning_logs/``, the quick configs' ``data/``), as the pages'
-    :func:`apps.demo_models.work_root`: this repository in a source checkout, the working directory once the
-    suite is installed (it ran in site-packages)."""
-    return ROOT if source_checkout() else Path.cwd()
-
-
 def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
@@ -105,7 +98,7 @@ class CheckpointDoesNotFit(SystemExit):
 
 def _run(cmd: list[str], what: str) -> None:
     _say("  $ " + " ".join(cmd))
-    result = subprocess.run(cmd, check=False, cwd=work_dir(), env=_env())
+    result = subprocess.run(cmd, check=False, cwd=work_root(), env=_env())
     if result.returncode == DOES_NOT_FIT:
         raise CheckpointDoesNotFit(f"{what}: the checkpoint is not this demo model's (the error above)")
     if result.returncode != 0:
@@ -128,7 +121,7 @@ def _adoptable(key: str) -> Path | None:
     ``lightning_logs/<domain>/<config name>/``), if any. Any config folder of the task was searched: the
     README's two-step smoke runs and another data preset's fit were adopted as demo models."""
     spec = DEMO_MODELS[key]
-    folder = work_dir() / "lightning_logs" / spec.domain / Path(spec.config).stem
+    folder = work_root() / "lightning_logs" / spec.domain / Path(spec.config).stem
     candidates = (
         sorted(folder.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
         if folder.is_dir()
@@ -177,7 +170,7 @@ def train(key: str, smoke: bool, extra: list[str], minutes: float = 10.0) -> tup
     config = ROOT / spec.config
     if not config.is_file():
         raise SystemExit(f"prepare_demo: config {config} not found (needed to train {key})")
-    work = work_dir() / "lightning_logs" / "demo" / key
+    work = work_root() / "lightning_logs" / "demo" / key
     shutil.rmtree(work, ignore_errors=True)
     cmd = [
         sys.executable,
@@ -233,7 +226,7 @@ def _test_in_process(key: str, ckpt: str, out: str, smoke: bool) -> None:
         "--trainer.logger",
         "false",
         "--checkpoint.dirpath",
-        str(work_dir() / "lightning_logs" / "demo" / key),
+        str(work_root() / "lightning_logs" / "demo" / key),
     ]  # as in training: no warning
     sys.argv = sys.argv[:1]  # LightningCLI gets its arguments from `args` alone
     if smoke:
@@ -336,7 +329,7 @@ def serve(port: int) -> None:
     url = f"http://localhost:{port}"
     _say(f"\nStarting the demo at {url}  (Ctrl+C stops it)\n")
     cmd = streamlit_command(port, "localhost")
-    os.chdir(work_dir())  # installed: the working directory, not site-packages
+    os.chdir(work_root())  # installed: the working directory, not site-packages
     os.execve(sys.executable, cmd, _env())
 
 

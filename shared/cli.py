@@ -31,6 +31,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zer
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from shared.budget import FitScheduleToBudget
+from shared.classification.data import IMAGE_SUFFIXES
 from shared.cli_help import RESUME_HINT, SUBCOMMAND_HELP, metric_mode, quiet_library_notes, suite_file
 from shared.data import map_paths
 from shared.device import cpu_has_bf16_units
@@ -327,8 +328,8 @@ class SuiteCLI(LightningCLI):
             )
             config["model.pretrained_backbone"] = None
         if subcommand and self.config[subcommand].get("weights_only") is None:
-            # Lightning's default reads a checkpoint named by URL with weights_only=False: code pickled in the file
-            # would run. The suite's checkpoints hold plain tensors and containers, so none needs that.
+            # what Lightning reads itself (last, best, a file) is read weights-only too: code pickled in a file
+            # never runs, and the suite's checkpoints hold plain tensors and containers (URLs are refused above)
             self.config[subcommand]["weights_only"] = True
         if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS:
             return  # resolved by Lightning
@@ -1492,7 +1493,7 @@ class PredictionSet(pl.Callback):
 
 #: the files predict both reads and writes (pictures, volumes): where ``predict_dir`` lies inside the input
 #: folder, a file of these kinds in it is read as input and could be written over (a log or a note is neither)
-_READ_AND_WRITTEN = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".nii", ".nii.gz")
+_READ_AND_WRITTEN = (*IMAGE_SUFFIXES, ".nii", ".nii.gz")
 
 
 def _predict_input(datamodule) -> tuple[str, Path | None]:

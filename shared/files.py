@@ -37,18 +37,32 @@ class BrokenLinkWarning(UserWarning):
     and each example with why, are in the message."""
 
 
-def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
-    """A new hidden file in ``folder`` to write ``name`` into before renaming it in place (two processes
-    never share one). Created with mode ``0666`` so the kernel applies the umask, as for a plainly created
-    file: ``tempfile.mkstemp`` makes it private (``0600``), and the rename would keep that for the output."""
+def _new_hidden(folder: str | Path, name: str, suffix: str, make: Callable[[Path], object]) -> Path:
+    """A new hidden path in ``folder`` for ``name``, made by ``make`` (which fails where it exists)."""
     for _ in range(100):
         path = Path(folder) / f".{name}.{secrets.token_hex(4)}{suffix}"
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            make(path)
         except FileExistsError:
             continue
         return path
     raise FileExistsError(f"{folder}: no free temporary name for {name} after 100 tries")
+
+
+def temporary_file(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
+    """A new hidden file in ``folder`` to write ``name`` into before renaming it in place (two processes
+    never share one). Created with mode ``0666`` so the kernel applies the umask, as for a plainly created
+    file: ``tempfile.mkstemp`` makes it private (``0600``), and the rename would keep that for the output."""
+    return _new_hidden(
+        folder, name, suffix, lambda path: os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    )
+
+
+def temporary_folder(folder: str | Path, name: str, suffix: str = ".tmp") -> Path:
+    """A new hidden folder in ``folder`` to write ``name`` into before renaming it in place, made with mode
+    ``0o777`` so the umask applies as to any folder: ``tempfile.mkdtemp``'s is private (``0o700``), and the
+    rename kept that for the output, which a group could then not read."""
+    return _new_hidden(folder, name, suffix, Path.mkdir)
 
 
 #: sets that :func:`written_whole` adds each file it puts in place to (see :func:`recording_writes`)

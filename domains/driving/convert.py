@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import sys
 import warnings
@@ -42,6 +41,7 @@ from domains.driving.formats import (
     yolo_label_path,
     yolo_names,
 )
+from shared.files import temporary_folder
 
 FORMATS = ("kitti", "coco", "yolo")
 YOLO_SPLITS = ("train", "val", "test")
@@ -293,20 +293,6 @@ def held_source_files(src: str | Path, dst: str | Path, files: list[Path]) -> st
     )
 
 
-def new_folder(parent: Path, name: str) -> Path:
-    """A new hidden folder in ``parent`` to write ``name`` into before renaming it in place, made with mode
-    ``0o777`` so the umask applies as to any folder: ``tempfile.mkdtemp``'s is private (``0o700``), and the
-    rename kept that for the output, which a group could then not read."""
-    for _ in range(100):
-        path = parent / f".{name}.tmp-{secrets.token_hex(4)}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"{parent}: no free temporary folder name for {name} after 100 tries")
-
-
 def put_in_place(tmp: Path, dst: Path) -> None:
     """Rename the written ``tmp`` to ``dst``, which was absent or an empty folder when the run started (no
     ``--overwrite``). One that another run filled or made meanwhile (two converters to one ``--dst`` at once) is
@@ -352,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         return INPUT_ERROR
     log = DropLog(strict=args.strict)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_folder(dst.parent, dst.name)
+    tmp = temporary_folder(dst.parent, dst.name)
     old = None  # the destination replaced, once renamed aside
     try:
         splits, source_classes = read_source(
@@ -377,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         if sequences is not None:  # where every destination's reader looks
             (tmp / "sequences.txt").write_text(sequences)
         if args.overwrite and dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{tmp.name[-8:]}")
+            old = dst.with_name(f".{dst.name}.old-{tmp.name.split('.')[-2]}")
             dst.rename(old)
             tmp.rename(dst)
         else:

@@ -27,7 +27,7 @@ def test_the_demo_adopts_a_checkpoint_of_its_own_config_only(tmp_path, monkeypat
     the task (a full.yaml smoke run was adopted as the demo model)."""
     from apps import prepare_demo
 
-    monkeypatch.setattr(prepare_demo, "ROOT", tmp_path)
+    monkeypatch.setattr(prepare_demo, "work_root", lambda: tmp_path)  # where the user trained
     assert prepare_demo._adoptable("driving_detection") is None
     other = tmp_path / "lightning_logs/driving_detection/full/checkpoints/best-epoch=0.ckpt"
     other.parent.mkdir(parents=True)

@@ -8,9 +8,10 @@ to its folder unless ``--images-root``), a YOLO dataset yaml. Images are copied 
 
 The destination is written into a temporary folder beside it and renamed at the end, so a failure leaves
 nothing half-written; a non-empty destination is refused unless ``--overwrite`` (at the start, and at the end
-one another run wrote meanwhile: :func:`put_in_place`), and one that is the source,
-holds it or lies inside it always (:func:`source_overlap`), as is one holding any image or label file the
-source names (:func:`held_source_files`) and a symbolic link (its target is never replaced through it).
+one another run wrote meanwhile: :func:`put_in_place`, which also puts a replaced destination back where the
+final rename fails), and one that is the source, holds it or lies inside it always (:func:`source_overlap`), as
+is one holding any file the conversion reads (:func:`held_source_files`: images, labels, YOLO ``.txt`` image
+lists, the sequence map) and a symbolic link (its target is never replaced through it).
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ import shutil
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from domains.driving.common import source_sequence_map
+from domains.driving.common import sequence_map_candidates, source_sequence_map
 from domains.driving.formats import (
     KITTI_TYPES,
     DropLog,
     ImageAnnotation,
     LabelFormatError,
+    _yolo_sources,
     coco_category_names,
+    load_dataset_yaml,
     place_image,
     read_coco,
     read_kitti_dir,
@@ -151,12 +156,41 @@ def kitti_name_problems(fmt: str, src: Path, class_names: list[str], from_option
     return out
 
 
-def source_map(fmt: str, src: Path, split: str | None, splits: dict[str, list[ImageAnnotation]]):
-    """:func:`source_sequence_map` of the source (KITTI: its split folder; COCO / YOLO: beside the file)."""
-    ids = [a.image_id for items in splits.values() for a in items]
+def sequence_map_place(fmt: str, src: Path, split: str | None) -> tuple[Path, Path | None]:
+    """Where the source's sequence map is looked for: ``(split_root, source_file)`` of
+    :func:`~domains.driving.common.find_sequence_groups` (KITTI: its split folder; COCO / YOLO: beside the file)."""
     if fmt == "kitti":
-        return source_sequence_map(resolve_kitti_split(src, split or "training"), ids)
-    return source_sequence_map(src.parent, ids, source_file=src)
+        return resolve_kitti_split(src, split or "training"), None
+    return src.parent, src
+
+
+def source_map(fmt: str, src: Path, split: str | None, splits: dict[str, list[ImageAnnotation]]):
+    """:func:`source_sequence_map` of the source, from :func:`sequence_map_place`."""
+    ids = [a.image_id for items in splits.values() for a in items]
+    split_root, source_file = sequence_map_place(fmt, src, split)
+    return source_sequence_map(split_root, ids, source_file=source_file)
+
+
+def sequence_map_files(split_root: Path, source_file: Path | None = None) -> list[Path]:
+    """The files :func:`~domains.driving.common.find_sequence_groups` reads the drives from (none: no map), in
+    its order: ``<source stem>.sequences.txt``, else the first of :func:`sequence_map_candidates` all there.
+    For :func:`held_source_files`: a map reached through a link lies anywhere, and ``--overwrite`` deleted it."""
+    if source_file is not None and (beside := source_file.with_suffix(".sequences.txt")).is_file():
+        return [beside]
+    return next((list(files) for files in sequence_map_candidates(split_root) if all(f.is_file() for f in files)), [])
+
+
+def yolo_list_files(dataset_yaml: Path, splits: Sequence[str]) -> list[Path]:
+    """The ``.txt`` image lists (``train: lists/train.txt``) that ``splits`` of a YOLO yaml name, which
+    :func:`~domains.driving.formats.read_yolo` read: they may lie anywhere (an absolute entry, the ``path:``
+    root), so they are checked as the images are (:func:`held_source_files`)."""
+    data = load_dataset_yaml(dataset_yaml)
+    return [
+        entry
+        for split in splits
+        for entry in _yolo_sources(data, split, dataset_yaml)
+        if entry.is_file() and entry.suffix == ".txt"  # what read_yolo reads as a list
+    ]
 
 
 def summary(
@@ -252,13 +286,16 @@ def source_overlap(src: str | Path, dst: str | Path, new_file_inside: bool = Fal
 
 def source_files(fmt: str, src: Path, split: str | None, splits: dict[str, list[ImageAnnotation]]) -> list[Path]:
     """The files a conversion read: the source (a COCO JSON, a YOLO yaml), every image and its label file
-    (KITTI's ``label_2/*.txt``, YOLO's beside ``images/`` in ``labels/``), for :func:`held_source_files`."""
+    (KITTI's ``label_2/*.txt``, YOLO's beside ``images/`` in ``labels/``), YOLO's ``.txt`` image lists and the
+    sequence map (:func:`sequence_map_files`), for :func:`held_source_files`."""
     images = [Path(a.image_path) for items in splits.values() for a in items]
     if fmt == "kitti":
         labels = kitti_label_files(resolve_kitti_split(src, split or "training"))
+    elif fmt == "yolo":
+        labels = [p for p in map(yolo_label_path, images) if p.is_file()] + yolo_list_files(src, list(splits))
     else:
-        labels = [p for p in map(yolo_label_path, images) if p.is_file()] if fmt == "yolo" else []
-    return [src, *images, *labels]
+        labels = []
+    return [src, *images, *labels, *sequence_map_files(*sequence_map_place(fmt, src, split))]
 
 
 def kitti_label_files(split_root: Path) -> list[Path]:
@@ -267,10 +304,11 @@ def kitti_label_files(split_root: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix.lower() == ".txt"] if folder.is_dir() else []
 
 
-def held_source_files(src: str | Path, dst: str | Path, files: list[Path]) -> str | None:
-    """Why ``--dst`` cannot be replaced, or None: it is or holds a file the conversion reads. The source's
-    images and labels need not lie under ``--src`` (:func:`source_overlap` guards that path only): a COCO JSON's
-    images root is its folder, a YOLO yaml names its ``path`` root, a link in a KITTI root leads elsewhere, and
+def held_source_files(src: str | Path, dst: str | Path, files: list[Path], what: str = "--dst") -> str | None:
+    """Why ``--dst`` (``what`` names it: the instance converter's sequence map beside it) cannot be replaced, or
+    None: it is or holds a file the conversion reads. The source's images, labels, image lists and sequence map
+    need not lie under ``--src`` (:func:`source_overlap` guards that path only): a COCO JSON's images root is
+    its folder, a YOLO yaml names its ``path`` root and its lists, a link in a KITTI root leads elsewhere, and
     ``--overwrite`` deleted them with the destination. Asked once the source is read, before anything is
     written; compared as given (absolute) and resolved (symlinks followed), as :func:`source_overlap` does."""
     if not os.path.lexists(dst):  # nothing lies in it
@@ -287,30 +325,68 @@ def held_source_files(src: str | Path, dst: str | Path, files: list[Path]) -> st
     resolved = f" (resolved: {real})" if real != Path(os.path.abspath(first)) else ""
     count = f"{len(held)} file{'s' if len(held) > 1 else ''}"
     return (
-        f"--dst {dst} holds {count} the conversion reads from --src {src}, e.g. {first}{resolved}: the "
-        "destination is replaced whole (--overwrite), so it must not hold the source's images or labels; choose "
-        "a --dst apart from them"
+        f"{what} {dst} holds {count} the conversion reads from --src {src}, e.g. {first}{resolved}: the "
+        "destination is replaced whole (--overwrite), so it must not hold the source's images, labels, image "
+        "lists or sequence map; choose a --dst apart from them"
     )
 
 
-def put_in_place(tmp: Path, dst: Path) -> None:
-    """Rename the written ``tmp`` to ``dst``, which was absent or an empty folder when the run started (no
-    ``--overwrite``). One that another run filled or made meanwhile (two converters to one ``--dst`` at once) is
-    refused, never replaced: it was renamed aside and deleted, and both runs reported their conversion. The
-    rename itself refuses it (no check beforehand that a third run could slip past): it fails onto a folder
-    that is not empty or onto a file (on Windows onto anything), and the empty folder given is removed first."""
+def put_in_place(tmp: Path, dst: Path, overwrite: bool = False) -> Path | None:
+    """Rename the written ``tmp`` to ``dst``. Returns the destination it replaced (``--overwrite``), renamed
+    aside to ``.<name>.old-*``, for the caller to delete once the output is in place, or None.
+
+    Without ``overwrite``, ``dst`` was absent or an empty folder when the run started. One that another run
+    filled or made meanwhile (two converters to one ``--dst`` at once) is refused, never replaced: it was renamed
+    aside and deleted, and both runs reported their conversion. The rename itself refuses it (no check
+    beforehand that a third run could slip past): it fails onto a folder that is not empty or onto a file (on
+    Windows onto anything), and the empty folder given is removed first.
+
+    A final rename that fails otherwise (permissions, a full or read-only disk) puts the folder it replaces
+    back under its name (:func:`_restore`): it was left hidden as ``.<name>.old-*`` (or the empty folder gone)
+    while the error said nothing was written."""
+    if overwrite and dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{tmp.name.split('.')[-2]}")
+        os.rename(dst, old)
+        try:
+            os.rename(tmp, dst)
+        except OSError as err:
+            _restore(tmp, dst, err, lambda: os.rename(old, dst), f"renamed aside to {old}")
+        except BaseException:  # stopped (Ctrl-C) between the two renames: the old one goes back first
+            os.rename(old, dst)
+            raise
+        return old
+    mode = dst.stat().st_mode if dst.is_dir() and not dst.is_symlink() else None  # an empty folder given
     try:
-        if dst.is_dir() and not dst.is_symlink():
+        if mode is not None:
             dst.rmdir()  # fails where another run filled it
         os.rename(tmp, dst)
     except OSError as e:
-        if not os.path.lexists(dst):
-            raise
+        if not os.path.lexists(dst):  # nothing there, or the empty folder given, removed first: made again
+            undo = (lambda: (os.mkdir(dst), os.chmod(dst, mode))) if mode is not None else (lambda: None)
+            _restore(tmp, dst, e, undo, "the empty folder, removed first")
+        if dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir()):  # still empty: its rmdir failed
+            _restore(tmp, dst, e, lambda: None, "")
         raise FileExistsError(
-            f"--dst {dst}: another run wrote it while this one converted (it was empty or absent at the start); "
-            "it is left as that run made it, and this run's output removed: give another --dst, or --overwrite "
-            "to replace it"
+            f"--dst {dst}: another run wrote it while this one converted (it was empty or absent at the "
+            "start); it is left as that run made it, and this run's output removed: give another --dst, or "
+            "--overwrite to replace it"
         ) from e
+    return None
+
+
+def _restore(tmp: Path, dst: Path, err: OSError, undo: Callable[[], object], held: str) -> NoReturn:
+    """After the rename of ``tmp`` to ``dst`` failed with ``err``: ``undo()`` puts back what ``dst`` was
+    (``held`` says where it is meanwhile), then an OSError naming both paths is raised; if putting it back
+    fails too, one saying where the old destination is now."""
+    why = err.strerror or err
+    try:
+        undo()
+    except OSError as failed:
+        raise OSError(
+            f"could not rename the output {tmp} to --dst {dst} ({why}), nor put back the destination it replaces, "
+            f"{held} ({failed}): put it back under {dst} yourself"
+        ) from err
+    raise OSError(f"could not rename the output {tmp} to --dst {dst} ({why}); --dst is left as it was") from err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +415,6 @@ def main(argv: list[str] | None = None) -> int:
     log = DropLog(strict=args.strict)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_folder(dst.parent, dst.name)
-    old = None  # the destination replaced, once renamed aside
     try:
         splits, source_classes = read_source(
             args.src_format, src, log, args.split, args.images_root, args.classes
@@ -362,12 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         sequences, sequence_note = source_map(args.src_format, src, args.split, splits)
         if sequences is not None:  # where every destination's reader looks
             (tmp / "sequences.txt").write_text(sequences)
-        if args.overwrite and dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{tmp.name.split('.')[-2]}")
-            dst.rename(old)
-            tmp.rename(dst)
-        else:
-            put_in_place(tmp, dst)
+        old = put_in_place(tmp, dst, args.overwrite)  # the destination replaced, renamed aside
     except (LabelFormatError, ValueError, FileNotFoundError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"error: {e}\nnothing was written to {dst}", file=sys.stderr)

@@ -23,7 +23,9 @@ its own category only, so standard tools ignore every class's there, as KITTI an
 with the region's ``dontcare_region`` number so the suite reads them back as one region of every class; the
 ``DontCare`` category is still listed (last), with no annotation. The source's sequence map (drives) is
 written beside the JSON as ``<stem>.sequences.txt``, which the instance data module reads, so the converted
-set still splits by drive.
+set still splits by drive. Both are written whole and put in place together, after the JSON; a symbolic link at
+either name is refused (a link's target is never written through it), as is either name holding a file the
+conversion reads (an image, a label, the source's sequence map).
 
 Types are renamed by ``--class-map`` before they are matched to ``--classes`` (default: the training configs'
 ``class_map``, ``Van=Car Person_sitting=Pedestrian``; ``--class-map`` with no pairs keeps every name), so a
@@ -44,7 +46,7 @@ import faster_coco_eval.core.mask as mask_api
 
 from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE, KITTI_TYPES
 from domains.driving.common import is_cityscapes_root, sequence_map_text, source_sequence_map
-from domains.driving.convert import held_source_files, kitti_label_files, source_overlap
+from domains.driving.convert import held_source_files, kitti_label_files, sequence_map_files, source_overlap
 from domains.driving.formats import (
     DropLog,
     LabelFormatError,
@@ -235,6 +237,13 @@ def main(argv: list[str] | None = None) -> Path:
         class_ids = {int(k): v for k, v in named.items()}
     if problem := source_overlap(args.src, args.dst, new_file_inside=True):  # a JSON may go beside its images
         parser.error(problem)
+    sequences = args.dst.with_suffix(".sequences.txt")  # the source's drives, beside the JSON
+    for path, what in ((args.dst, "--dst"), (sequences, "the sequence map written beside --dst,")):
+        if path.is_symlink():  # written whole, the file would replace the link; never written through it
+            parser.exit(
+                2, f"error: {what} {path} is a symbolic link (to {os.readlink(path)}): the converter writes files, "
+                "not through links; remove the link or give another --dst\nnothing was read or written\n",
+            )  # fmt: skip
     if args.dst.exists() and not args.overwrite:
         parser.error(f"{args.dst} exists (use --overwrite)")
     log = DropLog(strict=args.strict)
@@ -261,10 +270,14 @@ def main(argv: list[str] | None = None) -> Path:
         parser.exit(2, f"error: {err}{hint}\n")
     # the images (and KITTI's labels and maps) may lie outside --src through a link in it: never replaced
     read_files = [Path(p) for a in items for p in (a.image_path, a.instance_map) if p is not None]
+    split_root = resolve_kitti_split(args.src) if args.source == "kitti" else args.src
     if args.source == "kitti":
-        read_files += kitti_label_files(resolve_kitti_split(args.src))
-    if problem := held_source_files(args.src, args.dst, read_files):
-        parser.exit(2, f"error: {problem}\nnothing was written to {args.dst}\n")
+        read_files += kitti_label_files(split_root)
+    if step_groups is None:  # its drives come from a map file (KITTI-STEP's and Cityscapes' from the folders)
+        read_files += sequence_map_files(split_root)
+    for path, what in ((args.dst, "--dst"), (sequences, "the sequence map written beside --dst,")):
+        if problem := held_source_files(args.src, path, read_files, what=what):
+            parser.exit(2, f"error: {problem}\nnothing was written to {args.dst}\n")
     log.report(f"convert --from {args.source} {args.src}", stacklevel=2)
     present = {class_map.get(o.type, o.type) for a in items for o in a.objects} - {DONTCARE}
     classes = args.classes or [t for t in KITTI_TYPES if t in present] + sorted(present - set(KITTI_TYPES))
@@ -280,8 +293,6 @@ def main(argv: list[str] | None = None) -> Path:
             f"nothing was written to {args.dst}\n",
         )  # fmt: skip
     ids = [a.image_id for a in items]
-    split_root = resolve_kitti_split(args.src) if args.source == "kitti" else args.src
-    sequences = args.dst.with_suffix(".sequences.txt")
     try:
         if step_groups is not None:
             text = sequence_map_text(ids, step_groups)
@@ -290,11 +301,15 @@ def main(argv: list[str] | None = None) -> Path:
             text, sequence_note = source_sequence_map(split_root, ids)
     except ValueError as err:  # LabelFormatError included
         parser.exit(2, f"error: {err}\nnothing was written to {args.dst}\n")
-    dropped = write_coco_instances(items, args.dst, classes, class_map)
     if text is not None:
-        sequences.write_text(text)
-    elif sequences.is_file():  # an older conversion's map would not match these images
-        sequences.unlink()
+        sequences.parent.mkdir(parents=True, exist_ok=True)  # the JSON's folder, made by its writer too
+        with written_whole(sequences) as sequences_tmp:  # in place just after the JSON; gone if that fails
+            sequences_tmp.write_text(text)
+            dropped = write_coco_instances(items, args.dst, classes, class_map)
+    else:
+        dropped = write_coco_instances(items, args.dst, classes, class_map)
+        if sequences.is_file():  # an older conversion's map would not match these images
+            sequences.unlink()
     n = sum(len(a.objects) for a in items) - sum(dropped.values())
     renamed = Counter(
         f"{o.type}->{class_map[o.type]}" for a in items for o in a.objects if o.type in class_map

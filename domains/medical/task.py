@@ -168,6 +168,9 @@ class MedicalSegmentationTask(BaseTask):
         if self.guard_loss(loss, {"loss": loss, **terms}) is None:  # skipped: keep NaN out of the curves
             return None
         batch_size = batch["image"].shape[0]
+        # train/loss is per batch by definition where the model says so: the HPU-Net's top-k picks the batch's
+        # hardest pixels and GECO's term is lambda times a moving average over batches (Kohl et al. 2019); its
+        # epoch mean moves with the batch size. val/loss does not (see _evaluate).
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
@@ -195,6 +198,9 @@ class MedicalSegmentationTask(BaseTask):
                 ) from err
         probs = logits.float().sigmoid()
         batch_size = images.shape[0]
+        # The epoch's loss, rec_per_pixel and kl are means over images whatever --data.batch_size: each model's
+        # evaluation loss is a mean of per-image values (no top-k, GECO's lambda frozen, one crop size), which
+        # Lightning weights by batch_size, and its posterior draw is per image too (``posterior_latent``).
         # sync_dist: under DDP each rank sees its own images; the epoch's value is the mean over all of them,
         # as the metrics' (torchmetrics syncs its states), not rank 0's share
         self.log(f"{stage}/loss", loss, batch_size=batch_size, sync_dist=True)
@@ -324,19 +330,24 @@ class MedicalSegmentationTask(BaseTask):
 
         Predict images are whole (not the training crop), padded to the batch's largest by the loader. Each
         is cut back to its own ``size``, padded to the network's size multiple and sampled on its own, its
-        latents drawn from a generator seeded by its pixels and the run's seed (:meth:`_image_seed`), so its
-        outputs do not depend on its batch mates (drawn in batch order, one scan's 16 Prob. U-Net samples had
-        IoU 0.0-0.82 between a run alone and one with two other images); they keep the source image's size
-        and position at the top left of the (B, N, H, W) outputs (the writer cuts them with ``size``).
+        latents drawn from generators of this call seeded by its pixels and the run's seed (``image_noise``
+        with :meth:`_image_seed`, as validation and the demo draw), so its outputs do not depend on its batch
+        mates (drawn in batch order, one scan's 16 Prob. U-Net samples had IoU 0.0-0.82 between a run alone
+        and one with two other images); they keep the source image's size and position at the top left of the
+        (B, N, H, W) outputs (the writer cuts them with ``size``).
+
+        Torch's global generator is neither seeded nor read: seeding it here (``fork_rng`` + ``manual_seed``)
+        let another thread's draws or seeding in the meantime (threads of one process, as the demo's sessions
+        are) change an image's samples. A model of one's own draws its latents through
+        :func:`~domains.medical.models.common.sample_latent` for this to hold (from the global stream, its
+        samples now differ from call to call).
         """
         images = batch["image"]
         sizes = batch.get("size", torch.tensor([images.shape[-2:]] * len(images)))
         probs = torch.zeros(*images.shape[:1], self.num_samples, *images.shape[-2:], device=self.device)
-        devices = [images.device] if images.device.type == "cuda" else []
         for i, (h, w) in enumerate(sizes.tolist()):
             cut = images[i : i + 1, :, :h, :w]
-            with torch.random.fork_rng(devices=devices):  # the run's own random state is left as it was
-                torch.manual_seed(self._image_seed(cut))
+            with image_noise([self._image_seed(cut)]):
                 probs[i, :, :h, :w] = self.sample(pad_to_multiple(cut, self._size_multiple))[0, :, :h, :w]
         out = {
             "id": list(batch["id"]),

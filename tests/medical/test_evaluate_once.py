@@ -78,11 +78,9 @@ def test_evaluate_runs_the_shared_network_once_and_updates_the_metrics(name, mon
     if name == "prob_unet":
         assert len(prior_calls) == 1
     # what is logged and scored is the network's own loss and samples on the batch (same draws)
-    torch.manual_seed(5)
-    with torch.no_grad():
+    with torch.no_grad(), image_noise([task._image_seed(image) for image in batch["image"]]):  # as _evaluate
         loss, _ = task.model.loss(batch["image"], batch["mask"])
-        with image_noise([task._image_seed(image) for image in batch["image"]]):  # as _evaluate draws
-            probs = task.model.sample_logits(batch["image"], 4).sigmoid()
+        probs = task.model.sample_logits(batch["image"], 4).sigmoid()
     torch.testing.assert_close(logged["test/loss"], loss, rtol=0, atol=0)
     reference = SegmentationUncertaintyMetrics()
     reference.update(probs >= task.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])

@@ -46,6 +46,7 @@ from .common import (
     check_masks,
     diagonal_gaussian,
     init_foreground_bias,
+    posterior_latent,
     sample_latent,
     select_top_k,
 )
@@ -161,7 +162,8 @@ class HierarchicalCore(nn.Module):
         """Run the latent levels, coarsest first. Returns (decoder features, distributions, latents used).
 
         ``z_given`` (one map per level) replaces the core's own draws (the prior re-run on posterior latents).
-        ``use_mean[level]`` puts that level's latent at its mean. ``reparameterize`` draws with ``rsample``.
+        ``use_mean[level]`` puts that level's latent at its mean. ``reparameterize`` draws with ``rsample``
+        (:func:`posterior_latent`: per image under ``image_noise``).
         ``rows``: the (image, sample) of each map of the batch, for :func:`sample_latent`'s noise per image.
         """
         rev = list(encoded)[::-1]
@@ -175,7 +177,7 @@ class HierarchicalCore(nn.Module):
             elif use_mean is not None and use_mean[level]:
                 z = dist.mean
             else:
-                z = dist.rsample() if reparameterize else sample_latent(dist, rows=rows)
+                z = posterior_latent(dist) if reparameterize else sample_latent(dist, rows=rows)
             dists.append(dist)
             used.append(z)
             skip = rev[level + 1]

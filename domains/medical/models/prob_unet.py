@@ -30,6 +30,7 @@ from .common import (
     diagonal_gaussian,
     init_foreground_bias,
     instance_norm_as_group_norm,
+    posterior_latent,
     sample_latent,
 )
 
@@ -208,7 +209,7 @@ class ProbabilisticUNet(MedicalSegmenter):
         features = self.features(images)
         prior = self.prior(self._layout(images))
         posterior = self.posterior(self.posterior_input(images, masks))
-        z = posterior.rsample()  # (B, L)
+        z = posterior_latent(posterior)  # (B, L); per image under image_noise (evaluation)
         logits = self.fcomb(features, z[:, None])[:, :1]  # (B, 1, H, W)
         rec = bce_sum_per_image(logits, masks)
         kl = kl_divergence(posterior, prior).mean()

@@ -18,7 +18,9 @@ The webhook goes to its URL only: a redirect is such a failure, not followed (``
 GET without the report). The SMTP password and the webhook's URL (a Slack, Teams or Discord URL is itself the
 credential) are read from the environment variables named by ``password_env`` and ``webhook_url_env`` at send
 time and never stored on the callback, so they cannot reach a saved ``config.yaml``, the checkpoints (which
-carry the config), hyperparameters or logs; a literal ``webhook_url`` is stored there (a warning says so).
+carry the config), hyperparameters or logs; a literal ``webhook_url`` is stored there (a warning says so). Errors
+and warnings name a webhook URL by its scheme and host only (``https://hooks.example.com/…``), and a URL with a
+user name or password (``user:password@host``) is refused at the start: nothing here logs in with it.
 """
 
 from __future__ import annotations
@@ -62,18 +64,74 @@ def _check_address(value: str, option: str) -> str:
     return value
 
 
+def _shown_url(url: str) -> str | None:
+    """``https://hooks.example.com/…``: how a webhook URL is named in errors and warnings, by its scheme and host
+    only (None: it has none to show). The user, password, path and query are left out: a webhook's token lives
+    there (Slack's ``/services/T0/B0/<token>``, a ``?token=``), and a saved log or a CI page is no place for it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # an unclosed IPv6 bracket
+        parts, host = None, None
+    if parts is None or not parts.scheme or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    more = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{host}/…" if more else f"{parts.scheme}://{host}"
+
+
+def _without_secrets(text: str, url: str) -> str:
+    """``text`` with the secret parts of the webhook ``url`` (user and password, path, query) replaced by ``…``:
+    http.client quotes the path of a URL it refuses, and a redirect's ``Location`` may repeat it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket (refused before sending): the whole URL is hidden
+        return text.replace(url, "…") if len(url) > 1 else text
+    user = parts.netloc.rpartition("@")[0]
+    path_query = f"{parts.path}?{parts.query}" if parts.query else ""
+    secrets = {url: _shown_url(url) or "…"}
+    secrets.update((part, "…") for part in (path_query, parts.path, parts.query, user, parts.password or ""))
+    for secret in sorted((s for s in secrets if len(s) > 1), key=len, reverse=True):  # the whole URL first
+        text = text.replace(secret, secrets[secret])
+    return text
+
+
 def _check_url(value: str, option: str, shown: str | None = None) -> str:
-    """``value`` if it is an http(s) URL with a host; ``shown`` stands for it in the error (a secret URL)."""
-    parsed = urllib.parse.urlparse(value)
-    shown = repr(value) if shown is None else shown
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    """``value`` if it is an http(s) URL with a host and no user name or password; ``shown`` stands for it in
+    the errors (default: its scheme and host, :func:`_shown_url`), which never show its path or query."""
+    if shown is None:
+        url = _shown_url(value)
+        shown = f"'{url}'" if url else f"the value given ({len(value)} characters, not shown: it may hold a token)"
+    try:
+        parsed = urllib.parse.urlsplit(value)
+        host = parsed.hostname
+    except ValueError:  # an unclosed IPv6 bracket
+        parsed, host = None, None
+    if parsed is None or parsed.scheme not in ("http", "https") or not host:
         raise NotifyConfigError(
             f"NotifyWhenDone.{option}: {shown} is not an http(s) URL (expected e.g. https://host/path)"
         )
     try:
         parsed.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as err:
-        raise NotifyConfigError(f"NotifyWhenDone.{option}: {shown}: {err}") from None
+    except ValueError:  # not its text: it quotes the port, which may be a token pasted in the wrong place
+        raise NotifyConfigError(f"NotifyWhenDone.{option}: {shown}: its port is not a number 0-65535") from None
+    if parsed.username is not None or parsed.password is not None:
+        # urllib logs in with none of it (it took "user:password@host" as the host), and a literal webhook_url
+        # would put the password in config.yaml and every checkpoint
+        given = "" if option == "webhook_url_env" else (
+            ", given with webhook_url_env (export SUITE_WEBHOOK_URL=https://host/path; "
+            "--trainer.callbacks.init_args.webhook_url_env=SUITE_WEBHOOK_URL)"
+        )
+        raise NotifyConfigError(
+            f"NotifyWhenDone.{option}: {shown} holds a user name or password (user:password@host), which is "
+            "refused: the webhook is sent without logging in. Use a webhook whose URL is its credential (Slack, "
+            f"Teams, Discord){given}"
+        )
+    if any(char.isspace() or not char.isprintable() for char in value):  # http.client refuses it when sending
+        raise NotifyConfigError(
+            f"NotifyWhenDone.{option}: {shown} contains a space or a control character: percent-encode it "
+            "(a space is %20)"
+        )
     return value
 
 
@@ -92,7 +150,10 @@ def _url_from_env(name: str) -> str:
             f"NotifyWhenDone.webhook_url_env: the environment variable {name} is not set or empty (expected "
             f"the webhook's URL: export {name}=https://host/path before the run)"
         )
-    scheme = urllib.parse.urlparse(url).scheme
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError:  # an unclosed IPv6 bracket: refused by _check_url
+        scheme = ""
     return _check_url(url, "webhook_url_env", f"the value of {name} (scheme {scheme!r})")
 
 
@@ -152,7 +213,8 @@ class NotifyWhenDone(pl.Callback):
     Args:
         webhook_url: POST the report as JSON here (http or https); null: no webhook. The URL is stored in the
             run's config.yaml and in every checkpoint (a warning says so): for a secret URL (Slack, Teams,
-            Discord) use ``webhook_url_env`` instead. A redirect is not followed (a failure, warned about).
+            Discord) use ``webhook_url_env`` instead. A redirect is not followed (a failure, warned about). A
+            URL with ``user:password@`` is refused (the webhook is sent without logging in).
         webhook_url_env: name of the environment variable holding the webhook URL, read when sending and never
             stored (only the name lands in a saved config); it must be set at the start. Not with
             ``webhook_url``.
@@ -428,7 +490,13 @@ class NotifyWhenDone(pl.Callback):
                 "goes on without waiting for it", what, self.timeout,
             )  # fmt: skip
         elif failure:
-            log.warning("NotifyWhenDone: %s not sent (%s: %s)", what, type(failure[0]).__name__, failure[0])
+            error = self._hide_webhook_url(f"{type(failure[0]).__name__}: {failure[0]}")
+            log.warning("NotifyWhenDone: %s not sent (%s)", what, error)
+
+    def _hide_webhook_url(self, text: str) -> str:
+        """``text`` without the webhook URL's secret parts (:func:`_without_secrets`), for the warnings."""
+        url = self.webhook_url if self.webhook_url_env is None else os.environ.get(self.webhook_url_env, "")
+        return _without_secrets(text, url) if url else text
 
     # ------------------------------------------------------------------------------------------ sending
 

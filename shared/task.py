@@ -18,7 +18,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from shared.backbones import NothingLoadedError, load_backbone_weights
-from shared.backbones.weights import load_failure_cause, pickled_global
+from shared.backbones.weights import describe_file, load_failure_cause, pickled_global
 from shared.budget import FitScheduleToBudget
 from shared.networks import TRUSTED_PACKAGES, build_network, network_spec
 from shared.optim import WarmupCosine
@@ -475,7 +475,14 @@ def gather_lists(items: list) -> list:
 def read_checkpoint_data(path: str | Path, mmap: bool = False) -> dict:
     """A checkpoint read as data (``torch.load(weights_only=True)``). A file holding pickled objects besides
     tensors and plain values is refused naming them: torch's own message advises loading it with
-    ``weights_only=False``, which would run whatever code it holds."""
+    ``weights_only=False``, which would run whatever code it holds. A file that is no zip archive (what
+    torch.save writes) is refused saying what it is (text, empty, truncated, a legacy pickle): torch's own error
+    for it, read memory-mapped, talks of ``_use_new_zipfile_serialization``."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise CheckpointMismatchError(
+            f"{path}: not a weights-only Lightning checkpoint: {describe_file(Path(path))}; checkpoints are the "
+            "zip archives fit writes, e.g. lightning_logs/<domain>/<config>/checkpoints/last.ckpt"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:
@@ -505,12 +512,7 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
             "data settings); give a checkpoint that fit wrote, e.g. lightning_logs/<domain>/<config>/checkpoints/"
             "last.ckpt (a .safetensors backbone loads with --model.pretrained_backbone)"
         )
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error talks of mmap
-        raise CheckpointMismatchError(
-            f"{path}: not a weights-only Lightning checkpoint (not a zip archive: truncated, or not written by "
-            "torch.save; checkpoints are e.g. lightning_logs/<domain>/<config>/checkpoints/last.ckpt)"
-        )
-    checkpoint = read_checkpoint_data(path, mmap=True)
+    checkpoint = read_checkpoint_data(path, mmap=True)  # a file that is no zip archive is told what it is
     _check_task(checkpoint, cls, source=str(path))
     if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader ends in a bare KeyError on it
         raise CheckpointMismatchError(

@@ -186,32 +186,43 @@ def _not_weights(path: Path, err: Exception) -> str:
     """What ``path`` is, since ``torch.load(weights_only=True)`` refused it, and the cause in short. torch's own
     message says to load again with ``weights_only=False``, which runs any code the file holds, and to file an
     issue: neither helps with a file that is no weights file."""
-    message = str(err)
-    cause = load_failure_cause(err)
-    if found := pickled_global(message):
+    if found := pickled_global(str(err)):
         return (
             f"holds pickled Python objects ({found}), not a state dict of tensors: a whole pickled model? Save "
             "model.state_dict() instead (torch.save(model.state_dict(), path)); weights are read without running "
             "a file's code"
         )
-    with path.open("rb") as file:  # one torch could not read for want of permission raises that here
-        head = file.read(256)
-    if not head:
-        what = "an empty file"
-    elif _is_safetensors(head):
+    what = describe_file(path, load_failure_cause(err))
+    if what.startswith("a safetensors file"):
         named = f"named {path.suffix}" if path.suffix else "without a suffix"
         return f"this is a safetensors file {named}: rename it to .safetensors"
-    elif kind := next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None):
-        what = kind
-    elif (text := _text_start(head)) is not None:
-        what = f"a text file (it starts {text!r})"
-    elif head.startswith(b"PK"):
-        what = f"a zip archive, truncated or not written by torch.save ({cause})"
-    elif head.startswith(b"\x80"):  # pickle's PROTO opcode
-        what = f"a Python pickle, truncated or not written by torch.save ({cause})"
-    else:
-        what = f"in an unknown format ({cause})"
     return f"not a PyTorch weights file: {what}; {_READ}"
+
+
+def describe_file(path: Path, cause: str | None = None) -> str:
+    """What a file that torch could not read is, from its first bytes: ``an empty file``, ``a text file (it
+    starts '...')``, ``a zip archive, truncated or not written by torch.save``, ... ``cause`` (torch's error in
+    short) is added where the start alone does not tell; without it (a checkpoint, refused before torch reads it
+    for not being a zip archive) a pickle is taken for torch.save's legacy format. Shared by the weights' and the
+    checkpoints' errors."""
+    with path.open("rb") as file:  # one torch could not read for want of permission raises that here
+        head = file.read(256)
+    because = f" ({cause})" if cause else ""
+    if not head:
+        return "an empty file"
+    if _is_safetensors(head):
+        return "a safetensors file (tensors only)"
+    if kind := next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None):
+        return kind
+    if (text := _text_start(head)) is not None:
+        return f"a text file (it starts {text!r})"
+    if head.startswith(b"PK"):
+        return f"a zip archive, truncated or not written by torch.save{because}"
+    if head.startswith(b"\x80"):  # pickle's PROTO opcode
+        if cause:
+            return f"a Python pickle, truncated or not written by torch.save{because}"
+        return "a Python pickle (torch.save's legacy format before its zip archives, or truncated)"
+    return f"in an unknown format{because}"
 
 
 def _text_start(head: bytes, shown: int = 40) -> str | None:

@@ -196,7 +196,7 @@ def test_anomaly_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
     assert meta["score"] == "outlier_prob" and meta["score_range"] == [0.0, 1.0]  # the config's score
     assert meta["classes"] == list(SEMANTIC_CLASSES) and meta["input_size"] == [32, 64]  # data.image_size
     assert max(meta["tolerance"]["max_abs_diff"].values()) <= ATOL
-    assert meta["score_smoothing"] == 1.0  # the shipped configs' (checkpoints do not store it)
+    assert meta["score_smoothing"] == 1.0  # the shipped configs' (the fit config the checkpoint records)
     task = AnomalySegmentationTask.load_checked(checkpoints[ANOMALY]).eval()
     assert task.model.input_size == (32, 64)  # linked from data.image_size, kept with the network
     image = torch.rand(1, 3, 32, 64)

@@ -29,7 +29,7 @@ from torch import nn
 
 from domains.driving.anomaly.model import FIXED_RANGES, AnomalySegmenter
 from domains.driving.anomaly.scores import FEATURE_SCORES, SCORES, STAT_SCORES, smooth_score_map
-from domains.driving.anomaly.task import AnomalySegmentationTask
+from domains.driving.anomaly.task import AnomalySegmentationTask, score_smoothing_note
 from domains.driving.classes import semantic_class_names
 from shared.export import (
     DEFAULT_CHECK,
@@ -155,10 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--score-smoothing",
         type=float,
-        default=1.0,
         metavar="SIGMA",
-        help="sigma (px) of the Gaussian blur on the score map, inside the graph; 0: none (default: 1.0, the "
-        "shipped configs' model.score_smoothing: checkpoints do not store it)",
+        help="sigma (px) of the Gaussian blur on the score map, inside the graph; 0: none (default: the "
+        "model.score_smoothing of the config the checkpoint's fit ran with, which fit checkpoints record; 1.0, the "
+        "shipped configs', for a file that does not)",
     )
     args, task, size = parse_and_load(
         parser,
@@ -168,6 +168,12 @@ def main(argv: list[str] | None = None) -> dict:
         "default: the data module's)",
         input_size=_input_size,
     )
+    smoothing = args.score_smoothing
+    if smoothing is None:  # not given: the fit's, which the task's default (1.0) stands in for where unrecorded
+        fit = task.fit_score_smoothing
+        smoothing = task.score_smoothing if fit is None else fit
+        if note := score_smoothing_note(smoothing, fit, "--score-smoothing"):
+            print(note)
     sidecar = export_anomaly(
         task,
         args.out,
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         score=args.score,
         check=ExportCheck(args.atol, args.rtol, args.opset),
         checkpoint=args.ckpt,
-        smoothing=args.score_smoothing,
+        smoothing=smoothing,
     )
     worst = largest_difference(sidecar)
     print(

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics.classification import MulticlassJaccardIndex
@@ -79,8 +80,54 @@ RUNTIME_SETTINGS = (
 _MOVED_KEYS = {name: f"model.{name}" for name in (*STAT_BUFFERS, "oe_scale_raw", "oe_bias", "oe_trained")}
 #: default score of a model trained without outlier exposure
 DEFAULT_PLAIN_SCORE = "msp"
+#: sigma (px) of the score maps' Gaussian blur in the shipped configs, the export and this task by default
+DEFAULT_SCORE_SMOOTHING = 1.0
 
-__all__ = ["FIXED_RANGES", "AnomalySegmentationTask"]
+
+def fit_score_smoothing(checkpoint: dict) -> float | None:
+    """The ``model.score_smoothing`` of the config a checkpoint's fit ran with, or None where the file does not
+    say. It is chosen per run, so no hyper-parameter holds it, but fit checkpoints carry their run's config
+    (``suite_config``, :class:`shared.cli.ConfigInCheckpoints`); files written before that, or outside the CLI,
+    have none."""
+    text = checkpoint.get("suite_config")
+    try:
+        config = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError:
+        return None
+    model = config.get("model") if isinstance(config, dict) else None
+    value = model.get("score_smoothing") if isinstance(model, dict) else None
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if is_number else None
+
+
+def score_smoothing_note(used: float, fit: float | None, option: str) -> str | None:
+    """One line saying which smoothing sigma a run on a checkpoint uses where its fit's config (``fit``, from
+    :func:`fit_score_smoothing`) used another or the file does not say, and how to get the other (``option``:
+    the command's setting); None when they agree. The task's default moved from 0 to the configs' 1.0, so an
+    older file's figures may have come from raw maps."""
+    if fit is None:
+        other = 0.0 if used else DEFAULT_SCORE_SMOOTHING
+        what = "raw maps" if other == 0 else "the shipped configs' smoothing"
+        return (
+            f"score maps smoothed with sigma {used:g} px; the checkpoint does not record the smoothing its fit was "
+            "configured with (written before checkpoints carried their run's config; the task's default was 0 "
+            f"before it became the shipped configs' {DEFAULT_SCORE_SMOOTHING:g}): {option} {other:g} gives {what}"
+        )
+    if fit == used:
+        return None
+    return (
+        f"score maps smoothed with sigma {used:g} px, not the {fit:g} of the config the checkpoint's fit ran "
+        f"with: {option} {fit:g} scores as that config did"
+    )
+
+
+__all__ = [
+    "DEFAULT_SCORE_SMOOTHING",
+    "FIXED_RANGES",
+    "AnomalySegmentationTask",
+    "fit_score_smoothing",
+    "score_smoothing_note",
+]
 
 
 class AnomalySegmentationTask(BaseTask):
@@ -98,9 +145,11 @@ class AnomalySegmentationTask(BaseTask):
             line chooses them for ``test`` / ``predict --ckpt_path``.
         test_scores: scores whose pixel metrics ``test`` reports (``None``: every score this model supports).
         score_smoothing: sigma (px) of a Gaussian blur applied to every score map (0: none); see
-            :func:`~domains.driving.anomaly.scores.smooth_score_map`. Checkpoints do not store it; the default is
-            the shipped configs' and the export's, so ``load_from_checkpoint(path)`` scores as ``test -c <config>
-            --ckpt_path`` does.
+            :func:`~domains.driving.anomaly.scores.smooth_score_map`. Chosen per run, not a hyper-parameter; the
+            default is the shipped configs' and the export's, so ``load_from_checkpoint(path)`` scores as ``test -c
+            <config> --ckpt_path`` does. A loaded checkpoint's fit config may say it ran with another
+            (``fit_score_smoothing``; None: the file does not say): ``test`` / ``predict`` then say in one line
+            which sigma they use and how to get the other.
         class_weighting: cross-entropy class weights: ``None`` (plain), ``"enet"`` (``1 / ln(1.02 + p)`` from the
             class pixel shares ``p`` of ``class_weight_batches`` training batches, counted when training starts:
             without it the rare person, cyclist and pole classes were never predicted in a 15-minute budget and
@@ -158,7 +207,7 @@ class AnomalySegmentationTask(BaseTask):
         network: AnomalySegmenter,
         score: str | None = None,
         test_scores: list[str] | None = None,
-        score_smoothing: float = 1.0,
+        score_smoothing: float = DEFAULT_SCORE_SMOOTHING,
         class_weighting: str | list[float] | None = None,
         class_weight_batches: int | None = 20,
         oe_weight: float = 0.5,
@@ -198,6 +247,8 @@ class AnomalySegmentationTask(BaseTask):
         if not (score_smoothing >= 0 and math.isfinite(score_smoothing)):
             raise ValueError(f"score_smoothing must be a finite sigma >= 0 (pixels), got {score_smoothing}")
         self.score_smoothing = float(score_smoothing)
+        self.fit_score_smoothing: float | None = None  # the fit config's, of a loaded checkpoint
+        self._smoothing_unsaid = False  # a checkpoint was loaded: test / predict say the sigma if it differs
         if image_score_method not in ("quantile", "topk"):
             raise ValueError(f"image_score_method must be 'quantile' or 'topk', got {image_score_method!r}")
         self.image_score_method = image_score_method
@@ -419,8 +470,11 @@ class AnomalySegmentationTask(BaseTask):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints written before the plain :class:`AnomalySegmenter` existed kept the segmenter as
-        ``model.*`` and the head, OE calibration and statistics on the task: their keys are moved into it."""
+        ``model.*`` and the head, OE calibration and statistics on the task: their keys are moved into it. The
+        smoothing its fit's config used is kept for :meth:`_say_score_smoothing`."""
         super().on_load_checkpoint(checkpoint)
+        self.fit_score_smoothing = fit_score_smoothing(checkpoint)
+        self._smoothing_unsaid = True
         state = checkpoint.get("state_dict") or {}
         if "sml_mean" not in state:
             return
@@ -467,7 +521,22 @@ class AnomalySegmentationTask(BaseTask):
         )
         return [n for n in names if n != "outlier_prob"]
 
+    def _say_score_smoothing(self) -> None:
+        """Once per loaded checkpoint: which sigma this run smooths with, where its fit's config used another or
+        the file does not say (:func:`score_smoothing_note`): its figures would differ from the fit's unsaid."""
+        if not self._smoothing_unsaid:
+            return
+        self._smoothing_unsaid = False
+        note = score_smoothing_note(self.score_smoothing, self.fit_score_smoothing, "--model.score_smoothing")
+        if note:
+            rank_zero_info(note)
+
+    def on_test_start(self) -> None:
+        super().on_test_start()
+        self._say_score_smoothing()
+
     def on_predict_start(self) -> None:
+        self._say_score_smoothing()
         self._drop_untrained_oe([self.score])
 
     def on_test_epoch_start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.metadata
 import inspect
@@ -16,7 +17,7 @@ import sys
 import types
 import typing
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytorch_lightning as pl
 import torch
@@ -29,6 +30,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch.utils.data import Dataset
 
 from shared.budget import FitScheduleToBudget
 from shared.classification.data import IMAGE_SUFFIXES
@@ -1094,15 +1096,20 @@ def _check_network_given(args) -> None:
         raise ConfigError(f"{subcommand}: give {what}")
 
 
-def _config_args(args) -> list[tuple[int, str, str]]:
-    """``(index, option, file)`` of each config file in ``args``: ``-c FILE`` and ``--config FILE``
-    (``index``: FILE's), ``--config=FILE`` (the option is the start of that word)."""
+def _config_args(args) -> list[tuple[int, str, str, str]]:
+    """``(index, option, prefix, file)`` of each config file in ``args``, in every form argparse (so
+    jsonargparse) reads: ``-c FILE`` and ``--config FILE`` (``index``: FILE's; ``prefix`` empty), and FILE in
+    the option's own word, ``--config=FILE``, ``-c=FILE`` and ``-cFILE`` (``prefix``: the word's start,
+    ``--config=``, ``-c=``, ``-c``). ``option`` (``-c``, ``--config``) names it in messages."""
     found, args = [], [str(a) for a in args]
     for index, arg in enumerate(args):
-        if arg.startswith("--config="):
-            found.append((index, "--config=", arg.split("=", 1)[1]))
-        elif index and args[index - 1] in ("-c", "--config"):
-            found.append((index, args[index - 1], arg))
+        if index and args[index - 1] in ("-c", "--config"):
+            found.append((index, args[index - 1], "", arg))
+        elif arg.startswith(("--config=", "-c=")):
+            prefix = arg.split("=", 1)[0] + "="
+            found.append((index, prefix[:-1], prefix, arg[len(prefix):]))
+        elif arg.startswith("-c") and len(arg) > 2:  # -cFILE: argparse's short option with its value attached
+            found.append((index, "-c", "-c", arg[2:]))
     return found
 
 
@@ -1110,12 +1117,12 @@ def _suite_config_files(args: list) -> list:
     """``args`` with each relative config file that is not under the working directory but is the suite's own
     (:func:`shared.cli_help.suite_file`, said in one info line) named by its path there: the README's
     ``-c domains/medical/configs/quick.yaml`` failed from any other folder (or an installed suite) with
-    jsonargparse's "File does not exist" after 90 lines of usage. A file in neither place stays for
-    jsonargparse to name."""
+    jsonargparse's "File does not exist" after 90 lines of usage; so did ``-cFILE`` and ``-c=FILE``, which
+    jsonargparse reads as ``-c FILE``. A file in neither place stays for jsonargparse to name."""
     args = list(args)
-    for index, option, path in _config_args(args):
-        if (found := suite_file(path, option.rstrip("="))) is not None:
-            args[index] = f"{option}{found}" if option.endswith("=") else str(found)
+    for index, option, prefix, path in _config_args(args):
+        if (found := suite_file(path, option)) is not None:
+            args[index] = f"{prefix}{found}"
     return args
 
 
@@ -1123,7 +1130,7 @@ def _check_config_files(args) -> None:
     """jsonargparse reports a YAML syntax error at '"<unicode string>", line N': name the file instead."""
     if not isinstance(args, (list, tuple)):
         return
-    paths = [path for _, _, path in _config_args(args)]
+    paths = [path for *_, path in _config_args(args)]
     for path in map(Path, paths):
         if not path.is_file():
             continue  # jsonargparse names a missing file itself
@@ -1362,7 +1369,7 @@ class PredictionSet(pl.Callback):
         if self._root is None:
             return
         check_output_folder(self._root, "--model.predict_dir")  # a file there failed after the first batch
-        self._refuse_inputs_inside(trainer.datamodule)
+        self._refuse_inputs_inside(trainer)
         self._written = recording_writes()  # on every rank: each writes its share
         if trainer.is_global_zero:
             self._existed = self._root.is_dir()
@@ -1403,21 +1410,36 @@ class PredictionSet(pl.Callback):
             self._held.release(force=True)
             self._held = None
 
-    def _refuse_inputs_inside(self, datamodule) -> None:
+    def _refuse_inputs_inside(self, trainer) -> None:
         """Refuse, before anything is moved or written, a ``predict_dir`` holding files the run reads: its writers
         name their outputs after the inputs (``images/<id>.png``, ``<name>_overlay.png``, ``cam/<name>``), so
         ``--data.predict_path D/images --model.predict_dir D`` drew each photo's overlay over the photo itself,
-        listed the photos as the run's predictions, and the next run moved them aside (:func:`_inputs_in`)."""
+        listed the photos as the run's predictions, and the next run moved them aside (:func:`_inputs_in`).
+        Besides the folder an option names, the files the predict set itself holds (:func:`_dataset_paths`):
+        the default synthetic set (no path given) and a label CSV's images elsewhere went unchecked."""
+        datamodule = trainer.datamodule
         option, root = _predict_input(datamodule)
-        if root is None:
-            return
-        inside = _inputs_in(self._root, root)
+        inside = _inputs_in(self._root, root) if root is not None else []
         if inside:
             more = f" and {len(inside) - 1} more" if len(inside) > 1 else ""
             raise ConfigError(
                 f"--model.predict_dir {self._root}: it holds input files of {option} {root} ({inside[0]}{more}), "
                 "which predict's outputs could overwrite; nothing was written: give a --model.predict_dir that "
                 f"holds no input (a new folder beside the inputs; one inside {option} is fine)"
+            )
+        inside = _held_inside(self._root, _dataset_paths(_predict_datasets(trainer)))
+        if inside:
+            more = f" and {len(inside) - 1} more" if len(inside) > 1 else ""
+            what = (
+                f"the images of --data.predict_path {datamodule.predict_path}"
+                if getattr(datamodule, "predict_path", None) is not None
+                else "the data set predict reads without --data.predict_path: its test split, or the default "
+                "synthetic set"
+            )
+            raise ConfigError(
+                f"--model.predict_dir {self._root}: it holds files this predict run reads "
+                f"({inside[0]}{more}: {what}), which predict's outputs could overwrite; nothing was written: "
+                "give a --model.predict_dir that holds none of them"
             )
 
     def on_predict_batch_end(self, trainer, *args) -> None:
@@ -1437,6 +1459,15 @@ class PredictionSet(pl.Callback):
         )  # every rank's files (the gather waits for every rank to finish writing)
         if not self._running:
             return
+        # listed: only what the next run takes as a predict run's (a callback's own .ckpt or .md is not)
+        unlisted = {rel: problem for rel in written if (problem := _listed_entry_problem(self._root, rel))}
+        if unlisted:
+            first, problem = next(iter(unlisted.items()))
+            rank_zero_warn(
+                f"predict_dir {self._root}: {len(unlisted)} file(s) this run wrote there are not listed in "
+                f"its {self.MANIFEST}, so a later run leaves them as they are ({first} {problem})"
+            )
+            written = [rel for rel in written if rel not in unlisted]
         self._root.mkdir(parents=True, exist_ok=True)  # a run that wrote nothing still says so
         with written_whole(self._root / self.MANIFEST) as tmp:
             tmp.write_text(json.dumps(written, indent=0))
@@ -1462,14 +1493,26 @@ class PredictionSet(pl.Callback):
 
     def _move_listed_aside(self) -> None:
         """The last finished run's files (and its manifest) into ``ASIDE``; if a move fails, the moved ones go back
-        and the error is raised (nothing of this run has started, so nothing else is touched)."""
-        listed = _read_json(self._root / self.MANIFEST)
-        root = self._root.resolve()
-        if not isinstance(listed, list) or not all(
-            isinstance(rel, str) and root in (root / rel).resolve().parents and not rel.startswith(".")
-            for rel in listed
-        ):  # a manifest that does not parse, or names a path outside the folder or a hidden one, lists nothing
+        and the error is raised (nothing of this run has started, so nothing else is touched). A manifest that
+        is no list a predict run wrote (:func:`_listed_entry_problem`: a hand-edited or foreign one naming
+        ``../../notes.txt``, an absolute path, or a ``model.ckpt`` beside the predictions) is refused before
+        anything moves: its files were moved aside and then deleted as the earlier set."""
+        manifest = self._root / self.MANIFEST
+        if not manifest.is_file():
             return
+        listed = _read_json(manifest)
+        fix = (
+            "nothing was moved or written: if no predict run wrote it, delete it (the files it names stay) "
+            "or give another --model.predict_dir"
+        )
+        if not isinstance(listed, list):
+            raise ConfigError(
+                f"{manifest}: not the list of files a predict run wrote there (a JSON list of names inside "
+                f"{self._root}); {fix}"
+            )
+        for rel in listed:
+            if problem := _listed_entry_problem(self._root, rel):
+                raise ConfigError(f"{manifest}: entry {rel!r} {problem}; {fix}")
         aside = self._root / self.ASIDE
         try:
             for rel in [*listed, self.MANIFEST]:
@@ -1494,6 +1537,110 @@ class PredictionSet(pl.Callback):
 #: the files predict both reads and writes (pictures, volumes): where ``predict_dir`` lies inside the input
 #: folder, a file of these kinds in it is read as input and could be written over (a log or a note is neither)
 _READ_AND_WRITTEN = (*IMAGE_SUFFIXES, ".nii", ".nii.gz")
+
+
+#: the kinds of file predict's writers put in a ``predict_dir`` (pictures, NIfTI volumes, anomaly score
+#: arrays, CSV tables, KITTI and instance text, COCO results JSON): a manifest entry of another kind (a
+#: ``model.ckpt``, a ``notes.md``) is no file a predict run wrote
+_PREDICTED_KINDS = (*IMAGE_SUFFIXES, ".nii", ".nii.gz", ".npy", ".csv", ".txt", ".json")
+
+
+def _listed_entry_problem(root: Path, rel) -> str | None:
+    """Why ``rel``, an entry of ``root``'s predictions manifest, names no file a predict run could have
+    written there (None: it may be moved): only a plain relative name (``images/000001.png``, as the manifest
+    is written) of a visible file inside ``root``, of a kind predict writes (``_PREDICTED_KINDS``), and not
+    through a link leading out of ``root``."""
+    if not isinstance(rel, str) or not rel:
+        return "is not a file name"
+    name = PurePosixPath(rel)
+    plain = not name.is_absolute() and "\\" not in rel and name.as_posix() == rel
+    if not plain or any(part in (".", "..") for part in rel.split("/")):
+        return f"is not a plain relative name inside {root} (as predict writes them: images/000001.png)"
+    if any(part.startswith(".") for part in name.parts):
+        return "is a hidden file, which predict never lists"
+    if not rel.lower().endswith(_PREDICTED_KINDS):
+        return f"is not of a kind predict writes ({', '.join(_PREDICTED_KINDS)})"
+    resolved = root.resolve()
+    if resolved not in (resolved / rel).resolve().parents:
+        return f"leads out of {root} through a link"
+    return None
+
+
+def _predict_datasets(trainer) -> list:
+    """The datasets of the predict loaders Lightning built for this run (none before it built them)."""
+    loaders = getattr(trainer, "predict_dataloaders", None)
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    elif not isinstance(loaders, (list, tuple)):
+        loaders = [loaders]
+    return [loader.dataset for loader in loaders if getattr(loader, "dataset", None) is not None]
+
+
+#: how far below a dataset :func:`_dataset_paths` looks: its attribute (a list of records), a record (a tuple,
+#: a dataclass), the record's field (the image path; a list of a record's mask paths)
+_PATH_DEPTH = 3
+
+
+def _held_values(value) -> list:
+    """What :func:`_dataset_paths` looks into below ``value``: a container's items, a dataset's or a dataclass
+    record's attributes; nothing for anything else (an array, a tensor, a transform, a number)."""
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    if isinstance(value, Dataset) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        if hasattr(value, "__dict__"):
+            return list(vars(value).values())
+        return [getattr(value, field.name, None) for field in dataclasses.fields(value)]  # slots
+    return []
+
+
+def _dataset_paths(datasets) -> list[str | Path]:
+    """The paths the predict ``datasets`` hold (``str`` and ``Path`` values), found in their attributes, their
+    records (lists, tuples, dicts, dataclasses; ``_PATH_DEPTH`` levels down) and the datasets they wrap (a
+    ``Subset``'s, a view's ``base``). The data modules hold their inputs in no one shape (an annotation's
+    ``image_path``, a sample tuple, a clip's folder), and what the loader reads is what the check must cover:
+    the default synthetic set, a label CSV's images elsewhere. Values only: no file is opened. Written here:
+    no library lists the files behind a torch dataset."""
+    found, seen = [], set()
+    stack = [(dataset, 0) for dataset in datasets]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Dataset):
+            depth = 0  # a wrapped dataset: its own attributes are one level down again
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        for child in _held_values(value):
+            named = isinstance(child, str) and 0 < len(child) < 4096 and "\0" not in child
+            if named or isinstance(child, Path):
+                found.append(child)  # a class name or an id names no file: _held_inside leaves it out
+            elif depth + 1 < _PATH_DEPTH or isinstance(child, Dataset):
+                stack.append((child, depth + 1))
+    return found
+
+
+def _held_inside(folder: Path, paths) -> list[Path]:
+    """The files among ``paths`` (and below the folders among the ``Path`` ones) that lie in ``folder``, as
+    :func:`_inputs_in` finds them. Each path's folder is resolved once (a data set's images share a few), so a
+    large set costs a string comparison per image; only those inside are looked at on disk."""
+    if not folder.is_dir():
+        return []  # made by this run: nothing is in it yet
+    inside, real, where = set(), {}, os.path.join(os.path.realpath(folder), "")
+    for path in paths:
+        parent, name = os.path.split(path)
+        if name in ("", ".", ".."):  # a folder named by its own "x/.." or "x/": resolved whole
+            parent, name = os.path.split(os.path.realpath(path))
+        if parent not in real:
+            real[parent] = os.path.join(os.path.realpath(parent or "."), "")
+        full = real[parent] + name
+        if not (full + os.sep).startswith(where):
+            continue
+        if os.path.isfile(full):
+            inside.add(Path(full))
+        elif isinstance(path, Path) and os.path.isdir(full):  # a data set's root, a clip's frame folder
+            inside.update(_inputs_in(folder, Path(full)))
+    return sorted(inside)
 
 
 def _predict_input(datamodule) -> tuple[str, Path | None]:

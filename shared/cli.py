@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path, PurePosixPath
 
 import pytorch_lightning as pl
-import torch
 import yaml
 from filelock import FileLock, Timeout
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
@@ -54,6 +53,7 @@ from shared.task import (
     gather_lists,
     network_differences,
     plain_values,
+    read_checkpoint_data,
 )
 
 
@@ -1060,11 +1060,10 @@ def _best_model_path(last: Path) -> str:
     """The best model path that ``last.ckpt``'s ModelCheckpoint state records ("" if none); read weights-only,
     and an unreadable file is a FileNotFoundError naming it (not "records none")."""
     try:
-        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # whatever torch raises: the message names the file
+        checkpoint = read_checkpoint_data(last, mmap=True)
+    except (CheckpointMismatchError, OSError) as err:  # says what the file is (text, truncated, pickled objects)
         raise FileNotFoundError(
-            f"--ckpt_path best: {last} cannot be read as a weights-only checkpoint, so it cannot say which file is "
-            f"the best ({type(err).__name__}); give --ckpt_path FILE"
+            f"--ckpt_path best: {last} cannot say which file is the best: {err}; give --ckpt_path FILE"
         ) from err
     for name, state in (checkpoint.get("callbacks") or {}).items():
         if name.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("best_model_path"):

@@ -794,12 +794,20 @@ def _range_text(lo: float, hi: float) -> str:
     return f"{lo:.{decimals}f}..{hi:.{decimals}f}"
 
 
+#: voxels tested at a time by :func:`_non_finite_note`
+_CHUNK_VOXELS = 1 << 20
+
+
 def _non_finite_note(values: np.ndarray) -> list[str]:
     """A note counting NaN / infinite voxels (float data only), which ``MedicalVolume.slice`` shows as the
     window's ends: the models would otherwise turn them into NaN probabilities or a sampling error."""
     if values.dtype.kind != "f":
         return []
-    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    # a chunk at a time, in memory order (views of any layout, no copy): np.isfinite over the whole volume
+    # allocated a byte per voxel (128 MB for a float32 one at the limit)
+    flags = ["external_loop", "buffered", "zerosize_ok"]
+    chunks = np.nditer(values, flags=flags, buffersize=_CHUNK_VOXELS, order="K")
+    count = sum(int(chunk.size - np.count_nonzero(np.isfinite(chunk))) for chunk in chunks)
     if not count:
         return []
     note = (
@@ -808,52 +816,65 @@ def _non_finite_note(values: np.ndarray) -> list[str]:
     return [note + "high (+inf) end"]
 
 
-def _read_dicom(data: bytes, name: str):
-    """pydicom's data set of ``data`` (a file without the 128-byte preamble read by force), or UploadError."""
+def _read_dicom(data: bytes, name: str, budget: int | None = None):
+    """(pydicom's data set of ``data`` (a file without the 128-byte preamble read by force), the bytes its
+    data set unpacked to if deflated, else 0: the data set holds them), or UploadError. A deflated one is
+    refused before pydicom inflates it if it unpacks to more than ``budget`` (default: the limit; a zip's
+    slices share it)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    _check_deflated(data, name)
+    limit = MAX_VOLUME_BYTES if budget is None else budget
+    inflated = _inflated_size(data, limit)
+    if inflated > limit:
+        left = "the limit"
+        if budget is not None:
+            left = f"what the zip's other files leave of the {_mb(MAX_VOLUME_BYTES)} limit"
+        raise UploadError(
+            f"{name}: the deflated DICOM data unpacks to more than {_mb(limit)}, {left} (crop or downsample "
+            "it first)"
+        )
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
     except InvalidDicomError as exc:
         raise UploadError(f"{name}: not a valid DICOM file ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt files raise many kinds
         raise UploadError(
             f"{name}: the DICOM file is corrupt or truncated ({type(exc).__name__}: {exc})"
         ) from None
+    # pydicom keeps the buffer it read from, for a deflated file the whole data set inflated beside the
+    # elements read from it (its pixel data twice); nothing reads it again
+    ds.buffer = None
+    return ds, inflated
 
 
-def _check_deflated(data: bytes, name: str) -> None:
-    """A deflated DICOM (Deflated Explicit VR Little Endian) is inflated whole by pydicom before any element
-    can be read: its size inflated is counted first, so a small file cannot unpack to gigabytes (a 50 MB
-    upload to 50 GB). Anything else, or a file meta pydicom cannot parse, is left to :func:`_read_dicom`."""
+def _inflated_size(data: bytes, limit: int) -> int:
+    """The bytes a deflated DICOM's data set (Deflated Explicit VR Little Endian) unpacks to, counted a chunk
+    at a time with nothing kept, no further than past ``limit``; 0 for any other file. pydicom inflates such a
+    data set whole before any element can be read: counted first, a small file cannot unpack to gigabytes (a
+    50 MB upload to 50 GB). A file meta pydicom cannot parse, or corrupt deflate data, is left to pydicom."""
     from pydicom.filereader import read_dataset
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     if data[128:132] != b"DICM":
-        return
+        return 0
     stream = io.BytesIO(data)
     stream.seek(132)
     try:  # the file meta (group 0002) is never deflated
         meta = read_dataset(stream, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2)
         deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
     except Exception:  # noqa: BLE001 - pydicom says what is wrong with it
-        return
+        return 0
     if not deflated:
-        return
+        return 0
     inflate, rest, size = zlib.decompressobj(wbits=-zlib.MAX_WBITS), data[stream.tell() :], 0
-    while rest and not inflate.eof:  # counted a chunk at a time, nothing kept
+    while rest and not inflate.eof and size <= limit:
         try:
             size += len(inflate.decompress(rest, 16 * 1024 * 1024))
         except zlib.error:
-            return  # pydicom names the corruption
+            break  # pydicom names the corruption
         rest = inflate.unconsumed_tail
-        if size > MAX_VOLUME_BYTES:
-            raise UploadError(
-                f"{name}: the deflated DICOM data unpacks to more than {_mb(MAX_VOLUME_BYTES)}, the limit (crop or "
-                "downsample it first)"
-            )
+    return size
 
 
 def _dicom_frames(ds, name: str) -> int:
@@ -880,10 +901,11 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _dicom_values(ds, name: str, max_pixels: int, notes: list[str]) -> np.ndarray:
+def _dicom_values(ds, name: str, max_pixels: int, notes: list[str], inflated: int = 0) -> np.ndarray:
     """A DICOM object's frames (F, rows, cols) as float32 in the modality's units (Hounsfield for CT):
-    colour to grey, the rescale slope / intercept applied (an enhanced object's from its functional groups)."""
-    from pydicom.pixels import apply_modality_lut
+    colour to grey, the rescale slope / intercept applied (an enhanced object's from its functional groups).
+    ``inflated``: the bytes its deflated data set unpacked to, which pydicom holds beside the values."""
+    from pydicom.pixels import apply_modality_lut, iter_pixels
 
     if "PixelData" not in ds:
         raise UploadError(
@@ -894,22 +916,14 @@ def _dicom_values(ds, name: str, max_pixels: int, notes: list[str]) -> np.ndarra
     frames, samples = _dicom_frames(ds, name), int(ds.get("SamplesPerPixel", 1) or 1)
     if samples not in (1, 3):
         raise UploadError(f"{name}: DICOM with {samples} samples per pixel is not supported")
-    # every sample counted as float32, the values' type: a colour object's pixels are decoded whole first
-    _check_volume(name, _frames_text(frames, rows, cols, samples), rows * cols * frames * samples * 4)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - missing codec, bad length, ...
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        syntax_name = getattr(syntax, "name", str(syntax)) if syntax is not None else "unknown"
-        raise UploadError(
-            f"{name}: cannot decode the DICOM pixel data (transfer syntax: {syntax_name}); the file may be "
-            f"truncated or use a compression without an installed decoder ({type(exc).__name__}: {exc})"
-        ) from None
-    if samples == 3:  # colour DICOM (secondary capture): to grey, a frame at a time
-        pixels = pixels.reshape(-1, *pixels.shape[-3:])
+    # every sample counted as float32, the values' type (a colour frame is converted in float32), and a
+    # deflated data set's bytes: pydicom keeps them as the frames decode (8 of 4096x4096 peaked at 1.5 GB)
+    declared = _frames_text(frames, rows, cols, samples)
+    if inflated:
+        declared += f", beside its deflated data unpacked ({_mb(inflated)})"
+    _check_volume(name, declared, rows * cols * frames * samples * 4 + inflated)
+    if samples == 3:
         notes.append("colour DICOM converted to grayscale")
-    else:
-        pixels = pixels.reshape(-1, rows, cols)
     slope, intercept = _dicom_value(ds, "RescaleSlope"), _dicom_value(ds, "RescaleIntercept")
 
     def grey(frame: np.ndarray) -> np.ndarray:
@@ -922,16 +936,36 @@ def _dicom_values(ds, name: str, max_pixels: int, notes: list[str]) -> np.ndarra
             return frame.astype(np.float32) * float(slope) + float(intercept or 0.0)
         return apply_modality_lut(frame, ds)
 
-    # a frame at a time into float32: apply_modality_lut rescales in float64, and a whole 8-frame 4096x4096
-    # object peaked at 2.4 GB that way
-    values = np.empty((len(pixels), rows, cols), np.float32)
+    # decoded a frame at a time (ds.pixel_array decodes the whole object and keeps it on the data set) into
+    # float32, rescaled a block of rows at a time: apply_modality_lut rescales in float64 (a whole 8-frame
+    # 4096x4096 object peaked at 2.4 GB that way)
+    values = np.empty((frames, rows, cols), np.float32)
+    block = max(1, _CHUNK_VOXELS // max(1, cols))
+
+    def fill(rescale: bool) -> None:
+        decoded = iter_pixels(ds)
+        for k in range(frames):
+            try:
+                frame = grey(next(decoded))
+            except Exception as exc:  # noqa: BLE001 - missing codec, bad length, ...
+                syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+                syntax = getattr(syntax, "name", str(syntax)) if syntax is not None else "unknown"
+                raise UploadError(
+                    f"{name}: cannot decode the DICOM pixel data (transfer syntax: {syntax}); the file may "
+                    "be truncated or use a compression without an installed decoder "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
+            for top in range(0, rows, block):
+                part = frame[top : top + block]
+                values[k, top : top + block] = rescaled(part) if rescale else part
+
     try:
-        for k, frame in enumerate(pixels):
-            values[k] = rescaled(grey(frame))
-    except Exception:  # noqa: BLE001 - a malformed rescale: keep stored values, say so
+        fill(rescale=True)
+    except UploadError:
+        raise
+    except Exception:  # noqa: BLE001 - a malformed rescale: decoded again, stored values kept, said
         notes.append("the DICOM rescale slope / intercept could not be applied: stored values used")
-        for k, frame in enumerate(pixels):
-            values[k] = grey(frame)
+        fill(rescale=False)
     return values
 
 
@@ -964,7 +998,7 @@ def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fm
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         # mirrored within the window (the percentiles of the mirrored values are the same), so the slice shows
         # 1 - (the scaled value), as a MONOCHROME1 viewer does
-        values = (hi + lo) - values
+        np.subtract(hi + lo, values, out=values)  # in place: a second volume would pass the limit
         notes.append("MONOCHROME1 (white = low) inverted to the usual grey scale")
     notes += _non_finite_note(values)
     if _dicom_frames(ds, name) > 1:
@@ -976,9 +1010,9 @@ def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fm
 
 
 def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
-    ds = _read_dicom(data, name)
+    ds, inflated = _read_dicom(data, name)
     notes: list[str] = []
-    values = _dicom_values(ds, name, max_pixels, notes)
+    values = _dicom_values(ds, name, max_pixels, notes, inflated)
 
     def place(notes: list[str]) -> NiftiGrid | None:
         return _dicom_grid(ds) if len(values) == 1 else _multiframe_grid(ds, len(values), notes)
@@ -997,20 +1031,30 @@ def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     )
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         members, unsafe, hidden = _zip_members(archive)
-        if sum(info.file_size for info in members) > MAX_VOLUME_BYTES:
+        unpacked = sum(info.file_size for info in members)  # a deflated slice: its unpacked size, once read
+        if unpacked > MAX_VOLUME_BYTES:
             raise UploadError(f"{name}: the zip unpacks to more than {_mb(MAX_VOLUME_BYTES)}; too much for the demo")
-        slices, others = [], []
+        slices, infos, others = [], [], []
         for info in sorted(members, key=lambda m: natural_key(m.filename)):
             try:
                 raw = archive.read(info)
             except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, NotImplementedError) as exc:
                 raise UploadError(f"{name}: {info.filename}: cannot be read from the zip ({exc})") from None
-            is_dicom = detect_format(raw, info.filename) == "dicom"
-            ds = _read_dicom(raw, f"{name}: {info.filename}") if is_dicom else None
+            ds = None
+            if detect_format(raw, info.filename) == "dicom":
+                # every slice's header is kept until the volume is built: deflated ones share the limit (each
+                # alone under it, 100 of them unpacked to 50 GB)
+                budget = MAX_VOLUME_BYTES - unpacked + info.file_size
+                ds, inflated = _read_dicom(raw, f"{name}: {info.filename}", budget)
+                unpacked += max(0, inflated - info.file_size)
             if ds is None or "PixelData" not in ds:  # a DICOMDIR, a report, a README: no slice
                 others.append(info.filename)
             else:
+                # read again as its slice of the volume fills: every slice's pixel data kept meanwhile took
+                # as much again as the stored volume (128 MB beside a 256 MB one)
+                del ds.PixelData
                 slices.append((info.filename, ds))
+                infos.append(info)
     left_out = _left_out_notes(unsafe, hidden)
     if not slices:
         raise UploadError(f"{name}: the zip holds no DICOM image; {''.join(n + '; ' for n in left_out)}{advice}")
@@ -1046,8 +1090,11 @@ def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
         )
     notes: list[str] = []
     values = np.empty((len(slices), rows, cols), np.float32)  # filled a slice at a time: no second copy
-    for i, k in enumerate(order):
-        values[i : i + 1] = _dicom_values(slices[k][1], f"{name}: {slices[k][0]}", max_pixels, notes)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for i, k in enumerate(order):
+            where = f"{name}: {slices[k][0]}"
+            ds = _read_dicom(archive.read(infos[k]), where)[0]  # read whole again, kept for its slice only
+            values[i : i + 1] = _dicom_values(ds, where, max_pixels, notes)
     notes = list(dict.fromkeys(notes))  # a note per kind, not per slice
     names = f"{slices[order[0]][0]} ... {slices[order[-1]][0]}"
     notes.insert(0, f"DICOM series: {len(slices)} slices in order along the slice normal ({names}; the slice slider)")
@@ -1224,6 +1271,7 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         header = cls.header_class.from_fileobj(io.BytesIO(raw))
         shape, stored, scaling = header.get_data_shape(), header.get_data_dtype(), header.get_slope_inter()
         offset = int(header.get_data_offset())
+        shown = _nifti_shown_slice(header)
     except Exception as exc:  # noqa: BLE001 - bad header fields
         raise UploadError(f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})") from None
     if stored.fields is not None or stored.kind not in "iufb":
@@ -1236,6 +1284,8 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
         f", held as {held.name}" if held != stored else ""
     )
     _check_volume(name, declared, voxels * held.itemsize)
+    if shown is not None:  # from the header: a 49-megapixel slice was refused only once decoded
+        _check_pixels(*shown, name, max_pixels)
     if len(raw) - offset < voxels * stored.itemsize:  # nibabel would allocate the whole declared size first
         raise UploadError(
             f"{name}: the NIfTI file is corrupt or truncated (its header declares {voxels * stored.itemsize:,} bytes "
@@ -1265,18 +1315,11 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     elif volume.ndim != 4:
         raise UploadError(f"{name}: a {volume.ndim}D NIfTI array {volume.shape}; 2D, 3D or 4D volumes only")
     x, y, z, c = volume.shape
-    # every plane is shown as a transpose of (X, Y, Z, C) with the rows and columns flipped
-    plane, pixel_mm, axes = "axial", (zooms[1], zooms[0]), (3, 2, 1, 0)  # (rows, columns)
-    if y == 1 and x > 1 and z > 1:  # one coronal slice, stored as such: shown in its plane
-        # (C, Y, Z, X), Z and X flipped: superior up, the patient's right on the viewer's left
-        plane, pixel_mm, axes = "coronal", (zooms[2], zooms[0]), (3, 1, 2, 0)
-    elif x == 1 and y > 1 and z > 1:  # one sagittal slice: superior up, anterior on the viewer's left
-        plane, pixel_mm, axes = "sagittal", (zooms[2], zooms[1]), (3, 0, 2, 1)
-    # axial: (X, Y, Z, C) of RAS+ -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of
-    # [:, :, k]); and X flipped: the patient's right on the viewer's left, the radiological view a DICOM
-    # slice of the same scan has (columns run toward the patient's left), so both uploads look the same
+    plane, axes = _shown_plane(x, y, z)
+    pixel_mm = (zooms[axes[2]], zooms[axes[3]])  # (rows, columns)
     display = np.transpose(volume, axes)[:, :, ::-1, ::-1]
-    _check_pixels(*display.shape[2:], name, max_pixels)
+    if shown is None:  # a header whose affine gives no orientation: its slices' size checked only now
+        _check_pixels(*display.shape[2:], name, max_pixels)
     if volume.dtype == bool:
         display = display.astype(np.uint8)
     windows = [_window_from_percentiles(channel) for channel in display]
@@ -1300,6 +1343,40 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     spacing = _spacing(pixel_mm, notes, scale) if stated else None
     grid = NiftiGrid(version, file_affine, file_header, axes)
     return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing, windows if c > 1 else None, grid)
+
+
+def _shown_plane(x: int, y: int, z: int) -> tuple[str, tuple[int, int, int, int]]:
+    """The plane a RAS+ (X, Y, Z, C) NIfTI volume of that size is shown in, and the transpose of it that gives
+    the shown (C, D, rows, cols), rows and columns then flipped: axial slices, but a single coronal or
+    sagittal slice stored as such is shown in its own plane."""
+    if y == 1 and x > 1 and z > 1:  # one coronal slice, stored as such: shown in its plane
+        # (C, Y, Z, X), Z and X flipped: superior up, the patient's right on the viewer's left
+        return "coronal", (3, 1, 2, 0)
+    if x == 1 and y > 1 and z > 1:  # one sagittal slice: superior up, anterior on the viewer's left
+        return "sagittal", (3, 0, 2, 1)
+    # axial: (X, Y, Z, C) of RAS+ -> (C, Z, Y, X) with Y flipped: each slice shown with anterior up (np.rot90 of
+    # [:, :, k]); and X flipped: the patient's right on the viewer's left, the radiological view a DICOM
+    # slice of the same scan has (columns run toward the patient's left), so both uploads look the same
+    return "axial", (3, 2, 1, 0)
+
+
+def _nifti_shown_slice(header) -> tuple[int, int] | None:
+    """(rows, cols) of the slices :func:`_medical_nifti` shows, from the NIfTI ``header`` alone: its shape
+    reoriented to RAS+ by its affine, as ``nib.as_closest_canonical`` reorients the voxels; None where the
+    affine gives no orientation (a zero voxel size)."""
+    import nibabel as nib
+
+    shape = tuple(int(n) for n in header.get_data_shape())
+    spatial = (shape + (1, 1, 1))[:3]  # a 2D file: one slice (X, Y, 1)
+    ornt = nib.orientations.io_orientation(header.get_best_affine())
+    if np.isnan(ornt).any():
+        return None
+    canonical = [1, 1, 1]
+    for axis, ras_axis in enumerate(ornt[:, 0]):
+        canonical[int(ras_axis)] = spatial[axis]
+    axes = _shown_plane(*canonical)[1]
+    sizes = (*canonical, 1)  # (X, Y, Z, C): the channels are not on a slice
+    return sizes[axes[2]], sizes[axes[3]]
 
 
 # ------------------------------------------------------------------------------------- model input, output

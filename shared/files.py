@@ -301,6 +301,43 @@ class UnfinishedGenerationError(ValueError):
     ValueError: the command lines report it in one line, as other bad input."""
 
 
+class TornGenerationWarning(UserWarning):
+    """A data folder a generator marked finished whose files are not all there (or more are): a set torn by
+    two runs generating it at once (before :func:`generation_lock`), or files deleted since. Reused without a
+    word, it failed far from the cause (1,325 images against 1,500 label files). :func:`ensure_generated`
+    generates such a default set again; one given as a path is read, after this warning
+    (:func:`check_generation_finished`)."""
+
+
+def listing_shortfall(root: str | Path, folder: str, suffix: str | None, count: int) -> str | None:
+    """What ``root/folder`` lacks (or holds beyond) the ``count`` files ending in ``suffix`` (None:
+    subfolders) a generator wrote there, from one listing of it (no hashing, no stat of each file: it runs at
+    every fit start); None when it holds exactly that many, or none are due and the folder is not there.
+    Hidden names are not counted, as readers leave them out."""
+    what = "folders" if suffix is None else f"{suffix} files"
+    try:
+        with os.scandir(Path(root) / folder) as entries:
+            found = sum(
+                1
+                for entry in entries
+                if not entry.name.startswith(".")
+                and (entry.is_dir() if suffix is None else entry.name.lower().endswith(suffix))
+            )
+    except (FileNotFoundError, NotADirectoryError):
+        return f"{folder} missing ({count:,} {what} expected)" if count else None
+    return None if found == count else f"{folder} holds {found:,} of {count:,} {what}"
+
+
+def torn_generation_note(root: str | Path, problems: Sequence[str], marker: str = ".complete") -> str:
+    """``<root> is marked finished (...) but <the first three problems>``: what a
+    :class:`TornGenerationWarning` says of a set whose :func:`listing_shortfall` found something."""
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return (
+        f"{root} is marked finished (its {marker} marker is there) but its files are not all there: {shown} "
+        "(torn by two runs generating it at once, or files deleted since)"
+    )
+
+
 def check_generation_finished(
     path: str | Path,
     option: str,
@@ -308,16 +345,30 @@ def check_generation_finished(
     describe: Callable[[Path], str],
     marker: str = ".complete",
     above: int = 0,
+    torn: Callable[[Path], list[str]] | None = None,
+    redo: Callable[[Path], str] | None = None,
 ) -> None:
     """Refuse ``path`` (given as ``option``, e.g. ``--data.data_path``) when it, or one of the ``above`` folders
     over it, is a generator's unfinished output: ``started(folder)`` (the generator's stamp) but no ``marker``.
     ``describe(folder)`` says what it holds and the command that finishes it. The default paths never need this
-    (their generator redoes an unfinished set); a folder without the stamp (real data) always passes."""
+    (their generator redoes an unfinished set); a folder without the stamp (real data) always passes. With
+    ``torn``, a folder with the marker whose ``torn(folder)`` (:func:`listing_shortfall` problems) finds files
+    missing is warned of (:class:`TornGenerationWarning`, ending with ``redo(folder)``, the command), not
+    refused: one's own edit of a generated set (a reader's masks left out, a frame removed) is read as it is,
+    and a reader names each file it misses."""
     path = Path(path)
     for folder in [path, *path.parents][: above + 1]:
+        finished = (folder / marker).is_file()
+        if finished and torn is not None and (problems := torn(folder)):
+            warnings.warn(
+                f"{option} {path}: {torn_generation_note(folder, problems, marker)}; read as it is: if that "
+                f"is not meant, {redo(folder) if redo else 'generate it again'}, or delete {folder}",
+                TornGenerationWarning,
+                stacklevel=3,
+            )
         if not started(folder):
             continue
-        if (folder / marker).is_file():
+        if finished:
             return
         raise UnfinishedGenerationError(
             f"{option} {path}: {'' if folder == path else 'inside '}a synthetic data set whose generation was "
@@ -334,20 +385,62 @@ def generation_lock(root: str | Path, say: Callable[[str], object] = print) -> I
     in one working directory (a SLURM array, two terminals) deleted each other's files and marked half a set
     finished. A generator takes it around its "finished? else write it" decision and re-checks once it holds
     it: the run that waited (saying so once through ``say``) then reuses the set the other one wrote. Check
-    first without it, so a finished set never waits on a run writing another one."""
+    first without it, so a finished set never waits on a run writing another one. A parent that cannot be
+    written raises a PermissionError naming ``root`` (filelock's own named only the lock file, in a
+    traceback)."""
     path = Path(root).resolve()  # one lock for every spelling of the folder (relative, through a link)
     lock_path = path.parent / f".{path.name}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(lock_path)
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        say(f"waiting for another run generating {root} (lock {lock_path})")
-        lock.acquire()
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            say(f"waiting for another run generating {root} (lock {lock_path})")
+            lock.acquire()
+    except OSError as err:
+        if not isinstance(err, PermissionError) and err.errno != errno.EROFS:
+            raise
+        raise PermissionError(
+            f"{root}: cannot generate the data set there: its lock {lock_path.name} cannot be written in "
+            f"{lock_path.parent} ({err.strerror}): give a folder you can write to, or generate the set where "
+            "you can and copy it here (a finished set is only read, never locked)"
+        ) from None
     try:
         yield lock_path
     finally:
         lock.release()
+
+
+def ensure_generated(
+    root: str | Path,
+    finished: Callable[[Path], bool],
+    torn: Callable[[Path], list[str]],
+    generate: Callable[[Path], Path],
+    force: bool = False,
+    say: Callable[[str], object] = print,
+) -> Path:
+    """A generated data set at ``root``, written by ``generate(root)`` unless ``finished(root)`` (its marker
+    holds the settings wanted) and whole (``torn(root)``, cheap listings, finds nothing). Generation, forced
+    or not, holds :func:`generation_lock` (a ``--force`` run took none, and tore the set another run was
+    writing), and the reuse is checked again once it is held: a run that waited reuses what the other one
+    wrote. A finished set never takes the lock (a read-only one keeps working). A set marked finished but torn
+    is generated again, said in a :class:`TornGenerationWarning`; the generator itself refuses a folder that
+    is not its own."""
+    root = Path(root)
+    if not force and finished(root) and not torn(root):
+        return root
+    with generation_lock(root, say):
+        if not force and finished(root):
+            problems = torn(root)
+            if not problems:  # another run finished it while this one waited
+                return root
+            warnings.warn(
+                f"{torn_generation_note(root, problems)}: generating it again",
+                TornGenerationWarning,
+                stacklevel=3,
+            )
+        return generate(root)
 
 
 #: the list of files a predict run wrote into its ``predict_dir`` (:class:`shared.cli.PredictionSet`)

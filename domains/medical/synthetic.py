@@ -38,7 +38,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from scipy import ndimage
 
 from shared.data import check_split_fractions, group_split
-from shared.files import check_generation_finished, generation_lock
+from shared.files import check_generation_finished, ensure_generated, listing_shortfall
 from shared.images import write_image
 
 GENERATOR_VERSION = 1
@@ -517,8 +517,7 @@ def generate_lidc_png(
     root = Path(root)
     settings = _settings(n_patients, images_per_patient, size, seed, splits, readers, reader_shares)
     shares = check_reader_settings(readers, reader_shares)
-    patients = [f"LIDC-SYN-{p:04d}" for p in range(n_patients)]
-    split_idx = group_split(patients, fractions=splits, seed=seed, names=SPLIT_NAMES, verbose=False)
+    patients, split_idx = _patient_splits(n_patients, seed, splits)
     empty = [name for name, share in zip(SPLIT_NAMES, splits) if share > 0 and not split_idx.get(name)]
     if empty:  # said now: validate / test would stop on a missing folder only after a whole fit
         warnings.warn(
@@ -583,6 +582,36 @@ def generate_lidc_png(
     return root
 
 
+def _patient_splits(n_patients: int, seed: int, splits) -> tuple[list[str], dict[str, list[int]]]:
+    """The patients' names and the indices of each split's (:func:`~shared.data.group_split`): where the
+    generator writes each patient, and where the check of a reused set (:func:`_torn`) looks for them."""
+    patients = [f"LIDC-SYN-{p:04d}" for p in range(n_patients)]
+    return patients, group_split(patients, fractions=splits, seed=seed, names=SPLIT_NAMES, verbose=False)
+
+
+def _torn(root: Path) -> list[str]:
+    """What the set at ``root`` lacks against its marker's settings: each patient's images and reader masks,
+    in the split the generator put it, one folder listing each (:func:`~shared.files.listing_shortfall`); []
+    when all is there, or the marker is none of ours. A set torn by two runs before the generation lock kept
+    its marker, and a patient's missing masks failed a fit later, far from the cause."""
+    try:
+        settings = json.loads((root / MARKER).read_text())
+        if settings.get("generator") != "domains.medical.synthetic":
+            return []
+        n_patients, seed, splits = int(settings["n_patients"]), int(settings["seed"]), settings["splits"]
+        patients, split_idx = _patient_splits(n_patients, seed, splits)
+        images, readers = int(settings["images_per_patient"]), int(settings.get("num_readers", NUM_READERS))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none of ours, or not readable
+        return []
+    found = [
+        listing_shortfall(root, f"{split}/{part}/{patients[i]}", ".png", count)
+        for split, indices in split_idx.items()
+        for i in indices
+        for part, count in (("images", images), ("gt", images * readers))
+    ]
+    return [problem for problem in found if problem]
+
+
 def is_complete(root: str | Path, **kw) -> bool:
     """True when ``root`` holds a finished generation made with exactly these settings."""
     marker = Path(root) / MARKER
@@ -608,8 +637,30 @@ def _in_progress(root: Path) -> bool:
 
 def check_finished(path: str | Path, option: str = "--data.data_path") -> None:
     """Refuse a ``path`` (given as ``option``) whose generation was stopped part-way (the README saying so, no
-    marker): its first patients were read as a whole data set without a word. Real data pass."""
-    check_generation_finished(path, option, _in_progress, _unfinished_note, MARKER)
+    marker): its first patients were read as a whole data set without a word. One marked finished whose
+    files are not all there (:func:`_torn`: torn, or edited) is warned of. Real data pass."""
+    check_generation_finished(
+        path, option, _in_progress, _unfinished_note, MARKER, torn=_torn, redo=_regenerate_note
+    )
+
+
+def _regenerate_note(root: Path) -> str:
+    """The command that generates the set at ``root`` again, from its marker's settings."""
+    try:
+        settings = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        settings = {}
+    return f"generate it again with `{_command(root, settings)} --force`"
+
+
+def _command(root: Path, settings) -> str:
+    """The command that generates the set of ``settings`` (read from its README or marker) at ``root``."""
+    flags = [f"--root {root}"] + [
+        f"--{key.replace('_', '-')} {' '.join(map(str, np.ravel(settings[key])))}"
+        for key in ("n_patients", "images_per_patient", "size", "seed", "splits", "readers", "reader_shares")
+        if isinstance(settings, dict) and key in settings
+    ]
+    return f"python -m domains.medical.synthetic {' '.join(flags)}"
 
 
 def _unfinished_note(root: Path) -> str:
@@ -622,14 +673,9 @@ def _unfinished_note(root: Path) -> str:
     patients = sum(1 for folder in root.glob("*/images/*") if any(folder.iterdir()))  # with a file written
     if not isinstance(settings, dict) or "n_patients" not in settings:
         return f"it holds {patients} patients; rerun python -m domains.medical.synthetic --root {root} to finish it"
-    flags = [f"--root {root}"] + [
-        f"--{key.replace('_', '-')} {' '.join(map(str, np.ravel(settings[key])))}"
-        for key in ("n_patients", "images_per_patient", "size", "seed", "splits", "readers", "reader_shares")
-        if key in settings
-    ]
     return (
         f"it holds {patients} of the {settings['n_patients']} patients it was started with; finish it with "
-        f"`python -m domains.medical.synthetic {' '.join(flags)}`"
+        f"`{_command(root, settings)}`"
     )
 
 
@@ -645,24 +691,28 @@ def _settings_from_kw(
     return _settings(n_patients, images_per_patient, size, seed, splits, readers, reader_shares)
 
 
-def ensure_synthetic_lidc(root: str | Path | None = None, **kw) -> Path:
+def ensure_synthetic_lidc(root: str | Path | None = None, *, force: bool = False, **kw) -> Path:
     """Generate the synthetic set under ``root`` on first use only; returns ``root``.
 
     ``root`` None: :func:`default_root` of the ``readers`` preset in ``kw``. ``kw``: the settings of
     :func:`generate_lidc_png`, checked first (a bad preset or bad shares fail before anything is touched).
 
-    Skips when the marker holds the same settings. A folder with other content (no marker, no README of
-    ours) is refused rather than overwritten, so real data is never deleted by a wrong path. Generates holding
-    its :func:`~shared.files.generation_lock`: a second run started meanwhile waits, then reuses the set.
+    Skips when the marker holds the same settings and the files are all there (:func:`_torn`; a torn set is
+    generated again, with a warning); ``force``: generates it again anyway. A folder with other content (no
+    marker, no README of ours) is refused rather than overwritten, so real data is never deleted by a wrong
+    path. Generates holding its lock (:func:`~shared.files.ensure_generated`): a second run started meanwhile
+    waits, then reuses the set.
     """
     settings = _settings_from_kw(**kw)  # validates
     root = Path(default_root(kw.get("readers", "default")) if root is None else root)
-    if is_complete(root, **kw):
-        return root
-    with generation_lock(root, rank_zero_info):
-        if is_complete(root, **kw):  # another run finished it while this one waited
-            return root
-        return _generate_new(root, settings, kw)
+    return ensure_generated(
+        root,
+        lambda folder: is_complete(folder, **kw),
+        _torn,
+        lambda folder: _generate_new(folder, settings, kw),
+        force,
+        rank_zero_info,
+    )
 
 
 def _generate_new(root: Path, settings: dict, kw: dict) -> Path:
@@ -719,7 +769,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="S",
         help="readers=lidc: share of lesion images marked by exactly 1, 2, 3, 4 readers (sum 1)",
     )
-    ap.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
+    ap.add_argument(
+        "--force",
+        action="store_true",
+        help="regenerate even if a complete copy exists (after any run generating it)",
+    )
     args = ap.parse_args(argv)
     try:
         check_reader_settings(args.readers, args.reader_shares)
@@ -740,11 +794,9 @@ def main(argv: list[str] | None = None) -> None:
         kw.update(readers=args.readers, reader_shares=args.reader_shares)
     start = time.perf_counter()
     root = Path(default_root(args.readers) if args.root is None else args.root)
-    if args.force and root.is_dir():
-        (root / MARKER).unlink(missing_ok=True)
-    try:
-        root = ensure_synthetic_lidc(root, **kw)
-    except FileExistsError as err:  # a folder of other data: one line and status 2, as the converters
+    try:  # --force too holds the lock: it removed the marker before, and wrote beside a run generating it
+        root = ensure_synthetic_lidc(root, force=args.force, **kw)
+    except (FileExistsError, PermissionError) as err:  # other data, or unwritable: one line, status 2
         ap.exit(2, f"error: {err}\n")
     print(f"synthetic LIDC ready at {root} ({time.perf_counter() - start:.1f} s)")
     shares = check_reader_settings(args.readers, args.reader_shares)

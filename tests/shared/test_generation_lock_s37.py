@@ -18,6 +18,7 @@ import pytest
 
 from domains.driving.synthetic import writers
 from domains.medical import synthetic as medical
+from shared import files
 from shared.files import generation_lock
 
 KITTI = {"n_images": 6, "size": (320, 96), "frames_per_sequence": 3, "seed": 3, "verbose": False}
@@ -136,8 +137,7 @@ def test_a_finished_set_is_reused_without_the_lock(tmp_path, monkeypatch):
     def locked(root, say=print):
         raise AssertionError(f"took the lock of the finished set {root}")
 
-    monkeypatch.setattr(writers, "generation_lock", locked)
-    monkeypatch.setattr(medical, "generation_lock", locked)
+    monkeypatch.setattr(files, "generation_lock", locked)
     assert writers.ensure_synthetic_kitti(kitti, **KITTI) == kitti
     assert medical.ensure_synthetic_lidc(lidc, **LIDC) == lidc
     assert not list(tmp_path.glob(".*.lock"))

@@ -12,13 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from domains.driving.synthetic.clips import (
-    CLIP_SIZE,
-    DEFAULT_ACCIDENT_ROOT,
-    KINDS,
-    ensure_synthetic_clips,
-    generate_clips,
-)
+from domains.driving.synthetic.clips import CLIP_SIZE, DEFAULT_ACCIDENT_ROOT, KINDS, ensure_synthetic_clips
 from domains.driving.synthetic.scene import DEFAULT_SIZE
 from domains.driving.synthetic.writers import (
     DEFAULT_ANOMALY_ROOT,
@@ -26,8 +20,6 @@ from domains.driving.synthetic.writers import (
     _preview,
     ensure_synthetic_anomaly,
     ensure_synthetic_kitti,
-    generate_anomaly,
-    generate_kitti,
 )
 
 
@@ -81,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         help="shares of crash, near-miss and ordinary clips (default 0.4 0.3 0.3)",
     )
     ap.add_argument(
-        "--force", action="store_true", help="regenerate even when a finished set with these settings exists"
+        "--force",
+        action="store_true",
+        help="regenerate even when a finished set with these settings exists (after any run generating it)",
     )
     args = ap.parse_args(argv)
     default = CLIP_SIZE if args.what == "clips" else DEFAULT_SIZE
@@ -99,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         }
         kw.update(shares=tuple(args.shares), workers=args.workers)
-        root = args.root or DEFAULT_ACCIDENT_ROOT
-        path = generate_clips(root, **kw) if args.force else ensure_synthetic_clips(root, **kw)
+        path = _generated(ap, ensure_synthetic_clips, args.root or DEFAULT_ACCIDENT_ROOT, args.force, kw)
         counts = json.loads((Path(path) / "meta.json").read_text())["counts"]
         for kind in KINDS:
             detail = ", ".join(f"{s} {n}" for s, n in sorted(counts[kind].items()))
@@ -109,11 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.what == "kitti":
         kw = {"n_images": args.n_images or 1500, "frames_per_sequence": args.frames_per_sequence}
-        root, generate, ensure = args.root or DEFAULT_KITTI_ROOT, generate_kitti, ensure_synthetic_kitti
+        root, ensure = args.root or DEFAULT_KITTI_ROOT, ensure_synthetic_kitti
     else:
         kw = {"n_images": args.n_images or 200, "anomaly_free_fraction": args.anomaly_free_fraction}
-        root, generate, ensure = args.root or DEFAULT_ANOMALY_ROOT, generate_anomaly, ensure_synthetic_anomaly
+        root, ensure = args.root or DEFAULT_ANOMALY_ROOT, ensure_synthetic_anomaly
     kw.update(size=size, seed=args.seed)
-    path = generate(root, **kw) if args.force else ensure(root, **kw)
-    print(path)
+    print(_generated(ap, ensure, root, args.force, kw))
     return 0
+
+
+def _generated(ap: argparse.ArgumentParser, ensure, root: str, force: bool, kw: dict) -> Path:
+    """``ensure(root, force=force, **kw)``: ``--force`` too goes through it, so it holds the generation lock
+    (it wrote beside a run generating the same folder, and tore the set). A folder of other data, or one that
+    cannot be written, ends the command with one line and status 2."""
+    try:
+        return Path(ensure(root, force=force, **kw))
+    except (FileExistsError, PermissionError) as err:
+        ap.exit(2, f"error: {err}\n")

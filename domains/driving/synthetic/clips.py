@@ -86,6 +86,7 @@ from domains.driving.synthetic.writers import (
     _prepare_root,
     _write_kitti_frame,
 )
+from shared.files import listing_shortfall
 
 DEFAULT_ACCIDENT_ROOT = "data/driving_accident"
 CLIP_SIZE = (320, 96)  # (width, height)
@@ -945,7 +946,28 @@ def _setting(value):
     return tuple(np.ravel(value).tolist()) if isinstance(value, (list, tuple)) else value
 
 
-def ensure_synthetic_clips(root: str | Path = DEFAULT_ACCIDENT_ROOT, **kw) -> Path:
-    """Generate the scenario clips on first use only (same settings as the marker: reuse); returns root."""
+def ensure_synthetic_clips(root: str | Path = DEFAULT_ACCIDENT_ROOT, force: bool = False, **kw) -> Path:
+    """Generate the scenario clips on first use only (same settings as the marker, files all there: reuse;
+    ``force``: generate them again, under the same lock); returns root."""
     allowed = {"n_clips", "size", "fps", "seconds", "seed", "shares", "density", "workers"}
-    return _ensure("ensure_synthetic_clips", root, kw, allowed, _clip_settings, generate_clips)
+    return _ensure("ensure_synthetic_clips", root, kw, allowed, _clip_settings, generate_clips, force)
+
+
+def clip_shortfalls(root: Path, settings: dict) -> list[str]:
+    """What the clip set at ``root`` lacks against its marker's ``settings``: the annotations, the clip
+    folders of each kind and each clip's frames (``image_2``, what the readers take), one listing each (200
+    clips: about 30 ms). The check of a reused set (:func:`.writers._torn`); [] for settings it cannot
+    read."""
+    try:
+        n_clips, shares = int(settings["n_clips"]), settings["shares"]
+        n_frames = int(np.rint(float(settings["seconds"]) * float(settings["fps"])))
+        crash, near_miss, normal = _counts(n_clips, shares)
+    except (KeyError, TypeError, ValueError):
+        return []
+    problems = [listing_shortfall(root, "annotations", ".json", n_clips)]
+    for kind_dir, count in ((CRASH_DIR, crash), (NORMAL_DIR, near_miss + normal)):
+        folder = f"videos/{kind_dir}"
+        problems.append(listing_shortfall(root, folder, None, count))
+        clips = sorted(p.name for p in (root / folder).glob("[!.]*/")) if (root / folder).is_dir() else []
+        problems += [listing_shortfall(root, f"{folder}/{vid}/image_2", ".jpg", n_frames) for vid in clips]
+    return [problem for problem in problems if problem]

@@ -25,7 +25,7 @@ from domains.driving.synthetic.labels import DONTCARE_MIN_HEIGHT
 from domains.driving.synthetic.layout import sample_layout
 from domains.driving.synthetic.render import colorize_semantic, render_frame, render_scene
 from domains.driving.synthetic.scene import DEFAULT_SIZE
-from shared.files import check_generation_finished, generation_lock
+from shared.files import check_generation_finished, ensure_generated, listing_shortfall
 from shared.images import write_image
 
 DEFAULT_KITTI_ROOT = "data/driving/synthetic_kitti"
@@ -33,6 +33,9 @@ DEFAULT_ANOMALY_ROOT = "data/driving/synthetic_anomaly"
 MARKER = ".complete"  # written last: a folder without it is an interrupted generation
 STAMP = ".synthetic_generator"  # written first: marks a folder as ours so it may be cleaned and regenerated
 _KITTI_STREAM, _ANOMALY_STREAM = 0x4B495454, 0x414E4F4D  # separate seed streams: no scene is in both sets
+#: the folders of a set and the kind of file each holds, one per image (what the check of a reused set counts)
+_KITTI_FILES = {"image_2": ".png", "label_2": ".txt", "calib": ".txt", "semantic": ".png", "instance": ".png"}
+_ANOMALY_FILES = {"images": ".png", "labels_masks": ".png", "semantic": ".png"}
 
 
 def _write_kitti_frame(
@@ -90,19 +93,52 @@ def _finish(root: Path, meta: dict, settings: dict) -> None:
     (root / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
 
 
-def _ensure(caller: str, root: str | Path, kw: dict, allowed: set[str], settings, generate) -> Path:
-    """Reuse the finished set at ``root`` when its marker holds these settings, else ``generate`` it, holding
-    its :func:`~shared.files.generation_lock`: a second run started meanwhile waits, then reuses the set."""
+def _ensure(
+    caller: str, root: str | Path, kw: dict, allowed: set[str], settings, generate, force: bool = False
+) -> Path:
+    """Reuse the finished set at ``root`` when its marker holds these settings and its files are all there
+    (:func:`_torn`), else ``generate`` it (``force``: always), holding its generation lock
+    (:func:`~shared.files.ensure_generated`): a second run started meanwhile waits, then reuses the set."""
     root = Path(root)
     if set(kw) - allowed - {"verbose"}:
         raise TypeError(f"{caller}: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})}")
     wanted = settings(**{k: v for k, v in kw.items() if k in allowed})
-    if _is_complete(root, wanted):
-        return root
-    with generation_lock(root, rank_zero_info):
-        if _is_complete(root, wanted):  # another run finished it while this one waited
-            return root
-        return generate(root, **kw)
+    return ensure_generated(
+        root,
+        lambda folder: _is_complete(folder, wanted),
+        _torn,
+        lambda folder: generate(folder, **kw),
+        force,
+        rank_zero_info,
+    )
+
+
+def _torn(root: Path) -> list[str]:
+    """What the set at ``root`` lacks against the counts its marker's settings give (a folder listing per kind
+    of file, :func:`~shared.files.listing_shortfall`); [] when all is there, or the marker is none of ours. A
+    set torn by two runs before the generation lock kept its marker and failed later (1,325 images against
+    1,500 label files)."""
+    settings = _marker_settings(root)
+    kind, n_images = settings.get("kind"), settings.get("n_images")
+    if kind == "accident_clips":
+        from domains.driving.synthetic.clips import clip_shortfalls  # lazy: clips imports this module
+
+        return clip_shortfalls(root, settings)
+    kitti_files = {f"training/{name}": suffix for name, suffix in _KITTI_FILES.items()}
+    files = {"kitti": kitti_files, "anomaly": _ANOMALY_FILES}.get(kind)
+    if files is None or not isinstance(n_images, int):
+        return []
+    found = [listing_shortfall(root, folder, suffix, n_images) for folder, suffix in files.items()]
+    return [problem for problem in found if problem]
+
+
+def _marker_settings(root: Path) -> dict:
+    """The settings in ``root``'s marker ({} when there is none, or it is no JSON object)."""
+    try:
+        settings = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
 
 
 #: per kind of set (its settings' ``kind``): the command-line subcommand, where its finished items lie, the
@@ -127,9 +163,32 @@ _FLAGS = {
 
 def check_finished(path: str | Path, option: str = "--data.data_path") -> None:
     """Refuse a ``path`` (given as ``option``) that is, or lies in (a KITTI root's ``training/``), a set this
-    generator stamped but never marked finished: a generation stopped part-way left a few frames that were
-    trained on without a word. Real data (no stamp) and finished sets pass."""
-    check_generation_finished(path, option, lambda folder: (folder / STAMP).is_file(), _unfinished_note, MARKER, 1)
+    generator stamped but never marked finished (a generation stopped part-way left a few frames that were
+    trained on without a word); warn of one marked finished that lacks files (:func:`_torn`: torn, or edited).
+    Real data (no stamp) and whole finished sets pass."""
+    check_generation_finished(path, option, _stamped, _unfinished_note, MARKER, 1, _torn, _regenerate_note)
+
+
+def _stamped(folder: Path) -> bool:
+    """Whether ``folder`` is one this generator wrote into (its stamp, written first)."""
+    return (folder / STAMP).is_file()
+
+
+def _regenerate_note(root: Path) -> str:
+    """The command that generates the finished set at ``root`` again (from its marker's settings)."""
+    return f"generate it again with `{_command(root, _marker_settings(root))} --force`"
+
+
+def _command(root: Path, settings: dict) -> str:
+    """The command that generates the set of ``settings`` at ``root``."""
+    command = _LAYOUTS[settings["kind"]][0]
+    flags = [f"--root {root}"]
+    if "size" in settings:
+        flags.append(f"--width {settings['size'][0]} --height {settings['size'][1]}")
+    flags += [
+        f"{flag} {' '.join(map(str, np.ravel(settings[k])))}" for k, flag in _FLAGS.items() if k in settings
+    ]
+    return f"python -m domains.driving.synthetic {command} {' '.join(flags)}"
 
 
 def _unfinished_note(root: Path) -> str:
@@ -140,15 +199,11 @@ def _unfinished_note(root: Path) -> str:
         settings = {}
     if not isinstance(settings, dict) or settings.get("kind") not in _LAYOUTS:
         return f"rerun python -m domains.driving.synthetic with --root {root} to finish it"
-    command, items, count, what = _LAYOUTS[settings["kind"]]
-    flags = [f"--root {root}"]
-    if "size" in settings:
-        flags.append(f"--width {settings['size'][0]} --height {settings['size'][1]}")
-    flags += [f"{flag} {' '.join(map(str, np.ravel(settings[k])))}" for k, flag in _FLAGS.items() if k in settings]
+    _, items, count, what = _LAYOUTS[settings["kind"]]
     held = sum(1 for _ in root.glob(items))
     return (
         f"it holds {held} of the {settings.get(count)} {what} it was started with (settings in {root / STAMP}); "
-        f"finish it with `python -m domains.driving.synthetic {command} {' '.join(flags)}`"
+        f"finish it with `{_command(root, settings)}`"
     )
 
 
@@ -188,7 +243,7 @@ def generate_kitti(
     root = Path(root)
     settings = _kitti_settings(n_images, size, seed, frames_per_sequence, density)
     _prepare_root(root, ("training", "sequences.txt", "meta.json"), settings)
-    dirs = _make_dirs(root / "training", ("image_2", "label_2", "calib", "semantic", "instance"))
+    dirs = _make_dirs(root / "training", tuple(_KITTI_FILES))
     if verbose:  # said before the silence (1,500 images took 51 s on a shared core)
         rank_zero_info(f"synthetic KITTI: rendering {n_images} images at {root}, once: about {n_images * 0.035:.0f} s")
     start = time.perf_counter()
@@ -272,10 +327,11 @@ def _is_complete(root: Path, settings: dict) -> bool:
         return False
 
 
-def ensure_synthetic_kitti(root: str | Path = DEFAULT_KITTI_ROOT, **kw) -> Path:
-    """Generate the synthetic KITTI set on first use only (same settings as the marker: reuse); returns root."""
+def ensure_synthetic_kitti(root: str | Path = DEFAULT_KITTI_ROOT, force: bool = False, **kw) -> Path:
+    """Generate the synthetic KITTI set on first use only (same settings as the marker, files all there:
+    reuse; ``force``: generate it again, under the same lock); returns root."""
     allowed = {"n_images", "size", "seed", "frames_per_sequence", "density"}
-    return _ensure("ensure_synthetic_kitti", root, kw, allowed, _kitti_settings, generate_kitti)
+    return _ensure("ensure_synthetic_kitti", root, kw, allowed, _kitti_settings, generate_kitti, force)
 
 
 def _anomaly_settings(
@@ -323,7 +379,7 @@ def generate_anomaly(
     root = Path(root)
     settings = _anomaly_settings(n_images, size, seed, anomaly_free_fraction, void_width, density)
     _prepare_root(root, ("images", "labels_masks", "semantic", "meta.json"), settings)
-    dirs = _make_dirs(root, ("images", "labels_masks", "semantic"))
+    dirs = _make_dirs(root, tuple(_ANOMALY_FILES))
     n_free = round(n_images * anomaly_free_fraction)
     free = set(np.random.default_rng([seed, _ANOMALY_STREAM]).permutation(n_images)[:n_free].tolist())
     if verbose:
@@ -378,10 +434,11 @@ def generate_anomaly(
     return root
 
 
-def ensure_synthetic_anomaly(root: str | Path = DEFAULT_ANOMALY_ROOT, **kw) -> Path:
-    """Generate the synthetic anomaly set on first use only (same settings as the marker: reuse); returns root."""
+def ensure_synthetic_anomaly(root: str | Path = DEFAULT_ANOMALY_ROOT, force: bool = False, **kw) -> Path:
+    """Generate the synthetic anomaly set on first use only (as :func:`ensure_synthetic_kitti`); returns
+    root."""
     allowed = {"n_images", "size", "seed", "anomaly_free_fraction", "void_width", "density"}
-    return _ensure("ensure_synthetic_anomaly", root, kw, allowed, _anomaly_settings, generate_anomaly)
+    return _ensure("ensure_synthetic_anomaly", root, kw, allowed, _anomaly_settings, generate_anomaly, force)
 
 
 def _preview(out: Path, seed: int, size: tuple[int, int]) -> list[Path]:

@@ -404,7 +404,8 @@ def load_task(key: str, path: str | Path):
 
     Checkpoints load with ``weights_only=True`` (a checkpoint cannot run code) and must hold this page's task:
     a checkpoint of another task is refused naming what it holds. Medical tasks get ``demo_input_size`` (the
-    square the model was trained on), the anomaly task the training frame size and its config's smoothing.
+    square the model was trained on), the anomaly task the training frame size and the smoothing its fit's
+    config used (:func:`anomaly_score_smoothing`).
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -413,12 +414,33 @@ def load_task(key: str, path: str | Path):
     task.eval()
     data_hparams = read_checkpoint(path).get("datamodule_hyper_parameters") or {}
     if key == "driving_anomaly" and key in DEMO_MODELS:
-        # inference settings are not in checkpoints: take the score smoothing of the config it was trained with
-        import yaml
-
-        config = yaml.safe_load((ROOT / DEMO_MODELS[key].config).read_text()) or {}
-        task.score_smoothing = float((config.get("model") or {}).get("score_smoothing") or 0.0)
+        task.score_smoothing = anomaly_score_smoothing(task.fit_score_smoothing)
     return _for_demo(key, task, data_hparams)
+
+
+def anomaly_score_smoothing(fit: float | None) -> float:
+    """The sigma the demo smooths an anomaly checkpoint's score maps with: the one its fit's config used
+    (``fit``, recorded in the file: the task's ``fit_score_smoothing``), so the page scores as that config did;
+    for a file that does not record it, the demo config's (0 where it sets none). It is a run-time setting, no
+    hyper-parameter: the task built from the checkpoint has the class default."""
+    if fit is not None:
+        return fit
+    import yaml
+
+    config = yaml.safe_load((ROOT / DEMO_MODELS["driving_anomaly"].config).read_text()) or {}
+    return float((config.get("model") or {}).get("score_smoothing") or 0.0)
+
+
+def score_smoothing_sentence(task) -> str:
+    """For the page's line on a loaded anomaly checkpoint: the sigma its scores are smoothed with where that is
+    not known to be its fit's (the file does not record it, or another was set); '' where they agree."""
+    used, fit = task.score_smoothing, task.fit_score_smoothing
+    if fit is None:
+        return (
+            f"Anomaly scores smoothed with sigma {used:g} px, the demo config's: the checkpoint does not record the "
+            "sigma its fit used."
+        )
+    return "" if fit == used else f"Anomaly scores smoothed with sigma {used:g} px, not its fit's {fit:g}."
 
 
 def _for_demo(key: str, task, data_hparams: dict):

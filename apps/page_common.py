@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from apps import demo_models as dm
+from shared.backbones.weights import describe_file
 
 OVERRIDES = "own_checkpoints"  # session state: demo key -> a checkpoint path the user chose
 FAILED = "own_checkpoints_failed"  # session state: (path, mtime) of a user checkpoint that did not load -> why
@@ -39,6 +40,15 @@ def checkpoint_error(exc: Exception) -> str:
     """A short reason why a checkpoint cannot be used (:func:`shared.task.check_checkpoint_file` words a file
     of pickled objects without torch's advice to turn the weights-only safety off)."""
     return f"{type(exc).__name__}: {exc}"
+
+
+def _what_file(path: str) -> str:
+    """What a file that is no zip archive is, in the words of the CLI's ``--ckpt_path`` check
+    (:func:`describe_file`); one the server may not read (``zipfile.is_zipfile`` says False) is said so."""
+    try:
+        return describe_file(Path(path))
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err})"
 
 
 def model_path(key: str) -> Path | None:
@@ -141,9 +151,7 @@ def own_checkpoint_picker(keys: list[str], label: str, route=None, select_key: s
     else:
         # the first check of shared.task.check_checkpoint_file, before torch reads the file
         if not zipfile.is_zipfile(path):
-            st.sidebar.error(
-                f"`{path}`: {NOT_A_CHECKPOINT} (not a zip archive as torch.save writes). {WHERE_CHECKPOINTS}"
-            )
+            st.sidebar.error(f"`{path}`: {NOT_A_CHECKPOINT}: {_what_file(path)}. {WHERE_CHECKPOINTS}")
             return
         try:
             key = route(path) if route else keys[0]
@@ -296,9 +304,11 @@ def checkpoint_caption(key: str, limit: int = 8) -> None:
     a local checkpoint)."""
     own = st.session_state.get(OVERRIDES, {}).get(key)
     if own:
+        # the anomaly task's smoothing is set at load (load_model: cached, loaded before this caption is drawn)
+        smoothing = dm.score_smoothing_sentence(load_model(key)) if key == "driving_anomaly" else ""
         st.caption(
             f"Your checkpoint `{own}`. {training_data_sentence(key, own)} Its test figures: run the CLI's "
-            f"`test --ckpt_path {own}`."
+            f"`test --ckpt_path {own}`." + (f" {smoothing}" if smoothing else "")
         )
         return
     path = dm.find_checkpoint(key)

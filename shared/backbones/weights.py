@@ -160,6 +160,8 @@ _MAGIC = {
     b"\x89HDF": "an HDF5 file (Keras / TensorFlow .h5 weights?)",
     b"\x93NUMPY": "a NumPy .npy array",
     b"\x1f\x8b": "a gzip archive (unpack it first)",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
 }
 _READ = "a state dict saved with torch.save (.pth / .pt / .ckpt) or a .safetensors file is read"
 

@@ -195,7 +195,7 @@ def test_own_checkpoint_that_is_a_png_or_a_pickled_model_gets_a_short_message(de
         at.text_input(key=key).set_value(str(png)).run()
         assert not at.exception
         expected = (
-            f"`{png}`: not a PyTorch Lightning checkpoint (not a zip archive as torch.save writes). Checkpoints "
+            f"`{png}`: not a PyTorch Lightning checkpoint: a PNG image. Checkpoints "
             "are e.g. `lightning_logs/<domain>/<config>/checkpoints/last.ckpt`."
         )
         assert [e.value for e in at.error] == [expected]

@@ -46,6 +46,7 @@ from shared.files import (
     written_whole,
 )
 from shared.notify import NotifyWhenDone  # noqa: F401 - imported, a known callback: --trainer.callbacks+=NotifyWhenDone
+from shared.optim import CtrlCBetweenSteps
 from shared.task import (
     CheckpointMismatchError,
     check_checkpoint_file,
@@ -565,6 +566,9 @@ class SuiteCLI(LightningCLI):
         budgeted = any(isinstance(c, FitScheduleToBudget) for c in trainer.callbacks)  # the benchmarks' own
         if timed and not budgeted and not trainer.fast_dev_run:
             trainer.callbacks.append(FitScheduleToBudget(seconds=None))  # the schedule follows the time
+        # Ctrl-C saves the fit (LastIsLastCheckpoint.on_exception): one inside an optimiser step saved
+        # half-updated weights as a resumable checkpoint, so it waits for the step in hand
+        trainer.callbacks.append(CtrlCBetweenSteps())
         if (
             trainer.precision == "32-true"
             and not trainer.fast_dev_run  # a smoke run: speed is not its point

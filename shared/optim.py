@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import math
+import signal
+import threading
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -66,6 +69,59 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
             return (step + 1) / (warmup + 1)
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class CtrlCBetweenSteps(pl.Callback):
+    """A Ctrl-C lands between optimiser steps, never inside one.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread is when SIGINT comes: inside
+    ``optimizer.step`` it left part of the weights (and of the optimiser's moments) one step on, and the
+    suite's Ctrl-C save (``shared.cli.LastIsLastCheckpoint.on_exception``) wrote that half-step as a
+    resumable ``last.ckpt`` labelled with the step before. So from just before the update
+    (``on_before_optimizer_step``: forward and backward done, nothing changed yet) to the end of its batch
+    (the step counted, the LR schedule stepped) a SIGINT is held, and given to the handler it was meant for
+    then: the saved state is one whole step. Written by hand: Lightning stops at a batch's end on SIGTERM
+    only, and leaves SIGINT to Python.
+
+    Main thread only (where Python runs signal handlers); a SIGINT that is ignored, or not handled from
+    Python, is left as it is. The CLI adds this to every fit (:meth:`shared.cli.SuiteCLI.before_fit`).
+    """
+
+    def __init__(self):
+        self._previous = None  # the SIGINT handler held back during the step in hand (None: none)
+        self._held: tuple | None = None  # (signum, frame) of a SIGINT that came during it
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self._previous is not None or threading.current_thread() is not threading.main_thread():
+            return  # already holding (a second optimiser, manual optimisation), or no signals here
+        previous = signal.getsignal(signal.SIGINT)
+        if previous in (signal.SIG_IGN, None):
+            return
+        self._previous, self._held = previous, None
+        signal.signal(signal.SIGINT, self._hold)
+
+    def _hold(self, signum, frame) -> None:
+        self._held = (signum, frame)
+
+    def _let_go(self) -> tuple:
+        """Put the handler held back in place again; ``(that handler, the SIGINT held or None)``."""
+        previous, held = self._previous, self._held
+        self._previous = self._held = None
+        if previous is not None and signal.getsignal(signal.SIGINT) == self._hold:
+            signal.signal(signal.SIGINT, previous)
+        return previous, held
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        previous, held = self._let_go()
+        if held is None:
+            return
+        if callable(previous):
+            previous(*held)  # Python's own raises KeyboardInterrupt here, between steps
+        else:  # SIG_DFL: the process ends by the signal, as it would have
+            signal.raise_signal(signal.SIGINT)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._let_go()  # the run stops anyway: only the handler goes back
 
 
 def adamw(lr: float = 1e-3, weight_decay: float = 1e-4):

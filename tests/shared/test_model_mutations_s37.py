@@ -196,7 +196,8 @@ def test_after_a_slow_first_step_the_budget_returns_to_the_plan_and_never_past_i
     # planned 100, not beyond it
     callback = FitScheduleToBudget(seconds=100, every=1, window=1, clock=FakeClock([0.0, 10.0, 0.1]))
     callback.planned = 100
-    trainer, module = NS(global_step=0, fit_loop=NS(epoch_loop=NS(max_steps=100))), NS(schedule_steps=100)
+    trainer = NS(global_step=0, fit_loop=NS(epoch_loop=NS(max_steps=100)), callbacks=[])  # no max_time
+    module = NS(schedule_steps=100)
     callback.on_train_batch_start(trainer, module, None, 0)
     ends = []
     for step in (1, 2, 3):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -27,16 +27,21 @@ from domains.driving.common import (
     to_image_tensor,
 )
 from domains.driving.formats import (
+    IMAGE_EXTENSIONS,
     KITTI_TYPES,
+    DropLog,
     ImageAnnotation,
     LabelFormatError,
     LabelWarning,
     coco_layout_images,
+    image_size,
+    images_by_stem,
     load_dataset_yaml,
     read_coco,
-    read_kitti_dir,
+    read_kitti_label,
     read_text_file,
     read_yolo,
+    refuse_orphans,
     resolve_kitti_split,
 )
 from shared.data import (
@@ -144,6 +149,77 @@ def note_unused_image_sets(split_root: Path) -> None:
                 "both"
             )
             return
+
+
+def kitti_frames(
+    root: str | Path, split_dir: str | None, log: DropLog, maps_dir: str | None = None
+) -> list[tuple[Path, Path, Path | None]]:
+    """``(image, label file, instance map)`` of each image of a KITTI-layout split that has them, from the
+    folders' listings alone (no file is read): the data modules split on these ids and read the frames of the
+    splits a stage uses only. ``maps_dir``: the instance maps' folder (None: no maps, the third entry None).
+    Images without a label file (or map) are counted in ``log``; a label file or map without an image is an
+    error. (:func:`~domains.driving.formats.read_kitti_dir` lists as this does, reading as it goes.)"""
+    base = resolve_kitti_split(root, split_dir)
+    image_dir = base / "image_2"
+    # (folder, suffix, the folder's name and a file's in messages)
+    kinds = [(base / "label_2", ".txt", "KITTI label", "label file")]
+    if maps_dir is not None:
+        kinds.append((base / maps_dir, ".png", "instance map", "instance map"))
+    for folder, _, what, _ in reversed(kinds):  # no map folder: a detection layout given as instances
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {what} folder not found (next to {image_dir})")
+    images = images_by_stem(image_dir)
+    if not images:
+        raise FileNotFoundError(f"{image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    listed = []
+    for folder, suffix, _, what in kinds:
+        files = images_by_stem(folder, (suffix,))  # by stem, so 000000.TXT / 000000.PNG are found too
+        refuse_orphans(files.values(), images, image_dir, what)
+        listed.append(files)
+    out = []
+    for stem, image in images.items():
+        paths = [files.get(stem) for files in listed]
+        if None in paths:
+            folder, suffix, _, _ = kinds[paths.index(None)]
+            log.add("image_without_label", image, None, f"no {folder / (stem + suffix)}")
+            continue
+        out.append((image, paths[0], paths[1] if maps_dir is not None else None))
+    return out
+
+
+class SplitRecords(Mapping):
+    """Split name -> its records, each split read on first use (``read(name, records)``): a stage reads the
+    splits it runs on at setup, and another only when something asks for it (a loader, ``dm.splits["test"]``).
+    ``planned``: each split's records as the split chose them, stand-ins holding the image id alone where
+    ``read`` reads their files (counts and ids need no file read); ``read_splits``: those read so far."""
+
+    def __init__(self, planned: dict[str, list], read: Callable[[str, list], list]):
+        self.planned = planned
+        self.read_splits: dict[str, list] = {}
+        self._read = read
+
+    def __getitem__(self, name: str) -> list:
+        if name not in self.read_splits:
+            self.read_splits[name] = self._read(name, self.planned[name])
+        return self.read_splits[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.planned)
+
+    def __len__(self) -> int:
+        return len(self.planned)
+
+    def __contains__(self, name: object) -> bool:  # Mapping's would read the split
+        return name in self.planned
+
+
+def _possessive(noun: str) -> str:
+    """``the data's``, ``the train and val splits'``."""
+    return f"{noun}'" if noun.endswith("s") else f"{noun}'s"
+
+
+#: the splits ``setup(stage)`` reads (None: all); another is read when first asked for
+SETUP_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
 def ignore_label(obj, class_names: Sequence[str], class_map: dict[str, str]) -> int | None:
@@ -389,6 +465,11 @@ class DetectorDataModule(SplitLoaders):
     ):
         super().__init__()
         owner = type(self).__name__
+        if not self.data_formats:  # the base itself: its choices' message indexed an empty tuple
+            raise TypeError(
+                f"{owner} reads no data_format (its data_formats is empty): DetectorDataModule is the shared "
+                "base of DetectionDataModule (boxes) and InstanceDataModule (masks); use one of them"
+            )
         if data_format not in self.data_formats:
             choices = f"{', '.join(self.data_formats[:-1])} or {self.data_formats[-1]}"
             raise ValueError(f"{owner}: data_format must be {choices}, got {data_format!r}")
@@ -423,7 +504,7 @@ class DetectorDataModule(SplitLoaders):
         self.crop_scale, self.crop_prob = tuple(crop_scale), crop_prob
         self.predict_path = predict_path
         self.images_root = images_root
-        self.splits: dict[str, list] = {}
+        self.splits = SplitRecords({}, self._read_split)  # filled by setup
         self.datasets: dict[str, Dataset] = {}
 
     @property
@@ -435,8 +516,20 @@ class DetectorDataModule(SplitLoaders):
             default_kitti_root()
 
     def _read_splits(self) -> dict[str, list]:
-        """The annotation records of each split."""
+        """The annotation records of each split, or stand-ins holding their image ids that
+        :meth:`_read_records` reads when the split is used."""
         raise NotImplementedError
+
+    def _read_records(self, name: str, records: list) -> list:
+        """Split ``name``'s records with their files read where :meth:`_read_splits` gave stand-ins (the
+        subclass's formats that split on file names); as they are by default."""
+        return records
+
+    def _read_split(self, name: str, records: list) -> list:
+        """Split ``name`` read (:meth:`_read_records`), its dataset built: :class:`SplitRecords`' reader."""
+        records = self._read_records(name, records)
+        self.datasets[name] = self.make_dataset(name, records)
+        return records
 
     def note_coco_layout(self, source: Path, items: Sequence[ImageAnnotation]) -> None:
         """Say, in one info line, that a COCO JSON's images were read from COCO's layout's image folder (the
@@ -464,20 +557,39 @@ class DetectorDataModule(SplitLoaders):
             self.datasets["predict"] = self.make_dataset("predict", self.predict_records())
         if stage == "predict" and self.predict_path is not None:
             return  # your own images only: data_path is not read
-        if not self.splits:
-            self.splits = self._read_splits()
-            for name, items in self.splits.items():
-                self.datasets[name] = self.make_dataset(name, items)
+        first = not self.splits
+        if first:
+            self.splits = SplitRecords(self._read_splits(), self._read_split)
+        self.check_splits(self.splits.planned, stage, self.split_hint())  # before a file is read
+        # the stage's splits only: validate read and checked every label of all three to score val
+        for name in SETUP_SPLITS.get(getattr(stage, "value", stage), tuple(self.splits)):
+            if name in self.splits:
+                self.splits[name]  # read on first use: its dataset is built
+        if first:
             self.warn_class_map_without_objects()
             self.check_classes_found(stage)
-        self.check_splits(self.splits, stage, self.split_hint())
+
+    def split_dataset(self, name: str) -> Dataset:
+        """Split ``name``'s dataset, the split read on first use where the stage's setup did not read it (a
+        ``test`` whose caller also asks for the val loader)."""
+        if name not in self.datasets and name in self.splits:
+            self.splits[name]  # read on first use: its dataset is built
+        return super().split_dataset(name)
+
+    def _read_scope(self) -> str:
+        """The data the checks saw, for their messages: "the data" when every split with images was read, else
+        the splits the stage read (the others' files are not read)."""
+        read = list(self.splits.read_splits)
+        if all(name in read or not records for name, records in self.splits.planned.items()):
+            return "the data"
+        return f"the {' and '.join(read)} split{'s' if len(read) > 1 else ''}"
 
     GROUP_UNIT = "images"
 
     def split_groups(self, name: str) -> set[str] | None:
         """The image ids of split ``name`` (its drives would do, but the records do not keep them), for the
         checkpoint's leak check."""
-        records = self.splits.get(name)
+        records = self.splits.planned.get(name)  # ids alone: an unread split is not read for them
         return None if records is None else {record.image_id for record in records}
 
     def split_hint(self) -> str:
@@ -488,25 +600,30 @@ class DetectorDataModule(SplitLoaders):
         """Refuse ``class_names`` that match none of the data's objects (``car`` against ``Car``): each dataset
         only warns of what it drops, and fit would train on no object at all. Data with no object of any class
         is refused for ``fit`` too (ids the maps' class table does not know; a layout read as something else);
-        ``test`` and ``predict`` may score frames without objects."""
-        datasets = [self.datasets[name] for name in self.splits]
+        ``test`` and ``predict`` may score frames without objects. The splits the stage read are checked."""
+        read = self.splits.read_splits
+        datasets = [self.datasets[name] for name in read]
         if any(dataset.objects for dataset in datasets):
             if stage in (None, "fit"):
                 self.warn_classes_without_objects()
             return
         found = sum((dataset.dropped for dataset in datasets), Counter())
+        scope = self._read_scope()
+        where = self.data_path or "the synthetic set"
         if not found and stage == "fit":
-            images = sum(len(items) for items in self.splits.values())
+            images = sum(len(items) for items in read.values())
+            of = "" if scope == "the data" else f" ({scope[4:]})"
             raise ValueError(
-                f"{type(self).__name__}: none of the {images} images of {self.data_path or 'the synthetic set'} "
-                f"holds an object (of --data.class_names {self.class_names} or any other): fit would learn the "
-                "background only. Check the layout (--data.data_format) and the class ids your maps use"
+                f"{type(self).__name__}: none of the {images} images of {where}{of} holds an object (of "
+                f"--data.class_names {self.class_names} or any other): fit would learn the background only. "
+                "Check the layout (--data.data_format) and the class ids your maps use"
             )
         if found:
             types = ", ".join(f"{name} ({n})" for name, n in sorted(found.items()))
+            whose = _possessive(scope)
             raise ValueError(
-                f"{type(self).__name__}: none of the data's objects is of a class in --data.class_names "
-                f"{self.class_names} (--data.class_map {self.class_map}); the data's types are {types}: set "
+                f"{type(self).__name__}: none of {whose} objects is of a class in --data.class_names "
+                f"{self.class_names} (--data.class_map {self.class_map}); {whose} types are {types}: set "
                 "--data.class_names to them (or rename them with --data.class_map)"
             )
 
@@ -515,8 +632,10 @@ class DetectorDataModule(SplitLoaders):
         types and the one it may have meant (the same but for case, or a close spelling): ``--data.class_map
         '{Vna: Car}'`` renamed nothing, and the vans were dropped as a type not trained on, with no word of the
         map. The configs' own renames (:data:`DETECTION_CLASS_MAP`: KITTI's Van, Person_sitting) are not
-        warned of: most data sets have neither."""
-        found = Counter(obj.type for records in self.splits.values() for record in records for obj in record.objects)
+        warned of: most data sets have neither. The splits the stage read are looked at."""
+        read = self.splits.read_splits.values()
+        found = Counter(obj.type for records in read for record in records for obj in record.objects)
+        scope = self._read_scope()
         for key in self.class_map:
             if found[key] or key in DETECTION_CLASS_MAP:
                 continue
@@ -527,15 +646,15 @@ class DetectorDataModule(SplitLoaders):
             types = ", ".join(f"{name} ({n})" for name, n in found.most_common(12)) or "none"
             types += f" and {len(found) - 12} more" if len(found) > 12 else ""
             rank_zero_warn(
-                f"{type(self).__name__}: --data.class_map key {key!r} is the type of no object in the data, so it "
-                f"renames nothing; the data's types are {types}{hint}"
+                f"{type(self).__name__}: --data.class_map key {key!r} is the type of no object in {scope}, "
+                f"so it renames nothing; {_possessive(scope)} types are {types}{hint}"
             )
 
     def warn_classes_without_objects(self) -> None:
         """Warn of each class with no object in the training split, naming the data's type it may have meant
         (the same but for case, or a close spelling): ``--data.class_names '[Truck, tram]'`` on data that says
         ``Tram`` trained a class with no example, said only in the info line of types not trained on."""
-        records = self.splits.get("train") or []
+        records = self.splits.read_splits.get("train") or []
         found = Counter(self.class_map.get(obj.type, obj.type) for record in records for obj in record.objects)
         others = {name.lower(): name for name in sorted(found) if name not in self.class_names}
         others.pop(DONTCARE.lower(), None)
@@ -645,8 +764,7 @@ class DetectionDataModule(DetectorDataModule):
         label_file = None if self.data_format == "kitti" else source  # a JSON / yaml: its .sequences.txt
         files = None if self.split_files is None else split_list_files(self.split_files)
         if self.data_format == "kitti":
-            known = (*KITTI_TYPES, *self.class_names, *self.class_map)
-            items = read_kitti_dir(source, strict=self.strict, known_types=known)
+            items = self._kitti_stand_ins(source)  # split on the ids: a split's files are read when used
             split_root = resolve_kitti_split(source)
             if files is None:
                 note_unused_image_sets(split_root)
@@ -696,6 +814,33 @@ class DetectionDataModule(DetectorDataModule):
         return split_by_sequence(
             items, split_root, self.split_fractions, self.seed, self.max_items, source_file=label_file
         )
+
+    def _kitti_stand_ins(self, source: Path) -> list[ImageAnnotation]:
+        """A KITTI root's images as records holding their ids alone (:func:`kitti_frames`: the folders'
+        listings), their label files kept for :meth:`_read_records`."""
+        log = DropLog(strict=self.strict)
+        frames = kitti_frames(source, "training", log)
+        log.report(f"read_kitti_dir({source})")
+        self._kitti_root = source
+        self._kitti_label_files = {str(image): label for image, label, _ in frames}
+        return [ImageAnnotation(str(image), 0, 0) for image in self._kitti_label_files]
+
+    def _read_records(self, name: str, records: list[ImageAnnotation]) -> list[ImageAnnotation]:
+        """A KITTI split's images read as :func:`~domains.driving.formats.read_kitti_dir` reads them: each
+        size from its header, its label lines checked against it (bad ones counted in one warning naming the
+        split, or with ``strict`` an error naming the file and line); other formats' records as they are."""
+        if self.data_format != "kitti":
+            return records
+        log = DropLog(strict=self.strict)
+        known = (*KITTI_TYPES, *self.class_names, *self.class_map)
+        out = []
+        for stand_in in records:
+            height, width = image_size(stand_in.image_path)
+            label_file = self._kitti_label_files[stand_in.image_path]
+            objects = read_kitti_label(label_file, (height, width), known_types=known, log=log)
+            out.append(ImageAnnotation(stand_in.image_path, width, height, objects))
+        log.report(f"read_kitti_dir({self._kitti_root}), {name} split")
+        return out
 
     def _cap(self, items: list[ImageAnnotation]) -> list[ImageAnnotation]:
         return items[: self.max_items] if self.max_items is not None else items

@@ -14,9 +14,10 @@ Layouts:
 
 Every mask is kept as a COCO compressed RLE (``faster_coco_eval``'s mask API, the COCO tools already in the
 dependency set): a few hundred bytes per object, so a whole split's annotations sit in memory and travel to
-loader workers cheaply; a mask is decoded only when its image is loaded. The data module reads a ``kitti``
-set's maps for their ids alone (after the split and ``max_items``): an object's mask is where its image's map
-holds its id, taken from the map when the image is loaded (an RLE per object cost most of setup).
+loader workers cheaply; a mask is decoded only when its image is loaded. The data module splits a ``kitti``
+set on its file names, then reads the maps of the splits a stage uses (fit: train and val; validate: val;
+test: test) for their ids alone: an object's mask is where its image's map holds its id, taken from the map
+when the image is loaded (an RLE per object cost most of setup).
 
 Bad input: an instance map whose size differs from its image is an error naming both files; ids with no label
 line, empty or malformed COCO segmentations, polygons more than 1 px outside the image, unknown classes and
@@ -52,7 +53,7 @@ from domains.driving.common import (
     split_by_sequence,
     to_image_tensor,
 )
-from domains.driving.detection.data import DetectorDataModule, ignore_label
+from domains.driving.detection.data import DetectorDataModule, ignore_label, kitti_frames
 from domains.driving.formats import (
     BOX_TOLERANCE_PX,
     DropLog,
@@ -66,7 +67,6 @@ from domains.driving.formats import (
     crowd_class,
     image_size,
     images_by_stem,
-    refuse_orphans,
     repeated_dontcare,
     resolve_kitti_split,
 )
@@ -183,37 +183,8 @@ def read_kitti_instances(
     disagree).
     """
     log, own = _owned_log(log, strict)
-    out = [_read_kitti_frame(*frame, log) for frame in _kitti_frames(root, split_dir, log, instance_dir)]
+    out = [_read_kitti_frame(*frame, log) for frame in kitti_frames(root, split_dir, log, instance_dir)]
     _finish(log, own, f"read_kitti_instances({root})")
-    return out
-
-
-def _kitti_frames(
-    root: str | Path, split_dir: str | None, log: DropLog, instance_dir: str = "instance"
-) -> list[tuple[Path, Path, Path]]:
-    """``(image, label file, instance map)`` of each image of a KITTI-layout split that has both, from the
-    folders' listings alone (no file is read): images without either are counted in ``log``, a label file or
-    map without an image is an error."""
-    base = resolve_kitti_split(root, split_dir)
-    maps_dir, labels_dir = base / instance_dir, base / "label_2"
-    for folder, what in ((maps_dir, "instance map"), (labels_dir, "KITTI label")):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: {what} folder not found (next to {base / 'image_2'})")
-    images = images_by_stem(base / "image_2")
-    if not images:
-        raise FileNotFoundError(f"{base / 'image_2'}: no images")
-    labels = images_by_stem(labels_dir, (".txt",))  # by stem, so 000000.TXT / 000000.PNG are found too
-    maps = images_by_stem(maps_dir, (".png",))
-    refuse_orphans(labels.values(), images, base / "image_2", "label file")
-    refuse_orphans(maps.values(), images, base / "image_2", "instance map")
-    out = []
-    for stem, image_path in images.items():
-        label_path, map_path = labels.get(stem), maps.get(stem)
-        if label_path is None or map_path is None:
-            missing = labels_dir / f"{stem}.txt" if label_path is None else maps_dir / f"{stem}.png"
-            log.add("image_without_label", image_path, None, f"no {missing}")
-            continue
-        out.append((image_path, label_path, map_path))
     return out
 
 
@@ -715,20 +686,29 @@ class InstanceDataModule(DetectorDataModule):
         )
 
     def _kitti_splits(self, root: Path) -> dict[str, list[InstanceAnnotation]]:
-        """A KITTI-layout set split by sequence and cut to ``max_items`` from its file names, then each kept
-        image's labels and map read and checked (:func:`_read_kitti_frame`), its masks left in the map until
-        the image loads: encoding every map's masks was most of setup, for images a ``max_items`` run never
-        read."""
-        log, own = _owned_log(None, self.strict)
-        frames = {str(frame[0]): frame for frame in _kitti_frames(root, "training", log)}
-        named = [InstanceAnnotation(image, 0, 0) for image in frames]  # the image id is all a split needs
+        """A KITTI-layout set split by sequence and cut to ``max_items`` from its file names alone: stand-ins
+        holding the image id, each split's labels and maps read and checked when it is used
+        (:meth:`_read_records`: the stage's splits only; every map of every split cost validate 4 s)."""
+        log = DropLog(strict=self.strict)
+        self._kitti_root = root
+        frames = kitti_frames(root, "training", log, "instance")
+        log.report(f"read_kitti_instances({root})")
+        self._kitti_frame_files = {str(frame[0]): frame for frame in frames}
+        named = [InstanceAnnotation(str(frame[0]), 0, 0) for frame in frames]  # the id is all a split needs
         split_root = resolve_kitti_split(root)
-        splits = split_by_sequence(named, split_root, self.split_fractions, self.seed, self.max_items)
-        out = {
-            name: [_read_kitti_frame(*frames[ann.image_path], log, masks=False) for ann in items]
-            for name, items in splits.items()
-        }
-        _finish(log, own, f"read_kitti_instances({root})")
+        return split_by_sequence(named, split_root, self.split_fractions, self.seed, self.max_items)
+
+    def _read_records(self, name: str, records: list[InstanceAnnotation]) -> list[InstanceAnnotation]:
+        """A KITTI split's images: labels and map ids read and checked (:func:`_read_kitti_frame`; problems
+        counted in one warning naming the split, or with ``strict`` an error naming the file), the masks left
+        in the map until the image loads (encoding every map's masks was most of setup); other formats'
+        records as they are."""
+        if self.data_format != "kitti":
+            return records
+        log = DropLog(strict=self.strict)
+        frames = [self._kitti_frame_files[ann.image_path] for ann in records]
+        out = [_read_kitti_frame(*frame, log, masks=False) for frame in frames]
+        log.report(f"read_kitti_instances({self._kitti_root}), {name} split")
         return out
 
     def _cityscapes_splits(self, root: Path) -> dict[str, list[InstanceAnnotation]]:

@@ -529,12 +529,19 @@ def read_kitti_dir(
         if stem not in labels:
             log.add("image_without_label", img, None, f"no label file {labels_path / (stem + '.txt')}")
             continue
-        height, width = image_size(img)
-        objects = read_kitti_label(labels[stem], (height, width), known_types=known_types, log=log)
-        out.append(ImageAnnotation(str(img), width, height, objects))
+        out.append(read_kitti_frame(img, labels[stem], known_types, log))
     if own:
         log.report(f"read_kitti_dir({root})")
     return out
+
+
+def read_kitti_frame(
+    image: str | os.PathLike, label_file: Path, known_types: Sequence[str] | None, log: DropLog
+) -> ImageAnnotation:
+    """One KITTI image's record: its size from the header, its label lines checked against it."""
+    height, width = image_size(image)
+    objects = read_kitti_label(label_file, (height, width), known_types=known_types, log=log)
+    return ImageAnnotation(str(image), width, height, objects)
 
 
 def write_kitti_dir(

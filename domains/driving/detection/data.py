@@ -34,11 +34,10 @@ from domains.driving.formats import (
     LabelFormatError,
     LabelWarning,
     coco_layout_images,
-    image_size,
     images_by_stem,
     load_dataset_yaml,
     read_coco,
-    read_kitti_label,
+    read_kitti_frame,
     read_text_file,
     read_yolo,
     refuse_orphans,
@@ -833,12 +832,10 @@ class DetectionDataModule(DetectorDataModule):
             return records
         log = DropLog(strict=self.strict)
         known = (*KITTI_TYPES, *self.class_names, *self.class_map)
-        out = []
-        for stand_in in records:
-            height, width = image_size(stand_in.image_path)
-            label_file = self._kitti_label_files[stand_in.image_path]
-            objects = read_kitti_label(label_file, (height, width), known_types=known, log=log)
-            out.append(ImageAnnotation(stand_in.image_path, width, height, objects))
+        out = [
+            read_kitti_frame(stand_in.image_path, self._kitti_label_files[stand_in.image_path], known, log)
+            for stand_in in records
+        ]
         log.report(f"read_kitti_dir({self._kitti_root}), {name} split")
         return out
 

@@ -233,14 +233,25 @@ def counting_hidden_files(where: str | Path) -> Iterator[None]:
 
 def visible_entries(folder: str | Path) -> list[Path]:
     """The files and folders directly in ``folder``, sorted, hidden ones (:func:`is_hidden`) and broken links
-    (:func:`broken_link`) left out and counted (:func:`counting_hidden_files`)."""
+    (:func:`broken_link`) left out and counted (:func:`counting_hidden_files`). One ``os.scandir``: the
+    listing says which entries are links, so only those are looked at (an lstat of every entry and pathlib's
+    parsing made most of the 0.7 s a 10,000-crop ImageFolder took to list)."""
     folder = Path(folder)
-    entries = sorted(folder.iterdir())
-    count_hidden(folder, [p for p in entries if is_hidden(p)])
-    entries = [p for p in entries if not is_hidden(p)]
-    broken = {p: why for p in entries if (why := broken_link(p))}
-    count_broken(folder, list(broken.items()))
-    return [p for p in entries if p not in broken]
+    with os.scandir(folder) as listing:
+        named = [(entry.name, entry.is_symlink()) for entry in listing]
+    named.sort(key=lambda entry: os.path.normcase(entry[0]))  # by name as Paths sort
+    hidden, broken, kept = [], [], []
+    for name, link in named:
+        path = folder / name
+        if is_hidden(name):  # the name alone: a Path of many parts costs twice as much to look at
+            hidden.append(path)
+        elif link and (why := broken_link(path)):
+            broken.append((path, why))
+        else:
+            kept.append(path)
+    count_hidden(folder, hidden)
+    count_broken(folder, broken)
+    return kept
 
 
 def _listing(

@@ -37,6 +37,10 @@ class FitScheduleToBudget(pl.Callback):
     LR at 99 % of the peak); and where its time will run out before the next check (slow steps: ``max_time``
     leaving fewer than ``every`` of them), the check comes at once (such a run stopped at step 7 of its
     40-step cosine, never fitted).
+
+    Under DDP every decision is rank 0's, broadcast (:func:`_rank_zeros`): each process reads its own clock,
+    and ranks that decided apart trained apart (schedule 332 steps on one, 333 on the other: other LRs, other
+    weights) or stopped apart (one waited in the next gradient all-reduce for ever).
     """
 
     def __init__(
@@ -67,7 +71,7 @@ class FitScheduleToBudget(pl.Callback):
         if not self.follows_max_time:
             return
         timer = self._timer(trainer)
-        left = timer.time_remaining() if timer is not None else None
+        left = _rank_zeros(trainer, timer.time_remaining()) if timer is not None else None
         follows = getattr(getattr(pl_module, "lr_schedule", None), "follows_trainer", False)
         self.active = bool(follows) and left is not None and left > 0
         self.planned = trainer.estimated_stepping_batches
@@ -91,15 +95,16 @@ class FitScheduleToBudget(pl.Callback):
             self.marks = [(trainer.global_step, self.start)]
             timer = self._timer(trainer)
             self.timer_start = None if timer is None else (trainer.global_step, timer.time_elapsed())
+            left = None if timer is None else _rank_zeros(trainer, timer.time_remaining())
             if self.follows_max_time and self.active:
-                self.seconds = timer.time_remaining()
+                self.seconds = left
             elif not self.follows_max_time:
-                self.seconds = self._bounded_by_max_time(timer)
+                self.seconds = self._bounded_by_max_time(left)
 
-    def _bounded_by_max_time(self, timer: Timer | None) -> float:
-        """The budget, or what ``max_time`` leaves for training where that is less (said): the trainer stops
-        there, and a schedule fitted to the longer budget stopped in its middle, at a high LR."""
-        left = timer.time_remaining() if timer is not None else None
+    def _bounded_by_max_time(self, left: float | None) -> float:
+        """The budget, or what ``max_time`` leaves for training (``left``, None without it) where that is
+        less (said): the trainer stops there, and a schedule fitted to the longer budget stopped in its
+        middle, at a high LR."""
         if left is None or left >= self.budget:
             return self.budget
         if left < 0.99 * self.budget:  # a max_time of the budget itself is short by the start-up alone
@@ -119,7 +124,7 @@ class FitScheduleToBudget(pl.Callback):
             return False
         first_step, first_elapsed = self.timer_start
         pace = (timer.time_elapsed() - first_elapsed) / (step - first_step)
-        return timer.time_remaining() < (self.every - step % self.every) * pace
+        return _rank_zeros(trainer, timer.time_remaining() < (self.every - step % self.every) * pace)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -136,6 +141,7 @@ class FitScheduleToBudget(pl.Callback):
         per_step = (now - old_time) / (step - old_step)
         remaining = self.seconds - (now - self.start)
         end = max(step, step + int(remaining / max(per_step, 1e-9)))  # step: the budget is spent, stop
+        end = _rank_zeros(trainer, end)
         if end >= self.planned and not self.adjustments:
             return  # the time holds the plan: the trainer's length (and the schedule following it) stands
         end = min(end, self.planned)
@@ -143,3 +149,10 @@ class FitScheduleToBudget(pl.Callback):
         if hasattr(pl_module, "schedule_steps"):
             pl_module.schedule_steps = end
         self.adjustments.append((step, end))
+
+
+def _rank_zeros(trainer, value):
+    """Rank 0's ``value`` on every process (``trainer.strategy.broadcast``; ``value`` itself in one process,
+    and for a stand-in trainer without a strategy)."""
+    strategy = getattr(trainer, "strategy", None)
+    return value if strategy is None else strategy.broadcast(value, src=0)

@@ -25,15 +25,23 @@ from filelock import FileLock, Timeout
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
 
 from shared.budget import FitScheduleToBudget
 from shared.classification.data import IMAGE_SUFFIXES
-from shared.cli_help import RESUME_HINT, SUBCOMMAND_HELP, metric_mode, quiet_library_notes, suite_file
+from shared.cli_help import (
+    RESUME_HINT,
+    SUBCOMMAND_HELP,
+    metric_mode,
+    quiet_library_notes,
+    suggest_options,
+    suite_file,
+)
 from shared.data import map_paths
 from shared.device import cpu_has_bf16_units
 from shared.files import (
@@ -210,6 +218,31 @@ def default_trainer_kwargs(domain: str) -> dict:
         ],
         "callbacks": [LearningRateMonitor(logging_interval="step")],
     }
+
+
+class SuggestingArgumentParser(LightningArgumentParser):
+    """Lightning's argument parser, but an unrecognized option (``--data.batch_sise 4``) ends in three lines
+    (the usage line, the error, the close option by :func:`shared.cli_help.suggest_options`) and exit status
+    2: jsonargparse printed the usage of every option (about 100 lines) and suggested nothing. Other errors
+    are its own. A module's class, so that it pickles: ``--trainer.strategy ddp_spawn`` pickles the trainer,
+    whose config callback (:class:`ConfigInCheckpoints`) holds the parser (a class made inside a function
+    failed every such command with "Can't pickle local object")."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        debug = os.environ.get("JSONARGPARSE_DEBUG", "").lower() in ("1", "true", "yes", "on")
+        if not message.startswith("unrecognized arguments: ") or not self.exit_on_error or debug:
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        if (subcommands := parser._subcommands_action) is not None:  # the main parser: the sub-command's
+            given = [arg for arg in getattr(parser, "args", None) or () if arg in subcommands.choices]
+            parser = subcommands.choices[given[0]] if given else parser
+        known = [name for action in parser._actions for name in action.option_strings]
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"usage: {prog} [-h] [-c CONFIG] [options]  ({prog} --help lists them)\n")
+        sys.stderr.write(f"error: {message}\n")
+        for line in suggest_options(message.removeprefix("unrecognized arguments: ").split(), known):
+            sys.stderr.write(f"{line}\n")
+        self.exit(2)
 
 
 class SuiteCLI(LightningCLI):
@@ -716,6 +749,9 @@ class SuiteCLI(LightningCLI):
         taken first (:meth:`_reserve_log_version`)."""
         self._reserve_log_version()
         trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand in (None, "fit"):  # only a fit wraps the model in torch's DDP
+            given = self._get(self.config_init, "trainer", default={}).get("strategy")
+            find_unused_parameters_where_idle(trainer, self.model, given)
         trainer.callbacks.append(PredictionSet())
         # --trainer.logger false: the default LearningRateMonitor would refuse to start
         if not trainer.loggers:
@@ -869,6 +905,44 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
+
+
+#: task and network classes (``module.Class``) some of whose parameters get no gradient in some or all
+#: training steps, and why. Plain DDP stops such a fit at its second step ("It looks like your LightningModule
+#: has parameters that were not used in producing the loss", a 115-line traceback per process). Named, not
+#: imported: the shared layer imports no domain.
+def idle_parameters(model) -> str | None:
+    """Why some of ``model``'s parameters get no gradient in some training steps, or None: the
+    ``IDLE_PARAMETERS`` sentence a network class declares (the anomaly segmenter's outlier head, the HPU-Net's
+    posterior decoder), looked for on the model and each of its modules."""
+    for module in model.modules():
+        if why := getattr(type(module), "IDLE_PARAMETERS", None):
+            return f"{type(module).__name__}: {why}"
+    return None
+
+
+def find_unused_parameters_where_idle(trainer, model, given_strategy=None) -> None:
+    """Under a DDP strategy that leaves ``find_unused_parameters`` unset (``ddp``, ``ddp_spawn``, ``auto`` on
+    several devices), a model with idle parameters (:func:`idle_parameters`) gets it True, as
+    ``ddp_find_unused_parameters_true`` sets it, said in one line: plain DDP stopped the fit at its second
+    step. A strategy that sets it (``ddp_find_unused_parameters_false`` too) is left as given.
+    ``given_strategy``: ``--trainer.strategy`` as given, for the line."""
+    strategy = trainer.strategy
+    # DDPStrategy keeps the keyword arguments it passes to torch's DistributedDataParallel in _ddp_kwargs
+    ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if type(strategy) is not DDPStrategy or not isinstance(ddp_kwargs, dict):
+        return
+    if "find_unused_parameters" in ddp_kwargs:
+        return
+    if (why := idle_parameters(model)) is None:
+        return
+    ddp_kwargs["find_unused_parameters"] = True
+    name = given_strategy if isinstance(given_strategy, str) else type(strategy).__name__
+    rank_zero_info(
+        f"--trainer.strategy {name}: DDP runs with find_unused_parameters=True (as "
+        f"ddp_find_unused_parameters_true): some parameters get no gradient in some steps ({why}), which "
+        "plain DDP refuses"
+    )
 
 
 class ConfigInCheckpoints(SaveConfigCallback):

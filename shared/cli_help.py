@@ -8,7 +8,6 @@ help still come from the real parser, since they list every option of the task a
 from __future__ import annotations
 
 import difflib
-import functools
 import logging
 import os
 import pickle
@@ -77,9 +76,9 @@ def run_domain(
     argv = sys.argv[1:] if args is None else args
     if answer_top_level_help(argv, prog, description):
         raise SystemExit(0)
-    from shared.cli import run_cli
+    from shared.cli import SuggestingArgumentParser, run_cli
 
-    cli_kwargs.setdefault("parser_class", suggesting_parser_class())
+    cli_kwargs.setdefault("parser_class", SuggestingArgumentParser)
     return run_cli(
         _load(task), _load(data), domain=domain, monitor=monitor, args=args, description=description, prog=prog,
         **cli_kwargs,
@@ -95,34 +94,6 @@ def suggest_options(unknown: list[str], known: list[str]) -> list[str]:
         if name.startswith("--") and (close := difflib.get_close_matches(name, known, n=1, cutoff=0.75)):
             lines.append(f"{name}: did you mean {close[0]}?")
     return lines
-
-
-@functools.cache
-def suggesting_parser_class() -> type:
-    """Lightning's argument parser, but an unrecognized option (``--data.batch_sise 4``) ends in three lines
-    (the usage line, the error, the close option by :func:`suggest_options`) and exit status 2: jsonargparse
-    printed the usage of every option (about 100 lines) and suggested nothing. Other errors are its own.
-    Built on first use: importing Lightning takes seconds, which the top-level ``--help`` does not pay."""
-    from pytorch_lightning.cli import LightningArgumentParser
-
-    class SuggestingArgumentParser(LightningArgumentParser):
-        def error(self, message: str, ex: Exception | None = None):
-            debug = os.environ.get("JSONARGPARSE_DEBUG", "").lower() in ("1", "true", "yes", "on")
-            if not message.startswith("unrecognized arguments: ") or not self.exit_on_error or debug:
-                return super().error(message, ex)
-            parser = getattr(ex, "subcommand_parser", None) or self
-            if (subcommands := parser._subcommands_action) is not None:  # the main parser: the sub-command's
-                given = [arg for arg in getattr(parser, "args", None) or () if arg in subcommands.choices]
-                parser = subcommands.choices[given[0]] if given else parser
-            known = [name for action in parser._actions for name in action.option_strings]
-            prog = parser.prog.replace(" [options]", "")
-            sys.stderr.write(f"usage: {prog} [-h] [-c CONFIG] [options]  ({prog} --help lists them)\n")
-            sys.stderr.write(f"error: {message}\n")
-            for line in suggest_options(message.removeprefix("unrecognized arguments: ").split(), known):
-                sys.stderr.write(f"{line}\n")
-            self.exit(2)
-
-    return SuggestingArgumentParser
 
 
 def domain_main(

@@ -75,6 +75,9 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
             encoder (ViT patches, ResNet strides) takes any image size.
     """
 
+    #: why some parameters get no gradient in some steps: DDP then needs find_unused_parameters (shared.cli)
+    IDLE_PARAMETERS = "its outlier head is idle on plain cross-entropy steps"
+
     def __init__(
         self,
         encoder: str = "unet_encoder",

@@ -315,6 +315,10 @@ class HierarchicalProbUNet(MedicalSegmenter):
         foreground_prior: initial foreground probability of the logits layer.
     """
 
+    #: why some parameters get no gradient: the posterior's decoder features after its last latent feed
+    #: nothing (only its distributions do), so DDP needs find_unused_parameters (shared.cli)
+    IDLE_PARAMETERS = "its posterior's last decoder level is never used"
+
     #: its KL terms are divided by the image's pixel count (see the module docstring)
     kl_per_pixel = True
 

@@ -226,7 +226,13 @@ class SuggestingArgumentParser(LightningArgumentParser):
     2: jsonargparse printed the usage of every option (about 100 lines) and suggested nothing. Other errors
     are its own. A module's class, so that it pickles: ``--trainer.strategy ddp_spawn`` pickles the trainer,
     whose config callback (:class:`ConfigInCheckpoints`) holds the parser (a class made inside a function
-    failed every such command with "Can't pickle local object")."""
+    failed every such command with "Can't pickle local object"). Options are never abbreviated: argparse took
+    ``--trainer.max_epoch 3`` for ``--trainer.max_epochs`` without a word (and a typo dropping an option's last
+    letter ran a whole training with it), so a shortened name is an unrecognized one, with its suggestion."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         debug = os.environ.get("JSONARGPARSE_DEBUG", "").lower() in ("1", "true", "yes", "on")
@@ -814,7 +820,7 @@ class SuiteCLI(LightningCLI):
         dirpath.help = (
             f"Where checkpoints go. With -c FILE: lightning_logs/{self._domain}/<FILE's name>/checkpoints, so each "
             f"config keeps its own last.ckpt (--print_config shows it); DIR/{self._domain}/<FILE's name>/checkpoints "
-            "with --trainer.default_root_dir DIR; without -c the default below. A remote path (s3://...) works too."
+            "with --trainer.default_root_dir DIR; without -c the default below. A remote path (s3://...) needs its fsspec package (s3fs) installed."
         )
 
 

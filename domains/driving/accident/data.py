@@ -40,8 +40,13 @@ from domains.driving.accident.readers import (
     KINDS,
     MIN_FRAMES,
     AccidentClip,
+    CCDLayout,
+    ccd_videos_folder,
+    clips_of_one_frame_size,
     find_ccd_annotation,
+    list_ccd_layout,
     nearness_by_height,
+    read_ccd_entries,
     read_ccd_layout,
     read_dota,
     read_npz_clips,
@@ -50,11 +55,14 @@ from domains.driving.accident.readers import (
 )
 from domains.driving.common import check_decodes, finished_data_path, read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
-from shared.data import SplitLoaders, check_cap, stable_rank
+from shared.data import SPLIT_NAMES, SplitLoaders, check_cap, stable_rank
+from shared.files import counting_hidden_files
 from shared.task import CheckpointMismatchError
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
 HELD_OUT_SUBSETS = ("test", "testing", "val")  # a split the source fixes (UString's testing/, DoTA's val)
+#: the splits whose clips a stage reads (predict without --data.predict_path: the test clips); others: all
+STAGE_READS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
 # ---------------------------------------------------------------------------------------------- slots
@@ -309,10 +317,9 @@ def collate_clips(items: Sequence[dict]) -> dict:
 # ---------------------------------------------------------------------------------------------- splits
 
 
-def split_clips(
-    clips: Sequence[AccidentClip], val_fraction: float, test_fraction: float, seed: int = 0
-) -> dict[str, list[AccidentClip]]:
-    """Train / val / test by clip id, stratified by kind (crash, near miss, normal).
+def split_clips(clips: Sequence, val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, list]:
+    """Train / val / test by clip id, stratified by kind (crash, near miss, normal). ``clips``: anything with
+    ``clip_id``, ``kind`` and ``subset`` (:class:`AccidentClip`, or a listing's not yet read ``CCDEntry``).
 
     Clips the source puts in a held-out subset (UString's ``testing/``, DoTA's ``val``) form the test split and
     the others are split into train / val; otherwise each kind is cut by ``val_fraction`` / ``test_fraction`` in a
@@ -660,6 +667,9 @@ class AccidentDataModule(SplitLoaders):
         self.splits: dict[str, list[AccidentClip]] = {}
         self.datasets: dict[str, AccidentDataset] = {}
         self.dropped: DropLog | None = None
+        self.layout: CCDLayout | None = None  # a CCD-layout root's listing (list_ccd_layout)
+        self.planned: dict[str, list] | None = None  # each split's clips (or listed entries) before any is read
+        self._sizes_checked: set[str] = set()  # splits read with every frame's size checked
 
     def root(self) -> Path:
         """The data set's root: ``data_path``, or the synthetic clips (generated on first use)."""
@@ -677,14 +687,19 @@ class AccidentDataModule(SplitLoaders):
         if self.data_path is None and not self.predicting_own_images():
             self.root()
 
-    def read_clips(self) -> list[AccidentClip]:
+    def read_clips(self, frame_sizes: bool = True) -> list[AccidentClip]:
         """Every readable clip of the source, sorted by id (bad ones raise or are counted in ``self.dropped``).
-        Clips of any length from :data:`MIN_FRAMES` on: ``clip_length`` is left to :meth:`training_clips`."""
+        Clips of any length from :data:`MIN_FRAMES` on: ``clip_length`` is left to :meth:`training_clips`.
+        ``frame_sizes`` false: frame folders are not checked for frames of mixed sizes (``read_ccd_entries``)."""
         root = self.root()
         log = DropLog(strict=self.strict)
         if self.data_format in ("synthetic", "ccd"):
             clips = read_ccd_layout(
-                root, require_json=self.data_format == "synthetic", min_frames=MIN_FRAMES, log=log
+                root,
+                require_json=self.data_format == "synthetic",
+                min_frames=MIN_FRAMES,
+                log=log,
+                frame_sizes=frame_sizes,
             )
         elif self.data_format == "npz":
             annotation = self.feature_annotation
@@ -706,19 +721,77 @@ class AccidentDataModule(SplitLoaders):
             )
             warn_boxes_beyond_frame(clips, self.feature_image_size)
         else:
-            clips = read_dota(root, min_frames=MIN_FRAMES, log=log)
+            clips = read_dota(root, min_frames=MIN_FRAMES, log=log, frame_sizes=frame_sizes)
         log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=3)
         self.dropped = log
         if not clips:
             raise ValueError(f"{root}: no readable {self.data_format} clips ({log.summary()})")
+        return self.capped(clips)
+
+    def capped(self, clips: Sequence) -> list:
+        """``clips`` (or a listing's entries) sorted by id, at most ``max_clips`` of them: the first of each kind
+        in turn (CCD's normal_* ids sort last, and a smoke run of crash clips alone has no negative to choose
+        its alarm threshold on)."""
         clips = sorted(clips, key=lambda c: c.clip_id)
         if self.max_clips is None:
             return clips
-        # the first clips of each kind in turn: CCD's normal_* ids sort last, and a smoke run of crash clips
-        # alone has no negative to choose its alarm threshold on
         by_kind = [[c for c in clips if c.kind == kind] for kind in KINDS]
         taken = [c for turn in itertools.zip_longest(*by_kind) for c in turn if c is not None]
         return sorted(taken[: self.max_clips], key=lambda c: c.clip_id)
+
+    def _read_splits(self, names: Sequence[str], frame_sizes: bool) -> list[str]:
+        """Choose the split (once), then read the clips of the splits ``names`` that are not read yet into
+        ``self.splits``; returns those names. ``frame_sizes``: as :meth:`read_clips`.
+
+        A CCD-layout root (synthetic, ccd) is split by its listing (``list_ccd_layout``: ids and kinds; the split
+        its clips read whole had), then only the clips of ``names`` are read: a ``validate`` read all 200 clips
+        of the generated set for the 30 it scores, a ``predict`` of 2 clips spent 6.5 s in it. A listed clip that
+        fails to read is left out of its split (counted, or raised with ``strict``); the others keep theirs. npz
+        and DoTA keep each clip's id, kind and subset inside its own file: their clips are all read at once."""
+        root = self.root()
+        if self.data_format not in ("synthetic", "ccd"):
+            if self.planned is not None:
+                return []
+            self.planned = split_clips(
+                self.read_clips(frame_sizes), self.val_fraction, self.test_fraction, self.split_seed
+            )  # counted in self.dropped
+            self._sizes_checked = set(SPLIT_NAMES) if frame_sizes else set()
+            self.splits = {name: list(clips) for name, clips in self.planned.items()}
+            self.splits["train"] = self.training_clips(self.splits["train"])
+            return list(SPLIT_NAMES)
+        log = DropLog(strict=self.strict)
+        with counting_hidden_files(ccd_videos_folder(root)):  # the listing's and the reads' hidden files: one count
+            if self.planned is None:
+                self.layout = list_ccd_layout(root, require_json=self.data_format == "synthetic", log=log)
+                if not self.layout.entries:
+                    log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=4)
+                    raise ValueError(f"{root}: no readable {self.data_format} clips ({log.summary()})")
+                entries = self.capped(self.layout.entries)
+                self.planned = split_clips(entries, self.val_fraction, self.test_fraction, self.split_seed)
+            new = [name for name in names if name not in self.splits]
+            for name in new:
+                self.splits[name] = read_ccd_entries(
+                    self.layout, self.planned[name], min_frames=MIN_FRAMES, log=log, frame_sizes=frame_sizes
+                )
+                if frame_sizes:
+                    self._sizes_checked.add(name)
+        log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=4)
+        self._count_dropped(log)
+        if empty := [name for name in new if self.planned[name] and not self.splits[name]]:
+            raise ValueError(
+                f"{root}: none of the {len(self.planned[empty[0]])} clips of the {empty[0]} split can be read "
+                f"({log.summary()})"
+            )
+        if "train" in new:
+            self.splits["train"] = self.training_clips(self.splits["train"])
+        return new
+
+    def _count_dropped(self, log: DropLog) -> None:
+        """Add what ``log`` counted to ``self.dropped``."""
+        if self.dropped is None:
+            self.dropped = log
+        elif log is not self.dropped:
+            self.dropped.merge(log)
 
     def training_clips(self, clips: list[AccidentClip]) -> list[AccidentClip]:
         """The training split without clips shorter than ``clip_length`` (its windows are that long), left out and
@@ -764,19 +837,29 @@ class AccidentDataModule(SplitLoaders):
                 self.splits = {"predict": clips}  # what the task checks its input kind against
                 self.datasets["predict"] = self._dataset(clips, train=False, decode_frames=True)
             return
-        if not self.datasets:
-            self.splits = split_clips(self.read_clips(), self.val_fraction, self.test_fraction, self.split_seed)
-            self.splits["train"] = self.training_clips(self.splits["train"])
-            breakdown = split_breakdown(self.splits)
-            rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{breakdown}")
-            for name, clips in self.splits.items():
-                # a boxes-only network reads no pixel in validation and test either: decoding them cost ~80 %
-                # of a validation epoch
-                self.datasets[name] = self._dataset(clips, train=name == "train", decode_frames=self.train_frames)
-            if not self.train_frames:  # predict draws the test clips' frames into its GIFs, read or not
-                self.datasets["predict"] = self._dataset(self.splits["test"], train=False, decode_frames=True)
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (its hash is not its value's)
+        # frames are decoded by a network that reads them, and by predict for its GIFs, read or not
+        decoded = self.train_frames or stage in ("predict", None)
+        if self._read_splits(STAGE_READS.get(stage, SPLIT_NAMES), frame_sizes=decoded):
+            shown = {name if name in self.splits else f"{name} (not read)": self.splits.get(name, clips)
+                     for name, clips in self.planned.items()}  # fmt: skip
+            rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{split_breakdown(shown)}")
+        for name in (name for name in SPLIT_NAMES if name in self.splits and name not in self.datasets):
+            # a boxes-only network reads no pixel in validation and test either: decoding them cost ~80 % of a
+            # validation epoch
+            self.datasets[name] = self._dataset(
+                self.splits[name], train=name == "train", decode_frames=self.train_frames
+            )
+        if decoded and not self.train_frames and "predict" not in self.datasets:  # the test clips, for the GIFs
+            clips = self.splits["test"]
+            if "test" not in self._sizes_checked:  # read for a stage that decodes none of their frames
+                log = DropLog(strict=self.strict)
+                clips = clips_of_one_frame_size(clips, log)
+                log.report(f"AccidentDataModule({self.data_format}) test split, decoded by predict", stacklevel=2)
+                self._count_dropped(log)
+            self.datasets["predict"] = self._dataset(clips, train=False, decode_frames=True)
         self.check_splits(
-            self.splits, stage,
+            {name: self.splits.get(name, clips) for name, clips in self.planned.items()}, stage,
             "set --data.val_fraction / --data.test_fraction, or add clips (a source's own training / testing "
             "folders fix its split)",
         )  # fmt: skip

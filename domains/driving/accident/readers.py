@@ -275,6 +275,12 @@ def _frames_share_a_size(paths: list[Path], log: DropLog) -> bool:
     return True
 
 
+def clips_of_one_frame_size(clips: list[AccidentClip], log: DropLog) -> list[AccidentClip]:
+    """The clips whose frame files all read and share a size (:func:`_frames_share_a_size`; videos and feature
+    files pass), the others logged: clips read with ``frame_sizes`` false that are to be decoded after all."""
+    return [clip for clip in clips if clip.frames is None or _frames_share_a_size(clip.frames, log)]
+
+
 def read_own_clips(
     path: str | Path,
     model_fps: float,
@@ -509,6 +515,37 @@ def _clip_entries(folder: Path, videos: dict[str, Path]) -> list[str]:
     return sorted(set(videos) | {p.name for p in folders if not is_hidden(p)})
 
 
+_ABSENT_BOX = (math.nan,) * 4
+
+
+def _boxes_of_track(boxes: list, key: str, path: Path) -> np.ndarray:
+    """One JSON track's boxes as float32 (T, 4), NaN rows where a box is null. Checked in one numpy pass (a
+    Python check per box was 776k calls, 1.2 s of a 200-clip set's read); where that pass does not vouch for
+    every box, they are read one by one, and the first that is not [x1, y1, x2, y2] pixels
+    (:func:`_plausible_box`) or null raises :class:`LabelFormatError` naming its track and frame."""
+    absent = np.array([box is None for box in boxes], dtype=bool)
+    try:
+        values = np.array([_ABSENT_BOX if box is None else box for box in boxes], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):  # a box of another shape, a dict, a number past a float's
+        values = None
+    if values is not None and values.shape == (len(boxes), 4):
+        x1, y1, x2, y2 = values.T
+        plausible = np.isfinite(values).all(axis=1) & (np.abs(values) <= MAX_FRAME_SIDE).all(axis=1)
+        if (absent | (plausible & (x1 <= x2) & (y1 <= y2))).all():
+            return values.astype(np.float32)
+    arr = np.full((len(boxes), 4), np.nan, dtype=np.float32)
+    for t, box in enumerate(boxes):
+        if box is None:
+            continue
+        if not isinstance(box, list) or len(box) != 4 or not _plausible_box(box):
+            raise LabelFormatError(
+                path, None, f"track {key}, frame {t}: box {box!r} is not [x1, y1, x2, y2] pixels (x1 <= x2, "
+                "y1 <= y2) or null",
+            )  # fmt: skip
+        arr[t] = box
+    return arr
+
+
 def _tracks_from_json(
     meta: dict, n_frames: int, path: Path
 ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
@@ -522,20 +559,235 @@ def _tracks_from_json(
         if not isinstance(boxes, list) or len(boxes) != n_frames:
             got = f"{len(boxes)} boxes" if isinstance(boxes, list) else "no box list"
             raise LabelFormatError(path, None, f"track {key}: {got}, expected one per frame ({n_frames})")
-        arr = np.full((n_frames, 4), np.nan, dtype=np.float32)
-        for t, box in enumerate(boxes):
-            if box is None:
-                continue
-            if not isinstance(box, list) or len(box) != 4 or not _plausible_box(box):
-                raise LabelFormatError(
-                    path, None, f"track {key}, frame {t}: box {box!r} is not [x1, y1, x2, y2] pixels (x1 <= x2, "
-                    "y1 <= y2) or null",
-                )  # fmt: skip
-            arr[t] = box
+        arr = _boxes_of_track(boxes, key, path)
         tracks[tid] = arr
         z = [loc[2] for loc in (track.get("location") or []) if loc is not None]
         depth[tid] = float(np.mean(z)) if z else nearness_by_height(arr)
     return tracks, depth
+
+
+def _json_object(path: Path, text: str | None = None) -> dict:
+    """A clip's annotation JSON (a byte-order mark read; ``text``: the file's, when read already), else
+    :class:`LabelFormatError` saying why."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8-sig") if text is None else text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LabelFormatError(path, None, f"not valid JSON ({err})") from None
+    if not isinstance(meta, dict):  # meta.get then ended the read in a bare AttributeError
+        raise LabelFormatError(path, None, f"expected a JSON object of the clip's keys, got a {type(meta).__name__}")
+    return meta
+
+
+_NO_KEY = object()
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+
+
+def _first_top_level_value(text: str, key: str):
+    """The value of ``key`` in the JSON object ``text``, parsing its top-level pairs in order and stopping there
+    (each with :meth:`json.JSONDecoder.raw_decode`); :data:`_NO_KEY` when the object has none. ValueError (and
+    IndexError at a cut-short end) where ``text`` is no JSON object up to that point."""
+    decoder = json.JSONDecoder()
+    at = _JSON_SPACE.match(text).end()
+    if text[at] != "{":
+        raise ValueError("not an object")
+    at = _JSON_SPACE.match(text, at + 1).end()
+    closed = text[at] == "}"
+    while not closed:
+        name, at = decoder.raw_decode(text, at)
+        at = _JSON_SPACE.match(text, at).end()
+        if not isinstance(name, str) or text[at] != ":":
+            raise ValueError("not a key")
+        value, at = decoder.raw_decode(text, _JSON_SPACE.match(text, at + 1).end())
+        if name == key:
+            return value
+        at = _JSON_SPACE.match(text, at).end()
+        closed = text[at] == "}"
+        if not closed and text[at] != ",":
+            raise ValueError("no comma")
+        at = _JSON_SPACE.match(text, at + 1).end()
+    if at != len(text):
+        raise ValueError("extra data")
+    return _NO_KEY
+
+
+def _json_kind(path: Path, default: str):
+    """The ``kind`` of a clip's annotation JSON (``default`` where it has none), as :func:`_json_object` reads it,
+    parsing the top-level keys up to it only: the split needs every clip's kind, and parsing whole annotations
+    (their per-frame tracks, 90 kB a clip) was the larger part of a set's listing. A file naming ``"kind"`` more
+    than once or writing escapes (a key spelt ``"\\u006bind"``), or that the walk cannot read, is parsed whole,
+    so the answer is always what json.loads would give; that raises :class:`LabelFormatError` saying why."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise LabelFormatError(path, None, f"not valid JSON ({err})") from None
+    if text.count('"kind"') == 1 and "\\u" not in text:
+        try:
+            value = _first_top_level_value(text, "kind")
+        except (ValueError, IndexError):
+            pass  # parsed whole below, for json's own words
+        else:
+            return default if value is _NO_KEY else value
+    return _json_object(path, text).get("kind", default)
+
+
+def _kind_problem(kind, line: CCDLine | None, vid: str, annotation: Path) -> str | None:
+    """Why a clip's JSON ``kind`` is refused (not one of :data:`KINDS`, or a crash without an annotation line and
+    the other way round), or None."""
+    if kind not in KINDS:
+        return f"kind {kind!r} is not one of {KINDS}"
+    if (kind == "crash") != (line is not None):
+        expected = "crash" if line else "near_miss / normal"
+        return (
+            f"kind {kind!r} disagrees with {annotation.name} ({'has' if line else 'has no'} a line for {vid!r}, "
+            f"expected {expected})"
+        )
+    return None
+
+
+@dataclass
+class CCDEntry:
+    """A clip of a CCD-layout root before it is read (:func:`list_ccd_layout`): what a split needs (``clip_id``,
+    ``kind``; ``subset`` None: the layout fixes no split) and where its files are."""
+
+    clip_id: str
+    kind: str
+    vid: str
+    parent: Path  # its videos/<set> folder
+    line: CCDLine | None
+    video: Path | None  # None: a frame folder
+    subset: str | None = None
+
+
+@dataclass
+class CCDLayout:
+    """A listed CCD-layout root: its annotation file, whether each clip needs its JSON, and its clips."""
+
+    root: Path
+    annotation: Path
+    require_json: bool
+    entries: list[CCDEntry]
+
+    @property
+    def videos_dir(self) -> Path:
+        """The folder of ``Crash-1500/`` and ``Normal/``."""
+        return _ccd_videos_folder(self.annotation.parent)
+
+
+def _ccd_annotation(root: Path) -> Path:
+    """The root's ``Crash-1500.txt`` (:func:`find_ccd_annotation`), else FileNotFoundError."""
+    annotation = find_ccd_annotation(root, above=False)
+    if annotation is None:
+        raise FileNotFoundError(
+            f"{root / CCD_ANNOTATION}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION} "
+            f"or <root>/videos/{CCD_ANNOTATION})"
+        )
+    return annotation
+
+
+def list_ccd_layout(
+    root: str | Path, require_json: bool = False, strict: bool = False, log: DropLog | None = None
+) -> CCDLayout:
+    """The clips of a CCD-layout root (:func:`read_ccd_layout`), not read: ids and kinds from ``Crash-1500.txt``,
+    the folder listings and each annotation JSON's ``kind``, so a split can be chosen before its clips are read
+    (:func:`read_ccd_entries`). What the listing shows goes to ``log`` as :func:`read_ccd_layout` counts it: a
+    malformed annotation line, a crash clip without one, a clip without video or frames, a JSON that is missing
+    (``require_json``), not JSON, or of a kind that is not one of :data:`KINDS` or disagrees with the annotation."""
+    root = Path(root)
+    own = log is None
+    log = log if log is not None else DropLog(strict=strict)
+    annotation = _ccd_annotation(root)
+    rejected: set[str] = set()
+    lines = read_ccd_annotations(annotation, log, rejected)
+    videos_dir = _ccd_videos_folder(annotation.parent)
+    crash_dir, normal_dir = videos_dir / CCD_CRASH_DIR, videos_dir / CCD_NORMAL_DIR
+    entries = []
+    with counting_hidden_files(videos_dir):  # one count over every clip folder
+        videos = {folder: videos_by_stem(folder) for folder in (crash_dir, normal_dir)}
+        for vid in _clip_entries(crash_dir, videos[crash_dir]):
+            if vid not in lines and vid not in rejected:
+                _unlabelled_crash_clip(crash_dir, vid, annotation, log)
+        listed = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
+        listed += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir, videos[normal_dir])]
+        for vid, parent, line in listed:
+            entry = _ccd_entry(root, annotation, vid, parent, videos[parent], line, vid in lines, require_json, log)
+            if entry is not None:
+                entries.append(entry)
+    if own:
+        log.report(f"list_ccd_layout({root})")
+    return CCDLayout(root, annotation, require_json, entries)
+
+
+def _ccd_entry(
+    root: Path,
+    annotation: Path,
+    vid: str,
+    parent: Path,
+    videos: dict[str, Path],
+    line: CCDLine | None,
+    numbered_like_a_crash: bool,
+    require_json: bool,
+    log: DropLog,
+) -> CCDEntry | None:
+    """One clip of :func:`list_ccd_layout` (None after logging why it is none): its video or frame folder (the
+    frames are listed when it is read: listing 10,000 frames cost more than the split saved) and its kind, its
+    JSON's where it has one. A negative numbered like a crash clip (real CCD numbers both folders from 000001)
+    is named ``normal_<vid>``."""
+    video = videos.get(vid)
+    if video is None and not (parent / vid).is_dir():
+        _missing_clip(annotation, line, parent, vid, log)
+        return None
+    kind = "crash" if line else "normal"
+    json_path = root / "annotations" / f"{vid}.json"
+    if json_path.is_file():
+        try:
+            kind = _json_kind(json_path, kind)
+        except LabelFormatError as err:
+            log.add("bad_json", json_path, None, err.reason)
+            return None
+        if (problem := _kind_problem(kind, line, vid, annotation)) is not None:
+            log.add("bad_json", json_path, None, problem)
+            return None
+    elif require_json:
+        log.add("missing_json", json_path, None, f"synthetic clip {vid!r} has no annotation JSON")
+        return None
+    clip_id = f"normal_{vid}" if line is None and numbered_like_a_crash else vid
+    return CCDEntry(clip_id, kind, vid, parent, line, video)
+
+
+def _missing_clip(annotation: Path, line: CCDLine | None, parent: Path, vid: str, log: DropLog) -> None:
+    """Log a clip without video or frames (named by its annotation line, else by its folder)."""
+    where = (annotation, line.lineno) if line else (parent / vid, None)
+    log.add(
+        "missing_clip",
+        *where,
+        f"no video or frames for clip {vid!r} (expected {parent}/{vid}.mp4 or {parent}/{vid}/image_2/*.jpg)",
+    )
+
+
+def read_ccd_entries(
+    layout: CCDLayout,
+    entries: list[CCDEntry],
+    fps: float = CCD_FPS,
+    min_frames: int = MIN_FRAMES,
+    strict: bool = False,
+    log: DropLog | None = None,
+    frame_sizes: bool = True,
+) -> list[AccidentClip]:
+    """The clips of ``entries`` (of ``layout``, :func:`list_ccd_layout`), in their order, read and checked as
+    :func:`read_ccd_layout` reads them; a bad one goes to ``log``. ``frame_sizes`` false: of a frame folder only
+    the first frame's header is read (the size a boxes-only network scales its boxes by), not every frame's: a
+    clip of mixed sizes stops only a decode of its frames, and 10,000 headers were half of a 200-clip set's read."""
+    own = log is None
+    log = log if log is not None else DropLog(strict=strict)
+    clips = []
+    with counting_hidden_files(layout.videos_dir):  # one count over every frame folder
+        for entry in entries:
+            clip = _read_ccd_clip(layout, entry, fps, min_frames, log, frame_sizes)
+            if clip is not None:
+                clips.append(clip)
+    if own:
+        log.report(f"read_ccd_entries({layout.root})")
+    return clips
 
 
 def read_ccd_layout(
@@ -545,6 +797,7 @@ def read_ccd_layout(
     fps: float = CCD_FPS,
     min_frames: int = MIN_FRAMES,
     log: DropLog | None = None,
+    frame_sizes: bool = True,
 ) -> list[AccidentClip]:
     """Clips of the CCD layout (real CCD or the synthetic scenario clips).
 
@@ -555,45 +808,77 @@ def read_ccd_layout(
     A crash video without a line is left out and counted. ``annotations/<vid>.json`` (the synthetic extras;
     required with ``require_json``) gives the kind (near miss / normal), the frame rate, per-frame TTC, the
     involved track ids and ground-truth boxes per track. Real CCD has no boxes: its clips get no tracks
-    (``box_valid`` all false; a detector could fill them later) and ``fps`` (10).
+    (``box_valid`` all false; a detector could fill them later) and ``fps`` (10). ``frame_sizes``: as
+    :func:`read_ccd_entries`. :func:`list_ccd_layout` and :func:`read_ccd_entries` read it in two steps (a split
+    chosen in between), :func:`read_ccd_clip` one clip of it.
     """
+    own = log is None
+    log = log if log is not None else DropLog(strict=strict)
+    with counting_hidden_files(ccd_videos_folder(root)):  # the clip folders and their frames: one count
+        layout = list_ccd_layout(root, require_json, log=log)
+        clips = read_ccd_entries(layout, layout.entries, fps, min_frames, log=log, frame_sizes=frame_sizes)
+    if own:
+        log.report(f"read_ccd_layout({root})")
+    return clips
+
+
+def read_ccd_clip(
+    root: str | Path,
+    clip_id: str,
+    require_json: bool = False,
+    fps: float = CCD_FPS,
+    min_frames: int = MIN_FRAMES,
+    strict: bool = False,
+    log: DropLog | None = None,
+) -> AccidentClip | None:
+    """The clip ``clip_id`` (as :func:`read_ccd_layout` names it) of a CCD-layout root, with that clip's checks
+    and errors and the annotation file's, and no other clip read: the demo's pick of one clip read all 200 of a
+    set (7 s). None where the root has no such clip; a clip that fails goes to ``log`` (raised with ``strict``)."""
     root = Path(root)
     own = log is None
     log = log if log is not None else DropLog(strict=strict)
-    annotation = find_ccd_annotation(root, above=False)
-    if annotation is None:
-        raise FileNotFoundError(
-            f"{root / CCD_ANNOTATION}: CCD annotation file not found (expected <root>/{CCD_ANNOTATION} "
-            f"or <root>/videos/{CCD_ANNOTATION})"
-        )
+    annotation = _ccd_annotation(root)
     rejected: set[str] = set()
     lines = read_ccd_annotations(annotation, log, rejected)
     videos_dir = _ccd_videos_folder(annotation.parent)
     crash_dir, normal_dir = videos_dir / CCD_CRASH_DIR, videos_dir / CCD_NORMAL_DIR
-    clips = []
-    with counting_hidden_files(videos_dir):  # one count over every clip folder
-        videos = {folder: videos_by_stem(folder) for folder in (crash_dir, normal_dir)}
-        for vid in _clip_entries(crash_dir, videos[crash_dir]):
-            if vid not in lines and vid not in rejected:
-                log.add(
-                    "missing_label",
-                    crash_dir / vid,
-                    None,
-                    f"crash clip {vid!r} has no readable line in {annotation.name}",
-                )
-        entries = [(vid, crash_dir, lines[vid]) for vid in sorted(lines)]
-        entries += [(vid, normal_dir, None) for vid in _clip_entries(normal_dir, videos[normal_dir])]
-        for vid, parent, line in entries:
-            clip = _read_ccd_clip(
-                root, vid, parent, videos[parent], line, annotation, require_json, fps, min_frames, log
-            )
-            if clip is not None:
-                if line is None and vid in lines:  # real CCD numbers both folders from 000001: ids of their own
-                    clip.clip_id = f"normal_{vid}"
-                clips.append(clip)
+    numbered = clip_id.removeprefix("normal_")
+    with counting_hidden_files(videos_dir):
+        if clip_id in lines:
+            vid, parent, line = clip_id, crash_dir, lines[clip_id]
+        else:  # a negative, named normal_<vid> where a crash clip has its number
+            vid, parent, line = (numbered if numbered in lines else clip_id), normal_dir, None
+        videos = videos_by_stem(parent)
+        entry = None
+        if line is not None or _is_clip_of(normal_dir, vid, videos):
+            entry = _ccd_entry(root, annotation, vid, parent, videos, line, vid in lines, require_json, log)
+        elif clip_id not in rejected and _is_clip_of(crash_dir, clip_id, videos_by_stem(crash_dir)):
+            _unlabelled_crash_clip(crash_dir, clip_id, annotation, log)
+        layout = CCDLayout(root, annotation, require_json, [entry] if entry else [])
+        clip = None if entry is None else _read_ccd_clip(layout, entry, fps, min_frames, log)
     if own:
-        log.report(f"read_ccd_layout({root})")
-    return clips
+        log.report(f"read_ccd_clip({root}, {clip_id!r})")
+    return clip
+
+
+def _is_clip_of(folder: Path, vid: str, videos: dict[str, Path]) -> bool:
+    """Whether ``vid`` is a clip of a ``videos/<set>`` folder as :func:`_clip_entries` lists them (``videos``:
+    its :func:`videos_by_stem`), without listing the folder."""
+    if not vid or Path(vid).name != vid or is_hidden(vid):  # a path or a hidden name is no clip id
+        return False
+    return vid in videos or (folder / vid).is_dir()
+
+
+def _unlabelled_crash_clip(crash_dir: Path, vid: str, annotation: Path, log: DropLog) -> None:
+    """Log a clip of ``Crash-1500/`` that the annotation has no line for (it is left out)."""
+    log.add("missing_label", crash_dir / vid, None, f"crash clip {vid!r} has no readable line in {annotation.name}")
+
+
+def ccd_videos_folder(root: str | Path) -> Path:
+    """The folder of a CCD-layout root's ``Crash-1500/`` and ``Normal/`` (FileNotFoundError without an
+    annotation): a :func:`~shared.files.counting_hidden_files` block over it counts the hidden files of a
+    listing and of the reads after it in one warning."""
+    return _ccd_videos_folder(_ccd_annotation(Path(root)).parent)
 
 
 def _ccd_videos_folder(base: Path) -> Path:
@@ -605,18 +890,21 @@ def _ccd_videos_folder(base: Path) -> Path:
 
 
 def _read_ccd_clip(
-    root, vid, parent, videos, line, annotation, require_json, fps, min_frames, log
+    layout: CCDLayout,
+    entry: CCDEntry,
+    fps: float,
+    min_frames: int,
+    log: DropLog,
+    frame_sizes: bool = True,
 ) -> AccidentClip | None:
+    root, annotation, vid, line = layout.root, layout.annotation, entry.vid, entry.line
+    video, frames = entry.video, None
+    if video is None:
+        _, frames = locate_clip(entry.parent, vid, {})
+        if frames is None:
+            _missing_clip(annotation, line, entry.parent, vid, log)
+            return None
     lineno = line.lineno if line else None
-    video, frames = locate_clip(parent, vid, videos)
-    if video is None and frames is None:
-        where = (annotation, lineno) if line else (parent / vid, None)
-        log.add(
-            "missing_clip",
-            *where,
-            f"no video or frames for clip {vid!r} (expected {parent}/{vid}.mp4 or {parent}/{vid}/image_2/*.jpg)",
-        )
-        return None
     source = video or frames[0].parent
     size = None
     if video is not None:
@@ -632,11 +920,11 @@ def _read_ccd_clip(
     meta = None
     if json_path.is_file():
         try:
-            meta = json.loads(json_path.read_text(encoding="utf-8-sig"))  # a byte-order mark read
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            log.add("bad_json", json_path, None, f"not valid JSON ({err})")
+            meta = _json_object(json_path)
+        except LabelFormatError as err:
+            log.add("bad_json", json_path, None, err.reason)
             return None
-    elif require_json:
+    elif layout.require_json:
         log.add("missing_json", json_path, None, f"synthetic clip {vid!r} has no annotation JSON")
         return None
     kind, toa, clip_fps, ttc, tracks, depth, involved, scenario = (
@@ -654,17 +942,8 @@ def _read_ccd_clip(
         if clip_fps is None:
             return None
         kind = meta.get("kind", kind)
-        if kind not in KINDS:
-            log.add("bad_json", json_path, None, f"kind {kind!r} is not one of {KINDS}")
-            return None
-        if (kind == "crash") != (line is not None):
-            log.add(
-                "bad_json",
-                json_path,
-                None,
-                f"kind {kind!r} disagrees with {annotation.name} "
-                f"({'has' if line else 'has no'} a line for {vid!r}, expected {'crash' if line else 'near_miss / normal'})",
-            )
+        if (problem := _kind_problem(kind, line, vid, annotation)) is not None:
+            log.add("bad_json", json_path, None, problem)
             return None
         if meta.get("n_frames") is not None and meta["n_frames"] != n_frames:
             log.add(
@@ -735,10 +1014,10 @@ def _read_ccd_clip(
             "cut short? copy it again)",
         )  # fmt: skip
         return None
-    if frames is not None and not _frames_share_a_size(frames, log):
+    if frames is not None and not _frames_share_a_size(frames if frame_sizes else frames[:1], log):
         return None
     return AccidentClip(
-        clip_id=vid,
+        clip_id=entry.clip_id,
         kind=kind,
         fps=clip_fps,
         n_frames=n_frames,
@@ -966,6 +1245,7 @@ def read_dota(
     fps: float = DOTA_FPS,
     min_frames: int = MIN_FRAMES,
     log: DropLog | None = None,
+    frame_sizes: bool = True,
 ) -> list[AccidentClip]:
     """Clips of DoTA (Yao et al. 2020): ``<root>/annotations/<vid>.json`` per clip and frames under
     ``<root>/frames/<vid>/images/*.jpg``, or ``<root>/frames/<vid>/*.jpg`` as DoTA's ``video2frames.py`` writes
@@ -977,6 +1257,7 @@ def read_dota(
     ``frame_id``, ``image_path`` (relative to ``root``) and ``objects`` (``obj_track_id``, ``bbox`` xyxy pixels,
     ``category``). Every DoTA clip holds an anomaly, so all are positives (``crash``); ``subset`` (train / test /
     val) is kept when the JSON has it. DoTA does not mark the involved objects (``involved`` empty).
+    ``frame_sizes``: as :func:`read_ccd_entries`.
     """
     root = Path(root)
     own = log is None
@@ -994,7 +1275,7 @@ def read_dota(
     clips, seen = [], {}
     with counting_hidden_files(root / "frames"):  # one count over every clip's frame folder
         for path in files:
-            clip = _read_dota_clip(root, path, fps, min_frames, log)
+            clip = _read_dota_clip(root, path, fps, min_frames, log, frame_sizes)
             if clip is None:
                 continue
             if clip.clip_id in seen:
@@ -1006,7 +1287,9 @@ def read_dota(
     return clips
 
 
-def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: DropLog) -> AccidentClip | None:
+def _read_dota_clip(
+    root: Path, path: Path, fps: float, min_frames: int, log: DropLog, frame_sizes: bool = True
+) -> AccidentClip | None:
     try:
         meta = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark read
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -1104,7 +1387,7 @@ def _read_dota_clip(root: Path, path: Path, fps: float, min_frames: int, log: Dr
                 )
                 return None
             tracks.setdefault(int(tid), np.full((n_frames, 4), np.nan, dtype=np.float32))[t] = box
-    if not _frames_share_a_size(frames, log):
+    if not _frames_share_a_size(frames if frame_sizes else frames[:1], log):
         return None
     depth = {k: nearness_by_height(v) for k, v in tracks.items()}
     return AccidentClip(
@@ -1154,7 +1437,7 @@ def _plausible_box(box) -> bool:
     partly outside the frame are normal; 5e9 is a broken annotation)."""
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of 400 digits
         return False
     values = (x1, y1, x2, y2)
     return all(math.isfinite(v) and abs(v) <= MAX_FRAME_SIDE for v in values) and x1 <= x2 and y1 <= y2

@@ -120,7 +120,7 @@ def test_frames_of_another_size_or_unreadable_are_left_out_at_setup(tmp_path):
         read_ccd_layout(root, strict=True, require_json=True)
     dm = AccidentDataModule(data_path=str(root), image_size=(12, 96), num_workers=0)
     with pytest.warns(LabelWarning) as said:
-        dm.setup("fit")
+        dm.setup()
     text = " ".join(str(w.message) for w in said)
     assert "frame_size: 1 (" in text and f"{mixed}: frame is {W}x{H + 2}" in text
     assert f"unreadable_frame: 1 ({broken}: cannot decode image" in text

@@ -140,7 +140,7 @@ def test_boxes_only_training_clips_skip_the_frames_but_scale_the_boxes_alike(cli
     # the data module: train, validation and test go without frames; predict decodes them (for its GIFs)
     monkeypatch.undo()
     dm = module(clips_root, train_frames=False)
-    dm.setup("fit")
+    dm.setup()
     assert not any(dm.datasets[name].decode_frames for name in ("train", "val", "test"))
     assert dm.predict_dataloader().dataset.decode_frames
     assert dm.predict_dataloader().dataset.clips == dm.datasets["test"].clips
@@ -377,7 +377,7 @@ def test_clip_shorter_than_clip_length(clips_root):
         module(clips_root, clip_length=20, strict=True).setup()
     dm = module(clips_root, clip_length=20)
     with pytest.warns(LabelWarning, match=r"training split: dropped too_short: 4 "):
-        dm.setup("test")
+        dm.setup()
     assert (len(dm.splits["train"]), len(dm.splits["val"]), len(dm.splits["test"])) == (0, 3, 3)
 
 

@@ -8,6 +8,7 @@ import pydoc
 import sys
 import warnings
 import zipfile
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,7 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torchmetrics import MeanMetric
 
 from shared.backbones import NothingLoadedError, load_backbone_weights
 from shared.backbones.weights import describe_file, load_failure_cause, pickled_global
@@ -170,6 +172,19 @@ class FrozenBackboneCheck:
             )
 
 
+class EpochMean(MeanMetric):
+    """torchmetrics' weighted ``MeanMetric`` as :meth:`BaseTask.log_mean` keeps it: a NaN value stays NaN
+    (a NaN loss shows, as in Lightning's own mean; the default ``nan_strategy`` "warn" dropped it, and
+    "disable" drops the weights as well, torchmetrics issue #3434), and the mean of no item is 0 (a loss term
+    with nothing to score, as the object term of clips without tracks, is 0 in each batch too)."""
+
+    def __init__(self):
+        super().__init__(nan_strategy=float("nan"))
+
+    def compute(self) -> torch.Tensor:
+        return torch.where(self.weight > 0, self.mean_value / self.weight, torch.zeros_like(self.mean_value))
+
+
 class BaseTask(pl.LightningModule):
     """Shared training plumbing. Subclasses build their plain ``nn.Module`` as ``self.model``.
 
@@ -261,6 +276,7 @@ class BaseTask(pl.LightningModule):
         self.lr_schedule: torch.optim.lr_scheduler.LRScheduler | None = None
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
+        self.logged_means = nn.ModuleDict()  # name -> EpochMean, made by log_mean on a name's first use
 
     def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
         """Lightning's, never saving the optimiser / schedule callables (``NOT_SAVED``), and keeping the network
@@ -391,6 +407,35 @@ class BaseTask(pl.LightningModule):
         self.print(f"skipping batch: {message} (skipped so far: {self.skipped_batches})")
         self.log("train/skipped_batches", float(self.skipped_batches))
         return None
+
+    def log_mean(self, name: str, value: torch.Tensor, count: int | torch.Tensor, **log_args) -> EpochMean:
+        """Log ``value``, a mean over ``count`` items (a batch's images, a batch's frames), so that the
+        epoch's value is the mean over every item the epoch saw on all processes: on one process the same as
+        Lightning's ``batch_size``-weighted mean. Returns the name's :class:`EpochMean` (``log_args`` go to
+        ``self.log``).
+
+        Lightning's own mean with ``sync_dist=True`` averages the processes' item counts in an integer tensor
+        (``lightning_fabric`` ``_sync_ddp``, gloo: (6 + 5) / 2 gives 5), so over an odd number of images on
+        two processes the loss came out n / (n - 1) too large; the metric sums values and counts instead."""
+        key = name.replace(".", "_")  # a module name holds no dot
+        if key not in self.logged_means:
+            self.logged_means[key] = EpochMean().to(self.device)
+        mean = self.logged_means[key]
+        mean.update(value.detach(), count)
+        self.log(name, mean, metric_attribute=f"logged_means.{key}", **log_args)
+        return mean
+
+    def log_settled(self, values: Mapping[str, float | torch.Tensor], prog_bar: Collection[str] = ()) -> None:
+        """Log epoch values that every process already holds alike (torchmetrics results, which sync their
+        states; scores of every process's gathered records), ``prog_bar`` ones on the progress bar too.
+
+        With ``sync_dist`` and ``max``: one small all-reduce each, which returns equal values exactly.
+        Without ``sync_dist`` (also given as False) Lightning printed under DDP, for each value, "It is
+        recommended to use `self.log(..., sync_dist=True)`"."""
+        for on_bar in (True, False):
+            part = {name: value for name, value in values.items() if (name in prog_bar) == on_bar}
+            if part:
+                self.log_dict(part, prog_bar=on_bar, sync_dist=True, reduce_fx="max")
 
     def _reset_poisoned_norm_statistics(self) -> None:
         """A skipped batch has already run forward: batch norms folded its NaN / inf into their running

@@ -118,9 +118,6 @@ class MedicalSegmentationTask(BaseTask):
         self.compile_loss = bool(compile_loss)
         self._compiled_loss = None  # built on the first training step (see training_loss) ...
         self._compiled_shapes: tuple | None = None  # ... for these (images, masks) shapes
-        self._kl_epoch: dict[
-            str, list
-        ] = {}  # name -> [sum of per-image nats (tensor), images] this validation
         self._collapse_warned: set[str] = set()
         self._checkpoint_step: int | None = None  # the loaded checkpoint's step (validate / test do not restore it)
         self.val_metrics = SegmentationUncertaintyMetrics(threshold=threshold)
@@ -199,14 +196,14 @@ class MedicalSegmentationTask(BaseTask):
         probs = logits.float().sigmoid()
         batch_size = images.shape[0]
         # The epoch's loss, rec_per_pixel and kl are means over images whatever --data.batch_size: each model's
-        # evaluation loss is a mean of per-image values (no top-k, GECO's lambda frozen, one crop size), which
-        # Lightning weights by batch_size, and its posterior draw is per image too (``posterior_latent``).
-        # sync_dist: under DDP each rank sees its own images; the epoch's value is the mean over all of them,
-        # as the metrics' (torchmetrics syncs its states), not rank 0's share
-        self.log(f"{stage}/loss", loss, batch_size=batch_size, sync_dist=True)
+        # evaluation loss is a mean of per-image values (no top-k, GECO's lambda frozen, one crop size),
+        # weighted here by batch_size, and its posterior draw is per image too (``posterior_latent``). Under
+        # DDP each rank sees its own images: log_mean's epoch value is the mean over all of them, as the
+        # metrics' are
+        self.log_mean(f"{stage}/loss", loss, batch_size)
         for name in ("rec_per_pixel", "kl"):
             if name in terms:
-                self.log(f"{stage}/{name}", terms[name], batch_size=batch_size, sync_dist=True)
+                self.log_mean(f"{stage}/{name}", terms[name], batch_size)
         if stage == "val":
             self._track_kl(terms, images, batch_size)
         metrics.update(probs >= self.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])
@@ -230,8 +227,9 @@ class MedicalSegmentationTask(BaseTask):
             "hungarian_iou_lesion": "hungarian_iou_lesion",
             "dice_readers_lesion": "dice_lesion",
         }
-        for key, name in names.items():
-            self.log(f"{stage}/{name}", float(values[key]), prog_bar=name in ("ged", "dice"))
+        # computed from every rank's states: the same on each (log_settled)
+        logged = {f"{stage}/{name}": float(values[key]) for key, name in names.items()}
+        self.log_settled(logged, prog_bar=(f"{stage}/ged", f"{stage}/dice"))
         if stage == "test" and values["num_images"]:  # a lesion-free image predicted empty scores perfectly in the all-image means
             total, empty = values["num_images"], values["num_empty_images"]
             rank_zero_info(
@@ -250,16 +248,14 @@ class MedicalSegmentationTask(BaseTask):
         self._evaluate(batch, "val", self.val_metrics)
 
     def _track_kl(self, terms: dict, images: torch.Tensor, batch_size: int) -> None:
-        """Log the KL of every latent scale in nats per image (``val/kl_nats``, ``val/kl_scale<i>_nats``)."""
+        """Log the KL of every latent scale in nats per image (``val/kl_nats``, ``val/kl_scale<i>_nats``); the
+        epoch's means also decide :meth:`_warn_collapse`."""
         per_pixel = getattr(self.model, "kl_per_pixel", False)
         scale = float(images[0, 0].numel()) if per_pixel else 1.0
         for name, value in terms.items():
             if name == "kl" or name.startswith("kl_scale"):
-                nats = value * scale  # a tensor: no device sync per batch, only at the epoch's end
-                self.log(f"val/{name}_nats", nats, batch_size=batch_size, sync_dist=True)
-                total = self._kl_epoch.setdefault(name, [0.0, 0])
-                total[0] = total[0] + nats * batch_size
-                total[1] += batch_size
+                nats = value * scale  # a tensor: no device sync per batch
+                self.log_mean(f"val/{name}_nats", nats, batch_size)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -288,8 +284,12 @@ class MedicalSegmentationTask(BaseTask):
             if fitting or self._checkpoint_step is None
             else f"in the checkpoint of global step {self._checkpoint_step}"
         )
-        for name, (total, images) in sorted(self._kl_epoch.items()):
-            mean = float(total) / max(images, 1)
+        kl_means = {  # this validation's, over every rank's images (computed on each rank: a collective)
+            key.removeprefix("val/").removesuffix("_nats"): float(metric.compute())
+            for key, metric in sorted(self.logged_means.items())
+            if key.startswith("val/kl") and key.endswith("_nats")
+        }
+        for name, mean in kl_means.items():
             if mean < self.collapse_kl and name not in self._collapse_warned:
                 self._collapse_warned.add(name)
                 what = "the latent" if name == "kl" else f"latent scale {name.removeprefix('kl_scale')}"
@@ -298,13 +298,11 @@ class MedicalSegmentationTask(BaseTask):
                     f"collapse_kl {self.collapse_kl}: its samples no longer differ "
                     "(sample diversity is logged as val/diversity)"
                 )
-        self._kl_epoch = {}
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics)
         if self._trainer is not None and not self.trainer.sanity_checking:
             self._warn_collapse()
-        self._kl_epoch = {}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_metrics)

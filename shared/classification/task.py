@@ -210,13 +210,16 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         )
         acc = (logits.argmax(1) == batch["label"]).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
-        self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=len(logits))
+        # sync_dist: the epoch's accuracy over every rank's images (the training sampler gives each rank as many,
+        # so Lightning's mean of the ranks' counts is exact; without it rank 0's share, and a warning)
+        self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=len(logits), sync_dist=True)
         return self.guard_loss(loss, {"cross_entropy": loss})
 
     def _evaluation_step(self, batch, stage: str) -> None:
         logits = self.model(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
+        # the epoch's value: the mean over every image of the split, all ranks' (log_mean)
+        self.log_mean(f"{stage}/loss", loss, len(logits), prog_bar=stage == "val")
         self.metrics[stage].update(logits.softmax(1), batch["label"])
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -237,7 +240,7 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         if threshold is not None:
             values["decision_threshold"] = torch.tensor(threshold)
         confusion = values.pop("confusion")
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
+        self.log_settled({f"{stage}/{k}": v for k, v in values.items()})  # torchmetrics': every rank's images
         self.last_metrics[stage] = {
             **{k: float(v) for k, v in values.items()},
             "confusion": confusion.tolist(),

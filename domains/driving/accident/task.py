@@ -15,6 +15,7 @@ calibrated risk the validation split chose. Metrics are the clip-level ones of
 
 from __future__ import annotations
 
+import zlib
 from importlib import import_module
 from pathlib import Path
 
@@ -229,12 +230,18 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         validation, test and predict alike, and the temperature is fitted without them."""
         return self.model.blind(box_valid)
 
+    @staticmethod
+    def scored_items(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """What :meth:`losses` averages over: the clips' frames (B, T; padding left out) for the horizon term,
+        the object slots with a box on those frames (B, T, N) for the object term."""
+        valid = batch["frame_valid"]
+        return valid, batch["box_valid"] & valid[..., None]
+
     def losses(self, batch: dict, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits, object_logits = out["horizon_logits"].float(), out["object_logits"].float()
-        valid = batch["frame_valid"]
+        valid, slots = self.scored_items(batch)
         targets = horizon_targets(batch["toa"], batch["fps"], logits.shape[1], self.model.horizons)
         horizon = F.binary_cross_entropy_with_logits(logits[valid], targets[valid].float())
-        slots = batch["box_valid"] & valid[..., None]
         terms = {"horizon": horizon}
         if slots.any():
             involved = batch["involved"][:, None, :] & targets[..., -1:]
@@ -260,13 +267,15 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
     def _evaluation_step(self, batch, stage: str) -> None:
         out = self.forward_batch(batch)
         terms = self.losses(batch, out)
-        self.log(
-            f"{stage}/loss",
-            terms["total"],
-            prog_bar=stage == "val",
-            batch_size=len(batch["toa"]),
-            sync_dist=True,
-        )
+        # Each term's epoch value is its mean over the split's items, all ranks': the horizon term over every
+        # clip's frames and horizons, the object term over every object slot seen (a batch's terms are means
+        # over its own, hence the weights), and {stage}/loss adds them (_log_epoch_metrics): the loss of the
+        # whole split as one batch, whatever --data.batch_size. Weighted by clips, a batch's frame mean gave
+        # 0.693 at batch size 1 and 0.625 at 7 on one test split (a long clip's frames outweighed in batches).
+        frames, slots = self.scored_items(batch)
+        horizons = out["horizon_logits"].shape[-1]
+        self.log_mean(f"{stage}/horizon_loss", terms["horizon"], frames.sum() * horizons)
+        self.log_mean(f"{stage}/object_loss", terms["object"], slots.sum())
         # raw log-odds (the temperature undone), so validation can refit it
         temperature = self.model.temperature.float()
         logits = out["horizon_logits"].float() * temperature
@@ -391,6 +400,10 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         values = {f"{stage}/{k}": float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
         values[f"{stage}/temperature"] = float(self.model.temperature)
         values[f"{stage}/alarm_threshold"] = float(self.model.alarm_threshold)
+        terms = [f"{stage}/horizon_loss", f"{stage}/object_loss"]  # logged by _evaluation_step
+        if all(name in self.logged_means for name in terms):  # over every rank's items: compute on each rank
+            horizon, objects = (float(self.logged_means[name].compute()) for name in terms)
+            values[f"{stage}/loss"] = horizon + self.hparams.object_loss_weight * objects
         negatives = any(c.kind in NEGATIVE_KINDS for c in clips)
         if stage == "test" and not negatives:
             rank_zero_warn(
@@ -405,9 +418,8 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         # video AP without negatives is not 0 but undefined: left out
         for name in (HEADLINE, "frame_ap") if negatives else ("frame_ap",):
             values.setdefault(f"{stage}/{name}", 0.0)
-        if f"{stage}/{HEADLINE}" in values:
-            self.log(f"{stage}/{HEADLINE}", values[f"{stage}/{HEADLINE}"], prog_bar=True, rank_zero_only=True)
-        self.log_dict({k: v for k, v in values.items() if k != f"{stage}/{HEADLINE}"}, rank_zero_only=True)
+        # scored from every rank's records (gathered above), so the same on each: log_settled
+        self.log_settled(values, prog_bar=(f"{stage}/{HEADLINE}", "val/loss"))
         self.last_metrics[stage] = values
         return values
 
@@ -425,7 +437,7 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         probs = out["horizon_logits"].float().sigmoid()
         spread = None
         if self.uncertainty_samples > 0:
-            spread = self.model.sample_heads(out["hidden"], self.uncertainty_samples).float().std(0)
+            spread = self._dropout_spread(out["hidden"], batch)
         blind = self.blind_frames(batch["box_valid"]).to(probs.device)
         probs = probs.masked_fill(blind[..., None], 0.0)
         spread = None if spread is None else spread.masked_fill(blind, 0.0)
@@ -461,6 +473,37 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
                 }
             )
         return results
+
+    def on_predict_start(self) -> None:
+        super().on_predict_start()
+        self._run_seed = torch.initial_seed()  # the run's seed (seed_everything), which _clip_seed mixes in
+
+    def _clip_seed(self, clip_id: str) -> int:
+        """The seed of one clip's dropout draws: its id's CRC-32 mixed with the run's seed, so a clip gets the
+        same uncertainty in any batch and on any process, and another run seed other draws."""
+        return (getattr(self, "_run_seed", 0) * 1_000_003 + zlib.crc32(str(clip_id).encode())) % 2**63
+
+    def _dropout_spread(self, hidden: list[dict[str, torch.Tensor]], batch: dict) -> torch.Tensor:
+        """(B, T) standard deviation of the alarm risk over ``uncertainty_samples`` Monte Carlo dropout draws
+        (:meth:`AccidentAnticipator.sample_heads`), clip by clip on the clip's own frames (padding shifted the
+        masks), each clip's masks from the global generator seeded by :meth:`_clip_seed` inside ``fork_rng``:
+        drawn in batch order from the running stream, a clip's uncertainty depended on its batch mates and on
+        the number of processes (1 or 2 gave other values). ``nn.Dropout`` draws from the global generator
+        only (``F.dropout`` takes none of its own), hence the fork, which restores the stream afterwards;
+        threads of one process (the demo's sessions) predicting at once may still mix their draws."""
+        lengths = batch["frame_valid"].sum(1).tolist()
+        spread = torch.zeros(len(lengths), len(hidden), device=hidden[0]["frame"].device)
+        device = spread.device
+        forked = [] if device.type == "cpu" else [device]
+        for i, (clip_id, n) in enumerate(zip(batch["clip_id"], lengths, strict=True)):
+            if n == 0:
+                continue
+            clip = [{key: value[i : i + 1] for key, value in frame.items()} for frame in hidden[:n]]
+            with torch.random.fork_rng(devices=forked, device_type=device.type):
+                torch.manual_seed(self._clip_seed(clip_id))
+                draws = self.model.sample_heads(clip, self.uncertainty_samples)  # (samples, 1, n)
+            spread[i, :n] = draws.float().std(0)[0]
+        return spread
 
 
 AccidentTask.__doc__ = AccidentTask.__doc__.replace("{backbones}", ", ".join(list_backbones()))

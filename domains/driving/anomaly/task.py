@@ -498,9 +498,12 @@ class AnomalySegmentationTask(BaseTask):
         images, masks = batch_images(batch), batch_masks(batch)
         logits, _, _ = self.model.features(images)
         target = masks.masked_fill(masks == OUTLIER_LABEL, IGNORE_INDEX)
-        if bool((target != IGNORE_INDEX).any()):
-            loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
-            self.log("val/loss", loss, batch_size=images.shape[0])
+        # val/loss: the cross-entropy of every scored pixel of the split, whatever the batches or DDP shares
+        # (each batch's mean weighted by its pixels, summed over the processes). Every process logs it at every
+        # step (a batch without scored pixels weighs 0), so every one syncs it: a float was rank 0's share only
+        pixels = int((target != IGNORE_INDEX).sum())
+        loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX) if pixels else logits.new_zeros(())
+        self.log_mean("val/loss", loss, pixels)
         self.val_miou.update(logits.argmax(dim=1), target)
         self.log("val/miou", self.val_miou, prog_bar=True, batch_size=images.shape[0])
 

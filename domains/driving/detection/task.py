@@ -5,10 +5,10 @@ tensor the data module produced (which may be resized) to ``target["orig_size"]`
 difficulty filters mean what the devkit means.
 
 * COCO mAP / mAP50 / mAP75 and per-class AP (torchmetrics ``MeanAveragePrecision`` on the faster-coco-eval
-  backend). DontCare boxes are COCO crowd regions of every class (``with_crowd_regions``): a detection that
-  matches no object and lies in one is ignored, one on a real object stays a hit. Detections lying mostly
-  inside a DontCare box (more than ``ignore_overlap`` of their area) are counted
-  (``<stage>/ignored_detections``).
+  backend; under DDP over every rank's images: :func:`mean_ap_over_ranks`). DontCare boxes are COCO crowd
+  regions of every class (``with_crowd_regions``): a detection that matches no object and lies in one is
+  ignored, one on a real object stays a hit. Detections lying mostly inside a DontCare box (more than
+  ``ignore_overlap`` of their area) are counted (``<stage>/ignored_detections``).
 * KITTI AP|R40 per class and difficulty (:func:`domains.driving.detection.metrics.kitti_average_precision`), on the raw
   KITTI labels (vans as Car's neighbour class, truncation / occlusion, DontCare) when the data module has
   them, else on the targets.
@@ -67,6 +67,36 @@ DETECTOR_RUNTIME_ARGS = (
     "predict_dir",
     "predict_score_thresh",
 )
+
+
+def local_mean_ap(**kwargs) -> MeanAveragePrecision:
+    """A torchmetrics ``MeanAveragePrecision`` that never syncs itself: compute it with
+    :func:`mean_ap_over_ranks`."""
+    return MeanAveragePrecision(**kwargs, sync_on_compute=False)
+
+
+def mean_ap_over_ranks(metric: MeanAveragePrecision) -> dict:
+    """``metric.compute()`` over every DDP rank's images, on every rank: what one process over the whole split
+    computes. ``metric`` (built by :func:`local_mean_ap`) keeps its own rank's images afterwards.
+
+    torchmetrics syncs the metric's per-image list states one tensor (one image) at a time, so ranks holding
+    different numbers of images (the no-repeat evaluation sampler's shares, :mod:`shared.data`) issued
+    different numbers of collectives and gloo aborted ("Is there a distributed collective mismatch"); its
+    mask lists are also interleaved as if every rank held as many images. Here the states travel in one
+    ``all_gather_object`` (:func:`shared.task.gather_lists`), concatenated in rank order."""
+    if metric.sync_on_compute:
+        raise ValueError("mean_ap_over_ranks needs a metric built with sync_on_compute=False (local_mean_ap)")
+    local = metric.metric_state
+    ranks = gather_lists([local])
+    if len(ranks) == 1:
+        return metric.compute()
+    try:
+        for name in local:
+            setattr(metric, name, [item for state in ranks for item in state[name]])
+        return metric.compute()
+    finally:
+        for name, value in local.items():
+            setattr(metric, name, value)
 
 
 class DetectorTask(FrozenBackboneCheck, LabelledTask):
@@ -257,7 +287,7 @@ class DetectionTask(DetectorTask):
         self.kitti_difficulties = list(kitti_difficulties)
         self.kitti_min_height_scale = kitti_min_height_scale
         self.dropped_degenerate = 0
-        self._metrics: dict[str, tuple[MeanAveragePrecision, MeanAveragePrecision]] = {}
+        self._metrics: dict[str, MeanAveragePrecision] = {}
         self._kitti: dict[str, tuple[list, list]] = {}
         self._ignored_detections: dict[str, int] = {}
         self._f1_boxes: dict[str, tuple[list, list]] = {}  # per stage: detections and ground truth for F1
@@ -349,7 +379,7 @@ class DetectionTask(DetectorTask):
     def _metric(self, stage: str) -> MeanAveragePrecision:
         if stage not in self._metrics:
             # AP over IoU 0.5:0.95 (COCO) with per-class values; the extended summary gives per-class AP50
-            self._metrics[stage] = MeanAveragePrecision(
+            self._metrics[stage] = local_mean_ap(
                 box_format="xyxy", backend="faster_coco_eval", class_metrics=True, extended_summary=True
             )
         return self._metrics[stage]
@@ -412,7 +442,7 @@ class DetectionTask(DetectorTask):
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
         if stage not in self._metrics:
             return {}
-        res = self._metrics.pop(stage).compute()
+        res = mean_ap_over_ranks(self._metrics.pop(stage))
         sanity = getattr(self._trainer, "sanity_checking", False)  # two batches are no evaluation set
         self.warn_undefined_map(stage, float(res["map"]))
         values: dict[str, float] = {
@@ -557,7 +587,7 @@ def load_detection_task(checkpoint: str | Path, map_location: str = "cpu") -> De
     return DetectionTask.load_checked(path, map_location=map_location)
 
 
-__all__ = ["DetectionTask", "load_detection_task"]
+__all__ = ["DetectionTask", "load_detection_task", "local_mean_ap", "mean_ap_over_ranks"]
 
 
 # the backbone choices in ``--help`` come from the registry, so they never drift from it

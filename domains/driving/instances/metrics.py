@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from scipy import ndimage
-from torchmetrics.detection import MeanAveragePrecision
 
 from domains.driving.detection.metrics import ap50_per_class, with_crowd_regions
+from domains.driving.detection.task import local_mean_ap, mean_ap_over_ranks
 from domains.driving.instances.data import mask_boxes
 
 #: torchmetrics' prefix -> the suite's name in logged keys
@@ -46,7 +46,7 @@ class InstanceMetrics:
         self.class_names = list(class_names)
         self.min_height = float(min_height)
         self.suffix = f"_h{self.min_height:g}" if self.min_height else ""
-        self.coco = MeanAveragePrecision(
+        self.coco = local_mean_ap(
             iou_type=tuple(IOU_TYPES), backend="faster_coco_eval", class_metrics=True, extended_summary=True
         )
 
@@ -86,8 +86,9 @@ class InstanceMetrics:
         self.coco.update(p, t)
 
     def compute(self, prefix: str) -> dict[str, float]:
-        """Mask and box mAP / mAP50 / mAP75, per-class AP and AP50; classes absent from the data are left out."""
-        res = self.coco.compute()
+        """Mask and box mAP / mAP50 / mAP75, per-class AP and AP50; classes absent from the data are left out.
+        Under DDP over every rank's images (:func:`~domains.driving.detection.task.mean_ap_over_ranks`)."""
+        res = mean_ap_over_ranks(self.coco)
         values: dict[str, float] = {}
         known = range(len(self.class_names))
         for src, name in IOU_TYPES.items():

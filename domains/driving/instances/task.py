@@ -20,6 +20,7 @@ from domains.driving.detection.task import DETECTOR_RUNTIME_ARGS, DetectorTask
 from domains.driving.instances.metrics import InstanceMetrics, dontcare_regions, masks_in_ignore_fraction
 from domains.driving.instances.model import RoadInstanceSegmenter
 from shared.backbones import list_backbones
+from shared.task import gather_lists
 
 
 class InstanceTask(DetectorTask):
@@ -94,7 +95,8 @@ class InstanceTask(DetectorTask):
             return {}
         values = {k: v for metric in self._metrics.pop(stage) for k, v in metric.compute(stage).items()}
         self.warn_undefined_map(stage, values[f"{stage}/mask_map"], "COCO mask and box mAP")
-        values[f"{stage}/ignored_detections"] = float(self._ignored.pop(stage, 0))
+        # every rank's count (each holds its share of the images), as the detection task's
+        values[f"{stage}/ignored_detections"] = float(sum(gather_lists([self._ignored.pop(stage, 0)])))
         return self.log_with_headline(values, f"{stage}/mask_map50")
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):

@@ -673,6 +673,13 @@ class CCDLayout:
         return _ccd_videos_folder(self.annotation.parent)
 
 
+def _ccd_annotation_lines(root: Path, log: DropLog) -> tuple[Path, dict, set[str]]:
+    """The root's ``Crash-1500.txt``, its lines by clip id, and the ids of its malformed lines (to ``log``)."""
+    annotation = _ccd_annotation(root)
+    rejected: set[str] = set()
+    return annotation, read_ccd_annotations(annotation, log, rejected), rejected
+
+
 def _ccd_annotation(root: Path) -> Path:
     """The root's ``Crash-1500.txt`` (:func:`find_ccd_annotation`), else FileNotFoundError."""
     annotation = find_ccd_annotation(root, above=False)
@@ -695,9 +702,7 @@ def list_ccd_layout(
     root = Path(root)
     own = log is None
     log = log if log is not None else DropLog(strict=strict)
-    annotation = _ccd_annotation(root)
-    rejected: set[str] = set()
-    lines = read_ccd_annotations(annotation, log, rejected)
+    annotation, lines, rejected = _ccd_annotation_lines(root, log)
     videos_dir = _ccd_videos_folder(annotation.parent)
     crash_dir, normal_dir = videos_dir / CCD_CRASH_DIR, videos_dir / CCD_NORMAL_DIR
     entries = []
@@ -837,9 +842,7 @@ def read_ccd_clip(
     root = Path(root)
     own = log is None
     log = log if log is not None else DropLog(strict=strict)
-    annotation = _ccd_annotation(root)
-    rejected: set[str] = set()
-    lines = read_ccd_annotations(annotation, log, rejected)
+    annotation, lines, rejected = _ccd_annotation_lines(root, log)
     videos_dir = _ccd_videos_folder(annotation.parent)
     crash_dir, normal_dir = videos_dir / CCD_CRASH_DIR, videos_dir / CCD_NORMAL_DIR
     numbered = clip_id.removeprefix("normal_")

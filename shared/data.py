@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import warnings
 from collections import Counter
 from collections.abc import Collection, Hashable, Sequence, Sized
@@ -74,6 +75,21 @@ def seed_worker_transforms(worker_id: int) -> None:
     transform = getattr(info.dataset, "transform", None) if info is not None else None
     if transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(info.seed % 2**32)
+
+
+def init_loader_worker(worker_id: int) -> None:
+    """The suite's DataLoader ``worker_init_fn``: the worker ignores SIGTERM, then reseeds its transforms
+    (:func:`seed_worker_transforms`).
+
+    A SIGTERM sent to the whole process group (Slurm preemption, ``timeout``, ``kill -TERM -- -PGID``) reaches
+    the workers too: one killed by it made torch's SIGCHLD handler raise "DataLoader worker ... is killed by
+    signal: Terminated" in the main process before the CLI's SIGTERM handler saved the step in hand. Ignored
+    here, the signal is the main process's alone, which shuts its workers down itself (a worker whose parent
+    is gone exits on its own: torch's watchdog). Kept apart from :func:`seed_worker_transforms`: that one
+    called in the main process must not leave it deaf to SIGTERM.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    seed_worker_transforms(worker_id)
 
 
 def repeat_factors(image_classes: Sequence[Collection[Hashable]], threshold: float) -> torch.Tensor:
@@ -143,7 +159,8 @@ class SplitLoaders(pl.LightningDataModule):
     Subclasses set ``batch_size`` and ``num_workers`` (:meth:`set_loader_options`) and fill ``self.datasets`` in
     ``setup`` (or override :meth:`split_dataset` to build a split on first use); ``collate_fn`` and
     ``pin_memory`` are theirs to set.
-    Workers reseed a dataset's albumentations ``transform`` (a no-op for datasets without one).
+    Workers reseed a dataset's albumentations ``transform`` (a no-op for datasets without one) and ignore
+    SIGTERM (:func:`init_loader_worker`).
 
     With ``repeat_threshold`` set, the training loader draws images with probability proportional to their
     :func:`repeat_factors` (with replacement, one epoch = as many draws as images); the training dataset must
@@ -154,7 +171,7 @@ class SplitLoaders(pl.LightningDataModule):
     """
 
     collate_fn = None
-    worker_init_fn = staticmethod(seed_worker_transforms)
+    worker_init_fn = staticmethod(init_loader_worker)
     #: init arguments that choose the data set itself: another value is another data set, not another split
     DATA_SET_SETTINGS: tuple[str, ...] = ("data_format", "data_path", "synthetic", "anomaly_path")
     #: init arguments that choose which items of the data set land in which split

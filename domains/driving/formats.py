@@ -608,7 +608,7 @@ def coco_layout_images(json_path: str | os.PathLike) -> Path | None:
     return folder if path.parent.name == "annotations" and kind and split and folder.is_dir() else None
 
 
-def _coco_images_root(path: Path, images: list, images_root: Path | None) -> Path:
+def coco_images_root(path: Path, images: list, images_root: Path | None) -> Path:
     """The folder a COCO JSON's ``file_name`` entries are relative to: ``images_root``, else the JSON's
     folder, unless its first image is not there but in :func:`coco_layout_images`' folder (COCO's release as
     downloaded: the JSON in ``annotations/``, the images in ``val2017/`` beside it)."""
@@ -626,13 +626,13 @@ def _coco_images(
 ) -> tuple[dict, dict[int, str], dict[int, Any]]:
     """A COCO JSON's content, its categories (id -> name) and its images (id -> ``record(file, width,
     height)``), checked: ``images`` / ``annotations`` / ``categories`` are lists, ids are unique integers, each
-    image exists under the images root (:func:`_coco_images_root`) and has the size the JSON says."""
+    image exists under the images root (:func:`coco_images_root`) and has the size the JSON says."""
     data = _load_json(path)
     _require(data, ("images", "annotations", "categories"), path, None)
     for key in ("images", "annotations", "categories"):
         if not isinstance(data[key], list):
             raise LabelFormatError(path, key, f"expected a list, got {type(data[key]).__name__}")
-    root = _coco_images_root(path, data["images"], images_root)
+    root = coco_images_root(path, data["images"], images_root)
     categories = {
         cid: str(cat["name"])
         for _, cat, cid in _coco_entries(data["categories"], path, "categories", ("name",), "category")

@@ -18,7 +18,13 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_warn
 
 from domains.driving.common import data_source, read_rgb
-from domains.driving.formats import LabelFormatError, ObjectLabel, kitti_type_name, write_kitti_label
+from domains.driving.formats import (
+    LabelFormatError,
+    ObjectLabel,
+    coco_images_root,
+    kitti_type_name,
+    write_kitti_label,
+)
 from shared.files import written_whole
 from shared.images import write_image
 from shared.task import gather_lists
@@ -203,15 +209,17 @@ COCO_RESULTS = "detections.json"
 
 
 def coco_result_ids(
-    json_path: str | Path, class_names: Sequence[str]
+    json_path: str | Path, class_names: Sequence[str], images_root: str | Path | None = None
 ) -> tuple[dict[str, int], list[int | None]]:
     """The source ids a COCO results file of ``json_path``'s images needs: image file -> image id (the file as
-    :func:`~domains.driving.formats.read_coco` names its records' ``image_path``: the JSON's folder /
-    ``file_name``; its records keep no ids) and, per class, the id of the one category of its name (None when
-    no category, or several, has it). The JSON is read as the data module read it at setup (checked there)."""
+    :func:`~domains.driving.formats.read_coco` names its records' ``image_path``: the images root it resolves
+    from ``images_root``, the JSON's folder or COCO's ``val2017/`` beside ``annotations/``, / ``file_name``;
+    its records keep no ids) and, per class, the id of the one category of its name (None when no category, or
+    several, has it). The JSON is read as the data module read it at setup (checked there)."""
     path = Path(json_path)
     data = json.loads(path.read_text(encoding="utf-8"))
-    images = {str(path.parent / str(image["file_name"])): int(image["id"]) for image in data["images"]}
+    root = coco_images_root(path, data["images"], None if images_root is None else Path(images_root))
+    images = {str(root / str(image["file_name"])): int(image["id"]) for image in data["images"]}
     by_name: dict[str, list[int]] = {}
     for category in data["categories"]:
         by_name.setdefault(str(category["name"]), []).append(int(category["id"]))
@@ -249,6 +257,7 @@ class KittiPredictionWriter(RoadPredictionWriter):
     def __init__(self, output_dir: str, class_names: Sequence[str]):
         super().__init__(output_dir, class_names)
         self.coco_ids: tuple[dict[str, int], list[int | None]] | None = None  # set when predicting COCO data
+        self.coco_source: Path | None = None  # the COCO JSON those ids are read from
         self.coco_results: dict[int, list[dict]] = {}
 
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -256,7 +265,9 @@ class KittiPredictionWriter(RoadPredictionWriter):
         dm = trainer.datamodule
         no_ids = getattr(dm, "data_format", None) != "coco" or getattr(dm, "predict_path", None) is not None
         source = None if no_ids else data_source(dm.data_path, ("*.json",))  # own photos: not in the JSON
-        self.coco_ids = None if no_ids else coco_result_ids(source, self.class_names)
+        images_root = getattr(dm, "images_root", None)  # where the data module read the images from
+        self.coco_ids = None if no_ids else coco_result_ids(source, self.class_names, images_root)
+        self.coco_source = source
         self.coco_results = {}
         categories = self.coco_ids[1] if self.coco_ids is not None else []
         missing = [name for name, category in zip(self.class_names, categories) if category is None]
@@ -278,7 +289,13 @@ class KittiPredictionWriter(RoadPredictionWriter):
         write_rgb(self.output_dir / "images" / f"{image_id}.png", drawn)
         if self.coco_ids is not None:
             images, categories = self.coco_ids
-            coco_id = images[str(pred["image_path"])]
+            coco_id = images.get(str(pred["image_path"]))
+            if coco_id is None:
+                raise ValueError(
+                    f"{COCO_RESULTS}: predicted image {pred['image_path']} is none of the images of the COCO "
+                    f"JSON {self.coco_source} (its file names resolved against the images root the data "
+                    "module read them from)"
+                )
             self.coco_results[coco_id] = detections_to_coco(pred, coco_id, categories)
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:

@@ -130,7 +130,10 @@ class FitScheduleToBudget(pl.Callback):
         step = trainer.global_step
         if not self.active or step == 0 or step == self.marks[-1][0]:
             return
-        if step % self.every and not self._time_runs_out_before_the_next_check(trainer, step):
+        # between checks only before the first one (then the schedule is fitted to the time left): the question
+        # costs a broadcast under DDP, not to be paid every step
+        early = step < self.every and self._time_runs_out_before_the_next_check(trainer, step)
+        if step % self.every and not early:
             return
         now = self.clock()
         # keep the marks of the last window (and the one just before it, the window's start)

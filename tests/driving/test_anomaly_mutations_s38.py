@@ -1,6 +1,7 @@
 """Anomaly score and model lines that no test pinned (a mutation audit changed each and every test still
 passed): the two-class minimum of the scores, the outlier logit's (B, 1, H, W) form, the check on non-finite
-score output, and the calibration's SML fallbacks."""
+score output; the calibration's SML statistics and fallbacks, centred covariance, class check and
+``max_batches``; the learnt energy scale in ``stats``."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Shared driving readers whose lines no test pinned (a mutation audit changed each and every test still
 passed): a colour label PNG refused, not read as grey; predict's unreadable-only folder and repeating names; the
-class sorting of ``sort_objects``; ``to_image_tensor`` on tensors and float arrays; sequence maps beside a label
-file, with comments, and the devkit pair taken whole; the one-JSON rule of ``data_source``; the Cityscapes root
-checks."""
+class sorting of ``sort_objects``; ``to_image_tensor`` on tensors and float arrays; sequence-map comments, the
+devkit pair taken whole and header ids in any case; ``max_items`` cut in id order; the one-JSON rule of
+``data_source``; the Cityscapes root checks."""
 
 from __future__ import annotations
 
@@ -114,13 +114,6 @@ def test_to_image_tensor_scales_uint8_only():
 
 
 # ----------------------------------------------------------------------------------------- sequence maps
-def test_a_sequence_map_beside_the_label_file_is_read(tmp_path):
-    """``<stem>.sequences.txt`` beside a COCO JSON (what the converter writes) gives the drives."""
-    (tmp_path / "labels.sequences.txt").write_text("a drive_1\nb drive_2\n")
-    groups = find_sequence_groups(tmp_path, ["b", "a"], source_file=tmp_path / "labels.json")
-    assert groups == ["drive_2", "drive_1"]
-
-
 def test_a_half_devkit_pair_is_passed_over_for_a_two_column_map(tmp_path):
     """``mapping/train_mapping.txt`` without ``train_rand.txt`` is no devkit mapping: the two-column
     ``sequences.txt`` beside it is read."""

@@ -8,6 +8,7 @@ frame-level split leaks), read from a sequence mapping file where one exists, el
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -149,22 +150,40 @@ LABEL_MAP_FOLDERS = {
 def _refuse_label_maps(root: Path, paths: Sequence[Path]) -> None:
     """ValueError when ``paths`` (found below the folder ``root``) hold a data set's label maps: a folder of
     :data:`LABEL_MAP_FOLDERS` with its image folder beside it (both must be there: one's own photos in a folder
-    named ``semantic`` are predicted). The error names the image folder to give instead."""
+    named ``semantic`` are predicted), below ``root``, at it, or above it (``<cityscapes>/gtFine/val``, what
+    one gives for a split). The error names the image folder to give instead (the root's own, if there)."""
+    here = Path(os.path.abspath(root))  # normalised, not resolved: a linked gtFine/ keeps its layout
+    for folder in here.parents:
+        images = _image_folder(folder)
+        if images is not None:
+            same = images / here.relative_to(folder)  # leftImg8bit/val/frankfurt for gtFine/val/frankfurt
+            raise _label_map_error(root, paths, folder, same if same.is_dir() else images)
     seen: set[Path] = set()
     for start in dict.fromkeys(path.parent for path in paths):
         for folder in (start, *start.parents):
             if folder in seen:
                 break
             seen.add(folder)
-            images, layout = LABEL_MAP_FOLDERS.get(folder.name, (None, None))
-            if images and (folder.parent / images).is_dir():
+            images = _image_folder(folder)
+            if images is not None:
                 maps = [path for path in paths if folder in path.parents]
-                raise ValueError(
-                    f"--data.predict_path {root}: {len(maps)} of its images are {layout} label maps ({folder.name}/ "
-                    f"beside {images}/, e.g. {maps[0]}), not photos: give --data.predict_path {folder.parent / images}"
-                )
+                raise _label_map_error(root, maps, folder, images)
             if folder == root:
                 break
+
+
+def _image_folder(folder: Path) -> Path | None:
+    """The image folder beside ``folder`` when ``folder`` is a data set's label-map folder, else None."""
+    images, _ = LABEL_MAP_FOLDERS.get(folder.name, (None, None))
+    return folder.parent / images if images and (folder.parent / images).is_dir() else None
+
+
+def _label_map_error(root: Path, maps: Sequence[Path], folder: Path, instead: Path) -> ValueError:
+    images, layout = LABEL_MAP_FOLDERS[folder.name]
+    return ValueError(
+        f"--data.predict_path {root}: {len(maps)} of its images are {layout} label maps ({folder.name}/ "
+        f"beside {images}/, e.g. {maps[0]}), not photos: give --data.predict_path {instead}"
+    )
 
 
 def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> list[tuple[Path, int, int, str]]:
@@ -174,8 +193,9 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
     (``drive_a/000000.png``, ``drive_b/000000.png``: dashcam drives), the path below the folder joined by ``__``
     (``drive_a__000000``). An image that cannot be decoded whole (a truncated file) is skipped and counted in one
     warning naming them. A folder holding a data set's label maps beside its images (a SegmentMeIfYouCan root:
-    ``labels_masks/`` beside ``images/``; KITTI's ``semantic/``, Cityscapes' ``gtFine/``) is an error naming the
-    image folder (:func:`_refuse_label_maps`): its masks were predicted as photos."""
+    ``labels_masks/`` beside ``images/``; KITTI's ``semantic/``, Cityscapes' ``gtFine/``), or a folder
+    inside one (``gtFine/val/frankfurt``), is an error naming the image folder (:func:`_refuse_label_maps`):
+    its masks were predicted as photos."""
     root = Path(predict_path)
     if root.is_file():
         paths = [root]

@@ -249,19 +249,19 @@ DDP_FIT = (
 
 
 @pytest.mark.slow
-def test_detection_fit_under_ddp_splits_data_and_reduces_coco_map_states(scenes, tmp_path):
+def test_detection_fit_under_ddp_splits_data_and_logs_every_ranks_ap(scenes, tmp_path):
+    """The CLI end to end on 2 gloo processes. COCO AP is not torchmetrics' sync (the task's metric never
+    syncs itself): every rank's images are gathered once (``mean_ap_over_ranks``), so both ranks log the
+    same values; that these equal one process over the whole split, on uneven shares, is checked by
+    tests/driving/test_ddp_metrics_s38.py."""
     args = detection_args(scenes, *DDP_FIT, "--checkpoint.dirpath", str(tmp_path / "ckpt"))
-    # the COCO metric is the first of the task's (coco, ap50) pair for "val"; a list ("cat") state
-    ranks = run_ddp_fit(DETECTION, args, tmp_path / "ranks", tmp_path, "_metrics.val", "groundtruth_labels")
+    ranks = run_ddp_fit(DETECTION, args, tmp_path / "ranks", tmp_path)
     assert [r["rank"] for r in ranks] == [0, 1] and {r["backend"] for r in ranks} == {"gloo"}
     ids = [set(r["train_ids"]) for r in ranks]
     assert len(ids[0]) == len(ids[1]) == 4 and not ids[0] & ids[1]
-    local = [r["local"][0] for r in ranks]  # ground-truth boxes each rank's val image held
-    assert [r["synced"][0] for r in ranks] == [sum(local)] * 2
-    assert ranks[0]["logged"]["val/map50"] == ranks[1]["logged"]["val/map50"]
-    # KITTI AP and the DontCare count are gathered from both ranks' images, not rank-local
-    kitti = [{k: v for k, v in r["logged"].items() if "kitti" in k or "ignored" in k} for r in ranks]
-    assert "val/ignored_detections" in kitti[0] and kitti[0] == kitti[1]
+    # COCO and KITTI AP, F1 and the DontCare count, gathered from both ranks' images, not rank-local
+    assert {"val/map50", "val/ignored_detections"} <= set(ranks[0]["logged"])
+    assert ranks[0]["logged"] == ranks[1]["logged"]
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
 
 

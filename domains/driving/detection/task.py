@@ -219,9 +219,11 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         return ann.image_path if ann is not None else None
 
     def log_with_headline(self, values: dict[str, float], headline: str) -> dict[str, float]:
-        """Log ``values`` with ``headline`` on the progress bar; return them."""
-        self.log(headline, values[headline], prog_bar=True)
-        self.log_dict({k: v for k, v in values.items() if k != headline})
+        """Log ``values`` with ``headline`` on the progress bar; return them. Every rank computed them
+        from every rank's images (:func:`mean_ap_over_ranks`, :func:`shared.task.gather_lists`), so they
+        are logged as settled (:meth:`shared.task.BaseTask.log_settled`): no "recommended to use sync_dist"
+        line each under DDP."""
+        self.log_settled(values, prog_bar=(headline,))
         return values
 
 

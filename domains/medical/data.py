@@ -77,6 +77,11 @@ class MedicalDataError(ValueError):
     """Bad content in a medical data file; the message starts with the file (and key/slice) at fault."""
 
 
+class ColourImageError(MedicalDataError):
+    """An image in true colour (channels that differ) where a grey scan is read: refused for labelled data,
+    read as its luminance by ``predict`` on one's own images (:func:`build_predict_dataset`)."""
+
+
 # --------------------------------------------------------------------------------------------- helpers
 
 
@@ -419,9 +424,11 @@ class LIDCPngDataset(MedicalDataset):
                 )
 
     @staticmethod
-    def _read(path: Path, upright: bool = False) -> np.ndarray:
+    def _read(path: Path, upright: bool = False, luminance: bool = False) -> np.ndarray:
         """The grey pixels of an image or mask file, as stored; ``upright``: a JPEG's EXIF orientation applied
-        (a phone photo comes out upright, as the driving tasks read photos), for images without masks."""
+        (a phone photo comes out upright, as the driving tasks read photos), for images without masks. Grey
+        stored as colour (equal channels) is one channel; true colour is :class:`ColourImageError`, or with
+        ``luminance`` OpenCV's luminance (0.299 R + 0.587 G + 0.114 B), as the demo's upload reads it."""
         flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if upright else cv2.IMREAD_UNCHANGED
         array = cv2.imread(str(path), flags)
         if array is None:
@@ -430,21 +437,22 @@ class LIDCPngDataset(MedicalDataset):
             check_jpeg_whole(path)
         except ImageDecodeError as err:
             raise MedicalDataError(str(err)) from None
-        if array.ndim == 3:  # grey stored as RGB(A): accept only if the colour channels agree
+        if array.ndim == 3:  # OpenCV's channel order: B, G, R(, A)
             if array.shape[2] in (3, 4) and (array[..., :3] == array[..., :1]).all():
-                array = array[..., 0]
-            else:
-                raise MedicalDataError(
-                    f"{path}: expected a grayscale PNG, got {array.shape[2]} differing channels"
-                )
+                return array[..., 0]
+            if array.shape[2] in (3, 4) and luminance:
+                return cv2.cvtColor(np.ascontiguousarray(array[..., :3]), cv2.COLOR_BGR2GRAY)
+            raise ColourImageError(
+                f"{path}: expected a grayscale PNG, got {array.shape[2]} differing channels"
+            )
         return array
 
     @classmethod
-    def read_image(cls, path: Path, upright: bool = False) -> np.ndarray:
+    def read_image(cls, path: Path, upright: bool = False, luminance: bool = False) -> np.ndarray:
         """The grey image at ``path`` as float32 (H, W) in [0, 1]: 8 bits / 255, 16 bits stretched per image.
-        Also what ``predict`` on one's own 2-D images reads (:class:`ImageFileDataset`, ``upright``: see
-        :meth:`_read`), so both agree."""
-        raw = cls._read(path, upright)
+        Also what ``predict`` on one's own 2-D images reads (:class:`ImageFileDataset`, ``upright`` and
+        ``luminance``: see :meth:`_read`), so both agree."""
+        raw = cls._read(path, upright, luminance)
         if raw.dtype == np.uint8:
             return raw.astype(np.float32) / 255.0
         if raw.dtype == np.uint16:  # a 12-bit CT in 16 bits: /65535 left it at most 0.06, nearly black
@@ -843,23 +851,39 @@ def _nifti_header(path: Path, check_data: bool = False) -> dict:
     }
 
 
-def _warn_not_axial(volumes: Sequence[tuple[Path, np.ndarray]]) -> None:
-    """One warning naming the volumes (``(path, affine)``) whose third voxel axis does not run head-foot (axis
-    codes by ``nibabel.aff2axcodes``, e.g. ('S', 'R', 'A') for a volume saved with its axes permuted): slices are
-    cut along the third voxel axis, so theirs are sagittal or coronal. They are not reoriented here, since
-    predictions are written on each source volume's own grid and affine."""
+def _axial_axes(affine: np.ndarray) -> tuple[int, int, int]:
+    """The stored voxel axes in the order slices are cut from (along the last): as stored when the third runs
+    head-foot (every Decathlon file), else those running left-right, front-back, head-foot
+    (``nibabel.orientations.io_orientation``), so a volume saved with its axes permuted, e.g. (z, y, x), gives
+    the axial slices its canonical twin gives; as stored too for an affine that gives no orientation. Each
+    axis keeps its stored direction (no flip, unlike ``nibabel.as_closest_canonical``): an LPS volume's slices
+    are not mirrored against those of its set's other files, nor against those a model trained on."""
     import nibabel as nib
 
-    odd = [(path, codes) for path, affine in volumes if (codes := nib.aff2axcodes(affine))[2] in ("R", "L", "A", "P")]
-    if odd:
-        path, codes = odd[0]
-        warnings.warn(
-            f"{path}: voxel axes {codes} (nibabel.aff2axcodes): slices are cut along the third voxel axis, here "
-            f"{'left-right' if codes[2] in ('R', 'L') else 'front-back'}, so they are "
-            f"{'sagittal' if codes[2] in ('R', 'L') else 'coronal'}, not axial ({len(odd)} of {len(volumes)} "
-            "volumes so); for axial slices reorient them first (nibabel.as_closest_canonical, fslreorient2std)",
-            MedicalDataWarning,
-            stacklevel=3,
+    ornt = nib.orientations.io_orientation(affine)  # per stored axis: (world axis R/A/S, direction)
+    if np.isnan(ornt).any() or ornt[2, 0] == 2:
+        return (0, 1, 2)
+    return tuple(int(np.flatnonzero(ornt[:, 0] == world)[0]) for world in range(3))
+
+
+def _axial(header: dict) -> dict:
+    """``header`` (:func:`_nifti_header`) on the grid slices are cut from (:func:`_axial_axes`): its shape and
+    affine columns permuted, and ``axes``, the stored axis of each (the writer puts whole volumes back)."""
+    axes = _axial_axes(header["affine"])
+    affine = header["affine"][:, [*axes, 3]]
+    shape = header["spatial_shape"][list(axes)]
+    return {**header, "affine": affine, "spatial_shape": shape, "axes": np.array(axes, dtype=np.int64)}
+
+
+def _say_reoriented(sources: Sequence[dict]) -> None:
+    """One line naming the volumes whose voxel axes were reordered for axial slices (:func:`_axial_axes`)."""
+    moved = [source for source in sources if tuple(source["axes"]) != (0, 1, 2)]
+    if moved:
+        axes = tuple(int(a) for a in moved[0]["axes"])
+        rank_zero_info(
+            f"{moved[0]['image_path']}: its head-foot axis is voxel axis {axes[2]}, so its slices are cut "
+            f"along it (voxel axes {axes} as x, y, z; {len(moved)} of {len(sources)} volumes so); the "
+            "per-slice NIfTI outputs are on that grid, the whole-volume ones on the file's own"
         )
 
 
@@ -868,13 +892,14 @@ class DecathlonSliceDataset(MedicalDataset):
 
     Volumes load through MONAI (``LoadImage``, ``EnsureChannelFirst``, percentile intensity scaling to
     [0,1], in-plane resize keeping the physical aspect ratio (the header's voxel sizes), then pad to
-    ``crop_size``). Slices are taken along the third voxel axis (axial in Decathlon files; a volume where it
-    is not is named in a warning: :func:`_warn_not_axial`). ``foreground_labels`` chooses the label values that
-    are the lesion (Task03 Liver: ``[2]``, the cancer; default every non-zero one, with a warning when
-    dataset.json names several). Every slice with foreground is kept, plus
-    ``round(empty_ratio * n_foreground)`` (at least ``min_empty``) seeded empty slices per volume; the counts
-    are printed and kept in ``stats``. ``all_slices`` keeps every slice instead, labels or not: ``predict``
-    uses it, since a prediction is a whole volume and the labels must not choose which slices it covers.
+    ``crop_size``). Slices are taken along the voxel axis that runs head-foot, the third in Decathlon files (a
+    volume saved with its axes permuted is reordered: :func:`_axial_axes`; ids ``z<k>`` count along it).
+    ``foreground_labels`` chooses the label values that are the lesion (Task03 Liver: ``[2]``, the cancer;
+    default every non-zero one, with a warning when dataset.json names several). Every slice with foreground
+    is kept, plus ``round(empty_ratio * n_foreground)`` (at least ``min_empty``) seeded empty slices per
+    volume; the counts are printed and kept in ``stats``. ``all_slices`` keeps every slice instead, labels or
+    not: ``predict`` uses it, since a prediction is a whole volume and the labels must not choose which slices
+    it covers.
     Labels are read at construction to index slices; images when used, with a small per-process cache of
     ``cache_volumes`` volumes, which training fills a few volumes at a time (:class:`VolumeGroupedSampler`).
     """
@@ -952,22 +977,22 @@ class DecathlonSliceDataset(MedicalDataset):
                 raise MedicalDataError(
                     f"{label_path}: expected a 3D single-channel label, got {tuple(label.shape)}"
                 )
-            values = np.asarray(label[0])
+            # the image's geometry: a label saved without it (an identity affine) put predictions off the scan
+            header = _nifti_header(image_path)
+            values = np.transpose(np.asarray(label[0]), _axial_axes(header["affine"]))
             if len(declared) and self.foreground_labels is None:
                 # read as the lesion by "every non-zero label": said, as a set whose dataset.json does not
                 # describe its label files (a comparison per voxel; np.unique of a volume took seconds)
                 other = values[np.isin(values, declared, invert=True)]
                 if other.size:
                     undeclared[label_path] = [int(v) if float(v).is_integer() else float(v) for v in np.unique(other)]
-            fg = self._foreground(values).reshape(-1, label.shape[-1]).any(axis=0)
+            fg = self._foreground(values).reshape(-1, values.shape[-1]).any(axis=0)
             fg_idx, empty_idx = np.flatnonzero(fg), np.flatnonzero(~fg)
             n_keep = min(len(empty_idx), max(min_empty, round(empty_ratio * len(fg_idx))))
             keep_empty = empty_idx if all_slices else np.sort(rng.choice(empty_idx, n_keep, replace=False))
             self.stats["foreground_slices"] += len(fg_idx)
             self.stats["empty_slices"] += len(empty_idx)
             self.stats["empty_slices_kept"] += len(keep_empty)
-            # the image's geometry: a label saved without it (an identity affine) put predictions off the scan
-            header = _nifti_header(image_path)
             image_grid, label_grid = tuple(int(v) for v in header["spatial_shape"]), tuple(label.shape[1:])
             if image_grid != label_grid:  # said here, for every case, not when training first reads the case
                 other_grid.append(
@@ -976,9 +1001,9 @@ class DecathlonSliceDataset(MedicalDataset):
             label_affine = np.asarray(label.meta.get("original_affine", label.affine), dtype=np.float64)
             if not np.allclose(label_affine, header["affine"], rtol=0, atol=AFFINE_ATOL):
                 moved.append((label_path, image_path, float(np.abs(label_affine - header["affine"]).max())))
-            self._sources.append(self._source(image_path, label_path, header))
+            self._sources.append(self._source(image_path, label_path, _axial(header)))
             self.slices.extend((c, int(z)) for z in sorted([*fg_idx, *keep_empty]))
-        _warn_not_axial([(Path(src["image_path"]), src["affine"]) for src in self._sources])
+        _say_reoriented(self._sources)
         if other_grid:
             more = f"; ... {len(other_grid) - 3} more" if len(other_grid) > 3 else ""
             raise MedicalDataError(
@@ -1094,6 +1119,10 @@ class DecathlonSliceDataset(MedicalDataset):
                 f"{self.modality_index}); the intensity scaling and the models need finite values: fix or "
                 "remove this case"
             )
+        axes = tuple(int(a) for a in self._sources[c]["axes"])
+        if axes != (0, 1, 2):  # slices cut along the head-foot axis (:func:`_axial_axes`)
+            order = (0, *(a + 1 for a in axes))  # channels first
+            data = {key: np.ascontiguousarray(np.transpose(np.asarray(v), order)) for key, v in data.items()}
         x, y, z = data["image"].shape[1:]
         size = (*(int(v) for v in self._sources[c]["resized"]), z)
         scale = min(size[0] / x, size[1] / y)
@@ -1171,17 +1200,17 @@ class NiftiImageDataset(DecathlonSliceDataset):
         self.cases = [(name, Path(path), None) for path, name in zip(paths, names)]
         self._sources, self.slices = [], []
         for c, (_name, path, _) in enumerate(self.cases):
-            header = _nifti_header(path)
-            self._sources.append(self._source(path, None, header))
-            self.slices.extend((c, z) for z in range(int(header["spatial_shape"][2])))
-        _warn_not_axial([(path, source["affine"]) for (_, path, _), source in zip(self.cases, self._sources)])
+            self._sources.append(self._source(path, None, _axial(_nifti_header(path))))
+            self.slices.extend((c, z) for z in range(int(self._sources[-1]["spatial_shape"][2])))
+        _say_reoriented(self._sources)
         self._name_slices()
 
 
 class ImageFileDataset(MedicalDataset):
     """Unlabelled 2-D images (``--data.predict_path``), whole, read as the LIDC PNG items are
     (:meth:`LIDCPngDataset.read_image`), a JPEG's EXIF orientation applied (no mask to keep aligned with the
-    stored pixels); no reader mask (``masks`` (0, H, W))."""
+    stored pixels), a colour one as its luminance (an RGB export of a CT slice, a screenshot); no reader mask
+    (``masks`` (0, H, W))."""
 
     num_readers = 0
 
@@ -1191,7 +1220,7 @@ class ImageFileDataset(MedicalDataset):
         self.groups = list(names)
 
     def load(self, index: int) -> dict:
-        image = LIDCPngDataset.read_image(self.paths[index], upright=True)
+        image = LIDCPngDataset.read_image(self.paths[index], upright=True, luminance=True)
         return {
             "image": image,
             "masks": np.zeros((0, *image.shape), np.uint8),
@@ -1270,18 +1299,35 @@ def build_predict_dataset(predict_path: str | Path, crop_size: int, **settings) 
     """The unlabelled dataset of ``--data.predict_path``: NIfTI volumes (:class:`NiftiImageDataset`, with
     ``settings``' ``modality_index`` / ``percentiles`` / ``cache_volumes``) or 2-D images
     (:class:`ImageFileDataset`). Each file must read whole; those that do not are skipped and named in one
-    warning (an error if none reads). Outputs are named after the files (``ct_100``, ``img_7``), by the path
-    below the folder where a name repeats (``site_a__ct_100``: :func:`shared.files.distinct_names`)."""
+    warning (an error if none reads). Images in true colour are read as their luminance, named in one
+    warning (grey stored as RGB is read as grey, unsaid). Outputs are named after the files (``ct_100``,
+    ``img_7``), by the path below the folder where a name repeats (``site_a__ct_100``:
+    :func:`shared.files.distinct_names`)."""
     root, files = _predict_files(predict_path)
     nifti = _is_nifti(files[0])
-    readable, failed = [], []
+    readable, failed, colour = [], [], []
     for path in files:
         try:
-            _nifti_header(path, check_data=True) if nifti else LIDCPngDataset.read_image(path, upright=True)
+            if nifti:
+                _nifti_header(path, check_data=True)
+            else:
+                try:
+                    LIDCPngDataset.read_image(path, upright=True)
+                except ColourImageError:  # decoded again only if in colour (rare): the check stays one read
+                    LIDCPngDataset.read_image(path, upright=True, luminance=True)
+                    colour.append(str(path))
         except MedicalDataError as err:
             failed.append(str(err))
         else:
             readable.append(path)
+    if colour:
+        warnings.warn(
+            f"--data.predict_path {root}: {len(colour)} of {len(files)} images are in colour and are read as "
+            "their luminance (0.299 R + 0.587 G + 0.114 B; the models learnt grey scans): "
+            + _first_few(colour),
+            MedicalDataWarning,
+            stacklevel=3,
+        )
     if failed:
         shown = "; ".join(failed[:3]) + (f"; ... {len(failed) - 3} more" if len(failed) > 3 else "")
         warnings.warn(
@@ -1506,7 +1552,8 @@ class MedicalDataModule(SplitLoaders):
         dataset_kwargs: passed to the dataset (e.g. ``{modality_index: 1}`` for Decathlon).
         synthetic: settings of the synthetic set generated when ``data_path`` is null (those of
             :func:`domains.medical.synthetic.generate_lidc_png`), e.g. ``{readers: lidc}`` for readers with
-            the real LIDC statistics (generated under data/medical/synthetic_lidc_lidc_readers); null: the default.
+            the real LIDC statistics (generated under data/medical/synthetic_lidc_lidc_readers; other settings
+            under a folder named after them, e.g. data/medical/synthetic_lidc_size-64); null: the default.
         predict_path: ``predict`` on your own unlabelled data instead of the test split (``data_path`` is then
             not read): a NIfTI volume (.nii / .nii.gz) or a folder of them (every axial slice, through the
             Decathlon pipeline with ``dataset_kwargs``' ``modality_index`` / ``percentiles`` and ``crop_size``;

@@ -16,9 +16,11 @@ Uncertainty: ``entropy`` is the binary entropy (bits, in [0, 1]) of the mean pro
 For NIfTI inputs the maps are mapped back onto the source volume's in-plane grid (undoing the datamodule's
 aspect-preserving resize and symmetric padding, inverting the label's nearest-neighbour resize)
 and written as one-slice volumes whose affine places them at the source slice, so they overlay the original
-scan in any viewer; ``predict`` covers every slice of a volume, so the case's whole volume (the source's
-grid and affine; samples (X, Y, Z, N)) is written too. NIfTI files hold the raw values (probabilities, bits
-or variance; masks 0/1), with the source image's qform / sform codes and units (its affine, never its label's).
+scan in any viewer (a volume stored with its head-foot axis not third is sliced along that axis: its slices'
+files are on that reordered grid); ``predict`` covers every slice of a volume, so the case's whole volume (the
+source's grid, voxel order and affine; samples (X, Y, Z, N)) is written too. NIfTI files hold the raw values
+(probabilities, bits or variance; masks 0/1), with the source image's qform / sform codes and units (its
+affine, never its label's).
 
 Predicting again into the same folder replaces each image's files: the previous run's files of the names
 above (e.g. ``sample_03.png`` of a run with more samples) are removed from the folder before it is written;
@@ -185,6 +187,13 @@ def _nifti_like_source(data: np.ndarray, affine: np.ndarray, source: dict, i: in
     return image
 
 
+def _as_stored(data: np.ndarray, affine: np.ndarray, axes) -> tuple[np.ndarray, np.ndarray]:
+    """A volume (X, Y, Z, ...) on the grid slices were cut from and its affine, back in the source file's
+    voxel order: ``axes`` is the stored axis of each of X, Y, Z (``domains.medical.data._axial_axes``)."""
+    inverse = [int(a) for a in np.argsort(axes)]
+    return np.transpose(data, (*inverse, *range(3, data.ndim))), affine[:, [*inverse, 3]]
+
+
 def _slice_affine(affine: np.ndarray, slice_index: int) -> np.ndarray:
     """Affine of a one-slice volume whose voxel (i, j, 0) is voxel (i, j, slice_index) of the source."""
     out = np.array(affine, dtype=np.float64, copy=True)
@@ -306,6 +315,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
                 "folder": folder.parent,
                 "affine": volume_affine,
                 "header": {k: [numpy(source[k][i])] for k in ("qform_code", "sform_code", "xyzt_units") if k in source},
+                "axes": numpy(source["axes"][i]) if "axes" in source else (0, 1, 2),  # else: as stored
                 "samples": np.zeros((*shape[:3], vol.shape[-1]), np.uint8),
                 "mean": np.zeros(shape[:3], np.float32),
                 "uncertainty": np.zeros(shape[:3], np.float32),
@@ -319,6 +329,7 @@ class MedicalPredictionWriter(BasePredictionWriter):
         if len(volume["seen"]) == shape[2]:  # complete: write it and free its memory
             for name in ("samples", "mean", "uncertainty"):
                 filename = {"mean": "mean_prob"}.get(name, name)
-                whole = _nifti_like_source(volume[name], volume["affine"], volume["header"], 0)
+                data, affine = _as_stored(volume[name], volume["affine"], volume["axes"])
+                whole = _nifti_like_source(data, affine, volume["header"], 0)
                 _save_nifti(whole, volume["folder"] / f"{filename}.nii.gz")
             del self._volumes[key]

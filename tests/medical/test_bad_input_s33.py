@@ -3,19 +3,15 @@ voxel axis is not head-foot, bad LIDC PNG files found at setup, ``.PNG`` reader 
 
 from __future__ import annotations
 
-import json
 import unicodedata
-import warnings
 from pathlib import Path
 
 import cv2
-import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
 
 from domains.medical.data import (
-    DecathlonSliceDataset,
     LIDCPngDataset,
     MedicalDataError,
     MedicalDataWarning,
@@ -77,53 +73,6 @@ def test_predict_keeps_letters_of_any_script_in_output_names(tmp_path):
     assert sorted(output_folder_name(i) for i in dataset.ids) == sorted(["肺部", "肝脏", "Schädel_1", "Knöchel"])
     assert output_folder_name("a/b:c*d?e\x00f") == "a/b_c_d_e_f"  # separators kept, unsafe characters replaced
     assert output_folder_name("肺部 1") == output_folder_name("肺部_1") == "肺部_1"  # the collision check still applies
-
-
-# ------------------------------------------------------------------------------ NIfTI axes permuted
-
-
-def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, affine), str(path))
-
-
-#: voxel axes (S, R, A): the third voxel axis runs front-back, so slices along it are coronal
-PERMUTED = np.array([[0, 1.0, 0, 0], [0, 0, 1.0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])
-
-
-def _decathlon(root: Path, affines: list[np.ndarray]) -> Path:
-    training = []
-    for c, affine in enumerate(affines):
-        label = np.zeros((8, 8, 4), np.uint8)
-        label[2:5, 2:5, 1] = 1
-        _save(root / "imagesTr" / f"case_{c}.nii.gz", _noise(8, 32).reshape(8, 8, 4).astype(np.float32), affine)
-        _save(root / "labelsTr" / f"case_{c}.nii.gz", label, affine)
-        training.append({"image": f"./imagesTr/case_{c}.nii.gz", "label": f"./labelsTr/case_{c}.nii.gz"})
-    (root / "dataset.json").write_text(json.dumps({"training": training, "labels": {"0": "bg", "1": "x"}}))
-    return root
-
-
-def _axis_warnings(build) -> list[str]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        build()
-    return [str(w.message) for w in caught if "voxel axes" in str(w.message)]
-
-
-def test_a_volume_whose_third_voxel_axis_is_not_head_foot_is_named_in_a_warning(tmp_path):
-    """Its slices were cut along the third voxel axis, sagittal or coronal, without a word."""
-    root = _decathlon(tmp_path / "msd", [np.diag([1.0, 1.0, 2.0, 1.0]), PERMUTED])
-    said = _axis_warnings(lambda: DecathlonSliceDataset(root, "all", crop_size=16))
-    permuted = root / "imagesTr" / "case_1.nii.gz"
-    expected = (
-        f"{permuted}: voxel axes ('S', 'R', 'A') (nibabel.aff2axcodes): slices are cut along the third voxel axis, "
-        "here front-back, so they are coronal, not axial (1 of 2 volumes so); for axial slices reorient them first "
-        "(nibabel.as_closest_canonical, fslreorient2std)"
-    )
-    assert said == [expected]
-    said = _axis_warnings(lambda: build_predict_dataset(root / "imagesTr", crop_size=16))  # predict on volumes
-    assert len(said) == 1 and said[0].startswith(f"{permuted}: voxel axes ('S', 'R', 'A')")
-    assert _axis_warnings(lambda: build_predict_dataset(root / "imagesTr" / "case_0.nii.gz", crop_size=16)) == []
 
 
 # ------------------------------------------------------------------------------ LIDC PNG: bad files at setup

@@ -22,6 +22,7 @@ import re
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -820,12 +821,15 @@ def _read_dicom(data: bytes, name: str, budget: int | None = None):
     """(pydicom's data set of ``data`` (a file without the 128-byte preamble read by force), the bytes its
     data set unpacked to if deflated, else 0: the data set holds them), or UploadError. A deflated one is
     refused before pydicom inflates it if it unpacks to more than ``budget`` (default: the limit; a zip's
-    slices share it)."""
+    slices share it), any one before its pixel data is read if its header declares more than the limit to hold
+    (:func:`_check_dicom_size`)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import read_dataset
 
     limit = MAX_VOLUME_BYTES if budget is None else budget
-    inflated = _inflated_size(data, limit)
+    deflated = _deflated_data_set(data)
+    inflated = 0 if deflated is None else _inflated_size(deflated, limit)
     if inflated > limit:
         left = "the limit"
         if budget is not None:
@@ -834,47 +838,124 @@ def _read_dicom(data: bytes, name: str, budget: int | None = None):
             f"{name}: the deflated DICOM data unpacks to more than {_mb(limit)}, {left} (crop or downsample "
             "it first)"
         )
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
-    except InvalidDicomError as exc:
-        raise UploadError(f"{name}: not a valid DICOM file ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - truncated / corrupt files raise many kinds
-        raise UploadError(
-            f"{name}: the DICOM file is corrupt or truncated ({type(exc).__name__}: {exc})"
-        ) from None
-    # pydicom keeps the buffer it read from, for a deflated file the whole data set inflated beside the
-    # elements read from it (its pixel data twice); nothing reads it again
-    ds.buffer = None
-    return ds, inflated
+    force = data[128:132] != b"DICM"
+
+    def read(stop_before_pixels: bool):
+        try:
+            if stop_before_pixels and deflated is not None:  # pydicom inflates it whole first
+                return read_dataset(_Inflating(deflated), False, True, stop_when=_at_pixel_data)
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, force=force)
+        except InvalidDicomError as exc:
+            raise UploadError(f"{name}: not a valid DICOM file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - truncated / corrupt files raise many kinds
+            raise UploadError(
+                f"{name}: the DICOM file is corrupt or truncated ({type(exc).__name__}: {exc})"
+            ) from None
+        # pydicom keeps the buffer it read from, for a deflated file the whole data set inflated beside the
+        # elements read from it (its pixel data twice); nothing reads it again
+        ds.buffer = None
+        return ds
+
+    # the header first: its declared size is checked before the pixel data is read (a deflated data set of 480
+    # MB, inflated whole and its pixel data read out of it, peaked at 974 MB before its size was checked)
+    _check_dicom_size(read(stop_before_pixels=True), name, inflated)
+    return read(stop_before_pixels=False), inflated
 
 
-def _inflated_size(data: bytes, limit: int) -> int:
-    """The bytes a deflated DICOM's data set (Deflated Explicit VR Little Endian) unpacks to, counted a chunk
-    at a time with nothing kept, no further than past ``limit``; 0 for any other file. pydicom inflates such a
-    data set whole before any element can be read: counted first, a small file cannot unpack to gigabytes (a
-    50 MB upload to 50 GB). A file meta pydicom cannot parse, or corrupt deflate data, is left to pydicom."""
+def _at_pixel_data(tag, vr, length) -> bool:
+    """Where a DICOM header ends: its pixel data element (float, double float or integer values)."""
+    return tag in (0x7FE00008, 0x7FE00009, 0x7FE00010)
+
+
+def _check_dicom_size(ds, name: str, inflated: int = 0) -> None:
+    """Refuse a DICOM whose header declares more than ``MAX_VOLUME_BYTES`` to hold: every sample counted as
+    float32, the values' type (a colour frame is converted in float32), and ``inflated``, a deflated data
+    set's bytes, which pydicom keeps as the frames decode (8 of 4096x4096 peaked at 1.5 GB)."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames, samples = _dicom_frames(ds, name), int(ds.get("SamplesPerPixel", 1) or 1)
+    declared = _frames_text(frames, rows, cols, samples)
+    if inflated:
+        declared += f", beside its deflated data unpacked ({_mb(inflated)})"
+    _check_volume(name, declared, rows * cols * frames * samples * 4 + inflated)
+
+
+def _deflated_data_set(data: bytes) -> memoryview | None:
+    """The deflated data set of a DICOM file in Deflated Explicit VR Little Endian (its file meta, group 0002,
+    is never deflated); None for any other file, and for a file meta pydicom cannot parse (it says why)."""
     from pydicom.filereader import read_dataset
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     if data[128:132] != b"DICM":
-        return 0
+        return None
     stream = io.BytesIO(data)
     stream.seek(132)
-    try:  # the file meta (group 0002) is never deflated
+    try:
         meta = read_dataset(stream, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2)
         deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
     except Exception:  # noqa: BLE001 - pydicom says what is wrong with it
-        return 0
-    if not deflated:
-        return 0
-    inflate, rest, size = zlib.decompressobj(wbits=-zlib.MAX_WBITS), data[stream.tell() :], 0
-    while rest and not inflate.eof and size <= limit:
-        try:
-            size += len(inflate.decompress(rest, 16 * 1024 * 1024))
-        except zlib.error:
-            break  # pydicom names the corruption
-        rest = inflate.unconsumed_tail
+        return None
+    return memoryview(data)[stream.tell() :] if deflated else None
+
+
+def _inflated(deflated: memoryview) -> Iterator[bytes]:
+    """A deflated data set inflated a chunk (``_CHUNK_VOXELS`` bytes at most) at a time, fed a chunk at a
+    time: zlib copies the input it leaves over at every call (a whole upload's each time). zlib.error where it
+    is corrupt, ValueError where it ends early."""
+    inflate = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+    for start in range(0, len(deflated), _CHUNK_VOXELS):
+        piece = deflated[start : start + _CHUNK_VOXELS]
+        while piece and not inflate.eof:
+            yield inflate.decompress(piece, _CHUNK_VOXELS)
+            piece = inflate.unconsumed_tail
+    yield inflate.flush()
+    if not inflate.eof:
+        raise ValueError("the deflated data set ends early (truncated)")
+
+
+def _inflated_size(deflated: memoryview, limit: int) -> int:
+    """The bytes a deflated DICOM data set unpacks to, counted a chunk at a time with nothing kept, no further
+    than past ``limit``. pydicom inflates such a data set whole before any element can be read: counted first,
+    a small file cannot unpack to gigabytes (a 50 MB upload to 50 GB). Corrupt data is left to pydicom."""
+    size = 0
+    try:
+        for chunk in _inflated(deflated):
+            size += len(chunk)
+            if size > limit:
+                break
+    except (zlib.error, ValueError):
+        pass  # pydicom names the corruption
     return size
+
+
+class _Inflating:
+    """A deflated DICOM data set as a file (the ``read`` / ``seek`` / ``tell`` pydicom's reader uses) inflated
+    only as far as it is read, kept from its start (pydicom seeks back within an element), so its header reads
+    without its pixel data inflated. Written here: zlib has no file object for raw deflate data (gzip's reads
+    its own container)."""
+
+    def __init__(self, deflated: memoryview):
+        self._chunks, self._out, self._pos = _inflated(deflated), bytearray(), 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence not in (io.SEEK_SET, io.SEEK_CUR):
+            raise io.UnsupportedOperation("a deflated data set is not sought from its end")
+        self._pos = offset + (self._pos if whence == io.SEEK_CUR else 0)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._pos + size if size >= 0 else None
+        while end is None or len(self._out) < end:
+            chunk = next(self._chunks, None)
+            if chunk is None:  # the end of the data set
+                break
+            self._out += chunk
+        with memoryview(self._out) as kept:  # one copy out of what is kept
+            part = bytes(kept[self._pos : end])
+        self._pos += len(part)
+        return part
 
 
 def _dicom_frames(ds, name: str) -> int:
@@ -901,10 +982,10 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _dicom_values(ds, name: str, max_pixels: int, notes: list[str], inflated: int = 0) -> np.ndarray:
+def _dicom_values(ds, name: str, max_pixels: int, notes: list[str]) -> np.ndarray:
     """A DICOM object's frames (F, rows, cols) as float32 in the modality's units (Hounsfield for CT):
     colour to grey, the rescale slope / intercept applied (an enhanced object's from its functional groups).
-    ``inflated``: the bytes its deflated data set unpacked to, which pydicom holds beside the values."""
+    Its size was checked as it was read (:func:`_read_dicom`)."""
     from pydicom.pixels import apply_modality_lut, iter_pixels
 
     if "PixelData" not in ds:
@@ -916,12 +997,6 @@ def _dicom_values(ds, name: str, max_pixels: int, notes: list[str], inflated: in
     frames, samples = _dicom_frames(ds, name), int(ds.get("SamplesPerPixel", 1) or 1)
     if samples not in (1, 3):
         raise UploadError(f"{name}: DICOM with {samples} samples per pixel is not supported")
-    # every sample counted as float32, the values' type (a colour frame is converted in float32), and a
-    # deflated data set's bytes: pydicom keeps them as the frames decode (8 of 4096x4096 peaked at 1.5 GB)
-    declared = _frames_text(frames, rows, cols, samples)
-    if inflated:
-        declared += f", beside its deflated data unpacked ({_mb(inflated)})"
-    _check_volume(name, declared, rows * cols * frames * samples * 4 + inflated)
     if samples == 3:
         notes.append("colour DICOM converted to grayscale")
     slope, intercept = _dicom_value(ds, "RescaleSlope"), _dicom_value(ds, "RescaleIntercept")
@@ -1010,9 +1085,9 @@ def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fm
 
 
 def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
-    ds, inflated = _read_dicom(data, name)
+    ds = _read_dicom(data, name)[0]
     notes: list[str] = []
-    values = _dicom_values(ds, name, max_pixels, notes, inflated)
+    values = _dicom_values(ds, name, max_pixels, notes)
 
     def place(notes: list[str]) -> NiftiGrid | None:
         return _dicom_grid(ds) if len(values) == 1 else _multiframe_grid(ds, len(values), notes)
@@ -1228,85 +1303,105 @@ def _spacing(values, notes: list[str], scale: float = 1.0) -> tuple[float, float
     return rows, cols
 
 
-def _gunzip(data: bytes, name: str, limit: int = MAX_VOLUME_BYTES) -> bytes:
-    """Decompress with an output cap, so a small gzip bomb cannot fill the memory."""
-    decomp = zlib.decompressobj(wbits=31)
+def _gunzipped_size(data: bytes, name: str, limit: int = MAX_VOLUME_BYTES) -> int:
+    """The bytes a gzip decompresses to, counted a chunk at a time with nothing kept (the file is then read as
+    a stream): a gzip bomb, corrupt or truncated data is refused before anything is allocated."""
+    size = 0
     try:
-        out = decomp.decompress(data, limit)
-        if decomp.unconsumed_tail:
-            raise UploadError(
-                f"{name}: the volume decompresses to more than {_mb(limit)}; too large for the demo"
-            )
-        out += decomp.flush()
-    except zlib.error as exc:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            while chunk := stream.read(_CHUNK_VOXELS):
+                size += len(chunk)
+                if size > limit:
+                    raise UploadError(
+                        f"{name}: the volume decompresses to more than {_mb(limit)}; too large for the demo"
+                    )
+    except EOFError:
+        raise UploadError(f"{name}: the gzip data is truncated") from None
+    except (OSError, zlib.error) as exc:
         raise UploadError(f"{name}: the gzip data is corrupt or truncated ({exc})") from None
-    if not decomp.eof:
-        raise UploadError(f"{name}: the gzip data is truncated")
-    return out
+    return size
 
 
-def _nifti_values(proxy, held: np.dtype) -> np.ndarray:
-    """A NIfTI's voxels (nibabel's array proxy) as ``held``: float32 for floating-point or scaled data, scaled in
-    float32. nibabel scales in float64 even for ``get_fdata(dtype=np.float32)``: a 128 MB uint8 volume with
-    scl_slope 2 became a 1 GiB float64 array on the way (2.3 GB at its peak)."""
-    stored = np.asanyarray(proxy.get_unscaled())
-    slope, inter = float(proxy.slope), float(proxy.inter)
-    if (slope, inter) == (1.0, 0.0):
-        return stored.astype(held, copy=False)
-    values = np.empty_like(stored, dtype=np.float32)
-    np.multiply(stored, np.float32(slope), out=values, casting="unsafe")
-    values += np.float32(inter)
+def _nifti_values(
+    stream, shape: tuple[int, ...], stored: np.dtype, held: np.dtype, slope: float, inter: float
+) -> np.ndarray:
+    """A NIfTI's voxels read from ``stream`` (at its data offset) a chunk at a time into the array held, in
+    the file's (Fortran) order: the file decompressed whole beside its voxels peaked at 1.06 GB for a 510 MB
+    volume. Held as ``held`` (float32 for floating-point or scaled data), scaled by ``slope`` / ``inter`` in
+    float32: nibabel scales in float64 even for ``get_fdata(dtype=np.float32)`` (a 128 MB uint8 volume with
+    scl_slope 2 peaked at 2.3 GB)."""
+    values = np.empty(shape, held, order="F")
+    flat = values.reshape(-1, order="F")  # a view: the array is Fortran-contiguous
+    chunk = bytearray(_CHUNK_VOXELS * stored.itemsize)
+    for start in range(0, flat.size, _CHUNK_VOXELS):
+        part = flat[start : start + _CHUNK_VOXELS]
+        read = memoryview(chunk)[: part.size * stored.itemsize]
+        if stream.readinto(read) != len(read):
+            raise EOFError("the voxel data ends early")  # the size was checked: a stream that lied
+        if (slope, inter) == (1.0, 0.0):
+            part[...] = np.frombuffer(read, stored)
+        else:
+            np.multiply(np.frombuffer(read, stored), np.float32(slope), out=part, casting="unsafe")
+            part += np.float32(inter)
     return values
 
 
 def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> MedicalVolume:
     import nibabel as nib
 
-    raw = _gunzip(data, name) if gz else data
-    version = _nifti_version(raw)
-    if not version:
-        raise UploadError(f"{name}: not a NIfTI-1 / NIfTI-2 file (header magic missing)")
-    cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
-    try:
-        header = cls.header_class.from_fileobj(io.BytesIO(raw))
-        shape, stored, scaling = header.get_data_shape(), header.get_data_dtype(), header.get_slope_inter()
-        offset = int(header.get_data_offset())
-        shown = _nifti_shown_slice(header)
-    except Exception as exc:  # noqa: BLE001 - bad header fields
-        raise UploadError(f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})") from None
-    if stored.fields is not None or stored.kind not in "iufb":
-        raise UploadError(f"{name}: NIfTI data type {stored} is not supported (scalar volumes only)")
-    # held as stored, integers unscaled; floating-point or scaled (scl_slope / scl_inter) data as float32
-    scaled = scaling not in ((None, None), (1.0, 0.0))
-    held = np.dtype(np.float32) if scaled or stored.kind == "f" else stored
-    voxels = math.prod(int(n) for n in shape)
-    declared = f"{'x'.join(map(str, shape))} voxels of {stored.name}" + (
-        f", held as {held.name}" if held != stored else ""
-    )
-    _check_volume(name, declared, voxels * held.itemsize)
-    if shown is not None:  # from the header: a 49-megapixel slice was refused only once decoded
-        _check_pixels(*shown, name, max_pixels)
-    if len(raw) - offset < voxels * stored.itemsize:  # nibabel would allocate the whole declared size first
-        raise UploadError(
-            f"{name}: the NIfTI file is corrupt or truncated (its header declares {voxels * stored.itemsize:,} bytes "
-            f"of voxels from byte {offset}; the file has {max(0, len(raw) - offset):,})"
+    # a gzip is read as a stream, decompressed as its voxels fill the array: never whole beside them
+    size = _gunzipped_size(data, name) if gz else len(data)
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) if gz else io.BytesIO(data) as stream:
+        version = _nifti_version(stream.read(540))
+        if not version:
+            raise UploadError(f"{name}: not a NIfTI-1 / NIfTI-2 file (header magic missing)")
+        cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
+        try:
+            stream.seek(0)
+            header = cls.header_class.from_fileobj(stream)
+            shape, stored = header.get_data_shape(), header.get_data_dtype()
+            scaling = header.get_slope_inter()
+            offset = int(header.get_data_offset())
+            shown = _nifti_shown_slice(header)
+        except Exception as exc:  # noqa: BLE001 - bad header fields
+            raise UploadError(
+                f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})"
+            ) from None
+        if stored.fields is not None or stored.kind not in "iufb":
+            raise UploadError(f"{name}: NIfTI data type {stored} is not supported (scalar volumes only)")
+        # held as stored, integers unscaled; floating-point or scaled (scl_slope / scl_inter) data as float32
+        scaled = scaling not in ((None, None), (1.0, 0.0))
+        held = np.dtype(np.float32) if scaled or stored.kind == "f" else stored
+        voxels = math.prod(int(n) for n in shape)
+        declared = f"{'x'.join(map(str, shape))} voxels of {stored.name}" + (
+            f", held as {held.name}" if held != stored else ""
         )
-    try:
-        img = cls.from_bytes(raw)
-        values = _nifti_values(img.dataobj, held)
-        if values.ndim == 2:  # one slice: its affine orients it as the same slice stored (X, Y, 1) would be
-            values = values[:, :, None]
-        img = cls(values, img.affine, img.header)  # in memory: reoriented as it is, not read again
-        file_affine, file_header = img.affine, img.header.copy()
-        img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
-        volume = np.asanyarray(img.dataobj)
-        # the affine's voxel sizes, not pixdim: they agree with the reoriented axes whichever form the header uses
-        zooms = nib.affines.voxel_sizes(img.affine)
-        unit = img.header.get_xyzt_units()[0]
-    except Exception as exc:  # noqa: BLE001 - short data, bad header fields, ...
-        raise UploadError(
-            f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})"
-        ) from None
+        _check_volume(name, declared, voxels * held.itemsize)
+        if shown is not None:  # from the header: a 49-megapixel slice was refused only once decoded
+            _check_pixels(*shown, name, max_pixels)
+        if size - offset < voxels * stored.itemsize:  # before the array is allocated
+            raise UploadError(
+                f"{name}: the NIfTI file is corrupt or truncated (its header declares "
+                f"{voxels * stored.itemsize:,} bytes of voxels from byte {offset}; the file has "
+                f"{max(0, size - offset):,})"
+            )
+        try:
+            stream.seek(offset)
+            values = _nifti_values(stream, shape, stored, held, *(scaling if scaled else (1.0, 0.0)))
+            if values.ndim == 2:  # one slice: its affine orients it as the same slice stored (X, Y, 1)
+                values = values[:, :, None]
+            img = cls(values, header.get_best_affine(), header)  # in memory: reoriented as it is
+            file_affine, file_header = img.affine, img.header.copy()
+            img = nib.as_closest_canonical(img)  # RAS+: slices along the last spatial axis are axial
+            volume = np.asanyarray(img.dataobj)
+            # the affine's voxel sizes, not pixdim: they agree with the reoriented axes whichever form the
+            # header uses
+            zooms = nib.affines.voxel_sizes(img.affine)
+            unit = img.header.get_xyzt_units()[0]
+        except Exception as exc:  # noqa: BLE001 - short data, bad header fields, ...
+            raise UploadError(
+                f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})"
+            ) from None
     notes: list[str] = []
     while volume.ndim > 4 and volume.shape[-1] == 1:
         volume = volume[..., 0]

@@ -309,7 +309,7 @@ def test_gzip_bomb_is_capped():
 
     bomb = gzip.compress(b"\0" * (3 * 1024 * 1024))
     with pytest.raises(up.UploadError, match="decompresses to more than"):
-        up._gunzip(bomb, "bomb.nii.gz", limit=1024 * 1024)
+        up._gunzipped_size(bomb, "bomb.nii.gz", limit=1024 * 1024)
 
 
 def test_detect_format():

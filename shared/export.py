@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +19,14 @@ import torch
 from torch import nn
 
 from shared.files import written_whole
-from shared.task import check_checkpoint_file
+from shared.task import (
+    LIBRARY_PACKAGES,
+    TRUSTED_PACKAGES,
+    CheckpointMismatchError,
+    _class_paths,
+    check_checkpoint_file,
+    read_checkpoint_data,
+)
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
@@ -328,6 +337,15 @@ def export_parser(package: str, doc: str, out_help: str, ckpt_note: str = "") ->
     parser = argparse.ArgumentParser(prog=f"python -m {package}.export", description=doc.split("\n")[0])
     parser.add_argument("--ckpt", required=True, help=f"Lightning checkpoint of {package}{ckpt_note}")
     parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument(
+        "--import",
+        dest="modules",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="your own network's module (fit's --model.network mybb.MyNet: --import mybb), imported before the "
+        "checkpoint is read; run from the folder fit ran in, or put the module's folder on PYTHONPATH",
+    )
     return parser
 
 
@@ -364,11 +382,51 @@ def parse_and_load(
         parser.error(f"--atol {args.atol:g} --rtol {args.rtol:g}: tolerances must be >= 0")
     # shape-dependent Python branches are traced as constants on purpose (see the domains' export docstrings)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    import_modules(parser, args.modules)
     # checked here (the dict also gives the size), then built by Lightning: load_checked would check it twice
-    checkpoint = check_checkpoint_file(args.ckpt, task_cls, option="--ckpt")
+    try:
+        checkpoint = check_checkpoint_file(args.ckpt, task_cls, option="--ckpt")
+    except CheckpointMismatchError:
+        if own := unimported_modules(args.ckpt):  # the check's advice (--model.network) is fit's
+            parser.error(
+                f"--ckpt {args.ckpt}: it names classes of your own module(s) {', '.join(own)}, which the export "
+                f"imports only when told (importing runs their code): add --import {' '.join(own)} (run from the "
+                "folder fit ran in, or with that folder on PYTHONPATH)"
+            )
+        raise
     args.data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     size = None
     if input_size is not None:
         size = tuple(args.size) if args.size else input_size(checkpoint)
     task = task_cls.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
     return args, task, size
+
+
+def import_modules(parser: argparse.ArgumentParser, modules: list[str]) -> None:
+    """Import ``--import``'s modules, as fit's ``--model.network`` imported the network's: a checkpoint's own
+    class is built only once its module is imported (the suite never imports one a checkpoint names)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if not (err.name and f"{module}.".startswith(f"{err.name}.")):
+                raise  # a module that the user's module imports: its own message names it
+            parser.error(
+                f"--import {module}: no module {err.name!r} on the import path; run from the folder that holds "
+                f"{module.replace('.', '/')}.py (where fit ran), or put that folder on PYTHONPATH"
+            )
+
+
+def unimported_modules(path: str | Path) -> list[str]:
+    """The modules outside the suite and its libraries that the checkpoint's settings name and that are not
+    imported (none where the file cannot be read as data: the check's own error says why)."""
+    try:
+        checkpoint = read_checkpoint_data(path, mmap=True)
+    except (CheckpointMismatchError, OSError):
+        return []
+    if not isinstance(checkpoint, dict):
+        return []
+    hparams = [checkpoint.get("hyper_parameters") or {}, checkpoint.get("datamodule_hyper_parameters") or {}]
+    modules = [class_path.rpartition(".")[0] for class_path in _class_paths(hparams)]
+    outside = [m for m in modules if m and not m.startswith(TRUSTED_PACKAGES + LIBRARY_PACKAGES)]
+    return list(dict.fromkeys(m for m in outside if m not in sys.modules))

@@ -5,18 +5,20 @@
 ``anticipator.onnx`` is one :meth:`~domains.driving.accident.model.AccidentAnticipator.step`: a new frame and
 the fixed-size state in, the frame's calibrated risks and the next state out, so a car runs the model live
 outside PyTorch, one call per frame, feeding each call's ``new_state_<name>`` outputs back as its
-``state_<name>`` inputs (zeros, False for the bool ones, at a clip's first frame).
+``state_<name>`` inputs (zeros, False for the bool ones, at a clip's first frame). The state is
+:meth:`~domains.driving.accident.model.AccidentAnticipator.initial_state`'s tensors and ``alarm`` (B,) bool,
+the alarm latch.
 
 * inputs, by ``input_kind``: ``frame`` (B, 3, H, W) RGB in [0, 1] at the network's ``input_size`` (H, W fixed
   there; ImageNet normalisation inside the graph) for ``frames``; ``features`` (B, D) and ``object_features``
   (B, N, D) for ``features``; nothing but the boxes for ``boxes``. Always ``boxes`` (B, N, 4) float32 xyxy in
   the pixels of the frame at ``input_size`` and ``box_valid`` (B, N) bool; then every state tensor
-  (:meth:`~domains.driving.accident.model.AccidentAnticipator.initial_state`'s keys, in its order).
+  (:meth:`~domains.driving.accident.model.AccidentAnticipator.initial_state`'s keys, in its order, then
+  ``state_alarm``).
 * outputs: ``horizon_probabilities`` (B, len(horizons)) = sigmoid(logit / temperature), the temperature
   inside the graph, 0 on a frame a boxes-only network cannot read (no valid box: ``blind``), as ``predict``;
-  ``object_probabilities`` (B, N); ``alarm`` (B,) bool = the alarm horizon's probability >=
-  ``alarm_threshold`` (this frame: ``predict``'s alarm column latches from the first such frame); then the
-  new state.
+  ``object_probabilities`` (B, N); ``alarm`` (B,) bool, latched as ``predict``'s alarm column: True from
+  the clip's first frame whose alarm-horizon probability is >= ``alarm_threshold`` on; then the new state.
 
 Batch B and the object slots N are dynamic (N fixed for a clip: the state's slots are its first frame's).
 Outside the graph: decoding and resizing the frames, the detector, and the tracker that keeps each object in
@@ -68,31 +70,38 @@ CHECK_FRAMES = 12
 
 class StreamingStep(nn.Module):
     """Flat tensors -> one :meth:`AccidentAnticipator.step`: the step's inputs and the state tensors in, the
-    probabilities ``predict`` reports (blind frames 0), the alarm flag and the new state out."""
+    probabilities ``predict`` reports (blind frames 0), the alarm and the new state out. The alarm is latched
+    in the state (``alarm``) as ``predict``'s alarm column: once raised it stays raised for the clip."""
 
     def __init__(self, model: AccidentAnticipator):
         super().__init__()
-        self.model, self.state_names = model, list(model.initial_state(1, 1))
+        self.model = model
+        self.state_names = list(self.initial_state(1, 1))
         self.inputs = STEP_INPUTS[model.input_kind]
         self.input_names = [*self.inputs, *(f"state_{name}" for name in self.state_names)]
         self.output_names = [*OUTPUTS, *(f"new_state_{name}" for name in self.state_names)]
 
+    def initial_state(self, batch: int, slots: int) -> dict[str, torch.Tensor]:
+        """The model's state before a clip's first frame, and the alarm latch (no alarm yet)."""
+        return self.model.initial_state(batch, slots) | {"alarm": torch.zeros(batch, dtype=torch.bool)}
+
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         given = dict(zip(self.inputs, tensors))
         state = dict(zip(self.state_names, tensors[len(self.inputs) :], strict=True))
+        latched = state.pop("alarm")
         out, state = self.model.step(
             given.get("frame"), given["boxes"], given["box_valid"], state,
             features=given.get("features"), object_features=given.get("object_features"),
         )  # fmt: skip
         blind = self.model.blind(given["box_valid"])
         horizon = out["horizon_logits"].sigmoid().masked_fill(blind[:, None], 0.0)  # exactly 0, as predict
-        alarm = horizon[:, -1] >= self.model.alarm_threshold
-        return horizon, out["object_logits"].sigmoid(), alarm, *(state[name] for name in self.state_names)
+        state["alarm"] = latched | (horizon[:, -1] >= self.model.alarm_threshold)
+        return horizon, out["object_logits"].sigmoid(), state["alarm"], *(state[n] for n in self.state_names)
 
 
-def state_axes(model: AccidentAnticipator) -> dict[str, dict[int, str]]:
+def state_axes(module: StreamingStep) -> dict[str, dict[int, str]]:
     """Per state tensor, its ``batch`` and ``slots`` axes: those that change with the batch or slot count."""
-    base, batch, slots = (model.initial_state(b, n) for b, n in ((2, 3), (3, 3), (2, 4)))
+    base, batch, slots = (module.initial_state(b, n) for b, n in ((2, 3), (3, 3), (2, 4)))
     return {
         name: {
             **{i: "batch" for i, (a, b) in enumerate(zip(t.shape, batch[name].shape)) if a != b},
@@ -154,7 +163,7 @@ def compare_clip(
     returns the largest |onnxruntime - PyTorch| per output over the clip. Raises naming the output and frame
     beyond ``atol + rtol * |PyTorch|`` (numpy's ``isclose``: the rule of the single-step check)."""
     batch, slots = clip[0]["box_valid"].shape
-    torch_state = list(module.model.initial_state(batch, slots).values())
+    torch_state = list(module.initial_state(batch, slots).values())
     ort_state = [t.numpy() for t in torch_state]
     measured, session = dict.fromkeys(module.output_names, 0.0), onnx_session(path)
     for t, frame in enumerate(clip):
@@ -240,11 +249,11 @@ def export_accident(
     model = task.model.eval()
     module = StreamingStep(model).eval()
     names = module.input_names + module.output_names
-    axes = AXES | {f"{p}{name}": a for name, a in state_axes(model).items() for p in ("state_", "new_state_")}
+    axes = AXES | {f"{p}{name}": a for name, a in state_axes(module).items() for p in ("state_", "new_state_")}
     axes = {name: a for name, a in axes.items() if name in names}
     # traced at a clip's third frame (a state that has seen boxes), checked on another batch and slot count
     traced = check_clip(model, *TRACED, seed=1)
-    state = tuple(model.initial_state(*TRACED).values())
+    state = tuple(module.initial_state(*TRACED).values())
     with torch.no_grad():
         for frame in traced[:2]:
             state = module(*frame.values(), *state)[len(OUTPUTS) :]
@@ -274,7 +283,7 @@ def export_accident(
                 "inputs": "state_<name>",
                 "outputs": "new_state_<name>",
                 "initial": "zeros (False for bool) of the shapes in inputs at a clip's first frame "
-                "(AccidentAnticipator.initial_state)",
+                "(AccidentAnticipator.initial_state, then alarm: the alarm latch)",
                 "carry": "feed each frame's new_state_<name> to the next frame's state_<name>; the state "
                 "never grows; slots stays the clip's first frame's",
             },
@@ -287,8 +296,9 @@ def export_accident(
                 "horizon_s": model.alarm_horizon,
                 # unrounded: the float32 value the graph compares with
                 "threshold": float(model.alarm_threshold),
-                "rule": "alarm = horizon_probabilities[:, -1] >= threshold, per frame (inside the graph); "
-                "predict's alarm column stays 1 from the first such frame: latch it outside",
+                "rule": "alarm = state_alarm or horizon_probabilities[:, -1] >= threshold (inside the "
+                "graph; new_state_alarm carries it): latched as predict's alarm column, True from the clip's "
+                "first frame at or above the threshold on",
             },
             "blind": {
                 "applies": model.input_kind == "boxes",

@@ -22,10 +22,10 @@ UPLOAD_KEY = "accident_upload"  # the file uploader's; what its clip gives is ke
 # ------------------------------------------------------------------------------------------------ caching
 
 
-@st.cache_resource(show_spinner="Reading the clip list ...", max_entries=4)
+@st.cache_resource(show_spinner="Listing the clips ...", max_entries=4)
 def _entries(root: str, bundled: bool, stamp: float) -> list[dm.ClipEntry]:
-    """The clips of a synthetic-layout root (the default test split of a generated set; every bundled one).
-    ``stamp`` (the annotation file's mtime) makes a regenerated set reload."""
+    """The clips of a synthetic-layout root (the default test split of a generated set; every bundled one),
+    listed, not read. ``stamp`` (the annotation file's mtime) makes a regenerated set reload."""
     return dm.accident_clip_entries(root, bundled=bundled, test_only=not bundled)
 
 

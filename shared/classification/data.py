@@ -30,7 +30,7 @@ import time
 import unicodedata
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,13 +271,18 @@ def _is_image(path: Path, full: bool = False) -> bool:
 
 
 def read_image_folder(
-    root: str | Path, class_names: list[str], strict: bool = False
+    root: str | Path, class_names: list[str], strict: bool = False, max_items: int | None = None
 ) -> dict[str, list[Sample]]:
     """``{split: [Sample]}`` from ``<root>/<split>/<class>/*``; ``test`` may be absent (then it is ``val``).
 
     A class folder that is missing or holds no image is an error in ``train`` (the class cannot be learnt);
     elsewhere a warning (``strict``: an error). A folder not in ``class_names`` is an error (a typo would
     silently drop a class); a file that is not an image is skipped and counted.
+
+    ``max_items`` (``--data.max_items``): only the files that a split's cut keeps are checked (every file of the
+    folder was): per split the first ``max_items`` of the class round-robin (:func:`interleave_classes`), and the
+    first image of a class left out of them (the class checks need each class's presence). The data module's
+    cut of these keeps what its cut of the whole split kept.
     """
     root = Path(root)
     class_names = _check_class_names(class_names)
@@ -312,33 +317,60 @@ def read_image_folder(
                     f"{folder}: class folder(s) {unknown} are not in class_names {class_names} (add them to "
                     "class_names or move them out)"
                 )
-            items: list[Sample] = []
-            for label, name in enumerate(class_names):
-                class_dir = folders.get(wanted[label], folder / name)
-                found = 0
-                # a Mac's ._image.png resource forks, .DS_Store: not the user's images (counted, not read)
-                for path in visible_entries(class_dir) if class_dir.is_dir() else []:
-                    # an image is opened anyway: asking first whether it is a folder cost a stat per image
-                    if path.suffix.lower() in IMAGE_SUFFIXES and _is_image(path, strict):
-                        items.append(Sample(str(path), label, f"{split}/{name}/{path.stem}"))
-                        found += 1
-                    elif path.is_dir():
-                        problems.add("subfolder", str(path), "sub-folders inside a class folder are not read")
-                    else:
-                        problems.add("not_an_image", str(path), "not a readable image file")
-                if found == 0:
+            dirs = [folders.get(wanted[label], folder / name) for label, name in enumerate(class_names)]
+            groups = [f"{split}/{name}" for name in class_names]
+            images = [_class_images(*args, strict, problems) for args in zip(dirs, range(len(dirs)), groups)]
+            kept = [list(found) for found in images] if max_items is None else _round_robin(images, max_items)
+            for class_dir, name, found, more in zip(dirs, class_names, kept, images):
+                if not found and max_items is not None:
+                    found.extend(itertools.islice(more, 1))  # the class's first image, checked only here
+                if not found:
                     message = f"class {name!r} has no images (empty or missing class folder)"
                     if split == "train":
                         raise ClassificationDataError(
                             f"{class_dir}: {message}; every class needs training images"
                         )
                     problems.add("empty_class", str(class_dir), message)
-            splits[split] = items
+            splits[split] = [item for found in kept for item in found]
     problems.report()
     if "test" not in splits:
         rank_zero_info(f"{root}: no test/ folder: the test split is the validation split")
         splits["test"] = splits["val"]
     return splits
+
+
+def _class_images(
+    class_dir: Path, label: int, group: str, strict: bool, problems: Problems
+) -> Iterator[Sample]:
+    """The readable images of one class folder, in name order, each checked (:func:`_is_image`) as it is
+    reached (``group``: ``<split>/<class>``, each image's group its own); what is skipped goes to ``problems``."""
+    # a Mac's ._image.png resource forks, .DS_Store: not the user's images (counted, not read)
+    for path in visible_entries(class_dir) if class_dir.is_dir() else []:
+        # an image is opened anyway: asking first whether it is a folder cost a stat per image
+        if path.suffix.lower() in IMAGE_SUFFIXES and _is_image(path, strict):
+            yield Sample(str(path), label, f"{group}/{path.stem}")
+        elif path.is_dir():
+            problems.add("subfolder", str(path), "sub-folders inside a class folder are not read")
+        else:
+            problems.add("not_an_image", str(path), "not a readable image file")
+
+
+def _round_robin(classes: list[Iterator[Sample]], n: int) -> list[list[Sample]]:
+    """Per class, its items among the first ``n`` of :func:`interleave_classes` over ``classes``, drawing no item
+    past them (itertools' zip_longest would check a whole row of files to yield its first)."""
+    kept: list[list[Sample]] = [[] for _ in classes]
+    live, taken = list(range(len(classes))), 0
+    while live and taken < n:
+        for i in list(live):
+            if taken == n:
+                break
+            item = next(classes[i], None)
+            if item is None:
+                live.remove(i)
+            else:
+                kept[i].append(item)
+                taken += 1
+    return kept
 
 
 def read_label_csv(path: str | Path, class_names: list[str], strict: bool = False) -> list[Sample]:
@@ -779,7 +811,7 @@ class ClassificationDataModule(SplitLoaders):
             if self.data_format == "imagefolder"
             else self._crops_root()
         )
-        return read_image_folder(root, self.class_names, self.strict)
+        return read_image_folder(root, self.class_names, self.strict, self.max_items)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("predict", None) and self.predict_path is not None and "predict" not in self.datasets:

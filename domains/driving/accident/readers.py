@@ -578,15 +578,15 @@ def _json_object(path: Path, text: str | None = None) -> dict:
     return meta
 
 
-_NO_KEY = object()
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 
 
-def _first_top_level_value(text: str, key: str):
-    """The value of ``key`` in the JSON object ``text``, parsing its top-level pairs in order and stopping there
-    (each with :meth:`json.JSONDecoder.raw_decode`); :data:`_NO_KEY` when the object has none. ValueError (and
-    IndexError at a cut-short end) where ``text`` is no JSON object up to that point."""
+def _top_level_values(text: str, keys: set[str]) -> dict:
+    """The values of ``keys`` in the JSON object ``text`` (of those it has), parsing its top-level pairs in order
+    (each with :meth:`json.JSONDecoder.raw_decode`) and stopping once all are found. ValueError (and IndexError
+    at a cut-short end) where ``text`` is no JSON object up to that point."""
     decoder = json.JSONDecoder()
+    found = {}
     at = _JSON_SPACE.match(text).end()
     if text[at] != "{":
         raise ValueError("not an object")
@@ -598,8 +598,10 @@ def _first_top_level_value(text: str, key: str):
         if not isinstance(name, str) or text[at] != ":":
             raise ValueError("not a key")
         value, at = decoder.raw_decode(text, _JSON_SPACE.match(text, at + 1).end())
-        if name == key:
-            return value
+        if name in keys:
+            found[name] = value
+            if len(found) == len(keys):
+                return found
         at = _JSON_SPACE.match(text, at).end()
         closed = text[at] == "}"
         if not closed and text[at] != ",":
@@ -607,27 +609,29 @@ def _first_top_level_value(text: str, key: str):
         at = _JSON_SPACE.match(text, at + 1).end()
     if at != len(text):
         raise ValueError("extra data")
-    return _NO_KEY
+    return found
 
 
-def _json_kind(path: Path, default: str):
-    """The ``kind`` of a clip's annotation JSON (``default`` where it has none), as :func:`_json_object` reads it,
-    parsing the top-level keys up to it only: the split needs every clip's kind, and parsing whole annotations
-    (their per-frame tracks, 90 kB a clip) was the larger part of a set's listing. A file naming ``"kind"`` more
-    than once or writing escapes (a key spelt ``"\\u006bind"``), or that the walk cannot read, is parsed whole,
-    so the answer is always what json.loads would give; that raises :class:`LabelFormatError` saying why."""
+def _json_head(path: Path, defaults: dict) -> dict:
+    """The top-level values of ``defaults``' keys in a clip's annotation JSON (the default where it has none), as
+    :func:`_json_object` reads them, parsing the top-level pairs up to the last of them only: the split needs
+    every clip's kind (a list of clips its scenario and rate too), and parsing whole annotations (their per-frame
+    tracks, 90 kB a clip) was the larger part of a set's listing. A file naming one of the keys more than once or
+    writing escapes (a key spelt ``"\\u006bind"``), or that the walk cannot read, is parsed whole, so the answer
+    is always what json.loads would give; that raises :class:`LabelFormatError` saying why."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise LabelFormatError(path, None, f"not valid JSON ({err})") from None
-    if text.count('"kind"') == 1 and "\\u" not in text:
+    found = None
+    if "\\u" not in text and all(text.count(f'"{key}"') == 1 for key in defaults):
         try:
-            value = _first_top_level_value(text, "kind")
+            found = _top_level_values(text, set(defaults))
         except (ValueError, IndexError):
             pass  # parsed whole below, for json's own words
-        else:
-            return default if value is _NO_KEY else value
-    return _json_object(path, text).get("kind", default)
+    if found is None:
+        found = _json_object(path, text)
+    return {key: found.get(key, default) for key, default in defaults.items()}
 
 
 def _kind_problem(kind, line: CCDLine | None, vid: str, annotation: Path) -> str | None:
@@ -656,6 +660,10 @@ class CCDEntry:
     line: CCDLine | None
     video: Path | None  # None: a frame folder
     subset: str | None = None
+    # its JSON's scenario and frame rate where they are a name and a rate, for a list of clips (not checked: the
+    # clip's read checks them)
+    scenario: str | None = None
+    fps: float | None = None
 
 
 @dataclass
@@ -741,22 +749,25 @@ def _ccd_entry(
     if video is None and not (parent / vid).is_dir():
         _missing_clip(annotation, line, parent, vid, log)
         return None
-    kind = "crash" if line else "normal"
+    head = {"kind": "crash" if line else "normal", "scenario": None, "fps": None}
     json_path = root / "annotations" / f"{vid}.json"
     if json_path.is_file():
         try:
-            kind = _json_kind(json_path, kind)
+            head = _json_head(json_path, head)
         except LabelFormatError as err:
             log.add("bad_json", json_path, None, err.reason)
             return None
-        if (problem := _kind_problem(kind, line, vid, annotation)) is not None:
+        if (problem := _kind_problem(head["kind"], line, vid, annotation)) is not None:
             log.add("bad_json", json_path, None, problem)
             return None
     elif require_json:
         log.add("missing_json", json_path, None, f"synthetic clip {vid!r} has no annotation JSON")
         return None
     clip_id = f"normal_{vid}" if line is None and numbered_like_a_crash else vid
-    return CCDEntry(clip_id, kind, vid, parent, line, video)
+    scenario = head["scenario"] if isinstance(head["scenario"], str) else None
+    fps = head["fps"]
+    fps = float(fps) if type(fps) in (int, float) and math.isfinite(fps) and fps > 0 else None
+    return CCDEntry(clip_id, head["kind"], vid, parent, line, video, scenario=scenario, fps=fps)
 
 
 def _missing_clip(annotation: Path, line: CCDLine | None, parent: Path, vid: str, log: DropLog) -> None:

@@ -221,24 +221,24 @@ def test_a_clips_kind_is_read_from_the_keys_before_it_as_json_reads_it(tmp_path,
     """The split needs every clip's kind; parsing whole annotations was the larger part of a set's listing."""
     path = tmp_path / "a.json"
     path.write_text(text)
-    assert readers._json_kind(path, "default") == json.loads(text).get("kind", "default")
+    assert readers._json_head(path, {"kind": "default"})["kind"] == json.loads(text).get("kind", "default")
 
 
 def test_a_clips_kind_stops_at_the_kind_and_bad_json_is_said_as_before(tmp_path):
     path = tmp_path / "a.json"
     path.write_text('{"kind": "normal", "tracks": {"1": {"box": [[0, 0, 1, 1]]}}}')
-    readers._json_kind(path, "crash")
-    assert readers._json_kind(path, "crash") == "normal"
+    readers._json_head(path, {"kind": "crash"})["kind"]
+    assert readers._json_head(path, {"kind": "crash"})["kind"] == "normal"
     path.write_text('{"kind": "normal", "tracks": ')  # cut short after the kind: the full read says so
-    assert readers._json_kind(path, "crash") == "normal"
+    assert readers._json_head(path, {"kind": "crash"})["kind"] == "normal"
     with pytest.raises(LabelFormatError, match=r"a\.json: not valid JSON \(Expecting value: line 1 column 30"):
         readers._json_object(path)
     path.write_text('{"vid": "1", "kind" "normal"}')
     with pytest.raises(LabelFormatError, match=r"a\.json: not valid JSON \(Expecting ':' delimiter"):
-        readers._json_kind(path, "crash")
+        readers._json_head(path, {"kind": "crash"})["kind"]
     path.write_bytes(b'{"kind": "\xff"}')
     with pytest.raises(LabelFormatError, match=r"a\.json: not valid JSON \('utf-8' codec can't decode"):
-        readers._json_kind(path, "crash")
+        readers._json_head(path, {"kind": "crash"})["kind"]
 
 
 def test_an_annotation_that_is_no_json_object_is_bad_json_not_an_attribute_error(tmp_path):

@@ -204,6 +204,9 @@ class GECO(nn.Module):
     keeps its sign. Here the step is ``rate * ma`` itself, proportional to the constraint (on this module's
     per-pixel scale and a top-2 % bound, about 5e-5 a step; see configs/hpu_net.yaml), and independent of the
     optimiser and its learning rate. The moving average's straight-through gradient is the reference's.
+
+    Under DDP the update takes the mean of the ranks' constraints (one all-reduce of a scalar a training
+    step), so lambda follows every rank's batches as one process would follow them all.
     """
 
     def __init__(
@@ -224,21 +227,34 @@ class GECO(nn.Module):
         self.register_buffer("ma", torch.tensor(0.0))
         self.register_buffer("initialised", torch.tensor(False))
 
+    @staticmethod
+    def _mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+        """The mean of the ranks' finite scalar ``value`` under DDP (NaN where no rank's is finite), ``value``
+        itself in one process. Each rank's own average, DDP's buffer broadcast keeping rank 0's, followed half
+        the data. Every rank joins the all-reduce, one with a non-finite batch adding nothing."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return value
+        if torch.distributed.get_world_size() == 1:
+            return value
+        finite = torch.isfinite(value)
+        total = torch.stack([torch.where(finite, value, torch.zeros_like(value)), finite.float()])
+        torch.distributed.all_reduce(total)
+        return total[0] / total[1]
+
     def forward(self, rec: torch.Tensor, bound: float | None = None) -> torch.Tensor:
         """``lambda * C_hat`` for ``C = rec - bound`` (``bound`` defaults to ``kappa``)."""
         constraint = rec - (self.kappa if bound is None else bound)
-        finite = bool(torch.isfinite(constraint.detach()).all())
-        # a non-finite batch (skipped by the loss guard) must not poison the state
-        if self.training and finite:
-            with torch.no_grad():
-                value = constraint.detach().float()
-                if bool(self.initialised):
-                    self.ma.mul_(self.decay).add_((1 - self.decay) * value)
-                else:
-                    self.ma.copy_(value)
-                    self.initialised.fill_(True)
-        else:  # evaluation or a non-finite batch: the current batch's constraint, state untouched
+        value = self._mean_over_ranks(constraint.detach().float()) if self.training else None
+        # evaluation, or a non-finite batch (on every rank; the loss guard skips it), which must not poison the
+        # state: the current batch's constraint, state untouched
+        if value is None or not bool(torch.isfinite(value).all()):
             return self.lagmul.detach().clone() * constraint
+        with torch.no_grad():
+            if bool(self.initialised):
+                self.ma.mul_(self.decay).add_((1 - self.decay) * value)
+            else:
+                self.ma.copy_(value)
+                self.initialised.fill_(True)
         term = self.lagmul.detach().clone() * (constraint + (self.ma - constraint).detach())
         with torch.no_grad():
             self.lagmul.add_(self.rate * self.ma).clamp_(0.0, self.lambda_max)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import functools
 import importlib.metadata
 import inspect
@@ -12,6 +13,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import sys
 import types
@@ -20,14 +22,17 @@ import warnings
 from pathlib import Path, PurePosixPath
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from filelock import FileLock, Timeout
+from jsonargparse import ArgumentError
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
@@ -111,6 +116,8 @@ class SuiteTrainer(pl.Trainer):
             **kwargs,
         )
         self.callbacks.append(_AtTrainStart())
+        if type(self.strategy.launcher) is _MultiProcessingLauncher:  # ddp_spawn, ddp_fork
+            self.strategy._launcher = _FitStateLauncher(self.strategy, self.strategy.launcher._start_method)
 
     def fit(self, *args, **kwargs) -> None:
         """Train, from ``--ckpt_path`` when given (a resume: ``last``, ``best`` or a file)."""
@@ -176,6 +183,36 @@ class SuiteTrainer(pl.Trainer):
         )
 
 
+class _FitStateLauncher(_MultiProcessingLauncher):
+    """Lightning's launcher of ``ddp_spawn`` (and ``ddp_fork``) processes, which also brings back to the main
+    process the fit's step count and its checkpoint callback's best score and last checkpoint: Lightning's
+    returns the best checkpoint's path alone, so the main process's end-of-fit lines
+    (:meth:`SuiteTrainer._report_checkpoints`) lacked the score and the "last checkpoint (step N)" line that
+    ``ddp`` and one process print. Through the hooks Lightning gives for this (``get_extra_results``,
+    ``update_main_process_results``)."""
+
+    def get_extra_results(self, trainer) -> dict:
+        extra = super().get_extra_results(trainer)
+        callback = trainer.checkpoint_callback
+        score = getattr(callback, "best_model_score", None)
+        extra["suite_fit"] = {
+            "fit_loop": trainer.fit_loop.state_dict(),  # its counters: the steps, batches and epochs done
+            "last_model_path": getattr(callback, "last_model_path", ""),
+            "best_model_score": None if score is None else float(score),
+        }
+        return extra
+
+    def update_main_process_results(self, trainer, extra: dict) -> None:
+        super().update_main_process_results(trainer, extra)
+        fit = extra["suite_fit"]
+        trainer.fit_loop.load_state_dict(fit["fit_loop"])
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint):
+            callback.last_model_path = fit["last_model_path"]
+            if fit["best_model_score"] is not None:
+                callback.best_model_score = torch.tensor(fit["best_model_score"])
+
+
 class _AtTrainStart(pl.Callback):
     """What :class:`SuiteTrainer` says once a fit's state is restored and its loaders are known."""
 
@@ -221,34 +258,95 @@ def default_trainer_kwargs(domain: str) -> dict:
 
 
 class SuggestingArgumentParser(LightningArgumentParser):
-    """Lightning's argument parser, but an unrecognized option (``--data.batch_sise 4``) ends in three lines
-    (the usage line, the error, the close option by :func:`shared.cli_help.suggest_options`) and exit status
-    2: jsonargparse printed the usage of every option (about 100 lines) and suggested nothing. Other errors
-    are its own. A module's class, so that it pickles: ``--trainer.strategy ddp_spawn`` pickles the trainer,
-    whose config callback (:class:`ConfigInCheckpoints`) holds the parser (a class made inside a function
-    failed every such command with "Can't pickle local object"). Options are never abbreviated: argparse took
-    ``--trainer.max_epoch 3`` for ``--trainer.max_epochs`` without a word (and a typo dropping an option's last
-    letter ran a whole training with it), so a shortened name is an unrecognized one, with its suggestion."""
+    """Lightning's argument parser, but an option no parser takes ends in three lines (the usage line, the
+    error, the close option by :func:`_suggestions`) and exit status 2: jsonargparse printed the usage of
+    every option (about 100 lines) and suggested nothing. That is an unrecognized option (``--data.batch_sise
+    4``), a config file's unknown key (``data: {batchsize: 4}``) and an unknown argument of a class given by
+    ``class_path`` (``--model.network.init_args.chanels``, in a config file too: jsonargparse checks it with
+    the class's own parser, whose options go up with its error). Other errors are its own. A module's class,
+    so that it pickles: ``--trainer.strategy ddp_spawn`` pickles the trainer, whose config callback
+    (:class:`ConfigInCheckpoints`) holds the parser (a class made inside a function failed every such command
+    with "Can't pickle local object"). Options are never abbreviated: argparse took ``--trainer.max_epoch 3``
+    for ``--trainer.max_epochs`` without a word (and a typo dropping an option's last letter ran a whole
+    training with it), so a shortened name is an unrecognized one, with its suggestion."""
 
     def __init__(self, *args, **kwargs):
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:  # a class's parser (model.network's): the error raised carries its options
+            try:
+                return super().error(message, ex)
+            except ArgumentError as raised:
+                raised.class_parser = self
+                raise
         debug = os.environ.get("JSONARGPARSE_DEBUG", "").lower() in ("1", "true", "yes", "on")
-        if not message.startswith("unrecognized arguments: ") or not self.exit_on_error or debug:
+        misspelled = None if debug else self._misspelled(message, ex)
+        if misspelled is None:
             return super().error(message, ex)
+        parser, line, suggestions = misspelled
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"usage: {prog} [-h] [-c CONFIG] [options]  ({prog} --help lists them)\n")
+        for text in (f"error: {line}", *suggestions):
+            sys.stderr.write(f"{text}\n")
+        self.exit(2)
+
+    def _misspelled(self, message: str, ex: Exception | None) -> tuple | None:
+        """(the sub-command's parser, the error line, the suggestions) where ``message`` says an option is not
+        taken; None for other errors."""
         parser = getattr(ex, "subcommand_parser", None) or self
         if (subcommands := parser._subcommands_action) is not None:  # the main parser: the sub-command's
             given = [arg for arg in getattr(parser, "args", None) or () if arg in subcommands.choices]
             parser = subcommands.choices[given[0]] if given else parser
         known = [name for action in parser._actions for name in action.option_strings]
-        prog = parser.prog.replace(" [options]", "")
-        sys.stderr.write(f"usage: {prog} [-h] [-c CONFIG] [options]  ({prog} --help lists them)\n")
-        sys.stderr.write(f"error: {message}\n")
-        for line in suggest_options(message.removeprefix("unrecognized arguments: ").split(), known):
-            sys.stderr.write(f"{line}\n")
-        self.exit(2)
+        if message.startswith("unrecognized arguments: "):
+            return parser, message, _suggestions(message.removeprefix("unrecognized arguments: ").split(), known)
+        key = re.fullmatch(r"(?:Subcommand '[^']+'|Group '([^']+)') does not accept option '([^']+)'", message)
+        if key is not None:  # a config file's key
+            return parser, message, _suggestions(["--" + ".".join(part for part in key.groups() if part)], known)
+        causes = []
+        while ex is not None:
+            causes.append(ex)
+            ex = ex.__cause__ or ex.__context__
+        inner = [cause for cause in causes if hasattr(cause, "class_parser")]
+        option = re.fullmatch(r"Option '([^']+)' is not accepted", str(inner[-1])) if inner else None
+        keys = re.findall(r'Parser key "([^"]+)"', message)  # model.network (and a class's class inside it)
+        if option is None or not keys:
+            return None
+        name = "--" + ".init_args.".join(keys) + ".init_args." + option[1]
+        takes = [action.dest for action in inner[-1].class_parser._actions if action.option_strings]
+        known = [name.rsplit(".", 1)[0] + "." + dest for dest in takes if dest != "help" and ".help" not in dest]
+        close = _closest(name, known)
+        return parser, f"unrecognized option: {name}", [f"{name}: did you mean {close}?"] if close else []
+
+
+def _suggestions(given: list[str], known: list[str]) -> list[str]:
+    """:func:`shared.cli_help.suggest_options`'s lines for ``given`` (arguments, values included), and, for an
+    option it finds nothing close to, :func:`_closest`'s."""
+    lines = []
+    for arg in given:
+        name = arg.split("=", 1)[0]
+        if close := suggest_options([arg], known):
+            lines += close
+        elif name.startswith("--") and (fixed := _closest(name, known)):
+            lines.append(f"{name}: did you mean {fixed}?")
+    return lines
+
+
+def _closest(name: str, known: list[str]) -> str | None:
+    """``name`` with the first of its dotted parts that no ``known`` option has replaced by the closest one
+    there (:func:`difflib.get_close_matches`), or None: ``--model.netwrok.init_args.x`` ->
+    ``--model.network.init_args.x`` (a class's own options are known only once its class_path is). The part
+    is compared alone: with the shared head, ``--model.network.init_args.zzzz`` was "close" to ``...encoder``."""
+    parts = name.split(".")
+    for depth, part in enumerate(parts):
+        there = {option.split(".")[depth] for option in known if option.split(".")[:depth] == parts[:depth]
+                 and option.count(".") >= depth}  # fmt: skip
+        if part not in there:
+            close = difflib.get_close_matches(part, there, n=1, cutoff=0.75)
+            return ".".join([*parts[:depth], close[0], *parts[depth + 1 :]]) if close else None
+    return None
 
 
 class SuiteCLI(LightningCLI):

@@ -38,6 +38,10 @@ class FitScheduleToBudget(pl.Callback):
     leaving fewer than ``every`` of them), the check comes at once (such a run stopped at step 7 of its
     40-step cosine, never fitted).
 
+    Where the budget ends the run it says so at the end, at which step of those first planned, and the
+    checkpoint keeps that end (:meth:`on_save_checkpoint`): Lightning says only "`max_steps=41` reached", a
+    limit the user never set.
+
     Under DDP every decision is rank 0's, broadcast (:func:`_rank_zeros`): each process reads its own clock,
     and ranks that decided apart trained apart (schedule 332 steps on one, 333 on the other: other LRs, other
     weights) or stopped apart (one waited in the next gradient all-reduce for ever).
@@ -60,6 +64,7 @@ class FitScheduleToBudget(pl.Callback):
         self.seconds = self.budget
         self.every, self.window, self.clock = every, window, clock
         self.planned = math.inf  # the trainer's planned steps (follows_max_time: never lengthened past them)
+        self.first_planned = math.inf  # the trainer's planned steps at the start, in either mode
         self.active = True
         self.start: float | None = None
         self.timer_start: tuple[int, float] | None = None  # (step, max_time's Timer) at the first batch
@@ -68,13 +73,14 @@ class FitScheduleToBudget(pl.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start, self.marks, self.adjustments = None, [], []  # a reused callback starts afresh
+        self.first_planned = trainer.estimated_stepping_batches
         if not self.follows_max_time:
             return
         timer = self._timer(trainer)
         left = _rank_zeros(trainer, timer.time_remaining()) if timer is not None else None
         follows = getattr(getattr(pl_module, "lr_schedule", None), "follows_trainer", False)
         self.active = bool(follows) and left is not None and left > 0
-        self.planned = trainer.estimated_stepping_batches
+        self.planned = self.first_planned
         if self.active:
             finite = math.isfinite(self.planned)
             plan = f" or at the planned {int(self.planned)} steps, whichever comes first" if finite else ""
@@ -152,6 +158,34 @@ class FitScheduleToBudget(pl.Callback):
         if hasattr(pl_module, "schedule_steps"):
             pl_module.schedule_steps = end
         self.adjustments.append((step, end))
+
+    def _end_step(self) -> int | None:
+        """The step the budget ended (ends) the run at; None where the trainer's plan stands."""
+        end = self.adjustments[-1][1] if self.adjustments else None
+        return None if end is None or end == self.planned else int(end)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        end = self._end_step()
+        if end is None or trainer.global_step < end:  # the plan, max_time's Timer or a callback stopped it
+            return
+        who = (
+            "--trainer.max_time: the time budget" if self.follows_max_time else f"the {self.budget:g} s budget"
+        )
+        planned = math.isfinite(self.first_planned)
+        of = f" of the {int(self.first_planned)} first planned" if planned else " (no end was planned)"
+        rank_zero_info(
+            f"{who} ended the run at step {trainer.global_step}{of} (Lightning's "
+            f"`max_steps={end}` is this end, no setting; shared.budget.FitScheduleToBudget)"
+        )
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """The checkpoint's ``suite_time_budget``: the step the budget ended the run at (``end_step``, None
+        where the plan stood; saved before the end, the end planned then) and the steps planned at the start
+        (``planned_steps``, None: no planned end). A record only, not the callback's ``state_dict``: with one,
+        every later ``--ckpt_path`` run without this callback (test, predict) warned "Please add the following
+        callbacks: ['FitScheduleToBudget']"."""
+        planned = int(self.first_planned) if math.isfinite(self.first_planned) else None
+        checkpoint["suite_time_budget"] = {"end_step": self._end_step(), "planned_steps": planned}
 
 
 def _rank_zeros(trainer, value):

@@ -30,10 +30,16 @@ STAGE_SPLITS = {"fit": ("train",), "validate": ("val",), "test": ("test",), "pre
 
 def check_cap(cap, option: str) -> int | None:
     """A smoke-test cap (``--data.max_items``, ``max_clips``): a whole number >= 1, or None for all. Below 1 a
-    slice ``[:cap]`` read 0 as nothing and -3 as all but the last three, with no word."""
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+    slice ``[:cap]`` read 0 as nothing and -3 as all but the last three, with no word. A string that writes
+    one is read as it (jsonargparse passes ``--data.max_items.val 4``, a key of a dict option, as '4', and
+    'none' as is; it reads 'null' itself)."""
+    value = cap
+    if isinstance(cap, str):
+        text = cap.strip().lower()
+        value = None if text in ("none", "null") else int(text) if text.isdecimal() else cap
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"{option}: a cap is a whole number >= 1, or null for all, got {cap!r}")
-    return cap
+    return value
 
 
 def check_stage_splits(sizes: dict[str, int], stage: str | None, owner: str, hint: str) -> None:

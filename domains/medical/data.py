@@ -1490,15 +1490,14 @@ def pad_collate(items: Sequence[dict]) -> dict:
 
 
 def _check_max_items(max_items):
-    """``max_items`` as given, refused where a cap would read as another one: a split name that is none (a
-    typo capped nothing), a count below 1 (read as 1)."""
+    """``max_items`` read (a dotted option's "4" as 4: :func:`shared.data.check_cap`), refused where a cap
+    would read as another one: a split name that is none (a typo capped nothing), a count below 1 (read as 1)."""
     if not isinstance(max_items, dict):
         return check_cap(max_items, "--data.max_items")
-    for split, cap in max_items.items():
+    for split in max_items:
         if split not in (*SPLITS, "predict"):
             raise ValueError(f"--data.max_items: {split!r} is no split; valid: {', '.join((*SPLITS, 'predict'))}")
-        check_cap(cap, f"--data.max_items ({split})")
-    return max_items
+    return {split: check_cap(cap, f"--data.max_items ({split})") for split, cap in max_items.items()}
 
 
 def _cap_indices(n: int, cap: int | None) -> list[int]:

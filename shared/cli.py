@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from filelock import FileLock, Timeout
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace, dict_to_namespace
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
@@ -236,7 +236,10 @@ def quiet_trainer(**overrides) -> pl.Trainer:
 
 
 def default_trainer_kwargs(domain: str) -> dict:
-    """Trainer defaults: CSV + TensorBoard logs under ``lightning_logs/<domain>``, LR monitor, gradient clipping."""
+    """Trainer defaults: CSV + TensorBoard logs under ``lightning_logs/<domain>``, LR monitor, gradient
+    clipping. TensorBoard without its ``hp_metric`` (a constant -1 in every run): with no metric named, its
+    HPARAMS tab lists every scalar a run logs beside the run's settings (:meth:`SuiteCLI._log_settings`), the
+    monitored metric and the test figures included."""
     return {
         "max_epochs": 10,
         # Keeps config.yaml and other run files out of the working directory even when loggers are off.
@@ -250,7 +253,11 @@ def default_trainer_kwargs(domain: str) -> dict:
             },
             {
                 "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": f"lightning_logs/{domain}", "name": "tensorboard"},
+                "init_args": {
+                    "save_dir": f"lightning_logs/{domain}",
+                    "name": "tensorboard",
+                    "default_hp_metric": False,
+                },
             },
         ],
         "callbacks": [LearningRateMonitor(logging_interval="step")],
@@ -391,7 +398,12 @@ class SuiteCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", default_trainer_kwargs(domain))
         kwargs.setdefault("trainer_class", SuiteTrainer)
-        super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
+        self._log_folders: list[Path] = []  # the version_N folders this run reserved (_reserve_log_version)
+        try:
+            super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
+        except BaseException:
+            self._remove_unlogged_versions()
+            raise
 
     def _set_seed(self) -> None:
         """Lightning's, except that ``--seed_everything true`` is a random seed, as its help says: Lightning's
@@ -422,6 +434,8 @@ class SuiteCLI(LightningCLI):
         self._ckpt_hparams: dict = {}  # read once here, re-applied by _parse_ckpt_path
         self._ckpt_data_hparams: dict = {}  # the data settings it trained with (compared before fit and test)
         self._ckpt_alias: str | None = None  # "best" / "last": the file this config's latest fit left
+        self._ckpt_fit_loop: dict | None = None  # its fit's loop counters (an evaluation logs at its step)
+        self._ckpt_fit_config: str | None = None  # its fit's whole config, YAML (ConfigInCheckpoints)
         with warnings.catch_warnings():
             if from_argv and args is not None:  # sys.argv's, with the suite's config files found
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -603,6 +617,8 @@ class SuiteCLI(LightningCLI):
             return
         checkpoint = check_checkpoint_file(ckpt_file, self.model_class, option=option)
         self._ckpt_hparams = dict(checkpoint.get("hyper_parameters") or {})
+        self._ckpt_fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
+        self._ckpt_fit_config = checkpoint.get("suite_config")
         # its paths as the fit resolved them (ConfigInCheckpoints): a relative one is the fit's working
         # directory's, which another command's need not be; an older checkpoint has only the settings as given
         data_paths = checkpoint.get("suite_data_paths") or {}
@@ -717,6 +733,7 @@ class SuiteCLI(LightningCLI):
                 "(measured on the medical Prob. U-Net: its step 3x at 128 px, 1.3x at 64 px crops; the numerics "
                 "change: see the README's 'bf16 on CPUs that have it')"
             )
+        self._log_settings()
 
     def _warn_no_validation(self) -> None:
         """A fit that validates never (``check_val_every_n_epoch`` above ``max_epochs``, ``limit_val_batches``
@@ -770,10 +787,75 @@ class SuiteCLI(LightningCLI):
     def before_validate(self) -> None:
         self._warn_other_split("validate")
         self._warn_other_input("validate")
+        self._log_at_checkpoint_step()
+        self._log_settings()
 
     def before_test(self) -> None:
         self._warn_other_split("test")
         self._warn_other_input("test")
+        self._log_at_checkpoint_step()
+        self._log_settings()
+
+    def after_validate(self) -> None:
+        self._say_where_logged("validate")
+
+    def after_test(self) -> None:
+        self._say_where_logged("test")
+
+    def _log_settings(self) -> None:
+        """Log the run's settings (:meth:`_run_settings`) to every logger: its ``hparams.yaml``, and for
+        TensorBoard the HPARAMS tab (:func:`_start_tensorboard_session`). In place of Lightning's own, which
+        logged the task's saved hyper-parameters: those leave out the network, optimiser and schedule (code,
+        never saved as given: ``BaseTask.NOT_SAVED``) and ``seed_everything``, so a U-Net and a Prob. U-Net
+        fit, or two learning rates, logged the same. ``--trainer.enable_autolog_hparams false`` logs none."""
+        trainer = self.trainer
+        if not trainer.enable_autolog_hparams:
+            return
+        for part in (self.model, self.datamodule):  # what save_hyperparameters(logger=False) sets
+            if part is not None:
+                part._log_hyperparams = False  # Lightning logs the graph and saves; the settings are ours
+        settings = self._run_settings()
+        for logger in trainer.loggers:
+            logger.log_hyperparams(settings)
+            if isinstance(logger, TensorBoardLogger) and rank_zero_only.rank == 0:
+                _start_tensorboard_session(logger, settings)
+
+    def _run_settings(self) -> dict:
+        """The settings that tell this run apart, as flat dotted keys (``model.optimizer.init_args.lr``: one
+        HPARAMS column each): the model's (network, optimiser, schedule, pretrained backbone) and the data's,
+        ``seed_everything``, the trainer's :data:`TRAINING_SETTINGS` and ``ckpt_path``. ``validate`` and
+        ``test`` log all but the data and ``ckpt_path`` as the fit that wrote the checkpoint had them (its
+        ``suite_config``): the checkpoint keeps no optimiser, so the command's would be another run's, and its
+        network is the one built. Where the checkpoint records no fit (``--ckpt_path none``), the model as
+        built, without an optimiser or schedule."""
+        config = self.config[self.subcommand]
+        own = _flat_settings(config)
+        trained = ("seed_everything", "model", *TRAINING_SETTINGS)
+        if self.subcommand == "fit":
+            settings = {key: value for key, value in own.items() if _under(key, trained)}
+        elif self._ckpt_fit_config:
+            fit = _flat_settings(yaml.safe_load(self._ckpt_fit_config))
+            settings = {key: value for key, value in fit.items() if _under(key, trained)}
+        else:
+            unknown = ("model.optimizer", "model.lr_scheduler")
+            settings = {k: v for k, v in own.items() if _under(k, ("model",)) and not _under(k, unknown)}
+        settings.update((key, value) for key, value in own.items() if _under(key, ("data",)))
+        if config.get("ckpt_path"):
+            settings["ckpt_path"] = str(config["ckpt_path"])
+        return dict(sorted(settings.items()))
+
+    def _log_at_checkpoint_step(self) -> None:
+        """``validate`` / ``test`` log at the checkpoint's step: Lightning restores its fit's loop counters
+        (the step the loggers use) only to resume a fit, so every evaluation was logged at step 0."""
+        if self._ckpt_fit_loop is not None:
+            self.trainer.fit_loop.load_state_dict(self._ckpt_fit_loop)
+
+    def _say_where_logged(self, subcommand: str) -> None:
+        """Lightning's results table says nothing of the log folder the figures went to."""
+        folders = [logger.log_dir for logger in self.trainer.loggers if getattr(logger, "log_dir", None)]
+        if folders:
+            step = self.trainer.global_step
+            rank_zero_info(f"{subcommand}: results logged at step {step} to {', '.join(folders)}")
 
     def _warn_other_input(self, subcommand: str) -> None:
         """A checkpoint fitted at 32x32 and tested at the config's 64x64 scored 0.56 instead of 0.72, unsaid.
@@ -850,13 +932,19 @@ class SuiteCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, plus :class:`PredictionSet` (not a CLI option: always on); the run's log version is
-        taken first (:meth:`_reserve_log_version`)."""
+        taken first (:meth:`_reserve_log_version`). ``predict`` gets no logger, nor a config.yaml: it logs
+        nothing (Lightning refuses ``self.log`` there), and each predict run took a version_N of its own that
+        listed as an empty run (with logging off its config.yaml would overwrite a fit's in the root dir)."""
+        if self.subcommand == "predict":
+            kwargs["logger"] = False
         self._reserve_log_version()
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand in (None, "fit"):  # only a fit wraps the model in torch's DDP
             given = self._get(self.config_init, "trainer", default={}).get("strategy")
             find_unused_parameters_where_idle(trainer, self.model, given)
         trainer.callbacks.append(PredictionSet())
+        if self.subcommand == "predict":
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
         # --trainer.logger false: the default LearningRateMonitor would refuse to start
         if not trainer.loggers:
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
@@ -871,7 +959,9 @@ class SuiteCLI(LightningCLI):
         write no logs), and not for a ``fast_dev_run`` (its loggers are replaced) or a remote ``save_dir``."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         loggers = trainer_config.get("logger")
-        if not self.subcommand or trainer_config.get("fast_dev_run") or rank_zero_only.rank != 0:
+        if self.subcommand in (None, "predict") or trainer_config.get("fast_dev_run"):
+            return
+        if rank_zero_only.rank != 0:
             return
         unversioned = [
             logger
@@ -884,6 +974,21 @@ class SuiteCLI(LightningCLI):
             version = reserve_log_version([Path(logger.root_dir) for logger in unversioned])
             for logger in unversioned:
                 logger._version = version
+            folders = [Path(os.path.abspath(logger.root_dir), f"version_{version}") for logger in unversioned]
+            self._log_folders = list(dict.fromkeys(folders))
+
+    def _remove_unlogged_versions(self) -> None:
+        """A command that failed before its first logged value (a ValueError at setup, a test stopped by a
+        bad batch) leaves no ``version_N``: each listed as an empty run beside the real ones. Only the folders
+        this run reserved (no other run logs into them), and only when none holds a value; its loggers are
+        closed first, so that nothing is written there afterwards and their last values are on disk."""
+        if not self._log_folders:
+            return
+        for logger in getattr(getattr(self, "trainer", None), "loggers", None) or []:
+            logger.finalize("failed")
+        if not any(map(_holds_logged_values, self._log_folders)):
+            for folder in self._log_folders:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         """Lightning's, except that ``--trainer.enable_checkpointing false`` drops the suite's own checkpoint
@@ -970,6 +1075,57 @@ def reserve_log_version(folders: list[Path]) -> int:
             for path in made:
                 path.rmdir()
             version += 1
+
+
+#: trainer settings that change what a fit learns, logged with the model's and the data's
+#: (:meth:`SuiteCLI._log_settings`)
+TRAINING_SETTINGS = tuple(
+    f"trainer.{name}"
+    for name in ("max_epochs", "max_steps", "accumulate_grad_batches", "gradient_clip_val", "precision")
+)
+
+
+def _under(key: str, prefixes) -> bool:
+    """Whether the dotted ``key`` is one of ``prefixes`` or lies below one (``model.optimizer.init_args.lr``
+    under ``model.optimizer``; ``model.lr_scheduler_interval`` not under ``model.lr_scheduler``)."""
+    return any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
+
+
+def _flat_settings(config) -> dict:
+    """A config (parsed, or a saved one read as a dict) as ``{dotted key: plain value}``: jsonargparse's
+    Namespace lists its leaves by dotted key, class_path + init_args included."""
+    namespace = config if isinstance(config, Namespace) else dict_to_namespace(config)
+    return {key: plain_values(value) for key, value in namespace.items()}
+
+
+def _start_tensorboard_session(logger: TensorBoardLogger, settings: dict) -> None:
+    """The run's record in TensorBoard's HPARAMS tab: its settings and no metric named, so that TensorBoard
+    lists every scalar the run logs as its metrics (the monitored one, the test figures). Lightning's
+    ``log_hyperparams`` names ``hp_metric`` (or the metrics it is given, logging a first value of each), and
+    torch's ``SummaryWriter.add_hparams`` writes into a run folder of its own: so the session start is
+    written here, as Lightning writes it, into the run's own event file."""
+    from torch.utils.tensorboard.summary import hparams
+
+    kept = (bool, int, float, str)  # what it takes; None is left out (as torch leaves it)
+    values = {k: v if isinstance(v, kept) else str(v) for k, v in settings.items() if v is not None}
+    _, session_start, _ = hparams(values, {})
+    logger.experiment._get_file_writer().add_summary(session_start)
+    logger.experiment.flush()  # at once: under ddp_spawn this process's writer writes nothing else
+
+
+def _holds_logged_values(folder: Path) -> bool:
+    """Whether a run's log folder holds a logged value: a CSV logger's ``metrics.csv``, or in a TensorBoard
+    event file any summary but the run's settings (read with tensorboard's own reader, up to the first)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    if (folder / "metrics.csv").is_file():
+        return True
+    return any(
+        value.metadata.plugin_data.plugin_name != "hparams"  # scalars, images, ...: the reader tags each
+        for events in folder.glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(events)).Load()
+        for value in event.summary.value
+    )
 
 
 def _random_seed() -> int:

@@ -66,12 +66,12 @@ def build(out: Path) -> list[str]:
         staged = Path(tmp) / "examples"
         (staged / "annotations").mkdir(parents=True)
         lines, described = [], []
-        ccd = {line.split(",", 1)[0]: line for line in (src / "Crash-1500.txt").read_text().splitlines()}
+        ccd = {line.split(",", 1)[0]: line for line in (src / "Crash-1500.txt").read_text(encoding="utf-8").splitlines()}
         for vid in KEEP:
-            meta = json.loads((src / "annotations" / f"{vid}.json").read_text())
+            meta = json.loads((src / "annotations" / f"{vid}.json").read_text(encoding="utf-8"))
             for track in meta["tracks"].values():
                 track.pop("world", None)
-            (staged / "annotations" / f"{vid}.json").write_text(json.dumps(meta) + "\n")
+            (staged / "annotations" / f"{vid}.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
             folder = CRASH_DIR if meta.get("contact_time") is not None else NORMAL_DIR
             (staged / "videos" / folder).mkdir(parents=True, exist_ok=True)
             frames = sorted((src / "videos" / folder / vid / "image_2").glob("*.jpg"))
@@ -79,7 +79,7 @@ def build(out: Path) -> list[str]:
             if vid in ccd:
                 lines.append(ccd[vid])
             described.append(_describe(meta))
-        (staged / "Crash-1500.txt").write_text("".join(line + "\n" for line in lines))
+        (staged / "Crash-1500.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         readme = [
             "Two bundled example clips for the demo's accident page, in the synthetic / CCD layout the accident",
             "readers take:",
@@ -92,7 +92,7 @@ def build(out: Path) -> list[str]:
             "per-track world poses dropped and the semantic / instance / label_2 folders left out. Everything the",
             "page reads (frames, tracks, contact frame, involved ids) is as generated.",
         ]
-        (staged / "README.txt").write_text("\n".join(readme) + "\n")
+        (staged / "README.txt").write_text("\n".join(readme) + "\n", encoding="utf-8")
         if out.exists():
             strays = {p.name for p in out.iterdir()} - {p.name for p in staged.iterdir()}
             if strays:  # never wipe a folder that is not an earlier set of examples

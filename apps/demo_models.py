@@ -256,7 +256,7 @@ def find_checkpoint(key: str) -> Path | None:
 
 @functools.lru_cache(maxsize=64)
 def _parsed_json(path: str, mtime_ns: int) -> dict:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def read_json(path: str | Path) -> dict:
@@ -427,7 +427,7 @@ def anomaly_score_smoothing(fit: float | None) -> float:
         return fit
     import yaml
 
-    config = yaml.safe_load((ROOT / DEMO_MODELS["driving_anomaly"].config).read_text()) or {}
+    config = yaml.safe_load((ROOT / DEMO_MODELS["driving_anomaly"].config).read_text(encoding="utf-8")) or {}
     return float((config.get("model") or {}).get("score_smoothing") or 0.0)
 
 

@@ -118,7 +118,7 @@ def check_page(
         if title in dom and RUNNING_MARKER not in dom:
             break
         print(f"  {name}: still running after attempt {attempt}; fetching again")
-    (out / f"{name}.html").write_text(dom)
+    (out / f"{name}.html").write_text(dom, encoding="utf-8")
     png = out / f"{name}.png"
     png.unlink(missing_ok=True)
     shot = chromium(binary, [f"--screenshot={png}", url], budget_ms, timeout)
@@ -187,12 +187,12 @@ def start_devtools_browser(binary: str, profile: str, timeout: float) -> tuple[s
     )
     port_file = Path(profile) / "DevToolsActivePort"
     deadline = time.monotonic() + timeout
-    while not (port_file.is_file() and port_file.read_text().strip()):
+    while not (port_file.is_file() and port_file.read_text(encoding="utf-8").strip()):
         if browser.poll() is not None or time.monotonic() > deadline:
             stop(browser)
             raise SystemExit("e2e: Chromium did not open its DevTools port (is /usr/bin/chromium working?)")
         time.sleep(0.2)
-    port = int(port_file.read_text().split()[0])
+    port = int(port_file.read_text(encoding="utf-8").split()[0])
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as response:
@@ -232,7 +232,7 @@ def check_page_cdp(tools: DevTools, name: str, url: str, title: str, out: Path, 
         time.sleep(0.5)
     time.sleep(1.0)  # images and fonts settle
     dom = tools.evaluate("document.documentElement.outerHTML") or ""
-    (out / f"{name}.html").write_text(dom)
+    (out / f"{name}.html").write_text(dom, encoding="utf-8")
     shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=False)
     (out / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
     problems = [f"the page shows an exception ({m!r} in its DOM)" for m in FAILURE_MARKERS if m in dom]
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     port = args.port or free_port()
     base = f"http://127.0.0.1:{port}"
-    log = (out / "server.log").open("w")
+    log = (out / "server.log").open("w", encoding="utf-8")
     cmd = streamlit_command(port, "127.0.0.1")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)

@@ -205,7 +205,7 @@ def test(key: str, ckpt: Path, smoke: bool) -> tuple[dict, float]:
         cmd.append("--smoke")
     start = time.perf_counter()
     _run(cmd, f"testing {key} ({spec.config})")
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text(encoding="utf-8"))
     out.unlink(missing_ok=True)
     return figures, time.perf_counter() - start
 
@@ -240,7 +240,7 @@ def _test_in_process(key: str, ckpt: str, out: str, smoke: bool) -> None:
     for name, value in cli.trainer.callback_metrics.items():
         number = float(value)
         figures[name] = number if math.isfinite(number) else None
-    Path(out).write_text(json.dumps(figures, indent=2, sort_keys=True))
+    Path(out).write_text(json.dumps(figures, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def use_shipped(keys: list[str]) -> list[dict]:
@@ -307,7 +307,7 @@ def prepare(keys: list[str], force: bool, smoke: bool, extra: list[str], minutes
                 _say(f"  {source} does not fit {spec.config} ({exc}): training the demo's own instead")
                 source = None
         info.update(test=figures, test_seconds=round(seconds, 1), created=time.strftime("%Y-%m-%d %H:%M:%S"))
-        info_path.write_text(json.dumps(info, indent=2))
+        info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
         _say(f"  wrote {info_path}")
         report.append(
             {"key": key, "status": "trained" if info["trained"] else "adopted", "checkpoint": str(target)}

@@ -426,7 +426,7 @@ def ship_checkpoint(
         "settings": {},
         **evaluation,
     }
-    (out / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n")
+    (out / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     return card
 
 
@@ -477,7 +477,7 @@ def _rounded(values: dict) -> dict:
 
 def ship(key: str, runs: Path, out: Path) -> dict:
     run_name = RUN_OF[key]
-    record = json.loads((runs / f"{run_name}.json").read_text())
+    record = json.loads((runs / f"{run_name}.json").read_text(encoding="utf-8"))
     hparams = {k: v for k, v in record["hyper_parameters"].items() if not k.startswith("_")}
     drop_moved_hyperparameters(hparams, source=f"{run_name}.json")  # runs from before model.optimizer
     data_hp = {k: v for k, v in record["data_hyper_parameters"].items() if not k.startswith("_")}
@@ -528,7 +528,7 @@ def ship(key: str, runs: Path, out: Path) -> dict:
         "test_note": f"full test split, fp32 weights, on {record['device']} (benchmarks/results/gpu_recipes.md)",
         **evaluation,
     }
-    (out / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n")
+    (out / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     return card
 
 
@@ -543,7 +543,7 @@ def _training(record: dict) -> dict:
     chosen = {}
     for config in _configs(record):
         try:
-            model = (yaml.safe_load((ROOT / config).read_text()) or {}).get("model") or {}
+            model = (yaml.safe_load((ROOT / config).read_text(encoding="utf-8")) or {}).get("model") or {}
         except OSError:  # a run's temporary config (e.g. /tmp/...) that is gone: nothing to read
             continue
         chosen.update({k: model[k] for k in ("optimizer", "lr_scheduler") if k in model})
@@ -564,7 +564,7 @@ def _settings(key: str, record: dict) -> dict:
     """Inference settings the run's config chose that checkpoints do not store (anomaly score, smoothing)."""
     if key != "driving_anomaly":
         return {}
-    model = (yaml.safe_load((ROOT / _configs(record)[0]).read_text()) or {}).get("model") or {}
+    model = (yaml.safe_load((ROOT / _configs(record)[0]).read_text(encoding="utf-8")) or {}).get("model") or {}
     return {
         "score": model.get("score", "outlier_prob"),
         "score_smoothing": float(model.get("score_smoothing", 0.0)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import difflib
@@ -9,6 +10,7 @@ import functools
 import importlib.metadata
 import inspect
 import json
+import locale
 import math
 import os
 import platform
@@ -1042,9 +1044,9 @@ def config_run_name(config: Path) -> str:
     if path.is_relative_to(SUITE_DOMAINS):
         return path.stem
     cwd = Path.cwd().resolve()
-    if path.parent == cwd:
-        shipped = {p.stem for p in SUITE_DOMAINS.glob("**/configs/*.yaml")}
-        return f"{cwd.name}-{path.stem}" if path.stem in shipped else path.stem
+    if path.parent == cwd:  # by case too: on macOS and Windows disks Quick/ is the suite's quick/
+        shipped = {p.stem.casefold() for p in SUITE_DOMAINS.glob("**/configs/*.yaml")}
+        return f"{cwd.name}-{path.stem}" if path.stem.casefold() in shipped else path.stem
     parts = path.relative_to(cwd).parts if path.is_relative_to(cwd) else path.parts[1:]
     return "-".join([*parts[:-1], path.stem])
 
@@ -1464,15 +1466,26 @@ def _suite_config_files(args: list) -> list:
 
 
 def _check_config_files(args) -> None:
-    """jsonargparse reports a YAML syntax error at '"<unicode string>", line N': name the file instead."""
+    """jsonargparse reports a YAML syntax error at '"<unicode string>", line N': name the file instead. It
+    reads a config in the locale's encoding: under a Windows code page a UTF-8 config with an accent in a
+    comment died with a bare UnicodeDecodeError naming no file, so that is said first, with the way out."""
     if not isinstance(args, (list, tuple)):
         return
     paths = [path for *_, path in _config_args(args)]
     for path in map(Path, paths):
         if not path.is_file():
             continue  # jsonargparse names a missing file itself
+        data = path.read_bytes()
+        encoding = locale.getpreferredencoding(False)
+        if not data.isascii() and codecs.lookup(encoding).name != "utf-8":
+            raise ConfigError(
+                f"{path}: holds non-ASCII characters and this Python reads files as {encoding}, not UTF-8: "
+                "run with PYTHONUTF8=1 set (or python -X utf8), or keep the file ASCII"
+            )
         try:
-            yaml.safe_load(path.read_text())
+            yaml.safe_load(data.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -1807,7 +1820,7 @@ class PredictionSet(pl.Callback):
             written = [rel for rel in written if rel not in unlisted]
         self._root.mkdir(parents=True, exist_ok=True)  # a run that wrote nothing still says so
         with written_whole(self._root / self.MANIFEST) as tmp:
-            tmp.write_text(json.dumps(written, indent=0))
+            tmp.write_text(json.dumps(written, indent=0), encoding="utf-8")
         shutil.rmtree(self._root / self.ASIDE, ignore_errors=True)
         self._running = False
         self._unlock()
@@ -2013,7 +2026,7 @@ def _inputs_in(folder: Path, root: Path) -> list[Path]:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

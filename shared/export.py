@@ -295,7 +295,7 @@ class CheckedExport:
         sidecar = {**self.identity, **sidecar, "opset": self.opset, "tolerance": tolerance}
         if self.fixed_sizes:  # these graphs take only this height and width (see graph())
             sidecar["fixed_input_size"] = dict(self.fixed_sizes)
-        (self._staging / file).write_text(json.dumps(sidecar, indent=2))  # staged: moved in whole below
+        (self._staging / file).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")  # staged: moved in whole below
         # an earlier sidecar goes first: if a graph cannot be replaced (open in a viewer on Windows), the
         # folder holds no sidecar describing graphs it does not hold
         (self.out_dir / file).unlink(missing_ok=True)

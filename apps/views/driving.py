@@ -156,7 +156,7 @@ def _kitti_text(pred: dict, class_names: list[str]) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "result.txt"
         write_kitti_label(path, detections_to_kitti(tensors, class_names), with_score=True)
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
 
 
 def _filter(pred: dict, threshold: float, keep: list[int]) -> dict:

@@ -72,7 +72,7 @@ def read_source(
         return {"train": items}, coco_category_names(src)
     import yaml
 
-    entries = yaml.safe_load(Path(src).read_text()) or {}
+    entries = yaml.safe_load(Path(src).read_text(encoding="utf-8")) or {}
     splits = [split] if split else [s for s in YOLO_SPLITS if entries.get(s)]
     if not splits:
         raise LabelFormatError(src, None, f"no split entries ({', '.join(YOLO_SPLITS)}) in the dataset yaml")
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         sequences, sequence_note = source_map(args.src_format, src, args.split, splits)
         if sequences is not None:  # where every destination's reader looks
-            (tmp / "sequences.txt").write_text(sequences)
+            (tmp / "sequences.txt").write_text(sequences, encoding="utf-8")
         old = put_in_place(tmp, dst, args.overwrite)  # the destination replaced, renamed aside
     except (LabelFormatError, ValueError, FileNotFoundError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -484,7 +484,7 @@ def write_kitti_label(
         lines.append(" ".join(parts))
     path.parent.mkdir(parents=True, exist_ok=True)
     with written_whole(path) as tmp:
-        tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
+        tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
 
 
 def resolve_kitti_split(
@@ -859,7 +859,7 @@ def write_coco(
         "categories": [{"id": i, "name": n, "supercategory": "object"} for n, i in cat_ids.items()],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(data), encoding="utf-8")
     _warn_not_written(dropped, f"write_coco({path})")
     return dropped
 
@@ -1093,7 +1093,7 @@ def write_yolo(
             lines.append(line + (f" {obj.score:.6g}" if obj.score is not None else ""))
         label = root / "labels" / split / f"{ann.image_id}.txt"
         label.parent.mkdir(parents=True, exist_ok=True)
-        label.write_text("\n".join(lines) + ("\n" if lines else ""))
+        label.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
     yaml_path = root / yaml_name
     data = load_dataset_yaml(yaml_path) if yaml_path.is_file() else {}
     if data.get("names") is not None and list(_yolo_name_map(data, yaml_path).values()) != list(class_names):
@@ -1101,6 +1101,6 @@ def write_yolo(
             f"{yaml_path}: existing names {data['names']} differ from class_names {list(class_names)}"
         )
     data.update({split: f"images/{split}", "nc": len(class_names), "names": dict(enumerate(class_names))})
-    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     _warn_not_written(dropped, f"write_yolo({root}, split={split!r})")
     return yaml_path

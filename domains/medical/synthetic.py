@@ -543,7 +543,7 @@ def generate_lidc_png(
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).unlink(missing_ok=True)
     # README first: it marks the folder as ours, so a crashed run can be cleaned up and redone.
-    (root / "README.txt").write_text(IN_PROGRESS + "\n" + json.dumps(settings, indent=2) + "\n")
+    (root / "README.txt").write_text(IN_PROGRESS + "\n" + json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     for split in SPLIT_NAMES:
         shutil.rmtree(root / split, ignore_errors=True)
     split_of = {patients[i]: name for name, idx in split_idx.items() for i in idx}
@@ -591,8 +591,8 @@ def generate_lidc_png(
         "Reader statistics (all splits): " + format_reader_statistics(stats.summary(), readers, shares),
         "",
     ]
-    (root / "README.txt").write_text("\n".join(readme))
-    (root / MARKER).write_text(json.dumps(settings, sort_keys=True))
+    (root / "README.txt").write_text("\n".join(readme), encoding="utf-8")
+    (root / MARKER).write_text(json.dumps(settings, sort_keys=True), encoding="utf-8")
     return root
 
 
@@ -609,7 +609,7 @@ def _torn(root: Path) -> list[str]:
     when all is there, or the marker is none of ours. A set torn by two runs before the generation lock kept
     its marker, and a patient's missing masks failed a fit later, far from the cause."""
     try:
-        settings = json.loads((root / MARKER).read_text())
+        settings = json.loads((root / MARKER).read_text(encoding="utf-8"))
         if settings.get("generator") != "domains.medical.synthetic":
             return []
         n_patients, seed, splits = int(settings["n_patients"]), int(settings["seed"]), settings["splits"]
@@ -632,7 +632,7 @@ def is_complete(root: str | Path, **kw) -> bool:
     if not marker.is_file():
         return False
     try:
-        found = json.loads(marker.read_text())
+        found = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
     return found == json.loads(json.dumps(_settings_from_kw(**kw), sort_keys=True))
@@ -643,7 +643,7 @@ def _in_progress(root: Path) -> bool:
     full README replaces just before the marker. Not the full README: a finished set copied without its hidden
     marker (``cp dir/*``) is still whole."""
     try:
-        with (root / "README.txt").open(errors="replace") as f:
+        with (root / "README.txt").open(errors="replace", encoding="utf-8") as f:
             return f.readline().rstrip("\n") == IN_PROGRESS
     except OSError:  # no README (real data), or a folder of that name
         return False
@@ -661,7 +661,7 @@ def check_finished(path: str | Path, option: str = "--data.data_path") -> None:
 def _regenerate_note(root: Path) -> str:
     """The command that generates the set at ``root`` again, from its marker's settings."""
     try:
-        settings = json.loads((root / MARKER).read_text())
+        settings = json.loads((root / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         settings = {}
     return f"generate it again with `{_command(root, settings)} --force`"
@@ -681,7 +681,7 @@ def _unfinished_note(root: Path) -> str:
     """How many patients the interrupted set at ``root`` holds and the command that finishes it (the settings
     are in the README it writes first)."""
     try:
-        settings = json.loads((root / "README.txt").read_text().split("\n", 1)[1])
+        settings = json.loads((root / "README.txt").read_text(encoding="utf-8").split("\n", 1)[1])
     except (OSError, ValueError, IndexError):
         settings = {}
     patients = sum(1 for folder in root.glob("*/images/*") if any(folder.iterdir()))  # with a file written
@@ -736,7 +736,7 @@ def _generate_new(root: Path, settings: dict, kw: dict) -> Path:
     if root.exists() and any(root.iterdir()):
         names = {p.name for p in root.iterdir()}
         readme = root / "README.txt"
-        ours = MARKER in names or (readme.is_file() and "domains.medical.synthetic" in readme.read_text())
+        ours = MARKER in names or (readme.is_file() and "domains.medical.synthetic" in readme.read_text(encoding="utf-8"))
         foreign = sorted(names - {*SPLIT_NAMES, "README.txt", MARKER})
         if not ours or foreign:
             raise FileExistsError(

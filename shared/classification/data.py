@@ -152,7 +152,7 @@ class CropFolder:
 
     def _read_marker(self) -> dict | None:
         try:
-            return json.loads(self.marker.read_text())
+            return json.loads(self.marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None  # no marker, or a torn one: cut again
 
@@ -214,11 +214,11 @@ class CropFolder:
 
     def finish(self, rows: list[dict]) -> Path:
         """Write ``metadata.csv`` (one row per crop) and then the marker; returns the folder."""
-        with (self.out / "metadata.csv").open("w", newline="") as f:
+        with (self.out / "metadata.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        self.marker.write_text(json.dumps(self.settings))
+        self.marker.write_text(json.dumps(self.settings), encoding="utf-8")
         (self.out / self.CUTTING).unlink(missing_ok=True)
         return self.out
 

@@ -148,7 +148,7 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
         written.append(out_dir / f"{clip}.gif")
     with ExitStack() as staged:  # each file under a temporary name, renamed once every one is written
         risk_tmp, objects_tmp, *gif_tmp = [staged.enter_context(written_whole(path)) for path in written]
-        with open(risk_tmp, "w", newline="") as f:
+        with open(risk_tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             horizons = [f"p_contact_{h:g}s" for h in prediction["horizons"]]
             writer.writerow(
@@ -182,7 +182,7 @@ def _write_clip_files(prediction: dict, out_dir: Path, folder: Path, clip: str, 
                     ]
                 )
 
-        with open(objects_tmp, "w", newline="") as f:
+        with open(objects_tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["frame", *source, "track_id", "x1", "y1", "x2", "y2", "risk"])
             boxes = prediction.get("source_boxes")

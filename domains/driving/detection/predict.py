@@ -308,7 +308,7 @@ class KittiPredictionWriter(RoadPredictionWriter):
             path = self.output_dir / COCO_RESULTS
             path.parent.mkdir(parents=True, exist_ok=True)
             with written_whole(path) as tmp:
-                tmp.write_text(json.dumps(results))
+                tmp.write_text(json.dumps(results), encoding="utf-8")
             pl_module.print(f"wrote {len(results)} COCO results of {len(by_image)} images to {path}")
 
 

@@ -130,7 +130,7 @@ def write_coco_instances(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with written_whole(path) as tmp:  # a failure leaves no half-written JSON
-        tmp.write_text(json.dumps(data))
+        tmp.write_text(json.dumps(data), encoding="utf-8")
     return dropped
 
 
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> Path:
     if text is not None:
         sequences.parent.mkdir(parents=True, exist_ok=True)  # the JSON's folder, made by its writer too
         with written_whole(sequences) as sequences_tmp:  # in place just after the JSON; gone if that fails
-            sequences_tmp.write_text(text)
+            sequences_tmp.write_text(text, encoding="utf-8")
             dropped = write_coco_instances(items, args.dst, classes, class_map)
     else:
         dropped = write_coco_instances(items, args.dst, classes, class_map)

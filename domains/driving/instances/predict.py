@@ -101,7 +101,7 @@ class InstancePredictionWriter(RoadPredictionWriter):
         folder.mkdir(parents=True, exist_ok=True)
         write_image(folder / f"{image_id}.png", ids, what="instance map")
         with written_whole(folder / f"{image_id}.txt") as tmp:
-            tmp.write_text(instance_list(pred, order, self.class_names))
+            tmp.write_text(instance_list(pred, order, self.class_names), encoding="utf-8")
         rgb = original_rgb(image, pred, size)
         overlay = draw_instances(rgb, pred, self.class_names, self.score_thresh, id_map=(ids, order))
         write_rgb(self.output_dir / "overlays" / f"{image_id}.png", overlay, "overlay")

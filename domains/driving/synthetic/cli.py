@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         kw.update(shares=tuple(args.shares), workers=args.workers)
         path = _generated(ap, ensure_synthetic_clips, args.root or DEFAULT_ACCIDENT_ROOT, args.force, kw)
-        counts = json.loads((Path(path) / "meta.json").read_text())["counts"]
+        counts = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))["counts"]
         for kind in KINDS:
             detail = ", ".join(f"{s} {n}" for s, n in sorted(counts[kind].items()))
             print(f"{kind}: {sum(counts[kind].values())}" + (f" ({detail})" if detail else ""))

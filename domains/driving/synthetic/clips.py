@@ -799,7 +799,7 @@ def _write_clip(job) -> tuple[dict, str | None]:
         frames_objects.append(frame.objects)
         cams.append(clip.layout.camera(t))
     ann = _annotation(clip, vid, frames_objects, cams, fps, n_frames)
-    (root / "annotations" / f"{vid}.json").write_text(json.dumps(ann) + "\n")
+    (root / "annotations" / f"{vid}.json").write_text(json.dumps(ann) + "\n", encoding="utf-8")
     line = None
     if kind == "crash":
         labels = [int(t >= ann["contact_frame"]) for t in range(n_frames)]
@@ -879,7 +879,7 @@ def generate_clips(
     counts: dict[str, dict[str, int]] = {k: {} for k in KINDS}
     for c in per_clip:
         counts[c["kind"]][c["scenario"]] = counts[c["kind"]].get(c["scenario"], 0) + 1
-    (root / "Crash-1500.txt").write_text("".join(line + "\n" for line in ccd))
+    (root / "Crash-1500.txt").write_text("".join(line + "\n" for line in ccd), encoding="utf-8")
     elapsed = time.perf_counter() - start
     _write_readme(root, settings, counts, n_frames)
     meta = {
@@ -923,7 +923,7 @@ def _write_readme(root: Path, settings: dict, counts: dict, n_frames: int) -> No
         "of the camera; contact = first time an actor's footprint touches it (separating-axis gap, 5 ms grid",
         "then bisection to 1e-6 s). After contact both stay where they touched.",
     ]
-    (root / "README.txt").write_text("\n".join(lines) + "\n")
+    (root / "README.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def clips_root(**settings) -> Path:

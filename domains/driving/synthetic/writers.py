@@ -48,7 +48,7 @@ def _write_kitti_frame(
     write_image(dirs["semantic"] / f"{name}.png", frame.semantic)
     write_image(dirs["instance"] / f"{name}.png", frame.instance)
     lines = frame.kitti_lines()
-    (dirs["label_2"] / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
+    (dirs["label_2"] / f"{name}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     if "calib" in dirs:
         _write_calib(dirs["calib"] / f"{name}.txt", frame.calib)
     return lines
@@ -71,7 +71,7 @@ def _prepare_root(root: Path, names: tuple[str, ...], settings: dict) -> None:
             )
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).unlink(missing_ok=True)
-    (root / STAMP).write_text(json.dumps(settings, sort_keys=True) + "\n")
+    (root / STAMP).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
     for name in names:
         p = root / name
         if p.is_dir():
@@ -89,8 +89,8 @@ def _make_dirs(base: Path, names: tuple[str, ...]) -> dict[str, Path]:
 
 def _finish(root: Path, meta: dict, settings: dict) -> None:
     """``meta.json``, then the marker: written last, so only a finished set is ever reused."""
-    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (root / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
+    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (root / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _ensure(
@@ -135,7 +135,7 @@ def _torn(root: Path) -> list[str]:
 def _marker_settings(root: Path) -> dict:
     """The settings in ``root``'s marker ({} when there is none, or it is no JSON object)."""
     try:
-        settings = json.loads((root / MARKER).read_text())
+        settings = json.loads((root / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return settings if isinstance(settings, dict) else {}
@@ -194,7 +194,7 @@ def _command(root: Path, settings: dict) -> str:
 def _unfinished_note(root: Path) -> str:
     """What the interrupted set at ``root`` holds and the command that finishes it (from its stamp's settings)."""
     try:
-        settings = json.loads((root / STAMP).read_text())
+        settings = json.loads((root / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         settings = {}
     if not isinstance(settings, dict) or settings.get("kind") not in _LAYOUTS:
@@ -278,7 +278,8 @@ def generate_kitti(
         for k in ("hidden", "behind_camera", "outside_image"):
             totals[k] += frame.stats[k]
     (root / "sequences.txt").write_text(
-        "# image_id sequence_id (frames of a sequence share one street)\n" + "\n".join(seq_lines) + "\n"
+        "# image_id sequence_id (frames of a sequence share one street)\n" + "\n".join(seq_lines) + "\n",
+        encoding="utf-8",
     )
     elapsed = time.perf_counter() - start
     meta = {
@@ -314,7 +315,7 @@ def _write_calib(path: Path, P2: np.ndarray) -> None:
     )  # x fwd, y left, z up (no offset)
     lines = [f"P{k}: {row(P2)}" for k in range(4)]
     lines += [f"R0_rect: {row(eye)}", f"Tr_velo_to_cam: {row(velo)}", f"Tr_imu_to_velo: {row(np.eye(3, 4))}"]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _is_complete(root: Path, settings: dict) -> bool:
@@ -322,7 +323,7 @@ def _is_complete(root: Path, settings: dict) -> bool:
     if not marker.is_file():
         return False
     try:
-        return json.loads(marker.read_text()) == json.loads(json.dumps(settings, sort_keys=True))
+        return json.loads(marker.read_text(encoding="utf-8")) == json.loads(json.dumps(settings, sort_keys=True))
     except (OSError, json.JSONDecodeError):
         return False
 

@@ -107,7 +107,7 @@ def stop_recording(recorder: set[Path]) -> None:
 
 def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> None:
     """A CSV of ``rows`` (dicts keyed by ``columns``, a header first) written whole (:func:`written_whole`)."""
-    with written_whole(path) as tmp, tmp.open("w", newline="") as f:
+    with written_whole(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
@@ -542,7 +542,7 @@ def earlier_predictions(root: str | Path) -> set[Path]:
     found: set[Path] = set()
     for manifest in Path(root).rglob(PREDICTIONS_MANIFEST):
         try:
-            listed = json.loads(manifest.read_text())
+            listed = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(listed, list):  # files still there, below the manifest's folder (a "../x" hides nothing)
@@ -584,15 +584,17 @@ def distinct_names(
 ) -> list[str]:
     """``name(path)`` (the stem) of each image, or, where that repeats (``drive_a/000000.png``,
     ``drive_b/000000.png``: dashcam drives), the path below ``root`` (default: the images' common folder) joined
-    by ``__`` (``drive_a__000000``). Names can still repeat (``a.png`` beside ``a.jpg``): callers refuse that."""
-    counts = Counter(name(path) for path in set(paths))  # one file listed twice is one image
+    by ``__`` (``drive_a__000000``). Stems differing only by case repeat too: ``Road.*`` and ``road.*`` are one file
+    on macOS and Windows disks. Names can still repeat (``a.png`` beside ``a.jpg``): callers refuse that, also
+    comparing ``casefold()``-ed."""
+    counts = Counter(name(path).casefold() for path in set(paths))  # one file listed twice is one image
     if root is None and any(count > 1 for count in counts.values()):
         root = Path(os.path.commonpath([os.path.abspath(path.parent) for path in paths]))
 
     def below(path: Path) -> tuple[str, ...]:
         return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).parent.parts
 
-    return [name(path) if counts[name(path)] == 1 else "__".join((*below(path), name(path))) for path in paths]
+    return [name(path) if counts[name(path).casefold()] == 1 else "__".join((*below(path), name(path))) for path in paths]
 
 
 def natural_key(name: str) -> list:

@@ -221,9 +221,9 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
         raise LabelFormatError(root, None, f"none of its {len(paths)} images can be read")
     names = distinct_names([path for path, _, _ in found], root, name)
     named = [(path, h, w, unique) for (path, h, w), unique in zip(found, names)]
-    names = Counter(n for *_, n in named)
+    names = Counter(n.casefold() for *_, n in named)  # Road.txt and road.txt are one file on macOS / Windows
     if repeated := [n for n, count in names.items() if count > 1]:  # a.png beside a.jpg
-        same = [str(path) for path, *_, n in named if n == repeated[0]]
+        same = [str(path) for path, *_, n in named if n.casefold() == repeated[0]]
         raise ValueError(
             f"--data.predict_path {root}: {len(repeated)} image names repeat (e.g. {' and '.join(same[:2])}); "
             "predict writes one file per name: rename one"
@@ -384,12 +384,12 @@ def source_sequence_map(
 
 
 def _kitti_devkit_groups(mapping: Path, rand: Path, ids: Sequence[str]) -> list[str]:
-    drives = [line.split() for line in mapping.read_text().splitlines() if line.strip()]
+    drives = [line.split() for line in mapping.read_text(encoding="utf-8").splitlines() if line.strip()]
     for lineno, parts in enumerate(drives, start=1):
         if len(parts) != 3:
             raise LabelFormatError(mapping, lineno, f"expected 'date drive frame', got {' '.join(parts)!r}")
     try:
-        order = [int(v) for v in rand.read_text().replace("\n", ",").split(",") if v.strip()]
+        order = [int(v) for v in rand.read_text(encoding="utf-8").replace("\n", ",").split(",") if v.strip()]
     except ValueError as e:
         raise LabelFormatError(rand, 1, f"non-numeric index ({e})") from None
     groups = []

@@ -342,14 +342,16 @@ def name_repeated_stems(annotations: Sequence[ImageAnnotation], where: str, same
 
 def _unique_names(annotations: Iterable[ImageAnnotation], where: str, same_file_ok: bool = False) -> None:
     """Two images with one id are an error naming both; ``same_file_ok``: one file listed twice (a YOLO list
-    oversampling it) keeps its one id."""
+    oversampling it) keeps its one id. Ids that differ only by case are one (``A.png`` beside ``a.jpg``): on a
+    macOS or Windows disk their ``label_2/A.txt`` and ``label_2/a.txt`` are one file."""
     seen: dict[str, str] = {}
     for ann in annotations:
-        if ann.image_id in seen and not (same_file_ok and seen[ann.image_id] == ann.image_path):
+        key = ann.image_id.casefold()
+        if key in seen and not (same_file_ok and seen[key] == ann.image_path):
             raise LabelFormatError(
-                where, None, f"two images share the id {ann.image_id!r}: {seen[ann.image_id]}, {ann.image_path}"
+                where, None, f"two images share the id {ann.image_id!r}: {seen[key]}, {ann.image_path}"
             )
-        seen[ann.image_id] = ann.image_path
+        seen[key] = ann.image_path
 
 
 def _split_by_class(

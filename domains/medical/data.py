@@ -1342,9 +1342,11 @@ def build_predict_dataset(predict_path: str | Path, crop_size: int, **settings) 
     stem = _case_name if nifti else (lambda path: path.stem)
     names = distinct_names(readable, root if root.is_dir() else None, stem)
     folders = [output_folder_name(n) for n in names]  # "scan 1" and "scan_1" write one folder
-    if len(set(folders)) < len(folders):  # ct_1.nii beside ct_1.nii.gz
-        name = next(n for n in folders if folders.count(n) > 1)
-        same = [str(p) for p, n in zip(readable, folders) if n == name]
+    keys = [n.casefold() for n in folders]  # and Scan/ and scan/ do on macOS / Windows disks
+    if len(set(keys)) < len(keys):  # ct_1.nii beside ct_1.nii.gz
+        key = next(k for k in keys if keys.count(k) > 1)
+        name = folders[keys.index(key)]
+        same = [str(p) for p, k in zip(readable, keys) if k == key]
         raise MedicalDataError(
             f"--data.predict_path {root}: {' and '.join(same[:2])} make one output name {name!r}: rename one"
         )

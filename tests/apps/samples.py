@@ -159,3 +159,17 @@ def mp4(frames: list[np.ndarray], fps: float = 10.0) -> bytes:
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         writer.release()
         return path.read_bytes()
+
+
+def deflated_dicom(pixels: np.ndarray, **elements) -> bytes:
+    """:func:`dicom` of ``pixels`` (intercept -1024), deflated, header ``elements`` set."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(io.BytesIO(dicom(pixels)))
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

@@ -50,17 +50,6 @@ def _nifti(volume: np.ndarray, affine=None, slope=None, inter=0.0, order="<", gz
     return gzip.compress(raw, mtime=0) if gz else raw
 
 
-def _deflated(pixels: np.ndarray, **elements) -> bytes:
-    """:func:`tests.apps.samples.dicom` of ``pixels`` (intercept -1024), deflated, header ``elements`` set."""
-    ds = pydicom.dcmread(io.BytesIO(S.dicom(pixels)))
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 # ------------------------------------------------------------------------------------ 1: NIfTI, one copy
 
 
@@ -162,7 +151,7 @@ def test_a_cut_short_or_bomb_gzip_is_refused_before_its_voxels_are_allocated():
 def test_a_deflated_dicom_is_refused_from_its_header_without_inflating_its_pixel_data(monkeypatch):
     """Read whole before its size was checked: its data set inflated (twice over, as zlib joins its output)
     and its pixel data read out of it. Scaled: 16 frames of 256x256 (2 MB inflated), a 4 MB limit."""
-    data = _deflated(np.zeros((16, 256, 256), np.int16))
+    data = S.deflated_dicom(np.zeros((16, 256, 256), np.int16))
     assert len(data) < 10_000
     monkeypatch.setattr(up, "MAX_VOLUME_BYTES", 4 * MB)
     monkeypatch.setattr(up, "_CHUNK_VOXELS", 1 << 16)  # 64 KB inflated at a time, as 1 MB is of 512
@@ -177,7 +166,7 @@ def test_a_deflated_dicom_is_refused_from_its_header_without_inflating_its_pixel
     monkeypatch.setattr(pydicom, "dcmread", real)
     monkeypatch.setattr(up, "MAX_VOLUME_BYTES", 8 * MB)  # under the limit: read as before
     stored = (np.arange(16 * 256 * 256) % 3001).reshape(16, 256, 256).astype(np.int16)
-    np.testing.assert_array_equal(up.decode_medical(_deflated(stored), "cine.dcm").data[0], stored - 1024.0)
+    np.testing.assert_array_equal(up.decode_medical(S.deflated_dicom(stored), "cine.dcm").data[0], stored - 1024.0)
 
 
 def test_an_uncompressed_dicom_is_refused_from_a_header_read_that_stops_before_its_pixels(monkeypatch):
@@ -205,7 +194,7 @@ def test_deflated_dicoms_read_through_the_header_stream_as_before():
     as their uncompressed files do; a deflated data set cut in its header is refused naming the file."""
     stored = (np.arange(3 * 40 * 48) % 3000).reshape(3, 40, 48).astype(np.int16)
     plain = S.dicom(stored, enhanced=True, pixel_spacing=(0.5, 0.5))
-    deflated = _deflated(stored)
+    deflated = S.deflated_dicom(stored)
     ds = pydicom.dcmread(io.BytesIO(plain))
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     buf = io.BytesIO()

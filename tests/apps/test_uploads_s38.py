@@ -16,23 +16,11 @@ import numpy as np
 import pydicom
 import pydicom.pixels
 import pytest
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from apps import uploads as up
 from tests.apps import samples as S
 
 MB = 2**20
-
-
-def _deflated(pixels: np.ndarray, **elements) -> bytes:
-    """:func:`tests.apps.samples.dicom` of ``pixels`` (intercept -1024), deflated, header ``elements`` set."""
-    ds = pydicom.dcmread(io.BytesIO(S.dicom(pixels)))
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def _traced(call) -> tuple[object, int, int]:
@@ -54,7 +42,7 @@ def test_a_deflated_dicom_is_refused_counting_its_unpacked_bytes_beside_its_floa
     (512 MB as float32, exactly the limit) also held 256 MB unpacked and peaked at 1.5 GB. Scaled down: 4
     frames of 256x256 are 1 MB as float32 and unpack to 0.5 MB, against a 1.4 MB limit."""
     stored = (np.arange(4 * 256 * 256) % 251).reshape(4, 256, 256).astype(np.int16)
-    data = _deflated(stored)
+    data = S.deflated_dicom(stored)
     assert len(data) < 20_000
     whole = up.decode_medical(data, "cine.dcm")  # under the real limit: decoded, a frame at a time
     np.testing.assert_array_equal(whole.data[0], stored - 1024.0)
@@ -72,7 +60,7 @@ def test_a_deflated_dicom_keeps_its_unpacked_data_set_once_not_twice():
     """pydicom's data set kept the buffer it read from, for a deflated file the whole data set unpacked,
     beside the pixel data read out of it: 2 x 256 MB for 8 frames of 4096x4096."""
     stored = np.zeros((8, 256, 256), np.int16)  # 1 MB unpacked
-    data = _deflated(stored)
+    data = S.deflated_dicom(stored)
     (ds, inflated), held, _ = _traced(lambda: up._read_dicom(data, "cine.dcm"))
     assert inflated == pytest.approx(stored.nbytes, rel=0.01)
     assert len(ds.PixelData) == stored.nbytes
@@ -143,7 +131,7 @@ def _slice(k: int, deflate: bool = False, **elements) -> bytes:
     pixels = np.full((20, 24), 1024 + k, np.int16)
     place = {"ImagePositionPatient": [0.0, 0.0, 2.0 * k], "ImageOrientationPatient": [1.0, 0, 0, 0, 1, 0]}
     if deflate:
-        return _deflated(pixels, PixelSpacing=[0.7, 0.7], **place, **elements)
+        return S.deflated_dicom(pixels, PixelSpacing=[0.7, 0.7], **place, **elements)
     return S.dicom(pixels, pixel_spacing=(0.7, 0.7), position=tuple(place.values()))
 
 

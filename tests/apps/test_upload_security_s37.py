@@ -318,6 +318,7 @@ def test_the_checkpoint_path_field_opens_only_ckpt_files(demo_env, tmp_path, mon
 
 
 def test_ship_weights_refuses_a_bad_checkpoint_in_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SUITE_TRACEBACK", raising=False)  # a developer's debugging setting would show it whole
     bad = tmp_path / "accident.ckpt"
     bad.write_bytes(b"not a checkpoint")
     argv = ["ship_weights", "--checkpoint", f"driving_accident={bad}", "--out", str(tmp_path / "out")]

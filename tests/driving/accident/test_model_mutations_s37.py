@@ -153,6 +153,7 @@ def test_the_records_keep_the_raw_log_odds_the_model_gives_at_temperature_1():
         raw = task.forward_batch(batch)
         task.model.temperature.fill_(2.0)
         task._evaluation_step(batch, "val")
+    assert len(task._records["val"]) == len(raw["horizon_logits"])  # the loop below sees every clip
     for i, record in enumerate(task._records["val"]):
         np.testing.assert_allclose(record["logits"], raw["horizon_logits"][i].numpy(), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(record["object_logits"], raw["object_logits"][i].numpy(), rtol=1e-6, atol=1e-6)

@@ -29,7 +29,7 @@ from domains.driving.formats import (
     image_size,
     read_text_file,
 )
-from shared.files import count_hidden, distinct_names, is_hidden, visible_inputs
+from shared.files import count_hidden, distinct_names, is_hidden, vanished_note, visible_inputs
 from shared.images import ImageDecodeError, check_jpeg_whole, stretch_to_uint8
 from shared.images import check_decodes as _check_decodes
 
@@ -44,7 +44,7 @@ def _imread(path: str | Path, flags: int, missing: str, undecodable: str) -> np.
     array = cv2.imread(str(path), flags)
     if array is None:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: {missing} not found")
+            raise FileNotFoundError(f"{path}: {missing} not found{vanished_note(path)}")
         raise LabelFormatError(path, None, f"cannot decode {undecodable}")
     return array
 

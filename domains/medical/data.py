@@ -37,7 +37,15 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from shared.data import SplitLoaders, check_cap, group_split, same_setting, segmentation_augmentations
-from shared.files import counting_hidden_files, distinct_names, is_hidden, visible_entries, visible_inputs
+from shared.files import (
+    counting_hidden_files,
+    distinct_names,
+    holding_generated_sets,
+    is_hidden,
+    vanished_note,
+    visible_entries,
+    visible_inputs,
+)
 from shared.images import DECODE_ERRORS, ImageDecodeError, check_jpeg_whole, stretch_to_unit
 from shared.task import CheckpointMismatchError
 
@@ -431,6 +439,8 @@ class LIDCPngDataset(MedicalDataset):
         ``luminance`` OpenCV's luminance (0.299 R + 0.587 G + 0.114 B), as the demo's upload reads it."""
         flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if upright else cv2.IMREAD_UNCHANGED
         array = cv2.imread(str(path), flags)
+        if array is None and not Path(path).is_file():  # listed at setup, gone now: not "corrupt"
+            raise MedicalDataError(f"{path}: no such file (gone since the data were listed){vanished_note(path)}")
         if array is None:
             raise MedicalDataError(f"{path}: cannot decode the image (corrupt or not an image)")
         try:  # OpenCV fills a cut-short JPEG with grey (whatever its name says), saying so on stderr only
@@ -1683,7 +1693,8 @@ class MedicalDataModule(SplitLoaders):
             elif split == "predict":
                 kw["crop_size"] = None
             source = "test" if split == "predict" else split
-            base = build_dataset(self.data_format, self._path(), source, self._cap(split), **kw)
+            with holding_generated_sets():  # a --force run waits for the listing, not the run: never half a set
+                base = build_dataset(self.data_format, self._path(), source, self._cap(split), **kw)
             train = split == "train"
             augment = segmentation_augmentations(seed=self.seed) if (train and self.augment) else None
             self.datasets[split] = ReaderDataset(
@@ -1790,10 +1801,11 @@ class MedicalDataModule(SplitLoaders):
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
-        for split in wanted.get(stage, list(SPLITS)):
-            if len(self.dataset(split)) == 0:
-                # otherwise Lightning runs zero batches and exits 0: no metrics, no predictions, no error
-                raise MedicalDataError(self._empty_split_message(split, stage, wanted.get(stage, [split])))
+        with holding_generated_sets():  # every split listed from one generation of a synthetic set
+            for split in wanted.get(stage, list(SPLITS)):
+                if len(self.dataset(split)) == 0:
+                    # otherwise Lightning runs zero batches and exits 0: no metrics, no predictions, no error
+                    raise MedicalDataError(self._empty_split_message(split, stage, wanted.get(stage, [split])))
 
     def _empty_split_message(self, split: str, stage: str | None, needed: list[str]) -> str:
         """Why ``split`` is empty and what to change (the fractions, by their CLI name, or more data)."""

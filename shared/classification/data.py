@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from shared.backbones import IMAGENET_MEAN, IMAGENET_STD
 from shared.data import SPLIT_NAMES, SplitLoaders, check_cap, group_split
-from shared.files import counting_hidden_files, visible_entries, visible_inputs
+from shared.files import counting_hidden_files, holding_generated_sets, visible_entries, visible_inputs
 from shared.images import ImageDecodeError, check_jpeg_whole, stretch_to_uint8
 
 #: files read as images (ImageFolder, CSV rows, predict_path); others in predict_path are counted in a warning
@@ -796,7 +796,8 @@ class ClassificationDataModule(SplitLoaders):
         """The converted source's ImageFolder root, converted (or its crops checked) once per data module:
         ``prepare_data`` and ``setup`` both need it, and the check stamps every source file."""
         if getattr(self, "_converted", None) is None:
-            self._converted = self.convert_source(self.data_format, self.data_path)
+            with holding_generated_sets():  # the source checked and cut from one generation of a synthetic set
+                self._converted = self.convert_source(self.data_format, self.data_path)
         return self._converted
 
     def read_splits(self) -> dict[str, list[Sample]]:

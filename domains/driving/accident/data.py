@@ -56,7 +56,7 @@ from domains.driving.accident.readers import (
 from domains.driving.common import check_decodes, finished_data_path, read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
 from shared.data import SPLIT_NAMES, SplitLoaders, check_cap, stable_rank
-from shared.files import counting_hidden_files
+from shared.files import counting_hidden_files, holding_generated_sets
 from shared.task import CheckpointMismatchError
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
@@ -840,7 +840,9 @@ class AccidentDataModule(SplitLoaders):
         stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (its hash is not its value's)
         # frames are decoded by a network that reads them, and by predict for its GIFs, read or not
         decoded = self.train_frames or stage in ("predict", None)
-        if self._read_splits(STAGE_READS.get(stage, SPLIT_NAMES), frame_sizes=decoded):
+        with holding_generated_sets():  # a --force run waits for the listing, not the run: never half a set
+            read = self._read_splits(STAGE_READS.get(stage, SPLIT_NAMES), frame_sizes=decoded)
+        if read:
             shown = {name if name in self.splits else f"{name} (not read)": self.splits.get(name, clips)
                      for name, clips in self.planned.items()}  # fmt: skip
             rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{split_breakdown(shown)}")

@@ -41,7 +41,7 @@ from domains.driving.formats import (
     resolve_kitti_split,
 )
 from shared.data import SplitLoaders, check_cap, group_split, split_table
-from shared.files import counting_hidden_files, visible_entries, visible_files
+from shared.files import counting_hidden_files, holding_generated_sets, visible_entries, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
 
@@ -679,21 +679,24 @@ class SegmentationDataModule(SplitLoaders):
             self.datasets["predict"] = PredictImages(images, segmentation_transforms(False, self.image_size))
         if stage == "predict" and self.predict_path is not None:
             return  # your own photos only: neither data_path nor anomaly_path is read
-        if stage in (None, "fit", "validate") and "train" not in self.datasets:
-            root = finished_data_path(self.data_path) if self.data_path is not None else default_kitti_root()
-            task = getattr(getattr(self, "trainer", None), "lightning_module", None)
-            classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
-            read = self._cityscapes_sets if is_cityscapes_root(root) else self._kitti_sets
-            self.datasets.update(read(root, stage, classes))
-        if stage in (None, "test", "predict") and "test" not in self.datasets:
-            if self.anomaly_path is not None:
-                anomaly = finished_data_path(self.anomaly_path, "--data.anomaly_path")
-            else:
-                anomaly = default_anomaly_root()
-            transform = segmentation_transforms(False, self.image_size)
-            # SMIYC's unlabelled benchmark images (beside its labelled validation_*): counted, not scored
-            self.datasets["test"] = AnomalyDataset(anomaly, transform, require_labels=self.strict, strict=self.strict)
-            rank_zero_info(f"anomaly test set {anomaly}: {len(self.datasets['test'])} labelled images")
+        with holding_generated_sets():  # a --force run waits for the listing, not the run: never half a set
+            if stage in (None, "fit", "validate") and "train" not in self.datasets:
+                root = finished_data_path(self.data_path) if self.data_path is not None else default_kitti_root()
+                task = getattr(getattr(self, "trainer", None), "lightning_module", None)
+                classes = getattr(task, "num_classes", None)  # the model's: map ids past them are refused by name
+                read = self._cityscapes_sets if is_cityscapes_root(root) else self._kitti_sets
+                self.datasets.update(read(root, stage, classes))
+            if stage in (None, "test", "predict") and "test" not in self.datasets:
+                if self.anomaly_path is not None:
+                    anomaly = finished_data_path(self.anomaly_path, "--data.anomaly_path")
+                else:
+                    anomaly = default_anomaly_root()
+                transform = segmentation_transforms(False, self.image_size)
+                # SMIYC's unlabelled benchmark images (beside its labelled validation_*): counted, not scored
+                self.datasets["test"] = AnomalyDataset(
+                    anomaly, transform, require_labels=self.strict, strict=self.strict
+                )
+                rank_zero_info(f"anomaly test set {anomaly}: {len(self.datasets['test'])} labelled images")
 
     def _train_transform(self, split: str) -> A.Compose | None:
         return segmentation_transforms(split == "train", self.image_size, self.augment, self.seed)

@@ -50,7 +50,7 @@ from shared.data import (
     detection_augmentations,
     detection_bbox_params,
 )
-from shared.files import visible_files
+from shared.files import holding_generated_sets, visible_files
 
 # ------------------------------------------------------------------------------------------- detection
 
@@ -556,14 +556,15 @@ class DetectorDataModule(SplitLoaders):
             self.datasets["predict"] = self.make_dataset("predict", self.predict_records())
         if stage == "predict" and self.predict_path is not None:
             return  # your own images only: data_path is not read
-        first = not self.splits
-        if first:
-            self.splits = SplitRecords(self._read_splits(), self._read_split)
-        self.check_splits(self.splits.planned, stage, self.split_hint())  # before a file is read
-        # the stage's splits only: validate read and checked every label of all three to score val
-        for name in SETUP_SPLITS.get(getattr(stage, "value", stage), tuple(self.splits)):
-            if name in self.splits:
-                self.splits[name]  # read on first use: its dataset is built
+        with holding_generated_sets():  # a --force run waits for the listing, not the run: never half a set
+            first = not self.splits
+            if first:
+                self.splits = SplitRecords(self._read_splits(), self._read_split)
+            self.check_splits(self.splits.planned, stage, self.split_hint())  # before a file is read
+            # the stage's splits only: validate read and checked every label of all three to score val
+            for name in SETUP_SPLITS.get(getattr(stage, "value", stage), tuple(self.splits)):
+                if name in self.splits:
+                    self.splits[name]  # read on first use: its dataset is built
         if first:
             self.warn_class_map_without_objects()
             self.check_classes_found(stage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import codecs
 import contextlib
 import dataclasses
@@ -60,7 +61,10 @@ from shared.files import (
     stop_recording,
     written_whole,
 )
-from shared.notify import NotifyWhenDone  # noqa: F401 - imported, a known callback: --trainer.callbacks+=NotifyWhenDone
+from shared.notify import (
+    NotifyWhenDone,  # noqa: F401 - imported, a known callback: --trainer.callbacks+=NotifyWhenDone
+    holds_logged_values,
+)
 from shared.optim import CtrlCBetweenSteps
 from shared.task import (
     CheckpointMismatchError,
@@ -272,7 +276,10 @@ class SuggestingArgumentParser(LightningArgumentParser):
     every option (about 100 lines) and suggested nothing. That is an unrecognized option (``--data.batch_sise
     4``), a config file's unknown key (``data: {batchsize: 4}``) and an unknown argument of a class given by
     ``class_path`` (``--model.network.init_args.chanels``, in a config file too: jsonargparse checks it with
-    the class's own parser, whose options go up with its error). Other errors are its own. A module's class,
+    the class's own parser, whose options go up with its error). A value of the wrong type or outside its
+    choices, and a class path that does not load, end in one line (:func:`_wrong_value`) and exit status 2:
+    jsonargparse printed the same usage, then up to ten lines of Python types. Other errors are its own (all
+    are, with ``JSONARGPARSE_DEBUG`` set). A module's class,
     so that it pickles: ``--trainer.strategy ddp_spawn`` pickles the trainer, whose config callback
     (:class:`ConfigInCheckpoints`) holds the parser (a class made inside a function failed every such command
     with "Can't pickle local object"). Options are never abbreviated: argparse took ``--trainer.max_epoch 3``
@@ -293,7 +300,12 @@ class SuggestingArgumentParser(LightningArgumentParser):
         debug = os.environ.get("JSONARGPARSE_DEBUG", "").lower() in ("1", "true", "yes", "on")
         misspelled = None if debug else self._misspelled(message, ex)
         if misspelled is None:
-            return super().error(message, ex)
+            wrong = None if debug else _wrong_value(message)
+            if wrong is None:
+                return super().error(message, ex)
+            prog = self._subcommand_parser(ex).prog.replace(" [options]", "")
+            sys.stderr.write(f"{prog}: {wrong}\n")
+            self.exit(2)
         parser, line, suggestions = misspelled
         prog = parser.prog.replace(" [options]", "")
         sys.stderr.write(f"usage: {prog} [-h] [-c CONFIG] [options]  ({prog} --help lists them)\n")
@@ -304,10 +316,7 @@ class SuggestingArgumentParser(LightningArgumentParser):
     def _misspelled(self, message: str, ex: Exception | None) -> tuple | None:
         """(the sub-command's parser, the error line, the suggestions) where ``message`` says an option is not
         taken; None for other errors."""
-        parser = getattr(ex, "subcommand_parser", None) or self
-        if (subcommands := parser._subcommands_action) is not None:  # the main parser: the sub-command's
-            given = [arg for arg in getattr(parser, "args", None) or () if arg in subcommands.choices]
-            parser = subcommands.choices[given[0]] if given else parser
+        parser = self._subcommand_parser(ex)
         known = [name for action in parser._actions for name in action.option_strings]
         if message.startswith("unrecognized arguments: "):
             return parser, message, _suggestions(message.removeprefix("unrecognized arguments: ").split(), known)
@@ -328,6 +337,68 @@ class SuggestingArgumentParser(LightningArgumentParser):
         known = [name.rsplit(".", 1)[0] + "." + dest for dest in takes if dest != "help" and ".help" not in dest]
         close = _closest(name, known)
         return parser, f"unrecognized option: {name}", [f"{name}: did you mean {close}?"] if close else []
+
+    def _subcommand_parser(self, ex: Exception | None):
+        """The parser of the sub-command given (``fit``'s), whose ``prog`` the one-line errors name; else this
+        one."""
+        parser = getattr(ex, "subcommand_parser", None) or self
+        if (subcommands := parser._subcommands_action) is not None:  # the main parser: the sub-command's
+            given = [arg for arg in getattr(parser, "args", None) or () if arg in subcommands.choices]
+            parser = subcommands.choices[given[0]] if given else parser
+        return parser
+
+
+#: how :func:`_wrong_value` names the types jsonargparse writes as ``<class 'int'>``
+_TYPE_NAMES = {
+    "int": "an int", "float": "a float", "bool": "true or false", "str": "a string", "NoneType": "null",
+    "list": "a list", "tuple": "a list", "collections.abc.Sequence": "a list", "dict": "a mapping",
+    "collections.abc.Mapping": "a mapping", "pathlib.Path": "a path",
+}  # fmt: skip
+
+
+def _wrong_value(message: str) -> str | None:
+    """jsonargparse's error for a value of the wrong type or outside its choices, or a class path that does
+    not load, as one line: ``--trainer.max_epochs: expected an int, got 'abc'``, ``--data.reader_sampling:
+    expected one of {random, all}, got 'x'`` (its message, trimmed: it spans 3-10 lines of Python type names,
+    after the usage of every option); None for other errors. A class's own argument is named in full
+    (``--model.network.init_args.channels``). Parsed by hand: jsonargparse gives these only as text (its
+    exceptions carry no field for the option, the types or the value)."""
+    keys = re.findall(r'Parser key "([^"]+)":', message)
+    if not keys or not message.startswith(f'Parser key "{keys[0]}":'):
+        return None
+    option = "--" + ".init_args.".join(keys)
+    inner = message.rsplit(f'Parser key "{keys[-1]}":', 1)[1]  # about the innermost key
+    problems = re.findall(r"Problem with given class_path '([^']+)':\s*\n\s*(\S.*)", inner)
+    if problems:
+        return f"{option}: " + "; ".join(f"class_path {path!r}: {why}" for path, why in dict.fromkeys(problems))
+    if other := re.search(r"Import path (\S+) does not correspond to a subclass of (\S+)", inner):
+        return f"{option}: {other[1]} is not a {other[2]} (nor a subclass of it)"
+    expected = [
+        found.split(". Got value: ")[0].strip()
+        for found in re.findall(r"Expected a (.+)", inner)
+        if not found.startswith(("path but ", "dot import path"))  # a class path's alternatives, not the type's
+    ]
+    if not expected:
+        return None
+    choices, kinds = [], []
+    for text in dict.fromkeys(expected):
+        if literal := re.fullmatch(r"typing\.Literal\[(.*)\]", text):
+            try:
+                choices += [str(value) for value in ast.literal_eval(f"[{literal[1]}]")]
+            except (ValueError, SyntaxError):
+                choices.append(literal[1])
+            continue
+        name = re.fullmatch(r"<class '([^']+)'>", text)
+        name = name[1] if name else text
+        kinds.append(_TYPE_NAMES.get(name) or f"a {name.rsplit('.', 1)[-1]}")
+    choices = list(dict.fromkeys(choices))  # precision's 16 is an int and a str choice
+    if len(kinds) > 1 or choices:
+        kinds = [kind for kind in kinds if kind != "null"]  # null is rarely what was meant
+    alternatives = ([f"one of {{{', '.join(choices)}}}"] if choices else []) + kinds
+    value = re.search(r"Given value: (.*?)(?:\. Got value: .*)?$", inner, flags=re.MULTILINE)
+    value = value or re.search(r"Got value: (.*)$", inner, flags=re.MULTILINE)
+    got = f", got {value[1]!r}" if value else ""
+    return f"{option}: expected {' or '.join(alternatives)}{got}"
 
 
 def _suggestions(given: list[str], known: list[str]) -> list[str]:
@@ -356,6 +427,14 @@ def _closest(name: str, known: list[str]) -> str | None:
             close = difflib.get_close_matches(part, there, n=1, cutoff=0.75)
             return ".".join([*parts[:depth], close[0], *parts[depth + 1 :]]) if close else None
     return None
+
+
+#: Lightning's warning at an evaluation of a checkpoint whose callbacks' states are those of fit-only
+#: callbacks (``Timer``, from ``--trainer.max_time``) that the evaluation lacks (:meth:`SuiteCLI._run_subcommand`)
+_FIT_ONLY_CALLBACKS_WARNING = (
+    re.escape("Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided")
+    + r".* Please add the following callbacks: \[(?:'Timer'(?:, )?)+\]\.$"
+)
 
 
 class SuiteCLI(LightningCLI):
@@ -926,6 +1005,16 @@ class SuiteCLI(LightningCLI):
                 f"--model.predict_dir predictions/{self._domain})"
             )
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Lightning's; ``validate`` / ``test`` / ``predict`` of a checkpoint whose fit had
+        ``--trainer.max_time`` say nothing of its Timer state: Lightning asked to "add the following callbacks:
+        ['Timer']", though the elapsed time it keeps is only for resuming that fit (an evaluation never trains,
+        and a Timer added would limit nothing). Other missing callbacks are still warned about."""
+        with warnings.catch_warnings():
+            if subcommand != "fit":
+                warnings.filterwarnings("ignore", message=_FIT_ONLY_CALLBACKS_WARNING)
+            super()._run_subcommand(subcommand)
+
     def _add_subcommands(self, parser, **kwargs) -> None:
         """Lightning's sub-commands, with whole-sentence help (see ``SUBCOMMAND_HELP``)."""
         super()._add_subcommands(parser, **kwargs)
@@ -988,7 +1077,7 @@ class SuiteCLI(LightningCLI):
             return
         for logger in getattr(getattr(self, "trainer", None), "loggers", None) or []:
             logger.finalize("failed")
-        if not any(map(_holds_logged_values, self._log_folders)):
+        if not any(map(holds_logged_values, self._log_folders)):
             for folder in self._log_folders:
                 shutil.rmtree(folder, ignore_errors=True)
 
@@ -1113,21 +1202,6 @@ def _start_tensorboard_session(logger: TensorBoardLogger, settings: dict) -> Non
     _, session_start, _ = hparams(values, {})
     logger.experiment._get_file_writer().add_summary(session_start)
     logger.experiment.flush()  # at once: under ddp_spawn this process's writer writes nothing else
-
-
-def _holds_logged_values(folder: Path) -> bool:
-    """Whether a run's log folder holds a logged value: a CSV logger's ``metrics.csv``, or in a TensorBoard
-    event file any summary but the run's settings (read with tensorboard's own reader, up to the first)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    if (folder / "metrics.csv").is_file():
-        return True
-    return any(
-        value.metadata.plugin_data.plugin_name != "hparams"  # scalars, images, ...: the reader tags each
-        for events in folder.glob("events.out.tfevents.*")
-        for event in EventFileLoader(str(events)).Load()
-        for value in event.summary.value
-    )
 
 
 def _random_seed() -> int:

@@ -42,6 +42,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -207,6 +208,37 @@ def _short_folder(path) -> str:
     return Path(*parts).as_posix() if parts else str(path)
 
 
+def holds_logged_values(folder: Path) -> bool:
+    """Whether a run's log folder holds a logged value: a CSV logger's ``metrics.csv``, or in a TensorBoard
+    event file any summary but the run's settings (read with tensorboard's own reader, up to the first). The
+    CLI removes a failed run's folder holding none (:meth:`shared.cli.SuiteCLI._remove_unlogged_versions`),
+    and the report of such a run names none (:meth:`NotifyWhenDone._run_name`)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    if (folder / "metrics.csv").is_file():
+        return True
+    return any(
+        value.metadata.plugin_data.plugin_name != "hparams"  # scalars, images, ...: the reader tags each
+        for events in folder.glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(events)).Load()
+        for value in event.summary.value
+    )
+
+
+def _logged_nothing(logger) -> bool:
+    """Whether ``logger``, a CSV or TensorBoard logger writing to a local folder, holds no logged value there
+    (:func:`holds_logged_values`), its pending ones written first (Lightning writes them only after the
+    callbacks' ``on_exception``); False for other loggers (what they hold is not known here)."""
+    if not isinstance(logger, (CSVLogger, TensorBoardLogger)) or "://" in str(logger.root_dir):
+        return False
+    try:
+        if getattr(logger, "_experiment", None) is not None:  # made at its first value or settings
+            logger.save()  # CSV rows held in memory, TensorBoard's event buffer
+        return not holds_logged_values(Path(logger.log_dir))
+    except Exception:  # noqa: BLE001 - unreadable: named as before (a report is never lost to it)
+        return False
+
+
 class NotifyWhenDone(pl.Callback):
     """Send a short report when ``fit`` ends, fails or is interrupted (rank 0 only; off unless added).
 
@@ -233,7 +265,9 @@ class NotifyWhenDone(pl.Callback):
             goes on without it (a warning, not an error).
         run_name: the name in the message; null: the checkpoint folder's ``<domain>/<config>`` (the CLI's
             ``lightning_logs/<domain>/<config>/checkpoints``) and the logger's version, e.g.
-            ``medical_classification/quick (csv/version_3)``.
+            ``medical_classification/quick (csv/version_3)``; for a run that failed or was interrupted before
+            it logged a value, ``medical_classification/quick (csv: no values logged)`` (the CLI removes
+            such a run's empty ``version_N``).
         monitor: the metric reported (last and best value); null: the checkpoint callback's monitor.
         mode: ``min`` or ``max`` for the best value; null: the checkpoint callback's mode for its monitor,
             ``min`` for a loss (``val/loss``); another metric without a mode is an error at the start of the
@@ -395,11 +429,13 @@ class NotifyWhenDone(pl.Callback):
 
     # ---------------------------------------------------------------------------------------- report
 
-    def _run_name(self, trainer) -> str:
+    def _run_name(self, trainer, status: str = "finished") -> str:
         """``<domain>/<config> (<logger>/version_N)``: the CLI's checkpoint folder
         ``lightning_logs/<domain>/<config>/checkpoints`` names the task and config (the loggers' ``csv/version_0``
         alone was the same for a medical and a driving run), the logger's version the run; else the loggers'
-        folder, else the root folder's name."""
+        folder, else the root folder's name. A run that ended before any logger held a value says ``(csv: no
+        values logged)`` instead: the CLI then removes its ``version_N`` (:func:`holds_logged_values`), and the
+        failure report named that folder, gone when read."""
         if self.run_name:
             return self.run_name
         ckpt = getattr(trainer, "checkpoint_callback", None)
@@ -412,6 +448,11 @@ class NotifyWhenDone(pl.Callback):
         if version in (None, ""):  # no logger, or fast_dev_run's stand-in
             return name
         version = version if isinstance(version, str) else f"version_{version}"
+        loggers = getattr(trainer, "loggers", None) or [logger]
+        if status != "finished" and all(map(_logged_nothing, loggers)):  # a finished run's folder stays
+            return f"{name} ({logger.name}: no values logged)" if getattr(logger, "name", None) else (
+                f"{name} (no values logged)"
+            )
         return f"{name} ({logger.name}/{version})" if getattr(logger, "name", None) else f"{name} ({version})"
 
     def report(self, trainer, status: str, error: str | None = None) -> dict:
@@ -429,7 +470,7 @@ class NotifyWhenDone(pl.Callback):
         path = (getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "")) if ckpt else ""
         state = getattr(trainer, "state", None)
         return {
-            "run": self._run_name(trainer),
+            "run": self._run_name(trainer, status),
             "status": status,
             "stage": str(getattr(getattr(state, "fn", None), "value", "") or "") or None,
             "duration_s": round(time.monotonic() - self._start, 1),

@@ -204,8 +204,7 @@ class MedicalSegmentationTask(BaseTask):
         for name in ("rec_per_pixel", "kl"):
             if name in terms:
                 self.log_mean(f"{stage}/{name}", terms[name], batch_size)
-        if stage == "val":
-            self._track_kl(terms, images, batch_size)
+        self._track_kl(terms, images, batch_size, stage)
         metrics.update(probs >= self.threshold, probs.mean(dim=1, keepdim=True), batch["masks"])
 
     def _log_metrics(self, stage: str, metrics: SegmentationUncertaintyMetrics) -> None:
@@ -247,15 +246,15 @@ class MedicalSegmentationTask(BaseTask):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)
 
-    def _track_kl(self, terms: dict, images: torch.Tensor, batch_size: int) -> None:
-        """Log the KL of every latent scale in nats per image (``val/kl_nats``, ``val/kl_scale<i>_nats``); the
-        epoch's means also decide :meth:`_warn_collapse`."""
+    def _track_kl(self, terms: dict, images: torch.Tensor, batch_size: int, stage: str = "val") -> None:
+        """Log the KL of every latent scale in nats per image (``<stage>/kl_nats``, ``<stage>/kl_scale<i>_nats``),
+        at validation and test alike; validation's epoch means also decide :meth:`_warn_collapse`."""
         per_pixel = getattr(self.model, "kl_per_pixel", False)
         scale = float(images[0, 0].numel()) if per_pixel else 1.0
         for name, value in terms.items():
             if name == "kl" or name.startswith("kl_scale"):
                 nats = value * scale  # a tensor: no device sync per batch
-                self.log_mean(f"val/{name}_nats", nats, batch_size)
+                self.log_mean(f"{stage}/{name}_nats", nats, batch_size)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)

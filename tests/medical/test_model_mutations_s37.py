@@ -91,9 +91,10 @@ def _evaluate(samples: torch.Tensor, stage: str, monkeypatch) -> dict[str, float
 
 def test_the_test_stage_logs_the_kl_and_the_reconstruction_per_pixel(monkeypatch):
     """The test stage logs the loss, ``rec_per_pixel`` and ``kl`` the network returns (the terms the loss
-    curves compare), each under ``test/``."""
+    curves compare), each under ``test/``, and the KL in nats per image as validation does (``kl_nats``)."""
     logged = _evaluate(torch.ones(1, 2, 2, 2), "test", monkeypatch)
-    assert logged == pytest.approx({"test/loss": 0.25, "test/rec_per_pixel": 0.5, "test/kl": 0.125})
+    expected = {"test/loss": 0.25, "test/rec_per_pixel": 0.5, "test/kl": 0.125, "test/kl_nats": 0.125}
+    assert logged == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("network, pixels", [("prob_unet", 1), ("hpu_net", 16 * 16)])

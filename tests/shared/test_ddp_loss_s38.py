@@ -94,7 +94,7 @@ COLLATE = {"accident": collate_clips}
 # what each run logs as a mean over items (images; the accident's frames and object slots); medical's
 # validation also decides the posterior collapse warning from val/kl*_nats on every rank
 LOSSES = {
-    "medical test": ("test/loss", "test/rec_per_pixel", "test/kl"),
+    "medical test": ("test/loss", "test/rec_per_pixel", "test/kl", "test/kl_nats"),
     "medical validate": ("val/loss", "val/rec_per_pixel", "val/kl", "val/kl_nats"),
     "classification test": ("test/loss",),
     "accident test": ("test/loss", "test/horizon_loss", "test/object_loss"),

@@ -49,7 +49,8 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
 
     Validation logs frame AP (the checkpoint's monitor, ``val/frame_ap``; ``frame_ap_before_contact`` without
     the crash frames themselves), video AP, mTTA, TTA at 80 % recall,
-    AP 0.5 / 1 / 1.5 s ahead, near-miss false alarms, ECE and Brier.
+    AP 0.5 / 1 / 1.5 s ahead, near-miss false alarms, ECE and Brier, the fitted temperature and alarm threshold
+    (``val/temperature``, ``val/threshold``: the network's ``alarm_threshold``).
 
     Args:
         network: the anticipator, as ``class_path: domains.driving.accident.model.AccidentAnticipator`` +
@@ -398,8 +399,9 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
             clips, horizon=self.model.alarm_horizon, threshold=float(self.model.alarm_threshold)
         )
         values = {f"{stage}/{k}": float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+        # the alarm threshold (the model's alarm_threshold buffer) is summarize's {stage}/threshold, the name its
+        # recall_at_threshold / lead_time_at_threshold, the README and the benchmarks use: logged once
         values[f"{stage}/temperature"] = float(self.model.temperature)
-        values[f"{stage}/alarm_threshold"] = float(self.model.alarm_threshold)
         terms = [f"{stage}/horizon_loss", f"{stage}/object_loss"]  # logged by _evaluation_step
         if all(name in self.logged_means for name in terms):  # over every rank's items: compute on each rank
             horizon, objects = (float(self.logged_means[name].compute()) for name in terms)

@@ -4,7 +4,9 @@ functions live in tests/helpers.py."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -16,6 +18,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # (tiny tensors gain nothing from it), and the suite took 3 min 55 s instead of 2 min 50 s.
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # and in the commands tests start
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Each test leaves os.environ as it found it: Lightning's ``seed_everything`` sets PL_GLOBAL_SEED and
+    PL_SEED_WORKERS for the rest of the process (a later ``seed_everything(None)``, a DDP rank's seed and its
+    sampler's shuffle read them), so a test's result depended on which tests ran before it in the process
+    (tests/test_run_env_s40.py). ``monkeypatch`` restores only what it set itself."""
+    with mock.patch.dict(os.environ):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +58,11 @@ def lidc(tmp_path_factory) -> Path:
     from domains.medical.synthetic import generate_lidc_png
 
     return generate_lidc_png(tmp_path_factory.mktemp("lidc"), n_patients=8, images_per_patient=2, size=32)
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory) -> Path:
+    """A folder standing in for the checkout as the working directory of the slow tests whose commands write
+    where they run (the synthetic sets under ``data/``, ``lightning_logs/``), so a test run leaves the
+    repository's own untouched; one per session, so a synthetic set is generated in it once."""
+    return tmp_path_factory.mktemp("work")

@@ -91,6 +91,17 @@ class DropLog:
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, list[str]] = {}
 
+    @classmethod
+    def owned(cls, log: DropLog | None, strict: bool) -> tuple[DropLog, bool]:
+        """``(log, own)``: a reader's log, the caller's (``own`` False: the caller reports it) or a fresh one the
+        reader reports itself. ``strict`` makes the caller's strict too: a strict read that was handed a log for
+        its counts dropped what it should have raised on."""
+        if log is None:
+            return cls(strict=strict), True
+        if strict:
+            log.strict = True
+        return log, False
+
     def add(self, kind: str, path: str | os.PathLike, line: int | str | None, message: str) -> None:
         if self.strict:
             raise LabelFormatError(path, line, f"{message} [{kind}; strict mode]")
@@ -279,28 +290,28 @@ def check_box(
     return left, top, right, bottom
 
 
-def _owned_log(log: DropLog | None, strict: bool) -> tuple[DropLog, bool]:
-    """A caller-supplied log (the caller reports it) or a fresh one this reader reports itself."""
-    if log is None:
-        return DropLog(strict=strict), True
-    if strict:
-        log.strict = True
-    return log, False
-
-
 def images_by_stem(
     folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, stem: Callable[[Path], str] = lambda p: p.stem
 ) -> dict[str, Path]:
     """``{stem: path}`` of the images in ``folder`` (``stem``: a file's id, e.g. Cityscapes' name less its
     ``_leftImg8bit``); two with one id are an error (one label file or mask would serve both, and predict would
     write one's outputs over the other's)."""
-    images: dict[str, Path] = {}
+    return files_by_stem(folder, extensions, "image", stem)
+
+
+def files_by_stem(
+    folder: Path, extensions: Sequence[str], what: str, stem: Callable[[Path], str] = lambda p: p.stem
+) -> dict[str, Path]:
+    """``{stem: path}`` of the ``what`` files (``image``, ``label file``) in ``folder``, suffixes in any case; two
+    with one id (``000000.txt`` beside ``000000.TXT``) are an error naming both: one would be read, the other
+    ignored without a word."""
+    files: dict[str, Path] = {}
     for p in visible_files(folder, tuple(extensions)):  # a Mac copy's ._<name> forks are no images
         key = stem(p)
-        if key in images:
-            raise LabelFormatError(p, None, f"two images share the id {key!r}: {images[key].name}, {p.name}")
-        images[key] = p
-    return images
+        if key in files:
+            raise LabelFormatError(p, None, f"two {what}s share the id {key!r}: {files[key].name}, {p.name}")
+        files[key] = p
+    return files
 
 
 def refuse_orphans(files: Iterable[Path], images: dict[str, Path], image_dir: Path, what: str) -> None:
@@ -420,7 +431,7 @@ def read_kitti_label(
     name (for KITTI-layout data with other classes).
     """
     path = Path(path)
-    log, own = _owned_log(log, strict)
+    log, own = DropLog.owned(log, strict)
     objects: list[ObjectLabel] = []
     for lineno, fields in _label_lines(path, (15, 16), "15 fields (16 with a score)", quote_line=True):
         name = fields[0]
@@ -512,28 +523,55 @@ def read_kitti_dir(
     image_dir: str = "image_2",
     label_dir: str = "label_2",
 ) -> list[ImageAnnotation]:
-    """Read a KITTI object split (``root/split_dir/{image_2,label_2}``, or ``root/{image_2,label_2}``).
-
-    A label file without an image is an error; an image without a label file is dropped and counted.
-    """
-    base = resolve_kitti_split(root, split_dir, image_dir)
-    labels_path = base / label_dir
-    if not labels_path.is_dir():
-        raise FileNotFoundError(f"{labels_path}: KITTI label folder not found (next to {base / image_dir})")
-    log, own = _owned_log(log, strict)
-    images = images_by_stem(base / image_dir)
-    labels = {p.stem: p for p in visible_files(labels_path, (".txt",))}
-    refuse_orphans(labels.values(), images, base / image_dir, "label file")
-    if not images:
-        raise FileNotFoundError(f"{base / image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    out = []
-    for stem, img in images.items():
-        if stem not in labels:
-            log.add("image_without_label", img, None, f"no label file {labels_path / (stem + '.txt')}")
-            continue
-        out.append(read_kitti_frame(img, labels[stem], known_types, log))
+    """Read a KITTI object split (``root/split_dir/{image_2,label_2}``, or ``root/{image_2,label_2}``), listed
+    by :func:`kitti_frames`: a label file without an image, or two of one id, is an error; an image without a label
+    file is dropped and counted."""
+    log, own = DropLog.owned(log, strict)
+    frames = kitti_frames(root, split_dir, log, image_dir=image_dir, label_dir=label_dir)
+    out = [read_kitti_frame(image, label_file, known_types, log) for image, label_file, _ in frames]
     if own:
         log.report(f"read_kitti_dir({root})")
+    return out
+
+
+def kitti_frames(
+    root: str | os.PathLike,
+    split_dir: str | None,
+    log: DropLog,
+    maps_dir: str | None = None,
+    image_dir: str = "image_2",
+    label_dir: str = "label_2",
+) -> list[tuple[Path, Path, Path | None]]:
+    """``(image, label file, instance map)`` of each image of a KITTI-layout split that has them, from the
+    folders' listings alone (no file is read): :func:`read_kitti_dir` reads them all, the data modules split on
+    these ids and read the frames of the splits a stage uses only. ``maps_dir``: the instance maps' folder (None:
+    no maps, the third entry None). Images without a label file (or map) are counted in ``log``; a label file or
+    map without an image, or two of one id (``000000.txt`` beside ``000000.TXT``), is an error."""
+    base = resolve_kitti_split(root, split_dir, image_dir)
+    images_path = base / image_dir
+    # (folder, suffix, the folder's name and a file's in messages)
+    kinds = [(base / label_dir, ".txt", "KITTI label", "label file")]
+    if maps_dir is not None:
+        kinds.append((base / maps_dir, ".png", "instance map", "instance map"))
+    for folder, _, what, _ in reversed(kinds):  # no map folder: a detection layout given as instances
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {what} folder not found (next to {images_path})")
+    images = images_by_stem(images_path)
+    if not images:
+        raise FileNotFoundError(f"{images_path}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    listed = []
+    for folder, suffix, _, what in kinds:
+        files = files_by_stem(folder, (suffix,), what)  # by stem, so 000000.TXT / 000000.PNG are found too
+        refuse_orphans(files.values(), images, images_path, what)
+        listed.append(files)
+    out = []
+    for stem, image in images.items():
+        paths = [files.get(stem) for files in listed]
+        if None in paths:
+            folder, suffix, _, what = kinds[paths.index(None)]
+            log.add("image_without_label", image, None, f"no {what} {folder / (stem + suffix)}")
+            continue
+        out.append((image, paths[0], paths[1] if maps_dir is not None else None))
     return out
 
 
@@ -738,7 +776,7 @@ def read_coco(
     """
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else None
-    log, own = _owned_log(log, strict)
+    log, own = DropLog.owned(log, strict)
     data, categories, records = _coco_images(path, root, lambda file, w, h: ImageAnnotation(file, w, h, []))
     regions: set = set()  # the KITTI DontCare regions read (each written once per class category)
     for i, ann in enumerate(data["annotations"]):
@@ -965,7 +1003,7 @@ def read_yolo(
     read's one :class:`LabelWarning` (:meth:`DropLog.report`), never errors in ``strict`` mode.
     """
     path = Path(dataset_yaml)
-    log, own = _owned_log(log, strict)
+    log, own = DropLog.owned(log, strict)
     notes = DropLog()  # read as Ultralytics reads it, and said
     data = load_dataset_yaml(path)
     names = _yolo_name_map(data, path)

@@ -894,8 +894,7 @@ class AccidentDataModule(SplitLoaders):
         from domains.driving.detection.predict import detect_objects
         from domains.driving.detection.task import DetectionTask
 
-        own = log is None
-        log = DropLog(strict=self.strict) if own else log
+        log, own = DropLog.owned(log, self.strict)
 
         path = Path(self.predict_detector)
         if not path.is_file():

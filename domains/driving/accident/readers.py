@@ -296,8 +296,7 @@ def read_own_clips(
     every third frame for a 10 fps model. No tracks: a network that reads frames is needed. Bad clips go to
     ``log`` (a video that does not open, a rate that is missing or slower than the model's, too few steps)."""
     root = Path(path)
-    own = log is None
-    log = log if log is not None else DropLog()
+    log, own = DropLog.owned(log, strict=False)
     if not root.exists():
         raise FileNotFoundError(f"--data.predict_path {root}: no such file or folder")
     entries: list[tuple[str, Path | None, list[Path] | None]] = []  # (clip id, video, frames)
@@ -708,8 +707,7 @@ def list_ccd_layout(
     malformed annotation line, a crash clip without one, a clip without video or frames, a JSON that is missing
     (``require_json``), not JSON, or of a kind that is not one of :data:`KINDS` or disagrees with the annotation."""
     root = Path(root)
-    own = log is None
-    log = log if log is not None else DropLog(strict=strict)
+    log, own = DropLog.owned(log, strict)
     annotation, lines, rejected = _ccd_annotation_lines(root, log)
     videos_dir = _ccd_videos_folder(annotation.parent)
     crash_dir, normal_dir = videos_dir / CCD_CRASH_DIR, videos_dir / CCD_NORMAL_DIR
@@ -793,8 +791,7 @@ def read_ccd_entries(
     :func:`read_ccd_layout` reads them; a bad one goes to ``log``. ``frame_sizes`` false: of a frame folder only
     the first frame's header is read (the size a boxes-only network scales its boxes by), not every frame's: a
     clip of mixed sizes stops only a decode of its frames, and 10,000 headers were half of a 200-clip set's read."""
-    own = log is None
-    log = log if log is not None else DropLog(strict=strict)
+    log, own = DropLog.owned(log, strict)
     clips = []
     with counting_hidden_files(layout.videos_dir):  # one count over every frame folder
         for entry in entries:
@@ -828,8 +825,7 @@ def read_ccd_layout(
     :func:`read_ccd_entries`. :func:`list_ccd_layout` and :func:`read_ccd_entries` read it in two steps (a split
     chosen in between), :func:`read_ccd_clip` one clip of it.
     """
-    own = log is None
-    log = log if log is not None else DropLog(strict=strict)
+    log, own = DropLog.owned(log, strict)
     with counting_hidden_files(ccd_videos_folder(root)):  # the clip folders and their frames: one count
         layout = list_ccd_layout(root, require_json, log=log)
         clips = read_ccd_entries(layout, layout.entries, fps, min_frames, log=log, frame_sizes=frame_sizes)
@@ -851,8 +847,7 @@ def read_ccd_clip(
     and errors and the annotation file's, and no other clip read: the demo's pick of one clip read all 200 of a
     set (7 s). None where the root has no such clip; a clip that fails goes to ``log`` (raised with ``strict``)."""
     root = Path(root)
-    own = log is None
-    log = log if log is not None else DropLog(strict=strict)
+    log, own = DropLog.owned(log, strict)
     annotation, lines, rejected = _ccd_annotation_lines(root, log)
     videos_dir = _ccd_videos_folder(annotation.parent)
     crash_dir, normal_dir = videos_dir / CCD_CRASH_DIR, videos_dir / CCD_NORMAL_DIR
@@ -1106,8 +1101,7 @@ def read_npz_clips(
     is an empty slot.
     """
     root = Path(root)
-    own = log is None
-    log = log if log is not None else DropLog(strict=strict)
+    log, own = DropLog.owned(log, strict)
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"read_npz_clips: fps must be a positive frame rate, got {fps!r}")
     files = visible_files(root, (".npz",), recursive=True)
@@ -1274,8 +1268,7 @@ def read_dota(
     ``frame_sizes``: as :func:`read_ccd_entries`.
     """
     root = Path(root)
-    own = log is None
-    log = log if log is not None else DropLog(strict=strict)
+    log, own = DropLog.owned(log, strict)
     folder = root / "annotations"
     files = visible_files(folder, (".json",)) if folder.is_dir() else []
     if not files:

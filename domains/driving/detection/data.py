@@ -27,20 +27,18 @@ from domains.driving.common import (
     to_image_tensor,
 )
 from domains.driving.formats import (
-    IMAGE_EXTENSIONS,
     KITTI_TYPES,
     DropLog,
     ImageAnnotation,
     LabelFormatError,
     LabelWarning,
     coco_layout_images,
-    images_by_stem,
+    kitti_frames,
     load_dataset_yaml,
     read_coco,
     read_kitti_frame,
     read_text_file,
     read_yolo,
-    refuse_orphans,
     resolve_kitti_split,
 )
 from shared.data import (
@@ -148,42 +146,6 @@ def note_unused_image_sets(split_root: Path) -> None:
                 "both"
             )
             return
-
-
-def kitti_frames(
-    root: str | Path, split_dir: str | None, log: DropLog, maps_dir: str | None = None
-) -> list[tuple[Path, Path, Path | None]]:
-    """``(image, label file, instance map)`` of each image of a KITTI-layout split that has them, from the
-    folders' listings alone (no file is read): the data modules split on these ids and read the frames of the
-    splits a stage uses only. ``maps_dir``: the instance maps' folder (None: no maps, the third entry None).
-    Images without a label file (or map) are counted in ``log``; a label file or map without an image is an
-    error. (:func:`~domains.driving.formats.read_kitti_dir` lists as this does, reading as it goes.)"""
-    base = resolve_kitti_split(root, split_dir)
-    image_dir = base / "image_2"
-    # (folder, suffix, the folder's name and a file's in messages)
-    kinds = [(base / "label_2", ".txt", "KITTI label", "label file")]
-    if maps_dir is not None:
-        kinds.append((base / maps_dir, ".png", "instance map", "instance map"))
-    for folder, _, what, _ in reversed(kinds):  # no map folder: a detection layout given as instances
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: {what} folder not found (next to {image_dir})")
-    images = images_by_stem(image_dir)
-    if not images:
-        raise FileNotFoundError(f"{image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    listed = []
-    for folder, suffix, _, what in kinds:
-        files = images_by_stem(folder, (suffix,))  # by stem, so 000000.TXT / 000000.PNG are found too
-        refuse_orphans(files.values(), images, image_dir, what)
-        listed.append(files)
-    out = []
-    for stem, image in images.items():
-        paths = [files.get(stem) for files in listed]
-        if None in paths:
-            folder, suffix, _, _ = kinds[paths.index(None)]
-            log.add("image_without_label", image, None, f"no {folder / (stem + suffix)}")
-            continue
-        out.append((image, paths[0], paths[1] if maps_dir is not None else None))
-    return out
 
 
 class SplitRecords(Mapping):

@@ -53,7 +53,7 @@ from domains.driving.common import (
     split_by_sequence,
     to_image_tensor,
 )
-from domains.driving.detection.data import DetectorDataModule, ignore_label, kitti_frames
+from domains.driving.detection.data import DetectorDataModule, ignore_label
 from domains.driving.formats import (
     BOX_TOLERANCE_PX,
     DropLog,
@@ -61,12 +61,12 @@ from domains.driving.formats import (
     LabelFormatError,
     _coco_images,
     _label_lines,
-    _owned_log,
     _parse_int,
     _require,
     crowd_class,
     image_size,
     images_by_stem,
+    kitti_frames,
     repeated_dontcare,
     resolve_kitti_split,
 )
@@ -182,7 +182,7 @@ def read_kitti_instances(
     else counted (``label_without_pixels``: a visible object without a mask says the map and the labels
     disagree).
     """
-    log, own = _owned_log(log, strict)
+    log, own = DropLog.owned(log, strict)
     out = [_read_kitti_frame(*frame, log) for frame in kitti_frames(root, split_dir, log, instance_dir)]
     _finish(log, own, f"read_kitti_instances({root})")
     return out
@@ -304,7 +304,7 @@ def read_png_instances(
     class_ids = dict(CITYSCAPES_INSTANCE_CLASSES if class_ids is None else class_ids)
     if divisor < 2:
         raise ValueError(f"read_png_instances: divisor must be >= 2, got {divisor}")
-    log, own = _owned_log(log, strict)
+    log, own = DropLog.owned(log, strict)
     image_dir, map_dir = folders if folders is not None else (root / "images", root / "instances")
     for folder in (image_dir, map_dir):
         if not folder.is_dir():
@@ -378,7 +378,7 @@ def read_cityscapes_instances(
     object, a bare listed labelId (a crowd: a group without instance split) an ignore region of that class.
     Returns the annotations and each one's city (its drive: a city's frames are neighbours)."""
     root = Path(root)
-    log, own = _owned_log(log, strict)
+    log, own = DropLog.owned(log, strict)
     images_root, maps_root, splits = cityscapes_splits(root)
     items: list[InstanceAnnotation] = []
     cities: list[str] = []
@@ -478,7 +478,7 @@ def read_coco_instances(
     """
     path = Path(json_path)
     root = Path(images_root) if images_root is not None else None
-    log, own = _owned_log(log, strict)
+    log, own = DropLog.owned(log, strict)
     data, categories, records = _coco_images(
         path, root, lambda file, w, h: InstanceAnnotation(file, w, h, [])
     )

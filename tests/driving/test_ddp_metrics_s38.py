@@ -240,6 +240,7 @@ def _assert_same_values(got: dict, expected: dict) -> None:
         assert got[key] == pytest.approx(value, abs=1e-6), key
 
 
+@pytest.mark.slow  # a two-process run (about 20 s); test_ddp_sync_s38 / test_geco_ddp_s39 keep DDP in make test
 def test_detection_coco_and_kitti_metrics_of_uneven_shares_equal_one_process(ranks):
     expected = _detection_values(0, 1)
     assert 0 < expected["test/map50"] < 1 and expected["test/ignored_detections"] == 3
@@ -247,6 +248,7 @@ def test_detection_coco_and_kitti_metrics_of_uneven_shares_equal_one_process(ran
         _assert_same_values(got, expected)
 
 
+@pytest.mark.slow  # a two-process run (about 20 s); test_ddp_sync_s38 / test_geco_ddp_s39 keep DDP in make test
 def test_instance_mask_and_box_ap_of_uneven_shares_equal_one_process(ranks):
     expected = _instance_values(0, 1)
     assert 0 < expected["test/mask_map"] < 1
@@ -255,12 +257,14 @@ def test_instance_mask_and_box_ap_of_uneven_shares_equal_one_process(ranks):
                             {k: v for k, v in expected.items() if "ignored" not in k})  # fmt: skip
 
 
+@pytest.mark.slow  # a two-process run (about 20 s); test_ddp_sync_s38 / test_geco_ddp_s39 keep DDP in make test
 def test_instance_ignored_detections_count_every_rank(ranks):
     """The odd images (rank 1's share) hold the detections in DontCare: rank 0 alone counted none."""
     assert _instance_values(0, 1)["test/ignored_detections"] == 3
     assert [got["test/ignored_detections"] for got in _both_ranks(ranks, "instances")] == [3, 3]
 
 
+@pytest.mark.slow  # a two-process run (about 20 s); test_ddp_sync_s38 / test_geco_ddp_s39 keep DDP in make test
 def test_anomaly_val_loss_is_the_cross_entropy_of_every_rank_and_pixel(ranks):
     """Every scored pixel of the split weighs the same, whichever rank and batch it fell in: not rank 0's
     share (no sync), nor the mean of the ranks' means (``sync_dist``)."""

@@ -162,6 +162,7 @@ def two_ranks() -> dict[int, dict]:
         return dict(out)
 
 
+@pytest.mark.slow  # a two-process run (about 20 s); test_ddp_sync_s38 / test_geco_ddp_s39 keep DDP in make test
 @pytest.mark.parametrize("run", sorted(LOSSES))
 def test_two_processes_log_the_losses_of_one_over_an_odd_number_of_items(run, two_ranks):
     """11 items, 6 on rank 0 and 5 on rank 1: every loss (and loss term) is the mean over all 11, as on one
@@ -178,6 +179,7 @@ def test_two_processes_log_the_losses_of_one_over_an_odd_number_of_items(run, tw
         assert ranks[0]["logged"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
+@pytest.mark.slow  # a two-process run (about 20 s); test_ddp_sync_s38 / test_geco_ddp_s39 keep DDP in make test
 @pytest.mark.parametrize("run", sorted(LOSSES))
 def test_two_processes_do_not_recommend_sync_dist_for_synced_values(run, two_ranks):
     """Lightning printed "It is recommended to use `self.log('test/ged', ..., sync_dist=True)`" for each
@@ -185,6 +187,7 @@ def test_two_processes_do_not_recommend_sync_dist_for_synced_values(run, two_ran
     assert two_ranks[0][run]["recommends_sync"] == []
 
 
+@pytest.mark.slow  # a two-process run (about 20 s); test_ddp_sync_s38 / test_geco_ddp_s39 keep DDP in make test
 def test_two_processes_log_the_training_accuracy_of_both_ranks_images(two_ranks):
     """train/acc (per epoch) was rank 0's share alone, with the same recommendation printed."""
     ranks = [two_ranks[rank]["classification fit"] for rank in (0, 1)]

@@ -3,6 +3,7 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -27,6 +28,7 @@ def _worker(rank: int, port: int, out: dict) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # several processes: about 15 s
 def test_gather_lists_concatenates_every_rank_in_rank_order():
     with mp.Manager() as manager:
         out = manager.dict()

@@ -42,7 +42,6 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from apps import demo_models as dm
-from shared.task import drop_moved_hyperparameters
 
 ROOT = Path(__file__).resolve().parents[1]
 #: demo key -> the run of benchmarks/gpu_recipes.py it is cut from
@@ -479,7 +478,6 @@ def ship(key: str, runs: Path, out: Path) -> dict:
     run_name = RUN_OF[key]
     record = json.loads((runs / f"{run_name}.json").read_text(encoding="utf-8"))
     hparams = {k: v for k, v in record["hyper_parameters"].items() if not k.startswith("_")}
-    drop_moved_hyperparameters(hparams, source=f"{run_name}.json")  # runs from before model.optimizer
     data_hp = {k: v for k, v in record["data_hyper_parameters"].items() if not k.startswith("_")}
     settings = _settings(key, record)
     task = dm.build_task(key, hparams, settings)

@@ -69,7 +69,6 @@ from shared.optim import CtrlCBetweenSteps
 from shared.task import (
     CheckpointMismatchError,
     check_checkpoint_file,
-    drop_moved_hyperparameters,
     gather_lists,
     network_differences,
     plain_values,
@@ -745,19 +744,16 @@ class SuiteCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Lightning's: a checkpoint's hyper-parameters override the config (for ``fit --ckpt_path last`` too,
-        which Lightning resolves only later: the config's settings were taken there, a path's elsewhere). Ours
-        first drops the arguments that moved into ``model.optimizer`` / ``model.lr_scheduler`` (written by
-        older checkpoints), naming them, instead of failing the parse on an option this task no longer
-        takes; a fit names the model settings given otherwise (:meth:`_warn_settings_not_taken`)."""
+        which Lightning resolves only later: the config's settings were taken there, a path's elsewhere); a fit
+        names the model settings given otherwise (:meth:`_warn_settings_not_taken`). Checkpoints written before
+        the optimiser moved to ``model.optimizer`` never get here: they predate ``model.network`` as well, and
+        :func:`shared.task.check_checkpoint_file` refused them when the file was read."""
         subcommand = self.config.get("subcommand")
         hparams = dict(getattr(self, "_ckpt_hparams", None) or {})  # what parse_arguments read from the file
         hparams.pop("_instantiator", None)
         if not hparams:  # no checkpoint given (or built with run=False: no subcommand)
             return
         ckpt_path = str(self.config[subcommand].get("ckpt_path"))
-        drop_moved_hyperparameters(hparams, source=ckpt_path)
-        if not hparams:
-            return
         if subcommand == "fit":
             self._warn_settings_not_taken(ckpt_path, hparams)
         if "_class_path" in hparams:

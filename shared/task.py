@@ -34,28 +34,6 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint holds another task or model than the one asked to load it."""
 
 
-# Task arguments that moved into the optimiser / schedule callables (checkpoints written before keep them as
-# hyper-parameters): they only shaped training, so such checkpoints load and the values are dropped, named.
-MOVED_HYPERPARAMETERS = {
-    "lr": "model.optimizer.init_args.lr",
-    "weight_decay": "model.optimizer.init_args.weight_decay",
-    "scheduler": "model.lr_scheduler (null: constant LR)",
-    "warmup_steps": "model.lr_scheduler.init_args.warmup_steps",
-}
-
-
-def drop_moved_hyperparameters(hparams: dict, source: str) -> dict:
-    """Remove the arguments of ``MOVED_HYPERPARAMETERS`` from ``hparams`` (in place), warning once per call
-    with the option each one moved to."""
-    moved = {key: hparams.pop(key) for key in list(hparams) if key in MOVED_HYPERPARAMETERS}
-    if moved:
-        where = "; ".join(
-            f"{key}={value!r} is now {MOVED_HYPERPARAMETERS[key]}" for key, value in moved.items()
-        )
-        rank_zero_warn(f"{source}: ignoring training settings written before the optimiser moved ({where})")
-    return hparams
-
-
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -253,12 +231,8 @@ class BaseTask(pl.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = WarmupCosine,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         nonfinite_loss: str = "raise",
-        **moved,
     ):
         super().__init__()
-        drop_moved_hyperparameters(moved, source=type(self).__name__)
-        if moved:
-            raise TypeError(f"{type(self).__name__} got unexpected argument(s): {', '.join(sorted(moved))}")
         if nonfinite_loss not in ("raise", "skip"):
             raise ValueError(f"nonfinite_loss must be 'raise' or 'skip', got {nonfinite_loss!r}")
         if lr_scheduler_interval not in ("step", "epoch"):
@@ -645,9 +619,7 @@ def _check_task(checkpoint: dict, cls: type, source: str) -> None:
         accepted = _accepted_arguments(cls)
         if accepted is not None:
             hparams = checkpoint.get("hyper_parameters") or {}
-            unknown = sorted(
-                set(hparams) - accepted - set(MOVED_HYPERPARAMETERS) - {"_instantiator", "_class_path"}
-            )
+            unknown = sorted(set(hparams) - accepted - {"_instantiator", "_class_path"})
             if unknown:
                 raise CheckpointMismatchError(
                     f"{source} holds hyperparameters {unknown} that {_qualname(cls)} does not take: "

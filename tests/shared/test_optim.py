@@ -100,49 +100,6 @@ def test_task_runs_the_schedule_over_the_planned_steps_and_saves_no_callables(tm
         assert record.lrs[0] == pytest.approx(lr_at_6, abs=1e-9) and record.last_lrs == pytest.approx(record.lrs)
 
 
-def test_checkpoints_written_before_the_move_load_and_name_the_moved_options(tmp_path):
-    task = TinySegTask()
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    trainer.fit(task, SquaresDataModule(n_train=4, batch_size=4))
-    trainer.save_checkpoint(tmp_path / "old.ckpt")
-    checkpoint = torch.load(tmp_path / "old.ckpt", weights_only=True)
-    checkpoint["hyper_parameters"].update(lr=0.02, weight_decay=1e-4, scheduler="cosine", warmup_steps=100)
-    torch.save(checkpoint, tmp_path / "old.ckpt")
-    with pytest.warns(UserWarning, match=r"lr=0.02 is now model.optimizer.init_args.lr.*warmup_steps=100"):
-        TinySegTask.load_checked(tmp_path / "old.ckpt")
-    with pytest.raises(TypeError, match="unexpected argument.*colour"):
-        TinySegTask(colour="red")
-
-
-def test_cli_validates_an_old_checkpoint_naming_the_moved_options(tmp_path, monkeypatch):
-    from shared.cli import run_cli
-
-    monkeypatch.chdir(tmp_path)
-    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
-    run_cli(
-        TinySegTask,
-        SquaresDataModule,
-        domain="tiny",
-        monitor="val/loss",
-        args=["fit", "--trainer.max_steps", "1", *quiet],
-    )
-    path = tmp_path / "lightning_logs/tiny/checkpoints/last.ckpt"
-    checkpoint = torch.load(path, weights_only=True)
-    checkpoint["hyper_parameters"].update(lr=0.02, scheduler="cosine")
-    torch.save(checkpoint, path)
-    with pytest.warns(
-        UserWarning, match=r"last.ckpt: ignoring .*lr=0.02 is now model.optimizer.init_args.lr"
-    ):
-        cli = run_cli(
-            TinySegTask,
-            SquaresDataModule,
-            domain="tiny",
-            monitor="val/loss",
-            args=["validate", "--ckpt_path", str(path), *quiet],
-        )
-    assert "val/loss" in cli.trainer.callback_metrics
-
-
 def test_a_skipped_batch_leaves_no_nan_in_batch_norm_statistics():
     """The skipped batch ran forward first: its NaN reached the running statistics, which are reset (only the
     poisoned ones), so later evaluations are not NaN."""

@@ -311,15 +311,56 @@ def largest_difference(sidecar: dict) -> float:
     return max(v for value in values for v in (value.values() if isinstance(value, dict) else [value]))
 
 
-def export_main(argv, package: str, doc: str, task_class: type, export: Callable, files: tuple[str, str]) -> dict:
-    """The whole ``main`` of an export with no options of its own: ``--ckpt --out --atol --rtol --opset``, then
-    ``export(task, out, check=..., checkpoint=...)`` writing ``files`` (graph, sidecar), and its closing line."""
-    parser = export_parser(package, doc, out_help=f"output folder for {files[0]} and {files[1]}")
-    args, task, _ = parse_and_load(parser, argv, task_class)
-    sidecar = export(task, args.out, check=ExportCheck(args.atol, args.rtol, args.opset), checkpoint=args.ckpt)
-    worst = largest_difference(sidecar)
-    print(f"wrote {files[0]} and {files[1]} to {args.out} (ORT vs PyTorch: max abs diff {worst:.2e})")
+def export_main(
+    argv: list[str] | None,
+    package: str,
+    doc: str,
+    task_class: type,
+    export: Callable,
+    files: tuple[str, str],
+    *,
+    out_help: str | None = None,
+    ckpt_note: str = "",
+    size_help: str | None = None,
+    input_size: Callable[[dict], tuple[int, int]] | None = None,
+    data: bool = False,
+    add_options: Callable[[argparse.ArgumentParser], None] | None = None,
+    export_options: Callable[[argparse.Namespace, nn.Module], dict] | None = None,
+    written: Callable[[dict], tuple[str, str]] | None = None,
+    detail: Callable[[dict], str] | None = None,
+) -> dict:
+    """The whole ``main`` of an export CLI: :func:`export_parser` (``--out``'s help: ``out_help``, else
+    ``files``), the domain's ``add_options(parser)``, :func:`parse_and_load` (``--size`` where ``size_help``),
+    then ``export(task, out, check=..., checkpoint=...)`` writing ``files`` (graph, sidecar), and its closing
+    line (:func:`closing_line`); returns the sidecar.
+
+    ``export`` also gets ``size=`` (``--size``, else ``input_size(checkpoint)``) where ``input_size`` is
+    given, ``data=`` (the checkpoint's data module settings) where ``data``, and what
+    ``export_options(args, task)`` returns. The closing line names ``written(sidecar)`` (default ``files``)
+    and adds ``detail(sidecar)``."""
+    out_help = out_help or f"output folder for {files[0]} and {files[1]}"
+    parser = export_parser(package, doc, out_help=out_help, ckpt_note=ckpt_note)
+    if add_options is not None:
+        add_options(parser)
+    args, task, size = parse_and_load(parser, argv, task_class, size_help=size_help, input_size=input_size)
+    options = {} if input_size is None else {"size": size}
+    if data:
+        options["data"] = args.data_hparams
+    if export_options is not None:
+        options |= export_options(args, task)
+    check = ExportCheck(args.atol, args.rtol, args.opset)
+    sidecar = export(task, args.out, check=check, checkpoint=args.ckpt, **options)
+    graphs, json_file = written(sidecar) if written else files
+    print(closing_line(graphs, json_file, args.out, sidecar, detail(sidecar) if detail else ""))
     return sidecar
+
+
+def closing_line(graphs: str, sidecar_file: str, out: str | Path, sidecar: dict, detail: str = "") -> str:
+    """Every export's last line: what it wrote where, ``detail`` (what the files are, in a few words) and the
+    largest onnxruntime vs PyTorch difference the sidecar records."""
+    detail = f"{detail}; " if detail else ""
+    difference = f"onnxruntime vs PyTorch: max abs diff {largest_difference(sidecar):.2e}"
+    return f"wrote {graphs} and {sidecar_file} to {out} ({detail}{difference})"
 
 
 def run_export(main) -> None:

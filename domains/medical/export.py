@@ -49,9 +49,7 @@ from shared.export import (
     DEFAULT_CHECK,
     CheckedExport,
     ExportCheck,
-    export_parser,
-    largest_difference,
-    parse_and_load,
+    export_main,
     run_export,
 )
 
@@ -315,28 +313,20 @@ def _input_size(checkpoint: dict, fallback: int = 128) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = export_parser(
+    return export_main(
+        argv,
         "domains.medical",
         __doc__,
-        out_help="output folder for the .onnx files and the JSON sidecar",
-        ckpt_note=" (any model)",
-    )
-    args, task, size = parse_and_load(
-        parser,
-        argv,
         MedicalSegmentationTask,
+        export_medical,
+        ("the .onnx files", "the JSON sidecar"),
+        ckpt_note=" (any model)",
         size_help="size of the random inputs the graphs are checked on (the graphs take any size; default: the "
         "training crop, kept in the checkpoint)",
         input_size=_input_size,
+        data=True,
+        written=lambda sidecar: (", ".join(sidecar["graphs"]), f"{sidecar['model']}.json"),
     )
-    check = ExportCheck(args.atol, args.rtol, args.opset)
-    sidecar = export_medical(task, args.out, size=size, check=check, checkpoint=args.ckpt, data=args.data_hparams)
-    worst = largest_difference(sidecar)
-    print(
-        f"wrote {', '.join(sidecar['graphs'])} and {sidecar['model']}.json to {args.out} "
-        f"(onnxruntime vs PyTorch: max abs diff {worst:.2e})"
-    )
-    return sidecar
 
 
 if __name__ == "__main__":

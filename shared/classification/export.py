@@ -40,9 +40,7 @@ from shared.export import (
     DEFAULT_CHECK,
     CheckedExport,
     ExportCheck,
-    export_parser,
-    largest_difference,
-    parse_and_load,
+    export_main,
     run_export,
 )
 
@@ -225,30 +223,20 @@ def export_classification(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = export_parser(
+    return export_main(
+        argv,
         "shared.classification",
         __doc__,
-        out_help="output folder for classifier.onnx and classifier.json",
-        ckpt_note=" (domains.medical.classification or domains.driving.classification)",
-    )
-    args, task, size = parse_and_load(
-        parser,
-        argv,
         ClassificationTask,
+        export_classification,
+        ("classifier.onnx", "classifier.json"),
+        ckpt_note=" (domains.medical.classification or domains.driving.classification)",
         size_help="size of the random images the graph is checked on (the graph takes any size; default: the "
         "trained image_size, kept in the checkpoint)",
         input_size=_input_size,
+        data=True,
+        detail=lambda sidecar: f"decision: {sidecar['decision']['rule']}",
     )
-    check = ExportCheck(args.atol, args.rtol, args.opset)
-    sidecar = export_classification(
-        task, args.out, size=size, check=check, checkpoint=args.ckpt, data=args.data_hparams
-    )
-    worst = largest_difference(sidecar)
-    print(
-        f"wrote classifier.onnx and classifier.json to {args.out} (decision: {sidecar['decision']['rule']}; "
-        f"onnxruntime vs PyTorch: max abs diff {worst:.2e})"
-    )
-    return sidecar
 
 
 if __name__ == "__main__":

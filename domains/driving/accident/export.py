@@ -46,10 +46,8 @@ from shared.export import (
     DEFAULT_CHECK,
     CheckedExport,
     ExportCheck,
-    export_parser,
-    largest_difference,
+    export_main,
     onnx_session,
-    parse_and_load,
     run_export,
     run_onnx,
 )
@@ -330,18 +328,16 @@ def export_accident(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = export_parser(
-        "domains.driving.accident", __doc__, out_help=f"output folder for {GRAPH} and {SIDECAR}"
+    return export_main(
+        argv,
+        "domains.driving.accident",
+        __doc__,
+        AccidentTask,
+        export_accident,
+        (GRAPH, SIDECAR),
+        data=True,
+        detail=lambda _: "streamed over the check clip",  # the sidecar's measured_on says how
     )
-    args, task, _ = parse_and_load(parser, argv, AccidentTask)
-    check = ExportCheck(args.atol, args.rtol, args.opset)
-    sidecar = export_accident(task, args.out, check=check, checkpoint=args.ckpt, data=args.data_hparams)
-    worst = largest_difference(sidecar)
-    print(
-        f"wrote {GRAPH} and {SIDECAR} to {args.out} (onnxruntime vs PyTorch over the check clip: max abs "
-        f"diff {worst:.2e})"
-    )
-    return sidecar
 
 
 if __name__ == "__main__":

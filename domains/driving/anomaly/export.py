@@ -35,9 +35,7 @@ from shared.export import (
     DEFAULT_CHECK,
     CheckedExport,
     ExportCheck,
-    export_parser,
-    largest_difference,
-    parse_and_load,
+    export_main,
     run_export,
 )
 
@@ -147,10 +145,8 @@ def export_anomaly(
         return export.finish("segmenter.json", sidecar, measured, "random images at checked_size")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = export_parser(
-        "domains.driving.anomaly", __doc__, out_help="output folder for segmenter.onnx and segmenter.json"
-    )
+def _score_options(parser) -> None:
+    """The export's own options: which score the graph outputs and how it is smoothed."""
     parser.add_argument("--score", choices=list(SCORES), help="anomaly score output (default: the task's)")
     parser.add_argument(
         "--score-smoothing",
@@ -160,36 +156,35 @@ def main(argv: list[str] | None = None) -> dict:
         "model.score_smoothing of the config the checkpoint's fit ran with, which fit checkpoints record; 1.0, the "
         "shipped configs', for a file that does not)",
     )
-    args, task, size = parse_and_load(
-        parser,
-        argv,
-        AnomalySegmentationTask,
-        size_help="example input size, rounded up to multiples of the model's size_multiple (32 unless configured; "
-        "default: the data module's)",
-        input_size=_input_size,
-    )
+
+
+def _score_choice(args, task: AnomalySegmentationTask) -> dict:
+    """``export_anomaly``'s ``score`` and ``smoothing``; an unset ``--score-smoothing`` is the fit's (a line
+    says so where the checkpoint does not record it)."""
     smoothing = args.score_smoothing
     if smoothing is None:  # not given: the fit's, which the task's default (1.0) stands in for where unrecorded
         fit = task.fit_score_smoothing
         smoothing = task.score_smoothing if fit is None else fit
         if note := score_smoothing_note(smoothing, fit, "--score-smoothing"):
             print(note)
-    sidecar = export_anomaly(
-        task,
-        args.out,
-        size=size,
-        score=args.score,
-        check=ExportCheck(args.atol, args.rtol, args.opset),
-        checkpoint=args.ckpt,
-        smoothing=smoothing,
+    return {"score": args.score, "smoothing": smoothing}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return export_main(
+        argv,
+        "domains.driving.anomaly",
+        __doc__,
+        AnomalySegmentationTask,
+        export_anomaly,
+        ("segmenter.onnx", "segmenter.json"),
+        size_help="example input size, rounded up to multiples of the model's size_multiple (32 unless configured; "
+        "default: the data module's)",
+        input_size=_input_size,
+        add_options=_score_options,
+        export_options=_score_choice,
+        detail=lambda sidecar: f"score {sidecar['score']}, smoothing sigma {sidecar['score_smoothing']} px",
     )
-    worst = largest_difference(sidecar)
-    print(
-        f"wrote segmenter.onnx and segmenter.json ({sidecar['score']}, smoothing sigma {sidecar['score_smoothing']} "
-        f"px) to {args.out} "
-        f"(onnxruntime vs PyTorch: max abs diff {worst:.2e})"
-    )
-    return sidecar
 
 
 if __name__ == "__main__":

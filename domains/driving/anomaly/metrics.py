@@ -41,17 +41,6 @@ ArrayLike = np.ndarray | torch.Tensor
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _to_numpy(x: Any, what: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return to_numpy(x)  # bf16 / fp16 become float32
-    if isinstance(x, np.ndarray):
-        return x
-    try:
-        return np.asarray(x)
-    except Exception as exc:  # pragma: no cover - message only
-        raise TypeError(f"{what}: expected an array or tensor, got {type(x).__name__}") from exc
-
-
 def _where(name: str | int | None) -> str:
     if name is None:
         return ""
@@ -62,8 +51,8 @@ def _check_pair(
     scores: Any, labels: Any, ignore_index: int, name: str | int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate one (scores, labels) pair; return scores as float64 and labels, same shape."""
-    s = _to_numpy(scores, "scores")
-    y = _to_numpy(labels, "labels")
+    s = to_numpy(scores)  # bf16 / fp16 tensors become float32
+    y = to_numpy(labels)
     if s.shape != y.shape:
         raise ValueError(f"scores and labels{_where(name)} differ in shape: {s.shape} vs {y.shape}")
     if s.dtype == np.float16:

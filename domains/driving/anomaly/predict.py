@@ -26,10 +26,6 @@ ROAD_CLASS_IDS = ROAD_IDS
 __all__ = ["image_anomaly_score", "overlay_heatmap", "road_region", "score_to_original", "write_predictions"]
 
 
-def _to_numpy(x) -> np.ndarray:
-    return to_numpy(x)  # bf16 / fp16 tensors become float32
-
-
 def overlay_heatmap(
     image: np.ndarray | torch.Tensor,
     score: np.ndarray | torch.Tensor,
@@ -44,14 +40,14 @@ def overlay_heatmap(
     The score is scaled to [0, 1] by ``vmin`` / ``vmax`` (default: the map's own min / max, so per-image
     contrast; pass fixed values to compare images). ``alpha`` = weight of the heatmap.
     """
-    img = _to_numpy(image)
+    img = to_numpy(image)
     if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
         img = img.transpose(1, 2, 0)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"overlay_heatmap: image must be RGB (H, W, 3) or (3, H, W), got shape {img.shape}")
     if img.dtype != np.uint8:
         img = (np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    s = _to_numpy(score).astype(np.float32)
+    s = to_numpy(score).astype(np.float32)
     if s.shape != img.shape[:2]:
         raise ValueError(f"overlay_heatmap: score map {s.shape} does not match image {img.shape[:2]}")
     if not np.isfinite(s).all():
@@ -73,7 +69,7 @@ def road_region(pred: np.ndarray | torch.Tensor, road_ids: Sequence[int] = ROAD_
     filling holes brings them back. The bottom image edge counts as road (objects close to the car touch
     it). Empty when no road is predicted.
     """
-    p = _to_numpy(pred)
+    p = to_numpy(pred)
     road = np.isin(p, road_ids)
     if not road.any():
         return road
@@ -93,9 +89,9 @@ def image_anomaly_score(
     ``method="quantile"``: the ``q`` quantile of the region's scores; ``"topk"``: mean of the ``k`` largest.
     Both ignore a few stray pixels yet react to a small object. An empty region falls back to the whole map.
     """
-    s = _to_numpy(score).astype(np.float64)
+    s = to_numpy(score).astype(np.float64)
     if region is not None:
-        r = _to_numpy(region).astype(bool)
+        r = to_numpy(region).astype(bool)
         if r.shape != s.shape:
             raise ValueError(f"image_anomaly_score: region {r.shape} and score {s.shape} differ")
         if r.any():

@@ -483,7 +483,7 @@ def ship(key: str, runs: Path, out: Path) -> dict:
     task = dm.build_task(key, hparams, settings)
     state = {k: v.float() for k, v in load_file(str(runs / f"{run_name}.safetensors")).items()}
     checkpoint = {"state_dict": state}
-    task.on_load_checkpoint(checkpoint)  # earlier layouts are moved into the plain model here
+    task.on_load_checkpoint(checkpoint)  # the checks of a loaded checkpoint: weights of another shape are named
     task.load_state_dict(checkpoint["state_dict"], strict=False)
     missing = set(task.model.state_dict()) - {k[len("model.") :] for k in checkpoint["state_dict"]}
     if missing:

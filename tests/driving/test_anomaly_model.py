@@ -1,11 +1,11 @@
-"""The plain anomaly segmenter works without Lightning, and task checkpoints of the earlier layout still load."""
+"""The plain anomaly segmenter works without Lightning; its encoder transfers from a weight file, another network's is refused."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from domains.driving.anomaly.model import STAT_BUFFERS, AnomalySegmenter
+from domains.driving.anomaly.model import AnomalySegmenter
 from domains.driving.anomaly.scores import AnomalyScoreError
 from tests.helpers import anomaly_task
 
@@ -53,32 +53,6 @@ def test_scores_under_bf16_autocast_are_float32():
         out = model.scores(_batches(1)[0]["image"], ["sml", "mahalanobis", "msp"])
     assert all(v.dtype == torch.float32 for v in out.values())
     assert out["msp"].numpy().shape == (2, 32, 64)  # numpy has no bfloat16: this is what crashed on a GPU
-
-
-def test_task_checkpoint_of_the_earlier_layout_loads_into_the_plain_model():
-    task = anomaly_task(**TINY, oe_weight=0.5)
-    task.model.calibrate(_batches(1))
-    with torch.no_grad():
-        task.model.oe_bias.fill_(-0.7)
-    state = task.state_dict()
-    # the layout written before the plain model: segmenter as model.*, head / OE / statistics on the task
-    old = {}
-    for key, value in state.items():
-        if key.startswith("model.segmenter."):
-            old["model." + key[len("model.segmenter.") :]] = value
-        elif key.startswith("model."):  # the head, the OE parameters and the statistics
-            old[key[len("model.") :]] = value
-        else:
-            old[key] = value
-    assert (
-        "sml_mean" in old and "outlier_head.net.0.weight" in old and "model.segmenter.head.weight" not in old
-    )
-    fresh = anomaly_task(**TINY, oe_weight=0.5)
-    checkpoint = {"state_dict": old}
-    fresh.on_load_checkpoint(checkpoint)
-    fresh.load_state_dict(checkpoint["state_dict"])  # strict: every key found its place
-    for name in (*STAT_BUFFERS, "oe_bias"):
-        assert torch.equal(getattr(fresh.model, name), getattr(task.model, name))
 
 
 def test_the_encoder_transfers_from_a_local_file_and_another_network_is_refused(tmp_path):

@@ -78,8 +78,6 @@ RUNTIME_SETTINGS = (
     "predict_dir",
     "overlay_alpha",
 )
-#: checkpoint keys of the task-level layout written before the plain model existed -> their key now
-_MOVED_KEYS = {name: f"model.{name}" for name in (*STAT_BUFFERS, "oe_scale_raw", "oe_bias", "oe_trained")}
 #: default score of a model trained without outlier exposure
 DEFAULT_PLAIN_SCORE = "msp"
 #: sigma (px) of the score maps' Gaussian blur in the shipped configs, the export and this task by default
@@ -509,26 +507,13 @@ class AnomalySegmentationTask(BaseTask):
                 checkpoint["state_dict"][f"model.{name}"] = getattr(self.model, name).detach().clone()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints written before the plain :class:`AnomalySegmenter` existed kept the segmenter as
-        ``model.*`` and the head, OE calibration and statistics on the task: their keys are moved into it. The
-        smoothing its fit's config used is kept for :meth:`_say_score_smoothing`."""
+        """Keeps the smoothing the checkpoint's fit config used, for :meth:`_say_score_smoothing`. Files of the
+        task-level layout (before the plain :class:`AnomalySegmenter`) also predate ``model.network``: the CLI,
+        ``load_checked`` and the export refuse them naming that move (:func:`shared.task.check_checkpoint_file`),
+        a Trainer's ``ckpt_path`` in the base class's hook (they record the model ``SegmentationNet``)."""
         super().on_load_checkpoint(checkpoint)
         self.fit_score_smoothing = fit_score_smoothing(checkpoint)
         self._smoothing_unsaid = True
-        state = checkpoint.get("state_dict") or {}
-        if "sml_mean" not in state:
-            return
-        moved = {}
-        for key, value in state.items():
-            if key in _MOVED_KEYS:
-                moved[_MOVED_KEYS[key]] = value
-            elif key.startswith("outlier_head."):
-                moved[f"model.{key}"] = value
-            elif key.startswith("model."):
-                moved[f"model.segmenter.{key[len('model.') :]}"] = value
-            else:
-                moved[key] = value
-        checkpoint["state_dict"] = moved
 
     def on_fit_end(self) -> None:
         self._refresh_stats()

@@ -22,13 +22,14 @@ import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
 
+from domains.medical.volumes import PERCENTILES, axial_slices
 from shared.files import is_hidden, natural_key
 from shared.images import stretch_to_uint8
 
@@ -184,6 +185,9 @@ class MedicalVolume:
     #: where the shown slices lie in a NIfTI upload's file or in the patient for a placed DICOM slice (None for
     #: other uploads): a mask goes out on it as a NIfTI
     nifti_grid: NiftiGrid | None = None
+    #: (transpose, flip rows, flip columns) that turn a shown slice into the slice training cuts from the file
+    #: (a NIfTI's axial slices: :func:`_model_view`); None: the model reads the slice as shown
+    model_view: tuple[bool, bool, bool] | None = None
 
     @property
     def num_channels(self) -> int:
@@ -216,6 +220,27 @@ class MedicalVolume:
         scale = hi - lo
         out = (s - lo) / scale if scale > 0 else np.zeros_like(s)
         return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+    def to_model(self, image: np.ndarray) -> np.ndarray:
+        """A shown-orientation (..., rows, cols) array (a slice fitted to the model's input) as training gives
+        the model this file's slices (:attr:`model_view`): a NIfTI is shown reoriented to RAS+ for the
+        radiological view, and cut with each axis in its stored direction for the models."""
+        return image if self.model_view is None else np.ascontiguousarray(_to_view(image, self.model_view))
+
+    def from_model(self, image: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`to_model`: a map on the model's input (a probability, an entropy), shown."""
+        if self.model_view is None:
+            return image
+        transpose, flip_rows, flip_cols = self.model_view
+        out = image[..., :: -1 if flip_rows else 1, :: -1 if flip_cols else 1]
+        return np.ascontiguousarray(np.swapaxes(out, -1, -2) if transpose else out)
+
+
+def _to_view(image: np.ndarray, view: tuple[bool, bool, bool]) -> np.ndarray:
+    """``image``'s last two axes transposed, then its rows and columns flipped, as ``view`` says (a view)."""
+    transpose, flip_rows, flip_cols = view
+    out = np.swapaxes(image, -1, -2) if transpose else image
+    return out[..., :: -1 if flip_rows else 1, :: -1 if flip_cols else 1]
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -723,22 +748,27 @@ def _zip_clip(
 
 
 def decode_medical(
-    data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS
+    data: bytes,
+    name: str,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    percentiles: tuple[float, float] = PERCENTILES,
 ) -> MedicalVolume:
     """PNG / JPEG, DICOM (a file, or a zip of one series' slices) or NIfTI -> :class:`MedicalVolume` (display
-    orientation, intensity window noted)."""
+    orientation, intensity window noted). A DICOM's or NIfTI's window: its ``percentiles`` (those the model
+    was trained with: :func:`domains.medical.volumes.trained_percentiles`); a PNG / JPEG's: its value range."""
     check_size(data, name, max_bytes)
     fmt = detect_format(data, name)
     if fmt in ("png", "jpeg"):
         return _medical_raster(data, name, fmt, max_pixels)
     if fmt == "dicom":
-        return _medical_dicom(data, name, max_pixels)
+        return _medical_dicom(data, name, max_pixels, percentiles)
     if fmt in ("nifti", "nifti_gz"):
-        return _medical_nifti(data, name, gz=fmt == "nifti_gz", max_pixels=max_pixels)
+        return _medical_nifti(data, name, fmt == "nifti_gz", max_pixels, percentiles)
     if fmt == "gzip":
         raise UploadError(f"{name}: a gzip file that is not named .nii.gz; only gzipped NIfTI is supported")
     if zipfile.is_zipfile(io.BytesIO(data)):  # a CT series as it usually arrives: one DICOM file per slice
-        return _dicom_series(data, name, max_pixels)
+        return _dicom_series(data, name, max_pixels, percentiles)
     raise UploadError(
         f"{name}: unsupported file type; upload a PNG / JPEG image, a DICOM file (.dcm), a zip of one DICOM "
         "series or a NIfTI volume (.nii / .nii.gz)"
@@ -767,20 +797,35 @@ def _medical_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> Medica
     return MedicalVolume(name, fmt.upper(), array[None, None], lo, hi, notes)
 
 
-def _window_from_percentiles(data: np.ndarray) -> tuple[float, float]:
-    """0.5 / 99.5 percentiles of (a subsample of) the data: robust to a few extreme voxels. The subsample is taken
-    through ``flat``, not a reshape: the data is a transposed view of the volume, and reshaping it copied the
-    whole volume (512 MB for one at the limit) to keep every 64th voxel."""
+def _window_from_percentiles(
+    data: np.ndarray, percentiles: tuple[float, float] = PERCENTILES
+) -> tuple[float, float]:
+    """The ``percentiles`` (0.5 / 99.5 by default) of (a subsample of) the data: robust to a few extreme
+    voxels. The subsample is taken through ``flat``, not a reshape: the data is a transposed view of the
+    volume, and reshaping it copied the whole volume (512 MB for one at the limit) to keep every 64th
+    voxel."""
     data = np.asarray(data)
     step = max(1, data.size // 2_000_000)
     sample = data.flat[::step].astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return 0.0, 1.0
-    lo, hi = np.percentile(sample, [0.5, 99.5])
+    lo, hi = np.percentile(sample, list(percentiles))
     if hi <= lo:
         lo, hi = float(sample.min()), float(sample.max())
     return float(lo), float(hi)
+
+
+def _window_of(percentiles: tuple[float, float]) -> Callable[[np.ndarray], tuple[float, float]]:
+    """The window function of ``percentiles``: for the default ones :func:`_window_from_percentiles` itself,
+    called with the data alone as before (the memory tests put a stand-in of that signature in its place)."""
+    if tuple(percentiles) == PERCENTILES:
+        return _window_from_percentiles
+    return lambda data: _window_from_percentiles(data, percentiles)
+
+
+def _percentiles_text(percentiles: tuple[float, float]) -> str:
+    return f"{percentiles[0]:g}-{percentiles[1]:g} percentiles"
 
 
 def _range_text(lo: float, hi: float) -> str:
@@ -1051,14 +1096,17 @@ def _frames_text(frames: int, rows: int, cols: int, samples: int) -> str:
     return f"{frames} frame{'s' * (frames != 1)} of {cols}x{rows} pixels{each}, as float32"
 
 
-def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fmt: str = "DICOM") -> MedicalVolume:
+def _dicom_volume(
+    ds, name: str, values: np.ndarray, notes: list[str], place, fmt: str = "DICOM", percentiles=PERCENTILES
+) -> MedicalVolume:
     """The :class:`MedicalVolume` of DICOM ``values`` (F, rows, cols) with ``ds``'s header (its first slice's
-    for a series). The models' input is scaled by the 0.5-99.5 percentiles, as training and NIfTI uploads are:
-    the file's own display window (WindowCenter / WindowWidth) fed the models a scanner's viewing choice (the same
-    slice, a 440-pixel mask unwindowed, 483 at 40/400, 855 at -600/1500), so it is named and not used.
-    ``place(notes)``: where the slices lie (:class:`NiftiGrid`), or None."""
-    lo, hi = _window_from_percentiles(values)
-    notes.append(f"intensities {_range_text(lo, hi)} (0.5-99.5 percentiles, as a NIfTI's) mapped to 0..1")
+    for a series). The models' input is scaled by the ``percentiles`` (0.5-99.5 by default), as training and
+    NIfTI uploads are: the file's own display window (WindowCenter / WindowWidth) fed the models a scanner's
+    viewing choice (the same slice, a 440-pixel mask unwindowed, 483 at 40/400, 855 at -600/1500), so it is
+    named and not used. ``place(notes)``: where the slices lie (:class:`NiftiGrid`), or None."""
+    lo, hi = _window_of(percentiles)(values)
+    scaled = f"{_percentiles_text(percentiles)}, as a NIfTI's"
+    notes.append(f"intensities {_range_text(lo, hi)} ({scaled}) mapped to 0..1")
     stated = _dicom_value(ds, "WindowCenter"), _dicom_value(ds, "WindowWidth")
     centre, width = (_number(v) for v in stated)
     if centre is not None and width is not None and width >= 1:  # the standard's smallest width
@@ -1084,7 +1132,7 @@ def _dicom_volume(ds, name: str, values: np.ndarray, notes: list[str], place, fm
     return MedicalVolume(name, fmt, values[None], lo, hi, notes, spacing, nifti_grid=place(notes))
 
 
-def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
+def _medical_dicom(data: bytes, name: str, max_pixels: int, percentiles=PERCENTILES) -> MedicalVolume:
     ds = _read_dicom(data, name)[0]
     notes: list[str] = []
     values = _dicom_values(ds, name, max_pixels, notes)
@@ -1092,10 +1140,10 @@ def _medical_dicom(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     def place(notes: list[str]) -> NiftiGrid | None:
         return _dicom_grid(ds) if len(values) == 1 else _multiframe_grid(ds, len(values), notes)
 
-    return _dicom_volume(ds, name, values, notes, place)
+    return _dicom_volume(ds, name, values, notes, place, percentiles=percentiles)
 
 
-def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
+def _dicom_series(data: bytes, name: str, max_pixels: int, percentiles=PERCENTILES) -> MedicalVolume:
     """A zip of one DICOM series' single-frame slices (a CT series: a file a slice) as a volume, its slices in
     order along the slice normal (ImagePositionPatient on the cross product of ImageOrientationPatient's row
     and column directions, as dcm2niix orders them), placed as a multi-frame object's frames are. Refused,
@@ -1180,7 +1228,7 @@ def _dicom_series(data: bytes, name: str, max_pixels: int) -> MedicalVolume:
     def place(notes: list[str]) -> NiftiGrid | None:
         return _dicom_grid(ds0) if len(slices) == 1 else _stack_grid(ds0, places[order], notes, "slices")
 
-    return _dicom_volume(ds0, name, values, notes, place, "DICOM series")
+    return _dicom_volume(ds0, name, values, notes, place, "DICOM series", percentiles)
 
 
 #: DICOM's patient axes (LPS) to NIfTI's (RAS)
@@ -1346,7 +1394,9 @@ def _nifti_values(
     return values
 
 
-def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> MedicalVolume:
+def _medical_nifti(
+    data: bytes, name: str, gz: bool, max_pixels: int, percentiles: tuple[float, float] = PERCENTILES
+) -> MedicalVolume:
     import nibabel as nib
 
     # a gzip is read as a stream, decompressed as its voxels fill the array: never whole beside them
@@ -1412,21 +1462,23 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     x, y, z, c = volume.shape
     plane, axes = _shown_plane(x, y, z)
     pixel_mm = (zooms[axes[2]], zooms[axes[3]])  # (rows, columns)
-    display = np.transpose(volume, axes)[:, :, ::-1, ::-1]
+    display = _shown(volume, axes)
     if shown is None:  # a header whose affine gives no orientation: its slices' size checked only now
         _check_pixels(*display.shape[2:], name, max_pixels)
     if volume.dtype == bool:
         display = display.astype(np.uint8)
-    windows = [_window_from_percentiles(channel) for channel in display]
+    window = _window_of(percentiles)
+    windows = [window(channel) for channel in display]
     lo, hi = windows[0]
     if c > 1:  # each modality on its own scale (CT and MRI channels, T1 and FLAIR), as training scales it
         notes.append(
             f"4D volume: {c} channels / time points (use the channel slider), each mapped to 0..1 from its own "
-            f"0.5-99.5 percentiles: {', '.join(_range_text(a, b) for a, b in windows[:6])}"
+            f"{_percentiles_text(percentiles)}: {', '.join(_range_text(a, b) for a, b in windows[:6])}"
             + (f" and {c - 6} more" if c > 6 else "")
         )
     else:
-        notes.append(f"NIfTI intensities {_range_text(lo, hi)} (0.5-99.5 percentiles of the volume) mapped to 0..1")
+        scaled = f"{_percentiles_text(percentiles)} of the volume"
+        notes.append(f"NIfTI intensities {_range_text(lo, hi)} ({scaled}) mapped to 0..1")
     notes += _non_finite_note(volume)
     if plane != "axial":
         notes.append(f"one {plane} slice ({x}x{y}x{z} voxels), shown in its own plane")
@@ -1437,7 +1489,35 @@ def _medical_nifti(data: bytes, name: str, gz: bool, max_pixels: int) -> Medical
     scale = {"meter": 1000.0, "micron": 0.001}.get(unit, 1.0)
     spacing = _spacing(pixel_mm, notes, scale) if stated else None
     grid = NiftiGrid(version, file_affine, file_header, axes)
-    return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing, windows if c > 1 else None, grid)
+    view = _model_view(file_affine) if plane == "axial" else None  # training cuts no coronal / sagittal slice
+    channel_windows = windows if c > 1 else None
+    return MedicalVolume(name, "NIfTI", display, lo, hi, notes, spacing, channel_windows, grid, view)
+
+
+def _shown(volume: np.ndarray, axes: tuple[int, int, int, int]) -> np.ndarray:
+    """The shown (C, D, rows, cols) slices of a RAS+ (X, Y, Z, C) volume (:func:`_shown_plane`'s ``axes``): a
+    view, rows and columns flipped for the radiological view."""
+    return np.transpose(volume, axes)[:, :, ::-1, ::-1]
+
+
+def _model_view(affine: np.ndarray) -> tuple[bool, bool, bool]:
+    """(transpose, flip rows, flip columns): what turns a shown axial slice of a NIfTI with this ``affine``
+    into the slice training cuts from it (:func:`domains.medical.volumes.axial_slices`: each voxel axis in its
+    stored direction, rows along y, where the page shows anterior up and the patient's right on the left).
+    Found by cutting a 2x2x2 volume of numbered voxels both ways: how a slice is shown or cut depends on the
+    affine alone, not on the volume's size."""
+    import itertools
+
+    import nibabel as nib
+
+    numbered = np.arange(8, dtype=np.int16).reshape(2, 2, 2)
+    cut = axial_slices(numbered, affine)  # (Z, rows, cols), Z in the file's order
+    canonical = np.asanyarray(nib.as_closest_canonical(nib.Nifti1Image(numbered, affine)).dataobj)[..., None]
+    shown = _shown(canonical, _shown_plane(2, 2, 2)[1])[0, 0]  # the page's slice 0: one of ``cut``'s two
+    for view in itertools.product((False, True), repeat=3):
+        if any(np.array_equal(_to_view(shown, view), part) for part in cut):
+            return view
+    raise AssertionError(f"no view of the shown slice {shown.tolist()} is cut from {cut.tolist()}")  # a bug
 
 
 def _shown_plane(x: int, y: int, z: int) -> tuple[str, tuple[int, int, int, int]]:

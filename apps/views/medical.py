@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,10 +43,27 @@ def _test_item(root: str, index: int) -> tuple[np.ndarray, np.ndarray, str]:
 # sample count) converted and resized the whole slice again.
 
 
-def _decode(digest: str, name: str, data: bytes) -> up.MedicalVolume:
+def _decode(digest: str, name: str, data: bytes, percentiles: tuple[float, float]) -> up.MedicalVolume:
     return pc.upload_memo(
-        UPLOAD_KEY, "volume", (digest,), lambda: up.decode_medical(data, name), spinner="Decoding the upload ..."
+        UPLOAD_KEY,
+        "volume",
+        (digest, percentiles),
+        lambda: up.decode_medical(data, name, percentiles=percentiles),
+        spinner="Decoding the upload ...",
     )
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _trained_percentiles(token: str, path: str) -> tuple[float, float]:
+    """The intensity percentiles the weights at ``path`` (``token``: their version) learnt NIfTI slices at: the
+    data settings stored with them (a checkpoint's, shipped weights' model card), 0.5 / 99.5 where none are."""
+    from domains.medical.volumes import trained_percentiles
+
+    if Path(path).suffix == ".safetensors":
+        data = dm.read_card(path).get("data_hyper_parameters")
+    else:
+        data = dm.read_checkpoint(path).get("datamodule_hyper_parameters")
+    return trained_percentiles(data)
 
 
 def _slice(digest: str, index: int, channel: int, volume: up.MedicalVolume) -> np.ndarray:
@@ -133,14 +151,16 @@ class SliceGrid:
 
     def slab_mask(self, task, first: int, last: int, channel: int, num_samples: int, seed: int, threshold: float):
         """The mean masks of the page's slices ``first``..``last``, each fitted to the model as this one is (the
-        same mode and window) and put back on its pixels, as a .nii.gz on the file's grid (the others 0): a
-        lesion spans several slices, and the models segment one at a time."""
+        same mode and window, given to it as training cut the file's slices) and put back on its pixels, as a
+        .nii.gz on the file's grid (the others 0): a lesion spans several slices, and the models segment one at a
+        time."""
         size = dm.medical_input_size(task)
         shown = np.zeros((self.volume.num_slices, *self.volume.shape2d), np.uint8)
         for k in range(first, last + 1):
             raw = self.volume.slice(k, channel)
             image, _ = up.fit_to_model(raw, size, self.mode, self.spacing, self.centre)
-            mean = dm.medical_predict(task, image, num_samples, seed)["mean"]
+            predicted = dm.medical_predict(task, self.volume.to_model(image), num_samples, seed)
+            mean = self.volume.from_model(predicted["mean"])
             shown[k] = up.to_slice(mean, raw.shape, self.mode, self.spacing, self.centre) >= threshold
         return self.nifti.mask_file(shown)
 
@@ -222,6 +242,11 @@ def _downloads(
             f"model's maps resampled back (bilinear; 0 where the model's window did not reach). model_input/ "
             f"holds the same on the model's {model_size} input: {grid}.\n"
         )
+        if back.volume is not None and back.volume.model_view not in (None, (False, False, False)):
+            where += (
+                "model_input/ is turned as the page shows it; the model read it as training cuts the file's "
+                "slices (each voxel axis in its stored direction).\n"
+            )
         if back.nifti is not None:
             files["mean_mask.nii.gz"] = back.nifti_mask(mean >= threshold)
             where += f"mean_mask.nii.gz: the mean mask (0/1) {_nifti_place(back.volume)}.\n"
@@ -374,6 +399,7 @@ size = dm.medical_input_size(task)
 source = st.radio("Image", [SYNTHETIC, UPLOAD], horizontal=True, key="medical_source", persist_state=pc.KEEP)
 readers = None
 back = None  # the file's slice, where the model saw it resized or through a window: downloads go back on it
+oriented = None  # an upload, whose slices the model gets as training cut its file's (up.MedicalVolume.to_model)
 card_ged = None  # the model card's GED of the chosen image, when it is the card's best or worst
 if source == SYNTHETIC:
     root = dm.medical_data_root()
@@ -433,8 +459,10 @@ else:
         help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session ends.",
         prompt="Upload a CT slice or volume, or pick a synthetic test image above.",
     )
+    percentiles = _trained_percentiles(pc.model_token(key), str(pc.model_path(key)))  # a volume's window, as trained
+    scaled = f"{data_digest} {percentiles}"  # its slices: another model's percentiles scale them anew
     try:
-        volume = _decode(data_digest, file_name, data)
+        volume = _decode(data_digest, file_name, data, percentiles)
     except up.UploadError as exc:
         st.error(str(exc))
         st.stop()
@@ -456,7 +484,7 @@ else:
             slice_name = f"slice {file_index}" + (f" of its axis {axis}" if axis != 2 else "")
             if (axis, file_index) != (2, index):
                 st.caption(f"The page's slice {index} is the file's {slice_name} (its own array order).")
-    raw = _slice(data_digest, index, channel, volume)
+    raw = _slice(scaled, index, channel, volume)
     name = f"{file_name} {slice_name}" if slice_name else file_name
     stem = up.download_stem(file_name) + ("_" + slice_name.replace(" ", "_") if slice_name else "")
     stem += f"_channel_{channel}" if volume.num_channels > 1 else ""
@@ -491,7 +519,7 @@ else:
             cy.slider("Window centre, row", 0, h - 1, h // 2, key="medical_centre_row"),
             cx.slider("Window centre, column", 0, w - 1, w // 2, key="medical_centre_col"),
         )
-    image, how, preview = _fitted(data_digest, index, channel, size, mode, centre, volume)
+    image, how, preview = _fitted(scaled, index, channel, size, mode, centre, volume)
     if volume.nifti_grid is not None or image.shape != raw.shape or not np.array_equal(image, raw):
         back = SliceGrid(raw, mode, volume.spacing, centre, volume, index)
     st.caption(f"{volume.format} upload, {how}.")
@@ -513,13 +541,18 @@ else:
         st.warning(warning)
     if warning := _far_from_training(volume, image, dm.training_data(key, pc.model_path(key)), preview is not None):
         st.warning(warning)
+    oriented = volume
 
-model_input = np.ascontiguousarray(image, dtype=np.float32)
+# the page shows a NIfTI slice in the radiological view; the model gets it as training cut the file's slices, and
+# its maps come back as shown
+model_input = np.ascontiguousarray(oriented.to_model(image) if oriented else image, dtype=np.float32)
 try:
     result = _predict(pc.model_token(key), key, pc.digest(model_input.tobytes()), num_samples, seed, model_input)
 except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
     st.error(f"The model failed on this image: {type(exc).__name__}: {exc}")
     st.stop()
+if oriented is not None:
+    result = {what: oriented.from_model(value) for what, value in result.items()}
 samples = result["probs"] >= threshold
 
 st.subheader(name)

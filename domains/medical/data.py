@@ -36,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from domains.medical.volumes import PERCENTILES, axial_axes, axial_slices
 from shared.data import SplitLoaders, check_cap, group_split, same_setting, segmentation_augmentations
 from shared.files import (
     counting_hidden_files,
@@ -861,32 +862,17 @@ def _nifti_header(path: Path, check_data: bool = False) -> dict:
     }
 
 
-def _axial_axes(affine: np.ndarray) -> tuple[int, int, int]:
-    """The stored voxel axes in the order slices are cut from (along the last): as stored when the third runs
-    head-foot (every Decathlon file), else those running left-right, front-back, head-foot
-    (``nibabel.orientations.io_orientation``), so a volume saved with its axes permuted, e.g. (z, y, x), gives
-    the axial slices its canonical twin gives; as stored too for an affine that gives no orientation. Each
-    axis keeps its stored direction (no flip, unlike ``nibabel.as_closest_canonical``): an LPS volume's slices
-    are not mirrored against those of its set's other files, nor against those a model trained on."""
-    import nibabel as nib
-
-    ornt = nib.orientations.io_orientation(affine)  # per stored axis: (world axis R/A/S, direction)
-    if np.isnan(ornt).any() or ornt[2, 0] == 2:
-        return (0, 1, 2)
-    return tuple(int(np.flatnonzero(ornt[:, 0] == world)[0]) for world in range(3))
-
-
 def _axial(header: dict) -> dict:
-    """``header`` (:func:`_nifti_header`) on the grid slices are cut from (:func:`_axial_axes`): its shape and
+    """``header`` (:func:`_nifti_header`) on the grid slices are cut from (:func:`~domains.medical.volumes.axial_axes`): its shape and
     affine columns permuted, and ``axes``, the stored axis of each (the writer puts whole volumes back)."""
-    axes = _axial_axes(header["affine"])
+    axes = axial_axes(header["affine"])
     affine = header["affine"][:, [*axes, 3]]
     shape = header["spatial_shape"][list(axes)]
     return {**header, "affine": affine, "spatial_shape": shape, "axes": np.array(axes, dtype=np.int64)}
 
 
 def _say_reoriented(sources: Sequence[dict]) -> None:
-    """One line naming the volumes whose voxel axes were reordered for axial slices (:func:`_axial_axes`)."""
+    """One line naming the volumes whose voxel axes were reordered for axial slices (:func:`~domains.medical.volumes.axial_axes`)."""
     moved = [source for source in sources if tuple(source["axes"]) != (0, 1, 2)]
     if moved:
         axes = tuple(int(a) for a in moved[0]["axes"])
@@ -903,7 +889,7 @@ class DecathlonSliceDataset(MedicalDataset):
     Volumes load through MONAI (``LoadImage``, ``EnsureChannelFirst``, percentile intensity scaling to
     [0,1], in-plane resize keeping the physical aspect ratio (the header's voxel sizes), then pad to
     ``crop_size``). Slices are taken along the voxel axis that runs head-foot, the third in Decathlon files (a
-    volume saved with its axes permuted is reordered: :func:`_axial_axes`; ids ``z<k>`` count along it).
+    volume saved with its axes permuted is reordered: :func:`~domains.medical.volumes.axial_axes`; ids ``z<k>`` count along it).
     ``foreground_labels`` chooses the label values that are the lesion (Task03 Liver: ``[2]``, the cancer;
     default every non-zero one, with a warning when dataset.json names several). Every slice with foreground
     is kept, plus ``round(empty_ratio * n_foreground)`` (at least ``min_empty``) seeded empty slices per
@@ -924,7 +910,7 @@ class DecathlonSliceDataset(MedicalDataset):
         min_empty: int = 1,
         seed: int = 0,
         fractions: Sequence[float] = (0.7, 0.15, 0.15),
-        percentiles: tuple[float, float] = (0.5, 99.5),
+        percentiles: tuple[float, float] = PERCENTILES,
         cache_volumes: int = 4,
         all_slices: bool = False,
         foreground_labels: Sequence[int] | None = None,
@@ -989,14 +975,14 @@ class DecathlonSliceDataset(MedicalDataset):
                 )
             # the image's geometry: a label saved without it (an identity affine) put predictions off the scan
             header = _nifti_header(image_path)
-            values = np.transpose(np.asarray(label[0]), _axial_axes(header["affine"]))
+            values = axial_slices(np.asarray(label[0]), header["affine"])  # (Z, rows, cols)
             if len(declared) and self.foreground_labels is None:
                 # read as the lesion by "every non-zero label": said, as a set whose dataset.json does not
                 # describe its label files (a comparison per voxel; np.unique of a volume took seconds)
                 other = values[np.isin(values, declared, invert=True)]
                 if other.size:
                     undeclared[label_path] = [int(v) if float(v).is_integer() else float(v) for v in np.unique(other)]
-            fg = self._foreground(values).reshape(-1, values.shape[-1]).any(axis=0)
+            fg = self._foreground(values).reshape(values.shape[0], -1).any(axis=1)
             fg_idx, empty_idx = np.flatnonzero(fg), np.flatnonzero(~fg)
             n_keep = min(len(empty_idx), max(min_empty, round(empty_ratio * len(fg_idx))))
             keep_empty = empty_idx if all_slices else np.sort(rng.choice(empty_idx, n_keep, replace=False))
@@ -1130,7 +1116,7 @@ class DecathlonSliceDataset(MedicalDataset):
                 "remove this case"
             )
         axes = tuple(int(a) for a in self._sources[c]["axes"])
-        if axes != (0, 1, 2):  # slices cut along the head-foot axis (:func:`_axial_axes`)
+        if axes != (0, 1, 2):  # slices cut along the head-foot axis (:func:`~domains.medical.volumes.axial_axes`)
             order = (0, *(a + 1 for a in axes))  # channels first
             data = {key: np.ascontiguousarray(np.transpose(np.asarray(v), order)) for key, v in data.items()}
         x, y, z = data["image"].shape[1:]
@@ -1169,14 +1155,15 @@ class DecathlonSliceDataset(MedicalDataset):
     def load(self, index: int) -> dict:
         c, z = self.slices[index]
         image, label = self._volume(c)
-        # Arrays are (X, Y) in voxel order; transpose to (rows=Y, cols=X) like every other 2D image here.
+        # (X, Y, Z) on the axial grid: slice z as (rows=Y, cols=X), like every other 2D image here
+        image = np.ascontiguousarray(axial_slices(image)[z])
         source = dict(self._sources[c], slice_index=z)
         if label is None:  # no reader: masks (0, H, W)
-            masks = np.zeros((0, image.shape[1], image.shape[0]), np.uint8)
+            masks = np.zeros((0, *image.shape), np.uint8)
         else:
-            masks = np.ascontiguousarray(label[None, :, :, z].transpose(0, 2, 1))
+            masks = np.ascontiguousarray(axial_slices(label)[z][None])
         return {
-            "image": np.ascontiguousarray(image[:, :, z].T),
+            "image": image,
             "masks": masks,
             "id": self.ids[index],
             "group": self.groups[index],
@@ -1202,7 +1189,7 @@ class NiftiImageDataset(DecathlonSliceDataset):
         names: Sequence[str],
         crop_size: int = 128,
         modality_index: int = 0,
-        percentiles: tuple[float, float] = (0.5, 99.5),
+        percentiles: tuple[float, float] = PERCENTILES,
         cache_volumes: int = 4,
     ):
         self._set_pipeline(crop_size, modality_index, percentiles, cache_volumes)

@@ -189,7 +189,7 @@ def _nifti_like_source(data: np.ndarray, affine: np.ndarray, source: dict, i: in
 
 def _as_stored(data: np.ndarray, affine: np.ndarray, axes) -> tuple[np.ndarray, np.ndarray]:
     """A volume (X, Y, Z, ...) on the grid slices were cut from and its affine, back in the source file's
-    voxel order: ``axes`` is the stored axis of each of X, Y, Z (``domains.medical.data._axial_axes``)."""
+    voxel order: ``axes`` is the stored axis of each of X, Y, Z (``domains.medical.volumes.axial_axes``)."""
     inverse = [int(a) for a in np.argsort(axes)]
     return np.transpose(data, (*inverse, *range(3, data.ndim))), affine[:, [*inverse, 3]]
 

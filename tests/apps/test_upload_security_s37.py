@@ -254,7 +254,7 @@ def test_the_medical_page_shows_a_decoding_failure_as_a_message_never_a_tracebac
     at = _upload_on("medical", "abs.zip", _zip({"/scans/s1.dcm": S.dicom(np.zeros((20, 24)))}))
     assert not at.exception and len(at.error) == 1
     assert at.error[0].value.startswith("abs.zip: the zip holds no DICOM image; 1 file with an unsafe name left out")
-    def broken(data, name):
+    def broken(data, name, **kwargs):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(up, "decode_medical", broken)  # a failure no check foresaw: said, as on the accident page

@@ -670,6 +670,7 @@ class AccidentDataModule(SplitLoaders):
         self.layout: CCDLayout | None = None  # a CCD-layout root's listing (list_ccd_layout)
         self.planned: dict[str, list] | None = None  # each split's clips (or listed entries) before any is read
         self._sizes_checked: set[str] = set()  # splits read with every frame's size checked
+        self.too_short: tuple[int, int] = (0, 0)  # training clips under clip_length: (left out, longest's frames)
 
     def root(self) -> Path:
         """The data set's root: ``data_path``, or the synthetic clips (generated on first use)."""
@@ -809,7 +810,30 @@ class AccidentDataModule(SplitLoaders):
         log.report(f"AccidentDataModule({self.data_format}) training split", stacklevel=3)
         if self.dropped is not None:
             self.dropped.merge(log)
-        return [clip for clip in clips if clip.n_frames >= self.clip_length]
+        kept = [clip for clip in clips if clip.n_frames >= self.clip_length]
+        self.too_short = (len(clips) - len(kept), max((clip.n_frames for clip in clips), default=0))
+        return kept
+
+    def check_training_window(self, stage: str | None) -> None:
+        """Refuse a ``fit`` whose training split :meth:`training_clips` emptied (every clip shorter than
+        ``clip_length``), naming the window and the longest clip: the split fractions cannot fill it."""
+        dropped, longest = self.too_short
+        if stage == "fit" and dropped and not self.splits.get("train"):
+            raise ValueError(
+                f"AccidentDataModule({self.data_format}, {self.root()}): `fit` has no training clip: all {dropped} "
+                f"clips of the train split are shorter than the training window --data.clip_length "
+                f"{self.clip_length} (the longest has {longest} frames): set --data.clip_length <= {longest}, or "
+                "add longer clips"
+            )
+
+    def _split_label(self, name: str) -> str:
+        """Split ``name``'s row in the split table: marked when not read, or when clips under ``clip_length``
+        were left out of it (:meth:`training_clips`)."""
+        if name not in self.splits:
+            return f"{name} (not read)"
+        if name == "train" and self.too_short[0]:
+            return f"train ({self.too_short[0]} left out: shorter than --data.clip_length {self.clip_length})"
+        return name
 
     GROUP_UNIT = "clips"
 
@@ -843,8 +867,7 @@ class AccidentDataModule(SplitLoaders):
         with holding_generated_sets():  # a --force run waits for the listing, not the run: never half a set
             read = self._read_splits(STAGE_READS.get(stage, SPLIT_NAMES), frame_sizes=decoded)
         if read:
-            shown = {name if name in self.splits else f"{name} (not read)": self.splits.get(name, clips)
-                     for name, clips in self.planned.items()}  # fmt: skip
+            shown = {self._split_label(name): self.splits.get(name, clips) for name, clips in self.planned.items()}
             rank_zero_info(f"accident clips ({self.data_format}), split by clip:\n{split_breakdown(shown)}")
         for name in (name for name in SPLIT_NAMES if name in self.splits and name not in self.datasets):
             # a boxes-only network reads no pixel in validation and test either: decoding them cost ~80 % of a
@@ -860,6 +883,7 @@ class AccidentDataModule(SplitLoaders):
                 log.report(f"AccidentDataModule({self.data_format}) test split, decoded by predict", stacklevel=2)
                 self._count_dropped(log)
             self.datasets["predict"] = self._dataset(clips, train=False, decode_frames=True)
+        self.check_training_window(stage)
         self.check_splits(
             {name: self.splits.get(name, clips) for name, clips in self.planned.items()}, stage,
             "set --data.val_fraction / --data.test_fraction, or add clips (a source's own training / testing "

@@ -331,7 +331,7 @@ def read_own_clips(
             "of frames)"
         )
     ids = [clip_id for clip_id, *_ in entries]
-    if repeated := sorted({i for i in ids if ids.count(i) > 1}):
+    if repeated := sorted(i for i, count in Counter(ids).items() if count > 1):  # linear: 20k ids listed
         raise ValueError(
             f"--data.predict_path {root}: clip name {repeated[0]!r} is both a video and a frame folder; predict "
             "writes one set of files per name: rename one"

@@ -29,7 +29,7 @@ from pathlib import PurePosixPath
 import cv2
 import numpy as np
 
-from domains.medical.volumes import PERCENTILES, axial_slices
+from domains.medical.volumes import PERCENTILES, axial_slices, nonfinite_affine_problem, window_problem
 from shared.files import is_hidden, natural_key
 from shared.images import stretch_to_uint8
 
@@ -212,7 +212,8 @@ class MedicalVolume:
         index = self.num_slices // 2 if index is None else int(index)
         if not 0 <= index < self.num_slices:
             raise UploadError(f"{self.name}: slice {index} outside 0..{self.num_slices - 1}")
-        s = np.asarray(self.data[channel, index], dtype=np.float32)
+        # in float64: (value - lo) of values near +-3e38 overflowed float32 to inf and NaN
+        s = np.asarray(self.data[channel, index], dtype=np.float64)
         lo, hi = self.channel_windows[channel] if self.channel_windows else (self.lo, self.hi)
         # NaN (no data) shows as the window's low end, +-inf as its ends (the clip); decode counts them. A copy:
         # the slice may be a view of the cached volume
@@ -816,6 +817,17 @@ def _window_from_percentiles(
     return float(lo), float(hi)
 
 
+def _check_window(name: str, window: tuple[float, float], what: str) -> None:
+    """An UploadError naming the file where its intensity ``window`` (``what``: which) cannot map it to 0..1:
+    not finite as float32, or beyond any scan's intensities (a 'no data' fill such as -1e30 showed every
+    tissue as one grey, and the model was fed it): :func:`domains.medical.volumes.window_problem`."""
+    if problem := window_problem(*window, f"intensity window ({what})"):
+        raise UploadError(
+            f"{name}: {problem}; set its 'no data' voxels to the background value (e.g. -1024 for CT) or fix its "
+            "intensity scaling, then upload it again"
+        )
+
+
 def _window_of(percentiles: tuple[float, float]) -> Callable[[np.ndarray], tuple[float, float]]:
     """The window function of ``percentiles``: for the default ones :func:`_window_from_percentiles` itself,
     called with the data alone as before (the memory tests put a stand-in of that signature in its place)."""
@@ -1105,6 +1117,7 @@ def _dicom_volume(
     viewing choice (the same slice, a 440-pixel mask unwindowed, 483 at 40/400, 855 at -600/1500), so it is
     named and not used. ``place(notes)``: where the slices lie (:class:`NiftiGrid`), or None."""
     lo, hi = _window_of(percentiles)(values)
+    _check_window(name, (lo, hi), _percentiles_text(percentiles))
     scaled = f"{_percentiles_text(percentiles)}, as a NIfTI's"
     notes.append(f"intensities {_range_text(lo, hi)} ({scaled}) mapped to 0..1")
     stated = _dicom_value(ds, "WindowCenter"), _dicom_value(ds, "WindowWidth")
@@ -1126,9 +1139,12 @@ def _dicom_volume(
     notes += _non_finite_note(values)
     if _dicom_frames(ds, name) > 1:
         notes.append(f"multi-frame DICOM: {values.shape[0]} frames (use the slice slider)")
+    said = len(notes)
     spacing = _spacing(_dicom_value(ds, "PixelSpacing", first=False) or ds.get("ImagerPixelSpacing"), notes)
-    if spacing is None:
+    if spacing is None and len(notes) == said:
         notes.append("the DICOM states no pixel size: the mm window cannot be offered")
+    elif spacing is None:  # an invalid one, named by _spacing
+        notes[-1] += "; the mm window cannot be offered"
     return MedicalVolume(name, fmt, values[None], lo, hi, notes, spacing, nifti_grid=place(notes))
 
 
@@ -1334,12 +1350,13 @@ PLAUSIBLE_PIXEL_MM = (0.05, 10.0)
 
 def _spacing(values, notes: list[str], scale: float = 1.0) -> tuple[float, float] | None:
     """(row, column) mm per pixel from a header's two values times ``scale`` (its unit in mm), noted; None
-    when absent, not positive, or outside :data:`PLAUSIBLE_PIXEL_MM` (said in a note)."""
+    when absent, or (said in a note, naming the values) not positive or outside :data:`PLAUSIBLE_PIXEL_MM`."""
     try:
         rows, cols = (float(v) * scale for v in values)
     except (TypeError, ValueError):
         return None
     if not (math.isfinite(rows) and math.isfinite(cols) and rows > 0 and cols > 0):
+        notes.append(f"the header's pixel size, {cols:g} x {rows:g} mm, is no size (not positive): ignored")
         return None
     low, high = PLAUSIBLE_PIXEL_MM
     if not (low <= rows <= high and low <= cols <= high):
@@ -1412,11 +1429,14 @@ def _medical_nifti(
             shape, stored = header.get_data_shape(), header.get_data_dtype()
             scaling = header.get_slope_inter()
             offset = int(header.get_data_offset())
-            shown = _nifti_shown_slice(header)
+            affine_problem = nonfinite_affine_problem(header.get_best_affine(), header.get_zooms()[:3])
+            shown = None if affine_problem else _nifti_shown_slice(header)
         except Exception as exc:  # noqa: BLE001 - bad header fields
             raise UploadError(
                 f"{name}: the NIfTI file is corrupt or truncated ({type(exc).__name__}: {exc})"
             ) from None
+        if affine_problem:  # nibabel's reorientation failed on it as "SVD did not converge"
+            raise UploadError(f"{name}: {affine_problem}")
         if stored.fields is not None or stored.kind not in "iufb":
             raise UploadError(f"{name}: NIfTI data type {stored} is not supported (scalar volumes only)")
         # held as stored, integers unscaled; floating-point or scaled (scl_slope / scl_inter) data as float32
@@ -1469,6 +1489,8 @@ def _medical_nifti(
         display = display.astype(np.uint8)
     window = _window_of(percentiles)
     windows = [window(channel) for channel in display]
+    for k, channel_window in enumerate(windows):
+        _check_window(name, channel_window, _percentiles_text(percentiles) + (f" of channel {k}" if c > 1 else ""))
     lo, hi = windows[0]
     if c > 1:  # each modality on its own scale (CT and MRI channels, T1 and FLAIR), as training scales it
         notes.append(

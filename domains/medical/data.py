@@ -36,7 +36,15 @@ from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from domains.medical.volumes import PERCENTILES, axial_axes, axial_slices
+from domains.medical.volumes import (
+    FLOAT32_MAX,
+    PERCENTILES,
+    axial_axes,
+    axial_slices,
+    nonfinite_affine_problem,
+    percentile_window,
+    window_problem,
+)
 from shared.data import SplitLoaders, check_cap, group_split, same_setting, segmentation_augmentations
 from shared.files import (
     counting_hidden_files,
@@ -853,6 +861,8 @@ def _nifti_header(path: Path, check_data: bool = False) -> dict:
     except Exception as exc:  # nibabel / gzip raise many types for truncated or non-NIfTI files
         raise MedicalDataError(_unreadable_nifti(path, exc)) from exc
     header = image.header
+    if problem := nonfinite_affine_problem(image.affine, header.get_zooms()[:3]):
+        raise MedicalDataError(f"{path}: {problem}")
     return {
         "affine": np.asarray(image.affine, dtype=np.float64),
         "spatial_shape": np.asarray(shape[:3], dtype=np.int64),
@@ -1081,14 +1091,7 @@ class DecathlonSliceDataset(MedicalDataset):
         if c in self._cache:
             self._cache.move_to_end(c)
             return self._cache[c]
-        from monai.transforms import (
-            Compose,
-            EnsureChannelFirst,
-            Lambdad,
-            Resized,
-            ResizeWithPadOrCropd,
-            ScaleIntensityRangePercentilesd,
-        )
+        from monai.transforms import EnsureChannelFirst
 
         _case, image_path, label_path = self.cases[c]
         load, channel_first = _nifti_loader(), EnsureChannelFirst()
@@ -1109,12 +1112,8 @@ class DecathlonSliceDataset(MedicalDataset):
             )
         channel = np.asarray(data["image"][self.modality_index])
         if channel.dtype.kind == "f" and not np.isfinite(channel).all():
-            bad = int(channel.size - np.count_nonzero(np.isfinite(channel)))
-            raise MedicalDataError(
-                f"{image_path}: {bad:,} of {channel.size:,} voxels are NaN or infinite (modality_index="
-                f"{self.modality_index}); the intensity scaling and the models need finite values: fix or "
-                "remove this case"
-            )
+            raise MedicalDataError(self._nonfinite_message(image_path, channel))
+        window = self._window(image_path, channel)
         axes = tuple(int(a) for a in self._sources[c]["axes"])
         if axes != (0, 1, 2):  # slices cut along the head-foot axis (:func:`~domains.medical.volumes.axial_axes`)
             order = (0, *(a + 1 for a in axes))  # channels first
@@ -1123,7 +1122,29 @@ class DecathlonSliceDataset(MedicalDataset):
         size = (*(int(v) for v in self._sources[c]["resized"]), z)
         scale = min(size[0] / x, size[1] / y)
         crop = (self.crop_size, self.crop_size, z)
-        data = Compose(
+        with warnings.catch_warnings():
+            if window[0] == window[1]:  # said by _window, naming the volume: not MONAI's bare line too
+                warnings.filterwarnings("ignore", message=r"Divide by zero \(a_min == a_max\)")
+            data = self._pipeline(keys, size, scale, crop)(data)
+        image = np.asarray(data["image"][0], dtype=np.float32)
+        label = self._foreground(np.asarray(data["label"][0])).astype(np.uint8) if label_path else None
+        self._cache[c] = (image, label)
+        while len(self._cache) > self.cache_volumes:
+            self._cache.popitem(last=False)
+        return image, label
+
+    def _pipeline(self, keys: list[str], size: tuple, scale: float, crop: tuple) -> Callable:
+        """The MONAI transforms of one case (:meth:`_volume`): its channel, scaled to [0, 1] by the intensity
+        percentiles, resized to ``size`` (``scale``: the in-plane zoom) and padded to ``crop``."""
+        from monai.transforms import (
+            Compose,
+            Lambdad,
+            Resized,
+            ResizeWithPadOrCropd,
+            ScaleIntensityRangePercentilesd,
+        )
+
+        return Compose(
             [
                 Lambdad(
                     keys="image",
@@ -1144,13 +1165,53 @@ class DecathlonSliceDataset(MedicalDataset):
                 ),
                 ResizeWithPadOrCropd(keys=keys, spatial_size=crop),
             ]
-        )(data)
-        image = np.asarray(data["image"][0], dtype=np.float32)
-        label = self._foreground(np.asarray(data["label"][0])).astype(np.uint8) if label_path else None
-        self._cache[c] = (image, label)
-        while len(self._cache) > self.cache_volumes:
-            self._cache.popitem(last=False)
-        return image, label
+        )
+
+    def _nonfinite_message(self, image_path: Path, channel: np.ndarray) -> str:
+        """The error for a channel holding NaN / infinite voxels as read (float32): a float64 file's finite
+        values beyond float32's range are said as such (read again, on this error's path only)."""
+        import nibabel as nib
+
+        bad = int(channel.size - np.count_nonzero(np.isfinite(channel)))
+        where = f"modality_index={self.modality_index}"
+        image = nib.load(str(image_path))
+        if image.get_data_dtype().itemsize > 4 and image.get_data_dtype().kind == "f":
+            stored = np.asanyarray(image.dataobj)
+            stored = stored[..., self.modality_index] if stored.ndim > 3 else stored
+            over = int(np.count_nonzero(np.isfinite(stored) & (np.abs(stored) > FLOAT32_MAX)))
+            if over:
+                return (
+                    f"{image_path}: {over:,} of {channel.size:,} voxels ({where}) hold {stored.dtype} values "
+                    f"beyond +-{FLOAT32_MAX:.3g}, not representable as float32 (what the pipeline and the models "
+                    "compute in): rescale the volume (e.g. to HU) or remove this case"
+                )
+        return (
+            f"{image_path}: {bad:,} of {channel.size:,} voxels are NaN or infinite ({where}); the intensity "
+            "scaling and the models need finite values: fix or remove this case"
+        )
+
+    def _window(self, image_path: Path, channel: np.ndarray) -> tuple[float, float]:
+        """The percentile window that maps ``channel`` to [0, 1] (float64, as MONAI's scaling takes it),
+        refused where it would give NaN or one value for every tissue
+        (:func:`~domains.medical.volumes.window_problem`); an empty one (one value at both percentiles) is
+        warned of, naming the volume."""
+        low, high = self.percentiles
+        lo, hi = percentile_window(channel, (low, high))
+        channel_at = f"modality_index={self.modality_index}"
+        if problem := window_problem(lo, hi, f"intensity window ({low:g}-{high:g} percentiles, {channel_at})"):
+            raise MedicalDataError(
+                f"{image_path}: {problem}: set 'no data' voxels to the background value (e.g. -1024 "
+                "for CT) or fix the intensity scaling, or remove this case"
+            )
+        if lo == hi:
+            warnings.warn(
+                f"{image_path}: its {low:g}-{high:g} intensity percentiles ({channel_at}) are both {lo:g} (most voxels hold that one value): the window is empty, "
+                "so its intensities are shifted by it and clipped to 0..1, not scaled; check the volume, or "
+                "widen dataset_kwargs.percentiles",
+                MedicalDataWarning,
+                stacklevel=2,
+            )
+        return lo, hi
 
     def load(self, index: int) -> dict:
         c, z = self.slices[index]
@@ -1292,27 +1353,34 @@ def _holds_volumes(predict_path: str | Path) -> bool:
     return (root / "dataset.json").is_file() or any(_is_nifti(p) for p in root.rglob("*.nii*"))
 
 
-def build_predict_dataset(predict_path: str | Path, crop_size: int, **settings) -> MedicalDataset:
+def build_predict_dataset(
+    predict_path: str | Path, crop_size: int, size_problem: Callable[[int, int], str | None] | None = None, **settings
+) -> MedicalDataset:
     """The unlabelled dataset of ``--data.predict_path``: NIfTI volumes (:class:`NiftiImageDataset`, with
     ``settings``' ``modality_index`` / ``percentiles`` / ``cache_volumes``) or 2-D images
-    (:class:`ImageFileDataset`). Each file must read whole; those that do not are skipped and named in one
-    warning (an error if none reads). Images in true colour are read as their luminance, named in one
+    (:class:`ImageFileDataset`). Each file must read whole, and a 2-D image (predicted whole, not resized)
+    must be large enough for the network (``size_problem(height, width)``: why not, or None; the task's
+    :meth:`~domains.medical.task.MedicalSegmentationTask.predict_size_problem`); those that fail are skipped
+    and named in one warning (an error if none is left). Images in true colour are read as their luminance, named in one
     warning (grey stored as RGB is read as grey, unsaid). Outputs are named after the files (``ct_100``,
     ``img_7``), by the path below the folder where a name repeats (``site_a__ct_100``:
     :func:`shared.files.distinct_names`)."""
     root, files = _predict_files(predict_path)
     nifti = _is_nifti(files[0])
-    readable, failed, colour = [], [], []
+    readable, failed, colour, small = [], [], [], 0
     for path in files:
         try:
             if nifti:
                 _nifti_header(path, check_data=True)
             else:
                 try:
-                    LIDCPngDataset.read_image(path, upright=True)
+                    image = LIDCPngDataset.read_image(path, upright=True)
                 except ColourImageError:  # decoded again only if in colour (rare): the check stays one read
-                    LIDCPngDataset.read_image(path, upright=True, luminance=True)
+                    image = LIDCPngDataset.read_image(path, upright=True, luminance=True)
                     colour.append(str(path))
+                if size_problem is not None and (problem := size_problem(*image.shape[:2])):
+                    small += 1
+                    raise MedicalDataError(f"{path}: {problem}")
         except MedicalDataError as err:
             failed.append(str(err))
         else:
@@ -1327,13 +1395,16 @@ def build_predict_dataset(predict_path: str | Path, crop_size: int, **settings) 
         )
     if failed:
         shown = "; ".join(failed[:3]) + (f"; ... {len(failed) - 3} more" if len(failed) > 3 else "")
+        small_text = "too small for the network"
+        why = small_text if small == len(failed) else f"unreadable or {small_text}" if small else "unreadable"
         warnings.warn(
-            f"--data.predict_path {root}: {len(failed)} of {len(files)} files are not predicted, unreadable: {shown}",
+            f"--data.predict_path {root}: {len(failed)} of {len(files)} files are not predicted, {why}: {shown}",
             MedicalDataWarning,
             stacklevel=3,
         )
     if not readable:
-        raise MedicalDataError(f"--data.predict_path {root}: none of its {len(files)} files can be read")
+        cannot = "can be read" if not small else "can be predicted (unreadable or too small for the network)"
+        raise MedicalDataError(f"--data.predict_path {root}: none of its {len(files)} files {cannot}")
     from .predict import output_folder_name
 
     stem = _case_name if nifti else (lambda path: path.stem)
@@ -1668,7 +1739,10 @@ class MedicalDataModule(SplitLoaders):
             # NIfTI volumes go through the Decathlon reader's pipeline whatever data_format the config names
             reader = "decathlon" if _holds_volumes(self.predict_path) else self.data_format
             _check_reader_options(reader, self.dataset_kwargs)
-            base = build_predict_dataset(self.predict_path, self.crop_size, **self.dataset_kwargs)
+            # a 2-D image too small for the network is skipped and named, not the run's end (no model: unchecked)
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            size_problem = getattr(module, "predict_size_problem", None)
+            base = build_predict_dataset(self.predict_path, self.crop_size, size_problem, **self.dataset_kwargs)
             self.datasets[split] = ReaderDataset(base, "first", indices=self._capped(split, base))
         if split not in self.datasets:
             kw: dict[str, Any] = {"crop_size": self.crop_size}

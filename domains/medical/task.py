@@ -315,6 +315,47 @@ class MedicalSegmentationTask(BaseTask):
         self._size_multiple = size_multiple(self.model)  # walks every module: once, not per batch
         self._run_seed = torch.initial_seed()  # the run's seed (seed_everything), before any image's own
 
+    def predict_size_problem(self, height: int, width: int) -> str | None:
+        """Why the network cannot predict a whole image of ``height`` x ``width`` (padded to its size multiple,
+        as :meth:`predict_step` pads it), with the way out; None when it can. ``predict`` skips such an image
+        and names it (:func:`~domains.medical.data.build_predict_dataset`) instead of dying on it mid-run
+        with the whole folder unwritten. By hand, no library says it for any network: the norms that need
+        more than one value per channel at the coarsest scale sit inside each model (a U-Net's instance norms,
+        the Prob. U-Net's as ``GroupNorm``, an HPU-Net's batch norms, a model of one's own), so the network is
+        run once in eval mode on a blank image of that padded size, cached per size. Sides that are all at
+        least twice the size multiple (and 64 px) leave at least 2x2 pixels at the coarsest scale: not run."""
+        multiple = size_multiple(self.model)
+        padded = tuple(-(-int(side) // multiple) * multiple for side in (height, width))
+        if min(padded) >= max(2 * multiple, 64):
+            return None
+        why = self._predict_probe(padded)
+        if why is None:
+            return None
+        sides = range(multiple, max(2 * multiple, 64) + 1, multiple)
+        side = next((s for s in sides if self._predict_probe((s, s)) is None), None)
+        least = f"give it at least {side}x{side} pixels" if side else "give it a larger image"
+        return f"{height}x{width} pixels, too small for {type(self.model).__name__} ({why.splitlines()[0]}): {least}"
+
+    def _predict_probe(self, padded: tuple[int, int]) -> str | None:
+        """The error the network raises on a blank image of the ``padded`` size (eval mode, one sample, its noise
+        drawn from a generator of its own, torch's global one untouched), or None; remembered per size."""
+        cache = self.__dict__.setdefault("_predict_probes", {})
+        if padded not in cache:
+            param = next(self.model.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+            image = torch.zeros(1, int(getattr(self.model, "in_channels", 1)), *padded, device=device)
+            training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad(), image_noise([0]):
+                    self.model.sample_logits(image, 1)
+                cache[padded] = None
+            except (ValueError, RuntimeError) as err:
+                cache[padded] = str(err) or type(err).__name__
+            finally:
+                self.model.train(training)
+        return cache[padded]
+
     def _image_seed(self, image: torch.Tensor) -> int:
         """The seed of one image's samples (predict, validation, test): its pixels' CRC-32 mixed with the
         run's seed, so the same scan gets the same samples alone, in any batch or folder, and another run seed

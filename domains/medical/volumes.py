@@ -4,10 +4,20 @@ and the demo's home page imports this without torch or Lightning."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: the intensity percentiles the Decathlon pipeline maps to [0, 1] unless ``dataset_kwargs.percentiles`` says
 PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
+#: the largest intensity magnitude a percentile window may reach: CT is about -1024..3071 HU (30,710 on an
+#: extended scale), MR arbitrary units reach about 1e5; a window beyond this is a "no data" fill (-1e30) or a
+#: unit or scaling error, which scaled every tissue to one value (or overflowed float32 to NaN) unsaid
+PLAUSIBLE_INTENSITY = 1e6
+
+#: the largest float32 (the models' type): float64 values beyond it become infinite
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def axial_axes(affine: np.ndarray) -> tuple[int, int, int]:
@@ -16,9 +26,13 @@ def axial_axes(affine: np.ndarray) -> tuple[int, int, int]:
     (``nibabel.orientations.io_orientation``), so a volume saved with its axes permuted, e.g. (z, y, x), gives
     the axial slices its canonical twin gives; as stored too for an affine that gives no orientation. Each
     axis keeps its stored direction (no flip, unlike ``nibabel.as_closest_canonical``): an LPS volume's slices
-    are not mirrored against those of its set's other files, nor against those a model trained on."""
+    are not mirrored against those of its set's other files, nor against those a model trained on. An affine
+    that is not finite (a NaN voxel size) gives no orientation either: the readers refuse such files first
+    (:func:`nonfinite_affine_problem`)."""
     import nibabel as nib  # here: the demo's home page imports this module, and nibabel takes a second
 
+    if not np.isfinite(affine).all():  # a NaN voxel size: nibabel's SVD fails ("did not converge")
+        return (0, 1, 2)
     ornt = nib.orientations.io_orientation(affine)  # per stored axis: (world axis R/A/S, direction)
     if np.isnan(ornt).any() or ornt[2, 0] == 2:
         return (0, 1, 2)
@@ -44,3 +58,49 @@ def trained_percentiles(data: dict | None) -> tuple[float, float]:
     given = (data or {}).get("dataset_kwargs") or {}
     lower, upper = given.get("percentiles") or PERCENTILES
     return float(lower), float(upper)
+
+
+def nonfinite_affine_problem(affine: np.ndarray, zooms) -> str | None:
+    """What is wrong with a NIfTI whose ``affine`` is not finite (a NaN or infinite voxel size, ``zooms``,
+    with no qform / sform, or a NaN in one), with the way out; None when it is finite. Its slices cannot be
+    placed nor resized to their physical aspect: the readers refuse it, naming the file."""
+    if np.isfinite(affine).all():
+        return None
+    sizes = ", ".join(f"{float(z):g}" for z in zooms)
+    return (
+        f"its voxel sizes (pixdim) ({sizes}) or its qform / sform are not finite numbers, so its voxels cannot be "
+        "placed: set the voxel sizes in its header (e.g. nibabel's header.set_zooms) or remove this file"
+    )
+
+
+def percentile_window(values: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> tuple[float, float]:
+    """``np.percentile(values, percentiles)`` (its default linear interpolation), interpolated in float64
+    whatever the data's type. By hand: numpy interpolates in the data's type, and float32 overflows to inf
+    or NaN between values near +-3e38; a float64 copy of the volume took twice the memory of this float32
+    partition."""
+    flat = np.ravel(values)
+    last = flat.size - 1
+    ranks = [float(p) / 100 * last for p in percentiles]
+    below = [min(last, max(0, math.floor(r))) for r in ranks]
+    part = np.partition(flat, sorted({k for b in below for k in (b, min(last, b + 1))}))
+    window = []
+    for r, b in zip(ranks, below):
+        a, c = float(part[b]), float(part[min(last, b + 1)])
+        window.append(a + (c - a) * (r - b))
+    return window[0], window[1]
+
+
+def window_problem(lo: float, hi: float, what: str = "intensity window") -> str | None:
+    """What is wrong with an intensity window ``lo``..``hi`` (float64 percentiles) that is to map a volume
+    to [0, 1], or None: bounds not finite in float32 (the scaling then gave NaN), or beyond
+    :data:`PLAUSIBLE_INTENSITY` (a "no data" fill or a unit error: every tissue scaled to one value).
+    ``what``: how the message names the window."""
+    if not all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in (lo, hi)):
+        return f"its {what} {lo:g}..{hi:g} is not representable as float32 (beyond +-{FLOAT32_MAX:.3g})"
+    if max(abs(lo), abs(hi)) > PLAUSIBLE_INTENSITY:
+        return (
+            f"its {what} {lo:g}..{hi:g} reaches beyond +-{PLAUSIBLE_INTENSITY:g}, no CT (about "
+            "-1024..3071 HU) or MR (up to about 1e5) intensity: a 'no data' fill (e.g. -1e30) or a unit or "
+            "scaling error, which would scale every tissue to one value"
+        )
+    return None

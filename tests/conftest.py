@@ -30,6 +30,14 @@ def _environment_restored() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_environment_restored() -> Iterator[None]:
+    """The same around each test file: a module fixture that seeds (set up before the per-test restore) leaves
+    its PL_GLOBAL_SEED to its own file's tests only."""
+    with mock.patch.dict(os.environ):
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two threads per process

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ast
 import codecs
-import contextlib
-import dataclasses
 import difflib
 import functools
 import importlib.metadata
@@ -22,12 +20,11 @@ import sys
 import types
 import typing
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import yaml
-from filelock import FileLock, Timeout
 from jsonargparse import ArgumentError, Namespace, dict_to_namespace
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.accelerators import CPUAccelerator
@@ -37,13 +34,10 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
-from pytorch_lightning.utilities.exceptions import SIGTERMException
-from torch.utils.data import Dataset
 
 from shared.budget import FitScheduleToBudget
-from shared.classification.data import IMAGE_SUFFIXES
+from shared.checkpointing import LastIsLastCheckpoint
 from shared.cli_help import (
-    RESUME_HINT,
     SUBCOMMAND_HELP,
     metric_mode,
     quiet_library_notes,
@@ -52,15 +46,6 @@ from shared.cli_help import (
 )
 from shared.data import map_paths
 from shared.device import cpu_has_bf16_units
-from shared.files import (
-    PREDICTIONS_MANIFEST,
-    check_output_folder,
-    earlier_predictions,
-    is_hidden,
-    recording_writes,
-    stop_recording,
-    written_whole,
-)
 from shared.notify import (
     NotifyWhenDone,  # noqa: F401 - imported, a known callback: --trainer.callbacks+=NotifyWhenDone
     holds_logged_values,
@@ -69,7 +54,6 @@ from shared.optim import CtrlCBetweenSteps
 from shared.task import (
     CheckpointMismatchError,
     check_checkpoint_file,
-    gather_lists,
     network_differences,
     plain_values,
     read_checkpoint_data,
@@ -1018,10 +1002,11 @@ class SuiteCLI(LightningCLI):
             choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
     def instantiate_trainer(self, **kwargs):
-        """The trainer, plus :class:`PredictionSet` (not a CLI option: always on); the run's log version is
-        taken first (:meth:`_reserve_log_version`). ``predict`` gets no logger, nor a config.yaml: it logs
-        nothing (Lightning refuses ``self.log`` there), and each predict run took a version_N of its own that
-        listed as an empty run (with logging off its config.yaml would overwrite a fit's in the root dir)."""
+        """The trainer, plus :class:`shared.prediction_set.PredictionSet` (not a CLI option: always on);
+        the run's log version is taken first (:meth:`_reserve_log_version`). ``predict`` gets no logger, nor a
+        config.yaml: it logs nothing (Lightning refuses ``self.log`` there), and each predict run took a
+        version_N of its own that listed as an empty run (with logging off its config.yaml would overwrite a
+        fit's in the root dir)."""
         if self.subcommand == "predict":
             kwargs["logger"] = False
         self._reserve_log_version()
@@ -1029,6 +1014,9 @@ class SuiteCLI(LightningCLI):
         if self.subcommand in (None, "fit"):  # only a fit wraps the model in torch's DDP
             given = self._get(self.config_init, "trainer", default={}).get("strategy")
             find_unused_parameters_where_idle(trainer, self.model, given)
+        # imported here: shared.prediction_set raises this module's ConfigError (circular at the top)
+        from shared.prediction_set import PredictionSet
+
         trainer.callbacks.append(PredictionSet())
         if self.subcommand == "predict":
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
@@ -1602,513 +1590,6 @@ def _check_nulls(values, group: str, cls) -> None:
             raise ConfigError(f"{group}.{name}: null is not allowed ({cls.__name__} needs {hints[name]})")
 
 
-class LastIsLastCheckpoint(ModelCheckpoint):
-    """Checkpoints: the best by the monitored metric, and ``last.ckpt`` holding the run's last state.
-
-    Lightning's ``ModelCheckpoint``, whose ``last.ckpt`` is the run's last state again.
-
-    Since Lightning 2.6 ``save_last`` writes ``last.ckpt`` only when a top-k checkpoint is saved at the same step,
-    so with the suite's best-on-the-validation-metric a run whose metric stopped improving kept an old
-    ``last.ckpt``: ``fit --ckpt_path last`` resumed epochs back, and ``test --ckpt_path last`` scored an old model.
-    This saves it after every validation (or epoch) that did not, and when training ends between validations
-    (``check_val_every_n_epoch`` > 1, ``max_time``, ``max_steps``); with ``fast_dev_run``, documented as not
-    checkpointing, it writes none at the end either (a smoke run became the newest ``last*.ckpt``).
-    ``save_last="link"`` keeps Lightning's behaviour (a link to the newest top-k file). Its state key is the
-    parent's, so checkpoints stay interchangeable with plain ``ModelCheckpoint`` runs; with step saves
-    (:meth:`_steps_for_resume`) it is that of the same run without them."""
-
-    _resumed_at: int | None = None  # the step a resumed fit restored (on_train_start)
-    _interrupt_saved_at: int | None = None  # the step whose state a SIGTERM or Ctrl-C saved (on_exception)
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        # Lightning warns "Checkpoint directory ... exists and is not empty" on every fit after the first into a
-        # config's folder, which the suite intends (each config keeps one folder): said as what happens instead
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-            super().setup(trainer, pl_module, stage)
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        # here, not in setup: the checkpoint a resume reads is known only now (a resume writes last.ckpt again)
-        super().on_fit_start(trainer, pl_module)
-        folder = Path(self.dirpath) if self.dirpath and "://" not in str(self.dirpath) else None
-        fresh = not trainer.fast_dev_run and trainer.ckpt_path is None
-        if fresh and folder is not None and any(folder.glob("*.ckpt")):
-            rank_zero_info(
-                f"{folder} holds an earlier run's checkpoints: this run's are saved beside them under new names "
-                "(last-v1.ckpt, ...); --ckpt_path last takes the newest"
-            )
-
-    def _steps_for_resume(self) -> bool:
-        """``every_n_train_steps`` with a monitor and ``save_last``: the step saves write ``last.ckpt`` only (to
-        resume a killed run), and the best-k are chosen at validations by their own score. Lightning's own
-        rule saved top-k files at those steps instead, each scored with the previous validation's value (and
-        none at validations): ``best`` was a model one step after the best validation, never validated itself."""
-        return self._every_n_train_steps >= 1 and self.monitor is not None and self.save_last is True
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self._steps_for_resume():
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        elif trainer.global_step % self._every_n_train_steps == 0 and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
-        self._resumed_at = trainer.global_step if trainer.ckpt_path else None
-
-    def _replayed_epoch_end(self, trainer) -> bool:
-        """A checkpoint saved at an epoch's end makes a resume run that end again, before any step: nothing new
-        to save, and no metric to rank by (Lightning warned "could not find the monitored key", as for a typo)."""
-        validated = trainer.fit_loop.epoch_loop.val_loop._has_run
-        return self._resumed_at == trainer.global_step and not validated
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self._replayed_epoch_end(trainer):
-            return
-        if self._steps_for_resume():
-            if self._fitting(trainer) and self._should_save_on_train_epoch_end(trainer):
-                # at the epoch's end, after its validation, whatever a step save wrote at this step
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            return
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refuse_unlogged_monitor(trainer)
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_missed(trainer)
-
-    @staticmethod
-    def _fitting(trainer) -> bool:
-        return trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if self._steps_for_resume():
-            if self._fitting(trainer):  # a step save at this very step (last only) is no reason to skip
-                self._refuse_unlogged_monitor(trainer, at_validation=True)
-                candidates = self._monitor_candidates(trainer)
-                self._save_topk_checkpoint(trainer, candidates)
-                if not self._should_save_on_train_epoch_end(trainer):  # else at the epoch's end, just after
-                    self._save_last_checkpoint(trainer, candidates)  # again: it now records the best
-            return
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refuse_unlogged_monitor(trainer)
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_missed(trainer)
-
-    def _refuse_unlogged_monitor(self, trainer, at_validation: bool = False) -> None:
-        """A ``monitor`` no validation logs (a typo: ``val/gde``) stopped the run at its first validation with
-        Lightning's error, before any checkpoint: the epoch was lost. ``last.ckpt`` is saved first, and the error
-        lists what is logged. ``at_validation``: the best-k are chosen at every validation (steps for resume)."""
-        every_epoch = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
-        saves_top_k = at_validation or every_epoch
-        validated = trainer.fit_loop.epoch_loop.val_loop._has_run  # without, Lightning only warns
-        skipped = self._should_skip_saving_checkpoint(trainer) and not at_validation
-        if self.monitor is None or self.save_top_k == 0 or not (saves_top_k and validated) or skipped:
-            return  # where Lightning's own check would not stop the run either
-        candidates = self._monitor_candidates(trainer)
-        if self.monitor in candidates:
-            return
-        if self.save_last:
-            self._save_last_checkpoint(trainer, candidates)
-        logged = ", ".join(sorted(k for k in candidates if "/" in k)) or "none"
-        saved = (
-            "; last.ckpt is saved: `fit --ckpt_path last --checkpoint.monitor NAME` goes on" if self.save_last else ""
-        )
-        raise ValueError(
-            f"--checkpoint.monitor {self.monitor} is not a metric this run logs (logged: {logged}){saved}"
-        )
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        """A SIGTERM (a scheduler's preemption, ``docker stop``) stops the fit after the batch in hand, and a
-        Ctrl-C (KeyboardInterrupt) within the batch in hand: the state at the last finished step is saved as
-        ``last.ckpt``, so ``fit --ckpt_path last`` goes on from it (Ctrl-C saved nothing: with
-        ``check_val_every_n_epoch`` 10, 8 epochs were lost). Not from inside a validation: a checkpoint there
-        would resume into its middle."""
-        if (
-            isinstance(exception, (SIGTERMException, KeyboardInterrupt))
-            and self._fitting(trainer)
-            and trainer.state.stage == "train"
-            and self.save_last is True  # "link": Lightning's own, a link to the newest top-k file
-            and self._interrupt_saved_at != trainer.global_step  # early by NotifyWhenDone, then by Lightning
-        ):
-            self._save_last_if_missed(trainer)
-            self._interrupt_saved_at = trainer.global_step
-            sigterm = isinstance(exception, SIGTERMException)  # the CLI's exit line gives its hint
-            what, hint = ("SIGTERM", "") if sigterm else ("Ctrl-C", f" ({RESUME_HINT})")
-            step, path = trainer.global_step, self.last_model_path
-            rank_zero_info(f"{what}: the fit's state at step {step} is saved in {path}{hint}")
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if not trainer.fast_dev_run:
-            super().on_train_end(trainer, pl_module)
-            self._save_last_if_missed(trainer)
-
-    def _save_last_if_missed(self, trainer) -> None:
-        # skipped when the parent saved at this step already (top-k and last), in sanity checks and fast_dev_run
-        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def _generate_state_key(self, **kwargs) -> str:
-        if self._steps_for_resume():  # the best-k are kept as without step saves: the same state, found on a
-            kwargs.update(every_n_train_steps=0, every_n_epochs=1)  # resume that adds or drops them
-        return f"ModelCheckpoint{kwargs!r}"
-
-
-class PredictionSet(pl.Callback):
-    """``predict_dir`` holds one run's predictions, whole.
-
-    A run records the files its writers put in place (:func:`shared.files.recording_writes`; every rank's,
-    gathered at the end) and lists them in ``<predict_dir>/.predictions.json``. The next run moves those into
-    ``.predictions-previous/`` when it starts, deletes them when it finishes, and if it fails deletes the files
-    it wrote and moves the earlier set back. So a folder never mixes two runs (an old ``unreadable.csv`` or
-    ``sample_03.png`` beside the new set), a failed run leaves the earlier set as it was, and no other file
-    (a log, a note, a checkpoint saved there) is ever listed, moved or deleted. An aside folder found at the
-    start is a run killed outright: its earlier set is put back, with a warning (the killed run's own files
-    cannot be told from others then, and stay). A ``predict_dir`` holding files the run reads is refused before
-    anything is moved or written (:meth:`_refuse_inputs_inside`): outputs named after the inputs replaced them.
-    So is one another predict run is writing into (:meth:`_lock`): two runs into one folder at once both
-    exited 0, and the folder held one run's set, the other's gone.
-
-    A SIGTERM (``docker stop``, a scheduler's preemption) stops the run after the batch in hand, as it stops
-    ``fit``, ``validate`` and ``test``: Lightning's handler only sets a flag, which its predict loop never reads,
-    so the run went on to the end (or to the SIGKILL that follows)."""
-
-    MANIFEST = PREDICTIONS_MANIFEST
-    ASIDE = ".predictions-previous"
-    LOCK = ".predictions.lock"  # hidden: no reader or listing takes it, and no manifest lists it
-
-    def __init__(self):
-        self._root: Path | None = None
-        self._running = False  # a run of ours has started and not finished (what on_exception undoes)
-        self._existed = False
-        self._written: set[Path] = set()
-        self._held: FileLock | None = None  # the predict_dir's lock, while this run writes there
-
-    def on_predict_start(self, trainer, pl_module) -> None:
-        out = getattr(pl_module, "predict_dir", None)
-        self._root, self._running = (Path(out) if out else None), False
-        if self._root is None:
-            return
-        check_output_folder(self._root, "--model.predict_dir")  # a file there failed after the first batch
-        self._refuse_inputs_inside(trainer)
-        self._written = recording_writes()  # on every rank: each writes its share
-        if trainer.is_global_zero:
-            self._existed = self._root.is_dir()
-            self._lock()
-            if (self._root / self.ASIDE).is_dir():
-                self._restore_aside()
-                rank_zero_warn(
-                    f"predict_dir {self._root}: an earlier predict run there stopped before it finished (killed?); "
-                    "the set before it is put back (files that run wrote under other names may remain)"
-                )
-            self._move_listed_aside()
-            self._running = True
-        trainer.strategy.barrier("PredictionSet.start")  # the old set is aside before any rank writes
-
-    def _lock(self) -> None:
-        """Hold an inter-process lock on ``predict_dir`` (``LOCK`` in it, made with the folder) for the run, or
-        refuse it at once, nothing moved or written, where another process holds it. A run of this same process
-        that never finished (a test's, a notebook's) is no other run: its lock is taken over
-        (``is_singleton``), as the system frees a killed process's."""
-        self._root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self._root / self.LOCK, blocking=False, is_singleton=True)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise ConfigError(
-                f"--model.predict_dir {self._root}: another predict run is writing there (it holds "
-                f"{self._root / self.LOCK}); nothing was moved or written: wait for it to finish, or give another "
-                "--model.predict_dir"
-            ) from None
-        self._held = lock
-
-    def _unlock(self) -> None:
-        """Let the lock go, its file removed first, while still held (filelock then sees that a file it opened
-        meanwhile is gone, and takes no lock on it), so a finished run leaves nothing of it in the folder."""
-        if self._held is not None:
-            with contextlib.suppress(OSError):  # Windows keeps an open file: its lock removes it on release
-                Path(self._held.lock_file).unlink(missing_ok=True)
-            self._held.release(force=True)
-            self._held = None
-
-    def _refuse_inputs_inside(self, trainer) -> None:
-        """Refuse, before anything is moved or written, a ``predict_dir`` holding files the run reads: its writers
-        name their outputs after the inputs (``images/<id>.png``, ``<name>_overlay.png``, ``cam/<name>``), so
-        ``--data.predict_path D/images --model.predict_dir D`` drew each photo's overlay over the photo itself,
-        listed the photos as the run's predictions, and the next run moved them aside (:func:`_inputs_in`).
-        Besides the folder an option names, the files the predict set itself holds (:func:`_dataset_paths`):
-        the default synthetic set (no path given) and a label CSV's images elsewhere went unchecked."""
-        datamodule = trainer.datamodule
-        option, root = _predict_input(datamodule)
-        inside = _inputs_in(self._root, root) if root is not None else []
-        if inside:
-            more = f" and {len(inside) - 1} more" if len(inside) > 1 else ""
-            raise ConfigError(
-                f"--model.predict_dir {self._root}: it holds input files of {option} {root} ({inside[0]}{more}), "
-                "which predict's outputs could overwrite; nothing was written: give a --model.predict_dir that "
-                f"holds no input (a new folder beside the inputs; one inside {option} is fine)"
-            )
-        inside = _held_inside(self._root, _dataset_paths(_predict_datasets(trainer)))
-        if inside:
-            more = f" and {len(inside) - 1} more" if len(inside) > 1 else ""
-            what = (
-                f"the images of --data.predict_path {datamodule.predict_path}"
-                if getattr(datamodule, "predict_path", None) is not None
-                else "the data set predict reads without --data.predict_path: its test split, or the default "
-                "synthetic set"
-            )
-            raise ConfigError(
-                f"--model.predict_dir {self._root}: it holds files this predict run reads "
-                f"({inside[0]}{more}: {what}), which predict's outputs could overwrite; nothing was written: "
-                "give a --model.predict_dir that holds none of them"
-            )
-
-    def on_predict_batch_end(self, trainer, *args) -> None:
-        # on_exception below puts the earlier set back; the CLI exits 143. Not after the last batch: the set is
-        # whole then (as Lightning's evaluation loop, which checks only before the last)
-        if trainer.received_sigterm and not trainer.predict_loop.batch_progress.is_last_batch:
-            raise SIGTERMException
-
-    def on_predict_end(self, trainer, pl_module) -> None:
-        if self._root is None:
-            return
-        stop_recording(self._written)
-        root = self._root.resolve()
-        written = sorted(
-            p.relative_to(root).as_posix() for p in map(Path, gather_lists(sorted(map(str, self._written))))
-            if root in p.parents
-        )  # every rank's files (the gather waits for every rank to finish writing)
-        if not self._running:
-            return
-        # listed: only what the next run takes as a predict run's (a callback's own .ckpt or .md is not)
-        unlisted = {rel: problem for rel in written if (problem := _listed_entry_problem(self._root, rel))}
-        if unlisted:
-            first, problem = next(iter(unlisted.items()))
-            rank_zero_warn(
-                f"predict_dir {self._root}: {len(unlisted)} file(s) this run wrote there are not listed in "
-                f"its {self.MANIFEST}, so a later run leaves them as they are ({first} {problem})"
-            )
-            written = [rel for rel in written if rel not in unlisted]
-        self._root.mkdir(parents=True, exist_ok=True)  # a run that wrote nothing still says so
-        with written_whole(self._root / self.MANIFEST) as tmp:
-            tmp.write_text(json.dumps(written, indent=0), encoding="utf-8")
-        shutil.rmtree(self._root / self.ASIDE, ignore_errors=True)
-        self._running = False
-        self._unlock()
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        stop_recording(self._written)
-        if not self._running:
-            self._unlock()  # refused or failed before anything of its own was written
-            return
-        root = self._root.resolve()
-        written = [p for p in self._written if root in p.parents]
-        for path in written:  # this process's files only: nothing else is the run's for sure
-            path.unlink(missing_ok=True)
-        _remove_empty_folders(root, {path.parent for path in written})
-        self._restore_aside()
-        self._unlock()  # its file out of the folder before the folder is found empty
-        if not self._existed and self._root.is_dir() and not any(self._root.iterdir()):
-            self._root.rmdir()
-        self._running = False
-
-    def _move_listed_aside(self) -> None:
-        """The last finished run's files (and its manifest) into ``ASIDE``; if a move fails, the moved ones go back
-        and the error is raised (nothing of this run has started, so nothing else is touched). A manifest that
-        is no list a predict run wrote (:func:`_listed_entry_problem`: a hand-edited or foreign one naming
-        ``../../notes.txt``, an absolute path, or a ``model.ckpt`` beside the predictions) is refused before
-        anything moves: its files were moved aside and then deleted as the earlier set."""
-        manifest = self._root / self.MANIFEST
-        if not manifest.is_file():
-            return
-        listed = _read_json(manifest)
-        fix = (
-            "nothing was moved or written: if no predict run wrote it, delete it (the files it names stay) "
-            "or give another --model.predict_dir"
-        )
-        if not isinstance(listed, list):
-            raise ConfigError(
-                f"{manifest}: not the list of files a predict run wrote there (a JSON list of names inside "
-                f"{self._root}); {fix}"
-            )
-        for rel in listed:
-            if problem := _listed_entry_problem(self._root, rel):
-                raise ConfigError(f"{manifest}: entry {rel!r} {problem}; {fix}")
-        aside = self._root / self.ASIDE
-        try:
-            for rel in [*listed, self.MANIFEST]:
-                if (self._root / rel).is_file():
-                    (aside / rel).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(self._root / rel, aside / rel)
-        except OSError:
-            self._restore_aside()
-            raise
-        _remove_empty_folders(self._root, {(self._root / rel).parent for rel in listed})
-
-    def _restore_aside(self) -> None:
-        aside = self._root / self.ASIDE
-        if aside.is_dir():
-            for path in (p for p in aside.rglob("*") if p.is_file()):
-                target = self._root / path.relative_to(aside)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-            shutil.rmtree(aside, ignore_errors=True)
-
-
-#: the files predict both reads and writes (pictures, volumes): where ``predict_dir`` lies inside the input
-#: folder, a file of these kinds in it is read as input and could be written over (a log or a note is neither)
-_READ_AND_WRITTEN = (*IMAGE_SUFFIXES, ".nii", ".nii.gz")
-
-
-#: the kinds of file predict's writers put in a ``predict_dir`` (pictures, NIfTI volumes, anomaly score
-#: arrays, CSV tables, KITTI and instance text, COCO results JSON): a manifest entry of another kind (a
-#: ``model.ckpt``, a ``notes.md``) is no file a predict run wrote
-_PREDICTED_KINDS = (*IMAGE_SUFFIXES, ".nii", ".nii.gz", ".npy", ".csv", ".txt", ".json")
-
-
-def _listed_entry_problem(root: Path, rel) -> str | None:
-    """Why ``rel``, an entry of ``root``'s predictions manifest, names no file a predict run could have
-    written there (None: it may be moved): only a plain relative name (``images/000001.png``, as the manifest
-    is written) of a visible file inside ``root``, of a kind predict writes (``_PREDICTED_KINDS``), and not
-    through a link leading out of ``root``."""
-    if not isinstance(rel, str) or not rel:
-        return "is not a file name"
-    name = PurePosixPath(rel)
-    plain = not name.is_absolute() and "\\" not in rel and name.as_posix() == rel
-    if not plain or any(part in (".", "..") for part in rel.split("/")):
-        return f"is not a plain relative name inside {root} (as predict writes them: images/000001.png)"
-    if any(part.startswith(".") for part in name.parts):
-        return "is a hidden file, which predict never lists"
-    if not rel.lower().endswith(_PREDICTED_KINDS):
-        return f"is not of a kind predict writes ({', '.join(_PREDICTED_KINDS)})"
-    resolved = root.resolve()
-    if resolved not in (resolved / rel).resolve().parents:
-        return f"leads out of {root} through a link"
-    return None
-
-
-def _predict_datasets(trainer) -> list:
-    """The datasets of the predict loaders Lightning built for this run (none before it built them)."""
-    loaders = getattr(trainer, "predict_dataloaders", None)
-    if isinstance(loaders, dict):
-        loaders = list(loaders.values())
-    elif not isinstance(loaders, (list, tuple)):
-        loaders = [loaders]
-    return [loader.dataset for loader in loaders if getattr(loader, "dataset", None) is not None]
-
-
-#: how far below a dataset :func:`_dataset_paths` looks: its attribute (a list of records), a record (a tuple,
-#: a dataclass), the record's field (the image path; a list of a record's mask paths)
-_PATH_DEPTH = 3
-
-
-def _held_values(value) -> list:
-    """What :func:`_dataset_paths` looks into below ``value``: a container's items, a dataset's or a dataclass
-    record's attributes; nothing for anything else (an array, a tensor, a transform, a number)."""
-    if isinstance(value, dict):
-        return [*value.keys(), *value.values()]
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
-    if isinstance(value, Dataset) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
-        if hasattr(value, "__dict__"):
-            return list(vars(value).values())
-        return [getattr(value, field.name, None) for field in dataclasses.fields(value)]  # slots
-    return []
-
-
-def _dataset_paths(datasets) -> list[str | Path]:
-    """The paths the predict ``datasets`` hold (``str`` and ``Path`` values), found in their attributes, their
-    records (lists, tuples, dicts, dataclasses; ``_PATH_DEPTH`` levels down) and the datasets they wrap (a
-    ``Subset``'s, a view's ``base``). The data modules hold their inputs in no one shape (an annotation's
-    ``image_path``, a sample tuple, a clip's folder), and what the loader reads is what the check must cover:
-    the default synthetic set, a label CSV's images elsewhere. Values only: no file is opened. Written here:
-    no library lists the files behind a torch dataset."""
-    found, seen = [], set()
-    stack = [(dataset, 0) for dataset in datasets]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, Dataset):
-            depth = 0  # a wrapped dataset: its own attributes are one level down again
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        for child in _held_values(value):
-            named = isinstance(child, str) and 0 < len(child) < 4096 and "\0" not in child
-            if named or isinstance(child, Path):
-                found.append(child)  # a class name or an id names no file: _held_inside leaves it out
-            elif depth + 1 < _PATH_DEPTH or isinstance(child, Dataset):
-                stack.append((child, depth + 1))
-    return found
-
-
-def _held_inside(folder: Path, paths) -> list[Path]:
-    """The files among ``paths`` (and below the folders among the ``Path`` ones) that lie in ``folder``, as
-    :func:`_inputs_in` finds them. Each path's folder is resolved once (a data set's images share a few), so a
-    large set costs a string comparison per image; only those inside are looked at on disk."""
-    if not folder.is_dir():
-        return []  # made by this run: nothing is in it yet
-    inside, real, where = set(), {}, os.path.join(os.path.realpath(folder), "")
-    for path in paths:
-        parent, name = os.path.split(path)
-        if name in ("", ".", ".."):  # a folder named by its own "x/.." or "x/": resolved whole
-            parent, name = os.path.split(os.path.realpath(path))
-        if parent not in real:
-            real[parent] = os.path.join(os.path.realpath(parent or "."), "")
-        full = real[parent] + name
-        if not (full + os.sep).startswith(where):
-            continue
-        if os.path.isfile(full):
-            inside.add(Path(full))
-        elif isinstance(path, Path) and os.path.isdir(full):  # a data set's root, a clip's frame folder
-            inside.update(_inputs_in(folder, Path(full)))
-    return sorted(inside)
-
-
-def _predict_input(datamodule) -> tuple[str, Path | None]:
-    """The option and the file or folder a predict run reads: ``--data.predict_path`` (one's own images), else
-    the data set's ``--data.data_path`` (a file there, e.g. a COCO JSON or a label CSV: its folder). None where
-    the module names neither (a default data set, or no data module)."""
-    if getattr(datamodule, "predict_path", None) is not None:
-        return "--data.predict_path", Path(datamodule.predict_path)
-    data_path = getattr(datamodule, "data_path", None)
-    if data_path is None:
-        return "--data.data_path", None
-    return "--data.data_path", Path(data_path).parent if Path(data_path).is_file() else Path(data_path)
-
-
-def _inputs_in(folder: Path, root: Path) -> list[Path]:
-    """The input files below ``root`` (a file or folder) that lie in the output ``folder``, as the readers list
-    them (hidden files and what an earlier predict run listed left out). Inputs inside ``folder``: every one of
-    them; ``folder`` inside the input folder: only the files in it of kinds predict reads and writes both."""
-    root, folder = root.resolve(), folder.resolve()
-    if root == folder or folder in root.parents:
-        files, kinds = ([root] if root.is_file() else root.rglob("*")), None
-    elif root in folder.parents and folder.is_dir():
-        files, kinds = folder.rglob("*"), _READ_AND_WRITTEN
-    else:
-        return []
-    listed = earlier_predictions(root) if root.is_dir() else set()
-    return sorted(
-        path for path in files
-        if path.is_file() and not is_hidden(path, root) and path.resolve() not in listed
-        and (kinds is None or path.name.lower().endswith(kinds))
-    )
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _remove_empty_folders(root: Path, folders) -> None:
-    """Remove each of ``folders`` (and the folders above it, up to ``root``) that is empty, deepest first."""
-    above = {parent for folder in folders for parent in (folder, *folder.parents) if root in parent.parents}
-    for folder in sorted(above, key=lambda p: len(p.parts), reverse=True):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
 def run_cli(model_class, datamodule_class, domain: str, monitor: str, **options) -> SuiteCLI:
     """Entry point used by each domain's ``__main__`` (and by tests, with ``args``): :class:`SuiteCLI` on the
     task and data module, which a domain must give a ``monitor`` metric. ``options``: ``monitor_mode``,
@@ -2143,7 +1624,6 @@ def flat_model_config(model: dict) -> dict:
 __all__ = [
     "ConfigError",
     "ConfigInCheckpoints",
-    "PredictionSet",
     "SuiteCLI",
     "default_trainer_kwargs",
     "flat_model_config",

@@ -664,7 +664,7 @@ def ensure_generated(
 _GENERATION_TRIES = 3
 
 
-#: the list of files a predict run wrote into its ``predict_dir`` (:class:`shared.cli.PredictionSet`)
+#: the list of files a predict run wrote into its ``predict_dir`` (:class:`shared.prediction_set.PredictionSet`)
 PREDICTIONS_MANIFEST = ".predictions.json"
 
 

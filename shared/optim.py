@@ -76,7 +76,7 @@ class CtrlCBetweenSteps(pl.Callback):
 
     Python raises ``KeyboardInterrupt`` wherever the main thread is when SIGINT comes: inside
     ``optimizer.step`` it left part of the weights (and of the optimiser's moments) one step on, and the
-    suite's Ctrl-C save (``shared.cli.LastIsLastCheckpoint.on_exception``) wrote that half-step as a
+    suite's Ctrl-C save (``shared.checkpointing.LastIsLastCheckpoint.on_exception``) wrote that half-step as a
     resumable ``last.ckpt`` labelled with the step before. So from just before the update
     (``on_before_optimizer_step``: forward and backward done, nothing changed yet) to the end of its batch
     (the step counted, the LR schedule stepped) a SIGINT is held, and given to the handler it was meant for

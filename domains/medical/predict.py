@@ -113,7 +113,7 @@ def _remove_outputs(folder: Path) -> None:
 def _claim(claims: dict, output_dir: Path, folder: Path, owner, item_id: str) -> None:
     """Record that ``owner`` writes ``folder``; a folder another owner already writes is an error naming both
     ids, since the second's files would overwrite the first's (the run's files are then removed, as for any
-    failed ``predict``: :class:`shared.cli.PredictionSet`)."""
+    failed ``predict``: :class:`shared.prediction_set.PredictionSet`)."""
     first = claims.setdefault(folder, (owner, item_id))
     if first[0] != owner:
         raise ValueError(

@@ -15,7 +15,7 @@ from domains.medical.models import UNetSegmenter
 from domains.medical.predict import MedicalPredictionWriter
 from domains.medical.synthetic import main as synthetic_main
 from domains.medical.task import MedicalSegmentationTask
-from shared.cli import PredictionSet
+from shared.prediction_set import PredictionSet
 from tests.helpers import quiet_trainer, write_lidc
 
 pytestmark = pytest.mark.usefixtures("one_thread")

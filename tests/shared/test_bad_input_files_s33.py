@@ -159,7 +159,7 @@ def test_suggest_options_names_only_close_options():
 def test_a_classification_predict_dir_that_is_a_file_is_refused_before_predicting(tmp_path):
     """The shared prediction set checks it for every task: classification wrote its first batch's files into
     ``<file>/cam`` and failed with a NotADirectoryError naming no option."""
-    from shared.cli import PredictionSet
+    from shared.prediction_set import PredictionSet
     from tests.helpers import quiet_trainer, stripes_data, stripes_folder, stripes_task
 
     root = stripes_folder(tmp_path / "data", {"train": 1, "val": 1, "test": 1})

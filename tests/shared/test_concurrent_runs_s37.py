@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from domains.driving import convert
-from shared.cli import ConfigError, PredictionSet, reserve_log_version, run_cli, saved_checkpoint
+from shared.cli import ConfigError, reserve_log_version, run_cli, saved_checkpoint
+from shared.prediction_set import PredictionSet
 from tests.driving.layouts import write_instance_kitti
 from tests.shared.test_prediction_set import contents, predict, run_a
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask

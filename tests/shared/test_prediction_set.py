@@ -15,8 +15,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from shared import cli
-from shared.cli import PredictionSet
 from shared.files import written_whole
+from shared.prediction_set import PredictionSet
 from tests.helpers import quiet_trainer
 
 

@@ -18,9 +18,10 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from shared.classification.data import ClassificationDataModule
-from shared.cli import ConfigError, PredictionSet, _check_config_files, _dataset_paths, _suite_config_files
+from shared.cli import ConfigError, _check_config_files, _suite_config_files
 from shared.cli_help import SUITE_ROOT
 from shared.files import written_whole
+from shared.prediction_set import PredictionSet, _dataset_paths
 from tests.helpers import STRIPE_CLASSES, quiet_trainer, stripes, write_lidc
 from tests.shared.test_prediction_set import Writer, contents, predict
 

@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from shared.cli import ConfigError, PredictionSet
+from shared.cli import ConfigError
+from shared.prediction_set import PredictionSet
 from tests.driving.test_detection import _cli_args
 from tests.helpers import quiet_trainer, write_image
 from tests.shared.test_prediction_set import Writer

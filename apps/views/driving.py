@@ -28,6 +28,11 @@ DISPLAY_WIDTH = 1280  # overlays are drawn at most this wide (downloads use the 
 RELATIVE_TOP = (0.1, 10.0, 1.0, 0.1)
 #: what the driving models saw, for the warning on photos unlike it
 TRAINED_ON = "The models learnt from wide dashcam frames (640x192, 3.3:1) of synthetic streets"
+#: at most this many of the data set's images in the Scene list, the first in natural name order (Streamlit
+#: sends every option to the browser on each rerun: 20,000 names were 360 KB a rerun); any other is opened by
+#: name (SCENE_NAME, shown only when the set holds more)
+SCENE_LIST_CAP = 200
+SCENE_NAME = "driving_scene_name"
 
 
 # ------------------------------------------------------------------------------------------------ caching
@@ -35,14 +40,16 @@ TRAINED_ON = "The models learnt from wide dashcam frames (640x192, 3.3:1) of syn
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _scene_list(root: str) -> list[tuple[str, str, str | None]]:
-    """(name, image path, label path or None) of the SegmentMeIfYouCan-layout set, sorted; masks found as
-    ``test`` finds them (``<name>.png`` or SMIYC's ``<name>_labels_semantic.png``, any case)."""
+    """(name, image path, label path or None) of the SegmentMeIfYouCan-layout set, in natural name order
+    (``img2`` before ``img10``); masks found as ``test`` finds them (``<name>.png`` or SMIYC's
+    ``<name>_labels_semantic.png``, any case)."""
     from domains.driving.anomaly.data import AnomalyDataset, label_masks
-    from shared.files import visible_files
+    from shared.files import natural_key, visible_files
 
     images = Path(root) / "images"
     labels = Path(root) / "labels_masks"
     found = visible_files(images, AnomalyDataset.IMAGE_EXTENSIONS)  # no ._name.png of a Mac copy
+    found.sort(key=lambda p: natural_key(p.name))
     masks = label_masks(labels, [p.stem for p in found]) if labels.is_dir() else {}
     return [(p.stem, str(p), str(masks[p.stem]) if p.stem in masks else None) for p in found]
 
@@ -374,11 +381,34 @@ if source == SYNTHETIC:
             f"missing, not listed: {', '.join(f'`{m}`' for m in missing)} (restore them from git, or reinstall "
             "the suite)."
         )
-    choices = recorded + [(n, n, p, lab) for n, p, lab in scenes]
+    # the whole set is the anomaly model's test set (no split to list instead): a bounded list, any other by name
+    more = len(scenes) > SCENE_LIST_CAP
+    typed = str(st.session_state.get(SCENE_NAME) or "").strip() if more else ""
+    named = next(((n, n, p, lab) for n, p, lab in scenes if n == typed), None) if typed else None
+    choices = recorded + [(n, n, p, lab) for n, p, lab in scenes[:SCENE_LIST_CAP]]
     index = st.selectbox(
-        "Scene", range(len(choices)), format_func=lambda i: choices[i][0], key="driving_scene"
+        "Scene",
+        range(len(choices)),
+        format_func=lambda i: choices[i][0],
+        key="driving_scene",
+        disabled=named is not None,
+        help="Clear the name box below to pick from this list." if named else None,
     )
-    _, name, image_path, label_path = choices[int(index)]
+    if more:
+        st.caption(
+            f"The list holds the first {SCENE_LIST_CAP:,} of the {len(scenes):,} images in `{root / 'images'}` "
+            f"(name order); open any other by name below, or set `${dm.ENV_ANOMALY_DATA}` to a folder of the "
+            "ones you want."
+        )
+        st.text_input(
+            "Or open a scene by name",
+            key=SCENE_NAME,
+            placeholder=f"e.g. {scenes[-1][0]}",
+            help="An image's name in images/ without its extension; clear it to pick from the list again.",
+        )
+        if typed and named is None:
+            st.warning(f"No image named `{typed}` in `{root / 'images'}`: showing the list's pick.")
+    _, name, image_path, label_path = named or choices[int(index)]
     try:
         data, scene_image, truth, problem = _read_scene(image_path, label_path)
     except (ValueError, OSError) as exc:  # LabelFormatError naming the file: nothing was uploaded

@@ -287,6 +287,7 @@ class AnomalySegmentationTask(BaseTask):
         self._stats_stale = False
         self.test_results: dict = {}
         self.last_calibration: dict = {}
+        self._predict_rows: list[dict] = []  # image_scores.csv's rows, one per predicted image
 
     # ------------------------------------------------------------------------------------------- helpers
     @staticmethod
@@ -564,6 +565,7 @@ class AnomalySegmentationTask(BaseTask):
         self._say_score_smoothing()
 
     def on_predict_start(self) -> None:
+        self._predict_rows = []
         self._say_score_smoothing()
         self._drop_untrained_oe([self.score])
 
@@ -743,12 +745,14 @@ class AnomalySegmentationTask(BaseTask):
         )
         for item, image_score in zip(written, out["image_score"], strict=True):
             item["image_score"] = image_score
+        self._predict_rows.extend(written)
         return written
 
     def on_predict_epoch_end(self) -> None:
-        outputs = self.trainer.predict_loop.predictions
-        # every rank's rows (each wrote its own share of the maps), in name order, written once
-        rows = sorted(gather_lists([item for batch in outputs for item in (batch or [])]), key=lambda r: r["name"])
+        # every rank's rows (each wrote its own share of the maps), in name order, written once; kept here,
+        # not read from Lightning's list of what predict_step returned (the CLI's predict keeps none)
+        rows = sorted(gather_lists(self._predict_rows), key=lambda r: r["name"])
+        self._predict_rows = []
         if not rows or not self.trainer.is_global_zero:
             return
         path = Path(self.predict_dir) / "image_scores.csv"

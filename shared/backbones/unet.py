@@ -33,9 +33,14 @@ def upsample_nearest(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def _has_instance_norm(module: nn.Module) -> bool:
-    """Whether ``module`` normalises per image: a map of one pixel fails there ("Expected more than 1 spatial
-    element when training", in eval mode too)."""
-    return any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in module.modules())
+    """Whether ``module`` normalises per image and channel: a map of one pixel fails there ("Expected more than 1
+    spatial element when training", in eval mode too). A ``GroupNorm`` of one channel a group is the same norm
+    (the Prob. U-Net runs its instance norms as one: ``instance_norm_as_group_norm``)."""
+    return any(
+        isinstance(m, nn.modules.instancenorm._InstanceNorm)
+        or (isinstance(m, nn.GroupNorm) and m.num_groups == m.num_channels)
+        for m in module.modules()
+    )
 
 
 def _block(in_ch: int, out_ch: int, stride: int, residual: bool, norm: str) -> nn.Module:

@@ -117,9 +117,9 @@ def mean_ap_over_ranks(metric: MeanAveragePrecision) -> dict:
 class DetectorTask(FrozenBackboneCheck, LabelledTask):
     """What the tasks on a torchvision detector (boxes here, masks in :mod:`domains.driving.instances`) share:
     their common arguments, building the network with its post-processing and pretrained backbone, the training
-    step's loss logging, the prediction writer, the data module's annotations by image id and the epoch's
-    headline metric. A subclass names its network class (``NETWORK``) and its run-time arguments; its own
-    arguments come first, then these:
+    step's loss logging, validation's ``val/loss`` (:meth:`losses_without_update`), the prediction writer, the
+    data module's annotations by image id and the epoch's headline metric. A subclass names its network class
+    (``NETWORK``) and its run-time arguments; its own arguments come first, then these:
 
     Args:
         class_names: classes in the order of the data module's labels (must match it).
@@ -227,6 +227,30 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
                 module.training = training
             if train_sizes is not None:
                 self.model._train_sizes = train_sizes
+
+    def validation_loss_targets(self, targets: Sequence[dict]) -> list[dict] | None:
+        """The targets the validation loss gives the model (as they come; a task may clean them as its
+        :meth:`training_targets` does, counting nothing), or None when this batch can give it none (nothing is
+        logged)."""
+        return list(targets)
+
+    def validation_step(self, batch, batch_idx):
+        self._log_validation_loss(batch)
+        super().validation_step(batch, batch_idx)
+
+    def _log_validation_loss(self, batch) -> None:
+        """``val/loss`` (on the progress bar) and its terms, as ``train/*`` names them: the epoch's means over
+        the validation images on every rank (:meth:`~shared.task.BaseTask.log_mean`; each batch's value is the
+        network's loss over the batch, weighted by its images), computed by :meth:`losses_without_update` on
+        the targets of :meth:`validation_loss_targets`."""
+        images, targets = batch
+        targets = self.validation_loss_targets(targets)
+        if targets is None:
+            return
+        losses = self.losses_without_update(images, targets)
+        self.log_mean("val/loss", sum(losses.values()), len(images), prog_bar=True)
+        for name, value in losses.items():
+            self.log_mean(f"val/{name}", value, len(images))
 
     def log_training_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor | None:
         """The summed loss (None when :meth:`guard_loss` skips the step), logged with each term."""
@@ -413,25 +437,15 @@ class DetectionTask(DetectorTask):
         return loss
 
     # ----------------------------------------------------------------------------------------- evaluation
-    def validation_step(self, batch, batch_idx):
-        self._log_validation_loss(batch)
-        super().validation_step(batch, batch_idx)
-
-    def _log_validation_loss(self, batch) -> None:
-        """``val/loss`` (on the progress bar) and its terms, as ``train/*`` names them: the epoch's means over
-        the validation images on every rank (:meth:`~shared.task.BaseTask.log_mean`; each batch's value is
-        FCOS's mean over its images' foreground points, weighted by its images). Boxes under 1 px are left
-        out as in training (not counted in ``train/dropped_degenerate_boxes``). Nothing is logged for a network
+    def validation_loss_targets(self, targets: Sequence[dict]) -> list[dict] | None:
+        """Boxes under 1 px are left out as in training (not counted in ``train/dropped_degenerate_boxes``);
+        each batch's loss is FCOS's mean over its images' foreground points. None (no loss logged) for a network
         with a semantic head on data without semantic maps (``validate`` of such a checkpoint): its loss needs
         them."""
-        images, targets = batch
         targets, _ = _without_degenerate_boxes(targets)
         if self.model.semantic_head is not None and not all("semantic" in t for t in targets):
-            return
-        losses = self.losses_without_update(images, targets)
-        self.log_mean("val/loss", sum(losses.values()), len(images), prog_bar=True)
-        for name, value in losses.items():
-            self.log_mean(f"val/{name}", value, len(images))
+            return None
+        return targets
 
     def _metric(self, stage: str) -> MeanAveragePrecision:
         if stage not in self._metrics:

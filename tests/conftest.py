@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -20,21 +20,39 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # and in the commands tests start
 
 
+#: what a run leaves in os.environ for the rest of the process: Lightning's seed_everything sets PL_GLOBAL_SEED and
+#: PL_SEED_WORKERS (a later ``seed_everything(None)``, a DDP rank's seed and its sampler's shuffle read them),
+#: Trainer(deterministic=True) CUBLAS_WORKSPACE_CONFIG. Only these: session fixtures set others on purpose
+#: (tests/apps/conftest.py's demo roots), which a whole-environment restore undid after their first test.
+RUN_ENV = ("PL_", "CUBLAS_WORKSPACE_CONFIG")
+
+
+@contextmanager
+def run_env_restored() -> Iterator[None]:
+    """The :data:`RUN_ENV` variables as they were before, afterwards (by hand: ``monkeypatch`` restores only
+    what it set itself, and ``mock.patch.dict`` restores the whole environment)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(RUN_ENV)}
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith(RUN_ENV) and k not in saved]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
-def _environment_restored() -> Iterator[None]:
-    """Each test leaves os.environ as it found it: Lightning's ``seed_everything`` sets PL_GLOBAL_SEED and
-    PL_SEED_WORKERS for the rest of the process (a later ``seed_everything(None)``, a DDP rank's seed and its
-    sampler's shuffle read them), so a test's result depended on which tests ran before it in the process
-    (tests/test_run_env_s40.py). ``monkeypatch`` restores only what it set itself."""
-    with mock.patch.dict(os.environ):
+def _run_env_restored() -> Iterator[None]:
+    """Each test leaves the :data:`RUN_ENV` variables as it found them: a test's result does not depend on which
+    tests ran before it in the process (tests/test_run_env_s40.py)."""
+    with run_env_restored():
         yield
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _module_environment_restored() -> Iterator[None]:
+def _module_run_env_restored() -> Iterator[None]:
     """The same around each test file: a module fixture that seeds (set up before the per-test restore) leaves
     its PL_GLOBAL_SEED to its own file's tests only."""
-    with mock.patch.dict(os.environ):
+    with run_env_restored():
         yield
 
 

@@ -1,5 +1,5 @@
 """Lightning's run settings in os.environ do not leak from one test to the next (tests/conftest.py's
-``_environment_restored``): ``seed_everything`` left PL_GLOBAL_SEED and PL_SEED_WORKERS set for the rest of the
+``_run_env_restored``): ``seed_everything`` left PL_GLOBAL_SEED and PL_SEED_WORKERS set for the rest of the
 process (tests/shared/test_repro_s35.py's first test left PL_GLOBAL_SEED=1 behind it, although it had
 ``monkeypatch.delenv``-ed the variable), so a later ``seed_everything(None)`` took that test's seed, not 0.
 
@@ -13,8 +13,7 @@ import warnings
 
 import pytorch_lightning as pl
 
-#: what a run leaves in os.environ: seed_everything's seed, Trainer(deterministic=True)'s cuBLAS setting
-RUN_ENV = ("PL_", "CUBLAS_WORKSPACE_CONFIG")
+from tests.conftest import RUN_ENV
 
 #: the variables as this process had them before any test ran (the module is imported at collection)
 AT_START = {k: v for k, v in os.environ.items() if k.startswith(RUN_ENV)}

@@ -7,7 +7,9 @@ driving sequence (``read_sequence_groups``): crops of one drive never land in tw
 beside them keeps each crop's source image, label line, truncation, occlusion and box height, so results can
 be broken down by KITTI difficulty later. A ``.complete`` marker holding the settings and a stamp of the source's
 files is written last; the same settings on an unchanged source reuse the crops (a label file edited since cuts
-them again, and says so).
+them again, and says so). With ``strict`` a bad label line, an unknown type or an image without a label
+file raises :class:`~domains.driving.formats.LabelFormatError` naming the file (and line), also when crops
+cut without ``strict`` (which dropped it, counted in a warning) would be reused.
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ def write_kitti_crops(
     context: float = 0.15,
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
+    strict: bool = False,
 ) -> Path:
-    """Cut the object crops of ``kitti_root`` into an ImageFolder tree at ``out`` (reused if already there)."""
+    """Cut the object crops of ``kitti_root`` into an ImageFolder tree at ``out`` (reused if already there).
+    ``strict``: the first label problem raises instead of being dropped; the source is read (labels and
+    image headers) even when the crops are reused, a strict run never trains on crops a lenient cut made."""
     out = Path(out)
     settings = {
         "source": str(Path(kitti_root).resolve()),
@@ -82,10 +87,18 @@ def write_kitti_crops(
         "seed": int(seed),
     }
     crops = CropFolder(out, settings, sources=kitti_sources(kitti_root))
+    known = tuple(dict.fromkeys((*KITTI_TYPES, *class_names)))  # each type once, in the message too
+
+    def read() -> list:
+        return sorted(read_kitti_dir(kitti_root, strict=strict, known_types=known), key=lambda a: a.image_id)
+
+    # strict is not a crop setting (a clean source gives the same crops either way), so it is checked here,
+    # before a reuse: crops cut without it may come from a source holding what strict refuses
+    images = read() if strict else None
     if crops.is_current():
         return out
-    known = tuple(dict.fromkeys((*KITTI_TYPES, *class_names)))  # each type once, in the message too
-    images = sorted(read_kitti_dir(kitti_root, known_types=known), key=lambda a: a.image_id)
+    if images is None:
+        images = read()
     groups = read_sequence_groups(resolve_kitti_split(kitti_root), [a.image_id for a in images])
     split_of_image = {
         images[i].image_id: name
@@ -143,6 +156,10 @@ class DrivingClassificationData(ClassificationDataModule):
         crop_min_height: objects whose box is lower (px) are not cut (KITTI's Hard level: 25 px of 375).
         crop_context: margin around the box, per side, as a share of its longer side.
         crop_size: side of the written crops in px (the network's input size is ``image_size``).
+
+    ``strict`` (the shared module's) also reaches the KITTI reader: a bad label line, an unknown type or an
+    image without a label file raises naming the file (and line), even where crops cut without it would be
+    reused.
     """
 
     source_formats = ("kitti",)
@@ -177,4 +194,5 @@ class DrivingClassificationData(ClassificationDataModule):
             context=self.crop_context,
             split_fractions=self.split_fractions,
             seed=self.seed,
+            strict=self.strict,
         )

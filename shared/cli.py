@@ -262,7 +262,7 @@ class SuggestingArgumentParser(LightningArgumentParser):
     the class's own parser, whose options go up with its error). A value of the wrong type or outside its
     choices, and a class path that does not load, end in one line (:func:`_wrong_value`) and exit status 2:
     jsonargparse printed the same usage, then up to ten lines of Python types. Other errors are its own (all
-    are, with ``JSONARGPARSE_DEBUG`` set). A module's class,
+    are, with ``JSONARGPARSE_DEBUG=true``). A module's class,
     so that it pickles: ``--trainer.strategy ddp_spawn`` pickles the trainer, whose config callback
     (:class:`ConfigInCheckpoints`) holds the parser (a class made inside a function failed every such command
     with "Can't pickle local object"). Options are never abbreviated: argparse took ``--trainer.max_epoch 3``
@@ -280,7 +280,8 @@ class SuggestingArgumentParser(LightningArgumentParser):
             except ArgumentError as raised:
                 raised.class_parser = self
                 raise
-        debug = os.environ.get("JSONARGPARSE_DEBUG", "").lower() in ("1", "true", "yes", "on")
+        # as jsonargparse reads it (its get_env_var_bool): "true" in any case; it refuses 1, yes and on
+        debug = os.environ.get("JSONARGPARSE_DEBUG", "").lower() == "true"
         misspelled = None if debug else self._misspelled(message, ex)
         if misspelled is None:
             wrong = None if debug else _wrong_value(message)
@@ -331,56 +332,82 @@ class SuggestingArgumentParser(LightningArgumentParser):
         return parser
 
 
-#: how :func:`_wrong_value` names the types jsonargparse writes as ``<class 'int'>``
+#: how :func:`_wrong_value` names the types jsonargparse writes as ``<class 'int'>``; another class of a union
+#: is said as a class path (``--trainer.logger``'s Logger), these never (the Tensor of ``lr``'s float | Tensor)
 _TYPE_NAMES = {
     "int": "an int", "float": "a float", "bool": "true or false", "str": "a string", "NoneType": "null",
     "list": "a list", "tuple": "a list", "collections.abc.Sequence": "a list", "dict": "a mapping",
-    "collections.abc.Mapping": "a mapping", "pathlib.Path": "a path",
+    "collections.abc.Mapping": "a mapping", "pathlib.Path": "a path", "torch.Tensor": "a tensor",
 }  # fmt: skip
 
 
 def _wrong_value(message: str) -> str | None:
     """jsonargparse's error for a value of the wrong type or outside its choices, or a class path that does
     not load, as one line: ``--trainer.max_epochs: expected an int, got 'abc'``, ``--data.reader_sampling:
-    expected one of {random, all}, got 'x'`` (its message, trimmed: it spans 3-10 lines of Python type names,
-    after the usage of every option); None for other errors. A class's own argument is named in full
-    (``--model.network.init_args.channels``). Parsed by hand: jsonargparse gives these only as text (its
+    expected one of {random, all}, got 'x'``, ``--model.optimizer: class_path 'torch.optim.SGDD': module
+    'torch.optim' has no attribute 'SGDD'`` (its message, trimmed: it spans 3-10 lines of Python type names,
+    after the usage of every option); None for other errors, and where all it would say is "expected null"
+    (jsonargparse's own error then says why the other alternatives failed). A class's own argument is named in
+    full (``--model.network.init_args.channels``), with its own error, not those of the union's other
+    alternatives (``pytorch_lightning.Callback`` not taking it), and the value as given (not jsonargparse's
+    ``NestedArg(...)`` or ``Namespace(...)``). Parsed by hand: jsonargparse gives these only as text (its
     exceptions carry no field for the option, the types or the value)."""
     keys = re.findall(r'Parser key "([^"]+)":', message)
     if not keys or not message.startswith(f'Parser key "{keys[0]}":'):
         return None
     option = "--" + ".init_args.".join(keys)
-    inner = message.rsplit(f'Parser key "{keys[-1]}":', 1)[1]  # about the innermost key
+    # about the innermost key: the lines after its last mention indented deeper than that line
+    head, _, tail = message.rpartition(f'Parser key "{keys[-1]}":')
+    depth = len(line := head.rsplit("\n", 1)[-1]) - len(line.lstrip())
+    first, *lines = tail.split("\n")
+    ends = [i for i, text in enumerate(lines) if text.strip() and len(text) - len(text.lstrip()) <= depth]
+    inner = "\n".join([first, *lines[: ends[0] if ends else None]])
+    value = re.search(r"^\s*Given value: (.*)$", inner, flags=re.MULTILINE)
+    value = value or re.search(r"Got value: (.*)$", inner, flags=re.MULTILINE)
+    value = value and re.sub(r"\.? Got value: .*$", "", value[1].strip())
+    if nested := re.fullmatch(r"NestedArg\(key='[^']*', val=(.*)\)", value or ""):  # a class's option
+        try:
+            value = str(ast.literal_eval(nested[1]))
+        except (ValueError, SyntaxError):
+            value = nested[1]
+    elif path := re.match(r"(?:Namespace\(class_path=|\{'class_path': )'([^']+)'", value or ""):
+        value = path[1]  # a class path with its init_args
     problems = re.findall(r"Problem with given class_path '([^']+)':\s*\n\s*(\S.*)", inner)
     if problems:
         return f"{option}: " + "; ".join(f"class_path {path!r}: {why}" for path, why in dict.fromkeys(problems))
     if other := re.search(r"Import path (\S+) does not correspond to a subclass of (\S+)", inner):
         return f"{option}: {other[1]} is not a {other[2]} (nor a subclass of it)"
-    expected = [
-        found.split(". Got value: ")[0].strip()
-        for found in re.findall(r"Expected a (.+)", inner)
-        if not found.startswith(("path but ", "dot import path"))  # a class path's alternatives, not the type's
-    ]
-    if not expected:
-        return None
+    # the class path of a Callable (the optimizer, an Optional LR scheduler) that does not load or fit
+    if callable_ := re.search(r"expects a function or a callable class: (?!Parser key)(.+)", inner):
+        why = re.sub(r"\.+(?: Got value: .*)?$", "", callable_[1])
+        if subclass := re.fullmatch(r"Expected '[^']+' to be a subclass of (?:Union\[(.*)\]|(.*))", why):
+            why = "not a subclass of " + (subclass[1] or subclass[2]).replace(", ", " or ")
+        return f"{option}: " + (f"class_path {value!r}: " if value else "") + why
     choices, kinds = [], []
+    expected = re.findall(r"Expected a (.+?)(?:\. Got value: .*)?$", inner, flags=re.MULTILINE)
     for text in dict.fromkeys(expected):
-        if literal := re.fullmatch(r"typing\.Literal\[(.*)\]", text):
+        if text.startswith("path but "):  # a config file's path, which every option may be
+            continue
+        if text.startswith("dot import path string"):  # a class path: the class is among the union's subtypes
+            classes = re.findall(r"<class '([^']+)'>", (re.search(r"Subtypes: (.*)", inner) or [""])[0])
+            kinds += [f"a {name.rsplit('.', 1)[-1]} class path" for name in classes
+                      if name not in _TYPE_NAMES]  # fmt: skip
+        elif literal := re.fullmatch(r"typing\.Literal\[(.*)\]", text):
             try:
                 choices += [str(value) for value in ast.literal_eval(f"[{literal[1]}]")]
             except (ValueError, SyntaxError):
                 choices.append(literal[1])
-            continue
-        name = re.fullmatch(r"<class '([^']+)'>", text)
-        name = name[1] if name else text
-        kinds.append(_TYPE_NAMES.get(name) or f"a {name.rsplit('.', 1)[-1]}")
+        else:
+            name = re.fullmatch(r"<class '([^']+)'>", text)
+            name = name[1] if name else text
+            short = name.rsplit(".", 1)[-1]
+            kinds.append(_TYPE_NAMES.get(name) or ("an " if short[0] in "AEIOUaeiou" else "a ") + short)
     choices = list(dict.fromkeys(choices))  # precision's 16 is an int and a str choice
-    if len(kinds) > 1 or choices:
-        kinds = [kind for kind in kinds if kind != "null"]  # null is rarely what was meant
+    kinds = [kind for kind in dict.fromkeys(kinds) if kind != "null"]  # null is rarely what was meant
+    if not choices and not kinds:  # null alone: why the other alternatives failed is not read here
+        return None
     alternatives = ([f"one of {{{', '.join(choices)}}}"] if choices else []) + kinds
-    value = re.search(r"Given value: (.*?)(?:\. Got value: .*)?$", inner, flags=re.MULTILINE)
-    value = value or re.search(r"Got value: (.*)$", inner, flags=re.MULTILINE)
-    got = f", got {value[1]!r}" if value else ""
+    got = f", got {value!r}" if value is not None else ""
     return f"{option}: expected {' or '.join(alternatives)}{got}"
 
 

@@ -238,8 +238,14 @@ def _own_message(err: Exception) -> str:
 def _is_input_error(err: Exception) -> bool:
     """The suite's input errors are ValueErrors (LabelFormatError, ConfigError, CheckpointMismatchError, ...)
     or OSErrors (FileNotFoundError, ...); Lightning's and the backbone loader's have their own classes, and a
-    checkpoint that is not weights-only is refused by torch with an UnpicklingError."""
+    checkpoint that is not weights-only is refused by torch with an UnpicklingError. Lightning refuses a
+    ``--trainer.devices`` of the wrong kind with a TypeError, told from other TypeErrors (bugs) by its message."""
     if isinstance(err, (ValueError, OSError, pickle.UnpicklingError)):
+        return True
+    # Lightning's for a devices its accelerator cannot take (1.5, -2): lightning_fabric.accelerators.cpu's and
+    # lightning_fabric.utilities.device_parser's (the GPUs')
+    devices = r"`devices` selected with `\w+` should be |Device IDs \(GPU/TPU\) must be an int, a string, "
+    if isinstance(err, TypeError) and re.match(devices, str(err)):
         return True
     return type(err).__name__ in ("MisconfigurationException", "WeightLoadingError", "NonFiniteLossError")
 

@@ -1,6 +1,7 @@
 """The CLI's logs and messages: a failed fit's report names no log folder the CLI then removes as empty, a value
-of the wrong type is one line (not the usage of every option), and an evaluation of a checkpoint fitted with
-``--trainer.max_time`` says nothing of the Timer (a fit-only state)."""
+of the wrong type is one line (not the usage of every option), as is a ``--trainer.devices`` Lightning refuses,
+and an evaluation of a checkpoint fitted with ``--trainer.max_time`` says nothing of the Timer (a fit-only
+state)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from jsonargparse import ArgumentError
 
-from shared.cli import _FIT_ONLY_CALLBACKS_WARNING, run_cli
+from shared.cli import _FIT_ONLY_CALLBACKS_WARNING, SuggestingArgumentParser, run_cli
+from shared.cli_help import _is_input_error, report_input_errors
 from tests.helpers import REPO
 from tests.shared.tiny_task import SquaresDataModule, TinySegTask
 
@@ -70,6 +73,13 @@ def test_a_fit_failing_after_logging_names_its_kept_log_folder(tmp_path, monkeyp
 
 MEDICAL = REPO / "domains/medical/configs/unet.yaml"
 DETECTION = REPO / "domains/driving/detection/configs/quick.yaml"
+QUICK = REPO / "domains/medical/configs/quick.yaml"
+CLASSIFICATION = REPO / "domains/driving/classification/configs/quick.yaml"
+NOTIFY = "--trainer.callbacks+=shared.notify.NotifyWhenDone"
+COSINEE = (
+    "--model.lr_scheduler: class_path 'shared.optim.WarmupCosinee': module 'shared.optim' has no attribute "
+    "'WarmupCosinee'"
+)
 
 
 @pytest.mark.parametrize(
@@ -99,6 +109,32 @@ DETECTION = REPO / "domains/driving/detection/configs/quick.yaml"
          "--trainer.callbacks: class_path 'nowhere.Callback': No module named 'nowhere'"),
         ("domains.driving.detection", DETECTION, ["--model.network", "torch.nn.Linear"],
          "--model.network: torch.nn.Linear is not a RoadDetector (nor a subclass of it)"),
+        # an Optional class path that does not load was "expected null"; a Callable's, the usage and 5 lines
+        ("domains.medical", QUICK, ["--model.lr_scheduler", "shared.optim.WarmupCosinee"],
+         COSINEE),
+        ("domains.medical", QUICK, ["-c", "model: {lr_scheduler: shared.optim.WarmupCosinee}"],
+         COSINEE),
+        ("domains.medical", QUICK, ["--model.lr_scheduler", "torch.optim.AdamW"],
+         "--model.lr_scheduler: class_path 'torch.optim.AdamW': not a subclass of LRScheduler or ReduceLROnPlateau"),
+        ("domains.driving.classification", CLASSIFICATION, ["--model.lr_scheduler", "nowhere.Sched"],
+         "--model.lr_scheduler: class_path 'nowhere.Sched': No module named 'nowhere'"),
+        ("domains.medical", QUICK, ["--model.optimizer", "torch.optim.SGDD"],
+         "--model.optimizer: class_path 'torch.optim.SGDD': module 'torch.optim' has no attribute 'SGDD'"),
+        ("domains.driving.classification", CLASSIFICATION, ["-c", "model: {optimizer: torch.optim.SGDD}"],
+         "--model.optimizer: class_path 'torch.optim.SGDD': module 'torch.optim' has no attribute 'SGDD'"),
+        # a class's own option: its own error, not that of the union's other class (pytorch_lightning.Callback)
+        ("domains.driving.classification", CLASSIFICATION, [NOTIFY, "--trainer.callbacks.init_args.timeout", "abc"],
+         "--trainer.callbacks.init_args.timeout: expected a float, got 'abc'"),
+        # the value as given, not jsonargparse's NestedArg(...), "... Got value: Namespace(...)" or the whole dict
+        ("domains.medical", QUICK, ["--model.lr_scheduler.init_args.warmup_steps", "abc"],
+         "--model.lr_scheduler.init_args.warmup_steps: expected an int, got 'abc'"),
+        ("domains.medical", QUICK, ["--model.optimizer.init_args.betas", "abc"],
+         "--model.optimizer.init_args.betas: expected a list, got 'abc'"),
+        ("domains.medical", QUICK,
+         ["-c", "model: {lr_scheduler: {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: abc}}}"],
+         "--model.lr_scheduler.init_args.step_size: expected an int, got 'abc'"),
+        ("domains.driving.classification", CLASSIFICATION, ["--trainer.logger", "bogus"],
+         "--trainer.logger: expected a Logger class path or an Iterable or true or false, got 'bogus'"),
     ],
 )  # fmt: skip
 def test_a_value_of_the_wrong_type_is_one_line(module, config, args, said, capsys, monkeypatch):
@@ -122,6 +158,30 @@ def test_a_wrong_value_in_a_config_file_and_in_test_is_one_line(tmp_path, capsys
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("python -m domains.medical test: --trainer.precision: expected one of {64, 32, 16, ")
     assert line.endswith(", bf16-mixed, 32-true, 64-true, bf16}, got '17'"), line
+
+
+def test_devices_lightning_refuses_are_one_line(tmp_path, monkeypatch, capsys):
+    """Lightning refuses ``--trainer.devices 1.5`` with a TypeError, which printed a 30-line traceback; other
+    TypeErrors (bugs) keep theirs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["python"])
+    with pytest.raises(SystemExit) as stop, report_input_errors():
+        run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss",
+                args=["fit", "--trainer.accelerator", "cpu", "--trainer.devices", "1.5", *QUIET])  # fmt: skip
+    assert stop.value.code == 1
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == "error: TypeError: `devices` selected with `CPUAccelerator` should be an int > 0.", said
+    assert len(said) == 2 and "SUITE_TRACEBACK=1" in said[1], said
+    assert not _is_input_error(TypeError("'NoneType' object is not callable"))
+
+
+def test_jsonargparse_debug_true_in_any_case_gives_its_own_error(monkeypatch):
+    """The suite reads JSONARGPARSE_DEBUG as jsonargparse does: "true" in any case (it refuses 1, yes and on)."""
+    monkeypatch.setenv("JSONARGPARSE_DEBUG", "TRUE")
+    parser = SuggestingArgumentParser(prog="tool")
+    parser.add_argument("--n", type=int)
+    with pytest.raises(ArgumentError, match="Expected a <class 'int'>"):
+        parser.parse_args(["--n", "abc"])
 
 
 # ------------------------------------------------------------------ 3: the Timer at an evaluation

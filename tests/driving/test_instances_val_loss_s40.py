@@ -14,6 +14,7 @@ from domains.driving.instances.model import RoadInstanceSegmenter
 from domains.driving.instances.task import InstanceTask
 from tests.driving.layouts import TINY_MASK_RCNN
 from tests.driving.test_instances import _painted_batch
+from tests.driving.test_metric_names_s40 import _state
 from tests.helpers import quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,10 +31,6 @@ def _batch(seed: int = 0) -> tuple[list[torch.Tensor], list[dict]]:
     """Two painted 128x64 scenes with the keys the instance data module gives (no DontCare region)."""
     images, targets = _painted_batch(2, seed=seed)
     return images, [{**t, "ignore_mask": torch.zeros(t["masks"].shape[-2:], dtype=torch.bool)} for t in targets]
-
-
-def _state(task) -> dict[str, torch.Tensor]:
-    return {name: value.clone() for name, value in task.state_dict().items()}
 
 
 def test_validate_logs_the_instance_loss_and_its_terms_and_learns_nothing():

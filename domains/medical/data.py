@@ -1125,7 +1125,7 @@ class DecathlonSliceDataset(MedicalDataset):
         with warnings.catch_warnings():
             if window[0] == window[1]:  # said by _window, naming the volume: not MONAI's bare line too
                 warnings.filterwarnings("ignore", message=r"Divide by zero \(a_min == a_max\)")
-            data = self._pipeline(keys, size, scale, crop)(data)
+            data = self._pipeline(keys, size, scale, crop, window)(data)
         image = np.asarray(data["image"][0], dtype=np.float32)
         label = self._foreground(np.asarray(data["label"][0])).astype(np.uint8) if label_path else None
         self._cache[c] = (image, label)
@@ -1133,15 +1133,16 @@ class DecathlonSliceDataset(MedicalDataset):
             self._cache.popitem(last=False)
         return image, label
 
-    def _pipeline(self, keys: list[str], size: tuple, scale: float, crop: tuple) -> Callable:
-        """The MONAI transforms of one case (:meth:`_volume`): its channel, scaled to [0, 1] by the intensity
-        percentiles, resized to ``size`` (``scale``: the in-plane zoom) and padded to ``crop``."""
+    def _pipeline(self, keys: list[str], size: tuple, scale: float, crop: tuple, window: tuple) -> Callable:
+        """The MONAI transforms of one case (:meth:`_volume`): its channel, scaled to [0, 1] by its intensity
+        percentiles' ``window`` (:meth:`_window`, checked there: computed once, not again by a percentile
+        transform), resized to ``size`` (``scale``: the in-plane zoom) and padded to ``crop``."""
         from monai.transforms import (
             Compose,
             Lambdad,
             Resized,
             ResizeWithPadOrCropd,
-            ScaleIntensityRangePercentilesd,
+            ScaleIntensityRanged,
         )
 
         return Compose(
@@ -1150,13 +1151,8 @@ class DecathlonSliceDataset(MedicalDataset):
                     keys="image",
                     func=partial(_select_channel, index=self.modality_index),
                 ),
-                ScaleIntensityRangePercentilesd(
-                    keys="image",
-                    lower=self.percentiles[0],
-                    upper=self.percentiles[1],
-                    b_min=0.0,
-                    b_max=1.0,
-                    clip=True,
+                ScaleIntensityRanged(
+                    keys="image", a_min=window[0], a_max=window[1], b_min=0.0, b_max=1.0, clip=True
                 ),
                 Resized(
                     keys=keys,
@@ -1205,8 +1201,8 @@ class DecathlonSliceDataset(MedicalDataset):
             )
         if lo == hi:
             warnings.warn(
-                f"{image_path}: its {low:g}-{high:g} intensity percentiles ({channel_at}) are both {lo:g} (most voxels hold that one value): the window is empty, "
-                "so its intensities are shifted by it and clipped to 0..1, not scaled; check the volume, or "
+                f"{image_path}: its {low:g}-{high:g} intensity percentiles ({channel_at}) are both {lo:g} (most "
+                "voxels hold that one value): the window is empty, so its intensities are shifted by it and clipped to 0..1, not scaled; check the volume, or "
                 "widen dataset_kwargs.percentiles",
                 MedicalDataWarning,
                 stacklevel=2,

@@ -74,20 +74,12 @@ def nonfinite_affine_problem(affine: np.ndarray, zooms) -> str | None:
 
 
 def percentile_window(values: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> tuple[float, float]:
-    """``np.percentile(values, percentiles)`` (its default linear interpolation), interpolated in float64
-    whatever the data's type. By hand: numpy interpolates in the data's type, and float32 overflows to inf
-    or NaN between values near +-3e38; a float64 copy of the volume took twice the memory of this float32
-    partition."""
-    flat = np.ravel(values)
-    last = flat.size - 1
-    ranks = [float(p) / 100 * last for p in percentiles]
-    below = [min(last, max(0, math.floor(r))) for r in ranks]
-    part = np.partition(flat, sorted({k for b in below for k in (b, min(last, b + 1))}))
-    window = []
-    for r, b in zip(ranks, below):
-        a, c = float(part[b]), float(part[min(last, b + 1)])
-        window.append(a + (c - a) * (r - b))
-    return window[0], window[1]
+    """``np.percentile(values, percentiles)`` as two floats: the window the pipeline scales to [0, 1]. Values
+    near float32's ends give an infinite or NaN bound (numpy interpolates in the data's type), which
+    :func:`window_problem` refuses."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo, hi = np.percentile(values, percentiles)
+    return float(lo), float(hi)
 
 
 def window_problem(lo: float, hi: float, what: str = "intensity window") -> str | None:

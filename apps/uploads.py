@@ -22,7 +22,7 @@ import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -828,14 +828,6 @@ def _check_window(name: str, window: tuple[float, float], what: str) -> None:
         )
 
 
-def _window_of(percentiles: tuple[float, float]) -> Callable[[np.ndarray], tuple[float, float]]:
-    """The window function of ``percentiles``: for the default ones :func:`_window_from_percentiles` itself,
-    called with the data alone as before (the memory tests put a stand-in of that signature in its place)."""
-    if tuple(percentiles) == PERCENTILES:
-        return _window_from_percentiles
-    return lambda data: _window_from_percentiles(data, percentiles)
-
-
 def _percentiles_text(percentiles: tuple[float, float]) -> str:
     return f"{percentiles[0]:g}-{percentiles[1]:g} percentiles"
 
@@ -1116,7 +1108,7 @@ def _dicom_volume(
     NIfTI uploads are: the file's own display window (WindowCenter / WindowWidth) fed the models a scanner's
     viewing choice (the same slice, a 440-pixel mask unwindowed, 483 at 40/400, 855 at -600/1500), so it is
     named and not used. ``place(notes)``: where the slices lie (:class:`NiftiGrid`), or None."""
-    lo, hi = _window_of(percentiles)(values)
+    lo, hi = _window_from_percentiles(values, percentiles)
     _check_window(name, (lo, hi), _percentiles_text(percentiles))
     scaled = f"{_percentiles_text(percentiles)}, as a NIfTI's"
     notes.append(f"intensities {_range_text(lo, hi)} ({scaled}) mapped to 0..1")
@@ -1487,8 +1479,7 @@ def _medical_nifti(
         _check_pixels(*display.shape[2:], name, max_pixels)
     if volume.dtype == bool:
         display = display.astype(np.uint8)
-    window = _window_of(percentiles)
-    windows = [window(channel) for channel in display]
+    windows = [_window_from_percentiles(channel, percentiles) for channel in display]
     for k, channel_window in enumerate(windows):
         _check_window(name, channel_window, _percentiles_text(percentiles) + (f" of channel {k}" if c > 1 else ""))
     lo, hi = windows[0]
@@ -1522,7 +1513,7 @@ def _shown(volume: np.ndarray, axes: tuple[int, int, int, int]) -> np.ndarray:
     return np.transpose(volume, axes)[:, :, ::-1, ::-1]
 
 
-def _model_view(affine: np.ndarray) -> tuple[bool, bool, bool]:
+def _model_view(affine: np.ndarray) -> tuple[bool, bool, bool] | None:
     """(transpose, flip rows, flip columns): what turns a shown axial slice of a NIfTI with this ``affine``
     into the slice training cuts from it (:func:`domains.medical.volumes.axial_slices`: each voxel axis in its
     stored direction, rows along y, where the page shows anterior up and the patient's right on the left).
@@ -1538,7 +1529,7 @@ def _model_view(affine: np.ndarray) -> tuple[bool, bool, bool]:
     shown = _shown(canonical, _shown_plane(2, 2, 2)[1])[0, 0]  # the page's slice 0: one of ``cut``'s two
     for view in itertools.product((False, True), repeat=3):
         if any(np.array_equal(_to_view(shown, view), part) for part in cut):
-            return view
+            return view if any(view) else None  # None: the model reads the slice as shown
     raise AssertionError(f"no view of the shown slice {shown.tolist()} is cut from {cut.tolist()}")  # a bug
 
 

@@ -319,7 +319,6 @@ def export_main(
     export: Callable,
     files: tuple[str, str],
     *,
-    out_help: str | None = None,
     ckpt_note: str = "",
     size_help: str | None = None,
     input_size: Callable[[dict], tuple[int, int]] | None = None,
@@ -329,7 +328,7 @@ def export_main(
     written: Callable[[dict], tuple[str, str]] | None = None,
     detail: Callable[[dict], str] | None = None,
 ) -> dict:
-    """The whole ``main`` of an export CLI: :func:`export_parser` (``--out``'s help: ``out_help``, else
+    """The whole ``main`` of an export CLI: :func:`export_parser` (``--out``'s help from
     ``files``), the domain's ``add_options(parser)``, :func:`parse_and_load` (``--size`` where ``size_help``),
     then ``export(task, out, check=..., checkpoint=...)`` writing ``files`` (graph, sidecar), and its closing
     line (:func:`closing_line`); returns the sidecar.
@@ -338,8 +337,7 @@ def export_main(
     given, ``data=`` (the checkpoint's data module settings) where ``data``, and what
     ``export_options(args, task)`` returns. The closing line names ``written(sidecar)`` (default ``files``)
     and adds ``detail(sidecar)``."""
-    out_help = out_help or f"output folder for {files[0]} and {files[1]}"
-    parser = export_parser(package, doc, out_help=out_help, ckpt_note=ckpt_note)
+    parser = export_parser(package, doc, out_help=f"output folder for {files[0]} and {files[1]}", ckpt_note=ckpt_note)
     if add_options is not None:
         add_options(parser)
     args, task, size = parse_and_load(parser, argv, task_class, size_help=size_help, input_size=input_size)

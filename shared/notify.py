@@ -434,8 +434,8 @@ class NotifyWhenDone(pl.Callback):
         ``lightning_logs/<domain>/<config>/checkpoints`` names the task and config (the loggers' ``csv/version_0``
         alone was the same for a medical and a driving run), the logger's version the run; else the loggers'
         folder, else the root folder's name. A run that ended before any logger held a value says ``(csv: no
-        values logged)`` instead: the CLI then removes its ``version_N`` (:func:`holds_logged_values`), and the
-        failure report named that folder, gone when read."""
+        values logged)`` instead: the CLI removes the ``version_N`` folders it reserved for such a run
+        (:func:`holds_logged_values`), and the failure report named that folder, gone when read."""
         if self.run_name:
             return self.run_name
         ckpt = getattr(trainer, "checkpoint_callback", None)

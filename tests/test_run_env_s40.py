@@ -15,12 +15,13 @@ import pytorch_lightning as pl
 
 from tests.conftest import RUN_ENV
 
-#: the variables as this process had them before any test ran (the module is imported at collection)
-AT_START = {k: v for k, v in os.environ.items() if k.startswith(RUN_ENV)}
-
 
 def _run_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(RUN_ENV)}
+
+
+#: the variables as this process had them before any test ran (the module is imported at collection)
+AT_START = _run_env()
 
 
 def test_a_seeded_test_sets_lightnings_seed_variables(monkeypatch):

@@ -242,7 +242,7 @@ def _downloads(
             f"model's maps resampled back (bilinear; 0 where the model's window did not reach). model_input/ "
             f"holds the same on the model's {model_size} input: {grid}.\n"
         )
-        if back.volume is not None and back.volume.model_view not in (None, (False, False, False)):
+        if back.volume is not None and back.volume.model_view is not None:
             where += (
                 "model_input/ is turned as the page shows it; the model read it as training cuts the file's "
                 "slices (each voxel axis in its stored direction).\n"

@@ -324,7 +324,10 @@ class MedicalSegmentationTask(BaseTask):
         the Prob. U-Net's as ``GroupNorm``, an HPU-Net's batch norms, a model of one's own), so the network is
         run once in eval mode on a blank image of that padded size, cached per size. Sides that are all at
         least twice the size multiple (and 64 px) leave at least 2x2 pixels at the coarsest scale: not run."""
-        multiple = size_multiple(self.model)
+        # walks every module: once (predict's data setup asks per file, before on_predict_start's own)
+        if "_predict_multiple" not in self.__dict__:
+            self.__dict__["_predict_multiple"] = size_multiple(self.model)
+        multiple = self.__dict__["_predict_multiple"]
         padded = tuple(-(-int(side) // multiple) * multiple for side in (height, width))
         if min(padded) >= max(2 * multiple, 64):
             return None

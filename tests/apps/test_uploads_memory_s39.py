@@ -53,7 +53,7 @@ def _nifti(volume: np.ndarray, affine=None, slope=None, inter=0.0, order="<", gz
 # ------------------------------------------------------------------------------------ 1: NIfTI, one copy
 
 
-def _no_window(display: np.ndarray) -> tuple[float, float]:
+def _no_window(display: np.ndarray, percentiles=None) -> tuple[float, float]:
     """Stands in for the window's percentiles in the peak tests: its sample of 2 million voxels takes 40 MB
     at any size (1 / 13 of a volume at the limit), more than the scaled-down volumes here."""
     return 0.0, 1.0

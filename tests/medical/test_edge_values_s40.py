@@ -48,7 +48,9 @@ def test_a_png_too_small_for_the_network_is_skipped_and_named_the_others_predict
     ):
         quiet_trainer().predict(task, datamodule=data)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "b"]
-    assert task.predict_size_problem(40, 33) is None  # a large image is not run through the network to know
+    probed = dict(task._predict_probes)
+    assert task.predict_size_problem(64, 70) is None  # a large image is not run through the network to know
+    assert task._predict_probes == probed
 
 
 @pytest.mark.parametrize(

@@ -751,8 +751,8 @@ class AnomalySegmentationTask(BaseTask):
     def on_predict_epoch_end(self) -> None:
         # every rank's rows (each wrote its own share of the maps), in name order, written once; kept here,
         # not read from Lightning's list of what predict_step returned (the CLI's predict keeps none)
-        rows = sorted(gather_lists(self._predict_rows), key=lambda r: r["name"])
-        self._predict_rows = []
+        mine, self._predict_rows = self._predict_rows, []
+        rows = sorted(gather_lists(mine), key=lambda r: r["name"])
         if not rows or not self.trainer.is_global_zero:
             return
         path = Path(self.predict_dir) / "image_scores.csv"

@@ -335,13 +335,15 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
     def postprocess_module(self) -> nn.Module:
         return self.detector  # FCOS holds its thresholds itself
 
+    @property
+    def evaluation_sizes(self) -> tuple[tuple[int], int]:
+        """The transform's (min sizes, max size) at evaluation: the nominal ``input_size``."""
+        return (min(self.input_size),), max(self.input_size)
+
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
         images = as_image_list(images, self.backbone.in_channels)
         # evaluation at the nominal size; multi-scale training draws from train_scales only
-        if self.training:
-            min_size, max_size = self._train_sizes
-        else:
-            min_size, max_size = (min(self.input_size),), max(self.input_size)
+        min_size, max_size = self._train_sizes if self.training else self.evaluation_sizes
         self.detector.transform.min_size, self.detector.transform.max_size = min_size, max_size
         if not self.training:
             return self.detect_by_size(images)

@@ -219,7 +219,7 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
                 if isinstance(module, STATEFUL_OR_RANDOM):
                     module.eval()
             if train_sizes is not None:  # RoadDetector: the sizes training draws from, here the evaluation's
-                self.model._train_sizes = ((min(self.model.input_size),), max(self.model.input_size))
+                self.model._train_sizes = self.model.evaluation_sizes
             with torch.random.fork_rng(devices=forked, device_type=device.type):
                 return self.model(images, targets)
         finally:

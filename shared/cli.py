@@ -39,6 +39,8 @@ from shared.budget import FitScheduleToBudget
 from shared.checkpointing import LastIsLastCheckpoint
 from shared.cli_help import (
     SUBCOMMAND_HELP,
+    ConfigError,
+    _is_input_error,
     metric_mode,
     quiet_library_notes,
     suggest_options,
@@ -51,6 +53,7 @@ from shared.notify import (
     holds_logged_values,
 )
 from shared.optim import CtrlCBetweenSteps
+from shared.prediction_set import PredictionSet
 from shared.task import (
     CheckpointMismatchError,
     check_checkpoint_file,
@@ -58,11 +61,6 @@ from shared.task import (
     plain_values,
     read_checkpoint_data,
 )
-
-
-class ConfigError(ValueError):
-    """A config file or value the parser let through but the run cannot use; the message names file or key."""
-
 
 # --ckpt_path values Lightning resolves itself
 _SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -409,6 +407,17 @@ def _wrong_value(message: str) -> str | None:
     alternatives = ([f"one of {{{', '.join(choices)}}}"] if choices else []) + kinds
     got = f", got {value!r}" if value is not None else ""
     return f"{option}: expected {' or '.join(alternatives)}{got}"
+
+
+def _trainer_argument(message: str) -> str | None:
+    """The one ``pl.Trainer`` argument a Lightning error ``message`` names, or None (none, or several): in
+    backticks (`` `devices` selected with ...``, `` `Trainer(devices=0)` ``, `` `accelerator='foo'` ``) or
+    after "for" ("invalid value -1 for limit_train_batches"). Read from the text: Lightning's errors carry no
+    field for the argument."""
+    named = {found[1] for found in re.finditer(r"`(?:Trainer\()?(\w+)[^`]*`", message)}
+    named |= set(re.findall(r"\bfor (\w+)\b", message))
+    arguments = named & set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    return arguments.pop() if len(arguments) == 1 else None
 
 
 def _suggestions(given: list[str], known: list[str]) -> list[str]:
@@ -1048,13 +1057,14 @@ class SuiteCLI(LightningCLI):
         if self.subcommand == "predict":
             kwargs["logger"] = False
         self._reserve_log_version()
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except Exception as err:
+            self._refuse_trainer_argument(err)
+            raise
         if self.subcommand in (None, "fit"):  # only a fit wraps the model in torch's DDP
             given = self._get(self.config_init, "trainer", default={}).get("strategy")
             find_unused_parameters_where_idle(trainer, self.model, given)
-        # imported here: shared.prediction_set raises this module's ConfigError (circular at the top)
-        from shared.prediction_set import PredictionSet
-
         trainer.callbacks.append(PredictionSet())
         if self.subcommand == "predict":
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
@@ -1062,6 +1072,25 @@ class SuiteCLI(LightningCLI):
         if not trainer.loggers:
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         return trainer
+
+    def _refuse_trainer_argument(self, err: Exception) -> None:
+        """A Trainer argument Lightning refuses (``--trainer.devices 1.5``, ``--trainer.accelerator foo``) ends
+        the command as the parser's wrong values do (:func:`_wrong_value`): one line naming the option as typed,
+        ``<prog> fit: --trainer.devices: <Lightning's message> (got '1.5')``, and exit status 2. Lightning's
+        message named ``devices`` alone, after ``error: TypeError:``. Returns (the caller re-raises) for other
+        errors, one naming no Trainer argument or several, and with ``SUITE_TRACEBACK=1``."""
+        if os.environ.get("SUITE_TRACEBACK") == "1" or not _is_input_error(err):
+            return
+        name = _trainer_argument(str(err))
+        if name is None:
+            return
+        given = self._get(self.config, "trainer", default=None) or {}
+        value = given.get(name) if hasattr(given, "get") else None
+        got = f" (got {value!r})" if value is not None and repr(value) not in str(err) else ""
+        parser = self._subcommand_parsers.get(self.subcommand) or self.parser
+        message = " ".join(str(err).split())  # one line
+        sys.stderr.write(f"{parser.prog.replace(' [options]', '')}: --trainer.{name}: {message}{got}\n")
+        raise SystemExit(2) from err
 
     def _reserve_log_version(self) -> None:
         """The CSV and TensorBoard loggers given no version (the defaults) get one, the same for both, taken
@@ -1216,7 +1245,8 @@ def _start_tensorboard_session(logger: TensorBoardLogger, settings: dict) -> Non
     lists every scalar the run logs as its metrics (the monitored one, the test figures). Lightning's
     ``log_hyperparams`` names ``hp_metric`` (or the metrics it is given, logging a first value of each), and
     torch's ``SummaryWriter.add_hparams`` writes into a run folder of its own: so the session start is
-    written here, as Lightning writes it, into the run's own event file."""
+    written here, as Lightning writes it, into the run's own event file.
+    Not Lightning's ``_sanitize_params``: it logs None as "None" and keeps tensors (a 0-dim one fails ``hparams``)."""
     from torch.utils.tensorboard.summary import hparams
 
     kept = (bool, int, float, str)  # what it takes; None is left out (as torch leaves it)

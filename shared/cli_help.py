@@ -32,6 +32,12 @@ SUBCOMMAND_HELP = {
 }
 
 
+class ConfigError(ValueError):
+    """A config file or value the parser let through but the run cannot use; the message names file or key.
+    Here, not in :mod:`shared.cli`, so that modules :mod:`shared.cli` imports (:mod:`shared.prediction_set`) can
+    raise it; ``shared.cli.ConfigError`` is the same class."""
+
+
 #: how a stopped fit goes on: said when a SIGTERM or a Ctrl-C stopped one (its state is saved as last.ckpt)
 RESUME_HINT = "a fit resumes with `fit --ckpt_path last`"
 

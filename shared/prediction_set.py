@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
 
 from shared.classification.data import IMAGE_SUFFIXES
-from shared.cli import ConfigError
+from shared.cli_help import ConfigError
 from shared.files import (
     PREDICTIONS_MANIFEST,
     check_output_folder,

@@ -20,6 +20,10 @@ from domains.driving.synthetic.scene import ObjectSpec, _col
 
 
 def _anomaly_spec(rng: np.random.Generator, kind: str, x: float, z: float) -> ObjectSpec:
+    """One ``kind``'s spec at ``(x, z)``, drawn from the layout's ``rng`` in a fixed order (a draw more or
+    less shifts every scene after it). An if-chain, not a table like ``_PRIMITIVES``: each branch is 2-5 draws,
+    and the tyre's and the animal's change the style and heading drawn for all kinds, which table entries would
+    each have to take and hand back."""
     style = int(rng.integers(0, 2**31))
     heading = float(rng.uniform(-math.pi, math.pi))
     if kind == "cardboard_box":

@@ -551,6 +551,20 @@ def _checkpoint_header(path: str, mtime_ns: int) -> dict:
     return {"task": str(task) if task else None, "data": data}
 
 
+def trained_data_settings(path: str | Path) -> dict | None:
+    """The data settings the weights at ``path`` were fitted with: shipped weights' model card
+    ``data_hyper_parameters``, a checkpoint's ``datamodule_hyper_parameters`` from its header, read once per file
+    version (:func:`_checkpoint_header`, which the checkpoint picker's task check fills too); a copy. A file that
+    is no readable checkpoint raises its reader's error, as reading it whole did."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_card(path).get("data_hyper_parameters")
+    header = _checkpoint_header(str(path), path.stat().st_mtime_ns)
+    if "data" not in header:  # no readable checkpoint (the header swallows why): read it again to raise it
+        read_checkpoint(path)
+    return copy.deepcopy(header.get("data"))
+
+
 def checkpoint_task(path: str | Path) -> str | None:
     """The task class a Lightning checkpoint holds (``module.Class``, as :class:`shared.task.BaseTask` records
     it), None when it names none or is no readable checkpoint."""
@@ -927,12 +941,8 @@ def accident_model_fps(path: str | Path) -> tuple[float, str]:
     from domains.driving.accident.data import training_fps
 
     path = Path(path)
-    if path.suffix == ".safetensors":
-        data = read_card(path).get("data_hyper_parameters")
-        where = f"model card {path.with_suffix('.json').name}"
-    else:
-        data = read_checkpoint(path).get("datamodule_hyper_parameters")
-        where = f"checkpoint {path.name}"
+    data = trained_data_settings(path)
+    where = f"model card {path.with_suffix('.json').name}" if path.suffix == ".safetensors" else f"checkpoint {path.name}"
     fps, why = training_fps(data)
     if not data:
         return fps, f"assumed: {path.name} does not record its training data; the generated clips' default"

@@ -125,7 +125,7 @@ class PredictionSet(pl.Callback):
                 "which predict's outputs could overwrite; nothing was written: give a --model.predict_dir that "
                 f"holds no input (a new folder beside the inputs; one inside {option} is fine)"
             )
-        inside = _held_inside(self._root, _dataset_paths(_predict_datasets(trainer)))
+        inside = _held_inside(self._root, _dataset_paths(predict_datasets(trainer)))
         if inside:
             more = f" and {len(inside) - 1} more" if len(inside) > 1 else ""
             what = (
@@ -264,7 +264,7 @@ def _listed_entry_problem(root: Path, rel) -> str | None:
     return None
 
 
-def _predict_datasets(trainer) -> list:
+def predict_datasets(trainer) -> list:
     """The datasets of the predict loaders Lightning built for this run (none before it built them)."""
     loaders = getattr(trainer, "predict_dataloaders", None)
     if isinstance(loaders, dict):
@@ -387,4 +387,4 @@ def _remove_empty_folders(root: Path, folders) -> None:
             folder.rmdir()
 
 
-__all__ = ["PredictionSet"]
+__all__ = ["PredictionSet", "predict_datasets"]

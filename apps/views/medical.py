@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -53,17 +52,13 @@ def _decode(digest: str, name: str, data: bytes, percentiles: tuple[float, float
     )
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _trained_percentiles(token: str, path: str) -> tuple[float, float]:
-    """The intensity percentiles the weights at ``path`` (``token``: their version) learnt NIfTI slices at: the
-    data settings stored with them (a checkpoint's, shipped weights' model card), 0.5 / 99.5 where none are."""
+def _trained_percentiles(path: str) -> tuple[float, float]:
+    """The intensity percentiles the weights at ``path`` learnt NIfTI slices at: the data settings stored with
+    them (a checkpoint's, shipped weights' model card; :func:`dm.trained_data_settings`, read once per file
+    version), 0.5 / 99.5 where none are."""
     from domains.medical.volumes import trained_percentiles
 
-    if Path(path).suffix == ".safetensors":
-        data = dm.read_card(path).get("data_hyper_parameters")
-    else:
-        data = dm.read_checkpoint(path).get("datamodule_hyper_parameters")
-    return trained_percentiles(data)
+    return trained_percentiles(dm.trained_data_settings(path))
 
 
 def _slice(digest: str, index: int, channel: int, volume: up.MedicalVolume) -> np.ndarray:
@@ -86,9 +81,15 @@ def _fitted(
 
 
 @pc.per_upload(UPLOAD_KEY, lambda: source == UPLOAD, st.cache_data, 32, "Drawing samples ...", kept=8)
-def _predict(token: str, key: str, image_digest: str, num_samples: int, seed: int, _image: np.ndarray) -> dict:
-    """The samples of the model's input: a synthetic test image's shared, an upload's in its session."""
-    return dm.medical_predict(pc.load_model(key), _image, num_samples, seed)
+def _predict(token: str, key: str, image_key: str, num_samples: int, seed: int, _shown: tuple) -> dict:
+    """The samples of the shown image, as shown: a synthetic test image's shared, an upload's in its session.
+    ``_shown`` is (the image as the page shows it, the upload it came from or None; ``image_key`` names both):
+    a NIfTI upload's slice goes to the model as training cut the file's (:meth:`up.MedicalVolume.to_model`) and
+    its maps come back turned as shown (``from_model``) here, once per image, not on every rerun (a slider)."""
+    image, volume = _shown
+    model_input = np.ascontiguousarray(volume.to_model(image) if volume else image, dtype=np.float32)
+    result = dm.medical_predict(pc.load_model(key), model_input, num_samples, seed)
+    return result if volume is None else {what: volume.from_model(value) for what, value in result.items()}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -459,7 +460,7 @@ else:
         help_text=f"Up to {up.MAX_UPLOAD_MB} MB. Nothing is kept after the session ends.",
         prompt="Upload a CT slice or volume, or pick a synthetic test image above.",
     )
-    percentiles = _trained_percentiles(pc.model_token(key), str(pc.model_path(key)))  # a volume's window, as trained
+    percentiles = _trained_percentiles(str(pc.model_path(key)))  # a volume's window, as trained
     scaled = f"{data_digest} {percentiles}"  # its slices: another model's percentiles scale them anew
     try:
         volume = _decode(data_digest, file_name, data, percentiles)
@@ -544,15 +545,17 @@ else:
     oriented = volume
 
 # the page shows a NIfTI slice in the radiological view; the model gets it as training cut the file's slices, and
-# its maps come back as shown
-model_input = np.ascontiguousarray(oriented.to_model(image) if oriented else image, dtype=np.float32)
+# its maps come back as shown (in _predict). An upload's image is named by what made it (_fitted's key: the file,
+# its scaling, slice, channel and fit), so a rerun hashes no pixels; a test image by its pixels (a cache shared by
+# every session)
+image_key = (
+    f"{scaled} {index} {channel} {size} {mode} {centre}" if oriented is not None else pc.digest(image.tobytes())
+)
 try:
-    result = _predict(pc.model_token(key), key, pc.digest(model_input.tobytes()), num_samples, seed, model_input)
+    result = _predict(pc.model_token(key), key, image_key, num_samples, seed, (image, oriented))
 except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint whose task code changed since
     st.error(f"The model failed on this image: {type(exc).__name__}: {exc}")
     st.stop()
-if oriented is not None:
-    result = {what: oriented.from_model(value) for what, value in result.items()}
 samples = result["probs"] >= threshold
 
 st.subheader(name)

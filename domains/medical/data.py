@@ -186,11 +186,27 @@ class MedicalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    #: files ``predict`` left out before reading any item, each as "<path>: <why>" (:func:`build_predict_dataset`)
+    not_predicted: Sequence[str] = ()
+
     def load(self, index: int) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict:
         return _to_item(self.load(index))
+
+    def refused_item(self, index: int, error: str) -> dict:
+        """A blank stand-in for item ``index``, which :meth:`load` refused with ``error`` (a volume's intensity
+        window, NaN voxels): ``predict`` passes it on marked, so the task skips it and names it at the end
+        (:meth:`~domains.medical.task.MedicalSegmentationTask.predict_step`) instead of the run dying on it
+        with the files after it unwritten. 1x1: :func:`pad_collate` pads it to its batch mates."""
+        return {
+            "image": np.zeros((1, 1), np.float32),
+            "masks": np.zeros((self.num_readers, 1, 1), np.uint8),
+            "id": self.ids[index],
+            "group": self.groups[index],
+            "error": error,
+        }
 
 
 # ------------------------------------------------------------------------------------------- LIDC PNG
@@ -1065,6 +1081,7 @@ class DecathlonSliceDataset(MedicalDataset):
         self.ids = [f"{self.cases[c][0]}/z{z:03d}" for c, z in self.slices]
         self.groups = [self.cases[c][0] for c, _ in self.slices]
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
+        self._refused: dict[int, str] = {}  # case -> why :meth:`_volume` refused it (per loader process)
 
     def _foreground(self, label: np.ndarray) -> np.ndarray:
         """The lesion mask of a label array: ``foreground_labels`` if given, else every non-zero label."""
@@ -1087,10 +1104,21 @@ class DecathlonSliceDataset(MedicalDataset):
 
     def _volume(self, c: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Processed (image, label) of case ``c`` as (crop, crop, Z) arrays (label None: an unlabelled
-        volume), LRU-cached."""
+        volume), LRU-cached. A case refused once (:class:`MedicalDataError`) is refused again from memory: each
+        of its slices asks, and ``predict`` skips them all (:meth:`refused_item`) without reading it Z times."""
         if c in self._cache:
             self._cache.move_to_end(c)
             return self._cache[c]
+        if c in self._refused:
+            raise MedicalDataError(self._refused[c])
+        try:
+            return self._read_volume(c)
+        except MedicalDataError as err:
+            self._refused[c] = str(err)
+            raise
+
+    def _read_volume(self, c: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_volume` read from its files, and kept in the cache."""
         from monai.transforms import EnsureChannelFirst
 
         _case, image_path, label_path = self.cases[c]
@@ -1208,6 +1236,18 @@ class DecathlonSliceDataset(MedicalDataset):
                 stacklevel=2,
             )
         return lo, hi
+
+    def refused_item(self, index: int, error: str) -> dict:
+        """:meth:`MedicalDataset.refused_item` at the slices' size, with the volume's ``source`` (its batch
+        mates' have one)."""
+        c, z = self.slices[index]
+        blank = np.zeros((self.crop_size, self.crop_size), np.float32)
+        return {
+            **super().refused_item(index, error),
+            "image": blank,
+            "masks": np.zeros((self.num_readers, *blank.shape), np.uint8),
+            "source": dict(self._sources[c], slice_index=z),
+        }
 
     def load(self, index: int) -> dict:
         c, z = self.slices[index]
@@ -1415,9 +1455,12 @@ def build_predict_dataset(
             f"--data.predict_path {root}: {' and '.join(same[:2])} make one output name {name!r}: rename one"
         )
     if not nifti:
-        return ImageFileDataset(readable, names)
-    wanted = ("modality_index", "percentiles", "cache_volumes")
-    return NiftiImageDataset(readable, names, crop_size, **{k: v for k, v in settings.items() if k in wanted})
+        dataset = ImageFileDataset(readable, names)
+    else:
+        wanted = ("modality_index", "percentiles", "cache_volumes")
+        dataset = NiftiImageDataset(readable, names, crop_size, **{k: v for k, v in settings.items() if k in wanted})
+    dataset.not_predicted = failed  # named again in predict's count at the end, with those refused while read
+    return dataset
 
 
 # -------------------------------------------------------------------------------------------- factory
@@ -1467,6 +1510,11 @@ class ReaderDataset(Dataset):
     ``reader_sampling``: "random" draws one reader per item per call (PHiSeg); "all" makes every
     (image, reader) pair an item; "first" always uses reader 0 (evaluation). Randomness comes from torch's
     generator, which Lightning seeds and DataLoader workers split, so runs repeat and workers differ.
+
+    ``skip_refused`` (``predict``): an item its reader refuses (:class:`MedicalDataError`: a volume's intensity
+    window, NaN voxels, a file gone since it was listed) comes as a blank stand-in with the reason in
+    ``"error"`` (:meth:`MedicalDataset.refused_item`; "" for the others), which the task skips and counts; fit,
+    validate and test stop on it, naming the file (training on it is wrong).
     """
 
     def __init__(
@@ -1475,6 +1523,7 @@ class ReaderDataset(Dataset):
         reader_sampling: Literal["random", "all"] = "random",
         augment: Callable | None = None,
         indices: Sequence[int] | None = None,
+        skip_refused: bool = False,
     ):
         if reader_sampling not in ("random", "all", "first"):
             raise ValueError(f"reader_sampling must be 'random', 'all' or 'first', got {reader_sampling!r}")
@@ -1482,6 +1531,7 @@ class ReaderDataset(Dataset):
         self.reader_sampling = reader_sampling
         self.augment = augment
         self.indices = list(range(len(base))) if indices is None else list(indices)
+        self.skip_refused = skip_refused
         self.num_readers = base.num_readers
         if reader_sampling == "all":
             self.items = [(i, r) for i in self.indices for r in range(base.num_readers)]
@@ -1493,7 +1543,14 @@ class ReaderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         i, reader = self.items[index]
-        record = self.base.load(i)
+        try:
+            record = self.base.load(i)
+        except MedicalDataError as err:
+            if not self.skip_refused:
+                raise
+            record = self.base.refused_item(i, str(err))
+        else:
+            record = {**record, "error": ""} if self.skip_refused else record
         image, masks = record["image"], record["masks"]
         if self.augment is not None:
             # albumentations ignores global seeds: reseed it from torch so workers and runs stay reproducible.
@@ -1624,7 +1681,9 @@ class MedicalDataModule(SplitLoaders):
             Decathlon pipeline with ``dataset_kwargs``' ``modality_index`` / ``percentiles`` and ``crop_size``;
             written back on each volume's grid and affine), a Decathlon folder (its dataset.json's ``test``
             list), or 2-D images (.png, .jpg, .tif, ...) or a folder of them (read as the LIDC PNGs, whole).
-            Outputs are named after the files; a file that does not read is skipped, named in a warning.
+            Outputs are named after the files; a file that does not read, or that its reader refuses (an
+            intensity window beyond any scan, NaN voxels), is skipped, named with its reason in a count at the
+            end ("predicted 498 of 500 files; skipped 2"); none predicted is an error.
     """
 
     def __init__(
@@ -1739,7 +1798,7 @@ class MedicalDataModule(SplitLoaders):
             module = self.trainer.lightning_module if self.trainer is not None else None
             size_problem = getattr(module, "predict_size_problem", None)
             base = build_predict_dataset(self.predict_path, self.crop_size, size_problem, **self.dataset_kwargs)
-            self.datasets[split] = ReaderDataset(base, "first", indices=self._capped(split, base))
+            self.datasets[split] = ReaderDataset(base, "first", indices=self._capped(split, base), skip_refused=True)
         if split not in self.datasets:
             kw: dict[str, Any] = {"crop_size": self.crop_size}
             if self.data_format != "lidc_png":
@@ -1755,7 +1814,11 @@ class MedicalDataModule(SplitLoaders):
             train = split == "train"
             augment = segmentation_augmentations(seed=self.seed) if (train and self.augment) else None
             self.datasets[split] = ReaderDataset(
-                base, self.reader_sampling if train else "first", augment=augment, indices=self._capped(split, base)
+                base,
+                self.reader_sampling if train else "first",
+                augment=augment,
+                indices=self._capped(split, base),
+                skip_refused=split == "predict",  # a refused file is skipped and named; the other stages stop
             )
         return self.datasets[split]
 

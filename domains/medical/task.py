@@ -8,9 +8,11 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from shared.prediction_set import predict_datasets
 from shared.segmentation import pad_to_multiple
-from shared.task import BaseTask, NonFiniteLossError
+from shared.task import BaseTask, NonFiniteLossError, gather_lists
 
+from .data import MedicalDataError, MedicalDataWarning
 from .metrics import SegmentationUncertaintyMetrics
 from .models import MedicalSegmenter, model_name
 from .models.common import image_noise
@@ -314,6 +316,59 @@ class MedicalSegmentationTask(BaseTask):
     def on_predict_start(self) -> None:
         self._size_multiple = size_multiple(self.model)  # walks every module: once, not per batch
         self._run_seed = torch.initial_seed()  # the run's seed (seed_everything), before any image's own
+        self._predicted_files: set[str] = set()  # files (a volume, an image) with an item predicted
+        self._refused_files: dict[str, str] = {}  # file -> why its reader refused it (skipped: predict_step)
+
+    def _skip_refused(self, batch: dict) -> dict:
+        """``batch`` without the items its reader refused (``"error"``: :class:`~domains.medical.data.ReaderDataset`'s
+        ``skip_refused``), each one's file and reason kept for :meth:`on_predict_epoch_end`; the files of the
+        others counted as predicted. A file is a volume (all its slices) or a 2-D image: nothing is written
+        for a refused one, since its items never reach the network or the writer."""
+        files = batch["source"]["image_path"] if "source" in batch else batch["id"]
+        errors = batch.get("error") or [""] * len(files)
+        keep = [i for i, error in enumerate(errors) if not error]
+        for i, error in enumerate(errors):
+            if error:
+                self._refused_files.setdefault(str(files[i]), error)
+        self._predicted_files.update(str(files[i]) for i in keep)
+        if len(keep) == len(errors):
+            return batch
+        index = torch.tensor(keep, dtype=torch.long)
+
+        def take(value):
+            if isinstance(value, dict):
+                return {k: take(v) for k, v in value.items()}
+            if isinstance(value, torch.Tensor):
+                return value[index.to(value.device)]
+            return [value[i] for i in keep]
+
+        return take(batch)
+
+    def on_predict_epoch_end(self) -> None:
+        """The files ``predict`` skipped, each named with why, and how many it predicted, said once at the end:
+        those left out when the folder was listed (unreadable, too small for the network: already warned of
+        then) and those refused when read (:meth:`_skip_refused`). A run that predicted none of them is an
+        error (exit status 1; :class:`shared.prediction_set.PredictionSet` puts the earlier set back), as a
+        folder with no readable file is."""
+        refused = dict(gather_lists(sorted(self._refused_files.items())))  # every rank's, in rank order
+        predicted = set(gather_lists(sorted(self._predicted_files))) - set(refused)
+        listed = [
+            why
+            for dataset in predict_datasets(self.trainer)
+            for why in getattr(getattr(dataset, "base", dataset), "not_predicted", ())
+        ]
+        skipped = [*listed, *refused.values()]
+        if not skipped:
+            return
+        total = len(predicted) + len(skipped)
+        named = "\n  ".join(skipped)
+        if not predicted:
+            raise MedicalDataError(f"predict: none of the {total} files could be predicted:\n  {named}")
+        rank_zero_warn(
+            f"predict: predicted {len(predicted)} of {total} files; skipped {len(skipped)} (no output written for "
+            f"them):\n  {named}",
+            category=MedicalDataWarning,
+        )
 
     def predict_size_problem(self, height: int, width: int) -> str | None:
         """Why the network cannot predict a whole image of ``height`` x ``width`` (padded to its size multiple,
@@ -383,6 +438,7 @@ class MedicalSegmentationTask(BaseTask):
         :func:`~domains.medical.models.common.sample_latent` for this to hold (from the global stream, its
         samples now differ from call to call).
         """
+        batch = self._skip_refused(batch)
         images = batch["image"]
         sizes = batch.get("size", torch.tensor([images.shape[-2:]] * len(images)))
         probs = torch.zeros(*images.shape[:1], self.num_samples, *images.shape[-2:], device=self.device)

@@ -68,6 +68,25 @@ def ttc_from_horizons(probabilities: torch.Tensor, horizons: torch.Tensor) -> to
     return torch.where(first >= 0, ttc, torch.full_like(ttc, float("inf")))
 
 
+def _checked_valid(box_valid: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """``box_valid`` as bool, of ``boxes``' shape less its last axis: a float or integer mask of 0 / 1 (what a
+    caller builds with ``.float()`` or numpy) is converted; other values, or another shape, are refused."""
+    if tuple(box_valid.shape) != tuple(boxes.shape[:-1]):
+        raise ValueError(
+            f"box_valid has shape {tuple(box_valid.shape)}, expected {tuple(boxes.shape[:-1])} (boxes' shape "
+            f"{tuple(boxes.shape)} less its last axis: one flag per box)"
+        )
+    if box_valid.dtype == torch.bool:
+        return box_valid
+    bad = (box_valid != 0) & (box_valid != 1)  # NaN included
+    if bad.any():
+        raise ValueError(
+            f"box_valid must be bool or hold only 0 / 1, got dtype {str(box_valid.dtype).removeprefix('torch.')} "
+            f"with {int(bad.sum())} other values (e.g. {box_valid[bad][0].item()!r})"
+        )
+    return box_valid.bool()
+
+
 class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
     """Per-frame contact risk within each horizon and per-object risk, from frames or precomputed features.
 
@@ -362,19 +381,25 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         return out
 
     @staticmethod
-    def _no_objects(frames, features, boxes, box_valid, object_features, clip: bool = True):
-        """Inputs without objects (e.g. CCD without detections: ``boxes`` None) get one empty slot, boxes
-        without ``box_valid`` are all valid; for whole clips (``clip``: leading B, T) and single frames (leading
-        B) alike."""
+    def _no_objects(frames, features, boxes, box_valid, object_features, clip: bool = True, slots: int = 1):
+        """Inputs without objects (e.g. CCD without detections: ``boxes`` None; a detector that found nothing
+        in the whole clip or frame: zero slots) get ``slots`` empty slots (one; :meth:`step` gives its state's
+        count), boxes without ``box_valid`` are all valid, and a 0 / 1 ``box_valid`` of any dtype is read as
+        bool (:func:`_checked_valid`); for whole clips (``clip``: leading B, T) and single frames (leading B)."""
+        empty = None  # zero slots: the temporal models need one slot to attend to, as without boxes
+        if boxes is not None and boxes.shape[-2] == 0:
+            empty, boxes, box_valid = boxes, None, None
+            if object_features is not None and object_features.shape[-2] == 0:
+                object_features = None
         if boxes is not None:  # boxes without a validity mask: every box is an object
             if box_valid is None:
                 box_valid = torch.ones(boxes.shape[:-1], dtype=torch.bool, device=boxes.device)
-            return boxes, box_valid, object_features
-        ref = frames if frames is not None else features
+            return boxes, _checked_valid(box_valid, boxes), object_features
+        ref = next((x for x in (frames, features, empty) if x is not None), None)
         if ref is None:
             raise ValueError("no input: pass frames, features or boxes")
         lead = ref.shape[:2] if clip else ref.shape[:1]
-        boxes = ref.new_zeros(*lead, 1, 4)
+        boxes = ref.new_zeros(*lead, slots, 4)
         box_valid = torch.zeros(boxes.shape[:-1], dtype=torch.bool, device=ref.device)
         if object_features is None and features is not None:
             object_features = features.new_zeros(*boxes.shape[:-1], features.shape[-1])
@@ -391,10 +416,13 @@ class AccidentAnticipator(FreezableBackbone, RemembersInitArgs, nn.Module):
         object_features: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Streaming: one new frame (B, 3, H, W) with its boxes (B, N, 4) updates the fixed-size ``state``
-        (None at a clip's start); returns this frame's horizon and object log-odds and the new state. A
+        (None at a clip's start); returns this frame's horizon and object log-odds and the new state. A frame
+        without objects (``boxes`` None, or zero slots) gets the state's slot count, all empty. A
         boxes-only network's horizon log-odds are ``EMPTY_SLOT_LOGIT`` on a frame without objects (:meth:`blind`)."""
+        # a frame without objects gets as many empty slots as its clip's state has, as forward pads it
+        slots = 1 if state is None else state["objects"].shape[1]
         boxes, box_valid, object_features = self._no_objects(
-            frame, features, boxes, box_valid, object_features, clip=False
+            frame, features, boxes, box_valid, object_features, clip=False, slots=slots
         )
         frame_emb, object_emb = self.encode(
             None if frame is None else frame[:, None],

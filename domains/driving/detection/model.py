@@ -32,12 +32,15 @@ no auxiliary-loss hook, so the transformed batch and the FPN maps are read with 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import FCOS
+from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.models.detection.transform import (
@@ -117,7 +120,28 @@ class Float32Outputs:
 
 
 class Float32OutputHead(Float32Outputs, FCOSHead):
-    """torchvision's FCOS head with float32 outputs (:class:`Float32Outputs`)."""
+    """torchvision's FCOS head with float32 outputs (:class:`Float32Outputs`) and branches normalised by
+    ``norm_layer`` (None: torchvision's GroupNorm(32)).
+
+    torchvision's ``FCOSHead`` (0.29 here) takes no ``norm_layer``, only its two branches do, and building
+    it with its GroupNorm(32) refused any width not a multiple of 32 before a narrower norm could be swapped
+    in. So this is ``FCOSHead.__init__`` with the norm passed to the branches: the same modules, built in the
+    same order (a seeded GroupNorm(32) head draws the same weights as torchvision's)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_anchors: int,
+        num_classes: int,
+        num_convs: int = 4,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+    ):
+        nn.Module.__init__(self)
+        self.box_coder = BoxLinearCoder(normalize_by_size=True)
+        self.classification_head = FCOSClassificationHead(
+            in_channels, num_anchors, num_classes, num_convs, norm_layer=norm_layer
+        )
+        self.regression_head = FCOSRegressionHead(in_channels, num_anchors, num_convs, norm_layer=norm_layer)
 
 
 class FitIntoBox(GeneralizedRCNNTransform):
@@ -200,8 +224,10 @@ def checked_backbone(
 ) -> Backbone:
     """The argument checks every road-object network (detector, instance segmenter) starts with, and its
     registry backbone built from a name (or a built :class:`Backbone` passed through)."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) or num_classes < 1:
+        # a list of class names fell into `<` as a TypeError (an IndexError further on for an empty one)
+        hint = " (for class names, pass how many: len(names) >= 1)" if isinstance(num_classes, list | tuple) else ""
+        raise ValueError(f"num_classes (the first argument) must be an int >= 1, got {num_classes!r}{hint}")
     if len(input_size) != 2 or min(input_size) < 16:
         raise ValueError(f"input_size must be (height, width) with both >= 16, got {input_size}")
     if isinstance(backbone, str):
@@ -229,7 +255,8 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
             training); evaluation always uses ``input_size``. A scale below 1 trains on smaller batches than
             it evaluates: with zoom-in crops (the data module's ``crop_prob: 1``) objects keep their test size.
         fpn_levels: how many of the backbone's coarsest maps feed the FPN (4: strides 4 to 32).
-        fpn_channels: FPN and head width.
+        fpn_channels: FPN and head width: even, and from 64 up a multiple of 32 (the head's GroupNorm keeps 32
+            groups there; a narrower FPN gets 2 channels per group).
         head_convs: conv + GroupNorm blocks in each FCOS branch (torchvision default 4; fewer is faster on CPU).
         score_thresh: FCOS post-processing: detections below this score are dropped (the task's own setting,
             chosen at test time, replaces it).
@@ -277,7 +304,7 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
         # torchvision's GroupNorm(32): kept from 64 channels up; narrower FPNs use 2 channels per group, since
         # one channel per group cannot be normalised on the 1x1 top level of a small image
         norm_groups = min(32, fpn_channels // 2)
-        if fpn_channels < 2 or fpn_channels % norm_groups:
+        if fpn_channels < 2 or fpn_channels % 2 or fpn_channels % norm_groups:
             raise ValueError(
                 f"fpn_channels must be even and, from 64 up, a multiple of 32 (GroupNorm), got {fpn_channels}"
             )
@@ -287,13 +314,9 @@ class RoadDetector(AdjustablePostprocess, RemembersInitArgs, nn.Module):
         # FCOS assigns a ground-truth box to a level by the point's distance to the box edges (4x-8x the
         # "anchor" size), so the anchor size must equal the level's real stride.
         anchors = Float32Points(tuple((s,) for s in body.strides), ((1.0,),) * len(body.strides))
-        head = Float32OutputHead(fpn_channels, 1, num_classes, num_convs=head_convs)
-        if norm_groups != 32:
-            norm = partial(nn.GroupNorm, norm_groups)
-            head.classification_head = FCOSClassificationHead(
-                fpn_channels, 1, num_classes, head_convs, norm_layer=norm
-            )
-            head.regression_head = FCOSRegressionHead(fpn_channels, 1, head_convs, norm_layer=norm)
+        head = Float32OutputHead(
+            fpn_channels, 1, num_classes, num_convs=head_convs, norm_layer=partial(nn.GroupNorm, norm_groups)
+        )
         short, long = min(self.input_size), max(self.input_size)
         # GeneralizedRCNNTransform draws one of min_size at random per training batch and evaluates at
         # min_size[-1]; forward() swaps in the training or the evaluation sizes.

@@ -122,6 +122,7 @@ def resize_long_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, floa
 def detect_objects(model: torch.nn.Module, image: np.ndarray, max_side: int = DETECTION_MAX_SIDE) -> dict:
     """Detections of an RGB uint8 photo or frame of any size (numpy ``boxes`` xyxy in its own pixels, clipped
     to it, ``scores``, ``labels``): what the demo pages and the accident task's own clips detect with."""
+    checked_rgb(image)  # before resizing: cv2 would resize a float or uint16 image without a word
     small, scale = resize_long_side(image, max_side)
     pred = detect(model, small)  # the detector letterboxes internally and maps boxes back to `small`
     boxes = pred["boxes"].numpy().astype(np.float64) / scale
@@ -131,17 +132,38 @@ def detect_objects(model: torch.nn.Module, image: np.ndarray, max_side: int = DE
     return {"boxes": boxes, "scores": pred["scores"].numpy(), "labels": pred["labels"].numpy().astype(np.int64)}
 
 
+def checked_rgb(image: np.ndarray) -> np.ndarray:
+    """``image`` if it is an RGB uint8 (H, W, 3) array; else a ValueError naming its shape or dtype.
+
+    Only uint8 is taken: dividing by 255 turned a float image in [0, 1] nearly black and a uint16 one up to 257,
+    and both still gave (wrong) detections. Other depths are the caller's to map to 0..255: a float in [0, 1]
+    with ``(image * 255).round().astype(np.uint8)``, a 16-bit one with :func:`shared.images.stretch_to_uint8`
+    (what :func:`~domains.driving.common.read_rgb` does when it reads one)."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise ValueError(f"expected an RGB image as a numpy (H, W, 3) array, got {shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(
+            f"expected an RGB uint8 image (0..255), got dtype {image.dtype}: bring a float image in [0, 1] to "
+            "uint8 with (image * 255).round().astype(np.uint8), a 16-bit one with "
+            "shared.images.stretch_to_uint8(image)"
+        )
+    return image
+
+
 @torch.no_grad()
 def detect(model: torch.nn.Module, image: np.ndarray) -> dict:
-    """Run a :class:`RoadDetector` on one RGB uint8 image; boxes come back in its pixel coordinates."""
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
-    was_training = model.training
-    model.eval()
+    """Run a :class:`RoadDetector` on one RGB uint8 image (:func:`checked_rgb`); boxes come back in its pixel
+    coordinates. The model's train / eval mode is as it was afterwards, also when the forward pass fails."""
+    checked_rgb(image)
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
     device = next(model.parameters()).device
-    out = model([tensor.to(device)])[0]
-    model.train(was_training)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model([tensor.to(device)])[0]
+    finally:
+        model.train(was_training)
     return {k: v.cpu() for k, v in out.items()}
 
 
@@ -316,6 +338,7 @@ __all__ = [
     "COCO_RESULTS",
     "KittiPredictionWriter",
     "RoadPredictionWriter",
+    "checked_rgb",
     "class_color",
     "coco_result_ids",
     "detect",

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.functional.classification import binary_auroc
 
-from domains.driving.anomaly.metrics import PixelAnomalyAccumulator, component_metrics
+from domains.driving.anomaly.metrics import PixelAnomalyAccumulator, SpilledMaps, component_metrics
 from domains.driving.anomaly.model import (
     FIXED_RANGES,
     IGNORE_INDEX,
@@ -169,8 +169,9 @@ class AnomalySegmentationTask(BaseTask):
             predicted road region.
         image_score_q: the quantile of ``quantile``.
         image_score_k: the number of pixels averaged by ``topk``.
-        component_metrics: compute SMIYC component metrics in ``test`` (keeps the selected score maps in
-            memory until the end of the test epoch: set False for very large test sets).
+        component_metrics: compute SMIYC component metrics in ``test`` (the selected score maps wait for the
+            best-F1 threshold in a temporary file in ``TMPDIR``, 5 bytes a label pixel, until the end of the test
+            epoch: memory stays flat in the number of images).
         component_min_pred_size: predicted components smaller than this (pixels) are dropped from the
             component metrics, as the SMIYC evaluation does (AnomalyTrack 500, ObstacleTrack 50, in the masks'
             own pixels: with ``score_at_label_size``); 0: off.
@@ -584,7 +585,7 @@ class AnomalySegmentationTask(BaseTask):
             names.append(self.score)
         self._test_names = names
         self._pixel_acc = {n: PixelAnomalyAccumulator() for n in names}
-        self._kept_maps: list[tuple[np.ndarray, np.ndarray, str]] = []
+        self._kept_maps = SpilledMaps() if self.component_metrics else None
         self._image_scores: dict[str, list[float]] = {n: [] for n in names}
         self._image_targets: list[int] = []
         self._image_names: list[str] = []
@@ -617,7 +618,7 @@ class AnomalySegmentationTask(BaseTask):
             self._image_targets.append(int((truth == 1).any()))
             self._image_names.append(str(image_name))
             if self.component_metrics:
-                self._kept_maps.append((kept.astype(np.float32), truth.astype(np.uint8), str(image_name)))
+                self._kept_maps.append(kept, truth, str(image_name))
 
     def _resized_items(self, batch) -> np.ndarray:
         """(B,) bool: the images whose network input is not their own size and that are to be scored at their
@@ -628,25 +629,23 @@ class AnomalySegmentationTask(BaseTask):
         return np.array([mask is not None for mask in native], dtype=bool)
 
     def _gather_test_state(self) -> None:
-        """Under DDP each rank saw a shard of the test images: pool every rank's pixel counts, image scores and
-        kept maps (in rank order) so that every rank computes the metrics of the whole set."""
-        parts = gather_lists(
-            [(self._pixel_acc, self._image_scores, self._image_targets, self._image_names, self._kept_maps)]
-        )
+        """Under DDP each rank saw a shard of the test images: pool every rank's pixel counts and image scores
+        (in rank order) so that every rank computes the metrics of the whole set. The kept maps stay with their
+        rank: each scores its own components, pooled by :func:`component_metrics`."""
+        parts = gather_lists([(self._pixel_acc, self._image_scores, self._image_targets, self._image_names)])
         if len(parts) == 1:
             return
         merged = {name: PixelAnomalyAccumulator() for name in self._pixel_acc}
         scores: dict[str, list[float]] = {name: [] for name in self._image_scores}
-        targets, names, kept = [], [], []
-        for acc, image_scores, image_targets, image_names, maps in parts:
+        targets, names = [], []
+        for acc, image_scores, image_targets, image_names in parts:
             for name, total in merged.items():
                 total.merge(acc[name])
                 scores[name] += image_scores[name]
             targets += image_targets
             names += image_names
-            kept += maps
         self._pixel_acc, self._image_scores, self._image_targets = merged, scores, targets
-        self._image_names, self._kept_maps = names, kept
+        self._image_names = names
 
     def on_test_epoch_end(self) -> None:
         self._gather_test_state()
@@ -703,6 +702,7 @@ class AnomalySegmentationTask(BaseTask):
                 threshold=best["threshold"],
                 min_pred_size=self.component_min_pred_size,
                 min_gt_size=self.component_min_gt_size,
+                gather=gather_lists,
             )
             comp["best_f1_threshold"] = best
             results["component"] = comp
@@ -716,7 +716,9 @@ class AnomalySegmentationTask(BaseTask):
             **{n: list(v) for n, v in self._image_scores.items()},
         }
         self.test_results = results
-        self._kept_maps = []
+        if self._kept_maps is not None:
+            self._kept_maps.close()
+            self._kept_maps = None
 
     # ------------------------------------------------------------------------------------------- predict
     def predict_step(self, batch, batch_idx):

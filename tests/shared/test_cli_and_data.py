@@ -518,6 +518,7 @@ def test_fit_on_a_cpu_with_bf16_units_hints_at_bf16_mixed(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(shared.cli, "cpu_has_bf16_units", lambda: units)
+    monkeypatch.setattr(shared.cli, "_BF16_HINT_PARAMETERS", 0)  # the tiny network is below it (test_console_fit_s41)
     args = ["fit", "--trainer.logger", "false", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
             "--trainer.precision", precision]  # fmt: skip
     if precision == "smoke":

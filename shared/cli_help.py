@@ -42,6 +42,15 @@ class ConfigError(ValueError):
 RESUME_HINT = "a fit resumes with `fit --ckpt_path last`"
 
 
+def predicted_split_note(datamodule, own: str) -> str:
+    """What a ``predict`` closing line adds where the run read the test split, not the user's own files:
+    `` (the test split's; --data.predict_path for your own <own>)``; "" where it read ``--data.predict_path``
+    or no suite data module (``predicting_own_images``) says otherwise."""
+    if getattr(datamodule, "predicting_own_images", lambda: True)():
+        return ""
+    return f" (the test split's; --data.predict_path for your own {own})"
+
+
 def metric_mode(name: str | None) -> str | None:
     """Which way a metric named ``name`` is better when nothing says so: ``"min"`` for a loss (``val/loss``,
     ``val/loss_epoch``), else None (unknown: accuracy, mAP and IoU are better high, GED and ECE low)."""
@@ -189,20 +198,63 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 @contextmanager
+def _clear_of_progress_bars(file=None, nolock: bool = False):
+    """The block's writes to ``file`` (stderr) on lines of their own, clear of the progress bars on screen:
+    tqdm's own :meth:`~tqdm.std.tqdm.external_write_mode` (what ``tqdm.write`` does) blanks the open bars'
+    lines first and redraws them after (Lightning's bars are tqdm's, on stdout; both streams share a terminal).
+    Without it a warning or ``error:`` line written while a bar was drawn landed on the bar's line. ``nolock``:
+    in a forked loader worker, whose copy of tqdm's lock may have been taken at the fork. tqdm is imported
+    only here: ``--help`` loads none of it."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=file if file is not None else sys.stderr, nolock=nolock):
+        yield
+
+
+def _showwarning_clear_of_bars(shown):
+    """``warnings.showwarning`` as ``shown`` (the one in place: Python's, or a test's record hook), its line
+    written clear of the progress bars (:func:`_clear_of_progress_bars`); filtering and format unchanged. A
+    loader worker (forked, so another process) does so with its copies of the bars, as drawn at the fork; the
+    main process's next update draws the bar as it is."""
+    process = os.getpid()
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        with _clear_of_progress_bars(file, nolock=os.getpid() != process):
+            shown(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
+def _close_progress_bars() -> None:
+    """End the open tqdm bars on their own line (a run stopped by an error leaves Lightning's drawn, no newline
+    after), so the ``error:`` lines start on a fresh line and are the command's last."""
+    if "tqdm" not in sys.modules:  # no bar was ever drawn
+        return
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+@contextmanager
 def report_input_errors():
     """How a command line speaks to its user. Bad input (a missing file, a malformed label line, a checkpoint of
     another task, a setting Lightning refuses) ends the command with ``error: <type>: <message>`` on stderr and
     exit status 1, not a 30-line traceback whose last line is the message. The suite's errors name the file,
     line or option themselves. Other exceptions (bugs) keep their traceback; ``SUITE_TRACEBACK=1`` keeps it for
     all. The suite's own warnings print as one line each, and two library notes no user needs are silenced
-    (:func:`quiet_library_notes`)."""
+    (:func:`quiet_library_notes`), on a line of their own beside a progress bar (:func:`_clear_of_progress_bars`;
+    the ``error:`` line too, after the bars are closed)."""
     before, warnings.formatwarning = warnings.formatwarning, _format_warning
+    shown = warnings.showwarning
+    warnings.showwarning = _showwarning_clear_of_bars(shown)
     quiet_library_notes()
     try:
         yield
     except Exception as err:
         if os.environ.get("SUITE_TRACEBACK") == "1" or not _is_input_error(err):
             raise
+        _close_progress_bars()
         print(f"error: {type(err).__name__}: {_own_message(err)}", file=sys.stderr)
         frames = traceback.extract_tb(err.__traceback__)
         where = (
@@ -215,10 +267,12 @@ def report_input_errors():
         # code, so the command exited 0 and `fit && test` went on as if it had finished: 143, as a shell says
         if type(stop).__name__ != "SIGTERMException":
             raise
+        _close_progress_bars()
         print(f"error: stopped by SIGTERM before it finished ({RESUME_HINT})", file=sys.stderr)
         raise SystemExit(143) from None
     finally:
-        warnings.formatwarning = before  # for the code around the command (a test, a notebook)
+        # for the code around the command (a test, a notebook)
+        warnings.formatwarning, warnings.showwarning = before, shown
 
 
 def _own_message(err: Exception) -> str:

@@ -16,10 +16,11 @@ from PIL import Image
 from shared.files import written_whole
 
 # OpenCV's own log printed "[ WARN:0@5.2] global loadsave.cpp:279 findDecoder imread_('...'): can't open/read
-# file" to stderr beside the suite's error naming that file; its errors are still shown. Every module of the
-# suite that reads images imports this one (loader workers too). OPENCV_LOG_LEVEL, when set, is the user's.
+# file" and "[ERROR:0@1.3] global grfmt_png.cpp:296 readHeader IHDR chunk shall be first" to stderr, naming no
+# file, beside the suite's own error or unreadable.csv that names it: silent. Every module of the suite that
+# reads images imports this one (loader workers too). OPENCV_LOG_LEVEL, when set, is the user's (kept).
 if "OPENCV_LOG_LEVEL" not in os.environ:
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 #: what Pillow raises for a file it cannot read (not an image, cut short, corrupt, a decompression bomb)
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)

@@ -5,7 +5,8 @@ predicted class, one probability column per class, the overlay's file and the cl
 ``cam``, a Grad-CAM overlay per image under ``cam/`` so a person sees where the network looked (MONAI's
 ``GradCAM`` on the backbone's last feature map) for the predicted class, or for ``cam_class``.
 Images of ``--data.predict_path`` that do not decode are listed in ``unreadable.csv`` (path, error) and counted
-in a warning; the others are still predicted.
+in a warning; the others are still predicted. Where none decodes, the run is an error naming the first few
+(as the other tasks' predict), and ``predict_dir`` keeps the earlier run's set.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from shared.backbones import BackboneFreezeUnfreeze, list_backbones
-from shared.classification.data import read_image
+from shared.classification.data import ClassificationDataError, read_image
 from shared.classification.metrics import ClassificationMetrics, confusion_table, decide, youden_threshold
 from shared.classification.model import ImageClassifier
+from shared.cli_help import predicted_split_note
 from shared.files import score_text, write_csv
 from shared.images import write_image
 from shared.labelled_task import LabelledTask
@@ -340,15 +342,20 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
         predicted = sum(gather_lists([self._predicted]))
         cams_written = sum(gather_lists([self._cams_written]))
         self._cam_model = None
+        if unreadable and not predicted:  # on every rank (the lists are gathered): each stops, none waits
+            raise self._none_readable(unreadable)
         if not self.trainer.is_global_zero:
             return
         out = Path(self.predict_dir) if self.predict_dir else None
-        if out is not None:  # written even without a row: a run whose every image failed says so in its own set
+        if out is not None:  # written even without a row (an empty input): the run's own set says so
             out.mkdir(parents=True, exist_ok=True)
             probabilities = [f"p_{name}" for name in self.class_names]
             columns = ["path", "label", "predicted", *probabilities, "cam", "cam_class"]
             write_csv(out / "probabilities.csv", columns, rows)
-            self.print(f"predict: {len(rows)} rows in {out / 'probabilities.csv'}; {cams_written} Grad-CAM maps")
+            which = predicted_split_note(self.trainer.datamodule, "images")
+            self.print(
+                f"predict: {len(rows)} rows{which} in {out / 'probabilities.csv'}; {cams_written} Grad-CAM maps"
+            )
         if unreadable:
             listed = ""
             if out is not None:
@@ -358,6 +365,20 @@ class ClassificationTask(FrozenBackboneCheck, LabelledTask):
                 f"predict: {len(unreadable)} of {predicted + len(unreadable)} images could not be read and have no "
                 f"prediction{listed} (e.g. {unreadable[0]['error']})"
             )
+
+    def _none_readable(self, unreadable: list[dict]) -> ClassificationDataError:
+        """The error of a predict run where no image decodes, naming the input and the first three files' errors
+        (the run fails, so ``predict_dir`` gets back the earlier set: no ``unreadable.csv`` would stay to list
+        them). It exited 0 with a header-only ``probabilities.csv``, where the other tasks' predict stop."""
+        source = getattr(self.trainer.datamodule, "predict_path", None)
+        source = f"--data.predict_path {source}" if source is not None else "the test split"
+        shown = "; ".join(row["error"] for row in unreadable[:3])
+        more = f"; ... {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        kept = f" (--model.predict_dir {self.predict_dir} keeps its earlier set)" if self.predict_dir else ""
+        return ClassificationDataError(
+            f"{source}: none of its {len(unreadable)} images can be read, nothing was predicted{kept}: "
+            f"{shown}{more}"
+        )
 
 
 ClassificationTask.__doc__ = ClassificationTask.__doc__.format(backbones=", ".join(list_backbones()))

@@ -203,15 +203,18 @@ def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_other
     # one process: no rank in the names; each stem within 100 bytes
     assert all(re.fullmatch(r"cam/\d{5}_\d{3}_(.+)\.png", r["cam"]) for r in rows)
     assert max(len(Path(r["cam"]).stem.split("_", 2)[2].encode()) for r in rows) <= 100
-    # a folder where no image decodes: the set says so (a header, no row), not the earlier run's rows
+    # a folder where no image decodes: an error (exit 1), and the earlier run's set is kept
+    from shared.classification.data import ClassificationDataError
+
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     args = _folder_args(root, "--data.predict_path", str(broken), "--model.predict_dir", str(pred))
-    with pytest.warns(UserWarning, match=r"1 of 1 images could not be read"):
+    with pytest.raises(ClassificationDataError, match=r"--data.predict_path .*broken: none of its 1 images can be read"):
         main(["predict", "--ckpt_path", "none", *args])
-    assert (pred / "probabilities.csv").read_text().splitlines()[1:] == []
-    assert not (pred / "cam").exists()
+    kept = list(csv.DictReader((pred / "probabilities.csv").open()))
+    assert len(kept) == 5 and all((pred / r["cam"]).is_file() for r in kept)
+    assert not (pred / "unreadable.csv").exists()
 
 
 def test_cli_predict_on_own_images_reads_no_labelled_data(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
+from shared.cli_help import predicted_split_note
 from shared.files import score_text, written_whole
 from shared.task import gather_lists
 
@@ -245,6 +246,5 @@ class AccidentPredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         count = sum(gather_lists([self.count]))  # every rank's, said once
         datamodule = getattr(trainer, "datamodule", None)
-        own = getattr(datamodule, "predicting_own_images", lambda: True)()
-        which = "" if own else " (the test split's; --data.predict_path for your own videos or frame folders)"
+        which = predicted_split_note(datamodule, "videos or frame folders")
         rank_zero_info(f"accident predictions: {count} clip{'s' * (count != 1)}{which} written to {self.out_dir}")

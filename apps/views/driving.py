@@ -38,11 +38,26 @@ SCENE_NAME = "driving_scene_name"
 # ------------------------------------------------------------------------------------------------ caching
 
 
+#: a scene of the data set: name, image path, label mask path or None
+Scene = tuple[str, str, str | None]
+
+
+def _folder_stamps(root: Path) -> tuple[int, int | None]:
+    """The modification times (ns) of ``root``'s ``images/`` and ``labels_masks/`` (None: no such folder), the
+    key that lists the set again when a file was added, removed or renamed in either: two stat calls a rerun,
+    where the listing takes 0.7 s of CPU at 20,000 images. FileNotFoundError without ``images/``."""
+    labels = root / "labels_masks"
+    return (root / "images").stat().st_mtime_ns, labels.stat().st_mtime_ns if labels.is_dir() else None
+
+
+# cache_resource: the one listing, not copied out on every rerun (callers never modify it)
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _scene_list(root: str) -> list[tuple[str, str, str | None]]:
+def _scene_list(root: str, stamps: tuple[int, int | None]) -> tuple[list[Scene], dict[str, Scene]]:
     """(name, image path, label path or None) of the SegmentMeIfYouCan-layout set, in natural name order
-    (``img2`` before ``img10``); masks found as ``test`` finds them (``<name>.png`` or SMIYC's
-    ``<name>_labels_semantic.png``, any case)."""
+    (``img2`` before ``img10``), and the same by name (the first of a name: a rerun looks a typed name up without
+    walking 20,000); masks found as ``test`` finds them (``<name>.png`` or SMIYC's
+    ``<name>_labels_semantic.png``, any case). Keyed by :func:`_folder_stamps` too: a changed folder is listed
+    again."""
     from domains.driving.anomaly.data import AnomalyDataset, label_masks
     from shared.files import natural_key, visible_files
 
@@ -51,7 +66,11 @@ def _scene_list(root: str) -> list[tuple[str, str, str | None]]:
     found = visible_files(images, AnomalyDataset.IMAGE_EXTENSIONS)  # no ._name.png of a Mac copy
     found.sort(key=lambda p: natural_key(p.name))
     masks = label_masks(labels, [p.stem for p in found]) if labels.is_dir() else {}
-    return [(p.stem, str(p), str(masks[p.stem]) if p.stem in masks else None) for p in found]
+    scenes = [(p.stem, str(p), str(masks[p.stem]) if p.stem in masks else None) for p in found]
+    by_name: dict[str, Scene] = {}
+    for scene in scenes:
+        by_name.setdefault(scene[0], scene)
+    return scenes, by_name
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -221,18 +240,17 @@ def _score_png16(score: np.ndarray, lo: float, hi: float) -> bytes:
 
 
 def _example_scenes(
-    scenes: list[tuple[str, str, str | None]],
+    scenes: dict[str, Scene],
 ) -> tuple[list[tuple[str, str, str, str | None]], list[str]]:
     """(label, name, image path, label path) of the best and worst test examples the weights recorded: where
     the models are right (first, the page's default) and where they are wrong; and the recorded example files
     that are missing (the page says how many: they were dropped unsaid)."""
-    by_name = {n: (p, lab) for n, p, lab in scenes}
     out, missing = [], []
     for which, what in (("best", "right"), ("worst", "wrong")):
         example = dm.examples(ANOMALY).get(which) if not _own(ANOMALY) else None
-        if example and example["id"] in by_name:
+        if example and example["id"] in scenes:
             label = f"{example['id']}: where the anomaly model is most {what} (its {which} test scene)"
-            out.append((label, example["id"], *by_name[example["id"]]))
+            out.append((label, *scenes[example["id"]]))
         for key, model in FRAME_EXAMPLES.items():
             example = dm.examples(key).get(which) if not _own(key) else None
             if not example:
@@ -364,7 +382,7 @@ if source == SYNTHETIC:
                 st.error(dm.unwritable_data("road-anomaly scenes", root, dm.ENV_ANOMALY_DATA, exc))
                 st.stop()
     try:
-        scenes = _scene_list(str(root))
+        scenes, by_name = _scene_list(str(root), _folder_stamps(root))
     except OSError as exc:
         st.error(f"No synthetic scenes in {root}: {exc}")
         st.stop()
@@ -374,7 +392,7 @@ if source == SYNTHETIC:
     if not scenes:
         st.error(f"No images in {root / 'images'}.")
         st.stop()
-    recorded, missing = _example_scenes(scenes)
+    recorded, missing = _example_scenes(by_name)
     if missing:
         st.caption(
             f"{len(missing)} of the weights' recorded example frames {'is' if len(missing) == 1 else 'are'} "
@@ -384,7 +402,7 @@ if source == SYNTHETIC:
     # the whole set is the anomaly model's test set (no split to list instead): a bounded list, any other by name
     more = len(scenes) > SCENE_LIST_CAP
     typed = str(st.session_state.get(SCENE_NAME) or "").strip() if more else ""
-    named = next(((n, n, p, lab) for n, p, lab in scenes if n == typed), None) if typed else None
+    named = (typed, *by_name[typed]) if typed in by_name else None
     choices = recorded + [(n, n, p, lab) for n, p, lab in scenes[:SCENE_LIST_CAP]]
     index = st.selectbox(
         "Scene",

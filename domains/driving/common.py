@@ -8,10 +8,12 @@ frame-level split leaks), read from a sequence mapping file where one exists, el
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -229,6 +231,24 @@ def predict_images(predict_path: str | Path, name=lambda path: path.stem) -> lis
             "predict writes one file per name: rename one"
         )
     return named
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while a data module reads its records. The records (paths,
+    objects, boxes) hold no cycles, so reference counting frees what is dropped, but their allocations start
+    a collection every 700 and a full one now and then, which walks the whole heap that torch and Lightning
+    make large: a quarter of a 10k-image KITTI setup's CPU time (0.9 s of 3.2-4.4 s). The collector's next run
+    after the block looks at them once. A collector the caller turned off stays off. Written by hand: the
+    standard library has no such context manager."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def read_annotated_rgb(ann) -> np.ndarray:

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from domains.driving.classes import DETECTION_CLASS_MAP, DONTCARE
 from domains.driving.common import (
+    collector_paused,
     data_source,
     default_kitti_root,
     predict_images,
@@ -518,7 +519,8 @@ class DetectorDataModule(SplitLoaders):
             self.datasets["predict"] = self.make_dataset("predict", self.predict_records())
         if stage == "predict" and self.predict_path is not None:
             return  # your own images only: data_path is not read
-        with holding_generated_sets():  # a --force run waits for the listing, not the run: never half a set
+        # a --force run waits for the listing, not the run: never half a set
+        with holding_generated_sets(), collector_paused():
             first = not self.splits
             if first:
                 self.splits = SplitRecords(self._read_splits(), self._read_split)

@@ -46,7 +46,15 @@ STAT_BUFFERS = ("sml_mean", "sml_std", "feat_mean", "feat_precision", "feat_vali
 #: score maps whose range is fixed, so heatmaps of different images share one colour scale
 FIXED_RANGES = {"msp": (0.0, 1.0), "outlier_prob": (0.0, 1.0)}
 
-__all__ = ["FIXED_RANGES", "OE_OBJECTIVES", "STAT_BUFFERS", "AnomalySegmenter", "batch_images", "batch_masks"]
+__all__ = [
+    "FIXED_RANGES",
+    "OE_OBJECTIVES",
+    "STAT_BUFFERS",
+    "AnomalySegmenter",
+    "batch_images",
+    "batch_masks",
+    "score_names",
+]
 
 
 def batch_images(batch) -> torch.Tensor:
@@ -57,6 +65,42 @@ def batch_images(batch) -> torch.Tensor:
 def batch_masks(batch, key: str = "mask") -> torch.Tensor:
     """Class (or anomaly) masks of a loader batch: a dict's ``key`` or a tuple's second item."""
     return batch[key] if isinstance(batch, dict) else batch[1]
+
+
+def score_names(names: str | Iterable[str]) -> list[str]:
+    """``names`` as a list: one name alone (``"energy"``) is that one score, not its letters."""
+    return [names] if isinstance(names, str) else list(names)
+
+
+def check_float_images(images: torch.Tensor, in_channels: int) -> None:
+    """Refuse what is not a floating (B, ``in_channels``, H, W) tensor: a uint8 image (0..255) was normalised
+    as if in [0, 1] (about 255 / 0.225 standard deviations off) and gave score maps without an error."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != in_channels:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"AnomalySegmenter: expected images of shape (B, {in_channels}, H, W), got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(
+            f"AnomalySegmenter: expected floating images in [0, 1], got dtype {images.dtype}: bring uint8 "
+            "images (0..255) to [0, 1] with images.float() / 255"
+        )
+
+
+def calibration_masks(masks: torch.Tensor, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """Class masks (B, H, W) int64 of one calibration batch: a (B, 1, H, W) mask loses its channel, uint8 /
+    int32 / whole-valued float class ids become int64 (``index_add_`` and ``bincount`` index with them)."""
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"calibrate: batch {batch}'s mask is a {type(masks).__name__}, expected a tensor")
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    expected = (images.shape[0], *images.shape[-2:])
+    if tuple(masks.shape) != expected:
+        raise ValueError(
+            f"calibrate: batch {batch}'s mask has shape {tuple(masks.shape)}, expected (B, H, W) = {expected} "
+            f"or (B, 1, H, W) for images of shape {tuple(images.shape)}"
+        )
+    if masks.is_floating_point() and bool((masks != masks.round()).any()):
+        raise ValueError(f"calibrate: batch {batch}'s mask holds non-integer values: expected class ids")
+    return masks.long()
 
 
 class AnomalySegmenter(RemembersInitArgs, nn.Module):
@@ -142,7 +186,8 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
         self, images: torch.Tensor, with_outlier: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Logits (B, C, H, W), full-resolution decoder features (B, D, H, W) and, with ``with_outlier``, the
-        outlier head's logit (B, 1, H, W), for images in [0, 1]."""
+        outlier head's logit (B, 1, H, W), for floating images in [0, 1] (others: :func:`check_float_images`)."""
+        check_float_images(images, self.in_channels)
         x = (images - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
         logits, feats = self.segmenter.forward_with_features(pad_to_multiple(x, self.size_multiple))
@@ -150,8 +195,8 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
         return logits[..., :h, :w], feats[0][..., :h, :w], extra
 
     def needs_outlier_head(self, names: Iterable[str]) -> bool:
-        """Whether the scores ``names`` read the outlier head's logit."""
-        return self.oe_objective in ("extra_logit", "both") and "outlier_prob" in names
+        """Whether the scores ``names`` (or one name) read the outlier head's logit."""
+        return self.oe_objective in ("extra_logit", "both") and "outlier_prob" in score_names(names)
 
     def outlier_logit(self, logits: torch.Tensor, head_logit: torch.Tensor | None) -> torch.Tensor:
         """The OE objective's outlier logit (B, H, W): head, calibrated energy, or their mean."""
@@ -191,7 +236,7 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
         self,
         logits: torch.Tensor,
         features: torch.Tensor | None,
-        names: Iterable[str],
+        names: str | Iterable[str],
         outlier_logit: torch.Tensor | None = None,
         smoothing: float = 0.0,
     ) -> dict[str, torch.Tensor]:
@@ -204,7 +249,7 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
             logits = logits.float()
             features = None if features is None else features.float()
             outlier_logit = None if outlier_logit is None else outlier_logit.float()
-            names = list(names)
+            names = score_names(names)
             # read the flags once per call (each bool() of a GPU buffer is a device sync)
             calibrated = bool(self.calibrated) if any(n in STAT_SCORES for n in names) else True
             oe_trained = bool(self.oe_trained) if "outlier_prob" in names else True
@@ -241,7 +286,7 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
     def maps_by_size(
         self,
         images: torch.Tensor,
-        names: Sequence[str],
+        names: str | Sequence[str],
         sizes: Sequence[Sequence[int]] | None = None,
         smoothing: float = 0.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -250,6 +295,7 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
         size, so an image's maps do not depend on its batch mates: the zero padding, and the smoothing after
         it, reached its edge (logits up to 3.3 apart). The padding reads 0."""
         full = tuple(images.shape[-2:])
+        names = score_names(names)
         sizes = [tuple(int(v) for v in s) for s in sizes] if sizes is not None else [full] * len(images)
         with_outlier = self.needs_outlier_head(names)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -269,10 +315,12 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
 
     @torch.no_grad()
     def scores(
-        self, images: torch.Tensor, names: Sequence[str], smoothing: float = 0.0
+        self, images: torch.Tensor, names: str | Sequence[str], smoothing: float = 0.0
     ) -> dict[str, torch.Tensor]:
-        """Anomaly maps {name: (B, H, W)} (higher = more anomalous) for images (B, C, H, W) in [0, 1], plus
-        ``"logits"`` (B, C, H, W). ``smoothing``: sigma (px) of a Gaussian blur of every map (0: none)."""
+        """Anomaly maps {name: (B, H, W)} (higher = more anomalous) for floating images (B, C, H, W) in [0, 1],
+        plus ``"logits"`` (B, C, H, W). ``names``: score names, or one as a str. ``smoothing``: sigma (px) of a
+        Gaussian blur of every map (0: none)."""
+        names = score_names(names)
         logits, feats, extra = self.features(images, with_outlier=self.needs_outlier_head(names))
         return {**self.score_maps(logits, feats, names, extra, smoothing), "logits": logits.float()}
 
@@ -281,7 +329,8 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
     def calibrate(
         self, loader: Iterable, max_batches: int | None = None, max_feature_pixels: int = 20000
     ) -> dict[str, float]:
-        """Fill the SML and Mahalanobis statistics from training batches (dicts with ``image`` and ``mask``).
+        """Fill the SML and Mahalanobis statistics from training batches (dicts with ``image`` and ``mask``;
+        masks (B, H, W) or (B, 1, H, W) of class ids, any integer dtype: :func:`calibration_masks`).
 
         SML (Jung et al. 2021): mean / std of the max logit over pixels *predicted* as each class. Mahalanobis
         (Lee et al. 2018): class means of the decoder feature by *ground-truth* class and one shared
@@ -302,7 +351,8 @@ class AnomalySegmenter(RemembersInitArgs, nn.Module):
             for i, batch in enumerate(loader):
                 if max_batches is not None and i >= max_batches:
                     break
-                images, masks = batch_images(batch).to(dev), batch_masks(batch).to(dev)
+                images = batch_images(batch).to(dev)
+                masks = calibration_masks(batch_masks(batch), images, i).to(dev)
                 bad = (masks != IGNORE_INDEX) & (masks != OUTLIER_LABEL) & ((masks < 0) | (masks >= c))
                 if bool(bad.any()):
                     raise ValueError(

@@ -176,7 +176,7 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         )
         if pretrained_backbone:  # a frozen backbone must be given whole (FrozenBackboneCheck, at fit start)
             self.load_pretrained_backbone(pretrained_backbone, pretrained_prefix)
-        self._annotation_index: tuple[object, dict] | None = None  # (its source, image_id -> annotation)
+        self._annotation_index: tuple[tuple, dict] | None = None  # ((source, splits read), id -> annotation)
         self.ignore_overlap = ignore_overlap
         self.predict_dir = predict_dir
         self.predict_score_thresh = predict_score_thresh
@@ -265,14 +265,19 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
     def _annotations(self) -> dict:
         """image_id -> raw annotation (with ``image_path``) from the data module (empty when it has none): while
         predicting your own photos (``--data.predict_path``) theirs only, so a photo is drawn on itself, never on
-        a training image of the same name."""
+        a training image of the same name. Only the splits the data module has read so far are indexed
+        (:class:`~domains.driving.detection.data.SplitRecords`' ``read_splits``, the running stage's): indexing
+        every split read the val and train labels in ``test`` and ``predict`` (their class notes printed after
+        ``Testing:``, thousands of label files on full KITTI). The index is rebuilt when another split is read."""
         dm = getattr(self.trainer, "datamodule", None)
         own = (getattr(dm, "datasets", None) or {}).get("predict") if self.trainer.predicting else None
         source = own if own is not None else dm
-        if self._annotation_index is None or self._annotation_index[0] is not source:
-            splits = getattr(dm, "splits", None) or {}
-            records = own.annotations if own is not None else [a for items in splits.values() for a in items]
-            self._annotation_index = (source, {a.image_id: a for a in records})
+        splits = getattr(dm, "splits", None) or {}
+        read = getattr(splits, "read_splits", splits) if own is None else {}  # a plain dict: all of it
+        key = (source, tuple(read))
+        if self._annotation_index is None or self._annotation_index[0] != key:
+            records = own.annotations if own is not None else [a for items in read.values() for a in items]
+            self._annotation_index = (key, {a.image_id: a for a in records})
         return self._annotation_index[1]
 
     def image_record(self, image_id: str):

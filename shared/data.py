@@ -17,6 +17,7 @@ from collections.abc import Collection, Hashable, Sequence, Sized
 from pathlib import Path
 
 import albumentations as A
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
@@ -70,17 +71,36 @@ def default_num_workers(max_workers: int = 4) -> int:
     return max(0, min(max_workers, cpus - 1))
 
 
+def reseed_pipeline(pipeline: A.BasicTransform | A.BaseCompose, entropy: Sequence[int]) -> None:
+    """Seed an albumentations pipeline from ``entropy`` alone (e.g. seed, epoch, item index), each transform
+    from its own child stream of ``numpy.random.SeedSequence(entropy)``. ``Compose.set_random_seed`` hands
+    every transform one and the same seed: reseeded per item, a flip and a scale jitter both of p = 0.5 drew
+    the same first number and were applied together or not at all (400 of 400 items). Written here:
+    albumentations seeds a pipeline only as a whole (``set_random_state`` shares one stream, which makes a
+    transform's draws depend on what the transforms before it drew)."""
+    _seed_tree(pipeline, np.random.SeedSequence([int(v) % 2**64 for v in entropy]))
+
+
+def _seed_tree(transform, sequence: np.random.SeedSequence) -> None:
+    transform.set_random_seed(int(sequence.generate_state(1, np.uint64)[0]))  # a Compose passes it to all
+    # nested Compose / OneOf / SomeOf recurse; ColorJitter's ``transforms`` (plain functions) are skipped
+    children = [t for t in getattr(transform, "transforms", ()) if hasattr(t, "set_random_seed")]
+    for child, child_sequence in zip(children, sequence.spawn(len(children)), strict=True):
+        _seed_tree(child, child_sequence)
+
+
 def seed_worker_transforms(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
 
     albumentations 2.0 obeys only ``Compose(seed=...)``, and every worker gets a copy of the same seeded
     pipeline, so without this all workers (and every epoch with non-persistent workers) replay the same
-    augmentations. torch's per-worker seed differs per worker and epoch and follows ``seed_everything``.
+    augmentations. torch's per-worker seed differs per worker and epoch and follows ``seed_everything``; each
+    transform gets a stream of its own from it (:func:`reseed_pipeline`).
     """
     info = torch.utils.data.get_worker_info()
     transform = getattr(info.dataset, "transform", None) if info is not None else None
     if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(info.seed % 2**32)
+        reseed_pipeline(transform, (info.seed,))
 
 
 def init_loader_worker(worker_id: int) -> None:
@@ -541,13 +561,26 @@ def segmentation_augmentations(
     scale_limit: float = 0.1,
     p: float = 0.5,
     seed: int | None = None,
+    intensity: float = 0.0,
 ) -> A.Compose:
-    """Geometric augmentation applied identically to an image and all of its masks.
+    """Geometric augmentation applied identically to an image and all of its masks, after an optional
+    intensity step on the image alone.
 
     Pass extra masks with ``masks=[...]``: albumentations moves every mask with the image.
-    Masks are resampled with nearest neighbour, so labels stay binary.
+    Masks are resampled with nearest neighbour, so labels stay binary. ``intensity`` > 0: half of the images
+    get ``x * (1 + c) + b`` with ``c`` and ``b`` drawn from ``[-intensity, intensity]``, clipped to [0, 1]
+    (``A.RandomBrightnessContrast``; for float images in [0, 1], as windowed CT / scaled MRI slices are).
+    It runs before the geometric steps, so the border an affine fills stays 0, as padding is elsewhere.
     """
+    if not 0 <= intensity < 1:
+        raise ValueError(
+            f"segmentation_augmentations: intensity must be in [0, 1) (a share of the range), got {intensity!r}"
+        )
     transforms: list = []
+    if intensity:
+        transforms.append(
+            A.RandomBrightnessContrast(brightness_limit=intensity, contrast_limit=intensity, p=0.5)
+        )
     if flip:
         transforms.append(A.HorizontalFlip(p=0.5))
     if vertical_flip:

@@ -45,7 +45,14 @@ from domains.medical.volumes import (
     percentile_window,
     window_problem,
 )
-from shared.data import SplitLoaders, check_cap, group_split, same_setting, segmentation_augmentations
+from shared.data import (
+    SplitLoaders,
+    check_cap,
+    group_split,
+    reseed_pipeline,
+    same_setting,
+    segmentation_augmentations,
+)
 from shared.files import (
     counting_hidden_files,
     distinct_names,
@@ -583,7 +590,9 @@ def _load_pickle(path: Path) -> dict:
 
 
 class LIDCPickleDataset(MedicalDataset):
-    """The single-pickle LIDC release most PyTorch ports use, split by ``series_uid`` (patient level).
+    """The single-pickle LIDC release most PyTorch ports use, split by ``series_uid``: per scan, not per
+    patient. The pickle stores no patient id, and LIDC-IDRI holds 1018 scans of 1010 patients, so the few
+    patients with two scans may have one in training and the other in validation or test.
 
     Structure, shapes and values are checked at construction.
     """
@@ -1553,8 +1562,10 @@ class ReaderDataset(Dataset):
             record = {**record, "error": ""} if self.skip_refused else record
         image, masks = record["image"], record["masks"]
         if self.augment is not None:
-            # albumentations ignores global seeds: reseed it from torch so workers and runs stay reproducible.
-            self.augment.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+            # albumentations ignores global seeds: reseed it from torch so workers and runs stay reproducible,
+            # each step from a stream of its own (reseed_pipeline: set_random_seed tied the flip to the affine)
+            if hasattr(self.augment, "set_random_seed"):  # a plain callable of one's own draws its own
+                reseed_pipeline(self.augment, (int(torch.randint(0, 2**63 - 1, ()).item()),))
             out = self.augment(image=image, masks=list(masks))
             image = np.asarray(out["image"], dtype=np.float32).reshape(image.shape)
             masks = np.stack([np.asarray(m) for m in out["masks"]]).reshape(masks.shape)
@@ -1646,8 +1657,16 @@ def _fractions_hint(counts: dict[str, int], needed: list[str]) -> list[float] | 
     return shares if all(parts[s] for s in needed) else None
 
 
+#: the training augmentation's brightness / contrast range (a share of the [0, 1] window): scanners, doses and
+#: reconstruction kernels shift a windowed CT slice's grey levels by a few percent, and MRI has no absolute
+#: scale at all (nnU-Net's intensity augmentation is wider: 0.75-1.25 gain); mild enough to leave a nodule's
+#: contrast to the lung, which the readers outlined
+AUGMENT_INTENSITY = 0.1
+
+
 class MedicalDataModule(SplitLoaders):
-    """Train / val / test loaders for multi-reader lesion segmentation, split by patient.
+    """Train / val / test loaders for multi-reader lesion segmentation, split by patient (``lidc_png``'s
+    folders, ``decathlon``'s cases) or, for ``lidc_pickle``, which names no patient, by scan.
 
     Every batch has ``image`` (B,1,H,W), ``masks`` (B,R,H,W), ``mask`` (B,1,H,W), ``reader`` (B,), ``id``
     and ``group``. Train: ``mask`` is the sampled reader; val / test: reader 0, never augmented.
@@ -1663,11 +1682,13 @@ class MedicalDataModule(SplitLoaders):
         num_workers: loader processes; null: one less than the CPU cores, at most 4.
         reader_sampling: ``random`` (each training step a random reader's mask) or ``all`` (every reader as
             its own item).
-        augment: training augmentation (flips, small rotations, intensity).
+        augment: training augmentation (:func:`shared.data.segmentation_augmentations`): a horizontal flip, a
+            rotation of up to 10 degrees with a scale of 0.9-1.1, and on the image alone a brightness and
+            contrast change of up to ``AUGMENT_INTENSITY`` (0.1 of the [0, 1] range), each on half the items.
         max_items: at most this many images per split (an int, or ``{val: 48, test: 96}``); ``predict`` reads
             every image of the test split (or of ``predict_path``) unless an int or a ``predict`` entry caps it
             (a NIfTI volume with slices left out is then written slice by slice only).
-        seed: seed of the patient split of ``lidc_pickle`` and ``decathlon`` (and of the empty slices
+        seed: seed of the scan / patient split of ``lidc_pickle`` and ``decathlon`` (and of the empty slices
             Decathlon keeps); ``lidc_png`` is split by its folders, so the seed does not change it.
             Augmentation and the reader drawn per step follow ``seed_everything`` (torch's generator), not
             this seed.
@@ -1812,7 +1833,11 @@ class MedicalDataModule(SplitLoaders):
             with holding_generated_sets():  # a --force run waits for the listing, not the run: never half a set
                 base = build_dataset(self.data_format, self._path(), source, self._cap(split), **kw)
             train = split == "train"
-            augment = segmentation_augmentations(seed=self.seed) if (train and self.augment) else None
+            augment = (
+                segmentation_augmentations(seed=self.seed, intensity=AUGMENT_INTENSITY)
+                if (train and self.augment)
+                else None
+            )
             self.datasets[split] = ReaderDataset(
                 base,
                 self.reader_sampling if train else "first",

@@ -38,14 +38,22 @@ __all__ = [
 ArrayLike = np.ndarray | torch.Tensor
 
 
+def _tensor(x, name: str, strict: bool = True) -> torch.Tensor:
+    """``x`` (a numpy array or a tensor; with ``strict`` False also what ``torch.as_tensor`` reads, e.g. a
+    list) as a detached tensor. A numpy view with negative strides (a flip, ``a[:, ::-1]``) is copied first:
+    torch refuses those."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if not strict:
+        return torch.as_tensor(x)
+    raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+
+
 def _as_mask_stack(x: ArrayLike, name: str) -> torch.Tensor:
     """Validate a (K, H, W) binary stack and return it as a float64 tensor (exact counts up to 2**53)."""
-    if isinstance(x, np.ndarray):
-        t = torch.from_numpy(x)
-    elif isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+    t = _tensor(x, name)
     if t.ndim != 3:
         raise ValueError(
             f"{name}: expected a stack of binary masks with shape (K, H, W), got shape {tuple(t.shape)}"
@@ -136,15 +144,19 @@ def _hungarian_iou(iou: np.ndarray) -> float:
     return float(iou_tiled[rows, cols].mean())
 
 
-def majority_vote(reader_masks: torch.Tensor) -> torch.Tensor:
+def majority_vote(reader_masks: ArrayLike) -> ArrayLike:
     """Consensus of M readers along dim 1: foreground where at least half of them marked it.
 
     Ties (2 of 4 readers) count as foreground, so a lesion half the panel saw is not dropped.
-    Input (B, M, H, W) binary, output (B, 1, H, W) float.
+    Input (B, M, H, W) binary, output (B, 1, H, W) float32: a numpy array for a numpy input, as
+    :func:`pairwise_iou` gives, else a tensor.
     """
-    m = reader_masks.shape[1]
-    votes = reader_masks.to(torch.float64).sum(dim=1, keepdim=True)
-    return (2.0 * votes >= m).to(torch.float32)
+    masks = _tensor(reader_masks, "reader_masks")
+    if masks.ndim != 4 or masks.shape[1] == 0:
+        raise ValueError(f"reader_masks: expected shape (B, M, H, W) with M >= 1, got {tuple(masks.shape)}")
+    votes = masks.to(torch.float64).sum(dim=1, keepdim=True)
+    vote = (2.0 * votes >= masks.shape[1]).to(torch.float32)
+    return vote.numpy() if isinstance(reader_masks, np.ndarray) else vote
 
 
 def _check_batch(sample_masks: torch.Tensor, mean_prob: torch.Tensor, reader_masks: torch.Tensor) -> None:
@@ -268,15 +280,15 @@ class SegmentationUncertaintyMetrics(torchmetrics.Metric):
         mean_prob: torch.Tensor | None,
         reader_masks: torch.Tensor,
     ) -> None:
-        sample_masks = torch.as_tensor(sample_masks).detach()
-        reader_masks = torch.as_tensor(reader_masks).detach().to(sample_masks.device)
+        sample_masks = _tensor(sample_masks, "sample_masks", strict=False)
+        reader_masks = _tensor(reader_masks, "reader_masks", strict=False).to(sample_masks.device)
         if mean_prob is None:
             if sample_masks.ndim != 4:
                 raise ValueError(
                     f"sample_masks: expected shape (B, N, H, W), got {tuple(sample_masks.shape)}"
                 )
             mean_prob = sample_masks.float().mean(dim=1, keepdim=True)
-        mean_prob = torch.as_tensor(mean_prob).detach().to(sample_masks.device).float()
+        mean_prob = _tensor(mean_prob, "mean_prob", strict=False).to(sample_masks.device).float()
         _check_batch(sample_masks, mean_prob, reader_masks)
 
         b, n = sample_masks.shape[:2]

@@ -15,7 +15,7 @@ from shared.task import BaseTask, NonFiniteLossError, gather_lists
 from .data import MedicalDataError, MedicalDataWarning
 from .metrics import SegmentationUncertaintyMetrics
 from .models import MedicalSegmenter, model_name
-from .models.common import image_noise
+from .models.common import check_mask_values, image_noise
 from .predict import MedicalPredictionWriter, size_multiple, uncertainty_map
 
 # How this run evaluates, predicts or trains, not what the model is: not saved with it (see ``__init__``).
@@ -153,6 +153,7 @@ class MedicalSegmentationTask(BaseTask):
             self._compiled_loss = torch.compile(self.model.loss, dynamic=False)
             self._compiled_shapes = shapes
         if self._compiled_loss is not None and self._compiled_shapes == shapes:
+            check_mask_values(masks)  # left out of the compiled graph (a data-dependent branch breaks it)
             return self._compiled_loss(images, masks)
         return self.model.loss(images, masks)
 
@@ -314,7 +315,7 @@ class MedicalSegmentationTask(BaseTask):
     # ----------------------------------------------------------------------------------------- prediction
 
     def on_predict_start(self) -> None:
-        self._size_multiple = size_multiple(self.model)  # walks every module: once, not per batch
+        self.__dict__["_size_multiple"] = size_multiple(self.model)  # walks every module: once, not per batch
         self._run_seed = torch.initial_seed()  # the run's seed (seed_everything), before any image's own
         self._predicted_files: set[str] = set()  # files (a volume, an image) with an item predicted
         self._refused_files: dict[str, str] = {}  # file -> why its reader refused it (skipped: predict_step)
@@ -327,10 +328,12 @@ class MedicalSegmentationTask(BaseTask):
         files = batch["source"]["image_path"] if "source" in batch else batch["id"]
         errors = batch.get("error") or [""] * len(files)
         keep = [i for i, error in enumerate(errors) if not error]
+        # set by on_predict_start; a call from Python outside a Trainer starts them here
+        refused = self.__dict__.setdefault("_refused_files", {})
         for i, error in enumerate(errors):
             if error:
-                self._refused_files.setdefault(str(files[i]), error)
-        self._predicted_files.update(str(files[i]) for i in keep)
+                refused.setdefault(str(files[i]), error)
+        self.__dict__.setdefault("_predicted_files", set()).update(str(files[i]) for i in keep)
         if len(keep) == len(errors):
             return batch
         index = torch.tensor(keep, dtype=torch.long)
@@ -379,10 +382,7 @@ class MedicalSegmentationTask(BaseTask):
         the Prob. U-Net's as ``GroupNorm``, an HPU-Net's batch norms, a model of one's own), so the network is
         run once in eval mode on a blank image of that padded size, cached per size. Sides that are all at
         least twice the size multiple (and 64 px) leave at least 2x2 pixels at the coarsest scale: not run."""
-        # walks every module: once (predict's data setup asks per file, before on_predict_start's own)
-        if "_predict_multiple" not in self.__dict__:
-            self.__dict__["_predict_multiple"] = size_multiple(self.model)
-        multiple = self.__dict__["_predict_multiple"]
+        multiple = self._predict_multiple()
         padded = tuple(-(-int(side) // multiple) * multiple for side in (height, width))
         if min(padded) >= max(2 * multiple, 64):
             return None
@@ -393,6 +393,15 @@ class MedicalSegmentationTask(BaseTask):
         side = next((s for s in sides if self._predict_probe((s, s)) is None), None)
         least = f"give it at least {side}x{side} pixels" if side else "give it a larger image"
         return f"{height}x{width} pixels, too small for {type(self.model).__name__} ({why.splitlines()[0]}): {least}"
+
+    def _predict_multiple(self) -> int:
+        """The side multiple ``predict`` pads an image to (:func:`~domains.medical.predict.size_multiple`),
+        computed on first use: predict's data setup asks per file before ``on_predict_start`` (which computes it
+        afresh for each run), and a ``predict_step`` called from Python runs without either. It walks every
+        module: once, not per file or batch."""
+        if "_size_multiple" not in self.__dict__:
+            self.__dict__["_size_multiple"] = size_multiple(self.model)
+        return self.__dict__["_size_multiple"]
 
     def _predict_probe(self, padded: tuple[int, int]) -> str | None:
         """The error the network raises on a blank image of the ``padded`` size (eval mode, one sample, its noise
@@ -438,6 +447,12 @@ class MedicalSegmentationTask(BaseTask):
         :func:`~domains.medical.models.common.sample_latent` for this to hold (from the global stream, its
         samples now differ from call to call).
         """
+        if not isinstance(batch, dict) or "image" not in batch or "id" not in batch:
+            got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise ValueError(
+                f"predict_step: expected a batch dict with 'image' (B, C, H, W) and 'id' (B names), as "
+                f"MedicalDataModule's predict loader gives, got {got}"
+            )
         batch = self._skip_refused(batch)
         images = batch["image"]
         sizes = batch.get("size", torch.tensor([images.shape[-2:]] * len(images)))
@@ -445,7 +460,7 @@ class MedicalSegmentationTask(BaseTask):
         for i, (h, w) in enumerate(sizes.tolist()):
             cut = images[i : i + 1, :, :h, :w]
             with image_noise([self._image_seed(cut)]):
-                probs[i, :, :h, :w] = self.sample(pad_to_multiple(cut, self._size_multiple))[0, :, :h, :w]
+                probs[i, :, :h, :w] = self.sample(pad_to_multiple(cut, self._predict_multiple()))[0, :, :h, :w]
         out = {
             "id": list(batch["id"]),
             "samples": (probs >= self.threshold).cpu(),

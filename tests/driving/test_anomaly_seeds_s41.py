@@ -13,12 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from domains.driving.anomaly.data import (
-    SeededItems,
-    SegmentationDataModule,
-    reseed_pipeline,
-    segmentation_transforms,
-)
+from domains.driving.anomaly.data import SeededItems, SegmentationDataModule, segmentation_transforms
+from shared.data import reseed_pipeline
 from tests.driving.layouts import write_kitti
 
 SIZE = (16, 24)  # training crops: tiny, so that reading 6 items in 2 workers stays well under a second

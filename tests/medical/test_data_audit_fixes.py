@@ -149,8 +149,9 @@ def test_hpu_net_too_small_an_image_names_both_fixes_and_they_work():
     with pytest.raises(ValueError) as err:
         net.sample_logits(torch.zeros(1, 1, 64, 64), 2)
     assert str(err.value) == (
-        "an image of (64, 64) is too small for 8 levels (needs at least 128 pixels per side): give "
-        "--data.crop_size 128 (or larger), or fewer levels (at most 7 for 64 pixels), e.g. "
+        "an image of (64, 64) is too small for 8 levels (needs at least 128 pixels per side): give images of at "
+        "least 128x128 pixels (on the command line --data.crop_size 128 or larger), or fewer levels (at most 7 for "
+        "64 pixels), e.g. channels=[4, 4, 8, 8, 8, 8, 8]; on the command line "
         "--model.network.init_args.channels '[4, 4, 8, 8, 8, 8, 8]'"
     )
     fewer = HierarchicalProbUNet(channels=[4, 4, 8, 8, 8, 8, 8], latent_channels=[1, 1], blocks_per_level=1)

@@ -2,6 +2,7 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -170,8 +171,8 @@ def test_segmentation_augmentation_moves_masks_with_image():
 
 
 def test_seed_worker_transforms_reseeds_the_worker_copy_of_the_pipeline(monkeypatch):
-    """Each DataLoader worker must reseed its dataset's transform with torch's per-worker seed (mod 2**32,
-    albumentations' seed range); in the main process (no worker info) nothing is touched."""
+    """Each DataLoader worker must reseed its dataset's transform from torch's per-worker seed (all of it, through
+    reseed_pipeline's SeedSequence); in the main process (no worker info) nothing is touched."""
     from types import SimpleNamespace
 
     seeds = []
@@ -179,10 +180,11 @@ def test_seed_worker_transforms_reseeds_the_worker_copy_of_the_pipeline(monkeypa
     info = SimpleNamespace(seed=2**32 + 2**31 + 7, dataset=SimpleNamespace(transform=transform))
     monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: info)
     seed_worker_transforms(0)
-    assert seeds == [2**31 + 7]  # (2**32 + 2**31 + 7) % 2**32; mod 2**31 would give 7
+    expected = [int(np.random.SeedSequence([2**32 + 2**31 + 7]).generate_state(1, np.uint64)[0])]
+    assert seeds == expected
     monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: None)
     seed_worker_transforms(0)
-    assert seeds == [2**31 + 7]
+    assert seeds == expected
 
 
 def test_num_workers_leave_one_core_to_training_and_respect_the_cap(monkeypatch):

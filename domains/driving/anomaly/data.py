@@ -40,7 +40,7 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SplitLoaders, check_cap, group_split, split_table
+from shared.data import SplitLoaders, check_cap, group_split, reseed_pipeline, split_table
 from shared.files import counting_hidden_files, holding_generated_sets, visible_entries, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
@@ -97,22 +97,6 @@ def _unread_files(folder: Path, taken: Sequence[Path], recursive: bool = False) 
 
 
 STRICT_HINT = "--data.strict true makes these errors"
-
-
-def reseed_pipeline(pipeline: A.BasicTransform | A.BaseCompose, entropy: Sequence[int]) -> None:
-    """Seed an albumentations pipeline from ``entropy`` alone (e.g. seed, epoch, item index), each transform
-    from its own child stream of ``numpy.random.SeedSequence(entropy)``. ``Compose.set_random_seed`` hands
-    every transform one and the same seed: reseeded per item, a flip and a scale jitter both of p = 0.5 drew
-    the same first number and were applied together or not at all (400 of 400 items). Written here:
-    albumentations seeds a pipeline only as a whole."""
-    _seed_tree(pipeline, np.random.SeedSequence([int(v) % 2**64 for v in entropy]))
-
-
-def _seed_tree(transform, sequence: np.random.SeedSequence) -> None:
-    transform.set_random_seed(int(sequence.generate_state(1, np.uint64)[0]))  # a Compose passes it to all
-    children = [t for t in getattr(transform, "transforms", ()) if hasattr(t, "set_random_seed")]
-    for child, child_sequence in zip(children, sequence.spawn(len(children)), strict=True):
-        _seed_tree(child, child_sequence)
 
 
 class SeededItems(Sampler):

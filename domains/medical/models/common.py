@@ -35,16 +35,43 @@ def check_images(images: torch.Tensor, in_channels: int) -> None:
 
 
 def check_masks(masks: torch.Tensor, images: torch.Tensor) -> None:
+    """One reader mask (B, 1, H, W) per image, of at least one image, with values in {0, 1}
+    (:func:`check_mask_values`; left to the caller while ``torch.compile`` traces: the task checks first)."""
     if (
-        masks.ndim != 4
+        not isinstance(masks, torch.Tensor)
+        or masks.ndim != 4
         or masks.shape[1] != 1
         or masks.shape[0] != images.shape[0]
         or masks.shape[2:] != images.shape[2:]
     ):
+        shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
         raise ValueError(
             f"expected one mask per image of shape "
             f"({images.shape[0]}, 1, {images.shape[2]}, {images.shape[3]}) "
-            f"with values in {{0, 1}}, got {tuple(masks.shape)}"
+            f"with values in {{0, 1}}, got {shape}"
+        )
+    if masks.shape[0] == 0:
+        raise ValueError(f"a loss needs at least one image: got an empty batch, masks of shape {tuple(masks.shape)}")
+    if not torch.compiler.is_compiling():  # a data-dependent branch would break the compiled graph
+        check_mask_values(masks)
+
+
+def check_mask_values(masks: torch.Tensor) -> None:
+    """Refuse mask values other than 0 and 1 (bool masks pass unread). A 0/255 mask, a PNG's usual coding,
+    trained silently on BCE targets of 255: a fresh U-Net's loss 1.7e6 where its 0/1 mask gives 6.7e3. Two
+    comparisons and one reduction, read back once (a device sync): 0.8 ms for 16 masks of 128 x 128 on one
+    CPU core, against 1.0 s for a training step of a U-Net of channels (8, 16, 32) on them."""
+    if masks.dtype == torch.bool:
+        return
+    bad = (masks != 0) & (masks != 1)
+    if bool(bad.any()):
+        values = masks[bad]
+        nan = values.isnan() if values.is_floating_point() else torch.zeros_like(values, dtype=torch.bool)
+        found = [f"{v:g}" for v in torch.unique(values[~nan]).tolist()] + ["nan"] * bool(nan.any())
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        hint = " (a 0/255 mask: divide it by 255, or pass masks > 0)" if "255" in found else ""
+        raise ValueError(
+            f"expected masks with values in {{0, 1}} (or bool), found {len(found)} other value(s): {shown}{hint}"
         )
 
 

@@ -133,23 +133,23 @@ class HierarchicalCore(nn.Module):
         return feats
 
     def _too_small(self, size: tuple[int, ...]) -> str:
-        """Why an image of ``size`` does not fit the levels, with both fixes by their option names: a larger
-        crop, or fewer levels (each halves the image; the coarsest must keep at least one pixel)."""
+        """Why an image of ``size`` does not fit the levels, with both fixes, as a Python caller gives them (an
+        image size, the ``channels`` / ``latent_channels`` arguments) and then by their command-line options: a
+        larger image, or fewer levels (each halves the image; the coarsest must keep at least one pixel)."""
         levels, need, side = len(self.channels), 2 ** (len(self.channels) - 1), max(1, min(size))
         fits = side.bit_length()  # the most levels an image of this side takes: 2 ** (fits - 1) <= side
         message = (
             f"an image of {size} is too small for {levels} levels (needs at least {need} pixels per side): "
-            f"give --data.crop_size {need} (or larger)"
+            f"give images of at least {need}x{need} pixels (on the command line --data.crop_size {need} or larger)"
         )
         if fits < 2:
             return message
-        fewer = (
-            f", or fewer levels (at most {fits} for {side} pixels), e.g. --model.network.init_args.channels "
-            f"'{self.channels[:fits]}'"
-        )
+        arguments = f"channels={self.channels[:fits]}"
+        options = f"--model.network.init_args.channels '{self.channels[:fits]}'"
         if len(self.latent_channels) >= fits:  # each latent scale needs a level below it
-            fewer += f" --model.network.init_args.latent_channels '{self.latent_channels[: fits - 1]}'"
-        return message + fewer
+            arguments += f", latent_channels={self.latent_channels[: fits - 1]}"
+            options += f" --model.network.init_args.latent_channels '{self.latent_channels[: fits - 1]}'"
+        return f"{message}, or fewer levels (at most {fits} for {side} pixels), e.g. {arguments}; on the command line {options}"
 
     def decode_latents(
         self,
@@ -478,7 +478,7 @@ class HierarchicalProbUNet(MedicalSegmenter):
         self, encoded: list[torch.Tensor], num_samples: int, use_mean: list[bool], size: torch.Size
     ) -> torch.Tensor:
         b = encoded[0].shape[0]
-        chunk = max(1, self.max_batch // b)
+        chunk = max(1, self.max_batch // max(1, b))  # an empty batch: empty samples
         outs = []
         for start in range(0, num_samples, chunk):
             n = min(chunk, num_samples - start)

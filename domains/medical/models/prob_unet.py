@@ -105,14 +105,14 @@ class FComb(nn.Module):
         pixels = features.permute(0, 2, 3, 1).reshape(b, height * width, c_in)
         base = self._pointwise(self.feature_proj, pixels)  # (B, HW, C), once for all samples
         offsets = self.latent_proj(z)  # (B, N, C)
-        chunk = max(1, self.chunk_elements // base.numel())
+        chunk = max(1, self.chunk_elements // max(1, base.numel()))  # an empty batch: empty logits
         outs = []
         for start in range(0, n, chunk):
             h = (base[:, None] + offsets[:, start : start + chunk, None, :]).relu_()  # (B, n, HW, C)
             for conv in self.hidden:
                 h = self._pointwise(conv, h).relu_()
             outs.append(self._pointwise(self.out, h))  # (B, n, HW, out)
-        logits = torch.cat(outs, dim=1).transpose(2, 3).reshape(b, n, -1, height, width)
+        logits = torch.cat(outs, dim=1).transpose(2, 3).reshape(b, n, self.out.out_channels, height, width)
         return logits[:, :, 0] if logits.shape[2] == 1 else logits
 
 

@@ -18,7 +18,8 @@ def test_backbone_returns_declared_features(name, in_channels):
     assert len(net.feature_channels) == len(net.feature_strides)
     for size in (64, 96):
         with torch.no_grad():
-            feats = net.forward_features(torch.randn(2, in_channels, size, size))
+            # one image: eval mode, so the batch size changes no shape (two had doubled the VGGs' 2-3 s each)
+            feats = net.forward_features(torch.randn(1, in_channels, size, size))
         assert [f.shape[1] for f in feats] == net.feature_channels
         assert [tuple(f.shape[-2:]) for f in feats] == [(size // s, size // s) for s in net.feature_strides]
         assert net.feature_strides == sorted(net.feature_strides), "features must be finest first"

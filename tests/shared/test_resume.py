@@ -1,12 +1,26 @@
+from pathlib import Path
+
+from shared.cli import run_cli
 from tests.helpers import kill_and_resume
+from tests.shared.tiny_task import SquaresDataModule, TinySegTask
+
+RUNS = []
+
+
+def _tiny_main(args: list[str]):
+    """tests/shared/tiny_main.py's command, in this process (kept in RUNS)."""
+    RUNS.append(run_cli(TinySegTask, SquaresDataModule, domain="tiny", monitor="val/loss", args=args))
 
 
 def test_hard_killed_run_resumes_at_same_step_and_finishes_all_epochs(tmp_path):
     # 16 images / batch 4 = 4 steps per epoch, 3 epochs = 12 steps; killed at step 6 (mid-epoch 2).
+    # The kill is a real process's SIGKILL; the resume reads only what it left on disk, so it runs in-process.
     args = ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--data.n_train", "16"]
     killed, resumed = kill_and_resume(
-        "tests.shared.tiny_main", args, tmp_path / "ckpt", tmp_path, kill_step=6
+        "tests.shared.tiny_main", args, tmp_path / "ckpt", tmp_path, kill_step=6, resume=_tiny_main
     )
     assert killed["global_step"] == 5  # saved after step 5; the kill came before step 6 was checkpointed
     assert resumed["global_step"] == 12
     assert resumed["epoch"] == 2  # the last (third) epoch, counted from zero
+    # and it went on from the killed run's file (a fresh run would reach step 12 too)
+    assert Path(RUNS[-1].trainer.ckpt_path).resolve() == (tmp_path / "ckpt" / "last.ckpt").resolve()

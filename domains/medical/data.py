@@ -1665,8 +1665,10 @@ AUGMENT_INTENSITY = 0.1
 
 
 class MedicalDataModule(SplitLoaders):
-    """Train / val / test loaders for multi-reader lesion segmentation, split by patient (``lidc_png``'s
-    folders, ``decathlon``'s cases) or, for ``lidc_pickle``, which names no patient, by scan.
+    """Train / val / test loaders for multi-reader lesion segmentation, split by patient.
+
+    Patients are ``lidc_png``'s folders and ``decathlon``'s cases; ``lidc_pickle`` names no patient, so its
+    split is by scan.
 
     Every batch has ``image`` (B,1,H,W), ``masks`` (B,R,H,W), ``mask`` (B,1,H,W), ``reader`` (B,), ``id``
     and ``group``. Train: ``mask`` is the sampled reader; val / test: reader 0, never augmented.

@@ -203,9 +203,12 @@ class DetectionDataset(Dataset):
     (K, 4) xyxy pixels, ``labels`` int64 (K,) in 0..C-1 (index into ``class_names``), ``ignore_boxes``
     float32 (J, 4) (``ignore_types`` regions, KITTI DontCare and COCO crowds: unmatched detections there are
     neither TP nor FP), ``ignore_labels`` int64 (J,) (the class a COCO crowd ignores detections of, as
-    COCOeval: its own; -1 for KITTI's DontCare, which has no class: every class), ``image_id`` str and
-    ``orig_size`` (H, W) before the transform. A crowd of a category that is none of the classes ignores none of
-    their detections (COCOeval scores them as another category's), so it is left out.
+    COCOeval: its own; -1 for KITTI's DontCare, which has no class: every class), ``image_id`` str,
+    ``orig_size`` (H, W) before the transform and ``cropped_out`` int, the boxes (objects and ignore regions)
+    the transform removed (a training crop left less than ``min_visibility`` of them): the item carries its
+    count, so it survives DataLoader workers, and the task sums it (``train/cropped_out_boxes``). A crowd of a
+    category that is none of the classes ignores none of their detections (COCOeval scores them as another
+    category's), so it is left out.
 
     ``class_map`` renames types before lookup (``{"Van": "Car"}`` trains vans as cars); types neither in
     ``class_names`` nor in ``ignore_types`` are dropped, counted in ``self.dropped`` and reported once;
@@ -302,6 +305,8 @@ class DetectionDataset(Dataset):
             keep = all_labels >= 0
             boxes, labels, ignore = all_boxes[keep], all_labels[keep], all_boxes[~keep]
             ignore_labels = np.where(all_labels[~keep] == -1, -1, -2 - all_labels[~keep])
+        # boxes in (objects and ignore regions) minus boxes out: what a crop left less than min_visibility of
+        cropped_out = len(self._targets[i][1]) + len(self._targets[i][3]) - len(labels) - len(ignore_labels)
         target = {
             "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
@@ -309,6 +314,7 @@ class DetectionDataset(Dataset):
             "ignore_labels": torch.as_tensor(ignore_labels, dtype=torch.int64).reshape(-1),
             "image_id": ann.image_id,
             "orig_size": (ann.height, ann.width),
+            "cropped_out": int(cropped_out),
         }
         if semantic is not None:
             target["semantic"] = torch.as_tensor(np.asarray(semantic), dtype=torch.int64)

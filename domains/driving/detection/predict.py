@@ -25,6 +25,7 @@ from domains.driving.formats import (
     kitti_type_name,
     write_kitti_label,
 )
+from shared.cli_help import predicted_split_note
 from shared.files import written_whole
 from shared.images import write_image
 from shared.task import gather_lists
@@ -169,9 +170,10 @@ def detect(model: torch.nn.Module, image: np.ndarray) -> dict:
 
 class RoadPredictionWriter(BasePredictionWriter):
     """Base of the driving prediction writers: per predicted image, :meth:`write_image` writes its files; the
-    epoch ends with one line saying how many images went where. Only predictions at or above ``score_thresh``
-    are drawn: the module's ``predict_score_thresh``, read when predicting starts (a detector's fitted operating
-    point is loaded with its checkpoint, after the task built its callbacks)."""
+    epoch ends with one line saying how many images went where (and, without ``--data.predict_path``, that they
+    were the test split's: :func:`shared.cli_help.predicted_split_note`). Only predictions at or above
+    ``score_thresh`` are drawn: the module's ``predict_score_thresh``, read when predicting starts (a detector's
+    fitted operating point is loaded with its checkpoint, after the task built its callbacks)."""
 
     #: what one written image amounts to, for the closing line
     WROTE = "predictions"
@@ -202,7 +204,8 @@ class RoadPredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         written = sum(gather_lists([self.written]))  # every rank's, said once
         # through the progress bar (rank 0): printed after it, the line was glued to the bar's last one
-        pl_module.print(f"wrote {written} {self.WROTE} to {self.output_dir}")
+        which = predicted_split_note(getattr(trainer, "datamodule", None), "images")
+        pl_module.print(f"wrote {written} {self.WROTE}{which} to {self.output_dir}")
 
 
 def original_rgb(image: torch.Tensor, pred: dict, size: tuple[int, int] | None) -> np.ndarray:

@@ -31,7 +31,8 @@ the tests' tiny one). Test logs no loss: its metrics are the figures to report.
 
 Training: FCOS has no ignore label, so points inside DontCare regions are trained as background (they hold
 only tiny or far objects); boxes under 1 px left by crops are dropped and counted
-(``train/dropped_degenerate_boxes``).
+(``train/dropped_degenerate_boxes``), and so are the boxes a crop left less than ``min_visibility`` of, which
+the augmentation removes (``train/cropped_out_boxes``, each epoch's sum over every rank: expected, information).
 """
 
 from __future__ import annotations
@@ -435,11 +436,23 @@ class DetectionTask(DetectorTask):
 
     def training_step(self, batch, batch_idx):
         images, targets = batch
+        self.log_cropped_out(targets, len(images))
         losses = self.model(images, self.training_targets(targets))
         loss = self.log_training_losses(losses, len(images))
         if loss is not None and self.dropped_degenerate:
             self.log("train/dropped_degenerate_boxes", float(self.dropped_degenerate), batch_size=len(images))
         return loss
+
+    def log_cropped_out(self, targets: Sequence[dict], batch_size: int) -> None:
+        """``train/cropped_out_boxes``: the boxes the training crops removed (each item's ``cropped_out``,
+        counted by :class:`~domains.driving.detection.data.DetectionDataset` in the loader's worker), summed over
+        the epoch and the ranks. Logged at every step, 0 included: a rank that never logged it would miss the
+        epoch's all-reduce."""
+        cropped = sum(int(t.get("cropped_out", 0)) for t in targets)
+        self.log(
+            "train/cropped_out_boxes", float(cropped), on_step=False, on_epoch=True, reduce_fx="sum",
+            sync_dist=True, batch_size=batch_size,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------- evaluation
     def validation_loss_targets(self, targets: Sequence[dict]) -> list[dict] | None:

@@ -43,6 +43,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from shared.cli_help import predicted_split_note
 from shared.files import written_whole
 from shared.images import write_image
 from shared.task import gather_lists
@@ -248,7 +249,8 @@ class MedicalPredictionWriter(BasePredictionWriter):
         self._drop_unfinished()
         written = sum(gather_lists([len(self.written)]))  # every rank's, said once
         each = " (a volume's slices one each)" if self._volumes_seen else ""
-        rank_zero_info(f"[MedicalPredictionWriter] wrote {written} image folders{each} under {self.output_dir}")
+        which = predicted_split_note(trainer.datamodule, "images or volumes")
+        rank_zero_info(f"[MedicalPredictionWriter] wrote {written} image folders{each}{which} under {self.output_dir}")
 
     def write_on_batch_end(
         self,

@@ -218,10 +218,12 @@ def test_a_writer_used_for_a_second_predict_run_starts_with_no_folder_taken(tmp_
 
 
 def test_a_run_of_2d_images_is_not_said_to_write_a_volumes_slices(tmp_path, caplog):
-    """It logged "wrote 2 image folders (a volume's slices one each)" for two PNGs."""
+    """It logged "wrote 2 image folders (a volume's slices one each)" for two PNGs; a run of the data set's test
+    split says so (it named no split)."""
     import logging
 
     root = write_lidc(tmp_path / "lidc", size=16, image=GREY, split="test", names=["a", "b"])
     with caplog.at_level(logging.INFO):
         _predict(root, tmp_path / "pred", num_samples=2)
-    assert f"[MedicalPredictionWriter] wrote 2 image folders under {tmp_path / 'pred'}" in caplog.text
+    said = "wrote 2 image folders (the test split's; --data.predict_path for your own images or volumes) under"
+    assert f"[MedicalPredictionWriter] {said} {tmp_path / 'pred'}" in caplog.text

@@ -198,6 +198,9 @@ class SplitLoaders(pl.LightningDataModule):
 
     collate_fn = None
     worker_init_fn = staticmethod(init_loader_worker)
+    #: each loader worker draws its own augmentations (:func:`seed_worker_transforms`), so the worker count
+    #: changes them; False where an item's draws follow the seed, epoch and item alone (the anomaly segmenter)
+    AUGMENTATION_FOLLOWS_WORKERS = True
     #: init arguments that choose the data set itself: another value is another data set, not another split
     DATA_SET_SETTINGS: tuple[str, ...] = ("data_format", "data_path", "synthetic", "anomaly_path")
     #: init arguments that choose which items of the data set land in which split
@@ -375,11 +378,14 @@ class SplitLoaders(pl.LightningDataModule):
         self.batch_size = batch_size
         if num_workers is None:
             num_workers = default_num_workers()
-            # each worker seeds its own augmentations (seed_worker_transforms): the count changes the draws
+            draws = (
+                f"; the augmentation draws depend on it: --data.num_workers {num_workers} reproduces this run's "
+                "draws on another machine"
+                if self.AUGMENTATION_FOLLOWS_WORKERS
+                else ""
+            )
             rank_zero_info(
-                f"--data.num_workers null: {num_workers} loader workers, from this machine's CPU count; the "
-                f"augmentation draws depend on it: --data.num_workers {num_workers} reproduces this run's draws "
-                "on another machine"
+                f"--data.num_workers null: {num_workers} loader workers, from this machine's CPU count{draws}"
             )
         self.num_workers = num_workers
 

@@ -651,6 +651,7 @@ class SegmentationDataModule(SplitLoaders):
 
     INPUT_SETTINGS = ("image_size",)
     GROUP_UNIT = "images"
+    AUGMENTATION_FOLLOWS_WORKERS = False  # SeededItems: an item's draws follow the seed, epoch and item alone
 
     def split_groups(self, name: str) -> set[str] | None:
         """The image ids of the road-scene split ``name`` (train / val), for the checkpoint's leak check; the

@@ -56,8 +56,15 @@ def _bar() -> tqdm:
     return bar
 
 
-def test_a_warning_shown_while_a_bar_is_drawn_gets_a_line_of_its_own():
+def _write_to_stderr(message, category, filename, lineno, file=None, line=None):
+    """Python's own ``showwarning`` as a command line has it: pytest's warnings plugin records warnings
+    instead of writing them, which would leave nothing on the screen to check."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def test_a_warning_shown_while_a_bar_is_drawn_gets_a_line_of_its_own(monkeypatch):
     """It was written after the bar's text on the bar's line (the bar's redraw then wrote over it)."""
+    monkeypatch.setattr(warnings, "showwarning", _write_to_stderr)
     with _terminal() as terminal, warnings.catch_warnings(), report_input_errors():
         warnings.simplefilter("always")
         bar = _bar()

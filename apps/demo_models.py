@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+from shared import shipped
+from shared.shipped import WeightFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 #: shipped demo weights: <key>.safetensors (fp16 state dict of the plain network) + <key>.json model card
@@ -232,10 +234,6 @@ def metrics_path(key: str, folder: Path | None = None) -> Path:
     return (folder or checkpoint_dir()) / f"{key}.json"
 
 
-class WeightFileError(ValueError):
-    """A shipped weight file that does not match its model card (sha256, network, keys)."""
-
-
 def shipped_dir() -> Path:
     """Where the shipped weights are read from: ``$SUITE_DEMO_WEIGHTS`` or ``apps/weights``."""
     return Path(os.environ.get(ENV_WEIGHTS) or SHIPPED_DIR)
@@ -266,12 +264,8 @@ def read_json(path: str | Path) -> dict:
 
 
 def read_card(path: str | Path) -> dict:
-    """The model card (JSON) beside a shipped weight file."""
-    card = Path(path).with_suffix(".json")
-    try:
-        return read_json(card)
-    except (OSError, json.JSONDecodeError) as err:
-        raise WeightFileError(f"{card}: no readable model card for {Path(path).name} ({err})") from err
+    """The model card (JSON) beside a shipped weight file, parsed once per version of the file."""
+    return shipped.read_card(path, read=read_json)
 
 
 def read_metrics(key: str) -> dict | None:
@@ -360,43 +354,22 @@ def _task_class(key: str):
 def build_task(key: str, hyper_parameters: dict, settings: dict | None = None):
     """The task of ``key`` built from stored hyper-parameters (no weights yet). ``settings``: inference choices
     that checkpoints do not store (the anomaly score and its smoothing)."""
-    cls = _task_class(key)
-    try:
-        return cls(**hyper_parameters, **(settings or {}))
-    except (TypeError, ValueError, KeyError) as err:  # e.g. a backbone or model name the registry lacks
-        raise WeightFileError(
-            f"{key}: the model card describes a network this suite cannot build: {err}"
-        ) from err
+    return shipped.build_from_card(_task_class(key), hyper_parameters, settings, source=key)
 
 
 def load_shipped_weights(key: str, path: str | Path, card: dict | None = None):
-    """Shipped fp16 weights (safetensors: tensors only, no code runs) into the network their card describes.
+    """Shipped fp16 weights (safetensors: tensors only, no code runs) into the network their card describes
+    (:func:`shared.shipped.load_shipped`, what ``<Task>.load_checked`` runs too), with the page's settings.
 
     The file's sha256 must match the card's; the state dict must fit the network exactly.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
     card = card if card is not None else read_card(path)
-    if "sha256" in card:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != card["sha256"]:
-            raise WeightFileError(
-                f"{path}: sha256 {digest[:12]}... does not match its model card ({card['sha256'][:12]}...): "
-                "the file was changed or truncated; restore it (from git, or reinstall the suite) or retrain with "
-                f"{demo_command('demo-train', '--train')}"
-            )
-    task = build_task(key, card.get("hyper_parameters") or {}, card.get("settings"))
-    try:
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    except (SafetensorError, OSError) as err:
-        raise WeightFileError(f"{path}: not a readable safetensors file ({err})") from err
-    try:
-        task.model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise WeightFileError(f"{path} does not fit the {card.get('network', key)} network: {err}") from err
-    return _for_demo(key, task.eval(), card.get("data_hyper_parameters") or {})
+    remedy = (
+        "restore it (from git, or reinstall the suite) or retrain with "
+        f"{demo_command('demo-train', '--train')}"
+    )
+    task = shipped.load_shipped(_task_class(key), path, card, remedy=remedy)
+    return _for_demo(key, task, card.get("data_hyper_parameters") or {})
 
 
 def load_task(key: str, path: str | Path):

@@ -360,7 +360,16 @@ class BaseTask(pl.LightningModule):
 
         The file is read once as plain tensors and containers (no code runs), its recorded task is compared
         with ``cls``, and only then is the module built.
+
+        Shipped weights (``apps/weights/<key>.safetensors`` with the model card ``<key>.json`` beside it) load
+        too, as the demo loads them: the card names the task and the hyper-parameters that build it
+        (:func:`shared.shipped.load_shipped`). A ``.safetensors`` without a card (a backbone's weights) is
+        refused: nothing says which task or network it fills.
         """
+        from shared.shipped import has_card, load_shipped  # shipped.py imports this module
+
+        if has_card(path) and Path(path).is_file():
+            return load_shipped(cls, path, map_location=map_location, **kwargs)
         check_checkpoint_file(path, cls)
         task = cls.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True, **kwargs)
         return task.eval()
@@ -525,12 +534,8 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
         )
     if not path.is_file():
         raise FileNotFoundError(f"{option} {path}: no such checkpoint file")
-    if path.suffix.lower() == ".safetensors":  # the demo's shipped weights: tensors only, no task or settings
-        raise CheckpointMismatchError(
-            f"{path}: a .safetensors file holds weights only, not a Lightning checkpoint (no task, network or "
-            "data settings); give a checkpoint that fit wrote, e.g. lightning_logs/<domain>/<config>/checkpoints/"
-            "last.ckpt (a .safetensors backbone loads with --model.pretrained_backbone)"
-        )
+    if path.suffix.lower() == ".safetensors":  # tensors only: no Lightning state, no data settings
+        raise CheckpointMismatchError(_safetensors_refusal(path, cls, option))
     checkpoint = read_checkpoint_data(path, mmap=True)  # a file that is no zip archive is told what it is
     _check_task(checkpoint, cls, source=str(path))
     if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader ends in a bare KeyError on it
@@ -543,6 +548,23 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
     _check_network_layout(checkpoint, cls, source=str(path))
     _check_class_paths(checkpoint, source=str(path))
     return checkpoint
+
+
+def _safetensors_refusal(path: Path, cls: type, option: str) -> str:
+    """Why a ``.safetensors`` file is no checkpoint. Shipped weights with a model card are told where they do
+    load (``load_checked`` from Python): ``--ckpt_path`` and the exports take what fit wrote, the Lightning
+    state a weights file does not hold (a resume restores loops, optimiser and callbacks from it too)."""
+    what = f"{path}: a .safetensors file holds weights only, not a Lightning checkpoint (no task, network or data settings"
+    fit = "give a checkpoint that fit wrote, e.g. lightning_logs/<domain>/<config>/checkpoints/last.ckpt"
+    card = path.with_suffix(".json")
+    if not card.is_file():
+        return f"{what}); {fit} (a .safetensors backbone loads with --model.pretrained_backbone)"
+    return (
+        f"{what}, and no training loops, optimiser or callbacks to resume): {option} takes the Lightning state fit "
+        f"saved; {fit}. These are shipped weights with a model card ({card.name}): from Python, "
+        f"{cls.__name__}.load_checked({str(path)!r}) returns the task in eval mode; for a fit, their backbone "
+        "loads with --model.pretrained_backbone and --model.pretrained_prefix"
+    )
 
 
 #: packages a checkpoint's hyperparameters may name classes of, besides the suite's own (the optimiser's, ...)

@@ -17,6 +17,7 @@ import random
 import re
 import shutil
 import sys
+import traceback
 import types
 import typing
 import warnings
@@ -103,6 +104,11 @@ class SuiteTrainer(pl.Trainer):
         limit_predict_batches: BatchLimit = None,
         **kwargs,
     ):
+        accumulate = kwargs.get("accumulate_grad_batches", 1)
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            # Lightning takes 0 and fails in the first training step's schedule (a ZeroDivisionError traceback
+            # from estimated_stepping_batches); the CLI names it (SuiteCLI._refuse_trainer_argument)
+            raise ValueError("`accumulate_grad_batches` must be an int >= 1 (1: the optimizer steps every batch)")
         given = kwargs.get("callbacks")  # a copy: Lightning adds its defaults to the list given
         given = list(given) if isinstance(given, (list, tuple)) else [given]
         super().__init__(
@@ -499,15 +505,66 @@ def _wrong_value(message: str) -> str | None:
     return f"{option}: expected {' or '.join(alternatives)}{got}"
 
 
-def _trainer_argument(message: str) -> str | None:
+def _trainer_argument(message: str, given=None) -> str | None:
     """The one ``pl.Trainer`` argument a Lightning error ``message`` names, or None (none, or several): in
-    backticks (`` `devices` selected with ...``, `` `Trainer(devices=0)` ``, `` `accelerator='foo'` ``) or
-    after "for" ("invalid value -1 for limit_train_batches"). Read from the text: Lightning's errors carry no
-    field for the argument."""
-    named = {found[1] for found in re.finditer(r"`(?:Trainer\()?(\w+)[^`]*`", message)}
-    named |= set(re.findall(r"\bfor (\w+)\b", message))
-    arguments = named & set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    backticks (`` `devices` selected with ...``, `` `Trainer(devices=0)` ``, `` `accelerator='foo'` ``), after
+    "for" ("invalid value -1 for limit_train_batches") or before a value in backticks ("The strategy `fsdp`").
+    Of several, the one whose value in ``given`` (the Trainer's arguments) the message quotes, where only one's
+    is: "The strategy `fsdp` requires a GPU accelerator, but received `accelerator='cpu'`" is about
+    ``--trainer.strategy fsdp`` of a config whose accelerator is ``auto``. Read from the text: Lightning's errors
+    carry no field for the argument."""
+    arguments = _trainer_arguments_named(message)
+    if len(arguments) > 1 and hasattr(given, "get"):
+        arguments = {name for name in arguments if _quotes(message, given.get(name))}
     return arguments.pop() if len(arguments) == 1 else None
+
+
+def _trainer_arguments_named(message: str) -> set[str]:
+    """The ``pl.Trainer`` arguments ``message`` names (:func:`_trainer_argument`)."""
+    named = {found[1] for found in re.finditer(r"`(?:Trainer\()?(\w+)[^`]*`", message)}
+    named |= set(re.findall(r"\bfor (\w+)\b", message)) | set(re.findall(r"\b(\w+) `", message))
+    return named & set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+
+
+def _quotes(message: str, value) -> bool:
+    """Whether ``message`` holds ``value`` (not None) as a word of its own: ``fsdp`` in "`fsdp`" or
+    "strategy='fsdp'", ``1`` not in "10" nor "1.5"."""
+    return value is not None and re.search(rf"(?<![\w.]){re.escape(str(value))}(?!\w|\.\d)", message) is not None
+
+
+#: where Lightning reads one Trainer argument alone, for its errors whose text names none: (the file's path
+#: ending, its function or None for any, the argument). ``--trainer.devices 1.5`` on a GPU got "invalid literal
+#: for int() with base 10: '1.5'", ``--trainer.devices 3`` on a 1-GPU machine "You requested gpu: [0, 1, 2] But
+#: your machine only has: [0]" (lightning_fabric's device_parser, lightning.fabric's in the ``lightning``
+#: package); ``--trainer.max_time 1:00`` Timer's "`Timer(duration='1:00')` is not a valid duration";
+#: ``--trainer.precision transformer-engine`` a ModuleNotFoundError from its precision plugin
+_TRAINER_ARGUMENT_FRAMES = (
+    ("utilities/device_parser.py", None, "devices"),
+    ("connectors/callback_connector.py", "_configure_timer_callback", "max_time"),
+    ("connectors/accelerator_connector.py", "_check_and_init_precision", "precision"),
+)  # fmt: skip
+
+
+def _trainer_argument_raised_in(err: Exception) -> str | None:
+    """The Trainer argument whose reading raised ``err``: the innermost frame of its traceback that is one of
+    :data:`_TRAINER_ARGUMENT_FRAMES`; None where none is."""
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        path = frame.filename.replace(os.sep, "/")
+        for ending, function, argument in _TRAINER_ARGUMENT_FRAMES:
+            if path.endswith("/" + ending) and function in (None, frame.name):
+                return argument
+    return None
+
+
+def _missing_package(err: ImportError) -> str:
+    """An optional package a Trainer argument needs, said as what to install: Lightning's "Requirement
+    'transformer_engine>=0.11.0' not met. HINT: Try running `pip install -U ...`", Python's "No module named
+    'x'"."""
+    required = re.search(r"Requirement '([^']+)' not met", str(err))
+    package = required[1] if required else err.name
+    if package is None:
+        return str(err)
+    return f"needs the package {package}, which is not installed: pip install -U '{package}'"
 
 
 def _suggestions(given: list[str], known: list[str]) -> list[str]:
@@ -1190,18 +1247,35 @@ class SuiteCLI(LightningCLI):
         """A Trainer argument Lightning refuses (``--trainer.devices 1.5``, ``--trainer.accelerator foo``) ends
         the command as the parser's wrong values do (:func:`_wrong_value`): one line naming the option as typed,
         ``<prog> fit: --trainer.devices: <Lightning's message> (got '1.5')``, and exit status 2. Lightning's
-        message named ``devices`` alone, after ``error: TypeError:``. Returns (the caller re-raises) for other
-        errors, one naming no Trainer argument or several, and with ``SUITE_TRACEBACK=1``."""
-        if os.environ.get("SUITE_TRACEBACK") == "1" or not _is_input_error(err):
-            return
-        name = _trainer_argument(str(err))
-        if name is None:
+        message named ``devices`` alone, after ``error: TypeError:``. The argument is the one the message names
+        (:func:`_trainer_argument`), else the one whose reading raised it (:func:`_trainer_argument_raised_in`:
+        a GPU's ``devices``, ``max_time``, a ``precision`` whose package is missing, which was a traceback).
+        "(got ...)" is left out where the message quotes the value, and for null and ``auto`` (the default,
+        which Lightning's message names resolved: "received `accelerator='cpu'` ... (got 'auto')"). Returns (the
+        caller re-raises) for other errors, one naming several arguments, and with ``SUITE_TRACEBACK=1``."""
+        if os.environ.get("SUITE_TRACEBACK") == "1":
             return
         given = self._get(self.config, "trainer", default=None) or {}
-        value = given.get(name) if hasattr(given, "get") else None
-        got = f" (got {value!r})" if value is not None and repr(value) not in str(err) else ""
+        given = given if hasattr(given, "get") else {}
+        message = str(err)
+        name = _trainer_argument(message, given) if _is_input_error(err) else None
+        if not _trainer_arguments_named(message):  # names none (of several not told apart: given up above)
+            raised_in = _trainer_argument_raised_in(err)
+            if raised_in is not None and (_is_input_error(err) or isinstance(err, (ImportError, TypeError))):
+                name = raised_in
+                if isinstance(err, ImportError):
+                    message = _missing_package(err)
+                elif name == "max_time":  # Timer's "`Timer(duration='1:00')` is not a valid duration", a dict's
+                    message = (  # TypeError "'hour' is an invalid keyword argument for __new__()"
+                        'expected a duration "DD:HH:MM:SS" (00:12:00:00: 12 hours) or a mapping of days, hours, '
+                        "minutes and seconds ({hours: 12})"
+                    )
+        if name is None:
+            return
+        value = given.get(name)
+        got = "" if value in (None, "auto") or _quotes(message, value) else f" (got {value!r})"
         parser = self._subcommand_parsers.get(self.subcommand) or self.parser
-        message = " ".join(str(err).split())  # one line
+        message = " ".join(message.split())  # one line
         sys.stderr.write(f"{parser.prog.replace(' [options]', '')}: --trainer.{name}: {message}{got}\n")
         raise SystemExit(2) from err
 

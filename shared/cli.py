@@ -165,23 +165,28 @@ class SuiteTrainer(pl.Trainer):
         if lines:
             rank_zero_info("\n".join(lines))
 
+    @property
+    def _steps_per_epoch(self) -> int:
+        """Optimiser steps in a training epoch (0: an epoch of no known length)."""
+        batches = self.num_training_batches
+        return math.ceil(batches / self.accumulate_grad_batches) if math.isfinite(batches) else 0
+
     def _no_best_checkpoint(self, callback: ModelCheckpoint) -> str:
         """The closing line of a fit that kept no best checkpoint though it monitors a metric: one stopped
         (``max_steps``, ``max_time``, a loaded machine) before its first validation printed only its last
         checkpoint and Lightning's "could not find the monitored key ... HINT: Did you call log", which reads as
         a bug, and the README's next command, ``test --ckpt_path best``, failed."""
         timer = next((c for c in self.callbacks if isinstance(c, Timer)), None)
-        if self.max_steps not in (None, -1) and self.global_step >= self.max_steps:
+        remaining = timer.time_remaining() if timer is not None else None  # None: a Timer of no duration
+        if self.max_steps != -1 and self.global_step >= self.max_steps:
             why = f"--trainer.max_steps {self.max_steps} was reached"
-        elif timer is not None and (timer.time_remaining() or 0) <= 0:
+        elif remaining is not None and remaining <= 0:
             why = "--trainer.max_time ran out"
         elif self.interrupted:
             why = "it was interrupted"
         else:
             why = "it stopped"
-        accumulate = max(1, int(self.accumulate_grad_batches))
-        batches = self.num_training_batches
-        epoch = f"; an epoch is {math.ceil(batches / accumulate)} steps" if math.isfinite(batches) else ""
+        epoch = f"; an epoch is {self._steps_per_epoch} steps" if self._steps_per_epoch else ""
         if self.fit_loop.epoch_loop.val_loop._has_run:
             what = f"no validation kept one on --checkpoint.monitor {callback.monitor}"
         else:
@@ -198,8 +203,7 @@ class SuiteTrainer(pl.Trainer):
             return
         if self.interrupted or self.global_step >= self.max_steps or self.current_epoch < self.max_epochs:
             return
-        accumulate = max(1, int(self.accumulate_grad_batches))
-        per_epoch = math.ceil(self.num_training_batches / accumulate) if math.isfinite(self.num_training_batches) else 0
+        per_epoch = self._steps_per_epoch
         planned = min(self.max_steps, self.max_epochs * per_epoch)
         if per_epoch and self.global_step + per_epoch <= planned:
             rank_zero_warn(

@@ -16,9 +16,11 @@ from PIL import Image
 from shared.files import written_whole
 
 # OpenCV's own log printed "[ WARN:0@5.2] global loadsave.cpp:279 findDecoder imread_('...'): can't open/read
-# file" and "[ERROR:0@1.3] global grfmt_png.cpp:296 readHeader IHDR chunk shall be first" to stderr, naming no
-# file, beside the suite's own error or unreadable.csv that names it: silent. Every module of the suite that
-# reads images imports this one (loader workers too). OPENCV_LOG_LEVEL, when set, is the user's (kept).
+# file" and "[ERROR:0@1.3] global grfmt_png.cpp:296 readHeader IHDR chunk shall be first" to stderr (the second
+# naming no file) beside the suite's own error or unreadable.csv that names the file and why: silent. This also
+# hides OpenCV's other errors in the process (a VideoCapture backend's, for the accident videos, which the suite
+# reports itself); OPENCV_LOG_LEVEL=ERROR brings them back: when set, it is the user's (kept). Every module of the
+# suite that reads images imports this one (loader workers too).
 if "OPENCV_LOG_LEVEL" not in os.environ:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 

@@ -66,15 +66,16 @@ def check_card_task(card: dict, cls: type, source: str) -> None:
     _check_task({"state_dict": {}, "suite_task": {"task": task, "model": model}}, cls, source=source)
 
 
-def check_sha256(path: Path, card: dict, remedy: str = "restore it (from git, or reinstall the suite)") -> None:
-    """The file must be the one the card describes (a changed or truncated file gives other figures)."""
+def check_sha256(path: Path, data: bytes, card: dict, remedy: str | None = None) -> None:
+    """The file's bytes ``data`` must be the ones the card describes (a changed or truncated file gives other
+    figures); ``remedy``: what the error advises."""
     if "sha256" not in card:
         return
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     if digest != card["sha256"]:
         raise WeightFileError(
             f"{path}: sha256 {digest[:12]}... does not match its model card ({card['sha256'][:12]}...): "
-            f"the file was changed or truncated; {remedy}"
+            f"the file was changed or truncated; {remedy or 'restore it (from git, or reinstall the suite)'}"
         )
 
 
@@ -86,20 +87,19 @@ def build_from_card(cls: type, hyper_parameters: dict, settings: dict | None, so
         raise WeightFileError(f"{source}: the model card describes a network this suite cannot build: {err}") from err
 
 
-def load_into(task, path: Path, card: dict):
-    """The file's tensors into ``task.model``, strictly, as fp32 (the file is fp16); ``task`` returned."""
+def load_into(task, path: Path, data: bytes, card: dict) -> None:
+    """The file's tensors (its bytes ``data``) into ``task.model``, strictly, as fp32 (the file is fp16)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    except (SafetensorError, OSError) as err:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load(data).items()}
+    except SafetensorError as err:
         raise WeightFileError(f"{path}: not a readable safetensors file ({err})") from err
     try:
         task.model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise WeightFileError(f"{path} does not fit the {card.get('network', 'card')} network: {err}") from err
-    return task
+        raise WeightFileError(f"{path} does not fit the {card.get('network', path.stem)} network: {err}") from err
 
 
 def load_shipped(
@@ -110,32 +110,36 @@ def load_shipped(
     remedy: str | None = None,
     **overrides,
 ):
-    """Shipped weights at ``path`` as a ``cls`` task in eval mode: the card (read beside the file unless given)
-    must name ``cls`` where it names a task, the file must have the card's sha256; the task is built from the
-    card's ``hyper_parameters`` (``overrides`` replace some, as ``load_from_checkpoint``'s keyword arguments do)
-    and ``settings`` (inference choices a checkpoint does not store: the anomaly score and its smoothing), and
-    the tensors fill ``task.model`` strictly. ``remedy``: what the sha256 error advises."""
+    """Shipped weights at ``path`` as a ``cls`` task in eval mode: the card must name ``cls`` (read beside the
+    file, it must name a task; one the caller gives is checked where it names one), the file must have the
+    card's sha256; the task is built from the card's ``hyper_parameters`` (``overrides`` replace some, as
+    ``load_from_checkpoint``'s keyword arguments do) and ``settings`` (inference choices a checkpoint does not
+    store: the anomaly score and its smoothing), and the tensors fill ``task.model`` strictly. ``remedy``: what
+    the sha256 error advises."""
     from shared.task import _check_class_paths, _check_network_layout
 
     path = Path(path)
-    if card is None:
-        card = read_card(path)
+    if map_location is not None and not isinstance(map_location, (str, torch.device)):
+        raise TypeError(
+            f"load_checked({path}): map_location for shipped weights is a device ('cpu', 'cuda:0'), got "
+            f"{map_location!r}"
+        )
+    read_here = card is None
+    card = read_card(path) if read_here else card
+    if read_here or "task" in card:
         check_card_task(card, cls, source=str(path))
-    elif "task" in card:
-        check_card_task(card, cls, source=str(path))
-    check_sha256(path, card, *([remedy] if remedy else []))
+    try:
+        data = path.read_bytes()  # read once: hashed, then its tensors loaded
+    except OSError as err:
+        raise WeightFileError(f"{path}: not a readable safetensors file ({err})") from err
+    check_sha256(path, data, card, remedy)
     hyper_parameters = {**(card.get("hyper_parameters") or {}), **overrides}
     # as for a checkpoint: no class outside the suite is imported (building the network would import it)
     _check_class_paths({"hyper_parameters": hyper_parameters}, source=str(card_path(path)))
     _check_network_layout({"hyper_parameters": hyper_parameters}, cls, source=str(card_path(path)))
     task = build_from_card(cls, hyper_parameters, card.get("settings"), source=str(card_path(path)))
-    load_into(task, path, card)
+    load_into(task, path, data, card)
     if map_location is not None:
-        if not isinstance(map_location, (str, torch.device)):
-            raise TypeError(
-                f"load_checked({path}): map_location for shipped weights is a device ('cpu', 'cuda:0'), got "
-                f"{map_location!r}"
-            )
         task.to(map_location)
     return task.eval()
 

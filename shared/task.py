@@ -556,12 +556,13 @@ def _safetensors_refusal(path: Path, cls: type, option: str) -> str:
     state a weights file does not hold (a resume restores loops, optimiser and callbacks from it too)."""
     what = f"{path}: a .safetensors file holds weights only, not a Lightning checkpoint (no task, network or data settings"
     fit = "give a checkpoint that fit wrote, e.g. lightning_logs/<domain>/<config>/checkpoints/last.ckpt"
-    card = path.with_suffix(".json")
-    if not card.is_file():
+    from shared.shipped import card_path, has_card
+
+    if not has_card(path):
         return f"{what}); {fit} (a .safetensors backbone loads with --model.pretrained_backbone)"
     return (
         f"{what}, and no training loops, optimiser or callbacks to resume): {option} takes the Lightning state fit "
-        f"saved; {fit}. These are shipped weights with a model card ({card.name}): from Python, "
+        f"saved; {fit}. These are shipped weights with a model card ({card_path(path).name}): from Python, "
         f"{cls.__name__}.load_checked({str(path)!r}) returns the task in eval mode; for a fit, their backbone "
         "loads with --model.pretrained_backbone and --model.pretrained_prefix"
     )

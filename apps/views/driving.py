@@ -46,8 +46,12 @@ def _folder_stamps(root: Path) -> tuple[int, int | None]:
     """The modification times (ns) of ``root``'s ``images/`` and ``labels_masks/`` (None: no such folder), the
     key that lists the set again when a file was added, removed or renamed in either: two stat calls a rerun,
     where the listing takes 0.7 s of CPU at 20,000 images. FileNotFoundError without ``images/``."""
-    labels = root / "labels_masks"
-    return (root / "images").stat().st_mtime_ns, labels.stat().st_mtime_ns if labels.is_dir() else None
+    images = (root / "images").stat().st_mtime_ns
+    try:
+        labels = (root / "labels_masks").stat().st_mtime_ns
+    except FileNotFoundError:
+        labels = None
+    return images, labels
 
 
 # cache_resource: the one listing, not copied out on every rerun (callers never modify it)

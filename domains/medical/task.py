@@ -315,7 +315,6 @@ class MedicalSegmentationTask(BaseTask):
     # ----------------------------------------------------------------------------------------- prediction
 
     def on_predict_start(self) -> None:
-        self.__dict__["_size_multiple"] = size_multiple(self.model)  # walks every module: once, not per batch
         self._run_seed = torch.initial_seed()  # the run's seed (seed_everything), before any image's own
         self._predicted_files: set[str] = set()  # files (a volume, an image) with an item predicted
         self._refused_files: dict[str, str] = {}  # file -> why its reader refused it (skipped: predict_step)
@@ -396,9 +395,9 @@ class MedicalSegmentationTask(BaseTask):
 
     def _predict_multiple(self) -> int:
         """The side multiple ``predict`` pads an image to (:func:`~domains.medical.predict.size_multiple`),
-        computed on first use: predict's data setup asks per file before ``on_predict_start`` (which computes it
-        afresh for each run), and a ``predict_step`` called from Python runs without either. It walks every
-        module: once, not per file or batch."""
+        computed on first use: predict's data setup asks per file before ``on_predict_start``, and a
+        ``predict_step`` called from Python runs without either. It walks every module: once, not per file or
+        batch."""
         if "_size_multiple" not in self.__dict__:
             self.__dict__["_size_multiple"] = size_multiple(self.model)
         return self.__dict__["_size_multiple"]

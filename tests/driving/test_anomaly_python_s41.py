@@ -42,7 +42,7 @@ def test_images_of_the_wrong_layout_are_refused_with_their_shape(net):
         net.scores(_images()[0], ["energy"])
 
 
-def test_float_images_score_as_before(net):
+def test_float_images_are_scored_with_finite_maps_of_their_size(net):
     images = _images()
     maps = net.scores(images, ["energy", "msp"])
     assert maps["energy"].shape == maps["msp"].shape == (2, H, W)

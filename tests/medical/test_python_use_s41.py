@@ -15,14 +15,9 @@ from domains.medical.metrics import (
     pairwise_iou,
     sample_diversity,
 )
-from domains.medical.models import HierarchicalProbUNet, ProbabilisticUNet, UNetSegmenter
+from domains.medical.models import HierarchicalProbUNet
 from domains.medical.task import MedicalSegmentationTask
-
-NETWORKS = {
-    "unet": lambda: UNetSegmenter(channels=(4, 8)),
-    "prob_unet": lambda: ProbabilisticUNet(channels=(4, 8), latent_dim=2),
-    "hpu_net": lambda: HierarchicalProbUNet(channels=(4, 8, 8), latent_channels=(1,), blocks_per_level=1),
-}
+from tests.medical.test_training_inputs_s41 import NETWORKS
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))

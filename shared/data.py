@@ -6,11 +6,15 @@ train, validation and test: the classic failure of slice-level splits on LIDC.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import math
+import multiprocessing
+import multiprocessing.util  # registers its atexit hook before this module's (they run last-in, first-out)
 import os
 import signal
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Collection, Hashable, Sequence, Sized
@@ -112,10 +116,89 @@ def init_loader_worker(worker_id: int) -> None:
     signal: Terminated" in the main process before the CLI's SIGTERM handler saved the step in hand. Ignored
     here, the signal is the main process's alone, which shuts its workers down itself (a worker whose parent
     is gone exits on its own: torch's watchdog). Kept apart from :func:`seed_worker_transforms`: that one
-    called in the main process must not leave it deaf to SIGTERM.
+    called in the main process must not leave it deaf to SIGTERM. At interpreter exit the main process ends
+    the workers still alive with SIGKILL (:func:`kill_loader_workers`): multiprocessing's own exit hook ends
+    them with SIGTERM and then waits for them, forever.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed_worker_transforms(worker_id)
+
+
+def _ignores_sigterm(pid: int) -> bool | None:
+    """Whether process ``pid`` ignores SIGTERM, from Linux's ``/proc/<pid>/status`` (its ``SigIgn`` mask); None
+    where that cannot be read (macOS, a process already gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    ignored = next((line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), None)
+    return None if ignored is None else bool(int(ignored, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def kill_loader_workers() -> int:
+    """End with SIGKILL this process's daemonic children that ignore SIGTERM (where the OS cannot say which
+    do: all of them), and reap them; the number ended.
+
+    Run at interpreter exit, before multiprocessing's own exit hook, which sends SIGTERM to the daemonic
+    children (DataLoader workers) and then joins them without a timeout: a script that iterated a suite loader
+    with persistent workers (:meth:`SplitLoaders._loader`), or kept any loader iterator alive, hung there for
+    good, as :func:`init_loader_worker`'s workers ignore SIGTERM. SIGKILL ends them as SIGTERM's default action
+    would; children that honour SIGTERM are left to multiprocessing. Lightning shuts its loaders' workers down
+    itself when a command ends, so the CLI's exit is unchanged. Written here: neither torch nor multiprocessing
+    ends a daemonic child that ignores SIGTERM (torch's Process objects drop their target once started, so the
+    workers are told apart by their signal mask).
+    """
+    children = [p for p in multiprocessing.active_children() if p.daemon and _ignores_sigterm(p.pid) is not False]
+    if not children:
+        return 0
+    # torch's SIGCHLD handler raises "DataLoader worker ... is killed by signal" for a worker its iterator still
+    # lists; SIG_DFL (not SIG_IGN, which reaps by itself) holds it off until join() has reaped them
+    sigchld = getattr(signal, "SIGCHLD", None)
+    main_thread = threading.current_thread() is threading.main_thread()  # signal.signal's only thread
+    previous = signal.getsignal(sigchld) if sigchld is not None and main_thread else None
+    if previous is not None:
+        signal.signal(sigchld, signal.SIG_DFL)
+    try:
+        for child in children:
+            child.kill()
+        for child in children:
+            child.join(timeout=10)
+    finally:
+        if previous is not None:
+            signal.signal(sigchld, previous)
+    return len(children)
+
+
+atexit.register(kill_loader_workers)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of a training sampler's generator in epoch ``epoch`` of a run seeded ``seed``: the order of
+    an epoch follows (seed, epoch) alone, so a fit resumed at epoch k (``--ckpt_path last``) draws the order an
+    uninterrupted one draws there, and a pass read besides (class counts, calibration) moves no later epoch's.
+    A generator seeded once per fit and run on across epochs replayed epoch 0's order after a resume."""
+    return int(np.random.SeedSequence([int(seed) % 2**64, int(epoch)]).generate_state(1, np.uint64)[0])
+
+
+class RepeatFactorSampler(WeightedRandomSampler):
+    """Repeat-factor sampling (:func:`repeat_factors`): ``len(factors)`` draws with replacement, weighted by the
+    factors, from a generator of its own seeded with ``seed`` (every DDP rank draws one sequence). Once
+    :meth:`set_epoch` has been called (Lightning calls it at each training epoch), each pass is reseeded from
+    (seed, epoch) (:func:`epoch_seed`); before, the generator runs on from pass to pass."""
+
+    def __init__(self, factors: torch.Tensor, seed: int):
+        generator = torch.Generator().manual_seed(int(seed))
+        super().__init__(factors, num_samples=len(factors), replacement=True, generator=generator)
+        self.seed, self.epoch = int(seed), None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        if self.epoch is not None:
+            self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        # drawn here, whole: torch's sampler draws at its first index, after another pass may have reseeded it
+        return iter(list(super().__iter__()))
 
 
 def repeat_factors(image_classes: Sequence[Collection[Hashable]], threshold: float) -> torch.Tensor:
@@ -191,7 +274,8 @@ class SplitLoaders(pl.LightningDataModule):
     With ``repeat_threshold`` set, the training loader draws images with probability proportional to their
     :func:`repeat_factors` (with replacement, one epoch = as many draws as images); the training dataset must
     then have ``image_classes()`` (the class ids present in each image). Lightning shards the sampler under DDP;
-    its generator is seeded with ``seed`` so every rank draws the same sequence. The factors are counted once
+    its generator is seeded with ``seed`` so every rank draws the same sequence, and from (seed, epoch) at each
+    epoch, so a resumed fit draws what an uninterrupted one draws (:class:`RepeatFactorSampler`). The factors are counted once
     per training dataset: tasks ask for the training loader again (class weights, calibration), and counting can
     mean reading every label map.
     """
@@ -389,7 +473,7 @@ class SplitLoaders(pl.LightningDataModule):
             )
         self.num_workers = num_workers
 
-    def train_sampler(self) -> WeightedRandomSampler | None:
+    def train_sampler(self) -> RepeatFactorSampler | None:
         """The repeat-factor sampler of the training split (``None`` without ``repeat_threshold``)."""
         if not self.repeat_threshold:
             return None
@@ -407,9 +491,7 @@ class SplitLoaders(pl.LightningDataModule):
                 f"{len(factors)} training images weighted up, factors {factors.min():.2f}-{factors.max():.2f}"
             )
             self._repeat_factors = cached = (dataset, self.repeat_threshold, factors)
-        factors = cached[2]
-        generator = torch.Generator().manual_seed(int(self.seed))
-        return WeightedRandomSampler(factors, num_samples=len(factors), replacement=True, generator=generator)
+        return RepeatFactorSampler(cached[2], self.seed)
 
     def split_dataset(self, name: str) -> Dataset:
         if name not in self.datasets:

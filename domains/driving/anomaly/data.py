@@ -40,7 +40,7 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SplitLoaders, check_cap, group_split, reseed_pipeline, split_table
+from shared.data import SplitLoaders, check_cap, epoch_seed, group_split, reseed_pipeline, split_table
 from shared.files import counting_hidden_files, holding_generated_sets, visible_entries, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
@@ -112,6 +112,11 @@ class SeededItems(Sampler):
     persistent worker never sees an attribute set in the main process after it started. Lightning calls
     :meth:`set_epoch` at each training epoch (its DDP wrapper passes it on); without it every pass is epoch 0.
     Other attributes (``weights``, ``generator``) are the wrapped sampler's.
+
+    The order follows (seed, epoch) too: each pass reseeds the wrapped sampler's generator, where it has one,
+    from them (:func:`epoch_seed`). Seeded once per fit and run on, it drew epoch 0's order again in a fit
+    resumed at epoch k (``--ckpt_path last``), under epoch k's augmentation, and a short pass (class counts,
+    calibration) moved the order of every later epoch.
     """
 
     def __init__(self, sampler: Sampler, seed: int):
@@ -124,7 +129,11 @@ class SeededItems(Sampler):
 
     def __iter__(self):
         seed, epoch = self.seed, self.epoch  # the epoch of the pass, fixed when it starts
-        return ((int(index), seed, epoch) for index in self.sampler)
+        generator = getattr(self.sampler, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(epoch_seed(seed, epoch))
+        # drawn here, whole: a sampler draws at its first index, after another pass may have reseeded it
+        return iter([(int(index), seed, epoch) for index in self.sampler])
 
     def __len__(self) -> int:
         return len(self.sampler)

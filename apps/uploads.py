@@ -29,7 +29,13 @@ from pathlib import PurePosixPath
 import cv2
 import numpy as np
 
-from domains.medical.volumes import PERCENTILES, axial_slices, nonfinite_affine_problem, window_problem
+from domains.medical.volumes import (
+    PERCENTILES,
+    axial_slices,
+    nonfinite_affine_problem,
+    percentile_window,
+    window_problem,
+)
 from shared.files import is_hidden, natural_key
 from shared.images import stretch_to_uint8
 
@@ -811,7 +817,7 @@ def _window_from_percentiles(
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return 0.0, 1.0
-    lo, hi = np.percentile(sample, list(percentiles))
+    lo, hi = percentile_window(sample, percentiles)  # the CLI's window, on a subsample
     if hi <= lo:
         lo, hi = float(sample.min()), float(sample.max())
     return float(lo), float(hi)

@@ -25,7 +25,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 SPLIT_NAMES = ("train", "val", "test")
 #: the splits each Lightning stage cannot run without (``predict`` without one's own images reads test; ``fit``
@@ -180,15 +180,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**64, int(epoch)]).generate_state(1, np.uint64)[0])
 
 
-class RepeatFactorSampler(WeightedRandomSampler):
-    """Repeat-factor sampling (:func:`repeat_factors`): ``len(factors)`` draws with replacement, weighted by the
-    factors, from a generator of its own seeded with ``seed`` (every DDP rank draws one sequence). Once
-    :meth:`set_epoch` has been called (Lightning calls it at each training epoch), each pass is reseeded from
-    (seed, epoch) (:func:`epoch_seed`); before, the generator runs on from pass to pass."""
+class _EpochSeeded:
+    """A sampler drawing from a generator of its own (seeded with ``seed``: every DDP rank draws one sequence),
+    reseeded from (seed, epoch) at each pass once :meth:`set_epoch` has been called (Lightning calls it at each
+    training epoch; :func:`epoch_seed`); before, the generator runs on from pass to pass."""
 
-    def __init__(self, factors: torch.Tensor, seed: int):
-        generator = torch.Generator().manual_seed(int(seed))
-        super().__init__(factors, num_samples=len(factors), replacement=True, generator=generator)
+    def __init__(self, *args, seed: int, **kwargs):
+        super().__init__(*args, generator=torch.Generator().manual_seed(int(seed)), **kwargs)
         self.seed, self.epoch = int(seed), None
 
     def set_epoch(self, epoch: int) -> None:
@@ -197,8 +195,23 @@ class RepeatFactorSampler(WeightedRandomSampler):
     def __iter__(self):
         if self.epoch is not None:
             self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        # drawn here, whole: torch's sampler draws at its first index, after another pass may have reseeded it
+        # drawn here, whole: torch's samplers draw at their first index, after another pass may have reseeded
         return iter(list(super().__iter__()))
+
+
+class RepeatFactorSampler(_EpochSeeded, WeightedRandomSampler):
+    """Repeat-factor sampling (:func:`repeat_factors`): ``len(factors)`` draws with replacement, weighted by the
+    factors, seeded from (seed, epoch) (:class:`_EpochSeeded`)."""
+
+    def __init__(self, factors: torch.Tensor, seed: int):
+        super().__init__(factors, num_samples=len(factors), replacement=True, seed=seed)
+
+
+class SeededShuffle(_EpochSeeded, RandomSampler):
+    """A shuffle of ``dataset`` seeded from (seed, epoch) (:class:`_EpochSeeded`)."""
+
+    def __init__(self, dataset, seed: int):
+        super().__init__(dataset, seed=seed)
 
 
 def repeat_factors(image_classes: Sequence[Collection[Hashable]], threshold: float) -> torch.Tensor:

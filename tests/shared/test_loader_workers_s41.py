@@ -41,6 +41,7 @@ def _wait_dead(workers, seconds: float = 10.0) -> bool:
     return False
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from /proc (Linux)")
 def test_exit_hook_kills_workers_that_ignore_sigterm(monkeypatch):
     """The suite's workers outlive the SIGTERM multiprocessing's exit hook sends (the CLI's reason to ignore
     it), and the suite's exit hook ends them, with torch's SIGCHLD handler (which raises for a killed worker)

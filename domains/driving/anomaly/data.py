@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import Dataset, RandomSampler, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from domains.driving.classes import CITYSCAPES_LABEL_TO_TRAIN_ID, CITYSCAPES_TRAIN_CLASSES
 from domains.driving.common import (
@@ -40,7 +40,7 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SplitLoaders, check_cap, epoch_seed, group_split, reseed_pipeline, split_table
+from shared.data import SeededShuffle, SplitLoaders, check_cap, group_split, reseed_pipeline, split_table
 from shared.files import counting_hidden_files, holding_generated_sets, visible_entries, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
@@ -113,10 +113,10 @@ class SeededItems(Sampler):
     :meth:`set_epoch` at each training epoch (its DDP wrapper passes it on); without it every pass is epoch 0.
     Other attributes (``weights``, ``generator``) are the wrapped sampler's.
 
-    The order follows (seed, epoch) too: each pass reseeds the wrapped sampler's generator, where it has one,
-    from them (:func:`epoch_seed`). Seeded once per fit and run on, it drew epoch 0's order again in a fit
-    resumed at epoch k (``--ckpt_path last``), under epoch k's augmentation, and a short pass (class counts,
-    calibration) moved the order of every later epoch.
+    The order is the wrapped sampler's, which follows (seed, epoch) too (:class:`shared.data.SeededShuffle`,
+    :class:`shared.data.RepeatFactorSampler`; :meth:`set_epoch` is passed on): seeded once per fit and run on,
+    it drew epoch 0's order again in a fit resumed at epoch k (``--ckpt_path last``), under epoch k's
+    augmentation, and a short pass (class counts, calibration) moved the order of every later epoch.
     """
 
     def __init__(self, sampler: Sampler, seed: int):
@@ -129,10 +129,8 @@ class SeededItems(Sampler):
 
     def __iter__(self):
         seed, epoch = self.seed, self.epoch  # the epoch of the pass, fixed when it starts
-        generator = getattr(self.sampler, "generator", None)
-        if isinstance(generator, torch.Generator):
-            generator.manual_seed(epoch_seed(seed, epoch))
-        # drawn here, whole: a sampler draws at its first index, after another pass may have reseeded it
+        # the order is the wrapped sampler's (shared.data's samplers follow (seed, epoch) themselves); drawn here,
+        # whole: a sampler draws at its first index, after another pass may have reseeded it
         return iter([(int(index), seed, epoch) for index in self.sampler])
 
     def __len__(self) -> int:
@@ -758,8 +756,7 @@ class SegmentationDataModule(SplitLoaders):
         (``seed``, epoch, index) alone (:class:`SeededItems`)."""
         sampler = super().train_sampler()
         if sampler is None:
-            generator = torch.Generator().manual_seed(int(self.seed))
-            sampler = RandomSampler(self.split_dataset("train"), generator=generator)
+            sampler = SeededShuffle(self.split_dataset("train"), self.seed)
         return SeededItems(sampler, self.seed)
 
     def _train_transform(self, split: str) -> A.Compose | None:

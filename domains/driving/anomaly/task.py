@@ -477,6 +477,7 @@ class AnomalySegmentationTask(BaseTask):
             num_workers=workers,
             collate_fn=loader.collate_fn,
             pin_memory=loader.pin_memory,
+            pin_memory_device=loader.pin_memory_device,
             worker_init_fn=loader.worker_init_fn,
             multiprocessing_context=context if workers else None,
             generator=loader.generator,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -77,11 +78,27 @@ def _scene_list(root: str, stamps: tuple[int, int | None]) -> tuple[list[Scene],
     return scenes, by_name
 
 
+def _file_stamps(*paths: str | None) -> tuple[tuple[int, int] | None, ...]:
+    """(modification time in ns, size) of each file, None for no path or no file: with the paths, the key of
+    :func:`_read_scene`, so an image or mask overwritten in place is read again (one stat call each)."""
+    stamps = []
+    for path in paths:
+        try:
+            info = os.stat(path) if path is not None else None
+        except OSError:  # _read_scene names the missing file
+            info = None
+        stamps.append(None if info is None else (info.st_mtime_ns, info.st_size))
+    return tuple(stamps)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def _read_scene(path: str, label: str | None) -> tuple[bytes, np.ndarray, np.ndarray | None, str | None]:
+def _read_scene(
+    path: str, label: str | None, stamps: tuple[tuple[int, int] | None, ...]
+) -> tuple[bytes, np.ndarray, np.ndarray | None, str | None]:
     """A scene's bytes (the page's cache key), its RGB pixels and its ground truth, or why that is not shown.
     Read as ``test`` reads them: as stored (EXIF orientation not applied, as the mask is drawn); a scene that
-    cannot be decoded raises LabelFormatError naming it."""
+    cannot be decoded raises LabelFormatError naming it. ``stamps``: :func:`_file_stamps` of both files (only
+    the cache key)."""
     from domains.driving.common import read_label_map, read_rgb
     from domains.driving.formats import LabelFormatError
 
@@ -432,7 +449,7 @@ if source == SYNTHETIC:
             st.warning(f"No image named `{typed}` in `{root / 'images'}`: showing the list's pick.")
     _, name, image_path, label_path = named or choices[int(index)]
     try:
-        data, scene_image, truth, problem = _read_scene(image_path, label_path)
+        data, scene_image, truth, problem = _read_scene(image_path, label_path, _file_stamps(image_path, label_path))
     except (ValueError, OSError) as exc:  # LabelFormatError naming the file: nothing was uploaded
         st.error(f"Cannot read this scene: {exc}")
         st.stop()

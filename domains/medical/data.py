@@ -1782,7 +1782,11 @@ class MedicalDataModule(SplitLoaders):
             return self.max_items.get(split)
         return self.max_items
 
-    GROUP_UNIT = "patients"
+    @property
+    def GROUP_UNIT(self) -> str:  # the base class's attribute, which messages name
+        """The pickle names no patient: its split is by scan (``series_uid``)."""
+        return "scans" if self.data_format == "lidc_pickle" else "patients"
+
     #: the training crop (2-D formats) or the square NIfTI slices are resized to: the resume, validate and test
     #: warnings name it when it differs from the checkpoint's (the Decathlon intensity settings and labels are
     #: refused outside fit: :meth:`check_checkpoint_inputs`; a resume names them too: :meth:`other_input_than`)

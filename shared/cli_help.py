@@ -225,6 +225,23 @@ def _showwarning_clear_of_bars(shown):
     return showwarning
 
 
+def _stream_emit_clear_of_bars(emit):
+    """``logging.StreamHandler.emit`` as ``emit``, a record written to the terminal (stdout or stderr) clear of
+    the progress bars (:func:`_clear_of_progress_bars`): Lightning's info lines ("`Trainer.fit` stopped: ...")
+    and the suite's notes (its ``rank_zero_info``) landed on the bar's line as warnings did. Patched on the
+    class for the command's length: Lightning adds its handler when it is imported, after the command began.
+    Records to files pass straight through."""
+    process = os.getpid()
+
+    def emit_clear_of_bars(self, record):
+        if "tqdm" not in sys.modules or self.stream not in (sys.stdout, sys.stderr):
+            return emit(self, record)
+        with _clear_of_progress_bars(self.stream, nolock=os.getpid() != process):
+            return emit(self, record)
+
+    return emit_clear_of_bars
+
+
 def _close_progress_bars() -> None:
     """End the open tqdm bars on their own line (a run stopped by an error leaves Lightning's drawn, no newline
     after), so the ``error:`` lines start on a fresh line and are the command's last."""
@@ -244,10 +261,11 @@ def report_input_errors():
     line or option themselves. Other exceptions (bugs) keep their traceback; ``SUITE_TRACEBACK=1`` keeps it for
     all. The suite's own warnings print as one line each, and two library notes no user needs are silenced
     (:func:`quiet_library_notes`), on a line of their own beside a progress bar (:func:`_clear_of_progress_bars`;
-    the ``error:`` line too, after the bars are closed)."""
+    the info lines logged to the terminal and the ``error:`` line too, the latter after the bars are closed)."""
     before, warnings.formatwarning = warnings.formatwarning, _format_warning
-    shown = warnings.showwarning
+    shown, stream_emit = warnings.showwarning, logging.StreamHandler.emit
     warnings.showwarning = _showwarning_clear_of_bars(shown)
+    logging.StreamHandler.emit = _stream_emit_clear_of_bars(stream_emit)
     quiet_library_notes()
     try:
         yield
@@ -273,6 +291,7 @@ def report_input_errors():
     finally:
         # for the code around the command (a test, a notebook)
         warnings.formatwarning, warnings.showwarning = before, shown
+        logging.StreamHandler.emit = stream_emit
 
 
 def _own_message(err: Exception) -> str:

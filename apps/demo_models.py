@@ -284,9 +284,12 @@ def read_metrics(key: str) -> dict | None:
 
 
 def operating_point(key: str) -> dict:
-    """The threshold the page starts from, recorded with the weights (empty for a checkpoint without one)."""
-    info = read_metrics(key) or {}
-    return dict(info.get("operating_point") or {})
+    """The threshold the page starts from, recorded with the weights (empty for a checkpoint without one): the
+    card's section that ``load_checked`` restores onto a shipped task too (:func:`shared.shipped.operating_point`)."""
+    try:
+        return shipped.operating_point(read_metrics(key) or {})
+    except WeightFileError:  # as an unreadable card: the page starts from its default
+        return {}
 
 
 def examples(key: str) -> dict:

@@ -79,6 +79,32 @@ def check_sha256(path: Path, data: bytes, card: dict, remedy: str | None = None)
         )
 
 
+def card_section(card: dict, section: str) -> dict:
+    """The card's ``section`` (``operating_point``: the threshold fitted on the validation split, its rule and
+    figures; ``settings``), empty where it has none."""
+    part = card.get(section) or {}
+    if not isinstance(part, dict):
+        raise WeightFileError(f"model card {card.get('key', '')}: {section!r} is a JSON object, got {part!r}")
+    return dict(part)
+
+
+def operating_point(card: dict) -> dict:
+    """The card's ``operating_point``: what the task restores (``on_load_card``) and the demo's pages start
+    from."""
+    return card_section(card, "operating_point")
+
+
+def card_number(card: dict, section: str, name: str) -> float | None:
+    """``card[section][name]`` as a float, None where the card has none; a value that is no number is refused
+    naming the entry."""
+    value = card_section(card, section).get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WeightFileError(f"model card {card.get('key', '')}: {section}.{name} is a number, got {value!r}")
+    return float(value)
+
+
 def build_from_card(cls: type, hyper_parameters: dict, settings: dict | None, source: str):
     """``cls`` built from a card's hyper-parameters and inference ``settings`` (no weights yet)."""
     try:
@@ -114,8 +140,9 @@ def load_shipped(
     file, it must name a task; one the caller gives is checked where it names one), the file must have the
     card's sha256; the task is built from the card's ``hyper_parameters`` (``overrides`` replace some, as
     ``load_from_checkpoint``'s keyword arguments do) and ``settings`` (inference choices a checkpoint does not
-    store: the anomaly score and its smoothing), and the tensors fill ``task.model`` strictly. ``remedy``: what
-    the sha256 error advises."""
+    store: the anomaly score and its smoothing), the tensors fill ``task.model`` strictly, and the task takes
+    from the card what a checkpoint keeps beside ``task.model`` (``task.on_load_card``: a detector's fitted
+    operating point, the smoothing of the anomaly fit's config). ``remedy``: what the sha256 error advises."""
     from shared.task import _check_class_paths, _check_network_layout
 
     path = Path(path)
@@ -134,11 +161,14 @@ def load_shipped(
         raise WeightFileError(f"{path}: not a readable safetensors file ({err})") from err
     check_sha256(path, data, card, remedy)
     hyper_parameters = {**(card.get("hyper_parameters") or {}), **overrides}
+    # an override of a card setting (score_smoothing=0) replaces it: passed twice, the build raised TypeError
+    settings = {k: v for k, v in card_section(card, "settings").items() if k not in overrides}
     # as for a checkpoint: no class outside the suite is imported (building the network would import it)
     _check_class_paths({"hyper_parameters": hyper_parameters}, source=str(card_path(path)))
     _check_network_layout({"hyper_parameters": hyper_parameters}, cls, source=str(card_path(path)))
-    task = build_from_card(cls, hyper_parameters, card.get("settings"), source=str(card_path(path)))
+    task = build_from_card(cls, hyper_parameters, settings, source=str(card_path(path)))
     load_into(task, path, data, card)
+    task.on_load_card(card, given=tuple(overrides))  # what a checkpoint keeps beside task.model
     if map_location is not None:
         task.to(map_location)
     return task.eval()
@@ -147,12 +177,15 @@ def load_shipped(
 __all__ = [
     "WeightFileError",
     "build_from_card",
+    "card_number",
     "card_path",
+    "card_section",
     "card_task",
     "check_card_task",
     "check_sha256",
     "has_card",
     "load_into",
     "load_shipped",
+    "operating_point",
     "read_card",
 ]

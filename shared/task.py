@@ -363,8 +363,10 @@ class BaseTask(pl.LightningModule):
 
         Shipped weights (``apps/weights/<key>.safetensors`` with the model card ``<key>.json`` beside it) load
         too, as the demo loads them: the card names the task and the hyper-parameters that build it
-        (:func:`shared.shipped.load_shipped`). A ``.safetensors`` without a card (a backbone's weights) is
-        refused: nothing says which task or network it fills.
+        (:func:`shared.shipped.load_shipped`), and the fields a checkpoint restores beside the network's weights
+        (a detector's fitted operating point, the anomaly score's smoothing) come from the card
+        (:meth:`on_load_card`). A ``.safetensors`` without a card (a backbone's weights) is refused: nothing says
+        which task or network it fills.
         """
         from shared.shipped import has_card, load_shipped  # shipped.py imports this module
 
@@ -373,6 +375,11 @@ class BaseTask(pl.LightningModule):
         check_checkpoint_file(path, cls)
         task = cls.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True, **kwargs)
         return task.eval()
+
+    def on_load_card(self, card: dict, given: Collection[str] = ()) -> None:
+        """Shipped weights hold ``task.model`` alone: restore from their model card ``card`` what a checkpoint
+        restores beside it (what :meth:`on_load_checkpoint` reads, fitted fields of the task). ``given``: the
+        arguments the caller of :meth:`load_checked` set, which the card must not override. Nothing here."""
 
     def guard_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Return ``loss`` if every term is finite; else raise (naming step and term) or return None to skip.

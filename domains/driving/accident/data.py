@@ -57,6 +57,7 @@ from domains.driving.common import check_decodes, finished_data_path, read_rgb
 from domains.driving.formats import DropLog, LabelFormatError, LabelWarning, image_size
 from shared.data import SPLIT_NAMES, SplitLoaders, check_cap, stable_rank
 from shared.files import counting_hidden_files, holding_generated_sets
+from shared.shipped import WeightFileError
 from shared.task import CheckpointMismatchError
 
 DATA_FORMATS = ("synthetic", "ccd", "npz", "dota")
@@ -561,12 +562,13 @@ class AccidentDataModule(SplitLoaders):
             folder of videos and frame folders (``read_own_clips`` in readers.py); no labels. Read at the training
             clips' frame rate (``training_fps``), resampled from their own.
         predict_fps: frame rate of ``predict_path``'s frame folders (videos say their own).
-        predict_detector: a road detector's checkpoint (``python -m domains.driving.detection fit``) that finds
+        predict_detector: a road detector's checkpoint (``python -m domains.driving.detection fit``), or shipped
+            weights with their model card (``apps/weights/driving_detection.safetensors``), that finds
             the objects of ``predict_path``'s clips, linked into tracks by IoU
             (``detect_and_track`` in tracking.py): what a network reading boxes needs
             (own clips come without tracks). Runs once per frame the model reads.
         predict_detector_threshold: the detector's score above which a box is an object; null: the detector's
-            ``predict_score_thresh``.
+            ``predict_score_thresh`` (its fitted operating point, the card's for shipped weights).
     """
 
     SPLIT_SETTINGS = ("split_seed", "val_fraction", "test_fraction")
@@ -922,18 +924,15 @@ class AccidentDataModule(SplitLoaders):
 
         path = Path(self.predict_detector)
         if not path.is_file():
-            raise FileNotFoundError(f"--data.predict_detector {path}: no such file (a detection .ckpt)")
-        if path.suffix == ".safetensors":  # the demo's shipped detector: weights and a card, no Lightning state
-            raise CheckpointMismatchError(
-                f"--data.predict_detector {path}: shipped weights (.safetensors + model card), which the demo page "
-                "reads; predict takes a checkpoint that detection fit wrote: python -m domains.driving.detection fit "
-                "-c domains/driving/detection/configs/quick.yaml, then its lightning_logs/driving_detection/quick/"
-                "checkpoints/last.ckpt"
+            raise FileNotFoundError(
+                f"--data.predict_detector {path}: no such file (a detection .ckpt, or shipped .safetensors weights)"
             )
-        try:
+        try:  # a checkpoint, or shipped weights with their model card (its fitted operating point too)
             detector = DetectionTask.load_checked(path)
         except CheckpointMismatchError as err:  # it named the accident task's own option
             raise CheckpointMismatchError(f"--data.predict_detector: {err}") from None
+        except WeightFileError as err:  # shipped weights that do not match their card
+            raise WeightFileError(f"--data.predict_detector: {err}") from None
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             detector.to(trainer.strategy.root_device)

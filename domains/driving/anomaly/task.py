@@ -24,7 +24,7 @@ import itertools
 import math
 import multiprocessing
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -516,6 +516,16 @@ class AnomalySegmentationTask(BaseTask):
         a Trainer's ``ckpt_path`` in the base class's hook (they record the model ``SegmentationNet``)."""
         super().on_load_checkpoint(checkpoint)
         self.fit_score_smoothing = fit_score_smoothing(checkpoint)
+        self._smoothing_unsaid = True
+
+    def on_load_card(self, card: dict, given: Collection[str] = ()) -> None:
+        """Shipped weights: the card's ``settings.score_smoothing`` is the sigma of the fit's config (what
+        :meth:`on_load_checkpoint` reads from a checkpoint's ``suite_config``); the task was built with it
+        unless ``score_smoothing`` was given, and test / predict say so once where the two differ."""
+        from shared.shipped import card_number
+
+        super().on_load_card(card, given)
+        self.fit_score_smoothing = card_number(card, "settings", "score_smoothing")
         self._smoothing_unsaid = True
 
     def on_fit_end(self) -> None:

@@ -22,12 +22,16 @@ state dict of ``task.model`` alone, as the shipped weights are, does not hold it
 threshold ``predict`` draws at (``test/f1``, ``test/f1_threshold``), and the ONNX sidecar carries it.
 
 Validation also logs the training loss on the validation images (``val/loss`` and its terms, as every task logs
-``val/loss``): torchvision detectors return losses only in training mode, so each batch runs once more in it,
-without gradients, with normalisation and stochastic layers in eval mode, at the evaluation size and with the
-random stream forked (:meth:`DetectorTask.losses_without_update`): weights, BatchNorm statistics and the
-training's random draws are left as they were. That pass is the price: on one CPU thread, 0.75 s per batch of 4
-beside 0.91 s for the detections and metric updates with the quick config's network (0.09 s beside 0.15 s with
-the tests' tiny one). Test logs no loss: its metrics are the figures to report.
+``val/loss``). torchvision's FCOS returns losses only in training mode and detections only in eval mode, so
+validation runs its steps itself (:meth:`DetectionTask.losses_and_detections`): one eval-mode pass of transform,
+backbone and head gives both, the numbers a second, training-mode pass gave (normalisation and stochastic layers
+in eval mode, the evaluation size, nothing drawn at random). A batch of images of several sizes (detected one
+pass per size) still takes that second pass, without gradients and with the random stream forked
+(:meth:`DetectorTask.losses_without_update`, the instance task's way: Mask R-CNN's losses need its
+training-mode proposal sampling): weights, BatchNorm statistics and the training's random draws are left as
+they were. Network time per validation batch of 4 with the quick config's network, on one thread of a shared,
+loaded CPU: 2.2 s for the two passes, 1.2 s for one (medians of 7; 7.8 and 4.1 s under a heavier load). Test
+logs no loss: its metrics are the figures to report.
 
 Training: FCOS has no ignore label, so points inside DontCare regions are trained as background (they hold
 only tiny or far objects); boxes under 1 px left by crops are dropped and counted
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from importlib import import_module
 from pathlib import Path
 
@@ -58,7 +62,7 @@ from domains.driving.detection.metrics import (
     kitti_average_precision,
     with_crowd_regions,
 )
-from domains.driving.detection.model import RoadDetector, box_in_ignore_fraction
+from domains.driving.detection.model import RoadDetector, as_image_list, box_in_ignore_fraction
 from domains.driving.detection.operating_point import best_f1_threshold
 from domains.driving.formats import KITTI_TYPES
 from shared.backbones import list_backbones
@@ -248,10 +252,25 @@ class DetectorTask(FrozenBackboneCheck, LabelledTask):
         targets = self.validation_loss_targets(targets)
         if targets is None:
             return
-        losses = self.losses_without_update(images, targets)
-        self.log_mean("val/loss", sum(losses.values()), len(images), prog_bar=True)
+        self.log_validation_losses(self.losses_without_update(images, targets), len(images))
+
+    def log_validation_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        """``val/loss`` (on the progress bar) and each term of a batch of ``batch_size`` images."""
+        self.log_mean("val/loss", sum(losses.values()), batch_size, prog_bar=True)
         for name, value in losses.items():
-            self.log_mean(f"val/{name}", value, len(images))
+            self.log_mean(f"val/{name}", value, batch_size)
+
+    def log_cropped_out(self, targets: Sequence[dict], batch_size: int) -> None:
+        """``train/cropped_out_boxes``: the boxes (the instance task: the objects' masks) the training crops
+        removed, each item's ``cropped_out``, counted by the dataset in the loader's worker
+        (:class:`~domains.driving.detection.data.DetectionDataset`,
+        :class:`~domains.driving.instances.data.InstanceDataset`), summed over the epoch and the ranks. Logged at
+        every step, 0 included: a rank that never logged it would miss the epoch's all-reduce."""
+        cropped = sum(int(t.get("cropped_out", 0)) for t in targets)
+        self.log(
+            "train/cropped_out_boxes", float(cropped), on_step=False, on_epoch=True, reduce_fx="sum",
+            sync_dist=True, batch_size=batch_size,
+        )  # fmt: skip
 
     def log_training_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor | None:
         """The summed loss (None when :meth:`guard_loss` skips the step), logged with each term."""
@@ -386,6 +405,17 @@ class DetectionTask(DetectorTask):
         if state is not None:
             state.setdefault("operating_threshold", torch.tensor(float("nan")))
 
+    def on_load_card(self, card: dict, given: Collection[str] = ()) -> None:
+        """Shipped weights hold ``task.model`` alone, not this task's :attr:`operating_threshold`: the card's
+        ``operating_point`` threshold (the one fitted at validation) is restored, so ``predict`` draws at it as
+        from the checkpoint (a ``predict_score_thresh`` given still wins)."""
+        from shared.shipped import card_number
+
+        super().on_load_card(card, given)
+        threshold = card_number(card, "operating_point", "threshold")
+        if threshold is not None:
+            self.operating_threshold.fill_(threshold)
+
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -443,18 +473,51 @@ class DetectionTask(DetectorTask):
             self.log("train/dropped_degenerate_boxes", float(self.dropped_degenerate), batch_size=len(images))
         return loss
 
-    def log_cropped_out(self, targets: Sequence[dict], batch_size: int) -> None:
-        """``train/cropped_out_boxes``: the boxes the training crops removed (each item's ``cropped_out``,
-        counted by :class:`~domains.driving.detection.data.DetectionDataset` in the loader's worker), summed over
-        the epoch and the ranks. Logged at every step, 0 included: a rank that never logged it would miss the
-        epoch's all-reduce."""
-        cropped = sum(int(t.get("cropped_out", 0)) for t in targets)
-        self.log(
-            "train/cropped_out_boxes", float(cropped), on_step=False, on_epoch=True, reduce_fx="sum",
-            sync_dist=True, batch_size=batch_size,
-        )  # fmt: skip
-
     # ----------------------------------------------------------------------------------------- evaluation
+    def validation_step(self, batch, batch_idx):
+        """``val/loss`` and the detections the metrics score from one pass of the network
+        (:meth:`losses_and_detections`); a batch of several image sizes, or one whose loss is not logged, takes
+        :class:`DetectorTask`'s two passes."""
+        images, targets = batch
+        loss_targets = self.validation_loss_targets(targets)
+        both = None if loss_targets is None else self.losses_and_detections(images, loss_targets)
+        if both is None:
+            return super().validation_step(batch, batch_idx)
+        self.log_validation_losses(both[0], len(images))
+        self._evaluation_step(batch, "val", both[1])
+
+    @torch.no_grad()
+    def losses_and_detections(
+        self, images: list[torch.Tensor], targets: list[dict]
+    ) -> tuple[dict[str, torch.Tensor], list[dict]] | None:
+        """Validation's training losses and detections from one pass of the network in eval mode: the steps of
+        torchvision's ``FCOS.forward`` (its transform, backbone, head, anchors, then ``compute_loss`` and
+        ``postprocess_detections``), which computes either the losses (training) or the detections (eval) from
+        the same head outputs, plus the semantic head's loss as ``RoadDetector.forward`` adds it. Written by
+        hand because FCOS returns only one of the two; with BatchNorm and dropout in eval mode the head outputs
+        are those of :meth:`losses_without_update`'s pass, and the eval transform draws no random size. None
+        (two passes needed) in training mode or for images of several sizes: detections go one pass per size
+        (``RoadDetector.detect_by_size``), the loss over the padded batch."""
+        model = self.model
+        images = as_image_list(images, model.backbone.in_channels)
+        if model.training or len({tuple(image.shape[-2:]) for image in images}) > 1:
+            return None
+        fcos = model.detector
+        fcos.transform.min_size, fcos.transform.max_size = model.evaluation_sizes
+        original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        batch, moved = fcos.transform(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        features = fcos.backbone(batch.tensors)
+        levels = list(features.values())
+        outputs, anchors = fcos.head(levels), fcos.anchor_generator(batch, levels)
+        per_level = [level.size(2) * level.size(3) for level in levels]
+        losses = fcos.compute_loss(moved, outputs, anchors, per_level)
+        if model.semantic_head is not None:
+            semantic = model.semantic_loss(features, batch, [t["semantic"] for t in targets])
+            losses = {**losses, "semantic": model.semantic_loss_weight * semantic}
+        split = {name: list(value.split(per_level, dim=1)) for name, value in outputs.items()}
+        found = fcos.postprocess_detections(split, [list(a.split(per_level)) for a in anchors], batch.image_sizes)
+        return losses, fcos.transform.postprocess(found, batch.image_sizes, original_sizes)
+
     def validation_loss_targets(self, targets: Sequence[dict]) -> list[dict] | None:
         """Boxes under 1 px are left out as in training (not counted in ``train/dropped_degenerate_boxes``);
         each batch's loss is FCOS's mean over its images' foreground points. None (no loss logged) for a network
@@ -477,21 +540,30 @@ class DetectionTask(DetectorTask):
         self, images: list[torch.Tensor], targets: Sequence[dict] | None = None
     ) -> list[dict]:
         """Detections for a batch, in the original image coordinates (``orig_size`` of each target)."""
-        preds = self.model(images)
+        return self.to_original(images, self.model(images), targets)
+
+    def to_original(
+        self, images: list[torch.Tensor], preds: list[dict], targets: Sequence[dict] | None = None
+    ) -> list[dict]:
+        """The network's detections ``preds`` of ``images`` in the original image coordinates."""
         out = []
         for i, (image, pred) in enumerate(zip(images, preds)):
             scale = _scale_to_original(image, targets[i] if targets is not None else None)
             out.append({**pred, "boxes": pred["boxes"] * scale})
         return out
 
-    def scored_original(self, images, targets: list[dict]) -> list[tuple[dict, dict, dict, torch.Tensor]]:
-        """Per image, in the original pixels: all detections, those not lying mostly inside a DontCare / crowd
-        region (``ignore_overlap``), the ground truth and its ignore boxes. The COCO and KITTI metrics score all
-        detections (each with its own DontCare rule: a detection matching an object stays a hit) and count the
-        others (``ignored_detections``); the shipped operating point (``apps/ship_weights.py``) drops them before
-        its matching, the simpler rule its card names."""
+    def scored_original(
+        self, images, targets: list[dict], preds: list[dict] | None = None
+    ) -> list[tuple[dict, dict, dict, torch.Tensor]]:
+        """Per image (``preds``: the network's detections where computed already), in the original pixels: all
+        detections, those not lying mostly inside a DontCare / crowd region (``ignore_overlap``), the ground truth
+        and its ignore boxes. The COCO and KITTI metrics score all detections (each with its own DontCare rule: a
+        detection matching an object stays a hit) and count the others (``ignored_detections``); the shipped
+        operating point (``apps/ship_weights.py``) drops them before its matching, the simpler rule its card
+        names."""
         out = []
-        for image, pred, target in zip(images, self.predict_original(images, targets), targets):
+        found = self.predict_original(images, targets) if preds is None else self.to_original(images, preds, targets)
+        for image, pred, target in zip(images, found, targets):
             scale = _scale_to_original(image, target)
             ignore = target.get("ignore_boxes", torch.zeros(0, 4)).to(pred["boxes"]) * scale
             covered = box_in_ignore_fraction(pred["boxes"], ignore, pred["labels"], target.get("ignore_labels"))
@@ -501,14 +573,14 @@ class DetectionTask(DetectorTask):
             out.append((pred, kept, gt, ignore))
         return out
 
-    def _evaluation_step(self, batch, stage: str) -> None:
+    def _evaluation_step(self, batch, stage: str, preds: list[dict] | None = None) -> None:
         images, targets = batch
         coco = self._metric(stage)
         kitti_dets, kitti_gts = self._kitti.setdefault(stage, ([], []))
         f1_preds, f1_gts = self._f1_boxes.setdefault(stage, ([], []))  # the operating point's rule: kept only
         annotations = self._annotations()
         class_map = getattr(getattr(self._trainer, "datamodule", None), "class_map", None) or {}
-        for target, (pred, kept, gt, ignore) in zip(targets, self.scored_original(images, targets)):
+        for target, (pred, kept, gt, ignore) in zip(targets, self.scored_original(images, targets, preds)):
             inside = len(pred["boxes"]) - len(kept["boxes"])  # mostly in DontCare
             self._ignored_detections[stage] = self._ignored_detections.get(stage, 0) + inside
             # metrics live outside the module (not moved with it): feed them CPU tensors

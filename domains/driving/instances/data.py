@@ -541,13 +541,16 @@ class InstanceDataset(Dataset):
     (the union of the DontCare regions of every class: KITTI's), ``crowd_masks`` uint8 (R, H, W) and
     ``crowd_labels`` int64 (R,) (crowds of one class, COCO's ``iscrowd`` and Cityscapes' class regions: they
     ignore detections of their class only, as COCOeval; those of no class here are left out), ``image_id`` and
-    ``orig_size`` (H, W) before the transform.
+    ``orig_size`` (H, W) before the transform and ``cropped_out`` int, the objects and crowds whose mask the
+    transform emptied (a training crop left none of it, or a resize none of a sliver): counted as the detection
+    dataset counts the boxes its crops remove, and summed by the task alike (``train/cropped_out_boxes``).
 
     ``class_map`` renames types first (``{Van: Car}``); types neither in ``class_names`` nor ``ignore_types``
     are dropped, counted in ``self.dropped`` and reported in one info line naming ``split`` (train, val, ...:
     the splits' counts told apart); ``self.objects`` counts those kept.
     ``transform``: an albumentations ``Compose``; every mask (and the ignore mask) goes through it with the
-    image (nearest-neighbour resampling). Masks a crop removes entirely are dropped.
+    image (nearest-neighbour resampling). Masks a crop removes entirely are dropped, and counted
+    (``cropped_out``).
     """
 
     def __init__(
@@ -594,6 +597,7 @@ class InstanceDataset(Dataset):
         masks = _object_masks(kept, ann, instance)
         crowds = _object_masks(crowd_objects, ann, instance)
         ignore = _object_masks(ignored, ann, instance).any(axis=0).astype(np.uint8)
+        shown = int(masks.any(axis=(1, 2)).sum()) + int(crowds.any(axis=(1, 2)).sum())  # before the transform
         if self.transform is not None:
             # the ignore mask rides last, so an image with no objects still sends one mask through the
             # transform and gets back the transformed size for its (0, H', W') object stack
@@ -614,6 +618,7 @@ class InstanceDataset(Dataset):
             "crowd_labels": torch.from_numpy(crowd_labels[kept_crowds]),
             "image_id": ann.image_id,
             "orig_size": (ann.height, ann.width),
+            "cropped_out": shown - int(keep.sum()) - int(kept_crowds.sum()),
         }
         return to_image_tensor(image), target
 

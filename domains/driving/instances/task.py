@@ -8,9 +8,12 @@ tiny or far objects); in evaluation they are COCO crowd regions (a detection on 
 no object), and detections whose mask lies mostly (more than ``ignore_overlap``) inside them are counted
 (``<stage>/ignored_detections``).
 
+Training counts the objects (and crowds) whose whole mask the augmentation's crop removed, as the detection task
+counts its boxes and under its name (``train/cropped_out_boxes``, each epoch's sum over every rank).
+
 Validation also logs the training loss on the validation images (``val/loss`` and Mask R-CNN's terms, named as
 ``train/*``: ``val/loss_classifier``, ``val/loss_box_reg``, ``val/loss_mask``, ``val/loss_objectness``,
-``val/loss_rpn_box_reg``), as the detection task does and with its code
+``val/loss_rpn_box_reg``), as the detection task does for a batch of images of several sizes, with its code
 (:meth:`~domains.driving.detection.task.DetectorTask.losses_without_update`): one more pass in training mode
 without gradients, BatchNorm in eval mode, the random stream forked (the RPN's and RoI heads' sampling draws
 from it), so weights, statistics and training's draws are left as they were. On one CPU thread, with untrained
@@ -21,6 +24,7 @@ one; two runs on a shared machine). Test logs no loss.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -75,9 +79,21 @@ class InstanceTask(DetectorTask):
         self._metrics: dict[str, list[InstanceMetrics]] = {}
         self._ignored: dict[str, int] = {}
 
+    def on_load_card(self, card: dict, given: Collection[str] = ()) -> None:
+        """Shipped weights: ``predict`` draws at the card's operating point (the best-F1 threshold
+        ``apps/ship_weights.py`` fitted on the validation split) unless ``predict_score_thresh`` was given; a
+        checkpoint holds no fitted threshold of this task (the class default then)."""
+        from shared.shipped import card_number
+
+        super().on_load_card(card, given)
+        threshold = card_number(card, "operating_point", "threshold")
+        if threshold is not None and "predict_score_thresh" not in given:
+            self.predict_score_thresh = threshold
+
     # ------------------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
         images, targets = batch
+        self.log_cropped_out(targets, len(images))
         losses = self.model(images, targets)
         return self.log_training_losses(losses, len(images))
 

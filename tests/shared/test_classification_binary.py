@@ -107,24 +107,6 @@ def _cli_args(root) -> list[str]:
     ]  # fmt: skip
 
 
-def test_cli_trains_with_class_weights_logs_the_binary_metrics_and_tests_from_its_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    root = stripes_folder(tmp_path / "data", {"train": 2, "val": 2})
-    args = _cli_args(root)
-    cli = main(["fit", *args, "--model.class_weights", "[1, 9]", "--trainer.max_steps", "1"])
-    assert cli.model.class_weights.tolist() == [1.0, 9.0]
-    assert {"auroc", "average_precision", "balanced_accuracy", "sensitivity", "specificity"} <= set(
-        cli.model.last_metrics["val"]
-    )
-    assert {"val/sensitivity", "val/specificity", "val/auroc"} <= set(cli.trainer.logged_metrics)
-    last = next(tmp_path.rglob("last.ckpt"))
-    assert torch.load(last, weights_only=False)["state_dict"]["class_weights"].tolist() == [1.0, 9.0]
-    cli = main(["test", *args, "--ckpt_path", str(last)])  # the checkpoint's weights come back with it
-    assert cli.model.class_weights.tolist() == [1.0, 9.0] and "auroc" in cli.model.last_metrics["test"]
-    with pytest.raises(ValueError, match=r"--model\.class_weights \[1\.0, 9\.0, 1\.0\] must hold one"):
-        main(["fit", *args, "--model.class_weights", "[1, 9, 1]", "--trainer.max_steps", "1"])
-
-
 # ------------------------------------------------------------------------------------------- Grad-CAM class
 
 
@@ -193,18 +175,35 @@ def test_a_decision_threshold_needs_two_classes():
         ClassificationTask(ImageClassifier(3, "tiny_cnn", in_channels=1), ["a", "b", "c"], decision_threshold="youden")
 
 
-def test_youden_is_fitted_at_validation_kept_in_the_checkpoint_and_decides_test_and_predict(tmp_path, monkeypatch):
+def test_cli_class_weights_and_youden_are_fitted_logged_kept_in_the_checkpoint_and_decide_test_and_predict(
+    tmp_path, monkeypatch
+):
+    """One fit through the CLI with class weights and the Youden threshold (each used to have a fit of its own:
+    the same pipeline, checked for different outputs): the binary metrics logged, both kept in the checkpoint,
+    and a test / predict from it using them."""
     monkeypatch.chdir(tmp_path)
     root = stripes_folder(tmp_path / "data", {"train": 2, "val": 3, "test": 3})
     args = _cli_args(root)
-    cli = main(["fit", *args, "--model.decision_threshold", "youden", "--trainer.max_steps", "1"])
+    cli = main(["fit", *args, "--model.class_weights", "[1, 9]", "--model.decision_threshold", "youden",
+                "--trainer.max_steps", "1"])  # fmt: skip
     task = cli.model
+    # class weights: in the task, the binary metrics logged at validation
+    assert task.class_weights.tolist() == [1.0, 9.0]
+    assert {"auroc", "average_precision", "balanced_accuracy", "sensitivity", "specificity"} <= set(
+        task.last_metrics["val"]
+    )
+    assert {"val/sensitivity", "val/specificity", "val/auroc"} <= set(cli.trainer.logged_metrics)
+    # Youden: fitted at validation
     fitted = float(task.fitted_threshold)
     assert 0 < fitted <= 1 and cli.trainer.logged_metrics["val/decision_threshold"] == pytest.approx(fitted)
     last = next(tmp_path.rglob("last.ckpt"))
-    assert float(torch.load(last, weights_only=True)["state_dict"]["fitted_threshold"]) == pytest.approx(fitted)
-    # a new process's test and predict (no threshold given) decide at the checkpoint's fitted threshold
+    state = torch.load(last, weights_only=True)["state_dict"]
+    assert state["class_weights"].tolist() == [1.0, 9.0]
+    assert float(state["fitted_threshold"]) == pytest.approx(fitted)
+    # a new process's test and predict (no threshold given) decide at the checkpoint's fitted threshold, and the
+    # checkpoint's class weights come back with it
     cli = main(["test", *args, "--ckpt_path", str(last)])
+    assert cli.model.class_weights.tolist() == [1.0, 9.0] and "auroc" in cli.model.last_metrics["test"]
     assert cli.model.decision_threshold == pytest.approx(fitted)
     assert cli.model.last_metrics["test"]["decision_threshold"] == pytest.approx(fitted)
     out = tmp_path / "pred"
@@ -219,3 +218,5 @@ def test_youden_is_fitted_at_validation_kept_in_the_checkpoint_and_decides_test_
     # a threshold given on the command line wins over the fitted one
     cli = main(["test", *args, "--ckpt_path", str(last), "--model.decision_threshold", "0.999"])
     assert cli.model.last_metrics["test"]["decision_threshold"] == pytest.approx(0.999)
+    with pytest.raises(ValueError, match=r"--model\.class_weights \[1\.0, 9\.0, 1\.0\] must hold one"):
+        main(["fit", *args, "--model.class_weights", "[1, 9, 1]", "--trainer.max_steps", "1"])

@@ -127,9 +127,40 @@ def test_step_clock_without_warmup_times_from_the_first_step():
     assert clock.images == 4 and clock.seconds > 0
 
 
-def test_a_benchmark_script_runs_as_the_readme_writes_it_from_any_folder(tmp_path):
+def test_a_benchmark_script_runs_as_the_readme_writes_it_from_any_folder(tmp_path, monkeypatch, capsys):
     """``.venv/bin/python benchmarks/transfer.py`` failed with "No module named 'benchmarks'": the package is
-    now installed with the suite, so every script finds ``benchmarks.report`` wherever it is started."""
+    now installed with the suite, so every script finds ``benchmarks.report`` wherever it is started. Here the
+    script runs as ``__main__`` in this process, from another folder with only its own folder first on the path
+    (as ``python benchmarks/transfer.py`` starts); the fresh interpreter is the slow twin below, and
+    tests/test_benchmarks_audit_s33.py runs a script's copy by path from another folder in a real process."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(throughput.__file__).with_name("transfer.py")
+    repo = script.parents[1]
+    monkeypatch.chdir(tmp_path)
+    # the path a fresh `python benchmarks/transfer.py` starts with: its folder first, no checkout on it, and no
+    # benchmarks package imported yet (put back afterwards)
+    started_with = [p for p in sys.path[1:] if Path(p or ".").resolve() != repo]
+    monkeypatch.setattr(sys, "path", [str(script.parent), *started_with])
+    for name in [m for m in sys.modules if m.split(".")[0] == "benchmarks"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(script), run_name="__main__")
+        assert stop.value.code == 0
+        assert "usage: transfer.py" in capsys.readouterr().out
+        assert sys.modules["benchmarks.report"].__file__ == str(repo / "benchmarks" / "report.py")
+    finally:  # the run's own benchmarks modules go (those it replaced come back with monkeypatch)
+        for name in [m for m in sys.modules if m.split(".")[0] == "benchmarks"]:
+            del sys.modules[name]
+
+
+@pytest.mark.slow
+def test_a_benchmark_script_runs_as_the_readme_writes_it_from_any_folder_in_a_fresh_interpreter(tmp_path):
+    """The real-process twin of the test above (a fresh interpreter: 7 s, most of it importing torch)."""
     import subprocess
     import sys
     from pathlib import Path

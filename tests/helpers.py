@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -212,6 +213,41 @@ def run_cli(
     )
 
 
+def run_forked(main: Callable[[list[str]], object], argv: list[str], cwd: Path, timeout: float = 240) -> int:
+    """``main(argv)`` in ``cwd`` in a forked child of this process (one intra-op thread); its exit status as
+    ``subprocess`` gives it: 0 when ``main`` returned, a ``SystemExit``'s code, 1 when it raised anything
+    else (the traceback on stderr), -N when signal N ended it. The child never comes back into the caller: it
+    leaves by ``os._exit``. A child still running after ``timeout`` s is killed and the call fails."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            torch.set_num_threads(1)
+            os.chdir(cwd)
+            main(argv)
+            code = 0
+        except SystemExit as stop:  # as the interpreter exits on it
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        except BaseException:  # noqa: BLE001 (said and made the exit status: the child must not return)
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"the forked run of {argv[:1]} did not end within {timeout} s")
+        time.sleep(0.02)
+
+
 def kill_and_resume(
     module: str,
     base_args: list[str],
@@ -219,18 +255,28 @@ def kill_and_resume(
     cwd: Path,
     kill_step: int,
     resume: Callable[[list[str]], object] | None = None,
+    forked: bool = False,
 ) -> tuple[dict, dict]:
     """Run ``fit`` until a SIGKILL at ``kill_step``, then ``fit --ckpt_path last``; return both last checkpoints.
 
     Only the kill needs a real process; ``resume`` (the command's main, taking its argv) runs the resume in this
     one, in ``cwd``, which spares a second torch and Lightning import (3-5 s). Without it the resume is a
-    ``python -m module`` too."""
+    ``python -m module`` too. ``forked`` (with ``resume``): the killed run is ``resume`` in a forked child of
+    this process, a real process that the SIGKILL ends as it ends ``python -m module``, without a fresh
+    interpreter's imports (its output goes to this process's captured output)."""
     kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": kill_step}})
     common = [*base_args, "--checkpoint.dirpath", str(ckpt_dir), "--checkpoint.every_n_train_steps", "1"]
-    first = run_cli(module, ["fit", *common, f"--trainer.callbacks+={kill}"], cwd)
-    assert first.returncode == -signal.SIGKILL, (
-        f"the run was not killed:\n{first.stdout[-2000:]}\n{first.stderr[-4000:]}"
-    )
+    if forked:
+        assert resume is not None, "forked needs resume, the command's main, to run in the child"
+        status = run_forked(resume, ["fit", *common, f"--trainer.callbacks+={kill}"], cwd)
+        assert status == -signal.SIGKILL, (
+            f"the forked run was not killed: exit status {status} (output above)"
+        )
+    else:
+        first = run_cli(module, ["fit", *common, f"--trainer.callbacks+={kill}"], cwd)
+        assert first.returncode == -signal.SIGKILL, (
+            f"the run was not killed:\n{first.stdout[-2000:]}\n{first.stderr[-4000:]}"
+        )
     killed = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
     if resume is not None:
         with contextlib.chdir(cwd):

@@ -26,7 +26,9 @@ def webhook():
     ``.received`` and answers with the status ``.answer`` (200)."""
     server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
     server.received, server.answer = [], 200
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the serving loop to look again: at the default 0.5 s poll that was half a second of
+    # every test's teardown
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     yield server

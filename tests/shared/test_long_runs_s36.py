@@ -40,11 +40,11 @@ def _lr(trainer) -> float:
 
 
 def _timed_fit(schedule, clock: FakeClock) -> tuple[pl.Trainer, TinySegTask, FitScheduleToBudget]:
-    """10 epochs of 4 steps planned (40), max_time 60 s (Lightning's Timer, real time: not reached), and the
+    """5 epochs of 4 steps planned (20), max_time 60 s (Lightning's Timer, real time: not reached), and the
     budget callback as the CLI adds it, measuring step time on ``clock`` every 2 steps."""
     task = TinySegTask(optimizer=torch.optim.AdamW, lr_scheduler=schedule)
     budget = FitScheduleToBudget(seconds=None, every=2, window=2, clock=clock)
-    trainer = pl.Trainer(max_epochs=10, max_time={"seconds": 60}, callbacks=[budget], logger=False,
+    trainer = pl.Trainer(max_epochs=5, max_time={"seconds": 60}, callbacks=[budget], logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, num_sanity_val_steps=0)  # fmt: skip
     trainer.fit(task, SquaresDataModule(n_train=16, batch_size=4))
@@ -52,26 +52,26 @@ def _timed_fit(schedule, clock: FakeClock) -> tuple[pl.Trainer, TinySegTask, Fit
 
 
 def test_max_time_shortens_the_schedule_so_that_it_anneals_before_the_time_runs_out():
-    """5 fake s a step: the 60 s max_time left at the first batch hold 11 of the 40 planned steps (at step
+    """5 fake s a step: the 60 s max_time left at the first batch hold 11 of the 20 planned steps (at step
     s, (60 - 5 s) / 5 = 12 - s more, less the milliseconds really spent). max_time alone stopped the run there
-    with the cosine planned over 40 steps, the LR at 0.8 of its peak; now the schedule and the run end
+    with the cosine planned over all the steps, the LR well above 0; now the schedule and the run end
     together."""
     trainer, task, budget = _timed_fit(warmup_cosine(warmup_steps=2), FakeClock([0.0, 10.0]))
-    assert budget.active and budget.planned == 40
+    assert budget.active and budget.planned == 20
     assert budget.adjustments[0] == (2, 11) and {end for _, end in budget.adjustments} == {11}
     assert trainer.global_step == 11 and task.schedule_steps == 11
     assert _lr(trainer) == pytest.approx(0.0, abs=1e-12)  # annealed
 
 
 def test_max_time_never_lengthens_the_planned_run_and_leaves_fixed_schedules_alone():
-    """0.01 fake s a step: the time holds thousands of steps, but the run and its schedule keep the 40 planned
+    """0.01 fake s a step: the time holds thousands of steps, but the run and its schedule keep the 20 planned
     (the schedule still follows the trainer); a WarmupCosine of a fixed length is not the budget's to move."""
     trainer, task, budget = _timed_fit(warmup_cosine(warmup_steps=2), FakeClock([0.0, 0.02]))
     assert budget.active and budget.adjustments == []
-    assert trainer.global_step == 40 and task.schedule_steps == 40 and task.lr_schedule.follows_trainer
+    assert trainer.global_step == 20 and task.schedule_steps == 20 and task.lr_schedule.follows_trainer
     trainer, task, budget = _timed_fit(warmup_cosine(total_steps=100), FakeClock([0.0, 10.0]))
     assert not budget.active and budget.adjustments == []
-    assert trainer.global_step == 40 and task.schedule_steps == 100
+    assert trainer.global_step == 20 and task.schedule_steps == 100
 
 
 def test_cli_max_time_adds_the_budget_and_says_so(tmp_path, monkeypatch, caplog):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -51,15 +52,26 @@ def test_fit_fast_dev_run_every_config(config, lidc, tmp_path, monkeypatch):
     assert torch.isfinite(metrics["train/loss"])
 
 
+@pytest.fixture(scope="module")
+def fitted(lidc, tmp_path_factory) -> Path:
+    """A working folder where unet.yaml then quick.yaml were fitted one step each (their checkpoints read by
+    the two tests below; the quick one's checkpoint is only read)."""
+    root = tmp_path_factory.mktemp("fitted")
+    step = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "2"]
+    with contextlib.chdir(root):
+        for config in ("unet", "quick"):
+            main(["fit", *tiny_args(lidc, config), *step])
+    return root
+
+
 def test_each_model_config_checkpoints_into_its_own_folder_and_another_network_is_named(
-    lidc, tmp_path, monkeypatch, caplog
+    lidc, fitted, monkeypatch, caplog
 ):
     """unet.yaml then quick.yaml used to share one folder, so `test -c unet.yaml --ckpt_path last` took the
     Prob. U-Net's newer file and reported its figures as the U-Net's."""
+    tmp_path = fitted
     monkeypatch.chdir(tmp_path)
-    step = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "2"]
     for config in ("unet", "quick"):
-        main(["fit", *tiny_args(lidc, config), *step])
         assert (tmp_path / f"lightning_logs/medical/{config}/checkpoints/last.ckpt").is_file()
     unet_last = "lightning_logs/medical/unet/checkpoints/last.ckpt"
     test = ["--trainer.limit_test_batches", "1"]
@@ -86,15 +98,15 @@ def test_configs_name_their_model():
     for config, network in expected.items():
         cfg = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())
         assert cfg["model"]["network"]["class_path"] == f"domains.medical.models.{network}"
-        task = instantiate_from_config(MedicalSegmentationTask, cfg["model"])  # the sizes build
+        with torch.device("meta"):  # the sizes build; no memory to fill with the full-size initial weights
+            task = instantiate_from_config(MedicalSegmentationTask, cfg["model"])
         assert type(task.model).__name__ == network and task.hparams.network["class_path"].endswith(network)
 
 
-def test_fit_checkpoint_then_predict_writes_samples_mean_and_uncertainty(lidc, tmp_path, monkeypatch):
+def test_fit_checkpoint_then_predict_writes_samples_mean_and_uncertainty(lidc, fitted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = tiny_args(lidc, "quick")
-    main(["fit", *args, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
-    ckpt = tmp_path / "lightning_logs/medical/quick/checkpoints/last.ckpt"
+    ckpt = fitted / "lightning_logs/medical/quick/checkpoints/last.ckpt"  # fit: the module fixture
     assert ckpt.is_file()
     out = tmp_path / "pred"
     cli = main(

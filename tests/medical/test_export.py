@@ -148,9 +148,16 @@ def medical_ckpt(tmp_path_factory) -> Path:
     return root / "ckpt" / "last.ckpt"
 
 
-def test_cli_writes_graphs_and_sidecar_with_the_training_crop_size(medical_ckpt, tmp_path):
-    out = tmp_path / "onnx"
+@pytest.fixture(scope="module")
+def exported(medical_ckpt, tmp_path_factory) -> Path:
+    """The CLI's export of ``medical_ckpt`` with its default options, read (not changed) by the tests below."""
+    out = tmp_path_factory.mktemp("export_cli") / "onnx"
     main(["--ckpt", str(medical_ckpt), "--out", str(out)])
+    return out
+
+
+def test_cli_writes_graphs_and_sidecar_with_the_training_crop_size(medical_ckpt, exported):
+    out = exported
     assert sorted(p.name for p in out.iterdir()) == [
         "prob_unet.json",
         "prob_unet_fcomb.onnx",
@@ -172,11 +179,10 @@ def test_cli_writes_graphs_and_sidecar_with_the_training_crop_size(medical_ckpt,
     assert 0 <= max(sidecar["tolerance"]["max_abs_diff"]["prob_unet_fcomb.onnx"].values()) <= ATOL
 
 
-def test_sidecar_says_how_the_training_data_scaled_and_sized_inputs(medical_ckpt, tmp_path):
+def test_sidecar_says_how_the_training_data_scaled_and_sized_inputs(exported, tmp_path):
     """The sidecar said only input_range [0, 1] and the input size: not how files became that range. It now
     says what the checkpoint's data format did (its data module settings, dataset_kwargs included)."""
-    main(["--ckpt", str(medical_ckpt), "--out", str(tmp_path / "onnx")])
-    sidecar = json.loads((tmp_path / "onnx" / "prob_unet.json").read_text())
+    sidecar = json.loads((exported / "prob_unet.json").read_text())
     assert sidecar["preprocessing"] == {
         "data_format": "lidc_png",
         "intensity": "grey PNG: 8-bit / 255; 16-bit: each image's own min..max stretched to 0..1",
@@ -184,7 +190,7 @@ def test_sidecar_says_how_the_training_data_scaled_and_sized_inputs(medical_ckpt
         "bottom and right (edge replicated) to a multiple of 2 px, outputs cut back",
     }
     data = {"data_format": "decathlon", "crop_size": 64, "dataset_kwargs": {"modality_index": 1}}
-    decathlon = export_medical(tiny_task("unet"), tmp_path / "msd", size=(32, 32), data=data)["preprocessing"]
+    decathlon = export_medical(tiny_task("unet"), tmp_path / "msd", size=(16, 16), data=data)["preprocessing"]
     assert (
         "NIfTI channel 1; per volume, its 0.5 .. 99.5 percentile range mapped linearly to 0..1"
         in decathlon["intensity"]

@@ -74,12 +74,18 @@ def test_bf16_variant_runs_the_forward_in_bfloat16_and_only_its_step(monkeypatch
     assert not torch.is_autocast_enabled("cpu")  # left off after the step
 
 
+# The smallest run main() takes (16 px, batch 1, one round) on one thread: main() sets --threads (default 2)
+# for its run, and a second thread in a one-thread test worker spun against the other worker (bf16 on the
+# CPU is also about 8x slower than fp32).
+TINY_RUN = ["--rounds", "1", "--size", "16", "--batch-size", "1", "--threads", "1"]
+
+
 def test_bf16_rows_are_added_on_request():
-    text = main(["--rounds", "1", "--size", "16", "--batch-size", "2", "--bf16"])
+    """With --bf16 its row; without it no bf16 row: test_tiny_run_prints_the_table_and_the_profile."""
+    text = main([*TINY_RUN, "--bf16"])
     row = next(line for line in text.splitlines() if "(`bf16`) |" in line)
     assert row.startswith("| shipped + bf16 autocast (bf16-mixed: numerics change)") and "vs `group`" in row
     assert "compile_bf16" not in text  # only with --compile
-    assert "(`bf16`)" not in main(["--rounds", "1", "--size", "16", "--batch-size", "2"])
 
 
 def _recording_forward(seen):
@@ -94,16 +100,15 @@ def _recording_forward(seen):
 
 def test_tiny_run_prints_the_table_and_the_profile(tmp_path):
     out = tmp_path / "speed.md"
-    text = main(
-        ["--rounds", "1", "--size", "16", "--batch-size", "2", "--profile", "group", "--out", str(out)]
-    )
+    text = main([*TINY_RUN, "--profile", "group", "--out", str(out)])
     assert out.read_text() == text
     assert "| suite as shipped: instance norm run as GroupNorm(C, C) (`group`) |" in text
     assert "Peer rows skipped" in text
     assert "Profile of `group`" in text
+    assert "(`bf16`)" not in text  # bf16 rows only with --bf16 (test_bf16_rows_are_added_on_request)
 
 
 def test_profile_of_a_variant_not_run_is_refused(capsys):
     with pytest.raises(SystemExit):
-        main(["--rounds", "1", "--size", "16", "--batch-size", "2", "--profile", "compile"])
+        main([*TINY_RUN, "--profile", "compile"])
     assert "--profile compile: not among this run's variants" in capsys.readouterr().err

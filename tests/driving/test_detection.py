@@ -168,7 +168,7 @@ def test_loss_falls_on_a_few_images(one_thread):
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(15):  # seen: the last five at 0.41 of the first three after 15 steps (0.33 after 30)
         parts = model(images, targets)
         loss = sum(parts.values())
         assert all(torch.isfinite(v) for v in parts.values())
@@ -212,7 +212,7 @@ def test_semantic_head_trains_only_with_maps_and_leaves_detection_outputs_alone(
     with_maps = [{**t, "semantic": m} for t, m in zip(targets, maps)]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     semantic = []
-    for _ in range(25):
+    for _ in range(10):  # seen: the last three at 0.04 of the first two after 10 steps (0.01 after 25)
         parts = model(images, with_maps)
         assert set(parts) == {"classification", "bbox_regression", "bbox_ctrness", "semantic"}
         opt.zero_grad()
@@ -449,9 +449,12 @@ def test_cli_fit_fast_dev_run_and_predict_writes_kitti_results(tmp_path, monkeyp
 
     data = make_kitti(tmp_path / "kitti", n=8)
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", *_cli_args(data, "--trainer.fast_dev_run", "1")])
+    # a 16-channel FPN (narrow widths: tests/driving/test_python_use_s41.py) builds and runs under fast_dev_run
+    sixteen = ["--model.network.init_args.fpn_channels", "16"]
+    cli = main(["fit", *_cli_args(data, *sixteen, "--trainer.fast_dev_run", "1")])
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert "val/map50" in cli.trainer.callback_metrics
+    assert cli.model.model.detector.backbone.out_channels == 16
 
     # a real (two-step) fit writes last.ckpt; predict from it: run-time settings given on the command line
     # must win over the checkpoint's hyperparameters

@@ -3,19 +3,13 @@ anomaly segmenter with its score as a second output; onnxruntime matches PyTorch
 
 from __future__ import annotations
 
-import contextlib
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from domains.driving.anomaly.export import export_anomaly
-from domains.driving.anomaly.export import main as anomaly_export
 from domains.driving.anomaly.scores import AnomalyScoreError
 from domains.driving.anomaly.task import AnomalySegmentationTask
-from domains.driving.classes import SEMANTIC_CLASSES
 from domains.driving.detection.export import (
     FCOSRaw,
     detect_with_onnx,
@@ -23,10 +17,8 @@ from domains.driving.detection.export import (
     postprocess,
     preprocess,
 )
-from domains.driving.detection.export import main as detection_export
 from domains.driving.detection.task import DetectionTask
 from shared.export import run_onnx
-from tests.driving.test_faults import ANOMALY, ARGS, DETECTION, MAINS
 from tests.helpers import anomaly_task, detection_task
 
 ATOL, RTOL = 1e-4, 1e-5
@@ -57,6 +49,7 @@ def test_detector_graph_plus_torchvision_postprocessing_reproduces_the_detector(
     meta = export_detection(task, tmp_path)
     onnx = tmp_path / "detector.onnx"
     assert meta["classes"] == ["Car", "Pedestrian", "Cyclist"] and meta["input_size"] == [64, 128]
+    assert meta["operating_point"] is None  # never validated (the fitted one: test_detection_outputs_s32.py)
     # a batch at the traced size, and a square image: another padded size (a batch of two sizes runs each
     # size on its own, below)
     for images in ([torch.rand(3, 64, 128), torch.rand(3, 64, 128)], [torch.rand(3, 96, 96)]):
@@ -89,60 +82,8 @@ def test_detector_graph_plus_torchvision_postprocessing_reproduces_the_detector(
         close(via_onnx["boxes"].numpy(), want["boxes"])
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    from domains.driving.synthetic import generate_anomaly, generate_kitti
-
-    root = tmp_path_factory.mktemp("export")
-    scenes = {
-        "kitti": generate_kitti(root / "kitti", 14, size=(128, 64), frames_per_sequence=1, verbose=False),
-        "anomaly": generate_anomaly(
-            root / "anom", 4, size=(96, 32), anomaly_free_fraction=0.25, verbose=False
-        ),
-    }
-    out = {}
-    with contextlib.chdir(root):  # logs land there, not in the repository
-        for module in (DETECTION, ANOMALY):
-            folder = root / module.rsplit(".", 1)[-1]
-            once = ["--trainer.max_steps", "1", "--checkpoint.dirpath", str(folder)]
-            MAINS[module](["fit", *ARGS[module](scenes, *once)])
-            out[module] = folder / "last.ckpt"
-    return out
-
-
-def test_detection_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
-    out = tmp_path / "onnx"
-    detection_export(["--ckpt", str(checkpoints[DETECTION]), "--out", str(out)])
-    assert sorted(p.name for p in out.iterdir()) == ["detector.json", "detector.onnx"]
-    meta = json.loads((out / "detector.json").read_text())
-    assert meta["model"] == "fcos/tiny_cnn" and meta["classes"] == ["Car", "Pedestrian", "Cyclist"]
-    assert (meta["min_size"], meta["max_size"], meta["size_divisible"]) == (64, 128, 32)
-    assert meta["outputs"] == [
-        "cls_logits",
-        "bbox_regression",
-        "bbox_ctrness",
-        "anchors",
-        "anchors_per_level",
-    ]
-    assert "postprocess_detections" in meta["postprocess"]
-    assert max(meta["tolerance"]["max_abs_diff"].values()) <= ATOL
-    task = DetectionTask.load_checked(checkpoints[DETECTION]).eval()
-    image = torch.rand(3, 64, 128, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = _by_label_and_box(task.model([image])[0])
-    got = _by_label_and_box(detect_with_onnx(out / "detector.onnx", [image], meta)[0])
-    assert torch.equal(got["labels"], expected["labels"])
-    close(got["boxes"].numpy(), expected["boxes"])
-
-
-def _by_label_and_box(det: dict) -> dict:
-    """Detections in a fixed order (label, then box corners): boxes with tied scores may leave NMS in either
-    order, so comparing two runs row by row flaked when two such boxes swapped."""
-    keys = torch.cat(
-        [det["labels"][:, None].double(), det["boxes"].double().round(decimals=2)], dim=1
-    ).numpy()
-    order = torch.as_tensor(np.lexsort(keys.T[::-1].copy()))
-    return {k: det[k][order] for k in ("boxes", "labels")}
+# the CLIs' exports of fitted checkpoints: tests/driving/test_faults.py (test_detection_cli_writes_graph_and_sidecar,
+# test_anomaly_cli_writes_graph_and_sidecar), on the one-step checkpoints its module already fits
 
 
 # -------------------------------------------------------------------------------------------------- anomaly
@@ -186,42 +127,6 @@ def test_segmenter_export_refuses_a_score_the_model_cannot_give(tmp_path):
     with pytest.raises(AnomalyScoreError, match="never calibrated"):
         export_anomaly(task, tmp_path / "out", size=(32, 64), score="sml")
     assert not (tmp_path / "out").exists()
-
-
-def test_anomaly_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
-    out = tmp_path / "onnx"
-    anomaly_export(["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out)])
-    meta = json.loads((out / "segmenter.json").read_text())
-    assert sorted(p.name for p in out.iterdir()) == ["segmenter.json", "segmenter.onnx"]
-    assert meta["score"] == "outlier_prob" and meta["score_range"] == [0.0, 1.0]  # the config's score
-    assert meta["classes"] == list(SEMANTIC_CLASSES) and meta["input_size"] == [32, 64]  # data.image_size
-    assert max(meta["tolerance"]["max_abs_diff"].values()) <= ATOL
-    assert meta["score_smoothing"] == 1.0  # the shipped configs' (the fit config the checkpoint records)
-    task = AnomalySegmentationTask.load_checked(checkpoints[ANOMALY]).eval()
-    assert task.model.input_size == (32, 64)  # linked from data.image_size, kept with the network
-    image = torch.rand(1, 3, 32, 64)
-    for smoothing in ("0", "2.5"):
-        anomaly_export(
-            ["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out), "--score", "mahalanobis",
-             "--score-smoothing", smoothing]
-        )  # fmt: skip
-        assert json.loads((out / "segmenter.json").read_text())["score_smoothing"] == float(smoothing)
-        _, score = run_onnx(out / "segmenter.onnx", {"image": image.numpy()})
-        task.score_smoothing = float(smoothing)
-        close(score, task.anomaly_map(image, "mahalanobis"))
-    with pytest.raises(ValueError, match="--score-smoothing must be a finite sigma >= 0"):
-        anomaly_export(
-            ["--ckpt", str(checkpoints[ANOMALY]), "--out", str(tmp_path / "y"), "--score-smoothing", "-1"]
-        )
-    # --size sizes the check's random inputs only: the sidecar keeps the trained size (it had said 64x96)
-    anomaly_export(["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out), "--size", "50", "70"])
-    meta = json.loads((out / "segmenter.json").read_text())
-    assert meta["input_size"] == [32, 64] and meta["checked_size"] == [64, 96]
-    assert meta["inputs"]["image"] == ["batch", 3, "height", "width"] and "LongestMaxSize" in meta["resize"]["rule"]
-    assert not (tmp_path / "y").exists()
-    with pytest.raises(Exception, match="DetectionTask"):  # a detection checkpoint is refused
-        anomaly_export(["--ckpt", str(checkpoints[DETECTION]), "--out", str(tmp_path / "x")])
-    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(

@@ -2,23 +2,32 @@
 
 Detection (FCOS) and road-anomaly segmentation, on one tiny generated KITTI-layout set (14 scenes of 128x64,
 one per sequence: detection splits 10/2/2, the segmenter 12/2) and tiny networks. Kill/resume and DDP drive
-the CLIs in subprocesses (marked slow: 20-30 s each on 2 cores); the rest run the CLIs in-process.
+the CLIs in subprocesses (marked slow: 20-30 s each on 2 cores); the rest run the CLIs in-process. The export
+CLIs are run on the module's one-step checkpoints here too (one fit of each serves both).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from domains.driving.anomaly.__main__ import main as anomaly_main
+from domains.driving.anomaly.export import main as anomaly_export
 from domains.driving.anomaly.task import AnomalySegmentationTask
+from domains.driving.classes import SEMANTIC_CLASSES
 from domains.driving.detection.__main__ import main as detection_main
+from domains.driving.detection.export import detect_with_onnx
+from domains.driving.detection.export import main as detection_export
 from domains.driving.detection.task import DetectionTask
+from shared.export import run_onnx
 from shared.task import CheckpointMismatchError, NonFiniteLossError
+from tests.driving.test_export import ATOL, close
 from tests.helpers import (
     assert_one_batch_skipped,
     configs_missing,
@@ -139,14 +148,21 @@ def test_nan_parameter_stops_the_run_naming_step_and_loss_term(module, scenes, t
 
 
 @pytest.mark.parametrize("module", [DETECTION, ANOMALY])
-def test_skip_mode_skips_and_counts_bad_batches(module, scenes, tmp_path, monkeypatch):
+def test_skip_mode_skips_and_counts_bad_batches_and_the_cli_applies_gradient_clipping(
+    module, scenes, tmp_path, monkeypatch
+):
+    """One fit checks both: skip mode, and that --trainer.gradient_clip_val (0.25, the configs say 1.0) reaches
+    the trainer."""
     monkeypatch.chdir(tmp_path)
     poison = {"class_path": "tests.helpers.PoisonBatch", "init_args": {"batch_idx": 2}}
     args = ARGS[module](
         scenes, "--model.nonfinite_loss", "skip", "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "3", *poisoned_fit_args(poison, tmp_path / "ckpt"),
+        "--trainer.gradient_clip_val", "0.25",
     )  # fmt: skip
-    assert_one_batch_skipped(MAINS[module](["fit", *args]), batches=3)
+    cli = MAINS[module](["fit", *args])
+    assert_one_batch_skipped(cli, batches=3)
+    assert math.isclose(cli.trainer.gradient_clip_val, 0.25)
 
 
 def test_every_config_states_gradient_clipping():
@@ -156,11 +172,7 @@ def test_every_config_states_gradient_clipping():
     assert not missing, f"trainer.gradient_clip_val not stated in {missing}"
 
 
-@pytest.mark.parametrize("module", [DETECTION, ANOMALY])
-def test_cli_applies_the_gradient_clipping_setting(module, scenes, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    args = ARGS[module](scenes, "--trainer.gradient_clip_val", "0.25", "--trainer.fast_dev_run", "1")
-    assert math.isclose(MAINS[module](["fit", *args]).trainer.gradient_clip_val, 0.25)
+# the CLI's --trainer.gradient_clip_val: test_skip_mode_skips_and_counts_bad_batches_and_the_cli_applies_...
 
 
 # ------------------------------------------------------------------------------------------- safe loading
@@ -237,6 +249,81 @@ def test_anomaly_and_medical_refuse_a_detection_checkpoint(checkpoints, scenes, 
 def test_anomaly_checkpoints_name_their_task_and_model(checkpoints):
     held = torch.load(checkpoints[ANOMALY], weights_only=True).get("suite_task") or {}
     assert held.get("task") == "domains.driving.anomaly.task.AnomalySegmentationTask" and held.get("model")
+
+
+# ------------------------------------------------------------------------------ export of the checkpoints
+# (the CLIs' exports, on the one-step checkpoints above; the graphs themselves: tests/driving/test_export.py)
+
+
+def test_detection_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
+    out = tmp_path / "onnx"
+    detection_export(["--ckpt", str(checkpoints[DETECTION]), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["detector.json", "detector.onnx"]
+    meta = json.loads((out / "detector.json").read_text())
+    assert meta["model"] == "fcos/tiny_cnn" and meta["classes"] == ["Car", "Pedestrian", "Cyclist"]
+    assert (meta["min_size"], meta["max_size"], meta["size_divisible"]) == (64, 128, 32)
+    assert meta["outputs"] == [
+        "cls_logits",
+        "bbox_regression",
+        "bbox_ctrness",
+        "anchors",
+        "anchors_per_level",
+    ]
+    assert "postprocess_detections" in meta["postprocess"]
+    assert max(meta["tolerance"]["max_abs_diff"].values()) <= ATOL
+    task = DetectionTask.load_checked(checkpoints[DETECTION]).eval()
+    image = torch.rand(3, 64, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = _by_label_and_box(task.model([image])[0])
+    got = _by_label_and_box(detect_with_onnx(out / "detector.onnx", [image], meta)[0])
+    assert torch.equal(got["labels"], expected["labels"])
+    close(got["boxes"].numpy(), expected["boxes"])
+
+
+def _by_label_and_box(det: dict) -> dict:
+    """Detections in a fixed order (label, then box corners): boxes with tied scores may leave NMS in either
+    order, so comparing two runs row by row flaked when two such boxes swapped."""
+    keys = torch.cat(
+        [det["labels"][:, None].double(), det["boxes"].double().round(decimals=2)], dim=1
+    ).numpy()
+    order = torch.as_tensor(np.lexsort(keys.T[::-1].copy()))
+    return {k: det[k][order] for k in ("boxes", "labels")}
+
+
+def test_anomaly_cli_writes_graph_and_sidecar(checkpoints, tmp_path):
+    out = tmp_path / "onnx"
+    anomaly_export(["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out)])
+    meta = json.loads((out / "segmenter.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["segmenter.json", "segmenter.onnx"]
+    assert meta["score"] == "outlier_prob" and meta["score_range"] == [0.0, 1.0]  # the config's score
+    assert meta["classes"] == list(SEMANTIC_CLASSES) and meta["input_size"] == [32, 64]  # data.image_size
+    assert max(meta["tolerance"]["max_abs_diff"].values()) <= ATOL
+    assert meta["score_smoothing"] == 1.0  # the shipped configs' (the fit config the checkpoint records)
+    task = AnomalySegmentationTask.load_checked(checkpoints[ANOMALY]).eval()
+    assert task.model.input_size == (32, 64)  # linked from data.image_size, kept with the network
+    image = torch.rand(1, 3, 32, 64)
+    for smoothing in ("0", "2.5"):
+        anomaly_export(
+            ["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out), "--score", "mahalanobis",
+             "--score-smoothing", smoothing]
+        )  # fmt: skip
+        assert json.loads((out / "segmenter.json").read_text())["score_smoothing"] == float(smoothing)
+        _, score = run_onnx(out / "segmenter.onnx", {"image": image.numpy()})
+        task.score_smoothing = float(smoothing)
+        close(score, task.anomaly_map(image, "mahalanobis"))
+    with pytest.raises(ValueError, match="--score-smoothing must be a finite sigma >= 0"):
+        anomaly_export(
+            ["--ckpt", str(checkpoints[ANOMALY]), "--out", str(tmp_path / "y"), "--score-smoothing", "-1"]
+        )
+    # --size sizes the check's random inputs only: the sidecar keeps the trained size (it had said 64x96)
+    anomaly_export(["--ckpt", str(checkpoints[ANOMALY]), "--out", str(out), "--size", "50", "70"])
+    meta = json.loads((out / "segmenter.json").read_text())
+    assert meta["input_size"] == [32, 64] and meta["checked_size"] == [64, 96]
+    assert meta["inputs"]["image"] == ["batch", 3, "height", "width"] and "LongestMaxSize" in meta["resize"]["rule"]
+    assert not (tmp_path / "y").exists()
+    with pytest.raises(Exception, match="DetectionTask"):  # a detection checkpoint is refused
+        anomaly_export(["--ckpt", str(checkpoints[DETECTION]), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
 
 
 # --------------------------------------------------------------------------------------------------- DDP

@@ -6,6 +6,7 @@ Everything runs on tiny hand-made data (128x64 images, rectangles as objects) in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -699,10 +700,22 @@ def _cli_args(data: Path, *extra: str) -> list[str]:
     return args + list(extra)
 
 
-def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, monkeypatch, one_thread):
+@pytest.fixture(scope="module")
+def short_fit(tmp_path_factory, one_thread) -> tuple[Path, Path]:
+    """Eight painted scenes and the checkpoint of a plain two-step CLI fit on them (read only)."""
     from domains.driving.instances.__main__ import main
 
-    data = make_instance_kitti(tmp_path / "kitti", n=8)
+    root = tmp_path_factory.mktemp("instances_fit")
+    data = make_instance_kitti(root / "kitti", n=8)
+    with contextlib.chdir(root):  # logs land there, not in the repository
+        main(["fit", *_cli_args(data, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1")])
+    return data, root / "lightning_logs/driving_instances/quick/checkpoints/last.ckpt"
+
+
+def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(short_fit, tmp_path, monkeypatch):
+    from domains.driving.instances.__main__ import main
+
+    data, ckpt = short_fit
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -714,9 +727,7 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
     metrics = cli.trainer.callback_metrics
     assert {"val/mask_map50", "val/box_map50", "train/loss_mask"} <= set(metrics)
 
-    short = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"]
-    main(["fit", *_cli_args(data, *short)])
-    ckpt = tmp_path / "lightning_logs/driving_instances/quick/checkpoints/last.ckpt"
+    # the plain two-step fit (short_fit) wrote last.ckpt
     assert ckpt.is_file()
     loaded = load_instance_task(ckpt)
     assert isinstance(loaded.model, RoadInstanceSegmenter) and loaded.class_names == [
@@ -768,14 +779,12 @@ def test_cli_fit_fast_dev_run_and_predict_writes_maps_and_overlays(tmp_path, mon
         assert ids.dtype == np.uint16 and ids.shape == (H, W)
 
 
-def test_cli_frozen_backbone_needs_all_its_weights_from_a_file_or_a_checkpoint(
-    tmp_path, monkeypatch, one_thread
-):
+def test_cli_frozen_backbone_needs_all_its_weights_from_a_file_or_a_checkpoint(short_fit, tmp_path, monkeypatch):
     """A new fit with a frozen backbone is refused without weights for it, or with a file that leaves part of it
     unloaded (a wrong prefix); resuming from a checkpoint, which holds the backbone, is not."""
     from domains.driving.instances.__main__ import main
 
-    data = make_instance_kitti(tmp_path / "kitti", n=8)
+    data, ckpt = short_fit  # trained, not frozen: the checkpoint holds a whole backbone
     monkeypatch.chdir(tmp_path)
     frozen = ["--model.network.init_args.freeze_backbone", "true"]
     with pytest.raises(
@@ -783,8 +792,6 @@ def test_cli_frozen_backbone_needs_all_its_weights_from_a_file_or_a_checkpoint(
     ):
         main(["fit", *_cli_args(data, *frozen, "--trainer.fast_dev_run", "1")])
     short = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
-    main(["fit", *_cli_args(data, *short)])  # trained, not frozen: the checkpoint holds a whole backbone
-    ckpt = tmp_path / "lightning_logs/driving_instances/quick/checkpoints/last.ckpt"
     wrong_prefix = ["--model.pretrained_backbone", str(ckpt), "--model.pretrained_prefix", "model.segmenter."]
     # a prefix that loads nothing is refused when the task is built (frozen or not); a partial load is the
     # frozen-backbone check's (tests/driving/accident/test_task.py)

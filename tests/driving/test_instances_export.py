@@ -4,7 +4,11 @@ box; a failed check writes nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,9 +44,21 @@ def close(got: torch.Tensor, expected: torch.Tensor) -> None:
     np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=ATOL, rtol=RTOL)
 
 
-def test_the_graph_reproduces_the_models_forward_on_images_of_two_sizes(tmp_path):
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[InstanceTask, dict, Path, str, str]:
+    """:func:`tiny_task` saved as a checkpoint and exported once by the CLI: the task, the sidecar, the output
+    folder, the checkpoint and what the CLI printed (read only; a test that writes over it copies it first)."""
+    root = tmp_path_factory.mktemp("instances_export")
     task = tiny_task()
-    meta = export_instances(task, tmp_path)
+    ckpt = _checkpoint(task, root / "instances.ckpt", {})
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        meta = instances_export.main(["--ckpt", ckpt, "--out", str(root / "onnx")])
+    return task, meta, root / "onnx", ckpt, printed.getvalue()
+
+
+def test_the_graph_reproduces_the_models_forward_on_images_of_two_sizes(exported):
+    task, meta, tmp_path, _, _ = exported  # the checkpoint holds the task's own weights
     assert sorted(p.name for p in tmp_path.iterdir()) == ["instances.json", "instances.onnx"]
     assert meta["classes"] == CLASSES and meta["input_size"] == [64, 96] and meta["size_divisible"] == 32
     assert meta["masks"]["threshold"] == 0.5 and meta["masks"]["resolution"] == 28
@@ -67,9 +83,9 @@ def test_the_graph_reproduces_the_models_forward_on_images_of_two_sizes(tmp_path
             assert float(got["boxes"][:, 2].max()) <= width and float(got["boxes"][:, 3].max()) <= height
 
 
-def test_a_check_beyond_tolerance_writes_nothing_and_keeps_an_earlier_export(tmp_path, monkeypatch):
-    task = tiny_task()
-    export_instances(task, tmp_path / "done")
+def test_a_check_beyond_tolerance_writes_nothing_and_keeps_an_earlier_export(exported, tmp_path, monkeypatch):
+    task, _, first, _, _ = exported
+    shutil.copytree(first, tmp_path / "done")  # an earlier export of the same task
     before = {p.name: p.read_bytes() for p in (tmp_path / "done").iterdir()}
     real = instances_export.run_onnx
 
@@ -142,11 +158,9 @@ def test_a_backbone_whose_graph_fixes_its_input_size_is_refused_by_name(tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_writes_graph_and_sidecar_and_a_zero_tolerance_writes_nothing(tmp_path, capsys):
-    ckpt = _checkpoint(tiny_task(), tmp_path / "instances.ckpt", {})
-    out = tmp_path / "onnx"
-    instances_export.main(["--ckpt", ckpt, "--out", str(out)])
-    assert "wrote instances.onnx and instances.json" in capsys.readouterr().out
+def test_cli_writes_graph_and_sidecar_and_a_zero_tolerance_writes_nothing(exported, tmp_path):
+    _, _, out, ckpt, printed = exported  # the CLI's export of a checkpoint
+    assert "wrote instances.onnx and instances.json" in printed
     meta = json.loads((out / "instances.json").read_text())
     assert meta["model"] == "maskrcnn/tiny_cnn" and meta["checkpoint"] == ckpt and meta["opset"] == 17
     assert meta["inputs"]["image"]["shape"] == [1, 3, "height", "width"]

@@ -13,7 +13,6 @@ from torchvision.models.detection.fcos import FCOSHead
 from domains.driving.accident.model import EMPTY_SLOT_LOGIT, AccidentAnticipator
 from domains.driving.detection import predict
 from domains.driving.detection.model import Float32OutputHead, RoadDetector
-from tests.driving.test_detection import QUICK_CONFIG, TINY_MODEL, make_kitti
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,17 +60,8 @@ def test_a_class_list_is_refused_naming_num_classes(classes):
         RoadDetector(classes, "tiny_cnn")
 
 
-def test_cli_fast_dev_run_with_a_16_channel_fpn(tmp_path, monkeypatch):
-    from domains.driving.detection.__main__ import main
-
-    data = make_kitti(tmp_path / "kitti", n=4)
-    monkeypatch.chdir(tmp_path)
-    args = ["-c", str(QUICK_CONFIG), "--data.data_path", str(data), "--data.num_workers", "0"]
-    args += ["--data.batch_size", "2", "--data.image_size", "null", "--trainer.enable_progress_bar", "false"]
-    args += [*TINY_MODEL, "--model.network.init_args.fpn_channels", "16", "--trainer.fast_dev_run", "1"]
-    cli = main(["fit", *args])
-    assert cli.trainer.state.finished and cli.trainer.global_step == 1
-    assert cli.model.model.detector.backbone.out_channels == 16
+# the CLI's fast_dev_run fit with a 16-channel FPN: tests/driving/test_detection.py::
+# test_cli_fit_fast_dev_run_and_predict_writes_kitti_results (its first fit)
 
 
 # ------------------------------------------------------------------------------------------ detect

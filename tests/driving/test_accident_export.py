@@ -14,7 +14,7 @@ import torch
 import domains.driving.accident.export as accident_export
 from domains.driving.accident.export import StreamingStep, export_accident, main
 from domains.driving.accident.task import AccidentTask
-from shared.export import run_onnx
+from shared.export import onnx_session, run_onnx
 from shared.task import CheckpointMismatchError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,9 +72,9 @@ def stream(onnx, meta: dict, frames: list[dict]) -> list[list[np.ndarray]]:
         for name, spec in meta["inputs"].items()
         if name.startswith("state_")
     }
-    outputs = []
+    outputs, session = [], onnx_session(onnx)  # one session for the clip, as a streaming reader keeps
     for inputs in frames:
-        got = run_onnx(onnx, {k: v.numpy() for k, v in inputs.items()} | state)
+        got = run_onnx(session, {k: v.numpy() for k, v in inputs.items()} | state)
         named = dict(zip(meta["outputs"], got, strict=True))
         state = {f"state_{n}": named[f"new_state_{n}"] for n in meta["state"]["names"]}
         outputs.append(got)

@@ -132,6 +132,33 @@ def _folder_args(root: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def folder_fit(tmp_path_factory):
+    """One fit of 4 steps on the ImageFolder set (read-only for the tests that take it): its folder, data,
+    last checkpoint, the INFO lines it logged and its checkpoint callback."""
+    import logging
+
+    root = tmp_path_factory.mktemp("folder_fit")
+    data = _folder(root / "data")
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(root)
+            cli = main(["fit", *_folder_args(data, "--trainer.max_steps", "4")])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    last = root / "lightning_logs/driving_classification/checkpoints/last.ckpt"
+    callback = cli.trainer.checkpoint_callback
+    return {"root": root, "data": data, "last": last, "said": "\n".join(lines), "callback": callback}
+
+
 def test_cli_bad_input_names_the_option_folder_or_row_and_writes_no_checkpoint(tmp_path, monkeypatch):
     from shared.classification.data import ClassificationDataError
 
@@ -217,15 +244,14 @@ def test_cli_predict_lists_and_counts_an_unreadable_image_and_predicts_the_other
     assert not (pred / "unreadable.csv").exists()
 
 
-def test_cli_predict_on_own_images_reads_no_labelled_data(tmp_path, monkeypatch):
+def test_cli_predict_on_own_images_reads_no_labelled_data(folder_fit, tmp_path, monkeypatch):
     """predict --data.predict_path read the whole labelled set first: a missing data_path failed ("ImageFolder
     root not found"), and data_path null generated the synthetic KITTI set and cut its crops."""
     import domains.driving.classification.data as driving_data
     from shared.task import CheckpointMismatchError
 
     monkeypatch.chdir(tmp_path)
-    main(["fit", *_folder_args(_folder(tmp_path / "data"))])
-    last = tmp_path / "lightning_logs/driving_classification/checkpoints/last.ckpt"
+    last = folder_fit["last"]  # a fit of the ImageFolder set, in another folder
     own = tmp_path / "own"
     own.mkdir()
     for i in range(2):
@@ -252,26 +278,38 @@ def test_cli_predict_on_own_images_reads_no_labelled_data(tmp_path, monkeypatch)
         main(["predict", *args, "--data.class_names", "[Car, Van]"])
 
 
-def test_evaluating_a_checkpoint_does_not_read_the_weight_file_training_started_from(kitti, tmp_path, monkeypatch):
-    """`predict -c transfer.yaml --ckpt_path last` read model.pretrained_backbone again, though the checkpoint
-    holds every weight: moved, or run from another folder (a relative path), it failed."""
+@pytest.fixture(scope="module")
+def kitti_fit(kitti, tmp_path_factory):
+    """One fit of a step on the kitti crops, its backbone started from a weight file deleted after the fit (as
+    on another machine); read-only for the tests that take it: its folder, crops, weight options, checkpoint."""
     import torch
 
     from shared.classification.model import ImageClassifier
 
-    monkeypatch.chdir(tmp_path)
-    start = tmp_path / "start.pt"
+    root = tmp_path_factory.mktemp("kitti_fit")
+    start = root / "start.pt"
     torch.save(ImageClassifier(4, "tiny_cnn").backbone.state_dict(), start)
-    crops = tmp_path / "crops"
+    crops = root / "crops"
     weights = ("--model.pretrained_backbone", str(start))
-    main(["fit", *_args(kitti, crops, *weights, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1")])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        main(["fit", *_args(kitti, crops, *weights, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1")])
     start.unlink()  # gone, as on another machine
+    return {"root": root, "crops": crops, "weights": weights, "last": next(root.rglob("last.ckpt"))}
+
+
+def test_evaluating_a_checkpoint_does_not_read_the_weight_file_training_started_from(kitti, kitti_fit, monkeypatch):
+    """`predict -c transfer.yaml --ckpt_path last` read model.pretrained_backbone again, though the checkpoint
+    holds every weight: moved, or run from another folder (a relative path), it failed."""
+    monkeypatch.chdir(kitti_fit["root"])  # where the fit ran: --ckpt_path last finds its checkpoint
+    assert not any(kitti_fit["root"].glob("start.pt"))
+    crops, weights = kitti_fit["crops"], kitti_fit["weights"]
     cli = main(["test", "--ckpt_path", "last", *_args(kitti, crops, *weights, "--trainer.limit_test_batches", "1")])
     assert cli.trainer.state.finished
 
 
 def test_a_checkpoint_naming_a_module_outside_the_suite_is_refused_before_importing_it(
-    kitti, tmp_path, monkeypatch
+    kitti_fit, tmp_path, monkeypatch
 ):
     """Lightning rebuilds a CLI-trained task through jsonargparse, which imported the checkpoint's network
     class_path (`helpers.ImageClassifier`: the helpers.py beside a downloaded checkpoint ran) before the
@@ -282,8 +320,7 @@ def test_a_checkpoint_naming_a_module_outside_the_suite_is_refused_before_import
     from shared.task import CheckpointMismatchError
 
     monkeypatch.chdir(tmp_path)
-    main(["fit", *_args(kitti, tmp_path / "crops", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1")])
-    checkpoint = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
+    checkpoint = torch.load(kitti_fit["last"], weights_only=True)  # a CLI fit's, in another folder
     assert checkpoint["hyper_parameters"].get("_instantiator")  # rebuilt through jsonargparse
     checkpoint["hyper_parameters"]["network"]["class_path"] = "planted_module.ImageClassifier"
     torch.save(checkpoint, tmp_path / "downloaded.ckpt")
@@ -318,13 +355,13 @@ def test_a_predict_dir_inside_predict_path_is_not_read_back_as_images(tmp_path, 
         assert sorted(Path(r["path"]).name for r in csv.DictReader(f)) == ["a0.png", "a1.png", "a2.png"]
 
 
-def test_test_and_predict_at_another_image_size_than_the_fit_warn_naming_the_trained_size(tmp_path, monkeypatch):
+def test_test_and_predict_at_another_image_size_than_the_fit_warn_naming_the_trained_size(
+    folder_fit, tmp_path, monkeypatch
+):
     """Fitted at 32x32, a test at the config's 64x64 scored 0.56 instead of 0.72 and said nothing: the data
     module resizes to the command's ``image_size``, not the checkpoint's."""
     monkeypatch.chdir(tmp_path)
-    root = _folder(tmp_path / "data")
-    main(["fit", *_folder_args(root)])
-    last = str(tmp_path / "lightning_logs/driving_classification/checkpoints/last.ckpt")
+    root, last = folder_fit["data"], str(folder_fit["last"])  # fitted at [16, 16]
     said = r"was fitted with data\.image_size \[16, 16\] \(this command: \[24, 24\]\).*--data\.image_size \[16,16\] gives"
     with pytest.warns(UserWarning, match=said):
         main(["test", *_folder_args(root, "--ckpt_path", last, "--data.image_size", "[24, 24]")])
@@ -370,18 +407,12 @@ def test_a_csv_grown_since_the_fit_warns_of_the_training_groups_its_val_split_no
         main(["validate", *_folder_args(tmp_path, *csv_args, "--ckpt_path", last)])
 
 
-def test_a_fit_ends_naming_its_best_and_last_checkpoint(tmp_path, monkeypatch, caplog):
+def test_a_fit_ends_naming_its_best_and_last_checkpoint(folder_fit):
     """It ended with Lightning's "`Trainer.fit` stopped" alone: the files the next command needs go unsaid."""
-    import logging
-
-    monkeypatch.chdir(tmp_path)
-    with caplog.at_level(logging.INFO):
-        cli = main(["fit", *_folder_args(_folder(tmp_path / "data"), "--trainer.max_steps", "4")])
-    callback = cli.trainer.checkpoint_callback
-    said = caplog.text
+    callback, said, root = folder_fit["callback"], folder_fit["said"], folder_fit["root"]  # fit of 4 steps
     best = f"best checkpoint (val/f1_macro {float(callback.best_model_score):.4g}): {callback.best_model_path}"
     assert best in said and callback.best_model_path.endswith(".ckpt")
-    assert f"last checkpoint (step 4): {tmp_path}/lightning_logs/driving_classification/checkpoints/last.ckpt" in said
+    assert f"last checkpoint (step 4): {root}/lightning_logs/driving_classification/checkpoints/last.ckpt" in said
 
 
 def test_a_val_or_test_split_without_a_class_warns_naming_it():

@@ -1,6 +1,6 @@
 """Scenario clips (issue #18): the CCD-compatible layout on disk, the continuous-time contact, the per-frame
-annotations against the KITTI labels and instance maps, and determinism by seed. Tiny sets: 6 clips of 12
-frames (1.2 s at 10 fps) at 160x48; the scenario physics is also checked on full 5 s clips without rendering."""
+annotations against the KITTI labels and instance maps, and determinism by seed. Tiny sets: 6 clips of 10
+frames (1.0 s at 10 fps) at 160x48; the scenario physics is also checked on full 5 s clips without rendering."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from domains.driving.synthetic import clips as C
 from domains.driving.synthetic.cli import main
 from domains.driving.synthetic.writers import MARKER
 
-SETTINGS = {"n_clips": 6, "size": (160, 48), "fps": 10.0, "seconds": 1.2, "seed": 0}
-N_FRAMES = 12
+SETTINGS = {"n_clips": 6, "size": (160, 48), "fps": 10.0, "seconds": 1.0, "seed": 0}
+N_FRAMES = 10
 CCD_LINE = re.compile(
     r"^(\d{6}),\[([01](?:, [01])*)\],(\d+),synthetic,(Day|Night),(Normal|Rainy|Snowy|Foggy),Yes$"
 )
@@ -257,21 +257,23 @@ def test_labels_instances_and_tracks_agree(root):
                     assert t["location"][i] == pytest.approx([float(v) for v in f[11:14]], abs=0.011)
 
 
-def test_same_seed_same_bytes_other_seed_differs(root, tmp_path):
-    again = C.generate_clips(tmp_path / "again", verbose=False, **SETTINGS)
+def test_same_seed_same_bytes_other_seed_differs(root, tmp_path, caplog):
+    with caplog.at_level("INFO"):  # and quiet when asked: no progress line (" of 6 (") nor any other
+        again = C.generate_clips(tmp_path / "again", verbose=False, **SETTINGS)
+    assert not [r for r in caplog.records if r.getMessage().startswith("synthetic accident clips")]
     anns = _annotations(root)
     some = ["Crash-1500.txt"]
     for ann in list(anns.values())[:3]:
         rel = _clip_dir(root, ann).relative_to(root)
         some += [f"annotations/{ann['vid']}.json", f"{rel}/image_2/000005.jpg", f"{rel}/label_2/000005.txt"]
-        some += [f"{rel}/instance/000005.png", f"{rel}/semantic/000011.png"]
+        some += [f"{rel}/instance/000005.png", f"{rel}/semantic/{N_FRAMES - 1:06d}.png"]
     for rel in some:
         assert _digest(root / rel) == _digest(again / rel), rel
     other = C.ensure_synthetic_clips(
-        tmp_path / "other", verbose=False, **{**SETTINGS, "n_clips": 2, "seed": 1}
+        tmp_path / "other", verbose=False, **{**SETTINGS, "n_clips": 1, "seed": 1}
     )
     marker = (other / MARKER).stat().st_mtime_ns
-    assert C.ensure_synthetic_clips(other, **{**SETTINGS, "n_clips": 2, "seed": 1}) == other  # reused
+    assert C.ensure_synthetic_clips(other, **{**SETTINGS, "n_clips": 1, "seed": 1}) == other  # reused
     assert (other / MARKER).stat().st_mtime_ns == marker
     a0 = json.loads((root / "annotations" / "000000.json").read_text())
     b0 = json.loads((other / "annotations" / "000000.json").read_text())
@@ -301,7 +303,7 @@ def test_cli_prints_counts_and_reuses_the_set(root, capsys):
         "--n-clips",
         "6",
         "--seconds",
-        "1.2",
+        str(SETTINGS["seconds"]),
         "--width",
         str(w),
         "--height",
@@ -321,18 +323,6 @@ def test_bad_settings_are_refused(tmp_path):
         C.ensure_synthetic_clips(tmp_path / "z", n_images=3)
 
 
-def test_rendering_says_what_it_starts_and_about_how_long_before_the_silence(tmp_path, caplog):
-    """The first accident fit rendered its clips for minutes without a line; the count came only at the end."""
-    import logging
-
-    with caplog.at_level(logging.INFO):
-        C.generate_clips(tmp_path / "c", n_clips=2, seconds=1.0, fps=10, size=(64, 128))
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("synthetic accident clips")]
-    assert lines[0] == f"synthetic accident clips: rendering 2 clips (20 frames) at {tmp_path / 'c'}, once: about 1 s on 1 core(s)"
-    assert lines[1].startswith("synthetic accident clips: 1 of 2 (")  # a line per tenth (here: per clip)
-    assert lines[2].startswith("synthetic accident clips: 2 clips at") and len(lines) == 3
-
-
 def test_clip_sets_of_other_settings_get_their_own_folder():
     """`benchmarks/driving_accident.py --synthetic '{"n_clips": 400}'` re-rendered the default folder: the
     200-clip set (minutes of rendering) was replaced, and the next default run rendered it again."""
@@ -344,13 +334,15 @@ def test_clip_sets_of_other_settings_get_their_own_folder():
     )
 
 
-def test_rendering_says_how_far_it_is_every_tenth(tmp_path, caplog):
-    """The first run rendered for minutes (200 clips: 4-13) after one line, then nothing: it read as a hang."""
+def test_rendering_says_what_it_starts_how_far_it_is_every_tenth_and_when_it_is_done(tmp_path, caplog):
+    """The first accident fit rendered its clips for minutes without a line; the count came only at the end.
+    Then the first run rendered for minutes (200 clips: 4-13) after one line, then nothing: it read as a hang.
+    (Quiet when asked: test_same_seed_same_bytes_other_seed_differs.)"""
     with caplog.at_level("INFO"):
         C.generate_clips(tmp_path / "said", verbose=True, **{**SETTINGS, "n_clips": 4, "seconds": 0.8})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("synthetic accident clips")]
+    assert lines[0] == f"synthetic accident clips: rendering 4 clips (32 frames) at {tmp_path / 'said'}, once: about 2 s on 1 core(s)"
     progress = [r.getMessage() for r in caplog.records if " of 4 (" in r.getMessage()]
     assert [p.split(": ")[1].split(" (")[0] for p in progress] == ["1 of 4", "2 of 4", "3 of 4"]
-    caplog.clear()
-    with caplog.at_level("INFO"):  # quiet when asked
-        C.generate_clips(tmp_path / "quiet", verbose=False, **{**SETTINGS, "n_clips": 4, "seconds": 0.8})
-    assert not [r for r in caplog.records if " of 4 (" in r.getMessage()]
+    assert lines[1:4] == progress  # a line per tenth (here: per clip), the last one's said by the count
+    assert lines[4].startswith("synthetic accident clips: 4 clips at") and len(lines) == 5

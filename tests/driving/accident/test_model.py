@@ -227,7 +227,7 @@ def test_loss_goes_down_on_tiny_clips():
     optimiser = torch.optim.Adam(task.parameters(), lr=3e-3)
     losses = []
     task.train()
-    for _ in range(40):
+    for _ in range(25):  # the loss is at half its start by step 13, at a fifth by step 25
         terms = task.losses(batch, task.forward_batch(batch))
         optimiser.zero_grad()
         terms["total"].backward()

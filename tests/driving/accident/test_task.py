@@ -34,7 +34,7 @@ def test_cli_fit_test_and_predict(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cli = main(["fit", *_cli_args(data, "--trainer.max_epochs", "2")])
+        cli = main(["fit", *_cli_args(data, "--trainer.max_epochs", "1")])
         metrics = cli.trainer.callback_metrics
         for key in (
             "val/video_ap",

@@ -3,14 +3,16 @@ and leaves nothing half-written (no checkpoints, no config copy, no partial pred
 
 The data readers' own unit tests (tests/medical/test_data.py, tests/driving/test_formats.py, test_data.py)
 cover each malformed case in detail; here one case per loader goes through the real command: parser, data
-module, trainer. Everything runs in-process (``main(args)``) in a fresh working directory, except one
-subprocess that checks what a user sees on the terminal.
+module, trainer. Everything runs in-process (``main(args)``) in a fresh working directory; what a user sees on
+the terminal is checked with the entries run as programs are (``main()`` reading ``sys.argv``), still in-process:
+the real process is tests/shared/test_cli_help.py's.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import cv2
@@ -23,7 +25,6 @@ from domains.medical.__main__ import main as medical_main
 from domains.medical.data import MedicalDataError
 from shared.cli import ConfigError
 from shared.task import CheckpointMismatchError
-from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDICAL, DETECTION, ANOMALY = "domains.medical", "domains.driving.detection", "domains.driving.anomaly"
@@ -392,16 +393,25 @@ def test_export_entries_refuse_missing_garbage_and_foreign_checkpoints(module, c
 # ---------------------------------------------------------------------------------------- what a user sees
 
 
-def test_the_terminal_shows_the_error_naming_the_file(data, checkpoints, tmp_path):
-    """The real command: exit status 1, no traceback, and one line naming the checkpoint and what it holds."""
-    proc = run_cli(
-        DETECTION,
-        ["test", *args_for(DETECTION, data), "--ckpt_path", str(checkpoints[MEDICAL])],
-        tmp_path,
-        traceback=False,
-    )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
+def _as_a_program(monkeypatch, program: str, args: list[str]) -> None:
+    """``sys.argv`` and the environment of ``python -m <program> args`` run by a user: the entry then reads its
+    arguments from ``sys.argv`` and reports bad input as on a terminal (the one real process of this check is
+    tests/shared/test_cli_help.py::test_a_real_command_line_error_is_one_line_without_a_traceback)."""
+    monkeypatch.setattr(sys, "argv", [f"{program.replace('.', '/')}.py", *args])
+    monkeypatch.delenv("SUITE_TRACEBACK", raising=False)
+    monkeypatch.setenv("SUITE_KEEP_FREED_MEMORY", "0")  # the command's glibc setting: not for pytest's process
+
+
+def test_the_terminal_shows_the_error_naming_the_file(data, checkpoints, tmp_path, monkeypatch, capsys):
+    """The command as a program (``main()`` reading sys.argv): exit status 1, no traceback, and one line naming
+    the checkpoint and what it holds."""
+    monkeypatch.chdir(tmp_path)
+    _as_a_program(monkeypatch, DETECTION, ["test", *args_for(DETECTION, data), "--ckpt_path", str(checkpoints[MEDICAL])])
+    with pytest.raises(SystemExit) as exit_:
+        detection_main()
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 1 and "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
     assert lines[-1].startswith("(raised at ") and lines[-1].endswith(
         "; SUITE_TRACEBACK=1 shows the whole traceback)"
     )
@@ -411,15 +421,18 @@ def test_the_terminal_shows_the_error_naming_the_file(data, checkpoints, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_the_export_command_reports_bad_input_in_one_line(tmp_path):
-    """``python -m domains.medical.export --ckpt <a folder>``: exit status 1, the error in one line, nothing written."""
-    args = ["--ckpt", str(tmp_path), "--out", str(tmp_path / "out")]
-    proc = run_cli("domains.medical.export", args, tmp_path, traceback=False)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert (
-        f"error: IsADirectoryError: --ckpt {tmp_path} is a folder; give the checkpoint file in it"
-        in proc.stderr
-    )
+def test_the_export_command_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
+    """``python -m domains.medical.export --ckpt <a folder>`` as its ``__main__`` runs it (``run_export(main)``):
+    exit status 1, the error in one line, nothing written."""
+    from domains.medical.export import main
+    from shared.export import run_export
+
+    _as_a_program(monkeypatch, "domains.medical.export", ["--ckpt", str(tmp_path), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_:
+        run_export(main)
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 1 and "Traceback" not in stderr
+    assert f"error: IsADirectoryError: --ckpt {tmp_path} is a folder; give the checkpoint file in it" in stderr
     assert not (tmp_path / "out").exists()
 
 

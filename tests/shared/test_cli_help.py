@@ -24,12 +24,20 @@ MAINS = {
 }
 
 
+_HELP: dict[tuple, str] = {}  # the help texts printed so far, by entry and arguments
+
+
 def _help(main, args, capsys, monkeypatch) -> str:
-    monkeypatch.setenv("COLUMNS", "200")  # one option per line: easier to read back
-    with pytest.raises(SystemExit) as stop:
-        main(args)
-    assert stop.value.code == 0
-    return capsys.readouterr().out
+    """What ``main(args)`` prints (a help: exit status 0), 200 columns wide; each entry's ``fit --help`` (about
+    0.3 s) is printed once per file and read by every test that checks it."""
+    key = (main, tuple(args))
+    if key not in _HELP:
+        monkeypatch.setenv("COLUMNS", "200")  # one option per line: easier to read back
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code == 0
+        _HELP[key] = capsys.readouterr().out
+    return _HELP[key]
 
 
 @pytest.mark.parametrize("prog", list(MAINS))
@@ -204,7 +212,10 @@ def test_an_unknown_backbone_and_a_pickled_checkpoint_end_in_one_line(capsys, mo
 
 
 def test_a_real_command_line_error_is_one_line_without_a_traceback(tmp_path):
-    """As a person meets it: ``python -m domains.medical test`` with a checkpoint that is not there."""
+    """As a person meets it: ``python -m domains.medical test`` with a checkpoint that is not there. The suite's one
+    real process of this check: the other entries' terminal reports run their ``main()`` in-process
+    (tests/test_bad_inputs.py::test_the_terminal_shows_the_error_naming_the_file and
+    ::test_the_export_command_reports_bad_input_in_one_line)."""
     import os
     import subprocess
     import sys
@@ -222,7 +233,9 @@ def test_a_real_command_line_error_is_one_line_without_a_traceback(tmp_path):
         cwd=Path(__file__).resolve().parents[2],
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-800:]
-    assert f"error: FileNotFoundError: --ckpt_path {missing}: no such checkpoint file" in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[-2] == f"error: FileNotFoundError: --ckpt_path {missing}: no such checkpoint file", lines
+    assert lines[-1].startswith("(raised at ") and lines[-1].endswith("; SUITE_TRACEBACK=1 shows the whole traceback)")
 
 
 def test_a_non_finite_loss_ends_in_one_line(capsys, monkeypatch):

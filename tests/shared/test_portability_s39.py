@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from shared.cli import config_run_name
 
 ROOT = Path(__file__).parents[2]
@@ -43,11 +45,39 @@ def test_a_kitti_label_with_a_non_ascii_class_is_written_and_read_back_as_utf8(t
     assert done.stdout == "['Fu\\xdfg\\xe4nger', '\\u884c\\u4eba']\n"
 
 
-def test_a_utf8_config_under_another_locale_encoding_is_named_with_the_way_out(tmp_path):
-    """jsonargparse reads configs in the locale's encoding: a UTF-8 comment `# poznámka` died with a bare
-    UnicodeDecodeError naming no file."""
+def _configs(tmp_path: Path) -> None:
+    """mine.yaml with a UTF-8 comment, plain.yaml in ASCII."""
     (tmp_path / "mine.yaml").write_text("# poznámka: čtvrtý pokus\ntrainer:\n  max_epochs: 1\n", encoding="utf-8")
     (tmp_path / "plain.yaml").write_text("trainer:\n  max_epochs: 1\n", encoding="utf-8")
+
+
+WAY_OUT = "not UTF-8: run with PYTHONUTF8=1 set (or python -X utf8), or keep the file ASCII"
+
+
+@pytest.mark.parametrize("encoding", ["ANSI_X3.4-1968", "cp1252"])  # POSIX's ASCII (as below), a Windows code page
+def test_a_utf8_config_under_another_locale_encoding_is_named_with_the_way_out(tmp_path, monkeypatch, encoding):
+    """jsonargparse reads configs in the locale's encoding: a UTF-8 comment `# poznámka` died with a bare
+    UnicodeDecodeError naming no file. In-process, the locale's encoding as Python reports it under that locale
+    (the real locale's process: the slow test below)."""
+    import locale
+
+    from shared.cli import ConfigError, _check_config_files
+
+    _configs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda do_setlocale=True: encoding)
+    _check_config_files(["-c", "plain.yaml"])
+    with pytest.raises(ConfigError) as err:
+        _check_config_files(["-c", "mine.yaml"])
+    said = str(err.value)
+    assert said.startswith(f"mine.yaml: holds non-ASCII characters and this Python reads files as {encoding}, ")
+    assert said.endswith(WAY_OUT)
+
+
+@pytest.mark.slow  # a fresh interpreter under a real non-UTF-8 locale, importing torch and Lightning: 5-7 s
+def test_a_utf8_config_under_a_real_non_utf8_locale_is_named_with_the_way_out(tmp_path):
+    """The test above in a process whose locale really is POSIX (ASCII), UTF-8 mode and coercion off."""
+    _configs(tmp_path)
     done = _run(
         """
         from shared.cli import ConfigError, _check_config_files
@@ -61,7 +91,7 @@ def test_a_utf8_config_under_another_locale_encoding_is_named_with_the_way_out(t
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("mine.yaml: holds non-ASCII characters and this Python reads files as ")
-    assert done.stdout.rstrip().endswith("not UTF-8: run with PYTHONUTF8=1 set (or python -X utf8), or keep the file ASCII")
+    assert done.stdout.rstrip().endswith(WAY_OUT)
 
 
 def test_a_config_named_like_a_suite_config_but_for_case_gets_its_own_folder(tmp_path, monkeypatch):

@@ -674,6 +674,8 @@ class SuiteCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", default_trainer_kwargs(domain))
         kwargs.setdefault("trainer_class", SuiteTrainer)
         self._log_folders: list[Path] = []  # the version_N folders this run reserved (_reserve_log_version)
+        self._given_args = sys.argv[1:] if args is None else args  # which sub-command's parser to build
+        self._only_subcommand: str | None = None  # set by _add_subcommands: the one built (None: all four)
         try:
             super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
         except BaseException:
@@ -1203,11 +1205,23 @@ class SuiteCLI(LightningCLI):
                 warnings.filterwarnings("ignore", message=_FIT_ONLY_CALLBACKS_WARNING)
             super()._run_subcommand(subcommand)
 
+    def subcommands(self=None) -> dict[str, set[str]]:
+        """Lightning's four sub-commands and the Trainer arguments each skips; on a CLI whose command line names
+        one (set by :meth:`_add_subcommands`), that one alone, so Lightning builds its parser only. Each of the
+        four parsers holds every Trainer, task and data module option: building all four for the one a command
+        runs was a third of a tiny fit's CPU time. Still callable on the class (``SuiteCLI.subcommands()``),
+        as Lightning's staticmethod is: then all four."""
+        every = LightningCLI.subcommands()
+        only = getattr(self, "_only_subcommand", None)
+        return {only: every[only]} if only else every
+
     def _add_subcommands(self, parser, **kwargs) -> None:
-        """Lightning's sub-commands, with whole-sentence help (see ``SUBCOMMAND_HELP``). ``predict`` keeps
+        """Lightning's sub-commands, with whole-sentence help (see ``SUBCOMMAND_HELP``); only the one the
+        command line names is built (:meth:`subcommands`, :func:`_named_subcommand`). ``predict`` keeps
         nothing of what each ``predict_step`` returns (``--return_predictions`` defaults to false, Lightning's
         ``Trainer.predict`` to true): every task writes its files as it goes, and the kept list (an instances
         model's full-size masks) grew to 9.7 GB over 160 photos. ``--return_predictions true`` still keeps it."""
+        self._only_subcommand = _named_subcommand(self._given_args)
         super()._add_subcommands(parser, **kwargs)
         for choice in parser._subcommands_action._choices_actions:
             choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
@@ -1615,6 +1629,21 @@ def _weights_to_evaluate(subcommand: str, ckpt_path: str | None) -> str | None:
 
 #: what jsonargparse's ``--print_config`` takes
 _PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
+
+
+def _named_subcommand(args) -> str | None:
+    """The sub-command ``args`` run: their first word that is not an option, when it is one of the four. None
+    (every sub-command's parser is built) where none is named (an unknown one, a typo: the usage error lists
+    every choice), where ``args`` is no list (a dict) and where a ``-h`` or a ``-c`` file comes before it: the
+    top-level help lists every sub-command, and a top-level config file may hold a section for each."""
+    if not isinstance(args, (list, tuple)):
+        return None
+    for word in map(str, args):
+        if word in ("-h", "--help") or word.startswith(("-c", "--config")):
+            return None
+        if not word.startswith("-"):  # a --print_config flag (skip_null) too: no sub-command, so all four
+            return word if word in LightningCLI.subcommands() else None
+    return None
 
 
 def _without_print_config(args: list[str]) -> list[str]:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -213,43 +212,33 @@ def run_cli(
     )
 
 
-def run_forked(main: Callable[[list[str]], object], argv: list[str], cwd: Path, timeout: float = 240) -> int:
-    """``main(argv)`` in ``cwd`` in a forked child of this process (one intra-op thread); its exit status as
-    ``subprocess`` gives it: 0 when ``main`` returned, a ``SystemExit``'s code, 1 when it raised anything
-    else (the traceback on stderr), -N when signal N ended it. The child never comes back into the caller: it
-    leaves by ``os._exit``. A child still running after ``timeout`` s is killed and the call fails."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child)
-        code = 1
-        try:
-            torch.set_num_threads(1)
-            os.chdir(cwd)
-            main(argv)
-            code = 0
-        except SystemExit as stop:  # as the interpreter exits on it
-            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-        except BaseException:  # noqa: BLE001 (said and made the exit status: the child must not return)
-            import traceback
+def _in_folder(main: Callable[[list[str]], object], argv: list[str], cwd: Path) -> None:
+    torch.set_num_threads(1)
+    os.chdir(cwd)
+    main(argv)
 
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+
+def run_forked(main: Callable[[list[str]], object], argv: list[str], cwd: Path, timeout: float = 240) -> int:
+    """``main(argv)`` in ``cwd`` in a forked child of this process (one intra-op thread), a real process without a
+    fresh interpreter's imports; its exit status as ``subprocess`` gives it (multiprocessing's ``exitcode``: 0
+    when ``main`` returned, a ``SystemExit``'s code, 1 when it raised, -N when signal N ended it). A child still
+    running after ``timeout`` s is killed and the call fails."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=_in_folder, args=(main, argv, cwd))
+    child.start()
+    try:
+        child.join(timeout)
+    finally:
+        if child.exitcode is None:  # past the timeout, or this process interrupted
+            child.kill()
+            child.join()
             raise AssertionError(f"the forked run of {argv[:1]} did not end within {timeout} s")
-        time.sleep(0.02)
+    return child.exitcode
 
 
 def kill_and_resume(
-    module: str,
+    module: str | None,
     base_args: list[str],
     ckpt_dir: Path,
     cwd: Path,
@@ -261,9 +250,10 @@ def kill_and_resume(
 
     Only the kill needs a real process; ``resume`` (the command's main, taking its argv) runs the resume in this
     one, in ``cwd``, which spares a second torch and Lightning import (3-5 s). Without it the resume is a
-    ``python -m module`` too. ``forked`` (with ``resume``): the killed run is ``resume`` in a forked child of
-    this process, a real process that the SIGKILL ends as it ends ``python -m module``, without a fresh
-    interpreter's imports (its output goes to this process's captured output)."""
+    ``python -m module`` too. ``forked`` (with ``resume``; ``module`` unused then): the killed run is ``resume``
+    in a forked child of this process (:func:`run_forked`), a real process that the SIGKILL ends as it ends
+    ``python -m module``, without a fresh interpreter's imports (its output goes to this process's captured
+    output)."""
     kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": kill_step}})
     common = [*base_args, "--checkpoint.dirpath", str(ckpt_dir), "--checkpoint.every_n_train_steps", "1"]
     if forked:

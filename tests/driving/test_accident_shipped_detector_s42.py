@@ -32,11 +32,17 @@ def test_own_clips_get_tracks_from_the_shipped_detector(tmp_path, monkeypatch):
         return real(detect, frames, threshold, *args, **kwargs)
 
     monkeypatch.setattr(tracking, "detect_and_track", spy)
-    dm = AccidentDataModule(predict_path=str(tmp_path / "own"), predict_fps=10.0, predict_detector=str(SHIPPED))
+    # a copy whose card names 0.37: the shipped card's 0.5 is also the unfitted default, which proves nothing
+    (tmp_path / "det.safetensors").write_bytes(SHIPPED.read_bytes())
+    card = json.loads(SHIPPED.with_suffix(".json").read_text(encoding="utf-8"))
+    card["operating_point"]["threshold"] = 0.37
+    (tmp_path / "det.json").write_text(json.dumps(card), encoding="utf-8")
+    dm = AccidentDataModule(
+        predict_path=str(tmp_path / "own"), predict_fps=10.0, predict_detector=str(tmp_path / "det.safetensors")
+    )
     kept = dm._detect_tracks(clips)
     assert [clip.clip_id for clip in kept] == [clip.clip_id for clip in clips] == ["drive"]
-    card = json.loads(SHIPPED.with_suffix(".json").read_text(encoding="utf-8"))
-    assert drawn == [card["operating_point"]["threshold"]]
+    assert drawn == [pytest.approx(0.37)]
 
 
 def test_a_shipped_detector_that_does_not_match_its_card_is_refused_naming_the_option(tmp_path):

@@ -281,7 +281,8 @@ def test_cli_predict_on_own_images_reads_no_labelled_data(folder_fit, tmp_path, 
 @pytest.fixture(scope="module")
 def kitti_fit(kitti, tmp_path_factory):
     """One fit of a step on the kitti crops, its backbone started from a weight file deleted after the fit (as
-    on another machine); read-only for the tests that take it: its folder, crops, weight options, checkpoint."""
+    on another machine): its folder, crops, weight options, checkpoint. The tests read them; one runs ``test``
+    in the folder, which adds a log version there that nothing reads."""
     import torch
 
     from shared.classification.model import ImageClassifier

@@ -88,7 +88,7 @@ def test_a_resume_with_other_network_settings_takes_the_checkpoints_naming_them(
         main(["fit", *tiny_args(lidc), *args, "--trainer.max_steps", "3", "--ckpt_path", "last"])
 
 
-@pytest.mark.slow  # several processes: about 20-30 s; test_resume.py / test_ddp_sync_s38.py keep the paths in make test
+@pytest.mark.slow  # real `python -m` processes, 20-30 s; make test: test_resume.py (a forked child killed)
 def test_hard_killed_run_resumes_at_the_same_step_and_finishes_all_epochs(lidc, tmp_path):
     # 12 train images / batch 2 = 6 steps per epoch, 2 epochs = 12 steps. Step saves write last.ckpt at every
     # step (the best-k are chosen at validations); SIGKILL at step 9 (mid-epoch 2): the last file holds step 8.

@@ -121,7 +121,8 @@ def lightning_imported_on_import(root: Path, start: str) -> list[str] | None:
 def test_no_plain_network_module_imports_lightning_when_imported():
     """The static twin of the real-process test below (marked slow: a fresh interpreter importing torch, MONAI and
     every task's network costs 8 s): the project's own module-level imports, followed from each network's
-    module and from the backbones package, reach no Lightning module."""
+    module and from the backbones package, reach no Lightning module. Not seen here: imports inside functions
+    or constructors, ``importlib`` calls and a third-party package that imports Lightning (the slow twin's)."""
     starts = [path.rpartition(".")[0] for path in NETWORKS] + ["shared.backbones"]
     found = {start: lightning_imported_on_import(REPO, start) for start in starts}
     assert not {start: chain for start, chain in found.items() if chain}

@@ -526,7 +526,8 @@ class AnomalySegmentationTask(BaseTask):
 
         super().on_load_card(card, given)
         self.fit_score_smoothing = card_number(card, "settings", "score_smoothing")
-        self._smoothing_unsaid = True
+        # a card without it (apps/ship_weights.py's own) is no old checkpoint: nothing to say of it
+        self._smoothing_unsaid = self.fit_score_smoothing is not None
 
     def on_fit_end(self) -> None:
         self._refresh_stats()

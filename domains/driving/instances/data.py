@@ -543,7 +543,8 @@ class InstanceDataset(Dataset):
     ignore detections of their class only, as COCOeval; those of no class here are left out), ``image_id`` and
     ``orig_size`` (H, W) before the transform and ``cropped_out`` int, the objects and crowds whose mask the
     transform emptied (a training crop left none of it, or a resize none of a sliver): counted as the detection
-    dataset counts the boxes its crops remove, and summed by the task alike (``train/cropped_out_boxes``).
+    dataset counts the boxes its crops remove, and summed by the task alike (``train/cropped_out_boxes``); the
+    DontCare regions, one merged ignore mask here, are not counted (detection counts its ignore boxes).
 
     ``class_map`` renames types first (``{Van: Car}``); types neither in ``class_names`` nor ``ignore_types``
     are dropped, counted in ``self.dropped`` and reported in one info line naming ``split`` (train, val, ...:
@@ -597,8 +598,9 @@ class InstanceDataset(Dataset):
         masks = _object_masks(kept, ann, instance)
         crowds = _object_masks(crowd_objects, ann, instance)
         ignore = _object_masks(ignored, ann, instance).any(axis=0).astype(np.uint8)
-        shown = int(masks.any(axis=(1, 2)).sum()) + int(crowds.any(axis=(1, 2)).sum())  # before the transform
+        shown = None  # objects and crowds with pixels before the transform (none move without one)
         if self.transform is not None:
+            shown = int(masks.any(axis=(1, 2)).sum()) + int(crowds.any(axis=(1, 2)).sum())
             # the ignore mask rides last, so an image with no objects still sends one mask through the
             # transform and gets back the transformed size for its (0, H', W') object stack
             out = self.transform(image=image, masks=[*masks, *crowds, ignore])
@@ -618,7 +620,7 @@ class InstanceDataset(Dataset):
             "crowd_labels": torch.from_numpy(crowd_labels[kept_crowds]),
             "image_id": ann.image_id,
             "orig_size": (ann.height, ann.width),
-            "cropped_out": shown - int(keep.sum()) - int(kept_crowds.sum()),
+            "cropped_out": 0 if shown is None else shown - int(keep.sum()) - int(kept_crowds.sum()),
         }
         return to_image_tensor(image), target
 

@@ -285,9 +285,9 @@ def read_metrics(key: str) -> dict | None:
 
 def operating_point(key: str) -> dict:
     """The threshold the page starts from, recorded with the weights (empty for a checkpoint without one): the
-    card's section that ``load_checked`` restores onto a shipped task too (:func:`shared.shipped.operating_point`)."""
+    card's section that ``load_checked`` restores onto a shipped task too (:func:`shared.shipped.card_section`)."""
     try:
-        return shipped.operating_point(read_metrics(key) or {})
+        return shipped.card_section(read_metrics(key) or {}, "operating_point")
     except WeightFileError:  # as an unreadable card: the page starts from its default
         return {}
 

@@ -1221,7 +1221,8 @@ class SuiteCLI(LightningCLI):
         nothing of what each ``predict_step`` returns (``--return_predictions`` defaults to false, Lightning's
         ``Trainer.predict`` to true): every task writes its files as it goes, and the kept list (an instances
         model's full-size masks) grew to 9.7 GB over 160 photos. ``--return_predictions true`` still keeps it."""
-        self._only_subcommand = _named_subcommand(self._given_args)
+        # a default config file or the environment may hold every sub-command's section: all four then
+        self._only_subcommand = None if self._defaults_elsewhere() else _named_subcommand(self._given_args)
         super()._add_subcommands(parser, **kwargs)
         for choice in parser._subcommands_action._choices_actions:
             choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)

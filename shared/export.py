@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from shared.task import (
     check_checkpoint_file,
     read_checkpoint_data,
 )
+
+if TYPE_CHECKING:  # imported when a graph is run (onnx_session)
+    import onnxruntime
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
@@ -92,7 +95,7 @@ def run_onnx(graph, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def check_against_pytorch(
-    path,
+    path: str | Path | onnxruntime.InferenceSession,
     module: nn.Module,
     inputs: dict[str, torch.Tensor],
     names: list[str],

@@ -88,12 +88,6 @@ def card_section(card: dict, section: str) -> dict:
     return dict(part)
 
 
-def operating_point(card: dict) -> dict:
-    """The card's ``operating_point``: what the task restores (``on_load_card``) and the demo's pages start
-    from."""
-    return card_section(card, "operating_point")
-
-
 def card_number(card: dict, section: str, name: str) -> float | None:
     """``card[section][name]`` as a float, None where the card has none; a value that is no number is refused
     naming the entry."""
@@ -186,6 +180,5 @@ __all__ = [
     "has_card",
     "load_into",
     "load_shipped",
-    "operating_point",
     "read_card",
 ]

@@ -59,7 +59,7 @@ def test_an_unknown_subcommand_still_lists_all_four(args, built, capsys):
         (["fit", "-c", "a.yaml"], "fit"),
         (["--print_config", "test", "--ckpt_path", "none"], "test"),
         (["--print_config=skip_null", "predict"], "predict"),
-        (["--bogus", "validate"], "validate"),  # fit's parser names the unknown option, as before
+        (["--bogus", "validate"], "validate"),  # validate's parser names the unknown option, as before
         ([], None),
         (["fti"], None),
         (["-c", "all.yaml", "fit"], None),  # a top-level config file may hold every sub-command's section
@@ -92,3 +92,16 @@ def test_a_fit_written_config_runs_test(tmp_path, monkeypatch, built):
                   args=["test", "-c", str(config), "--ckpt_path", "last", *QUIET])  # fmt: skip
     assert built == ["fit", "test"]
     assert cli.datamodule.batch_size == 2 and torch.isfinite(cli.trainer.callback_metrics["test/loss"])
+
+
+def test_settings_from_the_environment_build_all_four(built, monkeypatch, tmp_path, capsys):
+    """A config in PL_CONFIG (with JSONARGPARSE_DEFAULT_ENV) may hold a section for every sub-command: with one
+    parser built, its test: section ended a fit with "not accepted before subcommand 'fit'"."""
+    config = tmp_path / "all.yaml"
+    config.write_text(yaml.safe_dump({"fit": {"trainer": {"max_epochs": 1}}, "test": {"trainer": {"max_epochs": 2}}}))
+    monkeypatch.setenv("JSONARGPARSE_DEFAULT_ENV", "true")
+    monkeypatch.setenv("PL_CONFIG", str(config))
+    with pytest.raises(SystemExit) as stop:
+        run_domain(["fit", "--print_config"], **TINY)
+    assert stop.value.code == 0 and built == FOUR
+    assert "max_epochs: 1" in capsys.readouterr().out

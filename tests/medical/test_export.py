@@ -218,13 +218,18 @@ def test_cli_failures_leave_nothing_behind(medical_ckpt, tmp_path, monkeypatch):
     main(["--ckpt", str(medical_ckpt), "--out", str(earlier)])
     before = {p.name: p.read_bytes() for p in earlier.iterdir()}
     assert sorted(before) == ["prob_unet.json", "prob_unet_fcomb.onnx", "prob_unet_features.onnx"]
-    real = shared.export.run_onnx
-    # a runtime that is off by 0.01 on the second graph: the first graph, already written, is removed again
-    monkeypatch.setattr(
-        shared.export,
-        "run_onnx",
-        lambda path, feeds: [o + 0.01 if "fcomb" in str(path) else o for o in real(path, feeds)],
-    )
+    real = shared.export.onnx_session
+
+    class OffOnFcomb:
+        """A runtime that is off by 0.01 on the second graph: the first graph, already written, is removed again."""
+
+        def __init__(self, path):
+            self.path, self.session = str(path), real(path)
+
+        def run(self, names, feeds):
+            return [o + 0.01 if "fcomb" in self.path else o for o in self.session.run(names, feeds)]
+
+    monkeypatch.setattr(shared.export, "onnx_session", OffOnFcomb)
     with pytest.raises(ValueError, match=re.escape(str(out / "prob_unet_fcomb.onnx")) + ": onnxruntime differs from PyTorch in logits"):
         main(["--ckpt", str(medical_ckpt), "--out", str(out)])  # its final name, not the staged copy's
     assert not out.exists()  # the folder it made is gone too

@@ -4,6 +4,7 @@ functions live in tests/helpers.py."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,9 +44,14 @@ def run_env_restored() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _run_env_restored() -> Iterator[None]:
     """Each test leaves the :data:`RUN_ENV` variables as it found them: a test's result does not depend on which
-    tests ran before it in the process (tests/test_run_env_s40.py)."""
+    tests ran before it in the process (tests/test_run_env_s40.py). The SIGINT handler too: Lightning's Ctrl-C
+    handling sets SIGINT to be ignored for good (a graceful shutdown), and a later test of the same worker that
+    sends one (tests/shared/test_longruns_s38.py) got nothing."""
+    sigint = signal.getsignal(signal.SIGINT)
     with run_env_restored():
         yield
+    if signal.getsignal(signal.SIGINT) is not sigint:
+        signal.signal(signal.SIGINT, sigint)
 
 
 @pytest.fixture(autouse=True, scope="module")

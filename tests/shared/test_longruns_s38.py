@@ -63,6 +63,7 @@ def test_ctrl_c_inside_the_optimiser_step_saves_a_whole_step(tmp_path, monkeypat
             "--model.optimizer", f"{__name__}.PlusOneCtrlCHalfway"]  # fmt: skip
     sigint = signal.getsignal(signal.SIGINT)
     try:  # Lightning ignores SIGINT from its Ctrl-C handling on
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a command's start, whatever ran before here
         with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as stopped:
             run_cli(TinySegTask, SquaresDataModule, args=args, domain="tiny", monitor="val/loss")
     finally:
@@ -83,6 +84,9 @@ def test_ctrl_c_inside_the_optimiser_step_saves_a_whole_step(tmp_path, monkeypat
 def test_a_sigint_is_held_to_the_end_of_the_batch_and_a_failed_step_lets_the_handler_go():
     """Held during the step, raised at the batch's end; a step that fails puts the handler back and leaves the
     callback free to hold again (it stayed "holding", and a reused trainer's next fit held nothing)."""
+    restore = signal.getsignal(signal.SIGINT)
+    # Python's own handler, as a command starts with (an earlier test of this worker may have left another)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     before = signal.getsignal(signal.SIGINT)
     hold = CtrlCBetweenSteps()
     try:
@@ -97,7 +101,7 @@ def test_a_sigint_is_held_to_the_end_of_the_batch_and_a_failed_step_lets_the_han
         hold.on_before_optimizer_step(None, None, None)  # the next fit's step
         assert signal.getsignal(signal.SIGINT) == hold._hold
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGINT, restore)
 
 
 # ------------------------------------------------------------------------- 2: max_time bounds the budget

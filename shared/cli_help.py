@@ -219,8 +219,10 @@ def _showwarning_clear_of_bars(shown):
     process = os.getpid()
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
+        if "tqdm" not in sys.modules:  # no bar was ever drawn (and --help loads no tqdm)
+            return shown(message, category, filename, lineno, file, line)
         with _clear_of_progress_bars(file, nolock=os.getpid() != process):
-            shown(message, category, filename, lineno, file, line)
+            return shown(message, category, filename, lineno, file, line)
 
     return showwarning
 

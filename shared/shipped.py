@@ -108,12 +108,13 @@ def build_from_card(cls: type, hyper_parameters: dict, settings: dict | None, so
 
 
 def load_into(task, path: Path, data: bytes, card: dict) -> None:
-    """The file's tensors (its bytes ``data``) into ``task.model``, strictly, as fp32 (the file is fp16)."""
+    """The file's tensors (its bytes ``data``) into ``task.model``, strictly; the fp16 values go into its fp32
+    parameters (``load_state_dict`` copies across dtypes: no fp32 copy of the whole file first)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     try:
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load(data).items()}
+        state = load(data)
     except SafetensorError as err:
         raise WeightFileError(f"{path}: not a readable safetensors file ({err})") from err
     try:

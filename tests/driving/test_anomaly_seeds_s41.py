@@ -115,6 +115,6 @@ def test_repeat_factor_sampling_keeps_its_weights_and_its_epochs(tmp_path):
     """The wrapped repeat-factor sampler: its weights read through, the epoch passed on to the keys."""
     dm = _module(tmp_path, 0, repeat_threshold=0.9)
     sampler = dm.train_dataloader().sampler
-    assert isinstance(sampler, SeededItems) and len(sampler.weights) == len(dm.datasets["train"])
+    assert isinstance(sampler, SeededItems) and len(sampler.sampler.weights) == len(dm.datasets["train"])
     sampler.set_epoch(3)
     assert {(seed, epoch) for _, seed, epoch in sampler} == {(5, 3)}

@@ -78,6 +78,7 @@ def test_a_warning_shown_while_a_bar_is_drawn_gets_a_line_of_its_own(monkeypatch
 
 def test_warnings_are_still_recorded_by_a_hook_set_before_the_command():
     """A test's ``pytest.warns`` (Python's record hook) still gets the warnings shown during the command."""
+    before = warnings.showwarning  # Python's, or MONAI's once it was imported (it replaces it process-wide)
     with pytest.warns(ClassificationDataWarning, match="kept"), report_input_errors():
         warnings.warn("kept", ClassificationDataWarning)
     with warnings.catch_warnings(record=True) as caught:
@@ -85,7 +86,7 @@ def test_warnings_are_still_recorded_by_a_hook_set_before_the_command():
         with report_input_errors():
             warnings.warn("also kept", ClassificationDataWarning)
     assert [str(w.message) for w in caught] == ["also kept"]
-    assert warnings.showwarning is warnings._showwarning_orig  # given back after the command
+    assert warnings.showwarning is before  # given back after the command
 
 
 def test_the_error_line_starts_on_a_fresh_line_below_a_bar(monkeypatch):

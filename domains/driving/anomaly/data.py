@@ -136,11 +136,6 @@ class SeededItems(Sampler):
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __getattr__(self, name: str):
-        if name == "sampler":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.sampler, name)
-
 
 class _MaskedImages(Dataset):
     """Images with one label map each (``self.items``: image path, map path, name), read and checked alike.

@@ -118,7 +118,7 @@ def test_segmentation_repeat_factor_sampling_reads_classes_from_semantic_maps(tm
     train = seg.datasets["train"]
     classes = train.image_classes()
     assert classes == [{int(name) % 3} for _, _, name in train.items]  # the void rows are left out
-    weights = seg.train_dataloader().sampler.weights
+    weights = seg.train_dataloader().sampler.sampler.weights  # inside SeededItems
     n = len(classes)
     for c, w in zip(classes, weights.tolist()):
         share = sum(k == c for k in classes) / n

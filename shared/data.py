@@ -486,11 +486,16 @@ class SplitLoaders(pl.LightningDataModule):
             )
         self.num_workers = num_workers
 
-    def train_sampler(self) -> RepeatFactorSampler | None:
-        """The repeat-factor sampler of the training split (``None`` without ``repeat_threshold``)."""
-        if not self.repeat_threshold:
-            return None
+    def train_sampler(self) -> RepeatFactorSampler | SeededShuffle:
+        """The training order: repeat-factor sampling with ``repeat_threshold``, else a shuffle; both follow
+        (``seed``, epoch) (:class:`_EpochSeeded`). ``DataLoader(shuffle=True)``'s sampler drew each epoch's
+        order from the global RNG, which ``seed_everything`` sets as it was at epoch 0: a fit resumed at epoch
+        k (``--ckpt_path last``) replayed epoch 0's order, and a pass read besides moved every later one.
+        Under DDP Lightning puts its ``DistributedSampler`` in the shuffle's place (seeded with
+        ``seed_everything``'s seed, and told the epoch too); a repeat-factor sampler it wraps and shards."""
         dataset = self.split_dataset("train")
+        if not self.repeat_threshold:
+            return SeededShuffle(dataset, self.seed)
         if not hasattr(dataset, "image_classes"):
             raise TypeError(
                 f"repeat_threshold needs the training dataset ({type(dataset).__name__}) to list each image's "
@@ -539,8 +544,8 @@ class SplitLoaders(pl.LightningDataModule):
         1x1 coarsest map (a 32-px crop through a ResNet, the HPU-Net's coarsest scale) and stopped the run
         with torch's bare "Expected more than 1 value per channel" at the end of the first epoch. Any other
         remainder is kept. Under DDP each rank's share counts (Lightning's sampler pads it to ceil(n / ranks))."""
-        sampler = self.train_sampler()  # repeat-factor sampling (None without repeat_threshold)
-        n = len(sampler) if sampler is not None else len(self.split_dataset("train"))
+        sampler = self.train_sampler()
+        n = len(sampler) if sampler is not None else len(self.split_dataset("train"))  # None: shuffle=True
         ranks = self.trainer.world_size if self.trainer is not None else 1
         per_rank = math.ceil(n / ranks)
         return self._loader(

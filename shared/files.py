@@ -15,6 +15,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 import filelock
@@ -130,8 +131,13 @@ def is_hidden(path: str | Path, root: str | Path | None = None) -> bool:
     ``.DS_Store`` in every folder; Windows writes ``Thumbs.db`` and ``desktop.ini``. No reader can decode them,
     and they are not the user's data, so listings leave them out."""
     path = Path(path)
-    parts = path.relative_to(root).parts if root is not None else (path.name,)
-    return any(part.startswith(".") for part in parts) or path.name.lower() in WINDOWS_SYSTEM_FILES
+    return _hidden(path.relative_to(root).parts if root is not None else (path.name,), path.name)
+
+
+def _hidden(parts: Sequence[str], name: str) -> bool:
+    """:func:`is_hidden` of a path from its ``parts`` below the root and its ``name``: a listing has them as
+    strings, and a Path of each entry cost a quarter of a 10,000-file listing."""
+    return any(part.startswith(".") for part in parts) or name.lower() in WINDOWS_SYSTEM_FILES
 
 
 def _warn_hidden(where: str | Path, hidden: list) -> None:
@@ -260,22 +266,52 @@ def visible_entries(folder: str | Path) -> list[Path]:
     return kept
 
 
+def _entries(folder: Path, recursive: bool) -> list[tuple[Path, os.DirEntry, tuple[str, ...]]]:
+    """The entries in ``folder`` (below it, with ``recursive``), each with its folder and the names of the
+    folders between ``folder`` and it. One ``os.scandir`` per folder, whose entries say which are files and
+    links without a stat each (``iterdir`` and ``is_file`` made one per entry, ``rglob`` listed each folder
+    twice). Recursion as ``rglob``'s: not into linked folders; nothing for a ``folder`` that is none, and
+    folders below it that cannot be read are passed over."""
+    if not recursive:
+        with os.scandir(folder) as listing:
+            return [(folder, entry, ()) for entry in listing]
+    found: list[tuple[Path, os.DirEntry, tuple[str, ...]]] = []
+    pending: list[tuple[Path, tuple[str, ...]]] = [(folder, ())] if folder.is_dir() else []
+    while pending:
+        where, between = pending.pop()
+        try:
+            with os.scandir(where) as listing:
+                entries = list(listing)
+        except PermissionError:
+            continue
+        for entry in entries:
+            found.append((where, entry, between))
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((where / entry.name, (*between, entry.name)))
+    return found
+
+
 def _listing(
     folder: Path, suffixes: tuple[str, ...] | None, recursive: bool, skip: set[Path] | frozenset
 ) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
-    """What :func:`visible_files` finds, sorted: the files it keeps, the hidden ones and the broken links
-    (``(path, why)``) of ``suffixes``, neither hidden nor in ``skip``."""
-    found = folder.rglob("*") if recursive else folder.iterdir()
+    """What :func:`visible_files` finds, sorted by path: the files it keeps, the hidden ones and the broken
+    links (``(path, why)``) of ``suffixes``, neither hidden nor in ``skip``. Sorted by the names below
+    ``folder`` (as Paths sort): comparing the Paths themselves took a third of a 10,000-file listing."""
     kept, hidden, broken = [], [], []
-    for p in found:
-        if suffixes is not None and p.suffix.lower() not in suffixes:
+    for parent, entry, between in _entries(folder, recursive):
+        path = parent / entry.name  # a Path of the whole entry.path parses every part again
+        if suffixes is not None and path.suffix.lower() not in suffixes:
             continue
-        if p.is_file():
-            if not (skip and p.resolve() in skip):
-                (hidden if is_hidden(p, folder) else kept).append(p)
-        elif not is_hidden(p, folder) and (why := broken_link(p)):
-            broken.append((p, why))
-    return sorted(kept), sorted(hidden), sorted(broken)
+        names = (*between, entry.name)
+        out_of_sight = _hidden(names, entry.name)
+        key = tuple(map(os.path.normcase, names))
+        link = entry.is_symlink()  # a link's target is looked at (rarely there): a file, broken, or neither
+        if path.is_file() if link else entry.is_file(follow_symlinks=False):
+            if not (skip and path.resolve() in skip):
+                (hidden if out_of_sight else kept).append((key, path))
+        elif link and not out_of_sight and (why := broken_link(path)):
+            broken.append((key, (path, why)))
+    return tuple([item for _, item in sorted(found, key=itemgetter(0))] for found in (kept, hidden, broken))
 
 
 def visible_files(

@@ -40,7 +40,7 @@ from domains.driving.formats import (
     images_by_stem,
     resolve_kitti_split,
 )
-from shared.data import SeededShuffle, SplitLoaders, check_cap, group_split, reseed_pipeline, split_table
+from shared.data import SplitLoaders, check_cap, group_split, reseed_pipeline, split_table
 from shared.files import counting_hidden_files, holding_generated_sets, visible_entries, visible_files
 
 # ------------------------------------------------------------------------------------- anomaly / semantic
@@ -746,13 +746,10 @@ class SegmentationDataModule(SplitLoaders):
                 rank_zero_info(f"anomaly test set {anomaly}: {len(self.datasets['test'])} labelled images")
 
     def train_sampler(self) -> SeededItems:
-        """The training order (repeat-factor sampling, or a shuffle from ``seed``: a generator of its own, as
-        the repeat sampler's, so every DDP rank draws one order) with each item's augmentation seeded from
-        (``seed``, epoch, index) alone (:class:`SeededItems`)."""
-        sampler = super().train_sampler()
-        if sampler is None:
-            sampler = SeededShuffle(self.split_dataset("train"), self.seed)
-        return SeededItems(sampler, self.seed)
+        """The shared training order (repeat-factor sampling or a shuffle, from (``seed``, epoch):
+        :meth:`SplitLoaders.train_sampler`) with each item's augmentation seeded from (``seed``, epoch, index)
+        alone (:class:`SeededItems`)."""
+        return SeededItems(super().train_sampler(), self.seed)
 
     def _train_transform(self, split: str) -> A.Compose | None:
         return segmentation_transforms(split == "train", self.image_size, self.augment, self.seed)

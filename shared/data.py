@@ -180,7 +180,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**64, int(epoch)]).generate_state(1, np.uint64)[0])
 
 
-class _EpochSeeded:
+class EpochSeeded:
     """A sampler drawing from a generator of its own (seeded with ``seed``: every DDP rank draws one sequence),
     reseeded from (seed, epoch) at each pass once :meth:`set_epoch` has been called (Lightning calls it at each
     training epoch; :func:`epoch_seed`); before, the generator runs on from pass to pass."""
@@ -199,16 +199,16 @@ class _EpochSeeded:
         return iter(list(super().__iter__()))
 
 
-class RepeatFactorSampler(_EpochSeeded, WeightedRandomSampler):
+class RepeatFactorSampler(EpochSeeded, WeightedRandomSampler):
     """Repeat-factor sampling (:func:`repeat_factors`): ``len(factors)`` draws with replacement, weighted by the
-    factors, seeded from (seed, epoch) (:class:`_EpochSeeded`)."""
+    factors, seeded from (seed, epoch) (:class:`EpochSeeded`)."""
 
     def __init__(self, factors: torch.Tensor, seed: int):
         super().__init__(factors, num_samples=len(factors), replacement=True, seed=seed)
 
 
-class SeededShuffle(_EpochSeeded, RandomSampler):
-    """A shuffle of ``dataset`` seeded from (seed, epoch) (:class:`_EpochSeeded`)."""
+class SeededShuffle(EpochSeeded, RandomSampler):
+    """A shuffle of ``dataset`` seeded from (seed, epoch) (:class:`EpochSeeded`)."""
 
     def __init__(self, dataset, seed: int):
         super().__init__(dataset, seed=seed)
@@ -488,7 +488,7 @@ class SplitLoaders(pl.LightningDataModule):
 
     def train_sampler(self) -> RepeatFactorSampler | SeededShuffle:
         """The training order: repeat-factor sampling with ``repeat_threshold``, else a shuffle; both follow
-        (``seed``, epoch) (:class:`_EpochSeeded`). ``DataLoader(shuffle=True)``'s sampler drew each epoch's
+        (``seed``, epoch) (:class:`EpochSeeded`). ``DataLoader(shuffle=True)``'s sampler drew each epoch's
         order from the global RNG, which ``seed_everything`` sets as it was at epoch 0: a fit resumed at epoch
         k (``--ckpt_path last``) replayed epoch 0's order, and a pass read besides moved every later one.
         Under DDP Lightning puts its ``DistributedSampler`` in the shuffle's place (seeded with

@@ -46,6 +46,7 @@ from domains.medical.volumes import (
     window_problem,
 )
 from shared.data import (
+    EpochSeeded,
     SplitLoaders,
     check_cap,
     group_split,
@@ -248,6 +249,7 @@ class LIDCPngDataset(MedicalDataset):
         if not img_dir.is_dir():
             raise FileNotFoundError(
                 f"{img_dir}: no such folder (expected <root>/<split>/images/<patient>/*.png)"
+                + _level_hint(self.root)
             )
         if not gt_dir.is_dir():
             raise FileNotFoundError(
@@ -519,6 +521,19 @@ class LIDCPngDataset(MedicalDataset):
             "id": self.ids[index],
             "group": self.groups[index],
         }
+
+
+def _level_hint(root: Path) -> str:
+    """What a ``lidc_png`` root without ``<split>/images`` is likely: one split folder (``train/``, holding
+    ``images/`` and ``gt/``) or the ``images/`` folder itself, given one level too deep; "" otherwise. The
+    bare "<root>/train/train/images: no such folder" left the user to work out which level the reader
+    wanted."""
+    if (root / "images").is_dir() and (root / "gt").is_dir():
+        return f"; {root} holds images/ and gt/, so it is one split folder: give its parent, {root.parent}"
+    if root.name in ("images", "gt") and root.parent.name in SPLITS:
+        above = root.parent.parent
+        return f"; {root} is a split's {root.name}/ folder: give the folder above its split, {above}"
+    return ""
 
 
 def _reader_masks(folder: Path) -> dict[str, Path]:
@@ -1010,6 +1025,7 @@ class DecathlonSliceDataset(MedicalDataset):
                 )
             # the image's geometry: a label saved without it (an identity affine) put predictions off the scan
             header = _nifti_header(image_path)
+            self._check_modality(image_path)
             values = axial_slices(np.asarray(label[0]), header["affine"])  # (Z, rows, cols)
             if len(declared) and self.foreground_labels is None:
                 # read as the lesion by "every non-zero label": said, as a set whose dataset.json does not
@@ -1065,6 +1081,21 @@ class DecathlonSliceDataset(MedicalDataset):
             f"{self.stats['empty_slices']} empty slices"
         )
         self._name_slices()
+
+    def _check_modality(self, image_path: Path) -> None:
+        """Refuse a ``modality_index`` the image has no channel for, from its header (read again here: the
+        header dict travels in every item, where a 5-D file's missing count could not be collated): read at
+        the first training batch, it stopped the run after the model was built (52 s here), not at setup."""
+        import nibabel as nib
+
+        shape = nib.load(str(image_path)).shape
+        channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None  # 5-D: left to MONAI
+        if channels is not None and not 0 <= self.modality_index < channels:
+            raise MedicalDataError(
+                f"{image_path}: modality_index={self.modality_index} but the image has {channels} channel(s) "
+                f"{self.modalities or ''}: give --data.dataset_kwargs '{{modality_index: N}}' with N in "
+                f"0..{channels - 1}"
+            )
 
     def _set_pipeline(self, crop_size: int, modality_index: int, percentiles, cache_volumes: int) -> None:
         """The settings that decide what the network sees of a volume (labelled or not)."""
@@ -1577,29 +1608,39 @@ class ReaderDataset(Dataset):
         return item
 
 
-class VolumeGroupedSampler(Sampler[int]):
-    """Shuffled training order that reads a few volumes at a time: the volumes in a random order, taken
-    ``volumes_at_once`` at a time, the slices of those shuffled together. A Decathlon slice loads, rescales and
-    resizes its whole volume unless the dataset's small per-process cache holds it, and plain shuffling missed
-    the cache on almost every slice (250 ms per slice against 21 in order, 12 volumes of 256x256x64). Batches
-    then mix the slices of a few volumes, as patch-based 3D pipelines' batches do. The order follows torch's
-    generator, which Lightning seeds, as a shuffling loader's does. Each loader worker (and each DDP rank) has
-    its own cache, so each loads a group's volumes once: a volume per worker per epoch, not one per slice."""
+class _VolumeGroups(Sampler[int]):
+    """The volumes in an order drawn from ``generator``, taken ``volumes_at_once`` at a time, the slices of
+    those shuffled together (:class:`VolumeGroupedSampler`)."""
 
-    def __init__(self, volumes: Sequence[int], volumes_at_once: int):
+    def __init__(self, volumes: Sequence[int], volumes_at_once: int, generator: torch.Generator):
         self.volumes = np.asarray(volumes, dtype=np.int64)
         self.volumes_at_once = max(1, int(volumes_at_once))
+        self.generator = generator
 
     def __len__(self) -> int:
         return len(self.volumes)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
         ids = np.unique(self.volumes)
-        order = ids[torch.randperm(len(ids), generator=generator).numpy()]
+        order = ids[torch.randperm(len(ids), generator=self.generator).numpy()]
         for start in range(0, len(order), self.volumes_at_once):
             items = np.flatnonzero(np.isin(self.volumes, order[start : start + self.volumes_at_once]))
-            yield from items[torch.randperm(len(items), generator=generator).numpy()].tolist()
+            yield from items[torch.randperm(len(items), generator=self.generator).numpy()].tolist()
+
+
+class VolumeGroupedSampler(EpochSeeded, _VolumeGroups):
+    """Shuffled training order that reads a few volumes at a time: the volumes in a random order, taken
+    ``volumes_at_once`` at a time, the slices of those shuffled together. A Decathlon slice loads, rescales and
+    resizes its whole volume unless the dataset's small per-process cache holds it, and plain shuffling missed
+    the cache on almost every slice (250 ms per slice against 21 in order, 12 volumes of 256x256x64). Batches
+    then mix the slices of a few volumes, as patch-based 3D pipelines' batches do. The order follows (``seed``,
+    epoch) as the other tasks' shuffles do (:class:`shared.data.EpochSeeded`): drawn from torch's global
+    generator, a fit resumed at epoch k replayed epoch 0's order. Each loader worker has its own cache, so each
+    loads a group's volumes once: a volume per worker per epoch, not one per slice. Under DDP Lightning wraps
+    it in a sampler that shuffles its order again, so the groups are not kept there."""
+
+    def __init__(self, volumes: Sequence[int], volumes_at_once: int, seed: int):
+        super().__init__(volumes, volumes_at_once, seed=seed)
 
 
 def pad_collate(items: Sequence[dict]) -> dict:
@@ -2003,7 +2044,7 @@ class MedicalDataModule(SplitLoaders):
         view = self.dataset("train")
         if isinstance(view.base, DecathlonSliceDataset):
             volumes = [view.base.slices[i][0] for i, _ in view.items]
-            return VolumeGroupedSampler(volumes, view.base.cache_volumes)
+            return VolumeGroupedSampler(volumes, view.base.cache_volumes, self.seed)
         return super().train_sampler()
 
     def predict_dataloader(self) -> DataLoader:

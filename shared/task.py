@@ -546,12 +546,7 @@ def check_checkpoint_file(path: str | Path, cls: type, option: str = "checkpoint
     checkpoint = read_checkpoint_data(path, mmap=True)  # a file that is no zip archive is told what it is
     _check_task(checkpoint, cls, source=str(path))
     if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader ends in a bare KeyError on it
-        raise CheckpointMismatchError(
-            f"{path}: a state dict saved with torch.save, not a checkpoint that Lightning wrote (no "
-            "'pytorch-lightning_version', task or settings); give one that fit wrote, e.g. "
-            "lightning_logs/<domain>/<config>/checkpoints/last.ckpt (a backbone's weights load with "
-            "--model.pretrained_backbone)"
-        )
+        raise CheckpointMismatchError(_bare_state_dict(str(path)))
     _check_network_layout(checkpoint, cls, source=str(path))
     _check_class_paths(checkpoint, source=str(path))
     return checkpoint
@@ -639,8 +634,23 @@ def _accepted_arguments(cls: type) -> set[str] | None:
     return None
 
 
+def _bare_state_dict(source: str) -> str:
+    """The error for weights saved with ``torch.save`` (``{"state_dict": ...}`` or the state dict itself, as
+    torchvision's files are) given where a checkpoint that fit wrote is read."""
+    return (
+        f"{source}: a state dict saved with torch.save, not a checkpoint that Lightning wrote (no "
+        "'pytorch-lightning_version', task or settings); give one that fit wrote, e.g. "
+        "lightning_logs/<domain>/<config>/checkpoints/last.ckpt (a backbone's weights load with "
+        "--model.pretrained_backbone)"
+    )
+
+
 def _check_task(checkpoint: dict, cls: type, source: str) -> None:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        # a torchvision .pth given as --ckpt_path: said as what it is, with the option that reads it
+        values = checkpoint.values() if isinstance(checkpoint, dict) else ()
+        if values and all(isinstance(v, torch.Tensor) for v in values):
+            raise CheckpointMismatchError(_bare_state_dict(source))
         raise CheckpointMismatchError(f"{source}: not a Lightning checkpoint (no state_dict)")
     info = checkpoint.get("suite_task")
     if info is None:

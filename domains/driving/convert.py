@@ -70,9 +70,8 @@ def read_source(
     if fmt == "coco":
         items = read_coco(src, images_root=images_root, log=log)
         return {"train": items}, coco_category_names(src)
-    import yaml
-
-    entries = yaml.safe_load(Path(src).read_text(encoding="utf-8")) or {}
+    # the readers' own loader: broken YAML or a yaml that is no mapping is one error naming the file and line
+    entries = load_dataset_yaml(Path(src))
     splits = [split] if split else [s for s in YOLO_SPLITS if entries.get(s)]
     if not splits:
         raise LabelFormatError(src, None, f"no split entries ({', '.join(YOLO_SPLITS)}) in the dataset yaml")

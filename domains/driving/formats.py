@@ -529,7 +529,13 @@ def resolve_kitti_split(
         return root
     tried = [str(root / split_dir / image_dir)] if split_dir else []
     tried.append(str(root / image_dir))
-    raise FileNotFoundError(f"{root}: no KITTI image folder (tried {', '.join(tried)})")
+    # a folder inside a KITTI root (its image_2/ or training/, one level too deep): name the root to give
+    above = [
+        folder for folder in list(root.absolute().parents)[:2]
+        if (folder / image_dir).is_dir() or (split_dir and (folder / split_dir / image_dir).is_dir())
+    ]  # fmt: skip
+    inside = f"; it lies inside the KITTI root {above[-1]}: give that folder" if above else ""
+    raise FileNotFoundError(f"{root}: no KITTI image folder (tried {', '.join(tried)}){inside}")
 
 
 def read_kitti_dir(

@@ -684,7 +684,10 @@ class AccidentDataModule(SplitLoaders):
         from domains.driving.synthetic.clips import clips_root, ensure_synthetic_clips  # lazy: optional
 
         # other settings, another folder: a 400-clip set must not replace the default 200
-        return Path(ensure_synthetic_clips(clips_root(**self.synthetic), **self.synthetic))
+        try:
+            return Path(ensure_synthetic_clips(clips_root(**self.synthetic), **self.synthetic))
+        except TypeError as err:  # a misspelt or mistyped setting: its bare traceback named no option
+            raise ValueError(f"--data.synthetic {self.synthetic}: {err}") from err
 
     def prepare_data(self) -> None:
         if self.data_path is None and not self.predicting_own_images():

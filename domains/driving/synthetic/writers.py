@@ -101,7 +101,10 @@ def _ensure(
     (:func:`~shared.files.ensure_generated`): a second run started meanwhile waits, then reuses the set."""
     root = Path(root)
     if set(kw) - allowed - {"verbose"}:
-        raise TypeError(f"{caller}: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})}")
+        raise TypeError(
+            f"{caller}: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})} "
+            f"(the settings are {', '.join(sorted(allowed))})"
+        )
     wanted = settings(**{k: v for k, v in kw.items() if k in allowed})
     return ensure_generated(
         root,

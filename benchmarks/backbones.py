@@ -20,13 +20,47 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
+
+from benchmarks.report import ACCELERATORS, HelpFormatter
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="square input sizes (px)")
+    parser.add_argument("--batch", type=int, default=4, help="images per pass")
+    parser.add_argument(
+        "--iters", type=int, default=3, help="timed passes per measurement (after one warm-up)"
+    )
+    parser.add_argument(
+        "--import",
+        dest="modules",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="modules imported first: a backbone of your own is registered when its module is imported",
+    )
+    parser.add_argument("--names", nargs="*", default=None, help="backbones to run (default: all registered)")
+    parser.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
+    return parser
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    # The table is written whole first; a failed cell still fails the run, so a script or CI sees it.
+    run_as_program(options(), "benchmarks.backbones", lambda lines: int(any(" failed " in s for s in lines)))
+
 import importlib
 
 import torch
 
-from benchmarks.report import HelpFormatter, check_numbers, command_line
+from benchmarks.report import check_numbers, command_line, memory_note
 from shared.backbones import create_backbone, list_backbones
-from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
+from shared.device import device_name, resolve_accelerator, stopwatch
 
 
 def throughput(net, x, iters: int, backward: bool) -> float:
@@ -47,25 +81,7 @@ def throughput(net, x, iters: int, backward: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> list[str]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="square input sizes (px)")
-    parser.add_argument("--batch", type=int, default=4, help="images per pass")
-    parser.add_argument(
-        "--iters", type=int, default=3, help="timed passes per measurement (after one warm-up)"
-    )
-    parser.add_argument(
-        "--import",
-        dest="modules",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="modules imported first: a backbone of your own is registered when its module is imported",
-    )
-    parser.add_argument("--names", nargs="*", default=None, help="backbones to run (default: all registered)")
-    parser.add_argument(
-        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
-    )
-    parser.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
+    parser = options()
     args = check_numbers(parser, parser.parse_args(argv))
     for module in args.modules:
         try:
@@ -84,7 +100,10 @@ def main(argv: list[str] | None = None) -> list[str]:
         + " |"
     )
     lines = [
-        f"Device: {device_name(device)}, batch {args.batch}. Command: `{command_line('benchmarks/backbones.py')}`",
+        (
+            f"Device: {device_name(device)}, batch {args.batch}. "
+            f"Command: `{command_line('benchmarks/backbones.py')}` ({memory_note()})"
+        ),
         "",
         header,
         "|" + "---|" * (2 + 2 * len(args.sizes)),
@@ -120,11 +139,3 @@ def main(argv: list[str] | None = None) -> list[str]:
         args.out.write_text(table + "\n")
     return lines
 
-
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        table_lines = main()
-    # The table is written whole first; a failed cell still fails the run, so a script or CI sees it.
-    raise SystemExit(1 if any(" failed " in line for line in table_lines) else 0)

@@ -1,14 +1,20 @@
 """What the fixed-budget benchmarks of the torchvision-detector tasks share (``driving_detection.py``,
 ``driving_instances.py``): reading the CLI config, a few calibration steps that give a first step count,
 training under :class:`shared.budget.FitScheduleToBudget` with ``max_time`` as a hard stop, one test pass,
-inference milliseconds per image, the common command-line options and writing the markdown report.
+inference milliseconds per image and writing the markdown report (their common options:
+``benchmarks.report.add_budget_arguments``, which imports no torch).
 
 Not a benchmark itself: ``python benchmarks/driving_detection.py`` / ``driving_instances.py`` run it.
 """
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # a library: its --help printed nothing and exited 0 (before its imports: at once)
+    raise SystemExit(
+        "benchmarks/detector_budget.py holds the detection benchmarks' shared budget loop: run "
+        "benchmarks/driving_detection.py or benchmarks/driving_instances.py (--help for their options)"
+    )
+
 import os
 import statistics
 import time
@@ -19,9 +25,9 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from benchmarks.report import STEPS_HELP, print_and_write, step_schedule
+from benchmarks.report import print_and_write, step_schedule
 from shared.cli import instantiate_from_config, quiet_trainer
-from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
+from shared.device import device_name, resolve_accelerator, stopwatch
 from shared.optim import warmup_cosine
 
 
@@ -196,47 +202,6 @@ def train_and_test(
     return result, task, dm
 
 
-def add_budget_arguments(
-    parser: argparse.ArgumentParser, calibration_steps: int, inference_images: int
-) -> argparse.ArgumentParser:
-    """The options every detector benchmark takes (machine, loader, seed, budget planning, outputs)."""
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument(
-        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
-    )
-    parser.add_argument(
-        "--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed, 16-mixed"
-    )
-    parser.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="training batch size (default: the config's data.batch_size)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of initialisation, batches and augmentation"
-    )
-    parser.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
-    parser.add_argument(
-        "--calibration-steps",
-        type=int,
-        default=calibration_steps,
-        help="timed training steps that give the first step count of a time-budget run (not with --steps)",
-    )
-    parser.add_argument(
-        "--budget-fraction", type=float, default=0.9, help="share of the budget the step count is planned for"
-    )
-    parser.add_argument(
-        "--inference-images", type=int, default=inference_images, help="test images timed at batch 1"
-    )
-    parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
-    parser.add_argument(
-        "--save-checkpoint", type=Path, default=None, help="write the trained model (.ckpt) (default: none)"
-    )
-    return parser
-
-
 def trained_from(config: dict) -> str:
     """How the table says where training started: the weights a config's (or an option's)
     ``pretrained_backbone`` loaded, else "from scratch"."""
@@ -249,10 +214,3 @@ def run_and_report(args, run: Callable[..., dict], markdown: Callable[..., str])
     result = run(args)
     print_and_write(markdown(result, args), args.out)
     return result
-
-
-if __name__ == "__main__":  # a library: its --help printed nothing and exited 0
-    raise SystemExit(
-        "benchmarks/detector_budget.py holds the detection benchmarks' shared budget loop: run "
-        "benchmarks/driving_detection.py or benchmarks/driving_instances.py (--help for their options)"
-    )

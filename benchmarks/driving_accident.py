@@ -33,6 +33,78 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
+
+from benchmarks.report import STEPS_HELP, HelpFormatter, add_budget_minutes, json_object
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_budget_minutes(parser)
+    parser.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "domains/driving/accident/configs/quick.yaml"),
+        help="CLI config whose model: and data: sections are trained",
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=json_object,
+        default=None,
+        help="JSON of generator settings, e.g. '{\"n_clips\": 120}' (default: the config's)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config setting, e.g. data.hflip=0.5 or model.network.init_args.motion_lags=[1,5] "
+        "(repeatable; the value is read as YAML; default: none)",
+    )
+    parser.add_argument(
+        "--pretrained-backbone",
+        default=None,
+        help="start from this weight file's backbone (default: the config's)",
+    )
+    parser.add_argument(
+        "--pretrained-prefix", default="", help="key prefix of the backbone in --pretrained-backbone's file"
+    )
+    parser.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="train with the backbone frozen (default: the config's)",
+    )
+    parser.add_argument(
+        "--max-false-alarm",
+        type=float,
+        default=0.1,
+        help="share of negative test clips allowed to alarm in the same-false-alarm-rate comparison",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="write the markdown table here as well, and its .json (default: printed only)",
+    )
+    parser.add_argument(
+        "--save-checkpoint",
+        default=None,
+        help="also save the trained, calibrated model as a Lightning checkpoint (default: none)",
+    )
+    parser.add_argument(
+        "--baselines-only",
+        action="store_true",
+        help="no training: score the physics baselines on every clip of the set, per scenario (how early the "
+        "clips' outcome can be told at all)",
+    )
+    return parser
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.driving_accident")
+
 import json
 import math
 import os
@@ -46,11 +118,8 @@ import yaml
 
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
-    STEPS_HELP,
-    HelpFormatter,
-    add_budget_minutes,
     command_line,
-    json_object,
+    memory_note,
     parse_keeping_argv,
     print_and_write,
     run_length,
@@ -293,7 +362,8 @@ def markdown(result: dict, args) -> str:
         "",
         *([smoke, ""] if smoke else []),
         (
-            f"Budget {args.budget_minutes:g} min on {args.threads} CPU threads: {result['steps']} steps of "
+            f"Budget {args.budget_minutes:g} min on {args.threads} CPU threads ({memory_note()}): "
+            f"{result['steps']} steps of "
             f"{result['data'].get('batch_size')} clip windows of {result['data'].get('clip_length')} frames "
             f"({result['train_seconds'] / 60:.1f} min, {result['epochs']} epochs of {result['n_train']} training "
             f"clips; weights of the best validation epoch, {result['best_epoch']}); load average "
@@ -437,65 +507,7 @@ def baselines_markdown(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_budget_minutes(parser)
-    parser.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument(
-        "--config",
-        default=str(ROOT / "domains/driving/accident/configs/quick.yaml"),
-        help="CLI config whose model: and data: sections are trained",
-    )
-    parser.add_argument(
-        "--synthetic",
-        type=json_object,
-        default=None,
-        help="JSON of generator settings, e.g. '{\"n_clips\": 120}' (default: the config's)",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config setting, e.g. data.hflip=0.5 or model.network.init_args.motion_lags=[1,5] "
-        "(repeatable; the value is read as YAML; default: none)",
-    )
-    parser.add_argument(
-        "--pretrained-backbone",
-        default=None,
-        help="start from this weight file's backbone (default: the config's)",
-    )
-    parser.add_argument(
-        "--pretrained-prefix", default="", help="key prefix of the backbone in --pretrained-backbone's file"
-    )
-    parser.add_argument(
-        "--freeze-backbone",
-        action="store_true",
-        help="train with the backbone frozen (default: the config's)",
-    )
-    parser.add_argument(
-        "--max-false-alarm",
-        type=float,
-        default=0.1,
-        help="share of negative test clips allowed to alarm in the same-false-alarm-rate comparison",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
-    parser.add_argument(
-        "--out",
-        default=None,
-        help="write the markdown table here as well, and its .json (default: printed only)",
-    )
-    parser.add_argument(
-        "--save-checkpoint",
-        default=None,
-        help="also save the trained, calibrated model as a Lightning checkpoint (default: none)",
-    )
-    parser.add_argument(
-        "--baselines-only",
-        action="store_true",
-        help="no training: score the physics baselines on every clip of the set, per scenario (how early the "
-        "clips' outcome can be told at all)",
-    )
-    args = parse_keeping_argv(parser, argv)
+    args = parse_keeping_argv(options(), argv)
     # the oracle's ego footprint is the generator's (contact is defined on it)
     args.oracle = {"ego_half_width": EGO_WIDTH / 2, "ego_front": EGO_FRONT, "ego_length": EGO_LENGTH}
     if args.baselines_only:
@@ -507,9 +519,3 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     return 0
 
-
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        raise SystemExit(main())

@@ -32,43 +32,14 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
-import copy
-import json
-import math
-import platform
-import time
-import warnings
 
-import albumentations as A
-import pytorch_lightning as pl
-import torch
-
-from benchmarks.report import (
-    ISSUE_BUDGET_MINUTES,
-    STEPS_HELP,
-    HelpFormatter,
-    check_numbers,
-    command_line,
-    json_object,
-    named_as_options,
-    run_length,
-    smoke_run,
-    step_schedule,
-    verdict,
-)
-from domains.driving.anomaly.data import SegmentationDataModule
-from domains.driving.anomaly.model import AnomalySegmenter
-from domains.driving.anomaly.scores import SIMPLE_SCORES
-from domains.driving.anomaly.task import AnomalySegmentationTask
-from shared.backbones import list_backbones
-from shared.cli import quiet_trainer
-from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
-from shared.optim import adamw, warmup_cosine
-
-TARGET_AP, TARGET_FPR95 = 0.8, 0.1
+from benchmarks.report import ACCELERATORS, ISSUE_BUDGET_MINUTES, STEPS_HELP, HelpFormatter, json_object
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def options(encoders: list[str] | None = None) -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once.
+    ``encoders``: the choices of ``--encoder``, the registered backbones, which :func:`parse_args` gives (the
+    registry imports torch: a program's first parse leaves that check to main(), in argparse's words)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument(
         "--budget-minutes",
@@ -90,7 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "network's input size, as the committed tables were",
     )
     p.add_argument(
-        "--encoder", default="unet_encoder", choices=list_backbones(), help="the segmenter's backbone"
+        "--encoder",
+        default="unet_encoder",
+        choices=encoders,
+        help="the segmenter's backbone: a registered name (a wrong one is refused with the list)",
     )
     p.add_argument(
         "--encoder-kwargs",
@@ -189,6 +163,49 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="DIR",
         help="also write both models' state dicts (plain.pt, oe.pt) here for later analysis (default: none)",
     )
+    return p
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.driving_anomaly")
+
+import copy
+import json
+import math
+import platform
+import time
+import warnings
+
+import albumentations as A
+import pytorch_lightning as pl
+import torch
+
+from benchmarks.report import (
+    check_numbers,
+    command_line,
+    memory_note,
+    named_as_options,
+    run_length,
+    smoke_run,
+    step_schedule,
+    verdict,
+)
+from domains.driving.anomaly.data import SegmentationDataModule
+from domains.driving.anomaly.model import AnomalySegmenter
+from domains.driving.anomaly.scores import SIMPLE_SCORES
+from domains.driving.anomaly.task import AnomalySegmentationTask
+from shared.backbones import list_backbones
+from shared.cli import quiet_trainer
+from shared.device import device_name, resolve_accelerator, synchronize
+from shared.optim import adamw, warmup_cosine
+
+TARGET_AP, TARGET_FPR95 = 0.8, 0.1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = options(list_backbones())
     args = check_numbers(p, p.parse_args(argv))
     return args
 
@@ -441,7 +458,7 @@ def main(argv=None) -> int:
         (
             f"`{command_line('benchmarks/driving_anomaly.py', argv)}` on "
             f"{device}, torch {torch.__version__} ({torch.get_num_threads()} threads), Python "
-            f"{platform.python_version()}."
+            f"{platform.python_version()}; {memory_note()}."
         ),
         (
             f"Encoder `{args.encoder}` {encoder_kwargs}; {geometry}; batch {args.batch_size}. Data: {n_train} train "
@@ -542,8 +559,3 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        raise SystemExit(main())

@@ -28,23 +28,58 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
+
+from benchmarks.report import HelpFormatter, add_budget_arguments, add_budget_minutes
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_budget_minutes(parser)
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "domains/driving/detection/configs/full.yaml"),
+        help="CLI config whose model: and data: sections are trained (its pretrained_backbone included)",
+    )
+    parser.add_argument("--data-path", default=None, help="KITTI root (default: the synthetic set)")
+    parser.add_argument(
+        "--kitti-min-height-scale",
+        type=float,
+        default=None,
+        help="KITTI difficulty min-height multiplier (default: the config's null: 192 / 375 = 0.512 on the "
+        "192-px synthetic frames, 1 on --data-path)",
+    )
+    parser.add_argument(
+        "--repeat-threshold",
+        type=float,
+        default=None,
+        help="repeat-factor sampling threshold for the training images (default: the config's; 0: off)",
+    )
+    parser.add_argument(
+        "--test-batches", type=int, default=None, help="score only this many test batches (default: all)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the table here (default: printed only)"
+    )
+    add_budget_arguments(parser, calibration_steps=4, inference_images=30)
+    return parser
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.driving_detection")
+
 import math
 import os
 
 import torch
 
-from benchmarks.detector_budget import (
-    add_budget_arguments,
-    read_config,
-    run_and_report,
-    train_and_test,
-    trained_from,
-)
+from benchmarks.detector_budget import read_config, run_and_report, train_and_test, trained_from
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
-    HelpFormatter,
-    add_budget_minutes,
     command_line,
+    memory_note,
     parse_keeping_argv,
     run_length,
     smoke_run,
@@ -112,7 +147,8 @@ def markdown(result: dict, args) -> str:
         "",
         *([smoke, ""] if smoke else []),
         (
-            f"Budget {args.budget_minutes:g} min on {result['device']} (precision {args.precision}), "
+            f"Budget {args.budget_minutes:g} min on {result['device']} (precision {args.precision}; "
+            f"{memory_note()}), "
             f"trained {trained_from(cfg)}: {result['steps']} steps, {result['train_images']} images "
             f"({result['train_images'] / max(result['n_train'], 1):.1f} epochs of {result['n_train']}), "
             f"{result['train_seconds'] / 60:.1f} min."
@@ -186,39 +222,4 @@ def markdown(result: dict, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_budget_minutes(parser)
-    parser.add_argument(
-        "--config",
-        default=str(ROOT / "domains/driving/detection/configs/full.yaml"),
-        help="CLI config whose model: and data: sections are trained (its pretrained_backbone included)",
-    )
-    parser.add_argument("--data-path", default=None, help="KITTI root (default: the synthetic set)")
-    parser.add_argument(
-        "--kitti-min-height-scale",
-        type=float,
-        default=None,
-        help="KITTI difficulty min-height multiplier (default: the config's null: 192 / 375 = 0.512 on the "
-        "192-px synthetic frames, 1 on --data-path)",
-    )
-    parser.add_argument(
-        "--repeat-threshold",
-        type=float,
-        default=None,
-        help="repeat-factor sampling threshold for the training images (default: the config's; 0: off)",
-    )
-    parser.add_argument(
-        "--test-batches", type=int, default=None, help="score only this many test batches (default: all)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="write the table here (default: printed only)"
-    )
-    add_budget_arguments(parser, calibration_steps=4, inference_images=30)
-    return run_and_report(parse_keeping_argv(parser, argv), run, markdown)
-
-
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        main()
+    return run_and_report(parse_keeping_argv(options(), argv), run, markdown)

@@ -27,22 +27,58 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
+
+from benchmarks.report import HelpFormatter, add_budget_arguments, add_budget_minutes
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_budget_minutes(parser, "--minutes")
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "domains/driving/instances/configs/transfer.yaml"),
+        help="CLI config (default: the shipped detector's frozen backbone; quick.yaml / full.yaml train it too)",
+    )
+    parser.add_argument(
+        "--data-path", default=None, help="KITTI root with instance/ maps (default: synthetic)"
+    )
+    parser.add_argument(
+        "--pretrained-backbone",
+        default=None,
+        help="start from this checkpoint's backbone (e.g. a trained road detector's .ckpt; default: the "
+        "config's)",
+    )
+    parser.add_argument(
+        "--pretrained-prefix",
+        default="model.detector.backbone.body.",
+        help="key prefix of the backbone in --pretrained-backbone's file",
+    )
+    parser.add_argument(
+        "--max-items", type=int, default=None, help="read only this many images (dry runs; default: all)"
+    )
+    parser.add_argument(
+        "--test-batches", type=int, default=None, help="score only this many test batches (default: all)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
+    add_budget_arguments(parser, calibration_steps=3, inference_images=20)
+    return parser
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.driving_instances")
+
 import math
 import os
 from inspect import signature
 
-from benchmarks.detector_budget import (
-    add_budget_arguments,
-    read_config,
-    run_and_report,
-    train_and_test,
-    trained_from,
-)
+from benchmarks.detector_budget import read_config, run_and_report, train_and_test, trained_from
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
-    HelpFormatter,
-    add_budget_minutes,
     command_line,
+    memory_note,
     named_as_options,
     parse_keeping_argv,
     run_length,
@@ -142,8 +178,8 @@ def markdown(result: dict, args) -> str:
         "",
         *([smoke, ""] if smoke else []),
         (
-            f"Budget {args.budget_minutes:g} min on {result['device']} (precision {args.precision}), trained "
-            f"{trained_from(cfg)}: "
+            f"Budget {args.budget_minutes:g} min on {result['device']} (precision {args.precision}; "
+            f"{memory_note()}), trained {trained_from(cfg)}: "
             f"{result['steps']} steps of {batch} images ({result['steps'] * batch / max(result['n_train'], 1):.1f} "
             f"epochs of {result['n_train']}), {result['train_seconds'] / 60:.1f} min."
         ),
@@ -214,41 +250,5 @@ def markdown(result: dict, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_budget_minutes(parser, "--minutes")
-    parser.add_argument(
-        "--config",
-        default=str(ROOT / "domains/driving/instances/configs/transfer.yaml"),
-        help="CLI config (default: the shipped detector's frozen backbone; quick.yaml / full.yaml train it too)",
-    )
-    parser.add_argument(
-        "--data-path", default=None, help="KITTI root with instance/ maps (default: synthetic)"
-    )
-    parser.add_argument(
-        "--pretrained-backbone",
-        default=None,
-        help="start from this checkpoint's backbone (e.g. a trained road detector's .ckpt; default: the "
-        "config's)",
-    )
-    parser.add_argument(
-        "--pretrained-prefix",
-        default="model.detector.backbone.body.",
-        help="key prefix of the backbone in --pretrained-backbone's file",
-    )
-    parser.add_argument(
-        "--max-items", type=int, default=None, help="read only this many images (dry runs; default: all)"
-    )
-    parser.add_argument(
-        "--test-batches", type=int, default=None, help="score only this many test batches (default: all)"
-    )
-    parser.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
-    add_budget_arguments(parser, calibration_steps=3, inference_images=20)
-    args = parse_keeping_argv(parser, argv)
+    args = parse_keeping_argv(options(), argv)
     return run_and_report(args, run, markdown)
-
-
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        main()

@@ -24,15 +24,8 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
-import json
-import os
-import shlex
-import subprocess
-import time
 
-import pytorch_lightning as pl
-
-from benchmarks.report import HelpFormatter, check_numbers, command_line
+from benchmarks.report import HelpFormatter
 
 DRIVING = "domains/driving"
 MEDICAL = "domains/medical/configs"
@@ -63,6 +56,37 @@ RUNS: dict[str, tuple[str, list[str], list[str], str]] = {
         "medical",
     ),
 }
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument(
+        "--out-dir", type=Path, required=True, help="where the table, each run's JSON, log and weights go"
+    )
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="the recipes to train")
+    ap.add_argument(
+        "--fit-seconds", type=float, default=420.0, help="every fit ends this long after the start"
+    )
+    ap.add_argument("--smoke", action="store_true", help="CPU, fp32, 3 steps per run: checks the plumbing")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
+    return ap
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.gpu_recipes")
+
+import json
+import os
+import shlex
+import subprocess
+import time
+
+import pytorch_lightning as pl
+
+from benchmarks.report import check_numbers, command_line, memory_note
 
 SMOKE_ARGS = [
     "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_epochs", "1",
@@ -228,17 +252,7 @@ def _table(out_dir: Path, names: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument(
-        "--out-dir", type=Path, required=True, help="where the table, each run's JSON, log and weights go"
-    )
-    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="the recipes to train")
-    ap.add_argument(
-        "--fit-seconds", type=float, default=420.0, help="every fit ends this long after the start"
-    )
-    ap.add_argument("--smoke", action="store_true", help="CPU, fp32, 3 steps per run: checks the plumbing")
-    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
+    ap = options()
     args = check_numbers(ap, ap.parse_args(argv))
     args.out_dir = args.out_dir.resolve()  # the children run in the repository: a relative path would move
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -296,16 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     smoke = "# GPU recipes: SMOKE run (CPU, 3 steps a run: the plumbing, not results)"
     title = smoke if args.smoke else "# GPU recipes"
     table = (
-        f"{title}\n\nCommand: `{command_line('benchmarks/gpu_recipes.py', argv)}` (each child's own command "
-        f"line, with its budget callback, is in its JSON)\n\n{_table(args.out_dir, args.runs)}"
+        f"{title}\n\nCommand: `{command_line('benchmarks/gpu_recipes.py', argv)}` ({memory_note()}; each "
+        "child's own command line, with its budget callback, is in its JSON)\n\n"
+        f"{_table(args.out_dir, args.runs)}"
     )
     (args.out_dir / "gpu_recipes.md").write_text(table)
     print(table)
     return 0 if all(p.returncode == 0 for p in children.values()) else 1
 
-
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        sys.exit(main())

@@ -26,28 +26,8 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
-import statistics
-import time
-from datetime import UTC, datetime
 
-import pytorch_lightning as pl
-import torch
-
-from benchmarks.report import (
-    HelpFormatter,
-    command_line,
-    parse_keeping_argv,
-    print_and_write,
-    smoke_run,
-    verdict,
-)
-from domains.medical.data import MedicalDataModule
-from domains.medical.metrics import SegmentationUncertaintyMetrics, majority_vote, sample_diversity
-from domains.medical.models import MODELS as NETWORKS
-from domains.medical.task import MedicalSegmentationTask
-from shared.cli import quiet_trainer
-from shared.device import ACCELERATORS, device_name, resolve_accelerator, stopwatch
-from shared.optim import adamw, warmup_cosine
+from benchmarks.report import ACCELERATORS, HelpFormatter
 
 # CPU-sized versions of the three models (same U-Net width for the U-Net and the Prob U-Net).
 MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
@@ -72,6 +52,92 @@ MODELS: dict[str, dict] = {  # name -> arguments of NETWORKS[name]
         "top_k_fraction": 0.02,
     },
 }
+DEFAULT_BUDGET_MINUTES = 12.0  # keeps the whole run within 15 minutes on 2 CPU cores
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=DEFAULT_BUDGET_MINUTES,
+        help=f"total training time, split evenly between the models (default {DEFAULT_BUDGET_MINUTES:g})",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train each model for this many steps (cosine schedule) instead of a wall-clock share; "
+        "the time budget stays as a cap. Steps give the same models on a busy and a quiet machine.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the table here (benchmarks/results/...; default: printed only)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        choices=list(MODELS),
+        help="the models trained and compared",
+    )
+    parser.add_argument("--data-path", default=None, help="LIDC PNG root (default: the synthetic set)")
+    parser.add_argument(
+        "--readers",
+        default="default",
+        choices=["default", "lidc"],
+        help="reader preset of the synthetic set (lidc: the real LIDC shares of 1-4 readers and their overlap); "
+        "it also picks the models' settings for such readers (READER_PRESETS)",
+    )
+    parser.add_argument("--crop-size", type=int, default=64, help="side of the training centre crops (px)")
+    parser.add_argument("--batch-size", type=int, default=16, help="training batch size")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    parser.add_argument("--num-samples", type=int, default=16, help="samples per test image")
+    parser.add_argument("--test-items", type=int, default=None, help="cap on test images (default: all)")
+    parser.add_argument(
+        "--timing-repeats", type=int, default=30, help="timed calls of the sampling-speed median"
+    )
+    parser.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    return parser
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.medical")
+
+import statistics
+import time
+from datetime import UTC, datetime
+
+import pytorch_lightning as pl
+import torch
+
+from benchmarks.report import (
+    command_line,
+    memory_note,
+    parse_keeping_argv,
+    print_and_write,
+    smoke_run,
+    verdict,
+)
+from domains.medical.data import MedicalDataModule
+from domains.medical.metrics import SegmentationUncertaintyMetrics, majority_vote, sample_diversity
+from domains.medical.models import MODELS as NETWORKS
+from domains.medical.task import MedicalSegmentationTask
+from shared.cli import quiet_trainer
+from shared.device import device_name, resolve_accelerator, stopwatch
+from shared.optim import adamw, warmup_cosine
+
 # Changes to MODELS per reader preset (--readers). The LIDC-like readers disagree globally (a lesion marked by
 # 1, 2, 3 or 4 of them; issue 20), and the paper's HPU-Net settings let its latents die there:
 # - two latent scales (1 and 2 px), not four (1-8 px): with the BCE over all pixels the 4 and 8 px scales
@@ -104,7 +170,6 @@ READER_PRESETS: dict[str, dict[str, dict]] = {
     },
 }
 LABELS = {"unet": "U-Net", "prob_unet": "Prob. U-Net", "hpu_net": "HPU-Net"}
-DEFAULT_BUDGET_MINUTES = 12.0  # keeps the whole run within 15 minutes on 2 CPU cores
 SMOKE_STEPS = 100  # fewer training steps per model: untrained models, whose ties would "pass" the order targets
 
 
@@ -229,7 +294,9 @@ def report(results: list[dict], args, device: str, minutes: float, reference: di
             if args.steps
             else f"{minutes:.2f} min of training per model. "
         )
-        + f"Command: `{command_line('benchmarks/medical.py', getattr(args, 'argv', None))}`. Test split, "
+        + f"Command: `{command_line('benchmarks/medical.py', getattr(args, 'argv', None))}` "
+        f"({memory_note()}). "
+        "Test split, "
         f"{args.num_samples} samples per image. Device: {device}, precision {args.precision}. "
         f"Inference: one 128x128 image, batch 1, median of {args.timing_repeats}."
         + "".join(
@@ -326,56 +393,7 @@ def report(results: list[dict], args, device: str, minutes: float, reference: di
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument(
-        "--budget-minutes",
-        type=float,
-        default=DEFAULT_BUDGET_MINUTES,
-        help=f"total training time, split evenly between the models (default {DEFAULT_BUDGET_MINUTES:g})",
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="train each model for this many steps (cosine schedule) instead of a wall-clock share; "
-        "the time budget stays as a cap. Steps give the same models on a busy and a quiet machine.",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="write the table here (benchmarks/results/...; default: printed only)",
-    )
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        default=list(MODELS),
-        choices=list(MODELS),
-        help="the models trained and compared",
-    )
-    parser.add_argument("--data-path", default=None, help="LIDC PNG root (default: the synthetic set)")
-    parser.add_argument(
-        "--readers",
-        default="default",
-        choices=["default", "lidc"],
-        help="reader preset of the synthetic set (lidc: the real LIDC shares of 1-4 readers and their overlap); "
-        "it also picks the models' settings for such readers (READER_PRESETS)",
-    )
-    parser.add_argument("--crop-size", type=int, default=64, help="side of the training centre crops (px)")
-    parser.add_argument("--batch-size", type=int, default=16, help="training batch size")
-    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
-    parser.add_argument("--num-samples", type=int, default=16, help="samples per test image")
-    parser.add_argument("--test-items", type=int, default=None, help="cap on test images (default: all)")
-    parser.add_argument(
-        "--timing-repeats", type=int, default=30, help="timed calls of the sampling-speed median"
-    )
-    parser.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument(
-        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
-    )
-    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    parser = options()
     args = parse_keeping_argv(parser, argv)
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
@@ -411,8 +429,3 @@ def main(argv: list[str] | None = None) -> str:
     return print_and_write(table, args.out)
 
 
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        main()

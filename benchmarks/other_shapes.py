@@ -28,6 +28,24 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
+
+from benchmarks.report import HelpFormatter
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--images", type=int, default=40, help="test frames per task")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--out", default=None, help="also write the table here (default: printed only)")
+    return parser
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.other_shapes")
+
 import time
 from datetime import UTC, datetime
 
@@ -36,7 +54,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.report import HelpFormatter, command_line, parse_keeping_argv, print_and_write
+from benchmarks.report import command_line, memory_note, parse_keeping_argv, print_and_write
 from domains.driving.common import to_image_tensor
 from domains.driving.detection.predict import tensor_to_rgb
 
@@ -135,11 +153,7 @@ def anomaly_rows(n_images: int) -> list[tuple[str, str, float]]:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--images", type=int, default=40, help="test frames per task")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--out", default=None, help="also write the table here (default: printed only)")
-    args = parse_keeping_argv(parser, argv)
+    args = parse_keeping_argv(options(), argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     detection, anomaly = detection_rows(args.images), anomaly_rows(args.images)
@@ -148,8 +162,8 @@ def main(argv: list[str] | None = None) -> str:
         "",
         (
             f"The shipped demo weights on the first {args.images} synthetic test frames of each task, cut to each "
-            f"shape. Command: `{command_line('benchmarks/other_shapes.py', args.argv)}` "
-            f"({time.perf_counter() - start:.0f} s)."
+            f"shape. Command: `{command_line('benchmarks/other_shapes.py', args.argv)}` ({memory_note()}; "
+            f"{time.perf_counter() - start:.0f} s)."
         ),
         "",
         "| shape | detector mAP, squashed | detector mAP, fitted | anomaly pixel AP, squashed | anomaly pixel AP, fitted |",
@@ -162,10 +176,3 @@ def main(argv: list[str] | None = None) -> str:
             f"| {kind} | {det['squashed']:.3f} | {det['fitted']:.3f} | {ano['squashed']:.3f} | {ano['fitted']:.3f} |"
         )
     return print_and_write("\n".join(lines) + "\n", args.out)
-
-
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        main()

@@ -52,6 +52,64 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
+
+from benchmarks.report import HelpFormatter
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--peer-dir",
+        type=Path,
+        default=None,
+        help="folder with the port's probabilistic_unet.py (default: none, the suite rows alone)",
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the median is over them)")
+    parser.add_argument("--steps", type=int, default=1, help="steps per variant per round")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per training step")
+    parser.add_argument("--size", type=int, default=128, help="image side (px), at least 16")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the issue's 2 cores)")
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile row (minutes to compile)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="KEY",
+        help="profile this variant after the timing (peer, instance, group, channels_last, compile_interp, "
+        "compile, compile_cl, bf16, compile_bf16; default: none)",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="add bf16 autocast rows (bf16-mixed precision: faster where the CPU has AVX512-BF16 / AMX; the "
+        "numerics change, so these rows are not the fp32 comparison)",
+    )
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed buffers for the whole process (mallopt), port included",
+    )
+    parser.add_argument(
+        "--peer-source",
+        default=None,
+        help="where the port's files came from (repository, commit, date), quoted under the table (default: "
+        "not quoted)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the table here (benchmarks/results/prob_unet_speed.md; default: printed only)",
+    )
+    return parser
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    # glibc's defaults unless --keep-freed-memory: the table compares both settings side by side
+    run_as_program(options(), "benchmarks.prob_unet_speed", keep_memory=False)
+
 import importlib
 import statistics
 import time
@@ -62,9 +120,8 @@ from typing import NamedTuple
 
 import torch
 
-from benchmarks.report import HelpFormatter, check_numbers, command_line, print_and_write
+from benchmarks.report import check_numbers, command_line, keep_freed_memory, memory_note, print_and_write
 from domains.medical.models.prob_unet import ProbabilisticUNet
-from shared.allocator import keep_freed_memory
 from shared.backbones import unet as unet_module
 
 #: where the port comes from: the commit the committed tables (benchmarks/results/prob_unet_speed*.md) ran
@@ -199,49 +256,7 @@ def time_interleaved(
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument(
-        "--peer-dir",
-        type=Path,
-        default=None,
-        help="folder with the port's probabilistic_unet.py (default: none, the suite rows alone)",
-    )
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the median is over them)")
-    parser.add_argument("--steps", type=int, default=1, help="steps per variant per round")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per training step")
-    parser.add_argument("--size", type=int, default=128, help="image side (px), at least 16")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the issue's 2 cores)")
-    parser.add_argument("--compile", action="store_true", help="add a torch.compile row (minutes to compile)")
-    parser.add_argument(
-        "--profile",
-        default=None,
-        metavar="KEY",
-        help="profile this variant after the timing (peer, instance, group, channels_last, compile_interp, "
-        "compile, compile_cl, bf16, compile_bf16; default: none)",
-    )
-    parser.add_argument(
-        "--bf16",
-        action="store_true",
-        help="add bf16 autocast rows (bf16-mixed precision: faster where the CPU has AVX512-BF16 / AMX; the "
-        "numerics change, so these rows are not the fp32 comparison)",
-    )
-    parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="glibc keeps freed buffers for the whole process (mallopt), port included",
-    )
-    parser.add_argument(
-        "--peer-source",
-        default=None,
-        help="where the port's files came from (repository, commit, date), quoted under the table (default: "
-        "not quoted)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="write the table here (benchmarks/results/prob_unet_speed.md; default: printed only)",
-    )
+    parser = options()
     args = check_numbers(parser, parser.parse_args(argv))
     if args.size < 16:  # the rest: check_numbers
         parser.error(f"--size must be >= 16, got {args.size}")
@@ -358,8 +373,8 @@ def main(argv: list[str] | None = None) -> str:
             f"Training step (forward + negative ELBO + backward + Adam step), batch {args.batch_size}, "
             f"1x{args.size}x{args.size}, levels 32-64-128-192, latent 6, beta 1, fp32 (bf16 autocast only in the `bf16` rows), {args.threads} threads "
             f"(`torch.set_num_threads`), CPU: {_cpu_name()}. Median of {args.rounds} interleaved rounds of "
-            f"{args.steps} step(s) per variant. Command: `{command_line('benchmarks/prob_unet_speed.py', argv)}`. "
-            "The port runs unmodified, its loss "
+            f"{args.steps} step(s) per variant. Command: `{command_line('benchmarks/prob_unet_speed.py', argv)}` "
+            f"({memory_note()}). The port runs unmodified, its loss "
             "`-elbo(mask)`; only its module-level `device` is set to the CPU at run time (monkeypatch)."
         ),
         "",
@@ -468,8 +483,3 @@ def _cpu_name() -> str:
     return "unknown"
 
 
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        main()

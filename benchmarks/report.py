@@ -1,13 +1,16 @@
-"""What every benchmark does with its markdown table: print it, and write it where ``--out`` says."""
+"""What every benchmark does with its markdown table (print it, write it where ``--out`` says), its shared
+options, and how it runs as a program (:func:`run_as_program`: options first, then torch)."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
+from typing import Any, NoReturn
 
 
 def json_object(text: str) -> dict:
@@ -58,6 +61,51 @@ def add_budget_minutes(parser, *aliases: str) -> None:
         default=ISSUE_BUDGET_MINUTES,
         help="training wall time (with --steps: a hard stop)",
     )
+
+#: ``--accelerator``'s choices: :data:`shared.device.ACCELERATORS` (a test holds the two equal), here for the
+#: options every script builds before it imports torch (shared.device does)
+ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+def add_budget_arguments(
+    parser: argparse.ArgumentParser, calibration_steps: int, inference_images: int
+) -> argparse.ArgumentParser:
+    """The options every detector benchmark takes (machine, loader, seed, budget planning, outputs)."""
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
+    parser.add_argument(
+        "--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed, 16-mixed"
+    )
+    parser.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="training batch size (default: the config's data.batch_size)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of initialisation, batches and augmentation"
+    )
+    parser.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
+    parser.add_argument(
+        "--calibration-steps",
+        type=int,
+        default=calibration_steps,
+        help="timed training steps that give the first step count of a time-budget run (not with --steps)",
+    )
+    parser.add_argument(
+        "--budget-fraction", type=float, default=0.9, help="share of the budget the step count is planned for"
+    )
+    parser.add_argument(
+        "--inference-images", type=int, default=inference_images, help="test images timed at batch 1"
+    )
+    parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+    parser.add_argument(
+        "--save-checkpoint", type=Path, default=None, help="write the trained model (.ckpt) (default: none)"
+    )
+    return parser
 
 
 def step_schedule(steps: int | None, planned: int, seconds: float, **fit: int) -> tuple[int, list]:
@@ -188,6 +236,53 @@ def print_and_write(table: str, out: Path | None) -> str:
         out.write_text(table)
         print(f"written to {out}")
     return table
+
+_freed_memory_kept = False  # set by keep_freed_memory: the setting holds for the whole process from then on
+
+
+def keep_freed_memory() -> bool:
+    """:func:`shared.allocator.keep_freed_memory` for this process (its answer returned), remembered for the
+    tables' :func:`memory_note`."""
+    global _freed_memory_kept
+    from shared.allocator import keep_freed_memory as keep
+
+    kept = keep()
+    _freed_memory_kept = _freed_memory_kept or kept
+    return kept
+
+
+def memory_note() -> str:
+    """What a table says beside its command about glibc's allocator: the suite's command lines keep freed
+    memory for reuse (README "Freed memory is kept": 1.29x on a Prob. U-Net step), so a figure measured
+    without it is slower than what users get."""
+    if _freed_memory_kept:
+        return "freed memory kept for reuse as in `python -m domains.<domain>`: `shared.allocator`"
+    return "freed memory not kept for reuse by the suite, unlike `python -m domains.<domain>`"
+
+
+def run_as_program(
+    parser: argparse.ArgumentParser,
+    module: str,
+    exit_status: Callable[[Any], int] | None = None,
+    keep_memory: bool = True,
+) -> NoReturn:
+    """``python benchmarks/<script>.py``, called from the script's ``__main__`` block above its heavy imports:
+    ``parser`` (the script's ``options()``) answers ``--help`` and refuses a bad option at once, not after
+    seconds of importing torch and Lightning. Then the process keeps freed memory for reuse as the suite's
+    command lines do (``keep_memory=False``: glibc's defaults), and ``module`` (the script itself, imported
+    by its name) runs ``main()``, which parses again with every check; bad input ends in one ``error:``
+    line. Exits with ``exit_status(main())``; by default main's int, else 0."""
+    check_numbers(parser, parser.parse_args())
+    if keep_memory:
+        keep_freed_memory()
+    from shared.cli_help import report_input_errors
+
+    main = import_module(module).main
+    with report_input_errors():  # bad input: one "error:" line, not a traceback
+        result = main()
+    if exit_status is not None:
+        raise SystemExit(exit_status(result))
+    raise SystemExit(result if type(result) is int else 0)
 
 
 if __name__ == "__main__":  # a library: its --help printed nothing and exited 0

@@ -22,15 +22,8 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
-import contextlib
-import time
 
-import pytorch_lightning as pl
-import torch
-
-from benchmarks.report import HelpFormatter, check_numbers, command_line, print_and_write
-from shared.cli import quiet_trainer
-from shared.device import ACCELERATORS, device_name, resolve_accelerator, synchronize
+from benchmarks.report import ACCELERATORS, HelpFormatter
 
 TASKS = {
     # name: (task class, data-module class, quick config, GPU config(s))
@@ -47,6 +40,40 @@ TASKS = {
     "accident": ("domains.driving.accident.task:AccidentTask", "domains.driving.accident.data:AccidentDataModule",
                  ["domains/driving/accident/configs/quick.yaml"], ["domains/driving/accident/configs/gpu.yaml"]),
 }  # fmt: skip
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="the tasks measured")
+    ap.add_argument("--gpu-configs", action="store_true", help="the GPU recipes instead of the quick configs")
+    ap.add_argument(
+        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
+    )
+    ap.add_argument("--precision", default=None, help="default: the configs' trainer.precision, else 32-true")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
+    ap.add_argument(
+        "--workers", type=int, nargs="+", default=None, help="loader worker counts (default 0..config)"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
+    return ap
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.throughput")
+
+import contextlib
+import time
+
+import pytorch_lightning as pl
+import torch
+
+from benchmarks.report import check_numbers, command_line, memory_note, print_and_write
+from shared.cli import quiet_trainer
+from shared.device import device_name, resolve_accelerator, synchronize
 
 
 def _load(path: str):
@@ -177,19 +204,7 @@ def fit_rate(task, data, accelerator: str, steps: int, warmup: int, precision: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="the tasks measured")
-    ap.add_argument("--gpu-configs", action="store_true", help="the GPU recipes instead of the quick configs")
-    ap.add_argument(
-        "--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one"
-    )
-    ap.add_argument("--precision", default=None, help="default: the configs' trainer.precision, else 32-true")
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
-    ap.add_argument(
-        "--workers", type=int, nargs="+", default=None, help="loader worker counts (default 0..config)"
-    )
-    ap.add_argument("--out", type=Path, default=None, help="write the table here (default: printed only)")
+    ap = options()
     args = check_numbers(ap, ap.parse_args(argv))
     accelerator, device = resolve_accelerator(args.accelerator)
     where = device_name(device)
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Throughput: does the loader keep up? ({time.strftime('%Y-%m-%d')}, {where})",
         "",
         (
-            f"Command: `{command_line('benchmarks/throughput.py', argv)}`; "
+            f"Command: `{command_line('benchmarks/throughput.py', argv)}` ({memory_note()}); "
             f"{args.steps} timed steps after {args.warmup} warm-up steps per measurement."
         ),
         "",
@@ -233,8 +248,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        raise SystemExit(main())

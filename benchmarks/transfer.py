@@ -46,6 +46,92 @@ if sys.path[0] != str(ROOT):
     sys.path.insert(0, str(ROOT))
 
 import argparse
+
+from benchmarks.report import STEPS_HELP, HelpFormatter
+
+TEXTBOOK = ["alexnet", "googlenet", "vgg16", "resnet18"]
+FRACTIONS = [0.01, 0.05, 0.25, 1.0]
+DEFAULT_MINUTES = 30.0  # the whole run on 2 CPU cores
+
+
+def options() -> argparse.ArgumentParser:
+    """The benchmark's options; built before torch is imported, so that ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--domain", choices=["driving", "medical"], default="medical", help="whose data")
+    parser.add_argument(
+        "--data-path", default=None, help="KITTI folder / LIDC PNG root; default: the synthetic set"
+    )
+    parser.add_argument("--backbones", nargs="+", default=TEXTBOOK, help="registered backbones to compare")
+    parser.add_argument(
+        "--fractions",
+        nargs="+",
+        type=float,
+        default=FRACTIONS,
+        help="shares of the training labels, in (0, 1]",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=DEFAULT_MINUTES, help="total wall-time budget (2 CPU cores: 30)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"every run and source segmenter: {STEPS_HELP}"
+    )
+    parser.add_argument(
+        "--source-share", type=float, default=0.15, help="share of a backbone's time for its source"
+    )
+    parser.add_argument("--no-suite-source", action="store_true", help="scratch (and torchvision) only")
+    parser.add_argument(
+        "--suite-checkpoint",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH[:PREFIX]",
+        help="a backbone's suite weights from this file (keys under PREFIX) instead of a source segmenter "
+        "made here (default: none)",
+    )
+    parser.add_argument(
+        "--torchvision-weights",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="a local torchvision weight file for a backbone: adds its runs (nothing is downloaded; "
+        "default: none)",
+    )
+    parser.add_argument(
+        "--backbone-kwargs", nargs="*", default=[], metavar="NAME=JSON",
+        help="a backbone's arguments, e.g. unet_encoder='{\"channels\": [32, 64, 128, 192]}' (the medical U-Net's "
+        "encoder, whose shipped weights a --suite-checkpoint can name; default: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sources-dir",
+        default="data/transfer_sources",
+        help="where the source segmenters are saved (git-ignored)",
+    )
+    parser.add_argument("--image-size", type=int, default=64, help="side of the classified crops (px)")
+    parser.add_argument("--source-size", type=int, default=64, help="height of the source task's images")
+    parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
+    parser.add_argument("--epoch-batches", type=int, default=25, help="at most this many batches per epoch")
+    parser.add_argument("--lr", type=float, default=1e-3, help="the head's learning rate (AdamW)")
+    parser.add_argument("--eval-items", type=int, default=500, help="images per split scored at the end")
+    parser.add_argument("--min-train-seconds", type=float, default=5.0, help="floor of a run's training time")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches, scored images)")
+    parser.add_argument(
+        "--split-seed", type=int, default=0,
+        help="seed of the train / val / test split and of the label shares (default 0: the split the configs train "
+        "the detector and segmenter on, so a --suite-checkpoint of theirs saw no validation or test frame)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="markdown table; .json and .png written beside it (default: the table printed, nothing written)",
+    )
+    return parser
+
+
+if __name__ == "__main__":  # options parsed before the imports below (torch: seconds), then main() runs
+    from benchmarks.report import run_as_program
+
+    run_as_program(options(), "benchmarks.transfer")
+
 import csv
 import json
 import math
@@ -60,11 +146,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from benchmarks.report import (
-    STEPS_HELP,
-    HelpFormatter,
     check_numbers,
     command_line,
     json_object,
+    memory_note,
     run_length,
     smoke_run,
     step_schedule,
@@ -76,11 +161,6 @@ from shared.classification.task import ClassificationTask
 from shared.cli import quiet_trainer
 from shared.optim import adamw, warmup_cosine
 from shared.segmentation import SegmentationNet
-
-TEXTBOOK = ["alexnet", "googlenet", "vgg16", "resnet18"]
-FRACTIONS = [0.01, 0.05, 0.25, 1.0]
-DEFAULT_MINUTES = 30.0  # the whole run on 2 CPU cores
-
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -328,74 +408,7 @@ def parse_named_paths(values: list[str], option: str, what: str = "PATH") -> dic
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--domain", choices=["driving", "medical"], default="medical", help="whose data")
-    parser.add_argument(
-        "--data-path", default=None, help="KITTI folder / LIDC PNG root; default: the synthetic set"
-    )
-    parser.add_argument("--backbones", nargs="+", default=TEXTBOOK, help="registered backbones to compare")
-    parser.add_argument(
-        "--fractions",
-        nargs="+",
-        type=float,
-        default=FRACTIONS,
-        help="shares of the training labels, in (0, 1]",
-    )
-    parser.add_argument(
-        "--minutes", type=float, default=DEFAULT_MINUTES, help="total wall-time budget (2 CPU cores: 30)"
-    )
-    parser.add_argument(
-        "--steps", type=int, default=None, help=f"every run and source segmenter: {STEPS_HELP}"
-    )
-    parser.add_argument(
-        "--source-share", type=float, default=0.15, help="share of a backbone's time for its source"
-    )
-    parser.add_argument("--no-suite-source", action="store_true", help="scratch (and torchvision) only")
-    parser.add_argument(
-        "--suite-checkpoint",
-        nargs="*",
-        default=[],
-        metavar="NAME=PATH[:PREFIX]",
-        help="a backbone's suite weights from this file (keys under PREFIX) instead of a source segmenter "
-        "made here (default: none)",
-    )
-    parser.add_argument(
-        "--torchvision-weights",
-        nargs="*",
-        default=[],
-        metavar="NAME=PATH",
-        help="a local torchvision weight file for a backbone: adds its runs (nothing is downloaded; "
-        "default: none)",
-    )
-    parser.add_argument(
-        "--backbone-kwargs", nargs="*", default=[], metavar="NAME=JSON",
-        help="a backbone's arguments, e.g. unet_encoder='{\"channels\": [32, 64, 128, 192]}' (the medical U-Net's "
-        "encoder, whose shipped weights a --suite-checkpoint can name; default: none)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--sources-dir",
-        default="data/transfer_sources",
-        help="where the source segmenters are saved (git-ignored)",
-    )
-    parser.add_argument("--image-size", type=int, default=64, help="side of the classified crops (px)")
-    parser.add_argument("--source-size", type=int, default=64, help="height of the source task's images")
-    parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    parser.add_argument("--epoch-batches", type=int, default=25, help="at most this many batches per epoch")
-    parser.add_argument("--lr", type=float, default=1e-3, help="the head's learning rate (AdamW)")
-    parser.add_argument("--eval-items", type=int, default=500, help="images per split scored at the end")
-    parser.add_argument("--min-train-seconds", type=float, default=5.0, help="floor of a run's training time")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches, scored images)")
-    parser.add_argument(
-        "--split-seed", type=int, default=0,
-        help="seed of the train / val / test split and of the label shares (default 0: the split the configs train "
-        "the detector and segmenter on, so a --suite-checkpoint of theirs saw no validation or test frame)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, default=None,
-        help="markdown table; .json and .png written beside it (default: the table printed, nothing written)",
-    )
+    parser = options()
     args = check_numbers(parser, parser.parse_args(argv))
     torch.set_num_threads(args.threads)
     for f in args.fractions:
@@ -477,7 +490,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{args.threads} CPU threads; whole run {total / 60:.1f} min "
         f"(budget {args.minutes:g} min). Scores on a seeded random {args.eval_items} images of each split at most "
         "(--eval-items). gap = train accuracy - validation accuracy (both without augmentation). "
-        f"Command: `{command_line('benchmarks/transfer.py', argv)}`"
+        f"Command: `{command_line('benchmarks/transfer.py', argv)}` ({memory_note()})"
     )
     smoke = smoke_run(args.minutes, DEFAULT_MINUTES)
     text = report(rows, header, smoke, run_length(args.steps, [r["steps"] for r in rows] + made_steps))
@@ -499,8 +512,3 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":
-    from shared.cli_help import report_input_errors
-
-    with report_input_errors():  # bad input: one "error:" line, not a traceback
-        main()

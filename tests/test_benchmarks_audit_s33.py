@@ -438,11 +438,9 @@ def test_every_script_puts_its_checkout_first_before_importing_the_packages(scri
     assert _imports_the_checkout_first((REPO / "benchmarks" / f"{script}.py").read_text())
 
 
-# make test runs the script that imports nothing but sys and pathlib before the checkout's packages: the stand-in
-# stops it at once (backbones.py imports torch first: 2 s); every script's order is read by the test above
-@pytest.mark.parametrize(
-    "script", [s if s == "driving_instances" else pytest.param(s, marks=pytest.mark.slow) for s in SCRIPTS]
-)
+# every script imports the standard library alone before benchmarks.report (its options are parsed before
+# torch is imported): the stand-in stops each at once
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_a_script_imports_the_packages_of_the_checkout_it_is_run_from(script, tmp_path):
     """`python benchmarks/x.py` imported benchmarks, domains and shared from wherever the venv's editable
     install points (/work/main), not from the checkout holding the script. Here a copy's checkout holds

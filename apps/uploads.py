@@ -5,12 +5,13 @@ failure is an :class:`UploadError` whose message names the file and says what to
 the file usable (RGBA -> RGB, grey -> RGB, 16-bit -> 8-bit, colour -> grey for CT) are done and reported as
 ``notes`` so the page can show them.
 
-* road photos: PNG / JPEG through OpenCV (``cv2.imdecode``; JPEG EXIF orientation applied) -> RGB uint8;
+* road photos: PNG / JPEG / WebP through OpenCV (``cv2.imdecode``; JPEG and WebP EXIF orientation applied, as
+  ``predict``'s ``cv2.imread`` does) -> RGB uint8;
 * medical images: PNG / JPEG, DICOM (``pydicom`` from bytes, single- or multi-frame) and NIfTI-1/2
   (``nibabel`` from bytes, ``.nii`` or ``.nii.gz``) -> :class:`MedicalVolume`, a stack of 2D slices;
-* dashcam clips: a video (mp4 / avi / mov / mkv through OpenCV) or a zip of JPEG / PNG frames (in name order)
-  -> :class:`FrameClip`, RGB uint8 frames of one size and the frame rate when the file gives one (a video faster
-  than the model's rate keeps only the frames the model reads).
+* dashcam clips: a video (mp4 / avi / mov / mkv through OpenCV) or a zip of JPEG / PNG / WebP frames (in
+  name order) -> :class:`FrameClip`, RGB uint8 frames of one size and the frame rate when the file gives one
+  (a video faster than the model's rate keeps only the frames the model reads).
 """
 
 from __future__ import annotations
@@ -60,11 +61,23 @@ MAX_CLIP_FRAME_PIXELS = (
 )
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: a road photo and a clip zip's frames: WebP too, as ``predict`` and the driving page's scene list read it
+#: (RoadObstacle21's images are WebP)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 MEDICAL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nii.gz")
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
+#: what a file's name says it is, to tell a user whose ``notes.png`` holds text that its content is not a PNG
+#: ("unsupported file type" read as if the name were wrong)
+_NAMED_AS = {
+    ".png": "PNG image",
+    ".jpg": "JPEG image",
+    ".jpeg": "JPEG image",
+    ".webp": "WebP image",
+    ".nii": "NIfTI volume",
+    ".nii.gz": "gzipped NIfTI volume",
+}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -278,7 +291,8 @@ def _check_volume(name: str, declared: str, nbytes: int) -> None:
 
 
 def detect_format(data: bytes, name: str = "") -> str:
-    """``png``, ``jpeg``, ``dicom``, ``nifti`` (``.nii``), ``nifti_gz`` or ``unknown``, from the content.
+    """``png``, ``jpeg``, ``webp``, ``dicom``, ``nifti`` (``.nii``), ``nifti_gz``, ``gzip`` or ``unknown``,
+    from the content.
 
     The content decides (not the extension); a DICOM without the 128-byte preamble is recognised by its
     ``.dcm`` extension only. A gzip is ``nifti_gz`` when its first decompressed bytes are a NIfTI header,
@@ -291,6 +305,8 @@ def detect_format(data: bytes, name: str = "") -> str:
         return "png"
     if data.startswith(_JPEG_MAGIC):
         return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
     if data.startswith(_GZIP_MAGIC):
@@ -318,6 +334,19 @@ def _nifti_version(header: bytes) -> int:
             if size == 540 and len(header) >= 540 and header[4:7] in (b"n+2", b"ni2"):
                 return 2
     return 0
+
+
+def _not_as_named(name: str, suffixes: tuple[str, ...], accepted: str) -> UploadError | None:
+    """The error for a file named as a type the page takes (one of ``suffixes``) whose content is none it
+    reads (``notes.png`` holding text): its content, not its name, is what is wrong. None for other names."""
+    suffix = next((x for x in sorted(suffixes, key=len, reverse=True) if name.lower().endswith(x)), None)
+    named = _NAMED_AS.get(suffix)
+    if named is None:
+        return None
+    return UploadError(
+        f"{name}: its content is not a {named} (whatever its name says; the file holds something else, or is "
+        f"damaged at its start); upload {accepted}"
+    )
 
 
 def _check_pixels(height: int, width: int, name: str, max_pixels: int) -> None:
@@ -354,6 +383,20 @@ def _header_size(data: bytes, name: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
+_FORMAT_NAMES = {"webp": "WebP"}  # as written; the others upper-case (PNG, JPEG)
+
+
+def _frame_count(data: bytes) -> int:
+    """Frames in an (animated) image from its header; 1 where Pillow cannot tell."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(getattr(im, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - the header was read before; a count is only a note
+        return 1
+
+
 def _exif_orientation(data: bytes) -> int:
     from PIL import Image
 
@@ -380,16 +423,19 @@ def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _decode_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
-    """PNG / JPEG -> the stored array (H, W) or (H, W, C) in BGR(A) order and its native dtype."""
+    """PNG / JPEG / WebP -> the stored array (H, W) or (H, W, C) in BGR(A) order and its native dtype."""
     height, width = _header_size(data, name)
     _check_pixels(height, width, name, max_pixels)
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise UploadError(
-            f"{name}: the {fmt.upper()} data cannot be decoded; the file is corrupt or truncated"
+            f"{name}: the {_FORMAT_NAMES.get(fmt, fmt.upper())} data cannot be decoded; the file is corrupt "
+            "or truncated"
         )
     notes = []
-    if fmt == "jpeg":
+    if fmt == "webp" and (frames := _frame_count(data)) > 1:
+        notes.append(f"animated WebP ({frames} frames): its first frame is used")
+    if fmt in ("jpeg", "webp"):  # as predict's cv2.imread turns them
         orientation = _exif_orientation(data)
         if orientation != 1:
             array = _apply_orientation(array, orientation)
@@ -416,16 +462,19 @@ def _to_uint8(array: np.ndarray, notes: list[str]) -> np.ndarray:
 def decode_rgb_image(
     data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS
 ) -> RGBImage:
-    """A PNG / JPEG road photo -> RGB uint8 (H, W, 3); grey, RGBA and 16-bit inputs are converted (noted)."""
+    """A PNG / JPEG / WebP road photo -> RGB uint8 (H, W, 3); grey, RGBA and 16-bit inputs are converted
+    (noted). A name of one of those types on other content is told as such (:func:`_not_as_named`)."""
     check_size(data, name, max_bytes)
     fmt = detect_format(data, name)
     if fmt in ("dicom", "nifti", "nifti_gz"):
         raise UploadError(
             f"{name}: this is a {'DICOM' if fmt == 'dicom' else 'NIfTI'} medical file; this page needs a 2D "
-            "road photo (PNG or JPEG). Medical images go to the medical page."
+            "road photo (PNG, JPEG or WebP). Medical images go to the medical page."
         )
-    if fmt not in ("png", "jpeg"):
-        raise UploadError(f"{name}: unsupported file type; upload a PNG or JPEG photo")
+    if fmt not in ("png", "jpeg", "webp"):
+        raise _not_as_named(name, IMAGE_EXTENSIONS, "a PNG, JPEG or WebP photo") or UploadError(
+            f"{name}: unsupported file type; upload a PNG, JPEG or WebP photo"
+        )
     array, notes = _decode_raster(data, name, fmt, max_pixels)
     array = _to_uint8(array, notes)
     if array.ndim == 2:
@@ -487,7 +536,8 @@ def decode_clip(
         clip = _video_clip(data, name, max_frames, max_side, model_fps)
     else:
         raise UploadError(
-            f"{name}: unsupported file type; upload a dashcam video (mp4) or a zip of JPEG / PNG frames"
+            f"{name}: unsupported file type; upload a dashcam video (mp4) or a zip of JPEG / PNG / WebP "
+            "frames"
         )
     if len(clip.frames) < 2:
         raise UploadError(
@@ -677,15 +727,18 @@ def _zip_clip(
                     for names, kind, why in kinds
                     if names
                 )
-            raise UploadError(f"{name}: the zip {what}; expected JPEG / PNG frames, one file per frame")
+            raise UploadError(
+                f"{name}: the zip {what}; expected JPEG / PNG / WebP frames, one file per frame"
+            )
         # a dashcam's folder carries sidecar files (GPS tracks, JSON, notes): left out and counted, not refused
         others = [m.filename for m in members if not m.filename.lower().endswith(IMAGE_EXTENSIONS)]
         members = [m for m in members if m.filename.lower().endswith(IMAGE_EXTENSIONS)]
         if not members:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise UploadError(
-                f"{name}: no JPEG / PNG frame in the zip ({shown} {'is' if len(others) == 1 else 'are'} not an "
-                "image); expected one image file per frame, their names in order giving the frame order"
+                f"{name}: no JPEG / PNG / WebP frame in the zip ({shown} "
+                f"{'is' if len(others) == 1 else 'are'} not an image); expected one image file per frame, "
+                "their names in order giving the frame order"
             )
         if len(members) > max_frames:  # its frame rate is set once it is read: every frame counts
             raise _too_long(
@@ -719,10 +772,11 @@ def _zip_clip(
             except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, NotImplementedError) as exc:
                 # RuntimeError: encrypted member; NotImplementedError: a compression method zipfile lacks
                 raise UploadError(f"{where}: cannot be read from the zip ({exc})") from None
-            if raw and detect_format(raw, info.filename) not in ("png", "jpeg"):  # empty: check_size says so
+            # empty: check_size says so
+            if raw and detect_format(raw, info.filename) not in ("png", "jpeg", "webp"):
                 raise UploadError(
-                    f"{where}: not a readable image; its content is not PNG or JPEG data (whatever its name "
-                    "says): the zip must hold only JPEG / PNG frames"
+                    f"{where}: not a readable image; its content is not PNG, JPEG or WebP data (whatever "
+                    "its name says): the zip must hold only JPEG / PNG / WebP frames"
                 )
             image = decode_rgb_image(raw, where, max_pixels=MAX_CLIP_FRAME_PIXELS)
             for note in image.notes:
@@ -745,7 +799,8 @@ def _zip_clip(
     notes += _left_out_notes(unsafe, hidden)
     if others:
         notes.append(
-            f"{len(others)} file{'s' if len(others) != 1 else ''} not a JPEG / PNG frame left out (e.g. {others[0]})"
+            f"{len(others)} file{'s' if len(others) != 1 else ''} not a JPEG / PNG / WebP frame left out "
+            f"(e.g. {others[0]})"
         )
     stacked = np.stack(frames)
     return FrameClip(name, stacked, None, notes + _scaled_note(source, stacked, max_side), "zip", source[::-1])
@@ -774,8 +829,16 @@ def decode_medical(
         return _medical_nifti(data, name, fmt == "nifti_gz", max_pixels, percentiles)
     if fmt == "gzip":
         raise UploadError(f"{name}: a gzip file that is not named .nii.gz; only gzipped NIfTI is supported")
+    if fmt == "webp":  # no medical data set or reader here takes WebP (lossy by default): not guessed at
+        raise UploadError(
+            f"{name}: a WebP image; the medical page reads PNG / JPEG images, DICOM and NIfTI (save the "
+            "image as PNG)"
+        )
     if zipfile.is_zipfile(io.BytesIO(data)):  # a CT series as it usually arrives: one DICOM file per slice
         return _dicom_series(data, name, max_pixels, percentiles)
+    accepted = "a PNG / JPEG image, a DICOM file or a NIfTI volume"
+    if misnamed := _not_as_named(name, MEDICAL_EXTENSIONS, accepted):
+        raise misnamed
     raise UploadError(
         f"{name}: unsupported file type; upload a PNG / JPEG image, a DICOM file (.dcm), a zip of one DICOM "
         "series or a NIfTI volume (.nii / .nii.gz)"

@@ -298,6 +298,20 @@ def _far_from_training(width: int, height: int, in_w: int, in_h: int, input_kind
     return None
 
 
+def _without_objects(input_kind: str) -> str:
+    """What the anticipator does with no detected objects, by what it reads: a frames network still sees
+    the pixels, a boxes-only one (the shipped model) reads nothing at all and shows a risk of 0 throughout
+    (the page said it "runs on the frames alone" for both)."""
+    if input_kind == "boxes":
+        return (
+            "this model reads only the objects' boxes, not the pixels, so with no objects it has nothing to "
+            "estimate a risk from (shown as 0 throughout)"
+        )
+    if input_kind == "frames":
+        return "the anticipator runs on the frames alone, with no objects"
+    return "the anticipator runs with no objects"
+
+
 def _detected_caveat(figures: str, input_kind: str) -> str:
     """The warning on an upload's results: its objects come from the detector and a tracker, not ground truth.
     A boxes-only model reads nothing but the tracks, so the cause and size of its alarm moving are said: the
@@ -484,7 +498,7 @@ if source == SYNTHETIC:
     )
 else:
     data, name, digest = pc.upload_or_stop(
-        "Dashcam clip: a video (mp4) or a zip of JPEG / PNG frames",
+        "Dashcam clip: a video (mp4) or a zip of JPEG / PNG / WebP frames",
         key=UPLOAD_KEY,
         help_text=(
             f"Up to {up.MAX_UPLOAD_MB} MB and {up.MAX_CLIP_FRAMES} frames read by the model ("
@@ -553,7 +567,7 @@ else:
     if detector is None:
         clip.update(dm.no_objects(len(frames)))
         st.warning(
-            "No road-object detector available: the anticipator runs on the frames alone, with no objects "
+            f"No road-object detector available: {_without_objects(model.model.input_kind)} "
             f"(train the detector with `{dm.train_command(DETECTION)}`)."
         )
     else:
@@ -565,8 +579,8 @@ else:
             objects = f"{pc.model_token(DETECTION)}|{det_threshold:.4f}"  # which detector made the boxes
         except Exception as exc:  # noqa: BLE001 - e.g. a detector checkpoint whose code changed since
             st.warning(
-                f"The detector failed on this clip ({type(exc).__name__}: {exc}): the anticipator runs with no "
-                "objects."
+                f"The detector failed on this clip ({type(exc).__name__}: {exc}): "
+                f"{_without_objects(model.model.input_kind)}."
             )
             clip.update(dm.no_objects(len(frames)))
         else:

@@ -458,7 +458,7 @@ if source == SYNTHETIC:
     name = Path(image_path).name
 else:
     data, name, digest = pc.upload_or_stop(
-        f"Road photo (PNG or JPEG, up to {up.MAX_PIXELS / 1e6:.0f} megapixels)",
+        f"Road photo (PNG, JPEG or WebP, up to {up.MAX_PIXELS / 1e6:.0f} megapixels)",
         key=UPLOAD_KEY,
         help_text=(
             f"Up to {up.MAX_UPLOAD_MB} MB and {up.MAX_PIXELS / 1e6:.0f} megapixels (e.g. 7200x5400; downscale a "
@@ -512,16 +512,17 @@ def _model_or_warning(key: str, available: bool, what: str, caption_limit: int =
 def _score_slider(column, key: str, task, slider_key: str, judge: str, items: str) -> float:
     """The score-threshold slider of a box / instance tab. It starts at the weights' operating point (best F1
     on the validation split, recorded in the model card); without one, where ``predict`` draws (its
-    ``predict_score_thresh``, a run-time setting not saved in checkpoints)."""
+    ``predict_score_thresh``, a run-time setting not saved in checkpoints). It starts at that threshold as it
+    is, not rounded to the slider's steps (0.37 opened at 0.35 and drew boxes ``predict`` does not): Streamlit
+    takes a start off its step grid as given."""
     point = {} if _own(key) else dm.operating_point(key)
-    start = float(point.get("threshold", task.predict_score_thresh))
-    start = round(min(1.0, max(0.05, start)) * 20) / 20
+    start = min(1.0, max(0.05, float(point.get("threshold", task.predict_score_thresh))))
     return column.slider(
         "Score threshold",
         0.05,
         1.0,
         start,
-        0.05,
+        0.01,
         key=slider_key,
         persist_state=pc.KEEP,
         help=(

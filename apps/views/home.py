@@ -28,7 +28,7 @@ with right:
     st.write(
         "FCOS detection of cars, pedestrians and cyclists, their Mask R-CNN instance masks (with a score "
         "slider), and a per-pixel road-anomaly heat map with the frame's anomaly score. Upload a road photo "
-        f"(PNG or JPEG, up to {up.MAX_PIXELS / 1e6:.0f} megapixels and {up.MAX_UPLOAD_MB} MB); results download "
+        f"(PNG, JPEG or WebP, up to {up.MAX_PIXELS / 1e6:.0f} megapixels and {up.MAX_UPLOAD_MB} MB); results download "
         "as KITTI text, 16-bit instance-id maps and PNG."
     )
     st.write(

@@ -220,11 +220,11 @@ def test_own_checkpoint_that_is_a_png_or_a_pickled_model_gets_a_short_message(de
 def test_the_pages_state_the_pixel_limit_the_uploads_enforce(demo_env):
     home = _ok(_page("home"))
     assert "any size" not in _texts(home.markdown)
-    assert "Upload a road photo (PNG or JPEG, up to 40 megapixels and 50 MB)" in _texts(home.markdown)
+    assert "Upload a road photo (PNG, JPEG or WebP, up to 40 megapixels and 50 MB)" in _texts(home.markdown)
     at = _page("driving")
     at.radio(key="driving_source").set_value("Upload a photo").run()
     _ok(at)
-    assert at.get("file_uploader")[0].proto.label == "Road photo (PNG or JPEG, up to 40 megapixels)"
+    assert at.get("file_uploader")[0].proto.label == "Road photo (PNG, JPEG or WebP, up to 40 megapixels)"
     big = S.png(np.zeros((6000, 8000), np.uint8))  # 48 megapixels: refused, as the label says
     at.file_uploader(key="driving_upload").set_value(("big.png", big, "image/png")).run()
     assert not at.exception

@@ -246,7 +246,7 @@ def test_unsafe_zip_member_names_are_left_out_and_counted_as_such_not_as_hidden_
     assert str(err.value) == (
         f"f.zip: the zip holds only 2 file(s) with unsafe names (../f0.png, C:/f1.png: {UNSAFE} are not read) and "
         "1 hidden file(s) (.f2.png: names starting with a dot, __MACOSX/ and Windows' Thumbs.db / desktop.ini are "
-        "not read); expected JPEG / PNG frames, one file per frame"
+        "not read); expected JPEG / PNG / WebP frames, one file per frame"
     )
 
 

@@ -527,7 +527,7 @@ def test_sidecar_files_in_a_zip_of_frames_are_left_out_and_counted_not_a_refusal
     data = S.frames_zip(frames, extra={"clip/track.gpx": b"<gpx/>", "clip/meta.json": b"{}"})
     clip = up.decode_clip(data, "drive.zip")
     assert len(clip.frames) == 3
-    assert "2 files not a JPEG / PNG frame left out (e.g. clip/track.gpx)" in clip.notes
+    assert "2 files not a JPEG / PNG / WebP frame left out (e.g. clip/track.gpx)" in clip.notes
 
 
 def test_an_enhanced_ct_dicom_gives_its_pixel_size_rescale_and_window_from_its_functional_groups():

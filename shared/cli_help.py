@@ -328,7 +328,12 @@ def _is_input_error(err: Exception) -> bool:
     devices = r"`devices` selected with `\w+` should be |Device IDs \(GPU/TPU\) must be an int, a string, "
     if isinstance(err, TypeError) and re.match(devices, str(err)):
         return True
-    return type(err).__name__ in ("MisconfigurationException", "WeightLoadingError", "NonFiniteLossError")
+    # by the names of the classes it is or extends (NothingLoadedError is a WeightLoadingError): comparing names
+    # spares importing Lightning and torch here, which `--help` does not load
+    return any(
+        cls.__name__ in ("MisconfigurationException", "WeightLoadingError", "NonFiniteLossError")
+        for cls in type(err).__mro__
+    )
 
 
 def lazy_exports(package: str, **modules: str):

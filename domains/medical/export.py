@@ -288,8 +288,14 @@ def _preprocessing(data: dict | None, multiple: int) -> dict:
             "data_format": fmt,
             "intensity": f"NIfTI channel {kw['modality_index']}; per volume, its {low:g} .. {high:g} "
             "percentile range mapped linearly to 0..1, clipped",
-            "geometry": "slices along the third voxel axis as (rows Y, cols X); each resized keeping its physical "
-            f"aspect ratio (the header's voxel sizes) to longest side {crop} px (area when shrinking, trilinear when enlarging), then "
+            # what domains.medical.volumes.axial_axes does: a deployer slicing along the stored third axis would
+            # feed a permuted volume's sagittal or coronal slices to a model trained on axial ones
+            "geometry": "slices along the volume's head-foot voxel axis: the third as stored when it runs "
+            "head-foot (as in the Decathlon's own files) or the affine gives no orientation; else the stored axes "
+            "are reordered from the affine (nibabel io_orientation) to (left-right X, front-back Y, head-foot Z), "
+            "each in its stored direction (no flips); each slice as (rows Y, cols X), resized keeping its physical "
+            f"aspect ratio (the header's voxel sizes) to longest side {crop} px (area when shrinking, trilinear "
+            "when enlarging), then "
             f"zero-padded symmetrically to {crop}x{crop}",
         }
     intensity = {

@@ -51,8 +51,16 @@ class MedicalSegmentationTask(BaseTask):
         threshold: probability above which a sample's pixel is foreground.
         predict_dir: where ``predict`` writes (null: no files).
         predict_uncertainty: ``entropy`` (of the mean probability, bits) or ``variance`` (across samples).
-        collapse_kl: a latent scale whose validation KL (nats per image) falls below this has collapsed: its
-            posterior says nothing the prior does not, so its samples do not differ; warned once per scale.
+        collapse_kl: a latent scale whose validation KL (nats per image) is below this says nothing the prior
+            does not (it collapsed, or never came alive), so its samples do not differ: warned once per scale
+            once ``collapse_grace_steps`` have been trained.
+        collapse_grace_steps: training steps before which no validation warns of that: at initialisation the
+            posterior and prior nets agree, so every KL starts near 0 (or just above the bound) and rises as
+            the decoder learns to use the latents. On synthetic LIDC every scale passed 0.01 nats by step 30
+            (quick.yaml's Prob. U-Net: 0.006 at step 20, 0.044 at 30, 2 nats by 100; hpu_net.yaml, batch 4:
+            its scale 0 at 0.011-0.014 until step 20, 0.096 at 30); 200 leaves a margin for slower real data
+            and spans hpu_net.yaml's 200-step LR warm-up, well before issue 20's collapse (KL about 0 after
+            1,300 steps).
         input_size: side (px) of the square crops the network is trained on, kept with it (``model.input_size``)
             so that export and the demo feed it what it learnt from; the CLI links it from ``data.crop_size``.
         compile_loss: train through ``torch.compile(network.loss)`` (inductor fuses the norms and activations
@@ -84,6 +92,7 @@ class MedicalSegmentationTask(BaseTask):
         predict_dir: str | None = "predictions/medical",
         predict_uncertainty: str = "entropy",
         collapse_kl: float = 0.01,
+        collapse_grace_steps: int = 200,
         input_size: int | None = None,
         compile_loss: bool = False,
         pretrained_backbone: str | None = None,
@@ -117,6 +126,9 @@ class MedicalSegmentationTask(BaseTask):
         self.predict_dir = predict_dir
         self.predict_uncertainty = predict_uncertainty
         self.collapse_kl = float(collapse_kl)
+        if collapse_grace_steps < 0:
+            raise ValueError(f"collapse_grace_steps must be >= 0, got {collapse_grace_steps}")
+        self.collapse_grace_steps = int(collapse_grace_steps)
         self.compile_loss = bool(compile_loss)
         self._compiled_loss = None  # built on the first training step (see training_loss) ...
         self._compiled_shapes: tuple | None = None  # ... for these (images, masks) shapes
@@ -279,26 +291,26 @@ class MedicalSegmentationTask(BaseTask):
             )
 
     def _warn_collapse(self) -> None:
-        """Warn once per latent scale whose mean validation KL fell below ``collapse_kl`` (rank 0)."""
+        """Warn once per latent scale whose mean validation KL is below ``collapse_kl``, from
+        ``collapse_grace_steps`` on (rank 0): before, every KL is near 0 because it starts there."""
         fitting = self.trainer.state.fn == TrainerFn.FITTING
-        when = (
-            f"at global step {self.global_step}"
-            if fitting or self._checkpoint_step is None
-            else f"in the checkpoint of global step {self._checkpoint_step}"
-        )
+        step = self.global_step if fitting else self._checkpoint_step  # validate of no checkpoint: untrained
         kl_means = {  # this validation's, over every rank's images (computed on each rank: a collective)
             key.removeprefix("val/").removesuffix("_nats"): float(metric.compute())
             for key, metric in sorted(self.logged_means.items())
             if key.startswith("val/kl") and key.endswith("_nats")
         }
+        if step is None or step < self.collapse_grace_steps:
+            return
+        when = f"at global step {step}" if fitting else f"in the checkpoint of global step {step}"
         for name, mean in kl_means.items():
             if mean < self.collapse_kl and name not in self._collapse_warned:
                 self._collapse_warned.add(name)
                 what = "the latent" if name == "kl" else f"latent scale {name.removeprefix('kl_scale')}"
                 rank_zero_warn(
                     f"posterior collapse: {what} ({name}) has KL {mean:.2e} nats per image {when}, below "
-                    f"collapse_kl {self.collapse_kl}: its samples no longer differ "
-                    "(sample diversity is logged as val/diversity)"
+                    f"collapse_kl {self.collapse_kl} (it collapsed, or never came alive): its samples do not "
+                    "differ (sample diversity is logged as val/diversity)"
                 )
 
     def on_validation_epoch_end(self) -> None:

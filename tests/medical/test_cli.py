@@ -229,6 +229,8 @@ def test_validation_logs_kl_per_scale_and_warns_once_when_a_scale_collapses(lidc
         "false",
         "--trainer.num_sanity_val_steps",
         "0",
+        "--model.collapse_grace_steps",  # the default 200 would keep this 2-step fit from judging
+        "1",
     ]
     with pytest.warns(
         UserWarning, match=r"posterior collapse: latent scale 1 \(kl_scale1\).*global step 1\b"

@@ -42,7 +42,11 @@ def test_test_logs_the_kl_in_nats_as_validation_does(name, network, monkeypatch)
 def test_only_validation_kl_decides_the_collapse_warning(monkeypatch):
     """A test split's KL below ``collapse_kl`` says nothing of training: no warning reads ``test/kl*``."""
     task = MedicalSegmentationTask(
-        network=ProbabilisticUNet(**TINY["prob_unet"]), num_samples=2, predict_dir=None, collapse_kl=1e9
+        network=ProbabilisticUNet(**TINY["prob_unet"]),
+        num_samples=2,
+        predict_dir=None,
+        collapse_kl=1e9,
+        collapse_grace_steps=0,  # its fake trainer is at step 0
     ).eval()
     task._run_seed = 0
     fitting = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))

@@ -5,7 +5,7 @@ failure is an :class:`UploadError` whose message names the file and says what to
 the file usable (RGBA -> RGB, grey -> RGB, 16-bit -> 8-bit, colour -> grey for CT) are done and reported as
 ``notes`` so the page can show them.
 
-* road photos: PNG / JPEG / WebP through OpenCV (``cv2.imdecode``; JPEG and WebP EXIF orientation applied, as
+* road photos: PNG / JPEG / WebP through OpenCV (``cv2.imdecode``; their EXIF orientation applied, as
   ``predict``'s ``cv2.imread`` does) -> RGB uint8;
 * medical images: PNG / JPEG, DICOM (``pydicom`` from bytes, single- or multi-frame) and NIfTI-1/2
   (``nibabel`` from bytes, ``.nii`` or ``.nii.gz``) -> :class:`MedicalVolume`, a stack of 2D slices;
@@ -435,7 +435,7 @@ def _decode_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> tuple[n
     notes = []
     if fmt == "webp" and (frames := _frame_count(data)) > 1:
         notes.append(f"animated WebP ({frames} frames): its first frame is used")
-    if fmt in ("jpeg", "webp"):  # as predict's cv2.imread turns them
+    if fmt in ("jpeg", "png", "webp"):  # as predict's cv2.imread turns them (a PNG's eXIf chunk too)
         orientation = _exif_orientation(data)
         if orientation != 1:
             array = _apply_orientation(array, orientation)
@@ -836,12 +836,11 @@ def decode_medical(
         )
     if zipfile.is_zipfile(io.BytesIO(data)):  # a CT series as it usually arrives: one DICOM file per slice
         return _dicom_series(data, name, max_pixels, percentiles)
-    accepted = "a PNG / JPEG image, a DICOM file or a NIfTI volume"
-    if misnamed := _not_as_named(name, MEDICAL_EXTENSIONS, accepted):
-        raise misnamed
-    raise UploadError(
-        f"{name}: unsupported file type; upload a PNG / JPEG image, a DICOM file (.dcm), a zip of one DICOM "
-        "series or a NIfTI volume (.nii / .nii.gz)"
+    accepted = (
+        "a PNG / JPEG image, a DICOM file (.dcm), a zip of one DICOM series or a NIfTI volume (.nii / .nii.gz)"
+    )
+    raise _not_as_named(name, MEDICAL_EXTENSIONS, accepted) or UploadError(
+        f"{name}: unsupported file type; upload {accepted}"
     )
 
 

@@ -289,7 +289,7 @@ def run(args) -> dict:
         model_kw["pretrained_prefix"] = args.pretrained_prefix
     if args.freeze_backbone:
         model_kw["freeze_backbone"] = True
-    torch.manual_seed(args.seed)
+    pl.seed_everything(args.seed, verbose=False)  # the training order follows it (shared SplitLoaders)
     dm = AccidentDataModule(**data_kw)
     dm.prepare_data()
     dm.setup("fit")

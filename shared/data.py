@@ -491,11 +491,13 @@ class SplitLoaders(pl.LightningDataModule):
         (``seed``, epoch) (:class:`EpochSeeded`). ``DataLoader(shuffle=True)``'s sampler drew each epoch's
         order from the global RNG, which ``seed_everything`` sets as it was at epoch 0: a fit resumed at epoch
         k (``--ckpt_path last``) replayed epoch 0's order, and a pass read besides moved every later one.
-        Under DDP Lightning puts its ``DistributedSampler`` in the shuffle's place (seeded with
-        ``seed_everything``'s seed, and told the epoch too); a repeat-factor sampler it wraps and shards."""
+        The shuffle's seed is ``seed_everything``'s when the run set one (``--seed_everything``), else the data
+        seed: the order still moves with the run's seed, as under DDP, where Lightning puts its
+        ``DistributedSampler`` (seeded from ``seed_everything`` and told the epoch too) in the shuffle's place.
+        A repeat-factor sampler it wraps and shards."""
         dataset = self.split_dataset("train")
         if not self.repeat_threshold:
-            return SeededShuffle(dataset, self.seed)
+            return SeededShuffle(dataset, int(os.environ.get("PL_GLOBAL_SEED", self.seed)))
         if not hasattr(dataset, "image_classes"):
             raise TypeError(
                 f"repeat_threshold needs the training dataset ({type(dataset).__name__}) to list each image's "
@@ -545,7 +547,7 @@ class SplitLoaders(pl.LightningDataModule):
         with torch's bare "Expected more than 1 value per channel" at the end of the first epoch. Any other
         remainder is kept. Under DDP each rank's share counts (Lightning's sampler pads it to ceil(n / ranks))."""
         sampler = self.train_sampler()
-        n = len(sampler) if sampler is not None else len(self.split_dataset("train"))  # None: shuffle=True
+        n = len(sampler)
         ranks = self.trainer.world_size if self.trainer is not None else 1
         per_rank = math.ceil(n / ranks)
         return self._loader(

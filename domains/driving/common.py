@@ -56,7 +56,7 @@ def read_rgb(path: str | Path, ignore_orientation: bool = False) -> np.ndarray:
     (or float) image is read at full depth and stretched to 0..255 (:func:`shared.images.stretch_to_uint8`):
     a plain read keeps only its high byte, which leaves 12-bit camera data nearly black.
 
-    A JPEG's EXIF orientation is applied (a phone photo comes out upright) unless ``ignore_orientation``: an image
+    A JPEG's, PNG's or WebP's EXIF orientation is applied (a phone photo comes out upright) unless ``ignore_orientation``: an image
     with a label mask is read as stored, as its mask is (masks are drawn on the stored pixels; rotating the image
     alone misaligned them, or failed on a size that matches on disk)."""
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH

@@ -2039,7 +2039,7 @@ class MedicalDataModule(SplitLoaders):
     def split_dataset(self, name: str) -> ReaderDataset:
         return self.dataset(name)
 
-    def train_sampler(self) -> Sampler | None:
+    def train_sampler(self) -> Sampler:
         """Decathlon volumes a few at a time (:class:`VolumeGroupedSampler`); the 2D formats: plain shuffling."""
         view = self.dataset("train")
         if isinstance(view.base, DecathlonSliceDataset):

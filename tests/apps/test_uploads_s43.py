@@ -50,6 +50,20 @@ def test_a_webp_photo_is_turned_upright_as_predict_reads_it(tmp_path):
     assert out.image.shape == (64, 40, 3) and out.notes == ["rotated upright from its EXIF orientation (6)"]
 
 
+def test_a_png_with_an_exif_orientation_is_turned_upright_as_predict_reads_it(tmp_path):
+    """OpenCV's ``imread`` turns a PNG by its eXIf chunk too, so ``predict`` saw it upright and the page not."""
+    from domains.driving.common import read_rgb
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(S.gradient_rgb()).save(buf, "PNG", exif=exif.tobytes())
+    (tmp_path / "road.png").write_bytes(buf.getvalue())
+    out = up.decode_rgb_image(buf.getvalue(), "road.png")
+    np.testing.assert_array_equal(out.image, read_rgb(tmp_path / "road.png"))
+    assert out.image.shape == (64, 40, 3)
+
+
 def test_an_animated_webp_says_its_first_frame_is_used():
     first, second = S.gradient_rgb(), 255 - S.gradient_rgb()
     buf = io.BytesIO()
@@ -108,7 +122,10 @@ def test_a_medical_name_on_other_content_says_the_content_is_wrong(name, named):
     with pytest.raises(up.UploadError) as info:
         up.decode_medical(b"just some text, no image" * 20, name)
     assert str(info.value).startswith(f"{name}: its content is not a {named} (whatever its name says")
-    assert str(info.value).endswith("upload a PNG / JPEG image, a DICOM file or a NIfTI volume")
+    assert str(info.value).endswith(
+        "upload a PNG / JPEG image, a DICOM file (.dcm), a zip of one DICOM series or a NIfTI volume "
+        "(.nii / .nii.gz)"
+    )
 
 
 def test_the_medical_page_refuses_webp_by_name():

@@ -37,7 +37,8 @@ def _epoch(loader, epoch: int) -> list[int]:
     return list(loader.sampler)
 
 
-def test_resumed_fit_draws_the_order_of_its_epoch(stripes):
+def test_resumed_fit_draws_the_order_of_its_epoch(stripes, monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # no seed_everything: the data seed's order
     uninterrupted = _train_loader(stripes)
     orders = [_epoch(uninterrupted, epoch) for epoch in range(3)]
     assert sorted(orders[0]) == list(range(12))
@@ -51,10 +52,16 @@ def test_resumed_fit_draws_the_order_of_its_epoch(stripes):
     extra.setup("fit")
     list(extra.train_dataloader().sampler)
     assert _epoch(again, 2) == orders[2]
-    # the order is the data seed's
+    # the order is the data seed's ...
     other = stripes_data(stripes, seed=6)
     other.setup("fit")
     assert _epoch(other.train_dataloader(), 2) != orders[2]
+    # ... or seed_everything's, when the run set one (--seed_everything; Lightning's DDP sampler takes it too)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "11")
+    seeded = [_epoch(_train_loader(stripes), 2)]
+    monkeypatch.setenv("PL_GLOBAL_SEED", "12")
+    seeded.append(_epoch(_train_loader(stripes), 2))
+    assert seeded[0] != seeded[1] and sorted(seeded[0]) == list(range(12))
 
 
 class _Recorder(pl.LightningModule):

@@ -682,11 +682,12 @@ class AccidentDataModule(SplitLoaders):
                 raise FileNotFoundError(f"{path}: data_path does not exist")
             return path
         from domains.driving.synthetic.clips import clips_root, ensure_synthetic_clips  # lazy: optional
+        from domains.driving.synthetic.writers import UnknownSettingError
 
         # other settings, another folder: a 400-clip set must not replace the default 200
         try:
             return Path(ensure_synthetic_clips(clips_root(**self.synthetic), **self.synthetic))
-        except TypeError as err:  # a misspelt or mistyped setting: its bare traceback named no option
+        except UnknownSettingError as err:  # a misspelt setting: its bare traceback named no option
             raise ValueError(f"--data.synthetic {self.synthetic}: {err}") from err
 
     def prepare_data(self) -> None:

@@ -93,6 +93,12 @@ def _finish(root: Path, meta: dict, settings: dict) -> None:
     (root / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
 
 
+class UnknownSettingError(TypeError, ValueError):
+    """A generator called with a setting it does not have: a TypeError as for any unexpected keyword argument,
+    and a ValueError, which the command line reports as an input error in one line (a ``--data.synthetic``
+    typo); a TypeError from inside the generation stays a bug, with its traceback."""
+
+
 def _ensure(
     caller: str, root: str | Path, kw: dict, allowed: set[str], settings, generate, force: bool = False
 ) -> Path:
@@ -101,7 +107,7 @@ def _ensure(
     (:func:`~shared.files.ensure_generated`): a second run started meanwhile waits, then reuses the set."""
     root = Path(root)
     if set(kw) - allowed - {"verbose"}:
-        raise TypeError(
+        raise UnknownSettingError(
             f"{caller}: unexpected arguments {sorted(set(kw) - allowed - {'verbose'})} "
             f"(the settings are {', '.join(sorted(allowed))})"
         )

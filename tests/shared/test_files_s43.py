@@ -102,7 +102,7 @@ def test_only_links_are_looked_at_and_each_folder_listed_once(tree, monkeypatch)
     monkeypatch.setattr(os, "stat", counted_stat)
     monkeypatch.setattr(os, "scandir", counted_scandir)
     assert len(visible_files(tree / "many", IMAGES)) == 51
-    assert calls["stat"] == 1  # the link's target
+    assert calls["stat"] <= 1  # the link's target at most (a Windows Python may check it without os.stat)
     calls.update(scandir=0)
     with pytest.warns(UserWarning):
         visible_files(tree, IMAGES, recursive=True)

@@ -153,8 +153,7 @@ def _child(name: str, out_dir: Path, seconds: float, smoke: bool) -> int:
     ]  # fmt: skip
     fit = main(fit_args)
     fit_seconds = time.perf_counter() - start
-    # by name: run as a script, this module is __main__, and the CLI built benchmarks.gpu_recipes' class
-    (throughput,) = [c for c in fit.trainer.callbacks if type(c).__name__ == TrainingThroughput.__name__]
+    (throughput,) = [c for c in fit.trainer.callbacks if isinstance(c, TrainingThroughput)]
     steps = int(fit.trainer.global_step)
     epochs = int(fit.trainer.current_epoch)
     ckpt = run_dir / "last.ckpt"

@@ -408,11 +408,6 @@ def main(argv: list[str] | None = None) -> str:
         lines += ["", "Peer rows skipped: no `--peer-dir` with the port's `probabilistic_unet.py`."]
     elif args.peer_source:
         lines += ["", f"Port snapshot: {args.peer_source}."]
-    if args.keep_freed_memory:
-        lines += [
-            "",
-            "Run with `--keep-freed-memory`: glibc kept freed buffers (mallopt) for the whole process.",
-        ]
     if args.profile:
         lines += ["", *profile_lines(args.profile, builders[args.profile])]
     table = "\n".join(lines) + "\n"

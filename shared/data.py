@@ -25,7 +25,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    WeightedRandomSampler,
+)
 
 SPLIT_NAMES = ("train", "val", "test")
 #: the splits each Lightning stage cannot run without (``predict`` without one's own images reads test; ``fit``
@@ -486,18 +493,25 @@ class SplitLoaders(pl.LightningDataModule):
             )
         self.num_workers = num_workers
 
+    @property
+    def order_seed(self) -> int:
+        """The seed of the training order: ``seed_everything``'s when the run set one (``--seed_everything``,
+        which Lightning passes on in ``PL_GLOBAL_SEED``), else the data seed. Every training sampler takes it, so
+        the order moves with the run's seed on one device as under DDP, where Lightning's ``DistributedSampler``
+        is seeded from ``seed_everything``."""
+        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+
     def train_sampler(self) -> RepeatFactorSampler | SeededShuffle:
         """The training order: repeat-factor sampling with ``repeat_threshold``, else a shuffle; both follow
         (``seed``, epoch) (:class:`EpochSeeded`). ``DataLoader(shuffle=True)``'s sampler drew each epoch's
         order from the global RNG, which ``seed_everything`` sets as it was at epoch 0: a fit resumed at epoch
         k (``--ckpt_path last``) replayed epoch 0's order, and a pass read besides moved every later one.
-        The shuffle's seed is ``seed_everything``'s when the run set one (``--seed_everything``), else the data
-        seed: the order still moves with the run's seed, as under DDP, where Lightning puts its
-        ``DistributedSampler`` (seeded from ``seed_everything`` and told the epoch too) in the shuffle's place.
-        A repeat-factor sampler it wraps and shards."""
+        Both are seeded with :attr:`order_seed`. Under DDP Lightning puts its ``DistributedSampler`` (seeded
+        from ``seed_everything`` and told the epoch too) in the shuffle's place; a repeat-factor sampler it
+        wraps and shards."""
         dataset = self.split_dataset("train")
         if not self.repeat_threshold:
-            return SeededShuffle(dataset, int(os.environ.get("PL_GLOBAL_SEED", self.seed)))
+            return SeededShuffle(dataset, self.order_seed)
         if not hasattr(dataset, "image_classes"):
             raise TypeError(
                 f"repeat_threshold needs the training dataset ({type(dataset).__name__}) to list each image's "
@@ -511,7 +525,7 @@ class SplitLoaders(pl.LightningDataModule):
                 f"{len(factors)} training images weighted up, factors {factors.min():.2f}-{factors.max():.2f}"
             )
             self._repeat_factors = cached = (dataset, self.repeat_threshold, factors)
-        return RepeatFactorSampler(cached[2], self.seed)
+        return RepeatFactorSampler(cached[2], self.order_seed)
 
     def split_dataset(self, name: str) -> Dataset:
         if name not in self.datasets:
@@ -545,11 +559,14 @@ class SplitLoaders(pl.LightningDataModule):
         """The training loader, without a last batch of a single image: batch norm cannot train on one image's
         1x1 coarsest map (a 32-px crop through a ResNet, the HPU-Net's coarsest scale) and stopped the run
         with torch's bare "Expected more than 1 value per channel" at the end of the first epoch. Any other
-        remainder is kept. Under DDP each rank's share counts (Lightning's sampler pads it to ceil(n / ranks))."""
+        remainder is kept. Under DDP each rank's share counts (Lightning's sampler pads it to
+        ceil(n / ranks)); a ``DistributedSampler`` of one's own (Lightning leaves it) is that share."""
         sampler = self.train_sampler()
-        n = len(sampler)
-        ranks = self.trainer.world_size if self.trainer is not None else 1
-        per_rank = math.ceil(n / ranks)
+        if isinstance(sampler, DistributedSampler):
+            per_rank = len(sampler)
+        else:
+            ranks = self.trainer.world_size if self.trainer is not None else 1
+            per_rank = math.ceil(len(sampler) / ranks)
         return self._loader(
             "train", shuffle=True, sampler=sampler, drop_last=per_rank > 1 and per_rank % self.batch_size == 1
         )

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from domains.medical.volumes import (
     FLOAT32_MAX,
@@ -874,6 +874,13 @@ def _nifti_header(path: Path, check_data: bool = False) -> dict:
     (X, Y, Z) and the header fields the predicted volumes copy (``qform_code``, ``sform_code``,
     ``xyzt_units``). The image's, not its label's, is where predictions go. ``check_data``: also read the
     voxel data to its end (a truncated file fails here, not half-way through ``predict``), one chunk at a time."""
+    return _nifti_header_and_shape(path, check_data)[0]
+
+
+def _nifti_header_and_shape(path: Path, check_data: bool = False) -> tuple[dict, tuple[int, ...]]:
+    """:func:`_nifti_header` and the file's whole shape, channels included, from one read of the header: the
+    dict travels in every item, where a 5-D file's extra count could not be collated, and reading the header
+    again for the channels read every case's file twice at setup."""
     import gzip
 
     import nibabel as nib
@@ -903,13 +910,14 @@ def _nifti_header(path: Path, check_data: bool = False) -> dict:
     header = image.header
     if problem := nonfinite_affine_problem(image.affine, header.get_zooms()[:3]):
         raise MedicalDataError(f"{path}: {problem}")
-    return {
+    geometry = {
         "affine": np.asarray(image.affine, dtype=np.float64),
         "spatial_shape": np.asarray(shape[:3], dtype=np.int64),
         "qform_code": int(header["qform_code"]),
         "sform_code": int(header["sform_code"]),
         "xyzt_units": int(header["xyzt_units"]),
     }
+    return geometry, shape
 
 
 def _axial(header: dict) -> dict:
@@ -1024,8 +1032,8 @@ class DecathlonSliceDataset(MedicalDataset):
                     f"{label_path}: expected a 3D single-channel label, got {tuple(label.shape)}"
                 )
             # the image's geometry: a label saved without it (an identity affine) put predictions off the scan
-            header = _nifti_header(image_path)
-            self._check_modality(image_path)
+            header, shape = _nifti_header_and_shape(image_path)
+            self._check_modality(image_path, shape)
             values = axial_slices(np.asarray(label[0]), header["affine"])  # (Z, rows, cols)
             if len(declared) and self.foreground_labels is None:
                 # read as the lesion by "every non-zero label": said, as a set whose dataset.json does not
@@ -1082,13 +1090,10 @@ class DecathlonSliceDataset(MedicalDataset):
         )
         self._name_slices()
 
-    def _check_modality(self, image_path: Path) -> None:
-        """Refuse a ``modality_index`` the image has no channel for, from its header (read again here: the
-        header dict travels in every item, where a 5-D file's missing count could not be collated): read at
-        the first training batch, it stopped the run after the model was built (52 s here), not at setup."""
-        import nibabel as nib
-
-        shape = nib.load(str(image_path)).shape
+    def _check_modality(self, image_path: Path, shape: tuple[int, ...]) -> None:
+        """Refuse a ``modality_index`` the image has no channel for, from its header's ``shape``
+        (:func:`_nifti_header_and_shape`): read at the first training batch, it stopped the run after the
+        model was built (52 s here), not at setup."""
         channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None  # 5-D: left to MONAI
         if channels is not None and not 0 <= self.modality_index < channels:
             raise MedicalDataError(
@@ -1318,7 +1323,8 @@ class NiftiImageDataset(DecathlonSliceDataset):
     """Unlabelled NIfTI volumes (``--data.predict_path``), every axial slice, through the Decathlon pipeline
     (``modality_index``, percentile scaling, the aspect-keeping resize to ``crop_size``): a volume predicts as
     it does in a labelled set, and is written back on its own grid and affine. Items have no reader mask
-    (``masks`` (0, H, W))."""
+    (``masks`` (0, H, W)). ``headers``: each path's :func:`_nifti_header` where the caller read it already
+    (:func:`build_predict_dataset`: the file is then read once), else read here."""
 
     def __init__(
         self,
@@ -1328,13 +1334,16 @@ class NiftiImageDataset(DecathlonSliceDataset):
         modality_index: int = 0,
         percentiles: tuple[float, float] = PERCENTILES,
         cache_volumes: int = 4,
+        headers: Sequence[dict] | None = None,
     ):
         self._set_pipeline(crop_size, modality_index, percentiles, cache_volumes)
         self.num_readers, self.modalities, self.foreground_labels = 0, {}, None
         self.cases = [(name, Path(path), None) for path, name in zip(paths, names)]
+        if headers is None:
+            headers = [_nifti_header(path) for _name, path, _ in self.cases]
         self._sources, self.slices = [], []
-        for c, (_name, path, _) in enumerate(self.cases):
-            self._sources.append(self._source(path, None, _axial(_nifti_header(path))))
+        for c, ((_name, path, _), header) in enumerate(zip(self.cases, headers, strict=True)):
+            self._sources.append(self._source(path, None, _axial(header)))
             self.slices.extend((c, z) for z in range(int(self._sources[-1]["spatial_shape"][2])))
         _say_reoriented(self._sources)
         self._name_slices()
@@ -1444,10 +1453,11 @@ def build_predict_dataset(
     root, files = _predict_files(predict_path)
     nifti = _is_nifti(files[0])
     readable, failed, colour, small = [], [], [], 0
+    headers = []  # each readable volume's, read once: NiftiImageDataset takes them
     for path in files:
         try:
             if nifti:
-                _nifti_header(path, check_data=True)
+                headers.append(_nifti_header(path, check_data=True))
             else:
                 try:
                     image = LIDCPngDataset.read_image(path, upright=True)
@@ -1498,7 +1508,8 @@ def build_predict_dataset(
         dataset = ImageFileDataset(readable, names)
     else:
         wanted = ("modality_index", "percentiles", "cache_volumes")
-        dataset = NiftiImageDataset(readable, names, crop_size, **{k: v for k, v in settings.items() if k in wanted})
+        chosen = {k: v for k, v in settings.items() if k in wanted}
+        dataset = NiftiImageDataset(readable, names, crop_size, **chosen, headers=headers)
     dataset.not_predicted = failed  # named again in predict's count at the end, with those refused while read
     return dataset
 
@@ -1608,24 +1619,58 @@ class ReaderDataset(Dataset):
         return item
 
 
-class _VolumeGroups(Sampler[int]):
-    """The volumes in an order drawn from ``generator``, taken ``volumes_at_once`` at a time, the slices of
-    those shuffled together (:class:`VolumeGroupedSampler`)."""
+def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """(processes, this one's rank) as :class:`~torch.utils.data.DistributedSampler` reads them where not
+    given (torch.distributed's process group), or one process where no group is set up (one device)."""
+    import torch.distributed as dist
 
-    def __init__(self, volumes: Sequence[int], volumes_at_once: int, generator: torch.Generator):
+    joined = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if joined else 1
+    if rank is None:
+        rank = dist.get_rank() if joined else 0
+    return int(num_replicas), int(rank)
+
+
+class _VolumeGroups(DistributedSampler):
+    """The volumes in an order drawn from ``generator``, their slices laid out volume by volume and cut into
+    ``num_replicas`` equal shares (padded as :class:`~torch.utils.data.DistributedSampler` pads), this rank's
+    share taken ``volumes_at_once`` volumes at a time, the slices of those shuffled together
+    (:class:`VolumeGroupedSampler`). One process: all the volumes, ``volumes_at_once`` at a time."""
+
+    def __init__(
+        self,
+        volumes: Sequence[int],
+        volumes_at_once: int,
+        generator: torch.Generator,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ):
         self.volumes = np.asarray(volumes, dtype=np.int64)
         self.volumes_at_once = max(1, int(volumes_at_once))
         self.generator = generator
-
-    def __len__(self) -> int:
-        return len(self.volumes)
+        num_replicas, rank = _replicas(num_replicas, rank)
+        # num_samples (this rank's share, its len()) and total_size as DistributedSampler counts them
+        super().__init__(self.volumes, num_replicas=num_replicas, rank=rank, shuffle=True, drop_last=False)
 
     def __iter__(self):
-        ids = np.unique(self.volumes)
-        order = ids[torch.randperm(len(ids), generator=self.generator).numpy()]
-        for start in range(0, len(order), self.volumes_at_once):
-            items = np.flatnonzero(np.isin(self.volumes, order[start : start + self.volumes_at_once]))
-            yield from items[torch.randperm(len(items), generator=self.generator).numpy()].tolist()
+        ids, where = np.unique(self.volumes, return_inverse=True)
+        place = np.empty(len(ids), dtype=np.int64)
+        place[torch.randperm(len(ids), generator=self.generator).numpy()] = np.arange(len(ids))
+        # every slice, volume by volume in the drawn order (by index within one), padded from its start
+        laid = np.resize(np.argsort(place[where.reshape(-1)], kind="stable"), self.total_size)
+        mine: list[int] = []
+        for rank in range(self.num_replicas):  # every rank's draws: the ranks' generators stay in step
+            share = laid[rank * self.num_samples : (rank + 1) * self.num_samples]
+            held = self.volumes[share]
+            _, first = np.unique(held, return_index=True)
+            order = held[np.sort(first)]  # the share's volumes in the drawn order
+            for start in range(0, len(order), self.volumes_at_once):
+                items = np.sort(share[np.isin(held, order[start : start + self.volumes_at_once])])
+                items = items[torch.randperm(len(items), generator=self.generator).numpy()]
+                if rank == self.rank:
+                    mine.extend(items.tolist())
+        return iter(mine)
 
 
 class VolumeGroupedSampler(EpochSeeded, _VolumeGroups):
@@ -1636,11 +1681,24 @@ class VolumeGroupedSampler(EpochSeeded, _VolumeGroups):
     then mix the slices of a few volumes, as patch-based 3D pipelines' batches do. The order follows (``seed``,
     epoch) as the other tasks' shuffles do (:class:`shared.data.EpochSeeded`): drawn from torch's global
     generator, a fit resumed at epoch k replayed epoch 0's order. Each loader worker has its own cache, so each
-    loads a group's volumes once: a volume per worker per epoch, not one per slice. Under DDP Lightning wraps
-    it in a sampler that shuffles its order again, so the groups are not kept there."""
+    loads a group's volumes once: a volume per worker per epoch, not one per slice.
 
-    def __init__(self, volumes: Sequence[int], volumes_at_once: int, seed: int):
-        super().__init__(volumes, volumes_at_once, seed=seed)
+    Under DDP (``num_replicas`` processes; not given: torch.distributed's, read as ``DistributedSampler``
+    reads them) each rank takes a contiguous share of the volumes (a volume at a share's edge split between
+    two ranks), grouped as above; the shares are of equal length, padded with the epoch's first slices, and
+    together hold every slice. A :class:`~torch.utils.data.DistributedSampler` so that Lightning leaves it as
+    it is: the sampler it wraps other samplers in deals their order round-robin to the ranks, which gave each
+    rank slices of every volume, so each read every volume once per slice it got."""
+
+    def __init__(
+        self,
+        volumes: Sequence[int],
+        volumes_at_once: int,
+        seed: int,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ):
+        super().__init__(volumes, volumes_at_once, seed=seed, num_replicas=num_replicas, rank=rank)
 
 
 def pad_collate(items: Sequence[dict]) -> dict:
@@ -2053,7 +2111,11 @@ class MedicalDataModule(SplitLoaders):
         view = self.dataset("train")
         if isinstance(view.base, DecathlonSliceDataset):
             volumes = [view.base.slices[i][0] for i, _ in view.items]
-            return VolumeGroupedSampler(volumes, view.base.cache_volumes, self.seed)
+            trainer = getattr(self, "trainer", None)  # under DDP: each rank's share of the volumes
+            ranks = {}
+            if trainer is not None:
+                ranks = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+            return VolumeGroupedSampler(volumes, view.base.cache_volumes, self.order_seed, **ranks)
         return super().train_sampler()
 
     def predict_dataloader(self) -> DataLoader:

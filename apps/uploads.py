@@ -361,14 +361,14 @@ def _check_pixels(height: int, width: int, name: str, max_pixels: int) -> None:
         )
 
 
-def _header_size(data: bytes, name: str) -> tuple[int, int]:
-    """(height, width) from the PNG / JPEG header without decoding pixels (PIL opens lazily); a header PIL
-    cannot parse is an :class:`UploadError` naming ``name`` (a zip passes ``zip: member``)."""
+def _open_header(data: bytes, name: str):
+    """``data`` opened by Pillow, its header read and no pixels decoded (PIL opens lazily): the size, frame
+    count and EXIF of an upload come from this one parse. A header PIL cannot parse is an :class:`UploadError`
+    naming ``name`` (a zip passes ``zip: member``)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
+        return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise UploadError(f"{name}: the image is too large to decode safely ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure means a corrupt header
@@ -380,29 +380,31 @@ def _header_size(data: bytes, name: str) -> tuple[int, int]:
             f"{name}: not a readable image; its header cannot be read (the file is corrupt or truncated"
             + (f": {detail})" if detail else ")")
         ) from None
-    return int(height), int(width)
 
 
 _FORMAT_NAMES = {"webp": "WebP"}  # as written; the others upper-case (PNG, JPEG)
 
 
-def _frame_count(data: bytes) -> int:
+def _frame_count(image) -> int:
     """Frames in an (animated) image from its header; 1 where Pillow cannot tell."""
-    from PIL import Image
-
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return int(getattr(im, "n_frames", 1))
+        return int(getattr(image, "n_frames", 1))
     except Exception:  # noqa: BLE001 - the header was read before; a count is only a note
         return 1
 
 
-def _exif_orientation(data: bytes) -> int:
-    from PIL import Image
+#: what a PNG names an EXIF or XMP store by (an eXIf chunk; text chunks "exif", "Raw profile type exif",
+#: "XML:com.adobe.xmp"), in plain bytes: Pillow's only sources of its orientation
+_PNG_EXIF_NAMES = (b"eXIf", b"exif", b"XML:com.adobe.xmp")
 
+
+def _exif_orientation(image, data: bytes) -> int:
+    """The orientation Pillow reads (EXIF, else XMP); 1 where there is none. A PNG whose bytes name no store
+    has none: Pillow decoded all its pixels to look for one after them (as long as OpenCV's decode takes)."""
+    if image.format == "PNG" and not any(name in data for name in _PNG_EXIF_NAMES):
+        return 1
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return int(im.getexif().get(0x0112, 1))
+        return int(image.getexif().get(0x0112, 1))
     except Exception:  # noqa: BLE001 - EXIF is optional: no orientation
         return 1
 
@@ -424,22 +426,23 @@ def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 
 def _decode_raster(data: bytes, name: str, fmt: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
     """PNG / JPEG / WebP -> the stored array (H, W) or (H, W, C) in BGR(A) order and its native dtype."""
-    height, width = _header_size(data, name)
-    _check_pixels(height, width, name, max_pixels)
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise UploadError(
-            f"{name}: the {_FORMAT_NAMES.get(fmt, fmt.upper())} data cannot be decoded; the file is corrupt "
-            "or truncated"
-        )
-    notes = []
-    if fmt == "webp" and (frames := _frame_count(data)) > 1:
-        notes.append(f"animated WebP ({frames} frames): its first frame is used")
-    if fmt in ("jpeg", "png", "webp"):  # as predict's cv2.imread turns them (a PNG's eXIf chunk too)
-        orientation = _exif_orientation(data)
-        if orientation != 1:
-            array = _apply_orientation(array, orientation)
-            notes.append(f"rotated upright from its EXIF orientation ({orientation})")
+    with _open_header(data, name) as image:  # one Pillow parse: it was opened for each of three reads
+        width, height = (int(n) for n in image.size)
+        _check_pixels(height, width, name, max_pixels)
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise UploadError(
+                f"{name}: the {_FORMAT_NAMES.get(fmt, fmt.upper())} data cannot be decoded; the file is "
+                "corrupt or truncated"
+            )
+        notes = []
+        if fmt == "webp" and (frames := _frame_count(image)) > 1:
+            notes.append(f"animated WebP ({frames} frames): its first frame is used")
+        if fmt in ("jpeg", "png", "webp"):  # as predict's cv2.imread turns them (a PNG's eXIf chunk too)
+            orientation = _exif_orientation(image, data)
+            if orientation != 1:
+                array = _apply_orientation(array, orientation)
+                notes.append(f"rotated upright from its EXIF orientation ({orientation})")
     if array.dtype not in (np.uint8, np.uint16):
         raise UploadError(f"{name}: unsupported pixel type {array.dtype} (8- or 16-bit images only)")
     if array.ndim == 3 and array.shape[2] == 1:

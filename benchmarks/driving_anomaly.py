@@ -33,13 +33,21 @@ if sys.path[0] != str(ROOT):
 
 import argparse
 
-from benchmarks.report import ACCELERATORS, ISSUE_BUDGET_MINUTES, STEPS_HELP, HelpFormatter, json_object
+from benchmarks.report import (
+    ACCELERATORS,
+    BACKBONES,
+    ISSUE_BUDGET_MINUTES,
+    STEPS_HELP,
+    HelpFormatter,
+    json_object,
+)
 
 
 def options(encoders: list[str] | None = None) -> argparse.ArgumentParser:
     """The benchmark's options; built before torch is imported, so that ``--help`` answers at once.
     ``encoders``: the choices of ``--encoder``, the registered backbones, which :func:`parse_args` gives (the
-    registry imports torch: a program's first parse leaves that check to main(), in argparse's words)."""
+    registry imports torch: a program's first parse leaves that check to main(), in argparse's words); its
+    help lists them from :data:`benchmarks.report.BACKBONES`, without torch."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument(
         "--budget-minutes",
@@ -64,7 +72,8 @@ def options(encoders: list[str] | None = None) -> argparse.ArgumentParser:
         "--encoder",
         default="unet_encoder",
         choices=encoders,
-        help="the segmenter's backbone: a registered name (a wrong one is refused with the list)",
+        metavar="NAME",
+        help=f"the segmenter's backbone, a registered one: {', '.join(BACKBONES)}",
     )
     p.add_argument(
         "--encoder-kwargs",

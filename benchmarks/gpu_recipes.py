@@ -171,6 +171,7 @@ def _child(name: str, out_dir: Path, seconds: float, smoke: bool) -> int:
         "metrics": metrics,
         "hyper_parameters": {k: _plain(v) for k, v in dict(fit.model.hparams).items()},
         "data_hyper_parameters": {k: _plain(v) for k, v in dict(fit.datamodule.hparams).items()},
+        "memory": memory_note(),  # this process's: run as a program (run_as_program), as main() starts it
     }
     (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1))
     # Every weight of the task (fp16 floats): the demo weights are cut from these files.
@@ -250,6 +251,19 @@ def _table(out_dir: Path, names: list[str]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _memory_note(out_dir: Path, names: list[str]) -> str:
+    """What the runs did with freed memory, as their records say: each runs as a program of its own
+    (run_as_program keeps it), so this process's setting, glibc's defaults where main() is called from
+    Python, is not theirs (the table said "not kept" of runs that had kept it)."""
+    notes = []
+    for name in names:
+        path = out_dir / f"{name}.json"
+        note = json.loads(path.read_text()).get("memory") if path.is_file() else None
+        if note and note not in notes:
+            notes.append(note)
+    return f"each run: {'; '.join(notes)}" if notes else "no run finished to say how it kept freed memory"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = options()
     args = check_numbers(ap, ap.parse_args(argv))
@@ -309,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     smoke = "# GPU recipes: SMOKE run (CPU, 3 steps a run: the plumbing, not results)"
     title = smoke if args.smoke else "# GPU recipes"
     table = (
-        f"{title}\n\nCommand: `{command_line('benchmarks/gpu_recipes.py', argv)}` ({memory_note()}; each "
-        "child's own command line, with its budget callback, is in its JSON)\n\n"
+        f"{title}\n\nCommand: `{command_line('benchmarks/gpu_recipes.py', argv)}` ("
+        f"{_memory_note(args.out_dir, args.runs)}; each child's own command line, with its budget callback, "
+        "is in its JSON)\n\n"
         f"{_table(args.out_dir, args.runs)}"
     )
     (args.out_dir / "gpu_recipes.md").write_text(table)

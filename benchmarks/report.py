@@ -66,6 +66,13 @@ def add_budget_minutes(parser, *aliases: str) -> None:
 #: options every script builds before it imports torch (shared.device does)
 ACCELERATORS = ("auto", "cpu", "gpu")
 
+#: the registered backbones, :func:`shared.backbones.list_backbones` (a test holds the two equal), here for
+#: the ``--help`` of options built before torch is imported (the registry imports it)
+BACKBONES = (
+    "alexnet", "googlenet", "mobilenet_v3_large", "mobilenet_v3_small", "resnet18", "resnet34", "resnet50",
+    "swin", "tiny_cnn", "unet", "unet_encoder", "vgg11", "vgg16", "vgg19", "vit", "vit_b_16",
+)  # fmt: skip
+
 
 def add_budget_arguments(
     parser: argparse.ArgumentParser, calibration_steps: int, inference_images: int

@@ -955,6 +955,7 @@ class SuiteCLI(LightningCLI):
             self._warn_settings_not_taken(ckpt_path, hparams)
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        # needed: the checkpoint's settings reach the config the model is built from here alone (no file read)
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def _warn_settings_not_taken(self, ckpt_path: str, hparams: dict) -> None:

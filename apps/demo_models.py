@@ -389,7 +389,7 @@ def load_task(key: str, path: str | Path):
     task = _task_class(key).load_checked(path)
     task.eval()
     data_hparams = read_checkpoint(path).get("datamodule_hyper_parameters") or {}
-    if key == "driving_anomaly" and key in DEMO_MODELS:
+    if key == "driving_anomaly":
         task.score_smoothing = anomaly_score_smoothing(task.fit_score_smoothing)
     return _for_demo(key, task, data_hparams)
 

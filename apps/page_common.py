@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from apps import demo_models as dm
+from apps import uploads as up
 from shared.backbones.weights import describe_file
 
 OVERRIDES = "own_checkpoints"  # session state: demo key -> a checkpoint path the user chose
@@ -339,3 +340,19 @@ def digest(data: bytes) -> str:
 def show_notes(notes: list[str]) -> None:
     if notes:
         st.info("Converted on upload: " + "; ".join(notes) + ".")
+
+
+def decoded_or_stop(name: str, decode):
+    """``decode()`` of the upload ``name``, its conversion notes shown; where it fails, the page stops on a
+    message: the reader's own words for a file it refuses (:class:`up.UploadError`), the error named for a
+    failure no check foresaw (never a traceback)."""
+    try:
+        decoded = decode()
+    except up.UploadError as exc:
+        st.error(str(exc))
+        st.stop()
+    except Exception as exc:  # noqa: BLE001 - a failure no check foresaw: a message, never a traceback
+        st.error(f"{name}: could not be decoded ({type(exc).__name__}: {exc})")
+        st.stop()
+    show_notes(decoded.notes)
+    return decoded

@@ -508,15 +508,7 @@ else:
         ),
         prompt="Upload a dashcam clip, or pick a synthetic clip above.",
     )
-    try:
-        decoded = _decode(digest, name, model_fps, data)
-    except up.UploadError as exc:
-        st.error(str(exc))
-        st.stop()
-    except Exception as exc:  # noqa: BLE001 - a decoder failure no check foresaw: a message, never a traceback
-        st.error(f"{name}: could not be decoded ({type(exc).__name__}: {exc})")
-        st.stop()
-    pc.show_notes(decoded.notes)
+    decoded = pc.decoded_or_stop(name, lambda: _decode(digest, name, model_fps, data))
     frames = decoded.frames
     if decoded.resampled:
         source_frames, resampled_from = decoded.source_frames, (decoded.source_count, decoded.source_fps)

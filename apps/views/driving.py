@@ -246,10 +246,10 @@ def _draw_instances(
     return draw_instances(image, tensors, class_names, score_thresh=0.0, alpha=alpha, id_map=ids)
 
 
-def _outline(overlay: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np.ndarray:
+def _outline(overlay: np.ndarray, mask: np.ndarray) -> np.ndarray:
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = overlay.copy()
-    cv2.drawContours(out, contours, -1, color, 1)
+    cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
     return out
 
 

@@ -462,15 +462,7 @@ else:
     )
     percentiles = _trained_percentiles(str(pc.model_path(key)))  # a volume's window, as trained
     scaled = f"{data_digest} {percentiles}"  # its slices: another model's percentiles scale them anew
-    try:
-        volume = _decode(data_digest, file_name, data, percentiles)
-    except up.UploadError as exc:
-        st.error(str(exc))
-        st.stop()
-    except Exception as exc:  # noqa: BLE001 - a decoder failure no check foresaw: a message, never a traceback
-        st.error(f"{file_name}: could not be decoded ({type(exc).__name__}: {exc})")
-        st.stop()
-    pc.show_notes(volume.notes)
+    volume = pc.decoded_or_stop(file_name, lambda: _decode(data_digest, file_name, data, percentiles))
     channel, index = 0, 0
     if volume.num_channels > 1:
         channel = st.slider("Channel / time point", 0, volume.num_channels - 1, 0, key="medical_channel")

@@ -7,7 +7,7 @@ Decisions (so that readers, the synthetic generator, the detector and the demos 
   *neighbour* of Car (a Car detection on a van is ignored, neither a hit nor a false positive), so merging
   costs nothing there and gives the car head more data. ``Person_sitting`` is trained as Pedestrian. Truck,
   Tram and Misc are not trained on (the dataset drops and counts them); ``DontCare`` boxes are ignore
-  regions. ``ALL_DETECTION_CLASSES`` keeps every generated type apart for a five-class detector.
+  regions. A five-class detector keeping every generated type apart takes ``GENERATED_TYPES`` as its classes.
   (This matches ``DetectionDataModule``'s defaults ``class_names`` / ``class_map``.)
 * Detection labels are 0-based indices into the class tuple; models that reserve 0 for background
   (torchvision's Faster R-CNN / RetinaNet / FCOS) add 1 themselves.
@@ -27,7 +27,6 @@ GENERATED_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Cyclist")
 
 # --- detector classes ----------------------------------------------------------------------------------------
 DETECTION_CLASSES = ("Car", "Pedestrian", "Cyclist")
-ALL_DETECTION_CLASSES = GENERATED_TYPES
 # Renames applied to KITTI types before they are matched to DETECTION_CLASSES.
 DETECTION_CLASS_MAP = {"Van": "Car", "Person_sitting": "Pedestrian"}
 

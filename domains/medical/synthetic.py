@@ -60,7 +60,7 @@ def default_root(readers: str = "default", **settings) -> str:
     clips' ``clips_root`` does), so no set overwrites another (a 64 px run regenerated the default set in its
     folder, the one the demo and every other run read). ``settings``: those of :func:`generate_lidc_png`."""
     root = DEFAULT_ROOT if readers == "default" else f"{DEFAULT_ROOT}_{readers}_readers"
-    given, preset = _settings_from_kw(readers=readers, **settings), _settings_from_kw(readers=readers)
+    given, preset = _settings(readers=readers, **settings), _settings(readers=readers)
     changed = [
         f"{key}-{'-'.join(map(str, np.ravel(given[key]).tolist()))}"
         for key in _FOLDER_SETTINGS
@@ -371,17 +371,17 @@ def check_synthetic_settings(settings: dict, option: str = "settings") -> None:
     if unknown:
         raise ValueError(f"{option}: unknown setting(s) {unknown}; valid settings: {', '.join(valid)}")
     try:
-        _settings_from_kw(**settings)
+        _settings(**settings)
     except ValueError as err:
         raise ValueError(f"{option}.{err}") from None
 
 
 def _settings(
-    n_patients: int,
-    images_per_patient: int,
-    size: int,
-    seed: int,
-    splits,
+    n_patients: int = 120,
+    images_per_patient: int = 10,
+    size: int = 128,
+    seed: int = 0,
+    splits=(0.7, 0.15, 0.15),
     readers: str = "default",
     reader_shares=None,
 ) -> dict:
@@ -635,7 +635,7 @@ def is_complete(root: str | Path, **kw) -> bool:
         found = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return found == json.loads(json.dumps(_settings_from_kw(**kw), sort_keys=True))
+    return found == json.loads(json.dumps(_settings(**kw), sort_keys=True))
 
 
 def _in_progress(root: Path) -> bool:
@@ -693,18 +693,6 @@ def _unfinished_note(root: Path) -> str:
     )
 
 
-def _settings_from_kw(
-    n_patients: int = 120,
-    images_per_patient: int = 10,
-    size: int = 128,
-    seed: int = 0,
-    splits=(0.7, 0.15, 0.15),
-    readers: str = "default",
-    reader_shares=None,
-) -> dict:
-    return _settings(n_patients, images_per_patient, size, seed, splits, readers, reader_shares)
-
-
 def ensure_synthetic_lidc(root: str | Path | None = None, *, force: bool = False, **kw) -> Path:
     """Generate the synthetic set under ``root`` on first use only; returns ``root``.
 
@@ -717,7 +705,7 @@ def ensure_synthetic_lidc(root: str | Path | None = None, *, force: bool = False
     path. Generates holding its lock (:func:`~shared.files.ensure_generated`): a second run started meanwhile
     waits, then reuses the set.
     """
-    settings = _settings_from_kw(**kw)  # validates
+    settings = _settings(**kw)  # validates
     root = Path(default_root(**kw) if root is None else root)
     return ensure_generated(
         root,

@@ -60,7 +60,6 @@ from shared.export import (
 )
 
 GRAPH, SIDECAR = "instances.onnx", "instances.json"
-INPUTS = ["image", "image_size", "original_size"]
 OUTPUTS = ["boxes", "scores", "labels", "masks"]
 AXES = {
     "image": {2: "height", 3: "width"},

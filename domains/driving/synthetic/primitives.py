@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from domains.driving.synthetic.camera import Z_NEAR, Camera, _clip_near
-from domains.driving.synthetic.scene import Color, ObjectSpec, _col
+from domains.driving.synthetic.scene import ObjectSpec, _col
 
 _SHIRTS = [
     (200, 40, 40),
@@ -136,14 +136,14 @@ def _solid(
     return visible
 
 
-def _wheel(fr: _Local, a: float, b: float, r: float, out: list, rim: Color = (150, 150, 155)) -> None:
+def _wheel(fr: _Local, a: float, b: float, r: float, out: list) -> None:
     phi = np.linspace(0, 2 * np.pi, 14, endpoint=False)
     tyre = fr.uv(a + r * np.cos(phi), np.full_like(phi, b), -r + r * np.sin(phi))
     if tyre is None:
         return
     out.append(("poly", tyre, (22, 22, 24), None))
     hub = fr.uv(a + 0.55 * r * np.cos(phi), np.full_like(phi, b * 1.005), -r + 0.55 * r * np.sin(phi))
-    out.append(("poly", hub, rim, None))
+    out.append(("poly", hub, (150, 150, 155), None))
 
 
 def _lamps(fr, ctx, a, b_in, b_out, y0, y1, col, emit, out) -> None:
@@ -152,7 +152,7 @@ def _lamps(fr, ctx, a, b_in, b_out, y0, y1, col, emit, out) -> None:
         fr.poly([a, a, a, a], b, [y0, y0, y1, y1], col, out, emit if ctx.lights_on else None)
 
 
-def _vehicle_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx, t: float) -> list:
+def _vehicle_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx) -> list:
     h, w, le = spec.dims
     out: list = []
     paint = spec.color

@@ -84,7 +84,7 @@ def _off_screen(fr: _Local, spec: ObjectSpec, cam: Camera) -> bool:
 def _item_prims(fr: _Local, spec: ObjectSpec, ctx: _Ctx, t: float) -> list:
     out: list = []
     if spec.kind in VEHICLES:
-        return _vehicle_prims(fr, spec, ctx, t)
+        return _vehicle_prims(fr, spec, ctx)
     if spec.kind == "Pedestrian":
         _person_prims(fr, spec, t, out)
     elif spec.kind == "Cyclist":
@@ -107,7 +107,7 @@ _LIGHT = {
 }
 
 
-def _sky(layout: Layout, cam: Camera, rng: np.random.Generator) -> np.ndarray:
+def _sky(layout: Layout, cam: Camera) -> np.ndarray:
     w, h = layout.size
     p = _LIGHT[layout.lighting]
     top, hor = np.array(p["sky_top"], np.float32), np.array(p["sky_hor"], np.float32)
@@ -126,20 +126,20 @@ def _sky(layout: Layout, cam: Camera, rng: np.random.Generator) -> np.ndarray:
     return sky
 
 
-def _world_poly(img, sem, cam: Camera, poly_w, color, cls, emis=None, emit=None) -> None:
+def _world_poly(img, sem, cam: Camera, poly_w, color, cls, emis=None) -> None:
     pc = _clip_near(cam.to_cam(np.asarray(poly_w, np.float64)))
     if pc is None:
         return
     pts = [_fx(cam.project(pc))]
     cv2.fillPoly(img, pts, color, cv2.LINE_8, _SHIFT)
-    if sem is not None:
-        cv2.fillPoly(sem, pts, int(cls), cv2.LINE_8, _SHIFT)
-    if emis is not None:
-        cv2.fillPoly(emis, pts, emit if emit is not None else (0, 0, 0), cv2.LINE_8, _SHIFT)
+    cv2.fillPoly(sem, pts, int(cls), cv2.LINE_8, _SHIFT)
+    if emis is not None:  # a solid face hides the lights behind it
+        cv2.fillPoly(emis, pts, (0, 0, 0), cv2.LINE_8, _SHIFT)
 
 
-def _strip(x0, x1, z0, z1, y0=0.0, y1=0.0) -> np.ndarray:
-    return np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z1], [x0, y1, z1]], np.float64)
+def _strip(x0, x1, z0, z1) -> np.ndarray:
+    """A ground quad (y = 0) from x0 to x1 and z0 to z1."""
+    return np.array([[x0, 0.0, z0], [x1, 0.0, z0], [x1, 0.0, z1], [x0, 0.0, z1]], np.float64)
 
 
 def _draw_ground(img, sem, layout: Layout, cam: Camera) -> None:
@@ -191,7 +191,7 @@ def _draw_ground(img, sem, layout: Layout, cam: Camera) -> None:
         _world_poly(img, sem, cam, q, pal["marking"], ids["lane_marking"])
 
 
-def _draw_background(img, sem, emis, layout: Layout, cam: Camera, rng: np.random.Generator) -> None:
+def _draw_background(img, sem, emis, layout: Layout, cam: Camera) -> None:
     """Backdrop tree lines and buildings: beyond the sidewalks, so nothing on the street can be behind them."""
     veg, bld = SEMANTIC_ID["vegetation"], SEMANTIC_ID["building"]
     for xb, zs, hs in layout.backdrop:
@@ -357,14 +357,14 @@ def render_frame(layout: Layout, t: int = 0, *, weather: bool = True) -> Frame:
     bad = [o.kind for o in layout.objects if o.kind in ANOMALY_KINDS]
     if bad and not layout.allow_anomalies:
         raise ValueError(f"layout {layout.seed}: anomaly objects {bad} in a layout without allow_anomalies")
-    sky = _sky(layout, cam, rng)
+    sky = _sky(layout, cam)
     img = sky.astype(np.uint8)
     sem = np.full((height, width), SEMANTIC_ID["sky"], np.uint8)
     inst = np.zeros((height, width), np.uint16)
     emis = np.zeros((height, width, 3), np.uint8)
     _draw_ground(img, sem, layout, cam)
     ground_sem = sem.copy()
-    _draw_background(img, sem, emis, layout, cam, rng)
+    _draw_background(img, sem, emis, layout, cam)
     # contact shadows of vehicles and anomalies on the ground, before anything standing is drawn
     shadow = np.zeros((height, width), np.uint8)
     ctx = _Ctx(cam.dir_to_cam(np.array(layout.sun)), layout.lighting)

@@ -1,1 +1,2 @@
-"""Driving: road-scene detection and road-anomaly finding (KITTI / SegmentMeIfYouCan layouts)."""
+"""Driving: road-scene detection, road-anomaly finding, road-user instances, object classification and accident
+anticipation (KITTI / SegmentMeIfYouCan / CCD layouts)."""

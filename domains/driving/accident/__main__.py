@@ -6,9 +6,10 @@ from shared.cli_help import domain_main
 
 DESCRIPTION = (
     "Accident anticipation: from a dashcam clip, the risk of contact within 0.5 / 1 / 1.5 / 2 s at every frame "
-    "and which object it is about (frame backbone + RoI object features + a streaming GRU or temporal "
-    "transformer), calibrated on validation clips. Video AP and frame AP (named apart), mTTA and TTA at 80 % "
-    "recall as physical lead time (the legacy formula beside it), near-miss false alarms, ECE. Trains on "
+    "and which object it is about (frame backbone + RoI object features, or the tracks' boxes alone as "
+    "quick.yaml, + a streaming GRU or temporal transformer), calibrated on validation clips. Video AP and frame "
+    "AP (named apart), mTTA and TTA at 80 % recall as physical lead time (the legacy formula beside it), "
+    "near-miss false alarms, ECE. Trains on "
     "synthetic scenario clips by default (braking, cut-ins, pedestrians, cyclists, near misses; generated on "
     "first use); real data: --data.data_format ccd|npz|dota --data.data_path PATH. "
     "Example: python -m domains.driving.accident fit -c domains/driving/accident/configs/quick.yaml, then "

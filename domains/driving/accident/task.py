@@ -55,7 +55,8 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
     Args:
         network: the anticipator, as ``class_path: domains.driving.accident.model.AccidentAnticipator`` +
             ``init_args`` (``backbone``: a registered backbone: {backbones}; ``temporal``: gru / transformer;
-            ``horizons``; ``input_kind``: frames / features; ``--model.network.help AccidentAnticipator``).
+            ``horizons``; ``input_kind``: frames / features / boxes, quick.yaml's tracks alone;
+            ``--model.network.help AccidentAnticipator``).
             ``input_size`` comes from ``data.image_size`` (linked by the CLI).
         pretrained_backbone: local weight file for the frame backbone (``.pth``, ``.ckpt`` or ``.safetensors``,
             e.g. the suite's trained road detector: a road-scene backbone beats scratch on small data); nothing

@@ -140,7 +140,7 @@ class AnomalySegmentationTask(BaseTask):
             with ``--model.network.help AnomalySegmenter``).
         score: anomaly score used by ``test`` (components, image level), ``predict`` and ``anomaly_map``:
             ``msp``, ``max_logit``, ``sml``, ``energy``, ``entropy``, ``mahalanobis``, ``outlier_prob``.
-            ``None``: ``outlier_prob`` with outlier exposure, else ``DEFAULT_PLAIN_SCORE``. This and the
+            ``None``: ``outlier_prob`` with outlier exposure, else ``msp``. This and the
             other test / predict settings (``RUNTIME_SETTINGS``) are not saved in checkpoints, so the command
             line chooses them for ``test`` / ``predict --ckpt_path``.
         test_scores: scores whose pixel metrics ``test`` reports (``None``: every score this model supports).

@@ -153,7 +153,8 @@ class DrivingClassificationData(ClassificationDataModule):
         data_format: ``kitti`` (object crops cut once from the KITTI folder ``data_path``, or from the synthetic
             set when null), ``imagefolder`` or ``csv``.
         class_names: the KITTI types to classify, in label order (also the model's: linked, written once).
-        crop_min_height: objects whose box is lower (px) are not cut (KITTI's Hard level: 25 px of 375).
+        crop_min_height: objects whose box is lower (px, source pixels) are not cut (KITTI's Hard level is 25 px of
+            375).
         crop_context: margin around the box, per side, as a share of its longer side.
         crop_size: side of the written crops in px (the network's input size is ``image_size``).
 

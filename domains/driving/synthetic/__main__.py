@@ -1,4 +1,4 @@
-"""Entry point of ``python -m domains.driving.synthetic kitti|anomaly|preview``; the CLI itself is in :mod:`.cli`."""
+"""Entry point of ``python -m domains.driving.synthetic kitti|anomaly|clips|preview``; the CLI itself is in :mod:`.cli`."""
 
 import sys
 

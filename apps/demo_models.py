@@ -397,14 +397,18 @@ def load_task(key: str, path: str | Path):
 def anomaly_score_smoothing(fit: float | None) -> float:
     """The sigma the demo smooths an anomaly checkpoint's score maps with: the one its fit's config used
     (``fit``, recorded in the file: the task's ``fit_score_smoothing``), so the page scores as that config did;
-    for a file that does not record it, the demo config's (0 where it sets none). It is a run-time setting, no
-    hyper-parameter: the task built from the checkpoint has the class default."""
+    for a file that does not record it, the demo config's (the task's default where it sets none, as a fit with
+    that config had). It is a run-time setting, no hyper-parameter: the task built from the checkpoint has the
+    class default."""
     if fit is not None:
         return fit
     import yaml
 
+    from domains.driving.anomaly.task import DEFAULT_SCORE_SMOOTHING
+
     config = yaml.safe_load((ROOT / DEMO_MODELS["driving_anomaly"].config).read_text(encoding="utf-8")) or {}
-    return float((config.get("model") or {}).get("score_smoothing") or 0.0)
+    chosen = (config.get("model") or {}).get("score_smoothing")
+    return float(DEFAULT_SCORE_SMOOTHING if chosen is None else chosen)
 
 
 def score_smoothing_sentence(task) -> str:

@@ -119,6 +119,7 @@ import yaml
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
     command_line,
+    fmt,
     memory_note,
     parse_keeping_argv,
     print_and_write,
@@ -347,12 +348,6 @@ def run(args) -> dict:
     }
 
 
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.3f}"
-
-
 def markdown(result: dict, args) -> str:
     cfg = flat_model_config(result["config"])
     model = result["rows"]["model"]["summary"]
@@ -389,7 +384,7 @@ def markdown(result: dict, args) -> str:
     ]
     for name, row in result["rows"].items():
         s = row["summary"]
-        lines.append(f"| {name} | " + " | ".join(_fmt(s.get(key)) for key, _ in METRIC_COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(fmt(s.get(key)) for key, _ in METRIC_COLUMNS) + " |")
     lines += [
         "",
         (
@@ -403,7 +398,8 @@ def markdown(result: dict, args) -> str:
     for name, row in result["rows"].items():
         a = row["at_rate"]
         lines.append(
-            f"| {name} | {a['threshold']:.3f} | {a['false_alarm_rate']:.3f} | {a['recall']:.3f} | {_fmt(a['lead_time'])} |"
+            f"| {name} | {a['threshold']:.3f} | {a['false_alarm_rate']:.3f} | {a['recall']:.3f} "
+            f"| {fmt(a['lead_time'])} |"
         )
     lines += [
         "",
@@ -436,8 +432,8 @@ def markdown(result: dict, args) -> str:
         if key == "near_miss_false_alarms" and not smoke and not (recall is not None and recall >= 0.8):
             # no false alarms from a threshold that finds few crashes says nothing: judged where it finds 80 %,
             # the recall TTA@R80 is read at
-            judged = f"not judged: the threshold finds {_fmt(recall)} of the crash clips, under 0.8"
-        lines.append(f"- {key} {op} {target}: {_fmt(value)} ({judged})")
+            judged = f"not judged: the threshold finds {fmt(recall)} of the crash clips, under 0.8"
+        lines.append(f"- {key} {op} {target}: {fmt(value)} ({judged})")
     track = result["rows"]["track TTC (GT boxes)"]["at_rate"]
     ours = result["rows"]["model"]["at_rate"]
     better = (ours["recall"], ours["lead_time"] or 0) > (track["recall"], track["lead_time"] or 0)
@@ -496,7 +492,7 @@ def baselines_markdown(args) -> str:
             a = lead_time_at_false_alarm_rate(subset, args.max_false_alarm)
             lines.append(
                 f"| {name} | {group} | {a['threshold']:.3f} | {a['false_alarm_rate']:.3f} | {a['recall']:.3f} "
-                f"| {_fmt(a['lead_time'])} |"
+                f"| {fmt(a['lead_time'])} |"
             )
     lines += [
         "",

@@ -184,6 +184,7 @@ import copy
 import json
 import math
 import platform
+import statistics
 import time
 import warnings
 
@@ -194,6 +195,7 @@ import torch
 from benchmarks.report import (
     check_numbers,
     command_line,
+    fmt,
     memory_note,
     named_as_options,
     run_length,
@@ -215,8 +217,7 @@ TARGET_AP, TARGET_FPR95 = 0.8, 0.1
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = options(list_backbones())
-    args = check_numbers(p, p.parse_args(argv))
-    return args
+    return check_numbers(p, p.parse_args(argv))
 
 
 def native_crops(size: tuple[int, int], frame: tuple[int, int], seed: int) -> A.Compose:
@@ -258,7 +259,7 @@ def time_per_step(task: AnomalySegmentationTask, loader, steps: int = 6, device=
         synchronize(device)
         if i:  # the first step pays one-off costs
             times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return statistics.median_high(times)
 
 
 def phase_steps(steps: int | None, oe_fraction: float) -> tuple[int | None, int | None]:
@@ -343,10 +344,6 @@ def inference_ms(task: AnomalySegmentationTask, dm, score: str, n: int = 20) -> 
     if len(images) <= 2:  # all of them were warm-up: nothing was timed (n/a, not "0.0 ms")
         return float("nan")
     return (time.perf_counter() - start) * 1000 / (len(images) - 2)
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def main(argv=None) -> int:

@@ -79,6 +79,7 @@ from benchmarks.detector_budget import read_config, run_and_report, train_and_te
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
     command_line,
+    fmt,
     memory_note,
     parse_keeping_argv,
     run_length,
@@ -125,10 +126,6 @@ def run(args) -> dict:
     return {**result, "height_recall": height_recall(task, dm, device, scored), "model_input": task.model.input_size}
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-
-
 def _bin_name(b: dict) -> str:
     return f">= {b['low']:g} px" if math.isinf(b["high"]) else f"{b['low']:g}-{b['high']:g} px"
 
@@ -166,18 +163,18 @@ def markdown(result: dict, args) -> str:
         "",
         "| metric | value | target |",
         "|---|---:|---:|",
-        f"| mAP50 (COCO, IoU 0.5) | {_fmt(m.get('test/map50'))} | >= {TARGET_MAP50}: {map_verdict} |",
-        f"| mAP (COCO, IoU 0.5:0.95) | {_fmt(m.get('test/map'))} | |",
+        f"| mAP50 (COCO, IoU 0.5) | {fmt(m.get('test/map50'))} | >= {TARGET_MAP50}: {map_verdict} |",
+        f"| mAP (COCO, IoU 0.5:0.95) | {fmt(m.get('test/map'))} | |",
     ]
     for c in classes:
-        lines.append(f"| AP50 {c} | {_fmt(m.get(f'test/ap50/{c}'))} | |")
+        lines.append(f"| AP50 {c} | {fmt(m.get(f'test/ap50/{c}'))} | |")
     for c in classes:
-        lines.append(f"| AP {c} (0.5:0.95) | {_fmt(m.get(f'test/ap/{c}'))} | |")
+        lines.append(f"| AP {c} (0.5:0.95) | {fmt(m.get(f'test/ap/{c}'))} | |")
     for level in ("easy", "moderate", "hard"):
         for c in classes:
             key = f"test/kitti_{level}/{c}"
             if key in m:
-                lines.append(f"| KITTI AP\\|R40 {level.capitalize()} {c} | {_fmt(m[key])} | |")
+                lines.append(f"| KITTI AP\\|R40 {level.capitalize()} {c} | {fmt(m[key])} | |")
     lines += [
         f"| training images / s | {result['images_per_s']:.2f} | |",
         (
@@ -205,7 +202,7 @@ def markdown(result: dict, args) -> str:
         "| class | " + " | ".join(_bin_name(b) for b in result["height_recall"][0]) + " |",
         "|---|" + "---:|" * len(result["height_recall"][0]),
         *(
-            f"| {c} | " + " | ".join(f"{_fmt(b['recall'])} ({b['n']})" for b in bins) + " |"
+            f"| {c} | " + " | ".join(f"{fmt(b['recall'])} ({b['n']})" for b in bins) + " |"
             for c, bins in zip(classes, result["height_recall"])
         ),
         "",

@@ -78,6 +78,7 @@ from benchmarks.detector_budget import read_config, run_and_report, train_and_te
 from benchmarks.report import (
     ISSUE_BUDGET_MINUTES,
     command_line,
+    fmt,
     memory_note,
     named_as_options,
     parse_keeping_argv,
@@ -161,10 +162,6 @@ def run(args) -> dict:
     return result
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
 def markdown(result: dict, args) -> str:
     m, cfg = result["metrics"], flat_model_config(result["config"])
     classes = result["data"].get("class_names", ["Car", "Pedestrian", "Cyclist"])
@@ -206,14 +203,14 @@ def markdown(result: dict, args) -> str:
         mask, box = m.get(f"test/mask_ap50/{c}"), m.get(f"test/box_ap50/{c}")
         gap = None if mask is None or box is None else mask - box
         lines.append(
-            f"| {c} | {_fmt(mask)} | {_fmt(box)} | {_fmt(gap)} | {_fmt(m.get(f'test/mask_ap/{c}'))} | "
-            f"{_fmt(m.get(f'test/mask{tall}_ap50/{c}'))} | {_fmt(m.get(f'test/box{tall}_ap50/{c}'))} |"
+            f"| {c} | {fmt(mask)} | {fmt(box)} | {fmt(gap)} | {fmt(m.get(f'test/mask_ap/{c}'))} | "
+            f"{fmt(m.get(f'test/mask{tall}_ap50/{c}'))} | {fmt(m.get(f'test/box{tall}_ap50/{c}'))} |"
         )
     mean_gap = m.get("test/mask_map50", math.nan) - m.get("test/box_map50", math.nan)
     mean_row = (
-        f"| **mean** | {_fmt(m.get('test/mask_map50'))} | {_fmt(m.get('test/box_map50'))} | {_fmt(mean_gap)} | "
-        f"{_fmt(m.get('test/mask_map'))} | {_fmt(m.get(f'test/mask{tall}_map50'))} | "
-        f"{_fmt(m.get(f'test/box{tall}_map50'))} |"
+        f"| **mean** | {fmt(m.get('test/mask_map50'))} | {fmt(m.get('test/box_map50'))} | {fmt(mean_gap)} | "
+        f"{fmt(m.get('test/mask_map'))} | {fmt(m.get(f'test/mask{tall}_map50'))} | "
+        f"{fmt(m.get(f'test/box{tall}_map50'))} |"
     )
     image_h, image_w = result["inference_size"]
     net_h, net_w = cfg.get("input_size")
@@ -230,9 +227,9 @@ def markdown(result: dict, args) -> str:
         if f"test/box_ap50/{c}" in m and f"test/mask_ap50/{c}" in m
     ]
     targets = (
-        f"Targets: Car mask AP50 >= {TARGET_CAR_MASK_AP50}: {_fmt(car)} "
+        f"Targets: Car mask AP50 >= {TARGET_CAR_MASK_AP50}: {fmt(car)} "
         f"({verdict(car is not None and car >= TARGET_CAR_MASK_AP50, bool(smoke))}); every class's mask AP50 "
-        f"within {TARGET_MASK_BOX_GAP} of its box AP50: largest shortfall {_fmt(max(gaps) if gaps else None)} "
+        f"within {TARGET_MASK_BOX_GAP} of its box AP50: largest shortfall {fmt(max(gaps) if gaps else None)} "
         f"({verdict(bool(gaps) and max(gaps) <= TARGET_MASK_BOX_GAP, bool(smoke))})."
     )
     load = (

@@ -4,6 +4,7 @@ options, and how it runs as a program (:func:`run_as_program`: options first, th
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -177,6 +178,13 @@ def smoke_run(budget_minutes: float, default_minutes: float) -> str | None:
         f"**Smoke run**: {budget_minutes:g} of the benchmark's {default_minutes:g} minutes. It shows that the "
         "pipeline runs; its figures are not results, and its targets are not judged."
     )
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A table cell of a figure: ``digits`` decimals, or ``n/a`` for None or a float NaN (nothing scored)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
 
 
 def verdict(met: bool, smoke: bool, yes: str = "met", no: str = "not met") -> str:

@@ -315,18 +315,15 @@ def _listing(
 
 
 def visible_files(
-    folder: str | Path,
-    suffixes: tuple[str, ...] | None = None,
-    recursive: bool = False,
-    skip: set[Path] | frozenset = frozenset(),
+    folder: str | Path, suffixes: tuple[str, ...] | None = None, recursive: bool = False
 ) -> list[Path]:
     """The files in ``folder`` (below it, with ``recursive``) whose suffix is one of ``suffixes`` in any case
     (``.JPG``, ``.Mp4``; None: any), sorted by path; hidden ones (:func:`is_hidden`) are left out and counted
     in one :class:`HiddenFilesWarning` per listing, or per :func:`counting_hidden_files` block, and broken
     links (:func:`broken_link`: a dangling link, a loop) in one :class:`BrokenLinkWarning` naming each with
-    why. ``skip`` (resolved paths) are left out silently: the caller counts them."""
+    why."""
     folder = Path(folder)
-    kept, hidden, broken = _listing(folder, suffixes, recursive, skip)
+    kept, hidden, broken = _listing(folder, suffixes, recursive, frozenset())
     count_hidden(folder, hidden)
     count_broken(folder, broken)
     return kept

@@ -71,25 +71,27 @@ def is_trusted(class_path: str) -> bool:
     return bool(module_name) and (module_name.startswith(TRUSTED_PACKAGES) or module_name in sys.modules)
 
 
-def build_network(network: nn.Module | dict, base: type | tuple[type, ...], option: str = "model.network"):
+def build_network(network: nn.Module | dict, base: type | tuple[type, ...]):
     """``network`` itself, or the network a ``class_path`` + ``init_args`` dictionary (a checkpoint's) names.
 
     The class must live in the suite's own packages and be a ``base``; anything else is refused, naming
-    ``option``, so a checkpoint cannot make us import arbitrary code.
+    ``model.network``, so a checkpoint cannot make us import arbitrary code.
     """
     bases = base if isinstance(base, tuple) else (base,)
     names = " | ".join(b.__qualname__ for b in bases)
     if isinstance(network, nn.Module):
         if not isinstance(network, bases):
-            raise TypeError(f"{option}: expected a {names}, got {type(network).__qualname__}")
+            raise TypeError(f"model.network: expected a {names}, got {type(network).__qualname__}")
         return network
     if not isinstance(network, dict) or "class_path" not in network:
-        raise TypeError(f"{option}: expected a {names} or a class_path / init_args mapping, got {network!r}")
+        raise TypeError(
+            f"model.network: expected a {names} or a class_path / init_args mapping, got {network!r}"
+        )
     class_path = str(network["class_path"])
     if not is_trusted(class_path):
-        raise TypeError(f"{option}: class_path {class_path!r} is outside {', '.join(TRUSTED_PACKAGES)}")
+        raise TypeError(f"model.network: class_path {class_path!r} is outside {', '.join(TRUSTED_PACKAGES)}")
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, bases)):
-        raise TypeError(f"{option}: class_path {class_path!r} is not a {names}")
+        raise TypeError(f"model.network: class_path {class_path!r} is not a {names}")
     return cls(**dict(network.get("init_args") or {}))

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .backbones import UNet, create_backbone
+from .backbones import UNet
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -37,11 +37,7 @@ class SegmentationNet(nn.Module):
         decoder_channels: list[int] | None = None,
     ):
         super().__init__()
-        self.backbone = UNet(
-            in_channels=in_channels,
-            encoder=create_backbone(encoder, in_channels=in_channels, **(encoder_kwargs or {})),
-            decoder_channels=decoder_channels,
-        )
+        self.backbone = UNet(in_channels, encoder, encoder_kwargs, decoder_channels)
         self.head = nn.Conv2d(self.backbone.feature_channels[0], num_classes, kernel_size=1)
         self.num_classes = num_classes
 

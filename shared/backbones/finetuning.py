@@ -7,15 +7,6 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 
 
-def _resolve(root: nn.Module, dotted: str) -> nn.Module:
-    obj = root
-    for part in dotted.split("."):
-        if not hasattr(obj, part):
-            raise AttributeError(f"{type(root).__name__} has no sub-module {dotted!r} (stopped at {part!r})")
-        obj = getattr(obj, part)
-    return obj
-
-
 class BackboneFreezeUnfreeze(BaseFinetuning):
     """Freeze the backbone for the first ``unfreeze_at_epoch`` epochs, then train it with ``lr * lr_factor``.
 
@@ -45,7 +36,7 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
         self._frozen_norms: list[nn.Module] = []
 
     def freeze_before_training(self, pl_module) -> None:
-        backbone = _resolve(pl_module, self.backbone_attr)
+        backbone = pl_module.get_submodule(self.backbone_attr)
         self.freeze(backbone, train_bn=False)
         for adapter in backbone.adapter_modules():  # no pretrained file holds them: they train from the start
             self.make_trainable(adapter)
@@ -60,7 +51,7 @@ class BackboneFreezeUnfreeze(BaseFinetuning):
             _extend_schedulers(pl_module, optimizer, self.lr_factor)
 
     def finetune_function(self, pl_module, current_epoch: int, optimizer) -> None:
-        backbone = _resolve(pl_module, self.backbone_attr)
+        backbone = pl_module.get_submodule(self.backbone_attr)
         if current_epoch < self.unfreeze_at_epoch or all(p.requires_grad for p in backbone.parameters()):
             return
         adapters = {id(p) for adapter in backbone.adapter_modules() for p in adapter.parameters()}

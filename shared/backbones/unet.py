@@ -130,7 +130,7 @@ class UNetDecoder(nn.Module):
             extra_out_channels.append(out)
             prev, stride = out, stride // 2
         # Declared outputs, finest first: the extra full-resolution blocks, the skip levels, the bottleneck.
-        extra_channels = [ch for ch in extra_out_channels][::-1]
+        extra_channels = extra_out_channels[::-1]
         extra_strides = [feature_strides[0] // 2 ** (k + 1) for k in range(len(self.extra_blocks))][::-1]
         self.output_channels = extra_channels + list(decoder_channels) + [feature_channels[-1]]
         self.output_strides = extra_strides + list(feature_strides)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/medical.py [--budget-minutes 12] [--out benchmarks/results/medical.md]
         [--models unet prob_unet hpu_net] [--crop-size 64] [--test-items N] [--threads N] [--accelerator auto|cpu|gpu] [--precision bf16-mixed]
 
-Each model trains for ``budget / 3`` minutes of wall time (``Trainer(max_time=...)``, constant learning rate,
+Each model trains for ``budget / len(--models)`` minutes of wall time (``Trainer(max_time=...)``, constant learning rate,
 no validation) on centre crops of the synthetic training split, then is tested on the synthetic test split
 with 16 samples per image: GED, Hungarian-matched IoU, sample diversity, Dice of the mean prediction (vs each
 reader and vs the majority), ECE of the mean prediction (vs the readers' mean, the share of readers marking each
@@ -90,7 +90,8 @@ def options() -> argparse.ArgumentParser:
         default="default",
         choices=["default", "lidc"],
         help="reader preset of the synthetic set (lidc: the real LIDC shares of 1-4 readers and their overlap); "
-        "it also picks the models' settings for such readers (READER_PRESETS)",
+        "it also picks the models' settings for such readers (READER_PRESETS) and the data's (DATA_PRESETS: lidc "
+        "trains with --data.augment_intensity 0)",
     )
     parser.add_argument("--crop-size", type=int, default=64, help="side of the training centre crops (px)")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch size")

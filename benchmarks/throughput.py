@@ -2,7 +2,7 @@
 count) and of a real ``fit``, on whatever device is present; prints a markdown table with fit / network.
 
     .venv/bin/python benchmarks/throughput.py --out benchmarks/results/throughput.md     # quick configs on a CPU
-    python benchmarks/throughput.py --gpu-configs                                        # the *_gpu recipes
+    python benchmarks/throughput.py --gpu-configs                                        # each task's configs/gpu.yaml
 
 "Network alone" repeats one real training batch already on the device through the task's own
 ``training_step`` + backward + optimiser step (what a step costs with no loading); "loader alone" iterates the

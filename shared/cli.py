@@ -1,4 +1,5 @@
-"""The one LightningCLI every domain uses: ``python -m domains.<domain> fit|validate|test|predict -c cfg.yaml``."""
+"""The one LightningCLI every task uses: ``python -m domains.medical|domains.driving.<task> fit|validate|test|predict
+-c cfg.yaml``."""
 
 from __future__ import annotations
 
@@ -1374,7 +1375,20 @@ class SuiteCLI(LightningCLI):
             f"config keeps its own last.ckpt (--print_config shows it); DIR/{self._domain}/<FILE's name>/checkpoints "
             "with --trainer.default_root_dir DIR; without -c the default below. A remote path (s3://...) needs its fsspec package (s3fs) installed."
         )
+        # Lightning's own help quotes its defaults ("Default: ``50``"), not the suite's (default_trainer_kwargs)
+        for action in parser._actions:
+            if action.dest in SUITE_DEFAULT_HELP:
+                action.help = SUITE_DEFAULT_HELP[action.dest]
 
+
+#: help of the options whose default the suite changes, where Lightning's help quotes Lightning's default
+SUITE_DEFAULT_HELP = {
+    "trainer.max_epochs": "Epochs to train (the suite's default 10; each config sets its own); -1: no limit.",
+    "trainer.log_every_n_steps": "Steps between logged training values (the suite's default 10).",
+    "trainer.gradient_clip_val": "Gradient-norm clipping (the suite's default 1.0); 0 or null: none.",
+    "checkpoint.save_last": "Also keep last.ckpt, the run's last state, for --ckpt_path last (the suite's default "
+    "true).",
+}
 
 #: the suite's own configs (``domains/<...>/configs/*.yaml``) are named by their stem alone
 SUITE_DOMAINS = Path(__file__).resolve().parents[1] / "domains"

@@ -535,17 +535,13 @@ class SplitLoaders(pl.LightningDataModule):
         return self.datasets[name]
 
     def _loader(
-        self,
-        name: str,
-        shuffle: bool,
-        sampler: Sampler | None = None,
-        drop_last: bool = False,
-        collate_fn=None,
+        self, name: str, sampler: Sampler | None = None, drop_last: bool = False, collate_fn=None
     ) -> DataLoader:
+        """A loader of split ``name`` in ``sampler``'s order (None: in order; training always has a sampler,
+        :meth:`train_sampler`, whose type Lightning reads to shuffle under DDP)."""
         return DataLoader(
             self.split_dataset(name),
             batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
@@ -568,14 +564,14 @@ class SplitLoaders(pl.LightningDataModule):
             ranks = self.trainer.world_size if self.trainer is not None else 1
             per_rank = math.ceil(len(sampler) / ranks)
         return self._loader(
-            "train", shuffle=True, sampler=sampler, drop_last=per_rank > 1 and per_rank % self.batch_size == 1
+            "train", sampler=sampler, drop_last=per_rank > 1 and per_rank % self.batch_size == 1
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False, sampler=self._evaluation_sampler("val"))
+        return self._loader("val", sampler=self._evaluation_sampler("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, sampler=self._evaluation_sampler("test"))
+        return self._loader("test", sampler=self._evaluation_sampler("test"))
 
     def _evaluation_sampler(self, name: str) -> Sampler | None:
         """Under DDP, each rank's share of an evaluation split with no item twice. Lightning's own
@@ -607,7 +603,7 @@ class SplitLoaders(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """The ``predict`` split when the module built one (``--data.predict_path``: your own images), else test."""
-        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
+        return self._loader("predict" if "predict" in self.datasets else "test")
 
 
 def _group_digest(group: Hashable) -> int:

@@ -2121,7 +2121,7 @@ class MedicalDataModule(SplitLoaders):
     def predict_dataloader(self) -> DataLoader:
         """Whole images of the test split (see :meth:`dataset`), padded to the batch's largest by
         :func:`pad_collate`, in order."""
-        return self._loader("predict", shuffle=False, collate_fn=pad_collate)
+        return self._loader("predict", collate_fn=pad_collate)
 
     @property
     def pin_memory(self) -> bool:

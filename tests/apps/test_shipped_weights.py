@@ -26,7 +26,7 @@ TOLERANCE = {
 }
 HEADLINE = {
     "medical": ("test/ged", "test/hungarian_iou", "test/dice"),
-    "driving_detection": ("test/map50", "test/map"),
+    "driving_detection": ("test/map50", "test/map", "test/kitti_moderate/mean"),
     "driving_anomaly": ("test/ap", "test/auroc", "test/fpr95"),
     "driving_accident": ("test/video_ap", "test/frame_ap", "test/ece"),
     "driving_instances": ("test/mask_map50", "test/box_map50"),

@@ -404,11 +404,10 @@ def anomaly_score_smoothing(fit: float | None) -> float:
         return fit
     import yaml
 
-    from domains.driving.anomaly.task import DEFAULT_SCORE_SMOOTHING
+    from domains.driving.anomaly.task import configured_score_smoothing
 
     config = yaml.safe_load((ROOT / DEMO_MODELS["driving_anomaly"].config).read_text(encoding="utf-8")) or {}
-    chosen = (config.get("model") or {}).get("score_smoothing")
-    return float(DEFAULT_SCORE_SMOOTHING if chosen is None else chosen)
+    return configured_score_smoothing(config.get("model") or {})
 
 
 def score_smoothing_sentence(task) -> str:

@@ -562,14 +562,10 @@ def _settings(key: str, record: dict) -> dict:
     """Inference settings the run's config chose that checkpoints do not store (anomaly score, smoothing)."""
     if key != "driving_anomaly":
         return {}
-    from domains.driving.anomaly.task import DEFAULT_SCORE_SMOOTHING
+    from domains.driving.anomaly.task import configured_score_smoothing
 
     model = (yaml.safe_load((ROOT / _configs(record)[0]).read_text(encoding="utf-8")) or {}).get("model") or {}
-    smoothing = model.get("score_smoothing")  # a config without it ran with the task's default
-    return {
-        "score": model.get("score", "outlier_prob"),
-        "score_smoothing": float(DEFAULT_SCORE_SMOOTHING if smoothing is None else smoothing),
-    }
+    return {"score": model.get("score", "outlier_prob"), "score_smoothing": configured_score_smoothing(model)}
 
 
 def main(argv: list[str] | None = None) -> int:

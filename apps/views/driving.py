@@ -470,13 +470,9 @@ else:
 if source == SYNTHETIC:  # read from the data folder as test reads it (WebP, 16-bit too), not as an upload
     decoded = up.RGBImage(name=name, image=scene_image)
     digest = pc.digest(data)
+    pc.show_notes(decoded.notes)
 else:
-    try:
-        decoded = _decode(digest, name, data)
-    except up.UploadError as exc:
-        st.error(str(exc))
-        st.stop()
-pc.show_notes(decoded.notes)
+    decoded = pc.decoded_or_stop(name, lambda: _decode(digest, name, data))
 image = decoded.image
 if source == UPLOAD and (warning := up.unlike_dashcam(image.shape[1], image.shape[0], "photo", TRAINED_ON)):
     st.warning(warning)

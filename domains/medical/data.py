@@ -2111,10 +2111,9 @@ class MedicalDataModule(SplitLoaders):
         view = self.dataset("train")
         if isinstance(view.base, DecathlonSliceDataset):
             volumes = [view.base.slices[i][0] for i, _ in view.items]
-            trainer = getattr(self, "trainer", None)  # under DDP: each rank's share of the volumes
-            ranks = {}
-            if trainer is not None:
-                ranks = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+            ranks = {}  # under DDP: each rank's share of the volumes
+            if self.trainer is not None:
+                ranks = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank}
             return VolumeGroupedSampler(volumes, view.base.cache_volumes, self.order_seed, **ranks)
         return super().train_sampler()
 

@@ -84,6 +84,12 @@ DEFAULT_PLAIN_SCORE = "msp"
 DEFAULT_SCORE_SMOOTHING = 1.0
 
 
+def configured_score_smoothing(model: dict) -> float:
+    """The sigma a config's ``model`` section sets, else the task's default (what a fit with it ran with)."""
+    chosen = model.get("score_smoothing")
+    return float(DEFAULT_SCORE_SMOOTHING if chosen is None else chosen)
+
+
 def fit_score_smoothing(checkpoint: dict) -> float | None:
     """The ``model.score_smoothing`` of the config a checkpoint's fit ran with, or None where the file does not
     say. It is chosen per run, so no hyper-parameter holds it, but fit checkpoints carry their run's config
@@ -125,6 +131,7 @@ __all__ = [
     "DEFAULT_SCORE_SMOOTHING",
     "FIXED_RANGES",
     "AnomalySegmentationTask",
+    "configured_score_smoothing",
     "fit_score_smoothing",
     "score_smoothing_note",
 ]

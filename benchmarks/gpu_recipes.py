@@ -261,7 +261,7 @@ def _memory_note(out_dir: Path, names: list[str]) -> str:
         note = json.loads(path.read_text()).get("memory") if path.is_file() else None
         if note and note not in notes:
             notes.append(note)
-    return f"each run: {'; '.join(notes)}" if notes else "no run finished to say how it kept freed memory"
+    return f"each run: {'; '.join(notes)}" if notes else "the runs' records do not say how they kept freed memory"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1356,7 +1356,7 @@ class SuiteCLI(LightningCLI):
             {
                 "checkpoint.monitor": self._monitor,
                 "checkpoint.mode": None,  # given, or resolved from the monitor (_checkpoint_mode)
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": SAVE_LAST,
                 "checkpoint.dirpath": self._default_checkpoint_dir,
                 "checkpoint.filename": "best-{epoch:02d}-{step}",
                 "checkpoint.auto_insert_metric_name": False,
@@ -1381,11 +1381,13 @@ class SuiteCLI(LightningCLI):
                 action.help = SUITE_DEFAULT_HELP[action.dest]
 
 
+SAVE_LAST = True  # the suite keeps last.ckpt (--ckpt_path last), as SUITE_DEFAULT_HELP says
+
 #: help of the options whose default the suite changes, where Lightning's help quotes Lightning's default
 SUITE_DEFAULT_HELP = {
     "trainer.max_epochs": "Epochs to train (the suite's default 10; each config sets its own); -1: no limit.",
     "trainer.log_every_n_steps": "Steps between logged training values (the suite's default 10).",
-    "trainer.gradient_clip_val": "Gradient-norm clipping (the suite's default 1.0); 0 or null: none.",
+    "trainer.gradient_clip_val": "Gradient clipping value (the suite's default 1.0); 0 or null: none.",
     "checkpoint.save_last": "Also keep last.ckpt, the run's last state, for --ckpt_path last (the suite's default "
     "true).",
 }

@@ -538,7 +538,7 @@ class SplitLoaders(pl.LightningDataModule):
         self, name: str, sampler: Sampler | None = None, drop_last: bool = False, collate_fn=None
     ) -> DataLoader:
         """A loader of split ``name`` in ``sampler``'s order (None: in order; training always has a sampler,
-        :meth:`train_sampler`, whose type Lightning reads to shuffle under DDP)."""
+        :meth:`train_sampler`; under DDP Lightning wraps it, unless it is a ``DistributedSampler`` itself)."""
         return DataLoader(
             self.split_dataset(name),
             batch_size=self.batch_size,

@@ -68,7 +68,7 @@ def test_gpu_recipes_run_from_python_says_what_its_runs_did_with_freed_memory(tm
     assert f"` (each run: {KEPT}; each child's own command line" in header and "not kept" not in header
     (tmp_path / "unet.json").unlink()
     (tmp_path / "hpu_net.json").unlink()
-    assert gpu_recipes._memory_note(tmp_path, ["unet"]) == "no run finished to say how it kept freed memory"
+    assert gpu_recipes._memory_note(tmp_path, ["unet"]) == "the runs' records do not say how they kept freed memory"
 
 
 def test_a_gpu_recipes_run_records_what_its_process_did_with_freed_memory(tmp_path, monkeypatch):

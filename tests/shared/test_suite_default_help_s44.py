@@ -7,13 +7,15 @@ from __future__ import annotations
 import pytest
 
 from domains.medical.__main__ import main as medical_main
-from shared.cli import SUITE_DEFAULT_HELP, default_trainer_kwargs
+from shared.cli import SAVE_LAST, SUITE_DEFAULT_HELP, default_trainer_kwargs
 
 
 def test_each_help_quotes_the_default_the_suite_sets():
     defaults = default_trainer_kwargs("medical")
     for key in ("max_epochs", "log_every_n_steps", "gradient_clip_val"):
         assert f"the suite's default {defaults[key]}" in SUITE_DEFAULT_HELP[f"trainer.{key}"]
+    assert "the suite's default true" in SUITE_DEFAULT_HELP["checkpoint.save_last"]
+    assert SAVE_LAST is True  # the value set_defaults gives checkpoint.save_last
 
 
 def test_fit_help_shows_them_instead_of_lightning_s(capsys, monkeypatch):

@@ -23,4 +23,3 @@ def test_every_driving_benchmark_writes_its_cells_with_the_shared_helper():
 
     for module in (driving_accident, driving_anomaly, driving_detection, driving_instances):
         assert module.fmt is report.fmt, module.__name__
-        assert not hasattr(module, "_fmt"), module.__name__

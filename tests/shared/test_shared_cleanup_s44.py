@@ -32,12 +32,14 @@ class _Holder(nn.Module):
         super().__init__()
         self.model = nn.Module()
         self.model.backbone = create_backbone("tiny_cnn", in_channels=1)
+        self.model.head = nn.Linear(2, 2)  # not the backbone: stays trainable
 
 
 def test_the_freeze_callback_freezes_the_backbone_its_dotted_path_names():
     holder = _Holder()
     BackboneFreezeUnfreeze("model.backbone").freeze_before_training(holder)
     assert not any(p.requires_grad for p in holder.model.backbone.parameters())
+    assert all(p.requires_grad for p in holder.model.head.parameters())
 
 
 def test_a_dotted_path_to_no_module_is_an_attribute_error_naming_the_missing_part():

@@ -1619,19 +1619,6 @@ class ReaderDataset(Dataset):
         return item
 
 
-def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
-    """(processes, this one's rank) as :class:`~torch.utils.data.DistributedSampler` reads them where not
-    given (torch.distributed's process group), or one process where no group is set up (one device)."""
-    import torch.distributed as dist
-
-    joined = dist.is_available() and dist.is_initialized()
-    if num_replicas is None:
-        num_replicas = dist.get_world_size() if joined else 1
-    if rank is None:
-        rank = dist.get_rank() if joined else 0
-    return int(num_replicas), int(rank)
-
-
 class _VolumeGroups(DistributedSampler):
     """The volumes in an order drawn from ``generator``, their slices laid out volume by volume and cut into
     ``num_replicas`` equal shares (padded as :class:`~torch.utils.data.DistributedSampler` pads), this rank's
@@ -1643,13 +1630,12 @@ class _VolumeGroups(DistributedSampler):
         volumes: Sequence[int],
         volumes_at_once: int,
         generator: torch.Generator,
-        num_replicas: int | None = None,
-        rank: int | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
     ):
         self.volumes = np.asarray(volumes, dtype=np.int64)
         self.volumes_at_once = max(1, int(volumes_at_once))
         self.generator = generator
-        num_replicas, rank = _replicas(num_replicas, rank)
         # num_samples (this rank's share, its len()) and total_size as DistributedSampler counts them
         super().__init__(self.volumes, num_replicas=num_replicas, rank=rank, shuffle=True, drop_last=False)
 
@@ -1683,8 +1669,8 @@ class VolumeGroupedSampler(EpochSeeded, _VolumeGroups):
     generator, a fit resumed at epoch k replayed epoch 0's order. Each loader worker has its own cache, so each
     loads a group's volumes once: a volume per worker per epoch, not one per slice.
 
-    Under DDP (``num_replicas`` processes; not given: torch.distributed's, read as ``DistributedSampler``
-    reads them) each rank takes a contiguous share of the volumes (a volume at a share's edge split between
+    Under DDP (``num_replicas`` processes, the data module passes its trainer's) each rank takes a contiguous
+    share of the volumes (a volume at a share's edge split between
     two ranks), grouped as above; the shares are of equal length, padded with the epoch's first slices, and
     together hold every slice. A :class:`~torch.utils.data.DistributedSampler` so that Lightning leaves it as
     it is: the sampler it wraps other samplers in deals their order round-robin to the ranks, which gave each
@@ -1695,8 +1681,8 @@ class VolumeGroupedSampler(EpochSeeded, _VolumeGroups):
         volumes: Sequence[int],
         volumes_at_once: int,
         seed: int,
-        num_replicas: int | None = None,
-        rank: int | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
     ):
         super().__init__(volumes, volumes_at_once, seed=seed, num_replicas=num_replicas, rank=rank)
 

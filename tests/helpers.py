@@ -1,6 +1,6 @@
-"""Test-only helpers shared by the domain tests: tiny inputs (LIDC PNGs, striped classification images and the
-task and data on them), a tiny notified fit, a hard kill mid-epoch and a kill-then-resume driver, fault
-injection and the checks that follow it, DDP records."""
+"""Test-only helpers shared by the domain tests: tiny inputs (LIDC PNGs, a data module of Decathlon volumes,
+striped classification images and the task and data on them), a tiny notified fit, a hard kill mid-epoch and a
+kill-then-resume driver, fault injection and the checks that follow it, DDP records."""
 
 from __future__ import annotations
 
@@ -97,6 +97,23 @@ def write_lidc(
             m = masks[r] if masks is not None else np.zeros((size, size), np.uint8)
             assert cv2.imwrite(str(gt_dir / f"{name}_l{r}.png"), m)
     return root
+
+
+def decathlon_fit_data(root: Path, n_cases: int, fractions: list[float]):
+    """A ``MedicalDataModule`` set up for ``fit`` on ``n_cases`` hand-made Decathlon volumes under ``root``
+    (``tests.medical.test_data_splits_predict._decathlon``), split into train / val / test volumes by
+    ``fractions``: each volume's 5 lesion slices (1-5) and no empty one (``min_empty`` 0, ``empty_ratio`` 0),
+    16 px crops in batches of 2 loaded in-process, no augmentation."""
+    from domains.medical.data import MedicalDataModule
+    from tests.medical.test_data_splits_predict import _decathlon
+
+    _decathlon(root, n_cases=n_cases, lesion_slices=(1, 2, 3, 4, 5))
+    dm = MedicalDataModule(
+        "decathlon", str(root), crop_size=16, num_workers=0, batch_size=2, augment=False,
+        dataset_kwargs={"fractions": list(fractions), "min_empty": 0, "empty_ratio": 0.0},
+    )  # fmt: skip
+    dm.setup("fit")
+    return dm
 
 
 # ---------------------------------------------------------------------------- classification on stripes

@@ -19,14 +19,9 @@ from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
 from pytorch_lightning.trainer.connectors.data_connector import _DataConnector
 from torch.utils.data import DataLoader
 
-from domains.medical.data import (
-    DecathlonSliceDataset,
-    MedicalDataModule,
-    VolumeGroupedSampler,
-    build_predict_dataset,
-)
+from domains.medical.data import DecathlonSliceDataset, VolumeGroupedSampler, build_predict_dataset
 from shared.data import SeededShuffle
-from tests.helpers import run_ddp_fit, tiny_medical_args
+from tests.helpers import decathlon_fit_data, run_ddp_fit, tiny_medical_args
 from tests.medical.test_data_splits_predict import _decathlon
 
 CONFIGS = Path(__file__).resolve().parents[2] / "domains" / "medical" / "configs"
@@ -137,12 +132,7 @@ def test_lightning_leaves_the_sampler_to_share_the_volumes():
 
 
 def test_the_data_module_gives_the_sampler_its_trainer_s_ranks(tmp_path):
-    root = _decathlon(tmp_path / "dec", n_cases=5, lesion_slices=(1, 2, 3, 4, 5))
-    dm = MedicalDataModule(
-        "decathlon", str(root), crop_size=16, num_workers=0, batch_size=2, augment=False,
-        dataset_kwargs={"fractions": [0.6, 0.2, 0.2], "min_empty": 0, "empty_ratio": 0.0},
-    )  # fmt: skip
-    dm.setup("fit")
+    dm = decathlon_fit_data(tmp_path / "dec", n_cases=5, fractions=[0.6, 0.2, 0.2])
     assert len(dm.dataset("train")) == 15  # 3 volumes x 5 slices
     dm.trainer = SimpleNamespace(world_size=3, global_rank=2)
     loader = dm.train_dataloader()

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from domains.medical.data import MedicalDataModule
 from shared.data import RepeatFactorSampler, SeededShuffle, SplitLoaders
-from tests.medical.test_data_splits_predict import _decathlon
+from tests.helpers import decathlon_fit_data
 
 
 class _Labelled(torch.utils.data.Dataset):
@@ -49,12 +48,7 @@ def test_shuffle_and_repeat_factors_follow_seed_everything(monkeypatch):
 
 
 def test_the_volume_grouped_sampler_follows_seed_everything(tmp_path, monkeypatch):
-    root = _decathlon(tmp_path / "dec", n_cases=10, lesion_slices=(1, 2, 3, 4, 5))
-    dm = MedicalDataModule(
-        "decathlon", str(root), crop_size=16, num_workers=0, batch_size=2, augment=False,
-        dataset_kwargs={"fractions": [0.8, 0.1, 0.1], "min_empty": 0, "empty_ratio": 0.0},
-    )  # fmt: skip
-    dm.setup("fit")
+    dm = decathlon_fit_data(tmp_path / "dec", n_cases=10, fractions=[0.8, 0.1, 0.1])
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     assert dm.train_sampler().seed == dm.seed
     orders = []

@@ -546,11 +546,7 @@ class DetectionTask(DetectorTask):
         self, images: list[torch.Tensor], preds: list[dict], targets: Sequence[dict] | None = None
     ) -> list[dict]:
         """The network's detections ``preds`` of ``images`` in the original image coordinates."""
-        out = []
-        for i, (image, pred) in enumerate(zip(images, preds)):
-            scale = _scale_to_original(image, targets[i] if targets is not None else None)
-            out.append({**pred, "boxes": pred["boxes"] * scale})
-        return out
+        return _boxes_scaled(preds, _scales_to_original(images, targets))
 
     def scored_original(
         self, images, targets: list[dict], preds: list[dict] | None = None
@@ -562,9 +558,10 @@ class DetectionTask(DetectorTask):
         operating point (``apps/ship_weights.py``) drops them before its matching, the simpler rule its card
         names."""
         out = []
-        found = self.predict_original(images, targets) if preds is None else self.to_original(images, preds, targets)
-        for image, pred, target in zip(images, found, targets):
-            scale = _scale_to_original(image, target)
+        scales = _scales_to_original(images, targets)  # for the detections, the ground truth and DontCare
+        # without preds, predict_original returns the detections already in original pixels
+        found = self.predict_original(images, targets) if preds is None else _boxes_scaled(preds, scales)
+        for pred, target, scale in zip(found, targets, scales):
             ignore = target.get("ignore_boxes", torch.zeros(0, 4)).to(pred["boxes"]) * scale
             covered = box_in_ignore_fraction(pred["boxes"], ignore, pred["labels"], target.get("ignore_labels"))
             keep = covered <= self.ignore_overlap
@@ -719,6 +716,18 @@ def _scale_to_original(image: torch.Tensor, target: dict | None) -> torch.Tensor
     oh, ow = target["orig_size"]
     sx, sy = float(ow) / w, float(oh) / h
     return image.new_tensor([sx, sy, sx, sy])
+
+
+def _scales_to_original(images: Sequence[torch.Tensor], targets: Sequence[dict] | None) -> list[torch.Tensor]:
+    """:func:`_scale_to_original` of each image (its target's ``orig_size``; ones without ``targets``)."""
+    return [
+        _scale_to_original(image, None if targets is None else targets[i]) for i, image in enumerate(images)
+    ]
+
+
+def _boxes_scaled(preds: Sequence[dict], scales: Sequence[torch.Tensor]) -> list[dict]:
+    """Each detection dict of ``preds`` with its ``boxes`` multiplied by its image's xyxy ``scales``."""
+    return [{**pred, "boxes": pred["boxes"] * scale} for pred, scale in zip(preds, scales)]
 
 
 def _as_list(x: torch.Tensor) -> list:

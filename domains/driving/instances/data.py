@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from inspect import signature
 from pathlib import Path
 from typing import Literal
 
@@ -638,6 +639,11 @@ def _coco_json_hint(path: Path, data_format: str, err: FileNotFoundError) -> Fil
     return err
 
 
+#: the base's default; InstanceDataModule declares the setting itself for its help alone (jsonargparse documents
+#: a parameter passed on in ``**kwargs`` from the docstring of the class declaring it, the base's YOLO rule)
+_SPLIT_FRACTIONS = signature(DetectorDataModule).parameters["split_fractions"].default
+
+
 class InstanceDataModule(DetectorDataModule):
     """Instance masks from KITTI-layout instance maps, a COCO instance JSON or panoptic PNGs.
 
@@ -654,6 +660,11 @@ class InstanceDataModule(DetectorDataModule):
         png_divisor: the class multiplier of single-channel ``png`` maps (Cityscapes 1000). KITTI-STEP's colour
             maps (R the class, G * 256 + B the instance) are recognised and need none; give their class ids
             (Cityscapes train ids: 11 person, 12 rider, 13 car, ...) in ``png_class_ids``.
+        split_fractions: train / val / test shares of the images, split by driving sequence as a sequence map
+            names them (``sequences.txt``, ``sequence_map.txt``, ``mapping.txt`` or KITTI's ``mapping/`` in the
+            data folder or its parent; ``<stem>.sequences.txt`` beside a COCO JSON; with none, each image is a
+            sequence of its own), a Cityscapes download's frames by city. No format keeps splits of its own:
+            Cityscapes' train and val frames are pooled, then split.
     """
 
     data_formats = ("kitti", "coco", "png")
@@ -665,10 +676,12 @@ class InstanceDataModule(DetectorDataModule):
         *args,
         png_class_ids: dict[int, str] | None = None,
         png_divisor: int = 1000,
+        split_fractions: tuple[float, float, float] = _SPLIT_FRACTIONS,
         **kwargs,
     ):
-        # positional arguments after data_path are DetectorDataModule's, in its order (class_names, class_map...)
-        super().__init__(data_format, data_path, *args, **kwargs)
+        # positional arguments after data_path are DetectorDataModule's, in its order (class_names, class_map...),
+        # up to strict: split_fractions is given by name
+        super().__init__(data_format, data_path, *args, split_fractions=split_fractions, **kwargs)
         self.png_class_ids = None if png_class_ids is None else {int(k): v for k, v in png_class_ids.items()}
         self.png_divisor = png_divisor
 

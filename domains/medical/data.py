@@ -920,6 +920,20 @@ def _nifti_header_and_shape(path: Path, check_data: bool = False) -> tuple[dict,
     return geometry, shape
 
 
+def _modality_problem(
+    image_path: Path, shape: tuple[int, ...], modality_index: int, modalities: dict | None = None
+) -> str | None:
+    """Why ``modality_index`` names no channel of the NIfTI of whole ``shape`` (None when it does; a 5-D file
+    is left to MONAI's reader)."""
+    channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None
+    if channels is None or 0 <= modality_index < channels:
+        return None
+    return (
+        f"{image_path}: modality_index={modality_index} but the image has {channels} channel(s) "
+        f"{modalities or ''}: give --data.dataset_kwargs '{{modality_index: N}}' with N in 0..{channels - 1}"
+    )
+
+
 def _axial(header: dict) -> dict:
     """``header`` (:func:`_nifti_header`) on the grid slices are cut from (:func:`~domains.medical.volumes.axial_axes`): its shape and
     affine columns permuted, and ``axes``, the stored axis of each (the writer puts whole volumes back)."""
@@ -1094,13 +1108,8 @@ class DecathlonSliceDataset(MedicalDataset):
         """Refuse a ``modality_index`` the image has no channel for, from its header's ``shape``
         (:func:`_nifti_header_and_shape`): read at the first training batch, it stopped the run after the
         model was built (52 s here), not at setup."""
-        channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None  # 5-D: left to MONAI
-        if channels is not None and not 0 <= self.modality_index < channels:
-            raise MedicalDataError(
-                f"{image_path}: modality_index={self.modality_index} but the image has {channels} channel(s) "
-                f"{self.modalities or ''}: give --data.dataset_kwargs '{{modality_index: N}}' with N in "
-                f"0..{channels - 1}"
-            )
+        if problem := _modality_problem(image_path, shape, self.modality_index, self.modalities):
+            raise MedicalDataError(problem)
 
     def _set_pipeline(self, crop_size: int, modality_index: int, percentiles, cache_volumes: int) -> None:
         """The settings that decide what the network sees of a volume (labelled or not)."""
@@ -1452,12 +1461,16 @@ def build_predict_dataset(
     :func:`shared.files.distinct_names`)."""
     root, files = _predict_files(predict_path)
     nifti = _is_nifti(files[0])
-    readable, failed, colour, small = [], [], [], 0
+    readable, failed, colour, small, no_channel = [], [], [], 0, 0
     headers = []  # each readable volume's, read once: NiftiImageDataset takes them
     for path in files:
         try:
-            if nifti:
-                headers.append(_nifti_header(path, check_data=True))
+            if nifti:  # a channel the volume lacks is refused here, before any volume is predicted
+                header, shape = _nifti_header_and_shape(path, check_data=True)
+                if problem := _modality_problem(path, shape, settings.get("modality_index", 0)):
+                    no_channel += 1
+                    raise MedicalDataError(problem)
+                headers.append(header)
             else:
                 try:
                     image = LIDCPngDataset.read_image(path, upright=True)
@@ -1479,17 +1492,21 @@ def build_predict_dataset(
             MedicalDataWarning,
             stacklevel=3,
         )
+    counts = {
+        "unreadable": len(failed) - small - no_channel,
+        "too small for the network": small,
+        "without the channel asked for": no_channel,
+    }
+    why = " or ".join(reason for reason, count in counts.items() if count)
     if failed:
         shown = "; ".join(failed[:3]) + (f"; ... {len(failed) - 3} more" if len(failed) > 3 else "")
-        small_text = "too small for the network"
-        why = small_text if small == len(failed) else f"unreadable or {small_text}" if small else "unreadable"
         warnings.warn(
             f"--data.predict_path {root}: {len(failed)} of {len(files)} files are not predicted, {why}: {shown}",
             MedicalDataWarning,
             stacklevel=3,
         )
     if not readable:
-        cannot = "can be read" if not small else "can be predicted (unreadable or too small for the network)"
+        cannot = "can be read" if why == "unreadable" else f"can be predicted ({why}): {failed[0]}"
         raise MedicalDataError(f"--data.predict_path {root}: none of its {len(files)} files {cannot}")
     from .predict import output_folder_name
 

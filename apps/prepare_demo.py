@@ -369,6 +369,14 @@ def main(argv: list[str] | None = None) -> None:
         help="extra argument for every fit command, e.g. --fit-arg=--trainer.max_epochs=1",
     )
     args = ap.parse_args(argv)
+    if not (args.train or args.smoke) and (args.force or args.fit_arg):
+        # without a training run they did nothing, unsaid: `--force` read as "make the demo again"
+        given = [o for o, v in (("--force", args.force), ("--fit-arg", args.fit_arg)) if v]
+        verb = "applies" if len(given) == 1 else "apply"
+        ap.error(
+            f"{' and '.join(given)} only {verb} to local training: add --train "
+            "(else the shipped weights serve)"
+        )
     start = time.perf_counter()
     keys = list(args.only or DEMO_MODELS)
     if args.train or args.smoke:

@@ -23,6 +23,7 @@ import re
 import warnings
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -708,6 +709,25 @@ def _left_out_notes(unsafe: list[str], hidden: list[str]) -> list[str]:
     return notes
 
 
+def _folders_note(members: list[zipfile.ZipInfo]) -> list[str]:
+    """A note when a zip's frames (in name order) lie in more than one folder: they are read as one clip, one
+    folder after the other, which a zip of a dashcam's export (``front/`` and ``rear/``, or one folder per
+    drive) does not mean; said with each folder's frame count, not refused (a long drive split into numbered
+    folders is one clip)."""
+    counts = Counter(str(PurePosixPath(info.filename).parent) for info in members)  # in name order
+    if len(counts) < 2:
+        return []
+    shown = ", ".join(
+        f"{n} in {'the top level' if f == '.' else f + '/'}" for f, n in list(counts.items())[:3]
+    )
+    more = f", and {len(counts) - 3} more folders" if len(counts) > 3 else ""
+    note = (
+        f"the frames lie in {len(counts)} folders ({shown}{more}), read as one clip, one folder after the "
+        "other: if they are separate clips (other cameras, other drives), zip one clip's folder at a time"
+    )
+    return [note]
+
+
 def _zip_clip(
     data: bytes, name: str, max_frames: int, max_side: int, model_fps: float | None = None
 ) -> FrameClip:
@@ -799,6 +819,7 @@ def _zip_clip(
         f"{len(names)} of {len(frames)} frames {done}, e.g. {names[0]}" for done, names in converted.items()
     )
     notes.append(f"{len(frames)} frames in name order ({members[0].filename} ... {members[-1].filename})")
+    notes += _folders_note(members)
     notes += _left_out_notes(unsafe, hidden)
     if others:
         notes.append(

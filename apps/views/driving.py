@@ -559,10 +559,10 @@ def _nothing_shown_note(
         return
     which = "" if set(chosen) == set(class_names) else " or ".join(chosen) + " "
     if selected.any():
-        best = float(pred["scores"][selected].max())
+        best, limit = pc.below_threshold(float(pred["scores"][selected].max()), threshold)
         text = (
-            f"No {which}{one} reaches the threshold {threshold:.2f}; the best {which.strip() + ' ' if which else ''}"
-            f"score here is {best:.2f}. Lower the slider to see the weaker ones."
+            f"No {which}{one} reaches the threshold {limit}; the best {which.strip() + ' ' if which else ''}"
+            f"score here is {best}. Lower the slider to see the weaker ones."
         )
     else:
         text = f"The model found no {which}{one} here."
@@ -656,9 +656,14 @@ def _instances() -> None:
         return
     in_h, in_w = segmenter.model.input_size
     mask_h, mask_w = pred["masks"].shape[1:]
+    masks = (
+        f"its masks are kept at {mask_w}x{mask_h}, the photo's own size"
+        if (mask_h, mask_w) == image.shape[:2]
+        else f"its masks are kept at {mask_w}x{mask_h} and upscaled for the view and the downloads"
+    )
     st.caption(
-        f"Mask R-CNN scales every photo into its {in_w}x{in_h} input (aspect ratio kept); its masks are kept at "
-        f"{mask_w}x{mask_h} and upscaled for the view and the downloads, boxes in the photo's pixels."
+        f"Mask R-CNN scales every photo into its {in_w}x{in_h} input (aspect ratio kept); {masks}, boxes in "
+        "the photo's pixels."
     )
     if note := _example_truth(INSTANCES, image_path, class_names):
         st.caption(note)

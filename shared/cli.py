@@ -1230,6 +1230,8 @@ class SuiteCLI(LightningCLI):
             choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
         for name, subparser in self._subcommand_parsers.items():
             _describe_subcommand(subparser, name, parser.description)
+        for name, subparser in self._subcommand_parsers.items():  # Trainer's docstrings: in-process "best"
+            next(a for a in subparser._actions if a.dest == "ckpt_path").help = CKPT_PATH_HELP[name]
         if predict := self._subcommand_parsers.get("predict"):
             predict.set_defaults(return_predictions=False)
             for action in predict._actions:  # Trainer.predict's docstring says "True by default"
@@ -1390,6 +1392,19 @@ SUITE_DEFAULT_HELP = {
     "trainer.gradient_clip_val": "Gradient clipping value (the suite's default 1.0); 0 or null: none.",
     "checkpoint.save_last": "Also keep last.ckpt, the run's last state, for --ckpt_path last (the suite's default "
     "true).",
+}
+
+#: ``--ckpt_path`` as the suite reads it (Lightning's help: "best" only after a fit in the same process, a
+#: "registry" download, and the last fit's best checkpoint when none is given)
+_FOUND = "found in the config's checkpoint folder, also by a new process"
+CKPT_PATH_HELP = {
+    "fit": f"Resume from: last (the config's last.ckpt), best (its best checkpoint; both {_FOUND}) or a "
+    "local .ckpt file. Not set: train from the start.",
+    **{
+        name: f"The weights to {name}: best (the config's best checkpoint), last (its last.ckpt; both {_FOUND}) "
+        "or a local .ckpt file; none: the network as the config builds it, untrained. Required."
+        for name in ("validate", "test", "predict")
+    },
 }
 
 #: the suite's own configs (``domains/<...>/configs/*.yaml``) are named by their stem alone

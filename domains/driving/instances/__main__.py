@@ -9,7 +9,7 @@ DESCRIPTION = (
     "detector's FPN; COCO mask AP and box AP. Trains on the synthetic KITTI-layout scenes and their instance "
     "maps by default; real data: --data.data_format kitti|coco|png --data.data_path PATH. A detector's "
     "backbone transfers with --model.pretrained_backbone CKPT --model.pretrained_prefix "
-    "model.detector.backbone.body. Example: python -m domains.driving.instances fit -c "
+    "model.detector.backbone.body. (the final dot included). Example: python -m domains.driving.instances fit -c "
     "domains/driving/instances/configs/quick.yaml."
 )
 

@@ -49,6 +49,7 @@ from shared.budget import FitScheduleToBudget
 from shared.checkpointing import LastIsLastCheckpoint
 from shared.cli_help import (
     SUBCOMMAND_HELP,
+    SUITE_ROOT,
     ConfigError,
     _is_input_error,
     metric_mode,
@@ -127,17 +128,20 @@ class SuiteTrainer(pl.Trainer):
     def _console_defaults(self, given: list, progress_bar: bool | None) -> None:
         """Lightning's default model summary and progress bar, each replaced only where Lightning added it (a
         callback given, or ``--trainer.enable_progress_bar`` given either way, is kept): the summary without
-        a FLOPs column counting nothing (:class:`_SummaryWithoutUncountedFlops`), and, where stdout (the bar's
-        file) is no terminal (piped, SLURM's ``srun``), a bar redrawn every :data:`_LOG_REFRESH_STEPS` batches:
-        each redraw stays in the log behind a carriage return (about 600 KB over a long fit)."""
+        a FLOPs column counting nothing (:class:`_SummaryWithoutUncountedFlops`), and the bar with the closing
+        lines' digits (:class:`_BarOfClosingDigits`), which, where stdout (the bar's file) is no terminal
+        (piped, SLURM's ``srun``), is redrawn every :data:`_LOG_REFRESH_STEPS` batches: each redraw stays in
+        the log behind a carriage return (about 600 KB over a long fit)."""
         for i, callback in enumerate(self.callbacks):
             if any(callback is mine for mine in given):
                 continue
             if type(callback) is ModelSummary:
                 self.callbacks[i] = _SummaryWithoutUncountedFlops(max_depth=callback._max_depth)
-            elif type(callback) is TQDMProgressBar and progress_bar is None and not _is_terminal(sys.stdout):
-                # Lightning's bar with its own refresh_rate setting; TQDM_MINITERS, which it reads too, raises it
-                self.callbacks[i] = TQDMProgressBar(refresh_rate=max(_LOG_REFRESH_STEPS, callback.refresh_rate))
+            elif type(callback) is TQDMProgressBar:
+                rate = callback.refresh_rate  # Lightning's setting (TQDM_MINITERS, which it reads, raises it)
+                if progress_bar is None and not _is_terminal(sys.stdout):
+                    rate = max(_LOG_REFRESH_STEPS, rate)
+                self.callbacks[i] = _BarOfClosingDigits(refresh_rate=rate)
 
     def fit(self, *args, **kwargs) -> None:
         """Train, from ``--ckpt_path`` when given (a resume: ``last``, ``best`` or a file)."""
@@ -150,7 +154,8 @@ class SuiteTrainer(pl.Trainer):
 
     def _report_checkpoints(self) -> None:
         """A fit ended with Lightning's "`Trainer.fit` stopped" alone: where its weights are, and the best
-        monitored value, are what the next command (``test --ckpt_path best``) needs."""
+        monitored value, are what the next command (``test --ckpt_path best``) needs; and where its curves are
+        (``test`` names its log folders, a fit named none: ``version_N`` is not said anywhere else)."""
         callback = self.checkpoint_callback
         if callback is None or self.fast_dev_run:
             return
@@ -163,6 +168,8 @@ class SuiteTrainer(pl.Trainer):
             lines.append(f"last checkpoint (step {self.global_step}): {callback.last_model_path}")
         if callback.monitor and callback.save_top_k and not callback.best_model_path:
             lines.append(self._no_best_checkpoint(callback))
+        if folders := [logger.log_dir for logger in self.loggers if getattr(logger, "log_dir", None)]:
+            lines.append(f"logs: {', '.join(folders)}")
         if lines:
             rank_zero_info("\n".join(lines))
 
@@ -244,6 +251,17 @@ _LOG_REFRESH_STEPS = 100
 #: validation yet, said by :meth:`SuiteTrainer._report_checkpoints` ("no best checkpoint: ..."). A monitor
 #: that validations do not log is still an error (``LastIsLastCheckpoint._refuse_unlogged_monitor``).
 _MONITOR_NOT_LOGGED_YET_WARNING = re.escape("`ModelCheckpoint(monitor=") + r".*\)` could not find the monitored key"
+
+
+class _BarOfClosingDigits(TQDMProgressBar):
+    """Lightning's progress bar, its values with the four significant digits of the fit's closing line
+    (:meth:`SuiteTrainer._report_checkpoints`): Lightning's (tqdm's three, padded with zeros to five
+    characters) showed a val/ged of 1.18939 as ``val/ged=1.190`` just above ``best checkpoint (val/ged
+    1.189)``, a digit that was not the value's."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        return {name: f"{value:.4g}" if isinstance(value, float) else value for name, value in items.items()}
 
 
 def _is_terminal(stream) -> bool:
@@ -403,6 +421,9 @@ class SuggestingArgumentParser(LightningArgumentParser):
         known = [name for action in parser._actions for name in action.option_strings]
         if message.startswith("unrecognized arguments: "):
             return parser, message, _suggestions(message.removeprefix("unrecognized arguments: ").split(), known)
+        config = re.fullmatch(_CONFIG_NOT_READ, message)
+        if config is not None:  # -c FILE
+            return parser, message, _close_configs(Path(config[1]))
         key = re.fullmatch(r"(?:Subcommand '[^']+'|Group '([^']+)') does not accept option '([^']+)'", message)
         if key is not None:  # a config file's key
             return parser, message, _suggestions(["--" + ".".join(part for part in key.groups() if part)], known)
@@ -585,6 +606,30 @@ def _suggestions(given: list[str], known: list[str]) -> list[str]:
     return lines
 
 
+#: jsonargparse's error for a ``-c`` that names no file (:func:`_close_configs`), with the path it tried
+_CONFIG_NOT_READ = r'Parser key "config": (?:File does not exist|Path is not a file): \'(.+)\''
+
+
+def _close_configs(path: Path) -> list[str]:
+    """For a ``-c`` file that is not there, or a folder (``path``, absolute, as jsonargparse names it): the
+    closest config of its folder, here or in the suite's own (which ``-c`` also reads:
+    :func:`shared.cli_help.suite_file`), else that folder's configs. jsonargparse's "File does not exist"
+    came alone, under a usage line promising options "listed below" that never were, and a misspelled
+    ``quik.yaml`` got no pointer to ``quick.yaml``."""
+    try:
+        shown = path.relative_to(Path.cwd())  # as the user gave it, from the working directory
+    except ValueError:
+        shown = path
+    folder = shown if path.is_dir() else shown.parent
+    folders = [Path.cwd() / folder] + ([SUITE_ROOT / folder] if not folder.is_absolute() else [])
+    found = (f for there in folders if there.is_dir() for f in there.glob("*.y*ml") if f.is_file())
+    names = sorted({f.name for f in found})
+    stems = {Path(name).stem: name for name in names}  # by stem: with ".yaml" alike, zzz.yaml was "gpu.yaml"
+    if not path.is_dir() and (close := difflib.get_close_matches(shown.stem, stems, n=1, cutoff=0.6)):
+        return [f"{shown}: did you mean {folder / stems[close[0]]}?"]
+    return [f"{folder}: holds {', '.join(names)}"] if names else []
+
+
 def _closest(name: str, known: list[str]) -> str | None:
     """``name`` with the first of its dotted parts that no ``known`` option has replaced by the closest one
     there (:func:`difflib.get_close_matches`), or None: ``--model.netwrok.init_args.x`` ->
@@ -640,6 +685,9 @@ class SuiteCLI(LightningCLI):
     in ``lightning_logs/<domain>/<config>/checkpoints`` (the first ``-c`` file's name) so ``fit --ckpt_path
     last`` resumes an interrupted run.
     """
+
+    #: set while ``--print_config`` parses (:meth:`_print_config`): a config is printed without weights to run
+    _printing_config = False
 
     def __init__(
         self,
@@ -732,7 +780,7 @@ class SuiteCLI(LightningCLI):
         self._follow_root_dir(config)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         _check_local_ckpt_path(ckpt_path)
-        if subcommand in ("validate", "test", "predict"):
+        if subcommand in ("validate", "test", "predict") and not self._printing_config:
             ckpt_path = _weights_to_evaluate(subcommand, ckpt_path)
             self.config[subcommand]["ckpt_path"] = ckpt_path
         if subcommand == "fit" and ckpt_path == "last":
@@ -827,6 +875,9 @@ class SuiteCLI(LightningCLI):
         :meth:`_follow_root_dir`), so it showed ``lightning_logs/<domain>/checkpoints``, where no run writes.
         Parsed once without it, then printed with those folders given explicitly, as the run will use them (a
         printed config run again keeps them)."""
+        # without --ckpt_path it is printed as it is (null), as the run would refuse it: "predict needs
+        # trained weights" answered `predict -c quick.yaml --print_config`, asked where predict writes
+        self._printing_config = True
         with warnings.catch_warnings():  # Lightning's note on args given beside sys.argv: ours are sys.argv's
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             self.parse_arguments(parser, without)
@@ -1874,7 +1925,7 @@ def _check_config_files(args) -> None:
     paths = [path for *_, path in _config_args(args)]
     for path in map(Path, paths):
         if not path.is_file():
-            continue  # jsonargparse names a missing file itself
+            continue  # jsonargparse names a missing file itself (SuggestingArgumentParser: the close configs)
         data = path.read_bytes()
         encoding = locale.getpreferredencoding(False)
         if not data.isascii() and codecs.lookup(encoding).name != "utf-8":

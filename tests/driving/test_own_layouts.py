@@ -103,7 +103,7 @@ def test_kitti_ap_says_when_too_few_objects_cap_it():
     gts = [[{"type": "Car", "bbox": [0, 0, 50, 40], "truncated": 0, "occluded": 0},
             {"type": "Car", "bbox": [60, 0, 110, 40], "truncated": 0, "occluded": 0}]]  # fmt: skip
     dets = [[{"type": "Car", "bbox": g["bbox"], "score": 0.9} for g in gts[0]]]
-    with pytest.warns(UserWarning, match=r"only 2 valid Car ground-truth objects at moderate.*at most 0\.025"):
+    with pytest.warns(UserWarning, match=r"at moderate: only 2 valid Car ground-truth objects.*at most 0\.025 here"):
         ap = kitti_average_precision(dets, gts, classes=("Car",))
     assert ap["Car"] == pytest.approx(1 / 40)
 
@@ -313,3 +313,18 @@ def test_instance_predictions_are_drawn_on_the_pixels_their_masks_are_on(tmp_pat
     stored = original_rgb(batch_image, {"image_path": str(tmp_path / "x.jpg"), "as_stored": True}, (60, 100))
     turned = original_rgb(batch_image, {"image_path": str(tmp_path / "x.jpg")}, (60, 100))
     assert stored[5:20, 5:30].mean() > 200 and turned[5:20, 5:30].mean() < 50
+
+
+def test_kitti_ap_says_it_once_for_every_class_it_caps():
+    """Three classes under 41 objects each printed a long line of their own at every validation: one now."""
+    boxes = {"Car": 3, "Pedestrian": 2, "Cyclist": 41}
+    gts = [[{"type": name, "bbox": [60 * i, 0, 60 * i + 50, 40], "truncated": 0, "occluded": 0}
+            for name, n in boxes.items() for i in range(n)]]  # fmt: skip
+    dets = [[{"type": g["type"], "bbox": g["bbox"], "score": 0.9} for g in gts[0]]]
+    with pytest.warns(UserWarning) as caught:
+        ap = kitti_average_precision(dets, gts, classes=("Car", "Pedestrian", "Cyclist"))
+    assert [str(w.message).split(";")[0] for w in caught] == [
+        "KITTI AP at moderate: only 3 valid Car, 2 valid Pedestrian ground-truth objects"
+    ]
+    assert "AP|R40 is at most 0.050 / 0.025 here" in str(caught[0].message)
+    assert ap == pytest.approx({"Car": 2 / 40, "Pedestrian": 1 / 40, "Cyclist": 1.0})

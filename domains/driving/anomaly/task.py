@@ -562,12 +562,12 @@ class AnomalySegmentationTask(BaseTask):
         if self.score == "outlier_prob":
             raise AnomalyScoreError(
                 "score 'outlier_prob' needs outlier-exposure training, but these weights never had an OE step "
-                f"(their fit ended before --model.oe_start_epoch {self.hparams.oe_start_epoch}): train on, or "
-                f"choose a score of the plain segmenter, e.g. --model.score {DEFAULT_PLAIN_SCORE}"
+                f"(saved before --model.oe_start_epoch {self.hparams.oe_start_epoch}): train on, take --ckpt_path "
+                "last where the fit went past it (the best on val/miou may be an earlier epoch's), or choose a "
+                f"score of the plain segmenter, e.g. --model.score {DEFAULT_PLAIN_SCORE}"
             )
-        warnings.warn(
-            "these weights never had an outlier-exposure step: not testing 'outlier_prob'", stacklevel=3
-        )
+        # shown where the suite raises it (a line of its own), not at Lightning's call that reached this
+        warnings.warn("these weights never had an outlier-exposure step: not testing 'outlier_prob'")
         return [n for n in names if n != "outlier_prob"]
 
     def _say_score_smoothing(self) -> None:

@@ -253,6 +253,7 @@ def kitti_average_precision(
     if isinstance(classes, str):
         classes = (classes,)
     result: dict[str, float] = {}
+    few: dict[str, int] = {}  # classes with too few objects for AP|R40 to reach 1: one warning for them all
     for cls_name in classes:
         cls = cls_name.lower()
         if cls not in overlaps:
@@ -269,13 +270,7 @@ def kitti_average_precision(
             result[cls_name] = float("nan")
             continue
         if n_gt < _N_SAMPLE_PTS:
-            warnings.warn(
-                f"KITTI AP: only {n_gt} valid {cls_name} ground-truth objects at {level_name}; the devkit samples "
-                f"recall in steps of 1/{_N_SAMPLE_PTS - 1} and fills at most one step per object, so AP|R40 is at "
-                f"most {(n_gt - 1) / (_N_SAMPLE_PTS - 1):.3f} here even for a perfect detector: evaluate on "
-                f"{_N_SAMPLE_PTS}+ objects, or read the COCO AP",
-                stacklevel=2,
-            )
+            few[cls_name] = n_gt
         v: list[float] = []
         for img, (ig, idet, _) in zip(images, cleaned, strict=True):
             v += _statistics(img, ig, idet, thr, compute_fp=False)[3]
@@ -292,6 +287,15 @@ def kitti_average_precision(
         result[cls_name] = float(precision[1:].sum() / (_N_SAMPLE_PTS - 1))
         if not math.isfinite(result[cls_name]):  # pragma: no cover - defensive
             raise RuntimeError(f"KITTI AP for {cls_name} is not finite")
+    if few:
+        counts = ", ".join(f"{n} valid {name}" for name, n in few.items())
+        caps = " / ".join(f"{(n - 1) / (_N_SAMPLE_PTS - 1):.3f}" for n in few.values())
+        warnings.warn(
+            f"KITTI AP at {level_name}: only {counts} ground-truth objects; the devkit samples recall in steps "
+            f"of 1/{_N_SAMPLE_PTS - 1} and fills at most one step per object, so AP|R40 is at most {caps} here "
+            f"even for a perfect detector: evaluate on {_N_SAMPLE_PTS}+ objects per class, or read the COCO AP",
+            stacklevel=2,
+        )
     return result
 
 

@@ -771,7 +771,7 @@ class AccidentDataModule(SplitLoaders):
             if self.planned is None:
                 self.layout = list_ccd_layout(root, require_json=self.data_format == "synthetic", log=log)
                 if not self.layout.entries:
-                    log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=4)
+                    log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=3)
                     raise ValueError(f"{root}: no readable {self.data_format} clips ({log.summary()})")
                 entries = self.capped(self.layout.entries)
                 self.planned = split_clips(entries, self.val_fraction, self.test_fraction, self.split_seed)
@@ -782,7 +782,9 @@ class AccidentDataModule(SplitLoaders):
                 )
                 if frame_sizes:
                     self._sizes_checked.add(name)
-        log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=4)
+        # stacklevel 3: setup's line; 4 was Lightning's call.py, whose own warning format then printed the
+        # suite's message as Lightning's ("call.py:199: AccidentDataModule(...): dropped ...")
+        log.report(f"AccidentDataModule({self.data_format}, {root})", stacklevel=3)
         self._count_dropped(log)
         if empty := [name for name in new if self.planned[name] and not self.splits[name]]:
             raise ValueError(
@@ -857,7 +859,8 @@ class AccidentDataModule(SplitLoaders):
                 if self.predict_detector is None:  # the detector's pass reads every frame and drops such clips
                     clips = decodable_clips(clips, log)
                 if clips:
-                    rank_zero_info(f"--data.predict_path: {len(clips)} clips, read at {fps:g} fps ({why})")
+                    count = f"{len(clips)} clip{'s' * (len(clips) != 1)}"
+                    rank_zero_info(f"--data.predict_path: {count}, read at {fps:g} fps ({why})")
                     self.own_clips_fps = fps
                     if self.predict_detector is not None:
                         clips = self._detect_tracks(clips, log)

@@ -60,7 +60,7 @@ MAX_FRAME_SIDE = 16384  # pixels: a box coordinate beyond this is a broken annot
 def _too_short(n_frames: int, min_frames: int) -> str:
     """Why a clip is left out for its length (``min_frames``: at least :data:`MIN_FRAMES`; the data module leaves
     training clips shorter than ``--data.clip_length`` out on its own, validation and test keep them)."""
-    return f"clip has {n_frames} frames, the minimum is {min_frames}"
+    return f"clip has {n_frames} frame{'s' * (n_frames != 1)}, the minimum is {min_frames}"
 
 
 @dataclass

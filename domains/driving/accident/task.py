@@ -63,7 +63,9 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
             is downloaded. The load report is printed.
         pretrained_prefix: key prefix of the backbone in that file (the shipped detector
             ``apps/weights/driving_detection.safetensors``: ``detector.backbone.body.``; a detection ``.ckpt``:
-            ``model.detector.backbone.body.``).
+            ``model.detector.backbone.body.``; the shipped road-anomaly segmenter
+            ``apps/weights/driving_anomaly.safetensors``, into backbone ``unet_encoder`` with its
+            ``backbone_kwargs: {channels: [24, 48, 96, 192, 384]}``: ``segmenter.backbone.encoder.``).
         freeze_backbone: keep the frame backbone's weights fixed (a transferred backbone on little data; also
             about 3x less compute per step).
         object_loss_weight: weight of the per-object risk loss beside the horizon loss.
@@ -152,7 +154,12 @@ class AccidentTask(FrozenBackboneCheck, BaseTask):
         self._check_feature_input(clips)
         if self.model.input_kind == "boxes" and clips and not any(clip.tracks for clip in clips):
             source = "--data.predict_path" if own else getattr(datamodule, "data_format", "these")
-            detector = " or give --data.predict_detector (a road detector's .ckpt) to find them" if own else ""
+            detector = (  # the shipped detector needs no training: a user without a .ckpt was not told of it
+                " or give --data.predict_detector (a road detector's .ckpt, or the shipped "
+                "apps/weights/driving_detection.safetensors) to find them"
+                if own
+                else ""
+            )
             if own and getattr(datamodule, "predict_detector", None):
                 threshold = getattr(datamodule, "predict_detector_threshold", None)
                 scored = "its predict_score_thresh" if threshold is None else f"{threshold:g}"

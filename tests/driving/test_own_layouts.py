@@ -16,7 +16,7 @@ from PIL import Image
 
 from domains.driving.common import predict_images, read_label_map, read_rgb
 from domains.driving.detection.data import DetectionDataModule
-from domains.driving.detection.metrics import kitti_average_precision
+from domains.driving.detection.metrics import FEW_OBJECTS_WARNING, kitti_average_precision
 from domains.driving.detection.task import _kitti_ground_truth
 from domains.driving.formats import (
     ImageAnnotation,
@@ -103,7 +103,7 @@ def test_kitti_ap_says_when_too_few_objects_cap_it():
     gts = [[{"type": "Car", "bbox": [0, 0, 50, 40], "truncated": 0, "occluded": 0},
             {"type": "Car", "bbox": [60, 0, 110, 40], "truncated": 0, "occluded": 0}]]  # fmt: skip
     dets = [[{"type": "Car", "bbox": g["bbox"], "score": 0.9} for g in gts[0]]]
-    with pytest.warns(UserWarning, match=r"at moderate: only 2 valid Car ground-truth objects.*at most 0\.025 here"):
+    with pytest.warns(UserWarning, match=r"only 2 valid Car ground-truth objects at moderate.*at most 0\.025 here"):
         ap = kitti_average_precision(dets, gts, classes=("Car",))
     assert ap["Car"] == pytest.approx(1 / 40)
 
@@ -324,7 +324,11 @@ def test_kitti_ap_says_it_once_for_every_class_it_caps():
     with pytest.warns(UserWarning) as caught:
         ap = kitti_average_precision(dets, gts, classes=("Car", "Pedestrian", "Cyclist"))
     assert [str(w.message).split(";")[0] for w in caught] == [
-        "KITTI AP at moderate: only 3 valid Car, 2 valid Pedestrian ground-truth objects"
+        "KITTI AP: only 3 valid Car, 2 valid Pedestrian ground-truth objects at moderate"
     ]
     assert "AP|R40 is at most 0.050 / 0.025 here" in str(caught[0].message)
+    with warnings.catch_warnings():  # the filter the detection task's sanity check applies
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=FEW_OBJECTS_WARNING)
+        kitti_average_precision(dets, gts, classes=("Car", "Pedestrian", "Cyclist"))
     assert ap == pytest.approx({"Car": 2 / 40, "Pedestrian": 1 / 40, "Cyclist": 1.0})

@@ -205,6 +205,10 @@ def _recall_thresholds(v: list[float], n_gt: int) -> list[float]:
     return thresholds
 
 
+#: how the warning that too few objects cap AP|R40 starts (the detection task's sanity check filters it by this)
+FEW_OBJECTS_WARNING = "KITTI AP: only"
+
+
 def kitti_average_precision(
     detections: Sequence[Any] | Mapping[Any, Any],
     ground_truths: Sequence[Any] | Mapping[Any, Any],
@@ -289,11 +293,12 @@ def kitti_average_precision(
             raise RuntimeError(f"KITTI AP for {cls_name} is not finite")
     if few:
         counts = ", ".join(f"{n} valid {name}" for name, n in few.items())
+        objects = "object" if list(few.values()) == [1] else "objects"
         caps = " / ".join(f"{(n - 1) / (_N_SAMPLE_PTS - 1):.3f}" for n in few.values())
         warnings.warn(
-            f"KITTI AP at {level_name}: only {counts} ground-truth objects; the devkit samples recall in steps "
-            f"of 1/{_N_SAMPLE_PTS - 1} and fills at most one step per object, so AP|R40 is at most {caps} here "
-            f"even for a perfect detector: evaluate on {_N_SAMPLE_PTS}+ objects per class, or read the COCO AP",
+            f"{FEW_OBJECTS_WARNING} {counts} ground-truth {objects} at {level_name}; the devkit samples recall in "
+            f"steps of 1/{_N_SAMPLE_PTS - 1} and fills at most one step per object, so AP|R40 is at most {caps} "
+            f"here even for a perfect detector: evaluate on {_N_SAMPLE_PTS}+ objects per class, or read the COCO AP",
             stacklevel=2,
         )
     return result

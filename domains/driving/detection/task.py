@@ -55,6 +55,7 @@ from torchvision.ops import StochasticDepth
 
 from domains.driving.classes import DETECTION_CLASSES
 from domains.driving.detection.metrics import (
+    FEW_OBJECTS_WARNING,
     KITTI_DIFFICULTY,
     KITTI_IMAGE_HEIGHT,
     KITTI_MIN_OVERLAP,
@@ -629,7 +630,7 @@ class DetectionTask(DetectorTask):
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="KITTI AP: no valid")
                     if sanity:
-                        warnings.filterwarnings("ignore", message="KITTI AP: only")
+                        warnings.filterwarnings("ignore", message=FEW_OBJECTS_WARNING)
                     aps = kitti_average_precision(
                         dets, gts, classes=kitti_classes, difficulty=level,
                         min_height_scale=height_scale,

@@ -924,14 +924,16 @@ def _modality_problem(
     image_path: Path, shape: tuple[int, ...], modality_index: int, modalities: dict | None = None
 ) -> str | None:
     """Why ``modality_index`` names no channel of the NIfTI of whole ``shape`` (None when it does; a 5-D file
-    is left to MONAI's reader)."""
+    is left to MONAI's reader). With the set's ``modalities`` (training), what to give instead; without (a volume
+    to predict, whose model reads the channel its checkpoint names), that it needs that channel."""
     channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None
     if channels is None or 0 <= modality_index < channels:
         return None
-    return (
-        f"{image_path}: modality_index={modality_index} but the image has {channels} channel(s) "
-        f"{modalities or ''}: give --data.dataset_kwargs '{{modality_index: N}}' with N in 0..{channels - 1}"
-    )
+    problem = f"{image_path}: modality_index={modality_index} but the image has {channels} channel(s)"
+    if modalities is None:
+        return f"{problem}: this model reads channel {modality_index} (its checkpoint's modality_index)"
+    named = f" {modalities}" if modalities else ""
+    return f"{problem}{named}: give --data.dataset_kwargs '{{modality_index: N}}' with N in 0..{channels - 1}"
 
 
 def _axial(header: dict) -> dict:

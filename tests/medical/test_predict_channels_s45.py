@@ -16,7 +16,10 @@ def test_a_volume_without_the_channel_is_named_up_front_and_the_others_are_predi
         dataset = build_predict_dataset(tmp_path, 16, modality_index=1)
     (message,) = [str(w.message) for w in caught]
     assert "1 of 2 files are not predicted, without the channel asked for" in message
-    assert f"{tmp_path / 'one.nii.gz'}: modality_index=1 but the image has 1 channel(s)" in message
+    assert (
+        f"{tmp_path / 'one.nii.gz'}: modality_index=1 but the image has 1 channel(s): this model reads channel 1 "
+        "(its checkpoint's modality_index)" in message
+    )  # not the training set's advice to give another modality_index: the checkpoint's is the one to read
     assert [name for name, _path, _label in dataset.cases] == ["two"]
     assert len(dataset) == 4  # the 4 axial slices of the 2-channel volume, the second channel of each
     assert dataset.not_predicted == [message.split("without the channel asked for: ")[1]]

@@ -333,12 +333,12 @@ def checkpoint_caption(key: str, limit: int = 8) -> None:
     )
 
 
-def below_threshold(best: float, threshold: float) -> tuple[str, str]:
-    """``best`` (a score under ``threshold``) and ``threshold`` written so that they differ: at 2 decimals, or
-    as many more as it takes (a best score of 0.4996 read "no box reaches the threshold 0.50; the best score
-    here is 0.50")."""
-    for places in range(2, 7):
-        shown, limit = f"{best:.{places}f}", f"{threshold:.{places}f}"
+def below_threshold(best: float, threshold: float, places: int = 2) -> tuple[str, str]:
+    """``best`` (a score under ``threshold``) and ``threshold`` written so that they differ: at ``places``
+    decimals, or as many more as it takes (a best score of 0.4996 read "no box reaches the threshold 0.50; the
+    best score here is 0.50")."""
+    for decimals in range(places, 7):
+        shown, limit = f"{best:.{decimals}f}", f"{threshold:.{decimals}f}"
         if shown != limit:
             return shown, limit
     return str(best), str(threshold)

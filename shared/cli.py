@@ -127,11 +127,12 @@ class SuiteTrainer(pl.Trainer):
 
     def _console_defaults(self, given: list, progress_bar: bool | None) -> None:
         """Lightning's default model summary and progress bar, each replaced only where Lightning added it (a
-        callback given, or ``--trainer.enable_progress_bar`` given either way, is kept): the summary without
-        a FLOPs column counting nothing (:class:`_SummaryWithoutUncountedFlops`), and the bar with the closing
-        lines' digits (:class:`_BarOfClosingDigits`), which, where stdout (the bar's file) is no terminal
-        (piped, SLURM's ``srun``), is redrawn every :data:`_LOG_REFRESH_STEPS` batches: each redraw stays in
-        the log behind a carriage return (about 600 KB over a long fit)."""
+        callback given is kept): the summary without a FLOPs column counting nothing
+        (:class:`_SummaryWithoutUncountedFlops`), and the bar with the closing lines' digits
+        (:class:`_BarOfClosingDigits`), which, where stdout (the bar's file) is no terminal (piped, SLURM's
+        ``srun``) and ``--trainer.enable_progress_bar`` was not given, is redrawn every
+        :data:`_LOG_REFRESH_STEPS` batches: each redraw stays in the log behind a carriage return (about 600 KB
+        over a long fit)."""
         for i, callback in enumerate(self.callbacks):
             if any(callback is mine for mine in given):
                 continue
@@ -168,7 +169,7 @@ class SuiteTrainer(pl.Trainer):
             lines.append(f"last checkpoint (step {self.global_step}): {callback.last_model_path}")
         if callback.monitor and callback.save_top_k and not callback.best_model_path:
             lines.append(self._no_best_checkpoint(callback))
-        if folders := [logger.log_dir for logger in self.loggers if getattr(logger, "log_dir", None)]:
+        if folders := log_folders(self):
             lines.append(f"logs: {', '.join(folders)}")
         if lines:
             rank_zero_info("\n".join(lines))
@@ -261,7 +262,17 @@ class _BarOfClosingDigits(TQDMProgressBar):
 
     def get_metrics(self, trainer, pl_module) -> dict:
         items = super().get_metrics(trainer, pl_module)
-        return {name: f"{value:.4g}" if isinstance(value, float) else value for name, value in items.items()}
+        # "#": zeros kept (0.5000, 2.000: the bar's width steady); values far from 1 left to tqdm (1.235e+04)
+        return {name: f"{value:#.4g}" if _with_four_digits(value) else value for name, value in items.items()}
+
+
+def _with_four_digits(value) -> bool:
+    return isinstance(value, float) and 1e-3 <= abs(value) < 1e4
+
+
+def log_folders(trainer: pl.Trainer) -> list[str]:
+    """The folders the trainer's loggers write this run to (``.../csv/version_N``, ``.../tensorboard/version_N``)."""
+    return [logger.log_dir for logger in trainer.loggers if getattr(logger, "log_dir", None)]
 
 
 def _is_terminal(stream) -> bool:
@@ -780,7 +791,7 @@ class SuiteCLI(LightningCLI):
         self._follow_root_dir(config)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         _check_local_ckpt_path(ckpt_path)
-        if subcommand in ("validate", "test", "predict") and not self._printing_config:
+        if subcommand in ("validate", "test", "predict") and not (self._printing_config and ckpt_path is None):
             ckpt_path = _weights_to_evaluate(subcommand, ckpt_path)
             self.config[subcommand]["ckpt_path"] = ckpt_path
         if subcommand == "fit" and ckpt_path == "last":
@@ -1176,8 +1187,7 @@ class SuiteCLI(LightningCLI):
 
     def _say_where_logged(self, subcommand: str) -> None:
         """Lightning's results table says nothing of the log folder the figures went to."""
-        folders = [logger.log_dir for logger in self.trainer.loggers if getattr(logger, "log_dir", None)]
-        if folders:
+        if folders := log_folders(self.trainer):
             step = self.trainer.global_step
             rank_zero_info(f"{subcommand}: results logged at step {step} to {', '.join(folders)}")
 

@@ -256,14 +256,15 @@ def _which_object(prediction: dict, clip: dict, alarm: int | None, threshold: fl
     slot, object_risk = top
     track = int(prediction["track_ids"][slot])
     kind = clip["classes"].get(track)
-    named = f"**track {track}**{f' ({kind})' if kind else ''}, risk {object_risk:.3f}"
+    named = f"**track {track}**{f' ({kind})' if kind else ''}, risk "
     if object_risk >= threshold:
-        text = f"At the alarm (t = {frame_time(alarm, fps)} s) the highest-risk object is {named}."
+        text = f"At the alarm (t = {frame_time(alarm, fps)} s) the highest-risk object is {named}{object_risk:.3f}."
     else:
+        shown, limit = pc.below_threshold(object_risk, threshold, places=3)  # 0.4996 is not "0.500 below 0.500"
         text = (
             f"At the alarm (t = {frame_time(alarm, fps)} s) no tracked object accounts for it: the frame's risk "
             f"{risk[alarm]:.3f} comes from the model's frame head, and every object's own risk (a separate "
-            f"head) stays below the threshold {threshold:.3f}. The most likely one is {named}."
+            f"head) stays below the threshold {limit}. The most likely one is {named}{shown}."
         )
     involved = clip.get("involved")
     if involved is not None and clip.get("toa", -1) >= 0:

@@ -81,3 +81,21 @@ def test_prepare_demo_refuses_training_options_without_train(monkeypatch, capsys
     assert capsys.readouterr().err.endswith(
         "error: --force only applies to local training: add --train (else the shipped weights serve)\n"
     )
+
+
+def test_an_object_risk_just_under_the_threshold_is_not_written_as_the_threshold(monkeypatch, demo_env):
+    """The accident page wrote an object risk of 0.4996 as "0.500" and said it "stays below the threshold 0.500"."""
+    import numpy as np
+
+    from tests.apps.test_uploads_audit_s34 import _said
+
+    prediction = {
+        "fps": 10.0,
+        "risk": np.array([0.1, 0.949]),
+        "horizons": [0.5, 1.0, 1.5, 2.0],
+        "box_valid": np.array([[True, True], [True, True]]),
+        "object_risk": np.array([[0.1, 0.05], [0.4996, 0.2]]),
+        "track_ids": np.array([9, 4]),
+    }
+    text = _said(monkeypatch, prediction, {"classes": {9: "Car"}}, 1, 0.5)
+    assert "stays below the threshold 0.5000. The most likely one is **track 9** (Car), risk 0.4996." in text

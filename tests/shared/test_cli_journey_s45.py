@@ -74,9 +74,17 @@ def test_the_progress_bar_shows_the_digits_of_the_closing_line(piped, monkeypatc
     monkeypatch.delenv("TQDM_MINITERS", raising=False)
     monkeypatch.setattr("sys.stdout", io.StringIO() if piped else Terminal())
     trainer = SuiteTrainer(logger=False, enable_model_summary=False, accelerator="cpu")
-    trainer._logger_connector._progress_bar_metrics.update({"val/ged": 1.18939, "train/loss": 920.66, "n": 3})
+    shown = {"val/ged": 1.18939, "train/loss": 920.66, "n": 3, "val/dice": 0.5, "big": 12345.6, "small": 1e-5}
+    trainer._logger_connector._progress_bar_metrics.update(shown)
     bar = trainer.progress_bar_callback
-    assert bar.get_metrics(trainer, None) == {"val/ged": "1.189", "train/loss": "920.7", "n": 3}
+    assert bar.get_metrics(trainer, None) == {
+        "val/ged": "1.189",
+        "train/loss": "920.7",
+        "n": 3,
+        "val/dice": "0.5000",  # zeros kept: the bar keeps its width
+        "big": 12345.6,  # far from 1: left to tqdm's own form, not 1.235e+04
+        "small": 1e-5,
+    }
     assert bar.refresh_rate == (100 if piped else 1)
 
 
@@ -121,3 +129,7 @@ def test_predict_prints_its_config_without_weights(tmp_path, monkeypatch, capsys
     assert done.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["predict_dir"] == "predictions/medical" and printed["ckpt_path"] is None
+    with pytest.raises(SystemExit) as done:  # an untrained network asked for on purpose prints as before
+        main(["predict", "-c", "domains/medical/configs/quick.yaml", "--ckpt_path", "none", "--print_config"])
+    assert done.value.code in (0, None)
+    assert yaml.safe_load(capsys.readouterr().out)["ckpt_path"] == "none"

@@ -434,7 +434,7 @@ class SuggestingArgumentParser(LightningArgumentParser):
             return parser, message, _suggestions(message.removeprefix("unrecognized arguments: ").split(), known)
         config = re.fullmatch(_CONFIG_NOT_READ, message)
         if config is not None:  # -c FILE
-            return parser, message, _close_configs(Path(config[1]))
+            return parser, message, _close_configs(Path(config[1]), _domain_configs(parser.prog))
         key = re.fullmatch(r"(?:Subcommand '[^']+'|Group '([^']+)') does not accept option '([^']+)'", message)
         if key is not None:  # a config file's key
             return parser, message, _suggestions(["--" + ".".join(part for part in key.groups() if part)], known)
@@ -621,24 +621,37 @@ def _suggestions(given: list[str], known: list[str]) -> list[str]:
 _CONFIG_NOT_READ = r'Parser key "config": (?:File does not exist|Path is not a file): \'(.+)\''
 
 
-def _close_configs(path: Path) -> list[str]:
+def _domain_configs(prog: str) -> Path | None:
+    """The configs folder of the task a parser's ``prog`` runs (``python -m domains.medical fit``)."""
+    module = re.search(r"-m (domains(?:\.\w+)+)", prog)
+    return SUITE_ROOT.joinpath(*module[1].split("."), "configs") if module else None
+
+
+def _close_configs(path: Path, own: Path | None = None) -> list[str]:
     """For a ``-c`` file that is not there, or a folder (``path``, absolute, as jsonargparse names it): the
     closest config of its folder, here or in the suite's own (which ``-c`` also reads:
-    :func:`shared.cli_help.suite_file`), else that folder's configs. jsonargparse's "File does not exist"
-    came alone, under a usage line promising options "listed below" that never were, and a misspelled
-    ``quik.yaml`` got no pointer to ``quick.yaml``."""
+    :func:`shared.cli_help.suite_file`), else of the task's ``own`` configs folder (``-c quick.yaml``), else
+    the named folder's configs. jsonargparse's "File does not exist" came alone, under a usage line promising
+    options "listed below" that never were, and a misspelled ``quik.yaml`` got no pointer to ``quick.yaml``."""
     try:
         shown = path.relative_to(Path.cwd())  # as the user gave it, from the working directory
     except ValueError:
         shown = path
     folder = shown if path.is_dir() else shown.parent
     folders = [Path.cwd() / folder] + ([SUITE_ROOT / folder] if not folder.is_absolute() else [])
-    found = (f for there in folders if there.is_dir() for f in there.glob("*.y*ml") if f.is_file())
-    names = sorted({f.name for f in found})
-    stems = {Path(name).stem: name for name in names}  # by stem: with ".yaml" alike, zzz.yaml was "gpu.yaml"
-    if not path.is_dir() and (close := difflib.get_close_matches(shown.stem, stems, n=1, cutoff=0.6)):
-        return [f"{shown}: did you mean {folder / stems[close[0]]}?"]
+    names = _config_names(folders)
+    if not path.is_dir():
+        for there, within in ((folder, names), (own, _config_names([own] if own else []))):
+            stems = {Path(name).stem: name for name in within}  # by stem: ".yaml" alike made zzz.yaml "gpu.yaml"
+            if close := difflib.get_close_matches(shown.stem, stems, n=1, cutoff=0.6):
+                where = there.relative_to(SUITE_ROOT) if there.is_relative_to(SUITE_ROOT) else there
+                return [f"{shown}: did you mean {where / stems[close[0]]}?"]
     return [f"{folder}: holds {', '.join(names)}"] if names else []
+
+
+def _config_names(folders: list[Path]) -> list[str]:
+    """The names of the YAML files in ``folders`` (those that exist), sorted, once each."""
+    return sorted({f.name for there in folders if there.is_dir() for f in there.glob("*.y*ml") if f.is_file()})
 
 
 def _closest(name: str, known: list[str]) -> str | None:

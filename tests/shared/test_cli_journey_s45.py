@@ -39,6 +39,15 @@ def test_a_misspelled_config_names_the_one_it_is_close_to(cwd, tmp_path, monkeyp
     ]
 
 
+def test_a_config_named_without_its_folder_is_found_in_the_task_s_own(tmp_path, monkeypatch, capsys):
+    """``-c quick.yaml`` and ``-c configs/prob_unet.yaml`` (the task's folder left out) name the task's own."""
+    monkeypatch.chdir(tmp_path)
+    assert _fit_error("quik.yaml", capsys)[2:] == ["quik.yaml: did you mean domains/medical/configs/quick.yaml?"]
+    assert _fit_error("configs/prob_unet.yaml", capsys)[2:] == [
+        "configs/prob_unet.yaml: did you mean domains/medical/configs/prob_unet.yaml?"
+    ]
+
+
 def test_a_config_close_to_none_lists_its_folder_and_a_folder_its_configs(tmp_path, monkeypatch, capsys):
     """A name close to no config (compared by stem: ``zzz.yaml`` is not "gpu.yaml" for their common
     ``.yaml``) lists the folder's configs; so does the folder given as the config; a folder of none says no

@@ -373,8 +373,9 @@ def decodable_clips(clips: Sequence[AccidentClip], log: DropLog) -> list[Acciden
 
 
 def split_breakdown(splits: dict[str, Sequence[AccidentClip]]) -> str:
-    """Markdown table: clips, positives (crash), near misses and negatives (normal) per split."""
-    lines = ["| split | clips | positives | near misses | negatives |", "|---|---:|---:|---:|---:|"]
+    """Markdown table: clips, positives (crash), near misses and ordinary clips per split (near misses and ordinary
+    clips are both negatives to the metrics: a column named "negatives" counted the ordinary ones alone)."""
+    lines = ["| split | clips | positives | near misses | ordinary |", "|---|---:|---:|---:|---:|"]
     for name, clips in splits.items():
         counts = {k: sum(c.kind == k for c in clips) for k in KINDS}
         lines.append(

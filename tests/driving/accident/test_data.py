@@ -227,7 +227,7 @@ def test_split_is_by_clip_stratified_and_printed(clips_root, caplog):
     assert len(everything) == len(set(everything)) == sum(KINDS.values())  # no clip in two splits
     for name, clips in dm.splits.items():
         assert {c.kind for c in clips} == {"crash", "near_miss", "normal"}, name
-    assert "| split | clips | positives | near misses | negatives |" in caplog.text
+    assert "| split | clips | positives | near misses | ordinary |" in caplog.text
     assert caplog.text.count("| split |") == 1
     dm.setup()  # once only
     assert caplog.text.count("| split |") == 1

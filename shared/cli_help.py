@@ -276,11 +276,7 @@ def report_input_errors():
             raise
         _close_progress_bars()
         print(f"error: {type(err).__name__}: {_own_message(err)}", file=sys.stderr)
-        frames = traceback.extract_tb(err.__traceback__)
-        where = (
-            f"raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}; " if frames else ""
-        )
-        print(f"({where}SUITE_TRACEBACK=1 shows the whole traceback)", file=sys.stderr)
+        print(f"({_raised_at(err)}SUITE_TRACEBACK=1 shows the whole traceback)", file=sys.stderr)
         raise SystemExit(1) from None
     except SystemExit as stop:
         # Lightning ends a run that got SIGTERM (docker stop, a scheduler's preemption) with a SystemExit of no
@@ -294,6 +290,18 @@ def report_input_errors():
         # for the code around the command (a test, a notebook)
         warnings.formatwarning, warnings.showwarning = before, shown
         logging.StreamHandler.emit = stream_emit
+
+
+def _raised_at(err: Exception) -> str:
+    """Where ``err`` was raised, as "raised at FILE:LINE in FUNCTION; ". For one from a DataLoader worker, the
+    last frame of the worker's traceback, which torch puts into the message (its own frames end in torch's
+    ``reraise``, which told nothing)."""
+    worker = re.findall(r'File "(.+)", line (\d+), in (\S+)', str(err).partition("\nOriginal Traceback")[2])
+    if worker:
+        filename, lineno, name = worker[-1]
+        return f"raised at {filename}:{lineno} in {name}, in a DataLoader worker; "
+    frames = traceback.extract_tb(err.__traceback__)
+    return f"raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}; " if frames else ""
 
 
 def _own_message(err: Exception) -> str:

@@ -630,9 +630,10 @@ def _domain_configs(prog: str) -> Path | None:
 def _close_configs(path: Path, own: Path | None = None) -> list[str]:
     """For a ``-c`` file that is not there, or a folder (``path``, absolute, as jsonargparse names it): the
     closest config of its folder, here or in the suite's own (which ``-c`` also reads:
-    :func:`shared.cli_help.suite_file`), else of the task's ``own`` configs folder (``-c quick.yaml``), else
-    the named folder's configs. jsonargparse's "File does not exist" came alone, under a usage line promising
-    options "listed below" that never were, and a misspelled ``quik.yaml`` got no pointer to ``quick.yaml``."""
+    :func:`shared.cli_help.suite_file`), else that folder's configs; where the folder holds none (``-c
+    quick.yaml``, ``-c configs/quick.yaml``), the same from the task's ``own`` configs folder. jsonargparse's
+    "File does not exist" came alone, under a usage line promising options "listed below" that never were, and
+    a misspelled ``quik.yaml`` got no pointer to ``quick.yaml``."""
     try:
         shown = path.relative_to(Path.cwd())  # as the user gave it, from the working directory
     except ValueError:
@@ -640,12 +641,11 @@ def _close_configs(path: Path, own: Path | None = None) -> list[str]:
     folder = shown if path.is_dir() else shown.parent
     folders = [Path.cwd() / folder] + ([SUITE_ROOT / folder] if not folder.is_absolute() else [])
     names = _config_names(folders)
-    if not path.is_dir():
-        for there, within in ((folder, names), (own, _config_names([own] if own else []))):
-            stems = {Path(name).stem: name for name in within}  # by stem: ".yaml" alike made zzz.yaml "gpu.yaml"
-            if close := difflib.get_close_matches(shown.stem, stems, n=1, cutoff=0.6):
-                where = there.relative_to(SUITE_ROOT) if there.is_relative_to(SUITE_ROOT) else there
-                return [f"{shown}: did you mean {where / stems[close[0]]}?"]
+    if not names and own is not None:  # a folder of no configs (or none, or the working one): the task's own
+        folder, names = own.relative_to(SUITE_ROOT), _config_names([own])
+    stems = {Path(name).stem: name for name in names}  # by stem: with ".yaml" alike, zzz.yaml was "gpu.yaml"
+    if not path.is_dir() and (close := difflib.get_close_matches(shown.stem, stems, n=1, cutoff=0.6)):
+        return [f"{shown}: did you mean {folder / stems[close[0]]}?"]
     return [f"{folder}: holds {', '.join(names)}"] if names else []
 
 

@@ -293,13 +293,15 @@ def report_input_errors():
 
 
 def _raised_at(err: Exception) -> str:
-    """Where ``err`` was raised, as "raised at FILE:LINE in FUNCTION; ". For one from a DataLoader worker, the
-    last frame of the worker's traceback, which torch puts into the message (its own frames end in torch's
-    ``reraise``, which told nothing)."""
-    worker = re.findall(r'File "(.+)", line (\d+), in (\S+)', str(err).partition("\nOriginal Traceback")[2])
-    if worker:
-        filename, lineno, name = worker[-1]
-        return f"raised at {filename}:{lineno} in {name}, in a DataLoader worker; "
+    """Where ``err`` was raised, as "raised at FILE:LINE in FUNCTION; ". For one from a DataLoader worker (or
+    its pin-memory thread), the last frame of the traceback torch puts into the message, and where it ran
+    (torch's first line: "Caught ValueError in DataLoader worker process 0."); torch's own frames end in its
+    ``reraise``, which told nothing."""
+    head, _, tail = str(err).partition("\nOriginal Traceback")
+    if frames := re.findall(r'File "(.+)", line (\d+), in (\S+)', tail):
+        filename, lineno, name = frames[-1]
+        ran = re.match(r"Caught \w+ (.+?)\.?$", head)
+        return f"raised at {filename}:{lineno} in {name}{f' ({ran[1]})' if ran else ''}; "
     frames = traceback.extract_tb(err.__traceback__)
     return f"raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}; " if frames else ""
 

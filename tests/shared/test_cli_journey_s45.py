@@ -50,21 +50,22 @@ def test_a_config_named_without_its_folder_is_found_in_the_task_s_own(tmp_path, 
 
 def test_a_config_close_to_none_lists_its_folder_and_a_folder_its_configs(tmp_path, monkeypatch, capsys):
     """A name close to no config (compared by stem: ``zzz.yaml`` is not "gpu.yaml" for their common
-    ``.yaml``) lists the folder's configs; so does the folder given as the config; a folder of none says no
-    more than jsonargparse."""
+    ``.yaml``) lists the folder's configs; so does the folder given as the config; a folder of none lists
+    the task's own configs."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "a.yaml").write_text("seed_everything: 1\n")
     (tmp_path / "mine" / "b.yml").write_text("seed_everything: 2\n")
     assert _fit_error("mine/zzz.yaml", capsys)[2:] == ["mine: holds a.yaml, b.yml"]
+    assert _fit_error("mine/quick.yaml", capsys)[2:] == ["mine: holds a.yaml, b.yml"]  # their folder, not the task's
     assert _fit_error("mine/b.yaml", capsys)[2:] == ["mine/b.yaml: did you mean mine/b.yml?"]
     assert _fit_error("mine", capsys)[1:] == [
         f"error: Parser key \"config\": Path is not a file: '{tmp_path / 'mine'}'",
         "mine: holds a.yaml, b.yml",
     ]
-    assert _fit_error(str(tmp_path / "none" / "x.yaml"), capsys)[1:] == [
-        f"error: Parser key \"config\": File does not exist: '{tmp_path / 'none' / 'x.yaml'}'"
-    ]
+    lines = _fit_error(str(tmp_path / "none" / "x.yaml"), capsys)[1:]  # a folder of none: the task's configs
+    assert lines[0] == f"error: Parser key \"config\": File does not exist: '{tmp_path / 'none' / 'x.yaml'}'"
+    assert lines[1].startswith("domains/medical/configs: holds ") and "quick.yaml" in lines[1]
 
 
 @pytest.mark.parametrize("piped", [True, False])

@@ -174,8 +174,8 @@ READER_PRESETS: dict[str, dict[str, dict]] = {
 # the brightness/contrast step (--data.augment_intensity 0): there a fainter lesion is marked by fewer readers,
 # and the step cost the HPU-Net 0.06 GED (1,000 steps, seed 1: 0.343 with it, 0.281 without; seed 0 without:
 # 0.266) while the Prob. U-Net was the same with and without it (0.288, 0.292). With the step the HPU-Net's
-# 1 px latent scale dies (KL about 0; beta 1 too); one latent scale keeps it but is no better without the step
-# (README, "Why no brightness/contrast step here").
+# 1 px latent scale dies (KL about 0; beta 1 too); the paper's GECO on these two scales kept it alive with and
+# without the step in one seed (README, "Why no brightness/contrast step here").
 DATA_PRESETS: dict[str, dict] = {"default": {}, "lidc": {"augment_intensity": 0.0}}
 LABELS = {"unet": "U-Net", "prob_unet": "Prob. U-Net", "hpu_net": "HPU-Net"}
 SMOKE_STEPS = 100  # fewer training steps per model: untrained models, whose ties would "pass" the order targets

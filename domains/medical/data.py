@@ -1469,6 +1469,7 @@ def build_predict_dataset(
         try:
             if nifti:  # a channel the volume lacks is refused here, before any volume is predicted
                 header, shape = _nifti_header_and_shape(path, check_data=True)
+                # without a modality_index setting, channel 0, which every volume has
                 if problem := _modality_problem(path, shape, settings.get("modality_index", 0)):
                     no_channel += 1
                     raise MedicalDataError(problem)

@@ -4,13 +4,9 @@ from the class that declares it): the instance data module reads no YOLO set and
 
 from __future__ import annotations
 
-from inspect import signature
-
 import pytest
 
-from domains.driving.detection.data import DetectorDataModule
 from domains.driving.instances.__main__ import main as instances_main
-from domains.driving.instances.data import InstanceDataModule
 
 
 def _option_help(out: str, option: str) -> str:
@@ -36,7 +32,3 @@ def test_split_fractions_help_describes_the_instance_formats(capsys, monkeypatch
     assert "a Cityscapes download's frames by city. No format keeps splits of its own" in text
     assert "default: (0.7, 0.15, 0.15)" in text  # the shared base's default, as before
 
-
-def test_the_split_fractions_default_is_the_shared_base_s():
-    base = signature(DetectorDataModule).parameters["split_fractions"].default
-    assert signature(InstanceDataModule).parameters["split_fractions"].default == base == (0.7, 0.15, 0.15)

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 # Two pytest workers, one torch thread each (tests/conftest.py), a test file per worker so its module fixtures
-# are built once: 2728 tests in 2 min 58 s - 3 min 20 s on 2 CPU cores (session 45; tests marked slow run in test-all).
+# are built once: 2727 tests in 2 min 47 s - 3 min 20 s on 2 CPU cores (session 45; tests marked slow run in test-all).
 TEST_WORKERS ?= -n 2 --dist loadfile
 
 test: $(STAMP)
